@@ -1,0 +1,125 @@
+"""
+The composition root: turns a `Config` into the agent's running services.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import DeferredSemaphore
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from sentinel.config import Config, RedisInstance
+from sentinel.monitor import Monitor, NullPublisher, Settings
+from sentinel.probe import RedisProbe
+from sentinel.resolve import Resolver
+from sentinel.tracker import PendingTracker
+from sentinel.web import StatusApp
+
+log = Logger()
+
+# Connection attempts in flight at once: enough to connect thousands of
+# instances within a few ticks, few enough that a mass reconnect cannot
+# starve the checks of connected instances of CPU.
+CONNECTS_IN_FLIGHT = 200
+
+# Descriptors beyond one per instance: ZooKeeper, HTTP clients, logs,
+# the resolver's threads.
+FD_RESERVE = 64
+
+
+def raise_fd_limit(instances: int) -> int:
+    """
+    Raise the open-file soft limit to the hard limit; refuse with a clear
+    line (SystemExit) when `instances` connections cannot fit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    needed = instances + FD_RESERVE
+    if needed > soft:
+        raise SystemExit(
+            f"sentinel: {instances} instances need about {needed} open files, "
+            f"but the limit is {soft} (raise it: ulimit -n, or LimitNOFILE= "
+            f"in the systemd unit)"
+        )
+    return soft
+
+
+def _freeze_gc() -> None:
+    # After start-up, the connections' objects live as long as the agent:
+    # keep the cyclic collector from scanning them on every collection.
+    gc.collect()
+    gc.freeze()
+    log.info("start-up objects frozen out of the garbage collector")
+
+
+class StatusSite(Site):
+    """A Site that does not log every request: scrapes would drown the log."""
+
+    noisy = False
+
+    def log(self, request: object) -> None:
+        pass
+
+
+def make_agent(
+    config: Config, config_path: str | None, reactor: Any, freeze_gc: bool = True
+) -> MultiService:
+    """
+    Build the agent's services from `config`: the monitor (named
+    ``"monitor"``) and the HTTP server. `freeze_gc` freezes start-up objects
+    out of the cyclic collector after a few ticks (tests in one process turn
+    it off).
+    """
+    raise_fd_limit(len(config.instances))
+    slots = DeferredSemaphore(CONNECTS_IN_FLIGHT)
+    resolver = Resolver(reactor)
+    connect_timeout = max(config.timeout, 1.0)
+
+    def probe_for(instance: RedisInstance) -> RedisProbe:
+        return RedisProbe(instance, reactor, slots, connect_timeout, resolver)
+
+    settings = Settings(
+        interval=config.interval,
+        timeout=config.timeout,
+        rise=config.rise,
+        fall=config.fall,
+        info_every=config.info_every,
+        agent_id=config.agent_id,
+    )
+    monitor = Monitor(
+        reactor,
+        settings,
+        probe_for,
+        NullPublisher(),
+        PendingTracker(),
+        on_settled=_freeze_gc if freeze_gc else None,
+    )
+    for instance in config.instances:
+        monitor.add_instance(instance)
+
+    top = MultiService()
+    monitor.setName("monitor")
+    monitor.setServiceParent(top)
+    if config.http != "none":
+        status = StatusApp(monitor, reactor)
+        site = StatusSite(status.app.resource())
+        strports.service(config.http, site, reactor=reactor).setServiceParent(top)
+    log.info(
+        "watching {count} instance(s) every {interval} s, timeout {timeout} s",
+        count=len(config.instances),
+        interval=config.interval,
+        timeout=config.timeout,
+    )
+    return top

@@ -1,0 +1,349 @@
+"""
+The tick loop: one check per instance per tick, and nothing stops it.
+
+Every check is a Deferred with its own deadline and errback. Checks launched
+in the same tick share one deadline, so one timer per tick enforces them all
+(DESIGN.md section 4 measured that cheaper than a timer per check). The
+deadline is judged one reactor iteration late, after the sockets that are
+already readable have been read, so that a stall of the agent itself is not
+blamed on Redis. An instance whose check is still in flight is not checked
+again (an overrun); an exception from one instance's check, or from our own
+callbacks, is logged with the instance and touches nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import attr
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from sentinel.config import RedisInstance
+from sentinel.health import UP, InstanceHealth, Transition
+from sentinel.probe import Observation
+from sentinel.tracker import Pending, PendingTracker
+
+log = Logger()
+
+# Float slack when a deadline falls exactly on a tick.
+_EPSILON = 1e-6
+
+
+class Probe(Protocol):
+    """What the monitor needs of a probe (see `sentinel.probe.RedisProbe`)."""
+
+    stage: str
+
+    def check(self, want_info: bool) -> Deferred[Observation | None]: ...
+
+    def close(self) -> None: ...
+
+
+class Publisher(Protocol):
+    """Where instance states go (ZooKeeper, or nowhere)."""
+
+    def publish(self, state: InstanceState, transition: Transition | None) -> None:
+        """Called after every check; `transition` is set when something changed."""
+
+    def remove(self, name: str) -> None:
+        """The instance is no longer watched."""
+
+
+class NullPublisher:
+    """Publishes nothing: the agent runs without ZooKeeper."""
+
+    def publish(self, state: InstanceState, transition: Transition | None) -> None:
+        pass
+
+    def remove(self, name: str) -> None:
+        pass
+
+
+@attr.frozen
+class Settings:
+    """The loop's global settings."""
+
+    interval: float
+    timeout: float
+    rise: int
+    fall: int
+    info_every: int
+    agent_id: str
+
+
+class InstanceState:
+    """One watched instance: its config, probe and health."""
+
+    __slots__ = ("instance", "probe", "health", "checks_since_info")
+
+    def __init__(self, instance: RedisInstance, probe: Probe, health: InstanceHealth):
+        self.instance = instance
+        self.probe = probe
+        self.health = health
+        self.checks_since_info = 0
+
+    @property
+    def name(self) -> str:
+        """The instance's unique name."""
+        return self.instance.name
+
+    def document(self, agent_id: str) -> dict[str, Any]:
+        """The instance's JSON document, as published (DESIGN.md section 5)."""
+        return {
+            "name": self.instance.name,
+            "host": self.instance.host,
+            "port": self.instance.port,
+            **self.health.document(),
+            "agent": agent_id,
+            "schema": 1,
+        }
+
+
+class Monitor(Service):
+    """Checks every instance each tick and hands the results on."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        settings: Settings,
+        probe_factory: Callable[[RedisInstance], Probe],
+        publisher: Publisher,
+        tracker: PendingTracker,
+        on_settled: Callable[[], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self.settings = settings
+        self._probe_factory = probe_factory
+        self._publisher = publisher
+        self.tracker = tracker
+        self._on_settled = on_settled
+        self.states: dict[str, InstanceState] = {}
+        self._loop: LoopingCall | None = None
+        self._deadlines: list[IDelayedCall] = []
+        self.started_at: float | None = None
+        self.ticks = 0
+        self.overruns = 0
+        self.last_tick_at: float | None = None
+        self.tick_lag = 0.0
+        self.loop_restarts = 0
+        self.last_loop_error: str | None = None
+
+    # Instances
+
+    def add_instance(self, instance: RedisInstance) -> None:
+        """Start watching an instance from the next tick."""
+        if instance.name in self.states:
+            raise ValueError(f"instance {instance.name!r} is already watched")
+        probe = self._probe_factory(instance)
+        health = InstanceHealth(self.settings.rise, self.settings.fall)
+        self.states[instance.name] = InstanceState(instance, probe, health)
+
+    def remove_instance(self, name: str) -> None:
+        """Stop watching an instance: cancel its check, close, unpublish."""
+        state = self.states.pop(name)
+        pending = self.tracker.get(name)
+        if pending is not None:
+            pending.deferred.cancel()
+        state.probe.close()
+        self._publisher.remove(name)
+
+    # Service
+
+    def startService(self) -> None:
+        super().startService()
+        self.started_at = self._clock.seconds()
+        self._start_loop(now=True)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        for call in self._deadlines:
+            if call.active():
+                call.cancel()
+        self._deadlines = []
+        for pending in self.tracker:
+            pending.deferred.cancel()
+        for state in self.states.values():
+            state.probe.close()
+        return None
+
+    def _start_loop(self, now: bool) -> None:
+        loop = LoopingCall(self.tick)
+        loop.clock = self._clock
+        self._loop = loop
+        loop.start(self.settings.interval, now=now).addErrback(self._loop_died)
+
+    def _loop_died(self, failure: Failure) -> None:
+        self.loop_restarts += 1
+        self.last_loop_error = failure.getErrorMessage() or repr(failure.value)
+        log.failure(
+            "tick loop stopped; restarting it (restart {restarts})",
+            failure,
+            level=LogLevel.critical,
+            restarts=self.loop_restarts,
+        )
+        if self.running:
+            self._start_loop(now=False)
+
+    # The loop
+
+    def tick(self) -> None:
+        """Launch a check for every instance whose last check has ended."""
+        now = self._clock.seconds()
+        if self.last_tick_at is not None:
+            self.tick_lag = max(0.0, now - self.last_tick_at - self.settings.interval)
+        self.last_tick_at = now
+        self.ticks += 1
+        tracker = self.tracker
+        timeout = self.settings.timeout
+        launched = []
+        overrun = []
+        last_deadline = now
+        for state in list(self.states.values()):
+            pending = tracker.get(state.instance.name)
+            if pending is not None:
+                # Still in flight (with timeout == interval its deadline falls
+                # on this tick): check it again as soon as that deadline has
+                # been judged, rather than skip it for a whole interval.
+                self.overruns += 1
+                overrun.append(state)
+                last_deadline = max(last_deadline, pending.started_at + timeout)
+                continue
+            pending = self._launch(state, now)
+            if pending is not None:
+                launched.append(pending)
+        self._schedule_deadline(launched)
+        if overrun:
+            self._deadlines.append(
+                self._clock.callLater(last_deadline - now, self._relaunch, overrun)
+            )
+        if self.ticks == 3 and self._on_settled is not None:
+            self._on_settled()
+
+    def _relaunch(self, overrun: list[InstanceState]) -> None:
+        self._prune_deadlines()
+        # Like a deadline, judged after the reactor has read its sockets.
+        self._deadlines.append(self._clock.callLater(0, self._relaunch_now, overrun))
+
+    def _relaunch_now(self, overrun: list[InstanceState]) -> None:
+        self._prune_deadlines()
+        if not self.running:
+            return
+        now = self._clock.seconds()
+        launched = []
+        for state in overrun:
+            if self.states.get(state.name) is not state:
+                continue
+            pending = self.tracker.get(state.name)
+            if pending is not None:
+                if now - pending.started_at < self.settings.timeout - _EPSILON:
+                    continue
+                pending.deferred.cancel()
+            pending = self._launch(state, now)
+            if pending is not None:
+                launched.append(pending)
+        self._schedule_deadline(launched)
+
+    def _schedule_deadline(self, launched: list[Pending]) -> None:
+        if launched:
+            self._deadlines.append(
+                self._clock.callLater(self.settings.timeout, self._deadline, launched)
+            )
+
+    def _prune_deadlines(self) -> None:
+        self._deadlines = [c for c in self._deadlines if c.active()]
+
+    def _launch(self, state: InstanceState, now: float) -> Pending | None:
+        settings = self.settings
+        want_info = (
+            state.health.status != UP
+            or state.checks_since_info + 1 >= settings.info_every
+        )
+        try:
+            d = state.probe.check(want_info)
+        except Exception:
+            failure = Failure()
+            log.failure("check of {instance} raised", failure, instance=state.name)
+            self._record(state, _internal_error(failure))
+            return None
+        pending = Pending(state.name, d, now, state.probe)
+        self.tracker.add(pending)
+        d.addCallback(self._observed, state, pending)
+        d.addErrback(self._check_failed, state, pending)
+        return pending
+
+    def _deadline(self, launched: list[Pending]) -> None:
+        self._prune_deadlines()
+        # Let the reactor read what has already arrived before judging.
+        self._deadlines.append(self._clock.callLater(0, self._expire, launched))
+
+    def _expire(self, launched: Iterable[Pending]) -> None:
+        self._prune_deadlines()
+        tracker = self.tracker
+        for pending in launched:
+            if tracker.get(pending.instance) is pending:
+                pending.deferred.cancel()
+
+    def _observed(
+        self, observation: Observation | None, state: InstanceState, pending: Pending
+    ) -> None:
+        if self.tracker.get(pending.instance) is pending:
+            self.tracker.remove(pending.instance)
+        if observation is None or self.states.get(state.name) is not state:
+            return
+        if not self.running:
+            return
+        self._record(state, observation)
+
+    def _check_failed(
+        self, failure: Failure, state: InstanceState, pending: Pending
+    ) -> None:
+        log.failure("check of {instance} failed", failure, instance=state.name)
+        if self.tracker.get(pending.instance) is pending:
+            self.tracker.remove(pending.instance)
+        if self.running and self.states.get(state.name) is state:
+            self._record(state, _internal_error(failure))
+
+    def _record(self, state: InstanceState, observation: Observation) -> None:
+        health = state.health
+        if observation.replication is not None:
+            state.checks_since_info = 0
+        else:
+            state.checks_since_info += 1
+        transition = health.observe(observation, self._clock.seconds())
+        if transition is not None:
+            _log_transition(state, transition)
+        try:
+            self._publisher.publish(state, transition)
+        except Exception:
+            log.failure("publishing {instance} failed", instance=state.name)
+
+
+def _internal_error(failure: Failure) -> Observation:
+    return Observation(ok=False, error=f"internal error: {failure.getErrorMessage()}")
+
+
+def _log_transition(state: InstanceState, transition: Transition) -> None:
+    health = state.health
+    if transition.status_changed:
+        log.info(
+            "{instance} is {to} (was {source}): {error}",
+            instance=state.name,
+            to=transition.new_status,
+            source=transition.old_status or "unknown",
+            error=health.error or "ok",
+        )
+    else:
+        log.info(
+            "{instance}: ready={ready} role={role}",
+            instance=state.name,
+            ready=health.ready,
+            role=health.replication.role,
+        )

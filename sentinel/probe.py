@@ -1,0 +1,418 @@
+"""
+One Redis check at a time per instance, over one kept connection.
+
+The connection is txredisapi's protocol, connected by us rather than through
+``txredisapi.Connection`` (which reconnects forever with no handle to stop it,
+DESIGN.md section 4). A connection attempt is owned by the probe, not by the
+check that started it: a check whose deadline passes while connecting fails,
+but a connection that completes afterwards is kept for the next check. Any
+timeout, lost connection or unreadable reply drops the connection; a later
+check connects again, at most once per `RECONNECT_INTERVAL` (as Redis
+Sentinel does), and checks in between fail at once with the last error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attr
+import txredisapi
+from twisted.internet import error as neterror
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredSemaphore,
+    TimeoutError,
+    succeed,
+)
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+
+from sentinel.config import RedisInstance
+from sentinel.resolve import Resolver
+
+RECONNECT_INTERVAL = 1.0
+
+PING = b"*1\r\n$4\r\nPING\r\n"
+INFO_REPLICATION = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n"
+
+# Replies to PING that Redis Sentinel counts as "alive" without being ready.
+_ALIVE_NOT_READY = ("LOADING", "MASTERDOWN")
+
+
+@attr.frozen
+class Replication:
+    """What ``INFO replication`` said about an instance's role."""
+
+    role: str | None
+    master_host: str | None = None
+    master_port: int | None = None
+    master_link_status: str | None = None
+
+
+@attr.frozen
+class Observation:
+    """The outcome of one check."""
+
+    ok: bool
+    ready: bool = False
+    latency_ms: float | None = None
+    error: str | None = None
+    # Present only when this check read INFO replication.
+    replication: Replication | None = None
+
+
+class ProtocolError(txredisapi.RedisError):  # type: ignore[misc]
+    """The server sent something that is not a Redis reply."""
+
+
+class _ConnectFailed(Exception):
+    """A connection attempt failed; the message is the observation's error."""
+
+
+def parse_replication(info: str) -> Replication:
+    """Pick the role fields out of an ``INFO replication`` reply."""
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    role = fields.get("role")
+    if role != "slave":
+        return Replication(role=role)
+    port = fields.get("master_port", "")
+    return Replication(
+        role=role,
+        master_host=fields.get("master_host"),
+        master_port=int(port) if port.isdigit() else None,
+        master_link_status=fields.get("master_link_status"),
+    )
+
+
+def auth_command(password: str, username: str | None) -> bytes:
+    """The RESP bytes of AUTH, with an ACL user name if there is one."""
+    args = ["AUTH"] + ([username] if username else []) + [password]
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode("utf-8")
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def describe_failure(failure: Failure) -> str:
+    """A short, stable error text for a failed connection or command."""
+    if failure.check(neterror.ConnectionRefusedError):
+        return "connection refused"
+    if failure.check(TimeoutError, neterror.TimeoutError):
+        return "timeout (connect)"
+    if failure.check(neterror.DNSLookupError, _ConnectFailed):
+        return failure.getErrorMessage()
+    if failure.check(neterror.ConnectionLost, neterror.ConnectionDone):
+        return "connection lost"
+    if failure.check(neterror.NoRouteError):
+        return "no route to host"
+    reason = failure.getErrorMessage()
+    name = failure.type.__name__ if failure.type is not None else "error"
+    return f"{name}: {reason}" if reason else name
+
+
+class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
+    """
+    txredisapi's reply parser, driven with prebuilt commands.
+
+    It adds what a health check needs: anything that is not a Redis reply
+    fails the waiting command and drops the connection (txredisapi ignores
+    unknown reply types, which would leave the check hanging), and the owner
+    hears when the connection is lost.
+    """
+
+    def __init__(self, clock: IReactorTime, on_lost: Callable[[Any], None]) -> None:
+        super().__init__(charset="utf-8", errors="replace", convertNumbers=False)
+        # txredisapi schedules on the global reactor; use ours.
+        self.callLater = clock.callLater
+        self._on_lost = on_lost
+
+    def send(self, command: bytes) -> Deferred[Any]:
+        """Write a prebuilt command; the Deferred fires with its reply."""
+        self.transport.write(command)
+        return self.replyQueue.get()  # type: ignore[no-any-return]
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> Any:
+        try:
+            return super().dataReceived(data, unpause)
+        except Exception as e:
+            self._protocol_error(f"unreadable reply ({type(e).__name__})")
+            return None
+
+    def lineReceived(self, line: str) -> Any:
+        if line and line[0] not in "+-:$*":
+            return self._protocol_error(f"not a Redis reply: {line[:40]!r}")
+        return super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._protocol_error("reply line too long")
+
+    def _protocol_error(self, reason: str) -> bool:
+        if self.replyQueue.waiting:
+            self.replyReceived(ProtocolError(reason))
+        self.transport.abortConnection()
+        return True
+
+    def connectionLost(self, why: Failure) -> None:
+        self._on_lost(self)
+        while self.replyQueue.waiting:
+            self.replyReceived(txredisapi.ConnectionError("connection lost"))
+        super().connectionLost(why)
+
+
+class _ProbeFactory(Factory):
+    """Builds the one protocol of a connection attempt, without log noise."""
+
+    noisy = False
+
+    def __init__(self, clock: IReactorTime, on_lost: Callable[[Any], None]) -> None:
+        self._clock = clock
+        self._on_lost = on_lost
+
+    def buildProtocol(self, addr: IAddress | None) -> RedisClientProtocol:
+        protocol = RedisClientProtocol(self._clock, self._on_lost)
+        protocol.factory = self
+        return protocol
+
+
+class RedisProbe:
+    """
+    Checks one Redis instance: PING, and INFO replication when asked.
+
+    `check` returns a Deferred that fires with an `Observation`, or with
+    None when the agent never got to look (still queued for a connection
+    slot when the check was cancelled). It never fails. The caller owns the
+    deadline: it cancels the Deferred when the check is overdue, and the
+    probe turns that into a timeout observation and drops the connection.
+    """
+
+    def __init__(
+        self,
+        instance: RedisInstance,
+        reactor: Any,
+        connect_slots: DeferredSemaphore,
+        connect_timeout: float,
+        resolver: Resolver,
+    ) -> None:
+        self.instance = instance
+        self._reactor = reactor
+        self._slots = connect_slots
+        self._connect_timeout = connect_timeout
+        self._resolver = resolver
+        self._auth = (
+            auth_command(instance.password, instance.username)
+            if instance.password is not None
+            else None
+        )
+        self.stage = "connect"
+        self._protocol: RedisClientProtocol | None = None
+        self._attempt: Deferred[RedisClientProtocol] | None = None
+        self._queued = False
+        self._waiters: list[Deferred[RedisClientProtocol]] = []
+        self._last_attempt_at = float("-inf")
+        self._last_error = "not connected"
+        self._sent_at = 0.0
+        self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether a usable connection is kept."""
+        return self._protocol is not None
+
+    def check(self, want_info: bool) -> Deferred[Observation | None]:
+        """Check the instance once; see the class docstring."""
+        protocol = self._protocol
+        if protocol is not None:
+            return self._ping(protocol, want_info)
+        if self._attempt is None:
+            now = self._reactor.seconds()
+            if now - self._last_attempt_at < RECONNECT_INTERVAL:
+                self.stage = "connect"
+                return succeed(Observation(ok=False, error=self._last_error))
+            self._start_attempt(now)
+        waiter: Deferred[Any] = Deferred(self._waiters.remove)
+        self._waiters.append(waiter)
+        waiter.addCallbacks(
+            self._ping, self._failed, callbackArgs=(want_info,), errbackArgs=(None,)
+        )
+        return waiter
+
+    def close(self) -> None:
+        """Stop for good: cancel any attempt and drop the connection."""
+        self._closed = True
+        if self._attempt is not None:
+            self._attempt.cancel()
+        self._drop()
+
+    # Connecting
+
+    def _start_attempt(self, now: float) -> None:
+        self._last_attempt_at = now
+        self.stage = "connect"
+        self._queued = True
+        attempt: Deferred[Any] = self._slots.acquire()
+        self._attempt = attempt
+        attempt.addCallback(self._open)
+        attempt.addBoth(self._attempt_done)
+
+    def _open(self, _: object) -> Deferred[RedisClientProtocol]:
+        self._queued = False
+        d: Deferred[Any] = self._resolver.resolve(self.instance.host)
+        d.addCallback(self._connect)
+        if self._auth is not None:
+            d.addCallback(self._authenticate)
+        d.addBoth(self._release_slot)
+        return d.addTimeout(self._connect_timeout, self._reactor)
+
+    def _release_slot(self, result: object) -> object:
+        self._slots.release()
+        return result
+
+    def _connect(self, address: str) -> Deferred[RedisClientProtocol]:
+        endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        endpoint = endpoint_type(
+            self._reactor, address, self.instance.port, timeout=self._connect_timeout
+        )
+        factory = _ProbeFactory(self._reactor, self._lost)
+        return endpoint.connect(factory)  # type: ignore[return-value]
+
+    def _authenticate(self, protocol: RedisClientProtocol) -> Deferred[Any]:
+        self.stage = "auth"
+        assert self._auth is not None
+        d = protocol.send(self._auth)
+
+        def authenticated(reply: object) -> RedisClientProtocol:
+            if reply == "OK":
+                return protocol
+            protocol.transport.abortConnection()
+            raise _ConnectFailed(f"auth failed: {reply}")
+
+        def abandoned(failure: Failure) -> Failure:
+            protocol.transport.abortConnection()
+            return failure
+
+        return d.addCallbacks(authenticated, abandoned)
+
+    def _attempt_done(self, result: RedisClientProtocol | Failure) -> None:
+        self._attempt = None
+        self._queued = False
+        waiters, self._waiters = self._waiters, []
+        if isinstance(result, Failure):
+            self._last_error = (
+                f"timeout ({self.stage})"
+                if result.check(TimeoutError, neterror.ConnectingCancelledError)
+                else describe_failure(result)
+            )
+            for waiter in waiters:
+                waiter.errback(_ConnectFailed(self._last_error))
+            return
+        if self._closed:
+            result.transport.abortConnection()
+            return
+        self._protocol = result
+        for waiter in waiters:
+            waiter.callback(result)
+
+    def _lost(self, protocol: RedisClientProtocol) -> None:
+        if self._protocol is protocol:
+            self._protocol = None
+            self._last_error = "connection lost"
+
+    def _drop(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.transport.abortConnection()
+
+    # Checking
+
+    def _ping(
+        self, protocol: RedisClientProtocol, want_info: bool
+    ) -> Deferred[Observation | None]:
+        self.stage = "ping"
+        self._sent_at = self._reactor.seconds()
+        d = protocol.send(PING)
+        d.addCallback(self._ponged, protocol, want_info)
+        d.addErrback(self._failed, protocol)
+        return d
+
+    def _ponged(
+        self, reply: object, protocol: RedisClientProtocol, want_info: bool
+    ) -> Observation | Deferred[Observation]:
+        latency_ms = (self._reactor.seconds() - self._sent_at) * 1000.0
+        if reply == "PONG":
+            ready = True
+        elif isinstance(reply, txredisapi.ResponseError) and str(reply).startswith(
+            _ALIVE_NOT_READY
+        ):
+            ready = False
+        else:
+            return self._bad_reply(reply, protocol, "PING")
+        if not want_info:
+            return Observation(ok=True, ready=ready, latency_ms=latency_ms)
+        self.stage = "info"
+        d = protocol.send(INFO_REPLICATION)
+        d.addCallback(self._informed, ready, latency_ms)
+        return d
+
+    def _informed(self, reply: object, ready: bool, latency_ms: float) -> Observation:
+        if isinstance(reply, str):
+            replication = parse_replication(reply)
+            return Observation(
+                ok=True, ready=ready, latency_ms=latency_ms, replication=replication
+            )
+        # PING was answered, so the instance is alive; say why the role is
+        # unknown (an ACL user without INFO, say) instead of failing it.
+        return Observation(
+            ok=True,
+            ready=ready,
+            latency_ms=latency_ms,
+            error=f"INFO replication: {reply}",
+            replication=Replication(role=None),
+        )
+
+    def _bad_reply(
+        self, reply: object, protocol: RedisClientProtocol, command: str
+    ) -> Observation:
+        if isinstance(reply, txredisapi.ResponseError) and not isinstance(
+            reply, ProtocolError
+        ):
+            # A well-formed error reply keeps the connection in step.
+            error = str(reply)
+        elif isinstance(reply, Exception):
+            self._drop_if(protocol)
+            error = str(reply)
+        else:
+            self._drop_if(protocol)
+            error = f"unexpected reply to {command}: {str(reply)[:40]!r}"
+        self._last_error = error
+        return Observation(ok=False, error=error)
+
+    def _failed(
+        self, failure: Failure, protocol: RedisClientProtocol | None
+    ) -> Observation | None:
+        if failure.check(CancelledError):
+            if self._queued:
+                return None
+            error = f"timeout ({self.stage})"
+            if protocol is not None:
+                self._drop_if(protocol)
+        else:
+            error = describe_failure(failure)
+            if protocol is not None:
+                self._drop_if(protocol)
+        self._last_error = error
+        return Observation(ok=False, error=error)
+
+    def _drop_if(self, protocol: RedisClientProtocol) -> None:
+        if self._protocol is protocol:
+            self._drop()
+        else:
+            protocol.transport.abortConnection()

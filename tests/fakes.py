@@ -1,0 +1,111 @@
+"""Test doubles for the monitor: probes and publishers driven by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+
+from sentinel.config import RedisInstance
+from sentinel.health import Transition
+from sentinel.monitor import InstanceState, Monitor, Settings
+from sentinel.probe import Observation, Replication
+from sentinel.tracker import PendingTracker
+
+OK = Observation(ok=True, ready=True, latency_ms=0.5)
+OK_WITH_ROLE = Observation(
+    ok=True, ready=True, latency_ms=0.5, replication=Replication(role="master")
+)
+FAILED = Observation(ok=False, error="connection refused")
+
+
+class FakeProbe:
+    """
+    A probe whose checks answer with `result` at once, raise `raises`, or,
+    with `hang`, stay pending until cancelled (then time out like the real
+    probe does).
+    """
+
+    def __init__(self, instance: RedisInstance) -> None:
+        self.instance = instance
+        self.stage = "connect"
+        self.result: Observation | None = OK
+        self.raises: Exception | None = None
+        self.fails: Exception | None = None
+        self.hang = False
+        self.checks = 0
+        self.info_requests = 0
+        self.in_flight: Deferred[Any] | None = None
+        self.cancelled = 0
+        self.closed = False
+
+    def check(self, want_info: bool) -> Deferred[Observation | None]:
+        self.checks += 1
+        self.info_requests += want_info
+        if self.raises is not None:
+            raise self.raises
+        if self.fails is not None:
+            return fail(self.fails)
+        if not self.hang:
+            result = self.result
+            if want_info and result is not None and result.ok:
+                result = OK_WITH_ROLE
+            return succeed(result)
+        self.stage = "ping"
+        d: Deferred[Any] = Deferred(self._cancelled)
+        d.addErrback(lambda f: Observation(ok=False, error=f"timeout ({self.stage})"))
+        self.in_flight = d
+        return d
+
+    def _cancelled(self, d: Deferred[Any]) -> None:
+        self.cancelled += 1
+        self.in_flight = None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RecordingPublisher:
+    """Remembers every publish and removal."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Transition | None]] = []
+        self.removed: list[str] = []
+
+    def publish(self, state: InstanceState, transition: Transition | None) -> None:
+        self.published.append((state.name, transition))
+
+    def remove(self, name: str) -> None:
+        self.removed.append(name)
+
+
+def make_monitor(
+    names: list[str],
+    interval: float = 1.0,
+    timeout: float = 0.5,
+    rise: int = 2,
+    fall: int = 3,
+    info_every: int = 10,
+) -> tuple[Monitor, Clock, dict[str, FakeProbe], RecordingPublisher]:
+    """A monitor on a Clock with a `FakeProbe` per instance name."""
+    clock = Clock()
+    probes: dict[str, FakeProbe] = {}
+
+    def factory(instance: RedisInstance) -> FakeProbe:
+        probes[instance.name] = FakeProbe(instance)
+        return probes[instance.name]
+
+    publisher = RecordingPublisher()
+    settings = Settings(
+        interval=interval,
+        timeout=timeout,
+        rise=rise,
+        fall=fall,
+        info_every=info_every,
+        agent_id="agent-1",
+    )
+    monitor = Monitor(clock, settings, factory, publisher, PendingTracker())
+    for i, name in enumerate(names):
+        monitor.add_instance(RedisInstance(name, "127.0.0.1", 7000 + i))
+    return monitor, clock, probes, publisher

@@ -1,0 +1,698 @@
+"""
+Tests for L{sentinel.config}: loading, merging and one-line validation errors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.config import (
+    Config,
+    ConfigError,
+    RedisInstance,
+    ZooKeeperConfig,
+    load_config,
+    parse_redis_address,
+)
+
+SECRET = "hunter2-secret"
+
+
+class ConfigTestCase(SynchronousTestCase):
+    """Helpers: files in a fresh directory, and one-line error checks."""
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+
+    def write(self, name: str, text: str) -> str:
+        """Write C{text} to C{name} in the test directory; return its path."""
+        path = os.path.join(self.directory, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def load(
+        self,
+        toml: str | None = None,
+        overrides: Mapping[str, object] | None = None,
+        agent_id: str = "host-1",
+    ) -> Config:
+        path = None if toml is None else self.write("sentinel.toml", toml)
+        return load_config(path, overrides or {}, agent_id)
+
+    def assertConfigError(
+        self,
+        expected: str,
+        toml: str | None = None,
+        overrides: Mapping[str, object] | None = None,
+        agent_id: str = "host-1",
+    ) -> str:
+        """Loading fails with exactly C{expected}, on one line, with no secret."""
+        error = self.assertRaises(ConfigError, self.load, toml, overrides, agent_id)
+        message = str(error)
+        self.assertEqual(message, expected)
+        self.assertNotIn("\n", message)
+        self.assertNotIn(SECRET, message)
+        return message
+
+
+class DefaultsTests(ConfigTestCase):
+    def test_defaults(self) -> None:
+        """With no file and no options, every value is DESIGN §5's default."""
+        config = self.load()
+        self.assertEqual(
+            config,
+            Config(
+                instances=(),
+                agent_id="host-1",
+                interval=1.0,
+                timeout=0.5,
+                rise=2,
+                fall=3,
+                http="tcp:6060:interface=127.0.0.1",
+                info_every=10,
+                zookeeper=None,
+            ),
+        )
+
+    def test_zookeeper_defaults(self) -> None:
+        """Given only hosts, the ZooKeeper settings take their defaults."""
+        config = self.load(overrides={"zookeeper.hosts": "zk:2181"})
+        self.assertEqual(
+            config.zookeeper,
+            ZooKeeperConfig(
+                hosts="zk:2181",
+                root="/sentinel",
+                session_timeout=10.0,
+                refresh=30.0,
+                heartbeat=10.0,
+            ),
+        )
+
+    def test_zero_instances(self) -> None:
+        """A file without [[redis]] is valid: the agent runs idle."""
+        self.assertEqual(self.load("interval = 2\n").instances, ())
+        self.assertEqual(self.load("redis = []\n").instances, ())
+
+    def test_http_none(self) -> None:
+        """C{none} (any case) disables HTTP and is stored as C{"none"}."""
+        self.assertEqual(self.load(overrides={"http": "none"}).http, "none")
+        self.assertEqual(self.load('http = "NONE"\n').http, "none")
+
+    def test_unknown_override_key(self) -> None:
+        """An override key that is no option is a programming error."""
+        self.assertRaises(ValueError, self.load, None, {"intervall": 1.0})
+
+
+class FullFileTests(ConfigTestCase):
+    def test_full_example(self) -> None:
+        """
+        A file using every key of DESIGN §5 loads into the expected Config;
+        relative file names are relative to the config file, secrets are read.
+        """
+        self.write("zk-auth", "sentinel:zk-" + SECRET + "\n")
+        self.write("cache.pw", SECRET + "\n")
+        self.write("ca.pem", "-----BEGIN CERTIFICATE-----\n")
+        config = self.load(
+            """\
+agent_id = "agent-7"
+interval = 2
+timeout = 1.5
+rise = 3
+fall = 4
+http = "tcp:8080"
+info_every = 5
+
+[zookeeper]
+hosts = "zk1:2181,zk2:2181/app"
+root = "/redis/health"
+session_timeout = 15
+refresh = 60
+heartbeat = 20.5
+auth_file = "zk-auth"
+
+[[redis]]
+name = "cache"
+host = "10.0.0.5"
+port = 6379
+password_file = "cache.pw"
+username = "monitor"
+
+[[redis]]
+host = "::1"
+port = 6380
+tls = true
+ca_file = "ca.pem"
+server_name = "redis.internal"
+"""
+        )
+        d = self.directory
+        self.assertEqual(
+            config,
+            Config(
+                instances=(
+                    RedisInstance(
+                        name="cache",
+                        host="10.0.0.5",
+                        port=6379,
+                        username="monitor",
+                        password_file=os.path.join(d, "cache.pw"),
+                        password=SECRET,
+                    ),
+                    RedisInstance(
+                        name="[::1]:6380",
+                        host="::1",
+                        port=6380,
+                        tls=True,
+                        ca_file=os.path.join(d, "ca.pem"),
+                        server_name="redis.internal",
+                    ),
+                ),
+                agent_id="agent-7",
+                interval=2.0,
+                timeout=1.5,
+                rise=3,
+                fall=4,
+                http="tcp:8080",
+                info_every=5,
+                zookeeper=ZooKeeperConfig(
+                    hosts="zk1:2181,zk2:2181/app",
+                    root="/redis/health",
+                    session_timeout=15.0,
+                    refresh=60.0,
+                    heartbeat=20.5,
+                    auth_file=os.path.join(d, "zk-auth"),
+                    auth="sentinel:zk-" + SECRET,
+                ),
+            ),
+        )
+        self.assertIsInstance(config.interval, float)
+        self.assertNotIn(SECRET, repr(config))
+
+
+class OverrideTests(ConfigTestCase):
+    def test_command_line_beats_file(self) -> None:
+        """A given option replaces the file's value; others keep the file's."""
+        config = self.load(
+            "interval = 5\ntimeout = 2\n", {"interval": 3.0, "agent_id": "cli"}
+        )
+        self.assertEqual(
+            (config.interval, config.timeout, config.agent_id), (3.0, 2.0, "cli")
+        )
+
+    def test_redis_replaces_file_list(self) -> None:
+        """C{--redis} replaces the file's [[redis]] list, it does not extend it."""
+        config = self.load(
+            '[[redis]]\nhost = "file"\nport = 1\n',
+            {"redis": ["a=cli:2", "cli:3"]},
+        )
+        self.assertEqual(
+            config.instances,
+            (
+                RedisInstance(name="a", host="cli", port=2),
+                RedisInstance(name="cli:3", host="cli", port=3),
+            ),
+        )
+
+    def test_zookeeper_hosts_from_command_line(self) -> None:
+        """C{--zookeeper} supplies the hosts for the file's [zookeeper] table."""
+        config = self.load(
+            '[zookeeper]\nroot = "/r"\n',
+            {"zookeeper.hosts": "zk:2181", "zookeeper.session_timeout": 4.0},
+        )
+        self.assertEqual(
+            config.zookeeper,
+            ZooKeeperConfig(hosts="zk:2181", root="/r", session_timeout=4.0),
+        )
+
+    def test_zk_root_without_hosts(self) -> None:
+        """C{--zk-root} without any ZooKeeper hosts is an error."""
+        self.assertConfigError(
+            "--zk-root: given but no zookeeper hosts are configured",
+            overrides={"zookeeper.root": "/x"},
+        )
+        self.assertConfigError(
+            "--zk-session-timeout: given but no zookeeper hosts are configured",
+            overrides={"zookeeper.session_timeout": 3.0},
+        )
+
+    def test_file_zookeeper_setting_without_hosts(self) -> None:
+        """A [zookeeper] setting without hosts is an error, not ignored."""
+        self.assertConfigError(
+            "zookeeper.refresh: given but no zookeeper hosts are configured",
+            "[zookeeper]\nrefresh = 5\n",
+        )
+
+    def test_option_label_in_errors(self) -> None:
+        """An error in an option's value names the option, not the TOML key."""
+        self.assertConfigError(
+            "--interval: 0.0 is not greater than 0", overrides={"interval": 0.0}
+        )
+        self.assertConfigError(
+            "--timeout: 2.0 is greater than --interval 1.0",
+            overrides={"interval": 1.0, "timeout": 2.0},
+        )
+
+
+class NumberTests(ConfigTestCase):
+    def test_not_a_number(self) -> None:
+        """Strings and booleans are not numbers."""
+        self.assertConfigError("interval: 'fast' is not a number", 'interval = "fast"')
+        self.assertConfigError("interval: true is not a number", "interval = true")
+        self.assertConfigError(
+            "zookeeper.heartbeat: [1] is not a number",
+            '[zookeeper]\nhosts = "z:1"\nheartbeat = [1]\n',
+        )
+
+    def test_int_for_float(self) -> None:
+        """Integers are accepted for float fields and stored as floats."""
+        config = self.load("interval = 3\ntimeout = 1\n")
+        self.assertEqual((config.interval, config.timeout), (3.0, 1.0))
+        self.assertIsInstance(config.timeout, float)
+
+    def test_not_positive(self) -> None:
+        """Periods and timeouts must be greater than 0 and finite."""
+        self.assertConfigError("interval: 0 is not greater than 0", "interval = 0")
+        self.assertConfigError(
+            "interval: -1.5 is not greater than 0", "interval = -1.5"
+        )
+        self.assertConfigError("interval: inf is not a finite number", "interval = inf")
+        self.assertConfigError("timeout: nan is not a finite number", "timeout = nan")
+        self.assertConfigError("timeout: 0.0 is not greater than 0", "timeout = 0.0")
+        for key in ("session_timeout", "refresh", "heartbeat"):
+            self.assertConfigError(
+                f"zookeeper.{key}: 0 is not greater than 0",
+                f'[zookeeper]\nhosts = "z:1"\n{key} = 0\n',
+            )
+
+    def test_timeout_greater_than_interval(self) -> None:
+        """A timeout above the interval is refused, naming both."""
+        self.assertConfigError(
+            "timeout: 0.7 is greater than interval 0.5",
+            "interval = 0.5\ntimeout = 0.7\n",
+        )
+
+    def test_timeout_equal_to_interval(self) -> None:
+        """A timeout equal to the interval is allowed."""
+        self.assertEqual(self.load("interval = 0.5\ntimeout = 0.5\n").timeout, 0.5)
+
+    def test_default_timeout_greater_than_interval(self) -> None:
+        """A short interval with the default timeout says the timeout is default."""
+        self.assertConfigError(
+            "timeout (the default): 0.5 is greater than --interval 0.2",
+            overrides={"interval": 0.2},
+        )
+
+    def test_counts(self) -> None:
+        """rise, fall and info_every are integers of at least 1."""
+        self.assertConfigError("rise: 2.5 is not an integer", "rise = 2.5")
+        self.assertConfigError("rise: true is not an integer", "rise = true")
+        self.assertConfigError("rise: 0 is less than 1", "rise = 0")
+        self.assertConfigError("fall: -1 is less than 1", "fall = -1")
+        self.assertConfigError("info_every: 0 is less than 1", "info_every = 0")
+        self.assertConfigError("--fall: 0 is less than 1", overrides={"fall": 0})
+
+
+class NameTests(ConfigTestCase):
+    def test_agent_id(self) -> None:
+        """The agent id must be a valid znode name."""
+        self.assertConfigError(
+            "agent_id: 'a/b' is not a valid znode name: contains '/'",
+            'agent_id = "a/b"',
+        )
+        self.assertConfigError(
+            "--agent-id: '..' is not a valid znode name: '.' and '..' are reserved",
+            overrides={"agent_id": ".."},
+        )
+        self.assertConfigError(
+            "--agent-id: '' is not a valid znode name: empty",
+            overrides={"agent_id": ""},
+        )
+        self.assertConfigError(
+            "agent_id: 'a\\nb' is not a valid znode name: contains a control character",
+            'agent_id = "a\\nb"',
+        )
+
+    def test_bad_default_agent_id(self) -> None:
+        """A host name that is no valid znode name says where it came from."""
+        self.assertConfigError(
+            "agent_id (the host name): '.' is not a valid znode name: "
+            "'.' and '..' are reserved",
+            agent_id=".",
+        )
+
+    def test_instance_names(self) -> None:
+        """Instance names, given or defaulted, must be valid znode names."""
+        self.assertConfigError(
+            "redis[0].name: 'a/b' is not a valid znode name: contains '/'",
+            '[[redis]]\nname = "a/b"\nhost = "h"\nport = 1\n',
+        )
+        self.assertConfigError(
+            "--redis: 'a/b=h:1': name 'a/b' is not a valid znode name: contains '/'",
+            overrides={"redis": ["a/b=h:1"]},
+        )
+        self.assertConfigError(
+            "--redis: '=h:1': name '' is not a valid znode name: empty",
+            overrides={"redis": ["=h:1"]},
+        )
+
+    def test_duplicate_names(self) -> None:
+        """Two instances with the same name, given or defaulted, are refused."""
+        self.assertConfigError(
+            "redis: duplicate instance name 'a'",
+            '[[redis]]\nname = "a"\nhost = "h"\nport = 1\n'
+            '[[redis]]\nname = "a"\nhost = "h"\nport = 2\n',
+        )
+        self.assertConfigError(
+            "redis: duplicate instance name 'h:1'",
+            '[[redis]]\nhost = "h"\nport = 1\n[[redis]]\nhost = "h"\nport = 1\n',
+        )
+        self.assertConfigError(
+            "--redis: duplicate instance name 'a'",
+            overrides={"redis": ["a=h:1", "a=h:2"]},
+        )
+
+
+class RedisTableTests(ConfigTestCase):
+    def test_ipv6_host(self) -> None:
+        """An IPv6 host is stored bare and its default name is bracketed."""
+        for host in ("::1", "[::1]"):
+            config = self.load(f'[[redis]]\nhost = "{host}"\nport = 6379\n')
+            self.assertEqual(
+                config.instances, (RedisInstance("[::1]:6379", "::1", 6379),)
+            )
+
+    def test_port(self) -> None:
+        """The port is an integer in 1-65535."""
+        self.assertConfigError(
+            "redis[2].port: 70000 is not a port (1-65535)",
+            '[[redis]]\nhost = "a"\nport = 1\n'
+            '[[redis]]\nhost = "b"\nport = 2\n'
+            '[[redis]]\nhost = "c"\nport = 70000\n',
+        )
+        self.assertConfigError(
+            "redis[0].port: 0 is not a port (1-65535)",
+            '[[redis]]\nhost = "a"\nport = 0\n',
+        )
+        self.assertConfigError(
+            "redis[0].port: '6379' is not an integer",
+            '[[redis]]\nhost = "a"\nport = "6379"\n',
+        )
+        self.assertConfigError(
+            "redis[0].port: true is not an integer",
+            '[[redis]]\nhost = "a"\nport = true\n',
+        )
+
+    def test_host(self) -> None:
+        """The host is a non-empty host name or IP address."""
+        self.assertConfigError(
+            "redis[0].host: '' is empty", '[[redis]]\nhost = ""\nport = 1\n'
+        )
+        self.assertConfigError(
+            "redis[0].host: 'a b' is not a host name or IP address",
+            '[[redis]]\nhost = "a b"\nport = 1\n',
+        )
+        self.assertConfigError(
+            "redis[0].host: '::g' is not an IPv6 address",
+            '[[redis]]\nhost = "::g"\nport = 1\n',
+        )
+        self.assertConfigError(
+            "redis[0].host: 5 is not a string", "[[redis]]\nhost = 5\nport = 1\n"
+        )
+
+    def test_missing(self) -> None:
+        """host and port are required."""
+        self.assertConfigError("redis[0].host: missing", "[[redis]]\nport = 1\n")
+        self.assertConfigError("redis[0].port: missing", '[[redis]]\nhost = "h"\n')
+
+    def test_not_tables(self) -> None:
+        """redis must be an array of tables, zookeeper a table."""
+        self.assertConfigError(
+            "redis: 'h:1' is not an array of tables ([[redis]])", 'redis = "h:1"'
+        )
+        self.assertConfigError(
+            "redis[0]: 'h:1' is not a table ([[redis]])", 'redis = ["h:1"]'
+        )
+        self.assertConfigError(
+            "zookeeper: 'z:1' is not a table ([zookeeper])", 'zookeeper = "z:1"'
+        )
+
+    def test_unknown_keys(self) -> None:
+        """Unknown keys anywhere are errors, so typos are not ignored."""
+        self.assertConfigError(
+            "unknown key 'intervall' in config file", "intervall = 1"
+        )
+        self.assertConfigError(
+            "unknown key 'hots' in [zookeeper]", '[zookeeper]\nhots = "z:1"\n'
+        )
+        self.assertConfigError(
+            "unknown key 'pasword' in redis[0]",
+            f'[[redis]]\nhost = "h"\nport = 1\npasword = "{SECRET}"\n',
+        )
+
+    def test_tls(self) -> None:
+        """tls is a boolean; ca_file and server_name need it; ca_file is read."""
+        self.assertConfigError(
+            "redis[0].tls: 'yes' is not a boolean (true or false)",
+            '[[redis]]\nhost = "h"\nport = 1\ntls = "yes"\n',
+        )
+        self.assertConfigError(
+            "redis[0].ca_file: '/ca.pem' is given but tls is not true",
+            '[[redis]]\nhost = "h"\nport = 1\nca_file = "/ca.pem"\n',
+        )
+        self.assertConfigError(
+            "redis[0].server_name: 'r' is given but tls is not true",
+            '[[redis]]\nhost = "h"\nport = 1\ntls = false\nserver_name = "r"\n',
+        )
+        missing = os.path.join(self.directory, "missing.pem")
+        self.assertConfigError(
+            f"redis[0].ca_file: cannot read {missing}: No such file or directory",
+            '[[redis]]\nhost = "h"\nport = 1\ntls = true\nca_file = "missing.pem"\n',
+        )
+
+    def test_tls_without_ca_file(self) -> None:
+        """tls alone verifies against the system's certificates: no ca_file."""
+        config = self.load('[[redis]]\nhost = "h"\nport = 1\ntls = true\n')
+        self.assertEqual(config.instances, (RedisInstance("h:1", "h", 1, tls=True),))
+
+
+class SecretTests(ConfigTestCase):
+    def redis(self, extra: str) -> str:
+        return f'[[redis]]\nhost = "h"\nport = 1\n{extra}\n'
+
+    def test_password_file(self) -> None:
+        """
+        The password is read at load time with one trailing newline removed,
+        and never shown in the repr.
+        """
+        path = self.write("pw", SECRET + "\r\n")
+        config = self.load(self.redis(f'password_file = "{path}"'))
+        [instance] = config.instances
+        self.assertEqual(instance.password, SECRET)
+        self.assertEqual(instance.password_file, path)
+        self.assertNotIn(SECRET, repr(config))
+        self.assertNotIn(SECRET, repr(instance))
+
+    def test_only_one_newline_stripped(self) -> None:
+        """Only one trailing newline is removed: the rest is the password."""
+        self.write("pw", SECRET + "\n\n")
+        [instance] = self.load(self.redis('password_file = "pw"')).instances
+        self.assertEqual(instance.password, SECRET + "\n")
+
+    def test_password_file_unreadable(self) -> None:
+        """A missing or unreadable password file names the file and the reason."""
+        missing = os.path.join(self.directory, "missing")
+        self.assertConfigError(
+            f"redis[0].password_file: cannot read {missing}: No such file or directory",
+            self.redis('password_file = "missing"'),
+        )
+        self.assertConfigError(
+            f"redis[0].password_file: cannot read {self.directory}: Is a directory",
+            self.redis(f'password_file = "{self.directory}"'),
+        )
+
+    def test_password_file_permission_denied(self) -> None:
+        """A password file we may not read says so."""
+        if os.geteuid() == 0:
+            raise self.skipTest("root reads files whatever their mode")
+        path = self.write("pw", SECRET)
+        os.chmod(path, 0)
+        self.assertConfigError(
+            f"redis[0].password_file: cannot read {path}: Permission denied",
+            self.redis('password_file = "pw"'),
+        )
+
+    def test_password_file_empty(self) -> None:
+        """An empty password file (or a lone newline) is an error."""
+        for content in ("", "\n"):
+            path = self.write("pw", content)
+            self.assertConfigError(
+                f"redis[0].password_file: {path} is empty",
+                self.redis('password_file = "pw"'),
+            )
+
+    def test_password_file_not_utf8(self) -> None:
+        """A password file that is not UTF-8 is refused without its bytes."""
+        path = os.path.join(self.directory, "pw")
+        with open(path, "wb") as f:
+            f.write(SECRET.encode() + b"\xff")
+        self.assertConfigError(
+            f"redis[0].password_file: cannot read {path}: not UTF-8 text",
+            self.redis('password_file = "pw"'),
+        )
+
+    def test_username_needs_password_file(self) -> None:
+        """A username without a password file is refused."""
+        self.assertConfigError(
+            "redis[0].username: 'bob' is given without password_file",
+            self.redis('username = "bob"'),
+        )
+
+    def zookeeper(self, auth: str) -> str:
+        self.write("auth", auth)
+        return '[zookeeper]\nhosts = "z:1"\nauth_file = "auth"\n'
+
+    def test_auth_file(self) -> None:
+        """The auth file holds user:password; the password may contain ':'."""
+        config = self.load(self.zookeeper(f"user:{SECRET}:x\n"))
+        assert config.zookeeper is not None
+        self.assertEqual(config.zookeeper.auth, f"user:{SECRET}:x")
+        self.assertNotIn(SECRET, repr(config))
+
+    def test_auth_file_invalid(self) -> None:
+        """An auth file not holding user:password is refused, secret unshown."""
+        path = os.path.join(self.directory, "auth")
+        for content in (SECRET, f":{SECRET}", f"{SECRET}:", f"u:{SECRET}\nmore"):
+            self.assertConfigError(
+                f"zookeeper.auth_file: {path} does not hold user:password",
+                self.zookeeper(content),
+            )
+        self.assertConfigError(
+            f"zookeeper.auth_file: {path} is empty", self.zookeeper("")
+        )
+
+
+class ZooKeeperTests(ConfigTestCase):
+    def zk(self, hosts: str = "z:2181", root: str | None = None) -> Config:
+        overrides = {"zookeeper.hosts": hosts}
+        if root is not None:
+            overrides["zookeeper.root"] = root
+        return self.load(overrides=overrides)
+
+    def test_valid_hosts(self) -> None:
+        """Several hosts, IPv6 hosts and a chroot are accepted as given."""
+        for hosts in ("h1:2181,h2:2181", "h1:2181/app/x", "[::1]:2181,10.0.0.1:1"):
+            config = self.zk(hosts)
+            assert config.zookeeper is not None
+            self.assertEqual(config.zookeeper.hosts, hosts)
+
+    def test_invalid_hosts(self) -> None:
+        """Malformed hosts name the option, the value and what is wrong."""
+        cases = [
+            ("h1", "is not HOST:PORT[,HOST:PORT...][/CHROOT] at 'h1'"),
+            ("h1:2181,", "is not HOST:PORT[,HOST:PORT...][/CHROOT] at ''"),
+            ("/app", "is not HOST:PORT[,HOST:PORT...][/CHROOT] at ''"),
+            ("h1:99999", "has port 99999, not in 1-65535"),
+            ("h1:2181/", "has an invalid chroot: ends with '/'"),
+            ("h1:2181/a//b", "has an invalid chroot: segment '': empty"),
+        ]
+        for hosts, why in cases:
+            self.assertConfigError(
+                f"--zookeeper: {hosts!r} {why}", overrides={"zookeeper.hosts": hosts}
+            )
+        self.assertConfigError(
+            "zookeeper.hosts: '' is empty", '[zookeeper]\nhosts = ""\n'
+        )
+
+    def test_root(self) -> None:
+        """The root is an absolute znode path without a trailing or empty part."""
+        cases = [
+            ("sentinel", "does not start with '/'"),
+            ("/sentinel/", "ends with '/'"),
+            ("/", "ends with '/'"),
+            ("/a//b", "segment '': empty"),
+            ("/a/../b", "segment '..': '.' and '..' are reserved"),
+        ]
+        for root, why in cases:
+            self.assertConfigError(
+                f"--zk-root: {root!r} is not an absolute znode path: {why}",
+                overrides={"zookeeper.hosts": "z:1", "zookeeper.root": root},
+            )
+        config = self.zk(root="/a/b")
+        assert config.zookeeper is not None
+        self.assertEqual(config.zookeeper.root, "/a/b")
+
+
+class FileTests(ConfigTestCase):
+    def test_missing_file(self) -> None:
+        """A config file that cannot be read names the file and the reason."""
+        error = self.assertRaises(ConfigError, load_config, "/x/y.toml", {}, "h")
+        self.assertEqual(
+            str(error), "config file /x/y.toml: cannot read: No such file or directory"
+        )
+
+    def test_invalid_toml(self) -> None:
+        """Invalid TOML names the file and the parser's line and column."""
+        message = self.assertConfigError(
+            f"config file {self.directory}/sentinel.toml: invalid TOML: "
+            "Expected '=' after a key in a key/value pair (at line 3, column 6)",
+            "interval = 1\n\nrise 2\n",
+        )
+        self.assertIn("line 3", message)
+
+    def test_not_utf8(self) -> None:
+        """A file that is not UTF-8 is invalid TOML, said on one line."""
+        path = os.path.join(self.directory, "bad.toml")
+        with open(path, "wb") as f:
+            f.write(b'agent_id = "\xff"\n')
+        error = self.assertRaises(ConfigError, load_config, path, {}, "h")
+        self.assertEqual(
+            str(error), f"config file {path}: invalid TOML: not UTF-8 text"
+        )
+
+
+class ParseRedisAddressTests(SynchronousTestCase):
+    def test_forms(self) -> None:
+        """HOST:PORT, NAME=HOST:PORT and bracketed IPv6 are split."""
+        self.assertEqual(parse_redis_address("h:6379"), (None, "h", 6379))
+        self.assertEqual(parse_redis_address("a=h:1"), ("a", "h", 1))
+        self.assertEqual(parse_redis_address("a:b=h:1"), ("a:b", "h", 1))
+        self.assertEqual(parse_redis_address("[::1]:6379"), (None, "::1", 6379))
+        self.assertEqual(parse_redis_address("v6=[fe80::1]:1"), ("v6", "fe80::1", 1))
+
+    def test_default_name_ipv6(self) -> None:
+        """An IPv6 instance given by address is named [ADDRESS]:PORT."""
+        config = load_config(None, {"redis": ["[::1]:6379"]}, "h")
+        self.assertEqual(config.instances, (RedisInstance("[::1]:6379", "::1", 6379),))
+
+    def test_bad_forms(self) -> None:
+        """Anything else names --redis and the text given."""
+        for text in (
+            "foo",
+            "foo:",
+            ":6379",
+            "h:abc",
+            "::1:6379",
+            "[::1]6379",
+            "[host]:1",
+            "a=",
+            "h:-1",
+            "a b:1",
+        ):
+            error = self.assertRaises(ConfigError, parse_redis_address, text)
+            self.assertEqual(
+                str(error), f"--redis: {text!r} is not HOST:PORT or NAME=HOST:PORT"
+            )
+
+    def test_port_range(self) -> None:
+        """A port outside 1-65535 is named."""
+        error = self.assertRaises(ConfigError, parse_redis_address, "h:70000")
+        self.assertEqual(
+            str(error), "--redis: 'h:70000': 70000 is not a port (1-65535)"
+        )
+        error = self.assertRaises(ConfigError, parse_redis_address, "h:0")
+        self.assertEqual(str(error), "--redis: 'h:0': 0 is not a port (1-65535)")

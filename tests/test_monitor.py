@@ -1,0 +1,240 @@
+"""The tick loop on a Clock: isolation, deadlines, overruns, bounds."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.probe import Observation
+from tests.fakes import FAILED, make_monitor
+
+
+class IsolationTests(SynchronousTestCase):
+    """One instance's failure never touches the others or the loop."""
+
+    def test_raising_probe_does_not_stop_others(self) -> None:
+        """
+        A probe that raises synchronously is logged and marked down, while
+        the other instances keep being checked on every tick.
+        """
+        monitor, clock, probes, _ = make_monitor(["a", "b", "c"])
+        probes["b"].raises = RuntimeError("boom")
+        monitor.startService()
+        for _ in range(5):
+            clock.advance(1.0)
+        self.assertEqual(monitor.ticks, 6)
+        self.assertEqual(probes["a"].checks, 6)
+        self.assertEqual(probes["c"].checks, 6)
+        self.assertEqual(probes["b"].checks, 6)
+        health = monitor.states["b"].health
+        self.assertEqual(health.status, "down")
+        self.assertEqual(health.error, "internal error: boom")
+        self.assertEqual(monitor.states["a"].health.status, "up")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 6)
+
+    def test_bug_in_publisher_does_not_stop_loop(self) -> None:
+        """An exception from the publisher is logged; checks go on."""
+        monitor, clock, probes, publisher = make_monitor(["a"])
+
+        def broken(state: object, transition: object) -> None:
+            raise ValueError("publisher bug")
+
+        publisher.publish = broken  # type: ignore[method-assign]
+        monitor.startService()
+        clock.advance(1.0)
+        clock.advance(1.0)
+        self.assertEqual(probes["a"].checks, 3)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 3)
+
+    def test_failing_deferred_is_recorded(self) -> None:
+        """
+        A check whose Deferred fails instead of giving an observation (a
+        probe bug) is logged, recorded as an internal error, and ends.
+        """
+        monitor, clock, probes, _ = make_monitor(["a", "b"])
+        probes["a"].fails = ZeroDivisionError("probe bug")
+        monitor.startService()
+        clock.advance(1.0)
+        self.assertEqual(monitor.states["a"].health.error, "internal error: probe bug")
+        self.assertEqual(monitor.states["b"].health.status, "up")
+        self.assertEqual(len(monitor.tracker), 0)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    def test_loop_restarted_when_it_stops(self) -> None:
+        """
+        If the LoopingCall ever fails, it is restarted on the next interval,
+        logged at critical, and counted.
+        """
+        monitor, clock, probes, _ = make_monitor(["a"])
+        monitor.startService()
+        original = monitor.tracker.add
+
+        def broken(pending: object) -> None:
+            raise KeyError("tracker bug")
+
+        monitor.tracker.add = broken  # type: ignore[method-assign]
+        clock.advance(1.0)
+        self.assertEqual(monitor.loop_restarts, 1)
+        self.assertIn("tracker bug", monitor.last_loop_error or "")
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        monitor.tracker.add = original  # type: ignore[method-assign]
+        clock.advance(1.0)
+        clock.advance(1.0)
+        self.assertEqual(monitor.ticks, 4)
+        self.assertEqual(probes["a"].checks, 4)
+
+
+class DeadlineTests(SynchronousTestCase):
+    """Every check ends within its timeout."""
+
+    def test_hung_check_times_out(self) -> None:
+        """
+        A check that never answers is cancelled at the timeout, not before,
+        and recorded as a timeout.
+        """
+        monitor, clock, probes, _ = make_monitor(["a"], interval=1.0, timeout=0.5)
+        probe = probes["a"]
+        probe.hang = True
+        monitor.startService()
+        self.assertEqual(len(monitor.tracker), 1)
+        clock.advance(0.49)
+        self.assertEqual(len(monitor.tracker), 1)
+        clock.advance(0.01)
+        self.assertEqual(len(monitor.tracker), 0)
+        self.assertEqual(probe.cancelled, 1)
+        health = monitor.states["a"].health
+        self.assertEqual(health.error, "timeout (ping)")
+        self.assertEqual(health.failures, 1)
+
+    def test_timeout_equal_to_interval(self) -> None:
+        """
+        With timeout equal to the interval, a hung instance's check is still
+        in flight at each tick (an overrun); it is timed out and checked
+        again at once, not an interval later.
+        """
+        monitor, clock, probes, _ = make_monitor(["a"], interval=1.0, timeout=1.0)
+        probes["a"].hang = True
+        monitor.startService()
+        for _ in range(3):
+            clock.advance(1.0)
+        self.assertEqual(monitor.overruns, 3)
+        self.assertEqual(probes["a"].checks, 4)
+        self.assertEqual(probes["a"].cancelled, 3)
+        self.assertEqual(monitor.states["a"].health.failures, 3)
+
+    def test_overrun_waits_for_deadline(self) -> None:
+        """
+        A tick that finds a check in flight before its deadline (the clock
+        jumped, or the agent stalled) counts an overrun and checks that
+        instance again only once the deadline has passed.
+        """
+        monitor, clock, probes, _ = make_monitor(["a"], interval=1.0, timeout=0.5)
+        probes["a"].hang = True
+        monitor.startService()
+        clock.advance(0.2)
+        monitor.tick()
+        self.assertEqual(monitor.overruns, 1)
+        self.assertEqual(probes["a"].checks, 1)
+        clock.advance(0.29)
+        self.assertEqual(probes["a"].checks, 1)
+        clock.advance(0.01)
+        self.assertEqual(probes["a"].cancelled, 1)
+        self.assertEqual(probes["a"].checks, 2)
+
+    def test_pending_bounded_over_many_ticks(self) -> None:
+        """
+        Over 1,000 ticks of never-answering probes, pending checks never
+        exceed the number of instances, delayed calls stay bounded, and
+        every check ends.
+        """
+        names = [f"r{i}" for i in range(20)]
+        monitor, clock, probes, _ = make_monitor(names, interval=0.05, timeout=0.05)
+        for probe in probes.values():
+            probe.hang = True
+        monitor.startService()
+        most_pending = most_calls = 0
+        for _ in range(1000):
+            clock.advance(0.05)
+            most_pending = max(most_pending, len(monitor.tracker))
+            most_calls = max(most_calls, len(clock.getDelayedCalls()))
+            clock.advance(0)
+        self.assertLessEqual(most_pending, len(names))
+        self.assertLessEqual(most_calls, 4)
+        total_checks = sum(p.checks for p in probes.values())
+        total_cancelled = sum(p.cancelled for p in probes.values())
+        self.assertGreater(total_checks, 500 * len(names))
+        self.assertEqual(total_checks - total_cancelled, len(monitor.tracker))
+
+    def test_stop_cancels_pending(self) -> None:
+        """Stopping cancels every pending check and closes every probe."""
+        monitor, clock, probes, publisher = make_monitor(["a", "b"])
+        for probe in probes.values():
+            probe.hang = True
+        monitor.startService()
+        self.assertEqual(len(monitor.tracker), 2)
+        monitor.stopService()
+        self.assertEqual(len(monitor.tracker), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertTrue(all(p.closed for p in probes.values()))
+        self.assertTrue(all(p.cancelled == 1 for p in probes.values()))
+        # Cancelled checks are not recorded as failures after the stop.
+        self.assertEqual(monitor.states["a"].health.checks, 0)
+
+    def test_not_looked_is_not_a_failure(self) -> None:
+        """A check the agent never got to run (None) changes nothing."""
+        monitor, clock, probes, _ = make_monitor(["a"])
+        probes["a"].result = None
+        monitor.startService()
+        clock.advance(1.0)
+        health = monitor.states["a"].health
+        self.assertEqual(health.checks, 0)
+        self.assertIsNone(health.status)
+        self.assertEqual(len(monitor.tracker), 0)
+
+
+class InfoScheduleTests(SynchronousTestCase):
+    """INFO replication is read every info_every checks and while not up."""
+
+    def test_info_every(self) -> None:
+        monitor, clock, probes, _ = make_monitor(["a"], info_every=5)
+        monitor.startService()
+        for _ in range(10):
+            clock.advance(1.0)
+        # First check (not yet up), then every fifth check.
+        self.assertEqual(probes["a"].checks, 11)
+        self.assertEqual(probes["a"].info_requests, 3)
+        self.assertEqual(monitor.states["a"].health.replication.role, "master")
+
+    def test_info_while_down(self) -> None:
+        """
+        While an instance is down every check asks for INFO, so that the
+        role is fresh at the moment it comes back up.
+        """
+        monitor, clock, probes, _ = make_monitor(["a"], info_every=100, rise=2)
+        probes["a"].result = FAILED
+        monitor.startService()
+        clock.advance(1.0)
+        self.assertEqual(probes["a"].info_requests, 2)
+        probes["a"].result = Observation(ok=True, ready=True)
+        clock.advance(1.0)
+        clock.advance(1.0)
+        health = monitor.states["a"].health
+        self.assertEqual(health.status, "up")
+        self.assertEqual(health.replication.role, "master")
+
+
+class MembershipTests(SynchronousTestCase):
+    """Instances can be added and removed while running."""
+
+    def test_remove_instance(self) -> None:
+        """Removing cancels its check, closes its probe, tells the publisher."""
+        monitor, clock, probes, publisher = make_monitor(["a", "b"])
+        probes["a"].hang = True
+        monitor.startService()
+        monitor.remove_instance("a")
+        self.assertEqual(probes["a"].cancelled, 1)
+        self.assertTrue(probes["a"].closed)
+        self.assertEqual(publisher.removed, ["a"])
+        self.assertNotIn("a", monitor.tracker)
+        clock.advance(1.0)
+        self.assertEqual(probes["a"].checks, 1)
+        self.assertEqual(probes["b"].checks, 2)

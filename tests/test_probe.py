@@ -1,0 +1,327 @@
+"""The probe over in-memory connections: replies, errors, timeouts, auth."""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.config import RedisInstance
+from sentinel.probe import (
+    INFO_REPLICATION,
+    PING,
+    Observation,
+    RedisProbe,
+    auth_command,
+    parse_replication,
+)
+from sentinel.resolve import Resolver
+
+INFO_SLAVE = (
+    "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.5\r\nmaster_port:6380\r\n"
+    "master_link_status:down\r\n"
+)
+
+
+class Harness:
+    """A probe on a MemoryReactorClock, with its connection attempts at hand."""
+
+    def __init__(self, password: str | None = None, slots: int = 10) -> None:
+        self.reactor = MemoryReactorClock()
+        self.slots = DeferredSemaphore(slots)
+        instance = RedisInstance(
+            "r1", "127.0.0.1", 6379, username=None, password=password
+        )
+        self.probe = RedisProbe(
+            instance, self.reactor, self.slots, 1.0, Resolver(self.reactor)
+        )
+        self.transport: StringTransport | None = None
+
+    def check(self, want_info: bool = False) -> Deferred[Observation | None]:
+        return self.probe.check(want_info)
+
+    def accept(self) -> StringTransport:
+        """Complete the newest connection attempt."""
+        factory = self.reactor.tcpClients[-1][2]
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 6379))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.protocol = protocol
+        self.transport = transport
+        return transport
+
+    def refuse(self) -> None:
+        factory = self.reactor.tcpClients[-1][2]
+        connector = self.reactor.connectors[-1]
+        factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+
+    def reply(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def sent(self) -> bytes:
+        assert self.transport is not None
+        value = self.transport.value()
+        self.transport.clear()
+        return bytes(value)
+
+
+class ReplyTests(SynchronousTestCase):
+    """Which replies mean what (DESIGN.md section 5)."""
+
+    def connected(self) -> Harness:
+        h = Harness()
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING)
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)
+        return h
+
+    def test_pong(self) -> None:
+        """+PONG is up and ready, with a latency, over one kept connection."""
+        h = self.connected()
+        d = h.check()
+        h.reactor.advance(0.002)
+        h.reply(b"+PONG\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertTrue(observation.ok)
+        self.assertTrue(observation.ready)
+        self.assertAlmostEqual(observation.latency_ms or 0, 2.0, places=3)
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+
+    def test_loading_and_masterdown_alive_not_ready(self) -> None:
+        """-LOADING and -MASTERDOWN are alive but not ready."""
+        h = self.connected()
+        for reply in (b"-LOADING Redis is loading\r\n", b"-MASTERDOWN Link down\r\n"):
+            d = h.check()
+            h.reply(reply)
+            self.assertEqual(
+                self.successResultOf(d),
+                Observation(ok=True, ready=False, latency_ms=0.0),
+            )
+
+    def test_error_replies_fail_and_keep_connection(self) -> None:
+        """-NOAUTH and -BUSY fail the check with the server's text."""
+        h = self.connected()
+        for reply, text in [
+            (
+                b"-NOAUTH Authentication required.\r\n",
+                "NOAUTH Authentication required.",
+            ),
+            (
+                b"-BUSY Redis is busy running a script\r\n",
+                "BUSY Redis is busy running a script",
+            ),
+            (b"-ERR unknown command\r\n", "ERR unknown command"),
+        ]:
+            d = h.check()
+            h.reply(reply)
+            observation = self.successResultOf(d)
+            assert observation is not None
+            self.assertFalse(observation.ok)
+            self.assertEqual(observation.error, text)
+        self.assertFalse(h.transport and h.transport.disconnecting)
+        self.assertTrue(h.probe.connected)
+
+    def test_garbage_fails_and_drops(self) -> None:
+        """A reply that is not RESP fails the check and drops the connection."""
+        h = self.connected()
+        d = h.check()
+        h.reply(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertFalse(observation.ok)
+        self.assertIn("not a Redis reply", observation.error or "")
+        self.assertFalse(h.probe.connected)
+
+    def test_binary_garbage_fails(self) -> None:
+        """Undecodable bytes fail the check instead of raising in the parser."""
+        h = self.connected()
+        d = h.check()
+        h.reply(b"+\xff\xfe\xfd\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertFalse(observation.ok, observation)
+
+    def test_unexpected_status_reply(self) -> None:
+        """+OK to a PING is not a pong."""
+        h = self.connected()
+        d = h.check()
+        h.reply(b"+OK\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "unexpected reply to PING: 'OK'")
+
+    def test_connection_lost_during_ping(self) -> None:
+        """A reset while waiting fails the check; the next check reconnects."""
+        h = self.connected()
+        d = h.check()
+        h.protocol.connectionLost(Failure(ConnectionRefusedError()))
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "connection lost")
+        self.assertFalse(h.probe.connected)
+
+    def test_info_replication(self) -> None:
+        """INFO replication after PING gives role, master and link status."""
+        h = self.connected()
+        d = h.check(want_info=True)
+        self.assertEqual(h.sent(), PING)
+        h.reply(b"+PONG\r\n")
+        self.assertEqual(h.sent(), INFO_REPLICATION)
+        data = INFO_SLAVE.encode()
+        h.reply(b"$%d\r\n%s\r\n" % (len(data), data))
+        observation = self.successResultOf(d)
+        assert observation is not None and observation.replication is not None
+        self.assertEqual(observation.replication.role, "slave")
+        self.assertEqual(observation.replication.master_host, "10.0.0.5")
+        self.assertEqual(observation.replication.master_port, 6380)
+        self.assertEqual(observation.replication.master_link_status, "down")
+
+
+class TimeoutTests(SynchronousTestCase):
+    """Cancelling a check (the monitor's deadline) ends it as a timeout."""
+
+    def test_cancel_during_ping_drops_connection(self) -> None:
+        """A timed-out PING drops its connection."""
+        h = Harness()
+        d = h.check()
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        self.successResultOf(d)
+        d = h.check()
+        self.assertEqual(h.probe.stage, "ping")
+        d.cancel()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (ping)")
+        self.assertFalse(h.probe.connected)
+        assert h.transport is not None
+        self.assertTrue(h.transport.disconnecting)
+
+    def test_cancel_during_connect_keeps_late_connection(self) -> None:
+        """
+        A check cancelled while connecting is a timeout, but the attempt
+        goes on, and a connection that completes later serves the next check.
+        """
+        h = Harness()
+        d = h.check()
+        d.cancel()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (connect)")
+        h.accept()
+        self.assertTrue(h.probe.connected)
+        d = h.check()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+
+    def test_connect_attempt_has_its_own_timeout(self) -> None:
+        """An attempt that never completes is abandoned after connect_timeout."""
+        h = Harness()
+        d = h.check()
+        d.cancel()
+        h.reactor.advance(1.0)
+        self.assertEqual(h.probe._last_error, "timeout (connect)")
+        h.reactor.advance(0.5)
+        d = h.check()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        self.assertNoResult(d)
+
+    def test_queued_for_a_slot_is_not_an_observation(self) -> None:
+        """Cancelled while waiting for a connection slot: no observation."""
+        h = Harness(slots=1)
+        self.successResultOf(h.slots.acquire())
+        d = h.check()
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(h.reactor.tcpClients, [])
+
+
+class ConnectTests(SynchronousTestCase):
+    """Reconnects at most once a second, and fail fast in between."""
+
+    def test_refused_then_throttled(self) -> None:
+        """
+        A refused connection fails the check; checks within the next second
+        fail at once with the same error, without connecting.
+        """
+        h = Harness()
+        d = h.check()
+        h.refuse()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "connection refused")
+        h.reactor.advance(0.5)
+        observation = self.successResultOf(h.check())
+        assert observation is not None
+        self.assertEqual(observation.error, "connection refused")
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        h.reactor.advance(0.5)
+        h.check()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+
+    def test_close_cancels_attempt(self) -> None:
+        """close() during a connection attempt abandons it for good."""
+        h = Harness()
+        d = h.check()
+        h.probe.close()
+        self.assertEqual(h.reactor.connectors[-1].stoppedConnecting, True)
+        d.cancel()
+        self.successResultOf(d)
+
+
+class AuthTests(SynchronousTestCase):
+    """AUTH from password_file, and the secret stays secret."""
+
+    def test_auth_then_ping(self) -> None:
+        """With a password, AUTH goes first, then PING."""
+        h = Harness(password="s3cret")
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.probe.stage, "auth")
+        self.assertEqual(h.sent(), auth_command("s3cret", None))
+        h.reply(b"+OK\r\n")
+        self.assertEqual(h.sent(), PING)
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+
+    def test_wrong_password(self) -> None:
+        """A rejected AUTH says so, without the secret, and drops."""
+        h = Harness(password="s3cret")
+        d = h.check()
+        h.accept()
+        h.reply(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertFalse(observation.ok)
+        self.assertTrue((observation.error or "").startswith("auth failed: WRONGPASS"))
+        self.assertNotIn("s3cret", observation.error or "")
+        self.assertFalse(h.probe.connected)
+
+    def test_acl_user(self) -> None:
+        """An ACL user name goes before the password."""
+        self.assertEqual(
+            auth_command("pw", "alice"),
+            b"*3\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$2\r\npw\r\n",
+        )
+
+
+class ParseTests(SynchronousTestCase):
+    """INFO replication parsing."""
+
+    def test_master(self) -> None:
+        """A master has no master fields."""
+        r = parse_replication("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n")
+        self.assertEqual(r.role, "master")
+        self.assertIsNone(r.master_host)
+
+    def test_slave(self) -> None:
+        """A replica's master address and link status are read."""
+        r = parse_replication(INFO_SLAVE)
+        self.assertEqual((r.role, r.master_port), ("slave", 6380))

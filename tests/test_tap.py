@@ -1,0 +1,256 @@
+"""
+Tests for L{sentinel.tap}: options into a L{Config}, one-line exits on bad
+input, and the service handed to twistd.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sys
+import types
+
+from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.config import ConfigError, RedisInstance, ZooKeeperConfig
+from sentinel.tap import Options, check_endpoint, makeService
+
+
+def parse(*argv: str) -> Options:
+    """Options parsed from C{argv}, the endpoint checked on a MemoryReactor."""
+    options = Options(reactor=MemoryReactor())
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def test_defaults(self) -> None:
+        """No options: defaults, the host name as agent id, no config file."""
+        options = parse()
+        self.assertEqual(options.config.agent_id, socket.gethostname())
+        self.assertEqual(options.config.interval, 1.0)
+        self.assertEqual(options.config.http, "tcp:6060:interface=127.0.0.1")
+        self.assertIsNone(options.config.zookeeper)
+        self.assertIsNone(options.config_path)
+
+    def test_every_option(self) -> None:
+        """Every option of DESIGN §5 reaches the Config."""
+        options = parse(
+            "--redis=a=h1:1",
+            "--redis",
+            "[::1]:6379",
+            "--zookeeper=z1:2181,z2:2181/app",
+            "--zk-root=/r",
+            "--zk-session-timeout=4",
+            "--interval=2",
+            "--timeout=1.5",
+            "--rise=4",
+            "--fall=5",
+            "--http=none",
+            "--agent-id=me",
+        )
+        config = options.config
+        self.assertEqual(
+            config.instances,
+            (RedisInstance("a", "h1", 1), RedisInstance("[::1]:6379", "::1", 6379)),
+        )
+        self.assertEqual(
+            config.zookeeper,
+            ZooKeeperConfig("z1:2181,z2:2181/app", root="/r", session_timeout=4.0),
+        )
+        self.assertEqual(
+            (config.interval, config.timeout, config.rise, config.fall),
+            (2.0, 1.5, 4, 5),
+        )
+        self.assertEqual((config.http, config.agent_id), ("none", "me"))
+
+    def test_config_file_and_override(self) -> None:
+        """Options override the file; config_path is the file's absolute path."""
+        path = self.write(
+            'interval = 5\ntimeout = 3\n[[redis]]\nname = "f"\nhost = "h"\nport = 1\n'
+        )
+        options = parse("--config", path, "--interval", "4", "--redis", "h:2")
+        self.assertEqual(options.config_path, os.path.abspath(path))
+        self.assertEqual((options.config.interval, options.config.timeout), (4.0, 3.0))
+        self.assertEqual(options.config.instances, (RedisInstance("h:2", "h", 2),))
+
+    def test_valid_endpoint(self) -> None:
+        """A valid endpoint string is accepted; it is parsed, not listened on."""
+        reactor = MemoryReactor()
+        options = Options(reactor=reactor)
+        options.parseOptions(["--http", "tcp:0:interface=127.0.0.1"])
+        self.assertEqual(options.config.http, "tcp:0:interface=127.0.0.1")
+        self.assertEqual(reactor.tcpServers, [])
+
+
+class ExitTests(SynchronousTestCase):
+    """Bad input ends the process with one line, naming field and value."""
+
+    def assertExits(self, expected: str, *argv: str) -> None:
+        error = self.assertRaises(SystemExit, parse, *argv)
+        self.assertEqual(error.code, "sentinel: " + expected)
+        assert isinstance(error.code, str)
+        self.assertNotIn("\n", error.code)
+
+    def test_unknown_option(self) -> None:
+        """An unknown option is named."""
+        self.assertExits("option --bogus not recognized", "--bogus")
+
+    def test_missing_argument(self) -> None:
+        """An option without its argument is named."""
+        self.assertExits("option --interval requires argument", "--interval")
+
+    def test_positional_argument(self) -> None:
+        """Positional arguments are refused."""
+        self.assertExits("unexpected argument 'extra'", "extra")
+
+    def test_bad_numbers(self) -> None:
+        """Numbers that do not parse name the option and the text."""
+        self.assertExits("--interval: 'x' is not a number", "--interval", "x")
+        self.assertExits("--timeout: '' is not a number", "--timeout=")
+        self.assertExits(
+            "--zk-session-timeout: 'soon' is not a number",
+            "--zk-session-timeout",
+            "soon",
+        )
+        self.assertExits("--rise: '2.5' is not an integer", "--rise", "2.5")
+        self.assertExits("--fall: 'x' is not an integer", "--fall", "x")
+
+    def test_timeout_greater_than_interval(self) -> None:
+        """Validation in load_config reaches the user the same way."""
+        self.assertExits(
+            "--timeout: 2.0 is greater than --interval 1.0",
+            "--timeout",
+            "2",
+            "--interval",
+            "1",
+        )
+
+    def test_bad_redis(self) -> None:
+        """A bad --redis address is named."""
+        self.assertExits(
+            "--redis: 'foo' is not HOST:PORT or NAME=HOST:PORT", "--redis", "foo"
+        )
+
+    def test_zk_root_without_hosts(self) -> None:
+        """--zk-root without ZooKeeper hosts is refused."""
+        self.assertExits(
+            "--zk-root: given but no zookeeper hosts are configured",
+            "--zk-root",
+            "/x",
+        )
+
+    def test_missing_config_file(self) -> None:
+        """An unreadable config file is named with the reason."""
+        self.assertExits(
+            "config file /nonexistent/s.toml: cannot read: No such file or directory",
+            "--config",
+            "/nonexistent/s.toml",
+        )
+
+    def test_bad_http(self) -> None:
+        """An endpoint string that does not parse is named with the reason."""
+        self.assertExits(
+            "--http: 'tcp:abc' is not a valid endpoint: "
+            "invalid literal for int() with base 10: 'abc'",
+            "--http",
+            "tcp:abc",
+        )
+        self.assertExits(
+            "--http: 'bogus:1' is not a valid endpoint: Unknown endpoint type: 'bogus'",
+            "--http=bogus:1",
+        )
+
+    def test_bad_http_in_file(self) -> None:
+        """An endpoint from the file is named by its TOML key."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('http = "tcp:abc"\n')
+        self.assertExits(
+            "http: 'tcp:abc' is not a valid endpoint: "
+            "invalid literal for int() with base 10: 'abc'",
+            "--config",
+            path,
+        )
+
+    def test_help(self) -> None:
+        """--help still prints the usage and exits with status 0."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, parse, "--help")
+        self.assertEqual(error.code, 0)
+        self.assertIn("--zk-session-timeout", out.getvalue())
+        self.assertIn("--redis", out.getvalue())
+
+
+class CheckEndpointTests(SynchronousTestCase):
+    def test_none(self) -> None:
+        """C{none} is no endpoint and needs no check."""
+        check_endpoint("http", "none", MemoryReactor())
+
+    def test_reason_without_message(self) -> None:
+        """An exception without a message is named by its type."""
+
+        def fail(reactor: object, description: str) -> None:
+            raise KeyError()
+
+        from twisted.internet import endpoints
+
+        self.patch(endpoints, "serverFromString", fail)
+        error = self.assertRaises(
+            ConfigError, check_endpoint, "--http", "x:1", MemoryReactor()
+        )
+        self.assertEqual(str(error), "--http: 'x:1' is not a valid endpoint: KeyError")
+
+    def test_reason_on_one_line(self) -> None:
+        """A multi-line reason is joined into one line."""
+
+        def fail(reactor: object, description: str) -> None:
+            raise ValueError("first\nsecond")
+
+        from twisted.internet import endpoints
+
+        self.patch(endpoints, "serverFromString", fail)
+        error = self.assertRaises(
+            ConfigError, check_endpoint, "http", "x:1", MemoryReactor()
+        )
+        self.assertEqual(
+            str(error), "http: 'x:1' is not a valid endpoint: first second"
+        )
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_make_service(self) -> None:
+        """makeService hands config, config path and reactor to make_agent."""
+        calls = []
+        service = object()
+
+        def make_agent(config: object, config_path: object, reactor: object) -> object:
+            calls.append((config, config_path, reactor))
+            return service
+
+        fake = types.ModuleType("sentinel.agent")
+        fake.make_agent = make_agent  # type: ignore[attr-defined]
+        self.addCleanup(self.restore_module, sys.modules.get("sentinel.agent"))
+        sys.modules["sentinel.agent"] = fake
+        options = parse("--agent-id", "me")
+
+        self.assertIs(makeService(options), service)
+
+        from twisted.internet import reactor
+
+        self.assertEqual(calls, [(options.config, None, reactor)])
+
+    def restore_module(self, module: types.ModuleType | None) -> None:
+        if module is None:
+            del sys.modules["sentinel.agent"]
+        else:
+            sys.modules["sentinel.agent"] = module
