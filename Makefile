@@ -1,0 +1,52 @@
+# make test: lint, type-check and run the whole suite (real Redis and
+# ZooKeeper included); make demo: watch the agent against two Redis servers.
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+# What Debian's zookeeper package (through libzookeeper-java) installs.
+ZOOKEEPER_JAR := /usr/share/java/zookeeper.jar
+
+.PHONY: venv system-deps test demo clean
+
+venv: $(VENV)/.installed
+
+# A compat editable install: the working tree is on sys.path, so sources
+# edited later need no reinstall and twistd finds twisted/plugins/ here (a
+# plain editable install hides the dropin). Then build the plugin cache.
+$(VENV)/.installed: setup.py
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		--editable '.[test]' --config-settings editable_mode=compat
+	$(PYTHON) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $@
+
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	{ [ -f $(ZOOKEEPER_JAR) ] && command -v java >/dev/null; } || missing="$$missing zookeeper"; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null; then sudo="sudo"; \
+	else echo "missing:$$missing; as root: apt-get install redis-server zookeeper" >&2; exit 1; fi; \
+	echo "installing Debian packages for:$$missing"; \
+	$$sudo apt-get update && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y --no-install-recommends redis-server zookeeper
+
+# Every check runs even if an earlier one fails; the target fails if any did.
+# mypy is strict through mypy.ini (a --strict flag would override its
+# exceptions for Twisted's unannotated calls).
+test: system-deps venv
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/mypy sentinel || status=1; \
+	PYTHONPATH=. $(PYTHON) -m twisted.trial tests || status=1; \
+	exit $$status
+
+demo: system-deps venv
+	PYTHONPATH=. $(PYTHON) tools/demo.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info _trial_temp* .mypy_cache .ruff_cache \
+		twisted/plugins/dropin.cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

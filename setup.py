@@ -1,0 +1,46 @@
+"""Packaging for sentinel, a Twisted health agent for Redis fleets."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+
+def read_version() -> str:
+    """Read ``__version__`` without importing the package (and its deps)."""
+    text = Path(__file__).with_name("sentinel").joinpath("__init__.py").read_text()
+    match = re.search(r'^__version__ = "([^"]+)"', text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("no __version__ in sentinel/__init__.py")
+    return match.group(1)
+
+
+setup(
+    name="sentinel",
+    version=read_version(),
+    description="Check Redis instances and publish their health to ZooKeeper.",
+    long_description=Path(__file__).with_name("README.rst").read_text(),
+    long_description_content_type="text/x-rst",
+    python_requires=">=3.11",
+    # twisted.plugins is a namespace shared with Twisted itself: it ships our
+    # dropin, and must have no __init__.py of ours.
+    packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
+    install_requires=[
+        "twisted>=24.3",
+        "txredisapi>=1.6.0",
+        "klein>=23.5",
+        "attrs>=23.1",
+        "kazoo>=2.9",
+        "prometheus_client>=0.17",
+        "psutil>=5.9",
+    ],
+    extras_require={
+        "test": [
+            "treq>=23.11",
+            "mypy>=2.0",
+            # Type-checks zope.interface declarations (reactor interfaces).
+            "mypy-zope>=1.0.3",
+            "ruff>=0.17",
+        ],
+    },
+)

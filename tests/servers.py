@@ -1,0 +1,542 @@
+"""
+Servers for integration tests: real ``redis-server`` and ZooKeeper processes
+on free loopback ports, started and stopped by PID, and small fake servers in
+this process's reactor for failures a real server does not show on demand (one
+that never answers, one that answers garbage).
+
+The real servers start synchronously (in ``setUp``/``setUpClass``) and wait
+for readiness without sleeping: Redis says so on a systemd notify socket, and
+ZooKeeper is asked with four-letter words between waits on the process itself,
+so a server that dies while starting is reported at once, with its log.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, cast
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IReactorTCP,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
+from twisted.python.failure import Failure
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+# What Debian's zookeeper/libzookeeper-java packages ship; zookeeper.jar's
+# manifest names the jars it needs. slf4j-simple (from libslf4j-java, one of
+# those) sends ZooKeeper's log to stderr, which goes to the server's log file.
+ZOOKEEPER_JARS = ("/usr/share/java/zookeeper.jar",)
+SLF4J_BINDING = "/usr/share/java/slf4j-simple.jar"
+ZOOKEEPER_MAIN = "org.apache.zookeeper.server.ZooKeeperServerMain"
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ChildExited(RuntimeError):
+    """A child process ended while we waited for it to become ready."""
+
+
+class ChildProcess:
+    """
+    One process we started. Every signal goes to its PID; stopping it is
+    bounded in time and safe to repeat.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        log: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        own_session: bool = False,
+    ) -> None:
+        """
+        Start ``argv``; its output goes to ``log`` (appended) or, without
+        one, to our own stdout and stderr. With ``own_session``, a Ctrl-C in
+        our terminal reaches only us, and we alone signal the child.
+        """
+        self.argv = list(argv)
+        self.log = log
+        output: IO[bytes] | None = open(log, "ab") if log is not None else None
+        try:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output is not None else None,
+                env=None if env is None else dict(env),
+                cwd=cwd,
+                start_new_session=own_session,
+            )
+        finally:
+            if output is not None:
+                output.close()
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the process has not ended yet (a paused one is running)."""
+        return self.process.poll() is None
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): its sockets stay open, nothing answers."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused process go on (SIGCONT)."""
+        os.kill(self.pid, signal.SIGCONT)
+
+    def kill(self) -> int:
+        """End the process at once (SIGKILL) and reap it; return its status."""
+        if self.running:
+            os.kill(self.pid, signal.SIGKILL)
+        return self.process.wait()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """
+        Ask the process to end (SIGTERM), give it ``timeout`` seconds, then
+        kill it. Return its status (negative: the signal that ended it).
+        """
+        if self.running:
+            os.kill(self.pid, signal.SIGTERM)
+            # A paused process only acts on SIGTERM once it runs again.
+            os.kill(self.pid, signal.SIGCONT)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.kill()
+
+    def wait_readable(self, fileobj: socket.socket | None, timeout: float) -> bool:
+        """
+        Wait up to ``timeout`` seconds for ``fileobj`` to become readable
+        (``None``: just wait), returning early with ``True`` if it does.
+        Raise `ChildExited`, with the end of the log, as soon as the process
+        ends.
+        """
+        pidfd = os.pidfd_open(self.pid)
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(pidfd, selectors.EVENT_READ)
+                if fileobj is not None:
+                    selector.register(fileobj, selectors.EVENT_READ)
+                ready = {key.fileobj for key, _ in selector.select(timeout)}
+        finally:
+            os.close(pidfd)
+        if pidfd in ready:
+            raise ChildExited(
+                f"{self.argv[0]} exited with status {self.process.wait()}"
+                f"{self.log_tail()}"
+            )
+        return bool(ready)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the log, for error messages."""
+        if self.log is None or not self.log.exists():
+            return ""
+        tail = self.log.read_text(errors="replace").splitlines()[-lines:]
+        return "".join(f"\n    {line}" for line in tail)
+
+
+class _RealServer:
+    """What the real servers share: a port, a temporary directory, a child."""
+
+    name = "server"
+
+    def __init__(self, port: int | None) -> None:
+        self.port = port if port is not None else free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix=f"sentinel-{self.name}-"))
+        self.log = self.directory / f"{self.name}.log"
+        self._child: ChildProcess | None = None
+
+    @property
+    def child(self) -> ChildProcess:
+        """The running process; an error if the server was never started."""
+        if self._child is None:
+            raise RuntimeError(f"{self.name} on port {self.port} is not started")
+        return self._child
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self.child.pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive (a paused one is)."""
+        return self._child is not None and self._child.running
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel, nothing answers."""
+        self.child.pause()
+
+    def resume(self) -> None:
+        """SIGCONT: answer again, including what arrived while paused."""
+        self.child.resume()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash; the port refuses connections afterwards."""
+        self.child.kill()
+
+    def restore(self) -> None:
+        """Leave the server running and answering, whatever was done to it."""
+        if self.running:
+            self.resume()
+        else:
+            self.start()
+
+    def start(self, timeout: float = START_TIMEOUT) -> _RealServer:
+        """Start the server and return once it is ready."""
+        raise NotImplementedError
+
+    def _spawn(self, argv: Sequence[str], env: Mapping[str, str] | None) -> None:
+        if self.running:
+            raise RuntimeError(f"{self.name} on port {self.port} is running")
+        self.directory.mkdir(exist_ok=True)
+        self._child = ChildProcess(argv, log=self.log, env=env, cwd=self.directory)
+
+    def _failed_start(self, why: str) -> RuntimeError:
+        child = self.child
+        child.kill()
+        return RuntimeError(
+            f"{self.name} on port {self.port} {why}{child.log_tail()}"
+        )
+
+
+class RedisServer(_RealServer):
+    """
+    A throwaway ``redis-server`` on the loopback address: no persistence, its
+    log and working files in a temporary directory.
+
+    ``password`` sets ``requirepass``; ``extra_args`` are more configuration
+    directives, such as ACL users
+    (``["--user", "alice", "on", ">secret", "+@all", "~*"]``).
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        *,
+        password: str | None = None,
+        extra_args: Sequence[str] = (),
+        port: int | None = None,
+    ) -> None:
+        super().__init__(port)
+        self.password = password
+        self.extra_args = list(extra_args)
+
+    def start(self, timeout: float = START_TIMEOUT) -> RedisServer:
+        """
+        Start (or restart, on the same port) and return once the server
+        accepts commands; at most ``timeout`` seconds.
+        """
+        argv = [
+            "redis-server",
+            "--bind", LOOPBACK,
+            "--port", str(self.port),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--dir", str(self.directory),
+            # Redis writes READY=1 to $NOTIFY_SOCKET once it accepts commands.
+            "--supervised", "systemd",
+        ]  # fmt: skip
+        if self.password is not None:
+            argv += ["--requirepass", self.password]
+        argv += self.extra_args
+        self.directory.mkdir(exist_ok=True)
+        notify_path = self.directory / "notify.sock"
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+                notify.bind(str(notify_path))
+                self._spawn(argv, {**os.environ, "NOTIFY_SOCKET": str(notify_path)})
+                self._wait_ready(notify, time.monotonic() + timeout)
+            notify_path.unlink()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, notify: socket.socket, deadline: float) -> None:
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                readable = remaining > 0 and self.child.wait_readable(
+                    notify, remaining
+                )
+            except ChildExited as e:
+                raise self._failed_start(f"did not start: {e}") from None
+            if not readable:
+                raise self._failed_start("was not ready in time")
+            if b"READY=1" in notify.recv(4096).splitlines():
+                return
+
+    def stop(self) -> None:
+        """
+        Stop the server (SIGTERM, bounded wait, then SIGKILL) and remove its
+        directory; safe to repeat. `start` may be called again afterwards.
+        """
+        if self._child is not None:
+            self._child.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class ZooKeeperServer(_RealServer):
+    """
+    A standalone ZooKeeper from Debian's packages on the loopback address.
+    Its data survive `stop` and `start` (a restart on the same port) until
+    `wipe`; `close` stops it and removes everything.
+
+    The tick is short so that tests can ask for session timeouts down to one
+    second.
+    """
+
+    name = "zookeeper"
+    tick_ms = 500
+
+    def __init__(self, *, port: int | None = None) -> None:
+        super().__init__(port)
+        self.data = self.directory / "data"
+        self.config = self.directory / "zoo.cfg"
+
+    @property
+    def hosts(self) -> str:
+        """The connection string for clients."""
+        return f"{LOOPBACK}:{self.port}"
+
+    def start(self, timeout: float = START_TIMEOUT) -> ZooKeeperServer:
+        """
+        Start (or restart, on the same port and data) and return once it
+        serves requests; at most ``timeout`` seconds.
+        """
+        java = shutil.which("java")
+        if java is None or not all(os.path.exists(j) for j in ZOOKEEPER_JARS):
+            raise RuntimeError("ZooKeeper needs Debian's zookeeper package")
+        classpath = list(ZOOKEEPER_JARS)
+        if os.path.exists(SLF4J_BINDING):
+            classpath.append(SLF4J_BINDING)
+        self.directory.mkdir(exist_ok=True)
+        self.data.mkdir(exist_ok=True)
+        self.config.write_text(
+            f"tickTime={self.tick_ms}\n"
+            f"dataDir={self.data}\n"
+            f"clientPort={self.port}\n"
+            f"clientPortAddress={LOOPBACK}\n"
+            f"minSessionTimeout={2 * self.tick_ms}\n"
+            "maxSessionTimeout=60000\n"
+            "admin.enableServer=false\n"
+            "4lw.commands.whitelist=*\n"
+        )
+        argv = [
+            java,
+            "-Xmx256m",
+            # A small heap and the quick JIT tier: it starts in a fraction
+            # of a second.
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-XX:-UsePerfData",
+            "-cp", ":".join(classpath),
+            ZOOKEEPER_MAIN,
+            str(self.config),
+        ]  # fmt: skip
+        self._spawn(argv, None)
+        deadline = time.monotonic() + timeout
+        while not self._serving():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._failed_start("was not ready in time")
+            try:
+                # Nothing tells when the port opens: wait a little between
+                # questions, but no longer than the process lives.
+                self.child.wait_readable(None, min(0.02, remaining))
+            except ChildExited as e:
+                raise self._failed_start(f"did not start: {e}") from None
+        return self
+
+    def _serving(self) -> bool:
+        # "ruok" only proves the port is open; "isro" says "rw" once the
+        # server has loaded its data and serves requests.
+        try:
+            return (
+                self.four_letter_word("ruok") == b"imok"
+                and self.four_letter_word("isro") == b"rw"
+            )
+        except OSError:
+            return False
+
+    def four_letter_word(self, word: str, timeout: float = 1.0) -> bytes:
+        """Send a four-letter command such as ``ruok`` and return the answer."""
+        with socket.create_connection((LOOPBACK, self.port), timeout) as sock:
+            sock.sendall(word.encode("ascii"))
+            chunks = []
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, bounded wait, then SIGKILL); keep its data."""
+        if self._child is not None:
+            self._child.stop()
+
+    def wipe(self) -> None:
+        """Delete the data of a stopped server: it starts again empty."""
+        if self.running:
+            raise RuntimeError("stop ZooKeeper before wiping its data")
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop the server and remove its directory; safe to repeat."""
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_shared_zookeeper: ZooKeeperServer | None = None
+
+
+def shared_zookeeper() -> ZooKeeperServer:
+    """
+    One ZooKeeper for the whole test process, started on first use and
+    closed when the process exits: trial has no ``setUpClass``. A test that
+    stops, pauses or wipes it calls ``addCleanup(server.restore)``, and each
+    test works under a root of its own.
+    """
+    global _shared_zookeeper
+    if _shared_zookeeper is None:
+        server = ZooKeeperServer()
+        try:
+            server.start()
+        except BaseException:
+            server.close()
+            raise
+        atexit.register(server.close)
+        _shared_zookeeper = server
+    return _shared_zookeeper
+
+
+class _FakeConnection(Protocol):
+    """One accepted connection: it answers every chunk with the server's reply."""
+
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+        self.closed: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.server._opened(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.server.reply is not None:
+            assert self.transport is not None
+            self.transport.write(self.server.reply)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.server._closed(self)
+        self.closed.callback(None)
+
+
+class _FakeFactory(ServerFactory):
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+
+    def buildProtocol(self, addr: IAddress | None) -> _FakeConnection:
+        return _FakeConnection(self.server)
+
+
+class FakeServer:
+    """
+    A TCP server on the loopback address in this process's reactor. It keeps
+    every connection open, and answers each chunk it receives with ``reply``
+    (``None``: never answers).
+    """
+
+    def __init__(self, reactor: IReactorTCP, reply: bytes | None) -> None:
+        self.reply = reply
+        self.accepted = 0
+        self._connections: set[_FakeConnection] = set()
+        self._waiters: list[tuple[int, Deferred[None]]] = []
+        self._listening: IListeningPort = reactor.listenTCP(
+            0, _FakeFactory(self), interface=LOOPBACK
+        )
+        address = self._listening.getHost()
+        assert isinstance(address, IPv4Address)
+        self.port = address.port
+
+    @property
+    def open_connections(self) -> int:
+        """How many connections are open right now."""
+        return len(self._connections)
+
+    def when_open_connections(self, count: int) -> Deferred[None]:
+        """
+        Fire when exactly ``count`` connections are open (at once if so now).
+        The caller bounds the wait, with ``addTimeout``.
+        """
+        waiting: Deferred[None] = Deferred(
+            lambda d: self._waiters.remove((count, d))
+        )
+        self._waiters.append((count, waiting))
+        self._notify()
+        return waiting
+
+    def stop(self) -> Deferred[None]:
+        """Stop listening and drop every open connection; fire once all closed."""
+        closing = [conn.closed for conn in self._connections]
+        for conn in list(self._connections):
+            cast(ITCPTransport, conn.transport).abortConnection()
+        unlistened = self._listening.stopListening() or succeed(None)
+        stopped: Deferred[list[None]] = gatherResults([unlistened, *closing])
+        return stopped.addCallback(lambda _: None)
+
+    def _opened(self, conn: _FakeConnection) -> None:
+        self.accepted += 1
+        self._connections.add(conn)
+        self._notify()
+
+    def _closed(self, conn: _FakeConnection) -> None:
+        self._connections.discard(conn)
+        self._notify()
+
+    def _notify(self) -> None:
+        ready = [w for w in self._waiters if w[0] == len(self._connections)]
+        for waiter in ready:
+            self._waiters.remove(waiter)
+            waiter[1].callback(None)
+
+
+def listen_never_answering(reactor: IReactorTCP) -> FakeServer:
+    """A server that accepts connections and never sends a byte."""
+    return FakeServer(reactor, None)
+
+
+def listen_garbage(reactor: IReactorTCP) -> FakeServer:
+    """A server that answers everything with an HTTP error: not RESP."""
+    return FakeServer(reactor, b"HTTP/1.1 400 Bad Request\r\n\r\n")

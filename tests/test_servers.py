@@ -1,0 +1,248 @@
+"""
+The integration-test servers do what the tests that use them rely on: real
+Redis and ZooKeeper processes that answer, pause, stop and come back, and fake
+servers that never answer or answer garbage.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Generator
+from typing import Any
+
+from kazoo.client import KazooClient
+from twisted.internet import error
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from tests.servers import (
+    LOOPBACK,
+    RedisServer,
+    free_port,
+    listen_garbage,
+    listen_never_answering,
+    shared_zookeeper,
+)
+
+# Integration tests run on the real reactor; this is the one place it is named.
+reactor: IReactorTCP = _reactor
+clock: IReactorTime = _reactor
+
+SILENCE = 0.3
+
+
+def ask(port: int, request: bytes, timeout: float) -> bytes:
+    """Send ``request`` on a new connection and return the first reply."""
+    with socket.create_connection((LOOPBACK, port), timeout) as sock:
+        sock.sendall(request)
+        return sock.recv(4096)
+
+
+class FreePortTests(TestCase):
+    def test_free_port_is_bindable(self) -> None:
+        """free_port returns a loopback port that can be listened on."""
+        port = free_port()
+        with socket.socket() as sock:
+            sock.bind((LOOPBACK, port))
+            sock.listen()
+        self.assertGreater(port, 0)
+
+
+class RedisServerTests(TestCase):
+    def setUp(self) -> None:
+        self.redis = RedisServer()
+        self.addCleanup(self.redis.stop)
+        self.redis.start()
+
+    def test_answers_ping(self) -> None:
+        """A started server answers PING on its port."""
+        self.assertEqual(ask(self.redis.port, b"PING\r\n", 5), b"+PONG\r\n")
+
+    def test_pause_and_resume(self) -> None:
+        """A paused server accepts but does not answer; resumed, it answers."""
+        self.redis.pause()
+        with socket.create_connection((LOOPBACK, self.redis.port), 5) as sock:
+            sock.sendall(b"PING\r\n")
+            sock.settimeout(SILENCE)
+            self.assertRaises(TimeoutError, sock.recv, 4096)
+            self.redis.resume()
+            sock.settimeout(5)
+            self.assertEqual(sock.recv(4096), b"+PONG\r\n")
+
+    def test_kill_refuses(self) -> None:
+        """After kill the port refuses connections."""
+        self.redis.kill()
+        self.assertFalse(self.redis.running)
+        self.assertRaises(ConnectionRefusedError, ask, self.redis.port, b"PING\r\n", 5)
+
+    def test_stop_is_idempotent_and_cleans(self) -> None:
+        """stop ends the process, removes the directory, and may be repeated."""
+        pid = self.redis.pid
+        self.redis.stop()
+        self.redis.stop()
+        self.assertFalse(self.redis.running)
+        self.assertFalse(self.redis.directory.exists())
+        self.assertRaises(ProcessLookupError, os.kill, pid, 0)
+
+    def test_stop_paused(self) -> None:
+        """A paused server still stops on SIGTERM, without the SIGKILL fallback."""
+        self.redis.pause()
+        self.redis.stop()
+        self.assertEqual(self.redis.child.process.returncode, 0)
+
+    def test_restart_same_port(self) -> None:
+        """After stop, start serves again on the same port."""
+        port = self.redis.port
+        self.redis.stop()
+        self.redis.start()
+        self.assertEqual(self.redis.port, port)
+        self.assertEqual(ask(port, b"PING\r\n", 5), b"+PONG\r\n")
+
+    def test_password(self) -> None:
+        """With a password, PING needs AUTH first."""
+        secured = RedisServer(password="s3cret")
+        self.addCleanup(secured.stop)
+        secured.start()
+        self.assertTrue(ask(secured.port, b"PING\r\n", 5).startswith(b"-NOAUTH"))
+        reply = ask(secured.port, b"AUTH s3cret\r\nPING\r\n", 5)
+        self.assertTrue(reply.startswith(b"+OK\r\n"))
+
+    def test_acl_user(self) -> None:
+        """Extra arguments reach the server, such as an ACL user."""
+        server = RedisServer(extra_args=["--user", "probe", "on", ">pw", "+ping"])
+        self.addCleanup(server.stop)
+        server.start()
+        reply = ask(server.port, b"AUTH probe pw\r\nPING\r\n", 5)
+        self.assertTrue(reply.startswith(b"+OK\r\n"))
+
+    def test_failed_start_reports_log(self) -> None:
+        """A server that cannot start fails at once with its log, and cleans up."""
+        broken = RedisServer(extra_args=["--no-such-directive", "1"])
+        error = self.assertRaises(RuntimeError, broken.start)
+        self.assertIn("no-such-directive", str(error))
+        self.assertFalse(broken.directory.exists())
+
+
+class ZooKeeperServerTests(TestCase):
+    def setUp(self) -> None:
+        self.zookeeper = shared_zookeeper()
+        # Whatever a test did, the next one finds the server answering.
+        self.addCleanup(self.zookeeper.restore)
+
+    def _client(self) -> KazooClient:
+        client = KazooClient(hosts=self.zookeeper.hosts, timeout=5)
+        client.start(timeout=5)
+        self.addCleanup(client.close)
+        self.addCleanup(client.stop)
+        return client
+
+    def test_ruok(self) -> None:
+        """A started server answers ruok with imok."""
+        self.assertEqual(self.zookeeper.four_letter_word("ruok"), b"imok")
+
+    def test_restart_keeps_data(self) -> None:
+        """A node created before stop is there after start on the same port."""
+        client = self._client()
+        client.create(f"/{self.id()}/kept", makepath=True)
+        client.stop()
+        self.zookeeper.stop()
+        self.assertFalse(self.zookeeper.running)
+        self.zookeeper.start()
+        self.assertIsNotNone(self._client().exists(f"/{self.id()}/kept"))
+
+    def test_wipe(self) -> None:
+        """Stopped, wiped and started again, the server comes back empty."""
+        client = self._client()
+        client.create(f"/{self.id()}/wiped", makepath=True)
+        client.stop()
+        self.zookeeper.stop()
+        self.zookeeper.wipe()
+        self.zookeeper.start()
+        self.assertIsNone(self._client().exists(f"/{self.id()}"))
+
+    def test_wipe_running_refused(self) -> None:
+        """Wiping a running server is an error, not a corrupted server."""
+        self.assertRaises(RuntimeError, self.zookeeper.wipe)
+
+    def test_pause_and_resume(self) -> None:
+        """A paused server does not answer; resumed, it answers again."""
+        self.zookeeper.pause()
+        try:
+            self.assertRaises(
+                TimeoutError, self.zookeeper.four_letter_word, "ruok", SILENCE
+            )
+        finally:
+            self.zookeeper.resume()
+        self.assertEqual(self.zookeeper.four_letter_word("ruok", 5), b"imok")
+
+
+class _Client(Protocol):
+    """Collects what a fake server sends; fires ``received`` on the first byte."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.received: Deferred[bytes] = Deferred()
+        self.lost: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if not self.received.called:
+            self.received.callback(self.data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost.callback(None)
+
+
+class FakeServerTests(TestCase):
+    def _connect(self, port: int) -> Deferred[_Client]:
+        endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, port)
+        connecting: Deferred[_Client] = connectProtocol(endpoint, _Client())
+        return connecting
+
+    @inlineCallbacks
+    def test_never_answering(self) -> Generator[Deferred[Any], Any, None]:
+        """The silent server keeps connections open, counts them, never answers."""
+        server = listen_never_answering(reactor)
+        self.addCleanup(server.stop)
+        client = yield self._connect(server.port)
+        yield server.when_open_connections(1).addTimeout(5, clock)
+        client.transport.write(b"PING\r\n")
+        yield deferLater(clock, SILENCE)
+        self.assertEqual(client.data, b"")
+        self.assertEqual(server.open_connections, 1)
+        client.transport.loseConnection()
+        yield server.when_open_connections(0).addTimeout(5, clock)
+        self.assertEqual(server.accepted, 1)
+
+    @inlineCallbacks
+    def test_garbage(self) -> Generator[Deferred[Any], Any, None]:
+        """The garbage server answers a RESP command with something not RESP."""
+        server = listen_garbage(reactor)
+        self.addCleanup(server.stop)
+        client = yield self._connect(server.port)
+        client.transport.write(b"PING\r\n")
+        reply = yield client.received.addTimeout(5, clock)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 400"))
+        client.transport.loseConnection()
+        yield client.lost
+
+    @inlineCallbacks
+    def test_stop_drops_connections(self) -> Generator[Deferred[Any], Any, None]:
+        """stop closes open connections and the port, and fires when done."""
+        server = listen_never_answering(reactor)
+        client = yield self._connect(server.port)
+        yield server.when_open_connections(1).addTimeout(5, clock)
+        yield server.stop()
+        yield client.lost.addTimeout(5, clock)
+        self.assertEqual(server.open_connections, 0)
+        endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, server.port)
+        yield self.assertFailure(
+            connectProtocol(endpoint, _Client()), error.ConnectionRefusedError
+        )

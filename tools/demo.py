@@ -1,0 +1,114 @@
+"""
+Watch the agent at work: ``make demo`` starts two throwaway Redis servers and
+``twistd -n sentinel`` checking them, and says which pages to open and which
+servers to pause. Ctrl-C (or SIGTERM) stops everything it started, by PID, and
+removes its temporary directory; if the agent exits on its own, the demo ends
+with the agent's status.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+# Run as a script from anywhere: the process helpers live with the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.servers import LOOPBACK, ChildProcess, RedisServer  # noqa: E402
+
+HTTP_PORT = 6060
+REDIS_NAMES = ("demo-a", "demo-b")
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived: stop everything and exit 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    """Turn the first stop signal into `Interrupted`; ignore more while stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def exit_status(returncode: int) -> int:
+    """A shell-style exit status for a child's return code."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def main() -> int:
+    """Run the demo until interrupted or the agent exits; return the status."""
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    twistd = Path(sys.executable).with_name("twistd")
+    if not twistd.exists():
+        print(f"no twistd beside {sys.executable}: run `make demo`", file=sys.stderr)
+        return 1
+    try:
+        with ExitStack() as started:
+            return run(twistd, started)
+    except Interrupted as stop:
+        print("\nsentinel demo stopped", file=sys.stderr)
+        return 128 + stop.signum
+
+
+def run(twistd: Path, started: ExitStack) -> int:
+    """
+    Start the servers and the agent, registering each one's stop with
+    ``started`` as soon as it exists; wait for the agent to exit.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
+    started.callback(shutil.rmtree, workdir, ignore_errors=True)
+    redis: dict[str, RedisServer] = {}
+    for name in REDIS_NAMES:
+        server = RedisServer()
+        started.callback(server.stop)
+        redis[name] = server.start()
+    tables = [
+        f'[[redis]]\nname = "{name}"\nhost = "{LOOPBACK}"\nport = {server.port}\n'
+        for name, server in redis.items()
+    ]
+    config = workdir / "sentinel.toml"
+    config.write_text('agent_id = "demo"\n\n' + "\n".join(tables))
+    agent = ChildProcess(
+        [
+            str(twistd), "-n", "sentinel",
+            "--config", str(config),
+            "--http", f"tcp:{HTTP_PORT}:interface={LOOPBACK}",
+        ],
+        cwd=workdir,  # twistd writes its pid file there
+        # One stop signal, ours: twistd logs an error for a second one.
+        own_session=True,
+    )  # fmt: skip
+    started.callback(agent.stop)
+    print(instructions(agent, redis), flush=True)
+    return exit_status(agent.process.wait())
+
+def instructions(agent: ChildProcess, redis: dict[str, RedisServer]) -> str:
+    """What to open and what to try, with the real PIDs."""
+    url = f"http://{LOOPBACK}:{HTTP_PORT}"
+    lines = [
+        f"sentinel demo: agent pid {agent.pid}",
+        f"  open {url}/  {url}/pending  {url}/instances",
+    ]
+    for name, server in redis.items():
+        lines += [
+            f"  {name}: redis-server pid {server.pid} on port {server.port}",
+            f"    kill -STOP {server.pid}   # hang it: checks time out, it goes down",
+            f"    kill -CONT {server.pid}   # it answers again and comes back up",
+        ]
+    lines.append("Ctrl-C stops everything.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
