@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import gc
 import resource
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import DeferredSemaphore
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.web.server import Site
 
 from sentinel.config import Config, RedisInstance
-from sentinel.monitor import Monitor, NullPublisher, Settings
+from sentinel.monitor import Monitor, NullPublisher, Publisher, Settings
 from sentinel.probe import RedisProbe
+from sentinel.publisher import ZooKeeperPublisher, agent_document
 from sentinel.resolve import Resolver
 from sentinel.tracker import PendingTracker
 from sentinel.web import StatusApp
+from sentinel.zk import ZooKeeper
 
 log = Logger()
 
@@ -64,6 +69,23 @@ def _freeze_gc() -> None:
     log.info("start-up objects frozen out of the garbage collector")
 
 
+class HTTPService(StreamServerEndpointService):
+    """The HTTP listener; a port that cannot be bound ends start-up in one line."""
+
+    def __init__(self, description: str, reactor: Any, site: Site) -> None:
+        super().__init__(serverFromString(reactor, description), site)
+        self.description = description
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise SystemExit(
+                f"sentinel: http: cannot listen on {self.description}: {e.socketError}"
+            ) from None
+
+
 class StatusSite(Site):
     """A Site that does not log every request: scrapes would drown the log."""
 
@@ -71,6 +93,32 @@ class StatusSite(Site):
 
     def log(self, request: object) -> None:
         pass
+
+
+def _make_publisher(
+    config: Config, reactor: Any, instances: Callable[[], list[str]]
+) -> ZooKeeperPublisher:
+    zk_config = config.zookeeper
+    assert zk_config is not None
+    zk = ZooKeeper(
+        reactor,
+        zk_config.hosts,
+        zk_config.session_timeout,
+        auth=zk_config.auth,
+        call_timeout=max(zk_config.session_timeout, 5.0),
+    )
+    document = agent_document(
+        config.agent_id, reactor.seconds(), config.interval, instances, reactor
+    )
+    return ZooKeeperPublisher(
+        reactor,
+        zk,
+        zk_config.root,
+        config.agent_id,
+        zk_config.refresh,
+        zk_config.heartbeat,
+        document,
+    )
 
 
 def make_agent(
@@ -98,24 +146,38 @@ def make_agent(
         info_every=config.info_every,
         agent_id=config.agent_id,
     )
+    top = MultiService()
+    monitors: list[Monitor] = []
+    publisher: Publisher = NullPublisher()
+    zookeeper = None
+    if config.zookeeper is not None:
+        zookeeper = _make_publisher(config, reactor, lambda: sorted(monitors[0].states))
+        # Added before the monitor, so stopped after it: the last states
+        # are published, then the nodes deleted and the session closed.
+        zookeeper.setName("publisher")
+        zookeeper.setServiceParent(top)
+        publisher = zookeeper
     monitor = Monitor(
         reactor,
         settings,
         probe_for,
-        NullPublisher(),
+        publisher,
         PendingTracker(),
         on_settled=_freeze_gc if freeze_gc else None,
     )
+    monitors.append(monitor)
     for instance in config.instances:
         monitor.add_instance(instance)
-
-    top = MultiService()
     monitor.setName("monitor")
     monitor.setServiceParent(top)
+
     if config.http != "none":
         status = StatusApp(monitor, reactor)
+        if zookeeper is not None:
+            status.add_health_check(zookeeper.unhealthy_reason)
+            status.add_stats("zookeeper", zookeeper.stats)
         site = StatusSite(status.app.resource())
-        strports.service(config.http, site, reactor=reactor).setServiceParent(top)
+        HTTPService(config.http, reactor, site).setServiceParent(top)
     log.info(
         "watching {count} instance(s) every {interval} s, timeout {timeout} s",
         count=len(config.instances),

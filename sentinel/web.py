@@ -23,6 +23,8 @@ from sentinel.monitor import Monitor
 
 # A health check beyond the loop's own: returns a reason to be unhealthy, or None.
 HealthCheck = Callable[[], "str | None"]
+# More of /debug/stats: a name and what to show under it.
+StatsSource = Callable[[], Any]
 
 
 def _json(request: IRequest, body: object, code: int = 200) -> bytes:
@@ -46,11 +48,16 @@ class StatusApp:
         self._monitor = monitor
         self._reactor = reactor
         self._health_checks = list(health_checks or [])
+        self._stats_sources: dict[str, StatsSource] = {}
         self._process = psutil.Process()
 
     def add_health_check(self, check: HealthCheck) -> None:
         """Make /healthz also depend on `check`."""
         self._health_checks.append(check)
+
+    def add_stats(self, name: str, source: StatsSource) -> None:
+        """Show `source()` under `name` in /debug/stats."""
+        self._stats_sources[name] = source
 
     @app.route("/pending", methods=["GET"])
     def pending(self, request: IRequest) -> bytes:
@@ -150,6 +157,7 @@ class StatusApp:
             "uptime_seconds": (
                 0.0 if monitor.started_at is None else now - monitor.started_at
             ),
+            **{name: source() for name, source in self._stats_sources.items()},
         }
 
 

@@ -1,0 +1,303 @@
+"""
+kazoo bridged into Deferreds on the reactor thread.
+
+kazoo's ``*_async`` calls return an ``IAsyncResult`` whose ``rawlink``
+callbacks run on kazoo's worker thread; they only hand the result over with
+``reactor.callFromThread``. State listeners run on kazoo's connection thread
+and likewise only hand over. Every call has a timeout (a call made while
+SUSPENDED waits for the reconnect, possibly forever). Blocking calls
+(``stop``/``close``) run on a thread of their own, never on the reactor's
+thread nor its pool, which a stuck ZooKeeper would exhaust.
+
+A client that stays disconnected for longer than the session timeout is
+replaced by a new one: only the server can declare a session expired, and a
+ZooKeeper that came back empty refuses a client that has seen a newer
+transaction id, so the old client could stay SUSPENDED for good.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.retry import KazooRetry
+from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+log = Logger()
+
+CONNECTING = "connecting"
+CONNECTED = "connected"
+SUSPENDED = "suspended"
+LOST = "lost"
+STOPPED = "stopped"
+
+_STATES = {
+    KazooState.CONNECTED: CONNECTED,
+    KazooState.SUSPENDED: SUSPENDED,
+    KazooState.LOST: LOST,
+}
+
+StateListener = Callable[[str], None]
+
+
+class _KazooLogHandler(logging.Handler):
+    """
+    kazoo's errors into our log (it uses the standard library's logging,
+    which twistd does not collect). Its warnings repeat every reconnect
+    attempt; our own state changes say what matters.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.error("kazoo: {message}", message=record.getMessage())
+
+
+_kazoo_log = logging.getLogger("kazoo")
+_kazoo_log.setLevel(logging.ERROR)
+_kazoo_log.propagate = False
+_kazoo_log.addHandler(_KazooLogHandler())
+
+
+def node_acl(auth: str | None) -> list[Any] | None:
+    """world:read plus our digest identity:all, when authenticating."""
+    if auth is None:
+        return None
+    user, _, password = auth.partition(":")
+    return [*READ_ACL_UNSAFE, make_digest_acl(user, password, all=True)]
+
+
+class ZooKeeper:
+    """
+    One ZooKeeper session at a time, as Deferreds.
+
+    State listeners are called on the reactor thread with `CONNECTED`,
+    `SUSPENDED` or `LOST`; after `CONNECTED` the session may be a new one
+    (`session_id` says), and every ephemeral node may be gone.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        hosts: str,
+        session_timeout: float,
+        auth: str | None = None,
+        call_timeout: float = 5.0,
+        client_factory: Callable[..., Any] = KazooClient,
+    ) -> None:
+        self._reactor = reactor
+        self.hosts = hosts
+        self.session_timeout = session_timeout
+        self._auth = auth
+        self.acl = node_acl(auth)
+        self.call_timeout = call_timeout
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._generation = 0
+        self._listeners: list[StateListener] = []
+        self._replace_call: IDelayedCall | None = None
+        self.state = STOPPED
+        self.state_since = reactor.seconds()
+        self.last_error: str | None = None
+        self.replacements = 0
+
+    # Lifecycle
+
+    def add_listener(self, listener: StateListener) -> None:
+        """Call `listener(state)` on the reactor thread at each change."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        """Start connecting; listeners hear `CONNECTED` when it is done."""
+        self._set_state(CONNECTING)
+        self._new_client()
+
+    def stop(self, timeout: float) -> Deferred[None]:
+        """
+        Close the session (its ephemeral nodes go with it) on a thread of
+        its own; fires when closed or after `timeout`, whichever first.
+        """
+        self._cancel_replace()
+        self._set_state(STOPPED)
+        client, self._client = self._client, None
+        self._generation += 1
+        if client is None:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        self._close_in_thread(client, done)
+        return done.addTimeout(timeout, self._reactor).addErrback(
+            lambda _: log.warn("ZooKeeper session not closed in time; left to expire")
+        )
+
+    @property
+    def session_id(self) -> int | None:
+        """The current session's id, if connected."""
+        if self._client is None or self.state != CONNECTED:
+            return None
+        return int(self._client.client_id[0])
+
+    @property
+    def client_id(self) -> tuple[int, bytes] | None:
+        """(session id, password) of the current session (for tests)."""
+        if self._client is None or self._client.client_id is None:
+            return None
+        session, password = self._client.client_id
+        return int(session), bytes(password)
+
+    def _new_client(self) -> None:
+        self._generation += 1
+        generation = self._generation
+        client = self._client_factory(
+            hosts=self.hosts,
+            timeout=self.session_timeout,
+            connection_retry=KazooRetry(max_tries=-1, max_delay=5),
+            auth_data=[("digest", self._auth)] if self._auth else None,
+        )
+        self._client = client
+
+        def listener(state: Any) -> None:
+            # kazoo's connection thread: hand over, nothing else.
+            self._reactor.callFromThread(self._state_changed, generation, state)
+
+        client.add_listener(listener)
+        client.start_async()
+
+    def _close_in_thread(self, client: Any, done: Deferred[None] | None = None) -> None:
+        def close() -> None:
+            try:
+                client.stop()
+                client.close()
+            except Exception as e:
+                error = repr(e)
+                self._reactor.callFromThread(
+                    log.warn, "closing a ZooKeeper client: {error}", error=error
+                )
+            if done is not None:
+                self._reactor.callFromThread(_fire, done, None)
+
+        threading.Thread(target=close, name="zookeeper-close", daemon=True).start()
+
+    def _state_changed(self, generation: int, kazoo_state: Any) -> None:
+        if generation != self._generation:
+            return
+        state = _STATES.get(kazoo_state)
+        if state is None:
+            return
+        self._set_state(state)
+        if state == CONNECTED:
+            self._cancel_replace()
+        elif self._replace_call is None:
+            self._replace_call = self._reactor.callLater(
+                self.session_timeout, self._replace
+            )
+
+    def _replace(self) -> None:
+        self._replace_call = None
+        if self.state == CONNECTED or self._client is None:
+            return
+        self.replacements += 1
+        log.warn(
+            "ZooKeeper unreachable for {seconds} s (session timeout): "
+            "replacing the client",
+            seconds=self.session_timeout,
+        )
+        old = self._client
+        self._new_client()
+        self._close_in_thread(old)
+        self._set_state(LOST)
+        self._replace_call = self._reactor.callLater(
+            self.session_timeout, self._replace
+        )
+
+    def _cancel_replace(self) -> None:
+        if self._replace_call is not None and self._replace_call.active():
+            self._replace_call.cancel()
+        self._replace_call = None
+
+    def _set_state(self, state: str) -> None:
+        if state == self.state:
+            return
+        log.info("ZooKeeper {state}", state=state)
+        self.state = state
+        self.state_since = self._reactor.seconds()
+        for listener in list(self._listeners):
+            try:
+                listener(state)
+            except Exception:
+                log.failure("ZooKeeper state listener failed")
+
+    # Calls
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        client = self._client
+        if client is None:
+            from kazoo.exceptions import ConnectionClosedError
+
+            d.errback(ConnectionClosedError("not started"))
+            return d
+        try:
+            result = getattr(client, method)(*args, **kwargs)
+        except Exception as e:
+            d.errback(e)
+            return d
+
+        def linked(result: Any) -> None:
+            # kazoo's worker thread: hand over, nothing else.
+            self._reactor.callFromThread(_deliver, d, result)
+
+        result.rawlink(linked)
+        return d.addTimeout(self.call_timeout, self._reactor)
+
+    def create(self, path: str, data: bytes, ephemeral: bool = True) -> Deferred[str]:
+        """Create a node (and its missing parents, open to all)."""
+        return self._call(
+            "create_async",
+            path,
+            data,
+            acl=self.acl,
+            ephemeral=ephemeral,
+            makepath=True,
+        )
+
+    def set(self, path: str, data: bytes, version: int = -1) -> Deferred[Any]:
+        """Set a node's data; fires with its new ZnodeStat."""
+        return self._call("set_async", path, data, version)
+
+    def get(self, path: str) -> Deferred[tuple[bytes, Any]]:
+        """A node's (data, ZnodeStat)."""
+        return self._call("get_async", path)
+
+    def exists(self, path: str) -> Deferred[Any]:
+        """A node's ZnodeStat, or None."""
+        return self._call("exists_async", path)
+
+    def delete(self, path: str, version: int = -1) -> Deferred[None]:
+        """Delete a node."""
+        return self._call("delete_async", path, version)
+
+    def ensure_path(self, path: str) -> Deferred[None]:
+        """Create a persistent path and its parents if missing."""
+        return self._call("ensure_path_async", path)
+
+    def get_children(self, path: str) -> Deferred[list[str]]:
+        """A node's children's names."""
+        return self._call("get_children_async", path)
+
+
+def _deliver(d: Deferred[Any], result: Any) -> None:
+    if d.called:
+        return
+    if result.successful():
+        d.callback(result.value)
+    else:
+        d.errback(result.exception)
+
+
+def _fire(d: Deferred[None], value: None) -> None:
+    if not d.called:
+        d.callback(value)

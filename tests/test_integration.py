@@ -1,0 +1,240 @@
+"""
+The agent against real redis-servers and fake ones, on the real reactor:
+detection of SIGSTOP and SIGKILL, auth, servers that never answer or answer
+garbage, and bounded resources under a hung fleet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import psutil
+from twisted.internet import reactor as _reactor
+from twisted.trial.unittest import TestCase
+
+from sentinel.agent import make_agent
+from sentinel.config import Config, RedisInstance
+from sentinel.monitor import Monitor
+from tests.polling import pause, wait_for
+from tests.servers import FakeServer, RedisServer
+
+reactor: Any = _reactor
+
+INTERVAL = 0.2
+TIMEOUT = 0.1
+FALL = 3
+RISE = 2
+# Scheduling slack on top of the detection bound, for a loaded CI machine.
+SLACK = 0.4
+
+
+class AgentTestCase(TestCase):
+    """Starts an agent in this process's reactor, stopped after the test."""
+
+    def start_agent(
+        self,
+        instances: list[RedisInstance],
+        interval: float = INTERVAL,
+        timeout: float = TIMEOUT,
+    ) -> Monitor:
+        config = Config(
+            instances=tuple(instances),
+            agent_id="test-agent",
+            interval=interval,
+            timeout=timeout,
+            rise=RISE,
+            fall=FALL,
+            http="none",
+        )
+        top = make_agent(config, None, reactor, freeze_gc=False)
+        top.startService()
+        self.addCleanup(top.stopService)
+        return cast(Monitor, top.getServiceNamed("monitor"))
+
+    def redis(self, **kw: Any) -> RedisServer:
+        server = RedisServer(**kw).start()
+        self.addCleanup(server.stop)
+        return server
+
+    def status(self, monitor: Monitor, name: str) -> str | None:
+        return monitor.states[name].health.status
+
+    async def wait_status(
+        self, monitor: Monitor, name: str, status: str, timeout: float
+    ) -> float:
+        return await wait_for(
+            reactor,
+            lambda: self.status(monitor, name) == status,
+            timeout,
+            f"{name} {status} (is {self.status(monitor, name)}, "
+            f"error {monitor.states[name].health.error})",
+        )
+
+
+class DetectionTests(AgentTestCase):
+    """Real faults, detected within interval*fall + timeout."""
+
+    async def test_sigstop_and_sigcont(self) -> None:
+        """
+        A SIGSTOPped server goes down within the bound, with a timeout
+        error; after SIGCONT it comes back up within rise ticks.
+        """
+        server = self.redis()
+        other = self.redis()
+        monitor = self.start_agent(
+            [
+                RedisInstance("paused", "127.0.0.1", server.port),
+                RedisInstance("other", "127.0.0.1", other.port),
+            ]
+        )
+        await self.wait_status(monitor, "paused", "up", 2.0)
+        self.assertEqual(monitor.states["paused"].health.replication.role, "master")
+        server.pause()
+        bound = INTERVAL * FALL + TIMEOUT
+        took = await self.wait_status(monitor, "paused", "down", bound + SLACK)
+        self.assertLessEqual(took, bound + SLACK)
+        self.assertTrue(
+            (monitor.states["paused"].health.error or "").startswith("timeout")
+        )
+        self.assertEqual(self.status(monitor, "other"), "up")
+        server.resume()
+        await self.wait_status(monitor, "paused", "up", INTERVAL * RISE + 1.0 + SLACK)
+        self.assertEqual(monitor.states["other"].health.failures, 0)
+
+    async def test_sigkill(self) -> None:
+        """A killed server goes down with a connection error."""
+        server = self.redis()
+        monitor = self.start_agent([RedisInstance("r", "127.0.0.1", server.port)])
+        await self.wait_status(monitor, "r", "up", 2.0)
+        server.kill()
+        await self.wait_status(monitor, "r", "down", INTERVAL * FALL + TIMEOUT + SLACK)
+        self.assertIn(
+            monitor.states["r"].health.error, ("connection lost", "connection refused")
+        )
+
+    async def test_restarted_server_comes_back(self) -> None:
+        """A server killed and started again on its port is up again."""
+        server = self.redis()
+        monitor = self.start_agent([RedisInstance("r", "127.0.0.1", server.port)])
+        await self.wait_status(monitor, "r", "up", 2.0)
+        server.kill()
+        await self.wait_status(monitor, "r", "down", 2.0)
+        server.start()
+        await self.wait_status(monitor, "r", "up", 3.0)
+
+
+class AuthTests(AgentTestCase):
+    """requirepass and ACL users."""
+
+    def password_file(self, secret: str) -> str:
+        path = Path(self.mktemp())
+        path.write_text(secret + "\n")
+        return str(path)
+
+    async def test_noauth_then_password(self) -> None:
+        """
+        Without a password the instance is down with NOAUTH; with the
+        password it is up; with a wrong one, down saying auth failed.
+        """
+        server = self.redis(password="hunter2")
+        monitor = self.start_agent(
+            [
+                RedisInstance("none", "127.0.0.1", server.port),
+                RedisInstance("right", "127.0.0.1", server.port, password="hunter2"),
+                RedisInstance("wrong", "127.0.0.1", server.port, password="nope"),
+            ]
+        )
+        await self.wait_status(monitor, "right", "up", 2.0)
+        await self.wait_status(monitor, "none", "down", 2.0)
+        await self.wait_status(monitor, "wrong", "down", 2.0)
+        self.assertIn("NOAUTH", monitor.states["none"].health.error or "")
+        error = monitor.states["wrong"].health.error or ""
+        self.assertTrue(error.startswith("auth failed:"), error)
+        self.assertNotIn("nope", error)
+
+    async def test_acl_user(self) -> None:
+        """An ACL user with its password authenticates with AUTH user pass."""
+        server = self.redis(
+            extra_args=["--user", "watcher", "on", ">pw1", "+ping", "+info"]
+        )
+        monitor = self.start_agent(
+            [
+                RedisInstance(
+                    "acl", "127.0.0.1", server.port, username="watcher", password="pw1"
+                )
+            ]
+        )
+        await self.wait_status(monitor, "acl", "up", 2.0)
+        self.assertEqual(monitor.states["acl"].health.replication.role, "master")
+
+
+class BadServerTests(AgentTestCase):
+    """Servers that never answer or answer garbage; the loop goes on."""
+
+    async def test_never_answers_and_garbage(self) -> None:
+        hung = FakeServer(reactor, None)
+        garbage = FakeServer(reactor, b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        self.addCleanup(hung.stop)
+        self.addCleanup(garbage.stop)
+        healthy = self.redis()
+        monitor = self.start_agent(
+            [
+                RedisInstance("hung", "127.0.0.1", hung.port),
+                RedisInstance("garbage", "127.0.0.1", garbage.port),
+                RedisInstance("healthy", "127.0.0.1", healthy.port),
+            ]
+        )
+        await self.wait_status(monitor, "hung", "down", 2.0)
+        await self.wait_status(monitor, "garbage", "down", 2.0)
+        self.assertEqual(monitor.states["hung"].health.error, "timeout (ping)")
+        self.assertIn("not a Redis reply", monitor.states["garbage"].health.error or "")
+        ticks = monitor.ticks
+        checks = monitor.states["healthy"].health.checks
+        await pause(reactor, 1.0)
+        self.assertGreaterEqual(monitor.ticks - ticks, 4)
+        self.assertGreaterEqual(monitor.states["healthy"].health.checks - checks, 4)
+        self.assertEqual(monitor.states["healthy"].health.failures, 0)
+        self.assertLessEqual(hung.open_connections, 1)
+
+
+class LeakTests(AgentTestCase):
+    """The original leak, tested: a hung fleet leaves nothing behind."""
+
+    async def test_hundred_hung_instances(self) -> None:
+        """
+        100 instances against a server that never answers, at a 0.05 s
+        tick for 200 ticks: pending checks stay at most 100, delayed calls
+        and open descriptors stay bounded, and connections do not pile up.
+        """
+        hung = FakeServer(reactor, None)
+        self.addCleanup(hung.stop)
+        process = psutil.Process()
+        fds_before = process.num_fds()
+        calls_before = len(reactor.getDelayedCalls())
+        n = 100
+        monitor = self.start_agent(
+            [RedisInstance(f"hung{i}", "127.0.0.1", hung.port) for i in range(n)],
+            interval=0.05,
+            timeout=0.05,
+        )
+        most = {"pending": 0, "calls": 0, "fds": 0, "connections": 0}
+
+        def sample() -> bool:
+            most["pending"] = max(most["pending"], len(monitor.tracker))
+            most["calls"] = max(
+                most["calls"], len(reactor.getDelayedCalls()) - calls_before
+            )
+            most["fds"] = max(most["fds"], process.num_fds() - fds_before)
+            most["connections"] = max(most["connections"], hung.open_connections)
+            return monitor.ticks >= 200
+
+        await wait_for(reactor, sample, 30.0, "200 ticks", step=0.02)
+        self.assertLessEqual(most["pending"], n)
+        # A connection attempt has three: its own timeout, its connector's,
+        # and the connector's address resolution (at once); the loop two.
+        self.assertLessEqual(most["calls"], 3 * n + 10)
+        # One client socket per instance; the fake server's ends count too.
+        self.assertLessEqual(most["fds"], 2 * n + 10)
+        self.assertLessEqual(most["connections"], n)
+        self.assertTrue(all(s.health.status == "down" for s in monitor.states.values()))
