@@ -187,7 +187,9 @@ class ZooKeeperPublisher(Service):
             "writes_ok": self.writes["ok"],
             "writes_failed": self.writes["error"],
             "waiting_takeover": sorted(
-                n.path for n in self._nodes.values() if n.waiting_takeover
+                n.path
+                for n in [*self._nodes.values(), self._agent]
+                if n.waiting_takeover
             ),
             "client_replacements": zk.replacements,
             "last_error": self.last_error,
@@ -223,7 +225,9 @@ class ZooKeeperPublisher(Service):
     def _enqueue(self, node: _Node) -> None:
         if node.writing or node.queued or not node.dirty:
             return
-        if self.zk.state != CONNECTED:
+        # Once stopping, a write that completes starts no other: stopService
+        # is deleting our nodes and would race with it.
+        if not self.running or self.zk.state != CONNECTED:
             return
         if self._in_flight >= WRITES_IN_FLIGHT:
             node.queued = True
@@ -293,13 +297,22 @@ class ZooKeeperPublisher(Service):
         else:
             self.writes["ok"] += 1
             node.written_at = self._reactor.seconds()
-            if node.removed and self._nodes.get(_name(node.path)) is node:
-                del self._nodes[_name(node.path)]
-            self._enqueue(node)
+            # Forgotten only once the delete itself is done: a write that was
+            # in flight when the instance was removed leaves the node dirty,
+            # and the node must stay known until its delete succeeds, or a
+            # failed delete would never be retried.
+            name = _name(node.path)
+            if node.removed and not node.dirty and self._nodes.get(name) is node:
+                del self._nodes[name]
+        # Nodes already waiting for a slot go first, and a node that changed
+        # while being written queues behind them: otherwise nodes that keep
+        # changing would keep every slot and starve the others.
         while self._waiting and self._in_flight < WRITES_IN_FLIGHT:
             waiting = self._waiting.popleft()
             waiting.queued = False
             self._enqueue(waiting)
+        if not isinstance(result, Failure):
+            self._enqueue(node)
 
     def _failed(self, failure: Failure, node: _Node) -> None:
         self.writes["error"] += 1

@@ -1,9 +1,10 @@
 """
-Watch the agent at work: ``make demo`` starts two throwaway Redis servers and
-``twistd -n sentinel`` checking them, and says which pages to open and which
-servers to pause. Ctrl-C (or SIGTERM) stops everything it started, by PID, and
-removes its temporary directory; if the agent exits on its own, the demo ends
-with the agent's status.
+Watch the agent at work: ``make demo`` starts two throwaway Redis servers, a
+throwaway ZooKeeper, and ``twistd -n sentinel`` checking the servers and
+publishing to ZooKeeper, and says which pages to open, which servers to
+pause, and how to read ZooKeeper. Ctrl-C (or SIGTERM) stops everything it
+started, by PID, and removes its temporary directory; if the agent exits on
+its own, the demo ends with the agent's status.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from types import FrameType
 # Run as a script from anywhere: the process helpers live with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import LOOPBACK, ChildProcess, RedisServer  # noqa: E402
+from tests.servers import (  # noqa: E402
+    LOOPBACK,
+    ChildProcess,
+    RedisServer,
+    ZooKeeperServer,
+)
 
 HTTP_PORT = 6060
 REDIS_NAMES = ("demo-a", "demo-b")
@@ -73,12 +79,19 @@ def run(twistd: Path, started: ExitStack) -> int:
         server = RedisServer()
         started.callback(server.stop)
         redis[name] = server.start()
+    zookeeper = ZooKeeperServer()
+    started.callback(zookeeper.close)
+    zookeeper.start()
     tables = [
         f'[[redis]]\nname = "{name}"\nhost = "{LOOPBACK}"\nport = {server.port}\n'
         for name, server in redis.items()
     ]
     config = workdir / "sentinel.toml"
-    config.write_text('agent_id = "demo"\n\n' + "\n".join(tables))
+    config.write_text(
+        'agent_id = "demo"\n\n'
+        f'[zookeeper]\nhosts = "{zookeeper.hosts}"\nrefresh = 10\n\n'
+        + "\n".join(tables)
+    )
     agent = ChildProcess(
         [
             str(twistd), "-n", "sentinel",
@@ -90,15 +103,23 @@ def run(twistd: Path, started: ExitStack) -> int:
         own_session=True,
     )  # fmt: skip
     started.callback(agent.stop)
-    print(instructions(agent, redis), flush=True)
+    print(instructions(agent, redis, zookeeper), flush=True)
     return exit_status(agent.process.wait())
 
-def instructions(agent: ChildProcess, redis: dict[str, RedisServer]) -> str:
+
+def instructions(
+    agent: ChildProcess, redis: dict[str, RedisServer], zookeeper: ZooKeeperServer
+) -> str:
     """What to open and what to try, with the real PIDs."""
     url = f"http://{LOOPBACK}:{HTTP_PORT}"
+    status = f"{Path(sys.executable)} -m sentinel.status --zookeeper {zookeeper.hosts}"
     lines = [
         f"sentinel demo: agent pid {agent.pid}",
         f"  open {url}/  {url}/pending  {url}/instances",
+        f"  ZooKeeper on {zookeeper.hosts} (pid {zookeeper.pid}); what it says:",
+        f"    {status}",
+        f"    kill -STOP {zookeeper.pid}; sleep 15; kill -CONT {zookeeper.pid}"
+        "   # an outage: /healthz fails, then every node is re-created",
     ]
     for name, server in redis.items():
         lines += [

@@ -1,0 +1,20 @@
+"""The published shapes of DESIGN.md section 5, written out once for tests."""
+
+# The JSON of {root}/instances/{name}.
+INSTANCE_FIELDS = frozenset(
+    {
+        "name", "host", "port", "status", "ready", "role", "master_host",
+        "master_port", "master_link_status", "latency_ms", "since",
+        "checked_at", "error", "agent", "schema",
+    }
+)  # fmt: skip
+
+# GET /instances adds the check counters.
+INSTANCE_COUNTERS = frozenset(
+    {"consecutive_successes", "consecutive_failures", "checks", "failures"}
+)
+
+# The JSON of {root}/agents/{agent_id}.
+AGENT_FIELDS = frozenset(
+    {"agent", "pid", "version", "started_at", "heartbeat_at", "interval", "instances"}
+)

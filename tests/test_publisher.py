@@ -1,0 +1,647 @@
+"""The ZooKeeper publisher, against an in-memory ZooKeeper on a Clock."""
+
+from __future__ import annotations
+
+import os
+
+from kazoo.exceptions import ConnectionLoss
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel import __version__, publisher
+from sentinel.config import RedisInstance
+from sentinel.health import InstanceHealth, Transition
+from sentinel.monitor import InstanceState
+from sentinel.probe import Observation, Replication
+from sentinel.publisher import (
+    RETRY_DELAY,
+    STOP_CLOSE_TIMEOUT,
+    STOP_DELETE_TIMEOUT,
+    WRITES_IN_FLIGHT,
+    ZooKeeperPublisher,
+    agent_document,
+)
+from tests.contract import INSTANCE_FIELDS
+from tests.fakes import FakeProbe
+from tests.fakezk import CALL_KINDS, FakeZooKeeper
+
+ROOT = "/sentinel"
+AGENT = "agent-1"
+AGENT_PATH = f"{ROOT}/agents/{AGENT}"
+REFRESH = 30.0
+HEARTBEAT = 10.0
+INTERVAL = 1.0
+START = 1_700_000_000.0
+OTHER_SESSION = 0xDEAD
+
+UP = Observation(
+    ok=True, ready=True, latency_ms=0.5, replication=Replication(role="master")
+)
+DOWN = Observation(ok=False, error="connection refused")
+
+
+def path(name: str) -> str:
+    return f"{ROOT}/instances/{name}"
+
+
+class PublisherTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.zk = FakeZooKeeper(self.clock)
+        # What the monitor watches: the agent node's instance list.
+        self.watched: dict[str, InstanceState] = {}
+        document = agent_document(
+            AGENT, START, INTERVAL, lambda: sorted(self.watched), self.clock
+        )
+        self.publisher = ZooKeeperPublisher(
+            self.clock, self.zk, ROOT, AGENT, REFRESH, HEARTBEAT, document
+        )
+
+    def start(self, connect: bool = True) -> None:
+        self.publisher.startService()
+        if connect:
+            self.zk.connect()
+
+    def instance(self, name: str) -> InstanceState:
+        state = InstanceState(
+            RedisInstance(name, "10.0.0.1", 6379),
+            FakeProbe(RedisInstance(name, "10.0.0.1", 6379)),
+            InstanceHealth(rise=1, fall=1),
+        )
+        self.watched[name] = state
+        return state
+
+    def check(
+        self, state: InstanceState, observation: Observation
+    ) -> Transition | None:
+        """One check's outcome, handed to the publisher as the monitor does."""
+        transition = state.health.observe(observation, self.clock.seconds())
+        self.publisher.publish(state, transition)
+        return transition
+
+    def unwatch(self, name: str) -> None:
+        del self.watched[name]
+        self.publisher.remove(name)
+
+    def total_calls(self) -> int:
+        return sum(self.zk.calls.values())
+
+    # First publication
+
+    def test_first_publish_creates_ephemeral_nodes(self) -> None:
+        """
+        The first observation creates the instance's ephemeral node with
+        exactly the documented fields, and the agent's ephemeral node listing
+        it.
+        """
+        self.start()
+        self.clock.advance(2.5)
+        now = self.clock.seconds()
+        self.check(self.instance("redis-a"), UP)
+
+        node = path("redis-a")
+        self.assertEqual(self.zk.owner(node), self.zk.session_id)
+        document = self.zk.document(node)
+        self.assertEqual(set(document), INSTANCE_FIELDS)
+        self.assertEqual(
+            document,
+            {
+                "name": "redis-a",
+                "host": "10.0.0.1",
+                "port": 6379,
+                "status": "up",
+                "ready": True,
+                "role": "master",
+                "master_host": None,
+                "master_port": None,
+                "master_link_status": None,
+                "latency_ms": 0.5,
+                "since": now,
+                "checked_at": now,
+                "error": None,
+                "agent": AGENT,
+                "schema": 1,
+            },
+        )
+        self.assertEqual(self.zk.owner(AGENT_PATH), self.zk.session_id)
+        self.assertEqual(
+            self.zk.document(AGENT_PATH),
+            {
+                "agent": AGENT,
+                "pid": os.getpid(),
+                "version": __version__,
+                "started_at": START,
+                "heartbeat_at": now,
+                "interval": INTERVAL,
+                "instances": ["redis-a"],
+            },
+        )
+
+    def test_down_instance_document(self) -> None:
+        """A down instance is published with its error and no role."""
+        self.start()
+        self.check(self.instance("redis-a"), DOWN)
+        document = self.zk.document(path("redis-a"))
+        self.assertEqual(
+            (document["status"], document["ready"], document["role"]),
+            ("down", False, None),
+        )
+        self.assertEqual(document["error"], "connection refused")
+
+    # Coalescing
+
+    def test_one_node_coalesces_to_one_queued_write(self) -> None:
+        """
+        While its write hangs, 10,000 changes of one instance leave one write
+        in flight and one queued; once released, the last write carries the
+        newest state.
+        """
+        self.start()
+        self.zk.hang()
+        state = self.instance("redis-a")
+        node = path("redis-a")
+        for i in range(10_000):
+            self.assertIsNotNone(self.check(state, UP if i % 2 else DOWN))
+        self.assertEqual(self.zk.writes(node), 1)
+        self.assertEqual([c.path for c in self.zk.held].count(node), 1)
+
+        self.zk.release()
+        self.assertEqual(self.zk.writes(node), 2)
+        self.zk.unhang()
+        self.zk.release()
+        self.assertEqual(self.zk.writes(node), 2)
+        self.assertEqual(self.zk.document(node), state.document(AGENT))
+        self.assertEqual(self.zk.document(node)["status"], "up")
+        self.assertEqual(self.publisher.stats()["writes_queued"], 0)
+
+    def test_many_nodes_bounded_writes(self) -> None:
+        """
+        With 100 instances and 10,000 changes while ZooKeeper is slow, the
+        ZooKeeper calls in flight never exceed the publisher's limit, each
+        node is written at most twice, and every node ends with its newest
+        state.
+        """
+        self.start()
+        self.zk.hang()
+        states = [self.instance(f"redis-{i:03}") for i in range(100)]
+        for i in range(100):
+            for state in states:
+                self.assertIsNotNone(self.check(state, UP if i % 2 else DOWN))
+            self.clock.advance(0.01)
+        self.assertEqual(self.zk.max_held, WRITES_IN_FLIGHT)
+        while self.zk.release():
+            self.assertLessEqual(len(self.zk.held), WRITES_IN_FLIGHT)
+        self.assertEqual(self.zk.max_held, WRITES_IN_FLIGHT)
+        for state in states:
+            node = path(state.name)
+            self.assertLessEqual(self.zk.writes(node), 2, node)
+            self.assertEqual(self.zk.document(node), state.document(AGENT))
+        self.assertEqual(len(self.zk.document(AGENT_PATH)["instances"]), 100)
+
+    def test_changing_nodes_do_not_starve_waiting_ones(self) -> None:
+        """
+        A node waiting for a write slot is written even while the nodes in
+        flight keep changing: a node that changed while being written queues
+        behind those already waiting.
+        """
+        self.patch(publisher, "WRITES_IN_FLIGHT", 2)
+        self.start()
+        self.zk.hang()
+        busy = [self.instance("redis-a"), self.instance("redis-b")]
+        for state in busy:
+            self.check(state, UP)
+        quiet = self.instance("redis-c")
+        self.check(quiet, UP)
+        for i in range(10):
+            for state in busy:
+                self.check(state, DOWN if i % 2 == 0 else UP)
+            self.zk.release()
+        self.zk.unhang()
+        self.assertIn(path("redis-c"), self.zk.nodes)
+        self.assertEqual(self.zk.writes(path("redis-c")), 1)
+        self.zk.release()
+        self.assertEqual(
+            self.zk.document(AGENT_PATH)["instances"],
+            ["redis-a", "redis-b", "redis-c"],
+        )
+
+    # Write on change, refresh, heartbeat
+
+    def test_unchanged_state_written_only_on_refresh(self) -> None:
+        """
+        Checks that change nothing write nothing until `refresh` seconds
+        after the last write; then one refresh write carries the new
+        `checked_at`.
+        """
+        self.start()
+        state = self.instance("redis-a")
+        node = path("redis-a")
+        self.check(state, UP)
+        self.assertEqual(self.zk.writes(node), 1)
+        for _ in range(29):
+            self.clock.advance(1)
+            self.assertIsNone(self.check(state, UP))
+        self.assertEqual(self.zk.writes(node), 1)
+        self.clock.advance(1)
+        self.assertIsNone(self.check(state, UP))
+        self.assertEqual(self.zk.writes(node), 2)
+        self.assertEqual(self.zk.document(node)["checked_at"], self.clock.seconds())
+        self.clock.advance(1)
+        self.assertIsNone(self.check(state, UP))
+        self.assertEqual(self.zk.writes(node), 2)
+
+    def test_transition_written_at_once(self) -> None:
+        """A change is written at the check that saw it, without waiting."""
+        self.start()
+        state = self.instance("redis-a")
+        self.check(state, UP)
+        self.clock.advance(1)
+        self.assertIsNotNone(self.check(state, DOWN))
+        self.assertEqual(self.zk.writes(path("redis-a")), 2)
+        self.assertEqual(self.zk.document(path("redis-a"))["status"], "down")
+
+    def test_agent_heartbeat(self) -> None:
+        """The agent node is rewritten every `heartbeat` seconds."""
+        self.start()
+        self.assertEqual(self.zk.writes(AGENT_PATH), 1)
+        self.clock.advance(HEARTBEAT - 0.1)
+        self.assertEqual(self.zk.writes(AGENT_PATH), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(self.zk.writes(AGENT_PATH), 2)
+        self.assertEqual(
+            self.zk.document(AGENT_PATH)["heartbeat_at"], self.clock.seconds()
+        )
+        for _ in range(3):
+            self.clock.advance(HEARTBEAT)
+        self.assertEqual(self.zk.writes(AGENT_PATH), 5)
+
+    # Failures
+
+    def test_failed_write_retried_after_delay(self) -> None:
+        """
+        A write that fails is retried after the retry delay, once per delay
+        while it keeps failing, then written; the counters and `last_error`
+        say so.
+        """
+        self.start()
+        node = path("redis-a")
+        self.zk.fail_next("create", ConnectionLoss(), path=node, times=3)
+        state = self.instance("redis-a")
+        self.check(state, UP)
+        self.assertEqual(self.zk.writes(node), 1)
+        self.assertNotIn(node, self.zk.nodes)
+        stats = self.publisher.stats()
+        self.assertEqual(stats["writes_failed"], 1)
+        self.assertIn(node, stats["last_error"])
+        self.assertIn("ConnectionLoss", stats["last_error"])
+        self.assertEqual(stats["writes_queued"], 1)
+
+        self.clock.advance(RETRY_DELAY * 0.99)
+        self.assertEqual(self.zk.writes(node), 1)
+        self.clock.advance(RETRY_DELAY * 0.01)
+        self.assertEqual(self.zk.writes(node), 2)
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.zk.writes(node), 3)
+        self.assertEqual(self.publisher.stats()["writes_failed"], 3)
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.zk.writes(node), 4)
+        self.assertEqual(self.zk.document(node), state.document(AGENT))
+        stats = self.publisher.stats()
+        self.assertEqual((stats["writes_failed"], stats["writes_queued"]), (3, 0))
+        self.clock.advance(RETRY_DELAY * 5)
+        self.assertEqual(self.zk.writes(node), 4)
+
+    def test_timed_out_write_retried(self) -> None:
+        """A write that never answers ends with the call's timeout and is retried."""
+        self.start()
+        self.zk.hang("create")
+        state = self.instance("redis-a")
+        self.check(state, UP)
+        self.zk.unhang()
+        self.clock.advance(self.zk.call_timeout)
+        self.assertIn("TimeoutError", self.publisher.last_error or "")
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.zk.document(path("redis-a")), state.document(AGENT))
+
+    def test_nothing_written_while_suspended(self) -> None:
+        """
+        While the connection is down nothing is sent; on reconnection every
+        node is written from the current state, changes and new instances
+        made while away included.
+        """
+        self.start()
+        a = self.instance("redis-a")
+        self.check(a, UP)
+        session = self.zk.session_id
+        self.zk.suspend()
+        calls = self.total_calls()
+        self.check(a, DOWN)
+        b = self.instance("redis-b")
+        self.check(b, UP)
+        for _ in range(60):
+            self.clock.advance(1)
+            self.check(a, DOWN)
+            self.check(b, UP)
+        self.assertEqual(self.total_calls(), calls)
+
+        self.zk.connect()
+        self.assertEqual(self.zk.session_id, session)
+        for state in (a, b):
+            self.assertEqual(self.zk.document(path(state.name)), state.document(AGENT))
+            self.assertEqual(self.zk.owner(path(state.name)), session)
+        agent = self.zk.document(AGENT_PATH)
+        self.assertEqual(agent["instances"], ["redis-a", "redis-b"])
+        self.assertEqual(agent["heartbeat_at"], self.clock.seconds())
+        self.assertEqual(self.publisher.stats()["writes_queued"], 0)
+
+    def test_reconnect_rewrites_unchanged_nodes(self) -> None:
+        """Back on the same session, unchanged nodes are written again too."""
+        self.start()
+        a = self.instance("redis-a")
+        self.check(a, UP)
+        versions = {p: self.zk.nodes[p].version for p in (path("redis-a"), AGENT_PATH)}
+        self.zk.suspend()
+        self.zk.connect()
+        for node, version in versions.items():
+            self.assertEqual(self.zk.nodes[node].version, version + 1)
+
+    def test_session_expiry_recreates_every_node(self) -> None:
+        """
+        After the session expired (its ephemeral nodes gone), the new
+        session re-creates every node from the current state.
+        """
+        self.start()
+        a, b = self.instance("redis-a"), self.instance("redis-b")
+        self.check(a, UP)
+        self.check(b, UP)
+        old_session = self.zk.session_id
+        self.zk.expire()
+        self.assertEqual(self.zk.nodes.keys() & {path("redis-a"), AGENT_PATH}, set())
+        self.clock.advance(5)
+        self.check(a, DOWN)
+        self.zk.connect()
+        new_session = self.zk.session_id
+        self.assertNotEqual(new_session, old_session)
+        for state in (a, b):
+            node = path(state.name)
+            self.assertEqual(self.zk.owner(node), new_session)
+            self.assertEqual(self.zk.document(node), state.document(AGENT))
+            self.assertEqual(self.zk.calls_by_path["create", node], 2)
+        self.assertEqual(self.zk.document(path("redis-a"))["status"], "down")
+        self.assertEqual(self.zk.owner(AGENT_PATH), new_session)
+        self.assertEqual(self.publisher.stats()["writes_queued"], 0)
+
+    def test_after_expiry_ownership_asked_again(self) -> None:
+        """
+        A node that another session created while ours was expired is not
+        overwritten on reconnection: the publisher asks who owns it rather
+        than trusting that it once did.
+        """
+        self.start()
+        a = self.instance("redis-a")
+        self.check(a, UP)
+        self.zk.expire()
+        self.zk.put(path("redis-a"), b"other agent", owner=OTHER_SESSION)
+        self.zk.connect()
+        self.assertEqual(self.zk.nodes[path("redis-a")].data, b"other agent")
+        self.assertEqual(self.publisher.stats()["waiting_takeover"], [path("redis-a")])
+
+    # Takeover
+
+    def test_node_of_another_session_taken_over_once_gone(self) -> None:
+        """
+        A node held by another live session (an old agent process) is not
+        overwritten nor deleted; it is listed as waiting for takeover, and
+        created by the first retry after it is gone.
+        """
+        node = path("redis-a")
+        self.zk.put(node, b"old agent", owner=OTHER_SESSION)
+        self.start()
+        state = self.instance("redis-a")
+        self.check(state, UP)
+        for _ in range(5):
+            self.assertEqual(self.zk.nodes[node].data, b"old agent")
+            self.assertEqual(self.zk.owner(node), OTHER_SESSION)
+            self.assertEqual(self.publisher.stats()["waiting_takeover"], [node])
+            self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.zk.calls_by_path["set", node], 0)
+        self.assertEqual(self.zk.calls_by_path["delete", node], 0)
+        self.assertIn("waiting to take over", self.publisher.last_error or "")
+
+        self.zk.end_session(OTHER_SESSION)
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.zk.owner(node), self.zk.session_id)
+        self.assertEqual(self.zk.document(node), state.document(AGENT))
+        self.assertEqual(self.publisher.stats()["waiting_takeover"], [])
+
+    def test_agent_node_of_another_session_waits_too(self) -> None:
+        """An agent node held by another session is listed as waiting too."""
+        self.zk.put(AGENT_PATH, b"old agent", owner=OTHER_SESSION)
+        self.start()
+        self.assertEqual(self.publisher.stats()["waiting_takeover"], [AGENT_PATH])
+        self.assertEqual(self.zk.nodes[AGENT_PATH].data, b"old agent")
+        self.zk.end_session(OTHER_SESSION)
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.zk.owner(AGENT_PATH), self.zk.session_id)
+
+    def test_own_node_from_same_session_adopted(self) -> None:
+        """A node already owned by our session is updated in place."""
+        self.start()
+        node = path("redis-a")
+        self.zk.put(node, b"ours", owner=self.zk.session_id or 0)
+        state = self.instance("redis-a")
+        self.check(state, UP)
+        self.assertEqual(self.zk.document(node), state.document(AGENT))
+        self.assertEqual(self.publisher.stats()["writes_failed"], 0)
+
+    # Removal
+
+    def test_remove_deletes_node_and_updates_agent(self) -> None:
+        """
+        Removing an instance deletes its node and rewrites the agent node
+        without it.
+        """
+        self.start()
+        a, b = self.instance("redis-a"), self.instance("redis-b")
+        self.check(a, UP)
+        self.check(b, UP)
+        self.unwatch("redis-a")
+        self.assertNotIn(path("redis-a"), self.zk.nodes)
+        self.assertEqual(self.zk.calls_by_path["delete", path("redis-a")], 1)
+        self.assertEqual(self.zk.document(AGENT_PATH)["instances"], ["redis-b"])
+        self.clock.advance(REFRESH * 2)
+        self.assertNotIn(path("redis-a"), self.zk.nodes)
+
+    def test_remove_leaves_another_sessions_node(self) -> None:
+        """A removed instance's node held by another session is not deleted."""
+        node = path("redis-a")
+        self.zk.put(node, b"old agent", owner=OTHER_SESSION)
+        self.start()
+        self.check(self.instance("redis-a"), UP)
+        self.unwatch("redis-a")
+        self.clock.advance(RETRY_DELAY * 3)
+        self.assertEqual(self.zk.nodes[node].data, b"old agent")
+        self.assertEqual(self.zk.calls_by_path["delete", node], 0)
+        self.assertEqual(self.publisher.stats()["waiting_takeover"], [])
+
+    def test_removed_during_write_later_state_not_written(self) -> None:
+        """
+        An instance removed while its create is in flight ends deleted, and
+        its state after the removal is never written.
+        """
+        self.start()
+        self.zk.hang()
+        state = self.instance("redis-a")
+        node = path("redis-a")
+        self.check(state, UP)
+        self.unwatch("redis-a")
+        state.health.observe(DOWN, self.clock.seconds())
+        self.zk.unhang()
+        self.zk.release()
+        self.assertNotIn(node, self.zk.nodes)
+        self.assertEqual(self.zk.writes(node), 1)
+        self.clock.advance(REFRESH * 2)
+        self.assertEqual(self.zk.writes(node), 1)
+        self.assertNotIn(node, self.zk.nodes)
+
+    def test_removed_while_disconnected_never_written(self) -> None:
+        """An instance seen and removed while disconnected is never written."""
+        self.start(connect=False)
+        self.check(self.instance("redis-a"), UP)
+        self.unwatch("redis-a")
+        self.zk.connect()
+        self.assertEqual(self.zk.writes(path("redis-a")), 0)
+        self.assertNotIn(path("redis-a"), self.zk.nodes)
+        self.assertEqual(self.zk.document(AGENT_PATH)["instances"], [])
+
+    def test_failed_delete_retried(self) -> None:
+        """
+        A removal whose delete fails is retried until the node is gone,
+        also when the removal came while the node's create was in flight.
+        """
+        self.start()
+        self.zk.hang("create")
+        node = path("redis-a")
+        self.check(self.instance("redis-a"), UP)
+        self.unwatch("redis-a")
+        self.zk.unhang()
+        self.zk.fail_next("exists", ConnectionLoss(), path=node)
+        self.zk.release()
+        self.assertIn(node, self.zk.nodes)
+        self.clock.advance(RETRY_DELAY)
+        self.assertNotIn(node, self.zk.nodes)
+
+    def test_readded_instance_published(self) -> None:
+        """An instance removed and added again is published again."""
+        self.start()
+        self.check(self.instance("redis-a"), UP)
+        self.unwatch("redis-a")
+        again = self.instance("redis-a")
+        self.check(again, DOWN)
+        self.assertEqual(self.zk.document(path("redis-a")), again.document(AGENT))
+        self.clock.advance(REFRESH)
+        self.assertEqual(self.zk.document(path("redis-a")), again.document(AGENT))
+
+    # Stopping
+
+    def test_stop_deletes_nodes_then_closes(self) -> None:
+        """
+        A clean stop deletes our nodes, then closes the session, and
+        writes nothing more.
+        """
+        self.start()
+        for name in ("redis-a", "redis-b"):
+            self.check(self.instance(name), UP)
+        self.successResultOf(self.publisher.stopService())
+        owned = [path("redis-a"), path("redis-b"), AGENT_PATH]
+        for node in owned:
+            self.assertNotIn(node, self.zk.nodes)
+        deletes = [i for i, (kind, _) in enumerate(self.zk.history) if kind == "delete"]
+        self.assertEqual(len(deletes), 3)
+        self.assertEqual(self.zk.history[-1], ("stop", ""))
+        self.assertEqual(self.zk.stopped_with, [STOP_CLOSE_TIMEOUT])
+        calls = self.total_calls()
+        self.clock.advance(REFRESH * 2)
+        self.assertEqual(self.total_calls(), calls)
+
+    def test_stop_bounded_when_zookeeper_hangs(self) -> None:
+        """
+        With every ZooKeeper call hanging, the stop still completes after the
+        delete timeout plus the close timeout, well within 5 s, and leaves
+        no call outstanding.
+        """
+        self.start()
+        self.check(self.instance("redis-a"), UP)
+        self.zk.hang(*CALL_KINDS, "stop")
+        d = self.publisher.stopService()
+        self.clock.advance(STOP_DELETE_TIMEOUT - 0.01)
+        self.assertNoResult(d)
+        self.assertEqual(self.zk.stopped_with, [])
+        self.clock.advance(0.01)
+        self.assertEqual(self.zk.stopped_with, [STOP_CLOSE_TIMEOUT])
+        self.clock.advance(STOP_CLOSE_TIMEOUT - 0.01)
+        self.assertNoResult(d)
+        self.clock.advance(0.01)
+        self.successResultOf(d)
+        self.assertLess(STOP_DELETE_TIMEOUT + STOP_CLOSE_TIMEOUT, 5.0)
+        self.assertEqual(self.zk.held, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_no_new_writes_once_stopping(self) -> None:
+        """
+        A write that completes while the stop deletes our nodes starts no
+        new write, even when its node changed meanwhile.
+        """
+        self.start()
+        self.zk.hang("create", "delete")
+        state = self.instance("redis-a")
+        self.check(state, UP)
+        self.check(state, DOWN)
+        d = self.publisher.stopService()
+        self.zk.release("create")
+        self.assertEqual(self.zk.writes(path("redis-a")), 1)
+        self.zk.release("delete")
+        self.successResultOf(d)
+
+    def test_stop_before_connected(self) -> None:
+        """A stop with ZooKeeper never reached ends at once."""
+        self.start(connect=False)
+        self.check(self.instance("redis-a"), UP)
+        self.successResultOf(self.publisher.stopService())
+        self.assertEqual(self.total_calls(), 0)
+
+    # Health
+
+    def test_unhealthy_reason(self) -> None:
+        """
+        `unhealthy_reason()` is None while connected and a one-line reason
+        naming the state and its duration otherwise.
+        """
+        self.start(connect=False)
+        reason = self.publisher.unhealthy_reason()
+        assert reason is not None
+        self.assertIn("connecting", reason)
+        self.zk.connect()
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.zk.suspend()
+        self.clock.advance(3)
+        reason = self.publisher.unhealthy_reason()
+        assert reason is not None
+        self.assertIn("suspended for 3.0 s", reason)
+        self.assertNotIn("\n", reason)
+        self.zk.connect()
+        self.assertIsNone(self.publisher.unhealthy_reason())
+
+    def test_stats(self) -> None:
+        """`stats()` reports the session and the write counters."""
+        self.start()
+        self.check(self.instance("redis-a"), UP)
+        stats = self.publisher.stats()
+        self.assertEqual(stats["state"], "connected")
+        self.assertEqual(stats["session_id"], f"{self.zk.session_id:#x}")
+        self.assertEqual(stats["writes_ok"], 3)
+        self.assertEqual(
+            (stats["writes_failed"], stats["writes_queued"], stats["writes_in_flight"]),
+            (0, 0, 0),
+        )
