@@ -55,6 +55,13 @@ class Publisher(Protocol):
         """The instance is no longer watched."""
 
 
+# Told of every recorded check: the state, the observation, the transition
+# (or None) and the check's duration in seconds. Metrics and history listen.
+RecordListener = Callable[
+    ["InstanceState", Observation, "Transition | None", float], None
+]
+
+
 class NullPublisher:
     """Publishes nothing: the agent runs without ZooKeeper."""
 
@@ -124,6 +131,7 @@ class Monitor(Service):
         self.tracker = tracker
         self._on_settled = on_settled
         self.states: dict[str, InstanceState] = {}
+        self._listeners: list[RecordListener] = []
         self._loop: LoopingCall | None = None
         self._deadlines: list[IDelayedCall] = []
         self.started_at: float | None = None
@@ -133,6 +141,10 @@ class Monitor(Service):
         self.tick_lag = 0.0
         self.loop_restarts = 0
         self.last_loop_error: str | None = None
+
+    def add_listener(self, listener: RecordListener) -> None:
+        """Call `listener` after every recorded check (see `RecordListener`)."""
+        self._listeners.append(listener)
 
     # Instances
 
@@ -271,7 +283,7 @@ class Monitor(Service):
         except Exception:
             failure = Failure()
             log.failure("check of {instance} raised", failure, instance=state.name)
-            self._record(state, _internal_error(failure))
+            self._record(state, _internal_error(failure), now)
             return None
         pending = Pending(state.name, d, now, state.probe)
         self.tracker.add(pending)
@@ -300,7 +312,7 @@ class Monitor(Service):
             return
         if not self.running:
             return
-        self._record(state, observation)
+        self._record(state, observation, pending.started_at)
 
     def _check_failed(
         self, failure: Failure, state: InstanceState, pending: Pending
@@ -309,21 +321,29 @@ class Monitor(Service):
         if self.tracker.get(pending.instance) is pending:
             self.tracker.remove(pending.instance)
         if self.running and self.states.get(state.name) is state:
-            self._record(state, _internal_error(failure))
+            self._record(state, _internal_error(failure), pending.started_at)
 
-    def _record(self, state: InstanceState, observation: Observation) -> None:
+    def _record(
+        self, state: InstanceState, observation: Observation, started_at: float
+    ) -> None:
         health = state.health
         if observation.replication is not None:
             state.checks_since_info = 0
         else:
             state.checks_since_info += 1
-        transition = health.observe(observation, self._clock.seconds())
+        now = self._clock.seconds()
+        transition = health.observe(observation, now)
         if transition is not None:
             _log_transition(state, transition)
         try:
             self._publisher.publish(state, transition)
         except Exception:
             log.failure("publishing {instance} failed", instance=state.name)
+        for listener in self._listeners:
+            try:
+                listener(state, observation, transition, now - started_at)
+            except Exception:
+                log.failure("check listener failed for {instance}", instance=state.name)
 
 
 def _internal_error(failure: Failure) -> Observation:

@@ -238,3 +238,34 @@ class MembershipTests(SynchronousTestCase):
         clock.advance(1.0)
         self.assertEqual(probes["a"].checks, 1)
         self.assertEqual(probes["b"].checks, 2)
+
+
+class ListenerTests(SynchronousTestCase):
+    """Listeners hear every recorded check, and cannot break the loop."""
+
+    def test_listener_hears_checks_with_duration(self) -> None:
+        """Each check reaches listeners with its transition and duration."""
+        monitor, clock, probes, _ = make_monitor(["a"], timeout=0.5)
+        heard: list[tuple[str, bool, bool, float]] = []
+        monitor.add_listener(
+            lambda state, obs, transition, duration: heard.append(
+                (state.name, obs.ok, transition is not None, duration)
+            )
+        )
+        probes["a"].hang = True
+        monitor.startService()
+        clock.advance(0.5)
+        self.assertEqual(heard, [("a", False, True, 0.5)])
+
+    def test_broken_listener_is_logged(self) -> None:
+        """A listener that raises is logged; the check is still recorded."""
+        monitor, clock, probes, _ = make_monitor(["a"])
+
+        def broken(*args: object) -> None:
+            raise OSError("listener bug")
+
+        monitor.add_listener(broken)
+        monitor.startService()
+        clock.advance(1.0)
+        self.assertEqual(monitor.states["a"].health.checks, 2)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)
