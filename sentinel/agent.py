@@ -18,9 +18,11 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from sentinel.config import Config, RedisInstance
-from sentinel.monitor import Monitor, NullPublisher, Publisher, Settings
+from sentinel.metrics import AgentMetrics
+from sentinel.monitor import Monitor, NullPublisher, Publisher
 from sentinel.probe import RedisProbe
 from sentinel.publisher import ZooKeeperPublisher, agent_document
+from sentinel.reload import ConfigReloader, settings_of
 from sentinel.resolve import Resolver
 from sentinel.tracker import PendingTracker
 from sentinel.web import StatusApp
@@ -122,13 +124,17 @@ def _make_publisher(
 
 
 def make_agent(
-    config: Config, config_path: str | None, reactor: Any, freeze_gc: bool = True
+    config: Config,
+    reload: Callable[[], Config] | None,
+    reactor: Any,
+    freeze_gc: bool = True,
 ) -> MultiService:
     """
-    Build the agent's services from `config`: the monitor (named
-    ``"monitor"``) and the HTTP server. `freeze_gc` freezes start-up objects
-    out of the cyclic collector after a few ticks (tests in one process turn
-    it off).
+    Build the agent's services from `config`: the publisher (named
+    ``"publisher"``, with ZooKeeper), the monitor (``"monitor"``), the
+    config reloader (``"reloader"``, when `reload` loads the config file
+    again) and the HTTP server. `freeze_gc` freezes start-up objects out of
+    the cyclic collector after a few ticks (tests in one process turn it off).
     """
     raise_fd_limit(len(config.instances))
     slots = DeferredSemaphore(CONNECTS_IN_FLIGHT)
@@ -138,14 +144,7 @@ def make_agent(
     def probe_for(instance: RedisInstance) -> RedisProbe:
         return RedisProbe(instance, reactor, slots, connect_timeout, resolver)
 
-    settings = Settings(
-        interval=config.interval,
-        timeout=config.timeout,
-        rise=config.rise,
-        fall=config.fall,
-        info_every=config.info_every,
-        agent_id=config.agent_id,
-    )
+    settings = settings_of(config)
     top = MultiService()
     monitors: list[Monitor] = []
     publisher: Publisher = NullPublisher()
@@ -170,9 +169,14 @@ def make_agent(
         monitor.add_instance(instance)
     monitor.setName("monitor")
     monitor.setServiceParent(top)
+    if reload is not None:
+        reloader = ConfigReloader(reactor, reload, monitor, config, raise_fd_limit)
+        reloader.setName("reloader")
+        reloader.setServiceParent(top)
 
     if config.http != "none":
-        status = StatusApp(monitor, reactor)
+        metrics = AgentMetrics(monitor, zookeeper)
+        status = StatusApp(monitor, reactor, metrics=metrics.registry)
         if zookeeper is not None:
             status.add_health_check(zookeeper.unhealthy_reason)
             status.add_stats("zookeeper", zookeeper.stats)

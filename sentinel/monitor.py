@@ -130,6 +130,7 @@ class Monitor(Service):
         self._publisher = publisher
         self.tracker = tracker
         self._on_settled = on_settled
+        self._settle_at = 3
         self.states: dict[str, InstanceState] = {}
         self._listeners: list[RecordListener] = []
         self._loop: LoopingCall | None = None
@@ -158,12 +159,39 @@ class Monitor(Service):
 
     def remove_instance(self, name: str) -> None:
         """Stop watching an instance: cancel its check, close, unpublish."""
+        self._discard(name)
+        self._publisher.remove(name)
+
+    def replace_instance(self, instance: RedisInstance) -> None:
+        """
+        Watch a changed instance (address, auth, TLS) from scratch: a new
+        connection and a fresh state, under the same name and node.
+        """
+        self._discard(instance.name)
+        self.add_instance(instance)
+
+    def _discard(self, name: str) -> None:
         state = self.states.pop(name)
         pending = self.tracker.get(name)
         if pending is not None:
             pending.deferred.cancel()
         state.probe.close()
-        self._publisher.remove(name)
+
+    def update_settings(self, settings: Settings) -> None:
+        """
+        Apply new global settings from the next tick; instances keep their
+        state, counters and connections.
+        """
+        old, self.settings = self.settings, settings
+        for state in self.states.values():
+            state.health.rise = settings.rise
+            state.health.fall = settings.fall
+        if settings.interval != old.interval and self.running:
+            if self._loop is not None and self._loop.running:
+                self._loop.stop()
+            self._start_loop(now=False)
+        # New probes' objects live as long as the agent too.
+        self._settle_at = self.ticks + 3
 
     # Service
 
@@ -236,7 +264,7 @@ class Monitor(Service):
             self._deadlines.append(
                 self._clock.callLater(last_deadline - now, self._relaunch, overrun)
             )
-        if self.ticks == 3 and self._on_settled is not None:
+        if self.ticks == self._settle_at and self._on_settled is not None:
             self._on_settled()
 
     def _relaunch(self, overrun: list[InstanceState]) -> None:

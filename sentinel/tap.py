@@ -148,12 +148,21 @@ class Options(usage.Options):
             self.overrides["redis"] = list(self._redis)
         path = self["config"]
         self.config_path = None if path is None else os.path.abspath(path)
-        self.config = load_config(path, self.overrides, socket.gethostname())
+        self.config = self.load()
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor
         label = "--http" if "http" in self.overrides else "http"
         check_endpoint(label, self.config.http, reactor)
+
+    def load(self) -> Config:
+        """
+        Load the config file (again, on SIGHUP) with the same command-line
+        overrides over it.
+
+        @raise ConfigError: for an invalid file or value.
+        """
+        return load_config(self.config_path, self.overrides, socket.gethostname())
 
 
 def makeService(options: Options) -> IService:
@@ -162,4 +171,5 @@ def makeService(options: Options) -> IService:
 
     from sentinel.agent import make_agent
 
-    return make_agent(options.config, options.config_path, reactor)
+    reload = options.load if options.config_path is not None else None
+    return make_agent(options.config, reload, reactor)

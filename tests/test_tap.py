@@ -12,6 +12,7 @@ import sys
 import types
 
 from twisted.internet.testing import MemoryReactor
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import ConfigError, RedisInstance, ZooKeeperConfig
@@ -228,26 +229,47 @@ class CheckEndpointTests(SynchronousTestCase):
 
 
 class MakeServiceTests(SynchronousTestCase):
-    def test_make_service(self) -> None:
-        """makeService hands config, config path and reactor to make_agent."""
-        calls = []
-        service = object()
+    """makeService hands make_agent the config and a way to reload it."""
 
-        def make_agent(config: object, config_path: object, reactor: object) -> object:
-            calls.append((config, config_path, reactor))
-            return service
+    def make_service(self, *argv: str) -> tuple[Options, list[tuple[object, ...]]]:
+        calls: list[tuple[object, ...]] = []
+
+        def make_agent(config: object, reload: object, reactor: object) -> object:
+            calls.append((config, reload, reactor))
+            return object()
 
         fake = types.ModuleType("sentinel.agent")
         fake.make_agent = make_agent  # type: ignore[attr-defined]
         self.addCleanup(self.restore_module, sys.modules.get("sentinel.agent"))
         sys.modules["sentinel.agent"] = fake
-        options = parse("--agent-id", "me")
+        options = parse(*argv)
+        makeService(options)
+        return options, calls
 
-        self.assertIs(makeService(options), service)
-
+    def test_no_file_no_reload(self) -> None:
+        """Without --config there is nothing to reload."""
+        options, calls = self.make_service("--agent-id", "me")
         from twisted.internet import reactor
 
         self.assertEqual(calls, [(options.config, None, reactor)])
+
+    def test_reload_keeps_command_line_over_file(self) -> None:
+        """
+        The reload function reads the file again, and the options given on
+        the command line still override it.
+        """
+        path = FilePath(self.mktemp())
+        path.setContent(b"interval = 1.0\nrise = 5\n")
+        options, calls = self.make_service(
+            "--config", path.path, "--timeout", "0.2", "--agent-id", "me"
+        )
+        reload = calls[0][1]
+        assert callable(reload)
+        path.setContent(b"interval = 2.0\nrise = 4\ntimeout = 0.9\n")
+        config = reload()
+        self.assertEqual((config.interval, config.rise, config.timeout), (2.0, 4, 0.2))
+        path.setContent(b"interval = 'x'\n")
+        self.assertRaises(ConfigError, reload)
 
     def restore_module(self, module: types.ModuleType | None) -> None:
         if module is None:

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import treq
+from kazoo.client import KazooClient
 from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tests.polling import wait_for
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, free_port, shared_zookeeper
 
 reactor: Any = _reactor
 
@@ -114,6 +115,78 @@ class TwistdTests(TestCase):
         self.assertLess(took, 5.0)
         self.assertEqual(child.returncode, -signal.SIGTERM, self.log_path.read_text())
         self.assertNotIn("Traceback", self.log_path.read_text())
+
+    async def test_sighup_reload(self) -> None:
+        """
+        Editing the config file and sending SIGHUP adds and removes
+        instances in /instances and in ZooKeeper without a restart; an
+        invalid file is refused and the running config stays.
+        """
+        zookeeper = shared_zookeeper()
+        first, second = RedisServer().start(), RedisServer().start()
+        self.addCleanup(first.stop)
+        self.addCleanup(second.stop)
+        http = free_port()
+        config = Path(self.mktemp()).absolute()
+        root = "/reload-test"
+
+        def write(*servers: tuple[str, RedisServer], extra: str = "") -> None:
+            tables = "".join(
+                f'[[redis]]\nname = "{name}"\nhost = "127.0.0.1"\nport = {s.port}\n'
+                for name, s in servers
+            )
+            config.write_text(
+                f"interval = 0.2\ntimeout = 0.1\n{extra}\n"
+                f'[zookeeper]\nhosts = "{zookeeper.hosts}"\nroot = "{root}"\n'
+                f"{tables}"
+            )
+
+        write(("first", first))
+        child = self.spawn(
+            "--config", str(config), "--http", f"tcp:{http}:interface=127.0.0.1"
+        )
+        base = f"http://127.0.0.1:{http}"
+        kazoo = KazooClient(hosts=zookeeper.hosts, timeout=5)
+        kazoo.start(timeout=5)
+        self.addCleanup(kazoo.close)
+        self.addCleanup(kazoo.stop)
+
+        async def names() -> list[str]:
+            try:
+                body = await self.get_json(f"{base}/instances")
+            except Exception:
+                return []
+            return [i["name"] for i in body["instances"] if i["status"] == "up"]
+
+        def published() -> list[str]:
+            path = f"{root}/instances"
+            return sorted(kazoo.get_children(path)) if kazoo.exists(path) else []
+
+        async def until(expected: list[str], timeout: float) -> None:
+            started = reactor.seconds()
+            while (await names(), published()) != (expected, expected):
+                if child.poll() is not None:
+                    self.fail(f"twistd exited: {self.log_path.read_text()}")
+                if reactor.seconds() - started > timeout:
+                    self.fail(f"not {expected}: {await names()}, {published()}")
+                await wait_for(reactor, lambda: True, 1.0, "a turn", step=0.05)
+
+        await until(["first"], 15.0)
+        write(("second", second))
+        child.send_signal(signal.SIGHUP)
+        await until(["second"], 5.0)
+        config.write_text("interval = 'every now and then'\n")
+        child.send_signal(signal.SIGHUP)
+        await wait_for(
+            reactor,
+            lambda: "reload refused" in self.log_path.read_text(),
+            5.0,
+            "the refusal logged",
+        )
+        await until(["second"], 2.0)
+        child.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
+        self.assertEqual(published(), [])
 
     def test_bad_input_is_one_line(self) -> None:
         """An invalid option value ends with one line, exit 1, no traceback."""
