@@ -382,11 +382,13 @@ def _log_transition(state: InstanceState, transition: Transition) -> None:
     health = state.health
     if transition.status_changed:
         log.info(
-            "{instance} is {to} (was {source}): {error}",
+            "{instance} is {to} (was {previous}): {error}"
+            if health.error
+            else "{instance} is {to} (was {previous})",
             instance=state.name,
             to=transition.new_status,
-            source=transition.old_status or "unknown",
-            error=health.error or "ok",
+            previous=transition.old_status or "unknown",
+            error=health.error,
         )
     else:
         log.info(

@@ -136,16 +136,20 @@ class ZooKeeper:
     @property
     def session_id(self) -> int | None:
         """The current session's id, if connected."""
-        if self._client is None or self.state != CONNECTED:
+        if self.state != CONNECTED:
             return None
-        return int(self._client.client_id[0])
+        client_id = self.client_id
+        return None if client_id is None else client_id[0]
 
     @property
     def client_id(self) -> tuple[int, bytes] | None:
         """(session id, password) of the current session (for tests)."""
-        if self._client is None or self._client.client_id is None:
+        # kazoo resets client_id to None on its own thread when the session
+        # ends, before our state hears of it: read it once.
+        client_id = None if self._client is None else self._client.client_id
+        if client_id is None:
             return None
-        session, password = self._client.client_id
+        session, password = client_id
         return int(session), bytes(password)
 
     def _new_client(self) -> None:
@@ -254,7 +258,12 @@ class ZooKeeper:
         return d.addTimeout(self.call_timeout, self._reactor)
 
     def create(self, path: str, data: bytes, ephemeral: bool = True) -> Deferred[str]:
-        """Create a node (and its missing parents, open to all)."""
+        """
+        Create a node and its missing parents. The parents get the node's
+        ACL too: ZooKeeper checks a delete against the parent's ACL, so
+        that is what keeps other identities from deleting our nodes (and
+        agents sharing a root must share credentials).
+        """
         return self._call(
             "create_async",
             path,
