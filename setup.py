@@ -26,7 +26,11 @@ setup(
     # dropin, and must have no __init__.py of ours.
     packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
     install_requires=[
-        "twisted>=24.3",
+        # tls: pyOpenSSL, service_identity and cryptography, for Redis over
+        # TLS with verified certificates.
+        "twisted[tls]>=24.3",
+        # load_pem_x509_certificates (CA bundles) is new in 39.
+        "cryptography>=39",
         "txredisapi>=1.6.0",
         "klein>=23.5",
         "attrs>=23.1",

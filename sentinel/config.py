@@ -15,6 +15,7 @@ from functools import partial
 from typing import NamedTuple, TypeVar
 
 import attr
+from cryptography import x509
 
 
 class ConfigError(Exception):
@@ -409,12 +410,22 @@ def _read_secret(label: str, path: str) -> str:
     return text
 
 
-def _check_readable(label: str, path: str) -> None:
+def read_ca_certificates(label: str, path: str) -> list[x509.Certificate]:
+    """
+    Every certificate in the PEM file at C{path} (a bundle may hold several).
+
+    @raise ConfigError: naming C{label} if the file cannot be read or holds
+        no valid PEM certificate.
+    """
     try:
-        with open(path, "rb"):
-            pass
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise _error(f"{label}: cannot read {path}: {e.strerror or e}") from None
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise _error(f"{label}: {path} holds no valid PEM certificate") from None
 
 
 def _instances(settings: Mapping[str, _Given], base: str) -> tuple[RedisInstance, ...]:
@@ -499,7 +510,7 @@ def _file_instance(label: str, table: object, base: str) -> RedisInstance:
         if key in table and not tls:
             raise _invalid(f"{label}.{key}", table[key], "is given but tls is not true")
     if ca_file is not None:
-        _check_readable(f"{label}.ca_file", ca_file)
+        read_ca_certificates(f"{label}.ca_file", ca_file)
     password_file = optional("password_file", partial(_file_path, base))
     username = optional("username", _string)
     if username is not None and password_file is None:

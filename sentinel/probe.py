@@ -26,13 +26,25 @@ from twisted.internet.defer import (
     TimeoutError,
     succeed,
 )
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import (
+    IAddress,
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from sentinel.config import RedisInstance
 from sentinel.resolve import Resolver
+from sentinel.tls import TLSSetupError, client_tls, describe_tls_failure
 
 RECONNECT_INTERVAL = 1.0
 
@@ -119,14 +131,16 @@ def describe_failure(failure: Failure) -> str:
     return f"{name}: {reason}" if reason else name
 
 
+@implementer(IHandshakeListener)
 class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
     """
     txredisapi's reply parser, driven with prebuilt commands.
 
     It adds what a health check needs: anything that is not a Redis reply
     fails the waiting command and drops the connection (txredisapi ignores
-    unknown reply types, which would leave the check hanging), and the owner
-    hears when the connection is lost.
+    unknown reply types, which would leave the check hanging), the owner
+    hears when the connection is lost, and over TLS, when the handshake is
+    done or why it failed.
     """
 
     def __init__(self, clock: IReactorTime, on_lost: Callable[[Any], None]) -> None:
@@ -134,6 +148,30 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         # txredisapi schedules on the global reactor; use ours.
         self.callLater = clock.callLater
         self._on_lost = on_lost
+        self._secure = False
+        self._securing: Deferred[RedisClientProtocol] | None = None
+
+    def when_secure(self) -> Deferred[RedisClientProtocol]:
+        """
+        Fire with this protocol once the TLS handshake is done, or fail with
+        the reason the connection was lost before (a certificate that does
+        not verify, say). Cancelling it drops the connection.
+        """
+        if self._secure:
+            return succeed(self)
+
+        def cancel(_: Deferred[RedisClientProtocol]) -> None:
+            self._securing = None
+            self.transport.abortConnection()
+
+        self._securing = Deferred(cancel)
+        return self._securing
+
+    def handshakeCompleted(self) -> None:
+        self._secure = True
+        securing, self._securing = self._securing, None
+        if securing is not None:
+            securing.callback(self)
 
     def send(self, command: bytes) -> Deferred[Any]:
         """Write a prebuilt command; the Deferred fires with its reply."""
@@ -162,6 +200,9 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         return True
 
     def connectionLost(self, why: Failure) -> None:
+        securing, self._securing = self._securing, None
+        if securing is not None:
+            securing.errback(why)
         self._on_lost(self)
         while self.replyQueue.waiting:
             self.replyReceived(txredisapi.ConnectionError("connection lost"))
@@ -207,6 +248,15 @@ class RedisProbe:
         self._slots = connect_slots
         self._connect_timeout = connect_timeout
         self._resolver = resolver
+        # The CA file is read once, here; a problem with it fails every
+        # check of this instance at once, saying why.
+        self._tls: IOpenSSLClientConnectionCreator | None = None
+        self._tls_error: str | None = None
+        if instance.tls:
+            try:
+                self._tls = client_tls(instance)
+            except TLSSetupError as e:
+                self._tls_error = str(e)
         self._auth = (
             auth_command(instance.password, instance.username)
             if instance.password is not None
@@ -232,6 +282,9 @@ class RedisProbe:
         protocol = self._protocol
         if protocol is not None:
             return self._ping(protocol, want_info)
+        if self._tls_error is not None:
+            self.stage = "connect"
+            return succeed(Observation(ok=False, error=self._tls_error))
         if self._attempt is None:
             now = self._reactor.seconds()
             if now - self._last_attempt_at < RECONNECT_INTERVAL:
@@ -278,11 +331,29 @@ class RedisProbe:
 
     def _connect(self, address: str) -> Deferred[RedisClientProtocol]:
         endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-        endpoint = endpoint_type(
+        endpoint: IStreamClientEndpoint = endpoint_type(
             self._reactor, address, self.instance.port, timeout=self._connect_timeout
         )
+        if self._tls is not None:
+            endpoint = wrapClientTLS(self._tls, endpoint, self._reactor)
         factory = _ProbeFactory(self._reactor, self._lost)
-        return endpoint.connect(factory)  # type: ignore[return-value]
+        d: Deferred[Any] = endpoint.connect(factory)
+        if self._tls is not None:
+            d.addCallback(self._handshake)
+        return d
+
+    def _handshake(self, protocol: RedisClientProtocol) -> Deferred[Any]:
+        # The endpoint fires once TCP is connected; wait for the handshake so
+        # that a certificate that does not verify fails the attempt, saying so.
+        self.stage = "tls"
+
+        def failed(failure: Failure) -> Failure:
+            error = describe_tls_failure(failure, self.instance)
+            if error is None:
+                return failure
+            raise _ConnectFailed(error)
+
+        return protocol.when_secure().addErrback(failed)
 
     def _authenticate(self, protocol: RedisClientProtocol) -> Deferred[Any]:
         self.stage = "auth"

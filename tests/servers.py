@@ -36,6 +36,8 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.python.failure import Failure
 
+from tests.certs import CertificateFiles
+
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -239,7 +241,9 @@ class RedisServer(_RealServer):
 
     ``password`` sets ``requirepass``; ``extra_args`` are more configuration
     directives, such as ACL users
-    (``["--user", "alice", "on", ">secret", "+@all", "~*"]``).
+    (``["--user", "alice", "on", ">secret", "+@all", "~*"]``). With ``tls``,
+    ``port`` is a TLS port with those certificates (clients need none), and
+    there is no plain port.
     """
 
     name = "redis"
@@ -250,20 +254,33 @@ class RedisServer(_RealServer):
         password: str | None = None,
         extra_args: Sequence[str] = (),
         port: int | None = None,
+        tls: CertificateFiles | None = None,
     ) -> None:
         super().__init__(port)
         self.password = password
         self.extra_args = list(extra_args)
+        self.tls = tls
 
     def start(self, timeout: float = START_TIMEOUT) -> RedisServer:
         """
         Start (or restart, on the same port) and return once the server
         accepts commands; at most ``timeout`` seconds.
         """
+        if self.tls is None:
+            ports = ["--port", str(self.port)]
+        else:
+            ports = [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", self.tls.server_cert_file,
+                "--tls-key-file", self.tls.server_key_file,
+                "--tls-ca-cert-file", self.tls.ca_file,
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         argv = [
             "redis-server",
             "--bind", LOOPBACK,
-            "--port", str(self.port),
+            *ports,
             "--save", "",
             "--appendonly", "no",
             "--daemonize", "no",
@@ -500,9 +517,7 @@ class FakeServer:
         Fire when exactly ``count`` connections are open (at once if so now).
         The caller bounds the wait, with ``addTimeout``.
         """
-        waiting: Deferred[None] = Deferred(
-            lambda d: self._waiters.remove((count, d))
-        )
+        waiting: Deferred[None] = Deferred(lambda d: self._waiters.remove((count, d)))
         self._waiters.append((count, waiting))
         self._notify()
         return waiting

@@ -17,6 +17,7 @@ from sentinel.config import (
     load_config,
     parse_redis_address,
 )
+from tests.certs import ca_certificate_pem
 
 SECRET = "hunter2-secret"
 
@@ -116,7 +117,7 @@ class FullFileTests(ConfigTestCase):
         """
         self.write("zk-auth", "sentinel:zk-" + SECRET + "\n")
         self.write("cache.pw", SECRET + "\n")
-        self.write("ca.pem", "-----BEGIN CERTIFICATE-----\n")
+        self.write("ca.pem", ca_certificate_pem())
         config = self.load(
             """\
 agent_id = "agent-7"
@@ -473,6 +474,31 @@ class RedisTableTests(ConfigTestCase):
             f"redis[0].ca_file: cannot read {missing}: No such file or directory",
             '[[redis]]\nhost = "h"\nport = 1\ntls = true\nca_file = "missing.pem"\n',
         )
+
+    def test_ca_file_must_hold_a_certificate(self) -> None:
+        """
+        ca_file is parsed at load time: a file without a valid PEM
+        certificate is an error then, not a failed check later; a bundle
+        of several certificates loads.
+        """
+        for name, content in [
+            ("empty.pem", ""),
+            ("truncated.pem", "-----BEGIN CERTIFICATE-----\n"),
+            (
+                "key.pem",
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            ),
+        ]:
+            path = self.write(name, content)
+            self.assertConfigError(
+                f"redis[0].ca_file: {path} holds no valid PEM certificate",
+                f'[[redis]]\nhost = "h"\nport = 1\ntls = true\nca_file = "{name}"\n',
+            )
+        bundle = self.write("bundle.pem", ca_certificate_pem() + ca_certificate_pem())
+        config = self.load(
+            '[[redis]]\nhost = "h"\nport = 1\ntls = true\nca_file = "bundle.pem"\n'
+        )
+        self.assertEqual(config.instances[0].ca_file, bundle)
 
     def test_tls_without_ca_file(self) -> None:
         """tls alone verifies against the system's certificates: no ca_file."""
