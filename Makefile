@@ -24,14 +24,15 @@ system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	{ [ -f $(ZOOKEEPER_JAR) ] && command -v java >/dev/null; } || missing="$$missing zookeeper"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null; then sudo="sudo"; \
-	else echo "missing:$$missing; as root: apt-get install redis-server zookeeper" >&2; exit 1; fi; \
+	else echo "missing:$$missing; as root: apt-get install$$missing" >&2; exit 1; fi; \
 	echo "installing Debian packages for:$$missing"; \
 	$$sudo apt-get update && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y --no-install-recommends redis-server zookeeper
+		apt-get install -y --no-install-recommends $$missing
 
 # Every check runs even if an earlier one fails; the target fails if any did.
 # mypy is strict through mypy.ini (a --strict flag would override its

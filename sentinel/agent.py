@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from sentinel.config import Config, RedisInstance
+from sentinel.history import CheckHistory
 from sentinel.metrics import AgentMetrics
 from sentinel.monitor import Monitor, NullPublisher, Publisher
 from sentinel.probe import RedisProbe
@@ -177,6 +178,9 @@ def make_agent(
     if config.http != "none":
         metrics = AgentMetrics(monitor, zookeeper)
         status = StatusApp(monitor, reactor, metrics=metrics.registry)
+        history = CheckHistory()
+        monitor.add_listener(history.record)
+        status.show_on_page(history, None if zookeeper is None else zookeeper.stats)
         if zookeeper is not None:
             status.add_health_check(zookeeper.unhealthy_reason)
             status.add_stats("zookeeper", zookeeper.stats)

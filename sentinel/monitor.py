@@ -13,7 +13,8 @@ callbacks, is logged with the instance and touches nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import attr
@@ -30,6 +31,9 @@ from sentinel.probe import Observation
 from sentinel.tracker import Pending, PendingTracker
 
 log = Logger()
+
+# How many recent ticks' completion times are kept for /debug/stats.
+TICK_HISTORY = 600
 
 # Float slack when a deadline falls exactly on a tick.
 _EPSILON = 1e-6
@@ -142,6 +146,8 @@ class Monitor(Service):
         self.tick_lag = 0.0
         self.loop_restarts = 0
         self.last_loop_error: str | None = None
+        # Per tick, the time from the tick to its last answer (recent ticks).
+        self.tick_completions: deque[float] = deque(maxlen=TICK_HISTORY)
 
     def add_listener(self, listener: RecordListener) -> None:
         """Call `listener` after every recorded check (see `RecordListener`)."""
@@ -324,16 +330,22 @@ class Monitor(Service):
         # Let the reactor read what has already arrived before judging.
         self._deadlines.append(self._clock.callLater(0, self._expire, launched))
 
-    def _expire(self, launched: Iterable[Pending]) -> None:
+    def _expire(self, launched: list[Pending]) -> None:
         self._prune_deadlines()
         tracker = self.tracker
+        last = -1.0
         for pending in launched:
             if tracker.get(pending.instance) is pending:
                 pending.deferred.cancel()
+            if pending.ended_at > last:
+                last = pending.ended_at
+        if last >= 0.0:
+            self.tick_completions.append(last - launched[0].started_at)
 
     def _observed(
         self, observation: Observation | None, state: InstanceState, pending: Pending
     ) -> None:
+        pending.ended_at = self._clock.seconds()
         if self.tracker.get(pending.instance) is pending:
             self.tracker.remove(pending.instance)
         if observation is None or self.states.get(state.name) is not state:
@@ -346,6 +358,7 @@ class Monitor(Service):
         self, failure: Failure, state: InstanceState, pending: Pending
     ) -> None:
         log.failure("check of {instance} failed", failure, instance=state.name)
+        pending.ended_at = self._clock.seconds()
         if self.tracker.get(pending.instance) is pending:
             self.tracker.remove(pending.instance)
         if self.running and self.states.get(state.name) is state:

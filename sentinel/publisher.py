@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from twisted.application.service import Service
@@ -43,6 +43,10 @@ RETRY_DELAY = 1.0
 # that SIGTERM ends the process within 5 s even with ZooKeeper unreachable.
 STOP_DELETE_TIMEOUT = 1.5
 STOP_CLOSE_TIMEOUT = 2.0
+# The ZooKeeper calls counted in `write_calls` (for /metrics).
+WRITE_OPS = ("create", "set", "delete")
+
+_T = TypeVar("_T")
 
 
 class OwnedElsewhere(Exception):
@@ -101,6 +105,8 @@ class ZooKeeperPublisher(Service):
         self._retry_call: IDelayedCall | None = None
         self._heartbeat: LoopingCall | None = None
         self.writes = {"ok": 0, "error": 0}
+        # Each create/set/delete call by (op, "ok" or "error").
+        self.write_calls: Counter[tuple[str, str]] = Counter()
         self.last_error: str | None = None
         self._agent = _Node(
             f"{root}/agents/{agent_id}",
@@ -255,12 +261,12 @@ class ZooKeeperPublisher(Service):
         data = node.data()
         if node.owned:
             try:
-                await zk.set(node.path, data)
+                await self._counted("set", zk.set(node.path, data))
                 return
             except NoNodeError:
                 node.owned = False
         try:
-            await zk.create(node.path, data, ephemeral=True)
+            await self._counted("create", zk.create(node.path, data, ephemeral=True))
             node.owned = True
             return
         except NodeExistsError:
@@ -274,14 +280,23 @@ class ZooKeeperPublisher(Service):
             owner = stat.ephemeralOwner
             raise OwnedElsewhere(f"{node.path} (owned by session {owner:#x})")
         node.owned = True
-        await zk.set(node.path, data, stat.version)
+        await self._counted("set", zk.set(node.path, data, stat.version))
+
+    async def _counted(self, op: str, call: Deferred[_T]) -> _T:
+        try:
+            result = await call
+        except Exception:
+            self.write_calls[op, "error"] += 1
+            raise
+        self.write_calls[op, "ok"] += 1
+        return result
 
     async def _delete_owned(self, node: _Node) -> None:
         zk = self.zk
         try:
             stat = await zk.exists(node.path)
             if stat is not None and stat.ephemeralOwner == zk.session_id:
-                await zk.delete(node.path, stat.version)
+                await self._counted("delete", zk.delete(node.path, stat.version))
         except NoNodeError:
             pass
         node.owned = False
@@ -329,6 +344,8 @@ class ZooKeeperPublisher(Service):
         self._schedule_retry()
 
     def _schedule_retry(self) -> None:
+        if not self.running:
+            return
         if self._retry_call is None or not self._retry_call.active():
             self._retry_call = self._reactor.callLater(RETRY_DELAY, self._retry)
 

@@ -29,6 +29,8 @@ class Pending:
     deferred: Deferred[Any]
     started_at: float
     source: HasStage
+    # When the check ended (the monitor's clock); negative while in flight.
+    ended_at: float = -1.0
 
 
 class PendingTracker:

@@ -9,22 +9,29 @@ monitor; nothing here is cached.
 from __future__ import annotations
 
 import gc
-import html
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psutil
 from klein import Klein
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
+from sentinel import page
+from sentinel.history import CheckHistory
 from sentinel.monitor import Monitor
 
 # A health check beyond the loop's own: returns a reason to be unhealthy, or None.
 HealthCheck = Callable[[], "str | None"]
 # More of /debug/stats: a name and what to show under it.
 StatsSource = Callable[[], Any]
+# What generate_latest writes: the Prometheus text format 0.0.4 (recent
+# prometheus_client calls it CONTENT_TYPE_PLAIN_0_0_4; its
+# CONTENT_TYPE_LATEST now names version 1.0.0, which not every scraper knows).
+METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 def _json(request: IRequest, body: object, code: int = 200) -> bytes:
@@ -44,16 +51,31 @@ class StatusApp:
         monitor: Monitor,
         reactor: IReactorTime,
         health_checks: list[HealthCheck] | None = None,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         self._monitor = monitor
+        self._metrics = metrics
         self._reactor = reactor
         self._health_checks = list(health_checks or [])
         self._stats_sources: dict[str, StatsSource] = {}
         self._process = psutil.Process()
+        self._history: CheckHistory | None = None
+        self._zookeeper_stats: StatsSource | None = None
 
     def add_health_check(self, check: HealthCheck) -> None:
         """Make /healthz also depend on `check`."""
         self._health_checks.append(check)
+
+    def show_on_page(
+        self,
+        history: CheckHistory | None = None,
+        zookeeper_stats: StatsSource | None = None,
+    ) -> None:
+        """Give the / page each instance's recent checks and ZooKeeper's state."""
+        if history is not None:
+            self._history = history
+        if zookeeper_stats is not None:
+            self._zookeeper_stats = zookeeper_stats
 
     def add_stats(self, name: str, source: StatsSource) -> None:
         """Show `source()` under `name` in /debug/stats."""
@@ -85,6 +107,17 @@ class StatusApp:
             return _json(request, {"status": "unhealthy", "reasons": reasons}, 503)
         return _json(request, {"status": "ok"})
 
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        """The Prometheus text format of the registry given, or a 404."""
+        request.setHeader(b"cache-control", b"no-store")
+        if self._metrics is None:
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"no metrics in this agent\n"
+        request.setHeader(b"content-type", METRICS_CONTENT_TYPE)
+        return generate_latest(self._metrics)
+
     @app.route("/debug/stats", methods=["GET"])
     def stats(self, request: IRequest) -> bytes:
         """The runtime counters a leak would move."""
@@ -92,25 +125,31 @@ class StatusApp:
 
     @app.route("/", methods=["GET"])
     def index(self, request: IRequest) -> bytes:
-        """A plain HTML overview."""
+        """The HTML status page (`sentinel.page`), ordered by ``?sort=``."""
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        rows = []
-        for name in sorted(self._monitor.states):
-            doc = self._instance(name)
-            cells = [
-                doc["name"],
-                f"{doc['host']}:{doc['port']}",
-                doc["status"] or "unknown",
-                "yes" if doc["ready"] else "no",
-                doc["role"] or "",
-                "" if doc["latency_ms"] is None else f"{doc['latency_ms']:.2f} ms",
-                doc["error"] or "",
-            ]
-            row = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-            rows.append(f'<tr class="{html.escape(str(doc["status"]))}">{row}</tr>')
-        pending = len(self._monitor.tracker)
-        page = _PAGE.format(pending=pending, rows="\n".join(rows))
-        return page.encode("utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        monitor = self._monitor
+        history = self._history
+        if history is not None:
+            history.prune(monitor.states)
+        sort = request.args.get(b"sort", [b""])[0].decode("utf-8", "replace")
+        header = page.Header(
+            agent_id=monitor.settings.agent_id,
+            pending=len(monitor.tracker),
+            ticks=monitor.ticks,
+            overruns=monitor.overruns,
+            interval=monitor.settings.interval,
+        )
+        zookeeper = None if self._zookeeper_stats is None else self._zookeeper_stats()
+        body = page.render_page(
+            header,
+            [self._instance(name) for name in monitor.states],
+            history.points if history is not None else lambda name: (),
+            zookeeper,
+            self._reactor.seconds(),
+            sort,
+        )
+        return body.encode("utf-8")
 
     # Data
 
@@ -157,26 +196,23 @@ class StatusApp:
             "uptime_seconds": (
                 0.0 if monitor.started_at is None else now - monitor.started_at
             ),
+            "tick_completion_seconds": _quantiles(monitor.tick_completions),
             **{name: source() for name, source in self._stats_sources.items()},
         }
 
 
-_PAGE = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>sentinel</title>
-<meta http-equiv="refresh" content="2">
-<style>
-body {{ font-family: sans-serif; margin: 1em; }}
-table {{ border-collapse: collapse; }}
-td, th {{ padding: 0.2em 0.8em; border-bottom: 1px solid #ddd; text-align: left; }}
-tr.up td:nth-child(3) {{ color: #080; font-weight: bold; }}
-tr.down td:nth-child(3) {{ color: #c00; font-weight: bold; }}
-</style></head>
-<body><h1>sentinel</h1>
-<p>Pending checks: {pending}. JSON: <a href="/instances">/instances</a>,
-<a href="/pending">/pending</a>, <a href="/healthz">/healthz</a>,
-<a href="/debug/stats">/debug/stats</a>.</p>
-<table><tr><th>name</th><th>address</th><th>status</th><th>ready</th>
-<th>role</th><th>latency</th><th>error</th></tr>
-{rows}
-</table></body></html>
-"""
+def _quantiles(samples: Iterable[float]) -> dict[str, Any]:
+    """p50, p99 and max of recent samples (None when there are none)."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {"p50": None, "p99": None, "max": None, "samples": 0}
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {
+        "p50": at(0.5),
+        "p99": at(0.99),
+        "max": ordered[-1],
+        "samples": len(ordered),
+    }

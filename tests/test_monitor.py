@@ -269,3 +269,16 @@ class ListenerTests(SynchronousTestCase):
         clock.advance(1.0)
         self.assertEqual(monitor.states["a"].health.checks, 2)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)
+
+
+class TickCompletionTests(SynchronousTestCase):
+    """Each tick's time from the tick to its last answer is kept."""
+
+    def test_completion_is_the_slowest_check(self) -> None:
+        """The slowest check of a tick (a timeout here) is its completion."""
+        monitor, clock, probes, _ = make_monitor(["a", "b"], timeout=0.5)
+        monitor.startService()
+        clock.pump([0.5, 0.5])
+        probes["b"].hang = True
+        clock.pump([0.5, 0.5, 0.5])
+        self.assertEqual(list(monitor.tick_completions), [0.0, 0.0, 0.5])

@@ -79,7 +79,7 @@ class RouteTests(SynchronousTestCase):
 
     def test_debug_stats(self) -> None:
         """/debug/stats has exactly the documented counters."""
-        self.clock.advance(1.0)
+        self.clock.pump([0.5, 0.5])
         code, body = self.get("/debug/stats")
         self.assertEqual(code, 200)
         self.assertEqual(
@@ -93,9 +93,13 @@ class RouteTests(SynchronousTestCase):
                 "ticks",
                 "overruns",
                 "uptime_seconds",
+                "tick_completion_seconds",
             },
         )
         self.assertEqual((body["pending_checks"], body["ticks"]), (1, 2))
+        # "a" answered at once on the first tick; "b" hangs and is timed out.
+        completion = body["tick_completion_seconds"]
+        self.assertEqual((completion["samples"], completion["max"]), (1, 0.5))
         self.assertEqual(body["uptime_seconds"], 1.0)
         self.assertGreater(body["open_fds"], 0)
         self.assertGreater(body["rss_bytes"], 1 << 20)
@@ -104,5 +108,5 @@ class RouteTests(SynchronousTestCase):
         """/ is an HTML page with a row per instance."""
         code, body = self.get("/")
         self.assertEqual(code, 200)
-        self.assertIn('<tr class="up"><td>a</td>', body)
-        self.assertIn("Pending checks: 1", body)
+        self.assertIn('<tr class="up" data-name="a">', body)
+        self.assertIn("pending checks: 1", body)
