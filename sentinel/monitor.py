@@ -35,6 +35,10 @@ log = Logger()
 # How many recent ticks' completion times are kept for /debug/stats.
 TICK_HISTORY = 600
 
+# Ticks after start (and after a reload) at which on_settled is called:
+# connections to thousands of instances take a few ticks to open.
+_SETTLE_TICKS = frozenset({3, 10, 30})
+
 # Float slack when a deadline falls exactly on a tick.
 _EPSILON = 1e-6
 
@@ -78,7 +82,12 @@ class NullPublisher:
 
 @attr.frozen
 class Settings:
-    """The loop's global settings."""
+    """
+    The loop's global settings. Every instance is checked once per
+    `interval`; the instances are spread over `slices` launches evenly
+    apart within it, so that thousands of checks do not leave at once and
+    wait on the agent's own CPU (their latency would count that wait).
+    """
 
     interval: float
     timeout: float
@@ -86,18 +95,21 @@ class Settings:
     fall: int
     info_every: int
     agent_id: str
+    slices: int = 1
 
 
 class InstanceState:
     """One watched instance: its config, probe and health."""
 
-    __slots__ = ("instance", "probe", "health", "checks_since_info")
+    __slots__ = ("instance", "probe", "health", "checks_since_info", "slot")
 
     def __init__(self, instance: RedisInstance, probe: Probe, health: InstanceHealth):
         self.instance = instance
         self.probe = probe
         self.health = health
         self.checks_since_info = 0
+        # Which of the interval's slices checks this instance.
+        self.slot = 0
 
     @property
     def name(self) -> str:
@@ -134,8 +146,12 @@ class Monitor(Service):
         self._publisher = publisher
         self.tracker = tracker
         self._on_settled = on_settled
-        self._settle_at = 3
+        self._settle_at = _SETTLE_TICKS
         self.states: dict[str, InstanceState] = {}
+        self._slices: list[list[InstanceState]] = [[] for _ in range(settings.slices)]
+        self._next_slice = 0
+        self._next_slot = 0
+        self._round_at: float | None = None
         self._listeners: list[RecordListener] = []
         self._loop: LoopingCall | None = None
         self._deadlines: list[IDelayedCall] = []
@@ -161,7 +177,15 @@ class Monitor(Service):
             raise ValueError(f"instance {instance.name!r} is already watched")
         probe = self._probe_factory(instance)
         health = InstanceHealth(self.settings.rise, self.settings.fall)
-        self.states[instance.name] = InstanceState(instance, probe, health)
+        state = InstanceState(instance, probe, health)
+        self.states[instance.name] = state
+        self._assign_slot(state)
+
+    def _assign_slot(self, state: InstanceState) -> None:
+        # Round robin, so that slices stay even as instances come and go.
+        state.slot = self._next_slot % len(self._slices)
+        self._next_slot += 1
+        self._slices[state.slot].append(state)
 
     def remove_instance(self, name: str) -> None:
         """Stop watching an instance: cancel its check, close, unpublish."""
@@ -178,6 +202,7 @@ class Monitor(Service):
 
     def _discard(self, name: str) -> None:
         state = self.states.pop(name)
+        self._slices[state.slot].remove(state)
         pending = self.tracker.get(name)
         if pending is not None:
             pending.deferred.cancel()
@@ -192,12 +217,20 @@ class Monitor(Service):
         for state in self.states.values():
             state.health.rise = settings.rise
             state.health.fall = settings.fall
-        if settings.interval != old.interval and self.running:
+        if settings.slices != old.slices:
+            self._slices = [[] for _ in range(settings.slices)]
+            self._next_slice = self._next_slot = 0
+            for state in self.states.values():
+                self._assign_slot(state)
+        if (settings.interval, settings.slices) != (
+            old.interval,
+            old.slices,
+        ) and self.running:
             if self._loop is not None and self._loop.running:
                 self._loop.stop()
             self._start_loop(now=False)
         # New probes' objects live as long as the agent too.
-        self._settle_at = self.ticks + 3
+        self._settle_at = frozenset(self.ticks + t for t in _SETTLE_TICKS)
 
     # Service
 
@@ -221,10 +254,17 @@ class Monitor(Service):
         return None
 
     def _start_loop(self, now: bool) -> None:
-        loop = LoopingCall(self.tick)
+        loop = LoopingCall.withCount(self._run_slices)
         loop.clock = self._clock
         self._loop = loop
-        loop.start(self.settings.interval, now=now).addErrback(self._loop_died)
+        period = self.settings.interval / self.settings.slices
+        loop.start(period, now=now).addErrback(self._loop_died)
+
+    def _run_slices(self, elapsed: int) -> None:
+        # After a stall LoopingCall reports the periods that went by: run
+        # every slice they held (at most a round), so none is skipped.
+        for _ in range(min(elapsed, self.settings.slices)):
+            self.tick()
 
     def _loop_died(self, failure: Failure) -> None:
         self.loop_restarts += 1
@@ -241,18 +281,26 @@ class Monitor(Service):
     # The loop
 
     def tick(self) -> None:
-        """Launch a check for every instance whose last check has ended."""
+        """
+        Launch a check for every instance of the next slice whose last check
+        has ended; `ticks` counts whole rounds of the slices.
+        """
         now = self._clock.seconds()
-        if self.last_tick_at is not None:
-            self.tick_lag = max(0.0, now - self.last_tick_at - self.settings.interval)
+        index = self._next_slice
+        self._next_slice = (index + 1) % len(self._slices)
+        if index == 0:
+            if self._round_at is not None:
+                late = now - self._round_at - self.settings.interval
+                self.tick_lag = max(0.0, late)
+            self._round_at = now
+            self.ticks += 1
         self.last_tick_at = now
-        self.ticks += 1
         tracker = self.tracker
         timeout = self.settings.timeout
         launched = []
         overrun = []
         last_deadline = now
-        for state in list(self.states.values()):
+        for state in list(self._slices[index]):
             pending = tracker.get(state.instance.name)
             if pending is not None:
                 # Still in flight (with timeout == interval its deadline falls
@@ -270,7 +318,7 @@ class Monitor(Service):
             self._deadlines.append(
                 self._clock.callLater(last_deadline - now, self._relaunch, overrun)
             )
-        if self.ticks == self._settle_at and self._on_settled is not None:
+        if index == 0 and self.ticks in self._settle_at and self._on_settled:
             self._on_settled()
 
     def _relaunch(self, overrun: list[InstanceState]) -> None:
@@ -321,8 +369,13 @@ class Monitor(Service):
             return None
         pending = Pending(state.name, d, now, state.probe)
         self.tracker.add(pending)
-        d.addCallback(self._observed, state, pending)
-        d.addErrback(self._check_failed, state, pending)
+        # One callback entry for both outcomes; _observed guards itself.
+        d.addCallbacks(
+            self._observed,
+            self._check_failed,
+            callbackArgs=(state, pending),
+            errbackArgs=(state, pending),
+        )
         return pending
 
     def _deadline(self, launched: list[Pending]) -> None:
@@ -352,7 +405,11 @@ class Monitor(Service):
             return
         if not self.running:
             return
-        self._record(state, observation, pending.started_at)
+        try:
+            self._record(state, observation, pending.started_at)
+        except Exception:
+            # A bug of ours: the check has ended all the same.
+            log.failure("recording the check of {instance} failed", instance=state.name)
 
     def _check_failed(
         self, failure: Failure, state: InstanceState, pending: Pending

@@ -30,6 +30,11 @@ log = Logger()
 _RESTART_ONLY = ("http", "agent_id", "zookeeper")
 
 
+# Launches per interval are about this far apart (see `Settings.slices`).
+SLICE_SECONDS = 0.05
+MAX_SLICES = 20
+
+
 def settings_of(config: Config) -> Settings:
     """The monitor's settings in `config`."""
     return Settings(
@@ -39,6 +44,7 @@ def settings_of(config: Config) -> Settings:
         fall=config.fall,
         info_every=config.info_every,
         agent_id=config.agent_id,
+        slices=max(1, min(MAX_SLICES, round(config.interval / SLICE_SECONDS))),
     )
 
 

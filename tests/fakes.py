@@ -87,6 +87,7 @@ def make_monitor(
     rise: int = 2,
     fall: int = 3,
     info_every: int = 10,
+    slices: int = 1,
 ) -> tuple[Monitor, Clock, dict[str, FakeProbe], RecordingPublisher]:
     """A monitor on a Clock with a `FakeProbe` per instance name."""
     clock = Clock()
@@ -104,6 +105,7 @@ def make_monitor(
         fall=fall,
         info_every=info_every,
         agent_id="agent-1",
+        slices=slices,
     )
     monitor = Monitor(clock, settings, factory, publisher, PendingTracker())
     for i, name in enumerate(names):

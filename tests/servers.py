@@ -229,9 +229,7 @@ class _RealServer:
     def _failed_start(self, why: str) -> RuntimeError:
         child = self.child
         child.kill()
-        return RuntimeError(
-            f"{self.name} on port {self.port} {why}{child.log_tail()}"
-        )
+        return RuntimeError(f"{self.name} on port {self.port} {why}{child.log_tail()}")
 
 
 class RedisServer(_RealServer):
@@ -308,9 +306,7 @@ class RedisServer(_RealServer):
         while True:
             remaining = deadline - time.monotonic()
             try:
-                readable = remaining > 0 and self.child.wait_readable(
-                    notify, remaining
-                )
+                readable = remaining > 0 and self.child.wait_readable(notify, remaining)
             except ChildExited as e:
                 raise self._failed_start(f"did not start: {e}") from None
             if not readable:

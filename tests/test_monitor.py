@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.config import RedisInstance
 from sentinel.probe import Observation
 from tests.fakes import FAILED, make_monitor
 
@@ -282,3 +283,40 @@ class TickCompletionTests(SynchronousTestCase):
         probes["b"].hang = True
         clock.pump([0.5, 0.5, 0.5])
         self.assertEqual(list(monitor.tick_completions), [0.0, 0.0, 0.5])
+
+
+class SliceTests(SynchronousTestCase):
+    """Instances are spread over the interval's slices, each checked once."""
+
+    def test_spread_and_each_once_per_interval(self) -> None:
+        """
+        With 4 slices, 8 instances go 2 per slice, a quarter interval apart,
+        and each is checked once per interval; ticks count whole rounds.
+        """
+        names = [f"r{i}" for i in range(8)]
+        monitor, clock, probes, _ = make_monitor(names, interval=1.0, slices=4)
+        monitor.startService()
+        self.assertEqual(sum(p.checks for p in probes.values()), 2)
+        clock.advance(0.25)
+        self.assertEqual(sum(p.checks for p in probes.values()), 4)
+        clock.pump([0.25] * 6)
+        self.assertEqual({p.checks for p in probes.values()}, {2})
+        self.assertEqual(monitor.ticks, 2)
+
+    def test_stall_runs_missed_slices(self) -> None:
+        """After a stall, the slices that were due all run: none is skipped."""
+        names = [f"r{i}" for i in range(4)]
+        monitor, clock, probes, _ = make_monitor(names, interval=1.0, slices=4)
+        monitor.startService()
+        clock.advance(0.9)
+        self.assertEqual({p.checks for p in probes.values()}, {1})
+
+    def test_removal_keeps_slices_even(self) -> None:
+        """A removed instance leaves its slice; a new one takes the next."""
+        monitor, clock, probes, _ = make_monitor(["a", "b"], slices=2)
+        monitor.remove_instance("a")
+        monitor.add_instance(RedisInstance("c", "127.0.0.1", 7100))
+        self.assertEqual(
+            sorted((s.name, s.slot) for s in monitor.states.values()),
+            [("b", 1), ("c", 0)],
+        )

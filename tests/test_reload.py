@@ -84,16 +84,20 @@ class ReloadTests(SynchronousTestCase):
         self.assertIsNot(self.probes["a"], old_probe)
 
     def test_global_settings_next_tick(self) -> None:
-        """A new interval, rise and fall apply from the next tick on."""
+        """
+        A new interval, rise and fall apply from the next tick on; the new
+        interval is spread over its slices (20 at 2 s), each instance in one.
+        """
         self.next = attr.evolve(BASE, interval=2.0, timeout=1.0, rise=5, fall=7)
         self.reloader.reload()
         self.assertEqual(self.monitor.states["a"].health.fall, 7)
+        self.assertEqual(self.monitor.settings.slices, 20)
         checks = self.probes["a"].checks
-        self.clock.advance(1.0)
-        self.assertEqual(self.probes["a"].checks, checks)
-        self.clock.advance(1.0)
+        self.clock.advance(0.1)
         self.assertEqual(self.probes["a"].checks, checks + 1)
-        self.clock.advance(2.0)
+        self.clock.advance(1.9)
+        self.assertEqual(self.probes["a"].checks, checks + 1)
+        self.clock.advance(0.1)
         self.assertEqual(self.probes["a"].checks, checks + 2)
 
     def test_invalid_file_keeps_running_config(self) -> None:
