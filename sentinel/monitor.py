@@ -101,20 +101,17 @@ class Settings:
 class InstanceState:
     """One watched instance: its config, probe and health."""
 
-    __slots__ = ("instance", "probe", "health", "checks_since_info", "slot")
+    __slots__ = ("name", "instance", "probe", "health", "checks_since_info", "slot")
 
     def __init__(self, instance: RedisInstance, probe: Probe, health: InstanceHealth):
+        # The instance's unique name, read on every check.
+        self.name = instance.name
         self.instance = instance
         self.probe = probe
         self.health = health
         self.checks_since_info = 0
         # Which of the interval's slices checks this instance.
         self.slot = 0
-
-    @property
-    def name(self) -> str:
-        """The instance's unique name."""
-        return self.instance.name
 
     def document(self, agent_id: str) -> dict[str, Any]:
         """The instance's JSON document, as published (DESIGN.md section 5)."""
@@ -301,7 +298,7 @@ class Monitor(Service):
         overrun = []
         last_deadline = now
         for state in list(self._slices[index]):
-            pending = tracker.get(state.instance.name)
+            pending = tracker.get(state.name)
             if pending is not None:
                 # Still in flight (with timeout == interval its deadline falls
                 # on this tick): check it again as soon as that deadline has

@@ -54,11 +54,16 @@ class OwnedElsewhere(Exception):
 
 
 class _Node:
-    """One node we own (or want to): its path and what to write."""
+    """
+    One node we own (or want to): its path and what to write. `data` builds
+    the bytes when a write starts; an instance node reads its `state`, which
+    each publish replaces (a reload may give a name a new state).
+    """
 
     __slots__ = (
         "path",
         "data",
+        "state",
         "dirty",
         "queued",
         "writing",
@@ -71,6 +76,7 @@ class _Node:
     def __init__(self, path: str, data: Callable[[], bytes]) -> None:
         self.path = path
         self.data = data
+        self.state: InstanceState | None = None
         self.dirty = False
         self.queued = False
         self.writing = False
@@ -148,14 +154,17 @@ class ZooKeeperPublisher(Service):
         """Write the instance's node now if it changed, or if a refresh is due."""
         node = self._nodes.get(state.name)
         if node is None or node.removed:
-            agent_id = self.agent_id
-            node = _Node(
-                f"{self.root}/instances/{state.name}",
-                lambda: _encode(state.document(agent_id)),
-            )
+            node = self._instance_node(state.name)
+            node.state = state
             self._nodes[state.name] = node
             self._mark(node)
             self._mark(self._agent)
+            return
+        if node.state is not state:
+            # The instance was replaced (a reload changed it): write the new
+            # state, now, to the same node.
+            node.state = state
+            self._mark(node)
             return
         if transition is not None:
             self._mark(node)
@@ -164,6 +173,17 @@ class ZooKeeperPublisher(Service):
         if written_at is not None and not node.dirty:
             if self._reactor.seconds() - written_at >= self.refresh:
                 self._mark(node)
+
+    def _instance_node(self, name: str) -> _Node:
+        agent_id = self.agent_id
+        node = _Node(f"{self.root}/instances/{name}", lambda: b"")
+
+        def data() -> bytes:
+            assert node.state is not None
+            return _encode(node.state.document(agent_id))
+
+        node.data = data
+        return node
 
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""

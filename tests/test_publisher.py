@@ -455,6 +455,27 @@ class PublisherTests(SynchronousTestCase):
         self.assertEqual(self.zk.document(node), state.document(AGENT))
         self.assertEqual(self.publisher.stats()["writes_failed"], 0)
 
+    def test_replaced_instance_writes_its_new_state(self) -> None:
+        """
+        A reload that changes an instance gives its name a new state: the
+        node is rewritten from the new state at once, not from the old one.
+        """
+        self.start()
+        old = self.instance("redis-a")
+        self.check(old, UP)
+        new = InstanceState(
+            RedisInstance("redis-a", "10.0.0.2", 6380),
+            FakeProbe(RedisInstance("redis-a", "10.0.0.2", 6380)),
+            InstanceHealth(rise=1, fall=1),
+        )
+        self.check(new, DOWN)
+        document = self.zk.document(path("redis-a"))
+        self.assertEqual((document["host"], document["port"]), ("10.0.0.2", 6380))
+        self.assertEqual(document["status"], "down")
+        self.clock.advance(REFRESH)
+        self.check(new, DOWN)
+        self.assertEqual(self.zk.document(path("redis-a"))["host"], "10.0.0.2")
+
     # Removal
 
     def test_remove_deletes_node_and_updates_agent(self) -> None:
