@@ -54,6 +54,20 @@ class InstanceHealth:
         Take one check's outcome; return a `Transition` when the status,
         the ready flag or the role changed, else None.
         """
+        if (
+            observation.ok
+            and self.status == UP
+            and observation.ready == self.ready
+            and observation.replication is None
+        ):
+            # The common case, thousands a second: up, and still up.
+            self.checks += 1
+            self.checked_at = now
+            self.latency_ms = observation.latency_ms
+            self.error = observation.error
+            self.consecutive_successes += 1
+            self.consecutive_failures = 0
+            return None
         self.checks += 1
         self.checked_at = now
         self.latency_ms = observation.latency_ms

@@ -48,6 +48,7 @@ from sentinel.resolve import Resolver
 from sentinel.tls import TLSSetupError, client_tls, describe_tls_failure
 
 RECONNECT_INTERVAL = 1.0
+READ_BUFFER = 4096
 
 PING = b"*1\r\n$4\r\nPING\r\n"
 INFO_REPLICATION = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n"
@@ -159,7 +160,11 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         # Plain TCP only: a TLS transport wraps the socket (and hands on
         # attribute lookups to it), so writing there would bypass TLS.
         transport = self.transport
-        self._socket = transport.socket if type(transport) is tcp.Client else None
+        if type(transport) is tcp.Client:
+            self._socket = transport.socket
+            # Replies are a few bytes (INFO replication, a few hundred):
+            # Twisted's default 64 KiB read buffer is allocated per read.
+            transport.bufferSize = READ_BUFFER
         return super().connectionMade()
 
     def when_secure(self) -> Deferred[RedisClientProtocol]:
