@@ -1,0 +1,372 @@
+"""
+What the benchmarks share: the agent as a ``twistd -n sentinel`` child
+process with a generated TOML config, its HTTP JSON, its CPU time and RSS
+(psutil), percentiles, a server that accepts and never answers, and the
+machine's description for BENCHMARKS.rst.
+
+The real servers and the process handling come from ``tests/servers.py``;
+everything runs on 127.0.0.1 and everything started is stopped by PID.
+Scripts, not tests: trial never imports this directory. Run them from the
+repository root with the venv's Python, e.g. ``.venv/bin/python
+benchmarks/capacity.py``; ``benchmarks/soak.py`` also needs ``pip install
+matplotlib``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psutil
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+# The process helpers live with the tests.
+sys.path.insert(0, str(REPOSITORY))
+
+from tests.servers import (  # noqa: E402
+    LOOPBACK,
+    ChildProcess,
+    RedisServer,
+    ZooKeeperServer,
+    free_port,
+)
+
+__all__ = [
+    "LOOPBACK",
+    "Agent",
+    "ChildProcess",
+    "Instance",
+    "RedisServer",
+    "ZooKeeperServer",
+    "free_port",
+]
+
+AGENT_START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One ``[[redis]]`` table of the generated config."""
+
+    name: str
+    port: int
+
+
+class Stopped(Exception):
+    """SIGTERM arrived: unwind, so that every ``finally`` stops its children."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into `Stopped` (SIGINT already is KeyboardInterrupt)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def agent_config(
+    instances: Sequence[Instance],
+    *,
+    interval: float = 1.0,
+    timeout: float = 0.5,
+    rise: int = 2,
+    fall: int = 3,
+    zookeeper: str | None = None,
+    zk_root: str = "/sentinel",
+    agent_id: str = "bench",
+) -> str:
+    """The TOML text of an agent config watching ``instances``."""
+    lines = [
+        f'agent_id = "{agent_id}"',
+        f"interval = {interval!r}",
+        f"timeout = {timeout!r}",
+        f"rise = {rise}",
+        f"fall = {fall}",
+        "",
+    ]
+    if zookeeper is not None:
+        lines += ["[zookeeper]", f'hosts = "{zookeeper}"', f'root = "{zk_root}"', ""]
+    for instance in instances:
+        lines += [
+            "[[redis]]",
+            f'name = "{instance.name}"',
+            f'host = "{LOOPBACK}"',
+            f"port = {instance.port}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+class Agent:
+    """
+    ``twistd -n sentinel`` with a generated config in ``workdir``, its HTTP
+    app on a free loopback port, its log in ``workdir/<label>.log``.
+    """
+
+    def __init__(self, workdir: Path, config: str, label: str = "agent") -> None:
+        self.workdir = workdir
+        self.http_port = free_port()
+        self.config_path = workdir / f"{label}.toml"
+        self.config_path.write_text(config)
+        self.log = workdir / f"{label}.log"
+        twistd = Path(sys.executable).with_name("twistd")
+        self.child = ChildProcess(
+            [
+                str(twistd), "-n", "--pidfile=", "sentinel",
+                "--config", str(self.config_path),
+                "--http", f"tcp:{self.http_port}:interface={LOOPBACK}",
+            ],
+            log=self.log,
+            cwd=workdir,
+            own_session=True,
+        )  # fmt: skip
+        self.process = psutil.Process(self.child.pid)
+
+    @property
+    def pid(self) -> int:
+        """The agent's process id."""
+        return self.child.pid
+
+    def get(self, path: str, timeout: float = 10.0) -> Any:
+        """GET ``path`` from the agent's HTTP app and decode its JSON."""
+        url = f"http://{LOOPBACK}:{self.http_port}{path}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def wait_ready(self, timeout: float = AGENT_START_TIMEOUT) -> dict[str, Any]:
+        """Wait until /debug/stats answers (at most ``timeout`` s); return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.child.running:
+                raise RuntimeError(
+                    f"the agent exited with {self.child.process.wait()}"
+                    f"{self.child.log_tail()}"
+                )
+            try:
+                stats: dict[str, Any] = self.get("/debug/stats", timeout=2.0)
+                return stats
+            except (OSError, urllib.error.URLError, ValueError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the agent did not answer in {timeout:g} s"
+                        f"{self.child.log_tail()}"
+                    ) from None
+                time.sleep(0.1)
+
+    def wait_ticks(self, ticks: int, timeout: float) -> dict[str, Any]:
+        """Wait until the agent has ticked ``ticks`` times; return /debug/stats."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats: dict[str, Any] = self.get("/debug/stats")
+            if stats["ticks"] >= ticks or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.1)
+
+    def instances(self) -> dict[str, dict[str, Any]]:
+        """/instances, keyed by name."""
+        return {i["name"]: i for i in self.get("/instances", timeout=30.0)["instances"]}
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the agent process so far."""
+        user, system = self.cpu_times()
+        return user + system
+
+    def cpu_times(self) -> tuple[float, float]:
+        """User and system CPU time of the agent process so far."""
+        times = self.process.cpu_times()
+        return float(times.user), float(times.system)
+
+    def rss_bytes(self) -> int:
+        """The agent's resident set size now."""
+        return int(self.process.memory_info().rss)
+
+    def stop(self) -> None:
+        """SIGTERM, bounded wait, SIGKILL; safe to repeat."""
+        self.child.stop()
+
+
+def process_cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU time of these processes (not their children)."""
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` percentile (0-100); NaN without samples."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def start_redis_servers(
+    count: int, started: ExitStack, extra_args: Sequence[str] = ()
+) -> list[RedisServer]:
+    """Start ``count`` redis-servers; ``started`` stops each one by PID."""
+    servers = []
+    for _ in range(count):
+        server = RedisServer(extra_args=extra_args)
+        started.callback(server.stop)
+        servers.append(server.start())
+    return servers
+
+
+def load_average() -> str:
+    """The machine's 1-minute load average: other work shares the cores."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
+def table(rows: Sequence[tuple[str, str]], title: str) -> str:
+    """Two columns, aligned: what was measured and its value."""
+    width = max(len(name) for name, _ in rows)
+    lines = [title, "=" * len(title)]
+    lines += [f"{name.ljust(width)}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    """Cores, CPU model, Python, Twisted and txredisapi versions, git commit."""
+    from importlib.metadata import version
+
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "sentinel"],
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "unknown", ""
+    redis = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, timeout=10
+    ).stdout.split()
+    redis_version = next((w[2:] for w in redis if w.startswith("v=")), "?")
+    return (
+        f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
+        f"Twisted {version('twisted')}, txredisapi {version('txredisapi')}, "
+        f"Redis {redis_version}, commit {commit}"
+        + (" + uncommitted changes in sentinel/" if dirty else "")
+    )
+
+
+def serve_never_answering(ports: Sequence[int], lifetime: float) -> None:
+    """
+    Accept on every port and never answer: read and drop what arrives,
+    close when the peer does. Ends after ``lifetime`` seconds at most.
+    """
+    selector = selectors.DefaultSelector()
+    for port in ports:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((LOOPBACK, port))
+        listener.listen(1024)
+        listener.setblocking(False)
+        selector.register(listener, selectors.EVENT_READ, "listen")
+    deadline = time.monotonic() + lifetime
+    while (remaining := deadline - time.monotonic()) > 0:
+        for key, _ in selector.select(min(remaining, 1.0)):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            if key.data == "listen":
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    continue
+                conn.setblocking(False)
+                selector.register(conn, selectors.EVENT_READ, "conn")
+                continue
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                selector.unregister(sock)
+                sock.close()
+
+
+def start_never_answering(
+    ports: Sequence[int], lifetime: float, log: Path
+) -> ChildProcess:
+    """
+    `serve_never_answering` in a child process of its own (so the agent's
+    CPU and the benchmark's are not shared with it); returns once every port
+    accepts connections.
+    """
+    child = ChildProcess(
+        [
+            sys.executable, __file__, "never-answering",
+            "--lifetime", str(lifetime),
+            *map(str, ports),
+        ],
+        log=log,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10.0
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection((LOOPBACK, port), 1.0).close()
+                break
+            except OSError:
+                if not child.running or time.monotonic() > deadline:
+                    child.kill()
+                    raise RuntimeError(
+                        f"never-answering server did not start{child.log_tail()}"
+                    ) from None
+                time.sleep(0.05)
+    return child
+
+
+def _main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="helper servers for benchmarks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    hang = commands.add_parser("never-answering", help="accept, never answer")
+    hang.add_argument("--lifetime", type=float, default=3600.0)
+    hang.add_argument("ports", type=int, nargs="+")
+    args = parser.parse_args()
+    serve_never_answering(args.ports, args.lifetime)
+
+
+if __name__ == "__main__":
+    _main()
