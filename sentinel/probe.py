@@ -337,6 +337,11 @@ class RedisProbe:
                 self.stage = "connect"
                 return succeed(Observation(ok=False, error=self._last_error))
             self._start_attempt(now)
+            if self._attempt is None:
+                # The attempt ended at once (it failed before any I/O).
+                if self._protocol is not None:
+                    return self._ping(self._protocol, want_info)
+                return succeed(Observation(ok=False, error=self._last_error))
         waiter: Deferred[Any] = Deferred(self._waiters.remove)
         self._waiters.append(waiter)
         waiter.addCallbacks(

@@ -266,6 +266,22 @@ class ConnectTests(SynchronousTestCase):
         h.check()
         self.assertEqual(len(h.reactor.tcpClients), 2)
 
+    def test_attempt_failing_at_once(self) -> None:
+        """
+        An attempt that fails before any I/O (here: the endpoint cannot even
+        be built) fails the check at once with its reason, not later as a
+        timeout.
+        """
+        h = Harness()
+
+        def broken(address: str) -> None:
+            raise ValueError("no such address family")
+
+        h.probe._connect = broken  # type: ignore[method-assign]
+        observation = self.successResultOf(h.check())
+        assert observation is not None
+        self.assertEqual(observation.error, "ValueError: no such address family")
+
     def test_close_cancels_attempt(self) -> None:
         """close() during a connection attempt abandons it for good."""
         h = Harness()
