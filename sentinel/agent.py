@@ -36,9 +36,6 @@ log = Logger()
 # starve the checks of connected instances of CPU.
 CONNECTS_IN_FLIGHT = 200
 
-# Allocations between young collections once start-up objects are frozen.
-GC_YOUNG_THRESHOLD = 50_000
-
 # Descriptors beyond one per instance: ZooKeeper, HTTP clients, logs,
 # the resolver's threads.
 FD_RESERVE = 64
@@ -72,13 +69,6 @@ def _freeze_gc() -> None:
     # keep the cyclic collector from scanning them on every collection.
     gc.collect()
     gc.freeze()
-    # A check's objects die by reference counting, not by the collector
-    # (measured: the tracked objects stay flat at 3,000 instances), yet
-    # with the default threshold (700) young collections ran every few
-    # hundred checks and took ~10 % of the agent's CPU. Collect young
-    # objects every GC_YOUNG_THRESHOLD allocations instead: cyclic garbage
-    # (failures with tracebacks) is still collected, a few MB at most.
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
     log.info("start-up objects frozen out of the garbage collector")
 
 
