@@ -313,17 +313,21 @@ class Monitor(Service):
         self._schedule_deadline(launched)
         if overrun:
             self._deadlines.append(
-                self._clock.callLater(last_deadline - now, self._relaunch, overrun)
+                self._clock.callLater(
+                    last_deadline - now, self._after_io, self._relaunch, overrun
+                )
             )
         if index == 0 and self.ticks in self._settle_at and self._on_settled:
             self._on_settled()
 
-    def _relaunch(self, overrun: list[InstanceState]) -> None:
+    def _after_io(self, function: Callable[[Any], None], argument: object) -> None:
+        # A deadline falls due in a timer, and Twisted runs timers before it
+        # reads sockets that are already readable: judge one reactor turn
+        # later, so that a stall of the agent itself is not blamed on Redis.
         self._prune_deadlines()
-        # Like a deadline, judged after the reactor has read its sockets.
-        self._deadlines.append(self._clock.callLater(0, self._relaunch_now, overrun))
+        self._deadlines.append(self._clock.callLater(0, function, argument))
 
-    def _relaunch_now(self, overrun: list[InstanceState]) -> None:
+    def _relaunch(self, overrun: list[InstanceState]) -> None:
         self._prune_deadlines()
         if not self.running:
             return
@@ -345,7 +349,9 @@ class Monitor(Service):
     def _schedule_deadline(self, launched: list[Pending]) -> None:
         if launched:
             self._deadlines.append(
-                self._clock.callLater(self.settings.timeout, self._deadline, launched)
+                self._clock.callLater(
+                    self.settings.timeout, self._after_io, self._expire, launched
+                )
             )
 
     def _prune_deadlines(self) -> None:
@@ -362,7 +368,7 @@ class Monitor(Service):
         except Exception:
             failure = Failure()
             log.failure("check of {instance} raised", failure, instance=state.name)
-            self._record(state, _internal_error(failure), now)
+            self._record(state, _internal_error(failure), now, now)
             return None
         pending = Pending(state.name, d, now, state.probe)
         self.tracker.add(pending)
@@ -374,11 +380,6 @@ class Monitor(Service):
             errbackArgs=(state, pending),
         )
         return pending
-
-    def _deadline(self, launched: list[Pending]) -> None:
-        self._prune_deadlines()
-        # Let the reactor read what has already arrived before judging.
-        self._deadlines.append(self._clock.callLater(0, self._expire, launched))
 
     def _expire(self, launched: list[Pending]) -> None:
         self._prune_deadlines()
@@ -403,7 +404,7 @@ class Monitor(Service):
         if not self.running:
             return
         try:
-            self._record(state, observation, pending.started_at)
+            self._record(state, observation, pending.started_at, pending.ended_at)
         except Exception:
             # A bug of ours: the check has ended all the same.
             log.failure("recording the check of {instance} failed", instance=state.name)
@@ -416,17 +417,22 @@ class Monitor(Service):
         if self.tracker.get(pending.instance) is pending:
             self.tracker.remove(pending.instance)
         if self.running and self.states.get(state.name) is state:
-            self._record(state, _internal_error(failure), pending.started_at)
+            self._record(
+                state, _internal_error(failure), pending.started_at, pending.ended_at
+            )
 
     def _record(
-        self, state: InstanceState, observation: Observation, started_at: float
+        self,
+        state: InstanceState,
+        observation: Observation,
+        started_at: float,
+        now: float,
     ) -> None:
         health = state.health
         if observation.replication is not None:
             state.checks_since_info = 0
         else:
             state.checks_since_info += 1
-        now = self._clock.seconds()
         transition = health.observe(observation, now)
         if transition is not None:
             _log_transition(state, transition)
