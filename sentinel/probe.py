@@ -14,7 +14,7 @@ Sentinel does), and checks in between fail at once with the last error.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import attr
 import txredisapi
@@ -34,6 +34,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
     IReactorTime,
@@ -135,6 +136,16 @@ def describe_failure(failure: Failure) -> str:
     return f"{name}: {reason}" if reason else name
 
 
+class ReplyTo(Protocol):
+    """
+    What can wait in txredisapi's reply queue instead of a Deferred: the
+    queue only ever calls ``callback(reply)`` on what waits in it.
+    """
+
+    def callback(self, reply: object) -> None:
+        """Take one reply (an exception if the command failed)."""
+
+
 @implementer(IHandshakeListener)
 class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
     """
@@ -145,23 +156,30 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
     unknown reply types, which would leave the check hanging), the owner
     hears when the connection is lost, and over TLS, when the handshake is
     done or why it failed.
+
+    One is kept per instance, so it adds no attribute of its own to the 30
+    that txredisapi and Twisted set: up to 30, Python shares the attribute
+    names among all instances of the class; one more, and every instance
+    carries a dictionary of its own (about 1.5 KB here). What it needs per
+    connection is reached through its factory, and the TLS handshake state
+    is a class default until a handshake sets it.
     """
 
-    def __init__(self, clock: IReactorTime, on_lost: Callable[[Any], None]) -> None:
+    factory: _ProbeFactory
+    _secure = False
+    _securing: Deferred[RedisClientProtocol] | None = None
+
+    def __init__(self) -> None:
         super().__init__(charset="utf-8", errors="replace", convertNumbers=False)
-        # txredisapi schedules on the global reactor; use ours.
-        self.callLater = clock.callLater
-        self._on_lost = on_lost
-        self._secure = False
-        self._securing: Deferred[RedisClientProtocol] | None = None
-        self._socket: Any = None
+
+    @property
+    def callLater(self) -> Callable[..., IDelayedCall]:
+        """txredisapi schedules on the global reactor; use ours."""
+        return self.factory.clock.callLater
 
     def connectionMade(self) -> Any:
-        # Plain TCP only: a TLS transport wraps the socket (and hands on
-        # attribute lookups to it), so writing there would bypass TLS.
         transport = self.transport
         if type(transport) is tcp.Client:
-            self._socket = transport.socket
             # Replies are a few bytes (INFO replication, a few hundred):
             # Twisted's default 64 KiB read buffer is allocated per read.
             transport.bufferSize = READ_BUFFER
@@ -191,26 +209,39 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
 
     def send(self, command: bytes) -> Deferred[Any]:
         """Write a prebuilt command; the Deferred fires with its reply."""
+        reply: Deferred[Any] = self.replyQueue.get()
+        self._write(command)
+        return reply
+
+    def send_to(self, command: bytes, waiter: ReplyTo) -> None:
+        """
+        Write a prebuilt command; its reply (an exception if it failed) goes
+        to `waiter`, which stands in the reply queue instead of a Deferred.
+        """
+        self.replyQueue.waiting.append(waiter)
+        self._write(command)
+
+    def _write(self, command: bytes) -> None:
         transport = self.transport
-        sock = self._socket
         # Straight to the socket when Twisted's buffer is empty: one system
         # call, where transport.write costs a round trip through the reactor
-        # (register for writability, write, unregister).
+        # (register for writability, write, unregister). Plain TCP only: a
+        # TLS transport wraps the socket (and hands attribute lookups on to
+        # it), so writing there would bypass TLS.
         if (
-            sock is not None
+            type(transport) is tcp.Client
             and not transport.dataBuffer
             and not transport._tempDataBuffer
             and not transport.disconnecting
         ):
             try:
-                sent = sock.send(command)
+                sent = transport.socket.send(command)
             except OSError:
                 sent = 0  # The buffered write below meets the error too.
             if sent < len(command):
                 transport.write(command[sent:])
         else:
             transport.write(command)
-        return self.replyQueue.get()  # type: ignore[no-any-return]
 
     def dataReceived(self, data: bytes, unpause: bool = False) -> Any:
         # The common reply, handled without the line parser: nothing half
@@ -246,28 +277,51 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         return True
 
     def connectionLost(self, why: Failure) -> None:
-        securing, self._securing = self._securing, None
+        securing = self._securing
         if securing is not None:
+            self._securing = None
             securing.errback(why)
-        self._on_lost(self)
+        self.factory.on_lost(self)
         while self.replyQueue.waiting:
             self.replyReceived(txredisapi.ConnectionError("connection lost"))
         super().connectionLost(why)
 
 
 class _ProbeFactory(Factory):
-    """Builds the one protocol of a connection attempt, without log noise."""
+    """
+    Builds the one protocol of a connection attempt, without log noise, and
+    holds what that protocol needs: the clock, and whom to tell of its loss.
+    """
 
     noisy = False
 
-    def __init__(self, clock: IReactorTime, on_lost: Callable[[Any], None]) -> None:
-        self._clock = clock
-        self._on_lost = on_lost
+    def __init__(
+        self, clock: IReactorTime, on_lost: Callable[[RedisClientProtocol], None]
+    ) -> None:
+        self.clock = clock
+        self.on_lost = on_lost
 
     def buildProtocol(self, addr: IAddress | None) -> RedisClientProtocol:
-        protocol = RedisClientProtocol(self._clock, self._on_lost)
+        protocol = RedisClientProtocol()
         protocol.factory = self
         return protocol
+
+
+class _PingReplies:
+    """
+    Hands one connection's PING replies to its probe: made once per
+    connection, where a Deferred per check would be made thousands of
+    times a second.
+    """
+
+    __slots__ = ("_probe", "_protocol")
+
+    def __init__(self, probe: RedisProbe, protocol: RedisClientProtocol) -> None:
+        self._probe = probe
+        self._protocol = protocol
+
+    def callback(self, reply: object) -> None:
+        self._probe._pinged(self._protocol, reply)
 
 
 class RedisProbe:
@@ -315,8 +369,14 @@ class RedisProbe:
         self._waiters: list[Deferred[RedisClientProtocol]] = []
         self._last_attempt_at = float("-inf")
         self._last_error = "not connected"
-        self._sent_at = 0.0
         self._closed = False
+        # The check in flight on the connection (PING or INFO), if any.
+        self._check: Deferred[Observation | None] | None = None
+        self._check_protocol: RedisClientProtocol | None = None
+        self._want_info = False
+        self._sent_at = 0.0
+        # Where the kept connection's PING replies go.
+        self._ping_replies: _PingReplies | None = None
 
     @property
     def connected(self) -> bool:
@@ -344,16 +404,16 @@ class RedisProbe:
                 return succeed(Observation(ok=False, error=self._last_error))
         waiter: Deferred[Any] = Deferred(self._waiters.remove)
         self._waiters.append(waiter)
-        waiter.addCallbacks(
-            self._ping, self._failed, callbackArgs=(want_info,), errbackArgs=(None,)
-        )
+        waiter.addCallbacks(self._ping, self._connect_failed, callbackArgs=(want_info,))
         return waiter
 
     def close(self) -> None:
-        """Stop for good: cancel any attempt and drop the connection."""
+        """Stop for good: cancel any attempt and check, drop the connection."""
         self._closed = True
         if self._attempt is not None:
             self._attempt.cancel()
+        if self._check is not None:
+            self._check.cancel()
         self._drop()
 
     # Connecting
@@ -440,6 +500,7 @@ class RedisProbe:
             result.transport.abortConnection()
             return
         self._protocol = result
+        self._ping_replies = _PingReplies(self, result)
         for waiter in waiters:
             waiter.callback(result)
 
@@ -458,20 +519,24 @@ class RedisProbe:
     def _ping(
         self, protocol: RedisClientProtocol, want_info: bool
     ) -> Deferred[Observation | None]:
+        # The hot path, thousands a second: one Deferred (the check's own,
+        # which the caller cancels at its deadline), and the reply handed
+        # straight to _pinged by the connection's ReplyTo.
         self.stage = "ping"
+        self._want_info = want_info
         self._sent_at = self._reactor.seconds()
-        d = protocol.send(PING)
-        d.addCallbacks(
-            self._ponged,
-            self._failed,
-            callbackArgs=(protocol, want_info),
-            errbackArgs=(protocol,),
-        )
-        return d
+        check: Deferred[Observation | None] = Deferred(self._cancel_check)
+        self._check = check
+        self._check_protocol = protocol
+        replies = self._ping_replies
+        assert replies is not None  # Set with the kept connection.
+        protocol.send_to(PING, replies)
+        return check
 
-    def _ponged(
-        self, reply: object, protocol: RedisClientProtocol, want_info: bool
-    ) -> Observation | Deferred[Observation | None]:
+    def _pinged(self, protocol: RedisClientProtocol, reply: object) -> None:
+        check = self._check
+        if check is None or protocol is not self._check_protocol:
+            return  # The check it answers has ended (it timed out).
         latency_ms = (self._reactor.seconds() - self._sent_at) * 1000.0
         if reply == "PONG":
             ready = True
@@ -480,34 +545,60 @@ class RedisProbe:
         ):
             ready = False
         else:
-            return self._bad_reply(reply, protocol, "PING")
-        if not want_info:
-            return Observation(ok=True, ready=ready, latency_ms=latency_ms)
+            self._end_check(self._bad_reply(reply, protocol, "PING"))
+            return
+        if not self._want_info:
+            self._check = None
+            check.callback(Observation(True, ready, latency_ms))
+            return
         self.stage = "info"
-        d = protocol.send(INFO_REPLICATION)
-        d.addCallbacks(
-            self._informed,
-            self._failed,
-            callbackArgs=(ready, latency_ms),
-            errbackArgs=(protocol,),
+        protocol.send(INFO_REPLICATION).addCallback(
+            self._informed, check, ready, latency_ms
         )
-        return d
 
-    def _informed(self, reply: object, ready: bool, latency_ms: float) -> Observation:
+    def _informed(
+        self,
+        reply: object,
+        check: Deferred[Observation | None],
+        ready: bool,
+        latency_ms: float,
+    ) -> None:
+        if self._check is not check:
+            return  # It timed out while INFO was on its way.
         if isinstance(reply, str):
-            replication = parse_replication(reply)
-            return Observation(
-                ok=True, ready=ready, latency_ms=latency_ms, replication=replication
+            observation = Observation(
+                ok=True,
+                ready=ready,
+                latency_ms=latency_ms,
+                replication=parse_replication(reply),
             )
-        # PING was answered, so the instance is alive; say why the role is
-        # unknown (an ACL user without INFO, say) instead of failing it.
-        return Observation(
-            ok=True,
-            ready=ready,
-            latency_ms=latency_ms,
-            error=f"INFO replication: {reply}",
-            replication=Replication(role=None),
-        )
+        else:
+            # PING was answered, so the instance is alive; say why the role
+            # is unknown (an ACL user without INFO, say) instead of failing it.
+            observation = Observation(
+                ok=True,
+                ready=ready,
+                latency_ms=latency_ms,
+                error=f"INFO replication: {reply}",
+                replication=Replication(role=None),
+            )
+        self._end_check(observation)
+
+    def _cancel_check(self, check: Deferred[Observation | None]) -> None:
+        # The caller's deadline passed: a timeout, and the connection goes
+        # (a late reply would be read as the next check's).
+        if self._check is check:
+            self._check = None
+            protocol = self._check_protocol
+            self._last_error = f"timeout ({self.stage})"
+            if protocol is not None:
+                self._drop_if(protocol)
+        check.callback(Observation(ok=False, error=f"timeout ({self.stage})"))
+
+    def _end_check(self, observation: Observation) -> None:
+        check, self._check = self._check, None
+        if check is not None:
+            check.callback(observation)
 
     def _bad_reply(
         self, reply: object, protocol: RedisClientProtocol, command: str
@@ -526,19 +617,13 @@ class RedisProbe:
         self._last_error = error
         return Observation(ok=False, error=error)
 
-    def _failed(
-        self, failure: Failure, protocol: RedisClientProtocol | None
-    ) -> Observation | None:
+    def _connect_failed(self, failure: Failure) -> Observation | None:
         if failure.check(CancelledError):
             if self._queued:
-                return None
+                return None  # Never got a connection slot: never looked.
             error = f"timeout ({self.stage})"
-            if protocol is not None:
-                self._drop_if(protocol)
         else:
             error = describe_failure(failure)
-            if protocol is not None:
-                self._drop_if(protocol)
         self._last_error = error
         return Observation(ok=False, error=error)
 

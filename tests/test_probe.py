@@ -53,6 +53,14 @@ class Harness:
         self.transport = transport
         return transport
 
+    def connect(self) -> None:
+        """Open the connection the probe keeps, with one answered check."""
+        d = self.check()
+        self.accept()
+        self.reply(b"+PONG\r\n")
+        self.sent()
+        assert d.called
+
     def refuse(self) -> None:
         factory = self.reactor.tcpClients[-1][2]
         connector = self.reactor.connectors[-1]
@@ -189,10 +197,7 @@ class TimeoutTests(SynchronousTestCase):
     def test_cancel_during_ping_drops_connection(self) -> None:
         """A timed-out PING drops its connection."""
         h = Harness()
-        d = h.check()
-        h.accept()
-        h.reply(b"+PONG\r\n")
-        self.successResultOf(d)
+        h.connect()
         d = h.check()
         self.assertEqual(h.probe.stage, "ping")
         d.cancel()
@@ -200,6 +205,54 @@ class TimeoutTests(SynchronousTestCase):
         assert observation is not None
         self.assertEqual(observation.error, "timeout (ping)")
         self.assertFalse(h.probe.connected)
+        assert h.transport is not None
+        self.assertTrue(h.transport.disconnecting)
+
+    def test_old_connection_lost_late_spares_next_check(self) -> None:
+        """
+        A timed-out connection that reports its loss only after the next
+        check went out on a new connection does not end that check: each
+        reply is matched to the connection it came from.
+        """
+        h = Harness()
+        h.connect()
+        d = h.check()
+        d.cancel()
+        self.successResultOf(d)
+        old = h.protocol
+        h.reactor.advance(1.0)
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING)
+        old.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertNoResult(d)
+        h.reply(b"+PONG\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertTrue(observation.ok)
+        self.assertTrue(h.probe.connected)
+
+    def test_cancel_during_info_ignores_late_reply(self) -> None:
+        """Timed out while INFO was on its way: a timeout, and no late result."""
+        h = Harness()
+        h.connect()
+        d = h.check(want_info=True)
+        h.reply(b"+PONG\r\n")
+        self.assertEqual(h.probe.stage, "info")
+        d.cancel()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (info)")
+        h.protocol.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertFalse(h.probe.connected)
+
+    def test_close_ends_check_in_flight(self) -> None:
+        """Closing the probe ends its check in flight and drops the connection."""
+        h = Harness()
+        h.connect()
+        d = h.check()
+        h.probe.close()
+        self.assertIsNotNone(self.successResultOf(d))
         assert h.transport is not None
         self.assertTrue(h.transport.disconnecting)
 
