@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from sentinel.config import RedisInstance
 from sentinel.health import UP, InstanceHealth, Transition
 from sentinel.probe import Observation
-from sentinel.tracker import Pending, PendingTracker
+from sentinel.tracker import PendingTracker
 
 log = Logger()
 
@@ -99,9 +99,23 @@ class Settings:
 
 
 class InstanceState:
-    """One watched instance: its config, probe and health."""
+    """
+    One watched instance: its config, probe and health, and its check in
+    flight (what `PendingTracker` lists).
+    """
 
-    __slots__ = ("name", "instance", "probe", "health", "checks_since_info", "slot")
+    __slots__ = (
+        "name",
+        "instance",
+        "probe",
+        "health",
+        "checks_since_info",
+        "slot",
+        "check",
+        "started_at",
+        "ended_at",
+        "callback_args",
+    )
 
     def __init__(self, instance: RedisInstance, probe: Probe, health: InstanceHealth):
         # The instance's unique name, read on every check.
@@ -112,6 +126,18 @@ class InstanceState:
         self.checks_since_info = 0
         # Which of the interval's slices checks this instance.
         self.slot = 0
+        # The check in flight (None between checks), when it started, and
+        # when the last one ended (negative before any has).
+        self.check: Deferred[Observation | None] | None = None
+        self.started_at = 0.0
+        self.ended_at = -1.0
+        # The arguments of every check's callbacks, made once.
+        self.callback_args = (self,)
+
+    @property
+    def stage(self) -> str:
+        """Where the check in flight is (connect, tls, auth, ping, info)."""
+        return self.probe.stage
 
     def document(self, agent_id: str) -> dict[str, Any]:
         """The instance's JSON document, as published (DESIGN.md section 5)."""
@@ -155,12 +181,17 @@ class Monitor(Service):
         self.started_at: float | None = None
         self.ticks = 0
         self.overruns = 0
+        # Checks recorded since start (every outcome).
+        self.checks = 0
         self.last_tick_at: float | None = None
         self.tick_lag = 0.0
         self.loop_restarts = 0
         self.last_loop_error: str | None = None
         # Per tick, the time from the tick to its last answer (recent ticks).
         self.tick_completions: deque[float] = deque(maxlen=TICK_HISTORY)
+        # Bound once: every check adds them to its Deferred.
+        self._observed_callback = self._observed
+        self._failed_errback = self._check_failed
 
     def add_listener(self, listener: RecordListener) -> None:
         """Call `listener` after every recorded check (see `RecordListener`)."""
@@ -200,9 +231,8 @@ class Monitor(Service):
     def _discard(self, name: str) -> None:
         state = self.states.pop(name)
         self._slices[state.slot].remove(state)
-        pending = self.tracker.get(name)
-        if pending is not None:
-            pending.deferred.cancel()
+        if state.check is not None:
+            state.check.cancel()
         state.probe.close()
 
     def update_settings(self, settings: Settings) -> None:
@@ -244,8 +274,9 @@ class Monitor(Service):
             if call.active():
                 call.cancel()
         self._deadlines = []
-        for pending in self.tracker:
-            pending.deferred.cancel()
+        for state in self.tracker:
+            if state.check is not None:
+                state.check.cancel()
         for state in self.states.values():
             state.probe.close()
         return None
@@ -292,25 +323,21 @@ class Monitor(Service):
             self._round_at = now
             self.ticks += 1
         self.last_tick_at = now
-        tracker = self.tracker
         timeout = self.settings.timeout
-        launched = []
+        due = []
         overrun = []
         last_deadline = now
         for state in list(self._slices[index]):
-            pending = tracker.get(state.name)
-            if pending is not None:
+            if state.check is not None:
                 # Still in flight (with timeout == interval its deadline falls
                 # on this tick): check it again as soon as that deadline has
                 # been judged, rather than skip it for a whole interval.
                 self.overruns += 1
                 overrun.append(state)
-                last_deadline = max(last_deadline, pending.started_at + timeout)
+                last_deadline = max(last_deadline, state.started_at + timeout)
                 continue
-            pending = self._launch(state, now)
-            if pending is not None:
-                launched.append(pending)
-        self._schedule_deadline(launched)
+            due.append(state)
+        self._start_checks(due, now)
         if overrun:
             self._deadlines.append(
                 self._clock.callLater(
@@ -320,44 +347,47 @@ class Monitor(Service):
         if index == 0 and self.ticks in self._settle_at and self._on_settled:
             self._on_settled()
 
-    def _after_io(self, function: Callable[[Any], None], argument: object) -> None:
+    def _after_io(self, function: Callable[..., None], *args: object) -> None:
         # A deadline falls due in a timer, and Twisted runs timers before it
         # reads sockets that are already readable: judge one reactor turn
         # later, so that a stall of the agent itself is not blamed on Redis.
         self._prune_deadlines()
-        self._deadlines.append(self._clock.callLater(0, function, argument))
+        self._deadlines.append(self._clock.callLater(0, function, *args))
 
     def _relaunch(self, overrun: list[InstanceState]) -> None:
         self._prune_deadlines()
         if not self.running:
             return
         now = self._clock.seconds()
-        launched = []
+        due = []
         for state in overrun:
             if self.states.get(state.name) is not state:
                 continue
-            pending = self.tracker.get(state.name)
-            if pending is not None:
-                if now - pending.started_at < self.settings.timeout - _EPSILON:
+            check = state.check
+            if check is not None:
+                if now - state.started_at < self.settings.timeout - _EPSILON:
                     continue
-                pending.deferred.cancel()
-            pending = self._launch(state, now)
-            if pending is not None:
-                launched.append(pending)
-        self._schedule_deadline(launched)
+                check.cancel()
+            due.append(state)
+        self._start_checks(due, now)
 
-    def _schedule_deadline(self, launched: list[Pending]) -> None:
-        if launched:
+    def _start_checks(self, states: list[InstanceState], now: float) -> None:
+        # Launch them all, then give those still in flight one deadline.
+        in_flight = [state for state in states if self._launch(state, now)]
+        if in_flight:
             self._deadlines.append(
                 self._clock.callLater(
-                    self.settings.timeout, self._after_io, self._expire, launched
+                    self.settings.timeout, self._after_io, self._expire, in_flight, now
                 )
             )
+        elif states:
+            self.tick_completions.append(0.0)  # Every one ended at once.
 
     def _prune_deadlines(self) -> None:
         self._deadlines = [c for c in self._deadlines if c.active()]
 
-    def _launch(self, state: InstanceState, now: float) -> Pending | None:
+    def _launch(self, state: InstanceState, now: float) -> bool:
+        """Start a check of `state`; True if it is in flight now."""
         settings = self.settings
         want_info = (
             state.health.status != UP
@@ -369,57 +399,61 @@ class Monitor(Service):
             failure = Failure()
             log.failure("check of {instance} raised", failure, instance=state.name)
             self._record(state, _internal_error(failure), now, now)
-            return None
-        pending = Pending(state.name, d, now, state.probe)
-        self.tracker.add(pending)
+            return False
+        self.tracker.add(state)
+        state.check = d
+        state.started_at = now
         # One callback entry for both outcomes; _observed guards itself.
+        args = state.callback_args
         d.addCallbacks(
-            self._observed,
-            self._check_failed,
-            callbackArgs=(state, pending),
-            errbackArgs=(state, pending),
+            self._observed_callback,
+            self._failed_errback,
+            callbackArgs=args,
+            errbackArgs=args,
         )
-        return pending
+        return state.check is d
 
-    def _expire(self, launched: list[Pending]) -> None:
+    def _expire(self, launched: list[InstanceState], started_at: float) -> None:
+        # Every check launched at `started_at` that is still in flight is
+        # overdue: cancel it (its errback turns that into a timeout). The
+        # last of them to end gives the slice's completion time.
         self._prune_deadlines()
-        tracker = self.tracker
         last = -1.0
-        for pending in launched:
-            if tracker.get(pending.instance) is pending:
-                pending.deferred.cancel()
-            if pending.ended_at > last:
-                last = pending.ended_at
+        for state in launched:
+            if state.started_at != started_at:
+                continue  # Checked again since (after an overrun).
+            check = state.check
+            if check is not None:
+                check.cancel()
+            if state.ended_at > last:
+                last = state.ended_at
         if last >= 0.0:
-            self.tick_completions.append(last - launched[0].started_at)
+            self.tick_completions.append(last - started_at)
 
-    def _observed(
-        self, observation: Observation | None, state: InstanceState, pending: Pending
-    ) -> None:
-        pending.ended_at = self._clock.seconds()
-        if self.tracker.get(pending.instance) is pending:
-            self.tracker.remove(pending.instance)
+    def _ended(self, state: InstanceState) -> float:
+        now = self._clock.seconds()
+        state.check = None
+        state.ended_at = now
+        self.tracker.discard(state)
+        return now
+
+    def _observed(self, observation: Observation | None, state: InstanceState) -> None:
+        now = self._ended(state)
         if observation is None or self.states.get(state.name) is not state:
             return
         if not self.running:
             return
         try:
-            self._record(state, observation, pending.started_at, pending.ended_at)
+            self._record(state, observation, state.started_at, now)
         except Exception:
             # A bug of ours: the check has ended all the same.
             log.failure("recording the check of {instance} failed", instance=state.name)
 
-    def _check_failed(
-        self, failure: Failure, state: InstanceState, pending: Pending
-    ) -> None:
+    def _check_failed(self, failure: Failure, state: InstanceState) -> None:
         log.failure("check of {instance} failed", failure, instance=state.name)
-        pending.ended_at = self._clock.seconds()
-        if self.tracker.get(pending.instance) is pending:
-            self.tracker.remove(pending.instance)
+        now = self._ended(state)
         if self.running and self.states.get(state.name) is state:
-            self._record(
-                state, _internal_error(failure), pending.started_at, pending.ended_at
-            )
+            self._record(state, _internal_error(failure), state.started_at, now)
 
     def _record(
         self,
@@ -428,6 +462,7 @@ class Monitor(Service):
         started_at: float,
         now: float,
     ) -> None:
+        self.checks += 1
         health = state.health
         if observation.replication is not None:
             state.checks_since_info = 0

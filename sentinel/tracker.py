@@ -11,47 +11,49 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-import attr
 from twisted.internet.defer import Deferred
 
 
-class HasStage(Protocol):
-    """Whatever can say which stage its check is in (a probe)."""
+class InFlight(Protocol):
+    """
+    What is tracked: an instance's state while its check is in flight (see
+    `sentinel.monitor.InstanceState`). The check is kept on the state itself
+    rather than in an object of its own: thousands start every second.
+    """
 
-    stage: str
+    @property
+    def name(self) -> str:
+        """The instance's unique name."""
 
+    @property
+    def check(self) -> Deferred[Any] | None:
+        """The check in flight, or None once it has ended."""
 
-@attr.define(slots=True)
-class Pending:
-    """One check in flight; `source.stage` says where it is."""
+    @property
+    def started_at(self) -> float:
+        """When the check started (the monitor's clock)."""
 
-    instance: str
-    deferred: Deferred[Any]
-    started_at: float
-    source: HasStage
-    # When the check ended (the monitor's clock); negative while in flight.
-    ended_at: float = -1.0
+    @property
+    def stage(self) -> str:
+        """Where the check is: connect, tls, auth, ping or info."""
 
 
 class PendingTracker:
     """The set of checks in flight, at most one per instance."""
 
     def __init__(self) -> None:
-        self._pending: dict[str, Pending] = {}
+        self._pending: dict[str, InFlight] = {}
 
-    def add(self, pending: Pending) -> None:
+    def add(self, state: InFlight) -> None:
         """Start tracking a check; an instance has one check at a time."""
-        if pending.instance in self._pending:
-            raise ValueError(f"{pending.instance} already has a check in flight")
-        self._pending[pending.instance] = pending
+        if state.name in self._pending:
+            raise ValueError(f"{state.name} already has a check in flight")
+        self._pending[state.name] = state
 
-    def remove(self, instance: str) -> None:
-        """Stop tracking the instance's check (it ended)."""
-        self._pending.pop(instance, None)
-
-    def get(self, instance: str) -> Pending | None:
-        """The instance's check in flight, if any."""
-        return self._pending.get(instance)
+    def discard(self, state: InFlight) -> None:
+        """Stop tracking the state's check (it ended), if it is tracked."""
+        if self._pending.get(state.name) is state:
+            del self._pending[state.name]
 
     def __contains__(self, instance: object) -> bool:
         return instance in self._pending
@@ -59,7 +61,7 @@ class PendingTracker:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def __iter__(self) -> Iterator[Pending]:
+    def __iter__(self) -> Iterator[InFlight]:
         return iter(list(self._pending.values()))
 
     def oldest_age(self, now: float) -> float | None:
@@ -76,8 +78,8 @@ class PendingTracker:
             "oldest_seconds": self.oldest_age(now),
             "checks": [
                 {
-                    "instance": p.instance,
-                    "stage": p.source.stage,
+                    "instance": p.name,
+                    "stage": p.stage,
                     "age_seconds": now - p.started_at,
                 }
                 for p in checks

@@ -240,6 +240,28 @@ class MembershipTests(SynchronousTestCase):
         self.assertEqual(probes["a"].checks, 1)
         self.assertEqual(probes["b"].checks, 2)
 
+    def test_replace_during_check_tracks_the_new_check(self) -> None:
+        """
+        Replacing an instance whose check hangs cancels that check; the new
+        state's check is the one in /pending, and its deadline still holds.
+        """
+        monitor, clock, probes, _ = make_monitor(["a"])
+        probes["a"].hang = True
+        monitor.startService()
+        old = probes["a"]
+        monitor.replace_instance(RedisInstance("a", "127.0.0.1", 7100))
+        self.assertEqual(old.cancelled, 1)
+        self.assertNotIn("a", monitor.tracker)
+        probes["a"].hang = True
+        clock.advance(1.0)
+        [tracked] = list(monitor.tracker)
+        self.assertIs(tracked, monitor.states["a"])
+        self.assertIsNotNone(tracked.check)
+        clock.advance(0.5)
+        self.assertEqual(len(monitor.tracker), 0)
+        self.assertEqual(probes["a"].cancelled, 1)
+        self.assertEqual(monitor.states["a"].health.error, "timeout (ping)")
+
 
 class ListenerTests(SynchronousTestCase):
     """Listeners hear every recorded check, and cannot break the loop."""
