@@ -182,7 +182,7 @@ class StatusApp:
         return reasons
 
     def runtime_stats(self) -> dict[str, Any]:
-        """Pending checks, delayed calls, fds, RSS, gc objects, ticks."""
+        """Pending checks, delayed calls, fds, RSS, gc objects, ticks, checks."""
         monitor = self._monitor
         now = self._reactor.seconds()
         return {
@@ -193,6 +193,7 @@ class StatusApp:
             "gc_objects": len(gc.get_objects()) + gc.get_freeze_count(),
             "ticks": monitor.ticks,
             "overruns": monitor.overruns,
+            "checks": monitor.checks,
             "uptime_seconds": (
                 0.0 if monitor.started_at is None else now - monitor.started_at
             ),

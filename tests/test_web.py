@@ -93,10 +93,13 @@ class RouteTests(SynchronousTestCase):
                 "ticks",
                 "overruns",
                 "uptime_seconds",
+                "checks",
                 "tick_completion_seconds",
             },
         )
         self.assertEqual((body["pending_checks"], body["ticks"]), (1, 2))
+        # a's two answers and b's first check, timed out; b's second hangs.
+        self.assertEqual(body["checks"], 3)
         # "a" answered at once on the first tick; "b" hangs and is timed out.
         completion = body["tick_completion_seconds"]
         self.assertEqual((completion["samples"], completion["max"]), (1, 0.5))
