@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import resource
+import weakref
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -56,3 +58,53 @@ class ServicesTests(SynchronousTestCase):
         )
         top = agent.make_agent(config, None, MemoryReactorClock(), False)
         self.assertEqual([s.name for s in top], ["publisher", "monitor"])
+
+
+class _Node:
+    """A container that can be part of a reference cycle."""
+
+    other: object = None
+
+
+class GarbageCollectorTests(SynchronousTestCase):
+    """Freezing start-up objects never keeps garbage for good."""
+
+    def tearDown(self) -> None:
+        gc.unfreeze()
+
+    def test_refreeze_frees_garbage_frozen_alive(self) -> None:
+        """
+        A cycle frozen while in use and dropped afterwards (a connection
+        lost, say) survives collections while frozen; the next refreeze
+        collects it.
+        """
+        first, second = _Node(), _Node()
+        first.other, second.other = second, first
+        gone = weakref.ref(first)
+        gc.freeze()
+        del first, second
+        gc.collect()
+        self.assertIsNotNone(gone())
+        self.assertGreaterEqual(agent.refreeze_gc(), 2)
+        self.assertIsNone(gone())
+        self.assertGreater(gc.get_freeze_count(), 0)
+
+    def test_refreeze_runs_periodically(self) -> None:
+        """With freezing on, a timer refreezes every GC_REFREEZE_INTERVAL."""
+        calls: list[int] = []
+        self.patch(agent, "_refreeze_periodically", lambda: calls.append(1))
+        reactor = MemoryReactorClock()
+        config = Config(
+            instances=(RedisInstance("a", "127.0.0.1", 6379),),
+            agent_id="me",
+            http="none",
+        )
+        top = agent.make_agent(config, None, reactor, freeze_gc=True)
+        top.startService()
+        self.assertEqual(len(calls), 1)  # At start, before any connection.
+        reactor.advance(agent.GC_REFREEZE_INTERVAL - 1)
+        self.assertEqual(len(calls), 1)
+        reactor.advance(1)
+        reactor.advance(agent.GC_REFREEZE_INTERVAL)
+        self.assertEqual(len(calls), 3)
+        top.stopService()
