@@ -181,8 +181,9 @@ class Monitor(Service):
         self.started_at: float | None = None
         self.ticks = 0
         self.overruns = 0
-        # Checks recorded since start (every outcome).
+        # Checks recorded since start, and how many of them failed.
         self.checks = 0
+        self.failures = 0
         self.last_tick_at: float | None = None
         self.tick_lag = 0.0
         self.loop_restarts = 0
@@ -463,6 +464,8 @@ class Monitor(Service):
         now: float,
     ) -> None:
         self.checks += 1
+        if not observation.ok:
+            self.failures += 1
         health = state.health
         if observation.replication is not None:
             state.checks_since_info = 0

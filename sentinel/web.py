@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from sentinel import page
+from sentinel.health import UP
 from sentinel.history import CheckHistory
 from sentinel.monitor import Monitor
 
@@ -182,7 +183,10 @@ class StatusApp:
         return reasons
 
     def runtime_stats(self) -> dict[str, Any]:
-        """Pending checks, delayed calls, fds, RSS, gc objects, ticks, checks."""
+        """
+        Pending checks, delayed calls, fds, RSS, gc objects, ticks; checks,
+        failures and instances up, counted without rendering every instance.
+        """
         monitor = self._monitor
         now = self._reactor.seconds()
         return {
@@ -194,6 +198,11 @@ class StatusApp:
             "ticks": monitor.ticks,
             "overruns": monitor.overruns,
             "checks": monitor.checks,
+            "failures": monitor.failures,
+            "instances": len(monitor.states),
+            "instances_up": sum(
+                1 for state in monitor.states.values() if state.health.status == UP
+            ),
             "uptime_seconds": (
                 0.0 if monitor.started_at is None else now - monitor.started_at
             ),

@@ -94,12 +94,17 @@ class RouteTests(SynchronousTestCase):
                 "overruns",
                 "uptime_seconds",
                 "checks",
+                "failures",
+                "instances",
+                "instances_up",
                 "tick_completion_seconds",
             },
         )
         self.assertEqual((body["pending_checks"], body["ticks"]), (1, 2))
         # a's two answers and b's first check, timed out; b's second hangs.
         self.assertEqual(body["checks"], 3)
+        self.assertEqual(body["failures"], 1)
+        self.assertEqual((body["instances"], body["instances_up"]), (2, 1))
         # "a" answered at once on the first tick; "b" hangs and is timed out.
         completion = body["tick_completion_seconds"]
         self.assertEqual((completion["samples"], completion["max"]), (1, 0.5))
