@@ -507,10 +507,12 @@ class RedisProbe:
     def _lost(self, protocol: RedisClientProtocol) -> None:
         if self._protocol is protocol:
             self._protocol = None
+            self._ping_replies = None
             self._last_error = "connection lost"
 
     def _drop(self) -> None:
         protocol, self._protocol = self._protocol, None
+        self._ping_replies = None  # Nothing of a dead connection is kept.
         if protocol is not None:
             protocol.transport.abortConnection()
 
@@ -548,7 +550,7 @@ class RedisProbe:
             self._end_check(self._bad_reply(reply, protocol, "PING"))
             return
         if not self._want_info:
-            self._check = None
+            self._check = self._check_protocol = None
             check.callback(Observation(True, ready, latency_ms))
             return
         self.stage = "info"
@@ -588,8 +590,8 @@ class RedisProbe:
         # The caller's deadline passed: a timeout, and the connection goes
         # (a late reply would be read as the next check's).
         if self._check is check:
-            self._check = None
             protocol = self._check_protocol
+            self._check = self._check_protocol = None
             self._last_error = f"timeout ({self.stage})"
             if protocol is not None:
                 self._drop_if(protocol)
@@ -597,6 +599,7 @@ class RedisProbe:
 
     def _end_check(self, observation: Observation) -> None:
         check, self._check = self._check, None
+        self._check_protocol = None
         if check is not None:
             check.callback(observation)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.error import ConnectionRefusedError
@@ -255,6 +258,23 @@ class TimeoutTests(SynchronousTestCase):
         self.assertIsNotNone(self.successResultOf(d))
         assert h.transport is not None
         self.assertTrue(h.transport.disconnecting)
+
+    def test_dropped_connection_is_not_kept(self) -> None:
+        """
+        Once a timed-out connection is dropped and lost, the probe holds
+        nothing of it: an instance that stays down keeps no dead connection.
+        """
+        h = Harness()
+        h.connect()
+        d = h.check()
+        d.cancel()
+        self.successResultOf(d)
+        h.protocol.connectionLost(Failure(ConnectionRefusedError()))
+        # The endpoint wraps the probe's protocol; watch the probe's own.
+        old = weakref.ref(h.protocol._wrappedProtocol)
+        del h.protocol, h.transport
+        gc.collect()
+        self.assertIsNone(old())
 
     def test_cancel_during_connect_keeps_late_connection(self) -> None:
         """
