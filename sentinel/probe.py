@@ -41,12 +41,15 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sentinel.config import RedisInstance
 from sentinel.resolve import Resolver
 from sentinel.tls import TLSSetupError, client_tls, describe_tls_failure
+
+log = Logger()
 
 RECONNECT_INTERVAL = 1.0
 READ_BUFFER = 4096
@@ -336,7 +339,11 @@ class _PingReplies:
         self._protocol = protocol
 
     def callback(self, reply: object) -> None:
-        self._probe._pinged(self._protocol, reply)
+        try:
+            self._probe._pinged(self._protocol, reply)
+        except Exception:
+            # A bug of ours: the check fails with it rather than time out.
+            self._probe._reply_failed(Failure(), None)
 
 
 class RedisProbe:
@@ -571,7 +578,7 @@ class RedisProbe:
         self.stage = "info"
         protocol.send(INFO_REPLICATION).addCallback(
             self._informed, check, ready, latency_ms
-        )
+        ).addErrback(self._reply_failed, check)
 
     def _informed(
         self,
@@ -611,6 +618,23 @@ class RedisProbe:
             if protocol is not None:
                 self._drop_if(protocol)
         check.callback(Observation(ok=False, error=f"timeout ({self.stage})"))
+
+    def _reply_failed(
+        self, failure: Failure, check: Deferred[Observation | None] | None
+    ) -> None:
+        # Handling a reply raised: hand the failure to the check, whose
+        # errback (the monitor's) logs it and records an internal error.
+        if check is None:
+            check = self._check
+        if check is not None and self._check is check:
+            self._check = self._check_protocol = None
+            check.errback(failure)
+        else:
+            log.failure(
+                "handling a reply from {instance} failed",
+                failure,
+                instance=self.instance.name,
+            )
 
     def _end_check(self, observation: Observation) -> None:
         check, self._check = self._check, None

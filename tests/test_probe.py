@@ -12,6 +12,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel import probe as probe_module
 from sentinel.config import RedisInstance
 from sentinel.probe import (
     INFO_REPLICATION,
@@ -192,6 +193,35 @@ class ReplyTests(SynchronousTestCase):
         self.assertEqual(observation.replication.master_host, "10.0.0.5")
         self.assertEqual(observation.replication.master_port, 6380)
         self.assertEqual(observation.replication.master_link_status, "down")
+
+    def test_bug_handling_reply_fails_the_check(self) -> None:
+        """
+        An exception while handling a PING's reply (a bug of ours) fails the
+        check with it at once, for its errback to log; it is not a timeout.
+        """
+        h = self.connected()
+        d = h.check()
+
+        def broken() -> float:
+            raise ZeroDivisionError("clock bug")
+
+        self.patch(h.reactor, "seconds", broken)
+        h.reply(b"+PONG\r\n")
+        self.failureResultOf(d, ZeroDivisionError)
+
+    def test_bug_reading_info_fails_the_check(self) -> None:
+        """An exception while reading INFO replication fails the check with it."""
+
+        def broken(info: str) -> None:
+            raise ZeroDivisionError("parser bug")
+
+        self.patch(probe_module, "parse_replication", broken)
+        h = self.connected()
+        d = h.check(want_info=True)
+        h.reply(b"+PONG\r\n")
+        data = INFO_SLAVE.encode()
+        h.reply(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.failureResultOf(d, ZeroDivisionError)
 
 
 class TimeoutTests(SynchronousTestCase):
