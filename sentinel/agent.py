@@ -166,7 +166,8 @@ def make_agent(
     ``"publisher"``, with ZooKeeper), the monitor (``"monitor"``), the
     config reloader (``"reloader"``, when `reload` loads the config file
     again) and the HTTP server. `freeze_gc` freezes start-up objects out of
-    the cyclic collector after a few ticks (tests in one process turn it off).
+    the cyclic collector after a few ticks, and thaws, collects and freezes
+    again every `GC_REFREEZE_INTERVAL` (tests in one process turn it off).
     """
     raise_fd_limit(len(config.instances))
     slots = DeferredSemaphore(CONNECTS_IN_FLIGHT)
