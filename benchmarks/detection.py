@@ -183,26 +183,37 @@ def run_round(
         # within a millisecond or so of the tick).
         "phase": (faulted - checked_at) % args.interval,
     }
-    deadline = time.monotonic() + limit
-    down = wait_http(agent, name, "down", deadline)
-    zk_down = wait_zk(zk, name, "down", faulted, deadline)
-    row["down_http"] = None if down is None else down["_seen_at"] - faulted
-    row["down_decided"] = None if down is None else down["since"] - faulted
-    row["down_zk"] = None if zk_down is None else zk_down - faulted
-    row["down_publish"] = _delay(zk_down, down)
+    row.update(wait_status(agent, zk, name, "down", faulted, limit))
     if fault == "stop":
         server.resume()
     else:
         server.start()
-    repaired = time.time()
-    deadline = time.monotonic() + limit
-    up = wait_http(agent, name, "up", deadline)
-    zk_up = wait_zk(zk, name, "up", repaired, deadline)
-    row["up_http"] = None if up is None else up["_seen_at"] - repaired
-    row["up_decided"] = None if up is None else up["since"] - repaired
-    row["up_zk"] = None if zk_up is None else zk_up - repaired
-    row["up_publish"] = _delay(zk_up, up)
+    row.update(wait_status(agent, zk, name, "up", time.time(), limit))
     return row
+
+
+def wait_status(
+    agent: Agent,
+    zk: ZooKeeperWatch,
+    name: str,
+    status: str,
+    since: float,
+    limit: float,
+) -> dict[str, Any]:
+    """
+    Wait for ``status`` in /instances and in ZooKeeper; the times from
+    ``since`` (the fault or the repair) as ``<status>_http``, ``_decided``,
+    ``_zk`` and ``_publish``, None where missed.
+    """
+    deadline = time.monotonic() + limit
+    doc = wait_http(agent, name, status, deadline)
+    zk_at = wait_zk(zk, name, status, since, deadline)
+    return {
+        f"{status}_http": None if doc is None else doc["_seen_at"] - since,
+        f"{status}_decided": None if doc is None else doc["since"] - since,
+        f"{status}_zk": None if zk_at is None else zk_at - since,
+        f"{status}_publish": _delay(zk_at, doc),
+    }
 
 
 def _delay(zk_at: float | None, doc: dict | None) -> tuple[float, float] | None:
