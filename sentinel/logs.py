@@ -1,24 +1,45 @@
 """
-JSON log output for log shippers:
+Log output: text or JSON lines, filtered by level.
 
     twistd -n --logger=sentinel.logs.json_observer sentinel ...
+    twistd -n --logger=sentinel.logs.text_observer sentinel ...
 
-writes one flat JSON object per line to standard output: ``time`` (ISO
-8601, UTC), ``level``, ``namespace``, ``message`` (the formatted text) and
-the event's own simple fields (``instance``, ``to``, ``error``, ...).
-Twisted's own ``jsonFileLogObserver`` writes its internal event format
-(nested level objects, flattened-field tables), which shippers parse badly.
+Both write to standard output and drop events below ``SENTINEL_LOG_LEVEL``
+(``debug``, ``info``, ``warn``, ``error`` or ``critical``; default
+``info``), so periodic housekeeping, logged at debug, stays out of the way
+unless asked for. twistd's own default observer shows every level.
+
+The JSON observer writes one flat object per line for log shippers:
+``time`` (ISO 8601, UTC), ``level``, ``namespace``, ``message`` (the
+formatted text) and the event's own simple fields (``instance``, ``to``,
+``error``, ...). Twisted's own ``jsonFileLogObserver`` writes its internal
+event format (nested level objects, flattened-field tables), which shippers
+parse badly.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, LogEvent, formatEvent
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    InvalidLogLevelError,
+    LogEvent,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    textFileLogObserver,
+)
 from zope.interface import implementer
+
+LEVEL_VARIABLE = "SENTINEL_LOG_LEVEL"
+DEFAULT_LEVEL: LogLevel = LogLevel.info
 
 _SIMPLE = (str, int, float, bool, type(None))
 
@@ -48,6 +69,39 @@ class JSONLinesObserver:
         self._out.flush()
 
 
+def level_from(environ: Mapping[str, str]) -> LogLevel:
+    """
+    The lowest level to show, from ``SENTINEL_LOG_LEVEL`` in `environ`.
+
+    @raise SystemExit: with one line, for a name that is not a level.
+    """
+    name = environ.get(LEVEL_VARIABLE, "").strip().lower()
+    if not name:
+        return DEFAULT_LEVEL
+    if name == "warning":
+        name = "warn"
+    try:
+        level: LogLevel = LogLevel.levelWithName(name)
+    except InvalidLogLevelError:
+        names = ", ".join(level.name for level in LogLevel.iterconstants())
+        raise SystemExit(
+            f"sentinel: {LEVEL_VARIABLE}: {name!r} is not a log level ({names})"
+        ) from None
+    return level
+
+
+def filtered(observer: ILogObserver, level: LogLevel) -> ILogObserver:
+    """`observer`, shown only events at `level` or above."""
+    return FilteringLogObserver(
+        observer, [LogLevelFilterPredicate(defaultLogLevel=level)]
+    )
+
+
 def json_observer() -> ILogObserver:
-    """A log observer factory for twistd's ``--logger`` option."""
-    return JSONLinesObserver(sys.stdout)
+    """JSON lines on standard output (a factory for twistd's ``--logger``)."""
+    return filtered(JSONLinesObserver(sys.stdout), level_from(os.environ))
+
+
+def text_observer() -> ILogObserver:
+    """twistd's text lines on standard output, filtered by level."""
+    return filtered(textFileLogObserver(sys.stdout), level_from(os.environ))
