@@ -16,11 +16,15 @@ def read_version() -> str:
 
 
 setup(
-    name="sentinel",
+    # "sentinel" is taken on the package index by an unrelated project; the
+    # import package, `twistd sentinel` and the commands keep the name.
+    name="txsentinel",
     version=read_version(),
     description="Check Redis instances and publish their health to ZooKeeper.",
     long_description=Path(__file__).with_name("README.rst").read_text(),
     long_description_content_type="text/x-rst",
+    license="MIT",
+    license_files=["LICENSE"],
     python_requires=">=3.11",
     # twisted.plugins is a namespace shared with Twisted itself: it ships our
     # dropin, and must have no __init__.py of ours.
@@ -38,6 +42,13 @@ setup(
         "prometheus_client>=0.17",
         "psutil>=5.9",
     ],
+    entry_points={
+        "console_scripts": [
+            # The agent without Twisted's plugin cache (see sentinel/cli.py).
+            "sentinel-agent = sentinel.cli:agent",
+            "sentinel-status = sentinel.status:main",
+        ],
+    },
     extras_require={
         "test": [
             "treq>=23.11",

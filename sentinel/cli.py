@@ -1,0 +1,89 @@
+"""
+``sentinel-agent``: the agent in the foreground, exactly as
+``twistd --nodaemon --pidfile= sentinel ...`` runs it, without Twisted's
+plugin discovery.
+
+    sentinel-agent [--log-format text|json] [--log-level LEVEL] [options]
+
+``twistd sentinel`` finds the plugin through Twisted's plugin cache, which
+must be rebuilt after an install and cannot be written by an unprivileged
+service user (twistd then warns on every start). This entry point offers the
+one plugin directly, so an installed package runs with no extra step. Every
+other argument is ``twistd sentinel``'s (``sentinel-agent --help``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.application import app
+
+from sentinel.logs import LEVEL_VARIABLE, level_from
+
+_FORMATS = ("text", "json")
+
+
+def _split_log_options(argv: Sequence[str]) -> tuple[str, str | None, list[str]]:
+    """
+    Take ``--log-format`` and ``--log-level`` (``--opt value`` or
+    ``--opt=value``) out of `argv`; return the format, the level (None when
+    not given) and the other arguments, in order.
+
+    @raise SystemExit: with one line for a bad or missing value.
+    """
+    values = {"--log-format": "text", "--log-level": None}
+    rest: list[str] = []
+    arguments = iter(argv)
+    for argument in arguments:
+        name, equals, value = argument.partition("=")
+        if name not in values:
+            rest.append(argument)
+            continue
+        if not equals:
+            value = next(arguments, "")
+        if not value:
+            raise SystemExit(f"sentinel: {name}: a value is required")
+        values[name] = value
+    log_format = values["--log-format"] or "text"
+    if log_format not in _FORMATS:
+        raise SystemExit(
+            f"sentinel: --log-format: {log_format!r} is not one of text, json"
+        )
+    return log_format, values["--log-level"], rest
+
+
+def agent(argv: Sequence[str] | None = None) -> None:
+    """Run the agent in the foreground with `argv` (default: the command line)."""
+    from twisted.scripts import twistd
+
+    log_format, level, rest = _split_log_options(sys.argv[1:] if argv is None else argv)
+    if level is not None:
+        level_from({LEVEL_VARIABLE: level})  # One line now if it is not a level.
+        os.environ[LEVEL_VARIABLE] = level
+
+    class AgentOptions(twistd.ServerOptions):  # type: ignore[name-defined,misc]
+        """twistd's options, offering the sentinel plugin alone."""
+
+        # ServerOptions lists its subcommands through this hook (Twisted's
+        # own tests replace it the same way): no plugin cache is read or
+        # written.
+        _getPlugins = staticmethod(_sentinel_plugin)
+
+    sys.argv = [
+        "sentinel-agent",
+        "--nodaemon",
+        "--pidfile=",
+        f"--logger=sentinel.logs.{log_format}_observer",
+        "sentinel",
+        *rest,
+    ]
+    app.run(twistd.runApp, AgentOptions)
+
+
+def _sentinel_plugin(interface: object, package: object = None) -> list[Any]:
+    from twisted.plugins.sentinel_plugin import sentinel
+
+    return [sentinel]

@@ -1,0 +1,129 @@
+"""
+``sentinel-agent``, the installed command: the agent without Twisted's
+plugin cache, run as a user would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import treq
+from twisted.internet import reactor as _reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import HTTPConnectionPool
+
+from sentinel.cli import _split_log_options
+from tests.polling import pause, wait_for
+from tests.servers import RedisServer, free_port
+from tests.test_twistd import environment
+
+reactor: Any = _reactor
+
+AGENT = Path(sys.executable).with_name("sentinel-agent")
+
+
+class LogOptionTests(SynchronousTestCase):
+    """The two options of ours are taken out; the rest go to twistd sentinel."""
+
+    def test_defaults(self) -> None:
+        """Without them: text, no level, every argument kept in order."""
+        self.assertEqual(
+            _split_log_options(["--redis", "a=h:1", "--interval=2"]),
+            ("text", None, ["--redis", "a=h:1", "--interval=2"]),
+        )
+
+    def test_both_forms(self) -> None:
+        """``--opt value`` and ``--opt=value`` both work, anywhere."""
+        self.assertEqual(
+            _split_log_options(["--log-format=json", "--x", "--log-level", "warn"]),
+            ("json", "warn", ["--x"]),
+        )
+
+    def test_bad_values_are_one_line(self) -> None:
+        """An unknown format or a missing value ends with one line."""
+        for argv, expected in [
+            (["--log-format", "xml"], "--log-format: 'xml' is not one of text, json"),
+            (["--log-level"], "--log-level: a value is required"),
+        ]:
+            with self.assertRaises(SystemExit) as raised:
+                _split_log_options(argv)
+            self.assertEqual(str(raised.exception.code), f"sentinel: {expected}")
+
+
+class CommandTests(TestCase):
+    """The console script installed with the package."""
+
+    def setUp(self) -> None:
+        if not AGENT.exists():
+            self.fail(f"{AGENT} is missing: reinstall the package (make venv)")
+
+    def run_agent(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [str(AGENT), *args], env=environment(), capture_output=True, timeout=60
+        )
+
+    def test_bad_input_is_one_line(self) -> None:
+        """Invalid options end as under twistd: one line, exit 1."""
+        result = self.run_agent("--interval", "1", "--timeout", "2")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            result.stderr.decode().strip().splitlines(),
+            ["sentinel: --timeout: 2.0 is greater than --interval 1.0"],
+        )
+
+    async def test_runs_the_agent(self) -> None:
+        """
+        ``sentinel-agent`` runs the agent in the foreground with JSON logs at
+        the chosen level (twistd's own info lines are dropped at ``warn``):
+        a real Redis is up over HTTP, and SIGTERM ends it with status 143.
+        """
+        server = RedisServer().start()
+        self.addCleanup(server.stop)
+        http = free_port()
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        log_path = directory / "agent.log"
+        argv = [
+            str(AGENT),
+            "--log-format", "json", "--log-level", "warn",
+            "--redis", f"main=127.0.0.1:{server.port}",
+            "--interval", "0.2", "--timeout", "0.1",
+            "--http", f"tcp:{http}:interface=127.0.0.1",
+        ]  # fmt: skip
+        with log_path.open("wb") as log:
+            child = subprocess.Popen(
+                argv,
+                cwd=directory,
+                env=environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.addCleanup(lambda: child.poll() is None and child.kill())
+        status: dict[str, Any] = {}
+
+        async def up() -> bool:
+            pool = HTTPConnectionPool(reactor, persistent=False)
+            try:
+                response = await treq.get(
+                    f"http://127.0.0.1:{http}/instances/main", timeout=2, pool=pool
+                )
+                status.update(json.loads(await response.content()))
+            except Exception:
+                return False
+            return status.get("status") == "up"
+
+        started = reactor.seconds()
+        while not await up():
+            self.assertIsNone(child.poll(), log_path.read_text())
+            self.assertLess(reactor.seconds() - started, 15, status)
+            await pause(reactor, 0.1)
+        child.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: child.poll() is not None, 5.0, "the exit")
+        self.assertEqual(child.returncode, -signal.SIGTERM)
+        lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+        self.assertEqual([line for line in lines if line["level"] == "info"], [])
