@@ -6,10 +6,19 @@ The certificate is always verified, against the instance's ``ca_file`` or
 else the platform's trusted CAs, and must name ``server_name`` (by default
 the instance's host). ``optionsForClientTLS`` is what verifies: passing
 ``True`` for TLS, as txredisapi allows, does not (DESIGN.md section 4).
+
+Probes are made on the reactor thread, so nothing here reads a file: the
+``ca_file`` was read and parsed when the configuration was loaded, and its
+trust root is built once per bundle, not once per instance (thousands of
+instances commonly share one bundle).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 from service_identity import VerificationError
@@ -22,7 +31,11 @@ from twisted.internet.ssl import (
 )
 from twisted.python.failure import Failure
 
-from sentinel.config import ConfigError, RedisInstance, read_ca_certificates
+from sentinel.config import RedisInstance
+
+if TYPE_CHECKING:
+    # Public as twisted.internet.ssl's trust roots, declared in a private module.
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 
 class TLSSetupError(Exception):
@@ -34,25 +47,30 @@ def server_name(instance: RedisInstance) -> str:
     return instance.server_name or instance.host
 
 
+@lru_cache(maxsize=32)
+def _trust_root(certificates: tuple[x509.Certificate, ...]) -> IOpenSSLTrustRoot:
+    trust: IOpenSSLTrustRoot = trustRootFromCertificates(
+        [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certificates]
+    )
+    return trust
+
+
 def client_tls(instance: RedisInstance) -> IOpenSSLClientConnectionCreator:
     """
     The TLS options for connecting to C{instance}: verify its certificate
-    against its C{ca_file} (read now, once) or the platform's trusted CAs.
+    against the certificates loaded from its C{ca_file}, or the platform's
+    trusted CAs.
 
-    @raise TLSSetupError: if the CA file cannot be used or the server name
-        is not a valid host name.
+    @raise TLSSetupError: if the CA file's certificates were not loaded
+        (an instance not made by L{sentinel.config.load_config}) or the
+        server name is not a valid host name.
     """
     if instance.ca_file is not None:
-        try:
-            loaded = read_ca_certificates("ca_file", instance.ca_file)
-        except ConfigError as e:
-            # Checked when the configuration was loaded, but the file may
-            # have changed since.
-            raise TLSSetupError(f"TLS: {e}") from None
-        certificates = [
-            Certificate.loadPEM(cert.public_bytes(Encoding.PEM)) for cert in loaded
-        ]
-        trust = trustRootFromCertificates(certificates)
+        if not instance.ca_certificates:
+            raise TLSSetupError(
+                f"TLS: ca_file {instance.ca_file} was not loaded with the configuration"
+            )
+        trust = _trust_root(instance.ca_certificates)
     else:
         trust = platformTrust()
     name = server_name(instance)

@@ -5,10 +5,16 @@ Tests for L{sentinel.config}: loading, merging and one-line validation errors.
 from __future__ import annotations
 
 import os
+import threading
+import time
+import tomllib
 from collections.abc import Mapping
 
+import attr
+from cryptography import x509
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel import settings as settings_module
 from sentinel.config import (
     Config,
     ConfigError,
@@ -17,6 +23,15 @@ from sentinel.config import (
     load_config,
     parse_redis_address,
 )
+from sentinel.files import (
+    MAX_CA_BYTES,
+    MAX_CONFIG_BYTES,
+    MAX_SECRET_BYTES,
+    FileReader,
+    read_regular_file,
+    size_text,
+)
+from sentinel.settings import OPTION_NAMES, REDIS_SETTINGS, SETTINGS, setting
 from tests.certs import ca_certificate_pem
 
 SECRET = "hunter2-secret"
@@ -117,7 +132,8 @@ class FullFileTests(ConfigTestCase):
         """
         self.write("zk-auth", "sentinel:zk-" + SECRET + "\n")
         self.write("cache.pw", SECRET + "\n")
-        self.write("ca.pem", ca_certificate_pem())
+        ca_pem = ca_certificate_pem()
+        self.write("ca.pem", ca_pem)
         config = self.load(
             """\
 agent_id = "agent-7"
@@ -171,6 +187,9 @@ server_name = "redis.internal"
                         tls=True,
                         ca_file=os.path.join(d, "ca.pem"),
                         server_name="redis.internal",
+                        ca_certificates=tuple(
+                            x509.load_pem_x509_certificates(ca_pem.encode())
+                        ),
                     ),
                 ),
                 agent_id="agent-7",
@@ -499,6 +518,7 @@ class RedisTableTests(ConfigTestCase):
             '[[redis]]\nhost = "h"\nport = 1\ntls = true\nca_file = "bundle.pem"\n'
         )
         self.assertEqual(config.instances[0].ca_file, bundle)
+        self.assertEqual(len(config.instances[0].ca_certificates), 2)
 
     def test_tls_without_ca_file(self) -> None:
         """tls alone verifies against the system's certificates: no ca_file."""
@@ -523,11 +543,28 @@ class SecretTests(ConfigTestCase):
         self.assertNotIn(SECRET, repr(config))
         self.assertNotIn(SECRET, repr(instance))
 
-    def test_only_one_newline_stripped(self) -> None:
-        """Only one trailing newline is removed: the rest is the password."""
-        self.write("pw", SECRET + "\n\n")
+    def test_one_line(self) -> None:
+        """
+        A secret is one line: a second line (even an empty one) is refused,
+        and so is a control character such as NUL, without showing the
+        secret; spaces and tabs are part of it.
+        """
+        path = os.path.join(self.directory, "pw")
+        for content in (SECRET + "\n\n", SECRET + "\nmore", "\n" + SECRET):
+            self.write("pw", content)
+            self.assertConfigError(
+                f"redis[0].password_file: {path} holds more than one line",
+                self.redis('password_file = "pw"'),
+            )
+        for content in (SECRET + "\0", "\x1b" + SECRET, SECRET + "\x7f"):
+            self.write("pw", content)
+            self.assertConfigError(
+                f"redis[0].password_file: {path} holds a control character",
+                self.redis('password_file = "pw"'),
+            )
+        self.write("pw", f" {SECRET}\t \n")
         [instance] = self.load(self.redis('password_file = "pw"')).instances
-        self.assertEqual(instance.password, SECRET + "\n")
+        self.assertEqual(instance.password, f" {SECRET}\t ")
 
     def test_password_file_unreadable(self) -> None:
         """A missing or unreadable password file names the file and the reason."""
@@ -592,11 +629,15 @@ class SecretTests(ConfigTestCase):
     def test_auth_file_invalid(self) -> None:
         """An auth file not holding user:password is refused, secret unshown."""
         path = os.path.join(self.directory, "auth")
-        for content in (SECRET, f":{SECRET}", f"{SECRET}:", f"u:{SECRET}\nmore"):
+        for content in (SECRET, f":{SECRET}", f"{SECRET}:"):
             self.assertConfigError(
                 f"zookeeper.auth_file: {path} does not hold user:password",
                 self.zookeeper(content),
             )
+        self.assertConfigError(
+            f"zookeeper.auth_file: {path} holds more than one line",
+            self.zookeeper(f"u:{SECRET}\nmore"),
+        )
         self.assertConfigError(
             f"zookeeper.auth_file: {path} is empty", self.zookeeper("")
         )
@@ -679,6 +720,278 @@ class FileTests(ConfigTestCase):
         self.assertEqual(
             str(error), f"config file {path}: invalid TOML: not UTF-8 text"
         )
+
+
+class FileKindTests(ConfigTestCase):
+    """
+    Every file the configuration names is read only if it is a regular file
+    of bounded size: anything else is refused at once, naming the field and
+    the path, never waited on or read without end.
+    """
+
+    def refused(self, limit: int) -> list[tuple[str, str]]:
+        """(path, reason) of each kind of file that must not be read."""
+        fifo = os.path.join(self.directory, "fifo")
+        os.mkfifo(fifo)
+        to_zero = os.path.join(self.directory, "to-zero")
+        os.symlink("/dev/zero", to_zero)
+        sparse = os.path.join(self.directory, "sparse")
+        with open(sparse, "wb") as f:
+            f.truncate(limit + 1)
+        device = "not a regular file (a character device)"
+        return [
+            (fifo, "not a regular file (a FIFO)"),
+            ("/dev/zero", device),
+            (to_zero, device),
+            (self.directory, "Is a directory"),
+            (sparse, f"larger than {size_text(limit)}"),
+        ]
+
+    def assertAllRefused(self, limit: int, expected: str, toml: str) -> None:
+        """
+        For each kind of file, loading fails at once with `expected`
+        (formatted with the path and the reason).
+        """
+        started = time.monotonic()
+        for path, reason in self.refused(limit):
+            self.assertConfigError(
+                expected.format(path=path, reason=reason), toml.format(path=path)
+            )
+        self.assertLess(time.monotonic() - started, 5.0)
+
+    def test_password_file(self) -> None:
+        """password_file: a FIFO, a device, a link to one, a directory, too big."""
+        self.assertAllRefused(
+            MAX_SECRET_BYTES,
+            "redis[0].password_file: cannot read {path}: {reason}",
+            '[[redis]]\nhost = "h"\nport = 1\npassword_file = "{path}"\n',
+        )
+
+    def test_auth_file(self) -> None:
+        """zookeeper.auth_file: the same kinds, refused the same way."""
+        self.assertAllRefused(
+            MAX_SECRET_BYTES,
+            "zookeeper.auth_file: cannot read {path}: {reason}",
+            '[zookeeper]\nhosts = "z:1"\nauth_file = "{path}"\n',
+        )
+
+    def test_ca_file(self) -> None:
+        """ca_file: the same kinds, with a limit that fits any real bundle."""
+        self.assertAllRefused(
+            MAX_CA_BYTES,
+            "redis[0].ca_file: cannot read {path}: {reason}",
+            '[[redis]]\nhost = "h"\nport = 1\ntls = true\nca_file = "{path}"\n',
+        )
+
+    def test_config_file(self) -> None:
+        """The config file itself: the same kinds, with a limit of 16 MiB."""
+        for path, reason in self.refused(MAX_CONFIG_BYTES):
+            error = self.assertRaises(ConfigError, load_config, path, {}, "h")
+            self.assertEqual(str(error), f"config file {path}: cannot read: {reason}")
+
+    def test_nul_in_file_name(self) -> None:
+        """A file name with a NUL character is refused as a value."""
+        self.assertConfigError(
+            "redis[0].password_file: 'a\\x00b' is not a file name: it contains "
+            "a NUL character",
+            '[[redis]]\nhost = "h"\nport = 1\npassword_file = "a\\u0000b"\n',
+        )
+
+
+class HostileTOMLTests(ConfigTestCase):
+    """Whatever the parser makes of a file, the result is one line."""
+
+    def test_deep_nesting(self) -> None:
+        """
+        Nesting deep enough to exhaust the parser's recursion (tomllib
+        raises RecursionError, not TOMLDecodeError) is one line.
+        """
+        path = os.path.join(self.directory, "sentinel.toml")
+        for depth in (1000, 100_000):
+            for toml in (
+                "a = " + "[" * depth + "]" * depth,
+                "a = " + "{b = " * depth + "1" + "}" * depth,
+            ):
+                self.assertConfigError(
+                    f"config file {path}: invalid TOML: nested too deeply", toml
+                )
+
+    def test_nested_value(self) -> None:
+        """A nested value the parser accepts is shown cut short, on one line."""
+        message = self.assertConfigError(
+            "interval: " + "[" * 57 + "... is not a number",
+            "interval = " + "[" * 300 + "]" * 300,
+        )
+        self.assertLess(len(message), 100)
+
+    def test_nul_bytes(self) -> None:
+        """NUL bytes in the file are invalid TOML, said with the position."""
+        path = os.path.join(self.directory, "sentinel.toml")
+        self.assertConfigError(
+            f"config file {path}: invalid TOML: Expected newline or end of "
+            "document after a statement (at line 1, column 13)",
+            "interval = 1\0\n",
+        )
+
+    def test_any_parser_failure(self) -> None:
+        """
+        Any other failure of the parser (MemoryError, a bug) is one line
+        naming the error, never quoting the file.
+        """
+
+        def fail(text: str) -> object:
+            raise MemoryError(SECRET)
+
+        self.patch(tomllib, "loads", fail)
+        path = os.path.join(self.directory, "sentinel.toml")
+        self.assertConfigError(
+            f"config file {path}: invalid TOML: MemoryError", "interval = 1\n"
+        )
+
+    def test_empty_file(self) -> None:
+        """An empty file is a valid configuration: every default."""
+        self.assertEqual(self.load(""), self.load())
+
+
+class ReadTests(ConfigTestCase):
+    """How load_config reads the files it names."""
+
+    def test_shared_files_read_once(self) -> None:
+        """
+        Thousands of instances sharing a password file and a CA bundle
+        cost one read of each, and one parse of the bundle.
+        """
+        self.write("pw", SECRET + "\n")
+        self.write("ca.pem", ca_certificate_pem())
+        reads: list[str] = []
+
+        def counting(path: str, limit: int) -> bytes:
+            reads.append(os.path.basename(path))
+            return read_regular_file(path, limit)
+
+        tables = "".join(
+            f'[[redis]]\nhost = "h"\nport = {port}\npassword_file = "pw"\n'
+            f'tls = true\nca_file = "ca.pem"\n'
+            for port in range(1, 2001)
+        )
+        config = self.load_with(FileReader(read_file=counting), tables)
+        self.assertEqual(sorted(reads), ["ca.pem", "pw", "sentinel.toml"])
+        self.assertEqual(len(config.instances), 2000)
+        first, last = config.instances[0], config.instances[-1]
+        self.assertIs(first.ca_certificates, last.ca_certificates)
+        self.assertEqual(last.password, SECRET)
+
+    def load_with(self, reader: FileReader, toml: str) -> Config:
+        path = self.write("sentinel.toml", toml)
+        return load_config(path, {}, "h", reader)
+
+    def test_hung_read(self) -> None:
+        """
+        A file on a hung mount is an error after the read deadline, naming
+        the field and the path, not a hang.
+        """
+        release = threading.Event()
+        self.addCleanup(release.set)
+        hung = os.path.join(self.directory, "hung-pw")
+
+        def hanging(path: str, limit: int) -> bytes:
+            if path == hung:
+                release.wait(10.0)
+            return read_regular_file(path, limit)
+
+        started = time.monotonic()
+        error = self.assertRaises(
+            ConfigError,
+            self.load_with,
+            FileReader(deadline=0.05, read_file=hanging),
+            '[[redis]]\nhost = "h"\nport = 1\npassword_file = "hung-pw"\n',
+        )
+        self.assertEqual(
+            str(error),
+            f"redis[0].password_file: cannot read {hung}: no answer within "
+            "0.05 s (a hung mount?)",
+        )
+        self.assertLess(time.monotonic() - started, 2.0)
+
+    def test_hung_config_file(self) -> None:
+        """The config file on a hung mount is named the same way."""
+        release = threading.Event()
+        self.addCleanup(release.set)
+
+        def hanging(path: str, limit: int) -> bytes:
+            release.wait(10.0)
+            return b""
+
+        reader = FileReader(deadline=0.05, read_file=hanging)
+        error = self.assertRaises(
+            ConfigError, load_config, "/nfs/s.toml", {}, "h", reader
+        )
+        self.assertEqual(
+            str(error),
+            "config file /nfs/s.toml: cannot read: no answer within 0.05 s "
+            "(a hung mount?)",
+        )
+
+
+class SettingsTableTests(SynchronousTestCase):
+    """The one table of settings holds DESIGN section 5's options and keys."""
+
+    def test_options(self) -> None:
+        """Each command-line option overrides the TOML key DESIGN gives it."""
+        self.assertEqual(
+            dict(OPTION_NAMES),
+            {
+                "redis": "--redis",
+                "zookeeper.hosts": "--zookeeper",
+                "zookeeper.root": "--zk-root",
+                "zookeeper.session_timeout": "--zk-session-timeout",
+                "interval": "--interval",
+                "timeout": "--timeout",
+                "rise": "--rise",
+                "fall": "--fall",
+                "http": "--http",
+                "agent_id": "--agent-id",
+            },
+        )
+
+    def test_keys(self) -> None:
+        """Every TOML key of DESIGN section 5 is in the table, and no other."""
+        self.assertEqual(
+            sorted(s.key for s in SETTINGS),
+            sorted(
+                [
+                    "redis", "interval", "timeout", "rise", "fall", "http",
+                    "agent_id", "info_every", "zookeeper.hosts", "zookeeper.root",
+                    "zookeeper.session_timeout", "zookeeper.refresh",
+                    "zookeeper.heartbeat", "zookeeper.auth_file",
+                ]
+            ),
+        )  # fmt: skip
+        self.assertEqual(
+            [s.key for s in REDIS_SETTINGS],
+            [
+                "name", "host", "port", "password_file", "username", "tls",
+                "ca_file", "server_name",
+            ],
+        )  # fmt: skip
+
+    def test_usage(self) -> None:
+        """The help text shows the default as twistd does, or none."""
+        self.assertEqual(
+            setting("zookeeper.root").usage, "Base znode path. [default: /sentinel]"
+        )
+        self.assertEqual(
+            setting("agent_id").usage,
+            "Name of this agent's znode. [default: the host name]",
+        )
+        self.assertNotIn("default", setting("zookeeper.hosts").usage)
+
+    def test_table_default_is_used(self) -> None:
+        """load_config takes a default from the table, not from elsewhere."""
+        rise = attr.evolve(setting("rise"), default=9)
+        by_key = {**settings_module._BY_KEY, "rise": rise}
+        self.patch(settings_module, "_BY_KEY", by_key)
+        self.assertEqual(load_config(None, {}, "h").rise, 9)
 
 
 class ParseRedisAddressTests(SynchronousTestCase):

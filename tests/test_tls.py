@@ -9,16 +9,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.config import RedisInstance
+from sentinel import tls
+from sentinel.config import RedisInstance, load_config
 from sentinel.probe import RedisProbe
 from sentinel.resolve import Resolver
+from sentinel.tls import client_tls
 from tests.certs import CertificateFiles, make_certificates
 from tests.servers import FakeServer, RedisServer
 from tests.test_integration import AgentTestCase, reactor
+
+
+def with_ca(name: str, port: int, ca_file: str, **kw: Any) -> RedisInstance:
+    """An instance verified against `ca_file`, loaded as load_config loads it."""
+    certificates = x509.load_pem_x509_certificates(Path(ca_file).read_bytes())
+    return RedisInstance(
+        name,
+        "127.0.0.1",
+        port,
+        tls=True,
+        ca_file=ca_file,
+        ca_certificates=tuple(certificates),
+        **kw,
+    )
 
 
 class TLSTests(AgentTestCase):
@@ -33,9 +50,7 @@ class TLSTests(AgentTestCase):
         return self.redis(tls=self.certs, **kw)
 
     def tls_instance(self, name: str, port: int, **kw: Any) -> RedisInstance:
-        return RedisInstance(
-            name, "127.0.0.1", port, tls=True, ca_file=self.certs.ca_file, **kw
-        )
+        return with_ca(name, port, self.certs.ca_file, **kw)
 
     def error(self, monitor: Any, name: str) -> str | None:
         error: str | None = monitor.states[name].health.error
@@ -68,15 +83,7 @@ class TLSTests(AgentTestCase):
         """
         server = self.tls_redis()
         monitor = self.start_agent(
-            [
-                RedisInstance(
-                    "r",
-                    "127.0.0.1",
-                    server.port,
-                    tls=True,
-                    ca_file=self.certs.other_ca_file,
-                )
-            ]
+            [with_ca("r", server.port, self.certs.other_ca_file)]
         )
         await self.wait_status(monitor, "r", "down", 3.0)
         self.assertEqual(
@@ -170,20 +177,43 @@ class SetupTests(SynchronousTestCase):
         self.assertEqual(clock.tcpClients, [])
         return observation.error
 
-    def test_unparsable_ca_file(self) -> None:
+    def test_ca_file_not_loaded(self) -> None:
         """
-        A CA file that holds no certificate when the probe is made (it
-        changed after the configuration was loaded) fails every check of
-        that instance, saying so, without connecting.
+        An instance naming a ca_file whose certificates were not loaded
+        with the configuration fails every check, saying so: making a probe
+        (on the reactor thread) never reads the file.
         """
-        ca_file = Path(self.mktemp())
-        ca_file.parent.mkdir(parents=True, exist_ok=True)
-        ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
-        instance = RedisInstance("r", "127.0.0.1", 1, tls=True, ca_file=str(ca_file))
+        instance = RedisInstance(
+            "r", "127.0.0.1", 1, tls=True, ca_file="/nonexistent/ca.pem"
+        )
         self.assertEqual(
             self.check_once(instance),
-            f"TLS: ca_file: {ca_file} holds no valid PEM certificate",
+            "TLS: ca_file /nonexistent/ca.pem was not loaded with the configuration",
         )
+
+    def test_probe_reads_no_file(self) -> None:
+        """
+        The certificates come from the configuration: with the CA file gone
+        after loading, probes are still made, and instances sharing a bundle
+        share one trust root.
+        """
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir(parents=True)
+        certs = make_certificates(directory)
+        path = directory / "sentinel.toml"
+        path.write_text(
+            "".join(
+                f'[[redis]]\nhost = "127.0.0.1"\nport = {port}\ntls = true\n'
+                f'ca_file = "{certs.ca_file}"\n'
+                for port in (1, 2)
+            )
+        )
+        first, second = load_config(str(path), {}, "agent").instances
+        Path(certs.ca_file).unlink()
+        tls._trust_root.cache_clear()
+        client_tls(first)
+        client_tls(second)
+        self.assertEqual(tls._trust_root.cache_info().misses, 1)
 
     def test_invalid_server_name(self) -> None:
         """A server_name that is not a host name fails every check, saying so."""

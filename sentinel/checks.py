@@ -1,0 +1,268 @@
+"""
+Checks of configuration values: each takes the field's label (the TOML key
+or the option the value came from) and the raw value, and returns the
+clean value or raises a one-line `ConfigError` naming both.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SHOW_LIMIT = 60
+
+
+class ConfigError(Exception):
+    """
+    An invalid configuration; the message is one line naming the field and
+    the bad value (never a secret).
+    """
+
+
+def error(message: str) -> ConfigError:
+    """A `ConfigError` with `message` on one line."""
+    # Paths and TOML parser messages are shown as they are: keep one line.
+    return ConfigError(" ".join(message.splitlines()))
+
+
+def show(value: object) -> str:
+    """The user's value for an error message, short and on one line."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        try:
+            text = repr(value)
+        except RecursionError:
+            text = "a value nested too deeply"
+    if len(text) > _SHOW_LIMIT:
+        text = text[: _SHOW_LIMIT - 3] + "..."
+    return text
+
+
+def invalid(label: str, value: object, why: str) -> ConfigError:
+    """`label: value why`, the usual one-line error."""
+    return error(f"{label}: {show(value)} {why}")
+
+
+# Command-line text into a value for the checks below.
+
+
+def option_text(label: str, text: str) -> str:
+    """An option's text as it is."""
+    return text
+
+
+def option_number(label: str, text: str) -> float:
+    """An option's text as a number."""
+    try:
+        return float(text)
+    except ValueError:
+        raise error(f"{label}: {text!r} is not a number") from None
+
+
+def option_integer(label: str, text: str) -> int:
+    """An option's text as an integer."""
+    try:
+        return int(text)
+    except ValueError:
+        raise error(f"{label}: {text!r} is not an integer") from None
+
+
+# Checks of values, from the file or from the command line.
+
+
+def number(label: str, value: object) -> float:
+    """A finite number (an integer is taken as a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(label, value, "is not a number")
+    if not math.isfinite(value):
+        raise invalid(label, value, "is not a finite number")
+    return float(value)
+
+
+def positive(label: str, value: object) -> float:
+    """A finite number greater than 0."""
+    result = number(label, value)
+    if result <= 0:
+        raise invalid(label, value, "is not greater than 0")
+    return result
+
+
+def count(label: str, value: object) -> int:
+    """An integer of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(label, value, "is not an integer")
+    if value < 1:
+        raise invalid(label, value, "is less than 1")
+    return value
+
+
+def string(label: str, value: object) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str):
+        raise invalid(label, value, "is not a string")
+    if not value:
+        raise invalid(label, value, "is empty")
+    return value
+
+
+def boolean(label: str, value: object) -> bool:
+    """true or false."""
+    if not isinstance(value, bool):
+        raise invalid(label, value, "is not a boolean (true or false)")
+    return value
+
+
+def http(label: str, value: object) -> str:
+    """An endpoint string, or ``none`` in any case (stored as ``"none"``)."""
+    # The endpoint syntax needs a reactor to check: tap.py does it.
+    text = string(label, value)
+    return "none" if text.lower() == "none" else text
+
+
+def znode_name_problem(name: str) -> str | None:
+    """Why `name` cannot be one segment of a znode path, or None."""
+    if not name:
+        return "empty"
+    if "/" in name:
+        return "contains '/'"
+    if name in (".", ".."):
+        return "'.' and '..' are reserved"
+    if any(not c.isprintable() for c in name):
+        return "contains a control character"
+    return None
+
+
+def znode_name(label: str, value: object) -> str:
+    """A valid znode name (one path segment)."""
+    if not isinstance(value, str):
+        raise invalid(label, value, "is not a string")
+    problem = znode_name_problem(value)
+    if problem is not None:
+        raise invalid(label, value, f"is not a valid znode name: {problem}")
+    return value
+
+
+def znode_path_problem(path: str) -> str | None:
+    """Why `path` is not an absolute znode path, or None."""
+    if not path.startswith("/"):
+        return "does not start with '/'"
+    if path.endswith("/"):
+        return "ends with '/'"
+    for segment in path[1:].split("/"):
+        problem = znode_name_problem(segment)
+        if problem is not None:
+            return f"segment {segment!r}: {problem}"
+    return None
+
+
+def znode_path(label: str, value: object) -> str:
+    """An absolute znode path."""
+    path = string(label, value)
+    problem = znode_path_problem(path)
+    if problem is not None:
+        raise invalid(label, value, f"is not an absolute znode path: {problem}")
+    return path
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` is no host name or IP address (IPv6 unbracketed), or None."""
+    if not host:
+        return "is empty"
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "is not an IPv6 address"
+        return None
+    if not _HOSTNAME.fullmatch(host):
+        return "is not a host name or IP address"
+    return None
+
+
+def host_port(text: str) -> tuple[str, int] | None:
+    """C{HOST:PORT} or C{[IPV6]:PORT} split, or L{None}; port not range-checked."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":") or ":" not in host:
+            return None
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon or ":" in host:
+            return None
+    if host_problem(host) is not None:
+        return None
+    if not (port_text.isascii() and port_text.isdigit()):
+        return None
+    return host, int(port_text)
+
+
+def host(label: str, value: object) -> str:
+    """A host name or IP address; an IPv6 address may be bracketed."""
+    text = string(label, value)
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    problem = host_problem(text)
+    if problem is not None:
+        raise invalid(label, value, problem)
+    return text
+
+
+def port(label: str, value: object) -> int:
+    """A TCP port, 1-65535."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(label, value, "is not an integer")
+    if not 1 <= value <= 65535:
+        raise invalid(label, value, "is not a port (1-65535)")
+    return value
+
+
+def file_name(label: str, value: object) -> str:
+    """A file name (its directory is resolved by the caller)."""
+    name = string(label, value)
+    if "\0" in name:
+        raise invalid(label, value, "is not a file name: it contains a NUL character")
+    return name
+
+
+def zookeeper_hosts(label: str, value: object) -> str:
+    """C{HOST:PORT[,HOST:PORT...][/CHROOT]}, as kazoo takes it."""
+    hosts = string(label, value)
+    servers, slash, chroot = hosts.partition("/")
+    if slash:
+        problem = znode_path_problem(slash + chroot)
+        if problem is not None:
+            raise invalid(label, value, f"has an invalid chroot: {problem}")
+    for server in servers.split(","):
+        address = host_port(server)
+        if address is None:
+            raise invalid(
+                label, value, f"is not HOST:PORT[,HOST:PORT...][/CHROOT] at {server!r}"
+            )
+        if not 1 <= address[1] <= 65535:
+            raise invalid(label, value, f"has port {address[1]}, not in 1-65535")
+    return hosts
+
+
+def parse_redis_address(text: str) -> tuple[str | None, str, int]:
+    """
+    Split C{--redis}'s C{[NAME=]HOST:PORT} into name (L{None} if not given),
+    host (an IPv6 address without its brackets) and port.
+
+    @raise ConfigError: if C{text} has not that form or the port is out of
+        range.
+    """
+    name: str | None
+    name, equals, address = text.partition("=")
+    if not equals:
+        name, address = None, text
+    split = host_port(address)
+    if split is None:
+        raise error(f"--redis: {show(text)} is not HOST:PORT or NAME=HOST:PORT")
+    host, port = split
+    if not 1 <= port <= 65535:
+        raise error(f"--redis: {show(text)}: {port} is not a port (1-65535)")
+    return name, host, port

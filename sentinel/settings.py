@@ -1,0 +1,192 @@
+"""
+Every setting of the agent, in one table: its TOML key, the command-line
+option that overrides it (if any), its default, the check of a given value,
+and its help text. The value classes' defaults (`sentinel.config`), the
+options and help of ``twistd sentinel`` (`sentinel.tap`) and the defaults of
+``python -m sentinel.status`` are all read from here; a new setting is one
+row (a key of a new ``[table]`` is named ``table.key``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attr
+
+from sentinel import checks
+
+
+@attr.frozen
+class Setting:
+    """
+    One setting: its TOML key (``table.key`` for a key of a table, such as
+    ``zookeeper.root``), what it is for, the check of a given value, its
+    default, and the command-line option that overrides it, if any.
+    """
+
+    key: str
+    help: str
+    # None for [[redis]]: the instance list is checked by code of its own.
+    check: Callable[[str, object], Any] | None
+    default: Any = None
+    option: str | None = None
+    # The option's text into a value for `check`.
+    parse_option: Callable[[str, str], object] = checks.option_text
+    # What the help shows as the default where that is not a value.
+    default_help: str | None = None
+    # Given several times, the option's values make a list.
+    repeatable: bool = False
+
+    @property
+    def usage(self) -> str:
+        """The help text, and the default as twistd shows defaults."""
+        default = self.default if self.default_help is None else self.default_help
+        return self.help if default is None else f"{self.help} [default: {default}]"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "redis",
+        "[NAME=]HOST:PORT to watch; repeatable; replaces the file's [[redis]].",
+        check=None,
+        option="--redis",
+        repeatable=True,
+    ),
+    Setting(
+        "interval",
+        "Seconds between checks of an instance.",
+        checks.positive,
+        default=1.0,
+        option="--interval",
+        parse_option=checks.option_number,
+    ),
+    Setting(
+        "timeout",
+        "Seconds a check may take, connect included; at most the interval.",
+        checks.positive,
+        default=0.5,
+        option="--timeout",
+        parse_option=checks.option_number,
+    ),
+    Setting(
+        "rise",
+        "Consecutive successes that make an instance up.",
+        checks.count,
+        default=2,
+        option="--rise",
+        parse_option=checks.option_integer,
+    ),
+    Setting(
+        "fall",
+        "Consecutive failures that make an instance down.",
+        checks.count,
+        default=3,
+        option="--fall",
+        parse_option=checks.option_integer,
+    ),
+    Setting(
+        "http",
+        "HTTP endpoint string, or none.",
+        checks.http,
+        default="tcp:6060:interface=127.0.0.1",
+        option="--http",
+    ),
+    Setting(
+        "agent_id",
+        "Name of this agent's znode.",
+        checks.znode_name,
+        option="--agent-id",
+        default_help="the host name",
+    ),
+    Setting("info_every", "Send INFO replication every N checks.", checks.count, 10),
+    Setting(
+        "zookeeper.hosts",
+        "ZooKeeper hosts h1:2181,h2:2181[/chroot]; without them nothing is published.",
+        checks.zookeeper_hosts,
+        option="--zookeeper",
+    ),
+    Setting(
+        "zookeeper.root",
+        "Base znode path.",
+        checks.znode_path,
+        default="/sentinel",
+        option="--zk-root",
+    ),
+    Setting(
+        "zookeeper.session_timeout",
+        "Requested ZooKeeper session timeout, seconds.",
+        checks.positive,
+        default=10.0,
+        option="--zk-session-timeout",
+        parse_option=checks.option_number,
+    ),
+    Setting(
+        "zookeeper.refresh",
+        "Seconds between rewrites of unchanged instance nodes.",
+        checks.positive,
+        default=30.0,
+    ),
+    Setting(
+        "zookeeper.heartbeat",
+        "Seconds between rewrites of this agent's node.",
+        checks.positive,
+        default=10.0,
+    ),
+    Setting(
+        "zookeeper.auth_file",
+        "File holding user:password for ZooKeeper digest auth.",
+        checks.file_name,
+    ),
+)
+
+# The keys of each [[redis]] table.
+REDIS_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "name",
+        "The instance's node name; unique.",
+        checks.znode_name,
+        default_help="HOST:PORT",
+    ),
+    Setting("host", "Host name or IP address; required.", checks.host),
+    Setting("port", "TCP port; required.", checks.port),
+    Setting("password_file", "File holding the password for AUTH.", checks.file_name),
+    Setting("username", "ACL user for AUTH; needs password_file.", checks.string),
+    Setting(
+        "tls",
+        "Connect with TLS, the certificate verified.",
+        checks.boolean,
+        default=False,
+    ),
+    Setting(
+        "ca_file",
+        "PEM file of the CAs to verify against; needs tls.",
+        checks.file_name,
+        default_help="the system's CAs",
+    ),
+    Setting(
+        "server_name",
+        "Name the certificate must carry; needs tls.",
+        checks.string,
+        default_help="host",
+    ),
+)
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+_REDIS_BY_KEY = {s.key: s for s in REDIS_SETTINGS}
+
+# Overrides are keyed by the TOML key they replace; the value is what the
+# option's own error messages call the field.
+OPTION_NAMES: Mapping[str, str] = {
+    s.key: s.option for s in SETTINGS if s.option is not None
+}
+
+
+def setting(key: str) -> Setting:
+    """The setting with TOML key `key` (``"zookeeper.root"``)."""
+    return _BY_KEY[key]
+
+
+def redis_setting(key: str) -> Setting:
+    """The setting with key `key` in each [[redis]] table (``"tls"``)."""
+    return _REDIS_BY_KEY[key]
