@@ -23,6 +23,8 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
+from sentinel.settings import setting
+
 COLUMNS = ("name", "status", "ready", "role", "latency", "since", "agent", "age")
 
 
@@ -99,24 +101,35 @@ def format_table(rows: list[dict[str, Any]], now: float) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments; defaults are the agent's (`sentinel.config`)."""
     parser = argparse.ArgumentParser(
         prog="python -m sentinel.status",
         description="Show what ZooKeeper says about every Redis instance.",
     )
     parser.add_argument("--zookeeper", required=True, metavar="HOSTS")
-    parser.add_argument("--zk-root", default="/sentinel", metavar="PATH")
+    parser.add_argument(
+        "--zk-root",
+        default=setting("zookeeper.root").default,
+        metavar="PATH",
+        help="the agents' zookeeper.root (default: %(default)s)",
+    )
     parser.add_argument(
         "--refresh",
         type=float,
-        default=30.0,
+        default=setting("zookeeper.refresh").default,
         metavar="S",
-        help="the agents' zookeeper.refresh; rows older than 3x are stale",
+        help="the agents' zookeeper.refresh; rows older than 3x are stale "
+        "(default: %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status."""
+    args = build_parser().parse_args(argv)
     # kazoo logs every failed connection attempt; one line of ours says it.
     logging.getLogger("kazoo").setLevel(logging.CRITICAL)
 

@@ -7,27 +7,17 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.application.service import IService
 from twisted.python import usage
 
+from sentinel import __version__
 from sentinel.config import Config, ConfigError, load_config
-
-
-def _number(option: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise usage.UsageError(f"{option}: {text!r} is not a number") from None
-
-
-def _integer(option: str, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise usage.UsageError(f"{option}: {text!r} is not an integer") from None
+from sentinel.files import FileReader
+from sentinel.settings import SETTINGS, setting
 
 
 def check_endpoint(label: str, description: str, reactor: Any) -> None:
@@ -53,8 +43,8 @@ def check_endpoint(label: str, description: str, reactor: Any) -> None:
 class Options(usage.Options):
     """
     C{twistd sentinel} options; every option also has a key in the C{--config}
-    TOML file, and only the options given override it (the defaults live in
-    L{sentinel.config}).
+    TOML file, and only the options given override it. Options, help texts
+    and defaults come from L{sentinel.config.SETTINGS}.
     """
 
     synopsis = "[options]"
@@ -64,25 +54,12 @@ class Options(usage.Options):
     )
 
     optParameters = [
-        ["config", None, None, "TOML config file; options given here override it."],
-        ["zookeeper", None, None, "ZooKeeper hosts h1:2181,h2:2181[/chroot]."],
-        ["zk-root", None, None, "Base znode path [default: /sentinel]."],
-        [
-            "http",
-            None,
-            None,
-            "HTTP endpoint string, or none [default: tcp:6060:interface=127.0.0.1].",
-        ],
-        ["agent-id", None, None, "Name of this agent's znode [default: host name]."],
+        ["config", None, None, "TOML config file; options given here override it."]
+    ] + [
+        [s.option.removeprefix("--"), None, None, s.usage]
+        for s in SETTINGS
+        if s.option is not None and not s.repeatable
     ]
-
-    # The option each optParameter overrides, as config.load_config keys it.
-    _parameter_keys = {
-        "zookeeper": "zookeeper.hosts",
-        "zk-root": "zookeeper.root",
-        "http": "http",
-        "agent-id": "agent_id",
-    }
 
     config: Config
     config_path: str | None
@@ -96,32 +73,22 @@ class Options(usage.Options):
         self._reactor = reactor
         self._redis: list[str] = []
         self.overrides: dict[str, object] = {}
+        # One for the process: a read hung at start or on a reload holds
+        # one thread, never one per SIGHUP.
+        self._reader = FileReader()
 
     def opt_redis(self, address: str) -> None:
-        """[NAME=]HOST:PORT to watch; repeatable; replaces the file's [[redis]]."""
         self._redis.append(address)
 
-    def opt_interval(self, seconds: str) -> None:
-        """Seconds between checks of an instance [default: 1.0]."""
-        self.overrides["interval"] = _number("--interval", seconds)
+    opt_redis.__doc__ = setting("redis").usage
 
-    def opt_timeout(self, seconds: str) -> None:
-        """Seconds a check may take, connect included [default: 0.5]."""
-        self.overrides["timeout"] = _number("--timeout", seconds)
+    def opt_version(self) -> NoReturn:
+        """Display sentinel's version (and Twisted's) and exit."""
+        from twisted import copyright
 
-    def opt_rise(self, count: str) -> None:
-        """Consecutive successes that make an instance up [default: 2]."""
-        self.overrides["rise"] = _integer("--rise", count)
-
-    def opt_fall(self, count: str) -> None:
-        """Consecutive failures that make an instance down [default: 3]."""
-        self.overrides["fall"] = _integer("--fall", count)
-
-    def opt_zk_session_timeout(self, seconds: str) -> None:
-        """Requested ZooKeeper session timeout, seconds [default: 10.0]."""
-        self.overrides["zookeeper.session_timeout"] = _number(
-            "--zk-session-timeout", seconds
-        )
+        print(f"sentinel {__version__}")
+        print(f"Twisted {copyright.version}")
+        sys.exit(0)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -141,9 +108,12 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """Load and validate the whole configuration."""
-        for name, key in self._parameter_keys.items():
-            if self[name] is not None:
-                self.overrides[key] = self[name]
+        for entry in SETTINGS:
+            if entry.option is None or entry.repeatable:
+                continue
+            text = self[entry.option.removeprefix("--")]
+            if text is not None:
+                self.overrides[entry.key] = entry.parse_option(entry.option, text)
         if self._redis:
             self.overrides["redis"] = list(self._redis)
         path = self["config"]
@@ -157,12 +127,15 @@ class Options(usage.Options):
 
     def load(self) -> Config:
         """
-        Load the config file (again, on SIGHUP) with the same command-line
-        overrides over it.
+        Load the config file (again, on SIGHUP, on a thread of the
+        reloader's) with the same command-line overrides over it. Each file
+        is read within a deadline (L{sentinel.files}).
 
         @raise ConfigError: for an invalid file or value.
         """
-        return load_config(self.config_path, self.overrides, socket.gethostname())
+        return load_config(
+            self.config_path, self.overrides, socket.gethostname(), self._reader
+        )
 
 
 def makeService(options: Options) -> IService:

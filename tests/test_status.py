@@ -6,10 +6,12 @@ import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
 
+import attr
 from kazoo.client import KazooClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.status import annotate, format_table, main
+from sentinel import settings as settings_module
+from sentinel.status import annotate, build_parser, format_table, main
 from tests.servers import shared_zookeeper
 
 NOW = 1_700_000_000.0
@@ -63,6 +65,26 @@ class FormatTests(SynchronousTestCase):
             lines[2].split(),
             ["b", "down", "yes", "-", "0.42ms", "60m", "host-1", "3m", "STALE"],
         )
+
+
+class ParserTests(SynchronousTestCase):
+    """The command's defaults are the agent's, from the settings table."""
+
+    def test_defaults_from_table(self) -> None:
+        """--zk-root and --refresh default to the agent's own defaults."""
+        args = build_parser().parse_args(["--zookeeper", "z:1"])
+        self.assertEqual((args.zk_root, args.refresh), ("/sentinel", 30.0))
+
+    def test_table_drives_defaults(self) -> None:
+        """A default changed in the table is the command's default too."""
+        settings = dict(settings_module._BY_KEY)
+        for key, value in (("zookeeper.root", "/other"), ("zookeeper.refresh", 5.0)):
+            settings[key] = attr.evolve(settings[key], default=value)
+        self.patch(settings_module, "_BY_KEY", settings)
+        parser = build_parser()
+        args = parser.parse_args(["--zookeeper", "z:1"])
+        self.assertEqual((args.zk_root, args.refresh), ("/other", 5.0))
+        self.assertIn("(default: /other)", " ".join(parser.format_help().split()))
 
 
 class ZooKeeperTests(SynchronousTestCase):

@@ -15,7 +15,9 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel import __version__
 from sentinel.config import ConfigError, RedisInstance, ZooKeeperConfig
+from sentinel.settings import SETTINGS
 from sentinel.tap import Options, check_endpoint, makeService
 
 
@@ -182,14 +184,58 @@ class ExitTests(SynchronousTestCase):
             path,
         )
 
-    def test_help(self) -> None:
-        """--help still prints the usage and exits with status 0."""
+    def test_fifo_password_file(self) -> None:
+        """
+        A config naming a FIFO as password file ends at once with one line
+        naming the field and the path, instead of waiting for a writer.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        fifo = os.path.join(directory, "pw")
+        os.mkfifo(fifo)
+        path = os.path.join(directory, "s.toml")
+        with open(path, "w") as f:
+            f.write('[[redis]]\nhost = "h"\nport = 1\npassword_file = "pw"\n')
+        self.assertExits(
+            f"redis[0].password_file: cannot read {fifo}: not a regular file (a FIFO)",
+            "--config",
+            path,
+        )
+
+    def help(self) -> str:
         out = io.StringIO()
         self.patch(sys, "stdout", out)
         error = self.assertRaises(SystemExit, parse, "--help")
         self.assertEqual(error.code, 0)
-        self.assertIn("--zk-session-timeout", out.getvalue())
-        self.assertIn("--redis", out.getvalue())
+        return " ".join(out.getvalue().split())
+
+    def test_help(self) -> None:
+        """
+        --help prints the usage and exits with status 0; each option's help
+        and default are the settings table's.
+        """
+        text = self.help()
+        options = [s for s in SETTINGS if s.option is not None]
+        self.assertEqual(len(options), 10)
+        for entry in options:
+            self.assertIn(f"{entry.option}=", text)
+            self.assertIn(entry.usage, text)
+        self.assertIn("--zk-root= Base znode path. [default: /sentinel]", text)
+        self.assertIn("[default: tcp:6060:interface=127.0.0.1]", text)
+        self.assertIn("--redis= [NAME=]HOST:PORT to watch; repeatable", text)
+
+    def test_version(self) -> None:
+        """--version prints sentinel's version, then Twisted's, and exits 0."""
+        from twisted import copyright
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, parse, "--version")
+        self.assertEqual(error.code, 0)
+        self.assertEqual(
+            out.getvalue().splitlines(),
+            [f"sentinel {__version__}", f"Twisted {copyright.version}"],
+        )
 
 
 class CheckEndpointTests(SynchronousTestCase):
