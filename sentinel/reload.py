@@ -7,18 +7,33 @@ start again from a fresh state under the same node; unchanged ones keep
 their state, counters and connection. Global settings apply from the next
 tick. Command-line options still override the file. A file that does not
 load is logged with its one-line reason and the running config stays.
+
+Loading (reading the files, parsing, validating) runs on a thread of the
+reloader's own, never on the reactor thread, and never in the reactor's
+thread pool: a read stuck there would stall name resolution, and twistd's
+exit joins that pool's threads. The loaded config is applied on the reactor
+thread. One load runs at a time: a SIGHUP during a load is coalesced into
+one more load when it ends, so a stuck load never stacks threads. Each file
+read has its own deadline (`sentinel.files`); `LOAD_DEADLINE` is the
+backstop for the whole load, after which the reload is refused and the
+load's late result, if it ever comes, is dropped.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable
+from functools import partial
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import attr
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from sentinel.config import Config, ConfigError
 from sentinel.monitor import Monitor, Settings
@@ -29,10 +44,16 @@ log = Logger()
 # identity, and where and how it publishes.
 _RESTART_ONLY = ("http", "agent_id", "zookeeper")
 
+# Seconds a whole load may take: well above parsing the largest config
+# file allowed (16 MiB, about 5 s of CPU here) on a busy agent, and above
+# one file read's deadline.
+LOAD_DEADLINE = 60.0
 
 # Launches per interval are about this far apart (see `Settings.slices`).
 SLICE_SECONDS = 0.05
 MAX_SLICES = 20
+
+_T = TypeVar("_T")
 
 
 def settings_of(config: Config) -> Settings:
@@ -48,8 +69,44 @@ def settings_of(config: Config) -> Settings:
     )
 
 
+def in_own_thread(reactor: Any, work: Callable[[], _T]) -> Deferred[_T]:
+    """
+    Run `work` on a new daemon thread; the Deferred fires on the reactor
+    thread with its result or failure, when the thread ends. Cancelling the
+    Deferred ends it at once and drops the late result.
+    """
+    done: Deferred[_T] = Deferred()
+
+    def deliver(outcome: _T | Failure) -> None:
+        if done.called:
+            return
+        if isinstance(outcome, Failure):
+            done.errback(outcome)
+        else:
+            done.callback(outcome)
+
+    def run() -> None:
+        try:
+            outcome: _T | Failure = work()
+        except BaseException:
+            outcome = Failure()
+        reactor.callFromThread(deliver, outcome)
+
+    threading.Thread(target=run, name="sentinel-config-load", daemon=True).start()
+    return done
+
+
 class ConfigReloader(Service):
-    """Applies a freshly loaded config to the running monitor on SIGHUP."""
+    """
+    Loads the config again on SIGHUP, off the reactor thread, and applies it
+    to the running monitor (see the module docstring).
+
+    `last_reload_ok` says whether the last load was applied (True from
+    start, with the config the agent started with), `last_reload_at` when
+    a config was last applied (epoch seconds; the start at first),
+    `reloads` how many were applied and `last_error` why the last one was
+    refused.
+    """
 
     def __init__(
         self,
@@ -59,16 +116,32 @@ class ConfigReloader(Service):
         config: Config,
         check_capacity: Callable[[int], object],
         install_signal: bool = True,
+        run_in_thread: Callable[[Callable[[], Config]], Deferred[Config]] | None = None,
     ) -> None:
+        """
+        @param load: loads the config; blocks, so it runs on
+            C{run_in_thread} (L{in_own_thread} by default).
+        @param check_capacity: raises L{SystemExit} if the instances
+            of a new config cannot fit in the open-file limit.
+        """
         self._reactor = reactor
         self._load = load
         self._monitor = monitor
         self.config = config
         self._check_capacity = check_capacity
         self._install_signal = install_signal
+        self._run_in_thread = run_in_thread or partial(in_own_thread, reactor)
         self._previous_handler: Any = None
         self.reloads = 0
         self.last_error: str | None = None
+        self.last_reload_ok = True
+        self.last_reload_at: float = reactor.seconds()
+        # The load running now, its deadline (None once overdue), and
+        # whether a SIGHUP came during it.
+        self._loading: Deferred[Config] | None = None
+        self._load_started = 0.0
+        self._deadline: IDelayedCall | None = None
+        self._again = False
 
     def startService(self) -> None:
         super().startService()
@@ -79,30 +152,78 @@ class ConfigReloader(Service):
         super().stopService()
         if self._install_signal:
             signal.signal(signal.SIGHUP, self._previous_handler or signal.SIG_DFL)
+        self._again = False
+        if self._loading is not None:
+            self._loading.cancel()
 
     def _hangup(self, signum: int, frame: FrameType | None) -> None:
         # In a signal handler: only hand over to the reactor.
         self._reactor.callFromThread(self.reload)
 
     def reload(self) -> None:
-        """Load the file again and apply it; keep the old config on error."""
-        try:
-            new = self._load()
-            self._check_capacity(len(new.instances))
-        except ConfigError as e:
-            self._refused(str(e))
+        """
+        Load the config again on a thread and apply it when loaded; keep the
+        running config on error. During a load, ask for one more after it.
+        """
+        if self._loading is not None:
+            self._again = True
+            log.info(
+                "reload: the load started {seconds:.0f} s ago has not ended; "
+                "one more follows when it does",
+                seconds=self._reactor.seconds() - self._load_started,
+            )
             return
+        self._again = False
+        self._load_started = self._reactor.seconds()
+        self._deadline = self._reactor.callLater(LOAD_DEADLINE, self._overdue)
+        loading = self._run_in_thread(self._load)
+        self._loading = loading
+        loading.addBoth(self._loaded)
+        loading.addErrback(
+            lambda failure: log.failure("applying a reload failed", failure)
+        )
+
+    def _overdue(self) -> None:
+        self._deadline = None
+        self._refused(
+            f"the config was not loaded within {LOAD_DEADLINE:g} s; "
+            "a new load waits for this one to end"
+        )
+
+    def _loaded(self, outcome: Config | Failure) -> None:
+        self._loading = None
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None:
+            deadline.cancel()
+        try:
+            if not self.running:
+                return
+            if deadline is None:
+                log.warn("reload: a load ended after its deadline; result dropped")
+            else:
+                self._use(outcome)
+        finally:
+            if self._again and self.running:
+                self.reload()
+
+    def _use(self, outcome: Config | Failure) -> None:
+        if isinstance(outcome, Failure):
+            if outcome.check(ConfigError):
+                self._refused(outcome.getErrorMessage())
+            else:
+                log.failure("loading the config for a reload failed", outcome)
+                self._refused(repr(outcome.value))
+            return
+        try:
+            self._check_capacity(len(outcome.instances))
         except SystemExit as e:
             self._refused(str(e.code))
             return
-        except Exception as e:
-            log.failure("loading the config for a reload failed")
-            self._refused(repr(e))
-            return
-        self.apply(new)
+        self.apply(outcome)
 
     def _refused(self, reason: str) -> None:
         self.last_error = reason
+        self.last_reload_ok = False
         log.error("reload refused, the running config stays: {reason}", reason=reason)
 
     def apply(self, new: Config) -> None:
@@ -127,6 +248,8 @@ class ConfigReloader(Service):
         self.config = new
         self.reloads += 1
         self.last_error = None
+        self.last_reload_ok = True
+        self.last_reload_at = self._reactor.seconds()
         log.info(
             "reloaded: {added} added, {removed} removed, {changed} changed, "
             "{kept} unchanged",

@@ -1,12 +1,25 @@
-"""SIGHUP reload on a Clock: add, remove, change, keep, refuse."""
+"""
+SIGHUP reload on a Clock: add, remove, change, keep, refuse; loads run off
+the reactor thread, one at a time, within a deadline.
+"""
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
 import attr
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.config import Config, ConfigError, RedisInstance
-from sentinel.reload import ConfigReloader
+from sentinel import reload as reload_module
+from sentinel.config import Config, ConfigError, RedisInstance, load_config
+from sentinel.reload import LOAD_DEADLINE, ConfigReloader, in_own_thread
 from tests.fakes import make_monitor
 
 
@@ -20,15 +33,47 @@ BASE = Config(
 )
 
 
-class ReloadTests(SynchronousTestCase):
-    """What a reload changes, and what it keeps."""
+class FakeThreads:
+    """
+    Stands in for the reloader's thread: each load waits here until the
+    test runs it, as a load on a thread would until it ends.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Callable[[], Config], Deferred[Config]]] = []
+        self.started = 0
+
+    def __call__(self, work: Callable[[], Config]) -> Deferred[Config]:
+        self.started += 1
+        d: Deferred[Config] = Deferred()
+        self.waiting.append((work, d))
+        return d
+
+    def finish(self) -> None:
+        """The oldest load runs now and its result reaches the reactor."""
+        work, d = self.waiting.pop(0)
+        try:
+            result = work()
+        except Exception:
+            d.errback(Failure())
+        else:
+            d.callback(result)
+
+
+class ReloadTestCase(SynchronousTestCase):
+    """A reloader over a monitor on a Clock, its loads run by FakeThreads."""
 
     def setUp(self) -> None:
         self.monitor, self.clock, self.probes, self.publisher = make_monitor([])
         for i in BASE.instances:
             self.monitor.add_instance(i)
         self.next: Config | Exception = BASE
+        self.loads = 0
         self.capacity: list[int] = []
+        self.threads = FakeThreads()
+        self.clock.advance(1000.0)
+        self.events: list[dict[str, Any]] = []
+        self.patch(reload_module, "log", Logger(observer=self.events.append))
         self.reloader = ConfigReloader(
             self.clock,
             self.load,
@@ -36,14 +81,30 @@ class ReloadTests(SynchronousTestCase):
             BASE,
             self.capacity.append,
             install_signal=False,
+            run_in_thread=self.threads,
         )
+        self.reloader.startService()
         self.monitor.startService()
         self.clock.advance(1.0)
 
     def load(self) -> Config:
+        self.loads += 1
         if isinstance(self.next, Exception):
             raise self.next
         return self.next
+
+    def reload(self) -> None:
+        """SIGHUP, and the load ends at once."""
+        self.reloader.reload()
+        self.threads.finish()
+
+    def levels(self, text: str) -> list[LogLevel]:
+        """The level of each event whose format contains `text`."""
+        return [e["log_level"] for e in self.events if text in e["log_format"]]
+
+
+class ReloadTests(ReloadTestCase):
+    """What a reload changes, and what it keeps."""
 
     def test_add_remove_change_keep(self) -> None:
         """
@@ -57,7 +118,7 @@ class ReloadTests(SynchronousTestCase):
             BASE,
             instances=(instance("a", 7000), instance("b", 7999), instance("d", 7003)),
         )
-        self.reloader.reload()
+        self.reload()
         self.assertEqual(sorted(self.monitor.states), ["a", "b", "d"])
         self.assertIs(self.monitor.states["a"], kept_state)
         self.assertEqual(kept_state.health.checks, 2)
@@ -79,7 +140,7 @@ class ReloadTests(SynchronousTestCase):
             BASE,
             instances=(instance("a", 7000, password="s3"), *BASE.instances[1:]),
         )
-        self.reloader.reload()
+        self.reload()
         self.assertTrue(old_probe.closed)
         self.assertIsNot(self.probes["a"], old_probe)
 
@@ -89,7 +150,7 @@ class ReloadTests(SynchronousTestCase):
         interval is spread over its slices (20 at 2 s), each instance in one.
         """
         self.next = attr.evolve(BASE, interval=2.0, timeout=1.0, rise=5, fall=7)
-        self.reloader.reload()
+        self.reload()
         self.assertEqual(self.monitor.states["a"].health.fall, 7)
         self.assertEqual(self.monitor.settings.slices, 20)
         checks = self.probes["a"].checks
@@ -101,12 +162,21 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual(self.probes["a"].checks, checks + 2)
 
     def test_invalid_file_keeps_running_config(self) -> None:
-        """An invalid file is logged with its reason; nothing changes."""
+        """An invalid file is logged at error with its reason; nothing changes."""
         self.next = ConfigError("interval: 'x' is not a number")
-        self.reloader.reload()
+        self.reload()
         self.assertEqual(sorted(self.monitor.states), ["a", "b", "c"])
         self.assertEqual(self.reloader.last_error, "interval: 'x' is not a number")
         self.assertIs(self.reloader.config, BASE)
+        self.assertEqual(self.levels("reload refused"), [LogLevel.error])
+
+    def test_unexpected_error_refused(self) -> None:
+        """A bug while loading is logged with its traceback and refused."""
+        self.next = KeyError("bug")
+        self.reload()
+        self.assertIs(self.reloader.config, BASE)
+        self.assertEqual(self.reloader.last_error, "KeyError('bug')")
+        self.assertEqual(self.levels("loading the config"), [LogLevel.critical])
 
     def test_too_many_instances_refused(self) -> None:
         """A config whose instances cannot fit in the fd limit is refused."""
@@ -116,13 +186,197 @@ class ReloadTests(SynchronousTestCase):
 
         self.reloader._check_capacity = refuse
         self.next = attr.evolve(BASE, instances=(instance("z", 1),))
-        self.reloader.reload()
+        self.reload()
         self.assertIn("a", self.monitor.states)
         self.assertIn("instances need more files", self.reloader.last_error or "")
 
     def test_restart_only_settings_kept(self) -> None:
         """http, agent_id and zookeeper changes are logged, not applied."""
         self.next = attr.evolve(BASE, agent_id="other", http="none")
-        self.reloader.reload()
+        self.reload()
         self.assertEqual(self.reloader.config.agent_id, "agent-1")
         self.assertEqual(self.monitor.settings.agent_id, "agent-1")
+
+
+class StatusTests(ReloadTestCase):
+    """last_reload_ok and last_reload_at, for the metrics."""
+
+    def test_start(self) -> None:
+        """At start, the config the agent started with counts as loaded then."""
+        self.assertTrue(self.reloader.last_reload_ok)
+        self.assertEqual(self.reloader.last_reload_at, 1000.0)
+        self.assertEqual((self.reloader.reloads, self.reloader.last_error), (0, None))
+
+    def test_refused_then_applied(self) -> None:
+        """
+        A refused reload turns last_reload_ok false and leaves
+        last_reload_at; an applied one turns it true at the time applied,
+        logged at info.
+        """
+        self.next = ConfigError("interval: 'x' is not a number")
+        self.clock.advance(5.0)
+        self.reload()
+        self.assertFalse(self.reloader.last_reload_ok)
+        self.assertEqual(self.reloader.last_reload_at, 1000.0)
+        self.next = BASE
+        self.clock.advance(5.0)
+        self.reload()
+        self.assertTrue(self.reloader.last_reload_ok)
+        self.assertEqual(self.reloader.last_reload_at, 1011.0)
+        self.assertEqual((self.reloader.reloads, self.reloader.last_error), (1, None))
+        self.assertEqual(self.levels("reloaded:"), [LogLevel.info])
+
+
+class OffTheReactorTests(ReloadTestCase):
+    """Loads run elsewhere; their results are applied here, one at a time."""
+
+    def test_load_runs_on_the_thread(self) -> None:
+        """
+        SIGHUP only starts the load: the reactor goes on (ticks, checks)
+        while it runs, and the result is applied when it arrives.
+        """
+        self.next = attr.evolve(BASE, instances=(instance("a", 7000),))
+        self.reloader.reload()
+        self.assertEqual((self.threads.started, self.loads), (1, 0))
+        checks = self.probes["b"].checks
+        self.clock.pump([1.0] * 3)
+        self.assertEqual(self.probes["b"].checks, checks + 3)
+        self.threads.finish()
+        self.assertEqual(sorted(self.monitor.states), ["a"])
+
+    def test_stuck_load_refused_without_stacking(self) -> None:
+        """
+        A load that has not ended within LOAD_DEADLINE is refused and the
+        checks go on; SIGHUPs meanwhile start no thread but one more load
+        after it; its late result is dropped, not applied.
+        """
+        self.reloader.reload()
+        checks = self.probes["a"].checks
+        self.clock.pump([1.0] * int(LOAD_DEADLINE))
+        self.assertFalse(self.reloader.last_reload_ok)
+        self.assertEqual(
+            self.reloader.last_error,
+            "the config was not loaded within 60 s; a new load waits for this "
+            "one to end",
+        )
+        for _ in range(3):
+            self.reloader.reload()
+        self.assertEqual(self.threads.started, 1)
+        self.assertEqual(self.probes["a"].checks, checks + int(LOAD_DEADLINE))
+        self.next = attr.evolve(BASE, instances=())
+        self.threads.finish()
+        self.assertEqual(sorted(self.monitor.states), ["a", "b", "c"])
+        self.assertEqual(self.threads.started, 2)
+        self.threads.finish()
+        self.assertEqual(sorted(self.monitor.states), [])
+        self.assertTrue(self.reloader.last_reload_ok)
+
+    def test_sighups_during_a_load_coalesce(self) -> None:
+        """Several SIGHUPs during a load make one more load, not several."""
+        self.reloader.reload()
+        self.reloader.reload()
+        self.reloader.reload()
+        self.threads.finish()
+        self.threads.finish()
+        self.assertEqual((self.threads.started, self.threads.waiting), (2, []))
+        self.assertEqual(self.reloader.reloads, 2)
+
+    def test_stop_during_a_load(self) -> None:
+        """
+        Stopping the agent ends a running load's Deferred at once; its
+        result is never applied and no further load starts.
+        """
+        self.reloader.reload()
+        self.reloader.reload()
+        [(_, loading)] = self.threads.waiting
+        self.reloader.stopService()
+        self.assertTrue(loading.called)
+        self.threads.finish()
+        self.assertEqual(self.threads.started, 1)
+        self.assertEqual(self.reloader.reloads, 0)
+        self.clock.advance(LOAD_DEADLINE)
+        self.assertTrue(self.reloader.last_reload_ok)
+
+    def test_real_files(self) -> None:
+        """
+        A reload of a config naming a FIFO password file is refused at
+        once, naming the field and the path.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        os.mkfifo(os.path.join(directory, "pw"))
+        path = os.path.join(directory, "sentinel.toml")
+        with open(path, "w") as f:
+            f.write('[[redis]]\nhost = "h"\nport = 1\npassword_file = "pw"\n')
+        self.reloader._load = lambda: load_config(path, {}, "agent-1")
+        self.reload()
+        self.assertEqual(
+            self.reloader.last_error,
+            f"redis[0].password_file: cannot read {directory}/pw: not a regular "
+            "file (a FIFO)",
+        )
+
+
+class ThreadReactor:
+    """Hands calls from other threads to the test's thread, in order."""
+
+    def __init__(self) -> None:
+        self.calls: queue.SimpleQueue[tuple[Callable[..., object], tuple[Any]]]
+        self.calls = queue.SimpleQueue()
+
+    def callFromThread(self, f: Callable[..., object], *args: Any) -> None:
+        self.calls.put((f, args))
+
+    def run_one(self) -> None:
+        f, args = self.calls.get(timeout=5.0)
+        f(*args)
+
+
+class InOwnThreadTests(SynchronousTestCase):
+    """in_own_thread: work on a thread of its own, results on the reactor's."""
+
+    def test_result_on_reactor_thread(self) -> None:
+        """
+        The work runs on another thread; the call returns before it ends,
+        and its result fires the Deferred through callFromThread.
+        """
+        reactor = ThreadReactor()
+        release = threading.Event()
+        ran_on: list[int] = []
+
+        def work() -> str:
+            ran_on.append(threading.get_ident())
+            release.wait(5.0)
+            return "loaded"
+
+        d = in_own_thread(reactor, work)
+        self.assertNoResult(d)
+        release.set()
+        reactor.run_one()
+        self.assertEqual(self.successResultOf(d), "loaded")
+        self.assertNotEqual(ran_on, [threading.get_ident()])
+
+    def test_failure(self) -> None:
+        """An exception in the work fails the Deferred with it."""
+        reactor = ThreadReactor()
+
+        def work() -> str:
+            raise ConfigError("bad")
+
+        d = in_own_thread(reactor, work)
+        reactor.run_one()
+        self.assertEqual(self.failureResultOf(d, ConfigError).getErrorMessage(), "bad")
+
+    def test_cancel_drops_late_result(self) -> None:
+        """A cancelled Deferred ends at once; the late result is dropped."""
+        reactor = ThreadReactor()
+        release = threading.Event()
+        d = in_own_thread(reactor, lambda: release.wait(5.0))
+        outcomes: list[object] = []
+        d.addBoth(outcomes.append)
+        d.cancel()
+        release.set()
+        reactor.run_one()
+        [outcome] = outcomes
+        assert isinstance(outcome, Failure)
+        self.assertTrue(outcome.check(CancelledError))
