@@ -10,16 +10,21 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import treq
 from kazoo.client import KazooClient
 from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from tests.polling import wait_for
+from sentinel import __version__
+from sentinel.files import READ_DEADLINE
+from tests.hung import HungMount
+from tests.polling import pause, wait_for
 from tests.servers import RedisServer, free_port, shared_zookeeper
 
 reactor: Any = _reactor
@@ -37,8 +42,8 @@ def environment() -> dict[str, str]:
     }
 
 
-class TwistdTests(TestCase):
-    """Start, watch over HTTP, SIGKILL a Redis, SIGTERM the agent."""
+class TwistdTestCase(TestCase):
+    """Runs ``twistd -n sentinel`` as a child, reads it over HTTP."""
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
         directory = Path(self.mktemp())
@@ -66,6 +71,21 @@ class TwistdTests(TestCase):
         pool = HTTPConnectionPool(reactor, persistent=False)
         response = await treq.get(url, timeout=2, pool=pool)
         return json.loads(await response.content())
+
+    async def stats(self, base: str) -> Any:
+        return await self.get_json(f"{base}/debug/stats")
+
+    async def checks_per_second(self, base: str, seconds: float) -> float:
+        """Checks per second over `seconds`, from /debug/stats."""
+        before = (await self.stats(base))["checks"]
+        started = reactor.seconds()
+        await pause(reactor, seconds)
+        after = (await self.stats(base))["checks"]
+        return float(after - before) / (reactor.seconds() - started)
+
+
+class TwistdTests(TwistdTestCase):
+    """Start, watch over HTTP, SIGKILL a Redis, SIGTERM the agent."""
 
     async def test_run_and_sigterm(self) -> None:
         """
@@ -202,3 +222,276 @@ class TwistdTests(TestCase):
         self.assertEqual(
             lines, ["sentinel: --timeout: 2.0 is greater than --interval 1.0"]
         )
+
+
+class UnreadableFileTests(TestCase):
+    """Files that must not be read, given to a real agent."""
+
+    def directory(self) -> Path:
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir(parents=True)
+        return directory
+
+    def run_agent(self, *args: str) -> tuple[subprocess.CompletedProcess[bytes], float]:
+        started = time.monotonic()
+        result = subprocess.run(
+            [TWISTD, "-n", "sentinel", "--http", "none", *args],
+            env=environment(),
+            capture_output=True,
+            timeout=60,
+        )
+        return result, time.monotonic() - started
+
+    def test_one_line_at_start(self) -> None:
+        """
+        A FIFO or /dev/zero as password file, or TOML nested too deeply, ends
+        start-up within seconds with one line on stderr naming the field and
+        the path, exit 1, no traceback (before: a silent hang, memory
+        growing without end, a 3,000-line traceback).
+        """
+        directory = self.directory()
+        fifo = directory / "pw"
+        os.mkfifo(fifo)
+        redis = '[[redis]]\nhost = "127.0.0.1"\nport = 1\npassword_file = "{}"\n'
+        deep = directory / "deep.toml"
+        deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+        cases = [
+            (
+                redis.format("pw"),
+                f"redis[0].password_file: cannot read {fifo}: not a regular file "
+                "(a FIFO)",
+            ),
+            (
+                redis.format("/dev/zero"),
+                "redis[0].password_file: cannot read /dev/zero: not a regular "
+                "file (a character device)",
+            ),
+            (None, f"config file {deep}: invalid TOML: nested too deeply"),
+        ]
+        for toml, expected in cases:
+            config = deep
+            if toml is not None:
+                config = directory / "sentinel.toml"
+                config.write_text(toml)
+            result, took = self.run_agent("--config", str(config))
+            self.assertEqual(
+                (result.returncode, result.stdout, result.stderr.decode()),
+                (1, b"", f"sentinel: {expected}\n"),
+            )
+            self.assertLess(took, 20.0)
+
+    def test_version(self) -> None:
+        """--version names sentinel's version first, then Twisted's; exit 0."""
+        result = subprocess.run(
+            [TWISTD, "sentinel", "--version"],
+            env=environment(),
+            capture_output=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0)
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(lines[0], f"sentinel {__version__}")
+        self.assertTrue(lines[1].startswith("Twisted "), lines)
+
+
+# The rate of checks of the one instance WatchedAgent watches, interval 0.2 s.
+CHECKS_PER_SECOND = 5
+
+
+class WatchedAgent:
+    """
+    A running agent watching "main", a real Redis that requires a password,
+    read from ``good-pw`` beside the config file; the config can be
+    rewritten with another password file.
+    """
+
+    def __init__(self, case: TwistdTestCase) -> None:
+        self.case = case
+        self.server = RedisServer(password="hunter2").start()
+        case.addCleanup(self.server.stop)
+        self.directory = Path(case.mktemp()).absolute()
+        self.directory.mkdir(parents=True)
+        (self.directory / "good-pw").write_text("hunter2\n")
+        self.config = self.directory / "sentinel.toml"
+        self.write("good-pw")
+        http = free_port()
+        self.child = case.spawn(
+            "--config", str(self.config), "--http", f"tcp:{http}:interface=127.0.0.1"
+        )
+        self.base = f"http://127.0.0.1:{http}"
+
+    def write(self, password_file: str, extra: str = "") -> None:
+        """The config, with main's password in `password_file`."""
+        self.config.write_text(
+            "interval = 0.2\ntimeout = 0.1\n"
+            f'[[redis]]\nname = "main"\nhost = "127.0.0.1"\n'
+            f'port = {self.server.port}\npassword_file = "{password_file}"\n{extra}'
+        )
+
+    def log(self) -> str:
+        return self.case.log_path.read_text()
+
+    async def main_status(self) -> Any:
+        try:
+            return (await self.case.get_json(f"{self.base}/instances/main"))["status"]
+        except Exception:
+            return None
+
+    async def until_up(self) -> None:
+        started = reactor.seconds()
+        while await self.main_status() != "up":
+            if self.child.poll() is not None or reactor.seconds() - started > 15:
+                self.case.fail(f"main not up: {self.log()}")
+            await pause(reactor, 0.1)
+
+    async def healthz(self) -> int:
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        response = await treq.get(f"{self.base}/healthz", pool=pool)
+        await response.text()
+        return int(response.code)
+
+    async def refusals(self, count: int, timeout: float) -> None:
+        await wait_for(
+            reactor,
+            lambda: self.log().count("reload refused") >= count,
+            timeout,
+            f"{count} refusals logged",
+        )
+
+    async def apply_good_config(self) -> None:
+        """A good config with a second instance is applied."""
+        second = '[[redis]]\nname = "second"\nhost = "127.0.0.1"\n'
+        port = self.server.port
+        self.write("good-pw", second + f'port = {port}\npassword_file = "good-pw"\n')
+        self.child.send_signal(signal.SIGHUP)
+        await wait_for(
+            reactor,
+            lambda: "reloaded: 1 added" in self.log(),
+            5.0,
+            "the good config applied",
+        )
+        self.case.assertEqual(await self.main_status(), "up")
+
+    async def stop(self) -> None:
+        """SIGTERM; the agent ends, having logged no traceback."""
+        self.child.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: self.child.poll() is not None, 5.0, "exit")
+        self.case.assertNotIn("Traceback", self.log())
+
+
+class ReloadRefusedTests(TwistdTestCase):
+    """SIGHUP with files that must not be read: refused, the checks go on."""
+
+    async def test_sighup_refused_checks_go_on(self) -> None:
+        """
+        A running agent whose config is edited to name a FIFO (then
+        /dev/zero, then TOML nested too deeply) and sent SIGHUP logs
+        "reload refused" with the field and the path each time; its Redis
+        stays up, its checks go on at the normal rate, /healthz stays 200,
+        and a good config afterwards is applied.
+        """
+        agent = WatchedAgent(self)
+        os.mkfifo(agent.directory / "fifo-pw")
+        await agent.until_up()
+        refusals = [
+            ("fifo-pw", f"cannot read {agent.directory}/fifo-pw: not a regular file"),
+            ("/dev/zero", "cannot read /dev/zero: not a regular file"),
+        ]
+        for count, (password_file, reason) in enumerate(refusals, start=1):
+            agent.write(password_file)
+            agent.child.send_signal(signal.SIGHUP)
+            await agent.refusals(count, 5.0)
+            self.assertIn(f"redis[0].password_file: {reason}", agent.log())
+            during = await self.checks_per_second(agent.base, 1.5)
+            self.assertGreater(during, 0.7 * CHECKS_PER_SECOND)
+            self.assertEqual(await agent.main_status(), "up")
+            self.assertEqual(await agent.healthz(), 200)
+        agent.config.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+        agent.child.send_signal(signal.SIGHUP)
+        await agent.refusals(3, 5.0)
+        self.assertIn("invalid TOML: nested too deeply", agent.log())
+        await agent.apply_good_config()
+        await agent.stop()
+
+
+class HungMountTests(TwistdTestCase):
+    """A password file on a mount that never answers (a real FUSE mount)."""
+
+    def hung_mount(self) -> HungMount:
+        mount = HungMount().start()
+        self.addCleanup(mount.release)
+        return mount
+
+    def test_hung_mount_at_start(self) -> None:
+        """
+        Start-up with a password file on a hung mount ends after the read
+        deadline with one line naming the field and the path, exit 1
+        (before: it waited, silent, for as long as the mount was hung).
+        """
+        mount = self.hung_mount()
+        config = Path(self.mktemp()).absolute()
+        config.write_text(
+            '[[redis]]\nhost = "127.0.0.1"\nport = 1\n'
+            f'password_file = "{mount.path}/pw"\n'
+        )
+        started = time.monotonic()
+        result = subprocess.run(
+            [TWISTD, "-n", "sentinel", "--http", "none", "--config", str(config)],
+            env=environment(),
+            capture_output=True,
+            timeout=60,
+        )
+        took = time.monotonic() - started
+        self.assertEqual(
+            (result.returncode, result.stderr.decode()),
+            (
+                1,
+                f"sentinel: redis[0].password_file: cannot read {mount.path}/pw: "
+                f"no answer within {READ_DEADLINE:g} s (a hung mount?)\n",
+            ),
+        )
+        self.assertGreaterEqual(took, READ_DEADLINE)
+        self.assertLess(took, READ_DEADLINE + 15.0)
+
+    async def test_hung_mount_on_reload(self) -> None:
+        """
+        SIGHUP with a password file on a hung mount: the checks go on at
+        their rate while the read hangs; the reload is refused after the
+        read deadline; SIGHUPs meanwhile add no thread (one more load
+        follows, refused at once while the read hangs); once the mount is
+        gone, a good config is applied.
+        """
+        mount = self.hung_mount()
+        agent = WatchedAgent(self)
+        await agent.until_up()
+        process = psutil.Process(agent.child.pid)
+        threads = process.num_threads()
+
+        agent.write(f"{mount.path}/pw")
+        agent.child.send_signal(signal.SIGHUP)
+        most_threads = threads
+        for _ in range(5):
+            await pause(reactor, 0.2)
+            agent.child.send_signal(signal.SIGHUP)
+            most_threads = max(most_threads, process.num_threads())
+        during = await self.checks_per_second(agent.base, 2.0)
+        self.assertGreater(during, 0.7 * CHECKS_PER_SECOND)
+        await agent.refusals(2, READ_DEADLINE + 5.0)
+        most_threads = max(most_threads, process.num_threads())
+        self.assertIn(
+            f"redis[0].password_file: cannot read {mount.path}/pw: no answer "
+            f"within {READ_DEADLINE:g} s (a hung mount?)",
+            agent.log(),
+        )
+        self.assertIn(
+            f"config file {agent.config}: cannot read: an earlier read of "
+            f"{mount.path}/pw has not ended",
+            agent.log(),
+        )
+        self.assertLessEqual(most_threads, threads + 2)
+        self.assertEqual(agent.log().count("reload refused"), 2)
+        self.assertEqual(await agent.healthz(), 200)
+        mount.release()
+        await agent.apply_good_config()
+        self.assertLessEqual(process.num_threads(), threads + 1)
+        await agent.stop()
