@@ -4,7 +4,11 @@ kazoo bridged into Deferreds on the reactor thread.
 kazoo's ``*_async`` calls return an ``IAsyncResult`` whose ``rawlink``
 callbacks run on kazoo's worker thread; they only hand the result over with
 ``reactor.callFromThread``. State listeners run on kazoo's connection thread
-and likewise only hand over. Every call has a timeout (a call made while
+and watch callbacks on its callback thread; they likewise only hand over,
+and what an old client (see below) still hands over is dropped: each client
+has a generation, and only the current one's are heard. A watch's event and
+the answer to a call made about the same time come through two different
+kazoo threads, in either order. Every call has a timeout (a call made while
 SUSPENDED waits for the reconnect, possibly forever). Blocking calls
 (``stop``/``close``) run on a thread of their own, never on the reactor's
 thread nor its pool, which a stuck ZooKeeper would exhaust.
@@ -22,7 +26,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import attr
 from kazoo.client import KazooClient, KazooState
+from kazoo.protocol.states import WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
 from twisted.internet.defer import Deferred, succeed
@@ -44,6 +50,7 @@ _STATES = {
 }
 
 StateListener = Callable[[str], None]
+Watcher = Callable[[WatchedEvent], None]
 
 
 class _KazooLogHandler(logging.Handler):
@@ -170,6 +177,16 @@ class ZooKeeper:
         client.add_listener(listener)
         client.start_async()
 
+    def _watch_fired(
+        self, generation: int, watcher: Watcher, event: WatchedEvent
+    ) -> None:
+        if generation != self._generation:
+            return
+        try:
+            watcher(event)
+        except Exception:
+            log.failure("ZooKeeper watcher failed")
+
     def _close_in_thread(self, client: Any, done: Deferred[None] | None = None) -> None:
         def close() -> None:
             try:
@@ -281,9 +298,19 @@ class ZooKeeper:
         """A node's (data, ZnodeStat)."""
         return self._call("get_async", path)
 
-    def exists(self, path: str) -> Deferred[Any]:
-        """A node's ZnodeStat, or None."""
-        return self._call("exists_async", path)
+    def exists(self, path: str, watch: Watcher | None = None) -> Deferred[Any]:
+        """
+        A node's ZnodeStat, or None. With `watch`, `watch(event)` is called
+        once, on the reactor thread, at the node's next creation, change or
+        deletion (or with an event of type NONE when kazoo drops its
+        watches, on a lost connection); never after the client is replaced.
+        Watching a path again with the same `watch` before it fires
+        registers it once.
+        """
+        if watch is None:
+            return self._call("exists_async", path)
+        handover = _WatchHandOver(self, self._generation, watch)
+        return self._call("exists_async", path, watch=handover)
 
     def delete(self, path: str, version: int = -1) -> Deferred[None]:
         """Delete a node."""
@@ -296,6 +323,25 @@ class ZooKeeper:
     def get_children(self, path: str) -> Deferred[list[str]]:
         """A node's children's names."""
         return self._call("get_children_async", path)
+
+
+@attr.frozen
+class _WatchHandOver:
+    """
+    A watch callback for kazoo. Equal for the same client generation and
+    watcher: kazoo keeps a set of callbacks per path until the watch fires,
+    so watching a path again and again adds nothing to it.
+    """
+
+    zk: ZooKeeper
+    generation: int
+    watcher: Watcher
+
+    def __call__(self, event: WatchedEvent) -> None:
+        # kazoo's callback thread: hand over, nothing else.
+        zk = self.zk
+        generation, watcher = self.generation, self.watcher
+        zk._reactor.callFromThread(zk._watch_fired, generation, watcher, event)
 
 
 def _deliver(d: Deferred[Any], result: Any) -> None:

@@ -1,0 +1,236 @@
+"""
+The kazoo bridge (`sentinel.zk.ZooKeeper`) on a Clock, with a fake kazoo
+client: what crosses from kazoo's threads to the reactor's and when, the
+client's replacement after a session timeout disconnected, and what an
+old client still says afterwards being dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from kazoo.client import KazooState
+from kazoo.protocol.states import EventType, WatchedEvent
+from kazoo.retry import KazooRetry
+from twisted.internet.defer import TimeoutError
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.zk import CONNECTED, CONNECTING, LOST, STOPPED, SUSPENDED, ZooKeeper
+from tests.fakekazoo import FakeKazooClient, FakeKazooFactory, HandOverClock
+
+SESSION_TIMEOUT = 4.0
+CALL_TIMEOUT = 5.0
+# Bounds the wait for the bridge's closing thread (it returns at once).
+THREAD_WAIT = 5.0
+PATH = "/sentinel/instances/a"
+
+
+class BridgeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = HandOverClock()
+        self.factory = FakeKazooFactory()
+        self.zk = ZooKeeper(
+            self.clock,
+            "127.0.0.1:2181",
+            SESSION_TIMEOUT,
+            auth="user:secret",
+            call_timeout=CALL_TIMEOUT,
+            client_factory=self.factory,
+        )
+        self.states: list[str] = []
+        self.zk.add_listener(self.states.append)
+        self.events: list[WatchedEvent] = []
+
+    def client(self, index: int = -1) -> FakeKazooClient:
+        return self.factory.clients[index]
+
+    def connect(self, client: FakeKazooClient) -> None:
+        client.change_state(KazooState.CONNECTED)
+        self.clock.run_handed_over()
+
+    def assert_closed_on_own_thread(self, client: FakeKazooClient) -> None:
+        self.assertTrue(client.closed.wait(THREAD_WAIT))
+        self.assertIsNotNone(client.stopped_on)
+        self.assertIsNot(client.stopped_on, threading.main_thread())
+        self.assertIs(client.closed_on, client.stopped_on)
+
+    def test_start(self) -> None:
+        """
+        `start` makes one client with the session timeout, a retry that
+        never gives up nor waits more than 5 s, and the credentials, and
+        starts it without waiting.
+        """
+        self.zk.start()
+        [client] = self.factory.clients
+        self.assertTrue(client.started)
+        settings = client.settings
+        self.assertEqual(settings["hosts"], "127.0.0.1:2181")
+        self.assertEqual(settings["timeout"], SESSION_TIMEOUT)
+        self.assertEqual(settings["auth_data"], [("digest", "user:secret")])
+        retry = settings["connection_retry"]
+        self.assertIsInstance(retry, KazooRetry)
+        self.assertEqual((retry.max_tries, retry.max_delay), (-1, 5))
+        self.assertEqual(self.zk.state, CONNECTING)
+
+    def test_state_handed_over(self) -> None:
+        """
+        kazoo's state changes reach the listeners only on the reactor's
+        thread (through callFromThread), then with the session's id.
+        """
+        self.zk.start()
+        self.client().change_state(KazooState.CONNECTED, session=0x1234)
+        self.assertEqual(self.zk.state, CONNECTING)
+        self.assertEqual(self.clock.run_handed_over(), 1)
+        self.assertEqual(self.zk.state, CONNECTED)
+        self.assertEqual(self.zk.session_id, 0x1234)
+        self.assertEqual(self.states, [CONNECTING, CONNECTED])
+
+    def test_reconnect_within_session_timeout_keeps_the_client(self) -> None:
+        """A client back before the session timeout is kept."""
+        self.zk.start()
+        self.connect(self.client())
+        self.client().change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.clock.advance(SESSION_TIMEOUT - 0.1)
+        self.connect(self.client())
+        self.clock.advance(SESSION_TIMEOUT * 10)
+        self.assertEqual(len(self.factory.clients), 1)
+        self.assertEqual(self.zk.replacements, 0)
+        self.assertEqual(self.states, [CONNECTING, CONNECTED, SUSPENDED, CONNECTED])
+
+    def test_replaced_after_session_timeout_disconnected(self) -> None:
+        """
+        A client disconnected for the session timeout is replaced: a new
+        one starts, the old one is stopped and closed on a thread of its
+        own, listeners hear LOST, and whatever the old client still hands
+        over (a reconnection, a watch, a state) is dropped.
+        """
+        self.zk.start()
+        old = self.client()
+        self.connect(old)
+        watched = self.zk.exists(PATH, watch=self.events.append)
+        old.answer(0, value=None)
+        self.clock.run_handed_over()
+        self.assertIsNone(self.successResultOf(watched))
+        old.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+
+        self.clock.advance(SESSION_TIMEOUT - 0.01)
+        self.assertEqual(len(self.factory.clients), 1)
+        self.clock.advance(0.01)
+        self.assertEqual(len(self.factory.clients), 2)
+        new = self.client()
+        self.assertTrue(new.started)
+        self.assertEqual(self.zk.replacements, 1)
+        self.assertEqual(self.zk.state, LOST)
+        self.assert_closed_on_own_thread(old)
+
+        old.change_state(KazooState.CONNECTED)
+        old.fire(PATH, EventType.DELETED)
+        self.clock.run_handed_over()
+        self.assertEqual(self.zk.state, LOST)
+        self.assertEqual(self.events, [])
+
+        self.connect(new)
+        self.assertEqual(self.zk.state, CONNECTED)
+        unanswered = self.zk.exists(PATH, watch=self.events.append)
+        new.fire(PATH, EventType.DELETED)
+        self.assertEqual(self.events, [])
+        self.clock.run_handed_over()
+        self.assertEqual([e.type for e in self.events], [EventType.DELETED])
+        self.clock.advance(SESSION_TIMEOUT * 10)
+        self.assertEqual(len(self.factory.clients), 2)
+        self.failureResultOf(unanswered, TimeoutError)
+        self.assertEqual(self.states[-3:], [SUSPENDED, LOST, CONNECTED])
+
+    def test_replaced_again_while_unreachable(self) -> None:
+        """
+        While ZooKeeper stays unreachable, the client is replaced once per
+        session timeout, and each replaced client is closed.
+        """
+        self.zk.start()
+        self.connect(self.client())
+        self.client().change_state(KazooState.LOST)
+        self.clock.run_handed_over()
+        for _ in range(3):
+            self.clock.advance(SESSION_TIMEOUT)
+        self.assertEqual(len(self.factory.clients), 4)
+        self.assertEqual(self.zk.replacements, 3)
+        for client in self.factory.clients[:-1]:
+            self.assert_closed_on_own_thread(client)
+        self.assertFalse(self.client().closed.is_set())
+
+    def test_call_result_handed_over(self) -> None:
+        """
+        A call's answer, set on kazoo's thread, fires its Deferred on the
+        reactor's thread; a call never answered fails after the call
+        timeout, and its late answer is dropped.
+        """
+        self.zk.start()
+        self.connect(self.client())
+        answered = self.zk.get(PATH)
+        client = self.client()
+        client.answer(0, value=(b"data", None))
+        self.assertNoResult(answered)
+        self.clock.run_handed_over()
+        self.assertEqual(self.successResultOf(answered), (b"data", None))
+
+        hanging = self.zk.get(PATH)
+        self.clock.advance(CALL_TIMEOUT)
+        self.failureResultOf(hanging, TimeoutError)
+        client.answer(1, value=(b"late", None))
+        self.clock.run_handed_over()
+
+    def test_watching_again_registers_once(self) -> None:
+        """
+        Watching a path again with the same watcher hands kazoo an equal
+        callback, so kazoo's set of watches for the path holds one.
+        """
+        self.zk.start()
+        self.connect(self.client())
+        for _ in range(3):
+            self.zk.exists(PATH, watch=self.events.append)
+        callbacks = {w for _, w in self.client().watches}
+        self.assertEqual(len(callbacks), 1)
+
+    def test_watch_event_none_handed_over(self) -> None:
+        """kazoo's NONE events (watches dropped with the connection) are passed on."""
+        self.zk.start()
+        self.connect(self.client())
+        self.zk.exists(PATH, watch=self.events.append)
+        self.client().fire(PATH, EventType.NONE)
+        self.clock.run_handed_over()
+        self.assertEqual([e.type for e in self.events], [EventType.NONE])
+
+    def test_stop_closes_on_own_thread(self) -> None:
+        """
+        `stop` closes the session on a thread of its own and fires once it
+        is closed; the stopped client's news is dropped.
+        """
+        self.zk.start()
+        client = self.client()
+        self.connect(client)
+        stopped = self.zk.stop(2.0)
+        self.assertEqual(self.zk.state, STOPPED)
+        self.assertEqual(self.clock.run_handed_over(wait=THREAD_WAIT), 1)
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assert_closed_on_own_thread(client)
+        client.change_state(KazooState.CONNECTED)
+        self.clock.run_handed_over()
+        self.assertEqual(self.zk.state, STOPPED)
+
+    def test_stop_bounded_when_close_hangs(self) -> None:
+        """A close that hangs is given up after the stop's timeout."""
+        self.zk.start()
+        client = self.client()
+        client.close_blocks = threading.Event()
+        self.addCleanup(client.close_blocks.set)
+        self.connect(client)
+        stopped = self.zk.stop(2.0)
+        self.clock.advance(1.99)
+        self.assertNoResult(stopped)
+        self.clock.advance(0.01)
+        self.assertIsNone(self.successResultOf(stopped))
+        client.close_blocks.set()
+        self.assertTrue(client.closed.wait(THREAD_WAIT))
+        self.clock.run_handed_over(wait=THREAD_WAIT)
