@@ -8,8 +8,15 @@ changes come in, at most one write per node is queued, and it carries the
 newest state. A failed write leaves the node dirty; it is retried, never
 forgotten. After every (re)connection all nodes are marked unknown and
 written again: the publisher asks ZooKeeper who owns each node instead of
-trusting its memory, and takes over a node left by an earlier session of
-ours once that session is gone.
+trusting its memory.
+
+A node held by another session is parked, not retried with the others: a
+watch says at once when it goes (then it is taken over), and a re-check
+backs off from 1 s to `RECHECK_MAX` in case a watch is lost, sooner after
+the holder writes. `sentinel.ownership` decides when a holder is a
+conflict rather than a predecessor on its way out; a conflict is logged
+once at error and fails /healthz until it ends, and a live twin holding
+this agent's own node stops the agent (`on_twin`): it must not fight it.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
@@ -31,6 +40,7 @@ from twisted.python.failure import Failure
 from sentinel import __version__
 from sentinel.health import Transition
 from sentinel.monitor import InstanceState
+from sentinel.ownership import LIVE, Holding, OwnershipRules, held_by
 from sentinel.zk import CONNECTED, ZooKeeper
 
 log = Logger()
@@ -45,12 +55,22 @@ STOP_DELETE_TIMEOUT = 1.5
 STOP_CLOSE_TIMEOUT = 2.0
 # The ZooKeeper calls counted in `write_calls` (for /metrics).
 WRITE_OPS = ("create", "set", "delete")
+# Re-checks of a node held by another session: the first after 1 s, then
+# twice as long each time up to RECHECK_MAX; after the holder writes, at
+# most one per RECHECK_MIN (a watch fires once: asking again re-arms it).
+RECHECK_FIRST = 1.0
+RECHECK_MAX = 30.0
+RECHECK_MIN = 1.0
 
 _T = TypeVar("_T")
 
 
-class OwnedElsewhere(Exception):
-    """The node exists and belongs to another live session."""
+class HeldElsewhere(Exception):
+    """The node exists and another session holds it (`stat` says which)."""
+
+    def __init__(self, stat: Any) -> None:
+        super().__init__(stat)
+        self.stat = stat
 
 
 class _Node:
@@ -58,6 +78,10 @@ class _Node:
     One node we own (or want to): its path and what to write. `data` builds
     the bytes when a write starts; an instance node reads its `state`, which
     each publish replaces (a reload may give a name a new state).
+
+    While another session holds it, `holding` says which, and the node is
+    `parked` between re-checks; `event` keeps what a watch said while a
+    call about the node was in flight, for its answer to take into account.
     """
 
     __slots__ = (
@@ -70,7 +94,13 @@ class _Node:
         "owned",
         "removed",
         "written_at",
-        "waiting_takeover",
+        "holding",
+        "parked",
+        "event",
+        "recheck",
+        "backoff",
+        "asked_at",
+        "watcher",
     )
 
     def __init__(self, path: str, data: Callable[[], bytes]) -> None:
@@ -83,11 +113,25 @@ class _Node:
         self.owned = False
         self.removed = False
         self.written_at: float | None = None
-        self.waiting_takeover = False
+        self.holding: Holding | None = None
+        self.parked = False
+        self.event: str | None = None
+        self.recheck: IDelayedCall | None = None
+        self.backoff = 0.0
+        self.asked_at = 0.0
+        # One callable per node: the bridge registers a watch once per
+        # watcher, however often the node is asked about.
+        self.watcher: Callable[[WatchedEvent], None] | None = None
 
 
 class ZooKeeperPublisher(Service):
-    """Publishes instance states and this agent's node to ZooKeeper."""
+    """
+    Publishes instance states and this agent's node to ZooKeeper.
+
+    `on_twin(line)` is called once if another live process holds this
+    agent's own node (same agent id): the publisher has stopped writing,
+    and `line` says why; the agent is expected to stop.
+    """
 
     def __init__(
         self,
@@ -98,6 +142,7 @@ class ZooKeeperPublisher(Service):
         refresh: float,
         heartbeat: float,
         agent_document: Callable[[], dict[str, Any]],
+        on_twin: Callable[[str], None] | None = None,
     ) -> None:
         self._reactor = reactor
         self.zk = zk
@@ -105,6 +150,8 @@ class ZooKeeperPublisher(Service):
         self.agent_id = agent_id
         self.refresh = refresh
         self.heartbeat = heartbeat
+        self.on_twin = on_twin
+        self.rules = OwnershipRules(zk.session_timeout)
         self._nodes: dict[str, _Node] = {}
         self._waiting: deque[_Node] = deque()
         self._in_flight = 0
@@ -114,7 +161,13 @@ class ZooKeeperPublisher(Service):
         # Each create/set/delete call by (op, "ok" or "error").
         self.write_calls: Counter[tuple[str, str]] = Counter()
         self.last_error: str | None = None
-        self._agent = _Node(
+        # Conflicts declared so far, and exists calls made to learn who
+        # holds a node (for /metrics).
+        self.conflicts_started = 0
+        self.ownership_checks = 0
+        # Why this agent stopped publishing (a live twin), or None.
+        self.halted: str | None = None
+        self._agent = self._new_node(
             f"{root}/agents/{agent_id}",
             lambda: _encode(agent_document()),
         )
@@ -138,6 +191,8 @@ class ZooKeeperPublisher(Service):
             self._heartbeat.stop()
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
+        for node in self._all_nodes():
+            _cancel_recheck(node)
         deletes = [
             Deferred.fromCoroutine(self._delete_owned(node))
             for node in [*self._nodes.values(), self._agent]
@@ -174,9 +229,14 @@ class ZooKeeperPublisher(Service):
             if self._reactor.seconds() - written_at >= self.refresh:
                 self._mark(node)
 
+    def _new_node(self, path: str, data: Callable[[], bytes]) -> _Node:
+        node = _Node(path, data)
+        node.watcher = partial(self._watched, node)
+        return node
+
     def _instance_node(self, name: str) -> _Node:
         agent_id = self.agent_id
-        node = _Node(f"{self.root}/instances/{name}", lambda: b"")
+        node = self._new_node(f"{self.root}/instances/{name}", lambda: b"")
 
         def data() -> bytes:
             assert node.state is not None
@@ -190,6 +250,7 @@ class ZooKeeperPublisher(Service):
         node = self._nodes.get(name)
         if node is not None:
             node.removed = True
+            self._release(node, "the instance is no longer watched")
             self._mark(node)
             self._mark(self._agent)
 
@@ -198,8 +259,21 @@ class ZooKeeperPublisher(Service):
     @property
     def writes_queued(self) -> int:
         """Nodes whose newest state is not yet written."""
-        nodes = [*self._nodes.values(), self._agent]
-        return sum(1 for n in nodes if n.dirty or n.writing)
+        return sum(1 for n in self._all_nodes() if n.dirty or n.writing)
+
+    @property
+    def conflicts(self) -> Mapping[str, str]:
+        """Each node in conflict now (this agent's first), and why."""
+        return {
+            node.path: self.rules.describe(node.holding)
+            for node in self._all_nodes()
+            if node.holding is not None and node.holding.conflict is not None
+        }
+
+    @property
+    def waiting_takeover(self) -> list[str]:
+        """The nodes another session holds, in conflict or not yet."""
+        return sorted(n.path for n in self._all_nodes() if n.holding is not None)
 
     def stats(self) -> dict[str, Any]:
         """ZooKeeper's part of /debug/stats."""
@@ -212,36 +286,60 @@ class ZooKeeperPublisher(Service):
             "writes_in_flight": self._in_flight,
             "writes_ok": self.writes["ok"],
             "writes_failed": self.writes["error"],
-            "waiting_takeover": sorted(
-                n.path
-                for n in [*self._nodes.values(), self._agent]
-                if n.waiting_takeover
-            ),
+            "waiting_takeover": self.waiting_takeover,
+            "conflicts": dict(self.conflicts),
+            "conflicts_started": self.conflicts_started,
+            "ownership_checks": self.ownership_checks,
             "client_replacements": zk.replacements,
             "last_error": self.last_error,
         }
 
     def unhealthy_reason(self) -> str | None:
-        """Why /healthz should fail on ZooKeeper's account, or None."""
+        """
+        Why /healthz should fail on ZooKeeper's account, or None: not
+        connected, a conflict, or a node still held by an earlier session
+        (its published status is stale until it is taken over).
+        """
         zk = self.zk
-        if zk.state == CONNECTED:
-            return None
-        since = self._reactor.seconds() - zk.state_since
-        return (
-            f"zookeeper {zk.state} for {since:.1f} s: "
-            f"published status may be stale ({self.writes_queued} writes queued)"
-        )
+        reasons = []
+        if zk.state != CONNECTED:
+            since = self._reactor.seconds() - zk.state_since
+            reasons.append(
+                f"zookeeper {zk.state} for {since:.1f} s: published status "
+                f"may be stale ({self.writes_queued} writes queued)"
+            )
+        if self.halted is not None:
+            reasons.append(f"zookeeper conflict: {self.halted}")
+        elif conflicts := self.conflicts:
+            reasons.append(f"zookeeper conflict: {_first_of(conflicts)}")
+        elif waiting := {
+            n.path: self.rules.describe(n.holding)
+            for n in self._all_nodes()
+            if n.holding is not None
+        }:
+            reasons.append(
+                f"zookeeper: {_first_of(waiting)}: its published status is stale"
+            )
+        return "; ".join(reasons) or None
 
     # Writing
+
+    def _all_nodes(self) -> Iterator[_Node]:
+        yield self._agent
+        yield from self._nodes.values()
 
     def _zk_state(self, state: str) -> None:
         if state != CONNECTED:
             return
         # A new session, or the old one back: either way ask ZooKeeper again
-        # who owns what, and write everything from current state.
-        for node in [*self._nodes.values(), self._agent]:
+        # who owns what, and write everything from current state. What was
+        # learnt about other holders stays: the same holder's clock goes on.
+        for node in self._all_nodes():
             node.owned = False
             node.dirty = True
+            node.parked = False
+            node.event = None
+            _cancel_recheck(node)
         self._flush()
 
     def _mark(self, node: _Node) -> None:
@@ -249,11 +347,11 @@ class ZooKeeperPublisher(Service):
         self._enqueue(node)
 
     def _enqueue(self, node: _Node) -> None:
-        if node.writing or node.queued or not node.dirty:
+        if node.writing or node.queued or not node.dirty or node.parked:
             return
         # Once stopping, a write that completes starts no other: stopService
         # is deleting our nodes and would race with it.
-        if not self.running or self.zk.state != CONNECTED:
+        if not self.running or self.halted or self.zk.state != CONNECTED:
             return
         if self._in_flight >= WRITES_IN_FLIGHT:
             node.queued = True
@@ -268,7 +366,6 @@ class ZooKeeperPublisher(Service):
     def _start_write(self, node: _Node) -> None:
         node.dirty = False
         node.writing = True
-        node.waiting_takeover = False
         self._in_flight += 1
         d = Deferred.fromCoroutine(self._write(node))
         d.addBoth(self._written, node)
@@ -285,22 +382,32 @@ class ZooKeeperPublisher(Service):
                 return
             except NoNodeError:
                 node.owned = False
-        try:
-            await self._counted("create", zk.create(node.path, data, ephemeral=True))
-            node.owned = True
-            return
-        except NodeExistsError:
-            pass
-        stat = await zk.exists(node.path)
+        # Held by another session when last asked: ask first, a create
+        # would only fail.
+        stat = None if node.holding is None else await self._ask_holder(node)
         if stat is None:
-            # Gone in between (its session just ended): try again at once.
-            node.dirty = True
-            return
+            try:
+                await self._counted(
+                    "create", zk.create(node.path, data, ephemeral=True)
+                )
+                node.owned = True
+                return
+            except NodeExistsError:
+                stat = await self._ask_holder(node)
+            if stat is None:
+                # Gone in between (its session just ended): try again at once.
+                node.dirty = True
+                return
         if stat.ephemeralOwner != zk.session_id:
-            owner = stat.ephemeralOwner
-            raise OwnedElsewhere(f"{node.path} (owned by session {owner:#x})")
+            raise HeldElsewhere(stat)
         node.owned = True
         await self._counted("set", zk.set(node.path, data, stat.version))
+
+    def _ask_holder(self, node: _Node) -> Deferred[Any]:
+        """The node's stat, watching it while another session holds it."""
+        self.ownership_checks += 1
+        node.asked_at = self._reactor.seconds()
+        return self.zk.exists(node.path, watch=node.watcher)
 
     async def _counted(self, op: str, call: Deferred[_T]) -> _T:
         try:
@@ -324,7 +431,15 @@ class ZooKeeperPublisher(Service):
     def _written(self, result: None | Failure, node: _Node) -> None:
         self._in_flight -= 1
         node.writing = False
-        if isinstance(result, Failure):
+        failed = isinstance(result, Failure)
+        if isinstance(result, Failure) and isinstance(result.value, HeldElsewhere):
+            node.dirty = True
+            # A node removed meanwhile is not ours to wait for: its delete
+            # (which leaves another session's node alone) comes next.
+            failed = not node.removed
+            if failed:
+                self._held(node, result.value.stat)
+        elif isinstance(result, Failure):
             # Left dirty, and retried by the retry timer rather than at once,
             # so that a failing ZooKeeper is not hammered.
             node.dirty = True
@@ -332,6 +447,8 @@ class ZooKeeperPublisher(Service):
         else:
             self.writes["ok"] += 1
             node.written_at = self._reactor.seconds()
+            if node.owned:
+                self._release(node, "it is ours now")
             # Forgotten only once the delete itself is done: a write that was
             # in flight when the instance was removed leaves the node dirty,
             # and the node must stay known until its delete succeeds, or a
@@ -346,18 +463,14 @@ class ZooKeeperPublisher(Service):
             waiting = self._waiting.popleft()
             waiting.queued = False
             self._enqueue(waiting)
-        if not isinstance(result, Failure):
+        if not failed:
             self._enqueue(node)
 
     def _failed(self, failure: Failure, node: _Node) -> None:
         self.writes["error"] += 1
-        if failure.check(OwnedElsewhere):
-            node.waiting_takeover = True
-            error = f"waiting to take over {failure.getErrorMessage()}"
-        else:
-            kind = failure.type.__name__ if failure.type is not None else "error"
-            reason = failure.getErrorMessage()
-            error = f"{node.path}: {kind}" + (f": {reason}" if reason else "")
+        kind = failure.type.__name__ if failure.type is not None else "error"
+        reason = failure.getErrorMessage()
+        error = f"{node.path}: {kind}" + (f": {reason}" if reason else "")
         if error != self.last_error:
             log.warn("ZooKeeper write failed, will retry: {error}", error=error)
         self.last_error = error
@@ -373,6 +486,157 @@ class ZooKeeperPublisher(Service):
         self._retry_call = None
         if self.running:
             self._flush()
+
+    # Nodes held by another session
+
+    def _held(self, node: _Node, stat: Any) -> None:
+        """Another session holds `node` (`stat` says which): park it."""
+        now = self._reactor.seconds()
+        before = node.holding
+        holding = held_by(before, stat, now)
+        if before is not None and holding is not before:
+            self._release(node, f"now held by session {holding.session:#x}")
+        node.holding = holding
+        # A watch that fired while we asked: its news may postdate the answer.
+        event, node.event = node.event, None
+        if event == EventType.CHANGED:
+            holding.written = True
+        node.parked = True
+        node.backoff = min(max(node.backoff * 2, RECHECK_FIRST), RECHECK_MAX)
+        if self.halted is None:
+            self._judge(node)
+        if self.halted is not None:
+            return
+        if holding is not before and holding.conflict is None:
+            log.info(
+                "{path} is {holder}",
+                path=node.path,
+                holder=self.rules.describe(holding),
+            )
+        if event in (EventType.DELETED, EventType.CREATED):
+            self._recheck_soon(node)
+        else:
+            decision = self.rules.next_decision(holding, now)
+            self._recheck_in(node, min(node.backoff, decision or node.backoff))
+
+    def _watched(self, node: _Node, event: WatchedEvent) -> None:
+        """A watch on a node held elsewhere fired (on the reactor thread)."""
+        holding = node.holding
+        if (
+            event.type == EventType.NONE
+            or holding is None
+            or not self.running
+            or self.halted is not None
+        ):
+            # NONE: kazoo dropped its watches with the connection; the
+            # reconnection asks about every node again.
+            return
+        if not node.parked:
+            # A call about the node is in flight: its answer decides.
+            if node.event != EventType.DELETED:
+                node.event = event.type
+            return
+        if event.type == EventType.CHANGED:
+            holding.written = True
+            self._judge(node)
+        if self.halted is None:
+            # Changed: watch it again. Gone (or replaced): take it over if
+            # it is free.
+            self._recheck_soon(node)
+
+    def _recheck_soon(self, node: _Node) -> None:
+        """
+        Ask about `node` now, or RECHECK_MIN after the last time: however
+        busy its holder, a watch costs at most a call per RECHECK_MIN.
+        """
+        since = self._reactor.seconds() - node.asked_at
+        self._recheck_in(node, max(0.0, RECHECK_MIN - since), sooner=True)
+
+    def _recheck_in(self, node: _Node, delay: float, sooner: bool = False) -> None:
+        call = node.recheck
+        if call is not None and call.active():
+            if sooner and call.getTime() <= self._reactor.seconds() + delay:
+                return
+            call.cancel()
+        node.recheck = self._reactor.callLater(delay, self._recheck_now, node)
+
+    def _recheck_now(self, node: _Node) -> None:
+        _cancel_recheck(node)
+        if node.parked:
+            node.parked = False
+            self._enqueue(node)
+
+    def _judge(self, node: _Node) -> None:
+        """Declare a conflict, once, when the rules say the holder is one."""
+        holding = node.holding
+        assert holding is not None
+        verdict = self.rules.verdict(holding, self._reactor.seconds())
+        if verdict is None or verdict == holding.conflict:
+            return
+        first = holding.conflict is None
+        holding.conflict = verdict
+        agent = self._agent.holding
+        if verdict == LIVE and agent is not None and agent.session == holding.session:
+            # A live session holds this agent's own node: a twin.
+            agent.conflict = LIVE
+            self._stop_for_twin(agent)
+            return
+        if first:
+            self.conflicts_started += 1
+            log.error(
+                "ZooKeeper conflict: {path} {holder}; not overwriting it, and "
+                "/healthz fails until it goes",
+                path=node.path,
+                holder=self.rules.describe(holding),
+            )
+
+    def _stop_for_twin(self, holding: Holding) -> None:
+        self.conflicts_started += 1
+        self.halted = (
+            f"agent id {self.agent_id!r} is in use by another live agent: "
+            f"{self._agent.path} {self.rules.describe(holding)}"
+        )
+        log.error("ZooKeeper conflict: {why}; stopping", why=self.halted)
+        for node in self._all_nodes():
+            _cancel_recheck(node)
+        if self.on_twin is not None:
+            self.on_twin(self.halted)
+
+    def _release(self, node: _Node, why: str) -> None:
+        """Forget another session's hold on `node`; say so if it was a conflict."""
+        holding, node.holding = node.holding, None
+        node.parked = False
+        node.event = None
+        node.backoff = 0.0
+        _cancel_recheck(node)
+        if holding is None:
+            return
+        if holding.conflict is not None:
+            log.info(
+                "ZooKeeper conflict over: {path} was {holder}; {why}",
+                path=node.path,
+                holder=self.rules.describe(holding),
+                why=why,
+            )
+        elif node.owned:
+            log.info(
+                "took {path} over from session {session}",
+                path=node.path,
+                session=f"{holding.session:#x}",
+            )
+
+
+def _cancel_recheck(node: _Node) -> None:
+    if node.recheck is not None and node.recheck.active():
+        node.recheck.cancel()
+    node.recheck = None
+
+
+def _first_of(reasons: Mapping[str, str]) -> str:
+    """The first node and its reason, and how many more there are."""
+    path = next(iter(reasons))
+    more = len(reasons) - 1
+    return f"{path} {reasons[path]}" + (f" (and {more} more)" if more else "")
 
 
 def _name(path: str) -> str:

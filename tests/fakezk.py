@@ -1,14 +1,22 @@
 """
 An in-memory ZooKeeper with the public API of `sentinel.zk.ZooKeeper`.
 
-Nodes have data, a version and an ephemeral owner, and calls answer with
-what ZooKeeper would answer, kazoo's exceptions included. The test drives
-the session by hand (`connect`, `suspend`, `expire`), and can make calls
-hang (`hang`/`release`) or fail (`fail_next`); every call is counted per kind
-and per path. As through the real bridge, every call ends: a held call
-times out after `call_timeout` on the Clock, fails with ``ConnectionLoss``
-when the connection drops, and a call made while disconnected waits for the
+Nodes have data, a version, an ephemeral owner (0: persistent), creation
+and modification times and transaction ids, and calls answer with what
+ZooKeeper would answer, kazoo's exceptions included. The test drives the
+session by hand (`connect`, `suspend`, `expire`), changes the server behind
+the client's back (`put`, `remove`, `end_session`), and can make calls hang
+(`hang`/`release`) or fail (`fail_next`); every call is counted per kind and
+per path. As through the real bridge, every call ends: a held call times
+out after `call_timeout` on the Clock, fails with ``ConnectionLoss`` when
+the connection drops, and a call made while disconnected waits for the
 connection (kazoo queues it) or its timeout.
+
+Watches set by `exists(path, watch)` fire once, at the node's next
+creation, change or deletion by anyone, as ZooKeeper's do; a dropped
+connection or an ended session fires each with an event of type NONE and
+forgets them, as kazoo does, and `lose_watches` forgets them silently. They
+fire synchronously, where the bridge hands them over a little later.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from kazoo.exceptions import (
     NoNodeError,
     NotEmptyError,
 )
-from kazoo.protocol.states import ZnodeStat
+from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeStat
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
@@ -35,17 +43,32 @@ from sentinel.zk import CONNECTED, CONNECTING, LOST, STOPPED, SUSPENDED
 CALL_KINDS = ("create", "set", "get", "exists", "delete")
 
 
-class _Znode:
-    __slots__ = ("data", "version", "owner")
+Watcher = Callable[[WatchedEvent], None]
 
-    def __init__(self, data: bytes, owner: int) -> None:
+
+class _Znode:
+    __slots__ = ("data", "version", "owner", "czxid", "mzxid", "ctime", "mtime")
+
+    def __init__(self, data: bytes, owner: int, zxid: int, millis: int) -> None:
         self.data = data
         self.version = 0
         self.owner = owner
+        self.czxid = self.mzxid = zxid
+        self.ctime = self.mtime = millis
 
     def stat(self) -> ZnodeStat:
         return ZnodeStat(
-            0, 0, 0, 0, self.version, 0, 0, self.owner, len(self.data), 0, 0
+            self.czxid,
+            self.mzxid,
+            self.ctime,
+            self.mtime,
+            self.version,
+            0,
+            0,
+            self.owner,
+            len(self.data),
+            0,
+            0,
         )
 
 
@@ -86,6 +109,8 @@ class FakeZooKeeper:
         self.last_error: str | None = None
         self.replacements = 0
         self.nodes: dict[str, _Znode] = {}
+        self.watches: dict[str, set[Watcher]] = {}
+        self._zxid = 0
         self._session: int | None = None
         self._next_session = 0x1000
         self._listeners: list[Callable[[str], None]] = []
@@ -115,6 +140,7 @@ class FakeZooKeeper:
         """Close the session; with "stop" hanging, give up after `timeout`."""
         self.stopped_with.append(timeout)
         self.history.append(("stop", ""))
+        self._drop_watches(KeeperState.CLOSED)
         self._set_state(STOPPED)
         self._fail_outstanding(ConnectionClosedError("stopped"))
         if "stop" in self.hanging:
@@ -143,8 +169,8 @@ class FakeZooKeeper:
     def get(self, path: str) -> Deferred[tuple[bytes, Any]]:
         return self._call("get", path, lambda: self._get(path))
 
-    def exists(self, path: str) -> Deferred[Any]:
-        return self._call("exists", path, lambda: self._exists(path))
+    def exists(self, path: str, watch: Watcher | None = None) -> Deferred[Any]:
+        return self._call("exists", path, lambda: self._exists(path, watch))
 
     def delete(self, path: str, version: int = -1) -> Deferred[None]:
         return self._call("delete", path, lambda: self._delete(path, version))
@@ -163,25 +189,46 @@ class FakeZooKeeper:
 
     def suspend(self) -> None:
         """The connection dropped; the session lives on in the server."""
+        self._drop_watches(KeeperState.CONNECTING)
         self._set_state(SUSPENDED)
         self._fail_outstanding(ConnectionLoss("connection dropped"))
 
     def expire(self) -> None:
         """The server ended our session: its ephemeral nodes are gone."""
         self._end_session()
+        self._drop_watches(KeeperState.EXPIRED_SESSION)
         self._fail_outstanding(ConnectionLoss("session expired"))
         self._set_state(LOST)
 
     # The server, changed behind the client's back (not counted)
 
     def put(self, path: str, data: bytes, owner: int = 0) -> None:
-        """A node written by someone else (`owner`: their session, or 0)."""
-        self.nodes[path] = _Znode(data, owner)
+        """
+        A node created or written by someone else (`owner`: their session,
+        or 0 for a persistent node).
+        """
+        node = self.nodes.get(path)
+        if node is None or node.owner != owner:
+            self.nodes[path] = _Znode(data, owner, self._next_zxid(), self._millis())
+            self._fire(path, EventType.CREATED if node is None else EventType.CHANGED)
+            return
+        node.data = data
+        self._modified(node)
+        self._fire(path, EventType.CHANGED)
+
+    def remove(self, path: str) -> None:
+        """Someone else deletes the node."""
+        del self.nodes[path]
+        self._fire(path, EventType.DELETED)
 
     def end_session(self, owner: int) -> None:
         """Another client's session ends: its ephemeral nodes go."""
         for path in [p for p, n in self.nodes.items() if n.owner == owner]:
-            del self.nodes[path]
+            self.remove(path)
+
+    def lose_watches(self) -> None:
+        """Forget every watch without telling anyone (as a lost watch is)."""
+        self.watches.clear()
 
     def document(self, path: str) -> Any:
         """A node's data, decoded from JSON."""
@@ -223,6 +270,28 @@ class FakeZooKeeper:
 
     # Inside
 
+    def _next_zxid(self) -> int:
+        self._zxid += 1
+        return self._zxid
+
+    def _millis(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    def _modified(self, node: _Znode) -> None:
+        node.version += 1
+        node.mzxid = self._next_zxid()
+        node.mtime = self._millis()
+
+    def _fire(self, path: str, kind: str) -> None:
+        for watch in self.watches.pop(path, set()):
+            watch(WatchedEvent(kind, KeeperState.CONNECTED, path))
+
+    def _drop_watches(self, state: str) -> None:
+        watches = [w for ws in self.watches.values() for w in ws]
+        self.watches.clear()
+        for watch in watches:
+            watch(WatchedEvent(EventType.NONE, state, None))
+
     def _set_state(self, state: str) -> None:
         if state == self.state:
             return
@@ -232,9 +301,9 @@ class FakeZooKeeper:
             listener(state)
 
     def _end_session(self) -> None:
-        if self._session is not None:
-            self.end_session(self._session)
-        self._session = None
+        session, self._session = self._session, None
+        if session is not None:
+            self.end_session(session)
 
     def _fail_outstanding(self, error: Exception) -> None:
         outstanding, self.held = self.held, []
@@ -284,10 +353,12 @@ class FakeZooKeeper:
         # makepath=True, as the bridge passes: missing parents, persistent.
         parent = path.rsplit("/", 1)[0]
         while parent and parent not in self.nodes:
-            self.nodes[parent] = _Znode(b"", 0)
+            self.nodes[parent] = _Znode(b"", 0, self._next_zxid(), self._millis())
             parent = parent.rsplit("/", 1)[0]
         assert self._session is not None
-        self.nodes[path] = _Znode(data, self._session if ephemeral else 0)
+        owner = self._session if ephemeral else 0
+        self.nodes[path] = _Znode(data, owner, self._next_zxid(), self._millis())
+        self._fire(path, EventType.CREATED)
         return path
 
     def _node(self, path: str, version: int) -> _Znode:
@@ -301,14 +372,17 @@ class FakeZooKeeper:
     def _set(self, path: str, data: bytes, version: int) -> ZnodeStat:
         node = self._node(path, version)
         node.data = data
-        node.version += 1
+        self._modified(node)
+        self._fire(path, EventType.CHANGED)
         return node.stat()
 
     def _get(self, path: str) -> tuple[bytes, ZnodeStat]:
         node = self._node(path, -1)
         return node.data, node.stat()
 
-    def _exists(self, path: str) -> ZnodeStat | None:
+    def _exists(self, path: str, watch: Watcher | None) -> ZnodeStat | None:
+        if watch is not None:
+            self.watches.setdefault(path, set()).add(watch)
         node = self.nodes.get(path)
         return None if node is None else node.stat()
 
@@ -316,4 +390,4 @@ class FakeZooKeeper:
         self._node(path, version)
         if any(p.startswith(path + "/") for p in self.nodes):
             raise NotEmptyError()
-        del self.nodes[path]
+        self.remove(path)

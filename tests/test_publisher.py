@@ -44,7 +44,10 @@ def path(name: str) -> str:
     return f"{ROOT}/instances/{name}"
 
 
-class PublisherTests(SynchronousTestCase):
+class PublisherHarness(SynchronousTestCase):
+    """A publisher on a Clock against an in-memory ZooKeeper, driven as the
+    monitor drives it."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(START)
@@ -54,8 +57,16 @@ class PublisherTests(SynchronousTestCase):
         document = agent_document(
             AGENT, START, INTERVAL, lambda: sorted(self.watched), self.clock
         )
+        self.twins: list[str] = []
         self.publisher = ZooKeeperPublisher(
-            self.clock, self.zk, ROOT, AGENT, REFRESH, HEARTBEAT, document
+            self.clock,
+            self.zk,
+            ROOT,
+            AGENT,
+            REFRESH,
+            HEARTBEAT,
+            document,
+            on_twin=self.twins.append,
         )
 
     def start(self, connect: bool = True) -> None:
@@ -86,6 +97,10 @@ class PublisherTests(SynchronousTestCase):
 
     def total_calls(self) -> int:
         return sum(self.zk.calls.values())
+
+
+class PublisherTests(PublisherHarness):
+    """Publication: layout, coalescing, refresh, failures, removal, stop."""
 
     # First publication
 
@@ -411,9 +426,10 @@ class PublisherTests(SynchronousTestCase):
 
     def test_node_of_another_session_taken_over_once_gone(self) -> None:
         """
-        A node held by another live session (an old agent process) is not
-        overwritten nor deleted; it is listed as waiting for takeover, and
-        created by the first retry after it is gone.
+        A node held by another session (an old agent process) is neither
+        overwritten nor deleted, nor asked about at every retry; it is
+        listed as waiting for takeover, and created as soon as a watch says
+        it is gone.
         """
         node = path("redis-a")
         self.zk.put(node, b"old agent", owner=OTHER_SESSION)
@@ -427,10 +443,13 @@ class PublisherTests(SynchronousTestCase):
             self.clock.advance(RETRY_DELAY)
         self.assertEqual(self.zk.calls_by_path["set", node], 0)
         self.assertEqual(self.zk.calls_by_path["delete", node], 0)
-        self.assertIn("waiting to take over", self.publisher.last_error or "")
+        # One create, then an exists at first sight and after 1 and 3 s.
+        self.assertEqual(self.zk.calls_by_path["create", node], 1)
+        self.assertEqual(self.zk.calls_by_path["exists", node], 3)
+        self.assertEqual(self.publisher.stats()["writes_failed"], 0)
 
         self.zk.end_session(OTHER_SESSION)
-        self.clock.advance(RETRY_DELAY)
+        self.clock.advance(0)
         self.assertEqual(self.zk.owner(node), self.zk.session_id)
         self.assertEqual(self.zk.document(node), state.document(AGENT))
         self.assertEqual(self.publisher.stats()["waiting_takeover"], [])
