@@ -1,0 +1,312 @@
+"""
+ZooKeeper conflicts as a user meets them: ``twistd -n sentinel`` agents
+against the shared real ZooKeeper (a root per test), read over HTTP, in
+ZooKeeper, in their logs and through ZooKeeper's own per-connection
+counters.
+
+- a persistent node squatting an instance's node: /healthz 503 naming it,
+  one error line, requests bounded, taken over at once when deleted;
+- two agents with the same id: the second exits 1 with one line, the
+  first is unaffected;
+- ``kill -9`` and an immediate restart with the same id (the dead session
+  outliving our session timeout): no conflict, taken over once it expires.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import treq
+from kazoo.client import KazooClient
+from twisted.internet import reactor as _reactor
+from twisted.logger import Logger
+from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
+
+from sentinel.ownership import CONFLICT_MARGIN
+from tests.polling import pause, wait_for
+from tests.servers import LOOPBACK, ChildProcess, free_port, shared_zookeeper
+from tests.test_twistd import TWISTD, environment
+
+reactor: Any = _reactor
+log = Logger()
+
+SESSION_TIMEOUT = 2.0
+HEARTBEAT = 1.0
+# Starting twistd (imports, plugin cache) on a loaded machine.
+START_BOUND = 15.0
+SLACK = 2.0
+CONS_LINE = re.compile(r"sid=0x([0-9a-f]+).*?lcxid=0x([0-9a-f]+)")
+
+
+class AgentProcess:
+    """One ``twistd -n sentinel`` child in a directory of its own."""
+
+    def __init__(self, directory: Path, *args: str) -> None:
+        directory.mkdir(parents=True)
+        self.directory = directory
+        self.log = directory / "twistd.log"
+        self.http = free_port()
+        self.child = ChildProcess(
+            [
+                TWISTD, "-n", "sentinel",
+                "--http", f"tcp:{self.http}:interface={LOOPBACK}",
+                *args,
+            ],
+            log=self.log,
+            env=environment(),
+            cwd=directory,
+        )  # fmt: skip
+
+    def lines(self, level: str) -> list[str]:
+        """The log's lines at `level` (``error``, ``warn``...)."""
+        text = self.log.read_text(errors="replace")
+        return [line for line in text.splitlines() if f"#{level}]" in line]
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        """GET `path`: its status code and decoded JSON."""
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        response = await treq.get(
+            f"http://{LOOPBACK}:{self.http}{path}", timeout=2, pool=pool
+        )
+        return response.code, json.loads(await response.content())
+
+    async def session(self, timeout: float = START_BOUND) -> int:
+        """The agent's ZooKeeper session id, once it has one."""
+        found: list[int] = []
+
+        async def check() -> bool:
+            try:
+                _, stats = await self.get("/debug/stats")
+            except Exception:
+                return False
+            session = stats["zookeeper"]["session_id"]
+            if session is not None:
+                found.append(int(session, 16))
+            return bool(found)
+
+        await wait_async(check, timeout, "the agent's ZooKeeper session")
+        return found[0]
+
+
+async def wait_async(
+    check: Any, timeout: float, what: str, step: float = 0.05
+) -> float:
+    """Like `wait_for`, for a condition that is itself asynchronous."""
+    started = reactor.seconds()
+    while not await check():
+        if reactor.seconds() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await pause(reactor, step)
+    return float(reactor.seconds() - started)
+
+
+class ConflictTests(TestCase):
+    """Agents in conflict, and one that is not."""
+
+    def setUp(self) -> None:
+        self.zookeeper = shared_zookeeper()
+        self.root = f"/conflict-{self._testMethodName}"
+        self.kazoo = KazooClient(hosts=self.zookeeper.hosts, timeout=10.0)
+        self.kazoo.start(timeout=10.0)
+        self.addCleanup(self.kazoo.close)
+        self.addCleanup(self.kazoo.stop)
+
+    def agent(
+        self,
+        agent_id: str,
+        *names: str,
+        session_timeout: float = SESSION_TIMEOUT,
+        heartbeat: float = HEARTBEAT,
+    ) -> AgentProcess:
+        """An agent watching `names`, each on a closed port (so down)."""
+        redis = [f"--redis={name}=127.0.0.1:{free_port()}" for name in names]
+        config = Path(self.mktemp()).absolute()
+        config.write_text(
+            f'[zookeeper]\nhosts = "{self.zookeeper.hosts}"\n'
+            f'root = "{self.root}"\nheartbeat = {heartbeat}\n'
+        )
+        agent = AgentProcess(
+            Path(self.mktemp()),
+            "--config", str(config),
+            "--agent-id", agent_id,
+            "--zk-session-timeout", str(session_timeout),
+            *redis,
+        )  # fmt: skip
+        self.addCleanup(agent.child.stop)
+        return agent
+
+    def owner(self, path: str) -> int | None:
+        """The node's ephemeral owner (0: persistent), None if absent."""
+        stat = self.kazoo.exists(path)
+        return None if stat is None else int(stat.ephemeralOwner)
+
+    def requests(self, session: int) -> int:
+        """
+        The requests `session` has sent: its last client xid, which kazoo
+        increments for every request but not for pings.
+        """
+        text = self.zookeeper.four_letter_word("cons").decode(errors="replace")
+        xids = {int(s, 16): int(x, 16) for s, x in CONS_LINE.findall(text)}
+        return xids[session]
+
+    def figure(self, what: str, value: float) -> None:
+        """Record a measured figure in the test log (_trial_temp/test.log)."""
+        log.info("measured: {what}: {value:.3f}", what=what, value=value)
+
+    async def test_persistent_squatter(self) -> None:
+        """
+        A persistent node at an instance's path before the agent starts:
+        /healthz says 503 naming the path within session_timeout + margin,
+        the log has exactly one error line for it, the agent's requests to
+        ZooKeeper stay bounded while it lasts, the other instance is
+        published, and once the squatter is deleted the agent's own node is
+        there within about a second.
+        """
+        squatted = f"{self.root}/instances/r0"
+        self.kazoo.create(squatted, b'{"status": "up"}', makepath=True)
+        # The default heartbeat: the squatter's cost is not drowned in it.
+        agent = self.agent("squatted", "r0", "r1", heartbeat=10.0)
+        session = await agent.session()
+        reasons: list[str] = []
+
+        async def conflict() -> bool:
+            code, body = await agent.get("/healthz")
+            reasons[:] = body.get("reasons", [])
+            return code == 503 and any(squatted in r for r in reasons)
+
+        took = await wait_async(conflict, SESSION_TIMEOUT + CONFLICT_MARGIN, "503")
+        self.figure("squatter: /healthz 503 after the session, s", took)
+        [reason] = [r for r in reasons if squatted in r]
+        self.assertTrue(
+            reason.startswith(
+                f"zookeeper conflict: {squatted} held by a persistent node"
+            )
+        )
+        other = f"{self.root}/instances/r1"
+        await wait_for(reactor, lambda: self.owner(other) == session, 5.0, "r1")
+
+        before = self.requests(session)
+        await pause(reactor, 5.0)
+        sent = self.requests(session) - before
+        self.figure("squatter: requests in 5 s", sent)
+        # Re-checks after 1, 3, 7, 15... s, a heartbeat, a refresh: not the
+        # two requests a second it used to cost.
+        self.assertLessEqual(sent, 4)
+        [error] = agent.lines("error")
+        self.assertIn(
+            f"ZooKeeper conflict: {squatted} held by a persistent node", error
+        )
+        self.assertEqual(agent.lines("warn"), [])
+        self.assertEqual(json.loads(self.kazoo.get(squatted)[0]), {"status": "up"})
+
+        self.kazoo.delete(squatted)
+        took = await wait_for(
+            reactor, lambda: self.owner(squatted) == session, 5.0, "taken over", 0.005
+        )
+        self.figure("squatter: taken over after its deletion, s", took)
+        self.assertLess(took, 1.0 + SLACK)
+        document = json.loads(self.kazoo.get(squatted)[0])
+        self.assertEqual((document["name"], document["agent"]), ("r0", "squatted"))
+        code, _ = await agent.get("/healthz")
+        self.assertEqual(code, 200)
+        self.assertEqual(len(agent.lines("error")), 1)
+
+    async def test_twin(self) -> None:
+        """
+        A second agent with the same id on the same root exits with status
+        1 and one error line naming the conflict, within session_timeout +
+        margin + heartbeat (plus its start-up); its pid file is removed,
+        and the first agent keeps its nodes and a healthy /healthz.
+        """
+        first = self.agent("twin", "r0", "r1")
+        session = await first.session()
+        agent_path = f"{self.root}/agents/twin"
+        instances = [f"{self.root}/instances/{n}" for n in ("r0", "r1")]
+        await wait_for(
+            reactor,
+            lambda: all(self.owner(p) == session for p in [agent_path, *instances]),
+            5.0,
+            "the first agent's nodes",
+        )
+        second = self.agent("twin", "r0", "r1")
+        started = reactor.seconds()
+        unhealthy: list[Any] = []
+
+        async def second_exited() -> bool:
+            code, body = await first.get("/healthz")
+            if code != 200:
+                unhealthy.append(body)
+            return not second.child.running
+
+        bound = START_BOUND + SESSION_TIMEOUT + CONFLICT_MARGIN + HEARTBEAT
+        await wait_async(second_exited, bound, "the twin's exit", step=0.2)
+        self.figure("twin: exit after its start, s", reactor.seconds() - started)
+        self.assertEqual(second.child.process.wait(), 1)
+        [error] = second.lines("error")
+        self.assertIn(
+            f"ZooKeeper conflict: agent id 'twin' is in use by another live agent: "
+            f"{agent_path} held by live session {session:#x}",
+            error,
+        )
+        text = second.log.read_text()
+        self.assertNotIn("Traceback", text)
+        self.assertIn("Server Shut Down.", text)
+        self.assertFalse((second.directory / "twistd.pid").exists())
+        # Its session closed on the way out: the first agent's is the only
+        # one left, and it kept everything.
+        self.assertEqual(unhealthy, [])
+        self.assertTrue(first.child.running)
+        for path in [agent_path, *instances]:
+            self.assertEqual(self.owner(path), session, path)
+        self.assertEqual(first.lines("error"), [])
+
+    async def test_restart_after_kill(self) -> None:
+        """
+        An agent killed with SIGKILL and started again at once with the
+        same id, its old session outliving the new one's timeout plus the
+        margin: the new process waits without calling it a conflict, and
+        takes every node over once the old session expires.
+        """
+        old_timeout = SESSION_TIMEOUT + CONFLICT_MARGIN + 2.0
+        old = self.agent("phoenix", "r0", session_timeout=old_timeout)
+        old_session = await old.session()
+        paths = [f"{self.root}/agents/phoenix", f"{self.root}/instances/r0"]
+        await wait_for(
+            reactor,
+            lambda: all(self.owner(p) == old_session for p in paths),
+            5.0,
+            "the old agent's nodes",
+        )
+        old.child.process.send_signal(signal.SIGKILL)
+        old.child.process.wait()
+        killed = reactor.seconds()
+        new = self.agent("phoenix", "r0")
+        session = await new.session()
+        took = await wait_for(
+            reactor,
+            lambda: all(self.owner(p) == session for p in paths),
+            old_timeout + START_BOUND,
+            "taken over",
+            step=0.05,
+        )
+        self.figure("restart: taken over after the kill, s", reactor.seconds() - killed)
+        self.assertGreater(
+            reactor.seconds() - killed, SESSION_TIMEOUT + CONFLICT_MARGIN
+        )
+        self.assertTrue(new.child.running)
+        self.assertEqual(new.lines("error"), [])
+        self.assertNotIn("ZooKeeper conflict", new.log.read_text())
+        took = await wait_async(
+            lambda: _healthy(new), 3.0, "/healthz 200 after the takeover"
+        )
+        self.assertLess(took, 3.0)
+
+
+async def _healthy(agent: AgentProcess) -> bool:
+    code, _ = await agent.get("/healthz")
+    return code == 200
