@@ -26,7 +26,7 @@ from sentinel.probe import RedisProbe
 from sentinel.publisher import ZooKeeperPublisher, agent_document
 from sentinel.reload import ConfigReloader, settings_of
 from sentinel.resolve import Resolver
-from sentinel.shutdown import stop_with_status
+from sentinel.shutdown import EXIT_TWIN, stop_with_status
 from sentinel.tracker import PendingTracker
 from sentinel.web import StatusApp
 from sentinel.zk import ZooKeeper
@@ -153,7 +153,7 @@ def _make_publisher(
         zk_config.refresh,
         zk_config.heartbeat,
         document,
-        on_twin=lambda line: stop_with_status(reactor, 1),
+        on_twin=lambda line: stop_with_status(reactor, EXIT_TWIN),
     )
 
 

@@ -20,6 +20,11 @@ import os
 import sys
 from typing import Any
 
+# The exit status when another live agent uses this agent's id: the
+# configuration is wrong (sysexits' EX_CONFIG), and restarting will not fix
+# it (contrib/sentinel.service lists it in RestartPreventExitStatus=).
+EXIT_TWIN = 78
+
 
 def stop_with_status(reactor: Any, status: int) -> None:
     """Stop the reactor; once twistd has finished, exit with `status`."""

@@ -28,6 +28,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from sentinel.ownership import CONFLICT_MARGIN
+from sentinel.shutdown import EXIT_TWIN
 from tests.polling import pause, wait_for
 from tests.servers import LOOPBACK, ChildProcess, free_port, shared_zookeeper
 from tests.test_twistd import TWISTD, environment
@@ -246,7 +247,7 @@ class ConflictTests(TestCase):
         bound = START_BOUND + SESSION_TIMEOUT + CONFLICT_MARGIN + HEARTBEAT
         await wait_async(second_exited, bound, "the twin's exit", step=0.2)
         self.figure("twin: exit after its start, s", reactor.seconds() - started)
-        self.assertEqual(second.child.process.wait(), 1)
+        self.assertEqual(second.child.process.wait(), EXIT_TWIN)
         [error] = second.lines("error")
         self.assertIn(
             f"ZooKeeper conflict: agent id 'twin' is in use by another live agent: "
