@@ -228,6 +228,28 @@ def file_name(label: str, value: object) -> str:
     return name
 
 
+def nameserver(label: str, value: object) -> tuple[str, int]:
+    """C{ADDRESS}, C{ADDRESS:PORT} or C{[IPV6]:PORT} (port 53 if not given)."""
+    text = string(label, value)
+    address = host_port(text) or (text, 53)
+    try:
+        ipaddress.ip_address(address[0])
+    except ValueError:
+        raise invalid(
+            label, value, "is not ADDRESS, ADDRESS:PORT or [IPV6]:PORT"
+        ) from None
+    if not 1 <= address[1] <= 65535:
+        raise invalid(label, value, f"has port {address[1]}, not in 1-65535")
+    return address
+
+
+def nameservers(label: str, value: object) -> tuple[tuple[str, int], ...]:
+    """An array of L{nameserver} strings."""
+    if not isinstance(value, list):
+        raise invalid(label, value, "is not an array of strings")
+    return tuple(nameserver(f"{label}[{i}]", v) for i, v in enumerate(value))
+
+
 def zookeeper_hosts(label: str, value: object) -> str:
     """C{HOST:PORT[,HOST:PORT...][/CHROOT]}, as kazoo takes it."""
     hosts = string(label, value)

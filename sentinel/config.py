@@ -22,6 +22,7 @@ from sentinel.checks import ConfigError, error, invalid, parse_redis_address, sh
 from sentinel.files import (
     MAX_CA_BYTES,
     MAX_CONFIG_BYTES,
+    MAX_HOSTS_BYTES,
     MAX_SECRET_BYTES,
     FileReader,
     Unreadable,
@@ -37,6 +38,7 @@ from sentinel.settings import (
 __all__ = [
     "Config",
     "ConfigError",
+    "DNSConfig",
     "OPTION_NAMES",
     "RedisInstance",
     "ZooKeeperConfig",
@@ -93,6 +95,18 @@ class ZooKeeperConfig:
 
 
 @attr.frozen
+class DNSConfig:
+    """Where host names are looked up (defaults: `SETTINGS`; sentinel.resolve)."""
+
+    resolv_conf: str = _default("dns.resolv_conf")
+    # (address, port) of each name server; empty: resolv_conf's.
+    nameservers: tuple[tuple[str, int], ...] = _default("dns.nameservers")
+    hosts_file: str = _default("dns.hosts_file")
+    # Bound on one lookup, seconds; None: derived from the check timeout.
+    timeout: float | None = _default("dns.timeout")
+
+
+@attr.frozen
 class Config:
     """Everything the agent runs with (defaults: `SETTINGS`)."""
 
@@ -105,6 +119,7 @@ class Config:
     http: str = _default("http")
     info_every: int = _default("info_every")
     zookeeper: ZooKeeperConfig | None = None
+    dns: DNSConfig = DNSConfig()
 
 
 class _Given(NamedTuple):
@@ -168,6 +183,7 @@ def _config(
         http=_take(settings, "http"),
         info_every=_take(settings, "info_every"),
         zookeeper=_zookeeper(settings, base, files),
+        dns=_dns(settings, base, files),
     )
 
 
@@ -413,4 +429,25 @@ def _zookeeper(
         heartbeat=heartbeat,
         auth_file=auth_file,
         auth=auth,
+    )
+
+
+def _dns(settings: Mapping[str, _Given], base: str, files: _Files) -> DNSConfig:
+    nameservers = _take(settings, "dns.nameservers")
+    if nameservers and "dns.resolv_conf" in settings:
+        raise error("dns.resolv_conf: given with dns.nameservers, which replace it")
+    paths = {}
+    for key in ("dns.resolv_conf", "dns.hosts_file"):
+        paths[key] = _take(settings, key)
+        if key in settings:
+            # A file named on purpose must be there and readable: a typo
+            # would otherwise go unnoticed (the system's own may be missing).
+            # sentinel.lookup reads it again when it changes.
+            paths[key] = os.path.join(base, paths[key])
+            files._labelled(key, paths[key], MAX_HOSTS_BYTES)
+    return DNSConfig(
+        resolv_conf=paths["dns.resolv_conf"],
+        nameservers=nameservers,
+        hosts_file=paths["dns.hosts_file"],
+        timeout=_take(settings, "dns.timeout"),
     )

@@ -48,6 +48,8 @@ MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_SECRET_BYTES = 64 * 1024
 # A PEM bundle: the system's bundle of about 140 CAs is about 220 KB.
 MAX_CA_BYTES = 4 * 1024 * 1024
+# A hosts(5) file: a 50,000-line blocklist is about 1.6 MB.
+MAX_HOSTS_BYTES = 8 * 1024 * 1024
 
 _CHUNK = 64 * 1024
 

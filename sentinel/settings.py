@@ -138,6 +138,30 @@ SETTINGS: tuple[Setting, ...] = (
         "File holding user:password for ZooKeeper digest auth.",
         checks.file_name,
     ),
+    Setting(
+        "dns.resolv_conf",
+        "resolv.conf(5) file naming the name servers and search list.",
+        checks.file_name,
+        default="/etc/resolv.conf",
+    ),
+    Setting(
+        "dns.nameservers",
+        "Name servers ADDRESS[:PORT] or [IPV6]:PORT, instead of resolv_conf's.",
+        checks.nameservers,
+        default=(),
+    ),
+    Setting(
+        "dns.hosts_file",
+        "hosts(5) file, looked in before the name servers.",
+        checks.file_name,
+        default="/etc/hosts",
+    ),
+    Setting(
+        "dns.timeout",
+        "Seconds one host name lookup may take.",
+        checks.positive,
+        default_help="2 x timeout, at least 2",
+    ),
 )
 
 # The keys of each [[redis]] table.

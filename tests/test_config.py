@@ -964,6 +964,8 @@ class SettingsTableTests(SynchronousTestCase):
                     "agent_id", "info_every", "zookeeper.hosts", "zookeeper.root",
                     "zookeeper.session_timeout", "zookeeper.refresh",
                     "zookeeper.heartbeat", "zookeeper.auth_file",
+                    "dns.resolv_conf", "dns.nameservers", "dns.hosts_file",
+                    "dns.timeout",
                 ]
             ),
         )  # fmt: skip
