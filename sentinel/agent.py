@@ -43,7 +43,7 @@ CONNECTS_IN_FLIGHT = 200
 GC_REFREEZE_INTERVAL = 600.0
 
 # Descriptors beyond one per instance: ZooKeeper, HTTP clients, logs,
-# the resolver's threads.
+# the resolver's sockets (sentinel.resolve.MAX_LOOKUPS).
 FD_RESERVE = 64
 
 
@@ -173,7 +173,7 @@ def make_agent(
     """
     raise_fd_limit(len(config.instances))
     slots = DeferredSemaphore(CONNECTS_IN_FLIGHT)
-    resolver = Resolver(reactor)
+    resolver = Resolver.from_config(reactor, config.dns, config.timeout)
     connect_timeout = max(config.timeout, 1.0)
 
     def probe_for(instance: RedisInstance) -> RedisProbe:

@@ -1,74 +1,319 @@
 """
-Host names resolved once and cached, so that no check waits on a lookup.
+Host names to addresses, without threads, so that no name can starve another.
 
-Lookups go through the reactor's resolver (a thread pool): a check must
-never do one, and a host shared by many instances is looked up once.
+The reactor's resolver runs getaddrinfo in its thread pool, whose queue has
+no bound: behind names whose name server never answers, a good name waited
+20 s and more (issue 9). Here (with `sentinel.lookup` doing one lookup):
+
+- One lookup per name at a time, shared by everyone who asks for it. Each
+  asker has its own deadline: cancelling its Deferred drops only that
+  asker; the lookup goes on to its own bound (`bound`, by default
+  `lookup_bound` of the check timeout), and its answer serves the next one.
+- Answers are kept for their TTL, at least `MIN_TTL` (many instances on one
+  name ask at most once a second) and at most `MAX_TTL` (an address that
+  moved is seen within five minutes, whatever the TTL said); hosts-file
+  answers for a second. Failures (no such name, no address, no answer in
+  time, refused...) are kept `FAILURE_TTL` seconds, then asked again.
+- At most `MAX_LOOKUPS` lookups in flight: each holds a UDP socket (a file
+  descriptor, out of the agent's reserve), and they would otherwise grow
+  with the number of dead names. Names whose last lookup failed wait
+  behind every other name and hold at most `MAX_LATER_LOOKUPS` slots, so
+  dead names known as such, however many, never delay a new or working
+  name. Dead names not known yet (at start, or added together) are found
+  out `MAX_LOOKUPS` at a time: a first lookup still unanswered after
+  `GIVE_WAY_AFTER` gives its slot to a name waiting for one and is asked
+  again later, behind. A good name asked with N unknown dead names thus
+  waits at most about N / MAX_LOOKUPS * GIVE_WAY_AFTER (12: not at all;
+  200: about 6 s, once).
+- `retain` (on reload) and `forget` drop the cache of names nobody wants
+  any more, and cancel their lookups.
+
+Literal addresses are returned at once. IPv4 is preferred; IPv6 is used
+when a name has only that. A failure is a `CannotResolve` (a
+`DNSLookupError`) whose message is ``cannot resolve NAME: REASON``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, NamedTuple, Protocol
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import DNSLookupError
-from twisted.internet.interfaces import IHostResolution, IResolutionReceiver
-from zope.interface import implementer
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-CACHE_SECONDS = 60.0
+from sentinel.config import DNSConfig
+from sentinel.lookup import Answer, NameLookup, describe_failure
+
+log = Logger()
+
+MIN_TTL = 1.0
+MAX_TTL = 300.0
+FAILURE_TTL = 5.0
+MAX_LOOKUPS = 16
+MAX_LATER_LOOKUPS = 8
+GIVE_WAY_AFTER = 0.5
 
 
-@implementer(IResolutionReceiver)
-class _Collector:
-    def __init__(self) -> None:
-        self.addresses: list[str] = []
+def lookup_bound(check_timeout: float) -> float:
+    """
+    How long one lookup may take when ``[dns] timeout`` is not given: two
+    check timeouts, and at least 2 s (a query is sent again after 1 s
+    without an answer). Longer than a check may wait, on purpose: a slow
+    name server's answer still arrives, and serves the next check.
+    """
+    return max(2.0, 2 * check_timeout)
 
-    def resolutionBegan(self, resolution: IHostResolution) -> None:
-        pass
 
-    def addressResolved(self, address: Any) -> None:
-        self.addresses.append(address.host)
+class NameSource(Protocol):
+    """Where answers come from (`sentinel.lookup.NameLookup`)."""
 
-    def resolutionComplete(self) -> None:
-        pass
+    def local(self, name: str) -> Answer | None:
+        """An answer known without asking anyone, or None."""
+
+    def lookup(self, name: str) -> Deferred[Answer]:
+        """Ask the name servers; cancelling it stops asking."""
+
+    def stop(self) -> None:
+        """Release what the source holds."""
+
+
+class CannotResolve(DNSLookupError):
+    """A name without an address; its text is ``cannot resolve NAME: REASON``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _Cached(NamedTuple):
+    address: str | None
+    error: str
+    expires: float
+
+
+class _Running(NamedTuple):
+    lookup: Deferred[Answer]
+    later: bool
+    # When it may give way to a name asked for the first time (if it is one).
+    give_way_at: float | None
 
 
 class Resolver:
-    """Resolves a host to one address, caching answers for `CACHE_SECONDS`."""
+    """Resolves host names to one address each; see the module docstring."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        source: NameSource | None = None,
+        bound: float = lookup_bound(0.5),
+    ) -> None:
         self._reactor = reactor
-        self._cache: dict[str, tuple[str, float]] = {}
-        self._waiting: dict[str, list[Deferred[str]]] = {}
+        self.bound = bound
+        self._source = source or NameLookup(reactor, DNSConfig(), bound)
+        self._cache: dict[str, _Cached] = {}
+        self._failing: set[str] = set()
+        # Every name with a lookup queued or in flight, and who waits for it.
+        self._waiters: dict[str, list[Deferred[str]]] = {}
+        self._queued: deque[str] = deque()
+        self._queued_later: deque[str] = deque()
+        self._running: dict[str, _Running] = {}
+        self._giving_way: set[str] = set()
+        self._running_later = 0
+        self._dispatching = False
+        self._stopped = False
+
+    @classmethod
+    def from_config(
+        cls, reactor: Any, config: DNSConfig, check_timeout: float
+    ) -> Resolver:
+        """The agent's resolver, from its ``[dns]`` table and check timeout."""
+        bound = config.timeout or lookup_bound(check_timeout)
+        return cls(reactor, NameLookup(reactor, config, bound), bound)
 
     def resolve(self, host: str) -> Deferred[str]:
-        """An address for `host`; literal addresses are returned as they are."""
+        """
+        An address for `host`. Cancel the Deferred to stop waiting; the
+        lookup itself goes on to its bound.
+        """
         if isIPAddress(host) or isIPv6Address(host):
             return succeed(host)
-        cached = self._cache.get(host)
-        if cached is not None and cached[1] > self._reactor.seconds():
-            return succeed(cached[0])
-        d: Deferred[str] = Deferred(lambda d: self._waiting[host].remove(d))
-        waiters = self._waiting.setdefault(host, [])
-        waiters.append(d)
-        if len(waiters) == 1:
-            self._lookup(host)
-        return d
+        name = host.lower()
+        cached = self._cache.get(name)
+        if cached is not None and cached.expires > self._reactor.seconds():
+            if cached.address is None:
+                return fail(CannotResolve(cached.error))
+            return succeed(cached.address)
+        if self._stopped:
+            return fail(CannotResolve(f"cannot resolve {name}: the agent is stopping"))
+        waiters = self._waiters.get(name)
+        if waiters is None:
+            local = self._source.local(name)
+            if local is not None:
+                self._remember(name, local)
+                return succeed(local.address)
+            waiters = self._waiters[name] = []
+            queue = self._queued_later if name in self._failing else self._queued
+            queue.append(name)
+        waiter: Deferred[str] = Deferred(lambda d: _discard(self._waiters, name, d))
+        waiters.append(waiter)
+        self._dispatch()
+        return waiter
 
-    def _lookup(self, host: str) -> None:
-        collector = _Collector()
+    def retain(self, hosts: Iterable[str]) -> None:
+        """Forget every name but `hosts` (call it with the configured hosts)."""
+        wanted = {host.lower() for host in hosts}
+        known = set(self._cache) | set(self._waiters) | self._failing
+        self._forget(known - wanted, "nobody needs it any more")
 
-        def complete() -> None:
-            waiters = self._waiting.pop(host, [])
-            if not collector.addresses:
-                for d in waiters:
-                    d.errback(DNSLookupError(f"cannot resolve {host}"))
-                return
-            # Prefer IPv4, as most Redis deployments listen there.
-            address = sorted(collector.addresses, key=lambda a: ":" in a)[0]
-            self._cache[host] = (address, self._reactor.seconds() + CACHE_SECONDS)
-            for d in waiters:
-                d.callback(address)
+    def forget(self, host: str) -> None:
+        """
+        Drop what is known about `host` and cancel its lookup; whoever still
+        waits for it fails.
+        """
+        self._forget({host.lower()}, "nobody needs it any more")
 
-        collector.resolutionComplete = complete  # type: ignore[method-assign]
-        self._reactor.nameResolver.resolveHostName(collector, host)
+    def stop(self) -> None:
+        """Cancel every lookup; later calls fail at once."""
+        self._stopped = True
+        self._forget(set(self._waiters), "the agent is stopping")
+        self._source.stop()
+
+    def stats(self) -> dict[str, int]:
+        """Counters for /debug/stats: lookups in flight, queued, names kept."""
+        return {
+            "lookups_in_flight": len(self._running),
+            "lookups_queued": len(self._queued) + len(self._queued_later),
+            "names_cached": len(self._cache),
+            "names_failing": len(self._failing),
+        }
+
+    def _forget(self, names: set[str], why: str) -> None:
+        # Unqueue them all before cancelling any: a cancelled lookup frees
+        # its slot for the next queued name, which must not be one of these.
+        self._queued = deque(n for n in self._queued if n not in names)
+        self._queued_later = deque(n for n in self._queued_later if n not in names)
+        told = []
+        for name in names:
+            self._cache.pop(name, None)
+            self._failing.discard(name)
+            waiters = self._waiters.pop(name, None)
+            if waiters is not None:
+                told.append((name, waiters))
+        for name, _ in told:
+            running = self._running.get(name)
+            if running is not None:
+                running.lookup.cancel()
+        for name, waiters in told:
+            for waiter in waiters:
+                waiter.errback(CannotResolve(f"cannot resolve {name}: {why}"))
+
+    def _dispatch(self) -> None:
+        # A lookup that ends at once dispatches again; this loop takes over.
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while True:
+                if len(self._running) >= MAX_LOOKUPS:
+                    if not (self._queued and self._give_way()):
+                        break
+                if self._queued:
+                    self._start(self._queued.popleft(), later=False)
+                elif self._queued_later and self._running_later < MAX_LATER_LOOKUPS:
+                    self._start(self._queued_later.popleft(), later=True)
+                else:
+                    break
+        finally:
+            self._dispatching = False
+
+    def _give_way(self) -> bool:
+        """
+        Make room for a name asked for the first time: a first lookup still
+        unanswered after GIVE_WAY_AFTER (most likely a name server that will
+        never answer) is cancelled and asked again later, behind.
+        """
+        now = self._reactor.seconds()
+        overdue = [
+            name
+            for name, running in self._running.items()
+            if running.give_way_at is not None and running.give_way_at <= now
+        ]
+        if not overdue:
+            return False
+        self._giving_way.add(overdue[0])
+        self._running[overdue[0]].lookup.cancel()
+        return True
+
+    def _start(self, name: str, later: bool) -> None:
+        self._running_later += later
+        try:
+            lookup = self._source.lookup(name)
+        except Exception:
+            lookup = fail()
+        give_way_at = None
+        if not later:
+            give_way_at = self._reactor.seconds() + GIVE_WAY_AFTER
+            # Then a name waiting for a slot may take this one's.
+            timer = self._reactor.callLater(GIVE_WAY_AFTER, self._dispatch)
+            lookup.addBoth(_cancelling, timer)
+        self._running[name] = _Running(lookup, later, give_way_at)
+        lookup.addTimeout(self.bound, self._reactor)
+        lookup.addBoth(self._finished, name, later)
+
+    def _finished(self, result: Answer | Failure, name: str, later: bool) -> None:
+        del self._running[name]
+        self._running_later -= later
+        if name in self._giving_way:
+            self._giving_way.discard(name)
+            self._queued_later.append(name)
+            self._dispatch()
+            return
+        waiters = self._waiters.pop(name, None)
+        if waiters is None:
+            # Forgotten while in flight: nothing to keep, nobody to tell.
+            self._dispatch()
+            return
+        if isinstance(result, Failure):
+            error = CannotResolve(f"cannot resolve {name}: {self._reason(result)}")
+            self._cache[name] = _Cached(
+                None, str(error), self._reactor.seconds() + FAILURE_TTL
+            )
+            self._failing.add(name)
+            for waiter in waiters:
+                waiter.errback(error)
+        else:
+            self._remember(name, result)
+            for waiter in waiters:
+                waiter.callback(result.address)
+        self._dispatch()
+
+    def _remember(self, name: str, answer: Answer) -> None:
+        ttl = min(max(answer.ttl, MIN_TTL), MAX_TTL)
+        self._failing.discard(name)
+        self._cache[name] = _Cached(answer.address, "", self._reactor.seconds() + ttl)
+
+    def _reason(self, failure: Failure) -> str:
+        reason = describe_failure(failure, self.bound)
+        if reason is None:
+            if failure.check(CancelledError):
+                return "lookup cancelled"
+            log.failure("looking up a name failed unexpectedly", failure)
+            return "lookup failed (see the log)"
+        return reason
+
+
+def _cancelling(result: object, timer: IDelayedCall) -> object:
+    if timer.active():
+        timer.cancel()
+    return result
+
+
+def _discard(waiters: dict[str, list[Deferred[str]]], name: str, d: object) -> None:
+    """Drop one waiter (its own deadline passed); the lookup goes on."""
+    waiting = waiters.get(name)
+    if waiting is not None and d in waiting:
+        waiting.remove(d)

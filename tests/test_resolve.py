@@ -1,0 +1,763 @@
+"""
+Name lookups: the shared, bounded, cached `Resolver` over a fake source, and
+`NameLookup` over twisted.names' real client driven in memory.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import CannotListenError, DNSLookupError
+from twisted.internet.task import Clock
+from twisted.names import client, dns, error
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel import lookup as lookup_module
+from sentinel.config import DNSConfig
+from sentinel.lookup import Answer, HostsFile, LookupFailed, NameLookup, search_hosts
+from sentinel.resolve import (
+    FAILURE_TTL,
+    GIVE_WAY_AFTER,
+    MAX_LATER_LOOKUPS,
+    MAX_LOOKUPS,
+    MAX_TTL,
+    MIN_TTL,
+    Resolver,
+    lookup_bound,
+)
+
+BOUND = 2.0
+
+
+class FakeSource:
+    """A `NameSource` whose lookups end when the test says so."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, Answer] = {}
+        self.asked: list[str] = []
+        self.pending: dict[str, Deferred[Answer]] = {}
+        self.cancelled: list[str] = []
+        self.stopped = False
+
+    def local(self, name: str) -> Answer | None:
+        return self.hosts.get(name)
+
+    def lookup(self, name: str) -> Deferred[Answer]:
+        self.asked.append(name)
+        d: Deferred[Answer] = Deferred(lambda _: self.cancelled.append(name))
+        self.pending[name] = d
+        return d
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def answer(self, name: str, address: str = "192.0.2.1", ttl: float = 60) -> None:
+        self.pending.pop(name).callback(Answer(address, ttl))
+
+    def fail(self, name: str, reason: Exception) -> None:
+        self.pending.pop(name).errback(reason)
+
+    @property
+    def in_flight(self) -> list[str]:
+        return [name for name, d in self.pending.items() if not d.called]
+
+
+class ResolverTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.source = FakeSource()
+        self.resolver = Resolver(self.clock, self.source, BOUND)
+
+    def lookup_error(self, d: Deferred[str]) -> str:
+        return str(self.failureResultOf(d, DNSLookupError).value)
+
+
+class SharingTests(ResolverTestCase):
+    def test_literal_addresses_at_once(self) -> None:
+        """IPv4 and IPv6 addresses are returned as they are, nothing asked."""
+        self.assertEqual(
+            self.successResultOf(self.resolver.resolve("10.0.0.5")), "10.0.0.5"
+        )
+        self.assertEqual(self.successResultOf(self.resolver.resolve("::1")), "::1")
+        self.assertEqual(self.source.asked, [])
+
+    def test_one_lookup_shared(self) -> None:
+        """Everyone asking for a name (any case) waits on one lookup."""
+        first = self.resolver.resolve("redis.example")
+        second = self.resolver.resolve("Redis.Example")
+        self.assertNoResult(first)
+        self.assertEqual(self.source.asked, ["redis.example"])
+        self.source.answer("redis.example", "192.0.2.7")
+        self.assertEqual(self.successResultOf(first), "192.0.2.7")
+        self.assertEqual(self.successResultOf(second), "192.0.2.7")
+
+    def test_cancelling_a_waiter_leaves_the_lookup(self) -> None:
+        """
+        A waiter whose own deadline passed is dropped; the lookup goes on,
+        others still get its answer, and a later asker joins it.
+        """
+        first = self.resolver.resolve("redis.example")
+        second = self.resolver.resolve("redis.example")
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        second.cancel()
+        self.failureResultOf(second, CancelledError)
+        third = self.resolver.resolve("redis.example")
+        self.assertEqual(self.source.cancelled, [])
+        self.assertEqual(self.source.asked, ["redis.example"])
+        self.source.answer("redis.example")
+        self.assertEqual(self.successResultOf(third), "192.0.2.1")
+
+    def test_answer_without_waiters_is_kept(self) -> None:
+        """Everyone gave up: the answer still serves the next asker at once."""
+        waiter = self.resolver.resolve("redis.example")
+        waiter.cancel()
+        self.failureResultOf(waiter, CancelledError)
+        self.source.answer("redis.example")
+        self.assertEqual(
+            self.successResultOf(self.resolver.resolve("redis.example")), "192.0.2.1"
+        )
+        self.assertEqual(len(self.source.asked), 1)
+
+    def test_hosts_file_answers_take_no_slot(self) -> None:
+        """A hosts-file name resolves at once even with every slot taken."""
+        for i in range(MAX_LOOKUPS + 5):
+            self.resolver.resolve(f"dead{i}.example")
+        self.source.hosts["localhost"] = Answer("127.0.0.1", 1.0)
+        self.assertEqual(
+            self.successResultOf(self.resolver.resolve("localhost")), "127.0.0.1"
+        )
+
+
+class CacheTests(ResolverTestCase):
+    def resolved(self, ttl: float) -> None:
+        d = self.resolver.resolve("redis.example")
+        self.source.answer("redis.example", ttl=ttl)
+        self.successResultOf(d)
+
+    def asks_after(self, seconds: float) -> bool:
+        """Whether resolving again `seconds` later starts a lookup."""
+        asked = len(self.source.asked)
+        self.clock.advance(seconds)
+        self.resolver.resolve("redis.example")
+        return len(self.source.asked) > asked
+
+    def test_answer_kept_for_its_ttl(self) -> None:
+        """An answer is reused until its TTL, then asked again."""
+        self.resolved(30)
+        self.assertFalse(self.asks_after(29.9))
+        self.assertTrue(self.asks_after(0.2))
+
+    def test_ttl_floor(self) -> None:
+        """A TTL of 0 is kept MIN_TTL seconds: many instances, one lookup."""
+        self.resolved(0)
+        self.assertFalse(self.asks_after(MIN_TTL - 0.1))
+        self.assertTrue(self.asks_after(0.2))
+
+    def test_ttl_ceiling(self) -> None:
+        """A day's TTL is kept only MAX_TTL seconds."""
+        self.resolved(86400)
+        self.assertFalse(self.asks_after(MAX_TTL - 1))
+        self.assertTrue(self.asks_after(2))
+
+    def test_failure_remembered_briefly(self) -> None:
+        """
+        A failure fails the next askers at once, with the same text, for
+        FAILURE_TTL seconds; then the name is asked again.
+        """
+        d = self.resolver.resolve("gone.example")
+        self.source.fail("gone.example", LookupFailed("no such name"))
+        self.assertEqual(
+            self.lookup_error(d), "cannot resolve gone.example: no such name"
+        )
+        self.clock.advance(FAILURE_TTL - 0.1)
+        again = self.resolver.resolve("gone.example")
+        self.assertEqual(
+            self.lookup_error(again), "cannot resolve gone.example: no such name"
+        )
+        self.assertEqual(self.source.asked, ["gone.example"])
+        self.clock.advance(0.2)
+        self.assertNoResult(self.resolver.resolve("gone.example"))
+        self.assertEqual(self.source.asked, ["gone.example"] * 2)
+
+
+class BoundTests(ResolverTestCase):
+    def test_lookup_bounded(self) -> None:
+        """
+        A name server that never answers: the lookup is cancelled at its
+        bound and its waiters told so in words.
+        """
+        d = self.resolver.resolve("black.example")
+        self.clock.advance(BOUND - 0.01)
+        self.assertNoResult(d)
+        self.clock.advance(0.02)
+        self.assertEqual(
+            self.lookup_error(d),
+            "cannot resolve black.example: no answer from name servers within 2 s",
+        )
+        self.assertEqual(self.source.cancelled, ["black.example"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_error_texts(self) -> None:
+        """Name server errors read as a few words, never a repr."""
+        cases = [
+            (LookupFailed("no address"), "no address"),
+            (error.DNSNameError(dns.Message()), "no such name"),
+            (error.DNSQueryRefusedError(dns.Message()), "refused by the name server"),
+            (error.DNSServerError(dns.Message()), "name server failure (SERVFAIL)"),
+            (error.DNSQueryTimeoutError(7), "no answer from name servers within 2 s"),
+            (
+                CannotListenError("", 0, OSError(errno.EMFILE, "Too many open files")),
+                "cannot open a socket: Too many open files",
+            ),
+        ]
+        for i, (raised, reason) in enumerate(cases):
+            name = f"n{i}.example"
+            d = self.resolver.resolve(name)
+            self.source.fail(name, raised)
+            self.assertEqual(self.lookup_error(d), f"cannot resolve {name}: {reason}")
+
+    def test_unexpected_error_logged(self) -> None:
+        """A bug in a lookup fails it in words, and is logged."""
+        d = self.resolver.resolve("bug.example")
+        self.source.fail("bug.example", ZeroDivisionError())
+        self.assertEqual(
+            self.lookup_error(d),
+            "cannot resolve bug.example: lookup failed (see the log)",
+        )
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_source_raising(self) -> None:
+        """A source that raises instead of failing its Deferred is a failure too."""
+
+        def raising(name: str) -> Deferred[Answer]:
+            raise ZeroDivisionError()
+
+        self.source.lookup = raising  # type: ignore[method-assign]
+        d = self.resolver.resolve("bug.example")
+        self.lookup_error(d)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(self.resolver.stats()["lookups_in_flight"], 0)
+
+
+class FairnessTests(ResolverTestCase):
+    def test_lookups_in_flight_bounded(self) -> None:
+        """At most MAX_LOOKUPS at once; each one that ends lets the next go."""
+        for i in range(MAX_LOOKUPS * 3):
+            self.resolver.resolve(f"n{i}.example")
+        self.assertEqual(len(self.source.in_flight), MAX_LOOKUPS)
+        self.source.answer("n0.example")
+        self.assertEqual(len(self.source.in_flight), MAX_LOOKUPS)
+        self.assertEqual(self.source.asked[-1], f"n{MAX_LOOKUPS}.example")
+
+    def test_dead_names_cannot_delay_a_good_one(self) -> None:
+        """
+        However many names never get an answer, asked again and again as
+        probes do, a new name's lookup starts at once, and dead names never
+        hold more than MAX_LATER_LOOKUPS slots once known to fail (200
+        names new at once take 200 / MAX_LOOKUPS bounds to get there).
+        """
+        dead = [f"dead{i}.example" for i in range(200)]
+        most_failing = 0
+        for second in range(60):
+            for name in dead:
+                self.resolver.resolve(name).addErrback(lambda _: None)
+            if second >= 30:
+                most_failing = max(most_failing, len(self.source.in_flight))
+            self.clock.advance(1.0)
+        self.assertLessEqual(most_failing, MAX_LATER_LOOKUPS)
+        good = self.resolver.resolve("good.example")
+        self.assertEqual(self.source.asked[-1], "good.example")
+        self.source.answer("good.example")
+        self.assertEqual(self.successResultOf(good), "192.0.2.1")
+
+    def test_unanswered_first_lookup_gives_way(self) -> None:
+        """
+        Every slot held by first lookups nobody answers: after
+        GIVE_WAY_AFTER the oldest gives its slot to a name waiting for one,
+        keeps its waiters, and is asked again later, to its full bound.
+        """
+        waiting = self.resolver.resolve("dead0.example")
+        for i in range(1, MAX_LOOKUPS):
+            self.resolver.resolve(f"dead{i}.example").addErrback(lambda _: None)
+        good = self.resolver.resolve("good.example")
+        self.assertNotIn("good.example", self.source.asked)
+        self.clock.advance(GIVE_WAY_AFTER)
+        self.assertEqual(self.source.cancelled[0], "dead0.example")
+        self.source.answer("good.example")
+        self.assertEqual(self.successResultOf(good), "192.0.2.1")
+        self.assertNoResult(waiting)
+        self.assertEqual(self.source.asked[-1], "dead0.example")
+        self.clock.advance(BOUND)
+        self.assertIn("no answer from name servers", self.lookup_error(waiting))
+
+    def test_many_new_dead_names_at_once(self) -> None:
+        """
+        200 names nobody answers, asked at once before a good one: the good
+        one is asked within 200 / MAX_LOOKUPS * GIVE_WAY_AFTER seconds.
+        """
+        for i in range(200):
+            self.resolver.resolve(f"dead{i}.example").addErrback(lambda _: None)
+        good = self.resolver.resolve("good.example")
+        waited = 0.0
+        while "good.example" not in self.source.asked:
+            self.clock.advance(0.1)
+            waited += 0.1
+        self.assertLessEqual(waited, 200 / MAX_LOOKUPS * GIVE_WAY_AFTER + 0.5)
+        self.source.answer("good.example")
+        self.successResultOf(good)
+        self.assertLessEqual(len(self.source.in_flight), MAX_LOOKUPS)
+
+    def test_dead_names_asked_at_a_bounded_rate(self) -> None:
+        """A dead name asked every second is looked up once per bound + FAILURE_TTL."""
+        for _ in range(70):
+            self.resolver.resolve("dead.example").addErrback(lambda _: None)
+            self.clock.advance(1.0)
+        self.assertLessEqual(
+            self.source.asked.count("dead.example"), 70 / (BOUND + FAILURE_TTL) + 1
+        )
+
+    def test_waiting_state_bounded(self) -> None:
+        """
+        200 seconds of 100 names asked every second, half never answered:
+        no waiter, lookup or timer outlives its bound.
+        """
+        for _ in range(200):
+            for i in range(100):
+                d = self.resolver.resolve(f"n{i}.example")
+                self.clock.callLater(1.0, d.cancel)
+                d.addErrback(lambda _: None)
+            for name in self.source.in_flight:
+                if int(name[1:].split(".")[0]) % 2 == 0:
+                    self.source.answer(name, ttl=5)
+            self.clock.advance(1.0)
+        self.assertLessEqual(sum(map(len, self.resolver._waiters.values())), 100)
+        self.assertLessEqual(len(self.clock.getDelayedCalls()), 100 + MAX_LOOKUPS)
+        self.assertLessEqual(self.resolver.stats()["names_cached"], 100)
+
+
+class RetainTests(ResolverTestCase):
+    def test_retain_forgets_the_rest(self) -> None:
+        """
+        Names not retained lose their cache and their lookups (in flight:
+        cancelled; queued: never started); retained names keep theirs.
+        """
+        kept = self.resolver.resolve("kept.example")
+        self.source.answer("kept.example")
+        self.successResultOf(kept)
+        for i in range(MAX_LOOKUPS + 4):
+            self.resolver.resolve(f"old{i}.example").addErrback(lambda _: None)
+        waiting = self.resolver.resolve("old0.example")
+        self.resolver.retain(["Kept.example", "new.example"])
+        self.assertEqual(
+            self.lookup_error(waiting),
+            "cannot resolve old0.example: nobody needs it any more",
+        )
+        self.assertEqual(len(self.source.cancelled), MAX_LOOKUPS)
+        self.assertEqual(self.resolver.stats()["lookups_queued"], 0)
+        asked = len(self.source.asked)
+        self.successResultOf(self.resolver.resolve("kept.example"))
+        self.assertNoResult(self.resolver.resolve("new.example"))
+        self.assertEqual(self.source.asked[asked:], ["new.example"])
+        self.assertEqual(
+            sorted(call.getTime() for call in self.clock.getDelayedCalls()),
+            [GIVE_WAY_AFTER, BOUND],
+        )
+
+    def test_forget_one(self) -> None:
+        """A forgotten name is asked again, its old failure gone."""
+        d = self.resolver.resolve("gone.example")
+        self.source.fail("gone.example", LookupFailed("no such name"))
+        self.lookup_error(d)
+        self.resolver.forget("gone.example")
+        self.assertNoResult(self.resolver.resolve("gone.example"))
+        self.assertEqual(self.source.asked, ["gone.example"] * 2)
+
+    def test_stop(self) -> None:
+        """Stopping cancels every lookup; later asks fail at once."""
+        waiting = self.resolver.resolve("redis.example")
+        self.resolver.stop()
+        self.assertIn("the agent is stopping", self.lookup_error(waiting))
+        self.assertEqual(self.source.cancelled, ["redis.example"])
+        self.assertTrue(self.source.stopped)
+        self.lookup_error(self.resolver.resolve("other.example"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class ConfigTests(SynchronousTestCase):
+    def test_bound(self) -> None:
+        """The bound is [dns] timeout, else two check timeouts, at least 2 s."""
+        self.assertEqual(lookup_bound(0.5), 2.0)
+        self.assertEqual(lookup_bound(3.0), 6.0)
+        clock = Clock()
+        self.assertEqual(Resolver.from_config(clock, DNSConfig(), 3.0).bound, 6.0)
+        self.assertEqual(
+            Resolver.from_config(clock, DNSConfig(timeout=0.7), 3.0).bound, 0.7
+        )
+
+    def test_no_file_read_for_addresses(self) -> None:
+        """An agent that only knows addresses reads no resolv.conf or hosts file."""
+        resolver = Resolver.from_config(
+            Clock(),
+            DNSConfig(resolv_conf="/nonexistent", hosts_file="/nonexistent"),
+            0.5,
+        )
+        self.successResultOf(resolver.resolve("127.0.0.1"))
+        resolver.stop()
+
+
+# NameLookup over twisted.names' client, its sockets in memory.
+
+
+class FakeUDPPort:
+    """What listenUDP returns: records what is sent, and whether it closed."""
+
+    def __init__(self, protocol: Any, unreachable: bool = False) -> None:
+        self.protocol = protocol
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.closed = False
+        self.unreachable = unreachable
+        protocol.makeConnection(self)
+
+    def write(self, data: bytes, address: tuple[str, int]) -> None:
+        if self.unreachable:
+            raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+        self.sent.append((data, address))
+
+    def stopListening(self) -> None:
+        self.closed = True
+
+    def query(self) -> dns.Message:
+        message = dns.Message()
+        message.fromStr(self.sent[-1][0])
+        return message
+
+    def reply(
+        self, rCode: int = dns.OK, answers: tuple[dns.RRHeader, ...] = ()
+    ) -> None:
+        """Answer the last query sent on this socket."""
+        query = self.query()
+        response = dns.Message(query.id, answer=1, rCode=rCode)
+        response.queries = query.queries
+        response.answers = list(answers)
+        self.protocol.datagramReceived(response.toStr(), self.sent[-1][1])
+
+
+class UDPClock(Clock):
+    """A clock with in-memory UDP sockets, or none at all (EMFILE)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ports: list[FakeUDPPort] = []
+        self.out_of_files = False
+        self.unreachable = False
+
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> FakeUDPPort:
+        if self.out_of_files:
+            raise CannotListenError(
+                interface, port, OSError(errno.EMFILE, "Too many open files")
+            )
+        self.ports.append(FakeUDPPort(protocol, self.unreachable))
+        return self.ports[-1]
+
+    def open_ports(self) -> list[FakeUDPPort]:
+        return [p for p in self.ports if not p.closed]
+
+
+def a(name: str, address: str, ttl: int = 60) -> dns.RRHeader:
+    return dns.RRHeader(name, dns.A, dns.IN, ttl, dns.Record_A(address, ttl))
+
+
+def aaaa(name: str, address: str, ttl: int = 60) -> dns.RRHeader:
+    return dns.RRHeader(name, dns.AAAA, dns.IN, ttl, dns.Record_AAAA(address, ttl))
+
+
+def cname(name: str, target: str, ttl: int = 60) -> dns.RRHeader:
+    return dns.RRHeader(name, dns.CNAME, dns.IN, ttl, dns.Record_CNAME(target, ttl))
+
+
+class NameLookupTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = UDPClock()
+        self.hosts = self.mktemp()
+        with open(self.hosts, "w") as f:
+            f.write("127.0.0.1 localhost\n::1 six.example\n")
+        servers = client.Resolver(
+            servers=[("192.0.2.53", 53)],
+            timeout=lookup_module.tries(BOUND),
+            reactor=self.reactor,
+        )
+        self.lookup = NameLookup(
+            self.reactor,
+            DNSConfig(hosts_file=self.hosts),
+            BOUND,
+            servers=servers,
+            search=(),
+        )
+
+    def asked(self) -> list[tuple[str, int]]:
+        """Every (name, type) queried, in order."""
+        return [
+            (q.name.name.decode(), q.type)
+            for port in self.reactor.ports
+            for q in port.query().queries
+        ]
+
+    def last(self) -> FakeUDPPort:
+        return self.reactor.ports[-1]
+
+    def reason(self, d: Deferred[Answer]) -> str | None:
+        failure = self.failureResultOf(d)
+        return lookup_module.describe_failure(failure, BOUND)
+
+    def test_ipv4(self) -> None:
+        """An A answer: its first address and TTL; its socket closed."""
+        d = self.lookup.lookup("redis.example")
+        self.last().reply(
+            answers=(
+                a("redis.example", "192.0.2.1", 30),
+                a("redis.example", "192.0.2.2"),
+            )
+        )
+        self.assertEqual(self.successResultOf(d), Answer("192.0.2.1", 30))
+        self.assertEqual(self.asked(), [("redis.example", dns.A)])
+        self.assertEqual(self.reactor.open_ports(), [])
+
+    def test_ipv6_only_when_no_ipv4(self) -> None:
+        """No A record: AAAA is asked, and its address used."""
+        d = self.lookup.lookup("redis.example")
+        self.last().reply()
+        self.last().reply(answers=(aaaa("redis.example", "2001:db8::1"),))
+        self.assertEqual(self.successResultOf(d), Answer("2001:db8::1", 60))
+        self.assertEqual(
+            self.asked(), [("redis.example", dns.A), ("redis.example", dns.AAAA)]
+        )
+
+    def test_no_such_name(self) -> None:
+        """NXDOMAIN: 'no such name', and AAAA never asked."""
+        d = self.lookup.lookup("gone.example")
+        self.last().reply(rCode=dns.ENAME)
+        self.assertEqual(self.reason(d), "no such name")
+        self.assertEqual(len(self.asked()), 1)
+
+    def test_no_address(self) -> None:
+        """The name exists with neither A nor AAAA: 'no address'."""
+        d = self.lookup.lookup("mail.example")
+        self.last().reply()
+        self.last().reply()
+        self.assertEqual(self.reason(d), "no address")
+
+    def test_cname_followed(self) -> None:
+        """CNAMEs are followed in the answer; records of other names are ignored."""
+        d = self.lookup.lookup("redis.example")
+        self.last().reply(
+            answers=(
+                a("evil.example", "203.0.113.66"),
+                cname("redis.example", "real.example", 300),
+                a("real.example", "192.0.2.9", 40),
+            )
+        )
+        self.assertEqual(self.successResultOf(d), Answer("192.0.2.9", 40))
+
+    def test_cname_loop(self) -> None:
+        """A CNAME loop ends: no address from it."""
+        d = self.lookup.lookup("loop.example")
+        self.last().reply(
+            answers=(
+                cname("loop.example", "pool.example"),
+                cname("pool.example", "loop.example"),
+            )
+        )
+        self.last().reply(
+            answers=(
+                cname("loop.example", "pool.example"),
+                cname("pool.example", "loop.example"),
+            )
+        )
+        self.assertEqual(self.reason(d), "no address")
+
+    def test_search_list(self) -> None:
+        """
+        A name without a dot is tried with each search domain first; one
+        with a dot as given first; a trailing dot turns the list off.
+        """
+        self.lookup = NameLookup(
+            self.reactor,
+            DNSConfig(hosts_file=self.hosts),
+            BOUND,
+            servers=self.lookup._servers,
+            search=["a.example", "b.example"],
+        )
+        d = self.lookup.lookup("redis")
+        self.last().reply(rCode=dns.ENAME)
+        self.last().reply(answers=(a("redis.b.example", "192.0.2.3"),))
+        self.assertEqual(self.successResultOf(d).address, "192.0.2.3")
+        self.assertEqual(
+            [name for name, _ in self.asked()], ["redis.a.example", "redis.b.example"]
+        )
+        del self.reactor.ports[:]
+        d = self.lookup.lookup("redis.x")
+        self.last().reply(rCode=dns.ENAME)
+        self.last().reply(answers=(a("redis.x.a.example", "192.0.2.4"),))
+        self.successResultOf(d)
+        d = self.lookup.lookup("redis.")
+        self.last().reply(rCode=dns.ENAME)
+        self.assertEqual(self.reason(d), "no such name")
+        self.assertEqual(
+            [name for name, _ in self.asked()],
+            ["redis.x", "redis.x.a.example", "redis"],
+        )
+
+    def test_invalid_name(self) -> None:
+        """A name the DNS cannot carry fails without a query."""
+        d = self.lookup.lookup("x" * 64 + ".example")
+        self.assertEqual(self.reason(d), "not a valid DNS name")
+        self.assertEqual(self.reactor.ports, [])
+
+    def test_refused(self) -> None:
+        """REFUSED reads as such."""
+        d = self.lookup.lookup("redis.example")
+        self.last().reply(rCode=dns.EREFUSED)
+        self.assertEqual(self.reason(d), "refused by the name server")
+
+    def test_retries_one_socket_at_a_time(self) -> None:
+        """
+        Unanswered, the query is sent again each second on a fresh socket,
+        until twisted.names gives up at the bound.
+        """
+        d = self.lookup.lookup("black.example")
+        self.reactor.advance(1.0)
+        self.assertEqual(len(self.reactor.ports), 2)
+        self.assertEqual(len(self.reactor.open_ports()), 1)
+        self.reactor.advance(1.0)
+        self.assertEqual(self.reactor.open_ports(), [])
+        self.assertEqual(self.reason(d), "no answer from name servers within 2 s")
+
+    def test_cancel_closes_the_socket(self) -> None:
+        """Cancelling a lookup (its bound, or forget) closes its socket."""
+        d = self.lookup.lookup("black.example")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.reactor.open_ports(), [])
+
+    def test_out_of_files_not_stuck(self) -> None:
+        """
+        No socket to be had (EMFILE): the lookup fails saying so, and the
+        next lookup of the name asks again (twisted's lookupAddress would
+        wait forever).
+        """
+        self.reactor.out_of_files = True
+        d = self.lookup.lookup("redis.example")
+        self.assertEqual(self.reason(d), "cannot open a socket: Too many open files")
+        self.reactor.out_of_files = False
+        d = self.lookup.lookup("redis.example")
+        self.last().reply(answers=(a("redis.example", "192.0.2.1"),))
+        self.successResultOf(d)
+
+    def test_send_fails(self) -> None:
+        """A query that cannot be sent fails with the system's words."""
+        self.reactor.unreachable = True
+        d = self.lookup.lookup("redis.example")
+        self.assertEqual(self.reason(d), "Network is unreachable")
+
+    def test_resolv_conf(self) -> None:
+        """
+        resolv.conf gives the name servers and the search list, read at the
+        first lookup; stopping ends twisted.names' periodic check of it.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("nameserver 192.0.2.54\nsearch a.example\noptions ndots:5\n")
+        lookup = NameLookup(
+            self.reactor, DNSConfig(resolv_conf=path, hosts_file=self.hosts), BOUND
+        )
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        d = lookup.lookup("redis")
+        self.assertEqual(self.last().sent[-1][1], ("192.0.2.54", 53))
+        self.last().reply(answers=(a("redis.a.example", "192.0.2.8"),))
+        self.assertEqual(self.successResultOf(d).address, "192.0.2.8")
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        lookup.stop()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_resolv_conf_unreadable(self) -> None:
+        """A resolv.conf that cannot be read fails lookups, saying why."""
+        path = self.mktemp()
+        os.mkdir(path)
+        lookup = NameLookup(
+            self.reactor, DNSConfig(resolv_conf=path, hosts_file=self.hosts), BOUND
+        )
+        d = lookup.lookup("redis.example")
+        self.assertEqual(self.reason(d), f"cannot read {path}: Is a directory")
+
+    def test_hosts_file(self) -> None:
+        """The hosts file answers locally, IPv4 first, any case."""
+        self.assertEqual(self.lookup.local("LocalHost").address, "127.0.0.1")  # type: ignore[union-attr]
+        self.assertEqual(self.lookup.local("six.example").address, "::1")  # type: ignore[union-attr]
+        self.assertIsNone(self.lookup.local("redis.example"))
+
+    def test_tries(self) -> None:
+        """A query is sent again every second within the bound."""
+        self.assertEqual(lookup_module.tries(2.0), (1.0, 1.0))
+        self.assertEqual(lookup_module.tries(0.5), (0.5,))
+        self.assertEqual(lookup_module.tries(2.5), (1.0, 1.0, 1.0))
+
+
+class HostsFileTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.path = self.mktemp()
+
+    def write(self, text: str) -> None:
+        with open(self.path, "w") as f:
+            f.write(text)
+
+    def test_search(self) -> None:
+        """hosts(5): comments, aliases, IPv6; whole names only; junk skipped."""
+        text = (
+            "# localhost comment\n127.0.0.1 localhost loopback # localhost2\n"
+            "::1 localhost\nnot-an-address localhost\n10.0.0.1\n"
+            "\ufffd localhost\n10.0.0.2 mylocalhost localhost.example\n"
+            "10.0.0.3\tlocalhost"
+        )
+        self.assertEqual(
+            search_hosts(text, "localhost"), ["127.0.0.1", "::1", "10.0.0.3"]
+        )
+        self.assertEqual(search_hosts(text, "loopback"), ["127.0.0.1"])
+        self.assertEqual(search_hosts(text, "localhost2"), [])
+
+    def test_any_case(self) -> None:
+        """Names match in any case."""
+        self.write("10.0.0.1 Redis.Example\n")
+        hosts = HostsFile(self.path, self.clock)
+        self.assertEqual(hosts.addresses("REDIS.example"), ["10.0.0.1"])
+
+    def test_read_again_when_changed(self) -> None:
+        """A change is seen once a second has passed, not before."""
+        self.write("10.0.0.1 redis\n")
+        hosts = HostsFile(self.path, self.clock)
+        self.assertEqual(hosts.addresses("redis"), ["10.0.0.1"])
+        self.write("10.0.0.2 redis other\n")
+        self.assertEqual(hosts.addresses("redis"), ["10.0.0.1"])
+        self.clock.advance(1.0)
+        self.assertEqual(hosts.addresses("redis."), ["10.0.0.2"])
+
+    def test_missing_file(self) -> None:
+        """No file: no entries."""
+        self.assertEqual(HostsFile(self.path, self.clock).addresses("redis"), [])
+
+    def test_fifo_not_opened(self) -> None:
+        """A FIFO in its place is not opened (it would block the reactor)."""
+        os.mkfifo(self.path)
+        self.assertEqual(HostsFile(self.path, self.clock).addresses("redis"), [])
+
+    def test_too_large(self) -> None:
+        """A file beyond HOSTS_MAX_BYTES is ignored, not read into memory."""
+        self.patch(lookup_module, "HOSTS_MAX_BYTES", 10)
+        self.write("10.0.0.1 redis\n")
+        self.assertEqual(HostsFile(self.path, self.clock).addresses("redis"), [])
