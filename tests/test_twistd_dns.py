@@ -1,0 +1,131 @@
+"""
+``twistd -n sentinel`` resolving through a fake name server (``[dns]
+nameservers``): names whose server never answers delay no good name, at
+start or after a SIGHUP, and a name that does not exist is reported so.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import treq
+from twisted.internet import reactor as _reactor
+from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
+
+from tests.fakedns import FakeNameServer
+from tests.polling import pause, wait_for
+from tests.servers import ChildProcess, RedisServer, free_port
+from tests.test_twistd import TWISTD, environment
+
+reactor: Any = _reactor
+
+DEAD = [f"dead{i}.test" for i in range(12)]
+# The lookup bound at timeout 0.1 (sentinel.resolve.lookup_bound).
+BOUND = 2.0
+
+
+class TwistdNameLookupTests(TestCase):
+    async def statuses(self, base: str) -> dict[str, Any]:
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        try:
+            response = await treq.get(f"{base}/instances", timeout=2, pool=pool)
+            body = json.loads(await response.content())
+        except Exception:
+            return {}
+        return {i["name"]: i for i in body["instances"]}
+
+    async def test_black_holes_sighup_and_nxdomain(self) -> None:
+        """
+        Twelve black-holed names and a good one: the good one is up within
+        a couple of seconds. A SIGHUP that removes the twelve and adds a
+        new good name: the new one is up within a couple of seconds, and
+        the name server hears no more of the removed names once their
+        lookups in flight end. A name that does not exist is down with
+        ``cannot resolve NAME: no such name``.
+        """
+        names = FakeNameServer(reactor).start()
+        self.addCleanup(names.stop)
+        names.addresses["good.test"] = ["127.0.0.1"]
+        names.addresses["new.test"] = ["127.0.0.1"]
+        names.black_hole.update(DEAD)
+        redis = RedisServer().start()
+        self.addCleanup(redis.stop)
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        (directory / "hosts").write_text("")
+        config = directory / "sentinel.toml"
+
+        def write(*hosts: str) -> None:
+            host, port = names.address
+            tables = "".join(
+                f'[[redis]]\nname = "{h}"\nhost = "{h}"\nport = {redis.port}\n'
+                for h in hosts
+            )
+            config.write_text(
+                "interval = 0.2\ntimeout = 0.1\n"
+                f'[dns]\nnameservers = ["{host}:{port}"]\nhosts_file = "hosts"\n'
+                f"{tables}"
+            )
+
+        write(*DEAD, "good.test")
+        http = free_port()
+        base = f"http://127.0.0.1:{http}"
+        child = ChildProcess(
+            [TWISTD, "-n", "sentinel", "--config", str(config),
+             "--http", f"tcp:{http}:interface=127.0.0.1"],
+            log=directory / "twistd.log", env=environment(), cwd=directory,
+        )  # fmt: skip
+        self.addCleanup(child.stop)
+        state: dict[str, Any] = {}
+
+        async def until(
+            name: str, value: str, timeout: float, key: str = "status"
+        ) -> float:
+            """Seconds until instance `name`'s `key` reads `value`."""
+            started = reactor.seconds()
+            while True:
+                state.update(await self.statuses(base))
+                if state.get(name, {}).get(key) == value:
+                    return float(reactor.seconds() - started)
+                if not child.running:
+                    self.fail(f"twistd exited:{child.log_tail()}")
+                if reactor.seconds() - started > timeout:
+                    self.fail(f"{name} {key} not {value} within {timeout} s: {state}")
+                await pause(reactor, 0.05)
+
+        await wait_for(reactor, lambda: names.queries["good.test"], 30, "a lookup")
+        took = await until("good.test", "up", 10.0)
+        self.assertLess(took, 2.0)
+        for name in DEAD:
+            await until(name, "down", 5.0)
+        # The first checks time out (the probe waits 1 s, the lookup 2 s);
+        # the next ones see the lookup's own failure.
+        error = "cannot resolve dead0.test: no answer from name servers within 2 s"
+        await until("dead0.test", error, BOUND + 2.0, key="error")
+
+        write("good.test", "new.test", "nx.test", "dead0.test")
+        hangup = reactor.seconds()
+        child.process.send_signal(signal.SIGHUP)
+        took = await until("new.test", "up", 10.0)
+        self.assertLess(took, 2.0)
+        await until("nx.test", "down", 5.0)
+        self.assertEqual(
+            state["nx.test"]["error"], "cannot resolve nx.test: no such name"
+        )
+        self.assertEqual(state["good.test"]["status"], "up")
+        # Lookups of removed names that were in flight end within their
+        # bound; then only the dead name still configured is asked again.
+        await pause(reactor, max(0.0, hangup + BOUND - reactor.seconds()))
+        removed = DEAD[1:]
+        asked = {name: names.queries[name] for name in removed}
+        again = names.queries["dead0.test"] + 1
+        await wait_for(
+            reactor, lambda: names.queries["dead0.test"] >= again, 10.0, "dead0 again"
+        )
+        self.assertEqual({name: names.queries[name] for name in removed}, asked)
+        self.assertEqual(child.stop(), -signal.SIGTERM)
+        self.assertNotIn("Traceback", (directory / "twistd.log").read_text())
