@@ -27,11 +27,13 @@ What glibc's getaddrinfo does, as far as a health agent needs it:
   names are ignored.
 
 Each query goes through ``client.Resolver.queryUDP``, which opens a UDP socket
-per try and closes it when the try ends (a truncated answer is asked again
-over TCP, on one connection shared by all lookups). Not ``lookupAddress``:
-when opening the socket fails (EMFILE), it raises instead of failing its
-Deferred and leaves the query marked in flight, so that every later lookup
-of that name waits forever (seen with twisted 26.10).
+per try and closes it when the try ends. Not ``lookupAddress``: when opening
+the socket fails (EMFILE), it raises instead of failing its Deferred and
+leaves the query marked in flight, so that every later lookup of that name
+waits forever (seen with twisted 26.10); and it asks a truncated answer
+again over TCP with a new connection attempt per lookup, each up to 30 s,
+which a broken or hostile name server can multiply. A truncated answer is
+used as far as it goes (an address list for a Redis host fits in UDP).
 """
 
 from __future__ import annotations
@@ -176,6 +178,11 @@ class _ResolvConfClient(client.Resolver):
                 search = tuple(f.decode("ascii", "replace") for f in fields[1:])
         self.search_list = search
 
+    def messageReceived(self, message: Any, protocol: Any, address: Any = None) -> None:
+        # A datagram that answers no query of ours (late, repeated, forged):
+        # dropped, without the log line per datagram twisted.names writes.
+        pass
+
 
 def tries(bound: float) -> tuple[float, ...]:
     """Per-try timeouts for twisted.names that last at least `bound` seconds."""
@@ -246,14 +253,13 @@ class NameLookup:
     async def _addresses(self, servers: client.Resolver, name: str) -> Answer | None:
         for record_type in (dns.A, dns.AAAA):
             message = await servers.queryUDP([dns.Query(name, record_type, dns.IN)])
-            sections = servers.filterAnswers(message)
-            if isinstance(sections, Failure):
-                sections.raiseException()
-            if isinstance(sections, Deferred):
-                sections = await sections
-            answer = extract_answer(name, sections[0], record_type)
+            if message.rCode != dns.OK:
+                raise servers.exceptionForCode(message.rCode)(message)
+            answer = extract_answer(name, message.answers, record_type)
             if answer is not None:
                 return answer
+            if message.trunc:
+                raise LookupFailed("answer too large for UDP")
         return None
 
     def _client(self) -> client.Resolver:

@@ -436,11 +436,14 @@ class FakeUDPPort:
         return message
 
     def reply(
-        self, rCode: int = dns.OK, answers: tuple[dns.RRHeader, ...] = ()
+        self,
+        rCode: int = dns.OK,
+        answers: tuple[dns.RRHeader, ...] = (),
+        truncated: bool = False,
     ) -> None:
         """Answer the last query sent on this socket."""
         query = self.query()
-        response = dns.Message(query.id, answer=1, rCode=rCode)
+        response = dns.Message(query.id, answer=1, rCode=rCode, trunc=truncated)
         response.queries = query.queries
         response.answers = list(answers)
         self.protocol.datagramReceived(response.toStr(), self.sent[-1][1])
@@ -454,6 +457,7 @@ class UDPClock(Clock):
         self.ports: list[FakeUDPPort] = []
         self.out_of_files = False
         self.unreachable = False
+        self.tcp_connects: list[tuple[str, int]] = []
 
     def listenUDP(
         self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
@@ -464,6 +468,9 @@ class UDPClock(Clock):
             )
         self.ports.append(FakeUDPPort(protocol, self.unreachable))
         return self.ports[-1]
+
+    def connectTCP(self, host: str, port: int, factory: Any, *args: Any) -> None:
+        self.tcp_connects.append((host, port))
 
     def open_ports(self) -> list[FakeUDPPort]:
         return [p for p in self.ports if not p.closed]
@@ -612,6 +619,19 @@ class NameLookupTests(SynchronousTestCase):
             [name for name, _ in self.asked()],
             ["redis.x", "redis.x.a.example", "redis"],
         )
+
+    def test_truncated(self) -> None:
+        """
+        A truncated answer is used as far as it goes, never asked again
+        over TCP; without an address, it fails saying so.
+        """
+        d = self.lookup.lookup("many.example")
+        self.last().reply(answers=(a("many.example", "192.0.2.1"),), truncated=True)
+        self.assertEqual(self.successResultOf(d).address, "192.0.2.1")
+        d = self.lookup.lookup("huge.example")
+        self.last().reply(truncated=True)
+        self.assertEqual(self.reason(d), "answer too large for UDP")
+        self.assertEqual(self.reactor.tcp_connects, [])
 
     def test_invalid_name(self) -> None:
         """A name the DNS cannot carry fails without a query."""
