@@ -12,8 +12,11 @@ What glibc's getaddrinfo does, as far as a health agent needs it:
   at most once a second, with one `stat`; 5 ms for that blocklist), and
   each name is found with a string search that splits only the lines
   holding it, once per change (under 1 ms per name there, 0.6 us after).
-  Only a regular file of at most `HOSTS_MAX_BYTES` is read: a FIFO or
-  ``/dev/zero`` in its place would block or fill memory.
+  It is read as configured files are (`sentinel.files.read_regular_file`):
+  a FIFO or ``/dev/zero`` in its place would block or fill memory. Both
+  files are local system files: a ``stat`` (hosts, once a second) and an
+  ``open`` (resolv.conf, once a minute, by twisted.names) run on the
+  reactor thread, and would wait as long as a hung mount does.
 - Then the name servers of resolv.conf, as twisted.names reads it (at the
   first lookup and, when its mtime changes, once a minute; only
   ``nameserver`` lines, always port 53, and 127.0.0.1 when there is none),
@@ -40,7 +43,6 @@ from __future__ import annotations
 
 import os
 import socket
-import stat
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,11 +55,11 @@ from twisted.names import client, dns, error
 from twisted.python.failure import Failure
 
 from sentinel.config import DNSConfig
+from sentinel.files import MAX_HOSTS_BYTES, Unreadable, read_regular_file
 
 log = Logger()
 
 HOSTS_CHECK_SECONDS = 1.0
-HOSTS_MAX_BYTES = 8 << 20
 MAX_CNAMES = 8
 # How long a try waits for its answer before the query is sent again (to the
 # next name server, if there are several).
@@ -131,17 +133,10 @@ class HostsFile:
         signature = (status.st_ino, status.st_mtime_ns, status.st_size)
         if signature == self._signature:
             return
-        if not stat.S_ISREG(status.st_mode):
-            self._replace(signature, "", "not a regular file")
-            return
-        if status.st_size > HOSTS_MAX_BYTES:
-            self._replace(signature, "", f"larger than {HOSTS_MAX_BYTES} bytes")
-            return
         try:
-            with open(self._path, "rb") as f:
-                data = f.read(HOSTS_MAX_BYTES)
-        except OSError as e:
-            self._replace(signature, "", f"cannot read it: {e.strerror}")
+            data = read_regular_file(self._path, MAX_HOSTS_BYTES)
+        except Unreadable as e:
+            self._replace(signature, "", f"cannot read it: {e}")
             return
         # Names in the config are ASCII: other bytes can match none of them.
         self._replace(signature, data.decode("ascii", "replace").lower())

@@ -777,7 +777,7 @@ class HostsFileTests(SynchronousTestCase):
         self.assertEqual(HostsFile(self.path, self.clock).addresses("redis"), [])
 
     def test_too_large(self) -> None:
-        """A file beyond HOSTS_MAX_BYTES is ignored, not read into memory."""
-        self.patch(lookup_module, "HOSTS_MAX_BYTES", 10)
+        """A file beyond MAX_HOSTS_BYTES is ignored, not read into memory."""
+        self.patch(lookup_module, "MAX_HOSTS_BYTES", 10)
         self.write("10.0.0.1 redis\n")
         self.assertEqual(HostsFile(self.path, self.clock).addresses("redis"), [])
