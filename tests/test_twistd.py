@@ -31,6 +31,8 @@ reactor: Any = _reactor
 
 REPO = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).with_name("twistd"))
+# Between two HTTP polls of the agent.
+POLL_STEP = 0.05
 
 
 def environment() -> dict[str, str]:
@@ -119,7 +121,7 @@ class TwistdTests(TwistdTestCase):
                     self.fail(f"twistd exited: {self.log_path.read_text()}")
                 if reactor.seconds() - started > timeout:
                     self.fail(f"main not {status} within {timeout} s: {state}")
-                await wait_for(reactor, lambda: True, 1.0, "a turn", step=0.05)
+                await pause(reactor, POLL_STEP)
 
         await until("up", 15.0)
         pending = await self.get_json(f"{base}/pending")
@@ -129,10 +131,8 @@ class TwistdTests(TwistdTestCase):
         self.assertIn(state["main"]["error"], ("connection lost", "connection refused"))
 
         child.send_signal(signal.SIGTERM)
-        took = await wait_for(
-            reactor, lambda: child.poll() is not None, 5.0, "twistd to exit"
-        )
-        self.assertLess(took, 5.0)
+        # The bound is the contract: within 5 s of SIGTERM, or this fails.
+        await wait_for(reactor, lambda: child.poll() is not None, 5.0, "twistd to exit")
         self.assertEqual(child.returncode, -signal.SIGTERM, self.log_path.read_text())
         self.assertNotIn("Traceback", self.log_path.read_text())
 
@@ -189,7 +189,7 @@ class TwistdTests(TwistdTestCase):
                     self.fail(f"twistd exited: {self.log_path.read_text()}")
                 if reactor.seconds() - started > timeout:
                     self.fail(f"not {expected}: {await names()}, {published()}")
-                await wait_for(reactor, lambda: True, 1.0, "a turn", step=0.05)
+                await pause(reactor, POLL_STEP)
 
         await until(["first"], 15.0)
         write(("second", second))

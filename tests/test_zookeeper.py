@@ -31,6 +31,7 @@ from sentinel.agent import make_agent
 from sentinel.config import Config, RedisInstance, ZooKeeperConfig
 from sentinel.monitor import Monitor
 from sentinel.publisher import ZooKeeperPublisher
+from tests.contract import AGENT_FIELDS, INSTANCE_FIELDS
 from tests.polling import pause, wait_for
 from tests.servers import LOOPBACK, RedisServer, ZooKeeperServer, shared_zookeeper
 
@@ -56,33 +57,6 @@ READ_TIMEOUT = 2.0
 # (and its nodes) until the session times out, then the publisher's next
 # retry (1 s) takes the nodes over; plus kazoo's reconnect and the JVM.
 RESYNC_BOUND = SESSION_TIMEOUT + 6.0
-
-INSTANCE_FIELDS = {
-    "name",
-    "host",
-    "port",
-    "status",
-    "ready",
-    "role",
-    "master_host",
-    "master_port",
-    "master_link_status",
-    "latency_ms",
-    "since",
-    "checked_at",
-    "error",
-    "agent",
-    "schema",
-}
-AGENT_FIELDS = {
-    "agent",
-    "pid",
-    "version",
-    "started_at",
-    "heartbeat_at",
-    "interval",
-    "instances",
-}
 
 Node = tuple[dict[str, Any], ZnodeStat]
 
