@@ -19,11 +19,12 @@ from twisted.logger import Logger, LogLevel
 from twisted.web.server import Site
 
 from sentinel.config import Config, RedisInstance
+from sentinel.documents import agent_document
 from sentinel.history import CheckHistory
 from sentinel.metrics import AgentMetrics
 from sentinel.monitor import Monitor, NullPublisher, Publisher
 from sentinel.probe import RedisProbe
-from sentinel.publisher import ZooKeeperPublisher, agent_document
+from sentinel.publisher import ZooKeeperPublisher
 from sentinel.reload import ConfigReloader, settings_of
 from sentinel.resolve import Resolver
 from sentinel.shutdown import EXIT_TWIN, stop_with_status
@@ -131,7 +132,7 @@ class StatusSite(Site):
 
 
 def _make_publisher(
-    config: Config, reactor: Any, instances: Callable[[], list[str]]
+    config: Config, reactor: Any, agent_node: Callable[[], dict[str, Any]]
 ) -> ZooKeeperPublisher:
     zk_config = config.zookeeper
     assert zk_config is not None
@@ -142,9 +143,6 @@ def _make_publisher(
         auth=zk_config.auth,
         call_timeout=max(zk_config.session_timeout, 5.0),
     )
-    document = agent_document(
-        config.agent_id, reactor.seconds(), config.interval, instances, reactor
-    )
     return ZooKeeperPublisher(
         reactor,
         zk,
@@ -152,7 +150,7 @@ def _make_publisher(
         config.agent_id,
         zk_config.refresh,
         zk_config.heartbeat,
-        document,
+        agent_node,
         on_twin=lambda line: stop_with_status(reactor, EXIT_TWIN),
     )
 
@@ -179,13 +177,24 @@ def make_agent(
     def probe_for(instance: RedisInstance) -> RedisProbe:
         return RedisProbe(instance, reactor, slots, connect_timeout, resolver)
 
+    started_at = reactor.seconds()
+
+    # Written at every heartbeat, from the monitor built below.
+    def agent_node() -> dict[str, Any]:
+        return agent_document(
+            config.agent_id,
+            started_at,
+            reactor.seconds(),
+            monitor.settings.interval,
+            sorted(monitor.states),
+        )
+
     settings = settings_of(config)
     top = MultiService()
-    monitors: list[Monitor] = []
     publisher: Publisher = NullPublisher()
     zookeeper = None
     if config.zookeeper is not None:
-        zookeeper = _make_publisher(config, reactor, lambda: sorted(monitors[0].states))
+        zookeeper = _make_publisher(config, reactor, agent_node)
         # Added before the monitor, so stopped after it: the last states
         # are published, then the nodes deleted and the session closed.
         zookeeper.setName("publisher")
@@ -199,7 +208,6 @@ def make_agent(
         PendingTracker(),
         on_settled=_settled if freeze_gc else None,
     )
-    monitors.append(monitor)
     for instance in config.instances:
         monitor.add_instance(instance)
     monitor.setName("monitor")
@@ -215,7 +223,9 @@ def make_agent(
 
     if config.http != "none":
         metrics = AgentMetrics(monitor, zookeeper)
-        status = StatusApp(monitor, reactor, metrics=metrics.registry)
+        status = StatusApp(
+            monitor, reactor, metrics=metrics.registry, agent_id=config.agent_id
+        )
         history = CheckHistory()
         monitor.add_listener(history.record)
         status.show_on_page(history, None if zookeeper is None else zookeeper.stats)

@@ -9,8 +9,6 @@ when the instance goes down, so that nobody reads a stale role.
 
 from __future__ import annotations
 
-from typing import Any
-
 import attr
 
 from sentinel.probe import Observation, Replication
@@ -114,28 +112,3 @@ class InstanceHealth:
                 new_status=new_status,
             )
         return None
-
-    def document(self) -> dict[str, Any]:
-        """The observed fields of the published JSON (DESIGN.md section 5)."""
-        replication = self.replication
-        return {
-            "status": self.status,
-            "ready": self.ready,
-            "role": replication.role,
-            "master_host": replication.master_host,
-            "master_port": replication.master_port,
-            "master_link_status": replication.master_link_status,
-            "latency_ms": self.latency_ms,
-            "since": self.since,
-            "checked_at": self.checked_at,
-            "error": self.error,
-        }
-
-    def counters(self) -> dict[str, int]:
-        """The check counters shown on /instances."""
-        return {
-            "consecutive_successes": self.consecutive_successes,
-            "consecutive_failures": self.consecutive_failures,
-            "checks": self.checks,
-            "failures": self.failures,
-        }

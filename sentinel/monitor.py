@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import attr
 from twisted.application.service import Service
@@ -94,7 +94,6 @@ class Settings:
     rise: int
     fall: int
     info_every: int
-    agent_id: str
     slices: int = 1
 
 
@@ -138,17 +137,6 @@ class InstanceState:
     def stage(self) -> str:
         """Where the check in flight is (connect, tls, auth, ping, info)."""
         return self.probe.stage
-
-    def document(self, agent_id: str) -> dict[str, Any]:
-        """The instance's JSON document, as published (DESIGN.md section 5)."""
-        return {
-            "name": self.instance.name,
-            "host": self.instance.host,
-            "port": self.instance.port,
-            **self.health.document(),
-            "agent": agent_id,
-            "schema": 1,
-        }
 
 
 class Monitor(Service):

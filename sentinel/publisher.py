@@ -1,6 +1,7 @@
 """
 The ZooKeeper layout (DESIGN.md section 5), written on change, refreshed,
-re-created after every reconnect, and deleted on removal or clean stop.
+re-created after every reconnect, and deleted on removal or clean stop;
+what each node holds is built by `sentinel.documents`.
 
 Each node has a dirty flag rather than a queue of writes: its data is built
 from the instance's current state when the write starts, so however many
@@ -22,7 +23,6 @@ this agent's own node stops the agent (`on_twin`): it must not fight it.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
@@ -37,7 +37,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sentinel import __version__
+from sentinel.documents import instance_document
 from sentinel.health import Transition
 from sentinel.monitor import InstanceState
 from sentinel.ownership import LIVE, Holding, OwnershipRules, held_by
@@ -240,7 +240,9 @@ class ZooKeeperPublisher(Service):
 
         def data() -> bytes:
             assert node.state is not None
-            return _encode(node.state.document(agent_id))
+            return _encode(
+                instance_document(node.state.instance, node.state.health, agent_id)
+            )
 
         node.data = data
         return node
@@ -645,27 +647,3 @@ def _name(path: str) -> str:
 
 def _encode(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
-
-
-def agent_document(
-    agent_id: str,
-    started_at: float,
-    interval: float,
-    instances: Callable[[], list[str]],
-    clock: Any,
-) -> Callable[[], dict[str, Any]]:
-    """The agent node's data (DESIGN.md section 5), built when written."""
-    pid = os.getpid()
-
-    def document() -> dict[str, Any]:
-        return {
-            "agent": agent_id,
-            "pid": pid,
-            "version": __version__,
-            "started_at": started_at,
-            "heartbeat_at": clock.seconds(),
-            "interval": interval,
-            "instances": instances(),
-        }
-
-    return document

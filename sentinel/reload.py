@@ -64,7 +64,6 @@ def settings_of(config: Config) -> Settings:
         rise=config.rise,
         fall=config.fall,
         info_every=config.info_every,
-        agent_id=config.agent_id,
         slices=max(1, min(MAX_SLICES, round(config.interval / SLICE_SECONDS))),
     )
 

@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from sentinel import page
+from sentinel.documents import instance_report
 from sentinel.health import UP
 from sentinel.history import CheckHistory
 from sentinel.monitor import Monitor
@@ -53,8 +54,11 @@ class StatusApp:
         reactor: IReactorTime,
         health_checks: list[HealthCheck] | None = None,
         metrics: CollectorRegistry | None = None,
+        *,
+        agent_id: str,
     ) -> None:
         self._monitor = monitor
+        self._agent_id = agent_id
         self._metrics = metrics
         self._reactor = reactor
         self._health_checks = list(health_checks or [])
@@ -135,7 +139,7 @@ class StatusApp:
             history.prune(monitor.states)
         sort = request.args.get(b"sort", [b""])[0].decode("utf-8", "replace")
         header = page.Header(
-            agent_id=monitor.settings.agent_id,
+            agent_id=self._agent_id,
             pending=len(monitor.tracker),
             ticks=monitor.ticks,
             overruns=monitor.overruns,
@@ -156,10 +160,7 @@ class StatusApp:
 
     def _instance(self, name: str) -> dict[str, Any]:
         state = self._monitor.states[name]
-        return {
-            **state.document(self._monitor.settings.agent_id),
-            **state.health.counters(),
-        }
+        return instance_report(state.instance, state.health, self._agent_id)
 
     def unhealthy_reasons(self) -> list[str]:
         """Why the agent is unhealthy; empty when it is fine."""

@@ -18,3 +18,8 @@ INSTANCE_COUNTERS = frozenset(
 AGENT_FIELDS = frozenset(
     {"agent", "pid", "version", "started_at", "heartbeat_at", "interval", "instances"}
 )
+
+# Discovery members (zookeeper.discovery): a Finagle serverset member and a
+# nerve member.
+SERVERSET_FIELDS = frozenset({"serviceEndpoint", "additionalEndpoints", "status"})
+NERVE_FIELDS = frozenset({"host", "port", "name", "labels"})

@@ -104,7 +104,6 @@ def make_monitor(
         rise=rise,
         fall=fall,
         info_every=info_every,
-        agent_id="agent-1",
         slices=slices,
     )
     monitor = Monitor(clock, settings, factory, publisher, PendingTracker())

@@ -56,7 +56,7 @@ class RiseFallTests(SynchronousTestCase):
         transition = health.observe(OK, 2.0)
         assert transition is not None
         self.assertEqual((transition.old_status, transition.new_status), (DOWN, UP))
-        self.assertEqual(health.counters()["consecutive_successes"], 2)
+        self.assertEqual(health.consecutive_successes, 2)
 
     def test_ready_change_is_a_transition(self) -> None:
         """An up instance that starts LOADING changes `ready` at once."""
@@ -71,17 +71,16 @@ class RiseFallTests(SynchronousTestCase):
         """A new role is a transition; going down clears the role."""
         health = InstanceHealth(rise=1, fall=1)
         health.observe(MASTER, 0.0)
-        self.assertEqual(health.document()["role"], "master")
+        self.assertEqual(health.replication.role, "master")
         replica = Observation(
             ok=True,
             ready=True,
             replication=Replication("slave", "10.0.0.1", 6379, "up"),
         )
         self.assertIsNotNone(health.observe(replica, 1.0))
-        self.assertEqual(health.document()["master_port"], 6379)
+        self.assertEqual(health.replication.master_port, 6379)
         self.assertIsNone(health.observe(OK, 2.0))
-        self.assertEqual(health.document()["role"], "slave")
+        self.assertEqual(health.replication.role, "slave")
         health.observe(BAD, 3.0)
-        document = health.document()
-        self.assertEqual((document["status"], document["role"]), (DOWN, None))
-        self.assertFalse(document["ready"])
+        self.assertEqual((health.status, health.replication.role), (DOWN, None))
+        self.assertFalse(health.ready)

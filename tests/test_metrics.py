@@ -12,11 +12,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import agent
 from sentinel.config import Config, RedisInstance
+from sentinel.documents import agent_document
 from sentinel.health import InstanceHealth
 from sentinel.metrics import DURATION_BUCKETS, AgentMetrics
 from sentinel.monitor import InstanceState
 from sentinel.probe import Observation, Replication
-from sentinel.publisher import ZooKeeperPublisher, agent_document
+from sentinel.publisher import ZooKeeperPublisher
 from sentinel.web import StatusApp
 from tests.fakes import FAILED, FakeProbe, make_monitor
 from tests.fakezk import FakeZooKeeper
@@ -67,7 +68,9 @@ class InstanceMetricsTests(ScrapeTestCase):
             ["a", "b", "c", "d"], rise=2, fall=3
         )
         self.metrics = AgentMetrics(self.monitor)
-        self.app = StatusApp(self.monitor, self.clock, metrics=self.metrics.registry)
+        self.app = StatusApp(
+            self.monitor, self.clock, metrics=self.metrics.registry, agent_id="me"
+        )
         self.probes["d"].result = FAILED
         self.monitor.startService()
         self.addCleanup(self.monitor.stopService)
@@ -91,7 +94,9 @@ class InstanceMetricsTests(ScrapeTestCase):
 
     def test_without_registry_404(self) -> None:
         """A StatusApp given no registry answers /metrics with a 404."""
-        code, _, _ = self.scrape_response(StatusApp(self.monitor, self.clock))
+        code, _, _ = self.scrape_response(
+            StatusApp(self.monitor, self.clock, agent_id="me")
+        )
         self.assertEqual(code, 404)
 
     def test_instance_gauges(self) -> None:
@@ -209,7 +214,9 @@ class InstanceMetricsTests(ScrapeTestCase):
         """A tick that finds a check still in flight counts one overrun."""
         monitor, clock, probes, _ = make_monitor(["x"], interval=1.0, timeout=1.0)
         probes["x"].hang = True
-        app = StatusApp(monitor, clock, metrics=AgentMetrics(monitor).registry)
+        app = StatusApp(
+            monitor, clock, metrics=AgentMetrics(monitor).registry, agent_id="me"
+        )
         monitor.startService()
         self.addCleanup(monitor.stopService)
         clock.advance(1.0)
@@ -226,7 +233,9 @@ class InstanceMetricsTests(ScrapeTestCase):
     def test_registries_are_separate(self) -> None:
         """A second agent's metrics do not see the first one's checks."""
         other, _, _, _ = make_monitor(["x"])
-        other_app = StatusApp(other, self.clock, metrics=AgentMetrics(other).registry)
+        other_app = StatusApp(
+            other, self.clock, metrics=AgentMetrics(other).registry, agent_id="me"
+        )
         _, _, body = self.scrape_response(other_app)
         metrics = parse(body)
         self.assertEqual(metrics["sentinel_instance_up"], {("x",): 0.0})
@@ -240,13 +249,18 @@ class ZooKeeperMetricsTests(ScrapeTestCase):
         self.clock = Clock()
         self.clock.advance(1000.0)
         self.zk = FakeZooKeeper(self.clock)
-        document = agent_document("me", 1000.0, 1.0, lambda: [], self.clock)
+
+        def document() -> dict[str, object]:
+            return agent_document("me", 1000.0, self.clock.seconds(), 1.0, [])
+
         self.publisher = ZooKeeperPublisher(
             self.clock, self.zk, "/sentinel", "me", 30.0, 10.0, document
         )
         self.monitor, _, _, _ = make_monitor([])
         metrics = AgentMetrics(self.monitor, self.publisher)
-        self.app = StatusApp(self.monitor, self.clock, metrics=metrics.registry)
+        self.app = StatusApp(
+            self.monitor, self.clock, metrics=metrics.registry, agent_id="me"
+        )
         self.state = InstanceState(
             RedisInstance("r", "10.0.0.1", 6379),
             FakeProbe(RedisInstance("r", "10.0.0.1", 6379)),

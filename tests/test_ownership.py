@@ -25,7 +25,6 @@ from sentinel.ownership import (
 )
 from sentinel.publisher import RECHECK_MAX, RECHECK_MIN
 from tests.test_publisher import (
-    AGENT,
     AGENT_PATH,
     DOWN,
     HEARTBEAT,
@@ -34,6 +33,7 @@ from tests.test_publisher import (
     UP,
     PublisherHarness,
     path,
+    published,
 )
 
 SESSION_TIMEOUT = 10.0
@@ -200,7 +200,7 @@ class ConflictTests(PublisherHarness):
         )
         [error] = self.lines(LogLevel.error)
         self.assertIn(f"ZooKeeper conflict: {squatted} {reason}", error)
-        self.assertEqual(self.zk.document(path("redis-b")), b.document(AGENT))
+        self.assertEqual(self.zk.document(path("redis-b")), published(b))
 
         first_minute = None
         for i in range(600):
@@ -227,7 +227,7 @@ class ConflictTests(PublisherHarness):
         self.zk.remove(squatted)
         self.clock.advance(RECHECK_MIN)
         self.assertEqual(self.zk.owner(squatted), self.zk.session_id)
-        self.assertEqual(self.zk.document(squatted), a.document(AGENT))
+        self.assertEqual(self.zk.document(squatted), published(a))
         self.assertEqual(self.publisher.conflicts, {})
         self.assertIsNone(self.publisher.unhealthy_reason())
         [over] = [line for line in self.lines(LogLevel.info) if "conflict over" in line]
@@ -447,7 +447,7 @@ class ConflictTests(PublisherHarness):
         self.clock.advance(RECHECK_MIN)
         for node in nodes:
             self.assertEqual(self.zk.owner(node), self.zk.session_id, node)
-        self.assertEqual(self.zk.document(path("redis-a")), a.document(AGENT))
+        self.assertEqual(self.zk.document(path("redis-a")), published(a))
         self.assertEqual(
             self.zk.document(AGENT_PATH)["instances"], ["redis-a", "redis-b"]
         )

@@ -258,7 +258,7 @@ class IndexRouteTests(SynchronousTestCase):
         self.clock.advance(1_700_000_000.0)
         self.history = CheckHistory()
         self.monitor.add_listener(self.history.record)
-        self.app = StatusApp(self.monitor, self.clock)
+        self.app = StatusApp(self.monitor, self.clock, agent_id="agent-1")
         self.app.show_on_page(self.history)
         self.treq = StubTreq(self.app.app.resource())
         self.monitor.startService()

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import __version__, publisher
 from sentinel.config import RedisInstance
+from sentinel.documents import agent_document, instance_document
 from sentinel.health import InstanceHealth, Transition
 from sentinel.monitor import InstanceState
 from sentinel.probe import Observation, Replication
@@ -19,7 +20,6 @@ from sentinel.publisher import (
     STOP_DELETE_TIMEOUT,
     WRITES_IN_FLIGHT,
     ZooKeeperPublisher,
-    agent_document,
 )
 from tests.contract import INSTANCE_FIELDS
 from tests.fakes import FakeProbe
@@ -44,6 +44,10 @@ def path(name: str) -> str:
     return f"{ROOT}/instances/{name}"
 
 
+def published(state: InstanceState) -> dict[str, object]:
+    return instance_document(state.instance, state.health, AGENT)
+
+
 class PublisherHarness(SynchronousTestCase):
     """A publisher on a Clock against an in-memory ZooKeeper, driven as the
     monitor drives it."""
@@ -54,9 +58,11 @@ class PublisherHarness(SynchronousTestCase):
         self.zk = FakeZooKeeper(self.clock)
         # What the monitor watches: the agent node's instance list.
         self.watched: dict[str, InstanceState] = {}
-        document = agent_document(
-            AGENT, START, INTERVAL, lambda: sorted(self.watched), self.clock
-        )
+
+        def document() -> dict[str, object]:
+            now = self.clock.seconds()
+            return agent_document(AGENT, START, now, INTERVAL, sorted(self.watched))
+
         self.twins: list[str] = []
         self.publisher = ZooKeeperPublisher(
             self.clock,
@@ -186,7 +192,7 @@ class PublisherTests(PublisherHarness):
         self.zk.unhang()
         self.zk.release()
         self.assertEqual(self.zk.writes(node), 2)
-        self.assertEqual(self.zk.document(node), state.document(AGENT))
+        self.assertEqual(self.zk.document(node), published(state))
         self.assertEqual(self.zk.document(node)["status"], "up")
         self.assertEqual(self.publisher.stats()["writes_queued"], 0)
 
@@ -211,7 +217,7 @@ class PublisherTests(PublisherHarness):
         for state in states:
             node = path(state.name)
             self.assertLessEqual(self.zk.writes(node), 2, node)
-            self.assertEqual(self.zk.document(node), state.document(AGENT))
+            self.assertEqual(self.zk.document(node), published(state))
         self.assertEqual(len(self.zk.document(AGENT_PATH)["instances"]), 100)
 
     def test_changing_nodes_do_not_starve_waiting_ones(self) -> None:
@@ -321,7 +327,7 @@ class PublisherTests(PublisherHarness):
         self.assertEqual(self.publisher.stats()["writes_failed"], 3)
         self.clock.advance(RETRY_DELAY)
         self.assertEqual(self.zk.writes(node), 4)
-        self.assertEqual(self.zk.document(node), state.document(AGENT))
+        self.assertEqual(self.zk.document(node), published(state))
         stats = self.publisher.stats()
         self.assertEqual((stats["writes_failed"], stats["writes_queued"]), (3, 0))
         self.clock.advance(RETRY_DELAY * 5)
@@ -337,7 +343,7 @@ class PublisherTests(PublisherHarness):
         self.clock.advance(self.zk.call_timeout)
         self.assertIn("TimeoutError", self.publisher.last_error or "")
         self.clock.advance(RETRY_DELAY)
-        self.assertEqual(self.zk.document(path("redis-a")), state.document(AGENT))
+        self.assertEqual(self.zk.document(path("redis-a")), published(state))
 
     def test_nothing_written_while_suspended(self) -> None:
         """
@@ -363,7 +369,7 @@ class PublisherTests(PublisherHarness):
         self.zk.connect()
         self.assertEqual(self.zk.session_id, session)
         for state in (a, b):
-            self.assertEqual(self.zk.document(path(state.name)), state.document(AGENT))
+            self.assertEqual(self.zk.document(path(state.name)), published(state))
             self.assertEqual(self.zk.owner(path(state.name)), session)
         agent = self.zk.document(AGENT_PATH)
         self.assertEqual(agent["instances"], ["redis-a", "redis-b"])
@@ -401,7 +407,7 @@ class PublisherTests(PublisherHarness):
         for state in (a, b):
             node = path(state.name)
             self.assertEqual(self.zk.owner(node), new_session)
-            self.assertEqual(self.zk.document(node), state.document(AGENT))
+            self.assertEqual(self.zk.document(node), published(state))
             self.assertEqual(self.zk.calls_by_path["create", node], 2)
         self.assertEqual(self.zk.document(path("redis-a"))["status"], "down")
         self.assertEqual(self.zk.owner(AGENT_PATH), new_session)
@@ -451,7 +457,7 @@ class PublisherTests(PublisherHarness):
         self.zk.end_session(OTHER_SESSION)
         self.clock.advance(0)
         self.assertEqual(self.zk.owner(node), self.zk.session_id)
-        self.assertEqual(self.zk.document(node), state.document(AGENT))
+        self.assertEqual(self.zk.document(node), published(state))
         self.assertEqual(self.publisher.stats()["waiting_takeover"], [])
 
     def test_agent_node_of_another_session_waits_too(self) -> None:
@@ -471,7 +477,7 @@ class PublisherTests(PublisherHarness):
         self.zk.put(node, b"ours", owner=self.zk.session_id or 0)
         state = self.instance("redis-a")
         self.check(state, UP)
-        self.assertEqual(self.zk.document(node), state.document(AGENT))
+        self.assertEqual(self.zk.document(node), published(state))
         self.assertEqual(self.publisher.stats()["writes_failed"], 0)
 
     def test_replaced_instance_writes_its_new_state(self) -> None:
@@ -579,9 +585,9 @@ class PublisherTests(PublisherHarness):
         self.unwatch("redis-a")
         again = self.instance("redis-a")
         self.check(again, DOWN)
-        self.assertEqual(self.zk.document(path("redis-a")), again.document(AGENT))
+        self.assertEqual(self.zk.document(path("redis-a")), published(again))
         self.clock.advance(REFRESH)
-        self.assertEqual(self.zk.document(path("redis-a")), again.document(AGENT))
+        self.assertEqual(self.zk.document(path("redis-a")), published(again))
 
     # Stopping
 

@@ -21,7 +21,7 @@ class RouteTests(SynchronousTestCase):
         self.probes["b"].hang = True
         self.clock.advance(1000.0)
         self.monitor.startService()
-        self.app = StatusApp(self.monitor, self.clock)
+        self.app = StatusApp(self.monitor, self.clock, agent_id="agent-1")
         self.treq = StubTreq(self.app.app.resource())
 
     def get(self, path: str) -> tuple[int, Any]:

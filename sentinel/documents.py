@@ -1,0 +1,105 @@
+"""
+Every JSON document the agent publishes, built here and only here.
+
+The fields and their meaning are the contract with readers (DESIGN.md
+section 5): proxies and clients read the instance documents, operators
+the agent's, and discovery readers (Finagle, Prometheus'
+``serverset_sd_configs`` and ``nerve_sd_configs``, synapse) their own
+formats as they are. Each document is built from current values at the
+moment it is written, so a document never outlives the state it shows;
+the publisher decides when. ``GET /instances`` shows the same documents
+plus each instance's check counters.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sentinel import __version__
+from sentinel.config import RedisInstance
+from sentinel.health import InstanceHealth
+
+# The version of the instance document's fields; readers check it.
+INSTANCE_SCHEMA = 1
+
+
+def instance_document(
+    instance: RedisInstance, health: InstanceHealth, agent_id: str
+) -> dict[str, Any]:
+    """``{root}/instances/{name}``: an instance as the agent `agent_id` sees it."""
+    replication = health.replication
+    return {
+        "name": instance.name,
+        "host": instance.host,
+        "port": instance.port,
+        "status": health.status,
+        "ready": health.ready,
+        "role": replication.role,
+        "master_host": replication.master_host,
+        "master_port": replication.master_port,
+        "master_link_status": replication.master_link_status,
+        "latency_ms": health.latency_ms,
+        "since": health.since,
+        "checked_at": health.checked_at,
+        "error": health.error,
+        "agent": agent_id,
+        "schema": INSTANCE_SCHEMA,
+    }
+
+
+def instance_report(
+    instance: RedisInstance, health: InstanceHealth, agent_id: str
+) -> dict[str, Any]:
+    """``GET /instances``: the instance's document plus its check counters."""
+    return {
+        **instance_document(instance, health, agent_id),
+        "consecutive_successes": health.consecutive_successes,
+        "consecutive_failures": health.consecutive_failures,
+        "checks": health.checks,
+        "failures": health.failures,
+    }
+
+
+def agent_document(
+    agent_id: str,
+    started_at: float,
+    heartbeat_at: float,
+    interval: float,
+    instances: Sequence[str],
+) -> dict[str, Any]:
+    """``{root}/agents/{agent_id}``: this process, and the instances it watches."""
+    return {
+        "agent": agent_id,
+        "pid": os.getpid(),
+        "version": __version__,
+        "started_at": started_at,
+        "heartbeat_at": heartbeat_at,
+        "interval": interval,
+        "instances": list(instances),
+    }
+
+
+def serverset_member(instance: RedisInstance) -> dict[str, Any]:
+    """A Finagle serverset member (``member_NNNNNNNNNN``): an instance up and ready."""
+    return {
+        "serviceEndpoint": {"host": instance.host, "port": instance.port},
+        "additionalEndpoints": {},
+        "status": "ALIVE",
+    }
+
+
+def nerve_member(
+    instance: RedisInstance, labels: Mapping[str, str], role: str | None
+) -> dict[str, Any]:
+    """
+    A nerve member (``{name}_NNNNNNNNNN``) for an instance up and ready: its
+    `labels`, and its role among them once known.
+    """
+    return {
+        "host": instance.host,
+        "port": instance.port,
+        "name": instance.name,
+        "labels": {**labels, "role": role} if role is not None else dict(labels),
+    }
