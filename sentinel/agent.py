@@ -22,12 +22,13 @@ from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
 from sentinel.history import CheckHistory
 from sentinel.metrics import AgentMetrics
-from sentinel.monitor import Monitor, NullPublisher, Publisher
+from sentinel.monitor import Monitor, NullPublisher, Publisher, Settings
 from sentinel.probe import RedisProbe
 from sentinel.publisher import ZooKeeperPublisher
-from sentinel.reload import ConfigReloader, settings_of
+from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
 from sentinel.shutdown import EXIT_TWIN, stop_with_status
+from sentinel.timer import RestartingTimer
 from sentinel.tracker import PendingTracker
 from sentinel.web import StatusApp
 from sentinel.zk import ZooKeeper
@@ -189,8 +190,8 @@ def make_agent(
             sorted(monitor.states),
         )
 
-    settings = settings_of(config)
     top = MultiService()
+    tasks: list[RestartingTimer] = []
     publisher: Publisher = NullPublisher()
     zookeeper = None
     if config.zookeeper is not None:
@@ -202,12 +203,13 @@ def make_agent(
         publisher = zookeeper
     monitor = Monitor(
         reactor,
-        settings,
+        Settings.from_config(config),
         probe_for,
         publisher,
         PendingTracker(),
         on_settled=_settled if freeze_gc else None,
     )
+    tasks.append(monitor.loop)
     for instance in config.instances:
         monitor.add_instance(instance)
     monitor.setName("monitor")
@@ -224,11 +226,16 @@ def make_agent(
     if config.http != "none":
         metrics = AgentMetrics(monitor, zookeeper)
         status = StatusApp(
-            monitor, reactor, metrics=metrics.registry, agent_id=config.agent_id
+            monitor,
+            reactor,
+            [task.unhealthy_reason for task in tasks],
+            metrics=metrics.registry,
+            agent_id=config.agent_id,
         )
         history = CheckHistory()
         monitor.add_listener(history.record)
         status.show_on_page(history, None if zookeeper is None else zookeeper.stats)
+        status.add_stats("tasks", lambda: {task.name: task.stats() for task in tasks})
         if zookeeper is not None:
             status.add_health_check(zookeeper.unhealthy_reason)
             status.add_stats("zookeeper", zookeeper.stats)

@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Collection, Sequence
 
 from sentinel.health import Transition
-from sentinel.monitor import InstanceState
+from sentinel.instance import InstanceState
 from sentinel.probe import Observation
 
 # One check: its latency in milliseconds (None when it failed) and whether

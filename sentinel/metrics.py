@@ -27,7 +27,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 from sentinel.health import DOWN, UP, Transition
-from sentinel.monitor import InstanceState, Monitor
+from sentinel.instance import InstanceState
+from sentinel.monitor import Monitor
 from sentinel.probe import Observation
 from sentinel.publisher import WRITE_OPS, ZooKeeperPublisher
 from sentinel.zk import CONNECTED

@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 
 from sentinel.documents import instance_document
 from sentinel.health import Transition
-from sentinel.monitor import InstanceState
+from sentinel.instance import InstanceState
 from sentinel.ownership import LIVE, Holding, OwnershipRules, held_by
 from sentinel.zk import CONNECTED, ZooKeeper
 

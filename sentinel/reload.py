@@ -49,23 +49,7 @@ _RESTART_ONLY = ("http", "agent_id", "zookeeper")
 # one file read's deadline.
 LOAD_DEADLINE = 60.0
 
-# Launches per interval are about this far apart (see `Settings.slices`).
-SLICE_SECONDS = 0.05
-MAX_SLICES = 20
-
 _T = TypeVar("_T")
-
-
-def settings_of(config: Config) -> Settings:
-    """The monitor's settings in `config`."""
-    return Settings(
-        interval=config.interval,
-        timeout=config.timeout,
-        rise=config.rise,
-        fall=config.fall,
-        info_every=config.info_every,
-        slices=max(1, min(MAX_SLICES, round(config.interval / SLICE_SECONDS))),
-    )
 
 
 def in_own_thread(reactor: Any, work: Callable[[], _T]) -> Deferred[_T]:
@@ -243,7 +227,7 @@ class ConfigReloader(Service):
             monitor.replace_instance(after[name])
         for name in added:
             monitor.add_instance(after[name])
-        monitor.update_settings(settings_of(new))
+        monitor.update_settings(Settings.from_config(new))
         self.config = new
         self.reloads += 1
         self.last_error = None

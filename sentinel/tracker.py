@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 class InFlight(Protocol):
     """
     What is tracked: an instance's state while its check is in flight (see
-    `sentinel.monitor.InstanceState`). The check is kept on the state itself
+    `sentinel.instance.InstanceState`). The check is kept on the state itself
     rather than in an object of its own: thousands start every second.
     """
 

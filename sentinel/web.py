@@ -172,11 +172,6 @@ class StatusApp:
         if last is None or now - last > limit:
             since = "never" if last is None else f"{now - last:.1f} s ago"
             reasons.append(f"the check loop last ticked {since} (limit {limit:g} s)")
-        if monitor.loop_restarts:
-            reasons.append(
-                f"the check loop stopped and was restarted {monitor.loop_restarts} "
-                f"time(s); last error: {monitor.last_loop_error}"
-            )
         for check in self._health_checks:
             reason = check()
             if reason:

@@ -1,4 +1,4 @@
-"""Test doubles for the monitor: probes and publishers driven by hand."""
+"""Test doubles for the monitor: probes, publishers and a clock driven by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from twisted.internet.task import Clock
 
 from sentinel.config import RedisInstance
 from sentinel.health import Transition
-from sentinel.monitor import InstanceState, Monitor, Settings
+from sentinel.instance import InstanceState
+from sentinel.monitor import Monitor, Settings
 from sentinel.probe import Observation, Replication
 from sentinel.tracker import PendingTracker
 
@@ -18,6 +19,27 @@ OK_WITH_ROLE = Observation(
     ok=True, ready=True, latency_ms=0.5, replication=Replication(role="master")
 )
 FAILED = Observation(ok=False, error="connection refused")
+
+
+class ReactorTurns(Clock):
+    """
+    A Clock whose `advance` is one reactor iteration: it runs only the
+    timers due when it began, not those they schedule for now, so that a
+    test can act between a timer and the socket reads of the same turn
+    (Twisted runs expired timers first). `advance(0)` is the next turn.
+    """
+
+    def advance(self, amount: float) -> None:
+        self.rightNow += amount
+        due = sorted(
+            (call for call in self.calls if call.getTime() <= self.rightNow),
+            key=lambda call: call.getTime(),
+        )
+        for call in due:
+            if call in self.calls:  # Not cancelled by an earlier one.
+                self.calls.remove(call)
+                call.called = 1
+                call.func(*call.args, **call.kw)
 
 
 class FakeProbe:

@@ -14,8 +14,8 @@ from sentinel import agent
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
 from sentinel.health import InstanceHealth
+from sentinel.instance import InstanceState
 from sentinel.metrics import DURATION_BUCKETS, AgentMetrics
-from sentinel.monitor import InstanceState
 from sentinel.probe import Observation, Replication
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.web import StatusApp

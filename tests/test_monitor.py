@@ -74,8 +74,8 @@ class IsolationTests(SynchronousTestCase):
 
         monitor.tracker.add = broken  # type: ignore[method-assign]
         clock.advance(1.0)
-        self.assertEqual(monitor.loop_restarts, 1)
-        self.assertIn("tracker bug", monitor.last_loop_error or "")
+        self.assertEqual(monitor.loop.restarts, 1)
+        self.assertIn("tracker bug", monitor.loop.last_error or "")
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
         monitor.tracker.add = original  # type: ignore[method-assign]
         clock.advance(1.0)
@@ -338,7 +338,7 @@ class SliceTests(SynchronousTestCase):
         monitor, clock, probes, _ = make_monitor(["a", "b"], slices=2)
         monitor.remove_instance("a")
         monitor.add_instance(RedisInstance("c", "127.0.0.1", 7100))
-        self.assertEqual(
-            sorted((s.name, s.slot) for s in monitor.states.values()),
-            [("b", 1), ("c", 0)],
-        )
+        monitor.startService()
+        self.assertEqual((probes["b"].checks, probes["c"].checks), (0, 1))
+        clock.advance(0.5)
+        self.assertEqual((probes["b"].checks, probes["c"].checks), (1, 1))

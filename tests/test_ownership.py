@@ -12,7 +12,7 @@ from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.health import Transition
-from sentinel.monitor import InstanceState
+from sentinel.instance import InstanceState
 from sentinel.ownership import (
     CONFLICT_MARGIN,
     LIVE,

@@ -12,7 +12,7 @@ from sentinel import __version__, publisher
 from sentinel.config import RedisInstance
 from sentinel.documents import agent_document, instance_document
 from sentinel.health import InstanceHealth, Transition
-from sentinel.monitor import InstanceState
+from sentinel.instance import InstanceState
 from sentinel.probe import Observation, Replication
 from sentinel.publisher import (
     RETRY_DELAY,

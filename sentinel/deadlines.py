@@ -1,0 +1,126 @@
+"""
+Deadlines for checks in flight: one per launch, judged after I/O.
+
+Every check keeps its own Deferred and errback, but the checks launched
+together share one deadline, so one timer per slice's launch enforces them
+all: DESIGN.md section 4 measured a timer per check (``addTimeout``) about
+15 µs a check dearer. A deadline cancels the check's Deferred, and its
+errback turns that into a timeout.
+
+Twisted runs expired timers before it reads sockets that are already
+readable: after any stall of the agent (a gc pause, a burst), a deadline
+would fire on replies that have already arrived, and a whole slice could
+fail at once (seen: all 3,000 checks of one tick). So a deadline is judged
+one reactor turn late, from a second timer of 0 s, after the ready sockets
+have been read: a stall of the agent itself is not blamed on Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from sentinel.instance import InstanceState
+
+# Float slack when a deadline falls exactly on a tick.
+_EPSILON = 1e-6
+
+
+class DeadlineSweep:
+    """The deadlines of checks in flight, and each launch's completion time."""
+
+    def __init__(self, clock: IReactorTime, completed: Callable[[float], object]):
+        """
+        @param completed: told, for each launch, the seconds from the launch
+            to the end of its last check (0 when every check ended at once).
+        """
+        self._clock = clock
+        self._completed = completed
+        self._calls: list[IDelayedCall] = []
+
+    def __len__(self) -> int:
+        """The timers pending (at most a few per slice in flight)."""
+        return sum(1 for call in self._calls if call.active())
+
+    def expire(
+        self, in_flight: list[InstanceState], started_at: float, timeout: float
+    ) -> None:
+        """
+        `timeout` after `started_at`, cancel the checks of `in_flight` still
+        running from that launch, then report the launch's completion.
+        """
+        if not in_flight:
+            self._completed(0.0)
+            return
+        self._after_io(timeout, self._expire, in_flight, started_at)
+
+    def when_overdue(
+        self,
+        states: list[InstanceState],
+        timeout: float,
+        then: Callable[[list[InstanceState]], None],
+    ) -> None:
+        """
+        Once the last deadline among the checks of `states` has been judged,
+        cancel those still overdue and call `then` with every state whose
+        check has ended (one checked again since keeps its own deadline).
+        """
+        now = self._clock.seconds()
+        deadline = max(now, *(state.started_at + timeout for state in states))
+        self._after_io(deadline - now, self._overdue, states, timeout, then)
+
+    def stop(self) -> None:
+        """Cancel every pending deadline."""
+        for call in self._calls:
+            if call.active():
+                call.cancel()
+        self._calls = []
+
+    def _after_io(
+        self, delay: float, function: Callable[..., None], *args: Any
+    ) -> None:
+        self._calls.append(
+            self._clock.callLater(delay, self._next_turn, function, *args)
+        )
+
+    def _next_turn(self, function: Callable[..., None], *args: Any) -> None:
+        self._prune()
+        self._calls.append(self._clock.callLater(0, function, *args))
+
+    def _prune(self) -> None:
+        self._calls = [call for call in self._calls if call.active()]
+
+    def _expire(self, launched: list[InstanceState], started_at: float) -> None:
+        # The last of the launch's checks to end gives its completion time.
+        self._prune()
+        last = -1.0
+        for state in launched:
+            if state.started_at != started_at:
+                continue  # Checked again since (after an overrun).
+            check = state.check
+            if check is not None:
+                check.cancel()
+            if state.ended_at > last:
+                last = state.ended_at
+        if last >= 0.0:
+            self._completed(last - started_at)
+
+    def _overdue(
+        self,
+        states: list[InstanceState],
+        timeout: float,
+        then: Callable[[list[InstanceState]], None],
+    ) -> None:
+        self._prune()
+        now = self._clock.seconds()
+        ended = []
+        for state in states:
+            check = state.check
+            if check is not None:
+                if now - state.started_at < timeout - _EPSILON:
+                    continue
+                check.cancel()
+            ended.append(state)
+        then(ended)

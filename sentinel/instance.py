@@ -1,0 +1,69 @@
+"""
+One watched instance: its config, its probe, its health, and its check in
+flight.
+
+The state is what every part of the agent hands around: the monitor
+launches checks on it, `PendingTracker` lists it while a check is in
+flight, the publisher and listeners read it after each check. The check in
+flight is kept on it rather than in an object of its own: thousands start
+every second.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+from sentinel.config import RedisInstance
+from sentinel.health import InstanceHealth
+from sentinel.probe import Observation
+
+
+class Probe(Protocol):
+    """What the monitor needs of a probe (see `sentinel.probe.RedisProbe`)."""
+
+    stage: str
+
+    def check(self, want_info: bool) -> Deferred[Observation | None]: ...
+
+    def close(self) -> None: ...
+
+
+class InstanceState:
+    """
+    One watched instance: its config, probe and health, and its check in
+    flight (what `PendingTracker` lists).
+    """
+
+    __slots__ = (
+        "name",
+        "instance",
+        "probe",
+        "health",
+        "checks_since_info",
+        "check",
+        "started_at",
+        "ended_at",
+        "callback_args",
+    )
+
+    def __init__(self, instance: RedisInstance, probe: Probe, health: InstanceHealth):
+        # The instance's unique name, read on every check.
+        self.name = instance.name
+        self.instance = instance
+        self.probe = probe
+        self.health = health
+        self.checks_since_info = 0
+        # The check in flight (None between checks), when it started, and
+        # when the last one ended (negative before any has).
+        self.check: Deferred[Observation | None] | None = None
+        self.started_at = 0.0
+        self.ended_at = -1.0
+        # The arguments of every check's callbacks, made once.
+        self.callback_args = (self,)
+
+    @property
+    def stage(self) -> str:
+        """Where the check in flight is (connect, tls, auth, ping, info)."""
+        return self.probe.stage

@@ -1,0 +1,53 @@
+"""Instances spread round robin over the interval's slices."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.slices import MAX_SLICES, Slices, slices_for
+
+
+class SlicesForTests(SynchronousTestCase):
+    """How many slices an interval is cut into."""
+
+    def test_about_fifty_milliseconds_apart(self) -> None:
+        """Slices are about 50 ms apart, at least one, at most MAX_SLICES."""
+        self.assertEqual(
+            [slices_for(s) for s in (0.01, 0.1, 0.5, 1.0, 60.0)],
+            [1, 2, 10, MAX_SLICES, MAX_SLICES],
+        )
+
+
+class SlicesTests(SynchronousTestCase):
+    """Membership and the order of launches."""
+
+    def test_round_robin_and_rounds(self) -> None:
+        """Members go to slices in turn; `next` cycles through the slices."""
+        slices: Slices[str] = Slices(3)
+        for name in "abcd":
+            slices.add(name)
+        launched = [slices.next() for _ in range(4)]
+        self.assertEqual(
+            launched, [(0, ["a", "d"]), (1, ["b"]), (2, ["c"]), (0, ["a", "d"])]
+        )
+
+    def test_removal_keeps_slices_even(self) -> None:
+        """A removed member leaves its slice; the next added takes the next slot."""
+        slices: Slices[str] = Slices(2)
+        slices.add("a")
+        slices.add("b")
+        slices.remove("a")
+        slices.add("c")
+        self.assertEqual((slices.slot_of("b"), slices.slot_of("c")), (1, 0))
+
+    def test_resize_assigns_again(self) -> None:
+        """Resizing spreads every member again, in the order they were added."""
+        slices: Slices[str] = Slices(1)
+        for name in "abc":
+            slices.add(name)
+        slices.next()
+        slices.resize(2)
+        self.assertEqual(len(slices), 2)
+        self.assertEqual(
+            [slices.next() for _ in range(2)], [(0, ["a", "c"]), (1, ["b"])]
+        )
