@@ -4,18 +4,15 @@ The composition root: turns a `Config` into the agent's running services.
 
 from __future__ import annotations
 
-import gc
-import resource
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.web.server import Site
 
 from sentinel.config import Config, RedisInstance
@@ -24,6 +21,7 @@ from sentinel.history import CheckHistory
 from sentinel.metrics import AgentMetrics
 from sentinel.monitor import Monitor, NullPublisher, Publisher, Settings
 from sentinel.probe import RedisProbe
+from sentinel.process import ProcessPolicy, check_fd_capacity, count_gc_objects
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
@@ -39,71 +37,6 @@ log = Logger()
 # instances within a few ticks, few enough that a mass reconnect cannot
 # starve the checks of connected instances of CPU.
 CONNECTS_IN_FLIGHT = 200
-
-# Seconds between thawing, collecting and freezing again (see refreeze_gc):
-# about 0.15 s of CPU at 3,000 instances.
-GC_REFREEZE_INTERVAL = 600.0
-
-# Descriptors beyond one per instance: ZooKeeper, HTTP clients, logs,
-# the resolver's sockets (sentinel.resolve.MAX_LOOKUPS).
-FD_RESERVE = 64
-
-
-def raise_fd_limit(instances: int) -> int:
-    """
-    Raise the open-file soft limit to the hard limit; refuse with a clear
-    line (SystemExit) when `instances` connections cannot fit.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    needed = instances + FD_RESERVE
-    if needed > soft:
-        raise SystemExit(
-            f"sentinel: {instances} instances need about {needed} open files, "
-            f"but the limit is {soft} (raise it: ulimit -n, or LimitNOFILE= "
-            f"in the systemd unit)"
-        )
-    return soft
-
-
-def refreeze_gc() -> int:
-    """
-    Collect everything, frozen or not, then freeze what is left; return how
-    many objects were collected.
-
-    After start-up, the connections' objects live as long as the agent:
-    frozen, the cyclic collector no longer scans them on every collection.
-    But an object frozen while alive that later becomes cyclic garbage (a
-    connection lost, a check in flight at the time) is never collected
-    while frozen: thawing first frees it, so that garbage is bounded by one
-    period, not kept for the process's life.
-    """
-    gc.unfreeze()
-    collected = gc.collect()
-    gc.freeze()
-    return collected
-
-
-def _refreeze(level: LogLevel) -> None:
-    collected = refreeze_gc()
-    log.emit(
-        level,
-        "{frozen} objects frozen out of the garbage collector ({collected} collected)",
-        frozen=gc.get_freeze_count(),
-        collected=collected,
-    )
-
-
-# A few ticks after start and reload, said at info; every
-# GC_REFREEZE_INTERVAL, at debug.
-_settled = partial(_refreeze, LogLevel.info)
-_refreeze_periodically = partial(_refreeze, LogLevel.debug)
 
 
 class HTTPService(StreamServerEndpointService):
@@ -160,17 +93,18 @@ def make_agent(
     config: Config,
     reload: Callable[[], Config] | None,
     reactor: Any,
-    freeze_gc: bool = True,
+    *,
+    process: ProcessPolicy | None = None,
 ) -> MultiService:
     """
-    Build the agent's services from `config`: the publisher (named
-    ``"publisher"``, with ZooKeeper), the monitor (``"monitor"``), the
-    config reloader (``"reloader"``, when `reload` loads the config file
-    again) and the HTTP server. `freeze_gc` freezes start-up objects out of
-    the cyclic collector after a few ticks, and thaws, collects and freezes
-    again every `GC_REFREEZE_INTERVAL` (tests in one process turn it off).
+    Build the agent's services from `config`: `process` when given (first,
+    so that the open-file limit is checked before anything listens), the
+    publisher (named ``"publisher"``, with ZooKeeper), the monitor
+    (``"monitor"``), the config reloader (``"reloader"``, when `reload`
+    loads the config file again) and the HTTP server. Without `process`,
+    nothing changes the process's limits or its garbage collector (tests
+    build many agents in one process).
     """
-    raise_fd_limit(len(config.instances))
     slots = DeferredSemaphore(CONNECTS_IN_FLIGHT)
     resolver = Resolver.from_config(reactor, config.dns, config.timeout)
     connect_timeout = max(config.timeout, 1.0)
@@ -192,6 +126,9 @@ def make_agent(
 
     top = MultiService()
     tasks: list[RestartingTimer] = []
+    if process is not None:
+        process.setServiceParent(top)
+        tasks.append(process.housekeeping)
     publisher: Publisher = NullPublisher()
     zookeeper = None
     if config.zookeeper is not None:
@@ -207,19 +144,18 @@ def make_agent(
         probe_for,
         publisher,
         PendingTracker(),
-        on_settled=_settled if freeze_gc else None,
+        on_round=None if process is None else process.watched_for,
     )
     tasks.append(monitor.loop)
     for instance in config.instances:
         monitor.add_instance(instance)
     monitor.setName("monitor")
     monitor.setServiceParent(top)
-    if freeze_gc:
-        refreeze = TimerService(GC_REFREEZE_INTERVAL, _refreeze_periodically)
-        refreeze.clock = reactor
-        refreeze.setServiceParent(top)
     if reload is not None:
-        reloader = ConfigReloader(reactor, reload, monitor, config, raise_fd_limit)
+        check_capacity = (
+            check_fd_capacity if process is None else process.check_capacity
+        )
+        reloader = ConfigReloader(reactor, reload, monitor, config, check_capacity)
         reloader.setName("reloader")
         reloader.setServiceParent(top)
 
@@ -231,6 +167,7 @@ def make_agent(
             [task.unhealthy_reason for task in tasks],
             metrics=metrics.registry,
             agent_id=config.agent_id,
+            gc_objects=count_gc_objects if process is None else process.gc_objects,
         )
         history = CheckHistory()
         monitor.add_listener(history.record)

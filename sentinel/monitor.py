@@ -38,10 +38,6 @@ log = Logger()
 # How many recent slices' completion times are kept for /debug/stats.
 TICK_HISTORY = 600
 
-# Ticks after start (and after a reload) at which on_settled is called:
-# connections to thousands of instances take a few ticks to open.
-_SETTLE_TICKS = frozenset({3, 10, 30})
-
 
 class Publisher(Protocol):
     """Where instance states go (ZooKeeper, or nowhere)."""
@@ -108,15 +104,18 @@ class Monitor(Service):
         probe_factory: Callable[[RedisInstance], Probe],
         publisher: Publisher,
         tracker: PendingTracker,
-        on_settled: Callable[[], None] | None = None,
+        on_round: Callable[[int], object] | None = None,
     ) -> None:
+        """
+        @param on_round: called as each round of the slices starts, with the
+            number of rounds since the watched instances last changed.
+        """
         self._clock = clock
         self.settings = settings
         self._probe_factory = probe_factory
         self._publisher = publisher
         self.tracker = tracker
-        self._on_settled = on_settled
-        self._settle_at = _SETTLE_TICKS
+        self._on_round = on_round
         self._listeners: list[RecordListener] = []
         self.states: dict[str, InstanceState] = {}
         self._slices: Slices[InstanceState] = Slices(settings.slices)
@@ -129,6 +128,7 @@ class Monitor(Service):
         self.started_at: float | None = None
         self.last_tick_at: float | None = None
         self._round_at: float | None = None
+        self._changed_at = 0
         self.ticks = 0
         self.tick_lag = 0.0
         self.overruns = 0
@@ -154,6 +154,7 @@ class Monitor(Service):
         state = InstanceState(instance, probe, health)
         self.states[instance.name] = state
         self._slices.add(state)
+        self._changed_at = self.ticks
 
     def remove_instance(self, name: str) -> None:
         """Stop watching an instance: cancel its check, close, unpublish."""
@@ -174,6 +175,7 @@ class Monitor(Service):
         if state.check is not None:
             state.check.cancel()
         state.probe.close()
+        self._changed_at = self.ticks
 
     def update_settings(self, settings: Settings) -> None:
         """
@@ -188,8 +190,6 @@ class Monitor(Service):
             self._slices.resize(settings.slices)
         if (settings.interval, settings.slices) != (old.interval, old.slices):
             self.loop.change_step(settings.interval / settings.slices)
-        # New probes' objects live as long as the agent too.
-        self._settle_at = frozenset(self.ticks + t for t in _SETTLE_TICKS)
 
     # Service
 
@@ -245,8 +245,8 @@ class Monitor(Service):
         self._start_checks(due, now)
         if overrun:
             self._sweep.when_overdue(overrun, self.settings.timeout, self._relaunch)
-        if index == 0 and self.ticks in self._settle_at and self._on_settled:
-            self._on_settled()
+        if index == 0 and self._on_round is not None:
+            self._on_round(self.ticks - self._changed_at)
 
     def _relaunch(self, ended: list[InstanceState]) -> None:
         if not self.running:

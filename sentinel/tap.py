@@ -139,10 +139,15 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    """The agent service for the validated C{options}."""
+    """
+    The agent service for the validated C{options}, with the policy of the
+    process it runs in (open files, garbage collector).
+    """
     from twisted.internet import reactor
 
     from sentinel.agent import make_agent
+    from sentinel.process import ProcessPolicy
 
     reload = options.load if options.config_path is not None else None
-    return make_agent(options.config, reload, reactor)
+    process = ProcessPolicy(reactor, len(options.config.instances))
+    return make_agent(options.config, reload, reactor, process=process)

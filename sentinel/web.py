@@ -8,7 +8,6 @@ monitor; nothing here is cached.
 
 from __future__ import annotations
 
-import gc
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,6 +24,7 @@ from sentinel.documents import instance_report
 from sentinel.health import UP
 from sentinel.history import CheckHistory
 from sentinel.monitor import Monitor
+from sentinel.process import count_gc_objects
 
 # A health check beyond the loop's own: returns a reason to be unhealthy, or None.
 HealthCheck = Callable[[], "str | None"]
@@ -56,9 +56,11 @@ class StatusApp:
         metrics: CollectorRegistry | None = None,
         *,
         agent_id: str,
+        gc_objects: Callable[[], int] = count_gc_objects,
     ) -> None:
         self._monitor = monitor
         self._agent_id = agent_id
+        self._gc_objects = gc_objects
         self._metrics = metrics
         self._reactor = reactor
         self._health_checks = list(health_checks or [])
@@ -190,7 +192,7 @@ class StatusApp:
             "delayed_calls": len(self._reactor.getDelayedCalls()),
             "open_fds": self._process.num_fds(),
             "rss_bytes": self._process.memory_info().rss,
-            "gc_objects": len(gc.get_objects()) + gc.get_freeze_count(),
+            "gc_objects": self._gc_objects(),
             "ticks": monitor.ticks,
             "overruns": monitor.overruns,
             "checks": monitor.checks,

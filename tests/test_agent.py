@@ -1,51 +1,34 @@
-"""The composition root: the open-file limit and the services built."""
+"""The composition root: the services built, and what they are wired to."""
 
 from __future__ import annotations
 
 import gc
+import json
 import resource
-import weakref
+from typing import Any, cast
 
+from treq.testing import StubTreq
+from twisted.application.service import IServiceCollection
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import agent
 from sentinel.config import Config, RedisInstance, ZooKeeperConfig
+from sentinel.monitor import Monitor
+from sentinel.process import SETTLE_ROUNDS, ProcessPolicy
 
 
-class FdLimitTests(SynchronousTestCase):
-    """The soft limit is raised; a config that cannot fit is refused."""
-
-    def setUp(self) -> None:
-        self.set_to: list[tuple[int, int]] = []
-        self.patch(resource, "getrlimit", lambda _: (1024, 4096))
-        self.patch(resource, "setrlimit", lambda _, v: self.set_to.append(v))
-
-    def test_raised_to_hard_limit(self) -> None:
-        """The soft limit goes up to the hard limit."""
-        self.assertEqual(agent.raise_fd_limit(3000), 4096)
-        self.assertEqual(self.set_to, [(4096, 4096)])
-
-    def test_refused_when_it_cannot_fit(self) -> None:
-        """More instances than descriptors: one clear line, no traceback."""
-        with self.assertRaises(SystemExit) as caught:
-            agent.raise_fd_limit(5000)
-        message = str(caught.exception.code)
-        self.assertIn("5000 instances need about 5064 open files", message)
-        self.assertIn("limit is 4096", message)
-        self.assertNotIn("\n", message)
+def config(**kw: Any) -> Config:
+    instances = (RedisInstance("a", "127.0.0.1", 6379),)
+    return Config(instances=instances, agent_id="me", **kw)
 
 
 class ServicesTests(SynchronousTestCase):
     """What make_agent builds."""
 
-    def config(self, **kw: object) -> Config:
-        instances = (RedisInstance("a", "127.0.0.1", 6379),)
-        return Config(instances=instances, agent_id="me", **kw)  # type: ignore[arg-type]
-
     def test_without_zookeeper(self) -> None:
         """Monitor and HTTP; no publisher."""
-        top = agent.make_agent(self.config(), None, MemoryReactorClock(), False)
+        top = agent.make_agent(config(), None, MemoryReactorClock())
         names = [s.name for s in top]
         self.assertIn("monitor", names)
         self.assertNotIn("publisher", names)
@@ -53,58 +36,84 @@ class ServicesTests(SynchronousTestCase):
 
     def test_with_zookeeper_stops_after_monitor(self) -> None:
         """The publisher comes first, so that it is stopped last."""
-        config = self.config(
+        with_zookeeper = config(
             zookeeper=ZooKeeperConfig(hosts="127.0.0.1:2181"), http="none"
         )
-        top = agent.make_agent(config, None, MemoryReactorClock(), False)
+        top = agent.make_agent(with_zookeeper, None, MemoryReactorClock())
         self.assertEqual([s.name for s in top], ["publisher", "monitor"])
 
-
-class _Node:
-    """A container that can be part of a reference cycle."""
-
-    other: object = None
-
-
-class GarbageCollectorTests(SynchronousTestCase):
-    """Freezing start-up objects never keeps garbage for good."""
-
-    def tearDown(self) -> None:
-        gc.unfreeze()
-
-    def test_refreeze_frees_garbage_frozen_alive(self) -> None:
+    def test_process_policy_first(self) -> None:
         """
-        A cycle frozen while in use and dropped afterwards (a connection
-        lost, say) survives collections while frozen; the next refreeze
-        collects it.
+        The process policy given comes first, so that the open-file limit is
+        raised before anything listens, and it hears each round of the loop.
         """
-        first, second = _Node(), _Node()
-        first.other, second.other = second, first
-        gone = weakref.ref(first)
-        gc.freeze()
-        del first, second
-        gc.collect()
-        self.assertIsNotNone(gone())
-        self.assertGreaterEqual(agent.refreeze_gc(), 2)
-        self.assertIsNone(gone())
-        self.assertGreater(gc.get_freeze_count(), 0)
-
-    def test_refreeze_runs_periodically(self) -> None:
-        """With freezing on, a timer refreezes every GC_REFREEZE_INTERVAL."""
-        calls: list[int] = []
-        self.patch(agent, "_refreeze_periodically", lambda: calls.append(1))
         reactor = MemoryReactorClock()
-        config = Config(
-            instances=(RedisInstance("a", "127.0.0.1", 6379),),
-            agent_id="me",
-            http="none",
-        )
-        top = agent.make_agent(config, None, reactor, freeze_gc=True)
+        process = ProcessPolicy(reactor, 1)
+        rounds: list[int] = []
+        self.patch(process, "watched_for", rounds.append)
+        top = agent.make_agent(config(http="none"), None, reactor, process=process)
+        self.assertIs(list(top)[0], process)
+        monitor = cast(Monitor, IServiceCollection(top).getServiceNamed("monitor"))
+        monitor.startService()
+        reactor.advance(1.0)
+        monitor.stopService()
+        self.assertEqual(rounds, [1, 2])
+
+
+class ProcessUntouchedTests(SynchronousTestCase):
+    """An agent built and run without a process policy leaves the process be."""
+
+    def test_no_limit_or_collector_change(self) -> None:
+        """
+        Built, started and run past every settle round, an agent without a
+        process policy never sets a resource limit nor freezes, thaws or
+        runs the garbage collector.
+        """
+        calls: list[str] = []
+        self.patch(resource, "setrlimit", lambda *a: calls.append("setrlimit"))
+        for name in ("freeze", "unfreeze", "collect"):
+            self.patch(gc, name, lambda *a, name=name: calls.append(name))
+        reactor = MemoryReactorClock()
+        top = agent.make_agent(config(), None, reactor)
         top.startService()
-        self.assertEqual(len(calls), 1)  # At start, before any connection.
-        reactor.advance(agent.GC_REFREEZE_INTERVAL - 1)
-        self.assertEqual(len(calls), 1)
-        reactor.advance(1)
-        reactor.advance(agent.GC_REFREEZE_INTERVAL)
-        self.assertEqual(len(calls), 3)
+        for _ in range(max(SETTLE_ROUNDS) + 1):
+            reactor.advance(1.0)
         top.stopService()
+        self.assertEqual(calls, [])
+
+
+class HealthWiringTests(SynchronousTestCase):
+    """Every periodic task's restarts reach /healthz and /debug/stats."""
+
+    def get(self, top: Any, path: str) -> tuple[int, Any]:
+        [http] = [s for s in top if isinstance(s, agent.HTTPService)]
+        client = StubTreq(http.factory.resource)
+        response = self.successResultOf(client.get(f"http://agent{path}"))
+        body = self.successResultOf(response.content())
+        return response.code, json.loads(body)
+
+    def test_restarted_loop_fails_healthz(self) -> None:
+        """
+        After the check loop fails and restarts, /healthz is 503 naming it,
+        and /debug/stats counts the restart.
+        """
+        reactor = MemoryReactorClock()
+        top = agent.make_agent(config(), None, reactor)
+        monitor = cast(Monitor, IServiceCollection(top).getServiceNamed("monitor"))
+        top.startService()
+        self.addCleanup(top.stopService)
+        self.assertEqual(self.get(top, "/healthz")[0], 200)
+
+        def broken(elapsed: int) -> None:
+            raise RuntimeError("tick bug")
+
+        self.patch(monitor, "tick", lambda: broken(1))
+        reactor.advance(1.0)
+        self.flushLoggedErrors(RuntimeError)
+        code, body = self.get(top, "/healthz")
+        self.assertEqual(code, 503)
+        [reason] = body["reasons"]
+        self.assertIn("the check loop task failed and was restarted", reason)
+        self.assertIn("tick bug", reason)
+        stats = self.get(top, "/debug/stats")[1]
+        self.assertEqual(stats["tasks"]["check loop"]["restarts"], 1)

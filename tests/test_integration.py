@@ -47,7 +47,7 @@ class AgentTestCase(TestCase):
             fall=FALL,
             http="none",
         )
-        top = make_agent(config, None, reactor, freeze_gc=False)
+        top = make_agent(config, None, reactor)
         top.startService()
         self.addCleanup(top.stopService)
         return cast(Monitor, top.getServiceNamed("monitor"))

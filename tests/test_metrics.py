@@ -327,7 +327,7 @@ class AgentWiringTests(ScrapeTestCase):
         config = Config(
             instances=(RedisInstance("a", "127.0.0.1", 6379),), agent_id="me"
         )
-        top = agent.make_agent(config, None, MemoryReactorClock(), False)
+        top = agent.make_agent(config, None, MemoryReactorClock())
         sites = [getattr(s, "factory", None) for s in top]
         site = next(s for s in sites if s is not None)
         treq = StubTreq(site.resource)

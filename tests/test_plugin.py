@@ -9,13 +9,14 @@ import subprocess
 import sys
 
 from twisted import plugins
-from twisted.application.service import IServiceMaker
+from twisted.application.service import IServiceMaker, MultiService
 from twisted.plugin import IPlugin, getPlugins
 from twisted.plugins import sentinel_plugin
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from sentinel import tap
+from sentinel.process import ProcessPolicy
 from tests.test_twistd import environment
 
 
@@ -37,6 +38,22 @@ class DropinTests(SynchronousTestCase):
     def test_options_are_the_tap_options(self) -> None:
         """`twistd sentinel` parses its options with sentinel.tap.Options."""
         self.assertIs(sentinel_maker().options, tap.Options)
+
+    def test_makes_the_agent_with_its_process_policy(self) -> None:
+        """
+        The plugin's service is the agent's, the process policy first;
+        built, not started, so this test changes nothing in its process.
+        """
+        options = sentinel_maker().options()
+        options.parseOptions(
+            ["--redis", "127.0.0.1:6379", "--http", "none", "--agent-id", "me"]
+        )
+        service = sentinel_maker().makeService(options)
+        self.assertIsInstance(service, MultiService)
+        assert isinstance(service, MultiService)
+        first = list(service)[0]
+        self.assertIsInstance(first, ProcessPolicy)
+        self.assertFalse(service.running)
 
     def test_imports_nothing_heavy(self) -> None:
         """

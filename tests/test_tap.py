@@ -280,7 +280,9 @@ class MakeServiceTests(SynchronousTestCase):
     def make_service(self, *argv: str) -> tuple[Options, list[tuple[object, ...]]]:
         calls: list[tuple[object, ...]] = []
 
-        def make_agent(config: object, reload: object, reactor: object) -> object:
+        def make_agent(
+            config: object, reload: object, reactor: object, **_: object
+        ) -> object:
             calls.append((config, reload, reactor))
             return object()
 

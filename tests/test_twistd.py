@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,23 @@ def environment() -> dict[str, str]:
     }
 
 
+def limit_open_files(limits: tuple[int, int]) -> Callable[[], None]:
+    """What a child runs before twistd: its own open-file soft and hard limits."""
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
+def many_instances(count: int) -> list[str]:
+    """--redis options for `count` instances on a port where nothing listens."""
+    port = free_port()
+    return [arg for i in range(count) for arg in ("--redis", f"r{i}=127.0.0.1:{port}")]
+
+
 class TwistdTestCase(TestCase):
     """Runs ``twistd -n sentinel`` as a child, reads it over HTTP."""
 
-    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, *args: str, open_files: tuple[int, int] | None = None
+    ) -> subprocess.Popen[bytes]:
         directory = Path(self.mktemp())
         directory.mkdir()
         log = (directory / "twistd.log").open("wb")
@@ -58,6 +73,7 @@ class TwistdTestCase(TestCase):
             env=environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if open_files is None else limit_open_files(open_files),
         )
 
         def kill() -> None:
@@ -222,6 +238,63 @@ class TwistdTests(TwistdTestCase):
         self.assertEqual(
             lines, ["sentinel: --timeout: 2.0 is greater than --interval 1.0"]
         )
+
+    def test_open_files_refused_in_one_line(self) -> None:
+        """
+        Instances that cannot fit even the hard open-file limit end the
+        process with one line naming the count and the limit, exit 1, no
+        traceback, before anything starts.
+        """
+        result = subprocess.run(
+            [TWISTD, "-n", "sentinel", "--http", "none", *many_instances(50)],
+            env=environment(),
+            capture_output=True,
+            timeout=60,
+            preexec_fn=limit_open_files((100, 100)),
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, b"")
+        self.assertEqual(
+            result.stderr.decode().splitlines(),
+            [
+                "sentinel: 50 instances need about 114 open files, but the limit "
+                "is 100 (raise it: ulimit -n, or LimitNOFILE= in the systemd unit)"
+            ],
+        )
+
+    async def test_process_policy_at_start(self) -> None:
+        """
+        Started by twistd, the agent raises its open-file soft limit to the
+        hard limit (before which the instances would not fit), and its
+        /debug/stats shows the collector's count and the periodic tasks.
+        """
+        http = free_port()
+        child = self.spawn(
+            "--http", f"tcp:{http}:interface=127.0.0.1", *many_instances(50),
+            open_files=(100, 200),
+        )  # fmt: skip
+        stats: dict[str, Any] = {}
+
+        async def poll() -> None:
+            try:
+                stats.update(
+                    await self.get_json(f"http://127.0.0.1:{http}/debug/stats")
+                )
+            except Exception:
+                pass
+
+        while not stats:
+            if child.poll() is not None:
+                self.fail(f"twistd exited: {self.log_path.read_text()}")
+            await poll()
+            await pause(reactor, POLL_STEP)
+        limits = Path(f"/proc/{child.pid}/limits").read_text()
+        [open_files] = [line for line in limits.splitlines() if "open files" in line]
+        self.assertEqual(open_files.split()[-3:-1], ["200", "200"])
+        self.assertGreater(stats["gc_objects"], 1000)
+        self.assertEqual(set(stats["tasks"]), {"check loop", "gc housekeeping"})
+        child.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
 
 
 class UnreadableFileTests(TestCase):

@@ -179,7 +179,7 @@ class ZooKeeperTestCase(TestCase):
                 auth=auth,
             ),
         )
-        top = make_agent(config, None, reactor, freeze_gc=False)
+        top = make_agent(config, None, reactor)
         top.startService()
         self.addCleanup(lambda: top.stopService() if top.running else None)
         return Agent(top, self.root)

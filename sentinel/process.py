@@ -1,0 +1,166 @@
+"""
+What the agent does to its own process: open files and the garbage collector.
+
+This is process policy, so it is a service of its own, built by
+``twistd``'s `sentinel.tap.makeService` and never by building an agent:
+tests build many agents in one process, and none of them may change its
+limits or its collector.
+
+- One connection per instance: at start the open-file soft limit is raised
+  to the hard limit, and a config whose instances cannot fit is refused
+  with one line (a reload is checked the same way).
+- Python's cyclic collector, once the connections are open, would scan
+  them all on every full collection: at 3,000 instances with default gc
+  settings, 40-65 % of checks timed out on healthy servers (DESIGN.md
+  section 4), and none once frozen. So a few rounds after the watched
+  instances change (`SETTLE_ROUNDS`, as connections take a few to open),
+  the objects alive are frozen out of the collector. Every
+  `GC_REFREEZE_INTERVAL` the collector is thawed, run and frozen again
+  (about 0.15 s of CPU at 3,000 instances): an object frozen while alive
+  and dropped later, such as a lost connection, is freed within one period
+  instead of being kept for the process's life.
+- The object count of ``/debug/stats`` is taken by the housekeeping timer,
+  not per request: counting walks every object the collector tracks, and a
+  client looping on that page would make the reactor walk them in a loop.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+
+from twisted.application.service import MultiService
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger, LogLevel
+
+from sentinel.timer import RestartingTimer
+
+log = Logger()
+
+# Descriptors beyond one per instance: ZooKeeper, HTTP clients, logs,
+# the resolver's sockets (sentinel.resolve.MAX_LOOKUPS).
+FD_RESERVE = 64
+
+# Rounds of the check loop after the watched instances change at which the
+# collector is frozen: connections to thousands of instances take a few
+# rounds to open.
+SETTLE_ROUNDS = frozenset({3, 10, 30})
+
+# Seconds between thawing, collecting and freezing again.
+GC_REFREEZE_INTERVAL = 600.0
+
+# Seconds between housekeeping runs: how fresh the object count is.
+HOUSEKEEPING_INTERVAL = 10.0
+
+
+def raise_fd_limit() -> int:
+    """Raise the open-file soft limit to the hard limit; return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def check_fd_capacity(instances: int, hard: bool = False) -> None:
+    """
+    Refuse with one line (SystemExit) `instances` that cannot fit the
+    open-file soft limit, or with `hard`, even the hard limit.
+    """
+    soft_limit, hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = hard_limit if hard else soft_limit
+    needed = instances + FD_RESERVE
+    if limit != resource.RLIM_INFINITY and needed > limit:
+        raise SystemExit(
+            f"sentinel: {instances} instances need about {needed} open files, "
+            f"but the limit is {limit} (raise it: ulimit -n, or LimitNOFILE= "
+            f"in the systemd unit)"
+        )
+
+
+def refreeze_gc() -> int:
+    """
+    Collect everything, frozen or not, then freeze what is left; return how
+    many objects were collected.
+    """
+    gc.unfreeze()
+    collected = gc.collect()
+    gc.freeze()
+    return collected
+
+
+def count_gc_objects() -> int:
+    """The objects the collector tracks, frozen ones included."""
+    return len(gc.get_objects()) + gc.get_freeze_count()
+
+
+class ProcessPolicy(MultiService):
+    """The open-file limit and the collector, for an agent run by twistd."""
+
+    def __init__(self, clock: IReactorTime, instances: int) -> None:
+        """
+        @param instances: how many instances the config watches at start.
+        @raise SystemExit: (one line) when they cannot fit even the hard
+            open-file limit: refused before twistd starts, with the process
+            untouched.
+        """
+        check_fd_capacity(instances, hard=True)
+        super().__init__()
+        self._clock = clock
+        self._instances = instances
+        self._refrozen_at: float | None = None
+        self._gc_objects = 0
+        self.housekeeping = RestartingTimer(
+            "gc housekeeping", HOUSEKEEPING_INTERVAL, clock, self._housekeep
+        )
+        self.housekeeping.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        """
+        Raise the open-file limit, or refuse the config with one line,
+        before any service listens or connects.
+        """
+        raise_fd_limit()
+        check_fd_capacity(self._instances)
+        super().privilegedStartService()
+
+    def check_capacity(self, instances: int) -> None:
+        """Refuse with one line (SystemExit) a reload that cannot fit."""
+        check_fd_capacity(instances)
+
+    def watched_for(self, rounds: int) -> None:
+        """
+        The check loop has watched the same instances for `rounds` rounds:
+        freeze the collector once their connections have settled.
+        """
+        if rounds in SETTLE_ROUNDS:
+            self._refreeze(LogLevel.info)
+
+    def gc_objects(self) -> int:
+        """The collector's object count, as of the last housekeeping run."""
+        return self._gc_objects
+
+    def _housekeep(self) -> None:
+        refrozen_at = self._refrozen_at
+        if (
+            refrozen_at is None
+            or self._clock.seconds() - refrozen_at >= GC_REFREEZE_INTERVAL
+        ):
+            self._refreeze(LogLevel.debug)
+        self._gc_objects = count_gc_objects()
+
+    def _refreeze(self, level: LogLevel) -> None:
+        collected = refreeze_gc()
+        self._refrozen_at = self._clock.seconds()
+        self._gc_objects = count_gc_objects()
+        log.emit(
+            level,
+            "{frozen} objects frozen out of the garbage collector "
+            "({collected} collected)",
+            frozen=gc.get_freeze_count(),
+            collected=collected,
+        )

@@ -1,0 +1,192 @@
+"""The process policy: the open-file limit and the garbage collector."""
+
+from __future__ import annotations
+
+import gc
+import resource
+import weakref
+
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel import process, timer
+from sentinel.process import (
+    GC_REFREEZE_INTERVAL,
+    HOUSEKEEPING_INTERVAL,
+    ProcessPolicy,
+    check_fd_capacity,
+    raise_fd_limit,
+)
+
+
+class FakeLimits:
+    """An open-file limit that `resource` reads and sets, in memory."""
+
+    def __init__(self, test: SynchronousTestCase, soft: int, hard: int) -> None:
+        self.limits = (soft, hard)
+        self.set_to: list[tuple[int, int]] = []
+        test.patch(resource, "getrlimit", lambda _: self.limits)
+        test.patch(resource, "setrlimit", self.set)
+
+    def set(self, which: int, limits: tuple[int, int]) -> None:
+        self.set_to.append(limits)
+        self.limits = limits
+
+
+class FdLimitTests(SynchronousTestCase):
+    """The soft limit is raised at start; a config that cannot fit is refused."""
+
+    def test_raised_to_hard_limit(self) -> None:
+        """The soft limit goes up to the hard limit."""
+        limits = FakeLimits(self, 1024, 4096)
+        self.assertEqual(raise_fd_limit(), 4096)
+        self.assertEqual(limits.set_to, [(4096, 4096)])
+
+    def test_refused_when_it_cannot_fit(self) -> None:
+        """More instances than descriptors: one clear line, no traceback."""
+        FakeLimits(self, 4096, 4096)
+        with self.assertRaises(SystemExit) as caught:
+            check_fd_capacity(5000)
+        message = str(caught.exception.code)
+        self.assertIn("5000 instances need about 5064 open files", message)
+        self.assertIn("limit is 4096", message)
+        self.assertNotIn("\n", message)
+
+    def test_built_checks_hard_limit_only(self) -> None:
+        """
+        Building the policy refuses what even the hard limit cannot hold,
+        and accepts what it can, without changing any limit.
+        """
+        limits = FakeLimits(self, 1024, 4096)
+        self.assertRaises(SystemExit, ProcessPolicy, Clock(), 5000)
+        ProcessPolicy(Clock(), 3000)
+        self.assertEqual(limits.set_to, [])
+
+    def test_privileged_start_raises_then_checks(self) -> None:
+        """
+        Only privilegedStartService (twistd's, before anything listens)
+        raises the soft limit, then checks the instances fit it.
+        """
+        limits = FakeLimits(self, 1024, 4096)
+        policy = ProcessPolicy(Clock(), 3000)
+        policy.privilegedStartService()
+        self.assertEqual(limits.set_to, [(4096, 4096)])
+        policy.check_capacity(4000)
+        self.assertRaises(SystemExit, policy.check_capacity, 4100)
+
+    def test_refused_at_start_when_raising_fails(self) -> None:
+        """A soft limit that cannot be raised refuses the config at start."""
+        limits = FakeLimits(self, 1024, 4096)
+
+        def refuse(which: int, limits: tuple[int, int]) -> None:
+            raise ValueError("not allowed")
+
+        self.patch(resource, "setrlimit", refuse)
+        policy = ProcessPolicy(Clock(), 3000)
+        self.assertRaises(SystemExit, policy.privilegedStartService)
+        self.assertEqual(limits.limits, (1024, 4096))
+
+
+class _Node:
+    """A container that can be part of a reference cycle."""
+
+    other: object = None
+
+
+class RefreezeTests(SynchronousTestCase):
+    """Freezing start-up objects never keeps garbage for good."""
+
+    def tearDown(self) -> None:
+        gc.unfreeze()
+
+    def test_refreeze_frees_garbage_frozen_alive(self) -> None:
+        """
+        A cycle frozen while in use and dropped afterwards (a connection
+        lost, say) survives collections while frozen; the next refreeze
+        collects it.
+        """
+        first, second = _Node(), _Node()
+        first.other, second.other = second, first
+        gone = weakref.ref(first)
+        gc.freeze()
+        del first, second
+        gc.collect()
+        self.assertIsNotNone(gone())
+        self.assertGreaterEqual(process.refreeze_gc(), 2)
+        self.assertIsNone(gone())
+        self.assertGreater(gc.get_freeze_count(), 0)
+
+
+class HousekeepingTests(SynchronousTestCase):
+    """The policy's timer refreezes, counts, and settles after changes."""
+
+    def setUp(self) -> None:
+        self.refreezes = 0
+        self.objects = 1000
+        self.patch(process, "refreeze_gc", self.refreeze)
+        self.patch(process, "count_gc_objects", lambda: self.objects)
+        self.clock = Clock()
+        self.policy = ProcessPolicy(self.clock, 1)
+
+    def refreeze(self) -> int:
+        self.refreezes += 1
+        return 0
+
+    def test_refreeze_at_start_and_periodically(self) -> None:
+        """At start, then every GC_REFREEZE_INTERVAL, not more often."""
+        self.policy.startService()
+        self.assertEqual(self.refreezes, 1)
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 59)
+        self.assertEqual(self.clock.seconds(), GC_REFREEZE_INTERVAL - 10)
+        self.assertEqual(self.refreezes, 1)
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 61)
+        self.assertEqual(self.refreezes, 3)
+
+    def test_settle_rounds(self) -> None:
+        """
+        The check loop's rounds 3, 10 and 30 after a change freeze the
+        collector, other rounds do not, and a settle starts the period
+        again.
+        """
+        self.policy.startService()
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 30)
+        for rounds in range(1, 40):
+            self.policy.watched_for(rounds)
+        self.assertEqual(self.refreezes, 1 + 3)
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 59)
+        self.assertEqual(self.refreezes, 4)
+        self.clock.advance(HOUSEKEEPING_INTERVAL)
+        self.assertEqual(self.refreezes, 5)
+
+    def test_object_count_kept_current(self) -> None:
+        """
+        gc_objects is the count of the last housekeeping run: reading it
+        walks nothing, and it is at most HOUSEKEEPING_INTERVAL old.
+        """
+        self.policy.startService()
+        self.assertEqual(self.policy.gc_objects(), 1000)
+        self.objects = 2000
+        self.assertEqual(self.policy.gc_objects(), 1000)
+        self.clock.advance(HOUSEKEEPING_INTERVAL)
+        self.assertEqual(self.policy.gc_objects(), 2000)
+
+    def test_failure_restarts_housekeeping(self) -> None:
+        """
+        A housekeeping run that raises is logged and counted, and the next
+        one runs a period later: the count is kept current again.
+        """
+        events: list[dict[str, object]] = []
+        self.patch(timer, "log", Logger(observer=events.append))
+        self.policy.startService()
+
+        def broken() -> int:
+            raise MemoryError("no room to count")
+
+        self.patch(process, "count_gc_objects", broken)
+        self.clock.advance(HOUSEKEEPING_INTERVAL)
+        self.assertEqual(self.policy.housekeeping.restarts, 1)
+        self.assertEqual(events[0]["task"], "gc housekeeping")
+        self.patch(process, "count_gc_objects", lambda: 3000)
+        self.clock.advance(HOUSEKEEPING_INTERVAL)
+        self.assertEqual(self.policy.gc_objects(), 3000)
