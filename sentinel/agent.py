@@ -138,6 +138,7 @@ def make_agent(
         zookeeper.setName("publisher")
         zookeeper.setServiceParent(top)
         publisher = zookeeper
+        tasks.append(zookeeper.heartbeat_timer)
     monitor = Monitor(
         reactor,
         Settings.from_config(config),

@@ -33,7 +33,6 @@ from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -41,6 +40,7 @@ from sentinel.documents import instance_document
 from sentinel.health import Transition
 from sentinel.instance import InstanceState
 from sentinel.ownership import LIVE, Holding, OwnershipRules, held_by
+from sentinel.timer import RestartingTimer
 from sentinel.zk import CONNECTED, ZooKeeper
 
 log = Logger()
@@ -156,7 +156,6 @@ class ZooKeeperPublisher(Service):
         self._waiting: deque[_Node] = deque()
         self._in_flight = 0
         self._retry_call: IDelayedCall | None = None
-        self._heartbeat: LoopingCall | None = None
         self.writes = {"ok": 0, "error": 0}
         # Each create/set/delete call by (op, "ok" or "error").
         self.write_calls: Counter[tuple[str, str]] = Counter()
@@ -171,6 +170,9 @@ class ZooKeeperPublisher(Service):
             f"{root}/agents/{agent_id}",
             lambda: _encode(agent_document()),
         )
+        self.heartbeat_timer = RestartingTimer(
+            "agent heartbeat", heartbeat, reactor, lambda: self._mark(self._agent)
+        )
         zk.add_listener(self._zk_state)
 
     # Service
@@ -178,17 +180,11 @@ class ZooKeeperPublisher(Service):
     def startService(self) -> None:
         super().startService()
         self.zk.start()
-        heartbeat = LoopingCall(self._mark, self._agent)
-        heartbeat.clock = self._reactor
-        heartbeat.start(self.heartbeat, now=True).addErrback(
-            lambda f: log.failure("agent heartbeat stopped", f)
-        )
-        self._heartbeat = heartbeat
+        self.heartbeat_timer.startService()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._heartbeat is not None and self._heartbeat.running:
-            self._heartbeat.stop()
+        self.heartbeat_timer.stopService()
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
         for node in self._all_nodes():
