@@ -99,11 +99,11 @@ def make_agent(
     """
     Build the agent's services from `config`: `process` when given (first,
     so that the open-file limit is checked before anything listens), the
-    publisher (named ``"publisher"``, with ZooKeeper), the monitor
-    (``"monitor"``), the config reloader (``"reloader"``, when `reload`
-    loads the config file again) and the HTTP server. Without `process`,
-    nothing changes the process's limits or its garbage collector (tests
-    build many agents in one process).
+    name resolver (``"resolver"``), the publisher (``"publisher"``, with
+    ZooKeeper), the monitor (``"monitor"``), the config reloader
+    (``"reloader"``, when `reload` loads the config file again) and the
+    HTTP server. Without `process`, nothing changes the process's limits or
+    its garbage collector (tests build many agents in one process).
     """
     slots = DeferredSemaphore(CONNECTS_IN_FLIGHT)
     resolver = Resolver.from_config(reactor, config.dns, config.timeout)
@@ -129,6 +129,10 @@ def make_agent(
     if process is not None:
         process.setServiceParent(top)
         tasks.append(process.housekeeping)
+    # Before the probes' users, so stopped after them: their lookups end
+    # with their own checks, and the rest when it stops.
+    resolver.setName("resolver")
+    resolver.setServiceParent(top)
     publisher: Publisher = NullPublisher()
     zookeeper = None
     if config.zookeeper is not None:
@@ -156,7 +160,14 @@ def make_agent(
         check_capacity = (
             check_fd_capacity if process is None else process.check_capacity
         )
-        reloader = ConfigReloader(reactor, reload, monitor, config, check_capacity)
+        reloader = ConfigReloader(
+            reactor,
+            reload,
+            monitor,
+            config,
+            check_capacity,
+            on_applied=lambda new: resolver.retain(i.host for i in new.instances),
+        )
         reloader.setName("reloader")
         reloader.setServiceParent(top)
 
@@ -174,6 +185,7 @@ def make_agent(
         monitor.add_listener(history.record)
         status.show_on_page(history, None if zookeeper is None else zookeeper.stats)
         status.add_stats("tasks", lambda: {task.name: task.stats() for task in tasks})
+        status.add_stats("dns", resolver.stats)
         if zookeeper is not None:
             status.add_health_check(zookeeper.unhealthy_reason)
             status.add_stats("zookeeper", zookeeper.stats)

@@ -41,8 +41,8 @@ from sentinel.monitor import Monitor, Settings
 log = Logger()
 
 # Settings that only a restart applies: the HTTP listener, the agent's
-# identity, and where and how it publishes.
-_RESTART_ONLY = ("http", "agent_id", "zookeeper")
+# identity, where and how it publishes, and where it looks names up.
+_RESTART_ONLY = ("http", "agent_id", "zookeeper", "dns")
 
 # Seconds a whole load may take: well above parsing the largest config
 # file allowed (16 MiB, about 5 s of CPU here) on a busy agent, and above
@@ -100,18 +100,22 @@ class ConfigReloader(Service):
         check_capacity: Callable[[int], object],
         install_signal: bool = True,
         run_in_thread: Callable[[Callable[[], Config]], Deferred[Config]] | None = None,
+        on_applied: Callable[[Config], object] | None = None,
     ) -> None:
         """
         @param load: loads the config; blocks, so it runs on
             C{run_in_thread} (L{in_own_thread} by default).
         @param check_capacity: raises L{SystemExit} if the instances
             of a new config cannot fit in the open-file limit.
+        @param on_applied: told of each config once it is applied (the
+            resolver then forgets the names no instance uses any more).
         """
         self._reactor = reactor
         self._load = load
         self._monitor = monitor
         self.config = config
         self._check_capacity = check_capacity
+        self._on_applied = on_applied
         self._install_signal = install_signal
         self._run_in_thread = run_in_thread or partial(in_own_thread, reactor)
         self._previous_handler: Any = None
@@ -241,6 +245,11 @@ class ConfigReloader(Service):
             changed=len(changed),
             kept=len(after) - len(added) - len(changed),
         )
+        if self._on_applied is not None:
+            try:
+                self._on_applied(new)
+            except Exception:
+                log.failure("after the reload")
 
 
 def _keep_restart_only(new: Config, old: Config) -> Config:

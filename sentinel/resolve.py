@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, NamedTuple, Protocol
 
+from twisted.application.service import Service
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import DNSLookupError
@@ -102,8 +103,11 @@ class _Running(NamedTuple):
     give_way_at: float | None
 
 
-class Resolver:
-    """Resolves host names to one address each; see the module docstring."""
+class Resolver(Service):
+    """
+    Resolves host names to one address each; see the module docstring. As
+    a service, it cancels every lookup and timer when the agent stops.
+    """
 
     def __init__(
         self,
@@ -181,6 +185,11 @@ class Resolver:
         self._stopped = True
         self._forget(set(self._waiters), "the agent is stopping")
         self._source.stop()
+
+    def stopService(self) -> None:
+        """Stop with the agent: see `stop`."""
+        super().stopService()
+        self.stop()
 
     def stats(self) -> dict[str, int]:
         """Counters for /debug/stats: lookups in flight, queued, names kept."""

@@ -16,6 +16,8 @@ from sentinel import agent
 from sentinel.config import Config, RedisInstance, ZooKeeperConfig
 from sentinel.monitor import Monitor
 from sentinel.process import SETTLE_ROUNDS, ProcessPolicy
+from sentinel.reload import ConfigReloader
+from sentinel.resolve import Resolver
 
 
 def config(**kw: Any) -> Config:
@@ -27,12 +29,12 @@ class ServicesTests(SynchronousTestCase):
     """What make_agent builds."""
 
     def test_without_zookeeper(self) -> None:
-        """Monitor and HTTP; no publisher."""
+        """Resolver, monitor and HTTP; no publisher."""
         top = agent.make_agent(config(), None, MemoryReactorClock())
         names = [s.name for s in top]
-        self.assertIn("monitor", names)
+        self.assertEqual(names[:2], ["resolver", "monitor"])
         self.assertNotIn("publisher", names)
-        self.assertEqual(len(names), 2)
+        self.assertEqual(len(names), 3)
 
     def test_with_zookeeper_stops_after_monitor(self) -> None:
         """The publisher comes first, so that it is stopped last."""
@@ -40,7 +42,7 @@ class ServicesTests(SynchronousTestCase):
             zookeeper=ZooKeeperConfig(hosts="127.0.0.1:2181"), http="none"
         )
         top = agent.make_agent(with_zookeeper, None, MemoryReactorClock())
-        self.assertEqual([s.name for s in top], ["publisher", "monitor"])
+        self.assertEqual([s.name for s in top], ["resolver", "publisher", "monitor"])
 
     def test_process_policy_first(self) -> None:
         """
@@ -117,3 +119,36 @@ class HealthWiringTests(SynchronousTestCase):
         self.assertIn("tick bug", reason)
         stats = self.get(top, "/debug/stats")[1]
         self.assertEqual(stats["tasks"]["check loop"]["restarts"], 1)
+
+
+class ResolverWiringTests(SynchronousTestCase):
+    """The resolver follows the config and stops with the agent."""
+
+    def test_reload_retains_configured_names(self) -> None:
+        """
+        A reload that drops an instance makes the resolver forget its host
+        name (no more lookups for it); stopping the agent stops every lookup.
+        """
+        reactor = MemoryReactorClock()
+        first = Config(
+            instances=(
+                RedisInstance("a", "a.example", 6379),
+                RedisInstance("b", "b.example", 6379),
+            ),
+            agent_id="me",
+            http="none",
+        )
+        second = Config(instances=first.instances[:1], agent_id="me", http="none")
+        top = agent.make_agent(first, lambda: second, reactor)
+        services = IServiceCollection(top)
+        resolver = cast(Resolver, services.getServiceNamed("resolver"))
+        retained: list[set[str]] = []
+        self.patch(resolver, "retain", lambda hosts: retained.append(set(hosts)))
+        reloader = cast(ConfigReloader, services.getServiceNamed("reloader"))
+        reloader.apply(second)
+        self.assertEqual(retained, [{"a.example"}])
+
+        resolver.startService()
+        top.stopService()
+        failure = self.failureResultOf(resolver.resolve("c.example"))
+        self.assertIn("the agent is stopping", failure.getErrorMessage())

@@ -71,6 +71,7 @@ class ReloadTestCase(SynchronousTestCase):
         self.loads = 0
         self.capacity: list[int] = []
         self.threads = FakeThreads()
+        self.applied: list[Config] = []
         self.clock.advance(1000.0)
         self.events: list[dict[str, Any]] = []
         self.patch(reload_module, "log", Logger(observer=self.events.append))
@@ -82,6 +83,7 @@ class ReloadTestCase(SynchronousTestCase):
             self.capacity.append,
             install_signal=False,
             run_in_thread=self.threads,
+            on_applied=self.applied.append,
         )
         self.reloader.startService()
         self.monitor.startService()
@@ -191,10 +193,35 @@ class ReloadTests(ReloadTestCase):
         self.assertIn("instances need more files", self.reloader.last_error or "")
 
     def test_restart_only_settings_kept(self) -> None:
-        """http, agent_id and zookeeper changes are logged, not applied."""
-        self.next = attr.evolve(BASE, agent_id="other", http="none")
+        """http, agent_id, zookeeper and dns changes are logged, not applied."""
+        dns = attr.evolve(BASE.dns, nameservers=(("127.0.0.1", 5353),))
+        self.next = attr.evolve(BASE, agent_id="other", http="none", dns=dns)
         self.reload()
         self.assertEqual(self.reloader.config.agent_id, "agent-1")
+        self.assertEqual(self.reloader.config.dns, BASE.dns)
+        self.assertEqual(len(self.levels("takes a restart")), 3)
+
+    def test_applied_config_is_told(self) -> None:
+        """
+        Whoever must follow the instances (the resolver) hears of each
+        applied config; a refused one is not told, and a hook that raises
+        is logged without undoing the reload.
+        """
+        self.next = attr.evolve(BASE, instances=(instance("d", 7003),))
+        self.reload()
+        self.assertEqual(self.applied, [self.reloader.config])
+        self.next = ConfigError("interval: 'x' is not a number")
+        self.reload()
+        self.assertEqual(len(self.applied), 1)
+
+        def broken(config: Config) -> None:
+            raise RuntimeError("boom")
+
+        self.reloader._on_applied = broken
+        self.next = BASE
+        self.reload()
+        self.assertEqual(sorted(self.monitor.states), ["a", "b", "c"])
+        self.assertEqual(self.levels("after the reload"), [LogLevel.critical])
 
 
 class StatusTests(ReloadTestCase):
