@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import attr
 
-from sentinel.probe import Observation, Replication
+from sentinel.observation import Observation, Replication
 
 UP = "up"
 DOWN = "down"

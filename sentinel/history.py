@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 
 from sentinel.health import Transition
 from sentinel.instance import InstanceState
-from sentinel.probe import Observation
+from sentinel.observation import Observation
 
 # One check: its latency in milliseconds (None when it failed) and whether
 # it succeeded.

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 
 from sentinel.config import RedisInstance
 from sentinel.health import InstanceHealth
-from sentinel.probe import Observation
+from sentinel.observation import Observation
 
 
 class Probe(Protocol):

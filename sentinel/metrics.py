@@ -29,7 +29,7 @@ from prometheus_client.utils import floatToGoString
 from sentinel.health import DOWN, UP, Transition
 from sentinel.instance import InstanceState
 from sentinel.monitor import Monitor
-from sentinel.probe import Observation
+from sentinel.observation import Observation
 from sentinel.publisher import WRITE_OPS, ZooKeeperPublisher
 from sentinel.zk import CONNECTED
 

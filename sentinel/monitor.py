@@ -28,7 +28,7 @@ from sentinel.config import Config, RedisInstance
 from sentinel.deadlines import DeadlineSweep
 from sentinel.health import UP, InstanceHealth, Transition
 from sentinel.instance import InstanceState, Probe
-from sentinel.probe import Observation
+from sentinel.observation import Observation
 from sentinel.slices import Slices, slices_for
 from sentinel.timer import RestartingTimer
 from sentinel.tracker import PendingTracker

@@ -14,9 +14,8 @@ Sentinel does), and checks in between fail at once with the last error.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
-import attr
 import txredisapi
 from twisted.internet import error as neterror
 from twisted.internet import tcp
@@ -46,6 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sentinel.config import RedisInstance
+from sentinel.observation import Observation, Replication
 from sentinel.resolve import Resolver
 from sentinel.tls import TLSSetupError, client_tls, describe_tls_failure
 
@@ -59,30 +59,6 @@ INFO_REPLICATION = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n"
 
 # Replies to PING that Redis Sentinel counts as "alive" without being ready.
 _ALIVE_NOT_READY = ("LOADING", "MASTERDOWN")
-
-
-@attr.frozen
-class Replication:
-    """What ``INFO replication`` said about an instance's role."""
-
-    role: str | None
-    master_host: str | None = None
-    master_port: int | None = None
-    master_link_status: str | None = None
-
-
-class Observation(NamedTuple):
-    """
-    The outcome of one check. A NamedTuple rather than an attrs class: one is
-    made per check, thousands a second, and a tuple is the cheapest to make.
-    """
-
-    ok: bool
-    ready: bool = False
-    latency_ms: float | None = None
-    error: str | None = None
-    # Present only when this check read INFO replication.
-    replication: Replication | None = None
 
 
 class ProtocolError(txredisapi.RedisError):  # type: ignore[misc]

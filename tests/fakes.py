@@ -11,7 +11,7 @@ from sentinel.config import RedisInstance
 from sentinel.health import Transition
 from sentinel.instance import InstanceState
 from sentinel.monitor import Monitor, Settings
-from sentinel.probe import Observation, Replication
+from sentinel.observation import Observation, Replication
 from sentinel.tracker import PendingTracker
 
 OK = Observation(ok=True, ready=True, latency_ms=0.5)

@@ -17,7 +17,7 @@ from sentinel.documents import (
     serverset_member,
 )
 from sentinel.health import InstanceHealth
-from sentinel.probe import Observation, Replication
+from sentinel.observation import Observation, Replication
 from tests.contract import (
     AGENT_FIELDS,
     INSTANCE_COUNTERS,

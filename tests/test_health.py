@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.health import DOWN, UP, InstanceHealth
-from sentinel.probe import Observation, Replication
+from sentinel.observation import Observation, Replication
 
 OK = Observation(ok=True, ready=True, latency_ms=1.0)
 BAD = Observation(ok=False, error="timeout (ping)")

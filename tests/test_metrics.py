@@ -16,7 +16,7 @@ from sentinel.documents import agent_document
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
 from sentinel.metrics import DURATION_BUCKETS, AgentMetrics
-from sentinel.probe import Observation, Replication
+from sentinel.observation import Observation, Replication
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.web import StatusApp
 from tests.fakes import FAILED, FakeProbe, make_monitor

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
-from sentinel.probe import Observation
+from sentinel.observation import Observation
 from tests.fakes import FAILED, make_monitor
 
 

@@ -26,6 +26,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from sentinel.config import RedisInstance
 from sentinel.history import CheckHistory
+from sentinel.observation import Observation
 from sentinel.page import (
     Header,
     ago,
@@ -34,7 +35,6 @@ from sentinel.page import (
     sparkline,
     state_class,
 )
-from sentinel.probe import Observation
 from sentinel.web import StatusApp
 from tests.fakes import FAILED, make_monitor
 from tests.polling import pause

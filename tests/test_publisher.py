@@ -13,7 +13,7 @@ from sentinel.config import RedisInstance
 from sentinel.documents import agent_document, instance_document
 from sentinel.health import InstanceHealth, Transition
 from sentinel.instance import InstanceState
-from sentinel.probe import Observation, Replication
+from sentinel.observation import Observation, Replication
 from sentinel.publisher import (
     RETRY_DELAY,
     STOP_CLOSE_TIMEOUT,
