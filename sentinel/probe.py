@@ -1,29 +1,44 @@
 """
 One Redis check at a time per instance, over one kept connection.
 
-The connection is txredisapi's protocol, connected by us rather than through
+The connection is `sentinel.protocol`'s, connected by us rather than through
 ``txredisapi.Connection`` (which reconnects forever with no handle to stop it,
-DESIGN.md section 4). A connection attempt is owned by the probe, not by the
-check that started it: a check whose deadline passes while connecting fails,
-but a connection that completes afterwards is kept for the next check. Any
-timeout, lost connection or unreadable reply drops the connection; a later
-check connects again, at most once per `RECONNECT_INTERVAL` (as Redis
-Sentinel does), and checks in between fail at once with the last error.
+DESIGN.md section 4). A connection attempt resolves the host first, then
+takes one of the agent's connect slots (so a name whose server never answers
+holds none), connects, and does TLS and AUTH. The attempt is owned by the
+probe, not by the check that started it: a check whose deadline passes while
+connecting fails, but a connection that completes afterwards is kept for the
+next check. Any timeout, lost connection or error that leaves the connection
+out of step drops it; a later check connects again, at most once per
+`RECONNECT_INTERVAL` (as Redis Sentinel does), and checks in between fail at
+once with the last error.
+
+A server that breaks the protocol (a reply nobody asked for, one too long:
+see `sentinel.protocol`) is answered harder, because a fresh connection's
+first PING often succeeds before the flood or the second reply is seen: each
+violation backs off reconnecting (`RECONNECT_INTERVAL`, doubling with each
+violation up to `MAX_BACKOFF`), with checks in between failing at once with
+the violation's error, and checks on a new connection keep failing with it
+until that connection has stayed clean for `PROBATION`. So a flooding or
+double-answering server fails every check from its first violation (down
+within the usual fall bound, and it stays down), costs a connection at most
+every `MAX_BACKOFF` seconds, and once it behaves is counted up again within
+`MAX_BACKOFF + PROBATION` seconds and `rise` checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+import math
+from typing import Any
 
 import txredisapi
 from twisted.internet import error as neterror
-from twisted.internet import tcp
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
     DeferredSemaphore,
     TimeoutError,
+    maybeDeferred,
     succeed,
 )
 from twisted.internet.endpoints import (
@@ -32,70 +47,39 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.interfaces import (
-    IAddress,
-    IDelayedCall,
-    IHandshakeListener,
     IOpenSSLClientConnectionCreator,
-    IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from sentinel.config import RedisInstance
 from sentinel.observation import Observation, Replication
+from sentinel.protocol import (
+    INFO_REPLICATION,
+    PING,
+    ConnectionFactory,
+    ProtocolError,
+    RedisClientProtocol,
+    auth_command,
+    describe_reply,
+    parse_replication,
+)
 from sentinel.resolve import Resolver
 from sentinel.tls import TLSSetupError, client_tls, describe_tls_failure
 
 log = Logger()
 
 RECONNECT_INTERVAL = 1.0
-READ_BUFFER = 4096
-
-PING = b"*1\r\n$4\r\nPING\r\n"
-INFO_REPLICATION = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n"
+MAX_BACKOFF = 16.0
+PROBATION = 5.0
 
 # Replies to PING that Redis Sentinel counts as "alive" without being ready.
 _ALIVE_NOT_READY = ("LOADING", "MASTERDOWN")
 
 
-class ProtocolError(txredisapi.RedisError):  # type: ignore[misc]
-    """The server sent something that is not a Redis reply."""
-
-
 class _ConnectFailed(Exception):
     """A connection attempt failed; the message is the observation's error."""
-
-
-def parse_replication(info: str) -> Replication:
-    """Pick the role fields out of an ``INFO replication`` reply."""
-    fields: dict[str, str] = {}
-    for line in info.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip()] = value.strip()
-    role = fields.get("role")
-    if role != "slave":
-        return Replication(role=role)
-    port = fields.get("master_port", "")
-    return Replication(
-        role=role,
-        master_host=fields.get("master_host"),
-        master_port=int(port) if port.isdigit() else None,
-        master_link_status=fields.get("master_link_status"),
-    )
-
-
-def auth_command(password: str, username: str | None) -> bytes:
-    """The RESP bytes of AUTH, with an ACL user name if there is one."""
-    args = ["AUTH"] + ([username] if username else []) + [password]
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode("utf-8")
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
 
 
 def describe_failure(failure: Failure) -> str:
@@ -104,7 +88,11 @@ def describe_failure(failure: Failure) -> str:
         return "connection refused"
     if failure.check(TimeoutError, neterror.TimeoutError):
         return "timeout (connect)"
-    if failure.check(neterror.DNSLookupError, _ConnectFailed):
+    if failure.check(neterror.DNSLookupError):
+        # Its str() wraps the resolver's message ("DNS lookup failed: ...").
+        args = failure.value.args if failure.value is not None else ()
+        return str(args[0]) if args and args[0] else failure.getErrorMessage()
+    if failure.check(_ConnectFailed):
         return failure.getErrorMessage()
     if failure.check(neterror.ConnectionLost, neterror.ConnectionDone):
         return "connection lost"
@@ -115,190 +103,54 @@ def describe_failure(failure: Failure) -> str:
     return f"{name}: {reason}" if reason else name
 
 
-class ReplyTo(Protocol):
+class Reconnects:
     """
-    What can wait in txredisapi's reply queue instead of a Deferred: the
-    queue only ever calls ``callback(reply)`` on what waits in it.
-    """
-
-    def callback(self, reply: object) -> None:
-        """Take one reply (an exception if the command failed)."""
-
-
-def _no_transaction() -> tuple[()]:
-    return ()
-
-
-# Only ever cleared (when a connection is lost), never added to: no scripts.
-_NO_SCRIPTS: set[str] = set()
-
-
-@implementer(IHandshakeListener)
-class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
-    """
-    txredisapi's reply parser, driven with prebuilt commands.
-
-    It adds what a health check needs: anything that is not a Redis reply
-    fails the waiting command and drops the connection (txredisapi ignores
-    unknown reply types, which would leave the check hanging), the owner
-    hears when the connection is lost, and over TLS, when the handshake is
-    done or why it failed.
-
-    One is kept per instance, so it adds no attribute of its own to the 30
-    that txredisapi and Twisted set: up to 30, Python shares the attribute
-    names among all instances of the class; one more, and every instance
-    carries a dictionary of its own (about 1.5 KB here). What it needs per
-    connection is reached through its factory, and the TLS handshake state
-    is a class default until a handshake sets it.
+    When the next connection attempt may start, and whether a connection's
+    answers count (the policy of the module docstring, on its own clock).
     """
 
-    factory: _ProbeFactory
-    _secure = False
-    _securing: Deferred[RedisClientProtocol] | None = None
+    __slots__ = ("violation", "_next_attempt_at", "_backoff", "_trusted_at")
 
     def __init__(self) -> None:
-        super().__init__(charset="utf-8", errors="replace", convertNumbers=False)
-        # For transactions, pipelines and scripts, which a health check never
-        # uses, txredisapi makes two functions, a set and three lists per
-        # protocol: about 700 bytes an instance. Shared empty ones stand in
-        # (immutable where txredisapi would only add to them).
-        self.unwatch_cc = self.commit_cc = _no_transaction
-        self.script_hashes = _NO_SCRIPTS
-        self.post_proc = self.pipelined_commands = self.pipelined_replies = ()
+        # The error of the last protocol violation, until answers count again.
+        self.violation: str | None = None
+        self._next_attempt_at = -math.inf
+        self._backoff = 0.0
+        self._trusted_at = math.inf
 
-    @property
-    def callLater(self) -> Callable[..., IDelayedCall]:
-        """txredisapi schedules on the global reactor; use ours."""
-        return self.factory.clock.callLater
+    def may_attempt(self, now: float) -> bool:
+        """Whether a connection attempt may start now."""
+        return now >= self._next_attempt_at
 
-    def connectionMade(self) -> Any:
-        transport = self.transport
-        if type(transport) is tcp.Client:
-            # Replies are a few bytes (INFO replication, a few hundred):
-            # Twisted's default 64 KiB read buffer is allocated per read.
-            transport.bufferSize = READ_BUFFER
-        return super().connectionMade()
+    def attempted(self, now: float) -> None:
+        """An attempt starts now: the next one waits `RECONNECT_INTERVAL`."""
+        self._next_attempt_at = now + RECONNECT_INTERVAL
 
-    def when_secure(self) -> Deferred[RedisClientProtocol]:
-        """
-        Fire with this protocol once the TLS handshake is done, or fail with
-        the reason the connection was lost before (a certificate that does
-        not verify, say). Cancelling it drops the connection.
-        """
-        if self._secure:
-            return succeed(self)
+    def connected(self, now: float) -> None:
+        """A connection was opened now; after a violation, its probation starts."""
+        if self.violation is not None:
+            self._trusted_at = now + PROBATION
 
-        def cancel(_: Deferred[RedisClientProtocol]) -> None:
-            self._securing = None
-            self.transport.abortConnection()
-
-        self._securing = Deferred(cancel)
-        return self._securing
-
-    def handshakeCompleted(self) -> None:
-        self._secure = True
-        securing, self._securing = self._securing, None
-        if securing is not None:
-            securing.callback(self)
-
-    def send(self, command: bytes) -> Deferred[Any]:
-        """Write a prebuilt command; the Deferred fires with its reply."""
-        reply: Deferred[Any] = self.replyQueue.get()
-        self._write(command)
-        return reply
-
-    def send_to(self, command: bytes, waiter: ReplyTo) -> None:
-        """
-        Write a prebuilt command; its reply (an exception if it failed) goes
-        to `waiter`, which stands in the reply queue instead of a Deferred.
-        """
-        self.replyQueue.waiting.append(waiter)
-        self._write(command)
-
-    def _write(self, command: bytes) -> None:
-        transport = self.transport
-        # Straight to the socket when Twisted's buffer is empty: one system
-        # call, where transport.write costs a round trip through the reactor
-        # (register for writability, write, unregister). Plain TCP only: a
-        # TLS transport wraps the socket (and hands attribute lookups on to
-        # it), so writing there would bypass TLS.
-        if (
-            type(transport) is tcp.Client
-            and not transport.dataBuffer
-            and not transport._tempDataBuffer
-            and not transport.disconnecting
-        ):
-            try:
-                sent = transport.socket.send(command)
-            except OSError:
-                sent = 0  # The buffered write below meets the error too.
-            if sent < len(command):
-                transport.write(command[sent:])
+    def violated(self, now: float, error: str) -> float:
+        """The server broke the protocol now; return the back-off, in seconds."""
+        if self.violation is None:
+            self._backoff = RECONNECT_INTERVAL
         else:
-            transport.write(command)
+            self._backoff = min(2 * self._backoff, MAX_BACKOFF)
+        self.violation = error
+        self._trusted_at = math.inf
+        self._next_attempt_at = max(self._next_attempt_at, now + self._backoff)
+        return self._backoff
 
-    def dataReceived(self, data: bytes, unpause: bool = False) -> Any:
-        # The common reply, handled without the line parser: nothing half
-        # read is buffered, and no multi-bulk reply is being assembled.
-        if (
-            data == b"+PONG\r\n"
-            and self.replyQueue.waiting
-            and not self._LineReceiver__buffer
-            and self.line_mode
-            and not self.paused
-            and not self.multi_bulk.pending
-        ):
-            self.replyQueue.waiting.pop(0).callback("PONG")
-            return None
-        try:
-            return super().dataReceived(data, unpause)
-        except Exception as e:
-            self._protocol_error(f"unreadable reply ({type(e).__name__})")
-            return None
-
-    def lineReceived(self, line: str) -> Any:
-        if line and line[0] not in "+-:$*":
-            return self._protocol_error(f"not a Redis reply: {line[:40]!r}")
-        return super().lineReceived(line)
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self._protocol_error("reply line too long")
-
-    def _protocol_error(self, reason: str) -> bool:
-        if self.replyQueue.waiting:
-            self.replyReceived(ProtocolError(reason))
-        self.transport.abortConnection()
-        return True
-
-    def connectionLost(self, why: Failure) -> None:
-        securing = self._securing
-        if securing is not None:
-            self._securing = None
-            securing.errback(why)
-        self.factory.on_lost(self)
-        while self.replyQueue.waiting:
-            self.replyReceived(txredisapi.ConnectionError("connection lost"))
-        super().connectionLost(why)
-
-
-class _ProbeFactory(Factory):
-    """
-    Builds the one protocol of a connection attempt, without log noise, and
-    holds what that protocol needs: the clock, and whom to tell of its loss.
-    """
-
-    noisy = False
-
-    def __init__(
-        self, clock: IReactorTime, on_lost: Callable[[RedisClientProtocol], None]
-    ) -> None:
-        self.clock = clock
-        self.on_lost = on_lost
-
-    def buildProtocol(self, addr: IAddress | None) -> RedisClientProtocol:
-        protocol = RedisClientProtocol()
-        protocol.factory = self
-        return protocol
+    def distrust(self, now: float) -> str | None:
+        """
+        The violation that still discredits the connection's answers now, or
+        None once it has stayed clean for `PROBATION` (the back-off then
+        starts over).
+        """
+        if self.violation is not None and now >= self._trusted_at:
+            self.violation = None
+        return self.violation
 
 
 class _PingReplies:
@@ -331,6 +183,11 @@ class RedisProbe:
     slot when the check was cancelled). It never fails. The caller owns the
     deadline: it cancels the Deferred when the check is overdue, and the
     probe turns that into a timeout observation and drops the connection.
+
+    Two state machines share it: the connection attempt (resolve, wait for a
+    connect slot, connect, TLS, AUTH; at most one at a time, timed by
+    `Reconnects`) and the check in flight on the kept connection (PING, then
+    INFO when asked).
     """
 
     def __init__(
@@ -362,12 +219,14 @@ class RedisProbe:
         )
         self.stage = "connect"
         self._protocol: RedisClientProtocol | None = None
-        self._attempt: Deferred[RedisClientProtocol] | None = None
-        self._queued = False
-        self._waiters: list[Deferred[RedisClientProtocol]] = []
-        self._last_attempt_at = float("-inf")
+        self._reconnects = Reconnects()
         self._last_error = "not connected"
         self._closed = False
+        # The connection attempt, if any, and the checks waiting for it.
+        self._attempt: Deferred[RedisClientProtocol] | None = None
+        self._resolving = False
+        self._queued = False
+        self._waiters: list[Deferred[RedisClientProtocol]] = []
         # The check in flight on the connection (PING or INFO), if any.
         self._check: Deferred[Observation | None] | None = None
         self._check_protocol: RedisClientProtocol | None = None
@@ -391,7 +250,7 @@ class RedisProbe:
             return succeed(Observation(ok=False, error=self._tls_error))
         if self._attempt is None:
             now = self._reactor.seconds()
-            if now - self._last_attempt_at < RECONNECT_INTERVAL:
+            if not self._reconnects.may_attempt(now):
                 self.stage = "connect"
                 return succeed(Observation(ok=False, error=self._last_error))
             self._start_attempt(now)
@@ -417,18 +276,33 @@ class RedisProbe:
     # Connecting
 
     def _start_attempt(self, now: float) -> None:
-        self._last_attempt_at = now
+        self._reconnects.attempted(now)
         self.stage = "connect"
-        self._queued = True
-        attempt: Deferred[Any] = self._slots.acquire()
+        self._resolving = True
+        # Resolved before a connect slot is taken. Only this wait is
+        # cancelled when it is too long: the lookup is shared by every
+        # instance on that host, and goes on for them.
+        attempt: Deferred[Any] = self._resolver.resolve(self.instance.host)
         self._attempt = attempt
-        attempt.addCallback(self._open)
+        attempt.addTimeout(self._connect_timeout, self._reactor)
+        attempt.addCallbacks(self._resolved, self._unresolved)
         attempt.addBoth(self._attempt_done)
 
-    def _open(self, _: object) -> Deferred[RedisClientProtocol]:
+    def _resolved(self, address: str) -> Deferred[RedisClientProtocol]:
+        self._resolving = False
+        self._queued = True
+        slot: Deferred[Any] = self._slots.acquire()
+        return slot.addCallback(self._open, address)
+
+    def _unresolved(self, failure: Failure) -> Failure:
+        self._resolving = False
+        if failure.check(TimeoutError):
+            raise _ConnectFailed("timeout (resolve)")
+        return failure
+
+    def _open(self, _: object, address: str) -> Deferred[RedisClientProtocol]:
         self._queued = False
-        d: Deferred[Any] = self._resolver.resolve(self.instance.host)
-        d.addCallback(self._connect)
+        d: Deferred[Any] = maybeDeferred(self._connect, address)
         if self._auth is not None:
             d.addCallback(self._authenticate)
         d.addBoth(self._release_slot)
@@ -445,7 +319,7 @@ class RedisProbe:
         )
         if self._tls is not None:
             endpoint = wrapClientTLS(self._tls, endpoint, self._reactor)
-        factory = _ProbeFactory(self._reactor, self._lost)
+        factory = ConnectionFactory(self._lost, self._violated)
         d: Deferred[Any] = endpoint.connect(factory)
         if self._tls is not None:
             d.addCallback(self._handshake)
@@ -472,18 +346,20 @@ class RedisProbe:
         def authenticated(reply: object) -> RedisClientProtocol:
             if reply == "OK":
                 return protocol
-            protocol.transport.abortConnection()
+            if isinstance(reply, ProtocolError):
+                raise _ConnectFailed(str(reply))  # Already dropped.
+            protocol.drop()
             raise _ConnectFailed(f"auth failed: {reply}")
 
         def abandoned(failure: Failure) -> Failure:
-            protocol.transport.abortConnection()
+            protocol.drop()
             return failure
 
         return d.addCallbacks(authenticated, abandoned)
 
     def _attempt_done(self, result: RedisClientProtocol | Failure) -> None:
         self._attempt = None
-        self._queued = False
+        self._resolving = self._queued = False
         waiters, self._waiters = self._waiters, []
         if isinstance(result, Failure):
             self._last_error = (
@@ -495,24 +371,52 @@ class RedisProbe:
                 waiter.errback(_ConnectFailed(self._last_error))
             return
         if self._closed:
-            result.transport.abortConnection()
+            result.drop()
             return
         self._protocol = result
         self._ping_replies = _PingReplies(self, result)
+        self._reconnects.connected(self._reactor.seconds())
         for waiter in waiters:
             waiter.callback(result)
 
     def _lost(self, protocol: RedisClientProtocol) -> None:
         if self._protocol is protocol:
-            self._protocol = None
-            self._ping_replies = None
+            self._forget()
             self._last_error = "connection lost"
 
-    def _drop(self) -> None:
-        protocol, self._protocol = self._protocol, None
+    def _violated(self, protocol: RedisClientProtocol, error: str) -> None:
+        # The server broke the protocol; the connection is already dropped.
+        if self._reconnects.violation is None:
+            log.warn(
+                "{instance} broke the Redis protocol ({error}): reconnecting"
+                " with back-off, its answers failing until a connection"
+                " stays clean for {probation} s",
+                instance=self.instance.name,
+                error=error,
+                probation=PROBATION,
+            )
+        self._reconnects.violated(self._reactor.seconds(), error)
+        self._last_error = error
+        if self._protocol is protocol:
+            self._forget()
+        if self._check_protocol is protocol:
+            self._end_check(Observation(ok=False, error=error))
+
+    def _forget(self) -> None:
+        self._protocol = None
         self._ping_replies = None  # Nothing of a dead connection is kept.
+
+    def _drop(self) -> None:
+        protocol = self._protocol
+        self._forget()
         if protocol is not None:
-            protocol.transport.abortConnection()
+            protocol.drop()
+
+    def _drop_if(self, protocol: RedisClientProtocol) -> None:
+        if self._protocol is protocol:
+            self._drop()
+        else:
+            protocol.drop()
 
     # Checking
 
@@ -537,7 +441,8 @@ class RedisProbe:
         check = self._check
         if check is None or protocol is not self._check_protocol:
             return  # The check it answers has ended (it timed out).
-        latency_ms = (self._reactor.seconds() - self._sent_at) * 1000.0
+        now = self._reactor.seconds()
+        latency_ms = (now - self._sent_at) * 1000.0
         if reply == "PONG":
             ready = True
         elif isinstance(reply, txredisapi.ResponseError) and str(reply).startswith(
@@ -545,44 +450,57 @@ class RedisProbe:
         ):
             ready = False
         else:
-            self._end_check(self._bad_reply(reply, protocol, "PING"))
+            self._bad_reply(reply, protocol, "PING")
             return
         if not self._want_info:
             self._check = self._check_protocol = None
-            check.callback(Observation(True, ready, latency_ms))
+            observation = Observation(True, ready, latency_ms)
+            if self._reconnects.violation is not None:
+                observation = self._on_probation(observation, now)
+            check.callback(observation)
             return
         self.stage = "info"
         protocol.send(INFO_REPLICATION).addCallback(
-            self._informed, check, ready, latency_ms
+            self._informed, protocol, check, ready, latency_ms
         ).addErrback(self._reply_failed, check)
 
     def _informed(
         self,
         reply: object,
+        protocol: RedisClientProtocol,
         check: Deferred[Observation | None],
         ready: bool,
         latency_ms: float,
     ) -> None:
         if self._check is not check:
-            return  # It timed out while INFO was on its way.
-        if isinstance(reply, str):
-            observation = Observation(
-                ok=True,
-                ready=ready,
-                latency_ms=latency_ms,
-                replication=parse_replication(reply),
-            )
-        else:
+            return  # It ended (timed out) while INFO was on its way.
+        if isinstance(reply, bytes):
+            replication = parse_replication(reply)
+            error = None
+        elif isinstance(reply, txredisapi.ResponseError):
             # PING was answered, so the instance is alive; say why the role
             # is unknown (an ACL user without INFO, say) instead of failing it.
-            observation = Observation(
-                ok=True,
-                ready=ready,
-                latency_ms=latency_ms,
-                error=f"INFO replication: {reply}",
-                replication=Replication(role=None),
-            )
-        self._end_check(observation)
+            replication = Replication(role=None)
+            error = f"INFO replication: {reply}"
+        else:
+            # Not a bulk: a stale reply (a second PONG), or the connection
+            # was lost.
+            self._bad_reply(reply, protocol, "INFO")
+            return
+        observation = Observation(True, ready, latency_ms, error, replication)
+        self._end_check(
+            self._on_probation(observation, self._reactor.seconds())
+            if self._reconnects.violation is not None
+            else observation
+        )
+
+    def _on_probation(self, observation: Observation, now: float) -> Observation:
+        # After a protocol violation a clean answer does not count until the
+        # connection has stayed clean for a while (module docstring).
+        violation = self._reconnects.distrust(now)
+        if violation is None:
+            return observation
+        return Observation(ok=False, error=violation)
 
     def _cancel_check(self, check: Deferred[Observation | None]) -> None:
         # The caller's deadline passed: a timeout, and the connection goes
@@ -620,33 +538,28 @@ class RedisProbe:
 
     def _bad_reply(
         self, reply: object, protocol: RedisClientProtocol, command: str
-    ) -> Observation:
-        if isinstance(reply, txredisapi.ResponseError) and not isinstance(
-            reply, ProtocolError
-        ):
-            # A well-formed error reply keeps the connection in step.
-            error = str(reply)
-        elif isinstance(reply, Exception):
-            self._drop_if(protocol)
-            error = str(reply)
+    ) -> None:
+        if not isinstance(reply, Exception):
+            # A reply of the wrong kind: the connection is out of step (a
+            # second reply to an earlier command, say).
+            error = f"unexpected reply to {command}: {describe_reply(reply)}"
+            protocol.reject(error)
         else:
-            self._drop_if(protocol)
-            error = f"unexpected reply to {command}: {str(reply)[:40]!r}"
+            error = str(reply)
+            if not isinstance(reply, txredisapi.ResponseError):
+                # The connection was lost or broke the protocol. A
+                # well-formed error reply keeps it in step.
+                self._drop_if(protocol)
         self._last_error = error
-        return Observation(ok=False, error=error)
+        self._end_check(Observation(ok=False, error=error))
 
     def _connect_failed(self, failure: Failure) -> Observation | None:
         if failure.check(CancelledError):
             if self._queued:
                 return None  # Never got a connection slot: never looked.
-            error = f"timeout ({self.stage})"
+            stage = "resolve" if self._resolving else self.stage
+            error = f"timeout ({stage})"
         else:
             error = describe_failure(failure)
         self._last_error = error
         return Observation(ok=False, error=error)
-
-    def _drop_if(self, protocol: RedisClientProtocol) -> None:
-        if self._protocol is protocol:
-            self._drop()
-        else:
-            protocol.transport.abortConnection()

@@ -1,4 +1,7 @@
-"""The probe over in-memory connections: replies, errors, timeouts, auth."""
+"""
+The probe over in-memory connections: replies, errors, timeouts, auth, name
+resolution, and what follows a protocol violation.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +10,56 @@ import weakref
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredSemaphore
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionRefusedError, DNSLookupError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import probe as probe_module
 from sentinel.config import RedisInstance
-from sentinel.probe import (
-    INFO_REPLICATION,
-    PING,
-    Observation,
-    RedisProbe,
-    auth_command,
-    parse_replication,
-)
+from sentinel.observation import Observation
+from sentinel.probe import PROBATION, RedisProbe
+from sentinel.protocol import INFO_REPLICATION, PING, auth_command, parse_replication
 from sentinel.resolve import Resolver
 
 INFO_SLAVE = (
-    "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.5\r\nmaster_port:6380\r\n"
-    "master_link_status:down\r\n"
+    b"# Replication\r\nrole:slave\r\nmaster_host:10.0.0.5\r\nmaster_port:6380\r\n"
+    b"master_link_status:down\r\n"
 )
+
+
+class ManualResolver:
+    """A resolver whose lookups the test answers by hand."""
+
+    def __init__(self) -> None:
+        self.lookups: list[tuple[str, Deferred[str]]] = []
+        self.cancelled: list[str] = []
+
+    def resolve(self, host: str) -> Deferred[str]:
+        d: Deferred[str] = Deferred(lambda _: self.cancelled.append(host))
+        self.lookups.append((host, d))
+        return d
 
 
 class Harness:
     """A probe on a MemoryReactorClock, with its connection attempts at hand."""
 
-    def __init__(self, password: str | None = None, slots: int = 10) -> None:
+    def __init__(
+        self,
+        password: str | None = None,
+        slots: int = 10,
+        host: str = "127.0.0.1",
+        resolver: ManualResolver | None = None,
+    ) -> None:
         self.reactor = MemoryReactorClock()
         self.slots = DeferredSemaphore(slots)
-        instance = RedisInstance(
-            "r1", "127.0.0.1", 6379, username=None, password=password
-        )
+        instance = RedisInstance("r1", host, 6379, username=None, password=password)
         self.probe = RedisProbe(
-            instance, self.reactor, self.slots, 1.0, Resolver(self.reactor)
+            instance,
+            self.reactor,
+            self.slots,
+            1.0,
+            resolver or Resolver(self.reactor),  # type: ignore[arg-type]
         )
         self.transport: StringTransport | None = None
 
@@ -185,7 +204,7 @@ class ReplyTests(SynchronousTestCase):
         self.assertEqual(h.sent(), PING)
         h.reply(b"+PONG\r\n")
         self.assertEqual(h.sent(), INFO_REPLICATION)
-        data = INFO_SLAVE.encode()
+        data = INFO_SLAVE
         h.reply(b"$%d\r\n%s\r\n" % (len(data), data))
         observation = self.successResultOf(d)
         assert observation is not None and observation.replication is not None
@@ -212,14 +231,14 @@ class ReplyTests(SynchronousTestCase):
     def test_bug_reading_info_fails_the_check(self) -> None:
         """An exception while reading INFO replication fails the check with it."""
 
-        def broken(info: str) -> None:
+        def broken(info: bytes) -> None:
             raise ZeroDivisionError("parser bug")
 
         self.patch(probe_module, "parse_replication", broken)
         h = self.connected()
         d = h.check(want_info=True)
         h.reply(b"+PONG\r\n")
-        data = INFO_SLAVE.encode()
+        data = INFO_SLAVE
         h.reply(b"$%d\r\n%s\r\n" % (len(data), data))
         self.failureResultOf(d, ZeroDivisionError)
 
@@ -436,7 +455,7 @@ class ParseTests(SynchronousTestCase):
 
     def test_master(self) -> None:
         """A master has no master fields."""
-        r = parse_replication("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n")
+        r = parse_replication(b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\n")
         self.assertEqual(r.role, "master")
         self.assertIsNone(r.master_host)
 
@@ -444,3 +463,244 @@ class ParseTests(SynchronousTestCase):
         """A replica's master address and link status are read."""
         r = parse_replication(INFO_SLAVE)
         self.assertEqual((r.role, r.master_port), ("slave", 6380))
+
+
+class ResolveTests(SynchronousTestCase):
+    """A host name is resolved before a connect slot is taken."""
+
+    def test_resolved_before_a_slot_is_taken(self) -> None:
+        """
+        While the name resolves, no connect slot is held; once it has, the
+        attempt takes one and connects to the address.
+        """
+        resolver = ManualResolver()
+        h = Harness(slots=1, host="redis.example", resolver=resolver)
+        d = h.check()
+        [(host, lookup)] = resolver.lookups
+        self.assertEqual(host, "redis.example")
+        self.assertEqual(h.slots.tokens, 1)
+        self.assertEqual(h.reactor.tcpClients, [])
+        lookup.callback("10.0.0.7")
+        self.assertEqual(h.slots.tokens, 0)
+        self.assertEqual(h.reactor.tcpClients[0][:2], ("10.0.0.7", 6379))
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        self.assertEqual(h.slots.tokens, 1)
+
+    def test_resolution_failure_says_why(self) -> None:
+        """A failed lookup fails the check with the resolver's own message."""
+        resolver = ManualResolver()
+        h = Harness(host="redis.example", resolver=resolver)
+        d = h.check()
+        resolver.lookups[0][1].errback(
+            DNSLookupError("cannot resolve redis.example: no such name")
+        )
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(
+            observation.error, "cannot resolve redis.example: no such name"
+        )
+        self.assertEqual(h.slots.tokens, 10)
+
+    def test_slow_resolution_fails_the_check_not_the_lookup(self) -> None:
+        """
+        A lookup that outlasts the check's deadline fails that check
+        (``timeout (resolve)``) and is left running for whoever shares it;
+        only the attempt's own wait ends, after the connect timeout.
+        """
+        resolver = ManualResolver()
+        h = Harness(host="redis.example", resolver=resolver)
+        d = h.check()
+        d.cancel()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (resolve)")
+        self.assertEqual(resolver.cancelled, [])
+        h.reactor.advance(1.0)
+        self.assertEqual(resolver.cancelled, ["redis.example"])
+        self.assertEqual(h.probe._last_error, "timeout (resolve)")
+        self.assertEqual(h.slots.tokens, 10)
+        self.assertEqual(h.reactor.tcpClients, [])
+
+
+class ViolationTests(SynchronousTestCase):
+    """
+    A server that breaks the protocol fails the check in flight, loses its
+    connection at once, and is reconnected with back-off; answers do not
+    count until a connection has stayed clean for a while.
+    """
+
+    def connected(self, password: str | None = None) -> Harness:
+        h = Harness(password=password)
+        h.connect()
+        return h
+
+    def assertFailsAtOnce(self, h: Harness, error: str) -> None:
+        attempts = len(h.reactor.tcpClients)
+        observation = self.successResultOf(h.check())
+        assert observation is not None
+        self.assertEqual((observation.ok, observation.error), (False, error))
+        self.assertEqual(len(h.reactor.tcpClients), attempts)
+
+    def test_flood_after_pong(self) -> None:
+        """
+        A PONG followed by more: the check it answered is ok, the rest
+        drops the connection, and the next check fails at once saying why.
+        """
+        h = self.connected()
+        d = h.check()
+        h.reply(b"+PONG\r\n" * 1000)
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        self.assertFalse(h.probe.connected)
+        assert h.transport is not None
+        self.assertTrue(h.transport.disconnecting)
+        self.assertFailsAtOnce(h, "unexpected reply: '+PONG'")
+
+    def test_stale_pong_is_not_info(self) -> None:
+        """
+        A second PONG read with the first, while INFO waits, fails the
+        check: it is not INFO's reply (no role of null).
+        """
+        h = self.connected()
+        d = h.check(want_info=True)
+        h.reply(b"+PONG\r\n+PONG\r\n")
+        self.assertEqual(h.sent(), PING + INFO_REPLICATION)
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(
+            (observation.ok, observation.error, observation.replication),
+            (False, "unexpected reply to INFO: 'PONG'", None),
+        )
+        self.assertFalse(h.probe.connected)
+
+    def error_of(self, h: Harness, *replies: bytes, want_info: bool = False) -> str:
+        """The error of one check whose replies are `replies`."""
+        d = h.check(want_info)
+        for reply in replies:
+            h.reply(reply)
+        observation = self.successResultOf(d)
+        assert observation is not None and not observation.ok
+        return observation.error or ""
+
+    def test_huge_bulk_to_info(self) -> None:
+        """A bulk announced far too long fails the check as soon as it is read."""
+        h = self.connected()
+        error = self.error_of(
+            h, b"+PONG\r\n", b"$1000000000\r\n" + b"x" * 4000, want_info=True
+        )
+        self.assertEqual(error, "reply too long: 1000000000 bytes")
+        self.assertFalse(h.probe.connected)
+
+    def test_bulk_to_ping(self) -> None:
+        """A reply of the wrong kind to PING breaks the protocol."""
+        h = self.connected()
+        error = self.error_of(h, b"$4\r\nPONG\r\n")
+        self.assertEqual(error, "unexpected reply to PING: a bulk of 4 bytes")
+        self.assertFailsAtOnce(h, error)
+
+    def test_unsolicited_between_checks(self) -> None:
+        """Bytes while no check is in flight drop the kept connection."""
+        h = self.connected()
+        h.reply(b"-ERR hello\r\n")
+        self.assertFalse(h.probe.connected)
+        self.assertFailsAtOnce(h, "unexpected reply: '-ERR hello'")
+
+    def test_violation_during_auth(self) -> None:
+        """A violation in reply to AUTH fails the attempt with its reason."""
+        h = Harness(password="s3cret")
+        d = h.check()
+        h.accept()
+        h.reply(b"$1000000000\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "reply too long: 1000000000 bytes")
+        self.assertFailsAtOnce(h, "reply too long: 1000000000 bytes")
+
+    def reconnect(self, h: Harness) -> Observation:
+        """A check that opens a new connection and is answered PONG."""
+        attempts = len(h.reactor.tcpClients)
+        d = h.check()
+        self.assertEqual(len(h.reactor.tcpClients), attempts + 1)
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        return observation
+
+    def test_backoff_doubles_to_its_cap(self) -> None:
+        """
+        Each violation doubles the wait before the next connection, from
+        1 s up to MAX_BACKOFF; every check meanwhile fails at once with the
+        violation, and so does a clean PONG on each new connection.
+        """
+        h = self.connected()
+        error = "unexpected reply: '+OK'"
+        waits = []
+        for _ in range(7):
+            h.reply(b"+OK\r\n")
+            waited = 0.0
+            while True:
+                d = h.check()
+                if h.probe._attempt is not None:
+                    break
+                observation = self.successResultOf(d)
+                assert observation is not None
+                self.assertEqual(observation.error, error)
+                h.reactor.advance(0.5)
+                waited += 0.5
+            h.accept()
+            h.reply(b"+PONG\r\n")
+            waits.append(waited)
+        self.assertEqual(waits, [1.0, 2.0, 4.0, 8.0, 16.0, 16.0, 16.0])
+
+    def test_probation_then_trusted(self) -> None:
+        """
+        After a violation, a new connection's clean answers fail with it
+        until that connection has stayed clean for PROBATION; then they
+        count, and the back-off starts over from 1 s.
+        """
+        h = self.connected()
+        h.reply(b"+OK\r\n")
+        h.reactor.advance(1.0)
+        observation = self.reconnect(h)
+        self.assertEqual(observation.error, "unexpected reply: '+OK'")
+        h.reactor.advance(PROBATION - 0.1)
+        d = h.check()
+        h.reply(b"+PONG\r\n")
+        self.assertFalse(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        h.reactor.advance(0.1)
+        d = h.check(want_info=True)
+        h.reply(b"+PONG\r\n")
+        h.reply(b"$%d\r\n%s\r\n" % (len(INFO_SLAVE), INFO_SLAVE))
+        observation = self.successResultOf(d)  # type: ignore[assignment]
+        assert observation is not None
+        self.assertTrue(observation.ok, observation)
+        self.assertIsNotNone(observation.replication)
+        h.reply(b"+OK\r\n")
+        self.assertFailsAtOnce(h, "unexpected reply: '+OK'")
+        h.reactor.advance(1.0)
+        self.reconnect(h)
+
+    def test_lost_during_probation_stays_on_probation(self) -> None:
+        """A connection lost while on probation does not end the probation."""
+        h = self.connected()
+        h.reply(b"+OK\r\n")
+        h.reactor.advance(1.0)
+        self.reconnect(h)
+        h.protocol.connectionLost(Failure(ConnectionRefusedError()))
+        h.reactor.advance(PROBATION)
+        observation = self.reconnect(h)
+        self.assertEqual(observation.error, "unexpected reply: '+OK'")
+
+    def test_violating_connection_is_not_kept(self) -> None:
+        """Once a violating connection is lost, the probe holds nothing of it."""
+        h = self.connected()
+        d = h.check()
+        h.reply(b"+PONG\r\n+PONG\r\n")
+        self.successResultOf(d)
+        h.protocol.connectionLost(Failure(ConnectionRefusedError()))
+        old = weakref.ref(h.protocol._wrappedProtocol)
+        del h.protocol, h.transport
+        gc.collect()
+        self.assertIsNone(old())
