@@ -1,6 +1,7 @@
 """
 Servers for integration tests: real ``redis-server`` and ZooKeeper processes
-on free loopback ports, started and stopped by PID, and small fake servers in
+on free loopback ports, started and stopped by PID; hostile Redis servers
+(``tests/hostile.py``) in a process of their own; and small fake servers in
 this process's reactor for failures a real server does not show on demand (one
 that never answers, one that answers garbage).
 
@@ -19,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -49,6 +51,9 @@ ZOOKEEPER_JARS = ("/usr/share/java/zookeeper.jar",)
 SLF4J_BINDING = "/usr/share/java/slf4j-simple.jar"
 ZOOKEEPER_MAIN = "org.apache.zookeeper.server.ZooKeeperServerMain"
 
+# Where ``tests`` is importable from, for the hostile servers' process.
+_REPO = Path(__file__).resolve().parent.parent
+
 
 def free_port() -> int:
     """A TCP port on the loopback address that nothing listens on right now."""
@@ -76,11 +81,13 @@ class ChildProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         own_session: bool = False,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         """
         Start ``argv``; its output goes to ``log`` (appended) or, without
         one, to our own stdout and stderr. With ``own_session``, a Ctrl-C in
         our terminal reaches only us, and we alone signal the child.
+        ``pass_fds`` are descriptors the child inherits.
         """
         self.argv = list(argv)
         self.log = log
@@ -94,6 +101,7 @@ class ChildProcess:
                 env=None if env is None else dict(env),
                 cwd=cwd,
                 start_new_session=own_session,
+                pass_fds=tuple(pass_fds),
             )
         finally:
             if output is not None:
@@ -454,6 +462,53 @@ def shared_zookeeper() -> ZooKeeperServer:
         atexit.register(server.close)
         _shared_zookeeper = server
     return _shared_zookeeper
+
+
+class HostileServers:
+    """
+    Hostile Redis servers (``tests/hostile.py``: flood, duplicate, hugebulk,
+    endless, unsolicited), one loopback port per listener, all served by
+    one child process. The ports listen before the child starts: it
+    inherits them, so there is nothing to wait for.
+    """
+
+    def __init__(
+        self,
+        listeners: Sequence[tuple[str, bool]],
+        tls: CertificateFiles | None = None,
+    ) -> None:
+        """
+        Start a server for each ``(mode, over_tls)`` of ``listeners``;
+        ``tls`` holds the certificate of those over TLS.
+        """
+        self.directory = Path(tempfile.mkdtemp(prefix="sentinel-hostile-"))
+        self.ports: list[int] = []
+        argv = [sys.executable, "-m", "tests.hostile"]
+        sockets = []
+        try:
+            for mode, over_tls in listeners:
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind((LOOPBACK, 0))
+                sock.listen(64)
+                self.ports.append(sock.getsockname()[1])
+                argv += ["--listen", f"{mode}:{sock.fileno()}{':tls' * over_tls}"]
+            if tls is not None:
+                argv += ["--cert", tls.server_cert_file, "--key", tls.server_key_file]
+            self.child = ChildProcess(
+                argv,
+                log=self.directory / "hostile.log",
+                env={**os.environ, "PYTHONPATH": str(_REPO)},
+                pass_fds=[sock.fileno() for sock in sockets],
+            )
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    def stop(self) -> None:
+        """Stop the child and remove its directory; safe to repeat."""
+        self.child.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class _FakeConnection(Protocol):

@@ -1,0 +1,156 @@
+"""
+Hostile Redis servers, in a process of their own, for measuring what they do
+to an agent (its RSS, its other checks) without loading the test process.
+
+    python -m tests.hostile --listen MODE:FD [--listen MODE:FD:tls ...]
+        [--cert PEM --key PEM]
+
+Each listener is a listening socket inherited from the parent (so there is
+no race with its readiness), serving one of the modes:
+
+- ``flood``: after the first command, ``+PONG\\r\\n`` as fast as the socket
+  takes it;
+- ``duplicate``: a working Redis that answers every command twice;
+- ``hugebulk``: answers the first command with ``$1000000000\\r\\n``, then
+  bytes without end;
+- ``endless``: answers the first command with bytes and never an end of line;
+- ``unsolicited``: speaks first (``+PONG\\r\\n`` on connect), then works.
+
+Every endless stream waits for the socket to drain, so the server's own
+memory stays bounded; a stream ends when the client goes. With ``:tls`` a
+listener speaks TLS with ``--cert`` and ``--key``. It runs until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+CHUNK = 64 * 1024
+INFO = b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"
+
+
+async def read_command(reader: asyncio.StreamReader) -> list[bytes] | None:
+    """One RESP command (an array of bulks, or an inline line); None at EOF."""
+    line = await reader.readline()
+    if not line:
+        return None
+    if not line.startswith(b"*"):
+        return line.split()
+    args = []
+    for _ in range(int(line[1:])):
+        header = await reader.readline()
+        data = await reader.readexactly(int(header[1:]) + 2)
+        args.append(data[:-2])
+    return args
+
+
+def reply_to(command: list[bytes]) -> bytes:
+    """What a healthy Redis master would answer."""
+    name = command[0].upper() if command else b""
+    if name == b"PING":
+        return b"+PONG\r\n"
+    if name == b"INFO":
+        return b"$%d\r\n%s\r\n" % (len(INFO), INFO)
+    if name == b"AUTH":
+        return b"+OK\r\n"
+    return b"-ERR unknown command\r\n"
+
+
+async def stream(writer: asyncio.StreamWriter, chunk: bytes) -> None:
+    """Write `chunk` again and again, as fast as the client reads."""
+    while True:
+        writer.write(chunk)
+        await writer.drain()
+
+
+async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    if await read_command(reader) is not None:
+        await stream(writer, b"+PONG\r\n" * (CHUNK // 7))
+
+
+async def duplicate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while (command := await read_command(reader)) is not None:
+        writer.write(reply_to(command) * 2)
+        await writer.drain()
+
+
+async def hugebulk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    if await read_command(reader) is not None:
+        writer.write(b"$1000000000\r\n")
+        await stream(writer, b"x" * CHUNK)
+
+
+async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    if await read_command(reader) is not None:
+        await stream(writer, b"x" * CHUNK)
+
+
+async def unsolicited(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    writer.write(b"+PONG\r\n")
+    while (command := await read_command(reader)) is not None:
+        writer.write(reply_to(command))
+        await writer.drain()
+
+
+MODES: dict[str, StreamHandler] = {
+    "flood": flood,
+    "duplicate": duplicate,
+    "hugebulk": hugebulk,
+    "endless": endless,
+    "unsolicited": unsolicited,
+}
+
+
+def serving(mode: StreamHandler) -> StreamHandler:
+    """`mode`, ending quietly when the client goes or sends nonsense."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await mode(reader, writer)
+        except (OSError, EOFError, ValueError, IndexError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    return serve
+
+
+async def main(listeners: list[tuple[str, int, bool]], tls: ssl.SSLContext | None):
+    servers = []
+    for mode, fd, secure in listeners:
+        sock = socket.socket(fileno=fd)
+        servers.append(
+            await asyncio.start_server(
+                serving(MODES[mode]), sock=sock, ssl=tls if secure else None
+            )
+        )
+    await asyncio.gather(*(server.serve_forever() for server in servers))
+
+
+def parse_listener(text: str) -> tuple[str, int, bool]:
+    """``MODE:FD`` or ``MODE:FD:tls``."""
+    mode, fd, *rest = text.split(":")
+    if mode not in MODES or rest not in ([], ["tls"]):
+        raise argparse.ArgumentTypeError(f"bad listener {text!r}")
+    return mode, int(fd), rest == ["tls"]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--listen", type=parse_listener, action="append", default=[])
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    options = parser.parse_args()
+    context = None
+    if options.cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(options.cert, options.key)
+    asyncio.run(main(options.listen, context))
