@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import txredisapi
 from twisted.internet import error as neterror
 from twisted.internet.defer import (
     CancelledError,
@@ -61,6 +60,7 @@ from sentinel.protocol import (
     ConnectionFactory,
     ProtocolError,
     RedisClientProtocol,
+    ResponseError,
     auth_command,
     describe_reply,
     parse_replication,
@@ -71,7 +71,13 @@ from sentinel.tls import TLSSetupError, client_tls, describe_tls_failure
 log = Logger()
 
 RECONNECT_INTERVAL = 1.0
+# A server that keeps breaking the protocol costs both sides a connection (and
+# a read of its flood) at most this often, and is back this soon once it
+# behaves.
 MAX_BACKOFF = 16.0
+# Long enough for misbehaviour to show: a flood or a second reply shows on
+# the first check, and one that only INFO triggers too, since an instance
+# that is not up is asked INFO on every check.
 PROBATION = 5.0
 
 # Replies to PING that Redis Sentinel counts as "alive" without being ready.
@@ -131,8 +137,8 @@ class Reconnects:
         if self.violation is not None:
             self._trusted_at = now + PROBATION
 
-    def violated(self, now: float, error: str) -> float:
-        """The server broke the protocol now; return the back-off, in seconds."""
+    def violated(self, now: float, error: str) -> None:
+        """The server broke the protocol now: back off, and distrust."""
         if self.violation is None:
             self._backoff = RECONNECT_INTERVAL
         else:
@@ -140,7 +146,6 @@ class Reconnects:
         self.violation = error
         self._trusted_at = math.inf
         self._next_attempt_at = max(self._next_attempt_at, now + self._backoff)
-        return self._backoff
 
     def distrust(self, now: float) -> str | None:
         """
@@ -445,7 +450,7 @@ class RedisProbe:
         latency_ms = (now - self._sent_at) * 1000.0
         if reply == "PONG":
             ready = True
-        elif isinstance(reply, txredisapi.ResponseError) and str(reply).startswith(
+        elif isinstance(reply, ResponseError) and str(reply).startswith(
             _ALIVE_NOT_READY
         ):
             ready = False
@@ -477,7 +482,7 @@ class RedisProbe:
         if isinstance(reply, bytes):
             replication = parse_replication(reply)
             error = None
-        elif isinstance(reply, txredisapi.ResponseError):
+        elif isinstance(reply, ResponseError):
             # PING was answered, so the instance is alive; say why the role
             # is unknown (an ACL user without INFO, say) instead of failing it.
             replication = Replication(role=None)
@@ -546,7 +551,7 @@ class RedisProbe:
             protocol.reject(error)
         else:
             error = str(reply)
-            if not isinstance(reply, txredisapi.ResponseError):
+            if not isinstance(reply, ResponseError):
                 # The connection was lost or broke the protocol. A
                 # well-formed error reply keeps it in step.
                 self._drop_if(protocol)

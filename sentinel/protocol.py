@@ -57,6 +57,10 @@ class ProtocolError(txredisapi.RedisError):  # type: ignore[misc]
     """The server broke the protocol; the message says how."""
 
 
+# An error reply (``-ERR ...``), as txredisapi hands it on.
+ResponseError: type[Exception] = txredisapi.ResponseError
+
+
 def auth_command(password: str, username: str | None) -> bytes:
     """The RESP bytes of AUTH, with an ACL user name if there is one."""
     args = ["AUTH"] + ([username] if username else []) + [password]
