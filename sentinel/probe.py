@@ -284,12 +284,13 @@ class RedisProbe:
         self._reconnects.attempted(now)
         self.stage = "connect"
         self._resolving = True
-        # Resolved before a connect slot is taken. Only this wait is
-        # cancelled when it is too long: the lookup is shared by every
-        # instance on that host, and goes on for them.
+        # Resolved before a connect slot is taken. The resolver bounds every
+        # lookup, shared by the instances on that name; a check that cannot
+        # wait that long fails at its own deadline, and the attempt goes on,
+        # so that the answer serves the next one. Cancelling the attempt
+        # (close) drops only this wait.
         attempt: Deferred[Any] = self._resolver.resolve(self.instance.host)
         self._attempt = attempt
-        attempt.addTimeout(self._connect_timeout, self._reactor)
         attempt.addCallbacks(self._resolved, self._unresolved)
         attempt.addBoth(self._attempt_done)
 
@@ -301,8 +302,6 @@ class RedisProbe:
 
     def _unresolved(self, failure: Failure) -> Failure:
         self._resolving = False
-        if failure.check(TimeoutError):
-            raise _ConnectFailed("timeout (resolve)")
         return failure
 
     def _open(self, _: object, address: str) -> Deferred[RedisClientProtocol]:

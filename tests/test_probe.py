@@ -506,8 +506,8 @@ class ResolveTests(SynchronousTestCase):
     def test_slow_resolution_fails_the_check_not_the_lookup(self) -> None:
         """
         A lookup that outlasts the check's deadline fails that check
-        (``timeout (resolve)``) and is left running for whoever shares it;
-        only the attempt's own wait ends, after the connect timeout.
+        (``timeout (resolve)``) and is not cancelled: it goes on to the
+        resolver's own bound, and its answer serves the next check.
         """
         resolver = ManualResolver()
         h = Harness(host="redis.example", resolver=resolver)
@@ -516,12 +516,23 @@ class ResolveTests(SynchronousTestCase):
         observation = self.successResultOf(d)
         assert observation is not None
         self.assertEqual(observation.error, "timeout (resolve)")
+        h.reactor.advance(1.5)
         self.assertEqual(resolver.cancelled, [])
-        h.reactor.advance(1.0)
+        d = h.check()
+        self.assertEqual(len(resolver.lookups), 1)
+        resolver.lookups[0][1].callback("10.0.0.7")
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+
+    def test_close_cancels_only_its_wait(self) -> None:
+        """Closing the probe while it resolves cancels its own wait."""
+        resolver = ManualResolver()
+        h = Harness(host="redis.example", resolver=resolver)
+        h.check()
+        h.probe.close()
         self.assertEqual(resolver.cancelled, ["redis.example"])
-        self.assertEqual(h.probe._last_error, "timeout (resolve)")
         self.assertEqual(h.slots.tokens, 10)
-        self.assertEqual(h.reactor.tcpClients, [])
 
 
 class ViolationTests(SynchronousTestCase):
