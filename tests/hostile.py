@@ -64,9 +64,13 @@ def reply_to(command: list[bytes]) -> bytes:
 
 async def stream(writer: asyncio.StreamWriter, chunk: bytes) -> None:
     """Write `chunk` again and again, as fast as the client reads."""
-    while True:
+    while not writer.is_closing():
         writer.write(chunk)
         await writer.drain()
+        # Over TLS, once the socket is gone, drain() returns at once and the
+        # loss is only reported from the event loop: yield to it, or this
+        # loop spins and starves every other connection.
+        await asyncio.sleep(0)
 
 
 async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

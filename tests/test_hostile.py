@@ -33,8 +33,10 @@ from tests.test_twistd import TWISTD, environment
 
 reactor: Any = _reactor
 
-INTERVAL = 0.2
-TIMEOUT = 0.1
+INTERVAL = 0.25
+# Longer than the other twistd tests' 0.1 s: the first check connects to a
+# Python server that shares a loaded machine.
+TIMEOUT = 0.25
 FALL = 3
 # Scheduling slack on top of the fall bound, for a loaded machine.
 SLACK = 0.5
@@ -117,7 +119,10 @@ class HostileServerTests(TestCase):
         write_config(tables[:1])
         agent, base = self.start_agent(config)
         first_checked: dict[str, float] = {}
+        # When each hostile instance was first seen down with its error.
+        convicted: dict[str, float] = {}
         latest: dict[str, dict[str, Any]] = {}
+        expected = {name: error for name, _, _, error in HOSTILE}
 
         async def poll() -> None:
             if not agent.running:
@@ -134,11 +139,16 @@ class HostileServerTests(TestCase):
                     first_checked[name] = (
                         instance["checked_at"] - (instance["checks"] - 1) * INTERVAL
                     )
+                if (
+                    name in expected
+                    and name not in convicted
+                    and instance["status"] == "down"
+                    and instance["error"].startswith(expected[name])
+                ):
+                    convicted[name] = reactor.seconds()
 
         def settled() -> bool:
-            return len(latest) == len(tables) and all(
-                latest[name]["status"] == "down" for name, *_ in HOSTILE
-            )
+            return len(latest) == len(tables) and convicted.keys() == expected.keys()
 
         started = reactor.seconds()
         while latest.get("healthy", {}).get("status") != "up":
@@ -151,14 +161,13 @@ class HostileServerTests(TestCase):
         started = reactor.seconds()
         while not settled():
             if reactor.seconds() - started > 10.0:
-                self.fail(f"not every hostile instance down: {latest}")
+                self.fail(f"not every hostile instance down, saying why: {latest}")
             await poll()
             await pause(reactor, 0.05)
         bound = INTERVAL * FALL + TIMEOUT + SLACK
-        for name, _, _, error in HOSTILE:
-            took = latest[name]["since"] - first_checked[name]
+        for name in expected:
+            took = convicted[name] - first_checked[name]
             self.assertLessEqual(took, bound, f"{name}: {latest[name]}")
-            self.assertTrue(latest[name]["error"].startswith(error), latest[name])
 
         process = psutil.Process(agent.pid)
         before = await self.get_json(f"{base}/debug/stats")
@@ -170,7 +179,7 @@ class HostileServerTests(TestCase):
             nonlocal rss_most
             rss_most = max(rss_most, process.memory_info().rss)
             await poll()
-            for name, *_ in HOSTILE:
+            for name in expected:
                 self.assertEqual(latest[name]["status"], "down", latest[name])
             return False
 
