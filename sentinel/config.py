@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import attr
 from cryptography import x509
 
 from sentinel import checks
+from sentinel.certificates import (
+    CertificateProblem,
+    ClientCertificate,
+    client_certificate,
+    parse_certificates,
+    parse_private_key,
+)
 from sentinel.checks import ConfigError, error, invalid, parse_redis_address, show
 from sentinel.files import (
     MAX_CA_BYTES,
@@ -36,6 +44,7 @@ from sentinel.settings import (
 )
 
 __all__ = [
+    "ClientCertificate",
     "Config",
     "ConfigError",
     "DNSConfig",
@@ -43,6 +52,7 @@ __all__ = [
     "RedisInstance",
     "ZooKeeperConfig",
     "load_config",
+    "load_zookeeper_config",
     "parse_redis_address",
 ]
 
@@ -78,6 +88,11 @@ class RedisInstance:
     # Parsed from ca_file at load time, so that making a probe reads no
     # file; a new bundle makes the instance a changed one on reload.
     ca_certificates: tuple[x509.Certificate, ...] = attr.field(default=(), repr=False)
+    cert_file: str | None = _redis_default("cert_file")
+    key_file: str | None = _redis_default("key_file")
+    # Read from cert_file and key_file at load time, likewise; the key is
+    # never logged or shown.
+    client_certificate: ClientCertificate | None = attr.field(default=None, repr=False)
 
 
 @attr.frozen
@@ -138,12 +153,41 @@ def load_config(
     """
     Read the TOML file at C{path} (if any), lay the command-line C{overrides}
     (keyed like L{OPTION_NAMES}, only the options given) over it, validate,
-    and read the secret and CA files it names, all through C{reader} (a
-    fresh L{FileReader} if L{None}). This blocks for up to a read deadline
-    per file: never call it on the reactor thread.
+    and read the secret, CA and client certificate files it names, all
+    through C{reader} (a fresh L{FileReader} if L{None}). This blocks for up
+    to a read deadline per file: never call it on the reactor thread.
 
     @raise ConfigError: with one line naming the bad field and value.
     """
+    with _loading(path, overrides, reader) as (settings, base, files):
+        return _config(settings, base, files, default_agent_id)
+
+
+def load_zookeeper_config(
+    path: str | None,
+    overrides: Mapping[str, object],
+    reader: FileReader | None = None,
+) -> ZooKeeperConfig | None:
+    """
+    What a reader of the agents' ZooKeeper nodes needs (``sentinel-status``):
+    the C{[zookeeper]} table of the file at C{path} (if any) with the
+    command-line C{overrides} over it, validated and with its C{auth_file}
+    read as L{load_config} does; L{None} without ZooKeeper hosts. The rest
+    of the file must parse and hold only known keys, but is not checked
+    further, and the files it names are not read: a reader may not be
+    allowed to read the agent's Redis secrets.
+
+    @raise ConfigError: with one line naming the bad field and value.
+    """
+    with _loading(path, overrides, reader) as (settings, base, files):
+        return _zookeeper(settings, base, files)
+
+
+@contextmanager
+def _loading(
+    path: str | None, overrides: Mapping[str, object], reader: FileReader | None
+) -> Iterator[tuple[dict[str, _Given], str, _Files]]:
+    """The file's settings with the overrides over them, its directory, its files."""
     unknown = sorted(set(overrides) - set(OPTION_NAMES))
     if unknown:
         raise ValueError(f"not an override key: {unknown[0]!r}")
@@ -156,7 +200,7 @@ def load_config(
             base = os.path.dirname(os.path.abspath(path))
         for key, value in overrides.items():
             settings[key] = _Given(OPTION_NAMES[key], value)
-        return _config(settings, base, files, default_agent_id)
+        yield settings, base, files
 
 
 def _config(
@@ -197,6 +241,7 @@ class _Files:
         self._read = read
         self._contents: dict[tuple[str, int], bytes] = {}
         self._certificates: dict[str, tuple[x509.Certificate, ...]] = {}
+        self._client_certificates: dict[tuple[str, str], ClientCertificate] = {}
 
     def content(self, path: str, limit: int) -> bytes:
         """
@@ -239,11 +284,31 @@ class _Files:
         if path not in self._certificates:
             data = self._labelled(label, path, MAX_CA_BYTES)
             try:
-                loaded = x509.load_pem_x509_certificates(data)
-            except ValueError:
-                raise error(f"{label}: {path} holds no valid PEM certificate") from None
-            self._certificates[path] = tuple(loaded)
+                self._certificates[path] = parse_certificates(data)
+            except CertificateProblem as e:
+                raise error(f"{label}: {path} {e}") from None
         return self._certificates[path]
+
+    def client_certificate(
+        self, label: str, cert_file: str, key_file: str
+    ) -> ClientCertificate:
+        """
+        The client certificate of `cert_file` (then its chain) with the
+        private key of `key_file` (they may be one file); `label` is the
+        instance's. Errors never show the key.
+        """
+        key = (cert_file, key_file)
+        if key not in self._client_certificates:
+            chain = self.certificates(f"{label}.cert_file", cert_file)
+            key_label = f"{label}.key_file"
+            data = self._labelled(key_label, key_file, MAX_SECRET_BYTES)
+            try:
+                private_key = parse_private_key(data)
+                loaded = client_certificate(chain, private_key, cert_file)
+            except CertificateProblem as e:
+                raise error(f"{key_label}: {key_file} {e}") from None
+            self._client_certificates[key] = loaded
+        return self._client_certificates[key]
 
 
 def _read_toml(path: str, files: _Files) -> Mapping[str, object]:
@@ -375,22 +440,30 @@ def _file_instance(
         given["name"] = checks.znode_name(
             f"{label}.name (HOST:PORT)", _default_name(given["host"], given["port"])
         )
-    for key in ("ca_file", "server_name"):
+    for key in ("ca_file", "server_name", "cert_file", "key_file"):
         if key in table and not given.get("tls"):
             raise invalid(f"{label}.{key}", table[key], "is given but tls is not true")
+    for key, other in (("cert_file", "key_file"), ("key_file", "cert_file")):
+        if key in table and other not in table:
+            raise invalid(f"{label}.{key}", table[key], f"is given without {other}")
     if "username" in table and "password_file" not in table:
         raise invalid(
             f"{label}.username", table["username"], "is given without password_file"
         )
     # Relative to the config file, so a reload finds the same file whatever
     # the working directory is by then.
+    for key in ("ca_file", "cert_file", "key_file", "password_file"):
+        if key in given:
+            given[key] = os.path.join(base, given[key])
     if "ca_file" in given:
-        given["ca_file"] = os.path.join(base, given["ca_file"])
         given["ca_certificates"] = files.certificates(
             f"{label}.ca_file", given["ca_file"]
         )
+    if "cert_file" in given:
+        given["client_certificate"] = files.client_certificate(
+            label, given["cert_file"], given["key_file"]
+        )
     if "password_file" in given:
-        given["password_file"] = os.path.join(base, given["password_file"])
         given["password"] = files.secret(
             f"{label}.password_file", given["password_file"]
         )

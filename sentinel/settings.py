@@ -194,6 +194,17 @@ REDIS_SETTINGS: tuple[Setting, ...] = (
         checks.string,
         default_help="host",
     ),
+    Setting(
+        "cert_file",
+        "PEM file of the client certificate (then its CAs) to show the server; "
+        "needs tls and key_file.",
+        checks.file_name,
+    ),
+    Setting(
+        "key_file",
+        "PEM file of cert_file's private key, unencrypted; may be cert_file.",
+        checks.file_name,
+    ),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}

@@ -32,7 +32,7 @@ from sentinel.files import (
     size_text,
 )
 from sentinel.settings import OPTION_NAMES, REDIS_SETTINGS, SETTINGS, setting
-from tests.certs import ca_certificate_pem
+from tests.certs import ca_certificate_pem, client_certificate_pem
 
 SECRET = "hunter2-secret"
 
@@ -783,6 +783,26 @@ class FileKindTests(ConfigTestCase):
             '[[redis]]\nhost = "h"\nport = 1\ntls = true\nca_file = "{path}"\n',
         )
 
+    def test_cert_file(self) -> None:
+        """cert_file: the same kinds, with a CA bundle's limit (it holds a chain)."""
+        self.assertAllRefused(
+            MAX_CA_BYTES,
+            "redis[0].cert_file: cannot read {path}: {reason}",
+            '[[redis]]\nhost = "h"\nport = 1\ntls = true\ncert_file = "{path}"\n'
+            'key_file = "k"\n',
+        )
+
+    def test_key_file(self) -> None:
+        """key_file: the same kinds, with a secret's limit."""
+        pem, _ = client_certificate_pem()
+        self.write("client.pem", pem)
+        self.assertAllRefused(
+            MAX_SECRET_BYTES,
+            "redis[0].key_file: cannot read {path}: {reason}",
+            '[[redis]]\nhost = "h"\nport = 1\ntls = true\n'
+            'cert_file = "client.pem"\nkey_file = "{path}"\n',
+        )
+
     def test_config_file(self) -> None:
         """The config file itself: the same kinds, with a limit of 16 MiB."""
         for path, reason in self.refused(MAX_CONFIG_BYTES):
@@ -973,7 +993,7 @@ class SettingsTableTests(SynchronousTestCase):
             [s.key for s in REDIS_SETTINGS],
             [
                 "name", "host", "port", "password_file", "username", "tls",
-                "ca_file", "server_name",
+                "ca_file", "server_name", "cert_file", "key_file",
             ],
         )  # fmt: skip
 

@@ -1,0 +1,140 @@
+"""
+PEM certificates and private keys, parsed and checked when the
+configuration is loaded, so that making a probe (on the reactor thread)
+reads and parses nothing, and a file that cannot work is one line at load
+rather than a failed check later.
+
+A client certificate is checked as far as the agent alone can judge: the
+file holds certificates, the key is a key, unencrypted, and belongs to the
+first certificate. Whether the server accepts it (signed by a CA it
+trusts, not expired) is for the server to say, at each connection: an
+expired certificate is not refused here, so that a restart on the day it
+expires does not stop the checks of every other instance.
+
+Messages name the problem, never what a file holds.
+"""
+
+from __future__ import annotations
+
+import attr
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+# The kinds of private key OpenSSL can sign a TLS handshake with (as
+# pyOpenSSL takes them).
+TLSKey = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+    | dsa.DSAPrivateKey
+)
+_TLS_KEY_TYPES = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    dsa.DSAPrivateKey,
+)
+
+
+class CertificateProblem(Exception):
+    """A PEM file that cannot be used; the message says why, after its path."""
+
+
+@attr.frozen
+class ClientCertificate:
+    """
+    A TLS client certificate: the certificate, then the CA certificates
+    that complete its chain, and its private key. Two are equal when their
+    certificates and keys are, so a reload that changes either file makes
+    the instance a changed one.
+    """
+
+    chain: tuple[x509.Certificate, ...]
+    # PKCS#8 DER, unencrypted; never shown.
+    key: bytes = attr.field(repr=False)
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The client's own certificate (the first of the chain)."""
+        return self.chain[0]
+
+    def private_key(self) -> TLSKey:
+        """The private key, parsed."""
+        key = serialization.load_der_private_key(self.key, password=None)
+        assert isinstance(key, _TLS_KEY_TYPES)  # Checked by parse_private_key.
+        return key
+
+
+def parse_certificates(data: bytes) -> tuple[x509.Certificate, ...]:
+    """
+    Every certificate in the PEM text `data`, in order (other PEM blocks,
+    such as a private key kept in the same file, are skipped).
+
+    @raise CertificateProblem: if it holds no valid PEM certificate.
+    """
+    try:
+        return tuple(x509.load_pem_x509_certificates(data))
+    except ValueError:
+        raise CertificateProblem("holds no valid PEM certificate") from None
+
+
+def parse_private_key(data: bytes) -> TLSKey:
+    """
+    The private key in the PEM text `data` (the first, if several).
+
+    @raise CertificateProblem: if it holds none, an encrypted one (the
+        agent runs unattended and cannot ask for a passphrase), or one TLS
+        cannot sign with.
+    """
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        # cryptography's way of saying a passphrase is needed.
+        raise CertificateProblem(
+            "holds an encrypted private key; sentinel needs it unencrypted "
+            "(openssl pkey -in FILE -out NEWFILE), readable by sentinel alone"
+        ) from None
+    except Exception:
+        # Not a key, or one of a kind cryptography does not know; its
+        # message might quote the file.
+        raise CertificateProblem("holds no valid PEM private key") from None
+    if not isinstance(key, _TLS_KEY_TYPES):
+        kind = type(key).__name__.removesuffix("PrivateKey") or "unknown"
+        raise CertificateProblem(
+            f"holds a key of type {kind}, which cannot sign a TLS handshake"
+        )
+    return key
+
+
+def _public(key: TLSKey | x509.Certificate) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def client_certificate(
+    chain: tuple[x509.Certificate, ...], key: TLSKey, cert_file: str
+) -> ClientCertificate:
+    """
+    The certificate `chain` (from `cert_file`) with its private `key`.
+
+    @raise CertificateProblem: (about the key) if `key` does not belong to
+        the first certificate of `chain`.
+    """
+    public = _public(key)
+    if _public(chain[0]) != public:
+        if any(_public(cert) == public for cert in chain[1:]):
+            raise CertificateProblem(
+                f"does not match the first certificate in {cert_file} (the "
+                "client's own certificate comes first, then the CAs that signed it)"
+            )
+        raise CertificateProblem(f"does not match the certificate in {cert_file}")
+    der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return ClientCertificate(chain=chain, key=der)
