@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sentinel.observation import Replication
+from sentinel.tls import describe_tls_loss
 
 PING = b"*1\r\n$4\r\nPING\r\n"
 INFO_REPLICATION = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n"
@@ -371,6 +372,9 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
             self._securing = None
             securing.errback(why)
         self.factory.on_lost(self)
+        # A server that refuses our client certificate says so in an alert
+        # after the handshake (TLS 1.3): what waits fails with its reason.
+        error = describe_tls_loss(why) or "connection lost"
         while self.replyQueue.waiting:
-            self.replyReceived(txredisapi.ConnectionError("connection lost"))
+            self.replyReceived(txredisapi.ConnectionError(error))
         super().connectionLost(why)

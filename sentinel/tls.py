@@ -1,6 +1,7 @@
 """
 TLS to Redis: the verifying client options of one instance, built once per
-probe, and short error texts for handshakes that fail.
+probe, with its client certificate if it has one, and short error texts for
+handshakes that fail.
 
 The certificate is always verified, against the instance's ``ca_file`` or
 else the platform's trusted CAs, and must name ``server_name`` (by default
@@ -8,19 +9,28 @@ the instance's host). ``optionsForClientTLS`` is what verifies: passing
 ``True`` for TLS, as txredisapi allows, does not (DESIGN.md section 4).
 
 Probes are made on the reactor thread, so nothing here reads a file: the
-``ca_file`` was read and parsed when the configuration was loaded, and its
-trust root is built once per bundle, not once per instance (thousands of
-instances commonly share one bundle).
+``ca_file``, ``cert_file`` and ``key_file`` were read and parsed when the
+configuration was loaded (`sentinel.certificates`), and a trust root or a
+client certificate is converted once per bundle or certificate, not once
+per instance (thousands of instances commonly share them).
+
+Whether the server accepts the client certificate is the server's verdict.
+With TLS 1.3 the client has finished its handshake before the server has
+judged its certificate, so a refusal arrives as an alert on the first read
+after the handshake: `describe_tls_failure` reads that alert as well as a
+failed handshake, and says which side refused what.
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
+from OpenSSL.crypto import X509, PKey
 from service_identity import VerificationError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
@@ -31,6 +41,7 @@ from twisted.internet.ssl import (
 )
 from twisted.python.failure import Failure
 
+from sentinel.certificates import ClientCertificate
 from sentinel.config import RedisInstance
 
 if TYPE_CHECKING:
@@ -55,15 +66,26 @@ def _trust_root(certificates: tuple[x509.Certificate, ...]) -> IOpenSSLTrustRoot
     return trust
 
 
+@lru_cache(maxsize=32)
+def _client_certificate_options(certificate: ClientCertificate) -> dict[str, Any]:
+    leaf, *chain = certificate.chain
+    return {
+        "certificate": X509.from_cryptography(leaf),
+        "privateKey": PKey.from_cryptography_key(certificate.private_key()),
+        "extraCertChain": [X509.from_cryptography(c) for c in chain],
+    }
+
+
 def client_tls(instance: RedisInstance) -> IOpenSSLClientConnectionCreator:
     """
     The TLS options for connecting to C{instance}: verify its certificate
     against the certificates loaded from its C{ca_file}, or the platform's
-    trusted CAs.
+    trusted CAs, and show the server its client certificate, if it has one.
 
-    @raise TLSSetupError: if the CA file's certificates were not loaded
-        (an instance not made by L{sentinel.config.load_config}) or the
-        server name is not a valid host name.
+    @raise TLSSetupError: if the CA file's certificates or the client
+        certificate were not loaded (an instance not made by
+        L{sentinel.config.load_config}) or the server name is not a valid
+        host name.
     """
     if instance.ca_file is not None:
         if not instance.ca_certificates:
@@ -73,14 +95,78 @@ def client_tls(instance: RedisInstance) -> IOpenSSLClientConnectionCreator:
         trust = _trust_root(instance.ca_certificates)
     else:
         trust = platformTrust()
+    # A fresh dict: optionsForClientTLS may add to it.
+    options: dict[str, Any] = {}
+    if instance.cert_file is not None:
+        if instance.client_certificate is None:
+            raise TLSSetupError(
+                f"TLS: cert_file {instance.cert_file} was not loaded with the "
+                "configuration"
+            )
+        options.update(_client_certificate_options(instance.client_certificate))
     name = server_name(instance)
     try:
-        return optionsForClientTLS(name, trustRoot=trust)
+        return optionsForClientTLS(
+            name, trustRoot=trust, extraCertificateOptions=options
+        )
     except ValueError:
         # idna's errors are ValueErrors too.
         raise TLSSetupError(
             f"TLS: server name {name!r} is not a valid host name"
         ) from None
+
+
+# OpenSSL names an alert from the peer "<version> alert <description>".
+_ALERT = re.compile(r"(?:sslv3|tls|tlsv1|tlsv1[0-9]) alert (.+)")
+
+# Alerts by which a server refuses the client's certificate (RFC 8446
+# section 6.2), with a word for the two most common causes.
+_CERTIFICATE_ALERTS = {
+    "unknown ca": "unknown ca (not signed by a CA the server trusts)",
+    "certificate expired": "certificate expired (or not yet valid)",
+    "bad certificate": "bad certificate",
+    "unsupported certificate": "unsupported certificate",
+    "certificate revoked": "certificate revoked",
+    "certificate unknown": "certificate unknown",
+    "access denied": "access denied",
+}
+
+
+def _openssl_reason(failure: Failure) -> str:
+    # OpenSSL's error queue: (library, function, reason) triples, most
+    # relevant last; the reason alone reads best.
+    args = failure.value.args if failure.value is not None else ()
+    errors = args[0] if args else None
+    reason = ""
+    if isinstance(errors, list) and errors and isinstance(errors[-1], tuple):
+        reason = str(errors[-1][-1])
+    return reason or failure.getErrorMessage()
+
+
+def _describe_alert(reason: str) -> str | None:
+    match = _ALERT.fullmatch(reason)
+    if match is None:
+        return None
+    alert = match.group(1)
+    if alert == "certificate required":
+        return "TLS: the server requires a client certificate (cert_file, key_file)"
+    refusal = _CERTIFICATE_ALERTS.get(alert)
+    if refusal is None:
+        return None
+    return f"TLS: the server refused the client certificate: {refusal}"
+
+
+def describe_tls_loss(failure: Failure) -> str | None:
+    """
+    A short text for a TLS connection lost to an alert from the server
+    once the handshake is done (a refused client certificate, with TLS
+    1.3), or L{None} if C{failure} is not a TLS error. Cheap for any other
+    failure: every lost connection is asked.
+    """
+    if not failure.check(SSL.Error):
+        return None
+    reason = _openssl_reason(failure)
+    return _describe_alert(reason) or f"TLS: {reason or 'connection failed'}"
 
 
 def describe_tls_failure(failure: Failure, instance: RedisInstance) -> str | None:
@@ -92,14 +178,7 @@ def describe_tls_failure(failure: Failure, instance: RedisInstance) -> str | Non
         return f"TLS: certificate does not match server name {server_name(instance)!r}"
     if not failure.check(SSL.Error):
         return None
-    # OpenSSL's error queue: (library, function, reason) triples, most
-    # relevant last; the reason alone reads best.
-    args = failure.value.args if failure.value is not None else ()
-    errors = args[0] if args else None
-    reason = ""
-    if isinstance(errors, list) and errors and isinstance(errors[-1], tuple):
-        reason = str(errors[-1][-1])
-    reason = reason or failure.getErrorMessage() or "handshake failed"
+    reason = _openssl_reason(failure) or "handshake failed"
     if reason == "certificate verify failed":
         trusted = (
             f"ca_file {instance.ca_file}"
@@ -107,4 +186,11 @@ def describe_tls_failure(failure: Failure, instance: RedisInstance) -> str | Non
             else "the system's trusted CAs"
         )
         return f"TLS: certificate verify failed (checked against {trusted})"
+    described = _describe_alert(reason)
+    if described is not None:
+        return described
+    if reason.endswith("alert handshake failure") and instance.cert_file is None:
+        # What a TLS 1.2 server that requires a client certificate sends
+        # when it gets none; also what it sends when no cipher is shared.
+        return f"TLS: {reason} (no client certificate was offered: does it need one?)"
     return f"TLS: {reason}"

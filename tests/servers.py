@@ -248,8 +248,9 @@ class RedisServer(_RealServer):
     ``password`` sets ``requirepass``; ``extra_args`` are more configuration
     directives, such as ACL users
     (``["--user", "alice", "on", ">secret", "+@all", "~*"]``). With ``tls``,
-    ``port`` is a TLS port with those certificates (clients need none), and
-    there is no plain port.
+    ``port`` is a TLS port with those certificates, and there is no plain
+    port; ``tls_auth_clients`` is Redis's ``tls-auth-clients`` (``no``:
+    clients need no certificate; ``yes``: one signed by the test CA).
     """
 
     name = "redis"
@@ -261,11 +262,13 @@ class RedisServer(_RealServer):
         extra_args: Sequence[str] = (),
         port: int | None = None,
         tls: CertificateFiles | None = None,
+        tls_auth_clients: str = "no",
     ) -> None:
         super().__init__(port)
         self.password = password
         self.extra_args = list(extra_args)
         self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
 
     def start(self, timeout: float = START_TIMEOUT) -> RedisServer:
         """
@@ -281,7 +284,7 @@ class RedisServer(_RealServer):
                 "--tls-cert-file", self.tls.server_cert_file,
                 "--tls-key-file", self.tls.server_key_file,
                 "--tls-ca-cert-file", self.tls.ca_file,
-                "--tls-auth-clients", "no",
+                "--tls-auth-clients", self.tls_auth_clients,
             ]  # fmt: skip
         argv = [
             "redis-server",

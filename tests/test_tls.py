@@ -9,17 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attr
 from cryptography import x509
+from OpenSSL import SSL
 from twisted.internet.defer import DeferredSemaphore
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel import tls
+from sentinel import certificates, tls
 from sentinel.config import RedisInstance, load_config
 from sentinel.probe import RedisProbe
 from sentinel.resolve import Resolver
 from sentinel.tls import client_tls
-from tests.certs import CertificateFiles, make_certificates
+from tests.certs import CertificateFiles, client_certificate_pem, make_certificates
 from tests.servers import FakeServer, RedisServer
 from tests.test_integration import AgentTestCase, reactor
 
@@ -222,3 +226,247 @@ class SetupTests(SynchronousTestCase):
             self.check_once(instance),
             "TLS: server name 'a b' is not a valid host name",
         )
+
+
+def with_client_certificate(
+    certs: CertificateFiles,
+    name: str,
+    port: int,
+    files: tuple[str, str] | None,
+    ca_file: str | None = None,
+    **kw: str,
+) -> RedisInstance:
+    """
+    An instance verified against `ca_file` (the test CA's by default) that
+    shows the client certificate and key of `files`, loaded by load_config.
+    """
+    directory = Path(certs.ca_file).parent
+    toml = (
+        f'[[redis]]\nname = "{name}"\nhost = "127.0.0.1"\nport = {port}\n'
+        f'tls = true\nca_file = "{ca_file or certs.ca_file}"\n'
+        + "".join(f'{key} = "{value}"\n' for key, value in kw.items())
+    )
+    if files is not None:
+        toml += f'cert_file = "{files[0]}"\nkey_file = "{files[1]}"\n'
+    path = directory / f"{name}.toml"
+    path.write_text(toml)
+    [instance] = load_config(str(path), {}, "agent").instances
+    return instance
+
+
+class ClientCertificateTests(AgentTestCase):
+    """
+    The agent against a Redis that asks every client for a certificate
+    signed by the test CA (``tls-auth-clients yes``, Redis's default).
+    """
+
+    def setUp(self) -> None:
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        self.certs: CertificateFiles = make_certificates(directory)
+
+    def instance(
+        self, name: str, port: int, files: tuple[str, str] | None, **kw: Any
+    ) -> RedisInstance:
+        return with_client_certificate(self.certs, name, port, files, **kw)
+
+    def error(self, monitor: Any, name: str) -> str | None:
+        error: str | None = monitor.states[name].health.error
+        return error
+
+    async def check_all(self, protocols: str) -> Any:
+        """
+        Against a server speaking `protocols`: the right certificate (alone
+        or with its chain) is up; none, one from another CA, or an expired
+        one is down, saying what the server refused.
+        """
+        certs = self.certs
+        server = self.redis(
+            tls=certs,
+            tls_auth_clients="yes",
+            extra_args=["--tls-protocols", protocols],
+        )
+        port = server.port
+        monitor = self.start_agent(
+            [
+                self.instance(
+                    "right", port, (certs.client_cert_file, certs.client_key_file)
+                ),
+                self.instance(
+                    "chain", port, (certs.chain_cert_file, certs.chain_key_file)
+                ),
+                self.instance("none", port, None),
+                self.instance(
+                    "stranger",
+                    port,
+                    (certs.other_client_cert_file, certs.other_client_key_file),
+                ),
+                self.instance(
+                    "expired", port, (certs.expired_cert_file, certs.client_key_file)
+                ),
+            ]
+        )
+        for name in ("right", "chain"):
+            await self.wait_status(monitor, name, "up", 3.0)
+            self.assertEqual(monitor.states[name].health.replication.role, "master")
+        for name in ("none", "stranger", "expired"):
+            await self.wait_status(monitor, name, "down", 3.0)
+        refused = "TLS: the server refused the client certificate: "
+        self.assertEqual(
+            self.error(monitor, "stranger"),
+            refused + "unknown ca (not signed by a CA the server trusts)",
+        )
+        self.assertEqual(
+            self.error(monitor, "expired"),
+            refused + "certificate expired (or not yet valid)",
+        )
+        return monitor
+
+    async def test_tls13(self) -> None:
+        """
+        With TLS 1.3 the server judges the certificate after the client's
+        handshake is done: its alert is still the check's error, and no
+        certificate at all is named as such.
+        """
+        monitor = await self.check_all("TLSv1.3")
+        self.assertEqual(
+            self.error(monitor, "none"),
+            "TLS: the server requires a client certificate (cert_file, key_file)",
+        )
+
+    async def test_tls12(self) -> None:
+        """
+        With TLS 1.2 the server refuses during the handshake: the same
+        errors, except that a TLS 1.2 server says only "handshake failure"
+        to a client without a certificate.
+        """
+        monitor = await self.check_all("TLSv1.2")
+        self.assertEqual(
+            self.error(monitor, "none"),
+            "TLS: tls alert handshake failure (no client certificate was "
+            "offered: does it need one?)",
+        )
+
+    async def test_server_still_verified(self) -> None:
+        """
+        Showing a client certificate changes nothing on our side: a server
+        certificate from a CA other than ca_file's is refused.
+        """
+        certs = self.certs
+        server = self.redis(tls=certs, tls_auth_clients="yes")
+        files = (certs.client_cert_file, certs.client_key_file)
+        monitor = self.start_agent(
+            [self.instance("r", server.port, files, ca_file=certs.other_ca_file)]
+        )
+        await self.wait_status(monitor, "r", "down", 3.0)
+        self.assertEqual(
+            self.error(monitor, "r"),
+            "TLS: certificate verify failed (checked against ca_file "
+            f"{certs.other_ca_file})",
+        )
+
+    async def test_optional_client_certificate(self) -> None:
+        """
+        A server that takes a certificate but needs none (``optional``)
+        takes ours, and one without.
+        """
+        certs = self.certs
+        server = self.redis(tls=certs, tls_auth_clients="optional")
+        files = (certs.client_cert_file, certs.client_key_file)
+        monitor = self.start_agent(
+            [
+                self.instance("with", server.port, files),
+                self.instance("without", server.port, None),
+            ]
+        )
+        await self.wait_status(monitor, "with", "up", 3.0)
+        await self.wait_status(monitor, "without", "up", 3.0)
+
+
+class DescribeTests(SynchronousTestCase):
+    """OpenSSL's errors into the check's short error texts."""
+
+    def ssl_failure(self, reason: str) -> Failure:
+        return Failure(SSL.Error([("SSL routines", "", reason)]))
+
+    def test_alert_after_handshake(self) -> None:
+        """
+        A connection lost to an alert names what the server refused; any
+        other TLS error is shown as OpenSSL says it, and a failure that is
+        no TLS error is left to the caller.
+        """
+        cases = {
+            "tlsv13 alert certificate required": "TLS: the server requires a "
+            "client certificate (cert_file, key_file)",
+            "tlsv1 alert unknown ca": "TLS: the server refused the client "
+            "certificate: unknown ca (not signed by a CA the server trusts)",
+            "tls alert certificate expired": "TLS: the server refused the client "
+            "certificate: certificate expired (or not yet valid)",
+            "sslv3 alert bad certificate": "TLS: the server refused the client "
+            "certificate: bad certificate",
+            "tlsv1 alert protocol version": "TLS: tlsv1 alert protocol version",
+            "decryption failed or bad record mac": "TLS: decryption failed or "
+            "bad record mac",
+        }
+        for reason, expected in cases.items():
+            self.assertEqual(tls.describe_tls_loss(self.ssl_failure(reason)), expected)
+        self.assertIsNone(tls.describe_tls_loss(Failure(ConnectionDone())))
+
+    def test_handshake_failure_hint(self) -> None:
+        """
+        A TLS 1.2 server's bare "handshake failure" to a client that offered
+        no certificate says so; with a certificate offered, it is as it is.
+        """
+        failure = self.ssl_failure("tls alert handshake failure")
+        without = RedisInstance("r", "127.0.0.1", 1, tls=True)
+        self.assertEqual(
+            tls.describe_tls_failure(failure, without),
+            "TLS: tls alert handshake failure (no client certificate was "
+            "offered: does it need one?)",
+        )
+        pem, key = client_certificate_pem()
+        loaded = certificates.client_certificate(
+            certificates.parse_certificates(pem.encode()),
+            certificates.parse_private_key(key.encode()),
+            "client.pem",
+        )
+        offered = attr.evolve(
+            without,
+            cert_file="client.pem",
+            key_file="client.key",
+            client_certificate=loaded,
+        )
+        self.assertEqual(
+            tls.describe_tls_failure(failure, offered),
+            "TLS: tls alert handshake failure",
+        )
+
+    def test_client_certificate_not_loaded(self) -> None:
+        """
+        An instance naming a cert_file that was not loaded with the
+        configuration cannot make TLS options, saying so.
+        """
+        instance = RedisInstance(
+            "r", "127.0.0.1", 1, tls=True, cert_file="/c.pem", key_file="/c.key"
+        )
+        error = self.assertRaises(tls.TLSSetupError, client_tls, instance)
+        self.assertEqual(
+            str(error), "TLS: cert_file /c.pem was not loaded with the configuration"
+        )
+
+    def test_client_certificate_converted_once(self) -> None:
+        """
+        Instances sharing a client certificate share its conversion for
+        OpenSSL: thousands of probes parse the key once.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        certs = make_certificates(directory)
+        files = (certs.client_cert_file, certs.client_key_file)
+        first = with_client_certificate(certs, "a", 1, files)
+        second = with_client_certificate(certs, "b", 2, files)
+        self.assertIsNot(first.client_certificate, second.client_certificate)
+        tls._client_certificate_options.cache_clear()
+        client_tls(first)
+        client_tls(second)
+        self.assertEqual(tls._client_certificate_options.cache_info().misses, 1)
