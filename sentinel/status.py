@@ -1,12 +1,28 @@
 """
-A reader for humans: what ZooKeeper says about every instance.
+A reader for humans and for monitoring checks: what ZooKeeper says about
+every instance, and an exit status that sums it up.
 
-    python -m sentinel.status --zookeeper HOSTS [--zk-root PATH] [--json]
+    sentinel-status [--config PATH] [--zookeeper HOSTS] [--zk-root PATH]
+                    [--refresh S] [--timeout S] [--json] [NAME ...]
 
-One row per instance node, flagging rows whose ``checked_at`` is older than
-three refresh periods: an agent that stopped refreshing is visible here
-before anyone trusts its data. This is a command-line tool, not part of the
-agent: it uses kazoo's blocking API.
+One row per instance node (or per NAME given), flagging rows whose
+``checked_at`` is older than three refresh periods: an agent that stopped
+refreshing is visible here before anyone trusts its data. The exit status
+is what a Nagios or cron check needs:
+
+- 0 (`OK`): every row shown is up;
+- 1 (`DOWN`): some row is not up (down, or not decided yet);
+- 2 (`UNKNOWN`): ZooKeeper cannot be read within ``--timeout``, a row is
+  stale or unreadable, a NAME has no node, there is no instance node at
+  all (a wrong root, or no agent publishing), or the arguments or the
+  config are invalid (one line on standard error, as the agent says it).
+
+With ``--config`` (the agent's own file) the ZooKeeper hosts, root, refresh
+and auth come from its ``[zookeeper]`` table; options given override it.
+
+This is a command-line tool, not part of the agent: it uses kazoo's
+blocking API, every wait bounded by the one ``--timeout`` deadline, and
+closing the client is given at most `CLOSE_TIMEOUT` more.
 """
 
 from __future__ import annotations
@@ -15,40 +31,89 @@ import argparse
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+import attr
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
+from sentinel import checks
+from sentinel.checks import ConfigError
+from sentinel.config import ZooKeeperConfig, load_zookeeper_config
 from sentinel.settings import setting
 
+PROG = "sentinel-status"
 COLUMNS = ("name", "status", "ready", "role", "latency", "since", "agent", "age")
 
+OK = 0
+DOWN = 1
+UNKNOWN = 2
 
-def read_instances(client: Any, root: str) -> list[dict[str, Any]]:
-    """Every instance document under `root`, sorted by name."""
+DEFAULT_TIMEOUT = 5.0
+# Seconds closing the client may add: kazoo's stop() waits up to the
+# session timeout (at least 10 s) for a server that does not answer.
+CLOSE_TIMEOUT = 1.0
+# Names listed in the one-line summary before "and N more".
+SUMMARY_NAMES = 5
+
+
+class Unreadable(Exception):
+    """ZooKeeper could not be read; the message says why, on one line."""
+
+
+def _wait(result: Any, deadline: float) -> Any:
+    """The value of kazoo's async `result`, waiting until `deadline` at most."""
+    return result.get(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def read_instances(
+    client: Any, root: str, deadline: float, names: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """
+    Every instance document under `root` (or those of `names`), sorted by
+    name; a name without a node gets a row saying so (``missing``). All
+    reads are sent at once and waited for until `deadline` (monotonic).
+
+    @raise Unreadable: if ZooKeeper does not answer by `deadline` or fails.
+    """
     path = f"{root}/instances"
     try:
-        names = client.get_children(path)
-    except NoNodeError:
-        return []
-    documents = []
-    for name in sorted(names):
-        try:
-            data, _ = client.get(f"{path}/{name}")
-        except NoNodeError:
-            continue
-        try:
-            document = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            document = {"name": name, "error": "unreadable node data"}
-        if not isinstance(document, dict):
-            document = {"name": name, "error": "unreadable node data"}
-        documents.append(document)
+        if names:
+            wanted = sorted(set(names))
+        else:
+            try:
+                wanted = sorted(_wait(client.get_children_async(path), deadline))
+            except NoNodeError:
+                return []
+        reads = [(name, client.get_async(f"{path}/{name}")) for name in wanted]
+        documents = []
+        for name, result in reads:
+            try:
+                data, _ = _wait(result, deadline)
+            except NoNodeError:
+                if names:
+                    documents.append({"name": name, "missing": True})
+                continue
+            documents.append(_document(name, data))
+    except KazooTimeoutError:
+        raise Unreadable("no answer from ZooKeeper in time") from None
+    except KazooException as e:
+        raise Unreadable(f"reading {path}: {_reason(e)}") from None
     return documents
+
+
+def _document(name: str, data: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        document = None
+    if not isinstance(document, dict):
+        return {"name": name, "error": "unreadable node data"}
+    return document
 
 
 def annotate(
@@ -59,9 +124,36 @@ def annotate(
     for document in documents:
         checked_at = document.get("checked_at")
         age = now - checked_at if isinstance(checked_at, int | float) else None
-        stale = age is None or age > 3 * refresh
+        # A name without a node has no age: it is missing, not stale.
+        stale = not document.get("missing") and (age is None or age > 3 * refresh)
         rows.append({**document, "age_seconds": age, "stale": stale})
     return rows
+
+
+def _names(rows: list[dict[str, Any]]) -> str:
+    names = [str(row.get("name", "?")) for row in rows]
+    shown = ", ".join(names[:SUMMARY_NAMES])
+    more = len(names) - SUMMARY_NAMES
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def verdict(rows: list[dict[str, Any]], root: str) -> tuple[int, str | None]:
+    """
+    The exit status for `rows` (see the module docstring), and why it is
+    not `OK`, in one line.
+    """
+    if not rows:
+        return UNKNOWN, f"no instances under {root}/instances"
+    missing = [row for row in rows if row.get("missing")]
+    if missing:
+        return UNKNOWN, f"no node for {_names(missing)}"
+    stale = [row for row in rows if row["stale"]]
+    if stale:
+        return UNKNOWN, f"stale or unreadable: {_names(stale)}"
+    down = [row for row in rows if row.get("status") != "up"]
+    if down:
+        return DOWN, f"not up: {_names(down)}"
+    return OK, None
 
 
 def _ago(seconds: float | None) -> str:
@@ -80,13 +172,14 @@ def format_table(rows: list[dict[str, Any]], now: float) -> str:
     for row in rows:
         latency = row.get("latency_ms")
         since = row.get("since")
+        status = "missing" if row.get("missing") else row.get("status") or "unknown"
         lines.append(
             (
                 str(row.get("name", "?")),
-                str(row.get("status") or "unknown"),
+                str(status),
                 "yes" if row.get("ready") else "no",
                 str(row.get("role") or "-"),
-                "-" if latency is None else f"{latency:.2f}ms",
+                f"{latency:.2f}ms" if isinstance(latency, int | float) else "-",
                 _ago(now - since if isinstance(since, int | float) else None),
                 str(row.get("agent") or "-"),
                 _ago(row.get("age_seconds")) + (" STALE" if row["stale"] else ""),
@@ -101,62 +194,156 @@ def format_table(rows: list[dict[str, Any]], now: float) -> str:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2 (`UNKNOWN`)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SystemExit(_fail(message))
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: {' '.join(message.splitlines())}", file=sys.stderr)
+    return UNKNOWN
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command's arguments; defaults are the agent's (`sentinel.config`)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m sentinel.status",
-        description="Show what ZooKeeper says about every Redis instance.",
+    """The command's arguments; defaults are the agent's (`sentinel.settings`)."""
+    parser = _Parser(
+        prog=PROG,
+        # A script's options are spelled out: --zk must not mean --zk-root.
+        allow_abbrev=False,
+        description="Show what ZooKeeper says about every Redis instance. "
+        "Exit status: 0 all shown up, 1 some down, 2 ZooKeeper unreadable, "
+        "data stale or missing, or invalid arguments.",
     )
-    parser.add_argument("--zookeeper", required=True, metavar="HOSTS")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="the agent's TOML file: ZooKeeper hosts, root, refresh and auth "
+        "from its [zookeeper] table; options given here override it",
+    )
+    parser.add_argument(
+        "--zookeeper", metavar="HOSTS", help="ZooKeeper hosts h1:2181,h2:2181[/chroot]"
+    )
     parser.add_argument(
         "--zk-root",
-        default=setting("zookeeper.root").default,
         metavar="PATH",
-        help="the agents' zookeeper.root (default: %(default)s)",
+        help=f"the agents' zookeeper.root "
+        f"(default: {setting('zookeeper.root').default})",
     )
     parser.add_argument(
         "--refresh",
         type=float,
-        default=setting("zookeeper.refresh").default,
         metavar="S",
         help="the agents' zookeeper.refresh; rows older than 3x are stale "
-        "(default: %(default)s)",
+        f"(default: {setting('zookeeper.refresh').default})",
     )
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help="seconds to connect and read, in all (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help="show only these instances"
+    )
     return parser
 
 
+def zookeeper_settings(args: argparse.Namespace) -> ZooKeeperConfig:
+    """
+    Where and how to read: the ``--config`` file's ``[zookeeper]`` table,
+    with the options given over it.
+
+    @raise ConfigError: one line naming the bad field and value.
+    """
+    overrides: dict[str, object] = {}
+    if args.zookeeper is not None:
+        overrides["zookeeper.hosts"] = args.zookeeper
+    if args.zk_root is not None:
+        overrides["zookeeper.root"] = args.zk_root
+    zookeeper = load_zookeeper_config(args.config, overrides)
+    if zookeeper is None:
+        where = (
+            "--zookeeper is required"
+            if args.config is None
+            else f"config file {args.config} has no zookeeper.hosts; give --zookeeper"
+        )
+        raise ConfigError(f"no ZooKeeper hosts: {where}")
+    if args.refresh is not None:
+        refresh = checks.positive("--refresh", args.refresh)
+        zookeeper = attr.evolve(zookeeper, refresh=refresh)
+    return zookeeper
+
+
+def _reason(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _close(client: KazooClient) -> None:
+    """Stop and close `client`, waiting `CLOSE_TIMEOUT` at most."""
+
+    def close() -> None:
+        try:
+            client.stop()
+            client.close()
+        except Exception:
+            pass  # Closing is best effort: the process ends anyway.
+
+    closing = threading.Thread(target=close, name="sentinel-status-close", daemon=True)
+    closing.start()
+    closing.join(CLOSE_TIMEOUT)
+
+
+def fetch(
+    zookeeper: ZooKeeperConfig, timeout: float, names: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """
+    The instance documents (see `read_instances`), connecting and reading
+    within `timeout` seconds in all.
+
+    @raise Unreadable: if ZooKeeper cannot be reached or read in time.
+    """
+    deadline = time.monotonic() + timeout
+    auth = [] if zookeeper.auth is None else [("digest", zookeeper.auth)]
+    client = KazooClient(hosts=zookeeper.hosts, timeout=timeout, auth_data=auth)
+    try:
+        # Not client.start(): on a timeout it stops the client itself, which
+        # waits for a server that does not answer for 10 s or more.
+        client.start_async().wait(timeout)
+        if not client.connected:
+            raise Unreadable(f"cannot reach {zookeeper.hosts} within {timeout:g} s")
+        return read_instances(client, zookeeper.root.rstrip("/"), deadline, names)
+    finally:
+        _close(client)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    """Run the command; returns the exit status (see the module docstring)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else UNKNOWN
     # kazoo logs every failed connection attempt; one line of ours says it.
     logging.getLogger("kazoo").setLevel(logging.CRITICAL)
-
-    client = KazooClient(hosts=args.zookeeper, timeout=args.timeout)
     try:
-        client.start(timeout=args.timeout)
-    except (KazooTimeoutError, KazooException, ValueError) as e:
-        reason = str(e) or type(e).__name__
-        print(
-            f"sentinel.status: cannot reach {args.zookeeper}: {reason}", file=sys.stderr
-        )
-        client.close()
-        return 1
-    try:
-        documents = read_instances(client, args.zk_root.rstrip("/"))
-    finally:
-        client.stop()
-        client.close()
+        timeout = checks.positive("--timeout", args.timeout)
+        zookeeper = zookeeper_settings(args)
+        documents = fetch(zookeeper, timeout, args.names)
+    except (ConfigError, Unreadable) as e:
+        return _fail(str(e))
     now = time.time()
-    rows = annotate(documents, now, args.refresh)
+    rows = annotate(documents, now, zookeeper.refresh)
+    status, why = verdict(rows, zookeeper.root)
     if args.json:
-        print(json.dumps({"instances": rows}, indent=1))
+        print(json.dumps({"instances": rows, "status": status}, indent=1))
     elif rows:
         print(format_table(rows, now))
-    else:
-        print(f"no instances under {args.zk_root}/instances")
-    return 0
+    if why is not None:
+        _fail(why)
+    return status
 
 
 if __name__ == "__main__":

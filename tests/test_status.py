@@ -1,18 +1,39 @@
-"""The human reader of ZooKeeper: python -m sentinel.status."""
+"""
+The reader of ZooKeeper, sentinel-status (python -m sentinel.status): its
+rows, its exit status, its settings from the agent's config, and its bounds
+in time against a real ZooKeeper and one that never answers.
+"""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import socket
+import time
 from contextlib import redirect_stderr, redirect_stdout
 
 import attr
 from kazoo.client import KazooClient
+from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import settings as settings_module
-from sentinel.status import annotate, build_parser, format_table, main
-from tests.servers import shared_zookeeper
+from sentinel.config import ZooKeeperConfig
+from sentinel.status import (
+    CLOSE_TIMEOUT,
+    DOWN,
+    OK,
+    UNKNOWN,
+    annotate,
+    build_parser,
+    format_table,
+    main,
+    verdict,
+    zookeeper_settings,
+)
+from tests.servers import LOOPBACK, shared_zookeeper
+from tests.test_config import ConfigTestCase
 
 NOW = 1_700_000_000.0
 
@@ -29,6 +50,14 @@ def document(name: str, checked_ago: float, **fields: object) -> dict[str, objec
         "agent": "host-1",
         **fields,
     }
+
+
+def run_main(*argv: str) -> tuple[int, str, str]:
+    """main(argv): its exit status, standard output and standard error."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
 
 
 class FormatTests(SynchronousTestCase):
@@ -48,7 +77,11 @@ class FormatTests(SynchronousTestCase):
     def test_table(self) -> None:
         """One aligned row per instance, with STALE where it applies."""
         rows = annotate(
-            [document("a", 5.0), document("b", 200.0, status="down", role=None)],
+            [
+                document("a", 5.0),
+                document("b", 200.0, status="down", role=None),
+                {"name": "c", "missing": True},
+            ],
             NOW,
             30.0,
         )
@@ -65,30 +98,251 @@ class FormatTests(SynchronousTestCase):
             lines[2].split(),
             ["b", "down", "yes", "-", "0.42ms", "60m", "host-1", "3m", "STALE"],
         )
+        self.assertEqual(
+            lines[3].split(), ["c", "missing", "no", "-", "-", "-", "-", "-"]
+        )
 
 
-class ParserTests(SynchronousTestCase):
-    """The command's defaults are the agent's, from the settings table."""
+class VerdictTests(SynchronousTestCase):
+    """The exit status: 0 all up, 1 some not up, 2 when the data cannot be trusted."""
+
+    def verdict(self, *documents: dict[str, object]) -> tuple[int, str | None]:
+        return verdict(annotate(list(documents), NOW, 30.0), "/sentinel")
+
+    def test_all_up(self) -> None:
+        """Every row up (ready or not) is OK, with no reason."""
+        self.assertEqual(
+            self.verdict(document("a", 1.0), document("b", 1.0, ready=False)),
+            (OK, None),
+        )
+
+    def test_down(self) -> None:
+        """A row down, or not decided yet, is DOWN, naming the rows."""
+        self.assertEqual(
+            self.verdict(
+                document("a", 1.0),
+                document("b", 1.0, status="down"),
+                document("c", 1.0, status=None),
+            ),
+            (DOWN, "not up: b, c"),
+        )
+
+    def test_many_names_are_cut(self) -> None:
+        """The reason stays one short line however many rows are down."""
+        rows = [document(f"r{i}", 1.0, status="down") for i in range(100)]
+        self.assertEqual(
+            self.verdict(*rows), (DOWN, "not up: r0, r1, r2, r3, r4 and 95 more")
+        )
+
+    def test_unknown_beats_down(self) -> None:
+        """
+        A stale or unreadable row is UNKNOWN even when another is down:
+        nothing can be said of what it shows.
+        """
+        self.assertEqual(
+            self.verdict(
+                document("a", 1.0, status="down"),
+                document("b", 100.0),
+                {"name": "c", "error": "unreadable node data"},
+            ),
+            (UNKNOWN, "stale or unreadable: b, c"),
+        )
+
+    def test_nothing_to_show(self) -> None:
+        """No instance node at all is UNKNOWN (a wrong root, or no agent)."""
+        self.assertEqual(
+            self.verdict(), (UNKNOWN, "no instances under /sentinel/instances")
+        )
+
+    def test_missing_name(self) -> None:
+        """A name asked for without a node is UNKNOWN."""
+        self.assertEqual(
+            self.verdict(document("a", 1.0), {"name": "b", "missing": True}),
+            (UNKNOWN, "no node for b"),
+        )
+
+
+class SettingsTests(ConfigTestCase):
+    """Where to read: the agent's config, options over it, one-line errors."""
+
+    def settings(self, *argv: str) -> ZooKeeperConfig:
+        return zookeeper_settings(build_parser().parse_args(list(argv)))
+
+    def assertRefused(self, expected: str, *argv: str) -> None:
+        """main(argv) exits 2 with `expected` as one line on stderr, nothing else."""
+        code, out, err = run_main(*argv)
+        self.assertEqual(
+            (code, out, err), (UNKNOWN, "", f"sentinel-status: {expected}\n")
+        )
 
     def test_defaults_from_table(self) -> None:
-        """--zk-root and --refresh default to the agent's own defaults."""
-        args = build_parser().parse_args(["--zookeeper", "z:1"])
-        self.assertEqual((args.zk_root, args.refresh), ("/sentinel", 30.0))
+        """The root and refresh default to the agent's own defaults."""
+        zookeeper = self.settings("--zookeeper", "z:1")
+        self.assertEqual(
+            (zookeeper.hosts, zookeeper.root, zookeeper.refresh, zookeeper.auth),
+            ("z:1", "/sentinel", 30.0, None),
+        )
 
     def test_table_drives_defaults(self) -> None:
         """A default changed in the table is the command's default too."""
-        settings = dict(settings_module._BY_KEY)
+        by_key = dict(settings_module._BY_KEY)
         for key, value in (("zookeeper.root", "/other"), ("zookeeper.refresh", 5.0)):
-            settings[key] = attr.evolve(settings[key], default=value)
-        self.patch(settings_module, "_BY_KEY", settings)
-        parser = build_parser()
-        args = parser.parse_args(["--zookeeper", "z:1"])
-        self.assertEqual((args.zk_root, args.refresh), ("/other", 5.0))
-        self.assertIn("(default: /other)", " ".join(parser.format_help().split()))
+            by_key[key] = attr.evolve(by_key[key], default=value)
+        self.patch(settings_module, "_BY_KEY", by_key)
+        zookeeper = self.settings("--zookeeper", "z:1")
+        self.assertEqual((zookeeper.root, zookeeper.refresh), ("/other", 5.0))
+        self.assertIn(
+            "(default: /other)", " ".join(build_parser().format_help().split())
+        )
+
+    def test_from_config(self) -> None:
+        """
+        --config gives hosts, root, refresh and auth from the agent's file
+        (relative paths from the file); the rest of the file is not read:
+        its password files may be the agent's alone.
+        """
+        self.write("zk-auth", "reader:secret\n")
+        path = self.write(
+            "sentinel.toml",
+            '[zookeeper]\nhosts = "zk1:2181/app"\nroot = "/health"\nrefresh = 5\n'
+            'auth_file = "zk-auth"\n\n'
+            '[[redis]]\nhost = "h"\nport = 1\npassword_file = "/nonexistent"\n',
+        )
+        zookeeper = self.settings("--config", path)
+        self.assertEqual(
+            (
+                zookeeper.hosts,
+                zookeeper.root,
+                zookeeper.refresh,
+                zookeeper.auth_file,
+                zookeeper.auth,
+            ),
+            (
+                "zk1:2181/app",
+                "/health",
+                5.0,
+                os.path.join(self.directory, "zk-auth"),
+                "reader:secret",
+            ),
+        )
+
+    def test_options_override_config(self) -> None:
+        """--zookeeper, --zk-root and --refresh beat the file."""
+        path = self.write(
+            "sentinel.toml",
+            '[zookeeper]\nhosts = "zk1:2181"\nroot = "/a"\nrefresh = 5\n',
+        )
+        zookeeper = self.settings(
+            "--config", path, "--zookeeper", "zk2:2181", "--zk-root", "/b",
+            "--refresh", "7",
+        )  # fmt: skip
+        self.assertEqual(
+            (zookeeper.hosts, zookeeper.root, zookeeper.refresh),
+            ("zk2:2181", "/b", 7.0),
+        )
+
+    def test_errors(self) -> None:
+        """
+        Every invalid input is one line naming the field and the value, and
+        exit status 2, before anything is connected to.
+        """
+        missing = os.path.join(self.directory, "missing.toml")
+        self.assertRefused("no ZooKeeper hosts: --zookeeper is required")
+        self.assertRefused(
+            f"config file {missing}: cannot read: No such file or directory",
+            "--config", missing,
+        )  # fmt: skip
+        no_zk = self.write("no-zk.toml", "interval = 1\n")
+        self.assertRefused(
+            f"no ZooKeeper hosts: config file {no_zk} has no zookeeper.hosts; "
+            "give --zookeeper",
+            "--config", no_zk,
+        )  # fmt: skip
+        bad = self.write("bad.toml", '[zookeeper]\nhosts = "zk1"\n')
+        self.assertRefused(
+            "zookeeper.hosts: 'zk1' is not HOST:PORT[,HOST:PORT...][/CHROOT] at 'zk1'",
+            "--config", bad,
+        )  # fmt: skip
+        self.assertRefused(
+            "--zk-root: 'x' is not an absolute znode path: does not start with '/'",
+            "--zookeeper", "z:1", "--zk-root", "x",
+        )  # fmt: skip
+        self.assertRefused(
+            "--refresh: 0.0 is not greater than 0",
+            "--zookeeper",
+            "z:1",
+            "--refresh",
+            "0",
+        )
+        self.assertRefused(
+            "--timeout: nan is not a finite number",
+            "--zookeeper", "z:1", "--timeout", "nan",
+        )  # fmt: skip
+        self.assertRefused(
+            "argument --refresh: invalid float value: 'soon'",
+            "--zookeeper", "z:1", "--refresh", "soon",
+        )  # fmt: skip
+        self.assertRefused("unrecognized arguments: --zk", "--zk", "z:1")
+
+    def test_auth_file_errors(self) -> None:
+        """An auth file that cannot be used is the agent's one line."""
+        path = self.write(
+            "sentinel.toml", '[zookeeper]\nhosts = "z:1"\nauth_file = "auth"\n'
+        )
+        auth = os.path.join(self.directory, "auth")
+        self.assertRefused(
+            f"zookeeper.auth_file: cannot read {auth}: No such file or directory",
+            "--config", path,
+        )  # fmt: skip
+        self.write("auth", "no-colon\n")
+        self.assertRefused(
+            f"zookeeper.auth_file: {auth} does not hold user:password", "--config", path
+        )
+
+
+class SilentZooKeeperTests(SynchronousTestCase):
+    """A ZooKeeper port that accepts connections and never answers."""
+
+    def test_bounded(self) -> None:
+        """
+        The command gives up after --timeout (and a bounded close), with one
+        line and exit status 2: it never waits for ZooKeeper's own timeouts.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind((LOOPBACK, 0))
+        # The kernel completes connections into the backlog: nobody answers.
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        code, out, err = run_main(
+            "--zookeeper", f"{LOOPBACK}:{port}", "--timeout", "0.5"
+        )
+        elapsed = time.monotonic() - started
+        self.assertEqual(
+            (code, out, err),
+            (
+                UNKNOWN,
+                "",
+                f"sentinel-status: cannot reach {LOOPBACK}:{port} within 0.5 s\n",
+            ),
+        )
+        self.assertLess(elapsed, 0.5 + CLOSE_TIMEOUT + 1.0)
+
+    def test_refused(self) -> None:
+        """A port where nothing listens: the same, within the timeout."""
+        listener = socket.socket()
+        listener.bind((LOOPBACK, 0))
+        port = listener.getsockname()[1]
+        listener.close()
+        code, _, err = run_main("--zookeeper", f"{LOOPBACK}:{port}", "--timeout", "0.3")
+        self.assertEqual(code, UNKNOWN)
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertIn(f"cannot reach {LOOPBACK}:{port}", err)
 
 
 class ZooKeeperTests(SynchronousTestCase):
-    """Against a real ZooKeeper."""
+    """Against a real ZooKeeper, nodes written here."""
 
     def setUp(self) -> None:
         self.zookeeper = shared_zookeeper()
@@ -98,47 +352,104 @@ class ZooKeeperTests(SynchronousTestCase):
         self.addCleanup(self.client.stop)
         self.root = "/status-test"
         self.client.delete(self.root, recursive=True)
-        self.client.create(
-            f"{self.root}/instances/r1",
-            json.dumps(document("r1", 1.0)).encode(),
-            makepath=True,
-        )
-        self.client.create(f"{self.root}/instances/broken", b"\xff", makepath=True)
+        self.addCleanup(self.client.delete, self.root, recursive=True)
 
-    def run_main(self, *argv: str) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(list(argv))
-        return code, out.getvalue(), err.getvalue()
+    def put(self, name: str, data: bytes) -> None:
+        self.client.create(f"{self.root}/instances/{name}", data, makepath=True)
+
+    def put_document(self, name: str, **fields: object) -> None:
+        fields.setdefault("checked_at", time.time())
+        self.put(name, json.dumps(document(name, 0.0, **fields)).encode())
+
+    def status(self, *argv: str) -> tuple[int, str, str]:
+        return run_main(
+            "--zookeeper", self.zookeeper.hosts, "--zk-root", self.root, *argv
+        )
+
+    def test_exit_status(self) -> None:
+        """0 while every instance is up, 1 once one is down, naming it."""
+        self.put_document("a")
+        self.put_document("b")
+        code, out, err = self.status()
+        self.assertEqual((code, err), (OK, ""))
+        self.assertEqual(
+            [line.split()[0] for line in out.splitlines()], ["name", "a", "b"]
+        )
+        self.client.set(
+            f"{self.root}/instances/b",
+            json.dumps(
+                document("b", 0.0, status="down", checked_at=time.time())
+            ).encode(),
+        )
+        code, out, err = self.status()
+        self.assertEqual((code, err), (DOWN, "sentinel-status: not up: b\n"))
 
     def test_json(self) -> None:
-        """--json prints every node with age and stale flag."""
-        code, out, _ = self.run_main(
-            "--zookeeper", self.zookeeper.hosts, "--zk-root", self.root, "--json"
-        )
-        self.assertEqual(code, 0)
-        rows = json.loads(out)["instances"]
+        """
+        --json prints every node with age, stale flag and the exit status;
+        unreadable data and a node years old make it 2.
+        """
+        self.put_document("r1", checked_at=NOW)
+        self.put("broken", b"\xff")
+        code, out, err = self.status("--json")
+        self.assertEqual(code, UNKNOWN)
+        answer = json.loads(out)
+        self.assertEqual(answer["status"], UNKNOWN)
+        rows = answer["instances"]
         self.assertEqual([r["name"] for r in rows], ["broken", "r1"])
         self.assertEqual(rows[0]["error"], "unreadable node data")
-        self.assertTrue(rows[1]["stale"])  # checked_at is years ago
+        self.assertTrue(rows[1]["stale"])
+        self.assertEqual(err, "sentinel-status: stale or unreadable: broken, r1\n")
 
-    def test_table_and_empty_root(self) -> None:
-        """A table by default; an empty root says so."""
-        code, out, _ = self.run_main(
-            "--zookeeper", self.zookeeper.hosts, "--zk-root", self.root
-        )
-        self.assertEqual(code, 0)
-        self.assertIn("r1", out)
-        code, out, _ = self.run_main(
+    def test_names(self) -> None:
+        """Names given show only those rows; a name without a node is 2."""
+        self.put_document("a")
+        self.put_document("b", status="down")
+        code, out, _ = self.status("a")
+        self.assertEqual(code, OK)
+        self.assertEqual([line.split()[0] for line in out.splitlines()], ["name", "a"])
+        code, out, err = self.status("a", "gone")
+        self.assertEqual((code, err), (UNKNOWN, "sentinel-status: no node for gone\n"))
+        self.assertIn("missing", out)
+
+    def test_empty_root(self) -> None:
+        """A root without instances is 2: a typo in --zk-root must not pass."""
+        code, out, err = run_main(
             "--zookeeper", self.zookeeper.hosts, "--zk-root", "/nothing-here"
         )
         self.assertEqual(
-            (code, out.strip()), (0, "no instances under /nothing-here/instances")
+            (code, out, err),
+            (
+                UNKNOWN,
+                "",
+                "sentinel-status: no instances under /nothing-here/instances\n",
+            ),
         )
 
-    def test_unreachable(self) -> None:
-        """An unreachable ZooKeeper is one line on stderr and exit 1."""
-        code, out, err = self.run_main("--zookeeper", "127.0.0.1:1", "--timeout", "0.5")
-        self.assertEqual(code, 1)
-        self.assertEqual(len(err.strip().splitlines()), 1)
-        self.assertIn("cannot reach 127.0.0.1:1", err)
+    def test_auth(self) -> None:
+        """
+        With --config naming an auth_file, the command authenticates: it
+        reads a root only that identity may read; without, it cannot (2).
+        """
+        acl = [make_digest_acl("reader", "secret", all=True)]
+        self.put_document("a")
+        # As that identity, so as to give the node back to all at the end.
+        self.client.add_auth("digest", "reader:secret")
+        self.client.set_acls(f"{self.root}/instances", acl)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "auth"), "w") as f:
+            f.write("reader:secret\n")
+        config = os.path.join(directory, "sentinel.toml")
+        with open(config, "w") as f:
+            f.write(
+                f'[zookeeper]\nhosts = "{self.zookeeper.hosts}"\n'
+                f'root = "{self.root}"\nauth_file = "auth"\n'
+            )
+        self.addCleanup(self.client.set_acls, f"{self.root}/instances", OPEN_ACL_UNSAFE)
+        self.assertEqual(run_main("--config", config)[0], OK)
+        code, _, err = self.status()
+        self.assertEqual(
+            (code, err),
+            (UNKNOWN, f"sentinel-status: reading {self.root}/instances: NoAuthError\n"),
+        )
