@@ -21,7 +21,7 @@ from typing import Protocol
 import attr
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from sentinel.config import Config, RedisInstance
@@ -349,9 +349,13 @@ def _internal_error(failure: Failure) -> Observation:
 
 
 def _log_transition(state: InstanceState, transition: Transition) -> None:
+    # Going down is what an operator must see (a warning, above the
+    # default level of a quieter log); coming back up and role changes
+    # are news, not trouble.
     health = state.health
     if transition.status_changed:
-        log.info(
+        log.emit(
+            LogLevel.info if transition.new_status == UP else LogLevel.warn,
             "{instance} is {to} (was {previous}): {error}"
             if health.error
             else "{instance} is {to} (was {previous})",

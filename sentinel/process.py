@@ -31,7 +31,7 @@ import resource
 
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 
 from sentinel.timer import RestartingTimer
 
@@ -138,7 +138,7 @@ class ProcessPolicy(MultiService):
         freeze the collector once their connections have settled.
         """
         if rounds in SETTLE_ROUNDS:
-            self._refreeze(LogLevel.info)
+            self._refreeze()
 
     def gc_objects(self) -> int:
         """The collector's object count, as of the last housekeeping run."""
@@ -150,15 +150,16 @@ class ProcessPolicy(MultiService):
             refrozen_at is None
             or self._clock.seconds() - refrozen_at >= GC_REFREEZE_INTERVAL
         ):
-            self._refreeze(LogLevel.debug)
+            self._refreeze()
         self._gc_objects = count_gc_objects()
 
-    def _refreeze(self, level: LogLevel) -> None:
+    def _refreeze(self) -> None:
         collected = refreeze_gc()
         self._refrozen_at = self._clock.seconds()
         self._gc_objects = count_gc_objects()
-        log.emit(
-            level,
+        # Housekeeping, several times after each start or reload, then every
+        # 10 minutes: for who asks (--log-level debug), not for every log.
+        log.debug(
             "{frozen} objects frozen out of the garbage collector "
             "({collected} collected)",
             frozen=gc.get_freeze_count(),
