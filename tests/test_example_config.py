@@ -1,0 +1,127 @@
+"""
+``contrib/sentinel.toml``, the example configuration, kept honest: it names
+every key of the settings table, it loads and validates once the files it
+names exist, each key it leaves commented out is valid when uncommented, and
+the values it calls defaults are the defaults.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.config import Config, load_config
+from sentinel.settings import REDIS_SETTINGS, SETTINGS
+from tests.certs import ca_certificate_pem, client_certificate_pem
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "contrib" / "sentinel.toml"
+
+_TABLE = re.compile(r"\[\[?([a-z_]+)\]\]?")
+_KEY = re.compile(r"(#\s*)?([a-z_]+)\s*=")
+_ETC_PATH = re.compile(r'"(/etc/[^"]+)"')
+
+
+def example_keys(text: str) -> set[str]:
+    """
+    Every key the example names, set or commented out, dotted as in the
+    settings table (``zookeeper.root``, ``redis.port``), and its tables.
+    """
+    keys = set()
+    table = ""
+    for line in text.splitlines():
+        header = _TABLE.match(line)
+        if header is not None:
+            table = header.group(1)
+            keys.add(table)
+            continue
+        key = _KEY.match(line)
+        if key is not None:
+            keys.add(f"{table}.{key.group(2)}" if table else key.group(2))
+    return keys
+
+
+def expected_keys() -> set[str]:
+    """Every key the settings table knows, and each table's name."""
+    keys = {s.key for s in SETTINGS}
+    keys |= {s.key.partition(".")[0] for s in SETTINGS if "." in s.key}
+    keys |= {f"redis.{s.key}" for s in REDIS_SETTINGS}
+    return keys
+
+
+class ExampleConfigTests(SynchronousTestCase):
+    """The example, with the files it names made in a temporary /etc."""
+
+    def setUp(self) -> None:
+        self.text = EXAMPLE.read_text()
+        self.etc = Path(self.mktemp()).absolute()
+        client_cert, client_key = client_certificate_pem()
+        contents = {
+            "sentinel/zk-auth": "sentinel:zk-secret\n",
+            "sentinel/cache-1.pass": "cache-secret\n",
+            "sentinel/sessions.pass": "sessions-secret\n",
+            "sentinel/ca.pem": ca_certificate_pem(),
+            "sentinel/client.pem": client_cert,
+            "sentinel/client.key": client_key,
+            "resolv.conf": "nameserver 127.0.0.1\nsearch example.net\n",
+            "hosts": "127.0.0.1 localhost\n",
+        }
+        for name in set(_ETC_PATH.findall(self.text)):
+            relative = name.removeprefix("/etc/")
+            self.assertIn(relative, contents, f"{name}: no test content for it")
+            path = self.etc / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(contents[relative])
+
+    def load(self, text: str) -> Config:
+        """`text` with its /etc paths in the temporary /etc, loaded."""
+        path = self.etc / "sentinel" / "sentinel.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_ETC_PATH.sub(lambda m: f'"{self.etc}{m[1][4:]}"', text))
+        return load_config(str(path), {}, "host-1")
+
+    def test_every_key(self) -> None:
+        """Every key of the settings table is in the example, and no other."""
+        self.assertEqual(example_keys(self.text), expected_keys())
+
+    def test_loads(self) -> None:
+        """As it is, the example loads and validates."""
+        config = self.load(self.text)
+        self.assertEqual([i.name for i in config.instances], ["cache-1", "sessions"])
+        sessions = config.instances[1]
+        self.assertIsNotNone(sessions.client_certificate)
+        self.assertEqual(sessions.password, "sessions-secret")
+        assert config.zookeeper is not None
+        self.assertEqual(config.zookeeper.auth, "sentinel:zk-secret")
+
+    def test_commented_keys_are_valid(self) -> None:
+        """Each key commented out, uncommented alone, loads and validates too."""
+        lines = self.text.splitlines(keepends=True)
+        commented = [
+            index
+            for index, line in enumerate(lines)
+            if (match := _KEY.match(line)) is not None and match.group(1)
+        ]
+        self.assertTrue(commented)
+        for index in commented:
+            uncommented = [*lines]
+            uncommented[index] = lines[index].lstrip("# ")
+            self.load("".join(uncommented))
+
+    def test_defaults_are_the_defaults(self) -> None:
+        """
+        Every key outside [[redis]] that is set and has a default is set to
+        its default, as the example says.
+        """
+        document = tomllib.loads(self.text)
+        checked = 0
+        for setting in SETTINGS:
+            table, _, key = setting.key.rpartition(".")
+            value = document.get(table, {}).get(key) if table else document.get(key)
+            if value is None or setting.default is None:
+                continue
+            self.assertEqual(value, setting.default, setting.key)
+            checked += 1
+        self.assertGreater(checked, 5)
