@@ -15,14 +15,14 @@ from pathlib import Path
 import attr
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = datetime.timedelta(days=1)
 # A little in the past, so clocks a few minutes apart still agree.
 _SKEW = datetime.timedelta(minutes=5)
 
-Key = ec.EllipticCurvePrivateKey
+Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 @attr.frozen
@@ -135,9 +135,13 @@ def ca_certificate_pem() -> str:
     return _pem(_make_ca("sentinel test CA")[1]).decode("ascii")
 
 
-def client_certificate_pem() -> tuple[str, str]:
-    """A fresh client certificate and its key (self-signed CA), as PEM text."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def client_certificate_pem(key: Key | None = None) -> tuple[str, str]:
+    """
+    A client certificate for `key` (a fresh one if None), signed by a fresh
+    CA, and the key, as PEM text.
+    """
+    if key is None:
+        key = ec.generate_private_key(ec.SECP256R1())
     cert = _client("sentinel client", _make_ca("sentinel test CA"), key)
     return _pem(cert).decode("ascii"), key_pem(key).decode("ascii")
 

@@ -10,11 +10,16 @@ import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 
 from sentinel.config import Config, load_config
 from sentinel.files import FileReader, read_regular_file
-from tests.certs import CertificateFiles, key_pem, make_certificates
+from tests.certs import (
+    CertificateFiles,
+    client_certificate_pem,
+    key_pem,
+    make_certificates,
+)
 from tests.test_config import SECRET, ConfigTestCase
 
 
@@ -163,6 +168,32 @@ class ClientCertificateTests(ConfigTestCase):
             f"redis[0].key_file: {path} holds a key of type X25519, which cannot "
             "sign a TLS handshake",
             self.redis("client.pem", "x25519.key"),
+        )
+
+    def test_rsa_key_loaded_without_validation(self) -> None:
+        """
+        An RSA key loads, without the validation of its private half that
+        holds the GIL for seconds at 8192 bits (the reactor would wait): a
+        key whose private exponent is off still loads, its public half
+        matching the certificate.
+        """
+        numbers = rsa.generate_private_key(65537, 1024).private_numbers()
+        off = rsa.RSAPrivateNumbers(
+            numbers.p,
+            numbers.q,
+            numbers.d + 2,
+            numbers.dmp1,
+            numbers.dmq1,
+            numbers.iqmp,
+            numbers.public_numbers,
+        ).private_key(unsafe_skip_rsa_key_validation=True)
+        cert, key = client_certificate_pem(off)
+        self.write("rsa.pem", cert)
+        self.write("rsa.key", key)
+        [instance] = self.load_client("rsa.pem", "rsa.key").instances
+        assert instance.client_certificate is not None
+        self.assertIsInstance(
+            instance.client_certificate.private_key(), rsa.RSAPrivateKey
         )
 
     def test_not_a_certificate(self) -> None:
