@@ -353,6 +353,10 @@ class RedisProbe:
             if isinstance(reply, ProtocolError):
                 raise _ConnectFailed(str(reply))  # Already dropped.
             protocol.drop()
+            if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+                # Lost while AUTH waited (a refused client certificate, with
+                # TLS 1.3, says so then): not a verdict on the password.
+                raise _ConnectFailed(str(reply))
             raise _ConnectFailed(f"auth failed: {reply}")
 
         def abandoned(failure: Failure) -> Failure:

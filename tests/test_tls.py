@@ -347,6 +347,28 @@ class ClientCertificateTests(AgentTestCase):
             "offered: does it need one?)",
         )
 
+    async def test_with_password(self) -> None:
+        """
+        With a password, AUTH is the first command: the server's refusal
+        of the certificate is still the error, not an auth failure.
+        """
+        certs = self.certs
+        server = self.redis(tls=certs, tls_auth_clients="yes", password="hunter2")
+        files = (certs.client_cert_file, certs.client_key_file)
+        instances = [
+            self.instance("right", server.port, files),
+            self.instance("none", server.port, None),
+        ]
+        monitor = self.start_agent(
+            [attr.evolve(i, password="hunter2") for i in instances]
+        )
+        await self.wait_status(monitor, "right", "up", 3.0)
+        await self.wait_status(monitor, "none", "down", 3.0)
+        self.assertEqual(
+            self.error(monitor, "none"),
+            "TLS: the server requires a client certificate (cert_file, key_file)",
+        )
+
     async def test_server_still_verified(self) -> None:
         """
         Showing a client certificate changes nothing on our side: a server
