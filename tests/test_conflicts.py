@@ -202,7 +202,13 @@ class ConflictTests(TestCase):
         self.assertIn(
             f"ZooKeeper conflict: {squatted} held by a persistent node", error
         )
-        self.assertEqual(agent.lines("warn"), [])
+        # Its instances' own state (refused: nothing listens) is warned
+        # about; the conflict is not, over and over.
+        publishing = ("sentinel.publisher", "sentinel.ownership", "sentinel.zk")
+        warnings = [
+            w for w in agent.lines("warn") if w.split("#")[0].endswith(publishing)
+        ]
+        self.assertEqual(warnings, [])
         self.assertEqual(json.loads(self.kazoo.get(squatted)[0]), {"status": "up"})
 
         self.kazoo.delete(squatted)
