@@ -7,11 +7,20 @@ clean value or raises a one-line `ConfigError` naming both.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SHOW_LIMIT = 60
+
+# zookeeper.discovery: the forms discovery readers know, or none.
+DISCOVERY_FORMATS = ("serverset", "nerve", "none")
+# An instance's labels, as JSON: a member is written on every role change,
+# and ZooKeeper refuses nodes over 1 MB.
+MAX_LABELS_BYTES = 8 * 1024
+# The label nerve members give the instance's role.
+ROLE_LABEL = "role"
 
 
 class ConfigError(Exception):
@@ -226,6 +235,35 @@ def file_name(label: str, value: object) -> str:
     if "\0" in name:
         raise invalid(label, value, "is not a file name: it contains a NUL character")
     return name
+
+
+def discovery_format(label: str, value: object) -> str:
+    """One of `DISCOVERY_FORMATS`."""
+    text = string(label, value)
+    if text not in DISCOVERY_FORMATS:
+        raise invalid(label, value, "is not serverset, nerve or none")
+    return text
+
+
+def labels(label: str, value: object) -> tuple[tuple[str, str], ...]:
+    """
+    A table of strings, as sorted (key, value) pairs; ``role`` is the
+    instance's own and cannot be given.
+    """
+    if not isinstance(value, dict):
+        raise invalid(label, value, "is not a table of strings")
+    for key, text in value.items():
+        if not key:
+            raise invalid(label, value, "has an empty key")
+        if not isinstance(text, str):
+            raise invalid(f"{label}.{key}", text, "is not a string")
+        if key == ROLE_LABEL:
+            raise invalid(
+                f"{label}.{key}", text, "is reserved: it is the instance's role"
+            )
+    if len(json.dumps(value)) > MAX_LABELS_BYTES:
+        raise invalid(label, value, "is larger than 8 KiB")
+    return tuple(sorted(value.items()))
 
 
 def nameserver(label: str, value: object) -> tuple[str, int]:

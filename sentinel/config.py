@@ -93,6 +93,15 @@ class RedisInstance:
     # Read from cert_file and key_file at load time, likewise; the key is
     # never logged or shown.
     client_certificate: ClientCertificate | None = attr.field(default=None, repr=False)
+    # The discovery service the instance belongs to (None: its name), and its
+    # labels as sorted (key, value) pairs.
+    service: str | None = _redis_default("service")
+    labels: tuple[tuple[str, str], ...] = _redis_default("labels")
+
+    @property
+    def discovery_service(self) -> str:
+        """The discovery service it is a member of: `service`, or its name."""
+        return self.name if self.service is None else self.service
 
 
 @attr.frozen
@@ -107,6 +116,9 @@ class ZooKeeperConfig:
     auth_file: str | None = _default("zookeeper.auth_file")
     # "user:password" read from auth_file at load time; never logged.
     auth: str | None = attr.field(default=None, repr=False)
+    # "serverset", "nerve" or "none", and where the members go.
+    discovery: str = _default("zookeeper.discovery")
+    discovery_root: str = _default("zookeeper.discovery_root")
 
 
 @attr.frozen
@@ -135,6 +147,9 @@ class Config:
     info_every: int = _default("info_every")
     zookeeper: ZooKeeperConfig | None = None
     dns: DNSConfig = DNSConfig()
+    # An absolute path: where the ZooKeeper session is kept for the next
+    # process (sentinel.session).
+    state_dir: str | None = _default("state_dir")
 
 
 class _Given(NamedTuple):
@@ -228,6 +243,7 @@ def _config(
         info_every=_take(settings, "info_every"),
         zookeeper=_zookeeper(settings, base, files),
         dns=_dns(settings, base, files),
+        state_dir=_state_dir(settings, base),
     )
 
 
@@ -494,6 +510,17 @@ def _zookeeper(
         user, colon, password = auth.partition(":")
         if not (user and colon and password):
             raise error(f"zookeeper.auth_file: {auth_file} does not hold user:password")
+    discovery_root = _take(settings, "zookeeper.discovery_root")
+    for kind in ("instances", "agents"):
+        inside = f"{root}/{kind}"
+        if discovery_root == inside or discovery_root.startswith(inside + "/"):
+            raise invalid(
+                _label(
+                    settings, "zookeeper.discovery_root", "zookeeper.discovery_root"
+                ),
+                discovery_root,
+                f"is inside {inside}, which holds the agents' own nodes",
+            )
     return ZooKeeperConfig(
         hosts=hosts,
         root=root,
@@ -502,7 +529,22 @@ def _zookeeper(
         heartbeat=heartbeat,
         auth_file=auth_file,
         auth=auth,
+        discovery=_take(settings, "zookeeper.discovery"),
+        discovery_root=discovery_root,
     )
+
+
+def _state_dir(settings: Mapping[str, _Given], base: str) -> str | None:
+    given = settings.get("state_dir")
+    if given is None:
+        return None
+    if "zookeeper.hosts" not in settings:
+        raise error(f"{given.label}: given but no zookeeper hosts are configured")
+    path = _take(settings, "state_dir")
+    # A relative path from the file is relative to the file; from the
+    # command line, to the working directory (base is empty then).
+    base = base if given.label == "state_dir" else ""
+    return os.path.abspath(os.path.join(base, path))
 
 
 def _dns(settings: Mapping[str, _Given], base: str, files: _Files) -> DNSConfig:

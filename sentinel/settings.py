@@ -101,6 +101,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("info_every", "Send INFO replication every N checks.", checks.count, 10),
     Setting(
+        "state_dir",
+        "Directory keeping the ZooKeeper session for the next process "
+        "(a restart then keeps every node).",
+        checks.file_name,
+        option="--state-dir",
+    ),
+    Setting(
         "zookeeper.hosts",
         "ZooKeeper hosts h1:2181,h2:2181[/chroot]; without them nothing is published.",
         checks.zookeeper_hosts,
@@ -137,6 +144,19 @@ SETTINGS: tuple[Setting, ...] = (
         "zookeeper.auth_file",
         "File holding user:password for ZooKeeper digest auth.",
         checks.file_name,
+    ),
+    Setting(
+        "zookeeper.discovery",
+        "Also publish up-and-ready instances for discovery readers: "
+        "serverset, nerve or none.",
+        checks.discovery_format,
+        default="none",
+    ),
+    Setting(
+        "zookeeper.discovery_root",
+        "Base znode path of the discovery members.",
+        checks.znode_path,
+        default="/discovery",
     ),
     Setting(
         "dns.resolv_conf",
@@ -204,6 +224,18 @@ REDIS_SETTINGS: tuple[Setting, ...] = (
         "key_file",
         "PEM file of cert_file's private key, unencrypted; may be cert_file.",
         checks.file_name,
+    ),
+    Setting(
+        "service",
+        "Discovery service (znode name) the instance is a member of.",
+        checks.znode_name,
+        default_help="name",
+    ),
+    Setting(
+        "labels",
+        "Discovery labels, a table of strings (nerve members carry them).",
+        checks.labels,
+        default=(),
     ),
 )
 

@@ -971,6 +971,7 @@ class SettingsTableTests(SynchronousTestCase):
                 "fall": "--fall",
                 "http": "--http",
                 "agent_id": "--agent-id",
+                "state_dir": "--state-dir",
             },
         )
 
@@ -981,9 +982,11 @@ class SettingsTableTests(SynchronousTestCase):
             sorted(
                 [
                     "redis", "interval", "timeout", "rise", "fall", "http",
-                    "agent_id", "info_every", "zookeeper.hosts", "zookeeper.root",
-                    "zookeeper.session_timeout", "zookeeper.refresh",
-                    "zookeeper.heartbeat", "zookeeper.auth_file",
+                    "agent_id", "info_every", "state_dir", "zookeeper.hosts",
+                    "zookeeper.root", "zookeeper.session_timeout",
+                    "zookeeper.refresh", "zookeeper.heartbeat",
+                    "zookeeper.auth_file", "zookeeper.discovery",
+                    "zookeeper.discovery_root",
                     "dns.resolv_conf", "dns.nameservers", "dns.hosts_file",
                     "dns.timeout",
                 ]
@@ -993,7 +996,8 @@ class SettingsTableTests(SynchronousTestCase):
             [s.key for s in REDIS_SETTINGS],
             [
                 "name", "host", "port", "password_file", "username", "tls",
-                "ca_file", "server_name", "cert_file", "key_file",
+                "ca_file", "server_name", "cert_file", "key_file", "service",
+                "labels",
             ],
         )  # fmt: skip
 

@@ -216,7 +216,7 @@ class ExitTests(SynchronousTestCase):
         """
         text = self.help()
         options = [s for s in SETTINGS if s.option is not None]
-        self.assertEqual(len(options), 10)
+        self.assertEqual(len(options), 11)
         for entry in options:
             self.assertIn(f"{entry.option}=", text)
             self.assertIn(entry.usage, text)
