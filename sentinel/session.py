@@ -1,0 +1,467 @@
+"""
+The state file: the ZooKeeper session one process leaves to the next
+(DESIGN.md section 8, "Restarts").
+
+With ``state_dir``, the agent keeps its session's id and password in
+``{state_dir}/zookeeper-session.json``, so that the next process reattaches
+to the session, to which the ephemeral nodes belong, instead of opening a
+new one. The file also says what the session is for (ZooKeeper hosts, root,
+agent id), which process holds it (pid and a random token: an older
+process whose session was taken reads it to learn that it was
+superseded), and the discovery parents under which the session may hold
+members (the next process looks there for members of instances removed
+meanwhile).
+
+Whoever holds the password can take the session, and with it the nodes.
+So the directory must be the agent user's and writable by nobody else,
+and the file a regular file (never followed if it is a symbolic link),
+the agent user's and readable by nobody else: anything else is
+`StateFileRefused`, one line at start and exit status 1. A file that is
+merely unusable (missing, truncated, not JSON, too large, for another
+ensemble, root or agent id) is `Unreadable`: the agent opens a new session,
+says why, and overwrites the file.
+
+Writes are atomic: a temporary file in the same directory, fsync, rename,
+fsync of the directory. After start every read and write runs on a thread
+of its own within a deadline (`FileWorker`), never on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import json
+import os
+import stat
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attr
+from twisted.internet.defer import Deferred, fail
+
+from sentinel.config import Config
+from sentinel.files import READ_DEADLINE, FileReader, Unreadable, size_text
+
+STATE_FILE = "zookeeper-session.json"
+# The file is about 300 bytes, plus the discovery parents' paths.
+MAX_STATE_BYTES = 64 * 1024
+_FORMAT = "sentinel zookeeper session"
+_VERSION = 1
+# The modes that would let another user read the password or replace it.
+_OTHERS = stat.S_IRWXG | stat.S_IRWXO
+_DIRECTORY_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+_T = TypeVar("_T")
+
+
+class StateFileRefused(Unreadable):
+    """
+    A state_dir or state file the agent must not use (another user could
+    read or replace the session's password); the message is one line.
+    """
+
+
+@attr.frozen
+class SessionPurpose:
+    """What a session publishes for: an ensemble, a root, an agent id."""
+
+    hosts: str
+    root: str
+    agent_id: str
+
+
+@attr.frozen
+class Owner:
+    """The process holding the session: its pid, and a token of its own."""
+
+    pid: int
+    token: str
+
+    @classmethod
+    def this_process(cls) -> Owner:
+        """This process, with a fresh random token (pids are reused)."""
+        return cls(os.getpid(), os.urandom(8).hex())
+
+
+@attr.frozen
+class StoredSession:
+    """What the state file holds."""
+
+    purpose: SessionPurpose
+    session_id: int
+    password: bytes = attr.field(repr=False)
+    owner: Owner
+    written_at: float
+    # Where the session may hold discovery members.
+    discovery_parents: tuple[str, ...] = ()
+
+    @property
+    def client_id(self) -> tuple[int, bytes]:
+        """(session id, password), as kazoo takes them."""
+        return self.session_id, self.password
+
+
+# The file's bytes.
+
+
+def encode_state(stored: StoredSession) -> bytes:
+    """The state file's bytes for `stored`."""
+    document = {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "hosts": stored.purpose.hosts,
+        "root": stored.purpose.root,
+        "agent_id": stored.purpose.agent_id,
+        "session_id": f"{stored.session_id:#x}",
+        "password": base64.b64encode(stored.password).decode("ascii"),
+        "owner": {"pid": stored.owner.pid, "token": stored.owner.token},
+        "written_at": stored.written_at,
+        "discovery_parents": list(stored.discovery_parents),
+    }
+    return json.dumps(document, indent=1).encode("utf-8") + b"\n"
+
+
+def decode_state(data: bytes, purpose: SessionPurpose) -> StoredSession:
+    """
+    The session in `data`, if it is one for `purpose`.
+
+    @raise Unreadable: saying why it is not (never quoting the password).
+    """
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        raise Unreadable("not JSON (truncated or corrupt)") from None
+    if not isinstance(document, dict) or document.get("format") != _FORMAT:
+        raise Unreadable("not a sentinel state file")
+    if document.get("version") != _VERSION:
+        raise Unreadable(f"version {_show(document.get('version'))} is not {_VERSION}")
+    stored = StoredSession(
+        purpose=SessionPurpose(
+            _field(document, "hosts", str),
+            _field(document, "root", str),
+            _field(document, "agent_id", str),
+        ),
+        session_id=_session_id(document),
+        password=_password(document),
+        owner=_owner(document),
+        written_at=float(_field(document, "written_at", (int, float))),
+        discovery_parents=_parents(document),
+    )
+    theirs = stored.purpose
+    for field, what in (
+        ("hosts", "another ZooKeeper ensemble"),
+        ("root", "another root"),
+        ("agent_id", "another agent id"),
+    ):
+        if getattr(theirs, field) != getattr(purpose, field):
+            raise Unreadable(f"for {what} ({getattr(theirs, field)!r})")
+    return stored
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _field(document: dict[str, Any], key: str, kind: Any) -> Any:
+    value = document.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise Unreadable(f"{key} is missing or invalid")
+    return value
+
+
+def _session_id(document: dict[str, Any]) -> int:
+    try:
+        session = int(_field(document, "session_id", str), 16)
+    except ValueError:
+        raise Unreadable("session_id is missing or invalid") from None
+    if not 0 < session < 1 << 64:
+        raise Unreadable("session_id is missing or invalid")
+    return session
+
+
+def _password(document: dict[str, Any]) -> bytes:
+    try:
+        password = base64.b64decode(_field(document, "password", str), validate=True)
+    except (ValueError, binascii.Error):
+        raise Unreadable("password is missing or invalid") from None
+    if not password:
+        raise Unreadable("password is missing or invalid")
+    return password
+
+
+def _owner(document: dict[str, Any]) -> Owner:
+    owner = _field(document, "owner", dict)
+    return Owner(_field(owner, "pid", int), _field(owner, "token", str))
+
+
+def _parents(document: dict[str, Any]) -> tuple[str, ...]:
+    parents = _field(document, "discovery_parents", list)
+    if not all(isinstance(p, str) and p.startswith("/") for p in parents):
+        raise Unreadable("discovery_parents is invalid")
+    return tuple(parents)
+
+
+# The file, read and written; these block.
+
+
+def state_path(directory: str) -> str:
+    """The state file in `directory`."""
+    return os.path.join(directory, STATE_FILE)
+
+
+def prepare_directory(directory: str) -> None:
+    """
+    Create `directory` (mode 0700) if it is missing; check that it is a
+    directory of this user's that nobody else may write to.
+
+    @raise StateFileRefused: if it is not.
+    """
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise StateFileRefused(f"cannot create {directory}: {e.strerror}") from None
+    try:
+        status = os.stat(directory)
+    except OSError as e:
+        raise StateFileRefused(f"{directory}: {e.strerror}") from None
+    if not stat.S_ISDIR(status.st_mode):
+        raise StateFileRefused(f"{directory} is not a directory")
+    _check_owner(directory, status)
+    if status.st_mode & _DIRECTORY_OTHERS_WRITE:
+        raise StateFileRefused(
+            f"{directory} is writable by other users (mode "
+            f"{stat.S_IMODE(status.st_mode):04o}): they could replace the "
+            f"session file"
+        )
+
+
+def _check_owner(path: str, status: os.stat_result) -> None:
+    uid = os.geteuid()
+    if status.st_uid != uid:
+        raise StateFileRefused(
+            f"{path} belongs to uid {status.st_uid}, not to the agent's user "
+            f"(uid {uid})"
+        )
+
+
+def read_private_file(path: str, limit: int) -> bytes:
+    """
+    What the state file at `path` holds, once its directory and the file
+    itself are checked as the module docstring says. This blocks for as
+    long as the file system does: run it within a deadline.
+
+    @raise StateFileRefused: if the directory or the file must not be used.
+    @raise Unreadable: if it cannot be read (``no state file`` if missing).
+    """
+    prepare_directory(os.path.dirname(path))
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise Unreadable("no state file") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise StateFileRefused(f"{path} is a symbolic link") from None
+        raise Unreadable(e.strerror or str(e)) from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise StateFileRefused(f"{path} is not a regular file")
+        _check_owner(path, status)
+        if status.st_mode & _OTHERS:
+            raise StateFileRefused(
+                f"{path} is readable or writable by other users (mode "
+                f"{stat.S_IMODE(status.st_mode):04o}): it holds the session's "
+                f"password; remove it, or chmod 600 it"
+            )
+        if status.st_size > limit:
+            raise Unreadable(f"larger than {size_text(limit)}")
+        data = os.read(fd, limit + 1)
+    except OSError as e:
+        raise Unreadable(e.strerror or str(e)) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise Unreadable(f"larger than {size_text(limit)}")
+    return data
+
+
+def write_private_file(path: str, data: bytes) -> None:
+    """
+    Replace the file at `path` with `data`, atomically: readers see the old
+    file or the new one, after a crash too. Mode 0600.
+    """
+    directory = os.path.dirname(path)
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{STATE_FILE}.")
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    _sync_directory(directory)
+
+
+def remove_private_file(path: str) -> None:
+    """Remove the file at `path`, if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    _sync_directory(os.path.dirname(path))
+
+
+def _sync_directory(directory: str) -> None:
+    # The rename or unlink is durable once the directory is.
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def left_in(
+    directory: str, purpose: SessionPurpose, reader: FileReader | None = None
+) -> StoredSession | str:
+    """
+    The session left in `directory` for `purpose`, or why there is none to
+    reattach to; read before the reactor runs, within `reader`'s deadline
+    (a hung mount is an error after it).
+
+    @raise StateFileRefused: if the directory or file must not be used.
+    """
+    path = state_path(directory)
+    reader = reader or FileReader(read_file=read_private_file)
+    try:
+        with reader.batch() as read:
+            data = read(path, MAX_STATE_BYTES)
+        return decode_state(data, purpose)
+    except StateFileRefused:
+        raise
+    except Unreadable as e:
+        return f"{path}: {e}"
+
+
+def session_purpose(config: Config) -> SessionPurpose:
+    """What the agent's ZooKeeper session is for (its state file says it)."""
+    zk_config = config.zookeeper
+    assert zk_config is not None
+    return SessionPurpose(zk_config.hosts, zk_config.root, config.agent_id)
+
+
+def session_left(config: Config) -> StoredSession | str | None:
+    """
+    The ZooKeeper session the previous process left in ``state_dir`` (or
+    why there is none to reattach to), None without a state_dir. This
+    reads a file: call it before the reactor runs.
+
+    @raise StateFileRefused: if the state_dir or its file must not be used
+        (the message is one line).
+    """
+    if config.state_dir is None or config.zookeeper is None:
+        return None
+    return left_in(config.state_dir, session_purpose(config))
+
+
+# After start: off the reactor thread.
+
+
+class FileWorker:
+    """
+    Runs blocking calls on a thread each, one Deferred per call, within a
+    deadline. A call that overran holds its thread until the file system
+    answers; until then other calls are refused at once, so that a hung
+    mount holds one thread, never more.
+    """
+
+    def __init__(self, reactor: Any, deadline: float = READ_DEADLINE) -> None:
+        self._reactor = reactor
+        self.deadline = deadline
+        # What overran, and since when (reactor time), until it ends.
+        self._stuck: tuple[str, float] | None = None
+
+    def run(self, what: str, call: Callable[[], _T]) -> Deferred[_T]:
+        """`call()` on a thread of its own; `what` names it in errors."""
+        reactor = self._reactor
+        if self._stuck is not None:
+            stuck, since = self._stuck
+            waited = reactor.seconds() - since
+            return fail(Unreadable(f"{stuck} has not ended after {waited:.0f} s"))
+        done: Deferred[_T] = Deferred()
+        started = reactor.seconds()
+        finished = False
+
+        def ended(outcome: Any, failed: bool) -> None:
+            nonlocal finished
+            finished = True
+            if self._stuck is not None and self._stuck[0] == what:
+                self._stuck = None
+            if done.called:
+                return
+            if failed:
+                done.errback(outcome)
+            else:
+                done.callback(outcome)
+
+        def work() -> None:
+            try:
+                result: Any = call()
+            except BaseException as e:
+                reactor.callFromThread(ended, e, True)
+            else:
+                reactor.callFromThread(ended, result, False)
+
+        def overran(failure: Any) -> Any:
+            if not finished:
+                self._stuck = (what, started)
+            return failure
+
+        threading.Thread(target=work, name="sentinel-state", daemon=True).start()
+        done.addTimeout(self.deadline, reactor)
+        done.addErrback(overran)
+        return done
+
+
+class StateFile:
+    """The state file of one directory, read and written off the reactor."""
+
+    def __init__(self, directory: str, worker: FileWorker) -> None:
+        self.directory = directory
+        self.path = state_path(directory)
+        self._worker = worker
+
+    def read(self, purpose: SessionPurpose) -> Deferred[StoredSession]:
+        """The session the file holds for `purpose` (or `Unreadable`)."""
+
+        def read() -> StoredSession:
+            return decode_state(read_private_file(self.path, MAX_STATE_BYTES), purpose)
+
+        return self._worker.run(f"a read of {self.path}", read)
+
+    def write(self, stored: StoredSession) -> Deferred[None]:
+        """Replace the file with `stored`, atomically."""
+        data = encode_state(stored)
+        return self._worker.run(
+            f"a write of {self.path}", lambda: write_private_file(self.path, data)
+        )
+
+    def remove(self) -> Deferred[None]:
+        """Remove the file (the session was closed on purpose)."""
+        return self._worker.run(
+            f"removing {self.path}", lambda: remove_private_file(self.path)
+        )

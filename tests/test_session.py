@@ -1,0 +1,389 @@
+"""
+The state file (`sentinel.session`): what it holds, what the agent refuses
+to use and what it merely does not reattach to, atomic writes, and reads and
+writes off the reactor thread within a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+
+from twisted.internet.defer import TimeoutError
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.files import FileReader, Unreadable
+from sentinel.session import (
+    MAX_STATE_BYTES,
+    STATE_FILE,
+    FileWorker,
+    Owner,
+    SessionPurpose,
+    StateFile,
+    StateFileRefused,
+    StoredSession,
+    decode_state,
+    encode_state,
+    left_in,
+    prepare_directory,
+    read_private_file,
+    write_private_file,
+)
+from tests.fakekazoo import HandOverClock
+
+PURPOSE = SessionPurpose("zk1:2181,zk2:2181", "/sentinel", "host-1")
+PASSWORD = b"\x00\x01secret-password\xff"
+STORED = StoredSession(
+    PURPOSE,
+    0x100004B2E8E0001,
+    PASSWORD,
+    Owner(4242, "0123456789abcdef"),
+    1_800_000_000.5,
+    ("/discovery/cache", "/discovery/sessions"),
+)
+
+
+class EncodingTests(SynchronousTestCase):
+    """The file's JSON, and every way it can be unusable."""
+
+    def test_round_trip(self) -> None:
+        """What is written is read back, for the same purpose."""
+        self.assertEqual(decode_state(encode_state(STORED), PURPOSE), STORED)
+
+    def test_password_not_in_repr(self) -> None:
+        """A StoredSession never shows its password in logs or errors."""
+        self.assertNotIn("secret", repr(STORED))
+
+    def test_unusable(self) -> None:
+        """
+        Truncated, corrupt or foreign contents are `Unreadable`, with a
+        reason that names the problem and never quotes the password.
+        """
+        good = json.loads(encode_state(STORED))
+
+        def changed(**fields: object) -> bytes:
+            return json.dumps({**good, **fields}).encode()
+
+        cases = {
+            encode_state(STORED)[:50]: "not JSON (truncated or corrupt)",
+            b"": "not JSON (truncated or corrupt)",
+            b"\xff\xfe": "not JSON (truncated or corrupt)",
+            b"[1, 2]": "not a sentinel state file",
+            b'{"session_id": "0x1"}': "not a sentinel state file",
+            b"[" * 100_000: "not JSON (truncated or corrupt)",
+            changed(version=2): "version 2 is not 1",
+            changed(session_id="zz"): "session_id is missing or invalid",
+            changed(session_id="0x0"): "session_id is missing or invalid",
+            changed(session_id=17): "session_id is missing or invalid",
+            changed(password="not base64!"): "password is missing or invalid",
+            changed(password=""): "password is missing or invalid",
+            changed(owner={"pid": "1", "token": "t"}): "pid is missing or invalid",
+            changed(owner=None): "owner is missing or invalid",
+            changed(written_at=True): "written_at is missing or invalid",
+            changed(discovery_parents=["relative"]): "discovery_parents is invalid",
+            changed(hosts="zk9:2181"): "for another ZooKeeper ensemble ('zk9:2181')",
+            changed(root="/other"): "for another root ('/other')",
+            changed(agent_id="host-2"): "for another agent id ('host-2')",
+        }
+        for data, reason in cases.items():
+            error = self.assertRaises(Unreadable, decode_state, data, PURPOSE)
+            self.assertEqual(str(error), reason, data[:60])
+            self.assertNotIn("secret", str(error))
+
+
+class FileTestCase(SynchronousTestCase):
+    """A state_dir of the test's own."""
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory, 0o700)
+        self.path = os.path.join(self.directory, STATE_FILE)
+
+    def write(self, data: bytes, mode: int = 0o600) -> None:
+        with open(self.path, "wb") as f:
+            f.write(data)
+        os.chmod(self.path, mode)
+
+    def refused(self, expected: str) -> None:
+        error = self.assertRaises(
+            StateFileRefused, read_private_file, self.path, MAX_STATE_BYTES
+        )
+        self.assertEqual(str(error), expected)
+
+
+class ReadTests(FileTestCase):
+    """What the agent refuses to use, and what it reads."""
+
+    def test_reads_its_own_file(self) -> None:
+        """A file of the agent's user, mode 0600, is read."""
+        self.write(encode_state(STORED))
+        data = read_private_file(self.path, MAX_STATE_BYTES)
+        self.assertEqual(decode_state(data, PURPOSE), STORED)
+
+    def test_missing(self) -> None:
+        """No file: nothing to reattach to (a first start), no refusal."""
+        error = self.assertRaises(
+            Unreadable, read_private_file, self.path, MAX_STATE_BYTES
+        )
+        self.assertNotIsInstance(error, StateFileRefused)
+        self.assertEqual(str(error), "no state file")
+
+    def test_readable_by_others(self) -> None:
+        """A file that group or others may read or write is refused."""
+        for mode in (0o644, 0o640, 0o604, 0o620, 0o602):
+            self.write(encode_state(STORED), mode)
+            self.refused(
+                f"{self.path} is readable or writable by other users (mode "
+                f"{mode:04o}): it holds the session's password; remove it, or "
+                f"chmod 600 it"
+            )
+
+    def test_symbolic_link(self) -> None:
+        """A symbolic link is never followed, even to a good file."""
+        target = os.path.join(self.directory, "elsewhere")
+        with open(target, "wb") as f:
+            f.write(encode_state(STORED))
+        os.chmod(target, 0o600)
+        os.symlink(target, self.path)
+        self.refused(f"{self.path} is a symbolic link")
+
+    def test_not_a_regular_file(self) -> None:
+        """A FIFO (which would block a reader) or a directory is refused."""
+        os.mkfifo(self.path, 0o600)
+        self.refused(f"{self.path} is not a regular file")
+        os.unlink(self.path)
+        os.mkdir(self.path, 0o700)
+        self.refused(f"{self.path} is not a regular file")
+
+    def test_another_users_file(self) -> None:
+        """A file of another user is refused (it chose our session)."""
+        if os.geteuid() != 0:
+            raise self.skipTest("only root can give a file away")
+        self.write(encode_state(STORED))
+        os.chown(self.path, 4321, -1)
+        self.refused(
+            f"{self.path} belongs to uid 4321, not to the agent's user (uid 0)"
+        )
+
+    def test_too_large(self) -> None:
+        """A file over the limit is not read, nor refused: not reattached."""
+        self.write(b" " * (MAX_STATE_BYTES + 1))
+        error = self.assertRaises(
+            Unreadable, read_private_file, self.path, MAX_STATE_BYTES
+        )
+        self.assertNotIsInstance(error, StateFileRefused)
+        self.assertEqual(str(error), "larger than 64 KiB")
+
+
+class DirectoryTests(FileTestCase):
+    """The state_dir: made if missing, refused if others may write to it."""
+
+    def test_created_private(self) -> None:
+        """A missing state_dir is created, mode 0700."""
+        directory = os.path.join(self.directory, "new")
+        prepare_directory(directory)
+        self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o700)
+
+    def test_missing_parent(self) -> None:
+        """Only the last level is created: a typo in the parent is an error."""
+        directory = os.path.join(self.directory, "no", "such")
+        error = self.assertRaises(StateFileRefused, prepare_directory, directory)
+        self.assertEqual(
+            str(error), f"cannot create {directory}: No such file or directory"
+        )
+
+    def test_writable_by_others(self) -> None:
+        """Others could swap the file: refused, even with the sticky bit."""
+        for mode in (0o777, 0o770, 0o1777, 0o720):
+            os.chmod(self.directory, mode)
+            error = self.assertRaises(
+                StateFileRefused, prepare_directory, self.directory
+            )
+            self.assertEqual(
+                str(error),
+                f"{self.directory} is writable by other users (mode {mode:04o}): "
+                f"they could replace the session file",
+            )
+        os.chmod(self.directory, 0o755)
+        prepare_directory(self.directory)
+
+    def test_not_a_directory(self) -> None:
+        """A state_dir that is a file is refused."""
+        self.write(b"")
+        error = self.assertRaises(StateFileRefused, prepare_directory, self.path)
+        self.assertEqual(str(error), f"{self.path} is not a directory")
+
+    def test_another_users_directory(self) -> None:
+        """A directory of another user is refused."""
+        if os.geteuid() != 0:
+            raise self.skipTest("only root can give a directory away")
+        os.chown(self.directory, 4321, -1)
+        error = self.assertRaises(StateFileRefused, prepare_directory, self.directory)
+        self.assertEqual(
+            str(error),
+            f"{self.directory} belongs to uid 4321, not to the agent's user (uid 0)",
+        )
+
+    def test_checked_before_the_file(self) -> None:
+        """Reading the file checks its directory first."""
+        self.write(encode_state(STORED))
+        os.chmod(self.directory, 0o777)
+        self.assertRaises(
+            StateFileRefused, read_private_file, self.path, MAX_STATE_BYTES
+        )
+
+
+class WriteTests(FileTestCase):
+    """Writes are atomic, private, and never follow a link."""
+
+    def test_private_and_complete(self) -> None:
+        """The file is written whole, mode 0600, nothing left beside it."""
+        write_private_file(self.path, encode_state(STORED))
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        self.assertEqual(os.listdir(self.directory), [STATE_FILE])
+        with open(self.path, "rb") as f:
+            self.assertEqual(decode_state(f.read(), PURPOSE), STORED)
+
+    def test_replaces_a_link_not_its_target(self) -> None:
+        """A symbolic link at the path is replaced; what it pointed to is not."""
+        target = os.path.join(self.directory, "target")
+        with open(target, "wb") as f:
+            f.write(b"precious")
+        os.symlink(target, self.path)
+        write_private_file(self.path, b"new")
+        self.assertFalse(os.path.islink(self.path))
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"precious")
+
+    def test_failed_write_leaves_the_old_file(self) -> None:
+        """A write that fails leaves the previous file whole, and no temporary."""
+        write_private_file(self.path, b"old")
+
+        def full(source: str, target: str) -> None:
+            raise OSError(28, "No space left on device")
+
+        self.patch(os, "replace", full)
+        self.assertRaises(OSError, write_private_file, self.path, b"new")
+        self.assertEqual(os.listdir(self.directory), [STATE_FILE])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"old")
+
+
+class LeftInTests(FileTestCase):
+    """What start-up finds: a session, or why there is none."""
+
+    def test_session(self) -> None:
+        """A good file gives its session."""
+        write_private_file(self.path, encode_state(STORED))
+        self.assertEqual(left_in(self.directory, PURPOSE), STORED)
+
+    def test_reasons(self) -> None:
+        """An unusable file gives the path and why, for the log and stats."""
+        self.assertEqual(
+            left_in(self.directory, PURPOSE), f"{self.path}: no state file"
+        )
+        write_private_file(self.path, b'{"format"')
+        self.assertEqual(
+            left_in(self.directory, PURPOSE),
+            f"{self.path}: not JSON (truncated or corrupt)",
+        )
+        other = SessionPurpose(PURPOSE.hosts, "/other", PURPOSE.agent_id)
+        write_private_file(self.path, encode_state(STORED))
+        self.assertEqual(
+            left_in(self.directory, other),
+            f"{self.path}: for another root ('/sentinel')",
+        )
+
+    def test_refusal_raised(self) -> None:
+        """A file others can read is a refusal, not a reason."""
+        self.write(encode_state(STORED), 0o644)
+        self.assertRaises(StateFileRefused, left_in, self.directory, PURPOSE)
+
+    def test_hung_mount(self) -> None:
+        """A read that never answers is a reason after the deadline, not a hang."""
+        release = threading.Event()
+        self.addCleanup(release.set)
+
+        def hang(path: str, limit: int) -> bytes:
+            release.wait(10)
+            return b""
+
+        reader = FileReader(deadline=0.05, read_file=hang)
+        self.assertEqual(
+            left_in(self.directory, PURPOSE, reader),
+            f"{self.path}: no answer within 0.05 s (a hung mount?)",
+        )
+
+
+class WorkerTests(SynchronousTestCase):
+    """Blocking calls off the reactor thread, each within a deadline."""
+
+    def setUp(self) -> None:
+        self.clock = HandOverClock()
+        self.worker = FileWorker(self.clock, deadline=2.0)
+
+    def test_result_handed_over(self) -> None:
+        """A call's result comes back on the reactor's thread."""
+        d = self.worker.run("a read", lambda: threading.current_thread().name)
+        self.assertNoResult(d)
+        self.clock.run_handed_over(wait=5.0)
+        self.assertEqual(self.successResultOf(d), "sentinel-state")
+
+    def test_error_handed_over(self) -> None:
+        """A call's exception is the Deferred's failure."""
+
+        def refuse() -> None:
+            raise StateFileRefused("no")
+
+        d = self.worker.run("a read", refuse)
+        self.clock.run_handed_over(wait=5.0)
+        self.assertEqual(
+            self.failureResultOf(d, StateFileRefused).getErrorMessage(), "no"
+        )
+
+    def test_overrun_refuses_the_next_until_it_ends(self) -> None:
+        """
+        A call still running after the deadline fails with a timeout; until
+        it ends, other calls fail at once (one stuck thread at most); after,
+        they run again.
+        """
+        release = threading.Event()
+        self.addCleanup(release.set)
+        stuck = self.worker.run("a write of /x", lambda: release.wait(10))
+        self.clock.advance(2.0)
+        self.failureResultOf(stuck, TimeoutError)
+        self.clock.advance(3.0)
+        refused = self.failureResultOf(self.worker.run("a read", lambda: 1))
+        self.assertEqual(
+            refused.getErrorMessage(), "a write of /x has not ended after 5 s"
+        )
+        release.set()
+        self.clock.run_handed_over(wait=5.0)
+        d = self.worker.run("a read", lambda: 1)
+        self.clock.run_handed_over(wait=5.0)
+        self.assertEqual(self.successResultOf(d), 1)
+
+
+class StateFileTests(FileTestCase):
+    """The state file through the worker, as the agent uses it."""
+
+    def test_write_read_remove(self) -> None:
+        """What is written is read back; once removed, there is no state file."""
+        clock = HandOverClock()
+        state_file = StateFile(self.directory, FileWorker(clock))
+        written = state_file.write(STORED)
+        clock.run_handed_over(wait=5.0)
+        self.successResultOf(written)
+        read = state_file.read(PURPOSE)
+        clock.run_handed_over(wait=5.0)
+        self.assertEqual(self.successResultOf(read), STORED)
+        removed = state_file.remove()
+        clock.run_handed_over(wait=5.0)
+        self.successResultOf(removed)
+        again = state_file.read(PURPOSE)
+        clock.run_handed_over(wait=5.0)
+        self.assertEqual(
+            self.failureResultOf(again, Unreadable).getErrorMessage(), "no state file"
+        )
