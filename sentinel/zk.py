@@ -17,6 +17,13 @@ A client that stays disconnected for longer than the session timeout is
 replaced by a new one: only the server can declare a session expired, and a
 ZooKeeper that came back empty refuses a client that has seen a newer
 transaction id, so the old client could stay SUSPENDED for good.
+
+A session can be handed from one process to the next (`sentinel.handoff`):
+the first client may reattach to a session (`start(client_id=...)`), and
+`leave_open` stops using the session without closing it. A client left so
+never reconnects: between reconnection attempts kazoo asks our `interrupt`
+every 0.1 s, which ends them once the session is left, so that an older
+process whose session a newer one took does not take it back.
 """
 
 from __future__ import annotations
@@ -104,6 +111,9 @@ class ZooKeeper:
         self.call_timeout = call_timeout
         self._client_factory = client_factory
         self._client: Any = None
+        self._gate: _ReconnectGate | None = None
+        # Clients whose session was left open: kept until the process ends.
+        self._left_open: list[Any] = []
         self._generation = 0
         self._listeners: list[StateListener] = []
         self._replace_call: IDelayedCall | None = None
@@ -118,10 +128,30 @@ class ZooKeeper:
         """Call `listener(state)` on the reactor thread at each change."""
         self._listeners.append(listener)
 
-    def start(self) -> None:
-        """Start connecting; listeners hear `CONNECTED` when it is done."""
+    def start(self, client_id: tuple[int, bytes] | None = None) -> None:
+        """
+        Start connecting, to the session `client_id` (session id, password)
+        if given and still alive, else to a new one; listeners hear
+        `CONNECTED` when it is done (`client_id` then says which).
+        """
         self._set_state(CONNECTING)
-        self._new_client()
+        self._new_client(client_id)
+
+    def leave_open(self) -> None:
+        """
+        Stop using the session without closing it: its ephemeral nodes stay
+        until another process reattaches to it or it expires. The client
+        keeps its connection until this process ends, never reconnects, and
+        is no longer heard.
+        """
+        self._cancel_replace()
+        self._set_state(STOPPED)
+        self._generation += 1
+        if self._gate is not None:
+            self._gate.close()
+        if self._client is not None:
+            self._left_open.append(self._client)
+        self._client = self._gate = None
 
     def stop(self, timeout: float) -> Deferred[None]:
         """
@@ -159,16 +189,20 @@ class ZooKeeper:
         session, password = client_id
         return int(session), bytes(password)
 
-    def _new_client(self) -> None:
+    def _new_client(self, client_id: tuple[int, bytes] | None = None) -> None:
         self._generation += 1
         generation = self._generation
+        gate = _ReconnectGate()
         client = self._client_factory(
             hosts=self.hosts,
             timeout=self.session_timeout,
-            connection_retry=KazooRetry(max_tries=-1, max_delay=5),
+            client_id=client_id,
+            connection_retry=KazooRetry(
+                max_tries=-1, max_delay=5, interrupt=gate.closed
+            ),
             auth_data=[("digest", self._auth)] if self._auth else None,
         )
-        self._client = client
+        self._client, self._gate = client, gate
 
         def listener(state: Any) -> None:
             # kazoo's connection thread: hand over, nothing else.
@@ -226,8 +260,10 @@ class ZooKeeper:
             "replacing the client",
             seconds=self.session_timeout,
         )
-        old = self._client
+        old, gate = self._client, self._gate
         self._new_client()
+        if gate is not None:
+            gate.close()
         self._close_in_thread(old)
         self._set_state(LOST)
         self._replace_call = self._reactor.callLater(
@@ -274,12 +310,15 @@ class ZooKeeper:
         result.rawlink(linked)
         return d.addTimeout(self.call_timeout, self._reactor)
 
-    def create(self, path: str, data: bytes, ephemeral: bool = True) -> Deferred[str]:
+    def create(
+        self, path: str, data: bytes, ephemeral: bool = True, sequence: bool = False
+    ) -> Deferred[str]:
         """
-        Create a node and its missing parents. The parents get the node's
-        ACL too: ZooKeeper checks a delete against the parent's ACL, so
-        that is what keeps other identities from deleting our nodes (and
-        agents sharing a root must share credentials).
+        Create a node and its missing parents; fires with its path (with
+        `sequence`, ZooKeeper appends a 10-digit counter to it). The parents
+        get the node's ACL too: ZooKeeper checks a delete against the
+        parent's ACL, so that is what keeps other identities from deleting
+        our nodes (and agents sharing a root must share credentials).
         """
         return self._call(
             "create_async",
@@ -287,6 +326,7 @@ class ZooKeeper:
             data,
             acl=self.acl,
             ephemeral=ephemeral,
+            sequence=sequence,
             makepath=True,
         )
 
@@ -323,6 +363,25 @@ class ZooKeeper:
     def get_children(self, path: str) -> Deferred[list[str]]:
         """A node's children's names."""
         return self._call("get_children_async", path)
+
+
+class _ReconnectGate:
+    """
+    Whether a client may still reconnect: kazoo's connection retry asks
+    `closed` (on its connection thread) every 0.1 s between attempts, and
+    gives up once it says so.
+    """
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """No reconnection from now on (any thread)."""
+        self._closed.set()
+
+    def closed(self) -> bool:
+        """Whether the client was left or replaced."""
+        return self._closed.is_set()
 
 
 @attr.frozen

@@ -234,3 +234,84 @@ class BridgeTests(SynchronousTestCase):
         client.close_blocks.set()
         self.assertTrue(client.closed.wait(THREAD_WAIT))
         self.clock.run_handed_over(wait=THREAD_WAIT)
+
+
+class SessionHandOverTests(SynchronousTestCase):
+    """A session reattached at start, and one left open for the next process."""
+
+    def setUp(self) -> None:
+        self.clock = HandOverClock()
+        self.factory = FakeKazooFactory()
+        self.zk = ZooKeeper(
+            self.clock, "127.0.0.1:2181", SESSION_TIMEOUT, client_factory=self.factory
+        )
+        self.states: list[str] = []
+        self.zk.add_listener(self.states.append)
+
+    def test_reattach_with_client_id(self) -> None:
+        """`start(client_id)` hands the session's id and password to kazoo."""
+        self.zk.start(client_id=(0x42, b"password"))
+        [client] = self.factory.clients
+        self.assertEqual(client.settings["client_id"], (0x42, b"password"))
+        client.change_state(KazooState.CONNECTED, session=0x42)
+        self.clock.run_handed_over()
+        self.assertEqual(self.zk.client_id, (0x42, b"password"))
+
+    def test_replacement_is_a_new_session(self) -> None:
+        """
+        A client replaced after the session timeout starts without the
+        handed-over session (it expired meanwhile), and the replaced one is
+        kept from reconnecting.
+        """
+        self.zk.start(client_id=(0x42, b"password"))
+        first = self.factory.clients[0]
+        first.change_state(KazooState.LOST)
+        self.clock.run_handed_over()
+        self.clock.advance(SESSION_TIMEOUT)
+        replacement = self.factory.clients[1]
+        self.assertIsNone(replacement.settings["client_id"])
+        self.assertTrue(first.settings["connection_retry"].interrupt())
+        self.assertFalse(replacement.settings["connection_retry"].interrupt())
+        self.assertTrue(first.closed.wait(THREAD_WAIT))
+
+    def test_leave_open(self) -> None:
+        """
+        `leave_open` neither stops nor closes the client (its session, and
+        the nodes, stay for the next process), ends its reconnections,
+        stops hearing it, and never replaces it.
+        """
+        self.zk.start()
+        client = self.factory.clients[0]
+        client.change_state(KazooState.CONNECTED)
+        self.clock.run_handed_over()
+        retry = client.settings["connection_retry"]
+        self.assertFalse(retry.interrupt())
+        self.zk.leave_open()
+        self.assertTrue(retry.interrupt())
+        self.assertEqual(self.zk.state, STOPPED)
+        self.assertIsNone(self.zk.client_id)
+        client.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.clock.advance(SESSION_TIMEOUT * 10)
+        self.assertEqual(self.states, [CONNECTING, CONNECTED, STOPPED])
+        self.assertEqual(len(self.factory.clients), 1)
+        self.assertIsNone(client.stopped_on)
+        self.assertFalse(client.closed.is_set())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_sequential_create(self) -> None:
+        """`create(sequence=True)` asks kazoo for a sequential node."""
+        calls: list[dict[str, object]] = []
+        self.zk.start()
+        client = self.factory.clients[0]
+
+        def create_async(path: str, data: bytes, **options: object) -> object:
+            calls.append(options)
+            return client._call("create", path)
+
+        client.create_async = create_async  # type: ignore[method-assign]
+        self.zk.create("/d/s/member_", b"{}", sequence=True)
+        self.assertEqual(
+            calls,
+            [{"acl": None, "ephemeral": True, "sequence": True, "makepath": True}],
+        )
