@@ -1,16 +1,28 @@
 """
 An in-memory ZooKeeper with the public API of `sentinel.zk.ZooKeeper`.
 
-Nodes have data, a version, an ephemeral owner (0: persistent), creation
-and modification times and transaction ids, and calls answer with what
-ZooKeeper would answer, kazoo's exceptions included. The test drives the
-session by hand (`connect`, `suspend`, `expire`), changes the server behind
-the client's back (`put`, `remove`, `end_session`), and can make calls hang
-(`hang`/`release`) or fail (`fail_next`); every call is counted per kind and
-per path. As through the real bridge, every call ends: a held call times
-out after `call_timeout` on the Clock, fails with ``ConnectionLoss`` when
-the connection drops, and a call made while disconnected waits for the
-connection (kazoo queues it) or its timeout.
+A `FakeZooKeeperServer` holds the nodes and the sessions; each
+`FakeZooKeeper` is one client of it (one agent process), and
+`FakeZooKeeper(clock)` makes a server of its own. Nodes have data, a
+version, an ephemeral owner (0: persistent), creation and modification
+times and transaction ids; sequential nodes get the parent's 10-digit
+counter. Calls answer with what ZooKeeper would answer, kazoo's exceptions
+included.
+
+Sessions live in the server, as in ZooKeeper: a client started with
+``client_id=(session, password)`` reattaches to that session on `connect`
+if it lives (the client that held it loses its connection, as the server
+closes it), and gets a new one if it expired (LOST, then CONNECTED);
+`leave_open` stops using the session without closing it, and
+`server.drop(client)` then ends its connection as a process exit would.
+The test drives each client's session by hand (`connect`, `suspend`,
+`expire`), changes the server behind the clients' backs (`put`, `remove`,
+`end_session`), and can make calls hang (`hang`/`release`) or fail
+(`fail_next`); every call is counted per kind and per path. As through the
+real bridge, every call ends: a held call times out after `call_timeout`
+on the Clock, fails with ``ConnectionLoss`` when the connection drops, and
+a call made while disconnected waits for the connection (kazoo queues it)
+or its timeout.
 
 Watches set by `exists(path, watch)` fire once, at the node's next
 creation, change or deletion by anyone, as ZooKeeper's do; a dropped
@@ -40,7 +52,7 @@ from twisted.internet.task import Clock
 
 from sentinel.zk import CONNECTED, CONNECTING, LOST, STOPPED, SUSPENDED
 
-CALL_KINDS = ("create", "set", "get", "exists", "delete")
+CALL_KINDS = ("create", "set", "get", "exists", "delete", "get_children")
 
 
 Watcher = Callable[[WatchedEvent], None]
@@ -72,6 +84,105 @@ class _Znode:
         )
 
 
+class FakeZooKeeperServer:
+    """The nodes and the sessions, shared by the clients (processes)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.nodes: dict[str, _Znode] = {}
+        # Live sessions and their passwords; the client whose connection
+        # holds each one now (none while disconnected).
+        self.sessions: dict[int, bytes] = {}
+        self.holders: dict[int, FakeZooKeeper] = {}
+        self.clients: list[FakeZooKeeper] = []
+        self._zxid = 0
+        self._next_session = 0x1000
+        # Per parent: its children's sequence counter (ZooKeeper's cversion).
+        self._sequences: Counter[str] = Counter()
+
+    # Sessions
+
+    def open_session(self) -> int:
+        session = self._next_session
+        self._next_session += 1
+        self.sessions[session] = f"pw-{session:x}".encode()
+        return session
+
+    def end_session(self, session: int) -> None:
+        """The session ends (closed or expired): its ephemeral nodes go."""
+        self.sessions.pop(session, None)
+        holder = self.holders.pop(session, None)
+        for path in [p for p, n in self.nodes.items() if n.owner == session]:
+            self.remove(path)
+        if holder is not None:
+            holder._session_ended()
+
+    def drop(self, client: FakeZooKeeper) -> None:
+        """
+        The client's connection ends without a close (its process exited):
+        its session lives on until it expires or another client takes it.
+        """
+        for session, holder in list(self.holders.items()):
+            if holder is client:
+                del self.holders[session]
+
+    # Nodes
+
+    def next_zxid(self) -> int:
+        self._zxid += 1
+        return self._zxid
+
+    def millis(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    def new_node(self, path: str, data: bytes, owner: int) -> _Znode:
+        node = _Znode(data, owner, self.next_zxid(), self.millis())
+        self.nodes[path] = node
+        self._sequences[_parent(path)] += 1
+        return node
+
+    def put(self, path: str, data: bytes, owner: int = 0) -> None:
+        """A node created or written by someone else (0: persistent)."""
+        node = self.nodes.get(path)
+        if node is None or node.owner != owner:
+            self.new_node(path, data, owner)
+            self.fire(path, EventType.CREATED if node is None else EventType.CHANGED)
+            return
+        node.data = data
+        self.modified(node)
+        self.fire(path, EventType.CHANGED)
+
+    def remove(self, path: str) -> None:
+        """Someone else deletes the node."""
+        del self.nodes[path]
+        self._sequences[_parent(path)] += 1
+        self.fire(path, EventType.DELETED)
+
+    def modified(self, node: _Znode) -> None:
+        node.version += 1
+        node.mzxid = self.next_zxid()
+        node.mtime = self.millis()
+
+    def sequence(self, parent: str) -> int:
+        return self._sequences[parent]
+
+    def children(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        return sorted(
+            p[len(prefix) :]
+            for p in self.nodes
+            if p.startswith(prefix) and "/" not in p[len(prefix) :]
+        )
+
+    def fire(self, path: str, kind: str) -> None:
+        for client in list(self.clients):
+            client._fire(path, kind)
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0]
+
+
 class _Call:
     """A call not answered yet: what it is, and how to answer it."""
 
@@ -96,10 +207,17 @@ class _Call:
 
 
 class FakeZooKeeper:
-    """ZooKeeper in a dict, one session at a time, on a Clock."""
+    """One client of a ZooKeeper in a dict, one session at a time, on a Clock."""
 
-    def __init__(self, clock: Clock, call_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        call_timeout: float = 5.0,
+        server: FakeZooKeeperServer | None = None,
+    ) -> None:
         self._clock = clock
+        self.server = server if server is not None else FakeZooKeeperServer(clock)
+        self.server.clients.append(self)
         self.call_timeout = call_timeout
         self.hosts = "fake:2181"
         self.session_timeout = 10.0
@@ -108,14 +226,15 @@ class FakeZooKeeper:
         self.state_since = clock.seconds()
         self.last_error: str | None = None
         self.replacements = 0
-        self.nodes: dict[str, _Znode] = {}
         self.watches: dict[str, set[Watcher]] = {}
-        self._zxid = 0
         self._session: int | None = None
-        self._next_session = 0x1000
+        self._password = b""
         self._listeners: list[Callable[[str], None]] = []
         self.started = 0
+        self.started_with: list[tuple[int, bytes] | None] = []
         self.stopped_with: list[float] = []
+        # Set by leave_open: the session is no longer this client's to use.
+        self.left_open = False
         # Controls and counters.
         self.calls: Counter[str] = Counter()
         self.calls_by_path: Counter[tuple[str, str]] = Counter()
@@ -127,13 +246,21 @@ class FakeZooKeeper:
         self._unsent: list[_Call] = []
         self._failures: list[tuple[str, str | None, Exception]] = []
 
+    @property
+    def nodes(self) -> dict[str, _Znode]:
+        """The server's nodes, by path."""
+        return self.server.nodes
+
     # The API of sentinel.zk.ZooKeeper
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
 
-    def start(self) -> None:
+    def start(self, client_id: tuple[int, bytes] | None = None) -> None:
         self.started += 1
+        self.started_with.append(client_id)
+        if client_id is not None:
+            self._session, self._password = client_id
         self._set_state(CONNECTING)
 
     def stop(self, timeout: float) -> Deferred[None]:
@@ -149,8 +276,18 @@ class FakeZooKeeper:
             done: Deferred[None] = Deferred()
             self._clock.callLater(timeout, done.callback, None)
             return done
-        self._end_session()
+        session, self._session = self._session, None
+        if session is not None and self.server.sessions.get(session) == self._password:
+            self.server.end_session(session)
         return succeed(None)
+
+    def leave_open(self) -> None:
+        """Stop using the session; it lives on in the server."""
+        self.history.append(("leave_open", ""))
+        self.left_open = True
+        self._drop_watches(KeeperState.CLOSED)
+        self._set_state(STOPPED)
+        self._fail_outstanding(ConnectionClosedError("left open"))
 
     @property
     def session_id(self) -> int | None:
@@ -158,10 +295,16 @@ class FakeZooKeeper:
 
     @property
     def client_id(self) -> tuple[int, bytes] | None:
-        return None if self._session is None else (self._session, b"")
+        if self._session is None or self.left_open:
+            return None
+        return self._session, self._password
 
-    def create(self, path: str, data: bytes, ephemeral: bool = True) -> Deferred[str]:
-        return self._call("create", path, lambda: self._create(path, data, ephemeral))
+    def create(
+        self, path: str, data: bytes, ephemeral: bool = True, sequence: bool = False
+    ) -> Deferred[str]:
+        return self._call(
+            "create", path, lambda: self._create(path, data, ephemeral, sequence)
+        )
 
     def set(self, path: str, data: bytes, version: int = -1) -> Deferred[Any]:
         return self._call("set", path, lambda: self._set(path, data, version))
@@ -175,13 +318,33 @@ class FakeZooKeeper:
     def delete(self, path: str, version: int = -1) -> Deferred[None]:
         return self._call("delete", path, lambda: self._delete(path, version))
 
+    def get_children(self, path: str) -> Deferred[list[str]]:
+        return self._call("get_children", path, lambda: self._children(path))
+
     # The session, driven by the test
 
     def connect(self) -> None:
-        """Connected: to the old session if it lives, else to a new one."""
-        if self._session is None:
-            self._session = self._next_session
-            self._next_session += 1
+        """
+        Connected: to our session if it lives (taking it from the client
+        that holds it, which loses its connection), else, after LOST if we
+        had one, to a new session.
+        """
+        if self.left_open:
+            return
+        server = self.server
+        session = self._session
+        if session is not None and server.sessions.get(session) != self._password:
+            # Expired, or never ours: kazoo hears SessionExpired, then gets
+            # a new session.
+            self._session = session = None
+            self._set_state(LOST)
+        if session is None:
+            session = server.open_session()
+            self._session, self._password = session, server.sessions[session]
+        holder = server.holders.get(session)
+        if holder is not None and holder is not self:
+            holder.suspend()
+        server.holders[session] = self
         self._set_state(CONNECTED)
         unsent, self._unsent = self._unsent, []
         for call in unsent:
@@ -189,13 +352,23 @@ class FakeZooKeeper:
 
     def suspend(self) -> None:
         """The connection dropped; the session lives on in the server."""
+        if self._session is not None and self.server.holders.get(self._session) is self:
+            del self.server.holders[self._session]
         self._drop_watches(KeeperState.CONNECTING)
         self._set_state(SUSPENDED)
         self._fail_outstanding(ConnectionLoss("connection dropped"))
 
     def expire(self) -> None:
         """The server ended our session: its ephemeral nodes are gone."""
-        self._end_session()
+        session = self._session
+        if session is not None:
+            self.server.end_session(session)
+        self._session_ended()
+
+    def _session_ended(self) -> None:
+        self._session = None
+        if self.left_open or self.state == STOPPED:
+            return
         self._drop_watches(KeeperState.EXPIRED_SESSION)
         self._fail_outstanding(ConnectionLoss("session expired"))
         self._set_state(LOST)
@@ -207,24 +380,15 @@ class FakeZooKeeper:
         A node created or written by someone else (`owner`: their session,
         or 0 for a persistent node).
         """
-        node = self.nodes.get(path)
-        if node is None or node.owner != owner:
-            self.nodes[path] = _Znode(data, owner, self._next_zxid(), self._millis())
-            self._fire(path, EventType.CREATED if node is None else EventType.CHANGED)
-            return
-        node.data = data
-        self._modified(node)
-        self._fire(path, EventType.CHANGED)
+        self.server.put(path, data, owner)
 
     def remove(self, path: str) -> None:
         """Someone else deletes the node."""
-        del self.nodes[path]
-        self._fire(path, EventType.DELETED)
+        self.server.remove(path)
 
     def end_session(self, owner: int) -> None:
         """Another client's session ends: its ephemeral nodes go."""
-        for path in [p for p, n in self.nodes.items() if n.owner == owner]:
-            self.remove(path)
+        self.server.end_session(owner)
 
     def lose_watches(self) -> None:
         """Forget every watch without telling anyone (as a lost watch is)."""
@@ -236,6 +400,10 @@ class FakeZooKeeper:
 
     def owner(self, path: str) -> int:
         return self.nodes[path].owner
+
+    def children(self, path: str) -> list[str]:
+        """A node's children's names, sorted (not counted)."""
+        return self.server.children(path)
 
     # Controls
 
@@ -270,18 +438,6 @@ class FakeZooKeeper:
 
     # Inside
 
-    def _next_zxid(self) -> int:
-        self._zxid += 1
-        return self._zxid
-
-    def _millis(self) -> int:
-        return int(self._clock.seconds() * 1000)
-
-    def _modified(self, node: _Znode) -> None:
-        node.version += 1
-        node.mzxid = self._next_zxid()
-        node.mtime = self._millis()
-
     def _fire(self, path: str, kind: str) -> None:
         for watch in self.watches.pop(path, set()):
             watch(WatchedEvent(kind, KeeperState.CONNECTED, path))
@@ -299,11 +455,6 @@ class FakeZooKeeper:
         self.state_since = self._clock.seconds()
         for listener in list(self._listeners):
             listener(state)
-
-    def _end_session(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            self.end_session(session)
 
     def _fail_outstanding(self, error: Exception) -> None:
         outstanding, self.held = self.held, []
@@ -347,18 +498,21 @@ class FakeZooKeeper:
                 calls.remove(call)
         return failure
 
-    def _create(self, path: str, data: bytes, ephemeral: bool) -> str:
+    def _create(self, path: str, data: bytes, ephemeral: bool, sequence: bool) -> str:
+        server = self.server
+        parent = _parent(path)
+        if sequence:
+            path = f"{path}{server.sequence(parent):010d}"
         if path in self.nodes:
             raise NodeExistsError()
         # makepath=True, as the bridge passes: missing parents, persistent.
-        parent = path.rsplit("/", 1)[0]
-        while parent and parent not in self.nodes:
-            self.nodes[parent] = _Znode(b"", 0, self._next_zxid(), self._millis())
-            parent = parent.rsplit("/", 1)[0]
+        missing = parent
+        while missing and missing not in self.nodes:
+            server.new_node(missing, b"", 0)
+            missing = _parent(missing)
         assert self._session is not None
-        owner = self._session if ephemeral else 0
-        self.nodes[path] = _Znode(data, owner, self._next_zxid(), self._millis())
-        self._fire(path, EventType.CREATED)
+        server.new_node(path, data, self._session if ephemeral else 0)
+        server.fire(path, EventType.CREATED)
         return path
 
     def _node(self, path: str, version: int) -> _Znode:
@@ -372,8 +526,8 @@ class FakeZooKeeper:
     def _set(self, path: str, data: bytes, version: int) -> ZnodeStat:
         node = self._node(path, version)
         node.data = data
-        self._modified(node)
-        self._fire(path, EventType.CHANGED)
+        self.server.modified(node)
+        self.server.fire(path, EventType.CHANGED)
         return node.stat()
 
     def _get(self, path: str) -> tuple[bytes, ZnodeStat]:
@@ -390,4 +544,9 @@ class FakeZooKeeper:
         self._node(path, version)
         if any(p.startswith(path + "/") for p in self.nodes):
             raise NotEmptyError()
-        self.remove(path)
+        self.server.remove(path)
+
+    def _children(self, path: str) -> list[str]:
+        if path not in self.nodes:
+            raise NoNodeError()
+        return self.server.children(path)
