@@ -13,16 +13,23 @@ plus each instance's check counters.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sentinel import __version__
 from sentinel.config import RedisInstance
-from sentinel.health import InstanceHealth
+from sentinel.health import UP, InstanceHealth
 
 # The version of the instance document's fields; readers check it.
 INSTANCE_SCHEMA = 1
+
+# zookeeper.discovery: the two forms of discovery members.
+SERVERSET = "serverset"
+NERVE = "nerve"
+# What identifies a member: its form, host, port, and (nerve) name.
+MemberIdentity = tuple[str, str, int, str | None]
 
 
 def instance_document(
@@ -103,3 +110,58 @@ def nerve_member(
         "name": instance.name,
         "labels": {**labels, "role": role} if role is not None else dict(labels),
     }
+
+
+def discoverable(health: InstanceHealth) -> bool:
+    """
+    Whether an instance belongs in discovery now: up and ready. Every
+    member's presence follows from this one predicate (a drain switch and
+    groups' primaries will narrow it).
+    """
+    return health.status == UP and health.ready
+
+
+def member_document(
+    form: str, instance: RedisInstance, health: InstanceHealth
+) -> dict[str, Any] | None:
+    """The instance's discovery member in `form`, or None if it has none now."""
+    if not discoverable(health):
+        return None
+    if form == SERVERSET:
+        return serverset_member(instance)
+    return nerve_member(instance, dict(instance.labels), health.replication.role)
+
+
+def member_prefix(form: str, instance: RedisInstance) -> str:
+    """The name of the instance's member before ZooKeeper's sequence number."""
+    return "member_" if form == SERVERSET else f"{instance.name}_"
+
+
+def member_identity(form: str, instance: RedisInstance) -> MemberIdentity:
+    """What the instance's member says it is, whatever its state."""
+    name = instance.name if form == NERVE else None
+    return form, instance.host, instance.port, name
+
+
+def identity_of(data: bytes) -> MemberIdentity | None:
+    """
+    What the member holding `data` says it is, in either form, or None if
+    it is no member (another writer's data, or garbage).
+    """
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    endpoint = document.get("serviceEndpoint")
+    if isinstance(endpoint, dict):
+        form, name, document = SERVERSET, None, endpoint
+    else:
+        form, name = NERVE, document.get("name")
+        if not isinstance(name, str):
+            return None
+    host, port = document.get("host"), document.get("port")
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    return form, host, port, name

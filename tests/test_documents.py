@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 import os
 
+import attr
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import __version__
 from sentinel.config import RedisInstance
 from sentinel.documents import (
+    NERVE,
+    SERVERSET,
     agent_document,
+    discoverable,
+    identity_of,
     instance_document,
     instance_report,
+    member_document,
+    member_identity,
+    member_prefix,
     nerve_member,
     serverset_member,
 )
@@ -145,3 +153,63 @@ class DiscoveryMemberTests(SynchronousTestCase):
             },
         )
         self.assertEqual(nerve_member(CACHE, {}, None)["labels"], {})
+
+
+class DiscoverabilityTests(SynchronousTestCase):
+    """When an instance has a member, and what identifies it."""
+
+    def test_up_and_ready_only(self) -> None:
+        """A member exists only while the instance is up and ready."""
+        loading = Observation(ok=True, ready=False, latency_ms=0.3)
+        down = Observation(ok=False, error="connection refused")
+        self.assertTrue(discoverable(observed(REPLICA)))
+        self.assertFalse(discoverable(observed(loading)))
+        self.assertFalse(discoverable(observed(down)))
+        self.assertFalse(discoverable(InstanceHealth(rise=1, fall=1)))
+        for form in (SERVERSET, NERVE):
+            self.assertIsNone(member_document(form, CACHE, observed(down)))
+
+    def test_member_document(self) -> None:
+        """Each form's document, the nerve one with the labels and the role."""
+        tagged = attr.evolve(CACHE, labels=(("zone", "b"),))
+        self.assertEqual(
+            member_document(SERVERSET, tagged, observed(REPLICA)),
+            serverset_member(tagged),
+        )
+        self.assertEqual(
+            member_document(NERVE, tagged, observed(REPLICA)),
+            nerve_member(tagged, {"zone": "b"}, "slave"),
+        )
+
+    def test_prefix(self) -> None:
+        """Finagle reads member_ children; nerve names them after the instance."""
+        self.assertEqual(member_prefix(SERVERSET, CACHE), "member_")
+        self.assertEqual(member_prefix(NERVE, CACHE), "cache-1_")
+
+    def test_identity(self) -> None:
+        """A member's data says which instance it is, in either form."""
+        for form in (SERVERSET, NERVE):
+            document = member_document(form, CACHE, observed(REPLICA))
+            self.assertEqual(
+                identity_of(json.dumps(document).encode()),
+                member_identity(form, CACHE),
+            )
+        self.assertEqual(
+            member_identity(NERVE, CACHE), (NERVE, "10.0.0.5", 6379, "cache-1")
+        )
+        self.assertEqual(
+            member_identity(SERVERSET, CACHE), (SERVERSET, "10.0.0.5", 6379, None)
+        )
+
+    def test_identity_of_anything_else(self) -> None:
+        """Data that is no member of ours identifies nothing."""
+        for data in (
+            b"",
+            b"not json",
+            b"[1]",
+            b'{"host": "h", "port": "1", "name": "n"}',
+            b'{"host": "h", "port": 1}',
+            b'{"serviceEndpoint": {"host": "h"}}',
+            b"[" * 10_000,
+        ):
+            self.assertIsNone(identity_of(data), data[:40])
