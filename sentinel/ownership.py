@@ -48,6 +48,16 @@ LIVE = "live"
 SILENT = "silent"
 
 
+def ours(stat: Any, session: int | None) -> bool:
+    """
+    Whether `stat` (a node's ZnodeStat, or None when there is no node) shows
+    an ephemeral node of `session`, the agent's session now: the one test
+    of ownership, for instance, agent and discovery nodes alike. A process
+    that reattached to its predecessor's session owns its nodes by it.
+    """
+    return stat is not None and session is not None and stat.ephemeralOwner == session
+
+
 @attr.define
 class Holding:
     """Another session's hold on a node we must own, as last seen."""
