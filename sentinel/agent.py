@@ -4,7 +4,7 @@ The composition root: turns a `Config` into the agent's running services.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -17,6 +17,7 @@ from twisted.web.server import Site
 
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
+from sentinel.handoff import SessionHandoff
 from sentinel.history import CheckHistory
 from sentinel.metrics import AgentMetrics
 from sentinel.monitor import Monitor, NullPublisher, Publisher, Settings
@@ -25,7 +26,14 @@ from sentinel.process import ProcessPolicy, check_fd_capacity, count_gc_objects
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
-from sentinel.shutdown import EXIT_TWIN, stop_with_status
+from sentinel.session import (
+    FileWorker,
+    StateFile,
+    StoredSession,
+    session_left,
+    session_purpose,
+)
+from sentinel.shutdown import EXIT_TWIN, LeaveOnSignal, stop, stop_with_status
 from sentinel.timer import RestartingTimer
 from sentinel.tracker import PendingTracker
 from sentinel.web import StatusApp
@@ -66,7 +74,11 @@ class StatusSite(Site):
 
 
 def _make_publisher(
-    config: Config, reactor: Any, agent_node: Callable[[], dict[str, Any]]
+    config: Config,
+    reactor: Any,
+    agent_node: Callable[[], dict[str, Any]],
+    watched: Callable[[], Mapping[str, RedisInstance]],
+    left: StoredSession | str | None,
 ) -> ZooKeeperPublisher:
     zk_config = config.zookeeper
     assert zk_config is not None
@@ -77,6 +89,13 @@ def _make_publisher(
         auth=zk_config.auth,
         call_timeout=max(zk_config.session_timeout, 5.0),
     )
+    handoff = None
+    if config.state_dir is not None and left is not None:
+        state_file = StateFile(config.state_dir, FileWorker(reactor))
+        handoff = SessionHandoff(reactor, state_file, session_purpose(config), left)
+    discovery = None
+    if zk_config.discovery != "none":
+        discovery = (zk_config.discovery, zk_config.discovery_root)
     return ZooKeeperPublisher(
         reactor,
         zk,
@@ -86,6 +105,11 @@ def _make_publisher(
         zk_config.heartbeat,
         agent_node,
         on_twin=lambda line: stop_with_status(reactor, EXIT_TWIN),
+        watched=watched,
+        discovery=discovery,
+        handoff=handoff,
+        # Replaced by a newer process on purpose: a clean end, status 0.
+        on_superseded=lambda line: stop(reactor),
     )
 
 
@@ -95,6 +119,7 @@ def make_agent(
     reactor: Any,
     *,
     process: ProcessPolicy | None = None,
+    left: StoredSession | str | None = None,
 ) -> MultiService:
     """
     Build the agent's services from `config`: `process` when given (first,
@@ -103,7 +128,9 @@ def make_agent(
     ZooKeeper), the monitor (``"monitor"``), the config reloader
     (``"reloader"``, when `reload` loads the config file again) and the
     HTTP server. Without `process`, nothing changes the process's limits or
-    its garbage collector (tests build many agents in one process).
+    its garbage collector, nor handles signals (tests build many agents in
+    one process). With a state_dir, `left` is what `session_left` found
+    (read here if not given).
     """
     slots = DeferredSemaphore(CONNECTS_IN_FLIGHT)
     resolver = Resolver.from_config(reactor, config.dns, config.timeout)
@@ -136,7 +163,15 @@ def make_agent(
     publisher: Publisher = NullPublisher()
     zookeeper = None
     if config.zookeeper is not None:
-        zookeeper = _make_publisher(config, reactor, agent_node)
+        if left is None:
+            left = session_left(config)
+        zookeeper = _make_publisher(
+            config,
+            reactor,
+            agent_node,
+            lambda: {name: s.instance for name, s in monitor.states.items()},
+            left,
+        )
         # Added before the monitor, so stopped after it: the last states
         # are published, then the nodes deleted and the session closed.
         zookeeper.setName("publisher")
@@ -152,6 +187,9 @@ def make_agent(
         on_round=None if process is None else process.watched_for,
     )
     tasks.append(monitor.loop)
+    if process is not None:
+        leave = None if zookeeper is None else zookeeper.leave
+        LeaveOnSignal(reactor, leave).setServiceParent(top)
     for instance in config.instances:
         monitor.add_instance(instance)
     monitor.setName("monitor")

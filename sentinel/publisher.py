@@ -1,7 +1,8 @@
 """
 The ZooKeeper layout (DESIGN.md section 5), written on change, refreshed,
-re-created after every reconnect, and deleted on removal or clean stop;
-what each node holds is built by `sentinel.documents`.
+re-created after every reconnect, deleted on removal, and on a stop either
+deleted or left to the next process; what each node holds is built by
+`sentinel.documents`, discovery members are written by `sentinel.discovery`.
 
 Each node has a dirty flag rather than a queue of writes: its data is built
 from the instance's current state when the write starts, so however many
@@ -9,7 +10,8 @@ changes come in, at most one write per node is queued, and it carries the
 newest state. A failed write leaves the node dirty; it is retried, never
 forgotten. After every (re)connection all nodes are marked unknown and
 written again: the publisher asks ZooKeeper who owns each node instead of
-trusting its memory.
+trusting its memory (`ownership.ours`). An instance's node is written only
+once the instance has been checked (never from a status it does not have).
 
 A node held by another session is parked, not retried with the others: a
 watch says at once when it goes (then it is taken over), and a re-check
@@ -18,6 +20,14 @@ the holder writes. `sentinel.ownership` decides when a holder is a
 conflict rather than a predecessor on its way out; a conflict is logged
 once at error and fails /healthz until it ends, and a live twin holding
 this agent's own node stops the agent (`on_twin`): it must not fight it.
+
+With a state_dir (`sentinel.handoff`) the session outlives the process: a
+stop leaves it open, nodes and all, for the next process; a process that
+reattached to it keeps every node, rewrites each at its instance's first
+check, and deletes at once those of instances no longer configured
+(`_sweep`). A stop after `leave()`, or without a state_dir, deletes the
+nodes and closes the session. A newer process that took the session over
+stops this one (`on_superseded`) without touching the nodes.
 """
 
 from __future__ import annotations
@@ -31,17 +41,20 @@ from typing import Any, TypeVar
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sentinel.documents import instance_document
+from sentinel.config import RedisInstance
+from sentinel.discovery import Discovery, Member
+from sentinel.documents import instance_document, member_document
+from sentinel.handoff import SessionHandoff
 from sentinel.health import Transition
 from sentinel.instance import InstanceState
-from sentinel.ownership import LIVE, Holding, OwnershipRules, held_by
+from sentinel.ownership import LIVE, Holding, OwnershipRules, held_by, ours
 from sentinel.timer import RestartingTimer
-from sentinel.zk import CONNECTED, ZooKeeper
+from sentinel.zk import CONNECTED, LOST, SUSPENDED, ZooKeeper
 
 log = Logger()
 
@@ -49,8 +62,9 @@ log = Logger()
 # bridge when many are in flight; more only queues inside kazoo.
 WRITES_IN_FLIGHT = 64
 RETRY_DELAY = 1.0
-# A clean stop deletes our nodes, then closes the session; bounded, so
-# that SIGTERM ends the process within 5 s even with ZooKeeper unreachable.
+# A clean stop deletes our nodes, then closes the session (or, handing the
+# session over, lets the writes in flight end); bounded, so that SIGTERM
+# ends the process within 5 s even with ZooKeeper unreachable.
 STOP_DELETE_TIMEOUT = 1.5
 STOP_CLOSE_TIMEOUT = 2.0
 # The ZooKeeper calls counted in `write_calls` (for /metrics).
@@ -64,6 +78,16 @@ RECHECK_MIN = 1.0
 
 _T = TypeVar("_T")
 
+# The instances the agent is configured to watch, by name.
+Watched = Callable[[], Mapping[str, RedisInstance]]
+
+
+class NotSwept(Exception):
+    """A member waits for the sweep of a reattached session, which failed."""
+
+    def __init__(self) -> None:
+        super().__init__("the previous process's members are not found yet")
+
 
 class HeldElsewhere(Exception):
     """The node exists and another session holds it (`stat` says which)."""
@@ -76,8 +100,10 @@ class HeldElsewhere(Exception):
 class _Node:
     """
     One node we own (or want to): its path and what to write. `data` builds
-    the bytes when a write starts; an instance node reads its `state`, which
-    each publish replaces (a reload may give a name a new state).
+    the bytes when a write starts (None: no node, for a member); an instance
+    node and its member read their `state`, which each publish replaces (a
+    reload may give a name a new state). `member` is set for a discovery
+    member, whose `path` only names it in logs.
 
     While another session holds it, `holding` says which, and the node is
     `parked` between re-checks; `event` keeps what a watch said while a
@@ -88,6 +114,7 @@ class _Node:
         "path",
         "data",
         "state",
+        "member",
         "dirty",
         "queued",
         "writing",
@@ -103,10 +130,11 @@ class _Node:
         "watcher",
     )
 
-    def __init__(self, path: str, data: Callable[[], bytes]) -> None:
+    def __init__(self, path: str, data: Callable[[], bytes | None]) -> None:
         self.path = path
         self.data = data
         self.state: InstanceState | None = None
+        self.member: Member | None = None
         self.dirty = False
         self.queued = False
         self.writing = False
@@ -126,11 +154,13 @@ class _Node:
 
 class ZooKeeperPublisher(Service):
     """
-    Publishes instance states and this agent's node to ZooKeeper.
+    Publishes instance states, their discovery members and this agent's
+    node to ZooKeeper.
 
     `on_twin(line)` is called once if another live process holds this
-    agent's own node (same agent id): the publisher has stopped writing,
-    and `line` says why; the agent is expected to stop.
+    agent's own node (same agent id), `on_superseded(line)` once if a newer
+    process took the session over (same state_dir): the publisher has
+    stopped writing, `line` says why, and the agent is expected to stop.
     """
 
     def __init__(
@@ -143,7 +173,19 @@ class ZooKeeperPublisher(Service):
         heartbeat: float,
         agent_document: Callable[[], dict[str, Any]],
         on_twin: Callable[[str], None] | None = None,
+        *,
+        watched: Watched = dict,
+        discovery: tuple[str, str] | None = None,
+        handoff: SessionHandoff | None = None,
+        on_superseded: Callable[[str], None] | None = None,
     ) -> None:
+        """
+        @param watched: the instances the agent watches (after a reattach,
+            nodes of any other instance are deleted).
+        @param discovery: (form, discovery root) when members are published.
+        @param handoff: the state file's side of the session, with a
+            state_dir.
+        """
         self._reactor = reactor
         self.zk = zk
         self.root = root
@@ -151,11 +193,35 @@ class ZooKeeperPublisher(Service):
         self.refresh = refresh
         self.heartbeat = heartbeat
         self.on_twin = on_twin
+        self.on_superseded = on_superseded
+        self._watched = watched
+        self.handoff = handoff
+        self.discovery: Discovery | None = None
+        if discovery is not None:
+            form, discovery_root = discovery
+            self.discovery = Discovery(
+                zk, form, discovery_root, self._counted, self._record_parent
+            )
         self.rules = OwnershipRules(zk.session_timeout)
         self._nodes: dict[str, _Node] = {}
+        # Each instance's discovery member, and members on their way out.
+        self._members: dict[str, _Node] = {}
+        self._retired: set[_Node] = set()
+        # Members a sweep found for instances not checked yet, by name.
+        self._found: dict[str, list[str]] = {}
         self._waiting: deque[_Node] = deque()
         self._in_flight = 0
+        self._idle: list[Deferred[None]] = []
         self._retry_call: IDelayedCall | None = None
+        self._session: int | None = None
+        # On a session inherited from the previous process, whose nodes are
+        # ours: the sweep in progress, and what waits for it.
+        self._inherited = False
+        self._sweep_needed = False
+        self._sweeping = False
+        self._after_sweep: list[Deferred[bool]] = []
+        self.swept = 0
+        self._leaving = False
         self.writes = {"ok": 0, "error": 0}
         # Each create/set/delete call by (op, "ok" or "error").
         self.write_calls: Counter[tuple[str, str]] = Counter()
@@ -164,8 +230,10 @@ class ZooKeeperPublisher(Service):
         # holds a node (for /metrics).
         self.conflicts_started = 0
         self.ownership_checks = 0
-        # Why this agent stopped publishing (a live twin), or None.
+        # Why this agent stopped publishing (a live twin, or a newer
+        # process on its session), or None.
         self.halted: str | None = None
+        self.superseded = False
         self._agent = self._new_node(
             f"{root}/agents/{agent_id}",
             lambda: _encode(agent_document()),
@@ -174,13 +242,34 @@ class ZooKeeperPublisher(Service):
             "agent heartbeat", heartbeat, reactor, lambda: self._mark(self._agent)
         )
         zk.add_listener(self._zk_state)
+        if handoff is not None:
+            handoff.on_superseded = self._superseded
 
     # Service
 
     def startService(self) -> None:
         super().startService()
-        self.zk.start()
         self.heartbeat_timer.startService()
+        handoff = self.handoff
+        if handoff is None or handoff.left is None:
+            self.zk.start()
+            return
+        left = handoff.left
+
+        def connect(claimed: bool) -> None:
+            if self.running:
+                self.zk.start(left.client_id if claimed else None)
+
+        handoff.claim().addCallback(connect).addErrback(
+            lambda f: log.failure("starting ZooKeeper", f)
+        )
+
+    def leave(self) -> None:
+        """
+        Make the next stop deregister at once, even with a state_dir: the
+        nodes are deleted, the session closed and the state file removed.
+        """
+        self._leaving = True
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -189,20 +278,65 @@ class ZooKeeperPublisher(Service):
             self._retry_call.cancel()
         for node in self._all_nodes():
             _cancel_recheck(node)
+        if self.superseded:
+            # The session is another process's now, and so are the nodes.
+            return succeed(None)
+        if self.handoff is not None and not self._leaving and self.halted is None:
+            return self._hand_over()
         deletes = [
-            Deferred.fromCoroutine(self._delete_owned(node))
-            for node in [*self._nodes.values(), self._agent]
-            if node.owned and not node.removed
+            Deferred.fromCoroutine(self._delete_now(node))
+            for node in self._all_nodes()
+            if (node.owned or node.member is not None) and not node.removed
         ]
         d: Deferred[Any] = DeferredList(deletes, consumeErrors=True)
         d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
         d.addBoth(lambda _: self.zk.stop(STOP_CLOSE_TIMEOUT))
-        return d
+        if self._leaving and self.handoff is not None:
+            handoff = self.handoff
+            d.addCallback(lambda _: handoff.forget())
+        return d.addCallback(lambda _: None)
+
+    def _hand_over(self) -> Deferred[None]:
+        """
+        Leave the session open for the next process: the writes in flight
+        and the state file's last write end first (bounded), nothing is
+        deleted.
+        """
+        handoff = self.handoff
+        assert handoff is not None
+        d: Deferred[Any] = DeferredList(
+            [self._writes_ended(), handoff.wait_written()], consumeErrors=True
+        )
+        d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
+
+        def leave_open(_: object) -> None:
+            session = self.zk.session_id
+            self.zk.leave_open()
+            log.info(
+                "leaving ZooKeeper session {session} open for the next process "
+                "({path}): the nodes stay until it reattaches, or for the "
+                "session timeout ({timeout} s)",
+                session="none" if session is None else f"{session:#x}",
+                path=handoff.state_file.path,
+                timeout=self.zk.session_timeout,
+            )
+
+        return d.addBoth(leave_open)
+
+    def _writes_ended(self) -> Deferred[None]:
+        if self._in_flight == 0:
+            return succeed(None)
+        idle: Deferred[None] = Deferred()
+        self._idle.append(idle)
+        return idle
 
     # The monitor's side
 
     def publish(self, state: InstanceState, transition: Transition | None) -> None:
         """Write the instance's node now if it changed, or if a refresh is due."""
+        if state.health.status is None:
+            # Never looked: nothing true to write yet.
+            return
         node = self._nodes.get(state.name)
         if node is None or node.removed:
             node = self._instance_node(state.name)
@@ -210,24 +344,27 @@ class ZooKeeperPublisher(Service):
             self._nodes[state.name] = node
             self._mark(node)
             self._mark(self._agent)
+            self._update_member(state)
             return
         if node.state is not state:
             # The instance was replaced (a reload changed it): write the new
             # state, now, to the same node.
             node.state = state
             self._mark(node)
+            self._update_member(state)
             return
         if transition is not None:
             self._mark(node)
+            self._update_member(state)
             return
         written_at = node.written_at
         if written_at is not None and not node.dirty:
             if self._reactor.seconds() - written_at >= self.refresh:
                 self._mark(node)
 
-    def _new_node(self, path: str, data: Callable[[], bytes]) -> _Node:
+    def _new_node(self, path: str, data: Callable[[], bytes | None]) -> _Node:
         node = _Node(path, data)
-        node.watcher = partial(self._watched, node)
+        node.watcher = partial(self._watched_node, node)
         return node
 
     def _instance_node(self, name: str) -> _Node:
@@ -243,6 +380,37 @@ class ZooKeeperPublisher(Service):
         node.data = data
         return node
 
+    def _update_member(self, state: InstanceState) -> None:
+        """Rewrite, create or delete the instance's member as its state says."""
+        discovery = self.discovery
+        if discovery is None:
+            return
+        node = self._members.get(state.name)
+        if node is not None and discovery.moves(_member(node), state.instance):
+            self._retire(node)
+            node = None
+        if node is None:
+            member = discovery.member_for(state.instance)
+            member.found = self._found.pop(state.name, [])
+            node = self._new_node(f"{member.parent}/{member.prefix}", lambda: None)
+            node.member = member
+            self._members[state.name] = node
+            form = discovery.form
+
+            def data() -> bytes | None:
+                assert node is not None and node.state is not None
+                document = member_document(form, node.state.instance, node.state.health)
+                return None if document is None else _encode(document)
+
+            node.data = data
+        node.state = state
+        self._mark(node)
+
+    def _retire(self, node: _Node) -> None:
+        node.removed = True
+        self._retired.add(node)
+        self._mark(node)
+
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""
         node = self._nodes.get(name)
@@ -251,6 +419,16 @@ class ZooKeeperPublisher(Service):
             self._release(node, "the instance is no longer watched")
             self._mark(node)
             self._mark(self._agent)
+        member = self._members.pop(name, None)
+        if member is not None:
+            self._retire(member)
+        found = self._found.pop(name, None)
+        if found:
+            # Members the previous process left for it: deleted now.
+            leftover = self._new_node(_parent(found[0]), lambda: None)
+            leftover.member = Member(_parent(found[0]), "", ("", "", 0, None))
+            leftover.member.found = found
+            self._retire(leftover)
 
     # Observability
 
@@ -273,10 +451,19 @@ class ZooKeeperPublisher(Service):
         """The nodes another session holds, in conflict or not yet."""
         return sorted(n.path for n in self._all_nodes() if n.holding is not None)
 
+    @property
+    def discovery_members(self) -> list[str]:
+        """The discovery members this agent holds now."""
+        return sorted(
+            m.path
+            for node in self._members.values()
+            if (m := _member(node)).path is not None
+        )
+
     def stats(self) -> dict[str, Any]:
         """ZooKeeper's part of /debug/stats."""
         zk = self.zk
-        return {
+        stats = {
             "state": zk.state,
             "state_seconds": self._reactor.seconds() - zk.state_since,
             "session_id": None if zk.session_id is None else f"{zk.session_id:#x}",
@@ -290,16 +477,27 @@ class ZooKeeperPublisher(Service):
             "ownership_checks": self.ownership_checks,
             "client_replacements": zk.replacements,
             "last_error": self.last_error,
+            "handoff": None if self.handoff is None else self.handoff.stats(),
         }
+        if self.discovery is not None:
+            stats["discovery"] = {
+                "form": self.discovery.form,
+                "members": len(self.discovery_members),
+            }
+        return stats
 
     def unhealthy_reason(self) -> str | None:
         """
         Why /healthz should fail on ZooKeeper's account, or None: not
-        connected, a conflict, or a node still held by an earlier session
-        (its published status is stale until it is taken over).
+        connected, a conflict, a node still held by an earlier session
+        (its published status is stale until it is taken over), or the
+        session taken over by a newer process.
         """
         zk = self.zk
         reasons = []
+        if self.superseded:
+            assert self.halted is not None
+            return f"zookeeper: {self.halted}; not writing"
         if zk.state != CONNECTED:
             since = self._reactor.seconds() - zk.state_since
             reasons.append(
@@ -325,10 +523,26 @@ class ZooKeeperPublisher(Service):
     def _all_nodes(self) -> Iterator[_Node]:
         yield self._agent
         yield from self._nodes.values()
+        yield from self._members.values()
+        yield from self._retired
 
     def _zk_state(self, state: str) -> None:
         if state != CONNECTED:
+            if state in (SUSPENDED, LOST) and self.handoff is not None:
+                self.handoff.disconnected()
             return
+        client_id = self.zk.client_id
+        if client_id is None:
+            return
+        inherited = False
+        if self.handoff is not None and not self.superseded:
+            inherited = self.handoff.connected(client_id, self.zk.replacements > 0)
+        same_session = client_id[0] == self._session
+        self._session = client_id[0]
+        if not same_session:
+            # What a sweep would look for died with the previous session.
+            self._inherited = self._sweep_needed = inherited
+            self._found.clear()
         # A new session, or the old one back: either way ask ZooKeeper again
         # who owns what, and write everything from current state. What was
         # learnt about other holders stays: the same holder's clock goes on.
@@ -338,6 +552,10 @@ class ZooKeeperPublisher(Service):
             node.parked = False
             node.event = None
             _cancel_recheck(node)
+            if node.member is not None:
+                node.member.reconnected(same_session)
+        if self._sweep_needed:
+            self._start_sweep()
         self._flush()
 
     def _mark(self, node: _Node) -> None:
@@ -358,7 +576,7 @@ class ZooKeeperPublisher(Service):
         self._start_write(node)
 
     def _flush(self) -> None:
-        for node in [self._agent, *self._nodes.values()]:
+        for node in list(self._all_nodes()):
             self._enqueue(node)
 
     def _start_write(self, node: _Node) -> None:
@@ -370,19 +588,27 @@ class ZooKeeperPublisher(Service):
 
     async def _write(self, node: _Node) -> None:
         zk = self.zk
+        if node.member is not None:
+            await self._write_member(node, node.member)
+            return
         if node.removed:
             await self._delete_owned(node)
             return
         data = node.data()
+        assert data is not None
         if node.owned:
             try:
                 await self._counted("set", zk.set(node.path, data))
                 return
             except NoNodeError:
                 node.owned = False
-        # Held by another session when last asked: ask first, a create
-        # would only fail.
-        stat = None if node.holding is None else await self._ask_holder(node)
+        # Held by another session when last asked, or maybe ours on an
+        # inherited session: ask first, a create would only fail.
+        stat = None
+        if node.holding is not None:
+            stat = await self._ask_holder(node)
+        elif self._inherited:
+            stat = await zk.exists(node.path)
         if stat is None:
             try:
                 await self._counted(
@@ -396,10 +622,29 @@ class ZooKeeperPublisher(Service):
                 # Gone in between (its session just ended): try again at once.
                 node.dirty = True
                 return
-        if stat.ephemeralOwner != zk.session_id:
+        if not ours(stat, zk.session_id):
             raise HeldElsewhere(stat)
         node.owned = True
         await self._counted("set", zk.set(node.path, data, stat.version))
+
+    async def _write_member(self, node: _Node, member: Member) -> None:
+        discovery = self.discovery
+        assert discovery is not None
+        if self._sweep_needed:
+            # A reattached session's members are found first, never created
+            # twice.
+            if not self._sweeping:
+                raise NotSwept()
+            waiter: Deferred[bool] = Deferred()
+            self._after_sweep.append(waiter)
+            if not await waiter:
+                raise NotSwept()
+        await discovery.write(member, None if node.removed else node.data())
+
+    def _record_parent(self, parent: str) -> Deferred[None]:
+        if self.handoff is None:
+            return succeed(None)
+        return self.handoff.record_parent(parent)
 
     def _ask_holder(self, node: _Node) -> Deferred[Any]:
         """The node's stat, watching it while another session holds it."""
@@ -420,11 +665,19 @@ class ZooKeeperPublisher(Service):
         zk = self.zk
         try:
             stat = await zk.exists(node.path)
-            if stat is not None and stat.ephemeralOwner == zk.session_id:
+            if ours(stat, zk.session_id):
                 await self._counted("delete", zk.delete(node.path, stat.version))
         except NoNodeError:
             pass
         node.owned = False
+
+    async def _delete_now(self, node: _Node) -> None:
+        """On a deregistering stop: delete the node if ours."""
+        if node.member is not None:
+            assert self.discovery is not None
+            await self.discovery.write(node.member, None)
+        else:
+            await self._delete_owned(node)
 
     def _written(self, result: None | Failure, node: _Node) -> None:
         self._in_flight -= 1
@@ -451,9 +704,8 @@ class ZooKeeperPublisher(Service):
             # in flight when the instance was removed leaves the node dirty,
             # and the node must stay known until its delete succeeds, or a
             # failed delete would never be retried.
-            name = _name(node.path)
-            if node.removed and not node.dirty and self._nodes.get(name) is node:
-                del self._nodes[name]
+            if node.removed and not node.dirty:
+                self._forget(node)
         # Nodes already waiting for a slot go first, and a node that changed
         # while being written queues behind them: otherwise nodes that keep
         # changing would keep every slot and starve the others.
@@ -463,6 +715,18 @@ class ZooKeeperPublisher(Service):
             self._enqueue(waiting)
         if not failed:
             self._enqueue(node)
+        if self._in_flight == 0:
+            idle, self._idle = self._idle, []
+            for waiter in idle:
+                waiter.callback(None)
+
+    def _forget(self, node: _Node) -> None:
+        if node.member is not None:
+            self._retired.discard(node)
+            return
+        name = _name(node.path)
+        if self._nodes.get(name) is node:
+            del self._nodes[name]
 
     def _failed(self, failure: Failure, node: _Node) -> None:
         self.writes["error"] += 1
@@ -482,8 +746,89 @@ class ZooKeeperPublisher(Service):
 
     def _retry(self) -> None:
         self._retry_call = None
-        if self.running:
-            self._flush()
+        if not self.running:
+            return
+        if self._sweep_needed and not self._sweeping:
+            self._start_sweep()
+        self._flush()
+
+    # After a reattach: what the previous process left
+
+    def _start_sweep(self) -> None:
+        if self._sweeping or not self.running or self.zk.state != CONNECTED:
+            return
+        self._sweeping = True
+        d: Deferred[bool] = Deferred.fromCoroutine(self._sweep()).addCallbacks(
+            lambda _: True, self._sweep_failed
+        )
+        d.addCallback(self._swept)
+
+    async def _sweep(self) -> None:
+        """
+        Delete at once the nodes of instances the previous process watched
+        and this one does not (removed from the config meanwhile), and find
+        the discovery members it left, for each instance to keep its own.
+        """
+        zk = self.zk
+        instances = f"{self.root}/instances"
+        try:
+            children = await zk.get_children(instances)
+        except NoNodeError:
+            children = []
+        for name in children:
+            # Asked again each time: a reload may have added it meanwhile.
+            if name in self._watched() or name in self._nodes:
+                continue
+            path = f"{instances}/{name}"
+            stat = await zk.exists(path)
+            if ours(stat, zk.session_id) and name not in self._nodes:
+                await self._counted("delete", zk.delete(path, stat.version))
+                self.swept += 1
+                log.info(
+                    "{path}: deleted, its instance is no longer watched", path=path
+                )
+        discovery = self.discovery
+        if discovery is None:
+            return
+        watched = dict(self._watched())
+        assert self.handoff is not None
+        parents = {discovery.parent_of(i) for i in watched.values()}
+        parents.update(self.handoff.inherited_parents)
+        kept = await discovery.sweep(parents, watched)
+        for name, paths in kept.items():
+            node = self._members.get(name)
+            if node is None:
+                # Its first check will find them (see _update_member).
+                self._found[name] = paths
+            else:
+                _member(node).found.extend(paths)
+                self._mark(node)
+
+    def _sweep_failed(self, failure: Failure) -> bool:
+        # Retried with the writes; members wait until it is done.
+        self._failed(failure, self._agent)
+        return False
+
+    def _swept(self, done: bool) -> None:
+        self._sweeping = False
+        if done:
+            self._sweep_needed = False
+        waiters, self._after_sweep = self._after_sweep, []
+        for waiter in waiters:
+            waiter.callback(done)
+
+    # A newer process on our session
+
+    def _superseded(self, line: str) -> None:
+        """A newer process reattached to our session: stop, touching nothing."""
+        self.superseded = True
+        self.halted = line
+        self.zk.leave_open()
+        log.warn("{why}; stopping without touching its nodes", why=line)
+        for node in self._all_nodes():
+            _cancel_recheck(node)
+        if self.on_superseded is not None:
+            self.on_superseded(line)
 
     # Nodes held by another session
 
@@ -517,7 +862,7 @@ class ZooKeeperPublisher(Service):
             decision = self.rules.next_decision(holding, now)
             self._recheck_in(node, min(node.backoff, decision or node.backoff))
 
-    def _watched(self, node: _Node, event: WatchedEvent) -> None:
+    def _watched_node(self, node: _Node, event: WatchedEvent) -> None:
         """A watch on a node held elsewhere fired (on the reactor thread)."""
         holding = node.holding
         if (
@@ -624,6 +969,12 @@ class ZooKeeperPublisher(Service):
             )
 
 
+def _member(node: _Node) -> Member:
+    member = node.member
+    assert member is not None
+    return member
+
+
 def _cancel_recheck(node: _Node) -> None:
     if node.recheck is not None and node.recheck.active():
         node.recheck.cancel()
@@ -639,6 +990,10 @@ def _first_of(reasons: Mapping[str, str]) -> str:
 
 def _name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0]
 
 
 def _encode(document: dict[str, Any]) -> bytes:

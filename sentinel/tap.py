@@ -141,13 +141,21 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     """
     The agent service for the validated C{options}, with the policy of the
-    process it runs in (open files, garbage collector).
+    process it runs in (open files, garbage collector), and the ZooKeeper
+    session the previous process left in the state_dir, if any; a state_dir
+    that must not be used ends the start with one line.
     """
     from twisted.internet import reactor
 
     from sentinel.agent import make_agent
     from sentinel.process import ProcessPolicy
+    from sentinel.session import StateFileRefused, session_left
 
     reload = options.load if options.config_path is not None else None
     process = ProcessPolicy(reactor, len(options.config.instances))
-    return make_agent(options.config, reload, reactor, process=process)
+    try:
+        left = session_left(options.config)
+    except StateFileRefused as e:
+        label = "--state-dir" if "state_dir" in options.overrides else "state_dir"
+        raise SystemExit(f"sentinel: {label}: {e}") from None
+    return make_agent(options.config, reload, reactor, process=process, left=left)

@@ -159,6 +159,20 @@ class PublisherTests(PublisherHarness):
             },
         )
 
+    def test_never_written_before_a_status(self) -> None:
+        """
+        A state that was never observed (no status yet: the check was
+        spoiled, say, by the agent's own start-up) writes nothing: the node
+        is created by the first real observation.
+        """
+        self.start()
+        state = self.instance("redis-a")
+        self.publisher.publish(state, None)
+        self.assertEqual(self.zk.writes(path("redis-a")), 0)
+        self.assertNotIn(path("redis-a"), self.zk.nodes)
+        self.check(state, DOWN)
+        self.assertEqual(self.zk.document(path("redis-a"))["status"], "down")
+
     def test_down_instance_document(self) -> None:
         """A down instance is published with its error and no role."""
         self.start()

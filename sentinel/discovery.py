@@ -1,0 +1,224 @@
+"""
+Discovery members (DESIGN.md section 5, "Discovery nodes"): while an
+instance is discoverable (`documents.discoverable`: up and ready), one
+ephemeral sequential node under ``{discovery_root}/{service}/``, in the
+serverset or nerve form that Finagle, Prometheus' ``serverset_sd_configs``
+and ``nerve_sd_configs`` and synapse read as they are; absent otherwise.
+Several instances may share a service.
+
+ZooKeeper names a sequential node as it creates it, so a create cannot be
+repeated blindly: one that failed (a connection loss, a timeout) may have
+succeeded, and a second member would be an endpoint listed twice. So a
+member's path is remembered while the session lives, and otherwise found
+by looking: after such a failure, and in a process that reattached to its
+predecessor's session (`sweep`), the members of the parent are read and
+ours recognised by their ephemeral owner and what they say they are
+(`documents.identity_of`). A new session holds no member, so nothing is
+looked for then. The publisher schedules the writes (coalesced, retried,
+resynced like every node); this module does them.
+
+Looking costs a ``get_children`` and a ``get`` per child of the parent, one
+call at a time (about 1 ms each): once per parent after a reattach, and
+after a failed create.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from kazoo.exceptions import NoNodeError
+from twisted.internet.defer import Deferred
+
+from sentinel.config import RedisInstance
+from sentinel.documents import (
+    MemberIdentity,
+    identity_of,
+    member_identity,
+    member_prefix,
+)
+from sentinel.ownership import ours
+from sentinel.zk import ZooKeeper
+
+# Counts a ZooKeeper write by its op ("create", "set", "delete").
+Counted = Callable[[str, Deferred[Any]], Awaitable[Any]]
+
+
+class Member:
+    """One instance's member: where it goes, and what ZooKeeper holds of it."""
+
+    __slots__ = ("parent", "prefix", "identity", "path", "written", "search", "found")
+
+    def __init__(self, parent: str, prefix: str, identity: MemberIdentity) -> None:
+        self.parent = parent
+        self.prefix = prefix
+        self.identity = identity
+        # The member's node, while this session is known to hold it, and the
+        # data last written there on this connection.
+        self.path: str | None = None
+        self.written: bytes | None = None
+        # A create failed and may have succeeded: look before creating.
+        self.search = False
+        # Members of ours found by a sweep, for this one to keep (the
+        # first) or delete.
+        self.found: list[str] = []
+
+    def reconnected(self, same_session: bool) -> None:
+        """After a reconnection: rewrite; on a new session, nothing is held."""
+        self.written = None
+        if not same_session:
+            self.path = None
+            self.search = False
+            self.found = []
+
+
+class Discovery:
+    """Writes and finds the members of one form under one root."""
+
+    def __init__(
+        self,
+        zk: ZooKeeper,
+        form: str,
+        root: str,
+        counted: Counted,
+        record_parent: Callable[[str], Deferred[None]],
+    ) -> None:
+        self.zk = zk
+        self.form = form
+        self.root = root
+        self._counted = counted
+        self._record_parent = record_parent
+
+    def parent_of(self, instance: RedisInstance) -> str:
+        """Where the instance's member goes."""
+        return f"{self.root}/{instance.discovery_service}"
+
+    def member_for(self, instance: RedisInstance) -> Member:
+        """A member for `instance`, not yet written."""
+        return Member(
+            self.parent_of(instance),
+            member_prefix(self.form, instance),
+            member_identity(self.form, instance),
+        )
+
+    def moves(self, member: Member, instance: RedisInstance) -> bool:
+        """Whether `instance` (changed by a reload) needs another member."""
+        return (member.parent, member.prefix, member.identity) != (
+            self.parent_of(instance),
+            member_prefix(self.form, instance),
+            member_identity(self.form, instance),
+        )
+
+    async def write(self, member: Member, data: bytes | None) -> None:
+        """Make ZooKeeper hold `data` as the member, or no member if None."""
+        if member.search:
+            member.found += await self._ours_in(member.parent, member.identity)
+            member.search = False
+        await self._settle_found(member, keep=data is not None)
+        if data is None:
+            if member.path is not None:
+                await self._delete_if_ours(member.path)
+            member.path = member.written = None
+            return
+        if member.path is not None:
+            if data == member.written:
+                return
+            try:
+                await self._counted("set", self.zk.set(member.path, data))
+                member.written = data
+                return
+            except NoNodeError:
+                member.path = None
+        await self._record_parent(member.parent)
+        try:
+            path = await self._counted(
+                "create",
+                self.zk.create(
+                    f"{member.parent}/{member.prefix}",
+                    data,
+                    ephemeral=True,
+                    sequence=True,
+                ),
+            )
+        except Exception:
+            # It may have been created all the same: look before creating.
+            member.search = True
+            raise
+        member.path, member.written = path, data
+
+    async def _settle_found(self, member: Member, keep: bool) -> None:
+        """Keep the first member found if `keep` and none is known; delete the rest."""
+        while member.found:
+            path = member.found[0]
+            if keep and member.path in (None, path):
+                member.path, member.written = path, None
+            elif path != member.path:
+                await self._delete_if_ours(path)
+            member.found.pop(0)
+
+    async def _delete_if_ours(self, path: str) -> None:
+        zk = self.zk
+        try:
+            stat = await zk.exists(path)
+            if ours(stat, zk.session_id):
+                await self._counted("delete", zk.delete(path, stat.version))
+        except NoNodeError:
+            pass
+
+    async def _ours_in(self, parent: str, identity: MemberIdentity) -> list[str]:
+        """Our members under `parent` with `identity`, oldest first."""
+        members = await self._members_in(parent)
+        return [path for path, found in members if found == identity]
+
+    async def _members_in(self, parent: str) -> list[tuple[str, MemberIdentity | None]]:
+        """Every node of our session under `parent`, and what each says it is."""
+        zk = self.zk
+        try:
+            children = await zk.get_children(parent)
+        except NoNodeError:
+            return []
+        found = []
+        for child in sorted(children, key=_sequence):
+            path = f"{parent}/{child}"
+            try:
+                data, stat = await zk.get(path)
+            except NoNodeError:
+                continue
+            if ours(stat, zk.session_id):
+                found.append((path, identity_of(data)))
+        return found
+
+    async def sweep(
+        self, parents: Iterable[str], watched: Mapping[str, RedisInstance]
+    ) -> dict[str, list[str]]:
+        """
+        In a process that reattached to its predecessor's session: under
+        `parents` (the predecessor's and ours), the members of the session,
+        for each `watched` instance (by name) those that are its own
+        (oldest first); the others (instances removed meanwhile, or a
+        changed service or form) are deleted at once.
+        """
+        wanted: dict[tuple[str, MemberIdentity], str] = {}
+        for name, instance in watched.items():
+            identity = member_identity(self.form, instance)
+            wanted[self.parent_of(instance), identity] = name
+        kept: dict[str, list[str]] = {}
+        for parent in sorted(set(parents)):
+            for path, says in await self._members_in(parent):
+                owner = None if says is None else wanted.get((parent, says))
+                if owner is not None and _child(path).startswith(
+                    member_prefix(self.form, watched[owner])
+                ):
+                    kept.setdefault(owner, []).append(path)
+                else:
+                    await self._delete_if_ours(path)
+        return kept
+
+
+def _child(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _sequence(child: str) -> tuple[str, str]:
+    # ZooKeeper's 10-digit counter ends the name: oldest first.
+    return child[-10:], child

@@ -1,0 +1,311 @@
+"""
+The ZooKeeper session handed from one process to the next (DESIGN.md
+section 8, "Restarts"), through `sentinel.session`'s state file.
+
+At start, when the state file holds a session for this agent, the process
+first rewrites the file naming itself as the session's holder, so that an
+older process still running learns it was superseded, then reattaches
+(`client_id`). If that write fails it does not reattach: an older process
+would take the session back, and the two would take it from each other
+for good. A session that expired meanwhile gives way to a new one; either
+way the log and ``/debug/stats`` say whether the session was reattached,
+and why not.
+
+Whenever the session changes, and before a discovery member is first
+created under a parent (`record_parent`), the file is rewritten: one write
+at a time, the newest state queued behind it. When the connection drops,
+the file is read again: if it names this session with another holder, a
+newer process reattached to it, and `on_superseded` is told, once; the
+publisher then stops without touching the nodes, and never takes the
+session back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from sentinel.session import Owner, SessionPurpose, StateFile, StoredSession
+
+log = Logger()
+
+# Why a session was not reattached, besides what the state file said.
+EXPIRED = "the session had expired"
+UNREACHABLE = "ZooKeeper was unreachable at start for longer than the session timeout"
+NOT_CLAIMED = "the state file could not be written"
+
+
+class SessionHandoff:
+    """
+    The state file's side of the ZooKeeper session: what to reattach to at
+    start, what to record as the session changes, and whether a newer
+    process took the session over.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        state_file: StateFile,
+        purpose: SessionPurpose,
+        left: StoredSession | str,
+        owner: Owner | None = None,
+    ) -> None:
+        """
+        @param left: the session the state file held at start, or why none
+            is usable (``no state file``...).
+        @param owner: this process (a fresh `Owner` if None).
+        """
+        self._reactor = reactor
+        self.state_file = state_file
+        self.purpose = purpose
+        self.owner = owner if owner is not None else Owner.this_process()
+        self.left = left if isinstance(left, StoredSession) else None
+        # Whether the first session was the one left by the previous
+        # process (None until connected), and why not.
+        self.reattached: bool | None = None
+        self.why_not: str | None = None if self.left else str(left)
+        self.on_superseded: Callable[[str], None] | None = None
+        self.superseded: str | None = None
+        # The session we hold now, and the discovery parents recorded for it.
+        self._session: tuple[int, bytes] | None = None
+        self._parents: tuple[str, ...] = ()
+        self._connected_once = False
+        self._claimed = False
+        # One write at a time: its waiters, and those of the next one.
+        self._writing = False
+        self._dirty = False
+        self._waiting: list[Deferred[bool]] = []
+        self._checking = False
+        self.writes = 0
+        self.last_error: str | None = None
+
+    @property
+    def inherited_parents(self) -> tuple[str, ...]:
+        """Where the previous process may have left discovery members."""
+        return () if self.left is None else self.left.discovery_parents
+
+    # Start
+
+    def claim(self) -> Deferred[bool]:
+        """
+        Name this process as the holder of the session left by the previous
+        one, before reattaching to it; fires with whether that worked (if
+        not, the agent starts a new session).
+        """
+        left = self.left
+        if left is None:
+            return succeed(False)
+        self._session = left.client_id
+        self._parents = left.discovery_parents
+
+        def claimed(written: bool) -> bool:
+            self._claimed = written
+            if not written:
+                self.why_not = f"{NOT_CLAIMED}: {self.last_error}"
+                self._session = None
+                log.error(
+                    "not reattaching to ZooKeeper session {session}: cannot write "
+                    "{path} ({error}), so an older process would not learn that "
+                    "it was superseded",
+                    session=f"{left.session_id:#x}",
+                    path=self.state_file.path,
+                    error=self.last_error,
+                )
+            return written
+
+        return self._written_soon().addCallback(claimed)
+
+    def connected(self, client_id: tuple[int, bytes], replaced: bool) -> bool:
+        """
+        The bridge is connected with session `client_id` (`replaced`: on a
+        client that replaced the first one). Return True the first time
+        the session is the one the previous process left: its nodes are
+        this process's now.
+        """
+        first = not self._connected_once
+        self._connected_once = True
+        inherited = False
+        session = f"{client_id[0]:#x}"
+        if first:
+            left = self.left
+            inherited = (
+                left is not None and self._claimed and client_id == left.client_id
+            )
+            self.reattached = inherited
+            if inherited:
+                assert left is not None
+                self.why_not = None
+                log.info(
+                    "reattached to ZooKeeper session {session} left by pid {pid} "
+                    "at {at}: its nodes stay, and each is rewritten at its first check",
+                    session=session,
+                    pid=left.owner.pid,
+                    at=_utc(left.written_at),
+                )
+            else:
+                if self._claimed:
+                    self.why_not = UNREACHABLE if replaced else EXPIRED
+                log.info(
+                    "new ZooKeeper session {session}; not reattached: {why}",
+                    session=session,
+                    why=self.why_not,
+                )
+        if client_id != self._session:
+            self._session = client_id
+            # A new session holds no member anywhere yet.
+            self._parents = ()
+            self._written_soon()
+        return inherited
+
+    # While running
+
+    def record_parent(self, parent: str) -> Deferred[None]:
+        """
+        Fires once the state file lists `parent` among the places where the
+        session holds discovery members (at once if it does): a member is
+        created only where the next process will look for it. A failed
+        write is logged and fires it all the same.
+        """
+        if parent in self._parents or self._session is None:
+            return succeed(None)
+        self._parents = (*self._parents, parent)
+        return self._written_soon().addCallback(lambda _: None)
+
+    def disconnected(self) -> None:
+        """
+        The connection dropped: read the state file to learn whether a
+        newer process took the session (`on_superseded` then hears it).
+        """
+        if self.superseded is not None or self._session is None or self._checking:
+            return
+        self._checking = True
+        session = self._session[0]
+        d = self.state_file.read(self.purpose)
+        d.addCallback(self._check, session)
+        d.addErrback(self._check_failed)
+        d.addBoth(self._checked)
+
+    def forget(self) -> Deferred[None]:
+        """Remove the state file: the session was closed on purpose."""
+        self._session = None
+        d = self.state_file.remove()
+        d.addErrback(self._failed, "removing")
+        return d
+
+    def wait_written(self) -> Deferred[bool]:
+        """
+        Fires once no write of the state file is in flight or queued, with
+        whether the last one worked.
+        """
+        if not self._writing and not self._dirty:
+            return succeed(self.last_error is None)
+        waiter: Deferred[bool] = Deferred()
+        self._waiting.append(waiter)
+        return waiter
+
+    def stats(self) -> dict[str, Any]:
+        """The state file's part of /debug/stats (``zookeeper.handoff``)."""
+        left = self.left
+        return {
+            "state_file": self.state_file.path,
+            "reattached": self.reattached,
+            "not_reattached_because": self.why_not,
+            "left_by_pid": None if left is None else left.owner.pid,
+            "superseded": self.superseded,
+            "state_file_writes": self.writes,
+            "state_file_error": self.last_error,
+        }
+
+    # Writing
+
+    def _written_soon(self) -> Deferred[bool]:
+        """Fires with whether the write that starts next (or soon) worked."""
+        waiter: Deferred[bool] = Deferred()
+        self._waiting.append(waiter)
+        self._dirty = True
+        if not self._writing:
+            self._write()
+        return waiter
+
+    def _write(self) -> None:
+        session = self._session
+        self._dirty = False
+        waiters, self._waiting = self._waiting, []
+        if session is None:
+            _fire_all(waiters, False)
+            return
+        self._writing = True
+        stored = StoredSession(
+            self.purpose,
+            session[0],
+            session[1],
+            self.owner,
+            float(self._reactor.seconds()),
+            self._parents,
+        )
+        d = self.state_file.write(stored)
+        d.addCallback(self._wrote)
+        d.addErrback(self._failed, "writing")
+        d.addBoth(self._write_ended, waiters)
+
+    def _wrote(self, _: None) -> None:
+        self.writes += 1
+        self.last_error = None
+
+    def _failed(self, failure: Failure, doing: str) -> None:
+        error = f"{doing} {self.state_file.path}: {failure.getErrorMessage()}"
+        if error != self.last_error:
+            log.error("ZooKeeper session state file: {error}", error=error)
+        self.last_error = error
+
+    def _write_ended(self, _: object, waiters: list[Deferred[bool]]) -> None:
+        self._writing = False
+        written = self.last_error is None
+        if self._dirty:
+            self._write()
+        elif self._waiting:
+            # wait_written's waiters: nothing more is queued.
+            waiters += self._waiting
+            self._waiting = []
+        _fire_all(waiters, written)
+
+    # Superseded?
+
+    def _check(self, stored: StoredSession, session: int) -> None:
+        if stored.session_id != session or stored.owner == self.owner:
+            return
+        if self.superseded is not None or self._session is None:
+            return
+        self.superseded = (
+            f"ZooKeeper session {session:#x} was taken over by a newer process "
+            f"(pid {stored.owner.pid}) using the same state_dir "
+            f"({self.state_file.directory})"
+        )
+        self._session = None
+        if self.on_superseded is not None:
+            self.on_superseded(self.superseded)
+
+    def _check_failed(self, failure: Failure) -> None:
+        # Not knowing is not being superseded: the client reconnects.
+        log.warn(
+            "reading {path} after a disconnection: {error}",
+            path=self.state_file.path,
+            error=failure.getErrorMessage(),
+        )
+
+    def _checked(self, _: object) -> None:
+        self._checking = False
+
+
+def _fire_all(waiters: list[Deferred[bool]], written: bool) -> None:
+    for waiter in waiters:
+        waiter.callback(written)
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

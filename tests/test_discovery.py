@@ -1,0 +1,310 @@
+"""
+Discovery members published by the publisher, against an in-memory
+ZooKeeper on a Clock: present exactly while an instance is up and ready,
+one per instance across reconnects, session expiries and failed creates.
+"""
+
+from __future__ import annotations
+
+import json
+
+from kazoo.exceptions import ConnectionLoss
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.config import RedisInstance
+from sentinel.documents import NERVE, SERVERSET, nerve_member, serverset_member
+from sentinel.health import InstanceHealth
+from sentinel.instance import InstanceState
+from sentinel.probe import Observation, Replication
+from sentinel.publisher import RETRY_DELAY, ZooKeeperPublisher
+from tests.fakes import FakeProbe
+from tests.fakezk import FakeZooKeeper
+from tests.test_publisher import DOWN, ROOT, START, UP
+
+DISCOVERY = "/discovery"
+MEMBER = f"{DISCOVERY}/cache-1/member_"
+
+REPLICA = Observation(
+    ok=True, ready=True, latency_ms=0.5, replication=Replication(role="slave")
+)
+LOADING = Observation(ok=True, ready=False, latency_ms=0.5)
+
+
+class DiscoveryHarness(SynchronousTestCase):
+    """A publisher of members in `form`, driven as the monitor drives it."""
+
+    form = SERVERSET
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.zk = FakeZooKeeper(self.clock)
+        self.watched: dict[str, InstanceState] = {}
+        self.publisher = self.make_publisher(self.zk)
+
+    def make_publisher(self, zk: FakeZooKeeper) -> ZooKeeperPublisher:
+        return ZooKeeperPublisher(
+            self.clock,
+            zk,
+            ROOT,
+            "agent-1",
+            30.0,
+            10.0,
+            lambda: {"agent": "agent-1"},
+            watched=lambda: {n: s.instance for n, s in self.watched.items()},
+            discovery=(self.form, DISCOVERY),
+        )
+
+    def start(self) -> None:
+        self.publisher.startService()
+        self.zk.connect()
+
+    def instance(
+        self, name: str, service: str | None = None, port: int = 6379, **more: object
+    ) -> InstanceState:
+        config = RedisInstance(name, "10.0.0.1", port, service=service, **more)  # type: ignore[arg-type]
+        state = InstanceState(config, FakeProbe(config), InstanceHealth(1, 1))
+        self.watched[name] = state
+        return state
+
+    def check(self, state: InstanceState, observation: Observation) -> None:
+        transition = state.health.observe(observation, self.clock.seconds())
+        self.publisher.publish(state, transition)
+
+    def members(self, service: str) -> dict[str, dict[str, object]]:
+        parent = f"{DISCOVERY}/{service}"
+        if parent not in self.zk.nodes:
+            return {}
+        return {
+            child: self.zk.document(f"{parent}/{child}")
+            for child in self.zk.children(parent)
+        }
+
+
+class ServersetTests(DiscoveryHarness):
+    """Finagle's form, and the lifecycle every form shares."""
+
+    def test_present_exactly_while_up_and_ready(self) -> None:
+        """
+        A member appears when the instance is up and ready, goes when it is
+        not ready or down, and comes back (under a new sequence number).
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, LOADING)
+        self.assertEqual(self.members("cache-1"), {})
+        self.check(state, UP)
+        self.assertEqual(
+            self.members("cache-1"),
+            {"member_0000000000": serverset_member(state.instance)},
+        )
+        self.assertEqual(
+            self.zk.owner(f"{DISCOVERY}/cache-1/member_0000000000"),
+            self.zk.session_id,
+        )
+        self.check(state, LOADING)
+        self.assertEqual(self.members("cache-1"), {})
+        self.check(state, UP)
+        self.check(state, DOWN)
+        self.assertEqual(self.members("cache-1"), {})
+        self.check(state, UP)
+        self.assertEqual(list(self.members("cache-1")), ["member_0000000004"])
+        self.assertEqual(
+            self.publisher.discovery_members, [f"{DISCOVERY}/cache-1/member_0000000004"]
+        )
+
+    def test_unchanged_member_not_rewritten(self) -> None:
+        """A role change or a refresh does not rewrite a serverset member."""
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        path = f"{DISCOVERY}/cache-1/member_0000000000"
+        self.check(state, REPLICA)
+        self.clock.advance(60)
+        self.check(state, REPLICA)
+        self.assertEqual(self.zk.writes(path), 0)
+        self.assertEqual(
+            self.zk.calls_by_path["create", f"{DISCOVERY}/cache-1/member_"], 1
+        )
+
+    def test_shared_service(self) -> None:
+        """Instances of one service each have their member under it."""
+        self.start()
+        one = self.instance("one", service="cache", port=6379)
+        two = self.instance("two", service="cache", port=6380)
+        self.check(one, UP)
+        self.check(two, UP)
+        ports = sorted(
+            m["serviceEndpoint"]["port"]  # type: ignore[index]
+            for m in self.members("cache").values()
+        )
+        self.assertEqual(ports, [6379, 6380])
+        self.check(one, DOWN)
+        self.assertEqual(
+            [m["serviceEndpoint"] for m in self.members("cache").values()],
+            [{"host": "10.0.0.1", "port": 6380}],
+        )
+
+    def test_removed_instance_loses_its_member(self) -> None:
+        """An instance no longer watched loses its member at once."""
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        del self.watched["cache-1"]
+        self.publisher.remove("cache-1")
+        self.assertEqual(self.members("cache-1"), {})
+        self.assertEqual(self.publisher.writes_queued, 0)
+
+    def test_changed_service_moves_the_member(self) -> None:
+        """A reload that changes the service moves the member."""
+        self.start()
+        state = self.instance("cache-1", service="old")
+        self.check(state, UP)
+        moved = InstanceState(
+            RedisInstance("cache-1", "10.0.0.1", 6379, service="new"),
+            state.probe,
+            InstanceHealth(1, 1),
+        )
+        self.check(moved, UP)
+        self.assertEqual(self.members("old"), {})
+        self.assertEqual(len(self.members("new")), 1)
+
+    def test_reconnect_keeps_one_member(self) -> None:
+        """Back on the same session, the member is rewritten in place."""
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        self.zk.suspend()
+        self.zk.connect()
+        self.assertEqual(list(self.members("cache-1")), ["member_0000000000"])
+        path = f"{DISCOVERY}/cache-1/member_0000000000"
+        self.assertEqual(self.zk.calls_by_path["set", path], 1)
+
+    def test_session_expiry_recreates_one_member(self) -> None:
+        """After an expiry the member is created again, once."""
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        self.zk.expire()
+        self.assertEqual(self.members("cache-1"), {})
+        self.zk.connect()
+        [child] = self.members("cache-1")
+        self.assertEqual(
+            self.zk.owner(f"{DISCOVERY}/cache-1/{child}"), self.zk.session_id
+        )
+
+    def test_failed_create_that_succeeded(self) -> None:
+        """
+        A create whose answer is lost (it may have succeeded) is followed by
+        a look at the parent, which finds the member: never a second one.
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.zk.hang("create")
+        self.check(state, UP)
+        # The server created it; the answer is lost with the connection.
+        [call] = [c for c in self.zk.held if c.path.endswith("/member_")]
+        self.zk.held.remove(call)
+        self.zk.release()
+        call.run()
+        call.deferred.errback(ConnectionLoss())
+        self.assertEqual(len(self.members("cache-1")), 1)
+        self.zk.unhang()
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(len(self.members("cache-1")), 1)
+        self.assertEqual(
+            self.zk.calls_by_path["get_children", f"{DISCOVERY}/cache-1"], 1
+        )
+        self.check(state, DOWN)
+        self.assertEqual(self.members("cache-1"), {})
+
+    def test_failed_create_that_did_not_happen(self) -> None:
+        """A create that failed for good is made again after the look."""
+        self.start()
+        state = self.instance("cache-1")
+        self.zk.fail_next("create", ConnectionLoss(), path=MEMBER)
+        self.check(state, UP)
+        self.assertEqual(self.members("cache-1"), {})
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(len(self.members("cache-1")), 1)
+
+    def test_another_sessions_members_left_alone(self) -> None:
+        """Members of other agents under the same service are never touched."""
+        self.zk.put(
+            f"{DISCOVERY}/cache/member_0000000000",
+            json.dumps(serverset_member(RedisInstance("x", "10.0.0.1", 6379))).encode(),
+            owner=0xDEAD,
+        )
+        self.start()
+        state = self.instance("cache-1", service="cache")
+        self.zk.fail_next("create", ConnectionLoss(), path=f"{DISCOVERY}/cache/member_")
+        self.check(state, UP)
+        self.clock.advance(RETRY_DELAY)
+        self.check(state, DOWN)
+        self.assertEqual(list(self.members("cache")), ["member_0000000000"])
+        self.assertEqual(self.zk.owner(f"{DISCOVERY}/cache/member_0000000000"), 0xDEAD)
+
+    def test_clean_stop_deletes_members(self) -> None:
+        """Without a state_dir, a stop deletes the members with the other nodes."""
+        self.start()
+        self.check(self.instance("cache-1"), UP)
+        self.successResultOf(self.publisher.stopService())
+        self.assertEqual(self.members("cache-1"), {})
+        self.assertEqual(self.zk.history[-1], ("stop", ""))
+
+    def test_stats(self) -> None:
+        """/debug/stats says the form and how many members are held."""
+        self.start()
+        self.check(self.instance("cache-1"), UP)
+        self.assertEqual(
+            self.publisher.stats()["discovery"], {"form": SERVERSET, "members": 1}
+        )
+
+
+class NerveTests(DiscoveryHarness):
+    """nerve's form: named after the instance, with labels and the role."""
+
+    form = NERVE
+
+    def test_member(self) -> None:
+        """The member is {name}_NNNNNNNNNN with host, port, name and labels."""
+        self.start()
+        state = self.instance("cache-1", labels=(("zone", "b"),))
+        self.check(state, UP)
+        self.assertEqual(
+            self.members("cache-1"),
+            {
+                "cache-1_0000000000": nerve_member(
+                    state.instance, {"zone": "b"}, "master"
+                )
+            },
+        )
+
+    def test_role_change_rewrites(self) -> None:
+        """A role change rewrites the member's data in place."""
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        self.check(state, REPLICA)
+        [(child, member)] = self.members("cache-1").items()
+        self.assertEqual(child, "cache-1_0000000000")
+        self.assertEqual(member["labels"], {"role": "slave"})
+        self.assertEqual(
+            self.zk.calls_by_path["set", f"{DISCOVERY}/cache-1/{child}"], 1
+        )
+
+    def test_changed_labels_rewrite(self) -> None:
+        """A reload that changes only the labels rewrites the same member."""
+        self.start()
+        state = self.instance("cache-1", labels=(("zone", "a"),))
+        self.check(state, UP)
+        relabelled = InstanceState(
+            RedisInstance("cache-1", "10.0.0.1", 6379, labels=(("zone", "b"),)),
+            state.probe,
+            InstanceHealth(1, 1),
+        )
+        self.check(relabelled, UP)
+        [(child, member)] = self.members("cache-1").items()
+        self.assertEqual(child, "cache-1_0000000000")
+        self.assertEqual(member["labels"], {"zone": "b", "role": "master"})

@@ -1,0 +1,507 @@
+"""
+The ZooKeeper session handed from one process to the next through the
+state file: processes are publishers on a shared in-memory ZooKeeper, with
+a real state file in a directory of the test's own, written synchronously.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.exceptions import ConnectionLoss
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.config import RedisInstance
+from sentinel.documents import agent_document, serverset_member
+from sentinel.handoff import EXPIRED, NOT_CLAIMED, UNREACHABLE, SessionHandoff
+from sentinel.health import InstanceHealth
+from sentinel.instance import InstanceState
+from sentinel.probe import Observation
+from sentinel.publisher import STOP_DELETE_TIMEOUT, ZooKeeperPublisher
+from sentinel.session import (
+    STATE_FILE,
+    SessionPurpose,
+    StateFile,
+    StoredSession,
+    left_in,
+)
+from sentinel.shutdown import LEAVE_SIGNAL, LeaveOnSignal
+from tests.fakes import FakeProbe
+from tests.fakezk import FakeZooKeeper, FakeZooKeeperServer
+from tests.test_publisher import AGENT, AGENT_PATH, DOWN, ROOT, START, UP, path
+
+DISCOVERY = "/discovery"
+PURPOSE = SessionPurpose("fake:2181", ROOT, AGENT)
+
+
+class SyncWorker:
+    """`FileWorker`'s interface, running each call at once (or failing it)."""
+
+    def __init__(self) -> None:
+        self.failing: Exception | None = None
+        self.calls: list[str] = []
+
+    def run(self, what: str, call: Callable[[], Any]) -> Deferred[Any]:
+        self.calls.append(
+            what.split()[0] + (" " + what.split()[1] if " of " in what else "")
+        )
+        if self.failing is not None:
+            return fail(self.failing)
+        return maybeDeferred(call)
+
+
+class Process:
+    """One agent process: its ZooKeeper client, state file and publisher."""
+
+    def __init__(
+        self,
+        case: HandoffTestCase,
+        instances: dict[str, RedisInstance],
+        left: StoredSession | str | None = None,
+    ) -> None:
+        self.case = case
+        clock = case.clock
+        self.zk = FakeZooKeeper(clock, server=case.server)
+        self.zk.hosts = PURPOSE.hosts
+        self.worker = SyncWorker()
+        state_file = StateFile(case.directory, self.worker)  # type: ignore[arg-type]
+        if left is None:
+            left = left_in(case.directory, PURPOSE)
+        self.handoff = SessionHandoff(clock, state_file, PURPOSE, left)
+        self.states = {
+            name: InstanceState(instance, FakeProbe(instance), InstanceHealth(1, 1))
+            for name, instance in instances.items()
+        }
+        self.superseded: list[str] = []
+        self.publisher = ZooKeeperPublisher(
+            clock,
+            self.zk,
+            ROOT,
+            AGENT,
+            30.0,
+            10.0,
+            self.document,
+            watched=lambda: {n: s.instance for n, s in self.states.items()},
+            discovery=("serverset", DISCOVERY),
+            handoff=self.handoff,
+            on_superseded=self.superseded.append,
+        )
+
+    def document(self) -> dict[str, Any]:
+        clock = self.case.clock
+        return agent_document(AGENT, START, clock.seconds(), 1.0, sorted(self.states))
+
+    def start(self, connect: bool = True) -> None:
+        self.publisher.startService()
+        if connect:
+            self.zk.connect()
+
+    def check(self, name: str, observation: Observation) -> None:
+        state = self.states[name]
+        transition = state.health.observe(observation, self.case.clock.seconds())
+        self.publisher.publish(state, transition)
+
+    def stop(self) -> None:
+        """SIGTERM, then the process exits (its connection drops)."""
+        d = self.publisher.stopService()
+        self.case.clock.advance(STOP_DELETE_TIMEOUT)
+        self.case.successResultOf(d)
+        self.case.server.drop(self.zk)
+
+
+class HandoffTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.server = FakeZooKeeperServer(self.clock)
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory, 0o700)
+        self.instances = {
+            name: RedisInstance(name, "10.0.0.1", port)
+            for name, port in (("a", 6379), ("b", 6380))
+        }
+
+    def process(
+        self, instances: dict[str, RedisInstance] | None = None, **more: Any
+    ) -> Process:
+        return Process(self, self.instances if instances is None else instances, **more)
+
+    def stored(self) -> dict[str, Any]:
+        with open(os.path.join(self.directory, STATE_FILE), "rb") as f:
+            document: dict[str, Any] = json.loads(f.read())
+        return document
+
+    def members(self, service: str) -> list[str]:
+        parent = f"{DISCOVERY}/{service}"
+        return self.server.children(parent) if parent in self.server.nodes else []
+
+    def running(self) -> Process:
+        """A process that published a and b up, with their members."""
+        first = self.process()
+        first.start()
+        first.check("a", UP)
+        first.check("b", UP)
+        return first
+
+
+class RestartTests(HandoffTestCase):
+    """SIGTERM, then a new process on the same state_dir."""
+
+    def test_nodes_kept_and_rewritten_at_first_check(self) -> None:
+        """
+        The new process reattaches: every node stays, owned by the same
+        session; each instance node is rewritten by its first check and not
+        before, the agent node at once, and nothing is created again.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        self.assertEqual(self.stored()["session_id"], f"{session:#x}")
+        first.stop()
+        nodes = [path("a"), path("b"), AGENT_PATH]
+        for node in nodes:
+            self.assertEqual(self.server.nodes[node].owner, session)
+        [member_a, member_b] = [
+            f"{DISCOVERY}/{name}/member_0000000000" for name in ("a", "b")
+        ]
+        self.assertIn(member_a, self.server.nodes)
+
+        self.clock.advance(2)
+        restarted = self.clock.seconds()
+        second = self.process()
+        second.start()
+        self.assertEqual(
+            second.zk.started_with, [(session, f"pw-{session:x}".encode())]
+        )
+        self.assertEqual(second.zk.session_id, session)
+        self.assertTrue(second.handoff.reattached)
+        self.assertEqual(self.stored()["owner"]["pid"], os.getpid())
+        self.assertEqual(second.zk.writes(path("a")), 0)
+        self.assertEqual(second.zk.writes(AGENT_PATH), 1)
+        self.assertEqual(self.server.nodes[path("a")].owner, session)
+
+        second.check("a", DOWN)
+        document = second.zk.document(path("a"))
+        self.assertEqual(
+            (document["status"], document["checked_at"]), ("down", restarted)
+        )
+        self.assertEqual(self.members("a"), [])
+        self.assertEqual(second.zk.writes(path("b")), 0)
+        self.assertIn(member_b, self.server.nodes)
+        second.check("b", UP)
+        self.assertEqual(second.zk.document(path("b"))["checked_at"], restarted)
+        self.assertEqual(self.members("b"), ["member_0000000000"])
+        self.assertEqual(second.zk.calls["create"], 0)
+        self.assertEqual(second.publisher.stats()["waiting_takeover"], [])
+        self.assertIsNone(second.publisher.unhealthy_reason())
+
+    def test_first_check_before_connected(self) -> None:
+        """A check made before the reattach is written at it, not before."""
+        self.running().stop()
+        second = self.process()
+        second.start(connect=False)
+        second.check("a", DOWN)
+        self.assertEqual(second.zk.calls["create"] + second.zk.calls["set"], 0)
+        second.zk.connect()
+        self.assertEqual(second.zk.document(path("a"))["status"], "down")
+        self.assertEqual(self.members("a"), [])
+
+    def test_removed_instance_loses_its_nodes_at_once(self) -> None:
+        """
+        An instance removed from the config between the processes loses its
+        node and member at the reattach, before any check.
+        """
+        self.running().stop()
+        second = self.process({"a": self.instances["a"]})
+        second.start()
+        self.assertNotIn(path("b"), self.server.nodes)
+        self.assertEqual(self.members("b"), [])
+        self.assertIn(path("a"), self.server.nodes)
+        self.assertEqual(self.members("a"), ["member_0000000000"])
+        self.assertEqual(second.publisher.swept, 1)
+
+    def test_member_under_a_changed_service(self) -> None:
+        """A member under the old service of an instance goes at the reattach."""
+        self.running().stop()
+        moved = RedisInstance("b", "10.0.0.1", 6380, service="cache")
+        second = self.process({"a": self.instances["a"], "b": moved})
+        second.start()
+        self.assertEqual(self.members("b"), [])
+        second.check("b", UP)
+        self.assertEqual(self.members("cache"), ["member_0000000000"])
+
+    def test_duplicate_members_cleaned(self) -> None:
+        """Two members of one instance (a lost create's twin) become one."""
+        first = self.running()
+        member = json.dumps(serverset_member(self.instances["a"])).encode()
+        self.server.put(
+            f"{DISCOVERY}/a/member_0000000001", member, first.zk.session_id or 0
+        )
+        first.stop()
+        second = self.process()
+        second.start()
+        second.check("a", UP)
+        self.assertEqual(self.members("a"), ["member_0000000000"])
+
+    def test_members_wait_for_the_sweep(self) -> None:
+        """
+        While the sweep of the reattached session is in flight, a member
+        waits, and is then kept rather than created twice.
+        """
+        self.running().stop()
+        second = self.process()
+        second.zk.hang("get_children")
+        second.start()
+        second.check("a", UP)
+        self.assertEqual(self.members("a"), ["member_0000000000"])
+        second.zk.unhang()
+        second.zk.release()
+        self.assertEqual(self.members("a"), ["member_0000000000"])
+        self.assertEqual(second.zk.calls["create"], 0)
+
+    def test_failed_sweep_retried(self) -> None:
+        """A sweep that fails is retried; members wait for it meanwhile."""
+        self.running().stop()
+        second = self.process({"a": self.instances["a"]})
+        second.zk.fail_next("get_children", ConnectionLoss())
+        second.start()
+        second.check("a", UP)
+        self.assertIn(path("b"), self.server.nodes)
+        self.clock.advance(1.0)
+        self.assertNotIn(path("b"), self.server.nodes)
+        self.assertEqual(self.members("a"), ["member_0000000000"])
+        self.assertEqual(second.zk.calls["create"], 0)
+
+    def test_expired_session(self) -> None:
+        """
+        A session that expired before the start gives way to a new one;
+        the state file records it, and the stats say why.
+        """
+        first = self.running()
+        old = first.zk.session_id or 0
+        first.stop()
+        self.server.end_session(old)
+        second = self.process()
+        second.start()
+        self.assertNotEqual(second.zk.session_id, old)
+        self.assertFalse(second.handoff.reattached)
+        stats = second.publisher.stats()["handoff"]
+        self.assertEqual(
+            (stats["reattached"], stats["not_reattached_because"]), (False, EXPIRED)
+        )
+        self.assertEqual(self.stored()["session_id"], f"{second.zk.session_id:#x}")
+        self.assertEqual(self.stored()["discovery_parents"], [])
+        second.check("a", UP)
+        self.assertEqual(self.stored()["discovery_parents"], [f"{DISCOVERY}/a"])
+
+    def test_unreachable_at_start(self) -> None:
+        """A client replaced before connecting says ZooKeeper was unreachable."""
+        self.running().stop()
+        second = self.process()
+        second.start(connect=False)
+        second.zk.replacements = 1
+        second.zk._session = None
+        second.zk.connect()
+        self.assertEqual(second.handoff.why_not, UNREACHABLE)
+
+    def test_no_state_file(self) -> None:
+        """A first start says there was no state file, and writes one."""
+        first = self.process()
+        first.start()
+        stats = first.publisher.stats()["handoff"]
+        self.assertIs(stats["reattached"], False)
+        self.assertEqual(
+            stats["not_reattached_because"],
+            f"{self.directory}/{STATE_FILE}: no state file",
+        )
+        self.assertEqual(self.stored()["session_id"], f"{first.zk.session_id:#x}")
+
+    def test_unwritable_state_file_means_no_reattach(self) -> None:
+        """
+        If the claim cannot be written, the process does not reattach: an
+        older process would never learn it lost the session.
+        """
+        first = self.running()
+        old = first.zk.session_id
+        first.stop()
+        second = self.process()
+        second.worker.failing = OSError(28, "No space left on device")
+        second.start()
+        self.assertNotEqual(second.zk.session_id, old)
+        self.assertEqual(second.zk.started_with, [None])
+        why = second.handoff.why_not or ""
+        self.assertTrue(why.startswith(NOT_CLAIMED), why)
+        self.flushLoggedErrors()
+
+    def test_record_parent_before_the_member(self) -> None:
+        """A member is created only once its parent is in the state file."""
+        first = self.process()
+        first.start()
+        first.check("a", UP)
+        self.assertEqual(self.stored()["discovery_parents"], [f"{DISCOVERY}/a"])
+        history = first.zk.history
+        create = history.index(("create", f"{DISCOVERY}/a/member_"))
+        self.assertGreater(create, 0)
+        self.assertEqual(first.worker.calls[-1], "a write")
+
+
+class StopTests(HandoffTestCase):
+    """What a stop does with a state_dir: leave, or on purpose, deregister."""
+
+    def test_stop_leaves_the_session(self) -> None:
+        """SIGTERM deletes nothing and closes nothing: the session is left open."""
+        first = self.running()
+        d = first.publisher.stopService()
+        self.successResultOf(d)
+        self.assertEqual(first.zk.history[-1], ("leave_open", ""))
+        self.assertEqual(first.zk.calls["delete"], 0)
+        self.assertIn(first.zk.session_id or first.zk._session, self.server.sessions)
+
+    def test_stop_waits_for_writes_in_flight(self) -> None:
+        """The writes in flight end before the session is left (bounded)."""
+        first = self.running()
+        first.zk.hang("set")
+        first.check("a", DOWN)
+        d = first.publisher.stopService()
+        self.assertNoResult(d)
+        first.zk.release()
+        self.successResultOf(d)
+        self.assertEqual(first.zk.document(path("a"))["status"], "down")
+        second = self.running()
+        second.zk.hang("set")
+        second.check("a", DOWN)
+        d = second.publisher.stopService()
+        self.clock.advance(STOP_DELETE_TIMEOUT)
+        self.successResultOf(d)
+
+    def test_nobody_reattaches(self) -> None:
+        """Without a successor the nodes go when the session expires."""
+        first = self.running()
+        session = first.zk._session or 0
+        first.stop()
+        self.server.end_session(session)
+        self.assertEqual(self.server.children(f"{ROOT}/instances"), [])
+        self.assertEqual(self.members("a"), [])
+
+    def test_leave(self) -> None:
+        """
+        After leave(), a stop deletes the nodes, closes the session and
+        removes the state file.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        first.publisher.leave()
+        self.successResultOf(first.publisher.stopService())
+        for node in (path("a"), path("b"), AGENT_PATH):
+            self.assertNotIn(node, self.server.nodes)
+        self.assertEqual(self.members("a"), [])
+        self.assertNotIn(session, self.server.sessions)
+        self.assertFalse(os.path.exists(os.path.join(self.directory, STATE_FILE)))
+        self.assertEqual(
+            left_in(self.directory, PURPOSE),
+            f"{self.directory}/{STATE_FILE}: no state file",
+        )
+
+
+class OverlapTests(HandoffTestCase):
+    """Two processes on one state_dir at once: the newer wins."""
+
+    def test_older_process_superseded(self) -> None:
+        """
+        The newer process claims the file, then reattaches; the older loses
+        its connection, reads the file, stops writing and leaves the nodes
+        alone, even when stopped; it is no twin of the newer.
+        """
+        older = self.running()
+        session = older.zk.session_id
+        newer = self.process()
+        newer.start()
+        self.assertEqual(newer.zk.session_id, session)
+        self.assertEqual(len(older.superseded), 1)
+        self.assertIn(
+            f"ZooKeeper session {session:#x} was taken over by a newer process",
+            older.superseded[0],
+        )
+        self.assertEqual(older.zk.history[-1], ("leave_open", ""))
+        reason = older.publisher.unhealthy_reason() or ""
+        self.assertIn("taken over by a newer process", reason)
+        calls = sum(older.zk.calls.values())
+        older.check("a", DOWN)
+        self.clock.advance(60)
+        self.successResultOf(older.publisher.stopService())
+        self.assertEqual(sum(older.zk.calls.values()), calls)
+        newer.check("a", UP)
+        self.assertEqual(newer.zk.document(path("a"))["status"], "up")
+        self.assertEqual(self.members("a"), ["member_0000000000"])
+        self.assertEqual(newer.publisher.stats()["conflicts_started"], 0)
+        self.assertIsNone(newer.publisher.unhealthy_reason())
+
+    def test_disconnection_of_the_holder_is_no_takeover(self) -> None:
+        """A process that merely lost its connection reconnects as before."""
+        first = self.running()
+        first.zk.suspend()
+        first.zk.connect()
+        self.assertEqual(first.superseded, [])
+        first.check("a", DOWN)
+        self.assertEqual(first.zk.document(path("a"))["status"], "down")
+
+    def test_unreadable_file_is_no_takeover(self) -> None:
+        """Not knowing (an unreadable file) is not being superseded."""
+        first = self.running()
+        os.unlink(os.path.join(self.directory, STATE_FILE))
+        first.zk.suspend()
+        first.zk.connect()
+        self.assertEqual(first.superseded, [])
+
+
+class LeaveSignalTests(SynchronousTestCase):
+    """SIGUSR2: deregister at once, then stop."""
+
+    def test_signal(self) -> None:
+        """
+        SIGUSR2 is handed to the reactor's thread, makes the publisher's
+        stop deregister, and stops the reactor; the handler is removed at
+        stop.
+        """
+        reactor = _Reactor()
+        left: list[bool] = []
+        service = LeaveOnSignal(reactor, lambda: left.append(True))
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        os.kill(os.getpid(), LEAVE_SIGNAL)
+        self.assertEqual((left, reactor.stopped), ([], False))
+        reactor.run_handed_over()
+        self.assertEqual((left, reactor.stopped), ([True], True))
+        service.stopService()
+        self.assertEqual(signal.getsignal(LEAVE_SIGNAL), signal.SIG_DFL)
+
+    def test_without_zookeeper(self) -> None:
+        """Without ZooKeeper, SIGUSR2 is a plain stop."""
+        reactor = _Reactor()
+        LeaveOnSignal(reactor, None).leave()
+        self.assertTrue(reactor.stopped)
+
+
+class _Reactor:
+    """What LeaveOnSignal uses of a reactor."""
+
+    running = True
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.handed_over: list[Callable[[], object]] = []
+
+    def callFromThread(self, f: Callable[[], object]) -> None:
+        self.handed_over.append(f)
+
+    def run_handed_over(self) -> None:
+        for f in self.handed_over:
+            f()
+
+    def stop(self) -> None:
+        self.stopped = True
