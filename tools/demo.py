@@ -1,10 +1,14 @@
 """
 Watch the agent at work: ``make demo`` starts two throwaway Redis servers, a
 throwaway ZooKeeper, and ``twistd -n sentinel`` checking the servers and
-publishing to ZooKeeper, and says which pages to open, which servers to
-pause, and how to read ZooKeeper. Ctrl-C (or SIGTERM) stops everything it
-started, by PID, and removes its temporary directory; if the agent exits on
-its own, the demo ends with the agent's status.
+publishing to ZooKeeper (with serverset discovery members, and a state_dir
+keeping its session for the next process), and says which pages to open,
+which servers to pause and how to read ZooKeeper. An agent ended by SIGTERM
+or SIGKILL is started again on the same state_dir, as systemd's
+``Restart=`` would: its nodes never go. Ctrl-C (or SIGTERM to the demo)
+stops everything it started, by PID, and removes its temporary directory;
+if the agent exits otherwise (SIGUSR2: it deregistered), the demo ends with
+the agent's status.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from tests.servers import (  # noqa: E402
 
 HTTP_PORT = 6060
 REDIS_NAMES = ("demo-a", "demo-b")
+# How the agent may end to be started again, as Restart= would.
+RESTARTED = (-signal.SIGTERM, -signal.SIGKILL)
 
 
 class Interrupted(Exception):
@@ -88,23 +94,31 @@ def run(twistd: Path, started: ExitStack) -> int:
     ]
     config = workdir / "sentinel.toml"
     config.write_text(
-        'agent_id = "demo"\n\n'
-        f'[zookeeper]\nhosts = "{zookeeper.hosts}"\nrefresh = 10\n\n'
-        + "\n".join(tables)
+        'agent_id = "demo"\nstate_dir = "state"\n\n'
+        f'[zookeeper]\nhosts = "{zookeeper.hosts}"\nrefresh = 10\n'
+        'discovery = "serverset"\n\n' + "\n".join(tables)
     )
-    agent = ChildProcess(
-        [
-            str(twistd), "-n", "sentinel",
-            "--config", str(config),
-            "--http", f"tcp:{HTTP_PORT}:interface={LOOPBACK}",
-        ],
-        cwd=workdir,  # twistd writes its pid file there
-        # One stop signal, ours: twistd logs an error for a second one.
-        own_session=True,
-    )  # fmt: skip
-    started.callback(agent.stop)
-    print(instructions(agent, redis, zookeeper), flush=True)
-    return exit_status(agent.process.wait())
+    while True:
+        agent = ChildProcess(
+            [
+                str(twistd), "-n", "sentinel",
+                "--config", str(config),
+                "--http", f"tcp:{HTTP_PORT}:interface={LOOPBACK}",
+            ],
+            cwd=workdir,  # twistd writes its pid file there
+            # One stop signal, ours: twistd logs an error for a second one.
+            own_session=True,
+        )  # fmt: skip
+        started.callback(agent.stop)
+        print(instructions(agent, redis, zookeeper), flush=True)
+        status = agent.process.wait()
+        if status not in RESTARTED:
+            return exit_status(status)
+        print(
+            f"sentinel demo: the agent ended ({signal.Signals(-status).name}); "
+            "starting it again on the same state_dir: its nodes stayed",
+            flush=True,
+        )
 
 
 def instructions(
@@ -120,6 +134,10 @@ def instructions(
         f"    {status}",
         f"    kill -STOP {zookeeper.pid}; sleep 15; kill -CONT {zookeeper.pid}"
         "   # an outage: /healthz fails, then every node is re-created",
+        f"    kill -TERM {agent.pid}   # restart it (so does kill -9): the nodes"
+        " stay, each rewritten at its first check",
+        f"    kill -USR2 {agent.pid}   # deregister: the nodes go at once, the"
+        " demo ends",
     ]
     for name, server in redis.items():
         lines += [
