@@ -88,6 +88,9 @@ class Discovery:
         self.root = root
         self._counted = counted
         self._record_parent = record_parent
+        # The paths a member holds or was given by a sweep: another member
+        # on the same endpoint must not take them.
+        self._claimed: set[str] = set()
 
     def parent_of(self, instance: RedisInstance) -> str:
         """Where the instance's member goes."""
@@ -109,16 +112,21 @@ class Discovery:
             member_identity(self.form, instance),
         )
 
+    def new_session(self) -> None:
+        """A new session holds no member: every claim is void."""
+        self._claimed.clear()
+
     async def write(self, member: Member, data: bytes | None) -> None:
         """Make ZooKeeper hold `data` as the member, or no member if None."""
         if member.search:
             member.found += await self._ours_in(member.parent, member.identity)
+            self._claimed.update(member.found)
             member.search = False
         await self._settle_found(member, keep=data is not None)
         if data is None:
             if member.path is not None:
                 await self._delete_if_ours(member.path)
-            member.path = member.written = None
+            self._drop(member)
             return
         if member.path is not None:
             if data == member.written:
@@ -128,7 +136,7 @@ class Discovery:
                 member.written = data
                 return
             except NoNodeError:
-                member.path = None
+                self._drop(member)
         await self._record_parent(member.parent)
         try:
             path = await self._counted(
@@ -144,16 +152,27 @@ class Discovery:
             # It may have been created all the same: look before creating.
             member.search = True
             raise
-        member.path, member.written = path, data
+        self._hold(member, path)
+        member.written = data
+
+    def _hold(self, member: Member, path: str) -> None:
+        member.path, member.written = path, None
+        self._claimed.add(path)
+
+    def _drop(self, member: Member) -> None:
+        if member.path is not None:
+            self._claimed.discard(member.path)
+        member.path = member.written = None
 
     async def _settle_found(self, member: Member, keep: bool) -> None:
         """Keep the first member found if `keep` and none is known; delete the rest."""
         while member.found:
             path = member.found[0]
             if keep and member.path in (None, path):
-                member.path, member.written = path, None
+                self._hold(member, path)
             elif path != member.path:
                 await self._delete_if_ours(path)
+                self._claimed.discard(path)
             member.found.pop(0)
 
     async def _delete_if_ours(self, path: str) -> None:
@@ -166,9 +185,16 @@ class Discovery:
             pass
 
     async def _ours_in(self, parent: str, identity: MemberIdentity) -> list[str]:
-        """Our members under `parent` with `identity`, oldest first."""
+        """
+        Our members under `parent` with `identity` that no other member
+        holds (two instances may share an endpoint), oldest first.
+        """
         members = await self._members_in(parent)
-        return [path for path, found in members if found == identity]
+        return [
+            path
+            for path, found in members
+            if found == identity and path not in self._claimed
+        ]
 
     async def _members_in(self, parent: str) -> list[tuple[str, MemberIdentity | None]]:
         """Every node of our session under `parent`, and what each says it is."""
@@ -194,29 +220,36 @@ class Discovery:
         """
         In a process that reattached to its predecessor's session: under
         `parents` (the predecessor's and ours), the members of the session,
-        for each `watched` instance (by name) those that are its own
-        (oldest first); the others (instances removed meanwhile, or a
-        changed service or form) are deleted at once.
+        one for each `watched` instance (by name) that has one (instances
+        on one endpoint share its members out, oldest first); the others
+        (duplicates, instances removed meanwhile, a changed service or
+        form) are deleted at once.
         """
-        wanted: dict[tuple[str, MemberIdentity], str] = {}
-        for name, instance in watched.items():
-            identity = member_identity(self.form, instance)
-            wanted[self.parent_of(instance), identity] = name
+        wanted: dict[tuple[str, MemberIdentity, str], list[str]] = {}
+        for name in sorted(watched):
+            instance = watched[name]
+            key = (
+                self.parent_of(instance),
+                member_identity(self.form, instance),
+                member_prefix(self.form, instance),
+            )
+            wanted.setdefault(key, []).append(name)
         kept: dict[str, list[str]] = {}
         for parent in sorted(set(parents)):
             for path, says in await self._members_in(parent):
-                owner = None if says is None else wanted.get((parent, says))
-                if owner is not None and _child(path).startswith(
-                    member_prefix(self.form, watched[owner])
-                ):
-                    kept.setdefault(owner, []).append(path)
-                else:
+                names = wanted.get((parent, says, _prefix(path)), []) if says else []
+                owner = next((n for n in names if n not in kept), None)
+                if owner is None:
                     await self._delete_if_ours(path)
+                else:
+                    kept[owner] = [path]
+                    self._claimed.add(path)
         return kept
 
 
-def _child(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
+def _prefix(path: str) -> str:
+    # The member's name without ZooKeeper's 10-digit counter.
+    return path.rsplit("/", 1)[-1][:-10]
 
 
 def _sequence(child: str) -> tuple[str, str]:

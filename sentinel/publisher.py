@@ -543,6 +543,8 @@ class ZooKeeperPublisher(Service):
             # What a sweep would look for died with the previous session.
             self._inherited = self._sweep_needed = inherited
             self._found.clear()
+            if self.discovery is not None:
+                self.discovery.new_session()
         # A new session, or the old one back: either way ask ZooKeeper again
         # who owns what, and write everything from current state. What was
         # learnt about other holders stays: the same holder's clock goes on.

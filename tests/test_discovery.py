@@ -146,6 +146,25 @@ class ServersetTests(DiscoveryHarness):
             [{"host": "10.0.0.1", "port": 6380}],
         )
 
+    def test_two_instances_on_one_endpoint(self) -> None:
+        """
+        Two names for one endpoint in one service have a member each: a
+        look after a failed create never takes the other's, and one going
+        down deletes only its own.
+        """
+        self.start()
+        one = self.instance("one", service="cache")
+        two = self.instance("two", service="cache")
+        self.check(one, UP)
+        self.zk.fail_next("create", ConnectionLoss(), path=f"{DISCOVERY}/cache/member_")
+        self.check(two, UP)
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(len(self.members("cache")), 2)
+        self.check(one, DOWN)
+        self.assertEqual(len(self.members("cache")), 1)
+        self.check(two, DOWN)
+        self.assertEqual(self.members("cache"), {})
+
     def test_removed_instance_loses_its_member(self) -> None:
         """An instance no longer watched loses its member at once."""
         self.start()

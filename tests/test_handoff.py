@@ -248,6 +248,29 @@ class RestartTests(HandoffTestCase):
         second.check("a", UP)
         self.assertEqual(self.members("a"), ["member_0000000000"])
 
+    def test_instances_on_one_endpoint_share_out_their_members(self) -> None:
+        """
+        Two instances on one endpoint in one service each keep one of the
+        members the previous process left, and none is created.
+        """
+        same = {
+            name: RedisInstance(name, "10.0.0.1", 6379, service="cache")
+            for name in ("a", "b")
+        }
+        first = self.process(same)
+        first.start()
+        first.check("a", UP)
+        first.check("b", UP)
+        first.stop()
+        second = self.process(same)
+        second.start()
+        second.check("a", UP)
+        second.check("b", UP)
+        self.assertEqual(len(self.members("cache")), 2)
+        self.assertEqual(second.zk.calls["create"], 0)
+        second.check("a", DOWN)
+        self.assertEqual(len(self.members("cache")), 1)
+
     def test_members_wait_for_the_sweep(self) -> None:
         """
         While the sweep of the reattached session is in flight, a member
