@@ -173,7 +173,8 @@ def make_agent(
             left,
         )
         # Added before the monitor, so stopped after it: the last states
-        # are published, then the nodes deleted and the session closed.
+        # are published, then the nodes deleted and the session closed, or
+        # (with a state_dir) the session left open for the next process.
         zookeeper.setName("publisher")
         zookeeper.setServiceParent(top)
         publisher = zookeeper

@@ -63,6 +63,16 @@ class Member:
         # first) or delete.
         self.found: list[str] = []
 
+    @classmethod
+    def leftover(cls, found: list[str]) -> Member:
+        """
+        No instance's member: what a sweep found for an instance removed
+        before its first check, to delete.
+        """
+        member = cls("", "", ("", "", 0, None))
+        member.found = list(found)
+        return member
+
     def reconnected(self, same_session: bool) -> None:
         """After a reconnection: rewrite; on a new session, nothing is held."""
         self.written = None

@@ -392,19 +392,23 @@ class ZooKeeperPublisher(Service):
         if node is None:
             member = discovery.member_for(state.instance)
             member.found = self._found.pop(state.name, [])
-            node = self._new_node(f"{member.parent}/{member.prefix}", lambda: None)
-            node.member = member
+            node = self._member_node(member, discovery.form)
             self._members[state.name] = node
-            form = discovery.form
-
-            def data() -> bytes | None:
-                assert node is not None and node.state is not None
-                document = member_document(form, node.state.instance, node.state.health)
-                return None if document is None else _encode(document)
-
-            node.data = data
         node.state = state
         self._mark(node)
+
+    def _member_node(self, member: Member, form: str) -> _Node:
+        node = self._new_node(f"{member.parent}/{member.prefix}", lambda: None)
+        node.member = member
+
+        def data() -> bytes | None:
+            state = node.state
+            assert state is not None
+            document = member_document(form, state.instance, state.health)
+            return None if document is None else _encode(document)
+
+        node.data = data
+        return node
 
     def _retire(self, node: _Node) -> None:
         node.removed = True
@@ -414,6 +418,10 @@ class ZooKeeperPublisher(Service):
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""
         node = self._nodes.get(name)
+        if node is None and self._inherited:
+            # Not checked yet by this process: its node may be the previous
+            # process's, on the session this one inherited.
+            node = self._nodes[name] = self._instance_node(name)
         if node is not None:
             node.removed = True
             self._release(node, "the instance is no longer watched")
@@ -426,8 +434,7 @@ class ZooKeeperPublisher(Service):
         if found:
             # Members the previous process left for it: deleted now.
             leftover = self._new_node(_parent(found[0]), lambda: None)
-            leftover.member = Member(_parent(found[0]), "", ("", "", 0, None))
-            leftover.member.found = found
+            leftover.member = Member.leftover(found)
             self._retire(leftover)
 
     # Observability

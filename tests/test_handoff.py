@@ -225,6 +225,21 @@ class RestartTests(HandoffTestCase):
         self.assertEqual(self.members("a"), ["member_0000000000"])
         self.assertEqual(second.publisher.swept, 1)
 
+    def test_removed_before_its_first_check(self) -> None:
+        """
+        An instance a reload removes before this process checked it loses
+        the node and member the previous process left for it.
+        """
+        self.running().stop()
+        second = self.process()
+        second.start()
+        del second.states["b"]
+        second.publisher.remove("b")
+        self.assertNotIn(path("b"), self.server.nodes)
+        self.assertEqual(self.members("b"), [])
+        self.assertIn(path("a"), self.server.nodes)
+        self.assertEqual(second.publisher.writes_queued, 0)
+
     def test_member_under_a_changed_service(self) -> None:
         """A member under the old service of an instance goes at the reattach."""
         self.running().stop()
