@@ -15,12 +15,17 @@ import attr
 
 @attr.frozen
 class Replication:
-    """What ``INFO replication`` said about an instance's role."""
+    """
+    What ``INFO replication`` said about an instance's role, and the
+    addresses (host, port) of the replicas it listed. The replicas are not
+    part of the role: two Replications with the same role fields are equal.
+    """
 
     role: str | None
     master_host: str | None = None
     master_port: int | None = None
     master_link_status: str | None = None
+    replicas: tuple[tuple[str, int], ...] = attr.field(default=(), eq=False)
 
 
 class Observation(NamedTuple):
@@ -35,3 +40,5 @@ class Observation(NamedTuple):
     error: str | None = None
     # Present only when this check read INFO replication.
     replication: Replication | None = None
+    # The drain key exists: alive, but not to be used (ready is false).
+    draining: bool = False

@@ -5,15 +5,26 @@ driven with prebuilt commands.
 A reply is accepted only when a command of ours waits for it, and only when
 it is small. Anything else breaks the protocol: bytes that arrive while no
 command waits (before the first command, after the last reply, a second
-reply to one command), a multi-bulk reply (no command we send has one), a
-status or error line longer than `MAX_LINE`, a bulk announced longer than
-`MAX_BULK` (refused when its ``$N`` line is read, before any of it is
-buffered), or anything that is not RESP2. A violation drops the connection at
+reply to one command), a multi-bulk reply where the command waiting did not
+ask for one (only HELLO does, within its `ArrayLimit`: elements, bytes and
+depth, judged line by line before txredisapi buffers anything), a status or
+error line longer than `MAX_LINE`, a bulk announced longer than `MAX_BULK`
+(refused when its ``$N`` line is read, before any of it is buffered), or
+anything that is not RESP2. A violation drops the connection at
 once, parsing nothing more of what was already received, tells the
 connection's owner why, and fails the commands waiting with `ProtocolError`.
 So memory per connection stays bounded whatever the server sends, where
 txredisapi alone queues every reply nobody waits for and trusts every
 announced length (DESIGN.md section 7).
+
+A check pipelines its commands (PING, then EXISTS of the drain key and
+HELLO for the role, when asked for) in one write, and their replies come in
+order, one per waiter. A connection remembers the bytes of the last replies
+its owner asked it to (`remember`): a read that repeats them exactly, while
+the same number of commands wait and nothing is half read, is handed the
+same replies without the parser, as a lone ``+PONG`` is. The replies of an
+unchanged instance are the same bytes check after check, so this is the
+common case; the parser runs when something changed.
 
 Every touch of a private internal of txredisapi or Twisted is in this module,
 each with its reason. ``tests/test_protocol.py`` checks on a real TCP
@@ -26,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import attr
 import txredisapi
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
@@ -34,11 +46,16 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sentinel.checks import host_problem
 from sentinel.observation import Replication
 from sentinel.tls import describe_tls_loss
 
 PING = b"*1\r\n$4\r\nPING\r\n"
 INFO_REPLICATION = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n"
+# HELLO without arguments (Redis 6.2 and later) changes nothing and answers
+# the server's properties, its role among them. Every user may run it (it is
+# flagged no-auth: ACL rules do not apply), where ROLE is an @admin command.
+HELLO = b"*1\r\n$5\r\nHELLO\r\n"
 PONG_REPLY = b"+PONG\r\n"
 
 # A status or error line: a PING reply is 7 bytes, Redis's longest error
@@ -50,6 +67,26 @@ MAX_BULK = 64 * 1024
 # Replies are small: Twisted's default 64 KiB read buffer is allocated per
 # read.
 READ_BUFFER = 4096
+# The replicas read from one INFO replication: more than any master has, and
+# fewer than the 64 KiB bulk can list.
+MAX_LISTED_REPLICAS = 256
+
+
+@attr.frozen
+class ArrayLimit:
+    """
+    The largest multi-bulk reply a command may have: its elements (nested
+    ones included), the bytes of all its lines and bulks, and its depth.
+    """
+
+    elements: int
+    size: int
+    depth: int
+
+
+# HELLO's reply: 14 elements, about 150 bytes, and a map per loaded module
+# (8 elements and an array of its arguments, 4 deep).
+HELLO_LIMIT = ArrayLimit(elements=128, size=8192, depth=4)
 
 _REPLY_TYPES = frozenset("+-:$*")
 
@@ -72,23 +109,107 @@ def auth_command(password: str, username: str | None) -> bytes:
     return b"".join(parts)
 
 
+def exists_command(key: str) -> bytes:
+    """The RESP bytes of ``EXISTS key``."""
+    data = key.encode("utf-8")
+    return b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%s\r\n" % (len(data), data)
+
+
 def parse_replication(info: bytes) -> Replication:
-    """Pick the role fields out of an ``INFO replication`` reply."""
+    """
+    Pick the role fields out of an ``INFO replication`` reply, and the
+    addresses of the replicas its ``slaveN:`` lines list (see
+    `parse_listed_replica`; at most `MAX_LISTED_REPLICAS`, each once).
+    """
     fields: dict[str, str] = {}
+    listed: dict[tuple[str, int], None] = {}
     for line in info.decode("utf-8", "replace").splitlines():
         key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip()] = value.strip()
+        if not sep:
+            continue
+        key = key.strip()
+        if key.startswith("slave") and key[5:].isdigit():
+            address = parse_listed_replica(value)
+            if address is not None and len(listed) < MAX_LISTED_REPLICAS:
+                listed[address] = None
+        else:
+            fields[key] = value.strip()
     role = fields.get("role")
+    replicas = tuple(listed)
     if role != "slave":
-        return Replication(role=role)
+        return Replication(role=role, replicas=replicas)
     port = fields.get("master_port", "")
     return Replication(
         role=role,
         master_host=fields.get("master_host"),
         master_port=int(port) if port.isdigit() else None,
         master_link_status=fields.get("master_link_status"),
+        replicas=replicas,
     )
+
+
+def parse_listed_replica(value: str) -> tuple[str, int] | None:
+    """
+    The address of one ``slaveN:ip=...,port=...,state=...`` line, or None
+    unless ``ip`` is a host name or IP address and ``port`` a TCP port (what
+    a master lists is not trusted: it names what we connect to).
+    """
+    fields = dict(part.partition("=")[::2] for part in value.strip().split(","))
+    host = fields.get("ip", "")
+    port = fields.get("port", "")
+    if host_problem(host) is not None or len(host) > 253:
+        return None
+    if not (port.isascii() and port.isdigit() and len(port) <= 5):
+        return None
+    number = int(port)
+    return (host, number) if 1 <= number <= 65535 else None
+
+
+def parse_hello_role(reply: list[Any]) -> str | None:
+    """
+    The role in a HELLO reply (a flat map in RESP2), as INFO names it
+    (``master`` or ``slave``), or None if it names none of them.
+    """
+    for index in range(0, len(reply) - 1, 2):
+        if reply[index] == b"role":
+            return _HELLO_ROLES.get(reply[index + 1])
+    return None
+
+
+_HELLO_ROLES: dict[object, str] = {
+    b"master": "master",
+    b"replica": "slave",
+    b"slave": "slave",
+}
+
+
+def encode_reply(reply: object) -> bytes | None:
+    """
+    The RESP2 bytes that the parser reads back as `reply`, or None for a
+    reply whose bytes it cannot tell (an error reply: txredisapi drops its
+    ``ERR`` prefix; ``QUEUED``: txredisapi counts it).
+    """
+    if isinstance(reply, bytes):
+        return b"$%d\r\n%s\r\n" % (len(reply), reply)
+    if isinstance(reply, bool):
+        return None
+    if isinstance(reply, int):
+        return b":%d\r\n" % reply
+    if isinstance(reply, str):
+        if reply == "QUEUED" or "\r" in reply or "\n" in reply:
+            return None
+        return b"+%s\r\n" % reply.encode("utf-8")
+    if reply is None:
+        return b"$-1\r\n"
+    if isinstance(reply, list):
+        parts = [b"*%d\r\n" % len(reply)]
+        for element in reply:
+            encoded = encode_reply(element)
+            if encoded is None:
+                return None
+            parts.append(encoded)
+        return b"".join(parts)
+    return None
 
 
 def describe_reply(reply: object) -> str:
@@ -103,7 +224,9 @@ def describe_reply(reply: object) -> str:
 class ReplyTo(Protocol):
     """
     What can wait in txredisapi's reply queue instead of a Deferred: the
-    queue only ever calls ``callback(reply)`` on what waits in it.
+    queue only ever calls ``callback(reply)`` on what waits in it. One with
+    an ``array_limit`` (an `ArrayLimit`) accepts a multi-bulk reply that
+    fits it; without one, a multi-bulk reply breaks the protocol.
     """
 
     def callback(self, reply: object) -> None:
@@ -130,6 +253,12 @@ class ConnectionFactory(Factory):
     ) -> None:
         self.on_lost = on_lost
         self.on_violation = on_violation
+        # The protocol's own state, kept here (see RedisClientProtocol):
+        # the bytes of the replies it remembers and those replies, and what
+        # the multi-bulk reply being read may still hold.
+        self.known: tuple[bytes, list[object]] | None = None
+        self.array_elements = 0
+        self.array_bytes = 0
 
     def buildProtocol(self, addr: IAddress | None) -> RedisClientProtocol:
         protocol = RedisClientProtocol()
@@ -234,6 +363,34 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         self.replyQueue.waiting.append(waiter)
         self._write(command)
 
+    def send_pipeline(self, commands: bytes, waiters: tuple[ReplyTo, ...]) -> None:
+        """
+        Write prebuilt commands in one write; the reply to each goes to its
+        waiter, in order (see `send_to`).
+        """
+        self.replyQueue.waiting.extend(waiters)
+        self._write(commands)
+
+    def remember(self, replies: list[object]) -> None:
+        """
+        `replies` (one per command, in order) were just read: hand them
+        again, without parsing, to a read that repeats their bytes exactly
+        (see the module docstring). Replies whose bytes cannot be told
+        (`encode_reply`) are not remembered.
+        """
+        factory = self.factory
+        known = factory.known
+        if known is not None and known[1] == replies:
+            return
+        factory.known = None
+        parts = []
+        for reply in replies:
+            encoded = encode_reply(reply)
+            if encoded is None:
+                return
+            parts.append(encoded)
+        factory.known = (b"".join(parts), list(replies))
+
     def _write(self, command: bytes) -> None:
         transport = self.transport
         # Fast path: straight to the socket when Twisted's buffers are empty
@@ -276,6 +433,22 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
             return
         if not self.connected:
             return  # Dropped: nothing more is read.
+        known = self.factory.known
+        if known is not None and data == known[0]:
+            waiting = self.replyQueue.waiting
+            if (
+                len(waiting) == len(known[1])
+                and not self._LineReceiver__buffer
+                and self.line_mode
+                and self.multi_bulk.pending is None
+            ):
+                # What the parser would hand on: these bytes were read
+                # before, as these replies, from the same parser state.
+                for reply in known[1]:
+                    if not self.connected:
+                        return  # A reply's owner dropped the connection.
+                    waiting.pop(0).callback(reply)
+                return
         try:
             super().dataReceived(data, unpause)
         except UnicodeDecodeError:
@@ -283,29 +456,97 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
             self.reject("not a Redis reply: undecodable bytes")
 
     def lineReceived(self, line: str) -> bool:
-        # Every line read in line mode starts a reply (no multi-bulk is ever
-        # accepted): judge it before txredisapi buffers or queues anything.
+        # Every line read in line mode starts a reply or an element of the
+        # multi-bulk reply being read: judge it before txredisapi buffers or
+        # queues anything.
         kind = line[:1]
         if kind not in _REPLY_TYPES:
             self.reject(f"not a Redis reply: {line[:40]!r}")
-        elif kind == "*" or not self.replyQueue.waiting:
+        elif not self.replyQueue.waiting:
             self.reject(f"unexpected reply: {line[:40]!r}")
+        elif self.multi_bulk.pending is not None:
+            if self._element_fits(kind, line):
+                super().lineReceived(line)
+        elif kind == "*":
+            if self._array_fits(line):
+                super().lineReceived(line)
         elif kind != "$" or self._bulk_fits(line):
             super().lineReceived(line)
         # True stops LineReceiver's loop over what it has buffered: after a
         # violation, or when a reply's owner dropped the connection.
         return not self.connected
 
-    def _bulk_fits(self, line: str) -> bool:
+    def _length(self, line: str) -> int | None:
+        # The count of a ``$N`` or ``*N`` line, or None (a violation) if it
+        # is not one.
         try:
             length = int(line[1:])
         except ValueError:
             length = -2
         if length < -1:
             self.reject(f"not a Redis reply: {line[:40]!r}")
+            return None
+        return length
+
+    def _bulk_fits(self, line: str) -> bool:
+        length = self._length(line)
+        if length is None:
             return False
         if length > MAX_BULK:
             self.reject(f"reply too long: {length} bytes")
+            return False
+        return True
+
+    def _array_limit(self) -> ArrayLimit | None:
+        # Only the command waiting for this reply may allow an array.
+        limit: ArrayLimit | None = getattr(
+            self.replyQueue.waiting[0], "array_limit", None
+        )
+        return limit
+
+    def _array_fits(self, line: str) -> bool:
+        # A multi-bulk reply starts: only where asked for, within its limit.
+        limit = self._array_limit()
+        if limit is None:
+            self.reject(f"unexpected reply: {line[:40]!r}")
+            return False
+        count = self._length(line)
+        if count is None:
+            return False
+        factory = self.factory
+        factory.array_elements = limit.elements - max(count, 0)
+        factory.array_bytes = limit.size - len(line) - 2
+        return self._within(limit)
+
+    def _element_fits(self, kind: str, line: str) -> bool:
+        # One more element of the multi-bulk reply being read.
+        limit = self._array_limit()
+        assert limit is not None  # Its first line was allowed.
+        factory = self.factory
+        factory.array_bytes -= len(line) + 2
+        if kind == "$" or kind == "*":
+            count = self._length(line)
+            if count is None:
+                return False
+            if kind == "$":
+                factory.array_bytes -= max(count, 0) + 2
+            else:
+                factory.array_elements -= max(count, 0)
+                depth, outer = 2, self.multi_bulk.parent
+                while outer is not None:
+                    depth, outer = depth + 1, outer.parent
+                if depth > limit.depth:
+                    self.reject(f"reply too long: arrays nested {depth} deep")
+                    return False
+        return self._within(limit)
+
+    def _within(self, limit: ArrayLimit) -> bool:
+        factory = self.factory
+        if factory.array_elements < 0:
+            self.reject(f"reply too long: over {limit.elements} elements")
+            return False
+        if factory.array_bytes < 0:
+            self.reject(f"reply too long: over {limit.size} bytes")
             return False
         return True
 

@@ -17,14 +17,22 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sentinel.protocol import (
+    HELLO,
+    HELLO_LIMIT,
     INFO_REPLICATION,
     MAX_BULK,
     MAX_LINE,
+    MAX_LISTED_REPLICAS,
     PING,
+    ArrayLimit,
     ConnectionFactory,
     ProtocolError,
     RedisClientProtocol,
     describe_reply,
+    encode_reply,
+    exists_command,
+    parse_hello_role,
+    parse_replication,
 )
 from tests.polling import wait_for
 from tests.servers import LOOPBACK, RedisServer
@@ -40,6 +48,22 @@ class Replies:
 
     def callback(self, reply: object) -> None:
         self.replies.append(reply)
+
+
+class ArrayReplies(Replies):
+    """A ReplyTo that accepts a multi-bulk reply within a limit."""
+
+    def __init__(self, limit: ArrayLimit = HELLO_LIMIT) -> None:
+        super().__init__()
+        self.array_limit = limit
+
+
+# What Redis 7.0 answers to HELLO on a master, byte for byte.
+HELLO_REPLY = (
+    b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n"
+    b"$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:3\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n"
+    b"$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"
+)
 
 
 class Connection:
@@ -72,6 +96,9 @@ class Connection:
         replies = Replies()
         self.protocol.send_to(command, replies)
         return replies
+
+    def ask_all(self, commands: bytes, *waiters: Replies) -> None:
+        self.protocol.send_pipeline(commands, waiters)
 
     def receive(self, data: bytes) -> None:
         self.protocol.dataReceived(data)
@@ -304,6 +331,248 @@ class CapTests(SynchronousTestCase):
         self.assertEqual(describe_reply("z" * 100), repr("z" * 40))
 
 
+class ArrayTests(SynchronousTestCase):
+    """
+    A multi-bulk reply is read only where the command waiting asked for
+    one, within its limit of elements, bytes and depth.
+    """
+
+    def test_hello_reply_read(self) -> None:
+        """HELLO's reply, read by the parser, is its flat map, bulks as bytes."""
+        c = Connection()
+        replies = ArrayReplies()
+        c.ask_all(HELLO, replies)
+        c.receive(HELLO_REPLY)
+        [reply] = replies.replies
+        assert isinstance(reply, list)
+        self.assertEqual(len(reply), 14)
+        self.assertEqual(parse_hello_role(reply), "master")
+        self.assertEqual(c.violations, [])
+
+    def test_array_only_where_asked(self) -> None:
+        """
+        In a pipeline, the array goes to the waiter that allows it; the same
+        array where a waiter without a limit stands breaks the protocol.
+        """
+        c = Connection()
+        pong, hello = Replies(), ArrayReplies()
+        c.ask_all(PING + HELLO, pong, hello)
+        c.receive(b"+PONG\r\n" + HELLO_REPLY)
+        self.assertEqual(pong.replies, ["PONG"])
+        self.assertEqual(len(hello.replies), 1)
+        c = Connection()
+        hello, pong = ArrayReplies(), Replies()
+        c.ask_all(HELLO + PING, hello, pong)
+        c.receive(b"+PONG\r\n" + HELLO_REPLY)
+        self.assertEqual(c.violations, ["unexpected reply: '*14'"])
+        self.assertTrue(c.dropped)
+
+    def test_element_cap(self) -> None:
+        """
+        An array announcing more elements than the limit is refused when its
+        count is read, and so is one whose nested arrays add up to more.
+        """
+        c = Connection()
+        c.ask_all(HELLO, ArrayReplies())
+        c.receive(b"*1000000000\r\n")
+        self.assertEqual(c.violations, ["reply too long: over 128 elements"])
+        self.assertEqual(c.buffered, 0)
+        c = Connection()
+        c.ask_all(HELLO, ArrayReplies(ArrayLimit(elements=10, size=8192, depth=4)))
+        c.receive(b"*2\r\n*4\r\n:1\r\n:2\r\n:3\r\n:4\r\n*5\r\n")
+        self.assertEqual(c.violations, ["reply too long: over 10 elements"])
+
+    def test_byte_cap(self) -> None:
+        """
+        Bulks inside an array count against its byte budget, refused when
+        the bulk's length is read: no array holds more than its limit.
+        """
+        c = Connection()
+        replies = ArrayReplies()
+        c.ask_all(HELLO, replies)
+        c.receive(b"*3\r\n$4000\r\n" + b"x" * 4000 + b"\r\n$4000\r\n")
+        self.assertEqual(c.violations, [])
+        c.receive(b"y" * 4000 + b"\r\n$1000\r\n")
+        self.assertEqual(c.violations, ["reply too long: over 8192 bytes"])
+        self.assertIsInstance(replies.replies[0], ProtocolError)
+        self.assertEqual(c.buffered, 0)
+
+    def test_status_lines_count_too(self) -> None:
+        """Status, error and integer elements count against the byte budget."""
+        c = Connection()
+        c.ask_all(HELLO, ArrayReplies(ArrayLimit(elements=128, size=100, depth=4)))
+        c.receive(b"*100\r\n" + b"+" + b"z" * 60 + b"\r\n" + b":12345678\r\n" * 3)
+        self.assertEqual(c.violations, ["reply too long: over 100 bytes"])
+
+    def test_depth_cap(self) -> None:
+        """Arrays nested deeper than the limit break the protocol."""
+        c = Connection()
+        c.ask_all(HELLO, ArrayReplies())
+        c.receive(b"*1\r\n*1\r\n*1\r\n*1\r\n")
+        self.assertEqual(c.violations, [])
+        c.receive(b"*1\r\n")
+        self.assertEqual(c.violations, ["reply too long: arrays nested 5 deep"])
+
+    def test_nested_and_null_elements(self) -> None:
+        """Nested, empty and null arrays and null bulks are read as txredisapi does."""
+        c = Connection()
+        replies = ArrayReplies()
+        c.ask_all(HELLO, replies)
+        c.receive(b"*4\r\n*2\r\n$1\r\na\r\n:1\r\n*0\r\n*-1\r\n$-1\r\n")
+        self.assertEqual(replies.replies, [[[b"a", 1], [], None, None]])
+        self.assertEqual(c.violations, [])
+
+    def test_bad_counts_inside(self) -> None:
+        """A count that is not a number, inside an array, is not a Redis reply."""
+        for line in (b"$x\r\n", b"*-5\r\n", b"$-3\r\n"):
+            c = Connection()
+            c.ask_all(HELLO, ArrayReplies())
+            c.receive(b"*2\r\n" + line)
+            self.assertEqual(len(c.violations), 1, line)
+            self.assertTrue(c.violations[0].startswith("not a Redis reply"), line)
+
+    def test_array_after_array(self) -> None:
+        """A second array nobody asked for, after HELLO's, is a violation."""
+        c = Connection()
+        c.ask_all(HELLO, ArrayReplies())
+        c.receive(HELLO_REPLY + b"*0\r\n")
+        self.assertEqual(c.violations, ["unexpected reply: '*0'"])
+
+
+class KnownReplyTests(SynchronousTestCase):
+    """Replies remembered by their bytes skip the parser, and only then."""
+
+    def pipeline(self, c: Connection) -> tuple[Replies, Replies, ArrayReplies]:
+        waiters = (Replies(), Replies(), ArrayReplies())
+        c.ask_all(PING + exists_command("drain") + HELLO, *waiters)
+        return waiters
+
+    def test_repeat_skips_the_parser(self) -> None:
+        """
+        The same bytes, while the same number of commands wait, are handed
+        the remembered replies without one line parsed; other bytes are
+        parsed.
+        """
+        c = Connection()
+        data = b"+PONG\r\n:0\r\n" + HELLO_REPLY
+        pong, drain, hello = self.pipeline(c)
+        c.receive(data)
+        replies = [pong.replies[0], drain.replies[0], hello.replies[0]]
+        c.protocol.remember(replies)
+        parsed = len(c.lines)
+        pong, drain, hello = self.pipeline(c)
+        c.receive(data)
+        self.assertEqual(len(c.lines), parsed)
+        self.assertEqual(pong.replies, ["PONG"])
+        self.assertEqual(drain.replies, [0])
+        self.assertIs(hello.replies[0], replies[2])
+        pong, drain, hello = self.pipeline(c)
+        c.receive(b"+PONG\r\n:1\r\n" + HELLO_REPLY)
+        self.assertGreater(len(c.lines), parsed)
+        self.assertEqual(drain.replies, [1])
+        self.assertEqual(c.violations, [])
+
+    def test_repeat_needs_the_same_waiters(self) -> None:
+        """
+        Remembered bytes read while fewer commands wait (a reply nobody
+        asked for) go through the parser, which refuses them.
+        """
+        c = Connection()
+        data = b"+PONG\r\n:0\r\n"
+        first, second = Replies(), Replies()
+        c.ask_all(PING + exists_command("drain"), first, second)
+        c.receive(data)
+        c.protocol.remember(first.replies + second.replies)
+        only = c.ask()
+        c.receive(data)
+        self.assertEqual(only.replies, ["PONG"])
+        self.assertEqual(c.violations, ["unexpected reply: ':0'"])
+
+    def test_repeat_needs_an_idle_parser(self) -> None:
+        """Bytes equal to remembered ones, read mid-reply, are parsed as data."""
+        c = Connection()
+        waiters = (Replies(), ArrayReplies())
+        c.ask_all(PING + HELLO, *waiters)
+        c.receive(b"+PONG\r\n*2\r\n")
+        c.protocol.factory.known = (b":0\r\n:1\r\n", ["x", "y"])
+        c.receive(b":0\r\n:1\r\n")
+        self.assertEqual(waiters[1].replies, [[0, 1]])
+
+    def test_errors_are_not_remembered(self) -> None:
+        """Replies whose bytes cannot be told back are not remembered."""
+        c = Connection()
+        c.protocol.remember(["PONG", ProtocolError("x")])
+        self.assertIsNone(c.protocol.factory.known)
+        c.protocol.remember(["PONG", 0])
+        self.assertEqual(c.protocol.factory.known, (b"+PONG\r\n:0\r\n", ["PONG", 0]))
+
+    def test_encode_reads_back(self) -> None:
+        """Whatever encode_reply encodes, the parser reads back as it was."""
+        for reply in ["OK", 0, -7, b"", b"a\r\nb", None, [b"x", [1, []], None]]:
+            encoded = encode_reply(reply)
+            assert encoded is not None
+            c = Connection()
+            replies = ArrayReplies()
+            c.ask_all(HELLO, replies)
+            c.receive(encoded)
+            self.assertEqual(replies.replies, [reply], encoded)
+        for unknown in ["QUEUED", "a\nb", True, ValueError("x"), 1.5]:
+            self.assertIsNone(encode_reply(unknown))
+
+
+class ParseTests(SynchronousTestCase):
+    """What INFO replication and HELLO say, read defensively."""
+
+    def test_replicas_listed(self) -> None:
+        """
+        A master's slaveN lines give each replica's address once; lines that
+        are not host and port are dropped.
+        """
+        info = (
+            b"# Replication\r\nrole:master\r\nconnected_slaves:6\r\n"
+            b"slave0:ip=10.0.0.6,port=6379,state=online,offset=1,lag=0\r\n"
+            b"slave1:ip=::1,port=6380,state=wait_bgsave,offset=0,lag=0\r\n"
+            b"slave2:ip=10.0.0.6,port=6379,state=online,offset=1,lag=0\r\n"
+            b"slave3:ip=../../etc,port=1,state=online\r\n"
+            b"slave4:ip=10.0.0.7,port=99999\r\n"
+            b"slave5:ip=10.0.0.8\r\n"
+            b"slavex:ip=10.0.0.9,port=1\r\n"
+            b"master_repl_offset:1\r\n"
+        )
+        replication = parse_replication(info)
+        self.assertEqual(replication.role, "master")
+        self.assertEqual(replication.replicas, (("10.0.0.6", 6379), ("::1", 6380)))
+
+    def test_listed_replicas_bounded(self) -> None:
+        """However many lines a master lists, at most MAX_LISTED_REPLICAS are kept."""
+        info = b"role:master\r\n" + b"".join(
+            b"slave%d:ip=10.0.%d.%d,port=6379\r\n" % (i, i // 256, i % 256)
+            for i in range(1000)
+        )
+        self.assertEqual(len(parse_replication(info).replicas), MAX_LISTED_REPLICAS)
+
+    def test_replicas_do_not_change_the_role(self) -> None:
+        """Two replies with the same role fields are equal, whatever they list."""
+        one = parse_replication(b"role:master\r\nslave0:ip=a,port=1\r\n")
+        two = parse_replication(b"role:master\r\n")
+        self.assertEqual(one, two)
+
+    def test_hello_role(self) -> None:
+        """HELLO's role, in INFO's words; None when it names none we know."""
+        self.assertEqual(parse_hello_role([b"role", b"replica"]), "slave")
+        self.assertEqual(parse_hello_role([b"role", b"master"]), "master")
+        self.assertIsNone(parse_hello_role([b"role", b"sentinel"]))
+        self.assertIsNone(parse_hello_role([b"server", b"redis", b"role"]))
+        self.assertIsNone(parse_hello_role([]))
+
+    def test_exists_command(self) -> None:
+        """EXISTS with a key, as RESP bytes (UTF-8, binary safe)."""
+        self.assertEqual(
+            exists_command("dr\u00e4in"),
+            b"*2\r\n$6\r\nEXISTS\r\n$6\r\ndr\xc3\xa4in\r\n",
+        )
+
+
 class FastPathTests(TestCase):
     """
     The fast paths run on a real TCP connection: commands written straight
@@ -358,3 +627,56 @@ class FastPathTests(TestCase):
         self.assertEqual(buffered_writes, [])
         self.assertEqual(parsed, [])
         self.assertEqual(lost, [])
+
+    async def test_pipeline_repeats_skip_the_parser(self) -> None:
+        """
+        PING, EXISTS and HELLO pipelined to a real redis-server, 100 times,
+        each once the previous replies are in: the first replies are parsed
+        and remembered, and the other 99 reach their waiters without the
+        parser, in one write each.
+        """
+        server = RedisServer().start()
+        self.addCleanup(server.stop)
+        # Each round the parser reads starts with PING's reply.
+        parsed: list[str] = []
+        parse = txredisapi.BaseRedisProtocol.lineReceived
+
+        def counted(self: Any, line: str) -> Any:
+            if line == "+PONG":
+                parsed.append(line)
+            return parse(self, line)
+
+        self.patch(txredisapi.BaseRedisProtocol, "lineReceived", counted)
+        factory = ConnectionFactory(lambda p: None, lambda p, reason: self.fail(reason))
+        endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, server.port)
+        protocol: RedisClientProtocol = await endpoint.connect(factory)
+        self.addCleanup(protocol.drop)
+        commands = PING + exists_command("drain") + HELLO
+        rounds: list[list[object]] = []
+        total = 100
+
+        class Gather(Replies):
+            def callback(self, reply: object) -> None:
+                super().callback(reply)
+                if len(self.replies) < 3:
+                    return
+                rounds.append(self.replies)
+                protocol.remember(self.replies)
+                self.replies = []
+                if len(rounds) < total:
+                    send()
+
+        gather = Gather()
+        hello = ArrayReplies()
+        hello.callback = gather.callback  # type: ignore[method-assign]
+
+        def send() -> None:
+            protocol.send_pipeline(commands, (gather, gather, hello))
+
+        send()
+        await wait_for(reactor, lambda: len(rounds) == total, 10.0, "replies")
+        self.assertEqual({(r[0], r[1], parse_hello_role(r[2])) for r in rounds},
+                         {("PONG", 0, "master")})  # fmt: skip
+        # The first round is parsed, and any round the kernel split in two.
+        self.assertLess(len(parsed), 5)
+        self.assertGreaterEqual(len(parsed), 1)
