@@ -117,6 +117,18 @@ def string(label: str, value: object) -> str:
     return value
 
 
+# A Redis key named in the config: sent with every check, so kept short.
+MAX_KEY_BYTES = 1024
+
+
+def redis_key(label: str, value: object) -> str:
+    """A Redis key: a non-empty string of at most `MAX_KEY_BYTES` in UTF-8."""
+    key = string(label, value)
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise invalid(label, value, f"is longer than {MAX_KEY_BYTES} bytes")
+    return key
+
+
 def boolean(label: str, value: object) -> bool:
     """true or false."""
     if not isinstance(value, bool):

@@ -103,6 +103,13 @@ class RedisInstance:
         """The discovery service it is a member of: `service`, or its name."""
         return self.name if self.service is None else self.service
 
+    discover_replicas: bool = _redis_default("discover_replicas")
+    # Its own, or else the global drain_key.
+    drain_key: str | None = None
+    # Set on a replica found by discovery (sentinel.topology): the name of
+    # the configured master that listed it. Never read from a config file.
+    discovered_by: str | None = None
+
 
 @attr.frozen
 class ZooKeeperConfig:
@@ -145,6 +152,7 @@ class Config:
     fall: int = _default("fall")
     http: str = _default("http")
     info_every: int = _default("info_every")
+    replica_grace: float = _default("replica_grace")
     zookeeper: ZooKeeperConfig | None = None
     dns: DNSConfig = DNSConfig()
     # An absolute path: where the ZooKeeper session is kept for the next
@@ -233,7 +241,7 @@ def _config(
     if agent_id is None:
         agent_id = checks.znode_name("agent_id (the host name)", default_agent_id)
     return Config(
-        instances=_instances(settings, base, files),
+        instances=_instances(settings, base, files, _take(settings, "drain_key")),
         agent_id=agent_id,
         interval=interval,
         timeout=timeout,
@@ -241,6 +249,7 @@ def _config(
         fall=_take(settings, "fall"),
         http=_take(settings, "http"),
         info_every=_take(settings, "info_every"),
+        replica_grace=_take(settings, "replica_grace"),
         zookeeper=_zookeeper(settings, base, files),
         dns=_dns(settings, base, files),
         state_dir=_state_dir(settings, base),
@@ -389,7 +398,7 @@ def _default_name(host: str, port: int) -> str:
 
 
 def _instances(
-    settings: Mapping[str, _Given], base: str, files: _Files
+    settings: Mapping[str, _Given], base: str, files: _Files, drain_key: str | None
 ) -> tuple[RedisInstance, ...]:
     given = settings.get("redis")
     if given is None:
@@ -404,7 +413,12 @@ def _instances(
         if instance.name in seen:
             raise error(f"{label}: duplicate instance name {instance.name!r}")
         seen.add(instance.name)
-    return tuple(instances)
+    return tuple(
+        attr.evolve(instance, drain_key=drain_key)
+        if instance.drain_key is None and drain_key is not None
+        else instance
+        for instance in instances
+    )
 
 
 def _command_line_instances(label: str, value: object) -> list[RedisInstance]:

@@ -4,10 +4,14 @@ Per-instance rise/fall hysteresis and the instance's last known state.
 The first observation sets the status directly; after that, `rise`
 successes or `fall` failures in a row change it (as nerve and Kubernetes
 probes do). Role fields come from the last INFO replication and are cleared
-when the instance goes down, so that nobody reads a stale role.
+when the instance goes down, so that nobody reads a stale role; when one
+known role follows another, `role_changed_at` says when. An instance whose
+drain key exists is `draining`: up, not ready, and not to be discovered.
 """
 
 from __future__ import annotations
+
+import math
 
 import attr
 
@@ -46,6 +50,10 @@ class InstanceHealth:
         self.consecutive_failures = 0
         self.checks = 0
         self.failures = 0
+        # Whether the last check found the drain key (only while up).
+        self.draining = False
+        # When the role last changed from one known role to another.
+        self.role_changed_at = -math.inf
 
     def observe(self, observation: Observation, now: float) -> Transition | None:
         """
@@ -57,6 +65,7 @@ class InstanceHealth:
             and self.status == UP
             and observation.ready == self.ready
             and observation.replication is None
+            and observation.draining == self.draining
         ):
             # The common case, thousands a second: up, and still up.
             self.checks += 1
@@ -95,11 +104,16 @@ class InstanceHealth:
         if new_status == UP:
             if observation.ok:
                 self.ready = observation.ready
+                self.draining = observation.draining
                 if observation.replication is not None:
                     self.replication = observation.replication
         else:
             self.ready = False
+            self.draining = False
             self.replication = _UNKNOWN_ROLE
+        role, old_role = self.replication.role, old_replication.role
+        if role != old_role and role is not None and old_role is not None:
+            self.role_changed_at = now
 
         if (
             new_status != old_status

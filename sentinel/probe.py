@@ -29,7 +29,7 @@ every `MAX_BACKOFF` seconds, and once it behaves is counted up again within
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet import error as neterror
 from twisted.internet.defer import (
@@ -55,14 +55,19 @@ from twisted.python.failure import Failure
 from sentinel.config import RedisInstance
 from sentinel.observation import Observation, Replication
 from sentinel.protocol import (
+    HELLO,
+    HELLO_LIMIT,
     INFO_REPLICATION,
     PING,
     ConnectionFactory,
     ProtocolError,
     RedisClientProtocol,
+    ReplyTo,
     ResponseError,
     auth_command,
     describe_reply,
+    exists_command,
+    parse_hello_role,
     parse_replication,
 )
 from sentinel.resolve import Resolver
@@ -82,6 +87,29 @@ PROBATION = 5.0
 
 # Replies to PING that Redis Sentinel counts as "alive" without being ready.
 _ALIVE_NOT_READY = ("LOADING", "MASTERDOWN")
+
+
+def _ping_ready(reply: object) -> bool | None:
+    """
+    What a reply to PING says: ready (True), alive but not ready (False),
+    or neither (None: it is not a reply PING can have).
+    """
+    if reply == "PONG":
+        return True
+    if isinstance(reply, ResponseError) and str(reply).startswith(_ALIVE_NOT_READY):
+        return False
+    return None
+
+
+class _Answered(NamedTuple):
+    """What a check's first replies said, kept while INFO is on its way."""
+
+    ready: bool
+    latency_ms: float
+    error: str | None = None
+    draining: bool = False
+    # HELLO's role, if it was asked.
+    role: str | None = None
 
 
 class _ConnectFailed(Exception):
@@ -107,6 +135,22 @@ def describe_failure(failure: Failure) -> str:
     reason = failure.getErrorMessage()
     name = failure.type.__name__ if failure.type is not None else "error"
     return f"{name}: {reason}" if reason else name
+
+
+def drain_key_of(instance: RedisInstance) -> str:
+    """
+    The key that drains `instance`: its ``drain_key`` with ``{name}``,
+    ``{host}`` and ``{port}`` replaced by its own. A replica refuses writes,
+    and a key set on its master reaches every replica: a key that names the
+    instance drains that one alone.
+    """
+    key = instance.drain_key
+    assert key is not None
+    return (
+        key.replace("{name}", instance.name)
+        .replace("{host}", instance.host)
+        .replace("{port}", str(instance.port))
+    )
 
 
 class Reconnects:
@@ -158,30 +202,86 @@ class Reconnects:
         return self.violation
 
 
-class _PingReplies:
+class _CheckReplies:
     """
-    Hands one connection's PING replies to its probe: made once per
+    Hands one connection's check replies to its probe: made once per
     connection, where a Deferred per check would be made thousands of
-    times a second.
+    times a second. With PING alone, each reply goes on as it comes; with a
+    pipeline, the replies are gathered and go on together.
     """
 
-    __slots__ = ("_probe", "_protocol")
+    __slots__ = ("_probe", "_protocol", "_size", "_replies")
 
-    def __init__(self, probe: RedisProbe, protocol: RedisClientProtocol) -> None:
+    def __init__(
+        self, probe: RedisProbe, protocol: RedisClientProtocol, size: int
+    ) -> None:
         self._probe = probe
         self._protocol = protocol
+        self._size = size
+        self._replies: list[object] = []
 
     def callback(self, reply: object) -> None:
         try:
-            self._probe._pinged(self._protocol, reply)
+            if self._size == 1:
+                self._probe._pinged(self._protocol, reply)
+                return
+            replies = self._replies
+            replies.append(reply)
+            if len(replies) == self._size:
+                self._replies = []
+                self._probe._answered(self._protocol, replies)
         except Exception:
             # A bug of ours: the check fails with it rather than time out.
             self._probe._reply_failed(Failure(), None)
 
 
+class _ArrayReply:
+    """A waiter that accepts HELLO's multi-bulk reply and hands it on."""
+
+    __slots__ = ("_replies",)
+    array_limit = HELLO_LIMIT
+
+    def __init__(self, replies: _CheckReplies) -> None:
+        self._replies = replies
+
+    def callback(self, reply: object) -> None:
+        self._replies.callback(reply)
+
+
+class _Pipeline:
+    """What every check sends on one connection, and where the replies go."""
+
+    __slots__ = ("commands", "waiters", "drain", "hello")
+
+    def __init__(
+        self,
+        probe: RedisProbe,
+        protocol: RedisClientProtocol,
+        drain: bytes | None,
+        hello: bool,
+    ) -> None:
+        self.drain = drain is not None
+        self.hello = hello
+        size = 1 + self.drain + self.hello
+        replies = _CheckReplies(probe, protocol, size)
+        waiters: list[ReplyTo] = [replies]
+        commands = [PING]
+        if drain is not None:
+            commands.append(drain)
+            waiters.append(replies)
+        if hello:
+            commands.append(HELLO)
+            waiters.append(_ArrayReply(replies))
+        self.commands = b"".join(commands)
+        self.waiters = tuple(waiters)
+
+
 class RedisProbe:
     """
-    Checks one Redis instance: PING, and INFO replication when asked.
+    Checks one Redis instance: PING, pipelined with EXISTS of its drain key
+    (if it has one) and HELLO for its role (with `role_signal`), and INFO
+    replication when asked or when HELLO's role is not the one of the last
+    INFO read.
 
     `check` returns a Deferred that fires with an `Observation`, or with
     None when the agent never got to look (still queued for a connection
@@ -191,8 +291,13 @@ class RedisProbe:
 
     Two state machines share it: the connection attempt (resolve, wait for a
     connect slot, connect, TLS, AUTH; at most one at a time, timed by
-    `Reconnects`) and the check in flight on the kept connection (PING, then
-    INFO when asked).
+    `Reconnects`) and the check in flight on the kept connection (the
+    pipeline, then INFO when wanted).
+
+    A drain key that exists makes the instance alive but not ready, with
+    the error ``draining``. A server that answers HELLO with an error (older
+    than Redis 6.2, or a proxy) is not asked again on that connection: its
+    role is then read by INFO alone.
     """
 
     def __init__(
@@ -202,6 +307,7 @@ class RedisProbe:
         connect_slots: DeferredSemaphore,
         connect_timeout: float,
         resolver: Resolver,
+        role_signal: bool = True,
     ) -> None:
         self.instance = instance
         self._reactor = reactor
@@ -237,8 +343,21 @@ class RedisProbe:
         self._check_protocol: RedisClientProtocol | None = None
         self._want_info = False
         self._sent_at = 0.0
-        # Where the kept connection's PING replies go.
-        self._ping_replies: _PingReplies | None = None
+        # What a check sends on the kept connection, and where the replies
+        # go; HELLO until the server refuses it on that connection.
+        self._drain = (
+            exists_command(drain_key_of(instance))
+            if instance.drain_key is not None
+            else None
+        )
+        self._role_signal = role_signal
+        self._hello = role_signal
+        self._pipeline: _Pipeline | None = None
+        # HELLO's last reply and its role, and the role HELLO said when INFO
+        # was last read: a different one now means the role changed.
+        self._hello_reply: object = None
+        self._hello_role: str | None = None
+        self._role_at_info: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -382,7 +501,8 @@ class RedisProbe:
             result.drop()
             return
         self._protocol = result
-        self._ping_replies = _PingReplies(self, result)
+        self._hello = self._role_signal
+        self._pipeline = _Pipeline(self, result, self._drain, self._hello)
         self._reconnects.connected(self._reactor.seconds())
         for waiter in waiters:
             waiter.callback(result)
@@ -412,7 +532,7 @@ class RedisProbe:
 
     def _forget(self) -> None:
         self._protocol = None
-        self._ping_replies = None  # Nothing of a dead connection is kept.
+        self._pipeline = None  # Nothing of a dead connection is kept.
 
     def _drop(self) -> None:
         protocol = self._protocol
@@ -432,44 +552,109 @@ class RedisProbe:
         self, protocol: RedisClientProtocol, want_info: bool
     ) -> Deferred[Observation | None]:
         # The hot path, thousands a second: one Deferred (the check's own,
-        # which the caller cancels at its deadline), and the reply handed
-        # straight to _pinged by the connection's ReplyTo.
+        # which the caller cancels at its deadline), and the replies handed
+        # straight to _pinged or _answered by the connection's ReplyTo.
         self.stage = "ping"
         self._want_info = want_info
         self._sent_at = self._reactor.seconds()
         check: Deferred[Observation | None] = Deferred(self._cancel_check)
         self._check = check
         self._check_protocol = protocol
-        replies = self._ping_replies
-        assert replies is not None  # Set with the kept connection.
-        protocol.send_to(PING, replies)
+        pipeline = self._pipeline
+        assert pipeline is not None  # Set with the kept connection.
+        protocol.send_pipeline(pipeline.commands, pipeline.waiters)
         return check
 
     def _pinged(self, protocol: RedisClientProtocol, reply: object) -> None:
+        # PING alone: its reply is the check's.
         check = self._check
         if check is None or protocol is not self._check_protocol:
             return  # The check it answers has ended (it timed out).
         now = self._reactor.seconds()
         latency_ms = (now - self._sent_at) * 1000.0
-        if reply == "PONG":
-            ready = True
-        elif isinstance(reply, ResponseError) and str(reply).startswith(
-            _ALIVE_NOT_READY
-        ):
-            ready = False
-        else:
+        ready = _ping_ready(reply)
+        if ready is None:
             self._bad_reply(reply, protocol, "PING")
+        elif self._want_info:
+            self._ask_info(protocol, check, _Answered(ready, latency_ms))
+        else:
+            self._finish(check, Observation(True, ready, latency_ms), now)
+
+    def _answered(self, protocol: RedisClientProtocol, replies: list[object]) -> None:
+        # The pipeline's replies, in order: PING's, then EXISTS's and
+        # HELLO's for those sent.
+        check = self._check
+        if check is None or protocol is not self._check_protocol:
+            return  # The check they answer has ended (it timed out).
+        pipeline = self._pipeline
+        assert pipeline is not None  # The connection is the kept one.
+        now = self._reactor.seconds()
+        latency_ms = (now - self._sent_at) * 1000.0
+        ready = _ping_ready(replies[0])
+        if ready is None:
+            self._bad_reply(replies[0], protocol, "PING")
             return
-        if not self._want_info:
-            self._check = self._check_protocol = None
-            observation = Observation(True, ready, latency_ms)
-            if self._reconnects.violation is not None:
-                observation = self._on_probation(observation, now)
-            check.callback(observation)
+        error = None
+        draining = False
+        if pipeline.drain:
+            reply = replies[1]
+            if type(reply) is int:
+                draining = reply > 0
+            elif not isinstance(reply, ResponseError):
+                self._bad_reply(reply, protocol, "EXISTS")
+                return
+            elif ready:
+                # LOADING and MASTERDOWN refuse EXISTS too; PING said so.
+                error = f"drain_key: {reply}"
+        role = None
+        if pipeline.hello:
+            reply = replies[-1]
+            if reply is self._hello_reply:
+                role = self._hello_role
+            elif isinstance(reply, list):
+                role = parse_hello_role(reply)
+                self._hello_reply, self._hello_role = reply, role
+            elif isinstance(reply, ResponseError):
+                # Not Redis 6.2 or later, or a proxy: INFO alone, from the
+                # next check on.
+                self._hello = False
+                self._pipeline = _Pipeline(self, protocol, self._drain, False)
+            else:
+                self._bad_reply(reply, protocol, "HELLO")
+                return
+        # The replies of an unchanged instance repeat: next time, the same
+        # bytes skip the parser (sentinel.protocol).
+        protocol.remember(replies)
+        if draining:
+            ready = False
+            error = "draining" if error is None else f"draining; {error}"
+        if self._want_info or (role is not None and role != self._role_at_info):
+            answered = _Answered(ready, latency_ms, error, draining, role)
+            self._ask_info(protocol, check, answered)
             return
+        self._finish(
+            check, Observation(True, ready, latency_ms, error, None, draining), now
+        )
+
+    def _finish(
+        self, check: Deferred[Observation | None], observation: Observation, now: float
+    ) -> None:
+        # The check in flight ends with `observation`, unless a protocol
+        # violation still discredits the connection's answers.
+        self._check = self._check_protocol = None
+        if self._reconnects.violation is not None:
+            observation = self._on_probation(observation, now)
+        check.callback(observation)
+
+    def _ask_info(
+        self,
+        protocol: RedisClientProtocol,
+        check: Deferred[Observation | None],
+        answered: _Answered,
+    ) -> None:
         self.stage = "info"
         protocol.send(INFO_REPLICATION).addCallback(
-            self._informed, protocol, check, ready, latency_ms
+            self._informed, protocol, check, answered
         ).addErrback(self._reply_failed, check)
 
     def _informed(
@@ -477,25 +662,33 @@ class RedisProbe:
         reply: object,
         protocol: RedisClientProtocol,
         check: Deferred[Observation | None],
-        ready: bool,
-        latency_ms: float,
+        answered: _Answered,
     ) -> None:
         if self._check is not check:
             return  # It ended (timed out) while INFO was on its way.
+        error = answered.error
         if isinstance(reply, bytes):
             replication = parse_replication(reply)
-            error = None
         elif isinstance(reply, ResponseError):
             # PING was answered, so the instance is alive; say why the role
             # is unknown (an ACL user without INFO, say) instead of failing it.
             replication = Replication(role=None)
-            error = f"INFO replication: {reply}"
+            info_error = f"INFO replication: {reply}"
+            error = info_error if error is None else f"{error}; {info_error}"
         else:
             # Not a bulk: a stale reply (a second PONG), or the connection
             # was lost.
             self._bad_reply(reply, protocol, "INFO")
             return
-        observation = Observation(True, ready, latency_ms, error, replication)
+        self._role_at_info = answered.role
+        observation = Observation(
+            True,
+            answered.ready,
+            answered.latency_ms,
+            error,
+            replication,
+            answered.draining,
+        )
         self._end_check(
             self._on_probation(observation, self._reactor.seconds())
             if self._reconnects.violation is not None

@@ -108,6 +108,17 @@ SETTINGS: tuple[Setting, ...] = (
         option="--state-dir",
     ),
     Setting(
+        "drain_key",
+        "Key whose existence drains an instance (up, not ready); every [[redis]]'s.",
+        checks.redis_key,
+    ),
+    Setting(
+        "replica_grace",
+        "Seconds a discovered replica stays after its master stops listing it.",
+        checks.positive,
+        default=60.0,
+    ),
+    Setting(
         "zookeeper.hosts",
         "ZooKeeper hosts h1:2181,h2:2181[/chroot]; without them nothing is published.",
         checks.zookeeper_hosts,
@@ -236,6 +247,18 @@ REDIS_SETTINGS: tuple[Setting, ...] = (
         "Discovery labels, a table of strings (nerve members carry them).",
         checks.labels,
         default=(),
+    ),
+    Setting(
+        "discover_replicas",
+        "Also watch the replicas this instance's INFO replication lists.",
+        checks.boolean,
+        default=False,
+    ),
+    Setting(
+        "drain_key",
+        "Key whose existence drains this instance; overrides the global one.",
+        checks.redis_key,
+        default_help="drain_key",
     ),
 )
 

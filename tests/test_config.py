@@ -982,7 +982,8 @@ class SettingsTableTests(SynchronousTestCase):
             sorted(
                 [
                     "redis", "interval", "timeout", "rise", "fall", "http",
-                    "agent_id", "info_every", "state_dir", "zookeeper.hosts",
+                    "agent_id", "info_every", "drain_key", "replica_grace",
+                    "state_dir", "zookeeper.hosts",
                     "zookeeper.root", "zookeeper.session_timeout",
                     "zookeeper.refresh", "zookeeper.heartbeat",
                     "zookeeper.auth_file", "zookeeper.discovery",
@@ -997,7 +998,7 @@ class SettingsTableTests(SynchronousTestCase):
             [
                 "name", "host", "port", "password_file", "username", "tls",
                 "ca_file", "server_name", "cert_file", "key_file", "service",
-                "labels",
+                "labels", "discover_replicas", "drain_key",
             ],
         )  # fmt: skip
 

@@ -84,3 +84,68 @@ class RiseFallTests(SynchronousTestCase):
         health.observe(BAD, 3.0)
         self.assertEqual((health.status, health.replication.role), (DOWN, None))
         self.assertFalse(health.ready)
+
+
+class DrainTests(SynchronousTestCase):
+    """A drained instance is up and not ready, and says it is draining."""
+
+    def test_draining_on_and_off(self) -> None:
+        """
+        The drain key coming and going is a transition each time (ready
+        changes), the instance staying up; `draining` follows it.
+        """
+        health = InstanceHealth(rise=2, fall=3)
+        health.observe(OK, 0.0)
+        draining = Observation(True, False, 1.0, "draining", None, True)
+        transition = health.observe(draining, 1.0)
+        assert transition is not None
+        self.assertFalse(transition.status_changed)
+        self.assertEqual(
+            (health.status, health.ready, health.draining, health.error),
+            (UP, False, True, "draining"),
+        )
+        self.assertIsNone(health.observe(draining, 2.0))
+        self.assertIsNotNone(health.observe(OK, 3.0))
+        self.assertEqual(
+            (health.ready, health.draining, health.error), (True, False, None)
+        )
+
+    def test_draining_while_not_ready(self) -> None:
+        """
+        The drain key found while the instance is already not ready (it is
+        loading) is kept, though nothing published changes.
+        """
+        health = InstanceHealth(rise=2, fall=3)
+        health.observe(Observation(True, False, 1.0), 0.0)
+        self.assertIsNone(
+            health.observe(Observation(True, False, 1.0, "draining", None, True), 1.0)
+        )
+        self.assertTrue(health.draining)
+
+    def test_down_is_not_draining(self) -> None:
+        """Going down clears `draining`: nothing known is stale."""
+        health = InstanceHealth(rise=1, fall=1)
+        health.observe(Observation(True, False, 1.0, "draining", None, True), 0.0)
+        health.observe(BAD, 1.0)
+        self.assertFalse(health.draining)
+
+
+class RoleChangeTests(SynchronousTestCase):
+    """When one known role follows another, the health says when."""
+
+    def test_role_changed_at(self) -> None:
+        """
+        From master to slave is a change, stamped; from unknown to a role
+        (the first INFO, or after being down) is not.
+        """
+        health = InstanceHealth(rise=1, fall=1)
+        health.observe(MASTER, 5.0)
+        self.assertEqual(health.role_changed_at, float("-inf"))
+        replica = Observation(
+            ok=True, ready=True, replication=Replication("slave", "h", 1, "down")
+        )
+        health.observe(replica, 7.0)
+        self.assertEqual(health.role_changed_at, 7.0)
+        health.observe(BAD, 8.0)
+        health.observe(MASTER, 9.0)
+        self.assertEqual(health.role_changed_at, 7.0)

@@ -18,8 +18,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import probe as probe_module
 from sentinel.config import RedisInstance
 from sentinel.observation import Observation
-from sentinel.probe import PROBATION, RedisProbe
-from sentinel.protocol import INFO_REPLICATION, PING, auth_command, parse_replication
+from sentinel.probe import PROBATION, RedisProbe, drain_key_of
+from sentinel.protocol import (
+    HELLO,
+    INFO_REPLICATION,
+    PING,
+    auth_command,
+    exists_command,
+    parse_replication,
+)
 from sentinel.resolve import Resolver
 
 INFO_SLAVE = (
@@ -50,16 +57,21 @@ class Harness:
         slots: int = 10,
         host: str = "127.0.0.1",
         resolver: ManualResolver | None = None,
+        role_signal: bool = False,
+        drain_key: str | None = None,
     ) -> None:
         self.reactor = MemoryReactorClock()
         self.slots = DeferredSemaphore(slots)
-        instance = RedisInstance("r1", host, 6379, username=None, password=password)
+        instance = RedisInstance(
+            "r1", host, 6379, username=None, password=password, drain_key=drain_key
+        )
         self.probe = RedisProbe(
             instance,
             self.reactor,
             self.slots,
             1.0,
             resolver or Resolver(self.reactor),  # type: ignore[arg-type]
+            role_signal=role_signal,
         )
         self.transport: StringTransport | None = None
 
@@ -715,3 +727,220 @@ class ViolationTests(SynchronousTestCase):
         del h.protocol, h.transport
         gc.collect()
         self.assertIsNone(old())
+
+
+def bulk(data: bytes) -> bytes:
+    """A RESP bulk."""
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def hello(role: bytes) -> bytes:
+    """HELLO's reply, as Redis 7.0 sends it, with `role`."""
+    return (
+        b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n"
+        b"$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:3\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n"
+        b"$4\r\nrole\r\n" + bulk(role) + b"$7\r\nmodules\r\n*0\r\n"
+    )
+
+
+INFO_MASTER = b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"
+
+
+class PipelineTests(SynchronousTestCase):
+    """
+    A check pipelines PING with EXISTS of the drain key and HELLO: the
+    drain switch, the role signal, and what each reply can be.
+    """
+
+    def observe(self, h: Harness, data: bytes, want_info: bool = False) -> Observation:
+        d = h.check(want_info)
+        h.reply(data)
+        observation = self.successResultOf(d)
+        assert observation is not None
+        return observation
+
+    def connected(self, **kwargs: object) -> Harness:
+        h = Harness(**kwargs)  # type: ignore[arg-type]
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), h.probe._pipeline.commands)  # type: ignore[union-attr]
+        reply = b"+PONG\r\n"
+        if kwargs.get("drain_key"):
+            reply += b":0\r\n"
+        if kwargs.get("role_signal"):
+            reply += hello(b"master")
+        h.reply(reply)
+        if kwargs.get("role_signal"):
+            # A first role from HELLO reads INFO in the same check.
+            self.assertEqual(h.sent(), INFO_REPLICATION)
+            h.reply(bulk(INFO_MASTER))
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        return h
+
+    def test_drain_key_on_and_off(self) -> None:
+        """
+        EXISTS of the drain key goes with every PING; while the key exists
+        the instance is alive but not ready, its error "draining".
+        """
+        h = self.connected(drain_key="drain:{host}:{port}:{name}")
+        d = h.check()
+        self.assertEqual(h.sent(), PING + exists_command("drain:127.0.0.1:6379:r1"))
+        h.reply(b"+PONG\r\n:1\r\n")
+        self.assertEqual(
+            self.successResultOf(d),
+            Observation(True, False, 0.0, "draining", None, True),
+        )
+        self.assertEqual(
+            self.observe(h, b"+PONG\r\n:0\r\n"), Observation(True, True, 0.0)
+        )
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+
+    def test_drain_key_refused(self) -> None:
+        """
+        An error reply to EXISTS (an ACL user without it) leaves the
+        instance alive and ready, the error saying why; while PING says
+        LOADING, EXISTS's refusal is expected and not reported.
+        """
+        h = self.connected(drain_key="drain")
+        observation = self.observe(
+            h, b"+PONG\r\n-NOPERM this user has no permissions\r\n"
+        )
+        self.assertEqual(
+            observation,
+            Observation(
+                True, True, 0.0, "drain_key: NOPERM this user has no permissions"
+            ),
+        )
+        observation = self.observe(h, b"-LOADING loading\r\n-LOADING loading\r\n")
+        self.assertEqual(observation, Observation(True, False, 0.0))
+        self.assertTrue(h.probe.connected)
+
+    def test_wrong_kind_of_exists_reply(self) -> None:
+        """A bulk where EXISTS's integer is due: out of step, dropped."""
+        h = self.connected(drain_key="drain")
+        observation = self.observe(h, b"+PONG\r\n$1\r\nx\r\n")
+        self.assertEqual(
+            observation.error, "unexpected reply to EXISTS: a bulk of 1 bytes"
+        )
+        self.assertFalse(h.probe.connected)
+
+    def test_role_change_reads_info_at_once(self) -> None:
+        """
+        While HELLO says the role INFO last said, no INFO is sent; when it
+        says another, INFO is read in the same check, and its role is the
+        observation's.
+        """
+        h = self.connected(role_signal=True)
+        for _ in range(3):
+            observation = self.observe(h, b"+PONG\r\n" + hello(b"master"))
+            self.assertEqual(observation, Observation(True, True, 0.0))
+            self.assertEqual(h.sent(), PING + HELLO)
+        d = h.check()
+        h.reply(b"+PONG\r\n" + hello(b"replica"))
+        self.assertEqual(h.sent(), PING + HELLO + INFO_REPLICATION)
+        self.assertEqual(h.probe.stage, "info")
+        h.reply(bulk(INFO_SLAVE))
+        observation = self.successResultOf(d)
+        assert observation is not None and observation.replication is not None
+        self.assertEqual(observation.replication.role, "slave")
+        observation = self.observe(h, b"+PONG\r\n" + hello(b"replica"))
+        self.assertIsNone(observation.replication)
+        self.assertEqual(h.sent(), PING + HELLO)
+
+    def test_repeated_replies_reuse_the_parse(self) -> None:
+        """
+        The same HELLO bytes are not parsed again: the probe is handed the
+        reply it parsed before, and reads its role from memory.
+        """
+        h = self.connected(role_signal=True, drain_key="drain")
+        first = self.observe(h, b"+PONG\r\n:0\r\n" + hello(b"master"))
+        remembered = h.probe._hello_reply
+        self.patch(probe_module, "parse_hello_role", lambda reply: 1 / 0)
+        for _ in range(3):
+            self.assertEqual(
+                self.observe(h, b"+PONG\r\n:0\r\n" + hello(b"master")), first
+            )
+        self.assertIs(h.probe._hello_reply, remembered)
+
+    def test_hello_refused(self) -> None:
+        """
+        A server that answers HELLO with an error (Redis before 6.2, a
+        proxy) is alive and ready, and is not asked HELLO again on that
+        connection: checks are a lone PING, INFO gives the role.
+        """
+        h = Harness(role_signal=True)
+        d = h.check(want_info=True)
+        h.accept()
+        self.assertEqual(h.sent(), PING + HELLO)
+        h.reply(b"+PONG\r\n-ERR unknown command 'HELLO'\r\n")
+        self.assertEqual(h.sent(), INFO_REPLICATION)
+        h.reply(bulk(INFO_MASTER))
+        observation = self.successResultOf(d)
+        assert observation is not None and observation.replication is not None
+        self.assertEqual(
+            (observation.ok, observation.error, observation.replication.role),
+            (True, None, "master"),
+        )
+        self.assertEqual(self.observe(h, b"+PONG\r\n"), Observation(True, True, 0.0))
+        self.assertEqual(h.sent(), PING)
+
+    def test_wrong_kind_of_hello_reply(self) -> None:
+        """A status where HELLO's array is due: out of step, dropped."""
+        h = self.connected(role_signal=True)
+        observation = self.observe(h, b"+PONG\r\n+OK\r\n")
+        self.assertEqual(observation.error, "unexpected reply to HELLO: 'OK'")
+        self.assertFalse(h.probe.connected)
+
+    def test_info_refused_is_not_asked_every_check(self) -> None:
+        """
+        An ACL user without INFO: alive, role unknown, the error says why;
+        HELLO's role, unchanged, does not ask INFO again at every check.
+        """
+        h = Harness(role_signal=True)
+        d = h.check(want_info=True)
+        h.accept()
+        h.sent()
+        h.reply(b"+PONG\r\n" + hello(b"master"))
+        h.reply(b"-NOPERM this user has no permissions to run the 'info' command\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None and observation.replication is not None
+        self.assertEqual(observation.replication.role, None)
+        self.assertEqual(
+            observation.error,
+            "INFO replication: NOPERM this user has no permissions to run the "
+            "'info' command",
+        )
+        h.sent()
+        self.observe(h, b"+PONG\r\n" + hello(b"master"))
+        self.assertEqual(h.sent(), PING + HELLO)
+
+    def test_late_replies_after_a_timeout_are_not_read(self) -> None:
+        """
+        A check cancelled between PING's reply and HELLO's drops the
+        connection: the rest of its replies is never taken for the next
+        check's, which connects again.
+        """
+        h = self.connected(role_signal=True, drain_key="drain")
+        d = h.check()
+        old_protocol = h.protocol
+        h.reply(b"+PONG\r\n")
+        d.cancel()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (ping)")
+        self.assertFalse(h.probe.connected)
+        old_protocol.dataReceived(b":0\r\n" + hello(b"replica"))
+        h.reactor.advance(2.0)
+        d = h.check(want_info=True)
+        h.accept()
+        self.assertEqual(h.sent(), PING + exists_command("drain") + HELLO)
+        h.reply(b"+PONG\r\n:1\r\n" + hello(b"master"))
+        h.reply(bulk(INFO_MASTER))
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual((observation.ok, observation.draining), (True, True))
+
+    def test_drain_key_names_the_instance(self) -> None:
+        """{name}, {host} and {port} in drain_key are the instance's own."""
+        instance = RedisInstance("a@b", "10.0.0.6", 6380, drain_key="d:{name}:{port}")
+        self.assertEqual(drain_key_of(instance), "d:a@b:6380")
