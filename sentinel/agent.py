@@ -35,6 +35,7 @@ from sentinel.session import (
 )
 from sentinel.shutdown import EXIT_TWIN, LeaveOnSignal, stop, stop_with_status
 from sentinel.timer import RestartingTimer
+from sentinel.topology import Topology, watched_hosts
 from sentinel.tracker import PendingTracker
 from sentinel.web import StatusApp
 from sentinel.zk import ZooKeeper
@@ -195,17 +196,28 @@ def make_agent(
         monitor.add_instance(instance)
     monitor.setName("monitor")
     monitor.setServiceParent(top)
+    check_capacity = check_fd_capacity if process is None else process.check_capacity
+
+    def fits(instances: int) -> bool:
+        try:
+            check_capacity(instances)
+        except SystemExit:
+            return False
+        return True
+
+    topology = Topology(monitor, fits)
+    topology.configure(config)
+    monitor.add_info_listener(topology.observed)
+
+    def applied(new: Config) -> None:
+        # Discovered replicas follow the config, then the resolver keeps
+        # the names of every instance watched, discovered ones included.
+        topology.configure(new)
+        resolver.retain(watched_hosts(monitor.states.values()))
+
     if reload is not None:
-        check_capacity = (
-            check_fd_capacity if process is None else process.check_capacity
-        )
         reloader = ConfigReloader(
-            reactor,
-            reload,
-            monitor,
-            config,
-            check_capacity,
-            on_applied=lambda new: resolver.retain(i.host for i in new.instances),
+            reactor, reload, monitor, config, check_capacity, on_applied=applied
         )
         reloader.setName("reloader")
         reloader.setServiceParent(top)
@@ -225,6 +237,7 @@ def make_agent(
         status.show_on_page(history, None if zookeeper is None else zookeeper.stats)
         status.add_stats("tasks", lambda: {task.name: task.stats() for task in tasks})
         status.add_stats("dns", resolver.stats)
+        status.add_stats("discovery", topology.stats)
         if zookeeper is not None:
             status.add_health_check(zookeeper.unhealthy_reason)
             status.add_stats("zookeeper", zookeeper.stats)

@@ -42,6 +42,7 @@ class InstanceState:
         "probe",
         "health",
         "checks_since_info",
+        "master",
         "check",
         "started_at",
         "ended_at",
@@ -55,6 +56,9 @@ class InstanceState:
         self.probe = probe
         self.health = health
         self.checks_since_info = 0
+        # A replica's master, when the agent watches it too: INFO on every
+        # check while it is down (sentinel.monitor).
+        self.master: InstanceState | None = None
         # The check in flight (None between checks), when it started, and
         # when the last one ended (negative before any has).
         self.check: Deferred[Observation | None] | None = None
@@ -62,6 +66,11 @@ class InstanceState:
         self.ended_at = -1.0
         # The arguments of every check's callbacks, made once.
         self.callback_args = (self,)
+
+    @property
+    def discovered(self) -> bool:
+        """Whether replica discovery found it (rather than the config)."""
+        return self.instance.discovered_by is not None
 
     @property
     def stage(self) -> str:

@@ -10,6 +10,14 @@ flight is not checked again (an overrun); an exception from one instance's
 check, or from our own callbacks, is logged with the instance and touches
 nothing else; the loop itself restarts if it ever fails (`sentinel.timer`).
 Each recorded check goes to the health, then the publisher and listeners.
+
+INFO replication is asked every `info_every` checks, and on every check
+while the role may be moving, as Redis Sentinel does: while the instance is
+not up, for `ROLE_SETTLE` seconds after its role changed, and while it is a
+replica whose link to its master is not up or whose master (when watched
+here too) is down. The probe adds its own reason: a role from HELLO that is
+not the one of its last INFO. INFO replies also go to the INFO listeners
+(replica discovery, `sentinel.topology`).
 """
 
 from __future__ import annotations
@@ -26,9 +34,9 @@ from twisted.python.failure import Failure
 
 from sentinel.config import Config, RedisInstance
 from sentinel.deadlines import DeadlineSweep
-from sentinel.health import UP, InstanceHealth, Transition
+from sentinel.health import DOWN, UP, InstanceHealth, Transition
 from sentinel.instance import InstanceState, Probe
-from sentinel.observation import Observation
+from sentinel.observation import Observation, Replication
 from sentinel.slices import Slices, slices_for
 from sentinel.timer import RestartingTimer
 from sentinel.tracker import PendingTracker
@@ -37,6 +45,10 @@ log = Logger()
 
 # How many recent slices' completion times are kept for /debug/stats.
 TICK_HISTORY = 600
+
+# Seconds after a role change during which every check reads INFO: the new
+# replica's link comes up (connect, sync, connected) within them.
+ROLE_SETTLE = 60.0
 
 
 class Publisher(Protocol):
@@ -54,6 +66,9 @@ class Publisher(Protocol):
 RecordListener = Callable[
     ["InstanceState", Observation, "Transition | None", float], None
 ]
+
+# Told of every INFO replication read: the state, what INFO said, and when.
+InfoListener = Callable[["InstanceState", Replication, float], None]
 
 
 class NullPublisher:
@@ -117,7 +132,10 @@ class Monitor(Service):
         self.tracker = tracker
         self._on_round = on_round
         self._listeners: list[RecordListener] = []
+        self._info_listeners: list[InfoListener] = []
         self.states: dict[str, InstanceState] = {}
+        # The watched instances by address, to find a replica's master.
+        self._by_address: dict[tuple[str, int], InstanceState] = {}
         self._slices: Slices[InstanceState] = Slices(settings.slices)
         # Per slice, the time from its launch to its last answer (recent ones).
         self.tick_completions: deque[float] = deque(maxlen=TICK_HISTORY)
@@ -143,16 +161,28 @@ class Monitor(Service):
         """Call `listener` after every recorded check (see `RecordListener`)."""
         self._listeners.append(listener)
 
+    def add_info_listener(self, listener: InfoListener) -> None:
+        """Call `listener` after every check that read INFO replication."""
+        self._info_listeners.append(listener)
+
     # Instances
 
     def add_instance(self, instance: RedisInstance) -> None:
-        """Start watching an instance from the next tick."""
-        if instance.name in self.states:
-            raise ValueError(f"instance {instance.name!r} is already watched")
+        """
+        Start watching an instance from the next tick. A configured instance
+        takes the name (and node) of a discovered one; any other name
+        already watched is an error.
+        """
+        existing = self.states.get(instance.name)
+        if existing is not None:
+            if instance.discovered_by is not None or not existing.discovered:
+                raise ValueError(f"instance {instance.name!r} is already watched")
+            self._discard(instance.name)
         probe = self._probe_factory(instance)
         health = InstanceHealth(self.settings.rise, self.settings.fall)
         state = InstanceState(instance, probe, health)
         self.states[instance.name] = state
+        self._by_address.setdefault((instance.host, instance.port), state)
         self._slices.add(state)
         self._changed_at = self.ticks
 
@@ -171,6 +201,9 @@ class Monitor(Service):
 
     def _discard(self, name: str) -> None:
         state = self.states.pop(name)
+        address = (state.instance.host, state.instance.port)
+        if self._by_address.get(address) is state:
+            del self._by_address[address]
         self._slices.remove(state)
         if state.check is not None:
             state.check.cancel()
@@ -263,10 +296,17 @@ class Monitor(Service):
 
     def _launch(self, state: InstanceState, now: float) -> bool:
         """Start a check of `state`; True if it is in flight now."""
-        settings = self.settings
+        # The INFO cadence of the module docstring, cheapest tests first.
+        health = state.health
+        replication = health.replication
         want_info = (
-            state.health.status != UP
-            or state.checks_since_info + 1 >= settings.info_every
+            health.status != UP
+            or state.checks_since_info + 1 >= self.settings.info_every
+            or now - health.role_changed_at < ROLE_SETTLE
+            or (
+                replication.role == "slave"
+                and (replication.master_link_status != "up" or self._master_down(state))
+            )
         )
         try:
             d = state.probe.check(want_info)
@@ -289,6 +329,26 @@ class Monitor(Service):
         return state.check is d
 
     # The results
+
+    def _master_down(self, state: InstanceState) -> bool:
+        master = state.master
+        return (
+            master is not None
+            and master.health.status == DOWN
+            and self.states.get(master.name) is master
+        )
+
+    def _master_of(self, state: InstanceState) -> InstanceState | None:
+        # A discovered replica's master is the one that listed it; another
+        # replica's is the instance watched at the address it names.
+        replication = state.health.replication
+        if replication.role != "slave":
+            return None
+        if state.instance.discovered_by is not None:
+            return self.states.get(state.instance.discovered_by)
+        if replication.master_host is None or replication.master_port is None:
+            return None
+        return self._by_address.get((replication.master_host, replication.master_port))
 
     def _ended(self, state: InstanceState) -> float:
         now = self._clock.seconds()
@@ -326,13 +386,16 @@ class Monitor(Service):
         if not observation.ok:
             self.failures += 1
         health = state.health
-        if observation.replication is not None:
+        replication = observation.replication
+        if replication is not None:
             state.checks_since_info = 0
         else:
             state.checks_since_info += 1
         transition = health.observe(observation, now)
         if transition is not None:
             _log_transition(state, transition)
+        if transition is not None or replication is not None:
+            state.master = self._master_of(state)
         try:
             self._publisher.publish(state, transition)
         except Exception:
@@ -342,6 +405,14 @@ class Monitor(Service):
                 listener(state, observation, transition, now - started_at)
             except Exception:
                 log.failure("check listener failed for {instance}", instance=state.name)
+        if replication is not None:
+            for info_listener in self._info_listeners:
+                try:
+                    info_listener(state, replication, now)
+                except Exception:
+                    log.failure(
+                        "INFO listener failed for {instance}", instance=state.name
+                    )
 
 
 def _internal_error(failure: Failure) -> Observation:

@@ -53,6 +53,8 @@ class FakeProbe:
         self.instance = instance
         self.stage = "connect"
         self.result: Observation | None = OK
+        # What a check that reads INFO replication finds.
+        self.replication = Replication(role="master")
         self.raises: Exception | None = None
         self.fails: Exception | None = None
         self.hang = False
@@ -72,7 +74,7 @@ class FakeProbe:
         if not self.hang:
             result = self.result
             if want_info and result is not None and result.ok:
-                result = OK_WITH_ROLE
+                result = OK_WITH_ROLE._replace(replication=self.replication)
             return succeed(result)
         self.stage = "ping"
         d: Deferred[Any] = Deferred(self._cancelled)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
-from sentinel.observation import Observation
-from tests.fakes import FAILED, make_monitor
+from sentinel.instance import InstanceState
+from sentinel.monitor import ROLE_SETTLE
+from sentinel.observation import Observation, Replication
+from tests.fakes import FAILED, OK, FakeProbe, make_monitor
 
 
 class IsolationTests(SynchronousTestCase):
@@ -342,3 +345,121 @@ class SliceTests(SynchronousTestCase):
         self.assertEqual((probes["b"].checks, probes["c"].checks), (0, 1))
         clock.advance(0.5)
         self.assertEqual((probes["b"].checks, probes["c"].checks), (1, 1))
+
+
+class InfoCadenceTests(SynchronousTestCase):
+    """
+    INFO replication every `info_every` checks, and on every check while
+    the role may be moving (as Redis Sentinel does).
+    """
+
+    def info_per_check(self, probe: FakeProbe, clock: Clock, checks: int) -> int:
+        """How many of the next `checks` checks (one per second) read INFO."""
+        before = probe.info_requests
+        for _ in range(checks):
+            clock.advance(1.0)
+        return probe.info_requests - before
+
+    def test_steady_instance(self) -> None:
+        """An instance that stays as it is reads INFO every info_every checks."""
+        monitor, clock, probes, _ = make_monitor(["a"], info_every=10)
+        monitor.startService()
+        self.assertEqual(self.info_per_check(probes["a"], clock, 100), 10)
+
+    def test_after_a_role_change(self) -> None:
+        """
+        For ROLE_SETTLE seconds after the role changed, every check reads
+        INFO; then every info_every checks again.
+        """
+        monitor, clock, probes, _ = make_monitor(["a"], info_every=10)
+        probe = probes["a"]
+        monitor.startService()
+        self.info_per_check(probe, clock, 5)
+        probe.replication = Replication("slave", "10.0.0.1", 6379, "up")
+        self.info_per_check(probe, clock, 10)
+        changed_at = monitor.states["a"].health.role_changed_at
+        self.assertGreater(changed_at, 0)
+        settle = int(ROLE_SETTLE) - int(clock.seconds() - changed_at)
+        self.assertEqual(self.info_per_check(probe, clock, settle - 1), settle - 1)
+        self.assertLessEqual(self.info_per_check(probe, clock, 20), 3)
+
+    def test_replica_link_down(self) -> None:
+        """A replica whose link to its master is not up reads INFO every check."""
+        monitor, clock, probes, _ = make_monitor(["r"], info_every=10)
+        probe = probes["r"]
+        probe.replication = Replication("slave", "10.0.0.1", 6379, "down")
+        monitor.startService()
+        self.assertEqual(self.info_per_check(probe, clock, 20), 20)
+        probe.replication = Replication("slave", "10.0.0.1", 6379, "up")
+        self.info_per_check(probe, clock, 1)
+        self.assertEqual(self.info_per_check(probe, clock, 20), 2)
+
+    def test_master_down(self) -> None:
+        """
+        A replica whose master is watched here too reads INFO every check
+        while that master is down, and no longer once it is back.
+        """
+        monitor, clock, probes, _ = make_monitor(["m", "r"], info_every=10, fall=1)
+        replica = probes["r"]
+        replica.replication = Replication("slave", "127.0.0.1", 7000, "up")
+        monitor.startService()
+        self.info_per_check(replica, clock, 2)
+        self.assertEqual(self.info_per_check(replica, clock, 20), 2)
+        probes["m"].result = FAILED
+        self.info_per_check(replica, clock, 1)
+        self.assertEqual(self.info_per_check(replica, clock, 20), 20)
+        probes["m"].result = OK
+        self.info_per_check(replica, clock, 3)
+        self.assertLessEqual(self.info_per_check(replica, clock, 20), 2)
+
+    def test_removed_master_is_not_down(self) -> None:
+        """A master no longer watched says nothing about its replicas."""
+        monitor, clock, probes, _ = make_monitor(["m", "r"], info_every=10, fall=1)
+        replica = probes["r"]
+        replica.replication = Replication("slave", "127.0.0.1", 7000, "up")
+        probes["m"].result = FAILED
+        monitor.startService()
+        self.info_per_check(replica, clock, 2)
+        monitor.remove_instance("m")
+        self.assertEqual(self.info_per_check(replica, clock, 20), 2)
+
+    def test_info_listeners(self) -> None:
+        """
+        INFO listeners hear of every INFO read, and only those; one that
+        raises is logged, and the others and the loop go on.
+        """
+        monitor, clock, probes, _ = make_monitor(["a"], info_every=5)
+        heard: list[tuple[str, Replication, float]] = []
+
+        def broken(state: InstanceState, replication: Replication, now: float) -> None:
+            raise ValueError("listener bug")
+
+        monitor.add_info_listener(broken)
+        monitor.add_info_listener(lambda s, r, now: heard.append((s.name, r, now)))
+        monitor.startService()
+        self.info_per_check(probes["a"], clock, 10)
+        self.assertEqual(len(heard), 3)
+        self.assertEqual(heard[0], ("a", Replication(role="master"), 0.0))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 3)
+
+
+class DiscoveredInstanceTests(SynchronousTestCase):
+    """A configured instance wins a name over a discovered one."""
+
+    def test_configured_takes_the_name(self) -> None:
+        """
+        Adding a configured instance under a discovered one's name replaces
+        it (a fresh probe and state); the other way round is refused, as is
+        a configured name twice.
+        """
+        monitor, clock, probes, publisher = make_monitor([])
+        found = RedisInstance("x", "10.0.0.6", 6379, discovered_by="m")
+        monitor.add_instance(found)
+        first = monitor.states["x"]
+        self.assertTrue(first.discovered)
+        monitor.add_instance(RedisInstance("x", "10.0.0.9", 6379))
+        self.assertFalse(monitor.states["x"].discovered)
+        self.assertTrue(probes["x"] is not first.probe and first.probe.closed)  # type: ignore[attr-defined]
+        self.assertRaises(ValueError, monitor.add_instance, found)
+        self.assertRaises(ValueError, monitor.add_instance, RedisInstance("x", "h", 1))
+        self.assertEqual(publisher.removed, [])

@@ -1,0 +1,254 @@
+"""
+Replica discovery: the replicas a master lists in INFO replication, watched
+like configured instances (as Redis Sentinel finds them).
+
+A configured instance with ``discover_replicas = true`` is a discoverer:
+every INFO replication it answers (every ``info_every`` checks, and more
+often while its role moves: `sentinel.monitor`) lists its replicas
+(``slaveN:ip=...,port=...``). Each one listed is watched under the name
+``{master}@{host}:{port}`` (an IPv6 host in brackets), with the master's
+credentials, TLS settings and drain key, marked as discovered by it, and
+published like any other instance. One that the master has not listed for
+the grace period (``replica_grace``) is removed; that is judged at each INFO
+the master answers, so while the master does not answer, its replicas stay
+(they still serve, and their own checks say how they are). Discovered
+replicas discover nothing: a replica that names another master is shown as
+it says, never followed.
+
+What a master lists names what the agent connects to, so it is not trusted.
+`sentinel.protocol` keeps only well-formed addresses, each once, at most
+`MAX_LISTED_REPLICAS` of them. Here, an address that is the master's own,
+that a configured instance or another master's replica already has, or whose
+name is taken, is not added; at most `MAX_PER_MASTER` replicas per master
+and `MAX_DISCOVERED` in all are watched, and none beyond what the open-file
+limit has room for. So a hostile or confused master costs at most
+`MAX_PER_MASTER` connections, and addresses that flap in and out of its list
+within the grace period cost nothing more than staying.
+
+The config says which instances discover (`configure`, at start and after
+each reload): a discoverer removed, or with discovery turned off, takes its
+replicas with it; a changed one's replicas follow its credentials and TLS
+settings; a configured instance always wins a name or an address over a
+discovered one (the monitor gives it a discovered instance's name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attr
+from twisted.logger import Logger
+
+from sentinel.config import Config, RedisInstance
+from sentinel.instance import InstanceState
+from sentinel.monitor import Monitor
+from sentinel.observation import Replication
+
+log = Logger()
+
+# Replicas watched for one master: more than any sane topology has.
+MAX_PER_MASTER = 64
+# Replicas watched in all, whatever the masters list.
+MAX_DISCOVERED = 4096
+
+
+def replica_name(master: str, host: str, port: int) -> str:
+    """The name a replica of `master` at `host`:`port` is watched under."""
+    return f"{master}@[{host}]:{port}" if ":" in host else f"{master}@{host}:{port}"
+
+
+def replica_instance(master: RedisInstance, host: str, port: int) -> RedisInstance:
+    """
+    A replica of `master` at `host`:`port`, as watched: the master's
+    credentials, TLS settings (its server name too, when it has one) and
+    drain key; no discovery of its own.
+    """
+    return attr.evolve(
+        master,
+        name=replica_name(master.name, host, port),
+        host=host,
+        port=port,
+        discover_replicas=False,
+        discovered_by=master.name,
+    )
+
+
+class _Found:
+    """One discovered replica: its master, its address, when last listed."""
+
+    __slots__ = ("master", "address", "listed_at")
+
+    def __init__(self, master: str, address: tuple[str, int], listed_at: float):
+        self.master = master
+        self.address = address
+        self.listed_at = listed_at
+
+
+class Topology:
+    """
+    Adds and removes the replicas that discoverers list (see the module
+    docstring); the monitor tells it of every INFO read (`observed`).
+    """
+
+    def __init__(self, monitor: Monitor, fits: Callable[[int], bool]) -> None:
+        """
+        @param fits: whether the open-file limit has room for that many
+            watched instances.
+        """
+        self._monitor = monitor
+        self._fits = fits
+        self.grace = 60.0
+        self._discoverers: frozenset[str] = frozenset()
+        self._configured: frozenset[tuple[str, int]] = frozenset()
+        # The replicas discovered, by name; their names by address; and the
+        # names of each master's.
+        self._found: dict[str, _Found] = {}
+        self._by_address: dict[tuple[str, int], str] = {}
+        self._by_master: dict[str, set[str]] = {}
+        # Per master, what its last INFO listed that was not added, and why:
+        # a refusal is logged when it first appears, not at every INFO.
+        self._refused: dict[str, dict[tuple[str, int], str]] = {}
+        self.added = 0
+        self.removed = 0
+
+    def configure(self, config: Config) -> None:
+        """Take the discoverers and the grace period of `config` (see above)."""
+        self.grace = config.replica_grace
+        masters = {i.name: i for i in config.instances if i.discover_replicas}
+        self._discoverers = frozenset(masters)
+        self._configured = frozenset((i.host, i.port) for i in config.instances)
+        for gone in set(self._refused) - set(masters):
+            del self._refused[gone]
+        states = self._monitor.states
+        for name, found in list(self._found.items()):
+            state = states.get(name)
+            if state is None or state.instance.discovered_by != found.master:
+                self._forget(name)  # A configured instance took its name.
+                continue
+            discoverer = masters.get(found.master)
+            if discoverer is None:
+                self._remove(name, "its master no longer discovers replicas")
+            elif found.address in self._configured:
+                self._remove(name, "a configured instance has its address")
+            else:
+                wanted = replica_instance(discoverer, *found.address)
+                if state.instance != wanted:
+                    self._monitor.replace_instance(wanted)
+
+    def observed(
+        self, state: InstanceState, replication: Replication, now: float
+    ) -> None:
+        """An INFO listener: a discoverer's INFO adds and removes its replicas."""
+        master = state.instance
+        if not master.discover_replicas or master.name not in self._discoverers:
+            return
+        mine = self._by_master.get(master.name, set())
+        listed: set[str] = set()
+        refused: dict[tuple[str, int], str] = {}
+        for address in replication.replicas:
+            name = replica_name(master.name, *address)
+            found = self._found.get(name)
+            if found is not None and found.master == master.name:
+                found.listed_at = now
+                listed.add(name)
+                continue
+            reason = self._refusal(master, name, address, len(mine))
+            if reason is not None:
+                refused[address] = reason
+                continue
+            self._add(master, address, now)
+            mine = self._by_master[master.name]
+            listed.add(name)
+        self._log_refusals(master.name, refused)
+        for name in sorted(mine - listed):
+            found = self._found[name]
+            if now - found.listed_at > self.grace:
+                self._remove(
+                    name, f"not listed by {master.name} for over {self.grace:g} s"
+                )
+
+    def stats(self) -> dict[str, Any]:
+        """For /debug/stats: replicas watched, added and removed, refused now."""
+        return {
+            "discovered": len(self._found),
+            "added": self.added,
+            "removed": self.removed,
+            "refused": sum(len(r) for r in self._refused.values()),
+        }
+
+    def _refusal(
+        self, master: RedisInstance, name: str, address: tuple[str, int], count: int
+    ) -> str | None:
+        # Why a listed address is not added, or None.
+        if address == (master.host, master.port):
+            return "its own address"
+        if address in self._configured:
+            return "a configured instance"
+        other = self._by_address.get(address)
+        if other is not None:
+            return f"already watched as {other}"
+        if name in self._monitor.states:
+            return f"the name {name} is taken"
+        if count >= MAX_PER_MASTER:
+            return f"over {MAX_PER_MASTER} replicas for one master"
+        if len(self._found) >= MAX_DISCOVERED:
+            return f"over {MAX_DISCOVERED} discovered replicas in all"
+        if not self._fits(len(self._monitor.states) + 1):
+            return "no room within the open-file limit"
+        return None
+
+    def _log_refusals(self, master: str, refused: dict[tuple[str, int], str]) -> None:
+        before = self._refused.get(master, {})
+        new = [a for a, reason in refused.items() if before.get(a) != reason]
+        if new:
+            host, port = new[0]
+            log.warn(
+                "{master} lists {count} replica(s) not watched, such as "
+                "{host}:{port} ({reason})",
+                master=master,
+                count=len(new),
+                host=host,
+                port=port,
+                reason=refused[new[0]],
+            )
+        if refused:
+            self._refused[master] = refused
+        else:
+            self._refused.pop(master, None)
+
+    def _add(self, master: RedisInstance, address: tuple[str, int], now: float) -> None:
+        instance = replica_instance(master, *address)
+        self._monitor.add_instance(instance)
+        self._found[instance.name] = _Found(master.name, address, now)
+        self._by_address[address] = instance.name
+        self._by_master.setdefault(master.name, set()).add(instance.name)
+        self.added += 1
+        log.info(
+            "{instance}: a replica of {master}, watched from now on",
+            instance=instance.name,
+            master=master.name,
+        )
+
+    def _remove(self, name: str, why: str) -> None:
+        state = self._monitor.states.get(name)
+        if state is not None and state.discovered:
+            self._monitor.remove_instance(name)
+        self._forget(name)
+        self.removed += 1
+        log.info("{instance}: removed, {why}", instance=name, why=why)
+
+    def _forget(self, name: str) -> None:
+        found = self._found.pop(name)
+        if self._by_address.get(found.address) == name:
+            del self._by_address[found.address]
+        names = self._by_master.get(found.master)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._by_master[found.master]
+
+
+def watched_hosts(states: Iterable[InstanceState]) -> list[str]:
+    """The host of every watched instance, discovered ones included."""
+    return [state.instance.host for state in states]

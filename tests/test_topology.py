@@ -1,0 +1,306 @@
+"""
+Replica discovery on a Clock with fake probes: what a master's INFO adds
+and removes, the grace period, every hostile or confused listing, and
+reloads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attr
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel import topology as topology_module
+from sentinel.config import Config, RedisInstance
+from sentinel.observation import Replication
+from sentinel.topology import MAX_PER_MASTER, Topology, replica_instance, replica_name
+from tests.fakes import FAILED, make_monitor
+
+MASTER = RedisInstance(
+    "m",
+    "10.0.0.5",
+    6379,
+    username="u",
+    password="secret",
+    tls=True,
+    drain_key="drain:{port}",
+    discover_replicas=True,
+)
+R1 = ("10.0.0.6", 6379)
+R2 = ("10.0.0.7", 6380)
+
+
+def listing(*addresses: tuple[str, int]) -> Replication:
+    """A master's INFO replication listing `addresses`."""
+    return Replication(role="master", replicas=tuple(addresses))
+
+
+class Fleet:
+    """A monitor watching the configured instances, and its topology."""
+
+    def __init__(
+        self, *instances: RedisInstance, grace: float = 60.0, room: int = 10_000
+    ) -> None:
+        self.monitor, self.clock, self.probes, self.publisher = make_monitor([])
+        self.room = room
+        self.topology = Topology(self.monitor, lambda count: count <= self.room)
+        self.monitor.add_info_listener(self.topology.observed)
+        self.config = Config(instances=(), agent_id="a", replica_grace=grace)
+        self.reload(*instances)
+
+    def reload(self, *instances: RedisInstance, grace: float | None = None) -> None:
+        """Apply a config with `instances`, as the reloader does."""
+        before = {i.name: i for i in self.config.instances}
+        after = {i.name: i for i in instances}
+        for name in before.keys() - after.keys():
+            self.monitor.remove_instance(name)
+        for name, instance in after.items():
+            if name not in before:
+                self.monitor.add_instance(instance)
+            elif before[name] != instance:
+                self.monitor.replace_instance(instance)
+        values: dict[str, Any] = {"instances": tuple(instances)}
+        if grace is not None:
+            values["replica_grace"] = grace
+        self.config = attr.evolve(self.config, **values)
+        self.topology.configure(self.config)
+
+    def lists(self, *addresses: tuple[str, int], master: str = "m") -> None:
+        """`master` answers INFO listing `addresses`, now."""
+        self.topology.observed(
+            self.monitor.states[master], listing(*addresses), self.clock.seconds()
+        )
+
+    def discovered(self) -> list[str]:
+        return sorted(n for n, s in self.monitor.states.items() if s.discovered)
+
+
+class DiscoveryTests(SynchronousTestCase):
+    """What a discoverer lists is watched, and goes after the grace period."""
+
+    def test_listed_replicas_watched(self) -> None:
+        """
+        Each replica listed is watched under the master's name and its
+        address, with the master's credentials, TLS and drain key, marked
+        as discovered, discovering nothing itself.
+        """
+        fleet = Fleet(MASTER)
+        fleet.lists(R1, ("::1", 6380))
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379", "m@[::1]:6380"])
+        instance = fleet.monitor.states["m@10.0.0.6:6379"].instance
+        self.assertEqual(
+            instance,
+            attr.evolve(
+                MASTER,
+                name="m@10.0.0.6:6379",
+                host="10.0.0.6",
+                port=6379,
+                discover_replicas=False,
+                discovered_by="m",
+            ),
+        )
+        self.assertEqual(instance.password, "secret")
+        self.assertEqual(fleet.topology.stats()["discovered"], 2)
+
+    def test_checked_and_published_like_others(self) -> None:
+        """Through the monitor's loop: the master's INFO adds, and they are checked."""
+        fleet = Fleet(MASTER)
+        fleet.monitor.startService()
+        fleet.probes["m"].replication = listing(R1)
+        fleet.clock.advance(1.0)
+        self.assertEqual(fleet.discovered(), [])  # Only the first check read INFO.
+        for _ in range(9):
+            fleet.clock.advance(1.0)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+        fleet.clock.advance(1.0)
+        self.assertGreaterEqual(fleet.probes["m@10.0.0.6:6379"].checks, 1)
+        published = {name for name, _ in fleet.publisher.published}
+        self.assertIn("m@10.0.0.6:6379", published)
+
+    def test_grace_period(self) -> None:
+        """
+        A replica no longer listed stays for the grace period, then goes
+        (its node with it); one listed again meanwhile stays.
+        """
+        fleet = Fleet(MASTER, grace=60.0)
+        fleet.lists(R1, R2)
+        fleet.clock.advance(30.0)
+        fleet.lists(R2)
+        fleet.clock.advance(30.0)
+        fleet.lists(R2)
+        self.assertEqual(len(fleet.discovered()), 2)
+        fleet.clock.advance(0.1)
+        fleet.lists(R2)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.7:6380"])
+        self.assertEqual(fleet.publisher.removed, ["m@10.0.0.6:6379"])
+        for _ in range(10):
+            fleet.clock.advance(50.0)
+            fleet.lists(R2, *([R1] if fleet.clock.seconds() % 100 else []))
+        self.assertEqual(len(fleet.discovered()), 2)
+        self.assertEqual(fleet.publisher.removed, ["m@10.0.0.6:6379"])
+
+    def test_master_down_keeps_its_replicas(self) -> None:
+        """
+        While the master answers no INFO, nothing says its replicas are
+        gone: they stay, however long.
+        """
+        fleet = Fleet(MASTER, grace=5.0)
+        fleet.monitor.startService()
+        fleet.probes["m"].replication = listing(R1)
+        for _ in range(10):
+            fleet.clock.advance(1.0)
+        fleet.probes["m"].result = FAILED
+        for _ in range(300):
+            fleet.clock.advance(1.0)
+        self.assertEqual(fleet.monitor.states["m"].health.status, "down")
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+
+    def test_only_discoverers_discover(self) -> None:
+        """
+        An instance without discover_replicas, and a discovered replica
+        listing its own replicas (a chain), add nothing.
+        """
+        plain = attr.evolve(MASTER, name="p", host="10.0.1.1", discover_replicas=False)
+        fleet = Fleet(MASTER, plain)
+        fleet.lists(R1, master="p")
+        self.assertEqual(fleet.discovered(), [])
+        fleet.lists(R1)
+        fleet.lists(R2, master="m@10.0.0.6:6379")
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+
+
+class HostileMasterTests(SynchronousTestCase):
+    """What a hostile or confused master lists is not all watched."""
+
+    def setUp(self) -> None:
+        self.warnings: list[dict[str, Any]] = []
+        self.patch(
+            topology_module.log, "warn", lambda f, **kw: self.warnings.append(kw)
+        )
+
+    def test_itself_duplicates_and_configured(self) -> None:
+        """
+        The master's own address, an address listed twice, and a configured
+        instance's address are not added (the configured one is watched).
+        """
+        other = RedisInstance("other", "10.0.0.9", 7000)
+        fleet = Fleet(MASTER, other)
+        fleet.lists(("10.0.0.5", 6379), R1, R1, ("10.0.0.9", 7000))
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+        self.assertEqual(len(fleet.monitor.states), 3)
+        self.assertEqual(fleet.topology.stats()["refused"], 2)
+
+    def test_name_taken_by_a_configured_instance(self) -> None:
+        """A configured instance already named like the replica keeps its name."""
+        squatter = RedisInstance("m@10.0.0.6:6379", "10.0.2.2", 1)
+        fleet = Fleet(MASTER, squatter)
+        fleet.lists(R1)
+        self.assertEqual(fleet.discovered(), [])
+        self.assertEqual(fleet.monitor.states["m@10.0.0.6:6379"].instance, squatter)
+
+    def test_two_masters_list_one_replica(self) -> None:
+        """The first master to list an address has it; the other does not."""
+        second = attr.evolve(MASTER, name="n", host="10.0.0.8")
+        fleet = Fleet(MASTER, second)
+        fleet.lists(R1)
+        fleet.lists(R1, master="n")
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+
+    def test_bound_per_master(self) -> None:
+        """Hundreds listed: MAX_PER_MASTER watched, the rest refused, logged once."""
+        fleet = Fleet(MASTER)
+        many = [(f"10.1.{i // 256}.{i % 256}", 6379) for i in range(256)]
+        fleet.lists(*many)
+        self.assertEqual(len(fleet.discovered()), MAX_PER_MASTER)
+        self.assertEqual(len(self.warnings), 1)
+        self.assertEqual(self.warnings[0]["count"], 256 - MAX_PER_MASTER)
+        fleet.lists(*many)
+        self.assertEqual(len(self.warnings), 1)
+
+    def test_bound_in_all_and_open_files(self) -> None:
+        """
+        Past MAX_DISCOVERED in all, or when the open-file limit has no room
+        left, nothing more is added.
+        """
+        self.patch(topology_module, "MAX_DISCOVERED", 3)
+        second = attr.evolve(MASTER, name="n", host="10.0.0.8")
+        fleet = Fleet(MASTER, second)
+        fleet.lists(R1, R2)
+        fleet.lists(("10.0.3.1", 1), ("10.0.3.2", 1), master="n")
+        self.assertEqual(len(fleet.discovered()), 3)
+        self.patch(topology_module, "MAX_DISCOVERED", 100)
+        fleet.room = len(fleet.monitor.states)
+        fleet.lists(("10.0.3.1", 1), ("10.0.3.2", 1), master="n")
+        self.assertEqual(len(fleet.discovered()), 3)
+        self.assertIn("open-file", str(self.warnings[-1]["reason"]))
+
+    def test_flapping_costs_nothing_more(self) -> None:
+        """
+        A master listing a different set every INFO never watches more than
+        MAX_PER_MASTER at once, however long it goes on.
+        """
+        fleet = Fleet(MASTER, grace=60.0)
+        for round_ in range(100):
+            fleet.clock.advance(10.0)
+            fleet.lists(*[(f"10.2.{round_}.{i}", 1) for i in range(50)])
+            self.assertLessEqual(len(fleet.discovered()), MAX_PER_MASTER)
+        self.assertEqual(len(fleet.discovered()), MAX_PER_MASTER)
+
+
+class ReloadTests(SynchronousTestCase):
+    """The config says who discovers; configured instances always win."""
+
+    def test_reload_keeps_them(self) -> None:
+        """A reload that keeps discovery keeps the replicas, state and all."""
+        fleet = Fleet(MASTER)
+        fleet.lists(R1)
+        state = fleet.monitor.states["m@10.0.0.6:6379"]
+        fleet.reload(MASTER, RedisInstance("new", "10.0.9.9", 1), grace=5.0)
+        self.assertIs(fleet.monitor.states["m@10.0.0.6:6379"], state)
+        self.assertEqual(fleet.topology.grace, 5.0)
+
+    def test_discovery_off_or_master_gone(self) -> None:
+        """Turning discovery off, or removing the master, removes its replicas."""
+        fleet = Fleet(MASTER)
+        fleet.lists(R1)
+        fleet.reload(attr.evolve(MASTER, discover_replicas=False))
+        self.assertEqual(fleet.discovered(), [])
+        self.assertEqual(fleet.publisher.removed, ["m@10.0.0.6:6379"])
+        fleet.reload(MASTER)
+        fleet.lists(R1)
+        fleet.reload()
+        self.assertEqual(fleet.monitor.states, {})
+
+    def test_changed_master_changes_its_replicas(self) -> None:
+        """New credentials on the master reach its replicas (fresh checks)."""
+        fleet = Fleet(MASTER)
+        fleet.lists(R1, R2)
+        fleet.reload(attr.evolve(MASTER, password="new"))
+        for name in fleet.discovered():
+            self.assertEqual(fleet.monitor.states[name].instance.password, "new")
+        self.assertEqual(len(fleet.discovered()), 2)
+
+    def test_configured_address_or_name_wins(self) -> None:
+        """
+        A reload configuring a discovered replica's address removes the
+        discovered one; one configuring its name takes it over.
+        """
+        fleet = Fleet(MASTER)
+        fleet.lists(R1, R2)
+        same_address = RedisInstance("r1", *R1)
+        same_name = RedisInstance("m@10.0.0.7:6380", "10.0.0.7", 6380)
+        fleet.reload(MASTER, same_address, same_name)
+        self.assertEqual(fleet.discovered(), [])
+        self.assertEqual(sorted(fleet.monitor.states), ["m", "m@10.0.0.7:6380", "r1"])
+        fleet.lists(R1, R2)
+        self.assertEqual(fleet.discovered(), [])
+        self.assertEqual(fleet.publisher.removed, ["m@10.0.0.6:6379"])
+
+
+class NameTests(SynchronousTestCase):
+    def test_names(self) -> None:
+        """Names are znode-safe: the master's, @, the address (IPv6 bracketed)."""
+        self.assertEqual(replica_name("cache-1", "10.0.0.6", 1), "cache-1@10.0.0.6:1")
+        self.assertEqual(replica_name("c", "fe80::1", 2), "c@[fe80::1]:2")
+        self.assertEqual(replica_instance(MASTER, "h", 3).discovered_by, "m")
