@@ -59,13 +59,19 @@ def instance_document(
 def instance_report(
     instance: RedisInstance, health: InstanceHealth, agent_id: str
 ) -> dict[str, Any]:
-    """``GET /instances``: the instance's document plus its check counters."""
+    """
+    ``GET /instances``: the instance's document plus its check counters,
+    the master whose INFO listed it if replica discovery found it (else
+    null), and whether its drain key is set.
+    """
     return {
         **instance_document(instance, health, agent_id),
         "consecutive_successes": health.consecutive_successes,
         "consecutive_failures": health.consecutive_failures,
         "checks": health.checks,
         "failures": health.failures,
+        "discovered_by": instance.discovered_by,
+        "draining": health.draining,
     }
 
 

@@ -9,10 +9,14 @@ INSTANCE_FIELDS = frozenset(
     }
 )  # fmt: skip
 
-# GET /instances adds the check counters.
+# GET /instances adds the check counters, the master that listed a
+# discovered replica (else null), and whether the drain key is set.
 INSTANCE_COUNTERS = frozenset(
-    {"consecutive_successes", "consecutive_failures", "checks", "failures"}
-)
+    {
+        "consecutive_successes", "consecutive_failures", "checks", "failures",
+        "discovered_by", "draining",
+    }
+)  # fmt: skip
 
 # The JSON of {root}/agents/{agent_id}.
 AGENT_FIELDS = frozenset(

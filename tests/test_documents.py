@@ -100,6 +100,26 @@ class InstanceDocumentTests(SynchronousTestCase):
             ["down", "timeout (ping)", 2, 1],
         )
         self.assertEqual(report["consecutive_failures"], 1)
+        self.assertEqual((report["discovered_by"], report["draining"]), (None, False))
+
+    def test_report_marks_discovered_and_draining(self) -> None:
+        """
+        A discovered replica names its master in /instances, not in
+        ZooKeeper; a drained one says so in both (ready false, its error).
+        """
+        found = attr.evolve(CACHE, discovered_by="cache-master")
+        draining = Observation(True, False, 1.0, "draining", None, True)
+        health = observed(draining)
+        report = instance_report(found, health, "agent-7")
+        self.assertEqual(
+            (report["discovered_by"], report["draining"]), ("cache-master", True)
+        )
+        document = instance_document(found, health, "agent-7")
+        self.assertEqual(set(document), INSTANCE_FIELDS)
+        self.assertEqual(
+            (document["status"], document["ready"], document["error"]),
+            ("up", False, "draining"),
+        )
 
 
 class AgentDocumentTests(SynchronousTestCase):
