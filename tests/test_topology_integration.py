@@ -1,0 +1,160 @@
+"""
+Topology as a user runs it: a real master with two real replicas
+(``redis-server --replicaof``), a real ``twistd -n sentinel`` agent that
+discovers the replicas, and a real ZooKeeper, read with a client of the
+test's own. Promotions, demotions, removal after the grace period and the
+drain switch, each injected with ``redis-cli`` as an operator would.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor as _reactor
+from twisted.logger import Logger
+
+from tests.polling import wait_for
+from tests.servers import LOOPBACK, RedisServer, free_port, shared_zookeeper
+from tests.test_twistd import TwistdTestCase
+from tests.test_zookeeper import Reader
+
+reactor: Any = _reactor
+log = Logger()
+
+INTERVAL = 0.2
+GRACE = 3.0
+# The issue's bound at the defaults is interval + timeout + ZooKeeper's
+# latency (2 s); here the agent ticks faster, and the bound stays.
+ROLE_BOUND = 2.0
+
+
+def redis_cli(server: RedisServer, *args: str) -> str:
+    """One command to `server`, as an operator sends it."""
+    done = subprocess.run(
+        ["redis-cli", "-h", LOOPBACK, "-p", str(server.port), *args],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+class TopologyTests(TwistdTestCase):
+    """One agent, one master discovering two replicas, one ZooKeeper."""
+
+    def start(self) -> None:
+        # Replicas sync at once, not after Redis's default 5 s wait for more.
+        self.master = RedisServer(extra_args=["--repl-diskless-sync-delay", "0"])
+        self.master.start()
+        self.addCleanup(self.master.stop)
+        replicaof = ["--replicaof", LOOPBACK, str(self.master.port)]
+        self.replicas = []
+        for _ in range(2):
+            replica = RedisServer(extra_args=replicaof).start()
+            self.addCleanup(replica.stop)
+            self.replicas.append(replica)
+        zookeeper = shared_zookeeper()
+        self.root = f"/t-{self._testMethodName}"
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        config = directory / "sentinel.toml"
+        config.write_text(
+            f"interval = {INTERVAL}\ntimeout = 0.1\ninfo_every = 5\n"
+            f'replica_grace = {GRACE}\ndrain_key = "drain:{{port}}"\n'
+            f'[zookeeper]\nhosts = "{zookeeper.hosts}"\nroot = "{self.root}"\n'
+            f'[[redis]]\nname = "m"\nhost = "{LOOPBACK}"\n'
+            f"port = {self.master.port}\ndiscover_replicas = true\n"
+        )
+        http = free_port()
+        self.base = f"http://{LOOPBACK}:{http}"
+        self.child = self.spawn(
+            "--config", str(config), "--http", f"tcp:{http}:interface={LOOPBACK}"
+        )
+        self.reader = Reader(zookeeper.hosts)
+        self.addCleanup(self.reader.close)
+        self.names = [f"m@{LOOPBACK}:{r.port}" for r in self.replicas]
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        found = self.reader.node(f"{self.root}/instances/{name}")
+        return None if found is None else found[0]
+
+    async def until_node(self, name: str, timeout: float, **fields: Any) -> float:
+        """Wait until the instance's node holds `fields`; how long it took."""
+
+        def holds() -> bool:
+            if self.child.poll() is not None:
+                self.fail(f"twistd exited: {self.log_path.read_text()}")
+            data = self.node(name)
+            return data is not None and all(data[k] == v for k, v in fields.items())
+
+        try:
+            return await wait_for(reactor, holds, timeout, f"{name} with {fields}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last: {self.node(name)}") from None
+
+    async def test_discover_promote_demote_drain_remove(self) -> None:
+        """
+        Both replicas are discovered and published (marked discovered in
+        /instances); a promotion and a demotion are published within 2 s;
+        the drain key set on the master drains only the replica it names,
+        in ZooKeeper and /instances, and its removal undrains it; a replica
+        promoted away goes after the grace period, the other stays, and a
+        SIGHUP keeps it as it is.
+        """
+        self.start()
+        for name in self.names:
+            await self.until_node(
+                name, 20.0, status="up", role="slave", master_link_status="up"
+            )
+        instances = await self.get_json(f"{self.base}/instances")
+        found = {i["name"]: i["discovered_by"] for i in instances["instances"]}
+        self.assertEqual(found, {"m": None, **{n: "m" for n in self.names}})
+
+        first, second = self.replicas
+        name = self.names[1]
+        redis_cli(second, "REPLICAOF", "NO", "ONE")
+        took = await self.until_node(name, ROLE_BOUND, role="master")
+        redis_cli(second, "REPLICAOF", LOOPBACK, str(self.master.port))
+        took_back = await self.until_node(name, ROLE_BOUND, role="slave")
+        log.info(
+            "measured: promotion {promotion:.3f} s, demotion {demotion:.3f} s",
+            promotion=took,
+            demotion=took_back,
+        )
+
+        drained = self.names[0]
+        redis_cli(self.master, "SET", f"drain:{first.port}", "1")
+        await self.until_node(drained, 2.0, status="up", ready=False, error="draining")
+        report = await self.get_json(f"{self.base}/instances/{drained}")
+        self.assertEqual((report["status"], report["draining"]), ("up", True))
+        self.assertEqual(self.node(name)["ready"], True)  # type: ignore[index]
+        redis_cli(self.master, "DEL", f"drain:{first.port}")
+        await self.until_node(drained, 2.0, ready=True, error=None)
+
+        redis_cli(first, "REPLICAOF", "NO", "ONE")
+        await self.until_node(drained, ROLE_BOUND, role="master")
+        path = f"{self.root}/instances/{drained}"
+        await wait_for(
+            reactor,
+            lambda: not self.reader.exists(path),
+            GRACE + 5 * INTERVAL * 5,
+            f"{drained} removed after the grace period",
+        )
+        instances = await self.get_json(f"{self.base}/instances")
+        self.assertEqual(sorted(i["name"] for i in instances["instances"]), ["m", name])
+        self.assertEqual(self.node(name)["status"], "up")  # type: ignore[index]
+
+        before = await self.get_json(f"{self.base}/instances/{name}")
+        self.child.send_signal(signal.SIGHUP)
+        await wait_for(
+            reactor, lambda: "reloaded:" in self.log_path.read_text(), 10.0, "reload"
+        )
+        after = await self.get_json(f"{self.base}/instances/{name}")
+        self.assertEqual(
+            (after["discovered_by"], after["since"]), ("m", before["since"])
+        )
+        self.assertGreaterEqual(after["checks"], before["checks"])
