@@ -138,7 +138,14 @@ def make_agent(
     connect_timeout = max(config.timeout, 1.0)
 
     def probe_for(instance: RedisInstance) -> RedisProbe:
-        return RedisProbe(instance, reactor, slots, connect_timeout, resolver)
+        return RedisProbe(
+            instance,
+            reactor,
+            slots,
+            connect_timeout,
+            resolver,
+            role_signal=config.role_signal,
+        )
 
     started_at = reactor.seconds()
 

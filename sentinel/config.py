@@ -153,6 +153,7 @@ class Config:
     http: str = _default("http")
     info_every: int = _default("info_every")
     replica_grace: float = _default("replica_grace")
+    role_signal: bool = _default("role_signal")
     zookeeper: ZooKeeperConfig | None = None
     dns: DNSConfig = DNSConfig()
     # An absolute path: where the ZooKeeper session is kept for the next
@@ -250,6 +251,7 @@ def _config(
         http=_take(settings, "http"),
         info_every=_take(settings, "info_every"),
         replica_grace=_take(settings, "replica_grace"),
+        role_signal=_take(settings, "role_signal"),
         zookeeper=_zookeeper(settings, base, files),
         dns=_dns(settings, base, files),
         state_dir=_state_dir(settings, base),

@@ -41,9 +41,9 @@ from sentinel.monitor import Monitor, Settings
 log = Logger()
 
 # Settings that only a restart applies: the HTTP listener, the agent's
-# identity, where and how it publishes, where it looks names up, and where
-# it keeps its ZooKeeper session.
-_RESTART_ONLY = ("http", "agent_id", "zookeeper", "dns", "state_dir")
+# identity, where and how it publishes, where it looks names up, where it
+# keeps its ZooKeeper session, and what every probe sends.
+_RESTART_ONLY = ("http", "agent_id", "zookeeper", "dns", "state_dir", "role_signal")
 
 # Seconds a whole load may take: well above parsing the largest config
 # file allowed (16 MiB, about 5 s of CPU here) on a busy agent, and above

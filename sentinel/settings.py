@@ -108,6 +108,12 @@ SETTINGS: tuple[Setting, ...] = (
         option="--state-dir",
     ),
     Setting(
+        "role_signal",
+        "Ask HELLO with every PING: a role change reads INFO at once.",
+        checks.boolean,
+        default=True,
+    ),
+    Setting(
         "drain_key",
         "Key whose existence drains an instance (up, not ready); every [[redis]]'s.",
         checks.redis_key,

@@ -982,7 +982,7 @@ class SettingsTableTests(SynchronousTestCase):
             sorted(
                 [
                     "redis", "interval", "timeout", "rise", "fall", "http",
-                    "agent_id", "info_every", "drain_key", "replica_grace",
+                    "agent_id", "info_every", "role_signal", "drain_key", "replica_grace",
                     "state_dir", "zookeeper.hosts",
                     "zookeeper.root", "zookeeper.session_timeout",
                     "zookeeper.refresh", "zookeeper.heartbeat",

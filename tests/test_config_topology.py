@@ -16,6 +16,7 @@ class TopologySettingsTests(ConfigTestCase):
         """No discovery, no drain key, a 60 s grace."""
         config = self.load(REDIS)
         self.assertEqual(config.replica_grace, 60.0)
+        self.assertTrue(config.role_signal)
         self.assertEqual(config.instances, (RedisInstance("a", "h", 1),))
         instance = config.instances[0]
         self.assertEqual(
@@ -26,7 +27,7 @@ class TopologySettingsTests(ConfigTestCase):
     def test_values(self) -> None:
         """discover_replicas per instance; drain_key global or its own."""
         config = self.load(
-            'drain_key = "drain:{port}"\nreplica_grace = 2.5\n'
+            'drain_key = "drain:{port}"\nreplica_grace = 2.5\nrole_signal = false\n'
             + REDIS
             + "discover_replicas = true\n"
             + '[[redis]]\nname = "b"\nhost = "h"\nport = 2\ndrain_key = "own"\n',
@@ -34,6 +35,7 @@ class TopologySettingsTests(ConfigTestCase):
         )
         a, b = config.instances
         self.assertEqual(config.replica_grace, 2.5)
+        self.assertFalse(config.role_signal)
         self.assertEqual((a.discover_replicas, a.drain_key), (True, "drain:{port}"))
         self.assertEqual((b.discover_replicas, b.drain_key), (False, "own"))
 
@@ -59,6 +61,9 @@ class TopologySettingsTests(ConfigTestCase):
         )
         self.assertConfigError(
             "replica_grace: 0 is not greater than 0", "replica_grace = 0\n"
+        )
+        self.assertConfigError(
+            "role_signal: 1 is not a boolean (true or false)", "role_signal = 1\n"
         )
         self.assertConfigError(
             "replica_grace: 'long' is not a number", 'replica_grace = "long"\n'

@@ -1,0 +1,271 @@
+"""
+Role changes as a user sees them, and what the topology's checks cost.
+
+``roles``: a master, one replica, a real ZooKeeper and the agent at its
+defaults (interval 1 s, timeout 0.5 s). Each round waits a random fraction
+of the interval, sends ``REPLICAOF NO ONE`` to the replica with
+``redis-cli``, and times the ZooKeeper node saying ``role: master`` (a kazoo
+data watch: the time the watch delivered it); then ``REPLICAOF`` the master
+again, and times ``role: slave``. It prints p50/p99/max of both against the
+issue's bound (interval + timeout + ZooKeeper's latency: 2 s).
+
+``cost``: N instances over a few redis-servers (as ``capacity.py``), one
+agent per variant, in turns: checks per CPU-second of the agent and the
+redis-servers' CPU per check, over a window after a warm-up. The variants
+are what a check sends: PING alone (``role_signal = false``), PING and
+HELLO (the default), and PING, EXISTS and HELLO (with a ``drain_key``).
+
+    .venv/bin/python benchmarks/topology.py roles [--rounds 10]
+    .venv/bin/python benchmarks/topology.py cost [--instances 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from common import (
+    LOOPBACK,
+    Agent,
+    Instance,
+    RedisServer,
+    ZooKeeperServer,
+    agent_config,
+    load_average,
+    machine,
+    percentile,
+    process_cpu_seconds,
+    start_redis_servers,
+    stop_on_sigterm,
+    table,
+)
+from kazoo.client import KazooClient
+from kazoo.recipe.watchers import DataWatch
+
+ZK_ROOT = "/bench-topology"
+VARIANTS = {
+    "PING": "role_signal = false\n",
+    "PING+HELLO": "",
+    "PING+EXISTS+HELLO": 'drain_key = "drain:{port}"\n',
+}
+
+
+def redis_cli(port: int, *args: str) -> None:
+    """One command, as an operator sends it."""
+    subprocess.run(
+        ["redis-cli", "-h", LOOPBACK, "-p", str(port), *args],
+        capture_output=True,
+        timeout=10,
+        check=True,
+    )
+
+
+class RoleWatch:
+    """The roles a node showed, with the wall-clock time of each change."""
+
+    def __init__(self, client: KazooClient, path: str) -> None:
+        self._lock = threading.Lock()
+        self.changes: list[tuple[float, str | None]] = []
+        DataWatch(client, path, self._changed)
+
+    def _changed(self, data: bytes | None, stat: Any) -> None:
+        now = time.time()
+        role = None if data is None else json.loads(data)["role"]
+        with self._lock:
+            if not self.changes or self.changes[-1][1] != role:
+                self.changes.append((now, role))
+
+    def became(self, role: str, after: float, limit: float) -> float | None:
+        """Seconds from `after` to the node showing `role`; None if not in `limit`."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            with self._lock:
+                for at, seen in self.changes:
+                    if at >= after and seen == role:
+                        return at - after
+            time.sleep(0.002)
+        return None
+
+
+def roles(args: argparse.Namespace) -> str:
+    """Promotion and demotion times, as the ``roles`` table."""
+    workdir = Path(tempfile.mkdtemp(prefix="sentinel-topology-"))
+    promotions: list[float | None] = []
+    demotions: list[float | None] = []
+    try:
+        with ExitStack() as started:
+            master = RedisServer(extra_args=["--repl-diskless-sync-delay", "0"])
+            started.callback(master.stop)
+            master.start()
+            replica = RedisServer(
+                extra_args=["--replicaof", LOOPBACK, str(master.port)]
+            )
+            started.callback(replica.stop)
+            replica.start()
+            zookeeper = ZooKeeperServer()
+            started.callback(zookeeper.close)
+            zookeeper.start()
+            config = agent_config(
+                [Instance("master", master.port), Instance("replica", replica.port)],
+                zookeeper=zookeeper.hosts,
+                zk_root=ZK_ROOT,
+            )
+            agent = Agent(workdir, config)
+            started.callback(agent.stop)
+            client = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
+            client.start(timeout=10.0)
+            started.callback(client.close)
+            started.callback(client.stop)
+            agent.wait_ready()
+            watch = RoleWatch(client, f"{ZK_ROOT}/instances/replica")
+            if watch.became("slave", 0.0, 30.0) is None:
+                raise RuntimeError("the replica was not published as a slave")
+            rng = random.Random(args.seed)
+            for number in range(1, args.rounds + 1):
+                time.sleep(1.0 + rng.uniform(0, 1.0))
+                asked = time.time()
+                redis_cli(replica.port, "REPLICAOF", "NO", "ONE")
+                promotions.append(watch.became("master", asked, 10.0))
+                time.sleep(1.0 + rng.uniform(0, 1.0))
+                asked = time.time()
+                redis_cli(replica.port, "REPLICAOF", LOOPBACK, str(master.port))
+                demotions.append(watch.became("slave", asked, 10.0))
+                print(
+                    f"round {number}: promotion {promotions[-1]}, "
+                    f"demotion {demotions[-1]}",
+                    file=sys.stderr,
+                )
+    except BaseException:
+        print(f"logs kept in {workdir}", file=sys.stderr)
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    rows = [
+        ("machine", machine()),
+        ("load average at the end", load_average()),
+        ("setup", f"{args.rounds} rounds, interval 1 s, timeout 0.5 s (defaults)"),
+        ("bound (interval + timeout + ZooKeeper)", "2000 ms"),
+        ("promotion to ZooKeeper p50/p99/max", _summary(promotions)),
+        ("demotion to ZooKeeper p50/p99/max", _summary(demotions)),
+    ]
+    return table(rows, "roles")
+
+
+def _summary(values: list[float | None]) -> str:
+    seen = [v for v in values if v is not None]
+    missed = len(values) - len(seen)
+    if not seen:
+        return f"all {missed} missed"
+    text = " / ".join(
+        f"{1000 * v:.0f}"
+        for v in (percentile(seen, 50), percentile(seen, 99), max(seen))
+    )
+    return text + " ms" + (f" ({missed} missed)" if missed else "")
+
+
+def cost(args: argparse.Namespace) -> str:
+    """Checks per CPU-second of each variant, in turns, as the ``cost`` table."""
+    workdir = Path(tempfile.mkdtemp(prefix="sentinel-topology-cost-"))
+    results: dict[str, list[tuple[float, float, int]]] = {v: [] for v in VARIANTS}
+    loads: list[str] = []
+    try:
+        with ExitStack() as started:
+            servers = start_redis_servers(args.servers, started)
+            pids = [s.pid for s in servers]
+            instances = [
+                Instance(f"r{i}", servers[i % len(servers)].port)
+                for i in range(args.instances)
+            ]
+            for turn in range(args.turns):
+                for variant, extra in VARIANTS.items():
+                    config = extra + agent_config(instances)
+                    results[variant].append(
+                        _measure(workdir, config, pids, args, f"{variant}-{turn}")
+                    )
+                    loads.append(load_average())
+                    print(f"{variant}: {results[variant][-1]}", file=sys.stderr)
+    except BaseException:
+        print(f"logs kept in {workdir}", file=sys.stderr)
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    base = statistics.median(r[0] for r in results["PING"])
+    rows = [
+        ("machine", machine()),
+        ("load average after each run", ", ".join(loads)),
+        (
+            "setup",
+            f"{args.instances} instances on {args.servers} redis-servers, "
+            f"{args.turns} turns of {args.duration:g} s windows",
+        ),
+    ]
+    for variant, runs in results.items():
+        rate = statistics.median(r[0] for r in runs)
+        per_check = [1e6 / r[0] for r in runs]
+        servers_per_check = statistics.median(r[1] for r in runs)
+        rows.append(
+            (
+                f"{variant}: checks per CPU-s (median)",
+                f"{rate:,.0f} ({', '.join(f'{r[0]:,.0f}' for r in runs)}); "
+                f"{statistics.median(per_check):.1f} µs/check, "
+                f"{1e6 / rate - 1e6 / base:+.1f} µs vs PING; "
+                f"redis-servers {servers_per_check:.1f} µs/check; "
+                f"failed checks {sum(r[2] for r in runs)}",
+            )
+        )
+    return table(rows, "cost")
+
+
+def _measure(
+    workdir: Path, config: str, pids: list[int], args: argparse.Namespace, label: str
+) -> tuple[float, float, int]:
+    """Checks per agent CPU-second, servers' µs per check, failed checks."""
+    agent = Agent(workdir, config, label)
+    try:
+        agent.wait_ready(120.0)
+        time.sleep(args.warmup)
+        before = agent.get("/debug/stats")
+        cpu0, servers0 = agent.cpu_seconds(), process_cpu_seconds(pids)
+        time.sleep(args.duration)
+        after = agent.get("/debug/stats")
+        cpu1, servers1 = agent.cpu_seconds(), process_cpu_seconds(pids)
+    finally:
+        agent.stop()
+    checks = after["checks"] - before["checks"]
+    return (
+        checks / (cpu1 - cpu0),
+        1e6 * (servers1 - servers0) / max(checks, 1),
+        after["failures"] - before["failures"],
+    )
+
+
+def main() -> int:
+    """Run one measurement, print its table, stop everything started."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    timing = commands.add_parser("roles", help="promotion and demotion times")
+    timing.add_argument("--rounds", type=int, default=10)
+    timing.add_argument("--seed", type=int, default=None)
+    spend = commands.add_parser("cost", help="CPU per check of each variant")
+    spend.add_argument("--instances", type=int, default=3000)
+    spend.add_argument("--servers", type=int, default=4)
+    spend.add_argument("--warmup", type=float, default=10.0)
+    spend.add_argument("--duration", type=float, default=30.0)
+    spend.add_argument("--turns", type=int, default=2)
+    args = parser.parse_args()
+    stop_on_sigterm()
+    print(roles(args) if args.command == "roles" else cost(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
