@@ -15,8 +15,16 @@ redis-servers' CPU per check, over a window after a warm-up. The variants
 are what a check sends: PING alone (``role_signal = false``), PING and
 HELLO (the default), and PING, EXISTS and HELLO (with a ``drain_key``).
 
+``path``: the check path alone, in process: real probes and their protocol
+on in-memory transports (no sockets, no kernel, no Redis), each check's
+replies fed as one read, as Redis sends them. It prints the CPU time
+(process time: a shared machine's other load counts little) per check of
+each variant, best and median of the repeats, with gc frozen as the agent
+has it.
+
     .venv/bin/python benchmarks/topology.py roles [--rounds 10]
     .venv/bin/python benchmarks/topology.py cost [--instances 3000]
+    .venv/bin/python benchmarks/topology.py path [--instances 3000]
 """
 
 from __future__ import annotations
@@ -248,6 +256,103 @@ def _measure(
     )
 
 
+HELLO_REPLY = (
+    b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n"
+    b"$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:3\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n"
+    b"$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"
+)
+INFO_REPLY = b"$26\r\n# Replication\r\nrole:master\r\n"
+PATH_VARIANTS: dict[str, tuple[dict[str, Any], bytes]] = {
+    "PING": ({"role_signal": False}, b"+PONG\r\n"),
+    "PING+HELLO": ({}, b"+PONG\r\n" + HELLO_REPLY),
+    "PING+EXISTS+HELLO": ({"drain": True}, b"+PONG\r\n:0\r\n" + HELLO_REPLY),
+}
+
+
+def path(args: argparse.Namespace) -> str:
+    """CPU per check of the probe and protocol, per variant, as the ``path`` table."""
+    import gc
+
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.defer import DeferredSemaphore
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from sentinel.config import RedisInstance
+    from sentinel.probe import RedisProbe
+
+    class Resolved:
+        def resolve(self, host: str) -> Any:
+            from twisted.internet.defer import succeed
+
+            return succeed(host)
+
+    def run(options: dict[str, Any], reply: bytes) -> float:
+        reactor = MemoryReactorClock()
+        slots = DeferredSemaphore(args.instances)
+        probes, protocols = [], []
+        for i in range(args.instances):
+            instance = RedisInstance(
+                f"r{i}",
+                "127.0.0.1",
+                7000,
+                drain_key="d" if options.get("drain") else None,
+            )
+            probe = RedisProbe(
+                instance, reactor, slots, 1.0, Resolved(),  # type: ignore[arg-type]
+                role_signal=options.get("role_signal", True),
+            )  # fmt: skip
+            probe.check(True)
+            factory = reactor.tcpClients[-1][2]
+            protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 7000))
+            protocol.makeConnection(StringTransport())
+            protocol.dataReceived(reply)
+            if probe.stage == "info":
+                protocol.dataReceived(INFO_REPLY)
+            probes.append(probe)
+            protocols.append(protocol)
+        pairs = list(zip(probes, protocols, strict=True))
+        gc.collect()
+        gc.freeze()
+        spent = 0.0
+        for _ in range(args.rounds):
+            started = time.process_time()
+            for probe, protocol in pairs:
+                probe.check(False)
+                protocol.dataReceived(reply)
+            spent += time.process_time() - started
+            for _, protocol in pairs:
+                protocol.transport.clear()
+        gc.unfreeze()
+        for probe in probes:
+            probe.close()
+        return spent / (args.instances * args.rounds)
+
+    samples: dict[str, list[float]] = {v: [] for v in PATH_VARIANTS}
+    for _ in range(args.repeats):
+        for variant, (options, reply) in PATH_VARIANTS.items():
+            samples[variant].append(1e6 * run(options, reply))
+    base = statistics.median(samples["PING"])
+    rows = [
+        ("machine", machine()),
+        ("load average at the end", load_average()),
+        (
+            "setup",
+            f"{args.instances} probes, {args.rounds} rounds, {args.repeats} repeats "
+            "in turns; a check is probe.check and one read of its replies",
+        ),
+    ]
+    for variant, values in samples.items():
+        median = statistics.median(values)
+        rows.append(
+            (
+                f"{variant}: µs per check best / median",
+                f"{min(values):.2f} / {median:.2f} ({median - base:+.2f} vs PING)",
+            )
+        )
+    return table(rows, "check path")
+
+
 def main() -> int:
     """Run one measurement, print its table, stop everything started."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -261,9 +366,14 @@ def main() -> int:
     spend.add_argument("--warmup", type=float, default=10.0)
     spend.add_argument("--duration", type=float, default=30.0)
     spend.add_argument("--turns", type=int, default=2)
+    inner = commands.add_parser("path", help="CPU per check of the check path")
+    inner.add_argument("--instances", type=int, default=3000)
+    inner.add_argument("--rounds", type=int, default=50)
+    inner.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     stop_on_sigterm()
-    print(roles(args) if args.command == "roles" else cost(args))
+    commands_run = {"roles": roles, "cost": cost, "path": path}
+    print(commands_run[args.command](args))
     return 0
 
 

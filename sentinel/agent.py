@@ -222,9 +222,13 @@ def make_agent(
         topology.configure(new)
         resolver.retain(watched_hosts(monitor.states.values()))
 
+    def reload_fits(instances: int) -> None:
+        # The replicas discovered so far need their connections too.
+        check_capacity(instances + topology.watched)
+
     if reload is not None:
         reloader = ConfigReloader(
-            reactor, reload, monitor, config, check_capacity, on_applied=applied
+            reactor, reload, monitor, config, reload_fits, on_applied=applied
         )
         reloader.setName("reloader")
         reloader.setServiceParent(top)

@@ -207,7 +207,8 @@ class _CheckReplies:
     Hands one connection's check replies to its probe: made once per
     connection, where a Deferred per check would be made thousands of
     times a second. With PING alone, each reply goes on as it comes; with a
-    pipeline, the replies are gathered and go on together.
+    pipeline, the replies are gathered and go on together, or, when the
+    connection read the same bytes as last time, in one call that says so.
     """
 
     __slots__ = ("_probe", "_protocol", "_size", "_replies")
@@ -234,6 +235,12 @@ class _CheckReplies:
             # A bug of ours: the check fails with it rather than time out.
             self._probe._reply_failed(Failure(), None)
 
+    def repeated(self) -> None:
+        try:
+            self._probe._repeated(self._protocol)
+        except Exception:
+            self._probe._reply_failed(Failure(), None)
+
 
 class _ArrayReply:
     """A waiter that accepts HELLO's multi-bulk reply and hands it on."""
@@ -251,7 +258,7 @@ class _ArrayReply:
 class _Pipeline:
     """What every check sends on one connection, and where the replies go."""
 
-    __slots__ = ("commands", "waiters", "drain", "hello")
+    __slots__ = ("commands", "waiters", "replies", "drain", "hello")
 
     def __init__(
         self,
@@ -264,6 +271,7 @@ class _Pipeline:
         self.hello = hello
         size = 1 + self.drain + self.hello
         replies = _CheckReplies(probe, protocol, size)
+        self.replies = replies
         waiters: list[ReplyTo] = [replies]
         commands = [PING]
         if drain is not None:
@@ -358,6 +366,9 @@ class RedisProbe:
         self._hello_reply: object = None
         self._hello_role: str | None = None
         self._role_at_info: str | None = None
+        # What the last pipeline replies parsed said (ready, error,
+        # draining): the answer again when the same bytes come back.
+        self._last_answer: tuple[bool, str | None, bool] = (True, None, False)
 
     @property
     def connected(self) -> bool:
@@ -622,19 +633,57 @@ class RedisProbe:
             else:
                 self._bad_reply(reply, protocol, "HELLO")
                 return
-        # The replies of an unchanged instance repeat: next time, the same
-        # bytes skip the parser (sentinel.protocol).
-        protocol.remember(replies)
         if draining:
             ready = False
             error = "draining" if error is None else f"draining; {error}"
+        # The replies of an unchanged instance repeat: next time, the same
+        # bytes skip the parser and this (sentinel.protocol, _repeated).
+        self._last_answer = (ready, error, draining)
+        protocol.remember(replies, pipeline.replies)
+        self._answer(protocol, check, now, latency_ms, ready, error, draining, role)
+
+    def _repeated(self, protocol: RedisClientProtocol) -> None:
+        # The pipeline's replies are those of the last parsed: so is what
+        # they say.
+        check = self._check
+        if check is None or protocol is not self._check_protocol:
+            return  # The check they answer has ended (it timed out).
+        now = self._reactor.seconds()
+        latency_ms = (now - self._sent_at) * 1000.0
+        ready, error, draining = self._last_answer
+        role = self._hello_role if self._hello else None
+        if (
+            self._want_info
+            or error is not None
+            or draining
+            or role != self._role_at_info
+        ):
+            self._answer(protocol, check, now, latency_ms, ready, error, draining, role)
+        else:
+            # The common case, thousands a second: as _answer would end.
+            self._finish(check, Observation(True, ready, latency_ms), now)
+
+    def _answer(
+        self,
+        protocol: RedisClientProtocol,
+        check: Deferred[Observation | None],
+        now: float,
+        latency_ms: float,
+        ready: bool,
+        error: str | None,
+        draining: bool,
+        role: str | None,
+    ) -> None:
+        # INFO follows when wanted, or when HELLO names another role than
+        # the last INFO did; else the check ends here.
         if self._want_info or (role is not None and role != self._role_at_info):
             answered = _Answered(ready, latency_ms, error, draining, role)
             self._ask_info(protocol, check, answered)
-            return
-        self._finish(
-            check, Observation(True, ready, latency_ms, error, None, draining), now
-        )
+        elif error is None and not draining:
+            self._finish(check, Observation(True, ready, latency_ms), now)
+        else:
+            observation = Observation(True, ready, latency_ms, error, None, draining)
+            self._finish(check, observation, now)
 
     def _finish(
         self, check: Deferred[Observation | None], observation: Observation, now: float

@@ -21,10 +21,11 @@ A check pipelines its commands (PING, then EXISTS of the drain key and
 HELLO for the role, when asked for) in one write, and their replies come in
 order, one per waiter. A connection remembers the bytes of the last replies
 its owner asked it to (`remember`): a read that repeats them exactly, while
-the same number of commands wait and nothing is half read, is handed the
-same replies without the parser, as a lone ``+PONG`` is. The replies of an
-unchanged instance are the same bytes check after check, so this is the
-common case; the parser runs when something changed.
+the same commands wait and nothing is half read, is not parsed at all; the
+first waiter is told the replies repeated, in one call, as a lone ``+PONG``
+is handed on. The replies of an unchanged instance are the same bytes check
+after check, so this is the common case; the parser runs when something
+changed.
 
 Every touch of a private internal of txredisapi or Twisted is in this module,
 each with its reason. ``tests/test_protocol.py`` checks on a real TCP
@@ -237,6 +238,16 @@ class ReplyTo(Protocol):
         """
 
 
+class RepeatedReplyTo(ReplyTo, Protocol):
+    """A ReplyTo told in one call that the replies it waits for repeated."""
+
+    def repeated(self) -> None:
+        """
+        The replies to this waiter's commands (it waits first among them)
+        are those remembered with it (`RedisClientProtocol.remember`).
+        """
+
+
 class ConnectionFactory(Factory):
     """
     Builds the one protocol of a connection attempt, without log noise, and
@@ -254,9 +265,10 @@ class ConnectionFactory(Factory):
         self.on_lost = on_lost
         self.on_violation = on_violation
         # The protocol's own state, kept here (see RedisClientProtocol):
-        # the bytes of the replies it remembers and those replies, and what
-        # the multi-bulk reply being read may still hold.
-        self.known: tuple[bytes, list[object]] | None = None
+        # the bytes of the replies it remembers, those replies and whom to
+        # tell when they repeat, and what the multi-bulk reply being read
+        # may still hold.
+        self.known: tuple[bytes, list[object], RepeatedReplyTo] | None = None
         self.array_elements = 0
         self.array_bytes = 0
 
@@ -371,16 +383,17 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         self.replyQueue.waiting.extend(waiters)
         self._write(commands)
 
-    def remember(self, replies: list[object]) -> None:
+    def remember(self, replies: list[object], waiter: RepeatedReplyTo) -> None:
         """
-        `replies` (one per command, in order) were just read: hand them
-        again, without parsing, to a read that repeats their bytes exactly
-        (see the module docstring). Replies whose bytes cannot be told
-        (`encode_reply`) are not remembered.
+        `replies` (one per command, in order, `waiter` waiting for the
+        first) were just read: a read that repeats their bytes exactly,
+        while `waiter` and as many commands wait, calls `waiter.repeated()`
+        instead of being parsed (see the module docstring). Replies whose
+        bytes cannot be told (`encode_reply`) are not remembered.
         """
         factory = self.factory
         known = factory.known
-        if known is not None and known[1] == replies:
+        if known is not None and known[2] is waiter and known[1] == replies:
             return
         factory.known = None
         parts = []
@@ -389,7 +402,7 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
             if encoded is None:
                 return
             parts.append(encoded)
-        factory.known = (b"".join(parts), list(replies))
+        factory.known = (b"".join(parts), list(replies), waiter)
 
     def _write(self, command: bytes) -> None:
         transport = self.transport
@@ -437,17 +450,17 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         if known is not None and data == known[0]:
             waiting = self.replyQueue.waiting
             if (
-                len(waiting) == len(known[1])
+                waiting
+                and waiting[0] is known[2]
+                and len(waiting) == len(known[1])
                 and not self._LineReceiver__buffer
                 and self.line_mode
                 and self.multi_bulk.pending is None
             ):
-                # What the parser would hand on: these bytes were read
-                # before, as these replies, from the same parser state.
-                for reply in known[1]:
-                    if not self.connected:
-                        return  # A reply's owner dropped the connection.
-                    waiting.pop(0).callback(reply)
+                # These bytes were read before, from the same parser state,
+                # as the replies of the same commands: they are again.
+                waiting.clear()
+                known[2].repeated()
                 return
         try:
             super().dataReceived(data, unpause)

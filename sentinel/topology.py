@@ -168,10 +168,15 @@ class Topology:
                     name, f"not listed by {master.name} for over {self.grace:g} s"
                 )
 
+    @property
+    def watched(self) -> int:
+        """How many discovered replicas are watched now."""
+        return len(self._found)
+
     def stats(self) -> dict[str, Any]:
         """For /debug/stats: replicas watched, added and removed, refused now."""
         return {
-            "discovered": len(self._found),
+            "discovered": self.watched,
             "added": self.added,
             "removed": self.removed,
             "refused": sum(len(r) for r in self._refused.values()),

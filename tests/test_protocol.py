@@ -439,72 +439,97 @@ class ArrayTests(SynchronousTestCase):
         self.assertEqual(c.violations, ["unexpected reply: '*0'"])
 
 
+class Repeats(Replies):
+    """A ReplyTo that also counts the times it was told replies repeated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repeats = 0
+
+    def repeated(self) -> None:
+        self.repeats += 1
+
+
 class KnownReplyTests(SynchronousTestCase):
     """Replies remembered by their bytes skip the parser, and only then."""
 
-    def pipeline(self, c: Connection) -> tuple[Replies, Replies, ArrayReplies]:
-        waiters = (Replies(), Replies(), ArrayReplies())
-        c.ask_all(PING + exists_command("drain") + HELLO, *waiters)
+    def pipeline(self, c: Connection, first: Repeats) -> tuple[Replies, ArrayReplies]:
+        waiters = (Replies(), ArrayReplies())
+        c.ask_all(PING + exists_command("drain") + HELLO, first, *waiters)
         return waiters
 
     def test_repeat_skips_the_parser(self) -> None:
         """
-        The same bytes, while the same number of commands wait, are handed
-        the remembered replies without one line parsed; other bytes are
-        parsed.
+        The same bytes, while the same commands wait, are not parsed: the
+        first waiter is told they repeated, once, and the others nothing;
+        other bytes are parsed and handed on as usual.
         """
         c = Connection()
         data = b"+PONG\r\n:0\r\n" + HELLO_REPLY
-        pong, drain, hello = self.pipeline(c)
+        first = Repeats()
+        drain, hello = self.pipeline(c, first)
         c.receive(data)
-        replies = [pong.replies[0], drain.replies[0], hello.replies[0]]
-        c.protocol.remember(replies)
+        replies = [first.replies[0], drain.replies[0], hello.replies[0]]
+        c.protocol.remember(replies, first)
         parsed = len(c.lines)
-        pong, drain, hello = self.pipeline(c)
-        c.receive(data)
+        for repeat in range(1, 4):
+            drain, hello = self.pipeline(c, first)
+            c.receive(data)
+            self.assertEqual(first.repeats, repeat)
         self.assertEqual(len(c.lines), parsed)
-        self.assertEqual(pong.replies, ["PONG"])
-        self.assertEqual(drain.replies, [0])
-        self.assertIs(hello.replies[0], replies[2])
-        pong, drain, hello = self.pipeline(c)
+        self.assertEqual(
+            (len(first.replies), drain.replies, hello.replies), (1, [], [])
+        )
+        self.assertEqual(c.protocol.replyQueue.waiting, [])
+        drain, hello = self.pipeline(c, first)
         c.receive(b"+PONG\r\n:1\r\n" + HELLO_REPLY)
         self.assertGreater(len(c.lines), parsed)
-        self.assertEqual(drain.replies, [1])
+        self.assertEqual((first.repeats, drain.replies), (3, [1]))
         self.assertEqual(c.violations, [])
 
     def test_repeat_needs_the_same_waiters(self) -> None:
         """
-        Remembered bytes read while fewer commands wait (a reply nobody
-        asked for) go through the parser, which refuses them.
+        Remembered bytes read while other commands wait, or fewer, go
+        through the parser: a reply nobody asked for is refused.
         """
         c = Connection()
         data = b"+PONG\r\n:0\r\n"
-        first, second = Replies(), Replies()
+        first, second = Repeats(), Replies()
         c.ask_all(PING + exists_command("drain"), first, second)
         c.receive(data)
-        c.protocol.remember(first.replies + second.replies)
+        c.protocol.remember(first.replies + second.replies, first)
+        other, again = Repeats(), Replies()
+        c.ask_all(PING + exists_command("drain"), other, again)
+        c.receive(data)
+        self.assertEqual((other.replies, again.replies), (["PONG"], [0]))
         only = c.ask()
         c.receive(data)
         self.assertEqual(only.replies, ["PONG"])
         self.assertEqual(c.violations, ["unexpected reply: ':0'"])
+        self.assertEqual(first.repeats + other.repeats, 0)
 
     def test_repeat_needs_an_idle_parser(self) -> None:
         """Bytes equal to remembered ones, read mid-reply, are parsed as data."""
         c = Connection()
-        waiters = (Replies(), ArrayReplies())
+        first = Repeats()
+        waiters = (first, ArrayReplies())
         c.ask_all(PING + HELLO, *waiters)
         c.receive(b"+PONG\r\n*2\r\n")
-        c.protocol.factory.known = (b":0\r\n:1\r\n", ["x", "y"])
+        c.protocol.factory.known = (b":0\r\n:1\r\n", ["x", "y"], waiters[1])
         c.receive(b":0\r\n:1\r\n")
         self.assertEqual(waiters[1].replies, [[0, 1]])
 
     def test_errors_are_not_remembered(self) -> None:
         """Replies whose bytes cannot be told back are not remembered."""
         c = Connection()
-        c.protocol.remember(["PONG", ProtocolError("x")])
+        first = Repeats()
+        c.protocol.remember(["PONG", 0], first)
+        c.protocol.remember(["PONG", ProtocolError("x")], first)
         self.assertIsNone(c.protocol.factory.known)
-        c.protocol.remember(["PONG", 0])
-        self.assertEqual(c.protocol.factory.known, (b"+PONG\r\n:0\r\n", ["PONG", 0]))
+        c.protocol.remember(["PONG", 0], first)
+        self.assertEqual(
+            c.protocol.factory.known, (b"+PONG\r\n:0\r\n", ["PONG", 0], first)
+        )
 
     def test_encode_reads_back(self) -> None:
         """Whatever encode_reply encodes, the parser reads back as it was."""
@@ -632,7 +657,7 @@ class FastPathTests(TestCase):
         """
         PING, EXISTS and HELLO pipelined to a real redis-server, 100 times,
         each once the previous replies are in: the first replies are parsed
-        and remembered, and the other 99 reach their waiters without the
+        and remembered, and the others are known repeats, without the
         parser, in one write each.
         """
         server = RedisServer().start()
@@ -661,8 +686,13 @@ class FastPathTests(TestCase):
                 if len(self.replies) < 3:
                     return
                 rounds.append(self.replies)
-                protocol.remember(self.replies)
+                protocol.remember(self.replies, self)
                 self.replies = []
+                if len(rounds) < total:
+                    send()
+
+            def repeated(self) -> None:
+                rounds.append(rounds[-1])
                 if len(rounds) < total:
                     send()
 

@@ -102,6 +102,7 @@ class DiscoveryTests(SynchronousTestCase):
         )
         self.assertEqual(instance.password, "secret")
         self.assertEqual(fleet.topology.stats()["discovered"], 2)
+        self.assertEqual(fleet.topology.watched, 2)
 
     def test_checked_and_published_like_others(self) -> None:
         """Through the monitor's loop: the master's INFO adds, and they are checked."""
