@@ -120,11 +120,12 @@ def nerve_member(
 
 def discoverable(health: InstanceHealth) -> bool:
     """
-    Whether an instance belongs in discovery now: up and ready. Every
-    member's presence follows from this one predicate (a drain switch and
-    groups' primaries will narrow it).
+    Whether an instance belongs in discovery now: up, ready and not
+    draining (a drained instance is not ready either; said twice, so that
+    no change to what ready means brings one back). Every member's presence
+    follows from this one predicate (groups' primaries will narrow it).
     """
-    return health.status == UP and health.ready
+    return health.status == UP and health.ready and not health.draining
 
 
 def member_document(

@@ -211,14 +211,16 @@ class _CheckReplies:
     connection read the same bytes as last time, in one call that says so.
     """
 
-    __slots__ = ("_probe", "_protocol", "_size", "_replies")
+    __slots__ = ("_probe", "_protocol", "_pipeline", "_size", "_replies")
 
     def __init__(
-        self, probe: RedisProbe, protocol: RedisClientProtocol, size: int
+        self, probe: RedisProbe, protocol: RedisClientProtocol, pipeline: _Pipeline
     ) -> None:
         self._probe = probe
         self._protocol = protocol
-        self._size = size
+        # What was sent: the connection's pipeline, even once it is lost.
+        self._pipeline = pipeline
+        self._size = 1 + pipeline.drain + pipeline.hello
         self._replies: list[object] = []
 
     def callback(self, reply: object) -> None:
@@ -230,7 +232,7 @@ class _CheckReplies:
             replies.append(reply)
             if len(replies) == self._size:
                 self._replies = []
-                self._probe._answered(self._protocol, replies)
+                self._probe._answered(self._protocol, self._pipeline, replies)
         except Exception:
             # A bug of ours: the check fails with it rather than time out.
             self._probe._reply_failed(Failure(), None)
@@ -269,8 +271,7 @@ class _Pipeline:
     ) -> None:
         self.drain = drain is not None
         self.hello = hello
-        size = 1 + self.drain + self.hello
-        replies = _CheckReplies(probe, protocol, size)
+        replies = _CheckReplies(probe, protocol, self)
         self.replies = replies
         waiters: list[ReplyTo] = [replies]
         commands = [PING]
@@ -591,14 +592,18 @@ class RedisProbe:
         else:
             self._finish(check, Observation(True, ready, latency_ms), now)
 
-    def _answered(self, protocol: RedisClientProtocol, replies: list[object]) -> None:
+    def _answered(
+        self,
+        protocol: RedisClientProtocol,
+        pipeline: _Pipeline,
+        replies: list[object],
+    ) -> None:
         # The pipeline's replies, in order: PING's, then EXISTS's and
-        # HELLO's for those sent.
+        # HELLO's for those sent (each an exception if the connection was
+        # lost first).
         check = self._check
         if check is None or protocol is not self._check_protocol:
             return  # The check they answer has ended (it timed out).
-        pipeline = self._pipeline
-        assert pipeline is not None  # The connection is the kept one.
         now = self._reactor.seconds()
         latency_ms = (now - self._sent_at) * 1000.0
         ready = _ping_ready(replies[0])
@@ -629,7 +634,8 @@ class RedisProbe:
                 # Not Redis 6.2 or later, or a proxy: INFO alone, from the
                 # next check on.
                 self._hello = False
-                self._pipeline = _Pipeline(self, protocol, self._drain, False)
+                if self._protocol is protocol:
+                    self._pipeline = _Pipeline(self, protocol, self._drain, False)
             else:
                 self._bad_reply(reply, protocol, "HELLO")
                 return

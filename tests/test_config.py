@@ -982,8 +982,8 @@ class SettingsTableTests(SynchronousTestCase):
             sorted(
                 [
                     "redis", "interval", "timeout", "rise", "fall", "http",
-                    "agent_id", "info_every", "role_signal", "drain_key", "replica_grace",
-                    "state_dir", "zookeeper.hosts",
+                    "agent_id", "info_every", "role_signal", "drain_key",
+                    "replica_grace", "state_dir", "zookeeper.hosts",
                     "zookeeper.root", "zookeeper.session_timeout",
                     "zookeeper.refresh", "zookeeper.heartbeat",
                     "zookeeper.auth_file", "zookeeper.discovery",

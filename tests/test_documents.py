@@ -114,6 +114,7 @@ class InstanceDocumentTests(SynchronousTestCase):
         self.assertEqual(
             (report["discovered_by"], report["draining"]), ("cache-master", True)
         )
+        self.assertFalse(discoverable(health))
         document = instance_document(found, health, "agent-7")
         self.assertEqual(set(document), INSTANCE_FIELDS)
         self.assertEqual(

@@ -940,6 +940,27 @@ class PipelineTests(SynchronousTestCase):
         assert observation is not None
         self.assertEqual((observation.ok, observation.draining), (True, True))
 
+    def test_connection_lost_while_the_pipeline_waits(self) -> None:
+        """
+        A connection lost before any reply, or after PING's alone (a server
+        refusing a TLS client certificate once the handshake is done, say),
+        fails the check with the loss; the next check connects again.
+        """
+        for first in (b"", b"+PONG\r\n"):
+            h = self.connected(role_signal=True, drain_key="drain")
+            d = h.check()
+            h.reply(first)
+            h.protocol.connectionLost(Failure(ConnectionRefusedError()))
+            observation = self.successResultOf(d)
+            assert observation is not None
+            self.assertEqual(
+                (observation.ok, observation.error), (False, "connection lost")
+            )
+            self.assertFalse(h.probe.connected)
+            h.reactor.advance(2.0)
+            d = h.check()
+            self.assertEqual(len(h.reactor.tcpClients), 2)
+
     def test_drain_key_names_the_instance(self) -> None:
         """{name}, {host} and {port} in drain_key are the instance's own."""
         instance = RedisInstance("a@b", "10.0.0.6", 6380, drain_key="d:{name}:{port}")
