@@ -7,19 +7,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import DeferredSemaphore
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
 from sentinel.handoff import SessionHandoff
-from sentinel.history import CheckHistory
-from sentinel.metrics import AgentMetrics
+from sentinel.httpd import http_service
+from sentinel.metrics import LoadedAtStart
 from sentinel.monitor import Monitor, NullPublisher, Publisher, Settings
 from sentinel.probe import RedisProbe
 from sentinel.process import ProcessPolicy, check_fd_capacity, count_gc_objects
@@ -37,7 +33,6 @@ from sentinel.shutdown import EXIT_TWIN, LeaveOnSignal, stop, stop_with_status
 from sentinel.timer import RestartingTimer
 from sentinel.topology import Topology, watched_hosts
 from sentinel.tracker import PendingTracker
-from sentinel.web import StatusApp
 from sentinel.zk import ZooKeeper
 
 log = Logger()
@@ -46,32 +41,6 @@ log = Logger()
 # instances within a few ticks, few enough that a mass reconnect cannot
 # starve the checks of connected instances of CPU.
 CONNECTS_IN_FLIGHT = 200
-
-
-class HTTPService(StreamServerEndpointService):
-    """The HTTP listener; a port that cannot be bound ends start-up in one line."""
-
-    def __init__(self, description: str, reactor: Any, site: Site) -> None:
-        super().__init__(serverFromString(reactor, description), site)
-        self.description = description
-        self._raiseSynchronously = True
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            raise SystemExit(
-                f"sentinel: http: cannot listen on {self.description}: {e.socketError}"
-            ) from None
-
-
-class StatusSite(Site):
-    """A Site that does not log every request: scrapes would drown the log."""
-
-    noisy = False
-
-    def log(self, request: object) -> None:
-        pass
 
 
 def _make_publisher(
@@ -234,26 +203,21 @@ def make_agent(
         reloader.setServiceParent(top)
 
     if config.http != "none":
-        metrics = AgentMetrics(monitor, zookeeper)
-        status = StatusApp(
-            monitor,
+        http_service(
+            config.http,
             reactor,
-            [task.unhealthy_reason for task in tasks],
-            metrics=metrics.registry,
+            monitor,
             agent_id=config.agent_id,
+            reload=reloader if reload is not None else LoadedAtStart(started_at),
+            zookeeper=zookeeper,
             gc_objects=count_gc_objects if process is None else process.gc_objects,
-        )
-        history = CheckHistory()
-        monitor.add_listener(history.record)
-        status.show_on_page(history, None if zookeeper is None else zookeeper.stats)
-        status.add_stats("tasks", lambda: {task.name: task.stats() for task in tasks})
-        status.add_stats("dns", resolver.stats)
-        status.add_stats("discovery", topology.stats)
-        if zookeeper is not None:
-            status.add_health_check(zookeeper.unhealthy_reason)
-            status.add_stats("zookeeper", zookeeper.stats)
-        site = StatusSite(status.app.resource())
-        HTTPService(config.http, reactor, site).setServiceParent(top)
+            health_checks=[task.unhealthy_reason for task in tasks],
+            stats_sources={
+                "tasks": lambda: {task.name: task.stats() for task in tasks},
+                "dns": resolver.stats,
+                "discovery": topology.stats,
+            },
+        ).setServiceParent(top)
     log.info(
         "watching {count} instance(s) every {interval} s, timeout {timeout} s",
         count=len(config.instances),

@@ -3,34 +3,51 @@ Prometheus metrics for ``GET /metrics``, named as redis_exporter names its
 own (``sentinel_`` prefix, snake_case, unit suffixes).
 
 Per-instance gauges are read from the monitor when scraped, so they cost
-nothing per check, and a removed instance's series go with it. The counters
-and the histogram of check durations are counted per check by a monitor
-listener, which runs thousands of times a second: it adds to plain integers
-(a ``prometheus_client`` counter and histogram cost about six times as
-much), and the collector turns them into metric families at scrape time.
-Label values are instance names, roles and fixed words, never errors, so
-the number of series grows with the instances, not with the checks.
+nothing per check, and a removed instance's series go with it. They are
+labelled ``name`` and ``addr`` (``HOST:PORT``), never ``instance``, which
+Prometheus sets on every target it scrapes (it would rename ours
+``exported_instance``). At 10,000 instances they are 60,000 lines, written
+by `AgentMetrics.instance_slices` a slice of instances at a time (see
+`sentinel.streaming`) as text that is the same in the Prometheus and the
+OpenMetrics formats (gauges only; help texts without quotes, backslashes
+or line breaks). The agent's own families go through prometheus_client's
+encoders (`AgentMetrics.registry`).
+
+The counters and the histogram of check durations are counted per check by
+a monitor listener, which runs thousands of times a second: it adds to
+plain integers (a ``prometheus_client`` counter and histogram cost about six
+times as much), and the collector turns them into metric families at
+scrape time. Label values are instance names, addresses, roles and fixed
+words, never errors, so the number of series grows with the instances, not
+with the checks.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+import attr
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
 )
 from prometheus_client.utils import floatToGoString
 
+from sentinel import __version__
+from sentinel.config import RedisInstance
 from sentinel.health import DOWN, UP, Transition
 from sentinel.instance import InstanceState
 from sentinel.monitor import Monitor
 from sentinel.observation import Observation
+from sentinel.procstats import ProcessMetrics
 from sentinel.publisher import WRITE_OPS, ZooKeeperPublisher
+from sentinel.streaming import Slices
 from sentinel.zk import CONNECTED
 
 # Upper bounds of the check-duration buckets, in seconds: a PING on a LAN
@@ -54,15 +71,53 @@ _BUCKET_LABELS = [floatToGoString(b) for b in DURATION_BUCKETS] + ["+Inf"]
 
 CHECK_RESULTS = ("ok", "timeout", "error")
 
+# Instances whose lines of one family are written per slice: about 90 KB
+# of text, 1 ms to write (and 0.4 ms to compress).
+INSTANCES_PER_SLICE = 1000
+
+
+class ReloadOutcome(Protocol):
+    """
+    How the last load of the config file went (`sentinel.reload`'s
+    reloader): whether it was applied, and when the running config was
+    loaded (start-up counts as a load).
+    """
+
+    @property
+    def last_reload_ok(self) -> bool:
+        """False while the last reload is refused (the config before runs)."""
+
+    @property
+    def last_reload_at(self) -> float:
+        """Epoch seconds of the last successful load."""
+
+
+@attr.frozen
+class LoadedAtStart:
+    """The outcome without a reloader: the config was loaded at start."""
+
+    last_reload_at: float
+    last_reload_ok: bool = True
+
 
 class AgentMetrics:
-    """One agent's metrics, in a registry of its own (`registry`)."""
+    """
+    One agent's metrics: its own families in a registry of its own
+    (`registry`), the per-instance ones from `instance_slices`.
+    """
 
     def __init__(
-        self, monitor: Monitor, zookeeper: ZooKeeperPublisher | None = None
+        self,
+        monitor: Monitor,
+        reload: ReloadOutcome,
+        zookeeper: ZooKeeperPublisher | None = None,
+        version: str = __version__,
     ) -> None:
         self._monitor = monitor
+        self._reload = reload
         self._zookeeper = zookeeper
+        self._version = version
+        self._labels = _LabelCache()
         self.checks = dict.fromkeys(CHECK_RESULTS, 0)
         self.transitions = dict.fromkeys((UP, DOWN), 0)
         # One count per bucket (not cumulative) and a last one for +Inf.
@@ -71,7 +126,7 @@ class AgentMetrics:
         monitor.add_listener(self._checked)
         self.registry = CollectorRegistry()
         self.registry.register(self)
-        ProcessCollector(registry=self.registry)
+        self.registry.register(ProcessMetrics())
 
     def _checked(
         self,
@@ -98,45 +153,39 @@ class AgentMetrics:
             self.transitions[transition.new_status] += 1
 
     def collect(self) -> Iterator[Metric]:
-        """Every family, read now (called by the registry on each scrape)."""
-        yield from self._instances()
+        """The agent's own families, read now (the registry calls it)."""
+        yield InfoMetricFamily(
+            "sentinel_build", "The running version.", value={"version": self._version}
+        )
         yield from self._loop()
+        yield from self._config()
         if self._zookeeper is not None:
             yield from self._zk(self._zookeeper)
 
-    def _instances(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "sentinel_instance_up",
-            "1 if the instance is up (after rise/fall), else 0.",
-            labels=["instance"],
+    def instance_slices(self) -> Slices:
+        """The per-instance families as text, a slice at a time."""
+        states = self._monitor.states
+        names = list(states)
+        self._labels.prune(states)
+        for family in INSTANCE_FAMILIES:
+            yield family.header
+            for start in range(0, len(names), INSTANCES_PER_SLICE):
+                batch = names[start : start + INSTANCES_PER_SLICE]
+                yield family.lines(states, batch, self._labels)
+
+    def _config(self) -> Iterator[Metric]:
+        reload = self._reload
+        yield GaugeMetricFamily(
+            "sentinel_config_last_reload_successful",
+            "1 if the last load of the config file was applied, 0 if it was "
+            "refused (the config loaded before still runs).",
+            value=1.0 if reload.last_reload_ok else 0.0,
         )
-        ready = GaugeMetricFamily(
-            "sentinel_instance_ready",
-            "1 if the instance is up and ready (not LOADING or MASTERDOWN).",
-            labels=["instance"],
+        yield GaugeMetricFamily(
+            "sentinel_config_last_reload_success_timestamp_seconds",
+            "When the running config was loaded (start-up counts).",
+            value=reload.last_reload_at,
         )
-        role = GaugeMetricFamily(
-            "sentinel_instance_role",
-            "1, labelled with the instance's role (master or slave); absent "
-            "while unknown.",
-            labels=["instance", "role"],
-        )
-        latency = GaugeMetricFamily(
-            "sentinel_instance_latency_seconds",
-            "The last check's PING latency; absent when it failed.",
-            labels=["instance"],
-        )
-        for name, state in self._monitor.states.items():
-            health = state.health
-            labels = [name]
-            up.add_metric(labels, 1.0 if health.status == UP else 0.0)
-            ready.add_metric(labels, 1.0 if health.ready else 0.0)
-            current = health.replication.role
-            if current is not None:
-                role.add_metric([name, current], 1.0)
-            if health.latency_ms is not None:
-                latency.add_metric(labels, health.latency_ms / 1000.0)
-        return iter((up, ready, role, latency))
 
     def _loop(self) -> Iterator[Metric]:
         monitor = self._monitor
@@ -209,3 +258,150 @@ class AgentMetrics:
                 writes,
             )
         )
+
+
+# The per-instance families
+
+
+def addr(host: str, port: int) -> str:
+    """``HOST:PORT``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def label_value(text: str) -> str:
+    """A label value escaped as both text formats want it."""
+    if "\\" in text or '"' in text or "\n" in text:
+        return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return text
+
+
+class _LabelCache:
+    """Each instance's ``name="..",addr=".."``, built once per instance."""
+
+    def __init__(self) -> None:
+        self._labels: dict[str, tuple[RedisInstance, str]] = {}
+
+    def get(self, state: InstanceState) -> str:
+        """The label pairs of `state` (built again if its config changed)."""
+        instance = state.instance
+        cached = self._labels.get(state.name)
+        if cached is not None and cached[0] is instance:
+            return cached[1]
+        labels = (
+            f'name="{label_value(instance.name)}",'
+            f'addr="{label_value(addr(instance.host, instance.port))}"'
+        )
+        self._labels[state.name] = (instance, labels)
+        return labels
+
+    def prune(self, states: Mapping[str, object]) -> None:
+        """Forget the instances no longer watched."""
+        if len(self._labels) > len(states):
+            self._labels = {n: v for n, v in self._labels.items() if n in states}
+
+
+# A family's sample of one instance: more label pairs (``,role=".."``) and
+# the value as text, or None for no sample.
+Sample = Callable[[InstanceState], "tuple[str, str] | None"]
+
+
+@attr.frozen
+class InstanceFamily:
+    """A gauge with at most one sample per instance."""
+
+    name: str
+    help: str
+    sample: Sample
+
+    @property
+    def header(self) -> bytes:
+        """The HELP and TYPE lines."""
+        return f"# HELP {self.name} {self.help}\n# TYPE {self.name} gauge\n".encode()
+
+    def lines(
+        self,
+        states: Mapping[str, InstanceState],
+        names: Sequence[str],
+        labels: _LabelCache,
+    ) -> bytes:
+        """The samples of the instances in `names` still in `states`."""
+        out = []
+        family, sample = self.name, self.sample
+        for name in names:
+            state = states.get(name)
+            if state is None:
+                continue
+            found = sample(state)
+            if found is not None:
+                more, value = found
+                out.append(f"{family}{{{labels.get(state)}{more}}} {value}\n")
+        return "".join(out).encode("utf-8")
+
+
+_ONE = ("", "1.0")
+_ZERO = ("", "0.0")
+
+
+def _up(state: InstanceState) -> tuple[str, str]:
+    return _ONE if state.health.status == UP else _ZERO
+
+
+def _ready(state: InstanceState) -> tuple[str, str]:
+    return _ONE if state.health.ready else _ZERO
+
+
+def _role(state: InstanceState) -> tuple[str, str] | None:
+    role = state.health.replication.role
+    return None if role is None else (f',role="{label_value(role)}"', "1.0")
+
+
+def _latency(state: InstanceState) -> tuple[str, str] | None:
+    latency = state.health.latency_ms
+    return None if latency is None else ("", floatToGoString(latency / 1000.0))
+
+
+def _master_link_up(state: InstanceState) -> tuple[str, str] | None:
+    replication = state.health.replication
+    if replication.role != "slave":
+        return None
+    return _ONE if replication.master_link_status == "up" else _ZERO
+
+
+def _last_change(state: InstanceState) -> tuple[str, str] | None:
+    since = state.health.since
+    return None if since is None else ("", floatToGoString(since))
+
+
+INSTANCE_FAMILIES = (
+    InstanceFamily(
+        "sentinel_instance_up",
+        "1 if the instance is up (after rise/fall), else 0.",
+        _up,
+    ),
+    InstanceFamily(
+        "sentinel_instance_ready",
+        "1 if the instance is up and ready (not LOADING or MASTERDOWN).",
+        _ready,
+    ),
+    InstanceFamily(
+        "sentinel_instance_role",
+        "1, labelled with the instance's role (master or slave); absent while unknown.",
+        _role,
+    ),
+    InstanceFamily(
+        "sentinel_instance_latency_seconds",
+        "The last check's PING latency; absent when it failed.",
+        _latency,
+    ),
+    InstanceFamily(
+        "sentinel_instance_master_link_up",
+        "For a replica, 1 while its link to its master is up (INFO "
+        "master_link_status), else 0; absent for a master.",
+        _master_link_up,
+    ),
+    InstanceFamily(
+        "sentinel_instance_last_change_timestamp_seconds",
+        "When the instance's status last changed (its since); absent until decided.",
+        _last_change,
+    ),
+)

@@ -33,13 +33,15 @@ from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from sentinel.httpd import MAX_CONNECTIONS
 from sentinel.timer import RestartingTimer
 
 log = Logger()
 
-# Descriptors beyond one per instance: ZooKeeper, HTTP clients, logs,
-# the resolver's sockets (sentinel.resolve.MAX_LOOKUPS).
-FD_RESERVE = 64
+# Descriptors beyond one per instance: ZooKeeper, logs, the resolver's
+# sockets (sentinel.resolve.MAX_LOOKUPS), and every HTTP connection the
+# agent accepts (sentinel.httpd.MAX_CONNECTIONS).
+FD_RESERVE = 64 + MAX_CONNECTIONS
 
 # Rounds of the check loop after the watched instances change at which the
 # collector is frozen: connections to thousands of instances take a few

@@ -3,108 +3,131 @@ The embedded HTTP app: what the agent is doing right now.
 
 `/pending` comes first: the checks in flight and their ages. `/debug/stats`
 holds the counters a leak would move. Everything is read live from the
-monitor; nothing here is cached.
+monitor when asked; nothing is cached but what would cost the checks
+(see `sentinel.procstats`).
+
+No answer may hold the reactor for long: checks wait while it does. Those
+that grow with the instances (`/instances`, `/pending`, `/metrics`, the
+page) are rendered in slices by `sentinel.streaming`, one slice per
+reactor turn, and written as fast as the client reads them; the others
+cost the same at ten instances as at ten thousand.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
+import attr
 import psutil
 from klein import Klein
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import generate_latest
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from sentinel import page
 from sentinel.documents import instance_report
+from sentinel.exposition import exposition
 from sentinel.health import UP
 from sentinel.history import CheckHistory
+from sentinel.instance import InstanceState
+from sentinel.listing import (
+    BadRequest,
+    InstanceQuery,
+    NameIndex,
+    instance_slices,
+    pending_slices,
+)
+from sentinel.metrics import AgentMetrics
 from sentinel.monitor import Monitor
-from sentinel.process import count_gc_objects
+from sentinel.overview import DEFAULT_SORT, SORTS, overview_slices
+from sentinel.procstats import open_fds
+from sentinel.streaming import Slicer, Slices
 
 # A health check beyond the loop's own: returns a reason to be unhealthy, or None.
 HealthCheck = Callable[[], "str | None"]
 # More of /debug/stats: a name and what to show under it.
 StatsSource = Callable[[], Any]
-# What generate_latest writes: the Prometheus text format 0.0.4 (recent
-# prometheus_client calls it CONTENT_TYPE_PLAIN_0_0_4; its
-# CONTENT_TYPE_LATEST now names version 1.0.0, which not every scraper knows).
-METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+JSON = b"application/json"
+HTML = b"text/html; charset=utf-8"
+
+
+def _headers(request: IRequest, content_type: bytes, code: int = 200) -> None:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"cache-control", b"no-store")
 
 
 def _json(request: IRequest, body: object, code: int = 200) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
+    _headers(request, JSON, code)
     return json.dumps(body, indent=1).encode("utf-8") + b"\n"
 
 
+def _no_points(name: str) -> Sequence[Any]:
+    return ()
+
+
+@attr.frozen(kw_only=True)
 class StatusApp:
-    """The Klein app; its routes read the monitor and the reactor live."""
+    """
+    The Klein app, complete once built: the `monitor` it reads, the
+    `reactor` (for time), the `agent_id` it reports as, the agent's
+    `metrics` (no ``/metrics`` without),
+    the checks' `history` (sparklines), ZooKeeper's stats for the page,
+    more `health_checks` for ``/healthz`` and `stats_sources` for
+    ``/debug/stats``, and `gc_objects`, the number of objects the garbage
+    collector tracks, kept current elsewhere (counting walks them all).
+    """
 
-    app = Klein()
+    app: ClassVar[Klein] = Klein()
 
-    def __init__(
-        self,
-        monitor: Monitor,
-        reactor: IReactorTime,
-        health_checks: list[HealthCheck] | None = None,
-        metrics: CollectorRegistry | None = None,
-        *,
-        agent_id: str,
-        gc_objects: Callable[[], int] = count_gc_objects,
-    ) -> None:
-        self._monitor = monitor
-        self._agent_id = agent_id
-        self._gc_objects = gc_objects
-        self._metrics = metrics
-        self._reactor = reactor
-        self._health_checks = list(health_checks or [])
-        self._stats_sources: dict[str, StatsSource] = {}
-        self._process = psutil.Process()
-        self._history: CheckHistory | None = None
-        self._zookeeper_stats: StatsSource | None = None
+    monitor: Monitor
+    reactor: IReactorTime
+    agent_id: str
+    gc_objects: Callable[[], int]
+    metrics: AgentMetrics | None = None
+    history: CheckHistory | None = None
+    zookeeper_stats: StatsSource | None = None
+    health_checks: Sequence[HealthCheck] = ()
+    stats_sources: Mapping[str, StatsSource] = attr.Factory(dict)
+    slicer: Slicer = attr.Factory(lambda self: Slicer(self.reactor), takes_self=True)
+    process: psutil.Process = attr.Factory(psutil.Process)
+    names: NameIndex = attr.field(factory=NameIndex, init=False)
+    instances_up: _UpCount = attr.field(factory=lambda: _UpCount(), init=False)
 
-    def add_health_check(self, check: HealthCheck) -> None:
-        """Make /healthz also depend on `check`."""
-        self._health_checks.append(check)
-
-    def show_on_page(
-        self,
-        history: CheckHistory | None = None,
-        zookeeper_stats: StatsSource | None = None,
-    ) -> None:
-        """Give the / page each instance's recent checks and ZooKeeper's state."""
-        if history is not None:
-            self._history = history
-        if zookeeper_stats is not None:
-            self._zookeeper_stats = zookeeper_stats
-
-    def add_stats(self, name: str, source: StatsSource) -> None:
-        """Show `source()` under `name` in /debug/stats."""
-        self._stats_sources[name] = source
+    def resource(self) -> Any:
+        """The app as a Twisted web resource."""
+        return self.app.resource()
 
     @app.route("/pending", methods=["GET"])
-    def pending(self, request: IRequest) -> bytes:
+    def pending(self, request: IRequest) -> Deferred[None]:
         """Every check in flight, oldest first."""
-        return _json(request, self._monitor.tracker.report(self._reactor.seconds()))
+        _headers(request, JSON)
+        now = self.reactor.seconds()
+        return self.slicer.stream(request, pending_slices(self.monitor.tracker, now))
 
     @app.route("/instances", methods=["GET"])
-    def instances(self, request: IRequest) -> bytes:
-        """Every watched instance, as published plus check counters."""
-        states = sorted(self._monitor.states)
-        return _json(request, {"instances": [self._instance(n) for n in states]})
+    def instances(self, request: IRequest) -> Deferred[None] | bytes:
+        """Watched instances, as published plus check counters, by name."""
+        try:
+            query = InstanceQuery.from_args(request.args)
+        except BadRequest as e:
+            return _json(request, {"error": str(e)}, 400)
+        _headers(request, JSON)
+        states = self.monitor.states
+        names = self.names.sorted(states)
+        body = instance_slices(states, names, query, self._document)
+        return self.slicer.stream(request, body)
 
     @app.route("/instances/<string:name>", methods=["GET"])
     def instance(self, request: IRequest, name: str) -> bytes:
         """One instance, or a 404 JSON error."""
-        if name not in self._monitor.states:
+        state = self.monitor.states.get(name)
+        if state is None:
             return _json(request, {"error": f"unknown instance {name!r}"}, 404)
-        return _json(request, self._instance(name))
+        return _json(request, self._document(state))
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
@@ -115,15 +138,21 @@ class StatusApp:
         return _json(request, {"status": "ok"})
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request: IRequest) -> bytes:
-        """The Prometheus text format of the registry given, or a 404."""
-        request.setHeader(b"cache-control", b"no-store")
-        if self._metrics is None:
-            request.setResponseCode(404)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    def metrics_text(self, request: IRequest) -> Deferred[None] | bytes:
+        """Prometheus text or OpenMetrics, gzipped if asked; 404 without metrics."""
+        if self.metrics is None:
+            _headers(request, b"text/plain; charset=utf-8", 404)
             return b"no metrics in this agent\n"
-        request.setHeader(b"content-type", METRICS_CONTENT_TYPE)
-        return generate_latest(self._metrics)
+        answer = exposition(
+            self.metrics,
+            _header(request, b"accept"),
+            _header(request, b"accept-encoding"),
+        )
+        _headers(request, answer.content_type.encode("ascii"))
+        request.setHeader(b"vary", b"Accept, Accept-Encoding")
+        if answer.gzip:
+            request.setHeader(b"content-encoding", b"gzip")
+        return self.slicer.stream(request, answer.body)
 
     @app.route("/debug/stats", methods=["GET"])
     def stats(self, request: IRequest) -> bytes:
@@ -131,50 +160,68 @@ class StatusApp:
         return _json(request, self.runtime_stats())
 
     @app.route("/", methods=["GET"])
-    def index(self, request: IRequest) -> bytes:
-        """The HTML status page (`sentinel.page`), ordered by ``?sort=``."""
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        monitor = self._monitor
-        history = self._history
+    def index(self, request: IRequest) -> Deferred[None]:
+        """
+        The HTML status page (`sentinel.page`): ``?sort=`` one of
+        `sentinel.overview.SORTS`, ``?page=`` a page number; a person's typo
+        shows the first page in the default order rather than an error.
+        """
+        _headers(request, HTML)
+        sort = _argument(request, b"sort")
+        if sort not in SORTS:
+            sort = DEFAULT_SORT
+        number = _argument(request, b"page")
+        wanted = int(number) if number.isascii() and number.isdigit() else 1
+        return self.slicer.stream(request, self._page(sort, wanted))
+
+    # Data
+
+    def _document(self, state: InstanceState) -> dict[str, Any]:
+        return instance_report(state.instance, state.health, self.agent_id)
+
+    def _page(self, sort: str, wanted: int) -> Slices:
+        monitor = self.monitor
+        states = monitor.states
+        history = self.history
         if history is not None:
-            history.prune(monitor.states)
-        sort = request.args.get(b"sort", [b""])[0].decode("utf-8", "replace")
+            history.prune(states)
+        now = self.reactor.seconds()
         header = page.Header(
-            agent_id=self._agent_id,
+            agent_id=self.agent_id,
             pending=len(monitor.tracker),
             ticks=monitor.ticks,
             overruns=monitor.overruns,
             interval=monitor.settings.interval,
         )
-        zookeeper = None if self._zookeeper_stats is None else self._zookeeper_stats()
-        body = page.render_page(
-            header,
-            [self._instance(name) for name in monitor.states],
-            history.points if history is not None else lambda name: (),
-            zookeeper,
-            self._reactor.seconds(),
-            sort,
-        )
-        return body.encode("utf-8")
-
-    # Data
-
-    def _instance(self, name: str) -> dict[str, Any]:
-        state = self._monitor.states[name]
-        return instance_report(state.instance, state.health, self._agent_id)
+        zookeeper = None if self.zookeeper_stats is None else self.zookeeper_stats()
+        overview = yield from overview_slices(states, self.names.sorted(states), sort)
+        paging = page.Paging(sort, max(1, min(wanted, overview.pages)), overview.pages)
+        before, after = page.page_frame(header, overview.counts, paging, zookeeper, now)
+        yield before
+        shown = overview.page(paging.page)
+        if not shown:
+            yield page.NO_ROWS
+        points = history.points if history is not None else _no_points
+        for start in range(0, len(shown), page.ROWS_PER_SLICE):
+            docs = [
+                self._document(state)
+                for name in shown[start : start + page.ROWS_PER_SLICE]
+                if (state := states.get(name)) is not None
+            ]
+            yield page.rows(docs, points, now)
+        yield after
 
     def unhealthy_reasons(self) -> list[str]:
         """Why the agent is unhealthy; empty when it is fine."""
-        monitor = self._monitor
-        now = self._reactor.seconds()
+        monitor = self.monitor
+        now = self.reactor.seconds()
         reasons = []
         limit = 2 * monitor.settings.interval
         last = monitor.last_tick_at
         if last is None or now - last > limit:
             since = "never" if last is None else f"{now - last:.1f} s ago"
             reasons.append(f"the check loop last ticked {since} (limit {limit:g} s)")
-        for check in self._health_checks:
+        for check in self.health_checks:
             reason = check()
             if reason:
                 reasons.append(reason)
@@ -183,30 +230,59 @@ class StatusApp:
     def runtime_stats(self) -> dict[str, Any]:
         """
         Pending checks, delayed calls, fds, RSS, gc objects, ticks; checks,
-        failures and instances up, counted without rendering every instance.
+        failures and instances up (counted at most once per tick), read
+        without walking every object or rendering every instance.
         """
-        monitor = self._monitor
-        now = self._reactor.seconds()
+        monitor = self.monitor
+        now = self.reactor.seconds()
         return {
             "pending_checks": len(monitor.tracker),
-            "delayed_calls": len(self._reactor.getDelayedCalls()),
-            "open_fds": self._process.num_fds(),
-            "rss_bytes": self._process.memory_info().rss,
-            "gc_objects": self._gc_objects(),
+            "delayed_calls": len(self.reactor.getDelayedCalls()),
+            "open_fds": open_fds(self.process),
+            "rss_bytes": self.process.memory_info().rss,
+            "gc_objects": self.gc_objects(),
             "ticks": monitor.ticks,
             "overruns": monitor.overruns,
             "checks": monitor.checks,
             "failures": monitor.failures,
             "instances": len(monitor.states),
-            "instances_up": sum(
-                1 for state in monitor.states.values() if state.health.status == UP
-            ),
+            "instances_up": self.instances_up(monitor),
             "uptime_seconds": (
                 0.0 if monitor.started_at is None else now - monitor.started_at
             ),
             "tick_completion_seconds": _quantiles(monitor.tick_completions),
-            **{name: source() for name, source in self._stats_sources.items()},
+            **{name: source() for name, source in self.stats_sources.items()},
         }
+
+
+class _UpCount:
+    """
+    How many instances are up: about 1 ms at 19,000 instances, so counted
+    again only after a tick or a change of the instances watched.
+    """
+
+    def __init__(self) -> None:
+        self._counted_at: tuple[int, int] | None = None
+        self._count = 0
+
+    def __call__(self, monitor: Monitor) -> int:
+        now = (monitor.ticks, len(monitor.states))
+        if now != self._counted_at:
+            self._counted_at = now
+            self._count = sum(
+                1 for state in monitor.states.values() if state.health.status == UP
+            )
+        return self._count
+
+
+def _argument(request: IRequest, name: bytes) -> str:
+    values: list[bytes] = request.args.get(name) or [b""]
+    return values[0].decode("utf-8", "replace")
+
+
+def _header(request: IRequest, name: bytes) -> str:
+    value = request.getHeader(name)
+    return "" if value is None else value.decode("latin-1")
 
 
 def _quantiles(samples: Iterable[float]) -> dict[str, Any]:

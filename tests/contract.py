@@ -27,3 +27,12 @@ AGENT_FIELDS = frozenset(
 # nerve member.
 SERVERSET_FIELDS = frozenset({"serviceEndpoint", "additionalEndpoints", "status"})
 NERVE_FIELDS = frozenset({"host", "port", "name", "labels"})
+
+# GET /debug/stats: the documented counters (more may follow, by name).
+DEBUG_STATS_FIELDS = frozenset(
+    {
+        "pending_checks", "delayed_calls", "open_fds", "rss_bytes",
+        "gc_objects", "ticks", "overruns", "uptime_seconds", "checks",
+        "failures", "instances", "instances_up", "tick_completion_seconds",
+    }
+)  # fmt: skip

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import agent
 from sentinel.config import Config, RedisInstance, ZooKeeperConfig
+from sentinel.httpd import HTTPServer
 from sentinel.monitor import Monitor
 from sentinel.process import SETTLE_ROUNDS, ProcessPolicy
 from sentinel.reload import ConfigReloader
@@ -88,8 +89,8 @@ class HealthWiringTests(SynchronousTestCase):
     """Every periodic task's restarts reach /healthz and /debug/stats."""
 
     def get(self, top: Any, path: str) -> tuple[int, Any]:
-        [http] = [s for s in top if isinstance(s, agent.HTTPService)]
-        client = StubTreq(http.factory.resource)
+        [http] = [s for s in top if isinstance(s, HTTPServer)]
+        client = StubTreq(http.factory.wrappedFactory.resource)
         response = self.successResultOf(client.get(f"http://agent{path}"))
         body = self.successResultOf(response.content())
         return response.code, json.loads(body)

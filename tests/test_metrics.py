@@ -1,47 +1,82 @@
-"""GET /metrics: the Prometheus text, parsed, against known states."""
+"""
+GET /metrics: both text formats, parsed by prometheus_client's own parsers,
+against known states; gzip; slices.
+"""
 
 from __future__ import annotations
 
+import gzip
+from typing import Any
+
+import attr
 from kazoo.exceptions import ConnectionLoss
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel import agent
+from sentinel import __version__, agent
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
 from sentinel.health import InstanceHealth
+from sentinel.httpd import HTTPServer, StatusSite
 from sentinel.instance import InstanceState
-from sentinel.metrics import DURATION_BUCKETS, AgentMetrics
+from sentinel.metrics import (
+    DURATION_BUCKETS,
+    INSTANCES_PER_SLICE,
+    AgentMetrics,
+    LoadedAtStart,
+)
 from sentinel.observation import Observation, Replication
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.web import StatusApp
 from tests.fakes import FAILED, FakeProbe, make_monitor
 from tests.fakezk import FakeZooKeeper
+from tests.httptest import Connection, Turns, fetch, responses, status_app
 
 Series = dict[tuple[str, ...], float]
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+OPENMETRICS_TYPES = [OPENMETRICS + "; escaping=underscores"]
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
 
 LOADING = Observation(ok=True, ready=False, latency_ms=1.5)
 SLAVE = Observation(
     ok=True,
     ready=True,
     latency_ms=2.0,
-    replication=Replication(role="slave", master_host="10.0.0.9", master_port=6379),
+    replication=Replication(
+        role="slave",
+        master_host="10.0.0.9",
+        master_port=6379,
+        master_link_status="down",
+    ),
 )
 
 
-def parse(text: str) -> dict[str, Series]:
+def parse(text: str, openmetrics: bool = False) -> dict[str, Series]:
     """
     Every sample by its name, then by its label values in the order of
-    the label names sorted (``("a", "master")`` for instance, role).
+    the label names sorted, ``addr`` left out (``("a", "master")`` for
+    name, role), parsed by prometheus_client's parser of that format.
     """
+    parser = (
+        openmetrics_parser.text_string_to_metric_families
+        if openmetrics
+        else text_string_to_metric_families
+    )
     samples: dict[str, Series] = {}
-    for family in text_string_to_metric_families(text):
+    for family in parser(text):
         for sample in family.samples:
-            key = tuple(sample.labels[k] for k in sorted(sample.labels))
+            if "instance" in sample.labels:
+                raise AssertionError(f"{sample.name} has an instance label")
+            key = tuple(sample.labels[k] for k in sorted(sample.labels) if k != "addr")
             series = samples.setdefault(sample.name, {})
             if key in series:
                 raise AssertionError(f"duplicate series {sample.name}{key}")
@@ -49,87 +84,198 @@ def parse(text: str) -> dict[str, Series]:
     return samples
 
 
+@attr.define
+class Reloads:
+    """A reloader's outcome, set by hand."""
+
+    last_reload_ok: bool = True
+    last_reload_at: float = 900.0
+
+
 class ScrapeTestCase(SynchronousTestCase):
     """Scrapes a StatusApp in memory through StubTreq."""
 
-    def scrape_response(self, app: StatusApp) -> tuple[int, list[str], str]:
-        treq = StubTreq(app.app.resource())
-        response = self.successResultOf(treq.get("http://agent/metrics"))
-        body = self.successResultOf(response.content())
-        types = response.headers.getRawHeaders("content-type")
-        return response.code, types, body.decode("utf-8")
+    turns: Turns
+
+    def scrape_response(
+        self, app: StatusApp, **headers: str
+    ) -> tuple[int, dict[bytes, list[bytes]], bytes]:
+        sent = {k.replace("_", "-"): v for k, v in headers.items()}
+        return fetch(StubTreq(app.resource()), self.turns, "/metrics", headers=sent)
 
 
 class InstanceMetricsTests(ScrapeTestCase):
     """Per-instance gauges and the check counters, from a monitor on a Clock."""
 
     def setUp(self) -> None:
+        self.reloads = Reloads()
         self.monitor, self.clock, self.probes, _ = make_monitor(
             ["a", "b", "c", "d"], rise=2, fall=3
         )
-        self.metrics = AgentMetrics(self.monitor)
+        self.clock.advance(1000.0)
+        self.metrics = AgentMetrics(self.monitor, self.reloads)
+        self.turns = Turns()
         self.app = StatusApp(
-            self.monitor, self.clock, metrics=self.metrics.registry, agent_id="me"
+            monitor=self.monitor,
+            reactor=self.clock,
+            agent_id="me",
+            gc_objects=lambda: 0,
+            metrics=self.metrics,
+            slicer=self.turns.slicer(self.clock),
         )
         self.probes["d"].result = FAILED
         self.monitor.startService()
         self.addCleanup(self.monitor.stopService)
 
-    def scrape(self) -> dict[str, Series]:
-        code, _, body = self.scrape_response(self.app)
+    def scrape(self, openmetrics: bool = False) -> dict[str, Series]:
+        accept = {"accept": OPENMETRICS} if openmetrics else {}
+        code, _, body = self.scrape_response(self.app, **accept)
         self.assertEqual(code, 200)
-        return parse(body)
+        text = body.decode("utf-8")
+        if openmetrics:
+            self.assertTrue(text.endswith("\n# EOF\n"))
+            self.assertEqual(text.count("# EOF"), 1)
+        return parse(text, openmetrics)
 
     def tick(self, times: int = 1) -> None:
         """Let `times` ticks run, one interval apart."""
         for _ in range(times):
             self.clock.advance(1.0)
 
-    def test_content_type(self) -> None:
-        """/metrics answers 200 in the Prometheus text format 0.0.4."""
-        code, types, _ = self.scrape_response(self.app)
+    def test_content_types(self) -> None:
+        """
+        The Prometheus text format 0.0.4 by default; OpenMetrics when the
+        scraper prefers it (as Prometheus does); text 1.0.0 when asked.
+        """
+        code, headers, _ = self.scrape_response(self.app)
         self.assertEqual(code, 200)
-        self.assertEqual(types, ["text/plain; version=0.0.4; charset=utf-8"])
-        self.assertEqual(types, [CONTENT_TYPE_PLAIN_0_0_4])
-
-    def test_without_registry_404(self) -> None:
-        """A StatusApp given no registry answers /metrics with a 404."""
-        code, _, _ = self.scrape_response(
-            StatusApp(self.monitor, self.clock, agent_id="me")
+        self.assertEqual(headers[b"Content-Type"], [CONTENT_TYPE_PLAIN_0_0_4.encode()])
+        _, headers, body = self.scrape_response(self.app, accept=PROMETHEUS_ACCEPT)
+        self.assertEqual(
+            headers[b"Content-Type"], [t.encode() for t in OPENMETRICS_TYPES]
         )
+        self.assertTrue(body.endswith(b"\n# EOF\n"))
+        _, headers, _ = self.scrape_response(
+            self.app, accept="text/plain;version=1.0.0"
+        )
+        self.assertEqual(
+            headers[b"Content-Type"],
+            [b"text/plain; version=1.0.0; charset=utf-8; escaping=underscores"],
+        )
+
+    def test_both_formats_say_the_same(self) -> None:
+        """Every sample of one format is in the other, with the same value."""
+        self.probes["c"].result = SLAVE
+        self.tick()
+        text, openmetrics = self.scrape(), self.scrape(openmetrics=True)
+        for name in ("sentinel_instance_up", "sentinel_instance_role"):
+            self.assertEqual(text[name], openmetrics[name])
+        self.assertEqual(
+            text["sentinel_checks_total"], openmetrics["sentinel_checks_total"]
+        )
+        self.assertEqual(
+            text["sentinel_build_info"], {(__version__,): 1.0}, "the 0.0.4 gauge"
+        )
+        self.assertEqual(openmetrics["sentinel_build_info"], {(__version__,): 1.0})
+
+    def test_gzip(self) -> None:
+        """Asked for gzip, the body is gzipped and says so; else it is not."""
+        site = StatusSite(self.app.resource(), self.clock)
+        client = Connection(site)
+        client.request("/metrics")
+        client.request("/metrics", extra="Accept-Encoding: gzip, deflate\r\n")
+        client.request(
+            "/metrics", extra=f"Accept-Encoding: gzip\r\nAccept: {OPENMETRICS}\r\n"
+        )
+        while self.turns.waiting:
+            self.turns.run()
+        plain, zipped, openmetrics = responses(client.output())
+        self.assertNotIn("content-encoding", plain[1])
+        self.assertEqual(zipped[1]["content-encoding"], "gzip")
+        unzipped = parse(gzip.decompress(zipped[2]).decode())
+        for name, series in parse(plain[2].decode()).items():
+            if name.startswith("sentinel_"):  # process_* move between scrapes
+                self.assertEqual(unzipped[name], series, name)
+        self.assertEqual(openmetrics[1]["content-encoding"], "gzip")
+        self.assertTrue(gzip.decompress(openmetrics[2]).endswith(b"\n# EOF\n"))
+
+    def test_without_metrics_404(self) -> None:
+        """A StatusApp given no metrics answers /metrics with a 404."""
+        app, _, _, _, self.turns = status_app(["a"])
+        code, _, _ = self.scrape_response(app)
         self.assertEqual(code, 404)
 
     def test_instance_gauges(self) -> None:
         """
-        up, ready, role and latency are exactly each instance's state: a
-        master, one LOADING (up, not ready), a slave, and a down one (no
-        role, no latency).
+        up, ready, role, latency, master link and last change are exactly
+        each instance's state: a master, one LOADING (up, not ready), a
+        replica whose link is down, and a down one (no role, no latency).
         """
         self.probes["b"].result = LOADING
         self.probes["c"].result = SLAVE
-        self.clock.advance(1.0)
-        metrics = self.scrape()
+        self.tick()
+        for openmetrics in (False, True):
+            metrics = self.scrape(openmetrics)
+            self.assertEqual(
+                metrics["sentinel_instance_up"],
+                {("a",): 1.0, ("b",): 1.0, ("c",): 1.0, ("d",): 0.0},
+            )
+            self.assertEqual(
+                metrics["sentinel_instance_ready"],
+                {("a",): 1.0, ("b",): 0.0, ("c",): 1.0, ("d",): 0.0},
+            )
+            self.assertEqual(
+                metrics["sentinel_instance_role"],
+                {
+                    ("a", "master"): 1.0,
+                    # LOADING had no INFO: the role read before stays.
+                    ("b", "master"): 1.0,
+                    ("c", "slave"): 1.0,
+                },
+            )
+            self.assertEqual(
+                metrics["sentinel_instance_latency_seconds"],
+                {("a",): 0.0005, ("b",): 0.0015, ("c",): 0.002},
+            )
+            self.assertEqual(metrics["sentinel_instance_master_link_up"], {("c",): 0.0})
+            self.assertEqual(
+                metrics["sentinel_instance_last_change_timestamp_seconds"],
+                {("a",): 1000.0, ("b",): 1000.0, ("c",): 1000.0, ("d",): 1000.0},
+            )
+
+    def test_master_link_up(self) -> None:
+        """A replica whose master_link_status is up shows 1."""
+        assert SLAVE.replication is not None
+        linked = attr.evolve(SLAVE.replication, master_link_status="up")
+        self.probes["c"].result = SLAVE._replace(replication=linked)
+        self.tick()
         self.assertEqual(
-            metrics["sentinel_instance_up"],
-            {("a",): 1.0, ("b",): 1.0, ("c",): 1.0, ("d",): 0.0},
+            self.scrape()["sentinel_instance_master_link_up"], {("c",): 1.0}
         )
-        self.assertEqual(
-            metrics["sentinel_instance_ready"],
-            {("a",): 1.0, ("b",): 0.0, ("c",): 1.0, ("d",): 0.0},
-        )
-        self.assertEqual(
-            metrics["sentinel_instance_role"],
-            {
-                ("a", "master"): 1.0,
-                # LOADING had no INFO: the role read before stays.
-                ("b", "master"): 1.0,
-                ("c", "slave"): 1.0,
-            },
-        )
-        self.assertEqual(
-            metrics["sentinel_instance_latency_seconds"],
-            {("a",): 0.0005, ("b",): 0.0015, ("c",): 0.002},
-        )
+
+    def test_name_and_addr_labels(self) -> None:
+        """
+        Each series is labelled name and addr (HOST:PORT, an IPv6 host in
+        brackets); names with quotes, backslashes and non-ASCII come back
+        whole from both parsers.
+        """
+        odd = 'we"ird\\name é'
+        self.monitor.add_instance(RedisInstance(odd, "::1", 6380))
+        self.tick()
+        for openmetrics in (False, True):
+            accept = {"accept": OPENMETRICS} if openmetrics else {}
+            _, _, body = self.scrape_response(self.app, **accept)
+            parser = (
+                openmetrics_parser.text_string_to_metric_families
+                if openmetrics
+                else text_string_to_metric_families
+            )
+            [up] = [
+                f for f in parser(body.decode()) if f.name == "sentinel_instance_up"
+            ]
+            labels = {s.labels["name"]: s.labels for s in up.samples}
+            self.assertEqual(labels["a"], {"name": "a", "addr": "127.0.0.1:7000"})
+            self.assertEqual(labels[odd], {"name": odd, "addr": "[::1]:6380"})
 
     def test_role_unknown_when_down(self) -> None:
         """An instance that goes down loses its role and latency series."""
@@ -163,19 +309,20 @@ class InstanceMetricsTests(ScrapeTestCase):
         self.clock.advance(0.5)
         self.clock.advance(0.0)
         self.flushLoggedErrors(RuntimeError)
-        metrics = self.scrape()
-        # Tick 1: a, b, c ok, d error; tick 2: a ok, b timeout, c and d error.
-        checks = metrics["sentinel_checks_total"]
-        self.assertEqual(checks, {("ok",): 4.0, ("timeout",): 1.0, ("error",): 3.0})
-        count = metrics["sentinel_check_duration_seconds_count"][()]
-        self.assertEqual(count, sum(checks.values()))
-        self.assertEqual(metrics["sentinel_check_duration_seconds_sum"][()], 0.5)
-        buckets = metrics["sentinel_check_duration_seconds_bucket"]
-        self.assertEqual(len(buckets), len(DURATION_BUCKETS) + 1)
-        self.assertEqual(buckets[("0.0001",)], 7.0)
-        self.assertEqual(buckets[("0.25",)], 7.0)
-        self.assertEqual(buckets[("0.5",)], 8.0)
-        self.assertEqual(buckets[("+Inf",)], 8.0)
+        for openmetrics in (False, True):
+            metrics = self.scrape(openmetrics)
+            # Tick 1: a, b, c ok, d error; tick 2: a ok, b timeout, c, d error.
+            checks = metrics["sentinel_checks_total"]
+            self.assertEqual(checks, {("ok",): 4.0, ("timeout",): 1.0, ("error",): 3.0})
+            count = metrics["sentinel_check_duration_seconds_count"][()]
+            self.assertEqual(count, sum(checks.values()))
+            self.assertEqual(metrics["sentinel_check_duration_seconds_sum"][()], 0.5)
+            buckets = metrics["sentinel_check_duration_seconds_bucket"]
+            self.assertEqual(len(buckets), len(DURATION_BUCKETS) + 1)
+            self.assertEqual(buckets[("0.0001",)], 7.0)
+            self.assertEqual(buckets[("0.25",)], 7.0)
+            self.assertEqual(buckets[("0.5",)], 8.0)
+            self.assertEqual(buckets[("+Inf",)], 8.0)
 
     def test_transitions(self) -> None:
         """
@@ -210,36 +357,80 @@ class InstanceMetricsTests(ScrapeTestCase):
         self.clock.advance(2.5)
         self.assertEqual(self.scrape()["sentinel_tick_lag_seconds"], {(): 1.5})
 
-    def test_overruns(self) -> None:
-        """A tick that finds a check still in flight counts one overrun."""
-        monitor, clock, probes, _ = make_monitor(["x"], interval=1.0, timeout=1.0)
-        probes["x"].hang = True
-        app = StatusApp(
-            monitor, clock, metrics=AgentMetrics(monitor).registry, agent_id="me"
+    def test_config_reload(self) -> None:
+        """The reloader's outcome: 1 and its time; 0 once a reload is refused."""
+        metrics = self.scrape(openmetrics=True)
+        self.assertEqual(metrics["sentinel_config_last_reload_successful"], {(): 1.0})
+        self.assertEqual(
+            metrics["sentinel_config_last_reload_success_timestamp_seconds"],
+            {(): 900.0},
         )
-        monitor.startService()
-        self.addCleanup(monitor.stopService)
-        clock.advance(1.0)
-        _, _, body = self.scrape_response(app)
-        self.assertEqual(parse(body)["sentinel_tick_overruns_total"], {(): 1.0})
+        self.reloads.last_reload_ok = False
+        self.assertEqual(
+            self.scrape()["sentinel_config_last_reload_successful"], {(): 0.0}
+        )
 
-    def test_process_collector_and_no_zookeeper(self) -> None:
-        """The process collector is there; ZooKeeper metrics are not, without it."""
-        metrics = self.scrape()
-        self.assertIn("process_resident_memory_bytes", metrics)
-        self.assertIn("process_open_fds", metrics)
-        self.assertFalse([name for name in metrics if name.startswith("sentinel_zk")])
+    def test_process_metrics_and_no_zookeeper(self) -> None:
+        """The process_* families are there; ZooKeeper's are not, without it."""
+        for openmetrics in (False, True):
+            metrics = self.scrape(openmetrics)
+            for name in (
+                "process_resident_memory_bytes",
+                "process_virtual_memory_bytes",
+                "process_start_time_seconds",
+                "process_open_fds",
+                "process_max_fds",
+                "process_cpu_seconds_total",
+            ):
+                self.assertIn(name, metrics)
+            self.assertGreater(metrics["process_open_fds"][()], 0)
+            self.assertFalse([n for n in metrics if n.startswith("sentinel_zk")])
 
     def test_registries_are_separate(self) -> None:
         """A second agent's metrics do not see the first one's checks."""
-        other, _, _, _ = make_monitor(["x"])
+        other, clock, _, _ = make_monitor(["x"])
         other_app = StatusApp(
-            other, self.clock, metrics=AgentMetrics(other).registry, agent_id="me"
+            monitor=other,
+            reactor=clock,
+            agent_id="me",
+            gc_objects=lambda: 0,
+            metrics=AgentMetrics(other, LoadedAtStart(0.0)),
+            slicer=self.turns.slicer(clock),
         )
         _, _, body = self.scrape_response(other_app)
-        metrics = parse(body)
+        metrics = parse(body.decode())
         self.assertEqual(metrics["sentinel_instance_up"], {("x",): 0.0})
         self.assertEqual(sum(metrics["sentinel_checks_total"].values()), 0.0)
+
+
+class SliceTests(SynchronousTestCase):
+    """A scrape of many instances is written a slice per turn."""
+
+    def test_lines_per_turn(self) -> None:
+        """
+        With 2.5 slices' worth of instances, no turn writes more than
+        INSTANCES_PER_SLICE lines of one family, and the whole scrape
+        parses in both formats.
+        """
+        count = INSTANCES_PER_SLICE * 5 // 2
+        app, monitor, clock, _, turns = status_app([f"r{i}" for i in range(count)])
+        app = attr.evolve(app, metrics=AgentMetrics(monitor, LoadedAtStart(0.0)))
+        monitor.startService()
+        site = StatusSite(app.resource(), clock)
+        for accept in ("", f"Accept: {OPENMETRICS}\r\n"):
+            client = Connection(site)
+            client.request("/metrics", extra=accept)
+            written = 0
+            while turns.waiting:
+                turns.run()
+                now = client.output().count(b"\nsentinel_instance_")
+                self.assertLessEqual(now - written, INSTANCES_PER_SLICE)
+                written = now
+            # Masters all: no master link series.
+            self.assertEqual(written, count * 5)
+            [(code, _, body)] = responses(client.output())
+            metrics = parse(body.decode(), openmetrics=bool(accept))
+            self.assertEqual(len(metrics["sentinel_instance_up"]), count)
 
 
 class ZooKeeperMetricsTests(ScrapeTestCase):
@@ -257,9 +448,15 @@ class ZooKeeperMetricsTests(ScrapeTestCase):
             self.clock, self.zk, "/sentinel", "me", 30.0, 10.0, document
         )
         self.monitor, _, _, _ = make_monitor([])
-        metrics = AgentMetrics(self.monitor, self.publisher)
+        metrics = AgentMetrics(self.monitor, LoadedAtStart(0.0), self.publisher)
+        self.turns = Turns()
         self.app = StatusApp(
-            self.monitor, self.clock, metrics=metrics.registry, agent_id="me"
+            monitor=self.monitor,
+            reactor=self.clock,
+            agent_id="me",
+            gc_objects=lambda: 0,
+            metrics=metrics,
+            slicer=self.turns.slicer(self.clock),
         )
         self.state = InstanceState(
             RedisInstance("r", "10.0.0.1", 6379),
@@ -268,8 +465,8 @@ class ZooKeeperMetricsTests(ScrapeTestCase):
         )
 
     def scrape(self) -> dict[str, Series]:
-        _, _, body = self.scrape_response(self.app)
-        return parse(body)
+        _, _, body = self.scrape_response(self.app, accept=OPENMETRICS)
+        return parse(body.decode(), openmetrics=True)
 
     def writes(self) -> Series:
         return self.scrape()["sentinel_zk_writes_total"]
@@ -319,7 +516,19 @@ class ZooKeeperMetricsTests(ScrapeTestCase):
         self.assertNotIn("/sentinel/instances/r", self.zk.nodes)
 
 
-class AgentWiringTests(ScrapeTestCase):
+def http_site(top: Any) -> StatusSite:
+    """The status site of the HTTP server among an agent's services."""
+    services = list(top)
+    while services:
+        service = services.pop()
+        if isinstance(service, HTTPServer):
+            site: StatusSite = service.factory.wrappedFactory
+            return site
+        services.extend(getattr(service, "services", []))
+    raise AssertionError("no HTTP server")
+
+
+class AgentWiringTests(SynchronousTestCase):
     """make_agent serves /metrics from its own registry."""
 
     def test_agent_serves_metrics(self) -> None:
@@ -327,11 +536,15 @@ class AgentWiringTests(ScrapeTestCase):
         config = Config(
             instances=(RedisInstance("a", "127.0.0.1", 6379),), agent_id="me"
         )
-        top = agent.make_agent(config, None, MemoryReactorClock())
-        sites = [getattr(s, "factory", None) for s in top]
-        site = next(s for s in sites if s is not None)
-        treq = StubTreq(site.resource)
-        response = self.successResultOf(treq.get("http://agent/metrics"))
-        metrics = parse(self.successResultOf(response.content()).decode("utf-8"))
+        reactor = MemoryReactorClock()
+        top = agent.make_agent(config, None, reactor)
+        client = Connection(http_site(top))
+        client.request("/metrics")
+        for _ in range(100):
+            reactor.advance(0)
+        [(code, _, body)] = responses(client.output())
+        self.assertEqual(code, 200)
+        metrics = parse(body.decode("utf-8"))
         self.assertEqual(metrics["sentinel_instance_up"], {("a",): 0.0})
         self.assertIn("sentinel_checks_total", metrics)
+        self.assertEqual(metrics["sentinel_config_last_reload_successful"], {(): 1.0})

@@ -1,7 +1,7 @@
 """
-The HTML status page: the renderer as a pure function, ``GET /`` in memory
-through StubTreq, and the real page in a real headless Chromium against a
-real ``twistd -n sentinel``.
+The HTML status page: its parts as pure functions, the order and pages of
+`sentinel.overview`, ``GET /`` in memory, and the real page in a real
+headless Chromium against a real ``twistd -n sentinel``.
 """
 
 from __future__ import annotations
@@ -23,20 +23,31 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
+from twisted.web.template import flattenString, tags
 
 from sentinel.config import RedisInstance
 from sentinel.history import CheckHistory
-from sentinel.observation import Observation
-from sentinel.page import (
-    Header,
-    ago,
-    render_page,
-    sort_instances,
-    sparkline,
+from sentinel.httpd import StatusSite
+from sentinel.markup import ROWS, frame, html
+from sentinel.overview import (
+    CLASSIFY_PER_SLICE,
+    PAGE_ROWS,
+    overview_slices,
     state_class,
 )
-from sentinel.web import StatusApp
+from sentinel.page import (
+    ROWS_PER_SLICE,
+    Header,
+    Paging,
+    ago,
+    page_frame,
+    row,
+    sparkline,
+)
+from sentinel.page import rows as render_rows
+from sentinel.observation import Observation
 from tests.fakes import FAILED, make_monitor
+from tests.httptest import Connection, fetch, responses, status_app
 from tests.polling import pause
 from tests.servers import RedisServer, free_port
 from tests.test_twistd import TWISTD, environment
@@ -44,6 +55,7 @@ from tests.test_twistd import TWISTD, environment
 reactor: Any = _reactor
 
 HEADER = Header(agent_id="agent-1", pending=2, ticks=10, overruns=1, interval=1.0)
+COUNTS = {"up": 3, "notready": 1, "down": 2, "unknown": 0}
 SCRIPT = "<script>alert(1)</script>"
 
 
@@ -89,6 +101,31 @@ def path_points(svg: str) -> list[str]:
     return re.findall(r"[ML][\d.]+,[\d.]+", match.group(1)) if match else []
 
 
+def failure_marks(svg: str) -> int:
+    """How many failed checks the sparkline marks."""
+    match = re.search(r'<path class="fail" d="([^"]*)"', svg)
+    return match.group(1).count("V") if match else 0
+
+
+def whole_page(
+    docs: list[Any],
+    counts: dict[str, int] = COUNTS,
+    paging: Paging | None = None,
+    zookeeper: Any = None,
+    now: float = 0.0,
+) -> str:
+    """A page of `docs`, frame and rows, as text."""
+    before, after = page_frame(HEADER, counts, paging or Paging(), zookeeper, now)
+    return (before + render_rows(docs, lambda name: (), now) + after).decode()
+
+
+def twisted_flatten(root: Any) -> bytes:
+    """`root` flattened by twisted.web.template itself."""
+    flattened: list[bytes] = []
+    flattenString(None, root).addCallback(flattened.append)
+    return flattened[0]
+
+
 class HistoryTests(SynchronousTestCase):
     """The ring of recent checks kept by a monitor listener."""
 
@@ -125,78 +162,76 @@ class HistoryTests(SynchronousTestCase):
 
 
 class RendererTests(SynchronousTestCase):
-    """`render_page` and its parts, data in and HTML out."""
+    """The page's parts, data in and HTML out."""
 
     def test_state_classes(self) -> None:
         """up+ready, up+not ready, down and undecided get their own class."""
-        self.assertEqual(state_class(doc("a", "up", ready=True)), "up")
-        self.assertEqual(state_class(doc("a", "up", ready=False)), "notready")
-        self.assertEqual(state_class(doc("a", "down")), "down")
-        self.assertEqual(state_class(doc("a", None)), "unknown")
+        self.assertEqual(state_class("up", True), "up")
+        self.assertEqual(state_class("up", False), "notready")
+        self.assertEqual(state_class("down", False), "down")
+        self.assertEqual(state_class(None, False), "unknown")
 
-    def test_sort_orders(self) -> None:
-        """
-        By status (the default, also for nonsense): down, not ready,
-        unknown, up, each by name; by name; by latency, slowest first.
-        """
-        docs = [
-            doc("a", "up", True, latency_ms=0.3),
-            doc("b", "down"),
-            doc("c", "up", False, latency_ms=9.0),
-            doc("d", None),
-            doc("e", "down"),
-            doc("f", "up", True, latency_ms=4.0),
-        ]
-
-        def names(sort: str) -> str:
-            return "".join(d["name"] for d in sort_instances(docs, sort))
-
-        self.assertEqual(names("status"), "becdaf")
-        self.assertEqual(names("bogus"), "becdaf")
-        self.assertEqual(names("name"), "abcdef")
-        self.assertEqual(names("latency"), "cfabde")
-
-    def test_rows_in_order_with_classes_and_sort_links(self) -> None:
-        """One row per instance in the asked order; headers link to sorts."""
-        docs = [doc("a", "up", True), doc("b", "down"), doc("c", "up", False)]
-        page = render_page(HEADER, docs, lambda name: (), None, 0.0)
+    def test_rows_in_order_with_classes(self) -> None:
+        """One row per document, in the order given, keyed by name."""
+        docs = [doc("b", "down"), doc("c", "up", False), doc("a", "up", True)]
+        page = whole_page(docs)
         self.assertEqual(rows(page), [("b", "down"), ("c", "notready"), ("a", "up")])
-        page = render_page(HEADER, docs, lambda name: (), None, 0.0, sort="name")
-        self.assertEqual([r[0] for r in rows(page)], ["a", "b", "c"])
-        for sort in ("name", "status", "latency"):
-            self.assertIn(f'href="/?sort={sort}"', page)
-        self.assertIn('<a href="/?sort=name" class="sorted">', page)
         self.assertNotIn("<script", page)
 
     def test_header(self) -> None:
-        """Agent id, pending count linked to /pending, ticks, overruns, refresh."""
-        page = render_page(HEADER, [doc("a", "down")], lambda name: (), None, 0.0)
+        """
+        Agent id, counts linked to their /instances lists, pending checks
+        linked to /pending, ticks, overruns, refresh, sort links.
+        """
+        page = whole_page([doc("a", "down")])
         self.assertIn('<span class="agent">agent-1</span>', page)
+        self.assertIn("6 instances: ", page)
+        self.assertIn(
+            '<a href="/instances?status=down" class="count down">2 down</a>', page
+        )
+        self.assertIn(
+            '<a href="/instances?status=up" class="count notready">1 not ready</a>',
+            page,
+        )
+        self.assertNotIn("0 unknown", page)
         self.assertIn('<a href="/pending">pending checks: 2</a>', page)
         self.assertIn("ticks 10 · overruns 1", page)
-        self.assertIn('<meta http-equiv="refresh" content="2">', page)
+        self.assertIn('<meta content="2" http-equiv="refresh" />', page)
         self.assertIn("ZooKeeper: <b>not configured</b>", page)
-        self.assertIn('<span class="count down">1 down</span>', page)
+        for sort in ("name", "latency"):
+            self.assertIn(f'href="/?sort={sort}"', page)
+        self.assertIn('<a href="/" class="sorted">status ▾</a>', page)
+
+    def test_paging_links(self) -> None:
+        """Several pages: where we are, and links that keep the order."""
+        counts = {"up": 250, "notready": 0, "down": 0, "unknown": 0}
+        page = whole_page([], counts, Paging(sort="name", page=2, pages=3))
+        self.assertIn("rows 101–200 of 250", page)
+        self.assertIn("page 2 of 3", page)
+        self.assertIn('<a href="/?sort=name">← first</a>', page)
+        self.assertIn('<a href="/?sort=name&amp;page=3">next →</a>', page)
+        self.assertEqual(page.count('<nav class="pages">'), 2)
+        self.assertNotIn('<nav class="pages">', whole_page([]))
 
     def test_zookeeper_state(self) -> None:
         """ZooKeeper's state is coloured, with writes queued; errors when not ok."""
         stats = {"state": "connected", "writes_queued": 0, "last_error": "old"}
-        page = render_page(HEADER, [], lambda name: (), stats, 0.0)
+        page = whole_page([], zookeeper=stats)
         self.assertIn('<span class="badge up">connected</span> · 0 writes queued', page)
         self.assertNotIn("old", page)
         stats = {"state": "suspended", "writes_queued": 1, "last_error": SCRIPT}
-        page = render_page(HEADER, [], lambda name: (), stats, 0.0)
+        page = whole_page([], zookeeper=stats)
         self.assertIn('<span class="badge notready">suspended</span>', page)
         self.assertIn("1 write queued", page)
         self.assertNotIn(SCRIPT, page)
         stats = {"state": "lost", "writes_queued": 7, "last_error": None}
-        page = render_page(HEADER, [], lambda name: (), stats, 0.0)
+        page = whole_page([], zookeeper=stats)
         self.assertIn('<span class="badge down">lost</span> · 7 writes queued', page)
 
     def test_since_relative_and_absolute(self) -> None:
         """`since` reads "3m ago", with the UTC time in the title."""
         docs = [doc("a", "up", True, since=1_700_000_000.0)]
-        page = render_page(HEADER, docs, lambda name: (), None, 1_700_000_200.0)
+        page = whole_page(docs, now=1_700_000_200.0)
         self.assertIn(
             '<td class="since" title="2023-11-14 22:13:20 UTC">3m ago</td>', page
         )
@@ -211,23 +246,23 @@ class RendererTests(SynchronousTestCase):
         failures, and one red tick per failed check.
         """
         points = [(1.0, True), (2.0, True), (None, False), (None, False), (4.0, True)]
-        svg = sparkline(points, size=60)
+        svg = html(sparkline(points, size=60)).decode()
         coordinates = path_points(svg)
         self.assertEqual(len(coordinates), 3)
         self.assertEqual([c[0] for c in coordinates], ["M", "L", "M"])
-        self.assertEqual(svg.count('class="fail"'), 2)
+        self.assertEqual(failure_marks(svg), 2)
         self.assertEqual(coordinates[-1], "M178.5,3.0")  # the top of the last slot
         self.assertIn("last 5 checks, 2 failed", svg)
         self.assertIn("max 4.00 ms", svg)
 
     def test_sparkline_empty_and_all_failed(self) -> None:
         """No checks: just the baseline; all failed: only red ticks."""
-        self.assertEqual(path_points(sparkline([])), [])
-        svg = sparkline([(None, False)] * 4)
-        self.assertEqual((path_points(svg), svg.count('class="fail"')), ([], 4))
+        self.assertEqual(path_points(html(sparkline([])).decode()), [])
+        svg = html(sparkline([(None, False)] * 4)).decode()
+        self.assertEqual((path_points(svg), failure_marks(svg)), ([], 4))
 
     def test_escaping(self) -> None:
-        """Names, hosts, roles and errors from outside never become markup."""
+        """Names, hosts, roles, errors and the agent id never become markup."""
         docs = [
             doc(
                 SCRIPT,
@@ -238,7 +273,7 @@ class RendererTests(SynchronousTestCase):
             ),
             doc("s", "up", True, role="slave", master_host=SCRIPT, master_port=1),
         ]
-        page = render_page(HEADER, docs, lambda name: (), None, 10.0)
+        page = whole_page(docs, now=10.0)
         self.assertNotIn("<script", page)
         self.assertNotIn("<img", page)
         self.assertIn("&lt;script&gt;alert(1)&lt;/script&gt;", page)
@@ -246,38 +281,128 @@ class RendererTests(SynchronousTestCase):
         self.assertIn('href="/instances/%3Cscript%3Ealert%281%29%3C%2Fscript%3E"', page)
         self.assertEqual([r[0] for r in rows(page)], [SCRIPT, "s"])
 
+    def test_same_bytes_as_twisted(self) -> None:
+        """
+        The serializer writes exactly what twisted.web.template's flatten
+        writes, for hostile rows and the frame.
+        """
+        hostile = "\"><&amp;'<script>é\n"
+        docs = [
+            doc(hostile, "down", host=hostile, error=hostile, since=5.0),
+            doc("s", "up", True, role="slave", master_host=hostile, master_port=1),
+            doc("t", "up", True, latency_ms=2.0, since=1.0),
+        ]
+        points = [(1.0, True), (None, False), (3.0, True)]
+        for d in docs:
+            tree = row(d, points, 10.0)
+            self.assertEqual(html(tree), twisted_flatten(tree))
+        tree = tags.div(tags.p(hostile, title=hostile), tags.br(), ROWS, "tail")
+        before, after = frame(tree)
+        self.assertEqual(
+            before + after, twisted_flatten(tags.div(tree.children[:2], "tail"))
+        )
+
+
+class OverviewTests(SynchronousTestCase):
+    """Counts and the page order: problems first, whatever the sort."""
+
+    def setUp(self) -> None:
+        names = ["a", "b", "c", "e", "f"]
+        self.monitor, self.clock, self.probes, _ = make_monitor(names)
+        latencies = {"a": 0.3, "c": 9.0, "f": 4.0}
+        for name, latency in latencies.items():
+            self.probes[name].result = Observation(
+                ok=True, ready=True, latency_ms=latency
+            )
+        self.probes["b"].result = FAILED
+        self.probes["e"].result = FAILED
+        self.monitor.startService()
+        # Past the first check's INFO; then c answers LOADING.
+        self.probes["c"].result = Observation(ok=True, ready=False, latency_ms=9.0)
+        self.clock.advance(1.0)
+        # Not checked yet: unknown.
+        self.monitor.add_instance(RedisInstance("d", "127.0.0.1", 7999))
+
+    def overview(self, sort: str) -> Any:
+        states = self.monitor.states
+        slices = overview_slices(states, sorted(states), sort)
+        while True:
+            try:
+                next(slices)
+            except StopIteration as done:
+                return done.value
+
+    def test_orders(self) -> None:
+        """
+        By status (down, not ready, unknown, each by name, then up by name);
+        by name and by latency (slowest first), problems first in each.
+        """
+        self.assertEqual("".join(self.overview("status").ordered), "becdaf")
+        self.assertEqual("".join(self.overview("name").ordered), "bcdeaf")
+        self.assertEqual("".join(self.overview("latency").ordered), "cbdefa")
+
+    def test_counts(self) -> None:
+        """How many instances are in each state."""
+        self.assertEqual(
+            self.overview("status").counts,
+            {"up": 2, "notready": 1, "down": 2, "unknown": 1},
+        )
+
+    def test_pages(self) -> None:
+        """PAGE_ROWS a page; at least one page, even empty."""
+        names = [f"r{i:03d}" for i in range(PAGE_ROWS * 2 + 1)]
+        monitor, _, _, _ = make_monitor(names)
+        states = monitor.states
+        slices = overview_slices(states, sorted(states), "status")
+        pieces = list(_drain(slices))
+        # One slice per CLASSIFY_PER_SLICE names, then the overview.
+        self.assertEqual(len(pieces), -(-len(names) // CLASSIFY_PER_SLICE) + 1)
+        overview = pieces[-1]
+        self.assertEqual(overview.pages, 3)
+        self.assertEqual(list(overview.page(3)), [names[-1]])
+        self.assertEqual(list(overview.page(1)), names[:PAGE_ROWS])
+        empty = list(_drain(overview_slices({}, [], "name")))[-1]
+        self.assertEqual((empty.pages, list(empty.page(1))), (1, []))
+
+
+def _drain(slices: Any) -> Any:
+    """Every slice's output, then the generator's return value."""
+    while True:
+        try:
+            yield next(slices)
+        except StopIteration as done:
+            yield done.value
+            return
+
 
 class IndexRouteTests(SynchronousTestCase):
-    """``GET /`` through StubTreq, from a monitor on a Clock."""
+    """``GET /`` in memory, from a monitor on a Clock."""
 
     def setUp(self) -> None:
         names = ["ready", "loading", "refused"]
-        self.monitor, self.clock, self.probes, _ = make_monitor(names)
+        self.history = CheckHistory()
+        self.app, self.monitor, self.clock, self.probes, self.turns = status_app(
+            names, history=self.history
+        )
         self.probes["loading"].result = Observation(ok=True, latency_ms=3.0)
         self.probes["refused"].result = FAILED
-        self.clock.advance(1_700_000_000.0)
-        self.history = CheckHistory()
+        self.clock.advance(1_700_000_000.0 - 1000.0)
         self.monitor.add_listener(self.history.record)
-        self.app = StatusApp(self.monitor, self.clock, agent_id="agent-1")
-        self.app.show_on_page(self.history)
-        self.treq = StubTreq(self.app.app.resource())
+        self.treq = StubTreq(self.app.resource())
         self.monitor.startService()
         # The first check asks for INFO, which the fake answers "ready".
         self.clock.advance(1.0)
 
     def get(self, path: str) -> str:
-        response = self.successResultOf(self.treq.get("http://agent" + path))
-        self.assertEqual(response.code, 200)
-        self.assertEqual(
-            response.headers.getRawHeaders("content-type"), ["text/html; charset=utf-8"]
-        )
-        body: bytes = self.successResultOf(response.content())
+        code, headers, body = fetch(self.treq, self.turns, path)
+        self.assertEqual(code, 200)
+        self.assertEqual(headers[b"Content-Type"], [b"text/html; charset=utf-8"])
         return body.decode("utf-8")
 
     def test_rows_and_sorting(self) -> None:
         """
         Down first, then not ready, then undecided, then up; ?sort=name
-        sorts by name; the page is the /instances data.
+        sorts by name, problems first; the page is the /instances data.
         """
         self.monitor.add_instance(RedisInstance("new", "127.0.0.1", 7010))
         self.probes["new"].hang = True
@@ -296,9 +421,32 @@ class IndexRouteTests(SynchronousTestCase):
         self.clock.advance(1.0)
         page = self.get("/?sort=name")
         self.assertEqual(
-            [r[0] for r in rows(page)], ["loading", "new", "ready", "refused"]
+            [r[0] for r in rows(page)], ["loading", "new", "refused", "ready"]
         )
         self.assertIn('<a href="/pending">pending checks: 1</a>', page)
+        self.assertEqual(rows(self.get("/?sort=nonsense&page=x")), rows(self.get("/")))
+
+    def test_pages_problems_first(self) -> None:
+        """
+        With more problems than a page holds, the first page is all
+        problems and links to the next; every instance is on one page.
+        """
+        for i in range(PAGE_ROWS + 30):
+            name = f"zz{i:03d}"
+            self.monitor.add_instance(RedisInstance(name, "127.0.0.1", 8000 + i))
+            self.probes[name].result = FAILED
+        self.clock.advance(1.0)
+        first = rows(self.get("/"))
+        self.assertEqual(len(first), PAGE_ROWS)
+        self.assertEqual({c for _, c in first}, {"down"})
+        second = self.get("/?page=2")
+        self.assertIn("rows 101–133 of 133 (the 132 problems first)", second)
+        self.assertIn('<a href="/">previous</a>', second)
+        names = [n for n, _ in first + rows(second)]
+        self.assertEqual(sorted(names), sorted(self.monitor.states))
+        self.assertEqual(rows(second)[-1], ("ready", "up"))
+        # Past the last page: the last page.
+        self.assertEqual(rows(self.get("/?page=99")), rows(second))
 
     def test_sparklines(self) -> None:
         """Each row's sparkline has a point per good check, a tick per failure."""
@@ -313,18 +461,21 @@ class IndexRouteTests(SynchronousTestCase):
             )
         )
         self.assertEqual(len(path_points(svgs["ready"])), 10)
-        self.assertEqual(svgs["ready"].count('class="fail"'), 0)
+        self.assertEqual(failure_marks(svgs["ready"]), 0)
         self.assertEqual(len(path_points(svgs["refused"])), 0)
-        self.assertEqual(svgs["refused"].count('class="fail"'), 10)
+        self.assertEqual(failure_marks(svgs["refused"]), 10)
         self.assertEqual(len(path_points(svgs["loading"])), 10)
 
     def test_since_and_zookeeper(self) -> None:
         """Since reads "3m ago"; ZooKeeper stats given to the page are shown."""
-        self.app.show_on_page(
-            zookeeper_stats=lambda: {"state": "suspended", "writes_queued": 3}
+        app, monitor, clock, _, turns = status_app(
+            ["a"], zookeeper_stats=lambda: {"state": "suspended", "writes_queued": 3}
         )
-        self.clock.advance(179.0)
-        page = self.get("/")
+        clock.advance(1_700_000_000.0 - 1000.0)
+        monitor.startService()
+        clock.advance(180.0)
+        _, _, body = fetch(StubTreq(app.resource()), turns, "/")
+        page = body.decode()
         self.assertIn('title="2023-11-14 22:13:20 UTC">3m ago</td>', page)
         self.assertIn('<span class="badge notready">suspended</span>', page)
         self.assertIn("3 writes queued", page)
@@ -348,6 +499,26 @@ class IndexRouteTests(SynchronousTestCase):
         self.assertIn("&lt;script&gt;alert(1)&lt;/script&gt;</a>", page)
         self.assertIn("-ERR &lt;script&gt;alert(1)&lt;/script&gt;</td>", page)
         self.assertIn((SCRIPT, "up"), rows(page))
+
+    def test_rows_per_turn(self) -> None:
+        """
+        A page of PAGE_ROWS rows is written ROWS_PER_SLICE rows a turn at
+        most, after slices that only count and order.
+        """
+        for i in range(PAGE_ROWS):
+            self.monitor.add_instance(RedisInstance(f"x{i:03d}", "127.0.0.1", 9000 + i))
+        self.clock.advance(1.0)
+        client = Connection(StatusSite(self.app.resource(), self.clock))
+        client.request("/")
+        written = 0
+        while self.turns.waiting:
+            self.turns.run()
+            now = client.output().count(b"<tr class=")
+            self.assertLessEqual(now - written, ROWS_PER_SLICE)
+            written = now
+        self.assertEqual(written, PAGE_ROWS)
+        [(code, _, _)] = responses(client.output())
+        self.assertEqual(code, 200)
 
 
 # The real browser

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import process, timer
 from sentinel.process import (
+    FD_RESERVE,
     GC_REFREEZE_INTERVAL,
     HOUSEKEEPING_INTERVAL,
     ProcessPolicy,
@@ -49,7 +50,8 @@ class FdLimitTests(SynchronousTestCase):
         with self.assertRaises(SystemExit) as caught:
             check_fd_capacity(5000)
         message = str(caught.exception.code)
-        self.assertIn("5000 instances need about 5064 open files", message)
+        needed = 5000 + FD_RESERVE
+        self.assertIn(f"5000 instances need about {needed} open files", message)
         self.assertIn("limit is 4096", message)
         self.assertNotIn("\n", message)
 
@@ -72,8 +74,8 @@ class FdLimitTests(SynchronousTestCase):
         policy = ProcessPolicy(Clock(), 3000)
         policy.privilegedStartService()
         self.assertEqual(limits.set_to, [(4096, 4096)])
-        policy.check_capacity(4000)
-        self.assertRaises(SystemExit, policy.check_capacity, 4100)
+        policy.check_capacity(4096 - FD_RESERVE)
+        self.assertRaises(SystemExit, policy.check_capacity, 4097 - FD_RESERVE)
 
     def test_refused_at_start_when_raising_fails(self) -> None:
         """A soft limit that cannot be raised refuses the config at start."""

@@ -25,6 +25,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from sentinel import __version__
 from sentinel.files import READ_DEADLINE
+from sentinel.process import FD_RESERVE
 from tests.hung import HungMount
 from tests.polling import pause, wait_for
 from tests.servers import RedisServer, free_port, shared_zookeeper
@@ -257,8 +258,9 @@ class TwistdTests(TwistdTestCase):
         self.assertEqual(
             result.stderr.decode().splitlines(),
             [
-                "sentinel: 50 instances need about 114 open files, but the limit "
-                "is 100 (raise it: ulimit -n, or LimitNOFILE= in the systemd unit)"
+                f"sentinel: 50 instances need about {50 + FD_RESERVE} open files, "
+                "but the limit is 100 (raise it: ulimit -n, or LimitNOFILE= in the "
+                "systemd unit)"
             ],
         )
 

@@ -1,0 +1,220 @@
+"""
+Long HTTP answers, rendered a slice per reactor turn and written only as
+fast as the client reads them.
+
+At 10,000 instances one render of the status page held the reactor for half
+a second, and twenty clients looping over the big pages made healthy checks
+time out. So every answer that grows with the instances is an iterator of
+slices: each ``next()`` renders a bounded amount of work (a few
+milliseconds at most, see the slice sizes of its module) and returns the
+bytes to write. One `Cooperator` runs the slices of every answer in
+progress, one slice per reactor turn whoever asked: between two slices the
+reactor reads every socket that is ready, so a check waits for at most one
+slice, however many clients there are.
+
+Each answer is a push producer registered on its request. When the
+client's socket buffer is full, the transport pauses it and nothing more is
+rendered until the client reads (a client that never reads costs one
+buffer, not the whole answer); one paused longer than `STALL_TIMEOUT` is
+disconnected. A client that goes away stops the rendering at once: no work
+for nobody. A bug while rendering is logged, and the connection is aborted
+so that the client sees a truncated answer, never a complete-looking one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+)
+from twisted.internet.task import Cooperator, TaskStopped
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+log = Logger()
+
+# Seconds a paused answer may wait for its client to read before the
+# connection is dropped: the idle timeout of a connection (see
+# `sentinel.httpd.IDLE_TIMEOUT`), which Twisted suspends while an answer
+# is being written.
+STALL_TIMEOUT = 60.0
+
+# One rendered slice of an answer: the bytes to write (empty when the slice
+# only prepared work, such as a pass over the instances).
+Slices = Iterator[bytes]
+# Runs a function later, on another reactor turn.
+Scheduler = Callable[[Callable[[], None]], IDelayedCall]
+
+
+def _one_slice_per_turn() -> Callable[[], bool]:
+    # The Cooperator asks after each slice whether this turn is over: always.
+    return lambda: True
+
+
+class Slicer:
+    """
+    Runs the slices of every long answer, one per reactor turn, and keeps
+    figures for ``/debug/stats``: answers in progress, slices rendered, the
+    slowest slice, answers dropped because their client stopped reading.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        stall_timeout: float = STALL_TIMEOUT,
+        timer: Callable[[], float] = time.perf_counter,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        """
+        `timer` measures slices; `scheduler` runs the next slice (by
+        default, on the reactor's next turn).
+        """
+        self._reactor = reactor
+        self.stall_timeout = stall_timeout
+        self._timer = timer
+        self._cooperator = Cooperator(
+            terminationPredicateFactory=_one_slice_per_turn,
+            scheduler=scheduler or (lambda work: reactor.callLater(0, work)),
+        )
+        self.streams = 0
+        self.slices = 0
+        self.slowest_slice = 0.0
+        self.stalled = 0
+
+    def stream(self, request: IRequest, slices: Slices) -> Deferred[None]:
+        """
+        Write `slices` to `request` as they are rendered; the Deferred fires
+        once all are written (Klein then finishes the request). Cancelling it
+        (Klein does when the client goes away) stops the rendering. A HEAD
+        request renders nothing.
+        """
+        if request.method == b"HEAD":
+            return succeed(None)
+        return _Stream(self, request, slices).done
+
+    def stats(self) -> dict[str, Any]:
+        """The figures above, for ``/debug/stats``."""
+        return {
+            "answers_in_progress": self.streams,
+            "slices": self.slices,
+            "slowest_slice_seconds": self.slowest_slice,
+            "stalled_clients_dropped": self.stalled,
+        }
+
+
+@implementer(IPushProducer)
+class _Stream:
+    """One answer in progress: a cooperative task and the request's producer."""
+
+    def __init__(self, slicer: Slicer, request: IRequest, slices: Slices) -> None:
+        self._slicer = slicer
+        self._request = request
+        self._slices = slices
+        self._ended = False
+        self._paused = False
+        self._stall: IDelayedCall | None = None
+        self.done: Deferred[None] = Deferred(lambda _: self._stop())
+        slicer.streams += 1
+        self._task = slicer._cooperator.cooperate(self._steps())
+        # twisted.web's requests are consumers: IRequest does not say so.
+        self._consumer = IConsumer(request)
+        self._consumer.registerProducer(self, True)
+        self._task.whenDone().addCallbacks(self._finished, self._failed)
+
+    def _steps(self) -> Iterator[None]:
+        slicer, timer, write = self._slicer, self._slicer._timer, self._request.write
+        while True:
+            started = timer()
+            chunk = next(self._slices, None)
+            took = timer() - started
+            slicer.slices += 1
+            if took > slicer.slowest_slice:
+                slicer.slowest_slice = took
+            if chunk is None:
+                return
+            if chunk:
+                write(chunk)
+            yield None
+
+    # IPushProducer, driven by the connection
+
+    def pauseProducing(self) -> None:
+        if self._ended or self._paused:
+            return
+        self._paused = True
+        self._task.pause()
+        self._stall = self._slicer._reactor.callLater(
+            self._slicer.stall_timeout, self._stalled
+        )
+
+    def resumeProducing(self) -> None:
+        if self._ended or not self._paused:
+            return
+        self._paused = False
+        self._cancel_stall()
+        self._task.resume()
+
+    def stopProducing(self) -> None:
+        self._stop()
+
+    # The end, one way or another
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self._slicer.stalled += 1
+        log.info(
+            "a client read nothing of {uri} for {timeout} s: disconnected",
+            uri=self._request.uri,
+            timeout=self._slicer.stall_timeout,
+        )
+        self._stop()
+        _abort(self._request)
+
+    def _stop(self) -> None:
+        if not self._ended:
+            self._task.stop()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._slicer.streams -= 1
+        self._cancel_stall()
+        if getattr(self._request, "channel", None) is not None:
+            # Not after the connection is lost: the request has let go of it.
+            self._consumer.unregisterProducer()
+
+    def _cancel_stall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _finished(self, _: object) -> None:
+        self._end()
+        self.done.callback(None)
+
+    def _failed(self, failure: Failure) -> None:
+        self._end()
+        if failure.check(TaskStopped):
+            # Stopped because the client left or stalled, or cancelled by
+            # Klein: the request is over already.
+            return
+        log.failure("rendering {uri} failed", failure, uri=self._request.uri)
+        _abort(self._request)
+        if not self.done.called:
+            self.done.callback(None)
+
+
+def _abort(request: IRequest) -> None:
+    """Drop the request's connection at once, whatever is still buffered."""
+    channel = getattr(request, "channel", None)
+    transport = getattr(channel, "transport", None)
+    if transport is not None:
+        transport.abortConnection()

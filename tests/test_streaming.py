@@ -1,0 +1,169 @@
+"""
+Long answers in slices, over a real site and a real HTTP channel in
+memory: one slice per reactor turn whoever asked, backpressure from a
+client that does not read, and nothing rendered for a client gone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.httpd import StatusSite
+from sentinel.listing import DOCUMENTS_PER_SLICE
+from sentinel.streaming import STALL_TIMEOUT
+from sentinel.web import StatusApp
+from tests.httptest import Connection, responses, status_app
+
+INSTANCES = 1000
+
+
+def documents(raw: bytes) -> int:
+    """How many instance documents `raw` holds (one per line)."""
+    return raw.count(b'"schema": 1')
+
+
+class StreamTests(SynchronousTestCase):
+    """/instances at 1,000 instances, turn by turn."""
+
+    def setUp(self) -> None:
+        names = [f"r{i:04d}" for i in range(INSTANCES)]
+        self.app, self.monitor, self.clock, self.probes, self.turns = status_app(names)
+        self.monitor.startService()
+        self.site = StatusSite(self.app.resource(), self.clock)
+        self.slicer = self.app.slicer
+
+    def connect(self, port: int = 40000) -> Connection:
+        return Connection(self.site, port)
+
+    def run_until_idle(self, turns: int = 1000) -> int:
+        """Run turns while the slicer has work; return how many ran."""
+        ran = 0
+        while self.turns.waiting and ran < turns:
+            self.turns.run()
+            ran += 1
+        return ran
+
+    def test_one_slice_per_turn_whoever_asks(self) -> None:
+        """
+        Three clients ask for /instances at once: each reactor turn renders
+        one slice of one answer (at most DOCUMENTS_PER_SLICE documents in
+        all), and every answer ends complete.
+        """
+        clients = [self.connect(40000 + i) for i in range(3)]
+        for client in clients:
+            client.request("/instances")
+        written = [0, 0, 0]
+        turns = 0
+        while self.turns.waiting:
+            self.turns.run()
+            turns += 1
+            now = [documents(client.output()) for client in clients]
+            self.assertLessEqual(
+                sum(now) - sum(written), DOCUMENTS_PER_SLICE, f"turn {turns}"
+            )
+            written = now
+        slices = -(-INSTANCES // DOCUMENTS_PER_SLICE) + 2
+        self.assertGreaterEqual(turns, 3 * slices - 2)
+        for client in clients:
+            [(code, _, body)] = responses(client.output())
+            self.assertEqual(code, 200)
+            self.assertEqual(len(json.loads(body)["instances"]), INSTANCES)
+        self.assertEqual(self.slicer.streams, 0)
+
+    def test_client_that_does_not_read(self) -> None:
+        """
+        While the client's socket is full (the transport pauses the
+        channel), nothing more is rendered; when it reads, the rest comes.
+        """
+        client = self.connect()
+        client.request("/instances")
+        self.turns.run()
+        self.turns.run()
+        before = documents(client.output())
+        self.assertGreater(before, 0)
+        client.transport.producer.pauseProducing()
+        for _ in range(20):
+            self.turns.run()
+        self.assertEqual(documents(client.output()), before)
+        self.assertFalse(self.turns.waiting)
+        client.transport.producer.resumeProducing()
+        self.run_until_idle()
+        [(code, _, body)] = responses(client.output())
+        self.assertEqual(len(json.loads(body)["instances"]), INSTANCES)
+
+    def test_stalled_client_dropped(self) -> None:
+        """
+        A client paused for STALL_TIMEOUT is disconnected, its answer
+        stopped and counted.
+        """
+        client = self.connect()
+        client.request("/instances")
+        self.turns.run()
+        client.transport.producer.pauseProducing()
+        self.clock.advance(STALL_TIMEOUT - 1)
+        self.assertTrue(client.open)
+        self.clock.advance(1)
+        self.assertFalse(client.open)
+        self.assertEqual(self.slicer.stats()["stalled_clients_dropped"], 1)
+        self.assertEqual(self.slicer.streams, 0)
+        self.assertFalse(self.turns.waiting)
+        self.assertEqual(responses(client.output()), [])
+
+    def test_client_gone_mid_answer(self) -> None:
+        """A client that goes away stops its answer at once: no more slices."""
+        client = self.connect()
+        client.request("/instances")
+        self.turns.run()
+        self.turns.run()
+        client.lose()
+        self.assertFalse(self.turns.waiting)
+        self.assertEqual(self.slicer.streams, 0)
+        self.assertEqual(self.run_until_idle(), 0)
+
+    def test_head_renders_nothing(self) -> None:
+        """HEAD answers with headers only, and schedules no slice."""
+        client = self.connect()
+        for path in ("/", "/instances", "/metrics", "/pending"):
+            client.request(path, method="HEAD")
+        self.assertFalse(self.turns.waiting)
+        raw = client.output()
+        self.assertEqual(raw.count(b"HTTP/1.1 "), 4)
+        self.assertNotIn(b'"schema"', raw)
+
+    def test_pipelined_requests(self) -> None:
+        """Requests sent together are answered in order, each complete."""
+        client = self.connect()
+        client.request("/healthz")
+        client.request("/instances?limit=2")
+        client.request("/instances/r0003")
+        self.run_until_idle()
+        answers = responses(client.output())
+        self.assertEqual([code for code, _, _ in answers], [200, 200, 200])
+        self.assertEqual(json.loads(answers[0][2]), {"status": "ok"})
+        self.assertEqual(json.loads(answers[1][2])["next"], "r0001")
+        self.assertEqual(json.loads(answers[2][2])["name"], "r0003")
+
+    def test_bug_while_rendering(self) -> None:
+        """
+        A slice that raises is logged, and the connection aborted: the
+        client never sees a complete-looking answer.
+        """
+        rendered = []
+
+        def document(app: Any, state: Any) -> Any:
+            if len(rendered) == 300:
+                raise RuntimeError("bug")
+            rendered.append(state.name)
+            return {"name": state.name}
+
+        self.patch(StatusApp, "_document", document)
+        client = self.connect()
+        client.request("/instances")
+        self.run_until_idle()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertFalse(client.open)
+        self.assertEqual(responses(client.output()), [])
+        self.assertEqual(self.slicer.streams, 0)
