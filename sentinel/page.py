@@ -8,9 +8,10 @@ ready and unknown instances before the up ones in every order, with links
 to the other pages. Each row shows the same document as ``/instances``
 (and the instance's recent checks from `sentinel.history`), so the page and
 the JSON never disagree, and is keyed by the instance's name
-(``data-name``). The page is self-contained (inline CSS and SVG, no script,
-nothing loaded from elsewhere), works offline and behind any proxy, and
-refreshes itself.
+(``data-name``). The page is self-contained (inline CSS, SVG and a small script, nothing
+loaded from elsewhere), works offline and behind any proxy, and refreshes
+itself: a script fetches it again and changes only the rows and parts that
+changed, and without scripts the browser reloads it.
 
 Everything is built as twisted.web.template tags, so every value that came
 from outside (names, hosts, errors) is text, never markup, and serialized
@@ -361,7 +362,11 @@ def page_frame(
     page = tags.html(
         tags.head(
             tags.meta(charset="utf-8"),
-            tags.meta(content=str(REFRESH_SECONDS), **{"http-equiv": "refresh"}),
+            # Without scripts, the browser reloads the page; with them, the
+            # script below updates it in place.
+            tags.noscript(
+                tags.meta(content=str(REFRESH_SECONDS), **{"http-equiv": "refresh"})
+            ),
             tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
             tags.title(f"sentinel · {header.agent_id}"),
             tags.style(_CSS),
@@ -397,12 +402,69 @@ def page_frame(
                 " · ",
                 tags.a("/debug/stats", href="/debug/stats"),
             ),
+            tags.script(_SCRIPT),
         ),
         lang="en",
     )
     before, after = frame(page)
     return DOCTYPE + before, after + b"\n"
 
+
+# Every REFRESH_SECONDS, fetch the page again and change only what changed:
+# the header, the paging links and the footer when they differ, and the
+# rows keyed by name (a row that did not change keeps its element, so the
+# page does not flicker or lose a hover). Written without the characters
+# that HTML text escapes (less than, greater than, ampersand): the script
+# is text of the page's tags like any other. A failed update marks the page
+# stale rather than leaving old figures unmarked.
+_SCRIPT = """
+(function () {
+  var every = REFRESH_MS;
+  var parts = "header, nav.pages, thead, footer";
+  function rows(tbody) {
+    var byName = {};
+    Array.prototype.forEach.call(tbody.children, function (row) {
+      byName[row.getAttribute("data-name")] = row;
+    });
+    return byName;
+  }
+  function show(fresh) {
+    var olds = document.querySelectorAll(parts);
+    var news = fresh.querySelectorAll(parts);
+    if (olds.length !== news.length) {
+      document.body.replaceWith(fresh.body);
+      return;
+    }
+    Array.prototype.forEach.call(olds, function (old, i) {
+      if (!old.isEqualNode(news[i])) old.replaceWith(news[i]);
+    });
+    var tbody = document.querySelector("tbody");
+    var kept = rows(tbody);
+    var wanted = Array.prototype.map.call(
+      fresh.querySelector("tbody").children,
+      function (row) {
+        var before = kept[row.getAttribute("data-name")];
+        return before !== undefined ? (before.isEqualNode(row) ? before : row) : row;
+      }
+    );
+    tbody.replaceChildren.apply(tbody, wanted);
+  }
+  function update() {
+    fetch(location.href, {cache: "no-store"}).then(function (response) {
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      return response.text();
+    }).then(function (text) {
+      show(new DOMParser().parseFromString(text, "text/html"));
+      document.body.classList.remove("stale");
+    }).catch(function () {
+      document.body.classList.add("stale");
+    }).then(function () {
+      setTimeout(update, every);
+    });
+  }
+  setTimeout(update, every);
+})();
+""".replace("REFRESH_MS", str(REFRESH_SECONDS * 1000))
 
 _CSS = """
 :root { --up: #1f9d55; --notready: #d89b00; --down: #d64545;
@@ -456,4 +518,7 @@ td.error { color: var(--down); max-width: 320px; overflow: hidden;
 footer { margin-top: 10px; color: var(--muted); font-size: 12px; }
 .count a, a.count { text-decoration: none; }
 nav.pages { margin: 8px 0; color: var(--muted); }
+body.stale header::after { content: "not updating: the agent does not answer";
+  color: #fff; background: var(--down); padding: 1px 8px; border-radius: 9px;
+  font-weight: 600; }
 """
