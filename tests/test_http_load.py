@@ -1,0 +1,236 @@
+"""
+HTTP clients against a real agent watching real redis-servers: clients
+looping over the biggest answers, idle connections, more connections than
+the agent takes, and all of them under a low open-file limit. Checks go on
+unharmed; HTTP is what gets refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import treq
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
+
+from sentinel import agent, httpd
+from sentinel.config import Config, RedisInstance
+from sentinel.httpd import MAX_CONNECTIONS
+from sentinel.process import FD_RESERVE
+from tests.polling import pause, wait_for
+from tests.servers import LOOPBACK, RedisServer, free_port
+from tests.test_twistd import TwistdTestCase, reactor
+
+log = Logger()
+
+LOOPING_CLIENTS = 15
+LOOP_SECONDS = 10.0
+PATHS = ("/", "/instances", "/metrics")
+
+
+def redis_tables(servers: list[RedisServer], count: int) -> str:
+    """``[[redis]]`` tables for `count` instances spread over `servers`."""
+    return "".join(
+        f'[[redis]]\nname = "r{i:04d}"\nhost = "{LOOPBACK}"\n'
+        f"port = {servers[i % len(servers)].port}\n"
+        for i in range(count)
+    )
+
+
+class IdleClient(Protocol):
+    """A connection that sends nothing; `lost` fires when the server closes it."""
+
+    def __init__(self) -> None:
+        self.lost: Deferred[float] = Deferred()
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost.callback(reactor.seconds())
+
+
+async def idle_clients(port: int, count: int) -> list[IdleClient]:
+    """`count` connections to the agent's HTTP port, each sending nothing."""
+    endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, port, timeout=5)
+    clients = [IdleClient() for _ in range(count)]
+    for client in clients:
+        await connectProtocol(endpoint, client)
+    return clients
+
+
+class LoadTests(TwistdTestCase):
+    """A real ``twistd -n sentinel`` agent and real redis-servers."""
+
+    def servers(self, count: int) -> list[RedisServer]:
+        started = []
+        for _ in range(count):
+            server = RedisServer().start()
+            self.addCleanup(server.stop)
+            started.append(server)
+        return started
+
+    def config(self, text: str) -> str:
+        path = Path(self.mktemp()).absolute()
+        path.write_text(text)
+        return str(path)
+
+    async def until_all_up(self, base: str, child: Any, count: int) -> Any:
+        """Wait (at most 60 s) until every instance is up; return /debug/stats."""
+        started = reactor.seconds()
+        stats: Any = {}
+        while reactor.seconds() - started < 60.0:
+            if child.poll() is not None:
+                self.fail(f"twistd exited: {self.log_path.read_text()}")
+            try:
+                stats = await self.stats(base)
+                if stats["instances_up"] == count and stats["ticks"] > 5:
+                    return stats
+            except Exception:
+                pass
+            await pause(reactor, 0.2)
+        self.fail(f"not all {count} instances up within 60 s: {stats}")
+
+    async def test_looping_clients_cost_no_check(self) -> None:
+        """
+        1,500 instances on four redis-servers, checked every 0.5 s (timeout
+        0.4 s, so that each slice's completion is measured); fifteen
+        clients loop over /, /instances and /metrics for 10 s (before
+        slicing, such clients made healthy checks time out): not one check
+        fails, and every answer is whole.
+        """
+        count = 1500
+        servers = self.servers(4)
+        http = free_port()
+        path = self.config(
+            f"interval = 0.5\ntimeout = 0.4\n{redis_tables(servers, count)}"
+        )
+        child = self.spawn(
+            "--config", path, "--http", f"tcp:{http}:interface=127.0.0.1"
+        )
+        base = f"http://127.0.0.1:{http}"
+        before = await self.until_all_up(base, child, count)
+        answers: Counter[str] = Counter()
+        last: dict[str, bytes] = {}
+        until = reactor.seconds() + LOOP_SECONDS
+
+        async def loop() -> None:
+            pool = HTTPConnectionPool(reactor, persistent=True)
+            pool.maxPersistentPerHost = 1
+            try:
+                while reactor.seconds() < until:
+                    for path in PATHS:
+                        response = await treq.get(base + path, pool=pool, timeout=30)
+                        body = await response.content()
+                        self.assertEqual(response.code, 200)
+                        last[path] = body
+                        answers[path] += 1
+            finally:
+                await pool.closeCachedConnections()
+
+        started = time.monotonic()
+        await gatherResults([Deferred.fromCoroutine(loop()) for _ in range(15)])
+        took = time.monotonic() - started
+        after = await self.stats(base)
+        listed = json.loads(last["/instances"])["instances"]
+        self.assertEqual(len(listed), count)
+        self.assertTrue(last["/metrics"].endswith(b"\n"))
+        self.assertTrue(last["/"].endswith(b"</html>\n"))
+        self.assertTrue((await self.get_json(f"{base}/instances?limit=1"))["next"])
+        figures = {
+            "seconds": round(took, 1),
+            "answers": dict(answers),
+            "checks": after["checks"] - before["checks"],
+            "failures": after["failures"] - before["failures"],
+            "overruns": after["overruns"] - before["overruns"],
+            "tick_completion_seconds": after["tick_completion_seconds"],
+            "slowest_slice_seconds": after["http"]["slowest_slice_seconds"],
+        }
+        log.info("looping clients: {figures}", figures=figures)
+        self.assertEqual(figures["failures"], 0, figures)
+        self.assertEqual(after["instances_up"], count, figures)
+        self.assertGreaterEqual(min(answers.values()), LOOPING_CLIENTS, figures)
+
+    async def test_over_the_cap_and_the_open_file_limit(self) -> None:
+        """
+        Under an open-file limit the instances just fit (the agent counts
+        its HTTP connections in its reserve), idle clients take every HTTP
+        connection the agent allows and twenty more try: the twenty are
+        refused, no check fails, nothing says "Too many open files", and
+        HTTP answers again once the idle clients go.
+        """
+        limit = 512
+        count = limit - FD_RESERVE
+        servers = self.servers(2)
+        http = free_port()
+        path = self.config(
+            f"interval = 0.5\ntimeout = 0.4\n{redis_tables(servers, count)}"
+        )
+        child = self.spawn(
+            "--config", path, "--http", f"tcp:{http}:interface=127.0.0.1",
+            open_files=(limit, limit),
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{http}"
+        before = await self.until_all_up(base, child, count)
+        # The one used by until_all_up may still be closing.
+        await pause(reactor, 0.2)
+        held = await idle_clients(http, MAX_CONNECTIONS)
+        extra = await idle_clients(http, 20)
+        closed = await gatherResults([c.lost for c in extra])
+        self.assertTrue(all(c.received == b"" for c in extra))
+        self.assertFalse([c for c in held if c.lost.called])
+        await pause(reactor, 3.0)
+        self.assertFalse([c for c in held if c.lost.called])
+        for client in held:
+            client.transport.loseConnection()
+        await gatherResults([c.lost for c in held])
+        after = await self.stats(base)
+        self.assertEqual(len(closed), 20)
+        self.assertGreaterEqual(after["http"]["refused_connections"], 20)
+        self.assertEqual(after["failures"] - before["failures"], 0)
+        self.assertEqual(after["instances_up"], count)
+        self.assertNotIn("Too many open files", self.log_path.read_text())
+
+
+class IdleTimeoutTests(TestCase):
+    """An agent built in this process, its idle timeout lowered."""
+
+    async def test_idle_connections_closed(self) -> None:
+        """
+        A connection that sends nothing, and one idle after its answer, are
+        both closed by the agent once the idle timeout has passed.
+        """
+        self.patch(httpd, "IDLE_TIMEOUT", 0.5)
+        server = RedisServer().start()
+        self.addCleanup(server.stop)
+        http = free_port()
+        config = Config(
+            instances=(RedisInstance("a", LOOPBACK, server.port),),
+            agent_id="me",
+            http=f"tcp:{http}:interface={LOOPBACK}",
+        )
+        top = agent.make_agent(config, None, reactor)
+        top.privilegedStartService()
+        top.startService()
+        self.addCleanup(top.stopService)
+        [silent] = await idle_clients(http, 1)
+        [answered] = await idle_clients(http, 1)
+        answered.transport.write(b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n")
+        await wait_for(
+            reactor, lambda: answered.received.endswith(b"0\r\n\r\n"), 5.0, "answer"
+        )
+        answered_at = reactor.seconds()
+        closed_at = await silent.lost
+        self.assertLess(closed_at - answered_at, 1.0)
+        closed_at = await answered.lost
+        self.assertGreaterEqual(closed_at - answered_at, 0.45)
