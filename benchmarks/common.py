@@ -121,7 +121,14 @@ class Agent:
     app on a free loopback port, its log in ``workdir/<label>.log``.
     """
 
-    def __init__(self, workdir: Path, config: str, label: str = "agent") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: str,
+        label: str = "agent",
+        pythonpath: Path | None = None,
+    ) -> None:
+        """`pythonpath`: a tree of the code to run instead of this checkout's."""
         self.workdir = workdir
         self.http_port = free_port()
         self.config_path = workdir / f"{label}.toml"
@@ -137,6 +144,9 @@ class Agent:
             log=self.log,
             cwd=workdir,
             own_session=True,
+            env=None if pythonpath is None else {
+                **os.environ, "PYTHONPATH": str(pythonpath)
+            },
         )  # fmt: skip
         self.process = psutil.Process(self.child.pid)
 

@@ -1,0 +1,306 @@
+"""
+What HTTP clients cost the agent: the code of a git revision (``--before``)
+against this checkout, one after the other in one run, on the same
+redis-servers.
+
+Each agent watches N instances (names r0..rN-1 spread over a few real
+redis-servers, 1 s interval, 0.5 s timeout). Once every instance is up:
+
+- idle: the agent's CPU over a window with no request but the two
+  /debug/stats that bound it (the rate subtracted below);
+- per route (``/``, ``/instances``, ``/metrics``), a few renders one after
+  the other: the agent's CPU per render (its CPU over the renders minus the
+  idle rate), the client's wall time per render, and how long the reactor
+  was held: a probe on its own connection asks ``/healthz`` in a loop
+  during the renders, and the longest it waited for an answer is the
+  longest the reactor was busy elsewhere (a check's reply waits as long);
+  the agent's own ``slowest_slice_seconds`` when it has one;
+- a viewer: ``/`` asked every 2 s (what the page's refresh does) for a
+  window: the agent's CPU above the idle rate, in % of one core, and its
+  RSS per instance after it, against an agent watching nothing;
+- checks that failed and tick completion (p99) from the first render to
+  the end of the viewer's window, and the instances up at its end.
+
+Everything runs on 127.0.0.1; the agents, the redis-servers and this
+script share the machine's cores (and here, other people's work too):
+compare the two columns of one run, not runs.
+
+    .venv/bin/python benchmarks/viewer.py [--instances 10000] [--before e6b8391]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import subprocess
+import tarfile
+import tempfile
+import time
+from contextlib import ExitStack
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from common import (
+    LOOPBACK,
+    REPOSITORY,
+    Agent,
+    Instance,
+    agent_config,
+    load_average,
+    machine,
+    percentile,
+    start_redis_servers,
+    stop_on_sigterm,
+    table,
+)
+
+ROUTES = ("/", "/instances", "/metrics")
+
+
+def parse_args() -> argparse.Namespace:
+    """The options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--instances", type=int, default=10_000, help="instances (10000)")
+    add("--servers", type=int, default=4, help="redis-servers they share (4)")
+    add("--before", default="e6b8391", help="the revision to compare (e6b8391)")
+    add("--renders", type=int, default=5, help="renders per route (5)")
+    add("--idle", type=float, default=10.0, help="idle window, s (10)")
+    add("--viewer", type=float, default=30.0, help="viewer window, s (30)")
+    add("--startup-timeout", type=float, default=120.0, help="wait for up, s")
+    return parser.parse_args()
+
+
+def export(revision: str, into: Path) -> Path:
+    """The tree of `revision` (sentinel/ and twisted/plugins/) in `into`."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision, "sentinel", "twisted"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _probe(port: int, stopping: Any, results: Any) -> None:
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
+    waits = []
+    while not stopping.is_set():
+        started = time.perf_counter()
+        connection.request("GET", "/healthz")
+        connection.getresponse().read()
+        waits.append(time.perf_counter() - started)
+        time.sleep(0.002)
+    connection.close()
+    results.send(waits)
+
+
+class Prober:
+    """
+    Asks /healthz in a loop on one kept-alive connection, from a process of
+    its own (in a thread, it would wait for this one's GIL as well), and
+    keeps each wait.
+    """
+
+    def __init__(self, port: int) -> None:
+        self._stopping = multiprocessing.Event()
+        self._results, sender = multiprocessing.Pipe(duplex=False)
+        self._process = multiprocessing.Process(
+            target=_probe, args=(port, self._stopping, sender), daemon=True
+        )
+        self._process.start()
+
+    def stop(self) -> list[float]:
+        """Stop asking; every wait measured."""
+        self._stopping.set()
+        waits: list[float] = self._results.recv()
+        self._process.join(60)
+        return waits
+
+
+def get(port: int, path: str) -> bytes:
+    """One GET on a connection of its own; the body."""
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=120)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{path}: {response.status} {body[:200]!r}")
+        return body
+    finally:
+        connection.close()
+
+
+def wait_settled(agent: Agent, timeout: float) -> tuple[float, int]:
+    """
+    Wait until at least 99 % of the instances are up, past the rounds at
+    which the agent freezes its start-up objects, or at most `timeout`
+    seconds (a busy machine may never get there); return how long it took
+    and how many were up.
+    """
+    started = time.monotonic()
+    while True:
+        stats = agent.get("/debug/stats", timeout=30)
+        took = time.monotonic() - started
+        settled = stats["ticks"] > 12
+        if settled and stats["instances_up"] >= 0.99 * stats["instances"]:
+            return took, stats["instances_up"]
+        if settled and took > timeout:
+            return took, stats["instances_up"]
+        time.sleep(1.0)
+
+
+def measure(agent: Agent, args: argparse.Namespace) -> dict[str, Any]:
+    """Everything the docstring lists, for one agent."""
+    took, up = wait_settled(agent, args.startup_timeout)
+    result: dict[str, Any] = {"up_after": took, "up_at_start": up}
+    first = agent.get("/debug/stats")
+    cpu0, t0 = agent.cpu_seconds(), time.monotonic()
+    time.sleep(args.idle)
+    idle_rate = (agent.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+    result["idle_cpu"] = idle_rate
+    for path in ROUTES:
+        get(agent.http_port, path)  # The first render pays for imports.
+        prober = Prober(agent.http_port)
+        time.sleep(0.5)
+        walls = []
+        cpu0, t0 = agent.cpu_seconds(), time.monotonic()
+        for _ in range(args.renders):
+            started = time.monotonic()
+            size = len(get(agent.http_port, path))
+            walls.append(time.monotonic() - started)
+        cpu1, t1 = agent.cpu_seconds(), time.monotonic()
+        waits = prober.stop()
+        result[path] = {
+            "cpu": ((cpu1 - cpu0) - idle_rate * (t1 - t0)) / args.renders,
+            "wall": sorted(walls)[len(walls) // 2],
+            "bytes": size,
+            "hold_max": max(waits),
+            "hold_p99": percentile(waits, 99),
+        }
+    stats = agent.get("/debug/stats")
+    result["slowest_slice"] = stats.get("http", {}).get("slowest_slice_seconds")
+    cpu0, t0 = agent.cpu_seconds(), time.monotonic()
+    while time.monotonic() - t0 < args.viewer:
+        get(agent.http_port, "/")
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - t0) % 2.0))
+    viewer_rate = (agent.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+    result["viewer_cpu"] = viewer_rate - idle_rate
+    result["rss_viewer"] = agent.rss_bytes()
+    last = agent.get("/debug/stats")
+    result["failures"] = last["failures"] - first["failures"]
+    result["tick_p99"] = last["tick_completion_seconds"]["p99"]
+    result["up_at_end"] = last["instances_up"]
+    return result
+
+
+def baseline_rss(workdir: Path, tree: Path, label: str) -> int:
+    """The RSS of the same code watching nothing, settled."""
+    agent = Agent(workdir, agent_config([]), label, pythonpath=tree)
+    try:
+        agent.wait_ready()
+        agent.wait_ticks(12, timeout=60)
+        return agent.rss_bytes()
+    finally:
+        agent.stop()
+
+
+def run(
+    workdir: Path, tree: Path, label: str, ports: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Measure the code in `tree`."""
+    empty = baseline_rss(workdir, tree, f"{label}-empty")
+    instances = [
+        Instance(f"r{i}", ports[i % len(ports)]) for i in range(args.instances)
+    ]
+    agent = Agent(workdir, agent_config(instances), label, pythonpath=tree)
+    try:
+        agent.wait_ready(args.startup_timeout)
+        result = measure(agent, args)
+    finally:
+        agent.stop()
+    result["rss_per_instance"] = (result["rss_viewer"] - empty) / args.instances
+    return result
+
+
+def report(
+    before: dict[str, Any], after: dict[str, Any], args: argparse.Namespace
+) -> str:
+    """The figures, side by side."""
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.1f} ms"
+
+    rows = [("", f"before ({args.before})  |  after")]
+    for path in ROUTES:
+        for key, label, show in (
+            ("hold_max", "longest reactor hold (probe)", ms),
+            ("hold_p99", "probe wait p99", ms),
+            ("cpu", "CPU per render", ms),
+            ("wall", "wall per render (median)", ms),
+            ("bytes", "bytes", lambda v: f"{v:,}"),
+        ):
+            rows.append(
+                (
+                    f"{path} {label}",
+                    f"{show(before[path][key])}  |  {show(after[path][key])}",
+                )
+            )
+    rows += [
+        ("slowest slice (agent's own)", f"-  |  {ms(after['slowest_slice'])}"),
+        (
+            "viewer: CPU above idle",
+            f"{before['viewer_cpu'] * 100:.1f} %  |  {after['viewer_cpu'] * 100:.1f} % "
+            "of a core",
+        ),
+        (
+            "idle CPU",
+            f"{before['idle_cpu'] * 100:.1f} %  |  {after['idle_cpu'] * 100:.1f} %",
+        ),
+        (
+            "RSS per instance, page open",
+            f"{before['rss_per_instance'] / 1024:.1f} KiB  |  "
+            f"{after['rss_per_instance'] / 1024:.1f} KiB",
+        ),
+        ("failed checks (whole run)", f"{before['failures']}  |  {after['failures']}"),
+        (
+            "tick completion p99",
+            f"{ms(before['tick_p99'])}  |  {ms(after['tick_p99'])}",
+        ),
+        (
+            "waited for 99 % up",
+            f"{before['up_after']:.0f} s  |  {after['up_after']:.0f} s",
+        ),
+        ("up at the start", f"{before['up_at_start']}  |  {after['up_at_start']}"),
+        ("up at the end", f"{before['up_at_end']}  |  {after['up_at_end']}"),
+    ]
+    title = f"HTTP at {args.instances} instances"
+    return table(rows, title)
+
+
+def main() -> None:
+    """Start the servers, measure before, then after; print the table."""
+    args = parse_args()
+    stop_on_sigterm()
+    print(machine(), f"load average {load_average()}", flush=True)
+    with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        servers = start_redis_servers(args.servers, started)
+        ports = [server.port for server in servers]
+        old = export(args.before, workdir / "before")
+        before = run(workdir, old, "before", ports, args)
+        print("before:", before, flush=True)
+        after = run(workdir, REPOSITORY, "after", ports, args)
+        print("after:", after, flush=True)
+    print(report(before, after, args))
+    print(f"load average {load_average()} (the machine is shared)")
+
+
+if __name__ == "__main__":
+    main()
