@@ -17,7 +17,12 @@ import zlib
 from collections.abc import Callable
 
 import attr
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    choose_encoder,
+    generate_latest,
+    gzip_accepted,
+)
 from prometheus_client.registry import Collector
 
 from sentinel.metrics import AgentMetrics
@@ -41,7 +46,11 @@ class Exposition:
 
 def exposition(metrics: AgentMetrics, accept: str, accept_encoding: str) -> Exposition:
     """The answer to a scrape that sent these ``Accept`` headers."""
-    encoder, content_type = choose_encoder(accept)
+    try:
+        encoder, content_type = choose_encoder(accept)
+    except (TypeError, ValueError):
+        # A version that is not a number: the format every scraper reads.
+        encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
     openmetrics = content_type.startswith(OPENMETRICS)
     body = _body(metrics, encoder, openmetrics)
     if gzip_accepted(accept_encoding):

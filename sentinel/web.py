@@ -171,7 +171,8 @@ class StatusApp:
         if sort not in SORTS:
             sort = DEFAULT_SORT
         number = _argument(request, b"page")
-        wanted = int(number) if number.isascii() and number.isdigit() else 1
+        digits = number.isascii() and number.isdigit() and len(number) < 10
+        wanted = int(number) if digits else 1
         return self.slicer.stream(request, self._page(sort, wanted))
 
     # Data

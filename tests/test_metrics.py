@@ -163,6 +163,20 @@ class InstanceMetricsTests(ScrapeTestCase):
             [b"text/plain; version=1.0.0; charset=utf-8; escaping=underscores"],
         )
 
+    def test_nonsense_accept(self) -> None:
+        """An Accept header prometheus_client cannot read gets the 0.0.4 text."""
+        for accept in (
+            "application/openmetrics-text; version=abc",
+            "text/plain; version=x.y",
+            ";;;,,,=",
+        ):
+            code, headers, body = self.scrape_response(self.app, accept=accept)
+            self.assertEqual(code, 200)
+            self.assertEqual(
+                headers[b"Content-Type"], [CONTENT_TYPE_PLAIN_0_0_4.encode()]
+            )
+            self.assertIn("sentinel_instance_up", parse(body.decode()))
+
     def test_both_formats_say_the_same(self) -> None:
         """Every sample of one format is in the other, with the same value."""
         self.probes["c"].result = SLAVE

@@ -458,8 +458,10 @@ class IndexRouteTests(SynchronousTestCase):
         names = [n for n, _ in first + rows(second)]
         self.assertEqual(sorted(names), sorted(self.monitor.states))
         self.assertEqual(rows(second)[-1], ("ready", "up"))
-        # Past the last page: the last page.
+        # Past the last page: the last page; nonsense: the first.
         self.assertEqual(rows(self.get("/?page=99")), rows(second))
+        self.assertEqual(rows(self.get("/?page=" + "9" * 5000)), first)
+        self.assertEqual(rows(self.get("/?page=-1")), first)
 
     def test_sparklines(self) -> None:
         """Each row's sparkline has a point per good check, a tick per failure."""
