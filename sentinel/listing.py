@@ -11,10 +11,11 @@ names are kept and sorted again only when the set of names changes
 0.2 ms). Each answer renders from the names as they were when it started;
 an instance removed meanwhile is left out, one added is in the next answer.
 
-One document costs about 8 µs (build and ``json.dumps``, one per line, no
-indentation: indenting makes ``json`` use its Python encoder, three times
-slower), so a slice renders at most `DOCUMENTS_PER_SLICE` of them, and looks
-at most at `NAMES_PER_SLICE` names when a filter leaves most of them out.
+One document costs about 8-20 µs (build and ``json.dumps``, one per line,
+no indentation: indenting makes ``json`` use its Python encoder, three
+times slower), so a slice renders at most `DOCUMENTS_PER_SLICE` of them, and
+looks at most at `NAMES_PER_SLICE` names when a filter leaves most of them
+out.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from sentinel.instance import InstanceState
 from sentinel.streaming import Slices
 from sentinel.tracker import PendingTracker
 
-# About 1.5 ms of rendering, or 1 ms of looking at names, per slice.
-DOCUMENTS_PER_SLICE = 200
-NAMES_PER_SLICE = 5000
+# At most about 2 ms of rendering, or 0.5 ms of looking at names, a slice.
+DOCUMENTS_PER_SLICE = 100
+NAMES_PER_SLICE = 2500
 
 # `status=` values: the decided status, or not decided yet.
 UNKNOWN = "unknown"

@@ -71,9 +71,9 @@ _BUCKET_LABELS = [floatToGoString(b) for b in DURATION_BUCKETS] + ["+Inf"]
 
 CHECK_RESULTS = ("ok", "timeout", "error")
 
-# Instances whose lines of one family are written per slice: about 90 KB
-# of text, 1 ms to write (and 0.4 ms to compress).
-INSTANCES_PER_SLICE = 1000
+# Instances whose lines of one family are written per slice: about 45 KB
+# of text, 1-2 ms to write and compress.
+INSTANCES_PER_SLICE = 500
 
 
 class ReloadOutcome(Protocol):

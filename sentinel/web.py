@@ -74,11 +74,12 @@ class StatusApp:
     """
     The Klein app, complete once built: the `monitor` it reads, the
     `reactor` (for time), the `agent_id` it reports as, the agent's
-    `metrics` (no ``/metrics`` without),
-    the checks' `history` (sparklines), ZooKeeper's stats for the page,
-    more `health_checks` for ``/healthz`` and `stats_sources` for
-    ``/debug/stats``, and `gc_objects`, the number of objects the garbage
-    collector tracks, kept current elsewhere (counting walks them all).
+    `metrics` (no ``/metrics`` without), the checks' `history`
+    (sparklines), ZooKeeper's stats for the page, more `health_checks` for
+    ``/healthz`` and `stats_sources` for ``/debug/stats``, `gc_objects`
+    (the number of objects the garbage collector tracks, kept current
+    elsewhere: counting walks them all), and the `slicer` that runs its
+    long answers.
     """
 
     app: ClassVar[Klein] = Klein()
@@ -186,6 +187,7 @@ class StatusApp:
         history = self.history
         if history is not None:
             history.prune(states)
+            yield b""
         now = self.reactor.seconds()
         header = page.Header(
             agent_id=self.agent_id,
