@@ -1,27 +1,34 @@
 """
 What HTTP clients cost the agent: the code of a git revision (``--before``)
-against this checkout, one after the other in one run, on the same
-redis-servers.
+against this checkout, one after the other in one run.
 
-Each agent watches N instances (names r0..rN-1 spread over a few real
-redis-servers, 1 s interval, 0.5 s timeout). Once every instance is up:
+Renders, in a process of their own for each code (``render``): a monitor
+of N instances on a Clock (fake probes, every instance up, 60 checks of
+history each), its HTTP app, and a few renders of ``/``, ``/instances`` and
+``/metrics`` through StubTreq: CPU per render (the process's CPU time,
+client parsing included, the same for both), and the longest the reactor
+was held in one go: the whole render before, the longest turn after (the
+app's slices turned by hand, each timed, and the synchronous part of the
+request).
+
+Agents (``twistd -n sentinel``), for each code in turn, watching N
+instances spread over a few real redis-servers (1 s interval, 0.5 s
+timeout), once settled:
 
 - idle: the agent's CPU over a window with no request but the two
   /debug/stats that bound it (the rate subtracted below);
-- per route (``/``, ``/instances``, ``/metrics``), a few renders one after
-  the other: the agent's CPU per render (its CPU over the renders minus the
-  idle rate), the client's wall time per render, and how long the reactor
-  was held: a probe on its own connection asks ``/healthz`` in a loop
-  during the renders, and the longest it waited for an answer is the
-  longest the reactor was busy elsewhere (a check's reply waits as long);
-  the agent's own ``slowest_slice_seconds`` when it has one;
+- per route, a few renders one after the other: the agent's CPU per
+  render above the idle rate, and how long the reactor was held, as a
+  probe process asking ``/healthz`` in a loop during the renders waited
+  (a check's reply waits as long); the agent's own slowest slice;
 - a viewer: ``/`` asked every 2 s (what the page's refresh does) for a
   window: the agent's CPU above the idle rate, in % of one core, and its
-  RSS per instance after it, against an agent watching nothing;
-- checks that failed and tick completion (p99) from the first render to
-  the end of the viewer's window, and the instances up at its end.
+  RSS per instance after it, against the same code watching nothing;
+- checks that failed and tick completion p99 meanwhile, and the instances
+  up at the start and at the end.
 
-Everything runs on 127.0.0.1; the agents, the redis-servers and this
+An agent that does not answer in time is reported as such, with its log's
+tail. Everything runs on 127.0.0.1; the agents, the redis-servers and this
 script share the machine's cores (and here, other people's work too):
 compare the two columns of one run, not runs.
 
@@ -32,8 +39,11 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import multiprocessing
+import os
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -70,13 +80,15 @@ def parse_args() -> argparse.Namespace:
     add("--idle", type=float, default=10.0, help="idle window, s (10)")
     add("--viewer", type=float, default=30.0, help="viewer window, s (30)")
     add("--startup-timeout", type=float, default=120.0, help="wait for up, s")
+    add("--workdir", type=Path, default=None, help="keep configs and logs here")
+    add("--no-agents", action="store_true", help="only the renders in process")
     return parser.parse_args()
 
 
 def export(revision: str, into: Path) -> Path:
-    """The tree of `revision` (sentinel/ and twisted/plugins/) in `into`."""
+    """The tree of `revision` (sentinel/, tests/, twisted/plugins/) in `into`."""
     archive = subprocess.run(
-        ["git", "archive", "--format=tar", revision, "sentinel", "twisted"],
+        ["git", "archive", "--format=tar", revision, "sentinel", "tests", "twisted"],
         cwd=REPOSITORY,
         capture_output=True,
         check=True,
@@ -85,6 +97,29 @@ def export(revision: str, into: Path) -> Path:
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     return into
+
+
+# Renders in process
+
+
+def render_in(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """`renders.py` on the code in `tree`, in a process of its own."""
+    done = subprocess.run(
+        [
+            sys.executable, str(Path(__file__).with_name("renders.py")),
+            str(args.instances), str(args.renders),
+        ],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+# Agents
 
 
 def _probe(port: int, stopping: Any, results: Any) -> None:
@@ -214,7 +249,7 @@ def baseline_rss(workdir: Path, tree: Path, label: str) -> int:
 def run(
     workdir: Path, tree: Path, label: str, ports: list[int], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Measure the code in `tree`."""
+    """Measure an agent of the code in `tree`, or say why it could not be."""
     empty = baseline_rss(workdir, tree, f"{label}-empty")
     instances = [
         Instance(f"r{i}", ports[i % len(ports)]) for i in range(args.instances)
@@ -223,6 +258,8 @@ def run(
     try:
         agent.wait_ready(args.startup_timeout)
         result = measure(agent, args)
+    except (OSError, RuntimeError, http.client.HTTPException) as e:
+        return {"error": f"{e!r}{agent.child.log_tail()}"}
     finally:
         agent.stop()
     result["rss_per_instance"] = (result["rss_viewer"] - empty) / args.instances
@@ -230,75 +267,79 @@ def run(
 
 
 def report(
-    before: dict[str, Any], after: dict[str, Any], args: argparse.Namespace
+    renders: dict[str, dict[str, Any]],
+    agents: dict[str, dict[str, Any]],
+    args: argparse.Namespace,
 ) -> str:
-    """The figures, side by side."""
+    """The figures, before and after side by side."""
 
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value * 1000:.1f} ms"
+    def ms(value: float) -> str:
+        return f"{value * 1000:.1f} ms"
+
+    def percent(value: float) -> str:
+        return f"{value * 100:.1f} %"
+
+    def pair(show: Any, results: dict[str, dict[str, Any]], *keys: str) -> str:
+        shown = []
+        for label in ("before", "after"):
+            value: Any = results.get(label, {})
+            for key in keys:
+                value = value.get(key) if isinstance(value, dict) else None
+            shown.append("-" if value is None else show(value))
+        return "  |  ".join(shown)
 
     rows = [("", f"before ({args.before})  |  after")]
     for path in ROUTES:
-        for key, label, show in (
-            ("hold_max", "longest reactor hold (probe)", ms),
-            ("hold_p99", "probe wait p99", ms),
-            ("cpu", "CPU per render", ms),
-            ("wall", "wall per render (median)", ms),
-            ("bytes", "bytes", lambda v: f"{v:,}"),
-        ):
-            rows.append(
-                (
-                    f"{path} {label}",
-                    f"{show(before[path][key])}  |  {show(after[path][key])}",
-                )
-            )
+        rows += [
+            (f"{path} longest hold (in process)", pair(ms, renders, path, "hold")),
+            (f"{path} its CPU (in process)", pair(ms, renders, path, "hold_cpu")),
+            (f"{path} CPU per render (in process)", pair(ms, renders, path, "cpu")),
+            (f"{path} bytes", pair("{:,}".format, renders, path, "bytes")),
+        ]
+    for path in ROUTES:
+        rows += [
+            (f"{path} longest probe wait (agent)", pair(ms, agents, path, "hold_max")),
+            (f"{path} CPU per render (agent)", pair(ms, agents, path, "cpu")),
+        ]
     rows += [
-        ("slowest slice (agent's own)", f"-  |  {ms(after['slowest_slice'])}"),
-        (
-            "viewer: CPU above idle",
-            f"{before['viewer_cpu'] * 100:.1f} %  |  {after['viewer_cpu'] * 100:.1f} % "
-            "of a core",
-        ),
-        (
-            "idle CPU",
-            f"{before['idle_cpu'] * 100:.1f} %  |  {after['idle_cpu'] * 100:.1f} %",
-        ),
+        ("slowest slice (agent's own)", pair(ms, agents, "slowest_slice")),
+        ("viewer: CPU above idle, of a core", pair(percent, agents, "viewer_cpu")),
+        ("idle CPU, of a core", pair(percent, agents, "idle_cpu")),
         (
             "RSS per instance, page open",
-            f"{before['rss_per_instance'] / 1024:.1f} KiB  |  "
-            f"{after['rss_per_instance'] / 1024:.1f} KiB",
+            pair(lambda v: f"{v / 1024:.1f} KiB", agents, "rss_per_instance"),
         ),
-        ("failed checks (whole run)", f"{before['failures']}  |  {after['failures']}"),
-        (
-            "tick completion p99",
-            f"{ms(before['tick_p99'])}  |  {ms(after['tick_p99'])}",
-        ),
-        (
-            "waited for 99 % up",
-            f"{before['up_after']:.0f} s  |  {after['up_after']:.0f} s",
-        ),
-        ("up at the start", f"{before['up_at_start']}  |  {after['up_at_start']}"),
-        ("up at the end", f"{before['up_at_end']}  |  {after['up_at_end']}"),
+        ("failed checks meanwhile", pair(str, agents, "failures")),
+        ("tick completion p99", pair(ms, agents, "tick_p99")),
+        ("up at start", pair(str, agents, "up_at_start")),
+        ("up at end", pair(str, agents, "up_at_end")),
     ]
-    title = f"HTTP at {args.instances} instances"
-    return table(rows, title)
+    lines = [table(rows, f"HTTP at {args.instances} instances")]
+    for label, result in agents.items():
+        if "error" in result:
+            lines.append(f"{label} agent: {result['error']}")
+    return "\n".join(lines)
 
 
 def main() -> None:
-    """Start the servers, measure before, then after; print the table."""
+    """Renders before and after, then agents before and after; the table."""
     args = parse_args()
     stop_on_sigterm()
     print(machine(), f"load average {load_average()}", flush=True)
     with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
-        workdir = Path(scratch)
-        servers = start_redis_servers(args.servers, started)
-        ports = [server.port for server in servers]
-        old = export(args.before, workdir / "before")
-        before = run(workdir, old, "before", ports, args)
-        print("before:", before, flush=True)
-        after = run(workdir, REPOSITORY, "after", ports, args)
-        print("after:", after, flush=True)
-    print(report(before, after, args))
+        workdir = args.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        trees = {"before": export(args.before, workdir / "before"), "after": REPOSITORY}
+        renders = {label: render_in(tree, args) for label, tree in trees.items()}
+        print("renders:", renders, flush=True)
+        agents: dict[str, dict[str, Any]] = {}
+        if not args.no_agents:
+            servers = start_redis_servers(args.servers, started)
+            ports = [server.port for server in servers]
+            for label, tree in trees.items():
+                agents[label] = run(workdir, tree, label, ports, args)
+                print(f"{label}:", agents[label], flush=True)
+    print(report(renders, agents, args))
     print(f"load average {load_average()} (the machine is shared)")
 
 
