@@ -7,20 +7,17 @@ unharmed; HTTP is what gets refused.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import treq
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from twisted.web.client import HTTPConnectionPool
 
 from sentinel import agent, httpd
 from sentinel.config import Config, RedisInstance
@@ -44,6 +41,38 @@ def redis_tables(servers: list[RedisServer], count: int) -> str:
         f"port = {servers[i % len(servers)].port}\n"
         for i in range(count)
     )
+
+
+class OneAnswer(Protocol):
+    """
+    Asks for `path` once and reads the answer to the end, keeping only
+    whether it was a whole 200 (cheap enough for clients that loop).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.head = b""
+        self.tail = b""
+        self.done: Deferred[None] = Deferred()
+
+    @property
+    def whole(self) -> bool:
+        """A 200, chunked to its last chunk."""
+        return self.head.startswith(b"HTTP/1.1 200 ") and self.tail == b"0\r\n\r\n"
+
+    def connectionMade(self) -> None:
+        self.transport.write(
+            f"GET {self.path} HTTP/1.1\r\nHost: agent\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if len(self.head) < 16:
+            self.head += data[:16]
+        self.tail = (self.tail + data)[-5:]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.done.callback(None)
 
 
 class IdleClient(Protocol):
@@ -107,7 +136,7 @@ class LoadTests(TwistdTestCase):
         0.4 s, so that each slice's completion is measured); fifteen
         clients loop over /, /instances and /metrics for 10 s (before
         slicing, such clients made healthy checks time out): not one check
-        fails, and every answer is whole.
+        fails, and every answer is a whole 200.
         """
         count = 1500
         servers = self.servers(4)
@@ -121,32 +150,27 @@ class LoadTests(TwistdTestCase):
         base = f"http://127.0.0.1:{http}"
         before = await self.until_all_up(base, child, count)
         answers: Counter[str] = Counter()
-        last: dict[str, bytes] = {}
+        whole: Counter[str] = Counter()
         until = reactor.seconds() + LOOP_SECONDS
+        endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, http, timeout=5)
 
         async def loop() -> None:
-            pool = HTTPConnectionPool(reactor, persistent=True)
-            pool.maxPersistentPerHost = 1
-            try:
-                while reactor.seconds() < until:
-                    for path in PATHS:
-                        response = await treq.get(base + path, pool=pool, timeout=30)
-                        body = await response.content()
-                        self.assertEqual(response.code, 200)
-                        last[path] = body
-                        answers[path] += 1
-            finally:
-                await pool.closeCachedConnections()
+            while reactor.seconds() < until:
+                for path in PATHS:
+                    answer = await connectProtocol(endpoint, OneAnswer(path))
+                    await answer.done
+                    answers[path] += 1
+                    whole[path] += answer.whole
 
         started = time.monotonic()
-        await gatherResults([Deferred.fromCoroutine(loop()) for _ in range(15)])
+        await gatherResults(
+            [Deferred.fromCoroutine(loop()) for _ in range(LOOPING_CLIENTS)]
+        )
         took = time.monotonic() - started
         after = await self.stats(base)
-        listed = json.loads(last["/instances"])["instances"]
+        self.assertEqual(whole, answers)
+        listed = (await self.get_json(f"{base}/instances"))["instances"]
         self.assertEqual(len(listed), count)
-        self.assertTrue(last["/metrics"].endswith(b"\n"))
-        self.assertTrue(last["/"].endswith(b"</html>\n"))
-        self.assertTrue((await self.get_json(f"{base}/instances?limit=1"))["next"])
         figures = {
             "seconds": round(took, 1),
             "answers": dict(answers),
