@@ -29,6 +29,7 @@ from sentinel.config import RedisInstance
 from sentinel.history import CheckHistory
 from sentinel.httpd import StatusSite
 from sentinel.markup import ROWS, frame, html
+from sentinel.observation import Observation
 from sentinel.overview import (
     CLASSIFY_PER_SLICE,
     PAGE_ROWS,
@@ -46,7 +47,6 @@ from sentinel.page import (
     sparkline,
 )
 from sentinel.page import rows as render_rows
-from sentinel.observation import Observation
 from tests.fakes import FAILED, make_monitor
 from tests.httptest import Connection, fetch, responses, status_app
 from tests.polling import pause
