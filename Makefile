@@ -1,5 +1,6 @@
-# make test: lint, type-check and run the whole suite (real Redis and
-# ZooKeeper included); make demo: watch the agent against two Redis servers.
+# make test: lint, type-check and run the whole suite (real Redis, ZooKeeper
+# and Prometheus included); make demo: watch the agent against two Redis
+# servers.
 
 VENV := .venv
 PYTHON := $(VENV)/bin/python
@@ -25,6 +26,7 @@ system-deps:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	{ [ -f $(ZOOKEEPER_JAR) ] && command -v java >/dev/null; } || missing="$$missing zookeeper"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing="$$missing prometheus"; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null; then sudo="sudo"; \

@@ -189,7 +189,13 @@ def http_service(
         reactor=reactor,
         agent_id=agent_id,
         gc_objects=gc_objects,
-        metrics=AgentMetrics(monitor, reload, zookeeper),
+        metrics=AgentMetrics(
+            monitor,
+            reload,
+            zookeeper,
+            # The app is made just below; the gauge asks it at each scrape.
+            unhealthy_reasons=lambda: app.unhealthy_reasons(),
+        ),
         history=history,
         zookeeper_stats=None if zookeeper is None else zookeeper.stats,
         health_checks=checks,

@@ -112,10 +112,12 @@ class AgentMetrics:
         reload: ReloadOutcome,
         zookeeper: ZooKeeperPublisher | None = None,
         version: str = __version__,
+        unhealthy_reasons: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self._monitor = monitor
         self._reload = reload
         self._zookeeper = zookeeper
+        self._unhealthy_reasons = unhealthy_reasons
         self._version = version
         self._labels = _LabelCache()
         self.checks = dict.fromkeys(CHECK_RESULTS, 0)
@@ -157,6 +159,12 @@ class AgentMetrics:
         yield InfoMetricFamily(
             "sentinel_build", "The running version.", value={"version": self._version}
         )
+        if self._unhealthy_reasons is not None:
+            yield GaugeMetricFamily(
+                "sentinel_healthy",
+                "1 while GET /healthz answers 200, else 0 (it says why).",
+                value=0.0 if self._unhealthy_reasons() else 1.0,
+            )
         yield from self._loop()
         yield from self._config()
         if self._zookeeper is not None:
@@ -256,6 +264,23 @@ class AgentMetrics:
                     value=1.0 if zookeeper.zk.state == CONNECTED else 0.0,
                 ),
                 writes,
+                GaugeMetricFamily(
+                    "sentinel_zk_conflicts",
+                    "Nodes this agent must own held by someone else now (a "
+                    "persistent squatter or another live agent).",
+                    value=len(zookeeper.conflicts),
+                ),
+                CounterMetricFamily(
+                    "sentinel_zk_conflicts_started",
+                    "Conflicts that began since start.",
+                    value=zookeeper.conflicts_started,
+                ),
+                GaugeMetricFamily(
+                    "sentinel_zk_waiting_takeover",
+                    "Nodes this agent waits to take over: held by another "
+                    "session (an earlier one of its own, or a conflict).",
+                    value=len(zookeeper.waiting_takeover),
+                ),
             )
         )
 
@@ -372,6 +397,15 @@ def _last_change(state: InstanceState) -> tuple[str, str] | None:
     return None if since is None else ("", floatToGoString(since))
 
 
+def _draining(state: InstanceState) -> tuple[str, str]:
+    return _ONE if state.health.draining else _ZERO
+
+
+def _discovered(state: InstanceState) -> tuple[str, str] | None:
+    master = state.instance.discovered_by
+    return None if master is None else (f',master="{label_value(master)}"', "1.0")
+
+
 INSTANCE_FAMILIES = (
     InstanceFamily(
         "sentinel_instance_up",
@@ -403,5 +437,16 @@ INSTANCE_FAMILIES = (
         "sentinel_instance_last_change_timestamp_seconds",
         "When the instance's status last changed (its since); absent until decided.",
         _last_change,
+    ),
+    InstanceFamily(
+        "sentinel_instance_draining",
+        "1 while the instance's drain key exists (up, not ready, not discovered).",
+        _draining,
+    ),
+    InstanceFamily(
+        "sentinel_instance_discovered",
+        "1 for a replica found from its master's INFO, labelled with that "
+        "master's name; absent for a configured instance.",
+        _discovered,
     ),
 )

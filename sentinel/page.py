@@ -238,7 +238,11 @@ def row(doc: Mapping[str, Any], points: Sequence[Point], now: float) -> Tag:
     error_cell = (
         _cell("error", str(error), title=str(error)) if error else _cell("error")
     )
-    link = Tag("a", {"href": "/instances/" + quote(name, safe="")}, [name])
+    link: Any = Tag("a", {"href": "/instances/" + quote(name, safe="")}, [name])
+    discovered_by = doc.get("discovered_by")
+    if discovered_by:
+        # Found from its master's INFO, not configured: say from which.
+        link = [link, " ", Tag("small", children=[f"via {discovered_by}"])]
     pill = Tag("span", {"class": "pill", "title": counts}, [LABELS[state]])
     return Tag(
         "tr",

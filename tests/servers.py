@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, cast
 
@@ -234,6 +234,24 @@ class _RealServer:
         self.directory.mkdir(exist_ok=True)
         self._child = ChildProcess(argv, log=self.log, env=env, cwd=self.directory)
 
+    def _poll_ready(
+        self, ready: Callable[[], bool], timeout: float, step: float
+    ) -> None:
+        """
+        Ask `ready` every `step` seconds until it says yes: nothing tells
+        when a port opens. Wait no longer than `timeout`, nor than the
+        process lives (its log then says why).
+        """
+        deadline = time.monotonic() + timeout
+        while not ready():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._failed_start("was not ready in time")
+            try:
+                self.child.wait_readable(None, min(step, remaining))
+            except ChildExited as e:
+                raise self._failed_start(f"did not start: {e}") from None
+
     def _failed_start(self, why: str) -> RuntimeError:
         child = self.child
         child.kill()
@@ -394,17 +412,7 @@ class ZooKeeperServer(_RealServer):
             str(self.config),
         ]  # fmt: skip
         self._spawn(argv, None)
-        deadline = time.monotonic() + timeout
-        while not self._serving():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._failed_start("was not ready in time")
-            try:
-                # Nothing tells when the port opens: wait a little between
-                # questions, but no longer than the process lives.
-                self.child.wait_readable(None, min(0.02, remaining))
-            except ChildExited as e:
-                raise self._failed_start(f"did not start: {e}") from None
+        self._poll_ready(self._serving, timeout, 0.02)
         return self
 
     def _serving(self) -> bool:

@@ -163,6 +163,28 @@ class InstanceMetricsTests(ScrapeTestCase):
             [b"text/plain; version=1.0.0; charset=utf-8; escaping=underscores"],
         )
 
+    def test_draining_and_discovered(self) -> None:
+        """
+        A drained instance is 1 in sentinel_instance_draining (0 otherwise);
+        a replica found from a master is in sentinel_instance_discovered
+        with that master's name, and a configured instance is not there.
+        """
+        self.probes["b"].result = Observation(
+            ok=True, ready=False, latency_ms=0.5, error="draining", draining=True
+        )
+        self.monitor.add_instance(
+            RedisInstance("a@10.0.0.9:6380", "10.0.0.9", 6380, discovered_by="a")
+        )
+        self.tick(3)
+        for openmetrics in (False, True):
+            metrics = self.scrape(openmetrics)
+            self.assertEqual(metrics["sentinel_instance_draining"][("b",)], 1.0)
+            self.assertEqual(metrics["sentinel_instance_draining"][("a",)], 0.0)
+            self.assertEqual(
+                metrics["sentinel_instance_discovered"],
+                {("a", "a@10.0.0.9:6380"): 1.0},
+            )
+
     def test_nonsense_accept(self) -> None:
         """An Accept header prometheus_client cannot read gets the 0.0.4 text."""
         for accept in (
@@ -440,8 +462,9 @@ class SliceTests(SynchronousTestCase):
                 now = client.output().count(b"\nsentinel_instance_")
                 self.assertLessEqual(now - written, INSTANCES_PER_SLICE)
                 written = now
-            # Masters all: no master link series.
-            self.assertEqual(written, count * 5)
+            # Masters all, configured all: no master link or discovered
+            # series (up, ready, role, latency, last change, draining).
+            self.assertEqual(written, count * 6)
             [(code, _, body)] = responses(client.output())
             metrics = parse(body.decode(), openmetrics=bool(accept))
             self.assertEqual(len(metrics["sentinel_instance_up"]), count)
@@ -562,3 +585,51 @@ class AgentWiringTests(SynchronousTestCase):
         self.assertEqual(metrics["sentinel_instance_up"], {("a",): 0.0})
         self.assertIn("sentinel_checks_total", metrics)
         self.assertEqual(metrics["sentinel_config_last_reload_successful"], {(): 1.0})
+
+
+class ConflictMetricsTests(ZooKeeperMetricsTests):
+    """The conflict gauges and counter, on the fake ZooKeeper."""
+
+    def test_persistent_squatter(self) -> None:
+        """
+        A persistent node on an instance's path is one conflict now and one
+        begun; once it is deleted and taken over, none now, one begun.
+        """
+        self.publisher.startService()
+        self.zk.connect()
+        self.zk.put("/sentinel/instances/r", b'{"status": "up"}')
+        self.publish(Observation(ok=True, ready=True, latency_ms=0.5))
+        metrics = self.scrape()
+        self.assertEqual(metrics["sentinel_zk_conflicts"], {(): 1.0})
+        self.assertEqual(metrics["sentinel_zk_conflicts_started_total"], {(): 1.0})
+        self.assertEqual(metrics["sentinel_zk_waiting_takeover"], {(): 1.0})
+        self.zk.remove("/sentinel/instances/r")
+        for _ in range(3):
+            self.clock.advance(1.0)
+        metrics = self.scrape()
+        self.assertEqual(metrics["sentinel_zk_conflicts"], {(): 0.0})
+        self.assertEqual(metrics["sentinel_zk_conflicts_started_total"], {(): 1.0})
+        self.assertEqual(metrics["sentinel_zk_waiting_takeover"], {(): 0.0})
+        self.assertEqual(self.zk.owner("/sentinel/instances/r"), self.zk.session_id)
+        self.flushLoggedErrors()
+
+
+class HealthyMetricTests(SynchronousTestCase):
+    """sentinel_healthy follows GET /healthz."""
+
+    def test_follows_healthz(self) -> None:
+        """1 while /healthz would answer 200, 0 as soon as it gives a reason."""
+        reasons: list[str] = []
+        app, monitor, _, _, turns = status_app(["a"])
+        metrics = AgentMetrics(
+            monitor, LoadedAtStart(0.0), unhealthy_reasons=lambda: reasons
+        )
+        app = attr.evolve(app, metrics=metrics)
+
+        def healthy() -> Series:
+            _, _, body = fetch(StubTreq(app.resource()), turns, "/metrics")
+            return parse(body.decode())["sentinel_healthy"]
+
+        self.assertEqual(healthy(), {(): 1.0})
+        reasons.append("the check loop last ticked never")
+        self.assertEqual(healthy(), {(): 0.0})

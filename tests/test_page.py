@@ -294,6 +294,20 @@ class RendererTests(SynchronousTestCase):
         self.assertIn('href="/instances/%3Cscript%3Ealert%281%29%3C%2Fscript%3E"', page)
         self.assertEqual([r[0] for r in rows(page)], [SCRIPT, "s"])
 
+    def test_discovered_marked(self) -> None:
+        """
+        A replica found from a master says via which, escaped like every
+        other value; a configured instance says nothing of the kind.
+        """
+        docs = [
+            doc("m@10.0.0.2:6380", "up", True, discovered_by=SCRIPT),
+            doc("m", "up", True),
+        ]
+        page = whole_page(docs, now=10.0)
+        self.assertNotIn(SCRIPT, page)
+        self.assertIn("<small>via &lt;script&gt;alert(1)&lt;/script&gt;</small>", page)
+        self.assertEqual(page.count("<small>via "), 1)
+
     def test_same_bytes_as_twisted(self) -> None:
         """
         The serializer writes exactly what twisted.web.template's flatten

@@ -1,0 +1,209 @@
+"""
+A real Prometheus (Debian's) scraping a real ``twistd -n sentinel`` agent
+and discovering Redis servers through the agent's serverset nodes in a real
+ZooKeeper, as an operator who already runs Prometheus would set it up;
+and the alert rules and dashboard in ``contrib/`` checked against what the
+agent exports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import treq
+from twisted.internet import reactor as _reactor
+from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
+
+from tests.polling import wait_for
+from tests.prometheus import PrometheusServer
+from tests.servers import LOOPBACK, RedisServer, shared_zookeeper
+from tests.test_conflicts import AgentProcess
+
+reactor: Any = _reactor
+
+REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "contrib" / "prometheus" / "sentinel.rules.yml"
+EXAMPLE = REPO / "contrib" / "prometheus" / "prometheus.yml"
+DASHBOARD = REPO / "contrib" / "grafana" / "sentinel-dashboard.json"
+
+INTERVAL, TIMEOUT, FALL = 0.2, 0.1, 3
+# Twistd's start, Prometheus's first scrapes (every second) and discovery.
+START_BOUND = 20.0
+# Detection, the member's removal, Prometheus's next look at ZooKeeper.
+GONE_BOUND = INTERVAL * FALL + TIMEOUT + 5.0
+
+# A metric name in a PromQL expression of ours.
+METRIC_NAME = re.compile(r"\bsentinel_[a-z_]+")
+# The suffixes Prometheus adds to a family's samples.
+SAMPLE_SUFFIX = re.compile(r"_(total|bucket|sum|count|created|info)$")
+
+
+def exported_families(text: str) -> set[str]:
+    """The family names in a ``/metrics`` answer (its ``# TYPE`` lines)."""
+    return {
+        line.split()[2]
+        for line in text.splitlines()
+        if line.startswith("# TYPE ") and len(line.split()) > 2
+    }
+
+
+class PrometheusTests(TestCase):
+    """What Prometheus sees of an agent and of its discovery nodes."""
+
+    async def test_scraped_and_discovered(self) -> None:
+        """
+        Prometheus scrapes the agent's series labelled ``name`` and
+        ``addr`` (its own ``instance`` label untouched, no
+        ``exported_instance``), discovers exactly the up instances from the
+        serverset members, drops a SIGSTOPped one from its targets, and
+        the contrib rule for a down instance fires for it alone.
+        """
+        zookeeper = shared_zookeeper()
+        servers = [RedisServer().start() for _ in range(3)]
+        for server in servers:
+            self.addCleanup(server.stop)
+        discovery = "/prom-discovery"
+        config = Path(self.mktemp()).absolute()
+        config.write_text(
+            f"interval = {INTERVAL}\ntimeout = {TIMEOUT}\nfall = {FALL}\nrise = 2\n"
+            f'[zookeeper]\nhosts = "{zookeeper.hosts}"\nroot = "/prom-test"\n'
+            f'discovery = "serverset"\ndiscovery_root = "{discovery}"\n'
+            + "".join(
+                f'[[redis]]\nname = "r{i}"\nhost = "{LOOPBACK}"\n'
+                f'port = {server.port}\nservice = "cache"\n'
+                for i, server in enumerate(servers)
+            )
+        )
+        agent = AgentProcess(Path(self.mktemp()), "--config", str(config))
+        self.addCleanup(agent.child.stop)
+        prometheus = PrometheusServer(
+            {
+                "rule_files": [str(RULES)],
+                "scrape_configs": [
+                    {
+                        "job_name": "sentinel",
+                        "static_configs": [{"targets": [f"{LOOPBACK}:{agent.http}"]}],
+                    },
+                    {
+                        "job_name": "redis",
+                        "serverset_sd_configs": [
+                            {
+                                "servers": [zookeeper.hosts],
+                                "paths": [f"{discovery}/cache"],
+                                "timeout": "5s",
+                            }
+                        ],
+                    },
+                ],
+            }
+        ).start()
+        self.addCleanup(prometheus.stop)
+        addresses = {f"{LOOPBACK}:{server.port}" for server in servers}
+
+        def up_series() -> dict[str, dict[str, Any]]:
+            return {
+                series["metric"]["name"]: series
+                for series in prometheus.query("sentinel_instance_up == 1")
+            }
+
+        def discovered() -> set[str]:
+            return {
+                target["labels"]["instance"]
+                for target in prometheus.targets()
+                if target["labels"].get("job") == "redis"
+            }
+
+        await wait_for(
+            reactor,
+            lambda: len(up_series()) == 3 and discovered() == addresses,
+            START_BOUND,
+            "three instances scraped up and discovered",
+            step=0.2,
+        )
+        for name, series in up_series().items():
+            labels = series["metric"]
+            self.assertEqual(labels["instance"], f"{LOOPBACK}:{agent.http}")
+            self.assertEqual(labels["job"], "sentinel")
+            self.assertIn(labels["addr"], addresses, name)
+        self.assertEqual(
+            prometheus.query('{__name__=~"sentinel_.+", exported_instance!=""}'), []
+        )
+        build = prometheus.query("sentinel_build_info")
+        self.assertEqual(len(build), 1)
+
+        stopped = servers[1]
+        stopped.pause()
+        self.addCleanup(stopped.restore)
+        await wait_for(
+            reactor,
+            lambda: discovered() == addresses - {f"{LOOPBACK}:{stopped.port}"},
+            GONE_BOUND,
+            "the stopped instance gone from Prometheus's targets",
+            step=0.1,
+        )
+        await wait_for(
+            reactor,
+            lambda: set(up_series()) == {"r0", "r2"},
+            GONE_BOUND,
+            "the stopped instance scraped down",
+            step=0.2,
+        )
+
+        def alerting() -> set[str]:
+            alerts = prometheus.api("alerts")["alerts"]
+            return {
+                alert["labels"].get("name", "")
+                for alert in alerts
+                if alert["labels"]["alertname"] == "RedisInstanceDown"
+            }
+
+        await wait_for(
+            reactor, lambda: alerting() == {"r1"}, 5.0, "the rule for r1", step=0.2
+        )
+
+        # Everything contrib/ refers to is exported by a real agent.
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        response = await treq.get(
+            f"http://{LOOPBACK}:{agent.http}/metrics", timeout=5, pool=pool
+        )
+        text = (await response.content()).decode("utf-8")
+        exported = exported_families(text)
+        referred = set(METRIC_NAME.findall(RULES.read_text()))
+        for panel in json.loads(DASHBOARD.read_text())["panels"]:
+            for target in panel["targets"]:
+                referred.update(METRIC_NAME.findall(target["expr"]))
+        for name in sorted(referred):
+            with self.subTest(metric=name):
+                family = SAMPLE_SUFFIX.sub("", name)
+                self.assertTrue(
+                    family in exported or name in exported,
+                    f"{name}, named in contrib/, is not exported",
+                )
+
+
+class PromtoolTests(TestCase):
+    """The contrib files pass Prometheus's own checks."""
+
+    def promtool(self, *args: str) -> subprocess.CompletedProcess[str]:
+        promtool = shutil.which("promtool")
+        if promtool is None:
+            self.fail("promtool is missing: make test installs Debian's prometheus")
+        return subprocess.run(
+            [promtool, *args], capture_output=True, text=True, timeout=60
+        )
+
+    def test_rules(self) -> None:
+        """``promtool check rules`` accepts the alert rules."""
+        result = self.promtool("check", "rules", str(RULES))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_example_config(self) -> None:
+        """``promtool check config`` accepts the example configuration."""
+        result = self.promtool("check", "config", str(EXAMPLE))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
