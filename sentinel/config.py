@@ -126,6 +126,17 @@ class ZooKeeperConfig:
     # "serverset", "nerve" or "none", and where the members go.
     discovery: str = _default("zookeeper.discovery")
     discovery_root: str = _default("zookeeper.discovery_root")
+    # Agents observing each instance, and down opinions that make it down
+    # (sentinel.group); None: a majority of the replicas.
+    replicas: int = _default("zookeeper.replicas")
+    quorum_setting: int | None = _default("zookeeper.quorum")
+
+    @property
+    def quorum(self) -> int:
+        """Down opinions needed: `quorum_setting`, or a majority of `replicas`."""
+        if self.quorum_setting is None:
+            return self.replicas // 2 + 1
+        return self.quorum_setting
 
 
 @attr.frozen
@@ -537,8 +548,18 @@ def _zookeeper(
                 discovery_root,
                 f"is inside {inside}, which holds the agents' own nodes",
             )
+    replicas = _take(settings, "zookeeper.replicas")
+    quorum = _take(settings, "zookeeper.quorum")
+    if quorum is not None and quorum > replicas:
+        raise invalid(
+            _label(settings, "zookeeper.quorum", "zookeeper.quorum"),
+            quorum,
+            f"is greater than zookeeper.replicas {replicas}",
+        )
     return ZooKeeperConfig(
         hosts=hosts,
+        replicas=replicas,
+        quorum_setting=quorum,
         root=root,
         session_timeout=session_timeout,
         refresh=refresh,

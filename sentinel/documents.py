@@ -13,17 +13,34 @@ plus each instance's check counters.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attr
+
 from sentinel import __version__
 from sentinel.config import RedisInstance
-from sentinel.health import UP, InstanceHealth
+from sentinel.health import DOWN, UP, InstanceHealth
+from sentinel.verdict import Opinion, Verdict
 
-# The version of the instance document's fields; readers check it.
+# The version of the instance document's fields; readers check it. A
+# group's verdicts (zookeeper.replicas above 1) add `observers` and
+# `quorum`: schema 2, every schema-1 field kept with its meaning.
 INSTANCE_SCHEMA = 1
+VERDICT_SCHEMA = 2
+# The agent node lists its instances inline up to this size (JSON bytes);
+# a longer list is in its catalog (below), which the node points to.
+INLINE_INSTANCES_BYTES = 64 * 1024
+# A catalog is compressed and cut into parts of at most this size: within
+# ZooKeeper's default 1 MB limit (jute.maxbuffer) on one node's data.
+CATALOG_PART_BYTES = 512 * 1024
+# What a catalog may hold once decompressed: 100,000 names of 255 bytes
+# would be 26 MB; anything larger is refused, not buffered.
+MAX_CATALOG_BYTES = 64 * 1024 * 1024
 
 # zookeeper.discovery: the two forms of discovery members.
 SERVERSET = "serverset"
@@ -80,9 +97,12 @@ def agent_document(
     started_at: float,
     heartbeat_at: float,
     interval: float,
-    instances: Sequence[str],
+    instances: Sequence[str] | Mapping[str, Any],
 ) -> dict[str, Any]:
-    """``{root}/agents/{agent_id}``: this process, and the instances it watches."""
+    """
+    ``{root}/agents/{agent_id}``: this process, and the instances it can
+    check: their names, or where its catalog lists them (`catalog_reference`).
+    """
     return {
         "agent": agent_id,
         "pid": os.getpid(),
@@ -90,8 +110,218 @@ def agent_document(
         "started_at": started_at,
         "heartbeat_at": heartbeat_at,
         "interval": interval,
-        "instances": list(instances),
+        "instances": dict(instances)
+        if isinstance(instances, Mapping)
+        else list(instances),
     }
+
+
+def opinion_of(health: InstanceHealth) -> Opinion | None:
+    """What this agent's checks say of an instance, or None before any."""
+    if health.status is None:
+        return None
+    replication = health.replication
+    return Opinion(
+        status=health.status,
+        ready=health.ready,
+        role=replication.role,
+        master_host=replication.master_host,
+        master_port=replication.master_port,
+        master_link_status=replication.master_link_status,
+        latency_ms=health.latency_ms,
+        checked_at=health.checked_at,
+        error=health.error,
+    )
+
+
+def opinion_document(opinion: Opinion, agent_id: str) -> dict[str, Any]:
+    """``{root}/opinions/{name}/{agent_id}``: one observer's view."""
+    return {
+        "status": opinion.status,
+        "ready": opinion.ready,
+        "role": opinion.role,
+        "master_host": opinion.master_host,
+        "master_port": opinion.master_port,
+        "master_link_status": opinion.master_link_status,
+        "latency_ms": opinion.latency_ms,
+        "checked_at": opinion.checked_at,
+        "error": opinion.error,
+        "agent": agent_id,
+        "schema": INSTANCE_SCHEMA,
+    }
+
+
+def verdict_document(
+    instance: RedisInstance,
+    verdict: Verdict,
+    agent_id: str,
+    since: float | None,
+    checked_at: float | None,
+) -> dict[str, Any]:
+    """
+    ``{root}/instances/{name}`` written by a group's primary `agent_id`:
+    every schema-1 field with its meaning, from the opinion the verdict
+    took (`checked_at`: the primary's last check, when it has one), plus
+    each observer's status and the quorum applied (schema 2).
+    """
+    source = verdict.source
+    up = verdict.status == UP
+    return {
+        "name": instance.name,
+        "host": instance.host,
+        "port": instance.port,
+        "status": verdict.status,
+        "ready": source.ready if up else False,
+        "role": source.role if up else None,
+        "master_host": source.master_host if up else None,
+        "master_port": source.master_port if up else None,
+        "master_link_status": source.master_link_status if up else None,
+        "latency_ms": source.latency_ms,
+        "since": since,
+        "checked_at": source.checked_at if checked_at is None else checked_at,
+        "error": source.error,
+        "agent": agent_id,
+        "schema": VERDICT_SCHEMA,
+        "observers": dict(verdict.observers),
+        "quorum": verdict.quorum,
+    }
+
+
+def previous_verdict(data: bytes) -> dict[str, Any] | None:
+    """
+    An instance node's document as another agent left it, if it is one
+    (a status, and the agent that wrote it): a new primary's first
+    verdict until it has its own.
+    """
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("agent"), str):
+        return None
+    if document.get("status") not in (UP, DOWN):
+        return None
+    return document
+
+
+# Catalogs: the names an agent can check, for the other members of its group.
+
+
+@attr.frozen
+class Catalog:
+    """The instance names an agent can check, and its replicas and quorum."""
+
+    names: frozenset[str]
+    replicas: int
+    quorum: int
+
+    def encode(self) -> bytes:
+        """The catalog's bytes before compression (its digest is theirs)."""
+        document = {
+            "replicas": self.replicas,
+            "quorum": self.quorum,
+            "instances": sorted(self.names),
+        }
+        return json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def catalog_digest(encoded: bytes) -> str:
+    """16 hex digits naming a catalog's content: equal catalogs, equal digests."""
+    return hashlib.blake2b(encoded, digest_size=8).hexdigest()
+
+
+def catalog_parts(catalog: Catalog) -> tuple[str, list[bytes]]:
+    """
+    The catalog's digest and its compressed bytes cut into parts of at
+    most `CATALOG_PART_BYTES`, each one node's data.
+    """
+    encoded = catalog.encode()
+    packed = zlib.compress(encoded, 6)
+    parts = [
+        packed[i : i + CATALOG_PART_BYTES]
+        for i in range(0, max(len(packed), 1), CATALOG_PART_BYTES)
+    ]
+    return catalog_digest(encoded), parts
+
+
+def catalog_node_name(
+    agent_id: str, digest: str, token: str, index: int, count: int
+) -> str:
+    """The name of one part of an agent's catalog under ``{root}/catalogs``."""
+    return f"{agent_id}.{digest}.{token}.{index}.{count}"
+
+
+@attr.frozen
+class CatalogPart:
+    """What a catalog node's name says: whose, which catalog, which part."""
+
+    agent_id: str
+    digest: str
+    token: str
+    index: int
+    count: int
+
+
+def parse_catalog_node_name(name: str) -> CatalogPart | None:
+    """The parts of a catalog node's name, or None if it is not one."""
+    fields = name.rsplit(".", 4)
+    if len(fields) != 5:
+        return None
+    agent_id, digest, token, index, count = fields
+    if not (index.isdigit() and count.isdigit()) or not agent_id:
+        return None
+    part = CatalogPart(agent_id, digest, token, int(index), int(count))
+    if not 0 <= part.index < part.count <= MAX_CATALOG_BYTES // CATALOG_PART_BYTES + 1:
+        return None
+    return part
+
+
+class BadCatalog(Exception):
+    """A catalog that cannot be read back; the message says why."""
+
+
+def decode_catalog(digest: str, parts: Sequence[bytes]) -> Catalog:
+    """
+    The catalog in `parts` (in order), checked against its `digest`.
+
+    @raise BadCatalog: if it is corrupt, too large or not a catalog.
+    """
+    inflate = zlib.decompressobj()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for part in [*parts, b""]:
+            chunk = inflate.decompress(part, MAX_CATALOG_BYTES - size + 1)
+            size += len(chunk)
+            if inflate.unconsumed_tail or size > MAX_CATALOG_BYTES:
+                raise BadCatalog(f"larger than {MAX_CATALOG_BYTES} bytes")
+            chunks.append(chunk)
+    except zlib.error as e:
+        raise BadCatalog(f"not compressed data: {e}") from None
+    if not inflate.eof:
+        raise BadCatalog("truncated")
+    encoded = b"".join(chunks)
+    if catalog_digest(encoded) != digest:
+        raise BadCatalog("its content does not match its digest")
+    try:
+        document = json.loads(encoded)
+        names = document["instances"]
+        replicas, quorum = document["replicas"], document["quorum"]
+    except (ValueError, RecursionError, TypeError, KeyError):
+        raise BadCatalog("not a catalog document") from None
+    if not (
+        isinstance(names, list)
+        and all(isinstance(n, str) for n in names)
+        and isinstance(replicas, int)
+        and isinstance(quorum, int)
+    ):
+        raise BadCatalog("not a catalog document")
+    return Catalog(frozenset(names), replicas, quorum)
+
+
+def catalog_reference(path: str, digest: str, count: int) -> dict[str, Any]:
+    """The agent node's `instances` when the list is too long to be inline."""
+    return {"catalog": path, "digest": digest, "count": count}
 
 
 def serverset_member(instance: RedisInstance) -> dict[str, Any]:
@@ -132,11 +362,23 @@ def member_document(
     form: str, instance: RedisInstance, health: InstanceHealth
 ) -> dict[str, Any] | None:
     """The instance's discovery member in `form`, or None if it has none now."""
-    if not discoverable(health):
+    return member_document_of(
+        form, instance, discoverable(health), health.replication.role
+    )
+
+
+def member_document_of(
+    form: str, instance: RedisInstance, present: bool, role: str | None
+) -> dict[str, Any] | None:
+    """
+    The member in `form` of an instance with `role`, if `present` (up and
+    ready: `discoverable`, or a group's verdict saying so), else None.
+    """
+    if not present:
         return None
     if form == SERVERSET:
         return serverset_member(instance)
-    return nerve_member(instance, dict(instance.labels), health.replication.role)
+    return nerve_member(instance, dict(instance.labels), role)
 
 
 def member_prefix(form: str, instance: RedisInstance) -> str:

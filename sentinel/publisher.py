@@ -33,12 +33,13 @@ stops this one (`on_superseded`) without touching the nodes.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any, TypeVar
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -48,12 +49,24 @@ from twisted.python.failure import Failure
 
 from sentinel.config import RedisInstance
 from sentinel.discovery import Discovery, Member
-from sentinel.documents import instance_document, member_document
+from sentinel.documents import (
+    Catalog,
+    catalog_node_name,
+    catalog_parts,
+    instance_document,
+    member_document,
+    member_document_of,
+    opinion_document,
+    opinion_of,
+    previous_verdict,
+    verdict_document,
+)
 from sentinel.handoff import SessionHandoff
 from sentinel.health import Transition
 from sentinel.instance import InstanceState
 from sentinel.ownership import LIVE, Holding, OwnershipRules, held_by, ours
 from sentinel.timer import RestartingTimer
+from sentinel.verdict import Opinion, Verdict, decide, parse_opinion
 from sentinel.zk import CONNECTED, LOST, SUSPENDED, ZooKeeper
 
 log = Logger()
@@ -67,8 +80,15 @@ RETRY_DELAY = 1.0
 # ends the process within 5 s even with ZooKeeper unreachable.
 STOP_DELETE_TIMEOUT = 1.5
 STOP_CLOSE_TIMEOUT = 2.0
-# The ZooKeeper calls counted in `write_calls` (for /metrics).
+# The ZooKeeper calls counted in `write_calls` (for /metrics); a group's
+# takeover (a delete and a create in one transaction) counts as a create.
 WRITE_OPS = ("create", "set", "delete")
+# In a group: seconds an instance node moved away stays ours, unwritten,
+# for its new primary to take it over, before it is deleted.
+HANDOFF_LIMIT = 5.0
+# On a stop that leaves the group: seconds to wait for the new primaries
+# to take this agent's nodes over (the whole stop stays within 5 s).
+LEAVE_HANDOFF_WAIT = 1.5
 # Re-checks of a node held by another session: the first after 1 s, then
 # twice as long each time up to RECHECK_MAX; after the holder writes, at
 # most one per RECHECK_MIN (a watch fires once: asking again re-arms it).
@@ -128,6 +148,13 @@ class _Node:
         "backoff",
         "asked_at",
         "watcher",
+        "version",
+        "takeover",
+        "released",
+        "lost",
+        "yielded",
+        "decided",
+        "previous",
     )
 
     def __init__(self, path: str, data: Callable[[], bytes | None]) -> None:
@@ -150,6 +177,21 @@ class _Node:
         # One callable per node: the bridge registers a watch once per
         # watcher, however often the node is asked about.
         self.watcher: Callable[[WatchedEvent], None] | None = None
+        # The node's version as we last wrote it: a set at another version
+        # fails, so that a node another agent took over is never overwritten.
+        self.version = -1
+        # In a group, for an instance node: this agent is its primary and
+        # takes it over from another agent (`takeover`); it moved away and
+        # waits, unwritten, for its new primary (`released`); it was taken
+        # from us while we were its primary (`lost`), and in which view we
+        # then let it be (`yielded`); the verdict last marked for writing
+        # (`decided`) and, before our own, the previous agent's (`previous`).
+        self.takeover = False
+        self.released = False
+        self.lost = False
+        self.yielded = -1
+        self.decided: object = None
+        self.previous: dict[str, Any] | None = None
 
 
 class ZooKeeperPublisher(Service):
@@ -234,6 +276,25 @@ class ZooKeeperPublisher(Service):
         # process on its session), or None.
         self.halted: str | None = None
         self.superseded = False
+        # In a group (`join_group`): the replicas, this agent's catalog
+        # nodes, the observers of each instance it observes, its opinion
+        # nodes, what the other observers said of the instances it is the
+        # primary of, and each verdict's status and since.
+        self.group = False
+        self.replicas = 1
+        self.quorum = 1
+        self._successor: Callable[[str], bool] = lambda name: False
+        self._token = os.urandom(4).hex()
+        self.catalog: tuple[str, int] | None = None
+        self._catalog_nodes: list[_Node] = []
+        self._roles: dict[str, tuple[str, ...]] = {}
+        self._instances: dict[str, RedisInstance] = {}
+        self._opinions: dict[str, _Node] = {}
+        self._heard: dict[str, dict[str, Opinion | None]] = {}
+        self._since: dict[str, tuple[str, float | None]] = {}
+        self._generation = 0
+        self.takeovers = 0
+        self.handoffs = 0
         self._agent = self._new_node(
             f"{root}/agents/{agent_id}",
             lambda: _encode(agent_document()),
@@ -337,7 +398,22 @@ class ZooKeeperPublisher(Service):
         if state.health.status is None:
             # Never looked: nothing true to write yet.
             return
+        if self.group:
+            observers = self._roles.get(state.name, ())
+            if self.replicas > 1 and self.agent_id in observers:
+                self._publish_opinion(state, transition)
+            if observers[:1] != (self.agent_id,):
+                return
         node = self._nodes.get(state.name)
+        if self.group and self.replicas > 1 and node is not None:
+            # The verdict, not our own view, is what the node says.
+            node.state = state
+            transition = None
+            changed = self._verdict_changed(node)
+            if changed:
+                self._mark(node)
+                self._update_member(state)
+                return
         if node is None or node.removed:
             node = self._instance_node(state.name)
             node.state = state
@@ -362,6 +438,16 @@ class ZooKeeperPublisher(Service):
             if self._reactor.seconds() - written_at >= self.refresh:
                 self._mark(node)
 
+    def _publish_opinion(
+        self, state: InstanceState, transition: Transition | None
+    ) -> None:
+        node = self._opinions.get(state.name)
+        if node is None:
+            return
+        if node.state is not state or transition is not None:
+            node.state = state
+            self._mark(node)
+
     def _new_node(self, path: str, data: Callable[[], bytes | None]) -> _Node:
         node = _Node(path, data)
         node.watcher = partial(self._watched_node, node)
@@ -371,7 +457,10 @@ class ZooKeeperPublisher(Service):
         agent_id = self.agent_id
         node = self._new_node(f"{self.root}/instances/{name}", lambda: b"")
 
-        def data() -> bytes:
+        def data() -> bytes | None:
+            if self.group:
+                document = self._group_document(node)
+                return None if document is None else _encode(document)
             assert node.state is not None
             return _encode(
                 instance_document(node.state.instance, node.state.health, agent_id)
@@ -404,7 +493,8 @@ class ZooKeeperPublisher(Service):
         def data() -> bytes | None:
             state = node.state
             assert state is not None
-            document = member_document(form, state.instance, state.health)
+            present, role = self._member_present(node)
+            document = member_document_of(form, state.instance, present, role)
             return None if document is None else _encode(document)
 
         node.data = data
@@ -418,6 +508,9 @@ class ZooKeeperPublisher(Service):
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""
         node = self._nodes.get(name)
+        if node is not None and node.released:
+            # Handed to its next primary: `_handed_off` ends it.
+            return
         if node is None and self._inherited:
             # Not checked yet by this process: its node may be the previous
             # process's, on the session this one inherited.
@@ -436,6 +529,315 @@ class ZooKeeperPublisher(Service):
             leftover = self._new_node(_parent(found[0]), lambda: None)
             leftover.member = Member.leftover(found)
             self._retire(leftover)
+
+    # A group (sentinel.group)
+
+    def join_group(
+        self, catalog: Catalog, replicas: int, successor: Callable[[str], bool]
+    ) -> None:
+        """
+        Publish as a member of a group: this agent's `catalog`, and only
+        what `assign` gives it; `successor(name)` says whether another
+        member will take an instance's node over when it moves away.
+        """
+        self.group = True
+        self.replicas = replicas
+        self._successor = successor
+        self.set_catalog(catalog)
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Publish `catalog` as this agent's, in place of the previous one."""
+        digest, parts = catalog_parts(catalog)
+        self.quorum = catalog.quorum
+        if self.catalog is not None and self.catalog[0] == digest:
+            return
+        for old in self._catalog_nodes:
+            self._retire(old)
+        self._catalog_nodes = []
+        for index, part in enumerate(parts):
+            name = catalog_node_name(
+                self.agent_id, digest, self._token, index, len(parts)
+            )
+            node = self._new_node(
+                f"{self.root}/catalogs/{name}", partial(_constant, part)
+            )
+            self._catalog_nodes.append(node)
+            self._mark(node)
+        self.catalog = (digest, len(catalog.names))
+        self._mark(self._agent)
+
+    def view_changed(self) -> None:
+        """
+        The group's view changed: a node we let another primary have is
+        asked about again (we may be its primary in this view).
+        """
+        self._generation += 1
+        for node in self._nodes.values():
+            if node.takeover and node.holding is not None:
+                self._recheck_soon(node)
+
+    def assign(
+        self, name: str, observers: tuple[str, ...], instance: RedisInstance | None
+    ) -> None:
+        """
+        The observers of `name` (primary first) are now `observers`: write
+        its opinion if this agent is one of them, its verdict (or, with
+        one replica, its node as section 5 has it) if it is the primary,
+        and hand its node to the next primary if it no longer is.
+        """
+        me = self.agent_id
+        before = self._roles.get(name, ())
+        primary = observers[:1] == (me,)
+        if instance is not None:
+            self._instances[name] = instance
+        if me in observers:
+            self._roles[name] = observers
+        else:
+            self._roles.pop(name, None)
+            self._instances.pop(name, None)
+        if self.replicas > 1:
+            self._assign_opinion(name, me in observers)
+        if primary:
+            node = self._nodes.get(name)
+            if node is None or node.removed:
+                node = self._instance_node(name)
+                self._nodes[name] = node
+            if node.released:
+                node.released = False
+                self._release(node, "it moved back to this agent")
+            node.takeover = True
+            if self.replicas > 1:
+                self._listen(name, observers)
+            self._mark(node)
+        elif before[:1] == (me,):
+            self._hand_off(name)
+
+    def _assign_opinion(self, name: str, observing: bool) -> None:
+        node = self._opinions.get(name)
+        if observing and node is None:
+            node = self._new_node(
+                f"{self.root}/opinions/{name}/{self.agent_id}", lambda: None
+            )
+            node.data = partial(self._opinion_data, node)
+            self._opinions[name] = node
+        elif not observing and node is not None:
+            del self._opinions[name]
+            self._retire(node)
+
+    def _opinion_data(self, node: _Node) -> bytes | None:
+        state = node.state
+        opinion = None if state is None else opinion_of(state.health)
+        if opinion is None:
+            return None
+        return _encode(opinion_document(opinion, self.agent_id))
+
+    def _hand_off(self, name: str) -> None:
+        """`name` moved away: its node waits for its new primary, or goes."""
+        self._heard.pop(name, None)
+        self._since.pop(name, None)
+        node = self._nodes.get(name)
+        if node is None or node.removed:
+            return
+        node.takeover = False
+        _cancel_recheck(node)
+        if node.holding is not None:
+            self._release(node, "it moved to another agent")
+        if not node.owned or not self._successor(name) or not self.running:
+            self.remove(name)
+            return
+        self.handoffs += 1
+        node.released = True
+        node.dirty = False
+        node.recheck = self._reactor.callLater(HANDOFF_LIMIT, self._handed_off, node)
+        self.zk.exists(node.path, watch=partial(self._handoff_watch, node)).addErrback(
+            lambda _: None
+        )
+
+    def _handoff_watch(self, node: _Node, event: WatchedEvent) -> None:
+        if node.released and event.type != EventType.NONE:
+            # Taken over (a delete and a create at once) or gone.
+            self._handed_off(node)
+
+    def _handed_off(self, node: _Node) -> None:
+        """The node's new primary took it over, or it waited long enough."""
+        if not node.released:
+            return
+        _cancel_recheck(node)
+        node.released = False
+        name = _name(node.path)
+        if self._nodes.get(name) is node:
+            # Deleted if still ours (never if another session holds it).
+            self.remove(name)
+
+    def _listen(self, name: str, observers: tuple[str, ...]) -> None:
+        """Hear the other observers' opinions of `name` (the primary does)."""
+        heard = self._heard.setdefault(name, {})
+        others = observers[1:]
+        for agent in list(heard):
+            if agent not in others:
+                del heard[agent]
+        for agent in others:
+            if agent not in heard:
+                heard[agent] = None
+                self._ask_opinion(name, agent)
+
+    def _ask_opinion(self, name: str, agent: str) -> None:
+        d = Deferred.fromCoroutine(self._read_opinion(name, agent))
+        d.addErrback(self._opinion_unread, name, agent)
+
+    async def _read_opinion(self, name: str, agent: str) -> None:
+        path = f"{self.root}/opinions/{name}/{agent}"
+        watch = partial(self._opinion_watch, name, agent)
+        try:
+            data, _ = await self.zk.get(path, watch=watch)
+            opinion = parse_opinion(data)
+        except NoNodeError:
+            # Not written yet: its creation fires the watch.
+            if await self.zk.exists(path, watch=watch) is not None:
+                self._ask_again(name, agent)
+                return
+            opinion = None
+        said = self._heard.get(name)
+        if said is not None and agent in said and said[agent] != opinion:
+            said[agent] = opinion
+            self._reconsider(name)
+
+    def _opinion_watch(self, name: str, agent: str, event: WatchedEvent) -> None:
+        if event.type != EventType.NONE:
+            self._ask_again(name, agent)
+
+    def _opinion_unread(self, failure: Failure, name: str, agent: str) -> None:
+        # Asked again soon; the verdict keeps what was heard meanwhile.
+        if self.running and name in self._heard:
+            self._reactor.callLater(RETRY_DELAY, self._ask_again, name, agent)
+
+    def _ask_again(self, name: str, agent: str) -> None:
+        said = self._heard.get(name)
+        if self.running and said is not None and agent in said:
+            self._ask_opinion(name, agent)
+
+    def _reconsider(self, name: str) -> None:
+        """An opinion changed: write the verdict if it changed too."""
+        node = self._nodes.get(name)
+        if node is not None and node.takeover and self._verdict_changed(node):
+            self._mark(node)
+            member = self._members.get(name)
+            if member is not None:
+                self._mark(member)
+            elif node.state is not None:
+                self._update_member(node.state)
+
+    def verdict_of(self, name: str) -> Verdict | None:
+        """The verdict of an instance this agent is the primary of, if any."""
+        observers = self._roles.get(name, ())
+        if observers[:1] != (self.agent_id,):
+            return None
+        opinions: dict[str, Opinion | None] = dict(self._heard.get(name, {}))
+        node = self._nodes.get(name)
+        state = None if node is None else node.state
+        opinions[self.agent_id] = None if state is None else opinion_of(state.health)
+        return decide(observers, opinions, self.quorum)
+
+    def _verdict_changed(self, node: _Node) -> bool:
+        verdict = self.verdict_of(_name(node.path))
+        decided = None if verdict is None else verdict.decisive()
+        if decided is None or decided == node.decided:
+            return False
+        node.decided = decided
+        return True
+
+    def _group_document(self, node: _Node) -> dict[str, Any] | None:
+        """What the primary writes at an instance node, or None if nothing yet."""
+        name = _name(node.path)
+        state = node.state
+        if self.replicas == 1:
+            if state is not None and state.health.status is not None:
+                return instance_document(state.instance, state.health, self.agent_id)
+        else:
+            verdict = self.verdict_of(name)
+            instance = self._instances.get(name)
+            if verdict is not None and instance is not None:
+                now = self._reactor.seconds()
+                status, since = self._since.get(name, (None, None))
+                if status != verdict.status:
+                    since = now
+                    previous = node.previous
+                    if (
+                        previous is not None
+                        and previous.get("status") == verdict.status
+                    ):
+                        since = previous.get("since", now)
+                    self._since[name] = (verdict.status, since)
+                checked_at = None if state is None else state.health.checked_at
+                return verdict_document(
+                    instance, verdict, self.agent_id, since, checked_at
+                )
+        if node.previous is not None:
+            # Until our own verdict: the previous one, now ours to refresh.
+            return {**node.previous, "agent": self.agent_id}
+        return None
+
+    def _member_present(self, node: _Node) -> tuple[bool, str | None]:
+        """Whether an instance's member should exist, and its role."""
+        state = node.state
+        assert state is not None
+        if self.group and self.replicas > 1:
+            verdict = self.verdict_of(state.name)
+            if verdict is None:
+                return False, None
+            source = verdict.source
+            up = verdict.status == "up" and source.ready
+            return up, source.role
+        health = state.health
+        return (
+            member_document(self.discovery.form, state.instance, health) is not None
+            if self.discovery is not None
+            else False
+        ), health.replication.role
+
+    async def _take_over(self, node: _Node, data: bytes | None) -> bool:
+        """
+        Take a node held by another agent's session over, in one
+        transaction, if we are its primary and it is another agent's (not
+        our own predecessor's, and not one taken from us in this view).
+        """
+        zk = self.zk
+        try:
+            raw, stat = await zk.get(node.path)
+        except NoNodeError:
+            node.dirty = True
+            return True
+        if ours(stat, zk.session_id):
+            return False
+        previous = previous_verdict(raw)
+        if previous is None or previous["agent"] == self.agent_id:
+            return False
+        if node.lost:
+            # Taken from us while we thought we were its primary: let it be
+            # until the group's view changes (it is the other agent's now).
+            node.lost = False
+            node.yielded = self._generation
+        if node.yielded == self._generation:
+            return False
+        node.previous = previous
+        if data is None:
+            data = _encode({**previous, "agent": self.agent_id})
+        try:
+            await self._counted("create", zk.replace(node.path, stat.version, data))
+        except (BadVersionError, NoNodeError):
+            # Written or gone meanwhile: look again, at once.
+            node.dirty = True
+            return True
+        node.owned = True
+        node.version = 0
+        self.takeovers += 1
+        log.info(
+            "took {path} over from agent {agent} (session {session})",
+            path=node.path,
+            agent=previous["agent"],
+            session=f"{stat.ephemeralOwner:#x}",
+        )
+        return True
 
     # Observability
 
@@ -529,7 +931,9 @@ class ZooKeeperPublisher(Service):
 
     def _all_nodes(self) -> Iterator[_Node]:
         yield self._agent
+        yield from self._catalog_nodes
         yield from self._nodes.values()
+        yield from self._opinions.values()
         yield from self._members.values()
         yield from self._retired
 
@@ -563,6 +967,15 @@ class ZooKeeperPublisher(Service):
             _cancel_recheck(node)
             if node.member is not None:
                 node.member.reconnected(same_session)
+        # The watches went with the connection: a node waiting for its new
+        # primary is settled now (deleted if still ours), and the other
+        # observers' opinions are asked again.
+        for node in [n for n in self._nodes.values() if n.released]:
+            node.recheck = None
+            self._handed_off(node)
+        for name, said in self._heard.items():
+            for agent in said:
+                self._ask_opinion(name, agent)
         if self._sweep_needed:
             self._start_sweep()
         self._flush()
@@ -603,27 +1016,39 @@ class ZooKeeperPublisher(Service):
         if node.removed:
             await self._delete_owned(node)
             return
+        if node.released:
+            # Moved to another primary: ours, unwritten, until it takes it.
+            return
         data = node.data()
-        assert data is not None
-        if node.owned:
+        if data is None and not node.takeover:
+            # Nothing to say yet (an opinion before the first check).
+            return
+        if node.owned and data is not None:
             try:
-                await self._counted("set", zk.set(node.path, data))
+                stat = await self._counted("set", zk.set(node.path, data, node.version))
+                node.version = stat.version
                 return
-            except NoNodeError:
+            except (NoNodeError, BadVersionError):
+                # Gone, or written by someone else: ask who holds it now.
                 node.owned = False
-        # Held by another session when last asked, or maybe ours on an
-        # inherited session: ask first, a create would only fail.
+                node.lost = node.takeover
+        # Held by another session when last asked, maybe ours on an
+        # inherited session, or another agent's that we take over: ask
+        # first, a create would only fail.
         stat = None
         if node.holding is not None:
             stat = await self._ask_holder(node)
-        elif self._inherited:
+        elif self._inherited or node.takeover:
             stat = await zk.exists(node.path)
         if stat is None:
+            if data is None:
+                return
             try:
                 await self._counted(
                     "create", zk.create(node.path, data, ephemeral=True)
                 )
                 node.owned = True
+                node.version = 0
                 return
             except NodeExistsError:
                 stat = await self._ask_holder(node)
@@ -632,9 +1057,14 @@ class ZooKeeperPublisher(Service):
                 node.dirty = True
                 return
         if not ours(stat, zk.session_id):
+            if node.takeover and await self._take_over(node, data):
+                return
             raise HeldElsewhere(stat)
         node.owned = True
-        await self._counted("set", zk.set(node.path, data, stat.version))
+        node.version = stat.version
+        if data is not None:
+            stat = await self._counted("set", zk.set(node.path, data, stat.version))
+            node.version = stat.version
 
     async def _write_member(self, node: _Node, member: Member) -> None:
         discovery = self.discovery
@@ -730,8 +1160,8 @@ class ZooKeeperPublisher(Service):
                 waiter.callback(None)
 
     def _forget(self, node: _Node) -> None:
+        self._retired.discard(node)
         if node.member is not None:
-            self._retired.discard(node)
             return
         name = _name(node.path)
         if self._nodes.get(name) is node:
@@ -1003,6 +1433,10 @@ def _name(path: str) -> str:
 
 def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0]
+
+
+def _constant(data: bytes) -> bytes:
+    return data
 
 
 def _encode(document: dict[str, Any]) -> bytes:

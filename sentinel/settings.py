@@ -158,6 +158,19 @@ SETTINGS: tuple[Setting, ...] = (
         default=10.0,
     ),
     Setting(
+        "zookeeper.replicas",
+        "Agents of the group (sharing zookeeper.root) that observe each instance.",
+        checks.count,
+        default=1,
+    ),
+    Setting(
+        "zookeeper.quorum",
+        "Observers' opinions that must say down for an instance to be published "
+        "down; at most zookeeper.replicas.",
+        checks.count,
+        default_help="replicas // 2 + 1",
+    ),
+    Setting(
         "zookeeper.auth_file",
         "File holding user:password for ZooKeeper digest auth.",
         checks.file_name,

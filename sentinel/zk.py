@@ -35,10 +35,11 @@ from typing import Any
 
 import attr
 from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import ConnectionClosedError, RolledBackError
 from kazoo.protocol.states import WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
@@ -290,15 +291,17 @@ class ZooKeeper:
     # Calls
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
         client = self._client
         if client is None:
-            from kazoo.exceptions import ConnectionClosedError
+            return fail(ConnectionClosedError("not started"))
+        return self._call_on(client, method, *args, **kwargs)
 
-            d.errback(ConnectionClosedError("not started"))
-            return d
+    def _call_on(
+        self, target: Any, method: str, *args: Any, **kwargs: Any
+    ) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
         try:
-            result = getattr(client, method)(*args, **kwargs)
+            result = getattr(target, method)(*args, **kwargs)
         except Exception as e:
             d.errback(e)
             return d
@@ -334,9 +337,18 @@ class ZooKeeper:
         """Set a node's data; fires with its new ZnodeStat."""
         return self._call("set_async", path, data, version)
 
-    def get(self, path: str) -> Deferred[tuple[bytes, Any]]:
-        """A node's (data, ZnodeStat)."""
-        return self._call("get_async", path)
+    def get(
+        self, path: str, watch: Watcher | None = None
+    ) -> Deferred[tuple[bytes, Any]]:
+        """
+        A node's (data, ZnodeStat). With `watch`, as `exists`'s, at the
+        node's next change or deletion (the call fails if there is no node,
+        and then nothing is watched).
+        """
+        if watch is None:
+            return self._call("get_async", path)
+        handover = _WatchHandOver(self, self._generation, watch)
+        return self._call("get_async", path, watch=handover)
 
     def exists(self, path: str, watch: Watcher | None = None) -> Deferred[Any]:
         """
@@ -360,9 +372,36 @@ class ZooKeeper:
         """Create a persistent path and its parents if missing."""
         return self._call("ensure_path_async", path)
 
-    def get_children(self, path: str) -> Deferred[list[str]]:
-        """A node's children's names."""
-        return self._call("get_children_async", path)
+    def get_children(
+        self, path: str, watch: Watcher | None = None
+    ) -> Deferred[list[str]]:
+        """
+        A node's children's names. With `watch`, as `exists`'s, at the next
+        creation or deletion of a child (or of the node itself).
+        """
+        if watch is None:
+            return self._call("get_children_async", path)
+        handover = _WatchHandOver(self, self._generation, watch)
+        return self._call("get_children_async", path, watch=handover)
+
+    def replace(self, path: str, version: int, data: bytes) -> Deferred[str]:
+        """
+        Take a node over in one transaction: delete it at `version`, then
+        create it again as an ephemeral node of our session holding `data`,
+        so that a reader never finds it missing. Fires with its path; fails
+        with the first refusal (`BadVersionError` when it was written
+        meanwhile, `NoNodeError` when it is gone) and then changes nothing.
+        """
+        client = self._client
+        if client is None:
+            return fail(ConnectionClosedError("not started"))
+        try:
+            transaction = client.transaction()
+            transaction.delete(path, version)
+            transaction.create(path, data, acl=self.acl, ephemeral=True)
+        except Exception as e:
+            return fail(e)
+        return self._call_on(transaction, "commit_async").addCallback(_committed)
 
 
 class _ReconnectGate:
@@ -401,6 +440,17 @@ class _WatchHandOver:
         zk = self.zk
         generation, watcher = self.generation, self.watcher
         zk._reactor.callFromThread(zk._watch_fired, generation, watcher, event)
+
+
+def _committed(results: list[Any]) -> str:
+    """A transaction's path, or its first refusal raised (not the rollbacks)."""
+    refusals = [r for r in results if isinstance(r, Exception)]
+    for refusal in refusals:
+        if not isinstance(refusal, RolledBackError):
+            raise refusal
+    if refusals:
+        raise refusals[0]
+    return str(results[-1])
 
 
 def _deliver(d: Deferred[Any], result: Any) -> None:

@@ -24,8 +24,11 @@ on the Clock, fails with ``ConnectionLoss`` when the connection drops, and
 a call made while disconnected waits for the connection (kazoo queues it)
 or its timeout.
 
-Watches set by `exists(path, watch)` fire once, at the node's next
-creation, change or deletion by anyone, as ZooKeeper's do; a dropped
+Watches set by `exists(path, watch)` or `get(path, watch)` fire once, at
+the node's next creation, change or deletion by anyone, and those set by
+`get_children(path, watch)` at the next creation or deletion of a child,
+as ZooKeeper's do; `replace` (a delete and a create in one transaction)
+fires the deletion only, and no reader sees the node missing; a dropped
 connection or an ended session fires each with an event of type NONE and
 forgets them, as kazoo does, and `lose_watches` forgets them silently. They
 fire synchronously, where the bridge hands them over a little later.
@@ -52,7 +55,9 @@ from twisted.internet.task import Clock
 
 from sentinel.zk import CONNECTED, CONNECTING, LOST, STOPPED, SUSPENDED
 
-CALL_KINDS = ("create", "set", "get", "exists", "delete", "get_children")
+CALL_KINDS = (
+    "create", "set", "get", "exists", "delete", "get_children", "replace",
+)  # fmt: skip
 
 
 Watcher = Callable[[WatchedEvent], None]
@@ -177,6 +182,8 @@ class FakeZooKeeperServer:
     def fire(self, path: str, kind: str) -> None:
         for client in list(self.clients):
             client._fire(path, kind)
+            if kind in (EventType.CREATED, EventType.DELETED):
+                client._fire_children(_parent(path))
 
 
 def _parent(path: str) -> str:
@@ -227,6 +234,8 @@ class FakeZooKeeper:
         self.last_error: str | None = None
         self.replacements = 0
         self.watches: dict[str, set[Watcher]] = {}
+        # Watches on a node's children (get_children), by the node's path.
+        self.child_watches: dict[str, set[Watcher]] = {}
         self._session: int | None = None
         self._password = b""
         self._listeners: list[Callable[[str], None]] = []
@@ -309,8 +318,10 @@ class FakeZooKeeper:
     def set(self, path: str, data: bytes, version: int = -1) -> Deferred[Any]:
         return self._call("set", path, lambda: self._set(path, data, version))
 
-    def get(self, path: str) -> Deferred[tuple[bytes, Any]]:
-        return self._call("get", path, lambda: self._get(path))
+    def get(
+        self, path: str, watch: Watcher | None = None
+    ) -> Deferred[tuple[bytes, Any]]:
+        return self._call("get", path, lambda: self._get(path, watch))
 
     def exists(self, path: str, watch: Watcher | None = None) -> Deferred[Any]:
         return self._call("exists", path, lambda: self._exists(path, watch))
@@ -318,8 +329,15 @@ class FakeZooKeeper:
     def delete(self, path: str, version: int = -1) -> Deferred[None]:
         return self._call("delete", path, lambda: self._delete(path, version))
 
-    def get_children(self, path: str) -> Deferred[list[str]]:
-        return self._call("get_children", path, lambda: self._children(path))
+    def get_children(
+        self, path: str, watch: Watcher | None = None
+    ) -> Deferred[list[str]]:
+        return self._call(
+            "get_children", path, lambda: self._children(path, watch)
+        )
+
+    def replace(self, path: str, version: int, data: bytes) -> Deferred[str]:
+        return self._call("replace", path, lambda: self._replace(path, version, data))
 
     # The session, driven by the test
 
@@ -393,6 +411,7 @@ class FakeZooKeeper:
     def lose_watches(self) -> None:
         """Forget every watch without telling anyone (as a lost watch is)."""
         self.watches.clear()
+        self.child_watches.clear()
 
     def document(self, path: str) -> Any:
         """A node's data, decoded from JSON."""
@@ -442,9 +461,15 @@ class FakeZooKeeper:
         for watch in self.watches.pop(path, set()):
             watch(WatchedEvent(kind, KeeperState.CONNECTED, path))
 
+    def _fire_children(self, path: str) -> None:
+        for watch in self.child_watches.pop(path, set()):
+            watch(WatchedEvent(EventType.CHILD, KeeperState.CONNECTED, path))
+
     def _drop_watches(self, state: str) -> None:
         watches = [w for ws in self.watches.values() for w in ws]
+        watches += [w for ws in self.child_watches.values() for w in ws]
         self.watches.clear()
+        self.child_watches.clear()
         for watch in watches:
             watch(WatchedEvent(EventType.NONE, state, None))
 
@@ -530,9 +555,21 @@ class FakeZooKeeper:
         self.server.fire(path, EventType.CHANGED)
         return node.stat()
 
-    def _get(self, path: str) -> tuple[bytes, ZnodeStat]:
+    def _get(self, path: str, watch: Watcher | None) -> tuple[bytes, ZnodeStat]:
         node = self._node(path, -1)
+        if watch is not None:
+            self.watches.setdefault(path, set()).add(watch)
         return node.data, node.stat()
+
+    def _replace(self, path: str, version: int, data: bytes) -> str:
+        # One transaction: a watcher hears the deletion, nobody sees a gap.
+        self._node(path, version)
+        server = self.server
+        assert self._session is not None
+        del server.nodes[path]
+        server.new_node(path, data, self._session)
+        server.fire(path, EventType.DELETED)
+        return path
 
     def _exists(self, path: str, watch: Watcher | None) -> ZnodeStat | None:
         if watch is not None:
@@ -546,7 +583,9 @@ class FakeZooKeeper:
             raise NotEmptyError()
         self.server.remove(path)
 
-    def _children(self, path: str) -> list[str]:
+    def _children(self, path: str, watch: Watcher | None = None) -> list[str]:
         if path not in self.nodes:
             raise NoNodeError()
+        if watch is not None:
+            self.child_watches.setdefault(path, set()).add(watch)
         return self.server.children(path)

@@ -987,7 +987,8 @@ class SettingsTableTests(SynchronousTestCase):
                     "zookeeper.root", "zookeeper.session_timeout",
                     "zookeeper.refresh", "zookeeper.heartbeat",
                     "zookeeper.auth_file", "zookeeper.discovery",
-                    "zookeeper.discovery_root",
+                    "zookeeper.discovery_root", "zookeeper.replicas",
+                    "zookeeper.quorum",
                     "dns.resolv_conf", "dns.nameservers", "dns.hosts_file",
                     "dns.timeout",
                 ]

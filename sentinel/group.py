@@ -1,0 +1,271 @@
+"""
+Many agents, one fleet (DESIGN.md section 8, "Groups"): which instances
+this agent observes, and in which role, as the group's membership changes.
+
+The agents sharing ``zookeeper.root`` are a group. Each knows the instances
+of its own config (its catalog, published for the others); `Membership`
+says who is in the group and what each knows, `Assignment` which
+`zookeeper.replicas` members observe each instance and which of them is
+its primary. This service applies the answer: the monitor checks exactly
+the instances this agent observes (an instance moving in gets a probe and
+a fresh health, one moving out loses both, so no stale health stays), and
+the publisher writes opinions, verdicts and discovery members as each
+instance's role says. With one agent and ``replicas = 1`` it observes
+everything it knows, as primary: section 5 exactly.
+
+A reload goes through here too (`add_instance`, `remove_instance`,
+`replace_instance`, `update_settings`, as the monitor's): the catalog
+changes, the other members hear of it, and the instances move accordingly.
+Members that disagree on ``replicas`` or ``quorum`` are reported, in the
+log and in /healthz, never resolved silently: each agent keeps its own.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from sentinel.assignment import Assignment
+from sentinel.config import RedisInstance, ZooKeeperConfig
+from sentinel.documents import Catalog
+from sentinel.membership import SETTLE, Membership, View
+from sentinel.monitor import Monitor, Settings
+from sentinel.publisher import ZooKeeperPublisher
+
+log = Logger()
+
+PRIMARY = "primary"
+OBSERVER = "observer"
+
+
+class Group(Service):
+    """This agent's part of its group (see the module docstring)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        publisher: ZooKeeperPublisher,
+        monitor: Monitor,
+        zookeeper: ZooKeeperConfig,
+        agent_id: str,
+        instances: tuple[RedisInstance, ...],
+        *,
+        settle: float = SETTLE,
+        first_view_wait: float | None = None,
+    ) -> None:
+        """
+        @param first_view_wait: seconds to wait for ZooKeeper's first
+            answer before observing everything known, alone (default: the
+            session timeout).
+        """
+        self._reactor = reactor
+        self.publisher = publisher
+        self.monitor = monitor
+        self.agent_id = agent_id
+        self.replicas = zookeeper.replicas
+        self.quorum = zookeeper.quorum
+        self.known: dict[str, RedisInstance] = {i.name: i for i in instances}
+        self.assignment = Assignment(self.replicas)
+        self.assignment.set_known(self.known)
+        self.generation = 0
+        self.moved = 0
+        self._first_view_wait = (
+            zookeeper.session_timeout if first_view_wait is None else first_view_wait
+        )
+        self._alone_call: IDelayedCall | None = None
+        self._disagreement: dict[str, tuple[int, int]] = {}
+        self.membership = Membership(
+            reactor,
+            publisher.zk,
+            zookeeper.root,
+            agent_id,
+            self._catalog(),
+            self._view,
+            settle=settle,
+        )
+        publisher.join_group(self._catalog(), self.replicas, self._successor)
+
+    # Service
+
+    def startService(self) -> None:
+        super().startService()
+        self.membership.start()
+        self._alone_call = self._reactor.callLater(
+            self._first_view_wait, self.membership.alone
+        )
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.membership.stop()
+        if self._alone_call is not None and self._alone_call.active():
+            self._alone_call.cancel()
+
+    # Roles
+
+    def role(self, name: str) -> str | None:
+        """PRIMARY, OBSERVER, or None if this agent does not observe `name`."""
+        observers = self.assignment.observers(name)
+        if observers[:1] == (self.agent_id,):
+            return PRIMARY
+        return OBSERVER if self.agent_id in observers else None
+
+    def observers(self, name: str) -> tuple[str, ...]:
+        """The observers of a known instance, primary first."""
+        return self.assignment.observers(name)
+
+    def _view(self, view: View) -> None:
+        changed = self.assignment.update(
+            {agent: catalog.names for agent, catalog in view.items()}
+        )
+        self.generation += 1
+        self.publisher.view_changed()
+        self._report_disagreement()
+        self._move(changed)
+
+    def _move(self, names: set[str]) -> None:
+        """Check, publish and stop checking as the roles of `names` now say."""
+        monitor = self.monitor
+        for name in sorted(names):
+            observers = self.assignment.observers(name)
+            observed = self.agent_id in observers
+            watched = name in monitor.states
+            if observed and not watched:
+                monitor.add_instance(self.known[name])
+            self.publisher.assign(name, observers, self.known.get(name))
+            if watched and not observed:
+                monitor.remove_instance(name)
+            if observed != watched:
+                self.moved += 1
+
+    def _successor(self, name: str) -> bool:
+        """Whether another member knows `name` (and will take its node over)."""
+        return any(
+            agent != self.agent_id and name in catalog.names
+            for agent, catalog in self.membership.view.items()
+        )
+
+    def _catalog(self) -> Catalog:
+        return Catalog(frozenset(self.known), self.replicas, self.quorum)
+
+    def _report_disagreement(self) -> None:
+        disagreeing = self.membership.disagreeing
+        if disagreeing == self._disagreement:
+            return
+        self._disagreement = disagreeing
+        if disagreeing:
+            log.error(
+                "group: members disagree on replicas and quorum: {members}; this "
+                "agent keeps its own (replicas {replicas}, quorum {quorum})",
+                members=_disagreement_text(disagreeing),
+                replicas=self.replicas,
+                quorum=self.quorum,
+            )
+        else:
+            log.info("group: every member agrees on replicas and quorum again")
+
+    # The reloader's side (as the monitor's)
+
+    def add_instance(self, instance: RedisInstance) -> None:
+        """Know one more instance; observe it if it is this agent's."""
+        self.known[instance.name] = instance
+        self._known_changed()
+
+    def remove_instance(self, name: str) -> None:
+        """Know it no more: its node goes to the next agent that knows it."""
+        del self.known[name]
+        self._known_changed()
+
+    def replace_instance(self, instance: RedisInstance) -> None:
+        """A changed instance: checked from scratch if observed here."""
+        self.known[instance.name] = instance
+        if instance.name in self.monitor.states:
+            self.monitor.replace_instance(instance)
+
+    def update_settings(self, settings: Settings) -> None:
+        """New global settings for the monitor."""
+        self.monitor.update_settings(settings)
+
+    def _known_changed(self) -> None:
+        changed = self.assignment.set_known(self.known)
+        catalog = self._catalog()
+        self.publisher.set_catalog(catalog)
+        self.membership.set_own(catalog)
+        self._move(changed)
+
+    # Seeing it
+
+    def unhealthy_reason(self) -> str | None:
+        """Why /healthz fails on the group's account, or None."""
+        reasons = []
+        if self._disagreement:
+            reasons.append(
+                f"group: members disagree on replicas and quorum: "
+                f"{_disagreement_text(self._disagreement)}; this agent uses "
+                f"replicas {self.replicas}, quorum {self.quorum}"
+            )
+        unreadable = self.membership.unreadable
+        if unreadable:
+            agent = next(iter(sorted(unreadable)))
+            reasons.append(
+                f"group: the catalog of agent {agent} cannot be read "
+                f"({unreadable[agent]}); it is left out"
+            )
+        if not self.membership.viewed:
+            reasons.append("group: membership not known yet; observing nothing")
+        return "; ".join(reasons) or None
+
+    def report(self) -> dict[str, Any]:
+        """``GET /group``: the members, their shares, this agent's."""
+        view = self.membership.view
+        observing: Counter[str] = Counter()
+        primary: Counter[str] = Counter()
+        for _, top in self.assignment.items():
+            for index, (_, agent) in enumerate(top):
+                observing[agent] += 1
+                if index == 0:
+                    primary[agent] += 1
+        listed = self.membership.listed
+        members = [
+            {
+                "agent": agent,
+                "live": agent == self.agent_id or agent in listed,
+                "instances": len(catalog.names),
+                "replicas": catalog.replicas,
+                "quorum": catalog.quorum,
+                "observing": observing[agent],
+                "primary": primary[agent],
+            }
+            for agent, catalog in sorted(view.items())
+        ]
+        known = len(self.known)
+        mine = observing[self.agent_id]
+        return {
+            "agent": self.agent_id,
+            "replicas": self.replicas,
+            "quorum": self.quorum,
+            "settle_seconds": self.membership.settle,
+            "size": len(view),
+            "members": members,
+            "known": known,
+            "observing": mine,
+            "primary": primary[self.agent_id],
+            "share": mine / known if known else 0.0,
+            "unobserved": sum(1 for _, top in self.assignment.items() if not top),
+            "view_changes": self.generation,
+            "moved": self.moved,
+            "disagreeing": {
+                agent: {"replicas": r, "quorum": q}
+                for agent, (r, q) in self._disagreement.items()
+            },
+        }
+
+
+def _disagreement_text(disagreeing: dict[str, tuple[int, int]]) -> str:
+    return ", ".join(
+        f"{agent} has replicas {replicas}, quorum {quorum}"
+        for agent, (replicas, quorum) in disagreeing.items()
+    )

@@ -1,0 +1,323 @@
+"""
+Who is in the group, and what each member can check (DESIGN.md section 8,
+"Groups"), as seen from one agent.
+
+Each member's catalog (`documents.Catalog`: the names it can check, its
+replicas and quorum) is published by its own publisher under
+``{root}/catalogs``, one ephemeral node per part, named
+``{agent_id}.{digest}.{token}.{index}.{count}`` (`token` is the process's
+own). The members are the agents with a complete catalog there, and that
+directory is the only thing watched: one children watch, which fires on a
+join, a leave or a catalog change (a reload), never on a heartbeat, so a
+member's agent node (rewritten every heartbeat) is never read. A change
+costs each member one listing (about 50 bytes a member) and the reading
+of new catalogs only: catalogs are kept by digest, so agents sharing one
+list (a central group) are read once, and a catalog seen before is not
+read again.
+
+A change of membership is applied `settle` seconds after it is first seen
+(`SETTLE`), with whatever happened meanwhile: a member that leaves and
+comes back within it (a session that expired and was replaced at once,
+another process of the same agent taking over) moves nothing, and a rack
+whose sessions expire together moves its instances once. The first view
+is applied at once: nothing was assigned before it. This agent is always
+a member of its own view, whatever ZooKeeper lists (it may not have
+written its catalog yet, or ZooKeeper may have come back empty): an agent
+alone observes everything it knows.
+
+While ZooKeeper is unreachable the last view stays: the instances keep
+their observers rather than move on a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kazoo.exceptions import NoNodeError
+from kazoo.protocol.states import EventType, WatchedEvent
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from sentinel.documents import (
+    BadCatalog,
+    Catalog,
+    CatalogPart,
+    catalog_node_name,
+    decode_catalog,
+    parse_catalog_node_name,
+)
+from sentinel.zk import CONNECTED, ZooKeeper
+
+log = Logger()
+
+# Seconds a membership change waits before it moves anything (module
+# docstring): over the time a member takes to write its catalog again after
+# its session was replaced, and well under a second, so that after a crash
+# the new primaries write the nodes back within a second of the expiry.
+SETTLE = 0.5
+# Seconds before a failed listing or catalog read is tried again.
+RETRY_DELAY = 1.0
+# Catalogs read at once.
+READS_IN_FLIGHT = 16
+
+View = Mapping[str, Catalog]
+
+
+class Membership:
+    """
+    The group's members and their catalogs (see the module docstring);
+    `on_view(view)` is called with each settled view, this agent included.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        zk: ZooKeeper,
+        root: str,
+        agent_id: str,
+        own: Catalog,
+        on_view: Callable[[View], None],
+        settle: float = SETTLE,
+    ) -> None:
+        self._reactor = reactor
+        self.zk = zk
+        self.path = f"{root}/catalogs"
+        self.agent_id = agent_id
+        self.own = own
+        self._on_view = on_view
+        self.settle = settle
+        self.running = False
+        # The settled view, and what ZooKeeper lists now (other members).
+        self.view: dict[str, Catalog] = {agent_id: own}
+        self.listed: dict[str, Catalog] = {}
+        self.viewed = False
+        # Which catalog each member's listing chose (its digest and token).
+        self._chosen: dict[str, tuple[str, str]] = {}
+        self._catalogs: dict[str, Catalog] = {}
+        self._bad: dict[str, str] = {}
+        self._listing = False
+        self._list_again = False
+        self._settle_call: IDelayedCall | None = None
+        self._retry_call: IDelayedCall | None = None
+        self.changes = 0
+        self.listings = 0
+        self.catalog_reads = 0
+        self.last_error: str | None = None
+        zk.add_listener(self._zk_state)
+
+    # Lifecycle
+
+    def start(self) -> None:
+        """Start following the group (at once if ZooKeeper is connected)."""
+        self.running = True
+        if self.zk.state == CONNECTED:
+            self._list()
+
+    def stop(self) -> None:
+        """Stop following: nothing more is listed, read or applied."""
+        self.running = False
+        for call in (self._settle_call, self._retry_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._settle_call = self._retry_call = None
+
+    def set_own(self, own: Catalog) -> None:
+        """This agent's catalog changed (a reload): applied at once."""
+        self.own = own
+        if self.viewed:
+            self._apply()
+        else:
+            self.view = {**self.listed, self.agent_id: own}
+
+    def alone(self) -> None:
+        """
+        Apply a first view of this agent alone if none came yet (ZooKeeper
+        unreachable at start): it observes everything it knows until
+        ZooKeeper says otherwise.
+        """
+        if not self.viewed and self.running:
+            log.warn(
+                "group membership: ZooKeeper has not answered; observing every "
+                "instance this agent knows until it does"
+            )
+            self._apply()
+
+    @property
+    def disagreeing(self) -> dict[str, tuple[int, int]]:
+        """The members whose replicas or quorum differ from ours."""
+        own = self.own
+        return {
+            agent: (catalog.replicas, catalog.quorum)
+            for agent, catalog in sorted(self.view.items())
+            if (catalog.replicas, catalog.quorum) != (own.replicas, own.quorum)
+        }
+
+    @property
+    def unreadable(self) -> Mapping[str, str]:
+        """Members whose catalog could not be read, and why."""
+        return self._bad
+
+    # Listing
+
+    def _zk_state(self, state: str) -> None:
+        if state == CONNECTED and self.running:
+            # Watches do not outlive a connection: list (and watch) again.
+            self._list()
+
+    def _watch_fired(self, event: WatchedEvent) -> None:
+        if event.type != EventType.NONE and self.running:
+            self._list()
+
+    def _list(self) -> None:
+        if self._listing:
+            self._list_again = True
+            return
+        self._listing = True
+        self._list_again = False
+        d = Deferred.fromCoroutine(self._read_listing())
+        d.addErrback(self._failed)
+        d.addBoth(self._listed)
+
+    def _listed(self, _: object) -> None:
+        self._listing = False
+        if self._list_again and self.running:
+            self._list()
+
+    def _failed(self, failure: Failure) -> None:
+        error = f"{self.path}: {failure.type.__name__ if failure.type else 'error'}"
+        if error != self.last_error:
+            log.warn("group membership: cannot read {error}; retrying", error=error)
+        self.last_error = error
+        if self.running and (self._retry_call is None or not self._retry_call.active()):
+            self._retry_call = self._reactor.callLater(RETRY_DELAY, self._list)
+
+    async def _read_listing(self) -> None:
+        zk = self.zk
+        try:
+            children = await zk.get_children(self.path, watch=self._watch_fired)
+        except NoNodeError:
+            # Nobody wrote a catalog yet: watch for the directory instead.
+            await zk.exists(self.path, watch=self._watch_fired)
+            children = []
+        self.listings += 1
+        complete = _complete_catalogs(children)
+        chosen: dict[str, tuple[str, str]] = {}
+        for agent, found in complete.items():
+            if agent == self.agent_id:
+                continue
+            previous = self._chosen.get(agent)
+            chosen[agent] = previous if previous in found else min(found)
+        missing = {
+            (agent, digest, token)
+            for agent, (digest, token) in chosen.items()
+            if digest not in self._catalogs
+        }
+        await self._read_catalogs(missing, complete)
+        self._chosen = chosen
+        listed = {}
+        for agent, (digest, _) in chosen.items():
+            catalog = self._catalogs.get(digest)
+            if catalog is not None:
+                listed[agent] = catalog
+        self._bad = {a: why for a, why in self._bad.items() if a in chosen}
+        # Digests nobody lists any more are forgotten.
+        used = {digest for digest, _ in chosen.values()}
+        self._catalogs = {d: c for d, c in self._catalogs.items() if d in used}
+        self.last_error = None
+        if listed != self.listed:
+            self.listed = listed
+            self._changed()
+        elif not self.viewed:
+            self._apply()
+
+    async def _read_catalogs(
+        self,
+        missing: set[tuple[str, str, str]],
+        complete: Mapping[str, Mapping[tuple[str, str], int]],
+    ) -> None:
+        pending = sorted(missing)
+        while pending:
+            batch, pending = pending[:READS_IN_FLIGHT], pending[READS_IN_FLIGHT:]
+            reads = [
+                Deferred.fromCoroutine(
+                    self._read_catalog(
+                        agent, digest, token, complete[agent][digest, token]
+                    )
+                )
+                for agent, digest, token in batch
+            ]
+            await DeferredList(reads, consumeErrors=True)
+
+    async def _read_catalog(
+        self, agent: str, digest: str, token: str, count: int
+    ) -> None:
+        parts = []
+        try:
+            for index in range(count):
+                name = catalog_node_name(agent, digest, token, index, count)
+                data, _ = await self.zk.get(f"{self.path}/{name}")
+                parts.append(data)
+        except NoNodeError:
+            # Gone meanwhile: the watch says what replaced it.
+            return
+        self.catalog_reads += 1
+        try:
+            catalog = decode_catalog(digest, parts)
+        except BadCatalog as e:
+            if self._bad.get(agent) != str(e):
+                log.error(
+                    "group membership: the catalog of agent {agent} cannot be "
+                    "read ({why}); it is left out of the group",
+                    agent=agent,
+                    why=str(e),
+                )
+            self._bad[agent] = str(e)
+            return
+        self._bad.pop(agent, None)
+        self._catalogs[digest] = catalog
+
+    # Settling
+
+    def _changed(self) -> None:
+        self.changes += 1
+        if not self.viewed:
+            self._apply()
+            return
+        if self._settle_call is None or not self._settle_call.active():
+            self._settle_call = self._reactor.callLater(self.settle, self._apply)
+
+    def _apply(self) -> None:
+        self._settle_call = None
+        if not self.running:
+            return
+        view = {**self.listed, self.agent_id: self.own}
+        first = not self.viewed
+        self.viewed = True
+        if view == self.view and not first:
+            return
+        self.view = view
+        try:
+            self._on_view(view)
+        except Exception:
+            log.failure("applying the group's membership failed")
+
+
+def _complete_catalogs(
+    children: list[str],
+) -> dict[str, dict[tuple[str, str], int]]:
+    """Per agent, its catalogs whose every part is listed: (digest, token) → count."""
+    parts: dict[tuple[str, str, str, int], set[int]] = {}
+    for child in children:
+        part: CatalogPart | None = parse_catalog_node_name(child)
+        if part is None:
+            continue
+        key = (part.agent_id, part.digest, part.token, part.count)
+        parts.setdefault(key, set()).add(part.index)
+    complete: dict[str, dict[tuple[str, str], int]] = {}
+    for (agent, digest, token, count), indexes in parts.items():
+        if len(indexes) == count:
+            complete.setdefault(agent, {})[digest, token] = count
+    return complete

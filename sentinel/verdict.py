@@ -1,0 +1,131 @@
+"""
+An instance's verdict from its observers' opinions (DESIGN.md section 8,
+"Groups"): the rules, apart from the ZooKeeper calls that feed them.
+
+Each observer publishes its own opinion (its rise/fall status, ready, role,
+error, latency, when it checked). The primary decides:
+
+- **down** when at least Q opinions are down, Q being `zookeeper.quorum`
+  capped at the number of live observers (so that a group reduced to one
+  agent still reports what that agent sees);
+- otherwise **up** when any opinion is up: one agent's own trouble (its
+  network, its CPU) never publishes a healthy instance down;
+- otherwise no verdict: too few opinions to say anything new, and the
+  previous verdict stands (a new primary never writes a false down).
+
+Ready, role and the replication fields come from an up observer, the
+primary's own opinion first; a down verdict shows the primary's own error
+if it sees the instance down, else the first down observer's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attr
+
+from sentinel.health import DOWN, UP
+
+# The fields of an opinion that make a verdict: a change of any of them is
+# written at once, by the observer and then by the primary.
+_DECISIVE = ("status", "ready", "role", "master_host", "master_port")
+
+
+@attr.frozen
+class Opinion:
+    """One observer's view of one instance, as it publishes it."""
+
+    status: str
+    ready: bool = False
+    role: str | None = None
+    master_host: str | None = None
+    master_port: int | None = None
+    master_link_status: str | None = None
+    latency_ms: float | None = None
+    checked_at: float | None = None
+    error: str | None = None
+
+    def decisive(self) -> tuple[Any, ...]:
+        """What a verdict takes from this opinion, save timings and errors."""
+        return tuple(getattr(self, field) for field in _DECISIVE)
+
+
+@attr.frozen
+class Verdict:
+    """The group's view of one instance: its status, and where it came from."""
+
+    status: str
+    # The opinion that ready, role, latency and error come from.
+    source: Opinion
+    # Each observer's status, primary first: "up", "down" or None.
+    observers: tuple[tuple[str, str | None], ...]
+    quorum: int
+
+    def decisive(self) -> tuple[Any, ...]:
+        """What readers must see at once when it changes."""
+        return (self.status, self.source.decisive(), self.observers, self.quorum)
+
+
+def decide(
+    observers: Sequence[str],
+    opinions: Mapping[str, Opinion | None],
+    quorum: int,
+) -> Verdict | None:
+    """
+    The verdict of `observers` (primary first) from their `opinions`, with
+    `quorum` down opinions needed (capped at the live observers); None when
+    they say nothing yet.
+    """
+    needed = max(1, min(quorum, len(observers)))
+    said = [(agent, opinions.get(agent)) for agent in observers]
+    statuses = tuple((agent, None if o is None else o.status) for agent, o in said)
+    down = [o for _, o in said if o is not None and o.status == DOWN]
+    up = [o for _, o in said if o is not None and o.status == UP]
+    if len(down) >= needed:
+        return Verdict(DOWN, down[0], statuses, needed)
+    if up:
+        return Verdict(UP, up[0], statuses, needed)
+    return None
+
+
+def parse_opinion(data: bytes) -> Opinion | None:
+    """An opinion node's data, or None if it holds no opinion we can read."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    status = document.get("status")
+    if status not in (UP, DOWN):
+        return None
+    try:
+        return Opinion(
+            status=status,
+            ready=document.get("ready") is True,
+            role=_text(document.get("role")),
+            master_host=_text(document.get("master_host")),
+            master_port=_integer(document.get("master_port")),
+            master_link_status=_text(document.get("master_link_status")),
+            latency_ms=_number(document.get("latency_ms")),
+            checked_at=_number(document.get("checked_at")),
+            error=_text(document.get("error")),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def _text(value: object) -> str | None:
+    return value[:1024] if isinstance(value, str) else None
+
+
+def _integer(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
