@@ -13,10 +13,11 @@ from twisted.logger import Logger
 
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
+from sentinel.group import Group
 from sentinel.handoff import SessionHandoff
 from sentinel.httpd import http_service
 from sentinel.metrics import LoadedAtStart
-from sentinel.monitor import Monitor, NullPublisher, Publisher, Settings
+from sentinel.monitor import Instances, Monitor, NullPublisher, Publisher, Settings
 from sentinel.probe import RedisProbe
 from sentinel.process import ProcessPolicy, check_fd_capacity, count_gc_objects
 from sentinel.publisher import ZooKeeperPublisher
@@ -118,14 +119,17 @@ def make_agent(
 
     started_at = reactor.seconds()
 
-    # Written at every heartbeat, from the monitor built below.
+    # Written at every heartbeat, from the monitor and group built below.
     def agent_node() -> dict[str, Any]:
+        instances: list[str] | dict[str, Any] = sorted(monitor.states)
+        if group is not None and zookeeper is not None:
+            instances = zookeeper.listed_instances(group.known)
         return agent_document(
             config.agent_id,
             started_at,
             reactor.seconds(),
             monitor.settings.interval,
-            sorted(monitor.states),
+            instances,
         )
 
     top = MultiService()
@@ -168,8 +172,23 @@ def make_agent(
     if process is not None:
         leave = None if zookeeper is None else zookeeper.leave
         LeaveOnSignal(reactor, leave).setServiceParent(top)
-    for instance in config.instances:
-        monitor.add_instance(instance)
+    # With ZooKeeper the group says what this agent observes (sentinel.group);
+    # without, it checks every instance it knows.
+    group: Group | None = None
+    known: Instances = monitor
+    if zookeeper is not None and config.zookeeper is not None:
+        group = Group(
+            reactor,
+            zookeeper,
+            monitor,
+            config.zookeeper,
+            config.agent_id,
+            config.instances,
+        )
+        known = group
+    else:
+        for instance in config.instances:
+            monitor.add_instance(instance)
     monitor.setName("monitor")
     monitor.setServiceParent(top)
     check_capacity = check_fd_capacity if process is None else process.check_capacity
@@ -197,7 +216,7 @@ def make_agent(
 
     if reload is not None:
         reloader = ConfigReloader(
-            reactor, reload, monitor, config, reload_fits, on_applied=applied
+            reactor, reload, known, config, reload_fits, on_applied=applied
         )
         reloader.setName("reloader")
         reloader.setServiceParent(top)
@@ -217,6 +236,7 @@ def make_agent(
                 "dns": resolver.stats,
                 "discovery": topology.stats,
             },
+            group=group,
         ).setServiceParent(top)
     log.info(
         "watching {count} instance(s) every {interval} s, timeout {timeout} s",

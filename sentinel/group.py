@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
@@ -42,8 +41,12 @@ PRIMARY = "primary"
 OBSERVER = "observer"
 
 
-class Group(Service):
-    """This agent's part of its group (see the module docstring)."""
+class Group:
+    """
+    This agent's part of its group (see the module docstring). It follows
+    the membership while the publisher runs: started with it, stopped
+    before the publisher stops (no view is applied while it leaves).
+    """
 
     def __init__(
         self,
@@ -87,19 +90,19 @@ class Group(Service):
             self._view,
             settle=settle,
         )
-        publisher.join_group(self._catalog(), self.replicas, self._successor)
+        publisher.join_group(
+            self._catalog(), self.replicas, self._successor, (self.start, self.stop)
+        )
 
-    # Service
-
-    def startService(self) -> None:
-        super().startService()
+    def start(self) -> None:
+        """Follow the membership (the publisher starts)."""
         self.membership.start()
         self._alone_call = self._reactor.callLater(
             self._first_view_wait, self.membership.alone
         )
 
-    def stopService(self) -> None:
-        super().stopService()
+    def stop(self) -> None:
+        """Stop following it (the publisher stops)."""
         self.membership.stop()
         if self._alone_call is not None and self._alone_call.active():
             self._alone_call.cancel()
@@ -197,6 +200,36 @@ class Group(Service):
         self._move(changed)
 
     # Seeing it
+
+    def instance_view(self, name: str) -> dict[str, Any]:
+        """
+        ``GET /instances``: in which role this agent observes `name`
+        (``observing_as``: primary or observer), and the group's verdict as
+        this agent knows it (its primary's alone: an observer has only its
+        own opinion, and says so with null).
+        """
+        observers = self.assignment.observers(name)
+        verdict = self.publisher.verdict_of(name) if self.replicas > 1 else None
+        document: dict[str, Any] | None = None
+        if verdict is not None:
+            document = {
+                "status": verdict.status,
+                "observers": dict(verdict.observers),
+                "quorum": verdict.quorum,
+            }
+        elif self.replicas == 1 and self.role(name) == PRIMARY:
+            state = self.monitor.states.get(name)
+            status = None if state is None else state.health.status
+            document = {
+                "status": status,
+                "observers": {self.agent_id: status},
+                "quorum": 1,
+            }
+        return {
+            "observing_as": self.role(name),
+            "observers": list(observers),
+            "verdict": document,
+        }
 
     def unhealthy_reason(self) -> str | None:
         """Why /healthz fails on the group's account, or None."""

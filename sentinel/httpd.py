@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.server import Request, Site
 
+from sentinel.group import Group, GroupMetrics
 from sentinel.history import CheckHistory
 from sentinel.metrics import AgentMetrics, ReloadOutcome
 from sentinel.monitor import Monitor
@@ -164,12 +165,14 @@ def http_service(
     gc_objects: Callable[[], int],
     health_checks: Sequence[HealthCheck] = (),
     stats_sources: Mapping[str, StatsSource] | None = None,
+    group: Group | None = None,
 ) -> HTTPServer:
     """
     The agent's HTTP part, listening on `description` (a strports string):
     the app with its metrics, check history and ZooKeeper's health and
-    stats, and the `health_checks` and `stats_sources` of the rest of the
-    agent (see `sentinel.web.StatusApp`).
+    stats, the `health_checks` and `stats_sources` of the rest of the
+    agent, and its `group` (``/group``, its health and metrics; see
+    `sentinel.web.StatusApp`).
     """
     history = CheckHistory()
     monitor.add_listener(history.record)
@@ -184,6 +187,8 @@ def http_service(
     if zookeeper is not None:
         stats["zookeeper"] = zookeeper.stats
         checks.append(zookeeper.unhealthy_reason)
+    if group is not None:
+        checks.append(group.unhealthy_reason)
     app = StatusApp(
         monitor=monitor,
         reactor=reactor,
@@ -201,7 +206,10 @@ def http_service(
         health_checks=checks,
         stats_sources=stats,
         slicer=slicer,
+        group=group,
     )
+    if group is not None and app.metrics is not None:
+        app.metrics.registry.register(GroupMetrics(group))
     factory = ConnectionLimit(
         StatusSite(app.resource(), reactor), MAX_CONNECTIONS, reactor
     )

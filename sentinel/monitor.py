@@ -61,6 +61,26 @@ class Publisher(Protocol):
         """The instance is no longer watched."""
 
 
+class Instances(Protocol):
+    """
+    What a reload changes: the monitor's instances, or, in a group, the
+    instances the agent knows (`sentinel.group.Group`), which decides
+    which of them the monitor checks.
+    """
+
+    def add_instance(self, instance: RedisInstance) -> None:
+        """A new instance."""
+
+    def remove_instance(self, name: str) -> None:
+        """An instance removed."""
+
+    def replace_instance(self, instance: RedisInstance) -> None:
+        """A changed instance."""
+
+    def update_settings(self, settings: Settings) -> None:
+        """New global settings."""
+
+
 # Told of every recorded check: the state, the observation, the transition
 # (or None) and the check's duration in seconds. Metrics and history listen.
 RecordListener = Callable[

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from functools import partial
 from typing import Any, TypeVar
 
@@ -50,9 +50,11 @@ from twisted.python.failure import Failure
 from sentinel.config import RedisInstance
 from sentinel.discovery import Discovery, Member
 from sentinel.documents import (
+    INLINE_INSTANCES_BYTES,
     Catalog,
     catalog_node_name,
     catalog_parts,
+    catalog_reference,
     instance_document,
     member_document,
     member_document_of,
@@ -284,6 +286,7 @@ class ZooKeeperPublisher(Service):
         self.replicas = 1
         self.quorum = 1
         self._successor: Callable[[str], bool] = lambda name: False
+        self._following: tuple[Callable[[], None], Callable[[], None]] | None = None
         self._token = os.urandom(4).hex()
         self.catalog: tuple[str, int] | None = None
         self._catalog_nodes: list[_Node] = []
@@ -311,6 +314,8 @@ class ZooKeeperPublisher(Service):
     def startService(self) -> None:
         super().startService()
         self.heartbeat_timer.startService()
+        if self._following is not None:
+            self._following[0]()
         handoff = self.handoff
         if handoff is None or handoff.left is None:
             self.zk.start()
@@ -335,6 +340,8 @@ class ZooKeeperPublisher(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.heartbeat_timer.stopService()
+        if self._following is not None:
+            self._following[1]()
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
         for node in self._all_nodes():
@@ -344,6 +351,15 @@ class ZooKeeperPublisher(Service):
             return succeed(None)
         if self.handoff is not None and not self._leaving and self.halted is None:
             return self._hand_over()
+        if self.group and self.halted is None:
+            leave: Deferred[Any] = Deferred.fromCoroutine(self._leave_group())
+            leave.addTimeout(LEAVE_HANDOFF_WAIT, self._reactor)
+            leave.addErrback(lambda _: None)
+            return leave.addCallback(lambda _: self._deregister())
+        return self._deregister()
+
+    def _deregister(self) -> Deferred[None]:
+        """Delete our nodes (bounded), then close the session."""
         deletes = [
             Deferred.fromCoroutine(self._delete_now(node))
             for node in self._all_nodes()
@@ -356,6 +372,53 @@ class ZooKeeperPublisher(Service):
             handoff = self.handoff
             d.addCallback(lambda _: handoff.forget())
         return d.addCallback(lambda _: None)
+
+    async def _leave_group(self) -> None:
+        """
+        Leave the group first (catalog and agent node deleted), then wait
+        for the other members to take over the nodes they will have.
+        """
+        leaving = [node for node in (*self._catalog_nodes, self._agent) if node.owned]
+        await DeferredList(
+            [Deferred.fromCoroutine(self._delete_owned(node)) for node in leaving],
+            consumeErrors=True,
+        )
+        waiting = [
+            node
+            for name, node in self._nodes.items()
+            if node.owned and not node.removed and self._successor(name)
+        ]
+        if waiting:
+            log.info(
+                "left the group; waiting for {count} node(s) to be taken over",
+                count=len(waiting),
+            )
+            await self._taken_over(waiting)
+
+    def _taken_over(self, nodes: list[_Node]) -> Deferred[None]:
+        """Fires once none of `nodes` is ours (taken over, or gone)."""
+        done: Deferred[None] = Deferred()
+        left = set(nodes)
+        zk = self.zk
+
+        def ask(node: _Node) -> None:
+            d = zk.exists(node.path, watch=partial(fired, node))
+            d.addCallback(answered, node).addErrback(lambda _: None)
+
+        def fired(node: _Node, event: WatchedEvent) -> None:
+            if event.type != EventType.NONE and node in left:
+                ask(node)
+
+        def answered(stat: Any, node: _Node) -> None:
+            if not ours(stat, zk.session_id) and node in left:
+                node.owned = False
+                left.discard(node)
+                if not left and not done.called:
+                    done.callback(None)
+
+        for node in nodes:
+            ask(node)
+        return done
 
     def _hand_over(self) -> Deferred[None]:
         """
@@ -533,14 +596,21 @@ class ZooKeeperPublisher(Service):
     # A group (sentinel.group)
 
     def join_group(
-        self, catalog: Catalog, replicas: int, successor: Callable[[str], bool]
+        self,
+        catalog: Catalog,
+        replicas: int,
+        successor: Callable[[str], bool],
+        following: tuple[Callable[[], None], Callable[[], None]],
     ) -> None:
         """
         Publish as a member of a group: this agent's `catalog`, and only
         what `assign` gives it; `successor(name)` says whether another
-        member will take an instance's node over when it moves away.
+        member will take an instance's node over when it moves away;
+        `following` starts and stops following the membership, as this
+        service starts, and first thing when it stops.
         """
         self.group = True
+        self._following = following
         self.replicas = replicas
         self._successor = successor
         self.set_catalog(catalog)
@@ -565,6 +635,19 @@ class ZooKeeperPublisher(Service):
             self._mark(node)
         self.catalog = (digest, len(catalog.names))
         self._mark(self._agent)
+
+    def listed_instances(self, names: Collection[str]) -> list[str] | dict[str, Any]:
+        """
+        The agent node's ``instances``: the names this agent can check, or,
+        when they are too many for a node rewritten every heartbeat, where
+        its catalog lists them (`documents.catalog_reference`).
+        """
+        listed = sorted(names)
+        if self.catalog is None or _fits_inline(listed):
+            return listed
+        digest, count = self.catalog
+        prefix = f"{self.root}/catalogs/{self.agent_id}.{digest}.{self._token}"
+        return catalog_reference(prefix, digest, count)
 
     def view_changed(self) -> None:
         """
@@ -1433,6 +1516,12 @@ def _name(path: str) -> str:
 
 def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0]
+
+
+def _fits_inline(names: list[str]) -> bool:
+    # JSON adds quotes and a comma to each name.
+    size = sum(len(name) + 3 for name in names)
+    return size <= INLINE_INSTANCES_BYTES
 
 
 def _constant(data: bytes) -> bytes:

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.config import Config, ConfigError
-from sentinel.monitor import Monitor, Settings
+from sentinel.monitor import Instances, Settings
 
 log = Logger()
 
@@ -96,7 +96,7 @@ class ConfigReloader(Service):
         self,
         reactor: Any,
         load: Callable[[], Config],
-        monitor: Monitor,
+        monitor: Instances,
         config: Config,
         check_capacity: Callable[[int], object],
         install_signal: bool = True,

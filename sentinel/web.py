@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import attr
 import psutil
@@ -44,6 +44,20 @@ from sentinel.monitor import Monitor
 from sentinel.overview import DEFAULT_SORT, SORTS, overview_slices
 from sentinel.procstats import open_fds
 from sentinel.streaming import Slicer, Slices
+
+
+class GroupView(Protocol):
+    """What the app shows of the agent's group (`sentinel.group.Group`)."""
+
+    def report(self) -> dict[str, Any]:
+        """``GET /group``."""
+
+    def summary(self) -> dict[str, int]:
+        """The status page's line."""
+
+    def instance_view(self, name: str) -> dict[str, Any]:
+        """What ``/instances`` adds for one instance."""
+
 
 # A health check beyond the loop's own: returns a reason to be unhealthy, or None.
 HealthCheck = Callable[[], "str | None"]
@@ -93,6 +107,7 @@ class StatusApp:
     zookeeper_stats: StatsSource | None = None
     health_checks: Sequence[HealthCheck] = ()
     stats_sources: Mapping[str, StatsSource] = attr.Factory(dict)
+    group: GroupView | None = None
     slicer: Slicer = attr.Factory(lambda self: Slicer(self.reactor), takes_self=True)
     process: psutil.Process = attr.Factory(psutil.Process)
     names: NameIndex = attr.field(factory=NameIndex, init=False)
@@ -129,6 +144,14 @@ class StatusApp:
         if state is None:
             return _json(request, {"error": f"unknown instance {name!r}"}, 404)
         return _json(request, self._document(state))
+
+    @app.route("/group", methods=["GET"])
+    def group_report(self, request: IRequest) -> bytes:
+        """The group this agent is part of (404 without ZooKeeper)."""
+        if self.group is None:
+            error = {"error": "no group: ZooKeeper is not configured"}
+            return _json(request, error, 404)
+        return _json(request, self.group.report())
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
@@ -179,7 +202,10 @@ class StatusApp:
     # Data
 
     def _document(self, state: InstanceState) -> dict[str, Any]:
-        return instance_report(state.instance, state.health, self.agent_id)
+        report = instance_report(state.instance, state.health, self.agent_id)
+        if self.group is not None:
+            report.update(self.group.instance_view(state.name))
+        return report
 
     def _page(self, sort: str, wanted: int) -> Slices:
         monitor = self.monitor
@@ -197,6 +223,8 @@ class StatusApp:
             interval=monitor.settings.interval,
         )
         zookeeper = None if self.zookeeper_stats is None else self.zookeeper_stats()
+        if zookeeper is not None and self.group is not None:
+            zookeeper = {**zookeeper, "group_summary": self.group.summary()}
         overview = yield from overview_slices(states, self.names.sorted(states), sort)
         paging = page.Paging(sort, max(1, min(wanted, overview.pages)), overview.pages)
         before, after = page.page_frame(header, overview.counts, paging, zookeeper, now)

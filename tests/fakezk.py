@@ -332,9 +332,7 @@ class FakeZooKeeper:
     def get_children(
         self, path: str, watch: Watcher | None = None
     ) -> Deferred[list[str]]:
-        return self._call(
-            "get_children", path, lambda: self._children(path, watch)
-        )
+        return self._call("get_children", path, lambda: self._children(path, watch))
 
     def replace(self, path: str, version: int, data: bytes) -> Deferred[str]:
         return self._call("replace", path, lambda: self._replace(path, version, data))

@@ -1,0 +1,305 @@
+"""
+Groups (DESIGN.md section 8) on a Clock: several agents in one process,
+each a real publisher, monitor and group over its own client of one
+in-memory ZooKeeper (`tests.groupfakes`).
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.documents import INLINE_INSTANCES_BYTES
+from sentinel.group import OBSERVER, PRIMARY
+from sentinel.membership import SETTLE
+from sentinel.publisher import HANDOFF_LIMIT
+from tests.groupfakes import DOWN, INTERVAL, ROOT, UP, Fleet
+
+NAMES = [f"r{i:02d}" for i in range(30)]
+
+
+class AloneTests(SynchronousTestCase):
+    """One agent with one replica: section 5 exactly."""
+
+    def test_observes_everything_schema_1(self) -> None:
+        """
+        Alone, the agent checks every instance it knows and writes schema-1
+        documents as their primary; no opinion node is written.
+        """
+        fleet = Fleet()
+        alone = fleet.add("a", NAMES).start()
+        fleet.run(2.0)
+        self.assertEqual(alone.watched, set(NAMES))
+        for name in NAMES:
+            document = fleet.node(name)
+            assert document is not None
+            self.assertEqual(document["schema"], 1)
+            self.assertNotIn("observers", document)
+            self.assertEqual(alone.group.role(name), PRIMARY)
+        self.assertFalse([p for p in fleet.server.nodes if "/opinions" in p])
+        self.assertEqual(
+            fleet.reader.document(f"{ROOT}/agents/a")["instances"], sorted(NAMES)
+        )
+
+    def test_nothing_checked_before_the_first_view(self) -> None:
+        """
+        Until ZooKeeper answers, nothing is checked (a member must not
+        take another's instances on a guess); after the session timeout
+        without an answer, the agent observes everything it knows.
+        """
+        fleet = Fleet()
+        member = fleet.add("a", NAMES)
+        member.publisher.startService()
+        member.monitor.startService()
+        fleet.run(2.0)
+        self.assertEqual(member.watched, set())
+        reason = member.group.unhealthy_reason() or ""
+        self.assertIn("membership not known yet", reason)
+        fleet.run(9.0)
+        self.assertEqual(member.watched, set(NAMES))
+
+    def test_long_list_referenced(self) -> None:
+        """
+        An agent node never lists more than fits: a long list of names is
+        in the agent's catalog, which the agent node points to.
+        """
+        many = [f"instance-{i:06d}.example.net:6379" for i in range(3000)]
+        self.assertGreater(sum(len(n) + 3 for n in many), INLINE_INSTANCES_BYTES)
+        fleet = Fleet()
+        fleet.add("a", many)
+        member = fleet.members["a"].start()
+        fleet.run(0.5)
+        listed = fleet.reader.document(f"{ROOT}/agents/a")["instances"]
+        self.assertEqual(listed["count"], 3000)
+        parts = [p for p in fleet.server.nodes if p.startswith(listed["catalog"])]
+        self.assertEqual(len(parts), 1)
+        self.assertLess(len(fleet.server.nodes[parts[0]].data), 512 * 1024)
+        del member
+
+
+class SharingTests(SynchronousTestCase):
+    """Three agents with one replica share the instances."""
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            self.fleet.add(agent, NAMES).start()
+        self.fleet.run(2.0)
+
+    def shares(self) -> dict[str, set[str]]:
+        return {a: m.watched for a, m in self.fleet.members.items()}
+
+    def test_each_instance_once(self) -> None:
+        """
+        Every instance is checked by exactly one agent, its primary, whose
+        session holds its node; each agent has a share.
+        """
+        shares = self.shares()
+        self.assertEqual(set().union(*shares.values()), set(NAMES))
+        self.assertEqual(sum(len(s) for s in shares.values()), len(NAMES))
+        for agent, share in shares.items():
+            self.assertGreater(len(share), 3, agent)
+            for name in share:
+                owner = self.fleet.owner_of(name)
+                self.assertEqual(owner, self.fleet.session_of(agent))
+                self.assertEqual((self.fleet.node(name) or {})["agent"], agent)
+
+    def test_crash_moves_its_share(self) -> None:
+        """
+        A member whose session expires: once the settle time has passed,
+        the others observe its share, and every node is back after their
+        first check (one replica: nobody else had an opinion).
+        """
+        gone = self.fleet.members["c"]
+        share = gone.watched
+        gone.monitor.stopService()
+        gone.publisher.zk.expire()
+        gone.publisher.stopService()
+        self.assertTrue(all(self.fleet.node(n) is None for n in share))
+        self.fleet.run(SETTLE - 0.1)
+        self.assertEqual(self.shares()["a"] | self.shares()["b"], set(NAMES) - share)
+        self.fleet.run(INTERVAL + 0.2)
+        for name in share:
+            self.assertIsNotNone(self.fleet.node(name), name)
+        shares = self.shares()
+        self.assertEqual(shares["a"] | shares["b"], set(NAMES))
+        self.assertEqual(len(shares["a"]) + len(shares["b"]), len(NAMES))
+
+    def test_join_moves_only_what_changed(self) -> None:
+        """
+        A fourth agent joins: only instances whose primary it becomes
+        move, each taken over in one transaction (never missing), and a
+        moved instance's probe is closed where it left.
+        """
+        before = self.shares()
+        joining = self.fleet.add("d", NAMES).start()
+        missing: list[str] = []
+        for _ in range(40):
+            self.fleet.run(0.05)
+            missing += [n for n in NAMES if self.fleet.node(n) is None]
+        self.assertEqual(missing, [])
+        after = self.shares()
+        self.assertEqual(sum(len(s) for s in after.values()), len(NAMES))
+        for agent in ("a", "b", "c"):
+            self.assertLessEqual(after[agent], before[agent])
+        self.assertEqual(
+            after["d"], set().union(*(before[a] - after[a] for a in before))
+        )
+        self.assertTrue(after["d"])
+        for name in after["d"]:
+            self.assertEqual(self.fleet.node(name)["agent"], "d")  # type: ignore[index]
+            self.assertEqual(self.fleet.owner_of(name), self.fleet.session_of("d"))
+        old = next(a for a in before if before[a] & after["d"])
+        moved = next(iter(before[old] & after["d"]))
+        self.assertNotIn(moved, self.fleet.members[old].monitor.states)
+        del joining
+
+    def test_blip_within_settle_moves_nothing(self) -> None:
+        """
+        A member whose catalog vanishes and comes back within the settle
+        time (another process of it taking over) moves no instance.
+        """
+        moved = {a: m.group.moved for a, m in self.fleet.members.items()}
+        member = self.fleet.members["b"]
+        catalog = [p for p in self.fleet.server.nodes if "/catalogs/b." in p]
+        data = {p: self.fleet.server.nodes[p].data for p in catalog}
+        for path in catalog:
+            self.fleet.server.remove(path)
+        self.fleet.run(SETTLE / 2)
+        for path in catalog:
+            self.fleet.server.put(path, data[path], member.zk.session_id or 0)
+        self.fleet.run(2.0)
+        self.assertEqual(
+            {a: m.group.moved for a, m in self.fleet.members.items()}, moved
+        )
+
+    def test_clean_stop_hands_over(self) -> None:
+        """
+        A member that stops for good leaves the group first, and its
+        nodes are taken over before it ends: none is ever missing.
+        """
+        leaving = self.fleet.members["a"]
+        share = leaving.watched
+        stopped = leaving.stop()
+        missing: list[str] = []
+        for _ in range(60):
+            self.fleet.run(0.05)
+            missing += [n for n in share if self.fleet.node(n) is None]
+        self.successResultOf(stopped)
+        self.assertEqual(missing, [])
+        for name in share:
+            self.assertIn(self.fleet.node(name)["agent"], ("b", "c"))  # type: ignore[index]
+
+
+class QuorumTests(SynchronousTestCase):
+    """Three agents, three replicas, quorum two."""
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            self.fleet.add(agent, NAMES, replicas=3, quorum=2).start()
+        self.fleet.run(2.0)
+
+    def test_verdicts_of_all_three(self) -> None:
+        """
+        Every agent observes every instance; each node is a schema-2
+        verdict by its primary naming the three observers and the quorum.
+        """
+        for member in self.fleet.members.values():
+            self.assertEqual(member.watched, set(NAMES))
+        primaries = set()
+        for name in NAMES:
+            document = self.fleet.node(name)
+            assert document is not None
+            self.assertEqual(document["schema"], 2)
+            self.assertEqual(document["status"], "up")
+            self.assertEqual(document["quorum"], 2)
+            self.assertEqual(document["observers"], {"a": "up", "b": "up", "c": "up"})
+            primaries.add(document["agent"])
+            self.assertEqual(
+                self.fleet.members[document["agent"]].group.role(name), PRIMARY
+            )
+        self.assertEqual(primaries, {"a", "b", "c"})
+
+    def test_one_agent_cut_off_publishes_nothing_down(self) -> None:
+        """One agent seeing everything down is outvoted: every verdict stays up."""
+        cut_off = self.fleet.members["a"]
+        for name in NAMES:
+            cut_off.see(name, DOWN)
+        self.fleet.run(3.0)
+        for name in NAMES:
+            document = self.fleet.node(name)
+            assert document is not None
+            self.assertEqual(document["status"], "up", name)
+            self.assertEqual(document["observers"]["a"], "down")
+
+    def test_two_down_make_it_down(self) -> None:
+        """Two of three opinions down: the verdict is down, within a check."""
+        for agent in ("a", "b"):
+            self.fleet.members[agent].see("r00", DOWN)
+        self.fleet.run(1.5)
+        document = self.fleet.node("r00")
+        assert document is not None
+        self.assertEqual(document["status"], "down")
+        self.assertEqual(document["ready"], False)
+        self.assertEqual(document["observers"], {"a": "down", "b": "down", "c": "up"})
+        self.assertEqual(self.fleet.node("r01")["status"], "up")  # type: ignore[index]
+
+    def test_observer_role(self) -> None:
+        """/instances' view: one primary and two observers per instance."""
+        roles = [m.group.role("r05") for m in self.fleet.members.values()]
+        self.assertEqual(sorted(roles, key=str), [OBSERVER, OBSERVER, PRIMARY])
+
+
+class MixedListsTests(SynchronousTestCase):
+    """Agents that know different instances."""
+
+    def test_known_by_one_only(self) -> None:
+        """An instance only one agent knows is observed by it alone."""
+        fleet = Fleet()
+        fleet.add("a", [*NAMES, "only-a"], replicas=2).start()
+        fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(2.0)
+        self.assertIn("only-a", fleet.members["a"].watched)
+        self.assertNotIn("only-a", fleet.members["b"].watched)
+        document = fleet.node("only-a")
+        assert document is not None
+        self.assertEqual(document["observers"], {"a": "up"})
+        self.assertEqual(document["quorum"], 1)
+
+    def test_disagreement_reported(self) -> None:
+        """Members that disagree on replicas or quorum: /healthz says so."""
+        fleet = Fleet()
+        fleet.add("a", NAMES, replicas=2).start()
+        fleet.add("b", NAMES, replicas=3).start()
+        fleet.run(2.0)
+        reason = fleet.members["a"].group.unhealthy_reason() or ""
+        self.assertIn("b has replicas 3, quorum 2", reason)
+        self.flushLoggedErrors()
+
+
+class HandoffLimitTests(SynchronousTestCase):
+    """A node moved away that nobody takes over."""
+
+    def test_deleted_after_the_limit(self) -> None:
+        """
+        A node moved to a primary that does not take it over (its ZooKeeper
+        calls hang) stays, unwritten, for the hand-off limit, then goes.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES).start()
+        fleet.run(2.0)
+        writes = fleet.reader.server.nodes[f"{ROOT}/instances/r00"].version
+        b = fleet.add("b", NAMES)
+        b.zk.hang("replace")
+        b.start()
+        fleet.run(SETTLE + 0.5)
+        moved = set(NAMES) - a.watched
+        self.assertTrue(moved)
+        name = sorted(moved)[0]
+        self.assertEqual(fleet.owner_of(name), fleet.session_of("a"))
+        fleet.run(HANDOFF_LIMIT - 1.5)
+        self.assertEqual(fleet.owner_of(name), fleet.session_of("a"))
+        fleet.run(1.5)
+        self.assertIsNone(fleet.node(name))
+        self.assertGreaterEqual(writes, 0)
+        self.assertEqual(UP.ok, True)
