@@ -13,7 +13,7 @@ from twisted.logger import Logger
 
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
-from sentinel.group import Group
+from sentinel.group import Group, GroupMetrics
 from sentinel.handoff import SessionHandoff
 from sentinel.httpd import http_service
 from sentinel.metrics import LoadedAtStart
@@ -150,7 +150,13 @@ def make_agent(
             config,
             reactor,
             agent_node,
-            lambda: {name: s.instance for name, s in monitor.states.items()},
+            # In a group, every instance known: the group decides which
+            # nodes an inherited session keeps, not what is checked yet.
+            lambda: (
+                group.known
+                if group is not None
+                else {name: s.instance for name, s in monitor.states.items()}
+            ),
             left,
         )
         # Added before the monitor, so stopped after it: the last states

@@ -23,8 +23,11 @@ log and in /healthz, never resolved silently: each agent keeps its own.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
@@ -251,6 +254,15 @@ class Group:
             reasons.append("group: membership not known yet; observing nothing")
         return "; ".join(reasons) or None
 
+    def summary(self) -> dict[str, int]:
+        """The status page's line: members, and this agent's share."""
+        return {
+            "members": len(self.membership.view),
+            "known": len(self.known),
+            "observing": len(self.monitor.states),
+            "primary": self.publisher.primaries,
+        }
+
     def report(self) -> dict[str, Any]:
         """``GET /group``: the members, their shares, this agent's."""
         view = self.membership.view
@@ -295,6 +307,47 @@ class Group:
                 for agent, (r, q) in self._disagreement.items()
             },
         }
+
+
+class GroupMetrics(Collector):
+    """
+    The group in /metrics: its size as this agent sees it, and this agent's
+    share (counted from what it checks, never by walking every instance).
+    """
+
+    def __init__(self, group: Group) -> None:
+        self._group = group
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The group's gauges, read now."""
+        group = self._group
+        known = len(group.known)
+        observing = len(group.monitor.states)
+        yield GaugeMetricFamily(
+            "sentinel_group_members",
+            "Agents in this agent's view of its group (itself included).",
+            value=len(group.membership.view),
+        )
+        yield GaugeMetricFamily(
+            "sentinel_group_known_instances",
+            "Instances this agent can check (its catalog).",
+            value=known,
+        )
+        yield GaugeMetricFamily(
+            "sentinel_group_observed_instances",
+            "Instances this agent observes (checks).",
+            value=observing,
+        )
+        yield GaugeMetricFamily(
+            "sentinel_group_primary_instances",
+            "Instances this agent is the primary of (writes the node of).",
+            value=group.publisher.primaries,
+        )
+        yield GaugeMetricFamily(
+            "sentinel_group_share",
+            "Observed instances over known ones.",
+            value=observing / known if known else 0.0,
+        )
 
 
 def _disagreement_text(disagreeing: dict[str, tuple[int, int]]) -> str:

@@ -20,7 +20,8 @@ A change of membership is applied `settle` seconds after it is first seen
 comes back within it (a session that expired and was replaced at once,
 another process of the same agent taking over) moves nothing, and a rack
 whose sessions expire together moves its instances once. The first view
-is applied at once: nothing was assigned before it. This agent is always
+waits as long: agents started together then begin with the same view,
+rather than each take everything, alone, for a moment. This agent is always
 a member of its own view, whatever ZooKeeper lists (it may not have
 written its catalog yet, or ZooKeeper may have come back empty): an agent
 alone observes everything it knows.
@@ -199,8 +200,11 @@ class Membership:
         try:
             children = await zk.get_children(self.path, watch=self._watch_fired)
         except NoNodeError:
-            # Nobody wrote a catalog yet: watch for the directory instead.
-            await zk.exists(self.path, watch=self._watch_fired)
+            # Nobody wrote a catalog yet: watch for the directory instead
+            # (created meanwhile: its children are listed, and watched).
+            if await zk.exists(self.path, watch=self._watch_fired) is not None:
+                self._list_again = True
+                return
             children = []
         self.listings += 1
         complete = _complete_catalogs(children)
@@ -227,11 +231,9 @@ class Membership:
         used = {digest for digest, _ in chosen.values()}
         self._catalogs = {d: c for d, c in self._catalogs.items() if d in used}
         self.last_error = None
-        if listed != self.listed:
+        if listed != self.listed or not self.viewed:
             self.listed = listed
             self._changed()
-        elif not self.viewed:
-            self._apply()
 
     async def _read_catalogs(
         self,
@@ -283,9 +285,6 @@ class Membership:
 
     def _changed(self) -> None:
         self.changes += 1
-        if not self.viewed:
-            self._apply()
-            return
         if self._settle_call is None or not self._settle_call.active():
             self._settle_call = self._reactor.callLater(self.settle, self._apply)
 

@@ -297,6 +297,19 @@ def _zookeeper(stats: Mapping[str, Any] | None) -> Tag:
     )
 
 
+def _group(stats: Mapping[str, Any] | None) -> Node:
+    """The agent's group, when it has one: members and this agent's share."""
+    group = None if stats is None else stats.get("group_summary")
+    if not group:
+        return []
+    return tags.span(
+        tags.a("group", href="/group"),
+        f": {_plural(int(group['members']), 'agent')} · observing "
+        f"{group['observing']} of {group['known']} · primary of {group['primary']}",
+        class_="fact",
+    )
+
+
 def _counts(counts: Mapping[str, int]) -> Tag:
     total = sum(counts.values())
     shown = [s for s in (UP, NOT_READY, DOWN, UNKNOWN) if counts[s] or s in (UP, DOWN)]
@@ -361,6 +374,7 @@ def page_frame(
             class_="fact",
         ),
         _zookeeper(zookeeper),
+        _group(zookeeper),
     ]
     pages = _pages(paging, counts)
     page = tags.html(

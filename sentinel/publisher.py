@@ -60,6 +60,7 @@ from sentinel.documents import (
     member_document_of,
     opinion_document,
     opinion_of,
+    parse_catalog_node_name,
     previous_verdict,
     verdict_document,
 )
@@ -91,6 +92,10 @@ HANDOFF_LIMIT = 5.0
 # On a stop that leaves the group: seconds to wait for the new primaries
 # to take this agent's nodes over (the whole stop stays within 5 s).
 LEAVE_HANDOFF_WAIT = 1.5
+# In a group: seconds a primary lets another agent keep a node it took
+# from it, unless the membership changes first: two settle times, within
+# which the two agents' views of the group agree again.
+YIELD_SECONDS = 1.0
 # Re-checks of a node held by another session: the first after 1 s, then
 # twice as long each time up to RECHECK_MAX; after the holder writes, at
 # most one per RECHECK_MIN (a watch fires once: asking again re-arms it).
@@ -185,13 +190,13 @@ class _Node:
         # In a group, for an instance node: this agent is its primary and
         # takes it over from another agent (`takeover`); it moved away and
         # waits, unwritten, for its new primary (`released`); it was taken
-        # from us while we were its primary (`lost`), and in which view we
-        # then let it be (`yielded`); the verdict last marked for writing
+        # from us while we were its primary (`lost`), and until when we let
+        # it be (`yielded`, our clock); the verdict last marked for writing
         # (`decided`) and, before our own, the previous agent's (`previous`).
         self.takeover = False
         self.released = False
         self.lost = False
-        self.yielded = -1
+        self.yielded = 0.0
         self.decided: object = None
         self.previous: dict[str, Any] | None = None
 
@@ -649,6 +654,11 @@ class ZooKeeperPublisher(Service):
         prefix = f"{self.root}/catalogs/{self.agent_id}.{digest}.{self._token}"
         return catalog_reference(prefix, digest, count)
 
+    @property
+    def primaries(self) -> int:
+        """The instances this agent is the primary of, in a group."""
+        return sum(1 for node in self._nodes.values() if node.takeover)
+
     def view_changed(self) -> None:
         """
         The group's view changed: a node we let another primary have is
@@ -657,6 +667,7 @@ class ZooKeeperPublisher(Service):
         self._generation += 1
         for node in self._nodes.values():
             if node.takeover and node.holding is not None:
+                node.yielded = 0.0
                 self._recheck_soon(node)
 
     def assign(
@@ -715,7 +726,15 @@ class ZooKeeperPublisher(Service):
         return _encode(opinion_document(opinion, self.agent_id))
 
     def _hand_off(self, name: str) -> None:
-        """`name` moved away: its node waits for its new primary, or goes."""
+        """
+        `name` moved away: its node waits, unwritten, for its new primary
+        to take it over, or goes if nobody will.
+
+        A node another primary may be taking over is never deleted by us:
+        versions start again at 0 on the node it creates, so a delete at
+        the version we last knew could hit its node. It is let go once the
+        takeover is seen, and deleted only after `HANDOFF_LIMIT` without one.
+        """
         self._heard.pop(name, None)
         self._since.pop(name, None)
         node = self._nodes.get(name)
@@ -725,31 +744,49 @@ class ZooKeeperPublisher(Service):
         _cancel_recheck(node)
         if node.holding is not None:
             self._release(node, "it moved to another agent")
-        if not node.owned or not self._successor(name) or not self.running:
+        if not self._successor(name) or not self.running:
             self.remove(name)
             return
         self.handoffs += 1
         node.released = True
+        self._await_handoff(node)
+
+    def _await_handoff(self, node: _Node) -> None:
+        """Watch a released node until it is taken over, `HANDOFF_LIMIT` at most."""
         node.dirty = False
         node.recheck = self._reactor.callLater(HANDOFF_LIMIT, self._handed_off, node)
-        self.zk.exists(node.path, watch=partial(self._handoff_watch, node)).addErrback(
-            lambda _: None
-        )
+        self.zk.exists(node.path, watch=partial(self._handoff_watch, node)).addCallback(
+            self._handoff_seen, node
+        ).addErrback(lambda _: None)
+
+    def _handoff_seen(self, stat: Any, node: _Node) -> None:
+        if node.released and not ours(stat, self.zk.session_id):
+            # Not ours (any more, or ever): nothing to wait for.
+            self._let_go(node)
 
     def _handoff_watch(self, node: _Node, event: WatchedEvent) -> None:
         if node.released and event.type != EventType.NONE:
             # Taken over (a delete and a create at once) or gone.
-            self._handed_off(node)
+            self._let_go(node)
+
+    def _let_go(self, node: _Node) -> None:
+        """Forget a node handed over, and its member, deleting neither node."""
+        _cancel_recheck(node)
+        name = _name(node.path)
+        if self._nodes.get(name) is node:
+            del self._nodes[name]
+        member = self._members.pop(name, None)
+        if member is not None:
+            self._retire(member)
 
     def _handed_off(self, node: _Node) -> None:
-        """The node's new primary took it over, or it waited long enough."""
+        """Nobody took the node over within the limit: delete it if ours."""
         if not node.released:
             return
         _cancel_recheck(node)
         node.released = False
         name = _name(node.path)
         if self._nodes.get(name) is node:
-            # Deleted if still ours (never if another session holds it).
             self.remove(name)
 
     def _listen(self, name: str, observers: tuple[str, ...]) -> None:
@@ -895,12 +932,15 @@ class ZooKeeperPublisher(Service):
         previous = previous_verdict(raw)
         if previous is None or previous["agent"] == self.agent_id:
             return False
+        now = self._reactor.seconds()
         if node.lost:
-            # Taken from us while we thought we were its primary: let it be
-            # until the group's view changes (it is the other agent's now).
+            # Taken from us while we thought we were its primary: the taker
+            # may see a newer membership than ours. Let it be for a while:
+            # within it, the group's views agree again (ours changes, or
+            # the taker's does and it hands the node back to us).
             node.lost = False
-            node.yielded = self._generation
-        if node.yielded == self._generation:
+            node.yielded = now + YIELD_SECONDS
+        if now < node.yielded:
             return False
         node.previous = previous
         if data is None:
@@ -971,6 +1011,20 @@ class ZooKeeperPublisher(Service):
             "last_error": self.last_error,
             "handoff": None if self.handoff is None else self.handoff.stats(),
         }
+        if self.group:
+            stats["group"] = {
+                "takeovers": self.takeovers,
+                "handoffs": self.handoffs,
+                "handing_off": sorted(
+                    n for n, node in self._nodes.items() if node.released
+                ),
+                "primary_of": self.primaries,
+                "unwritten": sorted(
+                    n
+                    for n, node in self._nodes.items()
+                    if node.takeover and not node.owned
+                ),
+            }
         if self.discovery is not None:
             stats["discovery"] = {
                 "form": self.discovery.form,
@@ -1051,11 +1105,10 @@ class ZooKeeperPublisher(Service):
             if node.member is not None:
                 node.member.reconnected(same_session)
         # The watches went with the connection: a node waiting for its new
-        # primary is settled now (deleted if still ours), and the other
-        # observers' opinions are asked again.
+        # primary is watched again (for the whole limit again), and the
+        # other observers' opinions are asked again.
         for node in [n for n in self._nodes.values() if n.released]:
-            node.recheck = None
-            self._handed_off(node)
+            self._await_handoff(node)
         for name, said in self._heard.items():
             for agent in said:
                 self._ask_opinion(name, agent)
@@ -1144,6 +1197,7 @@ class ZooKeeperPublisher(Service):
                 return
             raise HeldElsewhere(stat)
         node.owned = True
+        node.lost = False
         node.version = stat.version
         if data is not None:
             stat = await self._counted("set", zk.set(node.path, data, stat.version))
@@ -1222,6 +1276,8 @@ class ZooKeeperPublisher(Service):
             node.written_at = self._reactor.seconds()
             if node.owned:
                 self._release(node, "it is ours now")
+                if node.takeover and not node.removed:
+                    self._check_still_ours(node)
             # Forgotten only once the delete itself is done: a write that was
             # in flight when the instance was removed leaves the node dirty,
             # and the node must stay known until its delete succeeds, or a
@@ -1309,6 +1365,8 @@ class ZooKeeperPublisher(Service):
                 log.info(
                     "{path}: deleted, its instance is no longer watched", path=path
                 )
+        if self.group:
+            await self._sweep_catalogs()
         discovery = self.discovery
         if discovery is None:
             return
@@ -1325,6 +1383,27 @@ class ZooKeeperPublisher(Service):
             else:
                 _member(node).found.extend(paths)
                 self._mark(node)
+
+    async def _sweep_catalogs(self) -> None:
+        """
+        Delete the catalog the previous process left on our session: the
+        other members would go on reading it rather than ours.
+        """
+        zk = self.zk
+        catalogs = f"{self.root}/catalogs"
+        try:
+            children = await zk.get_children(catalogs)
+        except NoNodeError:
+            return
+        mine = {_name(node.path) for node in self._catalog_nodes}
+        for child in children:
+            part = parse_catalog_node_name(child)
+            if part is None or part.agent_id != self.agent_id or child in mine:
+                continue
+            path = f"{catalogs}/{child}"
+            stat = await zk.exists(path)
+            if ours(stat, zk.session_id):
+                await self._counted("delete", zk.delete(path, stat.version))
 
     def _sweep_failed(self, failure: Failure) -> bool:
         # Retried with the writes; members wait until it is done.
@@ -1385,8 +1464,14 @@ class ZooKeeperPublisher(Service):
             self._recheck_in(node, min(node.backoff, decision or node.backoff))
 
     def _watched_node(self, node: _Node, event: WatchedEvent) -> None:
-        """A watch on a node held elsewhere fired (on the reactor thread)."""
+        """
+        A watch on a node held elsewhere fired (on the reactor thread), or,
+        in a group, on a node we are the primary of and hold.
+        """
         holding = node.holding
+        if holding is None and node.takeover and event.type != EventType.NONE:
+            self._check_still_ours(node)
+            return
         if (
             event.type == EventType.NONE
             or holding is None
@@ -1408,6 +1493,30 @@ class ZooKeeperPublisher(Service):
             # Changed: watch it again. Gone (or replaced): take it over if
             # it is free.
             self._recheck_soon(node)
+
+    def _check_still_ours(self, node: _Node) -> None:
+        """
+        Whether a node we hold as primary still is ours (watched again): a
+        takeover by another agent is noticed at once, not at our next write.
+        """
+        zk = self.zk
+
+        def answered(stat: Any) -> None:
+            if not (node.owned and node.takeover) or node.writing:
+                return
+            if not ours(stat, zk.session_id):
+                node.owned = False
+                node.lost = True
+                self._mark(node)
+            elif stat.version != node.version:
+                # Written by another agent that still took itself for the
+                # primary (a set at a version that happened to match: a
+                # node taken over starts again at version 0): ours again.
+                self._mark(node)
+
+        zk.exists(node.path, watch=node.watcher).addCallback(answered).addErrback(
+            lambda _: None
+        )
 
     def _recheck_soon(self, node: _Node) -> None:
         """

@@ -48,6 +48,8 @@ from sentinel.settings import setting
 
 PROG = "sentinel-status"
 COLUMNS = ("name", "status", "ready", "role", "latency", "since", "agent", "age")
+# With a group's verdicts: each observer's opinion, and the quorum applied.
+GROUP_COLUMNS = ("observers", "quorum")
 
 OK = 0
 DOWN = 1
@@ -166,9 +168,21 @@ def _ago(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+def _observers(row: dict[str, Any]) -> str:
+    observers = row.get("observers")
+    if not isinstance(observers, dict):
+        return "-"
+    return " ".join(f"{agent}:{status or '?'}" for agent, status in observers.items())
+
+
 def format_table(rows: list[dict[str, Any]], now: float) -> str:
-    """The rows as an aligned text table."""
-    lines = [COLUMNS]
+    """
+    The rows as an aligned text table; with a group's verdicts (schema 2),
+    each observer's opinion and the quorum applied too.
+    """
+    grouped = any("observers" in row for row in rows)
+    columns = (*COLUMNS, *GROUP_COLUMNS) if grouped else COLUMNS
+    lines: list[tuple[str, ...]] = [columns]
     for row in rows:
         latency = row.get("latency_ms")
         since = row.get("since")
@@ -185,7 +199,9 @@ def format_table(rows: list[dict[str, Any]], now: float) -> str:
                 _ago(row.get("age_seconds")) + (" STALE" if row["stale"] else ""),
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+        if grouped:
+            lines[-1] += (_observers(row), str(row.get("quorum", "-")))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
     return "\n".join(
         "  ".join(
             cell.ljust(width) for cell, width in zip(line, widths, strict=True)

@@ -117,10 +117,11 @@ class FakeZooKeeperServer:
         """The session ends (closed or expired): its ephemeral nodes go."""
         self.sessions.pop(session, None)
         holder = self.holders.pop(session, None)
-        for path in [p for p, n in self.nodes.items() if n.owner == session]:
-            self.remove(path)
+        # Its client hears of the expiry, not of its own nodes' deletion.
         if holder is not None:
             holder._session_ended()
+        for path in [p for p, n in self.nodes.items() if n.owner == session]:
+            self.remove(path)
 
     def drop(self, client: FakeZooKeeper) -> None:
         """

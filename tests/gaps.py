@@ -1,10 +1,10 @@
 """
 A ZooKeeper reader that polls every 20 ms on a thread of its own, as a proxy
 that treats a missing node as gone would see the agent's nodes: for each
-node, the longest time it was missing and when it was first rewritten after
-a mark; for each discovery parent, the longest time it held fewer members
-than expected, and the most it held. Used by the restart tests and by
-``benchmarks/restart.py``.
+node, the longest time it was missing, when it was first rewritten after
+a mark, and whether it ever said ``"status": "down"``; for each discovery
+parent, the longest time it held fewer members than expected, and the most
+it held. Used by the restart and group tests and by ``benchmarks/restart.py``.
 
 Each poll sends every read at once (kazoo pipelines them) and waits for
 the answers, so that a poll of 50 nodes costs a few milliseconds; a gap is
@@ -14,6 +14,7 @@ found it again.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -39,6 +40,9 @@ class _Seen:
     marked_mzxid: int | None = None
     rewritten_at: float | None = None
     most_members: int = 0
+    # When a poll first found it saying down, if one did, and what it said.
+    down_at: float | None = None
+    down_document: Any = None
 
     def present(self, now: float, present: bool) -> None:
         if present and self.missing_since is not None:
@@ -114,6 +118,15 @@ class NodeWatch:
         with self._lock:
             return self._seen[node].rewritten_at
 
+    def seen_down(self) -> dict[str, Any]:
+        """The nodes a poll found saying down, and what they first said."""
+        with self._lock:
+            return {
+                key: seen.down_document
+                for key, seen in self._seen.items()
+                if seen.down_at is not None
+            }
+
     def most_members(self, parent: str) -> int:
         """The most members `parent` held at any poll."""
         with self._lock:
@@ -132,13 +145,13 @@ class NodeWatch:
         client = self._client
         reads = [(node, client.get_async(node)) for node in self.nodes]
         lists = [(parent, client.get_children_async(parent)) for parent in self.parents]
-        answers: list[tuple[str, Any]] = []
+        answers: list[tuple[str, Any, Any]] = []
         for node, read in reads:
             try:
-                _, stat = read.get(timeout=READ_TIMEOUT)
-                answers.append((node, stat.mzxid))
+                data, stat = read.get(timeout=READ_TIMEOUT)
+                answers.append((node, stat.mzxid, _down_document(data)))
             except NoNodeError:
-                answers.append((node, None))
+                answers.append((node, None, None))
         counts = []
         for parent, listing in lists:
             try:
@@ -148,9 +161,11 @@ class NodeWatch:
         now = time.monotonic()
         with self._lock:
             self.polls += 1
-            for node, mzxid in answers:
+            for node, mzxid, down in answers:
                 seen = self._seen[node]
                 seen.present(now, mzxid is not None)
+                if down is not None and seen.down_at is None:
+                    seen.down_at, seen.down_document = now, down
                 if mzxid is not None:
                     seen.mzxid = mzxid
                     if (
@@ -163,3 +178,14 @@ class NodeWatch:
                 seen = self._seen[parent]
                 seen.present(now, count >= self.parents[parent])
                 seen.most_members = max(seen.most_members, count)
+
+
+def _down_document(data: bytes) -> Any:
+    """The node's document if it says down, else None."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and document.get("status") == "down":
+        return document
+    return None

@@ -1,0 +1,333 @@
+"""
+Groups as a user runs them: three ``twistd -n sentinel`` agents sharing
+one root of the shared real ZooKeeper, real redis-servers (many instance
+names on each), and a reader polling ZooKeeper every 20 ms
+(`tests.gaps.NodeWatch`) as a proxy would.
+
+- one replica: each agent observes about a third, every instance exactly
+  once, an instance only one agent knows by that agent alone; ``kill -9``
+  one, and the other two take its share within the session timeout plus
+  2 s, every node back;
+- three replicas, quorum two, one agent cut off (every name points at a
+  server that never answers): nothing is ever published down, and a
+  SIGSTOPped redis-server's instances go down within interval * fall +
+  timeout + 1 s;
+- a rolling restart of the three, one by one, without a state_dir (each
+  stop leaves the group, each start joins it): no node ever missing, no
+  false down.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+from pathlib import Path
+from typing import Any
+
+from kazoo.client import KazooClient
+from twisted.internet import reactor as _reactor
+from twisted.logger import Logger
+from twisted.trial.unittest import TestCase
+
+from tests.gaps import NodeWatch
+from tests.polling import pause, wait_for
+from tests.servers import (
+    LOOPBACK,
+    RedisServer,
+    listen_never_answering,
+    shared_zookeeper,
+)
+from tests.test_conflicts import (
+    HEARTBEAT,
+    SESSION_TIMEOUT,
+    START_BOUND,
+    AgentProcess,
+    wait_async,
+)
+from tests.test_restarts import FALL, INTERVAL, SLACK, TIMEOUT
+
+reactor: Any = _reactor
+log = Logger()
+
+AGENTS = ("a", "b", "c")
+
+
+class GroupTestCase(TestCase):
+    """Three redis-servers, a root of our own, and agents on demand."""
+
+    instances = 30
+
+    def setUp(self) -> None:
+        self.zookeeper = shared_zookeeper()
+        self.root = f"/group-{self._testMethodName}"
+        self.directory = Path(self.mktemp()).absolute()
+        self.directory.mkdir(parents=True)
+        self.servers = [RedisServer().start() for _ in range(3)]
+        for server in self.servers:
+            self.addCleanup(server.stop)
+        self.names = [f"r{i:02d}" for i in range(self.instances)]
+        self.kazoo = KazooClient(hosts=self.zookeeper.hosts, timeout=10.0)
+        self.kazoo.start(timeout=10.0)
+        self.addCleanup(self.kazoo.close)
+        self.addCleanup(self.kazoo.stop)
+        self.runs = 0
+
+    def server_of(self, name: str) -> RedisServer:
+        return self.servers[self.names.index(name) % len(self.servers)]
+
+    def agent(
+        self,
+        agent_id: str,
+        *,
+        replicas: int = 1,
+        quorum: int | None = None,
+        extra: tuple[str, ...] = (),
+        port: int | None = None,
+    ) -> AgentProcess:
+        """
+        An agent knowing every name (and `extra` ones), each on its
+        redis-server, or all on `port` (a server that never answers).
+        """
+        tables = []
+        for name in [*self.names, *extra]:
+            where = port or self.server_of(name if name in self.names else "r00").port
+            tables.append(
+                f'[[redis]]\nname = "{name}"\nhost = "{LOOPBACK}"\nport = {where}\n'
+            )
+        self.runs += 1
+        config = self.directory / f"{agent_id}-{self.runs}.toml"
+        config.write_text(
+            f'agent_id = "{agent_id}"\ninterval = {INTERVAL}\ntimeout = {TIMEOUT}\n'
+            f"fall = {FALL}\n"
+            f'[zookeeper]\nhosts = "{self.zookeeper.hosts}"\nroot = "{self.root}"\n'
+            f"session_timeout = {SESSION_TIMEOUT}\nheartbeat = {HEARTBEAT}\n"
+            f"replicas = {replicas}\n"
+            + (f"quorum = {quorum}\n" if quorum else "")
+            + "".join(tables)
+        )
+        agent = AgentProcess(
+            self.directory / f"{agent_id}-{self.runs}", "--config", str(config)
+        )
+        self.addCleanup(agent.child.stop)
+        return agent
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/instances/{name}"
+
+    def document(self, name: str) -> dict[str, Any] | None:
+        if self.kazoo.exists(self.path(name)) is None:
+            return None
+        data, _ = self.kazoo.get(self.path(name))
+        document: dict[str, Any] = json.loads(data)
+        return document
+
+    async def group(self, agent: AgentProcess) -> dict[str, Any]:
+        """The agent's /group, once it answers."""
+        found: list[Any] = []
+
+        async def answered() -> bool:
+            try:
+                code, body = await agent.get("/group")
+            except Exception:
+                return False
+            found.append(body)
+            return code == 200
+
+        await wait_async(answered, START_BOUND, "/group")
+        return found[-1]
+
+    async def watched(self, agent: AgentProcess) -> set[str]:
+        """The instances the agent checks (its /instances)."""
+        _, body = await agent.get("/instances")
+        return {i["name"] for i in body["instances"]}
+
+    async def settled(self, agents: list[AgentProcess], size: int) -> None:
+        """Wait until each agent's group has `size` members and every node is there."""
+
+        missing: list[str] = []
+
+        async def done() -> bool:
+            missing[:] = [n for n in self.names if not self.kazoo.exists(self.path(n))]
+            for agent in agents:
+                try:
+                    if (await agent.get("/group"))[1]["size"] != size:
+                        return False
+                except Exception:
+                    return False
+            return all(self.kazoo.exists(self.path(n)) for n in self.names)
+
+        try:
+            await wait_async(done, START_BOUND, f"a group of {size}", 0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; missing: {missing}") from None
+
+    def watch(self) -> NodeWatch:
+        watch = NodeWatch(self.zookeeper.hosts, [self.path(n) for n in self.names])
+        watch.start()
+        self.addCleanup(watch.stop)
+        return watch
+
+    def figure(self, what: str, value: float) -> None:
+        """Record a measured figure in the test log (_trial_temp/test.log)."""
+        log.info("measured: {what}: {value:.3f}", what=what, value=value)
+
+
+class ShareTests(GroupTestCase):
+    """One replica: the instances shared out, and taken back after a crash."""
+
+    instances = 60
+
+    async def test_share_and_kill(self) -> None:
+        """
+        Three agents observe about a third each, every instance exactly
+        once, an instance known to one agent only by it alone; ``kill -9``
+        one: the other two take its share within session_timeout + 2 s,
+        with every node back.
+        """
+        agents = {
+            "a": self.agent("a", extra=("only-a",)),
+            "b": self.agent("b"),
+            "c": self.agent("c"),
+        }
+        await self.settled(list(agents.values()), 3)
+        await pause(reactor, 1.0)
+        shares = {a: await self.watched(agent) for a, agent in agents.items()}
+        everything = {*self.names, "only-a"}
+        self.assertEqual(set().union(*shares.values()), everything)
+        self.assertEqual(sum(len(s) for s in shares.values()), len(everything))
+        for agent_id, share in shares.items():
+            self.figure(f"share of {agent_id}", len(share))
+            self.assertGreater(len(share), 8, agent_id)
+        self.assertIn("only-a", shares["a"])
+        report = await self.group(agents["a"])
+        self.assertEqual(report["observing"], len(shares["a"]))
+        self.assertEqual([m["agent"] for m in report["members"]], list(AGENTS))
+
+        killed = agents.pop("c")
+        killed.child.kill()
+        started = reactor.seconds()
+
+        async def taken() -> bool:
+            watched = set()
+            for agent in agents.values():
+                watched |= await self.watched(agent)
+            return watched == everything and all(
+                self.kazoo.exists(self.path(n)) for n in everything
+            )
+
+        await wait_async(taken, SESSION_TIMEOUT + 2.0 + SLACK, "c's share taken", 0.05)
+        took = reactor.seconds() - started
+        self.figure("kill -9: share taken and nodes back after, s", took)
+        self.assertLess(took, SESSION_TIMEOUT + 2.0 + SLACK)
+        sessions = {int(await agent.session()) for agent in agents.values()}
+        for name in everything:
+            stat = self.kazoo.exists(self.path(name))
+            self.assertIn(stat.ephemeralOwner, sessions, name)
+
+
+class QuorumTests(GroupTestCase):
+    """Three replicas, quorum two, one agent cut off from the fleet."""
+
+    maxDiff = None
+
+    async def test_cut_off_agent_and_sigstop(self) -> None:
+        """
+        The cut-off agent sees everything down, and is outvoted: no
+        instance is ever published down; a SIGSTOPped redis-server's
+        instances go down within interval * fall + timeout + 1 s, the
+        others stay up.
+        """
+        silent = listen_never_answering(reactor)
+        self.addCleanup(silent.stop)
+        good = [self.agent(a, replicas=3, quorum=2) for a in ("a", "b")]
+        await self.settled(good, 2)
+        watch = self.watch()
+        cut_off = self.agent("c", replicas=3, quorum=2, port=silent.port)
+        await self.settled([*good, cut_off], 3)
+        await pause(reactor, 2.0)
+        self.assertEqual(watch.seen_down(), {})
+        document = self.document("r00")
+        assert document is not None
+        self.assertEqual(document["schema"], 2)
+        self.assertEqual(document["quorum"], 2)
+        self.assertEqual(document["observers"], {"a": "up", "b": "up", "c": "down"})
+
+        paused = self.servers[0]
+        stopped = [n for n in self.names if self.server_of(n) is paused]
+        paused.pause()
+        self.addCleanup(paused.resume)
+        bound = INTERVAL * FALL + TIMEOUT + 1.0
+        took = await wait_for(
+            reactor,
+            lambda: all(
+                (self.document(n) or {}).get("status") == "down" for n in stopped
+            ),
+            bound + SLACK,
+            "the paused server's instances down",
+            0.02,
+        )
+        self.figure("SIGSTOP to every instance down (3 replicas, quorum 2), s", took)
+        self.assertLess(took, bound)
+        self.assertLessEqual(set(watch.seen_down()), {self.path(n) for n in stopped})
+        # How long a verdict takes after the Q-th opinion (ZooKeeper's clock).
+        delays = []
+        for name in stopped:
+            _, verdict = self.kazoo.get(self.path(name))
+            downs = []
+            for agent in AGENTS:
+                data, stat = self.kazoo.get(f"{self.root}/opinions/{name}/{agent}")
+                if json.loads(data)["status"] == "down":
+                    downs.append(stat.mtime)
+            downs.sort()
+            self.assertGreaterEqual(len(downs), 2, name)
+            delays.append((verdict.mtime - downs[1]) / 1000.0)
+        self.figure(
+            "verdict after the quorum-th opinion, median s", statistics.median(delays)
+        )
+        self.figure("verdict after the quorum-th opinion, max s", max(delays))
+        for name in self.names:
+            if name not in stopped:
+                self.assertEqual((self.document(name) or {}).get("status"), "up")
+
+
+class RollingRestartTests(GroupTestCase):
+    """Each agent stopped and started again in turn, without a state_dir."""
+
+    async def test_rolling_restart(self) -> None:
+        """
+        SIGTERM (the agent leaves the group, its nodes are taken over),
+        then a new process (it joins, and takes its share back), one agent
+        after the other: no node is ever missing at a 20 ms poll, and none
+        ever says down.
+        """
+        agents = {a: self.agent(a) for a in AGENTS}
+        await self.settled(list(agents.values()), 3)
+        watch = self.watch()
+        for agent_id in AGENTS:
+            agents[agent_id] = await self.restart(agents, agent_id)
+        self.assertGreater(watch.polls, 100)
+        self.assertEqual(watch.gaps(), {})
+        self.assertEqual(watch.seen_down(), {})
+        for agent in agents.values():
+            self.assertNotIn("Traceback", agent.log.read_text(errors="replace"))
+
+    async def restart(
+        self, agents: dict[str, AgentProcess], agent_id: str
+    ) -> AgentProcess:
+        """SIGTERM `agent_id`, start it again, and wait until it has its share."""
+        stopping = agents[agent_id]
+        stopping.child.process.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: not stopping.child.running, 5.0, "exit", 0.02)
+        started = self.agent(agent_id)
+        await self.settled(
+            [*(a for i, a in agents.items() if i != agent_id), started], 3
+        )
+        await wait_async(lambda: self._observes(started), START_BOUND, "its share")
+        return started
+
+    async def _observes(self, agent: AgentProcess) -> bool:
+        try:
+            return bool((await agent.get("/group"))[1]["observing"])
+        except Exception:
+            return False
