@@ -107,6 +107,10 @@ class Assignment:
             self._drop(agent)
         for agent in came:
             self._add(agent, members[agent])
+        if len(came) > self.replicas:
+            # Many at once (the first view): weighing each name once among
+            # all its candidates costs less than weighing agent by agent.
+            return self._rank_all()
         # Each instance a leaving member observed, weighed again.
         again = set()
         if gone:
@@ -141,15 +145,28 @@ class Assignment:
                 changed.add(name)
         return changed
 
+    def _rank_all(self) -> set[str]:
+        changed = set()
+        tops = self._top
+        for name in self._known:
+            top = self._rank(name)
+            if top != tops[name]:
+                tops[name] = top
+                changed.add(name)
+        return changed
+
     def _rank(self, name: str) -> tuple[Ranked, ...]:
+        # `weight` inlined: this runs for every name and candidate.
         instance_hash = self._known[name]
         hashes = self._agent_hashes
-        ranked = [
-            (weight(hashes[agent], instance_hash), agent)
-            for catalog, agents in self._groups.items()
-            if name in catalog
-            for agent in agents
-        ]
+        ranked = []
+        for catalog, agents in self._groups.items():
+            if name in catalog:
+                for agent in agents:
+                    x = hashes[agent] ^ instance_hash
+                    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+                    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+                    ranked.append((x ^ (x >> 31), agent))
         ranked.sort(reverse=True)
         return tuple(ranked[: self.replicas])
 
