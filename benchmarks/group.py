@@ -117,7 +117,9 @@ def catalog_costs() -> list[tuple[str, str]]:
     ]
 
 
-def steady_writes(instances: int, replicas: int, window: float) -> list[tuple[str, str]]:
+def steady_writes(
+    instances: int, replicas: int, window: float
+) -> list[tuple[str, str]]:
     from tests.groupfakes import Fleet
 
     names = [f"r{i:05d}" for i in range(instances)]
