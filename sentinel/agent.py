@@ -13,7 +13,7 @@ from twisted.logger import Logger
 
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
-from sentinel.group import Group, GroupMetrics
+from sentinel.group import Group
 from sentinel.handoff import SessionHandoff
 from sentinel.httpd import http_service
 from sentinel.metrics import LoadedAtStart

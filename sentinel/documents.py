@@ -121,16 +121,19 @@ def opinion_of(health: InstanceHealth) -> Opinion | None:
     if health.status is None:
         return None
     replication = health.replication
+    # A drained instance is alive but not to be used: not ready, and the
+    # verdict's error says why.
+    draining = health.draining and health.status == UP
     return Opinion(
         status=health.status,
-        ready=health.ready,
+        ready=health.ready and not draining,
         role=replication.role,
         master_host=replication.master_host,
         master_port=replication.master_port,
         master_link_status=replication.master_link_status,
         latency_ms=health.latency_ms,
         checked_at=health.checked_at,
-        error=health.error,
+        error="draining" if draining and health.error is None else health.error,
     )
 
 

@@ -10,7 +10,10 @@ its primary. This service applies the answer: the monitor checks exactly
 the instances this agent observes (an instance moving in gets a probe and
 a fresh health, one moving out loses both, so no stale health stays), and
 the publisher writes opinions, verdicts and discovery members as each
-instance's role says. With one agent and ``replicas = 1`` it observes
+instance's role says. A replica discovered from a master
+(`sentinel.topology`) is no instance of the catalog: only the master's
+observers see it (in the master's INFO), and it follows the master's
+roles. With one agent and ``replicas = 1`` it observes
 everything it knows, as primary: section 5 exactly.
 
 A reload goes through here too (`add_instance`, `remove_instance`,
@@ -133,8 +136,17 @@ class Group:
         self._move(changed)
 
     def _move(self, names: set[str]) -> None:
-        """Check, publish and stop checking as the roles of `names` now say."""
+        """
+        Check, publish and stop checking as the roles of `names` now say;
+        replicas discovered from a master move with it (they are found
+        again by its new observers, from its INFO).
+        """
         monitor = self.monitor
+        discovered: dict[str, list[str]] = {}
+        for state in monitor.states.values():
+            master = state.instance.discovered_by
+            if master is not None and master in names:
+                discovered.setdefault(master, []).append(state.name)
         for name in sorted(names):
             observers = self.assignment.observers(name)
             observed = self.agent_id in observers
@@ -144,6 +156,8 @@ class Group:
             self.publisher.assign(name, observers, self.known.get(name))
             if watched and not observed:
                 monitor.remove_instance(name)
+                for replica in discovered.get(name, ()):
+                    monitor.remove_instance(replica)
             if observed != watched:
                 self.moved += 1
 

@@ -296,6 +296,10 @@ class ZooKeeperPublisher(Service):
         self.catalog: tuple[str, int] | None = None
         self._catalog_nodes: list[_Node] = []
         self._roles: dict[str, tuple[str, ...]] = {}
+        # The discovered replicas of each master, which follow its roles,
+        # and the master of each.
+        self._followers: dict[str, set[str]] = {}
+        self._masters: dict[str, str] = {}
         self._instances: dict[str, RedisInstance] = {}
         self._opinions: dict[str, _Node] = {}
         self._heard: dict[str, dict[str, Opinion | None]] = {}
@@ -468,6 +472,14 @@ class ZooKeeperPublisher(Service):
             return
         if self.group:
             observers = self._roles.get(state.name, ())
+            master = state.instance.discovered_by
+            if not observers and master is not None:
+                # A replica discovered from a master follows its roles.
+                observers = self._roles.get(master, ())
+                if observers:
+                    self._followers.setdefault(master, set()).add(state.name)
+                    self._masters[state.name] = master
+                    self.assign(state.name, observers, state.instance)
             if self.replicas > 1 and self.agent_id in observers:
                 self._publish_opinion(state, transition)
             if observers[:1] != (self.agent_id,):
@@ -705,6 +717,11 @@ class ZooKeeperPublisher(Service):
             self._mark(node)
         elif before[:1] == (me,):
             self._hand_off(name)
+        for follower in list(self._followers.get(name, ())):
+            # Its discovered replicas move with it.
+            self.assign(follower, observers, None)
+        if me not in observers:
+            self._followers.pop(name, None)
 
     def _assign_opinion(self, name: str, observing: bool) -> None:
         node = self._opinions.get(name)
@@ -744,7 +761,8 @@ class ZooKeeperPublisher(Service):
         _cancel_recheck(node)
         if node.holding is not None:
             self._release(node, "it moved to another agent")
-        if not self._successor(name) or not self.running:
+        # A discovered replica goes where its master goes.
+        if not self._successor(self._masters.pop(name, name)) or not self.running:
             self.remove(name)
             return
         self.handoffs += 1
@@ -876,6 +894,8 @@ class ZooKeeperPublisher(Service):
         else:
             verdict = self.verdict_of(name)
             instance = self._instances.get(name)
+            if instance is None and state is not None:
+                instance = state.instance
             if verdict is not None and instance is not None:
                 now = self._reactor.seconds()
                 status, since = self._since.get(name, (None, None))

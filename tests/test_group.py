@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.config import RedisInstance
 from sentinel.documents import INLINE_INSTANCES_BYTES
 from sentinel.group import OBSERVER, PRIMARY
 from sentinel.membership import SETTLE
+from sentinel.observation import Observation
 from sentinel.publisher import HANDOFF_LIMIT
 from tests.groupfakes import DOWN, INTERVAL, ROOT, UP, Fleet
 
@@ -303,3 +305,51 @@ class HandoffLimitTests(SynchronousTestCase):
         self.assertIsNone(fleet.node(name))
         self.assertGreaterEqual(writes, 0)
         self.assertEqual(UP.ok, True)
+
+
+class TopologyTests(SynchronousTestCase):
+    """Replicas discovered from a master, and drained instances."""
+
+    def test_discovered_replica_follows_its_master(self) -> None:
+        """
+        A replica an observer discovered from a master is published by the
+        master's primary (schema 2, its observers), and leaves the agent
+        whose master moved away.
+        """
+        fleet = Fleet()
+        members = [fleet.add(a, NAMES, replicas=2).start() for a in "ab"]
+        fleet.run(2.0)
+        master = "r00"
+        replica = RedisInstance(
+            f"{master}@10.0.0.9:6380", "10.0.0.9", 6380, discovered_by=master
+        )
+        for member in members:
+            member.monitor.add_instance(replica)
+        fleet.run(1.5)
+        document = fleet.node(replica.name)
+        assert document is not None
+        primary = (fleet.node(master) or {})["agent"]
+        self.assertEqual(document["agent"], primary)
+        self.assertEqual(set(document["observers"]), {"a", "b"})
+        joining = fleet.add("c", NAMES, replicas=2).start()
+        fleet.run(SETTLE + 1.0)
+        for member in (*members, joining):
+            observes_master = member.agent_id in member.group.observers(master)
+            if not observes_master:
+                self.assertNotIn(replica.name, member.monitor.states)
+
+    def test_drain_travels_in_the_opinion(self) -> None:
+        """A drained instance: its opinion says up, not ready, error draining."""
+        fleet = Fleet()
+        a = fleet.add("a", NAMES, replicas=2).start()
+        fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(2.0)
+        # What the probe makes of a drain key (sentinel.probe).
+        drained = Observation(ok=True, ready=False, error="draining", draining=True)
+        a.see("r01", drained)
+        fleet.run(1.5)
+        opinion = fleet.reader.document(f"{ROOT}/opinions/r01/a")
+        self.assertEqual(
+            (opinion["status"], opinion["ready"], opinion["error"]),
+            ("up", False, "draining"),
+        )
