@@ -71,7 +71,7 @@ class Member:
             clock, self.zk, ROOT, agent_id, REFRESH, HEARTBEAT, document
         )
         settings = Settings(
-            interval=INTERVAL, timeout=0.5, rise=1, fall=1, info_every=1
+            interval=INTERVAL, timeout=0.5, rise=1, fall=1, info_every=1000
         )
         self.monitor = Monitor(
             clock, settings, probe_for, self.publisher, PendingTracker()
