@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import treq
+from kazoo.client import KazooClient
 from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
@@ -82,6 +83,14 @@ class PrometheusTests(TestCase):
         )
         agent = AgentProcess(Path(self.mktemp()), "--config", str(config))
         self.addCleanup(agent.child.stop)
+        # A path that did not exist when Prometheus started was seen about
+        # 10 s later here (its ZooKeeper discovery retries slowly): make it
+        # exist first, as it does in a running fleet.
+        kazoo = KazooClient(hosts=zookeeper.hosts, timeout=5)
+        kazoo.start(timeout=5)
+        self.addCleanup(kazoo.close)
+        self.addCleanup(kazoo.stop)
+        kazoo.ensure_path(f"{discovery}/cache")
         prometheus = PrometheusServer(
             {
                 "rule_files": [str(RULES)],
