@@ -127,16 +127,28 @@ class Agent:
         config: str,
         label: str = "agent",
         pythonpath: Path | None = None,
+        *,
+        open_files: int | None = None,
     ) -> None:
-        """`pythonpath`: a tree of the code to run instead of this checkout's."""
+        """
+        `pythonpath`: a tree of the code to run instead of this checkout's.
+        `open_files`: the child's open-file limits, soft and hard, set
+        through ``prlimit``, so that thousands of instances fit without
+        raising the machine's or this script's.
+        """
         self.workdir = workdir
         self.http_port = free_port()
         self.config_path = workdir / f"{label}.toml"
         self.config_path.write_text(config)
         self.log = workdir / f"{label}.log"
         twistd = Path(sys.executable).with_name("twistd")
+        # prlimit execs the agent: the PID is the agent's.
+        limit = [] if open_files is None else [
+            "prlimit", f"--nofile={open_files}:{open_files}", "--",
+        ]  # fmt: skip
         self.child = ChildProcess(
             [
+                *limit,
                 str(twistd), "-n", "--pidfile=", "sentinel",
                 "--config", str(self.config_path),
                 "--http", f"tcp:{self.http_port}:interface={LOOPBACK}",
