@@ -12,9 +12,16 @@ limits or its collector.
 - Python's cyclic collector, once the connections are open, would scan
   them all on every full collection: at 3,000 instances with default gc
   settings, 40-65 % of checks timed out on healthy servers (DESIGN.md
-  section 4), and none once frozen. So a few rounds after the watched
-  instances change (`SETTLE_ROUNDS`, as connections take a few to open),
-  the objects alive are frozen out of the collector. Every
+  section 4), and none once frozen. Connections to thousands of instances
+  take many rounds to open (they are paced, `sentinel.pacing`), so at
+  every round after the watched instances change, for `SETTLE_ROUNDS`
+  rounds and for as long as connections wait to start, the objects alive
+  are frozen out of the collector without a collection (``gc.freeze`` only
+  moves lists: free at any size); at the first round after that,
+  everything is collected and frozen again (a full collection, about 0.7 s
+  at 10,000 instances and 1.4 s at 19,000: a stall that, made while
+  thousands still connect, leaves their checks inconclusive and cuts the
+  pace of connecting). Every
   `GC_REFREEZE_INTERVAL` the collector is thawed, run and frozen again
   (about 0.15 s of CPU at 3,000 instances): an object frozen while alive
   and dropped later, such as a lost connection, is freed within one period
@@ -43,10 +50,10 @@ log = Logger()
 # agent accepts (sentinel.httpd.MAX_CONNECTIONS).
 FD_RESERVE = 64 + MAX_CONNECTIONS
 
-# Rounds of the check loop after the watched instances change at which the
-# collector is frozen: connections to thousands of instances take a few
-# rounds to open.
-SETTLE_ROUNDS = frozenset({3, 10, 30})
+# Rounds of the check loop after the watched instances change during which
+# every round freezes without collecting; then (once no connection waits
+# to start) everything is collected and frozen.
+SETTLE_ROUNDS = 30
 
 # Seconds between thawing, collecting and freezing again.
 GC_REFREEZE_INTERVAL = 600.0
@@ -115,6 +122,7 @@ class ProcessPolicy(MultiService):
         self._clock = clock
         self._instances = instances
         self._refrozen_at: float | None = None
+        self._settled = False
         self._gc_objects = 0
         self.housekeeping = RestartingTimer(
             "gc housekeeping", HOUSEKEEPING_INTERVAL, clock, self._housekeep
@@ -134,12 +142,20 @@ class ProcessPolicy(MultiService):
         """Refuse with one line (SystemExit) a reload that cannot fit."""
         check_fd_capacity(instances)
 
-    def watched_for(self, rounds: int) -> None:
+    def watched_for(self, rounds: int, connecting: bool = False) -> None:
         """
-        The check loop has watched the same instances for `rounds` rounds:
-        freeze the collector once their connections have settled.
+        The check loop has watched the same instances for `rounds` rounds,
+        and connections still wait to start if `connecting`: freeze what
+        they made so far, and collect and freeze once they have settled.
         """
-        if rounds in SETTLE_ROUNDS:
+        if rounds == 1:
+            self._settled = False
+        if self._settled:
+            return
+        if rounds < SETTLE_ROUNDS or connecting:
+            gc.freeze()
+        else:
+            self._settled = True
             self._refreeze()
 
     def gc_objects(self) -> int:

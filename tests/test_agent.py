@@ -79,7 +79,7 @@ class ProcessUntouchedTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         top = agent.make_agent(config(), None, reactor)
         top.startService()
-        for _ in range(max(SETTLE_ROUNDS) + 1):
+        for _ in range(SETTLE_ROUNDS + 1):
             reactor.advance(1.0)
         top.stopService()
         self.assertEqual(calls, [])

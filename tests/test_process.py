@@ -147,19 +147,28 @@ class HousekeepingTests(SynchronousTestCase):
 
     def test_settle_rounds(self) -> None:
         """
-        The check loop's rounds 3, 10 and 30 after a change freeze the
-        collector, other rounds do not, and a settle starts the period
-        again.
+        Every round before the 30th after a change, and after it while
+        connections wait to start, freezes the collector without
+        collecting; the first round after that collects and freezes, later
+        rounds do nothing, a change starts over, and a settle starts the
+        period again.
         """
+        freezes: list[int] = []
+        self.patch(gc, "freeze", lambda: freezes.append(1))
         self.policy.startService()
         self.clock.pump([HOUSEKEEPING_INTERVAL] * 30)
         for rounds in range(1, 40):
+            self.policy.watched_for(rounds, connecting=rounds < 35)
+        self.assertEqual(len(freezes), 34)
+        self.assertEqual(self.refreezes, 1 + 1)
+        for rounds in range(1, 32):
             self.policy.watched_for(rounds)
-        self.assertEqual(self.refreezes, 1 + 3)
+        self.assertEqual(len(freezes), 34 + 29)
+        self.assertEqual(self.refreezes, 1 + 2)
         self.clock.pump([HOUSEKEEPING_INTERVAL] * 59)
-        self.assertEqual(self.refreezes, 4)
+        self.assertEqual(self.refreezes, 3)
         self.clock.advance(HOUSEKEEPING_INTERVAL)
-        self.assertEqual(self.refreezes, 5)
+        self.assertEqual(self.refreezes, 4)
 
     def test_object_count_kept_current(self) -> None:
         """
