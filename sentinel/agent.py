@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import DeferredSemaphore
 from twisted.logger import Logger
 
 from sentinel.config import Config, RedisInstance
@@ -18,6 +17,7 @@ from sentinel.handoff import SessionHandoff
 from sentinel.httpd import http_service
 from sentinel.metrics import LoadedAtStart
 from sentinel.monitor import Instances, Monitor, NullPublisher, Publisher, Settings
+from sentinel.pacing import ConnectPacer
 from sentinel.probe import RedisProbe
 from sentinel.process import ProcessPolicy, check_fd_capacity, count_gc_objects
 from sentinel.publisher import ZooKeeperPublisher
@@ -31,6 +31,7 @@ from sentinel.session import (
     session_purpose,
 )
 from sentinel.shutdown import EXIT_TWIN, LeaveOnSignal, stop, stop_with_status
+from sentinel.startup import StartupReport
 from sentinel.timer import RestartingTimer
 from sentinel.topology import Topology, watched_hosts
 from sentinel.tracker import PendingTracker
@@ -38,9 +39,9 @@ from sentinel.zk import ZooKeeper
 
 log = Logger()
 
-# Connection attempts in flight at once: enough to connect thousands of
-# instances within a few ticks, few enough that a mass reconnect cannot
-# starve the checks of connected instances of CPU.
+# Connection attempts in flight at once (each holds a socket while it
+# connects); how fast they start follows the agent's own CPU
+# (`sentinel.pacing`).
 CONNECTS_IN_FLIGHT = 200
 
 
@@ -103,16 +104,15 @@ def make_agent(
     one process). With a state_dir, `left` is what `session_left` found
     (read here if not given).
     """
-    slots = DeferredSemaphore(CONNECTS_IN_FLIGHT)
+    pacer = ConnectPacer(reactor, CONNECTS_IN_FLIGHT, config.timeout)
     resolver = Resolver.from_config(reactor, config.dns, config.timeout)
-    connect_timeout = max(config.timeout, 1.0)
 
     def probe_for(instance: RedisInstance) -> RedisProbe:
         return RedisProbe(
             instance,
             reactor,
-            slots,
-            connect_timeout,
+            pacer,
+            config.timeout,
             resolver,
             role_signal=config.role_signal,
         )
@@ -137,10 +137,13 @@ def make_agent(
     if process is not None:
         process.setServiceParent(top)
         tasks.append(process.housekeeping)
-    # Before the probes' users, so stopped after them: their lookups end
-    # with their own checks, and the rest when it stops.
+    # Before the probes' users, so stopped after them: their lookups and
+    # connection attempts end with their own checks, and the rest when
+    # these stop.
     resolver.setName("resolver")
     resolver.setServiceParent(top)
+    pacer.setName("connects")
+    pacer.setServiceParent(top)
     publisher: Publisher = NullPublisher()
     zookeeper = None
     if config.zookeeper is not None:
@@ -166,13 +169,18 @@ def make_agent(
         zookeeper.setServiceParent(top)
         publisher = zookeeper
         tasks.append(zookeeper.heartbeat_timer)
+
+    def settle(rounds: int) -> None:
+        assert process is not None
+        process.watched_for(rounds, connecting=pacer.waiting > 0)
+
     monitor = Monitor(
         reactor,
         Settings.from_config(config),
         probe_for,
         publisher,
         PendingTracker(),
-        on_round=None if process is None else process.watched_for,
+        on_round=None if process is None else settle,
     )
     tasks.append(monitor.loop)
     if process is not None:
@@ -228,6 +236,7 @@ def make_agent(
         reloader.setServiceParent(top)
 
     if config.http != "none":
+        startup = StartupReport(monitor, pacer)
         http_service(
             config.http,
             reactor,
@@ -241,8 +250,10 @@ def make_agent(
                 "tasks": lambda: {task.name: task.stats() for task in tasks},
                 "dns": resolver.stats,
                 "discovery": topology.stats,
+                "startup": startup.stats,
             },
             group=group,
+            health_details={"starting": startup.progress},
         ).setServiceParent(top)
     log.info(
         "watching {count} instance(s) every {interval} s, timeout {timeout} s",

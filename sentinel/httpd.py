@@ -166,13 +166,14 @@ def http_service(
     health_checks: Sequence[HealthCheck] = (),
     stats_sources: Mapping[str, StatsSource] | None = None,
     group: Group | None = None,
+    health_details: Mapping[str, StatsSource] | None = None,
 ) -> HTTPServer:
     """
     The agent's HTTP part, listening on `description` (a strports string):
     the app with its metrics, check history and ZooKeeper's health and
-    stats, the `health_checks` and `stats_sources` of the rest of the
-    agent, and its `group` (``/group``, its health and metrics; see
-    `sentinel.web.StatusApp`).
+    stats, the `health_checks`, `stats_sources` and `health_details` of
+    the rest of the agent, and its `group` (``/group``, its health and
+    metrics; see `sentinel.web.StatusApp`).
     """
     history = CheckHistory()
     monitor.add_listener(history.record)
@@ -205,6 +206,7 @@ def http_service(
         zookeeper_stats=None if zookeeper is None else zookeeper.stats,
         health_checks=checks,
         stats_sources=stats,
+        health_details=health_details or {},
         slicer=slicer,
         group=group,
     )

@@ -169,10 +169,13 @@ class Monitor(Service):
         self._changed_at = 0
         self.ticks = 0
         self.tick_lag = 0.0
+        self.tick_lag_max = 0.0
         self.overruns = 0
-        # Checks recorded since start, and how many of them failed.
+        # Checks recorded since start, and how many of them failed; checks
+        # that ended without a look at Redis (the agent's own lateness).
         self.checks = 0
         self.failures = 0
+        self.inconclusive = 0
         # Bound once: every check adds them to its Deferred.
         self._observed_callback = self._observed
         self._failed_errback = self._check_failed
@@ -281,6 +284,7 @@ class Monitor(Service):
             if self._round_at is not None:
                 late = now - self._round_at - self.settings.interval
                 self.tick_lag = max(0.0, late)
+                self.tick_lag_max = max(self.tick_lag_max, self.tick_lag)
             self._round_at = now
             self.ticks += 1
         self.last_tick_at = now
@@ -335,6 +339,11 @@ class Monitor(Service):
             log.failure("check of {instance} raised", failure, instance=state.name)
             self._record(state, _internal_error(failure), now, now)
             return False
+        if d.called and d.result is None:
+            # Not looked at (still waiting to connect): at start-up, most
+            # instances for many rounds, so it costs nothing more.
+            self.inconclusive += 1
+            return False
         self.tracker.add(state)
         state.check = d
         state.started_at = now
@@ -379,9 +388,11 @@ class Monitor(Service):
 
     def _observed(self, observation: Observation | None, state: InstanceState) -> None:
         now = self._ended(state)
-        if observation is None or self.states.get(state.name) is not state:
+        if self.states.get(state.name) is not state or not self.running:
             return
-        if not self.running:
+        if observation is None:
+            # The agent did not get to look: nothing is known, nothing changes.
+            self.inconclusive += 1
             return
         try:
             self._record(state, observation, state.started_at, now)

@@ -4,14 +4,24 @@ One Redis check at a time per instance, over one kept connection.
 The connection is `sentinel.protocol`'s, connected by us rather than through
 ``txredisapi.Connection`` (which reconnects forever with no handle to stop it,
 DESIGN.md section 4). A connection attempt resolves the host first, then
-takes one of the agent's connect slots (so a name whose server never answers
-holds none), connects, and does TLS and AUTH. The attempt is owned by the
-probe, not by the check that started it: a check whose deadline passes while
-connecting fails, but a connection that completes afterwards is kept for the
-next check. Any timeout, lost connection or error that leaves the connection
-out of step drops it; a later check connects again, at most once per
+waits for the agent's `sentinel.pacing.ConnectPacer` to let it start (so a
+name whose server never answers holds no place), connects, and does TLS and
+AUTH. The attempt is owned by the probe, not by the check that started it: a
+connection that completes after its check's deadline is kept for the next
+check. Any timeout, lost connection or error that leaves the connection out
+of step drops it; a later check connects again, at most once per
 `RECONNECT_INTERVAL` (as Redis Sentinel does), and checks in between fail at
 once with the last error.
+
+A check that waits for a connection fails on a timeout only when Redis had
+a fair chance: its attempt started at least `FAIR_SHARE` of the timeout
+before the deadline, and the agent itself ran late by less than
+`LATE_SHARE` of it meanwhile (`ConnectPacer.lateness_since`). Otherwise
+the agent did not get to look: the check ends with None, nothing is
+recorded, and the attempt goes on. An attempt that then fails on its own
+(refused, or its own timeout while the agent kept up) is reported by the
+next check at once, so a dead server is still found within an interval of
+the agent getting to it. A refused connection fails at once, always.
 
 A server that breaks the protocol (a reply nobody asked for, one too long:
 see `sentinel.protocol`) is answered harder, because a fresh connection's
@@ -35,7 +45,6 @@ from twisted.internet import error as neterror
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
-    DeferredSemaphore,
     TimeoutError,
     maybeDeferred,
     succeed,
@@ -54,6 +63,7 @@ from twisted.python.failure import Failure
 
 from sentinel.config import RedisInstance
 from sentinel.observation import Observation, Replication
+from sentinel.pacing import ConnectPacer
 from sentinel.protocol import (
     HELLO,
     HELLO_LIMIT,
@@ -85,6 +95,16 @@ MAX_BACKOFF = 16.0
 # that is not up is asked INFO on every check.
 PROBATION = 5.0
 
+# A check that waited for a connection is a fair test of Redis only if the
+# attempt had this share of the timeout before the deadline (an attempt a
+# check starts starts at its launch: the whole timeout), and the agent ran
+# late by less than LATE_SHARE of it meanwhile (module docstring).
+FAIR_SHARE = 0.9
+LATE_SHARE = 0.25
+# An attempt's own bound: at least this, however short the check timeout
+# (a connection that completes after its check's deadline is kept).
+MIN_CONNECT_TIMEOUT = 1.0
+
 # Replies to PING that Redis Sentinel counts as "alive" without being ready.
 _ALIVE_NOT_READY = ("LOADING", "MASTERDOWN")
 
@@ -114,6 +134,10 @@ class _Answered(NamedTuple):
 
 class _ConnectFailed(Exception):
     """A connection attempt failed; the message is the observation's error."""
+
+
+class _Inconclusive(Exception):
+    """An attempt timed out while the agent itself ran late: not Redis's fault."""
 
 
 def describe_failure(failure: Failure) -> str:
@@ -293,13 +317,14 @@ class RedisProbe:
     INFO read.
 
     `check` returns a Deferred that fires with an `Observation`, or with
-    None when the agent never got to look (still queued for a connection
-    slot when the check was cancelled). It never fails. The caller owns the
-    deadline: it cancels the Deferred when the check is overdue, and the
-    probe turns that into a timeout observation and drops the connection.
+    None when the agent never got to look (its connection attempt had not
+    had a fair chance when the check was cancelled: module docstring). It
+    never fails. The caller owns the deadline: it cancels the Deferred when
+    the check is overdue, and the probe turns that into a timeout
+    observation (or None) and drops the connection.
 
-    Two state machines share it: the connection attempt (resolve, wait for a
-    connect slot, connect, TLS, AUTH; at most one at a time, timed by
+    Two state machines share it: the connection attempt (resolve, wait for
+    the pacer, connect, TLS, AUTH; at most one at a time, timed by
     `Reconnects`) and the check in flight on the kept connection (the
     pipeline, then INFO when wanted).
 
@@ -313,15 +338,21 @@ class RedisProbe:
         self,
         instance: RedisInstance,
         reactor: Any,
-        connect_slots: DeferredSemaphore,
-        connect_timeout: float,
+        pacer: ConnectPacer,
+        timeout: float,
         resolver: Resolver,
         role_signal: bool = True,
     ) -> None:
+        """
+        @param timeout: the check timeout; an attempt's own bound is at
+            least `MIN_CONNECT_TIMEOUT`.
+        """
         self.instance = instance
         self._reactor = reactor
-        self._slots = connect_slots
-        self._connect_timeout = connect_timeout
+        self._pacer = pacer
+        self._fair_time = FAIR_SHARE * timeout
+        self._late_limit = LATE_SHARE * timeout
+        self._connect_timeout = max(timeout, MIN_CONNECT_TIMEOUT)
         self._resolver = resolver
         # The CA file is read once, here; a problem with it fails every
         # check of this instance at once, saying why.
@@ -347,6 +378,13 @@ class RedisProbe:
         self._resolving = False
         self._queued = False
         self._waiters: list[Deferred[RedisClientProtocol]] = []
+        # When the attempt in progress started connecting (None before).
+        self._connect_started_at: float | None = None
+        # The error of a failed attempt no check has reported yet, and
+        # whether the last failure was the agent's own (not to be reported).
+        self._unreported: str | None = None
+        self._last_inconclusive = False
+        self._connected_once = False
         # The check in flight on the connection (PING or INFO), if any.
         self._check: Deferred[Observation | None] | None = None
         self._check_protocol: RedisClientProtocol | None = None
@@ -384,20 +422,40 @@ class RedisProbe:
         if self._tls_error is not None:
             self.stage = "connect"
             return succeed(Observation(ok=False, error=self._tls_error))
+        now = self._reactor.seconds()
         if self._attempt is None:
-            now = self._reactor.seconds()
+            unreported, self._unreported = self._unreported, None
             if not self._reconnects.may_attempt(now):
                 self.stage = "connect"
+                if self._last_inconclusive and unreported is None:
+                    return succeed(None)  # The agent's own lateness, again.
                 return succeed(Observation(ok=False, error=self._last_error))
+            if not self._connected_once and not self._pacer.has_room():
+                # The agent is connecting as fast as it can: not this time.
+                # (An instance connected before waits in line instead, so
+                # that its status is checked again within a bounded time.)
+                self.stage = "connect"
+                if unreported is not None:
+                    return succeed(Observation(ok=False, error=unreported))
+                return succeed(None)
             self._start_attempt(now)
+            if unreported is not None:
+                # A failure no check saw (the agent had not got to look):
+                # report it now; the new attempt serves the next check.
+                return succeed(Observation(ok=False, error=unreported))
             if self._attempt is None:
                 # The attempt ended at once (it failed before any I/O).
                 if self._protocol is not None:
                     return self._ping(self._protocol, want_info)
                 return succeed(Observation(ok=False, error=self._last_error))
+        elif self._queued:
+            # Still waiting for the pacer: the agent will not get to look
+            # this time. Nothing waits (thousands would, at start-up).
+            return succeed(None)
         waiter: Deferred[Any] = Deferred(self._waiters.remove)
         self._waiters.append(waiter)
         waiter.addCallbacks(self._ping, self._connect_failed, callbackArgs=(want_info,))
+        waiter.addCallback(self._judged, now)
         return waiter
 
     def close(self) -> None:
@@ -415,6 +473,7 @@ class RedisProbe:
         self._reconnects.attempted(now)
         self.stage = "connect"
         self._resolving = True
+        self._connect_started_at = None
         # Resolved before a connect slot is taken. The resolver bounds every
         # lookup, shared by the instances on that name; a check that cannot
         # wait that long fails at its own deadline, and the attempt goes on,
@@ -428,15 +487,16 @@ class RedisProbe:
     def _resolved(self, address: str) -> Deferred[RedisClientProtocol]:
         self._resolving = False
         self._queued = True
-        slot: Deferred[Any] = self._slots.acquire()
-        return slot.addCallback(self._open, address)
+        start: Deferred[Any] = self._pacer.acquire()
+        return start.addCallback(self._open, address)
 
     def _unresolved(self, failure: Failure) -> Failure:
         self._resolving = False
         return failure
 
-    def _open(self, _: object, address: str) -> Deferred[RedisClientProtocol]:
+    def _open(self, started_at: float, address: str) -> Deferred[RedisClientProtocol]:
         self._queued = False
+        self._connect_started_at = started_at
         d: Deferred[Any] = maybeDeferred(self._connect, address)
         if self._auth is not None:
             d.addCallback(self._authenticate)
@@ -444,7 +504,7 @@ class RedisProbe:
         return d.addTimeout(self._connect_timeout, self._reactor)
 
     def _release_slot(self, result: object) -> object:
-        self._slots.release()
+        self._pacer.release()
         return result
 
     def _connect(self, address: str) -> Deferred[RedisClientProtocol]:
@@ -501,18 +561,31 @@ class RedisProbe:
         self._resolving = self._queued = False
         waiters, self._waiters = self._waiters, []
         if isinstance(result, Failure):
+            timed_out = result.check(TimeoutError, neterror.ConnectingCancelledError)
             self._last_error = (
-                f"timeout ({self.stage})"
-                if result.check(TimeoutError, neterror.ConnectingCancelledError)
-                else describe_failure(result)
+                f"timeout ({self.stage})" if timed_out else describe_failure(result)
             )
+            started = self._connect_started_at
+            # Timed out while the agent ran late: the agent's failure.
+            inconclusive = bool(timed_out) and (
+                started is None
+                or self._pacer.lateness_since(started) > self._late_limit
+            )
+            self._last_inconclusive = inconclusive
+            error: Exception = (
+                _Inconclusive() if inconclusive else _ConnectFailed(self._last_error)
+            )
+            if not waiters and not inconclusive and not self._closed:
+                self._unreported = self._last_error
             for waiter in waiters:
-                waiter.errback(_ConnectFailed(self._last_error))
+                waiter.errback(error)
             return
+        self._last_inconclusive = False
         if self._closed:
             result.drop()
             return
         self._protocol = result
+        self._connected_once = True
         self._hello = self._role_signal
         self._pipeline = _Pipeline(self, result, self._drain, self._hello)
         self._reconnects.connected(self._reactor.seconds())
@@ -810,12 +883,37 @@ class RedisProbe:
         self._end_check(Observation(ok=False, error=error))
 
     def _connect_failed(self, failure: Failure) -> Observation | None:
+        if failure.check(_Inconclusive):
+            return None
         if failure.check(CancelledError):
             if self._queued:
-                return None  # Never got a connection slot: never looked.
+                return None  # Not started yet: never looked.
             stage = "resolve" if self._resolving else self.stage
             error = f"timeout ({stage})"
         else:
             error = describe_failure(failure)
         self._last_error = error
         return Observation(ok=False, error=error)
+
+    def _judged(
+        self, observation: Observation | None, launched_at: float
+    ) -> Observation | None:
+        # A timeout of a check that waited for a connection counts only if
+        # Redis had a fair chance (module docstring).
+        if (
+            observation is None
+            or observation.ok
+            or not (observation.error or "").startswith("timeout")
+        ):
+            return observation
+        now = self._reactor.seconds()
+        started = self._connect_started_at
+        late = self._pacer.lateness_since(launched_at) > self._late_limit
+        if observation.error == "timeout (resolve)":
+            inconclusive = late  # The name servers had the whole timeout.
+        else:
+            inconclusive = late or started is None or now - started < self._fair_time
+        if inconclusive:
+            self._last_inconclusive = True
+            return None
+        return observation

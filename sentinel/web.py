@@ -90,7 +90,8 @@ class StatusApp:
     `reactor` (for time), the `agent_id` it reports as, the agent's
     `metrics` (no ``/metrics`` without), the checks' `history`
     (sparklines), ZooKeeper's stats for the page, more `health_checks` for
-    ``/healthz`` and `stats_sources` for ``/debug/stats``, `gc_objects`
+    ``/healthz`` and `stats_sources` for ``/debug/stats``, `health_details`
+    shown in ``/healthz``'s answer (unless None), `gc_objects`
     (the number of objects the garbage collector tracks, kept current
     elsewhere: counting walks them all), and the `slicer` that runs its
     long answers.
@@ -108,6 +109,8 @@ class StatusApp:
     health_checks: Sequence[HealthCheck] = ()
     stats_sources: Mapping[str, StatsSource] = attr.Factory(dict)
     group: GroupView | None = None
+    # More of /healthz's answer: each shown under its name unless None.
+    health_details: Mapping[str, StatsSource] = attr.Factory(dict)
     slicer: Slicer = attr.Factory(lambda self: Slicer(self.reactor), takes_self=True)
     process: psutil.Process = attr.Factory(psutil.Process)
     names: NameIndex = attr.field(factory=NameIndex, init=False)
@@ -157,9 +160,15 @@ class StatusApp:
     def healthz(self, request: IRequest) -> bytes:
         """200 when the loop ticks and the checks given say ok; else 503."""
         reasons = self.unhealthy_reasons()
+        details = {}
+        for name, source in self.health_details.items():
+            detail = source()
+            if detail is not None:
+                details[name] = detail
         if reasons:
-            return _json(request, {"status": "unhealthy", "reasons": reasons}, 503)
-        return _json(request, {"status": "ok"})
+            body = {"status": "unhealthy", "reasons": reasons, **details}
+            return _json(request, body, 503)
+        return _json(request, {"status": "ok", **details})
 
     @app.route("/metrics", methods=["GET"])
     def metrics_text(self, request: IRequest) -> Deferred[None] | bytes:

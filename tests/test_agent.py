@@ -30,12 +30,12 @@ class ServicesTests(SynchronousTestCase):
     """What make_agent builds."""
 
     def test_without_zookeeper(self) -> None:
-        """Resolver, monitor and HTTP; no publisher."""
+        """Resolver, connection pacer, monitor and HTTP; no publisher."""
         top = agent.make_agent(config(), None, MemoryReactorClock())
         names = [s.name for s in top]
-        self.assertEqual(names[:2], ["resolver", "monitor"])
+        self.assertEqual(names[:3], ["resolver", "connects", "monitor"])
         self.assertNotIn("publisher", names)
-        self.assertEqual(len(names), 3)
+        self.assertEqual(len(names), 4)
 
     def test_with_zookeeper_stops_after_monitor(self) -> None:
         """The publisher comes first, so that it is stopped last."""
@@ -43,7 +43,9 @@ class ServicesTests(SynchronousTestCase):
             zookeeper=ZooKeeperConfig(hosts="127.0.0.1:2181"), http="none"
         )
         top = agent.make_agent(with_zookeeper, None, MemoryReactorClock())
-        self.assertEqual([s.name for s in top], ["resolver", "publisher", "monitor"])
+        self.assertEqual(
+            [s.name for s in top], ["resolver", "connects", "publisher", "monitor"]
+        )
 
     def test_process_policy_first(self) -> None:
         """
@@ -53,7 +55,7 @@ class ServicesTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         process = ProcessPolicy(reactor, 1)
         rounds: list[int] = []
-        self.patch(process, "watched_for", rounds.append)
+        self.patch(process, "watched_for", lambda n, connecting: rounds.append(n))
         top = agent.make_agent(config(http="none"), None, reactor, process=process)
         self.assertIs(list(top)[0], process)
         monitor = cast(Monitor, IServiceCollection(top).getServiceNamed("monitor"))

@@ -9,7 +9,7 @@ import gc
 import weakref
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import probe as probe_module
 from sentinel.config import RedisInstance
 from sentinel.observation import Observation
+from sentinel.pacing import BEAT, ConnectPacer
 from sentinel.probe import PROBATION, RedisProbe, drain_key_of
 from sentinel.protocol import (
     HELLO,
@@ -61,14 +62,14 @@ class Harness:
         drain_key: str | None = None,
     ) -> None:
         self.reactor = MemoryReactorClock()
-        self.slots = DeferredSemaphore(slots)
+        self.pacer = ConnectPacer(self.reactor, slots, 1.0)
         instance = RedisInstance(
             "r1", host, 6379, username=None, password=password, drain_key=drain_key
         )
         self.probe = RedisProbe(
             instance,
             self.reactor,
-            self.slots,
+            self.pacer,
             1.0,
             resolver or Resolver(self.reactor),  # type: ignore[arg-type]
             role_signal=role_signal,
@@ -77,6 +78,10 @@ class Harness:
 
     def check(self, want_info: bool = False) -> Deferred[Observation | None]:
         return self.probe.check(want_info)
+
+    def on_time(self, seconds: float) -> None:
+        """Let `seconds` pass with the reactor on time: every timer when due."""
+        self.reactor.pump([BEAT] * round(seconds / BEAT))
 
     def accept(self) -> StringTransport:
         """Complete the newest connection attempt."""
@@ -339,11 +344,13 @@ class TimeoutTests(SynchronousTestCase):
 
     def test_cancel_during_connect_keeps_late_connection(self) -> None:
         """
-        A check cancelled while connecting is a timeout, but the attempt
-        goes on, and a connection that completes later serves the next check.
+        A check cancelled while connecting, with the agent on time, is a
+        timeout, but the attempt goes on, and a connection that completes
+        later serves the next check.
         """
         h = Harness()
         d = h.check()
+        h.on_time(0.96)
         d.cancel()
         observation = self.successResultOf(d)
         assert observation is not None
@@ -370,7 +377,7 @@ class TimeoutTests(SynchronousTestCase):
     def test_queued_for_a_slot_is_not_an_observation(self) -> None:
         """Cancelled while waiting for a connection slot: no observation."""
         h = Harness(slots=1)
-        self.successResultOf(h.slots.acquire())
+        self.successResultOf(h.pacer.acquire())
         d = h.check()
         d.cancel()
         self.assertIsNone(self.successResultOf(d))
@@ -490,15 +497,15 @@ class ResolveTests(SynchronousTestCase):
         d = h.check()
         [(host, lookup)] = resolver.lookups
         self.assertEqual(host, "redis.example")
-        self.assertEqual(h.slots.tokens, 1)
+        self.assertEqual(h.pacer.in_flight, 0)
         self.assertEqual(h.reactor.tcpClients, [])
         lookup.callback("10.0.0.7")
-        self.assertEqual(h.slots.tokens, 0)
+        self.assertEqual(h.pacer.in_flight, 1)
         self.assertEqual(h.reactor.tcpClients[0][:2], ("10.0.0.7", 6379))
         h.accept()
         h.reply(b"+PONG\r\n")
         self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
-        self.assertEqual(h.slots.tokens, 1)
+        self.assertEqual(h.pacer.in_flight, 0)
 
     def test_resolution_failure_says_why(self) -> None:
         """A failed lookup fails the check with the resolver's own message."""
@@ -513,7 +520,7 @@ class ResolveTests(SynchronousTestCase):
         self.assertEqual(
             observation.error, "cannot resolve redis.example: no such name"
         )
-        self.assertEqual(h.slots.tokens, 10)
+        self.assertEqual(h.pacer.in_flight, 0)
 
     def test_slow_resolution_fails_the_check_not_the_lookup(self) -> None:
         """
@@ -544,7 +551,7 @@ class ResolveTests(SynchronousTestCase):
         h.check()
         h.probe.close()
         self.assertEqual(resolver.cancelled, ["redis.example"])
-        self.assertEqual(h.slots.tokens, 10)
+        self.assertEqual(h.pacer.in_flight, 0)
 
 
 class ViolationTests(SynchronousTestCase):
@@ -965,3 +972,149 @@ class PipelineTests(SynchronousTestCase):
         """{name}, {host} and {port} in drain_key are the instance's own."""
         instance = RedisInstance("a@b", "10.0.0.6", 6380, drain_key="d:{name}:{port}")
         self.assertEqual(drain_key_of(instance), "d:a@b:6380")
+
+
+def exhaust(pacer: ConnectPacer) -> None:
+    """Spend every token the pacer has now."""
+    while pacer.has_room():
+        pacer.acquire()
+        pacer.release()
+
+
+class StartupTests(SynchronousTestCase):
+    """
+    A check the agent itself could not serve in time is inconclusive (None),
+    not a failure of Redis; a dead server still fails once the agent looks.
+    Here the check timeout is 1.0 s: a fair chance is 0.9 s, and the agent
+    may run 0.25 s late.
+    """
+
+    def test_turned_away_while_busy(self) -> None:
+        """
+        With no room to connect, a check of an instance never connected
+        ends at once with None: no connection, nothing waiting.
+        """
+        h = Harness()
+        exhaust(h.pacer)
+        self.assertIsNone(self.successResultOf(h.check()))
+        self.assertEqual(h.reactor.tcpClients, [])
+        self.assertEqual(h.pacer.waiting, 0)
+        self.assertGreater(h.pacer.turned_away, 0)
+
+    def test_known_instance_waits_in_line(self) -> None:
+        """
+        An instance connected before that lost its connection is not turned
+        away: its attempt waits in line and starts at a later heartbeat,
+        so its status is checked again within a bounded time.
+        """
+        h = Harness()
+        h.connect()
+        h.protocol.connectionLost(Failure(ConnectionRefusedError()))
+        h.reactor.advance(1.0)
+        exhaust(h.pacer)
+        d = h.check()
+        self.assertEqual(h.pacer.waiting, 1)
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        self.assertIsNone(self.successResultOf(h.check()))  # Still in line.
+        h.on_time(0.1)
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+
+    def test_started_late_is_inconclusive(self) -> None:
+        """
+        A connect that started less than the timeout before the
+        deadline (here after a slow lookup) is inconclusive; the connection
+        completing later is kept and serves the next check.
+        """
+        resolver = ManualResolver()
+        h = Harness(host="redis.example", resolver=resolver)
+        d = h.check()
+        h.on_time(0.7)
+        resolver.lookups[0][1].callback("10.0.0.7")
+        h.on_time(0.3)
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+        h.accept()
+        self.assertTrue(h.probe.connected)
+        d = h.check()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+
+    def test_agent_late_is_inconclusive(self) -> None:
+        """
+        A connect in flight for the whole timeout while the agent itself
+        ran late (its heartbeat 0.58 s behind) is inconclusive.
+        """
+        h = Harness()
+        d = h.check()
+        h.reactor.advance(0.6)  # One turn of 0.6 s: the agent stalled.
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertGreater(h.pacer.lateness_since(0.0), 0.5)
+
+    def test_first_ping_late_is_inconclusive(self) -> None:
+        """
+        A first PING on a connection opened for this check, unanswered at
+        the deadline while the agent ran late, is inconclusive too.
+        """
+        h = Harness()
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.probe.stage, "ping")
+        h.reactor.advance(1.0)
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_blackholed_server_still_fails(self) -> None:
+        """
+        With the agent on time, a connect that never completes fails its
+        check (``timeout (connect)``) at the deadline, as before.
+        """
+        h = Harness()
+        d = h.check()
+        h.on_time(1.0)
+        d.cancel()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (connect)")
+
+    def test_failure_nobody_saw_is_reported_next(self) -> None:
+        """
+        An attempt that fails on its own after its check ended inconclusive
+        (refused, here) is reported by the next check at once, and that
+        check starts a new attempt: a dead server is found within one
+        interval of the agent getting to it.
+        """
+        resolver = ManualResolver()
+        h = Harness(host="redis.example", resolver=resolver)
+        d = h.check()
+        h.on_time(0.7)
+        resolver.lookups[0][1].callback("10.0.0.7")
+        h.on_time(0.3)
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+        h.refuse()
+        h.on_time(0.7)
+        observation = self.successResultOf(h.check())
+        assert observation is not None
+        self.assertEqual(observation.error, "connection refused")
+        self.assertEqual(len(resolver.lookups), 2)
+
+    def test_inconclusive_is_not_repeated_as_a_failure(self) -> None:
+        """
+        After an inconclusive first PING (its connection dropped), a check
+        within the reconnect interval ends with None too, not with that
+        PING's timeout as the last error.
+        """
+        h = Harness()
+        d = h.check()
+        h.accept()
+        h.reactor.advance(0.5)
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertFalse(h.probe.connected)
+        h.on_time(0.1)
+        self.assertIsNone(self.successResultOf(h.check()))
+        self.assertEqual(len(h.reactor.tcpClients), 1)
