@@ -13,6 +13,16 @@ would fire on replies that have already arrived, and a whole slice could
 fail at once (seen: all 3,000 checks of one tick). So a deadline is judged
 one reactor turn late, from a second timer of 0 s, after the ready sockets
 have been read: a stall of the agent itself is not blamed on Redis.
+
+A deadline whose own timer fires late by more than `STALL_LATE` of the
+timeout is judged `STALL_GRACE` of the timeout later instead: after a stall
+of the whole machine (a virtual machine paused, a shared host's cores taken,
+seen here for seconds at a time), the agent wakes and would judge at once,
+before the Redis servers, stalled as well, have answered what they received
+meanwhile (seen at start-up: thousands of checks of healthy instances
+failed 2-5 s after their launch). An agent on time judges as before, so the
+detection bound is unchanged; one that was late gives its verdicts that
+much later.
 """
 
 from __future__ import annotations
@@ -26,6 +36,10 @@ from sentinel.instance import InstanceState
 
 # Float slack when a deadline falls exactly on a tick.
 _EPSILON = 1e-6
+# Shares of the timeout: how late a deadline's timer may fire before its
+# verdict waits, and how long it then waits (module docstring).
+STALL_LATE = 0.25
+STALL_GRACE = 0.25
 
 
 class DeadlineSweep:
@@ -54,7 +68,7 @@ class DeadlineSweep:
         if not in_flight:
             self._completed(0.0)
             return
-        self._after_io(timeout, self._expire, in_flight, started_at)
+        self._after_io(timeout, timeout, self._expire, in_flight, started_at)
 
     def when_overdue(
         self,
@@ -69,7 +83,7 @@ class DeadlineSweep:
         """
         now = self._clock.seconds()
         deadline = max(now, *(state.started_at + timeout for state in states))
-        self._after_io(deadline - now, self._overdue, states, timeout, then)
+        self._after_io(deadline - now, timeout, self._overdue, states, timeout, then)
 
     def stop(self) -> None:
         """Cancel every pending deadline."""
@@ -79,15 +93,20 @@ class DeadlineSweep:
         self._calls = []
 
     def _after_io(
-        self, delay: float, function: Callable[..., None], *args: Any
+        self, delay: float, timeout: float, function: Callable[..., None], *args: Any
     ) -> None:
+        due = self._clock.seconds() + delay
         self._calls.append(
-            self._clock.callLater(delay, self._next_turn, function, *args)
+            self._clock.callLater(delay, self._next_turn, due, timeout, function, *args)
         )
 
-    def _next_turn(self, function: Callable[..., None], *args: Any) -> None:
+    def _next_turn(
+        self, due: float, timeout: float, function: Callable[..., None], *args: Any
+    ) -> None:
         self._prune()
-        self._calls.append(self._clock.callLater(0, function, *args))
+        late = self._clock.seconds() - due > STALL_LATE * timeout
+        delay = STALL_GRACE * timeout if late else 0
+        self._calls.append(self._clock.callLater(delay, function, *args))
 
     def _prune(self) -> None:
         self._calls = [call for call in self._calls if call.active()]
