@@ -12,9 +12,11 @@ after 120 s, 44,600 failed checks). So attempts start at a rate as well as
 within a cap, and the rate follows the agent's own lateness (AIMD, as TCP
 finds a link's capacity):
 
-- While attempts are queued or in flight, a heartbeat runs every `BEAT`
-  seconds and measures how late it fires: the reactor's lateness, which is
-  what connecting costs the checks of every instance.
+- While attempts are queued or in flight, or checks were turned away in
+  the last `DEMAND_SECONDS`, a heartbeat runs every `BEAT` seconds and
+  measures how late it fires: the reactor's lateness, which is what
+  connecting costs the checks of every instance. In steady state it does
+  not run.
 - Late at every beat for `CONGESTED_BEATS` beats by more than the rate's
   target (`LAG_TARGET` of the check timeout), the agent is short of CPU:
   the rate is halved (at most once per `DECREASE_HOLD`), and no attempt
@@ -53,7 +55,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-# Seconds between heartbeats while attempts are queued or in flight.
+# Seconds between heartbeats while there is connecting to do.
 BEAT = 0.02
 # The heartbeat may be this late, as a fraction of the check timeout, at
 # every one of CONGESTED_BEATS beats in a row before the rate is cut: a
