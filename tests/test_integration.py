@@ -238,6 +238,9 @@ class LeakTests(AgentTestCase):
         # and the connector's address resolution (at once); the loop two.
         self.assertLessEqual(most["calls"], 3 * n + 10)
         # One client socket per instance; the fake server's ends count too.
-        self.assertLessEqual(most["fds"], 2 * n + 10)
+        # The slack is for the rest of the test process (an earlier test's
+        # clients still closing, in a busy parallel run); a leak of one per
+        # check or per tick would be thousands.
+        self.assertLessEqual(most["fds"], 2 * n + 40)
         self.assertLessEqual(most["connections"], n)
         self.assertTrue(all(s.health.status == "down" for s in monitor.states.values()))
