@@ -46,8 +46,9 @@ from sentinel.instance import InstanceState
 from sentinel.monitor import Monitor
 from sentinel.observation import Observation
 from sentinel.procstats import ProcessMetrics
-from sentinel.publisher import WRITE_OPS, ZooKeeperPublisher
+from sentinel.publisher import ZooKeeperPublisher
 from sentinel.streaming import Slices
+from sentinel.writes import WRITE_OPS
 from sentinel.zk import CONNECTED
 
 # Upper bounds of the check-duration buckets, in seconds: a PING on a LAN

@@ -32,18 +32,15 @@ stops this one (`on_superseded`) without touching the nodes.
 
 from __future__ import annotations
 
-import json
 import os
-from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -67,25 +64,20 @@ from sentinel.documents import (
 from sentinel.handoff import SessionHandoff
 from sentinel.health import Transition
 from sentinel.instance import InstanceState
+from sentinel.nodes import Node, Nodes, encode
 from sentinel.ownership import LIVE, Holding, OwnershipRules, held_by, ours
 from sentinel.timer import RestartingTimer
 from sentinel.verdict import Opinion, Verdict, decide, parse_opinion
+from sentinel.writes import RETRY_DELAY, HeldElsewhere, WriteQueue
 from sentinel.zk import CONNECTED, LOST, SUSPENDED, ZooKeeper
 
 log = Logger()
 
-# Writes in flight at once: ZooKeeper takes about 1,500 writes/s through the
-# bridge when many are in flight; more only queues inside kazoo.
-WRITES_IN_FLIGHT = 64
-RETRY_DELAY = 1.0
 # A clean stop deletes our nodes, then closes the session (or, handing the
 # session over, lets the writes in flight end); bounded, so that SIGTERM
 # ends the process within 5 s even with ZooKeeper unreachable.
 STOP_DELETE_TIMEOUT = 1.5
 STOP_CLOSE_TIMEOUT = 2.0
-# The ZooKeeper calls counted in `write_calls` (for /metrics); a group's
-# takeover (a delete and a create in one transaction) counts as a create.
-WRITE_OPS = ("create", "set", "delete")
 # In a group: seconds an instance node moved away stays ours, unwritten,
 # for its new primary to take it over, before it is deleted.
 HANDOFF_LIMIT = 5.0
@@ -103,8 +95,6 @@ RECHECK_FIRST = 1.0
 RECHECK_MAX = 30.0
 RECHECK_MIN = 1.0
 
-_T = TypeVar("_T")
-
 # The instances the agent is configured to watch, by name.
 Watched = Callable[[], Mapping[str, RedisInstance]]
 
@@ -114,91 +104,6 @@ class NotSwept(Exception):
 
     def __init__(self) -> None:
         super().__init__("the previous process's members are not found yet")
-
-
-class HeldElsewhere(Exception):
-    """The node exists and another session holds it (`stat` says which)."""
-
-    def __init__(self, stat: Any) -> None:
-        super().__init__(stat)
-        self.stat = stat
-
-
-class _Node:
-    """
-    One node we own (or want to): its path and what to write. `data` builds
-    the bytes when a write starts (None: no node, for a member); an instance
-    node and its member read their `state`, which each publish replaces (a
-    reload may give a name a new state). `member` is set for a discovery
-    member, whose `path` only names it in logs.
-
-    While another session holds it, `holding` says which, and the node is
-    `parked` between re-checks; `event` keeps what a watch said while a
-    call about the node was in flight, for its answer to take into account.
-    """
-
-    __slots__ = (
-        "path",
-        "data",
-        "state",
-        "member",
-        "dirty",
-        "queued",
-        "writing",
-        "owned",
-        "removed",
-        "written_at",
-        "holding",
-        "parked",
-        "event",
-        "recheck",
-        "backoff",
-        "asked_at",
-        "watcher",
-        "version",
-        "takeover",
-        "released",
-        "lost",
-        "yielded",
-        "decided",
-        "previous",
-    )
-
-    def __init__(self, path: str, data: Callable[[], bytes | None]) -> None:
-        self.path = path
-        self.data = data
-        self.state: InstanceState | None = None
-        self.member: Member | None = None
-        self.dirty = False
-        self.queued = False
-        self.writing = False
-        self.owned = False
-        self.removed = False
-        self.written_at: float | None = None
-        self.holding: Holding | None = None
-        self.parked = False
-        self.event: str | None = None
-        self.recheck: IDelayedCall | None = None
-        self.backoff = 0.0
-        self.asked_at = 0.0
-        # One callable per node: the bridge registers a watch once per
-        # watcher, however often the node is asked about.
-        self.watcher: Callable[[WatchedEvent], None] | None = None
-        # The node's version as we last wrote it: a set at another version
-        # fails, so that a node another agent took over is never overwritten.
-        self.version = -1
-        # In a group, for an instance node: this agent is its primary and
-        # takes it over from another agent (`takeover`); it moved away and
-        # waits, unwritten, for its new primary (`released`); it was taken
-        # from us while we were its primary (`lost`), and until when we let
-        # it be (`yielded`, our clock); the verdict last marked for writing
-        # (`decided`) and, before our own, the previous agent's (`previous`).
-        self.takeover = False
-        self.released = False
-        self.lost = False
-        self.yielded = 0.0
-        self.decided: object = None
-        self.previous: dict[str, Any] | None = None
 
 
 class ZooKeeperPublisher(Service):
@@ -245,23 +150,30 @@ class ZooKeeperPublisher(Service):
         self.on_superseded = on_superseded
         self._watched = watched
         self.handoff = handoff
+        self.rules = OwnershipRules(zk.session_timeout)
+        self._nodes = Nodes(
+            self._watched_node,
+            f"{root}/agents/{agent_id}",
+            lambda: encode(agent_document()),
+        )
+        self._queue = WriteQueue(
+            reactor,
+            zk,
+            self._nodes,
+            self,
+            write=self._write,
+            held=self._held,
+            owned=self._owned,
+            retrying=self._retrying,
+        )
         self.discovery: Discovery | None = None
         if discovery is not None:
             form, discovery_root = discovery
             self.discovery = Discovery(
-                zk, form, discovery_root, self._counted, self._record_parent
+                zk, form, discovery_root, self._queue.counted, self._record_parent
             )
-        self.rules = OwnershipRules(zk.session_timeout)
-        self._nodes: dict[str, _Node] = {}
-        # Each instance's discovery member, and members on their way out.
-        self._members: dict[str, _Node] = {}
-        self._retired: set[_Node] = set()
         # Members a sweep found for instances not checked yet, by name.
         self._found: dict[str, list[str]] = {}
-        self._waiting: deque[_Node] = deque()
-        self._in_flight = 0
-        self._idle: list[Deferred[None]] = []
-        self._retry_call: IDelayedCall | None = None
         self._session: int | None = None
         # On a session inherited from the previous process, whose nodes are
         # ours: the sweep in progress, and what waits for it.
@@ -271,10 +183,6 @@ class ZooKeeperPublisher(Service):
         self._after_sweep: list[Deferred[bool]] = []
         self.swept = 0
         self._leaving = False
-        self.writes = {"ok": 0, "error": 0}
-        # Each create/set/delete call by (op, "ok" or "error").
-        self.write_calls: Counter[tuple[str, str]] = Counter()
-        self.last_error: str | None = None
         # Conflicts declared so far, and exists calls made to learn who
         # holds a node (for /metrics).
         self.conflicts_started = 0
@@ -294,25 +202,18 @@ class ZooKeeperPublisher(Service):
         self._following: tuple[Callable[[], None], Callable[[], None]] | None = None
         self._token = os.urandom(4).hex()
         self.catalog: tuple[str, int] | None = None
-        self._catalog_nodes: list[_Node] = []
         self._roles: dict[str, tuple[str, ...]] = {}
         # The discovered replicas of each master, which follow its roles,
         # and the master of each.
         self._followers: dict[str, set[str]] = {}
         self._masters: dict[str, str] = {}
         self._instances: dict[str, RedisInstance] = {}
-        self._opinions: dict[str, _Node] = {}
         self._heard: dict[str, dict[str, Opinion | None]] = {}
         self._since: dict[str, tuple[str, float | None]] = {}
-        self._generation = 0
         self.takeovers = 0
         self.handoffs = 0
-        self._agent = self._new_node(
-            f"{root}/agents/{agent_id}",
-            lambda: _encode(agent_document()),
-        )
         self.heartbeat_timer = RestartingTimer(
-            "agent heartbeat", heartbeat, reactor, lambda: self._mark(self._agent)
+            "agent heartbeat", heartbeat, reactor, lambda: self._mark(self._nodes.agent)
         )
         zk.add_listener(self._zk_state)
         if handoff is not None:
@@ -351,10 +252,9 @@ class ZooKeeperPublisher(Service):
         self.heartbeat_timer.stopService()
         if self._following is not None:
             self._following[1]()
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
-        for node in self._all_nodes():
-            _cancel_recheck(node)
+        self._queue.cancel_retry()
+        for node in self._nodes:
+            node.cancel_recheck()
         if self.superseded:
             # The session is another process's now, and so are the nodes.
             return succeed(None)
@@ -371,7 +271,7 @@ class ZooKeeperPublisher(Service):
         """Delete our nodes (bounded), then close the session."""
         deletes = [
             Deferred.fromCoroutine(self._delete_now(node))
-            for node in self._all_nodes()
+            for node in self._nodes
             if (node.owned or node.member is not None) and not node.removed
         ]
         d: Deferred[Any] = DeferredList(deletes, consumeErrors=True)
@@ -387,14 +287,16 @@ class ZooKeeperPublisher(Service):
         Leave the group first (catalog and agent node deleted), then wait
         for the other members to take over the nodes they will have.
         """
-        leaving = [node for node in (*self._catalog_nodes, self._agent) if node.owned]
+        leaving = [
+            node for node in (*self._nodes.catalog, self._nodes.agent) if node.owned
+        ]
         await DeferredList(
             [Deferred.fromCoroutine(self._delete_owned(node)) for node in leaving],
             consumeErrors=True,
         )
         waiting = [
             node
-            for name, node in self._nodes.items()
+            for name, node in self._nodes.instances.items()
             if node.owned and not node.removed and self._successor(name)
         ]
         if waiting:
@@ -404,21 +306,21 @@ class ZooKeeperPublisher(Service):
             )
             await self._taken_over(waiting)
 
-    def _taken_over(self, nodes: list[_Node]) -> Deferred[None]:
+    def _taken_over(self, nodes: list[Node]) -> Deferred[None]:
         """Fires once none of `nodes` is ours (taken over, or gone)."""
         done: Deferred[None] = Deferred()
         left = set(nodes)
         zk = self.zk
 
-        def ask(node: _Node) -> None:
+        def ask(node: Node) -> None:
             d = zk.exists(node.path, watch=partial(fired, node))
             d.addCallback(answered, node).addErrback(lambda _: None)
 
-        def fired(node: _Node, event: WatchedEvent) -> None:
+        def fired(node: Node, event: WatchedEvent) -> None:
             if event.type != EventType.NONE and node in left:
                 ask(node)
 
-        def answered(stat: Any, node: _Node) -> None:
+        def answered(stat: Any, node: Node) -> None:
             if not ours(stat, zk.session_id) and node in left:
                 node.owned = False
                 left.discard(node)
@@ -438,7 +340,7 @@ class ZooKeeperPublisher(Service):
         handoff = self.handoff
         assert handoff is not None
         d: Deferred[Any] = DeferredList(
-            [self._writes_ended(), handoff.wait_written()], consumeErrors=True
+            [self._queue.ended(), handoff.wait_written()], consumeErrors=True
         )
         d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
 
@@ -455,13 +357,6 @@ class ZooKeeperPublisher(Service):
             )
 
         return d.addBoth(leave_open)
-
-    def _writes_ended(self) -> Deferred[None]:
-        if self._in_flight == 0:
-            return succeed(None)
-        idle: Deferred[None] = Deferred()
-        self._idle.append(idle)
-        return idle
 
     # The monitor's side
 
@@ -484,7 +379,7 @@ class ZooKeeperPublisher(Service):
                 self._publish_opinion(state, transition)
             if observers[:1] != (self.agent_id,):
                 return
-        node = self._nodes.get(state.name)
+        node = self._nodes.instances.get(state.name)
         if self.group and self.replicas > 1 and node is not None:
             # The verdict, not our own view, is what the node says.
             node.state = state
@@ -497,9 +392,9 @@ class ZooKeeperPublisher(Service):
         if node is None or node.removed:
             node = self._instance_node(state.name)
             node.state = state
-            self._nodes[state.name] = node
+            self._nodes.instances[state.name] = node
             self._mark(node)
-            self._mark(self._agent)
+            self._mark(self._nodes.agent)
             self._update_member(state)
             return
         if node.state is not state:
@@ -521,28 +416,23 @@ class ZooKeeperPublisher(Service):
     def _publish_opinion(
         self, state: InstanceState, transition: Transition | None
     ) -> None:
-        node = self._opinions.get(state.name)
+        node = self._nodes.opinions.get(state.name)
         if node is None:
             return
         if node.state is not state or transition is not None:
             node.state = state
             self._mark(node)
 
-    def _new_node(self, path: str, data: Callable[[], bytes | None]) -> _Node:
-        node = _Node(path, data)
-        node.watcher = partial(self._watched_node, node)
-        return node
-
-    def _instance_node(self, name: str) -> _Node:
+    def _instance_node(self, name: str) -> Node:
         agent_id = self.agent_id
-        node = self._new_node(f"{self.root}/instances/{name}", lambda: b"")
+        node = self._nodes.new(f"{self.root}/instances/{name}", lambda: b"")
 
         def data() -> bytes | None:
             if self.group:
                 document = self._group_document(node)
-                return None if document is None else _encode(document)
+                return None if document is None else encode(document)
             assert node.state is not None
-            return _encode(
+            return encode(
                 instance_document(node.state.instance, node.state.health, agent_id)
             )
 
@@ -554,20 +444,20 @@ class ZooKeeperPublisher(Service):
         discovery = self.discovery
         if discovery is None:
             return
-        node = self._members.get(state.name)
+        node = self._nodes.members.get(state.name)
         if node is not None and discovery.moves(_member(node), state.instance):
-            self._retire(node)
+            self._queue.retire(node)
             node = None
         if node is None:
             member = discovery.member_for(state.instance)
             member.found = self._found.pop(state.name, [])
             node = self._member_node(member, discovery.form)
-            self._members[state.name] = node
+            self._nodes.members[state.name] = node
         node.state = state
         self._mark(node)
 
-    def _member_node(self, member: Member, form: str) -> _Node:
-        node = self._new_node(f"{member.parent}/{member.prefix}", lambda: None)
+    def _member_node(self, member: Member, form: str) -> Node:
+        node = self._nodes.new(f"{member.parent}/{member.prefix}", lambda: None)
         node.member = member
 
         def data() -> bytes | None:
@@ -575,40 +465,35 @@ class ZooKeeperPublisher(Service):
             assert state is not None
             present, role = self._member_present(node)
             document = member_document_of(form, state.instance, present, role)
-            return None if document is None else _encode(document)
+            return None if document is None else encode(document)
 
         node.data = data
         return node
 
-    def _retire(self, node: _Node) -> None:
-        node.removed = True
-        self._retired.add(node)
-        self._mark(node)
-
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""
-        node = self._nodes.get(name)
+        node = self._nodes.instances.get(name)
         if node is not None and node.released:
             # Handed to its next primary: `_handed_off` ends it.
             return
         if node is None and self._inherited:
             # Not checked yet by this process: its node may be the previous
             # process's, on the session this one inherited.
-            node = self._nodes[name] = self._instance_node(name)
+            node = self._nodes.instances[name] = self._instance_node(name)
         if node is not None:
             node.removed = True
             self._release(node, "the instance is no longer watched")
             self._mark(node)
-            self._mark(self._agent)
-        member = self._members.pop(name, None)
+            self._mark(self._nodes.agent)
+        member = self._nodes.members.pop(name, None)
         if member is not None:
-            self._retire(member)
+            self._queue.retire(member)
         found = self._found.pop(name, None)
         if found:
             # Members the previous process left for it: deleted now.
-            leftover = self._new_node(_parent(found[0]), lambda: None)
+            leftover = self._nodes.new(_parent(found[0]), lambda: None)
             leftover.member = Member.leftover(found)
-            self._retire(leftover)
+            self._queue.retire(leftover)
 
     # A group (sentinel.group)
 
@@ -638,20 +523,20 @@ class ZooKeeperPublisher(Service):
         self.quorum = catalog.quorum
         if self.catalog is not None and self.catalog[0] == digest:
             return
-        for old in self._catalog_nodes:
-            self._retire(old)
-        self._catalog_nodes = []
+        for old in self._nodes.catalog:
+            self._queue.retire(old)
+        self._nodes.catalog = []
         for index, part in enumerate(parts):
             name = catalog_node_name(
                 self.agent_id, digest, self._token, index, len(parts)
             )
-            node = self._new_node(
+            node = self._nodes.new(
                 f"{self.root}/catalogs/{name}", partial(_constant, part)
             )
-            self._catalog_nodes.append(node)
+            self._nodes.catalog.append(node)
             self._mark(node)
         self.catalog = (digest, len(catalog.names))
-        self._mark(self._agent)
+        self._mark(self._nodes.agent)
 
     def listed_instances(self, names: Collection[str]) -> list[str] | dict[str, Any]:
         """
@@ -669,15 +554,14 @@ class ZooKeeperPublisher(Service):
     @property
     def primaries(self) -> int:
         """The instances this agent is the primary of, in a group."""
-        return sum(1 for node in self._nodes.values() if node.takeover)
+        return sum(1 for node in self._nodes.instances.values() if node.takeover)
 
     def view_changed(self) -> None:
         """
         The group's view changed: a node we let another primary have is
         asked about again (we may be its primary in this view).
         """
-        self._generation += 1
-        for node in self._nodes.values():
+        for node in self._nodes.instances.values():
             if node.takeover and node.holding is not None:
                 node.yielded = 0.0
                 self._recheck_soon(node)
@@ -704,10 +588,10 @@ class ZooKeeperPublisher(Service):
         if self.replicas > 1:
             self._assign_opinion(name, me in observers)
         if primary:
-            node = self._nodes.get(name)
+            node = self._nodes.instances.get(name)
             if node is None or node.removed:
                 node = self._instance_node(name)
-                self._nodes[name] = node
+                self._nodes.instances[name] = node
             if node.released:
                 node.released = False
                 self._release(node, "it moved back to this agent")
@@ -724,23 +608,23 @@ class ZooKeeperPublisher(Service):
             self._followers.pop(name, None)
 
     def _assign_opinion(self, name: str, observing: bool) -> None:
-        node = self._opinions.get(name)
+        node = self._nodes.opinions.get(name)
         if observing and node is None:
-            node = self._new_node(
+            node = self._nodes.new(
                 f"{self.root}/opinions/{name}/{self.agent_id}", lambda: None
             )
             node.data = partial(self._opinion_data, node)
-            self._opinions[name] = node
+            self._nodes.opinions[name] = node
         elif not observing and node is not None:
-            del self._opinions[name]
-            self._retire(node)
+            del self._nodes.opinions[name]
+            self._queue.retire(node)
 
-    def _opinion_data(self, node: _Node) -> bytes | None:
+    def _opinion_data(self, node: Node) -> bytes | None:
         state = node.state
         opinion = None if state is None else opinion_of(state.health)
         if opinion is None:
             return None
-        return _encode(opinion_document(opinion, self.agent_id))
+        return encode(opinion_document(opinion, self.agent_id))
 
     def _hand_off(self, name: str) -> None:
         """
@@ -754,11 +638,11 @@ class ZooKeeperPublisher(Service):
         """
         self._heard.pop(name, None)
         self._since.pop(name, None)
-        node = self._nodes.get(name)
+        node = self._nodes.instances.get(name)
         if node is None or node.removed:
             return
         node.takeover = False
-        _cancel_recheck(node)
+        node.cancel_recheck()
         if node.holding is not None:
             self._release(node, "it moved to another agent")
         # A discovered replica goes where its master goes.
@@ -769,7 +653,7 @@ class ZooKeeperPublisher(Service):
         node.released = True
         self._await_handoff(node)
 
-    def _await_handoff(self, node: _Node) -> None:
+    def _await_handoff(self, node: Node) -> None:
         """Watch a released node until it is taken over, `HANDOFF_LIMIT` at most."""
         node.dirty = False
         node.recheck = self._reactor.callLater(HANDOFF_LIMIT, self._handed_off, node)
@@ -777,34 +661,34 @@ class ZooKeeperPublisher(Service):
             self._handoff_seen, node
         ).addErrback(lambda _: None)
 
-    def _handoff_seen(self, stat: Any, node: _Node) -> None:
+    def _handoff_seen(self, stat: Any, node: Node) -> None:
         if node.released and not ours(stat, self.zk.session_id):
             # Not ours (any more, or ever): nothing to wait for.
             self._let_go(node)
 
-    def _handoff_watch(self, node: _Node, event: WatchedEvent) -> None:
+    def _handoff_watch(self, node: Node, event: WatchedEvent) -> None:
         if node.released and event.type != EventType.NONE:
             # Taken over (a delete and a create at once) or gone.
             self._let_go(node)
 
-    def _let_go(self, node: _Node) -> None:
+    def _let_go(self, node: Node) -> None:
         """Forget a node handed over, and its member, deleting neither node."""
-        _cancel_recheck(node)
-        name = _name(node.path)
-        if self._nodes.get(name) is node:
-            del self._nodes[name]
-        member = self._members.pop(name, None)
+        node.cancel_recheck()
+        name = node.name
+        if self._nodes.instances.get(name) is node:
+            del self._nodes.instances[name]
+        member = self._nodes.members.pop(name, None)
         if member is not None:
-            self._retire(member)
+            self._queue.retire(member)
 
-    def _handed_off(self, node: _Node) -> None:
+    def _handed_off(self, node: Node) -> None:
         """Nobody took the node over within the limit: delete it if ours."""
         if not node.released:
             return
-        _cancel_recheck(node)
+        node.cancel_recheck()
         node.released = False
-        name = _name(node.path)
-        if self._nodes.get(name) is node:
+        name = node.name
+        if self._nodes.instances.get(name) is node:
             self.remove(name)
 
     def _listen(self, name: str, observers: tuple[str, ...]) -> None:
@@ -856,10 +740,10 @@ class ZooKeeperPublisher(Service):
 
     def _reconsider(self, name: str) -> None:
         """An opinion changed: write the verdict if it changed too."""
-        node = self._nodes.get(name)
+        node = self._nodes.instances.get(name)
         if node is not None and node.takeover and self._verdict_changed(node):
             self._mark(node)
-            member = self._members.get(name)
+            member = self._nodes.members.get(name)
             if member is not None:
                 self._mark(member)
             elif node.state is not None:
@@ -871,22 +755,22 @@ class ZooKeeperPublisher(Service):
         if observers[:1] != (self.agent_id,):
             return None
         opinions: dict[str, Opinion | None] = dict(self._heard.get(name, {}))
-        node = self._nodes.get(name)
+        node = self._nodes.instances.get(name)
         state = None if node is None else node.state
         opinions[self.agent_id] = None if state is None else opinion_of(state.health)
         return decide(observers, opinions, self.quorum)
 
-    def _verdict_changed(self, node: _Node) -> bool:
-        verdict = self.verdict_of(_name(node.path))
+    def _verdict_changed(self, node: Node) -> bool:
+        verdict = self.verdict_of(node.name)
         decided = None if verdict is None else verdict.decisive()
         if decided is None or decided == node.decided:
             return False
         node.decided = decided
         return True
 
-    def _group_document(self, node: _Node) -> dict[str, Any] | None:
+    def _group_document(self, node: Node) -> dict[str, Any] | None:
         """What the primary writes at an instance node, or None if nothing yet."""
-        name = _name(node.path)
+        name = node.name
         state = node.state
         if self.replicas == 1:
             if state is not None and state.health.status is not None:
@@ -917,7 +801,7 @@ class ZooKeeperPublisher(Service):
             return {**node.previous, "agent": self.agent_id}
         return None
 
-    def _member_present(self, node: _Node) -> tuple[bool, str | None]:
+    def _member_present(self, node: Node) -> tuple[bool, str | None]:
         """Whether an instance's member should exist, and its role."""
         state = node.state
         assert state is not None
@@ -935,7 +819,7 @@ class ZooKeeperPublisher(Service):
             else False
         ), health.replication.role
 
-    async def _take_over(self, node: _Node, data: bytes | None) -> bool:
+    async def _take_over(self, node: Node, data: bytes | None) -> bool:
         """
         Take a node held by another agent's session over, in one
         transaction, if we are its primary and it is another agent's (not
@@ -964,9 +848,11 @@ class ZooKeeperPublisher(Service):
             return False
         node.previous = previous
         if data is None:
-            data = _encode({**previous, "agent": self.agent_id})
+            data = encode({**previous, "agent": self.agent_id})
         try:
-            await self._counted("create", zk.replace(node.path, stat.version, data))
+            await self._queue.counted(
+                "create", zk.replace(node.path, stat.version, data)
+            )
         except (BadVersionError, NoNodeError):
             # Written or gone meanwhile: look again, at once.
             node.dirty = True
@@ -985,30 +871,45 @@ class ZooKeeperPublisher(Service):
     # Observability
 
     @property
+    def writes(self) -> dict[str, int]:
+        """Node writes done ("ok") and failed ("error")."""
+        return self._queue.writes
+
+    @property
+    def write_calls(self) -> Mapping[tuple[str, str], int]:
+        """Each create/set/delete call by (op, "ok" or "error")."""
+        return self._queue.write_calls
+
+    @property
+    def last_error(self) -> str | None:
+        """The last write that failed, and why."""
+        return self._queue.last_error
+
+    @property
     def writes_queued(self) -> int:
         """Nodes whose newest state is not yet written."""
-        return sum(1 for n in self._all_nodes() if n.dirty or n.writing)
+        return self._queue.queued
 
     @property
     def conflicts(self) -> Mapping[str, str]:
         """Each node in conflict now (this agent's first), and why."""
         return {
             node.path: self.rules.describe(node.holding)
-            for node in self._all_nodes()
+            for node in self._nodes
             if node.holding is not None and node.holding.conflict is not None
         }
 
     @property
     def waiting_takeover(self) -> list[str]:
         """The nodes another session holds, in conflict or not yet."""
-        return sorted(n.path for n in self._all_nodes() if n.holding is not None)
+        return sorted(n.path for n in self._nodes if n.holding is not None)
 
     @property
     def discovery_members(self) -> list[str]:
         """The discovery members this agent holds now."""
         return sorted(
             m.path
-            for node in self._members.values()
+            for node in self._nodes.members.values()
             if (m := _member(node)).path is not None
         )
 
@@ -1020,7 +921,7 @@ class ZooKeeperPublisher(Service):
             "state_seconds": self._reactor.seconds() - zk.state_since,
             "session_id": None if zk.session_id is None else f"{zk.session_id:#x}",
             "writes_queued": self.writes_queued,
-            "writes_in_flight": self._in_flight,
+            "writes_in_flight": self._queue.in_flight,
             "writes_ok": self.writes["ok"],
             "writes_failed": self.writes["error"],
             "waiting_takeover": self.waiting_takeover,
@@ -1036,12 +937,12 @@ class ZooKeeperPublisher(Service):
                 "takeovers": self.takeovers,
                 "handoffs": self.handoffs,
                 "handing_off": sorted(
-                    n for n, node in self._nodes.items() if node.released
+                    n for n, node in self._nodes.instances.items() if node.released
                 ),
                 "primary_of": self.primaries,
                 "unwritten": sorted(
                     n
-                    for n, node in self._nodes.items()
+                    for n, node in self._nodes.instances.items()
                     if node.takeover and not node.owned
                 ),
             }
@@ -1076,7 +977,7 @@ class ZooKeeperPublisher(Service):
             reasons.append(f"zookeeper conflict: {_first_of(conflicts)}")
         elif waiting := {
             n.path: self.rules.describe(n.holding)
-            for n in self._all_nodes()
+            for n in self._nodes
             if n.holding is not None
         }:
             reasons.append(
@@ -1085,14 +986,6 @@ class ZooKeeperPublisher(Service):
         return "; ".join(reasons) or None
 
     # Writing
-
-    def _all_nodes(self) -> Iterator[_Node]:
-        yield self._agent
-        yield from self._catalog_nodes
-        yield from self._nodes.values()
-        yield from self._opinions.values()
-        yield from self._members.values()
-        yield from self._retired
 
     def _zk_state(self, state: str) -> None:
         if state != CONNECTED:
@@ -1116,55 +1009,40 @@ class ZooKeeperPublisher(Service):
         # A new session, or the old one back: either way ask ZooKeeper again
         # who owns what, and write everything from current state. What was
         # learnt about other holders stays: the same holder's clock goes on.
-        for node in self._all_nodes():
+        for node in self._nodes:
             node.owned = False
             node.dirty = True
             node.parked = False
             node.event = None
-            _cancel_recheck(node)
+            node.cancel_recheck()
             if node.member is not None:
                 node.member.reconnected(same_session)
         # The watches went with the connection: a node waiting for its new
         # primary is watched again (for the whole limit again), and the
         # other observers' opinions are asked again.
-        for node in [n for n in self._nodes.values() if n.released]:
+        for node in [n for n in self._nodes.instances.values() if n.released]:
             self._await_handoff(node)
         for name, said in self._heard.items():
             for agent in said:
                 self._ask_opinion(name, agent)
         if self._sweep_needed:
             self._start_sweep()
-        self._flush()
+        self._queue.flush()
 
-    def _mark(self, node: _Node) -> None:
-        node.dirty = True
-        self._enqueue(node)
+    def _mark(self, node: Node) -> None:
+        self._queue.mark(node)
 
-    def _enqueue(self, node: _Node) -> None:
-        if node.writing or node.queued or not node.dirty or node.parked:
-            return
-        # Once stopping, a write that completes starts no other: stopService
-        # is deleting our nodes and would race with it.
-        if not self.running or self.halted or self.zk.state != CONNECTED:
-            return
-        if self._in_flight >= WRITES_IN_FLIGHT:
-            node.queued = True
-            self._waiting.append(node)
-            return
-        self._start_write(node)
+    def _owned(self, node: Node) -> None:
+        """A write of a node of ours succeeded."""
+        self._release(node, "it is ours now")
+        if node.takeover and not node.removed:
+            self._check_still_ours(node)
 
-    def _flush(self) -> None:
-        for node in list(self._all_nodes()):
-            self._enqueue(node)
+    def _retrying(self) -> None:
+        if self._sweep_needed and not self._sweeping:
+            self._start_sweep()
 
-    def _start_write(self, node: _Node) -> None:
-        node.dirty = False
-        node.writing = True
-        self._in_flight += 1
-        d = Deferred.fromCoroutine(self._write(node))
-        d.addBoth(self._written, node)
-
-    async def _write(self, node: _Node) -> None:
+    async def _write(self, node: Node) -> None:
         zk = self.zk
         if node.member is not None:
             await self._write_member(node, node.member)
@@ -1181,7 +1059,9 @@ class ZooKeeperPublisher(Service):
             return
         if node.owned and data is not None:
             try:
-                stat = await self._counted("set", zk.set(node.path, data, node.version))
+                stat = await self._queue.counted(
+                    "set", zk.set(node.path, data, node.version)
+                )
                 node.version = stat.version
                 return
             except (NoNodeError, BadVersionError):
@@ -1200,7 +1080,7 @@ class ZooKeeperPublisher(Service):
             if data is None:
                 return
             try:
-                await self._counted(
+                await self._queue.counted(
                     "create", zk.create(node.path, data, ephemeral=True)
                 )
                 node.owned = True
@@ -1220,10 +1100,12 @@ class ZooKeeperPublisher(Service):
         node.lost = False
         node.version = stat.version
         if data is not None:
-            stat = await self._counted("set", zk.set(node.path, data, stat.version))
+            stat = await self._queue.counted(
+                "set", zk.set(node.path, data, stat.version)
+            )
             node.version = stat.version
 
-    async def _write_member(self, node: _Node, member: Member) -> None:
+    async def _write_member(self, node: Node, member: Member) -> None:
         discovery = self.discovery
         assert discovery is not None
         if self._sweep_needed:
@@ -1242,113 +1124,29 @@ class ZooKeeperPublisher(Service):
             return succeed(None)
         return self.handoff.record_parent(parent)
 
-    def _ask_holder(self, node: _Node) -> Deferred[Any]:
+    def _ask_holder(self, node: Node) -> Deferred[Any]:
         """The node's stat, watching it while another session holds it."""
         self.ownership_checks += 1
         node.asked_at = self._reactor.seconds()
         return self.zk.exists(node.path, watch=node.watcher)
 
-    async def _counted(self, op: str, call: Deferred[_T]) -> _T:
-        try:
-            result = await call
-        except Exception:
-            self.write_calls[op, "error"] += 1
-            raise
-        self.write_calls[op, "ok"] += 1
-        return result
-
-    async def _delete_owned(self, node: _Node) -> None:
+    async def _delete_owned(self, node: Node) -> None:
         zk = self.zk
         try:
             stat = await zk.exists(node.path)
             if ours(stat, zk.session_id):
-                await self._counted("delete", zk.delete(node.path, stat.version))
+                await self._queue.counted("delete", zk.delete(node.path, stat.version))
         except NoNodeError:
             pass
         node.owned = False
 
-    async def _delete_now(self, node: _Node) -> None:
+    async def _delete_now(self, node: Node) -> None:
         """On a deregistering stop: delete the node if ours."""
         if node.member is not None:
             assert self.discovery is not None
             await self.discovery.write(node.member, None)
         else:
             await self._delete_owned(node)
-
-    def _written(self, result: None | Failure, node: _Node) -> None:
-        self._in_flight -= 1
-        node.writing = False
-        failed = isinstance(result, Failure)
-        if isinstance(result, Failure) and isinstance(result.value, HeldElsewhere):
-            node.dirty = True
-            # A node removed meanwhile is not ours to wait for: its delete
-            # (which leaves another session's node alone) comes next.
-            failed = not node.removed
-            if failed:
-                self._held(node, result.value.stat)
-        elif isinstance(result, Failure):
-            # Left dirty, and retried by the retry timer rather than at once,
-            # so that a failing ZooKeeper is not hammered.
-            node.dirty = True
-            self._failed(result, node)
-        else:
-            self.writes["ok"] += 1
-            node.written_at = self._reactor.seconds()
-            if node.owned:
-                self._release(node, "it is ours now")
-                if node.takeover and not node.removed:
-                    self._check_still_ours(node)
-            # Forgotten only once the delete itself is done: a write that was
-            # in flight when the instance was removed leaves the node dirty,
-            # and the node must stay known until its delete succeeds, or a
-            # failed delete would never be retried.
-            if node.removed and not node.dirty:
-                self._forget(node)
-        # Nodes already waiting for a slot go first, and a node that changed
-        # while being written queues behind them: otherwise nodes that keep
-        # changing would keep every slot and starve the others.
-        while self._waiting and self._in_flight < WRITES_IN_FLIGHT:
-            waiting = self._waiting.popleft()
-            waiting.queued = False
-            self._enqueue(waiting)
-        if not failed:
-            self._enqueue(node)
-        if self._in_flight == 0:
-            idle, self._idle = self._idle, []
-            for waiter in idle:
-                waiter.callback(None)
-
-    def _forget(self, node: _Node) -> None:
-        self._retired.discard(node)
-        if node.member is not None:
-            return
-        name = _name(node.path)
-        if self._nodes.get(name) is node:
-            del self._nodes[name]
-
-    def _failed(self, failure: Failure, node: _Node) -> None:
-        self.writes["error"] += 1
-        kind = failure.type.__name__ if failure.type is not None else "error"
-        reason = failure.getErrorMessage()
-        error = f"{node.path}: {kind}" + (f": {reason}" if reason else "")
-        if error != self.last_error:
-            log.warn("ZooKeeper write failed, will retry: {error}", error=error)
-        self.last_error = error
-        self._schedule_retry()
-
-    def _schedule_retry(self) -> None:
-        if not self.running:
-            return
-        if self._retry_call is None or not self._retry_call.active():
-            self._retry_call = self._reactor.callLater(RETRY_DELAY, self._retry)
-
-    def _retry(self) -> None:
-        self._retry_call = None
-        if not self.running:
-            return
-        if self._sweep_needed and not self._sweeping:
-            self._start_sweep()
-        self._flush()
 
     # After a reattach: what the previous process left
 
@@ -1375,12 +1173,12 @@ class ZooKeeperPublisher(Service):
             children = []
         for name in children:
             # Asked again each time: a reload may have added it meanwhile.
-            if name in self._watched() or name in self._nodes:
+            if name in self._watched() or name in self._nodes.instances:
                 continue
             path = f"{instances}/{name}"
             stat = await zk.exists(path)
-            if ours(stat, zk.session_id) and name not in self._nodes:
-                await self._counted("delete", zk.delete(path, stat.version))
+            if ours(stat, zk.session_id) and name not in self._nodes.instances:
+                await self._queue.counted("delete", zk.delete(path, stat.version))
                 self.swept += 1
                 log.info(
                     "{path}: deleted, its instance is no longer watched", path=path
@@ -1396,7 +1194,7 @@ class ZooKeeperPublisher(Service):
         parents.update(self.handoff.inherited_parents)
         kept = await discovery.sweep(parents, watched)
         for name, paths in kept.items():
-            node = self._members.get(name)
+            node = self._nodes.members.get(name)
             if node is None:
                 # Its first check will find them (see _update_member).
                 self._found[name] = paths
@@ -1415,7 +1213,7 @@ class ZooKeeperPublisher(Service):
             children = await zk.get_children(catalogs)
         except NoNodeError:
             return
-        mine = {_name(node.path) for node in self._catalog_nodes}
+        mine = {node.name for node in self._nodes.catalog}
         for child in children:
             part = parse_catalog_node_name(child)
             if part is None or part.agent_id != self.agent_id or child in mine:
@@ -1423,11 +1221,11 @@ class ZooKeeperPublisher(Service):
             path = f"{catalogs}/{child}"
             stat = await zk.exists(path)
             if ours(stat, zk.session_id):
-                await self._counted("delete", zk.delete(path, stat.version))
+                await self._queue.counted("delete", zk.delete(path, stat.version))
 
     def _sweep_failed(self, failure: Failure) -> bool:
         # Retried with the writes; members wait until it is done.
-        self._failed(failure, self._agent)
+        self._queue.failed(failure, self._nodes.agent)
         return False
 
     def _swept(self, done: bool) -> None:
@@ -1446,14 +1244,14 @@ class ZooKeeperPublisher(Service):
         self.halted = line
         self.zk.leave_open()
         log.warn("{why}; stopping without touching its nodes", why=line)
-        for node in self._all_nodes():
-            _cancel_recheck(node)
+        for node in self._nodes:
+            node.cancel_recheck()
         if self.on_superseded is not None:
             self.on_superseded(line)
 
     # Nodes held by another session
 
-    def _held(self, node: _Node, stat: Any) -> None:
+    def _held(self, node: Node, stat: Any) -> None:
         """Another session holds `node` (`stat` says which): park it."""
         now = self._reactor.seconds()
         before = node.holding
@@ -1483,7 +1281,7 @@ class ZooKeeperPublisher(Service):
             decision = self.rules.next_decision(holding, now)
             self._recheck_in(node, min(node.backoff, decision or node.backoff))
 
-    def _watched_node(self, node: _Node, event: WatchedEvent) -> None:
+    def _watched_node(self, node: Node, event: WatchedEvent) -> None:
         """
         A watch on a node held elsewhere fired (on the reactor thread), or,
         in a group, on a node we are the primary of and hold.
@@ -1514,7 +1312,7 @@ class ZooKeeperPublisher(Service):
             # it is free.
             self._recheck_soon(node)
 
-    def _check_still_ours(self, node: _Node) -> None:
+    def _check_still_ours(self, node: Node) -> None:
         """
         Whether a node we hold as primary still is ours (watched again): a
         takeover by another agent is noticed at once, not at our next write.
@@ -1538,7 +1336,7 @@ class ZooKeeperPublisher(Service):
             lambda _: None
         )
 
-    def _recheck_soon(self, node: _Node) -> None:
+    def _recheck_soon(self, node: Node) -> None:
         """
         Ask about `node` now, or RECHECK_MIN after the last time: however
         busy its holder, a watch costs at most a call per RECHECK_MIN.
@@ -1546,7 +1344,7 @@ class ZooKeeperPublisher(Service):
         since = self._reactor.seconds() - node.asked_at
         self._recheck_in(node, max(0.0, RECHECK_MIN - since), sooner=True)
 
-    def _recheck_in(self, node: _Node, delay: float, sooner: bool = False) -> None:
+    def _recheck_in(self, node: Node, delay: float, sooner: bool = False) -> None:
         call = node.recheck
         if call is not None and call.active():
             if sooner and call.getTime() <= self._reactor.seconds() + delay:
@@ -1554,13 +1352,13 @@ class ZooKeeperPublisher(Service):
             call.cancel()
         node.recheck = self._reactor.callLater(delay, self._recheck_now, node)
 
-    def _recheck_now(self, node: _Node) -> None:
-        _cancel_recheck(node)
+    def _recheck_now(self, node: Node) -> None:
+        node.cancel_recheck()
         if node.parked:
             node.parked = False
-            self._enqueue(node)
+            self._queue.enqueue(node)
 
-    def _judge(self, node: _Node) -> None:
+    def _judge(self, node: Node) -> None:
         """Declare a conflict, once, when the rules say the holder is one."""
         holding = node.holding
         assert holding is not None
@@ -1569,7 +1367,7 @@ class ZooKeeperPublisher(Service):
             return
         first = holding.conflict is None
         holding.conflict = verdict
-        agent = self._agent.holding
+        agent = self._nodes.agent.holding
         if verdict == LIVE and agent is not None and agent.session == holding.session:
             # A live session holds this agent's own node: a twin.
             agent.conflict = LIVE
@@ -1588,21 +1386,21 @@ class ZooKeeperPublisher(Service):
         self.conflicts_started += 1
         self.halted = (
             f"agent id {self.agent_id!r} is in use by another live agent: "
-            f"{self._agent.path} {self.rules.describe(holding)}"
+            f"{self._nodes.agent.path} {self.rules.describe(holding)}"
         )
         log.error("ZooKeeper conflict: {why}; stopping", why=self.halted)
-        for node in self._all_nodes():
-            _cancel_recheck(node)
+        for node in self._nodes:
+            node.cancel_recheck()
         if self.on_twin is not None:
             self.on_twin(self.halted)
 
-    def _release(self, node: _Node, why: str) -> None:
+    def _release(self, node: Node, why: str) -> None:
         """Forget another session's hold on `node`; say so if it was a conflict."""
         holding, node.holding = node.holding, None
         node.parked = False
         node.event = None
         node.backoff = 0.0
-        _cancel_recheck(node)
+        node.cancel_recheck()
         if holding is None:
             return
         if holding.conflict is not None:
@@ -1620,16 +1418,10 @@ class ZooKeeperPublisher(Service):
             )
 
 
-def _member(node: _Node) -> Member:
+def _member(node: Node) -> Member:
     member = node.member
     assert member is not None
     return member
-
-
-def _cancel_recheck(node: _Node) -> None:
-    if node.recheck is not None and node.recheck.active():
-        node.recheck.cancel()
-    node.recheck = None
 
 
 def _first_of(reasons: Mapping[str, str]) -> str:
@@ -1637,10 +1429,6 @@ def _first_of(reasons: Mapping[str, str]) -> str:
     path = next(iter(reasons))
     more = len(reasons) - 1
     return f"{path} {reasons[path]}" + (f" (and {more} more)" if more else "")
-
-
-def _name(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
 
 
 def _parent(path: str) -> str:
@@ -1655,7 +1443,3 @@ def _fits_inline(names: list[str]) -> bool:
 
 def _constant(data: bytes) -> bytes:
     return data
-
-
-def _encode(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode("utf-8")

@@ -17,7 +17,8 @@ from sentinel.documents import NERVE, SERVERSET, nerve_member, serverset_member
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
 from sentinel.probe import Observation, Replication
-from sentinel.publisher import RETRY_DELAY, ZooKeeperPublisher
+from sentinel.publisher import ZooKeeperPublisher
+from sentinel.writes import RETRY_DELAY
 from tests.fakes import FakeProbe
 from tests.fakezk import FakeZooKeeper
 from tests.test_publisher import DOWN, ROOT, START, UP

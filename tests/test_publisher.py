@@ -8,19 +8,18 @@ from kazoo.exceptions import ConnectionLoss
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel import __version__, publisher
+from sentinel import __version__, writes
 from sentinel.config import RedisInstance
 from sentinel.documents import agent_document, instance_document
 from sentinel.health import InstanceHealth, Transition
 from sentinel.instance import InstanceState
 from sentinel.observation import Observation, Replication
 from sentinel.publisher import (
-    RETRY_DELAY,
     STOP_CLOSE_TIMEOUT,
     STOP_DELETE_TIMEOUT,
-    WRITES_IN_FLIGHT,
     ZooKeeperPublisher,
 )
+from sentinel.writes import RETRY_DELAY, WRITES_IN_FLIGHT
 from tests.contract import INSTANCE_FIELDS
 from tests.fakes import FakeProbe
 from tests.fakezk import CALL_KINDS, FakeZooKeeper
@@ -240,7 +239,7 @@ class PublisherTests(PublisherHarness):
         flight keep changing: a node that changed while being written queues
         behind those already waiting.
         """
-        self.patch(publisher, "WRITES_IN_FLIGHT", 2)
+        self.patch(writes, "WRITES_IN_FLIGHT", 2)
         self.start()
         self.zk.hang()
         busy = [self.instance("redis-a"), self.instance("redis-b")]

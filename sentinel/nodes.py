@@ -1,0 +1,181 @@
+"""
+The nodes this agent writes to ZooKeeper: one record per node, and the set
+of them by kind.
+
+A `Node` says what the write machinery (`sentinel.writes`) needs of one
+path: what to write there (`data`, built when a write starts, from current
+state), whether it must be written, whether it is ours, whether another
+session holds it (`sentinel.holders`) and, in a group, where it stands
+between two primaries (`sentinel.takeover`). `Nodes` holds every node: the
+agent's, its catalog's parts, each instance's node, opinion and discovery
+member, and the nodes on their way out (retired: deleted, then forgotten).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from kazoo.protocol.states import WatchedEvent
+from twisted.internet.interfaces import IDelayedCall
+
+if TYPE_CHECKING:
+    from sentinel.discovery import Member
+    from sentinel.instance import InstanceState
+    from sentinel.ownership import Holding
+
+# Told of a watch that fired on a node (on the reactor thread).
+NodeWatcher = Callable[["Node", WatchedEvent], None]
+
+
+class Node:
+    """
+    One node we own (or want to): its path and what to write. `data` builds
+    the bytes when a write starts (None: no node, for a member); an instance
+    node and its member read their `state`, which each publish replaces (a
+    reload may give a name a new state). `member` is set for a discovery
+    member, whose `path` only names it in logs.
+
+    While another session holds it, `holding` says which, and the node is
+    `parked` between re-checks; `event` keeps what a watch said while a
+    call about the node was in flight, for its answer to take into account.
+    """
+
+    __slots__ = (
+        "path",
+        "data",
+        "state",
+        "member",
+        "dirty",
+        "queued",
+        "writing",
+        "owned",
+        "removed",
+        "written_at",
+        "holding",
+        "parked",
+        "event",
+        "recheck",
+        "backoff",
+        "asked_at",
+        "watcher",
+        "version",
+        "takeover",
+        "released",
+        "lost",
+        "yielded",
+        "decided",
+        "previous",
+    )
+
+    def __init__(self, path: str, data: Callable[[], bytes | None]) -> None:
+        self.path = path
+        self.data = data
+        self.state: InstanceState | None = None
+        self.member: Member | None = None
+        self.dirty = False
+        self.queued = False
+        self.writing = False
+        self.owned = False
+        self.removed = False
+        self.written_at: float | None = None
+        self.holding: Holding | None = None
+        self.parked = False
+        self.event: str | None = None
+        self.recheck: IDelayedCall | None = None
+        self.backoff = 0.0
+        self.asked_at = 0.0
+        # One callable per node: the bridge registers a watch once per
+        # watcher, however often the node is asked about.
+        self.watcher: Callable[[WatchedEvent], None] | None = None
+        # The node's version as we last wrote it: a set at another version
+        # fails, so that a node another agent took over is never overwritten.
+        self.version = -1
+        # In a group, for an instance node: this agent is its primary and
+        # takes it over from another agent (`takeover`); it moved away and
+        # waits, unwritten, for its new primary (`released`); it was taken
+        # from us while we were its primary (`lost`), and until when we let
+        # it be (`yielded`, our clock); the verdict last marked for writing
+        # (`decided`) and, before our own, the previous agent's (`previous`).
+        self.takeover = False
+        self.released = False
+        self.lost = False
+        self.yielded = 0.0
+        self.decided: object = None
+        self.previous: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        """The last part of the path: an instance node's instance name."""
+        return name_of(self.path)
+
+    def cancel_recheck(self) -> None:
+        """Cancel the node's timer (a re-check, or the wait for a takeover)."""
+        if self.recheck is not None and self.recheck.active():
+            self.recheck.cancel()
+        self.recheck = None
+
+
+class Nodes:
+    """
+    Every node this agent writes, by kind; each node's watches go to
+    `watch(node, event)`.
+    """
+
+    def __init__(
+        self,
+        watch: NodeWatcher,
+        agent_path: str,
+        agent_data: Callable[[], bytes | None],
+    ) -> None:
+        self._watch = watch
+        self.agent = self.new(agent_path, agent_data)
+        # This agent's catalog, one node per part (in a group).
+        self.catalog: list[Node] = []
+        # By instance name: its node, its opinion (a group's observer), its
+        # discovery member.
+        self.instances: dict[str, Node] = {}
+        self.opinions: dict[str, Node] = {}
+        self.members: dict[str, Node] = {}
+        # Nodes being deleted, forgotten once they are.
+        self.retired: set[Node] = set()
+
+    def new(self, path: str, data: Callable[[], bytes | None]) -> Node:
+        """A node at `path` whose bytes `data` builds, not yet written."""
+        node = Node(path, data)
+        node.watcher = partial(self._watch, node)
+        return node
+
+    def __iter__(self) -> Iterator[Node]:
+        yield self.agent
+        yield from self.catalog
+        yield from self.instances.values()
+        yield from self.opinions.values()
+        yield from self.members.values()
+        yield from self.retired
+
+    def forget(self, node: Node) -> None:
+        """A removed node is deleted: nothing more to write there."""
+        self.retired.discard(node)
+        if node.member is not None:
+            return
+        name = node.name
+        if self.instances.get(name) is node:
+            del self.instances[name]
+
+    def cancel_rechecks(self) -> None:
+        """Cancel every node's timer (stopping, or halted)."""
+        for node in self:
+            node.cancel_recheck()
+
+
+def name_of(path: str) -> str:
+    """The last part of a path."""
+    return path.rsplit("/", 1)[-1]
+
+
+def encode(document: dict[str, Any]) -> bytes:
+    """A document as a node holds it: compact UTF-8 JSON."""
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,231 @@
+"""
+Writes to ZooKeeper scheduled: each node written when it changes, however
+often it changes, at most `WRITES_IN_FLIGHT` at once, and retried until it
+is written.
+
+Each node has a dirty flag rather than a queue of writes: its data is built
+from current state when the write starts, so however many changes come in,
+at most one write per node is queued, and it carries the newest state. A
+node that changed while being written queues again behind the nodes already
+waiting for a slot, so that nodes that keep changing cannot starve the
+others. A failed write leaves the node dirty; failed nodes are tried again
+`RETRY_DELAY` after a failure (one timer for all, so that a failing
+ZooKeeper is not hammered), never forgotten. A removed node is forgotten
+only once its delete is done. Nothing is written while the publisher is
+stopped or halted, or ZooKeeper not connected: the nodes stay dirty until
+the reconnection writes them all (`flush`).
+
+What one write does is `write(node)`'s (`sentinel.writer`); what follows
+it is told back: `held(node, stat)` when another session holds the node
+(`HeldElsewhere`: it is parked, `sentinel.holders`), `owned(node)` when a
+write succeeded on a node of ours, `retrying()` before each retry.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from sentinel.nodes import Node, Nodes
+from sentinel.zk import CONNECTED, ZooKeeper
+
+log = Logger()
+
+# Writes in flight at once: ZooKeeper takes about 1,500 writes/s through the
+# bridge when many are in flight; more only queues inside kazoo.
+WRITES_IN_FLIGHT = 64
+RETRY_DELAY = 1.0
+# The ZooKeeper calls counted in `write_calls` (for /metrics); a group's
+# takeover (a delete and a create in one transaction) counts as a create.
+WRITE_OPS = ("create", "set", "delete")
+
+_T = TypeVar("_T")
+
+
+class Lifecycle(Protocol):
+    """Whether the publisher runs, and why it stopped writing, if it did."""
+
+    @property
+    def running(self) -> int:
+        """True (1) between startService and stopService."""
+
+    @property
+    def halted(self) -> str | None:
+        """Why this agent stopped writing for good (a twin, a newer process)."""
+
+
+class HeldElsewhere(Exception):
+    """The node exists and another session holds it (`stat` says which)."""
+
+    def __init__(self, stat: Any) -> None:
+        super().__init__(stat)
+        self.stat = stat
+
+
+class WriteQueue:
+    """The writes of every node of `nodes` (see the module docstring)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        zk: ZooKeeper,
+        nodes: Nodes,
+        life: Lifecycle,
+        *,
+        write: Callable[[Node], Coroutine[Any, Any, None]],
+        held: Callable[[Node, Any], None],
+        owned: Callable[[Node], None],
+        retrying: Callable[[], None],
+    ) -> None:
+        self._reactor = reactor
+        self._zk = zk
+        self._nodes = nodes
+        self._life = life
+        self._write = write
+        self._held = held
+        self._owned = owned
+        self._retrying = retrying
+        self._waiting: deque[Node] = deque()
+        self.in_flight = 0
+        self._idle: list[Deferred[None]] = []
+        self._retry_call: IDelayedCall | None = None
+        self.writes = {"ok": 0, "error": 0}
+        # Each create/set/delete call by (op, "ok" or "error").
+        self.write_calls: Counter[tuple[str, str]] = Counter()
+        self.last_error: str | None = None
+
+    @property
+    def queued(self) -> int:
+        """Nodes whose newest state is not yet written."""
+        return sum(1 for n in self._nodes if n.dirty or n.writing)
+
+    def mark(self, node: Node) -> None:
+        """`node` changed: write it (again) as soon as a slot is free."""
+        node.dirty = True
+        self.enqueue(node)
+
+    def enqueue(self, node: Node) -> None:
+        """Start writing `node` if it is dirty and may be written now."""
+        if node.writing or node.queued or not node.dirty or node.parked:
+            return
+        # Once stopping, a write that completes starts no other: stopService
+        # is deleting our nodes and would race with it.
+        life = self._life
+        if not life.running or life.halted or self._zk.state != CONNECTED:
+            return
+        if self.in_flight >= WRITES_IN_FLIGHT:
+            node.queued = True
+            self._waiting.append(node)
+            return
+        self._start_write(node)
+
+    def retire(self, node: Node) -> None:
+        """Delete `node`, then forget it."""
+        node.removed = True
+        self._nodes.retired.add(node)
+        self.mark(node)
+
+    def flush(self) -> None:
+        """Start every write that is due (after a reconnection, a retry)."""
+        for node in list(self._nodes):
+            self.enqueue(node)
+
+    async def counted(self, op: str, call: Deferred[_T]) -> _T:
+        """`call`'s result, counted in `write_calls` under `op`."""
+        try:
+            result = await call
+        except Exception:
+            self.write_calls[op, "error"] += 1
+            raise
+        self.write_calls[op, "ok"] += 1
+        return result
+
+    def failed(self, failure: Failure, node: Node) -> None:
+        """A write of `node` failed: say so (once per error) and retry soon."""
+        self.writes["error"] += 1
+        kind = failure.type.__name__ if failure.type is not None else "error"
+        reason = failure.getErrorMessage()
+        error = f"{node.path}: {kind}" + (f": {reason}" if reason else "")
+        if error != self.last_error:
+            log.warn("ZooKeeper write failed, will retry: {error}", error=error)
+        self.last_error = error
+        self._schedule_retry()
+
+    def ended(self) -> Deferred[None]:
+        """Fires once no write is in flight."""
+        if self.in_flight == 0:
+            return succeed(None)
+        idle: Deferred[None] = Deferred()
+        self._idle.append(idle)
+        return idle
+
+    def cancel_retry(self) -> None:
+        """No retry from now on (stopping)."""
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+
+    def _start_write(self, node: Node) -> None:
+        node.dirty = False
+        node.writing = True
+        self.in_flight += 1
+        d = Deferred.fromCoroutine(self._write(node))
+        d.addBoth(self._written, node)
+
+    def _written(self, result: None | Failure, node: Node) -> None:
+        self.in_flight -= 1
+        node.writing = False
+        failed = isinstance(result, Failure)
+        if isinstance(result, Failure) and isinstance(result.value, HeldElsewhere):
+            node.dirty = True
+            # A node removed meanwhile is not ours to wait for: its delete
+            # (which leaves another session's node alone) comes next.
+            failed = not node.removed
+            if failed:
+                self._held(node, result.value.stat)
+        elif isinstance(result, Failure):
+            # Left dirty, and retried by the retry timer rather than at once.
+            node.dirty = True
+            self.failed(result, node)
+        else:
+            self.writes["ok"] += 1
+            node.written_at = self._reactor.seconds()
+            if node.owned:
+                self._owned(node)
+            # Forgotten only once the delete itself is done: a write that was
+            # in flight when the instance was removed leaves the node dirty,
+            # and the node must stay known until its delete succeeds, or a
+            # failed delete would never be retried.
+            if node.removed and not node.dirty:
+                self._nodes.forget(node)
+        # Nodes already waiting for a slot go first, and a node that changed
+        # while being written queues behind them: otherwise nodes that keep
+        # changing would keep every slot and starve the others.
+        while self._waiting and self.in_flight < WRITES_IN_FLIGHT:
+            waiting = self._waiting.popleft()
+            waiting.queued = False
+            self.enqueue(waiting)
+        if not failed:
+            self.enqueue(node)
+        if self.in_flight == 0:
+            idle, self._idle = self._idle, []
+            for waiter in idle:
+                waiter.callback(None)
+
+    def _schedule_retry(self) -> None:
+        if not self._life.running:
+            return
+        if self._retry_call is None or not self._retry_call.active():
+            self._retry_call = self._reactor.callLater(RETRY_DELAY, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_call = None
+        if not self._life.running:
+            return
+        self._retrying()
+        self.flush()
