@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from sentinel.instance import InstanceState
     from sentinel.ownership import Holding
 
+# The log namespace of every module of the publisher: operators' filters
+# (and the JSON logs' "namespace") know the ZooKeeper side by this name.
+LOG_NAMESPACE = "sentinel.publisher"
+
 # Told of a watch that fired on a node (on the reactor thread).
 NodeWatcher = Callable[["Node", WatchedEvent], None]
 

@@ -63,9 +63,10 @@ from sentinel.documents import (
 )
 from sentinel.handoff import SessionHandoff
 from sentinel.health import Transition
+from sentinel.holders import Holders
 from sentinel.instance import InstanceState
 from sentinel.nodes import Node, Nodes, encode
-from sentinel.ownership import LIVE, Holding, OwnershipRules, held_by, ours
+from sentinel.ownership import OwnershipRules, ours
 from sentinel.timer import RestartingTimer
 from sentinel.verdict import Opinion, Verdict, decide, parse_opinion
 from sentinel.writes import RETRY_DELAY, HeldElsewhere, WriteQueue
@@ -88,12 +89,6 @@ LEAVE_HANDOFF_WAIT = 1.5
 # from it, unless the membership changes first: two settle times, within
 # which the two agents' views of the group agree again.
 YIELD_SECONDS = 1.0
-# Re-checks of a node held by another session: the first after 1 s, then
-# twice as long each time up to RECHECK_MAX; after the holder writes, at
-# most one per RECHECK_MIN (a watch fires once: asking again re-arms it).
-RECHECK_FIRST = 1.0
-RECHECK_MAX = 30.0
-RECHECK_MIN = 1.0
 
 # The instances the agent is configured to watch, by name.
 Watched = Callable[[], Mapping[str, RedisInstance]]
@@ -166,6 +161,16 @@ class ZooKeeperPublisher(Service):
             owned=self._owned,
             retrying=self._retrying,
         )
+        self._holders = Holders(
+            reactor,
+            zk,
+            self.rules,
+            self._nodes,
+            self._queue,
+            self,
+            agent_id,
+            self._twin,
+        )
         self.discovery: Discovery | None = None
         if discovery is not None:
             form, discovery_root = discovery
@@ -183,10 +188,6 @@ class ZooKeeperPublisher(Service):
         self._after_sweep: list[Deferred[bool]] = []
         self.swept = 0
         self._leaving = False
-        # Conflicts declared so far, and exists calls made to learn who
-        # holds a node (for /metrics).
-        self.conflicts_started = 0
-        self.ownership_checks = 0
         # Why this agent stopped publishing (a live twin, or a newer
         # process on its session), or None.
         self.halted: str | None = None
@@ -482,7 +483,7 @@ class ZooKeeperPublisher(Service):
             node = self._nodes.instances[name] = self._instance_node(name)
         if node is not None:
             node.removed = True
-            self._release(node, "the instance is no longer watched")
+            self._holders.release(node, "the instance is no longer watched")
             self._mark(node)
             self._mark(self._nodes.agent)
         member = self._nodes.members.pop(name, None)
@@ -564,7 +565,7 @@ class ZooKeeperPublisher(Service):
         for node in self._nodes.instances.values():
             if node.takeover and node.holding is not None:
                 node.yielded = 0.0
-                self._recheck_soon(node)
+                self._holders.recheck_soon(node)
 
     def assign(
         self, name: str, observers: tuple[str, ...], instance: RedisInstance | None
@@ -594,7 +595,7 @@ class ZooKeeperPublisher(Service):
                 self._nodes.instances[name] = node
             if node.released:
                 node.released = False
-                self._release(node, "it moved back to this agent")
+                self._holders.release(node, "it moved back to this agent")
             node.takeover = True
             if self.replicas > 1:
                 self._listen(name, observers)
@@ -644,7 +645,7 @@ class ZooKeeperPublisher(Service):
         node.takeover = False
         node.cancel_recheck()
         if node.holding is not None:
-            self._release(node, "it moved to another agent")
+            self._holders.release(node, "it moved to another agent")
         # A discovered replica goes where its master goes.
         if not self._successor(self._masters.pop(name, name)) or not self.running:
             self.remove(name)
@@ -893,16 +894,22 @@ class ZooKeeperPublisher(Service):
     @property
     def conflicts(self) -> Mapping[str, str]:
         """Each node in conflict now (this agent's first), and why."""
-        return {
-            node.path: self.rules.describe(node.holding)
-            for node in self._nodes
-            if node.holding is not None and node.holding.conflict is not None
-        }
+        return self._holders.conflicts
+
+    @property
+    def conflicts_started(self) -> int:
+        """Conflicts declared so far."""
+        return self._holders.conflicts_started
+
+    @property
+    def ownership_checks(self) -> int:
+        """Calls made to learn who holds a node."""
+        return self._holders.ownership_checks
 
     @property
     def waiting_takeover(self) -> list[str]:
         """The nodes another session holds, in conflict or not yet."""
-        return sorted(n.path for n in self._nodes if n.holding is not None)
+        return sorted(self._holders.waiting)
 
     @property
     def discovery_members(self) -> list[str]:
@@ -975,11 +982,7 @@ class ZooKeeperPublisher(Service):
             reasons.append(f"zookeeper conflict: {self.halted}")
         elif conflicts := self.conflicts:
             reasons.append(f"zookeeper conflict: {_first_of(conflicts)}")
-        elif waiting := {
-            n.path: self.rules.describe(n.holding)
-            for n in self._nodes
-            if n.holding is not None
-        }:
+        elif waiting := self._holders.waiting:
             reasons.append(
                 f"zookeeper: {_first_of(waiting)}: its published status is stale"
             )
@@ -1034,7 +1037,7 @@ class ZooKeeperPublisher(Service):
 
     def _owned(self, node: Node) -> None:
         """A write of a node of ours succeeded."""
-        self._release(node, "it is ours now")
+        self._holders.release(node, "it is ours now")
         if node.takeover and not node.removed:
             self._check_still_ours(node)
 
@@ -1073,7 +1076,7 @@ class ZooKeeperPublisher(Service):
         # first, a create would only fail.
         stat = None
         if node.holding is not None:
-            stat = await self._ask_holder(node)
+            stat = await self._holders.ask(node)
         elif self._inherited or node.takeover:
             stat = await zk.exists(node.path)
         if stat is None:
@@ -1087,7 +1090,7 @@ class ZooKeeperPublisher(Service):
                 node.version = 0
                 return
             except NodeExistsError:
-                stat = await self._ask_holder(node)
+                stat = await self._holders.ask(node)
             if stat is None:
                 # Gone in between (its session just ended): try again at once.
                 node.dirty = True
@@ -1123,12 +1126,6 @@ class ZooKeeperPublisher(Service):
         if self.handoff is None:
             return succeed(None)
         return self.handoff.record_parent(parent)
-
-    def _ask_holder(self, node: Node) -> Deferred[Any]:
-        """The node's stat, watching it while another session holds it."""
-        self.ownership_checks += 1
-        node.asked_at = self._reactor.seconds()
-        return self.zk.exists(node.path, watch=node.watcher)
 
     async def _delete_owned(self, node: Node) -> None:
         zk = self.zk
@@ -1249,68 +1246,20 @@ class ZooKeeperPublisher(Service):
         if self.on_superseded is not None:
             self.on_superseded(line)
 
-    # Nodes held by another session
+    # Each write's outcome, and each watch, to whom it concerns
 
     def _held(self, node: Node, stat: Any) -> None:
-        """Another session holds `node` (`stat` says which): park it."""
-        now = self._reactor.seconds()
-        before = node.holding
-        holding = held_by(before, stat, now)
-        if before is not None and holding is not before:
-            self._release(node, f"now held by session {holding.session:#x}")
-        node.holding = holding
-        # A watch that fired while we asked: its news may postdate the answer.
-        event, node.event = node.event, None
-        if event == EventType.CHANGED:
-            holding.written = True
-        node.parked = True
-        node.backoff = min(max(node.backoff * 2, RECHECK_FIRST), RECHECK_MAX)
-        if self.halted is None:
-            self._judge(node)
-        if self.halted is not None:
-            return
-        if holding is not before and holding.conflict is None:
-            log.info(
-                "{path} is {holder}",
-                path=node.path,
-                holder=self.rules.describe(holding),
-            )
-        if event in (EventType.DELETED, EventType.CREATED):
-            self._recheck_soon(node)
-        else:
-            decision = self.rules.next_decision(holding, now)
-            self._recheck_in(node, min(node.backoff, decision or node.backoff))
+        self._holders.held(node, stat)
 
     def _watched_node(self, node: Node, event: WatchedEvent) -> None:
         """
         A watch on a node held elsewhere fired (on the reactor thread), or,
         in a group, on a node we are the primary of and hold.
         """
-        holding = node.holding
-        if holding is None and node.takeover and event.type != EventType.NONE:
+        if node.holding is None and node.takeover and event.type != EventType.NONE:
             self._check_still_ours(node)
-            return
-        if (
-            event.type == EventType.NONE
-            or holding is None
-            or not self.running
-            or self.halted is not None
-        ):
-            # NONE: kazoo dropped its watches with the connection; the
-            # reconnection asks about every node again.
-            return
-        if not node.parked:
-            # A call about the node is in flight: its answer decides.
-            if node.event != EventType.DELETED:
-                node.event = event.type
-            return
-        if event.type == EventType.CHANGED:
-            holding.written = True
-            self._judge(node)
-        if self.halted is None:
-            # Changed: watch it again. Gone (or replaced): take it over if
-            # it is free.
-            self._recheck_soon(node)
+        else:
+            self._holders.watched(node, event)
 
     def _check_still_ours(self, node: Node) -> None:
         """
@@ -1336,86 +1285,12 @@ class ZooKeeperPublisher(Service):
             lambda _: None
         )
 
-    def _recheck_soon(self, node: Node) -> None:
-        """
-        Ask about `node` now, or RECHECK_MIN after the last time: however
-        busy its holder, a watch costs at most a call per RECHECK_MIN.
-        """
-        since = self._reactor.seconds() - node.asked_at
-        self._recheck_in(node, max(0.0, RECHECK_MIN - since), sooner=True)
-
-    def _recheck_in(self, node: Node, delay: float, sooner: bool = False) -> None:
-        call = node.recheck
-        if call is not None and call.active():
-            if sooner and call.getTime() <= self._reactor.seconds() + delay:
-                return
-            call.cancel()
-        node.recheck = self._reactor.callLater(delay, self._recheck_now, node)
-
-    def _recheck_now(self, node: Node) -> None:
-        node.cancel_recheck()
-        if node.parked:
-            node.parked = False
-            self._queue.enqueue(node)
-
-    def _judge(self, node: Node) -> None:
-        """Declare a conflict, once, when the rules say the holder is one."""
-        holding = node.holding
-        assert holding is not None
-        verdict = self.rules.verdict(holding, self._reactor.seconds())
-        if verdict is None or verdict == holding.conflict:
-            return
-        first = holding.conflict is None
-        holding.conflict = verdict
-        agent = self._nodes.agent.holding
-        if verdict == LIVE and agent is not None and agent.session == holding.session:
-            # A live session holds this agent's own node: a twin.
-            agent.conflict = LIVE
-            self._stop_for_twin(agent)
-            return
-        if first:
-            self.conflicts_started += 1
-            log.error(
-                "ZooKeeper conflict: {path} {holder}; not overwriting it, and "
-                "/healthz fails until it goes",
-                path=node.path,
-                holder=self.rules.describe(holding),
-            )
-
-    def _stop_for_twin(self, holding: Holding) -> None:
-        self.conflicts_started += 1
-        self.halted = (
-            f"agent id {self.agent_id!r} is in use by another live agent: "
-            f"{self._nodes.agent.path} {self.rules.describe(holding)}"
-        )
-        log.error("ZooKeeper conflict: {why}; stopping", why=self.halted)
-        for node in self._nodes:
-            node.cancel_recheck()
+    def _twin(self, line: str) -> None:
+        """A live twin holds this agent's own node: stop writing."""
+        self.halted = line
+        self._nodes.cancel_rechecks()
         if self.on_twin is not None:
-            self.on_twin(self.halted)
-
-    def _release(self, node: Node, why: str) -> None:
-        """Forget another session's hold on `node`; say so if it was a conflict."""
-        holding, node.holding = node.holding, None
-        node.parked = False
-        node.event = None
-        node.backoff = 0.0
-        node.cancel_recheck()
-        if holding is None:
-            return
-        if holding.conflict is not None:
-            log.info(
-                "ZooKeeper conflict over: {path} was {holder}; {why}",
-                path=node.path,
-                holder=self.rules.describe(holding),
-                why=why,
-            )
-        elif node.owned:
-            log.info(
-                "took {path} over from session {session}",
-                path=node.path,
-                session=f"{holding.session:#x}",
-            )
+            self.on_twin(line)
 
 
 def _member(node: Node) -> Member:

@@ -32,10 +32,10 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sentinel.nodes import Node, Nodes
+from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
 from sentinel.zk import CONNECTED, ZooKeeper
 
-log = Logger()
+log = Logger(namespace=LOG_NAMESPACE)
 
 # Writes in flight at once: ZooKeeper takes about 1,500 writes/s through the
 # bridge when many are in flight; more only queues inside kazoo.

@@ -12,6 +12,7 @@ from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.health import Transition
+from sentinel.holders import RECHECK_MAX, RECHECK_MIN
 from sentinel.instance import InstanceState
 from sentinel.ownership import (
     CONFLICT_MARGIN,
@@ -23,7 +24,6 @@ from sentinel.ownership import (
     OwnershipRules,
     held_by,
 )
-from sentinel.publisher import RECHECK_MAX, RECHECK_MIN
 from tests.test_publisher import (
     AGENT_PATH,
     DOWN,
