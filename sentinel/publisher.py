@@ -32,9 +32,7 @@ stops this one (`on_superseded`) without touching the nodes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Collection, Mapping
-from functools import partial
 from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
@@ -47,29 +45,24 @@ from twisted.python.failure import Failure
 from sentinel.config import RedisInstance
 from sentinel.discovery import Discovery, Member
 from sentinel.documents import (
-    INLINE_INSTANCES_BYTES,
     Catalog,
-    catalog_node_name,
-    catalog_parts,
-    catalog_reference,
     instance_document,
     member_document,
     member_document_of,
-    opinion_document,
-    opinion_of,
     parse_catalog_node_name,
-    previous_verdict,
-    verdict_document,
 )
 from sentinel.handoff import SessionHandoff
 from sentinel.health import Transition
 from sentinel.holders import Holders
 from sentinel.instance import InstanceState
 from sentinel.nodes import Node, Nodes, encode
+from sentinel.opinions import Opinions
 from sentinel.ownership import OwnershipRules, ours
+from sentinel.roles import Following, GroupRoles
+from sentinel.takeover import Takeovers
 from sentinel.timer import RestartingTimer
-from sentinel.verdict import Opinion, Verdict, decide, parse_opinion
-from sentinel.writes import RETRY_DELAY, HeldElsewhere, WriteQueue
+from sentinel.verdict import Verdict
+from sentinel.writes import HeldElsewhere, WriteQueue
 from sentinel.zk import CONNECTED, LOST, SUSPENDED, ZooKeeper
 
 log = Logger()
@@ -79,16 +72,9 @@ log = Logger()
 # ends the process within 5 s even with ZooKeeper unreachable.
 STOP_DELETE_TIMEOUT = 1.5
 STOP_CLOSE_TIMEOUT = 2.0
-# In a group: seconds an instance node moved away stays ours, unwritten,
-# for its new primary to take it over, before it is deleted.
-HANDOFF_LIMIT = 5.0
 # On a stop that leaves the group: seconds to wait for the new primaries
 # to take this agent's nodes over (the whole stop stays within 5 s).
 LEAVE_HANDOFF_WAIT = 1.5
-# In a group: seconds a primary lets another agent keep a node it took
-# from it, unless the membership changes first: two settle times, within
-# which the two agents' views of the group agree again.
-YIELD_SECONDS = 1.0
 
 # The instances the agent is configured to watch, by name.
 Watched = Callable[[], Mapping[str, RedisInstance]]
@@ -192,27 +178,40 @@ class ZooKeeperPublisher(Service):
         # process on its session), or None.
         self.halted: str | None = None
         self.superseded = False
-        # In a group (`join_group`): the replicas, this agent's catalog
-        # nodes, the observers of each instance it observes, its opinion
-        # nodes, what the other observers said of the instances it is the
-        # primary of, and each verdict's status and since.
+        # In a group (`join_group`), and with replicas above 1: the node
+        # says the verdict, not this agent's own view.
         self.group = False
         self.replicas = 1
-        self.quorum = 1
-        self._successor: Callable[[str], bool] = lambda name: False
-        self._following: tuple[Callable[[], None], Callable[[], None]] | None = None
-        self._token = os.urandom(4).hex()
-        self.catalog: tuple[str, int] | None = None
-        self._roles: dict[str, tuple[str, ...]] = {}
-        # The discovered replicas of each master, which follow its roles,
-        # and the master of each.
-        self._followers: dict[str, set[str]] = {}
-        self._masters: dict[str, str] = {}
-        self._instances: dict[str, RedisInstance] = {}
-        self._heard: dict[str, dict[str, Opinion | None]] = {}
-        self._since: dict[str, tuple[str, float | None]] = {}
-        self.takeovers = 0
-        self.handoffs = 0
+        self._opinions = Opinions(
+            reactor,
+            zk,
+            root,
+            agent_id,
+            self._nodes,
+            self._queue,
+            self,
+            self._reconsider,
+        )
+        self._takeovers = Takeovers(
+            reactor,
+            zk,
+            self._nodes,
+            self._queue,
+            self._holders,
+            self,
+            agent_id,
+            self.remove,
+        )
+        self._roles = GroupRoles(
+            root,
+            agent_id,
+            self._nodes,
+            self._queue,
+            self._holders,
+            self._opinions,
+            self._takeovers,
+            self._instance_node,
+        )
         self.heartbeat_timer = RestartingTimer(
             "agent heartbeat", heartbeat, reactor, lambda: self._mark(self._nodes.agent)
         )
@@ -225,8 +224,8 @@ class ZooKeeperPublisher(Service):
     def startService(self) -> None:
         super().startService()
         self.heartbeat_timer.startService()
-        if self._following is not None:
-            self._following[0]()
+        if self._roles.following is not None:
+            self._roles.following[0]()
         handoff = self.handoff
         if handoff is None or handoff.left is None:
             self.zk.start()
@@ -251,8 +250,8 @@ class ZooKeeperPublisher(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.heartbeat_timer.stopService()
-        if self._following is not None:
-            self._following[1]()
+        if self._roles.following is not None:
+            self._roles.following[1]()
         self._queue.cancel_retry()
         for node in self._nodes:
             node.cancel_recheck()
@@ -298,39 +297,14 @@ class ZooKeeperPublisher(Service):
         waiting = [
             node
             for name, node in self._nodes.instances.items()
-            if node.owned and not node.removed and self._successor(name)
+            if node.owned and not node.removed and self._roles.successor(name)
         ]
         if waiting:
             log.info(
                 "left the group; waiting for {count} node(s) to be taken over",
                 count=len(waiting),
             )
-            await self._taken_over(waiting)
-
-    def _taken_over(self, nodes: list[Node]) -> Deferred[None]:
-        """Fires once none of `nodes` is ours (taken over, or gone)."""
-        done: Deferred[None] = Deferred()
-        left = set(nodes)
-        zk = self.zk
-
-        def ask(node: Node) -> None:
-            d = zk.exists(node.path, watch=partial(fired, node))
-            d.addCallback(answered, node).addErrback(lambda _: None)
-
-        def fired(node: Node, event: WatchedEvent) -> None:
-            if event.type != EventType.NONE and node in left:
-                ask(node)
-
-        def answered(stat: Any, node: Node) -> None:
-            if not ours(stat, zk.session_id) and node in left:
-                node.owned = False
-                left.discard(node)
-                if not left and not done.called:
-                    done.callback(None)
-
-        for node in nodes:
-            ask(node)
-        return done
+            await self._takeovers.taken_over(waiting)
 
     def _hand_over(self) -> Deferred[None]:
         """
@@ -366,26 +340,14 @@ class ZooKeeperPublisher(Service):
         if state.health.status is None:
             # Never looked: nothing true to write yet.
             return
-        if self.group:
-            observers = self._roles.get(state.name, ())
-            master = state.instance.discovered_by
-            if not observers and master is not None:
-                # A replica discovered from a master follows its roles.
-                observers = self._roles.get(master, ())
-                if observers:
-                    self._followers.setdefault(master, set()).add(state.name)
-                    self._masters[state.name] = master
-                    self.assign(state.name, observers, state.instance)
-            if self.replicas > 1 and self.agent_id in observers:
-                self._publish_opinion(state, transition)
-            if observers[:1] != (self.agent_id,):
-                return
+        if self.group and not self._roles.primary_of(state, transition):
+            return
         node = self._nodes.instances.get(state.name)
         if self.group and self.replicas > 1 and node is not None:
             # The verdict, not our own view, is what the node says.
             node.state = state
             transition = None
-            changed = self._verdict_changed(node)
+            changed = self._roles.verdict_changed(node)
             if changed:
                 self._mark(node)
                 self._update_member(state)
@@ -414,23 +376,13 @@ class ZooKeeperPublisher(Service):
             if self._reactor.seconds() - written_at >= self.refresh:
                 self._mark(node)
 
-    def _publish_opinion(
-        self, state: InstanceState, transition: Transition | None
-    ) -> None:
-        node = self._nodes.opinions.get(state.name)
-        if node is None:
-            return
-        if node.state is not state or transition is not None:
-            node.state = state
-            self._mark(node)
-
     def _instance_node(self, name: str) -> Node:
         agent_id = self.agent_id
         node = self._nodes.new(f"{self.root}/instances/{name}", lambda: b"")
 
         def data() -> bytes | None:
             if self.group:
-                document = self._group_document(node)
+                document = self._roles.document(node)
                 return None if document is None else encode(document)
             assert node.state is not None
             return encode(
@@ -503,7 +455,7 @@ class ZooKeeperPublisher(Service):
         catalog: Catalog,
         replicas: int,
         successor: Callable[[str], bool],
-        following: tuple[Callable[[], None], Callable[[], None]],
+        following: Following,
     ) -> None:
         """
         Publish as a member of a group: this agent's `catalog`, and only
@@ -513,31 +465,12 @@ class ZooKeeperPublisher(Service):
         service starts, and first thing when it stops.
         """
         self.group = True
-        self._following = following
         self.replicas = replicas
-        self._successor = successor
-        self.set_catalog(catalog)
+        self._roles.join(catalog, replicas, successor, following)
 
     def set_catalog(self, catalog: Catalog) -> None:
         """Publish `catalog` as this agent's, in place of the previous one."""
-        digest, parts = catalog_parts(catalog)
-        self.quorum = catalog.quorum
-        if self.catalog is not None and self.catalog[0] == digest:
-            return
-        for old in self._nodes.catalog:
-            self._queue.retire(old)
-        self._nodes.catalog = []
-        for index, part in enumerate(parts):
-            name = catalog_node_name(
-                self.agent_id, digest, self._token, index, len(parts)
-            )
-            node = self._nodes.new(
-                f"{self.root}/catalogs/{name}", partial(_constant, part)
-            )
-            self._nodes.catalog.append(node)
-            self._mark(node)
-        self.catalog = (digest, len(catalog.names))
-        self._mark(self._nodes.agent)
+        self._roles.set_catalog(catalog)
 
     def listed_instances(self, names: Collection[str]) -> list[str] | dict[str, Any]:
         """
@@ -545,27 +478,19 @@ class ZooKeeperPublisher(Service):
         when they are too many for a node rewritten every heartbeat, where
         its catalog lists them (`documents.catalog_reference`).
         """
-        listed = sorted(names)
-        if self.catalog is None or _fits_inline(listed):
-            return listed
-        digest, count = self.catalog
-        prefix = f"{self.root}/catalogs/{self.agent_id}.{digest}.{self._token}"
-        return catalog_reference(prefix, digest, count)
+        return self._roles.listed_instances(names)
 
     @property
     def primaries(self) -> int:
         """The instances this agent is the primary of, in a group."""
-        return sum(1 for node in self._nodes.instances.values() if node.takeover)
+        return self._roles.primaries
 
     def view_changed(self) -> None:
         """
         The group's view changed: a node we let another primary have is
         asked about again (we may be its primary in this view).
         """
-        for node in self._nodes.instances.values():
-            if node.takeover and node.holding is not None:
-                node.yielded = 0.0
-                self._holders.recheck_soon(node)
+        self._takeovers.view_changed()
 
     def assign(
         self, name: str, observers: tuple[str, ...], instance: RedisInstance | None
@@ -576,173 +501,16 @@ class ZooKeeperPublisher(Service):
         one replica, its node as section 5 has it) if it is the primary,
         and hand its node to the next primary if it no longer is.
         """
-        me = self.agent_id
-        before = self._roles.get(name, ())
-        primary = observers[:1] == (me,)
-        if instance is not None:
-            self._instances[name] = instance
-        if me in observers:
-            self._roles[name] = observers
-        else:
-            self._roles.pop(name, None)
-            self._instances.pop(name, None)
-        if self.replicas > 1:
-            self._assign_opinion(name, me in observers)
-        if primary:
-            node = self._nodes.instances.get(name)
-            if node is None or node.removed:
-                node = self._instance_node(name)
-                self._nodes.instances[name] = node
-            if node.released:
-                node.released = False
-                self._holders.release(node, "it moved back to this agent")
-            node.takeover = True
-            if self.replicas > 1:
-                self._listen(name, observers)
-            self._mark(node)
-        elif before[:1] == (me,):
-            self._hand_off(name)
-        for follower in list(self._followers.get(name, ())):
-            # Its discovered replicas move with it.
-            self.assign(follower, observers, None)
-        if me not in observers:
-            self._followers.pop(name, None)
+        self._roles.assign(name, observers, instance)
 
-    def _assign_opinion(self, name: str, observing: bool) -> None:
-        node = self._nodes.opinions.get(name)
-        if observing and node is None:
-            node = self._nodes.new(
-                f"{self.root}/opinions/{name}/{self.agent_id}", lambda: None
-            )
-            node.data = partial(self._opinion_data, node)
-            self._nodes.opinions[name] = node
-        elif not observing and node is not None:
-            del self._nodes.opinions[name]
-            self._queue.retire(node)
-
-    def _opinion_data(self, node: Node) -> bytes | None:
-        state = node.state
-        opinion = None if state is None else opinion_of(state.health)
-        if opinion is None:
-            return None
-        return encode(opinion_document(opinion, self.agent_id))
-
-    def _hand_off(self, name: str) -> None:
-        """
-        `name` moved away: its node waits, unwritten, for its new primary
-        to take it over, or goes if nobody will.
-
-        A node another primary may be taking over is never deleted by us:
-        versions start again at 0 on the node it creates, so a delete at
-        the version we last knew could hit its node. It is let go once the
-        takeover is seen, and deleted only after `HANDOFF_LIMIT` without one.
-        """
-        self._heard.pop(name, None)
-        self._since.pop(name, None)
-        node = self._nodes.instances.get(name)
-        if node is None or node.removed:
-            return
-        node.takeover = False
-        node.cancel_recheck()
-        if node.holding is not None:
-            self._holders.release(node, "it moved to another agent")
-        # A discovered replica goes where its master goes.
-        if not self._successor(self._masters.pop(name, name)) or not self.running:
-            self.remove(name)
-            return
-        self.handoffs += 1
-        node.released = True
-        self._await_handoff(node)
-
-    def _await_handoff(self, node: Node) -> None:
-        """Watch a released node until it is taken over, `HANDOFF_LIMIT` at most."""
-        node.dirty = False
-        node.recheck = self._reactor.callLater(HANDOFF_LIMIT, self._handed_off, node)
-        self.zk.exists(node.path, watch=partial(self._handoff_watch, node)).addCallback(
-            self._handoff_seen, node
-        ).addErrback(lambda _: None)
-
-    def _handoff_seen(self, stat: Any, node: Node) -> None:
-        if node.released and not ours(stat, self.zk.session_id):
-            # Not ours (any more, or ever): nothing to wait for.
-            self._let_go(node)
-
-    def _handoff_watch(self, node: Node, event: WatchedEvent) -> None:
-        if node.released and event.type != EventType.NONE:
-            # Taken over (a delete and a create at once) or gone.
-            self._let_go(node)
-
-    def _let_go(self, node: Node) -> None:
-        """Forget a node handed over, and its member, deleting neither node."""
-        node.cancel_recheck()
-        name = node.name
-        if self._nodes.instances.get(name) is node:
-            del self._nodes.instances[name]
-        member = self._nodes.members.pop(name, None)
-        if member is not None:
-            self._queue.retire(member)
-
-    def _handed_off(self, node: Node) -> None:
-        """Nobody took the node over within the limit: delete it if ours."""
-        if not node.released:
-            return
-        node.cancel_recheck()
-        node.released = False
-        name = node.name
-        if self._nodes.instances.get(name) is node:
-            self.remove(name)
-
-    def _listen(self, name: str, observers: tuple[str, ...]) -> None:
-        """Hear the other observers' opinions of `name` (the primary does)."""
-        heard = self._heard.setdefault(name, {})
-        others = observers[1:]
-        for agent in list(heard):
-            if agent not in others:
-                del heard[agent]
-        for agent in others:
-            if agent not in heard:
-                heard[agent] = None
-                self._ask_opinion(name, agent)
-
-    def _ask_opinion(self, name: str, agent: str) -> None:
-        d = Deferred.fromCoroutine(self._read_opinion(name, agent))
-        d.addErrback(self._opinion_unread, name, agent)
-
-    async def _read_opinion(self, name: str, agent: str) -> None:
-        path = f"{self.root}/opinions/{name}/{agent}"
-        watch = partial(self._opinion_watch, name, agent)
-        try:
-            data, _ = await self.zk.get(path, watch=watch)
-            opinion = parse_opinion(data)
-        except NoNodeError:
-            # Not written yet: its creation fires the watch.
-            if await self.zk.exists(path, watch=watch) is not None:
-                self._ask_again(name, agent)
-                return
-            opinion = None
-        said = self._heard.get(name)
-        if said is not None and agent in said and said[agent] != opinion:
-            said[agent] = opinion
-            self._reconsider(name)
-
-    def _opinion_watch(self, name: str, agent: str, event: WatchedEvent) -> None:
-        if event.type != EventType.NONE:
-            self._ask_again(name, agent)
-
-    def _opinion_unread(self, failure: Failure, name: str, agent: str) -> None:
-        # Asked again soon; the verdict keeps what was heard meanwhile.
-        if self.running and name in self._heard:
-            self._reactor.callLater(RETRY_DELAY, self._ask_again, name, agent)
-
-    def _ask_again(self, name: str, agent: str) -> None:
-        said = self._heard.get(name)
-        if self.running and said is not None and agent in said:
-            self._ask_opinion(name, agent)
+    def verdict_of(self, name: str) -> Verdict | None:
+        """The verdict of an instance this agent is the primary of, if any."""
+        return self._roles.verdict_of(name)
 
     def _reconsider(self, name: str) -> None:
         """An opinion changed: write the verdict if it changed too."""
         node = self._nodes.instances.get(name)
-        if node is not None and node.takeover and self._verdict_changed(node):
+        if node is not None and node.takeover and self._roles.verdict_changed(node):
             self._mark(node)
             member = self._nodes.members.get(name)
             if member is not None:
@@ -750,64 +518,12 @@ class ZooKeeperPublisher(Service):
             elif node.state is not None:
                 self._update_member(node.state)
 
-    def verdict_of(self, name: str) -> Verdict | None:
-        """The verdict of an instance this agent is the primary of, if any."""
-        observers = self._roles.get(name, ())
-        if observers[:1] != (self.agent_id,):
-            return None
-        opinions: dict[str, Opinion | None] = dict(self._heard.get(name, {}))
-        node = self._nodes.instances.get(name)
-        state = None if node is None else node.state
-        opinions[self.agent_id] = None if state is None else opinion_of(state.health)
-        return decide(observers, opinions, self.quorum)
-
-    def _verdict_changed(self, node: Node) -> bool:
-        verdict = self.verdict_of(node.name)
-        decided = None if verdict is None else verdict.decisive()
-        if decided is None or decided == node.decided:
-            return False
-        node.decided = decided
-        return True
-
-    def _group_document(self, node: Node) -> dict[str, Any] | None:
-        """What the primary writes at an instance node, or None if nothing yet."""
-        name = node.name
-        state = node.state
-        if self.replicas == 1:
-            if state is not None and state.health.status is not None:
-                return instance_document(state.instance, state.health, self.agent_id)
-        else:
-            verdict = self.verdict_of(name)
-            instance = self._instances.get(name)
-            if instance is None and state is not None:
-                instance = state.instance
-            if verdict is not None and instance is not None:
-                now = self._reactor.seconds()
-                status, since = self._since.get(name, (None, None))
-                if status != verdict.status:
-                    since = now
-                    previous = node.previous
-                    if (
-                        previous is not None
-                        and previous.get("status") == verdict.status
-                    ):
-                        since = previous.get("since", now)
-                    self._since[name] = (verdict.status, since)
-                checked_at = None if state is None else state.health.checked_at
-                return verdict_document(
-                    instance, verdict, self.agent_id, since, checked_at
-                )
-        if node.previous is not None:
-            # Until our own verdict: the previous one, now ours to refresh.
-            return {**node.previous, "agent": self.agent_id}
-        return None
-
     def _member_present(self, node: Node) -> tuple[bool, str | None]:
         """Whether an instance's member should exist, and its role."""
         state = node.state
         assert state is not None
         if self.group and self.replicas > 1:
-            verdict = self.verdict_of(state.name)
+            verdict = self._roles.verdict_of(state.name)
             if verdict is None:
                 return False, None
             source = verdict.source
@@ -819,55 +535,6 @@ class ZooKeeperPublisher(Service):
             if self.discovery is not None
             else False
         ), health.replication.role
-
-    async def _take_over(self, node: Node, data: bytes | None) -> bool:
-        """
-        Take a node held by another agent's session over, in one
-        transaction, if we are its primary and it is another agent's (not
-        our own predecessor's, and not one taken from us in this view).
-        """
-        zk = self.zk
-        try:
-            raw, stat = await zk.get(node.path)
-        except NoNodeError:
-            node.dirty = True
-            return True
-        if ours(stat, zk.session_id):
-            return False
-        previous = previous_verdict(raw)
-        if previous is None or previous["agent"] == self.agent_id:
-            return False
-        now = self._reactor.seconds()
-        if node.lost:
-            # Taken from us while we thought we were its primary: the taker
-            # may see a newer membership than ours. Let it be for a while:
-            # within it, the group's views agree again (ours changes, or
-            # the taker's does and it hands the node back to us).
-            node.lost = False
-            node.yielded = now + YIELD_SECONDS
-        if now < node.yielded:
-            return False
-        node.previous = previous
-        if data is None:
-            data = encode({**previous, "agent": self.agent_id})
-        try:
-            await self._queue.counted(
-                "create", zk.replace(node.path, stat.version, data)
-            )
-        except (BadVersionError, NoNodeError):
-            # Written or gone meanwhile: look again, at once.
-            node.dirty = True
-            return True
-        node.owned = True
-        node.version = 0
-        self.takeovers += 1
-        log.info(
-            "took {path} over from agent {agent} (session {session})",
-            path=node.path,
-            agent=previous["agent"],
-            session=f"{stat.ephemeralOwner:#x}",
-        )
-        return True
 
     # Observability
 
@@ -941,11 +608,9 @@ class ZooKeeperPublisher(Service):
         }
         if self.group:
             stats["group"] = {
-                "takeovers": self.takeovers,
-                "handoffs": self.handoffs,
-                "handing_off": sorted(
-                    n for n, node in self._nodes.instances.items() if node.released
-                ),
+                "takeovers": self._takeovers.takeovers,
+                "handoffs": self._takeovers.handoffs,
+                "handing_off": self._takeovers.handing_off,
                 "primary_of": self.primaries,
                 "unwritten": sorted(
                     n
@@ -1024,10 +689,8 @@ class ZooKeeperPublisher(Service):
         # primary is watched again (for the whole limit again), and the
         # other observers' opinions are asked again.
         for node in [n for n in self._nodes.instances.values() if n.released]:
-            self._await_handoff(node)
-        for name, said in self._heard.items():
-            for agent in said:
-                self._ask_opinion(name, agent)
+            self._takeovers.await_handoff(node)
+        self._opinions.ask_all()
         if self._sweep_needed:
             self._start_sweep()
         self._queue.flush()
@@ -1039,7 +702,7 @@ class ZooKeeperPublisher(Service):
         """A write of a node of ours succeeded."""
         self._holders.release(node, "it is ours now")
         if node.takeover and not node.removed:
-            self._check_still_ours(node)
+            self._takeovers.check_still_ours(node)
 
     def _retrying(self) -> None:
         if self._sweep_needed and not self._sweeping:
@@ -1096,7 +759,7 @@ class ZooKeeperPublisher(Service):
                 node.dirty = True
                 return
         if not ours(stat, zk.session_id):
-            if node.takeover and await self._take_over(node, data):
+            if node.takeover and await self._takeovers.take_over(node, data):
                 return
             raise HeldElsewhere(stat)
         node.owned = True
@@ -1257,33 +920,9 @@ class ZooKeeperPublisher(Service):
         in a group, on a node we are the primary of and hold.
         """
         if node.holding is None and node.takeover and event.type != EventType.NONE:
-            self._check_still_ours(node)
+            self._takeovers.check_still_ours(node)
         else:
             self._holders.watched(node, event)
-
-    def _check_still_ours(self, node: Node) -> None:
-        """
-        Whether a node we hold as primary still is ours (watched again): a
-        takeover by another agent is noticed at once, not at our next write.
-        """
-        zk = self.zk
-
-        def answered(stat: Any) -> None:
-            if not (node.owned and node.takeover) or node.writing:
-                return
-            if not ours(stat, zk.session_id):
-                node.owned = False
-                node.lost = True
-                self._mark(node)
-            elif stat.version != node.version:
-                # Written by another agent that still took itself for the
-                # primary (a set at a version that happened to match: a
-                # node taken over starts again at version 0): ours again.
-                self._mark(node)
-
-        zk.exists(node.path, watch=node.watcher).addCallback(answered).addErrback(
-            lambda _: None
-        )
 
     def _twin(self, line: str) -> None:
         """A live twin holds this agent's own node: stop writing."""
@@ -1308,13 +947,3 @@ def _first_of(reasons: Mapping[str, str]) -> str:
 
 def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0]
-
-
-def _fits_inline(names: list[str]) -> bool:
-    # JSON adds quotes and a comma to each name.
-    size = sum(len(name) + 3 for name in names)
-    return size <= INLINE_INSTANCES_BYTES
-
-
-def _constant(data: bytes) -> bytes:
-    return data

@@ -13,7 +13,7 @@ from sentinel.documents import INLINE_INSTANCES_BYTES
 from sentinel.group import OBSERVER, PRIMARY
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation
-from sentinel.publisher import HANDOFF_LIMIT
+from sentinel.takeover import HANDOFF_LIMIT
 from tests.groupfakes import DOWN, INTERVAL, ROOT, UP, Fleet
 
 NAMES = [f"r{i:02d}" for i in range(30)]

@@ -1,0 +1,185 @@
+"""
+Opinions in a group with ``zookeeper.replicas`` above 1 (DESIGN.md section
+8, "Groups"), and the verdict they make (`sentinel.verdict` has the rules).
+
+Each observer of an instance publishes its opinion at
+``{root}/opinions/{name}/{agent_id}``, written when its status, ``ready``
+or role changes (`observe`, `publish`). The primary hears the other
+observers' opinions: it reads each and watches it, reads it again at each
+change (or a second after a failed read), and is told (`on_change(name)`)
+when one changed, to write the verdict if the verdict changed too. After a
+reconnection the watches are gone: every opinion is read again
+(`ask_all`).
+
+The verdict's ``since`` is the time this primary first saw the verdict's
+status, or the previous primary's, taken over with the node, if it said
+the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from kazoo.exceptions import NoNodeError
+from kazoo.protocol.states import EventType, WatchedEvent
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from sentinel.config import RedisInstance
+from sentinel.documents import opinion_document, opinion_of, verdict_document
+from sentinel.health import Transition
+from sentinel.instance import InstanceState
+from sentinel.nodes import Node, Nodes, encode
+from sentinel.verdict import Opinion, Verdict, decide, parse_opinion
+from sentinel.writes import RETRY_DELAY, Lifecycle, WriteQueue
+from sentinel.zk import ZooKeeper
+
+
+class Opinions:
+    """This agent's opinions, the others' it hears, and their verdicts."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        zk: ZooKeeper,
+        root: str,
+        agent_id: str,
+        nodes: Nodes,
+        queue: WriteQueue,
+        life: Lifecycle,
+        on_change: Callable[[str], None],
+    ) -> None:
+        self._reactor = reactor
+        self._zk = zk
+        self._root = root
+        self._agent_id = agent_id
+        self._nodes = nodes
+        self._queue = queue
+        self._life = life
+        self._on_change = on_change
+        # What the other observers said of the instances this agent is the
+        # primary of, and each verdict's status and since.
+        self._heard: dict[str, dict[str, Opinion | None]] = {}
+        self._since: dict[str, tuple[str, float | None]] = {}
+
+    # This agent's
+
+    def observe(self, name: str, observing: bool) -> None:
+        """This agent observes `name` (its opinion is published), or not."""
+        node = self._nodes.opinions.get(name)
+        if observing and node is None:
+            node = self._nodes.new(
+                f"{self._root}/opinions/{name}/{self._agent_id}", lambda: None
+            )
+            node.data = partial(self._opinion_data, node)
+            self._nodes.opinions[name] = node
+        elif not observing and node is not None:
+            del self._nodes.opinions[name]
+            self._queue.retire(node)
+
+    def publish(self, state: InstanceState, transition: Transition | None) -> None:
+        """A check of an instance observed here: write the opinion if it changed."""
+        node = self._nodes.opinions.get(state.name)
+        if node is None:
+            return
+        if node.state is not state or transition is not None:
+            node.state = state
+            self._queue.mark(node)
+
+    def _opinion_data(self, node: Node) -> bytes | None:
+        state = node.state
+        opinion = None if state is None else opinion_of(state.health)
+        if opinion is None:
+            return None
+        return encode(opinion_document(opinion, self._agent_id))
+
+    # The others'
+
+    def listen(self, name: str, observers: tuple[str, ...]) -> None:
+        """Hear the other observers' opinions of `name` (the primary does)."""
+        heard = self._heard.setdefault(name, {})
+        others = observers[1:]
+        for agent in list(heard):
+            if agent not in others:
+                del heard[agent]
+        for agent in others:
+            if agent not in heard:
+                heard[agent] = None
+                self._ask(name, agent)
+
+    def forget(self, name: str) -> None:
+        """`name` moved away: its opinions are no longer heard here."""
+        self._heard.pop(name, None)
+        self._since.pop(name, None)
+
+    def ask_all(self) -> None:
+        """Read every opinion heard again (the watches went with a connection)."""
+        for name, said in self._heard.items():
+            for agent in said:
+                self._ask(name, agent)
+
+    def _ask(self, name: str, agent: str) -> None:
+        d = Deferred.fromCoroutine(self._read(name, agent))
+        d.addErrback(self._unread, name, agent)
+
+    async def _read(self, name: str, agent: str) -> None:
+        path = f"{self._root}/opinions/{name}/{agent}"
+        watch = partial(self._watch_fired, name, agent)
+        try:
+            data, _ = await self._zk.get(path, watch=watch)
+            opinion = parse_opinion(data)
+        except NoNodeError:
+            # Not written yet: its creation fires the watch.
+            if await self._zk.exists(path, watch=watch) is not None:
+                self._ask_again(name, agent)
+                return
+            opinion = None
+        said = self._heard.get(name)
+        if said is not None and agent in said and said[agent] != opinion:
+            said[agent] = opinion
+            self._on_change(name)
+
+    def _watch_fired(self, name: str, agent: str, event: WatchedEvent) -> None:
+        if event.type != EventType.NONE:
+            self._ask_again(name, agent)
+
+    def _unread(self, failure: Failure, name: str, agent: str) -> None:
+        # Asked again soon; the verdict keeps what was heard meanwhile.
+        if self._life.running and name in self._heard:
+            self._reactor.callLater(RETRY_DELAY, self._ask_again, name, agent)
+
+    def _ask_again(self, name: str, agent: str) -> None:
+        said = self._heard.get(name)
+        if self._life.running and said is not None and agent in said:
+            self._ask(name, agent)
+
+    # The verdict
+
+    def verdict(
+        self, name: str, observers: tuple[str, ...], quorum: int
+    ) -> Verdict | None:
+        """The verdict of `observers` (this agent first) on `name`, if any."""
+        opinions: dict[str, Opinion | None] = dict(self._heard.get(name, {}))
+        node = self._nodes.instances.get(name)
+        state = None if node is None else node.state
+        opinions[self._agent_id] = None if state is None else opinion_of(state.health)
+        return decide(observers, opinions, quorum)
+
+    def verdict_document(
+        self, node: Node, instance: RedisInstance, verdict: Verdict
+    ) -> dict[str, Any]:
+        """The instance node's document for `verdict`, dated."""
+        name = node.name
+        state = node.state
+        now = self._reactor.seconds()
+        status, since = self._since.get(name, (None, None))
+        if status != verdict.status:
+            since = now
+            previous = node.previous
+            if previous is not None and previous.get("status") == verdict.status:
+                since = previous.get("since", now)
+            self._since[name] = (verdict.status, since)
+        checked_at = None if state is None else state.health.checked_at
+        return verdict_document(instance, verdict, self._agent_id, since, checked_at)

@@ -1,0 +1,253 @@
+"""
+The publisher's part in a group (DESIGN.md section 8, "Groups"): this
+agent's catalog published, and what it writes for each instance as its
+role says (`sentinel.group` decides the roles and hands them over through
+`assign`).
+
+An observer of an instance writes its opinion (`sentinel.opinions`, with
+``replicas`` above 1); its primary writes the instance node: with one
+replica its own view, as section 5 has it, otherwise the verdict of the
+observers' opinions, and until it has either, the previous primary's
+verdict taken over with the node (`sentinel.takeover`). An instance that
+moves away is handed to its next primary. A replica discovered from a
+master (`sentinel.topology`) is in no catalog: it follows its master's
+roles, and moves with it.
+
+The catalog is compressed and cut into parts (`documents.catalog_parts`),
+one node each, named after this agent, the catalog's digest and a token of
+this process's own, so that a catalog that did not change is not written
+again and another process of the same agent writes nodes of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection
+from functools import partial
+from typing import Any
+
+from sentinel.config import RedisInstance
+from sentinel.documents import (
+    INLINE_INSTANCES_BYTES,
+    Catalog,
+    catalog_node_name,
+    catalog_parts,
+    catalog_reference,
+    instance_document,
+)
+from sentinel.health import Transition
+from sentinel.holders import Holders
+from sentinel.instance import InstanceState
+from sentinel.nodes import Node, Nodes
+from sentinel.opinions import Opinions
+from sentinel.takeover import Takeovers
+from sentinel.verdict import Verdict
+from sentinel.writes import WriteQueue
+
+# Starts and stops following the group's membership (`sentinel.group`).
+Following = tuple[Callable[[], None], Callable[[], None]]
+
+
+class GroupRoles:
+    """
+    What this agent publishes for each instance in its group, by role; its
+    instance nodes come from `instance_node(name)`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        agent_id: str,
+        nodes: Nodes,
+        queue: WriteQueue,
+        holders: Holders,
+        opinions: Opinions,
+        takeovers: Takeovers,
+        instance_node: Callable[[str], Node],
+    ) -> None:
+        self._root = root
+        self._agent_id = agent_id
+        self._nodes = nodes
+        self._queue = queue
+        self._holders = holders
+        self._opinions = opinions
+        self._takeovers = takeovers
+        self._instance_node = instance_node
+        self.replicas = 1
+        self.quorum = 1
+        self.successor: Callable[[str], bool] = lambda name: False
+        self.following: Following | None = None
+        self._token = os.urandom(4).hex()
+        # This agent's catalog as published: its digest and size.
+        self.catalog: tuple[str, int] | None = None
+        # The observers of each instance this agent observes (primary
+        # first), and the instance.
+        self._roles: dict[str, tuple[str, ...]] = {}
+        self._instances: dict[str, RedisInstance] = {}
+        # The discovered replicas of each master, which follow its roles,
+        # and the master of each.
+        self._followers: dict[str, set[str]] = {}
+        self._masters: dict[str, str] = {}
+
+    def join(
+        self,
+        catalog: Catalog,
+        replicas: int,
+        successor: Callable[[str], bool],
+        following: Following,
+    ) -> None:
+        """As `ZooKeeperPublisher.join_group`."""
+        self.following = following
+        self.replicas = replicas
+        self.successor = successor
+        self.set_catalog(catalog)
+
+    # The catalog
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Publish `catalog` as this agent's, in place of the previous one."""
+        digest, parts = catalog_parts(catalog)
+        self.quorum = catalog.quorum
+        if self.catalog is not None and self.catalog[0] == digest:
+            return
+        for old in self._nodes.catalog:
+            self._queue.retire(old)
+        self._nodes.catalog = []
+        for index, part in enumerate(parts):
+            name = catalog_node_name(
+                self._agent_id, digest, self._token, index, len(parts)
+            )
+            node = self._nodes.new(
+                f"{self._root}/catalogs/{name}", partial(_constant, part)
+            )
+            self._nodes.catalog.append(node)
+            self._queue.mark(node)
+        self.catalog = (digest, len(catalog.names))
+        self._queue.mark(self._nodes.agent)
+
+    def listed_instances(self, names: Collection[str]) -> list[str] | dict[str, Any]:
+        """As `ZooKeeperPublisher.listed_instances`."""
+        listed = sorted(names)
+        if self.catalog is None or _fits_inline(listed):
+            return listed
+        digest, count = self.catalog
+        prefix = f"{self._root}/catalogs/{self._agent_id}.{digest}.{self._token}"
+        return catalog_reference(prefix, digest, count)
+
+    # Roles
+
+    @property
+    def primaries(self) -> int:
+        """The instances this agent is the primary of."""
+        return sum(1 for node in self._nodes.instances.values() if node.takeover)
+
+    def primary_of(self, state: InstanceState, transition: Transition | None) -> bool:
+        """
+        A check of an instance this agent observes: its opinion written if
+        it changed, and whether this agent writes the instance's node.
+        """
+        observers = self._roles.get(state.name, ())
+        master = state.instance.discovered_by
+        if not observers and master is not None:
+            # A replica discovered from a master follows its roles.
+            observers = self._roles.get(master, ())
+            if observers:
+                self._followers.setdefault(master, set()).add(state.name)
+                self._masters[state.name] = master
+                self.assign(state.name, observers, state.instance)
+        if self.replicas > 1 and self._agent_id in observers:
+            self._opinions.publish(state, transition)
+        return observers[:1] == (self._agent_id,)
+
+    def assign(
+        self, name: str, observers: tuple[str, ...], instance: RedisInstance | None
+    ) -> None:
+        """As `ZooKeeperPublisher.assign`."""
+        me = self._agent_id
+        before = self._roles.get(name, ())
+        primary = observers[:1] == (me,)
+        if instance is not None:
+            self._instances[name] = instance
+        if me in observers:
+            self._roles[name] = observers
+        else:
+            self._roles.pop(name, None)
+            self._instances.pop(name, None)
+        if self.replicas > 1:
+            self._opinions.observe(name, me in observers)
+        if primary:
+            node = self._nodes.instances.get(name)
+            if node is None or node.removed:
+                node = self._instance_node(name)
+                self._nodes.instances[name] = node
+            if node.released:
+                node.released = False
+                self._holders.release(node, "it moved back to this agent")
+            node.takeover = True
+            if self.replicas > 1:
+                self._opinions.listen(name, observers)
+            self._queue.mark(node)
+        elif before[:1] == (me,):
+            self._hand_off(name)
+        for follower in list(self._followers.get(name, ())):
+            # Its discovered replicas move with it.
+            self.assign(follower, observers, None)
+        if me not in observers:
+            self._followers.pop(name, None)
+
+    def _hand_off(self, name: str) -> None:
+        """`name` moved away: its node goes to its next primary, or goes."""
+        self._opinions.forget(name)
+        node = self._nodes.instances.get(name)
+        if node is None or node.removed:
+            return
+        # A discovered replica goes where its master goes.
+        successor = self.successor(self._masters.pop(name, name))
+        self._takeovers.hand_off(name, node, successor)
+
+    # What the primary writes
+
+    def verdict_of(self, name: str) -> Verdict | None:
+        """The verdict of an instance this agent is the primary of, if any."""
+        observers = self._roles.get(name, ())
+        if observers[:1] != (self._agent_id,):
+            return None
+        return self._opinions.verdict(name, observers, self.quorum)
+
+    def verdict_changed(self, node: Node) -> bool:
+        """Whether the verdict at `node` changed since last marked (and mark it)."""
+        verdict = self.verdict_of(node.name)
+        decided = None if verdict is None else verdict.decisive()
+        if decided is None or decided == node.decided:
+            return False
+        node.decided = decided
+        return True
+
+    def document(self, node: Node) -> dict[str, Any] | None:
+        """What the primary writes at an instance node, or None if nothing yet."""
+        name = node.name
+        state = node.state
+        if self.replicas == 1:
+            if state is not None and state.health.status is not None:
+                return instance_document(state.instance, state.health, self._agent_id)
+        else:
+            verdict = self.verdict_of(name)
+            instance = self._instances.get(name)
+            if instance is None and state is not None:
+                instance = state.instance
+            if verdict is not None and instance is not None:
+                return self._opinions.verdict_document(node, instance, verdict)
+        if node.previous is not None:
+            # Until our own verdict: the previous one, now ours to refresh.
+            return {**node.previous, "agent": self._agent_id}
+        return None
+
+
+def _fits_inline(names: list[str]) -> bool:
+    # JSON adds quotes and a comma to each name.
+    size = sum(len(name) + 3 for name in names)
+    return size <= INLINE_INSTANCES_BYTES
+
+
+def _constant(data: bytes) -> bytes:
+    return data

@@ -1,0 +1,250 @@
+"""
+An instance node moving from one primary of a group to the next (DESIGN.md
+section 8, "Groups"), seen from both ends.
+
+The new primary takes the node over in one ZooKeeper transaction (a delete
+at the version it read, then a create), so that readers never find it
+missing, and keeps the previous agent's verdict as its own until it has
+one (`take_over`). While it holds the node it watches it: another agent
+taking it over is noticed at once, not at the next write
+(`check_still_ours`). A node taken from an agent that still thinks itself
+primary is left to the taker for `YIELD_SECONDS`, within which their views
+of the group agree again.
+
+The old primary stops writing the node and waits for the takeover, at most
+`HANDOFF_LIMIT`, before deleting the node if it is still its own
+(`hand_off`). It never deletes a node another agent may be taking over:
+versions start again at 0 on the node the taker creates, so a delete at
+the version last known could hit the taker's node. A stop that leaves the
+group waits likewise for its nodes to be taken over (`taken_over`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from kazoo.exceptions import BadVersionError, NoNodeError
+from kazoo.protocol.states import EventType, WatchedEvent
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from sentinel.documents import previous_verdict
+from sentinel.holders import Holders
+from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
+from sentinel.ownership import ours
+from sentinel.writes import Lifecycle, WriteQueue
+from sentinel.zk import ZooKeeper
+
+log = Logger(namespace=LOG_NAMESPACE)
+
+# Seconds an instance node moved away stays ours, unwritten, for its new
+# primary to take it over, before it is deleted.
+HANDOFF_LIMIT = 5.0
+# Seconds a primary lets another agent keep a node it took from it, unless
+# the membership changes first: two settle times, within which the two
+# agents' views of the group agree again.
+YIELD_SECONDS = 1.0
+
+
+class Takeovers:
+    """
+    This agent's instance nodes as they move to and from other primaries;
+    `remove(name)` deletes an instance's node (and member) for good.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        zk: ZooKeeper,
+        nodes: Nodes,
+        queue: WriteQueue,
+        holders: Holders,
+        life: Lifecycle,
+        agent_id: str,
+        remove: Callable[[str], None],
+    ) -> None:
+        self._reactor = reactor
+        self._zk = zk
+        self._nodes = nodes
+        self._queue = queue
+        self._holders = holders
+        self._life = life
+        self._agent_id = agent_id
+        self._remove = remove
+        self.takeovers = 0
+        self.handoffs = 0
+
+    @property
+    def handing_off(self) -> list[str]:
+        """The instances whose node waits for its new primary."""
+        return sorted(n for n, node in self._nodes.instances.items() if node.released)
+
+    # The new primary's end
+
+    async def take_over(self, node: Node, data: bytes | None) -> bool:
+        """
+        Take a node held by another agent's session over, in one
+        transaction, if we are its primary and it is another agent's (not
+        our own predecessor's, and not one taken from us in this view).
+        Return whether the write is done (taken over, or to be tried again
+        at once: `node.dirty`).
+        """
+        zk = self._zk
+        try:
+            raw, stat = await zk.get(node.path)
+        except NoNodeError:
+            node.dirty = True
+            return True
+        if ours(stat, zk.session_id):
+            return False
+        previous = previous_verdict(raw)
+        if previous is None or previous["agent"] == self._agent_id:
+            return False
+        now = self._reactor.seconds()
+        if node.lost:
+            # Taken from us while we thought we were its primary: the taker
+            # may see a newer membership than ours. Let it be for a while:
+            # within it, the group's views agree again (ours changes, or
+            # the taker's does and it hands the node back to us).
+            node.lost = False
+            node.yielded = now + YIELD_SECONDS
+        if now < node.yielded:
+            return False
+        node.previous = previous
+        if data is None:
+            data = encode({**previous, "agent": self._agent_id})
+        try:
+            await self._queue.counted(
+                "create", zk.replace(node.path, stat.version, data)
+            )
+        except (BadVersionError, NoNodeError):
+            # Written or gone meanwhile: look again, at once.
+            node.dirty = True
+            return True
+        node.owned = True
+        node.version = 0
+        self.takeovers += 1
+        log.info(
+            "took {path} over from agent {agent} (session {session})",
+            path=node.path,
+            agent=previous["agent"],
+            session=f"{stat.ephemeralOwner:#x}",
+        )
+        return True
+
+    def check_still_ours(self, node: Node) -> None:
+        """
+        Whether a node we hold as primary still is ours (watched again): a
+        takeover by another agent is noticed at once, not at our next write.
+        """
+        zk = self._zk
+
+        def answered(stat: Any) -> None:
+            if not (node.owned and node.takeover) or node.writing:
+                return
+            if not ours(stat, zk.session_id):
+                node.owned = False
+                node.lost = True
+                self._queue.mark(node)
+            elif stat.version != node.version:
+                # Written by another agent that still took itself for the
+                # primary (a set at a version that happened to match: a
+                # node taken over starts again at version 0): ours again.
+                self._queue.mark(node)
+
+        zk.exists(node.path, watch=node.watcher).addCallback(answered).addErrback(
+            lambda _: None
+        )
+
+    def view_changed(self) -> None:
+        """
+        The group's view changed: a node we let another primary have is
+        asked about again (we may be its primary in this view).
+        """
+        for node in self._nodes.instances.values():
+            if node.takeover and node.holding is not None:
+                node.yielded = 0.0
+                self._holders.recheck_soon(node)
+
+    # The old primary's end
+
+    def hand_off(self, name: str, node: Node, successor: bool) -> None:
+        """
+        `name` moved away from this agent: its `node` waits, unwritten, for
+        its new primary to take it over if there is a `successor`, or goes.
+        """
+        node.takeover = False
+        node.cancel_recheck()
+        if node.holding is not None:
+            self._holders.release(node, "it moved to another agent")
+        if not successor or not self._life.running:
+            self._remove(name)
+            return
+        self.handoffs += 1
+        node.released = True
+        self.await_handoff(node)
+
+    def await_handoff(self, node: Node) -> None:
+        """Watch a released node until it is taken over, `HANDOFF_LIMIT` at most."""
+        node.dirty = False
+        node.recheck = self._reactor.callLater(HANDOFF_LIMIT, self._handed_off, node)
+        self._zk.exists(
+            node.path, watch=partial(self._handoff_watch, node)
+        ).addCallback(self._handoff_seen, node).addErrback(lambda _: None)
+
+    def taken_over(self, nodes: list[Node]) -> Deferred[None]:
+        """Fires once none of `nodes` is ours (taken over, or gone)."""
+        done: Deferred[None] = Deferred()
+        left = set(nodes)
+        zk = self._zk
+
+        def ask(node: Node) -> None:
+            d = zk.exists(node.path, watch=partial(fired, node))
+            d.addCallback(answered, node).addErrback(lambda _: None)
+
+        def fired(node: Node, event: WatchedEvent) -> None:
+            if event.type != EventType.NONE and node in left:
+                ask(node)
+
+        def answered(stat: Any, node: Node) -> None:
+            if not ours(stat, zk.session_id) and node in left:
+                node.owned = False
+                left.discard(node)
+                if not left and not done.called:
+                    done.callback(None)
+
+        for node in nodes:
+            ask(node)
+        return done
+
+    def _handoff_seen(self, stat: Any, node: Node) -> None:
+        if node.released and not ours(stat, self._zk.session_id):
+            # Not ours (any more, or ever): nothing to wait for.
+            self._let_go(node)
+
+    def _handoff_watch(self, node: Node, event: WatchedEvent) -> None:
+        if node.released and event.type != EventType.NONE:
+            # Taken over (a delete and a create at once) or gone.
+            self._let_go(node)
+
+    def _let_go(self, node: Node) -> None:
+        """Forget a node handed over, and its member, deleting neither node."""
+        node.cancel_recheck()
+        name = node.name
+        if self._nodes.instances.get(name) is node:
+            del self._nodes.instances[name]
+        member = self._nodes.members.pop(name, None)
+        if member is not None:
+            self._queue.retire(member)
+
+    def _handed_off(self, node: Node) -> None:
+        """Nobody took the node over within the limit: delete it if ours."""
+        if not node.released:
+            return
+        node.cancel_recheck()
+        node.released = False
+        name = node.name
+        if self._nodes.instances.get(name) is node:
+            self._remove(name)
