@@ -32,37 +32,35 @@ stops this one (`on_superseded`) without touching the nodes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from sentinel.config import RedisInstance
-from sentinel.discovery import Discovery, Member
+from sentinel.discovery import Discovery
 from sentinel.documents import (
     Catalog,
     instance_document,
-    member_document,
-    member_document_of,
-    parse_catalog_node_name,
 )
 from sentinel.handoff import SessionHandoff
 from sentinel.health import Transition
 from sentinel.holders import Holders
 from sentinel.instance import InstanceState
+from sentinel.members import Members
 from sentinel.nodes import Node, Nodes, encode
 from sentinel.opinions import Opinions
-from sentinel.ownership import OwnershipRules, ours
+from sentinel.ownership import OwnershipRules
 from sentinel.roles import Following, GroupRoles
+from sentinel.sweep import Sweep, Watched
 from sentinel.takeover import Takeovers
 from sentinel.timer import RestartingTimer
 from sentinel.verdict import Verdict
-from sentinel.writes import HeldElsewhere, WriteQueue
+from sentinel.writer import NodeWriter
+from sentinel.writes import WriteQueue
 from sentinel.zk import CONNECTED, LOST, SUSPENDED, ZooKeeper
 
 log = Logger()
@@ -75,16 +73,6 @@ STOP_CLOSE_TIMEOUT = 2.0
 # On a stop that leaves the group: seconds to wait for the new primaries
 # to take this agent's nodes over (the whole stop stays within 5 s).
 LEAVE_HANDOFF_WAIT = 1.5
-
-# The instances the agent is configured to watch, by name.
-Watched = Callable[[], Mapping[str, RedisInstance]]
-
-
-class NotSwept(Exception):
-    """A member waits for the sweep of a reattached session, which failed."""
-
-    def __init__(self) -> None:
-        super().__init__("the previous process's members are not found yet")
 
 
 class ZooKeeperPublisher(Service):
@@ -129,7 +117,6 @@ class ZooKeeperPublisher(Service):
         self.heartbeat = heartbeat
         self.on_twin = on_twin
         self.on_superseded = on_superseded
-        self._watched = watched
         self.handoff = handoff
         self.rules = OwnershipRules(zk.session_timeout)
         self._nodes = Nodes(
@@ -163,16 +150,7 @@ class ZooKeeperPublisher(Service):
             self.discovery = Discovery(
                 zk, form, discovery_root, self._queue.counted, self._record_parent
             )
-        # Members a sweep found for instances not checked yet, by name.
-        self._found: dict[str, list[str]] = {}
         self._session: int | None = None
-        # On a session inherited from the previous process, whose nodes are
-        # ours: the sweep in progress, and what waits for it.
-        self._inherited = False
-        self._sweep_needed = False
-        self._sweeping = False
-        self._after_sweep: list[Deferred[bool]] = []
-        self.swept = 0
         self._leaving = False
         # Why this agent stopped publishing (a live twin, or a newer
         # process on its session), or None.
@@ -211,6 +189,29 @@ class ZooKeeperPublisher(Service):
             self._opinions,
             self._takeovers,
             self._instance_node,
+        )
+        self._sweep = Sweep(
+            zk,
+            root,
+            agent_id,
+            self._nodes,
+            self._queue,
+            self,
+            watched,
+            lambda: self.group,
+            self.discovery,
+            handoff,
+        )
+        self._members = Members(
+            self.discovery, self._nodes, self._queue, self._sweep, self._roles
+        )
+        self._writer = NodeWriter(
+            zk,
+            self._queue,
+            self._holders,
+            self._takeovers,
+            self._members,
+            self._sweep,
         )
         self.heartbeat_timer = RestartingTimer(
             "agent heartbeat", heartbeat, reactor, lambda: self._mark(self._nodes.agent)
@@ -270,7 +271,7 @@ class ZooKeeperPublisher(Service):
     def _deregister(self) -> Deferred[None]:
         """Delete our nodes (bounded), then close the session."""
         deletes = [
-            Deferred.fromCoroutine(self._delete_now(node))
+            Deferred.fromCoroutine(self._writer.delete_now(node))
             for node in self._nodes
             if (node.owned or node.member is not None) and not node.removed
         ]
@@ -291,7 +292,10 @@ class ZooKeeperPublisher(Service):
             node for node in (*self._nodes.catalog, self._nodes.agent) if node.owned
         ]
         await DeferredList(
-            [Deferred.fromCoroutine(self._delete_owned(node)) for node in leaving],
+            [
+                Deferred.fromCoroutine(self._writer.delete_owned(node))
+                for node in leaving
+            ],
             consumeErrors=True,
         )
         waiting = [
@@ -350,7 +354,7 @@ class ZooKeeperPublisher(Service):
             changed = self._roles.verdict_changed(node)
             if changed:
                 self._mark(node)
-                self._update_member(state)
+                self._members.update(state)
                 return
         if node is None or node.removed:
             node = self._instance_node(state.name)
@@ -358,18 +362,18 @@ class ZooKeeperPublisher(Service):
             self._nodes.instances[state.name] = node
             self._mark(node)
             self._mark(self._nodes.agent)
-            self._update_member(state)
+            self._members.update(state)
             return
         if node.state is not state:
             # The instance was replaced (a reload changed it): write the new
             # state, now, to the same node.
             node.state = state
             self._mark(node)
-            self._update_member(state)
+            self._members.update(state)
             return
         if transition is not None:
             self._mark(node)
-            self._update_member(state)
+            self._members.update(state)
             return
         written_at = node.written_at
         if written_at is not None and not node.dirty:
@@ -392,44 +396,13 @@ class ZooKeeperPublisher(Service):
         node.data = data
         return node
 
-    def _update_member(self, state: InstanceState) -> None:
-        """Rewrite, create or delete the instance's member as its state says."""
-        discovery = self.discovery
-        if discovery is None:
-            return
-        node = self._nodes.members.get(state.name)
-        if node is not None and discovery.moves(_member(node), state.instance):
-            self._queue.retire(node)
-            node = None
-        if node is None:
-            member = discovery.member_for(state.instance)
-            member.found = self._found.pop(state.name, [])
-            node = self._member_node(member, discovery.form)
-            self._nodes.members[state.name] = node
-        node.state = state
-        self._mark(node)
-
-    def _member_node(self, member: Member, form: str) -> Node:
-        node = self._nodes.new(f"{member.parent}/{member.prefix}", lambda: None)
-        node.member = member
-
-        def data() -> bytes | None:
-            state = node.state
-            assert state is not None
-            present, role = self._member_present(node)
-            document = member_document_of(form, state.instance, present, role)
-            return None if document is None else encode(document)
-
-        node.data = data
-        return node
-
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""
         node = self._nodes.instances.get(name)
         if node is not None and node.released:
             # Handed to its next primary: `_handed_off` ends it.
             return
-        if node is None and self._inherited:
+        if node is None and self._sweep.inherited:
             # Not checked yet by this process: its node may be the previous
             # process's, on the session this one inherited.
             node = self._nodes.instances[name] = self._instance_node(name)
@@ -438,15 +411,7 @@ class ZooKeeperPublisher(Service):
             self._holders.release(node, "the instance is no longer watched")
             self._mark(node)
             self._mark(self._nodes.agent)
-        member = self._nodes.members.pop(name, None)
-        if member is not None:
-            self._queue.retire(member)
-        found = self._found.pop(name, None)
-        if found:
-            # Members the previous process left for it: deleted now.
-            leftover = self._nodes.new(_parent(found[0]), lambda: None)
-            leftover.member = Member.leftover(found)
-            self._queue.retire(leftover)
+        self._members.remove(name)
 
     # A group (sentinel.group)
 
@@ -512,29 +477,7 @@ class ZooKeeperPublisher(Service):
         node = self._nodes.instances.get(name)
         if node is not None and node.takeover and self._roles.verdict_changed(node):
             self._mark(node)
-            member = self._nodes.members.get(name)
-            if member is not None:
-                self._mark(member)
-            elif node.state is not None:
-                self._update_member(node.state)
-
-    def _member_present(self, node: Node) -> tuple[bool, str | None]:
-        """Whether an instance's member should exist, and its role."""
-        state = node.state
-        assert state is not None
-        if self.group and self.replicas > 1:
-            verdict = self._roles.verdict_of(state.name)
-            if verdict is None:
-                return False, None
-            source = verdict.source
-            up = verdict.status == "up" and source.ready
-            return up, source.role
-        health = state.health
-        return (
-            member_document(self.discovery.form, state.instance, health) is not None
-            if self.discovery is not None
-            else False
-        ), health.replication.role
+            self._members.verdict_changed(name, node.state)
 
     # Observability
 
@@ -581,11 +524,12 @@ class ZooKeeperPublisher(Service):
     @property
     def discovery_members(self) -> list[str]:
         """The discovery members this agent holds now."""
-        return sorted(
-            m.path
-            for node in self._nodes.members.values()
-            if (m := _member(node)).path is not None
-        )
+        return self._members.held
+
+    @property
+    def swept(self) -> int:
+        """Nodes of instances no longer watched deleted after a reattach."""
+        return self._sweep.swept
 
     def stats(self) -> dict[str, Any]:
         """ZooKeeper's part of /debug/stats."""
@@ -618,11 +562,9 @@ class ZooKeeperPublisher(Service):
                     if node.takeover and not node.owned
                 ),
             }
-        if self.discovery is not None:
-            stats["discovery"] = {
-                "form": self.discovery.form,
-                "members": len(self.discovery_members),
-            }
+        discovery = self._members.stats()
+        if discovery is not None:
+            stats["discovery"] = discovery
         return stats
 
     def unhealthy_reason(self) -> str | None:
@@ -669,9 +611,7 @@ class ZooKeeperPublisher(Service):
         same_session = client_id[0] == self._session
         self._session = client_id[0]
         if not same_session:
-            # What a sweep would look for died with the previous session.
-            self._inherited = self._sweep_needed = inherited
-            self._found.clear()
+            self._sweep.new_session(inherited)
             if self.discovery is not None:
                 self.discovery.new_session()
         # A new session, or the old one back: either way ask ZooKeeper again
@@ -691,8 +631,7 @@ class ZooKeeperPublisher(Service):
         for node in [n for n in self._nodes.instances.values() if n.released]:
             self._takeovers.await_handoff(node)
         self._opinions.ask_all()
-        if self._sweep_needed:
-            self._start_sweep()
+        self._sweep.start()
         self._queue.flush()
 
     def _mark(self, node: Node) -> None:
@@ -705,196 +644,15 @@ class ZooKeeperPublisher(Service):
             self._takeovers.check_still_ours(node)
 
     def _retrying(self) -> None:
-        if self._sweep_needed and not self._sweeping:
-            self._start_sweep()
+        self._sweep.start()
 
-    async def _write(self, node: Node) -> None:
-        zk = self.zk
-        if node.member is not None:
-            await self._write_member(node, node.member)
-            return
-        if node.removed:
-            await self._delete_owned(node)
-            return
-        if node.released:
-            # Moved to another primary: ours, unwritten, until it takes it.
-            return
-        data = node.data()
-        if data is None and not node.takeover:
-            # Nothing to say yet (an opinion before the first check).
-            return
-        if node.owned and data is not None:
-            try:
-                stat = await self._queue.counted(
-                    "set", zk.set(node.path, data, node.version)
-                )
-                node.version = stat.version
-                return
-            except (NoNodeError, BadVersionError):
-                # Gone, or written by someone else: ask who holds it now.
-                node.owned = False
-                node.lost = node.takeover
-        # Held by another session when last asked, maybe ours on an
-        # inherited session, or another agent's that we take over: ask
-        # first, a create would only fail.
-        stat = None
-        if node.holding is not None:
-            stat = await self._holders.ask(node)
-        elif self._inherited or node.takeover:
-            stat = await zk.exists(node.path)
-        if stat is None:
-            if data is None:
-                return
-            try:
-                await self._queue.counted(
-                    "create", zk.create(node.path, data, ephemeral=True)
-                )
-                node.owned = True
-                node.version = 0
-                return
-            except NodeExistsError:
-                stat = await self._holders.ask(node)
-            if stat is None:
-                # Gone in between (its session just ended): try again at once.
-                node.dirty = True
-                return
-        if not ours(stat, zk.session_id):
-            if node.takeover and await self._takeovers.take_over(node, data):
-                return
-            raise HeldElsewhere(stat)
-        node.owned = True
-        node.lost = False
-        node.version = stat.version
-        if data is not None:
-            stat = await self._queue.counted(
-                "set", zk.set(node.path, data, stat.version)
-            )
-            node.version = stat.version
-
-    async def _write_member(self, node: Node, member: Member) -> None:
-        discovery = self.discovery
-        assert discovery is not None
-        if self._sweep_needed:
-            # A reattached session's members are found first, never created
-            # twice.
-            if not self._sweeping:
-                raise NotSwept()
-            waiter: Deferred[bool] = Deferred()
-            self._after_sweep.append(waiter)
-            if not await waiter:
-                raise NotSwept()
-        await discovery.write(member, None if node.removed else node.data())
+    def _write(self, node: Node) -> Coroutine[Any, Any, None]:
+        return self._writer.write(node)
 
     def _record_parent(self, parent: str) -> Deferred[None]:
         if self.handoff is None:
             return succeed(None)
         return self.handoff.record_parent(parent)
-
-    async def _delete_owned(self, node: Node) -> None:
-        zk = self.zk
-        try:
-            stat = await zk.exists(node.path)
-            if ours(stat, zk.session_id):
-                await self._queue.counted("delete", zk.delete(node.path, stat.version))
-        except NoNodeError:
-            pass
-        node.owned = False
-
-    async def _delete_now(self, node: Node) -> None:
-        """On a deregistering stop: delete the node if ours."""
-        if node.member is not None:
-            assert self.discovery is not None
-            await self.discovery.write(node.member, None)
-        else:
-            await self._delete_owned(node)
-
-    # After a reattach: what the previous process left
-
-    def _start_sweep(self) -> None:
-        if self._sweeping or not self.running or self.zk.state != CONNECTED:
-            return
-        self._sweeping = True
-        d: Deferred[bool] = Deferred.fromCoroutine(self._sweep()).addCallbacks(
-            lambda _: True, self._sweep_failed
-        )
-        d.addCallback(self._swept)
-
-    async def _sweep(self) -> None:
-        """
-        Delete at once the nodes of instances the previous process watched
-        and this one does not (removed from the config meanwhile), and find
-        the discovery members it left, for each instance to keep its own.
-        """
-        zk = self.zk
-        instances = f"{self.root}/instances"
-        try:
-            children = await zk.get_children(instances)
-        except NoNodeError:
-            children = []
-        for name in children:
-            # Asked again each time: a reload may have added it meanwhile.
-            if name in self._watched() or name in self._nodes.instances:
-                continue
-            path = f"{instances}/{name}"
-            stat = await zk.exists(path)
-            if ours(stat, zk.session_id) and name not in self._nodes.instances:
-                await self._queue.counted("delete", zk.delete(path, stat.version))
-                self.swept += 1
-                log.info(
-                    "{path}: deleted, its instance is no longer watched", path=path
-                )
-        if self.group:
-            await self._sweep_catalogs()
-        discovery = self.discovery
-        if discovery is None:
-            return
-        watched = dict(self._watched())
-        assert self.handoff is not None
-        parents = {discovery.parent_of(i) for i in watched.values()}
-        parents.update(self.handoff.inherited_parents)
-        kept = await discovery.sweep(parents, watched)
-        for name, paths in kept.items():
-            node = self._nodes.members.get(name)
-            if node is None:
-                # Its first check will find them (see _update_member).
-                self._found[name] = paths
-            else:
-                _member(node).found.extend(paths)
-                self._mark(node)
-
-    async def _sweep_catalogs(self) -> None:
-        """
-        Delete the catalog the previous process left on our session: the
-        other members would go on reading it rather than ours.
-        """
-        zk = self.zk
-        catalogs = f"{self.root}/catalogs"
-        try:
-            children = await zk.get_children(catalogs)
-        except NoNodeError:
-            return
-        mine = {node.name for node in self._nodes.catalog}
-        for child in children:
-            part = parse_catalog_node_name(child)
-            if part is None or part.agent_id != self.agent_id or child in mine:
-                continue
-            path = f"{catalogs}/{child}"
-            stat = await zk.exists(path)
-            if ours(stat, zk.session_id):
-                await self._queue.counted("delete", zk.delete(path, stat.version))
-
-    def _sweep_failed(self, failure: Failure) -> bool:
-        # Retried with the writes; members wait until it is done.
-        self._queue.failed(failure, self._nodes.agent)
-        return False
-
-    def _swept(self, done: bool) -> None:
-        self._sweeping = False
-        if done:
-            self._sweep_needed = False
-        waiters, self._after_sweep = self._after_sweep, []
-        for waiter in waiters:
-            waiter.callback(done)
 
     # A newer process on our session
 
@@ -932,18 +690,8 @@ class ZooKeeperPublisher(Service):
             self.on_twin(line)
 
 
-def _member(node: Node) -> Member:
-    member = node.member
-    assert member is not None
-    return member
-
-
 def _first_of(reasons: Mapping[str, str]) -> str:
     """The first node and its reason, and how many more there are."""
     path = next(iter(reasons))
     more = len(reasons) - 1
     return f"{path} {reasons[path]}" + (f" (and {more} more)" if more else "")
-
-
-def _parent(path: str) -> str:
-    return path.rsplit("/", 1)[0]

@@ -1,0 +1,145 @@
+"""
+Each instance's discovery member, as its state says (DESIGN.md section 5,
+"Discovery nodes"): present while the instance is up and ready, rewritten
+when what it says changes (its role, in the nerve form), deleted when the
+instance goes down or not ready or is removed, and moved when a reload
+gives the instance another service or endpoint.
+
+A member is one more node of the write machinery (coalesced, retried,
+rewritten after a reconnection); what a write of it does is
+`sentinel.discovery`'s, which creates a sequential node once. On a session
+inherited from the previous process, members are written only once the
+sweep found the members it left (`sentinel.sweep`). In a group with
+``replicas`` above 1, the verdict, not this agent's own view, says whether
+an instance's member exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sentinel.discovery import Discovery, Member
+from sentinel.documents import discoverable, member_document_of
+from sentinel.instance import InstanceState
+from sentinel.nodes import Node, Nodes, encode
+from sentinel.roles import GroupRoles
+from sentinel.sweep import Sweep
+from sentinel.writes import WriteQueue
+
+
+class Members:
+    """The discovery members of the instances this agent publishes."""
+
+    def __init__(
+        self,
+        discovery: Discovery | None,
+        nodes: Nodes,
+        queue: WriteQueue,
+        sweep: Sweep,
+        roles: GroupRoles,
+    ) -> None:
+        self.discovery = discovery
+        self._nodes = nodes
+        self._queue = queue
+        self._sweep = sweep
+        self._roles = roles
+
+    @property
+    def held(self) -> list[str]:
+        """The discovery members this agent holds now."""
+        return sorted(
+            m.path
+            for node in self._nodes.members.values()
+            if (m := _member(node)).path is not None
+        )
+
+    def stats(self) -> dict[str, Any] | None:
+        """``zookeeper.discovery`` in /debug/stats (None without discovery)."""
+        if self.discovery is None:
+            return None
+        return {"form": self.discovery.form, "members": len(self.held)}
+
+    def update(self, state: InstanceState) -> None:
+        """Rewrite, create or delete the instance's member as its state says."""
+        discovery = self.discovery
+        if discovery is None:
+            return
+        node = self._nodes.members.get(state.name)
+        if node is not None and discovery.moves(_member(node), state.instance):
+            self._queue.retire(node)
+            node = None
+        if node is None:
+            member = discovery.member_for(state.instance)
+            member.found = self._sweep.found.pop(state.name, [])
+            node = self._member_node(member, discovery.form)
+            self._nodes.members[state.name] = node
+        node.state = state
+        self._queue.mark(node)
+
+    def verdict_changed(self, name: str, state: InstanceState | None) -> None:
+        """The verdict on `name` changed: its member follows."""
+        member = self._nodes.members.get(name)
+        if member is not None:
+            self._queue.mark(member)
+        elif state is not None:
+            self.update(state)
+
+    def remove(self, name: str) -> None:
+        """The instance is no longer published here: its member goes."""
+        member = self._nodes.members.pop(name, None)
+        if member is not None:
+            self._queue.retire(member)
+        found = self._sweep.found.pop(name, None)
+        if found:
+            # Members the previous process left for it: deleted now.
+            leftover = self._nodes.new(found[0].rsplit("/", 1)[0], lambda: None)
+            leftover.member = Member.leftover(found)
+            self._queue.retire(leftover)
+
+    async def write(self, node: Node, member: Member) -> None:
+        """One write of a member's node (`writer.NodeWriter` calls it)."""
+        discovery = self.discovery
+        assert discovery is not None
+        # A reattached session's members are found first, never created
+        # twice.
+        await self._sweep.wait()
+        await discovery.write(member, None if node.removed else node.data())
+
+    async def delete(self, member: Member) -> None:
+        """Delete the member at once, if it is ours (a deregistering stop)."""
+        assert self.discovery is not None
+        await self.discovery.write(member, None)
+
+    def _member_node(self, member: Member, form: str) -> Node:
+        node = self._nodes.new(f"{member.parent}/{member.prefix}", lambda: None)
+        node.member = member
+
+        def data() -> bytes | None:
+            state = node.state
+            assert state is not None
+            present, role = self._present(node)
+            document = member_document_of(form, state.instance, present, role)
+            return None if document is None else encode(document)
+
+        node.data = data
+        return node
+
+    def _present(self, node: Node) -> tuple[bool, str | None]:
+        """Whether an instance's member should exist, and its role."""
+        state = node.state
+        assert state is not None
+        if self._roles.replicas > 1:
+            verdict = self._roles.verdict_of(state.name)
+            if verdict is None:
+                return False, None
+            source = verdict.source
+            up = verdict.status == "up" and source.ready
+            return up, source.role
+        health = state.health
+        return discoverable(health), health.replication.role
+
+
+def _member(node: Node) -> Member:
+    member = node.member
+    assert member is not None
+    return member

@@ -1,0 +1,190 @@
+"""
+What the previous process left on a session this one reattached to
+(`sentinel.handoff`): its nodes are this process's now.
+
+The nodes of instances still configured are kept, and each is rewritten
+at its instance's first check; until then the writer asks before it
+creates (`inherited`). The sweep deletes at once the nodes of instances no
+longer configured (removed from the config meanwhile) and, in a group,
+the catalog the previous process published (the other members would go on
+reading it rather than ours), and finds the discovery members it left, for
+each instance to keep its own (`found`, `discovery.Discovery.sweep`).
+Members are written only once the sweep is done (`wait`): a member created
+before would list an endpoint twice. A failed sweep is retried with the
+writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from kazoo.exceptions import NoNodeError
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from sentinel.config import RedisInstance
+from sentinel.discovery import Discovery
+from sentinel.documents import parse_catalog_node_name
+from sentinel.handoff import SessionHandoff
+from sentinel.nodes import LOG_NAMESPACE, Nodes
+from sentinel.ownership import ours
+from sentinel.writes import Lifecycle, WriteQueue
+from sentinel.zk import CONNECTED, ZooKeeper
+
+log = Logger(namespace=LOG_NAMESPACE)
+
+# The instances the agent is configured to watch, by name.
+Watched = Callable[[], Mapping[str, RedisInstance]]
+
+
+class NotSwept(Exception):
+    """A member waits for the sweep of a reattached session, which failed."""
+
+    def __init__(self) -> None:
+        super().__init__("the previous process's members are not found yet")
+
+
+class Sweep:
+    """
+    The sweep of an inherited session (module docstring); `watched()` says
+    which instances are configured, `in_group()` whether this agent
+    publishes a catalog.
+    """
+
+    def __init__(
+        self,
+        zk: ZooKeeper,
+        root: str,
+        agent_id: str,
+        nodes: Nodes,
+        queue: WriteQueue,
+        life: Lifecycle,
+        watched: Watched,
+        in_group: Callable[[], bool],
+        discovery: Discovery | None,
+        handoff: SessionHandoff | None,
+    ) -> None:
+        self._zk = zk
+        self._root = root
+        self._agent_id = agent_id
+        self._nodes = nodes
+        self._queue = queue
+        self._life = life
+        self._watched = watched
+        self._in_group = in_group
+        self._discovery = discovery
+        self._handoff = handoff
+        # On a session inherited from the previous process, whose nodes are
+        # ours: whether a sweep is due, the sweep in progress, and what
+        # waits for it.
+        self.inherited = False
+        self.needed = False
+        self.sweeping = False
+        self._after_sweep: list[Deferred[bool]] = []
+        self.swept = 0
+        # Members a sweep found for instances not checked yet, by name.
+        self.found: dict[str, list[str]] = {}
+
+    def new_session(self, inherited: bool) -> None:
+        """A new session: `inherited` from the previous process, or not."""
+        # What a sweep would look for died with the previous session.
+        self.inherited = self.needed = inherited
+        self.found.clear()
+
+    def start(self) -> None:
+        """Sweep, if a sweep is due and none is running."""
+        if not self.needed or self.sweeping:
+            return
+        if not self._life.running or self._zk.state != CONNECTED:
+            return
+        self.sweeping = True
+        d: Deferred[bool] = Deferred.fromCoroutine(self._sweep()).addCallbacks(
+            lambda _: True, self._failed
+        )
+        d.addCallback(self._swept)
+
+    async def wait(self) -> None:
+        """
+        Return once no sweep is due (a member may be written).
+
+        @raise NotSwept: if the sweep failed, or none is running.
+        """
+        if not self.needed:
+            return
+        if not self.sweeping:
+            raise NotSwept()
+        waiter: Deferred[bool] = Deferred()
+        self._after_sweep.append(waiter)
+        if not await waiter:
+            raise NotSwept()
+
+    async def _sweep(self) -> None:
+        zk = self._zk
+        instances = f"{self._root}/instances"
+        try:
+            children = await zk.get_children(instances)
+        except NoNodeError:
+            children = []
+        for name in children:
+            # Asked again each time: a reload may have added it meanwhile.
+            if name in self._watched() or name in self._nodes.instances:
+                continue
+            path = f"{instances}/{name}"
+            stat = await zk.exists(path)
+            if ours(stat, zk.session_id) and name not in self._nodes.instances:
+                await self._queue.counted("delete", zk.delete(path, stat.version))
+                self.swept += 1
+                log.info(
+                    "{path}: deleted, its instance is no longer watched", path=path
+                )
+        if self._in_group():
+            await self._sweep_catalogs()
+        discovery = self._discovery
+        if discovery is None:
+            return
+        watched = dict(self._watched())
+        assert self._handoff is not None
+        parents = {discovery.parent_of(i) for i in watched.values()}
+        parents.update(self._handoff.inherited_parents)
+        kept = await discovery.sweep(parents, watched)
+        for name, paths in kept.items():
+            node = self._nodes.members.get(name)
+            if node is None:
+                # Its first check will find them (`members.Members.update`).
+                self.found[name] = paths
+            else:
+                member = node.member
+                assert member is not None
+                member.found.extend(paths)
+                self._queue.mark(node)
+
+    async def _sweep_catalogs(self) -> None:
+        zk = self._zk
+        catalogs = f"{self._root}/catalogs"
+        try:
+            children = await zk.get_children(catalogs)
+        except NoNodeError:
+            return
+        mine = {node.name for node in self._nodes.catalog}
+        for child in children:
+            part = parse_catalog_node_name(child)
+            if part is None or part.agent_id != self._agent_id or child in mine:
+                continue
+            path = f"{catalogs}/{child}"
+            stat = await zk.exists(path)
+            if ours(stat, zk.session_id):
+                await self._queue.counted("delete", zk.delete(path, stat.version))
+
+    def _failed(self, failure: Failure) -> bool:
+        # Retried with the writes; members wait until it is done.
+        self._queue.failed(failure, self._nodes.agent)
+        return False
+
+    def _swept(self, done: bool) -> None:
+        self.sweeping = False
+        if done:
+            self.needed = False
+        waiters, self._after_sweep = self._after_sweep, []
+        for waiter in waiters:
+            waiter.callback(done)

@@ -1,0 +1,127 @@
+"""
+One write of one node: make ZooKeeper hold the node's newest data as an
+ephemeral node of our session, or no node if it was removed, never
+overwriting another session's node.
+
+A node we own is set at the version we last wrote: a set at another
+version fails, so a node another agent took over is never overwritten (a
+failed set makes us ask who holds it now). A node we do not know to own
+is created; if it exists, its holder is asked: ours (a reconnection to
+the same session, or a session inherited from the previous process) and
+it is adopted and set; another session's and the write ends in
+`writes.HeldElsewhere` (`sentinel.holders` parks it), unless this agent,
+a group's primary, takes it over (`sentinel.takeover`). On an inherited
+session, and for a node held when last asked, the holder is asked first:
+a create would only fail. A removed node is deleted only if it is ours.
+Discovery members are written by `sentinel.members`.
+"""
+
+from __future__ import annotations
+
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+
+from sentinel.holders import Holders
+from sentinel.members import Members
+from sentinel.nodes import Node
+from sentinel.ownership import ours
+from sentinel.sweep import Sweep
+from sentinel.takeover import Takeovers
+from sentinel.writes import HeldElsewhere, WriteQueue
+from sentinel.zk import ZooKeeper
+
+
+class NodeWriter:
+    """The ZooKeeper calls of one write (module docstring)."""
+
+    def __init__(
+        self,
+        zk: ZooKeeper,
+        queue: WriteQueue,
+        holders: Holders,
+        takeovers: Takeovers,
+        members: Members,
+        sweep: Sweep,
+    ) -> None:
+        self._zk = zk
+        self._queue = queue
+        self._holders = holders
+        self._takeovers = takeovers
+        self._members = members
+        self._sweep = sweep
+
+    async def write(self, node: Node) -> None:
+        """Write `node` as it is now (the write queue calls it)."""
+        zk = self._zk
+        counted = self._queue.counted
+        if node.member is not None:
+            await self._members.write(node, node.member)
+            return
+        if node.removed:
+            await self.delete_owned(node)
+            return
+        if node.released:
+            # Moved to another primary: ours, unwritten, until it takes it.
+            return
+        data = node.data()
+        if data is None and not node.takeover:
+            # Nothing to say yet (an opinion before the first check).
+            return
+        if node.owned and data is not None:
+            try:
+                stat = await counted("set", zk.set(node.path, data, node.version))
+                node.version = stat.version
+                return
+            except (NoNodeError, BadVersionError):
+                # Gone, or written by someone else: ask who holds it now.
+                node.owned = False
+                node.lost = node.takeover
+        # Held by another session when last asked, maybe ours on an
+        # inherited session, or another agent's that we take over: ask
+        # first, a create would only fail.
+        stat = None
+        if node.holding is not None:
+            stat = await self._holders.ask(node)
+        elif self._sweep.inherited or node.takeover:
+            stat = await zk.exists(node.path)
+        if stat is None:
+            if data is None:
+                return
+            try:
+                await counted("create", zk.create(node.path, data, ephemeral=True))
+                node.owned = True
+                node.version = 0
+                return
+            except NodeExistsError:
+                stat = await self._holders.ask(node)
+            if stat is None:
+                # Gone in between (its session just ended): try again at once.
+                node.dirty = True
+                return
+        if not ours(stat, zk.session_id):
+            if node.takeover and await self._takeovers.take_over(node, data):
+                return
+            raise HeldElsewhere(stat)
+        node.owned = True
+        node.lost = False
+        node.version = stat.version
+        if data is not None:
+            stat = await counted("set", zk.set(node.path, data, stat.version))
+            node.version = stat.version
+
+    async def delete_owned(self, node: Node) -> None:
+        """Delete the node if it is ours; it is not ours after, either way."""
+        zk = self._zk
+        try:
+            stat = await zk.exists(node.path)
+            if ours(stat, zk.session_id):
+                await self._queue.counted("delete", zk.delete(node.path, stat.version))
+        except NoNodeError:
+            pass
+        node.owned = False
+
+    async def delete_now(self, node: Node) -> None:
+        """On a deregistering stop: delete the node (or member) if ours."""
+        if node.member is not None:
+            await self._members.delete(node.member)
+        else:
+            await self.delete_owned(node)
