@@ -37,7 +37,7 @@ from typing import Any
 
 from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from sentinel.config import RedisInstance
@@ -54,25 +54,19 @@ from sentinel.members import Members
 from sentinel.nodes import Node, Nodes, encode
 from sentinel.opinions import Opinions
 from sentinel.ownership import OwnershipRules
+from sentinel.resync import Resync
 from sentinel.roles import Following, GroupRoles
+from sentinel.stopping import Stopping
 from sentinel.sweep import Sweep, Watched
 from sentinel.takeover import Takeovers
 from sentinel.timer import RestartingTimer
 from sentinel.verdict import Verdict
 from sentinel.writer import NodeWriter
 from sentinel.writes import WriteQueue
-from sentinel.zk import CONNECTED, LOST, SUSPENDED, ZooKeeper
+from sentinel.zk import ZooKeeper
+from sentinel.zkreport import ZooKeeperReport
 
 log = Logger()
-
-# A clean stop deletes our nodes, then closes the session (or, handing the
-# session over, lets the writes in flight end); bounded, so that SIGTERM
-# ends the process within 5 s even with ZooKeeper unreachable.
-STOP_DELETE_TIMEOUT = 1.5
-STOP_CLOSE_TIMEOUT = 2.0
-# On a stop that leaves the group: seconds to wait for the new primaries
-# to take this agent's nodes over (the whole stop stays within 5 s).
-LEAVE_HANDOFF_WAIT = 1.5
 
 
 class ZooKeeperPublisher(Service):
@@ -150,16 +144,10 @@ class ZooKeeperPublisher(Service):
             self.discovery = Discovery(
                 zk, form, discovery_root, self._queue.counted, self._record_parent
             )
-        self._session: int | None = None
-        self._leaving = False
         # Why this agent stopped publishing (a live twin, or a newer
         # process on its session), or None.
         self.halted: str | None = None
         self.superseded = False
-        # In a group (`join_group`), and with replicas above 1: the node
-        # says the verdict, not this agent's own view.
-        self.group = False
-        self.replicas = 1
         self._opinions = Opinions(
             reactor,
             zk,
@@ -198,7 +186,7 @@ class ZooKeeperPublisher(Service):
             self._queue,
             self,
             watched,
-            lambda: self.group,
+            self._roles,
             self.discovery,
             handoff,
         )
@@ -213,10 +201,43 @@ class ZooKeeperPublisher(Service):
             self._members,
             self._sweep,
         )
+        self._stopping = Stopping(
+            reactor,
+            zk,
+            self._nodes,
+            self._queue,
+            self._writer,
+            self._roles,
+            self._takeovers,
+            handoff,
+        )
+        self._resync = Resync(
+            zk,
+            self._nodes,
+            self._queue,
+            self,
+            self._sweep,
+            self._takeovers,
+            self._opinions,
+            self.discovery,
+            handoff,
+        )
+        self._report = ZooKeeperReport(
+            reactor,
+            zk,
+            self._nodes,
+            self._queue,
+            self._holders,
+            self._roles,
+            self._takeovers,
+            self._members,
+            handoff,
+            self,
+        )
         self.heartbeat_timer = RestartingTimer(
             "agent heartbeat", heartbeat, reactor, lambda: self._mark(self._nodes.agent)
         )
-        zk.add_listener(self._zk_state)
+        zk.add_listener(self._resync.state_changed)
         if handoff is not None:
             handoff.on_superseded = self._superseded
 
@@ -246,7 +267,7 @@ class ZooKeeperPublisher(Service):
         Make the next stop deregister at once, even with a state_dir: the
         nodes are deleted, the session closed and the state file removed.
         """
-        self._leaving = True
+        self._stopping.leaving = True
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -256,86 +277,7 @@ class ZooKeeperPublisher(Service):
         self._queue.cancel_retry()
         for node in self._nodes:
             node.cancel_recheck()
-        if self.superseded:
-            # The session is another process's now, and so are the nodes.
-            return succeed(None)
-        if self.handoff is not None and not self._leaving and self.halted is None:
-            return self._hand_over()
-        if self.group and self.halted is None:
-            leave: Deferred[Any] = Deferred.fromCoroutine(self._leave_group())
-            leave.addTimeout(LEAVE_HANDOFF_WAIT, self._reactor)
-            leave.addErrback(lambda _: None)
-            return leave.addCallback(lambda _: self._deregister())
-        return self._deregister()
-
-    def _deregister(self) -> Deferred[None]:
-        """Delete our nodes (bounded), then close the session."""
-        deletes = [
-            Deferred.fromCoroutine(self._writer.delete_now(node))
-            for node in self._nodes
-            if (node.owned or node.member is not None) and not node.removed
-        ]
-        d: Deferred[Any] = DeferredList(deletes, consumeErrors=True)
-        d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
-        d.addBoth(lambda _: self.zk.stop(STOP_CLOSE_TIMEOUT))
-        if self._leaving and self.handoff is not None:
-            handoff = self.handoff
-            d.addCallback(lambda _: handoff.forget())
-        return d.addCallback(lambda _: None)
-
-    async def _leave_group(self) -> None:
-        """
-        Leave the group first (catalog and agent node deleted), then wait
-        for the other members to take over the nodes they will have.
-        """
-        leaving = [
-            node for node in (*self._nodes.catalog, self._nodes.agent) if node.owned
-        ]
-        await DeferredList(
-            [
-                Deferred.fromCoroutine(self._writer.delete_owned(node))
-                for node in leaving
-            ],
-            consumeErrors=True,
-        )
-        waiting = [
-            node
-            for name, node in self._nodes.instances.items()
-            if node.owned and not node.removed and self._roles.successor(name)
-        ]
-        if waiting:
-            log.info(
-                "left the group; waiting for {count} node(s) to be taken over",
-                count=len(waiting),
-            )
-            await self._takeovers.taken_over(waiting)
-
-    def _hand_over(self) -> Deferred[None]:
-        """
-        Leave the session open for the next process: the writes in flight
-        and the state file's last write end first (bounded), nothing is
-        deleted.
-        """
-        handoff = self.handoff
-        assert handoff is not None
-        d: Deferred[Any] = DeferredList(
-            [self._queue.ended(), handoff.wait_written()], consumeErrors=True
-        )
-        d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
-
-        def leave_open(_: object) -> None:
-            session = self.zk.session_id
-            self.zk.leave_open()
-            log.info(
-                "leaving ZooKeeper session {session} open for the next process "
-                "({path}): the nodes stay until it reattaches, or for the "
-                "session timeout ({timeout} s)",
-                session="none" if session is None else f"{session:#x}",
-                path=handoff.state_file.path,
-                timeout=self.zk.session_timeout,
-            )
-
-        return d.addBoth(leave_open)
+        return self._stopping.stop(self.halted is not None, self.superseded)
 
     # The monitor's side
 
@@ -344,10 +286,11 @@ class ZooKeeperPublisher(Service):
         if state.health.status is None:
             # Never looked: nothing true to write yet.
             return
-        if self.group and not self._roles.primary_of(state, transition):
+        roles = self._roles
+        if roles.joined and not roles.primary_of(state, transition):
             return
         node = self._nodes.instances.get(state.name)
-        if self.group and self.replicas > 1 and node is not None:
+        if roles.joined and roles.replicas > 1 and node is not None:
             # The verdict, not our own view, is what the node says.
             node.state = state
             transition = None
@@ -385,7 +328,7 @@ class ZooKeeperPublisher(Service):
         node = self._nodes.new(f"{self.root}/instances/{name}", lambda: b"")
 
         def data() -> bytes | None:
-            if self.group:
+            if self._roles.joined:
                 document = self._roles.document(node)
                 return None if document is None else encode(document)
             assert node.state is not None
@@ -429,8 +372,6 @@ class ZooKeeperPublisher(Service):
         `following` starts and stops following the membership, as this
         service starts, and first thing when it stops.
         """
-        self.group = True
-        self.replicas = replicas
         self._roles.join(catalog, replicas, successor, following)
 
     def set_catalog(self, catalog: Catalog) -> None:
@@ -533,39 +474,7 @@ class ZooKeeperPublisher(Service):
 
     def stats(self) -> dict[str, Any]:
         """ZooKeeper's part of /debug/stats."""
-        zk = self.zk
-        stats = {
-            "state": zk.state,
-            "state_seconds": self._reactor.seconds() - zk.state_since,
-            "session_id": None if zk.session_id is None else f"{zk.session_id:#x}",
-            "writes_queued": self.writes_queued,
-            "writes_in_flight": self._queue.in_flight,
-            "writes_ok": self.writes["ok"],
-            "writes_failed": self.writes["error"],
-            "waiting_takeover": self.waiting_takeover,
-            "conflicts": dict(self.conflicts),
-            "conflicts_started": self.conflicts_started,
-            "ownership_checks": self.ownership_checks,
-            "client_replacements": zk.replacements,
-            "last_error": self.last_error,
-            "handoff": None if self.handoff is None else self.handoff.stats(),
-        }
-        if self.group:
-            stats["group"] = {
-                "takeovers": self._takeovers.takeovers,
-                "handoffs": self._takeovers.handoffs,
-                "handing_off": self._takeovers.handing_off,
-                "primary_of": self.primaries,
-                "unwritten": sorted(
-                    n
-                    for n, node in self._nodes.instances.items()
-                    if node.takeover and not node.owned
-                ),
-            }
-        discovery = self._members.stats()
-        if discovery is not None:
-            stats["discovery"] = discovery
-        return stats
+        return self._report.stats()
 
     def unhealthy_reason(self) -> str | None:
         """
@@ -574,65 +483,9 @@ class ZooKeeperPublisher(Service):
         (its published status is stale until it is taken over), or the
         session taken over by a newer process.
         """
-        zk = self.zk
-        reasons = []
-        if self.superseded:
-            assert self.halted is not None
-            return f"zookeeper: {self.halted}; not writing"
-        if zk.state != CONNECTED:
-            since = self._reactor.seconds() - zk.state_since
-            reasons.append(
-                f"zookeeper {zk.state} for {since:.1f} s: published status "
-                f"may be stale ({self.writes_queued} writes queued)"
-            )
-        if self.halted is not None:
-            reasons.append(f"zookeeper conflict: {self.halted}")
-        elif conflicts := self.conflicts:
-            reasons.append(f"zookeeper conflict: {_first_of(conflicts)}")
-        elif waiting := self._holders.waiting:
-            reasons.append(
-                f"zookeeper: {_first_of(waiting)}: its published status is stale"
-            )
-        return "; ".join(reasons) or None
+        return self._report.unhealthy_reason()
 
     # Writing
-
-    def _zk_state(self, state: str) -> None:
-        if state != CONNECTED:
-            if state in (SUSPENDED, LOST) and self.handoff is not None:
-                self.handoff.disconnected()
-            return
-        client_id = self.zk.client_id
-        if client_id is None:
-            return
-        inherited = False
-        if self.handoff is not None and not self.superseded:
-            inherited = self.handoff.connected(client_id, self.zk.replacements > 0)
-        same_session = client_id[0] == self._session
-        self._session = client_id[0]
-        if not same_session:
-            self._sweep.new_session(inherited)
-            if self.discovery is not None:
-                self.discovery.new_session()
-        # A new session, or the old one back: either way ask ZooKeeper again
-        # who owns what, and write everything from current state. What was
-        # learnt about other holders stays: the same holder's clock goes on.
-        for node in self._nodes:
-            node.owned = False
-            node.dirty = True
-            node.parked = False
-            node.event = None
-            node.cancel_recheck()
-            if node.member is not None:
-                node.member.reconnected(same_session)
-        # The watches went with the connection: a node waiting for its new
-        # primary is watched again (for the whole limit again), and the
-        # other observers' opinions are asked again.
-        for node in [n for n in self._nodes.instances.values() if n.released]:
-            self._takeovers.await_handoff(node)
-        self._opinions.ask_all()
-        self._sweep.start()
-        self._queue.flush()
 
     def _mark(self, node: Node) -> None:
         self._queue.mark(node)
@@ -688,10 +541,3 @@ class ZooKeeperPublisher(Service):
         self._nodes.cancel_rechecks()
         if self.on_twin is not None:
             self.on_twin(line)
-
-
-def _first_of(reasons: Mapping[str, str]) -> str:
-    """The first node and its reason, and how many more there are."""
-    path = next(iter(reasons))
-    more = len(reasons) - 1
-    return f"{path} {reasons[path]}" + (f" (and {more} more)" if more else "")

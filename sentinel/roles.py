@@ -73,6 +73,10 @@ class GroupRoles:
         self._opinions = opinions
         self._takeovers = takeovers
         self._instance_node = instance_node
+        # Whether this agent publishes as a member of a group (`join`), and
+        # with how many replicas: above 1, an instance node says the
+        # verdict, not this agent's own view.
+        self.joined = False
         self.replicas = 1
         self.quorum = 1
         self.successor: Callable[[str], bool] = lambda name: False
@@ -97,6 +101,7 @@ class GroupRoles:
         following: Following,
     ) -> None:
         """As `ZooKeeperPublisher.join_group`."""
+        self.joined = True
         self.following = following
         self.replicas = replicas
         self.successor = successor

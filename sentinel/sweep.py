@@ -29,6 +29,7 @@ from sentinel.documents import parse_catalog_node_name
 from sentinel.handoff import SessionHandoff
 from sentinel.nodes import LOG_NAMESPACE, Nodes
 from sentinel.ownership import ours
+from sentinel.roles import GroupRoles
 from sentinel.writes import Lifecycle, WriteQueue
 from sentinel.zk import CONNECTED, ZooKeeper
 
@@ -48,8 +49,7 @@ class NotSwept(Exception):
 class Sweep:
     """
     The sweep of an inherited session (module docstring); `watched()` says
-    which instances are configured, `in_group()` whether this agent
-    publishes a catalog.
+    which instances are configured.
     """
 
     def __init__(
@@ -61,7 +61,7 @@ class Sweep:
         queue: WriteQueue,
         life: Lifecycle,
         watched: Watched,
-        in_group: Callable[[], bool],
+        roles: GroupRoles,
         discovery: Discovery | None,
         handoff: SessionHandoff | None,
     ) -> None:
@@ -72,7 +72,7 @@ class Sweep:
         self._queue = queue
         self._life = life
         self._watched = watched
-        self._in_group = in_group
+        self._roles = roles
         self._discovery = discovery
         self._handoff = handoff
         # On a session inherited from the previous process, whose nodes are
@@ -138,7 +138,7 @@ class Sweep:
                 log.info(
                     "{path}: deleted, its instance is no longer watched", path=path
                 )
-        if self._in_group():
+        if self._roles.joined:
             await self._sweep_catalogs()
         discovery = self._discovery
         if discovery is None:

@@ -49,7 +49,7 @@ _T = TypeVar("_T")
 
 
 class Lifecycle(Protocol):
-    """Whether the publisher runs, and why it stopped writing, if it did."""
+    """Whether the publisher runs, and why it stopped writing if it did."""
 
     @property
     def running(self) -> int:
@@ -58,6 +58,10 @@ class Lifecycle(Protocol):
     @property
     def halted(self) -> str | None:
         """Why this agent stopped writing for good (a twin, a newer process)."""
+
+    @property
+    def superseded(self) -> bool:
+        """Whether a newer process took the session over (it then halted)."""
 
 
 class HeldElsewhere(Exception):

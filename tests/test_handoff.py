@@ -23,7 +23,7 @@ from sentinel.handoff import EXPIRED, NOT_CLAIMED, UNREACHABLE, SessionHandoff
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
 from sentinel.probe import Observation
-from sentinel.publisher import STOP_DELETE_TIMEOUT, ZooKeeperPublisher
+from sentinel.publisher import ZooKeeperPublisher
 from sentinel.session import (
     STATE_FILE,
     SessionPurpose,
@@ -32,6 +32,7 @@ from sentinel.session import (
     left_in,
 )
 from sentinel.shutdown import LEAVE_SIGNAL, LeaveOnSignal
+from sentinel.stopping import STOP_DELETE_TIMEOUT
 from tests.fakes import FakeProbe
 from tests.fakezk import FakeZooKeeper, FakeZooKeeperServer
 from tests.test_publisher import AGENT, AGENT_PATH, DOWN, ROOT, START, UP, path

@@ -14,11 +14,8 @@ from sentinel.documents import agent_document, instance_document
 from sentinel.health import InstanceHealth, Transition
 from sentinel.instance import InstanceState
 from sentinel.observation import Observation, Replication
-from sentinel.publisher import (
-    STOP_CLOSE_TIMEOUT,
-    STOP_DELETE_TIMEOUT,
-    ZooKeeperPublisher,
-)
+from sentinel.publisher import ZooKeeperPublisher
+from sentinel.stopping import STOP_CLOSE_TIMEOUT, STOP_DELETE_TIMEOUT
 from sentinel.writes import RETRY_DELAY, WRITES_IN_FLIGHT
 from tests.contract import INSTANCE_FIELDS
 from tests.fakes import FakeProbe

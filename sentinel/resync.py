@@ -1,0 +1,87 @@
+"""
+After every (re)connection to ZooKeeper, the publisher asks it again who
+owns each node instead of trusting its memory (`ownership.ours`), and
+writes every node again from current state: a reconnection to the same
+session may have missed writes, a new session holds none of our nodes, and
+a ZooKeeper that came back empty holds nothing at all.
+
+What was learnt about other holders stays (the same holder's clock goes
+on), but the watches went with the connection: a node waiting for its new
+primary is watched again (for the whole limit again), and the opinions
+heard are read again. A new session is told to the state file
+(`sentinel.handoff`), which says whether it is the previous process's,
+inherited: then the sweep runs (`sentinel.sweep`). A lost connection is
+told to the state file too, which then learns whether a newer process took
+the session.
+"""
+
+from __future__ import annotations
+
+from sentinel.discovery import Discovery
+from sentinel.handoff import SessionHandoff
+from sentinel.nodes import Nodes
+from sentinel.opinions import Opinions
+from sentinel.sweep import Sweep
+from sentinel.takeover import Takeovers
+from sentinel.writes import Lifecycle, WriteQueue
+from sentinel.zk import CONNECTED, LOST, SUSPENDED, ZooKeeper
+
+
+class Resync:
+    """Listens to the bridge's states (module docstring)."""
+
+    def __init__(
+        self,
+        zk: ZooKeeper,
+        nodes: Nodes,
+        queue: WriteQueue,
+        life: Lifecycle,
+        sweep: Sweep,
+        takeovers: Takeovers,
+        opinions: Opinions,
+        discovery: Discovery | None,
+        handoff: SessionHandoff | None,
+    ) -> None:
+        self._zk = zk
+        self._nodes = nodes
+        self._queue = queue
+        self._life = life
+        self._sweep = sweep
+        self._takeovers = takeovers
+        self._opinions = opinions
+        self._discovery = discovery
+        self._handoff = handoff
+        # The session last connected.
+        self._session: int | None = None
+
+    def state_changed(self, state: str) -> None:
+        """The bridge's state changed (a `ZooKeeper` state listener)."""
+        if state != CONNECTED:
+            if state in (SUSPENDED, LOST) and self._handoff is not None:
+                self._handoff.disconnected()
+            return
+        client_id = self._zk.client_id
+        if client_id is None:
+            return
+        inherited = False
+        if self._handoff is not None and not self._life.superseded:
+            inherited = self._handoff.connected(client_id, self._zk.replacements > 0)
+        same_session = client_id[0] == self._session
+        self._session = client_id[0]
+        if not same_session:
+            self._sweep.new_session(inherited)
+            if self._discovery is not None:
+                self._discovery.new_session()
+        for node in self._nodes:
+            node.owned = False
+            node.dirty = True
+            node.parked = False
+            node.event = None
+            node.cancel_recheck()
+            if node.member is not None:
+                node.member.reconnected(same_session)
+        for node in [n for n in self._nodes.instances.values() if n.released]:
+            self._takeovers.await_handoff(node)
+        self._opinions.ask_all()
+        self._sweep.start()
+        self._queue.flush()

@@ -1,0 +1,151 @@
+"""
+How this agent's publishing ends, in one of three ways, each bounded so
+that SIGTERM ends the process within 5 s even with ZooKeeper unreachable:
+
+- with a state_dir (`sentinel.handoff`), the session is left open for the
+  next process, nodes and all, once the writes in flight and the state
+  file's last write are done (`STOP_DELETE_TIMEOUT` at most);
+- otherwise, or after `leave` (``SIGUSR2``), the nodes are deleted
+  (`STOP_DELETE_TIMEOUT`) and the session closed (`STOP_CLOSE_TIMEOUT`),
+  and `leave` also removes the state file; in a group, the agent first
+  leaves the group (its catalog and agent node deleted), then waits up to
+  `LEAVE_HANDOFF_WAIT` for the other members to take over the instance
+  nodes they will have (`sentinel.takeover`), and deletes what is left;
+- when a newer process took the session over, or a twin holds this
+  agent's node, nothing is handed over or left: the nodes are the newer
+  process's, or only ours are deleted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.logger import Logger
+
+from sentinel.handoff import SessionHandoff
+from sentinel.nodes import LOG_NAMESPACE, Nodes
+from sentinel.roles import GroupRoles
+from sentinel.takeover import Takeovers
+from sentinel.writer import NodeWriter
+from sentinel.writes import WriteQueue
+from sentinel.zk import ZooKeeper
+
+log = Logger(namespace=LOG_NAMESPACE)
+
+# A clean stop deletes our nodes, then closes the session (or, handing the
+# session over, lets the writes in flight end).
+STOP_DELETE_TIMEOUT = 1.5
+STOP_CLOSE_TIMEOUT = 2.0
+# On a stop that leaves the group: seconds to wait for the new primaries
+# to take this agent's nodes over (the whole stop stays within 5 s).
+LEAVE_HANDOFF_WAIT = 1.5
+
+
+class Stopping:
+    """The end of publishing (module docstring)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        zk: ZooKeeper,
+        nodes: Nodes,
+        queue: WriteQueue,
+        writer: NodeWriter,
+        roles: GroupRoles,
+        takeovers: Takeovers,
+        handoff: SessionHandoff | None,
+    ) -> None:
+        self._reactor = reactor
+        self._zk = zk
+        self._nodes = nodes
+        self._queue = queue
+        self._writer = writer
+        self._roles = roles
+        self._takeovers = takeovers
+        self._handoff = handoff
+        self.leaving = False
+
+    def stop(self, halted: bool, superseded: bool) -> Deferred[None]:
+        """
+        End publishing, `halted` by a twin or a newer process, or
+        `superseded` by a newer process; fires when done.
+        """
+        if superseded:
+            # The session is another process's now, and so are the nodes.
+            return succeed(None)
+        if self._handoff is not None and not self.leaving and not halted:
+            return self._hand_over(self._handoff)
+        if self._roles.joined and not halted:
+            leave: Deferred[Any] = Deferred.fromCoroutine(self._leave_group())
+            leave.addTimeout(LEAVE_HANDOFF_WAIT, self._reactor)
+            leave.addErrback(lambda _: None)
+            return leave.addCallback(lambda _: self._deregister())
+        return self._deregister()
+
+    def _deregister(self) -> Deferred[None]:
+        """Delete our nodes (bounded), then close the session."""
+        deletes = [
+            Deferred.fromCoroutine(self._writer.delete_now(node))
+            for node in self._nodes
+            if (node.owned or node.member is not None) and not node.removed
+        ]
+        d: Deferred[Any] = DeferredList(deletes, consumeErrors=True)
+        d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
+        d.addBoth(lambda _: self._zk.stop(STOP_CLOSE_TIMEOUT))
+        if self.leaving and self._handoff is not None:
+            handoff = self._handoff
+            d.addCallback(lambda _: handoff.forget())
+        return d.addCallback(lambda _: None)
+
+    async def _leave_group(self) -> None:
+        """
+        Leave the group first (catalog and agent node deleted), then wait
+        for the other members to take over the nodes they will have.
+        """
+        leaving = [
+            node for node in (*self._nodes.catalog, self._nodes.agent) if node.owned
+        ]
+        await DeferredList(
+            [
+                Deferred.fromCoroutine(self._writer.delete_owned(node))
+                for node in leaving
+            ],
+            consumeErrors=True,
+        )
+        waiting = [
+            node
+            for name, node in self._nodes.instances.items()
+            if node.owned and not node.removed and self._roles.successor(name)
+        ]
+        if waiting:
+            log.info(
+                "left the group; waiting for {count} node(s) to be taken over",
+                count=len(waiting),
+            )
+            await self._takeovers.taken_over(waiting)
+
+    def _hand_over(self, handoff: SessionHandoff) -> Deferred[None]:
+        """
+        Leave the session open for the next process: the writes in flight
+        and the state file's last write end first (bounded), nothing is
+        deleted.
+        """
+        d: Deferred[Any] = DeferredList(
+            [self._queue.ended(), handoff.wait_written()], consumeErrors=True
+        )
+        d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
+
+        def leave_open(_: object) -> None:
+            session = self._zk.session_id
+            self._zk.leave_open()
+            log.info(
+                "leaving ZooKeeper session {session} open for the next process "
+                "({path}): the nodes stay until it reattaches, or for the "
+                "session timeout ({timeout} s)",
+                session="none" if session is None else f"{session:#x}",
+                path=handoff.state_file.path,
+                timeout=self._zk.session_timeout,
+            )
+
+        return d.addBoth(leave_open)

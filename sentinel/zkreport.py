@@ -1,0 +1,123 @@
+"""
+What the publisher says of itself: ZooKeeper's part of ``/debug/stats``,
+and why ``/healthz`` fails on its account.
+
+Anything that makes the published data wrong fails /healthz, with the
+reason: ZooKeeper not connected (the data may be stale, and the writes
+queued say how much), a conflict, a node still held by another session
+(its published status is stale until it is taken over), this agent halted
+by a twin, or its session taken over by a newer process. The first node in
+conflict is named, and how many more there are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sentinel.handoff import SessionHandoff
+from sentinel.holders import Holders
+from sentinel.members import Members
+from sentinel.nodes import Nodes
+from sentinel.roles import GroupRoles
+from sentinel.takeover import Takeovers
+from sentinel.writes import Lifecycle, WriteQueue
+from sentinel.zk import CONNECTED, ZooKeeper
+
+
+class ZooKeeperReport:
+    """The publisher's stats and health, read from its parts when asked."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        zk: ZooKeeper,
+        nodes: Nodes,
+        queue: WriteQueue,
+        holders: Holders,
+        roles: GroupRoles,
+        takeovers: Takeovers,
+        members: Members,
+        handoff: SessionHandoff | None,
+        life: Lifecycle,
+    ) -> None:
+        self._reactor = reactor
+        self._zk = zk
+        self._nodes = nodes
+        self._queue = queue
+        self._holders = holders
+        self._roles = roles
+        self._takeovers = takeovers
+        self._members = members
+        self._handoff = handoff
+        self._life = life
+
+    def stats(self) -> dict[str, Any]:
+        """ZooKeeper's part of /debug/stats."""
+        zk = self._zk
+        queue = self._queue
+        holders = self._holders
+        stats = {
+            "state": zk.state,
+            "state_seconds": self._reactor.seconds() - zk.state_since,
+            "session_id": None if zk.session_id is None else f"{zk.session_id:#x}",
+            "writes_queued": queue.queued,
+            "writes_in_flight": queue.in_flight,
+            "writes_ok": queue.writes["ok"],
+            "writes_failed": queue.writes["error"],
+            "waiting_takeover": sorted(holders.waiting),
+            "conflicts": dict(holders.conflicts),
+            "conflicts_started": holders.conflicts_started,
+            "ownership_checks": holders.ownership_checks,
+            "client_replacements": zk.replacements,
+            "last_error": queue.last_error,
+            "handoff": None if self._handoff is None else self._handoff.stats(),
+        }
+        if self._roles.joined:
+            takeovers = self._takeovers
+            stats["group"] = {
+                "takeovers": takeovers.takeovers,
+                "handoffs": takeovers.handoffs,
+                "handing_off": takeovers.handing_off,
+                "primary_of": self._roles.primaries,
+                "unwritten": sorted(
+                    n
+                    for n, node in self._nodes.instances.items()
+                    if node.takeover and not node.owned
+                ),
+            }
+        discovery = self._members.stats()
+        if discovery is not None:
+            stats["discovery"] = discovery
+        return stats
+
+    def unhealthy_reason(self) -> str | None:
+        """Why /healthz should fail on ZooKeeper's account, or None."""
+        zk = self._zk
+        life = self._life
+        reasons = []
+        if life.superseded:
+            assert life.halted is not None
+            return f"zookeeper: {life.halted}; not writing"
+        if zk.state != CONNECTED:
+            since = self._reactor.seconds() - zk.state_since
+            reasons.append(
+                f"zookeeper {zk.state} for {since:.1f} s: published status "
+                f"may be stale ({self._queue.queued} writes queued)"
+            )
+        if life.halted is not None:
+            reasons.append(f"zookeeper conflict: {life.halted}")
+        elif conflicts := self._holders.conflicts:
+            reasons.append(f"zookeeper conflict: {_first_of(conflicts)}")
+        elif waiting := self._holders.waiting:
+            reasons.append(
+                f"zookeeper: {_first_of(waiting)}: its published status is stale"
+            )
+        return "; ".join(reasons) or None
+
+
+def _first_of(reasons: Mapping[str, str]) -> str:
+    """The first node and its reason, and how many more there are."""
+    path = next(iter(reasons))
+    more = len(reasons) - 1
+    return f"{path} {reasons[path]}" + (f" (and {more} more)" if more else "")
