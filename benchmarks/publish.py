@@ -69,7 +69,9 @@ def make_publisher(
     if shape != "alone":
         replicas = 1 if shape == "group-1" else 2
         names = frozenset(s.name for s in states)
-        publisher.join_group(
+        # The roles returned (or, in checkouts before they had a class of
+        # their own, the publisher) take the assignment.
+        roles = publisher.join_group(
             Catalog(names, replicas, 1),
             replicas,
             lambda name: False,
@@ -77,7 +79,7 @@ def make_publisher(
         )
         observers = (AGENT,) if replicas == 1 else (AGENT, OTHER)
         for state in states:
-            publisher.assign(state.name, observers, state.instance)
+            (roles or publisher).assign(state.name, observers, state.instance)
     publisher.startService()
     zk.connect()
     for state in states:

@@ -96,7 +96,8 @@ class Group:
             self._view,
             settle=settle,
         )
-        publisher.join_group(
+        # The publisher's part in the group: what it writes, by role.
+        self.publishing = publisher.join_group(
             self._catalog(), self.replicas, self._successor, (self.start, self.stop)
         )
 
@@ -131,7 +132,7 @@ class Group:
             {agent: catalog.names for agent, catalog in view.items()}
         )
         self.generation += 1
-        self.publisher.view_changed()
+        self.publishing.view_changed()
         self._report_disagreement()
         self._move(changed)
 
@@ -153,7 +154,7 @@ class Group:
             watched = name in monitor.states
             if observed and not watched:
                 monitor.add_instance(self.known[name])
-            self.publisher.assign(name, observers, self.known.get(name))
+            self.publishing.assign(name, observers, self.known.get(name))
             if watched and not observed:
                 monitor.remove_instance(name)
                 for replica in discovered.get(name, ()):
@@ -212,7 +213,7 @@ class Group:
     def _known_changed(self) -> None:
         changed = self.assignment.set_known(self.known)
         catalog = self._catalog()
-        self.publisher.set_catalog(catalog)
+        self.publishing.set_catalog(catalog)
         self.membership.set_own(catalog)
         self._move(changed)
 
@@ -226,7 +227,7 @@ class Group:
         own opinion, and says so with null).
         """
         observers = self.assignment.observers(name)
-        verdict = self.publisher.verdict_of(name) if self.replicas > 1 else None
+        verdict = self.publishing.verdict_of(name) if self.replicas > 1 else None
         document: dict[str, Any] | None = None
         if verdict is not None:
             document = {
@@ -274,7 +275,7 @@ class Group:
             "members": len(self.membership.view),
             "known": len(self.known),
             "observing": len(self.monitor.states),
-            "primary": self.publisher.primaries,
+            "primary": self.publishing.primaries,
         }
 
     def report(self) -> dict[str, Any]:
@@ -355,7 +356,7 @@ class GroupMetrics(Collector):
         yield GaugeMetricFamily(
             "sentinel_group_primary_instances",
             "Instances this agent is the primary of (writes the node of).",
-            value=group.publisher.primaries,
+            value=group.publishing.primaries,
         )
         yield GaugeMetricFamily(
             "sentinel_group_share",

@@ -1,33 +1,31 @@
 """
-The ZooKeeper layout (DESIGN.md section 5), written on change, refreshed,
-re-created after every reconnect, deleted on removal, and on a stop either
-deleted or left to the next process; what each node holds is built by
-`sentinel.documents`, discovery members are written by `sentinel.discovery`.
+The ZooKeeper layout (DESIGN.md section 5): which nodes this agent writes,
+and when, from the instances' states the monitor hands over; the parts
+that do the writing are composed here.
 
-Each node has a dirty flag rather than a queue of writes: its data is built
-from the instance's current state when the write starts, so however many
-changes come in, at most one write per node is queued, and it carries the
-newest state. A failed write leaves the node dirty; it is retried, never
-forgotten. After every (re)connection all nodes are marked unknown and
-written again: the publisher asks ZooKeeper who owns each node instead of
-trusting its memory (`ownership.ours`). An instance's node is written only
-once the instance has been checked (never from a status it does not have).
+The data path: `publish(state, transition)` runs after every check and
+decides whether the instance's node must be written: at its first check
+(never from a status it does not have), when its status, ``ready`` or role
+changes, when a reload replaced the instance, and every `refresh` seconds
+(so readers can tell a stale node); the agent node when the instances
+change and every `heartbeat`. Unchanged, it writes and allocates nothing.
+A node to write is marked (`sentinel.writes`: coalesced, bounded, retried)
+and written by `sentinel.writer`; a node another session holds is parked
+and judged by `sentinel.holders`; what each node holds is built by
+`sentinel.documents` when its write starts.
 
-A node held by another session is parked, not retried with the others: a
-watch says at once when it goes (then it is taken over), and a re-check
-backs off from 1 s to `RECHECK_MAX` in case a watch is lost, sooner after
-the holder writes. `sentinel.ownership` decides when a holder is a
-conflict rather than a predecessor on its way out; a conflict is logged
-once at error and fails /healthz until it ends, and a live twin holding
-this agent's own node stops the agent (`on_twin`): it must not fight it.
+Around that path: each instance's discovery member (`sentinel.members`,
+written by `sentinel.discovery`); in a group, what this agent's role in it
+says to write (`sentinel.roles`, `sentinel.opinions`,
+`sentinel.takeover`); after every (re)connection, every node written again
+(`sentinel.resync`), and on a session inherited from the previous process,
+what it left swept (`sentinel.sweep`); the end of publishing, the session
+left to the next process or the nodes deleted (`sentinel.stopping`); and
+what /debug/stats and /healthz say of it all (`sentinel.zkreport`).
 
-With a state_dir (`sentinel.handoff`) the session outlives the process: a
-stop leaves it open, nodes and all, for the next process; a process that
-reattached to it keeps every node, rewrites each at its instance's first
-check, and deletes at once those of instances no longer configured
-(`_sweep`). A stop after `leave()`, or without a state_dir, deletes the
-nodes and closes the session. A newer process that took the session over
-stops this one (`on_superseded`) without touching the nodes.
+This agent stops writing for good (`halted`) when a live twin holds its own
+node (`on_twin`) or a newer process took its session over
+(`on_superseded`, `superseded`): it must not fight either.
 """
 
 from __future__ import annotations
@@ -40,12 +38,8 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from sentinel.config import RedisInstance
 from sentinel.discovery import Discovery
-from sentinel.documents import (
-    Catalog,
-    instance_document,
-)
+from sentinel.documents import Catalog, instance_document
 from sentinel.handoff import SessionHandoff
 from sentinel.health import Transition
 from sentinel.holders import Holders
@@ -60,7 +54,6 @@ from sentinel.stopping import Stopping
 from sentinel.sweep import Sweep, Watched
 from sentinel.takeover import Takeovers
 from sentinel.timer import RestartingTimer
-from sentinel.verdict import Verdict
 from sentinel.writer import NodeWriter
 from sentinel.writes import WriteQueue
 from sentinel.zk import ZooKeeper
@@ -112,130 +105,80 @@ class ZooKeeperPublisher(Service):
         self.on_twin = on_twin
         self.on_superseded = on_superseded
         self.handoff = handoff
+        # Why this agent stopped writing (a live twin, or a newer process
+        # on its session), or None.
+        self.halted: str | None = None
+        self.superseded = False
         self.rules = OwnershipRules(zk.session_timeout)
-        self._nodes = Nodes(
-            self._watched_node,
-            f"{root}/agents/{agent_id}",
-            lambda: encode(agent_document()),
-        )
-        self._queue = WriteQueue(
+        self.discovery: Discovery | None = None
+
+        # The write machinery, in the order of the data path. Each write's
+        # outcome comes back through the methods at the end of this class.
+        agent_node = f"{root}/agents/{agent_id}"
+        nodes = Nodes(self._watched_node, agent_node, lambda: encode(agent_document()))
+        queue = WriteQueue(
             reactor,
             zk,
-            self._nodes,
+            nodes,
             self,
             write=self._write,
             held=self._held,
             owned=self._owned,
             retrying=self._retrying,
         )
-        self._holders = Holders(
-            reactor,
-            zk,
-            self.rules,
-            self._nodes,
-            self._queue,
-            self,
-            agent_id,
-            self._twin,
+        holders = Holders(
+            reactor, zk, self.rules, nodes, queue, self, agent_id, self._twin
         )
-        self.discovery: Discovery | None = None
         if discovery is not None:
             form, discovery_root = discovery
             self.discovery = Discovery(
-                zk, form, discovery_root, self._queue.counted, self._record_parent
+                zk, form, discovery_root, queue.counted, self._record_parent
             )
-        # Why this agent stopped publishing (a live twin, or a newer
-        # process on its session), or None.
-        self.halted: str | None = None
-        self.superseded = False
-        self._opinions = Opinions(
-            reactor,
-            zk,
-            root,
-            agent_id,
-            self._nodes,
-            self._queue,
-            self,
-            self._reconsider,
+
+        # A group's roles, and what they say to write.
+        opinions = Opinions(
+            reactor, zk, root, agent_id, nodes, queue, self, self._reconsider
         )
-        self._takeovers = Takeovers(
-            reactor,
-            zk,
-            self._nodes,
-            self._queue,
-            self._holders,
-            self,
-            agent_id,
-            self.remove,
+        takeovers = Takeovers(
+            reactor, zk, nodes, queue, holders, self, agent_id, self.remove
         )
-        self._roles = GroupRoles(
-            root,
-            agent_id,
-            self._nodes,
-            self._queue,
-            self._holders,
-            self._opinions,
-            self._takeovers,
+        roles = GroupRoles(
+            root, agent_id, nodes, queue, holders, opinions, takeovers,
             self._instance_node,
-        )
-        self._sweep = Sweep(
-            zk,
-            root,
-            agent_id,
-            self._nodes,
-            self._queue,
-            self,
-            watched,
-            self._roles,
-            self.discovery,
-            handoff,
-        )
-        self._members = Members(
-            self.discovery, self._nodes, self._queue, self._sweep, self._roles
-        )
-        self._writer = NodeWriter(
-            zk,
-            self._queue,
-            self._holders,
-            self._takeovers,
-            self._members,
-            self._sweep,
-        )
-        self._stopping = Stopping(
-            reactor,
-            zk,
-            self._nodes,
-            self._queue,
-            self._writer,
-            self._roles,
-            self._takeovers,
-            handoff,
-        )
+        )  # fmt: skip
+
+        # Members, the sweep after a reattach, and one write of one node.
+        sweep = Sweep(
+            zk, root, agent_id, nodes, queue, self, watched, roles,
+            self.discovery, handoff,
+        )  # fmt: skip
+        members = Members(self.discovery, nodes, queue, sweep, roles)
+        writer = NodeWriter(zk, queue, holders, takeovers, members, sweep)
+
+        # The session's events: reconnections, the end, and the report.
         self._resync = Resync(
-            zk,
-            self._nodes,
-            self._queue,
-            self,
-            self._sweep,
-            self._takeovers,
-            self._opinions,
-            self.discovery,
+            zk, nodes, queue, self, sweep, takeovers, opinions, self.discovery,
             handoff,
+        )  # fmt: skip
+        self._stopping = Stopping(
+            reactor, zk, nodes, queue, writer, roles, takeovers, handoff
         )
         self._report = ZooKeeperReport(
-            reactor,
-            zk,
-            self._nodes,
-            self._queue,
-            self._holders,
-            self._roles,
-            self._takeovers,
-            self._members,
-            handoff,
-            self,
-        )
+            reactor, zk, nodes, queue, holders, roles, takeovers, members,
+            handoff, self,
+        )  # fmt: skip
+
+        self._nodes = nodes
+        self._queue = queue
+        self._holders = holders
+        self._opinions = opinions
+        self._takeovers = takeovers
+        self._roles = roles
+        self._sweep = sweep
+        self._members = members
+        self._writer = writer
         self.heartbeat_timer = RestartingTimer(
-            "agent heartbeat", heartbeat, reactor, lambda: self._mark(self._nodes.agent)
+            "agent heartbeat", heartbeat, reactor, lambda: self._mark(nodes.agent)
         )
         zk.add_listener(self._resync.state_changed)
         if handoff is not None:
@@ -275,8 +218,7 @@ class ZooKeeperPublisher(Service):
         if self._roles.following is not None:
             self._roles.following[1]()
         self._queue.cancel_retry()
-        for node in self._nodes:
-            node.cancel_recheck()
+        self._nodes.cancel_rechecks()
         return self._stopping.stop(self.halted is not None, self.superseded)
 
     # The monitor's side
@@ -294,8 +236,7 @@ class ZooKeeperPublisher(Service):
             # The verdict, not our own view, is what the node says.
             node.state = state
             transition = None
-            changed = self._roles.verdict_changed(node)
-            if changed:
+            if roles.verdict_changed(node):
                 self._mark(node)
                 self._members.update(state)
                 return
@@ -323,27 +264,11 @@ class ZooKeeperPublisher(Service):
             if self._reactor.seconds() - written_at >= self.refresh:
                 self._mark(node)
 
-    def _instance_node(self, name: str) -> Node:
-        agent_id = self.agent_id
-        node = self._nodes.new(f"{self.root}/instances/{name}", lambda: b"")
-
-        def data() -> bytes | None:
-            if self._roles.joined:
-                document = self._roles.document(node)
-                return None if document is None else encode(document)
-            assert node.state is not None
-            return encode(
-                instance_document(node.state.instance, node.state.health, agent_id)
-            )
-
-        node.data = data
-        return node
-
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""
         node = self._nodes.instances.get(name)
         if node is not None and node.released:
-            # Handed to its next primary: `_handed_off` ends it.
+            # Handed to its next primary: `takeover` ends it.
             return
         if node is None and self._sweep.inherited:
             # Not checked yet by this process: its node may be the previous
@@ -356,6 +281,27 @@ class ZooKeeperPublisher(Service):
             self._mark(self._nodes.agent)
         self._members.remove(name)
 
+    def _instance_node(self, name: str) -> Node:
+        """``{root}/instances/{name}``: its state's document, or its verdict's."""
+        agent_id = self.agent_id
+        roles = self._roles
+        node = self._nodes.new(f"{self.root}/instances/{name}", lambda: b"")
+
+        def data() -> bytes | None:
+            if roles.joined:
+                document = roles.document(node)
+                return None if document is None else encode(document)
+            assert node.state is not None
+            return encode(
+                instance_document(node.state.instance, node.state.health, agent_id)
+            )
+
+        node.data = data
+        return node
+
+    def _mark(self, node: Node) -> None:
+        self._queue.mark(node)
+
     # A group (sentinel.group)
 
     def join_group(
@@ -364,19 +310,17 @@ class ZooKeeperPublisher(Service):
         replicas: int,
         successor: Callable[[str], bool],
         following: Following,
-    ) -> None:
+    ) -> GroupRoles:
         """
         Publish as a member of a group: this agent's `catalog`, and only
-        what `assign` gives it; `successor(name)` says whether another
+        what the returned roles are told to (`GroupRoles.assign`, as the
+        group's view changes); `successor(name)` says whether another
         member will take an instance's node over when it moves away;
         `following` starts and stops following the membership, as this
         service starts, and first thing when it stops.
         """
         self._roles.join(catalog, replicas, successor, following)
-
-    def set_catalog(self, catalog: Catalog) -> None:
-        """Publish `catalog` as this agent's, in place of the previous one."""
-        self._roles.set_catalog(catalog)
+        return self._roles
 
     def listed_instances(self, names: Collection[str]) -> list[str] | dict[str, Any]:
         """
@@ -386,41 +330,20 @@ class ZooKeeperPublisher(Service):
         """
         return self._roles.listed_instances(names)
 
-    @property
-    def primaries(self) -> int:
-        """The instances this agent is the primary of, in a group."""
-        return self._roles.primaries
-
-    def view_changed(self) -> None:
-        """
-        The group's view changed: a node we let another primary have is
-        asked about again (we may be its primary in this view).
-        """
-        self._takeovers.view_changed()
-
-    def assign(
-        self, name: str, observers: tuple[str, ...], instance: RedisInstance | None
-    ) -> None:
-        """
-        The observers of `name` (primary first) are now `observers`: write
-        its opinion if this agent is one of them, its verdict (or, with
-        one replica, its node as section 5 has it) if it is the primary,
-        and hand its node to the next primary if it no longer is.
-        """
-        self._roles.assign(name, observers, instance)
-
-    def verdict_of(self, name: str) -> Verdict | None:
-        """The verdict of an instance this agent is the primary of, if any."""
-        return self._roles.verdict_of(name)
-
-    def _reconsider(self, name: str) -> None:
-        """An opinion changed: write the verdict if it changed too."""
-        node = self._nodes.instances.get(name)
-        if node is not None and node.takeover and self._roles.verdict_changed(node):
-            self._mark(node)
-            self._members.verdict_changed(name, node.state)
-
     # Observability
+
+    def stats(self) -> dict[str, Any]:
+        """ZooKeeper's part of /debug/stats."""
+        return self._report.stats()
+
+    def unhealthy_reason(self) -> str | None:
+        """
+        Why /healthz should fail on ZooKeeper's account, or None: not
+        connected, a conflict, a node still held by an earlier session
+        (its published status is stale until it is taken over), or the
+        session taken over by a newer process.
+        """
+        return self._report.unhealthy_reason()
 
     @property
     def writes(self) -> dict[str, int]:
@@ -433,14 +356,14 @@ class ZooKeeperPublisher(Service):
         return self._queue.write_calls
 
     @property
-    def last_error(self) -> str | None:
-        """The last write that failed, and why."""
-        return self._queue.last_error
-
-    @property
     def writes_queued(self) -> int:
         """Nodes whose newest state is not yet written."""
         return self._queue.queued
+
+    @property
+    def last_error(self) -> str | None:
+        """The last write that failed, and why."""
+        return self._queue.last_error
 
     @property
     def conflicts(self) -> Mapping[str, str]:
@@ -451,11 +374,6 @@ class ZooKeeperPublisher(Service):
     def conflicts_started(self) -> int:
         """Conflicts declared so far."""
         return self._holders.conflicts_started
-
-    @property
-    def ownership_checks(self) -> int:
-        """Calls made to learn who holds a node."""
-        return self._holders.ownership_checks
 
     @property
     def waiting_takeover(self) -> list[str]:
@@ -472,23 +390,13 @@ class ZooKeeperPublisher(Service):
         """Nodes of instances no longer watched deleted after a reattach."""
         return self._sweep.swept
 
-    def stats(self) -> dict[str, Any]:
-        """ZooKeeper's part of /debug/stats."""
-        return self._report.stats()
+    # Each write's outcome and each watch, to the part it concerns
 
-    def unhealthy_reason(self) -> str | None:
-        """
-        Why /healthz should fail on ZooKeeper's account, or None: not
-        connected, a conflict, a node still held by an earlier session
-        (its published status is stale until it is taken over), or the
-        session taken over by a newer process.
-        """
-        return self._report.unhealthy_reason()
+    def _write(self, node: Node) -> Coroutine[Any, Any, None]:
+        return self._writer.write(node)
 
-    # Writing
-
-    def _mark(self, node: Node) -> None:
-        self._queue.mark(node)
+    def _held(self, node: Node, stat: Any) -> None:
+        self._holders.held(node, stat)
 
     def _owned(self, node: Node) -> None:
         """A write of a node of ours succeeded."""
@@ -498,32 +406,6 @@ class ZooKeeperPublisher(Service):
 
     def _retrying(self) -> None:
         self._sweep.start()
-
-    def _write(self, node: Node) -> Coroutine[Any, Any, None]:
-        return self._writer.write(node)
-
-    def _record_parent(self, parent: str) -> Deferred[None]:
-        if self.handoff is None:
-            return succeed(None)
-        return self.handoff.record_parent(parent)
-
-    # A newer process on our session
-
-    def _superseded(self, line: str) -> None:
-        """A newer process reattached to our session: stop, touching nothing."""
-        self.superseded = True
-        self.halted = line
-        self.zk.leave_open()
-        log.warn("{why}; stopping without touching its nodes", why=line)
-        for node in self._nodes:
-            node.cancel_recheck()
-        if self.on_superseded is not None:
-            self.on_superseded(line)
-
-    # Each write's outcome, and each watch, to whom it concerns
-
-    def _held(self, node: Node, stat: Any) -> None:
-        self._holders.held(node, stat)
 
     def _watched_node(self, node: Node, event: WatchedEvent) -> None:
         """
@@ -535,9 +417,33 @@ class ZooKeeperPublisher(Service):
         else:
             self._holders.watched(node, event)
 
+    def _reconsider(self, name: str) -> None:
+        """An opinion changed: write the verdict if it changed too."""
+        node = self._nodes.instances.get(name)
+        if node is not None and node.takeover and self._roles.verdict_changed(node):
+            self._mark(node)
+            self._members.verdict_changed(name, node.state)
+
+    def _record_parent(self, parent: str) -> Deferred[None]:
+        if self.handoff is None:
+            return succeed(None)
+        return self.handoff.record_parent(parent)
+
+    # Halting
+
     def _twin(self, line: str) -> None:
         """A live twin holds this agent's own node: stop writing."""
         self.halted = line
         self._nodes.cancel_rechecks()
         if self.on_twin is not None:
             self.on_twin(line)
+
+    def _superseded(self, line: str) -> None:
+        """A newer process reattached to our session: stop, touching nothing."""
+        self.superseded = True
+        self.halted = line
+        self.zk.leave_open()
+        log.warn("{why}; stopping without touching its nodes", why=line)
+        self._nodes.cancel_rechecks()
+        if self.on_superseded is not None:
+            self.on_superseded(line)

@@ -100,7 +100,13 @@ class GroupRoles:
         successor: Callable[[str], bool],
         following: Following,
     ) -> None:
-        """As `ZooKeeperPublisher.join_group`."""
+        """
+        Publish as a member of a group (`ZooKeeperPublisher.join_group`):
+        `catalog` as this agent's, with `replicas` observers an instance;
+        `successor(name)` says whether another member will take an
+        instance's node over when it moves away; `following` starts and
+        stops following the membership.
+        """
         self.joined = True
         self.following = following
         self.replicas = replicas
@@ -131,7 +137,11 @@ class GroupRoles:
         self._queue.mark(self._nodes.agent)
 
     def listed_instances(self, names: Collection[str]) -> list[str] | dict[str, Any]:
-        """As `ZooKeeperPublisher.listed_instances`."""
+        """
+        The agent node's ``instances``: the names this agent can check, or,
+        when they are too many for a node rewritten every heartbeat, where
+        its catalog lists them (`documents.catalog_reference`).
+        """
         listed = sorted(names)
         if self.catalog is None or _fits_inline(listed):
             return listed
@@ -167,7 +177,12 @@ class GroupRoles:
     def assign(
         self, name: str, observers: tuple[str, ...], instance: RedisInstance | None
     ) -> None:
-        """As `ZooKeeperPublisher.assign`."""
+        """
+        The observers of `name` (primary first) are now `observers`: write
+        its opinion if this agent is one of them, its verdict (or, with
+        one replica, its node as section 5 has it) if it is the primary,
+        and hand its node to the next primary if it no longer is.
+        """
         me = self._agent_id
         before = self._roles.get(name, ())
         primary = observers[:1] == (me,)
@@ -199,6 +214,13 @@ class GroupRoles:
             self.assign(follower, observers, None)
         if me not in observers:
             self._followers.pop(name, None)
+
+    def view_changed(self) -> None:
+        """
+        The group's view changed: a node we let another primary have is
+        asked about again (we may be its primary in this view).
+        """
+        self._takeovers.view_changed()
 
     def _hand_off(self, name: str) -> None:
         """`name` moved away: its node goes to its next primary, or goes."""
