@@ -161,18 +161,27 @@ class GroupRoles:
         A check of an instance this agent observes: its opinion written if
         it changed, and whether this agent writes the instance's node.
         """
-        observers = self._roles.get(state.name, ())
-        master = state.instance.discovered_by
-        if not observers and master is not None:
-            # A replica discovered from a master follows its roles.
-            observers = self._roles.get(master, ())
-            if observers:
-                self._followers.setdefault(master, set()).add(state.name)
-                self._masters[state.name] = master
-                self.assign(state.name, observers, state.instance)
-        if self.replicas > 1 and self._agent_id in observers:
+        observers = self._roles.get(state.name)
+        if observers is None:
+            observers = self._follow_master(state)
+        me = self._agent_id
+        if self.replicas > 1 and me in observers:
             self._opinions.publish(state, transition)
-        return observers[:1] == (self._agent_id,)
+        # observers[0], not observers[:1] == (me,): this runs after every
+        # check, and builds nothing.
+        return bool(observers) and observers[0] == me
+
+    def _follow_master(self, state: InstanceState) -> tuple[str, ...]:
+        """A replica discovered from a master follows its roles, if any."""
+        master = state.instance.discovered_by
+        if master is None:
+            return ()
+        observers = self._roles.get(master, ())
+        if observers:
+            self._followers.setdefault(master, set()).add(state.name)
+            self._masters[state.name] = master
+            self.assign(state.name, observers, state.instance)
+        return observers
 
     def assign(
         self, name: str, observers: tuple[str, ...], instance: RedisInstance | None
