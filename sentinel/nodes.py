@@ -16,15 +16,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kazoo.protocol.states import WatchedEvent
 from twisted.internet.interfaces import IDelayedCall
 
-if TYPE_CHECKING:
-    from sentinel.discovery import Member
-    from sentinel.instance import InstanceState
-    from sentinel.ownership import Holding
+from sentinel.discovery import Member
+from sentinel.instance import InstanceState
+from sentinel.ownership import Holding
 
 # The log namespace of every module of the publisher: operators' filters
 # (and the JSON logs' "namespace") know the ZooKeeper side by this name.
@@ -42,9 +41,13 @@ class Node:
     reload may give a name a new state). `member` is set for a discovery
     member, whose `path` only names it in logs.
 
-    While another session holds it, `holding` says which, and the node is
-    `parked` between re-checks; `event` keeps what a watch said while a
-    call about the node was in flight, for its answer to take into account.
+    The write queue keeps `dirty`, `queued` and `writing`; a write sets
+    `owned`, `version` and `written_at`. While another session holds the
+    node, `holding` says which, and the node is `parked` between re-checks
+    (`recheck`, `backoff`, `asked_at`); `event` keeps what a watch said
+    while a call about the node was in flight, for its answer to take into
+    account. The fields after `version` are a group's (`sentinel.takeover`,
+    `sentinel.roles`).
     """
 
     __slots__ = (
