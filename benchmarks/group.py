@@ -47,7 +47,7 @@ from common import (  # noqa: E402
 )
 
 from sentinel.assignment import Assignment  # noqa: E402
-from sentinel.documents import (  # noqa: E402
+from sentinel.catalog import (  # noqa: E402
     Catalog,
     catalog_node_name,
     catalog_parts,

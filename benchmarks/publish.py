@@ -30,13 +30,18 @@ from typing import Any
 from twisted.internet.task import Clock
 
 from sentinel.config import RedisInstance
-from sentinel.documents import Catalog, agent_document
+from sentinel.documents import agent_document
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
 from sentinel.observation import Observation
 from sentinel.publisher import ZooKeeperPublisher
 from tests.fakes import FakeProbe
 from tests.fakezk import FakeZooKeeper
+
+try:
+    from sentinel.catalog import Catalog
+except ImportError:  # Before catalogs had a module of their own.
+    from sentinel.documents import Catalog  # type: ignore[attr-defined,no-redef]
 
 AGENT = "bench"
 OTHER = "other"

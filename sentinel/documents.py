@@ -1,5 +1,6 @@
 """
-Every JSON document the agent publishes, built here and only here.
+Every JSON document the agent publishes, built here and only here (save a
+group's catalog, compressed and cut into parts: `sentinel.catalog`).
 
 The fields and their meaning are the contract with readers (DESIGN.md
 section 5): proxies and clients read the instance documents, operators
@@ -13,14 +14,10 @@ plus each instance's check counters.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import attr
 
 from sentinel import __version__
 from sentinel.config import RedisInstance
@@ -33,14 +30,9 @@ from sentinel.verdict import Opinion, Verdict
 INSTANCE_SCHEMA = 1
 VERDICT_SCHEMA = 2
 # The agent node lists its instances inline up to this size (JSON bytes);
-# a longer list is in its catalog (below), which the node points to.
+# a longer list is in its catalog (`sentinel.catalog`), which the node
+# points to.
 INLINE_INSTANCES_BYTES = 64 * 1024
-# A catalog is compressed and cut into parts of at most this size: within
-# ZooKeeper's default 1 MB limit (jute.maxbuffer) on one node's data.
-CATALOG_PART_BYTES = 512 * 1024
-# What a catalog may hold once decompressed: 100,000 names of 255 bytes
-# would be 26 MB; anything larger is refused, not buffered.
-MAX_CATALOG_BYTES = 64 * 1024 * 1024
 
 # zookeeper.discovery: the two forms of discovery members.
 SERVERSET = "serverset"
@@ -205,121 +197,6 @@ def previous_verdict(data: bytes) -> dict[str, Any] | None:
     if document.get("status") not in (UP, DOWN):
         return None
     return document
-
-
-# Catalogs: the names an agent can check, for the other members of its group.
-
-
-@attr.frozen
-class Catalog:
-    """The instance names an agent can check, and its replicas and quorum."""
-
-    names: frozenset[str]
-    replicas: int
-    quorum: int
-
-    def encode(self) -> bytes:
-        """The catalog's bytes before compression (its digest is theirs)."""
-        document = {
-            "replicas": self.replicas,
-            "quorum": self.quorum,
-            "instances": sorted(self.names),
-        }
-        return json.dumps(document, separators=(",", ":")).encode("utf-8")
-
-
-def catalog_digest(encoded: bytes) -> str:
-    """16 hex digits naming a catalog's content: equal catalogs, equal digests."""
-    return hashlib.blake2b(encoded, digest_size=8).hexdigest()
-
-
-def catalog_parts(catalog: Catalog) -> tuple[str, list[bytes]]:
-    """
-    The catalog's digest and its compressed bytes cut into parts of at
-    most `CATALOG_PART_BYTES`, each one node's data.
-    """
-    encoded = catalog.encode()
-    packed = zlib.compress(encoded, 6)
-    parts = [
-        packed[i : i + CATALOG_PART_BYTES]
-        for i in range(0, max(len(packed), 1), CATALOG_PART_BYTES)
-    ]
-    return catalog_digest(encoded), parts
-
-
-def catalog_node_name(
-    agent_id: str, digest: str, token: str, index: int, count: int
-) -> str:
-    """The name of one part of an agent's catalog under ``{root}/catalogs``."""
-    return f"{agent_id}.{digest}.{token}.{index}.{count}"
-
-
-@attr.frozen
-class CatalogPart:
-    """What a catalog node's name says: whose, which catalog, which part."""
-
-    agent_id: str
-    digest: str
-    token: str
-    index: int
-    count: int
-
-
-def parse_catalog_node_name(name: str) -> CatalogPart | None:
-    """The parts of a catalog node's name, or None if it is not one."""
-    fields = name.rsplit(".", 4)
-    if len(fields) != 5:
-        return None
-    agent_id, digest, token, index, count = fields
-    if not (index.isdigit() and count.isdigit()) or not agent_id:
-        return None
-    part = CatalogPart(agent_id, digest, token, int(index), int(count))
-    if not 0 <= part.index < part.count <= MAX_CATALOG_BYTES // CATALOG_PART_BYTES + 1:
-        return None
-    return part
-
-
-class BadCatalog(Exception):
-    """A catalog that cannot be read back; the message says why."""
-
-
-def decode_catalog(digest: str, parts: Sequence[bytes]) -> Catalog:
-    """
-    The catalog in `parts` (in order), checked against its `digest`.
-
-    @raise BadCatalog: if it is corrupt, too large or not a catalog.
-    """
-    inflate = zlib.decompressobj()
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        for part in [*parts, b""]:
-            chunk = inflate.decompress(part, MAX_CATALOG_BYTES - size + 1)
-            size += len(chunk)
-            if inflate.unconsumed_tail or size > MAX_CATALOG_BYTES:
-                raise BadCatalog(f"larger than {MAX_CATALOG_BYTES} bytes")
-            chunks.append(chunk)
-    except zlib.error as e:
-        raise BadCatalog(f"not compressed data: {e}") from None
-    if not inflate.eof:
-        raise BadCatalog("truncated")
-    encoded = b"".join(chunks)
-    if catalog_digest(encoded) != digest:
-        raise BadCatalog("its content does not match its digest")
-    try:
-        document = json.loads(encoded)
-        names = document["instances"]
-        replicas, quorum = document["replicas"], document["quorum"]
-    except (ValueError, RecursionError, TypeError, KeyError):
-        raise BadCatalog("not a catalog document") from None
-    if not (
-        isinstance(names, list)
-        and all(isinstance(n, str) for n in names)
-        and isinstance(replicas, int)
-        and isinstance(quorum, int)
-    ):
-        raise BadCatalog("not a catalog document")
-    return Catalog(frozenset(names), replicas, quorum)
 
 
 def catalog_reference(path: str, digest: str, count: int) -> dict[str, Any]:

@@ -35,8 +35,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from sentinel.assignment import Assignment
+from sentinel.catalog import Catalog
 from sentinel.config import RedisInstance, ZooKeeperConfig
-from sentinel.documents import Catalog
 from sentinel.membership import SETTLE, Membership, View
 from sentinel.monitor import Monitor, Settings
 from sentinel.publisher import ZooKeeperPublisher

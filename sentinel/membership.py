@@ -42,7 +42,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sentinel.documents import (
+from sentinel.catalog import (
     BadCatalog,
     Catalog,
     CatalogPart,

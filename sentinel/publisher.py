@@ -38,8 +38,9 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from sentinel.catalog import Catalog
 from sentinel.discovery import Discovery
-from sentinel.documents import Catalog, instance_document
+from sentinel.documents import instance_document
 from sentinel.handoff import SessionHandoff
 from sentinel.health import Transition
 from sentinel.holders import Holders

@@ -26,12 +26,10 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
+from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
 from sentinel.documents import (
     INLINE_INSTANCES_BYTES,
-    Catalog,
-    catalog_node_name,
-    catalog_parts,
     catalog_reference,
     instance_document,
 )

@@ -23,9 +23,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.catalog import parse_catalog_node_name
 from sentinel.config import RedisInstance
 from sentinel.discovery import Discovery
-from sentinel.documents import parse_catalog_node_name
 from sentinel.handoff import SessionHandoff
 from sentinel.nodes import LOG_NAMESPACE, Nodes
 from sentinel.ownership import ours

@@ -8,8 +8,7 @@ import zlib
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.assignment import Assignment, name_hash
-from sentinel.config import load_config
-from sentinel.documents import (
+from sentinel.catalog import (
     MAX_CATALOG_BYTES,
     BadCatalog,
     Catalog,
@@ -18,6 +17,7 @@ from sentinel.documents import (
     decode_catalog,
     parse_catalog_node_name,
 )
+from sentinel.config import load_config
 from sentinel.verdict import Opinion, decide, parse_opinion
 
 NAMES = [f"redis-{i:04d}" for i in range(2000)]

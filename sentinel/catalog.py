@@ -1,0 +1,144 @@
+"""
+A group member's catalog (DESIGN.md section 8, "Groups"): the instance
+names an agent can check, with its replicas and quorum, as the other
+members read it under ``{root}/catalogs``.
+
+A catalog is JSON, compressed, and cut into parts of at most
+`CATALOG_PART_BYTES`, one node each, within ZooKeeper's default 1 MB limit
+(``jute.maxbuffer``) on one node's data: 100,000 names are one node of
+about 250 KB. Each part's node is named after its agent, the catalog's
+digest (equal catalogs, equal digests: agents with one list share one
+read), the writing process's token, and the part's index and count, so
+that a reader knows from a listing alone which catalogs are complete.
+Reading one back is bounded (`MAX_CATALOG_BYTES` once decompressed) and
+checked against its digest: a catalog that cannot be read is `BadCatalog`,
+never a crash or a guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Sequence
+
+import attr
+
+# A catalog is compressed and cut into parts of at most this size: within
+# ZooKeeper's default 1 MB limit (jute.maxbuffer) on one node's data.
+CATALOG_PART_BYTES = 512 * 1024
+# What a catalog may hold once decompressed: 100,000 names of 255 bytes
+# would be 26 MB; anything larger is refused, not buffered.
+MAX_CATALOG_BYTES = 64 * 1024 * 1024
+
+
+@attr.frozen
+class Catalog:
+    """The instance names an agent can check, and its replicas and quorum."""
+
+    names: frozenset[str]
+    replicas: int
+    quorum: int
+
+    def encode(self) -> bytes:
+        """The catalog's bytes before compression (its digest is theirs)."""
+        document = {
+            "replicas": self.replicas,
+            "quorum": self.quorum,
+            "instances": sorted(self.names),
+        }
+        return json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def catalog_digest(encoded: bytes) -> str:
+    """16 hex digits naming a catalog's content: equal catalogs, equal digests."""
+    return hashlib.blake2b(encoded, digest_size=8).hexdigest()
+
+
+def catalog_parts(catalog: Catalog) -> tuple[str, list[bytes]]:
+    """
+    The catalog's digest and its compressed bytes cut into parts of at
+    most `CATALOG_PART_BYTES`, each one node's data.
+    """
+    encoded = catalog.encode()
+    packed = zlib.compress(encoded, 6)
+    parts = [
+        packed[i : i + CATALOG_PART_BYTES]
+        for i in range(0, max(len(packed), 1), CATALOG_PART_BYTES)
+    ]
+    return catalog_digest(encoded), parts
+
+
+def catalog_node_name(
+    agent_id: str, digest: str, token: str, index: int, count: int
+) -> str:
+    """The name of one part of an agent's catalog under ``{root}/catalogs``."""
+    return f"{agent_id}.{digest}.{token}.{index}.{count}"
+
+
+@attr.frozen
+class CatalogPart:
+    """What a catalog node's name says: whose, which catalog, which part."""
+
+    agent_id: str
+    digest: str
+    token: str
+    index: int
+    count: int
+
+
+def parse_catalog_node_name(name: str) -> CatalogPart | None:
+    """The parts of a catalog node's name, or None if it is not one."""
+    fields = name.rsplit(".", 4)
+    if len(fields) != 5:
+        return None
+    agent_id, digest, token, index, count = fields
+    if not (index.isdigit() and count.isdigit()) or not agent_id:
+        return None
+    part = CatalogPart(agent_id, digest, token, int(index), int(count))
+    if not 0 <= part.index < part.count <= MAX_CATALOG_BYTES // CATALOG_PART_BYTES + 1:
+        return None
+    return part
+
+
+class BadCatalog(Exception):
+    """A catalog that cannot be read back; the message says why."""
+
+
+def decode_catalog(digest: str, parts: Sequence[bytes]) -> Catalog:
+    """
+    The catalog in `parts` (in order), checked against its `digest`.
+
+    @raise BadCatalog: if it is corrupt, too large or not a catalog.
+    """
+    inflate = zlib.decompressobj()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for part in [*parts, b""]:
+            chunk = inflate.decompress(part, MAX_CATALOG_BYTES - size + 1)
+            size += len(chunk)
+            if inflate.unconsumed_tail or size > MAX_CATALOG_BYTES:
+                raise BadCatalog(f"larger than {MAX_CATALOG_BYTES} bytes")
+            chunks.append(chunk)
+    except zlib.error as e:
+        raise BadCatalog(f"not compressed data: {e}") from None
+    if not inflate.eof:
+        raise BadCatalog("truncated")
+    encoded = b"".join(chunks)
+    if catalog_digest(encoded) != digest:
+        raise BadCatalog("its content does not match its digest")
+    try:
+        document = json.loads(encoded)
+        names = document["instances"]
+        replicas, quorum = document["replicas"], document["quorum"]
+    except (ValueError, RecursionError, TypeError, KeyError):
+        raise BadCatalog("not a catalog document") from None
+    if not (
+        isinstance(names, list)
+        and all(isinstance(n, str) for n in names)
+        and isinstance(replicas, int)
+        and isinstance(quorum, int)
+    ):
+        raise BadCatalog("not a catalog document")
+    return Catalog(frozenset(names), replicas, quorum)
