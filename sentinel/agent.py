@@ -18,18 +18,13 @@ from sentinel.httpd import http_service
 from sentinel.metrics import LoadedAtStart
 from sentinel.monitor import Instances, Monitor, NullPublisher, Publisher, Settings
 from sentinel.pacing import ConnectPacer
+from sentinel.privatefiles import FileWorker
 from sentinel.probe import RedisProbe
 from sentinel.process import ProcessPolicy, check_fd_capacity, count_gc_objects
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
-from sentinel.session import (
-    FileWorker,
-    StateFile,
-    StoredSession,
-    session_left,
-    session_purpose,
-)
+from sentinel.session import StateFile, StoredSession, session_left, session_purpose
 from sentinel.shutdown import EXIT_TWIN, LeaveOnSignal, stop, stop_with_status
 from sentinel.startup import StartupReport
 from sentinel.timer import RestartingTimer

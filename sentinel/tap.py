@@ -148,8 +148,9 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from sentinel.agent import make_agent
+    from sentinel.privatefiles import StateFileRefused
     from sentinel.process import ProcessPolicy
-    from sentinel.session import StateFileRefused, session_left
+    from sentinel.session import session_left
 
     reload = options.load if options.config_path is not None else None
     process = ProcessPolicy(reactor, len(options.config.instances))

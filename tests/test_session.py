@@ -15,21 +15,23 @@ from twisted.internet.defer import TimeoutError
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.files import FileReader, Unreadable
+from sentinel.privatefiles import (
+    FileWorker,
+    StateFileRefused,
+    prepare_directory,
+    read_private_file,
+    write_private_file,
+)
 from sentinel.session import (
     MAX_STATE_BYTES,
     STATE_FILE,
-    FileWorker,
     Owner,
     SessionPurpose,
     StateFile,
-    StateFileRefused,
     StoredSession,
     decode_state,
     encode_state,
     left_in,
-    prepare_directory,
-    read_private_file,
-    write_private_file,
 )
 from tests.fakekazoo import HandOverClock
 

@@ -1,0 +1,225 @@
+"""
+Files only this process's user may read: the ZooKeeper session's state
+file holds a password, and whoever reads it can take the session and its
+nodes (DESIGN.md section 8, "Restarts").
+
+So the directory must be the user's and writable by nobody else, and the
+file a regular file (never followed if it is a symbolic link), the user's
+and readable by nobody else: anything else is `StateFileRefused`, whose
+message is one line. A file read is bounded (`Unreadable` past its limit).
+Writes are atomic: a temporary file in the same directory, fsync, rename,
+fsync of the directory; readers see the old file or the new one, after a
+crash too.
+
+These calls block for as long as the file system does. After start they
+run on a thread each, within a deadline (`FileWorker`), never on the
+reactor thread: a hung mount is an error after the deadline, and holds
+one thread, never more.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail
+
+from sentinel.files import READ_DEADLINE, Unreadable, size_text
+
+# The modes that would let another user read the password or replace it.
+_OTHERS = stat.S_IRWXG | stat.S_IRWXO
+_DIRECTORY_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+_T = TypeVar("_T")
+
+
+class StateFileRefused(Unreadable):
+    """
+    A state_dir or state file the agent must not use (another user could
+    read or replace the session's password); the message is one line.
+    """
+
+
+def prepare_directory(directory: str) -> None:
+    """
+    Create `directory` (mode 0700) if it is missing; check that it is a
+    directory of this user's that nobody else may write to.
+
+    @raise StateFileRefused: if it is not.
+    """
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise StateFileRefused(f"cannot create {directory}: {e.strerror}") from None
+    try:
+        status = os.stat(directory)
+    except OSError as e:
+        raise StateFileRefused(f"{directory}: {e.strerror}") from None
+    if not stat.S_ISDIR(status.st_mode):
+        raise StateFileRefused(f"{directory} is not a directory")
+    _check_owner(directory, status)
+    if status.st_mode & _DIRECTORY_OTHERS_WRITE:
+        raise StateFileRefused(
+            f"{directory} is writable by other users (mode "
+            f"{stat.S_IMODE(status.st_mode):04o}): they could replace the "
+            f"session file"
+        )
+
+
+def _check_owner(path: str, status: os.stat_result) -> None:
+    uid = os.geteuid()
+    if status.st_uid != uid:
+        raise StateFileRefused(
+            f"{path} belongs to uid {status.st_uid}, not to the agent's user "
+            f"(uid {uid})"
+        )
+
+
+def read_private_file(path: str, limit: int) -> bytes:
+    """
+    What the file at `path` holds, once its directory and the file itself
+    are checked as the module docstring says. This blocks for as
+    long as the file system does: run it within a deadline.
+
+    @raise StateFileRefused: if the directory or the file must not be used.
+    @raise Unreadable: if it cannot be read (``no state file`` if missing).
+    """
+    prepare_directory(os.path.dirname(path))
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise Unreadable("no state file") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise StateFileRefused(f"{path} is a symbolic link") from None
+        raise Unreadable(e.strerror or str(e)) from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise StateFileRefused(f"{path} is not a regular file")
+        _check_owner(path, status)
+        if status.st_mode & _OTHERS:
+            raise StateFileRefused(
+                f"{path} is readable or writable by other users (mode "
+                f"{stat.S_IMODE(status.st_mode):04o}): it holds the session's "
+                f"password; remove it, or chmod 600 it"
+            )
+        if status.st_size > limit:
+            raise Unreadable(f"larger than {size_text(limit)}")
+        data = os.read(fd, limit + 1)
+    except OSError as e:
+        raise Unreadable(e.strerror or str(e)) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise Unreadable(f"larger than {size_text(limit)}")
+    return data
+
+
+def write_private_file(path: str, data: bytes) -> None:
+    """
+    Replace the file at `path` with `data`, atomically: readers see the old
+    file or the new one, after a crash too. Mode 0600.
+    """
+    directory = os.path.dirname(path)
+    fd, temporary = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(path)}."
+    )
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    _sync_directory(directory)
+
+
+def remove_private_file(path: str) -> None:
+    """Remove the file at `path`, if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    _sync_directory(os.path.dirname(path))
+
+
+def _sync_directory(directory: str) -> None:
+    # The rename or unlink is durable once the directory is.
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileWorker:
+    """
+    Runs blocking calls on a thread each, one Deferred per call, within a
+    deadline. A call that overran holds its thread until the file system
+    answers; until then other calls are refused at once, so that a hung
+    mount holds one thread, never more.
+    """
+
+    def __init__(self, reactor: Any, deadline: float = READ_DEADLINE) -> None:
+        self._reactor = reactor
+        self.deadline = deadline
+        # What overran, and since when (reactor time), until it ends.
+        self._stuck: tuple[str, float] | None = None
+
+    def run(self, what: str, call: Callable[[], _T]) -> Deferred[_T]:
+        """`call()` on a thread of its own; `what` names it in errors."""
+        reactor = self._reactor
+        if self._stuck is not None:
+            stuck, since = self._stuck
+            waited = reactor.seconds() - since
+            return fail(Unreadable(f"{stuck} has not ended after {waited:.0f} s"))
+        done: Deferred[_T] = Deferred()
+        started = reactor.seconds()
+        finished = False
+
+        def ended(outcome: Any, failed: bool) -> None:
+            nonlocal finished
+            finished = True
+            if self._stuck is not None and self._stuck[0] == what:
+                self._stuck = None
+            if done.called:
+                return
+            if failed:
+                done.errback(outcome)
+            else:
+                done.callback(outcome)
+
+        def work() -> None:
+            try:
+                result: Any = call()
+            except BaseException as e:
+                reactor.callFromThread(ended, e, True)
+            else:
+                reactor.callFromThread(ended, result, False)
+
+        def overran(failure: Any) -> Any:
+            if not finished:
+                self._stuck = (what, started)
+            return failure
+
+        threading.Thread(target=work, name="sentinel-state", daemon=True).start()
+        done.addTimeout(self.deadline, reactor)
+        done.addErrback(overran)
+        return done
