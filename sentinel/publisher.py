@@ -234,10 +234,17 @@ class ZooKeeperPublisher(Service):
             return
         node = self._nodes.instances.get(state.name)
         if roles.joined and roles.replicas > 1 and node is not None:
-            # The verdict, not our own view, is what the node says.
+            # The verdict, not our own view, is what the node says; a reload
+            # that changed the instance (its address...) is written at once.
+            before = node.state
             node.state = state
             transition = None
-            if roles.verdict_changed(node):
+            moved = (
+                before is not state
+                and before is not None
+                and before.instance != state.instance
+            )
+            if roles.verdict_changed(node) or (moved and not node.removed):
                 self._mark(node)
                 self._members.update(state)
                 return

@@ -266,9 +266,9 @@ class GroupRoles:
                 return instance_document(state.instance, state.health, self._agent_id)
         else:
             verdict = self.verdict_of(name)
-            instance = self._instances.get(name)
-            if instance is None and state is not None:
-                instance = state.instance
+            # The instance as checked (a reload may have changed it), or
+            # before this agent's first check, as assigned.
+            instance = self._instances.get(name) if state is None else state.instance
             if verdict is not None and instance is not None:
                 return self._opinions.verdict_document(node, instance, verdict)
         if node.previous is not None:

@@ -251,6 +251,21 @@ class QuorumTests(SynchronousTestCase):
         roles = [m.group.role("r05") for m in self.fleet.members.values()]
         self.assertEqual(sorted(roles, key=str), [OBSERVER, OBSERVER, PRIMARY])
 
+    def test_reload_moves_the_verdict(self) -> None:
+        """
+        A reload that gives an instance another address is published by
+        its primary within a check, though the verdict stays the same.
+        """
+        moved = RedisInstance("r00", "10.0.0.9", 7000)
+        for member in self.fleet.members.values():
+            member.group.replace_instance(moved)
+        self.fleet.run(1.5)
+        document = self.fleet.node("r00")
+        assert document is not None
+        self.assertEqual((document["host"], document["port"]), ("10.0.0.9", 7000))
+        self.assertEqual(document["status"], "up")
+        self.assertEqual(self.fleet.node("r01")["host"], "10.0.0.1")  # type: ignore[index]
+
 
 class MixedListsTests(SynchronousTestCase):
     """Agents that know different instances."""
