@@ -11,9 +11,9 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable:
   leaves the group (its catalog and agent node deleted), then waits up to
   `LEAVE_HANDOFF_WAIT` for the other members to take over the instance
   nodes they will have (`sentinel.takeover`), and deletes what is left;
-- when a newer process took the session over, or a twin holds this
-  agent's node, nothing is handed over or left: the nodes are the newer
-  process's, or only ours are deleted.
+- a newer process that took the session over has the nodes: nothing is
+  touched; after a twin (halted), the nodes still ours are deleted and
+  the session closed, as without a state_dir.
 """
 
 from __future__ import annotations
