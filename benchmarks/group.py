@@ -81,9 +81,7 @@ def assignment_costs(
         }
         members[me] = frozenset(names)
     assignment = Assignment(replicas)
-    first, _ = cpu_of(
-        lambda: (assignment.set_known(names), assignment.update(members))
-    )
+    first, _ = cpu_of(lambda: (assignment.set_known(names), assignment.update(members)))
     joined = dict(members)
     joined["agent-new"] = members[me] if shared else frozenset(names[:10])
     join, moved_in = cpu_of(lambda: assignment.update(joined))
