@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
+from sentinel.freshness import Freshness
 from sentinel.group import Group
 from sentinel.handoff import SessionHandoff
 from sentinel.httpd import http_service
@@ -200,6 +201,9 @@ def make_agent(
             monitor.add_instance(instance)
     monitor.setName("monitor")
     monitor.setServiceParent(top)
+    freshness = Freshness(reactor, lambda: monitor.states, lambda: monitor.settings)
+    freshness.timer.setServiceParent(top)
+    tasks.append(freshness.timer)
     check_capacity = check_fd_capacity if process is None else process.check_capacity
 
     def fits(instances: int) -> bool:
@@ -240,12 +244,16 @@ def make_agent(
             reload=reloader if reload is not None else LoadedAtStart(started_at),
             zookeeper=zookeeper,
             gc_objects=count_gc_objects if process is None else process.gc_objects,
-            health_checks=[task.unhealthy_reason for task in tasks],
+            health_checks=[
+                *(task.unhealthy_reason for task in tasks),
+                freshness.unhealthy_reason,
+            ],
             stats_sources={
                 "tasks": lambda: {task.name: task.stats() for task in tasks},
                 "dns": resolver.stats,
                 "discovery": topology.stats,
                 "startup": startup.stats,
+                "freshness": freshness.stats,
             },
             group=group,
             health_details={"starting": startup.progress},

@@ -30,12 +30,15 @@ class ServicesTests(SynchronousTestCase):
     """What make_agent builds."""
 
     def test_without_zookeeper(self) -> None:
-        """Resolver, connection pacer, monitor and HTTP; no publisher."""
+        """
+        Resolver, connection pacer, monitor, the freshness watch and HTTP;
+        no publisher.
+        """
         top = agent.make_agent(config(), None, MemoryReactorClock())
         names = [s.name for s in top]
-        self.assertEqual(names[:3], ["resolver", "connects", "monitor"])
+        self.assertEqual(names[:4], ["resolver", "connects", "monitor", "freshness"])
         self.assertNotIn("publisher", names)
-        self.assertEqual(len(names), 4)
+        self.assertEqual(len(names), 5)
 
     def test_with_zookeeper_stops_after_monitor(self) -> None:
         """The publisher comes first, so that it is stopped last."""
@@ -44,7 +47,8 @@ class ServicesTests(SynchronousTestCase):
         )
         top = agent.make_agent(with_zookeeper, None, MemoryReactorClock())
         self.assertEqual(
-            [s.name for s in top], ["resolver", "connects", "publisher", "monitor"]
+            [s.name for s in top],
+            ["resolver", "connects", "publisher", "monitor", "freshness"],
         )
 
     def test_process_policy_first(self) -> None:
