@@ -118,8 +118,31 @@ class ChildProcess:
         return self.process.poll() is None
 
     def pause(self) -> None:
-        """Freeze the process (SIGSTOP): its sockets stay open, nothing answers."""
+        """
+        Freeze the process (SIGSTOP): its sockets stay open, nothing answers.
+
+        The signal reaches the threads of a process one by one: a JVM thread
+        on another core can still answer a request sent right after ``kill``
+        returns (seen once in CI: ZooKeeper said ``imok`` while "paused").
+        So wait, bounded, until every thread says it is stopped.
+        """
         os.kill(self.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while not self._all_threads_stopped():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pid {self.pid} did not stop after SIGSTOP")
+            time.sleep(0.001)
+
+    def _all_threads_stopped(self) -> bool:
+        """Whether every thread of the process is in state T (stopped)."""
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+            if stat.rpartition(")")[2].split()[0] not in ("T", "t"):
+                return False
+        return True
 
     def resume(self) -> None:
         """Let a paused process go on (SIGCONT)."""

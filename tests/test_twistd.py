@@ -294,7 +294,9 @@ class TwistdTests(TwistdTestCase):
         [open_files] = [line for line in limits.splitlines() if "open files" in line]
         self.assertEqual(open_files.split()[-3:-1], ["200", "200"])
         self.assertGreater(stats["gc_objects"], 1000)
-        self.assertEqual(set(stats["tasks"]), {"check loop", "gc housekeeping"})
+        self.assertEqual(
+            set(stats["tasks"]), {"check loop", "gc housekeeping", "freshness"}
+        )
         child.send_signal(signal.SIGTERM)
         await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
 
