@@ -18,7 +18,12 @@ prints p50/p99/max against the bound ``interval * fall + timeout`` for
 and the publish delay: ZooKeeper's time minus the HTTP time, and minus the
 decision.
 
-    .venv/bin/python benchmarks/detection.py [--rounds 20] [--seed 1]
+With ``--healthy N``, the agent also watches N healthy instances (``h0`` to
+``hN-1``, over ``--healthy-servers`` redis-servers that nothing touches),
+so that the faults are timed while the agent is busy; at the end it prints
+how many of those failed a check or were not up (every one is false).
+
+    .venv/bin/python benchmarks/detection.py [--rounds 20] [--seed 1] [--healthy 3000]
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ def parse_args() -> argparse.Namespace:
         help="comma-separated: stop (SIGSTOP/SIGCONT), kill (SIGKILL/restart)",
     )
     add("--seed", type=int, default=None, help="random seed (default: random)")
+    add("--healthy", type=int, default=0, help="healthy instances alongside (0)")
+    add("--healthy-servers", type=int, default=4, help="their redis-servers (4)")
     args = parser.parse_args()
     args.faults = args.faults.split(",")
     if not set(args.faults) <= {"stop", "kill"} or args.rounds < 1:
@@ -146,15 +153,27 @@ def wait_zk(
 
 def wait_all(agent: Agent, zk: ZooKeeperWatch, names: list[str], limit: float) -> None:
     """Wait until every instance is up, in HTTP and in ZooKeeper."""
+    # One small answer per faulted instance: the whole /instances of
+    # thousands, every 50 ms, would load the agent being timed.
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        docs = agent.instances()
-        if all(docs.get(n, {}).get("status") == "up" for n in names) and all(
-            zk.status(n) == "up" for n in names
+        if all(zk.status(n) == "up" for n in names) and all(
+            agent.get(f"/instances/{n}")["status"] == "up" for n in names
         ):
             return
         time.sleep(0.05)
     raise RuntimeError(f"not every instance was up within {limit:g} s")
+
+
+def wait_healthy(agent: Agent, names: list[str], limit: float) -> None:
+    """Wait until the untouched instances are all up (the agent's start-up)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        docs = agent.instances()
+        if all(docs.get(n, {}).get("status") == "up" for n in names):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the healthy instances were not all up within {limit:g} s")
 
 
 def run_round(
@@ -236,16 +255,30 @@ def summary(values: list[float | None]) -> str:
     return text + " ms" + (f" ({missed} missed)" if missed else "")
 
 
-def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+def healthy_failures(agent: Agent, names: list[str]) -> tuple[int, int]:
+    """Of the untouched instances: failed checks in all, and how many not up."""
+    docs = agent.instances()
+    failed = sum(docs[n]["failures"] for n in names)
+    not_up = sum(1 for n in names if docs[n]["status"] != "up")
+    return failed, not_up
+
+
+def report(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    healthy: tuple[int, int] | None,
+    load_start: str,
+) -> str:
     """The printed table."""
     down_bound = args.interval * args.fall + args.timeout
     up_bound = args.interval * args.rise + args.timeout
     out = [
         ("machine", machine()),
-        ("load average at the end", load_average()),
+        ("load average at the start / end", f"{load_start} / {load_average()}"),
         (
             "setup",
-            f"{args.instances} instances, {len(rows)} rounds ({args.faults}), "
+            f"{args.instances} instances faulted, {args.healthy} healthy "
+            f"alongside, {len(rows)} rounds ({args.faults}), "
             f"interval {args.interval:g} s, timeout {args.timeout:g} s, "
             f"fall {args.fall}, rise {args.rise}",
         ),
@@ -296,6 +329,13 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
             summary([d and d[1] for d in delays]),
         ),
     ]
+    if healthy is not None:
+        out.append(
+            (
+                f"the {args.healthy} healthy: failed checks, not up at the end",
+                f"{healthy[0]}, {healthy[1]}",
+            )
+        )
     return table(out, "detection")
 
 
@@ -307,15 +347,24 @@ def main() -> int:
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="sentinel-detection-"))
     rows: list[dict[str, Any]] = []
+    healthy = [f"h{i}" for i in range(args.healthy)]
+    load_start = load_average()
     try:
         with ExitStack() as started:
             redis = start_redis_servers(args.instances, started)
             servers = {f"d{i}": s for i, s in enumerate(redis)}
+            instances = [Instance(n, s.port) for n, s in servers.items()]
+            if healthy:
+                shared = start_redis_servers(args.healthy_servers, started)
+                instances += [
+                    Instance(n, shared[i % len(shared)].port)
+                    for i, n in enumerate(healthy)
+                ]
             zookeeper = ZooKeeperServer()
             started.callback(zookeeper.close)
             zookeeper.start()
             config = agent_config(
-                [Instance(n, s.port) for n, s in servers.items()],
+                instances,
                 interval=args.interval,
                 timeout=args.timeout,
                 rise=args.rise,
@@ -323,13 +372,16 @@ def main() -> int:
                 zookeeper=zookeeper.hosts,
                 zk_root=ZK_ROOT,
             )
-            agent = Agent(workdir, config)
+            agent = Agent(workdir, config, open_files=len(instances) + 1024)
             started.callback(agent.stop)
             client = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
             client.start(timeout=10.0)
             started.callback(client.close)
             started.callback(client.stop)
             agent.wait_ready()
+            if healthy:
+                wait_healthy(agent, healthy, 120.0)
+                baseline = healthy_failures(agent, healthy)
             watch = ZooKeeperWatch(client, sorted(servers))
             limit = 10 * (args.interval * max(args.fall, args.rise) + args.timeout)
             for number in range(1, args.rounds + 1):
@@ -337,12 +389,16 @@ def main() -> int:
                 row = run_round(rng, agent, watch, servers, args)
                 rows.append(row)
                 print(_progress(number, row), file=sys.stderr, flush=True)
+            end = None
+            if healthy:
+                failed, not_up = healthy_failures(agent, healthy)
+                end = (failed - baseline[0], not_up)
     except BaseException:
         print(f"logs kept in {workdir}", file=sys.stderr)
         raise
     shutil.rmtree(workdir, ignore_errors=True)
     print(f"seed {seed}", file=sys.stderr)
-    print(report(args, rows))
+    print(report(args, rows, end, load_start))
     return 0
 
 
