@@ -195,9 +195,10 @@ class ConflictTests(TestCase):
         await pause(reactor, 5.0)
         sent = self.requests(session) - before
         self.figure("squatter: requests in 5 s", sent)
-        # Re-checks after 1, 3, 7, 15... s, a heartbeat, a refresh: not the
-        # two requests a second it used to cost.
-        self.assertLessEqual(sent, 4)
+        # Re-checks after 1, 3, 7, 15... s, a heartbeat, a refresh or two,
+        # as the window falls against them (5 seen in CI): not the two
+        # requests a second (13 in 5 s) it used to cost.
+        self.assertLessEqual(sent, 6)
         [error] = agent.lines("error")
         self.assertIn(
             f"ZooKeeper conflict: {squatted} held by a persistent node", error
