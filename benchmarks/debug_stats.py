@@ -9,7 +9,7 @@ real site over an in-memory connection: the wall time of whole requests
 in the same process state, the two walks the answer did before it took the
 gc object count from a timer and counted descriptors with one stat:
 ``len(gc.get_objects())`` and psutil's ``num_fds()``. The instances up
-are counted once per tick: the first request after a tick pays for it.
+are kept by the monitor as statuses change: no request pays for a count.
 
     PYTHONPATH=. .venv/bin/python benchmarks/debug_stats.py [--instances 19000]
 """

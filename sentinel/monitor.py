@@ -176,6 +176,9 @@ class Monitor(Service):
         self.checks = 0
         self.failures = 0
         self.inconclusive = 0
+        # Instances up now, kept as statuses change: /debug/stats reads it
+        # at any rate, and a recount is about 1-4 ms at 19,000 instances.
+        self.instances_up = 0
         # Bound once: every check adds them to its Deferred.
         self._observed_callback = self._observed
         self._failed_errback = self._check_failed
@@ -224,6 +227,8 @@ class Monitor(Service):
 
     def _discard(self, name: str) -> None:
         state = self.states.pop(name)
+        if state.health.status == UP:
+            self.instances_up -= 1
         address = (state.instance.host, state.instance.port)
         if self._by_address.get(address) is state:
             del self._by_address[address]
@@ -424,6 +429,10 @@ class Monitor(Service):
             state.checks_since_info += 1
         transition = health.observe(observation, now)
         if transition is not None:
+            if transition.status_changed:
+                self.instances_up += (transition.new_status == UP) - (
+                    transition.old_status == UP
+                )
             _log_transition(state, transition)
         if transition is not None or replication is not None:
             state.master = self._master_of(state)

@@ -6,8 +6,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
+from sentinel.health import UP
 from sentinel.instance import InstanceState
-from sentinel.monitor import ROLE_SETTLE
+from sentinel.monitor import ROLE_SETTLE, Monitor
 from sentinel.observation import Observation, Replication
 from tests.fakes import FAILED, OK, FakeProbe, make_monitor
 
@@ -264,6 +265,36 @@ class MembershipTests(SynchronousTestCase):
         self.assertEqual(len(monitor.tracker), 0)
         self.assertEqual(probes["a"].cancelled, 1)
         self.assertEqual(monitor.states["a"].health.error, "timeout (ping)")
+
+
+class UpCountTests(SynchronousTestCase):
+    """The monitor keeps the count of instances up as statuses change."""
+
+    def recount(self, monitor: Monitor) -> int:
+        states = monitor.states.values()
+        return sum(1 for state in states if state.health.status == UP)
+
+    def test_count_follows_changes_removals_and_replacements(self) -> None:
+        """
+        Up, down, back up, removed while up, replaced while up, added: the
+        kept count equals a recount after each step.
+        """
+        monitor, clock, probes, _ = make_monitor(["a", "b", "c"], fall=1, rise=1)
+        monitor.startService()
+        self.assertEqual((monitor.instances_up, self.recount(monitor)), (3, 3))
+        probes["a"].result = FAILED
+        clock.advance(1.0)
+        self.assertEqual((monitor.instances_up, self.recount(monitor)), (2, 2))
+        probes["a"].result = OK
+        clock.advance(1.0)
+        self.assertEqual((monitor.instances_up, self.recount(monitor)), (3, 3))
+        monitor.remove_instance("b")
+        self.assertEqual((monitor.instances_up, self.recount(monitor)), (2, 2))
+        monitor.replace_instance(RedisInstance("c", "127.0.0.1", 7200))
+        self.assertEqual((monitor.instances_up, self.recount(monitor)), (1, 1))
+        monitor.add_instance(RedisInstance("d", "127.0.0.1", 7300))
+        clock.advance(1.0)
+        self.assertEqual((monitor.instances_up, self.recount(monitor)), (3, 3))
 
 
 class ListenerTests(SynchronousTestCase):

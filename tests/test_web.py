@@ -137,7 +137,7 @@ class RouteTests(SynchronousTestCase):
         self.assertEqual((code, body["gc_objects"]), (200, 1234))
 
     def test_instances_up_follows_ticks(self) -> None:
-        """instances_up is counted again after a tick changes it."""
+        """instances_up follows the instances' statuses."""
         self.probes["a"].result = FAILED
         self.assertEqual(self.get("/debug/stats")[1]["instances_up"], 1)
         for _ in range(3):
