@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import resource
 import selectors
 import signal
 import socket
@@ -26,7 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,10 @@ __all__ = [
 ]
 
 AGENT_START_TIMEOUT = 60.0
+
+# Descriptors an agent needs beyond one per instance, with room to spare
+# (the agent's own reserve is sentinel.process.FD_RESERVE).
+OPEN_FILES_MARGIN = 256
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,12 @@ def agent_config(
     zookeeper: str | None = None,
     zk_root: str = "/sentinel",
     agent_id: str = "bench",
+    zk_settings: Mapping[str, float | int] | None = None,
 ) -> str:
-    """The TOML text of an agent config watching ``instances``."""
+    """
+    The TOML text of an agent config watching ``instances``; `zk_settings`
+    adds keys to its ``[zookeeper]`` table (``{"replicas": 2}``).
+    """
     lines = [
         f'agent_id = "{agent_id}"',
         f"interval = {interval!r}",
@@ -103,7 +112,9 @@ def agent_config(
         "",
     ]
     if zookeeper is not None:
-        lines += ["[zookeeper]", f'hosts = "{zookeeper}"', f'root = "{zk_root}"', ""]
+        lines += ["[zookeeper]", f'hosts = "{zookeeper}"', f'root = "{zk_root}"']
+        lines += [f"{key} = {value!r}" for key, value in (zk_settings or {}).items()]
+        lines.append("")
     for instance in instances:
         lines += [
             "[[redis]]",
@@ -223,6 +234,17 @@ class Agent:
     def stop(self) -> None:
         """SIGTERM, bounded wait, SIGKILL; safe to repeat."""
         self.child.stop()
+
+
+def open_files_for(instances: int) -> int | None:
+    """
+    `Agent`'s ``open_files`` for an agent configured with `instances`: None
+    when they fit this process's hard limit (the agent raises its soft
+    limit to it), otherwise one per instance plus a margin.
+    """
+    needed = instances + OPEN_FILES_MARGIN
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY or needed <= hard else needed
 
 
 def process_cpu_seconds(pids: Iterable[int]) -> float:
