@@ -293,7 +293,6 @@ class StatusApp:
         }
 
 
-
 def _argument(request: IRequest, name: bytes) -> str:
     values: list[bytes] = request.args.get(name) or [b""]
     return values[0].decode("utf-8", "replace")
