@@ -302,23 +302,6 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPOSITORY,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "sentinel"],
-            cwd=REPOSITORY,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "unknown", ""
     redis = subprocess.run(
         ["redis-server", "--version"], capture_output=True, text=True, timeout=10
     ).stdout.split()
@@ -326,9 +309,30 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
         f"Twisted {version('twisted')}, txredisapi {version('txredisapi')}, "
-        f"Redis {redis_version}, commit {commit}"
-        + (" + uncommitted changes in sentinel/" if dirty else "")
+        f"Redis {redis_version}, commit {commit_of(REPOSITORY)}"
     )
+
+
+def commit_of(checkout: Path) -> str:
+    """The short commit of a checkout, and whether its sentinel/ has changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "sentinel"],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + (" + uncommitted changes in sentinel/" if dirty else "")
 
 
 def serve_never_answering(ports: Sequence[int], lifetime: float) -> None:
