@@ -26,6 +26,8 @@ limits or its collector.
   (about 0.15 s of CPU at 3,000 instances): an object frozen while alive
   and dropped later, such as a lost connection, is freed within one period
   instead of being kept for the process's life.
+- The reactor dispatches each ready socket without Twisted's legacy log
+  context (`sentinel.dispatch`): one socket is read per check.
 - The object count of ``/debug/stats`` is taken by the housekeeping timer,
   not per request: counting walks every object the collector tracks, and a
   client looping on that page would make the reactor walk them in a loop.
@@ -40,6 +42,7 @@ from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from sentinel.dispatch import lean_dispatch
 from sentinel.httpd import MAX_CONNECTIONS
 from sentinel.timer import RestartingTimer
 
@@ -124,6 +127,8 @@ class ProcessPolicy(MultiService):
         self._refrozen_at: float | None = None
         self._settled = False
         self._gc_objects = 0
+        # Whether ready sockets are dispatched without the log context.
+        self.lean_dispatch = False
         self.housekeeping = RestartingTimer(
             "gc housekeeping", HOUSEKEEPING_INTERVAL, clock, self._housekeep
         )
@@ -137,6 +142,12 @@ class ProcessPolicy(MultiService):
         raise_fd_limit()
         check_fd_capacity(self._instances)
         super().privilegedStartService()
+
+    def startService(self) -> None:
+        """Dispatch ready sockets the lean way (`sentinel.dispatch`), then start."""
+        # A reactor of another kind (twistd --reactor) dispatches as it does.
+        self.lean_dispatch = lean_dispatch(self._clock)
+        super().startService()
 
     def check_capacity(self, instances: int) -> None:
         """Refuse with one line (SystemExit) a reload that cannot fit."""

@@ -1,0 +1,166 @@
+"""
+The lean dispatch of ready sockets (`sentinel.dispatch`) on a real epoll
+reactor, built for the test and never run: it still takes effect, reads,
+writes and disconnects as Twisted's own, and logs what escapes.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import epollreactor
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.python import log as legacy_log
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel import dispatch
+from sentinel.dispatch import lean_dispatch
+
+
+class Reader(FileDescriptor):
+    """One end of a socket pair, reading what arrives."""
+
+    def __init__(self, reactor: Any, sock: socket.socket, fail: bool = False) -> None:
+        super().__init__(reactor)
+        self.socket = sock
+        self.fail = fail
+        self.read: list[bytes] = []
+        self.lost: list[Failure] = []
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def doRead(self) -> Any:
+        data = self.socket.recv(4096)
+        if self.fail:
+            raise ZeroDivisionError("a bug while reading")
+        if not data:
+            return ConnectionDone()
+        self.read.append(data)
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost.append(reason)
+        super().connectionLost(reason)
+
+
+class LeanDispatchTests(SynchronousTestCase):
+    """`lean_dispatch` on an EPollReactor of the test's own."""
+
+    def setUp(self) -> None:
+        self.reactor = epollreactor.EPollReactor()
+        self.addCleanup(self.close_reactor)
+        self.wrapped: list[object] = []
+        original = legacy_log.callWithLogger
+
+        def counted(logger: object, func: Any, *args: Any, **kw: Any) -> Any:
+            self.wrapped.append(logger)
+            return original(logger, func, *args, **kw)
+
+        self.patch(legacy_log, "callWithLogger", counted)
+
+    def close_reactor(self) -> None:
+        # The socket pairs close themselves (their cleanups run first).
+        self.reactor._poller.close()
+        waker = self.reactor.waker
+        if waker is not None:
+            waker.connectionLost(None)
+
+    def pair(self, fail: bool = False) -> tuple[Reader, socket.socket]:
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        ours.setblocking(False)
+        reader = Reader(self.reactor, ours, fail)
+        self.reactor.addReader(reader)
+        return reader, theirs
+
+    def test_installed_and_taken(self) -> None:
+        """
+        Installed on Twisted's epoll reactor, each ready socket is read once
+        per iteration, and never through the legacy log context (the
+        reactor's own dispatch goes through it: the check below that fails
+        if an upgrade renames what the lean one relies on).
+        """
+        reader, theirs = self.pair()
+        theirs.send(b"+PONG\r\n")
+        self.reactor.doIteration(1.0)
+        self.assertEqual(reader.read, [b"+PONG\r\n"])
+        self.assertIn(reader, self.wrapped)
+        self.wrapped.clear()
+        self.assertTrue(lean_dispatch(self.reactor))
+        theirs.send(b"+PONG\r\n")
+        self.reactor.doIteration(1.0)
+        self.assertEqual(reader.read, [b"+PONG\r\n"] * 2)
+        self.assertEqual(self.wrapped, [])
+
+    def test_disconnects_as_twisted_does(self) -> None:
+        """A socket closed by its peer is disconnected and told why."""
+        self.assertTrue(lean_dispatch(self.reactor))
+        reader, theirs = self.pair()
+        theirs.close()
+        self.reactor.doIteration(1.0)
+        self.assertEqual(len(reader.lost), 1)
+        reader.lost[0].trap(ConnectionDone)
+        self.assertNotIn(reader, self.reactor.getReaders())
+
+    def test_application_error_logged_and_disconnected(self) -> None:
+        """
+        An exception while reading is logged and drops that socket, as
+        Twisted's dispatch does; the other ready sockets are read all the
+        same.
+        """
+        self.assertTrue(lean_dispatch(self.reactor))
+        broken, theirs = self.pair(fail=True)
+        healthy, other = self.pair()
+        theirs.send(b"x")
+        other.send(b"+PONG\r\n")
+        self.reactor.doIteration(1.0)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(len(broken.lost), 1)
+        self.assertEqual(healthy.read, [b"+PONG\r\n"])
+
+    def test_error_outside_the_reader_logged(self) -> None:
+        """What escapes the per-socket handling is logged, and the loop goes on."""
+        events: list[dict[str, Any]] = []
+        self.patch(dispatch, "log", dispatch.Logger(observer=events.append))
+
+        def broken(selectable: object, fd: int, event: int) -> None:
+            raise ZeroDivisionError("a bug in the reactor")
+
+        self.patch(self.reactor, "_doReadOrWrite", broken)
+        self.assertTrue(lean_dispatch(self.reactor))
+        first, theirs = self.pair()
+        second, other = self.pair()
+        theirs.send(b"x")
+        other.send(b"y")
+        self.reactor.doIteration(1.0)
+        self.assertEqual(len(events), 2)
+        self.assertEqual({e["log_failure"].type for e in events}, {ZeroDivisionError})
+
+    def test_other_reactors_untouched(self) -> None:
+        """A reactor of another kind keeps its own dispatch."""
+        clock = Clock()
+        self.assertFalse(lean_dispatch(clock))
+        self.assertFalse(hasattr(clock, "doIteration"))
+
+
+class ProcessPolicyTests(SynchronousTestCase):
+    """The agent run by twistd dispatches the lean way."""
+
+    def test_installed_at_start(self) -> None:
+        """Starting the process policy on an epoll reactor installs it."""
+        from sentinel.process import ProcessPolicy
+
+        reactor = epollreactor.EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        policy = ProcessPolicy(reactor, 1)
+        self.assertFalse(policy.lean_dispatch)
+        policy.startService()
+        policy.stopService()
+        self.assertTrue(policy.lean_dispatch)
+        self.assertIsNot(reactor.doIteration, reactor.doPoll)
