@@ -229,22 +229,23 @@ class Reconnects:
 class _CheckReplies:
     """
     Hands one connection's check replies to its probe: made once per
-    connection, where a Deferred per check would be made thousands of
-    times a second. With PING alone, each reply goes on as it comes; with a
+    connection, where a Deferred per check would be made thousands of times
+    a second. With PING alone, each reply goes on as it comes; with a
     pipeline, the replies are gathered and go on together, or, when the
     connection read the same bytes as last time, in one call that says so.
+    INFO's reply, when it was sent too, goes to its own `_InfoReply`.
     """
 
-    __slots__ = ("_probe", "_protocol", "_pipeline", "_size", "_replies")
+    __slots__ = ("_probe", "_protocol", "_pipelines", "_size", "_replies")
 
     def __init__(
-        self, probe: RedisProbe, protocol: RedisClientProtocol, pipeline: _Pipeline
+        self, probe: RedisProbe, protocol: RedisClientProtocol, pipelines: _Pipelines
     ) -> None:
         self._probe = probe
         self._protocol = protocol
-        # What was sent: the connection's pipeline, even once it is lost.
-        self._pipeline = pipeline
-        self._size = 1 + pipeline.drain + pipeline.hello
+        # What was sent: the connection's pipelines, even once it is lost.
+        self._pipelines = pipelines
+        self._size = 1 + pipelines.drain + pipelines.hello
         self._replies: list[object] = []
 
     def callback(self, reply: object) -> None:
@@ -256,7 +257,7 @@ class _CheckReplies:
             replies.append(reply)
             if len(replies) == self._size:
                 self._replies = []
-                self._probe._answered(self._protocol, self._pipeline, replies)
+                self._probe._answered(self._protocol, self._pipelines, replies)
         except Exception:
             # A bug of ours: the check fails with it rather than time out.
             self._probe._reply_failed(Failure(), None)
@@ -281,10 +282,39 @@ class _ArrayReply:
         self._replies.callback(reply)
 
 
-class _Pipeline:
-    """What every check sends on one connection, and where the replies go."""
+class _InfoReply:
+    """A waiter for INFO replication's reply, handed to its probe."""
 
-    __slots__ = ("commands", "waiters", "replies", "drain", "hello")
+    __slots__ = ("_probe", "_protocol")
+
+    def __init__(self, probe: RedisProbe, protocol: RedisClientProtocol) -> None:
+        self._probe = probe
+        self._protocol = protocol
+
+    def callback(self, reply: object) -> None:
+        try:
+            self._probe._info_replied(self._protocol, reply)
+        except Exception:
+            self._probe._reply_failed(Failure(), None)
+
+
+class _Pipeline(NamedTuple):
+    """Commands written at once, and who waits for each reply, in order."""
+
+    commands: bytes
+    waiters: tuple[ReplyTo, ...]
+
+
+class _Pipelines:
+    """
+    What a check sends on one connection: PING, then EXISTS of the drain
+    key and HELLO, each if asked for (`plain`), and INFO replication after
+    them when it is wanted (`info`), in one write. Both share their waiters,
+    so that replies repeated from the last check are known as such either
+    way (`sentinel.protocol`).
+    """
+
+    __slots__ = ("drain", "hello", "replies", "plain", "info")
 
     def __init__(
         self,
@@ -305,8 +335,11 @@ class _Pipeline:
         if hello:
             commands.append(HELLO)
             waiters.append(_ArrayReply(replies))
-        self.commands = b"".join(commands)
-        self.waiters = tuple(waiters)
+        self.plain = _Pipeline(b"".join(commands), tuple(waiters))
+        self.info = _Pipeline(
+            self.plain.commands + INFO_REPLICATION,
+            (*waiters, _InfoReply(probe, protocol)),
+        )
 
 
 class RedisProbe:
@@ -390,6 +423,9 @@ class RedisProbe:
         self._check_protocol: RedisClientProtocol | None = None
         self._want_info = False
         self._sent_at = 0.0
+        # What the first replies of the check in flight said, while INFO's
+        # is on its way.
+        self._awaiting_info: _Answered | None = None
         # What a check sends on the kept connection, and where the replies
         # go; HELLO until the server refuses it on that connection.
         self._drain = (
@@ -399,7 +435,7 @@ class RedisProbe:
         )
         self._role_signal = role_signal
         self._hello = role_signal
-        self._pipeline: _Pipeline | None = None
+        self._pipelines: _Pipelines | None = None
         # HELLO's last reply and its role, and the role HELLO said when INFO
         # was last read: a different one now means the role changed.
         self._hello_reply: object = None
@@ -587,7 +623,7 @@ class RedisProbe:
         self._protocol = result
         self._connected_once = True
         self._hello = self._role_signal
-        self._pipeline = _Pipeline(self, result, self._drain, self._hello)
+        self._pipelines = _Pipelines(self, result, self._drain, self._hello)
         self._reconnects.connected(self._reactor.seconds())
         for waiter in waiters:
             waiter.callback(result)
@@ -617,7 +653,7 @@ class RedisProbe:
 
     def _forget(self) -> None:
         self._protocol = None
-        self._pipeline = None  # Nothing of a dead connection is kept.
+        self._pipelines = None  # Nothing of a dead connection is kept.
 
     def _drop(self) -> None:
         protocol = self._protocol
@@ -639,19 +675,22 @@ class RedisProbe:
         # The hot path, thousands a second: one Deferred (the check's own,
         # which the caller cancels at its deadline), and the replies handed
         # straight to _pinged or _answered by the connection's ReplyTo.
+        # INFO, when wanted, goes in the same write: no second round trip.
         self.stage = "ping"
         self._want_info = want_info
+        self._awaiting_info = None
         self._sent_at = self._reactor.seconds()
         check: Deferred[Observation | None] = Deferred(self._cancel_check)
         self._check = check
         self._check_protocol = protocol
-        pipeline = self._pipeline
-        assert pipeline is not None  # Set with the kept connection.
+        pipelines = self._pipelines
+        assert pipelines is not None  # Set with the kept connection.
+        pipeline = pipelines.info if want_info else pipelines.plain
         protocol.send_pipeline(pipeline.commands, pipeline.waiters)
         return check
 
     def _pinged(self, protocol: RedisClientProtocol, reply: object) -> None:
-        # PING alone: its reply is the check's.
+        # PING alone: its reply is the check's, INFO's may follow.
         check = self._check
         if check is None or protocol is not self._check_protocol:
             return  # The check it answers has ended (it timed out).
@@ -661,14 +700,14 @@ class RedisProbe:
         if ready is None:
             self._bad_reply(reply, protocol, "PING")
         elif self._want_info:
-            self._ask_info(protocol, check, _Answered(ready, latency_ms))
+            self._await_info(_Answered(ready, latency_ms))
         else:
             self._finish(check, Observation(True, ready, latency_ms), now)
 
     def _answered(
         self,
         protocol: RedisClientProtocol,
-        pipeline: _Pipeline,
+        pipelines: _Pipelines,
         replies: list[object],
     ) -> None:
         # The pipeline's replies, in order: PING's, then EXISTS's and
@@ -685,7 +724,7 @@ class RedisProbe:
             return
         error = None
         draining = False
-        if pipeline.drain:
+        if pipelines.drain:
             reply = replies[1]
             if type(reply) is int:
                 draining = reply > 0
@@ -696,7 +735,7 @@ class RedisProbe:
                 # LOADING and MASTERDOWN refuse EXISTS too; PING said so.
                 error = f"drain_key: {reply}"
         role = None
-        if pipeline.hello:
+        if pipelines.hello:
             reply = replies[-1]
             if reply is self._hello_reply:
                 role = self._hello_role
@@ -708,7 +747,7 @@ class RedisProbe:
                 # next check on.
                 self._hello = False
                 if self._protocol is protocol:
-                    self._pipeline = _Pipeline(self, protocol, self._drain, False)
+                    self._pipelines = _Pipelines(self, protocol, self._drain, False)
             else:
                 self._bad_reply(reply, protocol, "HELLO")
                 return
@@ -718,7 +757,7 @@ class RedisProbe:
         # The replies of an unchanged instance repeat: next time, the same
         # bytes skip the parser and this (sentinel.protocol, _repeated).
         self._last_answer = (ready, error, draining)
-        protocol.remember(replies, pipeline.replies)
+        protocol.remember(replies, pipelines.replies)
         self._answer(protocol, check, now, latency_ms, ready, error, draining, role)
 
     def _repeated(self, protocol: RedisClientProtocol) -> None:
@@ -753,11 +792,14 @@ class RedisProbe:
         draining: bool,
         role: str | None,
     ) -> None:
-        # INFO follows when wanted, or when HELLO names another role than
-        # the last INFO did; else the check ends here.
-        if self._want_info or (role is not None and role != self._role_at_info):
-            answered = _Answered(ready, latency_ms, error, draining, role)
-            self._ask_info(protocol, check, answered)
+        # INFO's reply follows when it was sent with the pipeline; INFO is
+        # asked now when HELLO names another role than the last INFO did;
+        # else the check ends here.
+        if self._want_info:
+            self._await_info(_Answered(ready, latency_ms, error, draining, role))
+        elif role is not None and role != self._role_at_info:
+            self._await_info(_Answered(ready, latency_ms, error, draining, role))
+            protocol.send_to(INFO_REPLICATION, _InfoReply(self, protocol))
         elif error is None and not draining:
             self._finish(check, Observation(True, ready, latency_ms), now)
         else:
@@ -774,16 +816,21 @@ class RedisProbe:
             observation = self._on_probation(observation, now)
         check.callback(observation)
 
-    def _ask_info(
-        self,
-        protocol: RedisClientProtocol,
-        check: Deferred[Observation | None],
-        answered: _Answered,
-    ) -> None:
+    def _await_info(self, answered: _Answered) -> None:
+        # The first replies are in; INFO's is on its way (a timeout now is
+        # INFO's).
         self.stage = "info"
-        protocol.send(INFO_REPLICATION).addCallback(
-            self._informed, protocol, check, answered
-        ).addErrback(self._reply_failed, check)
+        self._awaiting_info = answered
+
+    def _info_replied(self, protocol: RedisClientProtocol, reply: object) -> None:
+        answered = self._awaiting_info
+        check = self._check
+        if answered is None or check is None or protocol is not self._check_protocol:
+            # Its check ended (timed out, or its PING's reply failed it); a
+            # later check on the same connection waits for nothing yet.
+            return
+        self._awaiting_info = None
+        self._informed(reply, protocol, check, answered)
 
     def _informed(
         self,

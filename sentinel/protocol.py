@@ -18,19 +18,21 @@ txredisapi alone queues every reply nobody waits for and trusts every
 announced length (DESIGN.md section 7).
 
 A check pipelines its commands (PING, then EXISTS of the drain key and
-HELLO for the role, when asked for) in one write, and their replies come in
-order, one per waiter. A connection remembers the bytes of the last replies
-its owner asked it to (`remember`): a read that repeats them exactly, while
-the same commands wait and nothing is half read, is not parsed at all; the
-first waiter is told the replies repeated, in one call, as a lone ``+PONG``
-is handed on. The replies of an unchanged instance are the same bytes check
-after check, so this is the common case; the parser runs when something
-changed.
+HELLO for the role, when asked for, and INFO replication when wanted) in one
+write, and their replies come in order, one per waiter. A connection
+remembers the bytes of the last replies its owner asked it to (`remember`):
+a read that repeats them exactly, while the same commands wait and nothing
+is half read, is not parsed at all; the first waiter is told the replies
+repeated, in one call, as a lone ``+PONG`` is handed on. The replies of an
+unchanged instance are the same bytes check after check, so this is the
+common case; the parser runs when something changed, and for what follows
+the repeated bytes in the same read (INFO's reply, which changes).
 
-Every touch of a private internal of txredisapi or Twisted is in this module,
-each with its reason. ``tests/test_protocol.py`` checks on a real TCP
-connection that the fast paths are still taken, so that an upgrade which
-silently disables one is caught.
+Every touch of a private internal of txredisapi or of Twisted's connections
+is in this module, each with its reason (the reactor's own dispatch of ready
+sockets is `sentinel.dispatch`'s). ``tests/test_protocol.py`` checks on a
+real TCP connection that the fast paths are still taken, so that an upgrade
+which silently disables one is caught.
 """
 
 from __future__ import annotations
@@ -386,10 +388,13 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
     def remember(self, replies: list[object], waiter: RepeatedReplyTo) -> None:
         """
         `replies` (one per command, in order, `waiter` waiting for the
-        first) were just read: a read that repeats their bytes exactly,
-        while `waiter` and as many commands wait, calls `waiter.repeated()`
-        instead of being parsed (see the module docstring). Replies whose
-        bytes cannot be told (`encode_reply`) are not remembered.
+        first) were just read: a read that starts with their bytes, while
+        `waiter` waits first and at least as many commands wait, calls
+        `waiter.repeated()` for those bytes instead of parsing them, and
+        parses the rest (see the module docstring). The waiters after
+        `waiter` must be those that waited after it when `replies` were
+        read. Replies whose bytes cannot be told (`encode_reply`) are not
+        remembered.
         """
         factory = self.factory
         known = factory.known
@@ -447,21 +452,28 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         if not self.connected:
             return  # Dropped: nothing more is read.
         known = self.factory.known
-        if known is not None and data == known[0]:
+        if known is not None and data.startswith(known[0]):
             waiting = self.replyQueue.waiting
+            count = len(known[1])
             if (
                 waiting
                 and waiting[0] is known[2]
-                and len(waiting) == len(known[1])
+                and len(waiting) >= count
                 and not self._LineReceiver__buffer
                 and self.line_mode
                 and self.multi_bulk.pending is None
             ):
                 # These bytes were read before, from the same parser state,
-                # as the replies of the same commands: they are again.
-                waiting.clear()
+                # as the replies of the same commands: they are again. What
+                # follows them (INFO's reply, sent in the same write) is
+                # parsed, for the commands still waiting.
+                del waiting[:count]
                 known[2].repeated()
-                return
+                data = data[len(known[0]) :]
+                if not data:
+                    return
+                if not self.connected:
+                    return  # Dropped: nothing more is read.
         try:
             super().dataReceived(data, unpause)
         except UnicodeDecodeError:

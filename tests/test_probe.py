@@ -215,12 +215,16 @@ class ReplyTests(SynchronousTestCase):
         self.assertFalse(h.probe.connected)
 
     def test_info_replication(self) -> None:
-        """INFO replication after PING gives role, master and link status."""
+        """
+        INFO replication, sent in the same write as PING, gives role, master
+        and link status once both replies are read.
+        """
         h = self.connected()
         d = h.check(want_info=True)
-        self.assertEqual(h.sent(), PING)
+        self.assertEqual(h.sent(), PING + INFO_REPLICATION)
         h.reply(b"+PONG\r\n")
-        self.assertEqual(h.sent(), INFO_REPLICATION)
+        self.assertNoResult(d)
+        self.assertEqual(h.probe.stage, "info")
         data = INFO_SLAVE
         h.reply(b"$%d\r\n%s\r\n" % (len(data), data))
         observation = self.successResultOf(d)
@@ -770,7 +774,9 @@ class PipelineTests(SynchronousTestCase):
         h = Harness(**kwargs)  # type: ignore[arg-type]
         d = h.check()
         h.accept()
-        self.assertEqual(h.sent(), h.probe._pipeline.commands)  # type: ignore[union-attr]
+        pipelines = h.probe._pipelines
+        assert pipelines is not None
+        self.assertEqual(h.sent(), pipelines.plain.commands)
         reply = b"+PONG\r\n"
         if kwargs.get("drain_key"):
             reply += b":0\r\n"
@@ -869,6 +875,92 @@ class PipelineTests(SynchronousTestCase):
             )
         self.assertIs(h.probe._hello_reply, remembered)
 
+    def test_info_with_a_repeated_pipeline(self) -> None:
+        """
+        INFO, when wanted, goes in the same write as the pipeline; on an
+        unchanged instance the pipeline's replies are a known repeat (HELLO
+        is not parsed again), INFO's reply is read after them, and the check
+        gives the role with PING's round trip as its latency.
+        """
+        h = self.connected(role_signal=True, drain_key="drain")
+        replies = b"+PONG\r\n:0\r\n" + hello(b"master")
+        self.observe(h, replies)
+        h.sent()
+        self.patch(probe_module, "parse_hello_role", lambda reply: 1 / 0)
+        d = h.check(want_info=True)
+        self.assertEqual(
+            h.sent(), PING + exists_command("drain") + HELLO + INFO_REPLICATION
+        )
+        h.reactor.advance(0.002)
+        h.reply(replies)
+        self.assertEqual(h.probe.stage, "info")
+        self.assertNoResult(d)
+        h.reactor.advance(0.003)
+        h.reply(bulk(INFO_MASTER))
+        observation = self.successResultOf(d)
+        assert observation is not None and observation.replication is not None
+        self.assertEqual(
+            (observation.ok, observation.replication.role), (True, "master")
+        )
+        self.assertAlmostEqual(observation.latency_ms, 2.0)
+        self.assertEqual(self.observe(h, replies), Observation(True, True, 0.0))
+
+    def test_info_reply_of_a_failed_check_is_not_the_next_ones(self) -> None:
+        """
+        A PING refused with an error ends its check before INFO's reply,
+        sent with it, is read; that reply, read with the next check's, is
+        nobody's: the next check is answered by its own PONG.
+        """
+        h = Harness()
+        h.connect()
+        d = h.check(want_info=True)
+        self.assertEqual(h.sent(), PING + INFO_REPLICATION)
+        h.reply(b"-NOAUTH Authentication required.\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(
+            (observation.ok, observation.error),
+            (False, "NOAUTH Authentication required."),
+        )
+        self.assertTrue(h.probe.connected)
+        d = h.check()
+        h.reply(b"-NOAUTH Authentication required.\r\n+PONG\r\n")
+        self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
+
+    def test_timeout_while_info_pending(self) -> None:
+        """
+        A check whose deadline passes after its pipeline's replies, with
+        INFO's reply (sent in the same write) still pending, is 'timeout
+        (info)' and drops the connection: INFO's late reply is never read,
+        and the next check, on a new connection, is answered by its own
+        replies.
+        """
+        h = self.connected(role_signal=True, drain_key="drain")
+        replies = b"+PONG\r\n:0\r\n" + hello(b"master")
+        d = h.check(want_info=True)
+        self.assertEqual(
+            h.sent(), PING + exists_command("drain") + HELLO + INFO_REPLICATION
+        )
+        h.reply(replies)
+        self.assertEqual(h.probe.stage, "info")
+        d.cancel()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (info)")
+        old, transport = h.protocol, h.transport
+        assert transport is not None
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(h.probe.connected)
+        old.dataReceived(bulk(INFO_SLAVE))
+        attempts = len(h.reactor.tcpClients)
+        h.reactor.advance(2.0)
+        d = h.check()
+        self.assertEqual(len(h.reactor.tcpClients), attempts + 1)
+        h.accept()
+        self.assertEqual(h.sent(), PING + exists_command("drain") + HELLO)
+        h.reply(replies)
+        self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
+
     def test_hello_refused(self) -> None:
         """
         A server that answers HELLO with an error (Redis before 6.2, a
@@ -878,9 +970,8 @@ class PipelineTests(SynchronousTestCase):
         h = Harness(role_signal=True)
         d = h.check(want_info=True)
         h.accept()
-        self.assertEqual(h.sent(), PING + HELLO)
+        self.assertEqual(h.sent(), PING + HELLO + INFO_REPLICATION)
         h.reply(b"+PONG\r\n-ERR unknown command 'HELLO'\r\n")
-        self.assertEqual(h.sent(), INFO_REPLICATION)
         h.reply(bulk(INFO_MASTER))
         observation = self.successResultOf(d)
         assert observation is not None and observation.replication is not None
@@ -940,7 +1031,9 @@ class PipelineTests(SynchronousTestCase):
         h.reactor.advance(2.0)
         d = h.check(want_info=True)
         h.accept()
-        self.assertEqual(h.sent(), PING + exists_command("drain") + HELLO)
+        self.assertEqual(
+            h.sent(), PING + exists_command("drain") + HELLO + INFO_REPLICATION
+        )
         h.reply(b"+PONG\r\n:1\r\n" + hello(b"master"))
         h.reply(bulk(INFO_MASTER))
         observation = self.successResultOf(d)

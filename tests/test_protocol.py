@@ -487,6 +487,33 @@ class KnownReplyTests(SynchronousTestCase):
         self.assertEqual((first.repeats, drain.replies), (3, [1]))
         self.assertEqual(c.violations, [])
 
+    def test_repeat_then_the_rest_parsed(self) -> None:
+        """
+        A read that starts with remembered bytes, while more commands wait
+        than remembered (INFO after the pipeline), hands the repeat on in
+        one call and parses only what follows, for the next waiter; what
+        follows with nobody waiting for it breaks the protocol.
+        """
+        c = Connection()
+        data = b"+PONG\r\n:0\r\n" + HELLO_REPLY
+        first = Repeats()
+        drain, hello = self.pipeline(c, first)
+        c.receive(data)
+        c.protocol.remember([first.replies[0], 0, hello.replies[0]], first)
+        parsed = len(c.lines)
+        drain, hello = self.pipeline(c, first)
+        info = c.ask(INFO_REPLICATION)
+        c.receive(data + b"$16\r\nrole:master\r\nx:1\r\n")
+        self.assertEqual(first.repeats, 1)
+        self.assertEqual((drain.replies, hello.replies), ([], []))
+        self.assertEqual(info.replies, [b"role:master\r\nx:1"])
+        self.assertEqual(c.lines[parsed:], ["$16"])
+        self.assertEqual(c.protocol.replyQueue.waiting, [])
+        self.pipeline(c, first)
+        c.receive(data + b"+PONG\r\n")
+        self.assertEqual(first.repeats, 2)
+        self.assertEqual(c.violations, ["unexpected reply: '+PONG'"])
+
     def test_repeat_needs_the_same_waiters(self) -> None:
         """
         Remembered bytes read while other commands wait, or fewer, go
