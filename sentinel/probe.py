@@ -367,6 +367,49 @@ class RedisProbe:
     role is then read by INFO alone.
     """
 
+    # One per instance, its attributes read on every check: slots, where
+    # more than 30 attributes would give each probe a dictionary of its
+    # own (CPython shares attribute names among instances only up to 30),
+    # about 1 KiB more per instance and a dictionary lookup per access.
+    __slots__ = (
+        "instance",
+        "stage",
+        "_reactor",
+        "_pacer",
+        "_fair_time",
+        "_late_limit",
+        "_connect_timeout",
+        "_resolver",
+        "_tls",
+        "_tls_error",
+        "_auth",
+        "_protocol",
+        "_reconnects",
+        "_last_error",
+        "_closed",
+        "_attempt",
+        "_resolving",
+        "_queued",
+        "_waiters",
+        "_connect_started_at",
+        "_unreported",
+        "_last_inconclusive",
+        "_connected_once",
+        "_check",
+        "_check_protocol",
+        "_want_info",
+        "_sent_at",
+        "_awaiting_info",
+        "_drain",
+        "_role_signal",
+        "_hello",
+        "_pipelines",
+        "_hello_reply",
+        "_hello_role",
+        "_role_at_info",
+        "_last_answer",
+    )
+
     def __init__(
         self,
         instance: RedisInstance,

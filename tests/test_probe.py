@@ -419,10 +419,10 @@ class ConnectTests(SynchronousTestCase):
         """
         h = Harness()
 
-        def broken(address: str) -> None:
+        def broken(probe: RedisProbe, address: str) -> None:
             raise ValueError("no such address family")
 
-        h.probe._connect = broken  # type: ignore[method-assign]
+        self.patch(RedisProbe, "_connect", broken)
         observation = self.successResultOf(h.check())
         assert observation is not None
         self.assertEqual(observation.error, "ValueError: no such address family")
