@@ -81,7 +81,7 @@ class HousekeepingLevelTests(SynchronousTestCase):
         self.patch(process, "refreeze_gc", lambda: 0)
         # The rounds before settling freeze the collector: not this process's.
         self.patch(process.gc, "freeze", lambda: None)
-        self.patch(process, "count_gc_objects", lambda: 1000)
+        self.patch(process, "count_gc_objects", lambda frozen=None: 1000)
         clock = Clock()
         policy = ProcessPolicy(clock, 1)
         policy.startService()

@@ -120,6 +120,9 @@ class RefreezeTests(SynchronousTestCase):
         self.assertGreater(gc.get_freeze_count(), 0)
 
 
+process_count_gc_objects = process.count_gc_objects
+
+
 class HousekeepingTests(SynchronousTestCase):
     """The policy's timer refreezes, counts, and settles after changes."""
 
@@ -127,7 +130,7 @@ class HousekeepingTests(SynchronousTestCase):
         self.refreezes = 0
         self.objects = 1000
         self.patch(process, "refreeze_gc", self.refreeze)
-        self.patch(process, "count_gc_objects", lambda: self.objects)
+        self.patch(process, "count_gc_objects", lambda frozen=None: self.objects)
         self.clock = Clock()
         self.policy = ProcessPolicy(self.clock, 1)
 
@@ -182,6 +185,23 @@ class HousekeepingTests(SynchronousTestCase):
         self.clock.advance(HOUSEKEEPING_INTERVAL)
         self.assertEqual(self.policy.gc_objects(), 2000)
 
+    def test_frozen_counted_once_per_freeze(self) -> None:
+        """
+        The frozen objects, whose count walks every one of them, are
+        counted once after each freeze, not at every housekeeping run.
+        """
+        self.patch(process, "count_gc_objects", process_count_gc_objects)
+        walks: list[int] = []
+        self.patch(gc, "get_freeze_count", lambda: walks.append(1) or 500)
+        self.patch(gc, "freeze", lambda: None)
+        self.policy.startService()
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 5)
+        self.assertEqual(len(walks), 1)
+        self.assertGreaterEqual(self.policy.gc_objects(), 500)
+        self.policy.watched_for(1)
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 5)
+        self.assertEqual(len(walks), 2)
+
     def test_failure_restarts_housekeeping(self) -> None:
         """
         A housekeeping run that raises is logged and counted, and the next
@@ -191,13 +211,13 @@ class HousekeepingTests(SynchronousTestCase):
         self.patch(timer, "log", Logger(observer=events.append))
         self.policy.startService()
 
-        def broken() -> int:
+        def broken(frozen: int | None = None) -> int:
             raise MemoryError("no room to count")
 
         self.patch(process, "count_gc_objects", broken)
         self.clock.advance(HOUSEKEEPING_INTERVAL)
         self.assertEqual(self.policy.housekeeping.restarts, 1)
         self.assertEqual(events[0]["task"], "gc housekeeping")
-        self.patch(process, "count_gc_objects", lambda: 3000)
+        self.patch(process, "count_gc_objects", lambda frozen=None: 3000)
         self.clock.advance(HOUSEKEEPING_INTERVAL)
         self.assertEqual(self.policy.gc_objects(), 3000)
