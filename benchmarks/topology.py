@@ -274,11 +274,11 @@ def path(args: argparse.Namespace) -> str:
     import gc
 
     from twisted.internet.address import IPv4Address
-    from twisted.internet.defer import DeferredSemaphore
     from twisted.internet.testing import MemoryReactorClock, StringTransport
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from sentinel.config import RedisInstance
+    from sentinel.pacing import ConnectPacer
     from sentinel.probe import RedisProbe
 
     class Resolved:
@@ -287,9 +287,23 @@ def path(args: argparse.Namespace) -> str:
 
             return succeed(host)
 
+    def connect_paced(reactor: MemoryReactorClock, probe: RedisProbe) -> None:
+        # The connect pacer starts attempts at a rate (sentinel.pacing):
+        # time passes, and a check turned away is asked again, until this
+        # probe's attempt has started.
+        attempts = len(reactor.tcpClients)
+        check = probe.check(True)
+        for _ in range(10_000):
+            if len(reactor.tcpClients) > attempts:
+                return
+            reactor.advance(0.01)
+            if check.called:
+                check = probe.check(True)
+        raise RuntimeError("the pacer never let the probe connect")
+
     def run(options: dict[str, Any], reply: bytes) -> float:
         reactor = MemoryReactorClock()
-        slots = DeferredSemaphore(args.instances)
+        slots = ConnectPacer(reactor, args.instances, 1.0)
         probes, protocols = [], []
         for i in range(args.instances):
             instance = RedisInstance(
@@ -302,7 +316,7 @@ def path(args: argparse.Namespace) -> str:
                 instance, reactor, slots, 1.0, Resolved(),  # type: ignore[arg-type]
                 role_signal=options.get("role_signal", True),
             )  # fmt: skip
-            probe.check(True)
+            connect_paced(reactor, probe)
             factory = reactor.tcpClients[-1][2]
             protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 7000))
             protocol.makeConnection(StringTransport())
