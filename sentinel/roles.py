@@ -207,6 +207,13 @@ class GroupRoles:
             if node is None or node.removed:
                 node = self._instance_node(name)
                 self._nodes.instances[name] = node
+                opinion = self._nodes.opinions.get(name)
+                if opinion is not None:
+                    # An observer becoming primary (its primary's session
+                    # expired): its own checks so far are a verdict now,
+                    # rather than after its next check, up to an interval
+                    # later, while the node is missing.
+                    node.state = opinion.state
             if node.released:
                 node.released = False
                 self._holders.release(node, "it moved back to this agent")

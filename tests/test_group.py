@@ -192,6 +192,41 @@ class SharingTests(SynchronousTestCase):
             self.assertIn(self.fleet.node(name)["agent"], ("b", "c"))  # type: ignore[index]
 
 
+class CrashTests(SynchronousTestCase):
+    """Three agents, two replicas: one of them crashes."""
+
+    def test_nodes_back_after_the_settle_time(self) -> None:
+        """
+        The nodes the crashed member was the primary of are written again by
+        their new primaries once the settle time has passed, from the
+        checks they made as observers, without waiting for a check of their
+        own: the survivors' check loops are stopped at the crash. (The
+        other new observer of each has no opinion yet: the verdict is the
+        new primary's alone.)
+        """
+        fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(2.0)
+        gone = fleet.members["c"]
+        share = {n for n in NAMES if (fleet.node(n) or {}).get("agent") == "c"}
+        self.assertTrue(share)
+        expired_at = fleet.clock.seconds()
+        for survivor in ("a", "b"):
+            fleet.members[survivor].monitor.stopService()
+        gone.monitor.stopService()
+        gone.publisher.zk.expire()
+        gone.publisher.stopService()
+        self.assertTrue(all(fleet.node(n) is None for n in share))
+        fleet.run(SETTLE + 0.1)
+        for name in share:
+            document = fleet.node(name)
+            assert document is not None, name
+            self.assertEqual(document["status"], "up")
+            self.assertIn(document["agent"], ("a", "b"))
+            self.assertLessEqual(document["checked_at"], expired_at)
+
+
 class QuorumTests(SynchronousTestCase):
     """Three agents, three replicas, quorum two."""
 
