@@ -26,7 +26,7 @@ log and in /healthz, never resolved silently: each agent keeps its own.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -81,6 +81,8 @@ class Group:
         self.assignment = Assignment(self.replicas)
         self.assignment.set_known(self.known)
         self.generation = 0
+        # The members of the view applied last (for the log line of a change).
+        self._members: frozenset[str] = frozenset()
         self.moved = 0
         self._first_view_wait = (
             zookeeper.session_timeout if first_view_wait is None else first_view_wait
@@ -128,6 +130,7 @@ class Group:
         return self.assignment.observers(name)
 
     def _view(self, view: View) -> None:
+        before = self._members
         changed = self.assignment.update(
             {agent: catalog.names for agent, catalog in view.items()}
         )
@@ -135,6 +138,18 @@ class Group:
         self.publishing.view_changed()
         self._report_disagreement()
         self._move(changed)
+        self._members = frozenset(view)
+        # A member joining or leaving is news an operator looks for when
+        # nodes move: which, and how much moved here.
+        log.info(
+            "group: {members} member(s){joined}{left}; {moved} instance(s) "
+            "changed observers, this agent observes {observing}",
+            members=len(view),
+            joined=_named(" joined", set(view) - before),
+            left=_named(" left", before - set(view)),
+            moved=len(changed),
+            observing=len(self.monitor.states),
+        )
 
     def _move(self, names: set[str]) -> None:
         """
@@ -363,6 +378,15 @@ class GroupMetrics(Collector):
             "Observed instances over known ones.",
             value=observing / known if known else 0.0,
         )
+
+
+def _named(what: str, agents: Set[str]) -> str:
+    """`what` and the agents, sorted (at most 5 named), or nothing."""
+    if not agents:
+        return ""
+    names = sorted(agents)
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return f"{what}: {', '.join(names[:5])}{more}"
 
 
 def _disagreement_text(disagreeing: dict[str, tuple[int, int]]) -> str:
