@@ -82,6 +82,11 @@ def parse_args() -> argparse.Namespace:
     add("--startup-timeout", type=float, default=120.0, help="wait for up, s")
     add("--workdir", type=Path, default=None, help="keep configs and logs here")
     add("--no-agents", action="store_true", help="only the renders in process")
+    add(
+        "--no-before-agent",
+        action="store_true",
+        help="run the agent of this checkout only (before's renders still run)",
+    )
     return parser.parse_args()
 
 
@@ -337,6 +342,8 @@ def main() -> None:
             servers = start_redis_servers(args.servers, started)
             ports = [server.port for server in servers]
             for label, tree in trees.items():
+                if label == "before" and args.no_before_agent:
+                    continue
                 agents[label] = run(workdir, tree, label, ports, args)
                 print(f"{label}:", agents[label], flush=True)
     print(report(renders, agents, args))
