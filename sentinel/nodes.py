@@ -70,6 +70,7 @@ class Node:
         "watcher",
         "version",
         "takeover",
+        "watching",
         "released",
         "lost",
         "yielded",
@@ -107,6 +108,9 @@ class Node:
         # it be (`yielded`, our clock); the verdict last marked for writing
         # (`decided`) and, before our own, the previous agent's (`previous`).
         self.takeover = False
+        # A watch on it, as its primary, is armed and has not fired since
+        # (`sentinel.takeover.Takeovers.check_still_ours`).
+        self.watching = False
         self.released = False
         self.lost = False
         self.yielded = 0.0

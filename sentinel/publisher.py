@@ -141,8 +141,9 @@ class ZooKeeperPublisher(Service):
             reactor, zk, root, agent_id, nodes, queue, self, self._reconsider
         )
         takeovers = Takeovers(
-            reactor, zk, nodes, queue, holders, self, agent_id, self.remove
-        )
+            reactor, zk, nodes, queue, holders, self, agent_id, self.remove,
+            lambda name: self._roles.successor(name),
+        )  # fmt: skip
         roles = GroupRoles(
             root, agent_id, nodes, queue, holders, opinions, takeovers,
             self._instance_node,
@@ -421,6 +422,7 @@ class ZooKeeperPublisher(Service):
         in a group, on a node we are the primary of and hold.
         """
         if node.holding is None and node.takeover and event.type != EventType.NONE:
+            node.watching = False
             self._takeovers.check_still_ours(node)
         else:
             self._holders.watched(node, event)

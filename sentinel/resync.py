@@ -74,6 +74,7 @@ class Resync:
                 self._discovery.new_session()
         for node in self._nodes:
             node.owned = False
+            node.watching = False
             node.dirty = True
             node.parked = False
             node.event = None

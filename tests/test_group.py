@@ -14,7 +14,7 @@ from sentinel.group import OBSERVER, PRIMARY
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation
 from sentinel.takeover import HANDOFF_LIMIT
-from tests.groupfakes import DOWN, INTERVAL, ROOT, UP, Fleet
+from tests.groupfakes import DOWN, INTERVAL, REFRESH, ROOT, UP, Fleet
 
 NAMES = [f"r{i:02d}" for i in range(30)]
 
@@ -76,6 +76,46 @@ class AloneTests(SynchronousTestCase):
         self.assertEqual(len(parts), 1)
         self.assertLess(len(fleet.server.nodes[parts[0]].data), 512 * 1024)
         del member
+
+
+class StillOursTests(SynchronousTestCase):
+    """What a primary asks ZooKeeper to notice a takeover at once."""
+
+    def test_node_nobody_else_knows_is_not_watched(self) -> None:
+        """
+        An instance no other member knows has no taker: refreshing its
+        node is one set, with no ``exists`` after it (the per-host shape).
+        """
+        fleet = Fleet()
+        alone = fleet.add("a", ["r00"]).start()
+        fleet.add("b", ["r01"]).start()
+        fleet.run(2.0)
+        path = f"{ROOT}/instances/r00"
+        sets = alone.zk.calls_by_path["set", path]
+        asked = alone.zk.calls_by_path["exists", path]
+        fleet.run(4 * REFRESH)
+        self.assertGreaterEqual(alone.zk.calls_by_path["set", path] - sets, 3)
+        self.assertEqual(alone.zk.calls_by_path["exists", path], asked)
+
+    def test_contested_node_watched_once_per_write(self) -> None:
+        """
+        A node another member knows is watched: one ``exists`` after each
+        of our writes (its watch fired by the write), not one per firing
+        and one per write.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", ["r00"]).start()
+        fleet.add("b", ["r00"]).start()
+        fleet.run(2.0)
+        primary = fleet.members[(fleet.node("r00") or {})["agent"]]
+        path = f"{ROOT}/instances/r00"
+        sets = primary.zk.calls_by_path["set", path]
+        asked = primary.zk.calls_by_path["exists", path]
+        fleet.run(4 * REFRESH)
+        written = primary.zk.calls_by_path["set", path] - sets
+        self.assertGreaterEqual(written, 3)
+        self.assertEqual(primary.zk.calls_by_path["exists", path] - asked, written)
+        del a
 
 
 class SharingTests(SynchronousTestCase):
