@@ -15,15 +15,17 @@ Agents (``twistd -n sentinel``), for each code in turn, watching N
 instances spread over a few real redis-servers (1 s interval, 0.5 s
 timeout), once settled:
 
-- idle: the agent's CPU over a window with no request but the two
-  /debug/stats that bound it (the rate subtracted below);
-- per route, a few renders one after the other: the agent's CPU per
+- a viewer: ``/`` asked every 2 s (what the page's refresh does) for a
+  window, between two idle windows of the same length (no request but
+  the rate's own): the agent's CPU above the mean idle rate, in % of one
+  core (and how far the two idle rates differ: the noise), and its RSS
+  per instance after it, against the same code watching nothing;
+- then per route, a few renders one after the other: the agent's CPU per
   render above the idle rate, and how long the reactor was held, as a
   probe process asking ``/healthz`` in a loop during the renders waited
-  (a check's reply waits as long); the agent's own slowest slice;
-- a viewer: ``/`` asked every 2 s (what the page's refresh does) for a
-  window: the agent's CPU above the idle rate, in % of one core, and its
-  RSS per instance after it, against the same code watching nothing;
+  (a check's reply waits as long); the agent's own slowest slice; and the
+  RSS per instance after them (large answers raise the allocator's
+  high-water mark, which stays);
 - checks that failed and tick completion p99 meanwhile, and the instances
   up at the start and at the end.
 
@@ -77,7 +79,7 @@ def parse_args() -> argparse.Namespace:
     add("--servers", type=int, default=4, help="redis-servers they share (4)")
     add("--before", default="e6b8391", help="the revision to compare (e6b8391)")
     add("--renders", type=int, default=5, help="renders per route (5)")
-    add("--idle", type=float, default=10.0, help="idle window, s (10)")
+    add("--idle", type=float, default=30.0, help="each idle window, s (30)")
     add("--viewer", type=float, default=30.0, help="viewer window, s (30)")
     add("--startup-timeout", type=float, default=120.0, help="wait for up, s")
     add("--workdir", type=Path, default=None, help="keep configs and logs here")
@@ -201,10 +203,31 @@ def measure(agent: Agent, args: argparse.Namespace) -> dict[str, Any]:
     took, up = wait_settled(agent, args.startup_timeout)
     result: dict[str, Any] = {"up_after": took, "up_at_start": up}
     first = agent.get("/debug/stats")
-    cpu0, t0 = agent.cpu_seconds(), time.monotonic()
-    time.sleep(args.idle)
-    idle_rate = (agent.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+
+    def rate(window: float, action: Any = None) -> float:
+        # The agent's CPU per second over `window`, asking `/` every 2 s
+        # (what the page does) when `action` is set.
+        cpu0, t0 = agent.cpu_seconds(), time.monotonic()
+        while time.monotonic() - t0 < window:
+            if action is not None:
+                action()
+            time.sleep(max(0.0, min(2.0, window - (time.monotonic() - t0))))
+        return (agent.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+
+    # The viewer between two idle windows of its own length, so that a
+    # drift of the idle rate (the collector settling, the machine's other
+    # load) is averaged out rather than counted as the viewer's; its RSS
+    # before any other route is rendered (their large answers raise the
+    # allocator's high-water mark, which stays).
+    idle_before = rate(args.idle)
+    get(agent.http_port, "/")  # The first render pays for imports.
+    viewer_rate = rate(args.viewer, lambda: get(agent.http_port, "/"))
+    idle_after = rate(args.idle)
+    idle_rate = (idle_before + idle_after) / 2
     result["idle_cpu"] = idle_rate
+    result["idle_drift"] = idle_after - idle_before
+    result["viewer_cpu"] = viewer_rate - idle_rate
+    result["rss_viewer"] = agent.rss_bytes()
     for path in ROUTES:
         get(agent.http_port, path)  # The first render pays for imports.
         prober = Prober(agent.http_port)
@@ -226,13 +249,7 @@ def measure(agent: Agent, args: argparse.Namespace) -> dict[str, Any]:
         }
     stats = agent.get("/debug/stats")
     result["slowest_slice"] = stats.get("http", {}).get("slowest_slice_seconds")
-    cpu0, t0 = agent.cpu_seconds(), time.monotonic()
-    while time.monotonic() - t0 < args.viewer:
-        get(agent.http_port, "/")
-        time.sleep(max(0.0, 2.0 - (time.monotonic() - t0) % 2.0))
-    viewer_rate = (agent.cpu_seconds() - cpu0) / (time.monotonic() - t0)
-    result["viewer_cpu"] = viewer_rate - idle_rate
-    result["rss_viewer"] = agent.rss_bytes()
+    result["rss_routes"] = agent.rss_bytes()
     last = agent.get("/debug/stats")
     result["failures"] = last["failures"] - first["failures"]
     result["tick_p99"] = last["tick_completion_seconds"]["p99"]
@@ -268,6 +285,7 @@ def run(
     finally:
         agent.stop()
     result["rss_per_instance"] = (result["rss_viewer"] - empty) / args.instances
+    result["rss_routes_per_instance"] = (result["rss_routes"] - empty) / args.instances
     return result
 
 
@@ -310,9 +328,14 @@ def report(
         ("slowest slice (agent's own)", pair(ms, agents, "slowest_slice")),
         ("viewer: CPU above idle, of a core", pair(percent, agents, "viewer_cpu")),
         ("idle CPU, of a core", pair(percent, agents, "idle_cpu")),
+        ("idle CPU after - before", pair(percent, agents, "idle_drift")),
         (
             "RSS per instance, page open",
             pair(lambda v: f"{v / 1024:.1f} KiB", agents, "rss_per_instance"),
+        ),
+        (
+            "RSS per instance, after the routes",
+            pair(lambda v: f"{v / 1024:.1f} KiB", agents, "rss_routes_per_instance"),
         ),
         ("failed checks meanwhile", pair(str, agents, "failures")),
         ("tick completion p99", pair(ms, agents, "tick_p99")),
