@@ -46,6 +46,12 @@ log = Logger()
 PRIMARY = "primary"
 OBSERVER = "observer"
 
+# Seconds after a change of the membership (seen or applied) during which
+# a primary watches the nodes another member could take over: past the
+# settle time and the yield of `sentinel.takeover`, by which every member
+# has applied the same view.
+TAKEOVER_WATCH = 10.0
+
 
 class Group:
     """
@@ -88,6 +94,10 @@ class Group:
             zookeeper.session_timeout if first_view_wait is None else first_view_wait
         )
         self._alone_call: IDelayedCall | None = None
+        # Until when (our clock) another member may take a node over that
+        # this agent still holds as primary: a while after each change of
+        # the membership, seen or applied (`_contested`).
+        self._unsettled_until = 0.0
         self._disagreement: dict[str, tuple[int, int]] = {}
         self.membership = Membership(
             reactor,
@@ -97,11 +107,13 @@ class Group:
             self._catalog(),
             self._view,
             settle=settle,
+            on_stir=self._stirred,
         )
         # The publisher's part in the group: what it writes, by role.
         self.publishing = publisher.join_group(
             self._catalog(), self.replicas, self._successor, (self.start, self.stop)
         )
+        self.publishing.contested = self._contested
 
     def start(self) -> None:
         """Follow the membership (the publisher starts)."""
@@ -129,7 +141,24 @@ class Group:
         """The observers of a known instance, primary first."""
         return self.assignment.observers(name)
 
+    def _stirred(self) -> None:
+        """The membership may be changing: watch our contested nodes a while."""
+        self._unsettled_until = self._reactor.seconds() + TAKEOVER_WATCH
+        self.publishing.watch_contested()
+
+    def _contested(self, name: str) -> bool:
+        """
+        Whether another member may take `name`'s node over now: it knows
+        the instance, and the membership changed lately. A member takes a
+        node over only after a change of the membership, which every member
+        is told of at about the same time; outside that window the node is
+        not watched, for a watch fired by each of our own writes costs a
+        request to set again (`sentinel.takeover`).
+        """
+        return self._reactor.seconds() < self._unsettled_until and self._successor(name)
+
     def _view(self, view: View) -> None:
+        self._unsettled_until = self._reactor.seconds() + TAKEOVER_WATCH
         before = self._members
         changed = self.assignment.update(
             {agent: catalog.names for agent, catalog in view.items()}

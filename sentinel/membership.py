@@ -82,13 +82,19 @@ class Membership:
         own: Catalog,
         on_view: Callable[[View], None],
         settle: float = SETTLE,
+        on_stir: Callable[[], None] | None = None,
     ) -> None:
+        """
+        @param on_stir: called as soon as ZooKeeper says the membership may
+            have changed (before it is read, and `settle` before the view).
+        """
         self._reactor = reactor
         self.zk = zk
         self.path = f"{root}/catalogs"
         self.agent_id = agent_id
         self.own = own
         self._on_view = on_view
+        self._on_stir = on_stir
         self.settle = settle
         self.running = False
         # The settled view, and what ZooKeeper lists now (other members).
@@ -170,6 +176,8 @@ class Membership:
 
     def _watch_fired(self, event: WatchedEvent) -> None:
         if event.type != EventType.NONE and self.running:
+            if self._on_stir is not None:
+                self._on_stir()
             self._list()
 
     def _list(self) -> None:

@@ -142,7 +142,7 @@ class ZooKeeperPublisher(Service):
         )
         takeovers = Takeovers(
             reactor, zk, nodes, queue, holders, self, agent_id, self.remove,
-            lambda name: self._roles.successor(name),
+            lambda name: self._roles.contested(name),
         )  # fmt: skip
         roles = GroupRoles(
             root, agent_id, nodes, queue, holders, opinions, takeovers,

@@ -78,6 +78,9 @@ class GroupRoles:
         self.replicas = 1
         self.quorum = 1
         self.successor: Callable[[str], bool] = lambda name: False
+        # Whether another member may take an instance's node over now (the
+        # group sets it): the nodes its primary watches.
+        self.contested: Callable[[str], bool] = lambda name: False
         self.following: Following | None = None
         self._token = os.urandom(4).hex()
         # This agent's catalog as published: its digest and size.
@@ -228,6 +231,10 @@ class GroupRoles:
             self.assign(follower, observers, None)
         if me not in observers:
             self._followers.pop(name, None)
+
+    def watch_contested(self) -> None:
+        """The membership may change: watch the nodes another may take over."""
+        self._takeovers.watch_contested()
 
     def view_changed(self) -> None:
         """

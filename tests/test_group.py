@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
 from sentinel.documents import INLINE_INSTANCES_BYTES
-from sentinel.group import OBSERVER, PRIMARY
+from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation
 from sentinel.takeover import HANDOFF_LIMIT
@@ -97,25 +97,30 @@ class StillOursTests(SynchronousTestCase):
         self.assertGreaterEqual(alone.zk.calls_by_path["set", path] - sets, 3)
         self.assertEqual(alone.zk.calls_by_path["exists", path], asked)
 
-    def test_contested_node_watched_once_per_write(self) -> None:
+    def test_contested_node_watched_while_the_membership_changes(self) -> None:
         """
-        A node another member knows is watched: one ``exists`` after each
-        of our writes (its watch fired by the write), not one per firing
-        and one per write.
+        A node another member knows is watched after a change of the
+        membership (its writes then cost an ``exists`` each, the watch
+        fired by the write), not once the group has been settled for
+        `TAKEOVER_WATCH`; a member joining arms the watch again at once,
+        before its view is applied.
         """
         fleet = Fleet()
-        a = fleet.add("a", ["r00"]).start()
+        fleet.add("a", ["r00"]).start()
         fleet.add("b", ["r00"]).start()
         fleet.run(2.0)
         primary = fleet.members[(fleet.node("r00") or {})["agent"]]
         path = f"{ROOT}/instances/r00"
+        self.assertGreaterEqual(primary.zk.calls_by_path["exists", path], 1)
+        fleet.run(TAKEOVER_WATCH)
         sets = primary.zk.calls_by_path["set", path]
         asked = primary.zk.calls_by_path["exists", path]
         fleet.run(4 * REFRESH)
-        written = primary.zk.calls_by_path["set", path] - sets
-        self.assertGreaterEqual(written, 3)
-        self.assertEqual(primary.zk.calls_by_path["exists", path] - asked, written)
-        del a
+        self.assertGreaterEqual(primary.zk.calls_by_path["set", path] - sets, 3)
+        self.assertEqual(primary.zk.calls_by_path["exists", path], asked)
+        fleet.add("c", ["r00"]).start()
+        fleet.run(SETTLE / 2)
+        self.assertEqual(primary.zk.calls_by_path["exists", path], asked + 1)
 
 
 class SharingTests(SynchronousTestCase):
