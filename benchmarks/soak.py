@@ -428,7 +428,9 @@ def wait_healthy_up(
     deadline = time.monotonic() + limit
     while True:
         docs = agent.instances()
-        if all(docs[n]["status"] == "up" for n in names):
+        # An instance is listed once the agent watches it: in a group (any
+        # agent with ZooKeeper), after the first view has settled.
+        if all(docs.get(n, {}).get("status") == "up" for n in names):
             return docs
         if time.monotonic() > deadline:
             raise RuntimeError(f"healthy instances not all up in {limit:g} s")
