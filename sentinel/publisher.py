@@ -421,8 +421,10 @@ class ZooKeeperPublisher(Service):
         A watch on a node held elsewhere fired (on the reactor thread), or,
         in a group, on a node we are the primary of and hold.
         """
-        if node.holding is None and node.takeover and event.type != EventType.NONE:
+        if event.type != EventType.NONE:
+            # One watcher per node: whichever part armed it, it has fired.
             node.watching = False
+        if node.holding is None and node.takeover and event.type != EventType.NONE:
             self._takeovers.check_still_ours(node)
         else:
             self._holders.watched(node, event)
