@@ -67,8 +67,8 @@ class Takeovers:
         contested: Callable[[str], bool],
     ) -> None:
         """
-        @param contested: whether another member of the group knows an
-            instance, and so could take its node over.
+        @param contested: whether another member of the group could take
+            an instance's node over now (`sentinel.group`).
         """
         self._reactor = reactor
         self._zk = zk
@@ -174,7 +174,9 @@ class Takeovers:
                 # node taken over starts again at version 0): ours again.
                 self._queue.mark(node)
 
-        zk.exists(node.path, watch=node.watcher).addCallbacks(answered, failed)
+        d = zk.exists(node.path, watch=node.watcher)
+        d.addCallbacks(answered, failed)
+        d.addErrback(lambda f: log.failure("checking {path} failed", f, path=node.path))
 
     def view_changed(self) -> None:
         """
