@@ -265,6 +265,19 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def ms_summary(values: Sequence[float | None]) -> str:
+    """p50 / p99 / max in ms of the values seen, and how many were missed (None)."""
+    seen = [v for v in values if v is not None]
+    missed = len(values) - len(seen)
+    if not seen:
+        return f"all {missed} missed"
+    text = " / ".join(
+        f"{1000 * v:.0f}"
+        for v in (percentile(seen, 50), percentile(seen, 99), max(seen))
+    )
+    return text + " ms" + (f" ({missed} missed)" if missed else "")
+
+
 def start_redis_servers(
     count: int, started: ExitStack, extra_args: Sequence[str] = ()
 ) -> list[RedisServer]:

@@ -50,7 +50,7 @@ from common import (
     agent_config,
     load_average,
     machine,
-    percentile,
+    ms_summary,
     start_redis_servers,
     stop_on_sigterm,
     table,
@@ -242,19 +242,6 @@ def _delay(zk_at: float | None, doc: dict | None) -> tuple[float, float] | None:
     return (zk_at - doc["_seen_at"], zk_at - doc["since"])
 
 
-def summary(values: list[float | None]) -> str:
-    """p50 / p99 / max in ms, and how many rounds missed."""
-    seen = [v for v in values if v is not None]
-    missed = len(values) - len(seen)
-    if not seen:
-        return f"all {missed} missed"
-    text = " / ".join(
-        f"{1000 * v:.0f}"
-        for v in (percentile(seen, 50), percentile(seen, 99), max(seen))
-    )
-    return text + " ms" + (f" ({missed} missed)" if missed else "")
-
-
 def healthy_failures(agent: Agent, names: list[str]) -> tuple[int, int]:
     """Of the untouched instances: failed checks in all, and how many not up."""
     docs = agent.instances()
@@ -297,36 +284,36 @@ def report(
         out += [
             (
                 f"{label}: down in /instances p50/p99/max",
-                f"{summary([r['down_http'] for r in chosen])}; "
+                f"{ms_summary([r['down_http'] for r in chosen])}; "
                 f"{over} over bound + 50 ms",
             ),
             (
                 f"{label}: down decided (since) p50/p99/max",
-                summary([r["down_decided"] for r in chosen]),
+                ms_summary([r["down_decided"] for r in chosen]),
             ),
             (
                 f"{label}: down in ZooKeeper p50/p99/max",
-                summary([r["down_zk"] for r in chosen]),
+                ms_summary([r["down_zk"] for r in chosen]),
             ),
             (
                 f"{label}: up in /instances p50/p99/max",
-                f"{summary([r['up_http'] for r in chosen])} "
+                f"{ms_summary([r['up_http'] for r in chosen])} "
                 f"(interval*rise + timeout = {1000 * up_bound:.0f} ms)",
             ),
             (
                 f"{label}: up in ZooKeeper p50/p99/max",
-                summary([r["up_zk"] for r in chosen]),
+                ms_summary([r["up_zk"] for r in chosen]),
             ),
         ]
     delays = [r[k] for r in rows for k in ("down_publish", "up_publish")]
     out += [
         (
             "publish delay ZooKeeper - HTTP p50/p99/max",
-            summary([d and d[0] for d in delays]),
+            ms_summary([d and d[0] for d in delays]),
         ),
         (
             "publish delay ZooKeeper - decision p50/p99/max",
-            summary([d and d[1] for d in delays]),
+            ms_summary([d and d[1] for d in delays]),
         ),
     ]
     if healthy is not None:

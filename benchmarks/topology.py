@@ -52,7 +52,7 @@ from common import (
     agent_config,
     load_average,
     machine,
-    percentile,
+    ms_summary,
     process_cpu_seconds,
     start_redis_servers,
     stop_on_sigterm,
@@ -163,22 +163,10 @@ def roles(args: argparse.Namespace) -> str:
         ("load average at the end", load_average()),
         ("setup", f"{args.rounds} rounds, interval 1 s, timeout 0.5 s (defaults)"),
         ("bound (interval + timeout + ZooKeeper)", "2000 ms"),
-        ("promotion to ZooKeeper p50/p99/max", _summary(promotions)),
-        ("demotion to ZooKeeper p50/p99/max", _summary(demotions)),
+        ("promotion to ZooKeeper p50/p99/max", ms_summary(promotions)),
+        ("demotion to ZooKeeper p50/p99/max", ms_summary(demotions)),
     ]
     return table(rows, "roles")
-
-
-def _summary(values: list[float | None]) -> str:
-    seen = [v for v in values if v is not None]
-    missed = len(values) - len(seen)
-    if not seen:
-        return f"all {missed} missed"
-    text = " / ".join(
-        f"{1000 * v:.0f}"
-        for v in (percentile(seen, 50), percentile(seen, 99), max(seen))
-    )
-    return text + " ms" + (f" ({missed} missed)" if missed else "")
 
 
 def cost(args: argparse.Namespace) -> str:

@@ -3,7 +3,8 @@ Driving the HTTP app in memory, turn by turn.
 
 `Turns` is the slicer's scheduler run by hand: each `Turns.run` is one
 reactor turn, so a test sees exactly what one turn renders. `fetch` gets a
-whole answer through `StubTreq`. `Connection` is one client connection to a
+whole answer through `StubTreq`; `agent_get` one from a whole agent's
+service tree (`sentinel.agent.make_agent`). `Connection` is one client connection to a
 real site over a `StringTransport`, for what StubTreq hides: bytes as they
 are written, a client that stops reading, one that goes away, pipelining.
 """
@@ -20,7 +21,9 @@ from twisted.internet.interfaces import IDelayedCall, IProtocolFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.httpd import HTTPServer
 from sentinel.streaming import Slicer
 
 # More turns than any answer of these tests needs: a test that hits it
@@ -188,3 +191,12 @@ def status_app(names: list[str], **kw: Any) -> tuple[Any, Any, Clock, Any, Turns
         **kw,
     )
     return app, monitor, clock, probes, turns
+
+
+def agent_get(case: SynchronousTestCase, top: Any, path: str) -> tuple[int, Any]:
+    """The status and JSON body of `path` from the HTTP service in `top`."""
+    [http] = [s for s in top if isinstance(s, HTTPServer)]
+    client = StubTreq(http.factory.wrappedFactory.resource)
+    response = case.successResultOf(client.get(f"http://agent{path}"))
+    body = case.successResultOf(response.content())
+    return response.code, json.loads(body)

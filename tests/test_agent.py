@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import gc
-import json
 import resource
 from typing import Any, cast
 
-from treq.testing import StubTreq
 from twisted.application.service import IServiceCollection
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import agent
 from sentinel.config import Config, RedisInstance, ZooKeeperConfig
-from sentinel.httpd import HTTPServer
 from sentinel.monitor import Monitor
 from sentinel.process import SETTLE_ROUNDS, ProcessPolicy
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
+from tests.httptest import agent_get
 
 
 def config(**kw: Any) -> Config:
@@ -95,11 +93,7 @@ class HealthWiringTests(SynchronousTestCase):
     """Every periodic task's restarts reach /healthz and /debug/stats."""
 
     def get(self, top: Any, path: str) -> tuple[int, Any]:
-        [http] = [s for s in top if isinstance(s, HTTPServer)]
-        client = StubTreq(http.factory.wrappedFactory.resource)
-        response = self.successResultOf(client.get(f"http://agent{path}"))
-        body = self.successResultOf(response.content())
-        return response.code, json.loads(body)
+        return agent_get(self, top, path)
 
     def test_restarted_loop_fails_healthz(self) -> None:
         """

@@ -6,10 +6,8 @@ and /healthz and /debug/stats say what start-up is doing.
 
 from __future__ import annotations
 
-import json
 from typing import Any, cast
 
-from treq.testing import StubTreq
 from twisted.application.service import IServiceCollection
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,13 +15,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import agent
 from sentinel.config import Config, RedisInstance
 from sentinel.health import DOWN
-from sentinel.httpd import HTTPServer
 from sentinel.monitor import Monitor, NullPublisher, Settings
 from sentinel.pacing import BEAT, ConnectPacer
 from sentinel.probe import RedisProbe
 from sentinel.resolve import Resolver
 from sentinel.tracker import PendingTracker
 from tests.fakes import FAILED, OK, make_monitor
+from tests.httptest import agent_get
 
 
 class InconclusiveTests(SynchronousTestCase):
@@ -117,11 +115,7 @@ class ReportTests(SynchronousTestCase):
     """What /healthz and /debug/stats say about start-up."""
 
     def get(self, top: Any, path: str) -> tuple[int, Any]:
-        [http] = [s for s in top if isinstance(s, HTTPServer)]
-        client = StubTreq(http.factory.wrappedFactory.resource)
-        response = self.successResultOf(client.get(f"http://agent{path}"))
-        body = self.successResultOf(response.content())
-        return response.code, json.loads(body)
+        return agent_get(self, top, path)
 
     def test_starting_then_settled(self) -> None:
         """
