@@ -143,8 +143,14 @@ class Group:
 
     def _stirred(self) -> None:
         """The membership may be changing: watch our contested nodes a while."""
-        self._unsettled_until = self._reactor.seconds() + TAKEOVER_WATCH
-        self.publishing.watch_contested()
+        now = self._reactor.seconds()
+        settled = now >= self._unsettled_until
+        self._unsettled_until = now + TAKEOVER_WATCH
+        if settled:
+            # Within the window the nodes are watched already, each armed
+            # again after its writes: a member rewriting its catalog in a
+            # loop does not make every stir walk every node.
+            self.publishing.watch_contested()
 
     def _contested(self, name: str) -> bool:
         """
