@@ -15,6 +15,7 @@ plus each instance's check counters.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -63,6 +64,28 @@ def instance_document(
         "agent": agent_id,
         "schema": INSTANCE_SCHEMA,
     }
+
+
+def status_since(stored: bytes) -> tuple[str, float] | None:
+    """
+    The status and ``since`` an instance document says, or None if
+    `stored` is not such a document (`instance_document`).
+    """
+    try:
+        document = json.loads(stored)
+    except ValueError:  # UnicodeDecodeError included.
+        return None
+    if not isinstance(document, dict):
+        return None
+    status, since = document.get("status"), document.get("since")
+    if (
+        status not in (UP, DOWN)
+        or not isinstance(since, int | float)
+        or isinstance(since, bool)
+        or not math.isfinite(since)
+    ):
+        return None
+    return str(status), float(since)
 
 
 def instance_report(

@@ -45,6 +45,8 @@ class InstanceHealth:
         self.latency_ms: float | None = None
         self.error: str | None = None
         self.since: float | None = None
+        # How often the status was decided: 1 after the first observation.
+        self.changes = 0
         self.checked_at: float | None = None
         self.consecutive_successes = 0
         self.consecutive_failures = 0
@@ -54,6 +56,21 @@ class InstanceHealth:
         self.draining = False
         # When the role last changed from one known role to another.
         self.role_changed_at = -math.inf
+
+    def keep_since(self, status: str, since: float) -> None:
+        """
+        Keep `since` as the start of the status, if `status` is the one
+        decided by this process's first observation, unchanged since, and
+        `since` is earlier: what the previous process published, on the session
+        this one inherited (a restart is not a change of status).
+        """
+        if (
+            status == self.status
+            and self.changes == 1
+            and self.since is not None
+            and 0 < since < self.since
+        ):
+            self.since = since
 
     def observe(self, observation: Observation, now: float) -> Transition | None:
         """
@@ -101,6 +118,7 @@ class InstanceHealth:
         if new_status != old_status:
             self.status = new_status
             self.since = now
+            self.changes += 1
         if new_status == UP:
             if observation.ok:
                 self.ready = observation.ready

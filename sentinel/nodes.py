@@ -76,6 +76,7 @@ class Node:
         "yielded",
         "decided",
         "previous",
+        "kept",
     )
 
     def __init__(self, path: str, data: Callable[[], bytes | None]) -> None:
@@ -116,6 +117,10 @@ class Node:
         self.yielded = 0.0
         self.decided: object = None
         self.previous: dict[str, Any] | None = None
+        # For an instance node on a session inherited from the previous
+        # process: the status and its ``since`` that process wrote, until
+        # this one's first write of its own state (`sentinel.writer`).
+        self.kept: tuple[str, float] | None = None
 
     @property
     def name(self) -> str:

@@ -155,7 +155,7 @@ class ZooKeeperPublisher(Service):
             self.discovery, handoff,
         )  # fmt: skip
         members = Members(self.discovery, nodes, queue, sweep, roles)
-        writer = NodeWriter(zk, queue, holders, takeovers, members, sweep)
+        writer = NodeWriter(zk, nodes, queue, holders, takeovers, members, sweep)
 
         # The session's events: reconnections, the end, and the report.
         self._resync = Resync(

@@ -8,7 +8,9 @@ version fails, so a node another agent took over is never overwritten (a
 failed set makes us ask who holds it now). A node we do not know to own
 is created; if it exists, its holder is asked: ours (a reconnection to
 the same session, or a session inherited from the previous process) and
-it is adopted and set; another session's and the write ends in
+it is adopted and set (an instance node inherited from the previous
+process keeps its ``since`` when it says the status found now); another
+session's and the write ends in
 `writes.HeldElsewhere` (`sentinel.holders` parks it), unless this agent,
 a group's primary, takes it over (`sentinel.takeover`). On an inherited
 session, and for a node held when last asked, the holder is asked first:
@@ -18,11 +20,14 @@ Discovery members are written by `sentinel.members`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
+from sentinel.documents import status_since
 from sentinel.holders import Holders
 from sentinel.members import Members
-from sentinel.nodes import Node
+from sentinel.nodes import Node, Nodes
 from sentinel.ownership import ours
 from sentinel.sweep import Sweep
 from sentinel.takeover import Takeovers
@@ -36,6 +41,7 @@ class NodeWriter:
     def __init__(
         self,
         zk: ZooKeeper,
+        nodes: Nodes,
         queue: WriteQueue,
         holders: Holders,
         takeovers: Takeovers,
@@ -43,6 +49,7 @@ class NodeWriter:
         sweep: Sweep,
     ) -> None:
         self._zk = zk
+        self._nodes = nodes
         self._queue = queue
         self._holders = holders
         self._takeovers = takeovers
@@ -62,6 +69,7 @@ class NodeWriter:
         if node.released:
             # Moved to another primary: ours, unwritten, until it takes it.
             return
+        _keep_since(node)
         data = node.data()
         if data is None and not node.takeover:
             # Nothing to say yet (an opinion before the first check).
@@ -81,6 +89,10 @@ class NodeWriter:
         stat = None
         if node.holding is not None:
             stat = await self._holders.ask(node)
+        elif self._sweep.inherited and self._nodes.instances.get(node.name) is node:
+            stat = await self._inherit(node)
+            if _keep_since(node):
+                data = node.data()
         elif self._sweep.inherited or node.takeover:
             stat = await zk.exists(node.path)
         if stat is None:
@@ -108,6 +120,18 @@ class NodeWriter:
             stat = await counted("set", zk.set(node.path, data, stat.version))
             node.version = stat.version
 
+    async def _inherit(self, node: Node) -> Any:
+        # An instance node on a session inherited from the previous process:
+        # its stat, and, if it is ours, the status it says and since when
+        # (kept until the first write of this process's own state).
+        try:
+            stored, stat = await self._zk.get(node.path)
+        except NoNodeError:
+            return None
+        if ours(stat, self._zk.session_id):
+            node.kept = status_since(stored)
+        return stat
+
     async def delete_owned(self, node: Node) -> None:
         """Delete the node if it is ours; it is not ours after, either way."""
         zk = self._zk
@@ -125,3 +149,16 @@ class NodeWriter:
             await self._members.delete(node.member)
         else:
             await self.delete_owned(node)
+
+
+def _keep_since(node: Node) -> bool:
+    """
+    Hand what the previous process's node said (`Node.kept`) to the
+    instance's state, once it has one: a restart is not a change of status
+    (`InstanceHealth.keep_since`). True if it was handed.
+    """
+    if node.kept is None or node.state is None:
+        return False
+    node.state.health.keep_since(*node.kept)
+    node.kept = None
+    return True

@@ -23,6 +23,7 @@ from sentinel.documents import (
     member_prefix,
     nerve_member,
     serverset_member,
+    status_since,
 )
 from sentinel.health import InstanceHealth
 from sentinel.observation import Observation, Replication
@@ -121,6 +122,33 @@ class InstanceDocumentTests(SynchronousTestCase):
             (document["status"], document["ready"], document["error"]),
             ("up", False, "draining"),
         )
+
+
+class StatusSinceTests(SynchronousTestCase):
+    """The status and ``since`` read back from a stored instance node."""
+
+    def test_instance_document(self) -> None:
+        """An instance document gives its status and since."""
+        health = observed(Observation(True, True, 1.0))
+        document = instance_document(CACHE, health, "agent-7")
+        self.assertEqual(
+            status_since(json.dumps(document).encode()), ("up", health.since)
+        )
+
+    def test_anything_else(self) -> None:
+        """Bytes that are not an instance document with a finite since: None."""
+        for stored in (
+            b"\xff\xfe\x00",
+            b"not json",
+            b"[]",
+            b'{"status": "up"}',
+            b'{"status": "sideways", "since": 1.0}',
+            b'{"status": "up", "since": "yesterday"}',
+            b'{"status": "up", "since": true}',
+            b'{"status": "down", "since": NaN}',
+            b'{"status": "down", "since": Infinity}',
+        ):
+            self.assertIsNone(status_since(stored), stored)
 
 
 class AgentDocumentTests(SynchronousTestCase):

@@ -196,10 +196,40 @@ class RestartTests(HandoffTestCase):
         self.assertIn(member_b, self.server.nodes)
         second.check("b", UP)
         self.assertEqual(second.zk.document(path("b"))["checked_at"], restarted)
+        # b was up before the restart and still is: up since the first
+        # process found it so; a went down, now.
+        self.assertEqual(second.zk.document(path("b"))["since"], START)
+        self.assertEqual(second.states["b"].health.since, START)
+        self.assertEqual(second.zk.document(path("a"))["since"], restarted)
         self.assertEqual(self.members("b"), ["member_0000000000"])
         self.assertEqual(second.zk.calls["create"], 0)
         self.assertEqual(second.publisher.stats()["waiting_takeover"], [])
         self.assertIsNone(second.publisher.unhealthy_reason())
+
+    def test_since_kept_only_from_a_node_of_ours_that_says_so(self) -> None:
+        """
+        The inherited node's ``since`` is kept only when the node is ours
+        and says the status found now: a node that is not an instance
+        document, or says another status, gives the time of this check.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        first.stop()
+        for stored in (b"\xff not json", b"[1]", b'{"status": "up", "since": "x"}'):
+            self.server.put(path("b"), stored, owner=session)
+            second = self.process()
+            second.start()
+            self.clock.advance(1)
+            second.check("b", UP)
+            self.assertEqual(
+                second.zk.document(path("b"))["since"], self.clock.seconds(), stored
+            )
+            second.stop()
+        self.server.put(path("b"), b'{"status": "down", "since": 5.0}', owner=session)
+        second = self.process()
+        second.start()
+        second.check("b", UP)
+        self.assertEqual(second.zk.document(path("b"))["since"], self.clock.seconds())
 
     def test_first_check_before_connected(self) -> None:
         """A check made before the reattach is written at it, not before."""

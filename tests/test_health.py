@@ -149,3 +149,30 @@ class RoleChangeTests(SynchronousTestCase):
         health.observe(BAD, 8.0)
         health.observe(MASTER, 9.0)
         self.assertEqual(health.role_changed_at, 7.0)
+
+
+class KeepSinceTests(SynchronousTestCase):
+    """What the previous process published of a status it did not change."""
+
+    def test_kept_for_the_status_found_first(self) -> None:
+        """The same status, decided once, earlier: up since then."""
+        health = InstanceHealth(rise=2, fall=2)
+        health.observe(OK, 100.0)
+        health.keep_since(UP, 40.0)
+        self.assertEqual(health.since, 40.0)
+
+    def test_not_kept_otherwise(self) -> None:
+        """
+        Another status, a later time, or a status this process already
+        changed once more: the time this process decided it stays.
+        """
+        health = InstanceHealth(rise=1, fall=1)
+        health.observe(OK, 100.0)
+        health.keep_since(DOWN, 40.0)
+        health.keep_since(UP, 120.0)
+        health.keep_since(UP, 0.0)
+        self.assertEqual(health.since, 100.0)
+        health.observe(BAD, 101.0)
+        health.observe(OK, 102.0)
+        health.keep_since(UP, 40.0)
+        self.assertEqual(health.since, 102.0)

@@ -218,6 +218,11 @@ class RestartTestCase(TestCase):
         data, stat = self.kazoo.get(path)
         return json.loads(data), stat
 
+    def since(self, name: str) -> float | None:
+        """The ``since`` of an instance's node, or None without a node."""
+        document = self.document(self.instance_path(name))
+        return None if document is None else document[0]["since"]
+
     def members(self, name: str) -> list[str]:
         parent = self.parent(name)
         return self.kazoo.get_children(parent) if self.kazoo.exists(parent) else []
@@ -271,6 +276,7 @@ class RestartTests(RestartTestCase):
     async def restart(self, how: signal.Signals) -> None:
         first = self.agent()
         session = await self.published(first)
+        since = {n: self.since(n) for n in NAMES}
         watch = self.watch()
         first.child.process.send_signal(how)
         status = await first.exited()
@@ -287,6 +293,8 @@ class RestartTests(RestartTestCase):
             self.assertEqual(watch.most_members(self.parent(name)), 1, name)
             document, stat = self.document(self.instance_path(name)) or ({}, None)
             self.assertGreater(document["checked_at"], second.started)
+            # Up all along: up since the first process found it so.
+            self.assertEqual(document["since"], since[name])
             self.assertEqual(stat.ephemeralOwner, session)
         stats = await second.stats()
         handoff = stats["zookeeper"]["handoff"]
@@ -302,7 +310,8 @@ class RestartTests(RestartTestCase):
         """
         A rolling restart: SIGTERM (exit 143), then a new process on the
         same state_dir. No node is missing at any 20 ms poll; each is
-        rewritten by the new process, on the same session.
+        rewritten by the new process, on the same session, and keeps its
+        ``since`` (a restart is not a change of status).
         """
         await self.restart(signal.SIGTERM)
 
