@@ -7,12 +7,17 @@ The HTTP server around the app: what an HTTP client may cost the agent.
   since Twisted suspends the idle timeout while an answer is written.
 - At most `MAX_CONNECTIONS` at once. Every connection is an open file, like
   every Redis connection: the agent counts them in its open-file reserve
-  (`sentinel.agent.FD_RESERVE`), and closes a connection beyond them as soon
-  as it is accepted, so that HTTP clients, however many, are refused before
-  a check is. 64: a Prometheus or two (one kept-alive connection each), a
-  few people with the page open (a browser opens up to 6), scripts and
-  health probes, with room to spare; 64 descriptors and, with every client
-  reading nothing, a few MB of buffers.
+  (`sentinel.agent.FD_RESERVE`). 64: a Prometheus or two (one kept-alive
+  connection each), a few people with the page open (a browser opens up to
+  6), scripts and health probes, with room to spare; 64 descriptors and,
+  with every client reading nothing, a few MB of buffers. At the cap, a new
+  connection closes the one that has waited longest for a request (kept
+  alive after its last answer, or still sending its request's head) and
+  takes its place, as nginx reuses its idle keep-alive connections: clients
+  that hold connections open and ask nothing, however many, never keep a
+  health probe or a scrape out. Only when every connection is being
+  answered is the new one closed as soon as it is accepted, so that HTTP
+  clients, however many, are refused before a check is.
 - No route reads a request body: one is never spooled to disk, and one
   longer than `MAX_BODY_BYTES` closes the connection.
 - No access log: scrapes would drown the agent's log.
@@ -49,6 +54,11 @@ MAX_CONNECTIONS = 64
 MAX_BODY_BYTES = 64 * 1024
 # Seconds between two log lines about refused connections.
 REFUSED_LOG_INTERVAL = 60.0
+# Connections closed to make room whose descriptors are not released yet
+# (they are at the next turn of the reactor): beyond this many, a new
+# connection is refused rather than given a place, so that a burst of
+# them never holds more than this many descriptors over the cap.
+MAX_CLOSING = 16
 
 
 class BoundedRequest(Request):
@@ -69,6 +79,14 @@ class BoundedRequest(Request):
             self._too_long()
             return
         super().handleContentChunk(data)
+
+    def process(self) -> None:
+        # The whole request is in: its connection is being answered, and
+        # is given no other client's place until the answer ends.
+        limit = getattr(self.channel.transport, "factory", None)
+        if isinstance(limit, ConnectionLimit):
+            limit.answering(self)
+        super().process()
 
     def _too_long(self) -> None:
         log.info(
@@ -94,9 +112,11 @@ class StatusSite(Site):
 
 class ConnectionLimit(WrappingFactory):
     """
-    At most `limit` connections to the wrapped factory at once; one more is
+    At most `limit` connections to the wrapped factory at once. One more
+    takes the place of the connection that has waited longest for a request,
+    which is closed; if every connection is being answered, the new one is
     closed as it is accepted (it never gets an HTTP answer, and holds a
-    descriptor for no longer than the accept).
+    descriptor for no longer than the accept). See the module docstring.
     """
 
     noisy = False
@@ -105,31 +125,96 @@ class ConnectionLimit(WrappingFactory):
         super().__init__(factory)
         self.limit = limit
         self.refused = 0
+        self.evicted = 0
         self._clock = clock
         self._logged_at: float | None = None
+        # Connections waiting for a request, the longest waiting first, and
+        # how many answers each connection being answered has in progress.
+        self._waiting: dict[ProtocolWrapper, None] = {}
+        self._answers: dict[ProtocolWrapper, int] = {}
+        # Closed to make room, until their connection is lost.
+        self._closing: set[ProtocolWrapper] = set()
 
     def buildProtocol(self, addr: IAddress | None) -> ProtocolWrapper | None:  # type: ignore[override]
-        if len(self.protocols) < self.limit:
-            return super().buildProtocol(addr)
+        if len(self.protocols) - len(self._closing) >= self.limit:
+            if not self._waiting or len(self._closing) >= MAX_CLOSING:
+                self._refuse(addr)
+                return None
+            self._evict(addr)
+        return super().buildProtocol(addr)
+
+    def registerProtocol(self, p: ProtocolWrapper) -> None:
+        super().registerProtocol(p)
+        self._waiting[p] = None
+
+    def unregisterProtocol(self, p: ProtocolWrapper) -> None:
+        super().unregisterProtocol(p)
+        self._waiting.pop(p, None)
+        self._answers.pop(p, None)
+        self._closing.discard(p)
+
+    def answering(self, request: Request) -> None:
+        """`request`, read whole, is being answered on its connection."""
+        # The channel's transport is its ProtocolWrapper (WrappingFactory).
+        connection: Any = request.channel.transport
+        if (
+            not isinstance(connection, ProtocolWrapper)
+            or connection not in self.protocols
+        ):
+            return
+        self._waiting.pop(connection, None)
+        self._answers[connection] = self._answers.get(connection, 0) + 1
+        request.notifyFinish().addBoth(lambda _: self._answered(connection))
+
+    def _answered(self, connection: ProtocolWrapper) -> None:
+        left = self._answers.get(connection, 0) - 1
+        if left > 0:
+            self._answers[connection] = left
+            return
+        self._answers.pop(connection, None)
+        if connection in self.protocols and connection not in self._closing:
+            # Waiting for its next request from now: the last in line.
+            self._waiting[connection] = None
+
+    def _evict(self, addr: IAddress | None) -> None:
+        victim = next(iter(self._waiting))
+        del self._waiting[victim]
+        self._closing.add(victim)
+        self.evicted += 1
+        self._warn(
+            "HTTP connection from {victim} closed to make room for {peer}: "
+            "{open} open, the most allowed, and it waited longest for a "
+            "request ({evicted} closed so far)",
+            victim=str(victim.getPeer()),
+            peer=str(addr),
+            evicted=self.evicted,
+        )
+        transport: Any = victim.transport
+        transport.abortConnection()
+
+    def _refuse(self, addr: IAddress | None) -> None:
         self.refused += 1
+        self._warn(
+            "HTTP connection from {peer} refused: {open} open, the most "
+            "allowed, each being answered ({refused} refused so far)",
+            peer=str(addr),
+            refused=self.refused,
+        )
+
+    def _warn(self, text: str, **fields: object) -> None:
+        # At most one line a REFUSED_LOG_INTERVAL, whatever a client does.
         now = self._clock.seconds()
         if self._logged_at is None or now - self._logged_at >= REFUSED_LOG_INTERVAL:
             self._logged_at = now
-            log.warn(
-                "HTTP connection from {peer} refused: {open} open, the most "
-                "allowed ({refused} refused so far)",
-                peer=str(addr),
-                open=len(self.protocols),
-                refused=self.refused,
-            )
-        return None
+            log.warn(text, open=len(self.protocols), **fields)
 
     def stats(self) -> dict[str, int]:
-        """Open and refused connections, for ``/debug/stats``."""
+        """Open, refused and evicted connections, for ``/debug/stats``."""
         return {
             "connections": len(self.protocols),
             "max_connections": self.limit,
             "refused_connections": self.refused,
+            "evicted_connections": self.evicted,
         }
 
 

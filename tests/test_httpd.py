@@ -82,10 +82,14 @@ class SiteTests(SynchronousTestCase):
 
 
 class ConnectionLimitTests(SynchronousTestCase):
-    """At most `limit` connections; the next is closed as it is accepted."""
+    """
+    At most `limit` connections: one more takes the place of the one that
+    waited longest for a request, or is closed as it is accepted when every
+    connection is being answered.
+    """
 
     def setUp(self) -> None:
-        app, monitor, self.clock, _, _ = status_app(["a"])
+        app, monitor, self.clock, _, self.turns = status_app(["a"])
         monitor.startService()
         self.factory = ConnectionLimit(
             StatusSite(app.resource(), self.clock), 3, self.clock
@@ -93,38 +97,90 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.warned: list[dict[str, Any]] = []
         self.patch(httpd.log, "warn", lambda _, **kw: self.warned.append(kw))
 
-    def test_cap(self) -> None:
+    def answered(self, client: Connection) -> int:
+        """Turn the slicer until `client` has its one answer: its status."""
+        for _ in range(1000):
+            found = responses(client.output())
+            if found:
+                [(code, _, _)] = found
+                return code
+            self.turns.run()
+        raise AssertionError("no answer")
+
+    def test_waiting_longest_makes_room(self) -> None:
         """
-        The fourth connection is refused (no protocol: the port closes it),
-        counted, and logged once a minute at most; once one closes, a new
-        one is accepted again.
+        With three connections open and none being answered, a fourth is
+        accepted and answered, and the one open longest without a request
+        is closed: counted, and logged once a minute at most. A connection
+        that was answered waits from its answer on, last in line.
         """
         clients = [Connection(self.factory, 40000 + i) for i in range(3)]
-        self.assertFalse(any(c.refused for c in clients))
-        self.assertTrue(Connection(self.factory, 40003).refused)
-        self.assertTrue(Connection(self.factory, 40004).refused)
+        clients[0].request("/healthz")
+        self.assertEqual(self.answered(clients[0]), 200)
+        fourth = Connection(self.factory, 40003)
+        self.assertFalse(fourth.refused)
+        self.assertEqual([c.open for c in clients], [True, False, True])
+        fourth.request("/healthz")
+        self.assertEqual(self.answered(fourth), 200)
+        fifth = Connection(self.factory, 40004)
+        self.assertEqual([c.open for c in clients], [True, False, False])
+        self.assertTrue(fifth.open)
         self.assertEqual(
             self.factory.stats(),
-            {"connections": 3, "max_connections": 3, "refused_connections": 2},
+            {
+                "connections": 3,
+                "max_connections": 3,
+                "refused_connections": 0,
+                "evicted_connections": 2,
+            },
         )
         self.assertEqual(len(self.warned), 1)
-        # Sooner than the idle timeout, which would free a place.
-        self.patch(httpd, "REFUSED_LOG_INTERVAL", IDLE_TIMEOUT / 2)
-        self.clock.advance(IDLE_TIMEOUT / 2)
+        self.assertEqual(
+            self.warned[0]["victim"],
+            "IPv4Address(type='TCP', host='127.0.0.1', port=40001)",
+        )
+
+    def test_refused_while_every_connection_is_answered(self) -> None:
+        """
+        With every connection in the middle of an answer (a sliced one), a
+        new one is refused; once an answer ends, its connection is the one
+        that makes room.
+        """
+        clients = [Connection(self.factory, 40000 + i) for i in range(3)]
+        for client in clients:
+            client.request("/instances")
+        self.assertTrue(Connection(self.factory, 40003).refused)
+        self.assertEqual(self.factory.stats()["refused_connections"], 1)
+        self.assertTrue(all(c.open for c in clients))
+        self.assertEqual(self.answered(clients[1]), 200)
+        for client in (clients[0], clients[2]):
+            self.assertEqual(self.answered(client), 200)
+        # All three answered: the first to finish waits longest.
+        later = Connection(self.factory, 40004)
+        self.assertFalse(later.refused)
+        self.assertEqual(sum(c.open for c in clients), 2)
+
+    def test_closing_connections_are_bounded(self) -> None:
+        """
+        Connections closed to make room hold their descriptors until the
+        next turn: beyond MAX_CLOSING of them, a new one is refused.
+        """
+        self.patch(httpd, "MAX_CLOSING", 2)
+        clients = [Connection(self.factory, 40000 + i) for i in range(3)]
+        for client in clients:
+            # As a TCP transport does: lost at a later turn, not at once.
+            client.transport.abortConnection = lambda: None  # type: ignore[method-assign]
+        Connection(self.factory, 40003)
+        Connection(self.factory, 40004)
         self.assertTrue(Connection(self.factory, 40005).refused)
-        self.assertEqual(len(self.warned), 2)
         clients[0].lose()
-        again = Connection(self.factory, 40006)
-        self.assertFalse(again.refused)
-        again.request("/healthz")
-        [(code, _, _)] = responses(again.output())
-        self.assertEqual(code, 200)
+        self.assertFalse(Connection(self.factory, 40006).refused)
+        self.assertEqual(self.factory.stats()["evicted_connections"], 3)
 
     def test_idle_connections_free_their_place(self) -> None:
         """Connections held idle are closed after IDLE_TIMEOUT, making room."""
         for i in range(3):
             Connection(self.factory, 40000 + i)
-        self.assertTrue(Connection(self.factory, 40010).refused)
         self.clock.advance(IDLE_TIMEOUT)
         self.assertEqual(self.factory.stats()["connections"], 0)
         self.assertFalse(Connection(self.factory, 40011).refused)
@@ -193,6 +249,7 @@ class ServiceTests(SynchronousTestCase):
                 "connections": 1,
                 "max_connections": httpd.MAX_CONNECTIONS,
                 "refused_connections": 0,
+                "evicted_connections": 0,
                 "answers_in_progress": 0,
                 "slices": 0,
                 "slowest_slice_seconds": 0.0,
