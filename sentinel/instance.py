@@ -24,6 +24,9 @@ class Probe(Protocol):
     """What the monitor needs of a probe (see `sentinel.probe.RedisProbe`)."""
 
     stage: str
+    # The address (an IP literal) the instance's host resolved to for its
+    # last connection attempt, or None before the first.
+    address: str | None
 
     def check(self, want_info: bool) -> Deferred[Observation | None]: ...
 

@@ -374,6 +374,7 @@ class RedisProbe:
     __slots__ = (
         "instance",
         "stage",
+        "address",
         "_reactor",
         "_pacer",
         "_fair_time",
@@ -445,6 +446,7 @@ class RedisProbe:
             else None
         )
         self.stage = "connect"
+        self.address: str | None = None
         self._protocol: RedisClientProtocol | None = None
         self._reconnects = Reconnects()
         self._last_error = "not connected"
@@ -565,6 +567,7 @@ class RedisProbe:
 
     def _resolved(self, address: str) -> Deferred[RedisClientProtocol]:
         self._resolving = False
+        self.address = address
         self._queued = True
         start: Deferred[Any] = self._pacer.acquire()
         return start.addCallback(self._open, address)

@@ -19,7 +19,10 @@ What a master lists names what the agent connects to, so it is not trusted.
 `sentinel.protocol` keeps only well-formed addresses, each once, at most
 `MAX_LISTED_REPLICAS` of them. Here, an address that is the master's own,
 that a configured instance or another master's replica already has, or whose
-name is taken, is not added; at most `MAX_PER_MASTER` replicas per master
+name is taken, is not added (a configured instance has both the address it
+is configured with and the one its host name resolved to: a master lists
+its replicas by IP, and one Redis watched under two names would be published
+twice); at most `MAX_PER_MASTER` replicas per master
 and `MAX_DISCOVERED` in all are watched, and none beyond what the open-file
 limit has room for. So a hostile or confused master costs at most
 `MAX_PER_MASTER` connections, and addresses that flap in and out of its list
@@ -34,10 +37,12 @@ discovered one (the monitor gives it a discovered instance's name).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import attr
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.logger import Logger
 
 from sentinel.config import Config, RedisInstance
@@ -51,6 +56,11 @@ log = Logger()
 MAX_PER_MASTER = 64
 # Replicas watched in all, whatever the masters list.
 MAX_DISCOVERED = 4096
+# A listed address that cannot be judged yet: neither added nor refused.
+_NOT_YET = "not yet"
+# Seconds the addresses configured instances' hosts resolved to are reused
+# before they are gathered again (only while a master lists replicas).
+ALIASES_TTL = 1.0
 
 
 def replica_name(master: str, host: str, port: int) -> str:
@@ -101,6 +111,10 @@ class Topology:
         self.grace = 60.0
         self._discoverers: frozenset[str] = frozenset()
         self._configured: frozenset[tuple[str, int]] = frozenset()
+        # The addresses configured instances named by host name connect to
+        # (`Probe.address`), gathered at most every ALIASES_TTL seconds.
+        self._aliases: frozenset[tuple[str, int]] = frozenset()
+        self._aliases_at = -math.inf
         # The replicas discovered, by name; their names by address; and the
         # names of each master's.
         self._found: dict[str, _Found] = {}
@@ -150,10 +164,19 @@ class Topology:
             name = replica_name(master.name, *address)
             found = self._found.get(name)
             if found is not None and found.master == master.name:
+                if self._configured_at(address, now):
+                    # A configured instance named by host name resolved to
+                    # it after it was added (a reload added it): one Redis,
+                    # one name.
+                    self._remove(name, "a configured instance has its address")
+                    mine = self._by_master.get(master.name, set())
+                    continue
                 found.listed_at = now
                 listed.add(name)
                 continue
-            reason = self._refusal(master, name, address, len(mine))
+            reason = self._refusal(state, name, address, len(mine), now)
+            if reason == _NOT_YET:
+                continue
             if reason is not None:
                 refused[address] = reason
                 continue
@@ -183,12 +206,21 @@ class Topology:
         }
 
     def _refusal(
-        self, master: RedisInstance, name: str, address: tuple[str, int], count: int
+        self,
+        state: InstanceState,
+        name: str,
+        address: tuple[str, int],
+        count: int,
+        now: float,
     ) -> str | None:
         # Why a listed address is not added, or None.
-        if address == (master.host, master.port):
+        master = state.instance
+        if address in ((master.host, master.port), (state.probe.address, master.port)):
             return "its own address"
-        if address in self._configured:
+        configured = self._configured_at(address, now)
+        if configured is None:
+            return _NOT_YET
+        if configured:
             return "a configured instance"
         other = self._by_address.get(address)
         if other is not None:
@@ -202,6 +234,28 @@ class Topology:
         if not self._fits(len(self._monitor.states) + 1):
             return "no room within the open-file limit"
         return None
+
+    def _configured_at(self, address: tuple[str, int], now: float) -> bool | None:
+        # Whether a configured instance has this address: as configured, or
+        # as its host name resolved (a master lists its replicas by IP); None
+        # while a configured instance named by host name is in its first
+        # check, unresolved yet: it may be this address.
+        if address in self._configured:
+            return True
+        if now - self._aliases_at >= ALIASES_TTL:
+            aliases = set()
+            for state in self._monitor.states.values():
+                instance, resolved = state.instance, state.probe.address
+                host = instance.host
+                if instance.discovered_by is not None or _literal(host):
+                    continue
+                if resolved is not None:
+                    aliases.add((resolved, instance.port))
+                elif state.health.checks == 0:
+                    return None  # Gathered again at the next INFO.
+            self._aliases = frozenset(aliases)
+            self._aliases_at = now
+        return address in self._aliases
 
     def _log_refusals(self, master: str, refused: dict[tuple[str, int], str]) -> None:
         before = self._refused.get(master, {})
@@ -252,6 +306,10 @@ class Topology:
             names.discard(name)
             if not names:
                 del self._by_master[found.master]
+
+
+def _literal(host: str) -> bool:
+    return isIPAddress(host) or isIPv6Address(host)
 
 
 def watched_hosts(states: Iterable[InstanceState]) -> list[str]:

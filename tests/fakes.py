@@ -52,6 +52,7 @@ class FakeProbe:
     def __init__(self, instance: RedisInstance) -> None:
         self.instance = instance
         self.stage = "connect"
+        self.address: str | None = None
         self.result: Observation | None = OK
         # What a check that reads INFO replication finds.
         self.replication = Replication(role="master")

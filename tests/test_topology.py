@@ -192,6 +192,47 @@ class HostileMasterTests(SynchronousTestCase):
         self.assertEqual(len(fleet.monitor.states), 3)
         self.assertEqual(fleet.topology.stats()["refused"], 2)
 
+    def test_configured_by_host_name(self) -> None:
+        """
+        A configured instance named by host name has the address its host
+        resolved to as well (a master lists its replicas by IP): until its
+        first check has resolved it, what the master lists is neither added
+        nor refused; once resolved, that address is refused. The master's
+        own resolved address is its own.
+        """
+        named = RedisInstance("b", "redis-b.example", 6379)
+        fleet = Fleet(attr.evolve(MASTER, host="redis-m.example"), named)
+        fleet.probes["m"].address = "10.0.0.5"
+        fleet.lists(R1, ("10.0.0.5", 6379))
+        # Only the master's own address is judged (refused) so far.
+        self.assertEqual(
+            (fleet.discovered(), fleet.topology.stats()["refused"]), ([], 1)
+        )
+        fleet.probes["b"].address = R1[0]
+        fleet.lists(R1, ("10.0.0.5", 6379), R2)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.7:6380"])
+        self.assertEqual(fleet.topology.stats()["refused"], 2)
+
+    def test_host_name_resolved_after_its_address_was_added(self) -> None:
+        """
+        A replica added while the configured instance named by host name
+        could not be resolved (its first check failed) goes at the first
+        INFO after the resolution is seen (within ALIASES_TTL).
+        """
+        named = RedisInstance("b", "redis-b.example", 6379)
+        fleet = Fleet(MASTER, named)
+        fleet.monitor.states["b"].health.observe(FAILED, fleet.clock.seconds())
+        fleet.lists(R1)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+        fleet.probes["b"].address = R1[0]
+        fleet.lists(R1)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+        fleet.clock.advance(topology_module.ALIASES_TTL)
+        fleet.lists(R1)
+        self.assertEqual(fleet.discovered(), [])
+        self.assertEqual(fleet.publisher.removed, ["m@10.0.0.6:6379"])
+        self.assertEqual(sorted(fleet.monitor.states), ["b", "m"])
+
     def test_name_taken_by_a_configured_instance(self) -> None:
         """A configured instance already named like the replica keeps its name."""
         squatter = RedisInstance("m@10.0.0.6:6379", "10.0.2.2", 1)

@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import reactor as _reactor
 from twisted.logger import Logger
 
-from tests.polling import wait_for
+from tests.polling import pause, wait_for
 from tests.servers import LOOPBACK, RedisServer, free_port, shared_zookeeper
 from tests.test_twistd import TwistdTestCase
 from tests.test_zookeeper import Reader
@@ -46,7 +46,11 @@ def redis_cli(server: RedisServer, *args: str) -> str:
 class TopologyTests(TwistdTestCase):
     """One agent, one master discovering two replicas, one ZooKeeper."""
 
-    def start(self) -> None:
+    def start(self, named_replica: bool = False) -> None:
+        """
+        The servers, then the agent; with `named_replica`, the first
+        replica is configured too, as ``named`` on host ``localhost``.
+        """
         # Replicas sync at once, not after Redis's default 5 s wait for more.
         self.master = RedisServer(extra_args=["--repl-diskless-sync-delay", "0"])
         self.master.start()
@@ -59,6 +63,12 @@ class TopologyTests(TwistdTestCase):
             self.replicas.append(replica)
         zookeeper = shared_zookeeper()
         self.root = f"/t-{self._testMethodName}"
+        configured = (
+            f'[[redis]]\nname = "named"\nhost = "localhost"\n'
+            f"port = {self.replicas[0].port}\n"
+            if named_replica
+            else ""
+        )
         directory = Path(self.mktemp()).resolve()
         directory.mkdir(parents=True)
         config = directory / "sentinel.toml"
@@ -67,7 +77,7 @@ class TopologyTests(TwistdTestCase):
             f'replica_grace = {GRACE}\ndrain_key = "drain:{{port}}"\n'
             f'[zookeeper]\nhosts = "{zookeeper.hosts}"\nroot = "{self.root}"\n'
             f'[[redis]]\nname = "m"\nhost = "{LOOPBACK}"\n'
-            f"port = {self.master.port}\ndiscover_replicas = true\n"
+            f"port = {self.master.port}\ndiscover_replicas = true\n{configured}"
         )
         http = free_port()
         self.base = f"http://{LOOPBACK}:{http}"
@@ -158,3 +168,22 @@ class TopologyTests(TwistdTestCase):
             (after["discovered_by"], after["since"]), ("m", before["since"])
         )
         self.assertGreaterEqual(after["checks"], before["checks"])
+
+    async def test_replica_configured_by_host_name(self) -> None:
+        """
+        A replica configured by host name (``localhost``) is watched once,
+        under its configured name, though the master lists it by IP: the
+        other replica is discovered, and no node ever names the first by
+        its address, over ten of the master's INFO.
+        """
+        self.start(named_replica=True)
+        duplicate = f"{self.root}/instances/{self.names[0]}"
+        await self.until_node("named", 20.0, status="up", role="slave")
+        await self.until_node(self.names[1], 20.0, status="up", role="slave")
+        # The master answers INFO every 5 checks: ten of them.
+        await pause(reactor, 10 * 5 * INTERVAL)
+        self.assertFalse(self.reader.exists(duplicate))
+        instances = await self.get_json(f"{self.base}/instances")
+        found = {i["name"]: i["discovered_by"] for i in instances["instances"]}
+        self.assertEqual(found, {"m": None, "named": None, self.names[1]: "m"})
+        self.assertNotIn(f"{self.names[0]}: removed", self.log_path.read_text())
