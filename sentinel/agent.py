@@ -10,6 +10,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
+from sentinel.clocksteps import ClockSteps
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
 from sentinel.freshness import Freshness
@@ -31,6 +32,7 @@ from sentinel.startup import StartupReport
 from sentinel.timer import RestartingTimer
 from sentinel.topology import Topology, watched_hosts
 from sentinel.tracker import PendingTracker
+from sentinel.web import StatsSource
 from sentinel.zk import ZooKeeper
 
 log = Logger()
@@ -130,9 +132,12 @@ def make_agent(
 
     top = MultiService()
     tasks: list[RestartingTimer] = []
+    stats_sources: dict[str, StatsSource] = {}
     if process is not None:
         process.setServiceParent(top)
         tasks.append(process.housekeeping)
+        process.clock_steps = ClockSteps(reactor, lambda: tasks)
+        stats_sources["clock"] = process.clock_steps.stats
     # Before the probes' users, so stopped after them: their lookups and
     # connection attempts end with their own checks, and the rest when
     # these stop.
@@ -249,6 +254,7 @@ def make_agent(
                 freshness.unhealthy_reason,
             ],
             stats_sources={
+                **stats_sources,
                 "tasks": lambda: {task.name: task.stats() for task in tasks},
                 "dns": resolver.stats,
                 "discovery": topology.stats,

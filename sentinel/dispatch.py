@@ -30,6 +30,7 @@ relies on is caught.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
@@ -37,11 +38,19 @@ from twisted.logger import Logger
 log = Logger()
 
 
-def lean_dispatch(reactor: Any) -> bool:
+def lean_dispatch(
+    reactor: Any,
+    after_poll: Callable[[], None] | None = None,
+    longest_wait: float | None = None,
+) -> bool:
     """
     Dispatch `reactor`'s ready descriptors without the legacy log context
     (module docstring); True if it was installed. Only an
     ``EPollReactor`` with the attributes relied on is changed.
+    `after_poll` is called after each poll, before the ready descriptors
+    are handled and before the reactor runs any timer
+    (`sentinel.clocksteps`); a poll waits at most `longest_wait` seconds,
+    if given, however far the next timer is.
     """
     try:
         from twisted.internet.epollreactor import EPollReactor
@@ -58,6 +67,8 @@ def lean_dispatch(reactor: Any) -> bool:
 
     def do_poll(timeout: float | None) -> None:
         # EPollReactor.doPoll, each descriptor handled without callWithLogger.
+        if longest_wait is not None and (timeout is None or timeout > longest_wait):
+            timeout = longest_wait
         if timeout is None:
             timeout = -1  # Wait indefinitely.
         try:
@@ -66,6 +77,11 @@ def lean_dispatch(reactor: Any) -> bool:
             if err.errno == errno.EINTR:
                 return
             raise
+        if after_poll is not None:
+            try:
+                after_poll()
+            except Exception:
+                log.failure("after a poll")
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:

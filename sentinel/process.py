@@ -46,6 +46,7 @@ from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from sentinel.clocksteps import LOOK_INTERVAL, ClockSteps
 from sentinel.dispatch import lean_dispatch
 from sentinel.httpd import MAX_CONNECTIONS
 from sentinel.timer import RestartingTimer
@@ -141,6 +142,8 @@ class ProcessPolicy(MultiService):
         self._frozen: int | None = None
         # Whether ready sockets are dispatched without the log context.
         self.lean_dispatch = False
+        # Watches the wall clock after each poll, once given (the agent's).
+        self.clock_steps: ClockSteps | None = None
         self.housekeeping = RestartingTimer(
             "gc housekeeping", HOUSEKEEPING_INTERVAL, clock, self._housekeep
         )
@@ -156,9 +159,17 @@ class ProcessPolicy(MultiService):
         super().privilegedStartService()
 
     def startService(self) -> None:
-        """Dispatch ready sockets the lean way (`sentinel.dispatch`), then start."""
+        """
+        Dispatch ready sockets the lean way (`sentinel.dispatch`), watching
+        the wall clock after each poll (`sentinel.clocksteps`), then start.
+        """
         # A reactor of another kind (twistd --reactor) dispatches as it does.
-        self.lean_dispatch = lean_dispatch(self._clock)
+        steps = self.clock_steps
+        self.lean_dispatch = (
+            lean_dispatch(self._clock)
+            if steps is None
+            else lean_dispatch(self._clock, steps.look, LOOK_INTERVAL)
+        )
         super().startService()
 
     def check_capacity(self, instances: int) -> None:

@@ -97,6 +97,14 @@ class RestartingTimer(Service):
                 self._loop.stop()
             self._start(now=False)
 
+    def rebase(self) -> None:
+        """
+        Start again from now, the next call one step away: after the clock
+        the loop schedules by stepped (`sentinel.clocksteps`), whose count
+        of intervals would be wrong.
+        """
+        self.change_step(self.step)
+
     def _start(self, now: bool) -> None:
         loop = self._make_loop()
         loop.clock = self._clock

@@ -142,6 +142,50 @@ class LeanDispatchTests(SynchronousTestCase):
         self.assertEqual(len(events), 2)
         self.assertEqual({e["log_failure"].type for e in events}, {ZeroDivisionError})
 
+    def test_after_poll(self) -> None:
+        """
+        `after_poll` runs after each poll, before the ready sockets are
+        read (and so before any timer); what it raises is logged, and the
+        sockets are read all the same.
+        """
+        reader, theirs = self.pair()
+        seen: list[list[bytes]] = []
+
+        def after() -> None:
+            seen.append(list(reader.read))
+            raise ZeroDivisionError("a bug after the poll")
+
+        self.assertTrue(lean_dispatch(self.reactor, after))
+        theirs.send(b"+PONG\r\n")
+        self.reactor.doIteration(1.0)
+        self.assertEqual(seen, [[]])
+        self.assertEqual(reader.read, [b"+PONG\r\n"])
+        self.reactor.doIteration(0.0)
+        self.assertEqual(len(seen), 2)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    def test_longest_wait(self) -> None:
+        """
+        With `longest_wait`, a poll waits no longer than that, however far
+        the reactor's next timer, or with none; without it, as asked.
+        """
+        waits: list[float] = []
+
+        class Poller:
+            def poll(self, timeout: float, most: int) -> list[tuple[int, int]]:
+                waits.append(timeout)
+                return []
+
+        self.patch(self.reactor, "_poller", Poller())
+        self.assertTrue(lean_dispatch(self.reactor, longest_wait=1.0))
+        for asked in (3600.0, None, 0.25):
+            self.reactor.doIteration(asked)
+        self.assertEqual(waits, [1.0, 1.0, 0.25])
+        self.assertTrue(lean_dispatch(self.reactor))
+        self.reactor.doIteration(3600.0)
+        self.reactor.doIteration(None)
+        self.assertEqual(waits[3:], [3600.0, -1])
+
     def test_other_reactors_untouched(self) -> None:
         """A reactor of another kind keeps its own dispatch."""
         clock = Clock()
@@ -164,3 +208,21 @@ class ProcessPolicyTests(SynchronousTestCase):
         policy.stopService()
         self.assertTrue(policy.lean_dispatch)
         self.assertIsNot(reactor.doIteration, reactor.doPoll)
+
+    def test_clock_watched_after_each_poll(self) -> None:
+        """Given the agent's clock watch, the policy has it look after each poll."""
+        from sentinel.clocksteps import ClockSteps
+        from sentinel.process import ProcessPolicy
+
+        reactor = epollreactor.EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        policy = ProcessPolicy(reactor, 1)
+        looks: list[None] = []
+        steps = ClockSteps(reactor, list)
+        self.patch(steps, "look", lambda: looks.append(None))
+        policy.clock_steps = steps
+        policy.startService()
+        policy.stopService()
+        reactor.doIteration(0.0)
+        reactor.doIteration(0.0)
+        self.assertEqual(len(looks), 2)
