@@ -368,8 +368,8 @@ class RedisProbe:
     """
 
     # One per instance, its attributes read on every check: slots, where
-    # more than 30 attributes would give each probe a dictionary of its
-    # own (CPython shares attribute names among instances only up to 30),
+    # 30 attributes or more would give each probe a dictionary of its own
+    # (CPython 3.11 shares attribute names among instances only up to 29),
     # about 1 KiB more per instance and a dictionary lookup per access.
     __slots__ = (
         "instance",

@@ -268,11 +268,14 @@ class ConnectionFactory(Factory):
         self.on_violation = on_violation
         # The protocol's own state, kept here (see RedisClientProtocol):
         # the bytes of the replies it remembers, those replies and whom to
-        # tell when they repeat, and what the multi-bulk reply being read
-        # may still hold.
+        # tell when they repeat, what the multi-bulk reply being read may
+        # still hold, the parser's mode, and the TLS handshake's state.
         self.known: tuple[bytes, list[object], RepeatedReplyTo] | None = None
         self.array_elements = 0
         self.array_bytes = 0
+        self.line_mode = 1
+        self.secure = False
+        self.securing: Deferred[RedisClientProtocol] | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> RedisClientProtocol:
         protocol = RedisClientProtocol()
@@ -300,13 +303,15 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
     (no charset): a status line (str) read where a bulk is due, such as a
     stale ``+PONG`` read as INFO's reply, is told apart from one.
 
-    One is kept per instance, so it adds no attribute of its own to the 30
-    that txredisapi and Twisted set: up to 30, Python shares the attribute
-    names among all instances of the class; one more, and every instance
-    carries a dictionary of its own (about 1.5 KB here). What it needs per
-    connection is reached through its factory, the TLS handshake state is a
-    class default until a handshake sets it, and a dropped connection is
-    marked by clearing ``connected``, which Twisted already sets.
+    One is kept per instance, so it stores no attribute of its own beside
+    the 29 that txredisapi and Twisted set: CPython 3.11 shares the
+    attribute names among all instances of a class only while an instance
+    has at most 29; the 30th gives every instance a dictionary of its own
+    (1.3 KB more here, measured). What it needs per connection is kept on
+    its factory: the reply parser's mode (`line_mode`, which txredisapi
+    sets on the first bulk reply), the TLS handshake state, and the replies
+    it remembers. A dropped connection is marked by clearing ``connected``,
+    which Twisted already sets.
     """
 
     factory: ConnectionFactory
@@ -314,8 +319,15 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
     # LineReceiver's limit: a longer status or error line breaks the protocol
     # (lineLengthExceeded); a bulk is read in raw mode and capped apart.
     MAX_LENGTH = MAX_LINE
-    _secure = False
-    _securing: Deferred[RedisClientProtocol] | None = None
+
+    @property
+    def line_mode(self) -> int:
+        """LineReceiver's mode (1: lines, 0: a bulk), kept on the factory."""
+        return self.factory.line_mode
+
+    @line_mode.setter
+    def line_mode(self, mode: int) -> None:
+        self.factory.line_mode = mode
 
     def __init__(self) -> None:
         super().__init__(charset=None, convertNumbers=False)
@@ -343,19 +355,22 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         the reason the connection was lost before (a certificate that does
         not verify, say). Cancelling it drops the connection.
         """
-        if self._secure:
+        factory = self.factory
+        if factory.secure:
             return succeed(self)
 
         def cancel(_: Deferred[RedisClientProtocol]) -> None:
-            self._securing = None
+            factory.securing = None
             self.drop()
 
-        self._securing = Deferred(cancel)
-        return self._securing
+        securing: Deferred[RedisClientProtocol] = Deferred(cancel)
+        factory.securing = securing
+        return securing
 
     def handshakeCompleted(self) -> None:
-        self._secure = True
-        securing, self._securing = self._securing, None
+        factory = self.factory
+        factory.secure = True
+        securing, factory.securing = factory.securing, None
         if securing is not None:
             securing.callback(self)
 
@@ -633,9 +648,10 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         self.transport.abortConnection()
 
     def connectionLost(self, why: Failure) -> None:
-        securing = self._securing
+        factory = self.factory
+        securing = factory.securing
         if securing is not None:
-            self._securing = None
+            factory.securing = None
             securing.errback(why)
         self.factory.on_lost(self)
         # A server that refuses our client certificate says so in an alert

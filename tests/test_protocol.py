@@ -625,6 +625,33 @@ class ParseTests(SynchronousTestCase):
         )
 
 
+class FootprintTests(SynchronousTestCase):
+    """A kept connection's protocol stays small: one is kept per instance."""
+
+    def test_attribute_names_stay_shared(self) -> None:
+        """
+        After replies of every kind (a status line, an integer, HELLO's
+        multi-bulk, INFO's bulk), the protocol has stored at most 29
+        attributes of its own: CPython 3.11 shares the attribute names of a
+        class's instances up to 29, and gives each instance a dictionary of
+        its own from the 30th (1.3 KB more per instance, measured).
+        """
+        factory = ConnectionFactory(lambda p: None, lambda p, reason: None)
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        waiters = (Replies(), Replies(), ArrayReplies(), Replies())
+        commands = PING + exists_command("drain") + HELLO + INFO_REPLICATION
+        protocol.send_pipeline(commands, waiters)
+        protocol.dataReceived(
+            b"+PONG\r\n:0\r\n" + HELLO_REPLY + b"$11\r\nrole:master\r\n"
+        )
+        self.assertEqual(
+            [w.replies[0] for w in (waiters[0], waiters[1], waiters[3])],
+            ["PONG", 0, b"role:master"],
+        )
+        self.assertLessEqual(len(vars(protocol)), 29, sorted(vars(protocol)))
+
+
 class FastPathTests(TestCase):
     """
     The fast paths run on a real TCP connection: commands written straight
