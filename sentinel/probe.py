@@ -405,7 +405,6 @@ class RedisProbe:
         "_role_signal",
         "_hello",
         "_pipelines",
-        "_hello_reply",
         "_hello_role",
         "_role_at_info",
         "_last_answer",
@@ -481,9 +480,8 @@ class RedisProbe:
         self._role_signal = role_signal
         self._hello = role_signal
         self._pipelines: _Pipelines | None = None
-        # HELLO's last reply and its role, and the role HELLO said when INFO
-        # was last read: a different one now means the role changed.
-        self._hello_reply: object = None
+        # The role HELLO said last, and the one it said when INFO was last
+        # read: a different one now means the role changed.
         self._hello_role: str | None = None
         self._role_at_info: str | None = None
         # What the last pipeline replies parsed said (ready, error,
@@ -783,11 +781,8 @@ class RedisProbe:
         role = None
         if pipelines.hello:
             reply = replies[-1]
-            if reply is self._hello_reply:
-                role = self._hello_role
-            elif isinstance(reply, list):
-                role = parse_hello_role(reply)
-                self._hello_reply, self._hello_role = reply, role
+            if isinstance(reply, list):
+                role = self._hello_role = parse_hello_role(reply)
             elif isinstance(reply, ResponseError):
                 # Not Redis 6.2 or later, or a proxy: INFO alone, from the
                 # next check on.

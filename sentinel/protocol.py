@@ -267,10 +267,11 @@ class ConnectionFactory(Factory):
         self.on_lost = on_lost
         self.on_violation = on_violation
         # The protocol's own state, kept here (see RedisClientProtocol):
-        # the bytes of the replies it remembers, those replies and whom to
-        # tell when they repeat, what the multi-bulk reply being read may
-        # still hold, the parser's mode, and the TLS handshake's state.
-        self.known: tuple[bytes, list[object], RepeatedReplyTo] | None = None
+        # the bytes of the replies it remembers, how many replies they are
+        # and whom to tell when they repeat, what the multi-bulk reply being
+        # read may still hold, the parser's mode, and the TLS handshake's
+        # state.
+        self.known: tuple[bytes, int, RepeatedReplyTo] | None = None
         self.array_elements = 0
         self.array_bytes = 0
         self.line_mode = 1
@@ -411,10 +412,9 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         read. Replies whose bytes cannot be told (`encode_reply`) are not
         remembered.
         """
+        # Their bytes and count are kept, not the replies: HELLO's is a
+        # list of about a dozen bulks, 700 bytes an instance.
         factory = self.factory
-        known = factory.known
-        if known is not None and known[2] is waiter and known[1] == replies:
-            return
         factory.known = None
         parts = []
         for reply in replies:
@@ -422,7 +422,7 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
             if encoded is None:
                 return
             parts.append(encoded)
-        factory.known = (b"".join(parts), list(replies), waiter)
+        factory.known = (b"".join(parts), len(parts), waiter)
 
     def _write(self, command: bytes) -> None:
         transport = self.transport
@@ -469,7 +469,7 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         known = self.factory.known
         if known is not None and data.startswith(known[0]):
             waiting = self.replyQueue.waiting
-            count = len(known[1])
+            count = known[1]
             if (
                 waiting
                 and waiting[0] is known[2]
