@@ -298,23 +298,42 @@ class _InfoReply:
             self._probe._reply_failed(Failure(), None)
 
 
-class _Pipeline(NamedTuple):
-    """Commands written at once, and who waits for each reply, in order."""
+def _commands(drain: bytes | None, hello: bool) -> tuple[bytes, bytes]:
+    """
+    The bytes of a check's pipeline, without INFO and with it: the same
+    objects for every instance without a drain key.
+    """
+    if drain is None:
+        return _SHARED_COMMANDS[hello]
+    plain = PING + drain + HELLO if hello else PING + drain
+    return plain, plain + INFO_REPLICATION
 
-    commands: bytes
-    waiters: tuple[ReplyTo, ...]
+
+_SHARED_COMMANDS = {
+    hello: (plain, plain + INFO_REPLICATION)
+    for hello, plain in ((False, PING), (True, PING + HELLO))
+}
 
 
 class _Pipelines:
     """
     What a check sends on one connection: PING, then EXISTS of the drain
-    key and HELLO, each if asked for (`plain`), and INFO replication after
-    them when it is wanted (`info`), in one write. Both share their waiters,
-    so that replies repeated from the last check are known as such either
-    way (`sentinel.protocol`).
+    key and HELLO, each if asked for (`commands`), and INFO replication
+    after them when it is wanted (`info_commands`), in one write, with who
+    waits for each reply, in order. Both share their waiters, so that
+    replies repeated from the last check are known as such either way
+    (`sentinel.protocol`).
     """
 
-    __slots__ = ("drain", "hello", "replies", "plain", "info")
+    __slots__ = (
+        "drain",
+        "hello",
+        "replies",
+        "commands",
+        "waiters",
+        "info_commands",
+        "info_waiters",
+    )
 
     def __init__(
         self,
@@ -328,18 +347,13 @@ class _Pipelines:
         replies = _CheckReplies(probe, protocol, self)
         self.replies = replies
         waiters: list[ReplyTo] = [replies]
-        commands = [PING]
         if drain is not None:
-            commands.append(drain)
             waiters.append(replies)
         if hello:
-            commands.append(HELLO)
             waiters.append(_ArrayReply(replies))
-        self.plain = _Pipeline(b"".join(commands), tuple(waiters))
-        self.info = _Pipeline(
-            self.plain.commands + INFO_REPLICATION,
-            (*waiters, _InfoReply(probe, protocol)),
-        )
+        self.commands, self.info_commands = _commands(drain, hello)
+        self.waiters = tuple(waiters)
+        self.info_waiters = (*waiters, _InfoReply(probe, protocol))
 
 
 class RedisProbe:
@@ -729,8 +743,10 @@ class RedisProbe:
         self._check_protocol = protocol
         pipelines = self._pipelines
         assert pipelines is not None  # Set with the kept connection.
-        pipeline = pipelines.info if want_info else pipelines.plain
-        protocol.send_pipeline(pipeline.commands, pipeline.waiters)
+        if want_info:
+            protocol.send_pipeline(pipelines.info_commands, pipelines.info_waiters)
+        else:
+            protocol.send_pipeline(pipelines.commands, pipelines.waiters)
         return check
 
     def _pinged(self, protocol: RedisClientProtocol, reply: object) -> None:

@@ -776,7 +776,7 @@ class PipelineTests(SynchronousTestCase):
         h.accept()
         pipelines = h.probe._pipelines
         assert pipelines is not None
-        self.assertEqual(h.sent(), pipelines.plain.commands)
+        self.assertEqual(h.sent(), pipelines.commands)
         reply = b"+PONG\r\n"
         if kwargs.get("drain_key"):
             reply += b":0\r\n"
@@ -859,6 +859,21 @@ class PipelineTests(SynchronousTestCase):
         observation = self.observe(h, b"+PONG\r\n" + hello(b"replica"))
         self.assertIsNone(observation.replication)
         self.assertEqual(h.sent(), PING + HELLO)
+
+    def test_command_bytes_shared(self) -> None:
+        """
+        Probes without a drain key send the same bytes objects (one per
+        process, not one per instance); a drain key's are the probe's own.
+        """
+        first, second = (self.connected(role_signal=True) for _ in range(2))
+        drained = self.connected(role_signal=True, drain_key="drain")
+        a, b, c = (h.probe._pipelines for h in (first, second, drained))
+        assert a is not None and b is not None and c is not None
+        self.assertIs(a.commands, b.commands)
+        self.assertIs(a.info_commands, b.info_commands)
+        self.assertEqual(
+            c.info_commands, PING + exists_command("drain") + HELLO + INFO_REPLICATION
+        )
 
     def test_repeated_replies_reuse_the_parse(self) -> None:
         """
