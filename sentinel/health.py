@@ -36,6 +36,26 @@ _UNKNOWN_ROLE = Replication(role=None)
 class InstanceHealth:
     """Everything observed about one instance, and its decided status."""
 
+    # One per instance: slots, not a dictionary's worth of room per health.
+    __slots__ = (
+        "rise",
+        "fall",
+        "status",
+        "ready",
+        "replication",
+        "latency_ms",
+        "error",
+        "since",
+        "changes",
+        "checked_at",
+        "consecutive_successes",
+        "consecutive_failures",
+        "checks",
+        "failures",
+        "draining",
+        "role_changed_at",
+    )
+
     def __init__(self, rise: int, fall: int) -> None:
         self.rise = rise
         self.fall = fall
