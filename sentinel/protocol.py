@@ -137,18 +137,31 @@ def parse_replication(info: bytes) -> Replication:
                 listed[address] = None
         else:
             fields[key] = value.strip()
-    role = fields.get("role")
+    role = _shared_value(fields.get("role"))
     replicas = tuple(listed)
     if role != "slave":
+        if role == "master" and not replicas:
+            return _LONE_MASTER
         return Replication(role=role, replicas=replicas)
     port = fields.get("master_port", "")
     return Replication(
         role=role,
         master_host=fields.get("master_host"),
         master_port=int(port) if port.isdigit() else None,
-        master_link_status=fields.get("master_link_status"),
+        master_link_status=_shared_value(fields.get("master_link_status")),
         replicas=replicas,
     )
+
+
+# Every instance's health keeps the last INFO it read: the common values are
+# one object for all of them, not a string each (and a master that lists no
+# replica, one Replication), 140 bytes per instance.
+_SHARED_VALUES = {value: value for value in ("master", "slave", "up", "down")}
+_LONE_MASTER = Replication(role="master")
+
+
+def _shared_value(value: str | None) -> str | None:
+    return _SHARED_VALUES.get(value, value) if value is not None else None
 
 
 def parse_listed_replica(value: str) -> tuple[str, int] | None:

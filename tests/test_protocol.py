@@ -573,6 +573,30 @@ class KnownReplyTests(SynchronousTestCase):
 class ParseTests(SynchronousTestCase):
     """What INFO replication and HELLO say, read defensively."""
 
+    def test_common_values_shared(self) -> None:
+        """
+        What every instance's health keeps is shared where it is the same:
+        a master listing no replica is one Replication, and the role and
+        link status of replicas are one string each, however many INFO
+        replies are read.
+        """
+        master = b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"
+        self.assertIs(parse_replication(master), parse_replication(master))
+        self.assertEqual(parse_replication(master).role, "master")
+        replica = (
+            b"role:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6379\r\n"
+            b"master_link_status:up\r\n"
+        )
+        first, second = parse_replication(replica), parse_replication(replica)
+        self.assertEqual(
+            (first.role, first.master_port, first.master_link_status),
+            ("slave", 6379, "up"),
+        )
+        self.assertIs(first.role, second.role)
+        self.assertIs(first.master_link_status, second.master_link_status)
+        listing = master + b"slave0:ip=10.0.0.2,port=6380,state=online\r\n"
+        self.assertEqual(parse_replication(listing).replicas, (("10.0.0.2", 6380),))
+
     def test_replicas_listed(self) -> None:
         """
         A master's slaveN lines give each replica's address once; lines that
