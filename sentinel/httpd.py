@@ -10,14 +10,14 @@ The HTTP server around the app: what an HTTP client may cost the agent.
   (`sentinel.agent.FD_RESERVE`). 64: a Prometheus or two (one kept-alive
   connection each), a few people with the page open (a browser opens up to
   6), scripts and health probes, with room to spare; 64 descriptors and,
-  with every client reading nothing, a few MB of buffers. At the cap, a new
-  connection closes the one that has waited longest for a request (kept
-  alive after its last answer, or still sending its request's head) and
-  takes its place, as nginx reuses its idle keep-alive connections: clients
-  that hold connections open and ask nothing, however many, never keep a
-  health probe or a scrape out. Only when every connection is being
-  answered is the new one closed as soon as it is accepted, so that HTTP
-  clients, however many, are refused before a check is.
+  with every client reading nothing, a few MB of buffers. Over the cap, a
+  new connection is closed as soon as it is accepted, so that HTTP clients,
+  however many, are refused before a check is; but one that has waited
+  `STALE_AFTER` seconds or more for a request (kept alive after its last
+  answer, or still sending its request's head) gives its place to the new
+  one, the longest waiting first, as nginx reuses its idle keep-alive
+  connections: clients that hold connections open and ask nothing, however
+  many, keep a health probe or a scrape out for `STALE_AFTER` at most.
 - No route reads a request body: one is never spooled to disk, and one
   longer than `MAX_BODY_BYTES` closes the connection.
 - No access log: scrapes would drown the agent's log.
@@ -54,6 +54,10 @@ MAX_CONNECTIONS = 64
 MAX_BODY_BYTES = 64 * 1024
 # Seconds between two log lines about refused connections.
 REFUSED_LOG_INTERVAL = 60.0
+# Seconds a connection may wait for a request before a new connection over
+# the cap takes its place: longer than a burst of connections takes to open
+# (those over the cap are refused), far shorter than the idle timeout.
+STALE_AFTER = 10.0
 # Connections closed to make room whose descriptors are not released yet
 # (they are at the next turn of the reactor): beyond this many, a new
 # connection is refused rather than given a place, so that a burst of
@@ -112,11 +116,11 @@ class StatusSite(Site):
 
 class ConnectionLimit(WrappingFactory):
     """
-    At most `limit` connections to the wrapped factory at once. One more
-    takes the place of the connection that has waited longest for a request,
-    which is closed; if every connection is being answered, the new one is
+    At most `limit` connections to the wrapped factory at once. One more is
     closed as it is accepted (it never gets an HTTP answer, and holds a
-    descriptor for no longer than the accept). See the module docstring.
+    descriptor for no longer than the accept), unless a connection has
+    waited `STALE_AFTER` for a request: the one waiting longest is closed
+    and the new one takes its place. See the module docstring.
     """
 
     noisy = False
@@ -128,16 +132,17 @@ class ConnectionLimit(WrappingFactory):
         self.evicted = 0
         self._clock = clock
         self._logged_at: float | None = None
-        # Connections waiting for a request, the longest waiting first, and
-        # how many answers each connection being answered has in progress.
-        self._waiting: dict[ProtocolWrapper, None] = {}
+        # Connections waiting for a request, the longest waiting first, with
+        # since when, and how many answers each connection being answered
+        # has in progress.
+        self._waiting: dict[ProtocolWrapper, float] = {}
         self._answers: dict[ProtocolWrapper, int] = {}
         # Closed to make room, until their connection is lost.
         self._closing: set[ProtocolWrapper] = set()
 
     def buildProtocol(self, addr: IAddress | None) -> ProtocolWrapper | None:  # type: ignore[override]
         if len(self.protocols) - len(self._closing) >= self.limit:
-            if not self._waiting or len(self._closing) >= MAX_CLOSING:
+            if not self._stale() or len(self._closing) >= MAX_CLOSING:
                 self._refuse(addr)
                 return None
             self._evict(addr)
@@ -145,7 +150,7 @@ class ConnectionLimit(WrappingFactory):
 
     def registerProtocol(self, p: ProtocolWrapper) -> None:
         super().registerProtocol(p)
-        self._waiting[p] = None
+        self._waiting[p] = self._clock.seconds()
 
     def unregisterProtocol(self, p: ProtocolWrapper) -> None:
         super().unregisterProtocol(p)
@@ -174,7 +179,13 @@ class ConnectionLimit(WrappingFactory):
         self._answers.pop(connection, None)
         if connection in self.protocols and connection not in self._closing:
             # Waiting for its next request from now: the last in line.
-            self._waiting[connection] = None
+            self._waiting[connection] = self._clock.seconds()
+
+    def _stale(self) -> bool:
+        # Whether the connection waiting longest has waited STALE_AFTER.
+        for since in self._waiting.values():
+            return self._clock.seconds() - since >= STALE_AFTER
+        return False
 
     def _evict(self, addr: IAddress | None) -> None:
         victim = next(iter(self._waiting))
@@ -184,9 +195,10 @@ class ConnectionLimit(WrappingFactory):
         self._warn(
             "HTTP connection from {victim} closed to make room for {peer}: "
             "{open} open, the most allowed, and it waited longest for a "
-            "request ({evicted} closed so far)",
+            "request, over {stale:g} s ({evicted} closed so far)",
             victim=str(victim.getPeer()),
             peer=str(addr),
+            stale=STALE_AFTER,
             evicted=self.evicted,
         )
         transport: Any = victim.transport
@@ -196,7 +208,7 @@ class ConnectionLimit(WrappingFactory):
         self.refused += 1
         self._warn(
             "HTTP connection from {peer} refused: {open} open, the most "
-            "allowed, each being answered ({refused} refused so far)",
+            "allowed ({refused} refused so far)",
             peer=str(addr),
             refused=self.refused,
         )

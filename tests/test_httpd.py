@@ -16,6 +16,7 @@ from sentinel import httpd
 from sentinel.httpd import (
     IDLE_TIMEOUT,
     MAX_BODY_BYTES,
+    STALE_AFTER,
     ConnectionLimit,
     HTTPServer,
     StatusSite,
@@ -83,9 +84,9 @@ class SiteTests(SynchronousTestCase):
 
 class ConnectionLimitTests(SynchronousTestCase):
     """
-    At most `limit` connections: one more takes the place of the one that
-    waited longest for a request, or is closed as it is accepted when every
-    connection is being answered.
+    At most `limit` connections: one more is closed as it is accepted,
+    unless one has waited STALE_AFTER for a request: then it takes the
+    place of the one waiting longest.
     """
 
     def setUp(self) -> None:
@@ -107,38 +108,61 @@ class ConnectionLimitTests(SynchronousTestCase):
             self.turns.run()
         raise AssertionError("no answer")
 
-    def test_waiting_longest_makes_room(self) -> None:
+    def test_cap(self) -> None:
         """
-        With three connections open and none being answered, a fourth is
-        accepted and answered, and the one open longest without a request
-        is closed: counted, and logged once a minute at most. A connection
-        that was answered waits from its answer on, last in line.
+        The fourth connection is refused while none has waited STALE_AFTER
+        for a request (no protocol: the port closes it), counted, and
+        logged once a minute at most; once one closes, a new one is
+        accepted again.
         """
         clients = [Connection(self.factory, 40000 + i) for i in range(3)]
-        clients[0].request("/healthz")
-        self.assertEqual(self.answered(clients[0]), 200)
-        fourth = Connection(self.factory, 40003)
-        self.assertFalse(fourth.refused)
-        self.assertEqual([c.open for c in clients], [True, False, True])
-        fourth.request("/healthz")
-        self.assertEqual(self.answered(fourth), 200)
-        fifth = Connection(self.factory, 40004)
-        self.assertEqual([c.open for c in clients], [True, False, False])
-        self.assertTrue(fifth.open)
+        self.assertFalse(any(c.refused for c in clients))
+        self.assertTrue(Connection(self.factory, 40003).refused)
+        self.clock.advance(STALE_AFTER / 2)
+        self.assertTrue(Connection(self.factory, 40004).refused)
         self.assertEqual(
             self.factory.stats(),
             {
                 "connections": 3,
                 "max_connections": 3,
-                "refused_connections": 0,
-                "evicted_connections": 2,
+                "refused_connections": 2,
+                "evicted_connections": 0,
             },
         )
         self.assertEqual(len(self.warned), 1)
+        clients[0].lose()
+        again = Connection(self.factory, 40006)
+        self.assertFalse(again.refused)
+        again.request("/healthz")
+        self.assertEqual(self.answered(again), 200)
+
+    def test_stale_connection_makes_room(self) -> None:
+        """
+        Over the cap, the connection that has waited longest for a request,
+        once it has waited STALE_AFTER, is closed and the new one takes its
+        place; a connection answered waits from its answer on, last in line.
+        """
+        a, b, c = (Connection(self.factory, 40000 + i) for i in range(3))
+        self.clock.advance(STALE_AFTER / 2)
+        a.request("/healthz")
+        self.assertEqual(self.answered(a), 200)
+        self.clock.advance(STALE_AFTER / 2)
+        d = Connection(self.factory, 40003)
+        self.assertFalse(d.refused)
+        self.assertEqual([x.open for x in (a, b, c)], [True, False, True])
+        d.request("/healthz")
+        self.assertEqual(self.answered(d), 200)
+        self.assertFalse(Connection(self.factory, 40004).refused)
+        self.assertEqual([x.open for x in (a, b, c)], [True, False, False])
+        # a has waited half of STALE_AFTER, d and the last none: refused.
+        self.assertTrue(Connection(self.factory, 40005).refused)
+        self.clock.advance(STALE_AFTER / 2)
+        self.assertFalse(Connection(self.factory, 40006).refused)
+        self.assertFalse(a.open)
         self.assertEqual(
-            self.warned[0]["victim"],
-            "IPv4Address(type='TCP', host='127.0.0.1', port=40001)",
+            (self.factory.stats()["evicted_connections"], len(self.warned)), (3, 1)
         )
+        self.assertIn("port=40001", self.warned[0]["victim"])
 
     def test_refused_while_every_connection_is_answered(self) -> None:
         """
@@ -149,6 +173,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         clients = [Connection(self.factory, 40000 + i) for i in range(3)]
         for client in clients:
             client.request("/instances")
+        self.clock.advance(STALE_AFTER)
         self.assertTrue(Connection(self.factory, 40003).refused)
         self.assertEqual(self.factory.stats()["refused_connections"], 1)
         self.assertTrue(all(c.open for c in clients))
@@ -156,6 +181,8 @@ class ConnectionLimitTests(SynchronousTestCase):
         for client in (clients[0], clients[2]):
             self.assertEqual(self.answered(client), 200)
         # All three answered: the first to finish waits longest.
+        self.assertTrue(Connection(self.factory, 40004).refused)
+        self.clock.advance(STALE_AFTER)
         later = Connection(self.factory, 40004)
         self.assertFalse(later.refused)
         self.assertEqual(sum(c.open for c in clients), 2)
@@ -170,6 +197,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         for client in clients:
             # As a TCP transport does: lost at a later turn, not at once.
             client.transport.abortConnection = lambda: None  # type: ignore[method-assign]
+        self.clock.advance(STALE_AFTER)
         Connection(self.factory, 40003)
         Connection(self.factory, 40004)
         self.assertTrue(Connection(self.factory, 40005).refused)
