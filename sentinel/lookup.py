@@ -81,6 +81,11 @@ class LookupFailed(Exception):
     """The name has no address; the message says why, in a few words."""
 
 
+def is_address(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address already, not a name."""
+    return isIPAddress(host) or isIPv6Address(host)
+
+
 def search_hosts(text: str, name: str) -> list[str]:
     """
     The addresses of `name` (lower case) in the lower-cased text of a
@@ -94,7 +99,7 @@ def search_hosts(text: str, name: str) -> list[str]:
         if line_end < 0:
             line_end = len(text)
         fields = text[line_start:line_end].split("#", 1)[0].split()
-        if name in fields[1:] and (isIPAddress(fields[0]) or isIPv6Address(fields[0])):
+        if name in fields[1:] and is_address(fields[0]):
             addresses.append(fields[0])
         start = line_end + 1
     return addresses

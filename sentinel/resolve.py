@@ -40,7 +40,6 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IDelayedCall
@@ -48,7 +47,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.config import DNSConfig
-from sentinel.lookup import Answer, NameLookup, describe_failure
+from sentinel.lookup import Answer, NameLookup, describe_failure, is_address
 
 log = Logger()
 
@@ -143,7 +142,7 @@ class Resolver(Service):
         An address for `host`. Cancel the Deferred to stop waiting; the
         lookup itself goes on to its bound.
         """
-        if isIPAddress(host) or isIPv6Address(host):
+        if is_address(host):
             return succeed(host)
         name = host.lower()
         cached = self._cache.get(name)

@@ -42,11 +42,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attr
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.logger import Logger
 
 from sentinel.config import Config, RedisInstance
 from sentinel.instance import InstanceState
+from sentinel.lookup import is_address
 from sentinel.monitor import Monitor
 from sentinel.observation import Replication
 
@@ -247,7 +247,7 @@ class Topology:
             for state in self._monitor.states.values():
                 instance, resolved = state.instance, state.probe.address
                 host = instance.host
-                if instance.discovered_by is not None or _literal(host):
+                if instance.discovered_by is not None or is_address(host):
                     continue
                 if resolved is not None:
                     aliases.add((resolved, instance.port))
@@ -306,10 +306,6 @@ class Topology:
             names.discard(name)
             if not names:
                 del self._by_master[found.master]
-
-
-def _literal(host: str) -> bool:
-    return isIPAddress(host) or isIPv6Address(host)
 
 
 def watched_hosts(states: Iterable[InstanceState]) -> list[str]:
