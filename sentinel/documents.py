@@ -71,11 +71,8 @@ def status_since(stored: bytes) -> tuple[str, float] | None:
     The status and ``since`` an instance document says, or None if
     `stored` is not such a document (`instance_document`).
     """
-    try:
-        document = json.loads(stored)
-    except ValueError:  # UnicodeDecodeError included.
-        return None
-    if not isinstance(document, dict):
+    document = _json_object(stored)
+    if document is None:
         return None
     status, since = document.get("status"), document.get("since")
     if (
@@ -211,11 +208,8 @@ def previous_verdict(data: bytes) -> dict[str, Any] | None:
     (a status, and the agent that wrote it): a new primary's first
     verdict until it has its own.
     """
-    try:
-        document = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(document, dict) or not isinstance(document.get("agent"), str):
+    document = _json_object(data)
+    if document is None or not isinstance(document.get("agent"), str):
         return None
     if document.get("status") not in (UP, DOWN):
         return None
@@ -300,11 +294,8 @@ def identity_of(data: bytes) -> MemberIdentity | None:
     What the member holding `data` says it is, in either form, or None if
     it is no member (another writer's data, or garbage).
     """
-    try:
-        document = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(document, dict):
+    document = _json_object(data)
+    if document is None:
         return None
     endpoint = document.get("serviceEndpoint")
     if isinstance(endpoint, dict):
@@ -317,3 +308,15 @@ def identity_of(data: bytes) -> MemberIdentity | None:
     if not isinstance(host, str) or not isinstance(port, int):
         return None
     return form, host, port, name
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    """
+    The JSON object `data` holds, or None for anything else a node may hold:
+    not UTF-8, not JSON, nested too deep to parse, or not an object.
+    """
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError included.
+        return None
+    return document if isinstance(document, dict) else None
