@@ -72,8 +72,11 @@ def status_since(stored: bytes) -> tuple[str, float] | None:
     `stored` is not such a document (`instance_document`).
     """
     document = _json_object(stored)
-    if document is None:
-        return None
+    return None if document is None else said_since(document)
+
+
+def said_since(document: Mapping[str, Any]) -> tuple[str, float] | None:
+    """The status and ``since`` a parsed instance document says, or None."""
     status, since = document.get("status"), document.get("since")
     if (
         status not in (UP, DOWN)

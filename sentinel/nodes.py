@@ -117,10 +117,26 @@ class Node:
         self.yielded = 0.0
         self.decided: object = None
         self.previous: dict[str, Any] | None = None
-        # For an instance node on a session inherited from the previous
-        # process: the status and its ``since`` that process wrote, until
-        # this one's first write of its own state (`sentinel.writer`).
+        # For an instance node inherited from the previous process (its
+        # session) or taken over from another agent: the status and its
+        # ``since`` the node said, until the first document of our own
+        # that can keep it (`keep_since`, `Opinions.verdict_document`).
         self.kept: tuple[str, float] | None = None
+
+    def keep_since(self) -> None:
+        """
+        Hand what the node said before (`kept`) to the instance's state,
+        once it has a status: a restart or a new primary is not a change
+        of status (`InstanceHealth.keep_since`).
+        """
+        state = self.state
+        if (
+            self.kept is not None
+            and state is not None
+            and state.health.status is not None
+        ):
+            state.health.keep_since(*self.kept)
+            self.kept = None
 
     @property
     def name(self) -> str:

@@ -12,8 +12,10 @@ reconnection the watches are gone: every opinion is read again
 (`ask_all`).
 
 The verdict's ``since`` is the time this primary first saw the verdict's
-status, or the previous primary's, taken over with the node, if it said
-the same.
+status, or, if the node said the same status when this primary got it
+(taken over from the previous primary, or inherited from this agent's
+previous process: `Node.kept`), the ``since`` the node said: readers see
+no change of status where there was none.
 """
 
 from __future__ import annotations
@@ -175,11 +177,16 @@ class Opinions:
         state = node.state
         now = self._reactor.seconds()
         status, since = self._since.get(name, (None, None))
-        if status != verdict.status:
+        said, node.kept = node.kept, None
+        if (
+            said is not None
+            and said[0] == verdict.status
+            and status in (None, verdict.status)
+            and 0 < said[1] <= now
+        ):
+            since = said[1]
+        elif status != verdict.status:
             since = now
-            previous = node.previous
-            if previous is not None and previous.get("status") == verdict.status:
-                since = previous.get("since", now)
-            self._since[name] = (verdict.status, since)
+        self._since[name] = (verdict.status, since)
         checked_at = None if state is None else state.health.checked_at
         return verdict_document(instance, verdict, self._agent_id, since, checked_at)

@@ -300,6 +300,7 @@ class ZooKeeperPublisher(Service):
             if roles.joined:
                 document = roles.document(node)
                 return None if document is None else encode(document)
+            node.keep_since()
             assert node.state is not None
             return encode(
                 instance_document(node.state.instance, node.state.health, agent_id)

@@ -276,6 +276,7 @@ class GroupRoles:
         name = node.name
         state = node.state
         if self.replicas == 1:
+            node.keep_since()
             if state is not None and state.health.status is not None:
                 return instance_document(state.instance, state.health, self._agent_id)
         else:

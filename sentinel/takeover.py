@@ -9,7 +9,8 @@ one (`take_over`). While it holds the node it watches it: another agent
 taking it over is noticed at once, not at the next write
 (`check_still_ours`). A node taken from an agent that still thinks itself
 primary is left to the taker for `YIELD_SECONDS`, within which their views
-of the group agree again.
+of the group agree again. The ``since`` the node said stays, if the new
+primary's document says the same status: a move is not a change.
 
 The old primary stops writing the node and waits for the takeover, at most
 `HANDOFF_LIMIT`, before deleting the node if it is still its own
@@ -30,7 +31,7 @@ from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from sentinel.documents import previous_verdict
+from sentinel.documents import previous_verdict, said_since
 from sentinel.holders import Holders
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.ownership import ours
@@ -89,7 +90,7 @@ class Takeovers:
 
     # The new primary's end
 
-    async def take_over(self, node: Node, data: bytes | None) -> bool:
+    async def take_over(self, node: Node) -> bool:
         """
         Take a node held by another agent's session over, in one
         transaction, if we are its primary and it is another agent's (not
@@ -118,9 +119,11 @@ class Takeovers:
             node.yielded = now + YIELD_SECONDS
         if now < node.yielded:
             return False
+        # What the node said is ours now: its since stays if our document
+        # says the same status (`Node.kept`), so it is made again.
         node.previous = previous
-        if data is None:
-            data = encode({**previous, "agent": self._agent_id})
+        node.kept = said_since(previous)
+        data = node.data() or encode({**previous, "agent": self._agent_id})
         try:
             await self._queue.counted(
                 "create", zk.replace(node.path, stat.version, data)

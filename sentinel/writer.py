@@ -8,9 +8,9 @@ version fails, so a node another agent took over is never overwritten (a
 failed set makes us ask who holds it now). A node we do not know to own
 is created; if it exists, its holder is asked: ours (a reconnection to
 the same session, or a session inherited from the previous process) and
-it is adopted and set (an instance node inherited from the previous
-process keeps its ``since`` when it says the status found now); another
-session's and the write ends in
+it is adopted and set (what an instance node inherited from the previous
+process says is kept in `Node.kept`, so that its ``since`` stays when it
+says the status found now); another session's and the write ends in
 `writes.HeldElsewhere` (`sentinel.holders` parks it), unless this agent,
 a group's primary, takes it over (`sentinel.takeover`). On an inherited
 session, and for a node held when last asked, the holder is asked first:
@@ -69,7 +69,6 @@ class NodeWriter:
         if node.released:
             # Moved to another primary: ours, unwritten, until it takes it.
             return
-        _keep_since(node)
         data = node.data()
         if data is None and not node.takeover:
             # Nothing to say yet (an opinion before the first check).
@@ -91,7 +90,8 @@ class NodeWriter:
             stat = await self._holders.ask(node)
         elif self._sweep.inherited and self._nodes.instances.get(node.name) is node:
             stat = await self._inherit(node)
-            if _keep_since(node):
+            if node.kept is not None:
+                # Made again, to keep the since the node says (`Node.kept`).
                 data = node.data()
         elif self._sweep.inherited or node.takeover:
             stat = await zk.exists(node.path)
@@ -110,7 +110,7 @@ class NodeWriter:
                 node.dirty = True
                 return
         if not ours(stat, zk.session_id):
-            if node.takeover and await self._takeovers.take_over(node, data):
+            if node.takeover and await self._takeovers.take_over(node):
                 return
             raise HeldElsewhere(stat)
         node.owned = True
@@ -149,16 +149,3 @@ class NodeWriter:
             await self._members.delete(node.member)
         else:
             await self.delete_owned(node)
-
-
-def _keep_since(node: Node) -> bool:
-    """
-    Hand what the previous process's node said (`Node.kept`) to the
-    instance's state, once it has one: a restart is not a change of status
-    (`InstanceHealth.keep_since`). True if it was handed.
-    """
-    if node.kept is None or node.state is None:
-        return False
-    node.state.health.keep_since(*node.kept)
-    node.kept = None
-    return True

@@ -178,6 +178,7 @@ class SharingTests(SynchronousTestCase):
         moved instance's probe is closed where it left.
         """
         before = self.shares()
+        since = {n: (self.fleet.node(n) or {})["since"] for n in NAMES}
         joining = self.fleet.add("d", NAMES).start()
         missing: list[str] = []
         for _ in range(40):
@@ -198,6 +199,7 @@ class SharingTests(SynchronousTestCase):
         old = next(a for a in before if before[a] & after["d"])
         moved = next(iter(before[old] & after["d"]))
         self.assertNotIn(moved, self.fleet.members[old].monitor.states)
+        self.assertEqual({n: (self.fleet.node(n) or {})["since"] for n in NAMES}, since)
         del joining
 
     def test_blip_within_settle_moves_nothing(self) -> None:
@@ -226,6 +228,7 @@ class SharingTests(SynchronousTestCase):
         """
         leaving = self.fleet.members["a"]
         share = leaving.watched
+        since = {n: (self.fleet.node(n) or {})["since"] for n in NAMES}
         stopped = leaving.stop()
         missing: list[str] = []
         for _ in range(60):
@@ -235,6 +238,8 @@ class SharingTests(SynchronousTestCase):
         self.assertEqual(missing, [])
         for name in share:
             self.assertIn(self.fleet.node(name)["agent"], ("b", "c"))  # type: ignore[index]
+        # Up all along: a new primary is not a change of status.
+        self.assertEqual({n: (self.fleet.node(n) or {})["since"] for n in NAMES}, since)
 
 
 class CrashTests(SynchronousTestCase):
@@ -325,6 +330,41 @@ class QuorumTests(SynchronousTestCase):
         self.assertEqual(document["ready"], False)
         self.assertEqual(document["observers"], {"a": "down", "b": "down", "c": "up"})
         self.assertEqual(self.fleet.node("r01")["status"], "up")  # type: ignore[index]
+
+    def test_new_primary_keeps_since(self) -> None:
+        """
+        A primary that leaves: its verdicts' new primaries keep the
+        ``since`` the nodes said while the status stays, and a later change
+        dates from itself, also when the status comes back to the one the
+        node said when it was taken over.
+        """
+        fleet = self.fleet
+        since = {n: (fleet.node(n) or {})["since"] for n in NAMES}
+        fleet.run(3.0)
+        leaving = fleet.members["a"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        stopped = leaving.stop()
+        fleet.run(3.0)
+        self.successResultOf(stopped)
+        for name in NAMES:
+            document = fleet.node(name) or {}
+            self.assertIn(document["agent"], ("b", "c"))
+            self.assertEqual(document["since"], since[name], name)
+        flapping = share[0]
+        for agent in ("b", "c"):
+            fleet.members[agent].see(flapping, DOWN)
+        fleet.run(1.5)
+        down_at = (fleet.node(flapping) or {})["since"]
+        self.assertEqual((fleet.node(flapping) or {})["status"], "down")
+        self.assertGreater(down_at, since[flapping])
+        fleet.run(2.0)
+        for agent in ("b", "c"):
+            fleet.members[agent].see(flapping, UP)
+        fleet.run(1.5)
+        document = fleet.node(flapping) or {}
+        self.assertEqual(document["status"], "up")
+        self.assertGreater(document["since"], down_at)
 
     def test_observer_role(self) -> None:
         """/instances' view: one primary and two observers per instance."""

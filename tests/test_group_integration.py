@@ -14,7 +14,10 @@ names on each), and a reader polling ZooKeeper every 20 ms
   timeout + 1 s;
 - a rolling restart of the three, one by one, without a state_dir (each
   stop leaves the group, each start joins it): no node ever missing, no
-  false down.
+  false down, and every node's ``since`` as it was (each new primary keeps
+  what the node said);
+- two replicas, each agent with a state_dir: one restarted reattaches its
+  session, and its verdicts keep their ``since`` too.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ reactor: Any = _reactor
 log = Logger()
 
 AGENTS = ("a", "b", "c")
+# The session timeout of agents restarted on a state_dir: the next process
+# must start within it to reattach.
+RESTART_SESSION = 8.0
 
 
 class GroupTestCase(TestCase):
@@ -85,6 +91,8 @@ class GroupTestCase(TestCase):
         quorum: int | None = None,
         extra: tuple[str, ...] = (),
         port: int | None = None,
+        state_dir: bool = False,
+        session_timeout: float = SESSION_TIMEOUT,
     ) -> AgentProcess:
         """
         An agent knowing every name (and `extra` ones), each on its
@@ -102,13 +110,17 @@ class GroupTestCase(TestCase):
             f'agent_id = "{agent_id}"\ninterval = {INTERVAL}\ntimeout = {TIMEOUT}\n'
             f"fall = {FALL}\n"
             f'[zookeeper]\nhosts = "{self.zookeeper.hosts}"\nroot = "{self.root}"\n'
-            f"session_timeout = {SESSION_TIMEOUT}\nheartbeat = {HEARTBEAT}\n"
+            f"session_timeout = {session_timeout}\nheartbeat = {HEARTBEAT}\n"
             f"replicas = {replicas}\n"
             + (f"quorum = {quorum}\n" if quorum else "")
             + "".join(tables)
         )
+        state = ("--state-dir", str(self.directory / f"{agent_id}-state"))
         agent = AgentProcess(
-            self.directory / f"{agent_id}-{self.runs}", "--config", str(config)
+            self.directory / f"{agent_id}-{self.runs}",
+            "--config",
+            str(config),
+            *(state if state_dir else ()),
         )
         self.addCleanup(agent.child.stop)
         return agent
@@ -317,14 +329,63 @@ class RollingRestartTests(GroupTestCase):
         """
         agents = {a: self.agent(a) for a in AGENTS}
         await self.settled(list(agents.values()), 3)
+        since = self.since()
         watch = self.watch()
         for agent_id in AGENTS:
             agents[agent_id] = await self.restart(agents, agent_id)
         self.assertGreater(watch.polls, 100)
         self.assertEqual(watch.gaps(), {})
         self.assertEqual(watch.seen_down(), {})
+        # Up all along, though each moved twice: up since it was found so.
+        self.assertEqual(self.since(), since)
         for agent in agents.values():
             self.assertNotIn("Traceback", agent.log.read_text(errors="replace"))
+
+    async def test_restart_on_a_state_dir_keeps_verdicts(self) -> None:
+        """
+        Two replicas, each agent with a state_dir: one SIGTERMed and started
+        again reattaches its session and writes its verdicts again, none
+        missing, none down, each with the ``since`` it had.
+        """
+        agents = {a: self.restartable(a) for a in AGENTS}
+        await self.settled(list(agents.values()), 3)
+        since = self.since()
+        mine = [n for n in self.names if (self.document(n) or {})["agent"] == "a"]
+        self.assertTrue(mine)
+        written = {n: (self.document(n) or {})["checked_at"] for n in mine}
+        watch = self.watch()
+        stopping = agents["a"]
+        stopping.child.process.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: not stopping.child.running, 5.0, "exit", 0.02)
+        started = self.restartable("a")
+
+        def rewritten() -> bool:
+            return all(
+                (self.document(n) or {}).get("checked_at", 0) > written[n]
+                and (self.document(n) or {}).get("agent") == "a"
+                for n in mine
+            )
+
+        await wait_for(reactor, rewritten, START_BOUND, "verdicts rewritten", 0.1)
+        self.assertIn(
+            "reattached to ZooKeeper session", started.log.read_text(errors="replace")
+        )
+        self.assertEqual(watch.gaps(), {})
+        self.assertEqual(watch.seen_down(), {})
+        self.assertEqual(self.since(), since)
+
+    def restartable(self, agent_id: str) -> AgentProcess:
+        """
+        An agent with two replicas and a state_dir, whose session outlives
+        a start of twistd on a loaded machine.
+        """
+        return self.agent(
+            agent_id, replicas=2, state_dir=True, session_timeout=RESTART_SESSION
+        )
+
+    def since(self) -> dict[str, Any]:
+        """Each instance node's ``since``."""
+        return {n: (self.document(n) or {}).get("since") for n in self.names}
 
     async def restart(
         self, agents: dict[str, AgentProcess], agent_id: str
