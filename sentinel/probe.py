@@ -9,9 +9,10 @@ name whose server never answers holds no place), connects, and does TLS and
 AUTH. The attempt is owned by the probe, not by the check that started it: a
 connection that completes after its check's deadline is kept for the next
 check. Any timeout, lost connection or error that leaves the connection out
-of step drops it; a later check connects again, at most once per
-`RECONNECT_INTERVAL` (as Redis Sentinel does), and checks in between fail at
-once with the last error.
+of step drops it; a later check connects again when `sentinel.reconnects`
+allows (once a second, as Redis Sentinel does), and checks in between fail
+at once with the last error. What a check sends and who takes each reply
+is `sentinel.pipelines`'.
 
 A check that waits for a connection fails on a timeout only when Redis had
 a fair chance: its attempt started at least `FAIR_SHARE` of the timeout
@@ -24,12 +25,10 @@ next check at once, so a dead server is still found within an interval of
 the agent getting to it. A refused connection fails at once, always.
 
 A server that breaks the protocol (a reply nobody asked for, one too long:
-see `sentinel.protocol`) is answered harder, because a fresh connection's
-first PING often succeeds before the flood or the second reply is seen: each
-violation backs off reconnecting (`RECONNECT_INTERVAL`, doubling with each
-violation up to `MAX_BACKOFF`), with checks in between failing at once with
-the violation's error, and checks on a new connection keep failing with it
-until that connection has stayed clean for `PROBATION`. So a flooding or
+see `sentinel.protocol`) is answered harder (`sentinel.reconnects`): each
+violation backs off reconnecting, checks in between fail at once with the
+violation's error, and checks on a new connection keep failing with it
+until that connection has stayed clean for a while. So a flooding or
 double-answering server fails every check from its first violation (down
 within the usual fall bound, and it stays down), costs a connection at most
 every `MAX_BACKOFF` seconds, and once it behaves is counted up again within
@@ -38,7 +37,6 @@ every `MAX_BACKOFF` seconds, and once it behaves is counted up again within
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 from twisted.internet import error as neterror
@@ -64,15 +62,12 @@ from twisted.python.failure import Failure
 from sentinel.config import RedisInstance
 from sentinel.observation import Observation, Replication
 from sentinel.pacing import ConnectPacer
+from sentinel.pipelines import InfoReply, Pipelines
 from sentinel.protocol import (
-    HELLO,
-    HELLO_LIMIT,
     INFO_REPLICATION,
-    PING,
     ConnectionFactory,
     ProtocolError,
     RedisClientProtocol,
-    ReplyTo,
     ResponseError,
     auth_command,
     describe_reply,
@@ -80,20 +75,12 @@ from sentinel.protocol import (
     parse_hello_role,
     parse_replication,
 )
+from sentinel.reconnects import PROBATION, Reconnects
 from sentinel.resolve import Resolver
 from sentinel.tls import TLSSetupError, client_tls, describe_tls_failure
 
 log = Logger()
 
-RECONNECT_INTERVAL = 1.0
-# A server that keeps breaking the protocol costs both sides a connection (and
-# a read of its flood) at most this often, and is back this soon once it
-# behaves.
-MAX_BACKOFF = 16.0
-# Long enough for misbehaviour to show: a flood or a second reply shows on
-# the first check, and one that only INFO triggers too, since an instance
-# that is not up is asked INFO on every check.
-PROBATION = 5.0
 
 # A check that waited for a connection is a fair test of Redis only if the
 # attempt had this share of the timeout before the deadline (an attempt a
@@ -175,185 +162,6 @@ def drain_key_of(instance: RedisInstance) -> str:
         .replace("{host}", instance.host)
         .replace("{port}", str(instance.port))
     )
-
-
-class Reconnects:
-    """
-    When the next connection attempt may start, and whether a connection's
-    answers count (the policy of the module docstring, on its own clock).
-    """
-
-    __slots__ = ("violation", "_next_attempt_at", "_backoff", "_trusted_at")
-
-    def __init__(self) -> None:
-        # The error of the last protocol violation, until answers count again.
-        self.violation: str | None = None
-        self._next_attempt_at = -math.inf
-        self._backoff = 0.0
-        self._trusted_at = math.inf
-
-    def may_attempt(self, now: float) -> bool:
-        """Whether a connection attempt may start now."""
-        return now >= self._next_attempt_at
-
-    def attempted(self, now: float) -> None:
-        """An attempt starts now: the next one waits `RECONNECT_INTERVAL`."""
-        self._next_attempt_at = now + RECONNECT_INTERVAL
-
-    def connected(self, now: float) -> None:
-        """A connection was opened now; after a violation, its probation starts."""
-        if self.violation is not None:
-            self._trusted_at = now + PROBATION
-
-    def violated(self, now: float, error: str) -> None:
-        """The server broke the protocol now: back off, and distrust."""
-        if self.violation is None:
-            self._backoff = RECONNECT_INTERVAL
-        else:
-            self._backoff = min(2 * self._backoff, MAX_BACKOFF)
-        self.violation = error
-        self._trusted_at = math.inf
-        self._next_attempt_at = max(self._next_attempt_at, now + self._backoff)
-
-    def distrust(self, now: float) -> str | None:
-        """
-        The violation that still discredits the connection's answers now, or
-        None once it has stayed clean for `PROBATION` (the back-off then
-        starts over).
-        """
-        if self.violation is not None and now >= self._trusted_at:
-            self.violation = None
-        return self.violation
-
-
-class _CheckReplies:
-    """
-    Hands one connection's check replies to its probe: made once per
-    connection, where a Deferred per check would be made thousands of times
-    a second. With PING alone, each reply goes on as it comes; with a
-    pipeline, the replies are gathered and go on together, or, when the
-    connection read the same bytes as last time, in one call that says so.
-    INFO's reply, when it was sent too, goes to its own `_InfoReply`.
-    """
-
-    __slots__ = ("_probe", "_protocol", "_pipelines", "_size", "_replies")
-
-    def __init__(
-        self, probe: RedisProbe, protocol: RedisClientProtocol, pipelines: _Pipelines
-    ) -> None:
-        self._probe = probe
-        self._protocol = protocol
-        # What was sent: the connection's pipelines, even once it is lost.
-        self._pipelines = pipelines
-        self._size = 1 + pipelines.drain + pipelines.hello
-        self._replies: list[object] = []
-
-    def callback(self, reply: object) -> None:
-        try:
-            if self._size == 1:
-                self._probe._pinged(self._protocol, reply)
-                return
-            replies = self._replies
-            replies.append(reply)
-            if len(replies) == self._size:
-                self._replies = []
-                self._probe._answered(self._protocol, self._pipelines, replies)
-        except Exception:
-            # A bug of ours: the check fails with it rather than time out.
-            self._probe._reply_failed(Failure(), None)
-
-    def repeated(self) -> None:
-        try:
-            self._probe._repeated(self._protocol)
-        except Exception:
-            self._probe._reply_failed(Failure(), None)
-
-
-class _ArrayReply:
-    """A waiter that accepts HELLO's multi-bulk reply and hands it on."""
-
-    __slots__ = ("_replies",)
-    array_limit = HELLO_LIMIT
-
-    def __init__(self, replies: _CheckReplies) -> None:
-        self._replies = replies
-
-    def callback(self, reply: object) -> None:
-        self._replies.callback(reply)
-
-
-class _InfoReply:
-    """A waiter for INFO replication's reply, handed to its probe."""
-
-    __slots__ = ("_probe", "_protocol")
-
-    def __init__(self, probe: RedisProbe, protocol: RedisClientProtocol) -> None:
-        self._probe = probe
-        self._protocol = protocol
-
-    def callback(self, reply: object) -> None:
-        try:
-            self._probe._info_replied(self._protocol, reply)
-        except Exception:
-            self._probe._reply_failed(Failure(), None)
-
-
-def _commands(drain: bytes | None, hello: bool) -> tuple[bytes, bytes]:
-    """
-    The bytes of a check's pipeline, without INFO and with it: the same
-    objects for every instance without a drain key.
-    """
-    if drain is None:
-        return _SHARED_COMMANDS[hello]
-    plain = PING + drain + HELLO if hello else PING + drain
-    return plain, plain + INFO_REPLICATION
-
-
-_SHARED_COMMANDS = {
-    hello: (plain, plain + INFO_REPLICATION)
-    for hello, plain in ((False, PING), (True, PING + HELLO))
-}
-
-
-class _Pipelines:
-    """
-    What a check sends on one connection: PING, then EXISTS of the drain
-    key and HELLO, each if asked for (`commands`), and INFO replication
-    after them when it is wanted (`info_commands`), in one write, with who
-    waits for each reply, in order. Both share their waiters, so that
-    replies repeated from the last check are known as such either way
-    (`sentinel.protocol`).
-    """
-
-    __slots__ = (
-        "drain",
-        "hello",
-        "replies",
-        "commands",
-        "waiters",
-        "info_commands",
-        "info_waiters",
-    )
-
-    def __init__(
-        self,
-        probe: RedisProbe,
-        protocol: RedisClientProtocol,
-        drain: bytes | None,
-        hello: bool,
-    ) -> None:
-        self.drain = drain is not None
-        self.hello = hello
-        replies = _CheckReplies(probe, protocol, self)
-        self.replies = replies
-        waiters: list[ReplyTo] = [replies]
-        if drain is not None:
-            waiters.append(replies)
-        if hello:
-            waiters.append(_ArrayReply(replies))
-        self.commands, self.info_commands = _commands(drain, hello)
-        self.waiters = tuple(waiters)
-        self.info_waiters = (*waiters, _InfoReply(probe, protocol))
 
 
 class RedisProbe:
@@ -493,7 +301,7 @@ class RedisProbe:
         )
         self._role_signal = role_signal
         self._hello = role_signal
-        self._pipelines: _Pipelines | None = None
+        self._pipelines: Pipelines | None = None
         # The role HELLO said last, and the one it said when INFO was last
         # read: a different one now means the role changed.
         self._hello_role: str | None = None
@@ -681,7 +489,7 @@ class RedisProbe:
         self._protocol = result
         self._connected_once = True
         self._hello = self._role_signal
-        self._pipelines = _Pipelines(self, result, self._drain, self._hello)
+        self._pipelines = Pipelines(self, result, self._drain, self._hello)
         self._reconnects.connected(self._reactor.seconds())
         for waiter in waiters:
             waiter.callback(result)
@@ -732,7 +540,7 @@ class RedisProbe:
     ) -> Deferred[Observation | None]:
         # The hot path, thousands a second: one Deferred (the check's own,
         # which the caller cancels at its deadline), and the replies handed
-        # straight to _pinged or _answered by the connection's ReplyTo.
+        # straight to `pinged` or `answered` by the connection's ReplyTo.
         # INFO, when wanted, goes in the same write: no second round trip.
         self.stage = "ping"
         self._want_info = want_info
@@ -749,7 +557,7 @@ class RedisProbe:
             protocol.send_pipeline(pipelines.commands, pipelines.waiters)
         return check
 
-    def _pinged(self, protocol: RedisClientProtocol, reply: object) -> None:
+    def pinged(self, protocol: RedisClientProtocol, reply: object) -> None:
         # PING alone: its reply is the check's, INFO's may follow.
         check = self._check
         if check is None or protocol is not self._check_protocol:
@@ -764,10 +572,10 @@ class RedisProbe:
         else:
             self._finish(check, Observation(True, ready, latency_ms), now)
 
-    def _answered(
+    def answered(
         self,
         protocol: RedisClientProtocol,
-        pipelines: _Pipelines,
+        pipelines: Pipelines,
         replies: list[object],
     ) -> None:
         # The pipeline's replies, in order: PING's, then EXISTS's and
@@ -804,7 +612,7 @@ class RedisProbe:
                 # next check on.
                 self._hello = False
                 if self._protocol is protocol:
-                    self._pipelines = _Pipelines(self, protocol, self._drain, False)
+                    self._pipelines = Pipelines(self, protocol, self._drain, False)
             else:
                 self._bad_reply(reply, protocol, "HELLO")
                 return
@@ -812,12 +620,12 @@ class RedisProbe:
             ready = False
             error = "draining" if error is None else f"draining; {error}"
         # The replies of an unchanged instance repeat: next time, the same
-        # bytes skip the parser and this (sentinel.protocol, _repeated).
+        # bytes skip the parser and this (sentinel.protocol, `repeated`).
         self._last_answer = (ready, error, draining)
         protocol.remember(replies, pipelines.replies)
         self._answer(protocol, check, now, latency_ms, ready, error, draining, role)
 
-    def _repeated(self, protocol: RedisClientProtocol) -> None:
+    def repeated(self, protocol: RedisClientProtocol) -> None:
         # The pipeline's replies are those of the last parsed: so is what
         # they say.
         check = self._check
@@ -856,7 +664,7 @@ class RedisProbe:
             self._await_info(_Answered(ready, latency_ms, error, draining, role))
         elif role is not None and role != self._role_at_info:
             self._await_info(_Answered(ready, latency_ms, error, draining, role))
-            protocol.send_to(INFO_REPLICATION, _InfoReply(self, protocol))
+            protocol.send_to(INFO_REPLICATION, InfoReply(self, protocol))
         elif error is None and not draining:
             self._finish(check, Observation(True, ready, latency_ms), now)
         else:
@@ -879,7 +687,7 @@ class RedisProbe:
         self.stage = "info"
         self._awaiting_info = answered
 
-    def _info_replied(self, protocol: RedisClientProtocol, reply: object) -> None:
+    def info_replied(self, protocol: RedisClientProtocol, reply: object) -> None:
         answered = self._awaiting_info
         check = self._check
         if answered is None or check is None or protocol is not self._check_protocol:
@@ -946,14 +754,14 @@ class RedisProbe:
                 self._drop_if(protocol)
         check.callback(Observation(ok=False, error=f"timeout ({self.stage})"))
 
-    def _reply_failed(
-        self, failure: Failure, check: Deferred[Observation | None] | None
-    ) -> None:
-        # Handling a reply raised: hand the failure to the check, whose
-        # errback (the monitor's) logs it and records an internal error.
-        if check is None:
-            check = self._check
-        if check is not None and self._check is check:
+    def reply_failed(self, failure: Failure) -> None:
+        """
+        Handling a reply raised (a bug of ours): the failure goes to the
+        check in flight, whose errback (the monitor's) logs it and records
+        an internal error, or is logged here if none is.
+        """
+        check = self._check
+        if check is not None:
             self._check = self._check_protocol = None
             check.errback(failure)
         else:

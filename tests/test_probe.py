@@ -21,7 +21,7 @@ from sentinel import probe as probe_module
 from sentinel.config import RedisInstance
 from sentinel.observation import Observation
 from sentinel.pacing import BEAT, ConnectPacer
-from sentinel.probe import PROBATION, RedisProbe, drain_key_of
+from sentinel.probe import RedisProbe, drain_key_of
 from sentinel.protocol import (
     HELLO,
     INFO_REPLICATION,
@@ -30,6 +30,7 @@ from sentinel.protocol import (
     exists_command,
     parse_replication,
 )
+from sentinel.reconnects import PROBATION
 from sentinel.resolve import Resolver
 from tests.polling import pause
 from tests.servers import LOOPBACK, RedisServer

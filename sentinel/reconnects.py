@@ -1,0 +1,78 @@
+"""
+When a probe may connect again, and when a connection's answers count
+(`sentinel.probe`).
+
+After a failure, a later check connects again at most once per
+`RECONNECT_INTERVAL` (as Redis Sentinel does). A server that breaks the
+protocol (a reply nobody asked for, one too long: see `sentinel.protocol`)
+is answered harder, because a fresh connection's first PING often succeeds
+before the flood or the second reply is seen: each violation backs off
+reconnecting (`RECONNECT_INTERVAL`, doubling with each violation up to
+`MAX_BACKOFF`), and answers on a new connection do not count until that
+connection has stayed clean for `PROBATION`.
+"""
+
+from __future__ import annotations
+
+import math
+
+# Seconds from one connection attempt to the next.
+RECONNECT_INTERVAL = 1.0
+# A server that keeps breaking the protocol costs both sides a connection (and
+# a read of its flood) at most this often, and is back this soon once it
+# behaves.
+MAX_BACKOFF = 16.0
+# Long enough for misbehaviour to show: a flood or a second reply shows on
+# the first check, and one that only INFO triggers too, since an instance
+# that is not up is asked INFO on every check.
+PROBATION = 5.0
+
+
+class Reconnects:
+    """
+    When the next connection attempt may start, and whether a connection's
+    answers count (the module docstring's policy), for one instance, on the
+    times its probe gives.
+    """
+
+    __slots__ = ("violation", "_next_attempt_at", "_backoff", "_trusted_at")
+
+    def __init__(self) -> None:
+        # The error of the last protocol violation, until answers count again.
+        self.violation: str | None = None
+        self._next_attempt_at = -math.inf
+        self._backoff = 0.0
+        self._trusted_at = math.inf
+
+    def may_attempt(self, now: float) -> bool:
+        """Whether a connection attempt may start now."""
+        return now >= self._next_attempt_at
+
+    def attempted(self, now: float) -> None:
+        """An attempt starts now: the next one waits `RECONNECT_INTERVAL`."""
+        self._next_attempt_at = now + RECONNECT_INTERVAL
+
+    def connected(self, now: float) -> None:
+        """A connection was opened now; after a violation, its probation starts."""
+        if self.violation is not None:
+            self._trusted_at = now + PROBATION
+
+    def violated(self, now: float, error: str) -> None:
+        """The server broke the protocol now: back off, and distrust."""
+        if self.violation is None:
+            self._backoff = RECONNECT_INTERVAL
+        else:
+            self._backoff = min(2 * self._backoff, MAX_BACKOFF)
+        self.violation = error
+        self._trusted_at = math.inf
+        self._next_attempt_at = max(self._next_attempt_at, now + self._backoff)
+
+    def distrust(self, now: float) -> str | None:
+        """
+        The violation that still discredits the connection's answers now, or
+        None once it has stayed clean for `PROBATION` (the back-off then
+        starts over).
+        """
+        if self.violation is not None and now >= self._trusted_at:
+            self.violation = None
+        return self.violation
