@@ -8,8 +8,12 @@ and watch callbacks on its callback thread; they likewise only hand over,
 and what an old client (see below) still hands over is dropped: each client
 has a generation, and only the current one's are heard. A watch's event and
 the answer to a call made about the same time come through two different
-kazoo threads, in either order. Every call has a timeout (a call made while
-SUSPENDED waits for the reconnect, possibly forever). Blocking calls
+kazoo threads, in either order. Every call has a timeout, and one made
+while kazoo is not connected fails at once with ``ConnectionLoss``: kazoo
+would queue it and wake its connection thread through a socket pair, a
+byte a call, which nothing reads between reconnection attempts, so that
+after about 280 such calls the next one blocked the reactor thread until
+ZooKeeper came back (a SIGTERM with ZooKeeper down never ended). Blocking calls
 (``stop``/``close``) run on a thread of their own, never on the reactor's
 thread nor its pool, which a stuck ZooKeeper would exhaust.
 
@@ -35,7 +39,7 @@ from typing import Any
 
 import attr
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import ConnectionClosedError, RolledBackError
+from kazoo.exceptions import ConnectionClosedError, ConnectionLoss, RolledBackError
 from kazoo.protocol.states import WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
@@ -299,6 +303,9 @@ class ZooKeeper:
     def _call_on(
         self, target: Any, method: str, *args: Any, **kwargs: Any
     ) -> Deferred[Any]:
+        if not self._client.connected:
+            # Not queued in kazoo (module docstring): the caller tries again.
+            return fail(ConnectionLoss("not connected to ZooKeeper"))
         d: Deferred[Any] = Deferred()
         try:
             result = getattr(target, method)(*args, **kwargs)

@@ -86,6 +86,8 @@ class FakeKazooClient:
         self.settings = settings
         self.listeners: list[Callable[[Any], None]] = []
         self.started = False
+        # As KazooClient.connected: between CONNECTED and the next change.
+        self.connected = False
         self.client_id: tuple[int, bytes] | None = None
         # (method, path, result) of every call, in order.
         self.calls: list[tuple[str, str, FakeAsyncResult]] = []
@@ -128,6 +130,7 @@ class FakeKazooClient:
     def change_state(self, state: Any, session: int = 0x42) -> None:
         """The connection thread's news: CONNECTED, SUSPENDED or LOST."""
         self.client_id = (session, b"password") if state == "CONNECTED" else None
+        self.connected = state == "CONNECTED"
         for listener in list(self.listeners):
             listener(state)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 from kazoo.client import KazooState
+from kazoo.exceptions import ConnectionLoss
 from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.retry import KazooRetry
 from twisted.internet.defer import TimeoutError
@@ -181,6 +182,24 @@ class BridgeTests(SynchronousTestCase):
         client.answer(1, value=(b"late", None))
         self.clock.run_handed_over()
 
+    def test_call_while_not_connected_fails_at_once(self) -> None:
+        """
+        A call made while kazoo is not connected (before the first
+        connection, or suspended) fails at once with ConnectionLoss and is
+        not handed to kazoo, which would queue it; once connected again,
+        calls go through.
+        """
+        self.zk.start()
+        client = self.client()
+        self.failureResultOf(self.zk.get(PATH), ConnectionLoss)
+        self.connect(client)
+        client.change_state(KazooState.SUSPENDED)
+        self.failureResultOf(self.zk.exists(PATH), ConnectionLoss)
+        self.assertEqual(client.calls, [])
+        self.connect(client)
+        self.assertNoResult(self.zk.exists(PATH))
+        self.assertEqual([c[0] for c in client.calls], ["exists"])
+
     def test_watching_again_registers_once(self) -> None:
         """
         Watching a path again with the same watcher hands kazoo an equal
@@ -304,6 +323,8 @@ class SessionHandOverTests(SynchronousTestCase):
         calls: list[dict[str, object]] = []
         self.zk.start()
         client = self.factory.clients[0]
+        client.change_state(KazooState.CONNECTED)
+        self.clock.run_handed_over()
 
         def create_async(path: str, data: bytes, **options: object) -> object:
             calls.append(options)
