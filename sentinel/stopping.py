@@ -6,7 +6,9 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable:
   next process, nodes and all, once the writes in flight and the state
   file's last write are done (`STOP_DELETE_TIMEOUT` at most);
 - otherwise, or after `leave` (``SIGUSR2``), the nodes are deleted
-  (`STOP_DELETE_TIMEOUT`) and the session closed (`STOP_CLOSE_TIMEOUT`),
+  (`STOP_DELETE_TIMEOUT`; more than `STOP_DELETES` are left to the close,
+  which deletes every ephemeral node of the session at once) and the
+  session closed (`STOP_CLOSE_TIMEOUT`),
   and `leave` also removes the state file; in a group, the agent first
   leaves the group (its catalog and agent node deleted), then waits up to
   `LEAVE_HANDOFF_WAIT` for the other members to take over the instance
@@ -36,6 +38,10 @@ log = Logger(namespace=LOG_NAMESPACE)
 # A clean stop deletes our nodes, then closes the session (or, handing the
 # session over, lets the writes in flight end).
 STOP_DELETE_TIMEOUT = 1.5
+# Up to this many nodes are deleted one by one before the session is
+# closed; more are left to the close, which deletes them all at once: at
+# 10,000 instances the deletes held the stop past 5 s.
+STOP_DELETES = 64
 STOP_CLOSE_TIMEOUT = 2.0
 # On a stop that leaves the group: seconds to wait for the new primaries
 # to take this agent's nodes over (the whole stop stays within 5 s).
@@ -85,11 +91,16 @@ class Stopping:
 
     def _deregister(self) -> Deferred[None]:
         """Delete our nodes (bounded), then close the session."""
-        deletes = [
-            Deferred.fromCoroutine(self._writer.delete_now(node))
+        nodes = [
+            node
             for node in self._nodes
             if (node.owned or node.member is not None) and not node.removed
         ]
+        if len(nodes) > STOP_DELETES:
+            # Closing the session removes every one of them at once (they
+            # are all ephemeral); a call each only delays that.
+            nodes = []
+        deletes = [Deferred.fromCoroutine(self._writer.delete_now(n)) for n in nodes]
         d: Deferred[Any] = DeferredList(deletes, consumeErrors=True)
         d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
         d.addBoth(lambda _: self._zk.stop(STOP_CLOSE_TIMEOUT))

@@ -15,7 +15,7 @@ from sentinel.health import InstanceHealth, Transition
 from sentinel.instance import InstanceState
 from sentinel.observation import Observation, Replication
 from sentinel.publisher import ZooKeeperPublisher
-from sentinel.stopping import STOP_CLOSE_TIMEOUT, STOP_DELETE_TIMEOUT
+from sentinel.stopping import STOP_CLOSE_TIMEOUT, STOP_DELETE_TIMEOUT, STOP_DELETES
 from sentinel.writes import RETRY_DELAY, WRITES_IN_FLIGHT
 from tests.contract import INSTANCE_FIELDS
 from tests.fakes import FakeProbe
@@ -620,6 +620,23 @@ class PublisherTests(PublisherHarness):
         calls = self.total_calls()
         self.clock.advance(REFRESH * 2)
         self.assertEqual(self.total_calls(), calls)
+
+    def test_stop_leaves_many_nodes_to_the_close(self) -> None:
+        """
+        With more than STOP_DELETES nodes, a clean stop deletes none of
+        them one by one: closing the session removes them all at once.
+        """
+        self.start()
+        names = [f"redis-{i}" for i in range(STOP_DELETES + 1)]
+        for name in names:
+            self.check(self.instance(name), UP)
+        self.assertTrue(all(path(name) in self.zk.nodes for name in names))
+        self.successResultOf(self.publisher.stopService())
+        self.assertNotIn("delete", [kind for kind, _ in self.zk.history])
+        self.assertEqual(self.zk.history[-1], ("stop", ""))
+        for name in names:
+            self.assertNotIn(path(name), self.zk.nodes)
+        self.assertNotIn(AGENT_PATH, self.zk.nodes)
 
     def test_stop_bounded_when_zookeeper_hangs(self) -> None:
         """

@@ -16,7 +16,15 @@ from kazoo.retry import KazooRetry
 from twisted.internet.defer import TimeoutError
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.zk import CONNECTED, CONNECTING, LOST, STOPPED, SUSPENDED, ZooKeeper
+from sentinel.zk import (
+    CALLS_IN_FLIGHT,
+    CONNECTED,
+    CONNECTING,
+    LOST,
+    STOPPED,
+    SUSPENDED,
+    ZooKeeper,
+)
 from tests.fakekazoo import FakeKazooClient, FakeKazooFactory, HandOverClock
 
 SESSION_TIMEOUT = 4.0
@@ -199,6 +207,41 @@ class BridgeTests(SynchronousTestCase):
         self.connect(client)
         self.assertNoResult(self.zk.exists(PATH))
         self.assertEqual([c[0] for c in client.calls], ["exists"])
+
+    def test_calls_in_flight_bounded(self) -> None:
+        """
+        At most CALLS_IN_FLIGHT calls are in kazoo's hands at once (kazoo's
+        wake-up socket would block the reactor thread); the others wait, in
+        order, each handed over as an answer comes back. One that timed out
+        while waiting is never handed over, and a new client (the old one
+        replaced) fails those waiting while it is not connected.
+        """
+        self.zk.start()
+        client = self.client()
+        self.connect(client)
+        calls = [self.zk.exists(f"{PATH}{i}") for i in range(CALLS_IN_FLIGHT + 3)]
+        self.assertEqual(len(client.calls), CALLS_IN_FLIGHT)
+        client.answer(0, value=None)
+        self.clock.run_handed_over()
+        self.assertIsNone(self.successResultOf(calls[0]))
+        self.assertEqual(
+            [c[1] for c in client.calls[CALLS_IN_FLIGHT:]], [f"{PATH}{CALLS_IN_FLIGHT}"]
+        )
+        self.clock.advance(CALL_TIMEOUT)
+        for late in calls[1:]:
+            self.failureResultOf(late, TimeoutError)
+        client.answer(1, value=None)
+        self.clock.run_handed_over()
+        self.assertEqual(len(client.calls), CALLS_IN_FLIGHT + 1)
+
+        waiting = [self.zk.exists(f"{PATH}w{i}") for i in range(CALLS_IN_FLIGHT)]
+        self.assertEqual(len(client.calls), CALLS_IN_FLIGHT + 2)
+        client.change_state(KazooState.LOST)
+        self.clock.run_handed_over()
+        self.clock.advance(SESSION_TIMEOUT)
+        self.assertEqual(len(self.factory.clients), 2)
+        for call in waiting[1:]:
+            self.failureResultOf(call, ConnectionLoss)
 
     def test_watching_again_registers_once(self) -> None:
         """
