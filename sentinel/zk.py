@@ -321,7 +321,7 @@ class ZooKeeper:
             return fail(ConnectionLoss("not connected to ZooKeeper"))
         d: Deferred[Any] = Deferred()
         call = partial(getattr(target, method), *args, **kwargs)
-        if self._in_flight < CALLS_IN_FLIGHT:
+        if self._in_flight < CALLS_IN_FLIGHT and not self._waiting:
             self._hand_over(d, call)
         else:
             self._waiting.append((d, call))
@@ -345,8 +345,9 @@ class ZooKeeper:
     def _answered(self, generation: int, d: Deferred[Any], result: Any) -> None:
         if generation == self._generation:
             self._in_flight -= 1
-        _deliver(d, result)
+        # The oldest waiting first: a call its callbacks make queues behind.
         self._hand_over_waiting()
+        _deliver(d, result)
 
     def _hand_over_waiting(self) -> None:
         # The calls that waited for room, in order; those timed out are gone.
