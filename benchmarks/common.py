@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ from types import FrameType
 from typing import Any
 
 import psutil
+from kazoo.client import KazooClient
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # The process helpers live with the tests.
@@ -288,6 +289,33 @@ def start_redis_servers(
         started.callback(server.stop)
         servers.append(server.start())
     return servers
+
+
+def start_zookeeper(started: ExitStack) -> tuple[ZooKeeperServer, KazooClient]:
+    """
+    A ZooKeeper of the script's own and a kazoo client reading it; ``started``
+    stops the client, then the server by PID.
+    """
+    zookeeper = ZooKeeperServer()
+    started.callback(zookeeper.close)
+    zookeeper.start()
+    client = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
+    client.start(timeout=10.0)
+    started.callback(client.close)
+    started.callback(client.stop)
+    return zookeeper, client
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.05
+) -> float:
+    """Poll `condition` until true; the seconds it took. Fails after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"{what}: not within {timeout:g} s")
+        time.sleep(poll)
+    return time.monotonic() - started
 
 
 def load_average() -> str:

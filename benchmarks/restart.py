@@ -29,7 +29,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +41,10 @@ from common import (
     load_average,
     machine,
     start_redis_servers,
+    start_zookeeper,
     stop_on_sigterm,
     table,
+    wait_until,
 )
 from kazoo.client import KazooClient
 
@@ -119,15 +120,6 @@ def agent_pid(client: KazooClient, root: str) -> int | None:
     return int(json.loads(client.get(path)[0])["pid"])
 
 
-def wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `condition` until true, or fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout:g} s")
-        time.sleep(POLL)
-
-
 def restart(
     args: argparse.Namespace,
     zookeeper: ZooKeeperServer,
@@ -148,7 +140,7 @@ def restart(
         first = Agent(workdir, text, f"{label}-first")
         running.callback(first.stop)
         first.wait_ready()
-        wait(
+        wait_until(
             lambda: published(client, root, parent, args.instances),
             60.0,
             "the first agent's nodes",
@@ -172,7 +164,7 @@ def restart(
 
         rewritten_after: float | None = None
         try:
-            wait(new_data, args.session_timeout + 60.0, "the new process's data")
+            wait_until(new_data, args.session_timeout + 60.0, "the new process's data")
             rewritten_after = time.monotonic() - signalled
         except RuntimeError:
             pass
@@ -214,13 +206,7 @@ def main() -> int:
     try:
         with ExitStack() as started:
             servers = start_redis_servers(args.servers, started)
-            zookeeper = ZooKeeperServer()
-            started.callback(zookeeper.close)
-            zookeeper.start()
-            client = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
-            client.start(timeout=10.0)
-            started.callback(client.close)
-            started.callback(client.stop)
+            zookeeper, client = start_zookeeper(started)
             ports = [s.port for s in servers]
             for case in args.cases.split(","):
                 for state in (False, True):

@@ -21,21 +21,21 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 from common import (
     Agent,
     Instance,
-    ZooKeeperServer,
     agent_config,
     load_average,
     machine,
     open_files_for,
     start_redis_servers,
+    start_zookeeper,
     stop_on_sigterm,
     table,
+    wait_until,
 )
 from kazoo.client import KazooClient
 
@@ -54,16 +54,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def wait(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll `condition` until true; the seconds it took, or fail after `timeout`."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"{what}: not within {timeout:g} s")
-        time.sleep(POLL)
-    return time.monotonic() - started
-
-
 def instance_nodes(client: KazooClient) -> int:
     path = f"{ROOT}/instances"
     return len(client.get_children(path)) if client.exists(path) else 0
@@ -74,13 +64,7 @@ def stop_case(
 ) -> list[tuple[str, str]]:
     """One agent published, then SIGTERM as `case` says; its rows."""
     with ExitStack() as started:
-        zookeeper = ZooKeeperServer()
-        started.callback(zookeeper.close)
-        zookeeper.start()
-        client = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
-        client.start(timeout=10.0)
-        started.callback(client.close)
-        started.callback(client.stop)
+        zookeeper, client = start_zookeeper(started)
         n = args.instances
         instances = [Instance(f"r{i}", ports[i % len(ports)]) for i in range(n)]
         config = agent_config(
@@ -93,14 +77,14 @@ def stop_case(
         agent = Agent(workdir, config, open_files=open_files_for(n))
         started.callback(agent.stop)
         agent.wait_ready()
-        took = wait(
+        took = wait_until(
             lambda: instance_nodes(client) >= n, args.publish_limit, "published"
         )
         rows = [(f"{case}: all {n:,} nodes published after", f"{took:.1f} s")]
         if case == "gone":
             client.stop()
             zookeeper.stop()
-            wait(
+            wait_until(
                 lambda: (
                     "ZooKeeper unreachable" in agent.log.read_text(errors="replace")
                 ),
@@ -109,7 +93,7 @@ def stop_case(
             )
         child = agent.child.process
         child.send_signal(signal.SIGTERM)
-        ended = wait(lambda: child.poll() is not None, 60.0, "the agent to end")
+        ended = wait_until(lambda: child.poll() is not None, 60.0, "the agent to end")
         status = child.returncode
         rows.append((f"{case}: SIGTERM to exit", f"{ended:.2f} s (status {status})"))
         if case == "up":
