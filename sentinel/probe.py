@@ -31,8 +31,9 @@ violation's error, and checks on a new connection keep failing with it
 until that connection has stayed clean for a while. So a flooding or
 double-answering server fails every check from its first violation (down
 within the usual fall bound, and it stays down), costs a connection at most
-every `MAX_BACKOFF` seconds, and once it behaves is counted up again within
-`MAX_BACKOFF + PROBATION` seconds and `rise` checks.
+every `sentinel.reconnects.MAX_BACKOFF` seconds, and once it behaves is
+counted up again within that plus `sentinel.reconnects.PROBATION` seconds
+and `rise` checks.
 """
 
 from __future__ import annotations
