@@ -29,8 +29,10 @@ common case; the parser runs when something changed, and for what follows
 the repeated bytes in the same read (INFO's reply, which changes).
 
 Every touch of a private internal of txredisapi or of Twisted's connections
-is in this module, each with its reason (the reactor's own dispatch of ready
-sockets is `sentinel.dispatch`'s). ``tests/test_protocol.py`` checks on a
+is in this module, each with its reason, but for the reads: a plain TCP
+connection is read by the reactor's lean dispatch itself, straight into
+``dataReceived`` (`sentinel.dispatch.read_directly`), as its commands are
+written straight to the socket here. ``tests/test_protocol.py`` checks on a
 real TCP connection that the fast paths are still taken, so that an upgrade
 which silently disables one is caught.
 """
@@ -50,6 +52,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sentinel.checks import host_problem
+from sentinel.dispatch import read_directly, stop_reading_directly
 from sentinel.observation import Replication
 from sentinel.tls import describe_tls_loss
 
@@ -356,8 +359,11 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
     def connectionMade(self) -> Any:
         transport = self.transport
         if type(transport) is tcp.Client:
-            # Twisted's read size, an undocumented attribute of its TCP
-            # transport (a TLS transport reads through its own).
+            # Read by the lean dispatch itself, straight into dataReceived;
+            # and Twisted's read size, an undocumented attribute of its TCP
+            # transport, for when Twisted reads it (a TLS transport reads
+            # through its own).
+            read_directly(transport, READ_BUFFER, self.dataReceived)
             transport.bufferSize = READ_BUFFER
         return super().connectionMade()
 
@@ -666,6 +672,7 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         if securing is not None:
             factory.securing = None
             securing.errback(why)
+        stop_reading_directly(self.transport)
         self.factory.on_lost(self)
         # A server that refuses our client certificate says so in an alert
         # after the handshake (TLS 1.3): what waits fails with its reason.

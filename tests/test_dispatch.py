@@ -6,19 +6,21 @@ writes and disconnects as Twisted's own, and logs what escapes.
 
 from __future__ import annotations
 
+import select
 import socket
+import struct
 from typing import Any
 
 from twisted.internet import epollreactor
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import dispatch
-from sentinel.dispatch import lean_dispatch
+from sentinel.dispatch import lean_dispatch, read_directly, stop_reading_directly
 
 
 class Reader(FileDescriptor):
@@ -42,6 +44,9 @@ class Reader(FileDescriptor):
             return ConnectionDone()
         self.read.append(data)
         return None
+
+    def writeSomeData(self, data: bytes) -> int:
+        return self.socket.send(data) if data else 0
 
     def connectionLost(self, reason: Failure) -> None:
         self.lost.append(reason)
@@ -185,6 +190,149 @@ class LeanDispatchTests(SynchronousTestCase):
         self.reactor.doIteration(3600.0)
         self.reactor.doIteration(None)
         self.assertEqual(waits[3:], [3600.0, -1])
+
+    def tcp_pair(self) -> tuple[Reader, socket.socket]:
+        # A real TCP connection on loopback: it can be reset.
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        ours = socket.create_connection(listener.getsockname())
+        theirs, _ = listener.accept()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        ours.setblocking(False)
+        reader = Reader(self.reactor, ours)
+        self.reactor.addReader(reader)
+        return reader, theirs
+
+    def test_read_directly(self) -> None:
+        """
+        A descriptor read directly has its bytes handed to the function
+        given, without its doRead (nor the legacy log context); stopped, it
+        is read by doRead again.
+        """
+        self.assertTrue(lean_dispatch(self.reactor))
+        reader, theirs = self.pair()
+        received: list[bytes] = []
+        read_directly(reader, 4096, received.append)
+        theirs.send(b"+PONG\r\n")
+        self.reactor.doIteration(1.0)
+        self.assertEqual(received, [b"+PONG\r\n"])
+        self.assertEqual(reader.read, [])
+        self.assertEqual(self.wrapped, [])
+        stop_reading_directly(reader)
+        theirs.send(b"+PONG\r\n")
+        self.reactor.doIteration(1.0)
+        self.assertEqual(received, [b"+PONG\r\n"])
+        self.assertEqual(reader.read, [b"+PONG\r\n"])
+
+    def test_read_directly_in_pieces(self) -> None:
+        """A read takes at most the size given; the rest comes at the next turn."""
+        self.assertTrue(lean_dispatch(self.reactor))
+        reader, theirs = self.pair()
+        received: list[bytes] = []
+        read_directly(reader, 4, received.append)
+        theirs.send(b"+PONG\r\n")
+        self.reactor.doIteration(1.0)
+        self.reactor.doIteration(1.0)
+        self.assertEqual(received, [b"+PON", b"G\r\n"])
+
+    def test_read_directly_closed(self) -> None:
+        """A descriptor read directly and closed by its peer is disconnected, done."""
+        self.assertTrue(lean_dispatch(self.reactor))
+        reader, theirs = self.pair()
+        received: list[bytes] = []
+        read_directly(reader, 4096, received.append)
+        theirs.close()
+        self.reactor.doIteration(1.0)
+        self.assertEqual(received, [])
+        self.assertEqual(len(reader.lost), 1)
+        reader.lost[0].trap(ConnectionDone)
+        self.assertNotIn(reader, self.reactor.getReaders())
+
+    def poll_says(self, reader: Reader, event: int) -> None:
+        # The next polls report `event` for `reader`, whatever the socket.
+        real = self.reactor._poller
+
+        class Poller:
+            def poll(self, timeout: float, most: int) -> list[tuple[int, int]]:
+                return [(reader.fileno(), event)]
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+        self.patch(self.reactor, "_poller", Poller())
+        self.assertTrue(lean_dispatch(self.reactor))
+
+    def test_read_directly_reset(self) -> None:
+        """
+        A connection found reset when it is read directly is disconnected
+        as lost, not done. (A reset seen by the poll itself is an error
+        event, which Twisted's own path handles.)
+        """
+        reader, theirs = self.tcp_pair()
+        received: list[bytes] = []
+        read_directly(reader, 4096, received.append)
+        # Closing with a zero linger sends a reset.
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        theirs.close()
+        self.poll_says(reader, select.EPOLLIN)
+        self.reactor.doIteration(0.0)
+        self.assertEqual(received, [])
+        self.assertEqual(len(reader.lost), 1)
+        reader.lost[0].trap(ConnectionLost)
+        self.assertNotIsInstance(reader.lost[0].value, ConnectionDone)
+
+    def test_read_directly_nothing_ready(self) -> None:
+        """A readable event with nothing to read (spurious) changes nothing."""
+        reader, theirs = self.pair()
+        received: list[bytes] = []
+        read_directly(reader, 4096, received.append)
+        self.poll_says(reader, select.EPOLLIN)
+        self.reactor.doIteration(0.0)
+        self.assertEqual(received, [])
+        self.assertEqual(reader.lost, [])
+        self.assertIn(reader, self.reactor.getReaders())
+
+    def test_read_directly_error_logged_and_disconnected(self) -> None:
+        """
+        An exception from the function given is logged and drops that
+        descriptor, with the exception as the reason; the other ready
+        descriptors are read all the same.
+        """
+        self.assertTrue(lean_dispatch(self.reactor))
+        broken, theirs = self.pair()
+        healthy, other = self.pair()
+
+        def fail(data: bytes) -> None:
+            raise ZeroDivisionError("a bug while reading")
+
+        read_directly(broken, 4096, fail)
+        received: list[bytes] = []
+        read_directly(healthy, 4096, received.append)
+        theirs.send(b"x")
+        other.send(b"+PONG\r\n")
+        self.reactor.doIteration(1.0)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(len(broken.lost), 1)
+        broken.lost[0].trap(ZeroDivisionError)
+        self.assertNotIn(broken, self.reactor.getReaders())
+        self.assertEqual(received, [b"+PONG\r\n"])
+
+    def test_read_directly_but_writable(self) -> None:
+        """
+        A descriptor read directly that is also writable this turn is
+        handled by Twisted's own path, which reads it with doRead.
+        """
+        reader, theirs = self.pair()
+        received: list[bytes] = []
+        read_directly(reader, 4096, received.append)
+        theirs.send(b"+PONG\r\n")
+        self.poll_says(reader, select.EPOLLIN | select.EPOLLOUT)
+        self.reactor.doIteration(0.0)
+        self.assertEqual(received, [])
+        self.assertEqual(reader.read, [b"+PONG\r\n"])
 
     def test_other_reactors_untouched(self) -> None:
         """A reactor of another kind keeps its own dispatch."""

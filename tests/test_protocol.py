@@ -16,6 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from sentinel.dispatch import lean_dispatch
 from sentinel.protocol import (
     HELLO,
     HELLO_LIMIT,
@@ -686,7 +687,8 @@ class FastPathTests(TestCase):
         """
         100 PINGs, each sent once the previous reply is in, to a real
         redis-server: every PING goes out without Twisted's buffered write,
-        and every PONG reaches its waiter without LineReceiver's parser.
+        and every PONG is read by the lean dispatch and reaches its waiter
+        without the transport's doRead or LineReceiver's parser.
         """
         server = RedisServer().start()
         self.addCleanup(server.stop)
@@ -722,12 +724,29 @@ class FastPathTests(TestCase):
                 if len(pongs.replies) < total:
                     protocol.send_to(PING, self)
 
+        # Read by the lean dispatch itself, as in the agent: never through
+        # the transport's doRead.
+        self.assertTrue(lean_dispatch(reactor))
+        self.addCleanup(delattr, reactor, "doIteration")
+        twisted_reads: list[None] = []
+        do_read = transport.doRead
+
+        def counted_read() -> Any:
+            twisted_reads.append(None)
+            return do_read()
+
+        transport.doRead = counted_read
         protocol.send_to(PING, Next())
         await wait_for(reactor, lambda: len(pongs.replies) == total, 10.0, "PONGs")
         self.assertEqual(pongs.replies, ["PONG"] * total)
         self.assertEqual(buffered_writes, [])
+        self.assertEqual(twisted_reads, [])
         self.assertEqual(parsed, [])
         self.assertEqual(lost, [])
+        # Once lost, the transport no longer holds the protocol.
+        protocol.drop()
+        await wait_for(reactor, lambda: lost == [protocol], 10.0, "the loss")
+        self.assertNotIn("_sentinel_direct_read", vars(transport))
 
     async def test_pipeline_repeats_skip_the_parser(self) -> None:
         """
