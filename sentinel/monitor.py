@@ -392,7 +392,11 @@ class Monitor(Service):
         return now
 
     def _observed(self, observation: Observation | None, state: InstanceState) -> None:
-        now = self._ended(state)
+        # As _ended, inline: this runs for every check.
+        now = self._clock.seconds()
+        state.check = None
+        state.ended_at = now
+        self.tracker.discard(state)
         if self.states.get(state.name) is not state or not self.running:
             return
         if observation is None:

@@ -485,7 +485,8 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
             return
         if not self.connected:
             return  # Dropped: nothing more is read.
-        known = self.factory.known
+        factory = self.factory
+        known = factory.known
         if known is not None and data.startswith(known[0]):
             waiting = self.replyQueue.waiting
             count = known[1]
@@ -494,7 +495,7 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
                 and waiting[0] is known[2]
                 and len(waiting) >= count
                 and not self._LineReceiver__buffer
-                and self.line_mode
+                and factory.line_mode  # (the property's value, without the call)
                 and self.multi_bulk.pending is None
             ):
                 # These bytes were read before, from the same parser state,
