@@ -125,6 +125,15 @@ class FakeKazooClient:
     def get_async(self, path: str) -> FakeAsyncResult:
         return self._call("get", path)
 
+    def set_async(self, path: str, value: bytes, version: int = -1) -> FakeAsyncResult:
+        return self._call("set", path)
+
+    def create_async(self, path: str, value: bytes, **options: Any) -> FakeAsyncResult:
+        return self._call("create", path)
+
+    def transaction(self) -> FakeTransaction:
+        return FakeTransaction(self)
+
     # kazoo's threads, played by the test
 
     def change_state(self, state: Any, session: int = 0x42) -> None:
@@ -149,6 +158,26 @@ class FakeKazooClient:
         result = FakeAsyncResult()
         self.calls.append((method, path, result))
         return result
+
+
+class FakeTransaction:
+    """
+    A kazoo transaction of sets and creates: committed, a call on the paths
+    it writes (a create's marked with a +).
+    """
+
+    def __init__(self, client: FakeKazooClient) -> None:
+        self.client = client
+        self.paths: list[str] = []
+
+    def set_data(self, path: str, value: bytes, version: int = -1) -> None:
+        self.paths.append(path)
+
+    def create(self, path: str, value: bytes, **options: Any) -> None:
+        self.paths.append(f"+{path}")
+
+    def commit_async(self) -> FakeAsyncResult:
+        return self.client._call("commit", " ".join(self.paths))
 
 
 class FakeKazooFactory:

@@ -10,7 +10,14 @@ from __future__ import annotations
 import threading
 
 from kazoo.client import KazooState
-from kazoo.exceptions import ConnectionLoss
+from kazoo.exceptions import (
+    BadVersionError,
+    ConnectionClosedError,
+    ConnectionLoss,
+    NoNodeError,
+    RolledBackError,
+    RuntimeInconsistency,
+)
 from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.retry import KazooRetry
 from twisted.internet.defer import TimeoutError
@@ -23,6 +30,8 @@ from sentinel.zk import (
     LOST,
     STOPPED,
     SUSPENDED,
+    WRITE_BATCH,
+    WRITE_BATCH_BYTES,
     ZooKeeper,
 )
 from tests.fakekazoo import FakeKazooClient, FakeKazooFactory, HandOverClock
@@ -242,6 +251,148 @@ class BridgeTests(SynchronousTestCase):
         self.assertEqual(len(self.factory.clients), 2)
         for call in waiting[1:]:
             self.failureResultOf(call, ConnectionLoss)
+
+    def connected(self) -> FakeKazooClient:
+        self.zk.start()
+        client = self.client()
+        self.connect(client)
+        return client
+
+    def test_sets_of_a_turn_go_together(self) -> None:
+        """
+        Sets made in one turn of the reactor go to kazoo at its end, in one
+        transaction; each fires with its own stat. A set alone goes alone.
+        """
+        client = self.connected()
+        sets = [self.zk.set(f"{PATH}{i}", b"data", i) for i in range(3)]
+        self.assertEqual(client.calls, [])
+        self.clock.advance(0)
+        self.assertEqual(
+            [c[:2] for c in client.calls], [("commit", f"{PATH}0 {PATH}1 {PATH}2")]
+        )
+        client.answer(0, value=["stat0", "stat1", "stat2"])
+        self.clock.run_handed_over()
+        self.assertEqual(
+            [self.successResultOf(d) for d in sets], ["stat0", "stat1", "stat2"]
+        )
+        alone = self.zk.set(PATH, b"data")
+        self.clock.advance(0)
+        self.assertEqual(client.calls[1][:2], ("set", PATH))
+        client.answer(1, value="stat")
+        self.clock.run_handed_over()
+        self.assertEqual(self.successResultOf(alone), "stat")
+
+    def test_refused_set_fails_alone(self) -> None:
+        """
+        A set refused in a transaction fails with its own refusal; the sets
+        only rolled back with it are sent again, at the end of the turn, and
+        fire with their stats.
+        """
+        client = self.connected()
+        first, refused, last = (self.zk.set(f"{PATH}{i}", b"data", 1) for i in range(3))
+        self.clock.advance(0)
+        client.answer(
+            0, value=[RolledBackError(), BadVersionError(), RuntimeInconsistency()]
+        )
+        self.clock.run_handed_over()
+        self.failureResultOf(refused, BadVersionError)
+        self.assertNoResult(first)
+        self.assertNoResult(last)
+        self.clock.advance(0)
+        self.assertEqual(client.calls[1][:2], ("commit", f"{PATH}0 {PATH}2"))
+        client.answer(1, value=["stat0", "stat2"])
+        self.clock.run_handed_over()
+        self.assertEqual(
+            (self.successResultOf(first), self.successResultOf(last)),
+            ("stat0", "stat2"),
+        )
+
+    def test_creates_go_with_sets(self) -> None:
+        """
+        Creates of ephemeral nodes go in the same transaction as the sets;
+        a create refused there for want of its parent is sent alone (kazoo
+        then makes the parents), and the writes rolled back with it again.
+        A sequential create goes alone at once.
+        """
+        client = self.connected()
+        created = self.zk.create(PATH, b"data")
+        orphan = self.zk.create("/new/parent/node", b"data")
+        updated = self.zk.set(f"{PATH}2", b"data", 3)
+        self.clock.advance(0)
+        self.assertEqual(
+            [c[:2] for c in client.calls],
+            [("commit", f"+{PATH} +/new/parent/node {PATH}2")],
+        )
+        client.answer(
+            0, value=[RolledBackError(), NoNodeError(), RuntimeInconsistency()]
+        )
+        self.clock.run_handed_over()
+        self.assertEqual(client.calls[1][:2], ("create", "/new/parent/node"))
+        self.clock.advance(0)
+        self.assertEqual(client.calls[2][:2], ("commit", f"+{PATH} {PATH}2"))
+        client.answer(1, value="/new/parent/node")
+        client.answer(2, value=[PATH, "stat"])
+        self.clock.run_handed_over()
+        self.assertEqual(
+            [self.successResultOf(d) for d in (created, orphan, updated)],
+            [PATH, "/new/parent/node", "stat"],
+        )
+        self.zk.create(f"{PATH}-member-", b"data", sequence=True)
+        self.assertEqual(client.calls[3][:2], ("create", f"{PATH}-member-"))
+
+    def test_sets_batched_within_bounds(self) -> None:
+        """
+        A transaction holds at most WRITE_BATCH sets and WRITE_BATCH_BYTES of
+        data: more go in the next one, each within the same turn.
+        """
+        client = self.connected()
+        for i in range(WRITE_BATCH + 1):
+            self.zk.set(f"{PATH}{i}", b"data")
+        big = b"x" * (WRITE_BATCH_BYTES // 2 + 1)
+        for i in range(2):
+            self.zk.set(f"{PATH}big{i}", big)
+        self.clock.advance(0)
+        self.assertEqual(
+            [(c[0], len(c[1].split())) for c in client.calls],
+            [("commit", WRITE_BATCH), ("commit", 2), ("set", 1)],
+        )
+
+    def test_sets_fail_together(self) -> None:
+        """
+        A transaction that fails as a whole (the connection lost) fails
+        every set in it with that error; one that never comes back times
+        them out with the bridge's call timeout.
+        """
+        client = self.connected()
+        lost = [self.zk.set(f"{PATH}{i}", b"data") for i in range(2)]
+        self.clock.advance(0)
+        client.answer(0, exception=ConnectionLoss())
+        self.clock.run_handed_over()
+        for d in lost:
+            self.failureResultOf(d, ConnectionLoss)
+        hanging = [self.zk.set(f"{PATH}{i}", b"data") for i in range(2)]
+        self.clock.advance(0)
+        self.clock.advance(CALL_TIMEOUT)
+        for d in hanging:
+            self.failureResultOf(d, TimeoutError)
+        client.answer(1, value=["late", "late"])
+        self.clock.run_handed_over()
+
+    def test_set_while_not_connected_or_stopped(self) -> None:
+        """
+        A set made while kazoo is not connected fails at once; those still
+        waiting for the end of the turn when the bridge stops fail then, and
+        nothing is sent.
+        """
+        self.zk.start()
+        client = self.client()
+        self.failureResultOf(self.zk.set(PATH, b"data"), ConnectionLoss)
+        self.connect(client)
+        waiting = self.zk.set(PATH, b"data")
+        self.zk.stop(1.0)
+        self.failureResultOf(waiting, ConnectionClosedError)
+        self.clock.advance(0)
+        self.assertEqual(client.calls, [])
 
     def test_watching_again_registers_once(self) -> None:
         """
