@@ -77,7 +77,9 @@ from common import (
     Instance,
     RedisServer,
     Stopped,
+    add_checkout_option,
     agent_config,
+    checkouts_of,
     commit_of,
     free_port,
     load_average,
@@ -107,13 +109,7 @@ def parse_args() -> argparse.Namespace:
     add("--skip-equal", action="store_true", help="no equal layout, no Sentinel")
     add("--skip-shared", action="store_true", help="no shared layout")
     add("--skip-references", action="store_true", help="no redis-benchmark")
-    add(
-        "--checkout",
-        action="append",
-        default=[],
-        metavar="LABEL=PATH",
-        help="a checkout whose agent to run (repeatable; default: this one)",
-    )
+    add_checkout_option(parser)
     args = parser.parse_args()
     try:
         args.sizes = [int(n) for n in args.instances.split(",")]
@@ -121,13 +117,7 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--instances: not a list of numbers: {args.instances!r}")
     if min(args.sizes) < 1 or args.servers < 1 or args.duration <= 0:
         parser.error("--instances, --servers and --duration must be positive")
-    checkouts = []
-    for spec in args.checkout or [f"this={Path(__file__).resolve().parent.parent}"]:
-        label, sep, path = spec.partition("=")
-        if not sep or not Path(path, "sentinel").is_dir():
-            parser.error(f"--checkout: not LABEL=PATH of a checkout: {spec!r}")
-        checkouts.append((label, Path(path).resolve()))
-    args.checkouts = checkouts
+    args.checkouts = checkouts_of(parser, args.checkout)
     return args
 
 

@@ -14,6 +14,7 @@ matplotlib``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -354,6 +355,31 @@ def machine() -> str:
     )
 
 
+def add_checkout_option(parser: argparse.ArgumentParser) -> None:
+    """``--checkout LABEL=PATH``, repeatable: whose agent a script runs."""
+    parser.add_argument(
+        "--checkout",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="a checkout whose agent to run (repeatable; default: this one)",
+    )
+
+
+def checkouts_of(
+    parser: argparse.ArgumentParser, specs: Sequence[str]
+) -> list[tuple[str, Path]]:
+    """The (label, path) of each ``--checkout``; this one when none is given."""
+    this = Path(__file__).resolve().parent.parent
+    checkouts = []
+    for spec in specs or [f"this={this}"]:
+        label, sep, path = spec.partition("=")
+        if not sep or not Path(path, "sentinel").is_dir():
+            parser.error(f"--checkout: not LABEL=PATH of a checkout: {spec!r}")
+        checkouts.append((label, Path(path).resolve()))
+    return checkouts
+
+
 def commit_of(checkout: Path) -> str:
     """The short commit of a checkout, and whether its sentinel/ has changes."""
     try:
@@ -446,8 +472,6 @@ def start_never_answering(
 
 
 def _main() -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description="helper servers for benchmarks")
     commands = parser.add_subparsers(dest="command", required=True)
     hang = commands.add_parser("never-answering", help="accept, never answer")
