@@ -413,6 +413,12 @@ class ZooKeeper:
             # Sent at the end of the turn, with the other writes made in it
             # (module docstring).
             return self._write(_Write(Deferred(), path, data, create=True))
+        return self._create_now(path, data, ephemeral, sequence)
+
+    def _create_now(
+        self, path: str, data: bytes, ephemeral: bool, sequence: bool = False
+    ) -> Deferred[str]:
+        # One create, alone: kazoo makes the missing parents.
         return self._call(
             "create_async",
             path,
@@ -498,14 +504,7 @@ class ZooKeeper:
 
     def _send_alone(self, write: _Write) -> None:
         if write.create:
-            d = self._call(
-                "create_async",
-                write.path,
-                write.data,
-                acl=self.acl,
-                ephemeral=True,
-                makepath=True,
-            )
+            d = self._create_now(write.path, write.data, ephemeral=True)
         else:
             d = self._call("set_async", write.path, write.data, write.version)
         d.addBoth(_settle, write.d)
