@@ -14,7 +14,13 @@ says the status found now); another session's and the write ends in
 `writes.HeldElsewhere` (`sentinel.holders` parks it), unless this agent,
 a group's primary, takes it over (`sentinel.takeover`). On an inherited
 session, and for a node held when last asked, the holder is asked first:
-a create would only fail. A removed node is deleted only if it is ours.
+a create would only fail. So it is for a primary's node (every instance
+node is one) it lost, or while the last of its creates or questions found
+a node held (after a `kill -9` of the previous process, a member joining
+the group): creates then fail one by one. Otherwise a primary creates at
+once: a question before every create, one call that no transaction
+carries, made 10,000 new nodes take 35 s to appear instead of 17.
+A removed node is deleted only if it is ours.
 Discovery members are written by `sentinel.members`.
 """
 
@@ -55,6 +61,9 @@ class NodeWriter:
         self._takeovers = takeovers
         self._members = members
         self._sweep = sweep
+        # Whether the node a primary writes first is likely held already
+        # (module docstring): what the last create or question found.
+        self._expect_held = False
 
     async def write(self, node: Node) -> None:
         """Write `node` as it is now (the write queue calls it)."""
@@ -93,8 +102,12 @@ class NodeWriter:
             if node.kept is not None:
                 # Made again, to keep the since the node says (`Node.kept`).
                 data = node.data()
-        elif self._sweep.inherited or node.takeover:
+        elif self._sweep.inherited or (
+            node.takeover and (node.lost or self._expect_held)
+        ):
             stat = await zk.exists(node.path)
+            if stat is None and node.takeover:
+                self._expect_held = False
         if stat is None:
             if data is None:
                 return
@@ -104,6 +117,8 @@ class NodeWriter:
                 node.version = 0
                 return
             except NodeExistsError:
+                if node.takeover:
+                    self._expect_held = True
                 stat = await self._holders.ask(node)
             if stat is None:
                 # Gone in between (its session just ended): try again at once.

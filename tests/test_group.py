@@ -14,9 +14,12 @@ from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation
 from sentinel.takeover import HANDOFF_LIMIT
-from tests.groupfakes import DOWN, INTERVAL, REFRESH, ROOT, UP, Fleet
+from sentinel.writes import WRITES_IN_FLIGHT
+from tests.groupfakes import DOWN, INTERVAL, REFRESH, ROOT, UP, Fleet, Member
 
 NAMES = [f"r{i:02d}" for i in range(30)]
+# A previous agent process's session, still alive.
+OLD_SESSION = 0xDEAD
 
 
 class AloneTests(SynchronousTestCase):
@@ -76,6 +79,63 @@ class AloneTests(SynchronousTestCase):
         self.assertEqual(len(parts), 1)
         self.assertLess(len(fleet.server.nodes[parts[0]].data), 512 * 1024)
         del member
+
+
+class FirstWriteTests(SynchronousTestCase):
+    """Whether a primary asks ZooKeeper before creating a node."""
+
+    names = [f"r{i:03d}" for i in range(2 * WRITES_IN_FLIGHT + 20)]
+
+    def calls(self, member: Member, kind: str) -> int:
+        return sum(
+            member.zk.calls_by_path[kind, f"{ROOT}/instances/{name}"]
+            for name in self.names
+        )
+
+    def test_new_nodes_created_at_once(self) -> None:
+        """
+        Nodes nobody holds are created without a question first: a
+        start-up is one create per node, which ZooKeeper transactions carry.
+        """
+        fleet = Fleet()
+        alone = fleet.add("a", self.names).start()
+        fleet.run(2.0)
+        self.assertEqual(self.calls(alone, "create"), len(self.names))
+        self.assertEqual(self.calls(alone, "exists"), 0)
+        for name in self.names:
+            self.assertEqual(fleet.owner_of(name), fleet.session_of("a"))
+
+    def test_held_nodes_asked_about_after_a_refusal(self) -> None:
+        """
+        Nodes another session holds (a process killed with -9): only the
+        creates started before the first refusal are made; the rest ask
+        first. Once a question finds a node missing (the session expired,
+        and ours too), the next creates go at once again.
+        """
+        fleet = Fleet()
+        for name in self.names:
+            fleet.reader.put(f"{ROOT}/instances/{name}", b"old", owner=OLD_SESSION)
+        alone = fleet.add("a", self.names).start()
+        fleet.run(2.0)
+        created = self.calls(alone, "create")
+        self.assertGreater(created, 0)
+        self.assertLessEqual(created, WRITES_IN_FLIGHT)
+        self.assertGreaterEqual(self.calls(alone, "exists"), len(self.names))
+        for name in self.names:
+            self.assertEqual(fleet.owner_of(name), OLD_SESSION)
+
+        fleet.reader.end_session(OLD_SESSION)
+        fleet.run(1.0)
+        for name in self.names:
+            self.assertEqual(fleet.owner_of(name), fleet.session_of("a"))
+        alone.zk.expire()
+        created, asked = self.calls(alone, "create"), self.calls(alone, "exists")
+        alone.zk.connect()
+        fleet.run(2.0)
+        for name in self.names:
+            self.assertEqual(fleet.owner_of(name), fleet.session_of("a"))
+        self.assertEqual(self.calls(alone, "create") - created, len(self.names))
+        self.assertLessEqual(self.calls(alone, "exists") - asked, WRITES_IN_FLIGHT)
 
 
 class StillOursTests(SynchronousTestCase):

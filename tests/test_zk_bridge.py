@@ -14,6 +14,7 @@ from kazoo.exceptions import (
     BadVersionError,
     ConnectionClosedError,
     ConnectionLoss,
+    NodeExistsError,
     NoNodeError,
     RolledBackError,
     RuntimeInconsistency,
@@ -306,6 +307,37 @@ class BridgeTests(SynchronousTestCase):
             (self.successResultOf(first), self.successResultOf(last)),
             ("stat0", "stat2"),
         )
+
+    def test_refused_one_by_one(self) -> None:
+        """
+        Creates refused one after another (nodes another session holds):
+        those never looked at go again together once, then alone, so that
+        each costs at most two sends rather than a transaction per refusal.
+        """
+        client = self.connected()
+        creates = [self.zk.create(f"{PATH}{i}", b"data") for i in range(4)]
+        self.clock.advance(0)
+        self.assertEqual(
+            client.calls[0][:2], ("commit", f"+{PATH}0 +{PATH}1 +{PATH}2 +{PATH}3")
+        )
+        client.answer(0, value=[NodeExistsError()] + [RuntimeInconsistency()] * 3)
+        self.clock.run_handed_over()
+        self.failureResultOf(creates[0], NodeExistsError)
+        self.clock.advance(0)
+        self.assertEqual(client.calls[1][:2], ("commit", f"+{PATH}1 +{PATH}2 +{PATH}3"))
+        client.answer(1, value=[NodeExistsError()] + [RuntimeInconsistency()] * 2)
+        self.clock.run_handed_over()
+        self.failureResultOf(creates[1], NodeExistsError)
+        self.clock.advance(0)
+        self.assertEqual(
+            [c[:2] for c in client.calls[2:]],
+            [("create", f"{PATH}2"), ("create", f"{PATH}3")],
+        )
+        client.answer(2, exception=NodeExistsError())
+        client.answer(3, value=f"{PATH}3")
+        self.clock.run_handed_over()
+        self.failureResultOf(creates[2], NodeExistsError)
+        self.assertEqual(self.successResultOf(creates[3]), f"{PATH}3")
 
     def test_creates_go_with_sets(self) -> None:
         """
