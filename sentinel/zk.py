@@ -527,7 +527,7 @@ class ZooKeeper:
                 # Not looked at, after the refused write: again with the
                 # next turn's writes, and alone if it is left untried once
                 # more, so that writes refused one by one (creates of nodes
-                # another session holds) cost at most two sends each, not
+                # another session holds) cost at most three sends each, not
                 # one transaction per refusal.
                 if write.untried:
                     self._send_alone(write)

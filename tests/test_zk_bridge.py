@@ -312,7 +312,7 @@ class BridgeTests(SynchronousTestCase):
         """
         Creates refused one after another (nodes another session holds):
         those never looked at go again together once, then alone, so that
-        each costs at most two sends rather than a transaction per refusal.
+        each costs at most three sends rather than a transaction per refusal.
         """
         client = self.connected()
         creates = [self.zk.create(f"{PATH}{i}", b"data") for i in range(4)]
