@@ -283,7 +283,7 @@ class ZooKeeper:
                     log.warn, "closing a ZooKeeper client: {error}", error=error
                 )
             if done is not None:
-                self._reactor.callFromThread(_fire, done, None)
+                self._reactor.callFromThread(_settle, None, done)
 
         threading.Thread(target=close, name="zookeeper-close", daemon=True).start()
 
@@ -648,7 +648,7 @@ class _Write:
 
 
 def _settle(result: Any, d: Deferred[Any]) -> None:
-    # Unless it timed out meanwhile.
+    # Unless it has fired already (a write that timed out meanwhile).
     if not d.called:
         if isinstance(result, Failure):
             d.errback(result)
@@ -693,8 +693,3 @@ def _deliver(d: Deferred[Any], result: Any) -> None:
         d.callback(result.value)
     else:
         d.errback(result.exception)
-
-
-def _fire(d: Deferred[None], value: None) -> None:
-    if not d.called:
-        d.callback(value)
