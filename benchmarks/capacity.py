@@ -30,6 +30,12 @@ settle (its collector is settled after 30 rounds):
 - **redis-benchmark** ``-t ping -c 50 -P 1`` against one server, its own CPU
   time (getrusage of the reaped child): the C client's PINGs per CPU-second,
   the cost of a request and a reply through the kernel with nothing else.
+- **The CPython floor** (``benchmarks/floor.py``), on the equal layout's
+  servers: a bare epoll loop that sends the agent's common check (``PING``
+  and ``HELLO``) to each of the N masters every interval and reads the
+  replies, then the same with one Deferred per check; its CPU per
+  instance-second, measured as the agent's. What any checker in this
+  language pays before it does anything with a reply.
 
 Every window also reports the machine's idle share over the window and the
 1-minute load average at its end: other work on the machine shows there.
@@ -108,7 +114,7 @@ def parse_args() -> argparse.Namespace:
     add("--bench-clients", type=int, default=50, help="redis-benchmark -c (50)")
     add("--skip-equal", action="store_true", help="no equal layout, no Sentinel")
     add("--skip-shared", action="store_true", help="no shared layout")
-    add("--skip-references", action="store_true", help="no redis-benchmark")
+    add("--skip-references", action="store_true", help="no redis-benchmark, no floor")
     add_checkout_option(parser)
     args = parser.parse_args()
     try:
@@ -430,6 +436,14 @@ def measure_equal(workdir: Path, size: int, args: argparse.Namespace) -> dict[st
                 window = settled_window(agent, pids, args)
             out["alone"][label] = agent_part(window, agent.pid)
 
+        if not args.skip_references:
+            for deferred in (False, True):
+                kind = "deferred" if deferred else "bare"
+                print(f"equal layout, {size}: the floor ({kind})", file=sys.stderr)
+                out.setdefault("floor", {})[kind] = measure_floor(
+                    workdir, ports, pids, deferred, args
+                )
+
         print(f"equal layout, {size}: Sentinel alone", file=sys.stderr)
         sentinel = Sentinel(workdir, servers, f"sentinel-{size}")
         started.callback(sentinel.stop)
@@ -455,6 +469,55 @@ def measure_equal(workdir: Path, size: int, args: argparse.Namespace) -> dict[st
                 "sentinel": sentinel_result(sentinel, window),
             }
     return out
+
+
+# The CPython floor
+
+FLOOR_WARMUP = 5.0
+
+
+def measure_floor(
+    workdir: Path, ports: Sequence[int], server_pids: Sequence[int],
+    deferred: bool, args: argparse.Namespace,
+) -> dict[str, Any]:  # fmt: skip
+    """``floor.py`` on `ports` (one instance each), a window after a warm-up."""
+    kind = "deferred" if deferred else "bare"
+    count_file = workdir / f"floor-{kind}-{len(ports)}.count"
+    argv = [
+        sys.executable, str(Path(__file__).with_name("floor.py")),
+        "--ports", ",".join(map(str, ports)), "--count-file", str(count_file),
+        "--interval", str(args.interval),
+    ] + (["--deferred"] if deferred else [])  # fmt: skip
+    child = ChildProcess(argv, log=workdir / f"floor-{kind}-{len(ports)}.log")
+    try:
+        deadline = time.monotonic() + args.startup_timeout
+        while not count_file.exists():
+            if not child.running or time.monotonic() > deadline:
+                raise RuntimeError(f"floor.py did not start{child.log_tail()}")
+            time.sleep(0.2)
+        time.sleep(FLOOR_WARMUP)
+
+        def counts() -> tuple[int, int]:
+            replies, differed = count_file.read_text().split()
+            return int(replies), int(differed)
+
+        replies0, differed0 = counts()
+        window = Window(None, [child.pid, *server_pids])
+        time.sleep(args.duration)
+        result = window.end()
+        replies1, differed1 = counts()
+        if not child.running:
+            raise RuntimeError(f"floor.py exited{child.log_tail()}")
+    finally:
+        child.stop()
+    return {
+        **{k: result[k] for k in WINDOW_FIELDS},
+        "cpu": result["cpu"][child.pid],
+        "system": result["system"][child.pid],
+        # The count file is written once a second: a second's worth of slack.
+        "replies": replies1 - replies0,
+        "differed": differed1 - differed0,
+    }
 
 
 # redis-benchmark
@@ -536,6 +599,17 @@ def report_equal(size: int, equal: dict[str, Any]) -> str:
                 f"{_added(a, idle, size)} per inst-s",
             ),
             (f"{label} / Sentinel, each alone", _ratio(per, s_per)),
+        ]
+    for kind, f in equal.get("floor", {}).items():
+        per = f["cpu"] / (size * f["wall"])
+        what = "bare loop" if kind == "bare" else "loop, a Deferred a check"
+        rows += [
+            (
+                f"floor ({what}): CPU per instance-s",
+                f"{_us(per)} ({f['cpu']:.2f} s, system {f['system']:.2f} s; "
+                f"{f['replies']} replies, {f['differed']} differed; {_machine(f)})",
+            ),
+            (f"floor ({what}) / Sentinel", _ratio(per, s_per)),
         ]
     for label, b in equal["both"].items():
         per = b["cpu"] / (size * b["wall"])
