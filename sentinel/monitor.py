@@ -50,6 +50,12 @@ TICK_HISTORY = 600
 # replica's link comes up (connect, sync, connected) within them.
 ROLE_SETTLE = 60.0
 
+# The keywords of every check's callback and errback: none, as a plain dict.
+# Deferred's own default is a read-only mapping, which a call given it as
+# ``**kwargs`` copies into a new dict, thousands of times a second; a dict is
+# passed as it is (and never changed: each call gets its own copy).
+_NO_KEYWORDS: dict[str, object] = {}
+
 
 class Publisher(Protocol):
     """Where instance states go (ZooKeeper, or nowhere)."""
@@ -358,7 +364,9 @@ class Monitor(Service):
             self._observed_callback,
             self._failed_errback,
             callbackArgs=args,
+            callbackKeywords=_NO_KEYWORDS,
             errbackArgs=args,
+            errbackKeywords=_NO_KEYWORDS,
         )
         return state.check is d
 
