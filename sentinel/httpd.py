@@ -20,6 +20,11 @@ The HTTP server around the app: what an HTTP client may cost the agent.
   many, keep a health probe or a scrape out for `STALE_AFTER` at most.
 - No route reads a request body: one is never spooled to disk, and one
   longer than `MAX_BODY_BYTES` closes the connection.
+- A request line or header line longer than Twisted's line limit (16 KB)
+  is answered, 414 or 431 with a JSON error, where Twisted would close the
+  connection without a word (`BoundedChannel`); the rest of the request is
+  read and discarded for at most `LINGER` seconds, so that the client can
+  read the answer before the connection closes.
 - No access log: scrapes would drown the agent's log.
 
 `http_service` is the one call the composition root makes.
@@ -27,6 +32,7 @@ The HTTP server around the app: what an HTTP client may cost the agent.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from io import BytesIO
 from typing import Any
@@ -34,9 +40,11 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from sentinel.group import Group, GroupMetrics
@@ -63,6 +71,10 @@ STALE_AFTER = 10.0
 # connection is refused rather than given a place, so that a burst of
 # them never holds more than this many descriptors over the cap.
 MAX_CLOSING = 16
+# Seconds a connection answered for an overlong line stays open, its input
+# discarded, before it is closed: closed at once, the rest of the request
+# unread would make the close a reset, which can take the answer with it.
+LINGER = 2.0
 
 
 class BoundedRequest(Request):
@@ -101,11 +113,69 @@ class BoundedRequest(Request):
         transport.abortConnection()
 
 
+class BoundedChannel(HTTPChannel):
+    """
+    Twisted's HTTP/1.1 channel, with an answer for a line over its limit
+    (``MAX_LENGTH``, 16 KB): 414 for the request line, 431 for a header
+    line, each with a JSON error, then `LINGER` seconds at most for the
+    client to read it (module docstring).
+    """
+
+    # Whether the next line read is a request line (as Twisted's private
+    # ``__first_line`` says): at the start, and after each request's end.
+    _at_request_line = True
+    _refused = False
+    _linger: IDelayedCall | None = None
+
+    def lineReceived(self, line: bytes) -> None:
+        super().lineReceived(line)
+        if line:
+            # A request line, or a header line (a blank line ends the head).
+            self._at_request_line = False
+
+    def allContentReceived(self) -> None:
+        self._at_request_line = True
+        super().allContentReceived()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._refused:
+            return
+        self._refused = True
+        if self._at_request_line:
+            status, what = b"414 URI Too Long", "request line"
+        else:
+            status, what = b"431 Request Header Fields Too Large", "header line"
+        error = {"error": f"{what} longer than {self.MAX_LENGTH} bytes"}
+        body = json.dumps(error, indent=1).encode("utf-8") + b"\n"
+        transport: Any = self.transport
+        transport.write(
+            b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, len(body), body)
+        )
+        self.setTimeout(None)
+        self._linger = self.callLater(LINGER, transport.loseConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return  # The rest of a refused request: discarded.
+        super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        super().connectionLost(reason)
+
+
 class StatusSite(Site):
     """The app's site: idle connections time out, no access log."""
 
     noisy = False
     requestFactory = BoundedRequest
+    # The channel itself, where Twisted's default is a proxy that can turn
+    # into an HTTP/2 connection when TLS negotiates it and the h2 package
+    # is installed: neither is ever the case here.
+    protocol = BoundedChannel  # type: ignore[assignment]
 
     def __init__(self, resource: Any, reactor: IReactorTime) -> None:
         super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor)

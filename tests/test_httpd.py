@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import httpd
 from sentinel.httpd import (
     IDLE_TIMEOUT,
+    LINGER,
     MAX_BODY_BYTES,
     STALE_AFTER,
     ConnectionLimit,
@@ -80,6 +81,74 @@ class SiteTests(SynchronousTestCase):
         client.protocol.dataReceived(b"hello")
         [(code, _, _)] = responses(client.output())
         self.assertEqual(code, 405)
+
+    def refused(self, client: Connection, code: int, what: str) -> None:
+        """
+        `client` has one answer, `code` with a JSON error about `what`; the
+        connection stays open while the client may read it, its input
+        discarded, and is closed after LINGER.
+        """
+        [(answered, headers, body)] = responses(client.output())
+        self.assertEqual(answered, code)
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertEqual(json.loads(body), {"error": f"{what} longer than 16384 bytes"})
+        written = len(client.output())
+        assert client.protocol is not None
+        client.protocol.dataReceived(b"x" * 100_000 + b"\r\n\r\n")
+        client.request("/healthz")
+        self.assertEqual(len(client.output()), written)
+        self.clock.advance(LINGER - 0.1)
+        self.assertTrue(client.open)
+        self.clock.advance(0.1)
+        self.assertFalse(client.open)
+
+    def test_overlong_request_line(self) -> None:
+        """
+        A request line over Twisted's 16 KB limit is answered 414 with a
+        JSON error, where Twisted alone closes the connection unanswered.
+        """
+        client = Connection(self.site)
+        assert client.protocol is not None
+        client.protocol.dataReceived(b"GET /" + b"a" * 20_000)
+        self.refused(client, 414, "request line")
+
+    def test_overlong_header_line(self) -> None:
+        """A header line over 16 KB is answered 431."""
+        client = Connection(self.site)
+        client.request("/healthz", extra=f"X-Long: {'b' * 17_000}\r\n")
+        self.refused(client, 431, "header line")
+
+    def test_overlong_lines_after_an_answer(self) -> None:
+        """
+        On a kept-alive connection, the line after an answered request is
+        a request line again, and the one after it a header line.
+        """
+        client = Connection(self.site)
+        client.request("/healthz")
+        [(code, _, _)] = responses(client.output())
+        self.assertEqual(code, 200)
+        assert client.protocol is not None
+        client.protocol.dataReceived(b"GET /" + b"a" * 20_000 + b"\r\n")
+        [_, (code, _, _)] = responses(client.output())
+        self.assertEqual(code, 414)
+        client = Connection(self.site)
+        client.request("/healthz")
+        client.protocol.dataReceived(b"GET /healthz HTTP/1.1\r\n")
+        client.protocol.dataReceived(b"X-Long: " + b"b" * 17_000 + b"\r\n")
+        [_, (code, _, _)] = responses(client.output())
+        self.assertEqual(code, 431)
+
+    def test_client_gone_before_the_linger_ends(self) -> None:
+        """A client that closes first leaves no timer behind."""
+        client = Connection(self.site)
+        assert client.protocol is not None
+        before = set(self.clock.getDelayedCalls())
+        client.protocol.dataReceived(b"GET /" + b"a" * 20_000)
+        lingering = set(self.clock.getDelayedCalls()) - before
+        self.assertTrue(lingering)
+        client.lose()
+        for call in lingering:
+            self.assertFalse(call.active())
 
 
 class ConnectionLimitTests(SynchronousTestCase):
