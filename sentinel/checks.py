@@ -82,13 +82,29 @@ def option_integer(label: str, text: str) -> int:
 # Checks of values, from the file or from the command line.
 
 
+def finite(value: object) -> float | None:
+    """
+    `value` as a float if it is a finite number (an int or a float, not a
+    bool), else None. TOML and JSON give integers of up to thousands of
+    digits, too large for a float: those are None too.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def number(label: str, value: object) -> float:
     """A finite number (an integer is taken as a float)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise invalid(label, value, "is not a number")
-    if not math.isfinite(value):
+    result = finite(value)
+    if result is None:
         raise invalid(label, value, "is not a finite number")
-    return float(value)
+    return result
 
 
 def positive(label: str, value: object) -> float:

@@ -365,6 +365,10 @@ def _read_toml(path: str, files: _Files) -> Mapping[str, object]:
     except RecursionError:
         # tomllib recurses once per level of nested arrays and tables.
         raise error(f"config file {path}: invalid TOML: nested too deeply") from None
+    except ValueError:
+        # Not a TOMLDecodeError: an integer of more digits than Python
+        # converts (4,300).
+        raise error(f"config file {path}: invalid TOML: a number too long") from None
     except Exception as e:
         # MemoryError, or a parser bug: its message might quote the file.
         reason = type(e).__name__

@@ -15,12 +15,12 @@ plus each instance's check counters.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sentinel import __version__
+from sentinel.checks import finite
 from sentinel.config import RedisInstance
 from sentinel.health import DOWN, UP, InstanceHealth
 from sentinel.verdict import Opinion, Verdict
@@ -77,15 +77,10 @@ def status_since(stored: bytes) -> tuple[str, float] | None:
 
 def said_since(document: Mapping[str, Any]) -> tuple[str, float] | None:
     """The status and ``since`` a parsed instance document says, or None."""
-    status, since = document.get("status"), document.get("since")
-    if (
-        status not in (UP, DOWN)
-        or not isinstance(since, int | float)
-        or isinstance(since, bool)
-        or not math.isfinite(since)
-    ):
+    status, since = document.get("status"), finite(document.get("since"))
+    if status not in (UP, DOWN) or since is None:
         return None
-    return str(status), float(since)
+    return str(status), since
 
 
 def instance_report(

@@ -34,6 +34,7 @@ from typing import Any
 import attr
 from twisted.internet.defer import Deferred
 
+from sentinel.checks import finite
 from sentinel.config import Config
 from sentinel.files import FileReader, Unreadable
 from sentinel.privatefiles import (
@@ -134,7 +135,7 @@ def decode_state(data: bytes, purpose: SessionPurpose) -> StoredSession:
         session_id=_session_id(document),
         password=_password(document),
         owner=_owner(document),
-        written_at=float(_field(document, "written_at", (int, float))),
+        written_at=_written_at(document),
         discovery_parents=_parents(document),
     )
     theirs = stored.purpose
@@ -158,6 +159,13 @@ def _field(document: dict[str, Any], key: str, kind: Any) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise Unreadable(f"{key} is missing or invalid")
     return value
+
+
+def _written_at(document: dict[str, Any]) -> float:
+    written_at = finite(document.get("written_at"))
+    if written_at is None:
+        raise Unreadable("written_at is missing or invalid")
+    return written_at
 
 
 def _session_id(document: dict[str, Any]) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 
 import attr
 
+from sentinel.checks import finite
 from sentinel.health import DOWN, UP
 
 # The fields of an opinion that make a verdict: a change of any of them is
@@ -109,8 +110,8 @@ def parse_opinion(data: bytes) -> Opinion | None:
             master_host=_text(document.get("master_host")),
             master_port=_integer(document.get("master_port")),
             master_link_status=_text(document.get("master_link_status")),
-            latency_ms=_number(document.get("latency_ms")),
-            checked_at=_number(document.get("checked_at")),
+            latency_ms=finite(document.get("latency_ms")),
+            checked_at=finite(document.get("checked_at")),
             error=_text(document.get("error")),
         )
     except (TypeError, ValueError):
@@ -123,9 +124,3 @@ def _text(value: object) -> str | None:
 
 def _integer(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)

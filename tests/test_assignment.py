@@ -150,6 +150,16 @@ class VerdictTests(SynchronousTestCase):
         parsed = parse_opinion(b'{"status": "up", "ready": true, "role": 5}')
         assert parsed is not None
         self.assertEqual((parsed.status, parsed.ready, parsed.role), ("up", True, None))
+        # Numbers that are not finite, or too large for a float, are none
+        # (a verdict written from them would not be JSON to strict readers).
+        for number in (b"NaN", b"Infinity", b"-1e999", b"9" * 4000):
+            data = b'{"status": "down", "latency_ms": %s, "checked_at": %s}'
+            parsed = parse_opinion(data % (number, number))
+            assert parsed is not None
+            self.assertEqual(
+                (parsed.status, parsed.latency_ms, parsed.checked_at),
+                ("down", None, None),
+            )
 
 
 class CatalogTests(SynchronousTestCase):

@@ -302,6 +302,11 @@ class NumberTests(ConfigTestCase):
         )
         self.assertConfigError("interval: inf is not a finite number", "interval = inf")
         self.assertConfigError("timeout: nan is not a finite number", "timeout = nan")
+        # An integer too large for a float, which TOML gives as it is.
+        self.assertConfigError(
+            "interval: " + "9" * 57 + "... is not a finite number",
+            "interval = " + "9" * 400,
+        )
         self.assertConfigError("timeout: 0.0 is not greater than 0", "timeout = 0.0")
         for key in ("session_timeout", "refresh", "heartbeat"):
             self.assertConfigError(
@@ -835,6 +840,17 @@ class HostileTOMLTests(ConfigTestCase):
                 self.assertConfigError(
                     f"config file {path}: invalid TOML: nested too deeply", toml
                 )
+
+    def test_number_too_long(self) -> None:
+        """
+        An integer of more digits than Python converts (tomllib raises a
+        plain ValueError) is one line.
+        """
+        path = os.path.join(self.directory, "sentinel.toml")
+        self.assertConfigError(
+            f"config file {path}: invalid TOML: a number too long",
+            "interval = " + "9" * 5000,
+        )
 
     def test_nested_value(self) -> None:
         """A nested value the parser accepts is shown cut short, on one line."""

@@ -147,6 +147,7 @@ class StatusSinceTests(SynchronousTestCase):
             b'{"status": "up", "since": true}',
             b'{"status": "down", "since": NaN}',
             b'{"status": "down", "since": Infinity}',
+            b'{"status": "down", "since": ' + b"9" * 4000 + b"}",
             b"[" * 10_000,
         ):
             self.assertIsNone(status_since(stored), stored)

@@ -84,6 +84,8 @@ class EncodingTests(SynchronousTestCase):
             changed(owner={"pid": "1", "token": "t"}): "pid is missing or invalid",
             changed(owner=None): "owner is missing or invalid",
             changed(written_at=True): "written_at is missing or invalid",
+            changed(written_at=float("nan")): "written_at is missing or invalid",
+            changed(written_at=10**4000): "written_at is missing or invalid",
             changed(discovery_parents=["relative"]): "discovery_parents is invalid",
             changed(hosts="zk9:2181"): "for another ZooKeeper ensemble ('zk9:2181')",
             changed(root="/other"): "for another root ('/other')",
