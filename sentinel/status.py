@@ -7,8 +7,16 @@ every instance, and an exit status that sums it up.
 
 One row per instance node (or per NAME given), flagging rows whose
 ``checked_at`` is older than three refresh periods: an agent that stopped
-refreshing is visible here before anyone trusts its data. The exit status
-is what a Nagios or cron check needs:
+refreshing is visible here before anyone trusts its data. A ``checked_at``
+as far ahead of this host's clock, or not a finite number, is stale too:
+it cannot show that an agent still refreshes.
+
+Node data is anyone's who may write under the root. It is shown, never
+trusted: data that does not parse (undecodable, nested too deep, a number
+too long) makes its row unreadable, and in the table each value is cut to
+`MAX_CELL` characters, its control and other unprintable characters
+escaped, so that a node can neither widen every row nor write to the
+terminal. The exit status is what a Nagios or cron check needs:
 
 - 0 (`OK`): every row shown is up;
 - 1 (`DOWN`): some row is not up (down, or not decided yet);
@@ -42,7 +50,7 @@ from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from sentinel import checks
-from sentinel.checks import ConfigError
+from sentinel.checks import ConfigError, finite
 from sentinel.config import ZooKeeperConfig, load_zookeeper_config
 from sentinel.settings import setting
 
@@ -54,6 +62,10 @@ GROUP_COLUMNS = ("observers", "quorum")
 OK = 0
 DOWN = 1
 UNKNOWN = 2
+
+# The most characters of one value shown in the table (after escaping).
+MAX_CELL = 64
+YEAR = 365 * 86400.0
 
 DEFAULT_TIMEOUT = 5.0
 # Seconds closing the client may add: kazoo's stop() waits up to the
@@ -111,7 +123,7 @@ def read_instances(
 def _document(name: str, data: bytes) -> dict[str, Any]:
     try:
         document = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError included.
         document = None
     if not isinstance(document, dict):
         return {"name": name, "error": "unreadable node data"}
@@ -124,16 +136,27 @@ def annotate(
     """Add ``age_seconds`` and ``stale`` to each document."""
     rows = []
     for document in documents:
-        checked_at = document.get("checked_at")
-        age = now - checked_at if isinstance(checked_at, int | float) else None
+        checked_at = finite(document.get("checked_at"))
+        age = None if checked_at is None else now - checked_at
         # A name without a node has no age: it is missing, not stale.
-        stale = not document.get("missing") and (age is None or age > 3 * refresh)
+        stale = not document.get("missing") and (age is None or abs(age) > 3 * refresh)
         rows.append({**document, "age_seconds": age, "stale": stale})
     return rows
 
 
+def _cell(value: object) -> str:
+    """
+    `value` as one cell of the table: unprintable characters escaped as
+    Python writes them (``\\x1b``), then cut to `MAX_CELL` characters.
+    """
+    text = "".join(
+        c if c.isprintable() else ascii(c)[1:-1] for c in str(value)[: MAX_CELL + 1]
+    )
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
+
+
 def _names(rows: list[dict[str, Any]]) -> str:
-    names = [str(row.get("name", "?")) for row in rows]
+    names = [_cell(row.get("name", "?")) for row in rows]
     shown = ", ".join(names[:SUMMARY_NAMES])
     more = len(names) - SUMMARY_NAMES
     return shown + (f" and {more} more" if more > 0 else "")
@@ -161,11 +184,15 @@ def verdict(rows: list[dict[str, Any]], root: str) -> tuple[int, str | None]:
 def _ago(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 0:
+        return "-" + _ago(-seconds)  # Ahead of this host's clock.
     if seconds < 120:
         return f"{seconds:.0f}s"
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+    if seconds < YEAR:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / YEAR:.3g}y"
 
 
 def _observers(row: dict[str, Any]) -> str:
@@ -184,23 +211,24 @@ def format_table(rows: list[dict[str, Any]], now: float) -> str:
     columns = (*COLUMNS, *GROUP_COLUMNS) if grouped else COLUMNS
     lines: list[tuple[str, ...]] = [columns]
     for row in rows:
-        latency = row.get("latency_ms")
-        since = row.get("since")
+        latency = finite(row.get("latency_ms"))
+        since = finite(row.get("since"))
         status = "missing" if row.get("missing") else row.get("status") or "unknown"
         lines.append(
             (
-                str(row.get("name", "?")),
-                str(status),
+                _cell(row.get("name", "?")),
+                _cell(status),
                 "yes" if row.get("ready") else "no",
-                str(row.get("role") or "-"),
-                f"{latency:.2f}ms" if isinstance(latency, int | float) else "-",
-                _ago(now - since if isinstance(since, int | float) else None),
-                str(row.get("agent") or "-"),
-                _ago(row.get("age_seconds")) + (" STALE" if row["stale"] else ""),
+                _cell(row.get("role") or "-"),
+                "-" if latency is None else f"{latency:.2f}ms",
+                _cell(_ago(None if since is None else now - since)),
+                _cell(row.get("agent") or "-"),
+                _cell(_ago(row.get("age_seconds")))
+                + (" STALE" if row["stale"] else ""),
             )
         )
         if grouped:
-            lines[-1] += (_observers(row), str(row.get("quorum", "-")))
+            lines[-1] += (_cell(_observers(row)), _cell(row.get("quorum", "-")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
     return "\n".join(
         "  ".join(

@@ -23,6 +23,7 @@ from sentinel.config import ZooKeeperConfig
 from sentinel.status import (
     CLOSE_TIMEOUT,
     DOWN,
+    MAX_CELL,
     OK,
     UNKNOWN,
     annotate,
@@ -101,6 +102,65 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(
             lines[3].split(), ["c", "missing", "no", "-", "-", "-", "-", "-"]
         )
+
+    def test_numbers_that_tell_no_age(self) -> None:
+        """
+        A checked_at that is not a finite number (NaN, an integer too
+        large for a float), or more than three refreshes ahead of this
+        clock, cannot show that an agent refreshes: stale.
+        """
+        rows = annotate(
+            [
+                document("nan", 0.0, checked_at=float("nan")),
+                document("inf", 0.0, checked_at=float("inf")),
+                document("huge", 0.0, checked_at=10**4000),
+                document("ahead", -91.0),
+                document("slightly-ahead", -5.0),
+            ],
+            NOW,
+            30.0,
+        )
+        self.assertEqual([r["stale"] for r in rows], [True, True, True, True, False])
+        self.assertEqual(
+            [r["age_seconds"] for r in rows], [None, None, None, -91.0, -5.0]
+        )
+        lines = format_table(rows, NOW).splitlines()
+        self.assertEqual(lines[4].split()[-2:], ["-91s", "STALE"])
+        self.assertEqual(lines[5].split()[-1], "-5s")
+
+    def test_hostile_values(self) -> None:
+        """
+        Values from ZooKeeper reach the terminal escaped and cut short:
+        no control character, no row wider than the columns allow.
+        """
+        rows = annotate(
+            [
+                document(
+                    "evil\x1b[31m\r\nfake",
+                    0.0,
+                    status="up" * 100_000,
+                    agent="\u202ehost",
+                    latency_ms=float("nan"),
+                    since=10**4000,
+                    observers={"b\x07": "up"},
+                    quorum=[1] * 1000,
+                )
+            ],
+            NOW,
+            30.0,
+        )
+        table = format_table(rows, NOW)
+        lines = table.splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertTrue(all(c.isprintable() for c in table.replace("\n", "")))
+        self.assertLess(len(lines[1]), 20 * MAX_CELL)
+        cells = lines[1].split()
+        self.assertEqual(cells[0], "evil\\x1b[31m\\r\\nfake")
+        self.assertEqual(cells[1], "up" * 30 + "u...")
+        self.assertEqual(cells[4:7], ["-", "-", "\\u202ehost"])
+        self.assertEqual(cells[8], "b\\x07:up")
+        code, why = verdict(rows, "/sentinel")
+        self.assertEqual((code, why), (DOWN, "not up: evil\\x1b[31m\\r\\nfake"))
 
 
 class VerdictTests(SynchronousTestCase):
@@ -400,6 +460,22 @@ class ZooKeeperTests(SynchronousTestCase):
         self.assertEqual(rows[0]["error"], "unreadable node data")
         self.assertTrue(rows[1]["stale"])
         self.assertEqual(err, "sentinel-status: stale or unreadable: broken, r1\n")
+
+    def test_hostile_nodes(self) -> None:
+        """
+        Node data nested too deep to parse, or with a number too long for
+        Python to read, is an unreadable row (2), not a traceback.
+        """
+        self.put_document("a")
+        self.put("deep", b"[" * 100_000 + b"]" * 100_000)
+        self.put("long", b'{"checked_at": ' + b"9" * 5000 + b"}")
+        code, out, err = self.status()
+        self.assertEqual(code, UNKNOWN)
+        self.assertEqual(
+            [line.split()[:2] for line in out.splitlines()[1:]],
+            [["a", "up"], ["deep", "unknown"], ["long", "unknown"]],
+        )
+        self.assertEqual(err, "sentinel-status: stale or unreadable: deep, long\n")
 
     def test_names(self) -> None:
         """Names given show only those rows; a name without a node is 2."""
