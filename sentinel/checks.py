@@ -97,6 +97,21 @@ def finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def printable(text: str, limit: int) -> str:
+    """
+    `text` for a terminal or a log: characters they would act on (controls,
+    and format characters such as a right-to-left override) escaped as
+    Python writes them (``\\x1b``), then cut to `limit` characters, the
+    last three ``...`` when cut.
+    """
+    if len(text) <= limit and text.isprintable():
+        return text
+    escaped = "".join(
+        c if c.isprintable() else ascii(c)[1:-1] for c in text[: limit + 1]
+    )
+    return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
+
+
 def number(label: str, value: object) -> float:
     """A finite number (an integer is taken as a float)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

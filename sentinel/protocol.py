@@ -15,7 +15,9 @@ once, parsing nothing more of what was already received, tells the
 connection's owner why, and fails the commands waiting with `ProtocolError`.
 So memory per connection stays bounded whatever the server sends, where
 txredisapi alone queues every reply nobody waits for and trusts every
-announced length (DESIGN.md section 7).
+announced length (DESIGN.md section 7). An error reply's text, which goes
+on to the log, ZooKeeper and the page, is kept printable: characters a
+terminal would act on are escaped, and it is cut to `MAX_ERROR_TEXT`.
 
 A check pipelines its commands (PING, then EXISTS of the drain key and
 HELLO for the role, when asked for, and INFO replication when wanted) in one
@@ -51,7 +53,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sentinel.checks import host_problem
+from sentinel.checks import host_problem, printable
 from sentinel.dispatch import read_directly, stop_reading_directly
 from sentinel.observation import Replication
 from sentinel.tls import describe_tls_loss
@@ -67,6 +69,8 @@ PONG_REPLY = b"+PONG\r\n"
 # A status or error line: a PING reply is 7 bytes, Redis's longest error
 # texts a few hundred.
 MAX_LINE = 4096
+# The most of an error reply's text kept (`sentinel.checks.printable`).
+MAX_ERROR_TEXT = 512
 # A bulk: INFO replication has a line of about 80 bytes per replica, so a
 # master with 800 replicas fits.
 MAX_BULK = 64 * 1024
@@ -530,6 +534,8 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         elif kind == "*":
             if self._array_fits(line):
                 super().lineReceived(line)
+        elif kind == "-":
+            super().lineReceived(printable(line, 1 + MAX_ERROR_TEXT))
         elif kind != "$" or self._bulk_fits(line):
             super().lineReceived(line)
         # True stops LineReceiver's loop over what it has buffered: after a

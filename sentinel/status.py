@@ -50,7 +50,7 @@ from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from sentinel import checks
-from sentinel.checks import ConfigError, finite
+from sentinel.checks import ConfigError, finite, printable
 from sentinel.config import ZooKeeperConfig, load_zookeeper_config
 from sentinel.settings import setting
 
@@ -145,14 +145,8 @@ def annotate(
 
 
 def _cell(value: object) -> str:
-    """
-    `value` as one cell of the table: unprintable characters escaped as
-    Python writes them (``\\x1b``), then cut to `MAX_CELL` characters.
-    """
-    text = "".join(
-        c if c.isprintable() else ascii(c)[1:-1] for c in str(value)[: MAX_CELL + 1]
-    )
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
+    """`value` as one cell of the table (`checks.printable`)."""
+    return printable(str(value), MAX_CELL)
 
 
 def _names(rows: list[dict[str, Any]]) -> str:

@@ -31,6 +31,7 @@ from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from sentinel.checks import printable
 from sentinel.documents import previous_verdict, said_since
 from sentinel.holders import Holders
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
@@ -138,7 +139,7 @@ class Takeovers:
         log.info(
             "took {path} over from agent {agent} (session {session})",
             path=node.path,
-            agent=previous["agent"],
+            agent=printable(previous["agent"], 64),  # Node data: anyone's.
             session=f"{stat.ephemeralOwner:#x}",
         )
         return True

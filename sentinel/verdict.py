@@ -26,7 +26,7 @@ from typing import Any
 
 import attr
 
-from sentinel.checks import finite
+from sentinel.checks import finite, printable
 from sentinel.health import DOWN, UP
 
 # The fields of an opinion that make a verdict: a change of any of them is
@@ -119,7 +119,8 @@ def parse_opinion(data: bytes) -> Opinion | None:
 
 
 def _text(value: object) -> str | None:
-    return value[:1024] if isinstance(value, str) else None
+    # Another agent's text: published again, and logged.
+    return printable(value, 1024) if isinstance(value, str) else None
 
 
 def _integer(value: object) -> int | None:

@@ -150,6 +150,10 @@ class VerdictTests(SynchronousTestCase):
         parsed = parse_opinion(b'{"status": "up", "ready": true, "role": 5}')
         assert parsed is not None
         self.assertEqual((parsed.status, parsed.ready, parsed.role), ("up", True, None))
+        # Texts are another agent's, published again and logged: printable.
+        parsed = parse_opinion(b'{"status": "down", "error": "a\\u001b[2Jb"}')
+        assert parsed is not None
+        self.assertEqual(parsed.error, "a\\x1b[2Jb")
         # Numbers that are not finite, or too large for a float, are none
         # (a verdict written from them would not be JSON to strict readers).
         for number in (b"NaN", b"Infinity", b"-1e999", b"9" * 4000):

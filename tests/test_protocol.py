@@ -22,6 +22,7 @@ from sentinel.protocol import (
     HELLO_LIMIT,
     INFO_REPLICATION,
     MAX_BULK,
+    MAX_ERROR_TEXT,
     MAX_LINE,
     MAX_LISTED_REPLICAS,
     PING,
@@ -259,17 +260,37 @@ class CapTests(SynchronousTestCase):
     """No reply is longer than a small cap; memory stays bounded."""
 
     def test_status_line_cap(self) -> None:
-        """A status or error line up to MAX_LINE is read; a longer one is not."""
+        """
+        A status or error line up to MAX_LINE is read (an error's text cut
+        to MAX_ERROR_TEXT); a longer one is not.
+        """
         c = Connection()
         replies = c.ask()
         text = "x" * (MAX_LINE - 1)
         c.receive(b"-" + text.encode() + b"\r\n")
         [error] = replies.replies
-        self.assertEqual(str(error), text)
+        self.assertEqual(str(error), "x" * (MAX_ERROR_TEXT - 3) + "...")
+        self.assertFalse(c.dropped)
         c.ask()
         c.receive(b"+" + b"y" * MAX_LINE + b"\r\n")
         self.assertEqual(c.violations, [f"reply too long: {MAX_LINE + 1} bytes"])
         self.assertTrue(c.dropped)
+
+    def test_error_text_printable(self) -> None:
+        """
+        An error's text, bound for the log, ZooKeeper and the page, has
+        the characters a terminal acts on escaped; the connection stays.
+        """
+        c = Connection()
+        replies = c.ask()
+        c.receive(b"-ERR \x1b]0;owned\x07 \xe2\x80\xaeevil\tend\r\n")
+        [error] = replies.replies
+        self.assertEqual(str(error), "ERR \\x1b]0;owned\\x07 \\u202eevil\\tend")
+        self.assertFalse(c.dropped)
+        replies = c.ask()
+        c.receive(b"-LOADING Redis is loading the dataset in memory\r\n")
+        [error] = replies.replies
+        self.assertEqual(str(error), "LOADING Redis is loading the dataset in memory")
 
     def test_endless_line(self) -> None:
         """
