@@ -68,6 +68,23 @@ HELLO_REPLY = (
 )
 
 
+class CountingProtocol(RedisClientProtocol):
+    """
+    The protocol, keeping every line its parser is handed, to prove when it
+    stops. A subclass, not a method set on a RedisClientProtocol: CPython
+    keeps the names of a class's instance attributes, 30 at most, for the
+    whole process, and once a test's name fills them, every later instance
+    of the class holds a larger dictionary (`FootprintTests` in
+    ``tests/test_probe.py`` would measure it).
+    """
+
+    lines: list[str]
+
+    def lineReceived(self, line: str) -> bool:
+        self.lines.append(line)
+        return super().lineReceived(line)
+
+
 class Connection:
     """A protocol on a StringTransport, with what it told its owner."""
 
@@ -75,18 +92,13 @@ class Connection:
         self.violations: list[str] = []
         self.lost = 0
         factory = ConnectionFactory(self._lost, self._violated)
-        self.protocol = factory.buildProtocol(None)
+        # As factory.buildProtocol, with the counting protocol.
+        self.protocol = CountingProtocol()
+        self.protocol.factory = factory
+        self.lines: list[str] = []
+        self.protocol.lines = self.lines
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
-        # Every line the parser is handed, to prove when it stops.
-        self.lines: list[str] = []
-        parse = self.protocol.lineReceived
-
-        def counted(line: str) -> bool:
-            self.lines.append(line)
-            return parse(line)
-
-        self.protocol.lineReceived = counted  # type: ignore[method-assign]
 
     def _lost(self, protocol: RedisClientProtocol) -> None:
         self.lost += 1
