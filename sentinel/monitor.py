@@ -489,8 +489,11 @@ def _log_transition(state: InstanceState, transition: Transition) -> None:
         )
     else:
         log.info(
-            "{instance}: ready={ready} role={role}",
+            "{instance}: ready={ready} role={role} ({error})"
+            if health.error
+            else "{instance}: ready={ready} role={role}",
             instance=state.name,
             ready=health.ready,
             role=health.replication.role,
+            error=health.error,
         )

@@ -186,10 +186,11 @@ class RedisProbe:
     `Reconnects`) and the check in flight on the kept connection (the
     pipeline, then INFO when wanted).
 
-    A drain key that exists makes the instance alive but not ready, with
-    the error ``draining``. A server that answers HELLO with an error (older
-    than Redis 6.2, or a proxy) is not asked again on that connection: its
-    role is then read by INFO alone.
+    A PING answered ``-LOADING`` or ``-MASTERDOWN`` makes the instance
+    alive but not ready, the server's text its error; so does a drain key
+    that exists, with the error ``draining``. A server that answers HELLO
+    with an error (older than Redis 6.2, or a proxy) is not asked again on
+    that connection: its role is then read by INFO alone.
     """
 
     # One per instance, its attributes read on every check: slots, where
@@ -570,10 +571,13 @@ class RedisProbe:
         ready = _ping_ready(reply)
         if ready is None:
             self._bad_reply(reply, protocol, "PING")
-        elif self._want_info:
-            self._await_info(_Answered(ready, latency_ms))
+            return
+        # Alive but not ready: the server's reason is the error.
+        error = None if ready else str(reply)
+        if self._want_info:
+            self._await_info(_Answered(ready, latency_ms, error))
         else:
-            self._finish(check, Observation(True, ready, latency_ms), now)
+            self._finish(check, Observation(True, ready, latency_ms, error), now)
 
     def answered(
         self,
@@ -593,7 +597,8 @@ class RedisProbe:
         if ready is None:
             self._bad_reply(replies[0], protocol, "PING")
             return
-        error = None
+        # Alive but not ready: the server's reason is the error.
+        error = None if ready else str(replies[0])
         draining = False
         if pipelines.drain:
             reply = replies[1]

@@ -147,14 +147,22 @@ class ReplyTests(SynchronousTestCase):
         self.assertEqual(len(h.reactor.tcpClients), 1)
 
     def test_loading_and_masterdown_alive_not_ready(self) -> None:
-        """-LOADING and -MASTERDOWN are alive but not ready."""
+        """
+        -LOADING and -MASTERDOWN are alive but not ready, the server's text
+        saying why.
+        """
         h = self.connected()
         for reply in (b"-LOADING Redis is loading\r\n", b"-MASTERDOWN Link down\r\n"):
             d = h.check()
             h.reply(reply)
             self.assertEqual(
                 self.successResultOf(d),
-                Observation(ok=True, ready=False, latency_ms=0.0),
+                Observation(
+                    ok=True,
+                    ready=False,
+                    latency_ms=0.0,
+                    error=reply[1:-2].decode(),
+                ),
             )
 
     def test_error_replies_fail_and_keep_connection(self) -> None:
@@ -830,7 +838,7 @@ class PipelineTests(SynchronousTestCase):
             ),
         )
         observation = self.observe(h, b"-LOADING loading\r\n-LOADING loading\r\n")
-        self.assertEqual(observation, Observation(True, False, 0.0))
+        self.assertEqual(observation, Observation(True, False, 0.0, "LOADING loading"))
         self.assertTrue(h.probe.connected)
 
     def test_wrong_kind_of_exists_reply(self) -> None:
