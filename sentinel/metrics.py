@@ -277,6 +277,12 @@ class AgentMetrics:
                     value=zookeeper.conflicts_started,
                 ),
                 GaugeMetricFamily(
+                    "sentinel_zk_failing_nodes",
+                    "Nodes whose writes have failed since their last success "
+                    "(retried every second; their published data is stale).",
+                    value=zookeeper.writes_failing,
+                ),
+                GaugeMetricFamily(
                     "sentinel_zk_waiting_takeover",
                     "Nodes this agent waits to take over: held by another "
                     "session (an earlier one of its own, or a conflict).",

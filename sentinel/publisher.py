@@ -350,8 +350,9 @@ class ZooKeeperPublisher(Service):
         """
         Why /healthz should fail on ZooKeeper's account, or None: not
         connected, a conflict, a node still held by an earlier session
-        (its published status is stale until it is taken over), or the
-        session taken over by a newer process.
+        (its published status is stale until it is taken over), a node
+        whose writes keep failing, or the session taken over by a newer
+        process.
         """
         return self._report.unhealthy_reason()
 
@@ -374,6 +375,11 @@ class ZooKeeperPublisher(Service):
     def last_error(self) -> str | None:
         """The last write that failed, and why."""
         return self._queue.last_error
+
+    @property
+    def writes_failing(self) -> int:
+        """Nodes whose writes have failed since their last success."""
+        return len(self._queue.still_failing())
 
     @property
     def conflicts(self) -> Mapping[str, str]:

@@ -10,7 +10,13 @@ node that changed while being written queues again behind the nodes already
 waiting for a slot, so that nodes that keep changing cannot starve the
 others. A failed write leaves the node dirty; failed nodes are tried again
 `RETRY_DELAY` after a failure (one timer for all, so that a failing
-ZooKeeper is not hammered), never forgotten. A removed node is forgotten
+ZooKeeper is not hammered), never forgotten. A node whose writes keep
+failing while ZooKeeper is connected (its ACL changed behind our back, a
+parent nobody may create in) is `failing` until one succeeds: the
+publisher's /healthz reason names it after `FAILING_AFTER`, since its
+published status is stale, and the log says when failures start, when
+their error changes and when they end, not once per retry of each node
+(thousands of nodes denied alike would flood it). A removed node is forgotten
 only once its delete is done. Nothing is written while the publisher is
 stopped or halted, or ZooKeeper not connected: the nodes stay dirty until
 the reconnection writes them all (`flush`).
@@ -41,6 +47,10 @@ log = Logger(namespace=LOG_NAMESPACE)
 # bridge when many are in flight; more only queues inside kazoo.
 WRITES_IN_FLIGHT = 64
 RETRY_DELAY = 1.0
+# Seconds a node's writes may keep failing before /healthz says so: a few
+# retries, enough for an error that clears (a call timed out while
+# ZooKeeper paused, a race with another agent's takeover) to pass unseen.
+FAILING_AFTER = 5.0
 # The ZooKeeper calls counted in `write_calls` (for /metrics); a group's
 # takeover (a delete and a create in one transaction) counts as a create.
 WRITE_OPS = ("create", "set", "delete")
@@ -103,6 +113,11 @@ class WriteQueue:
         # Each create/set/delete call by (op, "ok" or "error").
         self.write_calls: Counter[tuple[str, str]] = Counter()
         self.last_error: str | None = None
+        # Each node whose last write failed: since when (the first failure
+        # after its last success) and the last error, oldest first.
+        self.failing: dict[Node, tuple[float, str]] = {}
+        # The error last logged, while writes fail (None once they all work).
+        self._logged_error: str | None = None
 
     @property
     def queued(self) -> int:
@@ -151,15 +166,43 @@ class WriteQueue:
         return result
 
     def failed(self, failure: Failure, node: Node) -> None:
-        """A write of `node` failed: say so (once per error) and retry soon."""
+        """
+        A write of `node` failed: it is failing, the log says so if the
+        error is new, and it is retried soon.
+        """
         self.writes["error"] += 1
         kind = failure.type.__name__ if failure.type is not None else "error"
         reason = failure.getErrorMessage()
-        error = f"{node.path}: {kind}" + (f": {reason}" if reason else "")
-        if error != self.last_error:
-            log.warn("ZooKeeper write failed, will retry: {error}", error=error)
-        self.last_error = error
+        error = kind + (f": {reason}" if reason else "")
+        self.last_error = f"{node.path}: {error}"
+        failing = self.failing
+        started = failing.get(node)
+        failing[node] = (
+            self._reactor.seconds() if started is None else started[0],
+            error,
+        )
+        if error != self._logged_error:
+            log.warn(
+                "ZooKeeper write failed, will retry: {path}: {error}",
+                path=node.path,
+                error=error,
+            )
+            self._logged_error = error
         self._schedule_retry()
+
+    def still_failing(self) -> dict[Node, tuple[float, str]]:
+        """
+        `failing`, less the nodes that are not any more: written since by
+        another way, parked (held by another session: `sentinel.holders`
+        reports those), or dropped with nothing left to write.
+        """
+        failing = self.failing
+        gone = [n for n in failing if n.parked or not (n.dirty or n.writing)]
+        for node in gone:
+            del failing[node]
+        if not failing:
+            self._logged_error = None
+        return failing
 
     def ended(self) -> Deferred[None]:
         """Fires once no write is in flight."""
@@ -187,6 +230,7 @@ class WriteQueue:
         failed = isinstance(result, Failure)
         if isinstance(result, Failure) and isinstance(result.value, HeldElsewhere):
             node.dirty = True
+            self.failing.pop(node, None)  # Not failing: held (holders say so).
             # A node removed meanwhile is not ours to wait for: its delete
             # (which leaves another session's node alone) comes next.
             failed = not node.removed
@@ -199,6 +243,8 @@ class WriteQueue:
         else:
             self.writes["ok"] += 1
             node.written_at = self._reactor.seconds()
+            if self.failing.pop(node, None) is not None:
+                self._recovered(node)
             if node.owned:
                 self._owned(node)
             # Forgotten only once the delete itself is done: a write that was
@@ -220,6 +266,12 @@ class WriteQueue:
             idle, self._idle = self._idle, []
             for waiter in idle:
                 waiter.callback(None)
+
+    def _recovered(self, node: Node) -> None:
+        # Each success is O(1), even when thousands recover at once.
+        if not self.failing and self._logged_error is not None:
+            log.info("ZooKeeper writes succeed again ({path} written)", path=node.path)
+            self._logged_error = None
 
     def _schedule_retry(self) -> None:
         if not self._life.running:

@@ -5,9 +5,11 @@ and why ``/healthz`` fails on its account.
 Anything that makes the published data wrong fails /healthz, with the
 reason: ZooKeeper not connected (the data may be stale, and the writes
 queued say how much), a conflict, a node still held by another session
-(its published status is stale until it is taken over), this agent halted
-by a twin, or its session taken over by a newer process. The first node in
-conflict is named, and how many more there are.
+(its published status is stale until it is taken over), a node whose
+writes have kept failing for `FAILING_AFTER` while connected (its ACL
+changed behind our back: its published status is stale too), this agent
+halted by a twin, or its session taken over by a newer process. The first
+node in conflict (or failing) is named, and how many more there are.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sentinel.members import Members
 from sentinel.nodes import Nodes
 from sentinel.roles import GroupRoles
 from sentinel.takeover import Takeovers
-from sentinel.writes import Lifecycle, WriteQueue
+from sentinel.writes import FAILING_AFTER, Lifecycle, WriteQueue
 from sentinel.zk import CONNECTED, ZooKeeper
 
 
@@ -65,6 +67,7 @@ class ZooKeeperReport:
             "writes_in_flight": queue.in_flight,
             "writes_ok": queue.writes["ok"],
             "writes_failed": queue.writes["error"],
+            "writes_failing": len(queue.still_failing()),
             "waiting_takeover": sorted(holders.waiting),
             "conflicts": dict(holders.conflicts),
             "conflicts_started": holders.conflicts_started,
@@ -113,7 +116,26 @@ class ZooKeeperReport:
             reasons.append(
                 f"zookeeper: {_first_of(waiting)}: its published status is stale"
             )
+        if zk.state == CONNECTED and (failing := self._failing()):
+            reasons.append(f"zookeeper: {failing}: its published status is stale")
         return "; ".join(reasons) or None
+
+    def _failing(self) -> str | None:
+        # The node whose writes have failed longest, if for FAILING_AFTER or
+        # more, and how many more have; while disconnected, the writes
+        # waiting are already the reason.
+        now = self._reactor.seconds()
+        first = None
+        count = 0
+        for node, (since, error) in self._queue.still_failing().items():
+            if now - since < FAILING_AFTER:
+                break  # Oldest first: the rest started failing later still.
+            if first is None:
+                first = f"{node.path} not written for {now - since:.0f} s ({error})"
+            count += 1
+        if first is None:
+            return None
+        return first + (f" (and {count - 1} more)" if count > 1 else "")
 
 
 def _first_of(reasons: Mapping[str, str]) -> str:

@@ -9,7 +9,7 @@ import gzip
 from typing import Any
 
 import attr
-from kazoo.exceptions import ConnectionLoss
+from kazoo.exceptions import ConnectionLoss, NoAuthError
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
@@ -612,6 +612,20 @@ class ConflictMetricsTests(ZooKeeperMetricsTests):
         self.assertEqual(metrics["sentinel_zk_waiting_takeover"], {(): 0.0})
         self.assertEqual(self.zk.owner("/sentinel/instances/r"), self.zk.session_id)
         self.flushLoggedErrors()
+
+    def test_failing_nodes(self) -> None:
+        """A node whose writes fail counts as failing until one succeeds."""
+        self.publisher.startService()
+        self.zk.connect()
+        self.zk.fail_next(
+            "create", NoAuthError(), path="/sentinel/instances/r", times=2
+        )
+        self.publish(Observation(ok=True, ready=True, latency_ms=0.5))
+        self.assertEqual(self.scrape()["sentinel_zk_failing_nodes"], {(): 1.0})
+        self.clock.advance(1.0)
+        self.assertEqual(self.scrape()["sentinel_zk_failing_nodes"], {(): 1.0})
+        self.clock.advance(1.0)
+        self.assertEqual(self.scrape()["sentinel_zk_failing_nodes"], {(): 0.0})
 
 
 class HealthyMetricTests(SynchronousTestCase):

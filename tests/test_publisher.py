@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-from kazoo.exceptions import ConnectionLoss
+from kazoo.exceptions import ConnectionLoss, NoAuthError
 from twisted.internet.task import Clock
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import __version__, writes
@@ -16,7 +17,7 @@ from sentinel.instance import InstanceState
 from sentinel.observation import Observation, Replication
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.stopping import STOP_CLOSE_TIMEOUT, STOP_DELETE_TIMEOUT, STOP_DELETES
-from sentinel.writes import RETRY_DELAY, WRITES_IN_FLIGHT
+from sentinel.writes import FAILING_AFTER, RETRY_DELAY, WRITES_IN_FLIGHT
 from tests.contract import INSTANCE_FIELDS
 from tests.fakes import FakeProbe
 from tests.fakezk import CALL_KINDS, FakeZooKeeper
@@ -92,6 +93,12 @@ class PublisherHarness(SynchronousTestCase):
         transition = state.health.observe(observation, self.clock.seconds())
         self.publisher.publish(state, transition)
         return transition
+
+    def retries(self, count: int) -> None:
+        """Let `count` retry delays pass, one at a time (each retry is
+        scheduled by the one before)."""
+        for _ in range(count):
+            self.clock.advance(RETRY_DELAY)
 
     def unwatch(self, name: str) -> None:
         del self.watched[name]
@@ -705,6 +712,76 @@ class PublisherTests(PublisherHarness):
         self.assertNotIn("\n", reason)
         self.zk.connect()
         self.assertIsNone(self.publisher.unhealthy_reason())
+
+    def test_node_that_keeps_failing_makes_unhealthy(self) -> None:
+        """
+        A node whose writes keep failing while ZooKeeper is connected (its
+        ACL changed behind our back) fails /healthz after FAILING_AFTER,
+        naming it and the error, since its published status is stale; a
+        failure that clears sooner does not; once written, health is back.
+        """
+        self.start()
+        node = path("redis-a")
+        state = self.instance("redis-a")
+        self.check(state, UP)
+        self.zk.fail_next("set", ConnectionLoss(), path=node, times=2)
+        self.check(state, DOWN)
+        self.retries(2)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.zk.document(node)["status"], "down")
+
+        retries = int(FAILING_AFTER / RETRY_DELAY) + 3
+        self.zk.fail_next("set", NoAuthError(), path=node, times=retries + 1)
+        self.check(state, UP)
+        self.retries(int(FAILING_AFTER / RETRY_DELAY) - 1)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.publisher.stats()["writes_failing"], 1)
+        self.retries(2)
+        self.assertEqual(
+            self.publisher.unhealthy_reason(),
+            f"zookeeper: {node} not written for {FAILING_AFTER + RETRY_DELAY:.0f} s"
+            " (NoAuthError): its published status is stale",
+        )
+        self.assertEqual(self.zk.document(node)["status"], "down")
+        self.retries(retries)
+        self.assertEqual(self.zk.document(node)["status"], "up")
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.publisher.stats()["writes_failing"], 0)
+
+    def test_many_failing_nodes_logged_once(self) -> None:
+        """
+        Thousands of nodes denied alike are one reason naming the oldest and
+        counting the rest, and one log line when failures start and one
+        when they end, not a line per node per retry.
+        """
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.start()
+        names = [f"redis-{i:03d}" for i in range(200)]
+        for name in names:
+            self.zk.fail_next("create", NoAuthError(), path=path(name), times=10)
+        for name in names:
+            self.check(self.instance(name), UP)
+        self.retries(int(FAILING_AFTER / RETRY_DELAY))
+        reason = self.publisher.unhealthy_reason()
+        assert reason is not None
+        self.assertIn(f"{path(names[0])} not written for", reason)
+        self.assertIn("(and 199 more)", reason)
+        self.retries(10)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(
+            [self.zk.document(path(name))["status"] for name in names],
+            ["up"] * len(names),
+        )
+        lines = [text for text in map(formatEvent, events) if "ZooKeeper write" in text]
+        self.assertEqual(
+            lines,
+            [
+                f"ZooKeeper write failed, will retry: {path(names[0])}: NoAuthError",
+                f"ZooKeeper writes succeed again ({path(names[-1])} written)",
+            ],
+        )
 
     def test_stats(self) -> None:
         """`stats()` reports the session and the write counters."""

@@ -21,7 +21,13 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError, NoNodeError
 from kazoo.protocol.states import ZnodeStat
 from kazoo.retry import KazooRetry
-from kazoo.security import ACL, READ_ACL_UNSAFE, make_digest_acl
+from kazoo.security import (
+    ACL,
+    OPEN_ACL_UNSAFE,
+    READ_ACL_UNSAFE,
+    make_acl,
+    make_digest_acl,
+)
 from twisted.application.service import MultiService
 from twisted.internet import reactor as _reactor
 from twisted.logger import Logger
@@ -31,6 +37,7 @@ from sentinel.agent import make_agent
 from sentinel.config import Config, RedisInstance, ZooKeeperConfig
 from sentinel.monitor import Monitor
 from sentinel.publisher import ZooKeeperPublisher
+from sentinel.writes import FAILING_AFTER
 from tests.contract import AGENT_FIELDS, INSTANCE_FIELDS
 from tests.polling import pause, wait_for
 from tests.servers import LOOPBACK, RedisServer, ZooKeeperServer, shared_zookeeper
@@ -578,6 +585,42 @@ class SecurityAndPathTests(ZooKeeperTestCase):
         node = owner.node(agent.instance_path("r"))
         assert node is not None
         self.assertEqual(node[1].ephemeralOwner, agent.session_id)
+
+    async def test_node_made_read_only_fails_health(self) -> None:
+        """
+        An instance node whose ACL someone makes read-only cannot be
+        written: once its writes have failed for FAILING_AFTER, health fails
+        naming the node and the error (ZooKeeper still says up while the
+        instance is down); given its rights back, it is written and health
+        is back.
+        """
+        server = self.redis()
+        agent = self.start_agent({"r": server})
+        reader = self.reader()
+        await self.wait_published(agent, reader, {"r": "up"}, 3.0)
+        path = agent.instance_path("r")
+        read_only = [make_acl("world", "anyone", read=True, admin=True)]
+        reader.client.set_acls_async(path, read_only).get(timeout=READ_TIMEOUT)
+        server.pause()
+        self.addCleanup(server.resume)
+
+        def reason() -> str:
+            return agent.publisher.unhealthy_reason() or ""
+
+        bound = INTERVAL * FALL + TIMEOUT + FAILING_AFTER + 2.0
+        await wait_for(reactor, lambda: "not written" in reason(), bound, "unhealthy")
+        self.assertIn(f"zookeeper: {path} not written for", reason())
+        self.assertIn("(NoAuthError): its published status is stale", reason())
+        self.assertEqual(agent.status("r"), "down")
+        node = reader.node(path)
+        assert node is not None
+        self.assertEqual(node[0]["status"], "up")
+
+        reader.client.set_acls_async(path, OPEN_ACL_UNSAFE).get(timeout=READ_TIMEOUT)
+        await self.wait_node(
+            reader, path, lambda d, s: d["status"] == "down", 3.0, "written down"
+        )
+        await wait_for(reactor, lambda: not reason(), 3.0, "healthy again")
 
     async def test_chroot(self) -> None:
         """A chroot suffix in hosts puts the nodes under it: /app{root}."""
