@@ -285,13 +285,16 @@ def _zookeeper(stats: Mapping[str, Any] | None) -> Tag:
         state, DOWN
     )
     queued = int(stats.get("writes_queued", 0))
+    # Nodes whose writes keep failing while connected: their status is stale.
+    failing = int(stats.get("writes_failing", 0))
     error: Node = []
-    if stats.get("last_error") and state != "connected":
+    if stats.get("last_error") and (state != "connected" or failing):
         error = [" ", tags.span(f"({stats['last_error']})", class_="error")]
     return tags.span(
         "ZooKeeper: ",
         tags.span(state, class_=f"badge {colour}"),
         f" · {_plural(queued, 'write')} queued",
+        [" · ", tags.span(f"{failing} failing", class_="error")] if failing else [],
         error,
         class_="fact",
     )

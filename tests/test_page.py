@@ -227,7 +227,10 @@ class RendererTests(SynchronousTestCase):
         self.assertNotIn('<nav class="pages">', whole_page([]))
 
     def test_zookeeper_state(self) -> None:
-        """ZooKeeper's state is coloured, with writes queued; errors when not ok."""
+        """
+        ZooKeeper's state is coloured, with writes queued and failing; the
+        last error when not connected or failing.
+        """
         stats = {"state": "connected", "writes_queued": 0, "last_error": "old"}
         page = whole_page([], zookeeper=stats)
         self.assertIn('<span class="badge up">connected</span> · 0 writes queued', page)
@@ -240,6 +243,18 @@ class RendererTests(SynchronousTestCase):
         stats = {"state": "lost", "writes_queued": 7, "last_error": None}
         page = whole_page([], zookeeper=stats)
         self.assertIn('<span class="badge down">lost</span> · 7 writes queued', page)
+        stats = {
+            "state": "connected",
+            "writes_queued": 2,
+            "writes_failing": 2,
+            "last_error": "/sentinel/instances/a: NoAuthError",
+        }
+        page = whole_page([], zookeeper=stats)
+        self.assertIn(
+            '2 writes queued · <span class="error">2 failing</span> <span'
+            ' class="error">(/sentinel/instances/a: NoAuthError)</span>',
+            page,
+        )
 
     def test_since_relative_and_absolute(self) -> None:
         """`since` reads "3m ago", with the UTC time in the title."""
