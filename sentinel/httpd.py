@@ -303,7 +303,10 @@ class ConnectionLimit(WrappingFactory):
 class HTTPServer(MultiService):
     """
     The listener (`strports.service`): a port that cannot be bound ends
-    start-up with one line and a non-zero status.
+    start-up with one line and a non-zero status, whether Twisted says so
+    (`CannotListenError`) or the socket layer does (a TCP port out of
+    range: `OverflowError`; a UNIX socket whose directory is missing:
+    the lock file's `OSError`).
     """
 
     def __init__(self, description: str, factory: ConnectionLimit, reactor: Any):
@@ -318,6 +321,10 @@ class HTTPServer(MultiService):
         except CannotListenError as e:
             raise SystemExit(
                 f"sentinel: http: cannot listen on {self.description}: {e.socketError}"
+            ) from None
+        except (OSError, OverflowError) as e:
+            raise SystemExit(
+                f"sentinel: http: cannot listen on {self.description}: {e}"
             ) from None
 
 

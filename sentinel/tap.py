@@ -35,6 +35,10 @@ def check_endpoint(label: str, description: str, reactor: Any) -> None:
         serverFromString(reactor, description)
     except Exception as e:
         reason = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, TypeError):
+            # Too many fields: most often an IPv6 address's colons, which
+            # split it into fields of their own.
+            reason += r" (a colon inside a value is escaped: interface=\:\:1)"
         raise ConfigError(
             f"{label}: {description!r} is not a valid endpoint: {reason}"
         ) from None

@@ -172,6 +172,22 @@ class ExitTests(SynchronousTestCase):
             "--http=bogus:1",
         )
 
+    def test_http_ipv6_interface_unescaped(self) -> None:
+        """
+        An IPv6 interface whose colons are not escaped gets the hint of how
+        to write it; escaped, it is accepted.
+        """
+        self.assertExits(
+            "--http: 'tcp:6060:interface=::1' is not a valid endpoint: "
+            "_parseTCP() got multiple values for argument 'interface' "
+            r"(a colon inside a value is escaped: interface=\:\:1)",
+            "--http",
+            "tcp:6060:interface=::1",
+        )
+        options = Options(reactor=MemoryReactor())
+        options.parseOptions(["--redis", "a:1", "--http", r"tcp:6060:interface=\:\:1"])
+        self.assertEqual(options.config.http, r"tcp:6060:interface=\:\:1")
+
     def test_bad_http_in_file(self) -> None:
         """An endpoint from the file is named by its TOML key."""
         path = self.mktemp()

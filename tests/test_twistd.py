@@ -281,6 +281,32 @@ class TwistdTests(TwistdTestCase):
             lines, ["sentinel: --timeout: 2.0 is greater than --interval 1.0"]
         )
 
+    def test_http_bind_errors_are_one_line(self) -> None:
+        """
+        A TCP port out of range and a UNIX socket in a missing directory,
+        which the socket layer refuses without Twisted's CannotListenError,
+        end start-up with one line naming the endpoint, exit 1, no traceback
+        (before: a 40-line traceback).
+        """
+        missing = Path(self.mktemp()).absolute() / "http.sock"
+        for description, error in [
+            ("tcp:99999", "bind(): port must be 0-65535."),
+            (f"unix:{missing}", "No such file or directory"),
+        ]:
+            result = subprocess.run(
+                [TWISTD, "-n", "sentinel", "--redis", "127.0.0.1:1",
+                 "--http", description],
+                env=environment(),
+                capture_output=True,
+                timeout=60,
+            )  # fmt: skip
+            output = (result.stdout + result.stderr).decode()
+            self.assertEqual(result.returncode, 1, output)
+            self.assertNotIn("Traceback", output)
+            [line] = [line for line in output.splitlines() if "cannot listen" in line]
+            self.assertIn(f"sentinel: http: cannot listen on {description}: ", line)
+            self.assertIn(error, line)
+
     def test_open_files_refused_in_one_line(self) -> None:
         """
         Instances that cannot fit even the hard open-file limit end the
