@@ -130,6 +130,23 @@ def positive(label: str, value: object) -> float:
     return result
 
 
+# ZooKeeper's protocol carries a session timeout in milliseconds, as a
+# signed 32-bit integer: kazoo cannot even send a longer one (it raised
+# struct.error on its connection thread, over and over, and never
+# connected).
+MAX_SESSION_TIMEOUT = (2**31 - 1) / 1000
+
+
+def session_timeout(label: str, value: object) -> float:
+    """Seconds of a ZooKeeper session: above 0, as ZooKeeper can carry."""
+    result = positive(label, value)
+    if result > MAX_SESSION_TIMEOUT:
+        raise invalid(
+            label, value, f"is more than ZooKeeper allows ({MAX_SESSION_TIMEOUT} s)"
+        )
+    return result
+
+
 def count(label: str, value: object) -> int:
     """An integer of at least 1."""
     if isinstance(value, bool) or not isinstance(value, int):

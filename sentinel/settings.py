@@ -140,7 +140,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "zookeeper.session_timeout",
         "Requested ZooKeeper session timeout, seconds.",
-        checks.positive,
+        checks.session_timeout,
         default=10.0,
         option="--zk-session-timeout",
         parse_option=checks.option_number,

@@ -314,6 +314,21 @@ class NumberTests(ConfigTestCase):
                 f'[zookeeper]\nhosts = "z:1"\n{key} = 0\n',
             )
 
+    def test_session_timeout_within_zookeeper(self) -> None:
+        """
+        A session timeout ZooKeeper's protocol cannot carry (milliseconds in
+        a signed 32-bit integer) is refused; the longest it can is kept.
+        """
+        hosts = '[zookeeper]\nhosts = "z:1"\n'
+        self.assertConfigError(
+            "zookeeper.session_timeout: 1000000000.0 is more than ZooKeeper"
+            " allows (2147483.647 s)",
+            hosts + "session_timeout = 1e9\n",
+        )
+        config = self.load(hosts + "session_timeout = 2147483.647\n")
+        assert config.zookeeper is not None
+        self.assertEqual(config.zookeeper.session_timeout, 2147483.647)
+
     def test_timeout_greater_than_interval(self) -> None:
         """A timeout above the interval is refused, naming both."""
         self.assertConfigError(
