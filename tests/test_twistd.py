@@ -294,7 +294,9 @@ class TwistdTests(TwistdTestCase):
             (f"unix:{missing}", "No such file or directory"),
         ]:
             result = subprocess.run(
-                [TWISTD, "-n", "sentinel", "--redis", "127.0.0.1:1",
+                # No pidfile: twistd writes it before listening, and one
+                # left behind would be "stale" to the tests after this one.
+                [TWISTD, "-n", "--pidfile=", "sentinel", "--redis", "127.0.0.1:1",
                  "--http", description],
                 env=environment(),
                 capture_output=True,
