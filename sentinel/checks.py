@@ -191,10 +191,23 @@ def http(label: str, value: object) -> str:
     return "none" if text.lower() == "none" else text
 
 
+# ZooKeeper answers a request larger than its jute.maxbuffer (1 MB by
+# default) by closing the connection: one instance name of a megabyte in a
+# config dropped the session again at every write, and no node of any
+# instance was published. Names and paths are capped well below that; a
+# default name (HOST:PORT, the host at most 253 characters) fits.
+MAX_ZNODE_NAME_BYTES = 1024
+MAX_ZNODE_PATH_BYTES = 4096
+# The longest host name DNS carries (RFC 1035).
+MAX_HOST_NAME = 253
+
+
 def znode_name_problem(name: str) -> str | None:
     """Why `name` cannot be one segment of a znode path, or None."""
     if not name:
         return "empty"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_ZNODE_NAME_BYTES:
+        return f"longer than {MAX_ZNODE_NAME_BYTES} bytes"
     if "/" in name:
         return "contains '/'"
     if name in (".", ".."):
@@ -220,6 +233,8 @@ def znode_path_problem(path: str) -> str | None:
         return "does not start with '/'"
     if path.endswith("/"):
         return "ends with '/'"
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_ZNODE_PATH_BYTES:
+        return f"longer than {MAX_ZNODE_PATH_BYTES} bytes"
     for segment in path[1:].split("/"):
         problem = znode_name_problem(segment)
         if problem is not None:
@@ -248,6 +263,8 @@ def host_problem(host: str) -> str | None:
         return None
     if not _HOSTNAME.fullmatch(host):
         return "is not a host name or IP address"
+    if len(host) > MAX_HOST_NAME:
+        return f"is longer than {MAX_HOST_NAME} characters"
     return None
 
 

@@ -180,7 +180,7 @@ def parse_listed_replica(value: str) -> tuple[str, int] | None:
     fields = dict(part.partition("=")[::2] for part in value.strip().split(","))
     host = fields.get("ip", "")
     port = fields.get("port", "")
-    if host_problem(host) is not None or len(host) > 253:
+    if host_problem(host) is not None:
         return None
     if not (port.isascii() and port.isdigit() and len(port) <= 5):
         return None

@@ -15,6 +15,7 @@ from cryptography import x509
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import settings as settings_module
+from sentinel.checks import show
 from sentinel.config import (
     Config,
     ConfigError,
@@ -377,6 +378,32 @@ class NameTests(ConfigTestCase):
             'agent_id = "a\\nb"',
         )
 
+    def test_znode_names_and_paths_bounded(self) -> None:
+        """
+        A name or path that ZooKeeper would take as a request over its
+        buffer (which drops the session for every node) is refused: names
+        over 1,024 bytes in UTF-8, paths over 4,096.
+        """
+        name = "é" * 512  # 1,024 bytes
+        config = self.load(f'[[redis]]\nname = "{name}"\nhost = "h"\nport = 1\n')
+        self.assertEqual(config.instances[0].name, name)
+        self.assertConfigError(
+            f"redis[0].name: {show(name + 'x')} is not a valid znode name: "
+            "longer than 1024 bytes",
+            f'[[redis]]\nname = "{name}x"\nhost = "h"\nport = 1\n',
+        )
+        self.assertConfigError(
+            f"--agent-id: {show('a' * 1025)} is not a valid znode name: "
+            "longer than 1024 bytes",
+            overrides={"agent_id": "a" * 1025},
+        )
+        root = "/" + "/".join(["r" * 1000] * 5)
+        self.assertConfigError(
+            f"zookeeper.root: {show(root)} is not an absolute znode path: "
+            "longer than 4096 bytes",
+            f'[zookeeper]\nhosts = "z:1"\nroot = "{root}"\n',
+        )
+
     def test_bad_default_agent_id(self) -> None:
         """A host name that is no valid znode name says where it came from."""
         self.assertConfigError(
@@ -459,6 +486,14 @@ class RedisTableTests(ConfigTestCase):
         self.assertConfigError(
             "redis[0].host: '::g' is not an IPv6 address",
             '[[redis]]\nhost = "::g"\nport = 1\n',
+        )
+        # DNS carries at most 253 characters; a name of that length is taken.
+        longest = ".".join(["a" * 63] * 3 + ["b" * 61])
+        self.assertEqual(self.load(f'[[redis]]\nhost = "{longest}"\nport = 1\n')
+                         .instances[0].host, longest)  # fmt: skip
+        self.assertConfigError(
+            "redis[0].host: " + show("x" + longest) + " is longer than 253 characters",
+            f'[[redis]]\nhost = "x{longest}"\nport = 1\n',
         )
         self.assertConfigError(
             "redis[0].host: 5 is not a string", "[[redis]]\nhost = 5\nport = 1\n"
