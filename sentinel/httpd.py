@@ -104,6 +104,23 @@ class BoundedRequest(Request):
             limit.answering(self)
         super().process()
 
+    def render(self, resrc: Any) -> None:
+        # Klein logs a traceback for every URL or Host header that is not
+        # UTF-8 (its routes are text): a client looping on one would fill
+        # the log, which no other request writes to. Answered here instead.
+        where = _not_utf8(b"/".join(self.postpath or ()), "path") or _not_utf8(
+            self.getRequestHostname(), "Host header"
+        )
+        if where is None:
+            super().render(resrc)
+            return
+        body = json.dumps({"error": f"the {where} is not UTF-8"}, indent=1)
+        self.setResponseCode(400)
+        self.setHeader(b"content-type", b"application/json")
+        self.setHeader(b"content-length", b"%d" % (len(body) + 1))
+        self.write(body.encode("utf-8") + b"\n")
+        self.finish()
+
     def _too_long(self) -> None:
         log.info(
             "an HTTP request body over {limit} bytes: connection closed",
@@ -111,6 +128,14 @@ class BoundedRequest(Request):
         )
         transport: Any = self.channel.transport
         transport.abortConnection()
+
+
+def _not_utf8(data: bytes, where: str) -> str | None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return where
+    return None
 
 
 class BoundedChannel(HTTPChannel):

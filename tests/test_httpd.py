@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import httpd
@@ -58,6 +59,35 @@ class SiteTests(SynchronousTestCase):
         self.assertTrue(client.open)
         self.clock.advance(1)
         self.assertFalse(client.open)
+
+    def test_not_utf8_answered_without_a_log(self) -> None:
+        """
+        A path or Host header that is not UTF-8 is a 400 with a JSON error,
+        and logs nothing (Klein logged a traceback each time: a client
+        looping on one would fill the log); the connection goes on.
+        """
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        client = Connection(self.site)
+        assert client.protocol is not None
+        client.protocol.dataReceived(
+            b"GET /instances/%ff HTTP/1.1\r\nHost: agent\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: \xff\r\n\r\n"
+        )
+        client.request("/healthz")
+        answers = responses(client.output())
+        self.assertEqual(
+            [(code, json.loads(body)) for code, _, body in answers[:2]],
+            [
+                (400, {"error": "the path is not UTF-8"}),
+                (400, {"error": "the Host header is not UTF-8"}),
+            ],
+        )
+        self.assertEqual(answers[2][0], 200)
+        self.assertEqual(answers[0][1]["content-type"], "application/json")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual([formatEvent(e) for e in events], [])
 
     def test_long_body_closes_the_connection(self) -> None:
         """
