@@ -122,10 +122,9 @@ class BoundedRequest(Request):
         self.finish()
 
     def _too_long(self) -> None:
-        log.info(
-            "an HTTP request body over {limit} bytes: connection closed",
-            limit=MAX_BODY_BYTES,
-        )
+        site = getattr(self.channel, "site", None)
+        if isinstance(site, StatusSite):
+            site.body_too_long()
         transport: Any = self.channel.transport
         transport.abortConnection()
 
@@ -204,9 +203,29 @@ class StatusSite(Site):
 
     def __init__(self, resource: Any, reactor: IReactorTime) -> None:
         super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor)
+        self._clock = reactor
+        self.long_bodies = 0
+        self._logged_at: float | None = None
 
     def log(self, request: object) -> None:
         pass
+
+    def body_too_long(self) -> None:
+        """
+        A request body over `MAX_BODY_BYTES` closed its connection: counted,
+        and logged at most once a `REFUSED_LOG_INTERVAL`, whatever a client
+        does (a line each would let a client in a loop fill the log).
+        """
+        self.long_bodies += 1
+        now = self._clock.seconds()
+        if self._logged_at is None or now - self._logged_at >= REFUSED_LOG_INTERVAL:
+            self._logged_at = now
+            log.info(
+                "an HTTP request body over {limit} bytes: connection closed"
+                " ({count} so far)",
+                limit=MAX_BODY_BYTES,
+                count=self.long_bodies,
+            )
 
 
 class ConnectionLimit(WrappingFactory):

@@ -18,6 +18,7 @@ from sentinel.httpd import (
     IDLE_TIMEOUT,
     LINGER,
     MAX_BODY_BYTES,
+    REFUSED_LOG_INTERVAL,
     STALE_AFTER,
     ConnectionLimit,
     HTTPServer,
@@ -88,6 +89,30 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(answers[0][1]["content-type"], "application/json")
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual([formatEvent(e) for e in events], [])
+
+    def test_long_bodies_logged_once_a_minute(self) -> None:
+        """
+        Bodies over MAX_BODY_BYTES, however many, are one log line per
+        REFUSED_LOG_INTERVAL with the count so far, not one each.
+        """
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for _second in range(int(REFUSED_LOG_INTERVAL) + 1):
+            for _ in range(10):
+                client = Connection(self.site)
+                client.request("/", "POST", f"Content-Length: {MAX_BODY_BYTES + 1}\r\n")
+                self.assertFalse(client.open)
+            self.clock.advance(1)
+        lines = [formatEvent(e) for e in events if "request body" in formatEvent(e)]
+        self.assertEqual(
+            lines,
+            [
+                f"an HTTP request body over {MAX_BODY_BYTES} bytes: connection"
+                f" closed ({count} so far)"
+                for count in (1, 10 * int(REFUSED_LOG_INTERVAL) + 1)
+            ],
+        )
 
     def test_long_body_closes_the_connection(self) -> None:
         """
