@@ -129,12 +129,15 @@ class Opinions:
     async def _read(self, name: str, agent: str) -> None:
         path = f"{self._root}/opinions/{name}/{agent}"
         watch = partial(self._watch_fired, name, agent)
+        # In the background (`sentinel.zk`): a member's crash fires
+        # thousands of these at once, and the membership read it also
+        # fires, which brings its nodes back, must not wait behind them.
         try:
-            data, _ = await self._zk.get(path, watch=watch)
+            data, _ = await self._zk.get(path, watch=watch, background=True)
             opinion = parse_opinion(data)
         except NoNodeError:
             # Not written yet: its creation fires the watch.
-            if await self._zk.exists(path, watch=watch) is not None:
+            if await self._zk.exists(path, watch=watch, background=True) is not None:
                 self._ask_again(name, agent)
                 return
             opinion = None

@@ -178,7 +178,8 @@ class Takeovers:
                 # node taken over starts again at version 0): ours again.
                 self._queue.mark(node)
 
-        d = zk.exists(node.path, watch=node.watcher)
+        # In the background (`sentinel.zk`): one per node at each view change.
+        d = zk.exists(node.path, watch=node.watcher, background=True)
         d.addCallbacks(answered, failed)
         d.addErrback(lambda f: log.failure("checking {path} failed", f, path=node.path))
 

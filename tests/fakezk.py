@@ -319,12 +319,16 @@ class FakeZooKeeper:
     def set(self, path: str, data: bytes, version: int = -1) -> Deferred[Any]:
         return self._call("set", path, lambda: self._set(path, data, version))
 
+    # `background` orders the real bridge's queue (tested there); calls here
+    # are answered as the test says.
     def get(
-        self, path: str, watch: Watcher | None = None
+        self, path: str, watch: Watcher | None = None, background: bool = False
     ) -> Deferred[tuple[bytes, Any]]:
         return self._call("get", path, lambda: self._get(path, watch))
 
-    def exists(self, path: str, watch: Watcher | None = None) -> Deferred[Any]:
+    def exists(
+        self, path: str, watch: Watcher | None = None, background: bool = False
+    ) -> Deferred[Any]:
         return self._call("exists", path, lambda: self._exists(path, watch))
 
     def delete(self, path: str, version: int = -1) -> Deferred[None]:

@@ -25,6 +25,7 @@ from twisted.internet.defer import TimeoutError
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.zk import (
+    BACKGROUND_IN_FLIGHT,
     CALLS_IN_FLIGHT,
     CONNECTED,
     CONNECTING,
@@ -252,6 +253,79 @@ class BridgeTests(SynchronousTestCase):
         self.assertEqual(len(self.factory.clients), 2)
         for call in waiting[1:]:
             self.failureResultOf(call, ConnectionLoss)
+
+    def test_writes_wait_ahead_of_reads(self) -> None:
+        """
+        Writes waiting for room are handed over before reads that waited
+        longer (a new primary's thousands of reads must not hold back the
+        creates of nodes readers miss); each kind stays in order.
+        """
+        client = self.connected()
+        for i in range(CALLS_IN_FLIGHT):
+            self.zk.exists(f"{PATH}{i}")
+        for i in range(2):
+            self.zk.exists(f"{PATH}r{i}")
+        for i in range(2):
+            self.zk.set(f"{PATH}w{i}", b"{}")
+            self.clock.advance(0)  # Sent at the end of the turn.
+        self.assertEqual(len(client.calls), CALLS_IN_FLIGHT)
+        for answered in range(4):
+            client.answer(answered, value=None)
+            self.clock.run_handed_over()
+        self.assertEqual(
+            [(c[0], c[1]) for c in client.calls[CALLS_IN_FLIGHT:]],
+            [
+                ("set", f"{PATH}w0"),
+                ("set", f"{PATH}w1"),
+                ("exists", f"{PATH}r0"),
+                ("exists", f"{PATH}r1"),
+            ],
+        )
+
+    def test_background_reads_wait_behind_reads(self) -> None:
+        """
+        Reads asked as background (a group's opinions, thousands at a
+        member's crash) are handed over after every other waiting call, so
+        that the membership read the crash also fires is not held up.
+        """
+        client = self.connected()
+        for i in range(CALLS_IN_FLIGHT):
+            self.zk.exists(f"{PATH}{i}")
+        self.zk.get(f"{PATH}b0", background=True)
+        self.zk.exists(f"{PATH}b1", watch=self.events.append, background=True)
+        self.zk.exists("/sentinel/catalogs")
+        self.zk.set(f"{PATH}w", b"{}")
+        self.clock.advance(0)  # Sent at the end of the turn.
+        for answered in range(4):
+            client.answer(answered, value=None)
+            self.clock.run_handed_over()
+        self.assertEqual(
+            [(c[0], c[1]) for c in client.calls[CALLS_IN_FLIGHT:]],
+            [
+                ("set", f"{PATH}w"),
+                ("exists", "/sentinel/catalogs"),
+                ("get", f"{PATH}b0"),
+                ("exists", f"{PATH}b1"),
+            ],
+        )
+
+    def test_background_reads_bounded_in_flight(self) -> None:
+        """
+        At most BACKGROUND_IN_FLIGHT background reads are in kazoo's hands
+        at once, so that a read or write asked after thousands of them is
+        handed over at once, behind that many at most; the rest follow as
+        answers come back.
+        """
+        client = self.connected()
+        for i in range(BACKGROUND_IN_FLIGHT + 5):
+            self.zk.exists(f"{PATH}b{i}", background=True)
+        self.assertEqual(len(client.calls), BACKGROUND_IN_FLIGHT)
+        self.zk.exists("/sentinel/catalogs")
+        self.assertEqual(client.calls[-1][1], "/sentinel/catalogs")
+        client.answer(0, value=None)
+        self.clock.run_handed_over()
+        self.assertEqual(client.calls[-1][1], f"{PATH}b{BACKGROUND_IN_FLIGHT}")
+        self.assertEqual(len(client.calls), BACKGROUND_IN_FLIGHT + 2)
 
     def connected(self) -> FakeKazooClient:
         self.zk.start()
