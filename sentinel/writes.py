@@ -43,9 +43,11 @@ from sentinel.zk import CONNECTED, ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
 
-# Writes in flight at once: ZooKeeper takes about 1,500 writes/s through the
-# bridge when many are in flight; more only queues inside kazoo.
-WRITES_IN_FLIGHT = 64
+# Writes in flight at once. The bridge sends a turn's writes together, 64 to
+# a transaction (`sentinel.zk`), so that this many are 8 requests: at 64, a
+# new primary's writes after a member's crash went 64 a round trip, and a
+# round trip took up to a second behind the reads made at the same time.
+WRITES_IN_FLIGHT = 512
 RETRY_DELAY = 1.0
 # Seconds a node's writes may keep failing before /healthz says so: a few
 # retries, enough for an error that clears (a call timed out while
@@ -105,6 +107,9 @@ class WriteQueue:
         self._held = held
         self._owned = owned
         self._retrying = retrying
+        # Nodes waiting for a slot: those readers miss (not written by us
+        # yet, or lost: a member's crash leaves hundreds) go first.
+        self._waiting_missing: deque[Node] = deque()
         self._waiting: deque[Node] = deque()
         self.in_flight = 0
         self._idle: list[Deferred[None]] = []
@@ -140,7 +145,7 @@ class WriteQueue:
             return
         if self.in_flight >= WRITES_IN_FLIGHT:
             node.queued = True
-            self._waiting.append(node)
+            (self._waiting if node.owned else self._waiting_missing).append(node)
             return
         self._start_write(node)
 
@@ -256,10 +261,11 @@ class WriteQueue:
         # Nodes already waiting for a slot go first, and a node that changed
         # while being written queues behind them: otherwise nodes that keep
         # changing would keep every slot and starve the others.
-        while self._waiting and self.in_flight < WRITES_IN_FLIGHT:
-            waiting = self._waiting.popleft()
-            waiting.queued = False
-            self.enqueue(waiting)
+        for queue in (self._waiting_missing, self._waiting):
+            while queue and self.in_flight < WRITES_IN_FLIGHT:
+                waiting = queue.popleft()
+                waiting.queued = False
+                self.enqueue(waiting)
         if not failed:
             self.enqueue(node)
         if self.in_flight == 0:
