@@ -199,10 +199,19 @@ class WriteQueue:
         """
         `failing`, less the nodes that are not any more: written since by
         another way, parked (held by another session: `sentinel.holders`
-        reports those), or dropped with nothing left to write.
+        reports those), dropped with nothing left to write, or no longer
+        ours to write (replaced, forgotten). Walks every node while some
+        fail, never otherwise.
         """
         failing = self.failing
-        gone = [n for n in failing if n.parked or not (n.dirty or n.writing)]
+        if not failing:
+            return failing
+        live = set(self._nodes)
+        gone = [
+            n
+            for n in failing
+            if n.parked or not (n.dirty or n.writing) or n not in live
+        ]
         for node in gone:
             del failing[node]
         if not failing:
