@@ -129,6 +129,26 @@ class BoundedRequest(Request):
         transport.abortConnection()
 
 
+class LogThrottle:
+    """
+    Whether a line about what clients do may be logged now: at most one a
+    `REFUSED_LOG_INTERVAL`, whatever a client does (a line each would let
+    a client in a loop fill the log).
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._logged_at: float | None = None
+
+    def due(self) -> bool:
+        """Whether to log now (and if so, the interval starts again)."""
+        now = self._clock.seconds()
+        if self._logged_at is not None and now - self._logged_at < REFUSED_LOG_INTERVAL:
+            return False
+        self._logged_at = now
+        return True
+
+
 def _not_utf8(data: bytes, where: str) -> str | None:
     try:
         data.decode("utf-8")
@@ -203,9 +223,8 @@ class StatusSite(Site):
 
     def __init__(self, resource: Any, reactor: IReactorTime) -> None:
         super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor)
-        self._clock = reactor
         self.long_bodies = 0
-        self._logged_at: float | None = None
+        self._throttle = LogThrottle(reactor)
 
     def log(self, request: object) -> None:
         pass
@@ -213,13 +232,10 @@ class StatusSite(Site):
     def body_too_long(self) -> None:
         """
         A request body over `MAX_BODY_BYTES` closed its connection: counted,
-        and logged at most once a `REFUSED_LOG_INTERVAL`, whatever a client
-        does (a line each would let a client in a loop fill the log).
+        and logged when the throttle allows.
         """
         self.long_bodies += 1
-        now = self._clock.seconds()
-        if self._logged_at is None or now - self._logged_at >= REFUSED_LOG_INTERVAL:
-            self._logged_at = now
+        if self._throttle.due():
             log.info(
                 "an HTTP request body over {limit} bytes: connection closed"
                 " ({count} so far)",
@@ -245,7 +261,7 @@ class ConnectionLimit(WrappingFactory):
         self.refused = 0
         self.evicted = 0
         self._clock = clock
-        self._logged_at: float | None = None
+        self._throttle = LogThrottle(clock)
         # Connections waiting for a request, the longest waiting first, with
         # since when, and how many answers each connection being answered
         # has in progress.
@@ -328,10 +344,7 @@ class ConnectionLimit(WrappingFactory):
         )
 
     def _warn(self, text: str, **fields: object) -> None:
-        # At most one line a REFUSED_LOG_INTERVAL, whatever a client does.
-        now = self._clock.seconds()
-        if self._logged_at is None or now - self._logged_at >= REFUSED_LOG_INTERVAL:
-            self._logged_at = now
+        if self._throttle.due():
             log.warn(text, open=len(self.protocols), **fields)
 
     def stats(self) -> dict[str, int]:
