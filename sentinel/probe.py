@@ -66,7 +66,9 @@ from sentinel.pacing import ConnectPacer
 from sentinel.pipelines import InfoReply, Pipelines
 from sentinel.protocol import (
     INFO_REPLICATION,
+    BadInfo,
     ConnectionFactory,
+    ConnectionLost,
     ProtocolError,
     RedisClientProtocol,
     ResponseError,
@@ -190,7 +192,10 @@ class RedisProbe:
     alive but not ready, the server's text its error; so does a drain key
     that exists, with the error ``draining``. A server that answers HELLO
     with an error (older than Redis 6.2, or a proxy) is not asked again on
-    that connection: its role is then read by INFO alone.
+    that connection: its role is then read by INFO alone. One that answers
+    PING but not HELLO (no reply by the deadline, or the connection closed
+    first: a proxy that drops or closes on what it does not know) fails
+    that check and is not asked HELLO again at all.
     """
 
     # One per instance, its attributes read on every check: slots, where
@@ -622,6 +627,8 @@ class RedisProbe:
                 if self._protocol is protocol:
                     self._pipelines = Pipelines(self, protocol, self._drain, False)
             else:
+                if isinstance(reply, ConnectionLost):
+                    self._hello_unanswered("the connection closed first")
                 self._bad_reply(reply, protocol, "HELLO")
                 return
         if draining:
@@ -725,7 +732,14 @@ class RedisProbe:
             return  # It ended (timed out) while INFO was on its way.
         error = answered.error
         if isinstance(reply, bytes):
-            replication = parse_replication(reply)
+            try:
+                replication = parse_replication(reply)
+            except BadInfo as e:
+                # Well-formed, so the connection is in step; but what it
+                # says no Redis says: the check fails, as for garbage.
+                self._last_error = f"bad INFO replication reply: {e}"
+                self._end_check(Observation(ok=False, error=self._last_error))
+                return
         elif isinstance(reply, ResponseError):
             # PING was answered, so the instance is alive; say why the role
             # is unknown (an ACL user without INFO, say) instead of failing it.
@@ -763,13 +777,37 @@ class RedisProbe:
     def _cancel_check(self, check: Deferred[Observation | None]) -> None:
         # The caller's deadline passed: a timeout, and the connection goes
         # (a late reply would be read as the next check's).
+        stage = self.stage
         if self._check is check:
             protocol = self._check_protocol
             self._check = self._check_protocol = None
-            self._last_error = f"timeout ({self.stage})"
+            pipelines = self._pipelines
+            if (
+                stage == "ping"
+                and pipelines is not None
+                and protocol is self._protocol
+                and pipelines.replies.awaiting_hello_only()
+            ):
+                stage = "hello"
+                self._hello_unanswered("no reply within the timeout")
+            self._last_error = f"timeout ({stage})"
             if protocol is not None:
                 self._drop_if(protocol)
-        check.callback(Observation(ok=False, error=f"timeout ({self.stage})"))
+        check.callback(Observation(ok=False, error=f"timeout ({stage})"))
+
+    def _hello_unanswered(self, how: str) -> None:
+        # PING was answered and HELLO was not (a proxy that drops what it
+        # does not know, or closes on it): the connections to come check
+        # without HELLO, the role read by INFO alone, rather than fail
+        # every check of an instance that answers PING.
+        if self._role_signal:
+            self._role_signal = False
+            log.warn(
+                "{instance} answered PING but not HELLO ({how}): checking it"
+                " without HELLO from now on, its role read by INFO alone",
+                instance=self.instance.name,
+                how=how,
+            )
 
     def reply_failed(self, failure: Failure) -> None:
         """

@@ -107,6 +107,8 @@ class ProtocolError(txredisapi.RedisError):  # type: ignore[misc]
 
 # An error reply (``-ERR ...``), as txredisapi hands it on.
 ResponseError: type[Exception] = txredisapi.ResponseError
+# What each command still waiting gets when its connection is lost.
+ConnectionLost: type[Exception] = txredisapi.ConnectionError
 
 
 def auth_command(password: str, username: str | None) -> bytes:
@@ -125,11 +127,19 @@ def exists_command(key: str) -> bytes:
     return b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%s\r\n" % (len(data), data)
 
 
+class BadInfo(ValueError):
+    """An ``INFO replication`` reply whose role fields no Redis writes."""
+
+
 def parse_replication(info: bytes) -> Replication:
     """
     Pick the role fields out of an ``INFO replication`` reply, and the
     addresses of the replicas its ``slaveN:`` lines list (see
     `parse_listed_replica`; at most `MAX_LISTED_REPLICAS`, each once).
+    Role fields no Redis writes (a role other than master or slave, a port
+    outside 1--65535, a master host that is no host name or IP address, a
+    link status other than up or down) raise `BadInfo`: they would be
+    published, and a replica's master address is connected to.
     """
     fields: dict[str, str] = {}
     listed: dict[tuple[str, int], None] = {}
@@ -144,18 +154,24 @@ def parse_replication(info: bytes) -> Replication:
                 listed[address] = None
         else:
             fields[key] = value.strip()
-    role = _shared_value(fields.get("role"))
+    role = _known_value(fields, "role", _ROLES)
     replicas = tuple(listed)
     if role != "slave":
         if role == "master" and not replicas:
             return _LONE_MASTER
         return Replication(role=role, replicas=replicas)
-    port = fields.get("master_port", "")
+    host = fields.get("master_host")
+    if host is not None and host_problem(host) is not None:
+        raise _bad_field("master_host", host)
+    port = fields.get("master_port")
+    number = None if port is None else tcp_port(port)
+    if port is not None and number is None:
+        raise _bad_field("master_port", port)
     return Replication(
         role=role,
-        master_host=fields.get("master_host"),
-        master_port=int(port) if port.isdigit() else None,
-        master_link_status=_shared_value(fields.get("master_link_status")),
+        master_host=host,
+        master_port=number,
+        master_link_status=_known_value(fields, "master_link_status", _LINKS),
         replicas=replicas,
     )
 
@@ -163,12 +179,33 @@ def parse_replication(info: bytes) -> Replication:
 # Every instance's health keeps the last INFO it read: the common values are
 # one object for all of them, not a string each (and a master that lists no
 # replica, one Replication), 140 bytes per instance.
-_SHARED_VALUES = {value: value for value in ("master", "slave", "up", "down")}
+_ROLES = {value: value for value in ("master", "slave")}
+_LINKS = {value: value for value in ("up", "down")}
 _LONE_MASTER = Replication(role="master")
+# The most of a bad field's value an error keeps.
+_BAD_VALUE_TEXT = 64
 
 
-def _shared_value(value: str | None) -> str | None:
-    return _SHARED_VALUES.get(value, value) if value is not None else None
+def _known_value(fields: dict[str, str], key: str, known: dict[str, str]) -> str | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    shared = known.get(value)
+    if shared is None:
+        raise _bad_field(key, value)
+    return shared
+
+
+def _bad_field(key: str, value: str) -> BadInfo:
+    return BadInfo(f"{key} '{printable(value, _BAD_VALUE_TEXT)}'")
+
+
+def tcp_port(text: str) -> int | None:
+    """The TCP port (1--65535) `text` writes in ASCII digits, or None."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 5):
+        return None
+    number = int(text)
+    return number if 1 <= number <= 65535 else None
 
 
 def parse_listed_replica(value: str) -> tuple[str, int] | None:
@@ -179,13 +216,10 @@ def parse_listed_replica(value: str) -> tuple[str, int] | None:
     """
     fields = dict(part.partition("=")[::2] for part in value.strip().split(","))
     host = fields.get("ip", "")
-    port = fields.get("port", "")
     if host_problem(host) is not None:
         return None
-    if not (port.isascii() and port.isdigit() and len(port) <= 5):
-        return None
-    number = int(port)
-    return (host, number) if 1 <= number <= 65535 else None
+    port = tcp_port(fields.get("port", ""))
+    return None if port is None else (host, port)
 
 
 def parse_hello_role(reply: list[Any]) -> str | None:
@@ -195,7 +229,9 @@ def parse_hello_role(reply: list[Any]) -> str | None:
     """
     for index in range(0, len(reply) - 1, 2):
         if reply[index] == b"role":
-            return _HELLO_ROLES.get(reply[index + 1])
+            role = reply[index + 1]
+            # A bulk, in any reply Redis writes; anything else names none.
+            return _HELLO_ROLES.get(role) if type(role) is bytes else None
     return None
 
 
@@ -685,5 +721,5 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         # after the handshake (TLS 1.3): what waits fails with its reason.
         error = describe_tls_loss(why) or "connection lost"
         while self.replyQueue.waiting:
-            self.replyReceived(txredisapi.ConnectionError(error))
+            self.replyReceived(ConnectionLost(error))
         super().connectionLost(why)

@@ -12,7 +12,7 @@ import weakref
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionRefusedError, DNSLookupError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError, DNSLookupError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -246,6 +246,31 @@ class ReplyTests(SynchronousTestCase):
         self.assertEqual(observation.replication.master_host, "10.0.0.5")
         self.assertEqual(observation.replication.master_port, 6380)
         self.assertEqual(observation.replication.master_link_status, "down")
+
+    def test_info_no_redis_writes_fails(self) -> None:
+        """
+        An INFO replication reply with a role field no Redis writes (a port
+        out of range here) fails the check, naming the field, and keeps
+        the connection: it is in step, and the next check is answered.
+        """
+        h = self.connected()
+        d = h.check(want_info=True)
+        h.reply(b"+PONG\r\n")
+        data = b"role:slave\r\nmaster_host:10.0.0.5\r\nmaster_port:99999999999\r\n"
+        h.reply(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.assertEqual(
+            self.successResultOf(d),
+            Observation(
+                ok=False,
+                error="bad INFO replication reply: master_port '99999999999'",
+            ),
+        )
+        self.assertTrue(h.probe.connected)
+        d = h.check()
+        h.reply(b"+PONG\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertTrue(observation.ok)
 
     def test_bug_handling_reply_fails_the_check(self) -> None:
         """
@@ -1007,6 +1032,68 @@ class PipelineTests(SynchronousTestCase):
         )
         self.assertEqual(self.observe(h, b"+PONG\r\n"), Observation(True, True, 0.0))
         self.assertEqual(h.sent(), PING)
+
+    def reconnected(self, h: Harness) -> Observation:
+        """The next check, on a new connection: what it sent, answered PONG."""
+        h.reactor.advance(1.0)  # Reconnects wait a second.
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING)
+        h.reply(b"+PONG\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        return observation
+
+    def test_hello_unanswered(self) -> None:
+        """
+        A server that answers PING but never HELLO (a proxy that drops
+        what it does not know) fails that check as a timeout of HELLO, not
+        of PING, and is not asked HELLO again: the next connection checks
+        it with PING alone, and it is up.
+        """
+        h = Harness(role_signal=True)
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING + HELLO)
+        h.reply(b"+PONG\r\n")
+        h.on_time(0.9)
+        d.cancel()  # The deadline.
+        self.assertEqual(
+            self.successResultOf(d), Observation(ok=False, error="timeout (hello)")
+        )
+        self.assertFalse(h.probe.connected)
+        self.assertEqual(self.reconnected(h), Observation(True, True, 0.0))
+
+    def test_ping_unanswered_is_not_hello(self) -> None:
+        """A server that answers nothing times out in PING, and keeps HELLO."""
+        h = Harness(role_signal=True)
+        d = h.check()
+        h.accept()
+        h.on_time(0.9)
+        d.cancel()
+        self.assertEqual(
+            self.successResultOf(d), Observation(ok=False, error="timeout (ping)")
+        )
+        h.reactor.advance(1.0)
+        h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING + HELLO)
+
+    def test_closed_on_hello(self) -> None:
+        """
+        A server that answers PING and closes the connection before HELLO's
+        reply fails that check (the connection was lost) and is not asked
+        HELLO again.
+        """
+        h = Harness(role_signal=True)
+        d = h.check()
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            self.successResultOf(d), Observation(ok=False, error="connection lost")
+        )
+        self.assertEqual(self.reconnected(h), Observation(True, True, 0.0))
 
     def test_wrong_kind_of_hello_reply(self) -> None:
         """A status where HELLO's array is due: out of step, dropped."""

@@ -27,6 +27,7 @@ from sentinel.protocol import (
     MAX_LISTED_REPLICAS,
     PING,
     ArrayLimit,
+    BadInfo,
     ConnectionFactory,
     ProtocolError,
     RedisClientProtocol,
@@ -665,6 +666,37 @@ class ParseTests(SynchronousTestCase):
         two = parse_replication(b"role:master\r\n")
         self.assertEqual(one, two)
 
+    def test_role_fields_no_redis_writes(self) -> None:
+        """
+        Role fields no Redis writes raise BadInfo, naming the field and its
+        value, printable and cut: a role other than master or slave, a port
+        that is not 1--65535 in ASCII digits (a superscript digit, 5,000
+        digits, which int() refuses), a master host that is no host name,
+        a link status other than up or down. Absent fields are None.
+        """
+        replica = b"role:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6379\r\n"
+        bad = [
+            (b"role:<script>\x1b[2J\r\n", "role '<script>\\x1b[2J'"),
+            (b"role:sentinel\r\n", "role 'sentinel'"),
+            (replica + b"master_port:\xc2\xb2\r\n", "master_port '\xb2'"),
+            (replica + b"master_port:" + b"9" * 5000 + b"\r\n", "master_port '999"),
+            (replica + b"master_port:99999\r\n", "master_port '99999'"),
+            (replica + b"master_port:0\r\n", "master_port '0'"),
+            (replica + b"master_port:-1\r\n", "master_port '-1'"),
+            (replica + b"master_host:" + b"h" * 60000 + b"\r\n", "master_host 'hhh"),
+            (replica + b"master_host:a\x00b\r\n", "master_host 'a\\x00b'"),
+            (replica + b"master_link_status:sideways\r\n", "master_link_status"),
+        ]
+        for info, text in bad:
+            error = self.assertRaises(BadInfo, parse_replication, info)
+            self.assertIn(text, str(error), info[:80])
+            self.assertLess(len(str(error)), 100)
+        ipv6 = parse_replication(b"role:slave\r\nmaster_host:::1\r\nmaster_port:1\r\n")
+        self.assertEqual((ipv6.master_host, ipv6.master_port), ("::1", 1))
+        bare = parse_replication(b"role:slave\r\n")
+        self.assertEqual((bare.master_host, bare.master_port), (None, None))
+        self.assertIsNone(parse_replication(b"# Replication\r\n").role)
+
     def test_hello_role(self) -> None:
         """HELLO's role, in INFO's words; None when it names none we know."""
         self.assertEqual(parse_hello_role([b"role", b"replica"]), "slave")
@@ -672,6 +704,10 @@ class ParseTests(SynchronousTestCase):
         self.assertIsNone(parse_hello_role([b"role", b"sentinel"]))
         self.assertIsNone(parse_hello_role([b"server", b"redis", b"role"]))
         self.assertIsNone(parse_hello_role([]))
+        # Not a bulk: nothing Redis writes, so no role (INFO says).
+        self.assertIsNone(parse_hello_role([b"role", []]))
+        self.assertIsNone(parse_hello_role([b"role", [b"master"]]))
+        self.assertIsNone(parse_hello_role([b"role", 1]))
 
     def test_exists_command(self) -> None:
         """EXISTS with a key, as RESP bytes (UTF-8, binary safe)."""
