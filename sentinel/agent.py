@@ -252,6 +252,7 @@ def make_agent(
             health_checks=[
                 *(task.unhealthy_reason for task in tasks),
                 freshness.unhealthy_reason,
+                monitor.internal_errors.unhealthy_reason,
             ],
             stats_sources={
                 **stats_sources,
@@ -260,6 +261,7 @@ def make_agent(
                 "discovery": topology.stats,
                 "startup": startup.stats,
                 "freshness": freshness.stats,
+                "internal_errors": monitor.internal_errors.stats,
             },
             group=group,
             health_details={"starting": startup.progress},

@@ -234,6 +234,11 @@ class AgentMetrics:
                     value=len(monitor.tracker),
                 ),
                 CounterMetricFamily(
+                    "sentinel_internal_errors",
+                    "Bugs of ours met while checking (the checks count as failed).",
+                    value=monitor.internal_errors.count,
+                ),
+                CounterMetricFamily(
                     "sentinel_tick_overruns",
                     "Times a tick found an instance's previous check still in flight.",
                     value=monitor.overruns,

@@ -7,8 +7,9 @@ already readable have been read (`sentinel.deadlines`), so that a stall of
 the agent itself is not blamed on Redis. Instances are spread over the
 interval's slices (`sentinel.slices`). An instance whose check is still in
 flight is not checked again (an overrun); an exception from one instance's
-check, or from our own callbacks, is logged with the instance and touches
-nothing else; the loop itself restarts if it ever fails (`sentinel.timer`).
+check, or from our own callbacks, is a bug of ours: counted and logged
+with the instance (`sentinel.bugs`), it touches nothing else; the loop
+itself restarts if it ever fails (`sentinel.timer`).
 Each recorded check goes to the health, then the publisher and listeners.
 
 INFO replication is asked every `info_every` checks, and on every check
@@ -32,6 +33,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from sentinel.bugs import InternalErrors
 from sentinel.config import Config, RedisInstance
 from sentinel.deadlines import DeadlineSweep
 from sentinel.health import DOWN, UP, InstanceHealth, Transition
@@ -185,6 +187,7 @@ class Monitor(Service):
         # Instances up now, kept as statuses change: /debug/stats reads it
         # at any rate, and a recount is about 1-4 ms at 19,000 instances.
         self.instances_up = 0
+        self.internal_errors = InternalErrors(clock)
         # Bound once: every check adds them to its Deferred.
         self._observed_callback = self._observed
         self._failed_errback = self._check_failed
@@ -347,7 +350,7 @@ class Monitor(Service):
             d = state.probe.check(want_info)
         except Exception:
             failure = Failure()
-            log.failure("check of {instance} raised", failure, instance=state.name)
+            self.internal_errors.record("starting the check", state.name, failure)
             self._record(state, _internal_error(failure), now, now)
             return False
         if d.called and d.result is None:
@@ -415,10 +418,10 @@ class Monitor(Service):
             self._record(state, observation, state.started_at, now)
         except Exception:
             # A bug of ours: the check has ended all the same.
-            log.failure("recording the check of {instance} failed", instance=state.name)
+            self.internal_errors.record("recording the check", state.name, Failure())
 
     def _check_failed(self, failure: Failure, state: InstanceState) -> None:
-        log.failure("check of {instance} failed", failure, instance=state.name)
+        self.internal_errors.record("the check", state.name, failure)
         now = self._ended(state)
         if self.running and self.states.get(state.name) is state:
             self._record(state, _internal_error(failure), state.started_at, now)
@@ -451,19 +454,19 @@ class Monitor(Service):
         try:
             self._publisher.publish(state, transition)
         except Exception:
-            log.failure("publishing {instance} failed", instance=state.name)
+            self.internal_errors.record("publishing", state.name, Failure())
         for listener in self._listeners:
             try:
                 listener(state, observation, transition, now - started_at)
             except Exception:
-                log.failure("check listener failed for {instance}", instance=state.name)
+                self.internal_errors.record("a check listener", state.name, Failure())
         if replication is not None:
             for info_listener in self._info_listeners:
                 try:
                     info_listener(state, replication, now)
                 except Exception:
-                    log.failure(
-                        "INFO listener failed for {instance}", instance=state.name
+                    self.internal_errors.record(
+                        "an INFO listener", state.name, Failure()
                     )
 
 

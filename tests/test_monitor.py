@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.bugs import LOG_INTERVAL, RECENT
 from sentinel.config import RedisInstance
 from sentinel.health import UP
 from sentinel.instance import InstanceState
@@ -18,8 +19,9 @@ class IsolationTests(SynchronousTestCase):
 
     def test_raising_probe_does_not_stop_others(self) -> None:
         """
-        A probe that raises synchronously is logged and marked down, while
-        the other instances keep being checked on every tick.
+        A probe that raises synchronously is marked down and counted as an
+        internal error (logged once, not once a check), while the other
+        instances keep being checked on every tick.
         """
         monitor, clock, probes, _ = make_monitor(["a", "b", "c"])
         probes["b"].raises = RuntimeError("boom")
@@ -34,10 +36,11 @@ class IsolationTests(SynchronousTestCase):
         self.assertEqual(health.status, "down")
         self.assertEqual(health.error, "internal error: boom")
         self.assertEqual(monitor.states["a"].health.status, "up")
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 6)
+        self.assertEqual(monitor.internal_errors.count, 6)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_bug_in_publisher_does_not_stop_loop(self) -> None:
-        """An exception from the publisher is logged; checks go on."""
+        """An exception from the publisher is counted and logged; checks go on."""
         monitor, clock, probes, publisher = make_monitor(["a"])
 
         def broken(state: object, transition: object) -> None:
@@ -48,7 +51,8 @@ class IsolationTests(SynchronousTestCase):
         clock.advance(1.0)
         clock.advance(1.0)
         self.assertEqual(probes["a"].checks, 3)
-        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 3)
+        self.assertEqual(monitor.internal_errors.count, 3)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_failing_deferred_is_recorded(self) -> None:
         """
@@ -62,7 +66,34 @@ class IsolationTests(SynchronousTestCase):
         self.assertEqual(monitor.states["a"].health.error, "internal error: probe bug")
         self.assertEqual(monitor.states["b"].health.status, "up")
         self.assertEqual(len(monitor.tracker), 0)
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+        self.assertEqual(monitor.internal_errors.count, 2)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_internal_errors_fail_health_and_log_sparingly(self) -> None:
+        """
+        An instance whose every check meets a bug of ours: /healthz fails,
+        naming it, while one was met in the last RECENT seconds; a
+        traceback is logged at most once per LOG_INTERVAL, the next saying
+        how many were not; /debug/stats counts them all.
+        """
+        monitor, clock, probes, _ = make_monitor(["a", "b"])
+        probes["a"].raises = RuntimeError("parser bug")
+        errors = monitor.internal_errors
+        self.assertIsNone(errors.unhealthy_reason())
+        monitor.startService()
+        reason = errors.unhealthy_reason()
+        assert reason is not None
+        self.assertIn("starting the check of a: parser bug", reason)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        for _ in range(int(LOG_INTERVAL)):
+            clock.advance(1.0)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(errors.stats()["count"], int(LOG_INTERVAL) + 1)
+        probes["a"].raises = None
+        clock.advance(RECENT + 1.0)
+        self.assertIsNone(errors.unhealthy_reason())
+        self.assertEqual(errors.stats()["last"], "starting the check of a: parser bug")
+        self.assertEqual(self.flushLoggedErrors(RuntimeError), [])
 
     def test_loop_restarted_when_it_stops(self) -> None:
         """
@@ -315,7 +346,7 @@ class ListenerTests(SynchronousTestCase):
         self.assertEqual(heard, [("a", False, True, 0.5)])
 
     def test_broken_listener_is_logged(self) -> None:
-        """A listener that raises is logged; the check is still recorded."""
+        """A listener that raises is counted and logged; the check is still recorded."""
         monitor, clock, probes, _ = make_monitor(["a"])
 
         def broken(*args: object) -> None:
@@ -325,7 +356,8 @@ class ListenerTests(SynchronousTestCase):
         monitor.startService()
         clock.advance(1.0)
         self.assertEqual(monitor.states["a"].health.checks, 2)
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)
+        self.assertEqual(monitor.internal_errors.count, 2)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
 
 class TickCompletionTests(SynchronousTestCase):
@@ -457,7 +489,7 @@ class InfoCadenceTests(SynchronousTestCase):
     def test_info_listeners(self) -> None:
         """
         INFO listeners hear of every INFO read, and only those; one that
-        raises is logged, and the others and the loop go on.
+        raises is counted and logged, and the others and the loop go on.
         """
         monitor, clock, probes, _ = make_monitor(["a"], info_every=5)
         heard: list[tuple[str, Replication, float]] = []
@@ -471,7 +503,8 @@ class InfoCadenceTests(SynchronousTestCase):
         self.info_per_check(probes["a"], clock, 10)
         self.assertEqual(len(heard), 3)
         self.assertEqual(heard[0], ("a", Replication(role="master"), 0.0))
-        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 3)
+        self.assertEqual(monitor.internal_errors.count, 3)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
 
 class DiscoveredInstanceTests(SynchronousTestCase):
