@@ -26,7 +26,7 @@ log and in /healthz, never resolved silently: each agent keeps its own.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Set
+from collections.abc import Iterator, Sequence, Set
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -259,6 +259,27 @@ class Group:
     def update_settings(self, settings: Settings) -> None:
         """New global settings for the monitor."""
         self.monitor.update_settings(settings)
+
+    def change_instances(
+        self,
+        removed: Sequence[str],
+        changed: Sequence[RedisInstance],
+        added: Sequence[RedisInstance],
+    ) -> None:
+        """
+        A reload's changes, with the assignment, the catalog and the moves
+        worked out once for all of them: once per instance, a reload adding
+        2,000 held the reactor 19 s (each a pass over every instance known,
+        and a catalog written to ZooKeeper).
+        """
+        for instance in changed:
+            self.replace_instance(instance)
+        for name in removed:
+            del self.known[name]
+        for instance in added:
+            self.known[instance.name] = instance
+        if removed or added:
+            self._known_changed()
 
     def _known_changed(self) -> None:
         changed = self.assignment.set_known(self.known)

@@ -24,7 +24,7 @@ not the one of its last INFO. INFO replies also go to the INFO listeners
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attr
@@ -87,6 +87,14 @@ class Instances(Protocol):
 
     def update_settings(self, settings: Settings) -> None:
         """New global settings."""
+
+    def change_instances(
+        self,
+        removed: Sequence[str],
+        changed: Sequence[RedisInstance],
+        added: Sequence[RedisInstance],
+    ) -> None:
+        """A reload's changes, all at once."""
 
 
 # Told of every recorded check: the state, the observation, the transition
@@ -233,6 +241,20 @@ class Monitor(Service):
         """
         self._discard(instance.name)
         self.add_instance(instance)
+
+    def change_instances(
+        self,
+        removed: Sequence[str],
+        changed: Sequence[RedisInstance],
+        added: Sequence[RedisInstance],
+    ) -> None:
+        """A reload's changes: each removed, replaced or added in turn."""
+        for name in removed:
+            self.remove_instance(name)
+        for instance in changed:
+            self.replace_instance(instance)
+        for instance in added:
+            self.add_instance(instance)
 
     def _discard(self, name: str) -> None:
         state = self.states.pop(name)

@@ -226,12 +226,9 @@ class ConfigReloader(Service):
         removed = [n for n in before if n not in after]
         added = [n for n in after if n not in before]
         changed = [n for n in after if n in before and after[n] != before[n]]
-        for name in removed:
-            monitor.remove_instance(name)
-        for name in changed:
-            monitor.replace_instance(after[name])
-        for name in added:
-            monitor.add_instance(after[name])
+        monitor.change_instances(
+            removed, [after[n] for n in changed], [after[n] for n in added]
+        )
         monitor.update_settings(Settings.from_config(new))
         self.config = new
         self.reloads += 1

@@ -6,6 +6,8 @@ in-memory ZooKeeper (`tests.groupfakes`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
@@ -15,7 +17,7 @@ from sentinel.membership import SETTLE
 from sentinel.observation import Observation
 from sentinel.takeover import HANDOFF_LIMIT
 from sentinel.writes import WRITES_IN_FLIGHT
-from tests.groupfakes import DOWN, INTERVAL, REFRESH, ROOT, UP, Fleet, Member
+from tests.groupfakes import DOWN, INTERVAL, REFRESH, ROOT, UP, Fleet, Member, instance
 
 NAMES = [f"r{i:02d}" for i in range(30)]
 # A previous agent process's session, still alive.
@@ -209,6 +211,39 @@ class SharingTests(SynchronousTestCase):
                 owner = self.fleet.owner_of(name)
                 self.assertEqual(owner, self.fleet.session_of(agent))
                 self.assertEqual((self.fleet.node(name) or {})["agent"], agent)
+
+    def test_reload_changes_at_once(self) -> None:
+        """
+        A reload adding 300 instances and removing 3 gives each member one
+        new catalog, not one per instance (each a pass over every instance
+        and a ZooKeeper write); then every instance is checked by exactly
+        one member and published, and the removed ones are gone once the
+        hand-over's limit has passed.
+        """
+        added = [instance(f"new{i:03d}") for i in range(300)]
+        removed = NAMES[:3]
+        catalogs: list[object] = []
+        for member in self.fleet.members.values():
+            set_own = member.group.membership.set_own
+
+            def counted(catalog: object, set_own: Any = set_own) -> None:
+                catalogs.append(catalog)
+                set_own(catalog)
+
+            self.patch(member.group.membership, "set_own", counted)
+            member.group.change_instances(removed, [], added)
+        self.assertEqual(len(catalogs), 3)
+        self.fleet.run(SETTLE + INTERVAL + 0.5)
+        names = set(NAMES[3:]) | {i.name for i in added}
+        shares = self.shares()
+        self.assertEqual(set().union(*shares.values()), names)
+        self.assertEqual(sum(len(s) for s in shares.values()), len(names))
+        for name in names:
+            self.assertIsNotNone(self.fleet.node(name), name)
+        # Handed over to a member that knew it a moment ago, then deleted.
+        self.fleet.run(HANDOFF_LIMIT)
+        for name in removed:
+            self.assertIsNone(self.fleet.node(name), name)
 
     def test_crash_moves_its_share(self) -> None:
         """
