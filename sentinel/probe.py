@@ -38,6 +38,7 @@ and `rise` checks.
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 from twisted.internet import error as neterror
@@ -148,6 +149,12 @@ def describe_failure(failure: Failure) -> str:
         return "connection lost"
     if failure.check(neterror.NoRouteError):
         return "no route to host"
+    if failure.check(neterror.ConnectError):
+        # Twisted's text repeats the errno ("An error occurred while
+        # connecting: 104: Connection reset by peer."): the system's alone.
+        code = getattr(failure.value, "osError", None)
+        if isinstance(code, int) and code > 0:
+            return f"connect: {os.strerror(code).lower()}"
     reason = failure.getErrorMessage()
     name = failure.type.__name__ if failure.type is not None else "error"
     return f"{name}: {reason}" if reason else name

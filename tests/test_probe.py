@@ -6,10 +6,12 @@ connections to a real redis-server.
 
 from __future__ import annotations
 
+import errno
 import gc
 import tracemalloc
 import weakref
 
+from twisted.internet import error as neterror
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import (
@@ -452,6 +454,22 @@ class ConnectTests(SynchronousTestCase):
         h.reactor.advance(0.5)
         h.check()
         self.assertEqual(len(h.reactor.tcpClients), 2)
+
+    def test_reset_while_connecting(self) -> None:
+        """
+        A connection reset before it is made (a server that accepts and
+        resets at once) fails the check with the system's short text, not
+        Twisted's sentence around the errno.
+        """
+        h = Harness()
+        d = h.check()
+        factory = h.reactor.tcpClients[-1][2]
+        connector = h.reactor.connectors[-1]
+        reset = neterror.getConnectError((errno.ECONNRESET, "Connection reset by peer"))
+        factory.clientConnectionFailed(connector, Failure(reset))
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "connect: connection reset by peer")
 
     def test_attempt_failing_at_once(self) -> None:
         """
