@@ -110,12 +110,20 @@ class ZooKeeperReport:
             )
         if life.halted is not None:
             reasons.append(f"zookeeper conflict: {life.halted}")
-        elif conflicts := self._holders.conflicts:
-            reasons.append(f"zookeeper conflict: {_first_of(conflicts)}")
-        elif waiting := self._holders.waiting:
-            reasons.append(
-                f"zookeeper: {_first_of(waiting)}: its published status is stale"
-            )
+        else:
+            # Each kind named: a conflict must not hide a node that waits.
+            conflicts = self._holders.conflicts
+            if conflicts:
+                reasons.append(f"zookeeper conflict: {_first_of(conflicts)}")
+            waiting = {
+                path: holder
+                for path, holder in self._holders.waiting.items()
+                if path not in conflicts
+            }
+            if waiting:
+                reasons.append(
+                    f"zookeeper: {_first_of(waiting)}: its published status is stale"
+                )
         if zk.state == CONNECTED and (failing := self._failing()):
             reasons.append(f"zookeeper: {failing}: its published status is stale")
         return "; ".join(reasons) or None

@@ -234,6 +234,21 @@ class ConflictTests(PublisherHarness):
         self.assertIn(squatted, over)
         self.assertEqual(self.publisher.conflicts_started, 1)
 
+    def test_conflict_does_not_hide_a_waiting_node(self) -> None:
+        """
+        A persistent squatter on one node and a foreign session on another:
+        /healthz names both, the conflict and the node that waits.
+        """
+        squatted, held = path("redis-a"), path("redis-b")
+        self.zk.put(squatted, b"{}")
+        self.zk.put(held, b"{}", owner=OTHER_SESSION)
+        self.start()
+        self.check(self.instance("redis-a"), UP)
+        self.check(self.instance("redis-b"), UP)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn(f"zookeeper conflict: {squatted} held by a persistent", reason)
+        self.assertIn(f"zookeeper: {held} held by session 0xdead", reason)
+
     def test_deleted_squatter_taken_over_at_once(self) -> None:
         """
         A squatter deleted long after the last question is taken over in
