@@ -108,6 +108,7 @@ class Group:
             self._view,
             settle=settle,
             on_stir=self._stirred,
+            on_own_listed=lambda found: self.publishing.own_catalog_listed(found),
         )
         # The publisher's part in the group: what it writes, by role.
         self.publishing = publisher.join_group(

@@ -15,6 +15,18 @@ of new catalogs only: catalogs are kept by digest, so agents sharing one
 list (a central group) are read once, and a catalog seen before is not
 read again.
 
+A catalog counts only while a session holds it: one in a persistent node
+(written by hand, or left by some other tool: no agent's session ends it)
+is left out, its member reported as unreadable (`unreadable`, and
+``/healthz`` through `sentinel.group`), and a new member's catalog is
+asked about once even when its digest was read before. All catalogs kept
+hold at most `MAX_NAMES_KEPT` names together; one that would take them over
+is left out the same way, so that members with huge catalogs cannot make
+the agent grow without bound. This agent's own catalog, once written, is
+expected in every listing: missing (deleted behind its back, with
+``{root}`` itself, say), it is written again (`on_own_listed`), as the
+agent node is at each heartbeat; else the group would split for good.
+
 A change of membership is applied `settle` seconds after it is first seen
 (`SETTLE`), with whatever happened meanwhile: a member that leaves and
 comes back within it (a session that expired and was replaced at once,
@@ -32,7 +44,7 @@ their observers rather than move on a guess.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from kazoo.exceptions import NoNodeError
@@ -63,6 +75,9 @@ SETTLE = 0.5
 RETRY_DELAY = 1.0
 # Catalogs read at once.
 READS_IN_FLIGHT = 16
+# The names all members' catalogs kept may hold together: ten times the
+# largest fleet DESIGN.md reckons with (100,000 instances), about 100 MB.
+MAX_NAMES_KEPT = 1_000_000
 
 View = Mapping[str, Catalog]
 
@@ -83,10 +98,14 @@ class Membership:
         on_view: Callable[[View], None],
         settle: float = SETTLE,
         on_stir: Callable[[], None] | None = None,
+        on_own_listed: Callable[[Collection[tuple[str, str]]], None] | None = None,
     ) -> None:
         """
         @param on_stir: called as soon as ZooKeeper says the membership may
             have changed (before it is read, and `settle` before the view).
+        @param on_own_listed: called with the (digest, token) of each of
+            this agent's own complete catalogs at every listing, for the
+            publisher to write its own again if it is not among them.
         """
         self._reactor = reactor
         self.zk = zk
@@ -95,6 +114,7 @@ class Membership:
         self.own = own
         self._on_view = on_view
         self._on_stir = on_stir
+        self._on_own_listed = on_own_listed
         self.settle = settle
         self.running = False
         # The settled view, and what ZooKeeper lists now (other members).
@@ -104,6 +124,8 @@ class Membership:
         # Which catalog each member's listing chose (its digest and token).
         self._chosen: dict[str, tuple[str, str]] = {}
         self._catalogs: dict[str, Catalog] = {}
+        # Each member's catalog (digest, token) found held by a session.
+        self._held: dict[str, tuple[str, str]] = {}
         self._bad: dict[str, str] = {}
         self._listing = False
         self._list_again = False
@@ -216,6 +238,8 @@ class Membership:
             children = []
         self.listings += 1
         complete = _complete_catalogs(children)
+        if self._on_own_listed is not None:
+            self._on_own_listed(complete.get(self.agent_id, {}).keys())
         chosen: dict[str, tuple[str, str]] = {}
         for agent, found in complete.items():
             if agent == self.agent_id:
@@ -225,18 +249,19 @@ class Membership:
         missing = {
             (agent, digest, token)
             for agent, (digest, token) in chosen.items()
-            if digest not in self._catalogs
+            if digest not in self._catalogs or self._held.get(agent) != (digest, token)
         }
         await self._read_catalogs(missing, complete)
         self._chosen = chosen
+        self._held = {a: c for a, c in self._held.items() if chosen.get(a) == c}
         listed = {}
-        for agent, (digest, _) in chosen.items():
+        for agent, (digest, token) in chosen.items():
             catalog = self._catalogs.get(digest)
-            if catalog is not None:
+            if catalog is not None and self._held.get(agent) == (digest, token):
                 listed[agent] = catalog
         self._bad = {a: why for a, why in self._bad.items() if a in chosen}
         # Digests nobody lists any more are forgotten.
-        used = {digest for digest, _ in chosen.values()}
+        used = {digest for digest, _ in self._held.values()}
         self._catalogs = {d: c for d, c in self._catalogs.items() if d in used}
         self.last_error = None
         if listed != self.listed or not self.viewed:
@@ -264,11 +289,26 @@ class Membership:
     async def _read_catalog(
         self, agent: str, digest: str, token: str, count: int
     ) -> None:
+        first = f"{self.path}/{catalog_node_name(agent, digest, token, 0, count)}"
+        if digest in self._catalogs:
+            # Read for another member: whose session holds this one's?
+            stat = await self.zk.exists(first)
+            if stat is None:
+                return  # Gone meanwhile: the watch says what replaced it.
+            if not stat.ephemeralOwner:
+                self._left_out(agent, _PERSISTENT)
+                return
+            self._bad.pop(agent, None)
+            self._held[agent] = (digest, token)
+            return
         parts = []
         try:
             for index in range(count):
                 name = catalog_node_name(agent, digest, token, index, count)
-                data, _ = await self.zk.get(f"{self.path}/{name}")
+                data, stat = await self.zk.get(f"{self.path}/{name}")
+                if not stat.ephemeralOwner:
+                    self._left_out(agent, _PERSISTENT)
+                    return
                 parts.append(data)
         except NoNodeError:
             # Gone meanwhile: the watch says what replaced it.
@@ -277,17 +317,29 @@ class Membership:
         try:
             catalog = decode_catalog(digest, parts)
         except BadCatalog as e:
-            if self._bad.get(agent) != str(e):
-                log.error(
-                    "group membership: the catalog of agent {agent} cannot be "
-                    "read ({why}); it is left out of the group",
-                    agent=agent,
-                    why=str(e),
-                )
-            self._bad[agent] = str(e)
+            self._left_out(agent, str(e))
+            return
+        kept = sum(len(c.names) for c in self._catalogs.values())
+        if kept + len(catalog.names) > MAX_NAMES_KEPT:
+            self._left_out(
+                agent,
+                f"its {len(catalog.names)} names would take the catalogs kept"
+                f" over {MAX_NAMES_KEPT} names",
+            )
             return
         self._bad.pop(agent, None)
         self._catalogs[digest] = catalog
+        self._held[agent] = (digest, token)
+
+    def _left_out(self, agent: str, why: str) -> None:
+        if self._bad.get(agent) != why:
+            log.error(
+                "group membership: the catalog of agent {agent} cannot be "
+                "read ({why}); it is left out of the group",
+                agent=agent,
+                why=why,
+            )
+        self._bad[agent] = why
 
     # Settling
 
@@ -310,6 +362,9 @@ class Membership:
             self._on_view(view)
         except Exception:
             log.failure("applying the group's membership failed")
+
+
+_PERSISTENT = "a persistent node, which no agent's session holds"
 
 
 def _complete_catalogs(

@@ -26,6 +26,8 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
+from twisted.logger import Logger
+
 from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
 from sentinel.documents import (
@@ -41,6 +43,8 @@ from sentinel.opinions import Opinions
 from sentinel.takeover import Takeovers
 from sentinel.verdict import Verdict
 from sentinel.writes import WriteQueue
+
+log = Logger()
 
 # Starts and stops following the group's membership (`sentinel.group`).
 Following = tuple[Callable[[], None], Callable[[], None]]
@@ -136,6 +140,27 @@ class GroupRoles:
             self._queue.mark(node)
         self.catalog = (digest, len(catalog.names))
         self._queue.mark(self._nodes.agent)
+
+    def own_catalog_listed(self, found: Collection[tuple[str, str]]) -> None:
+        """
+        The membership listed this agent's complete catalogs, as (digest,
+        token): if the one published is not among them once every part was
+        written, it was deleted behind our back (with ``{root}``, say) and
+        is written again, or the others would leave this agent out for good.
+        """
+        catalog = self.catalog
+        nodes = self._nodes.catalog
+        if catalog is None or not nodes or (catalog[0], self._token) in found:
+            return
+        if not all(node.owned and not node.dirty for node in nodes):
+            return  # Not written yet, or being written: not missing.
+        log.warn(
+            "this agent's catalog is missing from {path}: writing it again",
+            path=f"{self._root}/catalogs",
+        )
+        for node in nodes:
+            node.owned = False
+            self._queue.mark(node)
 
     def listed_instances(self, names: Collection[str]) -> list[str] | dict[str, Any]:
         """

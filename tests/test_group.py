@@ -10,6 +10,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel import membership as membership_module
+from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
 from sentinel.documents import INLINE_INSTANCES_BYTES
 from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
@@ -480,6 +482,81 @@ class QuorumTests(SynchronousTestCase):
         self.assertEqual((document["host"], document["port"]), ("10.0.0.9", 7000))
         self.assertEqual(document["status"], "up")
         self.assertEqual(self.fleet.node("r01")["host"], "10.0.0.1")  # type: ignore[index]
+
+
+class CatalogSquatterTests(SynchronousTestCase):
+    """What others put in, or take out of, {root}/catalogs."""
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        for agent in ("a", "b"):
+            self.fleet.add(agent, NAMES).start()
+        self.fleet.run(2.0)
+
+    def ghost(self, names: list[str], owner: int = 0) -> None:
+        """A catalog with no agent behind it, valid in every other way."""
+        digest, parts = catalog_parts(Catalog(frozenset(names), 1, 1))
+        for index, part in enumerate(parts):
+            name = catalog_node_name("ghost", digest, "0000", index, len(parts))
+            self.fleet.server.put(f"{ROOT}/catalogs/{name}", part, owner)
+
+    def shares(self) -> dict[str, set[str]]:
+        return {a: m.watched for a, m in self.fleet.members.items()}
+
+    def test_persistent_catalog_left_out(self) -> None:
+        """
+        A persistent catalog listing the group's instances (no session
+        holds it, so no agent wrote it; its digest equal to the members'
+        own) is left out: nothing moves to it, every instance is still
+        checked and published, and /healthz names it.
+        """
+        before = self.shares()
+        self.ghost(NAMES)
+        self.fleet.run(2.0)
+        self.assertEqual(self.shares(), before)
+        for name in NAMES:
+            self.assertIsNotNone(self.fleet.node(name), name)
+        for member in self.fleet.members.values():
+            self.assertNotIn("ghost", member.group.membership.view)
+            reason = member.group.unhealthy_reason() or ""
+            self.assertIn("the catalog of agent ghost cannot be read", reason)
+            self.assertIn("a persistent node", reason)
+        self.flushLoggedErrors()
+
+    def test_catalogs_kept_are_bounded(self) -> None:
+        """
+        A live member whose catalog would take the names kept over
+        MAX_NAMES_KEPT is left out and named, and not kept.
+        """
+        self.patch(membership_module, "MAX_NAMES_KEPT", 100)
+        self.ghost([f"x{i}" for i in range(80)], owner=OLD_SESSION)
+        self.fleet.run(2.0)
+        membership = self.fleet.members["a"].group.membership
+        self.assertNotIn("ghost", membership.view)
+        self.assertIn("over 100 names", membership.unreadable["ghost"])
+        self.assertLessEqual(
+            sum(len(c.names) for c in membership._catalogs.values()), 100
+        )
+        self.flushLoggedErrors()
+
+    def test_own_catalog_written_again(self) -> None:
+        """
+        A member's catalog deleted behind its back (the whole directory,
+        say) is written again: the group does not split, each instance is
+        still checked by exactly one member.
+        """
+        for child in self.fleet.server.children(f"{ROOT}/catalogs"):
+            self.fleet.server.remove(f"{ROOT}/catalogs/{child}")
+        self.fleet.run(SETTLE + 1.0)
+        self.assertEqual(
+            {n.split(".")[0] for n in self.fleet.server.children(f"{ROOT}/catalogs")},
+            {"a", "b"},
+        )
+        for member in self.fleet.members.values():
+            self.assertEqual(set(member.group.membership.view), {"a", "b"})
+        shares = self.shares()
+        self.assertEqual(shares["a"] | shares["b"], set(NAMES))
+        self.assertEqual(len(shares["a"]) + len(shares["b"]), len(NAMES))
 
 
 class MixedListsTests(SynchronousTestCase):
