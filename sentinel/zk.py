@@ -46,6 +46,17 @@ after the refused one, alone the second time: a transaction per refusal
 would send 64 writes refused one by one 2,080 times); a create refused for
 want of its parent is sent alone, which makes the parents.
 
+A write (a set, create, delete or transaction) is made for the session the
+reactor thread last heard of, and sent only in it: kazoo connects (a new
+session, after an expiry or with a new client) on its own thread, before
+the publisher hears of it and forgets which nodes it owned. A set at the
+version our old session's node had, sent meanwhile in the new session,
+overwrote the node another agent had just created there with the same
+version (small numbers, after ZooKeeper came back empty): the agent then
+took the node for its own predecessor's and waited for good. A write that
+would go to another session fails with ``ConnectionLoss``, as one made
+while disconnected does, and is made again once the new session is heard.
+
 A client that stays disconnected for longer than the session timeout is
 replaced by a new one: only the server can declare a session expired, and a
 ZooKeeper that came back empty refuses a client that has seen a newer
@@ -98,6 +109,9 @@ CALLS_IN_FLIGHT = 128
 # a session's requests in order), not behind `CALLS_IN_FLIGHT`.
 BACKGROUND_IN_FLIGHT = 32
 
+# Why a write made for one session is not sent in another (module docstring).
+_SESSION_CHANGED = "the ZooKeeper session changed"
+
 # The calls that write: they wait for room ahead of every read.
 _WRITE_CALLS = frozenset({"commit_async", "create_async", "set_async", "delete_async"})
 
@@ -119,8 +133,9 @@ _STATES = {
 }
 
 StateListener = Callable[[str], None]
-# A call waiting for room: its Deferred, and the call to make.
-_Waiting = tuple[Deferred[Any], Callable[[], Any]]
+# A call waiting for room: its Deferred, the call to make, and for a write
+# the session it is made for.
+_Waiting = tuple[Deferred[Any], Callable[[], Any], "int | None"]
 # The queues of calls waiting for room, in the order they are served.
 _WRITE, _READ, _BACKGROUND = range(3)
 Watcher = Callable[[WatchedEvent], None]
@@ -197,6 +212,9 @@ class ZooKeeper:
         self._replace_call: IDelayedCall | None = None
         self.state = STOPPED
         self.state_since = reactor.seconds()
+        # The session last heard connected on the reactor thread (module
+        # docstring): writes go to it alone.
+        self._session: int | None = None
         self.last_error: str | None = None
         self.replacements = 0
 
@@ -358,6 +376,9 @@ class ZooKeeper:
         if state == self.state:
             return
         log.info("ZooKeeper {state}", state=state)
+        client_id = self.client_id if state == CONNECTED else None
+        if state == CONNECTED or state in (LOST, STOPPED):
+            self._session = None if client_id is None else client_id[0]
         self.state = state
         self.state_since = self._reactor.seconds()
         for listener in list(self._listeners):
@@ -387,16 +408,28 @@ class ZooKeeper:
         if not self._client.connected:
             # Not queued in kazoo (module docstring): the caller tries again.
             return fail(ConnectionLoss("not connected to ZooKeeper"))
+        write = method in _WRITE_CALLS
+        session = self._session if write else None
+        if write and not self._in_session(session):
+            return fail(ConnectionLoss(_SESSION_CHANGED))
         d: Deferred[Any] = Deferred()
         call = partial(getattr(target, method), *args, **kwargs)
-        rank = (
-            _WRITE if method in _WRITE_CALLS else _BACKGROUND if background else _READ
-        )
+        rank = _WRITE if write else _BACKGROUND if background else _READ
         if not any(self._queues[: rank + 1]) and self._has_room(rank):
             self._hand_over(d, call, rank == _BACKGROUND)
         else:
-            self._queues[rank].append((d, call))
+            self._queues[rank].append((d, call, session))
         return d.addTimeout(self.call_timeout, self._reactor)
+
+    def _in_session(self, session: int | None) -> bool:
+        """
+        Whether a write made for `session` may go now: it is the session
+        heard last, and still kazoo's (module docstring).
+        """
+        if session is None or session != self._session or self.state != CONNECTED:
+            return False
+        client_id = self.client_id
+        return client_id is not None and client_id[0] == session
 
     def _has_room(self, rank: int) -> bool:
         return self._in_flight < CALLS_IN_FLIGHT and (
@@ -438,11 +471,13 @@ class ZooKeeper:
         # background reads, each kind in order; those timed out are gone.
         for rank, waiting in enumerate(self._queues):
             while waiting and self._has_room(rank):
-                d, call = waiting.popleft()
+                d, call, session = waiting.popleft()
                 if d.called:
                     continue
                 if self._client is None or not self._client.connected:
                     d.errback(ConnectionLoss("not connected to ZooKeeper"))
+                elif rank == _WRITE and not self._in_session(session):
+                    d.errback(ConnectionLoss(_SESSION_CHANGED))
                 else:
                     self._hand_over(d, call, rank == _BACKGROUND)
 
@@ -498,6 +533,9 @@ class ZooKeeper:
             return fail(ConnectionClosedError("not started"))
         if not client.connected:
             return fail(ConnectionLoss("not connected to ZooKeeper"))
+        if not self._in_session(self._session):
+            return fail(ConnectionLoss(_SESSION_CHANGED))
+        write = attr.evolve(write, session=self._session)
         self._queue_write(write)
         return write.d.addTimeout(self.call_timeout, self._reactor)
 
@@ -514,7 +552,14 @@ class ZooKeeper:
 
     def _send_writes(self) -> None:
         self._writes_call = None
-        pending = [w for w in self._writes if not w.d.called]  # Not timed out.
+        pending = []
+        for write in self._writes:
+            if write.d.called:
+                continue  # Timed out.
+            if self._client is not None and not self._in_session(write.session):
+                _settle(Failure(ConnectionLoss(_SESSION_CHANGED)), write.d)
+                continue
+            pending.append(write)
         self._writes = []
         start = 0
         while start < len(pending):
@@ -702,6 +747,8 @@ class _Write:
     create: bool = False
     # Sent in a transaction that a write before it made fail.
     untried: bool = False
+    # The session it is made for (module docstring).
+    session: int | None = None
 
 
 def _settle(result: Any, d: Deferred[Any]) -> None:

@@ -131,6 +131,9 @@ class FakeKazooClient:
     def create_async(self, path: str, value: bytes, **options: Any) -> FakeAsyncResult:
         return self._call("create", path)
 
+    def delete_async(self, path: str, version: int = -1) -> FakeAsyncResult:
+        return self._call("delete", path)
+
     def transaction(self) -> FakeTransaction:
         return FakeTransaction(self)
 

@@ -333,6 +333,53 @@ class BridgeTests(SynchronousTestCase):
         self.connect(client)
         return client
 
+    def test_writes_never_go_to_a_session_not_heard_of(self) -> None:
+        """
+        kazoo connects a new session on its own thread before the reactor
+        hears of it: a set made then, and one made before and waiting for
+        the end of the turn, fail with ConnectionLoss and are not sent (at
+        the old session's version, a set could overwrite another agent's
+        new node); once the new session is heard, writes go to it.
+        """
+        client = self.connected()
+        waiting = self.zk.set(PATH, b"data", 3)
+        delete = self.zk.delete(PATH, 3)
+        # The new session, not handed over to the reactor yet.
+        client.client_id = (0x43, b"password")
+        made_now = self.zk.set(PATH, b"data", 3)
+        self.failureResultOf(made_now, ConnectionLoss)
+        self.clock.advance(0)
+        self.failureResultOf(waiting, ConnectionLoss)
+        self.assertEqual([c[0] for c in client.calls], ["delete"])
+        self.assertNoResult(delete)  # Made, and sent, in the old session.
+        client.change_state(KazooState.LOST)
+        client.change_state(KazooState.CONNECTED, session=0x43)
+        self.clock.run_handed_over()
+        fresh = self.zk.set(PATH, b"data", 0)
+        self.clock.advance(0)
+        self.assertEqual([c[0] for c in client.calls], ["delete", "set"])
+        client.answer(1, value="stat")
+        self.clock.run_handed_over()
+        self.assertEqual(self.successResultOf(fresh), "stat")
+
+    def test_waiting_write_not_sent_in_a_new_session(self) -> None:
+        """
+        A write waiting for room when the session changes fails, rather
+        than go to the new session.
+        """
+        client = self.connected()
+        held = [self.zk.delete(f"{PATH}{i}") for i in range(CALLS_IN_FLIGHT)]
+        late = self.zk.delete(PATH)
+        self.assertEqual(len(client.calls), CALLS_IN_FLIGHT)
+        client.change_state(KazooState.SUSPENDED)
+        client.change_state(KazooState.CONNECTED, session=0x43)
+        self.clock.run_handed_over()
+        client.answer(0)
+        self.clock.run_handed_over()
+        self.failureResultOf(late, ConnectionLoss)
+        self.assertEqual(len(client.calls), CALLS_IN_FLIGHT)
+        self.assertTrue(held)
+
     def test_sets_of_a_turn_go_together(self) -> None:
         """
         Sets made in one turn of the reactor go to kazoo at its end, in one
