@@ -108,7 +108,17 @@ class Takeovers:
         if ours(stat, zk.session_id):
             return False
         previous = previous_verdict(raw)
-        if previous is None or previous["agent"] == self._agent_id:
+        if previous is None:
+            return False
+        if previous["agent"] == self._agent_id and not self._nodes.agent.owned:
+            # Written by this agent, in another session: our predecessor's
+            # (a process killed before its session ended), which goes with
+            # that session. But while our session holds our agent node, a
+            # predecessor's session is over (its nodes went with it): the
+            # holder is another member, on whose node a write of ours
+            # landed (a set at the version our own node had, after it was
+            # taken over and made again at version 0). Waiting for it would
+            # wait for good.
             return False
         now = self._reactor.seconds()
         if node.lost:

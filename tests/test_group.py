@@ -6,6 +6,7 @@ in-memory ZooKeeper (`tests.groupfakes`).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -246,6 +247,25 @@ class SharingTests(SynchronousTestCase):
         self.fleet.run(HANDOFF_LIMIT)
         for name in removed:
             self.assertIsNone(self.fleet.node(name), name)
+
+    def test_own_words_on_another_members_node(self) -> None:
+        """
+        A node another live member's session holds, saying what this agent
+        wrote (a set of ours that landed on its node when versions
+        coincided after a takeover): while this agent holds its own agent
+        node, that is no predecessor of ours, and its primary takes the
+        node over rather than wait for that session to end.
+        """
+        fleet = self.fleet
+        fleet.run(2 * REFRESH)
+        name = sorted(self.shares()["a"])[0]
+        path = f"{ROOT}/instances/{name}"
+        words = fleet.server.nodes[path].data
+        self.assertEqual(json.loads(words)["agent"], "a")
+        fleet.server.put(path, words, owner=fleet.session_of("b") or 0)
+        fleet.run(REFRESH + 2.0)
+        self.assertEqual(fleet.owner_of(path.rsplit("/", 1)[1]), fleet.session_of("a"))
+        self.assertIsNone(fleet.members["a"].publisher.unhealthy_reason())
 
     def test_crash_moves_its_share(self) -> None:
         """
