@@ -25,6 +25,8 @@ The HTTP server around the app: what an HTTP client may cost the agent.
   connection without a word (`BoundedChannel`); the rest of the request is
   read and discarded for at most `LINGER` seconds, so that the client can
   read the answer before the connection closes.
+- Every other error is JSON too (`BoundedRequest`): a request target
+  ``*``, a URL or Host header that is not UTF-8, a bug of ours in a route.
 - No access log: scrapes would drown the agent's log.
 
 `http_service` is the one call the composition root makes.
@@ -53,7 +55,7 @@ from sentinel.metrics import AgentMetrics, ReloadOutcome
 from sentinel.monitor import Monitor
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.streaming import Slicer
-from sentinel.web import HealthCheck, StatsSource, StatusApp
+from sentinel.web import HealthCheck, StatsSource, StatusApp, json_error
 
 log = Logger()
 
@@ -75,6 +77,8 @@ MAX_CLOSING = 16
 # discarded, before it is closed: closed at once, the rest of the request
 # unread would make the close a reset, which can take the answer with it.
 LINGER = 2.0
+# The methods every route of the app takes (`sentinel.web.StatusApp`).
+ALLOWED_METHODS = "GET, HEAD"
 
 
 class BoundedRequest(Request):
@@ -114,11 +118,32 @@ class BoundedRequest(Request):
         if where is None:
             super().render(resrc)
             return
-        body = json.dumps({"error": f"the {where} is not UTF-8"}, indent=1)
-        self.setResponseCode(400)
-        self.setHeader(b"content-type", b"application/json")
-        self.setHeader(b"content-length", b"%d" % (len(body) + 1))
-        self.write(body.encode("utf-8") + b"\n")
+        self._answer_error(400, f"the {where} is not UTF-8")
+
+    def _handleStar(self) -> None:
+        # Twisted answers OPTIONS * with an empty 200 and any other method
+        # with an empty 405, where the app takes no OPTIONS and answers
+        # in JSON.
+        if self.method == b"OPTIONS":
+            self.setHeader(b"allow", ALLOWED_METHODS.encode("ascii"))
+            self._answer_error(405, f"method not allowed (allowed: {ALLOWED_METHODS})")
+        else:
+            self._answer_error(400, "the request target * is only for OPTIONS")
+
+    def processingFailed(self, reason: Failure) -> None:
+        # A bug of ours in a route (Klein hands it here before anything is
+        # written): logged as Twisted logs it, answered in JSON rather than
+        # Twisted's HTML.
+        log.failure(
+            "answering {method} {uri}", reason, method=self.method, uri=self.uri
+        )
+        self._answer_error(500, "internal error")
+
+    def _answer_error(self, code: int, message: str) -> None:
+        """Answer `code` with a JSON error saying `message`."""
+        body = json_error(self, code, message)
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
         self.finish()
 
     def _too_long(self) -> None:

@@ -11,6 +11,10 @@ that grow with the instances (`/instances`, `/pending`, `/metrics`, the
 page) are rendered in slices by `sentinel.streaming`, one slice per
 reactor turn, and written as fast as the client reads them; the others
 cost the same at ten instances as at ten thousand.
+
+Every answer is JSON but the page and ``/metrics``, errors included: a
+path no route takes is a 404, a method none takes a 405 with ``Allow``,
+each with ``{"error": ...}`` (werkzeug would write HTML).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import psutil
 from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from sentinel import page
 from sentinel.documents import instance_report
@@ -78,6 +84,17 @@ def _json(request: IRequest, body: object, code: int = 200) -> bytes:
     return json.dumps(body, indent=1).encode("utf-8") + b"\n"
 
 
+def error_body(message: str) -> bytes:
+    """``{"error": message}``, as every JSON error of the agent is written."""
+    return json.dumps({"error": message}, indent=1).encode("utf-8") + b"\n"
+
+
+def json_error(request: IRequest, code: int, message: str) -> bytes:
+    """An error answer: `code` set on `request`, and its JSON body."""
+    _headers(request, JSON, code)
+    return error_body(message)
+
+
 def _no_points(name: str) -> Sequence[Any]:
     return ()
 
@@ -97,6 +114,10 @@ class StatusApp:
     """
 
     app: ClassVar[Klein] = Klein()
+    # One path per answer: werkzeug would answer a path with doubled
+    # slashes (/instances//a) with a redirect to the path merged, to the
+    # host the Host header names.
+    app.url_map.merge_slashes = False
 
     monitor: Monitor
     reactor: IReactorTime
@@ -131,27 +152,26 @@ class StatusApp:
         try:
             query = InstanceQuery.from_args(request.args)
         except BadRequest as e:
-            return _json(request, {"error": str(e)}, 400)
+            return json_error(request, 400, str(e))
         _headers(request, JSON)
         states = self.monitor.states
         names = self.names.sorted(states)
         body = instance_slices(states, names, query, self._document)
         return self.slicer.stream(request, body)
 
-    @app.route("/instances/<string:name>", methods=["GET"])
+    @app.route("/instances/<name>", methods=["GET"])
     def instance(self, request: IRequest, name: str) -> bytes:
         """One instance, or a 404 JSON error."""
         state = self.monitor.states.get(name)
         if state is None:
-            return _json(request, {"error": f"unknown instance {name!r}"}, 404)
+            return json_error(request, 404, f"unknown instance {name!r}")
         return _json(request, self._document(state))
 
     @app.route("/group", methods=["GET"])
     def group_report(self, request: IRequest) -> bytes:
         """The group this agent is part of (404 without ZooKeeper)."""
         if self.group is None:
-            error = {"error": "no group: ZooKeeper is not configured"}
-            return _json(request, error, 404)
+            return json_error(request, 404, "no group: ZooKeeper is not configured")
         return _json(request, self.group.report())
 
     @app.route("/healthz", methods=["GET"])
@@ -205,6 +225,25 @@ class StatusApp:
         digits = number.isascii() and number.isdigit() and len(number) < 10
         wanted = int(number) if digits else 1
         return self.slicer.stream(request, self._page(sort, wanted))
+
+    @app.handle_errors(HTTPException)
+    def routing_error(self, request: IRequest, failure: Failure) -> bytes:
+        """
+        No route for the path (404, naming the paths there are) or for the
+        method (405, with ``Allow``): a JSON error, where werkzeug writes
+        an HTML page.
+        """
+        error = failure.value
+        assert isinstance(error, HTTPException)  # The only errors handled here.
+        code = error.code or 500
+        if isinstance(error, MethodNotAllowed):
+            allowed = ", ".join(sorted(error.valid_methods or ()))
+            request.setHeader(b"allow", allowed.encode("ascii"))
+            return json_error(request, code, f"method not allowed (allowed: {allowed})")
+        if isinstance(error, NotFound):
+            paths = ", ".join(sorted(r.rule for r in self.app.url_map.iter_rules()))
+            return json_error(request, code, f"no such path (paths: {paths})")
+        return json_error(request, code, error.name)
 
     # Data
 

@@ -90,6 +90,48 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual([formatEvent(e) for e in events], [])
 
+    def test_asterisk_target(self) -> None:
+        """
+        OPTIONS * is a 405 with a JSON error and ``Allow``, as OPTIONS on
+        any path, where Twisted answers an empty 200; another method on *
+        is a JSON 400; the connection goes on.
+        """
+        client = Connection(self.site)
+        client.request("*", "OPTIONS")
+        client.request("*", "GET")
+        client.request("/healthz")
+        answers = responses(client.output())
+        self.assertEqual(
+            [(code, json.loads(body)) for code, _, body in answers[:2]],
+            [
+                (405, {"error": "method not allowed (allowed: GET, HEAD)"}),
+                (400, {"error": "the request target * is only for OPTIONS"}),
+            ],
+        )
+        self.assertEqual(answers[0][1]["allow"], "GET, HEAD")
+        self.assertEqual(answers[1][1]["content-type"], "application/json")
+        self.assertEqual(answers[2][0], 200)
+
+    def test_bug_in_a_route(self) -> None:
+        """
+        A route that raises is a JSON 500 (Twisted writes an HTML page),
+        its failure logged; the connection goes on.
+        """
+
+        def broken() -> None:
+            raise ZeroDivisionError("a bug")
+
+        app, monitor, clock, _, _ = status_app(["a"], stats_sources={"x": broken})
+        monitor.startService()
+        client = Connection(StatusSite(app.resource(), clock))
+        client.request("/debug/stats")
+        client.request("/healthz")
+        [(code, headers, body), (then, _, _)] = responses(client.output())
+        self.assertEqual((code, json.loads(body)), (500, {"error": "internal error"}))
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertEqual(then, 200)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
     def test_long_bodies_logged_once_a_minute(self) -> None:
         """
         Bodies over MAX_BODY_BYTES, however many, are one log line per

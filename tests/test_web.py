@@ -153,12 +153,46 @@ class RouteTests(SynchronousTestCase):
         self.assertIn(b"pending checks: 1", body)
 
     def test_other_methods(self) -> None:
-        """POST and DELETE are refused with 405; nothing is rendered."""
-        for method in ("POST", "DELETE", "PUT"):
-            for path in ("/", "/instances", "/metrics"):
-                code, _, _ = fetch(self.treq, self.turns, path, method=method)
+        """
+        POST, DELETE, PUT and OPTIONS are refused with 405, a JSON error and
+        ``Allow``, on the page and /metrics too; nothing is rendered.
+        """
+        for method in ("POST", "DELETE", "PUT", "OPTIONS"):
+            for path in ("/", "/instances", "/instances/a", "/metrics"):
+                code, headers, body = fetch(self.treq, self.turns, path, method=method)
                 self.assertEqual(code, 405, (method, path))
+                self.assertEqual(headers[b"Content-Type"], [b"application/json"])
+                self.assertEqual(headers[b"Allow"], [b"GET, HEAD"])
+                self.assertEqual(
+                    json.loads(body),
+                    {"error": "method not allowed (allowed: GET, HEAD)"},
+                )
         self.assertFalse(self.turns.waiting)
+
+    def test_unknown_paths(self) -> None:
+        """
+        A path no route takes is a JSON 404 naming the paths there are,
+        whatever it holds (an empty or slashed name, markup); a doubled
+        slash is not merged (werkzeug redirected /instances//a).
+        """
+        paths = (
+            "/, /debug/stats, /group, /healthz, /instances, /instances/<name>,"
+            " /metrics, /pending"
+        )
+        for path in (
+            "/nope",
+            "/instances/",
+            "/instances//",
+            "/instances/%2F",
+            "/instances//a",
+            "/instances/a/b",
+            "/healthz/",
+            "/instances/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        ):
+            code, body = self.get(path)
+            self.assertEqual(
+                (code, body), (404, {"error": f"no such path (paths: {paths})"}), path
+            )
 
 
 class QueryTests(SynchronousTestCase):
