@@ -22,9 +22,11 @@ The HTTP server around the app: what an HTTP client may cost the agent.
   longer than `MAX_BODY_BYTES` closes the connection.
 - A request line or header line longer than Twisted's line limit (16 KB)
   is answered, 414 or 431 with a JSON error, where Twisted would close the
-  connection without a word (`BoundedChannel`); the rest of the request is
-  read and discarded for at most `LINGER` seconds, so that the client can
-  read the answer before the connection closes.
+  connection without a word (`BoundedChannel`); so is a request head over
+  Twisted's limits (16 KB in all, 500 header fields: 431) or one it cannot
+  read (400), where Twisted answers a bare 400 and closes at once. The
+  rest of the request is read and discarded for at most `LINGER` seconds,
+  so that the client can read the answer before the connection closes.
 - Every other error is JSON too (`BoundedRequest`): a request target
   ``*``, a URL or Host header that is not UTF-8, a bug of ours in a route.
 - No access log: scrapes would drown the agent's log.
@@ -34,7 +36,6 @@ The HTTP server around the app: what an HTTP client may cost the agent.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from io import BytesIO
 from typing import Any
@@ -55,7 +56,7 @@ from sentinel.metrics import AgentMetrics, ReloadOutcome
 from sentinel.monitor import Monitor
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.streaming import Slicer
-from sentinel.web import HealthCheck, StatsSource, StatusApp, json_error
+from sentinel.web import HealthCheck, StatsSource, StatusApp, error_body, json_error
 
 log = Logger()
 
@@ -77,6 +78,7 @@ MAX_CLOSING = 16
 # discarded, before it is closed: closed at once, the rest of the request
 # unread would make the close a reset, which can take the answer with it.
 LINGER = 2.0
+TOO_LARGE = b"431 Request Header Fields Too Large"
 # The methods every route of the app takes (`sentinel.web.StatusApp`).
 ALLOWED_METHODS = "GET, HEAD"
 
@@ -186,8 +188,9 @@ class BoundedChannel(HTTPChannel):
     """
     Twisted's HTTP/1.1 channel, with an answer for a line over its limit
     (``MAX_LENGTH``, 16 KB): 414 for the request line, 431 for a header
-    line, each with a JSON error, then `LINGER` seconds at most for the
-    client to read it (module docstring).
+    line; and for a request Twisted refuses (a bare 400): 431 for a head
+    over its limits, else 400. Each is a JSON error, then `LINGER` seconds
+    at most for the client to read it (module docstring).
     """
 
     # Whether the next line read is a request line (as Twisted's private
@@ -197,6 +200,8 @@ class BoundedChannel(HTTPChannel):
     _linger: IDelayedCall | None = None
 
     def lineReceived(self, line: bytes) -> None:
+        if self._refused:
+            return  # The rest of a refused request's head, in the same read.
         super().lineReceived(line)
         if line:
             # A request line, or a header line (a blank line ends the head).
@@ -207,15 +212,30 @@ class BoundedChannel(HTTPChannel):
         super().allContentReceived()
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        if self._refused:
-            return
-        self._refused = True
         if self._at_request_line:
             status, what = b"414 URI Too Long", "request line"
         else:
-            status, what = b"431 Request Header Fields Too Large", "header line"
-        error = {"error": f"{what} longer than {self.MAX_LENGTH} bytes"}
-        body = json.dumps(error, indent=1).encode("utf-8") + b"\n"
+            status, what = TOO_LARGE, "header line"
+        self._refuse(status, f"{what} longer than {self.MAX_LENGTH} bytes")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's one answer to every request it refuses (a bare 400,
+        # the connection closed at once); which limit it met, from the
+        # counts it documents (HTTPChannel's ivars).
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            error = f"request head longer than {self.totalHeadersSize} bytes"
+            self._refuse(TOO_LARGE, error)
+        elif self._receivedHeaderCount > self.maxHeaders:
+            self._refuse(TOO_LARGE, f"more than {self.maxHeaders} header fields")
+        else:
+            self._refuse(b"400 Bad Request", "malformed request")
+
+    def _refuse(self, status: bytes, error: str) -> None:
+        """Answer `status` with a JSON `error`, then linger and close."""
+        if self._refused:
+            return
+        self._refused = True
+        body = error_body(error)
         transport: Any = self.transport
         transport.write(
             b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"

@@ -179,16 +179,16 @@ class SiteTests(SynchronousTestCase):
         [(code, _, _)] = responses(client.output())
         self.assertEqual(code, 405)
 
-    def refused(self, client: Connection, code: int, what: str) -> None:
+    def refused(self, client: Connection, code: int, error: str) -> None:
         """
-        `client` has one answer, `code` with a JSON error about `what`; the
+        `client` has one answer, `code` with the JSON `error`; the
         connection stays open while the client may read it, its input
         discarded, and is closed after LINGER.
         """
         [(answered, headers, body)] = responses(client.output())
         self.assertEqual(answered, code)
         self.assertEqual(headers["content-type"], "application/json")
-        self.assertEqual(json.loads(body), {"error": f"{what} longer than 16384 bytes"})
+        self.assertEqual(json.loads(body), {"error": error})
         written = len(client.output())
         assert client.protocol is not None
         client.protocol.dataReceived(b"x" * 100_000 + b"\r\n\r\n")
@@ -207,13 +207,45 @@ class SiteTests(SynchronousTestCase):
         client = Connection(self.site)
         assert client.protocol is not None
         client.protocol.dataReceived(b"GET /" + b"a" * 20_000)
-        self.refused(client, 414, "request line")
+        self.refused(client, 414, "request line longer than 16384 bytes")
 
     def test_overlong_header_line(self) -> None:
         """A header line over 16 KB is answered 431."""
         client = Connection(self.site)
         client.request("/healthz", extra=f"X-Long: {'b' * 17_000}\r\n")
-        self.refused(client, 431, "header line")
+        self.refused(client, 431, "header line longer than 16384 bytes")
+
+    def test_overlong_head(self) -> None:
+        """
+        A head over Twisted's limits, 16 KB in all or 500 header fields,
+        each line short, is answered 431 with a JSON error, where Twisted
+        answers a bare 400; the rest of it is discarded.
+        """
+        client = Connection(self.site)
+        client.request("/healthz", extra=f"X-Long: {'b' * 6000}\r\n" * 3)
+        self.refused(client, 431, "request head longer than 16384 bytes")
+        client = Connection(self.site)
+        client.request("/healthz", extra="X: y\r\n" * 501)
+        self.refused(client, 431, "more than 500 header fields")
+
+    def test_malformed_requests(self) -> None:
+        """
+        A request Twisted cannot read (request line, header, length, chunk)
+        is answered 400 with a JSON error, where Twisted answers a bare 400;
+        a request sent after it in the same packet is not answered.
+        """
+        for head in (
+            b"NONSENSE\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nno colon\r\nHost: agent\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ):
+            client = Connection(self.site)
+            assert client.protocol is not None
+            client.protocol.dataReceived(
+                head + b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n"
+            )
+            self.refused(client, 400, "malformed request")
 
     def test_overlong_lines_after_an_answer(self) -> None:
         """
