@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from sentinel import page
 from sentinel.documents import instance_report
-from sentinel.exposition import exposition
+from sentinel.exposition import FORMATS, exposition
 from sentinel.history import CheckHistory
 from sentinel.instance import InstanceState
 from sentinel.listing import (
@@ -190,7 +190,10 @@ class StatusApp:
 
     @app.route("/metrics", methods=["GET"])
     def metrics_text(self, request: IRequest) -> Deferred[None] | bytes:
-        """Prometheus text or OpenMetrics, gzipped if asked; 404 without metrics."""
+        """
+        Prometheus text or OpenMetrics, gzipped if asked; 404 without
+        metrics, 406 when ``Accept`` refuses every format.
+        """
         if self.metrics is None:
             _headers(request, b"text/plain; charset=utf-8", 404)
             return b"no metrics in this agent\n"
@@ -199,8 +202,12 @@ class StatusApp:
             _header(request, b"accept"),
             _header(request, b"accept-encoding"),
         )
-        _headers(request, answer.content_type.encode("ascii"))
         request.setHeader(b"vary", b"Accept, Accept-Encoding")
+        if answer is None:
+            formats = "; ".join(f"{f.media_type} {f.version}" for f in FORMATS)
+            error = f"the Accept header refuses every format there is: {formats}"
+            return json_error(request, 406, error)
+        _headers(request, answer.content_type.encode("ascii"))
         if answer.gzip:
             request.setHeader(b"content-encoding", b"gzip")
         return self.slicer.stream(request, answer.body)

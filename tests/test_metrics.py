@@ -6,6 +6,7 @@ against known states; gzip; slices.
 from __future__ import annotations
 
 import gzip
+import json
 from typing import Any
 
 import attr
@@ -198,6 +199,86 @@ class InstanceMetricsTests(ScrapeTestCase):
                 headers[b"Content-Type"], [CONTENT_TYPE_PLAIN_0_0_4.encode()]
             )
             self.assertIn("sentinel_instance_up", parse(body.decode()))
+
+    def test_q_values(self) -> None:
+        """
+        ``Accept`` is read with its q-values: q=0 refuses a format, the
+        highest q wins wherever it is listed, and an OpenMetrics or text
+        version the agent does not write is never chosen nor echoed.
+        """
+        text_1 = "text/plain; version=1.0.0; charset=utf-8; escaping=underscores"
+        for accept, content_type in (
+            ("application/openmetrics-text;q=0", CONTENT_TYPE_PLAIN_0_0_4),
+            (
+                "text/plain;q=1, application/openmetrics-text;q=0.0000001",
+                CONTENT_TYPE_PLAIN_0_0_4,
+            ),
+            (
+                "text/plain;version=1.0.0;q=0.1, application/openmetrics-text;q=0.9",
+                OPENMETRICS_TYPES[0],
+            ),
+            (
+                "text/plain;q=0, application/openmetrics-text;q=0.1",
+                OPENMETRICS_TYPES[0],
+            ),
+            ("text/plain;version=0.0.4;q=0, text/plain", text_1),
+            ("text/plain;version=1.0.0, */*", text_1),
+            ("application/openmetrics-text;version=9.9.9", CONTENT_TYPE_PLAIN_0_0_4),
+            (
+                "application/openmetrics-text;version=9.9.9,"
+                "application/openmetrics-text;version=1.0.0;q=0.5",
+                OPENMETRICS_TYPES[0],
+            ),
+            ("application/openmetrics-text;q=nan", CONTENT_TYPE_PLAIN_0_0_4),
+        ):
+            code, headers, body = self.scrape_response(self.app, accept=accept)
+            self.assertEqual(
+                (code, headers[b"Content-Type"]), (200, [content_type.encode()]), accept
+            )
+            self.assertEqual(body.endswith(b"# EOF\n"), "openmetrics" in content_type)
+
+    def test_every_format_refused(self) -> None:
+        """An ``Accept`` that refuses every format is a JSON 406 saying so."""
+        for accept in ("*/*;q=0", "text/*;q=0, application/openmetrics-text;q=0"):
+            code, headers, body = self.scrape_response(self.app, accept=accept)
+            self.assertEqual(code, 406)
+            self.assertEqual(headers[b"Content-Type"], [b"application/json"])
+            self.assertEqual(headers[b"Vary"], [b"Accept, Accept-Encoding"])
+            self.assertEqual(
+                json.loads(body),
+                {
+                    "error": "the Accept header refuses every format there is:"
+                    " text/plain 0.0.4; text/plain 1.0.0;"
+                    " application/openmetrics-text 1.0.0"
+                },
+            )
+
+    def test_gzip_q_values(self) -> None:
+        """
+        gzip only with a q over 0 and not under identity's: q=0, ``*;q=0``,
+        an invalid q or identity preferred give the plain text.
+        """
+        cases = (
+            ("gzip", True),
+            ("gzip;q=0.5", True),
+            ("*", True),
+            ("gzip;q=0", False),
+            ("*;q=0", False),
+            ("gzip;q=0, *", False),
+            ("gzip;q=1e309", False),
+            ("gzip;q=0.5, identity", False),
+        )
+        client = Connection(StatusSite(self.app.resource(), self.clock))
+        for accept_encoding, _ in cases:
+            client.request("/metrics", extra=f"Accept-Encoding: {accept_encoding}\r\n")
+        while self.turns.waiting:
+            self.turns.run()
+        answers = responses(client.output())
+        for (accept_encoding, gzipped), (_, headers, body) in zip(
+            cases, answers, strict=True
+        ):
+            self.assertEqual(body.startswith(b"\x1f\x8b"), gzipped, accept_encoding)
+            self.assertEqual("content-encoding" in headers, gzipped, accept_encoding)
 
     def test_both_formats_say_the_same(self) -> None:
         """Every sample of one format is in the other, with the same value."""
