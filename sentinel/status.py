@@ -12,16 +12,19 @@ as far ahead of this host's clock, or not a finite number, is stale too:
 it cannot show that an agent still refreshes.
 
 Node data is anyone's who may write under the root. It is shown, never
-trusted: data that does not parse (undecodable, nested too deep, a number
-too long) makes its row unreadable, and in the table each value is cut to
-`MAX_CELL` characters, its control and other unprintable characters
-escaped, so that a node can neither widen every row nor write to the
-terminal. The exit status is what a Nagios or cron check needs:
+trusted: a row is named by its node, not by the ``name`` in its data, and
+one whose data names another instance is flagged `MISNAMED` (a squatter,
+or a node copied: its data says nothing of the instance it is under);
+data that does not parse (undecodable, nested too deep, a number too long)
+makes its row unreadable; and in the table each value, numbers included,
+is cut to `MAX_CELL` characters, its control and other unprintable
+characters escaped, so that a node can neither widen every row nor write
+to the terminal. The exit status is what a Nagios or cron check needs:
 
 - 0 (`OK`): every row shown is up;
 - 1 (`DOWN`): some row is not up (down, or not decided yet);
 - 2 (`UNKNOWN`): ZooKeeper cannot be read within ``--timeout``, a row is
-  stale or unreadable, a NAME has no node, there is no instance node at
+  stale, unreadable or misnamed, a NAME has no node, there is no instance node at
   all (a wrong root, or no agent publishing), or the arguments or the
   config are invalid (one line on standard error, as the agent says it).
 
@@ -65,6 +68,8 @@ UNKNOWN = 2
 
 # The most characters of one value shown in the table (after escaping).
 MAX_CELL = 64
+# After the name of a row whose data names another instance.
+MISNAMED = "MISNAMED"
 YEAR = 365 * 86400.0
 
 DEFAULT_TIMEOUT = 5.0
@@ -121,13 +126,20 @@ def read_instances(
 
 
 def _document(name: str, data: bytes) -> dict[str, Any]:
+    """
+    The row of node `name` holding `data`: named by the node, with the
+    name its data gives as ``name_in_data`` when that is another.
+    """
     try:
         document = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError included.
         document = None
     if not isinstance(document, dict):
         return {"name": name, "error": "unreadable node data"}
-    return document
+    row = {**document, "name": name}
+    if "name" in document and document["name"] != name:
+        row["name_in_data"] = document["name"]
+    return row
 
 
 def annotate(
@@ -169,6 +181,9 @@ def verdict(rows: list[dict[str, Any]], root: str) -> tuple[int, str | None]:
     stale = [row for row in rows if row["stale"]]
     if stale:
         return UNKNOWN, f"stale or unreadable: {_names(stale)}"
+    misnamed = [row for row in rows if "name_in_data" in row]
+    if misnamed:
+        return UNKNOWN, f"data naming another instance: {_names(misnamed)}"
     down = [row for row in rows if row.get("status") != "up"]
     if down:
         return DOWN, f"not up: {_names(down)}"
@@ -210,11 +225,12 @@ def format_table(rows: list[dict[str, Any]], now: float) -> str:
         status = "missing" if row.get("missing") else row.get("status") or "unknown"
         lines.append(
             (
-                _cell(row.get("name", "?")),
+                _cell(row.get("name", "?"))
+                + (f" {MISNAMED}" if "name_in_data" in row else ""),
                 _cell(status),
                 "yes" if row.get("ready") else "no",
                 _cell(row.get("role") or "-"),
-                "-" if latency is None else f"{latency:.2f}ms",
+                _cell("-" if latency is None else f"{latency:.2f}ms"),
                 _cell(_ago(None if since is None else now - since)),
                 _cell(row.get("agent") or "-"),
                 _cell(_ago(row.get("age_seconds")))

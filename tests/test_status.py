@@ -15,6 +15,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import attr
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
 from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -24,12 +25,14 @@ from sentinel.status import (
     CLOSE_TIMEOUT,
     DOWN,
     MAX_CELL,
+    MISNAMED,
     OK,
     UNKNOWN,
     annotate,
     build_parser,
     format_table,
     main,
+    read_instances,
     verdict,
     zookeeper_settings,
 )
@@ -51,6 +54,34 @@ def document(name: str, checked_ago: float, **fields: object) -> dict[str, objec
         "agent": "host-1",
         **fields,
     }
+
+
+class _Answer:
+    """A kazoo async result, settled: `value`, or `value` raised."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def get(self, timeout: float) -> object:
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value
+
+
+class StoredNodes:
+    """The reads `read_instances` makes, of nodes in a dict, answered at once."""
+
+    def __init__(self, nodes: dict[str, bytes]) -> None:
+        self.nodes = nodes
+
+    def get_children_async(self, path: str) -> _Answer:
+        prefix = path + "/"
+        return _Answer([p[len(prefix) :] for p in self.nodes if p.startswith(prefix)])
+
+    def get_async(self, path: str) -> _Answer:
+        if path not in self.nodes:
+            return _Answer(NoNodeError())
+        return _Answer((self.nodes[path], None))
 
 
 def run_main(*argv: str) -> tuple[int, str, str]:
@@ -161,6 +192,52 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(cells[8], "b\\x07:up")
         code, why = verdict(rows, "/sentinel")
         self.assertEqual((code, why), (DOWN, "not up: evil\\x1b[31m\\r\\nfake"))
+
+    def test_numbers_are_cut(self) -> None:
+        """
+        A number is cut to MAX_CELL characters like any value: a latency of
+        1e308 ms (309 digits) widens no row.
+        """
+        rows = annotate(
+            [document("a", 1.0), document("huge", 1.0, latency_ms=1e308)], NOW, 30.0
+        )
+        lines = format_table(rows, NOW).splitlines()
+        latency = lines[2].split()[4]
+        self.assertEqual(latency, f"{1e308:.2f}"[: MAX_CELL - 3] + "...")
+        self.assertLess(max(len(line) for line in lines), 2 * MAX_CELL)
+
+    def test_rows_named_by_their_node(self) -> None:
+        """
+        A row is named by its node, not by its data; data naming another
+        instance (a squatter's) is flagged MISNAMED and kept as
+        name_in_data, and makes the status UNKNOWN; data naming none is not
+        flagged.
+        """
+        now = time.time()
+        nodes = {
+            "/h/instances/cache-1": document("cache-1", 1.0, checked_at=now),
+            "/h/instances/cache-2": document("cache-2", 1.0, checked_at=now),
+            "/h/instances/squat": document("cache-2", 1.0, checked_at=now),
+            "/h/instances/nameless": {"status": "up", "checked_at": now},
+        }
+        client = StoredNodes({p: json.dumps(d).encode() for p, d in nodes.items()})
+        documents = read_instances(client, "/h", time.monotonic() + 5)
+        rows = annotate(documents, now, 30.0)
+        self.assertEqual(
+            [(r["name"], r.get("name_in_data")) for r in rows],
+            [
+                ("cache-1", None),
+                ("cache-2", None),
+                ("nameless", None),
+                ("squat", "cache-2"),
+            ],
+        )
+        lines = format_table(rows, now).splitlines()
+        self.assertEqual(lines[4].split()[:3], ["squat", MISNAMED, "up"])
+        self.assertEqual([line.count(MISNAMED) for line in lines], [0, 0, 0, 0, 1])
+        self.assertEqual(
+            verdict(rows, "/h"), (UNKNOWN, "data naming another instance: squat")
+        )
 
 
 class VerdictTests(SynchronousTestCase):
@@ -476,6 +553,27 @@ class ZooKeeperTests(SynchronousTestCase):
             [["a", "up"], ["deep", "unknown"], ["long", "unknown"]],
         )
         self.assertEqual(err, "sentinel-status: stale or unreadable: deep, long\n")
+
+    def test_squatter(self) -> None:
+        """
+        A node whose data names another instance, with a latency of 1e308,
+        is its own row, flagged, no wider than the others allow (2).
+        """
+        self.put_document("cache-1")
+        self.put_document("cache-2")
+        squatter = document("cache-2", 0.0, checked_at=time.time(), latency_ms=1e308)
+        self.put("squat", json.dumps(squatter).encode())
+        code, out, err = self.status()
+        lines = out.splitlines()
+        self.assertEqual(
+            [line.split()[0] for line in lines], ["name", "cache-1", "cache-2", "squat"]
+        )
+        self.assertEqual(lines[3].split()[1], MISNAMED)
+        self.assertLess(max(len(line) for line in lines), 2 * MAX_CELL)
+        self.assertEqual(
+            (code, err),
+            (UNKNOWN, "sentinel-status: data naming another instance: squat\n"),
+        )
 
     def test_names(self) -> None:
         """Names given show only those rows; a name without a node is 2."""
