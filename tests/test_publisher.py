@@ -16,7 +16,12 @@ from sentinel.health import InstanceHealth, Transition
 from sentinel.instance import InstanceState
 from sentinel.observation import Observation, Replication
 from sentinel.publisher import ZooKeeperPublisher
-from sentinel.stopping import STOP_CLOSE_TIMEOUT, STOP_DELETE_TIMEOUT, STOP_DELETES
+from sentinel.stopping import (
+    STOP_BUDGET,
+    STOP_CLOSE_TIMEOUT,
+    STOP_DELETE_TIMEOUT,
+    STOP_DELETES,
+)
 from sentinel.writes import FAILING_AFTER, RETRY_DELAY, WRITES_IN_FLIGHT
 from tests.contract import INSTANCE_FIELDS
 from tests.fakes import FakeProbe
@@ -691,7 +696,7 @@ class PublisherTests(PublisherHarness):
         self.assertNoResult(d)
         self.clock.advance(0.01)
         self.successResultOf(d)
-        self.assertLess(STOP_DELETE_TIMEOUT + STOP_CLOSE_TIMEOUT, 5.0)
+        self.assertLessEqual(STOP_DELETE_TIMEOUT + STOP_CLOSE_TIMEOUT, STOP_BUDGET)
         self.assertEqual(self.zk.held, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
