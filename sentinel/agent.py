@@ -264,7 +264,14 @@ def make_agent(
                 "internal_errors": monitor.internal_errors.stats,
             },
             group=group,
-            health_details={"starting": startup.progress},
+            health_details={
+                "starting": startup.progress,
+                **(
+                    {"handoff": zookeeper.handoff.health_detail}
+                    if zookeeper is not None and zookeeper.handoff is not None
+                    else {}
+                ),
+            },
         ).setServiceParent(top)
     log.info(
         "watching {count} instance(s) every {interval} s, timeout {timeout} s",

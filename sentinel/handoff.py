@@ -18,6 +18,11 @@ the file is read again: if it names this session with another holder, a
 newer process reattached to it, and `on_superseded` is told, once; the
 publisher then stops without touching the nodes, and never takes the
 session back.
+
+A stop leaves the session open only if the file holds it (`blocked` says
+why not otherwise: its write failed, a disk full say, or the session
+changed since): a handoff the next process cannot take would leave the
+nodes stale until the session expires, so the stop deregisters instead.
 """
 
 from __future__ import annotations
@@ -83,6 +88,8 @@ class SessionHandoff:
         self._checking = False
         self.writes = 0
         self.last_error: str | None = None
+        # The session the file holds, as far as this process wrote it.
+        self._recorded: tuple[int, bytes] | None = None
 
     @property
     def inherited_parents(self) -> tuple[str, ...]:
@@ -192,10 +199,31 @@ class SessionHandoff:
 
     def forget(self) -> Deferred[None]:
         """Remove the state file: the session was closed on purpose."""
-        self._session = None
+        self._session = self._recorded = None
         d = self.state_file.remove()
         d.addErrback(self._failed, "removing")
         return d
+
+    @property
+    def writing(self) -> bool:
+        """Whether a write of the state file is in flight or queued."""
+        return self._writing or self._dirty
+
+    @property
+    def blocked(self) -> str | None:
+        """
+        Why the next process could not reattach to the session we hold,
+        were this one to stop now, or None if it could: the state file
+        holds the session, and its last write worked.
+        """
+        session = self._session
+        if session is None:
+            return "no ZooKeeper session yet"
+        if self.last_error is not None:
+            return f"the state file's last write failed ({self.last_error})"
+        if self._recorded != session:
+            return f"the state file does not hold session {session[0]:#x} yet"
+        return None
 
     def wait_written(self) -> Deferred[bool]:
         """
@@ -219,7 +247,21 @@ class SessionHandoff:
             "superseded": self.superseded,
             "state_file_writes": self.writes,
             "state_file_error": self.last_error,
+            "handoff_possible": self.blocked is None,
+            "handoff_blocked_because": self.blocked,
         }
+
+    def health_detail(self) -> str | None:
+        """
+        What ``/healthz`` says while the state file cannot be written: the
+        agent works, but its next stop deregisters instead of handing over.
+        """
+        if self.last_error is None:
+            return None
+        return (
+            f"no handoff to the next process: {self.blocked}; a stop deletes "
+            f"this agent's nodes and closes its session"
+        )
 
     # Writing
 
@@ -249,13 +291,14 @@ class SessionHandoff:
             self._parents,
         )
         d = self.state_file.write(stored)
-        d.addCallback(self._wrote)
+        d.addCallback(self._wrote, session)
         d.addErrback(self._failed, "writing")
         d.addBoth(self._write_ended, waiters)
 
-    def _wrote(self, _: None) -> None:
+    def _wrote(self, _: None, session: tuple[int, bytes]) -> None:
         self.writes += 1
         self.last_error = None
+        self._recorded = session
 
     def _failed(self, failure: Failure, doing: str) -> None:
         error = f"{doing} {self.state_file.path}: {failure.getErrorMessage()}"

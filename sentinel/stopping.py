@@ -5,7 +5,11 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
 
 - with a state_dir (`sentinel.handoff`), the session is left open for the
   next process, nodes and all, once the writes in flight and the state
-  file's last write are done (`STOP_DELETE_TIMEOUT` at most);
+  file's last write are done (`STOP_DELETE_TIMEOUT` at most), if the file
+  then holds the session; if it does not (its write failed: a disk full,
+  say), the next process could not reattach and the nodes would stay
+  stale until the session expired, so the stop deregisters as below, and
+  says why;
 - otherwise, or after `leave` (``SIGUSR2``), the nodes are deleted
   (`STOP_DELETE_TIMEOUT`; more than `STOP_DELETES` are left to the close,
   which deletes every ephemeral node of the session at once) and the
@@ -92,8 +96,13 @@ class Stopping:
         if superseded:
             # The session is another process's now, and so are the nodes.
             return succeed(None)
-        if self._handoff is not None and not self.leaving and not halted:
-            return self._hand_over(self._handoff)
+        handoff = self._handoff
+        if handoff is not None and not self.leaving and not halted:
+            if handoff.writing:
+                return self._hand_over(handoff)
+            if handoff.blocked is None:
+                return self._leave_open(handoff)
+            self._not_handed_over(handoff.blocked)
         if self._roles.joined and not halted:
             deadline = self._reactor.seconds() + LEAVE_HANDOFF_WAIT
             leave: Deferred[Any] = Deferred.fromCoroutine(self._leave_group(deadline))
@@ -167,25 +176,51 @@ class Stopping:
 
     def _hand_over(self, handoff: SessionHandoff) -> Deferred[None]:
         """
-        Leave the session open for the next process: the writes in flight
-        and the state file's last write end first (bounded), nothing is
-        deleted.
+        With a state file write in flight, wait for it (bounded): the
+        session is left open if the file then holds it; if not, the nodes
+        are deleted and the session closed, without waiting for a group's
+        takeovers (the whole stop stays within `STOP_BUDGET`).
         """
         d: Deferred[Any] = DeferredList(
             [self._queue.ended(), handoff.wait_written()], consumeErrors=True
         )
         d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
 
-        def leave_open(_: object) -> None:
-            session = self._zk.session_id
-            self._zk.leave_open()
-            log.info(
-                "leaving ZooKeeper session {session} open for the next process "
-                "({path}): the nodes stay until it reattaches, or for the "
-                "session timeout ({timeout} s)",
-                session="none" if session is None else f"{session:#x}",
-                path=handoff.state_file.path,
-                timeout=self._zk.session_timeout,
-            )
+        def written(_: object) -> Deferred[None]:
+            why = handoff.blocked
+            if why is None and not handoff.writing:
+                self._left_open(handoff)
+                return succeed(None)
+            self._not_handed_over(why or "the state file's write did not end in time")
+            return self._deregister()
 
-        return d.addBoth(leave_open)
+        return d.addBoth(written)
+
+    def _leave_open(self, handoff: SessionHandoff) -> Deferred[None]:
+        """
+        Leave the session open for the next process: the writes in flight
+        end first (bounded), nothing is deleted.
+        """
+        d: Deferred[Any] = self._queue.ended()
+        d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
+        return d.addBoth(lambda _: self._left_open(handoff))
+
+    def _left_open(self, handoff: SessionHandoff) -> None:
+        session = self._zk.session_id
+        self._zk.leave_open()
+        log.info(
+            "leaving ZooKeeper session {session} open for the next process "
+            "({path}): the nodes stay until it reattaches, or for the "
+            "session timeout ({timeout} s)",
+            session="none" if session is None else f"{session:#x}",
+            path=handoff.state_file.path,
+            timeout=self._zk.session_timeout,
+        )
+
+    def _not_handed_over(self, why: str) -> None:
+        log.warn(
+            "not leaving the ZooKeeper session open for the next process: "
+            "{why}, so it could not reattach; deleting this agent's nodes and "
+            "closing the session instead, as without state_dir",
+            why=why,
+        )

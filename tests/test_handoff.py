@@ -32,9 +32,9 @@ from sentinel.session import (
     left_in,
 )
 from sentinel.shutdown import LEAVE_SIGNAL, LeaveOnSignal
-from sentinel.stopping import STOP_DELETE_TIMEOUT
+from sentinel.stopping import STOP_CLOSE_TIMEOUT, STOP_DELETE_TIMEOUT
 from tests.fakes import FakeProbe
-from tests.fakezk import FakeZooKeeper, FakeZooKeeperServer
+from tests.fakezk import CALL_KINDS, FakeZooKeeper, FakeZooKeeperServer
 from tests.test_publisher import AGENT, AGENT_PATH, DOWN, ROOT, START, UP, path
 
 DISCOVERY = "/discovery"
@@ -475,6 +475,110 @@ class StopTests(HandoffTestCase):
             left_in(self.directory, PURPOSE),
             f"{self.directory}/{STATE_FILE}: no state file",
         )
+
+    def test_never_written_state_file_means_a_deregistering_stop(self) -> None:
+        """
+        A state file never written (the disk full from the start) holds no
+        session for the next process: the stop deletes the nodes and
+        closes the session at once, says why, and /debug/stats and
+        /healthz said beforehand that no handoff would happen.
+        """
+        first = self.process()
+        first.worker.failing = OSError(28, "No space left on device")
+        first.start()
+        first.check("a", UP)
+        session = first.zk.session_id
+        stats = first.publisher.stats()["handoff"]
+        self.assertIs(stats["handoff_possible"], False)
+        self.assertIn("No space left on device", stats["handoff_blocked_because"])
+        self.assertIn("a stop deletes", first.handoff.health_detail() or "")
+        self.successResultOf(first.publisher.stopService())
+        self.assertNotIn(("leave_open", ""), first.zk.history)
+        self.assertEqual(first.zk.history[-1], ("stop", ""))
+        self.assertNotIn(path("a"), self.server.nodes)
+        self.assertNotIn(AGENT_PATH, self.server.nodes)
+        self.assertNotIn(session, self.server.sessions)
+        self.flushLoggedErrors()
+
+    def test_failed_write_of_a_new_session_means_a_deregistering_stop(self) -> None:
+        """
+        The file held the first session, but the write of the next one (after
+        an expiry) failed: the file no longer holds the session we hold, so
+        the stop deregisters too.
+        """
+        first = self.running()
+        self.assertIs(first.publisher.stats()["handoff"]["handoff_possible"], True)
+        self.assertIsNone(first.handoff.health_detail())
+        first.worker.failing = OSError(28, "No space left on device")
+        first.zk.expire()
+        first.zk.connect()
+        session = first.zk.session_id
+        self.assertNotEqual(self.stored()["session_id"], f"{session:#x}")
+        first.check("a", UP)
+        self.successResultOf(first.publisher.stopService())
+        self.assertNotIn(("leave_open", ""), first.zk.history)
+        self.assertNotIn(path("a"), self.server.nodes)
+        self.assertNotIn(session, self.server.sessions)
+        self.flushLoggedErrors()
+
+    def stop_during_a_write(
+        self,
+    ) -> tuple[Process, Deferred[None], list[Deferred[None]]]:
+        """
+        A running process, its session just replaced, stopped while the
+        state file's writes of the new session wait in the list returned.
+        """
+        first = self.running()
+        pending: list[Deferred[None]] = []
+        run_now = first.worker.run
+
+        def run(what: str, call: Callable[[], Any]) -> Deferred[Any]:
+            if not what.startswith("a write"):
+                return run_now(what, call)
+            d: Deferred[None] = Deferred()
+            pending.append(d)
+            return d
+
+        first.worker.run = run  # type: ignore[method-assign]
+        first.zk.expire()
+        first.zk.connect()
+        d = first.publisher.stopService()
+        self.assertNoResult(d)
+        self.assertTrue(pending)
+        return first, d, pending
+
+    def test_write_in_flight_at_the_stop_works(self) -> None:
+        """A write in flight at the stop that works: the session is left open."""
+        first, d, pending = self.stop_during_a_write()
+        while pending:
+            pending.pop(0).callback(None)
+        self.successResultOf(d)
+        self.assertEqual(first.zk.history[-1], ("leave_open", ""))
+        self.assertIn(path("a"), self.server.nodes)
+
+    def test_write_in_flight_at_the_stop_fails(self) -> None:
+        """A write in flight at the stop that fails: the stop deregisters."""
+        first, d, pending = self.stop_during_a_write()
+        while pending:
+            pending.pop(0).errback(OSError(5, "Input/output error"))
+        self.clock.advance(0)
+        self.successResultOf(d)
+        self.assertNotIn(("leave_open", ""), first.zk.history)
+        self.assertNotIn(path("a"), self.server.nodes)
+        self.flushLoggedErrors()
+
+    def test_write_in_flight_at_the_stop_hangs(self) -> None:
+        """
+        A write that never ends, with ZooKeeper answering nothing: the stop
+        waits for it, then deletes, then closes, each bounded.
+        """
+        first, d, pending = self.stop_during_a_write()
+        first.zk.hang(*CALL_KINDS, "stop")
+        for step in (STOP_DELETE_TIMEOUT, STOP_DELETE_TIMEOUT, STOP_CLOSE_TIMEOUT):
+            self.assertNoResult(d)
+            self.clock.advance(step)
+        self.successResultOf(d)
+        self.assertNotIn(("leave_open", ""), first.zk.history)
 
 
 class OverlapTests(HandoffTestCase):
