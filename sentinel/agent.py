@@ -27,7 +27,7 @@ from sentinel.publisher import ZooKeeperPublisher
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
 from sentinel.session import StateFile, StoredSession, session_left, session_purpose
-from sentinel.shutdown import EXIT_TWIN, LeaveOnSignal, stop, stop_with_status
+from sentinel.shutdown import EXIT_TWIN, StopSignals, stop, stop_with_status
 from sentinel.startup import StartupReport
 from sentinel.timer import RestartingTimer
 from sentinel.topology import Topology, watched_hosts
@@ -186,7 +186,7 @@ def make_agent(
     tasks.append(monitor.loop)
     if process is not None:
         leave = None if zookeeper is None else zookeeper.leave
-        LeaveOnSignal(reactor, leave).setServiceParent(top)
+        StopSignals(reactor, leave).setServiceParent(top)
     # With ZooKeeper the group says what this agent observes (sentinel.group);
     # without, it checks every instance it knows.
     group: Group | None = None

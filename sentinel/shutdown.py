@@ -18,6 +18,8 @@ node, to the next process (`sentinel.handoff`). ``SIGUSR2`` is the
 deliberate leave: the agent deletes its nodes, closes its session, removes
 its state file and exits with status 0 (init systems do not restart a
 clean exit); without a state_dir it is a stop like SIGTERM's, status 0.
+Each stop signal is acted on once: one during a stop is logged once and
+ignored (`StopSignals`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from types import FrameType
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
 log = Logger()
@@ -45,10 +48,17 @@ EXIT_TWIN = 78
 LEAVE_SIGNAL = signal.SIGUSR2
 
 
+# The signals that stop the agent: twistd's reactor stops on these two.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def stop(reactor: Any) -> None:
-    """Stop the reactor (twistd then exits with status 0)."""
+    """Stop the reactor (twistd then exits with status 0), unless stopping."""
     if reactor.running:
-        reactor.stop()
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # A stop is on its way already.
 
 
 def stop_with_status(reactor: Any, status: int) -> None:
@@ -57,31 +67,78 @@ def stop_with_status(reactor: Any, status: int) -> None:
     stop(reactor)
 
 
-class LeaveOnSignal(Service):
+class StopSignals(Service):
     """
+    The signals that stop the agent, each acted on once.
+
     `LEAVE_SIGNAL` makes the publisher deregister at its stop (`leave`,
-    None without ZooKeeper), then stops the agent.
+    None without ZooKeeper), then stops the agent. SIGTERM and SIGINT are
+    the reactor's (twistd re-raises the one that stopped it, for the exit
+    status); a second one during the stop made the reactor's handler stop
+    a reactor already stopping, logged as critical with a traceback. So
+    once the reactor's handlers are in place, each is wrapped: the first
+    stop signal goes on to it, and any stop signal during a stop (ours,
+    SIGUSR2's, or one a twin or a newer process started) is logged once at
+    info and ignored. The handlers stay through the stop (a restored
+    default action would end it early) until the process ends.
     """
 
-    def __init__(self, reactor: Any, leave: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        leave: Callable[[], None] | None,
+        setsignal: Callable[[int, Any], Any] = signal.signal,
+        getsignal: Callable[[int], Any] = signal.getsignal,
+    ) -> None:
         self._reactor = reactor
         self._leave = leave
-        self._previous: Any = None
+        self._setsignal = setsignal
+        self._getsignal = getsignal
+        # Each signal handled and its handler before ours.
+        self._previous: dict[int, Any] = {}
+        self.stopping = False
+        self._told = False
 
     def startService(self) -> None:
         super().startService()
-        self._previous = signal.signal(LEAVE_SIGNAL, self._received)
+        self._previous[LEAVE_SIGNAL] = self._setsignal(LEAVE_SIGNAL, self._received)
+        self._reactor.callWhenRunning(self._wrap_stop_signals)
+        self._reactor.addSystemEventTrigger("before", "shutdown", self._shutting_down)
 
-    def stopService(self) -> None:
-        super().stopService()
-        signal.signal(LEAVE_SIGNAL, self._previous or signal.SIG_DFL)
+    def uninstall(self) -> None:
+        """Give every signal handled back its handler before ours (tests)."""
+        for signum, previous in self._previous.items():
+            self._setsignal(signum, signal.SIG_DFL if previous is None else previous)
+        self._previous.clear()
+
+    def _wrap_stop_signals(self) -> None:
+        for signum in STOP_SIGNALS:
+            previous = self._getsignal(signum)
+            if callable(previous) and previous is not signal.default_int_handler:
+                self._previous[signum] = previous
+                self._setsignal(signum, self._stop_received)
+
+    def _shutting_down(self) -> None:
+        self.stopping = True
+
+    # Signal handlers: only hand over to the reactor's thread, or pass on.
 
     def _received(self, signum: int, frame: FrameType | None) -> None:
-        # A signal handler: hand over to the reactor's thread, nothing else.
         self._reactor.callFromThread(self.leave)
+
+    def _stop_received(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            self._reactor.callFromThread(self._already_stopping, signum)
+            return
+        self.stopping = True
+        self._previous[signum](signum, frame)
 
     def leave(self) -> None:
         """Deregister now and stop the agent."""
+        if self.stopping:
+            self._already_stopping(LEAVE_SIGNAL)
+            return
+        self.stopping = True
         log.info(
             "SIGUSR2: leaving: deleting this agent's nodes, closing its "
             "ZooKeeper session and removing its state file"
@@ -89,6 +146,15 @@ class LeaveOnSignal(Service):
         if self._leave is not None:
             self._leave()
         stop(self._reactor)
+
+    def _already_stopping(self, signum: int) -> None:
+        if self._told:
+            return
+        self._told = True
+        log.info(
+            "{signal}: already stopping; ignored (this line is not repeated)",
+            signal=signal.Signals(signum).name,
+        )
 
 
 def _exit(status: int) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +30,6 @@ from sentinel.session import (
     StoredSession,
     left_in,
 )
-from sentinel.shutdown import LEAVE_SIGNAL, LeaveOnSignal
 from sentinel.stopping import STOP_CLOSE_TIMEOUT, STOP_DELETE_TIMEOUT
 from tests.fakes import FakeProbe
 from tests.fakezk import CALL_KINDS, FakeZooKeeper, FakeZooKeeperServer
@@ -630,51 +628,3 @@ class OverlapTests(HandoffTestCase):
         first.zk.suspend()
         first.zk.connect()
         self.assertEqual(first.superseded, [])
-
-
-class LeaveSignalTests(SynchronousTestCase):
-    """SIGUSR2: deregister at once, then stop."""
-
-    def test_signal(self) -> None:
-        """
-        SIGUSR2 is handed to the reactor's thread, makes the publisher's
-        stop deregister, and stops the reactor; the handler is removed at
-        stop.
-        """
-        reactor = _Reactor()
-        left: list[bool] = []
-        service = LeaveOnSignal(reactor, lambda: left.append(True))
-        service.startService()
-        self.addCleanup(lambda: service.running and service.stopService())
-        os.kill(os.getpid(), LEAVE_SIGNAL)
-        self.assertEqual((left, reactor.stopped), ([], False))
-        reactor.run_handed_over()
-        self.assertEqual((left, reactor.stopped), ([True], True))
-        service.stopService()
-        self.assertEqual(signal.getsignal(LEAVE_SIGNAL), signal.SIG_DFL)
-
-    def test_without_zookeeper(self) -> None:
-        """Without ZooKeeper, SIGUSR2 is a plain stop."""
-        reactor = _Reactor()
-        LeaveOnSignal(reactor, None).leave()
-        self.assertTrue(reactor.stopped)
-
-
-class _Reactor:
-    """What LeaveOnSignal uses of a reactor."""
-
-    running = True
-
-    def __init__(self) -> None:
-        self.stopped = False
-        self.handed_over: list[Callable[[], object]] = []
-
-    def callFromThread(self, f: Callable[[], object]) -> None:
-        self.handed_over.append(f)
-
-    def run_handed_over(self) -> None:
-        for f in self.handed_over:
-            f()
-
-    def stop(self) -> None:
-        self.stopped = True
