@@ -4,6 +4,7 @@ The composition root: turns a `Config` into the agent's running services.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
 from sentinel.session import StateFile, StoredSession, session_left, session_purpose
 from sentinel.shutdown import EXIT_TWIN, StopSignals, stop, stop_with_status
+from sentinel.signals import WHY_NO_CONFIG, WHY_USR1, StartSignals, UnusedSignals
 from sentinel.startup import StartupReport
 from sentinel.timer import RestartingTimer
 from sentinel.topology import Topology, watched_hosts
@@ -90,6 +92,7 @@ def make_agent(
     *,
     process: ProcessPolicy | None = None,
     left: StoredSession | str | None = None,
+    start_signals: StartSignals | None = None,
 ) -> MultiService:
     """
     Build the agent's services from `config`: `process` when given (first,
@@ -100,7 +103,8 @@ def make_agent(
     HTTP server. Without `process`, nothing changes the process's limits or
     its garbage collector, nor handles signals (tests build many agents in
     one process). With a state_dir, `left` is what `session_left` found
-    (read here if not given).
+    (read here if not given). `start_signals` noted the signals that came
+    while the process started (`sentinel.signals`).
     """
     pacer = ConnectPacer(reactor, CONNECTS_IN_FLIGHT, config.timeout)
     resolver = Resolver.from_config(reactor, config.dns, config.timeout)
@@ -187,6 +191,10 @@ def make_agent(
     if process is not None:
         leave = None if zookeeper is None else zookeeper.leave
         StopSignals(reactor, leave).setServiceParent(top)
+        unused = [(signal.SIGUSR1, WHY_USR1)]
+        if reload is None:
+            unused.append((signal.SIGHUP, WHY_NO_CONFIG))
+        UnusedSignals(reactor, unused, start_signals).setServiceParent(top)
     # With ZooKeeper the group says what this agent observes (sentinel.group);
     # without, it checks every instance it knows.
     group: Group | None = None
@@ -234,7 +242,13 @@ def make_agent(
 
     if reload is not None:
         reloader = ConfigReloader(
-            reactor, reload, known, config, reload_fits, on_applied=applied
+            reactor,
+            reload,
+            known,
+            config,
+            reload_fits,
+            on_applied=applied,
+            start_signals=start_signals,
         )
         reloader.setName("reloader")
         reloader.setServiceParent(top)

@@ -22,6 +22,7 @@ from typing import Any
 from twisted.application import app
 
 from sentinel.logs import LEVEL_VARIABLE, level_from
+from sentinel.signals import START_SIGNALS
 
 _FORMATS = ("text", "json")
 
@@ -57,6 +58,9 @@ def _split_log_options(argv: Sequence[str]) -> tuple[str, str | None, list[str]]
 
 def agent(argv: Sequence[str] | None = None) -> None:
     """Run the agent in the foreground with `argv` (default: the command line)."""
+    # First: a SIGHUP (systemctl reload) from here on is noted, not the
+    # end of the agent (sentinel.signals).
+    START_SIGNALS.install()
     from twisted.scripts import twistd
 
     log_format, level, rest = _split_log_options(sys.argv[1:] if argv is None else argv)

@@ -1,5 +1,7 @@
 """
-SIGHUP reloads the ``--config`` file, hitlessly (as nerve does).
+SIGHUP reloads the ``--config`` file, hitlessly (as nerve does); one
+that came while the agent started (`sentinel.signals`) makes one reload
+once this service starts.
 
 Added instances are checked from the next tick; removed ones stop, their
 connection closes and their node goes; changed ones (address, auth, TLS)
@@ -37,6 +39,7 @@ from twisted.python.failure import Failure
 
 from sentinel.config import Config, ConfigError
 from sentinel.monitor import Instances, Settings
+from sentinel.signals import StartSignals
 
 log = Logger()
 
@@ -102,6 +105,7 @@ class ConfigReloader(Service):
         install_signal: bool = True,
         run_in_thread: Callable[[Callable[[], Config]], Deferred[Config]] | None = None,
         on_applied: Callable[[Config], object] | None = None,
+        start_signals: StartSignals | None = None,
     ) -> None:
         """
         @param load: loads the config; blocks, so it runs on
@@ -110,6 +114,8 @@ class ConfigReloader(Service):
             of a new config cannot fit in the open-file limit.
         @param on_applied: told of each config once it is applied (the
             resolver then forgets the names no instance uses any more).
+        @param start_signals: what noted the SIGHUPs that came before this
+            service started (`sentinel.signals`).
         """
         self._reactor = reactor
         self._load = load
@@ -118,6 +124,7 @@ class ConfigReloader(Service):
         self._check_capacity = check_capacity
         self._on_applied = on_applied
         self._install_signal = install_signal
+        self._start_signals = start_signals
         self._run_in_thread = run_in_thread or partial(in_own_thread, reactor)
         self._previous_handler: Any = None
         self.reloads = 0
@@ -135,6 +142,14 @@ class ConfigReloader(Service):
         super().startService()
         if self._install_signal:
             self._previous_handler = signal.signal(signal.SIGHUP, self._hangup)
+        start = self._start_signals
+        if start is not None and (early := start.take(signal.SIGHUP)):
+            log.info(
+                "SIGHUP during start-up: loading the config again, as it may "
+                "have changed after it was read",
+                count=early,
+            )
+            self.reload()
 
     def stopService(self) -> None:
         super().stopService()

@@ -6,6 +6,7 @@ the agent service made from it.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from sentinel import __version__
 from sentinel.config import Config, ConfigError, load_config
 from sentinel.files import FileReader
 from sentinel.settings import SETTINGS, setting
+from sentinel.signals import START_SIGNALS, StartSignals
 
 
 def check_endpoint(label: str, description: str, reactor: Any) -> None:
@@ -68,13 +70,21 @@ class Options(usage.Options):
     config: Config
     config_path: str | None
 
-    def __init__(self, reactor: Any = None) -> None:
+    def __init__(
+        self, reactor: Any = None, start_signals: StartSignals | None = None
+    ) -> None:
         """
         @param reactor: checks the C{--http} endpoint string; the global
             reactor if L{None} (twistd's case).
+        @param start_signals: notes the signals that come while the agent
+            starts, from L{postOptions} on; this process's if C{reactor} is
+            L{None} (twistd's case), else none.
         """
         super().__init__()
         self._reactor = reactor
+        if start_signals is None and reactor is None:
+            start_signals = START_SIGNALS
+        self.start_signals = start_signals
         self._redis: list[str] = []
         self.overrides: dict[str, object] = {}
         # One for the process: a read hung at start or on a reload holds
@@ -111,7 +121,13 @@ class Options(usage.Options):
             raise usage.UsageError(f"unexpected argument {args[0]!r}")
 
     def postOptions(self) -> None:
-        """Load and validate the whole configuration."""
+        """
+        Load and validate the whole configuration. From here on an agent
+        will start (C{--help} and C{--version} have ended the process):
+        a SIGHUP or SIGUSR1 is noted, not the end of it (L{sentinel.signals}).
+        """
+        if self.start_signals is not None:
+            self.start_signals.install()
         for entry in SETTINGS:
             if entry.option is None or entry.repeatable:
                 continue
@@ -163,4 +179,17 @@ def makeService(options: Options) -> IService:
     except StateFileRefused as e:
         label = "--state-dir" if "state_dir" in options.overrides else "state_dir"
         raise SystemExit(f"sentinel: {label}: {e}") from None
-    return make_agent(options.config, reload, reactor, process=process, left=left)
+    start = options.start_signals
+    agent = make_agent(
+        options.config,
+        reload,
+        reactor,
+        process=process,
+        left=left,
+        start_signals=start,
+    )
+    if start is not None:
+        # twistd starts logging next, and takes SIGUSR1 to reopen its log
+        # file only if it finds it at its default action.
+        start.release(signal.SIGUSR1)
+    return agent

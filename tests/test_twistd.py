@@ -62,14 +62,17 @@ class TwistdTestCase(TestCase):
     """Runs ``twistd -n sentinel`` as a child, reads it over HTTP."""
 
     def spawn(
-        self, *args: str, open_files: tuple[int, int] | None = None
+        self,
+        *args: str,
+        open_files: tuple[int, int] | None = None,
+        twistd: tuple[str, ...] = (),
     ) -> subprocess.Popen[bytes]:
         directory = Path(self.mktemp())
         directory.mkdir()
         log = (directory / "twistd.log").open("wb")
         self.addCleanup(log.close)
         child = subprocess.Popen(
-            [TWISTD, "-n", "sentinel", *args],
+            [TWISTD, "-n", *twistd, "sentinel", *args],
             cwd=directory,
             env=environment(),
             stdout=log,
@@ -84,6 +87,7 @@ class TwistdTestCase(TestCase):
 
         self.addCleanup(kill)
         self.log_path = directory / "twistd.log"
+        self.directory = directory
         return child
 
     async def get_json(self, url: str) -> Any:
@@ -641,3 +645,135 @@ class HungMountTests(TwistdTestCase):
         await agent.apply_good_config()
         self.assertLessEqual(process.num_threads(), threads + 1)
         await agent.stop()
+
+
+def handles(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum` (/proc's SigCgt)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+class SignalTests(TwistdTestCase):
+    """Signals as a user (or an init system, or a log rotation) sends them."""
+
+    def agent(self, *twistd: str) -> tuple[subprocess.Popen[bytes], str]:
+        """An agent with a config file, watching a port where nothing listens."""
+        config = Path(self.mktemp()).absolute()
+        config.write_text(
+            f'[[redis]]\nname = "r"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        )
+        http = free_port()
+        child = self.spawn(
+            "--config", str(config), "--http", f"tcp:{http}:interface=127.0.0.1",
+            twistd=twistd,
+        )  # fmt: skip
+        return child, f"http://127.0.0.1:{http}"
+
+    async def answering(self, child: subprocess.Popen[bytes], base: str) -> None:
+        async def answered() -> bool:
+            if child.poll() is not None:
+                self.fail(
+                    f"twistd exited {child.returncode}: {self.log_path.read_text()}"
+                )
+            try:
+                await self.stats(base)
+            except Exception:
+                return False
+            return True
+
+        started = reactor.seconds()
+        while not await answered():
+            if reactor.seconds() - started > 15:
+                self.fail("no answer over HTTP")
+            await pause(reactor, POLL_STEP)
+
+    async def test_sighup_and_sigusr1_while_starting(self) -> None:
+        """
+        A SIGHUP and a SIGUSR1 sent as soon as sentinel's code handles them,
+        before the reload handler exists, end nothing: the config is loaded
+        again once started, and SIGUSR1 is logged as ignored, then and
+        later. (Both ended the agent: status -1 or -10, an empty log.)
+        """
+        child, base = self.agent()
+        await wait_for(
+            reactor, lambda: handles(child.pid, signal.SIGHUP), 10.0, "a handler", 0.002
+        )
+        child.send_signal(signal.SIGHUP)
+        child.send_signal(signal.SIGUSR1)
+        await self.answering(child, base)
+        await wait_for(
+            reactor,
+            lambda: "reloaded: 0 added" in self.log_path.read_text(),
+            5.0,
+            "the reload",
+        )
+        text = self.log_path.read_text()
+        self.assertIn("SIGHUP during start-up: loading the config again", text)
+        self.assertIn("SIGUSR1 (1 during start-up) ignored", text)
+        child.send_signal(signal.SIGUSR1)
+        await wait_for(
+            reactor,
+            lambda: "SIGUSR1 ignored: " in self.log_path.read_text(),
+            5.0,
+            "SIGUSR1 logged",
+        )
+        child.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
+        self.assertEqual(child.returncode, -signal.SIGTERM)
+
+    async def test_sigusr1_reopens_twistds_log_file(self) -> None:
+        """
+        Logging to a file (--logfile), SIGUSR1 is twistd's still: the log
+        file is rotated, and the agent runs on.
+        """
+        child, base = self.agent("--logfile", "agent.log")
+        await self.answering(child, base)
+        child.send_signal(signal.SIGUSR1)
+        await wait_for(
+            reactor,
+            lambda: (self.directory / "agent.log.1").exists(),
+            5.0,
+            "the log rotated",
+        )
+        await self.answering(child, base)
+        self.assertNotIn("SIGUSR1", (self.directory / "agent.log").read_text())
+        child.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
+
+    async def test_second_sigterm_during_the_stop(self) -> None:
+        """
+        A second SIGTERM 20 ms after the first, during the stop (ZooKeeper
+        paused, so that the stop runs to its bounds): one line at info, no
+        critical line, no traceback, exit 143, within 5 s of the first.
+        """
+        zookeeper = shared_zookeeper()
+        http = free_port()
+        child = self.spawn(
+            "--zookeeper", zookeeper.hosts, "--zk-root", "/second-sigterm",
+            "--redis", f"r=127.0.0.1:{free_port()}",
+            "--http", f"tcp:{http}:interface=127.0.0.1",
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{http}"
+        await self.answering(child, base)
+        await wait_for(
+            reactor,
+            lambda: "ZooKeeper connected" in self.log_path.read_text(),
+            10.0,
+            "ZooKeeper connected",
+        )
+        self.addCleanup(zookeeper.restore)
+        zookeeper.pause()
+        child.send_signal(signal.SIGTERM)
+        await pause(reactor, 0.02)
+        child.send_signal(signal.SIGTERM)
+        took = await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
+        zookeeper.resume()
+        self.assertGreater(took, 0.02)
+        text = self.log_path.read_text()
+        self.assertEqual(child.returncode, -signal.SIGTERM, text)
+        self.assertEqual(text.count("SIGTERM: already stopping; ignored"), 1, text)
+        self.assertNotIn("#critical", text)
+        self.assertNotIn("Traceback", text)
