@@ -580,15 +580,13 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
 
     def _length(self, line: str) -> int | None:
         # The count of a ``$N`` or ``*N`` line, or None (a violation) if it
-        # is not one.
-        try:
-            length = int(line[1:])
-        except ValueError:
-            length = -2
-        if length < -1:
+        # is not one: ASCII digits, or -1 (int() would also take a sign,
+        # spaces, underscores and other scripts' digits).
+        text = line[1:]
+        if not ((text.isascii() and text.isdigit()) or text == "-1"):
             self.reject(f"not a Redis reply: {line[:40]!r}")
             return None
-        return length
+        return int(text)
 
     def _bulk_fits(self, line: str) -> bool:
         length = self._length(line)
@@ -654,6 +652,25 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.reject(f"reply too long: {len(line)} bytes")
+
+    def rawDataReceived(self, data: bytes) -> None:
+        # txredisapi's, but for the CRLF that ends a bulk, which it drops
+        # unread: anything else there is not RESP.
+        if self.bulk_length:
+            data, rest = data[: self.bulk_length], data[self.bulk_length :]
+            self.bulk_length -= len(data)
+        else:
+            rest = b""
+        buffer = self.bulk_buffer
+        buffer.extend(data)
+        if self.bulk_length == 0:
+            if buffer[-2:] != b"\r\n":
+                self.reject("not a Redis reply: a bulk not ended by CRLF")
+                return
+            bulk = bytes(buffer[:-2])
+            del buffer[:]
+            self.bulkDataReceived(bulk)
+            self.setLineMode(extra=rest)
 
     def setLineMode(self, extra: bytes = b"") -> None:
         # After a bulk, txredisapi hands what followed it in the same read

@@ -236,6 +236,11 @@ class AskedForTests(SynchronousTestCase):
             b"$-2\r\n",
             b"$abc\r\n",
             b":12x\r\n",
+            # Lengths int() would take: a sign, spaces, another script's digit.
+            b"$+4\r\n",
+            b"$ 4 \r\n",
+            b"$1_0\r\n",
+            "$\u0664\r\n".encode(),
         ]:
             c = Connection()
             replies = c.ask()
@@ -349,6 +354,28 @@ class CapTests(SynchronousTestCase):
         self.assertIsInstance(replies.replies[0], ProtocolError)
         self.assertEqual(c.buffered, 0)
         self.assertTrue(c.dropped)
+
+    def test_bulk_not_ended_by_crlf(self) -> None:
+        """
+        The two bytes after a bulk's announced length must be its CRLF
+        (txredisapi drops them unread), whether they come with it or later.
+        """
+        for reads in ([b"$4\r\nroleXX"], [b"$4\r\nrole\r", b"X"]):
+            c = Connection()
+            replies = c.ask(INFO_REPLICATION)
+            for data in reads:
+                c.receive(data)
+            self.assertEqual(
+                c.violations, ["not a Redis reply: a bulk not ended by CRLF"]
+            )
+            self.assertIsInstance(replies.replies[0], ProtocolError)
+            self.assertTrue(c.dropped)
+        c = Connection()
+        replies = c.ask(INFO_REPLICATION)
+        c.receive(b"$4\r\nrole\r")
+        c.receive(b"\n")
+        self.assertEqual(replies.replies, [b"role"])
+        self.assertEqual(c.violations, [])
 
     def test_null_bulk(self) -> None:
         """``$-1`` is a null bulk, handed on as None."""
