@@ -202,7 +202,9 @@ class RedisProbe:
     that connection: its role is then read by INFO alone. One that answers
     PING but not HELLO (no reply by the deadline, or the connection closed
     first: a proxy that drops or closes on what it does not know) fails
-    that check and is not asked HELLO again at all.
+    that check and is not asked HELLO again at all. One that answers PING
+    but not INFO by the deadline is alive, its role unknown, as when INFO
+    is refused; its connection goes.
     """
 
     # One per instance, its attributes read on every check: slots, where
@@ -788,6 +790,30 @@ class RedisProbe:
         if self._check is check:
             protocol = self._check_protocol
             self._check = self._check_protocol = None
+            answered, self._awaiting_info = self._awaiting_info, None
+            if answered is not None and protocol is not None:
+                # PING was answered, INFO was not (a proxy that drops what
+                # it does not know): alive, as when INFO is refused, its
+                # role unknown; INFO is asked again at its usual times.
+                self._drop_if(protocol)
+                self._reconnects.dropped_alive()
+                info_error = "INFO replication: no reply within the timeout"
+                error = answered.error
+                self._role_at_info = answered.role
+                observation = Observation(
+                    True,
+                    answered.ready,
+                    answered.latency_ms,
+                    info_error if error is None else f"{error}; {info_error}",
+                    Replication(role=None),
+                    answered.draining,
+                )
+                if self._reconnects.violation is not None:
+                    observation = self._on_probation(
+                        observation, self._reactor.seconds()
+                    )
+                check.callback(observation)
+                return
             pipelines = self._pipelines
             if (
                 stage == "ping"

@@ -52,6 +52,15 @@ class Reconnects:
         """An attempt starts now: the next one waits `RECONNECT_INTERVAL`."""
         self._next_attempt_at = now + RECONNECT_INTERVAL
 
+    def dropped_alive(self) -> None:
+        """
+        A connection to a server that answered was dropped by us (a reply
+        it did not send in time would be read as the next check's): the
+        next check connects again at once, unless a violation backs off.
+        """
+        if self.violation is None:
+            self._next_attempt_at = -math.inf
+
     def connected(self, now: float) -> None:
         """A connection was opened now; after a violation, its probation starts."""
         if self.violation is not None:

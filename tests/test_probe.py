@@ -25,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sentinel import probe as probe_module
 from sentinel.config import RedisInstance
-from sentinel.observation import Observation
+from sentinel.observation import Observation, Replication
 from sentinel.pacing import BEAT, ConnectPacer
 from sentinel.probe import RedisProbe, drain_key_of
 from sentinel.protocol import (
@@ -350,18 +350,37 @@ class TimeoutTests(SynchronousTestCase):
         self.assertTrue(h.probe.connected)
 
     def test_cancel_during_info_ignores_late_reply(self) -> None:
-        """Timed out while INFO was on its way: a timeout, and no late result."""
+        """
+        Timed out while INFO was on its way, PING answered (a proxy that
+        drops INFO): alive, its role unknown and the error saying why, the
+        connection dropped, and no late result; the next check connects
+        again at once (the server did not fail).
+        """
         h = Harness()
         h.connect()
         d = h.check(want_info=True)
         h.reply(b"+PONG\r\n")
         self.assertEqual(h.probe.stage, "info")
         d.cancel()
-        observation = self.successResultOf(d)
-        assert observation is not None
-        self.assertEqual(observation.error, "timeout (info)")
+        self.assertEqual(
+            self.successResultOf(d),
+            Observation(
+                True,
+                True,
+                0.0,
+                "INFO replication: no reply within the timeout",
+                Replication(role=None),
+            ),
+        )
+        assert h.transport is not None
+        self.assertTrue(h.transport.disconnecting)
         h.protocol.connectionLost(Failure(ConnectionRefusedError()))
         self.assertFalse(h.probe.connected)
+        h.reactor.advance(0.1)
+        attempts = len(h.reactor.tcpClients)
+        d = h.check()
+        self.assertEqual(len(h.reactor.tcpClients), attempts + 1)
+        self.assertNoResult(d)
 
     def test_close_ends_check_in_flight(self) -> None:
         """Closing the probe ends its check in flight and drops the connection."""
@@ -1003,10 +1022,10 @@ class PipelineTests(SynchronousTestCase):
     def test_timeout_while_info_pending(self) -> None:
         """
         A check whose deadline passes after its pipeline's replies, with
-        INFO's reply (sent in the same write) still pending, is 'timeout
-        (info)' and drops the connection: INFO's late reply is never read,
-        and the next check, on a new connection, is answered by its own
-        replies.
+        INFO's reply (sent in the same write) still pending, is alive with
+        INFO's error and drops the connection: INFO's late reply is never
+        read, and the next check, on a new connection, is answered by its
+        own replies.
         """
         h = self.connected(role_signal=True, drain_key="drain")
         replies = b"+PONG\r\n:0\r\n" + hello(b"master")
@@ -1019,7 +1038,10 @@ class PipelineTests(SynchronousTestCase):
         d.cancel()
         observation = self.successResultOf(d)
         assert observation is not None
-        self.assertEqual(observation.error, "timeout (info)")
+        self.assertTrue(observation.ok)
+        self.assertEqual(
+            observation.error, "INFO replication: no reply within the timeout"
+        )
         old, transport = h.protocol, h.transport
         assert transport is not None
         self.assertTrue(transport.disconnecting)
