@@ -204,7 +204,10 @@ class RedisProbe:
     first: a proxy that drops or closes on what it does not know) fails
     that check and is not asked HELLO again at all. One that answers PING
     but not INFO by the deadline is alive, its role unknown, as when INFO
-    is refused; its connection goes.
+    is refused; its connection goes. One that closes the connection on a
+    new connection's first check, unanswered, twice in a row, when it had
+    HELLO or INFO (twemproxy closes on both), is checked with PING alone
+    from then on, its role unknown, until PING alone is closed so too.
     """
 
     # One per instance, its attributes read on every check: slots, where
@@ -248,6 +251,9 @@ class RedisProbe:
         "_hello_role",
         "_role_at_info",
         "_last_answer",
+        "_plain",
+        "_closed_unanswered",
+        "_checks_on_connection",
     )
 
     def __init__(
@@ -327,6 +333,14 @@ class RedisProbe:
         # What the last pipeline replies parsed said (ready, error,
         # draining): the answer again when the same bytes come back.
         self._last_answer: tuple[bool, str | None, bool] = (True, None, False)
+        # Whether checks are PING alone (with EXISTS of the drain key), no
+        # HELLO and no INFO: a server that closes the connection on them
+        # before answering PING (class docstring); how many checks in a
+        # row, each the first on its connection and sent with HELLO or
+        # INFO, it closed so; and the checks made on this connection.
+        self._plain = False
+        self._closed_unanswered = 0
+        self._checks_on_connection = 0
 
     @property
     def connected(self) -> bool:
@@ -506,7 +520,8 @@ class RedisProbe:
             return
         self._protocol = result
         self._connected_once = True
-        self._hello = self._role_signal
+        self._hello = self._role_signal and not self._plain
+        self._checks_on_connection = 0
         self._pipelines = Pipelines(self, result, self._drain, self._hello)
         self._reconnects.connected(self._reactor.seconds())
         for waiter in waiters:
@@ -561,8 +576,11 @@ class RedisProbe:
         # straight to `pinged` or `answered` by the connection's ReplyTo.
         # INFO, when wanted, goes in the same write: no second round trip.
         self.stage = "ping"
+        if self._plain:
+            want_info = False
         self._want_info = want_info
         self._awaiting_info = None
+        self._checks_on_connection += 1
         self._sent_at = self._reactor.seconds()
         check: Deferred[Observation | None] = Deferred(self._cancel_check)
         self._check = check
@@ -584,8 +602,11 @@ class RedisProbe:
         latency_ms = (now - self._sent_at) * 1000.0
         ready = _ping_ready(reply)
         if ready is None:
+            if isinstance(reply, ConnectionLost):
+                self._closed_before_ping(self._want_info)
             self._bad_reply(reply, protocol, "PING")
             return
+        self._closed_unanswered = 0
         # Alive but not ready: the server's reason is the error.
         error = None if ready else str(reply)
         if self._want_info:
@@ -609,8 +630,11 @@ class RedisProbe:
         latency_ms = (now - self._sent_at) * 1000.0
         ready = _ping_ready(replies[0])
         if ready is None:
+            if isinstance(replies[0], ConnectionLost):
+                self._closed_before_ping(pipelines.hello or self._want_info)
             self._bad_reply(replies[0], protocol, "PING")
             return
+        self._closed_unanswered = 0
         # Alive but not ready: the server's reason is the error.
         error = None if ready else str(replies[0])
         draining = False
@@ -827,6 +851,35 @@ class RedisProbe:
             if protocol is not None:
                 self._drop_if(protocol)
         check.callback(Observation(ok=False, error=f"timeout ({stage})"))
+
+    def _closed_before_ping(self, extras: bool) -> None:
+        # The server closed the connection before answering PING. Twice in a
+        # row on the first check of a new connection, sent with HELLO or
+        # INFO (`extras`): a proxy that closes on commands it does not know
+        # (twemproxy closes on either, unanswered), not a restart, which
+        # would refuse the next connection, or meet a check at most once.
+        if self._checks_on_connection != 1:
+            self._closed_unanswered = 0
+        elif extras:
+            self._closed_unanswered += 1
+            if self._closed_unanswered >= 2 and not self._plain:
+                self._plain = True
+                log.warn(
+                    "{instance} closed the connection on a check with HELLO or"
+                    " INFO before answering PING, twice on a new connection (a"
+                    " proxy that closes on commands it does not know?):"
+                    " checking it with PING alone from now on, its role unknown",
+                    instance=self.instance.name,
+                )
+        elif self._plain:
+            # PING alone is closed too: not what the server refuses.
+            self._plain = False
+            self._closed_unanswered = 0
+            log.info(
+                "{instance} closed the connection on PING alone too: checking"
+                " it with HELLO and INFO again",
+                instance=self.instance.name,
+            )
 
     def _hello_unanswered(self, how: str) -> None:
         # PING was answered and HELLO was not (a proxy that drops what it

@@ -1139,6 +1139,63 @@ class PipelineTests(SynchronousTestCase):
         )
         self.assertEqual(self.reconnected(h), Observation(True, True, 0.0))
 
+    def closed_unanswered(self, h: Harness, sent: bytes, want_info: bool) -> None:
+        """A new connection whose first check the server closes, unanswered."""
+        h.reactor.advance(1.0)
+        d = h.check(want_info)
+        h.accept()
+        self.assertEqual(h.sent(), sent)
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            self.successResultOf(d), Observation(ok=False, error="connection lost")
+        )
+
+    def test_closed_on_hello_and_info_before_ping(self) -> None:
+        """
+        A server that closes a new connection on its first check, with
+        HELLO or INFO, before answering PING (twemproxy closes on either),
+        twice in a row: checked with PING alone from then on, INFO not
+        asked either, and it is up; once PING alone is closed so too, HELLO
+        and INFO are back.
+        """
+        h = Harness(role_signal=True)
+        self.closed_unanswered(h, PING + HELLO + INFO_REPLICATION, True)
+        self.closed_unanswered(h, PING + HELLO, False)
+        self.assertEqual(self.reconnected(h), Observation(True, True, 0.0))
+        d = h.check(want_info=True)
+        self.assertEqual(h.sent(), PING)
+        h.reply(b"+PONG\r\n")
+        self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        self.closed_unanswered(h, PING, False)
+        self.closed_unanswered(h, PING + HELLO, False)
+
+    def test_one_close_keeps_hello(self) -> None:
+        """
+        One close before PING's reply (a restart), or closes on a connection
+        that answered before, do not drop HELLO.
+        """
+        h = Harness(role_signal=True)
+        self.closed_unanswered(h, PING + HELLO, False)
+        h.reactor.advance(1.0)
+        d = h.check()
+        h.accept()
+        h.sent()
+        h.reply(b"+PONG\r\n" + hello(b"master"))
+        h.reply(bulk(INFO_MASTER))
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        h.sent()
+        for _ in range(3):
+            d = h.check()
+            self.assertEqual(h.sent(), PING + HELLO)
+            h.protocol.connectionLost(Failure(ConnectionDone()))
+            self.successResultOf(d)
+            h.reactor.advance(1.0)
+            h.check()
+            h.accept()
+            self.assertEqual(h.sent(), PING + HELLO)
+            h.reply(b"+PONG\r\n" + hello(b"master"))
+
     def test_wrong_kind_of_hello_reply(self) -> None:
         """A status where HELLO's array is due: out of step, dropped."""
         h = self.connected(role_signal=True)
