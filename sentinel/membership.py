@@ -124,8 +124,10 @@ class Membership:
         # Which catalog each member's listing chose (its digest and token).
         self._chosen: dict[str, tuple[str, str]] = {}
         self._catalogs: dict[str, Catalog] = {}
-        # Each member's catalog (digest, token) found held by a session.
+        # Each member's catalog (digest, token) found held by a session, and
+        # those left out for want of room (not read again until room is made).
         self._held: dict[str, tuple[str, str]] = {}
+        self._no_room: dict[str, tuple[str, str]] = {}
         self._bad: dict[str, str] = {}
         self._listing = False
         self._list_again = False
@@ -249,7 +251,10 @@ class Membership:
         missing = {
             (agent, digest, token)
             for agent, (digest, token) in chosen.items()
-            if digest not in self._catalogs or self._held.get(agent) != (digest, token)
+            if (
+                digest not in self._catalogs or self._held.get(agent) != (digest, token)
+            )
+            and self._no_room.get(agent) != (digest, token)
         }
         await self._read_catalogs(missing, complete)
         self._chosen = chosen
@@ -260,9 +265,14 @@ class Membership:
             if catalog is not None and self._held.get(agent) == (digest, token):
                 listed[agent] = catalog
         self._bad = {a: why for a, why in self._bad.items() if a in chosen}
-        # Digests nobody lists any more are forgotten.
+        # Digests nobody lists any more are forgotten: room for those left
+        # out for want of it, read again at the next listing.
         used = {digest for digest, _ in self._held.values()}
+        if self._no_room and any(d not in used for d in self._catalogs):
+            self._no_room.clear()
+            self._list_again = True
         self._catalogs = {d: c for d, c in self._catalogs.items() if d in used}
+        self._no_room = {a: c for a, c in self._no_room.items() if chosen.get(a) == c}
         self.last_error = None
         if listed != self.listed or not self.viewed:
             self.listed = listed
@@ -321,6 +331,7 @@ class Membership:
             return
         kept = sum(len(c.names) for c in self._catalogs.values())
         if kept + len(catalog.names) > MAX_NAMES_KEPT:
+            self._no_room[agent] = (digest, token)
             self._left_out(
                 agent,
                 f"its {len(catalog.names)} names would take the catalogs kept"

@@ -572,7 +572,8 @@ class CatalogSquatterTests(SynchronousTestCase):
     def test_catalogs_kept_are_bounded(self) -> None:
         """
         A live member whose catalog would take the names kept over
-        MAX_NAMES_KEPT is left out and named, and not kept.
+        MAX_NAMES_KEPT is left out and named, and not kept, nor read again
+        at each listing.
         """
         self.patch(membership_module, "MAX_NAMES_KEPT", 100)
         self.ghost([f"x{i}" for i in range(80)], owner=OLD_SESSION)
@@ -583,6 +584,12 @@ class CatalogSquatterTests(SynchronousTestCase):
         self.assertLessEqual(
             sum(len(c.names) for c in membership._catalogs.values()), 100
         )
+        # Not read again at each listing while there is no more room.
+        reads, listings = membership.catalog_reads, membership.listings
+        self.fleet.server.put(f"{ROOT}/catalogs/other", b"", OLD_SESSION)
+        self.fleet.run(1.0)
+        self.assertGreater(membership.listings, listings)
+        self.assertEqual(membership.catalog_reads, reads)
         self.flushLoggedErrors()
 
     def test_own_catalog_written_again(self) -> None:
