@@ -207,7 +207,8 @@ class RedisProbe:
     is refused; its connection goes. One that closes the connection on a
     new connection's first check, unanswered, twice in a row, when it had
     HELLO or INFO (twemproxy closes on both), is checked with PING alone
-    from then on, its role unknown, until PING alone is closed so too.
+    from then on, its role unknown, unless PING alone is closed so too
+    (then never again: a server that closes every connection).
     """
 
     # One per instance, its attributes read on every check: slots, where
@@ -335,10 +336,11 @@ class RedisProbe:
         self._last_answer: tuple[bool, str | None, bool] = (True, None, False)
         # Whether checks are PING alone (with EXISTS of the drain key), no
         # HELLO and no INFO: a server that closes the connection on them
-        # before answering PING (class docstring); how many checks in a
-        # row, each the first on its connection and sent with HELLO or
+        # before answering PING (class docstring); None while undecided,
+        # False for good once PING alone was closed so too. How many checks
+        # in a row, each the first on its connection and sent with HELLO or
         # INFO, it closed so; and the checks made on this connection.
-        self._plain = False
+        self._plain: bool | None = None
         self._closed_unanswered = 0
         self._checks_on_connection = 0
 
@@ -862,7 +864,7 @@ class RedisProbe:
             self._closed_unanswered = 0
         elif extras:
             self._closed_unanswered += 1
-            if self._closed_unanswered >= 2 and not self._plain:
+            if self._closed_unanswered >= 2 and self._plain is None:
                 self._plain = True
                 log.warn(
                     "{instance} closed the connection on a check with HELLO or"
@@ -872,12 +874,14 @@ class RedisProbe:
                     instance=self.instance.name,
                 )
         elif self._plain:
-            # PING alone is closed too: not what the server refuses.
+            # PING alone is closed too: not what the server refuses (one that
+            # closes every connection). For good: else such a server would
+            # turn it on and off, a log line each time.
             self._plain = False
             self._closed_unanswered = 0
             log.info(
                 "{instance} closed the connection on PING alone too: checking"
-                " it with HELLO and INFO again",
+                " it with HELLO and INFO again, for good",
                 instance=self.instance.name,
             )
 
