@@ -834,11 +834,7 @@ class RedisProbe:
                     Replication(role=None),
                     answered.draining,
                 )
-                if self._reconnects.violation is not None:
-                    observation = self._on_probation(
-                        observation, self._reactor.seconds()
-                    )
-                check.callback(observation)
+                self._finish(check, observation, self._reactor.seconds())
                 return
             pipelines = self._pipelines
             if (

@@ -428,8 +428,9 @@ class ZooKeeper:
         """
         if session is None or session != self._session or self.state != CONNECTED:
             return False
-        client_id = self.client_id
-        return client_id is not None and client_id[0] == session
+        # kazoo's own, read once (it may change on its thread at any time).
+        client_id = None if self._client is None else self._client.client_id
+        return client_id is not None and int(client_id[0]) == session
 
     def _has_room(self, rank: int) -> bool:
         return self._in_flight < CALLS_IN_FLIGHT and (
@@ -502,7 +503,8 @@ class ZooKeeper:
         if ephemeral and not sequence:
             # Sent at the end of the turn, with the other writes made in it
             # (module docstring).
-            return self._write(_Write(Deferred(), path, data, create=True))
+            write = _Write(Deferred(), path, data, create=True, session=self._session)
+            return self._write(write)
         return self._create_now(path, data, ephemeral, sequence)
 
     def _create_now(
@@ -525,7 +527,9 @@ class ZooKeeper:
         the reactor's turn, with the other writes made in it (module
         docstring).
         """
-        return self._write(_Write(Deferred(), path, data, version))
+        return self._write(
+            _Write(Deferred(), path, data, version, session=self._session)
+        )
 
     def _write(self, write: _Write) -> Deferred[Any]:
         client = self._client
@@ -533,9 +537,8 @@ class ZooKeeper:
             return fail(ConnectionClosedError("not started"))
         if not client.connected:
             return fail(ConnectionLoss("not connected to ZooKeeper"))
-        if not self._in_session(self._session):
+        if not self._in_session(write.session):
             return fail(ConnectionLoss(_SESSION_CHANGED))
-        write = attr.evolve(write, session=self._session)
         self._queue_write(write)
         return write.d.addTimeout(self.call_timeout, self._reactor)
 
@@ -552,11 +555,13 @@ class ZooKeeper:
 
     def _send_writes(self) -> None:
         self._writes_call = None
+        # The session writes may go to now, asked once for all of them.
+        session = self._session if self._in_session(self._session) else None
         pending = []
         for write in self._writes:
             if write.d.called:
                 continue  # Timed out.
-            if self._client is not None and not self._in_session(write.session):
+            if self._client is not None and write.session != session:
                 _settle(Failure(ConnectionLoss(_SESSION_CHANGED)), write.d)
                 continue
             pending.append(write)
