@@ -41,6 +41,7 @@ used as far as it goes (an address list for a Redis host fits in UDP).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Sequence
@@ -64,6 +65,8 @@ MAX_CNAMES = 8
 # How long a try waits for its answer before the query is sent again (to the
 # next name server, if there are several).
 RETRY_SECONDS = 1.0
+# Tries of one query at most: a minute of them, one a second.
+MAX_TRIES = 60
 # The name as the DNS can carry it (RFC 1035 section 2.3.4).
 _MAX_LABEL = 63
 _MAX_NAME = 253
@@ -185,10 +188,14 @@ class _ResolvConfClient(client.Resolver):
 
 
 def tries(bound: float) -> tuple[float, ...]:
-    """Per-try timeouts for twisted.names that last at least `bound` seconds."""
-    each = min(RETRY_SECONDS, bound)
-    count = max(1, int(-(-bound // each)))
-    return (each,) * count
+    """
+    Per-try timeouts for twisted.names that last at least `bound` seconds:
+    one a second, or `MAX_TRIES` evenly spread over a longer bound, so that
+    what they cost does not grow with the bound (a tuple of one entry per
+    second took 531 MB for a bound of 3e7 s, and could not be made for 1e308).
+    """
+    each = max(min(RETRY_SECONDS, bound), bound / MAX_TRIES)
+    return (each,) * min(MAX_TRIES, max(1, math.ceil(bound / each)))
 
 
 class NameLookup:

@@ -727,6 +727,18 @@ class NameLookupTests(SynchronousTestCase):
         self.assertEqual(lookup_module.tries(0.5), (0.5,))
         self.assertEqual(lookup_module.tries(2.5), (1.0, 1.0, 1.0))
 
+    def test_tries_bounded(self) -> None:
+        """
+        However long the bound (any finite one), there are at most
+        MAX_TRIES tries, spread evenly, lasting at least the bound.
+        """
+        self.assertEqual(lookup_module.tries(60.0), (1.0,) * 60)
+        for bound in (61.0, 3e7, 1e308):
+            timeouts = lookup_module.tries(bound)
+            self.assertEqual(len(timeouts), lookup_module.MAX_TRIES)
+            self.assertEqual(len(set(timeouts)), 1)
+            self.assertGreaterEqual(sum(timeouts), bound * (1 - 1e-9))
+
 
 class HostsFileTests(SynchronousTestCase):
     def setUp(self) -> None:
