@@ -20,7 +20,9 @@ not a hang. The thread of a read that overran stays in its system call
 until the mount answers; until then the `FileReader` refuses every other
 read at once, so a hung mount holds one thread, never more. A batch's
 thread ends with the batch (no thread is left behind to confuse twistd's
-fork into the background).
+fork into the background). `WatchedFile` is the exception: local system
+files (hosts, resolv.conf) looked at while the agent runs, read with the
+same checks on the caller's thread.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from queue import SimpleQueue
+from typing import Any
 
 # Seconds a read may take. A local file answers in microseconds, a network
 # mount in milliseconds; a read still waiting after this is on a hung mount.
@@ -125,6 +128,60 @@ def read_regular_file(path: str, limit: int) -> bytes:
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         raise Unreadable("changed while being read")
     return data
+
+
+class WatchedFile:
+    """
+    A local system file (the hosts file, resolv.conf) read again when it
+    changes, through `read_regular_file`, on the caller's thread: it is
+    looked at (one ``stat``) at most once every `every` seconds, and read
+    only when its inode, mtime or size moved. A file missing from the start
+    reads as empty (the system's may be missing).
+    """
+
+    def __init__(self, path: str, limit: int, clock: Any, every: float) -> None:
+        self.path = path
+        self._limit = limit
+        self._clock = clock
+        self._every = every
+        self._checked_at = float("-inf")
+        # What the file was when last looked at (None: missing), or
+        # _NEVER before the first look.
+        self._signature: tuple[int, int, int] | None | object = _NEVER
+
+    def changed(self) -> bytes | None:
+        """
+        What the file holds if it changed since the last call, else None
+        (and None until `every` seconds have passed since the last look).
+
+        @raise Unreadable: once per change that leaves the file unreadable
+            or refused (gone, a FIFO, a device, too large...); None after
+            that until it changes again.
+        """
+        now = self._clock.seconds()
+        if now - self._checked_at < self._every:
+            return None
+        self._checked_at = now
+        first = self._signature is _NEVER
+        try:
+            status = os.stat(self.path)
+        except OSError as e:
+            signature = None
+            if first and e.errno == errno.ENOENT:
+                self._signature = None
+                return b""
+            problem = e.strerror or str(e)
+        else:
+            signature = (status.st_ino, status.st_mtime_ns, status.st_size)
+        if signature == self._signature:
+            return None
+        self._signature = signature
+        if signature is None:
+            raise Unreadable(problem)
+        return read_regular_file(self.path, self._limit)
+
+
+_NEVER = object()
 
 
 class _Read:

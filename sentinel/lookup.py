@@ -12,15 +12,15 @@ What glibc's getaddrinfo does, as far as a health agent needs it:
   at most once a second, with one `stat`; 5 ms for that blocklist), and
   each name is found with a string search that splits only the lines
   holding it, once per change (under 1 ms per name there, 0.6 us after).
-  It is read as configured files are (`sentinel.files.read_regular_file`):
-  a FIFO or ``/dev/zero`` in its place would block or fill memory. Both
-  files are local system files: a ``stat`` (hosts, once a second) and an
-  ``open`` (resolv.conf, once a minute, by twisted.names) run on the
-  reactor thread, and would wait as long as a hung mount does.
-- Then the name servers of resolv.conf, as twisted.names reads it (at the
-  first lookup and, when its mtime changes, once a minute; only
-  ``nameserver`` lines, always port 53, and 127.0.0.1 when there is none),
-  or those of ``[dns] nameservers``. Its ``search``/``domain`` list is
+  It is read as configured files are (`sentinel.files.WatchedFile`): a
+  FIFO or ``/dev/zero`` in its place would block or fill memory. Both
+  files are local system files: the ``stat`` that looks for a change (at
+  most once a second each, when lookups happen) runs on the reactor
+  thread, and would wait as long as a hung mount does.
+- Then the name servers of resolv.conf (`sentinel.resolvconf`: read when
+  it changes, the last good one kept; only ``nameserver`` lines, always
+  port 53, and 127.0.0.1 when there is none), or those of
+  ``[dns] nameservers``. Its ``search``/``domain`` list is
   applied as glibc does with its default ``ndots:1``: a name without a dot
   is tried with each suffix first, any other name as given first; a
   trailing dot turns the list off. ``options`` (ndots, timeout, attempts,
@@ -42,7 +42,6 @@ used as far as it goes (an address list for a Redis host fits in UDP).
 from __future__ import annotations
 
 import math
-import os
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -56,7 +55,8 @@ from twisted.names import client, dns, error
 from twisted.python.failure import Failure
 
 from sentinel.config import DNSConfig
-from sentinel.files import MAX_HOSTS_BYTES, Unreadable, read_regular_file
+from sentinel.files import MAX_HOSTS_BYTES, Unreadable, WatchedFile
+from sentinel.resolvconf import ResolvConf, ResolvConfFile
 
 log = Logger()
 
@@ -112,20 +112,14 @@ class HostsFile:
     """A hosts(5) file, read again when it changes."""
 
     def __init__(self, path: str, clock: Any) -> None:
-        self._path = path
-        self._clock = clock
-        self._checked_at = float("-inf")
-        self._signature: tuple[int, int, int] | None = None
+        self._file = WatchedFile(path, MAX_HOSTS_BYTES, clock, HOSTS_CHECK_SECONDS)
         self._text = ""
         # What was found for each name asked since the file last changed.
         self._found: dict[str, list[str]] = {}
 
     def addresses(self, name: str) -> list[str]:
         """The file's addresses for `name` (any case, trailing dot or not)."""
-        now = self._clock.seconds()
-        if now - self._checked_at >= HOSTS_CHECK_SECONDS:
-            self._checked_at = now
-            self._refresh()
+        self._refresh()
         key = name.lower().rstrip(".")
         found = self._found.get(key)
         if found is None:
@@ -134,52 +128,23 @@ class HostsFile:
 
     def _refresh(self) -> None:
         try:
-            status = os.stat(self._path)
-        except OSError as e:
-            self._replace(None, "", f"cannot read it: {e.strerror}")
-            return
-        signature = (status.st_ino, status.st_mtime_ns, status.st_size)
-        if signature == self._signature:
-            return
-        try:
-            data = read_regular_file(self._path, MAX_HOSTS_BYTES)
+            data = self._file.changed()
         except Unreadable as e:
-            self._replace(signature, "", f"cannot read it: {e}")
-            return
-        # Names in the config are ASCII: other bytes can match none of them.
-        self._replace(signature, data.decode("ascii", "replace").lower())
-
-    def _replace(
-        self,
-        signature: tuple[int, int, int] | None,
-        text: str,
-        problem: str | None = None,
-    ) -> None:
-        # Said once per change of the file, not at every check.
-        if problem is not None and signature != self._signature:
+            # Said once per change of the file, not at every check.
             log.warn(
-                "hosts file {path} ignored: {problem}", path=self._path, problem=problem
+                "hosts file {path} ignored: cannot read it: {problem}",
+                path=self._file.path,
+                problem=e,
             )
-        self._signature = signature
-        self._text = text
-        self._found = {}
+            data = b""
+        if data is not None:
+            # Names in the config are ASCII: other bytes can match none of them.
+            self._text = data.decode("ascii", "replace").lower()
+            self._found = {}
 
 
-class _ResolvConfClient(client.Resolver):
-    """twisted.names' client, also keeping resolv.conf's search list."""
-
-    search_list: tuple[str, ...] = ()
-
-    def parseConfig(self, resolvConf: Any) -> None:
-        lines = list(resolvConf)
-        super().parseConfig(lines)
-        # As resolver(5) says: the last "search" or "domain" line wins.
-        search: tuple[str, ...] = ()
-        for line in lines:
-            fields = line.split()
-            if fields and fields[0] in (b"search", b"domain"):
-                search = tuple(f.decode("ascii", "replace") for f in fields[1:])
-        self.search_list = search
+class _NameServers(client.Resolver):
+    """twisted.names' client, for `queryUDP` to the name servers it is given."""
 
     def messageReceived(self, message: Any, protocol: Any, address: Any = None) -> None:
         # A datagram that answers no query of ours (late, repeated, forged):
@@ -218,6 +183,11 @@ class NameLookup:
         self._hosts = HostsFile(config.hosts_file, reactor)
         self._servers = servers
         self._search = None if search is None else tuple(search)
+        self._resolv_conf = None
+        if servers is None and not config.nameservers:
+            self._resolv_conf = ResolvConfFile(config.resolv_conf, reactor)
+        # The resolv.conf content the name servers were last set from.
+        self._applied: ResolvConf | None = None
 
     def local(self, name: str) -> Answer | None:
         """An answer from the hosts file, IPv4 first, or None."""
@@ -236,18 +206,15 @@ class NameLookup:
         return Deferred.fromCoroutine(self._lookup(name))
 
     def stop(self) -> None:
-        """Stop twisted.names' periodic check of resolv.conf."""
-        parse_call = getattr(self._servers, "_parseCall", None)
-        if parse_call is not None and parse_call.active():
-            parse_call.cancel()
+        """Nothing to release: nothing runs between lookups."""
 
     async def _lookup(self, name: str) -> Answer:
         problem = _name_problem(name)
         if problem is not None:
             raise LookupFailed(problem)
-        servers = self._client()
+        servers, search = self._where()
         found_name = False
-        for candidate in self._candidates(name, servers):
+        for candidate in self._candidates(name, search):
             try:
                 answer = await self._addresses(servers, candidate)
             except error.DNSNameError:
@@ -269,32 +236,37 @@ class NameLookup:
                 raise LookupFailed("answer too large for UDP")
         return None
 
-    def _client(self) -> client.Resolver:
-        # Made at the first lookup, so that an agent that only knows
-        # addresses (and unit tests) reads no resolv.conf.
-        if self._servers is None:
-            config = self._config
-            where: dict[str, Any] = (
-                {"servers": list(config.nameservers)}
-                if config.nameservers
-                else {"resolv": config.resolv_conf}
-            )
+    def _where(self) -> tuple[client.Resolver, tuple[str, ...]]:
+        """The name servers to ask, and the search list."""
+        nameservers = self._config.nameservers
+        search = self._search or ()
+        if self._resolv_conf is not None:
             try:
-                self._servers = _ResolvConfClient(
-                    timeout=tries(self._bound), reactor=self._reactor, **where
-                )
-            except OSError as e:
+                conf = self._resolv_conf.current()
+            except Unreadable as e:
                 raise LookupFailed(
-                    f"cannot read {config.resolv_conf}: {e.strerror}"
+                    f"cannot read {self._resolv_conf.path}: {e}"
                 ) from None
-        return self._servers
+            nameservers = conf.nameservers
+            if self._search is None:
+                search = conf.search
+            if self._servers is not None and conf is not self._applied:
+                self._servers.servers = list(nameservers)
+            self._applied = conf
+        if self._servers is None:
+            # Made at the first lookup, so that an agent that only knows
+            # addresses (and unit tests) reads no resolv.conf.
+            self._servers = _NameServers(
+                servers=list(nameservers),
+                timeout=tries(self._bound),
+                reactor=self._reactor,
+            )
+        return self._servers, search
 
-    def _candidates(self, name: str, servers: client.Resolver) -> list[str]:
+    @staticmethod
+    def _candidates(name: str, search: tuple[str, ...]) -> list[str]:
         if name.endswith("."):
             return [name[:-1]]
-        search = self._search
-        if search is None:
-            search = getattr(servers, "search_list", ())
         suffixed = [f"{name}.{domain.rstrip('.')}" for domain in search]
         if "." in name:
             return [name, *suffixed]

@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import lookup as lookup_module
 from sentinel.config import DNSConfig
+from sentinel.files import MAX_HOSTS_BYTES
 from sentinel.lookup import Answer, HostsFile, LookupFailed, NameLookup, search_hosts
 from sentinel.resolve import (
     FAILURE_TTL,
@@ -688,7 +689,7 @@ class NameLookupTests(SynchronousTestCase):
     def test_resolv_conf(self) -> None:
         """
         resolv.conf gives the name servers and the search list, read at the
-        first lookup; stopping ends twisted.names' periodic check of it.
+        first lookup; nothing runs between lookups.
         """
         path = self.mktemp()
         with open(path, "w") as f:
@@ -701,9 +702,38 @@ class NameLookupTests(SynchronousTestCase):
         self.assertEqual(self.last().sent[-1][1], ("192.0.2.54", 53))
         self.last().reply(answers=(a("redis.a.example", "192.0.2.8"),))
         self.assertEqual(self.successResultOf(d).address, "192.0.2.8")
-        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
-        lookup.stop()
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_resolv_conf_refused_at_runtime(self) -> None:
+        """
+        A resolv.conf that turns bad at runtime (here: over the size
+        limit, 8 MiB) is not read: lookups go on with the last good name servers;
+        one that changes well is followed.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("nameserver 192.0.2.54\n")
+        lookup = NameLookup(
+            self.reactor, DNSConfig(resolv_conf=path, hosts_file=self.hosts), BOUND
+        )
+        d = lookup.lookup("redis.example")
+        self.last().reply(answers=(a("redis.example", "192.0.2.8"),))
+        self.successResultOf(d)
+        with open(path + ".new", "w") as f:
+            f.write("nameserver 192.0.2.99\n#")
+            f.truncate(MAX_HOSTS_BYTES + 1)
+        os.replace(path + ".new", path)
+        self.reactor.advance(60.0)
+        d = lookup.lookup("redis.example")
+        self.assertEqual(self.last().sent[-1][1], ("192.0.2.54", 53))
+        self.last().reply(answers=(a("redis.example", "192.0.2.8"),))
+        self.successResultOf(d)
+        with open(path + ".new", "w") as f:
+            f.write("nameserver 192.0.2.55\n")
+        os.replace(path + ".new", path)
+        self.reactor.advance(60.0)
+        d = lookup.lookup("redis.example")
+        self.assertEqual(self.last().sent[-1][1], ("192.0.2.55", 53))
 
     def test_resolv_conf_unreadable(self) -> None:
         """A resolv.conf that cannot be read fails lookups, saying why."""
