@@ -47,16 +47,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import attr
-from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.abstract import isIPAddress
 from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, InvalidAddressError
 from twisted.logger import Logger
 from twisted.names import client, dns, error
 from twisted.python.failure import Failure
 
 from sentinel.config import DNSConfig
 from sentinel.files import MAX_HOSTS_BYTES, Unreadable, WatchedFile
-from sentinel.resolvconf import ResolvConf, ResolvConfFile
+from sentinel.resolvconf import ResolvConf, ResolvConfFile, is_address
 
 log = Logger()
 
@@ -82,11 +82,6 @@ class Answer:
 
 class LookupFailed(Exception):
     """The name has no address; the message says why, in a few words."""
-
-
-def is_address(host: str) -> bool:
-    """Whether `host` is an IPv4 or IPv6 address already, not a name."""
-    return isIPAddress(host) or isIPv6Address(host)
 
 
 def search_hosts(text: str, name: str) -> list[str]:
@@ -340,7 +335,12 @@ def describe_failure(failure: Failure, bound: float) -> str | None:
         socket_error = getattr(failure.value, "socketError", None)
         why = getattr(socket_error, "strerror", None) or str(socket_error)
         return f"cannot open a socket: {why}"
+    if failure.check(InvalidAddressError):
+        # Sending the query failed: a name server that is not an address
+        # (resolv.conf's are left out; this says so if one gets through).
+        address = getattr(failure.value, "address", "?")
+        return f"name server {address} is not an IP address"
     if failure.check(OSError):
         # Sending the query failed (no route to the name server, ...).
-        return getattr(failure.value, "strerror", None) or None
+        return getattr(failure.value, "strerror", None) or str(failure.value)
     return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import attr
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.logger import Logger
 
 from sentinel.files import MAX_HOSTS_BYTES, Unreadable, WatchedFile
@@ -30,31 +31,45 @@ CHECK_SECONDS = 1.0
 DEFAULT_NAMESERVER = ("127.0.0.1", 53)
 
 
+def is_address(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address already, not a name."""
+    return isIPAddress(host) or isIPv6Address(host)
+
+
 @attr.frozen
 class ResolvConf:
-    """What a lookup takes from resolv.conf."""
+    """What a lookup takes from resolv.conf, and what it left out (why)."""
 
     nameservers: tuple[tuple[str, int], ...]
     search: tuple[str, ...]
+    left_out: tuple[str, ...] = ()
 
 
 def parse_resolv_conf(data: bytes) -> ResolvConf:
     """
     resolver(5): ``nameserver`` lines (always port 53), and the last
-    ``search`` or ``domain`` line; everything else is not read.
+    ``search`` or ``domain`` line; everything else is not read. A name
+    server that is not an IP address is left out (glibc skips it too):
+    twisted.names would fail every query to it with InvalidAddressError.
     """
     nameservers = []
     search: tuple[str, ...] = ()
+    left_out = []
     for line in data.splitlines():
         fields = line.decode("ascii", "replace").split()
         if not fields:
             continue
         keyword, values = fields[0], fields[1:]
         if keyword == "nameserver" and values:
-            nameservers.append((values[0], 53))
+            if is_address(values[0]):
+                nameservers.append((values[0], 53))
+            else:
+                left_out.append(f"nameserver {values[0]!r}: not an IP address")
         elif keyword in ("search", "domain"):
             search = tuple(values)
-    return ResolvConf(tuple(nameservers) or (DEFAULT_NAMESERVER,), search)
+    return ResolvConf(
+        tuple(nameservers) or (DEFAULT_NAMESERVER,), search, tuple(left_out)
+    )
 
 
 class ResolvConfFile:
@@ -84,6 +99,11 @@ class ResolvConfFile:
             data = None
         if data is not None:
             self._conf = parse_resolv_conf(data)
+            # Said once per change of the file, as it is read once.
+            for what in self._conf.left_out:
+                log.warn(
+                    "resolv.conf {path}: {what}; left out", path=self.path, what=what
+                )
         if self._conf is None:
             raise Unreadable(self._problem)
         return self._conf

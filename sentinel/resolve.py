@@ -47,7 +47,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.config import DNSConfig
-from sentinel.lookup import Answer, NameLookup, describe_failure, is_address
+from sentinel.lookup import Answer, NameLookup, describe_failure
+from sentinel.resolvconf import is_address
 
 log = Logger()
 

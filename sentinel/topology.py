@@ -46,9 +46,9 @@ from twisted.logger import Logger
 
 from sentinel.config import Config, RedisInstance
 from sentinel.instance import InstanceState
-from sentinel.lookup import is_address
 from sentinel.monitor import Monitor
 from sentinel.observation import Replication
+from sentinel.resolvconf import is_address
 
 log = Logger()
 

@@ -38,6 +38,16 @@ class ParseTests(SynchronousTestCase):
             ),
         )
 
+    def test_nameserver_not_an_address(self) -> None:
+        """A nameserver that is not an IP address is left out, saying why."""
+        conf = parse_resolv_conf(b"nameserver dns.example\nnameserver ::1\n")
+        self.assertEqual(conf.nameservers, (("::1", 53),))
+        self.assertEqual(
+            conf.left_out, ("nameserver 'dns.example': not an IP address",)
+        )
+        conf = parse_resolv_conf(b"nameserver dns.example\n")
+        self.assertEqual(conf.nameservers, (DEFAULT_NAMESERVER,))
+
     def test_no_nameserver(self) -> None:
         """Without a nameserver line, 127.0.0.1 is asked, as glibc does."""
         self.assertEqual(parse_resolv_conf(b"").nameservers, (DEFAULT_NAMESERVER,))
@@ -117,6 +127,16 @@ class ResolvConfFileTests(SynchronousTestCase):
         self.kept_through(os.mkfifo)
         self.replace_with(lambda path: open(path, "w").write("nameserver 192.0.2.54\n"))
         self.assertEqual(conf_of(self.path, self.clock), (("192.0.2.54", 53),))
+
+    def test_left_out_said_once(self) -> None:
+        """What is left out is said once per change of the file."""
+        self.write("nameserver dns.example\n")
+        conf = ResolvConfFile(self.path, self.clock)
+        for _ in range(3):
+            conf.current()
+            self.clock.advance(resolvconf.CHECK_SECONDS)
+        [line] = self.logged()
+        self.assertIn("nameserver 'dns.example': not an IP address; left out", line)
 
     def test_missing_from_the_start(self) -> None:
         """A file missing from the start reads as empty: 127.0.0.1."""

@@ -9,8 +9,13 @@ import errno
 import os
 from typing import Any
 
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import CannotListenError, DNSLookupError
+from twisted.internet.error import (
+    CannotListenError,
+    DNSLookupError,
+    InvalidAddressError,
+)
 from twisted.internet.task import Clock
 from twisted.names import client, dns, error
 from twisted.trial.unittest import SynchronousTestCase
@@ -424,6 +429,9 @@ class FakeUDPPort:
         protocol.makeConnection(self)
 
     def write(self, data: bytes, address: tuple[str, int]) -> None:
+        if not (isIPAddress(address[0]) or isIPv6Address(address[0])):
+            # As twisted's UDP port does.
+            raise InvalidAddressError(address[0], "write() only accepts IP addresses")
         if self.unreachable:
             raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
         self.sent.append((data, address))
@@ -686,16 +694,30 @@ class NameLookupTests(SynchronousTestCase):
         d = self.lookup.lookup("redis.example")
         self.assertEqual(self.reason(d), "Network is unreachable")
 
+    def resolv_conf(self, text: str) -> tuple[str, NameLookup]:
+        """A resolv.conf holding `text`, and a NameLookup reading it."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        config = DNSConfig(resolv_conf=path, hosts_file=self.hosts)
+        return path, NameLookup(self.reactor, config, BOUND)
+
+    def server_asked(self, lookup: NameLookup) -> tuple[str, int]:
+        """The name server a lookup asks, a minute later (it is answered)."""
+        self.reactor.advance(60.0)
+        d = lookup.lookup("redis.example")
+        server = self.last().sent[-1][1]
+        self.last().reply(answers=(a("redis.example", "192.0.2.8"),))
+        self.successResultOf(d)
+        return server
+
     def test_resolv_conf(self) -> None:
         """
         resolv.conf gives the name servers and the search list, read at the
         first lookup; nothing runs between lookups.
         """
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write("nameserver 192.0.2.54\nsearch a.example\noptions ndots:5\n")
-        lookup = NameLookup(
-            self.reactor, DNSConfig(resolv_conf=path, hosts_file=self.hosts), BOUND
+        path, lookup = self.resolv_conf(
+            "nameserver 192.0.2.54\nsearch a.example\noptions ndots:5\n"
         )
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         d = lookup.lookup("redis")
@@ -707,41 +729,55 @@ class NameLookupTests(SynchronousTestCase):
     def test_resolv_conf_refused_at_runtime(self) -> None:
         """
         A resolv.conf that turns bad at runtime (here: over the size
-        limit, 8 MiB) is not read: lookups go on with the last good name servers;
-        one that changes well is followed.
+        limit, 8 MiB) is not read: lookups go on with the last good name
+        servers; one that changes well is followed.
         """
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write("nameserver 192.0.2.54\n")
-        lookup = NameLookup(
-            self.reactor, DNSConfig(resolv_conf=path, hosts_file=self.hosts), BOUND
-        )
-        d = lookup.lookup("redis.example")
-        self.last().reply(answers=(a("redis.example", "192.0.2.8"),))
-        self.successResultOf(d)
+        path, lookup = self.resolv_conf("nameserver 192.0.2.54\n")
+        self.assertEqual(self.server_asked(lookup), ("192.0.2.54", 53))
         with open(path + ".new", "w") as f:
             f.write("nameserver 192.0.2.99\n#")
             f.truncate(MAX_HOSTS_BYTES + 1)
         os.replace(path + ".new", path)
-        self.reactor.advance(60.0)
-        d = lookup.lookup("redis.example")
-        self.assertEqual(self.last().sent[-1][1], ("192.0.2.54", 53))
-        self.last().reply(answers=(a("redis.example", "192.0.2.8"),))
-        self.successResultOf(d)
+        self.assertEqual(self.server_asked(lookup), ("192.0.2.54", 53))
         with open(path + ".new", "w") as f:
             f.write("nameserver 192.0.2.55\n")
         os.replace(path + ".new", path)
-        self.reactor.advance(60.0)
+        self.assertEqual(self.server_asked(lookup), ("192.0.2.55", 53))
+
+    def test_resolv_conf_nameserver_not_an_address(self) -> None:
+        """
+        A resolv.conf nameserver that is not an IP address is left out
+        (said once): the next one is asked; with none left, 127.0.0.1.
+        """
+        path, lookup = self.resolv_conf(
+            "nameserver dns.example\nnameserver 192.0.2.54\n"
+        )
+        self.assertEqual(self.server_asked(lookup), ("192.0.2.54", 53))
+        with open(path, "w") as f:
+            f.write("nameserver dns.example\n")
+        self.assertEqual(self.server_asked(lookup), ("127.0.0.1", 53))
+
+    def test_name_server_not_an_address(self) -> None:
+        """
+        A name server that is not an address (if one got through) fails
+        the lookup in words, not as an unexpected error.
+        """
+        lookup = NameLookup(
+            self.reactor,
+            DNSConfig(hosts_file=self.hosts),
+            BOUND,
+            servers=client.Resolver(
+                servers=[("dns.example", 53)], reactor=self.reactor
+            ),
+        )
         d = lookup.lookup("redis.example")
-        self.assertEqual(self.last().sent[-1][1], ("192.0.2.55", 53))
+        self.assertEqual(self.reason(d), "name server dns.example is not an IP address")
 
     def test_resolv_conf_unreadable(self) -> None:
         """A resolv.conf that cannot be read fails lookups, saying why."""
-        path = self.mktemp()
+        path, lookup = self.resolv_conf("")
+        os.unlink(path)
         os.mkdir(path)
-        lookup = NameLookup(
-            self.reactor, DNSConfig(resolv_conf=path, hosts_file=self.hosts), BOUND
-        )
         d = lookup.lookup("redis.example")
         self.assertEqual(self.reason(d), f"cannot read {path}: Is a directory")
 
