@@ -29,8 +29,9 @@ What glibc's getaddrinfo does, as far as a health agent needs it:
   followed within the answer (at most `MAX_CNAMES`), records for other
   names are ignored.
 
-Each query goes through ``client.Resolver.queryUDP``, which opens a UDP socket
-per try and closes it when the try ends. Not ``lookupAddress``: when opening
+Each query goes through ``client.Resolver.queryUDP`` (`sentinel.dnsclient`,
+which keeps it quiet), which opens a UDP socket per try and closes it when
+the try ends. Not ``lookupAddress``: when opening
 the socket fails (EMFILE), it raises instead of failing its Deferred and
 leaves the query marked in flight, so that every later lookup of that name
 waits forever (seen with twisted 26.10); and it asks a truncated answer
@@ -55,6 +56,7 @@ from twisted.names import client, dns, error
 from twisted.python.failure import Failure
 
 from sentinel.config import DNSConfig
+from sentinel.dnsclient import NameServers
 from sentinel.files import MAX_HOSTS_BYTES, Unreadable, WatchedFile
 from sentinel.resolvconf import ResolvConf, ResolvConfFile, is_address
 
@@ -136,15 +138,6 @@ class HostsFile:
             # Names in the config are ASCII: other bytes can match none of them.
             self._text = data.decode("ascii", "replace").lower()
             self._found = {}
-
-
-class _NameServers(client.Resolver):
-    """twisted.names' client, for `queryUDP` to the name servers it is given."""
-
-    def messageReceived(self, message: Any, protocol: Any, address: Any = None) -> None:
-        # A datagram that answers no query of ours (late, repeated, forged):
-        # dropped, without the log line per datagram twisted.names writes.
-        pass
 
 
 def tries(bound: float) -> tuple[float, ...]:
@@ -251,10 +244,8 @@ class NameLookup:
         if self._servers is None:
             # Made at the first lookup, so that an agent that only knows
             # addresses (and unit tests) reads no resolv.conf.
-            self._servers = _NameServers(
-                servers=list(nameservers),
-                timeout=tries(self._bound),
-                reactor=self._reactor,
+            self._servers = NameServers(
+                list(nameservers), tries(self._bound), self._reactor
             )
         return self._servers, search
 

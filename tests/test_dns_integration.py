@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import DNSLookupError
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from sentinel import resolve
@@ -121,3 +122,17 @@ class ResolverAgainstNameServerTests(TestCase):
         self.assertEqual(await self.resolver.resolve("alias.test"), "127.0.0.1")
         self.assertEqual(await self.resolver.resolve("six.test"), "::1")
         self.assertEqual(self.names.queries["six.test"], 2)
+
+    async def test_quiet_sockets(self) -> None:
+        """
+        A socket per try, opened and closed, writes no log line (Twisted
+        wrote four per try); the lookup's answer and error are as before.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.assertEqual(await self.resolver.resolve("good.test"), "127.0.0.1")
+        _, error = await self.timed(self.resolver.resolve("dead0.test"))
+        self.assertIn("no answer from name servers", error)
+        await self.settle()
+        self.assertEqual([formatEvent(event) for event in events], [])

@@ -667,6 +667,23 @@ class NameLookupTests(SynchronousTestCase):
         self.assertEqual(self.reactor.open_ports(), [])
         self.assertEqual(self.reason(d), "no answer from name servers within 2 s")
 
+    def test_quiet_protocols(self) -> None:
+        """
+        The datagram protocol of each try is not noisy: it writes no
+        'Starting protocol' and 'Stopping protocol' lines.
+        """
+        lookup = NameLookup(
+            self.reactor,
+            DNSConfig(nameservers=(("192.0.2.53", 53),), hosts_file=self.hosts),
+            BOUND,
+        )
+        d = lookup.lookup("black.example")
+        self.reactor.advance(1.0)
+        self.assertEqual(len(self.reactor.ports), 2)
+        self.assertEqual([p.protocol.noisy for p in self.reactor.ports], [0, 0])
+        self.reactor.advance(1.0)
+        self.failureResultOf(d)
+
     def test_cancel_closes_the_socket(self) -> None:
         """Cancelling a lookup (its bound, or forget) closes its socket."""
         d = self.lookup.lookup("black.example")
