@@ -58,7 +58,7 @@ from twisted.python.failure import Failure
 from sentinel.config import DNSConfig
 from sentinel.dnsclient import NameServers
 from sentinel.files import MAX_HOSTS_BYTES, Unreadable, WatchedFile
-from sentinel.resolvconf import ResolvConf, ResolvConfFile, is_address
+from sentinel.resolvconf import ResolvConf, ResolvConfFile, is_address, name_problem
 
 log = Logger()
 
@@ -69,9 +69,6 @@ MAX_CNAMES = 8
 RETRY_SECONDS = 1.0
 # Tries of one query at most: a minute of them, one a second.
 MAX_TRIES = 60
-# The name as the DNS can carry it (RFC 1035 section 2.3.4).
-_MAX_LABEL = 63
-_MAX_NAME = 253
 
 
 @attr.frozen
@@ -197,7 +194,7 @@ class NameLookup:
         """Nothing to release: nothing runs between lookups."""
 
     async def _lookup(self, name: str) -> Answer:
-        problem = _name_problem(name)
+        problem = name_problem(name)
         if problem is not None:
             raise LookupFailed(problem)
         servers, search = self._where()
@@ -253,19 +250,15 @@ class NameLookup:
     def _candidates(name: str, search: tuple[str, ...]) -> list[str]:
         if name.endswith("."):
             return [name[:-1]]
-        suffixed = [f"{name}.{domain.rstrip('.')}" for domain in search]
+        # A name and a domain the DNS can each carry may be too long together.
+        suffixed = [
+            candidate
+            for domain in search
+            if name_problem(candidate := f"{name}.{domain.rstrip('.')}") is None
+        ]
         if "." in name:
             return [name, *suffixed]
         return [*suffixed, name]
-
-
-def _name_problem(name: str) -> str | None:
-    labels = name.rstrip(".").split(".")
-    if len(name.rstrip(".")) > _MAX_NAME or not all(
-        0 < len(label) <= _MAX_LABEL for label in labels
-    ):
-        return "not a valid DNS name"
-    return None
 
 
 def extract_answer(

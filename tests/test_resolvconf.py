@@ -43,10 +43,49 @@ class ParseTests(SynchronousTestCase):
         conf = parse_resolv_conf(b"nameserver dns.example\nnameserver ::1\n")
         self.assertEqual(conf.nameservers, (("::1", 53),))
         self.assertEqual(
-            conf.left_out, ("nameserver 'dns.example': not an IP address",)
+            conf.left_out, ("nameserver 'dns.example' left out: not an IP address",)
         )
         conf = parse_resolv_conf(b"nameserver dns.example\n")
         self.assertEqual(conf.nameservers, (DEFAULT_NAMESERVER,))
+
+    def test_search_list_kept_as_glibc(self) -> None:
+        """
+        The search list keeps its first 6 domains, within 256 characters,
+        saying once what was cut.
+        """
+        domains = " ".join(f"d{i}.example" for i in range(5000))
+        conf = parse_resolv_conf(f"search {domains}\n".encode())
+        self.assertEqual(conf.search, tuple(f"d{i}.example" for i in range(6)))
+        [note] = conf.left_out
+        self.assertIn("search list of 5000 domains: only its first 6 are kept", note)
+        long = ["a" * 60 + f".{i}.example" for i in range(5)]
+        conf = parse_resolv_conf(("search " + " ".join(long)).encode())
+        # 4 x 71 characters (each with its NUL) do not fit in 256.
+        self.assertEqual(conf.search, tuple(long[:3]))
+
+    def test_search_domain_not_a_dns_name(self) -> None:
+        """A search domain the DNS cannot carry is left out, said in one line."""
+        bad = "x" * 64 + ".example"
+        conf = parse_resolv_conf(f"search {bad} a.example {bad}2\n".encode())
+        self.assertEqual(conf.search, ("a.example",))
+        self.assertEqual(len(conf.left_out), 1)
+        self.assertIn("(and 1 more) left out: not a valid DNS name", conf.left_out[0])
+
+    def test_nameservers_kept_as_glibc(self) -> None:
+        """The first 3 name servers are asked, as glibc does; many bad ones
+        are said in one line."""
+        text = "".join(f"nameserver 192.0.2.{i}\nnameserver n{i}\n" for i in range(9))
+        conf = parse_resolv_conf(text.encode())
+        self.assertEqual(
+            conf.nameservers, tuple((f"192.0.2.{i}", 53) for i in range(3))
+        )
+        self.assertEqual(
+            conf.left_out,
+            (
+                "nameserver 'n0' (and 8 more) left out: not an IP address",
+                "9 nameservers: only the first 3 are asked, as glibc does",
+            ),
+        )
 
     def test_no_nameserver(self) -> None:
         """Without a nameserver line, 127.0.0.1 is asked, as glibc does."""
@@ -136,7 +175,7 @@ class ResolvConfFileTests(SynchronousTestCase):
             conf.current()
             self.clock.advance(resolvconf.CHECK_SECONDS)
         [line] = self.logged()
-        self.assertIn("nameserver 'dns.example': not an IP address; left out", line)
+        self.assertIn("nameserver 'dns.example' left out: not an IP address", line)
 
     def test_missing_from_the_start(self) -> None:
         """A file missing from the start reads as empty: 127.0.0.1."""

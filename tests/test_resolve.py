@@ -790,6 +790,25 @@ class NameLookupTests(SynchronousTestCase):
         d = lookup.lookup("redis.example")
         self.assertEqual(self.reason(d), "name server dns.example is not an IP address")
 
+    def test_resolv_conf_search_list_capped(self) -> None:
+        """
+        A search list of 5,000 domains: an unknown name costs 7 queries
+        (6 domains and the name), not 5,001; a candidate too long for the
+        DNS is not asked.
+        """
+        domains = " ".join(f"d{i}.example" for i in range(5000))
+        _, lookup = self.resolv_conf(f"nameserver 192.0.2.54\nsearch {domains}\n")
+        d = lookup.lookup("nx")
+        for _ in range(7):
+            self.last().reply(rCode=dns.ENAME)
+        self.assertEqual(self.reason(d), "no such name")
+        self.assertEqual(len(self.reactor.ports), 7)
+        _, lookup = self.resolv_conf(f"search {'d' * 60}.{'e' * 60}.{'f' * 60}\n")
+        d = lookup.lookup("x" * 63 + ".example")
+        self.last().reply(rCode=dns.ENAME)
+        self.assertEqual(self.reason(d), "no such name")
+        self.assertEqual(len(self.reactor.ports), 8)
+
     def test_resolv_conf_unreadable(self) -> None:
         """A resolv.conf that cannot be read fails lookups, saying why."""
         path, lookup = self.resolv_conf("")
