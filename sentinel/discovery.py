@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import BadVersionError, NoNodeError
 from twisted.internet.defer import Deferred
 
 from sentinel.config import RedisInstance
@@ -47,7 +47,16 @@ Counted = Callable[[str, Deferred[Any]], Awaitable[Any]]
 class Member:
     """One instance's member: where it goes, and what ZooKeeper holds of it."""
 
-    __slots__ = ("parent", "prefix", "identity", "path", "written", "search", "found")
+    __slots__ = (
+        "parent",
+        "prefix",
+        "identity",
+        "path",
+        "written",
+        "version",
+        "search",
+        "found",
+    )
 
     def __init__(self, parent: str, prefix: str, identity: MemberIdentity) -> None:
         self.parent = parent
@@ -57,6 +66,9 @@ class Member:
         # data last written there on this connection.
         self.path: str | None = None
         self.written: bytes | None = None
+        # The node's version as we last wrote it (-1: not known): another
+        # version means another client wrote it (`write`).
+        self.version = -1
         # A create failed and may have succeeded: look before creating.
         self.search = False
         # Members of ours found by a sweep, for this one to keep (the
@@ -76,6 +88,7 @@ class Member:
     def reconnected(self, same_session: bool) -> None:
         """After a reconnection: rewrite; on a new session, nothing is held."""
         self.written = None
+        self.version = -1
         if not same_session:
             self.path = None
             self.search = False
@@ -126,8 +139,17 @@ class Discovery:
         """A new session holds no member: every claim is void."""
         self._claimed.clear()
 
-    async def write(self, member: Member, data: bytes | None) -> None:
-        """Make ZooKeeper hold `data` as the member, or no member if None."""
+    async def write(self, member: Member, data: bytes | None) -> str | None:
+        """
+        Make ZooKeeper hold `data` as the member, or no member if None.
+        Returns what another client had done to the member we held
+        (``"deleted"``, ``"overwritten"``), now repaired, or None.
+
+        A member unchanged since we wrote it is asked about (a read, not a
+        write: a refresh would otherwise cost ZooKeeper a write per member
+        for nothing): one deleted or written by another client is made
+        again, as an instance node is at its refresh.
+        """
         if member.search:
             member.found += await self._ours_in(member.parent, member.identity)
             self._claimed.update(member.found)
@@ -137,19 +159,53 @@ class Discovery:
             if member.path is not None:
                 await self._delete_if_ours(member.path)
             self._drop(member)
-            return
+            return None
+        damage = None
         if member.path is not None:
             if data == member.written:
-                return
-            try:
-                await self._counted("set", self.zk.set(member.path, data))
-                member.written = data
-                return
-            except NoNodeError:
-                self._drop(member)
+                damage = await self._damage(member)
+                if damage is None:
+                    return None
+            if damage != "deleted":
+                try:
+                    await self._set(member, data)
+                    return damage
+                except BadVersionError:
+                    # Written by another client since we last did.
+                    member.version = -1
+                    await self._set(member, data)
+                    return "overwritten"
+                except NoNodeError:
+                    damage = "deleted"
+            self._drop(member)
         await self._record_parent(member.parent)
+        path = await self._create(member, data)
+        self._hold(member, path)
+        member.written, member.version = data, 0
+        return damage
+
+    async def _damage(self, member: Member) -> str | None:
+        """What another client did to the member we hold, if anything."""
+        assert member.path is not None
+        zk = self.zk
+        stat = await zk.exists(member.path)
+        if not ours(stat, zk.session_id):
+            return "deleted"
+        if stat.version != member.version:
+            member.version = stat.version
+            return "overwritten"
+        return None
+
+    async def _set(self, member: Member, data: bytes) -> None:
+        assert member.path is not None
+        stat = await self._counted(
+            "set", self.zk.set(member.path, data, member.version)
+        )
+        member.written, member.version = data, stat.version
+
+    async def _create(self, member: Member, data: bytes) -> str:
         try:
-            path = await self._counted(
+            path: str = await self._counted(
                 "create",
                 self.zk.create(
                     f"{member.parent}/{member.prefix}",
@@ -162,8 +218,7 @@ class Discovery:
             # It may have been created all the same: look before creating.
             member.search = True
             raise
-        self._hold(member, path)
-        member.written = data
+        return path
 
     def _hold(self, member: Member, path: str) -> None:
         member.path, member.written = path, None

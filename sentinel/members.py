@@ -18,13 +18,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import Logger
+
 from sentinel.discovery import Discovery, Member
 from sentinel.documents import discoverable, member_document_of
 from sentinel.instance import InstanceState
-from sentinel.nodes import Node, Nodes, encode
+from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.roles import GroupRoles
 from sentinel.sweep import Sweep
 from sentinel.writes import WriteQueue
+
+log = Logger(namespace=LOG_NAMESPACE)
 
 
 class Members:
@@ -43,6 +47,8 @@ class Members:
         self._queue = queue
         self._sweep = sweep
         self._roles = roles
+        # Members another client deleted or overwrote, made again.
+        self.repaired = 0
 
     @property
     def held(self) -> list[str]:
@@ -57,7 +63,11 @@ class Members:
         """``zookeeper.discovery`` in /debug/stats (None without discovery)."""
         if self.discovery is None:
             return None
-        return {"form": self.discovery.form, "members": len(self.held)}
+        return {
+            "form": self.discovery.form,
+            "members": len(self.held),
+            "repaired": self.repaired,
+        }
 
     def update(self, state: InstanceState) -> None:
         """Rewrite, create or delete the instance's member as its state says."""
@@ -75,6 +85,15 @@ class Members:
             self._nodes.members[state.name] = node
         node.state = state
         self._queue.mark(node)
+
+    def refresh(self, name: str) -> None:
+        """
+        The instance's node is refreshed: its member is asked about too, and
+        made again if another client deleted or overwrote it.
+        """
+        node = self._nodes.members.get(name)
+        if node is not None:
+            self._queue.mark(node)
 
     def verdict_changed(self, name: str, state: InstanceState | None) -> None:
         """The verdict on `name` changed: its member follows."""
@@ -103,7 +122,17 @@ class Members:
         # A reattached session's members are found first, never created
         # twice.
         await self._sweep.wait()
-        await discovery.write(member, None if node.removed else node.data())
+        held = member.path
+        damage = await discovery.write(member, None if node.removed else node.data())
+        if damage is not None:
+            self.repaired += 1
+            log.warn(
+                "discovery member {held} was {damage} by another ZooKeeper"
+                " client: now {path}",
+                held=held,
+                damage=damage,
+                path=member.path,
+            )
 
     async def delete(self, member: Member) -> None:
         """Delete the member at once, if it is ours (a deregistering stop)."""

@@ -272,6 +272,7 @@ class ZooKeeperPublisher(Service):
         if written_at is not None and not node.dirty:
             if self._reactor.seconds() - written_at >= self.refresh:
                 self._mark(node)
+                self._members.refresh(state.name)
 
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""

@@ -278,8 +278,55 @@ class ServersetTests(DiscoveryHarness):
         self.start()
         self.check(self.instance("cache-1"), UP)
         self.assertEqual(
-            self.publisher.stats()["discovery"], {"form": SERVERSET, "members": 1}
+            self.publisher.stats()["discovery"],
+            {"form": SERVERSET, "members": 1, "repaired": 0},
         )
+
+    def test_member_deleted_by_another_client_made_again(self) -> None:
+        """
+        A member another ZooKeeper client deletes is made again at the
+        instance's next refresh (as its instance node is), and counted.
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        self.zk.remove(f"{MEMBER}0000000000")
+        self.clock.advance(30)
+        self.check(state, UP)
+        [child] = self.members("cache-1")
+        self.assertEqual(
+            self.members("cache-1")[child], serverset_member(state.instance)
+        )
+        self.assertEqual(
+            self.zk.owner(f"{DISCOVERY}/cache-1/{child}"), self.zk.session_id
+        )
+        self.assertEqual(self.publisher.stats()["discovery"]["repaired"], 1)
+
+    def test_member_overwritten_by_another_client_written_again(self) -> None:
+        """
+        A member another client overwrites says our endpoint again after
+        the next refresh, in place; an untouched one is only read then,
+        never rewritten.
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        path = f"{MEMBER}0000000000"
+        self.clock.advance(30)
+        self.check(state, UP)
+        self.assertEqual(self.zk.writes(path), 0)
+        other = RedisInstance("x", "127.0.0.99", 1)
+        # A set by another client: the node stays our session's.
+        self.zk.put(
+            path, json.dumps(serverset_member(other)).encode(), self.zk.session_id
+        )
+        self.clock.advance(30)
+        self.check(state, UP)
+        self.assertEqual(
+            self.members("cache-1"),
+            {"member_0000000000": serverset_member(state.instance)},
+        )
+        self.assertEqual(self.publisher.stats()["discovery"]["repaired"], 1)
 
 
 class NerveTests(DiscoveryHarness):
