@@ -56,6 +56,7 @@ class Member:
         "version",
         "search",
         "found",
+        "replaces",
     )
 
     def __init__(self, parent: str, prefix: str, identity: MemberIdentity) -> None:
@@ -74,6 +75,10 @@ class Member:
         # Members of ours found by a sweep, for this one to keep (the
         # first) or delete.
         self.found: list[str] = []
+        # The member another session of ours holds for this instance (our
+        # previous client's, which lives until that session expires): ours
+        # replaces it in one transaction, never listed beside it.
+        self.replaces: str | None = None
 
     @classmethod
     def leftover(cls, found: list[str]) -> Member:
@@ -86,10 +91,15 @@ class Member:
         return member
 
     def reconnected(self, same_session: bool) -> None:
-        """After a reconnection: rewrite; on a new session, nothing is held."""
+        """
+        After a reconnection: rewrite; on a new session, nothing is held,
+        and the member the old session held is to be replaced.
+        """
         self.written = None
         self.version = -1
         if not same_session:
+            if self.path is not None:
+                self.replaces = self.path
             self.path = None
             self.search = False
             self.found = []
@@ -159,6 +169,9 @@ class Discovery:
             if member.path is not None:
                 await self._delete_if_ours(member.path)
             self._drop(member)
+            if member.replaces is not None:
+                await self._delete_if_there(member.replaces)
+                member.replaces = None
             return None
         damage = None
         if member.path is not None:
@@ -204,20 +217,32 @@ class Discovery:
         member.written, member.version = data, stat.version
 
     async def _create(self, member: Member, data: bytes) -> str:
+        """
+        Create the member: in one transaction with the deletion of the one
+        it replaces (`Member.replaces`) if that one is still there, so that
+        readers find the endpoint neither missing nor listed twice.
+        """
+        zk = self.zk
+        prefix = f"{member.parent}/{member.prefix}"
+        replaced = member.replaces
+        stat = None if replaced is None else await zk.exists(replaced)
+        if stat is None:
+            member.replaces = None
+            call = zk.create(prefix, data, ephemeral=True, sequence=True)
+        else:
+            assert replaced is not None
+            call = zk.replace(replaced, stat.version, data, sequential=prefix)
         try:
-            path: str = await self._counted(
-                "create",
-                self.zk.create(
-                    f"{member.parent}/{member.prefix}",
-                    data,
-                    ephemeral=True,
-                    sequence=True,
-                ),
-            )
+            path: str = await self._counted("create", call)
+        except (BadVersionError, NoNodeError):
+            # The replaced member was written or deleted meanwhile: nothing
+            # was created; the retry asks again.
+            raise
         except Exception:
             # It may have been created all the same: look before creating.
             member.search = True
             raise
+        member.replaces = None
         return path
 
     def _hold(self, member: Member, path: str) -> None:
@@ -239,6 +264,15 @@ class Discovery:
                 await self._delete_if_ours(path)
                 self._claimed.discard(path)
             member.found.pop(0)
+
+    async def _delete_if_there(self, path: str) -> None:
+        """Delete a member another session of ours left, if it is still there."""
+        try:
+            stat = await self.zk.exists(path)
+            if stat is not None:
+                await self._counted("delete", self.zk.delete(path, stat.version))
+        except NoNodeError:
+            pass
 
     async def _delete_if_ours(self, path: str) -> None:
         zk = self.zk

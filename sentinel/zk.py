@@ -699,13 +699,18 @@ class ZooKeeper:
         handover = _WatchHandOver(self, self._generation, watch)
         return self._call("get_children_async", path, watch=handover)
 
-    def replace(self, path: str, version: int, data: bytes) -> Deferred[str]:
+    def replace(
+        self, path: str, version: int, data: bytes, sequential: str | None = None
+    ) -> Deferred[str]:
         """
         Take a node over in one transaction: delete it at `version`, then
         create it again as an ephemeral node of our session holding `data`,
-        so that a reader never finds it missing. Fires with its path; fails
-        with the first refusal (`BadVersionError` when it was written
-        meanwhile, `NoNodeError` when it is gone) and then changes nothing.
+        so that a reader never finds it missing. With `sequential` (a
+        discovery member's prefix), the node created is a sequential one
+        there instead: the endpoint is never missing nor listed twice. Fires
+        with the path created; fails with the first refusal
+        (`BadVersionError` when it was written meanwhile, `NoNodeError`
+        when it is gone) and then changes nothing.
         """
         client = self._client
         if client is None:
@@ -713,7 +718,13 @@ class ZooKeeper:
         try:
             transaction = client.transaction()
             transaction.delete(path, version)
-            transaction.create(path, data, acl=self.acl, ephemeral=True)
+            transaction.create(
+                path if sequential is None else sequential,
+                data,
+                acl=self.acl,
+                ephemeral=True,
+                sequence=sequential is not None,
+            )
         except Exception as e:
             return fail(e)
         return self._call_on(transaction, "commit_async").addCallback(_committed)

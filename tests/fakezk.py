@@ -339,8 +339,12 @@ class FakeZooKeeper:
     ) -> Deferred[list[str]]:
         return self._call("get_children", path, lambda: self._children(path, watch))
 
-    def replace(self, path: str, version: int, data: bytes) -> Deferred[str]:
-        return self._call("replace", path, lambda: self._replace(path, version, data))
+    def replace(
+        self, path: str, version: int, data: bytes, sequential: str | None = None
+    ) -> Deferred[str]:
+        return self._call(
+            "replace", path, lambda: self._replace(path, version, data, sequential)
+        )
 
     # The session, driven by the test
 
@@ -378,6 +382,16 @@ class FakeZooKeeper:
         self._drop_watches(KeeperState.CONNECTING)
         self._set_state(SUSPENDED)
         self._fail_outstanding(ConnectionLoss("connection dropped"))
+
+    def replace_client(self) -> None:
+        """
+        The client is replaced by a new one (`ZooKeeper` does so after a
+        session timeout cut off): the next `connect` opens a new session,
+        while the server keeps the old one, and its nodes, until it expires.
+        """
+        self.suspend()
+        self.replacements += 1
+        self._session = None
 
     def expire(self) -> None:
         """The server ended our session: its ephemeral nodes are gone."""
@@ -564,15 +578,22 @@ class FakeZooKeeper:
             self.watches.setdefault(path, set()).add(watch)
         return node.data, node.stat()
 
-    def _replace(self, path: str, version: int, data: bytes) -> str:
+    def _replace(
+        self, path: str, version: int, data: bytes, sequential: str | None
+    ) -> str:
         # One transaction: a watcher hears the deletion, nobody sees a gap.
         self._node(path, version)
         server = self.server
         assert self._session is not None
         del server.nodes[path]
-        server.new_node(path, data, self._session)
+        created = path
+        if sequential is not None:
+            created = f"{sequential}{server.sequence(_parent(sequential)):010d}"
+        server.new_node(created, data, self._session)
         server.fire(path, EventType.DELETED)
-        return path
+        if sequential is not None:
+            server.fire(created, EventType.CREATED)
+        return created
 
     def _exists(self, path: str, watch: Watcher | None) -> ZnodeStat | None:
         if watch is not None:

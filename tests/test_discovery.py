@@ -328,6 +328,40 @@ class ServersetTests(DiscoveryHarness):
         )
         self.assertEqual(self.publisher.stats()["discovery"]["repaired"], 1)
 
+    def test_replaced_client_takes_its_old_members_over(self) -> None:
+        """
+        A client replaced while its old session lives (ZooKeeper cut off
+        for longer than the session timeout) replaces each old member with
+        its own in one transaction: the endpoint is never listed twice, nor
+        missing.
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        old = self.zk.session_id
+        self.zk.replace_client()
+        self.zk.connect()
+        self.assertNotEqual(self.zk.session_id, old)
+        [child] = self.members("cache-1")
+        self.assertEqual(
+            self.zk.owner(f"{DISCOVERY}/cache-1/{child}"), self.zk.session_id
+        )
+        self.assertEqual(self.zk.calls["replace"], 1)
+
+    def test_replaced_client_deletes_old_member_of_instance_down(self) -> None:
+        """
+        A member the old session holds for an instance that went down
+        meanwhile is deleted by the new client, not left listed until the
+        old session expires.
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        self.zk.replace_client()
+        self.check(state, DOWN)
+        self.zk.connect()
+        self.assertEqual(self.members("cache-1"), {})
+
 
 class NerveTests(DiscoveryHarness):
     """nerve's form: named after the instance, with labels and the role."""
