@@ -17,9 +17,17 @@ ours recognised by their ephemeral owner and what they say they are
 looked for then. The publisher schedules the writes (coalesced, retried,
 resynced like every node); this module does them.
 
+A member another session holds for the same instance is replaced, not
+joined: a create then deletes it in the same transaction (`Member.replaces`),
+so readers find the endpoint neither twice nor missing. So it is for the
+member our previous client's session holds (a client replaced while that
+session lives on), and for a group's previous primary's member, found by
+looking at the parent for that agent's session (`take_from`).
+
 Looking costs a ``get_children`` and a ``get`` per child of the parent, one
-call at a time (about 1 ms each): once per parent after a reattach, and
-after a failed create.
+call at a time (about 1 ms each): once per parent after a reattach, after
+a failed create, and for each handover (one look shared by the members
+handed over at once).
 """
 
 from __future__ import annotations
@@ -121,9 +129,14 @@ class Discovery:
         self.root = root
         self._counted = counted
         self._record_parent = record_parent
-        # The paths a member holds or was given by a sweep: another member
-        # on the same endpoint must not take them.
+        # The paths a member holds, was given by a sweep or replaces:
+        # another member on the same endpoint must not take them.
         self._claimed: set[str] = set()
+        # The looks under a parent for another session's members
+        # (`take_from`) in progress, and who waits for each.
+        self._looking: dict[
+            tuple[str, int], list[Deferred[list[tuple[str, MemberIdentity | None]]]]
+        ] = {}
 
     def parent_of(self, instance: RedisInstance) -> str:
         """Where the instance's member goes."""
@@ -171,6 +184,7 @@ class Discovery:
             self._drop(member)
             if member.replaces is not None:
                 await self._delete_if_there(member.replaces)
+                self._claimed.discard(member.replaces)
                 member.replaces = None
             return None
         damage = None
@@ -180,6 +194,7 @@ class Discovery:
                 if damage is None:
                     return None
             if damage != "deleted":
+                known = member.written is not None
                 try:
                     await self._set(member, data)
                     return damage
@@ -189,7 +204,8 @@ class Discovery:
                     await self._set(member, data)
                     return "overwritten"
                 except NoNodeError:
-                    damage = "deleted"
+                    # Gone: deleted by another client, if we knew it there.
+                    damage = "deleted" if known else None
             self._drop(member)
         await self._record_parent(member.parent)
         path = await self._create(member, data)
@@ -242,6 +258,8 @@ class Discovery:
             # It may have been created all the same: look before creating.
             member.search = True
             raise
+        if replaced is not None:
+            self._claimed.discard(replaced)
         member.replaces = None
         return path
 
@@ -295,9 +313,44 @@ class Discovery:
             if found == identity and path not in self._claimed
         ]
 
-    async def _members_in(self, parent: str) -> list[tuple[str, MemberIdentity | None]]:
-        """Every node of our session under `parent`, and what each says it is."""
+    async def take_from(self, member: Member, session: int) -> None:
+        """
+        The instance's node was taken over from the agent of `session` (a
+        group's previous primary): its member of the instance, if any, is
+        the one ours replaces (`Member.replaces`), in one transaction.
+        """
+        key = (member.parent, session)
+        waiting = self._looking.get(key)
+        if waiting is not None:
+            # One look per parent for every member handed over at once.
+            mine: Deferred[list[tuple[str, MemberIdentity | None]]] = Deferred()
+            waiting.append(mine)
+            found = await mine
+        else:
+            self._looking[key] = []
+            try:
+                found = await self._members_in(member.parent, session)
+            except Exception as e:
+                for other in self._looking.pop(key):
+                    other.errback(e)
+                raise
+            for other in self._looking.pop(key):
+                other.callback(found)
+        for path, says in found:
+            if says == member.identity and path not in self._claimed:
+                member.replaces = path
+                self._claimed.add(path)
+                return
+
+    async def _members_in(
+        self, parent: str, session: int | None = None
+    ) -> list[tuple[str, MemberIdentity | None]]:
+        """
+        Every node of our session (or of `session`) under `parent`, oldest
+        first, and what each says it is.
+        """
         zk = self.zk
+        owner = zk.session_id if session is None else session
         try:
             children = await zk.get_children(parent)
         except NoNodeError:
@@ -309,7 +362,7 @@ class Discovery:
                 data, stat = await zk.get(path)
             except NoNodeError:
                 continue
-            if ours(stat, zk.session_id):
+            if ours(stat, owner):
                 found.append((path, identity_of(data)))
         return found
 

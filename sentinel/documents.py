@@ -253,6 +253,18 @@ def discoverable(health: InstanceHealth) -> bool:
     return health.status == UP and health.ready and not health.draining
 
 
+def previous_presence(previous: Mapping[str, Any] | None) -> tuple[bool, str | None]:
+    """
+    Whether a verdict another agent left (`previous_verdict`) has the
+    instance in discovery (up and ready), and the role it says.
+    """
+    if previous is None:
+        return False, None
+    role = previous.get("role")
+    present = previous.get("status") == UP and previous.get("ready") is True
+    return present, role if isinstance(role, str) else None
+
+
 def member_document(
     form: str, instance: RedisInstance, health: InstanceHealth
 ) -> dict[str, Any] | None:

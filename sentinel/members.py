@@ -11,7 +11,11 @@ rewritten after a reconnection); what a write of it does is
 inherited from the previous process, members are written only once the
 sweep found the members it left (`sentinel.sweep`). In a group with
 ``replicas`` above 1, the verdict, not this agent's own view, says whether
-an instance's member exists.
+an instance's member exists (until a new primary's first verdict, the
+previous one it took over). In a group, a member is created only once the
+instance's node is ours: a new primary's replaces the previous primary's
+in one transaction (`Discovery.take_from`). Each refresh of the
+instance's node asks about its member too (`refresh`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from sentinel.discovery import Discovery, Member
-from sentinel.documents import discoverable, member_document_of
+from sentinel.documents import discoverable, member_document_of, previous_presence
 from sentinel.instance import InstanceState
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.roles import GroupRoles
@@ -83,8 +87,27 @@ class Members:
             member.found = self._sweep.found.pop(state.name, [])
             node = self._member_node(member, discovery.form)
             self._nodes.members[state.name] = node
+        elif node.released:
+            # Handed over with the instance's node, which came back to us
+            # before its new primary took it: ours to write again.
+            node.released = False
+            node.cancel_recheck()
+            _member(node).written = None
         node.state = state
         self._queue.mark(node)
+
+    def instance_owned(self, instance: Node) -> None:
+        """
+        The instance's node was written, ours: a member that waited for it
+        (`write`) is written now, and a new primary's member is made from
+        the verdict it took over, until its own (`_present`).
+        """
+        node = self._nodes.members.get(instance.name)
+        if node is None:
+            if instance.taken_from is not None and instance.state is not None:
+                self.update(instance.state)
+        elif _member(node).path is None:
+            self._queue.mark(node)
 
     def refresh(self, name: str) -> None:
         """
@@ -119,16 +142,34 @@ class Members:
         """One write of a member's node (`writer.NodeWriter` calls it)."""
         discovery = self.discovery
         assert discovery is not None
+        if node.released and not node.removed:
+            # Handed to the instance's next primary (`sentinel.takeover`).
+            return
         # A reattached session's members are found first, never created
         # twice.
         await self._sweep.wait()
+        data = None
+        if not node.removed:
+            assert node.state is not None
+            instance = self._nodes.instances.get(node.state.name)
+            if instance is not None and member.path is None:
+                if instance.takeover and not instance.owned and member.replaces is None:
+                    # In a group, while another agent's session holds the
+                    # instance's node, its member stands: ours waits for
+                    # the node (`instance_owned`), not to list it twice.
+                    return
+                if instance.taken_from is not None:
+                    # The previous primary's member: ours replaces it.
+                    session, instance.taken_from = instance.taken_from, None
+                    await discovery.take_from(member, session)
+            data = node.data()
         held = member.path
-        damage = await discovery.write(member, None if node.removed else node.data())
+        damage = await discovery.write(member, data)
         if damage is not None:
             self.repaired += 1
             log.warn(
                 "discovery member {held} was {damage} by another ZooKeeper"
-                " client: now {path}",
+                " client: written again, at {path}",
                 held=held,
                 damage=damage,
                 path=member.path,
@@ -160,7 +201,11 @@ class Members:
         if self._roles.replicas > 1:
             verdict = self._roles.verdict_of(state.name)
             if verdict is None:
-                return False, None
+                # Until its first verdict, a new primary says the previous
+                # one, as its instance node does (`GroupRoles.document`).
+                instance = self._nodes.instances.get(state.name)
+                previous = None if instance is None else instance.previous
+                return previous_presence(previous)
             source = verdict.source
             up = verdict.status == "up" and source.ready
             return up, source.role

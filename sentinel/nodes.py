@@ -77,6 +77,7 @@ class Node:
         "decided",
         "previous",
         "kept",
+        "taken_from",
     )
 
     def __init__(self, path: str, data: Callable[[], bytes | None]) -> None:
@@ -122,6 +123,10 @@ class Node:
         # ``since`` the node said, until the first document of our own
         # that can keep it (`keep_since`, `Opinions.verdict_document`).
         self.kept: tuple[str, float] | None = None
+        # For an instance node taken over from another agent: that agent's
+        # session, whose discovery member of the instance ours replaces
+        # (`sentinel.members`), until ours is written.
+        self.taken_from: int | None = None
 
     def keep_since(self) -> None:
         """

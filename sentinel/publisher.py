@@ -420,6 +420,7 @@ class ZooKeeperPublisher(Service):
         self._holders.release(node, "it is ours now")
         if node.takeover and not node.removed:
             self._takeovers.check_still_ours(node)
+            self._members.instance_owned(node)
 
     def _retrying(self) -> None:
         self._sweep.start()

@@ -17,7 +17,8 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
   and `leave` also removes the state file; in a group, the agent first
   leaves the group (its catalog and agent node deleted), then waits up to
   `LEAVE_HANDOFF_WAIT` for the other members to take over the instance
-  nodes they will have (`sentinel.takeover`), and deletes what is left;
+  nodes they will have (`sentinel.takeover`) and those instances'
+  discovery members, and deletes what is left;
 - a newer process that took the session over has the nodes: nothing is
   touched; after a twin (halted), the nodes still ours are deleted and
   the session closed, as without a state_dir.
@@ -32,7 +33,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, succe
 from twisted.logger import Logger
 
 from sentinel.handoff import SessionHandoff
-from sentinel.nodes import LOG_NAMESPACE, Nodes
+from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
 from sentinel.roles import GroupRoles
 from sentinel.takeover import Takeovers
 from sentinel.writer import NodeWriter
@@ -158,6 +159,17 @@ class Stopping:
             for name, node in self._nodes.instances.items()
             if node.owned and not node.removed and self._roles.successor(name)
         ]
+        # Their members too: the new primary replaces each in one
+        # transaction once it holds the instance's node; deleted first,
+        # the endpoint went missing until then.
+        held = [
+            member.path
+            for node in waiting
+            if (member_node := self._nodes.members.get(node.name)) is not None
+            and (member := member_node.member) is not None
+            and member.path is not None
+        ]
+        waiting += [Node(path, lambda: None) for path in held]
         if waiting:
             log.info(
                 "left the group; waiting for {count} node(s) to be taken over",

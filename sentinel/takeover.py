@@ -14,9 +14,11 @@ primary's document says the same status: a move is not a change.
 
 The old primary stops writing the node and waits for the takeover, at most
 `HANDOFF_LIMIT`, before deleting the node if it is still its own
-(`hand_off`). It never deletes a node another agent may be taking over:
-versions start again at 0 on the node the taker creates, so a delete at
-the version last known could hit the taker's node. A stop that leaves the
+(`hand_off`); then likewise for the instance's discovery member, which
+the new primary replaces once it holds the node. It never deletes a node
+another agent may be taking over: versions start again at 0 on the node
+the taker creates, so a delete at the version last known could hit the
+taker's node. A stop that leaves the
 group waits likewise for its nodes to be taken over (`taken_over`).
 """
 
@@ -145,6 +147,7 @@ class Takeovers:
             return True
         node.owned = True
         node.version = 0
+        node.taken_from = stat.ephemeralOwner
         self.takeovers += 1
         log.info(
             "took {path} over from agent {agent} (session {session})",
@@ -272,14 +275,44 @@ class Takeovers:
             self._let_go(node)
 
     def _let_go(self, node: Node) -> None:
-        """Forget a node handed over, and its member, deleting neither node."""
+        """Forget a node handed over, deleting it not; its member waits."""
         node.cancel_recheck()
         name = node.name
         if self._nodes.instances.get(name) is node:
             del self._nodes.instances[name]
-        member = self._nodes.members.pop(name, None)
+        member = self._nodes.members.get(name)
         if member is not None:
-            self._queue.retire(member)
+            self._release_member(name, member)
+
+    def _release_member(self, name: str, node: Node) -> None:
+        """
+        The instance's new primary takes its member over too, in one
+        transaction, once it holds the instance node: until then the
+        member stays, unwritten, watched, `HANDOFF_LIMIT` at most, then
+        goes (deleted if still ours). Deleting it at once left the
+        endpoint missing until the new primary made its own.
+        """
+        member = node.member
+        assert member is not None
+        node.released = True
+
+        def done(_: object = None) -> None:
+            if node.released and self._nodes.members.get(name) is node:
+                node.cancel_recheck()
+                del self._nodes.members[name]
+                self._queue.retire(node)
+
+        def fired(event: WatchedEvent) -> None:
+            if event.type != EventType.NONE:
+                done()
+
+        if member.path is None:
+            done()
+            return
+        node.recheck = self._reactor.callLater(HANDOFF_LIMIT, done)
+        d = self._zk.exists(member.path, watch=fired)
+        d.addCallback(lambda stat: None if ours(stat, self._zk.session_id) else done())
+        d.addErrback(lambda _: None)
 
     def _handed_off(self, node: Node) -> None:
         """Nobody took the node over within the limit: delete it if ours."""

@@ -26,7 +26,10 @@ from tests.fakezk import FakeZooKeeper, FakeZooKeeperServer
 from tests.test_publisher import DOWN, HEARTBEAT, INTERVAL, REFRESH, ROOT, START, UP
 
 # The publisher tests' settings and answers, reused.
-__all__ = ["DOWN", "INTERVAL", "ROOT", "UP", "Fleet", "Member"]
+__all__ = ["DISCOVERY", "DOWN", "INTERVAL", "ROOT", "UP", "Fleet", "Member"]
+
+# Where members publish discovery nodes, when they do.
+DISCOVERY = "/discovery"
 
 
 def instance(name: str) -> RedisInstance:
@@ -44,6 +47,7 @@ class Member:
         names: list[str],
         replicas: int = 1,
         quorum: int | None = None,
+        discovery: tuple[str, str] | None = None,
     ) -> None:
         self.clock = clock
         self.agent_id = agent_id
@@ -68,7 +72,14 @@ class Member:
             )
 
         self.publisher = ZooKeeperPublisher(
-            clock, self.zk, ROOT, agent_id, REFRESH, HEARTBEAT, document
+            clock,
+            self.zk,
+            ROOT,
+            agent_id,
+            REFRESH,
+            HEARTBEAT,
+            document,
+            discovery=discovery,
         )
         settings = Settings(
             interval=INTERVAL, timeout=0.5, rise=1, fall=1, info_every=1000
@@ -138,6 +149,13 @@ class Fleet:
     def owner_of(self, name: str) -> int | None:
         found = self.server.nodes.get(f"{ROOT}/instances/{name}")
         return None if found is None else found.owner
+
+    def members_of(self, service: str) -> list[str]:
+        """The discovery members of `service` (under DISCOVERY)."""
+        parent = f"{DISCOVERY}/{service}"
+        if parent not in self.server.nodes:
+            return []
+        return self.server.children(parent)
 
     def session_of(self, agent_id: str) -> int | None:
         return self.members[agent_id].zk.session_id

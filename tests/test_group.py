@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import membership as membership_module
 from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
-from sentinel.documents import INLINE_INSTANCES_BYTES
+from sentinel.documents import INLINE_INSTANCES_BYTES, SERVERSET
 from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation
@@ -27,7 +27,17 @@ from sentinel.stopping import (
 from sentinel.takeover import HANDOFF_LIMIT
 from sentinel.writes import WRITES_IN_FLIGHT
 from tests.fakezk import CALL_KINDS
-from tests.groupfakes import DOWN, INTERVAL, REFRESH, ROOT, UP, Fleet, Member, instance
+from tests.groupfakes import (
+    DISCOVERY,
+    DOWN,
+    INTERVAL,
+    REFRESH,
+    ROOT,
+    UP,
+    Fleet,
+    Member,
+    instance,
+)
 
 NAMES = [f"r{i:02d}" for i in range(30)]
 # A previous agent process's session, still alive.
@@ -383,6 +393,73 @@ class SharingTests(SynchronousTestCase):
         total = LEAVE_HANDOFF_WAIT + STOP_DELETE_TIMEOUT + STOP_CLOSE_TIMEOUT
         self.assertLessEqual(total, STOP_BUDGET)
         self.assertLessEqual(STOP_BUDGET, 4.0)
+
+
+class DiscoveryHandoverTests(SynchronousTestCase):
+    """
+    Discovery members move with their instance's node: a reader polling
+    between any two steps finds each up instance's endpoint listed once.
+    """
+
+    def fleet_of(self, replicas: int) -> Fleet:
+        fleet = Fleet()
+        for agent in ("a", "b"):
+            fleet.add(
+                agent, NAMES, replicas=replicas, discovery=(SERVERSET, DISCOVERY)
+            ).start()
+        fleet.run(3.0)
+        self.assertEqual(self.listed(fleet), [])
+        return fleet
+
+    def listed(self, fleet: Fleet) -> list[tuple[str, int]]:
+        """Each instance whose service does not list it exactly once."""
+        counts = [(n, len(fleet.members_of(n))) for n in NAMES]
+        return [(n, count) for n, count in counts if count != 1]
+
+    def watch(self, fleet: Fleet, seconds: float) -> list[tuple[str, int]]:
+        """What a reader sees wrong after any change, for `seconds`."""
+        wrong: list[tuple[str, int]] = []
+        fire = fleet.server.fire
+
+        def seen(path: str, kind: str) -> None:
+            fire(path, kind)
+            if path.startswith(DISCOVERY):
+                wrong.extend(self.listed(fleet))
+
+        self.patch(fleet.server, "fire", seen)
+        fleet.run(seconds)
+        return wrong
+
+    def test_join_and_clean_leave_two_replicas(self) -> None:
+        """
+        With two replicas, an agent joining and one leaving cleanly: the
+        new primary takes each member over with the instance's node (in one
+        transaction, present from the previous verdict until its own), so
+        no member is ever missing nor listed twice.
+        """
+        fleet = self.fleet_of(2)
+        fleet.add("c", NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY)).start()
+        self.assertEqual(self.watch(fleet, 4.0), [])
+        self.assertTrue(fleet.members["c"].publisher.discovery_members)
+        stopped = fleet.members["a"].stop()
+        self.assertEqual(self.watch(fleet, 4.0), [])
+        self.successResultOf(stopped)
+
+    def test_clean_leave_one_replica(self) -> None:
+        """
+        With one replica, a member leaving cleanly waits for its members to
+        be taken over with its nodes: each endpoint stays listed once.
+        """
+        fleet = self.fleet_of(1)
+        share = fleet.members["a"].watched
+        self.assertTrue(share)
+        stopped = fleet.members["a"].stop()
+        self.assertEqual(self.watch(fleet, 3.0), [])
+        self.successResultOf(stopped)
+        for name in share:
+            [child] = fleet.members_of(name)
+            owner = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
+            self.assertEqual(owner, fleet.session_of("b"))
 
 
 class CrashTests(SynchronousTestCase):
