@@ -453,6 +453,7 @@ def http_service(
     """
     history = CheckHistory()
     monitor.add_listener(history.record)
+    monitor.add_removal_listener(history.forget)
     slicer = Slicer(reactor)
 
     def http_stats() -> dict[str, Any]:

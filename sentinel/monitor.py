@@ -106,6 +106,11 @@ RecordListener = Callable[
 # Told of every INFO replication read: the state, what INFO said, and when.
 InfoListener = Callable[["InstanceState", Replication, float], None]
 
+# Told of every instance no longer watched, by name: whatever kept
+# something per instance drops it, or names come and go (replicas
+# discovered from a master's INFO) and it grows for good.
+RemovalListener = Callable[[str], None]
+
 
 class NullPublisher:
     """Publishes nothing: the agent runs without ZooKeeper."""
@@ -169,6 +174,7 @@ class Monitor(Service):
         self._on_round = on_round
         self._listeners: list[RecordListener] = []
         self._info_listeners: list[InfoListener] = []
+        self._removal_listeners: list[RemovalListener] = []
         self.states: dict[str, InstanceState] = {}
         # The watched instances by address, to find a replica's master.
         self._by_address: dict[tuple[str, int], InstanceState] = {}
@@ -208,6 +214,10 @@ class Monitor(Service):
         """Call `listener` after every check that read INFO replication."""
         self._info_listeners.append(listener)
 
+    def add_removal_listener(self, listener: RemovalListener) -> None:
+        """Call `listener` with the name of every instance no longer watched."""
+        self._removal_listeners.append(listener)
+
     # Instances
 
     def add_instance(self, instance: RedisInstance) -> None:
@@ -230,9 +240,17 @@ class Monitor(Service):
         self._changed_at = self.ticks
 
     def remove_instance(self, name: str) -> None:
-        """Stop watching an instance: cancel its check, close, unpublish."""
+        """
+        Stop watching an instance: cancel its check, close, unpublish, and
+        tell the removal listeners.
+        """
         self._discard(name)
         self._publisher.remove(name)
+        for listener in self._removal_listeners:
+            try:
+                listener(name)
+            except Exception:
+                self.internal_errors.record("a removal listener", name, Failure())
 
     def replace_instance(self, instance: RedisInstance) -> None:
         """

@@ -290,6 +290,7 @@ class ZooKeeperPublisher(Service):
             self._mark(node)
             self._mark(self._nodes.agent)
         self._members.remove(name)
+        self._roles.unfollow(name)
 
     def _instance_node(self, name: str) -> Node:
         """``{root}/instances/{name}``: its state's document, or its verdict's."""

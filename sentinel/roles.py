@@ -257,6 +257,27 @@ class GroupRoles:
         if me not in observers:
             self._followers.pop(name, None)
 
+    def unfollow(self, name: str) -> None:
+        """
+        A discovered replica is no longer watched (its master stopped
+        listing it): its roles, its opinion and what was heard of it go.
+        The group never assigns it, so nothing else would drop them, and a
+        master whose list keeps changing left them behind by the thousand.
+        """
+        master = self._masters.pop(name, None)
+        if master is None:
+            return
+        followers = self._followers.get(master)
+        if followers is not None:
+            followers.discard(name)
+            if not followers:
+                del self._followers[master]
+        self._roles.pop(name, None)
+        self._instances.pop(name, None)
+        if self.replicas > 1:
+            self._opinions.observe(name, False)
+            self._opinions.forget(name)
+
     def watch_contested(self) -> None:
         """The membership may change: watch the nodes another may take over."""
         self._takeovers.watch_contested()
