@@ -228,7 +228,6 @@ def make_agent(
 
     topology = Topology(monitor, fits)
     topology.configure(config)
-    monitor.add_info_listener(topology.observed)
 
     def applied(new: Config) -> None:
         # Discovered replicas follow the config, then the resolver keeps

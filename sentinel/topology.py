@@ -26,13 +26,20 @@ twice); at most `MAX_PER_MASTER` replicas per master
 and `MAX_DISCOVERED` in all are watched, and none beyond what the open-file
 limit has room for. So a hostile or confused master costs at most
 `MAX_PER_MASTER` connections, and addresses that flap in and out of its list
-within the grace period cost nothing more than staying.
+within the grace period cost nothing more than staying. A master whose list
+keeps changing is flapping (`sentinel.churn`): the new addresses it lists
+wait until its list is stable, and its additions and removals are logged
+one by one only up to a budget.
 
 The config says which instances discover (`configure`, at start and after
 each reload): a discoverer removed, or with discovery turned off, takes its
 replicas with it; a changed one's replicas follow its credentials and TLS
 settings; a configured instance always wins a name or an address over a
 discovered one (the monitor gives it a discovered instance's name).
+
+Whatever removes a replica (this module, a reload, the group moving its
+master to another agent), the monitor tells every removal listener, and
+this module forgets it: one that its master lists again is added again.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from typing import Any
 import attr
 from twisted.logger import Logger
 
+from sentinel.churn import FLAP_WINDOW, Churn
 from sentinel.config import Config, RedisInstance
 from sentinel.instance import InstanceState
 from sentinel.monitor import Monitor
@@ -85,20 +93,21 @@ def replica_instance(master: RedisInstance, host: str, port: int) -> RedisInstan
 
 
 class _Found:
-    """One discovered replica: its master, its address, when last listed."""
+    """One discovered replica: its master, its address, when added and last listed."""
 
-    __slots__ = ("master", "address", "listed_at")
+    __slots__ = ("master", "address", "added_at", "listed_at")
 
     def __init__(self, master: str, address: tuple[str, int], listed_at: float):
         self.master = master
         self.address = address
-        self.listed_at = listed_at
+        self.added_at = self.listed_at = listed_at
 
 
 class Topology:
     """
     Adds and removes the replicas that discoverers list (see the module
-    docstring); the monitor tells it of every INFO read (`observed`).
+    docstring); the monitor tells it of every INFO read (`observed`) and of
+    every instance it no longer watches (`unwatched`).
     """
 
     def __init__(self, monitor: Monitor, fits: Callable[[int], bool]) -> None:
@@ -123,8 +132,12 @@ class Topology:
         # Per master, what its last INFO listed that was not added, and why:
         # a refusal is logged when it first appears, not at every INFO.
         self._refused: dict[str, dict[tuple[str, int], str]] = {}
+        # Per discoverer, how its list comes and goes (`sentinel.churn`).
+        self._churn: dict[str, Churn] = {}
         self.added = 0
         self.removed = 0
+        monitor.add_info_listener(self.observed)
+        monitor.add_removal_listener(self.unwatched)
 
     def configure(self, config: Config) -> None:
         """Take the discoverers and the grace period of `config` (see above)."""
@@ -149,6 +162,8 @@ class Topology:
                 wanted = replica_instance(discoverer, *found.address)
                 if state.instance != wanted:
                     self._monitor.replace_instance(wanted)
+        for gone in set(self._churn) - set(masters):
+            del self._churn[gone]
 
     def observed(
         self, state: InstanceState, replication: Replication, now: float
@@ -158,6 +173,8 @@ class Topology:
         if not master.discover_replicas or master.name not in self._discoverers:
             return
         mine = self._by_master.get(master.name, set())
+        churn = self._churn_of(master.name, now)
+        churn.listed(self._settled(master.name, replication, mine), now)
         listed: set[str] = set()
         refused: dict[tuple[str, int], str] = {}
         for address in replication.replicas:
@@ -174,7 +191,7 @@ class Topology:
                 found.listed_at = now
                 listed.add(name)
                 continue
-            reason = self._refusal(state, name, address, len(mine), now)
+            reason = self._refusal(state, name, address, len(mine), churn, now)
             if reason == _NOT_YET:
                 continue
             if reason is not None:
@@ -188,7 +205,9 @@ class Topology:
             found = self._found[name]
             if now - found.listed_at > self.grace:
                 self._remove(
-                    name, f"not listed by {master.name} for over {self.grace:g} s"
+                    name,
+                    f"not listed by {master.name} for over {self.grace:g} s",
+                    now,
                 )
 
     @property
@@ -196,14 +215,38 @@ class Topology:
         """How many discovered replicas are watched now."""
         return len(self._found)
 
+    def unwatched(self, name: str) -> None:
+        """A removal listener: the monitor no longer watches `name`."""
+        if name in self._found:
+            self._forget(name)
+
     def stats(self) -> dict[str, Any]:
-        """For /debug/stats: replicas watched, added and removed, refused now."""
+        """
+        For /debug/stats: replicas watched, added and removed, refused now,
+        and the masters flapping now (`sentinel.churn`).
+        """
         return {
             "discovered": self.watched,
             "added": self.added,
             "removed": self.removed,
             "refused": sum(len(r) for r in self._refused.values()),
+            "flapping": sorted(m for m, c in self._churn.items() if c.flapping),
         }
+
+    def _churn_of(self, master: str, now: float) -> Churn:
+        churn = self._churn.get(master)
+        if churn is None:
+            churn = self._churn[master] = Churn(master, now)
+        return churn
+
+    def _settled(self, master: str, replication: Replication, mine: set[str]) -> bool:
+        # Whether every address listed is watched as the master's replica or
+        # was judged at its INFO before (`sentinel.churn`).
+        before = self._refused.get(master, {})
+        return all(
+            address in before or replica_name(master, *address) in mine
+            for address in replication.replicas
+        )
 
     def _refusal(
         self,
@@ -211,6 +254,7 @@ class Topology:
         name: str,
         address: tuple[str, int],
         count: int,
+        churn: Churn,
         now: float,
     ) -> str | None:
         # Why a listed address is not added, or None.
@@ -229,6 +273,8 @@ class Topology:
             return f"the name {name} is taken"
         if count >= MAX_PER_MASTER:
             return f"over {MAX_PER_MASTER} replicas for one master"
+        if churn.flapping:
+            return f"its list is not stable for {FLAP_WINDOW:g} s yet"
         if len(self._found) >= MAX_DISCOVERED:
             return f"over {MAX_DISCOVERED} discovered replicas in all"
         if not self._fits(len(self._monitor.states) + 1):
@@ -260,7 +306,7 @@ class Topology:
     def _log_refusals(self, master: str, refused: dict[tuple[str, int], str]) -> None:
         before = self._refused.get(master, {})
         new = [a for a, reason in refused.items() if before.get(a) != reason]
-        if new:
+        if new and self._churn[master].may_log("refused"):
             host, port = new[0]
             log.warn(
                 "{master} lists {count} replica(s) not watched, such as "
@@ -283,19 +329,27 @@ class Topology:
         self._by_address[address] = instance.name
         self._by_master.setdefault(master.name, set()).add(instance.name)
         self.added += 1
-        log.info(
-            "{instance}: a replica of {master}, watched from now on",
-            instance=instance.name,
-            master=master.name,
-        )
+        if self._churn[master.name].may_log("added"):
+            log.info(
+                "{instance}: a replica of {master}, watched from now on",
+                instance=instance.name,
+                master=master.name,
+            )
 
-    def _remove(self, name: str, why: str) -> None:
+    def _remove(self, name: str, why: str, now: float | None = None) -> None:
+        # `now` when the master no longer lists it: it may have come and gone.
+        found = self._found[name]
+        churn = self._churn.get(found.master)
+        if churn is not None and now is not None:
+            churn.removed(found.listed_at - found.added_at, now)
         state = self._monitor.states.get(name)
         if state is not None and state.discovered:
-            self._monitor.remove_instance(name)
-        self._forget(name)
+            self._monitor.remove_instance(name)  # Which forgets it (`unwatched`).
+        if name in self._found:
+            self._forget(name)
         self.removed += 1
-        log.info("{instance}: removed, {why}", instance=name, why=why)
+        if churn is None or churn.may_log("removed"):
+            log.info("{instance}: removed, {why}", instance=name, why=why)
 
     def _forget(self, name: str) -> None:
         found = self._found.pop(name)

@@ -32,8 +32,8 @@ __all__ = ["DISCOVERY", "DOWN", "INTERVAL", "ROOT", "UP", "Fleet", "Member"]
 DISCOVERY = "/discovery"
 
 
-def instance(name: str) -> RedisInstance:
-    return RedisInstance(name, "10.0.0.1", 6379)
+def instance(name: str, discover_replicas: bool = False) -> RedisInstance:
+    return RedisInstance(name, "10.0.0.1", 6379, discover_replicas=discover_replicas)
 
 
 class Member:
@@ -48,6 +48,7 @@ class Member:
         replicas: int = 1,
         quorum: int | None = None,
         discovery: tuple[str, str] | None = None,
+        discover_replicas: bool = False,
     ) -> None:
         self.clock = clock
         self.agent_id = agent_id
@@ -96,7 +97,7 @@ class Member:
             self.monitor,
             zookeeper,
             agent_id,
-            tuple(instance(n) for n in names),
+            tuple(instance(n, discover_replicas) for n in names),
         )
 
     def start(self) -> Member:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import attr
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import topology as topology_module
+from sentinel.churn import FLAP_WINDOW, LOG_WINDOW, LOGGED_PER_WINDOW
 from sentinel.config import Config, RedisInstance
 from sentinel.observation import Replication
 from sentinel.topology import MAX_PER_MASTER, Topology, replica_instance, replica_name
@@ -45,7 +47,6 @@ class Fleet:
         self.monitor, self.clock, self.probes, self.publisher = make_monitor([])
         self.room = room
         self.topology = Topology(self.monitor, lambda count: count <= self.room)
-        self.monitor.add_info_listener(self.topology.observed)
         self.config = Config(instances=(), agent_id="a", replica_grace=grace)
         self.reload(*instances)
 
@@ -155,6 +156,19 @@ class DiscoveryTests(SynchronousTestCase):
         for _ in range(300):
             fleet.clock.advance(1.0)
         self.assertEqual(fleet.monitor.states["m"].health.status, "down")
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+
+    def test_removed_elsewhere_is_added_again(self) -> None:
+        """
+        A replica the monitor stopped watching for another reason (the group
+        moved its master to another agent) is forgotten here too: listed
+        again, it is watched again.
+        """
+        fleet = Fleet(MASTER)
+        fleet.lists(R1)
+        fleet.monitor.remove_instance("m@10.0.0.6:6379")
+        self.assertEqual(fleet.topology.watched, 0)
+        fleet.lists(R1)
         self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
 
     def test_only_discoverers_discover(self) -> None:
@@ -277,17 +291,69 @@ class HostileMasterTests(SynchronousTestCase):
         self.assertEqual(len(fleet.discovered()), 3)
         self.assertIn("open-file", str(self.warnings[-1]["reason"]))
 
-    def test_flapping_costs_nothing_more(self) -> None:
+    def test_flapping_master_adds_nothing_more(self) -> None:
         """
-        A master listing a different set every INFO never watches more than
-        MAX_PER_MASTER at once, however long it goes on.
+        A master listing a different set at every INFO adds at most
+        MAX_PER_MASTER before its replicas that came and went show it
+        flapping, then nothing more however long it goes on (/debug/stats
+        names it); once its list is stable for FLAP_WINDOW, what it lists
+        is watched again.
         """
         fleet = Fleet(MASTER, grace=60.0)
         for round_ in range(100):
             fleet.clock.advance(10.0)
             fleet.lists(*[(f"10.2.{round_}.{i}", 1) for i in range(50)])
             self.assertLessEqual(len(fleet.discovered()), MAX_PER_MASTER)
-        self.assertEqual(len(fleet.discovered()), MAX_PER_MASTER)
+        stats = fleet.topology.stats()
+        self.assertEqual(
+            (stats["added"], stats["removed"], stats["flapping"]),
+            (MAX_PER_MASTER, MAX_PER_MASTER, ["m"]),
+        )
+        self.assertEqual(fleet.discovered(), [])
+        for _ in range(round(FLAP_WINDOW / 10.0)):
+            fleet.clock.advance(10.0)
+            fleet.lists(R1, R2)
+        self.assertEqual(fleet.discovered(), [])
+        fleet.clock.advance(10.0)
+        fleet.lists(R1, R2)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379", "m@10.0.0.7:6380"])
+        self.assertEqual(fleet.topology.stats()["flapping"], [])
+
+    def test_replicas_that_stayed_are_no_flapping(self) -> None:
+        """
+        Replicas listed for longer than FLAP_WINDOW and then gone (a
+        failover, a scale-in) do not make their master flapping: new ones
+        are added at once.
+        """
+        fleet = Fleet(MASTER, grace=5.0)
+        many = [(f"10.3.0.{i}", 1) for i in range(MAX_PER_MASTER)]
+        for _ in range(round(FLAP_WINDOW) + 1):
+            fleet.lists(*many)
+            fleet.clock.advance(1.0)
+        for _ in range(10):
+            fleet.lists()
+            fleet.clock.advance(1.0)
+        self.assertEqual(fleet.topology.stats()["removed"], MAX_PER_MASTER)
+        fleet.lists(R1)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+        self.assertEqual(fleet.topology.stats()["flapping"], [])
+
+    def test_log_lines_bounded(self) -> None:
+        """
+        However fast a master's list changes, its additions, removals and
+        refusals log at most LOGGED_PER_WINDOW lines each a LOG_WINDOW, the
+        rest summed up in one line.
+        """
+        fleet = Fleet(MASTER, grace=1.0)
+        with capturedLogs() as events:
+            for round_ in range(600):
+                fleet.clock.advance(1.0)
+                fleet.lists(*[(f"10.4.{round_ % 250}.{i}", 1) for i in range(30)])
+        lines = [formatEvent(e) for e in events]
+        minutes = fleet.clock.seconds() / LOG_WINDOW
+        self.assertLessEqual(len(lines), (3 * LOGGED_PER_WINDOW + 2) * minutes)
+        summaries = [line for line in lines if "not logged one by one" in line]
+        self.assertIn("more replica(s) added", summaries[0])
 
 
 class ReloadTests(SynchronousTestCase):
