@@ -45,6 +45,31 @@ class Setting:
         return self.help if default is None else f"{self.help} [default: {default}]"
 
 
+# Every time and count has bounds, checked at start and at each reload
+# (`checks.seconds`): below them the agent spins (a check loop, or a
+# ZooKeeper write, as fast as the CPU goes), above them it never notices
+# anything, or its arithmetic overflows. A day is the longest period.
+DAY = 86400.0
+# A tick every 10 ms is already 100 rounds of checks a second; a check has
+# at least a millisecond (a PING on loopback answers in about 0.1 ms).
+INTERVALS = checks.seconds(0.01, DAY)
+TIMEOUTS = checks.seconds(0.001, DAY)
+# Rewrites of ZooKeeper nodes (refresh, heartbeat) at most once a second
+# each, and a discovered replica kept at least a second past its listing.
+PERIODS = checks.seconds(1.0, DAY)
+# ZooKeeper grants 2 to 20 ticks (4 to 40 s by default) whatever is asked,
+# but the agent itself waits a session timeout before it replaces a client
+# cut off, and bounds each call by it: an hour at most.
+SESSION_TIMEOUTS = checks.seconds(1.0, 3600.0)
+# A lookup that takes more than an hour is not coming.
+LOOKUP_TIMEOUTS = checks.seconds(0.01, 3600.0)
+# rise or fall 1,000 at the 1 s default interval is 17 minutes to notice a
+# change: more would keep a dead instance up for hours.
+STREAKS = checks.count_to(1000)
+# Each observer writes its opinion of every instance it observes on each
+# change: a hundred are far more points of view than a verdict needs.
+MAX_REPLICAS = 100
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "redis",
@@ -56,7 +81,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "interval",
         "Seconds between checks of an instance.",
-        checks.positive,
+        INTERVALS,
         default=1.0,
         option="--interval",
         parse_option=checks.option_number,
@@ -64,7 +89,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "timeout",
         "Seconds a check may take, connect included; at most the interval.",
-        checks.positive,
+        TIMEOUTS,
         default=0.5,
         option="--timeout",
         parse_option=checks.option_number,
@@ -72,7 +97,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "rise",
         "Consecutive successes that make an instance up.",
-        checks.count,
+        STREAKS,
         default=2,
         option="--rise",
         parse_option=checks.option_integer,
@@ -80,7 +105,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "fall",
         "Consecutive failures that make an instance down.",
-        checks.count,
+        STREAKS,
         default=3,
         option="--fall",
         parse_option=checks.option_integer,
@@ -99,7 +124,13 @@ SETTINGS: tuple[Setting, ...] = (
         option="--agent-id",
         default_help="the host name",
     ),
-    Setting("info_every", "Send INFO replication every N checks.", checks.count, 10),
+    Setting(
+        "info_every",
+        "Send INFO replication every N checks.",
+        # 10,000: about three hours at the 1 s default interval.
+        checks.count_to(10_000),
+        10,
+    ),
     Setting(
         "state_dir",
         "Directory keeping the ZooKeeper session for the next process "
@@ -121,7 +152,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "replica_grace",
         "Seconds a discovered replica stays after its master stops listing it.",
-        checks.positive,
+        PERIODS,
         default=60.0,
     ),
     Setting(
@@ -140,7 +171,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "zookeeper.session_timeout",
         "Requested ZooKeeper session timeout, seconds.",
-        checks.session_timeout,
+        SESSION_TIMEOUTS,
         default=10.0,
         option="--zk-session-timeout",
         parse_option=checks.option_number,
@@ -148,26 +179,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "zookeeper.refresh",
         "Seconds between rewrites of unchanged instance nodes.",
-        checks.positive,
+        PERIODS,
         default=30.0,
     ),
     Setting(
         "zookeeper.heartbeat",
         "Seconds between rewrites of this agent's node.",
-        checks.positive,
+        PERIODS,
         default=10.0,
     ),
     Setting(
         "zookeeper.replicas",
         "Agents of the group (sharing zookeeper.root) that observe each instance.",
-        checks.count,
+        checks.count_to(MAX_REPLICAS),
         default=1,
     ),
     Setting(
         "zookeeper.quorum",
         "Observers' opinions that must say down for an instance to be published "
         "down; at most zookeeper.replicas.",
-        checks.count,
+        checks.count_to(MAX_REPLICAS),
         default_help="replicas // 2 + 1",
     ),
     Setting(
@@ -209,7 +240,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "dns.timeout",
         "Seconds one host name lookup may take.",
-        checks.positive,
+        LOOKUP_TIMEOUTS,
         default_help="2 x timeout, at least 2",
     ),
 )

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attr
 from cryptography import x509
@@ -75,6 +75,11 @@ class ConfigTestCase(SynchronousTestCase):
         self.assertNotIn("\n", message)
         self.assertNotIn(SECRET, message)
         return message
+
+    def assertConfigErrors(self, cases: Sequence[tuple[str, str]]) -> None:
+        """Loading each (TOML, expected) of C{cases} fails with exactly that line."""
+        for toml, expected in cases:
+            self.assertConfigError(expected, toml)
 
 
 class DefaultsTests(ConfigTestCase):
@@ -315,20 +320,92 @@ class NumberTests(ConfigTestCase):
                 f'[zookeeper]\nhosts = "z:1"\n{key} = 0\n',
             )
 
-    def test_session_timeout_within_zookeeper(self) -> None:
+    def test_times_bounded(self) -> None:
         """
-        A session timeout ZooKeeper's protocol cannot carry (milliseconds in
-        a signed 32-bit integer) is refused; the longest it can is kept.
+        Every time in the config has a floor and a ceiling, each refused in
+        one line naming the field and the value: a denormal interval or
+        timeout overflowed the check loop (it restarted 67,000 times in
+        3.5 s), a nanosecond heartbeat wrote to ZooKeeper as fast as it
+        answered, and an interval of 1e308 overflowed the slices.
         """
-        hosts = '[zookeeper]\nhosts = "z:1"\n'
-        self.assertConfigError(
-            "zookeeper.session_timeout: 1000000000.0 is more than ZooKeeper"
-            " allows (2147483.647 s)",
-            hosts + "session_timeout = 1e9\n",
+        zookeeper = '[zookeeper]\nhosts = "z:1"\n'
+        self.assertConfigErrors(
+            [
+                (
+                    "interval = 1e-320\ntimeout = 1e-320\n",
+                    "interval: 1e-320 is less than 0.01 s",
+                ),
+                ("interval = 1e308\n", "interval: 1e+308 is more than 86400 s"),
+                ("timeout = 1e-320\n", "timeout: 1e-320 is less than 0.001 s"),
+                (
+                    "interval = 3e7\ntimeout = 3e7\n",
+                    "interval: 30000000.0 is more than 86400 s",
+                ),
+                ("replica_grace = 1e-320\n", "replica_grace: 1e-320 is less than 1 s"),
+                (
+                    "replica_grace = 1e308\n",
+                    "replica_grace: 1e+308 is more than 86400 s",
+                ),
+                (
+                    zookeeper + "heartbeat = 1e-9\n",
+                    "zookeeper.heartbeat: 1e-09 is less than 1 s",
+                ),
+                (
+                    zookeeper + "refresh = 0.5\n",
+                    "zookeeper.refresh: 0.5 is less than 1 s",
+                ),
+                (
+                    zookeeper + "refresh = 1e9\n",
+                    "zookeeper.refresh: 1000000000.0 is more than 86400 s",
+                ),
+                (
+                    zookeeper + "session_timeout = 0.5\n",
+                    "zookeeper.session_timeout: 0.5 is less than 1 s",
+                ),
+                (
+                    zookeeper + "session_timeout = 1e9\n",
+                    "zookeeper.session_timeout: 1000000000.0 is more than 3600 s",
+                ),
+                (
+                    "[dns]\ntimeout = 1e-320\n",
+                    "dns.timeout: 1e-320 is less than 0.01 s",
+                ),
+                (
+                    "[dns]\ntimeout = 3e7\n",
+                    "dns.timeout: 30000000.0 is more than 3600 s",
+                ),
+            ]
         )
-        config = self.load(hosts + "session_timeout = 2147483.647\n")
+        self.assertConfigError(
+            "--interval: 1e-09 is less than 0.01 s",
+            overrides={"interval": 1e-9, "timeout": 1e-9},
+        )
+
+    def test_times_at_bounds(self) -> None:
+        """The bounds themselves are allowed; ZooKeeper's 2 s sessions too."""
+        config = self.load(
+            "interval = 0.01\ntimeout = 0.001\nreplica_grace = 86400\n"
+            '[zookeeper]\nhosts = "z:1"\nsession_timeout = 2\nrefresh = 1\n'
+            "heartbeat = 86400\n[dns]\ntimeout = 3600\n"
+        )
         assert config.zookeeper is not None
-        self.assertEqual(config.zookeeper.session_timeout, 2147483.647)
+        self.assertEqual(
+            (
+                config.interval,
+                config.timeout,
+                config.replica_grace,
+                config.zookeeper.session_timeout,
+                config.zookeeper.refresh,
+                config.zookeeper.heartbeat,
+                config.dns.timeout,
+            ),
+            (0.01, 0.001, 86400.0, 2.0, 1.0, 86400.0, 3600.0),
+        )
+        config = self.load("interval = 86400\ntimeout = 86400\n")
+        self.assertEqual((config.interval, config.timeout), (86400.0, 86400.0))
+        config = self.load('[zookeeper]\nhosts = "z:1"\nsession_timeout = 3600\n')
+        assert config.zookeeper is not None
+        self.assertEqual(config.zookeeper.session_timeout, 3600.0)
 
     def test_timeout_greater_than_interval(self) -> None:
         """A timeout above the interval is refused, naming both."""
@@ -356,6 +433,44 @@ class NumberTests(ConfigTestCase):
         self.assertConfigError("fall: -1 is less than 1", "fall = -1")
         self.assertConfigError("info_every: 0 is less than 1", "info_every = 0")
         self.assertConfigError("--fall: 0 is less than 1", overrides={"fall": 0})
+
+    def test_counts_bounded(self) -> None:
+        """
+        rise and fall are at most 1,000 (a huge fall kept a dead instance up
+        for good), info_every at most 10,000, replicas and quorum at most 100.
+        """
+        zookeeper = '[zookeeper]\nhosts = "z:1"\n'
+        self.assertConfigErrors(
+            [
+                (
+                    "rise = 9223372036854775807\n",
+                    "rise: 9223372036854775807 is more than 1000",
+                ),
+                ("fall = 1001\n", "fall: 1001 is more than 1000"),
+                ("info_every = 10001\n", "info_every: 10001 is more than 10000"),
+                (
+                    zookeeper + "replicas = 101\n",
+                    "zookeeper.replicas: 101 is more than 100",
+                ),
+                (
+                    zookeeper + "quorum = 101\n",
+                    "zookeeper.quorum: 101 is more than 100",
+                ),
+            ]
+        )
+        self.assertConfigError(
+            "--rise: 1001 is more than 1000", overrides={"rise": 1001}
+        )
+        config = self.load(
+            "rise = 1000\nfall = 1000\ninfo_every = 10000\n"
+            + zookeeper
+            + "replicas = 100\nquorum = 100\n"
+        )
+        assert config.zookeeper is not None
+        self.assertEqual(
+            (config.rise, config.fall, config.info_every, config.zookeeper.replicas),
+            (1000, 1000, 10000, 100),
+        )
 
 
 class NameTests(ConfigTestCase):
