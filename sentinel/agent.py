@@ -248,6 +248,7 @@ def make_agent(
             reload_fits,
             on_applied=applied,
             start_signals=start_signals,
+            internal_errors=monitor.internal_errors,
         )
         reloader.setName("reloader")
         reloader.setServiceParent(top)

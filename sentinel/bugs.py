@@ -11,7 +11,8 @@ every check of that instance, a traceback a second per instance. So the
 first is logged with its traceback, then at most one a `LOG_INTERVAL`,
 saying how many were not logged in between; ``/healthz`` fails while one
 was met in the last `RECENT` seconds, naming the last; ``/debug/stats`` and
-``/metrics`` count them all.
+``/metrics`` count them all. A reload that fails while it is applied
+(`sentinel.reload`) is one of them too.
 """
 
 from __future__ import annotations
@@ -45,18 +46,18 @@ class InternalErrors:
         self._logged_at: float | None = None
         self._unlogged = 0
 
-    def record(self, what: str, instance: str, failure: Failure) -> None:
+    def record(self, what: str, instance: str | None, failure: Failure) -> None:
         """
         A bug met while doing `what` ("recording the check") for
-        `instance`: counted, and logged with `failure` unless one was
-        logged less than `LOG_INTERVAL` ago.
+        `instance` (None: for none in particular, as in applying a reload):
+        counted, and logged with `failure` unless one was logged less than
+        `LOG_INTERVAL` ago.
         """
         now = self._clock.seconds()
         self.count += 1
         self.last_at = now
-        message = printable(
-            f"{what} of {instance}: {failure.getErrorMessage()}", MAX_MESSAGE
-        )
+        subject = what if instance is None else f"{what} of {instance}"
+        message = printable(f"{subject}: {failure.getErrorMessage()}", MAX_MESSAGE)
         self.last = message
         if self._logged_at is not None and now - self._logged_at < LOG_INTERVAL:
             self._unlogged += 1
@@ -64,9 +65,10 @@ class InternalErrors:
         self._logged_at = now
         unlogged, self._unlogged = self._unlogged, 0
         log.failure(
-            "{what} of {instance} failed (a bug of ours, logged at most once"
+            "{subject} failed (a bug of ours, logged at most once"
             " in {interval:g} s: {unlogged} not logged since the last)",
             failure,
+            subject=subject,
             what=what,
             instance=instance,
             unlogged=unlogged,

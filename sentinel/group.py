@@ -26,7 +26,7 @@ log and in /healthz, never resolved silently: each agent keeps its own.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -281,6 +281,10 @@ class Group:
             self.known[instance.name] = instance
         if removed or added:
             self._known_changed()
+
+    def configured(self) -> Mapping[str, RedisInstance]:
+        """Every instance it knows, observed here or not."""
+        return dict(self.known)
 
     def _known_changed(self) -> None:
         changed = self.assignment.set_known(self.known)

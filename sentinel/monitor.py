@@ -24,7 +24,7 @@ not the one of its last INFO. INFO replies also go to the INFO listeners
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import attr
@@ -95,6 +95,9 @@ class Instances(Protocol):
         added: Sequence[RedisInstance],
     ) -> None:
         """A reload's changes, all at once."""
+
+    def configured(self) -> Mapping[str, RedisInstance]:
+        """The instances of the config it holds now, by name (none discovered)."""
 
 
 # Told of every recorded check: the state, the observation, the transition
@@ -273,6 +276,14 @@ class Monitor(Service):
             self.replace_instance(instance)
         for instance in added:
             self.add_instance(instance)
+
+    def configured(self) -> Mapping[str, RedisInstance]:
+        """The instances it watches from the config: not discovered ones."""
+        return {
+            name: state.instance
+            for name, state in self.states.items()
+            if state.instance.discovered_by is None
+        }
 
     def _discard(self, name: str) -> None:
         state = self.states.pop(name)

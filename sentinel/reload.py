@@ -10,6 +10,14 @@ their state, counters and connection. Global settings apply from the next
 tick. Command-line options still override the file. A file that does not
 load is logged with its one-line reason and the running config stays.
 
+A loaded config is applied whole or not at all: everything that can refuse
+it (the file limit, the loop's settings) is worked out before anything
+changes. Should applying it still fail midway, that is a bug of ours
+(`sentinel.bugs`: ``/healthz`` fails): the reloader then takes what runs,
+instance by instance, as the config the next reload is compared with, so
+that an instance the failed reload removed comes back at the next one, and
+one it added goes.
+
 Loading (reading the files, parsing, validating) runs on a thread of the
 reloader's own, never on the reactor thread, and never in the reactor's
 thread pool: a read stuck there would stall name resolution, and twistd's
@@ -37,6 +45,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.bugs import InternalErrors
 from sentinel.config import Config, ConfigError
 from sentinel.monitor import Instances, Settings
 from sentinel.signals import StartSignals
@@ -106,6 +115,7 @@ class ConfigReloader(Service):
         run_in_thread: Callable[[Callable[[], Config]], Deferred[Config]] | None = None,
         on_applied: Callable[[Config], object] | None = None,
         start_signals: StartSignals | None = None,
+        internal_errors: InternalErrors | None = None,
     ) -> None:
         """
         @param load: loads the config; blocks, so it runs on
@@ -116,6 +126,8 @@ class ConfigReloader(Service):
             resolver then forgets the names no instance uses any more).
         @param start_signals: what noted the SIGHUPs that came before this
             service started (`sentinel.signals`).
+        @param internal_errors: where a reload that fails while applied
+            is counted (the monitor's, so that ``/healthz`` shows it).
         """
         self._reactor = reactor
         self._load = load
@@ -125,6 +137,7 @@ class ConfigReloader(Service):
         self._on_applied = on_applied
         self._install_signal = install_signal
         self._start_signals = start_signals
+        self._internal_errors = internal_errors or InternalErrors(reactor)
         self._run_in_thread = run_in_thread or partial(in_own_thread, reactor)
         self._previous_handler: Any = None
         self.reloads = 0
@@ -236,15 +249,27 @@ class ConfigReloader(Service):
             if getattr(new, key) != getattr(old, key):
                 log.warn("reload: {key} changed; it takes a restart", key=key)
         new = _keep_restart_only(new, old)
+        try:
+            settings = Settings.from_config(new)
+        except Exception:
+            # The config's checks should have refused it: a bug of ours.
+            failure = Failure()
+            self._internal_errors.record("applying a reload's settings", None, failure)
+            self._refused(f"its settings cannot be applied: {failure.value!r}")
+            return
         before = {i.name: i for i in old.instances}
         after = {i.name: i for i in new.instances}
         removed = [n for n in before if n not in after]
         added = [n for n in after if n not in before]
         changed = [n for n in after if n in before and after[n] != before[n]]
-        monitor.change_instances(
-            removed, [after[n] for n in changed], [after[n] for n in added]
-        )
-        monitor.update_settings(Settings.from_config(new))
+        try:
+            monitor.change_instances(
+                removed, [after[n] for n in changed], [after[n] for n in added]
+            )
+            monitor.update_settings(settings)
+        except Exception:
+            self._failed_midway(Failure())
+            return
         self.config = new
         self.reloads += 1
         self.last_error = None
@@ -258,9 +283,30 @@ class ConfigReloader(Service):
             changed=len(changed),
             kept=len(after) - len(added) - len(changed),
         )
+        self._tell_applied(new)
+
+    def _failed_midway(self, failure: Failure) -> None:
+        """
+        Applying a reload failed after it changed something: what runs is
+        the config from now on (module docstring).
+        """
+        self._internal_errors.record("applying a reload", None, failure)
+        running = self._monitor.configured()
+        self.config = attr.evolve(self.config, instances=tuple(running.values()))
+        self.last_error = f"applying it failed midway: {failure.value!r}"
+        self.last_reload_ok = False
+        log.error(
+            "reload failed midway (a bug of ours); the agent runs {count} "
+            "instance(s) now, and the next reload starts from them: {reason}",
+            count=len(running),
+            reason=self.last_error,
+        )
+        self._tell_applied(self.config)
+
+    def _tell_applied(self, config: Config) -> None:
         if self._on_applied is not None:
             try:
-                self._on_applied(new)
+                self._on_applied(config)
             except Exception:
                 log.failure("after the reload")
 

@@ -255,6 +255,10 @@ class SharingTests(SynchronousTestCase):
         self.assertEqual(len(catalogs), 3)
         self.fleet.run(SETTLE + INTERVAL + 0.5)
         names = set(NAMES[3:]) | {i.name for i in added}
+        # What a reload that failed midway would start from: every
+        # instance each member knows, whether it observes it or not.
+        for member in self.fleet.members.values():
+            self.assertEqual(set(member.group.configured()), names)
         shares = self.shares()
         self.assertEqual(set().union(*shares.values()), names)
         self.assertEqual(sum(len(s) for s in shares.values()), len(names))

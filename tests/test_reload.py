@@ -84,6 +84,7 @@ class ReloadTestCase(SynchronousTestCase):
             install_signal=False,
             run_in_thread=self.threads,
             on_applied=self.applied.append,
+            internal_errors=self.monitor.internal_errors,
         )
         self.reloader.startService()
         self.monitor.startService()
@@ -222,6 +223,70 @@ class ReloadTests(ReloadTestCase):
         self.reload()
         self.assertEqual(sorted(self.monitor.states), ["a", "b", "c"])
         self.assertEqual(self.levels("after the reload"), [LogLevel.critical])
+
+
+class WholeOrNothingTests(ReloadTestCase):
+    """A reload is applied whole, refused whole, or its baseline is what runs."""
+
+    def test_settings_refused_before_anything_changes(self) -> None:
+        """
+        A config whose loop settings cannot be built (an interval of 1e308
+        overflows the slices, had the checks let it through) is refused in
+        one line before any instance is removed: the running config stays,
+        and the bug fails /healthz.
+        """
+        self.next = attr.evolve(BASE, interval=1e308, instances=(instance("a", 7000),))
+        self.reload()
+        self.assertEqual(sorted(self.monitor.states), ["a", "b", "c"])
+        self.assertEqual(self.publisher.removed, [])
+        self.assertIs(self.reloader.config, BASE)
+        self.assertFalse(self.reloader.last_reload_ok)
+        self.assertIn("OverflowError", self.reloader.last_error or "")
+        self.assertEqual(self.levels("reload refused"), [LogLevel.error])
+        self.assertEqual(self.monitor.internal_errors.count, 1)
+        self.assertIsNotNone(self.monitor.internal_errors.unhealthy_reason())
+        self.assertEqual(len(self.flushLoggedErrors(OverflowError)), 1)
+
+    def fail_to_add(self, name: str) -> None:
+        """From now on, adding instance `name` to the monitor raises."""
+        factory = self.monitor._probe_factory
+
+        def refuse(given: RedisInstance) -> Any:
+            if given.name == name:
+                raise RuntimeError(f"cannot watch {name}")
+            return factory(given)
+
+        self.monitor._probe_factory = refuse
+
+    def test_failed_midway_baseline_is_what_runs(self) -> None:
+        """
+        A reload that fails midway (a bug) leaves what runs as the next
+        reload's baseline: an instance it removed comes back and one it
+        added goes at the next reload; the failure is an internal error
+        (/healthz fails) and says so in one line.
+        """
+        self.reloader.config = BASE
+        self.fail_to_add("e")
+        self.next = attr.evolve(
+            BASE, instances=(instance("a", 7000), instance("d", 7003), instance("e", 1))
+        )
+        self.reload()
+        self.assertEqual(sorted(self.monitor.states), ["a", "d"])
+        self.assertEqual(
+            sorted(i.name for i in self.reloader.config.instances), ["a", "d"]
+        )
+        self.assertFalse(self.reloader.last_reload_ok)
+        self.assertIn("cannot watch e", self.reloader.last_error or "")
+        self.assertEqual(self.levels("reload failed midway"), [LogLevel.error])
+        self.assertEqual(self.monitor.internal_errors.count, 1)
+        self.assertIsNotNone(self.monitor.internal_errors.unhealthy_reason())
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.applied, [self.reloader.config])
+        self.next = BASE
+        self.reload()
+        self.assertEqual(sorted(self.monitor.states), ["a", "b", "c"])
+        self.assertEqual(self.publisher.removed, ["b", "c", "d"])
+        self.assertTrue(self.reloader.last_reload_ok)
 
 
 class StatusTests(ReloadTestCase):
