@@ -50,6 +50,10 @@ STATE_FILE = "zookeeper-session.json"
 MAX_STATE_BYTES = 64 * 1024
 _FORMAT = "sentinel zookeeper session"
 _VERSION = 1
+# The last second of year 9999, the last a date has: the file's time is
+# logged as one, and a later one (1e300, or a time in milliseconds, 1e12)
+# raised inside the ZooKeeper listener that resyncs the nodes.
+_LAST_WRITTEN_AT = 253402300799.0
 
 
 @attr.frozen
@@ -163,7 +167,7 @@ def _field(document: dict[str, Any], key: str, kind: Any) -> Any:
 
 def _written_at(document: dict[str, Any]) -> float:
     written_at = finite(document.get("written_at"))
-    if written_at is None:
+    if written_at is None or not 0 <= written_at <= _LAST_WRITTEN_AT:
         raise Unreadable("written_at is missing or invalid")
     return written_at
 
