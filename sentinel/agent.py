@@ -11,6 +11,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
+from sentinel.bugs import InternalErrors
 from sentinel.clocksteps import ClockSteps
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
@@ -51,6 +52,7 @@ def _make_publisher(
     agent_node: Callable[[], dict[str, Any]],
     watched: Callable[[], Mapping[str, RedisInstance]],
     left: StoredSession | str | None,
+    internal_errors: InternalErrors,
 ) -> ZooKeeperPublisher:
     zk_config = config.zookeeper
     assert zk_config is not None
@@ -60,6 +62,7 @@ def _make_publisher(
         zk_config.session_timeout,
         auth=zk_config.auth,
         call_timeout=max(zk_config.session_timeout, 5.0),
+        internal_errors=internal_errors,
     )
     handoff = None
     if config.state_dir is not None and left is not None:
@@ -135,6 +138,8 @@ def make_agent(
         )
 
     top = MultiService()
+    # Bugs of ours, wherever met: one count, one reason on /healthz.
+    internal_errors = InternalErrors(reactor)
     tasks: list[RestartingTimer] = []
     stats_sources: dict[str, StatsSource] = {}
     if process is not None:
@@ -166,6 +171,7 @@ def make_agent(
                 else {name: s.instance for name, s in monitor.states.items()}
             ),
             left,
+            internal_errors,
         )
         # Added before the monitor, so stopped after it: the last states
         # are published, then the nodes deleted and the session closed, or
@@ -186,6 +192,7 @@ def make_agent(
         publisher,
         PendingTracker(),
         on_round=None if process is None else settle,
+        internal_errors=internal_errors,
     )
     tasks.append(monitor.loop)
     if process is not None:
@@ -248,7 +255,7 @@ def make_agent(
             reload_fits,
             on_applied=applied,
             start_signals=start_signals,
-            internal_errors=monitor.internal_errors,
+            internal_errors=internal_errors,
         )
         reloader.setName("reloader")
         reloader.setServiceParent(top)
@@ -266,7 +273,7 @@ def make_agent(
             health_checks=[
                 *(task.unhealthy_reason for task in tasks),
                 freshness.unhealthy_reason,
-                monitor.internal_errors.unhealthy_reason,
+                internal_errors.unhealthy_reason,
             ],
             stats_sources={
                 **stats_sources,
@@ -275,7 +282,7 @@ def make_agent(
                 "discovery": topology.stats,
                 "startup": startup.stats,
                 "freshness": freshness.stats,
-                "internal_errors": monitor.internal_errors.stats,
+                "internal_errors": internal_errors.stats,
             },
             group=group,
             health_details={

@@ -11,8 +11,9 @@ every check of that instance, a traceback a second per instance. So the
 first is logged with its traceback, then at most one a `LOG_INTERVAL`,
 saying how many were not logged in between; ``/healthz`` fails while one
 was met in the last `RECENT` seconds, naming the last; ``/debug/stats`` and
-``/metrics`` count them all. A reload that fails while it is applied
-(`sentinel.reload`) is one of them too.
+``/metrics`` count them all. So are a reload that fails while it is
+applied (`sentinel.reload`) and a ZooKeeper state listener or watcher that
+raises (`sentinel.zk`): one count for the agent (`sentinel.agent`).
 """
 
 from __future__ import annotations

@@ -164,10 +164,13 @@ class Monitor(Service):
         publisher: Publisher,
         tracker: PendingTracker,
         on_round: Callable[[int], object] | None = None,
+        internal_errors: InternalErrors | None = None,
     ) -> None:
         """
         @param on_round: called as each round of the slices starts, with the
             number of rounds since the watched instances last changed.
+        @param internal_errors: where bugs of ours are counted (the agent's
+            own, shared with ZooKeeper's side and the reloader).
         """
         self._clock = clock
         self.settings = settings
@@ -204,7 +207,7 @@ class Monitor(Service):
         # Instances up now, kept as statuses change: /debug/stats reads it
         # at any rate, and a recount is about 1-4 ms at 19,000 instances.
         self.instances_up = 0
-        self.internal_errors = InternalErrors(clock)
+        self.internal_errors = internal_errors or InternalErrors(clock)
         # Bound once: every check adds them to its Deferred.
         self._observed_callback = self._observed
         self._failed_errback = self._check_failed

@@ -12,10 +12,13 @@ heard are read again. A new session is told to the state file
 (`sentinel.handoff`), which says whether it is the previous process's,
 inherited: then the sweep runs (`sentinel.sweep`). A lost connection is
 told to the state file too, which then learns whether a newer process took
-the session.
+the session. A bug in the state file's side is counted (`sentinel.bugs`),
+never a reason to skip the rest.
 """
 
 from __future__ import annotations
+
+from twisted.python.failure import Failure
 
 from sentinel.discovery import Discovery
 from sentinel.handoff import SessionHandoff
@@ -65,7 +68,7 @@ class Resync:
             return
         inherited = False
         if self._handoff is not None and not self._life.superseded:
-            inherited = self._handoff.connected(client_id, self._zk.replacements > 0)
+            inherited = self._told_handoff(self._handoff, client_id)
         same_session = client_id[0] == self._session
         self._session = client_id[0]
         if not same_session:
@@ -86,3 +89,21 @@ class Resync:
         self._opinions.ask_all()
         self._sweep.start()
         self._queue.flush()
+
+    def _told_handoff(
+        self, handoff: SessionHandoff, client_id: tuple[int, bytes]
+    ) -> bool:
+        """
+        Whether the session is the one inherited (`SessionHandoff.connected`).
+        A bug there is counted, and the resync goes on as for an inherited
+        session, the safe guess: the sweep then deletes the nodes the
+        session holds for instances no longer configured (a new session
+        holds none), and each node is asked about before it is created.
+        """
+        try:
+            return handoff.connected(client_id, self._zk.replacements > 0)
+        except Exception:
+            self._zk.internal_errors.record(
+                "telling the state file of the session", None, Failure()
+            )
+            return True

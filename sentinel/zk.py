@@ -62,6 +62,10 @@ replaced by a new one: only the server can declare a session expired, and a
 ZooKeeper that came back empty refuses a client that has seen a newer
 transaction id, so the old client could stay SUSPENDED for good.
 
+A state listener or a watcher that raises is a bug of ours: counted in
+`internal_errors` (``/healthz`` then fails, `sentinel.bugs`), and the other
+listeners are still told.
+
 A session can be handed from one process to the next (`sentinel.handoff`):
 the first client may reattach to a session (`start(client_id=...)`), and
 `leave_open` stops using the session without closing it. A client left so
@@ -95,6 +99,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from sentinel.bugs import InternalErrors
 
 log = Logger()
 
@@ -183,8 +189,14 @@ class ZooKeeper:
         auth: str | None = None,
         call_timeout: float = 5.0,
         client_factory: Callable[..., Any] = KazooClient,
+        internal_errors: InternalErrors | None = None,
     ) -> None:
+        """
+        @param internal_errors: where a listener's or a watcher's bug is
+            counted (the agent's, so that ``/healthz`` shows it).
+        """
         self._reactor = reactor
+        self.internal_errors = internal_errors or InternalErrors(reactor)
         self.hosts = hosts
         self.session_timeout = session_timeout
         self._auth = auth
@@ -316,7 +328,7 @@ class ZooKeeper:
         try:
             watcher(event)
         except Exception:
-            log.failure("ZooKeeper watcher failed")
+            self.internal_errors.record("a ZooKeeper watcher", event.path, Failure())
 
     def _close_in_thread(self, client: Any, done: Deferred[None] | None = None) -> None:
         def close() -> None:
@@ -385,7 +397,9 @@ class ZooKeeper:
             try:
                 listener(state)
             except Exception:
-                log.failure("ZooKeeper state listener failed")
+                self.internal_errors.record(
+                    f"a ZooKeeper state listener, told {state}", None, Failure()
+                )
 
     # Calls
 

@@ -53,6 +53,7 @@ from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeSta
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
+from sentinel.bugs import InternalErrors
 from sentinel.zk import CONNECTED, CONNECTING, LOST, STOPPED, SUSPENDED
 
 CALL_KINDS = (
@@ -234,6 +235,7 @@ class FakeZooKeeper:
         self.state_since = clock.seconds()
         self.last_error: str | None = None
         self.replacements = 0
+        self.internal_errors = InternalErrors(clock)
         self.watches: dict[str, set[Watcher]] = {}
         # Watches on a node's children (get_children), by the node's path.
         self.child_watches: dict[str, set[Watcher]] = {}

@@ -254,6 +254,51 @@ class RestartTests(HandoffTestCase):
         self.assertEqual(self.members("a"), ["member_0000000000"])
         self.assertEqual(second.publisher.swept, 1)
 
+    def test_bug_in_the_handoff_skips_no_resync(self) -> None:
+        """
+        A bug in the state file's side of a new connection (a time no date
+        could show raised there) is an internal error, and the resync goes
+        on as for an inherited session: the node of an instance removed
+        meanwhile is swept, the agent node is written and each check is
+        published, rather than nothing written at all.
+        """
+        self.running().stop()
+        second = self.process({"a": self.instances["a"]})
+
+        def broken(client_id: tuple[int, bytes], replaced: bool) -> bool:
+            raise OverflowError("date value out of range")
+
+        second.handoff.connected = broken  # type: ignore[method-assign]
+        second.start()
+        errors = second.zk.internal_errors
+        self.assertEqual(errors.count, 1)
+        self.assertIn("telling the state file", errors.unhealthy_reason() or "")
+        self.assertEqual(len(self.flushLoggedErrors(OverflowError)), 1)
+        self.assertGreater(second.zk.writes(AGENT_PATH), 0)
+        self.assertNotIn(path("b"), self.server.nodes)
+        self.assertEqual(self.members("b"), [])
+        second.check("a", DOWN)
+        self.assertEqual(second.zk.document(path("a"))["status"], "down")
+
+    def test_bug_in_the_handoff_of_a_new_session(self) -> None:
+        """
+        On a new session, taken for an inherited one after such a bug,
+        nothing is swept and every node is created all the same.
+        """
+        first = self.process(left="no state file")
+
+        def broken(client_id: tuple[int, bytes], replaced: bool) -> bool:
+            raise OverflowError("date value out of range")
+
+        first.handoff.connected = broken  # type: ignore[method-assign]
+        first.start()
+        first.check("a", UP)
+        first.check("b", DOWN)
+        self.assertEqual(first.zk.document(path("a"))["status"], "up")
+        self.assertEqual(first.zk.document(path("b"))["status"], "down")
+        self.assertIn(AGENT_PATH, self.server.nodes)
+        self.assertEqual(len(self.flushLoggedErrors(OverflowError)), 1)
+
     def test_removed_before_its_first_check(self) -> None:
         """
         An instance a reload removes before this process checked it loses

@@ -568,6 +568,39 @@ class BridgeTests(SynchronousTestCase):
         self.clock.run_handed_over()
         self.assertEqual([e.type for e in self.events], [EventType.NONE])
 
+    def test_listener_bug_counted_others_told(self) -> None:
+        """
+        A state listener that raises is an internal error (/healthz fails,
+        naming it) and the listeners after it are told all the same; a
+        watcher that raises is counted too.
+        """
+
+        def broken(state: str) -> None:
+            raise OverflowError("date value out of range")
+
+        told: list[str] = []
+        self.zk.add_listener(broken)
+        self.zk.add_listener(told.append)
+        self.zk.start()
+        self.connect(self.client())
+        self.assertEqual(told, [CONNECTING, CONNECTED])
+        errors = self.zk.internal_errors
+        self.assertEqual(errors.count, 2)
+        self.assertIn(
+            f"a ZooKeeper state listener, told {CONNECTED}: date value out of range",
+            errors.unhealthy_reason() or "",
+        )
+
+        def broken_watcher(event: WatchedEvent) -> None:
+            raise KeyError("watcher")
+
+        self.zk.exists(PATH, watch=broken_watcher)
+        self.client().fire(PATH, EventType.DELETED)
+        self.clock.run_handed_over()
+        self.assertEqual(errors.count, 3)
+        self.assertIn(f"a ZooKeeper watcher of {PATH}", errors.last or "")
+        self.assertEqual(len(self.flushLoggedErrors(OverflowError, KeyError)), 1)
+
     def test_stop_closes_on_own_thread(self) -> None:
         """
         `stop` closes the session on a thread of its own and fires once it
