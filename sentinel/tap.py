@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from twisted.application.service import IService
@@ -17,22 +17,44 @@ from twisted.python import usage
 
 from sentinel import __version__
 from sentinel.config import Config, ConfigError, load_config
-from sentinel.files import FileReader
+from sentinel.files import MAX_CA_BYTES, FileReader, Unreadable
 from sentinel.settings import SETTINGS, setting
 from sentinel.signals import START_SIGNALS, StartSignals
 
+# An ssl: server endpoint reads files itself, with no bound nor deadline
+# (privateKey=/dev/zero took 4.4 GB in 8 s; a FIFO hung the start): the
+# arguments of Twisted's parser (twisted.internet.endpoints._parseSSL) in
+# its order after the port, and those that name files.
+_SSL_ARGUMENTS = (
+    "port",
+    "privateKey",
+    "certKey",
+    "sslmethod",
+    "interface",
+    "backlog",
+    "extraCertChain",
+    "dhParameters",
+)
+_SSL_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")
 
-def check_endpoint(label: str, description: str, reactor: Any) -> None:
+
+def check_endpoint(
+    label: str, description: str, reactor: Any, reader: FileReader | None = None
+) -> None:
     """
     Parse C{description} as a server endpoint string (C{"none"} is allowed),
-    without listening.
+    without listening. The files it names are read first through
+    C{reader} (a fresh L{FileReader} if L{None}), as the config's own are:
+    regular files of bounded size, each within a deadline.
 
-    @raise ConfigError: naming C{label} and the string if it does not parse.
+    @raise ConfigError: naming C{label} and the string if it does not parse,
+        or the argument and the path of a file that cannot be read.
     """
     if description == "none":
         return
     from twisted.internet.endpoints import serverFromString
 
+    _check_endpoint_files(label, description, reader or FileReader())
     try:
         serverFromString(reactor, description)
     except Exception as e:
@@ -44,6 +66,32 @@ def check_endpoint(label: str, description: str, reactor: Any) -> None:
         raise ConfigError(
             f"{label}: {description!r} is not a valid endpoint: {reason}"
         ) from None
+
+
+def _check_endpoint_files(label: str, description: str, reader: FileReader) -> None:
+    from twisted.internet import endpoints
+
+    # Twisted's own split of the string, escapes and all.
+    parse: Callable[[str], tuple[list[str], dict[str, str]]] = endpoints._parse
+    args, named = parse(description)
+    if not args or args[0].lower() != "ssl":
+        return
+    # More positional arguments than names: Twisted refuses them next.
+    given = {**dict(zip(_SSL_ARGUMENTS, args[1:], strict=False)), **named}
+    # Twisted's defaults: server.pem, holding the key and the certificate.
+    given.setdefault("privateKey", "server.pem")
+    given.setdefault("certKey", given["privateKey"])
+    with reader.batch() as read:
+        for argument in _SSL_FILES:
+            path = given.get(argument)
+            if path is None:
+                continue
+            try:
+                read(path, MAX_CA_BYTES)
+            except Unreadable as e:
+                raise ConfigError(
+                    f"{label}: {argument}: cannot read {path}: {e}"
+                ) from None
 
 
 class Options(usage.Options):
@@ -143,7 +191,7 @@ class Options(usage.Options):
         if reactor is None:
             from twisted.internet import reactor
         label = "--http" if "http" in self.overrides else "http"
-        check_endpoint(label, self.config.http, reactor)
+        check_endpoint(label, self.config.http, reactor, self._reader)
 
     def load(self) -> Config:
         """
