@@ -12,6 +12,8 @@ import math
 import re
 from collections.abc import Callable
 
+import idna
+
 _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SHOW_LIMIT = 60
 
@@ -311,6 +313,30 @@ def host(label: str, value: object) -> str:
     if problem is not None:
         raise invalid(label, value, problem)
     return text
+
+
+def server_name(label: str, value: object) -> str:
+    """
+    A name a TLS certificate can be checked against: an IP address, or a
+    host name as TLS takes it (IDNA: labels of letters, digits and hyphens,
+    none empty, at most 63 characters each and 253 in all).
+    """
+    name = string(label, value)
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return name
+    try:
+        # As Twisted's TLS client does (twisted.internet._idna), which
+        # refused any other name at every connection, for good.
+        idna.encode(name)
+    except UnicodeError as e:  # idna's errors are UnicodeErrors
+        raise invalid(
+            label, value, f"is not a valid host name: {printable(str(e), 80)}"
+        ) from None
+    return name
 
 
 def port(label: str, value: object) -> int:

@@ -490,6 +490,9 @@ def _file_instance(
     for key in ("ca_file", "server_name", "cert_file", "key_file"):
         if key in table and not given.get("tls"):
             raise invalid(f"{label}.{key}", table[key], "is given but tls is not true")
+    if given.get("tls") and "server_name" not in given:
+        # The host is the name the certificate must carry, then.
+        checks.server_name(f"{label}.host (the TLS server name)", given["host"])
     for key, other in (("cert_file", "key_file"), ("key_file", "cert_file")):
         if key in table and other not in table:
             raise invalid(f"{label}.{key}", table[key], f"is given without {other}")

@@ -272,7 +272,7 @@ REDIS_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "server_name",
         "Name the certificate must carry; needs tls.",
-        checks.string,
+        checks.server_name,
         default_help="host",
     ),
     Setting(

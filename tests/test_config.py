@@ -664,6 +664,57 @@ class RedisTableTests(ConfigTestCase):
             '[[redis]]\nhost = "h"\nport = 1\ntls = true\nca_file = "missing.pem"\n',
         )
 
+    def test_server_name_is_a_host_name(self) -> None:
+        """
+        server_name (or the host it defaults to, with tls) is one TLS can
+        check a certificate against, refused in one line otherwise: each of
+        these started, then failed every check for good.
+        """
+        head = '[[redis]]\nhost = "h"\nport = 1\ntls = true\nserver_name = '
+        long = "a" * 300
+        self.assertConfigErrors(
+            [
+                (
+                    head + '"bad name with spaces"\n',
+                    "redis[0].server_name: 'bad name with spaces' is not a valid "
+                    "host name: Codepoint U+0020 at position 4 of 'bad name with "
+                    "spaces' not allowed",
+                ),
+                (
+                    head + '"a..b"\n',
+                    "redis[0].server_name: 'a..b' is not a valid host name: "
+                    "Empty Label",
+                ),
+                (
+                    head + f'"{long}"\n',
+                    f"redis[0].server_name: '{long[:56]}... is not a valid host "
+                    "name: Domain too long",
+                ),
+                (
+                    head + '"xn--zz"\n',
+                    "redis[0].server_name: 'xn--zz' is not a valid host name: "
+                    "Invalid A-label",
+                ),
+                (
+                    head + '"\\u0000"\n',
+                    "redis[0].server_name: '\\x00' is not a valid host name: "
+                    "Codepoint U+0000 at position 1 of '\\x00' not allowed",
+                ),
+                (
+                    '[[redis]]\nhost = "a_b"\nport = 1\ntls = true\n',
+                    "redis[0].host (the TLS server name): 'a_b' is not a valid "
+                    "host name: Codepoint U+005F at position 2 of 'a_b' not allowed",
+                ),
+            ]
+        )
+        for name in ("redis.example.net", "10.0.0.1", "::1", "müller.de", "h."):
+            config = self.load(head + f'"{name}"\n')
+            self.assertEqual(config.instances[0].server_name, name)
+        # Without tls the host is no server name: a_b stays a host.
+        self.assertEqual(
+            self.load('[[redis]]\nhost = "a_b"\nport = 1\n').instances[0].host, "a_b"
+        )
+
     def test_ca_file_must_hold_a_certificate(self) -> None:
         """
         ca_file is parsed at load time: a file without a valid PEM
