@@ -54,9 +54,11 @@ DAY = 86400.0
 # at least a millisecond (a PING on loopback answers in about 0.1 ms).
 INTERVALS = checks.seconds(0.01, DAY)
 TIMEOUTS = checks.seconds(0.001, DAY)
-# Rewrites of ZooKeeper nodes (refresh, heartbeat) at most once a second
-# each, and a discovered replica kept at least a second past its listing.
-PERIODS = checks.seconds(1.0, DAY)
+# Rewrites of ZooKeeper nodes (refresh, heartbeat) at most ten times a
+# second each, and a discovered replica kept at least that long past its
+# listing: bounded, and short enough for a test or a demo that wants to
+# see a refresh soon.
+PERIODS = checks.seconds(0.1, DAY)
 # ZooKeeper grants 2 to 20 ticks (4 to 40 s by default) whatever is asked,
 # but the agent itself waits a session timeout before it replaces a client
 # cut off, and bounds each call by it: an hour at most.

@@ -341,18 +341,21 @@ class NumberTests(ConfigTestCase):
                     "interval = 3e7\ntimeout = 3e7\n",
                     "interval: 30000000.0 is more than 86400 s",
                 ),
-                ("replica_grace = 1e-320\n", "replica_grace: 1e-320 is less than 1 s"),
+                (
+                    "replica_grace = 1e-320\n",
+                    "replica_grace: 1e-320 is less than 0.1 s",
+                ),
                 (
                     "replica_grace = 1e308\n",
                     "replica_grace: 1e+308 is more than 86400 s",
                 ),
                 (
                     zookeeper + "heartbeat = 1e-9\n",
-                    "zookeeper.heartbeat: 1e-09 is less than 1 s",
+                    "zookeeper.heartbeat: 1e-09 is less than 0.1 s",
                 ),
                 (
-                    zookeeper + "refresh = 0.5\n",
-                    "zookeeper.refresh: 0.5 is less than 1 s",
+                    zookeeper + "refresh = 0.05\n",
+                    "zookeeper.refresh: 0.05 is less than 0.1 s",
                 ),
                 (
                     zookeeper + "refresh = 1e9\n",
