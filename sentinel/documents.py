@@ -126,6 +126,31 @@ def agent_document(
     }
 
 
+def session_holder_fields(token: str, refused: Sequence[str]) -> dict[str, Any]:
+    """
+    What the agent node adds with a state_dir (`sentinel.sharing`): the
+    token this process's state file names it by, and the tokens of other
+    processes found using its session (copies of its state file), which it
+    refused.
+    """
+    return {"token": token, "refused": list(refused)}
+
+
+def session_holder(data: bytes) -> tuple[str | None, list[str], int | None]:
+    """
+    The token, refused tokens and pid an agent node says, from
+    `session_holder_fields` and `agent_document` (None, [], None where a
+    field is missing or invalid: anyone may write under the root).
+    """
+    document = _json_object(data) or {}
+    token, refused, pid = (document.get(k) for k in ("token", "refused", "pid"))
+    return (
+        token if isinstance(token, str) else None,
+        [t for t in refused if isinstance(t, str)] if isinstance(refused, list) else [],
+        pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+    )
+
+
 def opinion_of(health: InstanceHealth) -> Opinion | None:
     """What this agent's checks say of an instance, or None before any."""
     if health.status is None:

@@ -191,11 +191,33 @@ class SessionHandoff:
         if self.superseded is not None or self._session is None or self._checking:
             return
         self._checking = True
+        self.superseded_now().addBoth(self._checked)
+
+    def superseded_now(self) -> Deferred[bool | None]:
+        """
+        Read the state file now: fires with whether a newer process took
+        the session (`on_superseded` then heard it, once), None if the
+        file could not be read (not knowing is not being superseded).
+        """
+        if self.superseded is not None:
+            return succeed(True)
+        if self._session is None:
+            return succeed(False)
         session = self._session[0]
-        d = self.state_file.read(self.purpose)
+        d: Deferred[Any] = self.state_file.read(self.purpose)
         d.addCallback(self._check, session)
-        d.addErrback(self._check_failed)
-        d.addBoth(self._checked)
+        d.addCallbacks(lambda _: self.superseded is not None, self._check_failed)
+        return d
+
+    @property
+    def predecessor(self) -> str | None:
+        """
+        The token of the process whose session this one took at start, if
+        any: on the way out (it reads the state file and stops), not a
+        process sharing the session.
+        """
+        left = self.left
+        return left.owner.token if left is not None and self._claimed else None
 
     def forget(self) -> Deferred[None]:
         """Remove the state file: the session was closed on purpose."""

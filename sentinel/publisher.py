@@ -51,6 +51,7 @@ from sentinel.opinions import Opinions
 from sentinel.ownership import OwnershipRules
 from sentinel.resync import Resync
 from sentinel.roles import Following, GroupRoles
+from sentinel.sharing import SessionSharing
 from sentinel.stopping import Stopping
 from sentinel.sweep import Sweep, Watched
 from sentinel.takeover import Takeovers
@@ -116,7 +117,10 @@ class ZooKeeperPublisher(Service):
         # The write machinery, in the order of the data path. Each write's
         # outcome comes back through the methods at the end of this class.
         agent_node = f"{root}/agents/{agent_id}"
-        nodes = Nodes(self._watched_node, agent_node, lambda: encode(agent_document()))
+        nodes = Nodes(
+            self._watched_node, agent_node, lambda: encode(self._agent_node_data())
+        )
+        self._agent_document = agent_document
         queue = WriteQueue(
             reactor,
             zk,
@@ -155,6 +159,14 @@ class ZooKeeperPublisher(Service):
             self.discovery, handoff,
         )  # fmt: skip
         members = Members(self.discovery, nodes, queue, sweep, roles)
+        # Is the session ours alone? (With a state_dir: it may be copied.)
+        self._sharing: SessionSharing | None = None
+        if handoff is not None:
+            self._sharing = SessionSharing(
+                reactor, zk, agent_node, handoff, self._refused,
+                lambda: self._mark(nodes.agent), sweep.start,
+            )  # fmt: skip
+            sweep.alone = lambda: self._sharing is None or self._sharing.alone
         writer = NodeWriter(zk, nodes, queue, holders, takeovers, members, sweep)
 
         # The session's events: reconnections, the end, and the report.
@@ -182,6 +194,9 @@ class ZooKeeperPublisher(Service):
         self.heartbeat_timer = RestartingTimer(
             "agent heartbeat", heartbeat, reactor, lambda: self._mark(nodes.agent)
         )
+        if self._sharing is not None:
+            # First: its read goes out before the resync's writes.
+            zk.add_listener(self._sharing.state_changed)
         zk.add_listener(self._resync.state_changed)
         if handoff is not None:
             handoff.on_superseded = self._superseded
@@ -291,6 +306,13 @@ class ZooKeeperPublisher(Service):
             self._mark(self._nodes.agent)
         self._members.remove(name)
         self._roles.unfollow(name)
+
+    def _agent_node_data(self) -> dict[str, Any]:
+        """The agent node: this process, and with a state_dir its token."""
+        document = self._agent_document()
+        if self._sharing is not None:
+            document.update(self._sharing.fields())
+        return document
 
     def _instance_node(self, name: str) -> Node:
         """``{root}/instances/{name}``: its state's document, or its verdict's."""
@@ -418,6 +440,8 @@ class ZooKeeperPublisher(Service):
 
     def _owned(self, node: Node) -> None:
         """A write of a node of ours succeeded."""
+        if node is self._nodes.agent and self._sharing is not None:
+            self._sharing.agent_node_written()
         self._holders.release(node, "it is ours now")
         if node.takeover and not node.removed:
             self._takeovers.check_still_ours(node)
@@ -462,10 +486,25 @@ class ZooKeeperPublisher(Service):
 
     def _superseded(self, line: str) -> None:
         """A newer process reattached to our session: stop, touching nothing."""
+        log.warn("{why}; stopping without touching its nodes", why=line)
+        self._leave_session(line)
+        if self.on_superseded is not None:
+            self.on_superseded(line)
+
+    def _refused(self, line: str) -> None:
+        """
+        An older process on our session (we hold a copy of its state file)
+        refused us: stop as a twin does, touching nothing of its session.
+        """
+        log.error("ZooKeeper conflict: {why}; stopping", why=line)
+        self._leave_session(line)
+        if self.on_twin is not None:
+            self.on_twin(line)
+
+    def _leave_session(self, line: str) -> None:
+        """The session is another process's: stop writing, and never close it."""
         self.superseded = True
         self.halted = line
         self.zk.leave_open()
-        log.warn("{why}; stopping without touching its nodes", why=line)
         self._nodes.cancel_rechecks()
-        if self.on_superseded is not None:
-            self.on_superseded(line)
+        self._sweep.abandon()

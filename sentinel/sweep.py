@@ -83,6 +83,10 @@ class Sweep:
         self.sweeping = False
         self._after_sweep: list[Deferred[bool]] = []
         self.swept = 0
+        # Whether the session is ours alone: until it is, another process
+        # may use it (a copy of our state file) and its nodes are not ours
+        # to delete (`sentinel.sharing`, which starts the sweep then).
+        self.alone: Callable[[], bool] = lambda: True
         # Members a sweep found for instances not checked yet, by name.
         self.found: dict[str, list[str]] = {}
 
@@ -91,12 +95,22 @@ class Sweep:
         # What a sweep would look for died with the previous session.
         self.inherited = self.needed = inherited
         self.found.clear()
+        if not self.sweeping:
+            # Members waiting for the old session's sweep: theirs is gone.
+            self._release(False)
+
+    def abandon(self) -> None:
+        """The session is another process's: nothing is to be swept."""
+        self.needed = False
+        self._release(False)
 
     def start(self) -> None:
         """Sweep, if a sweep is due and none is running."""
         if not self.needed or self.sweeping:
             return
         if not self._life.running or self._zk.state != CONNECTED:
+            return
+        if not self.alone():
             return
         self.sweeping = True
         d: Deferred[bool] = Deferred.fromCoroutine(self._sweep()).addCallbacks(
@@ -108,11 +122,13 @@ class Sweep:
         """
         Return once no sweep is due (a member may be written).
 
-        @raise NotSwept: if the sweep failed, or none is running.
+        @raise NotSwept: if the sweep failed, or none is running nor
+            waiting for the session to be ours alone, or the session
+            changed meanwhile.
         """
         if not self.needed:
             return
-        if not self.sweeping:
+        if not self.sweeping and (self.alone() or self._zk.state != CONNECTED):
             raise NotSwept()
         waiter: Deferred[bool] = Deferred()
         self._after_sweep.append(waiter)
@@ -185,6 +201,9 @@ class Sweep:
         self.sweeping = False
         if done:
             self.needed = False
+        self._release(done)
+
+    def _release(self, done: bool) -> None:
         waiters, self._after_sweep = self._after_sweep, []
         for waiter in waiters:
             waiter.callback(done)

@@ -30,6 +30,7 @@ from sentinel.session import (
     StoredSession,
     left_in,
 )
+from sentinel.sharing import ALONE_AFTER
 from sentinel.stopping import STOP_CLOSE_TIMEOUT, STOP_DELETE_TIMEOUT
 from tests.fakes import FakeProbe
 from tests.fakezk import CALL_KINDS, FakeZooKeeper, FakeZooKeeperServer
@@ -63,21 +64,24 @@ class Process:
         case: HandoffTestCase,
         instances: dict[str, RedisInstance],
         left: StoredSession | str | None = None,
+        directory: str | None = None,
     ) -> None:
         self.case = case
         clock = case.clock
         self.zk = FakeZooKeeper(clock, server=case.server)
         self.zk.hosts = PURPOSE.hosts
         self.worker = SyncWorker()
-        state_file = StateFile(case.directory, self.worker)  # type: ignore[arg-type]
+        directory = directory or case.directory
+        state_file = StateFile(directory, self.worker)  # type: ignore[arg-type]
         if left is None:
-            left = left_in(case.directory, PURPOSE)
+            left = left_in(directory, PURPOSE)
         self.handoff = SessionHandoff(clock, state_file, PURPOSE, left)
         self.states = {
             name: InstanceState(instance, FakeProbe(instance), InstanceHealth(1, 1))
             for name, instance in instances.items()
         }
         self.superseded: list[str] = []
+        self.twins: list[str] = []
         self.publisher = ZooKeeperPublisher(
             clock,
             self.zk,
@@ -86,6 +90,7 @@ class Process:
             30.0,
             10.0,
             self.document,
+            on_twin=self.twins.append,
             watched=lambda: {n: s.instance for n, s in self.states.items()},
             discovery=("serverset", DISCOVERY),
             handoff=self.handoff,
@@ -96,10 +101,17 @@ class Process:
         clock = self.case.clock
         return agent_document(AGENT, START, clock.seconds(), 1.0, sorted(self.states))
 
-    def start(self, connect: bool = True) -> None:
+    def start(self, connect: bool = True, alone: bool = True) -> None:
+        """
+        Start, connected unless told not to; then, on a reattach and unless
+        told not to, let the session be found ours alone
+        (`sentinel.sharing`), which its sweep waits for.
+        """
         self.publisher.startService()
         if connect:
             self.zk.connect()
+            if alone and self.handoff.left is not None:
+                self.case.clock.advance(ALONE_AFTER)
 
     def check(self, name: str, observation: Observation) -> None:
         state = self.states[name]
@@ -171,9 +183,9 @@ class RestartTests(HandoffTestCase):
         self.assertIn(member_a, self.server.nodes)
 
         self.clock.advance(2)
-        restarted = self.clock.seconds()
         second = self.process()
         second.start()
+        restarted = self.clock.seconds()
         self.assertEqual(
             second.zk.started_with, [(session, f"pw-{session:x}".encode())]
         )
@@ -237,17 +249,24 @@ class RestartTests(HandoffTestCase):
         second.check("a", DOWN)
         self.assertEqual(second.zk.calls["create"] + second.zk.calls["set"], 0)
         second.zk.connect()
+        self.clock.advance(ALONE_AFTER)
         self.assertEqual(second.zk.document(path("a"))["status"], "down")
         self.assertEqual(self.members("a"), [])
 
     def test_removed_instance_loses_its_nodes_at_once(self) -> None:
         """
         An instance removed from the config between the processes loses its
-        node and member at the reattach, before any check.
+        node and member at the reattach, before any check, once the session
+        is known to be this process's alone: ALONE_AFTER seconds connected
+        after its agent node was written.
         """
         self.running().stop()
         second = self.process({"a": self.instances["a"]})
-        second.start()
+        second.start(alone=False)
+        self.clock.advance(ALONE_AFTER - 0.1)
+        self.assertIn(path("b"), self.server.nodes)
+        self.assertEqual(self.members("b"), ["member_0000000000"])
+        self.clock.advance(0.1)
         self.assertNotIn(path("b"), self.server.nodes)
         self.assertEqual(self.members("b"), [])
         self.assertIn(path("a"), self.server.nodes)
@@ -673,3 +692,108 @@ class OverlapTests(HandoffTestCase):
         first.zk.suspend()
         first.zk.connect()
         self.assertEqual(first.superseded, [])
+
+
+class CopiedStateFileTests(HandoffTestCase):
+    """
+    A second process with a copy of the state file (a cloned image, a
+    restored backup) on a state_dir of its own: two processes, one session.
+    """
+
+    def clone(self, instances: dict[str, RedisInstance] | None = None) -> Process:
+        """A process started on a copy of the running process's state file."""
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory, 0o700)
+        copy = os.path.join(directory, STATE_FILE)
+        with open(os.path.join(self.directory, STATE_FILE), "rb") as f:
+            data = f.read()
+        with open(os.open(copy, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(data)
+        clone = self.process(instances, directory=directory)
+        clone.start(alone=False)
+        return clone
+
+    def test_the_copy_is_refused_and_stops_as_a_twin(self) -> None:
+        """
+        The process that wrote the session's agent node first refuses the
+        copy when its reconnection finds the copy's token there, and keeps
+        the session; the copy finds itself refused at its next connection
+        and stops as a twin does (one line, on_twin), leaving the session
+        open and its nodes alone: no fight.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        clone = self.clone()
+        self.assertEqual(clone.zk.session_id, session)
+        self.assertEqual(first.zk.state, "suspended")
+        first.zk.connect()
+        refused = first.zk.document(AGENT_PATH)["refused"]
+        self.assertEqual(refused, [clone.handoff.owner.token])
+        clone.zk.connect()
+        [line] = clone.twins
+        self.assertIn(
+            f"session {session:#x} is in use by another live process "
+            f"(pid {os.getpid()}) of agent id 'agent-1', which refused this one",
+            line,
+        )
+        self.assertIn("is a copy of its state file", line)
+        self.assertEqual(clone.zk.history[-1], ("leave_open", ""))
+        self.assertEqual(first.twins, [])
+        self.assertEqual(first.superseded, [])
+        first.zk.connect()
+        self.assertIsNone(first.publisher.unhealthy_reason())
+        first.check("a", DOWN)
+        self.assertEqual(first.zk.document(path("a"))["status"], "down")
+        self.assertEqual(
+            first.zk.document(AGENT_PATH)["token"], first.handoff.owner.token
+        )
+        calls = sum(clone.zk.calls.values())
+        self.successResultOf(clone.publisher.stopService())
+        self.assertEqual(sum(clone.zk.calls.values()), calls)
+        self.assertIn(session, self.server.sessions)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_a_copy_sweeps_nothing_before_the_session_is_its_alone(self) -> None:
+        """
+        A copy that knows fewer instances does not delete the other
+        process's nodes of the rest at its reattach: its sweep waits until
+        the session has been its alone for ALONE_AFTER seconds, and the
+        other process takes the connection back before that.
+        """
+        first = self.running()
+        clone = self.clone({"a": self.instances["a"]})
+        self.clock.advance(ALONE_AFTER / 2)
+        first.zk.connect()
+        self.clock.advance(ALONE_AFTER)
+        clone.zk.connect()
+        self.clock.advance(ALONE_AFTER * 2)
+        self.assertEqual(len(clone.twins), 1)
+        self.assertEqual(clone.publisher.swept, 0)
+        first.zk.connect()
+        self.clock.advance(ALONE_AFTER * 2)
+        self.assertIn(path("b"), self.server.nodes)
+        self.assertEqual(self.members("b"), ["member_0000000000"])
+
+    def test_a_predecessor_still_writing_is_no_copy(self) -> None:
+        """
+        The process whose session this one took at start (same state_dir)
+        may write once more before it reads the state file and stops:
+        its token in the agent node is not refused, and nothing stops.
+        """
+        first = self.running()
+        session = first.zk.session_id or 0
+        predecessor = first.handoff.owner.token
+        first.stop()
+        second = self.process()
+        second.start()
+        self.server.put(
+            AGENT_PATH, json.dumps({"token": predecessor}).encode(), owner=session
+        )
+        second.zk.suspend()
+        second.zk.connect()
+        self.clock.advance(ALONE_AFTER)
+        self.assertEqual(second.twins, [])
+        self.assertEqual(second.zk.document(AGENT_PATH)["refused"], [])
+        self.assertEqual(
+            second.zk.document(AGENT_PATH)["token"], second.handoff.owner.token
+        )

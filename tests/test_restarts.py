@@ -36,6 +36,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from sentinel.session import STATE_FILE, encode_state
+from sentinel.sharing import ALONE_AFTER
 from tests.gaps import NodeWatch
 from tests.polling import pause, wait_for
 from tests.servers import (
@@ -342,8 +343,13 @@ class RestartTests(RestartTestCase):
             0.02,
         )
         self.figure("down while stopped: published after /debug/stats answered", took)
+        # Members wait for the reattach's sweep, which waits until the
+        # session is known to be this process's alone.
         await wait_for(
-            reactor, lambda: self.members("r2") == [], 1.0, "r2's member gone"
+            reactor,
+            lambda: self.members("r2") == [],
+            1.0 + ALONE_AFTER,
+            "r2's member gone",
         )
         self.assertEqual(watch.gaps(), {})
 

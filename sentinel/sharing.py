@@ -1,0 +1,204 @@
+"""
+Whether the ZooKeeper session this process holds is its alone (DESIGN.md
+section 8, "Restarts"), with a state_dir.
+
+Two live processes hold one session when one's state file is a copy of the
+other's: a cloned VM or container image, a restored backup. ZooKeeper
+gives a session one connection, so each one's reconnection drops the
+other's, and they took it from each other for good (measured: about 370
+reconnections per process in 40 s, 38 writes/s to four nodes, ``/healthz``
+flipping); a clone that knew fewer instances deleted the other's nodes in
+its sweep. They share one session, so the twin rule (`sentinel.holders`:
+another live session holds our agent node) never fires.
+
+So each process names itself in its agent node (``token``: the token its
+state file names it by), and after every connection reads that node
+before its own writes (the read is sent first, and ZooKeeper answers a
+session's requests in order). The node in our session naming another
+token, once a write of ours to it was acknowledged in this session, means
+another process wrote it since, in our session. The state file says first
+whether that is a newer process on the same state_dir (`sentinel.handoff`:
+superseded). If not, and it is not the process whose session this one took
+at start (which is on its way out: it reads the file and stops), it holds
+a copy of the state file: this process refuses it, naming its token in the
+agent node (``refused``), and keeps the session. A process that finds its
+own token refused stops as a twin does (`on_refused`: one line, exit
+status 78), touching neither the session nor the nodes, which are the
+older process's. The older process keeps the session because it wrote the
+node first: the copy reads the node before it writes, so it cannot refuse
+the process it copied.
+
+The sweep after a reattach deletes nodes, so it waits until the session
+is ours alone (`alone`): our agent node written in it, then the connection
+kept for `ALONE_AFTER` seconds. Another process on the session reconnects
+within a fraction of a second of losing its connection, which takes ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from sentinel.documents import session_holder, session_holder_fields
+from sentinel.handoff import SessionHandoff
+from sentinel.nodes import LOG_NAMESPACE
+from sentinel.zk import CONNECTED, ZooKeeper
+
+log = Logger(namespace=LOG_NAMESPACE)
+
+# Seconds connected, after our agent node was written, before the session
+# is taken to be ours alone: another process on it reconnects, and so
+# takes our connection, within 0.08-0.15 s of losing its own (measured:
+# kazoo, a local ZooKeeper). Members of a reattached process wait for it.
+ALONE_AFTER = 1.0
+# Tokens refused, newest last: a bound whatever copies come and go.
+REFUSED_KEPT = 8
+
+
+class SessionSharing:
+    """Finds another process on our session (module docstring)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        zk: ZooKeeper,
+        agent_path: str,
+        handoff: SessionHandoff,
+        on_refused: Callable[[str], None],
+        rewrite_agent_node: Callable[[], None],
+        on_alone: Callable[[], None],
+    ) -> None:
+        """
+        @param on_refused: told, once, why this process must stop (another
+            process refused it).
+        @param rewrite_agent_node: marks the agent node to be written (it
+            names a newly refused token).
+        @param on_alone: told when the session is found to be ours alone.
+        """
+        self._reactor = reactor
+        self._zk = zk
+        self._agent_path = agent_path
+        self._handoff = handoff
+        self._on_refused = on_refused
+        self._rewrite_agent_node = rewrite_agent_node
+        self._on_alone = on_alone
+        self.token = handoff.owner.token
+        self.refused: list[str] = []
+        self.refused_by: str | None = None
+        # The session in which a write of our agent node was acknowledged,
+        # and the one found to be ours alone.
+        self._written_in: int | None = None
+        self._alone_in: int | None = None
+        self._alone_call: IDelayedCall | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """What the agent node says of this process (`session_holder_fields`)."""
+        return session_holder_fields(self.token, self.refused)
+
+    @property
+    def alone(self) -> bool:
+        """Whether the session we are connected to is known to be ours alone."""
+        session = self._zk.session_id
+        return session is not None and session == self._alone_in
+
+    def state_changed(self, state: str) -> None:
+        """A `ZooKeeper` state listener, added before the resync's."""
+        self._cancel_alone()
+        session = self._zk.session_id
+        if state != CONNECTED or session is None or self.refused_by is not None:
+            return
+        d = self._zk.get(self._agent_path)
+        d.addCallbacks(self._read, self._unread, callbackArgs=(session,))
+        d.addErrback(lambda f: log.failure("reading our agent node", f))
+
+    def agent_node_written(self) -> None:
+        """A write of our agent node was acknowledged."""
+        session = self._zk.session_id
+        if session is None:
+            return
+        self._written_in = session
+        if session != self._alone_in and self._alone_call is None:
+            self._alone_call = self._reactor.callLater(
+                ALONE_AFTER, self._now_alone, session
+            )
+
+    # What the node says
+
+    def _read(self, result: tuple[bytes, Any], session: int) -> None:
+        data, stat = result
+        if self._zk.session_id != session or stat.ephemeralOwner != session:
+            # Reconnected since (the next read decides), or not our node:
+            # another session's hold is `sentinel.holders`' to judge.
+            return
+        token, refused, pid = session_holder(data)
+        if token is None or token == self.token:
+            return
+        if self.token in refused:
+            self._handoff.superseded_now().addCallback(
+                self._refused, session, pid
+            ).addErrback(lambda f: log.failure("reading the state file", f))
+        elif (
+            session == self._written_in
+            and token not in self.refused
+            and token != self._handoff.predecessor
+        ):
+            self._handoff.superseded_now().addCallback(
+                self._another, session, token, pid
+            ).addErrback(lambda f: log.failure("reading the state file", f))
+        elif token in self.refused:
+            # Still writing before it reads our refusal: say it again.
+            self._rewrite_agent_node()
+
+    def _unread(self, failure: Failure) -> None:
+        # No agent node (nothing to tell), or the connection went again
+        # (the next connection reads again).
+        return None
+
+    def _another(
+        self, superseded: bool | None, session: int, token: str, pid: int | None
+    ) -> None:
+        if superseded is not False or token in self.refused:
+            # A newer process on our state_dir (handoff stops us), or the
+            # file unreadable: not knowing is no reason to refuse.
+            return
+        self.refused = [*self.refused, token][-REFUSED_KEPT:]
+        self._cancel_alone()
+        log.error(
+            "ZooKeeper conflict: session {session} is also used by another "
+            "process (pid {pid}), whose state file is a copy of {path} (a "
+            "cloned image, a restored backup?): refusing it; it stops and "
+            "this process keeps the session",
+            session=f"{session:#x}",
+            pid=pid,
+            path=self._handoff.state_file.path,
+        )
+        self._rewrite_agent_node()
+
+    def _refused(self, superseded: bool | None, session: int, pid: int | None) -> None:
+        if superseded or self.refused_by is not None:
+            return
+        self.refused_by = (
+            f"session {session:#x} is in use by another live process "
+            f"(pid {pid}) of agent id {self._handoff.purpose.agent_id!r}, which "
+            f"refused this one: {self._handoff.state_file.path} is a copy of its "
+            f"state file (a cloned image, a restored backup?)"
+        )
+        self._cancel_alone()
+        self._on_refused(self.refused_by)
+
+    # Alone
+
+    def _now_alone(self, session: int) -> None:
+        self._alone_call = None
+        if self._zk.session_id == session and self.refused_by is None:
+            self._alone_in = session
+            self._on_alone()
+
+    def _cancel_alone(self) -> None:
+        call, self._alone_call = self._alone_call, None
+        if call is not None and call.active():
+            call.cancel()
