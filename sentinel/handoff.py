@@ -31,7 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -88,8 +88,11 @@ class SessionHandoff:
         self._checking = False
         self.writes = 0
         self.last_error: str | None = None
-        # The session the file holds, as far as this process wrote it.
+        # The session the file holds, as far as this process wrote it; why
+        # it does not, found when it was read again (`verify`).
         self._recorded: tuple[int, bytes] | None = None
+        self.overwritten: str | None = None
+        self._verifying = False
 
     @property
     def inherited_parents(self) -> tuple[str, ...]:
@@ -243,6 +246,8 @@ class SessionHandoff:
             return "no ZooKeeper session yet"
         if self.last_error is not None:
             return f"the state file's last write failed ({self.last_error})"
+        if self.overwritten is not None:
+            return f"the state file no longer holds it ({self.overwritten})"
         if self._recorded != session:
             return f"the state file does not hold session {session[0]:#x} yet"
         return None
@@ -269,6 +274,7 @@ class SessionHandoff:
             "superseded": self.superseded,
             "state_file_writes": self.writes,
             "state_file_error": self.last_error,
+            "state_file_overwritten": self.overwritten,
             "handoff_possible": self.blocked is None,
             "handoff_blocked_because": self.blocked,
         }
@@ -278,7 +284,7 @@ class SessionHandoff:
         What ``/healthz`` says while the state file cannot be written: the
         agent works, but its next stop deregisters instead of handing over.
         """
-        if self.last_error is None:
+        if self.last_error is None and self.overwritten is None:
             return None
         return (
             f"no handoff to the next process: {self.blocked}; a stop deletes "
@@ -321,6 +327,69 @@ class SessionHandoff:
         self.writes += 1
         self.last_error = None
         self._recorded = session
+        self.overwritten = None
+
+    # Still ours?
+
+    def verify(self) -> Deferred[None]:
+        """
+        Read the state file again (at each heartbeat, and before a stop
+        leaves the session open): if something else overwrote it since
+        this process wrote it, another agent sharing the state_dir say, the
+        next process could not reattach, and `blocked` says why.
+        """
+        session = self._recorded
+        if session is None or self.writing or self._verifying:
+            return succeed(None)
+        if self.superseded is not None:
+            return succeed(None)
+        self._verifying = True
+        d: Deferred[Any] = self.state_file.read(self.purpose)
+        d.addCallbacks(self._verified, self._unverified, callbackArgs=(session,))
+        d.addErrback(lambda f: log.failure("reading the state file", f))
+
+        def ended(_: object) -> None:
+            self._verifying = False
+
+        return d.addBoth(ended)
+
+    def _verified(self, stored: StoredSession, session: tuple[int, bytes]) -> None:
+        if self._recorded != session or self.writing:
+            return  # Written again meanwhile: that write decides.
+        if stored.client_id == session and stored.owner == self.owner:
+            if self.overwritten is not None:
+                log.info(
+                    "{path} holds this process's session again",
+                    path=self.state_file.path,
+                )
+            self.overwritten = None
+        elif stored.client_id != session:
+            self._overwritten(
+                f"it holds session {stored.session_id:#x} of pid {stored.owner.pid}"
+            )
+        # The same session named by another process: a newer process took
+        # it (`disconnected` finds it, and this one stops).
+
+    def _unverified(self, failure: Failure) -> None:
+        if self.writing:
+            return
+        if failure.check(CancelledError):
+            self._overwritten("it could not be read in time")
+        else:
+            self._overwritten(failure.getErrorMessage())
+
+    def _overwritten(self, why: str) -> None:
+        if why != self.overwritten:
+            log.error(
+                "{path} no longer holds this process's ZooKeeper session: "
+                "{why}. Another agent sharing this state_dir? Use one "
+                "state_dir per agent. The next process could not reattach: "
+                "a stop now deletes this agent's nodes and closes its "
+                "session, as without state_dir",
+                path=self.state_file.path,
+                why=why,
+            )
+        self.overwritten = why
 
     def _failed(self, failure: Failure, doing: str) -> None:
         error = f"{doing} {self.state_file.path}: {failure.getErrorMessage()}"

@@ -192,7 +192,7 @@ class ZooKeeperPublisher(Service):
         self._members = members
         self._writer = writer
         self.heartbeat_timer = RestartingTimer(
-            "agent heartbeat", heartbeat, reactor, lambda: self._mark(nodes.agent)
+            "agent heartbeat", heartbeat, reactor, self._heartbeat
         )
         if self._sharing is not None:
             # First: its read goes out before the resync's writes.
@@ -306,6 +306,15 @@ class ZooKeeperPublisher(Service):
             self._mark(self._nodes.agent)
         self._members.remove(name)
         self._roles.unfollow(name)
+
+    def _heartbeat(self) -> None:
+        """
+        The agent node rewritten; with a state_dir, its file read again
+        (another agent sharing the state_dir may have overwritten it).
+        """
+        self._mark(self._nodes.agent)
+        if self.handoff is not None:
+            self.handoff.verify()
 
     def _agent_node_data(self) -> dict[str, Any]:
         """The agent node: this process, and with a state_dir its token."""

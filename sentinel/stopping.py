@@ -5,11 +5,12 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
 
 - with a state_dir (`sentinel.handoff`), the session is left open for the
   next process, nodes and all, once the writes in flight and the state
-  file's last write are done (`STOP_DELETE_TIMEOUT` at most), if the file
-  then holds the session; if it does not (its write failed: a disk full,
-  say), the next process could not reattach and the nodes would stay
-  stale until the session expired, so the stop deregisters as below, and
-  says why;
+  file's last write are done and the file read again
+  (`STOP_DELETE_TIMEOUT` at most), if the file then holds the session; if
+  it does not (its write failed: a disk full, say; or another agent
+  sharing the state_dir overwrote it), the next process could not
+  reattach and the nodes would stay stale until the session expired, so
+  the stop deregisters as below, and says why;
 - otherwise, or after `leave` (``SIGUSR2``), the nodes are deleted
   (`STOP_DELETE_TIMEOUT`; more than `STOP_DELETES` are left to the close,
   which deletes every ephemeral node of the session at once) and the
@@ -99,10 +100,8 @@ class Stopping:
             return succeed(None)
         handoff = self._handoff
         if handoff is not None and not self.leaving and not halted:
-            if handoff.writing:
+            if handoff.writing or handoff.blocked is None:
                 return self._hand_over(handoff)
-            if handoff.blocked is None:
-                return self._leave_open(handoff)
             self._not_handed_over(handoff.blocked)
         if self._roles.joined and not halted:
             deadline = self._reactor.seconds() + LEAVE_HANDOFF_WAIT
@@ -188,13 +187,16 @@ class Stopping:
 
     def _hand_over(self, handoff: SessionHandoff) -> Deferred[None]:
         """
-        With a state file write in flight, wait for it (bounded): the
-        session is left open if the file then holds it; if not, the nodes
-        are deleted and the session closed, without waiting for a group's
-        takeovers (the whole stop stays within `STOP_BUDGET`).
+        Wait (bounded) for the node writes and the state file's write in
+        flight, and read the file again (another agent sharing the
+        state_dir may have overwritten it): the session is left open if
+        the file then holds it; if not, the nodes are deleted and the
+        session closed, without waiting for a group's takeovers (the
+        whole stop stays within `STOP_BUDGET`).
         """
         d: Deferred[Any] = DeferredList(
-            [self._queue.ended(), handoff.wait_written()], consumeErrors=True
+            [self._queue.ended(), handoff.wait_written(), handoff.verify()],
+            consumeErrors=True,
         )
         d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
 
@@ -207,15 +209,6 @@ class Stopping:
             return self._deregister()
 
         return d.addBoth(written)
-
-    def _leave_open(self, handoff: SessionHandoff) -> Deferred[None]:
-        """
-        Leave the session open for the next process: the writes in flight
-        end first (bounded), nothing is deleted.
-        """
-        d: Deferred[Any] = self._queue.ended()
-        d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
-        return d.addBoth(lambda _: self._left_open(handoff))
 
     def _left_open(self, handoff: SessionHandoff) -> None:
         session = self._zk.session_id

@@ -25,10 +25,13 @@ from sentinel.probe import Observation
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.session import (
     STATE_FILE,
+    Owner,
     SessionPurpose,
     StateFile,
     StoredSession,
+    encode_state,
     left_in,
+    state_path,
 )
 from sentinel.sharing import ALONE_AFTER
 from sentinel.stopping import STOP_CLOSE_TIMEOUT, STOP_DELETE_TIMEOUT
@@ -797,3 +800,70 @@ class CopiedStateFileTests(HandoffTestCase):
         self.assertEqual(
             second.zk.document(AGENT_PATH)["token"], second.handoff.owner.token
         )
+
+
+class SharedStateDirTests(HandoffTestCase):
+    """Two agents with different agent ids on one state_dir (a copied config)."""
+
+    def overwrite(self) -> None:
+        """The other agent, started on our state_dir, writes its session there."""
+        other = StoredSession(
+            SessionPurpose(PURPOSE.hosts, ROOT, "agent-2"),
+            0x7777,
+            b"theirs",
+            Owner(4242, "their-token"),
+            self.clock.seconds(),
+        )
+        with open(state_path(self.directory), "wb") as f:
+            f.write(encode_state(other))
+
+    def test_overwritten_file_found_at_the_heartbeat(self) -> None:
+        """
+        The file overwritten by another agent is found at the next
+        heartbeat: /debug/stats says no handoff is possible and why,
+        /healthz says so (still 200), and the file is not written back
+        (the other agent's own handoff stays possible).
+        """
+        first = self.running()
+        writes = first.handoff.writes
+        self.overwrite()
+        self.assertTrue(first.publisher.stats()["handoff"]["handoff_possible"])
+        self.clock.advance(10.0)
+        stats = first.publisher.stats()["handoff"]
+        self.assertIs(stats["handoff_possible"], False)
+        self.assertEqual(
+            stats["handoff_blocked_because"],
+            "the state file no longer holds it (for another agent id ('agent-2'))",
+        )
+        self.assertIn("a stop deletes", first.handoff.health_detail() or "")
+        self.assertIsNone(first.publisher.unhealthy_reason())
+        self.clock.advance(10.0)
+        self.assertEqual(first.handoff.writes, writes)
+        self.assertEqual(self.stored()["agent_id"], "agent-2")
+
+    def test_stop_reads_the_file_again_and_deregisters(self) -> None:
+        """
+        A stop right after another agent overwrote the file (no heartbeat
+        since) reads it again, and deletes the nodes and closes the
+        session rather than leave them to a process that cannot reattach.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        self.overwrite()
+        d = first.publisher.stopService()
+        self.successResultOf(d)
+        self.assertNotIn(("leave_open", ""), first.zk.history)
+        self.assertEqual(first.zk.history[-1], ("stop", ""))
+        self.assertNotIn(path("a"), self.server.nodes)
+        self.assertNotIn(AGENT_PATH, self.server.nodes)
+        self.assertNotIn(session, self.server.sessions)
+
+    def test_file_still_ours_is_handed_over(self) -> None:
+        """Read again at the stop and still ours, the session is left open."""
+        first = self.running()
+        session = first.zk.session_id
+        self.clock.advance(10.0)
+        first.stop()
+        self.assertIn(("leave_open", ""), first.zk.history)
+        self.assertIn(session, self.server.sessions)
+        self.assertIsNone(first.handoff.overwritten)
