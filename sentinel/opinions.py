@@ -27,16 +27,25 @@ from typing import Any
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.config import RedisInstance
 from sentinel.documents import opinion_document, opinion_of, verdict_document
 from sentinel.health import Transition
 from sentinel.instance import InstanceState
-from sentinel.nodes import Node, Nodes, encode
+from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.verdict import Opinion, Verdict, decide, parse_opinion
 from sentinel.writes import RETRY_DELAY, Lifecycle, WriteQueue
 from sentinel.zk import ZooKeeper
+
+log = Logger(namespace=LOG_NAMESPACE)
+
+# Seconds before an opinion held by a session other than its observer's is
+# read again: the observer may have just restarted, its agent node not
+# written yet.
+SQUATTER_RECHECK = 5.0
+PERSISTENT = "is a persistent node"
 
 
 class Opinions:
@@ -65,6 +74,10 @@ class Opinions:
         # primary of, and each verdict's status and since.
         self._heard: dict[str, dict[str, Opinion | None]] = {}
         self._since: dict[str, tuple[str, float | None]] = {}
+        # The session holding each observer's agent node, as last read, and
+        # the opinion nodes that no such session holds, and why.
+        self._sessions: dict[str, int] = {}
+        self.squatters: dict[str, str] = {}
 
     # This agent's
 
@@ -106,6 +119,7 @@ class Opinions:
         for agent in list(heard):
             if agent not in others:
                 del heard[agent]
+                self.squatters.pop(f"{self._root}/opinions/{name}/{agent}", None)
         for agent in others:
             if agent not in heard:
                 heard[agent] = None
@@ -113,7 +127,8 @@ class Opinions:
 
     def forget(self, name: str) -> None:
         """`name` moved away: its opinions are no longer heard here."""
-        self._heard.pop(name, None)
+        for agent in self._heard.pop(name, {}):
+            self.squatters.pop(f"{self._root}/opinions/{name}/{agent}", None)
         self._since.pop(name, None)
 
     def ask_all(self) -> None:
@@ -133,18 +148,60 @@ class Opinions:
         # thousands of these at once, and the membership read it also
         # fires, which brings its nodes back, must not wait behind them.
         try:
-            data, _ = await self._zk.get(path, watch=watch, background=True)
-            opinion = parse_opinion(data)
+            data, stat = await self._zk.get(path, watch=watch, background=True)
+            squatter = await self._squatter(agent, stat.ephemeralOwner)
+            opinion = None if squatter else parse_opinion(data)
         except NoNodeError:
             # Not written yet: its creation fires the watch.
             if await self._zk.exists(path, watch=watch, background=True) is not None:
                 self._ask_again(name, agent)
                 return
-            opinion = None
+            opinion = squatter = None
+        if squatter is None:
+            self.squatters.pop(path, None)
+        elif name in self._heard:
+            if self.squatters.get(path) != squatter:
+                log.error(
+                    "opinion {path} {why}: left out of the verdict, and "
+                    "/healthz fails until it goes",
+                    path=path,
+                    why=squatter,
+                )
+            self.squatters[path] = squatter
+            if not squatter.startswith(PERSISTENT):
+                # Maybe the observer's new session, its agent node not
+                # written yet: asked again (a persistent node's watch says
+                # when it goes).
+                self._reactor.callLater(SQUATTER_RECHECK, self._ask_again, name, agent)
         said = self._heard.get(name)
         if said is not None and agent in said and said[agent] != opinion:
             said[agent] = opinion
             self._on_change(name)
+
+    async def _squatter(self, agent: str, owner: int) -> str | None:
+        """
+        Why an opinion node held by `owner` is not `agent`'s, or None: an
+        opinion counts only in an ephemeral node of the session that holds
+        the observer's agent node. Anyone who may create under the root
+        could otherwise vote in its name (a persistent ``down`` counted
+        for good).
+        """
+        if not owner:
+            return f"{PERSISTENT}, not its observer's"
+        if self._sessions.get(agent) != owner:
+            # Not known yet, or the observer's session changed: ask.
+            stat = await self._zk.exists(
+                f"{self._root}/agents/{agent}", background=True
+            )
+            if stat is None or not stat.ephemeralOwner:
+                self._sessions.pop(agent, None)
+            else:
+                self._sessions[agent] = stat.ephemeralOwner
+        session = self._sessions.get(agent)
+        if session == owner:
+            return None
+        holder = "no live agent node" if session is None else f"session {session:#x}"
+        return f"is held by session {owner:#x}, not by {agent}'s ({holder})"
 
     def _watch_fired(self, name: str, agent: str, event: WatchedEvent) -> None:
         if event.type != EventType.NONE:
@@ -177,8 +234,8 @@ class Opinions:
     ) -> dict[str, Any]:
         """The instance node's document for `verdict`, dated."""
         name = node.name
-        state = node.state
         now = self._reactor.seconds()
+        state = node.state
         status, since = self._since.get(name, (None, None))
         said, node.kept = node.kept, None
         if (

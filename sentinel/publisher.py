@@ -47,6 +47,7 @@ from sentinel.holders import Holders
 from sentinel.instance import InstanceState
 from sentinel.members import Members
 from sentinel.nodes import Node, Nodes, encode
+from sentinel.openacls import OpenAcls
 from sentinel.opinions import Opinions
 from sentinel.ownership import OwnershipRules
 from sentinel.resync import Resync
@@ -169,6 +170,11 @@ class ZooKeeperPublisher(Service):
             sweep.alone = lambda: self._sharing is None or self._sharing.alone
         writer = NodeWriter(zk, nodes, queue, holders, takeovers, members, sweep)
 
+        # With auth_file: whether the root's ACLs let it protect anything.
+        acls = None if zk.acl is None else OpenAcls(zk, root)
+        if acls is not None:
+            zk.add_listener(acls.state_changed)
+
         # The session's events: reconnections, the end, and the report.
         self._resync = Resync(
             zk, nodes, queue, self, sweep, takeovers, opinions, self.discovery,
@@ -179,7 +185,7 @@ class ZooKeeperPublisher(Service):
         )
         self._report = ZooKeeperReport(
             reactor, zk, nodes, queue, holders, roles, takeovers, members,
-            handoff, self,
+            handoff, self, opinions, acls,
         )  # fmt: skip
 
         self._nodes = nodes

@@ -693,6 +693,10 @@ class ZooKeeper:
         handover = _WatchHandOver(self, self._generation, watch)
         return self._call("exists_async", path, background=background, watch=handover)
 
+    def get_acls(self, path: str) -> Deferred[tuple[list[Any], Any]]:
+        """A node's (ACL entries, ZnodeStat), read in the background."""
+        return self._call("get_acls_async", path, background=True)
+
     def delete(self, path: str, version: int = -1) -> Deferred[None]:
         """Delete a node."""
         return self._call("delete_async", path, version)

@@ -21,6 +21,8 @@ from sentinel.handoff import SessionHandoff
 from sentinel.holders import Holders
 from sentinel.members import Members
 from sentinel.nodes import Nodes
+from sentinel.openacls import OpenAcls
+from sentinel.opinions import Opinions
 from sentinel.roles import GroupRoles
 from sentinel.takeover import Takeovers
 from sentinel.writes import FAILING_AFTER, Lifecycle, WriteQueue
@@ -42,6 +44,8 @@ class ZooKeeperReport:
         members: Members,
         handoff: SessionHandoff | None,
         life: Lifecycle,
+        opinions: Opinions,
+        acls: OpenAcls | None,
     ) -> None:
         self._reactor = reactor
         self._zk = zk
@@ -53,6 +57,8 @@ class ZooKeeperReport:
         self._members = members
         self._handoff = handoff
         self._life = life
+        self._opinions = opinions
+        self._acls = acls
 
     def stats(self) -> dict[str, Any]:
         """ZooKeeper's part of /debug/stats."""
@@ -124,6 +130,13 @@ class ZooKeeperReport:
                 reasons.append(
                     f"zookeeper: {_first_of(waiting)}: its published status is stale"
                 )
+        squatters = self._opinions.squatters
+        if squatters:
+            reasons.append(
+                f"zookeeper: opinion {_first_of(squatters)}: left out of the verdict"
+            )
+        if self._acls is not None and (open_acl := self._acls.unhealthy_reason()):
+            reasons.append(open_acl)
         if zk.state == CONNECTED and (failing := self._failing()):
             reasons.append(f"zookeeper: {failing}: its published status is stale")
         return "; ".join(reasons) or None

@@ -50,6 +50,7 @@ from kazoo.exceptions import (
     NotEmptyError,
 )
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeStat
+from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
@@ -58,6 +59,7 @@ from sentinel.zk import CONNECTED, CONNECTING, LOST, STOPPED, SUSPENDED
 
 CALL_KINDS = (
     "create", "set", "get", "exists", "delete", "get_children", "replace",
+    "get_acls",
 )  # fmt: skip
 
 
@@ -105,6 +107,8 @@ class FakeZooKeeperServer:
         self._next_session = 0x1000
         # Per parent: its children's sequence counter (ZooKeeper's cversion).
         self._sequences: Counter[str] = Counter()
+        # Each node's ACL, where a test set one (else world:anyone:r).
+        self.acls: dict[str, list[ACL]] = {}
 
     # Sessions
 
@@ -332,6 +336,9 @@ class FakeZooKeeper:
         self, path: str, watch: Watcher | None = None, background: bool = False
     ) -> Deferred[Any]:
         return self._call("exists", path, lambda: self._exists(path, watch))
+
+    def get_acls(self, path: str) -> Deferred[tuple[list[ACL], ZnodeStat]]:
+        return self._call("get_acls", path, lambda: self._get_acls(path))
 
     def delete(self, path: str, version: int = -1) -> Deferred[None]:
         return self._call("delete", path, lambda: self._delete(path, version))
@@ -596,6 +603,11 @@ class FakeZooKeeper:
         if sequential is not None:
             server.fire(created, EventType.CREATED)
         return created
+
+    def _get_acls(self, path: str) -> tuple[list[ACL], ZnodeStat]:
+        node = self._node(path, -1)
+        read_only = [ACL(Permissions.READ, ANYONE_ID_UNSAFE)]
+        return self.server.acls.get(path, read_only), node.stat()
 
     def _exists(self, path: str, watch: Watcher | None) -> ZnodeStat | None:
         if watch is not None:

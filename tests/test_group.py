@@ -12,6 +12,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import membership as membership_module
+from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
 from sentinel.documents import INLINE_INSTANCES_BYTES, SERVERSET
@@ -794,3 +795,66 @@ class TopologyTests(SynchronousTestCase):
             (opinion["status"], opinion["ready"], opinion["error"]),
             ("up", False, "draining"),
         )
+
+
+class OpinionSquatterTests(SynchronousTestCase):
+    """Opinions that no observer wrote, under {root}/opinions."""
+
+    def squatted(self, owner: int) -> tuple[Fleet, str, str, str]:
+        """
+        Three agents, two replicas, quorum one; before they start, a node
+        saying ``down`` put at r00's second observer's opinion, held by
+        `owner` (0: persistent). Returns the fleet, the primary, that
+        observer and the opinion's path.
+        """
+        fleet = Fleet()
+        members = [fleet.add(agent, NAMES, replicas=2, quorum=1) for agent in "abc"]
+        assignment = Assignment(2)
+        assignment.update({m.agent_id: frozenset(NAMES) for m in members})
+        assignment.set_known(NAMES)
+        primary, observer = assignment.observers("r00")
+        path = f"{ROOT}/opinions/r00/{observer}"
+        squat = {"status": "down", "error": "squatted", "checked_at": 1e10}
+        fleet.server.put(path, json.dumps(squat).encode(), owner)
+        for member in members:
+            member.start()
+        fleet.run(3.0)
+        return fleet, primary, observer, path
+
+    def test_persistent_opinion_left_out(self) -> None:
+        """
+        A persistent opinion ``down`` in an observer's name (anyone who may
+        create under the root can put one) is not counted: a healthy
+        instance stays up, and the primary's /healthz names the squatter.
+        """
+        fleet, primary, observer, path = self.squatted(0)
+        document = fleet.node("r00")
+        assert document is not None
+        self.assertEqual(document["status"], "up")
+        self.assertEqual(document["agent"], primary)
+        self.assertIsNone(document["observers"][observer])
+        reason = fleet.members[primary].publisher.unhealthy_reason() or ""
+        self.assertIn(
+            f"opinion {path} is a persistent node, not its observer's: "
+            "left out of the verdict",
+            reason,
+        )
+
+    def test_opinion_of_another_session_left_out(self) -> None:
+        """
+        An ephemeral opinion held by a session other than the one holding
+        its observer's agent node is left out as well; once it goes, the
+        observer's own opinion counts and /healthz no longer names it.
+        """
+        fleet, primary, observer, path = self.squatted(0x9999)
+        self.assertEqual((fleet.node("r00") or {})["status"], "up")
+        reason = fleet.members[primary].publisher.unhealthy_reason() or ""
+        self.assertIn(f"opinion {path} is held by session 0x9999, not by", reason)
+        fleet.server.end_session(0x9999)
+        fleet.run(3.0)
+        fleet.members[observer].see("r00", DOWN)
+        fleet.run(2.0)
+        document = fleet.node("r00") or {}
+        self.assertEqual(document["observers"][observer], "down")
+        self.assertEqual(document["status"], "down")
+        self.assertIsNone(fleet.members[primary].publisher.unhealthy_reason())

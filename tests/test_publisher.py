@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from kazoo.exceptions import ConnectionLoss, NoAuthError
 from twisted.internet.task import Clock
@@ -54,10 +55,14 @@ class PublisherHarness(SynchronousTestCase):
     """A publisher on a Clock against an in-memory ZooKeeper, driven as the
     monitor drives it."""
 
+    # The nodes' ACL (zookeeper.auth_file's), None without auth.
+    acl: list[Any] | None = None
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(START)
         self.zk = FakeZooKeeper(self.clock)
+        self.zk.acl = self.acl
         # What the monitor watches: the agent node's instance list.
         self.watched: dict[str, InstanceState] = {}
 
