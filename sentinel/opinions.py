@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.checks import finite
 from sentinel.config import RedisInstance
 from sentinel.documents import opinion_document, opinion_of, verdict_document
 from sentinel.health import Transition
@@ -74,6 +75,7 @@ class Opinions:
         # primary of, and each verdict's status and since.
         self._heard: dict[str, dict[str, Opinion | None]] = {}
         self._since: dict[str, tuple[str, float | None]] = {}
+        self._checked: dict[str, float] = {}
         # The session holding each observer's agent node, as last read, and
         # the opinion nodes that no such session holds, and why.
         self._sessions: dict[str, int] = {}
@@ -130,6 +132,7 @@ class Opinions:
         for agent in self._heard.pop(name, {}):
             self.squatters.pop(f"{self._root}/opinions/{name}/{agent}", None)
         self._since.pop(name, None)
+        self._checked.pop(name, None)
 
     def ask_all(self) -> None:
         """Read every opinion heard again (the watches went with a connection)."""
@@ -235,7 +238,6 @@ class Opinions:
         """The instance node's document for `verdict`, dated."""
         name = node.name
         now = self._reactor.seconds()
-        state = node.state
         status, since = self._since.get(name, (None, None))
         said, node.kept = node.kept, None
         if (
@@ -248,5 +250,30 @@ class Opinions:
         elif status != verdict.status:
             since = now
         self._since[name] = (verdict.status, since)
-        checked_at = None if state is None else state.health.checked_at
+        checked_at = self._checked_at(node, verdict, now)
         return verdict_document(instance, verdict, self._agent_id, since, checked_at)
+
+    def _checked_at(self, node: Node, verdict: Verdict, now: float) -> float | None:
+        """
+        The verdict's ``checked_at``: the newest check behind it, never
+        older than what this primary or the one before said. An opinion's
+        own ``checked_at`` is as old as its last change (opinions are
+        written on change only): a new primary's first verdict copied it,
+        days old in a steady group, and readers took the node for stale.
+        """
+        state = node.state
+        said = (
+            None if node.previous is None else finite(node.previous.get("checked_at"))
+        )
+        candidates = (
+            None if state is None else state.health.checked_at,
+            verdict.source.checked_at,
+            self._checked.get(node.name),
+            # Another agent's clock: taken when it is not ahead of ours.
+            said if said is not None and said <= now else None,
+        )
+        known = [c for c in candidates if c is not None]
+        if not known:
+            return None
+        checked_at = self._checked[node.name] = max(known)
+        return checked_at

@@ -858,3 +858,33 @@ class OpinionSquatterTests(SynchronousTestCase):
         self.assertEqual(document["observers"][observer], "down")
         self.assertEqual(document["status"], "down")
         self.assertIsNone(fleet.members[primary].publisher.unhealthy_reason())
+
+
+class JoinCheckedAtTests(SynchronousTestCase):
+    """A member joining a group steady for long."""
+
+    def test_new_primary_never_dates_a_verdict_back(self) -> None:
+        """
+        A new primary's verdicts never say an older ``checked_at`` than
+        the node said before it took it over: its first one, before its
+        own first check, does not copy the other observer's opinion, whose
+        ``checked_at`` is as old as that opinion's last change.
+        """
+        fleet = Fleet()
+        for agent in ("a", "b"):
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(2.0)
+        fleet.run(REFRESH * 3)
+        before = {n: (fleet.node(n) or {})["checked_at"] for n in NAMES}
+        fleet.add("c", NAMES, replicas=2).start()
+        oldest: dict[str, float] = {}
+        for _ in range(round(3.0 / 0.01)):
+            fleet.clock.advance(0.01)
+            for name in NAMES:
+                document = fleet.node(name) or {}
+                if document.get("agent") == "c":
+                    checked_at = document["checked_at"]
+                    oldest[name] = min(oldest.get(name, checked_at), checked_at)
+        self.assertTrue(oldest)
+        for name, checked_at in oldest.items():
+            self.assertGreaterEqual(checked_at, before[name], name)
