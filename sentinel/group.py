@@ -115,6 +115,7 @@ class Group:
             self._catalog(), self.replicas, self._successor, (self.start, self.stop)
         )
         self.publishing.contested = self._contested
+        self.publishing.voting = self._voting
 
     def start(self) -> None:
         """Follow the membership (the publisher starts)."""
@@ -152,6 +153,14 @@ class Group:
             # again after its writes: a member rewriting its catalog in a
             # loop does not make every stir walk every node.
             self.publishing.watch_contested()
+
+    def _voting(self, agent: str) -> bool:
+        """
+        Whether the member `agent` publishes opinions: its catalog says
+        replicas above 1 (unknown yet: taken to).
+        """
+        catalog = self.membership.view.get(agent)
+        return catalog is None or catalog.replicas > 1
 
     def _contested(self, name: str) -> bool:
         """

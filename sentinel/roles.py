@@ -85,6 +85,8 @@ class GroupRoles:
         # Whether another member may take an instance's node over now (the
         # group sets it): the nodes its primary watches.
         self.contested: Callable[[str], bool] = lambda name: False
+        # Whether another member publishes opinions (the group sets it).
+        self.voting: Callable[[str], bool] = lambda agent: True
         self.following: Following | None = None
         self._token = os.urandom(4).hex()
         # This agent's catalog as published: its digest and size.
@@ -306,7 +308,12 @@ class GroupRoles:
         observers = self._roles.get(name, ())
         if observers[:1] != (self._agent_id,):
             return None
-        return self._opinions.verdict(name, observers, self.quorum)
+        # Capped at the observers that publish an opinion (this agent, and
+        # members with replicas above 1): a quorum counting a member that
+        # never writes one (replicas = 1) is never reached, and a dead
+        # instance would stay up for as long as the members disagree.
+        voters = sum(1 for a in observers if a == self._agent_id or self.voting(a))
+        return self._opinions.verdict(name, observers, min(self.quorum, voters))
 
     def verdict_changed(self, node: Node) -> bool:
         """Whether the verdict at `node` changed since last marked (and mark it)."""

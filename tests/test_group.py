@@ -888,3 +888,34 @@ class JoinCheckedAtTests(SynchronousTestCase):
         self.assertTrue(oldest)
         for name, checked_at in oldest.items():
             self.assertGreaterEqual(checked_at, before[name], name)
+
+
+class NonVotingObserverTests(SynchronousTestCase):
+    """Members that disagree on replicas: one of them writes no opinions."""
+
+    def test_quorum_capped_at_the_observers_that_publish(self) -> None:
+        """
+        With a (replicas 2, quorum 2) and b (replicas 1, so no opinions),
+        an instance a is the primary of, observed by a and b in a's view,
+        is published down when a sees it down: the quorum is capped at
+        the one observer that publishes an opinion, where it waited for
+        b's for as long as the members disagreed.
+        """
+        fleet = Fleet()
+        voting = fleet.add("a", NAMES, replicas=2, quorum=2)
+        fleet.add("b", NAMES)
+        assignment = Assignment(2)
+        assignment.update({agent: frozenset(NAMES) for agent in "ab"})
+        assignment.set_known(NAMES)
+        name = next(n for n in NAMES if assignment.observers(n)[0] == "a")
+        for member in fleet.members.values():
+            member.start()
+        fleet.run(2.0)
+        self.assertEqual((fleet.node(name) or {})["status"], "up")
+        voting.see(name, DOWN)
+        fleet.run(2.0)
+        document = fleet.node(name) or {}
+        self.assertEqual(document["agent"], "a")
+        self.assertEqual(document["status"], "down")
+        self.assertEqual(document["quorum"], 1)
+        self.assertEqual(document["observers"], {"a": "down", "b": None})
