@@ -42,6 +42,7 @@ used as far as it goes (an address list for a Redis host fits in UDP).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import socket
 from collections.abc import Sequence
@@ -81,6 +82,20 @@ class Answer:
 
 class LookupFailed(Exception):
     """The name has no address; the message says why, in a few words."""
+
+
+def names_no_host(address: str) -> bool:
+    """
+    Whether `address` is the unspecified one (0.0.0.0, ::), which a hosts
+    file or a filtering name server gives a blocked name. Connecting to it
+    reaches this host: the agent would check its own Redis under another
+    instance's name, and publish that.
+    """
+    return ipaddress.ip_address(address).is_unspecified
+
+
+def _blocked(source: str, address: str) -> LookupFailed:
+    return LookupFailed(f"{source} {address}, which names no host (a blocked name?)")
 
 
 def search_hosts(text: str, name: str) -> list[str]:
@@ -175,12 +190,20 @@ class NameLookup:
         self._applied: ResolvConf | None = None
 
     def local(self, name: str) -> Answer | None:
-        """An answer from the hosts file, IPv4 first, or None."""
+        """
+        An answer from the hosts file, IPv4 first, or None.
+
+        @raise LookupFailed: the file gives the name only the unspecified
+            address (a blocked name), as glibc would answer without the DNS.
+        """
         addresses = self._hosts.addresses(name)
         if not addresses:
             return None
-        ipv4 = [a for a in addresses if isIPAddress(a)]
-        return Answer((ipv4 or addresses)[0], HOSTS_CHECK_SECONDS)
+        usable = [a for a in addresses if not names_no_host(a)]
+        if not usable:
+            raise _blocked("the hosts file maps it to", addresses[0])
+        ipv4 = [a for a in usable if isIPAddress(a)]
+        return Answer((ipv4 or usable)[0], HOSTS_CHECK_SECONDS)
 
     def lookup(self, name: str) -> Deferred[Answer]:
         """
@@ -216,6 +239,8 @@ class NameLookup:
                 raise servers.exceptionForCode(message.rCode)(message)
             answer = extract_answer(name, message.answers, record_type)
             if answer is not None:
+                if names_no_host(answer.address):
+                    raise _blocked("the name server answered", answer.address)
                 return answer
             if message.trunc:
                 raise LookupFailed("answer too large for UDP")

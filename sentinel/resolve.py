@@ -47,7 +47,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.config import DNSConfig
-from sentinel.lookup import Answer, NameLookup, describe_failure
+from sentinel.lookup import Answer, LookupFailed, NameLookup, describe_failure
 from sentinel.resolvconf import is_address
 
 log = Logger()
@@ -74,7 +74,10 @@ class NameSource(Protocol):
     """Where answers come from (`sentinel.lookup.NameLookup`)."""
 
     def local(self, name: str) -> Answer | None:
-        """An answer known without asking anyone, or None."""
+        """
+        An answer known without asking anyone, or None; `LookupFailed` if
+        what is known says the name has no usable address.
+        """
 
     def lookup(self, name: str) -> Deferred[Answer]:
         """Ask the name servers; cancelling it stops asking."""
@@ -155,7 +158,10 @@ class Resolver(Service):
             return fail(CannotResolve(f"cannot resolve {name}: the agent is stopping"))
         waiters = self._waiters.get(name)
         if waiters is None:
-            local = self._source.local(name)
+            try:
+                local = self._source.local(name)
+            except LookupFailed as e:
+                return fail(self._failed(name, str(e)))
             if local is not None:
                 self._remember(name, local)
                 return succeed(local.address)
@@ -287,11 +293,7 @@ class Resolver(Service):
             self._dispatch()
             return
         if isinstance(result, Failure):
-            error = CannotResolve(f"cannot resolve {name}: {self._reason(result)}")
-            self._cache[name] = _Cached(
-                None, str(error), self._reactor.seconds() + FAILURE_TTL
-            )
-            self._failing.add(name)
+            error = self._failed(name, self._reason(result))
             for waiter in waiters:
                 waiter.errback(error)
         else:
@@ -299,6 +301,16 @@ class Resolver(Service):
             for waiter in waiters:
                 waiter.callback(result.address)
         self._dispatch()
+
+    def _failed(self, name: str, reason: str) -> CannotResolve:
+        # Kept for FAILURE_TTL, so that a name that fails is not asked again
+        # at every check.
+        error = CannotResolve(f"cannot resolve {name}: {reason}")
+        self._cache[name] = _Cached(
+            None, str(error), self._reactor.seconds() + FAILURE_TTL
+        )
+        self._failing.add(name)
+        return error
 
     def _remember(self, name: str, answer: Answer) -> None:
         ttl = min(max(answer.ttl, MIN_TTL), MAX_TTL)

@@ -43,12 +43,15 @@ class FakeSource:
 
     def __init__(self) -> None:
         self.hosts: dict[str, Answer] = {}
+        self.blocked: dict[str, str] = {}
         self.asked: list[str] = []
         self.pending: dict[str, Deferred[Answer]] = {}
         self.cancelled: list[str] = []
         self.stopped = False
 
     def local(self, name: str) -> Answer | None:
+        if name in self.blocked:
+            raise LookupFailed(self.blocked[name])
         return self.hosts.get(name)
 
     def lookup(self, name: str) -> Deferred[Answer]:
@@ -136,6 +139,21 @@ class SharingTests(ResolverTestCase):
         self.assertEqual(
             self.successResultOf(self.resolver.resolve("localhost")), "127.0.0.1"
         )
+
+    def test_blocked_locally(self) -> None:
+        """
+        A name the hosts file says has no usable address fails at once,
+        without asking the name servers, and the failure is kept a while.
+        """
+        self.source.blocked["ads.example"] = "the hosts file maps it to 0.0.0.0"
+        d = self.resolver.resolve("ads.example")
+        self.assertEqual(
+            self.lookup_error(d),
+            "cannot resolve ads.example: the hosts file maps it to 0.0.0.0",
+        )
+        del self.source.blocked["ads.example"]
+        self.lookup_error(self.resolver.resolve("ads.example"))
+        self.assertEqual(self.source.asked, [])
 
 
 class CacheTests(ResolverTestCase):
@@ -544,6 +562,26 @@ class NameLookupTests(SynchronousTestCase):
         self.assertEqual(self.asked(), [("redis.example", dns.A)])
         self.assertEqual(self.reactor.open_ports(), [])
 
+    def test_unspecified_answer_refused(self) -> None:
+        """
+        A name server answering 0.0.0.0 or :: (a filtering server's answer
+        for a blocked name) gives no address: connecting to it would reach
+        this host, and its Redis would be checked under the name.
+        """
+        d = self.lookup.lookup("ads.example")
+        self.last().reply(answers=(a("ads.example", "0.0.0.0"),))
+        self.assertEqual(
+            self.reason(d),
+            "the name server answered 0.0.0.0, which names no host (a blocked name?)",
+        )
+        d = self.lookup.lookup("ads6.example")
+        self.last().reply()
+        self.last().reply(answers=(aaaa("ads6.example", "::"),))
+        self.assertEqual(
+            self.reason(d),
+            "the name server answered ::, which names no host (a blocked name?)",
+        )
+
     def test_ipv6_only_when_no_ipv4(self) -> None:
         """No A record: AAAA is asked, and its address used."""
         d = self.lookup.lookup("redis.example")
@@ -822,6 +860,24 @@ class NameLookupTests(SynchronousTestCase):
         self.assertEqual(self.lookup.local("LocalHost").address, "127.0.0.1")  # type: ignore[union-attr]
         self.assertEqual(self.lookup.local("six.example").address, "::1")  # type: ignore[union-attr]
         self.assertIsNone(self.lookup.local("redis.example"))
+
+    def test_hosts_file_blocked_name(self) -> None:
+        """
+        A name the hosts file maps to the unspecified address alone fails
+        (glibc would answer it without the DNS); beside a usable address,
+        that address is the answer.
+        """
+        with open(self.hosts, "a") as f:
+            f.write("0.0.0.0 ads.example\n:: ads.example\n")
+            f.write("0.0.0.0 both.example\n192.0.2.9 both.example\n")
+        self.reactor.advance(lookup_module.HOSTS_CHECK_SECONDS)
+        with self.assertRaises(LookupFailed) as raised:
+            self.lookup.local("ads.example")
+        self.assertEqual(
+            str(raised.exception),
+            "the hosts file maps it to 0.0.0.0, which names no host (a blocked name?)",
+        )
+        self.assertEqual(self.lookup.local("both.example"), Answer("192.0.2.9", 1.0))
 
     def test_tries(self) -> None:
         """A query is sent again every second within the bound."""
