@@ -15,6 +15,7 @@ from collections.abc import Callable
 import idna
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
+_MAX_LABEL = 63
 _SHOW_LIMIT = 60
 
 # zookeeper.discovery: the forms discovery readers know, or none.
@@ -283,6 +284,13 @@ def host_problem(host: str) -> str | None:
         return "is not a host name or IP address"
     if len(host) > MAX_HOST_NAME:
         return f"is longer than {MAX_HOST_NAME} characters"
+    # Labels as the DNS carries them (RFC 1123): "a..b", "-a" or "." passed
+    # the characters' test and failed every lookup at run time instead.
+    labels = (host[:-1] if host.endswith(".") else host).split(".")
+    if not all(0 < len(label) <= _MAX_LABEL for label in labels):
+        return "is not a host name or IP address (an empty or too long label)"
+    if any(label.startswith("-") or label.endswith("-") for label in labels):
+        return "is not a host name or IP address (a label begins or ends with '-')"
     return None
 
 

@@ -617,6 +617,28 @@ class RedisTableTests(ConfigTestCase):
             "redis[0].host: 5 is not a string", "[[redis]]\nhost = 5\nport = 1\n"
         )
 
+    def test_host_labels(self) -> None:
+        """
+        A host name's labels are as the DNS carries them: none empty, none
+        over 63 characters, none beginning or ending with '-'; a trailing
+        dot (a fully qualified name) is taken.
+        """
+        for host in ("a..b", ".", ".a", "a" * 64 + ".example"):
+            self.assertConfigError(
+                f"redis[0].host: {show(host)} is not a host name or IP address "
+                "(an empty or too long label)",
+                f'[[redis]]\nhost = "{host}"\nport = 1\n',
+            )
+        for host in ("-a", "a-.example", "a.-b"):
+            self.assertConfigError(
+                f"redis[0].host: {show(host)} is not a host name or IP address "
+                "(a label begins or ends with '-')",
+                f'[[redis]]\nhost = "{host}"\nport = 1\n',
+            )
+        for host in ("redis.example.", "redis-1.example", "_redis.example"):
+            config = self.load(f'[[redis]]\nhost = "{host}"\nport = 1\n')
+            self.assertEqual(config.instances[0].host, host)
+
     def test_missing(self) -> None:
         """host and port are required."""
         self.assertConfigError("redis[0].host: missing", "[[redis]]\nport = 1\n")
