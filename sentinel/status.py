@@ -52,10 +52,9 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
-from sentinel import checks
 from sentinel.checks import ConfigError, finite, printable
 from sentinel.config import ZooKeeperConfig, load_zookeeper_config
-from sentinel.settings import setting
+from sentinel.settings import PERIODS, TIMEOUTS, setting
 
 PROG = "sentinel-status"
 COLUMNS = ("name", "status", "ready", "role", "latency", "since", "agent", "age")
@@ -327,7 +326,9 @@ def zookeeper_settings(args: argparse.Namespace) -> ZooKeeperConfig:
         )
         raise ConfigError(f"no ZooKeeper hosts: {where}")
     if args.refresh is not None:
-        refresh = checks.positive("--refresh", args.refresh)
+        # Bounded as the agents' own (settings.PERIODS): 1e-320 made every
+        # row stale, inf none.
+        refresh = PERIODS("--refresh", args.refresh)
         zookeeper = attr.evolve(zookeeper, refresh=refresh)
     return zookeeper
 
@@ -383,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # kazoo logs every failed connection attempt; one line of ours says it.
     logging.getLogger("kazoo").setLevel(logging.CRITICAL)
     try:
-        timeout = checks.positive("--timeout", args.timeout)
+        timeout = TIMEOUTS("--timeout", args.timeout)
         zookeeper = zookeeper_settings(args)
         documents = fetch(zookeeper, timeout, args.names)
     except (ConfigError, Unreadable) as e:

@@ -412,6 +412,18 @@ class SettingsTests(ConfigTestCase):
             "0",
         )
         self.assertRefused(
+            "--refresh: inf is not a finite number",
+            "--zookeeper", "z:1", "--refresh", "inf",
+        )  # fmt: skip
+        self.assertRefused(
+            "--refresh: 1000000000.0 is more than 86400 s",
+            "--zookeeper", "z:1", "--refresh", "1e9",
+        )  # fmt: skip
+        self.assertRefused(
+            "--refresh: 1e-320 is less than 0.1 s",
+            "--zookeeper", "z:1", "--refresh", "1e-320",
+        )  # fmt: skip
+        self.assertRefused(
             "--timeout: nan is not a finite number",
             "--zookeeper", "z:1", "--timeout", "nan",
         )  # fmt: skip
