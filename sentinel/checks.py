@@ -15,7 +15,6 @@ from collections.abc import Callable
 import idna
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
-_MAX_LABEL = 63
 _SHOW_LIMIT = 60
 
 # zookeeper.discovery: the forms discovery readers know, or none.
@@ -217,8 +216,19 @@ def http(label: str, value: object) -> str:
 # default name (HOST:PORT, the host at most 253 characters) fits.
 MAX_ZNODE_NAME_BYTES = 1024
 MAX_ZNODE_PATH_BYTES = 4096
-# The longest host name DNS carries (RFC 1035).
+# The longest host name DNS carries, and its longest label (RFC 1035
+# section 2.3.4).
 MAX_HOST_NAME = 253
+MAX_LABEL = 63
+
+
+def labels_fit(name: str) -> bool:
+    """
+    Whether every label of `name` (one trailing dot allowed: a fully
+    qualified name) has 1 to `MAX_LABEL` characters, as the DNS carries it.
+    """
+    labels = (name[:-1] if name.endswith(".") else name).split(".")
+    return all(0 < len(label) <= MAX_LABEL for label in labels)
 
 
 def znode_name_problem(name: str) -> str | None:
@@ -286,9 +296,9 @@ def host_problem(host: str) -> str | None:
         return f"is longer than {MAX_HOST_NAME} characters"
     # Labels as the DNS carries them (RFC 1123): "a..b", "-a" or "." passed
     # the characters' test and failed every lookup at run time instead.
-    labels = (host[:-1] if host.endswith(".") else host).split(".")
-    if not all(0 < len(label) <= _MAX_LABEL for label in labels):
+    if not labels_fit(host):
         return "is not a host name or IP address (an empty or too long label)"
+    labels = host.split(".")
     if any(label.startswith("-") or label.endswith("-") for label in labels):
         return "is not a host name or IP address (a label begins or ends with '-')"
     return None

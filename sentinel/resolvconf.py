@@ -21,6 +21,7 @@ import attr
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.logger import Logger
 
+from sentinel.checks import MAX_HOST_NAME, labels_fit
 from sentinel.files import MAX_HOSTS_BYTES, Unreadable, WatchedFile
 
 log = Logger()
@@ -34,9 +35,6 @@ MAX_NAMESERVERS = 3
 # The search list historic glibc kept (MAXDNSRCH; the line in 256 bytes).
 MAX_SEARCH_DOMAINS = 6
 MAX_SEARCH_CHARACTERS = 256
-# The name as the DNS can carry it (RFC 1035 section 2.3.4).
-_MAX_LABEL = 63
-_MAX_NAME = 253
 
 
 def is_address(host: str) -> bool:
@@ -127,10 +125,8 @@ def _some(values: list[str], what: str, why: str) -> str:
 
 def name_problem(name: str) -> str | None:
     """Why the DNS cannot carry `name` (RFC 1035 section 2.3.4), or None."""
-    labels = name.rstrip(".").split(".")
-    if len(name.rstrip(".")) > _MAX_NAME or not all(
-        0 < len(label) <= _MAX_LABEL for label in labels
-    ):
+    bare = name.rstrip(".")
+    if len(bare) > MAX_HOST_NAME or not labels_fit(bare):
         return "not a valid DNS name"
     return None
 
