@@ -24,6 +24,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import attr
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.internet.defer import Deferred
@@ -80,6 +81,10 @@ class Opinions:
         # the opinion nodes that no such session holds, and why.
         self._sessions: dict[str, int] = {}
         self.squatters: dict[str, str] = {}
+        # The squatters' paths with a reading again due: one each, however
+        # often a squatter rewrites its node (each rewrite fires the watch,
+        # and each read of it would otherwise start another round).
+        self._rechecks: set[str] = set()
 
     # This agent's
 
@@ -146,7 +151,7 @@ class Opinions:
 
     async def _read(self, name: str, agent: str) -> None:
         path = f"{self._root}/opinions/{name}/{agent}"
-        watch = partial(self._watch_fired, name, agent)
+        watch = _OpinionWatch(self, name, agent)
         # In the background (`sentinel.zk`): a member's crash fires
         # thousands of these at once, and the membership read it also
         # fires, which brings its nodes back, must not wait behind them.
@@ -171,11 +176,12 @@ class Opinions:
                     why=squatter,
                 )
             self.squatters[path] = squatter
-            if not squatter.startswith(PERSISTENT):
+            if not squatter.startswith(PERSISTENT) and path not in self._rechecks:
                 # Maybe the observer's new session, its agent node not
                 # written yet: asked again (a persistent node's watch says
                 # when it goes).
-                self._reactor.callLater(SQUATTER_RECHECK, self._ask_again, name, agent)
+                self._rechecks.add(path)
+                self._reactor.callLater(SQUATTER_RECHECK, self._recheck, name, agent)
         said = self._heard.get(name)
         if said is not None and agent in said and said[agent] != opinion:
             said[agent] = opinion
@@ -214,6 +220,10 @@ class Opinions:
         # Asked again soon; the verdict keeps what was heard meanwhile.
         if self._life.running and name in self._heard:
             self._reactor.callLater(RETRY_DELAY, self._ask_again, name, agent)
+
+    def _recheck(self, name: str, agent: str) -> None:
+        self._rechecks.discard(f"{self._root}/opinions/{name}/{agent}")
+        self._ask_again(name, agent)
 
     def _ask_again(self, name: str, agent: str) -> None:
         said = self._heard.get(name)
@@ -277,3 +287,20 @@ class Opinions:
             return None
         checked_at = self._checked[node.name] = max(known)
         return checked_at
+
+
+@attr.frozen
+class _OpinionWatch:
+    """
+    The watch of one observer's opinion of one instance: equal for the same
+    one, so that reading it again before it fires (a squatter read every
+    `SQUATTER_RECHECK` seconds, a retry) adds nothing to the watches the
+    client keeps for the path (`sentinel.zk`).
+    """
+
+    opinions: Opinions
+    name: str
+    agent: str
+
+    def __call__(self, event: WatchedEvent) -> None:
+        self.opinions._watch_fired(self.name, self.agent, event)

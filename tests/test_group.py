@@ -12,6 +12,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import membership as membership_module
+from sentinel import opinions
 from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
@@ -858,6 +859,24 @@ class OpinionSquatterTests(SynchronousTestCase):
         self.assertEqual(document["observers"][observer], "down")
         self.assertEqual(document["status"], "down")
         self.assertIsNone(fleet.members[primary].publisher.unhealthy_reason())
+
+    def test_rewritten_squatter_read_again_once(self) -> None:
+        """
+        An ephemeral squatter rewriting its node does not add to the
+        primary's reading again: each rewrite fires the watch, and still
+        one read every `SQUATTER_RECHECK` seconds at most follows, whatever
+        the rewrites that came before.
+        """
+        fleet, primary, observer, path = self.squatted(0x9999)
+        for i in range(20):
+            fleet.server.put(path, b'{"status": "down", "n": %d}' % i, 0x9999)
+            fleet.run(0.1)
+        calls = fleet.members[primary].zk.calls_by_path
+        before = calls["get", path]
+        fleet.run(opinions.SQUATTER_RECHECK * 10)
+        self.assertLessEqual(calls["get", path] - before, 10)
+        # Each reading again watches the node again: one watch it stays.
+        self.assertEqual(len(fleet.members[primary].zk.watches[path]), 1)
 
 
 class JoinCheckedAtTests(SynchronousTestCase):
