@@ -91,7 +91,12 @@ def names_no_host(address: str) -> bool:
     reaches this host: the agent would check its own Redis under another
     instance's name, and publish that.
     """
-    return ipaddress.ip_address(address).is_unspecified
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        # One Twisted takes for an address but Python does not ("::1%",
+        # an empty scope): whatever it is, not the unspecified one.
+        return False
 
 
 def _blocked(source: str, address: str) -> LookupFailed:

@@ -879,6 +879,16 @@ class NameLookupTests(SynchronousTestCase):
         )
         self.assertEqual(self.lookup.local("both.example"), Answer("192.0.2.9", 1.0))
 
+    def test_hosts_file_odd_address(self) -> None:
+        """
+        An address Twisted takes and Python's ipaddress does not (an empty
+        IPv6 scope) is no blocked name: it is the answer, as before.
+        """
+        with open(self.hosts, "a") as f:
+            f.write("::1% odd.example\n")
+        self.reactor.advance(lookup_module.HOSTS_CHECK_SECONDS)
+        self.assertEqual(self.lookup.local("odd.example"), Answer("::1%", 1.0))
+
     def test_tries(self) -> None:
         """A query is sent again every second within the bound."""
         self.assertEqual(lookup_module.tries(2.0), (1.0, 1.0))
