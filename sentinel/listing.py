@@ -27,6 +27,7 @@ from operator import itemgetter
 from typing import Any
 
 import attr
+from twisted.internet.interfaces import IReactorTime
 
 from sentinel.health import DOWN, UP
 from sentinel.instance import InstanceState
@@ -168,11 +169,14 @@ def instance_slices(
         yield b'\n], "next": %s}\n' % json.dumps(last if more else None).encode()
 
 
-def pending_slices(tracker: PendingTracker, now: float) -> Slices:
+def pending_slices(tracker: PendingTracker, clock: IReactorTime) -> Slices:
     """
-    The body of ``GET /pending``: every check in flight when asked, oldest
-    first, with its stage and age at that moment.
+    The body of ``GET /pending``: every check in flight when its first
+    slice is rendered, oldest first, with its stage and age at that moment.
+    The time is read with the list: rendering starts a reactor turn or more
+    after the request, and a check launched in between had a negative age.
     """
+    now = clock.seconds()
     checks = sorted(
         ((state.started_at, state.name, state.stage) for state in tracker),
         key=itemgetter(0),

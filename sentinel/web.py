@@ -143,8 +143,8 @@ class StatusApp:
     def pending(self, request: IRequest) -> Deferred[None]:
         """Every check in flight, oldest first."""
         _headers(request, JSON)
-        now = self.reactor.seconds()
-        return self.slicer.stream(request, pending_slices(self.monitor.tracker, now))
+        slices = pending_slices(self.monitor.tracker, self.reactor)
+        return self.slicer.stream(request, slices)
 
     @app.route("/instances", methods=["GET"])
     def instances(self, request: IRequest) -> Deferred[None] | bytes:

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from treq.testing import StubTreq
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
@@ -17,10 +18,44 @@ from sentinel.listing import (
     BadRequest,
     InstanceQuery,
     instance_slices,
+    pending_slices,
 )
+from sentinel.tracker import PendingTracker
 from tests.contract import DEBUG_STATS_FIELDS, INSTANCE_COUNTERS, INSTANCE_FIELDS
 from tests.fakes import FAILED
 from tests.httptest import fetch, fetch_json, status_app
+
+
+class _Check:
+    """A check in flight, as the pending list holds it."""
+
+    def __init__(self, name: str, started_at: float) -> None:
+        self.name = name
+        self.started_at = started_at
+        self.stage = "connect"
+        self.check = None
+
+
+class PendingListTests(SynchronousTestCase):
+    """The body of /pending, rendered a turn or more after the request."""
+
+    def test_ages_read_with_the_list(self) -> None:
+        """
+        Ages are taken when the list is read: a check launched between the
+        request and the first slice is 0 s old, never less.
+        """
+        clock = Clock()
+        clock.advance(1000.0)
+        tracker = PendingTracker()
+        body = pending_slices(tracker, clock)
+        clock.advance(0.5)
+        tracker.add(_Check("late", clock.seconds()))
+        document = json.loads(b"".join(body))
+        self.assertEqual(document["oldest_seconds"], 0.0)
+        self.assertEqual(
+            document["checks"],
+            [{"instance": "late", "stage": "connect", "age_seconds": 0.0}],
+        )
 
 
 class RouteTests(SynchronousTestCase):
