@@ -48,7 +48,6 @@ class Holders:
         self,
         reactor: Any,
         zk: ZooKeeper,
-        rules: OwnershipRules,
         nodes: Nodes,
         queue: WriteQueue,
         life: Lifecycle,
@@ -57,7 +56,6 @@ class Holders:
     ) -> None:
         self._reactor = reactor
         self._zk = zk
-        self.rules = rules
         self._nodes = nodes
         self._queue = queue
         self._life = life
@@ -67,6 +65,15 @@ class Holders:
         # holds a node (for /metrics).
         self.conflicts_started = 0
         self.ownership_checks = 0
+
+    @property
+    def rules(self) -> OwnershipRules:
+        """
+        The rules for the session timeout ZooKeeper granted us (the one
+        asked for until it has): a predecessor of this agent was most
+        likely granted the same.
+        """
+        return OwnershipRules(self._zk.session_timeout)
 
     @property
     def conflicts(self) -> Mapping[str, str]:

@@ -17,9 +17,10 @@ that look alike at first sight:
 So another holder is a conflict:
 
 1. at once when the node is persistent (``ephemeralOwner`` 0);
-2. when its session still holds the node `session_timeout` +
-   `CONFLICT_MARGIN` after we first saw it there and has written the node
-   since (its ``mzxid`` moved, or a watch said it changed): a live writer;
+2. when its session still holds the node `session_timeout` (the one
+   ZooKeeper granted us, not the one asked) + `CONFLICT_MARGIN` after we
+   first saw it there and has written the node since (its ``mzxid``
+   moved, or a watch said it changed): a live writer;
 3. when its session still holds the node `SILENT_LIMIT` (or four session
    timeouts, if longer) after we first saw it there: three times the
    longest session ZooKeeper grants by default (40 s), so the published

@@ -49,7 +49,6 @@ from sentinel.members import Members
 from sentinel.nodes import Node, Nodes, encode
 from sentinel.openacls import OpenAcls
 from sentinel.opinions import Opinions
-from sentinel.ownership import OwnershipRules
 from sentinel.resync import Resync
 from sentinel.roles import Following, GroupRoles
 from sentinel.sharing import SessionSharing
@@ -112,7 +111,6 @@ class ZooKeeperPublisher(Service):
         # on its session), or None.
         self.halted: str | None = None
         self.superseded = False
-        self.rules = OwnershipRules(zk.session_timeout)
         self.discovery: Discovery | None = None
 
         # The write machinery, in the order of the data path. Each write's
@@ -132,9 +130,7 @@ class ZooKeeperPublisher(Service):
             owned=self._owned,
             retrying=self._retrying,
         )
-        holders = Holders(
-            reactor, zk, self.rules, nodes, queue, self, agent_id, self._twin
-        )
+        holders = Holders(reactor, zk, nodes, queue, self, agent_id, self._twin)
         if discovery is not None:
             form, discovery_root = discovery
             self.discovery = Discovery(

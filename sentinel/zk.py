@@ -62,6 +62,15 @@ replaced by a new one: only the server can declare a session expired, and a
 ZooKeeper that came back empty refuses a client that has seen a newer
 transaction id, so the old client could stay SUSPENDED for good.
 
+The session timeout is the one ZooKeeper granted, not the one asked for:
+the server bounds it (by default to 2 to 20 of its ticks). Asked 2 s and
+granted 20, the agent replaced a client after 2 s whose session was alive,
+then waited 20 s for its own old session's nodes; asked 30 s and granted 4,
+a handoff was promised for 30 s and the session had expired after 4.
+kazoo reads the granted value at each connection and keeps it nowhere we
+can read: it logs it, on the client's own logger (`_ClientLog`), before it
+says CONNECTED.
+
 A state listener or a watcher that raises is a bug of ours: counted in
 `internal_errors` (``/healthz`` then fails, `sentinel.bugs`), and the other
 listeners are still told.
@@ -92,6 +101,7 @@ from kazoo.exceptions import (
     RolledBackError,
     RuntimeInconsistency,
 )
+from kazoo.loggingsupport import BLATHER
 from kazoo.protocol.states import WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
@@ -163,6 +173,40 @@ _kazoo_log.setLevel(logging.ERROR)
 _kazoo_log.propagate = False
 _kazoo_log.addHandler(_KazooLogHandler())
 
+# kazoo's record of each connection's session, at BLATHER: its third
+# argument is the session timeout ZooKeeper granted, in milliseconds.
+_SESSION_CREATED = "Session created"
+_GRANTED_ARG = 2
+
+
+class _ClientLog(logging.Logger):
+    """
+    One client's log, given to kazoo as its `logger`: on kazoo's connection
+    thread, it hands the session timeout ZooKeeper granted (seconds) to
+    `granted`; kazoo's errors go to our log. Made directly, not by
+    ``logging.getLogger``, which would keep one logger per client for good.
+    """
+
+    def __init__(self, granted: Callable[[float], None]) -> None:
+        super().__init__("kazoo.client", logging.ERROR)
+        self.propagate = False
+        self._granted = granted
+        self.addHandler(_KazooLogHandler())
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        """kazoo's records, the granted timeout's caught below our level."""
+        # Below ERROR: kazoo logs every request and answer at BLATHER or
+        # DEBUG, and this one is read before any record is made of it.
+        if (
+            level == BLATHER
+            and isinstance(msg, str)
+            and msg.startswith(_SESSION_CREATED)
+            and len(args) > _GRANTED_ARG
+            and isinstance(granted := args[_GRANTED_ARG], int)
+        ):
+            self._granted(granted / 1000.0)
+        super().log(level, msg, *args, **kwargs)
+
 
 def node_acl(auth: str | None) -> list[Any] | None:
     """world:read plus our digest identity:all, when authenticating."""
@@ -198,7 +242,10 @@ class ZooKeeper:
         self._reactor = reactor
         self.internal_errors = internal_errors or InternalErrors(reactor)
         self.hosts = hosts
-        self.session_timeout = session_timeout
+        # The session timeout asked for, and the one ZooKeeper granted last
+        # (None until a first connection): `session_timeout`.
+        self.requested_timeout = session_timeout
+        self.granted_timeout: float | None = None
         self._auth = auth
         self.acl = node_acl(auth)
         self.call_timeout = call_timeout
@@ -229,6 +276,16 @@ class ZooKeeper:
         self._session: int | None = None
         self.last_error: str | None = None
         self.replacements = 0
+
+    @property
+    def session_timeout(self) -> float:
+        """
+        The session's timeout: the one ZooKeeper granted last, or the one
+        asked for until it has granted one.
+        """
+        if self.granted_timeout is not None:
+            return self.granted_timeout
+        return self.requested_timeout
 
     # Lifecycle
 
@@ -302,14 +359,20 @@ class ZooKeeper:
     def _new_client(self, client_id: tuple[int, bytes] | None = None) -> None:
         generation = self._new_generation()
         gate = _ReconnectGate()
+
+        def granted(seconds: float) -> None:
+            # kazoo's connection thread, before it says CONNECTED.
+            self._reactor.callFromThread(self._granted, generation, seconds)
+
         client = self._client_factory(
             hosts=self.hosts,
-            timeout=self.session_timeout,
+            timeout=self.requested_timeout,
             client_id=client_id,
             connection_retry=KazooRetry(
                 max_tries=-1, max_delay=5, interrupt=gate.closed
             ),
             auth_data=[("digest", self._auth)] if self._auth else None,
+            logger=_ClientLog(granted),
         )
         self._client, self._gate = client, gate
 
@@ -344,6 +407,22 @@ class ZooKeeper:
                 self._reactor.callFromThread(_settle, None, done)
 
         threading.Thread(target=close, name="zookeeper-close", daemon=True).start()
+
+    def _granted(self, generation: int, seconds: float) -> None:
+        if generation != self._generation:
+            return
+        if seconds != self.requested_timeout and seconds != self.granted_timeout:
+            longer = seconds > self.requested_timeout
+            log.warn(
+                "ZooKeeper granted a session timeout of {granted} s, {than} the "
+                "{requested} s asked (zookeeper.session_timeout; its {bound} "
+                "bounds it): the agent counts with {granted} s",
+                granted=seconds,
+                than="longer than" if longer else "shorter than",
+                requested=self.requested_timeout,
+                bound="minSessionTimeout" if longer else "maxSessionTimeout",
+            )
+        self.granted_timeout = seconds
 
     def _state_changed(self, generation: int, kazoo_state: Any) -> None:
         if generation != self._generation:

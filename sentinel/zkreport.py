@@ -78,6 +78,8 @@ class ZooKeeperReport:
             "conflicts": dict(holders.conflicts),
             "conflicts_started": holders.conflicts_started,
             "ownership_checks": holders.ownership_checks,
+            "session_timeout_requested": zk.requested_timeout,
+            "session_timeout_granted": zk.granted_timeout,
             "client_replacements": zk.replacements,
             "last_error": queue.last_error,
             "handoff": None if self._handoff is None else self._handoff.stats(),

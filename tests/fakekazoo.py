@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from kazoo.loggingsupport import BLATHER
 from kazoo.protocol.states import KeeperState, WatchedEvent
 from twisted.internet.task import Clock
 
@@ -145,6 +146,26 @@ class FakeKazooClient:
         self.connected = state == "CONNECTED"
         for listener in list(self.listeners):
             listener(state)
+
+    def session_created(self, granted_ms: int, session: int = 0x42) -> None:
+        """
+        The connection thread's record of a session, as kazoo 2.11 logs it
+        on the client's `logger` before saying CONNECTED: the session
+        timeout ZooKeeper granted, in milliseconds (what
+        `test_zookeeper.SessionTimeoutTests` checks on a real one).
+        """
+        self.settings["logger"].log(
+            BLATHER,
+            "Session created, session_id: %r session_passwd: %s\n"
+            "    negotiated session timeout: %s\n"
+            "    connect timeout: %s\n"
+            "    read timeout: %s",
+            session,
+            "70617373776f7264",
+            granted_ms,
+            granted_ms,
+            granted_ms * 2.0 / 3.0,
+        )
 
     def answer(self, index: int, value: Any = None, exception: Any = None) -> None:
         """The worker thread's answer to the `index`th call."""

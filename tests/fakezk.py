@@ -234,6 +234,8 @@ class FakeZooKeeper:
         self.call_timeout = call_timeout
         self.hosts = "fake:2181"
         self.session_timeout = 10.0
+        self.requested_timeout = 10.0
+        self.granted_timeout: float | None = None
         self.acl = None
         self.state = STOPPED
         self.state_since = clock.seconds()

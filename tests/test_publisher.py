@@ -16,6 +16,7 @@ from sentinel.documents import agent_document, instance_document
 from sentinel.health import InstanceHealth, Transition
 from sentinel.instance import InstanceState
 from sentinel.observation import Observation, Replication
+from sentinel.ownership import CONFLICT_MARGIN
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.stopping import (
     STOP_BUDGET,
@@ -514,6 +515,25 @@ class PublisherTests(PublisherHarness):
         self.assertEqual(self.zk.document(node), published(state))
         self.assertEqual(self.publisher.stats()["waiting_takeover"], [])
 
+    def test_live_holder_judged_by_the_granted_timeout(self) -> None:
+        """
+        A node another session holds and writes is a live conflict once it
+        has held it for the session timeout ZooKeeper granted (plus the
+        margin), not the one asked: a predecessor granted 20 s like us
+        still has 25 s to go.
+        """
+        node = path("redis-a")
+        self.zk.put(node, b"old agent", owner=OTHER_SESSION)
+        self.zk.session_timeout = 20.0  # Granted at the connection; 10 asked.
+        self.start()
+        self.check(self.instance("redis-a"), UP)
+        self.clock.advance(1.0)
+        self.zk.put(node, b"old agent, written again", owner=OTHER_SESSION)
+        self.clock.advance(10.0 + CONFLICT_MARGIN)
+        self.assertEqual(self.publisher.stats()["conflicts"], {})
+        self.clock.advance(20.0 - 10.0 - 1.0)
+        self.assertEqual(list(self.publisher.stats()["conflicts"]), [node])
+
     def test_agent_node_of_another_session_waits_too(self) -> None:
         """An agent node held by another session is listed as waiting too."""
         self.zk.put(AGENT_PATH, b"old agent", owner=OTHER_SESSION)
@@ -749,6 +769,18 @@ class PublisherTests(PublisherHarness):
         self.assertNotIn("\n", reason)
         self.zk.connect()
         self.assertIsNone(self.publisher.unhealthy_reason())
+
+    def test_session_timeouts_shown(self) -> None:
+        """
+        /debug/stats shows the session timeout asked and the one ZooKeeper
+        granted (null until it has).
+        """
+        self.start(connect=False)
+        stats = self.publisher.stats()
+        self.assertEqual(stats["session_timeout_requested"], 10.0)
+        self.assertIsNone(stats["session_timeout_granted"])
+        self.zk.granted_timeout = 4.0
+        self.assertEqual(self.publisher.stats()["session_timeout_granted"], 4.0)
 
     def test_node_that_keeps_failing_makes_unhealthy(self) -> None:
         """

@@ -22,6 +22,7 @@ from kazoo.exceptions import (
 from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.retry import KazooRetry
 from twisted.internet.defer import TimeoutError
+from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.zk import (
@@ -179,6 +180,102 @@ class BridgeTests(SynchronousTestCase):
         for client in self.factory.clients[:-1]:
             self.assert_closed_on_own_thread(client)
         self.assertFalse(self.client().closed.is_set())
+
+    def warnings(self) -> list[str]:
+        """The bridge's warnings logged from now on, formatted."""
+        lines: list[str] = []
+
+        def observe(event: LogEvent) -> None:
+            if event.get("log_namespace") == "sentinel.zk" and event.get(
+                "log_level"
+            ) in (LogLevel.warn, LogLevel.error):
+                lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return lines
+
+    def test_granted_longer_timeout_keeps_the_client(self) -> None:
+        """
+        Granted a longer session timeout than asked (ZooKeeper's
+        minSessionTimeout), the bridge counts with it: a client cut off for
+        the timeout asked is kept (its session is alive), and replaced only
+        after the one granted. One warning says so, not one per connection.
+        """
+        warnings = self.warnings()
+        self.zk.start()
+        self.assertEqual(self.zk.session_timeout, SESSION_TIMEOUT)
+        client = self.client()
+        client.session_created(20_000)
+        self.connect(client)
+        self.assertEqual(self.zk.granted_timeout, 20.0)
+        self.assertEqual(self.zk.session_timeout, 20.0)
+        self.assertEqual(self.zk.requested_timeout, SESSION_TIMEOUT)
+        [warning] = warnings
+        self.assertIn("granted a session timeout of 20.0 s, longer than", warning)
+        self.assertIn("the 4.0 s asked", warning)
+        self.assertIn("minSessionTimeout", warning)
+
+        client.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.clock.advance(SESSION_TIMEOUT * 2)
+        client.session_created(20_000)
+        self.connect(client)
+        self.assertEqual(len(self.factory.clients), 1)
+        client.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.clock.advance(20.0 - 0.01)
+        self.assertEqual(len(self.factory.clients), 1)
+        self.clock.advance(0.01)
+        self.assertEqual(len(self.factory.clients), 2)
+        self.assertEqual(len(warnings), 2)
+        self.assertIn("unreachable for 20.0 s", warnings[1])
+
+    def test_granted_shorter_timeout_replaces_sooner(self) -> None:
+        """
+        Granted a shorter session timeout than asked (ZooKeeper's
+        maxSessionTimeout), the bridge replaces a client cut off for that
+        long, not for the timeout asked; the warning says which bound.
+        """
+        warnings = self.warnings()
+        self.zk.start()
+        client = self.client()
+        client.session_created(1_000)
+        self.connect(client)
+        self.assertEqual(self.zk.session_timeout, 1.0)
+        self.assertIn("shorter than the 4.0 s asked", warnings[0])
+        self.assertIn("maxSessionTimeout", warnings[0])
+        client.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.factory.clients), 2)
+
+    def test_granted_as_asked_not_logged(self) -> None:
+        """A session timeout granted as asked logs nothing."""
+        warnings = self.warnings()
+        self.zk.start()
+        self.client().session_created(int(SESSION_TIMEOUT * 1000))
+        self.connect(self.client())
+        self.assertEqual(self.zk.granted_timeout, SESSION_TIMEOUT)
+        self.assertEqual(warnings, [])
+
+    def test_replaced_clients_grant_dropped(self) -> None:
+        """
+        What a replaced client's connection still says (a grant) is
+        dropped; the last grant stays the estimate for the new client
+        until it connects.
+        """
+        self.zk.start()
+        old = self.client()
+        old.session_created(2_000)
+        self.connect(old)
+        old.change_state(KazooState.LOST)
+        self.clock.run_handed_over()
+        self.clock.advance(2.0)
+        self.assertEqual(len(self.factory.clients), 2)
+        old.session_created(30_000)
+        self.clock.run_handed_over()
+        self.assertEqual(self.zk.session_timeout, 2.0)
 
     def test_call_result_handed_over(self) -> None:
         """

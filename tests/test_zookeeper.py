@@ -38,6 +38,7 @@ from sentinel.config import Config, RedisInstance, ZooKeeperConfig
 from sentinel.monitor import Monitor
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.writes import FAILING_AFTER
+from sentinel.zk import CONNECTED, ZooKeeper
 from tests.contract import AGENT_FIELDS, INSTANCE_FIELDS
 from tests.polling import pause, wait_for
 from tests.servers import LOOPBACK, RedisServer, ZooKeeperServer, shared_zookeeper
@@ -736,3 +737,36 @@ class ThreadTests(ZooKeeperTestCase):
         except AssertionError:
             new = [t.name for t in threading.enumerate() if t not in baseline]
             self.fail(f"{threading.active_count()} threads, {count} before; new: {new}")
+
+
+class SessionTimeoutTests(ZooKeeperTestCase):
+    """
+    What the bridge learns from kazoo of each connection on a real
+    ZooKeeper (whose minSessionTimeout is 1 s and maxSessionTimeout 60 s):
+    kazoo only logs these, so a kazoo that logs them otherwise fails here.
+    """
+
+    def bridge(self, hosts: str, session_timeout: float) -> ZooKeeper:
+        zk = ZooKeeper(reactor, hosts, session_timeout)
+        zk.start()
+        self.addCleanup(zk.stop, 5.0)
+        return zk
+
+    async def test_granted_timeout_known_once_connected(self) -> None:
+        """
+        Asked below ZooKeeper's minSessionTimeout, above its
+        maxSessionTimeout, or between, the bridge counts with the session
+        timeout ZooKeeper granted as soon as it is connected.
+        """
+        asked = (0.2, 100.0, 3.0)
+        bridges = [self.bridge(self.zookeeper.hosts, timeout) for timeout in asked]
+        await wait_for(
+            reactor,
+            lambda: all(zk.state == CONNECTED for zk in bridges),
+            10.0,
+            "connected",
+        )
+        self.assertEqual(
+            [(zk.granted_timeout, zk.session_timeout) for zk in bridges],
+            [(1.0, 1.0), (60.0, 60.0), (3.0, 3.0)],
+        )
