@@ -69,7 +69,10 @@ then waited 20 s for its own old session's nodes; asked 30 s and granted 4,
 a handoff was promised for 30 s and the session had expired after 4.
 kazoo reads the granted value at each connection and keeps it nowhere we
 can read: it logs it, on the client's own logger (`_ClientLog`), before it
-says CONNECTED.
+says CONNECTED. That logger also hands over why each connection attempt
+failed (kazoo's warnings: ``Connection dropped: ...``): ``/healthz`` names
+the last cause while not connected, and the log the first of each outage
+(attempts repeat every few seconds).
 
 A state listener or a watcher that raises is a bug of ours: counted in
 `internal_errors` (``/healthz`` then fails, `sentinel.bugs`), and the other
@@ -161,7 +164,7 @@ class _KazooLogHandler(logging.Handler):
     """
     kazoo's errors into our log (it uses the standard library's logging,
     which twistd does not collect). Its warnings repeat every reconnect
-    attempt; our own state changes say what matters.
+    attempt: a client's are read by `_ClientLog`, which logs the first.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -177,25 +180,31 @@ _kazoo_log.addHandler(_KazooLogHandler())
 # argument is the session timeout ZooKeeper granted, in milliseconds.
 _SESSION_CREATED = "Session created"
 _GRANTED_ARG = 2
+# kazoo's warnings that name no cause (this one follows an outage's first).
+_NO_CAUSE = frozenset({"Transition to CONNECTING"})
 
 
 class _ClientLog(logging.Logger):
     """
     One client's log, given to kazoo as its `logger`: on kazoo's connection
     thread, it hands the session timeout ZooKeeper granted (seconds) to
-    `granted`; kazoo's errors go to our log. Made directly, not by
+    `granted` and each warning naming why a connection failed to `failed`;
+    kazoo's errors go to our log. Made directly, not by
     ``logging.getLogger``, which would keep one logger per client for good.
     """
 
-    def __init__(self, granted: Callable[[float], None]) -> None:
-        super().__init__("kazoo.client", logging.ERROR)
+    def __init__(
+        self, granted: Callable[[float], None], failed: Callable[[str], None]
+    ) -> None:
+        super().__init__("kazoo.client", logging.WARNING)
         self.propagate = False
         self._granted = granted
-        self.addHandler(_KazooLogHandler())
+        self.addHandler(_FailureHandler(failed))
+        self.addHandler(_KazooLogHandler(logging.ERROR))
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         """kazoo's records, the granted timeout's caught below our level."""
-        # Below ERROR: kazoo logs every request and answer at BLATHER or
+        # Below WARNING: kazoo logs every request and answer at BLATHER or
         # DEBUG, and this one is read before any record is made of it.
         if (
             level == BLATHER
@@ -206,6 +215,18 @@ class _ClientLog(logging.Logger):
         ):
             self._granted(granted / 1000.0)
         super().log(level, msg, *args, **kwargs)
+
+
+class _FailureHandler(logging.Handler):
+    """kazoo's warnings, each the cause of a failed connection attempt."""
+
+    def __init__(self, failed: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._failed = failed
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.ERROR and record.msg not in _NO_CAUSE:
+            self._failed(record.getMessage())
 
 
 def node_acl(auth: str | None) -> list[Any] | None:
@@ -275,6 +296,11 @@ class ZooKeeper:
         # docstring): writes go to it alone.
         self._session: int | None = None
         self.last_error: str | None = None
+        # Why the last connection attempt failed, while not connected, and
+        # whether that was logged since the last connection (module
+        # docstring).
+        self.connect_error: str | None = None
+        self._connect_error_logged = False
         self.replacements = 0
 
     @property
@@ -364,6 +390,10 @@ class ZooKeeper:
             # kazoo's connection thread, before it says CONNECTED.
             self._reactor.callFromThread(self._granted, generation, seconds)
 
+        def failed(why: str) -> None:
+            # kazoo's connection thread.
+            self._reactor.callFromThread(self._connect_failed, generation, why)
+
         client = self._client_factory(
             hosts=self.hosts,
             timeout=self.requested_timeout,
@@ -372,7 +402,7 @@ class ZooKeeper:
                 max_tries=-1, max_delay=5, interrupt=gate.closed
             ),
             auth_data=[("digest", self._auth)] if self._auth else None,
-            logger=_ClientLog(granted),
+            logger=_ClientLog(granted, failed),
         )
         self._client, self._gate = client, gate
 
@@ -424,6 +454,20 @@ class ZooKeeper:
             )
         self.granted_timeout = seconds
 
+    def _connect_failed(self, generation: int, why: str) -> None:
+        # Kept even while still connected: kazoo warns of an outage's cause
+        # before it tells the listeners.
+        if generation != self._generation:
+            return
+        self.connect_error = why
+        if not self._connect_error_logged:
+            self._connect_error_logged = True
+            log.warn(
+                "ZooKeeper connection failed: {why} (retrying; the next "
+                "failures before it connects are not logged)",
+                why=why,
+            )
+
     def _state_changed(self, generation: int, kazoo_state: Any) -> None:
         if generation != self._generation:
             return
@@ -432,6 +476,8 @@ class ZooKeeper:
             return
         self._set_state(state)
         if state == CONNECTED:
+            self.connect_error = None
+            self._connect_error_logged = False
             self._cancel_replace()
         elif self._replace_call is None:
             self._replace_call = self._reactor.callLater(

@@ -4,7 +4,8 @@ and why ``/healthz`` fails on its account.
 
 Anything that makes the published data wrong fails /healthz, with the
 reason: ZooKeeper not connected (the data may be stale, and the writes
-queued say how much), a conflict, a node still held by another session
+queued say how much; why the last connection attempt failed, as kazoo
+said), a conflict, a node still held by another session
 (its published status is stale until it is taken over), a node whose
 writes have kept failing for `FAILING_AFTER` while connected (its ACL
 changed behind our back: its published status is stale too), this agent
@@ -80,6 +81,7 @@ class ZooKeeperReport:
             "ownership_checks": holders.ownership_checks,
             "session_timeout_requested": zk.requested_timeout,
             "session_timeout_granted": zk.granted_timeout,
+            "connect_error": zk.connect_error,
             "client_replacements": zk.replacements,
             "last_error": queue.last_error,
             "handoff": None if self._handoff is None else self._handoff.stats(),
@@ -112,8 +114,9 @@ class ZooKeeperReport:
             return f"zookeeper: {life.halted}; not writing"
         if zk.state != CONNECTED:
             since = self._reactor.seconds() - zk.state_since
+            cause = "" if zk.connect_error is None else f" ({zk.connect_error})"
             reasons.append(
-                f"zookeeper {zk.state} for {since:.1f} s: published status "
+                f"zookeeper {zk.state} for {since:.1f} s{cause}: published status "
                 f"may be stale ({self._queue.queued} writes queued)"
             )
         if life.halted is not None:

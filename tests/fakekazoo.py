@@ -167,6 +167,10 @@ class FakeKazooClient:
             granted_ms * 2.0 / 3.0,
         )
 
+    def warn(self, message: str, *args: Any) -> None:
+        """A warning of the connection thread (a failed attempt's cause)."""
+        self.settings["logger"].warning(message, *args)
+
     def answer(self, index: int, value: Any = None, exception: Any = None) -> None:
         """The worker thread's answer to the `index`th call."""
         self.calls[index][2].settle(value, exception)

@@ -782,6 +782,24 @@ class PublisherTests(PublisherHarness):
         self.zk.granted_timeout = 4.0
         self.assertEqual(self.publisher.stats()["session_timeout_granted"], 4.0)
 
+    def test_connection_failure_named(self) -> None:
+        """
+        While not connected, /healthz's reason names why the last
+        connection attempt failed, and /debug/stats shows it.
+        """
+        self.start(connect=False)
+        self.zk.connect_error = "Connection dropped: socket connection broken"
+        self.clock.advance(12)
+        self.assertIn(
+            "zookeeper connecting for 12.0 s "
+            "(Connection dropped: socket connection broken): published status",
+            self.publisher.unhealthy_reason() or "",
+        )
+        self.assertEqual(
+            self.publisher.stats()["connect_error"],
+            "Connection dropped: socket connection broken",
+        )
+
     def test_node_that_keeps_failing_makes_unhealthy(self) -> None:
         """
         A node whose writes keep failing while ZooKeeper is connected (its

@@ -261,8 +261,8 @@ class BridgeTests(SynchronousTestCase):
 
     def test_replaced_clients_grant_dropped(self) -> None:
         """
-        What a replaced client's connection still says (a grant) is
-        dropped; the last grant stays the estimate for the new client
+        What a replaced client's connection still says (a grant, a failure)
+        is dropped; the last grant stays the estimate for the new client
         until it connects.
         """
         self.zk.start()
@@ -274,8 +274,49 @@ class BridgeTests(SynchronousTestCase):
         self.clock.advance(2.0)
         self.assertEqual(len(self.factory.clients), 2)
         old.session_created(30_000)
+        old.warn("Connection dropped: %s", "socket connection broken")
         self.clock.run_handed_over()
         self.assertEqual(self.zk.session_timeout, 2.0)
+        self.assertIsNone(self.zk.connect_error)
+
+    def test_connect_failure_cause_kept_and_logged_once(self) -> None:
+        """
+        Why a connection attempt failed (kazoo's warning) is kept while not
+        connected and logged once per outage, not at every attempt; the
+        warning that names no cause is left out, and a connection clears it.
+        """
+        warnings = self.warnings()
+        self.zk.start()
+        client = self.client()
+        for _ in range(3):
+            client.warn("Connection dropped: %s", "socket connection broken")
+            client.warn("Transition to CONNECTING")
+        self.clock.run_handed_over()
+        self.assertEqual(
+            self.zk.connect_error, "Connection dropped: socket connection broken"
+        )
+        client.warn(
+            "Connection dropped: %s", "socket connection error: Connection refused"
+        )
+        self.clock.run_handed_over()
+        self.assertEqual(
+            self.zk.connect_error,
+            "Connection dropped: socket connection error: Connection refused",
+        )
+        [warning] = warnings
+        self.assertIn(
+            "ZooKeeper connection failed: Connection dropped: socket", warning
+        )
+
+        self.connect(client)
+        self.assertIsNone(self.zk.connect_error)
+        client.warn("Connection dropped: %s", "socket connection broken")
+        client.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.assertEqual(
+            self.zk.connect_error, "Connection dropped: socket connection broken"
+        )
+        self.assertEqual(len(warnings), 2)
 
     def test_call_result_handed_over(self) -> None:
         """

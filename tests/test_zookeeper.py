@@ -41,7 +41,13 @@ from sentinel.writes import FAILING_AFTER
 from sentinel.zk import CONNECTED, ZooKeeper
 from tests.contract import AGENT_FIELDS, INSTANCE_FIELDS
 from tests.polling import pause, wait_for
-from tests.servers import LOOPBACK, RedisServer, ZooKeeperServer, shared_zookeeper
+from tests.servers import (
+    LOOPBACK,
+    RedisServer,
+    ZooKeeperServer,
+    free_port,
+    shared_zookeeper,
+)
 
 reactor: Any = _reactor
 log = Logger()
@@ -769,4 +775,15 @@ class SessionTimeoutTests(ZooKeeperTestCase):
         self.assertEqual(
             [(zk.granted_timeout, zk.session_timeout) for zk in bridges],
             [(1.0, 1.0), (60.0, 60.0), (3.0, 3.0)],
+        )
+
+    async def test_refused_connection_named(self) -> None:
+        """A refused connection attempt is kept as kazoo names it."""
+        zk = self.bridge(f"{LOOPBACK}:{free_port()}", SESSION_TIMEOUT)
+        await wait_for(
+            reactor, lambda: zk.connect_error is not None, 10.0, "a cause kept"
+        )
+        self.assertEqual(
+            zk.connect_error,
+            "Connection dropped: socket connection error: Connection refused",
         )
