@@ -271,6 +271,18 @@ def znode_path_problem(path: str) -> str | None:
     return None
 
 
+# ZooKeeper's own subtree (its documentation reserves the name): quotas
+# are nodes under /zookeeper/quota, which it reads as such, and its
+# configuration is /zookeeper/config, which only its superuser may write.
+# ZooKeeper lets clients write elsewhere under it, where no reader looks.
+ZOOKEEPER_SUBTREE = "/zookeeper"
+
+
+def in_zookeeper_subtree(path: str) -> bool:
+    """Whether the absolute znode `path` is ZooKeeper's own subtree or in it."""
+    return path == ZOOKEEPER_SUBTREE or path.startswith(ZOOKEEPER_SUBTREE + "/")
+
+
 def znode_path(label: str, value: object) -> str:
     """An absolute znode path."""
     path = string(label, value)

@@ -545,6 +545,7 @@ def _zookeeper(
         if not (user and colon and password):
             raise error(f"zookeeper.auth_file: {auth_file} does not hold user:password")
     discovery_root = _take(settings, "zookeeper.discovery_root")
+    _outside_zookeeper_subtree(settings, hosts, root, discovery_root)
     for kind in ("instances", "agents"):
         inside = f"{root}/{kind}"
         if discovery_root == inside or discovery_root.startswith(inside + "/"):
@@ -576,6 +577,26 @@ def _zookeeper(
         discovery=_take(settings, "zookeeper.discovery"),
         discovery_root=discovery_root,
     )
+
+
+def _outside_zookeeper_subtree(
+    settings: Mapping[str, _Given], hosts: str, root: str, discovery_root: str
+) -> None:
+    """
+    Refuse a chroot, a root or a discovery root that is, as ZooKeeper sees
+    it (under the chroot), in its own subtree (`checks.ZOOKEEPER_SUBTREE`).
+    """
+    chroot = hosts[hosts.find("/") :] if "/" in hosts else ""
+    reserved = f"in {checks.ZOOKEEPER_SUBTREE}, which ZooKeeper keeps for itself"
+    if checks.in_zookeeper_subtree(chroot):
+        label = _label(settings, "zookeeper.hosts", "zookeeper.hosts")
+        raise invalid(label, hosts, f"has its chroot {reserved}")
+    for key, path in (
+        ("zookeeper.root", root),
+        ("zookeeper.discovery_root", discovery_root),
+    ):
+        if checks.in_zookeeper_subtree(chroot + path):
+            raise invalid(_label(settings, key, key), path, f"is {reserved}")
 
 
 def _state_dir(settings: Mapping[str, _Given], base: str) -> str | None:

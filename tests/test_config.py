@@ -939,6 +939,32 @@ class ZooKeeperTests(ConfigTestCase):
         assert config.zookeeper is not None
         self.assertEqual(config.zookeeper.root, "/a/b")
 
+    def test_zookeeper_subtree_refused(self) -> None:
+        """
+        A root, a discovery root or a chroot in /zookeeper, ZooKeeper's own
+        subtree (as ZooKeeper sees it, under the chroot), is refused in one
+        line; a name that only begins alike, or /zookeeper under a chroot,
+        is not.
+        """
+        reserved = "in /zookeeper, which ZooKeeper keeps for itself"
+        for root in ("/zookeeper", "/zookeeper/quota", "/zookeeper/sentinel"):
+            self.assertConfigError(
+                f"--zk-root: {root!r} is {reserved}",
+                overrides={"zookeeper.hosts": "z:1", "zookeeper.root": root},
+            )
+        self.assertConfigError(
+            f"zookeeper.discovery_root: '/zookeeper/config' is {reserved}",
+            '[zookeeper]\nhosts = "z:1"\ndiscovery_root = "/zookeeper/config"\n',
+        )
+        self.assertConfigError(
+            f"--zookeeper: 'z:1/zookeeper' has its chroot {reserved}",
+            overrides={"zookeeper.hosts": "z:1/zookeeper"},
+        )
+        for hosts, root in (("z:1", "/zookeepers"), ("z:1/app", "/zookeeper")):
+            config = self.zk(hosts, root)
+            assert config.zookeeper is not None
+            self.assertEqual(config.zookeeper.root, root)
+
 
 class FileTests(ConfigTestCase):
     def test_missing_file(self) -> None:
