@@ -26,6 +26,7 @@ from sentinel.privatefiles import FileWorker
 from sentinel.probe import RedisProbe
 from sentinel.process import ProcessPolicy, check_fd_capacity, count_gc_objects
 from sentinel.publisher import ZooKeeperPublisher
+from sentinel.readers import warn_of_long_listings
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
 from sentinel.session import StateFile, StoredSession, session_left, session_purpose
@@ -157,6 +158,7 @@ def make_agent(
     publisher: Publisher = NullPublisher()
     zookeeper = None
     if config.zookeeper is not None:
+        warn_of_long_listings(config.zookeeper, config.instances)
         if left is None:
             left = session_left(config)
         zookeeper = _make_publisher(
@@ -241,6 +243,8 @@ def make_agent(
         # the names of every instance watched, discovered ones included.
         topology.configure(new)
         resolver.retain(watched_hosts(monitor.states.values()))
+        if new.zookeeper is not None:
+            warn_of_long_listings(new.zookeeper, new.instances)
 
     def reload_fits(instances: int) -> None:
         # The replicas discovered so far need their connections too.

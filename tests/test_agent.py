@@ -6,6 +6,7 @@ import gc
 import resource
 from typing import Any, cast
 
+import attr
 from twisted.application.service import IServiceCollection
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -153,3 +154,28 @@ class ResolverWiringTests(SynchronousTestCase):
         top.stopService()
         failure = self.failureResultOf(resolver.resolve("c.example"))
         self.assertIn("the agent is stopping", failure.getErrorMessage())
+
+
+class ListingWarningTests(SynchronousTestCase):
+    """The listings readers take are estimated at load and at each reload."""
+
+    def test_estimated_at_load_and_reload(self) -> None:
+        """
+        With ZooKeeper, the agent warns of listings too long for readers
+        (`sentinel.readers`) from the config it starts with, and again from
+        each config a reload applies.
+        """
+        seen: list[list[str]] = []
+        self.patch(
+            agent,
+            "warn_of_long_listings",
+            lambda zookeeper, instances: seen.append([i.name for i in instances]),
+        )
+        first = config(zookeeper=ZooKeeperConfig(hosts="127.0.0.1:2181"), http="none")
+        added = RedisInstance("b", "127.0.0.1", 6380)
+        second = attr.evolve(first, instances=(*first.instances, added))
+        top = agent.make_agent(first, lambda: second, MemoryReactorClock())
+        self.assertEqual(seen, [["a"]])
+        services = IServiceCollection(top)
+        cast(ConfigReloader, services.getServiceNamed("reloader")).apply(second)
+        self.assertEqual(seen, [["a"], ["a", "b"]])
