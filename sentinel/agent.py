@@ -21,6 +21,7 @@ from sentinel.handoff import SessionHandoff
 from sentinel.httpd import http_service
 from sentinel.metrics import LoadedAtStart
 from sentinel.monitor import Instances, Monitor, NullPublisher, Publisher, Settings
+from sentinel.output import LogOutput
 from sentinel.pacing import ConnectPacer
 from sentinel.privatefiles import FileWorker
 from sentinel.probe import RedisProbe
@@ -97,6 +98,7 @@ def make_agent(
     process: ProcessPolicy | None = None,
     left: StoredSession | str | None = None,
     start_signals: StartSignals | None = None,
+    log_output: LogOutput | None = None,
 ) -> MultiService:
     """
     Build the agent's services from `config`: `process` when given (first,
@@ -108,7 +110,9 @@ def make_agent(
     its garbage collector, nor handles signals (tests build many agents in
     one process). With a state_dir, `left` is what `session_left` found
     (read here if not given). `start_signals` noted the signals that came
-    while the process started (`sentinel.signals`).
+    while the process started (`sentinel.signals`). `log_output` is the
+    process's standard output, when it goes through `sentinel.output`
+    (its stats and metrics are shown).
     """
     pacer = ConnectPacer(reactor, CONNECTS_IN_FLIGHT, config.timeout)
     resolver = Resolver.from_config(reactor, config.dns, config.timeout)
@@ -297,6 +301,7 @@ def make_agent(
                     else {}
                 ),
             },
+            log_output=log_output,
         ).setServiceParent(top)
     log.info(
         "watching {count} instance(s) every {interval} s, timeout {timeout} s",

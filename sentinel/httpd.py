@@ -52,8 +52,9 @@ from twisted.web.server import Request, Site
 
 from sentinel.group import Group, GroupMetrics
 from sentinel.history import CheckHistory
-from sentinel.metrics import AgentMetrics, ReloadOutcome
+from sentinel.metrics import AgentMetrics, LogOutputMetrics, ReloadOutcome
 from sentinel.monitor import Monitor
+from sentinel.output import LogOutput
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.streaming import Slicer
 from sentinel.web import HealthCheck, StatsSource, StatusApp, error_body, json_error
@@ -443,13 +444,15 @@ def http_service(
     stats_sources: Mapping[str, StatsSource] | None = None,
     group: Group | None = None,
     health_details: Mapping[str, StatsSource] | None = None,
+    log_output: LogOutput | None = None,
 ) -> HTTPServer:
     """
     The agent's HTTP part, listening on `description` (a strports string):
     the app with its metrics, check history and ZooKeeper's health and
     stats, the `health_checks`, `stats_sources` and `health_details` of
-    the rest of the agent, and its `group` (``/group``, its health and
-    metrics; see `sentinel.web.StatusApp`).
+    the rest of the agent, its `group` (``/group``, its health and
+    metrics; see `sentinel.web.StatusApp`), and the process's `log_output`
+    (its stats and metrics).
     """
     history = CheckHistory()
     monitor.add_listener(history.record)
@@ -467,6 +470,8 @@ def http_service(
         checks.append(zookeeper.unhealthy_reason)
     if group is not None:
         checks.append(group.unhealthy_reason)
+    if log_output is not None:
+        stats["log_output"] = log_output.stats
     app = StatusApp(
         monitor=monitor,
         reactor=reactor,
@@ -489,6 +494,8 @@ def http_service(
     )
     if group is not None and app.metrics is not None:
         app.metrics.registry.register(GroupMetrics(group))
+    if log_output is not None and app.metrics is not None:
+        app.metrics.registry.register(LogOutputMetrics(log_output))
     factory = ConnectionLimit(
         StatusSite(app.resource(), reactor), MAX_CONNECTIONS, reactor
     )

@@ -4,7 +4,8 @@ Log output: text or JSON lines, filtered by level.
     twistd -n --logger=sentinel.logs.json_observer sentinel ...
     twistd -n --logger=sentinel.logs.text_observer sentinel ...
 
-Both write to standard output and drop events below ``SENTINEL_LOG_LEVEL``
+Both write to standard output (never waiting for it: `sentinel.output`)
+and drop events below ``SENTINEL_LOG_LEVEL``
 (``debug``, ``info``, ``warn``, ``error`` or ``critical``; default
 ``info``), so periodic housekeeping, logged at debug, stays out of the way
 unless asked for. twistd's own default observer shows every level.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -38,10 +38,30 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
+from sentinel.output import standard_output
+
 LEVEL_VARIABLE = "SENTINEL_LOG_LEVEL"
 DEFAULT_LEVEL: LogLevel = LogLevel.info
 
 _SIMPLE = (str, int, float, bool, type(None))
+
+
+def json_line(event: LogEvent) -> str:
+    """`event` as one JSON line (the module docstring says which fields)."""
+    level = event.get("log_level")
+    record: dict[str, Any] = {
+        "time": datetime.fromtimestamp(event.get("log_time", 0), UTC).isoformat(),
+        "level": getattr(level, "name", "info"),
+        "namespace": event.get("log_namespace"),
+        "message": formatEvent(event),
+    }
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["traceback"] = failure.getTraceback()
+    for key, value in event.items():
+        if not key.startswith("log_") and isinstance(value, _SIMPLE):
+            record.setdefault(key, value)
+    return json.dumps(record) + "\n"
 
 
 @implementer(ILogObserver)
@@ -52,20 +72,7 @@ class JSONLinesObserver:
         self._out = out
 
     def __call__(self, event: LogEvent) -> None:
-        level = event.get("log_level")
-        record: dict[str, Any] = {
-            "time": datetime.fromtimestamp(event.get("log_time", 0), UTC).isoformat(),
-            "level": getattr(level, "name", "info"),
-            "namespace": event.get("log_namespace"),
-            "message": formatEvent(event),
-        }
-        failure = event.get("log_failure")
-        if failure is not None:
-            record["traceback"] = failure.getTraceback()
-        for key, value in event.items():
-            if not key.startswith("log_") and isinstance(value, _SIMPLE):
-                record.setdefault(key, value)
-        self._out.write(json.dumps(record) + "\n")
+        self._out.write(json_line(event))
         self._out.flush()
 
 
@@ -99,9 +106,11 @@ def filtered(observer: ILogObserver, level: LogLevel) -> ILogObserver:
 
 def json_observer() -> ILogObserver:
     """JSON lines on standard output (a factory for twistd's ``--logger``)."""
-    return filtered(JSONLinesObserver(sys.stdout), level_from(os.environ))
+    out = standard_output(json_line)
+    return filtered(JSONLinesObserver(out), level_from(os.environ))
 
 
 def text_observer() -> ILogObserver:
     """twistd's text lines on standard output, filtered by level."""
-    return filtered(textFileLogObserver(sys.stdout), level_from(os.environ))
+    out = standard_output()
+    return filtered(textFileLogObserver(out), level_from(os.environ))

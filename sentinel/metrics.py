@@ -45,6 +45,7 @@ from sentinel.health import DOWN, UP, Transition
 from sentinel.instance import InstanceState
 from sentinel.monitor import Monitor
 from sentinel.observation import Observation
+from sentinel.output import LogOutput
 from sentinel.procstats import ProcessMetrics
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.streaming import Slices
@@ -294,6 +295,22 @@ class AgentMetrics:
                     value=len(zookeeper.waiting_takeover),
                 ),
             )
+        )
+
+
+class LogOutputMetrics:
+    """The log lines standard output lost (`sentinel.output`), for /metrics."""
+
+    def __init__(self, output: LogOutput) -> None:
+        self._output = output
+
+    def collect(self) -> Iterator[Metric]:
+        """Read now, on each scrape."""
+        yield CounterMetricFamily(
+            "sentinel_log_lines_dropped",
+            "Log lines dropped because standard output was blocked (a pipe "
+            "nobody reads) while the queue in front of it was full.",
+            value=self._output.dropped,
         )
 
 

@@ -209,16 +209,30 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     """
     The agent service for the validated C{options}, with the policy of the
-    process it runs in (open files, garbage collector), and the ZooKeeper
-    session the previous process left in the state_dir, if any; a state_dir
-    that must not be used ends the start with one line.
+    process it runs in (open files, garbage collector, and under twistd a
+    standard output that never blocks the agent: L{sentinel.output}), and
+    the ZooKeeper session the previous process left in the state_dir, if
+    any; a state_dir that must not be used ends the start with one line.
     """
     from twisted.internet import reactor
 
+    from sentinel import output
     from sentinel.agent import make_agent
     from sentinel.privatefiles import StateFileRefused
     from sentinel.process import ProcessPolicy
     from sentinel.session import session_left
+
+    # Run by twistd in the foreground (its options are the parent of ours;
+    # a daemon's output is /dev/null, and its fork would leave the writing
+    # thread behind): twistd makes its default log observer on sys.stdout
+    # once this returns, so from here on that is a queue in front of
+    # standard output. Once the reactor has stopped, the last lines are
+    # waited for (bounded).
+    twistd = options.parent
+    foreground = twistd is not None and bool(twistd.get("nodaemon"))
+    log_output = output.install() if foreground else None
+    if log_output is not None:
+        reactor.addSystemEventTrigger("after", "shutdown", log_output.ending)
 
     reload = options.load if options.config_path is not None else None
     process = ProcessPolicy(reactor, len(options.config.instances))
@@ -235,6 +249,7 @@ def makeService(options: Options) -> IService:
         process=process,
         left=left,
         start_signals=start,
+        log_output=log_output,
     )
     if start is not None:
         # twistd starts logging next, and takes SIGUSR1 to reopen its log

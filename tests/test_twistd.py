@@ -5,6 +5,7 @@ against a real redis-server, read over HTTP, stopped with SIGTERM.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import resource
@@ -66,7 +67,12 @@ class TwistdTestCase(TestCase):
         *args: str,
         open_files: tuple[int, int] | None = None,
         twistd: tuple[str, ...] = (),
+        stdout: int | None = None,
     ) -> subprocess.Popen[bytes]:
+        """
+        twistd with `args`, its output in ``twistd.log`` (or on the file
+        descriptor `stdout`).
+        """
         directory = Path(self.mktemp())
         directory.mkdir()
         log = (directory / "twistd.log").open("wb")
@@ -75,7 +81,7 @@ class TwistdTestCase(TestCase):
             [TWISTD, "-n", *twistd, "sentinel", *args],
             cwd=directory,
             env=environment(),
-            stdout=log,
+            stdout=log if stdout is None else stdout,
             stderr=subprocess.STDOUT,
             preexec_fn=None if open_files is None else limit_open_files(open_files),
         )
@@ -659,7 +665,9 @@ def handles(pid: int, signum: int) -> bool:
 class SignalTests(TwistdTestCase):
     """Signals as a user (or an init system, or a log rotation) sends them."""
 
-    def agent(self, *twistd: str) -> tuple[subprocess.Popen[bytes], str]:
+    def agent(
+        self, *twistd: str, stdout: int | None = None
+    ) -> tuple[subprocess.Popen[bytes], str]:
         """An agent with a config file, watching a port where nothing listens."""
         config = Path(self.mktemp()).absolute()
         config.write_text(
@@ -668,7 +676,7 @@ class SignalTests(TwistdTestCase):
         http = free_port()
         child = self.spawn(
             "--config", str(config), "--http", f"tcp:{http}:interface=127.0.0.1",
-            twistd=twistd,
+            twistd=twistd, stdout=stdout,
         )  # fmt: skip
         return child, f"http://127.0.0.1:{http}"
 
@@ -742,6 +750,33 @@ class SignalTests(TwistdTestCase):
         self.assertNotIn("SIGUSR1", (self.directory / "agent.log").read_text())
         child.send_signal(signal.SIGTERM)
         await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
+
+    async def test_stdout_pipe_nobody_reads(self) -> None:
+        """
+        With standard output a pipe nobody reads, full, the agent still
+        answers over HTTP (its log lines wait in its queue), and SIGTERM
+        ends it within 5 s. (The reactor thread blocked in a write to the
+        pipe: no answer, and SIGTERM unheard until the pipe drained.)
+        """
+        read_end, write_end = os.pipe()
+        self.addCleanup(os.close, read_end)
+        # One page: a few lines of start-up fill it.
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+        child, base = self.agent(stdout=write_end)
+        os.close(write_end)
+        await self.answering(child, base)
+        for _ in range(40):  # A line each, 6 KiB in all.
+            child.send_signal(signal.SIGUSR1)
+            await pause(reactor, 0.005)
+        # Lines still queued: the write in front of them waits for a reader.
+        queued = 0
+        started = reactor.seconds()
+        while not queued and reactor.seconds() - started < 5:
+            queued = (await self.stats(base))["log_output"]["bytes_queued"]
+        self.assertGreater(queued, 0)
+        child.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
+        self.assertEqual(child.returncode, -signal.SIGTERM)
 
     async def test_second_sigterm_during_the_stop(self) -> None:
         """
