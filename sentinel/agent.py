@@ -282,6 +282,7 @@ def make_agent(
                 *(task.unhealthy_reason for task in tasks),
                 freshness.unhealthy_reason,
                 internal_errors.unhealthy_reason,
+                pacer.sockets.unhealthy_reason,
             ],
             stats_sources={
                 **stats_sources,
@@ -291,6 +292,7 @@ def make_agent(
                 "startup": startup.stats,
                 "freshness": freshness.stats,
                 "internal_errors": internal_errors.stats,
+                "sockets": pacer.sockets.stats,
             },
             group=group,
             health_details={

@@ -41,7 +41,9 @@ finds a link's capacity):
 The lateness is also kept as a running sum (`lateness_since`): a probe asks
 it how late the agent ran while its check waited for a connection, and a
 check the agent itself could not serve in time is inconclusive, not a
-failure of Redis (`sentinel.probe`).
+failure of Redis (`sentinel.probe`). So is an attempt that found no socket
+(out of file descriptors), which the probes tell the pacer's `sockets`
+(`sentinel.sockets`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from sentinel.sockets import SocketShortage
 
 # Seconds between heartbeats while there is connecting to do.
 BEAT = 0.02
@@ -120,6 +124,8 @@ class ConnectPacer(Service):
         self.max_waiting = 0
         self.cuts = 0
         self.max_lateness = 0.0
+        # The attempts that found no socket, shared by every probe.
+        self.sockets = SocketShortage(clock)
 
     @property
     def waiting(self) -> int:

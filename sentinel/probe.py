@@ -502,10 +502,14 @@ class RedisProbe:
                 f"timeout ({self.stage})" if timed_out else describe_failure(result)
             )
             started = self._connect_started_at
-            # Timed out while the agent ran late: the agent's failure.
-            inconclusive = bool(timed_out) and (
-                started is None
-                or self._pacer.lateness_since(started) > self._late_limit
+            # No socket to connect with (out of file descriptors), or timed
+            # out while the agent ran late: the agent's failure.
+            inconclusive = self._pacer.sockets.ended(result) or (
+                bool(timed_out)
+                and (
+                    started is None
+                    or self._pacer.lateness_since(started) > self._late_limit
+                )
             )
             self._last_inconclusive = inconclusive
             error: Exception = (
@@ -517,6 +521,7 @@ class RedisProbe:
                 waiter.errback(error)
             return
         self._last_inconclusive = False
+        self._pacer.sockets.ended(result)
         if self._closed:
             result.drop()
             return
