@@ -223,9 +223,13 @@ class SessionHandoff:
         return left.owner.token if left is not None and self._claimed else None
 
     def forget(self) -> Deferred[None]:
-        """Remove the state file: the session was closed on purpose."""
+        """
+        Remove the state file: the session was closed on purpose. A write
+        in flight ends first (it would put the file back).
+        """
         self._session = self._recorded = None
-        d = self.state_file.remove()
+        d: Deferred[Any] = self.wait_written()
+        d.addCallback(lambda _: self.state_file.remove())
         d.addErrback(self._failed, "removing")
         return d
 

@@ -217,7 +217,10 @@ class ZooKeeperPublisher(Service):
         left = handoff.left
 
         def connect(claimed: bool) -> None:
-            if self.running:
+            # Stopped meanwhile to leave (a SIGUSR2 during start-up): the
+            # session is attached all the same, so that closing it deletes
+            # the previous process's nodes (sentinel.stopping).
+            if self.running or (claimed and self._stopping.leaving):
                 self.zk.start(left.client_id if claimed else None)
 
         handoff.claim().addCallback(connect).addErrback(

@@ -23,6 +23,11 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
 - a newer process that took the session over has the nodes: nothing is
   touched; after a twin (halted), the nodes still ours are deleted and
   the session closed, as without a state_dir.
+
+A `leave` before the session the previous process left is attached (a
+``SIGUSR2`` during start-up) first waits for it (`STOP_DELETE_TIMEOUT` at
+most): the nodes are that session's, and closing it is what deletes them
+at once; and the state file is removed only once its claim is written.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from sentinel.roles import GroupRoles
 from sentinel.takeover import Takeovers
 from sentinel.writer import NodeWriter
 from sentinel.writes import WriteQueue
-from sentinel.zk import ZooKeeper
+from sentinel.zk import CONNECTED, CONNECTING, ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
 
@@ -64,6 +69,11 @@ STOP_DELETE_TIMEOUT = 1.0
 STOP_DELETES = 64
 # The close is one request; unanswered, the session expires on its own.
 STOP_CLOSE_TIMEOUT = 1.0
+# After a leave, the state file's removal (once a write in flight ends):
+# milliseconds on a local disk; on a hung mount, the file is left behind.
+# A leave during start-up adds `STOP_DELETE_TIMEOUT` before the deletes,
+# without a group: 3.5 s in all.
+STOP_FORGET_TIMEOUT = 0.5
 
 
 class Stopping:
@@ -103,12 +113,39 @@ class Stopping:
             if handoff.writing or handoff.blocked is None:
                 return self._hand_over(handoff)
             self._not_handed_over(handoff.blocked)
+        if (
+            self.leaving
+            and handoff is not None
+            and handoff.left is not None
+            and self._zk.state != CONNECTED
+        ):
+            return self._attached(handoff).addCallback(lambda _: self._deregister())
         if self._roles.joined and not halted:
             deadline = self._reactor.seconds() + LEAVE_HANDOFF_WAIT
             leave: Deferred[Any] = Deferred.fromCoroutine(self._leave_group(deadline))
             leave.addErrback(lambda f: log.failure("leaving the group", f))
             return leave.addCallback(lambda _: self._deregister())
         return self._deregister()
+
+    def _attached(self, handoff: SessionHandoff) -> Deferred[None]:
+        """
+        Fires once the state file's claim is written and, if that started
+        the client, once it is connected; or after `STOP_DELETE_TIMEOUT`.
+        """
+        connected: Deferred[None] = Deferred()
+
+        def heard(state: str) -> None:
+            if state == CONNECTED and not connected.called:
+                connected.callback(None)
+
+        self._zk.add_listener(heard)
+
+        def claimed(_: object) -> Deferred[None] | None:
+            return connected if self._zk.state == CONNECTING else None
+
+        d: Deferred[Any] = handoff.wait_written().addCallback(claimed)
+        d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
+        return d.addErrback(lambda _: None)
 
     def _deregister(self) -> Deferred[None]:
         """Delete our nodes (bounded), then close the session."""
@@ -127,8 +164,19 @@ class Stopping:
         d.addBoth(lambda _: self._zk.stop(STOP_CLOSE_TIMEOUT))
         if self.leaving and self._handoff is not None:
             handoff = self._handoff
-            d.addCallback(lambda _: handoff.forget())
+            d.addCallback(lambda _: self._forget(handoff))
         return d.addCallback(lambda _: None)
+
+    def _forget(self, handoff: SessionHandoff) -> Deferred[None]:
+        """Remove the state file, within `STOP_FORGET_TIMEOUT`."""
+        d = handoff.forget().addTimeout(STOP_FORGET_TIMEOUT, self._reactor)
+        return d.addErrback(
+            lambda _: log.warn(
+                "{path} not removed within {timeout} s",
+                path=handoff.state_file.path,
+                timeout=STOP_FORGET_TIMEOUT,
+            )
+        )
 
     async def _leave_group(self, deadline: float) -> None:
         """

@@ -49,6 +49,8 @@ class SyncWorker:
     def __init__(self) -> None:
         self.failing: Exception | None = None
         self.calls: list[str] = []
+        # While holding, the calls wait (as on a thread) until released.
+        self.held: list[tuple[Callable[[], Any], Deferred[Any]]] | None = None
 
     def run(self, what: str, call: Callable[[], Any]) -> Deferred[Any]:
         self.calls.append(
@@ -56,7 +58,17 @@ class SyncWorker:
         )
         if self.failing is not None:
             return fail(self.failing)
+        if self.held is not None:
+            d: Deferred[Any] = Deferred()
+            self.held.append((call, d))
+            return d
         return maybeDeferred(call)
+
+    def release(self) -> None:
+        """Run the calls held, in order; from now on, run each at once."""
+        held, self.held = self.held or [], None
+        for call, d in held:
+            maybeDeferred(call).chainDeferred(d)
 
 
 class Process:
@@ -540,6 +552,53 @@ class StopTests(HandoffTestCase):
             left_in(self.directory, PURPOSE),
             f"{self.directory}/{STATE_FILE}: no state file",
         )
+
+    def test_leave_during_start_up(self) -> None:
+        """
+        A leave while the next process starts (a SIGUSR2 noted during its
+        start-up), its claim of the state file still being written and its
+        session not attached yet: the stop waits for both, then closes the
+        session, so that the nodes the previous process left go at once,
+        and removes the state file after its claim. (It closed nothing and
+        raced the claim: the nodes stayed until the session expired, and
+        the state file stayed.)
+        """
+        first = self.running()
+        session = first.zk.session_id
+        first.stop()
+        second = self.process()
+        second.worker.held = []
+        second.start(connect=False)
+        second.publisher.leave()
+        d = second.publisher.stopService()
+        self.assertNoResult(d)
+        second.worker.release()
+        assert session is not None
+        self.assertEqual(
+            second.zk.started_with, [(session, f"pw-{session:x}".encode())]
+        )
+        second.zk.connect()
+        self.successResultOf(d)
+        self.assertNotIn(session, self.server.sessions)
+        for node in (path("a"), path("b"), AGENT_PATH):
+            self.assertNotIn(node, self.server.nodes)
+        self.assertFalse(os.path.exists(os.path.join(self.directory, STATE_FILE)))
+
+    def test_leave_during_start_up_bounded(self) -> None:
+        """
+        With ZooKeeper unreachable, that wait ends after
+        STOP_DELETE_TIMEOUT; the session is left to expire.
+        """
+        first = self.running()
+        first.stop()
+        second = self.process()
+        second.start(connect=False)
+        second.publisher.leave()
+        d = second.publisher.stopService()
+        self.assertNoResult(d)
+        self.clock.advance(STOP_DELETE_TIMEOUT)
+        self.successResultOf(d)
+        self.assertFalse(os.path.exists(os.path.join(self.directory, STATE_FILE)))
 
     def test_never_written_state_file_means_a_deregistering_stop(self) -> None:
         """
