@@ -203,7 +203,7 @@ def make_agent(
     tasks.append(monitor.loop)
     if process is not None:
         leave = None if zookeeper is None else zookeeper.leave
-        StopSignals(reactor, leave).setServiceParent(top)
+        StopSignals(reactor, leave, start_signals).setServiceParent(top)
         unused = [(signal.SIGUSR1, WHY_USR1)]
         if reload is None:
             unused.append((signal.SIGHUP, WHY_NO_CONFIG))

@@ -58,8 +58,8 @@ def _split_log_options(argv: Sequence[str]) -> tuple[str, str | None, list[str]]
 
 def agent(argv: Sequence[str] | None = None) -> None:
     """Run the agent in the foreground with `argv` (default: the command line)."""
-    # First: a SIGHUP (systemctl reload) from here on is noted, not the
-    # end of the agent (sentinel.signals).
+    # First: a SIGHUP (systemctl reload), SIGUSR2, SIGTERM or SIGINT from
+    # here on is noted, and acted on once the agent runs (sentinel.signals).
     START_SIGNALS.install()
     from twisted.scripts import twistd
 

@@ -19,7 +19,9 @@ deliberate leave: the agent deletes its nodes, closes its session, removes
 its state file and exits with status 0 (init systems do not restart a
 clean exit); without a state_dir it is a stop like SIGTERM's, status 0.
 Each stop signal is acted on once: one during a stop is logged once and
-ignored (`StopSignals`).
+ignored (`StopSignals`). One that came while the agent started
+(`sentinel.signals.StartSignals` noted it) is acted on once the reactor
+runs, as one sent then.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
+
+from sentinel.signals import StartSignals
 
 log = Logger()
 
@@ -81,17 +85,24 @@ class StopSignals(Service):
     SIGUSR2's, or one a twin or a newer process started) is logged once at
     info and ignored. The handlers stay through the stop (a restored
     default action would end it early) until the process ends.
+
+    Those `start` noted while the agent started are handled the same way
+    once the reactor runs (a leave first: it is the deliberate one). Just
+    before, SIGTERM and SIGINT get their handlers before `start`'s back:
+    the reactor takes SIGINT only from Python's own handler.
     """
 
     def __init__(
         self,
         reactor: Any,
         leave: Callable[[], None] | None,
+        start: StartSignals | None = None,
         setsignal: Callable[[int, Any], Any] = signal.signal,
         getsignal: Callable[[int], Any] = signal.getsignal,
     ) -> None:
         self._reactor = reactor
         self._leave = leave
+        self._start = start
         self._setsignal = setsignal
         self._getsignal = getsignal
         # Each signal handled and its handler before ours.
@@ -102,6 +113,10 @@ class StopSignals(Service):
     def startService(self) -> None:
         super().startService()
         self._previous[LEAVE_SIGNAL] = self._setsignal(LEAVE_SIGNAL, self._received)
+        if self._start is not None:
+            self._reactor.addSystemEventTrigger(
+                "before", "startup", self._give_back_stop_signals
+            )
         self._reactor.callWhenRunning(self._wrap_stop_signals)
         self._reactor.addSystemEventTrigger("before", "shutdown", self._shutting_down)
 
@@ -111,12 +126,31 @@ class StopSignals(Service):
             self._setsignal(signum, signal.SIG_DFL if previous is None else previous)
         self._previous.clear()
 
+    def _give_back_stop_signals(self) -> None:
+        # Just before the reactor installs its handlers.
+        assert self._start is not None
+        for signum in STOP_SIGNALS:
+            self._start.release(signum)
+
     def _wrap_stop_signals(self) -> None:
         for signum in STOP_SIGNALS:
             previous = self._getsignal(signum)
             if callable(previous) and previous is not signal.default_int_handler:
                 self._previous[signum] = previous
                 self._setsignal(signum, self._stop_received)
+        start = self._start
+        if start is None:
+            return
+        if start.take(LEAVE_SIGNAL):
+            log.info("SIGUSR2 during start-up")
+            self.leave()
+        for signum in STOP_SIGNALS:
+            if start.take(signum):
+                log.info(
+                    "{signal} during start-up: stopping now",
+                    signal=signal.Signals(signum).name,
+                )
+                self._stop(signum)
 
     def _shutting_down(self) -> None:
         self.stopping = True
@@ -132,6 +166,16 @@ class StopSignals(Service):
             return
         self.stopping = True
         self._previous[signum](signum, frame)
+
+    def _stop(self, signum: int) -> None:
+        """Stop for `signum` now, as its handler does."""
+        if signum in self._previous:
+            self._stop_received(signum, None)
+        elif self.stopping:
+            self._already_stopping(signum)
+        else:
+            self.stopping = True
+            stop(self._reactor)
 
     def leave(self) -> None:
         """Deregister now and stop the agent."""

@@ -1,23 +1,29 @@
 """
-Signals that would otherwise end the agent without a word: a SIGHUP that
-comes while it starts, and the signals it has no use for.
+Signals that would otherwise end the agent without a word, or not as it
+should end: those that come while it starts, and those it has no use for.
 
-Python leaves SIGHUP and SIGUSR1 at their default action, which ends the
-process: no log line, no stop, its nodes left until the session expires.
-The agent's own SIGHUP handler (`sentinel.reload`) exists once its
-services start, about 0.5 s after its options are read; a SIGHUP sent
-before (``systemctl reload`` just after a start) ended the agent, status
--1 and an empty log. SIGUSR1, which many log rotations send, ended it at
-any time. So:
+Python leaves SIGHUP, SIGUSR1, SIGUSR2 and SIGTERM at their default action,
+which ends the process, and SIGINT raises KeyboardInterrupt. The agent's
+own handlers (`sentinel.reload`'s SIGHUP, `sentinel.shutdown`'s SIGUSR2,
+the reactor's SIGTERM and SIGINT) exist once its services start, about
+0.5 s after its options are read; a signal sent before ended the agent
+with no stop and no log line (``systemctl reload`` just after a start:
+status -1; SIGUSR2, the deliberate leave: status -12, its nodes and state
+file kept, and the init system restarted it to reattach to them), or with
+a KeyboardInterrupt traceback for SIGINT. SIGUSR1, which many log
+rotations send, ended it at any time. So:
 
 - `StartSignals` is installed as soon as sentinel's own code runs for an
   agent that will start: the first thing ``sentinel-agent`` does, and
   ``twistd sentinel``'s `postOptions` (never for ``--help`` or
-  ``--version``). It notes each SIGHUP and SIGUSR1 until the agent's
-  handlers take over; the reloader, once started, loads the config again
-  for a SIGHUP noted (the file may have changed after it was read at
-  start). Before that point only Python and Twisted are loading (the
-  first second or so under twistd) and the default action stands.
+  ``--version``). It notes each of those signals until the agent's
+  handlers take over, which then act on those noted: the reloader loads
+  the config again for a SIGHUP (the file may have changed after it was
+  read at start), and `sentinel.shutdown.StopSignals` leaves for a
+  SIGUSR2 and stops for a SIGTERM or SIGINT, once the reactor runs, as it
+  would for one sent then. Before that point only Python and Twisted are
+  loading (the first second or so under twistd) and the default action
+  stands.
 - twistd reopens its log file on SIGUSR1 when it logs to one
   (``--logfile``), if it finds SIGUSR1 at its default action when it starts
   logging, just after `makeService`: so `makeService` gives SIGUSR1 back
@@ -49,11 +55,17 @@ WHY_NO_CONFIG = "there is no --config file to reload"
 
 class StartSignals:
     """
-    SIGHUP and SIGUSR1 noted, not acted on, while the agent starts (see
+    The signals that come while the agent starts, noted, not acted on (see
     the module docstring).
     """
 
-    SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
+    SIGNALS = (
+        signal.SIGHUP,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGTERM,
+        signal.SIGINT,
+    )
 
     def __init__(
         self,
@@ -62,19 +74,22 @@ class StartSignals:
     ) -> None:
         self._setsignal = setsignal
         self._getsignal = getsignal
-        self._installed: set[int] = set()
+        # Each signal noted, and its handler before ours.
+        self._installed: dict[int, Any] = {}
         # How many of each signal came while noted and not yet taken.
         self._received: dict[int, int] = {}
 
     def install(self) -> None:
-        """Note SIGHUP and SIGUSR1 from now on, where at their default action."""
+        """Note `SIGNALS` from now on, where at Python's default action."""
         for signum in self.SIGNALS:
-            if signum not in self._installed and self._getsignal(signum) in (
+            previous = self._getsignal(signum)
+            if signum not in self._installed and previous in (
                 signal.SIG_DFL,
+                signal.default_int_handler,
                 None,
             ):
                 self._setsignal(signum, self.noted)
-                self._installed.add(signum)
+                self._installed[signum] = previous
 
     def noted(self, signum: int, frame: FrameType | None) -> None:
         """The handler: a count, nothing else (the reactor may not run yet)."""
@@ -85,10 +100,15 @@ class StartSignals:
         return bool(self._getsignal(signum) == self.noted)
 
     def release(self, signum: int) -> None:
-        """Give `signum` its default action back, if our handler has it."""
+        """Give `signum` its handler before ours back, if ours has it."""
         if self.holds(signum):
-            self._setsignal(signum, signal.SIG_DFL)
-            self._installed.discard(signum)
+            previous = self._installed.pop(signum)
+            self._setsignal(signum, signal.SIG_DFL if previous is None else previous)
+
+    def uninstall(self) -> None:
+        """Give every signal noted its handler before ours back (tests)."""
+        for signum in list(self._installed):
+            self.release(signum)
 
     def take(self, signum: int) -> int:
         """How many `signum` came since installed (or last taken)."""

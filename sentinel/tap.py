@@ -172,7 +172,8 @@ class Options(usage.Options):
         """
         Load and validate the whole configuration. From here on an agent
         will start (C{--help} and C{--version} have ended the process):
-        a SIGHUP or SIGUSR1 is noted, not the end of it (L{sentinel.signals}).
+        a signal that would end it before its handlers exist is noted, and
+        acted on once it runs (L{sentinel.signals}).
         """
         if self.start_signals is not None:
             self.start_signals.install()

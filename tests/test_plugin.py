@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 
 from sentinel import tap
 from sentinel.process import ProcessPolicy
+from sentinel.signals import START_SIGNALS
 from tests.test_twistd import environment
 
 
@@ -45,6 +46,9 @@ class DropinTests(SynchronousTestCase):
         built, not started, so this test changes nothing in its process.
         """
         options = sentinel_maker().options()
+        # The options note the signals of this process (SIGTERM, SIGINT...)
+        # as twistd's do: given back after the test.
+        self.addCleanup(START_SIGNALS.uninstall)
         options.parseOptions(
             ["--redis", "127.0.0.1:6379", "--http", "none", "--agent-id", "me"]
         )

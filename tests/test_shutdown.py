@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import shutdown
 from sentinel.shutdown import LEAVE_SIGNAL, StopSignals, stop
+from sentinel.signals import StartSignals
 
 
 class _Reactor:
@@ -182,6 +183,91 @@ class StopSignalsTests(SynchronousTestCase):
         """Without ZooKeeper, SIGUSR2 is a plain stop."""
         StopSignals(self.reactor, None).leave()
         self.assertEqual(self.reactor.stops, 1)
+
+
+class EarlySignalsTests(SynchronousTestCase):
+    """Stop signals that came while the agent started, acted on once it runs."""
+
+    def setUp(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.patch(shutdown, "log", Logger(observer=self.events.append))
+        self.reactor = _Reactor()
+        self.signals = _Signals()
+        self.signals.handlers[signal.SIGINT] = signal.default_int_handler
+        self.start = StartSignals(self.signals.signal, self.signals.getsignal)
+        self.start.install()
+        self.reactor_stops: list[int] = []
+        self.left: list[bool] = []
+        self.service = StopSignals(
+            self.reactor,
+            lambda: self.left.append(True),
+            self.start,
+            setsignal=self.signals.signal,
+            getsignal=self.signals.getsignal,
+        )
+
+    def reactor_handler(self, signum: int, frame: FrameType | None) -> None:
+        self.reactor_stops.append(signum)
+        self.reactor.callFromThread(self.reactor.stop)
+
+    def run_reactor(self) -> None:
+        """
+        As the reactor starts: the triggers before startup, then its own
+        handlers installed (SIGINT's only over Python's), then running.
+        """
+        for phase, event, f in self.reactor.triggers:
+            if (phase, event) == ("before", "startup"):
+                f()
+        if self.signals.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.signals.handlers[signal.SIGINT] = self.reactor_handler
+        self.signals.handlers[signal.SIGTERM] = self.reactor_handler
+        self.reactor.start_running()
+        self.reactor.run_handed_over()
+
+    def lines(self) -> list[str]:
+        return [e["log_format"].format(**e) for e in self.events]
+
+    def test_sigusr2_leaves_once_running(self) -> None:
+        """
+        A SIGUSR2 that came while the agent started makes it leave once
+        the reactor runs, as one sent then: the publisher deregisters and
+        the reactor stops. (It ended the agent, status -12, nodes and state
+        file kept.)
+        """
+        self.signals.deliver(LEAVE_SIGNAL)
+        self.service.startService()
+        self.assertEqual((self.left, self.reactor.stops), ([], 0))
+        self.run_reactor()
+        self.assertEqual((self.left, self.reactor.stops), ([True], 1))
+        self.assertEqual(self.reactor_stops, [])
+        self.assertIn("SIGUSR2 during start-up", self.lines())
+
+    def test_sigint_and_sigterm_stop_as_the_reactor_would(self) -> None:
+        """
+        A SIGINT (or SIGTERM) that came while the agent started goes to
+        the reactor's handler once it runs (twistd then re-raises it: the
+        exit status says so), with no traceback; the reactor took SIGINT,
+        which it does only from Python's handler. (SIGINT raised
+        KeyboardInterrupt wherever start-up was.)
+        """
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.signals.deliver(signum)
+        self.service.startService()
+        self.run_reactor()
+        self.assertEqual(self.reactor_stops, [signal.SIGTERM])
+        self.assertEqual(self.reactor.stops, 1)
+        self.assertEqual(
+            self.lines()[0:1], ["SIGTERM during start-up: stopping now"], self.lines()
+        )
+        self.assertEqual(
+            self.signals.handlers[signal.SIGINT], self.service._stop_received
+        )
+
+    def test_nothing_noted(self) -> None:
+        """Nothing noted, nothing happens: the agent runs."""
+        self.service.startService()
+        self.run_reactor()
+        self.assertEqual((self.left, self.reactor.stops), ([], 0))
 
 
 class LeaveSignalTests(SynchronousTestCase):

@@ -732,6 +732,30 @@ class SignalTests(TwistdTestCase):
         await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
         self.assertEqual(child.returncode, -signal.SIGTERM)
 
+    async def test_stop_signals_while_starting(self) -> None:
+        """
+        A SIGINT sent as soon as sentinel's code handles signals, before
+        the reactor's handlers exist, stops the agent once it runs: no
+        traceback, the status of a SIGINT. A SIGUSR2 then makes it leave:
+        status 0. (SIGINT raised KeyboardInterrupt wherever start-up was;
+        SIGUSR2 ended the agent, status -12.)
+        """
+        for signum, status in ((signal.SIGINT, -signal.SIGINT), (signal.SIGUSR2, 0)):
+            returncode, text = await self.signalled_while_starting(signum)
+            self.assertEqual(returncode, status, text)
+            self.assertNotIn("Traceback", text)
+            self.assertIn(f"{signal.Signals(signum).name} during start-up", text)
+
+    async def signalled_while_starting(self, signum: int) -> tuple[int, str]:
+        """An agent sent `signum` as soon as it handles SIGHUP: its status, its log."""
+        child, base = self.agent()
+        await wait_for(
+            reactor, lambda: handles(child.pid, signal.SIGHUP), 10.0, "a handler", 0.002
+        )
+        child.send_signal(signum)
+        await wait_for(reactor, lambda: child.poll() is not None, 10.0, "exit")
+        return child.returncode, self.log_path.read_text()
+
     async def test_sigusr1_reopens_twistds_log_file(self) -> None:
         """
         Logging to a file (--logfile), SIGUSR1 is twistd's still: the log
