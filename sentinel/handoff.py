@@ -23,6 +23,11 @@ A stop leaves the session open only if the file holds it (`blocked` says
 why not otherwise: its write failed, a disk full say, or the session
 changed since): a handoff the next process cannot take would leave the
 nodes stale until the session expires, so the stop deregisters instead.
+The file is read again at each heartbeat and before a stop (`verify`); a
+read that fails (out of file descriptors, no answer in time) says nothing
+of what it holds: it is logged once until a read works again, and what
+was last read stands (it was taken for another agent's overwrite, and the
+next stop deregistered).
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.privatefiles import NotRead
 from sentinel.session import Owner, SessionPurpose, StateFile, StoredSession
 
 log = Logger()
@@ -93,6 +99,9 @@ class SessionHandoff:
         self._recorded: tuple[int, bytes] | None = None
         self.overwritten: str | None = None
         self._verifying = False
+        # Why the last read failed (the file unknown, not overwritten),
+        # until one works.
+        self.unread: str | None = None
 
     @property
     def inherited_parents(self) -> tuple[str, ...]:
@@ -279,6 +288,7 @@ class SessionHandoff:
             "state_file_writes": self.writes,
             "state_file_error": self.last_error,
             "state_file_overwritten": self.overwritten,
+            "state_file_read_error": self.unread,
             "handoff_possible": self.blocked is None,
             "handoff_blocked_because": self.blocked,
         }
@@ -358,6 +368,9 @@ class SessionHandoff:
         return d.addBoth(ended)
 
     def _verified(self, stored: StoredSession, session: tuple[int, bytes]) -> None:
+        if self.unread is not None:
+            log.info("{path} read again", path=self.state_file.path)
+            self.unread = None
         if self._recorded != session or self.writing:
             return  # Written again meanwhile: that write decides.
         if stored.client_id == session and stored.owner == self.owner:
@@ -377,8 +390,23 @@ class SessionHandoff:
     def _unverified(self, failure: Failure) -> None:
         if self.writing:
             return
-        if failure.check(CancelledError):
-            self._overwritten("it could not be read in time")
+        if failure.check(NotRead, TimeoutError, CancelledError):
+            # Not read (out of file descriptors, a hung mount): nothing is
+            # known of what the file holds, so the last verdict stands.
+            why = (
+                failure.getErrorMessage()
+                if failure.check(NotRead)
+                else "no answer in time"
+            )
+            if self.unread is None:
+                log.warn(
+                    "{path} could not be read to check that it still holds "
+                    "this process's ZooKeeper session: {why}; until it is "
+                    "read again, what was last read of it stands",
+                    path=self.state_file.path,
+                    why=why,
+                )
+            self.unread = why
         else:
             self._overwritten(failure.getErrorMessage())
 

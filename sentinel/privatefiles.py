@@ -45,6 +45,14 @@ class StateFileRefused(Unreadable):
     """
 
 
+class NotRead(Unreadable):
+    """
+    A file that could not be read now (the system's error, out of file
+    descriptors say, or no answer within the deadline): nothing is known
+    of what it holds.
+    """
+
+
 def prepare_directory(directory: str) -> None:
     """
     Create `directory` (mode 0700) if it is missing; check that it is a
@@ -89,7 +97,8 @@ def read_private_file(path: str, limit: int) -> bytes:
     long as the file system does: run it within a deadline.
 
     @raise StateFileRefused: if the directory or the file must not be used.
-    @raise Unreadable: if it cannot be read (``no state file`` if missing).
+    @raise NotRead: if the system failed to read it.
+    @raise Unreadable: if it is missing (``no state file``) or too large.
     """
     prepare_directory(os.path.dirname(path))
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -100,7 +109,7 @@ def read_private_file(path: str, limit: int) -> bytes:
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise StateFileRefused(f"{path} is a symbolic link") from None
-        raise Unreadable(e.strerror or str(e)) from None
+        raise NotRead(e.strerror or str(e)) from None
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
@@ -116,7 +125,7 @@ def read_private_file(path: str, limit: int) -> bytes:
             raise Unreadable(f"larger than {size_text(limit)}")
         data = os.read(fd, limit + 1)
     except OSError as e:
-        raise Unreadable(e.strerror or str(e)) from None
+        raise NotRead(e.strerror or str(e)) from None
     finally:
         os.close(fd)
     if len(data) > limit:
@@ -189,7 +198,7 @@ class FileWorker:
         if self._stuck is not None:
             stuck, since = self._stuck
             waited = reactor.seconds() - since
-            return fail(Unreadable(f"{stuck} has not ended after {waited:.0f} s"))
+            return fail(NotRead(f"{stuck} has not ended after {waited:.0f} s"))
         done: Deferred[_T] = Deferred()
         started = reactor.seconds()
         finished = False

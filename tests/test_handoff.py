@@ -14,13 +14,16 @@ from typing import Any
 from kazoo.exceptions import ConnectionLoss
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock
+from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel import handoff as handoff_module
 from sentinel.config import RedisInstance
 from sentinel.documents import agent_document, serverset_member
 from sentinel.handoff import EXPIRED, NOT_CLAIMED, UNREACHABLE, SessionHandoff
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
+from sentinel.privatefiles import NotRead
 from sentinel.probe import Observation
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.session import (
@@ -899,6 +902,48 @@ class SharedStateDirTests(HandoffTestCase):
         self.clock.advance(10.0)
         self.assertEqual(first.handoff.writes, writes)
         self.assertEqual(self.stored()["agent_id"], "agent-2")
+
+    def test_read_error_is_no_verdict(self) -> None:
+        """
+        A read of the file that fails (out of file descriptors) says nothing
+        of what it holds: the handoff stays possible, one warning says what
+        happened (not another agent), once until a read works again; and a
+        stop then still leaves the session open. (It was taken for an
+        overwrite: an error line blaming another agent, every time, and a
+        stop would have deregistered.)
+        """
+        first = self.running()
+        events: list[dict[str, Any]] = []
+        self.patch(handoff_module, "log", Logger(observer=events.append))
+        first.worker.failing = NotRead("Too many open files")
+        self.clock.advance(10.0)
+        self.clock.advance(10.0)
+        stats = first.publisher.stats()["handoff"]
+        self.assertIs(stats["handoff_possible"], True)
+        self.assertEqual(stats["state_file_read_error"], "Too many open files")
+        self.assertIsNone(first.handoff.health_detail())
+        lines = [e["log_format"].format(**e) for e in events]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("could not be read", lines[0])
+        self.assertIn("Too many open files", lines[0])
+        self.assertNotIn("Another agent", lines[0])
+        first.worker.failing = None
+        self.clock.advance(10.0)
+        self.assertIsNone(first.publisher.stats()["handoff"]["state_file_read_error"])
+        self.assertIn("read again", events[-1]["log_format"])
+        first.worker.failing = NotRead("Too many open files")
+        first.stop()
+        self.assertIn(("leave_open", ""), first.zk.history)
+
+    def test_read_error_keeps_an_overwrite(self) -> None:
+        """A failed read after an overwrite was found changes nothing."""
+        first = self.running()
+        self.overwrite()
+        self.clock.advance(10.0)
+        first.worker.failing = NotRead("Too many open files")
+        self.clock.advance(10.0)
+        self.assertIs(first.publisher.stats()["handoff"]["handoff_possible"], False)
+        self.assertIsNotNone(first.handoff.overwritten)
 
     def test_stop_reads_the_file_again_and_deregisters(self) -> None:
         """

@@ -6,6 +6,7 @@ writes off the reactor thread within a deadline.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -15,9 +16,11 @@ import attr
 from twisted.internet.defer import TimeoutError
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel import privatefiles
 from sentinel.files import FileReader, Unreadable
 from sentinel.privatefiles import (
     FileWorker,
+    NotRead,
     StateFileRefused,
     prepare_directory,
     read_private_file,
@@ -181,6 +184,22 @@ class ReadTests(FileTestCase):
         self.refused(
             f"{self.path} belongs to uid 4321, not to the agent's user (uid 0)"
         )
+
+    def test_system_error(self) -> None:
+        """
+        A read the system fails (out of file descriptors) is `NotRead`:
+        nothing is known of the file, unlike one missing or too large.
+        """
+        self.write(encode_state(STORED))
+
+        def out_of_descriptors(*args: object) -> int:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        self.patch(privatefiles.os, "open", out_of_descriptors)
+        error = self.assertRaises(
+            NotRead, read_private_file, self.path, MAX_STATE_BYTES
+        )
+        self.assertEqual(str(error), "Too many open files")
 
     def test_too_large(self) -> None:
         """A file over the limit is not read, nor refused: not reattached."""
@@ -374,6 +393,7 @@ class WorkerTests(SynchronousTestCase):
         self.assertEqual(
             refused.getErrorMessage(), "a write of /x has not ended after 5 s"
         )
+        self.assertTrue(refused.check(NotRead))
         release.set()
         self.clock.run_handed_over(wait=5.0)
         d = self.worker.run("a read", lambda: 1)
