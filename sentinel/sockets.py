@@ -5,7 +5,10 @@ shortage, never a verdict on Redis.
 A connect makes a socket first. With the process out of file descriptors
 (EMFILE: its open-file limit; ENFILE: the system's) or the kernel out of
 memory for a socket (ENOBUFS, ENOMEM), Twisted fails the attempt before
-anything reaches the network, with ``ConnectBindError``. Judged as a failed
+anything reaches the network, with ``ConnectBindError``; with every local
+port in use towards that address (EADDRNOTAVAIL: thousands of connections,
+or as many sockets in TIME_WAIT), ``connect`` itself fails at once, with a
+plain ``ConnectError``. Judged as a failed
 connect, a healthy instance whose connection had dropped was published
 down for as long as the shortage lasted (measured: 19 s, ``connect: too
 many open files``, Redis fine). So such a check is inconclusive, as one
@@ -32,6 +35,7 @@ SHORTAGES = {
     errno.ENFILE: "out of file descriptors",
     errno.ENOBUFS: "out of memory for sockets",
     errno.ENOMEM: "out of memory for sockets",
+    errno.EADDRNOTAVAIL: "out of local ports",
 }
 # Seconds /healthz keeps failing after the last attempt that found no
 # socket, even if one got a socket since: a shortage at the edge of the
@@ -41,10 +45,13 @@ HOLD = 10.0
 
 def shortage_of(failure: Failure) -> int | None:
     """The errno of `failure` if it is a connect that found no socket."""
-    if not failure.check(ConnectBindError):
+    if not failure.check(ConnectError):
         return None
     code = getattr(failure.value, "osError", None)
-    return code if code in SHORTAGES else None
+    if failure.check(ConnectBindError):
+        return code if code in SHORTAGES else None
+    # A connect that had its socket: only a local port may have been short.
+    return code if code == errno.EADDRNOTAVAIL else None
 
 
 class SocketShortage:
@@ -100,8 +107,8 @@ class SocketShortage:
             return None
         assert self._since is not None
         return (
-            f"{SHORTAGES[self._code]} ({self._recent} check(s) could not open a "
-            f"socket in the last {max(1.0, now - self._since):.0f} s: "
+            f"{SHORTAGES[self._code]} ({self._recent} check(s) could not start a "
+            f"connection in the last {max(1.0, now - self._since):.0f} s: "
             f"{os.strerror(self._code).lower()})"
         )
 

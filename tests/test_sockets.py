@@ -8,6 +8,7 @@ from twisted.internet.error import (
     ConnectBindError,
     ConnectionRefusedError,
     DNSLookupError,
+    getConnectError,
 )
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -66,7 +67,7 @@ class ProbeTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(
             sockets.unhealthy_reason(),
-            "out of file descriptors (2 check(s) could not open a socket in the "
+            "out of file descriptors (2 check(s) could not start a connection in the "
             "last 1 s: too many open files in system)",
         )
         h.reactor.advance(1.0)
@@ -109,6 +110,20 @@ class SocketShortageTests(SynchronousTestCase):
         self.assertEqual(shortage.count, 4)
         self.assertIn("out of memory for sockets", shortage.unhealthy_reason() or "")
 
+    def test_no_local_port_is_a_shortage(self) -> None:
+        """
+        A connect refused a local port (EADDRNOTAVAIL, as Twisted reports
+        connect's own error) is the agent's shortage too; another plain
+        connect error is not.
+        """
+        shortage = SocketShortage(Clock())
+        no_port = getConnectError((errno.EADDRNOTAVAIL, "no port"))
+        self.assertTrue(shortage.ended(Failure(no_port)))
+        self.assertIn("out of local ports", shortage.unhealthy_reason() or "")
+        other = getConnectError((errno.EHOSTUNREACH, "no route"))
+        self.assertFalse(shortage.ended(Failure(other)))
+        self.assertEqual(shortage.count, 1)
+
     def test_lasts_until_a_socket_opens(self) -> None:
         """
         With no attempt getting a socket since the last shortage, it lasts
@@ -135,7 +150,7 @@ class SocketShortageTests(SynchronousTestCase):
         clock.advance(3)
         self.assertEqual(
             shortage.unhealthy_reason(),
-            "out of file descriptors (1 check(s) could not open a socket in the "
+            "out of file descriptors (1 check(s) could not start a connection in the "
             "last 3 s: too many open files)",
         )
         self.assertEqual(shortage.count, 2)
