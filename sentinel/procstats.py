@@ -7,6 +7,11 @@ them, on the reactor thread, at every scrape and every ``/debug/stats``;
 since Linux 6.2, the size of that directory is the count, for one
 ``stat``. (The garbage collector's object count, as costly, is kept by
 `sentinel.process`.)
+
+Reading ``/proc`` needs a descriptor, which a process out of them cannot
+open: what cannot be read is left out (None in ``/debug/stats``, no
+sample in ``/metrics``), never an error of the whole answer, which is
+when these figures matter most.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import math
 import os
 import resource
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 from prometheus_client.metrics_core import (
@@ -24,14 +30,30 @@ from prometheus_client.metrics_core import (
 )
 
 
-def open_fds(process: psutil.Process) -> int:
-    """This process's open file descriptors (`process` is this process)."""
+def open_fds(process: psutil.Process) -> int | None:
+    """
+    This process's open file descriptors (`process` is this process), or
+    None if they cannot be counted (module docstring).
+    """
     try:
         count = os.stat("/proc/self/fd").st_size
     except OSError:
         count = 0
+    if count:
+        return count
     # Before Linux 6.2 the directory's size is 0: list it.
-    return count or int(process.num_fds())
+    try:
+        return int(process.num_fds())
+    except OSError:
+        return None
+
+
+def rss_bytes(process: psutil.Process) -> int | None:
+    """This process's resident memory, or None if it cannot be read."""
+    try:
+        return int(process.memory_info().rss)
+    except OSError:
+        return None
 
 
 class ProcessMetrics:
@@ -46,10 +68,28 @@ class ProcessMetrics:
     def collect(self) -> Iterator[Metric]:
         """Read now, on each scrape."""
         process = self._process
-        with process.oneshot():
-            times = process.cpu_times()
-            memory = process.memory_info()
-            started = process.create_time()
+        try:
+            with process.oneshot():
+                times = process.cpu_times()
+                memory = process.memory_info()
+                started = process.create_time()
+        except OSError:
+            pass  # Out of descriptors (module docstring): the rest only.
+        else:
+            yield from self._usage(times, memory, started)
+        fds = open_fds(process)
+        if fds is not None:
+            yield GaugeMetricFamily(
+                "process_open_fds", "Number of open file descriptors.", value=fds
+            )
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        yield GaugeMetricFamily(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            value=math.inf if limit == resource.RLIM_INFINITY else limit,
+        )
+
+    def _usage(self, times: Any, memory: Any, started: float) -> Iterator[Metric]:
         yield CounterMetricFamily(
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds.",
@@ -69,15 +109,4 @@ class ProcessMetrics:
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",
             value=started,
-        )
-        yield GaugeMetricFamily(
-            "process_open_fds",
-            "Number of open file descriptors.",
-            value=open_fds(process),
-        )
-        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        yield GaugeMetricFamily(
-            "process_max_fds",
-            "Maximum number of open file descriptors.",
-            value=math.inf if limit == resource.RLIM_INFINITY else limit,
         )

@@ -47,7 +47,7 @@ from sentinel.listing import (
 from sentinel.metrics import AgentMetrics
 from sentinel.monitor import Monitor
 from sentinel.overview import DEFAULT_SORT, SORTS, overview_slices
-from sentinel.procstats import open_fds
+from sentinel.procstats import open_fds, rss_bytes
 from sentinel.streaming import Slicer, Slices
 
 
@@ -323,7 +323,7 @@ class StatusApp:
             "pending_checks": len(monitor.tracker),
             "delayed_calls": len(self.reactor.getDelayedCalls()),
             "open_fds": open_fds(self.process),
-            "rss_bytes": self.process.memory_info().rss,
+            "rss_bytes": rss_bytes(self.process),
             "gc_objects": self.gc_objects(),
             "ticks": monitor.ticks,
             "overruns": monitor.overruns,

@@ -1,0 +1,47 @@
+"""Process figures when ``/proc`` cannot be read: out of descriptors."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel import procstats
+from sentinel.procstats import ProcessMetrics, open_fds, rss_bytes
+
+
+def no_descriptor(*args: object) -> Any:
+    """What reading ``/proc`` gives a process out of descriptors."""
+    raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+
+class OutOfDescriptors:
+    """A psutil process whose every read needs a descriptor it cannot open."""
+
+    cpu_times = memory_info = create_time = num_fds = staticmethod(no_descriptor)
+
+    @contextlib.contextmanager
+    def oneshot(self) -> Iterator[None]:
+        yield
+
+
+class OutOfDescriptorsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        # Before Linux 6.2 the count comes from listing the directory.
+        self.patch(procstats.os, "stat", no_descriptor)
+
+    def test_figures_unknown(self) -> None:
+        """The descriptor count and RSS are None, not an error."""
+        process: Any = OutOfDescriptors()
+        self.assertIsNone(open_fds(process))
+        self.assertIsNone(rss_bytes(process))
+
+    def test_metrics_leave_out_what_cannot_be_read(self) -> None:
+        """/metrics still answers, with the families that need no /proc."""
+        process: Any = OutOfDescriptors()
+        names = [family.name for family in ProcessMetrics(process).collect()]
+        self.assertEqual(names, ["process_max_fds"])
