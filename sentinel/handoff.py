@@ -23,6 +23,8 @@ A stop leaves the session open only if the file holds it (`blocked` says
 why not otherwise: its write failed, a disk full say, or the session
 changed since): a handoff the next process cannot take would leave the
 nodes stale until the session expires, so the stop deregisters instead.
+A write that failed is tried again at each heartbeat (`retry`): once the
+disk has room or the process has descriptors again, the handoff is back.
 The file is read again at each heartbeat and before a stop (`verify`); a
 read that fails (out of file descriptors, no answer in time) says nothing
 of what it holds: it is logged once until a read works again, and what
@@ -342,6 +344,21 @@ class SessionHandoff:
         self.last_error = None
         self._recorded = session
         self.overwritten = None
+
+    def retry(self) -> None:
+        """
+        Write the file again if its last write failed (at each heartbeat):
+        without it, one failed write (a disk full, out of file descriptors
+        for a moment) left every later stop deregistering, and ``/healthz``
+        failing, for as long as the session lasted.
+        """
+        if (
+            self.last_error is not None
+            and self._session is not None
+            and self.superseded is None
+            and not self._writing
+        ):
+            self._written_soon()
 
     # Still ours?
 

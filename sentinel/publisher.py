@@ -314,11 +314,13 @@ class ZooKeeperPublisher(Service):
 
     def _heartbeat(self) -> None:
         """
-        The agent node rewritten; with a state_dir, its file read again
-        (another agent sharing the state_dir may have overwritten it).
+        The agent node rewritten; with a state_dir, its file written again
+        if its last write failed, else read again (another agent sharing
+        the state_dir may have overwritten it).
         """
         self._mark(self._nodes.agent)
         if self.handoff is not None:
+            self.handoff.retry()
             self.handoff.verify()
 
     def _agent_node_data(self) -> dict[str, Any]:

@@ -648,6 +648,28 @@ class StopTests(HandoffTestCase):
         self.assertNotIn(session, self.server.sessions)
         self.flushLoggedErrors()
 
+    def test_failed_write_retried_at_the_heartbeat(self) -> None:
+        """
+        A write that failed is tried again at the next heartbeat: once it
+        works, the file holds the session, /healthz has nothing to say,
+        and the stop leaves the session open for the next process.
+        """
+        first = self.running()
+        first.worker.failing = OSError(24, "Too many open files")
+        first.zk.expire()
+        first.zk.connect()
+        session = first.zk.session_id
+        self.assertIsNotNone(first.handoff.health_detail())
+        first.worker.failing = None
+        self.clock.advance(first.publisher.heartbeat)
+        self.assertEqual(self.stored()["session_id"], f"{session:#x}")
+        self.assertIsNone(first.handoff.health_detail())
+        first.check("a", UP)
+        self.successResultOf(first.publisher.stopService())
+        self.assertEqual(first.zk.history[-1], ("leave_open", ""))
+        self.assertIn(path("a"), self.server.nodes)
+        self.flushLoggedErrors()
+
     def stop_during_a_write(
         self,
     ) -> tuple[Process, Deferred[None], list[Deferred[None]]]:
