@@ -5,8 +5,12 @@ The first observation sets the status directly; after that, `rise`
 successes or `fall` failures in a row change it (as nerve and Kubernetes
 probes do). Role fields come from the last INFO replication and are cleared
 when the instance goes down, so that nobody reads a stale role; when one
-known role follows another, `role_changed_at` says when. An instance whose
-drain key exists is `draining`: up, not ready, and not to be discovered.
+known role follows another, `role_changed_at` says when. Why that INFO left
+the role unknown (refused, say) is kept with it and is part of `error` for
+as long as the role it explains, so every check says the same until an INFO
+reads a role (a change of it is a change of the role, worth publishing). An
+instance whose drain key exists is `draining`: up, not ready, and not to be
+discovered.
 """
 
 from __future__ import annotations
@@ -108,14 +112,18 @@ class InstanceHealth:
             self.checks += 1
             self.checked_at = now
             self.latency_ms = observation.latency_ms
-            self.error = observation.error
+            role_error = self.replication.error
+            self.error = (
+                observation.error
+                if role_error is None
+                else _joined(observation.error, role_error)
+            )
             self.consecutive_successes += 1
             self.consecutive_failures = 0
             return None
         self.checks += 1
         self.checked_at = now
         self.latency_ms = observation.latency_ms
-        self.error = observation.error
         if observation.ok:
             self.consecutive_successes += 1
             self.consecutive_failures = 0
@@ -149,6 +157,7 @@ class InstanceHealth:
             self.ready = False
             self.draining = False
             self.replication = _UNKNOWN_ROLE
+        self.error = _joined(observation.error, self.replication.error)
         role, old_role = self.replication.role, old_replication.role
         if role != old_role and role is not None and old_role is not None:
             self.role_changed_at = now
@@ -164,3 +173,10 @@ class InstanceHealth:
                 new_status=new_status,
             )
         return None
+
+
+def _joined(error: str | None, role_error: str | None) -> str | None:
+    """A check's error and why the role is unknown, as one error."""
+    if role_error is None:
+        return error
+    return role_error if error is None else f"{error}; {role_error}"

@@ -17,8 +17,10 @@ import attr
 class Replication:
     """
     What ``INFO replication`` said about an instance's role, and the
-    addresses (host, port) of the replicas it listed. The replicas are not
-    part of the role: two Replications with the same role fields are equal.
+    addresses (host, port) of the replicas it listed; or, with `error`, why
+    the role is unknown (INFO refused or unanswered, say). The replicas are
+    not part of the role: two Replications with the same role fields and
+    error are equal.
     """
 
     role: str | None
@@ -26,6 +28,7 @@ class Replication:
     master_port: int | None = None
     master_link_status: str | None = None
     replicas: tuple[tuple[str, int], ...] = attr.field(default=(), eq=False)
+    error: str | None = None
 
 
 class Observation(NamedTuple):

@@ -98,6 +98,11 @@ LATE_SHARE = 0.25
 # (a connection that completes after its check's deadline is kept).
 MIN_CONNECT_TIMEOUT = 1.0
 
+# The role of an instance that answered PING but not INFO by the deadline.
+_INFO_UNANSWERED = Replication(
+    role=None, error="INFO replication: no reply within the timeout"
+)
+
 # Replies to PING that Redis Sentinel counts as "alive" without being ready.
 _ALIVE_NOT_READY = ("LOADING", "MASTERDOWN")
 
@@ -770,7 +775,6 @@ class RedisProbe:
     ) -> None:
         if self._check is not check:
             return  # It ended (timed out) while INFO was on its way.
-        error = answered.error
         if isinstance(reply, bytes):
             try:
                 replication = parse_replication(reply)
@@ -783,9 +787,7 @@ class RedisProbe:
         elif isinstance(reply, ResponseError):
             # PING was answered, so the instance is alive; say why the role
             # is unknown (an ACL user without INFO, say) instead of failing it.
-            replication = Replication(role=None)
-            info_error = f"INFO replication: {reply}"
-            error = info_error if error is None else f"{error}; {info_error}"
+            replication = Replication(role=None, error=f"INFO replication: {reply}")
         else:
             # Not a bulk: a stale reply (a second PONG), or the connection
             # was lost.
@@ -796,7 +798,7 @@ class RedisProbe:
             True,
             answered.ready,
             answered.latency_ms,
-            error,
+            answered.error,
             replication,
             answered.draining,
         )
@@ -828,15 +830,13 @@ class RedisProbe:
                 # role unknown; INFO is asked again at its usual times.
                 self._drop_if(protocol)
                 self._reconnects.dropped_alive()
-                info_error = "INFO replication: no reply within the timeout"
-                error = answered.error
                 self._role_at_info = answered.role
                 observation = Observation(
                     True,
                     answered.ready,
                     answered.latency_ms,
-                    info_error if error is None else f"{error}; {info_error}",
-                    Replication(role=None),
+                    answered.error,
+                    _INFO_UNANSWERED,
                     answered.draining,
                 )
                 self._finish(check, observation, self._reactor.seconds())

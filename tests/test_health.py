@@ -86,6 +86,50 @@ class RiseFallTests(SynchronousTestCase):
         self.assertFalse(health.ready)
 
 
+class RoleErrorTests(SynchronousTestCase):
+    """Why the last INFO left the role unknown is shown with that role."""
+
+    def test_kept_until_info_reads_a_role(self) -> None:
+        """
+        An INFO refused (an ACL user without INFO) leaves the role unknown,
+        its error part of every later check's `error`, joined to the
+        check's own, until an INFO reads a role; a change of that error is
+        a transition, the same one again is not; going down clears it.
+        """
+        refused = Replication(role=None, error="INFO replication: NOPERM")
+        health = InstanceHealth(rise=1, fall=2)
+        health.observe(MASTER, 0.0)
+        transition = health.observe(
+            Observation(ok=True, ready=True, replication=refused), 1.0
+        )
+        self.assertIsNotNone(transition)
+        self.assertEqual(
+            (health.replication.role, health.error), (None, "INFO replication: NOPERM")
+        )
+        self.assertIsNone(health.observe(OK, 2.0))
+        self.assertEqual(health.error, "INFO replication: NOPERM")
+        self.assertIsNone(health.observe(BAD, 3.0))
+        self.assertEqual(health.error, "timeout (ping); INFO replication: NOPERM")
+        self.assertIsNone(
+            health.observe(Observation(ok=True, ready=True, replication=refused), 4.0)
+        )
+        health.observe(Observation(True, False, 1.0, "LOADING"), 5.0)
+        self.assertEqual(health.error, "LOADING; INFO replication: NOPERM")
+        unanswered = Replication(role=None, error="INFO replication: no reply")
+        self.assertIsNotNone(
+            health.observe(
+                Observation(ok=True, ready=True, replication=unanswered), 6.0
+            )
+        )
+        self.assertEqual(health.error, "INFO replication: no reply")
+        self.assertIsNotNone(health.observe(MASTER, 7.0))
+        self.assertEqual((health.replication.role, health.error), ("master", None))
+        health.observe(Observation(ok=True, ready=True, replication=refused), 8.0)
+        health.observe(BAD, 9.0)
+        health.observe(BAD, 10.0)
+        self.assertEqual((health.status, health.error), (DOWN, "timeout (ping)"))
+
+
 class DrainTests(SynchronousTestCase):
     """A drained instance is up and not ready, and says it is draining."""
 

@@ -368,8 +368,10 @@ class TimeoutTests(SynchronousTestCase):
                 True,
                 True,
                 0.0,
-                "INFO replication: no reply within the timeout",
-                Replication(role=None),
+                None,
+                Replication(
+                    role=None, error="INFO replication: no reply within the timeout"
+                ),
             ),
         )
         assert h.transport is not None
@@ -1037,10 +1039,11 @@ class PipelineTests(SynchronousTestCase):
         self.assertEqual(h.probe.stage, "info")
         d.cancel()
         observation = self.successResultOf(d)
-        assert observation is not None
+        assert observation is not None and observation.replication is not None
         self.assertTrue(observation.ok)
         self.assertEqual(
-            observation.error, "INFO replication: no reply within the timeout"
+            observation.replication.error,
+            "INFO replication: no reply within the timeout",
         )
         old, transport = h.protocol, h.transport
         assert transport is not None
@@ -1220,7 +1223,7 @@ class PipelineTests(SynchronousTestCase):
         assert observation is not None and observation.replication is not None
         self.assertEqual(observation.replication.role, None)
         self.assertEqual(
-            observation.error,
+            observation.replication.error,
             "INFO replication: NOPERM this user has no permissions to run the "
             "'info' command",
         )
