@@ -30,11 +30,21 @@ ask for it (`sentinel.protocol`): they read one reply per check, thousands
 a second, and the four calls were about 5 % of the agent's instructions
 per check.
 
+A connection read directly whose write finds it reset or closed (Twisted's
+``doWrite`` failing with ``ECONNRESET`` or ``EPIPE``) is read once more
+before the loss is reported: what the peer wrote before it closed is still
+in the socket, and Twisted would drop it unread. A Redis that is full
+writes ``-ERR max number of clients reached`` at accept and closes; when
+the connect completes in the same turn as that close, the check written
+at once meets the reset, and Twisted's ``doWrite`` after ``doConnect``
+(an empty send) reported the loss with the error unread: the check failed
+with ``connection lost`` instead of the server's reason.
+
 This is the only place the agent touches the reactor's private state
 (``_poller``, ``_selectables``, ``_doReadOrWrite``,
-``_disconnectSelectable``), and only on the reactor class it was written
-against: any other reactor is left as it is, and reads every connection
-its own way.
+``_disconnectSelectable``, which it replaces for that last read), and only
+on the reactor class it was written against: any other reactor is left as
+it is, and reads every connection its own way.
 ``tests/test_dispatch.py`` checks on a real epoll reactor that the
 replacement still takes effect, so that an upgrade which renames what it
 relies on is caught.
@@ -110,7 +120,17 @@ def lean_dispatch(
     poll = reactor._poller.poll
     selectables = reactor._selectables
     handle = reactor._doReadOrWrite
-    disconnect = reactor._disconnectSelectable
+    # The class's own, however often this is installed.
+    disconnect = EPollReactor._disconnectSelectable.__get__(reactor)
+
+    def read_then_disconnect(selectable: Any, why: BaseException, isRead: bool) -> None:
+        # Twisted's _doReadOrWrite disconnects through this. A write that
+        # failed may leave the peer's last words unread (module docstring).
+        if not isRead:
+            direct = getattr(selectable, _DIRECT, None)
+            if direct is not None:
+                _read_once_more(selectable, direct)
+        disconnect(selectable, why, isRead)
 
     def do_poll(timeout: float | None) -> None:
         # EPollReactor.doPoll, each descriptor handled without callWithLogger.
@@ -170,6 +190,28 @@ def lean_dispatch(
             except Exception:
                 log.failure("handling {descriptor} failed", descriptor=selectable)
 
-    # An instance attribute: mainLoop looks doIteration up at every turn.
+    # Instance attributes: mainLoop looks doIteration up at every turn, and
+    # _doReadOrWrite _disconnectSelectable at every disconnection.
     reactor.doIteration = do_poll  # type: ignore[method-assign]
+    reactor._disconnectSelectable = read_then_disconnect  # type: ignore[method-assign,assignment]
     return True
+
+
+def _read_once_more(
+    selectable: Any,
+    direct: tuple[Callable[[int], bytes], int, Callable[[bytes], object]],
+) -> None:
+    """
+    Hand what `selectable` (read directly) still holds to its protocol: one
+    read, as a readable event would have had, before its loss is reported.
+    """
+    recv, size, data_received = direct
+    try:
+        data = recv(size)
+    except OSError:
+        return  # Nothing was left, or the socket is gone.
+    if data:
+        try:
+            data_received(data)
+        except Exception:
+            log.failure("reading {descriptor} failed", descriptor=selectable)

@@ -14,6 +14,7 @@ from typing import Any
 from twisted.internet import epollreactor
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.main import CONNECTION_LOST
 from twisted.internet.task import Clock
 from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
@@ -45,8 +46,12 @@ class Reader(FileDescriptor):
         self.read.append(data)
         return None
 
-    def writeSomeData(self, data: bytes) -> int:
-        return self.socket.send(data) if data else 0
+    def writeSomeData(self, data: bytes) -> int | BaseException:
+        # As Twisted's TCP transport: a failed send is the connection lost.
+        try:
+            return self.socket.send(data) if data else 0
+        except OSError:
+            return CONNECTION_LOST
 
     def connectionLost(self, reason: Failure) -> None:
         self.lost.append(reason)
@@ -283,6 +288,57 @@ class LeanDispatchTests(SynchronousTestCase):
         self.assertEqual(len(reader.lost), 1)
         reader.lost[0].trap(ConnectionLost)
         self.assertNotIsInstance(reader.lost[0].value, ConnectionDone)
+
+    def test_reset_found_by_a_write_reads_what_was_left(self) -> None:
+        """
+        A connection read directly whose write finds it reset has what the
+        peer wrote before the reset read first (a Redis that is full writes
+        its reason and closes), then is disconnected as lost.
+        """
+        reader, theirs = self.tcp_pair()
+        received: list[bytes] = []
+        read_directly(reader, 4096, received.append)
+        theirs.send(b"-ERR max number of clients reached\r\n")
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        theirs.close()
+        reader.connected = 1
+        reader.write(b"*1\r\n$4\r\nPING\r\n")
+        # Writable only, as when the connect completed this same turn.
+        self.poll_says(reader, select.EPOLLOUT)
+        self.reactor.doIteration(0.0)
+        self.assertEqual(received, [b"-ERR max number of clients reached\r\n"])
+        self.assertEqual(len(reader.lost), 1)
+        reader.lost[0].trap(ConnectionLost)
+
+    def test_read_once_more_is_one_read(self) -> None:
+        """
+        That last read is one read, its bugs logged; a loss found by a read
+        (nothing left), or of a connection not read directly, reads nothing.
+        """
+        self.assertTrue(lean_dispatch(self.reactor))
+        disconnect = self.reactor._disconnectSelectable
+        reader, theirs = self.pair()
+        received: list[bytes] = []
+        read_directly(reader, 4, received.append)
+        theirs.send(b"+PONG\r\n")
+        disconnect(reader, ConnectionLost(), True)
+        self.assertEqual(received, [])
+        disconnect(reader, ConnectionLost(), False)
+        self.assertEqual(received, [b"+PON"])
+        broken, other = self.pair()
+
+        def fail(data: bytes) -> None:
+            raise ZeroDivisionError("a bug while reading")
+
+        read_directly(broken, 4096, fail)
+        other.send(b"x")
+        disconnect(broken, ConnectionLost(), False)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(len(broken.lost), 1)
+        plain, third = self.pair()
+        third.send(b"x")
+        disconnect(plain, ConnectionLost(), False)
+        self.assertEqual((plain.read, len(plain.lost)), ([], 1))
 
     def test_read_directly_nothing_ready(self) -> None:
         """A readable event with nothing to read (spurious) changes nothing."""
