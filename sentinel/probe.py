@@ -78,6 +78,7 @@ from sentinel.protocol import (
     exists_command,
     parse_hello_role,
     parse_replication,
+    turned_away,
 )
 from sentinel.reconnects import PROBATION, Reconnects
 from sentinel.resolve import Resolver
@@ -485,9 +486,12 @@ class RedisProbe:
             if isinstance(reply, ProtocolError):
                 raise _ConnectFailed(str(reply))  # Already dropped.
             protocol.drop()
-            if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+            if (
+                isinstance(reply, Exception) and not isinstance(reply, ResponseError)
+            ) or turned_away(reply):
                 # Lost while AUTH waited (a refused client certificate, with
-                # TLS 1.3, says so then): not a verdict on the password.
+                # TLS 1.3, says so then), or turned away at accept (a full
+                # server): not a verdict on the password.
                 raise _ConnectFailed(str(reply))
             raise _ConnectFailed(f"auth failed: {reply}")
 
@@ -933,9 +937,11 @@ class RedisProbe:
             protocol.reject(error)
         else:
             error = str(reply)
-            if not isinstance(reply, ResponseError):
-                # The connection was lost or broke the protocol. A
-                # well-formed error reply keeps it in step.
+            if not isinstance(reply, ResponseError) or turned_away(reply):
+                # The connection was lost or broke the protocol, or the
+                # server turned it away and closes it: its reason stays the
+                # last error, not the loss that follows. A well-formed error
+                # reply otherwise keeps it in step.
                 self._drop_if(protocol)
         self._last_error = error
         self._end_check(Observation(ok=False, error=error))

@@ -111,6 +111,21 @@ ResponseError: type[Exception] = txredisapi.ResponseError
 ConnectionLost: type[Exception] = txredisapi.ConnectionError
 
 
+# What Redis writes as it turns a new connection away, before it closes
+# it: full (maxclients), or in protected mode.
+_TURNED_AWAY = ("ERR max number of clients", "DENIED")
+
+
+def turned_away(reply: object) -> bool:
+    """
+    Whether `reply` is the error Redis writes at accept when it turns the
+    connection away (``-ERR max number of clients reached``, ``-DENIED
+    ...``): the first reply read, whatever was sent, and the connection's
+    last.
+    """
+    return isinstance(reply, ResponseError) and str(reply).startswith(_TURNED_AWAY)
+
+
 def auth_command(password: str, username: str | None) -> bytes:
     """The RESP bytes of AUTH, with an ACL user name if there is one."""
     args = ["AUTH"] + ([username] if username else []) + [password]

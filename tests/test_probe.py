@@ -223,6 +223,34 @@ class ReplyTests(SynchronousTestCase):
         assert observation is not None
         self.assertEqual(observation.error, "unexpected reply to PING: 'OK'")
 
+    def test_turned_away_at_accept(self) -> None:
+        """
+        The error Redis writes as it turns a connection away (full, or in
+        protected mode) fails the check with that reason and drops the
+        connection, which the server closes: the checks before the next
+        attempt fail with that reason, not with the loss that follows.
+        """
+        for reply in (
+            b"-ERR max number of clients reached\r\n",
+            b"-DENIED Redis is running in protected mode\r\n",
+        ):
+            h = Harness()
+            d = h.check()
+            h.accept()
+            h.reply(reply)
+            error = reply[1:-2].decode()
+            self.assertEqual(
+                self.successResultOf(d), Observation(ok=False, error=error)
+            )
+            self.assertFalse(h.probe.connected)
+            assert h.transport is not None
+            self.assertTrue(h.transport.disconnecting)
+            h.protocol.connectionLost(Failure(ConnectionDone()))
+            h.reactor.advance(0.5)
+            self.assertEqual(
+                self.successResultOf(h.check()), Observation(ok=False, error=error)
+            )
+
     def test_connection_lost_during_ping(self) -> None:
         """A reset while waiting fails the check; the next check reconnects."""
         h = self.connected()
@@ -545,6 +573,25 @@ class AuthTests(SynchronousTestCase):
         self.assertTrue((observation.error or "").startswith("auth failed: WRONGPASS"))
         self.assertNotIn("s3cret", observation.error or "")
         self.assertFalse(h.probe.connected)
+
+    def test_turned_away_is_no_auth_failure(self) -> None:
+        """
+        A server that turns the connection away at accept answers AUTH with
+        its reason: that, not a failed authentication, is the error.
+        """
+        for reply in (
+            b"-ERR max number of clients reached\r\n",
+            b"-DENIED Redis is running in protected mode\r\n",
+        ):
+            h = Harness(password="s3cret")
+            d = h.check()
+            h.accept()
+            h.reply(reply)
+            self.assertEqual(
+                self.successResultOf(d),
+                Observation(ok=False, error=reply[1:-2].decode()),
+            )
+            self.assertFalse(h.probe.connected)
 
     def test_acl_user(self) -> None:
         """An ACL user name goes before the password."""
