@@ -38,6 +38,7 @@ and `rise` checks.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -66,6 +67,7 @@ from sentinel.observation import Observation, Replication
 from sentinel.pacing import ConnectPacer
 from sentinel.pipelines import InfoReply, Pipelines
 from sentinel.protocol import (
+    CLOSED,
     INFO_REPLICATION,
     BadInfo,
     ConnectionFactory,
@@ -103,6 +105,19 @@ MIN_CONNECT_TIMEOUT = 1.0
 _INFO_UNANSWERED = Replication(
     role=None, error="INFO replication: no reply within the timeout"
 )
+# A server checked with PING alone (RedisProbe's docstring) is asked HELLO
+# and INFO again after PLAIN_RETRY seconds, then after twice as long each
+# time it closes on them again, up to PLAIN_MAX_RETRY: a proxy that does
+# costs a connection that often, a Redis taken for one (a close on each of
+# two new connections, by chance) has its role back that soon.
+PLAIN_RETRY = 60.0
+PLAIN_MAX_RETRY = 300.0
+# Its role, said where INFO would have been read.
+_PING_ALONE = Replication(
+    role=None,
+    error="role unknown: checked with PING alone (connections were closed on"
+    " HELLO or INFO before PING's reply)",
+)
 
 # Replies to PING that Redis Sentinel counts as "alive" without being ready.
 _ALIVE_NOT_READY = ("LOADING", "MASTERDOWN")
@@ -129,6 +144,19 @@ class _Answered(NamedTuple):
     draining: bool = False
     # HELLO's role, if it was asked.
     role: str | None = None
+
+
+def _role_unknown(observation: Observation | None) -> Observation | None:
+    # The observation of a check with PING alone where INFO was due.
+    if observation is None or not observation.ok:
+        return observation
+    return observation._replace(replication=_PING_ALONE)
+
+
+def _closed(reply: object) -> bool:
+    # The connection closed, the server saying nothing (a TLS alert says
+    # why: that is an answer).
+    return isinstance(reply, ConnectionLost) and str(reply) == CLOSED
 
 
 class _ConnectFailed(Exception):
@@ -190,11 +218,13 @@ class RedisProbe:
     INFO read.
 
     `check` returns a Deferred that fires with an `Observation`, or with
-    None when the agent never got to look (its connection attempt had not
-    had a fair chance when the check was cancelled: module docstring). It
-    never fails. The caller owns the deadline: it cancels the Deferred when
-    the check is overdue, and the probe turns that into a timeout
-    observation (or None) and drops the connection.
+    None when the check says nothing of the server: the agent never got to
+    look (its connection attempt had not had a fair chance when the check
+    was cancelled: module docstring), or HELLO and INFO, tried again, were
+    closed on as before (below). It never fails. The caller owns the
+    deadline: it cancels the Deferred when the check is overdue, and the
+    probe turns that into a timeout observation (or None) and drops the
+    connection.
 
     Two state machines share it: the connection attempt (resolve, wait for
     the pacer, connect, TLS, AUTH; at most one at a time, timed by
@@ -210,11 +240,24 @@ class RedisProbe:
     first: a proxy that drops or closes on what it does not know) fails
     that check and is not asked HELLO again at all. One that answers PING
     but not INFO by the deadline is alive, its role unknown, as when INFO
-    is refused; its connection goes. One that closes the connection on a
-    new connection's first check, unanswered, twice in a row, when it had
-    HELLO or INFO (twemproxy closes on both), is checked with PING alone
-    from then on, its role unknown, unless PING alone is closed so too
-    (then never again: a server that closes every connection).
+    is refused; its connection goes.
+
+    One that closes the connection on a new connection's first check
+    before answering PING, twice in a row, when it had HELLO or INFO
+    (twemproxy closes on both), is checked with PING alone, its role
+    unknown (said where INFO would have been read). Any reply, an error
+    or a TLS alert included, or a failed connection attempt breaks the
+    row: a Redis that is full or restarting answers, or refuses. PING
+    alone is never for good: the first check `PLAIN_RETRY` seconds later
+    asks HELLO and INFO again, on the connection it finds, and its PING
+    answered ends it. One closed again before PING's reply says nothing
+    of the server's health (it ends with None, nothing recorded, and the
+    next check connects again at once) and the next try waits twice as
+    long, up to `PLAIN_MAX_RETRY`. PING alone closed so too, on a new
+    connection's first check, ends it at once (the closes are not about
+    what was sent), and it is not taken up again for as long as the next
+    try would have waited: a server that closes every connection is
+    logged about at most twice in that time.
     """
 
     # One per instance, its attributes read on every check: slots, where
@@ -259,6 +302,8 @@ class RedisProbe:
         "_role_at_info",
         "_last_answer",
         "_plain",
+        "_plain_until",
+        "_plain_backoff",
         "_closed_unanswered",
         "_checks_on_connection",
     )
@@ -342,11 +387,15 @@ class RedisProbe:
         self._last_answer: tuple[bool, str | None, bool] = (True, None, False)
         # Whether checks are PING alone (with EXISTS of the drain key), no
         # HELLO and no INFO: a server that closes the connection on them
-        # before answering PING (class docstring); None while undecided,
-        # False for good once PING alone was closed so too. How many checks
-        # in a row, each the first on its connection and sent with HELLO or
-        # INFO, it closed so; and the checks made on this connection.
-        self._plain: bool | None = None
+        # before answering PING (class docstring). While they are, when
+        # HELLO and INFO are tried again; while not, the time before which
+        # PING alone is not taken up again. The wait before the next try.
+        # How many checks in a row, each the first on its connection and
+        # sent with HELLO or INFO, it closed so; and the checks made on
+        # this connection.
+        self._plain = False
+        self._plain_until = -math.inf
+        self._plain_backoff = PLAIN_RETRY
         self._closed_unanswered = 0
         self._checks_on_connection = 0
 
@@ -506,6 +555,8 @@ class RedisProbe:
         self._resolving = self._queued = False
         waiters, self._waiters = self._waiters, []
         if isinstance(result, Failure):
+            # Not a close before PING's reply: the row of those is broken.
+            self._closed_unanswered = 0
             timed_out = result.check(TimeoutError, neterror.ConnectingCancelledError)
             self._last_error = (
                 f"timeout ({self.stage})" if timed_out else describe_failure(result)
@@ -592,15 +643,15 @@ class RedisProbe:
         # straight to `pinged` or `answered` by the connection's ReplyTo.
         # INFO, when wanted, goes in the same write: no second round trip.
         self.stage = "ping"
-        if self._plain:
-            want_info = False
-        self._want_info = want_info
         self._awaiting_info = None
         self._checks_on_connection += 1
         self._sent_at = self._reactor.seconds()
         check: Deferred[Observation | None] = Deferred(self._cancel_check)
         self._check = check
         self._check_protocol = protocol
+        if self._plain:
+            want_info = self._ping_alone(protocol, check, want_info)
+        self._want_info = want_info
         pipelines = self._pipelines
         assert pipelines is not None  # Set with the kept connection.
         if want_info:
@@ -608,6 +659,25 @@ class RedisProbe:
         else:
             protocol.send_pipeline(pipelines.commands, pipelines.waiters)
         return check
+
+    def _ping_alone(
+        self,
+        protocol: RedisClientProtocol,
+        check: Deferred[Observation | None],
+        want_info: bool,
+    ) -> bool:
+        # Whether the check, on a server checked with PING alone, asks INFO:
+        # with HELLO too, once HELLO and INFO are to be tried again (class
+        # docstring); else never, and the role is said unknown where INFO
+        # would have read it.
+        if self._sent_at >= self._plain_until:
+            if self._role_signal and not self._hello:
+                self._hello = True
+                self._pipelines = Pipelines(self, protocol, self._drain, True)
+            return True
+        if want_info:
+            check.addCallback(_role_unknown)
+        return False
 
     def pinged(self, protocol: RedisClientProtocol, reply: object) -> None:
         # PING alone: its reply is the check's, INFO's may follow.
@@ -618,9 +688,7 @@ class RedisProbe:
         latency_ms = (now - self._sent_at) * 1000.0
         ready = _ping_ready(reply)
         if ready is None:
-            if isinstance(reply, ConnectionLost):
-                self._closed_before_ping(self._want_info)
-            self._bad_reply(reply, protocol, "PING")
+            self._ping_unanswered(reply, protocol, self._want_info)
             return
         self._closed_unanswered = 0
         # Alive but not ready: the server's reason is the error.
@@ -646,9 +714,8 @@ class RedisProbe:
         latency_ms = (now - self._sent_at) * 1000.0
         ready = _ping_ready(replies[0])
         if ready is None:
-            if isinstance(replies[0], ConnectionLost):
-                self._closed_before_ping(pipelines.hello or self._want_info)
-            self._bad_reply(replies[0], protocol, "PING")
+            extras = pipelines.hello or self._want_info
+            self._ping_unanswered(replies[0], protocol, extras)
             return
         self._closed_unanswered = 0
         # Alive but not ready: the server's reason is the error.
@@ -759,6 +826,15 @@ class RedisProbe:
         # INFO's).
         self.stage = "info"
         self._awaiting_info = answered
+        # PING was answered with INFO sent: not a server that closes on it.
+        self._plain_backoff = PLAIN_RETRY
+        if self._plain:
+            self._plain = False
+            log.info(
+                "{instance} answered PING with HELLO or INFO sent: its role is"
+                " read again",
+                instance=self.instance.name,
+            )
 
     def info_replied(self, protocol: RedisClientProtocol, reply: object) -> None:
         answered = self._awaiting_info
@@ -859,36 +935,65 @@ class RedisProbe:
                 self._drop_if(protocol)
         check.callback(Observation(ok=False, error=f"timeout ({stage})"))
 
-    def _closed_before_ping(self, extras: bool) -> None:
+    def _ping_unanswered(
+        self, reply: object, protocol: RedisClientProtocol, extras: bool
+    ) -> None:
+        # PING's reply is no answer, or none came: the check fails, unless
+        # it was a try of HELLO and INFO closed again (class docstring).
+        if not _closed(reply):
+            # The server answered (an error, say): no close before PING.
+            self._closed_unanswered = 0
+        elif self._closed_before_ping(extras):
+            self._end_check(None)
+            return
+        self._bad_reply(reply, protocol, "PING")
+
+    def _closed_before_ping(self, extras: bool) -> bool:
         # The server closed the connection before answering PING. Twice in a
         # row on the first check of a new connection, sent with HELLO or
         # INFO (`extras`): a proxy that closes on commands it does not know
         # (twemproxy closes on either, unanswered), not a restart, which
         # would refuse the next connection, or meet a check at most once.
-        if self._checks_on_connection != 1:
-            self._closed_unanswered = 0
-        elif extras:
-            self._closed_unanswered += 1
-            if self._closed_unanswered >= 2 and self._plain is None:
-                self._plain = True
-                log.warn(
-                    "{instance} closed the connection on a check with HELLO or"
-                    " INFO before answering PING, twice on a new connection (a"
-                    " proxy that closes on commands it does not know?):"
-                    " checking it with PING alone from now on, its role unknown",
+        # True when the check says nothing: a try of HELLO and INFO again.
+        now = self._sent_at
+        if self._plain:
+            if extras:
+                # Closed on them again: PING alone, tried later.
+                self._plain_backoff = min(2 * self._plain_backoff, PLAIN_MAX_RETRY)
+                self._plain_until = now + self._plain_backoff
+                self._reconnects.dropped_alive()
+                return True
+            if self._checks_on_connection == 1:
+                # PING alone is closed too: not what the server refuses.
+                self._plain = False
+                self._plain_backoff = min(2 * self._plain_backoff, PLAIN_MAX_RETRY)
+                self._plain_until = now + self._plain_backoff
+                log.info(
+                    "{instance} closed the connection on PING alone too:"
+                    " checking it with HELLO and INFO again, and not with PING"
+                    " alone for {hold:.0f} s",
                     instance=self.instance.name,
+                    hold=self._plain_backoff,
                 )
-        elif self._plain:
-            # PING alone is closed too: not what the server refuses (one that
-            # closes every connection). For good: else such a server would
-            # turn it on and off, a log line each time.
-            self._plain = False
+            return False
+        if self._checks_on_connection != 1 or not extras:
             self._closed_unanswered = 0
-            log.info(
-                "{instance} closed the connection on PING alone too: checking"
-                " it with HELLO and INFO again, for good",
+            return False
+        self._closed_unanswered += 1
+        if self._closed_unanswered >= 2 and now >= self._plain_until:
+            self._plain = True
+            self._closed_unanswered = 0
+            self._plain_until = now + self._plain_backoff
+            log.warn(
+                "{instance} closed the connection on a check with HELLO or"
+                " INFO before answering PING, twice on a new connection (a"
+                " proxy that closes on commands it does not know?): checking"
+                " it with PING alone, its role unknown, and with HELLO and"
+                " INFO again in {retry:.0f} s",
                 instance=self.instance.name,
+                retry=self._plain_backoff,
             )
+        return False
 
     def _hello_unanswered(self, how: str) -> None:
         # PING was answered and HELLO was not (a proxy that drops what it
@@ -921,7 +1026,7 @@ class RedisProbe:
                 instance=self.instance.name,
             )
 
-    def _end_check(self, observation: Observation) -> None:
+    def _end_check(self, observation: Observation | None) -> None:
         check, self._check = self._check, None
         self._check_protocol = None
         if check is not None:

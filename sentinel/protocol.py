@@ -107,8 +107,10 @@ class ProtocolError(txredisapi.RedisError):  # type: ignore[misc]
 
 # An error reply (``-ERR ...``), as txredisapi hands it on.
 ResponseError: type[Exception] = txredisapi.ResponseError
-# What each command still waiting gets when its connection is lost.
+# What each command still waiting gets when its connection is lost: its
+# text is `CLOSED`, or what a TLS alert said.
 ConnectionLost: type[Exception] = txredisapi.ConnectionError
+CLOSED = "connection lost"
 
 
 # What Redis writes as it turns a new connection away, before it closes
@@ -751,7 +753,7 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         self.factory.on_lost(self)
         # A server that refuses our client certificate says so in an alert
         # after the handshake (TLS 1.3): what waits fails with its reason.
-        error = describe_tls_loss(why) or "connection lost"
+        error = describe_tls_loss(why) or CLOSED
         while self.replyQueue.waiting:
             self.replyReceived(ConnectionLost(error))
         super().connectionLost(why)

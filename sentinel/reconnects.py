@@ -55,8 +55,10 @@ class Reconnects:
     def dropped_alive(self) -> None:
         """
         A connection to a server that answered was dropped by us (a reply
-        it did not send in time would be read as the next check's): the
-        next check connects again at once, unless a violation backs off.
+        it did not send in time would be read as the next check's), or by
+        the server on commands it is known to close on, tried again
+        (`sentinel.probe`): the next check connects again at once, unless
+        a violation backs off.
         """
         if self.violation is None:
             self._next_attempt_at = -math.inf

@@ -11,6 +11,7 @@ import gc
 import tracemalloc
 import weakref
 
+from OpenSSL import SSL
 from twisted.internet import error as neterror
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -1200,27 +1201,155 @@ class PipelineTests(SynchronousTestCase):
             self.successResultOf(d), Observation(ok=False, error="connection lost")
         )
 
+    def pong(self, h: Harness, sent: bytes, want_info: bool = False) -> Observation:
+        """A check on the kept connection: what it sent, answered PONG."""
+        d = h.check(want_info)
+        self.assertEqual(h.sent(), sent)
+        h.reply(b"+PONG\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        return observation
+
+    def taken_for_a_proxy(self, h: Harness) -> None:
+        """Two new connections closed on HELLO: PING alone on the next."""
+        self.closed_unanswered(h, PING + HELLO + INFO_REPLICATION, True)
+        self.closed_unanswered(h, PING + HELLO, False)
+        self.assertEqual(self.reconnected(h), Observation(True, True, 0.0))
+
     def test_closed_on_hello_and_info_before_ping(self) -> None:
         """
         A server that closes a new connection on its first check, with
         HELLO or INFO, before answering PING (twemproxy closes on either),
-        twice in a row: checked with PING alone from then on, INFO not
-        asked either, and it is up; once PING alone is closed so too, HELLO
-        and INFO are back for good.
+        twice in a row, is checked with PING alone, and up: INFO is not
+        asked, the role said unknown, and why, where INFO was due.
         """
         h = Harness(role_signal=True)
-        self.closed_unanswered(h, PING + HELLO + INFO_REPLICATION, True)
-        self.closed_unanswered(h, PING + HELLO, False)
-        self.assertEqual(self.reconnected(h), Observation(True, True, 0.0))
-        d = h.check(want_info=True)
-        self.assertEqual(h.sent(), PING)
-        h.reply(b"+PONG\r\n")
+        self.taken_for_a_proxy(h)
+        observation = self.pong(h, PING, want_info=True)
+        assert observation.replication is not None
+        self.assertEqual(observation[:4], (True, True, 0.0, None))
+        self.assertIsNone(observation.replication.role)
+        self.assertTrue(
+            (observation.replication.error or "").startswith(
+                "role unknown: checked with PING alone"
+            ),
+            observation.replication.error,
+        )
+        self.assertEqual(self.pong(h, PING), Observation(True, True, 0.0))
+
+    def test_ping_alone_tried_again_with_backoff(self) -> None:
+        """
+        HELLO and INFO are tried again PLAIN_RETRY seconds later, on the
+        kept connection; closed on again, that check says nothing (None),
+        the next connects at once with PING alone, and the next try waits
+        twice as long, up to PLAIN_MAX_RETRY.
+        """
+        h = Harness(role_signal=True)
+        self.taken_for_a_proxy(h)
+        since = 1.0  # PING alone since the second close.
+        for wait in (60.0, 120.0, 240.0, 300.0, 300.0):
+            h.reactor.advance(wait - since - 1.0)
+            since = 0.0
+            self.assertEqual(self.pong(h, PING), Observation(True, True, 0.0))
+            h.reactor.advance(1.0)
+            d = h.check()
+            self.assertEqual(h.sent(), PING + HELLO + INFO_REPLICATION)
+            h.protocol.connectionLost(Failure(ConnectionDone()))
+            self.assertIsNone(self.successResultOf(d))
+            d = h.check()
+            h.accept()
+            self.assertEqual(h.sent(), PING)
+            h.reply(b"+PONG\r\n")
+            self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
+        self.assertEqual(
+            (probe_module.PLAIN_RETRY, probe_module.PLAIN_MAX_RETRY), (60.0, 300.0)
+        )
+
+    def test_ping_alone_is_not_for_good(self) -> None:
+        """
+        A Redis taken for a proxy (full for a while, say) answers PING when
+        HELLO and INFO are tried again: its role is read in that check, and
+        HELLO goes with every check again.
+        """
+        h = Harness(role_signal=True)
+        self.taken_for_a_proxy(h)
+        h.reactor.advance(probe_module.PLAIN_RETRY)
+        d = h.check()
+        self.assertEqual(h.sent(), PING + HELLO + INFO_REPLICATION)
+        h.reply(b"+PONG\r\n" + hello(b"master") + bulk(INFO_MASTER))
+        observation = self.successResultOf(d)
+        assert observation is not None and observation.replication is not None
+        self.assertEqual(observation.replication, Replication(role="master"))
+        d = h.check()
+        self.assertEqual(h.sent(), PING + HELLO)
+        h.reply(b"+PONG\r\n" + hello(b"master"))
         self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
+        # Taken for a proxy again, the next try is PLAIN_RETRY away again.
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        self.taken_for_a_proxy(h)
+        h.reactor.advance(probe_module.PLAIN_RETRY - 2.0)
+        self.pong(h, PING)
+        h.reactor.advance(1.0)
+        h.check()
+        self.assertEqual(h.sent(), PING + HELLO + INFO_REPLICATION)
+
+    def test_any_answer_breaks_the_row(self) -> None:
+        """
+        Closes before PING's reply count in a row only: an error reply (a
+        full server turning the connection away), a failed connection
+        attempt, or a TLS alert (which says why) between two closes keeps
+        HELLO.
+        """
+        h = Harness(role_signal=True)
+        self.closed_unanswered(h, PING + HELLO, False)
+        h.reactor.advance(1.0)
+        d = h.check()
+        h.accept()
+        h.sent()
+        h.reply(b"-ERR max number of clients reached\r\n")
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            self.successResultOf(d),
+            Observation(ok=False, error="ERR max number of clients reached"),
+        )
+        self.closed_unanswered(h, PING + HELLO, False)
+        h.reactor.advance(1.0)
+        d = h.check()
+        h.refuse()
+        self.assertFalse(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        self.closed_unanswered(h, PING + HELLO, False)
+        h.reactor.advance(1.0)
+        d = h.check()
+        h.accept()
+        h.sent()
+        alert = SSL.Error([("SSL routines", "", "sslv3 alert certificate expired")])
+        h.protocol.connectionLost(Failure(alert))
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertTrue((observation.error or "").startswith("TLS"), observation)
+        self.closed_unanswered(h, PING + HELLO, False)
+        h.reactor.advance(1.0)
+        h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING + HELLO)
+
+    def test_ping_alone_closed_too(self) -> None:
+        """
+        Once PING alone is closed so too, on a new connection's first
+        check, HELLO and INFO go again at once, and PING alone is not taken
+        up again for twice PLAIN_RETRY, however the closes go on; then it
+        may be.
+        """
+        h = Harness(role_signal=True)
+        self.taken_for_a_proxy(h)
         h.protocol.connectionLost(Failure(ConnectionDone()))
         self.closed_unanswered(h, PING, False)
-        # A server that closes everything: never PING alone again.
         for _ in range(3):
             self.closed_unanswered(h, PING + HELLO, False)
+        h.reactor.advance(2 * probe_module.PLAIN_RETRY)
+        self.closed_unanswered(h, PING + HELLO, False)
+        self.closed_unanswered(h, PING, False)
+        self.closed_unanswered(h, PING + HELLO, False)
 
     def test_one_close_keeps_hello(self) -> None:
         """
