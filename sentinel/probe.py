@@ -72,6 +72,7 @@ from sentinel.protocol import (
     BadInfo,
     ConnectionFactory,
     ConnectionLost,
+    NotADataServer,
     ProtocolError,
     RedisClientProtocol,
     ResponseError,
@@ -101,6 +102,9 @@ LATE_SHARE = 0.25
 # (a connection that completes after its check's deadline is kept).
 MIN_CONNECT_TIMEOUT = 1.0
 
+# The role of an instance whose INFO replication names none (a Redis
+# Sentinel's is empty).
+_NO_ROLE = Replication(role=None, error="INFO replication: no role in the reply")
 # The role of an instance that answered PING but not INFO by the deadline.
 _INFO_UNANSWERED = Replication(
     role=None, error="INFO replication: no reply within the timeout"
@@ -735,7 +739,13 @@ class RedisProbe:
         if pipelines.hello:
             reply = replies[-1]
             if isinstance(reply, list):
-                role = self._hello_role = parse_hello_role(reply)
+                try:
+                    role = self._hello_role = parse_hello_role(reply)
+                except NotADataServer as e:
+                    # In step, and alive; but no Redis to publish.
+                    self._last_error = str(e)
+                    self._end_check(Observation(ok=False, error=self._last_error))
+                    return
             elif isinstance(reply, ResponseError):
                 # Not Redis 6.2 or later, or a proxy: INFO alone, from the
                 # next check on.
@@ -864,6 +874,9 @@ class RedisProbe:
                 self._last_error = f"bad INFO replication reply: {e}"
                 self._end_check(Observation(ok=False, error=self._last_error))
                 return
+            if replication.role is None:
+                # No role line at all: an error of the role read, shown.
+                replication = _NO_ROLE
         elif isinstance(reply, ResponseError):
             # PING was answered, so the instance is alive; say why the role
             # is unknown (an ACL user without INFO, say) instead of failing it.

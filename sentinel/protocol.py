@@ -239,17 +239,29 @@ def parse_listed_replica(value: str) -> tuple[str, int] | None:
     return None if port is None else (host, port)
 
 
+class NotADataServer(ValueError):
+    """A server that answers PING and HELLO but holds no data."""
+
+
 def parse_hello_role(reply: list[Any]) -> str | None:
     """
     The role in a HELLO reply (a flat map in RESP2), as INFO names it
-    (``master`` or ``slave``), or None if it names none of them.
+    (``master`` or ``slave``), or None if it names none of them. A reply
+    whose mode is ``sentinel`` raises `NotADataServer`: a Redis Sentinel
+    (on the configured port by mistake, say) answers PING and HELLO, names
+    no role, answers INFO replication with nothing, and knows no data
+    command.
     """
+    role = None
     for index in range(0, len(reply) - 1, 2):
-        if reply[index] == b"role":
-            role = reply[index + 1]
+        key = reply[index]
+        if key == b"role":
+            value = reply[index + 1]
             # A bulk, in any reply Redis writes; anything else names none.
-            return _HELLO_ROLES.get(role) if type(role) is bytes else None
-    return None
+            role = _HELLO_ROLES.get(value) if type(value) is bytes else None
+        elif key == b"mode" and reply[index + 1] == b"sentinel":
+            raise NotADataServer("a Redis Sentinel, not a data server")
+    return role
 
 
 _HELLO_ROLES: dict[object, str] = {

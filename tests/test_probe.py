@@ -307,6 +307,29 @@ class ReplyTests(SynchronousTestCase):
         assert observation is not None
         self.assertTrue(observation.ok)
 
+    def test_info_without_a_role(self) -> None:
+        """
+        An INFO replication reply that names no role (a Redis Sentinel's is
+        empty) leaves the role unknown, the error of its read saying so;
+        PING answered, the instance is alive.
+        """
+        h = self.connected()
+        for info in (b"", b"# Replication\r\nconnected_slaves:0\r\n"):
+            d = h.check(want_info=True)
+            h.reply(b"+PONG\r\n" + bulk(info))
+            self.assertEqual(
+                self.successResultOf(d),
+                Observation(
+                    True,
+                    True,
+                    0.0,
+                    None,
+                    Replication(
+                        role=None, error="INFO replication: no role in the reply"
+                    ),
+                ),
+            )
+
     def test_bug_handling_reply_fails_the_check(self) -> None:
         """
         An exception while handling a PING's reply (a bug of ours) fails the
@@ -884,6 +907,12 @@ def hello(role: bytes) -> bytes:
 
 
 INFO_MASTER = b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"
+# HELLO's reply from a Redis Sentinel 7.0: mode sentinel, no role.
+SENTINEL_HELLO = (
+    b"*12\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n"
+    b"$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:3\r\n$4\r\nmode\r\n$8\r\nsentinel\r\n"
+    b"$7\r\nmodules\r\n*0\r\n"
+)
 
 
 class PipelineTests(SynchronousTestCase):
@@ -1376,6 +1405,25 @@ class PipelineTests(SynchronousTestCase):
             h.accept()
             self.assertEqual(h.sent(), PING + HELLO)
             h.reply(b"+PONG\r\n" + hello(b"master"))
+
+    def test_redis_sentinel_fails(self) -> None:
+        """
+        A Redis Sentinel on the configured port answers PING, and HELLO with
+        mode ``sentinel``: every check fails, saying so, on a connection
+        kept in step (INFO's empty reply, sent in the same write, is read
+        and dropped).
+        """
+        h = Harness(role_signal=True)
+        d = h.check(want_info=True)
+        h.accept()
+        self.assertEqual(h.sent(), PING + HELLO + INFO_REPLICATION)
+        sentinel = Observation(ok=False, error="a Redis Sentinel, not a data server")
+        h.reply(b"+PONG\r\n" + SENTINEL_HELLO + bulk(b""))
+        self.assertEqual(self.successResultOf(d), sentinel)
+        self.assertTrue(h.probe.connected)
+        for _ in range(2):
+            self.assertEqual(self.observe(h, b"+PONG\r\n" + SENTINEL_HELLO), sentinel)
+        self.assertTrue(h.probe.connected)
 
     def test_wrong_kind_of_hello_reply(self) -> None:
         """A status where HELLO's array is due: out of step, dropped."""

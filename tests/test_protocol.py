@@ -29,6 +29,7 @@ from sentinel.protocol import (
     ArrayLimit,
     BadInfo,
     ConnectionFactory,
+    NotADataServer,
     ProtocolError,
     RedisClientProtocol,
     describe_reply,
@@ -410,6 +411,18 @@ class ArrayTests(SynchronousTestCase):
         self.assertEqual(len(reply), 14)
         self.assertEqual(parse_hello_role(reply), "master")
         self.assertEqual(c.violations, [])
+
+    def test_hello_of_a_sentinel(self) -> None:
+        """
+        HELLO's mode ``sentinel`` (a Redis Sentinel, which names no role)
+        raises NotADataServer; a cluster node's names its role.
+        """
+        sentinel = [b"server", b"redis", b"proto", 2, b"mode", b"sentinel"]
+        sentinel += [b"modules", []]
+        error = self.assertRaises(NotADataServer, parse_hello_role, sentinel)
+        self.assertEqual(str(error), "a Redis Sentinel, not a data server")
+        node = [b"server", b"redis", b"mode", b"cluster", b"role", b"replica"]
+        self.assertEqual(parse_hello_role(node), "slave")
 
     def test_array_only_where_asked(self) -> None:
         """
