@@ -249,19 +249,19 @@ class RedisProbe:
     One that closes the connection on a new connection's first check
     before answering PING, twice in a row, when it had HELLO or INFO
     (twemproxy closes on both), is checked with PING alone, its role
-    unknown (said where INFO would have been read). Any reply, an error
-    or a TLS alert included, or a failed connection attempt breaks the
-    row: a Redis that is full or restarting answers, or refuses. PING
-    alone is never for good: the first check `PLAIN_RETRY` seconds later
-    asks HELLO and INFO again, on the connection it finds, and its PING
-    answered ends it. One closed again before PING's reply says nothing
-    of the server's health (it ends with None, nothing recorded, and the
-    next check connects again at once) and the next try waits twice as
-    long, up to `PLAIN_MAX_RETRY`. PING alone closed so too, on a new
-    connection's first check, ends it at once (the closes are not about
-    what was sent), and it is not taken up again for as long as the next
-    try would have waited: a server that closes every connection is
-    logged about at most twice in that time.
+    unknown (said where INFO would have been read). Any reply, an error,
+    garbage or a TLS alert included, a timeout, or a failed connection
+    attempt breaks the row: a Redis that is full or restarting answers,
+    or refuses. PING alone is never for good: the first check
+    `PLAIN_RETRY` seconds later asks HELLO and INFO again, on the
+    connection it finds, and its PING answered ends it. One closed again
+    before PING's reply says nothing of the server's health (it ends with
+    None, nothing recorded, and the next check connects again at once)
+    and the next try waits twice as long, up to `PLAIN_MAX_RETRY`. PING
+    alone closed so too, on a new connection's first check, ends it at
+    once (the closes are not about what was sent), and it is not taken up
+    again for as long as the next try would have waited: a server that
+    closes every connection is logged about at most twice in that time.
     """
 
     # One per instance, its attributes read on every check: slots, where
@@ -616,6 +616,7 @@ class RedisProbe:
             )
         self._reconnects.violated(self._reactor.seconds(), error)
         self._last_error = error
+        self._closed_unanswered = 0  # It sent something: no close unanswered.
         if self._protocol is protocol:
             self._forget()
         if self._check_protocol is protocol:
@@ -914,6 +915,8 @@ class RedisProbe:
         # (a late reply would be read as the next check's).
         stage = self.stage
         if self._check is check:
+            # Not closed before PING's reply: the row of those is broken.
+            self._closed_unanswered = 0
             protocol = self._check_protocol
             self._check = self._check_protocol = None
             answered, self._awaiting_info = self._awaiting_info, None

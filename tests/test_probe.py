@@ -1326,8 +1326,8 @@ class PipelineTests(SynchronousTestCase):
         """
         Closes before PING's reply count in a row only: an error reply (a
         full server turning the connection away), a failed connection
-        attempt, or a TLS alert (which says why) between two closes keeps
-        HELLO.
+        attempt, a TLS alert (which says why), a timeout or a reply that
+        breaks the protocol between two closes keeps HELLO.
         """
         h = Harness(role_signal=True)
         self.closed_unanswered(h, PING + HELLO, False)
@@ -1356,6 +1356,19 @@ class PipelineTests(SynchronousTestCase):
         observation = self.successResultOf(d)
         assert observation is not None
         self.assertTrue((observation.error or "").startswith("TLS"), observation)
+        self.closed_unanswered(h, PING + HELLO, False)
+        h.reactor.advance(1.0)
+        d = h.check()
+        h.accept()
+        h.sent()
+        d.cancel()  # The deadline.
+        self.closed_unanswered(h, PING + HELLO, False)
+        h.reactor.advance(1.0)
+        d = h.check()
+        h.accept()
+        h.sent()
+        h.reply(b"HTTP/1.1 400 Bad Request\r\n")
+        self.assertFalse(self.successResultOf(d).ok)  # type: ignore[union-attr]
         self.closed_unanswered(h, PING + HELLO, False)
         h.reactor.advance(1.0)
         h.check()
