@@ -116,6 +116,11 @@ class Group:
         )
         self.publishing.contested = self._contested
         self.publishing.voting = self._voting
+        self.publishing.on_handed_over = self._handed_over
+        # Instances this agent kept for their next primary, which has their
+        # node now: they move at the end of the turn, all at once.
+        self._handed: set[str] = set()
+        self._handed_call: IDelayedCall | None = None
 
     def start(self) -> None:
         """Follow the membership (the publisher starts)."""
@@ -127,8 +132,9 @@ class Group:
     def stop(self) -> None:
         """Stop following it (the publisher stops)."""
         self.membership.stop()
-        if self._alone_call is not None and self._alone_call.active():
-            self._alone_call.cancel()
+        for call in (self._alone_call, self._handed_call):
+            if call is not None and call.active():
+                call.cancel()
 
     # Roles
 
@@ -182,7 +188,9 @@ class Group:
         self.generation += 1
         self.publishing.view_changed()
         self._report_disagreement()
-        self._move(changed)
+        # A node kept for its next primary goes once no other member knows
+        # its instance (each had it removed from its config, say).
+        self._move(changed | self.publishing.kept)
         self._members = frozenset(view)
         # A member joining or leaving is news an operator looks for when
         # nodes move: which, and how much moved here.
@@ -200,7 +208,9 @@ class Group:
         """
         Check, publish and stop checking as the roles of `names` now say;
         replicas discovered from a master move with it (they are found
-        again by its new observers, from its INFO).
+        again by its new observers, from its INFO). An instance whose node
+        this agent keeps for its next primary is still checked here
+        (`GroupRoles.keeping`), until that one takes the node over.
         """
         monitor = self.monitor
         discovered: dict[str, list[str]] = {}
@@ -210,17 +220,32 @@ class Group:
                 discovered.setdefault(master, []).append(state.name)
         for name in sorted(names):
             observers = self.assignment.observers(name)
-            observed = self.agent_id in observers
             watched = name in monitor.states
-            if observed and not watched:
+            if self.agent_id in observers and not watched:
                 monitor.add_instance(self.known[name])
             self.publishing.assign(name, observers, self.known.get(name))
+            observed = self.agent_id in observers or self.publishing.keeping(name)
             if watched and not observed:
                 monitor.remove_instance(name)
                 for replica in discovered.get(name, ()):
                     monitor.remove_instance(replica)
             if observed != watched:
                 self.moved += 1
+
+    def _handed_over(self, name: str) -> None:
+        """
+        The node of `name`, kept for its next primary, is that one's now:
+        moved at the end of the turn, with the others taken over meanwhile
+        (one pass over the instances checked for them all: a member that
+        joins takes hundreds over at once).
+        """
+        self._handed.add(name)
+        if self._handed_call is None or not self._handed_call.active():
+            self._handed_call = self._reactor.callLater(0, self._move_handed)
+
+    def _move_handed(self) -> None:
+        names, self._handed = self._handed, set()
+        self._move(names)
 
     def _successor(self, name: str) -> bool:
         """Whether another member knows `name` (and will take its node over)."""

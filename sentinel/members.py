@@ -127,9 +127,13 @@ class Members:
             self.update(state)
 
     def remove(self, name: str) -> None:
-        """The instance is no longer published here: its member goes."""
-        member = self._nodes.members.pop(name, None)
-        if member is not None:
+        """
+        The instance is no longer published here: its member goes, unless
+        it waits for the instance's new primary (`sentinel.takeover`).
+        """
+        member = self._nodes.members.get(name)
+        if member is not None and not member.released:
+            del self._nodes.members[name]
             self._queue.retire(member)
         found = self._sweep.found.pop(name, None)
         if found:

@@ -72,6 +72,8 @@ class Node:
         "takeover",
         "watching",
         "released",
+        "handed_to",
+        "handed_at",
         "lost",
         "yielded",
         "decided",
@@ -105,7 +107,8 @@ class Node:
         self.version = -1
         # In a group, for an instance node: this agent is its primary and
         # takes it over from another agent (`takeover`); it moved away and
-        # waits, unwritten, for its new primary (`released`); it was taken
+        # this agent keeps it for its new primary until that takes it over
+        # (`released`: to whom, if known, and since when); it was taken
         # from us while we were its primary (`lost`), and until when we let
         # it be (`yielded`, our clock); the verdict last marked for writing
         # (`decided`) and, before our own, the previous agent's (`previous`).
@@ -114,6 +117,8 @@ class Node:
         # (`sentinel.takeover.Takeovers.check_still_ours`).
         self.watching = False
         self.released = False
+        self.handed_to: str | None = None
+        self.handed_at = 0.0
         self.lost = False
         self.yielded = 0.0
         self.decided: object = None

@@ -144,6 +144,7 @@ class ZooKeeperPublisher(Service):
         takeovers = Takeovers(
             reactor, zk, nodes, queue, holders, self, agent_id, self.remove,
             lambda name: self._roles.contested(name),
+            lambda name: self._roles.handed_over(name),
         )  # fmt: skip
         roles = GroupRoles(
             root, agent_id, nodes, queue, holders, opinions, takeovers,
@@ -297,15 +298,14 @@ class ZooKeeperPublisher(Service):
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""
         node = self._nodes.instances.get(name)
-        if node is not None and node.released:
-            # Handed to its next primary: `takeover` ends it.
-            return
         if node is None and self._sweep.inherited:
             # Not checked yet by this process: its node may be the previous
             # process's, on the session this one inherited.
             node = self._nodes.instances[name] = self._instance_node(name)
         if node is not None:
             node.removed = True
+            # Kept for another primary no more: nothing true to write.
+            node.released = False
             self._holders.release(node, "the instance is no longer watched")
             self._mark(node)
             self._mark(self._nodes.agent)
@@ -469,12 +469,15 @@ class ZooKeeperPublisher(Service):
     def _watched_node(self, node: Node, event: WatchedEvent) -> None:
         """
         A watch on a node held elsewhere fired (on the reactor thread), or,
-        in a group, on a node we are the primary of and hold.
+        in a group, on a node we are the primary of and hold, or keep for
+        its new primary.
         """
         if event.type != EventType.NONE:
             # One watcher per node: whichever part armed it, it has fired.
             node.watching = False
-        if node.holding is None and node.takeover and event.type != EventType.NONE:
+        if node.released and node.member is None:
+            self._takeovers.handoff_watched(node, event)
+        elif node.holding is None and node.takeover and event.type != EventType.NONE:
             self._takeovers.check_still_ours(node)
         else:
             self._holders.watched(node, event)
@@ -482,7 +485,11 @@ class ZooKeeperPublisher(Service):
     def _reconsider(self, name: str) -> None:
         """An opinion changed: write the verdict if it changed too."""
         node = self._nodes.instances.get(name)
-        if node is not None and node.takeover and self._roles.verdict_changed(node):
+        if (
+            node is not None
+            and (node.takeover or node.released)
+            and self._roles.verdict_changed(node)
+        ):
             self._mark(node)
             self._members.verdict_changed(name, node.state)
 

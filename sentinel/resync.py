@@ -6,14 +6,14 @@ session may have missed writes, a new session holds none of our nodes, and
 a ZooKeeper that came back empty holds nothing at all.
 
 What was learnt about other holders stays (the same holder's clock goes
-on), but the watches went with the connection: a node waiting for its new
-primary is watched again (for the whole limit again), and the opinions
-heard are read again. A new session is told to the state file
-(`sentinel.handoff`), which says whether it is the previous process's,
-inherited: then the sweep runs (`sentinel.sweep`). A lost connection is
-told to the state file too, which then learns whether a newer process took
-the session. A bug in the state file's side is counted (`sentinel.bugs`),
-never a reason to skip the rest.
+on), but the watches went with the connection: a node kept for its new
+primary is watched again, and the opinions heard are read again. A new
+session is told to the state file (`sentinel.handoff`), which says
+whether it is the previous process's, inherited: then the sweep runs
+(`sentinel.sweep`). A lost connection is told to the state file too,
+which then learns whether a newer process took the session. A bug in the
+state file's side is counted (`sentinel.bugs`), never a reason to skip
+the rest.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Resync:
             if node.member is not None:
                 node.member.reconnected(same_session)
         for node in [n for n in self._nodes.instances.values() if n.released]:
-            self._takeovers.await_handoff(node)
+            self._takeovers.watch_handoff(node)
         self._opinions.ask_all()
         self._sweep.start()
         self._queue.flush()

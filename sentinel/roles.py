@@ -9,9 +9,12 @@ An observer of an instance writes its opinion (`sentinel.opinions`, with
 replica its own view, as section 5 has it, otherwise the verdict of the
 observers' opinions, and until it has either, the previous primary's
 verdict taken over with the node (`sentinel.takeover`). An instance that
-moves away is handed to its next primary. A replica discovered from a
-master (`sentinel.topology`) is in no catalog: it follows its master's
-roles, and moves with it.
+moves away is handed to its next primary, and until that one takes the
+node over, this agent keeps it: it goes on checking the instance and
+writing the node as its primary did (its own view, or the verdict of its
+opinion and those of the instance's observers now). A replica discovered
+from a master (`sentinel.topology`) is in no catalog: it follows its
+master's roles, and moves with it.
 
 The catalog is compressed and cut into parts (`documents.catalog_parts`),
 one node each, named after this agent, the catalog's digest and a token of
@@ -87,14 +90,20 @@ class GroupRoles:
         self.contested: Callable[[str], bool] = lambda name: False
         # Whether another member publishes opinions (the group sets it).
         self.voting: Callable[[str], bool] = lambda agent: True
+        # Told of an instance this agent kept for its next primary once that
+        # one has its node (or it is gone): the group checks it no more.
+        self.on_handed_over: Callable[[str], None] = lambda name: None
         self.following: Following | None = None
         self._token = os.urandom(4).hex()
         # This agent's catalog as published: its digest and size.
         self.catalog: tuple[str, int] | None = None
         # The observers of each instance this agent observes (primary
-        # first), and the instance.
+        # first), and the instance. An instance whose node this agent keeps
+        # for its next primary has this agent first, then its observers as
+        # assigned, which `_keeping` holds.
         self._roles: dict[str, tuple[str, ...]] = {}
         self._instances: dict[str, RedisInstance] = {}
+        self._keeping: dict[str, tuple[str, ...]] = {}
         # The discovered replicas of each master, which follow its roles,
         # and the master of each.
         self._followers: dict[str, set[str]] = {}
@@ -218,22 +227,39 @@ class GroupRoles:
         The observers of `name` (primary first) are now `observers`: write
         its opinion if this agent is one of them, its verdict (or, with
         one replica, its node as section 5 has it) if it is the primary,
-        and hand its node to the next primary if it no longer is.
+        and if it no longer is, keep its node for the next primary until
+        that one takes it over, or delete it if no other member knows it.
         """
         me = self._agent_id
         before = self._roles.get(name, ())
         primary = observers[:1] == (me,)
         if instance is not None:
             self._instances[name] = instance
-        if me in observers:
-            self._roles[name] = observers
+        node = self._nodes.instances.get(name)
+        # Everything decided and recorded before the node is handed over:
+        # an answer that comes at once (it is not ours) ends the keeping
+        # from within (`handed_over`).
+        keeping = (
+            not primary
+            and before[:1] == (me,)
+            and node is not None
+            and not node.removed
+            and self._takeovers.keeping
+            and self.successor(self._masters.get(name, name))
+        )
+        if keeping:
+            self._keeping[name] = observers
+            self._roles[name] = (me, *(a for a in observers if a != me))
         else:
-            self._roles.pop(name, None)
-            self._instances.pop(name, None)
+            self._keeping.pop(name, None)
+            if me in observers:
+                self._roles[name] = observers
+            else:
+                self._roles.pop(name, None)
+                self._instances.pop(name, None)
         if self.replicas > 1:
             self._opinions.observe(name, me in observers)
         if primary:
-            node = self._nodes.instances.get(name)
             if node is None or node.removed:
                 node = self._instance_node(name)
                 self._nodes.instances[name] = node
@@ -251,13 +277,42 @@ class GroupRoles:
             if self.replicas > 1:
                 self._opinions.listen(name, observers)
             self._queue.mark(node)
+        elif keeping:
+            assert node is not None
+            if self.replicas > 1:
+                self._opinions.listen(name, self._roles[name])
+            self._takeovers.hand_off(node, observers[0] if observers else None)
         elif before[:1] == (me,):
             self._hand_off(name)
         for follower in list(self._followers.get(name, ())):
             # Its discovered replicas move with it.
             self.assign(follower, observers, None)
-        if me not in observers:
+        if name not in self._roles:
             self._followers.pop(name, None)
+
+    def keeping(self, name: str) -> bool:
+        """Whether this agent keeps `name`'s node for its next primary."""
+        return name in self._keeping
+
+    @property
+    def kept(self) -> set[str]:
+        """
+        The instances whose node this agent keeps for their next primary,
+        but the discovered replicas (which move with their master).
+        """
+        return {name for name in self._keeping if name not in self._masters}
+
+    def handed_over(self, name: str) -> None:
+        """
+        The node of `name`, kept for its next primary, is another's now
+        (or gone): this agent's roles are as assigned again, and the group
+        checks it no more if it does not observe it.
+        """
+        observers = self._keeping.pop(name, None)
+        if observers is None:
+            return
+        self.assign(name, observers, None)
+        self.on_handed_over(name)
 
     def unfollow(self, name: str) -> None:
         """
@@ -266,6 +321,7 @@ class GroupRoles:
         The group never assigns it, so nothing else would drop them, and a
         master whose list keeps changing left them behind by the thousand.
         """
+        self._keeping.pop(name, None)
         master = self._masters.pop(name, None)
         if master is None:
             return
@@ -292,14 +348,15 @@ class GroupRoles:
         self._takeovers.view_changed()
 
     def _hand_off(self, name: str) -> None:
-        """`name` moved away: its node goes to its next primary, or goes."""
+        """
+        `name` moved away, and its node is not kept: taken over already,
+        or no other member knows the instance (then it goes).
+        """
         self._opinions.forget(name)
         node = self._nodes.instances.get(name)
-        if node is None or node.removed:
-            return
-        # A discovered replica goes where its master goes.
-        successor = self.successor(self._masters.pop(name, name))
-        self._takeovers.hand_off(name, node, successor)
+        if node is not None and not node.removed:
+            self._masters.pop(name, None)
+            self._takeovers.drop(name, node)
 
     # What the primary writes
 

@@ -12,14 +12,23 @@ primary is left to the taker for `YIELD_SECONDS`, within which their views
 of the group agree again. The ``since`` the node said stays, if the new
 primary's document says the same status: a move is not a change.
 
-The old primary stops writing the node and waits for the takeover, at most
-`HANDOFF_LIMIT`, before deleting the node if it is still its own
-(`hand_off`); then likewise for the instance's discovery member, which
-the new primary replaces once it holds the node. It never deletes a node
-another agent may be taking over: versions start again at 0 on the node
-the taker creates, so a delete at the version last known could hit the
-taker's node. A stop that leaves the
-group waits likewise for its nodes to be taken over (`taken_over`).
+The old primary keeps the node, and keeps it true, until the new one
+takes it over (`hand_off`): it goes on checking the instance and writing
+the node as before (`keep`: a set at the version it wrote, so the
+taker's transaction, at the version it read, is tried again if a write
+came between), watches it, and lets it go once another session holds it
+or it is gone (`handed_over`); then likewise for the instance's discovery
+member, which the new primary replaces once it holds the node. It never
+deletes a node it keeps: its new primary is a live member of the group,
+which may take it over at any moment. A member frozen just after joining,
+or restarting in a loop, never took over the nodes handed to it, and they
+were deleted after a limit, missing until its session ended, or for as
+long as the loop went on. A node kept for `HANDOFF_LIMIT` is reported
+instead (`late`: /healthz fails), until it is taken over or its new
+primary leaves the group (its role then moves on). It never makes the node
+again nor takes it from anyone: versions start again at 0 on the node the
+taker creates. A stop that leaves the group waits for its nodes to be
+taken over (`taken_over`).
 """
 
 from __future__ import annotations
@@ -43,8 +52,9 @@ from sentinel.zk import ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
 
-# Seconds an instance node moved away stays ours, unwritten, for its new
-# primary to take it over, before it is deleted.
+# Seconds an instance node moved away may wait for its new primary to take
+# it over before /healthz says so (its discovery member waits as long,
+# then goes); a member that joined takes its nodes over within a second.
 HANDOFF_LIMIT = 5.0
 # Seconds a primary lets another agent keep a node it took from it, unless
 # the membership changes first: two settle times, within which the two
@@ -69,10 +79,13 @@ class Takeovers:
         agent_id: str,
         remove: Callable[[str], None],
         contested: Callable[[str], bool],
+        handed_over: Callable[[str], None],
     ) -> None:
         """
         @param contested: whether another member of the group could take
             an instance's node over now (`sentinel.group`).
+        @param handed_over: told of an instance whose node, kept for its
+            new primary, is another's now, or gone (`sentinel.roles`).
         """
         self._reactor = reactor
         self._zk = zk
@@ -83,13 +96,32 @@ class Takeovers:
         self._agent_id = agent_id
         self._remove = remove
         self._contested = contested
+        self._handed_over = handed_over
         self.takeovers = 0
         self.handoffs = 0
+
+    @property
+    def keeping(self) -> bool:
+        """Whether a node moved away is kept for its new primary (not stopping)."""
+        return bool(self._life.running)
 
     @property
     def handing_off(self) -> list[str]:
         """The instances whose node waits for its new primary."""
         return sorted(n for n, node in self._nodes.instances.items() if node.released)
+
+    def late(self) -> dict[str, str]:
+        """
+        Each node kept for a new primary that has not taken it over for
+        `HANDOFF_LIMIT` or more: to whom, and since when.
+        """
+        now = self._reactor.seconds()
+        return {
+            node.path: f"handed to {node.handed_to or 'another member'} "
+            f"{now - node.handed_at:.1f} s ago, not taken over"
+            for node in self._nodes.instances.values()
+            if node.released and now - node.handed_at >= HANDOFF_LIMIT
+        }
 
     # The new primary's end
 
@@ -215,29 +247,71 @@ class Takeovers:
 
     # The old primary's end
 
-    def hand_off(self, name: str, node: Node, successor: bool) -> None:
+    def hand_off(self, node: Node, to: str | None) -> None:
         """
-        `name` moved away from this agent: its `node` waits, unwritten, for
-        its new primary to take it over if there is a `successor`, or goes.
+        `node` moved to another primary (`to`, if this agent knows which)
+        that has not taken it over: this agent keeps it meanwhile (module
+        docstring), watching it.
         """
         node.takeover = False
         node.cancel_recheck()
         if node.holding is not None:
             self._holders.release(node, "it moved to another agent")
-        if not successor or not self._life.running:
-            self._remove(name)
-            return
-        self.handoffs += 1
+        if not node.released:
+            self.handoffs += 1
+        if not node.released or node.handed_to != to:
+            node.handed_at = self._reactor.seconds()
         node.released = True
-        self.await_handoff(node)
+        node.handed_to = to
+        self.watch_handoff(node)
 
-    def await_handoff(self, node: Node) -> None:
-        """Watch a released node until it is taken over, `HANDOFF_LIMIT` at most."""
-        node.dirty = False
-        node.recheck = self._reactor.callLater(HANDOFF_LIMIT, self._handed_off, node)
-        self._zk.exists(
-            node.path, watch=partial(self._handoff_watch, node)
-        ).addCallback(self._handoff_seen, node).addErrback(lambda _: None)
+    def drop(self, name: str, node: Node) -> None:
+        """`name` moved away and no other member will take its node: it goes."""
+        node.takeover = False
+        self._remove(name)
+
+    async def keep(self, node: Node) -> None:
+        """
+        One write of a node kept for its new primary: set at the version
+        this agent wrote, while it is ours (asked first after a
+        reconnection); never made again, nor taken from another session.
+        Once another session holds it, or none, it is let go.
+        """
+        zk = self._zk
+        data = node.data()
+        if data is None:
+            return
+        if not node.owned:
+            stat = await zk.exists(node.path)
+            if not ours(stat, zk.session_id):
+                self._let_go(node)
+                return
+            node.owned = True
+            node.version = stat.version
+        try:
+            stat = await self._queue.counted(
+                "set", zk.set(node.path, data, node.version)
+            )
+        except (BadVersionError, NoNodeError):
+            # Taken over (a delete and a create at once), or gone.
+            node.owned = False
+            self._let_go(node)
+            return
+        node.version = stat.version
+
+    def watch_handoff(self, node: Node) -> None:
+        """Watch a node kept for its new primary, and let it go if not ours."""
+        d = self._zk.exists(node.path, watch=node.watcher)
+        d.addCallback(self._handoff_seen, node).addErrback(lambda _: None)
+
+    def handoff_watched(self, node: Node, event: WatchedEvent) -> None:
+        """
+        A watch on a node kept for its new primary fired: changed (by our
+        own write, most often), or taken over (a delete and a create at
+        once), or gone. Asked again, and watched again.
+        """
+        if node.released and event.type != EventType.NONE:
+            self.watch_handoff(node)
 
     def taken_over(self, nodes: list[Node]) -> Deferred[None]:
         """Fires once none of `nodes` is ours (taken over, or gone)."""
@@ -266,23 +340,24 @@ class Takeovers:
 
     def _handoff_seen(self, stat: Any, node: Node) -> None:
         if node.released and not ours(stat, self._zk.session_id):
-            # Not ours (any more, or ever): nothing to wait for.
-            self._let_go(node)
-
-    def _handoff_watch(self, node: Node, event: WatchedEvent) -> None:
-        if node.released and event.type != EventType.NONE:
-            # Taken over (a delete and a create at once) or gone.
+            # Not ours (any more, or ever): nothing to keep.
             self._let_go(node)
 
     def _let_go(self, node: Node) -> None:
-        """Forget a node handed over, deleting it not; its member waits."""
-        node.cancel_recheck()
+        """
+        A node kept for its new primary is another's now, or gone:
+        forgotten, deleting it not; its member waits; the instance's
+        roles follow the group's view again.
+        """
         name = node.name
-        if self._nodes.instances.get(name) is node:
-            del self._nodes.instances[name]
+        if not node.released or self._nodes.instances.get(name) is not node:
+            return
+        node.cancel_recheck()
+        del self._nodes.instances[name]
         member = self._nodes.members.get(name)
         if member is not None:
             self._release_member(name, member)
+        self._handed_over(name)
 
     def _release_member(self, name: str, node: Node) -> None:
         """
@@ -313,13 +388,3 @@ class Takeovers:
         d = self._zk.exists(member.path, watch=fired)
         d.addCallback(lambda stat: None if ours(stat, self._zk.session_id) else done())
         d.addErrback(lambda _: None)
-
-    def _handed_off(self, node: Node) -> None:
-        """Nobody took the node over within the limit: delete it if ours."""
-        if not node.released:
-            return
-        node.cancel_recheck()
-        node.released = False
-        name = node.name
-        if self._nodes.instances.get(name) is node:
-            self._remove(name)

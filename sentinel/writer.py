@@ -20,7 +20,8 @@ a node held (after a `kill -9` of the previous process, before its
 session expired): creates then fail one by one. Otherwise a primary creates at
 once: a question before every create, one call that no transaction
 carries, made 10,000 new nodes take 35 s to appear instead of 17.
-A removed node is deleted only if it is ours.
+A removed node is deleted only if it is ours; one moved to another
+primary is only ever set, until it takes it over (`Takeovers.keep`).
 Discovery members are written by `sentinel.members`.
 """
 
@@ -76,7 +77,8 @@ class NodeWriter:
             await self.delete_owned(node)
             return
         if node.released:
-            # Moved to another primary: ours, unwritten, until it takes it.
+            # Moved to another primary: kept true until it takes it over.
+            await self._takeovers.keep(node)
             return
         data = node.data()
         if data is None and not node.takeover:

@@ -8,9 +8,13 @@ queued say how much; why the last connection attempt failed, as kazoo
 said), a conflict, a node still held by another session
 (its published status is stale until it is taken over), a node whose
 writes have kept failing for `FAILING_AFTER` while connected (its ACL
-changed behind our back: its published status is stale too), this agent
+changed behind our back: its published status is stale too), a node
+handed to another member that has not taken it over for
+`takeover.HANDOFF_LIMIT` (this agent keeps it true meanwhile, but the
+group is not as its members say: that member has trouble), this agent
 halted by a twin, or its session taken over by a newer process. The first
-node in conflict (or failing) is named, and how many more there are.
+node in conflict (or failing, or late) is named, and how many more there
+are.
 """
 
 from __future__ import annotations
@@ -135,6 +139,12 @@ class ZooKeeperReport:
                 reasons.append(
                     f"zookeeper: {_first_of(waiting)}: its published status is stale"
                 )
+        late = self._takeovers.late() if self._roles.joined else None
+        if late:
+            reasons.append(
+                f"zookeeper: {_first_of(late)}: kept and written by this "
+                "agent meanwhile"
+            )
         squatters = self._opinions.squatters
         if squatters:
             reasons.append(

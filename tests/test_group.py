@@ -722,32 +722,138 @@ class MixedListsTests(SynchronousTestCase):
         self.flushLoggedErrors()
 
 
-class HandoffLimitTests(SynchronousTestCase):
-    """A node moved away that nobody takes over."""
+class LateTakeoverTests(SynchronousTestCase):
+    """
+    A member that joins and does not take its share over (frozen, or
+    restarting in a loop: either way a live member of the group).
+    """
 
-    def test_deleted_after_the_limit(self) -> None:
+    def join_frozen(self, fleet: Fleet, replicas: int = 1) -> Member:
+        """A member "d" that joins, then answers nothing, until it is let go."""
+        d = fleet.add("d", NAMES, replicas=replicas)
+        d.start()
+        fleet.run(0.1)
+        self.assertTrue(any("/catalogs/d." in p for p in fleet.server.nodes))
+        d.zk.hang()
+        return d
+
+    def handed_to_d(self, fleet: Fleet, primaries: dict[str, str]) -> dict[str, str]:
         """
-        A node moved to a primary that does not take it over (its ZooKeeper
-        calls hang) stays, unwritten, for the hand-off limit, then goes.
+        The instances whose primary is d now, and who was their primary
+        (`primaries`, as their nodes said before d joined).
+        """
+        group = next(iter(fleet.members.values())).group
+        return {n: primaries[n] for n in NAMES if group.observers(n)[:1] == ("d",)}
+
+    def primaries(self, fleet: Fleet) -> dict[str, str]:
+        """Each instance's primary, as its node says."""
+        return {n: (fleet.node(n) or {})["agent"] for n in NAMES}
+
+    def run_watching(self, fleet: Fleet, seconds: float) -> set[str]:
+        """Let `seconds` pass; the instances whose node went missing meanwhile."""
+        missing: set[str] = set()
+        for _ in range(round(seconds / 0.05)):
+            fleet.run(0.05)
+            missing |= {n for n in NAMES if fleet.node(n) is None}
+        return missing
+
+    def test_kept_true_until_taken_over(self) -> None:
+        """
+        One replica: the previous primary keeps each node handed to a
+        member that does not take it over, checking the instance and
+        writing what it finds (a node deleted after a limit stayed missing
+        until that member's session ended, or for good in a crash loop);
+        /healthz fails once the handover is late, naming it. When the
+        member takes the node over at last, its transaction at the version
+        it read fails (the node was written since) and is tried again; the
+        previous primary then lets the node go and stops checking it.
         """
         fleet = Fleet()
         a = fleet.add("a", NAMES).start()
         fleet.run(2.0)
-        writes = fleet.reader.server.nodes[f"{ROOT}/instances/r00"].version
-        b = fleet.add("b", NAMES)
-        b.zk.hang("replace")
-        b.start()
+        d = fleet.add("d", NAMES)
+        d.zk.hang("replace")
+        d.start()
         fleet.run(SETTLE + 0.5)
-        moved = set(NAMES) - a.watched
+        moved = sorted(self.handed_to_d(fleet, dict.fromkeys(NAMES, "a")))
         self.assertTrue(moved)
-        name = sorted(moved)[0]
+        name = moved[0]
+        path = f"{ROOT}/instances/{name}"
+        self.assertIsNone(a.publisher.unhealthy_reason())
+        self.assertEqual(self.run_watching(fleet, HANDOFF_LIMIT), set())
+        reason = a.publisher.unhealthy_reason() or ""
+        self.assertIn(f"{path} handed to d ", reason)
+        self.assertIn("not taken over", reason)
+        self.assertEqual(d.zk.calls["replace"], d.zk.max_held)
+        a.see(name, DOWN)
+        self.assertEqual(self.run_watching(fleet, 30.0), set())
         self.assertEqual(fleet.owner_of(name), fleet.session_of("a"))
-        fleet.run(HANDOFF_LIMIT - 1.5)
-        self.assertEqual(fleet.owner_of(name), fleet.session_of("a"))
-        fleet.run(1.5)
-        self.assertIsNone(fleet.node(name))
-        self.assertGreaterEqual(writes, 0)
-        self.assertEqual(UP.ok, True)
+        document = fleet.node(name) or {}
+        self.assertEqual((document["status"], document["agent"]), ("down", "a"))
+        self.assertLessEqual(len(a.zk.watches.get(path, ())), 1)
+        # Taken over at last, at a version the keeper's writes moved on.
+        d.zk.unhang()
+        self.assertGreater(d.zk.release("replace"), 0)
+        self.assertEqual(self.run_watching(fleet, 2.0), set())
+        for moved_name in moved:
+            self.assertEqual(fleet.owner_of(moved_name), fleet.session_of("d"))
+        self.assertEqual((fleet.node(name) or {})["agent"], "d")
+        self.assertFalse(set(moved) & a.watched)
+        self.assertIsNone(a.publisher.unhealthy_reason())
+
+    def test_kept_until_the_member_leaves(self) -> None:
+        """
+        A member frozen once it joined, then gone (its session expired):
+        its share is never missing, and its previous primaries are primary
+        again, healthy.
+        """
+        fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            fleet.add(agent, NAMES).start()
+        fleet.run(2.0)
+        primaries = self.primaries(fleet)
+        d = self.join_frozen(fleet)
+        fleet.run(SETTLE + 0.5)
+        moved = self.handed_to_d(fleet, primaries)
+        self.assertTrue(moved)
+        self.assertEqual(self.run_watching(fleet, 20.0), set())
+        for name, keeper in moved.items():
+            self.assertEqual(fleet.owner_of(name), fleet.session_of(keeper))
+            reason = fleet.members[keeper].publisher.unhealthy_reason() or ""
+            self.assertIn("handed to d ", reason)
+        fleet.server.end_session(d.zk.session_id or 0)
+        self.assertEqual(self.run_watching(fleet, SETTLE + 1.0), set())
+        for name, keeper in moved.items():
+            member = fleet.members[keeper]
+            self.assertIn(name, member.watched)
+            self.assertIsNone(member.publisher.unhealthy_reason())
+            self.assertEqual(fleet.owner_of(name), fleet.session_of(keeper))
+
+    def test_verdicts_kept_with_three_replicas(self) -> None:
+        """
+        Three replicas, quorum two: the previous primary of a node handed
+        to a frozen member goes on writing the verdict, from its own checks
+        and the opinions of the instance's observers now: down once it and
+        the other observer see it down.
+        """
+        fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            fleet.add(agent, NAMES, replicas=3, quorum=2).start()
+        fleet.run(2.0)
+        primaries = self.primaries(fleet)
+        self.join_frozen(fleet, replicas=3)
+        fleet.run(SETTLE + 0.5)
+        name, keeper = sorted(self.handed_to_d(fleet, primaries).items())[0]
+        observers = fleet.members[keeper].group.observers(name)
+        self.assertEqual(observers[0], "d")
+        self.assertEqual(self.run_watching(fleet, HANDOFF_LIMIT), set())
+        for agent in observers[1:]:
+            fleet.members[agent].see(name, DOWN)
+        self.assertEqual(self.run_watching(fleet, 3.0), set())
+        document = fleet.node(name) or {}
+        self.assertEqual((document["status"], document["agent"]), ("down", keeper))
+        self.assertEqual(document["schema"], 2)
+        self.assertEqual(fleet.owner_of(name), fleet.session_of(keeper))
 
 
 class TopologyTests(SynchronousTestCase):
