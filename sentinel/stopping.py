@@ -16,10 +16,11 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
   which deletes every ephemeral node of the session at once) and the
   session closed (`STOP_CLOSE_TIMEOUT`),
   and `leave` also removes the state file; in a group, the agent first
-  leaves the group (its catalog and agent node deleted), then waits up to
-  `LEAVE_HANDOFF_WAIT` for the other members to take over the instance
-  nodes they will have (`sentinel.takeover`) and those instances'
-  discovery members, and deletes what is left;
+  leaves the group (its catalog and agent node deleted) and lets the
+  writes in flight end (takeovers among them: no new one starts), then
+  waits, `LEAVE_HANDOFF_WAIT` in all, for the other members to take over
+  the instance nodes they will have (`sentinel.takeover`) and those
+  instances' discovery members, and deletes what is left;
 - a newer process that took the session over has the nodes: nothing is
   touched; after a twin (halted), the nodes still ours are deleted and
   the session closed, as without a state_dir.
@@ -180,9 +181,12 @@ class Stopping:
 
     async def _leave_group(self, deadline: float) -> None:
         """
-        Leave the group first (catalog and agent node deleted), then wait
-        for the other members to take over the nodes they will have; all
-        by `deadline`.
+        Leave the group first (catalog and agent node deleted), and let
+        the writes in flight end, then wait for the other members to take
+        over the nodes they will have; all by `deadline`. A takeover in
+        flight when the stop began makes one more node ours: listed
+        before it ended, it was not waited for, and went with the session
+        (missing until its previous primary made it again).
 
         Each wait has its own timeout: a timeout on the whole coroutine
         would cancel the first wait, whose DeferredList takes the
@@ -192,14 +196,11 @@ class Stopping:
         leaving = [
             node for node in (*self._nodes.catalog, self._nodes.agent) if node.owned
         ]
-        deleted = DeferredList(
-            [
-                Deferred.fromCoroutine(self._writer.delete_owned(node))
-                for node in leaving
-            ],
-            consumeErrors=True,
-        )
-        if not await self._by(deadline, deleted):
+        ended: list[Deferred[Any]] = [
+            Deferred.fromCoroutine(self._writer.delete_owned(node)) for node in leaving
+        ]
+        ended.append(self._queue.ended())
+        if not await self._by(deadline, DeferredList(ended, consumeErrors=True)):
             return
         waiting = [
             node

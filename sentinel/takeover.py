@@ -28,7 +28,7 @@ instead (`late`: /healthz fails), until it is taken over or its new
 primary leaves the group (its role then moves on). It never makes the node
 again nor takes it from anyone: versions start again at 0 on the node the
 taker creates. A stop that leaves the group waits for its nodes to be
-taken over (`taken_over`).
+taken over (`taken_over`), and once stopping no takeover starts.
 """
 
 from __future__ import annotations
@@ -154,6 +154,9 @@ class Takeovers:
             # taken over and made again at version 0). Waiting for it would
             # wait for good.
             return False
+        if not self._life.running:
+            # Stopping: no takeover starts, the stop would hand it back.
+            return True
         now = self._reactor.seconds()
         if node.lost:
             # Taken from us while we thought we were its primary: the taker

@@ -17,12 +17,12 @@ closes it), and gets a new one if it expired (LOST, then CONNECTED);
 `server.drop(client)` then ends its connection as a process exit would.
 The test drives each client's session by hand (`connect`, `suspend`,
 `expire`), changes the server behind the clients' backs (`put`, `remove`,
-`end_session`), and can make calls hang (`hang`/`release`) or fail
-(`fail_next`); every call is counted per kind and per path. As through the
-real bridge, every call ends: a held call times out after `call_timeout`
-on the Clock, fails with ``ConnectionLoss`` when the connection drops, and
-a call made while disconnected waits for the connection (kazoo queues it)
-or its timeout.
+`end_session`), and can make calls hang (`hang`/`release`), be done
+with their answers held (`hold_answers`), or fail (`fail_next`); every
+call is counted per kind and per path. As through the real bridge, every
+call ends: a held call times out after `call_timeout` on the Clock, fails
+with ``ConnectionLoss`` when the connection drops, and a call made while
+disconnected waits for the connection (kazoo queues it) or its timeout.
 
 Watches set by `exists(path, watch)` or `get(path, watch)` fire once, at
 the node's next creation, change or deletion by anyone, and those set by
@@ -204,6 +204,15 @@ class _Call:
         self.path = path
         self.run = run
         self.deferred: Deferred[Any] = Deferred()
+        # What the server did, for a call done at once and answered later.
+        self.outcome: tuple[Any, Exception | None] | None = None
+
+    def apply(self) -> None:
+        """Do it on the server now; `answer` tells the client later."""
+        try:
+            self.outcome = (self.run(), None)
+        except Exception as e:
+            self.outcome = (None, e)
 
     def answer(self, error: Exception | None = None) -> None:
         if self.deferred.called:
@@ -211,10 +220,12 @@ class _Call:
         if error is not None:
             self.deferred.errback(error)
             return
-        try:
-            result = self.run()
-        except Exception as e:
-            self.deferred.errback(e)
+        if self.outcome is None:
+            self.apply()
+        assert self.outcome is not None
+        result, failed = self.outcome
+        if failed is not None:
+            self.deferred.errback(failed)
         else:
             self.deferred.callback(result)
 
@@ -260,6 +271,9 @@ class FakeZooKeeper:
         # (kind, path) of every call, and ("stop", "") for stop, in order.
         self.history: list[tuple[str, str]] = []
         self.hanging: set[str] = set()
+        # Kinds whose calls the server does at once, but whose answers are
+        # held like those of hanging calls (lost with the connection).
+        self.unanswered: set[str] = set()
         self.held: list[_Call] = []
         self.max_held = 0
         self._unsent: list[_Call] = []
@@ -462,6 +476,15 @@ class FakeZooKeeper:
     def unhang(self) -> None:
         """Answer new calls again (held ones stay held until released)."""
         self.hanging.clear()
+        self.unanswered.clear()
+
+    def hold_answers(self, *kinds: str) -> None:
+        """
+        Calls of these kinds are done on the server at once, and their
+        answers held until released (a request that reached the server,
+        its answer still on its way).
+        """
+        self.unanswered.update(kinds)
 
     def release(self, *kinds: str, error: Exception | None = None) -> int:
         """
@@ -540,7 +563,9 @@ class FakeZooKeeper:
         return call.deferred
 
     def _send(self, call: _Call) -> None:
-        if call.kind in self.hanging:
+        if call.kind in self.hanging or call.kind in self.unanswered:
+            if call.kind in self.unanswered:
+                call.apply()
             self.held.append(call)
             self.max_held = max(self.max_held, len(self.held))
         else:

@@ -381,6 +381,51 @@ class SharingTests(SynchronousTestCase):
         # Up all along: a new primary is not a change of status.
         self.assertEqual({n: (self.fleet.node(n) or {})["since"] for n in NAMES}, since)
 
+    def test_stop_during_first_takeovers(self) -> None:
+        """
+        A member stopped while its first takeovers are on their way (done
+        by the server, their answers not back yet) waits for them, then
+        hands those nodes back with the rest of its share: none is ever
+        missing. (Left out of the list, they went with its session.)
+        """
+        fleet = self.fleet
+        d = fleet.add("d", NAMES)
+        d.zk.hold_answers("replace")
+        d.start()
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        taken = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("d")]
+        self.assertTrue(taken)
+        stopped = d.stop()
+        fleet.run(0.1)
+        d.zk.release("replace")
+        missing: list[str] = []
+        for _ in range(60):
+            fleet.run(0.05)
+            missing += [n for n in NAMES if fleet.node(n) is None]
+        self.successResultOf(stopped)
+        self.assertEqual(missing, [])
+        for name in taken:
+            self.assertIn(fleet.node(name)["agent"], ("a", "b", "c"))  # type: ignore[index]
+
+    def test_no_takeover_starts_once_stopping(self) -> None:
+        """
+        A member stopped while it reads the nodes it is about to take over
+        takes none of them: the stop would only have to hand them back.
+        """
+        fleet = self.fleet
+        d = fleet.add("d", NAMES).start()
+        fleet.run(SETTLE + 0.2)
+        self.assertTrue(d.watched)
+        d.zk.hang("get")
+        fleet.run(INTERVAL)
+        self.assertTrue(any("/instances/" in c.path for c in d.zk.held))
+        stopped = d.stop()
+        d.zk.unhang()
+        d.zk.release("get")
+        fleet.run(3.0)
+        self.successResultOf(stopped)
+        self.assertEqual(d.zk.calls["replace"], 0)
+
     def test_stop_bounded_when_zookeeper_hangs(self) -> None:
         """
         The longest stop there is (leave the group, wait for the takeovers,
