@@ -91,7 +91,7 @@ class GroupRoles:
         # Whether another member publishes opinions (the group sets it).
         self.voting: Callable[[str], bool] = lambda agent: True
         # Told of an instance this agent kept for its next primary once that
-        # one has its node (or it is gone): the group checks it no more.
+        # one has its node: the group checks it no more.
         self.on_handed_over: Callable[[str], None] = lambda name: None
         self.following: Following | None = None
         self._token = os.urandom(4).hex()
@@ -304,9 +304,9 @@ class GroupRoles:
 
     def handed_over(self, name: str) -> None:
         """
-        The node of `name`, kept for its next primary, is another's now
-        (or gone): this agent's roles are as assigned again, and the group
-        checks it no more if it does not observe it.
+        The node of `name`, kept for its next primary, is another's now:
+        this agent's roles are as assigned again, and the group checks it
+        no more if it does not observe it.
         """
         observers = self._keeping.pop(name, None)
         if observers is None:

@@ -17,7 +17,8 @@ takes it over (`hand_off`): it goes on checking the instance and writing
 the node as before (`keep`: a set at the version it wrote, so the
 taker's transaction, at the version it read, is tried again if a write
 came between), watches it, and lets it go once another session holds it
-or it is gone (`handed_over`); then likewise for the instance's discovery
+(`handed_over`; it makes it again if it is gone, with a session of its
+own that expired, say); then likewise for the instance's discovery
 member, which the new primary replaces once it holds the node. It never
 deletes a node it keeps: its new primary is a live member of the group,
 which may take it over at any moment. A member frozen just after joining,
@@ -25,10 +26,13 @@ or restarting in a loop, never took over the nodes handed to it, and they
 were deleted after a limit, missing until its session ended, or for as
 long as the loop went on. A node kept for `HANDOFF_LIMIT` is reported
 instead (`late`: /healthz fails), until it is taken over or its new
-primary leaves the group (its role then moves on). It never makes the node
-again nor takes it from anyone: versions start again at 0 on the node the
-taker creates. A stop that leaves the group waits for its nodes to be
-taken over (`taken_over`), and once stopping no takeover starts.
+primary leaves the group (its role then moves on). It never takes the
+node from anyone; a set of its own that lands on the taker's new node
+(versions start again at 0 there, and the set left before the keeper
+heard of the takeover) is found by the taker, which writes its own again
+(`check_still_ours`, or its next set). A stop that leaves the group waits
+for its nodes to be taken over (`taken_over`), and once stopping no
+takeover starts.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from kazoo.exceptions import BadVersionError, NoNodeError
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -85,7 +89,7 @@ class Takeovers:
         @param contested: whether another member of the group could take
             an instance's node over now (`sentinel.group`).
         @param handed_over: told of an instance whose node, kept for its
-            new primary, is another's now, or gone (`sentinel.roles`).
+            new primary, is another's now (`sentinel.roles`).
         """
         self._reactor = reactor
         self._zk = zk
@@ -276,41 +280,54 @@ class Takeovers:
     async def keep(self, node: Node) -> None:
         """
         One write of a node kept for its new primary: set at the version
-        this agent wrote, while it is ours (asked first after a
-        reconnection); never made again, nor taken from another session.
-        Once another session holds it, or none, it is let go.
+        this agent wrote while it is ours, never taken from another
+        session, which it is let go to; made again if it is gone (with a
+        session of ours that expired, say), as its primary would.
         """
         zk = self._zk
+        counted = self._queue.counted
         data = node.data()
         if data is None:
             return
-        if not node.owned:
-            stat = await zk.exists(node.path)
-            if not ours(stat, zk.session_id):
+        if node.owned:
+            try:
+                stat = await counted("set", zk.set(node.path, data, node.version))
+            except (BadVersionError, NoNodeError):
+                # Taken over (a delete and a create at once), or gone.
+                node.owned = False
+            else:
+                node.version = stat.version
+                return
+        stat = await zk.exists(node.path)
+        if ours(stat, zk.session_id):
+            # Ours still (after a reconnection): written again at once.
+            node.owned = True
+            node.version = stat.version
+            node.dirty = True
+        elif stat is not None:
+            self._let_go(node)
+        else:
+            try:
+                await counted("create", zk.create(node.path, data, ephemeral=True))
+            except NodeExistsError:
+                # Made first by its new primary, whose it is.
                 self._let_go(node)
                 return
             node.owned = True
-            node.version = stat.version
-        try:
-            stat = await self._queue.counted(
-                "set", zk.set(node.path, data, node.version)
-            )
-        except (BadVersionError, NoNodeError):
-            # Taken over (a delete and a create at once), or gone.
-            node.owned = False
-            self._let_go(node)
-            return
-        node.version = stat.version
+            node.version = 0
 
     def watch_handoff(self, node: Node) -> None:
-        """Watch a node kept for its new primary, and let it go if not ours."""
+        """
+        Watch a node kept for its new primary: let go once another session
+        holds it, made again if it is gone.
+        """
         d = self._zk.exists(node.path, watch=node.watcher)
         d.addCallback(self._handoff_seen, node).addErrback(lambda _: None)
 
     def handoff_watched(self, node: Node, event: WatchedEvent) -> None:
         """
         A watch on a node kept for its new primary fired: changed (by our
-        own write, most often), or taken over (a delete and a create at
+        own write, most often), taken over (a delete and a create at
         once), or gone. Asked again, and watched again.
         """
         if node.released and event.type != EventType.NONE:
@@ -342,15 +359,19 @@ class Takeovers:
         return done
 
     def _handoff_seen(self, stat: Any, node: Node) -> None:
-        if node.released and not ours(stat, self._zk.session_id):
-            # Not ours (any more, or ever): nothing to keep.
+        if not node.released or ours(stat, self._zk.session_id):
+            return
+        if stat is None:
+            self._queue.mark(node)
+        else:
+            # Another's (now, or ever): nothing to keep.
             self._let_go(node)
 
     def _let_go(self, node: Node) -> None:
         """
-        A node kept for its new primary is another's now, or gone:
-        forgotten, deleting it not; its member waits; the instance's
-        roles follow the group's view again.
+        A node kept for its new primary is another's now: forgotten,
+        deleting it not; its member waits; the instance's roles follow
+        the group's view again.
         """
         name = node.name
         if not node.released or self._nodes.instances.get(name) is not node:

@@ -846,6 +846,28 @@ class LateTakeoverTests(SynchronousTestCase):
         self.assertFalse(set(moved) & a.watched)
         self.assertIsNone(a.publisher.unhealthy_reason())
 
+    def test_kept_through_a_new_session(self) -> None:
+        """
+        The keeper's own session ending (cut off from ZooKeeper too long)
+        takes the nodes it keeps with it: on its new session it makes them
+        again, as their primary would, rather than let them go while their
+        new primary still does not take them over.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES).start()
+        fleet.run(2.0)
+        self.join_frozen(fleet)
+        fleet.run(SETTLE + 0.5)
+        moved = sorted(self.handed_to_d(fleet, dict.fromkeys(NAMES, "a")))
+        self.assertTrue(moved)
+        a.zk.expire()
+        self.assertIsNone(fleet.node(moved[0]))
+        a.zk.connect()
+        self.assertEqual(self.run_watching(fleet, 10.0), set())
+        for name in moved:
+            self.assertEqual(fleet.owner_of(name), fleet.session_of("a"))
+        self.assertLessEqual(set(moved), a.watched)
+
     def test_kept_until_the_member_leaves(self) -> None:
         """
         A member frozen once it joined, then gone (its session expired):
