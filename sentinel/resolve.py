@@ -30,7 +30,11 @@ no bound: behind names whose name server never answers, a good name waited
 
 Literal addresses are returned at once. IPv4 is preferred; IPv6 is used
 when a name has only that. A failure is a `CannotResolve` (a
-`DNSLookupError`) whose message is ``cannot resolve NAME: REASON``.
+`DNSLookupError`) whose message is ``cannot resolve NAME: REASON``. A
+lookup that could not open a socket to ask with (the agent out of file
+descriptors) says nothing of the name: it is not kept, and its error
+names the shortage (`CannotResolve.shortage`), which makes the check
+inconclusive, as a connect without a socket is (`sentinel.sockets`).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any, NamedTuple, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.error import DNSLookupError
+from twisted.internet.error import CannotListenError, DNSLookupError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -49,6 +53,7 @@ from twisted.python.failure import Failure
 from sentinel.config import DNSConfig
 from sentinel.lookup import Answer, LookupFailed, NameLookup, describe_failure
 from sentinel.resolvconf import is_address
+from sentinel.sockets import SHORTAGES
 
 log = Logger()
 
@@ -87,7 +92,12 @@ class NameSource(Protocol):
 
 
 class CannotResolve(DNSLookupError):
-    """A name without an address; its text is ``cannot resolve NAME: REASON``."""
+    """
+    A name without an address; its text is ``cannot resolve NAME: REASON``.
+    `shortage` is the errno when the lookup found no socket to ask with.
+    """
+
+    shortage: int | None = None
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -293,7 +303,13 @@ class Resolver(Service):
             self._dispatch()
             return
         if isinstance(result, Failure):
-            error = self._failed(name, self._reason(result))
+            shortage = _socket_shortage(result)
+            if shortage is None:
+                error = self._failed(name, self._reason(result))
+            else:
+                # The agent's shortage, not the name's: nothing is kept.
+                error = CannotResolve(f"cannot resolve {name}: {self._reason(result)}")
+                error.shortage = shortage
             for waiter in waiters:
                 waiter.errback(error)
         else:
@@ -325,6 +341,14 @@ class Resolver(Service):
             log.failure("looking up a name failed unexpectedly", failure)
             return "lookup failed (see the log)"
         return reason
+
+
+def _socket_shortage(failure: Failure) -> int | None:
+    """The errno of a lookup that found no socket to ask with, else None."""
+    if not failure.check(CannotListenError):
+        return None
+    code = getattr(getattr(failure.value, "socketError", None), "errno", None)
+    return code if code in SHORTAGES else None
 
 
 def _cancelling(result: object, timer: IDelayedCall) -> object:

@@ -8,7 +8,8 @@ memory for a socket (ENOBUFS, ENOMEM), Twisted fails the attempt before
 anything reaches the network, with ``ConnectBindError``; with every local
 port in use towards that address (EADDRNOTAVAIL: thousands of connections,
 or as many sockets in TIME_WAIT), ``connect`` itself fails at once, with a
-plain ``ConnectError``. Judged as a failed
+plain ``ConnectError``; a name lookup that could not open its UDP socket
+fails as a `sentinel.resolve.CannotResolve` that names the shortage. Judged as a failed
 connect, a healthy instance whose connection had dropped was published
 down for as long as the shortage lasted (measured: 19 s, ``connect: too
 many open files``, Redis fine). So such a check is inconclusive, as one
@@ -44,9 +45,11 @@ HOLD = 10.0
 
 
 def shortage_of(failure: Failure) -> int | None:
-    """The errno of `failure` if it is a connect that found no socket."""
+    """The errno of `failure` if it is a connect or a lookup that found no socket."""
     if not failure.check(ConnectError):
-        return None
+        # A lookup that found no socket to ask with (`sentinel.resolve`).
+        code = getattr(failure.value, "shortage", None)
+        return code if code in SHORTAGES else None
     code = getattr(failure.value, "osError", None)
     if failure.check(ConnectBindError):
         return code if code in SHORTAGES else None

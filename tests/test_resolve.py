@@ -31,6 +31,7 @@ from sentinel.resolve import (
     MAX_LOOKUPS,
     MAX_TTL,
     MIN_TTL,
+    CannotResolve,
     Resolver,
     lookup_bound,
 )
@@ -243,6 +244,22 @@ class BoundTests(ResolverTestCase):
             d = self.resolver.resolve(name)
             self.source.fail(name, raised)
             self.assertEqual(self.lookup_error(d), f"cannot resolve {name}: {reason}")
+
+    def test_no_socket_is_the_agents_shortage(self) -> None:
+        """
+        A lookup that could not open its socket (out of file descriptors)
+        names the shortage in its error and is not kept: the next asker
+        asks again at once.
+        """
+        d = self.resolver.resolve("short.example")
+        self.source.fail(
+            "short.example",
+            CannotListenError("", 0, OSError(errno.EMFILE, "Too many open files")),
+        )
+        failure = self.failureResultOf(d, CannotResolve)
+        self.assertEqual(failure.value.shortage, errno.EMFILE)
+        self.resolver.resolve("short.example")
+        self.assertEqual(self.source.asked, ["short.example", "short.example"])
 
     def test_unexpected_error_logged(self) -> None:
         """A bug in a lookup fails it in words, and is logged."""

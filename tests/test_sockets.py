@@ -14,13 +14,21 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.resolve import CannotResolve
 from sentinel.sockets import HOLD, SocketShortage
-from tests.test_probe import Harness
+from tests.test_probe import Harness, ManualResolver
 
 
 def no_socket(code: int = errno.EMFILE) -> Failure:
     """How Twisted fails a connect whose socket could not be made."""
     return Failure(ConnectBindError(code, "no socket"))
+
+
+def lookup_without_socket() -> CannotResolve:
+    """How `sentinel.resolve` fails a lookup that found no socket to ask with."""
+    error = CannotResolve("cannot resolve redis.example: cannot open a socket")
+    error.shortage = errno.EMFILE
+    return error
 
 
 class ProbeTests(SynchronousTestCase):
@@ -49,6 +57,28 @@ class ProbeTests(SynchronousTestCase):
         observation = self.successResultOf(d)
         assert observation is not None
         self.assertTrue(observation.ok)
+
+    def test_lookup_without_socket_is_inconclusive(self) -> None:
+        """
+        A check whose name lookup found no socket to ask with ends with
+        None, counted as the agent's shortage; a lookup that failed on its
+        own (no such name) fails the check.
+        """
+        resolver = ManualResolver()
+        h = Harness(host="redis.example", resolver=resolver)
+        d = h.check()
+        resolver.lookups[-1][1].errback(lookup_without_socket())
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(h.pacer.sockets.count, 1)
+        h.reactor.advance(1.0)
+        d = h.check()
+        resolver.lookups[-1][1].errback(
+            CannotResolve("cannot resolve redis.example: no such name")
+        )
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertFalse(observation.ok)
+        self.assertEqual(h.pacer.sockets.count, 1)
 
     def test_healthz_while_sockets_are_short(self) -> None:
         """
