@@ -27,8 +27,13 @@ class QuietPort(udp.Port):
 
     def _bindSocket(self) -> None:
         # udp.Port._bindSocket without its log line (and without the
-        # adopted-socket case, which listenUDP never uses).
-        skt = self.createInternetSocket()
+        # adopted-socket case, which listenUDP never uses). A socket that
+        # cannot be made (out of file descriptors) fails as Twisted's does,
+        # with CannotListenError, which says the shortage is the agent's.
+        try:
+            skt = self.createInternetSocket()
+        except OSError as e:
+            raise CannotListenError(self.interface, self.port, e) from None
         try:
             skt.bind((self.interface, self.port))
         except OSError as e:

@@ -438,9 +438,12 @@ class RedisProbe:
                 # report it now; the new attempt serves the next check.
                 return succeed(Observation(ok=False, error=unreported))
             if self._attempt is None:
-                # The attempt ended at once (it failed before any I/O).
+                # The attempt ended at once (it failed before any I/O: a
+                # lookup that could not even open its socket, say).
                 if self._protocol is not None:
                     return self._ping(self._protocol, want_info)
+                if self._last_inconclusive:
+                    return succeed(None)  # The agent's own shortage.
                 return succeed(Observation(ok=False, error=self._last_error))
         elif self._queued:
             # Still waiting for the pacer: the agent will not get to look

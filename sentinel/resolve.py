@@ -345,9 +345,12 @@ class Resolver(Service):
 
 def _socket_shortage(failure: Failure) -> int | None:
     """The errno of a lookup that found no socket to ask with, else None."""
-    if not failure.check(CannotListenError):
+    error = failure.value
+    if failure.check(CannotListenError):
+        error = getattr(error, "socketError", None)
+    elif not failure.check(OSError):
         return None
-    code = getattr(getattr(failure.value, "socketError", None), "errno", None)
+    code = getattr(error, "errno", None)
     return code if code in SHORTAGES else None
 
 

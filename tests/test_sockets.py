@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 
+from twisted.internet.defer import fail
 from twisted.internet.error import (
     ConnectBindError,
     ConnectionRefusedError,
@@ -78,6 +79,18 @@ class ProbeTests(SynchronousTestCase):
         observation = self.successResultOf(d)
         assert observation is not None
         self.assertFalse(observation.ok)
+        self.assertEqual(h.pacer.sockets.count, 1)
+
+    def test_lookup_without_socket_at_once_is_inconclusive(self) -> None:
+        """
+        A lookup that fails before the check has even waited for it (its
+        socket could not be made: the resolver answers at once) leaves the
+        check inconclusive too.
+        """
+        resolver = ManualResolver()
+        resolver.resolve = lambda host: fail(lookup_without_socket())  # type: ignore[method-assign]
+        h = Harness(host="redis.example", resolver=resolver)
+        self.assertIsNone(self.successResultOf(h.check()))
         self.assertEqual(h.pacer.sockets.count, 1)
 
     def test_healthz_while_sockets_are_short(self) -> None:
