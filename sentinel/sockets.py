@@ -5,19 +5,20 @@ shortage, never a verdict on Redis.
 A connect makes a socket first. With the process out of file descriptors
 (EMFILE: its open-file limit; ENFILE: the system's) or the kernel out of
 memory for a socket (ENOBUFS, ENOMEM), Twisted fails the attempt before
-anything reaches the network, with ``ConnectBindError``; with every local
+anything reaches the network, with ``ConnectBindError``. With every local
 port in use towards that address (EADDRNOTAVAIL: thousands of connections,
 or as many sockets in TIME_WAIT), ``connect`` itself fails at once, with a
-plain ``ConnectError``; a name lookup that could not open its UDP socket
-fails as a `sentinel.resolve.CannotResolve` that names the shortage. Judged as a failed
-connect, a healthy instance whose connection had dropped was published
-down for as long as the shortage lasted (measured: 19 s, ``connect: too
-many open files``, Redis fine). So such a check is inconclusive, as one
-the agent was too late to judge (`sentinel.probe`): it counts neither up
-nor down. Each is counted here (``sockets`` in ``/debug/stats``), and
-``/healthz`` fails while they happen, saying how many in how long. That
-clears by itself: once an attempt got a socket after the last one that
-found none, and `HOLD` seconds passed without another.
+plain ``ConnectError``. A name lookup that could not open its UDP socket
+fails as a `sentinel.resolve.CannotResolve` that names the shortage.
+Judged as a failed connect, a healthy instance whose connection had
+dropped was published down for as long as the shortage lasted (measured:
+19 s, ``connect: too many open files``, Redis fine). So such a check is
+inconclusive, as one the agent was too late to judge (`sentinel.probe`):
+it counts neither up nor down. Each is counted here (``sockets`` in
+``/debug/stats``), and ``/healthz`` fails while they happen, saying how
+many in how long. That clears by itself: once an attempt got a socket
+after the last one that found none, and `HOLD` seconds passed without
+another.
 """
 
 from __future__ import annotations
