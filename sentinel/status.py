@@ -227,7 +227,8 @@ def format_table(rows: list[dict[str, Any]], now: float) -> str:
                 _cell(row.get("name", "?"))
                 + (f" {MISNAMED}" if "name_in_data" in row else ""),
                 _cell(status),
-                "yes" if row.get("ready") else "no",
+                # Only JSON true is ready: "no", 1 or [0] from a node are not.
+                "yes" if row.get("ready") is True else "no",
                 _cell(row.get("role") or "-"),
                 _cell("-" if latency is None else f"{latency:.2f}ms"),
                 _cell(_ago(None if since is None else now - since)),

@@ -193,6 +193,26 @@ class FormatTests(SynchronousTestCase):
         code, why = verdict(rows, "/sentinel")
         self.assertEqual((code, why), (DOWN, "not up: evil\\x1b[31m\\r\\nfake"))
 
+    def test_only_true_is_ready(self) -> None:
+        """
+        The ready column says yes only for JSON true: a string "no", a 1 or
+        a list from a node's data are no.
+        """
+        rows = annotate(
+            [
+                document("a", 1.0),
+                document("b", 1.0, ready="no"),
+                document("c", 1.0, ready=1),
+                document("d", 1.0, ready=[False]),
+            ],
+            NOW,
+            30.0,
+        )
+        lines = format_table(rows, NOW).splitlines()
+        self.assertEqual(
+            [line.split()[2] for line in lines[1:]], ["yes", "no", "no", "no"]
+        )
+
     def test_numbers_are_cut(self) -> None:
         """
         A number is cut to MAX_CELL characters like any value: a latency of
