@@ -64,6 +64,17 @@ class ZooKeeperReport:
         self._life = life
         self._opinions = opinions
         self._acls = acls
+        # When the connection was last lost (or never made yet), kept until
+        # it is back: SUSPENDED, then LOST when the client is replaced or
+        # the session expires, is one outage, not a new one.
+        self._disconnected_since = None if zk.state == CONNECTED else zk.state_since
+        zk.add_listener(self._state_changed)
+
+    def _state_changed(self, state: str) -> None:
+        if state == CONNECTED:
+            self._disconnected_since = None
+        elif self._disconnected_since is None:
+            self._disconnected_since = self._reactor.seconds()
 
     def stats(self) -> dict[str, Any]:
         """ZooKeeper's part of /debug/stats."""
@@ -109,7 +120,11 @@ class ZooKeeperReport:
         return stats
 
     def unhealthy_reason(self) -> str | None:
-        """Why /healthz should fail on ZooKeeper's account, or None."""
+        """
+        Why /healthz should fail on ZooKeeper's account, or None. While
+        not connected, the time given is since the connection was lost,
+        whatever states (suspended, lost, connecting) came since.
+        """
         zk = self._zk
         life = self._life
         reasons = []
@@ -117,7 +132,8 @@ class ZooKeeperReport:
             assert life.halted is not None
             return f"zookeeper: {life.halted}; not writing"
         if zk.state != CONNECTED:
-            since = self._reactor.seconds() - zk.state_since
+            lost = self._disconnected_since
+            since = self._reactor.seconds() - (zk.state_since if lost is None else lost)
             cause = "" if zk.connect_error is None else f" ({zk.connect_error})"
             reasons.append(
                 f"zookeeper {zk.state} for {since:.1f} s{cause}: published status "

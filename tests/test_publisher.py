@@ -800,6 +800,32 @@ class PublisherTests(PublisherHarness):
             "Connection dropped: socket connection broken",
         )
 
+    def test_outage_counted_from_first_loss(self) -> None:
+        """
+        /healthz counts an outage from the connection's loss: suspended
+        for 9.5 s, then lost (the client replaced, or the session ended),
+        it says 10.0 s, not the time since the last state change; once
+        connected again, a new outage counts from zero.
+        """
+        self.start()
+        self.clock.advance(3)
+        self.zk.suspend()
+        self.clock.advance(9.5)
+        self.zk.expire()
+        self.clock.advance(0.5)
+        self.assertIn(
+            "zookeeper lost for 10.0 s: published status",
+            self.publisher.unhealthy_reason() or "",
+        )
+        self.zk.connect()
+        self.clock.advance(4)
+        self.zk.suspend()
+        self.clock.advance(1)
+        self.assertIn(
+            "zookeeper suspended for 1.0 s: published status",
+            self.publisher.unhealthy_reason() or "",
+        )
+
     def test_node_that_keeps_failing_makes_unhealthy(self) -> None:
         """
         A node whose writes keep failing while ZooKeeper is connected (its
