@@ -275,13 +275,15 @@ class ConfigReloader(Service):
         self.last_error = None
         self.last_reload_ok = True
         self.last_reload_at = self._reactor.seconds()
+        settings_changed = _settings_changed(old, new)
         log.info(
             "reloaded: {added} added, {removed} removed, {changed} changed, "
-            "{kept} unchanged",
+            "{kept} unchanged; {settings}",
             added=len(added),
             removed=len(removed),
             changed=len(changed),
             kept=len(after) - len(added) - len(changed),
+            settings=", ".join(settings_changed) or "no global setting changed",
         )
         self._tell_applied(new)
 
@@ -309,6 +311,21 @@ class ConfigReloader(Service):
                 self._on_applied(config)
             except Exception:
                 log.failure("after the reload")
+
+
+def _settings_changed(old: Config, new: Config) -> list[str]:
+    """
+    Each global setting a reload applies that `new` changes, as ``key old
+    -> new``: the instances are counted apart, and the restart-only
+    settings are kept and warned of.
+    """
+    return [
+        f"{field.name} {getattr(old, field.name)!r} -> {getattr(new, field.name)!r}"
+        for field in attr.fields(Config)
+        if field.name != "instances"
+        and field.name not in _RESTART_ONLY
+        and getattr(new, field.name) != getattr(old, field.name)
+    ]
 
 
 def _keep_restart_only(new: Config, old: Config) -> Config:

@@ -164,6 +164,26 @@ class ReloadTests(ReloadTestCase):
         self.clock.advance(0.1)
         self.assertEqual(self.probes["a"].checks, checks + 2)
 
+    def test_global_settings_named_in_log(self) -> None:
+        """
+        The reload's log line names each global setting it changed, with
+        its old and new values, and says when none changed.
+        """
+        self.next = attr.evolve(BASE, interval=3.0, timeout=2.0)
+        self.reload()
+        self.next = attr.evolve(BASE, interval=3.0, timeout=2.0, rise=4)
+        self.reload()
+        self.reload()
+        said = [e["settings"] for e in self.events if "reloaded:" in e["log_format"]]
+        self.assertEqual(
+            said,
+            [
+                "interval 1.0 -> 3.0, timeout 0.5 -> 2.0",
+                "rise 2 -> 4",
+                "no global setting changed",
+            ],
+        )
+
     def test_invalid_file_keeps_running_config(self) -> None:
         """An invalid file is logged at error with its reason; nothing changes."""
         self.next = ConfigError("interval: 'x' is not a number")
