@@ -44,6 +44,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -75,6 +76,9 @@ DEFAULT_TIMEOUT = 5.0
 # Seconds closing the client may add: kazoo's stop() waits up to the
 # session timeout (at least 10 s) for a server that does not answer.
 CLOSE_TIMEOUT = 1.0
+# Node reads outstanding at once: enough to keep ZooKeeper busy, few
+# enough that the deadline is looked at between them.
+READS_IN_FLIGHT = 500
 # Names listed in the one-line summary before "and N more".
 SUMMARY_NAMES = 5
 
@@ -89,14 +93,22 @@ def _wait(result: Any, deadline: float) -> Any:
 
 
 def read_instances(
-    client: Any, root: str, deadline: float, names: Sequence[str] = ()
+    client: Any,
+    root: str,
+    deadline: float,
+    names: Sequence[str] = (),
+    timeout: float | None = None,
 ) -> list[dict[str, Any]]:
     """
     Every instance document under `root` (or those of `names`), sorted by
-    name; a name without a node gets a row saying so (``missing``). All
-    reads are sent at once and waited for until `deadline` (monotonic).
+    name; a name without a node gets a row saying so (``missing``). At most
+    `READS_IN_FLIGHT` reads are outstanding at once, each new one sent only
+    before `deadline` (monotonic), so that a long listing cannot overrun it.
 
-    @raise Unreadable: if ZooKeeper does not answer by `deadline` or fails.
+    @param timeout: the seconds `deadline` allowed, as the user gave them
+        (``--timeout``), named when the reads do not all end in time.
+    @raise Unreadable: if ZooKeeper does not answer by `deadline` (saying
+        how many of the nodes were read) or fails.
     """
     path = f"{root}/instances"
     try:
@@ -107,20 +119,44 @@ def read_instances(
                 wanted = sorted(_wait(client.get_children_async(path), deadline))
             except NoNodeError:
                 return []
-        reads = [(name, client.get_async(f"{path}/{name}")) for name in wanted]
-        documents = []
-        for name, result in reads:
+    except KazooTimeoutError:
+        raise Unreadable("no answer from ZooKeeper in time") from None
+    except KazooException as e:
+        raise Unreadable(f"reading {path}: {_reason(e)}") from None
+    documents: list[dict[str, Any]] = []
+    reads: deque[tuple[str, Any]] = deque()
+    unsent = iter(wanted)
+    done = 0
+    try:
+        while True:
+            # Sent in a window, never all at once: sending 20,000 reads took
+            # kazoo 4-5 s, and the deadline was only looked at afterwards.
+            while len(reads) < READS_IN_FLIGHT and time.monotonic() < deadline:
+                name = next(unsent, None)
+                if name is None:
+                    break
+                reads.append((name, client.get_async(f"{path}/{name}")))
+            if not reads:
+                break
+            name, result = reads.popleft()
             try:
                 data, _ = _wait(result, deadline)
             except NoNodeError:
                 if names:
                     documents.append({"name": name, "missing": True})
-                continue
-            documents.append(_document(name, data))
+            else:
+                documents.append(_document(name, data))
+            done += 1
     except KazooTimeoutError:
-        raise Unreadable("no answer from ZooKeeper in time") from None
+        pass
     except KazooException as e:
         raise Unreadable(f"reading {path}: {_reason(e)}") from None
+    if done < len(wanted):
+        within = "in time" if timeout is None else f"within {timeout:g} s"
+        raise Unreadable(
+            f"read {done} of {len(wanted)} nodes under {path} {within}: "
+            "ZooKeeper answers, but more time (--timeout) is needed"
+        )
     return documents
 
 
@@ -297,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_TIMEOUT,
         metavar="S",
-        help="seconds to connect and read, in all (default: %(default)s)",
+        help="seconds to connect and read, in all; a large root needs more "
+        "(about 4,000 nodes a second) (default: %(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
@@ -371,7 +408,9 @@ def fetch(
         client.start_async().wait(timeout)
         if not client.connected:
             raise Unreadable(f"cannot reach {zookeeper.hosts} within {timeout:g} s")
-        return read_instances(client, zookeeper.root.rstrip("/"), deadline, names)
+        return read_instances(
+            client, zookeeper.root.rstrip("/"), deadline, names, timeout
+        )
     finally:
         _close(client)
 

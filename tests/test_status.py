@@ -20,6 +20,7 @@ from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import settings as settings_module
+from sentinel import status as status_module
 from sentinel.config import ZooKeeperConfig
 from sentinel.status import (
     CLOSE_TIMEOUT,
@@ -27,7 +28,9 @@ from sentinel.status import (
     MAX_CELL,
     MISNAMED,
     OK,
+    READS_IN_FLIGHT,
     UNKNOWN,
+    Unreadable,
     annotate,
     build_parser,
     format_table,
@@ -82,6 +85,34 @@ class StoredNodes:
         if path not in self.nodes:
             return _Answer(NoNodeError())
         return _Answer((self.nodes[path], None))
+
+
+class FakeTime:
+    """`time` for `sentinel.status`: a monotonic clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return NOW + self.now
+
+
+class SlowNodes(StoredNodes):
+    """Stored nodes, each read costing `cost` seconds of `clock` to send."""
+
+    def __init__(self, nodes: dict[str, bytes], clock: FakeTime, cost: float) -> None:
+        super().__init__(nodes)
+        self.clock = clock
+        self.cost = cost
+        self.sent = 0
+
+    def get_async(self, path: str) -> _Answer:
+        self.clock.now += self.cost
+        self.sent += 1
+        return super().get_async(path)
 
 
 def run_main(*argv: str) -> tuple[int, str, str]:
@@ -258,6 +289,47 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(
             verdict(rows, "/h"), (UNKNOWN, "data naming another instance: squat")
         )
+
+
+class DeadlineTests(SynchronousTestCase):
+    """A listing too long to read by the deadline."""
+
+    def test_reads_stop_at_the_deadline(self) -> None:
+        """
+        Reads are sent only until the deadline, not all at once: 5,000
+        nodes whose reads take 1 ms each to send, in 1 s, end after about
+        1,000 sent, saying how many of them were read and within what time.
+        """
+        clock = FakeTime()
+        self.patch(status_module, "time", clock)
+        nodes = {
+            f"/h/instances/n{i:04d}": json.dumps(document(f"n{i:04d}", 0.0)).encode()
+            for i in range(5000)
+        }
+        client = SlowNodes(nodes, clock, 0.001)
+        error = self.assertRaises(
+            Unreadable, read_instances, client, "/h", 1.0, (), 1.0
+        )
+        self.assertLessEqual(client.sent, 1001)
+        self.assertEqual(
+            str(error),
+            f"read {client.sent} of 5000 nodes under /h/instances within 1 s: "
+            "ZooKeeper answers, but more time (--timeout) is needed",
+        )
+
+    def test_all_read_in_time(self) -> None:
+        """More nodes than are read at once, all read in time: every row."""
+        clock = FakeTime()
+        self.patch(status_module, "time", clock)
+        count = 3 * READS_IN_FLIGHT + 1
+        nodes = {
+            f"/h/instances/n{i:04d}": json.dumps(document(f"n{i:04d}", 0.0)).encode()
+            for i in range(count)
+        }
+        client = SlowNodes(nodes, clock, 0.0001)
+        documents = read_instances(client, "/h", 1.0)
+        self.assertEqual(len(documents), count)
+        self.assertEqual(client.sent, count)
 
 
 class VerdictTests(SynchronousTestCase):
