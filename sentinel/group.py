@@ -291,6 +291,12 @@ class Group:
         if instance.name in self.monitor.states:
             self.monitor.replace_instance(instance)
 
+    def relabel_instance(self, instance: RedisInstance) -> None:
+        """New discovery service or labels: taken in place if observed here."""
+        self.known[instance.name] = instance
+        if instance.name in self.monitor.states:
+            self.monitor.relabel_instance(instance)
+
     def update_settings(self, settings: Settings) -> None:
         """New global settings for the monitor."""
         self.monitor.update_settings(settings)

@@ -68,6 +68,9 @@ class Publisher(Protocol):
     def remove(self, name: str) -> None:
         """The instance is no longer watched."""
 
+    def relabel(self, state: InstanceState) -> None:
+        """The instance's discovery service or labels changed (a reload)."""
+
 
 class Instances(Protocol):
     """
@@ -84,6 +87,9 @@ class Instances(Protocol):
 
     def replace_instance(self, instance: RedisInstance) -> None:
         """A changed instance."""
+
+    def relabel_instance(self, instance: RedisInstance) -> None:
+        """An instance whose discovery service or labels alone changed."""
 
     def update_settings(self, settings: Settings) -> None:
         """New global settings."""
@@ -122,6 +128,9 @@ class NullPublisher:
         pass
 
     def remove(self, name: str) -> None:
+        pass
+
+    def relabel(self, state: InstanceState) -> None:
         pass
 
 
@@ -265,6 +274,16 @@ class Monitor(Service):
         """
         self._discard(instance.name)
         self.add_instance(instance)
+
+    def relabel_instance(self, instance: RedisInstance) -> None:
+        """
+        Take an instance's new discovery service or labels, which its
+        checks do not use: its state, counters and connection stay, and
+        its discovery member is rewritten or moved.
+        """
+        state = self.states[instance.name]
+        state.instance = instance
+        self._publisher.relabel(state)
 
     def change_instances(
         self,

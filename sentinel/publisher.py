@@ -295,6 +295,14 @@ class ZooKeeperPublisher(Service):
                 self._mark(node)
                 self._members.refresh(state.name)
 
+    def relabel(self, state: InstanceState) -> None:
+        """
+        The instance's discovery service or labels changed: its member, if
+        it has one here, is rewritten, or moved to its new service.
+        """
+        if state.name in self._nodes.members:
+            self._members.update(state)
+
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""
         node = self._nodes.instances.get(name)

@@ -6,7 +6,9 @@ once this service starts.
 Added instances are checked from the next tick; removed ones stop, their
 connection closes and their node goes; changed ones (address, auth, TLS)
 start again from a fresh state under the same node; unchanged ones keep
-their state, counters and connection. Global settings apply from the next
+their state, counters and connection, and so do those whose discovery
+service or labels alone changed (relabelled), their discovery member
+rewritten or moved to the new service. Global settings apply from the next
 tick. Command-line options still override the file. A file that does not
 load is logged with its one-line reason and the running config stays.
 
@@ -46,7 +48,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.bugs import InternalErrors
-from sentinel.config import Config, ConfigError
+from sentinel.config import Config, ConfigError, RedisInstance
 from sentinel.monitor import Instances, Settings
 from sentinel.signals import StartSignals
 
@@ -261,8 +263,12 @@ class ConfigReloader(Service):
         after = {i.name: i for i in new.instances}
         removed = [n for n in before if n not in after]
         added = [n for n in after if n not in before]
-        changed = [n for n in after if n in before and after[n] != before[n]]
+        differ = [n for n in after if n in before and after[n] != before[n]]
+        relabelled = [n for n in differ if _relabelled(before[n], after[n])]
+        changed = [n for n in differ if n not in relabelled]
         try:
+            for name in relabelled:
+                monitor.relabel_instance(after[name])
             monitor.change_instances(
                 removed, [after[n] for n in changed], [after[n] for n in added]
             )
@@ -278,11 +284,12 @@ class ConfigReloader(Service):
         settings_changed = _settings_changed(old, new)
         log.info(
             "reloaded: {added} added, {removed} removed, {changed} changed, "
-            "{kept} unchanged; {settings}",
+            "{kept} unchanged, {relabelled} relabelled in place; {settings}",
             added=len(added),
             removed=len(removed),
             changed=len(changed),
-            kept=len(after) - len(added) - len(changed),
+            kept=len(after) - len(added) - len(differ),
+            relabelled=len(relabelled),
             settings=", ".join(settings_changed) or "no global setting changed",
         )
         self._tell_applied(new)
@@ -311,6 +318,14 @@ class ConfigReloader(Service):
                 self._on_applied(config)
             except Exception:
                 log.failure("after the reload")
+
+
+def _relabelled(old: RedisInstance, new: RedisInstance) -> bool:
+    """
+    Whether `new` differs from `old` only in what discovery publishes of it
+    (its service, its labels), which no check uses.
+    """
+    return attr.evolve(new, service=old.service, labels=old.labels) == old
 
 
 def _settings_changed(old: Config, new: Config) -> list[str]:

@@ -97,12 +97,16 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.published: list[tuple[str, Transition | None]] = []
         self.removed: list[str] = []
+        self.relabelled: list[str] = []
 
     def publish(self, state: InstanceState, transition: Transition | None) -> None:
         self.published.append((state.name, transition))
 
     def remove(self, name: str) -> None:
         self.removed.append(name)
+
+    def relabel(self, state: InstanceState) -> None:
+        self.relabelled.append(state.name)
 
 
 def make_monitor(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import attr
 from kazoo.exceptions import ConnectionLoss
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -187,6 +188,19 @@ class ServersetTests(DiscoveryHarness):
             InstanceHealth(1, 1),
         )
         self.check(moved, UP)
+        self.assertEqual(self.members("old"), {})
+        self.assertEqual(len(self.members("new")), 1)
+
+    def test_relabel_in_place_moves_the_member(self) -> None:
+        """
+        A reload that changes only the service of an instance, taken in
+        place (the same state), moves its member at once, before any check.
+        """
+        self.start()
+        state = self.instance("cache-1", service="old")
+        self.check(state, UP)
+        state.instance = attr.evolve(state.instance, service="new")
+        self.publisher.relabel(state)
         self.assertEqual(self.members("old"), {})
         self.assertEqual(len(self.members("new")), 1)
 
@@ -409,3 +423,23 @@ class NerveTests(DiscoveryHarness):
         [(child, member)] = self.members("cache-1").items()
         self.assertEqual(child, "cache-1_0000000000")
         self.assertEqual(member["labels"], {"zone": "b", "role": "master"})
+
+    def test_relabel_in_place_rewrites(self) -> None:
+        """
+        Labels changed in place (the same state) rewrite the same member
+        at once, before any check; an instance without a member (down)
+        gets none.
+        """
+        self.start()
+        state = self.instance("cache-1", labels=(("zone", "a"),))
+        down = self.instance("cache-2")
+        self.check(state, UP)
+        self.check(down, DOWN)
+        state.instance = attr.evolve(state.instance, labels=(("zone", "b"),))
+        down.instance = attr.evolve(down.instance, labels=(("zone", "b"),))
+        self.publisher.relabel(state)
+        self.publisher.relabel(down)
+        [(child, member)] = self.members("cache-1").items()
+        self.assertEqual(child, "cache-1_0000000000")
+        self.assertEqual(member["labels"], {"zone": "b", "role": "master"})
+        self.assertEqual(self.members("cache-2"), {})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attr
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import membership as membership_module
@@ -656,6 +657,27 @@ class QuorumTests(SynchronousTestCase):
         self.assertEqual((document["host"], document["port"]), ("10.0.0.9", 7000))
         self.assertEqual(document["status"], "up")
         self.assertEqual(self.fleet.node("r01")["host"], "10.0.0.1")  # type: ignore[index]
+
+    def test_relabel_keeps_the_observers_state(self) -> None:
+        """
+        A reload that changes only an instance's labels is taken in place
+        by the agents observing it (their state and counters stay), and
+        known as relabelled by those that do not.
+        """
+        [first, *_] = self.fleet.members.values()
+        relabelled = attr.evolve(first.group.known["r00"], labels=(("z", "9"),))
+        states = {
+            agent: member.monitor.states.get("r00")
+            for agent, member in self.fleet.members.items()
+        }
+        for member in self.fleet.members.values():
+            member.group.relabel_instance(relabelled)
+        for agent, member in self.fleet.members.items():
+            self.assertIs(member.group.known["r00"], relabelled)
+            self.assertIs(member.monitor.states.get("r00"), states[agent])
+            if states[agent] is not None:
+                self.assertIs(states[agent].instance, relabelled)  # type: ignore[union-attr]
+        self.assertEqual(sum(s is not None for s in states.values()), 3)
 
 
 class CatalogSquatterTests(SynchronousTestCase):

@@ -147,6 +147,42 @@ class ReloadTests(ReloadTestCase):
         self.assertTrue(old_probe.closed)
         self.assertIsNot(self.probes["a"], old_probe)
 
+    def test_relabel_in_place(self) -> None:
+        """
+        New labels or a new service alone keep the instance's state,
+        counters and connection: the publisher is told to rewrite its
+        member, and the log counts it apart from the changed ones.
+        """
+        kept_state = self.monitor.states["a"]
+        probe = self.probes["a"]
+        relabelled = instance("a", 7000, labels=(("zone", "z9"),), service="s")
+        self.next = attr.evolve(BASE, instances=(relabelled, *BASE.instances[1:]))
+        self.reload()
+        self.assertIs(self.monitor.states["a"], kept_state)
+        self.assertIs(kept_state.instance, relabelled)
+        self.assertFalse(probe.closed)
+        self.assertIs(self.probes["a"], probe)
+        self.assertEqual(kept_state.health.checks, 2)
+        self.assertEqual(self.publisher.relabelled, ["a"])
+        self.assertEqual(self.publisher.removed, [])
+        [event] = [e for e in self.events if "reloaded:" in e["log_format"]]
+        self.assertEqual(
+            (event["changed"], event["kept"], event["relabelled"]), (0, 2, 1)
+        )
+        self.assertEqual(self.reloader.config.instances[0], relabelled)
+        self.clock.advance(1.0)
+        self.assertEqual(kept_state.health.checks, 3)
+
+    def test_relabel_with_new_address_is_a_change(self) -> None:
+        """New labels with a new port: a change, checked from scratch."""
+        old_probe = self.probes["a"]
+        moved = instance("a", 7999, labels=(("zone", "z9"),))
+        self.next = attr.evolve(BASE, instances=(moved, *BASE.instances[1:]))
+        self.reload()
+        self.assertTrue(old_probe.closed)
+        self.assertEqual(self.publisher.relabelled, [])
+        self.assertEqual(self.monitor.states["a"].health.checks, 0)
+
     def test_global_settings_next_tick(self) -> None:
         """
         A new interval, rise and fall apply from the next tick on; the new
