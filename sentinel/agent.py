@@ -69,7 +69,13 @@ def _make_publisher(
     handoff = None
     if config.state_dir is not None and left is not None:
         state_file = StateFile(config.state_dir, FileWorker(reactor))
-        handoff = SessionHandoff(reactor, state_file, session_purpose(config), left)
+        handoff = SessionHandoff(
+            reactor,
+            state_file,
+            session_purpose(config),
+            left,
+            session_timeout=zk_config.session_timeout,
+        )
     discovery = None
     if zk_config.discovery != "none":
         discovery = (zk_config.discovery, zk_config.discovery_root)

@@ -11,6 +11,16 @@ for good. A session that expired meanwhile gives way to a new one; either
 way the log and ``/debug/stats`` say whether the session was reattached,
 and why not.
 
+A session is kept alive by reattaching only while checks back its nodes:
+the file says until when a process holding it checked its instances
+(``checked_at``: the session's start, then the checks, written again at
+most every quarter of the session timeout, and only over this process's
+own file). One unchecked for longer than the session timeout (each
+process of a crash loop killed before its first check, say) is not
+claimed but closed (`stale`: the publisher closes it, so that its nodes
+go at once), and a new session opened: else a dead Redis stayed
+published up for as long as the loop went on.
+
 Whenever the session changes, and before a discovery member is first
 created under a parent (`record_parent`), the file is rewritten: one write
 at a time, the newest state queued behind it. When the connection drops,
@@ -43,7 +53,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.privatefiles import NotRead
-from sentinel.session import Owner, SessionPurpose, StateFile, StoredSession
+from sentinel.session import NotHeld, Owner, SessionPurpose, StateFile, StoredSession
 
 log = Logger()
 
@@ -51,6 +61,9 @@ log = Logger()
 EXPIRED = "the session had expired"
 UNREACHABLE = "ZooKeeper was unreachable at start for longer than the session timeout"
 NOT_CLAIMED = "the state file could not be written"
+UNCHECKED = (
+    "no process checked its instances for {seconds:.1f} s, over the session timeout"
+)
 
 
 class SessionHandoff:
@@ -67,11 +80,14 @@ class SessionHandoff:
         purpose: SessionPurpose,
         left: StoredSession | str,
         owner: Owner | None = None,
+        session_timeout: float = 10.0,
     ) -> None:
         """
         @param left: the session the state file held at start, or why none
             is usable (``no state file``...).
         @param owner: this process (a fresh `Owner` if None).
+        @param session_timeout: the session timeout asked for: a session
+            left unchecked for longer is closed rather than reattached.
         """
         self._reactor = reactor
         self.state_file = state_file
@@ -84,6 +100,16 @@ class SessionHandoff:
         self.why_not: str | None = None if self.left else str(left)
         self.on_superseded: Callable[[str], None] | None = None
         self.superseded: str | None = None
+        self._session_timeout = session_timeout
+        # The session left, if no process checked its instances for longer
+        # than the session timeout: closed at start, never reattached.
+        self.stale: StoredSession | None = None
+        # Until when checks back the session's nodes (epoch seconds), and
+        # what the state file says of it, as last written.
+        self._checked_at: float | None = None
+        self._checked_written: float | None = None
+        # Whether a write queued is more than a refresh of `_checked_at`.
+        self._rewrite = False
         # The session we hold now, and the discovery parents recorded for it.
         self._session: tuple[int, bytes] | None = None
         self._parents: tuple[str, ...] = ()
@@ -121,8 +147,25 @@ class SessionHandoff:
         left = self.left
         if left is None:
             return succeed(False)
+        now = float(self._reactor.seconds())
+        # A file that does not say (an older version's) counts from now.
+        checked_at = now if left.checked_at is None else left.checked_at
+        if now - checked_at > self._session_timeout:
+            self.stale = left
+            self.why_not = UNCHECKED.format(seconds=now - checked_at)
+            log.warn(
+                "not reattaching to ZooKeeper session {session}: {why} ({timeout} "
+                "s), so its nodes may be stale; closing it (its nodes go now) "
+                "and opening a new one",
+                session=f"{left.session_id:#x}",
+                why=self.why_not,
+                timeout=self._session_timeout,
+            )
+            return succeed(False)
         self._session = left.client_id
         self._parents = left.discovery_parents
+        # Not checked by this process yet: the previous one's checks stand.
+        self._checked_at = checked_at
 
         def claimed(written: bool) -> bool:
             self._claimed = written
@@ -178,10 +221,30 @@ class SessionHandoff:
                 )
         if client_id != self._session:
             self._session = client_id
-            # A new session holds no member anywhere yet.
+            # A new session holds no member anywhere yet, and nothing
+            # checked: its unchecked time counts from its start.
             self._parents = ()
+            self._checked_at = float(self._reactor.seconds())
             self._written_soon()
         return inherited
+
+    def checked(self) -> None:
+        """
+        This process checked an instance (the publisher hears each check):
+        the state file says so again once a quarter of the session timeout
+        went by since it last did.
+        """
+        now = float(self._reactor.seconds())
+        self._checked_at = now
+        written = self._checked_written
+        if (
+            self._session is None
+            or self.superseded is not None
+            or self.writing
+            or (written is not None and now - written < self._session_timeout / 4)
+        ):
+            return
+        self._written_soon(refresh=True)
 
     # While running
 
@@ -309,11 +372,15 @@ class SessionHandoff:
 
     # Writing
 
-    def _written_soon(self) -> Deferred[bool]:
-        """Fires with whether the write that starts next (or soon) worked."""
+    def _written_soon(self, refresh: bool = False) -> Deferred[bool]:
+        """
+        Fires with whether the write that starts next (or soon) worked;
+        `refresh`: a write of ``checked_at`` alone.
+        """
         waiter: Deferred[bool] = Deferred()
         self._waiting.append(waiter)
         self._dirty = True
+        self._rewrite = self._rewrite or not refresh
         if not self._writing:
             self._write()
         return waiter
@@ -321,6 +388,10 @@ class SessionHandoff:
     def _write(self) -> None:
         session = self._session
         self._dirty = False
+        # A refresh replaces only this process's own file: a newer process
+        # that claimed the session meanwhile must not lose its claim.
+        holder = None if self._rewrite or self._recorded != session else self.owner
+        self._rewrite = False
         waiters, self._waiting = self._waiting, []
         if session is None:
             _fire_all(waiters, False)
@@ -333,17 +404,30 @@ class SessionHandoff:
             self.owner,
             float(self._reactor.seconds()),
             self._parents,
+            self._checked_at,
         )
-        d = self.state_file.write(stored)
-        d.addCallback(self._wrote, session)
-        d.addErrback(self._failed, "writing")
+        d = self.state_file.write(stored, holder)
+        d.addCallbacks(self._wrote, self._not_written, callbackArgs=(stored,))
         d.addBoth(self._write_ended, waiters)
 
-    def _wrote(self, _: None, session: tuple[int, bytes]) -> None:
+    def _wrote(self, _: None, stored: StoredSession) -> None:
         self.writes += 1
         self.last_error = None
-        self._recorded = session
+        self._recorded = stored.client_id
+        self._checked_written = stored.checked_at
         self.overwritten = None
+
+    def _not_written(self, failure: Failure) -> None:
+        if failure.check(NotHeld):
+            # Another process's file now: `verify` or `disconnected` learns
+            # whose, and what follows.
+            log.debug(
+                "{path} not refreshed: {why}",
+                path=self.state_file.path,
+                why=failure.getErrorMessage(),
+            )
+            return
+        self._failed(failure, "writing")
 
     def retry(self) -> None:
         """

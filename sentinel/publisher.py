@@ -217,7 +217,18 @@ class ZooKeeperPublisher(Service):
             return
         left = handoff.left
 
-        def connect(claimed: bool) -> None:
+        def connect(claimed: bool) -> Deferred[None] | None:
+            if not claimed and handoff.stale is not None and self.running:
+                # Nobody checked for it for too long: its nodes go now,
+                # rather than live on, stale, with the session.
+                closed = self.zk.close_session(
+                    left.client_id, self.zk.requested_timeout
+                )
+                return closed.addCallback(lambda _: start(False))
+            start(claimed)
+            return None
+
+        def start(claimed: bool) -> None:
             # Stopped meanwhile to leave (a SIGUSR2 during start-up): the
             # session is attached all the same, so that closing it deletes
             # the previous process's nodes (sentinel.stopping).
@@ -251,6 +262,8 @@ class ZooKeeperPublisher(Service):
         if state.health.status is None:
             # Never looked: nothing true to write yet.
             return
+        if self.handoff is not None:
+            self.handoff.checked()
         roles = self._roles
         if roles.joined and not roles.primary_of(state, transition):
             return

@@ -8,9 +8,11 @@ to the session, to which the ephemeral nodes belong, instead of opening a
 new one. The file also says what the session is for (ZooKeeper hosts, root,
 agent id), which process holds it (pid and a random token: an older
 process whose session was taken reads it to learn that it was
-superseded), and the discovery parents under which the session may hold
+superseded), the discovery parents under which the session may hold
 members (the next process looks there for members of instances removed
-meanwhile).
+meanwhile), and until when the session's nodes were backed by checks
+(``checked_at``: a session nobody checked for long is not kept alive,
+`sentinel.handoff`).
 
 Whoever holds the password can take the session, and with it the nodes:
 the file is one only the agent's user may read (`sentinel.privatefiles`:
@@ -56,6 +58,10 @@ _VERSION = 1
 _LAST_WRITTEN_AT = 253402300799.0
 
 
+class NotHeld(Exception):
+    """The state file no longer names this process as the session's holder."""
+
+
 @attr.frozen
 class SessionPurpose:
     """What a session publishes for: an ensemble, a root, an agent id."""
@@ -89,6 +95,10 @@ class StoredSession:
     written_at: float
     # Where the session may hold discovery members.
     discovery_parents: tuple[str, ...] = ()
+    # Epoch seconds up to which a process holding the session checked its
+    # instances (at first, the session's start): None in a file from a
+    # version that did not say.
+    checked_at: float | None = None
 
     @property
     def client_id(self) -> tuple[int, bytes]:
@@ -112,6 +122,7 @@ def encode_state(stored: StoredSession) -> bytes:
         "owner": {"pid": stored.owner.pid, "token": stored.owner.token},
         "written_at": stored.written_at,
         "discovery_parents": list(stored.discovery_parents),
+        "checked_at": stored.checked_at,
     }
     return json.dumps(document, indent=1).encode("utf-8") + b"\n"
 
@@ -141,6 +152,7 @@ def decode_state(data: bytes, purpose: SessionPurpose) -> StoredSession:
         owner=_owner(document),
         written_at=_written_at(document),
         discovery_parents=_parents(document),
+        checked_at=_checked_at(document),
     )
     theirs = stored.purpose
     for field, what in (
@@ -170,6 +182,15 @@ def _written_at(document: dict[str, Any]) -> float:
     if written_at is None or not 0 <= written_at <= _LAST_WRITTEN_AT:
         raise Unreadable("written_at is missing or invalid")
     return written_at
+
+
+def _checked_at(document: dict[str, Any]) -> float | None:
+    if document.get("checked_at") is None:
+        return None
+    checked_at = finite(document["checked_at"])
+    if checked_at is None or not 0 <= checked_at <= _LAST_WRITTEN_AT:
+        raise Unreadable("checked_at is invalid")
+    return checked_at
 
 
 def _session_id(document: dict[str, Any]) -> int:
@@ -271,12 +292,28 @@ class StateFile:
 
         return self._worker.run(f"a read of {self.path}", read)
 
-    def write(self, stored: StoredSession) -> Deferred[None]:
-        """Replace the file with `stored`, atomically."""
+    def write(
+        self, stored: StoredSession, holder: Owner | None = None
+    ) -> Deferred[None]:
+        """
+        Replace the file with `stored`, atomically; with `holder`, only if
+        the file still names `holder` as the holder of the same session
+        (else `NotHeld`, and the file is left as it is).
+        """
         data = encode_state(stored)
-        return self._worker.run(
-            f"a write of {self.path}", lambda: write_private_file(self.path, data)
-        )
+
+        def write() -> None:
+            if holder is not None:
+                try:
+                    held = read_private_file(self.path, MAX_STATE_BYTES)
+                    current = decode_state(held, stored.purpose)
+                except Unreadable as e:
+                    raise NotHeld(str(e)) from None
+                if current.client_id != stored.client_id or current.owner != holder:
+                    raise NotHeld(f"it names pid {current.owner.pid}")
+            write_private_file(self.path, data)
+
+        return self._worker.run(f"a write of {self.path}", write)
 
     def remove(self) -> Deferred[None]:
         """Remove the file (the session was closed on purpose)."""

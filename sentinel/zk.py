@@ -80,7 +80,8 @@ listeners are still told.
 
 A session can be handed from one process to the next (`sentinel.handoff`):
 the first client may reattach to a session (`start(client_id=...)`), and
-`leave_open` stops using the session without closing it. A client left so
+`leave_open` stops using the session without closing it (`close_session`
+closes one nobody should keep, with a client of its own). A client left so
 never reconnects: between reconnection attempts kazoo asks our `interrupt`
 every 0.1 s, which ends them once the session is left, so that an older
 process whose session a newer one took does not take it back.
@@ -138,6 +139,10 @@ _WRITE_CALLS = frozenset({"commit_async", "create_async", "set_async", "delete_a
 # ZooKeeper refuses a request over 1 MB (jute.maxbuffer).
 WRITE_BATCH = 64
 WRITE_BATCH_BYTES = 256 * 1024
+
+# Seconds a close of a session left unchecked (`close_session`) may take:
+# one request; unanswered, the session expires on its own.
+CLOSE_TIMEOUT = 1.0
 
 CONNECTING = "connecting"
 CONNECTED = "connected"
@@ -327,6 +332,37 @@ class ZooKeeper:
         """
         self._set_state(CONNECTING)
         self._new_client(client_id)
+
+    def close_session(
+        self, client_id: tuple[int, bytes], timeout: float
+    ) -> Deferred[None]:
+        """
+        Close the session `client_id` (its ephemeral nodes go at once) with
+        a client of its own, which reattaches to it and closes it; fires
+        when done, or after `timeout` to connect (the session then expires
+        on its own). A session that expired already is no matter: the new
+        one the client may open instead is closed.
+        """
+        other = ZooKeeper(
+            self._reactor,
+            self.hosts,
+            self.requested_timeout,
+            auth=self._auth,
+            call_timeout=self.call_timeout,
+            client_factory=self._client_factory,
+            internal_errors=self.internal_errors,
+        )
+        connected: Deferred[None] = Deferred()
+
+        def heard(state: str) -> None:
+            if state == CONNECTED and not connected.called:
+                connected.callback(None)
+
+        other.add_listener(heard)
+        other.start(client_id)
+        connected.addTimeout(timeout, self._reactor)
+        connected.addErrback(lambda _: None)
+        return connected.addCallback(lambda _: other.stop(CLOSE_TIMEOUT))
 
     def leave_open(self) -> None:
         """

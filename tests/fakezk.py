@@ -245,6 +245,8 @@ class FakeZooKeeper:
         self.call_timeout = call_timeout
         self.hosts = "fake:2181"
         self.session_timeout = 10.0
+        # Sessions closed by `close_session`.
+        self.closed_sessions: list[int] = []
         self.requested_timeout = 10.0
         self.granted_timeout: float | None = None
         self.connect_error: str | None = None
@@ -311,6 +313,16 @@ class FakeZooKeeper:
             return done
         session, self._session = self._session, None
         if session is not None and self.server.sessions.get(session) == self._password:
+            self.server.end_session(session)
+        return succeed(None)
+
+    def close_session(
+        self, client_id: tuple[int, bytes], timeout: float
+    ) -> Deferred[None]:
+        """Close the session `client_id` if it lives (its nodes go)."""
+        self.closed_sessions.append(client_id[0])
+        session, password = client_id
+        if self.server.sessions.get(session) == password:
             self.server.end_session(session)
         return succeed(None)
 

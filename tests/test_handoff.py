@@ -499,6 +499,84 @@ class RestartTests(HandoffTestCase):
         self.assertEqual(first.worker.calls[-1], "a write")
 
 
+class UncheckedSessionTests(HandoffTestCase):
+    """Processes killed before their first check (a crash loop)."""
+
+    def test_crash_loop_ends_the_session_unchecked_too_long(self) -> None:
+        """
+        A process killed before its first check leaves the session as
+        checked as it found it: the next processes reattach while its
+        instances were checked within the session timeout; past it, the
+        next one closes the session (its nodes go at once, a dead Redis
+        is no longer published up) and opens a new one, which its first
+        check writes.
+        """
+        first = self.running()
+        checked = self.clock.seconds()
+        session = first.zk.session_id
+        self.server.drop(first.zk)
+        while True:
+            self.clock.advance(1.2)
+            process = self.process()
+            process.start(alone=False)
+            if self.clock.seconds() - checked > 10.0:
+                break
+            self.assertEqual(process.zk.session_id, session)
+            self.assertEqual(self.stored()["checked_at"], checked)
+            self.server.drop(process.zk)
+        self.assertEqual(process.zk.closed_sessions, [session])
+        self.assertNotIn(session, self.server.sessions)
+        self.assertNotEqual(process.zk.session_id, session)
+        self.assertFalse(process.handoff.reattached)
+        self.assertIn("no process checked its instances", process.handoff.why_not)
+        self.assertNotIn(path("a"), self.server.nodes)
+        self.assertEqual(self.stored()["session_id"], f"{process.zk.session_id:#x}")
+        self.assertEqual(self.stored()["checked_at"], self.clock.seconds())
+        process.check("a", DOWN)
+        self.assertEqual(process.zk.document(path("a"))["status"], "down")
+
+    def test_checks_keep_the_file_current(self) -> None:
+        """
+        A process that checks writes the time of its checks in the state
+        file every quarter of the session timeout, not at each check: after
+        a long run and a crash, the next process reattaches.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        writes = first.handoff.writes
+        for _ in range(60):
+            self.clock.advance(1)
+            first.check("a", UP)
+        self.assertEqual(first.handoff.writes - writes, 20)
+        self.assertGreaterEqual(self.stored()["checked_at"], self.clock.seconds() - 3)
+        self.server.drop(first.zk)
+        self.clock.advance(5)
+        second = self.process()
+        second.start()
+        self.assertEqual(second.zk.session_id, session)
+        self.assertTrue(second.handoff.reattached)
+
+    def test_refresh_never_overwrites_a_newer_claim(self) -> None:
+        """
+        A refresh of the checks' time replaces only this process's own
+        file: a newer process that claimed the session keeps its claim.
+        """
+        first = self.running()
+        newer = StoredSession(
+            PURPOSE,
+            first.zk.session_id or 0,
+            f"pw-{first.zk.session_id:x}".encode(),
+            Owner(1, "newer"),
+            self.clock.seconds(),
+        )
+        with open(state_path(self.directory), "wb") as f:
+            f.write(encode_state(newer))
+        self.clock.advance(5)
+        first.check("a", UP)
+        self.assertEqual(self.stored()["owner"], {"pid": 1, "token": "newer"})
+        self.assertIsNone(first.handoff.last_error)
+
+
 class StopTests(HandoffTestCase):
     """What a stop does with a state_dir: leave, or on purpose, deregister."""
 

@@ -64,6 +64,19 @@ class EncodingTests(SynchronousTestCase):
             stored = attr.evolve(STORED, written_at=written_at)
             self.assertEqual(decode_state(encode_state(stored), PURPOSE), stored)
 
+    def test_checked_at(self) -> None:
+        """
+        The time of the last checks is read as written; a file that does
+        not say (an older version's) reads as None.
+        """
+        stored = attr.evolve(STORED, checked_at=1_800_000_100.25)
+        self.assertEqual(decode_state(encode_state(stored), PURPOSE), stored)
+        document = json.loads(encode_state(stored))
+        del document["checked_at"]
+        self.assertIsNone(
+            decode_state(json.dumps(document).encode(), PURPOSE).checked_at
+        )
+
     def test_password_not_in_repr(self) -> None:
         """A StoredSession never shows its password in logs or errors."""
         self.assertNotIn("secret", repr(STORED))
@@ -101,6 +114,8 @@ class EncodingTests(SynchronousTestCase):
             changed(written_at=1e12): "written_at is missing or invalid",
             changed(written_at=-1.0): "written_at is missing or invalid",
             changed(discovery_parents=["relative"]): "discovery_parents is invalid",
+            changed(checked_at="now"): "checked_at is invalid",
+            changed(checked_at=1e300): "checked_at is invalid",
             changed(hosts="zk9:2181"): "for another ZooKeeper ensemble ('zk9:2181')",
             changed(root="/other"): "for another root ('/other')",
             changed(agent_id="host-2"): "for another agent id ('host-2')",

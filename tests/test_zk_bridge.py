@@ -794,6 +794,42 @@ class SessionHandOverTests(SynchronousTestCase):
         self.clock.run_handed_over()
         self.assertEqual(self.zk.client_id, (0x42, b"password"))
 
+    def test_close_session(self) -> None:
+        """
+        `close_session` reattaches a client of its own to the session and
+        closes it (stop and close, off the reactor thread); the bridge's
+        own client is neither started nor told.
+        """
+        closed = self.zk.close_session((0x42, b"password"), SESSION_TIMEOUT)
+        [client] = self.factory.clients
+        self.assertEqual(client.settings["client_id"], (0x42, b"password"))
+        self.assertNoResult(closed)
+        client.change_state(KazooState.CONNECTED, session=0x42)
+        self.clock.run_handed_over()
+        self.assertTrue(client.closed.wait(THREAD_WAIT))
+        ended: list[object] = []
+        closed.addBoth(ended.append)
+        while not ended:
+            self.assertTrue(self.clock.run_handed_over(wait=THREAD_WAIT))
+        self.assertEqual(ended, [None])
+        self.assertIsNotNone(client.stopped_on)
+        self.assertEqual((self.zk.state, self.states), (STOPPED, []))
+
+    def test_close_session_bounded(self) -> None:
+        """
+        A session that cannot be reached within the timeout is left to
+        expire: the client is closed all the same, and the call ends.
+        """
+        closed = self.zk.close_session((0x42, b"password"), SESSION_TIMEOUT)
+        [client] = self.factory.clients
+        self.clock.advance(SESSION_TIMEOUT)
+        self.assertTrue(client.closed.wait(THREAD_WAIT))
+        ended: list[object] = []
+        closed.addBoth(ended.append)
+        while not ended:
+            self.assertTrue(self.clock.run_handed_over(wait=THREAD_WAIT))
+        self.assertEqual(ended, [None])
+
     def test_replacement_is_a_new_session(self) -> None:
         """
         A client replaced after the session timeout starts without the
