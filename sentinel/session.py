@@ -18,11 +18,15 @@ Whoever holds the password can take the session, and with it the nodes:
 the file is one only the agent's user may read (`sentinel.privatefiles`:
 anything else is `StateFileRefused`, one line at start and exit status 1),
 written atomically. A file that is merely unusable (missing, truncated,
-not JSON, too large, for another ensemble, root or agent id) is
+not JSON, too large, for another chroot, root or agent id) is
 `Unreadable`: the agent opens a new session, says why, and overwrites the
-file. It is read before the reactor runs, within a deadline; after start
-every read and write runs on a thread of its own within a deadline
-(`privatefiles.FileWorker`), never on the reactor thread.
+file. The ZooKeeper servers are not compared: one ensemble is listed in
+many ways (a server added, ``localhost`` for ``127.0.0.1``), and trying to
+reattach is safe, for an ensemble that does not know the session refuses
+it as expired, and the agent then opens a new one. It is read before the
+reactor runs, within a deadline; after start every read and write runs on
+a thread of its own within a deadline (`privatefiles.FileWorker`), never
+on the reactor thread.
 """
 
 from __future__ import annotations
@@ -155,14 +159,20 @@ def decode_state(data: bytes, purpose: SessionPurpose) -> StoredSession:
         checked_at=_checked_at(document),
     )
     theirs = stored.purpose
+    if _chroot(theirs.hosts) != _chroot(purpose.hosts):
+        raise Unreadable(f"for another ZooKeeper chroot ({theirs.hosts!r})")
     for field, what in (
-        ("hosts", "another ZooKeeper ensemble"),
         ("root", "another root"),
         ("agent_id", "another agent id"),
     ):
         if getattr(theirs, field) != getattr(purpose, field):
             raise Unreadable(f"for {what} ({getattr(theirs, field)!r})")
     return stored
+
+
+def _chroot(hosts: str) -> str:
+    """The chroot of a ``zookeeper.hosts`` value, "" for none."""
+    return hosts[hosts.find("/") :].rstrip("/") if "/" in hosts else ""
 
 
 def _show(value: object) -> str:

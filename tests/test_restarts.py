@@ -450,7 +450,7 @@ class StateFileTests(RestartTestCase):
         self.assertIs(handoff["reattached"], False)
         self.assertEqual(
             handoff["not_reattached_because"],
-            f"{path}: for another ZooKeeper ensemble ('zk1:2181,zk2:2181')",
+            f"{path}: for another root ('/sentinel')",
         )
         self.assertIn("not reattached", agent.text())
         stored = json.loads(path.read_bytes())

@@ -77,6 +77,26 @@ class EncodingTests(SynchronousTestCase):
             decode_state(json.dumps(document).encode(), PURPOSE).checked_at
         )
 
+    def test_hosts_spelled_otherwise(self) -> None:
+        """
+        The same ensemble listed otherwise (a server added or left out, a
+        name for an address, the servers in another order, a chroot with a
+        trailing slash) is the same ensemble: the session is reattached to
+        (an ensemble that does not know it refuses it as expired).
+        """
+        for hosts in (
+            "zk1:2181",
+            "zk1:2181,zk2:2181,zk3:2181",
+            "zk2:2181,zk1:2181",
+            "localhost:2181",
+            "10.0.0.9:2181",
+        ):
+            purpose = attr.evolve(PURPOSE, hosts=hosts)
+            self.assertEqual(decode_state(encode_state(STORED), purpose), STORED)
+        chrooted = attr.evolve(STORED, purpose=attr.evolve(PURPOSE, hosts="zk1/app"))
+        purpose = attr.evolve(PURPOSE, hosts="localhost:2181/app/")
+        self.assertEqual(decode_state(encode_state(chrooted), purpose), chrooted)
+
     def test_password_not_in_repr(self) -> None:
         """A StoredSession never shows its password in logs or errors."""
         self.assertNotIn("secret", repr(STORED))
@@ -116,7 +136,9 @@ class EncodingTests(SynchronousTestCase):
             changed(discovery_parents=["relative"]): "discovery_parents is invalid",
             changed(checked_at="now"): "checked_at is invalid",
             changed(checked_at=1e300): "checked_at is invalid",
-            changed(hosts="zk9:2181"): "for another ZooKeeper ensemble ('zk9:2181')",
+            changed(hosts="zk1:2181/app"): (
+                "for another ZooKeeper chroot ('zk1:2181/app')"
+            ),
             changed(root="/other"): "for another root ('/other')",
             changed(agent_id="host-2"): "for another agent id ('host-2')",
         }
