@@ -21,6 +21,17 @@ claimed but closed (`stale`: the publisher closes it, so that its nodes
 go at once), and a new session opened: else a dead Redis stayed
 published up for as long as the loop went on.
 
+A session left in the state_dir under another agent id (``agent_id``
+changed between two processes) is closed the same way once the process
+that left it is gone (its pid no longer runs, or is this process's own: a
+container's first process): its agent node and catalog would otherwise
+make a dead agent a live group member, holding instances nobody checks,
+until the session expired. It is not reattached to, for a process that
+still runs under another pid namespace would lose its session for good;
+closed, such a process opens a new one. While that process runs (two
+agents on one state_dir, which they must not share), the session is left
+alone.
+
 Whenever the session changes, and before a discovery member is first
 created under a parent (`record_parent`), the file is rewritten: one write
 at a time, the newest state queued behind it. When the connection drops,
@@ -44,6 +55,7 @@ next stop deregistered).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -81,6 +93,7 @@ class SessionHandoff:
         left: StoredSession | str,
         owner: Owner | None = None,
         session_timeout: float = 10.0,
+        running: Callable[[int], bool] | None = None,
     ) -> None:
         """
         @param left: the session the state file held at start, or why none
@@ -88,6 +101,7 @@ class SessionHandoff:
         @param owner: this process (a fresh `Owner` if None).
         @param session_timeout: the session timeout asked for: a session
             left unchecked for longer is closed rather than reattached.
+        @param running: whether a pid is a process that runs (`_running`).
         """
         self._reactor = reactor
         self.state_file = state_file
@@ -101,8 +115,10 @@ class SessionHandoff:
         self.on_superseded: Callable[[str], None] | None = None
         self.superseded: str | None = None
         self._session_timeout = session_timeout
+        self._running = running if running is not None else _running
         # The session left, if no process checked its instances for longer
-        # than the session timeout: closed at start, never reattached.
+        # than the session timeout, or if it is a predecessor's under
+        # another agent id: closed at start, never reattached.
         self.stale: StoredSession | None = None
         # Until when checks back the session's nodes (epoch seconds), and
         # what the state file says of it, as last written.
@@ -147,6 +163,8 @@ class SessionHandoff:
         left = self.left
         if left is None:
             return succeed(False)
+        if left.purpose.agent_id != self.purpose.agent_id:
+            return self._predecessor_left(left)
         now = float(self._reactor.seconds())
         # A file that does not say (an older version's) counts from now.
         checked_at = now if left.checked_at is None else left.checked_at
@@ -183,6 +201,37 @@ class SessionHandoff:
             return written
 
         return self._written_soon().addCallback(claimed)
+
+    def _predecessor_left(self, left: StoredSession) -> Deferred[bool]:
+        """
+        The session left under another agent id: closed if the process that
+        left it is gone, else left alone (module docstring); never claimed.
+        """
+        agent_id, pid = left.purpose.agent_id, left.owner.pid
+        if self._running(pid):
+            self.left = None
+            self.why_not = (
+                f"{self.state_file.path}: for another agent id ({agent_id!r}), "
+                f"whose process (pid {pid}) still runs: another agent on this "
+                f"state_dir?"
+            )
+            return succeed(False)
+        self.stale = left
+        self.why_not = (
+            f"the state file was left by agent id {agent_id!r} (pid {pid}, gone): "
+            f"its session is closed"
+        )
+        log.warn(
+            "not reattaching to ZooKeeper session {session}, left by agent id "
+            "{agent_id} (pid {pid}, gone), the name this agent had before: "
+            "closing it, so that its nodes go now rather than make a dead "
+            "agent a live member of the group until the session expires, and "
+            "opening a new one",
+            session=f"{left.session_id:#x}",
+            agent_id=agent_id,
+            pid=pid,
+        )
+        return succeed(False)
 
     def connected(self, client_id: tuple[int, bytes], replaced: bool) -> bool:
         """
@@ -567,6 +616,23 @@ class SessionHandoff:
 
     def _checked(self, _: object) -> None:
         self._checking = False
+
+
+def _running(pid: int) -> bool:
+    """
+    Whether `pid` is a process that runs, other than this one (in a
+    container, the process before this one had its pid too).
+    """
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        # Another user's, or unknown: taken to run.
+        return True
+    return True
 
 
 def _fire_all(waiters: list[Deferred[bool]], written: bool) -> None:

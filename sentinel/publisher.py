@@ -219,8 +219,9 @@ class ZooKeeperPublisher(Service):
 
         def connect(claimed: bool) -> Deferred[None] | None:
             if not claimed and handoff.stale is not None and self.running:
-                # Nobody checked for it for too long: its nodes go now,
-                # rather than live on, stale, with the session.
+                # A session not to keep (unchecked for too long, or left
+                # under another agent id): its nodes go now, rather than
+                # live on, unchecked, with it.
                 closed = self.zk.close_session(
                     left.client_id, self.zk.requested_timeout
                 )

@@ -131,9 +131,12 @@ def encode_state(stored: StoredSession) -> bytes:
     return json.dumps(document, indent=1).encode("utf-8") + b"\n"
 
 
-def decode_state(data: bytes, purpose: SessionPurpose) -> StoredSession:
+def decode_state(
+    data: bytes, purpose: SessionPurpose, any_agent_id: bool = False
+) -> StoredSession:
     """
-    The session in `data`, if it is one for `purpose`.
+    The session in `data`, if it is one for `purpose` (`any_agent_id`: of
+    any agent id).
 
     @raise Unreadable: saying why it is not (never quoting the password).
     """
@@ -161,12 +164,10 @@ def decode_state(data: bytes, purpose: SessionPurpose) -> StoredSession:
     theirs = stored.purpose
     if _chroot(theirs.hosts) != _chroot(purpose.hosts):
         raise Unreadable(f"for another ZooKeeper chroot ({theirs.hosts!r})")
-    for field, what in (
-        ("root", "another root"),
-        ("agent_id", "another agent id"),
-    ):
-        if getattr(theirs, field) != getattr(purpose, field):
-            raise Unreadable(f"for {what} ({getattr(theirs, field)!r})")
+    if theirs.root != purpose.root:
+        raise Unreadable(f"for another root ({theirs.root!r})")
+    if theirs.agent_id != purpose.agent_id and not any_agent_id:
+        raise Unreadable(f"for another agent id ({theirs.agent_id!r})")
     return stored
 
 
@@ -249,7 +250,9 @@ def left_in(
     """
     The session left in `directory` for `purpose`, or why there is none to
     reattach to; read before the reactor runs, within `reader`'s deadline
-    (a hung mount is an error after it).
+    (a hung mount is an error after it). A session left by this state_dir's
+    agent under another agent id is one too: it is this agent's
+    predecessor's (`sentinel.handoff` decides what becomes of it).
 
     @raise StateFileRefused: if the directory or file must not be used.
     """
@@ -258,7 +261,7 @@ def left_in(
     try:
         with reader.batch() as read:
             data = read(path, MAX_STATE_BYTES)
-        return decode_state(data, purpose)
+        return decode_state(data, purpose, any_agent_id=True)
     except StateFileRefused:
         raise
     except Unreadable as e:

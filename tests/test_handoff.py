@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import attr
 from kazoo.exceptions import ConnectionLoss
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock
@@ -83,8 +84,11 @@ class Process:
         instances: dict[str, RedisInstance],
         left: StoredSession | str | None = None,
         directory: str | None = None,
+        agent_id: str = AGENT,
     ) -> None:
         self.case = case
+        self.agent_id = agent_id
+        purpose = attr.evolve(PURPOSE, agent_id=agent_id)
         clock = case.clock
         self.zk = FakeZooKeeper(clock, server=case.server)
         self.zk.hosts = PURPOSE.hosts
@@ -92,8 +96,8 @@ class Process:
         directory = directory or case.directory
         state_file = StateFile(directory, self.worker)  # type: ignore[arg-type]
         if left is None:
-            left = left_in(directory, PURPOSE)
-        self.handoff = SessionHandoff(clock, state_file, PURPOSE, left)
+            left = left_in(directory, purpose)
+        self.handoff = SessionHandoff(clock, state_file, purpose, left)
         self.states = {
             name: InstanceState(instance, FakeProbe(instance), InstanceHealth(1, 1))
             for name, instance in instances.items()
@@ -104,7 +108,7 @@ class Process:
             clock,
             self.zk,
             ROOT,
-            AGENT,
+            agent_id,
             30.0,
             10.0,
             self.document,
@@ -117,7 +121,9 @@ class Process:
 
     def document(self) -> dict[str, Any]:
         clock = self.case.clock
-        return agent_document(AGENT, START, clock.seconds(), 1.0, sorted(self.states))
+        return agent_document(
+            self.agent_id, START, clock.seconds(), 1.0, sorted(self.states)
+        )
 
     def start(self, connect: bool = True, alone: bool = True) -> None:
         """
@@ -575,6 +581,61 @@ class UncheckedSessionTests(HandoffTestCase):
         first.check("a", UP)
         self.assertEqual(self.stored()["owner"], {"pid": 1, "token": "newer"})
         self.assertIsNone(first.handoff.last_error)
+
+
+class RenamedAgentTests(HandoffTestCase):
+    """A new process with another agent_id and the same state_dir."""
+
+    def test_predecessor_session_closed(self) -> None:
+        """
+        The session the agent left under its former agent id is closed at
+        start, once the process that left it is gone: its agent node goes
+        at once (no dead agent stays a member), as do its instance nodes,
+        which the new session writes at their first check; the file then
+        holds the new session, under the new agent id.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        first.stop()
+        self.assertIn(AGENT_PATH, self.server.nodes)
+        renamed = self.process(agent_id="renamed")
+        renamed.start()
+        self.assertEqual(renamed.zk.closed_sessions, [session])
+        self.assertNotIn(session, self.server.sessions)
+        self.assertNotIn(AGENT_PATH, self.server.nodes)
+        self.assertNotIn(path("a"), self.server.nodes)
+        self.assertNotEqual(renamed.zk.session_id, session)
+        self.assertIn(f"left by agent id {AGENT!r}", renamed.handoff.why_not or "")
+        self.assertEqual(
+            (self.stored()["agent_id"], self.stored()["session_id"]),
+            ("renamed", f"{renamed.zk.session_id:#x}"),
+        )
+        renamed.check("a", DOWN)
+        self.assertEqual(renamed.zk.document(path("a"))["agent"], "renamed")
+
+    def test_session_of_a_running_agent_left_alone(self) -> None:
+        """
+        A session left under another agent id by a process that still runs
+        (two agents on one state_dir) is neither closed nor reattached to.
+        """
+        first = self.running()
+        session = first.zk.session_id or 0
+        running = StoredSession(
+            PURPOSE,
+            session,
+            f"pw-{session:x}".encode(),
+            Owner(os.getppid(), "running"),
+            self.clock.seconds(),
+        )
+        with open(state_path(self.directory), "wb") as f:
+            f.write(encode_state(running))
+        other = self.process(agent_id="other")
+        other.start()
+        self.assertEqual(other.zk.closed_sessions, [])
+        self.assertIn(session, self.server.sessions)
+        self.assertIn(AGENT_PATH, self.server.nodes)
+        self.assertNotEqual(other.zk.session_id, session)
+        self.assertIn("still runs", other.handoff.why_not or "")
 
 
 class StopTests(HandoffTestCase):

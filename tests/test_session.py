@@ -350,6 +350,15 @@ class LeftInTests(FileTestCase):
         write_private_file(self.path, encode_state(STORED))
         self.assertEqual(left_in(self.directory, PURPOSE), STORED)
 
+    def test_session_of_another_agent_id(self) -> None:
+        """
+        A file left under another agent id gives its session too: the
+        agent's own, before it was renamed (`sentinel.handoff` decides).
+        """
+        write_private_file(self.path, encode_state(STORED))
+        renamed = attr.evolve(PURPOSE, agent_id="host-1-renamed")
+        self.assertEqual(left_in(self.directory, renamed), STORED)
+
     def test_reasons(self) -> None:
         """An unusable file gives the path and why, for the log and stats."""
         self.assertEqual(
