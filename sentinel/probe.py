@@ -116,12 +116,20 @@ _INFO_UNANSWERED = Replication(
 # two new connections, by chance) has its role back that soon.
 PLAIN_RETRY = 60.0
 PLAIN_MAX_RETRY = 300.0
+# HELLO unanswered on this many connections in a row (any answer breaks
+# the row) is switched off, and tried again as PING alone's HELLO and INFO
+# are (`_Retry`): one slow reply on a link that slowed down for a while
+# is no reason to lose HELLO's role on every check.
+HELLO_MISSES = 2
 # Its role, said where INFO would have been read.
 _PING_ALONE = Replication(
     role=None,
     error="role unknown: checked with PING alone (connections were closed on"
     " HELLO or INFO before PING's reply)",
 )
+
+# HELLO's reply in its place when the deadline came first (`_cancel_check`).
+_HELLO_LATE = object()
 
 # Replies to PING that Redis Sentinel counts as "alive" without being ready.
 _ALIVE_NOT_READY = ("LOADING", "MASTERDOWN")
@@ -137,6 +145,49 @@ def _ping_ready(reply: object) -> bool | None:
     if isinstance(reply, ResponseError) and str(reply).startswith(_ALIVE_NOT_READY):
         return False
     return None
+
+
+class _Retry(NamedTuple):
+    """
+    When something switched off (PING alone's HELLO and INFO, or HELLO) is
+    tried again: `at`, `PLAIN_RETRY` seconds after it was switched off
+    (`hold`), twice as long after each failed try (`longer`), up to
+    `PLAIN_MAX_RETRY`; a try that succeeds starts again from `PLAIN_RETRY`
+    (`succeeded`). A value, so that every probe shares `_NEVER_OFF` until
+    something is switched off.
+    """
+
+    at: float
+    wait: float
+
+    def hold(self, now: float) -> _Retry:
+        """Switched off now: tried again after the current wait."""
+        return _Retry(now + self.wait, self.wait)
+
+    def longer(self, now: float) -> _Retry:
+        """A try failed now: the next waits twice as long, up to the most."""
+        wait = min(2 * self.wait, PLAIN_MAX_RETRY)
+        return _Retry(now + wait, wait)
+
+    def succeeded(self) -> _Retry:
+        """A try succeeded: the next switch-off waits the least again."""
+        return self if self.wait == PLAIN_RETRY else _Retry(self.at, PLAIN_RETRY)
+
+
+_NEVER_OFF = _Retry(-math.inf, PLAIN_RETRY)
+
+
+class HelloOff:
+    """How many of the agent's probes check without HELLO now (/debug/stats)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def stats(self) -> dict[str, int]:
+        """For ``/debug/stats``."""
+        return {"instances": self.count}
 
 
 class _Answered(NamedTuple):
@@ -241,10 +292,16 @@ class RedisProbe:
     with an error (older than Redis 6.2, or a proxy) is not asked again on
     that connection: its role is then read by INFO alone. One that answers
     PING but not HELLO (no reply by the deadline, or the connection closed
-    first: a proxy that drops or closes on what it does not know) fails
-    that check and is not asked HELLO again at all. One that answers PING
-    but not INFO by the deadline is alive, its role unknown, as when INFO
-    is refused; its connection goes.
+    first: a proxy that drops or closes on what it does not know, or a
+    link that slowed down) is alive, its role not read by that check, and
+    its connection goes; unanswered so on `HELLO_MISSES` connections in a
+    row (an answer breaks the row), HELLO is switched off: INFO reads the
+    role on every check instead, and HELLO is tried again with the first
+    check `PLAIN_RETRY` seconds later, then twice as long after each try
+    it leaves unanswered, up to `PLAIN_MAX_RETRY`, as PING alone's HELLO
+    and INFO are (below). One that answers PING but not INFO by the
+    deadline is alive, its role unknown, as when INFO is refused; its
+    connection goes.
 
     One that closes the connection on a new connection's first check
     before answering PING, twice in a row, when it had HELLO or INFO
@@ -306,8 +363,11 @@ class RedisProbe:
         "_role_at_info",
         "_last_answer",
         "_plain",
-        "_plain_until",
-        "_plain_backoff",
+        "_plain_retry",
+        "_hello_off",
+        "_hello_misses",
+        "_hello_retry",
+        "_hello_count",
         "_closed_unanswered",
         "_checks_on_connection",
     )
@@ -320,10 +380,13 @@ class RedisProbe:
         timeout: float,
         resolver: Resolver,
         role_signal: bool = True,
+        hello_off: HelloOff | None = None,
     ) -> None:
         """
         @param timeout: the check timeout; an attempt's own bound is at
             least `MIN_CONNECT_TIMEOUT`.
+        @param hello_off: counts the probes that check without HELLO now,
+            shared by the agent's probes.
         """
         self.instance = instance
         self._reactor = reactor
@@ -381,6 +444,14 @@ class RedisProbe:
         )
         self._role_signal = role_signal
         self._hello = role_signal
+        # Whether HELLO is switched off (unanswered on HELLO_MISSES
+        # connections in a row: class docstring), and when it is tried
+        # again; the misses in the row so far; the agent's count of probes
+        # with HELLO off.
+        self._hello_off = False
+        self._hello_retry = _NEVER_OFF
+        self._hello_misses = 0
+        self._hello_count = hello_off
         self._pipelines: Pipelines | None = None
         # The role HELLO said last, and the one it said when INFO was last
         # read: a different one now means the role changed.
@@ -398,8 +469,7 @@ class RedisProbe:
         # sent with HELLO or INFO, it closed so; and the checks made on
         # this connection.
         self._plain = False
-        self._plain_until = -math.inf
-        self._plain_backoff = PLAIN_RETRY
+        self._plain_retry = _NEVER_OFF
         self._closed_unanswered = 0
         self._checks_on_connection = 0
 
@@ -458,6 +528,8 @@ class RedisProbe:
     def close(self) -> None:
         """Stop for good: cancel any attempt and check, drop the connection."""
         self._closed = True
+        if self._hello_off:
+            self._hello_switched(False)
         if self._attempt is not None:
             self._attempt.cancel()
         if self._check is not None:
@@ -594,7 +666,7 @@ class RedisProbe:
             return
         self._protocol = result
         self._connected_once = True
-        self._hello = self._role_signal and not self._plain
+        self._hello = self._role_signal and not self._plain and not self._hello_off
         self._checks_on_connection = 0
         self._pipelines = Pipelines(self, result, self._drain, self._hello)
         self._reconnects.connected(self._reactor.seconds())
@@ -659,6 +731,8 @@ class RedisProbe:
         self._check_protocol = protocol
         if self._plain:
             want_info = self._ping_alone(protocol, check, want_info)
+        elif self._hello_off:
+            want_info = self._without_hello(protocol)
         self._want_info = want_info
         pipelines = self._pipelines
         assert pipelines is not None  # Set with the kept connection.
@@ -678,14 +752,24 @@ class RedisProbe:
         # with HELLO too, once HELLO and INFO are to be tried again (class
         # docstring); else never, and the role is said unknown where INFO
         # would have read it.
-        if self._sent_at >= self._plain_until:
-            if self._role_signal and not self._hello:
+        if self._sent_at >= self._plain_retry.at:
+            if self._role_signal and not self._hello and not self._hello_off:
                 self._hello = True
                 self._pipelines = Pipelines(self, protocol, self._drain, True)
             return True
         if want_info:
             check.addCallback(_role_unknown)
         return False
+
+    def _without_hello(self, protocol: RedisClientProtocol) -> bool:
+        # With HELLO switched off, INFO reads the role on every check, in
+        # HELLO's place (the role of a master that steps down is known an
+        # interval later, not `info_every` intervals); HELLO is tried
+        # again, with it, once its retry is due (class docstring).
+        if not self._hello and self._sent_at >= self._hello_retry.at:
+            self._hello = True
+            self._pipelines = Pipelines(self, protocol, self._drain, True)
+        return True
 
     def pinged(self, protocol: RedisClientProtocol, reply: object) -> None:
         # PING alone: its reply is the check's, INFO's may follow.
@@ -739,6 +823,9 @@ class RedisProbe:
             elif ready:
                 # LOADING and MASTERDOWN refuse EXISTS too; PING said so.
                 error = f"drain_key: {reply}"
+        if draining:
+            ready = False
+            error = "draining" if error is None else f"draining; {error}"
         role = None
         if pipelines.hello:
             reply = replies[-1]
@@ -756,14 +843,17 @@ class RedisProbe:
                 self._hello = False
                 if self._protocol is protocol:
                     self._pipelines = Pipelines(self, protocol, self._drain, False)
+            elif reply is _HELLO_LATE or isinstance(reply, ConnectionLost):
+                observation = Observation(
+                    True, ready, latency_ms, error, None, draining
+                )
+                self._hello_missed(protocol, check, observation, reply)
+                return
             else:
-                if isinstance(reply, ConnectionLost):
-                    self._hello_unanswered("the connection closed first")
                 self._bad_reply(reply, protocol, "HELLO")
                 return
-        if draining:
-            ready = False
-            error = "draining" if error is None else f"draining; {error}"
+            if self._hello_misses or self._hello_off:
+                self._hello_answered()
         # The replies of an unchanged instance repeat: next time, the same
         # bytes skip the parser and this (sentinel.protocol, `repeated`).
         self._last_answer = (ready, error, draining)
@@ -841,7 +931,7 @@ class RedisProbe:
         self.stage = "info"
         self._awaiting_info = answered
         # PING was answered with INFO sent: not a server that closes on it.
-        self._plain_backoff = PLAIN_RETRY
+        self._plain_retry = self._plain_retry.succeeded()
         if self._plain:
             self._plain = False
             log.info(
@@ -921,6 +1011,17 @@ class RedisProbe:
             # Not closed before PING's reply: the row of those is broken.
             self._closed_unanswered = 0
             protocol = self._check_protocol
+            pipelines = self._pipelines
+            if (
+                stage == "ping"
+                and pipelines is not None
+                and protocol is self._protocol
+                and pipelines.replies.awaiting_hello_only()
+            ):
+                # PING was answered, HELLO was not: its replies go on with
+                # the deadline in HELLO's place (`answered` ends the check).
+                pipelines.replies.callback(_HELLO_LATE)
+                return
             self._check = self._check_protocol = None
             answered, self._awaiting_info = self._awaiting_info, None
             if answered is not None and protocol is not None:
@@ -940,15 +1041,6 @@ class RedisProbe:
                 )
                 self._finish(check, observation, self._reactor.seconds())
                 return
-            pipelines = self._pipelines
-            if (
-                stage == "ping"
-                and pipelines is not None
-                and protocol is self._protocol
-                and pipelines.replies.awaiting_hello_only()
-            ):
-                stage = "hello"
-                self._hello_unanswered("no reply within the timeout")
             self._last_error = f"timeout ({stage})"
             if protocol is not None:
                 self._drop_if(protocol)
@@ -978,31 +1070,29 @@ class RedisProbe:
         if self._plain:
             if extras:
                 # Closed on them again: PING alone, tried later.
-                self._plain_backoff = min(2 * self._plain_backoff, PLAIN_MAX_RETRY)
-                self._plain_until = now + self._plain_backoff
+                self._plain_retry = self._plain_retry.longer(now)
                 self._reconnects.dropped_alive()
                 return True
             if self._checks_on_connection == 1:
                 # PING alone is closed too: not what the server refuses.
                 self._plain = False
-                self._plain_backoff = min(2 * self._plain_backoff, PLAIN_MAX_RETRY)
-                self._plain_until = now + self._plain_backoff
+                self._plain_retry = self._plain_retry.longer(now)
                 log.info(
                     "{instance} closed the connection on PING alone too:"
                     " checking it with HELLO and INFO again, and not with PING"
                     " alone for {hold:.0f} s",
                     instance=self.instance.name,
-                    hold=self._plain_backoff,
+                    hold=self._plain_retry.wait,
                 )
             return False
         if self._checks_on_connection != 1 or not extras:
             self._closed_unanswered = 0
             return False
         self._closed_unanswered += 1
-        if self._closed_unanswered >= 2 and now >= self._plain_until:
+        if self._closed_unanswered >= 2 and now >= self._plain_retry.at:
             self._plain = True
             self._closed_unanswered = 0
-            self._plain_until = now + self._plain_backoff
+            self._plain_retry = self._plain_retry.hold(now)
             log.warn(
                 "{instance} closed the connection on a check with HELLO or"
                 " INFO before answering PING, twice on a new connection (a"
@@ -1010,23 +1100,63 @@ class RedisProbe:
                 " it with PING alone, its role unknown, and with HELLO and"
                 " INFO again in {retry:.0f} s",
                 instance=self.instance.name,
-                retry=self._plain_backoff,
+                retry=self._plain_retry.wait,
             )
         return False
 
     def _hello_unanswered(self, how: str) -> None:
         # PING was answered and HELLO was not (a proxy that drops what it
-        # does not know, or closes on it): the connections to come check
-        # without HELLO, the role read by INFO alone, rather than fail
-        # every check of an instance that answers PING.
-        if self._role_signal:
-            self._role_signal = False
-            log.warn(
-                "{instance} answered PING but not HELLO ({how}): checking it"
-                " without HELLO from now on, its role read by INFO alone",
+        # does not know, or closes on it; or a link that slowed down). On
+        # HELLO_MISSES connections in a row, the connections to come check
+        # without HELLO until its retry (class docstring).
+        now = self._reactor.seconds()
+        self._hello = False
+        if self._hello_off:
+            # A try of HELLO again, unanswered again.
+            self._hello_retry = self._hello_retry.longer(now)
+            return
+        self._hello_misses += 1
+        if self._hello_misses < HELLO_MISSES:
+            return
+        self._hello_misses = 0
+        self._hello_switched(True)
+        self._hello_retry = self._hello_retry.hold(now)
+        log.warn(
+            "{instance} answered PING but not HELLO ({how}) on {misses}"
+            " connections in a row: checking it without HELLO, its role read"
+            " by INFO on every check, and with HELLO again in {retry:.0f} s",
+            instance=self.instance.name,
+            how=how,
+            misses=HELLO_MISSES,
+            retry=self._hello_retry.wait,
+        )
+
+    def _hello_answered(self) -> None:
+        # HELLO was answered: the row of misses is broken, and HELLO, if
+        # it was off, is back.
+        self._hello_misses = 0
+        if self._hello_off:
+            self._hello_switched(False)
+            self._hello_retry = self._hello_retry.succeeded()
+            log.info(
+                "{instance} answered HELLO again: its role read by HELLO on"
+                " every check again",
                 instance=self.instance.name,
-                how=how,
             )
+
+    def _hello_switched(self, off: bool) -> None:
+        # HELLO switched off, or on again: the agent's count follows.
+        self._hello_off = off
+        if self._hello_count is not None:
+            self._hello_count.count += 1 if off else -1
+
+    @property
+    def hello_off_until(self) -> float | None:
+        """
+        While HELLO is switched off (class docstring), when it is tried
+        again (reactor seconds); else None.
+        """
+        return self._hello_retry.at if self._hello_off else None
 
     def reply_failed(self, failure: Failure) -> None:
         """
@@ -1069,6 +1199,34 @@ class RedisProbe:
                 self._drop_if(protocol)
         self._last_error = error
         self._end_check(Observation(ok=False, error=error))
+
+    def _hello_missed(
+        self,
+        protocol: RedisClientProtocol,
+        check: Deferred[Observation | None],
+        observation: Observation,
+        reply: object,
+    ) -> None:
+        # PING was answered and HELLO was not (`reply` is the deadline or
+        # the loss): alive, as when INFO is late (DESIGN.md section 5), its
+        # role not read this time; the connection goes (a late reply would
+        # be read as the next check's).
+        how = (
+            "no reply within the timeout"
+            if reply is _HELLO_LATE
+            else "the connection closed first"
+        )
+        self._hello_unanswered(how)
+        self._drop_if(protocol)
+        self._reconnects.dropped_alive()
+        if self._want_info:
+            # INFO, sent after HELLO, went unanswered with it.
+            observation = observation._replace(
+                replication=Replication(
+                    role=None, error=f"INFO replication: no reply (HELLO: {how})"
+                )
+            )
+        self._finish(check, observation, self._reactor.seconds())
 
     def _connect_failed(self, failure: Failure) -> Observation | None:
         if failure.check(_Inconclusive):

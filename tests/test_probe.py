@@ -1168,25 +1168,156 @@ class PipelineTests(SynchronousTestCase):
         assert observation is not None
         return observation
 
-    def test_hello_unanswered(self) -> None:
+    def hello_late(self, h: Harness, sent: bytes, want_info: bool = False) -> None:
         """
-        A server that answers PING but never HELLO (a proxy that drops
-        what it does not know) fails that check as a timeout of HELLO, not
-        of PING, and is not asked HELLO again: the next connection checks
-        it with PING alone, and it is up.
+        A check on a new connection answered PONG, HELLO's reply late: alive
+        and ready, its latency the deadline's, its role not read (unknown,
+        where INFO was sent with it); the connection goes.
         """
-        h = Harness(role_signal=True)
-        d = h.check()
+        h.reactor.advance(1.0)  # Reconnects wait a second.
+        d = h.check(want_info)
         h.accept()
-        self.assertEqual(h.sent(), PING + HELLO)
+        self.assertEqual(h.sent(), sent)
         h.reply(b"+PONG\r\n")
         h.on_time(0.9)
         d.cancel()  # The deadline.
-        self.assertEqual(
-            self.successResultOf(d), Observation(ok=False, error="timeout (hello)")
-        )
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation[:2] + observation[3:4], (True, True, None))
+        self.assertAlmostEqual(observation.latency_ms or 0.0, 900.0)
+        if want_info:
+            assert observation.replication is not None
+            self.assertEqual(
+                observation.replication,
+                Replication(
+                    role=None,
+                    error="INFO replication: no reply (HELLO: no reply within"
+                    " the timeout)",
+                ),
+            )
+        else:
+            self.assertIsNone(observation.replication)
         self.assertFalse(h.probe.connected)
-        self.assertEqual(self.reconnected(h), Observation(True, True, 0.0))
+
+    def without_hello(self, h: Harness) -> None:
+        """A check on a new connection with HELLO off: PING and INFO, answered."""
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING + INFO_REPLICATION)
+        h.reply(b"+PONG\r\n" + bulk(INFO_MASTER))
+        observation = self.successResultOf(d)
+        assert observation is not None and observation.replication is not None
+        self.assertEqual(
+            (observation.ok, observation.replication.role), (True, "master")
+        )
+
+    def test_hello_unanswered(self) -> None:
+        """
+        A server that answers PING in time but not HELLO (a proxy that
+        drops what it does not know, or a link that slowed down) is alive
+        and ready, and HELLO is asked again on the next connection; only
+        unanswered on two connections in a row is HELLO switched off: the
+        next connection sends PING and INFO, on every check (INFO reads the
+        role in HELLO's place), and the probe and the agent's count say so.
+        """
+        hello_off = probe_module.HelloOff()
+        h = Harness(role_signal=True)
+        h.probe._hello_count = hello_off
+        self.hello_late(h, PING + HELLO)
+        self.hello_late(h, PING + HELLO + INFO_REPLICATION, want_info=True)
+        self.assertEqual(hello_off.stats(), {"instances": 1})
+        self.assertEqual(
+            h.probe.hello_off_until, h.reactor.seconds() + probe_module.PLAIN_RETRY
+        )
+        self.assertEqual(probe_module.HELLO_MISSES, 2)
+        self.without_hello(h)
+        for _ in range(3):
+            self.assertTrue(self.observe(h, b"+PONG\r\n" + bulk(INFO_MASTER)).ok)
+            self.assertEqual(h.sent(), PING + INFO_REPLICATION)
+        h.probe.close()
+        self.assertEqual(hello_off.stats(), {"instances": 0})
+
+    def test_hello_late_keeps_what_ping_said(self) -> None:
+        """
+        A check whose HELLO reply is late says what PING and EXISTS said:
+        a drain key that exists is draining, not ready.
+        """
+        h = Harness(role_signal=True, drain_key="drain")
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING + exists_command("drain") + HELLO)
+        h.reply(b"+PONG\r\n:1\r\n")
+        d.cancel()
+        self.assertEqual(
+            self.successResultOf(d),
+            Observation(True, False, 0.0, "draining", None, True),
+        )
+
+    def test_hello_answered_breaks_the_row(self) -> None:
+        """
+        A HELLO answered between two unanswered ones breaks the row: HELLO
+        stays on, and the probe says it is.
+        """
+        h = Harness(role_signal=True)
+        self.hello_late(h, PING + HELLO)
+        h.reactor.advance(1.0)
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING + HELLO)
+        h.reply(b"+PONG\r\n" + hello(b"master"))
+        self.assertEqual(h.sent(), INFO_REPLICATION)
+        h.reply(bulk(INFO_MASTER))
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        self.hello_late(h, PING + HELLO)
+        self.assertIsNone(h.probe.hello_off_until)
+        self.hello_late(h, PING + HELLO)
+        self.assertIsNotNone(h.probe.hello_off_until)
+
+    def test_hello_tried_again_with_backoff(self) -> None:
+        """
+        With HELLO off, HELLO is tried again PLAIN_RETRY seconds later, on
+        the kept connection; unanswered again (the check alive), the next
+        try waits twice as long, up to PLAIN_MAX_RETRY; answered, HELLO is
+        on again and the next switch-off waits PLAIN_RETRY again.
+        """
+        hello_off = probe_module.HelloOff()
+        h = Harness(role_signal=True)
+        h.probe._hello_count = hello_off
+        self.hello_late(h, PING + HELLO)
+        self.hello_late(h, PING + HELLO)
+        h.reactor.advance(1.0)
+        self.without_hello(h)
+        for wait in (120.0, 240.0, 300.0, 300.0):
+            h.reactor.advance(h.probe.hello_off_until - h.reactor.seconds() - 0.5)
+            self.observe(h, b"+PONG\r\n" + bulk(INFO_MASTER))
+            self.assertEqual(h.sent(), PING + INFO_REPLICATION)
+            h.reactor.advance(0.5)
+            d = h.check()
+            self.assertEqual(h.sent(), PING + HELLO + INFO_REPLICATION)
+            h.reply(b"+PONG\r\n")
+            h.on_time(0.9)
+            d.cancel()
+            self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+            self.assertEqual(h.probe.hello_off_until, h.reactor.seconds() + wait)
+            h.reactor.advance(0.1)
+            self.without_hello(h)
+        self.assertEqual(hello_off.stats(), {"instances": 1})
+        h.reactor.advance(300.0)
+        d = h.check()
+        self.assertEqual(h.sent(), PING + HELLO + INFO_REPLICATION)
+        h.reply(b"+PONG\r\n" + hello(b"master") + bulk(INFO_MASTER))
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        self.assertIsNone(h.probe.hello_off_until)
+        self.assertEqual(hello_off.stats(), {"instances": 0})
+        self.assertEqual(self.observe(h, b"+PONG\r\n" + hello(b"master")).ok, True)
+        self.assertEqual(h.sent(), PING + HELLO)
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        self.hello_late(h, PING + HELLO)
+        self.hello_late(h, PING + HELLO)
+        self.assertEqual(
+            h.probe.hello_off_until, h.reactor.seconds() + probe_module.PLAIN_RETRY
+        )
 
     def test_ping_unanswered_is_not_hello(self) -> None:
         """A server that answers nothing times out in PING, and keeps HELLO."""
@@ -1203,21 +1334,27 @@ class PipelineTests(SynchronousTestCase):
         h.accept()
         self.assertEqual(h.sent(), PING + HELLO)
 
+    def closed_on_hello(self, h: Harness, sent: bytes) -> None:
+        """A new connection answered PONG, closed before HELLO's reply: alive."""
+        h.reactor.advance(1.0)
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), sent)
+        h.reply(b"+PONG\r\n")
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
+
     def test_closed_on_hello(self) -> None:
         """
         A server that answers PING and closes the connection before HELLO's
-        reply fails that check (the connection was lost) and is not asked
-        HELLO again.
+        reply is alive and ready; on two connections in a row, it is not
+        asked HELLO again until its retry.
         """
         h = Harness(role_signal=True)
-        d = h.check()
-        h.accept()
-        h.reply(b"+PONG\r\n")
-        h.protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(
-            self.successResultOf(d), Observation(ok=False, error="connection lost")
-        )
-        self.assertEqual(self.reconnected(h), Observation(True, True, 0.0))
+        self.closed_on_hello(h, PING + HELLO)
+        self.closed_on_hello(h, PING + HELLO)
+        self.assertIsNotNone(h.probe.hello_off_until)
+        self.without_hello(h)
 
     def closed_unanswered(self, h: Harness, sent: bytes, want_info: bool) -> None:
         """A new connection whose first check the server closes, unanswered."""
