@@ -24,7 +24,7 @@ from sentinel.monitor import Instances, Monitor, NullPublisher, Publisher, Setti
 from sentinel.output import LogOutput
 from sentinel.pacing import ConnectPacer
 from sentinel.privatefiles import FileWorker
-from sentinel.probe import RedisProbe
+from sentinel.probe import HelloOff, RedisProbe
 from sentinel.process import ProcessPolicy, check_fd_capacity, count_gc_objects
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.readers import warn_of_long_listings
@@ -122,6 +122,7 @@ def make_agent(
     """
     pacer = ConnectPacer(reactor, CONNECTS_IN_FLIGHT, config.timeout)
     resolver = Resolver.from_config(reactor, config.dns, config.timeout)
+    hello_off = HelloOff()
 
     def probe_for(instance: RedisInstance) -> RedisProbe:
         return RedisProbe(
@@ -131,6 +132,7 @@ def make_agent(
             config.timeout,
             resolver,
             role_signal=config.role_signal,
+            hello_off=hello_off,
         )
 
     started_at = reactor.seconds()
@@ -299,6 +301,7 @@ def make_agent(
                 "freshness": freshness.stats,
                 "internal_errors": internal_errors.stats,
                 "sockets": pacer.sockets.stats,
+                "hello_off": hello_off.stats,
             },
             group=group,
             health_details={

@@ -84,12 +84,16 @@ def said_since(document: Mapping[str, Any]) -> tuple[str, float] | None:
 
 
 def instance_report(
-    instance: RedisInstance, health: InstanceHealth, agent_id: str
+    instance: RedisInstance,
+    health: InstanceHealth,
+    agent_id: str,
+    hello_off_until: float | None = None,
 ) -> dict[str, Any]:
     """
     ``GET /instances``: the instance's document plus its check counters,
     the master whose INFO listed it if replica discovery found it (else
-    null), and whether its drain key is set.
+    null), whether its drain key is set, and, while HELLO is switched off
+    for it (`sentinel.probe`), when HELLO is tried again (else null).
     """
     return {
         **instance_document(instance, health, agent_id),
@@ -99,6 +103,7 @@ def instance_report(
         "failures": health.failures,
         "discovered_by": instance.discovered_by,
         "draining": health.draining,
+        "hello_off_until": hello_off_until,
     }
 
 

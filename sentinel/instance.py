@@ -28,6 +28,10 @@ class Probe(Protocol):
     # last connection attempt, or None before the first.
     address: str | None
 
+    @property
+    def hello_off_until(self) -> float | None:
+        """While HELLO is switched off, when it is tried again; else None."""
+
     def check(self, want_info: bool) -> Deferred[Observation | None]: ...
 
     def close(self) -> None: ...

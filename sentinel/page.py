@@ -210,6 +210,14 @@ _NONE = Tag("span", {"class": "none"}, ["—"])
 
 
 def _role(doc: Mapping[str, Any]) -> Node:
+    role = _role_said(doc)
+    if doc.get("hello_off_until") is None:
+        return role
+    # HELLO went unanswered and is off: the role is INFO's, read each check.
+    return [role, " ", Tag("small", children=["HELLO off"])]
+
+
+def _role_said(doc: Mapping[str, Any]) -> Node:
     role = doc.get("role")
     if not role:
         return _NONE

@@ -255,7 +255,9 @@ class StatusApp:
     # Data
 
     def _document(self, state: InstanceState) -> dict[str, Any]:
-        report = instance_report(state.instance, state.health, self.agent_id)
+        report = instance_report(
+            state.instance, state.health, self.agent_id, state.probe.hello_off_until
+        )
         if self.group is not None:
             report.update(self.group.instance_view(state.name))
         return report

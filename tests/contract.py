@@ -10,11 +10,12 @@ INSTANCE_FIELDS = frozenset(
 )  # fmt: skip
 
 # GET /instances adds the check counters, the master that listed a
-# discovered replica (else null), and whether the drain key is set.
+# discovered replica (else null), whether the drain key is set, and when
+# HELLO is tried again while it is switched off (else null).
 INSTANCE_COUNTERS = frozenset(
     {
         "consecutive_successes", "consecutive_failures", "checks", "failures",
-        "discovered_by", "draining",
+        "discovered_by", "draining", "hello_off_until",
     }
 )  # fmt: skip
 

@@ -53,6 +53,7 @@ class FakeProbe:
         self.instance = instance
         self.stage = "connect"
         self.address: str | None = None
+        self.hello_off_until: float | None = None
         self.result: Observation | None = OK
         # What a check that reads INFO replication finds.
         self.replication = Replication(role="master")

@@ -123,6 +123,30 @@ class HealthWiringTests(SynchronousTestCase):
         self.assertEqual(stats["tasks"]["check loop"]["restarts"], 1)
 
 
+class HelloOffWiringTests(SynchronousTestCase):
+    """The probes' count of HELLO switched off reaches /debug/stats."""
+
+    def test_count_in_debug_stats(self) -> None:
+        """
+        /debug/stats counts the instances checked without HELLO, one count
+        shared by every probe; /instances says when HELLO is tried again.
+        """
+        reactor = MemoryReactorClock()
+        top = agent.make_agent(config(), None, reactor)
+        monitor = cast(Monitor, IServiceCollection(top).getServiceNamed("monitor"))
+        top.startService()
+        self.addCleanup(top.stopService)
+        self.assertEqual(
+            agent_get(self, top, "/debug/stats")[1]["hello_off"], {"instances": 0}
+        )
+        probe = monitor.states["a"].probe
+        self.assertIsNone(agent_get(self, top, "/instances/a")[1]["hello_off_until"])
+        probe._hello_count.count += 1  # type: ignore[attr-defined]
+        self.assertEqual(
+            agent_get(self, top, "/debug/stats")[1]["hello_off"], {"instances": 1}
+        )
+
+
 class ResolverWiringTests(SynchronousTestCase):
     """The resolver follows the config and stops with the agent."""
 

@@ -102,6 +102,17 @@ class InstanceDocumentTests(SynchronousTestCase):
         )
         self.assertEqual(report["consecutive_failures"], 1)
         self.assertEqual((report["discovered_by"], report["draining"]), (None, False))
+        self.assertIsNone(report["hello_off_until"])
+
+    def test_report_says_hello_off(self) -> None:
+        """
+        While HELLO is switched off for the instance, /instances says when
+        it is tried again; ZooKeeper's document does not.
+        """
+        health = observed(REPLICA)
+        report = instance_report(CACHE, health, "agent-7", 1060.0)
+        self.assertEqual(report["hello_off_until"], 1060.0)
+        self.assertNotIn("hello_off_until", instance_document(CACHE, health, "a"))
 
     def test_report_marks_discovered_and_draining(self) -> None:
         """

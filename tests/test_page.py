@@ -323,6 +323,15 @@ class RendererTests(SynchronousTestCase):
         self.assertIn("<small>via &lt;script&gt;alert(1)&lt;/script&gt;</small>", page)
         self.assertEqual(page.count("<small>via "), 1)
 
+    def test_hello_off_marked(self) -> None:
+        """An instance with HELLO switched off says so next to its role."""
+        docs = [
+            doc("m", "up", True, role="master", hello_off_until=60.0),
+            doc("n", "up", True, role="master", hello_off_until=None),
+        ]
+        page = whole_page(docs, now=10.0)
+        self.assertEqual(page.count("<small>HELLO off</small>"), 1)
+
     def test_same_bytes_as_twisted(self) -> None:
         """
         The serializer writes exactly what twisted.web.template's flatten
