@@ -1211,12 +1211,12 @@ class RedisProbe:
         # the loss): alive, as when INFO is late (DESIGN.md section 5), its
         # role not read this time; the connection goes (a late reply would
         # be read as the next check's).
-        how = (
-            "no reply within the timeout"
-            if reply is _HELLO_LATE
-            else "the connection closed first"
-        )
-        self._hello_unanswered(how)
+        late = reply is _HELLO_LATE
+        how = "no reply within the timeout" if late else "the connection closed first"
+        # Unread because the agent itself ran late: not Redis's miss, and
+        # not one to switch HELLO off for (INFO on every check adds load).
+        if not late or self._pacer.lateness_since(self._sent_at) <= self._late_limit:
+            self._hello_unanswered(how)
         self._drop_if(protocol)
         self._reconnects.dropped_alive()
         if self._want_info:

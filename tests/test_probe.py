@@ -1237,6 +1237,28 @@ class PipelineTests(SynchronousTestCase):
         h.probe.close()
         self.assertEqual(hello_off.stats(), {"instances": 0})
 
+    def test_hello_late_while_agent_late_is_no_miss(self) -> None:
+        """
+        A HELLO reply not read by the deadline because the agent itself ran
+        late (one stalled turn) is not Redis's miss: after two such checks
+        HELLO is still on, and the next connection asks it again.
+        """
+        h = Harness(role_signal=True)
+        for _ in range(2):
+            h.reactor.advance(1.0)  # Reconnects wait a second.
+            d = h.check()
+            h.accept()
+            self.assertEqual(h.sent(), PING + HELLO)
+            h.reply(b"+PONG\r\n")
+            h.reactor.advance(0.9)  # One turn of 0.9 s: the agent stalled.
+            d.cancel()
+            self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        self.assertIsNone(h.probe.hello_off_until)
+        h.reactor.advance(1.0)
+        h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING + HELLO)
+
     def test_hello_late_keeps_what_ping_said(self) -> None:
         """
         A check whose HELLO reply is late says what PING and EXISTS said:
