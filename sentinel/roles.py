@@ -382,7 +382,25 @@ class GroupRoles:
         return True
 
     def document(self, node: Node) -> dict[str, Any] | None:
-        """What the primary writes at an instance node, or None if nothing yet."""
+        """
+        What the primary writes at an instance node, or None if nothing
+        yet: its own document, or until it has one, what the node said
+        when this agent took it over.
+        """
+        document = self._own_document(node)
+        if document is not None:
+            # The node says ours from now on: what it said before is no
+            # longer true, and written again later (the same node object
+            # moving back to us, say) it would date the node back.
+            node.previous = None
+            return document
+        if node.previous is not None:
+            # Until our own verdict: the previous one, now ours to refresh.
+            return {**node.previous, "agent": self._agent_id}
+        return None
+
+    def _own_document(self, node: Node) -> dict[str, Any] | None:
+        """The primary's own document of an instance node, if it has one."""
         name = node.name
         state = node.state
         if self.replicas == 1:
@@ -396,9 +414,6 @@ class GroupRoles:
             instance = self._instances.get(name) if state is None else state.instance
             if verdict is not None and instance is not None:
                 return self._opinions.verdict_document(node, instance, verdict)
-        if node.previous is not None:
-            # Until our own verdict: the previous one, now ours to refresh.
-            return {**node.previous, "agent": self._agent_id}
         return None
 
 

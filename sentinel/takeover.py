@@ -286,6 +286,8 @@ class Takeovers:
         """
         zk = self._zk
         counted = self._queue.counted
+        if not self._keeps(node):
+            return  # Let go meanwhile: another's.
         data = node.data()
         if data is None:
             return
@@ -330,7 +332,7 @@ class Takeovers:
         own write, most often), taken over (a delete and a create at
         once), or gone. Asked again, and watched again.
         """
-        if node.released and event.type != EventType.NONE:
+        if self._keeps(node) and event.type != EventType.NONE:
             self.watch_handoff(node)
 
     def taken_over(self, nodes: list[Node]) -> Deferred[None]:
@@ -358,8 +360,18 @@ class Takeovers:
             ask(node)
         return done
 
+    def _keeps(self, node: Node) -> bool:
+        """
+        Whether `node` is kept for its new primary: moved away, and not
+        let go. A node let go is forgotten, but its watch stays armed and a
+        write of it may be queued: answered as a kept one, it made the node
+        again once its taker's session ended, with what it said when this
+        agent last had it, a takeover ago.
+        """
+        return node.released and self._nodes.instances.get(node.name) is node
+
     def _handoff_seen(self, stat: Any, node: Node) -> None:
-        if not node.released or ours(stat, self._zk.session_id):
+        if not self._keeps(node) or ours(stat, self._zk.session_id):
             return
         if stat is None:
             self._queue.mark(node)
@@ -374,7 +386,7 @@ class Takeovers:
         the group's view again.
         """
         name = node.name
-        if not node.released or self._nodes.instances.get(name) is not node:
+        if not self._keeps(node):
             return
         node.cancel_recheck()
         del self._nodes.instances[name]

@@ -1133,3 +1133,44 @@ class NonVotingObserverTests(SynchronousTestCase):
         self.assertEqual(document["status"], "down")
         self.assertEqual(document["quorum"], 1)
         self.assertEqual(document["observers"], {"a": "down", "b": None})
+
+
+class CrashAfterHandBackTests(SynchronousTestCase):
+    """Two agents, two replicas: a leaves, comes back, then crashes."""
+
+    def test_nodes_never_dated_back(self) -> None:
+        """
+        The nodes b took over from a and handed back to its next process
+        are forgotten by b once taken back: when that process crashes and
+        its session ends, b makes them again from its own checks, never
+        with what they said when b last had them (``checked_at`` back by
+        as long as the nodes were a's again).
+        """
+        fleet = Fleet()
+        for agent in ("a", "b"):
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(2.0)
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        stopped = fleet.members["a"].stop()
+        fleet.run(2.0)
+        self.successResultOf(stopped)
+        self.assertEqual({(fleet.node(n) or {})["agent"] for n in share}, {"b"})
+        again = fleet.add("a", NAMES, replicas=2).start()
+        fleet.run(REFRESH)
+        self.assertEqual({(fleet.node(n) or {})["agent"] for n in share}, {"a"})
+        said = {n: fleet.node(n) or {} for n in share}
+        again.monitor.stopService()
+        again.zk.expire()
+        again.publisher.stopService()
+        for _ in range(round(3.0 / 0.01)):
+            fleet.clock.advance(0.01)
+            for name in share:
+                document = fleet.node(name)
+                if document is None:
+                    continue
+                self.assertGreaterEqual(
+                    document["checked_at"], said[name]["checked_at"], name
+                )
+        for name in share:
+            self.assertEqual((fleet.node(name) or {})["agent"], "b")
