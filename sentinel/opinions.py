@@ -14,8 +14,9 @@ reconnection the watches are gone: every opinion is read again
 The verdict's ``since`` is the time this primary first saw the verdict's
 status, or, if the node said the same status when this primary got it
 (taken over from the previous primary, or inherited from this agent's
-previous process: `Node.kept`), the ``since`` the node said: readers see
-no change of status where there was none.
+previous process: `Node.kept`), the ``since`` the node said, or for a
+node it makes anew, the ``since`` of its own checks if they say the
+verdict's status: readers see no change of status where there was none.
 """
 
 from __future__ import annotations
@@ -250,6 +251,7 @@ class Opinions:
         now = self._reactor.seconds()
         status, since = self._since.get(name, (None, None))
         said, node.kept = node.kept, None
+        own = None if node.state is None else node.state.health
         if (
             said is not None
             and said[0] == verdict.status
@@ -257,6 +259,18 @@ class Opinions:
             and 0 < said[1] <= now
         ):
             since = said[1]
+        elif (
+            said is None
+            and status is None
+            and own is not None
+            and own.status == verdict.status
+            and own.since is not None
+            and 0 < own.since <= now
+        ):
+            # Nothing said before, by us or by the node (made anew, its
+            # primary's session over): the status our own checks found,
+            # from when they found it. It is no change of status now.
+            since = own.since
         elif status != verdict.status:
             since = now
         self._since[name] = (verdict.status, since)

@@ -548,6 +548,32 @@ class CrashTests(SynchronousTestCase):
             self.assertIn(document["agent"], ("a", "b"))
             self.assertLessEqual(document["checked_at"], expired_at)
 
+    def test_since_kept_when_made_again(self) -> None:
+        """
+        A node the crashed member was the primary of, made again by its
+        new primary, says the ``since`` of the status the new primary
+        checked all along, not the time it was made: the status did not
+        change.
+        """
+        fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(2.0)
+        gone = fleet.members["c"]
+        said = {n: fleet.node(n) or {} for n in NAMES}
+        share = {n for n, document in said.items() if document.get("agent") == "c"}
+        self.assertTrue(share)
+        fleet.run(REFRESH)
+        gone.monitor.stopService()
+        gone.publisher.zk.expire()
+        gone.publisher.stopService()
+        fleet.run(SETTLE + 1.0)
+        for name in share:
+            document = fleet.node(name) or {}
+            self.assertIn(document["agent"], ("a", "b"))
+            self.assertEqual(document["status"], said[name]["status"])
+            self.assertLessEqual(document["since"], said[name]["checked_at"], name)
+
 
 class QuorumTests(SynchronousTestCase):
     """Three agents, three replicas, quorum two."""
