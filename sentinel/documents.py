@@ -75,6 +75,16 @@ def status_since(stored: bytes) -> tuple[str, float] | None:
     return None if document is None else said_since(document)
 
 
+def stored_document(stored: bytes) -> dict[str, Any] | None:
+    """The JSON object a node holds, or None if it holds anything else."""
+    return _json_object(stored)
+
+
+def said_checked_at(document: Mapping[str, Any]) -> float | None:
+    """The ``checked_at`` a parsed instance document says, or None."""
+    return finite(document.get("checked_at"))
+
+
 def said_since(document: Mapping[str, Any]) -> tuple[str, float] | None:
     """The status and ``since`` a parsed instance document says, or None."""
     status, since = document.get("status"), finite(document.get("since"))

@@ -79,6 +79,7 @@ class Node:
         "decided",
         "previous",
         "kept",
+        "said_checked_at",
         "taken_from",
     )
 
@@ -128,6 +129,9 @@ class Node:
         # ``since`` the node said, until the first document of our own
         # that can keep it (`keep_since`, `Opinions.verdict_document`).
         self.kept: tuple[str, float] | None = None
+        # Likewise, the ``checked_at`` the node said: no document of ours
+        # says an older one (`Opinions.verdict_document`).
+        self.said_checked_at: float | None = None
         # For an instance node taken over from another agent: that agent's
         # session, whose discovery member of the instance ours replaces
         # (`sentinel.members`), until ours is written.

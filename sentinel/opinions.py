@@ -32,7 +32,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sentinel.checks import finite
 from sentinel.config import RedisInstance
 from sentinel.documents import opinion_document, opinion_of, verdict_document
 from sentinel.health import Transition
@@ -280,15 +279,15 @@ class Opinions:
     def _checked_at(self, node: Node, verdict: Verdict, now: float) -> float | None:
         """
         The verdict's ``checked_at``: the newest check behind it, never
-        older than what this primary or the one before said. An opinion's
-        own ``checked_at`` is as old as its last change (opinions are
-        written on change only): a new primary's first verdict copied it,
-        days old in a steady group, and readers took the node for stale.
+        older than what this primary said, or the node when it got it
+        (from the previous primary, or this agent's previous process). An
+        opinion's own ``checked_at`` is as old as its last change
+        (opinions are written on change only): a new primary's first
+        verdict copied it, days old in a steady group, and readers took
+        the node for stale.
         """
         state = node.state
-        said = (
-            None if node.previous is None else finite(node.previous.get("checked_at"))
-        )
+        said, node.said_checked_at = node.said_checked_at, None
         candidates = (
             None if state is None else state.health.checked_at,
             verdict.source.checked_at,

@@ -47,7 +47,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from sentinel.checks import printable
-from sentinel.documents import previous_verdict, said_since
+from sentinel.documents import previous_verdict, said_checked_at, said_since
 from sentinel.holders import Holders
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.ownership import ours
@@ -175,6 +175,7 @@ class Takeovers:
         # says the same status (`Node.kept`), so it is made again.
         node.previous = previous
         node.kept = said_since(previous)
+        node.said_checked_at = said_checked_at(previous)
         data = node.data() or encode({**previous, "agent": self._agent_id})
         try:
             await self._queue.counted(

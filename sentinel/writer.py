@@ -31,7 +31,7 @@ from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
-from sentinel.documents import status_since
+from sentinel.documents import said_checked_at, said_since, stored_document
 from sentinel.holders import Holders
 from sentinel.members import Members
 from sentinel.nodes import Node, Nodes
@@ -140,13 +140,16 @@ class NodeWriter:
     async def _inherit(self, node: Node) -> Any:
         # An instance node on a session inherited from the previous process:
         # its stat, and, if it is ours, the status it says and since when
-        # (kept until the first write of this process's own state).
+        # (kept until the first write of this process's own state), and
+        # the check it says it was written after.
         try:
             stored, stat = await self._zk.get(node.path)
         except NoNodeError:
             return None
         if ours(stat, self._zk.session_id):
-            node.kept = status_since(stored)
+            said = stored_document(stored) or {}
+            node.kept = said_since(said)
+            node.said_checked_at = said_checked_at(said)
         return stat
 
     async def delete_owned(self, node: Node) -> None:

@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from sentinel.config import RedisInstance, ZooKeeperConfig
 from sentinel.documents import agent_document
 from sentinel.group import Group
+from sentinel.handoff import SessionHandoff
 from sentinel.monitor import Monitor, Settings
 from sentinel.observation import Observation
 from sentinel.publisher import ZooKeeperPublisher
@@ -49,6 +50,7 @@ class Member:
         quorum: int | None = None,
         discovery: tuple[str, str] | None = None,
         discover_replicas: bool = False,
+        handoff: SessionHandoff | None = None,
     ) -> None:
         self.clock = clock
         self.agent_id = agent_id
@@ -81,6 +83,7 @@ class Member:
             HEARTBEAT,
             document,
             discovery=discovery,
+            handoff=handoff,
         )
         settings = Settings(
             interval=INTERVAL, timeout=0.5, rise=1, fall=1, info_every=1000

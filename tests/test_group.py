@@ -7,6 +7,7 @@ in-memory ZooKeeper (`tests.groupfakes`).
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import attr
@@ -19,8 +20,11 @@ from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
 from sentinel.documents import INLINE_INSTANCES_BYTES, SERVERSET
 from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
+from sentinel.handoff import SessionHandoff
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation
+from sentinel.session import SessionPurpose, StateFile, left_in
+from sentinel.sharing import ALONE_AFTER
 from sentinel.stopping import (
     LEAVE_HANDOFF_WAIT,
     STOP_BUDGET,
@@ -41,6 +45,7 @@ from tests.groupfakes import (
     Member,
     instance,
 )
+from tests.test_handoff import SyncWorker
 
 NAMES = [f"r{i:02d}" for i in range(30)]
 # A previous agent process's session, still alive.
@@ -1128,6 +1133,52 @@ class JoinCheckedAtTests(SynchronousTestCase):
         self.assertTrue(oldest)
         for name, checked_at in oldest.items():
             self.assertGreaterEqual(checked_at, before[name], name)
+
+
+class RestartCheckedAtTests(SynchronousTestCase):
+    """A primary with a state_dir restarted: the next process reattaches."""
+
+    def test_reattach_never_dates_a_verdict_back(self) -> None:
+        """
+        The next process's first verdicts, before its own first check,
+        never say an older ``checked_at`` than its nodes said: it does not
+        copy the other observer's opinion, as old as that opinion's last
+        change. Restarted more often than the refresh, its nodes kept one
+        old ``checked_at`` for good.
+        """
+        fleet = Fleet()
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory, 0o700)
+        purpose = SessionPurpose("fake:2181", ROOT, "a")
+
+        def handoff() -> SessionHandoff:
+            state_file = StateFile(directory, SyncWorker())  # type: ignore[arg-type]
+            return SessionHandoff(
+                fleet.clock, state_file, purpose, left_in(directory, purpose)
+            )
+
+        a = fleet.add("a", NAMES, replicas=2, handoff=handoff()).start()
+        fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(2.0)
+        fleet.run(REFRESH * 1.5)
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        said = {n: (fleet.node(n) or {})["checked_at"] for n in share}
+        session = a.zk.session_id
+        stopped = a.stop()
+        fleet.run(STOP_DELETE_TIMEOUT)
+        self.successResultOf(stopped)
+        fleet.server.drop(a.zk)
+        again = fleet.add("a", NAMES, replicas=2, handoff=handoff()).start()
+        self.assertEqual(again.zk.session_id, session)
+        for _ in range(round((ALONE_AFTER + 3 * INTERVAL) / 0.01)):
+            fleet.clock.advance(0.01)
+            for name in share:
+                document = fleet.node(name) or {}
+                self.assertEqual(document["agent"], "a")
+                self.assertGreaterEqual(document["checked_at"], said[name], name)
+        for name in share:
+            self.assertGreater((fleet.node(name) or {})["checked_at"], said[name])
 
 
 class NonVotingObserverTests(SynchronousTestCase):
