@@ -4,12 +4,17 @@ Opinions in a group with ``zookeeper.replicas`` above 1 (DESIGN.md section
 
 Each observer of an instance publishes its opinion at
 ``{root}/opinions/{name}/{agent_id}``, written when its status, ``ready``
-or role changes (`observe`, `publish`). The primary hears the other
-observers' opinions: it reads each and watches it, reads it again at each
-change (or a second after a failed read), and is told (`on_change(name)`)
-when one changed, to write the verdict if the verdict changed too. After a
-reconnection the watches are gone: every opinion is read again
-(`ask_all`).
+or role changes (`observe`, `publish`), and every `refresh` seconds read
+back (its stat alone, a cheap read) and written again if it is not as
+written: another client overwrote it (with garbage, or another status),
+or deleted it. Nothing else would ever write it again, and the verdict
+would say that observer's opinion wrong for good.
+
+The primary hears the other observers' opinions: it reads each and
+watches it, reads it again at each change (or a second after a failed
+read), and is told (`on_change(name)`) when one changed, to write the
+verdict if the verdict changed too. After a reconnection the watches are
+gone: every opinion is read again (`ask_all`).
 
 The verdict's ``since`` is the time this primary first saw the verdict's
 status, or, if the node said the same status when this primary got it
@@ -37,6 +42,7 @@ from sentinel.documents import opinion_document, opinion_of, verdict_document
 from sentinel.health import Transition
 from sentinel.instance import InstanceState
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
+from sentinel.ownership import ours
 from sentinel.verdict import Opinion, Verdict, decide, parse_opinion
 from sentinel.writes import RETRY_DELAY, Lifecycle, WriteQueue
 from sentinel.zk import ZooKeeper
@@ -63,9 +69,17 @@ class Opinions:
         queue: WriteQueue,
         life: Lifecycle,
         on_change: Callable[[str], None],
+        refresh: float,
     ) -> None:
+        """
+        @param on_change: told of an instance one of whose other observers'
+            opinions changed.
+        @param refresh: seconds between two readings back of an opinion of
+            this agent's.
+        """
         self._reactor = reactor
         self._zk = zk
+        self._refresh = refresh
         self._root = root
         self._agent_id = agent_id
         self._nodes = nodes
@@ -102,13 +116,58 @@ class Opinions:
             self._queue.retire(node)
 
     def publish(self, state: InstanceState, transition: Transition | None) -> None:
-        """A check of an instance observed here: write the opinion if it changed."""
+        """
+        A check of an instance observed here: write the opinion if it
+        changed, or read it back if it is due (module docstring).
+        """
         node = self._nodes.opinions.get(state.name)
         if node is None:
             return
         if node.state is not state or transition is not None:
             node.state = state
             self._queue.mark(node)
+        elif (
+            node.owned
+            and not (node.dirty or node.writing)
+            and node.written_at is not None
+            and self._reactor.seconds() - node.written_at >= self._refresh
+        ):
+            self._read_back(state.name, node)
+
+    def _read_back(self, name: str, node: Node) -> None:
+        """Write our opinion of `name` again if it is not as we last wrote it."""
+        # Known as written now, if it is: the next reading is a refresh away.
+        node.written_at = self._reactor.seconds()
+        version = node.version
+        zk = self._zk
+
+        def answered(stat: Any) -> None:
+            if (
+                node.dirty
+                or node.writing
+                or not node.owned
+                or node.version != version
+                or self._nodes.opinions.get(name) is not node
+            ):
+                return  # Written, or let go, meanwhile: that decides.
+            if ours(stat, zk.session_id) and stat.version == version:
+                return
+            log.warn(
+                "opinion {path} is not as this agent wrote it (overwritten or "
+                "deleted by another client): writing it again",
+                path=node.path,
+            )
+            node.owned = False
+            self._queue.mark(node)
+
+        # In the background (`sentinel.zk`): a refresh's worth of them.
+        d = zk.exists(node.path, background=True)
+        # A failed reading (the connection dropped, say) is tried again at
+        # the next refresh; a reconnection writes every node anyway.
+        d.addCallbacks(answered, lambda _: None)
+        d.addErrback(
+            lambda f: log.failure("reading back {path} failed", f, path=node.path)
+        )
 
     def _opinion_data(self, node: Node) -> bytes | None:
         state = node.state

@@ -139,8 +139,9 @@ class ZooKeeperPublisher(Service):
 
         # A group's roles, and what they say to write.
         opinions = Opinions(
-            reactor, zk, root, agent_id, nodes, queue, self, self._reconsider
-        )
+            reactor, zk, root, agent_id, nodes, queue, self, self._reconsider,
+            refresh,
+        )  # fmt: skip
         takeovers = Takeovers(
             reactor, zk, nodes, queue, holders, self, agent_id, self.remove,
             lambda name: self._roles.contested(name),

@@ -1135,6 +1135,47 @@ class JoinCheckedAtTests(SynchronousTestCase):
             self.assertGreaterEqual(checked_at, before[name], name)
 
 
+class OpinionOverwrittenTests(SynchronousTestCase):
+    """Two agents, two replicas: another client writes their opinions."""
+
+    def test_opinions_written_again(self) -> None:
+        """
+        An observer's opinion overwritten with garbage, with a forged
+        status, or deleted, is written again by its observer within a
+        `refresh` (it reads its opinions back then); meanwhile the
+        verdict's ``observers`` says it wrong.
+        """
+        fleet = Fleet()
+        for agent in ("a", "b"):
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(2.0)
+        # Just after the opinions' first reading back, a refresh after their
+        # first write.
+        fleet.run(REFRESH + 1.0)
+        garbage, forged, deleted = NAMES[:3]
+        paths = {}
+        for name in (garbage, forged, deleted):
+            observer = "b" if (fleet.node(name) or {})["agent"] == "a" else "a"
+            paths[name] = f"{ROOT}/opinions/{name}/{observer}"
+        session = fleet.server.nodes[paths[garbage]].owner
+        fleet.server.put(paths[garbage], b"\x00garbage", session)
+        said = json.loads(fleet.server.nodes[paths[forged]].data)
+        forgery = json.dumps({**said, "status": "down", "error": "forged"})
+        owner = fleet.server.nodes[paths[forged]].owner
+        fleet.server.put(paths[forged], forgery.encode(), owner)
+        fleet.server.remove(paths[deleted])
+        fleet.run(5.0)
+        observers = {n: (fleet.node(n) or {})["observers"] for n in paths}
+        self.assertEqual(observers[garbage][paths[garbage][-1]], None)
+        self.assertEqual(observers[forged][paths[forged][-1]], "down")
+        self.assertEqual(observers[deleted][paths[deleted][-1]], None)
+        fleet.run(REFRESH)
+        for name, path in paths.items():
+            opinion = json.loads(fleet.server.nodes[path].data)
+            self.assertEqual(opinion["status"], "up", name)
+            self.assertEqual((fleet.node(name) or {})["observers"][path[-1]], "up")
+
+
 class RestartCheckedAtTests(SynchronousTestCase):
     """A primary with a state_dir restarted: the next process reattaches."""
 
