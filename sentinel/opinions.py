@@ -14,7 +14,10 @@ The primary hears the other observers' opinions: it reads each and
 watches it, reads it again at each change (or a second after a failed
 read), and is told (`on_change(name)`) when one changed, to write the
 verdict if the verdict changed too. After a reconnection the watches are
-gone: every opinion is read again (`ask_all`).
+gone: every opinion is read again (`ask_all`). An opinion of a live
+observer missing or unreadable for `ABSENT_AFTER` is named (`absent`,
+for /healthz): that observer stays wrong in the verdict's ``observers``
+until its refresh writes it again.
 
 The verdict's ``since`` is the time this primary first saw the verdict's
 status, or, if the node said the same status when this primary got it
@@ -54,6 +57,10 @@ log = Logger(namespace=LOG_NAMESPACE)
 # written yet.
 SQUATTER_RECHECK = 5.0
 PERSISTENT = "is a persistent node"
+# Seconds an opinion of a live observer may be missing or unreadable
+# before /healthz names it: an observer that just joined writes its own
+# after its first check, within a second or two.
+ABSENT_AFTER = 5.0
 
 
 class Opinions:
@@ -99,6 +106,9 @@ class Opinions:
         # often a squatter rewrites its node (each rewrite fires the watch,
         # and each read of it would otherwise start another round).
         self._rechecks: set[str] = set()
+        # The other observers' opinions found missing or unreadable: since
+        # when, and which.
+        self._absent: dict[str, tuple[float, str, str]] = {}
 
     # This agent's
 
@@ -185,7 +195,7 @@ class Opinions:
         for agent in list(heard):
             if agent not in others:
                 del heard[agent]
-                self.squatters.pop(f"{self._root}/opinions/{name}/{agent}", None)
+                self._unheard(f"{self._root}/opinions/{name}/{agent}")
         for agent in others:
             if agent not in heard:
                 heard[agent] = None
@@ -194,9 +204,25 @@ class Opinions:
     def forget(self, name: str) -> None:
         """`name` moved away: its opinions are no longer heard here."""
         for agent in self._heard.pop(name, {}):
-            self.squatters.pop(f"{self._root}/opinions/{name}/{agent}", None)
+            self._unheard(f"{self._root}/opinions/{name}/{agent}")
         self._since.pop(name, None)
         self._checked.pop(name, None)
+
+    def _unheard(self, path: str) -> None:
+        self.squatters.pop(path, None)
+        self._absent.pop(path, None)
+
+    def absent(self, voting: Callable[[str], bool]) -> dict[str, str]:
+        """
+        The opinions of observers that publish one (`voting`) missing or
+        unreadable for `ABSENT_AFTER` or more, and for how long.
+        """
+        now = self._reactor.seconds()
+        return {
+            path: f"{why} for {now - since:.0f} s"
+            for path, (since, agent, why) in self._absent.items()
+            if now - since >= ABSENT_AFTER and voting(agent)
+        }
 
     def ask_all(self) -> None:
         """Read every opinion heard again (the watches went with a connection)."""
@@ -214,16 +240,25 @@ class Opinions:
         # In the background (`sentinel.zk`): a member's crash fires
         # thousands of these at once, and the membership read it also
         # fires, which brings its nodes back, must not wait behind them.
+        absent = None
         try:
             data, stat = await self._zk.get(path, watch=watch, background=True)
             squatter = await self._squatter(agent, stat.ephemeralOwner)
             opinion = None if squatter else parse_opinion(data)
+            if squatter is None and opinion is None:
+                absent = "is unreadable"
         except NoNodeError:
             # Not written yet: its creation fires the watch.
             if await self._zk.exists(path, watch=watch, background=True) is not None:
                 self._ask_again(name, agent)
                 return
             opinion = squatter = None
+            absent = "is missing"
+        if absent is None or name not in self._heard:
+            self._absent.pop(path, None)
+        else:
+            since = self._absent.get(path, (self._reactor.seconds(),))[0]
+            self._absent[path] = (since, agent, absent)
         if squatter is None:
             self.squatters.pop(path, None)
         elif name in self._heard:

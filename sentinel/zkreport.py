@@ -166,6 +166,12 @@ class ZooKeeperReport:
             reasons.append(
                 f"zookeeper: opinion {_first_of(squatters)}: left out of the verdict"
             )
+        absent = self._opinions.absent(self._roles.voting) if self._roles.joined else {}
+        if absent:
+            reasons.append(
+                f"zookeeper: opinion {_first_of(absent)}: its observer is left "
+                "out of the verdict until it writes it again"
+            )
         if self._acls is not None and (open_acl := self._acls.unhealthy_reason()):
             reasons.append(open_acl)
         if zk.state == CONNECTED and (failing := self._failing()):

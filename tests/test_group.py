@@ -1143,7 +1143,8 @@ class OpinionOverwrittenTests(SynchronousTestCase):
         An observer's opinion overwritten with garbage, with a forged
         status, or deleted, is written again by its observer within a
         `refresh` (it reads its opinions back then); meanwhile the
-        verdict's ``observers`` says it wrong.
+        verdict's ``observers`` says it wrong, and the primary's /healthz
+        names an opinion missing or unreadable for `ABSENT_AFTER`.
         """
         fleet = Fleet()
         for agent in ("a", "b"):
@@ -1153,6 +1154,7 @@ class OpinionOverwrittenTests(SynchronousTestCase):
         # first write.
         fleet.run(REFRESH + 1.0)
         garbage, forged, deleted = NAMES[:3]
+        primary = fleet.members[(fleet.node(garbage) or {})["agent"]]
         paths = {}
         for name in (garbage, forged, deleted):
             observer = "b" if (fleet.node(name) or {})["agent"] == "a" else "a"
@@ -1164,16 +1166,20 @@ class OpinionOverwrittenTests(SynchronousTestCase):
         owner = fleet.server.nodes[paths[forged]].owner
         fleet.server.put(paths[forged], forgery.encode(), owner)
         fleet.server.remove(paths[deleted])
-        fleet.run(5.0)
+        fleet.run(opinions.ABSENT_AFTER + 0.5)
         observers = {n: (fleet.node(n) or {})["observers"] for n in paths}
         self.assertEqual(observers[garbage][paths[garbage][-1]], None)
         self.assertEqual(observers[forged][paths[forged][-1]], "down")
         self.assertEqual(observers[deleted][paths[deleted][-1]], None)
+        reason = primary.publisher.unhealthy_reason() or ""
+        self.assertIn(f"opinion {paths[garbage]} is unreadable for 5 s", reason)
         fleet.run(REFRESH)
         for name, path in paths.items():
             opinion = json.loads(fleet.server.nodes[path].data)
             self.assertEqual(opinion["status"], "up", name)
             self.assertEqual((fleet.node(name) or {})["observers"][path[-1]], "up")
+        for member in fleet.members.values():
+            self.assertIsNone(member.publisher.unhealthy_reason())
 
 
 class RestartCheckedAtTests(SynchronousTestCase):
@@ -1231,7 +1237,8 @@ class NonVotingObserverTests(SynchronousTestCase):
         an instance a is the primary of, observed by a and b in a's view,
         is published down when a sees it down: the quorum is capped at
         the one observer that publishes an opinion, where it waited for
-        b's for as long as the members disagreed.
+        b's for as long as the members disagreed; b's opinion, never
+        written, is not named on a's /healthz as missing.
         """
         fleet = Fleet()
         voting = fleet.add("a", NAMES, replicas=2, quorum=2)
@@ -1251,6 +1258,9 @@ class NonVotingObserverTests(SynchronousTestCase):
         self.assertEqual(document["status"], "down")
         self.assertEqual(document["quorum"], 1)
         self.assertEqual(document["observers"], {"a": "down", "b": None})
+        fleet.run(opinions.ABSENT_AFTER)
+        reason = voting.publisher.unhealthy_reason() or ""
+        self.assertNotIn(f"opinion {ROOT}/opinions/{name}/b", reason)
 
 
 class CrashAfterHandBackTests(SynchronousTestCase):
