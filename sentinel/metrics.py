@@ -282,6 +282,12 @@ class AgentMetrics:
                     "Conflicts that began since start.",
                     value=zookeeper.conflicts_started,
                 ),
+                CounterMetricFamily(
+                    "sentinel_zk_nodes_deleted_behind",
+                    "Nodes of this agent deleted by another ZooKeeper client "
+                    "and written again since start.",
+                    value=zookeeper.deleted_behind,
+                ),
                 GaugeMetricFamily(
                     "sentinel_zk_failing_nodes",
                     "Nodes whose writes have failed since their last success "

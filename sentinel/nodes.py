@@ -81,6 +81,8 @@ class Node:
         "kept",
         "said_checked_at",
         "taken_from",
+        "guard",
+        "guarded",
     )
 
     def __init__(self, path: str, data: Callable[[], bytes | None]) -> None:
@@ -136,6 +138,10 @@ class Node:
         # session, whose discovery member of the instance ours replaces
         # (`sentinel.members`), until ours is written.
         self.taken_from: int | None = None
+        # The watch for its deletion (`sentinel.guard`), one callable per
+        # node as `watcher`, and the path it is armed on, until it fires.
+        self.guard: Callable[[WatchedEvent], None] | None = None
+        self.guarded: str | None = None
 
     def keep_since(self) -> None:
         """

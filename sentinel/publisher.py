@@ -18,7 +18,8 @@ Around that path: each instance's discovery member (`sentinel.members`,
 written by `sentinel.discovery`); in a group, what this agent's role in it
 says to write (`sentinel.roles`, `sentinel.opinions`,
 `sentinel.takeover`); after every (re)connection, every node written again
-(`sentinel.resync`), and on a session inherited from the previous process,
+(`sentinel.resync`), and a node deleted behind our back written again
+(`sentinel.guard`), and on a session inherited from the previous process,
 what it left swept (`sentinel.sweep`); the end of publishing, the session
 left to the next process or the nodes deleted (`sentinel.stopping`); and
 what /debug/stats and /healthz say of it all (`sentinel.zkreport`).
@@ -41,6 +42,7 @@ from twisted.logger import Logger
 from sentinel.catalog import Catalog
 from sentinel.discovery import Discovery
 from sentinel.documents import instance_document
+from sentinel.guard import Guard
 from sentinel.handoff import SessionHandoff
 from sentinel.health import Transition
 from sentinel.holders import Holders
@@ -166,7 +168,8 @@ class ZooKeeperPublisher(Service):
                 lambda: self._mark(nodes.agent), sweep.start,
             )  # fmt: skip
             sweep.alone = lambda: self._sharing is None or self._sharing.alone
-        writer = NodeWriter(zk, nodes, queue, holders, takeovers, members, sweep)
+        guard = Guard(reactor, zk, nodes, queue, self)
+        writer = NodeWriter(zk, nodes, queue, holders, takeovers, members, sweep, guard)
 
         # With auth_file: whether the root's ACLs let it protect anything.
         acls = None if zk.acl is None else OpenAcls(zk, root)
@@ -195,12 +198,15 @@ class ZooKeeperPublisher(Service):
         self._sweep = sweep
         self._members = members
         self._writer = writer
+        self._guard = guard
         self.heartbeat_timer = RestartingTimer(
             "agent heartbeat", heartbeat, reactor, self._heartbeat
         )
         if self._sharing is not None:
             # First: its read goes out before the resync's writes.
             zk.add_listener(self._sharing.state_changed)
+        # Before the resync's: the watches it arms are new (`sentinel.guard`).
+        zk.add_listener(guard.state_changed)
         zk.add_listener(self._resync.state_changed)
         if handoff is not None:
             handoff.on_superseded = self._superseded
@@ -255,6 +261,7 @@ class ZooKeeperPublisher(Service):
             self._roles.following[1]()
         self._queue.cancel_retry()
         self._nodes.cancel_rechecks()
+        self._guard.cancel()
         return self._stopping.stop(self.halted is not None, self.superseded)
 
     # The monitor's side
@@ -465,6 +472,11 @@ class ZooKeeperPublisher(Service):
         return self._members.held
 
     @property
+    def deleted_behind(self) -> int:
+        """Our nodes deleted by someone else and written again (`sentinel.guard`)."""
+        return self._guard.deleted
+
+    @property
     def swept(self) -> int:
         """Nodes of instances no longer watched deleted after a reattach."""
         return self._sweep.swept
@@ -527,6 +539,7 @@ class ZooKeeperPublisher(Service):
         """A live twin holds this agent's own node: stop writing."""
         self.halted = line
         self._nodes.cancel_rechecks()
+        self._guard.cancel()
         if self.on_twin is not None:
             self.on_twin(line)
 
@@ -553,4 +566,5 @@ class ZooKeeperPublisher(Service):
         self.halted = line
         self.zk.leave_open()
         self._nodes.cancel_rechecks()
+        self._guard.cancel()
         self._sweep.abandon()

@@ -32,6 +32,7 @@ from typing import Any
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from sentinel.documents import said_checked_at, said_since, stored_document
+from sentinel.guard import Guard
 from sentinel.holders import Holders
 from sentinel.members import Members
 from sentinel.nodes import Node, Nodes
@@ -54,6 +55,7 @@ class NodeWriter:
         takeovers: Takeovers,
         members: Members,
         sweep: Sweep,
+        guard: Guard,
     ) -> None:
         self._zk = zk
         self._nodes = nodes
@@ -62,12 +64,21 @@ class NodeWriter:
         self._takeovers = takeovers
         self._members = members
         self._sweep = sweep
+        self._guard = guard
         # Whether the node a primary writes first is likely held already
         # (module docstring): what the last create or question found.
         self._expect_held = False
 
     async def write(self, node: Node) -> None:
-        """Write `node` as it is now (the write queue calls it)."""
+        """
+        Write `node` as it is now (the write queue calls it), and watch it
+        for its deletion once it is ours (`sentinel.guard`).
+        """
+        await self._write(node)
+        if node.owned or node.member is not None:
+            self._guard.arm(node)
+
+    async def _write(self, node: Node) -> None:
         zk = self._zk
         counted = self._queue.counted
         if node.member is not None:

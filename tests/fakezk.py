@@ -26,12 +26,13 @@ disconnected waits for the connection (kazoo queues it) or its timeout.
 
 Watches set by `exists(path, watch)` or `get(path, watch)` fire once, at
 the node's next creation, change or deletion by anyone, and those set by
-`get_children(path, watch)` at the next creation or deletion of a child,
-as ZooKeeper's do; `replace` (a delete and a create in one transaction)
-fires the deletion only, and no reader sees the node missing; a dropped
-connection or an ended session fires each with an event of type NONE and
-forgets them, as kazoo does, and `lose_watches` forgets them silently. They
-fire synchronously, where the bridge hands them over a little later.
+`get_children(path, watch)` at the next creation or deletion of a child
+or of the node itself, as ZooKeeper's do; `replace` (a delete and a
+create in one transaction) fires the deletion only, and no reader sees
+the node missing; a dropped connection or an ended session fires each
+with an event of type NONE and forgets them, as kazoo does, and
+`lose_watches` forgets them silently. They fire synchronously, where the
+bridge hands them over a little later.
 """
 
 from __future__ import annotations
@@ -188,6 +189,9 @@ class FakeZooKeeperServer:
     def fire(self, path: str, kind: str) -> None:
         for client in list(self.clients):
             client._fire(path, kind)
+            if kind == EventType.DELETED:
+                # As ZooKeeper's: a node's children watch fires at its deletion.
+                client._fire_deleted(path)
             if kind in (EventType.CREATED, EventType.DELETED):
                 client._fire_children(_parent(path))
 
@@ -524,6 +528,10 @@ class FakeZooKeeper:
     def _fire(self, path: str, kind: str) -> None:
         for watch in self.watches.pop(path, set()):
             watch(WatchedEvent(kind, KeeperState.CONNECTED, path))
+
+    def _fire_deleted(self, path: str) -> None:
+        for watch in self.child_watches.pop(path, set()):
+            watch(WatchedEvent(EventType.DELETED, KeeperState.CONNECTED, path))
 
     def _fire_children(self, path: str) -> None:
         for watch in self.child_watches.pop(path, set()):

@@ -423,7 +423,7 @@ class RestartTests(HandoffTestCase):
         """A sweep that fails is retried; members wait for it meanwhile."""
         self.running().stop()
         second = self.process({"a": self.instances["a"]})
-        second.zk.fail_next("get_children", ConnectionLoss())
+        second.zk.fail_next("get_children", ConnectionLoss(), f"{ROOT}/instances")
         second.start()
         second.check("a", UP)
         self.assertIn(path("b"), self.server.nodes)

@@ -1,0 +1,182 @@
+"""
+Our nodes deleted behind our back, written again within about a second.
+
+Each node this agent holds is watched for its deletion from the moment it
+is ours (created, or adopted after a reconnection) with a children watch
+on the node itself: ZooKeeper fires it when the node is deleted and never
+when its data is written (an ephemeral node has no children), so it costs
+one read per create and nothing per write (`tests.test_guard_zookeeper`).
+kazoo forgets every watch when its connection drops and does not set
+them again: at each connection the resync (`sentinel.resync`) writes
+every node again, and each is watched again as it becomes ours. What
+was seen deleted before is forgotten then too: the resync writes it, and
+a session that ended took our nodes with it (nothing behind our back).
+
+A node deleted while this agent still means to hold it (not removed, not
+handed to another primary, not stopping) is written again `REWRITE_AFTER`
+seconds later, as one that is no longer known to be ours: it is created,
+or, if someone else's node stands there by then (a group's new primary
+took it over in one transaction, a squatter), its holder is asked as
+after any failed write (`sentinel.holders`, `sentinel.takeover`), never
+overwritten. The agent's own node deleted means its tree was wiped: every
+node is written again at once, as after a reconnection. One line says
+how many nodes each burst of deletions took, and `deleted` counts them.
+
+Bounded: a node is watched once per create; its deletion is acted on
+only after `REWRITE_AFTER`, so a squatter deleting it in a loop gets at
+most one create of it per `REWRITE_AFTER`, and one log line as often; the
+writes themselves go through the write queue (coalesced per node, in
+flight at most `WRITES_IN_FLIGHT`, failures retried every second).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from kazoo.exceptions import NoNodeError
+from kazoo.protocol.states import EventType, WatchedEvent
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
+from sentinel.writes import Lifecycle, WriteQueue
+from sentinel.zk import CONNECTED, ZooKeeper
+
+log = Logger(namespace=LOG_NAMESPACE)
+
+# Seconds between a deletion seen and the node written again: a wipe's
+# deletions come in one line, and a squatter's loop is paced.
+REWRITE_AFTER = 0.5
+
+
+class Guard:
+    """Watches our nodes for their deletion (module docstring)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        zk: ZooKeeper,
+        nodes: Nodes,
+        queue: WriteQueue,
+        life: Lifecycle,
+    ) -> None:
+        self._reactor = reactor
+        self._zk = zk
+        self._nodes = nodes
+        self._queue = queue
+        self._life = life
+        # Nodes seen deleted, and the path each was deleted at.
+        self._gone: dict[Node, str] = {}
+        self._rewrite_call: IDelayedCall | None = None
+        # Nodes deleted behind our back and written again, since start.
+        self.deleted = 0
+
+    def arm(self, node: Node) -> None:
+        """Watch `node` for its deletion, if it is ours and not watched yet."""
+        member = node.member
+        path = node.path if member is None else member.path
+        if path is None or node.guarded == path or node.removed:
+            return
+        if node.guard is None:
+            node.guard = partial(self._fired, node)
+        node.guarded = path
+        d = self._zk.get_children(path, watch=node.guard)
+        d.addCallbacks(lambda _: None, self._not_armed, errbackArgs=(node, path))
+        d.addErrback(lambda f: log.failure("watching {path} failed", f, path=path))
+
+    def state_changed(self, state: str) -> None:
+        """
+        The bridge's state changed (a `ZooKeeper` state listener, told
+        before the resync's): no watch is left, nothing seen is acted on.
+        """
+        self.cancel()
+        if state == CONNECTED:
+            for node in self._nodes:
+                node.guarded = None
+
+    def cancel(self) -> None:
+        """Write nothing again from now on (stopping, or halted)."""
+        self._gone.clear()
+        if self._rewrite_call is not None and self._rewrite_call.active():
+            self._rewrite_call.cancel()
+        self._rewrite_call = None
+
+    def _not_armed(self, failure: Failure, node: Node, path: str) -> None:
+        if node.guarded == path:
+            node.guarded = None
+        if failure.check(NoNodeError):
+            # Deleted before the watch was set: as if it had fired.
+            self._deleted(node, path)
+        # Any other error (a lost connection): the resync arms it again.
+
+    def _fired(self, node: Node, event: WatchedEvent) -> None:
+        if event.path != node.guarded:
+            return
+        node.guarded = None
+        if event.type == EventType.DELETED:
+            self._deleted(node, event.path)
+        elif event.type != EventType.NONE:
+            # Not a deletion (nothing else should fire it): watch again.
+            self.arm(node)
+
+    def _deleted(self, node: Node, path: str) -> None:
+        life = self._life
+        if not life.running or life.halted:
+            return
+        self._gone[node] = path
+        if self._rewrite_call is None:
+            self._rewrite_call = self._reactor.callLater(REWRITE_AFTER, self._rewrite)
+
+    def _rewrite(self) -> None:
+        self._rewrite_call = None
+        gone, self._gone = self._gone, {}
+        life = self._life
+        if not life.running or life.halted:
+            return
+        held = [node for node, path in gone.items() if self._held(node, path)]
+        if not held:
+            return
+        for node in held:
+            if node.member is None and not node.writing:
+                # Not known to be ours any more: made again, or its new
+                # holder asked (`sentinel.writer`), never set blindly.
+                node.owned = False
+                node.lost = node.takeover
+            self._queue.mark(node)
+        wiped = self._nodes.agent in held
+        if wiped:
+            # Those not seen deleted (not watched yet, or their watch lost)
+            # are written too: a set finds a node deleted as well.
+            for node in self._nodes:
+                if node not in gone and self._held(node, None):
+                    self._queue.mark(node)
+        self.deleted += len(held)
+        log.warn(
+            "{count} nodes deleted behind the agent's back, written again{wiped}",
+            count=len(held),
+            wiped=" (its own node too: every node written again)" if wiped else "",
+        )
+
+    def _held(self, node: Node, path: str | None) -> bool:
+        """Whether we still hold `node`, at `path` if given, and mean to."""
+        if node.removed or node.released:
+            return False
+        member = node.member
+        nodes = self._nodes
+        if member is not None:
+            state = node.state
+            return (
+                member.path is not None
+                and path in (None, member.path)
+                and state is not None
+                and nodes.members.get(state.name) is node
+            )
+        if not (node.owned or node.writing):
+            return False
+        if node is nodes.agent or node in nodes.catalog:
+            return True
+        # An opinion's path ends in the instance's name, then our agent id.
+        instance, last = node.path.rsplit("/", 2)[-2:]
+        return nodes.instances.get(last) is node or nodes.opinions.get(instance) is node

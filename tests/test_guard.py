@@ -1,0 +1,165 @@
+"""
+`sentinel.guard`: our nodes deleted behind our back are written again
+within about a second, with one line per burst; never those we delete
+ourselves, a node someone else holds by then, nor after the session ends;
+and a squatter deleting in a loop is paced.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+
+from sentinel.guard import REWRITE_AFTER
+from tests.test_publisher import AGENT_PATH, UP, PublisherHarness, path
+
+
+class GuardTests(PublisherHarness):
+    """Nodes deleted by another client, on an in-memory ZooKeeper."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def lines(self) -> list[str]:
+        """The warnings the guard logged."""
+        return [
+            formatEvent(e)
+            for e in self.events
+            if "behind the agent's back" in formatEvent(e)
+        ]
+
+    def published(self, count: int) -> list[str]:
+        names = [f"redis-{i:02d}" for i in range(count)]
+        self.start()
+        for name in names:
+            self.check(self.instance(name), UP)
+        return names
+
+    def test_deleted_node_written_again(self) -> None:
+        """
+        An instance node deleted by another client is ours again
+        `REWRITE_AFTER` later, with the same document; one line says so,
+        and the count goes up.
+        """
+        self.published(1)
+        node = path("redis-00")
+        before = self.zk.document(node)
+        self.zk.remove(node)
+        self.clock.advance(REWRITE_AFTER - 0.01)
+        self.assertNotIn(node, self.zk.nodes)
+        self.clock.advance(0.01)
+        self.assertEqual(self.zk.owner(node), self.zk.session_id)
+        self.assertEqual(self.zk.document(node), before)
+        self.assertEqual(self.publisher.deleted_behind, 1)
+        self.assertEqual(
+            self.lines(), ["1 nodes deleted behind the agent's back, written again"]
+        )
+
+    def test_watched_once_per_create(self) -> None:
+        """
+        A node is watched once when created, not at each of its writes:
+        refreshes and changes cost no read.
+        """
+        self.published(1)
+        node = path("redis-00")
+        for _ in range(5):
+            self.clock.advance(30.0)
+            self.check(self.watched["redis-00"], UP)
+        self.assertGreater(self.zk.calls_by_path["set", node], 1)
+        self.assertEqual(self.zk.calls_by_path["get_children", node], 1)
+
+    def test_wipe_one_line(self) -> None:
+        """
+        The whole tree deleted (agent node and 12 instance nodes) comes
+        back at once, told in one line.
+        """
+        names = self.published(12)
+        for name in names:
+            self.zk.remove(path(name))
+        self.zk.remove(AGENT_PATH)
+        self.clock.advance(REWRITE_AFTER)
+        for name in names:
+            self.assertEqual(self.zk.owner(path(name)), self.zk.session_id)
+        self.assertEqual(self.zk.owner(AGENT_PATH), self.zk.session_id)
+        self.assertEqual(
+            self.lines(),
+            [
+                "13 nodes deleted behind the agent's back, written again"
+                " (its own node too: every node written again)"
+            ],
+        )
+
+    def test_own_delete_not_fought(self) -> None:
+        """An instance no longer watched has its node deleted for good."""
+        self.published(1)
+        self.unwatch("redis-00")
+        self.clock.advance(10 * REWRITE_AFTER)
+        self.assertNotIn(path("redis-00"), self.zk.nodes)
+        self.assertEqual(self.lines(), [])
+
+    def test_stop_not_fought(self) -> None:
+        """A deregistering stop's deletes are not written again."""
+        self.published(3)
+        self.successResultOf(self.publisher.stopService())
+        self.clock.advance(10 * REWRITE_AFTER)
+        self.assertNotIn(path("redis-00"), self.zk.nodes)
+        self.assertEqual(self.lines(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_replaced_by_another_session_left_alone(self) -> None:
+        """
+        A node deleted and created again by another session (a takeover in
+        one transaction, a squatter) is never overwritten nor deleted.
+        """
+        self.published(1)
+        node = path("redis-00")
+        self.zk.remove(node)
+        self.zk.put(node, b'{"squatter": true}', owner=4242)
+        self.clock.advance(10 * REWRITE_AFTER)
+        self.assertEqual(self.zk.owner(node), 4242)
+        self.assertEqual(self.zk.document(node), {"squatter": True})
+
+    def test_session_expiry_is_no_deletion(self) -> None:
+        """
+        Nodes gone with our session are written again by the resync, not
+        reported as deleted behind our back.
+        """
+        self.published(2)
+        self.zk.expire()
+        self.zk.connect()
+        self.clock.advance(10 * REWRITE_AFTER)
+        self.assertEqual(self.zk.owner(path("redis-00")), self.zk.session_id)
+        self.assertEqual(self.lines(), [])
+        self.assertEqual(self.publisher.deleted_behind, 0)
+
+    def test_watched_again_after_reconnection(self) -> None:
+        """
+        A lost connection drops the watches; after the reconnection the
+        nodes are watched again, and a deletion is noticed.
+        """
+        self.published(1)
+        self.zk.suspend()
+        self.zk.connect()
+        self.zk.remove(path("redis-00"))
+        self.clock.advance(REWRITE_AFTER)
+        self.assertEqual(self.zk.owner(path("redis-00")), self.zk.session_id)
+        self.assertEqual(self.publisher.deleted_behind, 1)
+
+    def test_squatter_loop_paced(self) -> None:
+        """
+        A client deleting the node every 10 ms for 10 s gets at most one
+        create of it per `REWRITE_AFTER`, and as many lines.
+        """
+        self.published(1)
+        node = path("redis-00")
+        creates = self.zk.calls_by_path["create", node]
+        for _ in range(1000):
+            if node in self.zk.nodes:
+                self.zk.remove(node)
+            self.clock.advance(0.01)
+        made = self.zk.calls_by_path["create", node] - creates
+        self.assertLessEqual(made, 10 / REWRITE_AFTER + 1)
+        self.assertGreater(made, 10 / REWRITE_AFTER / 2)
+        self.assertLessEqual(len(self.lines()), 10 / REWRITE_AFTER + 1)
