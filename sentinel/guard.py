@@ -22,6 +22,10 @@ overwritten. The agent's own node deleted means its tree was wiped: every
 node is written again at once, as after a reconnection. One line says
 how many nodes each burst of deletions took, and `deleted` counts them.
 
+A write of our node by another client fires no such watch: `overwritten`
+asks (an ``exists`` a node) for the nodes whose writes are rare, this
+agent's catalog at each heartbeat.
+
 Bounded: a node is watched once per create; its deletion is acted on
 only after `REWRITE_AFTER`, so a squatter deleting it in a loop gets at
 most one create of it per `REWRITE_AFTER`, and one log line as often; the
@@ -41,6 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
+from sentinel.ownership import ours
 from sentinel.writes import Lifecycle, WriteQueue
 from sentinel.zk import CONNECTED, ZooKeeper
 
@@ -85,6 +90,31 @@ class Guard:
         d = self._zk.get_children(path, watch=node.guard)
         d.addCallbacks(lambda _: None, self._not_armed, errbackArgs=(node, path))
         d.addErrback(lambda f: log.failure("watching {path} failed", f, path=path))
+
+    async def overwritten(self, nodes: list[Node]) -> bool:
+        """
+        Whether another client wrote any of `nodes` (ours, written, not
+        being written) since we did: one ``exists`` each, its version
+        compared with the one we wrote. A node gone is not overwritten
+        (its deletion is the watch's to see); a read that fails says no.
+        """
+        zk = self._zk
+        for node in nodes:
+            if not node.owned or node.dirty or node.writing:
+                continue
+            try:
+                stat = await zk.exists(node.path)
+            except Exception:
+                return False
+            if (
+                stat is not None
+                and node.owned
+                and not (node.dirty or node.writing)
+                and ours(stat, zk.session_id)
+                and stat.version != node.version
+            ):
+                return True
+        return False
 
     def state_changed(self, state: str) -> None:
         """

@@ -60,7 +60,7 @@ from sentinel.takeover import Takeovers
 from sentinel.timer import RestartingTimer
 from sentinel.writer import NodeWriter
 from sentinel.writes import WriteQueue
-from sentinel.zk import ZooKeeper
+from sentinel.zk import CONNECTED, ZooKeeper
 from sentinel.zkreport import ZooKeeperReport
 
 log = Logger()
@@ -344,14 +344,24 @@ class ZooKeeperPublisher(Service):
 
     def _heartbeat(self) -> None:
         """
-        The agent node rewritten; with a state_dir, its file written again
-        if its last write failed, else read again (another agent sharing
-        the state_dir may have overwritten it).
+        The agent node rewritten; in a group, its catalog written again if
+        another client wrote over it (`Guard.overwritten`); with a
+        state_dir, its file written again if its last write failed, else
+        read again (another agent sharing the state_dir may have
+        overwritten it).
         """
         self._mark(self._nodes.agent)
         if self.handoff is not None:
             self.handoff.retry()
             self.handoff.verify()
+        catalog = self._nodes.catalog
+        if catalog and self.zk.state == CONNECTED:
+            roles = self._roles
+            d = Deferred.fromCoroutine(self._guard.overwritten(catalog))
+            d.addCallback(
+                lambda changed: roles.catalog_overwritten() if changed else None
+            )
+            d.addErrback(lambda f: log.failure("checking the catalog failed", f))
 
     def _agent_node_data(self) -> dict[str, Any]:
         """The agent node: this process, and with a state_dir its token."""

@@ -97,6 +97,7 @@ class GroupRoles:
         self._token = os.urandom(4).hex()
         # This agent's catalog as published: its digest and size.
         self.catalog: tuple[str, int] | None = None
+        self._catalog: Catalog | None = None
         # The observers of each instance this agent observes (primary
         # first), and the instance. An instance whose node this agent keeps
         # for its next primary has this agent first, then its observers as
@@ -137,6 +138,30 @@ class GroupRoles:
         self.quorum = catalog.quorum
         if self.catalog is not None and self.catalog[0] == digest:
             return
+        self._catalog = catalog
+        self._publish_catalog(catalog, digest, parts)
+
+    def catalog_overwritten(self) -> None:
+        """
+        Another client wrote over a part of this agent's catalog: it is
+        published again under a new token, so that its nodes' names are
+        new and every member reads it again (members read a catalog they
+        know by its name only once, `sentinel.membership`).
+        """
+        catalog = self._catalog
+        if catalog is None:
+            return
+        log.warn(
+            "this agent's catalog in {path} was written by another client:"
+            " writing it again under a new name",
+            path=f"{self._root}/catalogs",
+        )
+        self._token = os.urandom(4).hex()
+        self._publish_catalog(catalog, *catalog_parts(catalog))
+
+    def _publish_catalog(
+        self, catalog: Catalog, digest: str, parts: list[bytes]
+    ) -> None:
         for old in self._nodes.catalog:
             self._queue.retire(old)
         self._nodes.catalog = []

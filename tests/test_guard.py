@@ -2,15 +2,26 @@
 `sentinel.guard`: our nodes deleted behind our back are written again
 within about a second, with one line per burst; never those we delete
 ourselves, a node someone else holds by then, nor after the session ends;
-and a squatter deleting in a loop is paced.
+and a squatter deleting in a loop is paced. A catalog written over by
+another client is written again under a new name.
 """
 
 from __future__ import annotations
 
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.guard import REWRITE_AFTER
-from tests.test_publisher import AGENT_PATH, UP, PublisherHarness, path
+from sentinel.membership import SETTLE
+from tests.groupfakes import Fleet
+from tests.test_publisher import (
+    AGENT_PATH,
+    HEARTBEAT,
+    ROOT,
+    UP,
+    PublisherHarness,
+    path,
+)
 
 
 class GuardTests(PublisherHarness):
@@ -163,3 +174,53 @@ class GuardTests(PublisherHarness):
         self.assertLessEqual(made, 10 / REWRITE_AFTER + 1)
         self.assertGreater(made, 10 / REWRITE_AFTER / 2)
         self.assertLessEqual(len(self.lines()), 10 / REWRITE_AFTER + 1)
+
+
+class CatalogOverwrittenTests(SynchronousTestCase):
+    """A member's catalog written over by another client, in a group."""
+
+    def test_catalog_written_again_under_a_new_name(self) -> None:
+        """
+        Garbage written over b's catalog is noticed at b's next heartbeat
+        and written again under new names: a member that joined meanwhile
+        (and could not read it) reads it then, and the group is whole
+        again, each instance checked by one member.
+        """
+        names = [f"r{i:02d}" for i in range(20)]
+        fleet = Fleet()
+        fleet.add("a", names).start()
+        b = fleet.add("b", [*names, "rb"]).start()
+        fleet.run(2.0)
+        catalogs = f"{ROOT}/catalogs"
+        before = [n for n in fleet.server.children(catalogs) if n.startswith("b.")]
+        for name in before:
+            fleet.server.put(f"{catalogs}/{name}", b"\x00garbage", b.zk.session_id or 0)
+        c = fleet.add("c", names).start()
+        fleet.run(SETTLE + 1.0)
+        self.assertNotIn("b", c.group.membership.view)
+        fleet.run(HEARTBEAT + SETTLE + 1.0)
+        after = [n for n in fleet.server.children(catalogs) if n.startswith("b.")]
+        self.assertTrue(after)
+        self.assertFalse(set(after) & set(before))
+        for member in fleet.members.values():
+            self.assertEqual(set(member.group.membership.view), {"a", "b", "c"})
+            self.assertIsNone(member.group.unhealthy_reason())
+        shares = [m.watched for m in fleet.members.values()]
+        self.assertEqual(set().union(*shares), {*names, "rb"})
+        self.assertEqual(sum(len(s) for s in shares), len(names) + 1)
+        self.flushLoggedErrors()
+
+    def test_catalog_checked_not_written(self) -> None:
+        """
+        An untouched catalog costs one ``exists`` a part at each heartbeat
+        and is never written again.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", ["r00"]).start()
+        fleet.run(2.0)
+        (part,) = a.publisher._nodes.catalog
+        writes = a.zk.writes(part.path)
+        checks = a.zk.calls_by_path["exists", part.path]
+        fleet.run(3 * HEARTBEAT)
+        self.assertEqual(a.zk.writes(part.path), writes)
+        self.assertEqual(a.zk.calls_by_path["exists", part.path] - checks, 3)
