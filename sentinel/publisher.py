@@ -205,6 +205,7 @@ class ZooKeeperPublisher(Service):
         if self._sharing is not None:
             # First: its read goes out before the resync's writes.
             zk.add_listener(self._sharing.state_changed)
+        zk.add_listener(self._report.state_changed)
         # Before the resync's: the watches it arms are new (`sentinel.guard`).
         zk.add_listener(guard.state_changed)
         zk.add_listener(self._resync.state_changed)

@@ -12,7 +12,10 @@ changed behind our back: its published status is stale too), a node
 handed to another member that has not taken it over for
 `takeover.HANDOFF_LIMIT` (this agent keeps it true meanwhile, but the
 group is not as its members say: that member has trouble), this agent
-halted by a twin, or its session taken over by a newer process. The first
+halted by a twin, its session taken over by a newer process, or, after a
+connection, instance nodes written before and not yet again (until the
+first answers, an earlier session may hold them, publishing what is no
+longer true: ZooKeeper restored from an old snapshot). The first
 node in conflict (or failing, or late) is named, and how many more there
 are.
 """
@@ -25,7 +28,7 @@ from typing import Any
 from sentinel.handoff import SessionHandoff
 from sentinel.holders import Holders
 from sentinel.members import Members
-from sentinel.nodes import Nodes
+from sentinel.nodes import Node, Nodes
 from sentinel.openacls import OpenAcls
 from sentinel.opinions import Opinions
 from sentinel.roles import GroupRoles
@@ -68,11 +71,21 @@ class ZooKeeperReport:
         # it is back: SUSPENDED, then LOST when the client is replaced or
         # the session expires, is one outage, not a new one.
         self._disconnected_since = None if zk.state == CONNECTED else zk.state_since
-        zk.add_listener(self._state_changed)
+        # At the last connection, the instance nodes written before it, and
+        # when it was: those not written since are unconfirmed
+        # (`_unconfirmed`).
+        self._connected_at = 0.0
+        self._before_connect: list[Node] = []
 
-    def _state_changed(self, state: str) -> None:
+    def state_changed(self, state: str) -> None:
+        """The bridge's state changed (a `ZooKeeper` state listener)."""
+        self._before_connect = []
         if state == CONNECTED:
             self._disconnected_since = None
+            self._connected_at = self._reactor.seconds()
+            self._before_connect = [
+                n for n in self._nodes.instances.values() if n.written_at is not None
+            ]
         elif self._disconnected_since is None:
             self._disconnected_since = self._reactor.seconds()
 
@@ -176,7 +189,37 @@ class ZooKeeperReport:
             reasons.append(open_acl)
         if zk.state == CONNECTED and (failing := self._failing()):
             reasons.append(f"zookeeper: {failing}: its published status is stale")
+        if zk.state == CONNECTED and (unconfirmed := self._unconfirmed()):
+            reasons.append(
+                f"zookeeper: {unconfirmed} instance node(s) not written again since"
+                " connecting: their published status may be another session's"
+            )
         return "; ".join(reasons) or None
+
+    def _unconfirmed(self) -> int:
+        # After a connection, the instance nodes written before it and not
+        # since, nor known held elsewhere (`waiting` says those) nor failing
+        # (`_failing` does, after FAILING_AFTER): until the first answers,
+        # an earlier session's node (ZooKeeper restored from an old
+        # snapshot) may publish what is no longer true. Each node is looked
+        # at until it is written once after the connection.
+        if not self._before_connect:
+            return 0
+        connected_at = self._connected_at
+        failing = self._queue.failing
+        instances = self._nodes.instances
+        self._before_connect = [
+            node
+            for node in self._before_connect
+            if node.written_at is not None
+            and node.written_at < connected_at
+            and instances.get(node.name) is node
+            and not node.removed
+            and not node.parked
+            and node.holding is None
+            and node not in failing
+        ]
+        return len(self._before_connect)
 
     def _failing(self) -> str | None:
         # The node whose writes have failed longest, if for FAILING_AFTER or

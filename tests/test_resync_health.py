@@ -1,0 +1,43 @@
+"""
+`/healthz` between a connection and the end of the first round of writes
+after it: an earlier session's nodes may publish what is no longer true
+until each of ours is known written again (or held elsewhere, which the
+holders report), so the publisher's health says so meanwhile.
+"""
+
+from __future__ import annotations
+
+from tests.test_publisher import UP, PublisherHarness, path
+
+
+class ResyncHealthTests(PublisherHarness):
+    """The publisher's health while its nodes are written again."""
+
+    def test_unhealthy_until_nodes_written_again(self) -> None:
+        """
+        After a new session connects, /healthz fails while the instance
+        nodes written before are not written again, and passes once they
+        are.
+        """
+        self.start()
+        for name in ("a", "b"):
+            self.check(self.instance(name), UP)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.clock.advance(1.0)
+        self.zk.expire()
+        self.zk.hold_answers("create", "exists", "get", "set")
+        self.zk.connect()
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn("2 instance node(s) not written again since connecting", reason)
+        while self.zk.release():
+            pass
+        self.assertEqual(self.zk.owner(path("a")), self.zk.session_id)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+
+    def test_first_publication_not_unhealthy(self) -> None:
+        """Nodes never written yet (a start) are no reason: nothing was published."""
+        self.start()
+        self.zk.hold_answers("create", "set")
+        self.check(self.instance("a"), UP)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.zk.release()
