@@ -1140,11 +1140,12 @@ class OpinionOverwrittenTests(SynchronousTestCase):
 
     def test_opinions_written_again(self) -> None:
         """
-        An observer's opinion overwritten with garbage, with a forged
-        status, or deleted, is written again by its observer within a
-        `refresh` (it reads its opinions back then); meanwhile the
-        verdict's ``observers`` says it wrong, and the primary's /healthz
-        names an opinion missing or unreadable for `ABSENT_AFTER`.
+        An observer's opinion overwritten with garbage or with a forged
+        status is written again by its observer within a `refresh` (it
+        reads its opinions back then); meanwhile the verdict's
+        ``observers`` says it wrong, and the primary's /healthz names an
+        opinion unreadable for `ABSENT_AFTER`. One deleted is written
+        again at once (`sentinel.guard`).
         """
         fleet = Fleet()
         for agent in ("a", "b"):
@@ -1170,7 +1171,7 @@ class OpinionOverwrittenTests(SynchronousTestCase):
         observers = {n: (fleet.node(n) or {})["observers"] for n in paths}
         self.assertEqual(observers[garbage][paths[garbage][-1]], None)
         self.assertEqual(observers[forged][paths[forged][-1]], "down")
-        self.assertEqual(observers[deleted][paths[deleted][-1]], None)
+        self.assertEqual(observers[deleted][paths[deleted][-1]], "up")
         reason = primary.publisher.unhealthy_reason() or ""
         self.assertIn(f"opinion {paths[garbage]} is unreadable for 5 s", reason)
         fleet.run(REFRESH)
