@@ -321,10 +321,17 @@ class ZooKeeperPublisher(Service):
     def relabel(self, state: InstanceState) -> None:
         """
         The instance's discovery service or labels changed: its member, if
-        it has one here, is rewritten, or moved to its new service.
+        it has one here, is rewritten, or moved to its new service. One
+        handed to the instance's next primary is that primary's to write:
+        only the state it would be written from follows.
         """
-        if state.name in self._nodes.members:
-            self._members.update(state)
+        node = self._nodes.members.get(state.name)
+        if node is None:
+            return
+        if node.released:
+            node.state = state
+            return
+        self._members.update(state)
 
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""

@@ -204,6 +204,24 @@ class ServersetTests(DiscoveryHarness):
         self.assertEqual(self.members("old"), {})
         self.assertEqual(len(self.members("new")), 1)
 
+    def test_relabel_leaves_a_released_member_alone(self) -> None:
+        """
+        A member handed to the instance's next primary (released with its
+        node) is that primary's: a reload that changes only the service
+        neither takes it back nor moves it, and its state follows.
+        """
+        self.start()
+        state = self.instance("cache-1", service="old")
+        self.check(state, UP)
+        node = self.publisher._nodes.members["cache-1"]
+        node.released = True
+        state.instance = attr.evolve(state.instance, service="new")
+        self.publisher.relabel(state)
+        self.assertEqual(len(self.members("old")), 1)
+        self.assertEqual(self.members("new"), {})
+        self.assertTrue(node.released)
+        self.assertIs(node.state, state)
+
     def test_reconnect_keeps_one_member(self) -> None:
         """Back on the same session, the member is rewritten in place."""
         self.start()
