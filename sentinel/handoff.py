@@ -15,8 +15,10 @@ A session is kept alive by reattaching only while checks back its nodes:
 the file says until when a process holding it checked its instances
 (``checked_at``: the session's start, then the checks, written again at
 most every quarter of the session timeout, and only over this process's
-own file). One unchecked for longer than the session timeout (each
-process of a crash loop killed before its first check, say) is not
+own file; a write that failed is not tried again at every check). One
+unchecked for longer than 1.5 times the session timeout (each process of
+a crash loop killed before its first check, say; a restart within the
+session's life always finds less, the file's lag included) is not
 claimed but closed (`stale`: the publisher closes it, so that its nodes
 go at once), and a new session opened: else a dead Redis stayed
 published up for as long as the loop went on.
@@ -74,8 +76,19 @@ EXPIRED = "the session had expired"
 UNREACHABLE = "ZooKeeper was unreachable at start for longer than the session timeout"
 NOT_CLAIMED = "the state file could not be written"
 UNCHECKED = (
-    "no process checked its instances for {seconds:.1f} s, over the session timeout"
+    "no process checked its instances for {seconds:.1f} s, over 1.5 times the "
+    "session timeout"
 )
+# A session is closed rather than reattached once unchecked for this many
+# session timeouts: the file says when checks ran with a lag of up to a
+# quarter of the session timeout (`REFRESH_SHARE`), so a process started
+# while the session lives (within the session timeout of the last
+# process's end) always finds less.
+UNCHECKED_SHARE = 1.5
+# The file's ``checked_at`` is written again once this share of the
+# session timeout went by since the last attempt, whether it worked or not
+# (a write that failed is retried by `retry`, at the heartbeat).
+REFRESH_SHARE = 0.25
 
 
 class SessionHandoff:
@@ -123,7 +136,10 @@ class SessionHandoff:
         # Until when checks back the session's nodes (epoch seconds), and
         # what the state file says of it, as last written.
         self._checked_at: float | None = None
-        self._checked_written: float | None = None
+        # When ``checked_at`` was last written, or a refresh of it tried:
+        # one that fails (a disk full, another process's file) is not tried
+        # again at every check.
+        self._refresh_tried: float | None = None
         # Whether a write queued is more than a refresh of `_checked_at`.
         self._rewrite = False
         # The session we hold now, and the discovery parents recorded for it.
@@ -168,7 +184,7 @@ class SessionHandoff:
         now = float(self._reactor.seconds())
         # A file that does not say (an older version's) counts from now.
         checked_at = now if left.checked_at is None else left.checked_at
-        if now - checked_at > self._session_timeout:
+        if now - checked_at > UNCHECKED_SHARE * self._session_timeout:
             self.stale = left
             self.why_not = UNCHECKED.format(seconds=now - checked_at)
             log.warn(
@@ -281,18 +297,22 @@ class SessionHandoff:
         """
         This process checked an instance (the publisher hears each check):
         the state file says so again once a quarter of the session timeout
-        went by since it last did.
+        went by since it last did, or last tried to.
         """
         now = float(self._reactor.seconds())
         self._checked_at = now
-        written = self._checked_written
+        tried = self._refresh_tried
         if (
             self._session is None
             or self.superseded is not None
             or self.writing
-            or (written is not None and now - written < self._session_timeout / 4)
+            or (
+                tried is not None
+                and now - tried < REFRESH_SHARE * self._session_timeout
+            )
         ):
             return
+        self._refresh_tried = now
         self._written_soon(refresh=True)
 
     # While running
@@ -463,7 +483,10 @@ class SessionHandoff:
         self.writes += 1
         self.last_error = None
         self._recorded = stored.client_id
-        self._checked_written = stored.checked_at
+        if self._refresh_tried is None or (
+            stored.checked_at is not None and stored.checked_at > self._refresh_tried
+        ):
+            self._refresh_tried = stored.checked_at
         self.overwritten = None
 
     def _not_written(self, failure: Failure) -> None:

@@ -512,8 +512,8 @@ class UncheckedSessionTests(HandoffTestCase):
         """
         A process killed before its first check leaves the session as
         checked as it found it: the next processes reattach while its
-        instances were checked within the session timeout; past it, the
-        next one closes the session (its nodes go at once, a dead Redis
+        instances were checked within 1.5 times the session timeout; past
+        it, the next one closes the session (its nodes go at once, a dead Redis
         is no longer published up) and opens a new one, which its first
         check writes.
         """
@@ -525,7 +525,7 @@ class UncheckedSessionTests(HandoffTestCase):
             self.clock.advance(1.2)
             process = self.process()
             process.start(alone=False)
-            if self.clock.seconds() - checked > 10.0:
+            if self.clock.seconds() - checked > 15.0:
                 break
             self.assertEqual(process.zk.session_id, session)
             self.assertEqual(self.stored()["checked_at"], checked)
@@ -540,6 +540,45 @@ class UncheckedSessionTests(HandoffTestCase):
         self.assertEqual(self.stored()["checked_at"], self.clock.seconds())
         process.check("a", DOWN)
         self.assertEqual(process.zk.document(path("a"))["status"], "down")
+
+    def test_restart_late_in_the_session_reattaches(self) -> None:
+        """
+        A stop whose file says checks ran up to a quarter of the session
+        timeout before it (the refresh's lag), then a start 9 s later,
+        within the session timeout of 10 s: the session lives, and the next
+        process reattaches to it.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        for _ in range(2):
+            self.clock.advance(1.2)
+            first.check("a", UP)
+            first.check("b", UP)
+        self.assertGreater(self.clock.seconds() - self.stored()["checked_at"], 2.0)
+        first.stop()
+        self.clock.advance(9.0)
+        self.assertIn(session, self.server.sessions)
+        second = self.process()
+        second.start()
+        self.assertTrue(second.handoff.reattached)
+        self.assertEqual(second.zk.session_id, session)
+
+    def test_failed_refresh_not_tried_at_every_check(self) -> None:
+        """
+        A refresh of the file that fails (a disk full) is not tried again
+        at the next check, nor at the thousand after it in the same
+        quarter of the session timeout: the heartbeat's retry is for that.
+        """
+        first = self.running()
+        self.clock.advance(5)
+        first.worker.failing = OSError(28, "No space left on device")
+        before = len(first.worker.calls)
+        for _ in range(1000):
+            first.check("a", UP)
+        self.assertEqual(len(first.worker.calls) - before, 1)
+        self.clock.advance(2.6)
+        first.check("a", UP)
+        self.assertEqual(len(first.worker.calls) - before, 2)
 
     def test_checks_keep_the_file_current(self) -> None:
         """
