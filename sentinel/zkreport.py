@@ -74,18 +74,26 @@ class ZooKeeperReport:
         # At the last connection, the instance nodes written before it, and
         # when it was: those not written since are unconfirmed
         # (`_unconfirmed`).
+        # Only at a new session's connection: back on the same session,
+        # the nodes are still ours (at 19,000 nodes their writes take some
+        # 13 s, and a leader election would fail every agent's /healthz).
         self._connected_at = 0.0
         self._before_connect: list[Node] = []
+        self._session_id = zk.session_id
 
     def state_changed(self, state: str) -> None:
         """The bridge's state changed (a `ZooKeeper` state listener)."""
         self._before_connect = []
         if state == CONNECTED:
             self._disconnected_since = None
-            self._connected_at = self._reactor.seconds()
-            self._before_connect = [
-                n for n in self._nodes.instances.values() if n.written_at is not None
-            ]
+            session_id, self._session_id = self._session_id, self._zk.session_id
+            if session_id is not None and session_id != self._zk.session_id:
+                self._connected_at = self._reactor.seconds()
+                self._before_connect = [
+                    n
+                    for n in self._nodes.instances.values()
+                    if n.written_at is not None
+                ]
         elif self._disconnected_since is None:
             self._disconnected_since = self._reactor.seconds()
 

@@ -1,8 +1,9 @@
 """
-`/healthz` between a connection and the end of the first round of writes
-after it: an earlier session's nodes may publish what is no longer true
-until each of ours is known written again (or held elsewhere, which the
-holders report), so the publisher's health says so meanwhile.
+`/healthz` between a new session's connection and the end of the first
+round of writes after it: an earlier session's nodes may publish what is
+no longer true until each of ours is known written again (or held
+elsewhere, which the holders report), so the publisher's health says so
+meanwhile. Back on the same session, the nodes are still ours.
 """
 
 from __future__ import annotations
@@ -41,3 +42,22 @@ class ResyncHealthTests(PublisherHarness):
         self.check(self.instance("a"), UP)
         self.assertIsNone(self.publisher.unhealthy_reason())
         self.zk.release()
+
+    def test_same_session_back_not_unhealthy(self) -> None:
+        """
+        Back on the same session after a short disconnection (a leader
+        election), the nodes are still ours: /healthz does not fail while
+        the resync writes them again.
+        """
+        self.start()
+        for name in ("a", "b"):
+            self.check(self.instance(name), UP)
+        session = self.zk.session_id
+        self.clock.advance(1.0)
+        self.zk.suspend()
+        self.zk.hold_answers("create", "exists", "get", "set")
+        self.zk.connect()
+        self.assertEqual(self.zk.session_id, session)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        while self.zk.release():
+            pass
