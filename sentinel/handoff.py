@@ -75,10 +75,6 @@ log = Logger()
 EXPIRED = "the session had expired"
 UNREACHABLE = "ZooKeeper was unreachable at start for longer than the session timeout"
 NOT_CLAIMED = "the state file could not be written"
-UNCHECKED = (
-    "no process checked its instances for {seconds:.1f} s, over 1.5 times the "
-    "session timeout"
-)
 # A session is closed rather than reattached once unchecked for this many
 # session timeouts: the file says when checks ran with a lag of up to a
 # quarter of the session timeout (`REFRESH_SHARE`), so a process started
@@ -89,6 +85,10 @@ UNCHECKED_SHARE = 1.5
 # session timeout went by since the last attempt, whether it worked or not
 # (a write that failed is retried by `retry`, at the heartbeat).
 REFRESH_SHARE = 0.25
+UNCHECKED = (
+    "no process checked its instances for {seconds:.1f} s, over "
+    f"{UNCHECKED_SHARE:g} times the session timeout"
+)
 
 
 class SessionHandoff:
