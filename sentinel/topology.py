@@ -10,10 +10,15 @@ often while its role moves: `sentinel.monitor`) lists its replicas
 credentials, TLS settings and drain key, marked as discovered by it, and
 published like any other instance. One that the master has not listed for
 the grace period (``replica_grace``) is removed; that is judged at each INFO
-the master answers, so while the master does not answer, its replicas stay
-(they still serve, and their own checks say how they are). Discovered
-replicas discover nothing: a replica that names another master is shown as
-it says, never followed.
+the master answers as a master, so while the master does not answer, or
+answers as a replica, its replicas stay (they still serve, and their own
+checks say how they are). A failover is followed as Redis Sentinel follows
+it: once the discoverer is a replica of one of the replicas it found, and
+that one reports master, that one's INFO lists the group (with what the
+discoverer lists, replicas chained through it) and judges the grace
+period; it is never removed while it leads. Otherwise discovered replicas
+discover nothing: a replica that names another master is shown as it says,
+never followed.
 
 What a master lists names what the agent connects to, so it is not trusted.
 `sentinel.protocol` keeps only well-formed addresses, each once, at most
@@ -168,16 +173,71 @@ class Topology:
     def observed(
         self, state: InstanceState, replication: Replication, now: float
     ) -> None:
-        """An INFO listener: a discoverer's INFO adds and removes its replicas."""
-        master = state.instance
-        if not master.discover_replicas or master.name not in self._discoverers:
+        """
+        An INFO listener: what the master of a discoverer's group lists
+        adds and removes its replicas (see `_leader_of`).
+        """
+        instance = state.instance
+        if instance.discover_replicas and instance.name in self._discoverers:
+            # A replica's listing (a chain through it) adds, and keeps what
+            # it lists; only a master's says which of its replicas went.
+            self._listed(
+                state,
+                instance,
+                replication.replicas,
+                replication.role == "master",
+                now,
+            )
             return
+        discoverer = self._leader_of(state, replication)
+        if discoverer is None:
+            return
+        own = _addresses(discoverer)
+        chained = discoverer.health.replication.replicas
+        addresses = dict.fromkeys(
+            a for a in (*replication.replicas, *chained) if a not in own
+        )
+        self._found[state.name].listed_at = now
+        self._listed(state, discoverer.instance, tuple(addresses), True, now)
+
+    def _leader_of(
+        self, state: InstanceState, replication: Replication
+    ) -> InstanceState | None:
+        # The discoverer whose group `state` is the master of, after a
+        # failover: a replica it found that reports master, and that the
+        # discoverer, now a replica, names as its master. As Redis Sentinel
+        # follows the promoted replica, the group is then what that one
+        # lists, and what the discoverer lists (replicas chained through it,
+        # which FAILOVER leaves in place).
+        master = state.instance.discovered_by
+        if replication.role != "master" or master not in self._discoverers:
+            return None
+        found = self._found.get(state.name)
+        discoverer = self._monitor.states.get(master)
+        if found is None or found.master != master or discoverer is None:
+            return None
+        its = discoverer.health.replication
+        if its.role != "slave" or (its.master_host, its.master_port) != found.address:
+            return None
+        return discoverer
+
+    def _listed(
+        self,
+        lister: InstanceState,
+        master: RedisInstance,
+        addresses: tuple[tuple[str, int], ...],
+        judged: bool,
+        now: float,
+    ) -> None:
+        # `lister` listed `addresses` as replicas of `master`'s group: each
+        # is added or kept; with `judged`, those of the group not listed for
+        # the grace period go (the lister itself never: it is the master).
         mine = self._by_master.get(master.name, set())
         churn = self._churn_of(master.name, now)
-        churn.listed(self._settled(master.name, replication, mine), now)
-        listed: set[str] = set()
+        churn.listed(self._settled(master.name, addresses, mine), now)
+        listed = {lister.name} & mine
         refused: dict[tuple[str, int], str] = {}
-        for address in replication.replicas:
+        for address in addresses:
             name = replica_name(master.name, *address)
             found = self._found.get(name)
             if found is not None and found.master == master.name:
@@ -191,7 +251,7 @@ class Topology:
                 found.listed_at = now
                 listed.add(name)
                 continue
-            reason = self._refusal(state, name, address, len(mine), churn, now)
+            reason = self._refusal(lister, name, address, len(mine), churn, now)
             if reason == _NOT_YET:
                 continue
             if reason is not None:
@@ -201,12 +261,14 @@ class Topology:
             mine = self._by_master[master.name]
             listed.add(name)
         self._log_refusals(master.name, refused)
+        if not judged:
+            return
         for name in sorted(mine - listed):
             found = self._found[name]
             if now - found.listed_at > self.grace:
                 self._remove(
                     name,
-                    f"not listed by {master.name} for over {self.grace:g} s",
+                    f"not listed by {lister.name} for over {self.grace:g} s",
                     now,
                 )
 
@@ -239,13 +301,15 @@ class Topology:
             churn = self._churn[master] = Churn(master, now)
         return churn
 
-    def _settled(self, master: str, replication: Replication, mine: set[str]) -> bool:
+    def _settled(
+        self, master: str, addresses: tuple[tuple[str, int], ...], mine: set[str]
+    ) -> bool:
         # Whether every address listed is watched as the master's replica or
         # was judged at its INFO before (`sentinel.churn`).
         before = self._refused.get(master, {})
         return all(
             address in before or replica_name(master, *address) in mine
-            for address in replication.replicas
+            for address in addresses
         )
 
     def _refusal(
@@ -258,8 +322,7 @@ class Topology:
         now: float,
     ) -> str | None:
         # Why a listed address is not added, or None.
-        master = state.instance
-        if address in ((master.host, master.port), (state.probe.address, master.port)):
+        if address in _addresses(state):
             return "its own address"
         configured = self._configured_at(address, now)
         if configured is None:
@@ -360,6 +423,12 @@ class Topology:
             names.discard(name)
             if not names:
                 del self._by_master[found.master]
+
+
+def _addresses(state: InstanceState) -> tuple[tuple[str | None, int], ...]:
+    # An instance's addresses: as configured, and as its host resolved.
+    instance = state.instance
+    return ((instance.host, instance.port), (state.probe.address, instance.port))
 
 
 def watched_hosts(states: Iterable[InstanceState]) -> list[str]:

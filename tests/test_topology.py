@@ -185,6 +185,91 @@ class DiscoveryTests(SynchronousTestCase):
         self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
 
 
+class FailoverTests(SynchronousTestCase):
+    """A failover is followed: the group is whatever its master now lists."""
+
+    def failed_over(self) -> Fleet:
+        """
+        m found R1 and R2, then ``FAILOVER TO`` R1: m is a replica of R1,
+        which lists m; R2, left in place, is chained through m.
+        """
+        fleet = Fleet(MASTER, grace=5.0)
+        fleet.monitor.startService()
+        fleet.probes["m"].replication = listing(R1, R2)
+        for _ in range(10):
+            fleet.clock.advance(1.0)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379", "m@10.0.0.7:6380"])
+        fleet.probes["m"].replication = Replication(
+            role="slave", master_host=R1[0], master_port=R1[1], replicas=(R2,)
+        )
+        fleet.probes["m@10.0.0.6:6379"].replication = listing(("10.0.0.5", 6379))
+        fleet.probes["m@10.0.0.7:6380"].replication = Replication(
+            role="slave", master_host="10.0.0.5", master_port=6379
+        )
+        return fleet
+
+    def test_failover_keeps_the_group(self) -> None:
+        """
+        The new master, and the replica chained through the discoverer,
+        stay however long the new topology lasts.
+        """
+        fleet = self.failed_over()
+        for _ in range(300):
+            fleet.clock.advance(1.0)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379", "m@10.0.0.7:6380"])
+        self.assertEqual(fleet.publisher.removed, [])
+
+    def test_new_master_lists_the_group(self) -> None:
+        """
+        The new master's INFO adds a replica it lists, and removes one that
+        neither it nor the discoverer lists for the grace period; it never
+        lists itself, and is never removed.
+        """
+        fleet = self.failed_over()
+        fleet.clock.advance(20.0)
+        r3 = ("10.0.0.8", 6381)
+        fleet.probes["m"].replication = Replication(
+            role="slave", master_host=R1[0], master_port=R1[1]
+        )
+        fleet.probes["m@10.0.0.6:6379"].replication = listing(("10.0.0.5", 6379), r3)
+        for _ in range(30):
+            fleet.clock.advance(1.0)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379", "m@10.0.0.8:6381"])
+        self.assertEqual(fleet.publisher.removed, ["m@10.0.0.7:6380"])
+        self.assertEqual(fleet.topology.stats()["refused"], 0)
+
+    def test_discoverer_as_replica_removes_nothing(self) -> None:
+        """
+        While the discoverer answers INFO as a replica of an instance it
+        did not find, or without a role, none of its replicas go.
+        """
+        fleet = Fleet(MASTER, grace=5.0)
+        fleet.lists(R1, R2)
+        for replication in [
+            Replication(role="slave", master_host="10.9.9.9", master_port=6379),
+            Replication(role=None, error="INFO replication: ERR unknown command"),
+        ]:
+            fleet.clock.advance(100.0)
+            fleet.topology.observed(
+                fleet.monitor.states["m"], replication, fleet.clock.seconds()
+            )
+        self.assertEqual(len(fleet.discovered()), 2)
+
+    def test_a_master_not_named_leads_nothing(self) -> None:
+        """
+        A found replica that reports master but that the discoverer, still
+        a master, does not replicate from adds nothing, and goes once the
+        discoverer has not listed it for the grace period.
+        """
+        fleet = Fleet(MASTER, grace=5.0)
+        fleet.lists(R1)
+        fleet.clock.advance(10.0)
+        fleet.lists(R2, master="m@10.0.0.6:6379")
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+        fleet.lists()
+        self.assertEqual(fleet.discovered(), [])
+
+
 class HostileMasterTests(SynchronousTestCase):
     """What a hostile or confused master lists is not all watched."""
 
