@@ -58,7 +58,7 @@ next stop deregistered).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import UTC, datetime
 from typing import Any
 
@@ -317,16 +317,27 @@ class SessionHandoff:
 
     # While running
 
-    def record_parent(self, parent: str) -> Deferred[None]:
+    def record_parent(
+        self, parent: str, in_use: Callable[[], Container[str]] | None = None
+    ) -> Deferred[None]:
         """
         Fires once the state file lists `parent` among the places where the
         session holds discovery members (at once if it does): a member is
         created only where the next process will look for it. A failed
         write is logged and fires it all the same.
+
+        @param in_use: the parents the session may still hold a member
+            under; the others leave the file at the same write, so that it
+            lists what the config uses, not every service used since the
+            session began.
         """
         if parent in self._parents or self._session is None:
             return succeed(None)
-        self._parents = (*self._parents, parent)
+        kept = self._parents
+        if in_use is not None:
+            used = in_use()
+            kept = tuple(p for p in kept if p in used)
+        self._parents = (*kept, parent)
         return self._written_soon().addCallback(lambda _: None)
 
     def disconnected(self) -> None:

@@ -63,6 +63,28 @@ class Members:
             if (m := _member(node)).path is not None
         )
 
+    def parents(self) -> set[str]:
+        """
+        The parents this session may hold a member under: each instance's
+        member's (the instances published), those of members on their way
+        out until deleted, and those of the members a sweep found and that
+        are not yet taken or deleted.
+        """
+        parents = set()
+        nodes = self._nodes
+        for node in (*nodes.members.values(), *nodes.retired):
+            member = node.member
+            if member is None:
+                continue
+            if member.parent:
+                parents.add(member.parent)
+            for path in (member.path, member.replaces, *member.found):
+                if path is not None:
+                    parents.add(path.rsplit("/", 1)[0])
+        for paths in self._sweep.found.values():
+            parents.update(path.rsplit("/", 1)[0] for path in paths)
+        return parents
+
     def stats(self) -> dict[str, Any] | None:
         """``zookeeper.discovery`` in /debug/stats (None without discovery)."""
         if self.discovery is None:

@@ -549,7 +549,7 @@ class ZooKeeperPublisher(Service):
     def _record_parent(self, parent: str) -> Deferred[None]:
         if self.handoff is None:
             return succeed(None)
-        return self.handoff.record_parent(parent)
+        return self.handoff.record_parent(parent, self._members.parents)
 
     # Halting
 

@@ -504,6 +504,67 @@ class RestartTests(HandoffTestCase):
         self.assertGreater(create, 0)
         self.assertEqual(first.worker.calls[-1], "a write")
 
+    def test_parents_follow_the_config(self) -> None:
+        """
+        The state file lists the parents the session may hold members
+        under, not every service an instance was ever moved to; the next
+        process finds no member of ours under the parents left out.
+        """
+        first = self.running()
+        services = [f"s{i}" for i in range(20)]
+        for service in services:
+            moved = RedisInstance("b", "10.0.0.1", 6380, service=service)
+            first.states["b"] = InstanceState(
+                moved, FakeProbe(moved), InstanceHealth(1, 1)
+            )
+            first.check("b", UP)
+        listed = set(self.stored()["discovery_parents"])
+        self.assertLessEqual(len(listed), 3)
+        self.assertLessEqual(
+            {f"{DISCOVERY}/a", f"{DISCOVERY}/s19"},
+            listed,
+        )
+        first.stop()
+        second = self.process(
+            {name: state.instance for name, state in first.states.items()}
+        )
+        second.start()
+        second.check("a", UP)
+        second.check("b", UP)
+        self.assertEqual(
+            {s: self.members(s) for s in ["a", "b", *services] if self.members(s)},
+            {"a": ["member_0000000000"], "s19": ["member_0000000000"]},
+        )
+
+    def test_parent_kept_while_its_member_may_be_there(self) -> None:
+        """
+        A parent stays listed while the member of ours under it is not
+        known deleted (its delete hangs): a restart then would look there.
+        Once deleted, it leaves the list at the next parent recorded.
+        """
+        first = self.running()
+        first.zk.hang("delete")
+        for service in ["s0", "s1"]:
+            moved = RedisInstance("b", "10.0.0.1", 6380, service=service)
+            first.states["b"] = InstanceState(
+                moved, FakeProbe(moved), InstanceHealth(1, 1)
+            )
+            first.check("b", UP)
+        self.assertEqual(self.members("b"), ["member_0000000000"])
+        self.assertEqual(
+            sorted(self.stored()["discovery_parents"]),
+            [f"{DISCOVERY}/{s}" for s in ["a", "b", "s0", "s1"]],
+        )
+        first.zk.unhang()
+        first.zk.release()
+        moved = RedisInstance("b", "10.0.0.1", 6380, service="s2")
+        first.states["b"] = InstanceState(moved, FakeProbe(moved), InstanceHealth(1, 1))
+        first.check("b", UP)
+        self.assertEqual(
+            sorted(self.stored()["discovery_parents"]),
+            [f"{DISCOVERY}/{s}" for s in ["a", "s2"]],
+        )
+
 
 class UncheckedSessionTests(HandoffTestCase):
     """Processes killed before their first check (a crash loop)."""
