@@ -179,6 +179,8 @@ class Topology:
         """
         instance = state.instance
         if instance.discover_replicas and instance.name in self._discoverers:
+            if self._led(instance.name, replication):
+                return  # Its master's INFO lists the group, and its own list.
             # A replica's listing (a chain through it) adds, and keeps what
             # it lists; only a master's says which of its replicas went.
             self._listed(
@@ -199,6 +201,18 @@ class Topology:
         )
         self._found[state.name].listed_at = now
         self._listed(state, discoverer.instance, tuple(addresses), True, now)
+
+    def _led(self, discoverer: str, replication: Replication) -> bool:
+        # Whether the discoverer, answering `replication`, replicates from a
+        # replica it found that reports master: the group's master then.
+        host, port = replication.master_host, replication.master_port
+        if replication.role != "slave" or host is None or port is None:
+            return False
+        name = self._by_address.get((host, port))
+        if name is None or self._found[name].master != discoverer:
+            return False
+        state = self._monitor.states.get(name)
+        return state is not None and state.health.replication.role == "master"
 
     def _leader_of(
         self, state: InstanceState, replication: Replication

@@ -238,6 +238,37 @@ class FailoverTests(SynchronousTestCase):
         self.assertEqual(fleet.publisher.removed, ["m@10.0.0.7:6380"])
         self.assertEqual(fleet.topology.stats()["refused"], 0)
 
+    def test_refusal_logged_once_after_failover(self) -> None:
+        """
+        What the new master lists and is not watched (a configured
+        instance) is logged once, not again at each INFO of the
+        discoverer, which then lists nothing.
+        """
+        configured = RedisInstance("c", "10.0.0.9", 6379)
+        fleet = Fleet(MASTER, configured, grace=5.0)
+        fleet.monitor.startService()
+        fleet.probes["m"].replication = listing(R1)
+        for _ in range(10):
+            fleet.clock.advance(1.0)
+        fleet.probes["m"].replication = Replication(
+            role="slave", master_host=R1[0], master_port=R1[1]
+        )
+        fleet.probes["m@10.0.0.6:6379"].replication = listing(
+            ("10.0.0.5", 6379), ("10.0.0.9", 6379)
+        )
+        with capturedLogs() as events:
+            for _ in range(300):
+                fleet.clock.advance(1.0)
+        lines = [formatEvent(e) for e in events if "not watched" in formatEvent(e)]
+        self.assertEqual(
+            lines,
+            [
+                "m lists 1 replica(s) not watched, such as 10.0.0.9:6379"
+                " (a configured instance)"
+            ],
+        )
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+
     def test_discoverer_as_replica_removes_nothing(self) -> None:
         """
         While the discoverer answers INFO as a replica of an instance it
