@@ -3,9 +3,17 @@ Per-instance rise/fall hysteresis and the instance's last known state.
 
 The first observation sets the status directly; after that, `rise`
 successes or `fall` failures in a row change it (as nerve and Kubernetes
-probes do). Role fields come from the last INFO replication and are cleared
-when the instance goes down, so that nobody reads a stale role; when one
-known role follows another, `role_changed_at` says when. Why that INFO left
+probes do). Checks in a row are checks an interval apart: a history with
+no check for longer than the hysteresis itself takes (`stale_after`: the
+agent frozen, its session gone and others publishing meanwhile) is no
+evidence of now. Until the next check it is not `current` (nothing is
+published from it), and that check sets the status directly, as a first
+one does; a member back from a freeze otherwise published a dead instance
+up again, on one failure out of `fall`.
+
+Role fields come from the last INFO replication and are cleared when the
+instance goes down, so that nobody reads a stale role; when one known
+role follows another, `role_changed_at` says when. Why that INFO left
 the role unknown (refused, say) is kept with it and is part of `error` for
 as long as the role it explains, so every check says the same until an INFO
 reads a role (a change of it is a change of the role, worth publishing). An
@@ -32,6 +40,9 @@ class Transition:
     status_changed: bool
     old_status: str | None
     new_status: str
+    # Decided anew, after a gap in the checks (`InstanceHealth.stale_after`):
+    # worth writing again even if nothing changed.
+    anew: bool = False
 
 
 _UNKNOWN_ROLE = Replication(role=None)
@@ -44,6 +55,7 @@ class InstanceHealth:
     __slots__ = (
         "rise",
         "fall",
+        "interval",
         "status",
         "ready",
         "replication",
@@ -60,9 +72,14 @@ class InstanceHealth:
         "role_changed_at",
     )
 
-    def __init__(self, rise: int, fall: int) -> None:
+    def __init__(self, rise: int, fall: int, interval: float | None = None) -> None:
+        """
+        @param interval: seconds between two checks of the instance; None
+            if they come when they come, and no gap makes the history stale.
+        """
         self.rise = rise
         self.fall = fall
+        self.interval = interval
         self.status: str | None = None
         self.ready = False
         self.replication = _UNKNOWN_ROLE
@@ -80,6 +97,28 @@ class InstanceHealth:
         self.draining = False
         # When the role last changed from one known role to another.
         self.role_changed_at = -math.inf
+
+    @property
+    def stale_after(self) -> float:
+        """
+        Seconds without a check after which the history is stale: one
+        interval more than the longer of `rise` and `fall` checks take (the
+        extra one for a check's own timeout and the slices' spread). Past
+        it, had the agent been looking, its hysteresis would have decided
+        anew.
+        """
+        if self.interval is None:
+            return math.inf
+        return (max(self.rise, self.fall) + 1) * self.interval
+
+    def current(self, now: float) -> bool:
+        """Whether there is a status, decided on checks that are not stale."""
+        checked_at = self.checked_at
+        return (
+            self.status is not None
+            and checked_at is not None
+            and now - checked_at <= self.stale_after
+        )
 
     def keep_since(self, status: str, since: float) -> None:
         """
@@ -99,9 +138,16 @@ class InstanceHealth:
     def observe(self, observation: Observation, now: float) -> Transition | None:
         """
         Take one check's outcome; return a `Transition` when the status,
-        the ready flag or the role changed, else None.
+        the ready flag or the role changed, or the status was decided anew
+        after a stale history, else None.
         """
-        if (
+        checked_at = self.checked_at
+        anew = checked_at is not None and now - checked_at > self.stale_after
+        if anew:
+            # No evidence of now in a row: start the counts again.
+            self.consecutive_successes = 0
+            self.consecutive_failures = 0
+        elif (
             observation.ok
             and self.status == UP
             and observation.ready == self.ready
@@ -134,7 +180,7 @@ class InstanceHealth:
 
         old_status = self.status
         old_ready, old_replication = self.ready, self.replication
-        if old_status is None:
+        if old_status is None or anew:
             new_status = UP if observation.ok else DOWN
         elif old_status == DOWN and self.consecutive_successes >= self.rise:
             new_status = UP
@@ -163,7 +209,8 @@ class InstanceHealth:
             self.role_changed_at = now
 
         if (
-            new_status != old_status
+            anew
+            or new_status != old_status
             or self.ready != old_ready
             or self.replication != old_replication
         ):
@@ -171,6 +218,7 @@ class InstanceHealth:
                 status_changed=new_status != old_status,
                 old_status=old_status,
                 new_status=new_status,
+                anew=anew,
             )
         return None
 

@@ -247,7 +247,8 @@ class Monitor(Service):
                 raise ValueError(f"instance {instance.name!r} is already watched")
             self._discard(instance.name)
         probe = self._probe_factory(instance)
-        health = InstanceHealth(self.settings.rise, self.settings.fall)
+        settings = self.settings
+        health = InstanceHealth(settings.rise, settings.fall, settings.interval)
         state = InstanceState(instance, probe, health)
         self.states[instance.name] = state
         self._by_address.setdefault((instance.host, instance.port), state)
@@ -329,6 +330,7 @@ class Monitor(Service):
         for state in self.states.values():
             state.health.rise = settings.rise
             state.health.fall = settings.fall
+            state.health.interval = settings.interval
         if settings.slices != old.slices:
             self._slices.resize(settings.slices)
         if (settings.interval, settings.slices) != (old.interval, old.slices):
@@ -562,6 +564,14 @@ def _log_transition(state: InstanceState, transition: Transition) -> None:
             to=transition.new_status,
             previous=transition.old_status or "unknown",
             error=health.error,
+        )
+    elif transition.anew:
+        log.info(
+            "{instance} is {status} at its first check after a gap (the agent "
+            "did not check it for {gap:.1f} s or more): decided anew",
+            instance=state.name,
+            status=transition.new_status,
+            gap=health.stale_after,
         )
     else:
         log.info(

@@ -220,3 +220,73 @@ class KeepSinceTests(SynchronousTestCase):
         health.observe(OK, 102.0)
         health.keep_since(UP, 40.0)
         self.assertEqual(health.since, 102.0)
+
+
+class StaleHistoryTests(SynchronousTestCase):
+    """
+    A history with no check for longer than the hysteresis takes is no
+    evidence of now: the next check decides the status directly.
+    """
+
+    def test_stale_after_the_longer_count_and_an_interval(self) -> None:
+        """`(max(rise, fall) + 1) × interval`; never without an interval."""
+        self.assertEqual(InstanceHealth(rise=2, fall=3, interval=0.5).stale_after, 2.0)
+        self.assertEqual(InstanceHealth(rise=5, fall=3, interval=1.0).stale_after, 6.0)
+        health = InstanceHealth(rise=2, fall=3)
+        health.observe(OK, 0.0)
+        self.assertTrue(health.current(1e9))
+
+    def test_current_until_stale(self) -> None:
+        """Current from the first check on, until `stale_after` goes by."""
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        self.assertFalse(health.current(0.0))
+        health.observe(OK, 10.0)
+        self.assertTrue(health.current(14.0))
+        self.assertFalse(health.current(14.1))
+
+    def test_first_failure_after_a_gap_takes_it_down(self) -> None:
+        """
+        An up instance checked again after a gap (the agent frozen) and
+        failing is down at once, not after `fall` failures: the successes
+        before the gap say nothing of now.
+        """
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        health.observe(OK, 0.0)
+        health.observe(OK, 1.0)
+        transition = health.observe(BAD, 7.0)
+        assert transition is not None
+        self.assertEqual(
+            (transition.status_changed, transition.old_status, transition.new_status),
+            (True, UP, DOWN),
+        )
+        self.assertTrue(transition.anew)
+        self.assertEqual((health.status, health.since), (DOWN, 7.0))
+        self.assertEqual(health.consecutive_failures, 1)
+
+    def test_first_success_after_a_gap_brings_it_up(self) -> None:
+        """Likewise a down instance, on one success after a gap."""
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        health.observe(BAD, 0.0)
+        transition = health.observe(OK, 5.5)
+        assert transition is not None
+        self.assertEqual(transition.new_status, UP)
+        self.assertEqual(health.consecutive_successes, 1)
+
+    def test_same_status_after_a_gap_is_written_again(self) -> None:
+        """
+        The status found again after a gap is a transition too (each
+        publisher writes it anew), but no change: its since stays.
+        """
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        health.observe(OK, 0.0)
+        transition = health.observe(OK, 10.0)
+        assert transition is not None
+        self.assertEqual((transition.status_changed, transition.anew), (False, True))
+        self.assertEqual((health.status, health.since), (UP, 0.0))
+
+    def test_hysteresis_within_the_limit(self) -> None:
+        """A check within `stale_after` of the last one counts in a row."""
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        health.observe(OK, 0.0)
+        self.assertIsNone(health.observe(BAD, 4.0))
+        self.assertEqual(health.status, UP)

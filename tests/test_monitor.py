@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.bugs import LOG_INTERVAL, RECENT
 from sentinel.config import RedisInstance
-from sentinel.health import UP
+from sentinel.health import DOWN, UP
 from sentinel.instance import InstanceState
 from sentinel.monitor import ROLE_SETTLE, Monitor
 from sentinel.observation import Observation, Replication
@@ -326,6 +326,30 @@ class UpCountTests(SynchronousTestCase):
         monitor.add_instance(RedisInstance("d", "127.0.0.1", 7300))
         clock.advance(1.0)
         self.assertEqual((monitor.instances_up, self.recount(monitor)), (3, 3))
+
+
+class StallTests(SynchronousTestCase):
+    """The loop stalled (the agent frozen): its first check decides anew."""
+
+    def test_first_failure_after_a_stall_is_down(self) -> None:
+        """
+        An instance up before a stall of 10 intervals and failing after it
+        is down at the first check (fall is 3), counted and published so;
+        within the interval's own rhythm, one failure changes nothing.
+        """
+        monitor, clock, probes, publisher = make_monitor(["a", "b"], fall=3)
+        monitor.startService()
+        probes["b"].result = FAILED
+        clock.advance(1.0)
+        self.assertEqual(monitor.states["b"].health.status, UP)
+        probes["a"].result = FAILED
+        clock.advance(10.0)
+        self.assertEqual(monitor.states["a"].health.status, DOWN)
+        self.assertEqual(monitor.instances_up, 0)
+        name, transition = publisher.published[-2]
+        assert transition is not None
+        self.assertEqual((name, transition.new_status), ("a", DOWN))
+        self.assertTrue(transition.anew)
 
 
 class ListenerTests(SynchronousTestCase):
