@@ -166,16 +166,20 @@ def session_holder(data: bytes) -> tuple[str | None, list[str], int | None]:
     )
 
 
-def opinion_of(health: InstanceHealth) -> Opinion | None:
-    """What this agent's checks say of an instance, or None before any."""
-    if health.status is None:
+def opinion_of(health: InstanceHealth, now: float) -> Opinion | None:
+    """
+    What this agent's checks say of an instance, or None before any, or
+    when they are stale (`InstanceHealth.current`): not evidence of now.
+    """
+    status = health.status
+    if status is None or not health.current(now):
         return None
     replication = health.replication
     # A drained instance is alive but not to be used: not ready, and the
     # verdict's error says why.
     draining = health.draining and health.status == UP
     return Opinion(
-        status=health.status,
+        status=status,
         ready=health.ready and not draining,
         role=replication.role,
         master_host=replication.master_host,

@@ -181,7 +181,8 @@ class Opinions:
 
     def _opinion_data(self, node: Node) -> bytes | None:
         state = node.state
-        opinion = None if state is None else opinion_of(state.health)
+        now = self._reactor.seconds()
+        opinion = None if state is None else opinion_of(state.health, now)
         if opinion is None:
             return None
         return encode(opinion_document(opinion, self._agent_id))
@@ -333,7 +334,9 @@ class Opinions:
         opinions: dict[str, Opinion | None] = dict(self._heard.get(name, {}))
         node = self._nodes.instances.get(name)
         state = None if node is None else node.state
-        opinions[self._agent_id] = None if state is None else opinion_of(state.health)
+        opinions[self._agent_id] = (
+            None if state is None else opinion_of(state.health, self._reactor.seconds())
+        )
         return decide(observers, opinions, quorum)
 
     def verdict_document(

@@ -388,11 +388,14 @@ class ZooKeeperPublisher(Service):
             if roles.joined:
                 document = roles.document(node)
                 return None if document is None else encode(document)
+            state = node.state
+            assert state is not None
+            if not state.health.current(self._reactor.seconds()):
+                # Stale (the agent frozen, say): written again after the
+                # next check, which decides the status anew.
+                return None
             node.keep_since()
-            assert node.state is not None
-            return encode(
-                instance_document(node.state.instance, node.state.health, agent_id)
-            )
+            return encode(instance_document(state.instance, state.health, agent_id))
 
         node.data = data
         return node

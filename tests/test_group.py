@@ -1303,3 +1303,65 @@ class CrashAfterHandBackTests(SynchronousTestCase):
                 )
         for name in share:
             self.assertEqual((fleet.node(name) or {})["agent"], "b")
+
+
+class FreezeTests(SynchronousTestCase):
+    """
+    A member frozen (SIGSTOP) past its session, its instances' nodes taken
+    over meanwhile and a dead instance published down: back, before its
+    first check, it publishes nothing from the state it had.
+    """
+
+    def freeze(self, replicas: int, quorum: int | None, seconds: float) -> list[str]:
+        """
+        Members a and b; a freezes for `seconds` (its loop stops, its
+        session ends), its share dies meanwhile, and a connects again.
+        Return a's share.
+        """
+        fleet = self.fleet = Fleet()
+        for agent in ("a", "b"):
+            member = fleet.add(agent, NAMES, replicas=replicas, quorum=quorum)
+            member.monitor.update_settings(attr.evolve(member.monitor.settings, fall=3))
+            member.start()
+        fleet.run(2.0)
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        frozen = fleet.members["a"]
+        frozen.monitor.stopService()
+        frozen.zk.expire()
+        for name in share:
+            for member in fleet.members.values():
+                member.see(name, DOWN)
+        fleet.run(seconds)
+        for name in share:
+            document = fleet.node(name) or {}
+            self.assertEqual((document["agent"], document["status"]), ("b", "down"))
+        frozen.zk.connect()
+        return share
+
+    def assert_down_until_checked(self, share: list[str]) -> None:
+        """Every node of `share` says down for 2 s, without a check by a."""
+        fleet = self.fleet
+        for _ in range(round(2.0 / 0.05)):
+            fleet.clock.advance(0.05)
+            for name in share:
+                document = fleet.node(name)
+                if document is not None:
+                    self.assertEqual(document["status"], "down", name)
+
+    def test_no_stale_opinion_breaks_the_quorum(self) -> None:
+        """
+        Two replicas, quorum two: the member back writes no opinion from
+        its state before the freeze (up, which would hold the verdict up),
+        and its verdict until then is the one it took over.
+        """
+        share = self.freeze(replicas=2, quorum=2, seconds=6.0)
+        self.assert_down_until_checked(share)
+        for name in share:
+            self.assertNotIn(f"{ROOT}/opinions/{name}/a", self.fleet.server.nodes)
+        self.fleet.members["a"].monitor.startService()
+        self.fleet.run(2.0)
+        for name in share:
+            document = self.fleet.node(name) or {}
+            self.assertEqual((document["agent"], document["status"]), ("a", "down"))
+            self.assertEqual(document["observers"], {"a": "down", "b": "down"})

@@ -911,3 +911,46 @@ class PublisherTests(PublisherHarness):
             (stats["writes_failed"], stats["writes_queued"], stats["writes_in_flight"]),
             (0, 0, 0),
         )
+
+
+class StaleStateTests(PublisherHarness):
+    """
+    One agent (no group) back from a freeze longer than its session: what
+    it publishes before and after its first check.
+    """
+
+    def frozen(self) -> InstanceState:
+        """An instance checked up, then a freeze of 6 s that ended the session."""
+        self.start()
+        state = self.instance("redis-a")
+        state.health = InstanceHealth(rise=2, fall=3, interval=INTERVAL)
+        self.check(state, UP)
+        self.zk.expire()
+        self.clock.advance(6.0)
+        self.zk.connect()
+        self.clock.advance(0)
+        return state
+
+    def test_stale_state_not_written_before_the_first_check(self) -> None:
+        """
+        The instance node, gone with the session, is not made again from
+        a state older than `stale_after` (the instance may have died
+        meanwhile), until a check says what it is now.
+        """
+        state = self.frozen()
+        self.assertNotIn(path("redis-a"), self.zk.nodes)
+        self.clock.advance(RETRY_DELAY)
+        self.assertNotIn(path("redis-a"), self.zk.nodes)
+        self.check(state, UP)
+        self.assertEqual(self.zk.document(path("redis-a"))["status"], "up")
+
+    def test_first_failure_after_the_freeze_is_published_down(self) -> None:
+        """
+        The first check after the freeze fails: the node says down at once
+        (fall is 3), not up with the failure's error.
+        """
+        state = self.frozen()
+        self.check(state, DOWN)
+        document = self.zk.document(path("redis-a"))
+        self.assertEqual(document["status"], "down")
+        self.assertEqual(document["since"], self.clock.seconds())
