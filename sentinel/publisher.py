@@ -150,7 +150,7 @@ class ZooKeeperPublisher(Service):
             lambda name: self._roles.handed_over(name),
         )  # fmt: skip
         roles = GroupRoles(
-            root, agent_id, nodes, queue, holders, opinions, takeovers,
+            reactor, root, agent_id, nodes, queue, holders, opinions, takeovers,
             self._instance_node,
         )  # fmt: skip
 
@@ -289,7 +289,11 @@ class ZooKeeperPublisher(Service):
                 and before is not None
                 and before.instance != state.instance
             )
-            if roles.verdict_changed(node) or (moved and not node.removed):
+            if (
+                roles.verdict_changed(node)
+                or (moved and not node.removed)
+                or _saying_previous(node)
+            ):
                 self._mark(node)
                 self._members.update(state)
                 return
@@ -308,7 +312,7 @@ class ZooKeeperPublisher(Service):
             self._mark(node)
             self._members.update(state)
             return
-        if transition is not None:
+        if transition is not None or _saying_previous(node):
             self._mark(node)
             self._members.update(state)
             return
@@ -589,3 +593,14 @@ class ZooKeeperPublisher(Service):
         self._nodes.cancel_rechecks()
         self._guard.cancel()
         self._sweep.abandon()
+
+
+def _saying_previous(node: Node) -> bool:
+    """
+    Whether an instance node taken over still says the previous primary's
+    verdict: a check of ours may be the first newer than it, and our own
+    document replaces it then (`GroupRoles.document`), not a refresh later.
+    """
+    return (
+        node.previous is not None and node.owned and not (node.released or node.removed)
+    )

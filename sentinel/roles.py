@@ -37,6 +37,7 @@ from sentinel.documents import (
     INLINE_INSTANCES_BYTES,
     catalog_reference,
     instance_document,
+    said_checked_at,
 )
 from sentinel.health import Transition
 from sentinel.holders import Holders
@@ -61,6 +62,7 @@ class GroupRoles:
 
     def __init__(
         self,
+        reactor: Any,
         root: str,
         agent_id: str,
         nodes: Nodes,
@@ -70,6 +72,7 @@ class GroupRoles:
         takeovers: Takeovers,
         instance_node: Callable[[str], Node],
     ) -> None:
+        self._reactor = reactor
         self._root = root
         self._agent_id = agent_id
         self._nodes = nodes
@@ -425,21 +428,49 @@ class GroupRoles:
         return None
 
     def _own_document(self, node: Node) -> dict[str, Any] | None:
-        """The primary's own document of an instance node, if it has one."""
+        """
+        The primary's own document of an instance node, if it has one and
+        it rests on a check newer than the previous verdict's (`_newer`).
+        """
         name = node.name
         state = node.state
+        now = self._reactor.seconds()
+        own = None
+        if state is not None and state.health.current(now):
+            own = state.health.checked_at
         if self.replicas == 1:
-            node.keep_since()
-            if state is not None and state.health.status is not None:
+            if own is not None and self._newer(node, own, now):
+                node.keep_since()
+                assert state is not None
                 return instance_document(state.instance, state.health, self._agent_id)
         else:
             verdict = self.verdict_of(name)
             # The instance as checked (a reload may have changed it), or
             # before this agent's first check, as assigned.
             instance = self._instances.get(name) if state is None else state.instance
-            if verdict is not None and instance is not None:
+            if verdict is None or instance is None:
+                return None
+            checks = [c for c in (own, verdict.source.checked_at) if c is not None]
+            if self._newer(node, max(checks, default=None), now):
                 return self._opinions.verdict_document(node, instance, verdict)
         return None
+
+    @staticmethod
+    def _newer(node: Node, checked_at: float | None, now: float) -> bool:
+        """
+        Whether a document resting on a check at `checked_at` is newer than
+        the previous verdict the node said when taken over, if any. A
+        member back from a freeze, holding the opinions it heard before,
+        otherwise wrote them over the verdict the others had published
+        meanwhile (a dead instance up again).
+        """
+        if node.previous is None:
+            return True
+        said = said_checked_at(node.previous)
+        # Another agent's clock: taken when it is not ahead of ours.
+        if said is None or said > now:
+            return True
+        return checked_at is not None and checked_at > said
 
 
 def _fits_inline(names: list[str]) -> bool:

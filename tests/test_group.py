@@ -1312,7 +1312,9 @@ class FreezeTests(SynchronousTestCase):
     first check, it publishes nothing from the state it had.
     """
 
-    def freeze(self, replicas: int, quorum: int | None, seconds: float) -> list[str]:
+    def freeze(
+        self, replicas: int, quorum: int | None, seconds: float, fall: int = 3
+    ) -> list[str]:
         """
         Members a and b; a freezes for `seconds` (its loop stops, its
         session ends), its share dies meanwhile, and a connects again.
@@ -1321,7 +1323,8 @@ class FreezeTests(SynchronousTestCase):
         fleet = self.fleet = Fleet()
         for agent in ("a", "b"):
             member = fleet.add(agent, NAMES, replicas=replicas, quorum=quorum)
-            member.monitor.update_settings(attr.evolve(member.monitor.settings, fall=3))
+            settings = attr.evolve(member.monitor.settings, fall=fall)
+            member.monitor.update_settings(settings)
             member.start()
         fleet.run(2.0)
         share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
@@ -1365,3 +1368,27 @@ class FreezeTests(SynchronousTestCase):
             document = self.fleet.node(name) or {}
             self.assertEqual((document["agent"], document["status"]), ("a", "down"))
             self.assertEqual(document["observers"], {"a": "down", "b": "down"})
+
+    def test_takeover_keeps_a_newer_verdict(self) -> None:
+        """
+        One replica, a freeze within the member's `stale_after` (its own
+        state still current): taking its nodes back, it writes the
+        verdict it finds, checked after its own last check, not its own,
+        until its own next check.
+        """
+        share = self.freeze(replicas=1, quorum=None, seconds=1.5, fall=5)
+        health = self.fleet.members["a"].monitor.states[share[0]].health
+        self.assertTrue(health.current(self.fleet.clock.seconds() + 2.5))
+        self.assertEqual(health.status, "up")
+        self.assert_down_until_checked(share)
+        self.assertEqual({(self.fleet.node(n) or {})["agent"] for n in share}, {"a"})
+        # Its first check, newer (the instances back up: no change of its
+        # own status), replaces the verdict it took over at once.
+        frozen = self.fleet.members["a"]
+        for name in share:
+            frozen.see(name, UP)
+        frozen.monitor.startService()
+        self.fleet.clock.advance(0)
+        for name in share:
+            document = self.fleet.node(name) or {}
+            self.assertEqual((document["agent"], document["status"]), ("a", "up"))
