@@ -46,6 +46,12 @@ A stop leaves the session open only if the file holds it (`blocked` says
 why not otherwise: its write failed, a disk full say, or the session
 changed since): a handoff the next process cannot take would leave the
 nodes stale until the session expires, so the stop deregisters instead.
+So does a stop on a session this process opened before it made any
+check (a crash loop's process that closed a stale session, say): it holds no
+instance node, only the agent node and catalog that keep this agent a
+group member, primary of instances nobody would check or write until
+the session expired (measured: 15 of 60 nodes missing for 4.7--4.9 s,
+session timeout 4 s); closed, the others take them over at once.
 A write that failed is tried again at each heartbeat (`retry`): once the
 disk has room or the process has descriptors again, the handoff is back.
 The file is read again at each heartbeat and before a stop (`verify`); a
@@ -145,6 +151,11 @@ class SessionHandoff:
         # The session we hold now, and the discovery parents recorded for it.
         self._session: tuple[int, bytes] | None = None
         self._parents: tuple[str, ...] = ()
+        # Whether this process checked an instance yet; and a session it
+        # opened (not inherited) before it did: one that holds no instance
+        # node to keep.
+        self._checked_once = False
+        self._unchecked: tuple[int, bytes] | None = None
         self._connected_once = False
         self._claimed = False
         # One write at a time: its waiters, and those of the next one.
@@ -290,6 +301,8 @@ class SessionHandoff:
             # checked: its unchecked time counts from its start.
             self._parents = ()
             self._checked_at = float(self._reactor.seconds())
+            if not self._checked_once:
+                self._unchecked = client_id
             self._written_soon()
         return inherited
 
@@ -301,6 +314,8 @@ class SessionHandoff:
         """
         now = float(self._reactor.seconds())
         self._checked_at = now
+        self._checked_once = True
+        self._unchecked = None
         tried = self._refresh_tried
         if (
             self._session is None
@@ -402,6 +417,11 @@ class SessionHandoff:
         session = self._session
         if session is None:
             return "no ZooKeeper session yet"
+        if self._unchecked == session:
+            return (
+                f"this process opened session {session[0]:#x} and checked no "
+                "instance yet: it holds no instance node to hand over"
+            )
         if self.last_error is not None:
             return f"the state file's last write failed ({self.last_error})"
         if self.overwritten is not None:

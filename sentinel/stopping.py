@@ -274,7 +274,7 @@ class Stopping:
     def _not_handed_over(self, why: str) -> None:
         log.warn(
             "not leaving the ZooKeeper session open for the next process: "
-            "{why}, so it could not reattach; deleting this agent's nodes and "
-            "closing the session instead, as without state_dir",
+            "{why}; deleting this agent's nodes and closing the session "
+            "instead, as without state_dir",
             why=why,
         )

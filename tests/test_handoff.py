@@ -602,6 +602,53 @@ class UncheckedSessionTests(HandoffTestCase):
         process.check("a", DOWN)
         self.assertEqual(process.zk.document(path("a"))["status"], "down")
 
+    def test_new_session_stopped_before_its_first_check_is_closed(self) -> None:
+        """
+        The process that closed the stale session and opened a new one is
+        stopped before its first check: the new session holds only its
+        agent node, no instance node, so it is closed, not handed on (in
+        a group, its agent node would keep it a member, primary of
+        instances nobody checks, until the session expired).
+        """
+        first = self.running()
+        # Killed: its client sends nothing more.
+        first.zk.leave_open()
+        self.server.drop(first.zk)
+        self.clock.advance(16.0)
+        process = self.process()
+        process.start(alone=False)
+        self.assertFalse(process.handoff.reattached)
+        session = process.zk.session_id
+        self.assertIn(f"{ROOT}/agents/{AGENT}", self.server.nodes)
+        self.assertIn("checked no instance", process.handoff.blocked or "")
+        process.stop()
+        self.assertNotIn(("leave_open", ""), process.zk.history)
+        self.assertNotIn(session, self.server.sessions)
+        self.assertNotIn(f"{ROOT}/agents/{AGENT}", self.server.nodes)
+        self.flushLoggedErrors()
+        last = self.process()
+        last.start(alone=False)
+        last.check("a", DOWN)
+        self.assertEqual(last.zk.document(path("a"))["status"], "down")
+
+    def test_new_session_checked_is_handed_on(self) -> None:
+        """
+        Once the process that opened a session checked an instance, its
+        stop hands the session on, as any restart does.
+        """
+        first = self.process()
+        first.start()
+        self.assertIsNotNone(first.handoff.blocked)
+        first.check("a", UP)
+        self.assertIsNone(first.handoff.blocked)
+        session = first.zk.session_id
+        first.stop()
+        self.assertIn(("leave_open", ""), first.zk.history)
+        second = self.process()
+        second.start()
+        self.assertEqual(second.zk.session_id, session)
+        self.assertTrue(second.handoff.reattached)
+
     def test_restart_late_in_the_session_reattaches(self) -> None:
         """
         A stop whose file says checks ran up to a quarter of the session
