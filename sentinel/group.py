@@ -395,7 +395,13 @@ class Group:
         }
 
     def report(self) -> dict[str, Any]:
-        """``GET /group``: the members, their shares, this agent's."""
+        """
+        ``GET /group``: the members, their shares, this agent's. Every
+        ``observing`` and ``primary`` count is over the instances this
+        agent knows (``counted_over``): the assignment of the others' is
+        not computed here (a rendezvous hash per instance and member, on
+        the reactor thread), so members whose lists differ count apart.
+        """
         view = self.membership.view
         observing: Counter[str] = Counter()
         primary: Counter[str] = Counter()
@@ -427,6 +433,7 @@ class Group:
             "size": len(view),
             "members": members,
             "known": known,
+            "counted_over": "known",
             "observing": mine,
             "primary": primary[self.agent_id],
             "share": mine / known if known else 0.0,

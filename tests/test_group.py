@@ -809,6 +809,22 @@ class MixedListsTests(SynchronousTestCase):
         self.assertEqual(document["observers"], {"a": "up"})
         self.assertEqual(document["quorum"], 1)
 
+    def test_report_counts_over_known_instances(self) -> None:
+        """
+        /group counts over the instances the answering agent knows, and
+        says so: a's answer counts its own instance, b's does not.
+        """
+        fleet = Fleet()
+        fleet.add("a", [*NAMES, "only-a"], replicas=1).start()
+        fleet.add("b", NAMES, replicas=1).start()
+        fleet.run(2.0)
+        for agent, known in (("a", len(NAMES) + 1), ("b", len(NAMES))):
+            report = fleet.members[agent].group.report()
+            self.assertEqual(report["counted_over"], "known")
+            self.assertEqual(report["known"], known)
+            primaries = sum(m["primary"] for m in report["members"])
+            self.assertEqual(primaries, known, agent)
+
     def test_disagreement_reported(self) -> None:
         """Members that disagree on replicas or quorum: /healthz says so."""
         fleet = Fleet()
