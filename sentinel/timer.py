@@ -58,6 +58,11 @@ class RestartingTimer(Service):
         self.restarts = 0
         self.last_error: str | None = None
         self.last_restart_at: float | None = None
+        # A counting timer's schedule (`due`): its loop's start, and the
+        # steps from it to the last call.
+        self.due: float | None = None
+        self._started_at = 0.0
+        self._steps = 0
 
     @classmethod
     def with_count(
@@ -70,9 +75,23 @@ class RestartingTimer(Service):
         """
         A timer whose function is told how many steps went by since its last
         call (more than 1 after a stall), as `LoopingCall.withCount` does.
+        While its function runs, `due` is the time the call was scheduled
+        for (the reactor runs it at that time or later); None otherwise.
         """
         timer = cls(name, step, clock, lambda: None)
-        timer._make_loop = lambda: LoopingCall.withCount(function)
+
+        def counted(count: int) -> object:
+            # The loop's calls fall on its start plus whole steps, `count`
+            # more than the last call's. Multiplied, not summed: a sum of
+            # twenty 0.05 s steps falls short of the 1 s between two rounds.
+            timer._steps += count
+            timer.due = timer._started_at + timer._steps * timer.step
+            try:
+                return function(count)
+            finally:
+                timer.due = None
+
+        timer._make_loop = lambda: LoopingCall.withCount(counted)
         return timer
 
     def startService(self) -> None:
@@ -109,6 +128,9 @@ class RestartingTimer(Service):
         loop = self._make_loop()
         loop.clock = self._clock
         self._loop = loop
+        # The loop counts its steps from its start, now.
+        self._started_at = self._clock.seconds()
+        self._steps = -1 if now else 0
         # Kept before the errback is added: a first call that fails at once
         # restarts (and replaces it) within addErrback.
         self._finished = finished = loop.start(self.step, now=now)

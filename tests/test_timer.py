@@ -70,6 +70,48 @@ class ScheduleTests(TimerTestCase):
         self.clock.advance(3.0)
         self.assertEqual(counts, [1, 1, 3])
 
+    def test_due(self) -> None:
+        """
+        While a counting timer's function runs, `due` is the time its call
+        was scheduled for, however late it runs (after a stall too), and
+        after a change of step; between calls it is None.
+        """
+        dues: list[tuple[int, float | None]] = []
+        demo = RestartingTimer.with_count(
+            "demo", 1.0, self.clock, lambda count: dues.append((count, demo.due))
+        )
+        self.clock.advance(100.0)
+        demo.startService()
+        self.clock.advance(1.03)
+        self.clock.advance(1.0)
+        self.clock.advance(2.5)
+        demo.change_step(0.5)
+        self.clock.advance(0.52)
+        self.assertEqual(
+            dues,
+            [(1, 100.0), (1, 101.0), (1, 102.0), (2, 104.0), (1, 105.03)],
+        )
+        self.assertIsNone(demo.due)
+
+    def test_due_rounds_apart(self) -> None:
+        """
+        Calls a whole number of steps apart are due that much apart, to
+        the last bit: twenty steps of 0.05 s are a full second.
+        """
+        dues: list[float | None] = []
+        demo = RestartingTimer.with_count(
+            "demo", 0.05, self.clock, lambda count: dues.append(demo.due)
+        )
+        self.clock.advance(1_764_700_000.123)
+        demo.startService()
+        self.clock.pump([0.05] * 60)
+        late = [
+            k
+            for k in range(len(dues) - 20)
+            if (dues[k + 20] or 0.0) < (dues[k] or 0.0) + 1.0
+        ]
+        self.assertEqual(late, [])
+
     def test_change_step(self) -> None:
         """A new step applies from now: the next call is one new step away."""
         demo = self.timer(step=1.0)
