@@ -32,7 +32,9 @@ class Probe(Protocol):
     def hello_off_until(self) -> float | None:
         """While HELLO is switched off, when it is tried again; else None."""
 
-    def check(self, want_info: bool) -> Deferred[Observation | None]: ...
+    def check(
+        self, want_info: bool, scheduled: float | None = None
+    ) -> Deferred[Observation | None]: ...
 
     def close(self) -> None: ...
 

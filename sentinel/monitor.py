@@ -356,18 +356,26 @@ class Monitor(Service):
 
     def _run_slices(self, elapsed: int) -> None:
         # After a stall the loop reports the periods that went by: run every
-        # slice they held (at most a round), so none is skipped.
-        for _ in range(min(elapsed, len(self._slices))):
-            self.tick()
+        # slice they held (at most a round), so none is skipped, each at the
+        # time it was due.
+        runs = min(elapsed, len(self._slices))
+        due = self.loop.due
+        for k in range(runs):
+            self.tick(None if due is None else due - (runs - 1 - k) * self.loop.step)
 
     # The loop
 
-    def tick(self) -> None:
+    def tick(self, scheduled_at: float | None = None) -> None:
         """
         Launch a check for every instance of the next slice whose last check
-        has ended; `ticks` counts whole rounds of the slices.
+        has ended; `ticks` counts whole rounds of the slices. `scheduled_at` is
+        the time the slice was scheduled for (now if not given): each check is
+        judged by it where the spacing of checks matters (reconnecting, in
+        `sentinel.reconnects`), so that the agent running late never makes
+        checks on schedule look too close together.
         """
         now = self._clock.seconds()
+        scheduled = now if scheduled_at is None else min(scheduled_at, now)
         index, members = self._slices.next()
         if index == 0:
             if self._round_at is not None:
@@ -388,7 +396,7 @@ class Monitor(Service):
                 overrun.append(state)
                 continue
             due.append(state)
-        self._start_checks(due, now)
+        self._start_checks(due, now, scheduled)
         if overrun:
             self._sweep.when_overdue(overrun, self.settings.timeout, self._relaunch)
         if index == 0 and self._on_round is not None:
@@ -399,16 +407,24 @@ class Monitor(Service):
             return
         states = self.states
         current = [state for state in ended if states.get(state.name) is state]
-        self._start_checks(current, self._clock.seconds())
+        now = self._clock.seconds()
+        self._start_checks(current, now, now)
 
-    def _start_checks(self, states: list[InstanceState], now: float) -> None:
+    def _start_checks(
+        self, states: list[InstanceState], now: float, scheduled: float
+    ) -> None:
         # Launch them all, then give those still in flight one deadline.
         if states:
-            in_flight = [state for state in states if self._launch(state, now)]
+            in_flight = [
+                state for state in states if self._launch(state, now, scheduled)
+            ]
             self._sweep.expire(in_flight, now, self.settings.timeout)
 
-    def _launch(self, state: InstanceState, now: float) -> bool:
-        """Start a check of `state`; True if it is in flight now."""
+    def _launch(self, state: InstanceState, now: float, scheduled: float) -> bool:
+        """
+        Start a check of `state`, scheduled for `scheduled`; True if it is
+        in flight now.
+        """
         # The INFO cadence of the module docstring, cheapest tests first.
         health = state.health
         replication = health.replication
@@ -422,7 +438,7 @@ class Monitor(Service):
             )
         )
         try:
-            d = state.probe.check(want_info)
+            d = state.probe.check(want_info, scheduled)
         except Exception:
             failure = Failure()
             self.internal_errors.record("starting the check", state.name, failure)

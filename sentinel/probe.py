@@ -478,8 +478,14 @@ class RedisProbe:
         """Whether a usable connection is kept."""
         return self._protocol is not None
 
-    def check(self, want_info: bool) -> Deferred[Observation | None]:
-        """Check the instance once; see the class docstring."""
+    def check(
+        self, want_info: bool, scheduled: float | None = None
+    ) -> Deferred[Observation | None]:
+        """
+        Check the instance once; see the class docstring. `scheduled` is
+        when the check was due (its tick's time; now if not given): the
+        spacing of connection attempts is judged by it (`Reconnects`).
+        """
         protocol = self._protocol
         if protocol is not None:
             return self._ping(protocol, want_info)
@@ -489,7 +495,11 @@ class RedisProbe:
         now = self._reactor.seconds()
         if self._attempt is None:
             unreported, self._unreported = self._unreported, None
-            if not self._reconnects.may_attempt(now):
+            # Judged on when the check was due, not when the agent got to
+            # it: a check due a second after the last attempt is never
+            # refused because the agent ran that attempt later than this.
+            due = now if scheduled is None else min(scheduled, now)
+            if not self._reconnects.may_attempt(due):
                 self.stage = "connect"
                 if self._last_inconclusive and unreported is None:
                     return succeed(None)  # The agent's own lateness, again.
@@ -502,7 +512,7 @@ class RedisProbe:
                 if unreported is not None:
                     return succeed(Observation(ok=False, error=unreported))
                 return succeed(None)
-            self._start_attempt(now)
+            self._start_attempt(due)
             if unreported is not None:
                 # A failure no check saw (the agent had not got to look):
                 # report it now; the new attempt serves the next check.
@@ -538,8 +548,8 @@ class RedisProbe:
 
     # Connecting
 
-    def _start_attempt(self, now: float) -> None:
-        self._reconnects.attempted(now)
+    def _start_attempt(self, due: float) -> None:
+        self._reconnects.attempted(due)
         self.stage = "connect"
         self._resolving = True
         self._connect_started_at = None

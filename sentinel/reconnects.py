@@ -3,7 +3,13 @@ When a probe may connect again, and when a connection's answers count
 (`sentinel.probe`).
 
 After a failure, a later check connects again at most once per
-`RECONNECT_INTERVAL` (as Redis Sentinel does). A server that breaks the
+`RECONNECT_INTERVAL` (as Redis Sentinel does), judged on the times the
+checks were due (their ticks' schedule), not on when the agent got to them:
+ticks run a few ms late, by more under load, and a tick that connected
+later than the next one runs would otherwise see that one refused, and
+fail, at an interval of a second (a 1.8 s stall then made three failures
+in a row). The schedule is what keeps the rate: checks due a second apart
+connect at most once a second, however late each runs. A server that breaks the
 protocol (a reply nobody asked for, one too long: see `sentinel.protocol`)
 is answered harder, because a fresh connection's first PING often succeeds
 before the flood or the second reply is seen: each violation backs off
@@ -18,6 +24,10 @@ import math
 
 # Seconds from one connection attempt to the next.
 RECONNECT_INTERVAL = 1.0
+# Due times a whole interval apart may differ from it by a rounding of
+# their floats (`sentinel.timer`): what a check may fall short by and
+# still be a second later. Far below any spacing of checks.
+ROUNDING = 0.001
 # A server that keeps breaking the protocol costs both sides a connection (and
 # a read of its flood) at most this often, and is back this soon once it
 # behaves.
@@ -44,13 +54,16 @@ class Reconnects:
         self._backoff = 0.0
         self._trusted_at = math.inf
 
-    def may_attempt(self, now: float) -> bool:
-        """Whether a connection attempt may start now."""
-        return now >= self._next_attempt_at
+    def may_attempt(self, due: float) -> bool:
+        """Whether a check due at `due` may start a connection attempt."""
+        return due >= self._next_attempt_at - ROUNDING
 
-    def attempted(self, now: float) -> None:
-        """An attempt starts now: the next one waits `RECONNECT_INTERVAL`."""
-        self._next_attempt_at = now + RECONNECT_INTERVAL
+    def attempted(self, due: float) -> None:
+        """
+        A check due at `due` starts an attempt: the next one waits for a
+        check due `RECONNECT_INTERVAL` later.
+        """
+        self._next_attempt_at = due + RECONNECT_INTERVAL
 
     def dropped_alive(self) -> None:
         """

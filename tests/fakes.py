@@ -62,12 +62,17 @@ class FakeProbe:
         self.hang = False
         self.checks = 0
         self.info_requests = 0
+        # When each check was due, as the monitor said.
+        self.scheduled: list[float | None] = []
         self.in_flight: Deferred[Any] | None = None
         self.cancelled = 0
         self.closed = False
 
-    def check(self, want_info: bool) -> Deferred[Observation | None]:
+    def check(
+        self, want_info: bool, scheduled: float | None = None
+    ) -> Deferred[Observation | None]:
         self.checks += 1
+        self.scheduled.append(scheduled)
         self.info_requests += want_info
         if self.raises is not None:
             raise self.raises

@@ -111,7 +111,7 @@ class HealthWiringTests(SynchronousTestCase):
         def broken(elapsed: int) -> None:
             raise RuntimeError("tick bug")
 
-        self.patch(monitor, "tick", lambda: broken(1))
+        self.patch(monitor, "tick", lambda scheduled_at=None: broken(1))
         reactor.advance(1.0)
         self.flushLoggedErrors(RuntimeError)
         code, body = self.get(top, "/healthz")

@@ -423,6 +423,23 @@ class SliceTests(SynchronousTestCase):
         clock.advance(0.9)
         self.assertEqual({p.checks for p in probes.values()}, {1})
 
+    def test_checks_told_when_due(self) -> None:
+        """
+        Each check is told the time its slice was due, not when the agent
+        got to it: a late tick, and the slices a stall made run late, each
+        say their own slot of the schedule.
+        """
+        names = [f"r{i}" for i in range(4)]
+        monitor, clock, probes, _ = make_monitor(names, interval=1.0, slices=4)
+        clock.advance(10.0)
+        monitor.startService()
+        clock.advance(0.26)
+        clock.advance(0.6)
+        self.assertEqual(
+            [probes[name].scheduled for name in names],
+            [[10.0], [10.25], [10.5], [10.75]],
+        )
+
     def test_removal_keeps_slices_even(self) -> None:
         """A removed instance leaves its slice; a new one takes the next."""
         monitor, clock, probes, _ = make_monitor(["a", "b"], slices=2)

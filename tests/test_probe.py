@@ -88,8 +88,10 @@ class Harness:
         )
         self.transport: StringTransport | None = None
 
-    def check(self, want_info: bool = False) -> Deferred[Observation | None]:
-        return self.probe.check(want_info)
+    def check(
+        self, want_info: bool = False, scheduled: float | None = None
+    ) -> Deferred[Observation | None]:
+        return self.probe.check(want_info, scheduled)
 
     def on_time(self, seconds: float) -> None:
         """Let `seconds` pass with the reactor on time: every timer when due."""
@@ -527,6 +529,28 @@ class ConnectTests(SynchronousTestCase):
         h.reactor.advance(0.5)
         h.check()
         self.assertEqual(len(h.reactor.tcpClients), 2)
+
+    def test_on_schedule_never_refused_for_running_late(self) -> None:
+        """
+        The spacing of attempts is judged on when the checks were due: a
+        check due a second after the one that connected may connect again,
+        though the agent ran that one later than this one (at an interval of
+        1 s, a 1.8 s stall then timed out a third check in a row); one due
+        half a second after it may not.
+        """
+        h = Harness()
+        h.reactor.advance(10.03)
+        d = h.check(scheduled=10.0)
+        h.refuse()
+        self.assertEqual(self.successResultOf(d).error, "connection refused")  # type: ignore[union-attr]
+        h.reactor.advance(0.5)
+        d = h.check(scheduled=10.5)
+        self.assertEqual(self.successResultOf(d).error, "connection refused")  # type: ignore[union-attr]
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        h.reactor.advance(0.471)
+        d = h.check(scheduled=11.0)
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        self.assertNoResult(d)
 
     def test_reset_while_connecting(self) -> None:
         """
