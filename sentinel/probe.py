@@ -133,6 +133,12 @@ _HELLO_LATE = object()
 
 # Replies to PING that Redis Sentinel counts as "alive" without being ready.
 _ALIVE_NOT_READY = ("LOADING", "MASTERDOWN")
+# Replies to AUTH from a server that needs no password (Redis 6 and later;
+# 5 and earlier): Redis Sentinel ignores AUTH's reply, and PING says the rest.
+_NO_PASSWORD_NEEDED = (
+    "ERR AUTH <password> called without any password configured",
+    "ERR Client sent AUTH, but no password is set",
+)
 
 
 def _ping_ready(reply: object) -> bool | None:
@@ -370,6 +376,7 @@ class RedisProbe:
         "_hello_count",
         "_closed_unanswered",
         "_checks_on_connection",
+        "_told_no_password",
     )
 
     def __init__(
@@ -472,6 +479,8 @@ class RedisProbe:
         self._plain_retry = _NEVER_OFF
         self._closed_unanswered = 0
         self._checks_on_connection = 0
+        # Whether the log said that the server needs no password.
+        self._told_no_password = False
 
     @property
     def connected(self) -> bool:
@@ -621,6 +630,13 @@ class RedisProbe:
         def authenticated(reply: object) -> RedisClientProtocol:
             if reply == "OK":
                 return protocol
+            if isinstance(reply, ResponseError) and str(reply).startswith(
+                _NO_PASSWORD_NEEDED
+            ):
+                # A password removed (CONFIG SET requirepass ""), or a Redis
+                # restarted without it: no verdict on the server.
+                self._no_password_needed()
+                return protocol
             if isinstance(reply, ProtocolError):
                 raise _ConnectFailed(str(reply))  # Already dropped.
             protocol.drop()
@@ -638,6 +654,19 @@ class RedisProbe:
             return failure
 
         return d.addCallbacks(authenticated, abandoned)
+
+    def _no_password_needed(self) -> None:
+        # Said once per probe: the same server answers so on every
+        # connection, and nothing about the checks changes.
+        if self._told_no_password:
+            return
+        self._told_no_password = True
+        log.warn(
+            "{instance} needs no password, though password_file is given:"
+            " AUTH's refusal ignored, and PING checks it (as Redis Sentinel"
+            " does)",
+            instance=self.instance.name,
+        )
 
     def _attempt_done(self, result: RedisClientProtocol | Failure) -> None:
         self._attempt = None

@@ -21,6 +21,7 @@ from twisted.internet.error import (
     DNSLookupError,
 )
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -621,6 +622,34 @@ class AuthTests(SynchronousTestCase):
         self.assertTrue((observation.error or "").startswith("auth failed: WRONGPASS"))
         self.assertNotIn("s3cret", observation.error or "")
         self.assertFalse(h.probe.connected)
+
+    def test_no_password_needed(self) -> None:
+        """
+        A server that needs no password (Redis 6 and later, and 5 and
+        earlier, each in its words) is checked by PING, as Redis Sentinel
+        does: AUTH's refusal is ignored, and said once in the log, not at
+        each connection.
+        """
+        for reply in (
+            b"-ERR AUTH <password> called without any password configured for"
+            b" the default user. Are you sure your configuration is correct?\r\n",
+            b"-ERR Client sent AUTH, but no password is set\r\n",
+        ):
+            events: list[dict[str, object]] = []
+            self.patch(probe_module, "log", Logger(observer=events.append))
+            h = Harness(password="s3cret")
+            for _ in range(2):
+                h.reactor.advance(1.0)
+                d = h.check()
+                h.accept()
+                self.assertEqual(h.sent(), auth_command("s3cret", None))
+                h.reply(reply)
+                self.assertEqual(h.sent(), PING)
+                h.reply(b"+PONG\r\n")
+                self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
+                h.protocol.connectionLost(Failure(ConnectionDone()))
+            [event] = events
+            self.assertIn("needs no password", event["log_format"])  # type: ignore[operator]
 
     def test_turned_away_is_no_auth_failure(self) -> None:
         """
