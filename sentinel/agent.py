@@ -133,6 +133,7 @@ def make_agent(
             resolver,
             role_signal=config.role_signal,
             hello_off=hello_off,
+            reconnect_every=config.reconnect_every,
         )
 
     started_at = reactor.seconds()

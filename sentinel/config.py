@@ -164,6 +164,7 @@ class Config:
     http: str = _default("http")
     info_every: int = _default("info_every")
     replica_grace: float = _default("replica_grace")
+    reconnect_every: float = _default("reconnect_every")
     role_signal: bool = _default("role_signal")
     zookeeper: ZooKeeperConfig | None = None
     dns: DNSConfig = DNSConfig()
@@ -262,6 +263,7 @@ def _config(
         http=_take(settings, "http"),
         info_every=_take(settings, "info_every"),
         replica_grace=_take(settings, "replica_grace"),
+        reconnect_every=_take(settings, "reconnect_every"),
         role_signal=_take(settings, "role_signal"),
         zookeeper=_zookeeper(settings, base, files),
         dns=_dns(settings, base, files),

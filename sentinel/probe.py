@@ -14,6 +14,20 @@ allows (once a second, as Redis Sentinel does), and checks in between fail
 at once with the last error. What a check sends and who takes each reply
 is `sentinel.pipelines`'.
 
+A kept connection is not kept for good: a server that turns every new
+client away (its port or bind address moved, or full) still answers on
+it. After at most `reconnect_every` seconds (less a random share, up to
+`RENEW_JITTER`), the next check that finds the pacer with room goes over
+a new connection, as a check that connects does (within the pacer's
+bounds; the once a second rule, which is about failures, always allows
+it). The old connection is closed once a new one has answered PING: a
+refused or turned-away new connection fails the check as any other, and
+so do the checks after it, which connect again as after any failure,
+while the old connection is held, unused (dropped, it would give a full
+server's slot back to the agent's next attempt, and hide that it is
+full). An attempt the agent itself was too late for (inconclusive)
+changes nothing: the old connection serves while the pacer has no room.
+
 A check that waits for a connection fails on a timeout only when Redis had
 a fair chance: its attempt started at least `FAIR_SHARE` of the timeout
 before the deadline, and the agent itself ran late by less than
@@ -40,6 +54,7 @@ from __future__ import annotations
 
 import math
 import os
+from random import random
 from typing import Any, NamedTuple
 
 from twisted.internet import error as neterror
@@ -101,6 +116,11 @@ LATE_SHARE = 0.25
 # An attempt's own bound: at least this, however short the check timeout
 # (a connection that completes after its check's deadline is kept).
 MIN_CONNECT_TIMEOUT = 1.0
+# A kept connection is renewed after `reconnect_every` seconds less up to
+# this share of it, drawn for each connection: thousands connected in the
+# same few seconds at start-up do not all renew in one tick, and drift
+# further apart with each renewal.
+RENEW_JITTER = 0.25
 
 # The role of an instance whose INFO replication names none (a Redis
 # Sentinel's is empty).
@@ -377,6 +397,9 @@ class RedisProbe:
         "_closed_unanswered",
         "_checks_on_connection",
         "_told_no_password",
+        "_lifetime",
+        "_renew_at",
+        "_retiring",
     )
 
     def __init__(
@@ -388,12 +411,15 @@ class RedisProbe:
         resolver: Resolver,
         role_signal: bool = True,
         hello_off: HelloOff | None = None,
+        reconnect_every: float = 60.0,
     ) -> None:
         """
         @param timeout: the check timeout; an attempt's own bound is at
             least `MIN_CONNECT_TIMEOUT`.
         @param hello_off: counts the probes that check without HELLO now,
             shared by the agent's probes.
+        @param reconnect_every: seconds a connection is kept at most (the
+            module docstring).
         """
         self.instance = instance
         self._reactor = reactor
@@ -481,6 +507,12 @@ class RedisProbe:
         self._checks_on_connection = 0
         # Whether the log said that the server needs no password.
         self._told_no_password = False
+        # How long a connection is kept at most, and when the kept one's
+        # time is up.
+        self._lifetime = reconnect_every
+        self._renew_at = math.inf
+        # A renewed connection, held unused until a new one answers PING.
+        self._retiring: RedisClientProtocol | None = None
 
     @property
     def connected(self) -> bool:
@@ -497,7 +529,13 @@ class RedisProbe:
         """
         protocol = self._protocol
         if protocol is not None:
-            return self._ping(protocol, want_info)
+            if self._reactor.seconds() < self._renew_at:
+                return self._ping(protocol, want_info)
+            if self._attempt is None and not self._pacer.has_room():
+                # Its time is up, but the agent is connecting as fast as it
+                # can: the kept connection serves until there is room.
+                return self._ping(protocol, want_info)
+            # Its time is up: this check goes over a new connection.
         if self._tls_error is not None:
             self.stage = "connect"
             return succeed(Observation(ok=False, error=self._tls_error))
@@ -528,7 +566,8 @@ class RedisProbe:
                 return succeed(Observation(ok=False, error=unreported))
             if self._attempt is None:
                 # The attempt ended at once (it failed before any I/O: a
-                # lookup that could not even open its socket, say).
+                # lookup that could not even open its socket, say; or, its
+                # failure the agent's own, the old connection serves).
                 if self._protocol is not None:
                     return self._ping(self._protocol, want_info)
                 if self._last_inconclusive:
@@ -554,6 +593,7 @@ class RedisProbe:
         if self._check is not None:
             self._check.cancel()
         self._drop()
+        self._retired()
 
     # Connecting
 
@@ -695,6 +735,11 @@ class RedisProbe:
             )
             if not waiters and not inconclusive and not self._closed:
                 self._unreported = self._last_error
+            if self._protocol is not None and not inconclusive:
+                # A renewal that failed: what new clients meet is the
+                # instance's state now, not the old connection's, which is
+                # held unused (the module docstring).
+                self._retire()
             for waiter in waiters:
                 waiter.errback(error)
             return
@@ -703,16 +748,23 @@ class RedisProbe:
         if self._closed:
             result.drop()
             return
+        if self._protocol is not None:
+            # A renewal: the old connection is held until the new answers.
+            self._retire()
         self._protocol = result
+        now = self._reactor.seconds()
+        self._renew_at = now + self._lifetime * (1.0 - RENEW_JITTER * random())
         self._connected_once = True
         self._hello = self._role_signal and not self._plain and not self._hello_off
         self._checks_on_connection = 0
         self._pipelines = Pipelines(self, result, self._drain, self._hello)
-        self._reconnects.connected(self._reactor.seconds())
+        self._reconnects.connected(now)
         for waiter in waiters:
             waiter.callback(result)
 
     def _lost(self, protocol: RedisClientProtocol) -> None:
+        if self._retiring is protocol:
+            self._retiring = None
         if self._protocol is protocol:
             self._forget()
             self._last_error = "connection lost"
@@ -735,6 +787,20 @@ class RedisProbe:
             self._forget()
         if self._check_protocol is protocol:
             self._end_check(Observation(ok=False, error=error))
+
+    def _retire(self) -> None:
+        # The kept connection is held unused (the module docstring); one
+        # held before goes.
+        if self._retiring is not None:
+            self._retiring.drop()
+        self._retiring = self._protocol
+        self._forget()
+
+    def _retired(self) -> None:
+        # A new connection answered PING: the one held goes.
+        retiring, self._retiring = self._retiring, None
+        if retiring is not None:
+            retiring.drop()
 
     def _forget(self) -> None:
         self._protocol = None
@@ -822,6 +888,8 @@ class RedisProbe:
             self._ping_unanswered(reply, protocol, self._want_info)
             return
         self._closed_unanswered = 0
+        if self._retiring is not None:
+            self._retired()
         # Alive but not ready: the server's reason is the error.
         error = None if ready else str(reply)
         if self._want_info:
@@ -849,6 +917,8 @@ class RedisProbe:
             self._ping_unanswered(replies[0], protocol, extras)
             return
         self._closed_unanswered = 0
+        if self._retiring is not None:
+            self._retired()
         # Alive but not ready: the server's reason is the error.
         error = None if ready else str(replies[0])
         draining = False

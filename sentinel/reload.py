@@ -56,8 +56,17 @@ log = Logger()
 
 # Settings that only a restart applies: the HTTP listener, the agent's
 # identity, where and how it publishes, where it looks names up, where it
-# keeps its ZooKeeper session, and what every probe sends.
-_RESTART_ONLY = ("http", "agent_id", "zookeeper", "dns", "state_dir", "role_signal")
+# keeps its ZooKeeper session, and what every probe sends and how long it
+# keeps a connection.
+_RESTART_ONLY = (
+    "http",
+    "agent_id",
+    "zookeeper",
+    "dns",
+    "state_dir",
+    "role_signal",
+    "reconnect_every",
+)
 
 # Seconds a whole load may take: well above parsing the largest config
 # file allowed (16 MiB, about 5 s of CPU here) on a busy agent, and above

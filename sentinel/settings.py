@@ -59,6 +59,7 @@ TIMEOUTS = checks.seconds(0.001, DAY)
 # listing: bounded, and short enough for a test or a demo that wants to
 # see a refresh soon.
 PERIODS = checks.seconds(0.1, DAY)
+RENEWALS = checks.seconds(1.0, DAY)
 # ZooKeeper grants 2 to 20 ticks (4 to 40 s by default) whatever is asked,
 # but the agent itself waits a session timeout before it replaces a client
 # cut off, and bounds each call by it: an hour at most.
@@ -155,6 +156,14 @@ SETTINGS: tuple[Setting, ...] = (
         "replica_grace",
         "Seconds a discovered replica stays after its master stops listing it.",
         PERIODS,
+        default=60.0,
+    ),
+    Setting(
+        "reconnect_every",
+        "Seconds a connection to an instance is kept at most; then a check "
+        "opens a new one (an address that turns new clients away fails it).",
+        # At least a second: each renewal is a connect (and a TLS handshake).
+        RENEWALS,
         default=60.0,
     ),
     Setting(

@@ -350,6 +350,14 @@ class NumberTests(ConfigTestCase):
                     "replica_grace: 1e+308 is more than 86400 s",
                 ),
                 (
+                    "reconnect_every = 0.5\n",
+                    "reconnect_every: 0.5 is less than 1 s",
+                ),
+                (
+                    "reconnect_every = 1e308\n",
+                    "reconnect_every: 1e+308 is more than 86400 s",
+                ),
+                (
                     zookeeper + "heartbeat = 1e-9\n",
                     "zookeeper.heartbeat: 1e-09 is less than 0.1 s",
                 ),
@@ -382,6 +390,14 @@ class NumberTests(ConfigTestCase):
         self.assertConfigError(
             "--interval: 1e-09 is less than 0.01 s",
             overrides={"interval": 1e-9, "timeout": 1e-9},
+        )
+
+    def test_reconnect_every(self) -> None:
+        """A connection is kept 60 s at most by default; the file may say otherwise."""
+        self.assertEqual(self.load("").reconnect_every, 60.0)
+        self.assertEqual(self.load("reconnect_every = 1\n").reconnect_every, 1.0)
+        self.assertEqual(
+            self.load("reconnect_every = 86400\n").reconnect_every, 86400.0
         )
 
     def test_times_at_bounds(self) -> None:
@@ -1266,7 +1282,8 @@ class SettingsTableTests(SynchronousTestCase):
                 [
                     "redis", "interval", "timeout", "rise", "fall", "http",
                     "agent_id", "info_every", "role_signal", "drain_key",
-                    "replica_grace", "state_dir", "zookeeper.hosts",
+                    "replica_grace", "reconnect_every", "state_dir",
+                    "zookeeper.hosts",
                     "zookeeper.root", "zookeeper.session_timeout",
                     "zookeeper.refresh", "zookeeper.heartbeat",
                     "zookeeper.auth_file", "zookeeper.discovery",

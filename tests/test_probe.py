@@ -73,7 +73,10 @@ class Harness:
         resolver: ManualResolver | None = None,
         role_signal: bool = False,
         drain_key: str | None = None,
+        reconnect_every: float = 86_400.0,
     ) -> None:
+        # Connections are renewed after a day unless a test says otherwise:
+        # the other tests hold one connection for minutes.
         self.reactor = MemoryReactorClock()
         self.pacer = ConnectPacer(self.reactor, slots, 1.0)
         instance = RedisInstance(
@@ -86,6 +89,7 @@ class Harness:
             1.0,
             resolver or Resolver(self.reactor),  # type: ignore[arg-type]
             role_signal=role_signal,
+            reconnect_every=reconnect_every,
         )
         self.transport: StringTransport | None = None
 
@@ -593,6 +597,165 @@ class ConnectTests(SynchronousTestCase):
         self.assertEqual(h.reactor.connectors[-1].stoppedConnecting, True)
         d.cancel()
         self.successResultOf(d)
+
+
+class RenewalTests(SynchronousTestCase):
+    """A kept connection is renewed after `reconnect_every` seconds at most."""
+
+    def kept(self, jitter: float) -> Harness:
+        # A probe connected at 0 s, its lifetime's random share `jitter`.
+        self.patch(probe_module, "random", lambda: jitter)
+        h = Harness(reconnect_every=60.0)
+        h.connect()
+        return h
+
+    def pong(self, h: Harness) -> Observation | None:
+        d = h.check()
+        self.assertEqual(h.sent(), PING)
+        h.reply(b"+PONG\r\n")
+        return self.successResultOf(d)
+
+    def test_renewed(self) -> None:
+        """
+        Checks go over the kept connection until its time is up; the next
+        check goes over a new one, whose answer to PING closes the old one.
+        """
+        h = self.kept(0.0)
+        old = h.transport
+        for _ in range(59):
+            h.on_time(1.0)
+            self.assertEqual(self.pong(h), Observation(True, True, 0.0))
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        h.on_time(1.0)
+        d = h.check()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        self.assertNoResult(d)
+        h.accept()
+        self.assertEqual(h.sent(), PING)
+        assert old is not None
+        self.assertFalse(old.disconnecting)
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(old.disconnecting)
+        self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
+        h.on_time(1.0)
+        self.assertEqual(self.pong(h), Observation(True, True, 0.0))
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+
+    def test_jitter(self) -> None:
+        """
+        A connection's time is `reconnect_every` less a random share of up
+        to a quarter of it: here the most, 45 s.
+        """
+        h = self.kept(1.0)
+        for _ in range(44):
+            h.on_time(1.0)
+            self.pong(h)
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        h.on_time(1.0)
+        h.check()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+
+    def test_refused_renewal_fails(self) -> None:
+        """
+        An address that refuses a new connection fails the check that
+        renews, whatever the old connection would say: the checks after it
+        connect again, at most once a second, and fail too while it
+        refuses, the old connection held unused. The first new connection
+        to answer PING closes it.
+        """
+        h = self.kept(0.0)
+        old = h.transport
+        h.on_time(60.0)
+        d = h.check()
+        h.refuse()
+        refused = Observation(ok=False, error="connection refused")
+        self.assertEqual(self.successResultOf(d), refused)
+        self.assertFalse(h.probe.connected)
+        h.on_time(0.5)
+        self.assertEqual(self.successResultOf(h.check()), refused)
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        h.on_time(0.5)
+        d = h.check()
+        self.assertEqual(len(h.reactor.tcpClients), 3)
+        h.refuse()
+        self.assertEqual(self.successResultOf(d), refused)
+        assert old is not None
+        self.assertFalse(old.disconnecting)
+        h.on_time(1.0)
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING)
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(old.disconnecting)
+        self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
+        self.assertTrue(h.probe.connected)
+
+    def test_turned_away_renewal_fails(self) -> None:
+        """
+        A server full for new clients fails the check that renews, and
+        the next: the old connection holds its slot meanwhile, so that
+        the agent's next attempt does not take it back.
+        """
+        h = self.kept(0.0)
+        old = h.transport
+        h.on_time(60.0)
+        full = Observation(ok=False, error="ERR max number of clients reached")
+        for _ in range(2):
+            d = h.check()
+            h.accept()
+            h.sent()
+            h.reply(b"-ERR max number of clients reached\r\n")
+            self.assertEqual(self.successResultOf(d), full)
+            self.assertFalse(h.probe.connected)
+            h.on_time(1.0)
+        assert old is not None
+        self.assertFalse(old.disconnecting)
+
+    def test_close_drops_held_connection(self) -> None:
+        """Closing the probe drops a connection held after a failed renewal."""
+        h = self.kept(0.0)
+        old = h.transport
+        h.on_time(60.0)
+        d = h.check()
+        h.refuse()
+        self.successResultOf(d)
+        assert old is not None
+        self.assertFalse(old.disconnecting)
+        h.probe.close()
+        self.assertTrue(old.disconnecting)
+
+    def test_renewal_the_agent_was_late_for(self) -> None:
+        """
+        A renewal that times out while the agent itself ran late says
+        nothing of the server: the check ends with None, and the old
+        connection stays open for the checks that find no room.
+        """
+        h = self.kept(0.0)
+        old = h.transport
+        h.on_time(60.0)
+        d = h.check()
+        h.reactor.advance(1.5)  # One turn of 1.5 s: the agent stalled.
+        self.assertIsNone(self.successResultOf(d))
+        assert old is not None
+        self.assertFalse(old.disconnecting)
+        self.assertTrue(h.probe.connected)
+
+    def test_renewal_waits_for_room(self) -> None:
+        """
+        With no room in the pacer, the kept connection serves on, and is
+        renewed by a check that finds room.
+        """
+        h = self.kept(0.0)
+        h.on_time(60.0)
+        for _ in range(h.pacer.max_in_flight):
+            self.successResultOf(h.pacer.acquire())
+        self.assertEqual(self.pong(h), Observation(True, True, 0.0))
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        for _ in range(h.pacer.max_in_flight):
+            h.pacer.release()
+        h.on_time(1.0)
+        h.check()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
 
 
 class AuthTests(SynchronousTestCase):
