@@ -90,6 +90,7 @@ process whose session a newer one took does not take it back.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -105,6 +106,8 @@ from kazoo.exceptions import (
     RolledBackError,
     RuntimeInconsistency,
 )
+from kazoo.handlers.threading import SequentialThreadingHandler
+from kazoo.hosts import collect_hosts
 from kazoo.loggingsupport import BLATHER
 from kazoo.protocol.states import WatchedEvent
 from kazoo.retry import KazooRetry
@@ -232,6 +235,38 @@ class _FailureHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno < logging.ERROR and record.msg not in _NO_CAUSE:
             self._failed(record.getMessage())
+
+
+# kazoo ships no types: its handler is Any to mypy.
+class _ConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
+    """
+    kazoo's threading handler, each TCP connect bounded by the session
+    timeout divided by the number of hosts, as ZooKeeper's own Java client
+    does (``ClientCnxn``): kazoo gives each connect the whole session
+    timeout, so one listed address that drops SYNs (a firewalled or
+    decommissioned server) outlived the session on the first reconnect that
+    tried it, with two live servers of three in the list. A connect that
+    times out says to which address, not kazoo's ``None``.
+    """
+
+    def __init__(self, hosts: int) -> None:
+        super().__init__()
+        self._hosts = max(hosts, 1)
+
+    def create_connection(self, *args: Any, **kwargs: Any) -> socket.socket:
+        """kazoo's connect, within the share of the timeout (class docstring)."""
+        timeout = kwargs.get("timeout")
+        if timeout is not None:
+            kwargs["timeout"] = timeout = timeout / self._hosts
+        try:
+            connection: socket.socket = super().create_connection(*args, **kwargs)
+        except TimeoutError as e:
+            # kazoo logs the error's strerror, which a timeout leaves None.
+            host, port = kwargs.get("address") or args[0]
+            raise TimeoutError(
+                e.errno, f"connect to {host}:{port} timed out after {timeout:g} s"
+            ) from e
+        return connection
 
 
 def node_acl(auth: str | None) -> list[Any] | None:
@@ -439,6 +474,7 @@ class ZooKeeper:
             ),
             auth_data=[("digest", self._auth)] if self._auth else None,
             logger=_ClientLog(granted, failed),
+            handler=_ConnectHandler(len(collect_hosts(self.hosts)[0])),
         )
         self._client, self._gate = client, gate
 

@@ -7,7 +7,10 @@ old client still says afterwards being dropped.
 
 from __future__ import annotations
 
+import builtins
+import socket
 import threading
+import time
 
 from kazoo.client import KazooState
 from kazoo.exceptions import (
@@ -44,6 +47,10 @@ CALL_TIMEOUT = 5.0
 # Bounds the wait for the bridge's closing thread (it returns at once).
 THREAD_WAIT = 5.0
 PATH = "/sentinel/instances/a"
+# The session timeout, and the most a connect to a black hole may take when
+# bounded by its share of it (four hosts: 0.5 s) rather than by all of it.
+CONNECT_SESSION_TIMEOUT = 2.0
+CONNECT_BOUND = 1.5
 
 
 class BridgeTests(SynchronousTestCase):
@@ -889,4 +896,57 @@ class SessionHandOverTests(SynchronousTestCase):
         self.assertEqual(
             calls,
             [{"acl": None, "ephemeral": True, "sequence": True, "makepath": True}],
+        )
+
+
+class ConnectTimeoutTests(SynchronousTestCase):
+    """kazoo's TCP connects, as the bridge bounds them."""
+
+    def black_hole(self) -> tuple[str, int]:
+        """
+        A loopback address that drops SYNs (a firewalled server's): a
+        listener that never accepts, its backlog full.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address: tuple[str, int] = listener.getsockname()
+        for _ in range(8):
+            filler = socket.socket()
+            self.addCleanup(filler.close)
+            filler.setblocking(False)
+            try:
+                filler.connect(address)
+            except BlockingIOError:
+                pass
+        return address
+
+    def test_connect_bounded_by_share_of_session_timeout(self) -> None:
+        """
+        Each connect kazoo makes (with the arguments kazoo 2.11 passes) is
+        given the session timeout divided by the number of hosts listed, not
+        all of it: an address that drops SYNs costs that share, and the
+        timeout names the address (kazoo logs its strerror).
+        """
+        host, port = self.black_hole()
+        factory = FakeKazooFactory()
+        hosts = f"{host}:{port},127.0.0.1:2,127.0.0.1:3,localhost:4/chroot"
+        zk = ZooKeeper(
+            HandOverClock(), hosts, CONNECT_SESSION_TIMEOUT, client_factory=factory
+        )
+        zk.start()
+        handler = factory.clients[0].settings["handler"]
+        started = time.monotonic()
+        with self.assertRaises(builtins.TimeoutError) as raised:
+            handler.create_connection(
+                address=(host, port),
+                hostname=host,
+                timeout=CONNECT_SESSION_TIMEOUT,
+                use_ssl=False,
+            )
+        self.assertLess(time.monotonic() - started, CONNECT_BOUND)
+        self.assertEqual(
+            raised.exception.strerror,
+            f"connect to {host}:{port} timed out after 0.5 s",
         )
