@@ -60,7 +60,15 @@ while disconnected does, and is made again once the new session is heard.
 A client that stays disconnected for longer than the session timeout is
 replaced by a new one: only the server can declare a session expired, and a
 ZooKeeper that came back empty refuses a client that has seen a newer
-transaction id, so the old client could stay SUSPENDED for good.
+transaction id, so the old client could stay SUSPENDED for good. The new
+client asks for the old session (its id and password) unless kazoo said it
+was lost: having seen no transaction yet, it is refused by no server; an
+ensemble that kept the session (its quorum back after a longer outage)
+gives it back with every node, where a new session waited a session
+timeout for the old one's nodes, and a server that does not know it (empty,
+or after the session expired) declares it expired, and kazoo opens a new
+one. Were the old client to connect in the moment it is replaced, its
+close would end the session, and the new client would open a new one.
 
 The session timeout is the one ZooKeeper granted, not the one asked for:
 the server bounds it (by default to 2 to 20 of its ticks). Asked 2 s and
@@ -330,6 +338,10 @@ class ZooKeeper:
         self._writes_call: IDelayedCall | None = None
         self._listeners: list[StateListener] = []
         self._replace_call: IDelayedCall | None = None
+        # The session last connected, until kazoo says it is lost: what a
+        # replacement asks for (module docstring). kazoo's own `client_id`
+        # says nothing while suspended.
+        self._resumable: tuple[int, bytes] | None = None
         self.state = STOPPED
         self.state_since = reactor.seconds()
         # The session last heard connected on the reactor thread (module
@@ -550,8 +562,11 @@ class ZooKeeper:
         if state == CONNECTED:
             self.connect_error = None
             self._connect_error_logged = False
+            self._resumable = self.client_id
             self._cancel_replace()
-        elif self._replace_call is None:
+        elif state == LOST:
+            self._resumable = None
+        if state != CONNECTED and self._replace_call is None:
             self._replace_call = self._reactor.callLater(
                 self.session_timeout, self._replace
             )
@@ -567,7 +582,7 @@ class ZooKeeper:
             seconds=self.session_timeout,
         )
         old, gate = self._client, self._gate
-        self._new_client()
+        self._new_client(self._resumable)
         if gate is not None:
             gate.close()
         self._close_in_thread(old)

@@ -171,6 +171,30 @@ class BridgeTests(SynchronousTestCase):
         self.failureResultOf(unanswered, TimeoutError)
         self.assertEqual(self.states[-3:], [SUSPENDED, LOST, CONNECTED])
 
+    def test_replacement_resumes_the_session(self) -> None:
+        """
+        A client replaced while its session may still live (suspended, not
+        told it expired) hands the session's id and password to the new
+        client, which gets it back from a server that kept it: the same
+        session, connected again. A session kazoo was told expired is not
+        asked for (`test_replacement_is_a_new_session`).
+        """
+        self.zk.start()
+        old = self.client()
+        old.change_state(KazooState.CONNECTED, session=0x42)
+        self.clock.run_handed_over()
+        old.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.clock.advance(SESSION_TIMEOUT)
+        new = self.client()
+        self.assertIsNot(new, old)
+        self.assertEqual(new.settings["client_id"], (0x42, b"password"))
+        self.assertEqual(self.zk.state, LOST)
+        new.change_state(KazooState.CONNECTED, session=0x42)
+        self.clock.run_handed_over()
+        self.assertEqual(self.zk.session_id, 0x42)
+        self.assertEqual(self.states[-3:], [SUSPENDED, LOST, CONNECTED])
+
     def test_replaced_again_while_unreachable(self) -> None:
         """
         While ZooKeeper stays unreachable, the client is replaced once per

@@ -68,8 +68,9 @@ PUBLISH_SLACK = 0.1
 SLACK = 0.4
 READ_TIMEOUT = 2.0
 # After ZooKeeper comes back: the restarted server keeps the old session
-# (and its nodes) until the session times out, then the publisher's next
-# retry (1 s) takes the nodes over; plus kazoo's reconnect and the JVM.
+# (and its nodes) until the session times out; the replaced client gets it
+# back, or, were it gone, the publisher's next retry (1 s) takes the nodes
+# over; plus kazoo's reconnect and the JVM.
 RESYNC_BOUND = SESSION_TIMEOUT + 6.0
 
 Node = tuple[dict[str, Any], ZnodeStat]
@@ -379,7 +380,9 @@ class OutageTests(ZooKeeperTestCase):
         with its data: checks go on throughout, /healthz's ZooKeeper reason
         is set during the outage, and afterwards every node is written again
         by the agent's current session, with the current state, including
-        a Redis killed during the outage.
+        a Redis killed during the outage. The server kept the session, and
+        the client that replaced the one cut off gets it back: the nodes
+        stay the session's own, with no wait for an old session's end.
         """
         stays, dies = self.redis(), self.redis()
         agent = self.start_agent({"stays": stays, "dies": dies})
@@ -433,16 +436,14 @@ class OutageTests(ZooKeeperTestCase):
         )
         resync = reactor.seconds() - started_at
         self.figure("resync after ZooKeeper restart (same data)", resync)
-        self.assertNotEqual(agent.session_id, old_session)
-        # The restarted server keeps the old session until its timeout runs
-        # out again: until then its nodes may be stale, and /healthz says so.
+        self.assertEqual(agent.session_id, old_session)
+        self.assertEqual(publisher.stats()["waiting_takeover"], [])
         await wait_for(
             reactor,
             lambda: publisher.unhealthy_reason() is None,
             RESYNC_BOUND,
-            "the old session's nodes taken over",
+            "healthy again on the session kept",
         )
-        self.assertEqual(publisher.stats()["waiting_takeover"], [])
         self.assertGreater(monitor.states["stays"].health.checks, checks)
 
     async def test_wiped_zookeeper(self) -> None:
