@@ -65,6 +65,7 @@ def _make_publisher(
         auth=zk_config.auth,
         call_timeout=max(zk_config.session_timeout, 5.0),
         internal_errors=internal_errors,
+        check_ensemble=True,
     )
     handoff = None
     if config.state_dir is not None and left is not None:

@@ -126,6 +126,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.bugs import InternalErrors
+from sentinel.ensemble import CONFIG_PATH, foreign, members
 
 log = Logger()
 
@@ -254,12 +255,16 @@ class _ConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
     timeout, so one listed address that drops SYNs (a firewalled or
     decommissioned server) outlived the session on the first reconnect that
     tried it, with two live servers of three in the list. A connect that
-    times out says to which address, not kazoo's ``None``.
+    times out says to which address, not kazoo's ``None``. The last
+    connect made says which server the client is on (`connected_to`).
     """
 
     def __init__(self, hosts: int) -> None:
         super().__init__()
         self._hosts = max(hosts, 1)
+        # (host as listed, port) of the last connect made, set on kazoo's
+        # connection thread before it says CONNECTED.
+        self.connected_to: tuple[str, int] | None = None
 
     def create_connection(self, *args: Any, **kwargs: Any) -> socket.socket:
         """kazoo's connect, within the share of the timeout (class docstring)."""
@@ -274,6 +279,8 @@ class _ConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
             raise TimeoutError(
                 e.errno, f"connect to {host}:{port} timed out after {timeout:g} s"
             ) from e
+        address = kwargs.get("address") or args[0]
+        self.connected_to = (kwargs.get("hostname") or address[0], address[1])
         return connection
 
 
@@ -303,10 +310,13 @@ class ZooKeeper:
         call_timeout: float = 5.0,
         client_factory: Callable[..., Any] = KazooClient,
         internal_errors: InternalErrors | None = None,
+        check_ensemble: bool = False,
     ) -> None:
         """
         @param internal_errors: where a listener's or a watcher's bug is
             counted (the agent's, so that ``/healthz`` shows it).
+        @param check_ensemble: whether each new session is checked to be on
+            the ensemble first heard, and left if not (`sentinel.ensemble`).
         """
         self._reactor = reactor
         self.internal_errors = internal_errors or InternalErrors(reactor)
@@ -321,6 +331,7 @@ class ZooKeeper:
         self._client_factory = client_factory
         self._client: Any = None
         self._gate: _ReconnectGate | None = None
+        self._handler: _ConnectHandler | None = None
         # Clients whose session was left open: kept until the process ends.
         self._left_open: list[Any] = []
         self._generation = 0
@@ -342,6 +353,12 @@ class ZooKeeper:
         # replacement asks for (module docstring). kazoo's own `client_id`
         # says nothing while suspended.
         self._resumable: tuple[int, bytes] | None = None
+        # The ensemble's members, as first heard, the last session found on
+        # it, and why the current one is not (`sentinel.ensemble`).
+        self._members: frozenset[str] = frozenset()
+        self._ensemble_session: tuple[int, bytes] | None = None
+        self.foreign: str | None = None
+        self._check = check_ensemble
         self.state = STOPPED
         self.state_since = reactor.seconds()
         # The session last heard connected on the reactor thread (module
@@ -465,9 +482,13 @@ class ZooKeeper:
         session, password = client_id
         return int(session), bytes(password)
 
-    def _new_client(self, client_id: tuple[int, bytes] | None = None) -> None:
+    def _new_client(
+        self, client_id: tuple[int, bytes] | None = None, hosts: str | None = None
+    ) -> None:
         generation = self._new_generation()
         gate = _ReconnectGate()
+        hosts = self.hosts if hosts is None else hosts
+        handler = _ConnectHandler(len(collect_hosts(hosts)[0]))
 
         def granted(seconds: float) -> None:
             # kazoo's connection thread, before it says CONNECTED.
@@ -478,7 +499,7 @@ class ZooKeeper:
             self._reactor.callFromThread(self._connect_failed, generation, why)
 
         client = self._client_factory(
-            hosts=self.hosts,
+            hosts=hosts,
             timeout=self.requested_timeout,
             client_id=client_id,
             connection_retry=KazooRetry(
@@ -486,9 +507,9 @@ class ZooKeeper:
             ),
             auth_data=[("digest", self._auth)] if self._auth else None,
             logger=_ClientLog(granted, failed),
-            handler=_ConnectHandler(len(collect_hosts(self.hosts)[0])),
+            handler=handler,
         )
-        self._client, self._gate = client, gate
+        self._client, self._gate, self._handler = client, gate, handler
 
         def listener(state: Any) -> None:
             # kazoo's connection thread: hand over, nothing else.
@@ -562,14 +583,51 @@ class ZooKeeper:
         if state == CONNECTED:
             self.connect_error = None
             self._connect_error_logged = False
-            self._resumable = self.client_id
+            self._resumable = client_id = self.client_id
             self._cancel_replace()
+            if client_id is not None and client_id == self._ensemble_session:
+                # Only the ensemble knows its own session.
+                self.foreign = None
+            elif self._check:
+                self._check_ensemble(generation)
         elif state == LOST:
             self._resumable = None
         if state != CONNECTED and self._replace_call is None:
             self._replace_call = self._reactor.callLater(
                 self.session_timeout, self._replace
             )
+
+    def _check_ensemble(self, generation: int) -> None:
+        # Whether the new session is on the ensemble (`sentinel.ensemble`).
+        server = None if self._handler is None else self._handler.connected_to
+        d = self.get(CONFIG_PATH)
+        d.addCallback(self._heard_config, generation, server, self._resumable)
+        # Unread (a chroot, a timeout): unknown, judged at the next session.
+        d.addErrback(lambda _: None)
+
+    def _heard_config(
+        self,
+        answer: tuple[bytes, Any],
+        generation: int,
+        server: tuple[str, int] | None,
+        client_id: tuple[int, bytes] | None,
+    ) -> None:
+        if generation != self._generation:
+            return
+        heard = members(answer[0])
+        if not foreign(self._members, heard):
+            self._members = heard or self._members
+            self._ensemble_session = client_id
+            self.foreign = None
+            return
+        named = "?" if server is None else f"{server[0]}:{server[1]}"
+        self.foreign = (
+            f"ZooKeeper at {named} is another ensemble: its {CONFIG_PATH} lists "
+            f"{len(heard)} member(s), none of the {len(self._members)} this "
+            "agent published to; moving to another listed server"
+        )
+        log.warn("{reason}", reason=self.foreign)
+        self._replace_client(self._ensemble_session, _without(self.hosts, server))
 
     def _replace(self) -> None:
         self._replace_call = None
@@ -581,8 +639,17 @@ class ZooKeeper:
             "replacing the client",
             seconds=self.session_timeout,
         )
+        self._replace_client(self._resumable)
+
+    def _replace_client(
+        self, client_id: tuple[int, bytes] | None, hosts: str | None = None
+    ) -> None:
+        # A new client, asking for `client_id`'s session, on `hosts` (all
+        # those listed if None); the old one is closed.
         old, gate = self._client, self._gate
-        self._new_client(self._resumable)
+        self._cancel_replace()
+        self._resumable = client_id
+        self._new_client(client_id, hosts)
         if gate is not None:
             gate.close()
         self._close_in_thread(old)
@@ -995,6 +1062,21 @@ class _Write:
     untried: bool = False
     # The session it is made for (module docstring).
     session: int | None = None
+
+
+def _without(hosts: str, server: tuple[str, int] | None) -> str | None:
+    """
+    `hosts` (kazoo's form) without `server`, or None if that leaves none
+    or it is not listed.
+    """
+    listed, chroot = collect_hosts(hosts)
+    kept = [(host, port) for host, port in listed if (host, port) != server]
+    if not kept or len(kept) == len(listed):
+        return None
+    spelled = ",".join(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in kept
+    )
+    return spelled + (chroot or "")
 
 
 def _settle(result: Any, d: Deferred[Any]) -> None:

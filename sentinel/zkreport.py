@@ -5,10 +5,12 @@ and why ``/healthz`` fails on its account.
 Anything that makes the published data wrong fails /healthz, with the
 reason: ZooKeeper not connected (the data may be stale, and the writes
 queued say how much; why the last connection attempt failed, as kazoo
-said), a conflict, a node still held by another session
-(its published status is stale until it is taken over), a node whose
-writes have kept failing for `FAILING_AFTER` while connected (its ACL
-changed behind our back: its published status is stale too), a node
+said), a session on another ensemble than the one published to (until a
+session is on it again: `sentinel.ensemble`), a conflict, a node still
+held by another session (its published status is stale until it is taken
+over), a node whose writes have kept failing for `FAILING_AFTER` while
+connected (its ACL changed behind our back: its published status is stale
+too), a node
 handed to another member that has not taken it over for
 `takeover.HANDOFF_LIMIT` (this agent keeps it true meanwhile, but the
 group is not as its members say: that member has trouble), this agent
@@ -160,6 +162,8 @@ class ZooKeeperReport:
                 f"zookeeper {zk.state} for {since:.1f} s{cause}: published status "
                 f"may be stale ({self._queue.queued} writes queued)"
             )
+        if zk.foreign is not None:
+            reasons.append(f"zookeeper: {zk.foreign}")
         if life.halted is not None:
             reasons.append(f"zookeeper conflict: {life.halted}")
         else:

@@ -254,6 +254,7 @@ class FakeZooKeeper:
         self.requested_timeout = 10.0
         self.granted_timeout: float | None = None
         self.connect_error: str | None = None
+        self.foreign: str | None = None
         self.acl = None
         self.state = STOPPED
         self.state_since = clock.seconds()

@@ -803,6 +803,22 @@ class PublisherTests(PublisherHarness):
             "Connection dropped: socket connection broken",
         )
 
+    def test_another_ensemble_named(self) -> None:
+        """
+        A session on another ensemble than the one published to fails
+        /healthz, connected or not, with the bridge's reason naming the
+        server; back on the ensemble, it passes.
+        """
+        self.start()
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.zk.foreign = "ZooKeeper at 127.0.0.1:2182 is another ensemble"
+        self.assertEqual(
+            self.publisher.unhealthy_reason(),
+            "zookeeper: ZooKeeper at 127.0.0.1:2182 is another ensemble",
+        )
+        self.zk.foreign = None
+        self.assertIsNone(self.publisher.unhealthy_reason())
+
     def test_outage_counted_from_first_loss(self) -> None:
         """
         /healthz counts an outage from the connection's loss: suspended

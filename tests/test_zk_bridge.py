@@ -28,6 +28,7 @@ from twisted.internet.defer import TimeoutError
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.ensemble import CONFIG_PATH
 from sentinel.zk import (
     BACKGROUND_IN_FLIGHT,
     CALLS_IN_FLIGHT,
@@ -51,6 +52,22 @@ PATH = "/sentinel/instances/a"
 # bounded by its share of it (four hosts: 0.5 s) rather than by all of it.
 CONNECT_SESSION_TIMEOUT = 2.0
 CONNECT_BOUND = 1.5
+
+
+def bridge_warnings(case: SynchronousTestCase) -> list[str]:
+    """The bridge's warnings logged from now on (during `case`), formatted."""
+    lines: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        if event.get("log_namespace") == "sentinel.zk" and event.get("log_level") in (
+            LogLevel.warn,
+            LogLevel.error,
+        ):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    case.addCleanup(globalLogPublisher.removeObserver, observe)
+    return lines
 
 
 class BridgeTests(SynchronousTestCase):
@@ -214,17 +231,7 @@ class BridgeTests(SynchronousTestCase):
 
     def warnings(self) -> list[str]:
         """The bridge's warnings logged from now on, formatted."""
-        lines: list[str] = []
-
-        def observe(event: LogEvent) -> None:
-            if event.get("log_namespace") == "sentinel.zk" and event.get(
-                "log_level"
-            ) in (LogLevel.warn, LogLevel.error):
-                lines.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
-        return lines
+        return bridge_warnings(self)
 
     def test_granted_longer_timeout_keeps_the_client(self) -> None:
         """
@@ -974,3 +981,110 @@ class ConnectTimeoutTests(SynchronousTestCase):
             raised.exception.strerror,
             f"connect to {host}:{port} timed out after 0.5 s",
         )
+
+
+# The members /zookeeper/config lists on the agent's ensemble, and on a
+# stray one-server cluster.
+ENSEMBLE = (
+    b"server.1=127.0.0.1:2888:3888:participant\n"
+    b"server.2=127.0.0.2:2888:3888:participant\n"
+    b"server.3=127.0.0.3:2888:3888:participant\nversion=100000000"
+)
+STRAY = b"server.1=127.0.0.1:4888:5888:participant\nversion=0"
+
+
+class EnsembleCheckTests(SynchronousTestCase):
+    """Each new session checked to be on the ensemble first heard."""
+
+    def setUp(self) -> None:
+        self.clock = HandOverClock()
+        self.factory = FakeKazooFactory()
+        self.zk = ZooKeeper(
+            self.clock,
+            "127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183",
+            SESSION_TIMEOUT,
+            client_factory=self.factory,
+            check_ensemble=True,
+        )
+        self.states: list[str] = []
+        self.zk.add_listener(self.states.append)
+
+    def connect(
+        self, client: FakeKazooClient, session: int, port: int, config: bytes
+    ) -> None:
+        """
+        `client` connects to 127.0.0.1:`port` (as kazoo, through the
+        bridge's handler) with `session`, and that server's config answers.
+        """
+        client.settings["handler"].connected_to = ("127.0.0.1", port)
+        client.change_state(KazooState.CONNECTED, session=session)
+        self.clock.run_handed_over()
+        [index] = [
+            i for i, call in enumerate(client.calls) if call[:2] == ("get", CONFIG_PATH)
+        ][-1:]
+        client.answer(index, value=(config, None))
+        self.clock.run_handed_over()
+
+    def expire(self, client: FakeKazooClient) -> None:
+        """kazoo hears the session expired."""
+        client.change_state(KazooState.LOST)
+        self.clock.run_handed_over()
+
+    def test_another_ensemble_named_and_left(self) -> None:
+        """
+        A new session on a server whose config lists none of the members
+        first heard (a stray cluster on a listed port) fails /healthz's
+        ZooKeeper part naming the server, is logged, and is left: a new
+        client asks for the last session found on the ensemble, on the
+        other listed servers. Back on that session, the reason goes.
+        """
+        warnings = bridge_warnings(self)
+        self.zk.start()
+        first = self.factory.clients[0]
+        self.connect(first, 0x42, 2181, ENSEMBLE)
+        self.assertIsNone(self.zk.foreign)
+        self.expire(first)
+        self.connect(first, 0x43, 2182, STRAY)
+        foreign = self.zk.foreign or ""
+        self.assertIn("ZooKeeper at 127.0.0.1:2182 is another ensemble", foreign)
+        self.assertIn("lists 1 member(s), none of the 3", foreign)
+        self.assertEqual([foreign], warnings)
+        self.assertEqual(len(self.factory.clients), 2)
+        moved = self.factory.clients[1]
+        self.assertEqual(moved.settings["hosts"], "127.0.0.1:2181,127.0.0.1:2183")
+        self.assertEqual(moved.settings["client_id"], (0x42, b"password"))
+        self.assertEqual(self.zk.state, LOST)
+        self.assertTrue(first.closed.wait(THREAD_WAIT))
+
+        moved.settings["handler"].connected_to = ("127.0.0.1", 2183)
+        moved.change_state(KazooState.CONNECTED, session=0x42)
+        self.clock.run_handed_over()
+        self.assertIsNone(self.zk.foreign)
+        self.assertEqual(self.states[-2:], [LOST, CONNECTED])
+
+    def test_emptied_ensemble_used(self) -> None:
+        """
+        A new session on a server of the ensemble that came back empty
+        (the same members listed) is used: nothing said, nothing left.
+        """
+        self.zk.start()
+        client = self.factory.clients[0]
+        self.connect(client, 0x42, 2181, ENSEMBLE)
+        self.expire(client)
+        self.connect(client, 0x43, 2182, ENSEMBLE)
+        self.assertIsNone(self.zk.foreign)
+        self.assertEqual(len(self.factory.clients), 1)
+        self.assertEqual(self.zk.state, CONNECTED)
+
+    def test_standalone_ensemble_never_judged(self) -> None:
+        """
+        An ensemble whose config lists no members (a standalone server) is
+        nothing to compare with: every session is used.
+        """
+        self.zk.start()
+        client = self.factory.clients[0]
+        self.connect(client, 0x42, 2181, b"")
+        self.expire(client)
+        self.connect(client, 0x43, 2182, STRAY)
+        self.assertIsNone(self.zk.foreign)
+        self.assertEqual(len(self.factory.clients), 1)
