@@ -354,10 +354,14 @@ class ZooKeeper:
         # says nothing while suspended.
         self._resumable: tuple[int, bytes] | None = None
         # The ensemble's members, as first heard, the last session found on
-        # it, and why the current one is not (`sentinel.ensemble`).
+        # it, and why the current one is not (`sentinel.ensemble`), and the
+        # server that is not, left out until a session is on the ensemble
+        # again: a client that asked it for the ensemble's session was told
+        # it had expired, and opened a new one on the next server.
         self._members: frozenset[str] = frozenset()
         self._ensemble_session: tuple[int, bytes] | None = None
         self.foreign: str | None = None
+        self._avoided: tuple[str, int] | None = None
         self._check = check_ensemble
         self.state = STOPPED
         self.state_since = reactor.seconds()
@@ -587,7 +591,7 @@ class ZooKeeper:
             self._cancel_replace()
             if client_id is not None and client_id == self._ensemble_session:
                 # Only the ensemble knows its own session.
-                self.foreign = None
+                self.foreign = self._avoided = None
             elif self._check:
                 self._check_ensemble(generation)
         elif state == LOST:
@@ -618,7 +622,7 @@ class ZooKeeper:
         if not foreign(self._members, heard):
             self._members = heard or self._members
             self._ensemble_session = client_id
-            self.foreign = None
+            self.foreign = self._avoided = None
             return
         named = "?" if server is None else f"{server[0]}:{server[1]}"
         self.foreign = (
@@ -627,7 +631,8 @@ class ZooKeeper:
             "agent published to; moving to another listed server"
         )
         log.warn("{reason}", reason=self.foreign)
-        self._replace_client(self._ensemble_session, _without(self.hosts, server))
+        self._avoided = server
+        self._replace_client(self._ensemble_session)
 
     def _replace(self) -> None:
         self._replace_call = None
@@ -641,15 +646,13 @@ class ZooKeeper:
         )
         self._replace_client(self._resumable)
 
-    def _replace_client(
-        self, client_id: tuple[int, bytes] | None, hosts: str | None = None
-    ) -> None:
-        # A new client, asking for `client_id`'s session, on `hosts` (all
-        # those listed if None); the old one is closed.
+    def _replace_client(self, client_id: tuple[int, bytes] | None) -> None:
+        # A new client, asking for `client_id`'s session, on the servers
+        # listed but the one avoided; the old one is closed.
         old, gate = self._client, self._gate
         self._cancel_replace()
         self._resumable = client_id
-        self._new_client(client_id, hosts)
+        self._new_client(client_id, _without(self.hosts, self._avoided))
         if gate is not None:
             gate.close()
         self._close_in_thread(old)

@@ -1036,7 +1036,9 @@ class EnsembleCheckTests(SynchronousTestCase):
         first heard (a stray cluster on a listed port) fails /healthz's
         ZooKeeper part naming the server, is logged, and is left: a new
         client asks for the last session found on the ensemble, on the
-        other listed servers. Back on that session, the reason goes.
+        other listed servers, and so does a client replaced meanwhile (the
+        stray would say the session expired). Back on that session, the
+        reason goes, and a client replaced later has every server again.
         """
         warnings = bridge_warnings(self)
         self.zk.start()
@@ -1056,11 +1058,20 @@ class EnsembleCheckTests(SynchronousTestCase):
         self.assertEqual(self.zk.state, LOST)
         self.assertTrue(first.closed.wait(THREAD_WAIT))
 
-        moved.settings["handler"].connected_to = ("127.0.0.1", 2183)
-        moved.change_state(KazooState.CONNECTED, session=0x42)
+        self.clock.advance(SESSION_TIMEOUT)
+        again = self.factory.clients[2]
+        self.assertEqual(again.settings["hosts"], "127.0.0.1:2181,127.0.0.1:2183")
+        self.assertEqual(again.settings["client_id"], (0x42, b"password"))
+        again.settings["handler"].connected_to = ("127.0.0.1", 2183)
+        again.change_state(KazooState.CONNECTED, session=0x42)
         self.clock.run_handed_over()
         self.assertIsNone(self.zk.foreign)
         self.assertEqual(self.states[-2:], [LOST, CONNECTED])
+
+        again.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.clock.advance(SESSION_TIMEOUT)
+        self.assertEqual(self.factory.clients[3].settings["hosts"], self.zk.hosts)
 
     def test_emptied_ensemble_used(self) -> None:
         """
