@@ -16,10 +16,11 @@ that came back empty lists the same members (they come from its
 configuration, not its data) and is used as before; a reconfiguration
 that keeps any member is followed.
 
-It does not catch a server reached before any member of the ensemble was
-heard, a stray behind a chroot (the node is outside it, and is not read),
-nor one when the agent's ensemble is itself a standalone server (nothing
-to compare).
+It does not catch a stray reached before any member of the ensemble was
+heard (its members are then the ones compared with, and the ensemble's
+servers are the ones left), a stray behind a chroot (the node is outside
+it, and is not read), nor one when the agent's ensemble is itself a
+standalone server (nothing to compare).
 """
 
 from __future__ import annotations
