@@ -11,6 +11,10 @@ published from it), and that check sets the status directly, as a first
 one does; a member back from a freeze otherwise published a dead instance
 up again, on one failure out of `fall`.
 
+Each check sets the deadline (`stale_at`) by the schedule it ran under: a
+reload that shortens the interval does not make a check on the old
+schedule stale.
+
 Role fields come from the last INFO replication and are cleared when the
 instance goes down, so that nobody reads a stale role; when one known
 role follows another, `role_changed_at` says when. Why that INFO left
@@ -56,6 +60,8 @@ class InstanceHealth:
         "rise",
         "fall",
         "interval",
+        "stale_after",
+        "stale_at",
         "status",
         "ready",
         "replication",
@@ -77,9 +83,6 @@ class InstanceHealth:
         @param interval: seconds between two checks of the instance; None
             if they come when they come, and no gap makes the history stale.
         """
-        self.rise = rise
-        self.fall = fall
-        self.interval = interval
         self.status: str | None = None
         self.ready = False
         self.replication = _UNKNOWN_ROLE
@@ -89,6 +92,8 @@ class InstanceHealth:
         # How often the status was decided: 1 after the first observation.
         self.changes = 0
         self.checked_at: float | None = None
+        # When the history goes stale: `stale_after` past the last check.
+        self.stale_at = math.inf
         self.consecutive_successes = 0
         self.consecutive_failures = 0
         self.checks = 0
@@ -97,28 +102,30 @@ class InstanceHealth:
         self.draining = False
         # When the role last changed from one known role to another.
         self.role_changed_at = -math.inf
+        self.configure(rise, fall, interval)
 
-    @property
-    def stale_after(self) -> float:
+    def configure(self, rise: int, fall: int, interval: float | None) -> None:
         """
-        Seconds without a check after which the history is stale: one
-        interval more than the longer of `rise` and `fall` checks take (the
-        extra one for a check's own timeout and the slices' spread). Past
-        it, had the agent been looking, its hysteresis would have decided
-        anew.
+        Take new settings, from the next check on: the last check keeps the
+        deadline it was given (`stale_at`).
+
+        `stale_after` is the seconds without a check after which the
+        history is stale: one interval more than the longer of `rise` and
+        `fall` checks take (the extra one for a check's own timeout and the
+        slices' spread). Past it, had the agent been looking, its
+        hysteresis would have decided anew.
         """
-        if self.interval is None:
-            return math.inf
-        return (max(self.rise, self.fall) + 1) * self.interval
+        self.rise = rise
+        self.fall = fall
+        self.interval = interval
+        # Kept, not worked out at each check: thousands a second.
+        self.stale_after = (
+            math.inf if interval is None else (max(rise, fall) + 1) * interval
+        )
 
     def current(self, now: float) -> bool:
         """Whether there is a status, decided on checks that are not stale."""
-        checked_at = self.checked_at
-        return (
-            self.status is not None
-            and checked_at is not None
-            and now - checked_at <= self.stale_after
-        )
+        return self.status is not None and now <= self.stale_at
 
     def keep_since(self, status: str, since: float) -> None:
         """
@@ -141,8 +148,7 @@ class InstanceHealth:
         the ready flag or the role changed, or the status was decided anew
         after a stale history, else None.
         """
-        checked_at = self.checked_at
-        anew = checked_at is not None and now - checked_at > self.stale_after
+        anew = now > self.stale_at
         if anew:
             # No evidence of now in a row: start the counts again.
             self.consecutive_successes = 0
@@ -157,6 +163,7 @@ class InstanceHealth:
             # The common case, thousands a second: up, and still up.
             self.checks += 1
             self.checked_at = now
+            self.stale_at = now + self.stale_after
             self.latency_ms = observation.latency_ms
             role_error = self.replication.error
             self.error = (
@@ -169,6 +176,7 @@ class InstanceHealth:
             return None
         self.checks += 1
         self.checked_at = now
+        self.stale_at = now + self.stale_after
         self.latency_ms = observation.latency_ms
         if observation.ok:
             self.consecutive_successes += 1

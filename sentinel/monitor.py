@@ -328,9 +328,7 @@ class Monitor(Service):
         """
         old, self.settings = self.settings, settings
         for state in self.states.values():
-            state.health.rise = settings.rise
-            state.health.fall = settings.fall
-            state.health.interval = settings.interval
+            state.health.configure(settings.rise, settings.fall, settings.interval)
         if settings.slices != old.slices:
             self._slices.resize(settings.slices)
         if (settings.interval, settings.slices) != (old.interval, old.slices):

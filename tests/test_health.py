@@ -284,6 +284,21 @@ class StaleHistoryTests(SynchronousTestCase):
         self.assertEqual((transition.status_changed, transition.anew), (False, True))
         self.assertEqual((health.status, health.since), (UP, 0.0))
 
+    def test_shorter_interval_keeps_the_last_deadline(self) -> None:
+        """
+        New settings (a reload: interval 10 s -> 1 s) leave the last check
+        the deadline of the schedule it ran under; the next check gets the
+        new one.
+        """
+        health = InstanceHealth(rise=2, fall=3, interval=10.0)
+        health.observe(OK, 0.0)
+        health.configure(2, 3, 1.0)
+        self.assertTrue(health.current(9.0))
+        self.assertIsNone(health.observe(BAD, 9.0))
+        self.assertEqual(health.status, UP)
+        self.assertTrue(health.current(13.0))
+        self.assertFalse(health.current(13.1))
+
     def test_hysteresis_within_the_limit(self) -> None:
         """A check within `stale_after` of the last one counts in a row."""
         health = InstanceHealth(rise=2, fall=3, interval=1.0)

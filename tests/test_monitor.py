@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attr
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -350,6 +351,31 @@ class StallTests(SynchronousTestCase):
         assert transition is not None
         self.assertEqual((name, transition.new_status), ("a", DOWN))
         self.assertTrue(transition.anew)
+
+
+class ReloadStaleTests(SynchronousTestCase):
+    """A reload that shortens the interval makes no history stale."""
+
+    def test_shorter_interval_is_no_gap(self) -> None:
+        """
+        interval 10 s -> 1 s: the last check, 9 s ago, was on schedule;
+        one failure after the reload is one of `fall` (3), and the history
+        is current until then.
+        """
+        monitor, clock, probes, _ = make_monitor(
+            ["a"], interval=10.0, timeout=0.5, fall=3
+        )
+        monitor.startService()
+        self.addCleanup(monitor.stopService)
+        clock.advance(10.0)
+        clock.advance(9.0)
+        health = monitor.states["a"].health
+        monitor.update_settings(attr.evolve(monitor.settings, interval=1.0))
+        self.assertTrue(health.current(clock.seconds()))
+        probes["a"].result = FAILED
+        clock.advance(1.0)
+        self.assertEqual(health.status, UP)
+        self.assertEqual(health.stale_after, 4.0)
 
 
 class ListenerTests(SynchronousTestCase):
