@@ -212,6 +212,8 @@ def make_agent(
     )
     tasks.append(monitor.loop)
     if process is not None:
+        assert process.clock_steps is not None
+        process.clock_steps.moved = monitor.clock_stepped
         leave = None if zookeeper is None else zookeeper.leave
         StopSignals(reactor, leave, start_signals).setServiceParent(top)
         unused = [(signal.SIGUSR1, WHY_USR1)]

@@ -18,8 +18,17 @@ is a step: every scheduled call is moved by it, so that it fires when it
 would have without the step, and every periodic task starts again from now
 (`RestartingTimer.rebase`). The step is logged as a warning and counted in
 ``/debug/stats`` (``clock``). Published times (``since``, ``checked_at``)
-stay wall-clock times, as readers expect. A suspended machine looks like a
-step forward (its monotonic clock stops), and is handled the same way.
+stay wall-clock times, as readers expect. Deadlines kept in wall-clock
+time by others (the health histories' `stale_at`) are moved by the
+``moved`` hook.
+
+A suspended machine looks like a step forward (its monotonic clock
+stops), and its scheduled calls are moved the same way; but checks were
+missed then, as in a freeze, and the health histories ARE stale. The boot
+clock (``CLOCK_BOOTTIME``, Linux) runs on through a suspend: the part of a
+step it also saw is a suspend, and only the rest is passed to ``moved``.
+Without a boot clock, a suspend is taken for a step, and the histories
+are kept as they were.
 
 A poll waits at most `LOOK_INTERVAL`: a step that happens after a look and
 before the reactor computes how long to wait (the wait would then be the
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from twisted.logger import Logger
@@ -48,6 +58,18 @@ LOOK_INTERVAL = 1.0
 STEP_THRESHOLD = 1.0
 
 
+def _boot_clock() -> Callable[[], float]:
+    """The boot clock where there is one, else the monotonic clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is None:
+        return time.monotonic
+    return partial(time.clock_gettime, boottime)
+
+
+def _nowhere(step: float) -> None:
+    """Nothing to move with a step."""
+
+
 class ClockSteps:
     """Steps of the wall clock, and the reactor's calls moved with them."""
 
@@ -57,18 +79,28 @@ class ClockSteps:
         timers: Callable[[], Iterable[RestartingTimer]],
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        boot: Callable[[], float] | None = None,
     ) -> None:
         """
         @param reactor: whose scheduled calls are moved (``getDelayedCalls``).
         @param timers: the periodic tasks to restart after a step.
         @param wall: the clock `reactor` schedules by.
+        @param monotonic: a clock that neither steps nor runs in a suspend.
+        @param boot: a clock that does not step but runs in a suspend; by
+            default the system's boot clock.
         """
         self._reactor = reactor
         self._timers = timers
         self._wall = wall
         self._monotonic = monotonic
+        self._boot = _boot_clock() if boot is None else boot
         self._wall_at = wall()
         self._monotonic_at = monotonic()
+        # How long the machine was suspended, as of the last step: read
+        # only at a step, so each look costs what it did.
+        self._suspended = self._boot() - self._monotonic()
+        # Called with the part of each step that was no suspend (s, signed).
+        self.moved: Callable[[float], None] = _nowhere
         self.steps = 0
         self.last_step: float | None = None
         self.last_step_at: float | None = None
@@ -99,12 +131,17 @@ class ClockSteps:
         timers = list(self._timers())
         for timer in timers:
             timer.rebase()
+        # A suspend is a real gap: the histories are not moved for it.
+        before, self._suspended = self._suspended, self._boot() - self._monotonic()
+        suspended = min(max(0.0, self._suspended - before), step) if step > 0 else 0.0
+        self.moved(step - suspended)
         log.warn(
-            "the wall clock stepped {direction} {seconds:.1f} s: {moved} "
-            "scheduled call(s) moved with it, {timers} periodic task(s) "
-            "started again",
+            "the wall clock stepped {direction} {seconds:.1f} s ({suspended:.1f}"
+            " s of it suspended): {moved} scheduled call(s) moved with it,"
+            " {timers} periodic task(s) started again",
             direction="forward" if step > 0 else "back",
             seconds=abs(step),
+            suspended=suspended,
             moved=moved,
             timers=len(timers),
         )

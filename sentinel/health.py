@@ -13,7 +13,9 @@ up again, on one failure out of `fall`.
 
 Each check sets the deadline (`stale_at`) by the schedule it ran under: a
 reload that shortens the interval does not make a check on the old
-schedule stale.
+schedule stale. The deadline is on the reactor's clock, the wall clock; a
+step of it, which misses no check, moves the deadline with it
+(`clock_stepped`, from `sentinel.clocksteps`).
 
 Role fields come from the last INFO replication and are cleared when the
 instance goes down, so that nobody reads a stale role; when one known
@@ -126,6 +128,13 @@ class InstanceHealth:
     def current(self, now: float) -> bool:
         """Whether there is a status, decided on checks that are not stale."""
         return self.status is not None and now <= self.stale_at
+
+    def clock_stepped(self, step: float) -> None:
+        """
+        The wall clock stepped by `step` seconds (signed), and no check was
+        missed for it: the deadline moves with the clock.
+        """
+        self.stale_at += step
 
     def keep_since(self, status: str, since: float) -> None:
         """

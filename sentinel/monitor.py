@@ -334,6 +334,15 @@ class Monitor(Service):
         if (settings.interval, settings.slices) != (old.interval, old.slices):
             self.loop.change_step(settings.interval / settings.slices)
 
+    def clock_stepped(self, step: float) -> None:
+        """
+        The wall clock stepped by `step` seconds, and no check was missed
+        for it (`sentinel.clocksteps`): each history's deadline moves with
+        it, so that none is stale for a step alone.
+        """
+        for state in self.states.values():
+            state.health.clock_stepped(step)
+
     # Service
 
     def startService(self) -> None:

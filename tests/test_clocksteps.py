@@ -28,20 +28,30 @@ class ClockStepTests(SynchronousTestCase):
         )
         self.loop.startService()
         self.addCleanup(self.loop.stopService)
+        self.boot = 70.0
         self.steps = ClockSteps(
-            self.clock, lambda: [self.loop], self.clock.seconds, lambda: self.monotonic
+            self.clock,
+            lambda: [self.loop],
+            self.clock.seconds,
+            lambda: self.monotonic,
+            lambda: self.boot,
         )
+        self.moved: list[float] = []
+        self.steps.moved = self.moved.append
         self.warned: list[dict[str, Any]] = []
         self.patch(clocksteps.log, "warn", lambda _, **kw: self.warned.append(kw))
 
-    def elapse(self, seconds: float, wall_step: float = 0.0) -> None:
+    def elapse(
+        self, seconds: float, wall_step: float = 0.0, suspended: float = 0.0
+    ) -> None:
         """
-        `seconds` of real time pass, and the wall clock also steps
-        `wall_step`; then, as the reactor does, the poll returns (the look)
-        and the timers due run.
+        `seconds` of real time pass, the machine is suspended `suspended`
+        seconds, and the wall clock also steps `wall_step`; then, as the
+        reactor does, the poll returns (the look) and the timers due run.
         """
         self.monotonic += seconds
-        self.clock.rightNow += seconds + wall_step
+        self.boot += seconds + suspended
+        self.clock.rightNow += seconds + suspended + wall_step
         self.steps.look()
         self.clock.advance(0)
 
@@ -95,3 +105,21 @@ class ClockStepTests(SynchronousTestCase):
         self.elapse(1.0, wall_step=clocksteps.STEP_THRESHOLD / 2)
         self.assertEqual(self.steps.stats()["steps"], 0)
         self.assertEqual(self.warned, [])
+
+    def test_step_moves_the_deadlines(self) -> None:
+        """A step, either way, is passed to `moved` whole."""
+        self.elapse(1.0, wall_step=600.0)
+        self.elapse(1.0, wall_step=-30.0)
+        self.assertEqual([round(step) for step in self.moved], [600, -30])
+
+    def test_suspend_moves_no_deadline(self) -> None:
+        """
+        A suspend of ten minutes looks like a step forward, and moves the
+        scheduled calls; but it is a real gap, and `moved` gets none of it.
+        Part of a step that coincides with one is still moved.
+        """
+        self.elapse(1.0, suspended=600.0)
+        self.assertEqual(self.steps.steps, 1)
+        self.assertEqual(self.warned[0]["suspended"], 600.0)
+        self.elapse(1.0, suspended=600.0, wall_step=30.0)
+        self.assertEqual([round(step) for step in self.moved], [0, 30])

@@ -299,6 +299,17 @@ class StaleHistoryTests(SynchronousTestCase):
         self.assertTrue(health.current(13.0))
         self.assertFalse(health.current(13.1))
 
+    def test_clock_step_moves_the_deadline(self) -> None:
+        """A step of the wall clock moves the deadline by as much."""
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        health.observe(OK, 0.0)
+        health.clock_stepped(10.0)
+        self.assertTrue(health.current(14.0))
+        self.assertIsNone(health.observe(BAD, 11.0))
+        self.assertEqual(health.status, UP)
+        health.clock_stepped(-100.0)
+        self.assertFalse(health.current(-84.0))
+
     def test_hysteresis_within_the_limit(self) -> None:
         """A check within `stale_after` of the last one counts in a row."""
         health = InstanceHealth(rise=2, fall=3, interval=1.0)

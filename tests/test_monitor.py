@@ -7,6 +7,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.bugs import LOG_INTERVAL, RECENT
+from sentinel.clocksteps import ClockSteps
 from sentinel.config import RedisInstance
 from sentinel.health import DOWN, UP
 from sentinel.instance import InstanceState
@@ -330,7 +331,51 @@ class UpCountTests(SynchronousTestCase):
 
 
 class StallTests(SynchronousTestCase):
-    """The loop stalled (the agent frozen): its first check decides anew."""
+    """
+    The loop stalled (the agent frozen, or the machine suspended): its first
+    check decides anew. A step of the wall clock is no stall: no check was
+    missed. The three are told apart as `ClockSteps` tells them, by a
+    monotonic clock (stops in a suspend) and a boot clock (does not).
+    """
+
+    def setUp(self) -> None:
+        self.monitor, self.clock, self.probes, self.publisher = make_monitor(
+            ["a", "b"], fall=3
+        )
+        self.monotonic = self.boot = 0.0
+        self.steps = ClockSteps(
+            self.clock,
+            lambda: [self.monitor.loop],
+            self.clock.seconds,
+            lambda: self.monotonic,
+            lambda: self.boot,
+        )
+        self.steps.moved = self.monitor.clock_stepped
+        self.monitor.startService()
+        self.addCleanup(self.monitor.stopService)
+
+    def elapse(
+        self, seconds: float, wall_step: float = 0.0, suspended: float = 0.0
+    ) -> None:
+        """
+        `seconds` of the agent's running time pass, the machine is
+        suspended `suspended` seconds and the wall clock steps `wall_step`;
+        then, as the reactor does, the look and the timers due.
+        """
+        self.monotonic += seconds
+        self.boot += seconds + suspended
+        self.clock.rightNow += seconds + suspended + wall_step
+        self.steps.look()
+        self.clock.advance(0)
+
+    def fail_a_after(self, seconds: float = 0.0, suspended: float = 0.0) -> None:
+        """`b` fails within the rhythm, then `a` fails after a gap."""
+        self.probes["b"].result = FAILED
+        self.elapse(1.0)
+        self.assertEqual(self.monitor.states["b"].health.status, UP)
+        self.probes["a"].result = FAILED
+        self.elapse(seconds, suspended=suspended)
+        self.elapse(1.0)
 
     def test_first_failure_after_a_stall_is_down(self) -> None:
         """
@@ -338,19 +383,48 @@ class StallTests(SynchronousTestCase):
         is down at the first check (fall is 3), counted and published so;
         within the interval's own rhythm, one failure changes nothing.
         """
-        monitor, clock, probes, publisher = make_monitor(["a", "b"], fall=3)
-        monitor.startService()
-        probes["b"].result = FAILED
-        clock.advance(1.0)
-        self.assertEqual(monitor.states["b"].health.status, UP)
-        probes["a"].result = FAILED
-        clock.advance(10.0)
-        self.assertEqual(monitor.states["a"].health.status, DOWN)
-        self.assertEqual(monitor.instances_up, 0)
-        name, transition = publisher.published[-2]
-        assert transition is not None
-        self.assertEqual((name, transition.new_status), ("a", DOWN))
-        self.assertTrue(transition.anew)
+        self.fail_a_after(seconds=10.0)
+        self.assertEqual(self.steps.steps, 0)
+        self.assertEqual(self.monitor.states["a"].health.status, DOWN)
+        self.assertEqual(self.monitor.instances_up, 0)
+        transitions = [t for n, t in self.publisher.published if n == "a" and t]
+        self.assertEqual(transitions[-1].new_status, DOWN)
+        self.assertTrue(transitions[-1].anew)
+
+    def test_first_failure_after_a_suspend_is_down(self) -> None:
+        """
+        A suspend of 10 intervals is a stall too, though the wall clock
+        seems to step: the first failure after it is down.
+        """
+        self.fail_a_after(suspended=10.0)
+        self.assertEqual(self.steps.steps, 1)
+        self.assertEqual(self.monitor.states["a"].health.status, DOWN)
+
+    def test_wall_clock_step_forward_is_no_gap(self) -> None:
+        """
+        The wall clock steps 10 s forward (an NTP step): no check was
+        missed, every history stays current, and one failure after it is
+        one of `fall`.
+        """
+        self.elapse(1.0)
+        self.elapse(0.0, wall_step=10.0)
+        now = self.clock.seconds()
+        self.assertTrue(self.monitor.states["a"].health.current(now))
+        self.fail_a_after()
+        self.assertEqual(self.steps.steps, 1)
+        self.assertEqual(self.monitor.states["a"].health.status, UP)
+
+    def test_stall_after_a_step_back_is_a_gap(self) -> None:
+        """
+        Stepped back an hour, the histories' deadlines step back too: a
+        stall of 10 intervals after it is a gap, not an hour's grace.
+        """
+        self.elapse(1.0)
+        self.elapse(0.0, wall_step=-3600.0)
+        self.assertTrue(self.monitor.states["a"].health.current(self.clock.seconds()))
+        self.probes["a"].result = FAILED
+        self.elapse(10.0)
+        self.assertEqual(self.monitor.states["a"].health.status, DOWN)
 
 
 class ReloadStaleTests(SynchronousTestCase):
