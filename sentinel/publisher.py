@@ -292,7 +292,7 @@ class ZooKeeperPublisher(Service):
             if (
                 roles.verdict_changed(node)
                 or (moved and not node.removed)
-                or _saying_previous(node)
+                or (node.previous is not None and _saying_previous(node))
             ):
                 self._mark(node)
                 self._members.update(state)
@@ -312,7 +312,11 @@ class ZooKeeperPublisher(Service):
             self._mark(node)
             self._members.update(state)
             return
-        if transition is not None or _saying_previous(node):
+        # `previous` first: None on all but a node just taken over, and this
+        # is every check's path.
+        if transition is not None or (
+            node.previous is not None and _saying_previous(node)
+        ):
             self._mark(node)
             self._members.update(state)
             return
