@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Protocol
 
 import attr
@@ -405,17 +406,21 @@ class Monitor(Service):
             due.append(state)
         self._start_checks(due, now, scheduled)
         if overrun:
-            self._sweep.when_overdue(overrun, self.settings.timeout, self._relaunch)
+            # Relaunched with the slot they were due for, as the others were.
+            relaunch = partial(self._relaunch, scheduled)
+            self._sweep.when_overdue(overrun, self.settings.timeout, relaunch)
         if index == 0 and self._on_round is not None:
             self._on_round(self.ticks - self._changed_at)
 
-    def _relaunch(self, ended: list[InstanceState]) -> None:
+    def _relaunch(self, scheduled: float, ended: list[InstanceState]) -> None:
+        # Checks of the tick scheduled for `scheduled` that were still in
+        # flight then: they may connect as if launched on time (the 1/s
+        # rule is judged on due times, `sentinel.reconnects`).
         if not self.running:
             return
         states = self.states
         current = [state for state in ended if states.get(state.name) is state]
-        now = self._clock.seconds()
-        self._start_checks(current, now, now)
+        self._start_checks(current, self._clock.seconds(), scheduled)
 
     def _start_checks(
         self, states: list[InstanceState], now: float, scheduled: float

@@ -540,6 +540,22 @@ class SliceTests(SynchronousTestCase):
             [[10.0], [10.25], [10.5], [10.75]],
         )
 
+    def test_relaunched_check_told_when_due(self) -> None:
+        """
+        A check relaunched after an overrun (timeout == interval, each tick
+        run late) is told the slot its tick was due for, as a check launched
+        by the tick is, not the time the agent relaunched it.
+        """
+        monitor, clock, probes, _ = make_monitor(["a"], interval=1.0, timeout=1.0)
+        probes["a"].hang = True
+        monitor.startService()
+        for _ in range(3):
+            clock.advance(1.0)
+            clock.advance(0.3)  # The agent ran late on this turn.
+            clock.advance(0.0)
+        self.assertEqual(monitor.overruns, 3)
+        self.assertEqual(probes["a"].scheduled, [0.0, 1.0, 2.0, 3.0])
+
     def test_removal_keeps_slices_even(self) -> None:
         """A removed instance leaves its slice; a new one takes the next."""
         monitor, clock, probes, _ = make_monitor(["a", "b"], slices=2)
