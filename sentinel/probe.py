@@ -546,7 +546,7 @@ class RedisProbe:
             # it: a check due a second after the last attempt is never
             # refused because the agent ran that attempt later than this.
             due = now if scheduled is None else min(scheduled, now)
-            if not self._reconnects.may_attempt(due):
+            if not self._reconnects.may_attempt(due, now):
                 self.stage = "connect"
                 if self._last_inconclusive and unreported is None:
                     return succeed(None)  # The agent's own lateness, again.

@@ -16,6 +16,14 @@ before the flood or the second reply is seen: each violation backs off
 reconnecting (`RECONNECT_INTERVAL`, doubling with each violation up to
 `MAX_BACKOFF`), and answers on a new connection do not count until that
 connection has stayed clean for `PROBATION`.
+
+These times are the wall clock's, as the reactor's are, and a step of it
+(`sentinel.clocksteps`) does not move them: after a step back of an hour,
+the next attempt would wait an hour, while an instance that recovered
+stays published down. A time further ahead than the rule ever sets one
+can only come from a step back, and is ignored: a step back delays an
+attempt by at most `MAX_BACKOFF`, and the end of a probation by at most
+`PROBATION`. After a step forward they are past, as after a wait.
 """
 
 from __future__ import annotations
@@ -54,9 +62,15 @@ class Reconnects:
         self._backoff = 0.0
         self._trusted_at = math.inf
 
-    def may_attempt(self, due: float) -> bool:
-        """Whether a check due at `due` may start a connection attempt."""
-        return due >= self._next_attempt_at - ROUNDING
+    def may_attempt(self, due: float, now: float) -> bool:
+        """
+        Whether a check due at `due`, launched `now`, may start a connection
+        attempt.
+        """
+        next_at = self._next_attempt_at
+        # No attempt is ever put off more than MAX_BACKOFF from when it was
+        # (the module docstring): further ahead, the clock stepped back.
+        return due >= next_at - ROUNDING or next_at - now > MAX_BACKOFF + ROUNDING
 
     def attempted(self, due: float) -> None:
         """
@@ -97,6 +111,11 @@ class Reconnects:
         None once it has stayed clean for `PROBATION` (the back-off then
         starts over).
         """
-        if self.violation is not None and now >= self._trusted_at:
+        # A probation ends at most PROBATION from now unless the clock
+        # stepped back (the module docstring); inf: none has started.
+        trusted_at = self._trusted_at
+        if self.violation is not None and (
+            now >= trusted_at or PROBATION < trusted_at - now < math.inf
+        ):
             self.violation = None
         return self.violation

@@ -557,6 +557,23 @@ class ConnectTests(SynchronousTestCase):
         self.assertEqual(len(h.reactor.tcpClients), 2)
         self.assertNoResult(d)
 
+    def test_clock_stepped_back(self) -> None:
+        """
+        After a step back of the wall clock (which moves no reconnect time),
+        the check after a refused connection connects again at once, not
+        once the clock has caught up with the attempt an hour later.
+        """
+        h = Harness()
+        h.reactor.advance(3610.0)
+        d = h.check()
+        h.refuse()
+        self.successResultOf(d)
+        h.reactor.rightNow -= 3600.0  # The step back, as ClockSteps leaves it.
+        h.on_time(1.0)
+        d = h.check()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        self.assertNoResult(d)
+
     def test_reset_while_connecting(self) -> None:
         """
         A connection reset before it is made (a server that accepts and
