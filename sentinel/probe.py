@@ -17,8 +17,8 @@ is `sentinel.pipelines`'.
 A kept connection is not kept for good: a server that turns every new
 client away (its port or bind address moved, or full) still answers on
 it. After at most `reconnect_every` seconds (less a random share, up to
-`RENEW_JITTER`), the next check that finds the pacer with room goes over
-a new connection, as a check that connects does (within the pacer's
+`RENEW_JITTER`), the next check due then that finds the pacer with room
+goes over a new connection, as a check that connects does (within the pacer's
 bounds; the once a second rule, which is about failures, always allows
 it). The old connection is closed once a new one has answered PING: a
 refused or turned-away new connection fails the check as any other, and
@@ -524,12 +524,16 @@ class RedisProbe:
     ) -> Deferred[Observation | None]:
         """
         Check the instance once; see the class docstring. `scheduled` is
-        when the check was due (its tick's time; now if not given): the
-        spacing of connection attempts is judged by it (`Reconnects`).
+        when the check was due (its tick's time, not after now; now if not
+        given): the spacing of connection attempts is judged by it
+        (`Reconnects`), and so is whether the kept connection's time is up.
         """
+        # The caller's schedule spares a read of the clock on the hot path.
+        if scheduled is None:
+            scheduled = self._reactor.seconds()
         protocol = self._protocol
         if protocol is not None:
-            if self._reactor.seconds() < self._renew_at:
+            if scheduled < self._renew_at:
                 return self._ping(protocol, want_info)
             if self._attempt is None and not self._pacer.has_room():
                 # Its time is up, but the agent is connecting as fast as it
@@ -545,7 +549,7 @@ class RedisProbe:
             # Judged on when the check was due, not when the agent got to
             # it: a check due a second after the last attempt is never
             # refused because the agent ran that attempt later than this.
-            due = now if scheduled is None else min(scheduled, now)
+            due = min(scheduled, now)
             if not self._reconnects.may_attempt(due, now):
                 self.stage = "connect"
                 if self._last_inconclusive and unreported is None:

@@ -672,6 +672,22 @@ class RenewalTests(SynchronousTestCase):
         h.check()
         self.assertEqual(len(h.reactor.tcpClients), 2)
 
+    def test_judged_on_due_time(self) -> None:
+        """
+        Whether the kept connection's time is up is judged on when the
+        check was due, not when the agent got to it: a check due before the
+        time goes over the kept connection, however late it runs.
+        """
+        h = self.kept(0.0)
+        h.reactor.advance(60.02)
+        d = h.check(scheduled=59.0)
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        self.assertEqual(h.sent(), PING)
+        h.reply(b"+PONG\r\n")
+        self.successResultOf(d)
+        h.check(scheduled=60.0)
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+
     def test_refused_renewal_fails(self) -> None:
         """
         An address that refuses a new connection fails the check that
