@@ -27,6 +27,10 @@ while the old connection is held, unused (dropped, it would give a full
 server's slot back to the agent's next attempt, and hide that it is
 full). An attempt the agent itself was too late for (inconclusive)
 changes nothing: the old connection serves while the pacer has no room.
+A step of the wall clock (`sentinel.clocksteps`) moves no renewal time:
+one back of more than `reconnect_every` renews at once, a shorter one
+delays renewals by as much; one forward makes them all due at once, and
+the pacer spreads them as it does the connects at start-up.
 
 A check that waits for a connection fails on a timeout only when Redis had
 a fair chance: its attempt started at least `FAIR_SHARE` of the timeout
@@ -399,6 +403,7 @@ class RedisProbe:
         "_told_no_password",
         "_lifetime",
         "_renew_at",
+        "_kept_from",
         "_retiring",
     )
 
@@ -511,6 +516,7 @@ class RedisProbe:
         # time is up.
         self._lifetime = reconnect_every
         self._renew_at = math.inf
+        self._kept_from = -math.inf
         # A renewed connection, held unused until a new one answers PING.
         self._retiring: RedisClientProtocol | None = None
 
@@ -533,7 +539,11 @@ class RedisProbe:
             scheduled = self._reactor.seconds()
         protocol = self._protocol
         if protocol is not None:
-            if scheduled < self._renew_at:
+            # Due before `_kept_from`, a lifetime before the connection was
+            # made: only a step back of the clock makes it so (a step does
+            # not move these times, `sentinel.clocksteps`), and the
+            # connection's time is taken as up.
+            if self._kept_from <= scheduled < self._renew_at:
                 return self._ping(protocol, want_info)
             if self._attempt is None and not self._pacer.has_room():
                 # Its time is up, but the agent is connecting as fast as it
@@ -758,6 +768,7 @@ class RedisProbe:
         self._protocol = result
         now = self._reactor.seconds()
         self._renew_at = now + self._lifetime * (1.0 - RENEW_JITTER * random())
+        self._kept_from = now - self._lifetime
         self._connected_once = True
         self._hello = self._role_signal and not self._plain and not self._hello_off
         self._checks_on_connection = 0

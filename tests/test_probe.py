@@ -773,6 +773,20 @@ class RenewalTests(SynchronousTestCase):
         self.assertFalse(old.disconnecting)
         self.assertTrue(h.probe.connected)
 
+    def test_clock_stepped_back(self) -> None:
+        """
+        After a step back of the wall clock longer than `reconnect_every`
+        (which moves no renewal time), the next check renews the kept
+        connection, not the first one after the clock has caught up.
+        """
+        h = self.kept(0.0)
+        h.on_time(10.0)
+        self.pong(h)
+        h.reactor.rightNow -= 3600.0
+        h.on_time(1.0)
+        h.check()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+
     def test_renewal_waits_for_room(self) -> None:
         """
         With no room in the pacer, the kept connection serves on, and is
