@@ -126,7 +126,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.bugs import InternalErrors
-from sentinel.ensemble import CONFIG_PATH, foreign, members
+from sentinel.ensemble import (
+    ACCEPT_AFTER,
+    CONFIG_PATH,
+    REREAD_EVERY,
+    foreign,
+    members,
+)
 
 log = Logger()
 
@@ -316,7 +322,8 @@ class ZooKeeper:
         @param internal_errors: where a listener's or a watcher's bug is
             counted (the agent's, so that ``/healthz`` shows it).
         @param check_ensemble: whether each new session is checked to be on
-            the ensemble first heard, and left if not (`sentinel.ensemble`).
+            the ensemble's members, as followed, and left if not, within
+            bounds (`sentinel.ensemble`).
         """
         self._reactor = reactor
         self.internal_errors = internal_errors or InternalErrors(reactor)
@@ -353,15 +360,21 @@ class ZooKeeper:
         # replacement asks for (module docstring). kazoo's own `client_id`
         # says nothing while suspended.
         self._resumable: tuple[int, bytes] | None = None
-        # The ensemble's members, as first heard, the last session found on
-        # it, and why the current one is not (`sentinel.ensemble`), and the
-        # server that is not, left out until a session is on the ensemble
-        # again: a client that asked it for the ensemble's session was told
-        # it had expired, and opened a new one on the next server.
-        self._members: frozenset[str] = frozenset()
+        # The ensemble's members, as last heard on it, the last session
+        # found on it, and why the current one is not (`sentinel.ensemble`),
+        # and the servers that are not, left out until a session is on the
+        # ensemble again: a client that asked one for the ensemble's session
+        # was told it had expired, and opened a new one on the next server.
+        # Since when they are judged, when one was last left, and the next
+        # leaving, taking, or reading of the members.
+        self._members: frozenset[tuple[str, str]] = frozenset()
         self._ensemble_session: tuple[int, bytes] | None = None
         self.foreign: str | None = None
-        self._avoided: tuple[str, int] | None = None
+        self._avoided: set[tuple[str, int]] = set()
+        self._judging_since: float | None = None
+        self._left_at: float | None = None
+        self._judge_call: IDelayedCall | None = None
+        self._reread_call: IDelayedCall | None = None
         self._check = check_ensemble
         self.state = STOPPED
         self.state_since = reactor.seconds()
@@ -440,6 +453,7 @@ class ZooKeeper:
         is no longer heard.
         """
         self._cancel_replace()
+        self._cancel_checks()
         self._set_state(STOPPED)
         if self._gate is not None:
             self._gate.close()
@@ -455,6 +469,7 @@ class ZooKeeper:
         its own; fires when closed or after `timeout`, whichever first.
         """
         self._cancel_replace()
+        self._cancel_checks()
         self._set_state(STOPPED)
         client, self._client = self._client, None
         self._new_generation()
@@ -591,7 +606,8 @@ class ZooKeeper:
             self._cancel_replace()
             if client_id is not None and client_id == self._ensemble_session:
                 # Only the ensemble knows its own session.
-                self.foreign = self._avoided = None
+                self._end_judging()
+                self._reread(generation)
             elif self._check:
                 self._check_ensemble(generation)
         elif state == LOST:
@@ -622,17 +638,129 @@ class ZooKeeper:
         if not foreign(self._members, heard):
             self._members = heard or self._members
             self._ensemble_session = client_id
-            self.foreign = self._avoided = None
+            self._end_judging()
+            self._reread_later(generation)
             return
+        now = self._reactor.seconds()
         named = "?" if server is None else f"{server[0]}:{server[1]}"
+        first = self._judging_since is None
+        if self._judging_since is None:
+            self._judging_since = now
+        if server is not None:
+            self._avoided.add(server)
+        if self._judge_call is not None and self._judge_call.active():
+            self._judge_call.cancel()
+        self._judge_call = None
+        pause = self.session_timeout
+        listed = collect_hosts(self.hosts)[0]
+        if all(tuple(each) in self._avoided for each in listed):
+            # Nowhere else to go: staying, until taking it (module docstring).
+            at = self._judging_since + ACCEPT_AFTER * pause
+            doing = (
+                f"no other listed server to try; its ensemble is taken for "
+                f"this agent's in {max(at - now, 0.0):.0f} s unless one is found"
+            )
+            self._judge_call = self._reactor.callLater(
+                max(at - now, 0.0), self._accept, generation, heard, client_id, named
+            )
+        else:
+            # At most once a session timeout: each leaving makes a client,
+            # its threads and a session on the stray.
+            at = now if self._left_at is None else max(now, self._left_at + pause)
+            doing = f"moving to another listed server in {at - now:.0f} s"
+            if at > now:
+                self._judge_call = self._reactor.callLater(
+                    at - now, self._leave, generation
+                )
         self.foreign = (
             f"ZooKeeper at {named} is another ensemble: its {CONFIG_PATH} lists "
             f"{len(heard)} member(s), none of the {len(self._members)} this "
-            "agent published to; moving to another listed server"
+            f"agent published to; {doing}"
         )
-        log.warn("{reason}", reason=self.foreign)
-        self._avoided = server
+        if first:
+            # One warning a judgement: attempts are in /healthz.
+            log.warn("{reason}", reason=self.foreign)
+        if self._judge_call is None:
+            self._leave(generation)
+
+    def _leave(self, generation: int) -> None:
+        self._judge_call = None
+        if generation != self._generation:
+            return
+        self._left_at = self._reactor.seconds()
         self._replace_client(self._ensemble_session)
+
+    def _accept(
+        self,
+        generation: int,
+        heard: frozenset[tuple[str, str]],
+        client_id: tuple[int, bytes] | None,
+        named: str,
+    ) -> None:
+        # Every listed server has looked like another ensemble for long:
+        # the whole ensemble was replaced, and publishing goes on there.
+        self._judge_call = None
+        if generation != self._generation or self._judging_since is None:
+            return
+        log.warn(
+            "ZooKeeper: every listed server has looked like another ensemble "
+            "for {seconds:.0f} s; taking the one at {named} ({count} member(s)) "
+            "for this agent's ensemble and publishing there",
+            seconds=self._reactor.seconds() - self._judging_since,
+            named=named,
+            count=len(heard),
+        )
+        self._members = heard
+        self._ensemble_session = client_id
+        self._end_judging()
+        self._reread_later(generation)
+
+    def _end_judging(self) -> None:
+        # On the ensemble: nothing avoided, nothing pending.
+        self.foreign = self._judging_since = None
+        self._avoided = set()
+        if self._judge_call is not None and self._judge_call.active():
+            self._judge_call.cancel()
+        self._judge_call = None
+
+    def _cancel_checks(self) -> None:
+        # Stopped: no leaving, taking or reading pending.
+        for call in (self._judge_call, self._reread_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._judge_call = self._reread_call = None
+
+    def _reread(self, generation: int) -> None:
+        # The members again, on the ensemble's session: a reconfiguration
+        # (a server replaced at a time) is followed, not judged later.
+        client_id = self._resumable
+        d = self.get(CONFIG_PATH, background=True)
+
+        def heard(answer: tuple[bytes, Any]) -> None:
+            if generation != self._generation or client_id != self._ensemble_session:
+                return
+            self._members = members(answer[0]) or self._members
+
+        d.addCallback(heard)
+        # Unread (a timeout, a lost connection): read again later.
+        d.addErrback(lambda _: None)
+        self._reread_later(generation)
+
+    def _reread_later(self, generation: int) -> None:
+        if self._reread_call is not None and self._reread_call.active():
+            self._reread_call.cancel()
+        self._reread_call = self._reactor.callLater(
+            REREAD_EVERY, self._reread_due, generation
+        )
+
+    def _reread_due(self, generation: int) -> None:
+        self._reread_call = None
+        if generation != self._generation:
+            return
+        if self.state == CONNECTED and self._resumable == self._ensemble_session:
+            self._reread(generation)
+        else:
+            self._reread_later(generation)
 
     def _replace(self) -> None:
         self._replace_call = None
@@ -1067,13 +1195,13 @@ class _Write:
     session: int | None = None
 
 
-def _without(hosts: str, server: tuple[str, int] | None) -> str | None:
+def _without(hosts: str, servers: set[tuple[str, int]]) -> str | None:
     """
-    `hosts` (kazoo's form) without `server`, or None if that leaves none
-    or it is not listed.
+    `hosts` (kazoo's form) without `servers`, or None if that leaves none
+    or none of them is listed.
     """
     listed, chroot = collect_hosts(hosts)
-    kept = [(host, port) for host, port in listed if (host, port) != server]
+    kept = [(host, port) for host, port in listed if (host, port) not in servers]
     if not kept or len(kept) == len(listed):
         return None
     spelled = ",".join(

@@ -6,7 +6,8 @@ Anything that makes the published data wrong fails /healthz, with the
 reason: ZooKeeper not connected (the data may be stale, and the writes
 queued say how much; why the last connection attempt failed, as kazoo
 said), a session on another ensemble than the one published to (until a
-session is on it again: `sentinel.ensemble`), a conflict, a node still
+session is on it again, or it is taken for the ensemble:
+`sentinel.ensemble`), a conflict, a node still
 held by another session (its published status is stale until it is taken
 over), a node whose writes have kept failing for `FAILING_AFTER` while
 connected (its ACL changed behind our back: its published status is stale

@@ -28,7 +28,7 @@ from twisted.internet.defer import TimeoutError
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.ensemble import CONFIG_PATH
+from sentinel.ensemble import ACCEPT_AFTER, CONFIG_PATH, REREAD_EVERY, members
 from sentinel.zk import (
     BACKGROUND_IN_FLIGHT,
     CALLS_IN_FLIGHT,
@@ -991,6 +991,12 @@ ENSEMBLE = (
     b"server.3=127.0.0.3:2888:3888:participant\nversion=100000000"
 )
 STRAY = b"server.1=127.0.0.1:4888:5888:participant\nversion=0"
+# The same ensemble migrated to other hosts, a server at a time.
+MIGRATED = (
+    b"server.4=10.0.0.4:2888:3888:participant;0.0.0.0:2181\n"
+    b"server.5=10.0.0.5:2888:3888:participant;0.0.0.0:2181\n"
+    b"server.6=10.0.0.6:2888:3888:participant;0.0.0.0:2181\nversion=100000009"
+)
 
 
 class EnsembleCheckTests(SynchronousTestCase):
@@ -1098,4 +1104,128 @@ class EnsembleCheckTests(SynchronousTestCase):
         self.expire(client)
         self.connect(client, 0x43, 2182, STRAY)
         self.assertIsNone(self.zk.foreign)
+        self.assertEqual(len(self.factory.clients), 1)
+
+    def configs_read(self, client: FakeKazooClient) -> list[int]:
+        """The indexes of `client`'s reads of the members."""
+        return [
+            i for i, call in enumerate(client.calls) if call[:2] == ("get", CONFIG_PATH)
+        ]
+
+    def test_members_compared_by_id_and_quorum_address(self) -> None:
+        """
+        A member is its id and quorum address: a role, a client address or
+        an election port changed is the same member; the same id on
+        another quorum port (a test cluster on the same host) is not.
+        """
+        reworded = (
+            b"server.1=127.0.0.1:2888:3999:observer;0.0.0.0:2181\n"
+            b"server.9=10.0.0.9:2888:3888:participant;2181\nversion=100000001"
+        )
+        self.assertEqual(
+            members(reworded) & members(ENSEMBLE), {("1", "127.0.0.1:2888")}
+        )
+        self.assertFalse(members(STRAY) & members(ENSEMBLE))
+
+    def test_reconfiguration_during_a_session_followed(self) -> None:
+        """
+        The members are read again at each connection on the ensemble's
+        session and every `REREAD_EVERY` seconds: an ensemble migrated a
+        server at a time while the agent kept its session is still the
+        ensemble at the next new session.
+        """
+        self.zk.start()
+        client = self.factory.clients[0]
+        self.connect(client, 0x42, 2181, ENSEMBLE)
+        steps = [
+            ENSEMBLE.replace(b"server.1=127.0.0.1", b"server.4=10.0.0.4"),
+            MIGRATED.replace(b"server.6=10.0.0.6", b"server.3=127.0.0.3"),
+        ]
+        for config in steps:
+            self.clock.advance(REREAD_EVERY)
+            client.answer(self.configs_read(client)[-1], value=(config, None))
+            self.clock.run_handed_over()
+        # At a reconnection (same session), the last step.
+        client.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        client.change_state(KazooState.CONNECTED, session=0x42)
+        self.clock.run_handed_over()
+        client.answer(self.configs_read(client)[-1], value=(MIGRATED, None))
+        self.clock.run_handed_over()
+        self.expire(client)
+        self.connect(client, 0x43, 2182, MIGRATED)
+        self.assertIsNone(self.zk.foreign)
+        self.assertEqual(len(self.factory.clients), 1)
+
+    def test_every_server_foreign_left_once_a_pause_then_taken(self) -> None:
+        """
+        Every listed server looking like another ensemble (the whole
+        ensemble replaced at once): each is left at most once a session
+        timeout, with one warning; the last is stayed on, and after
+        `ACCEPT_AFTER` session timeouts taken for the ensemble, with one
+        more warning, and published to.
+        """
+        warnings = bridge_warnings(self)
+        self.zk.start()
+        first = self.factory.clients[0]
+        self.connect(first, 0x42, 2181, ENSEMBLE)
+        self.expire(first)
+        self.connect(first, 0x43, 2182, STRAY)
+        self.assertEqual(len(self.factory.clients), 2)
+        second = self.factory.clients[1]
+        self.connect(second, 0x44, 2183, STRAY)
+        self.assertEqual(len(self.factory.clients), 2)
+        self.assertIn("moving to another listed server in 4 s", self.zk.foreign or "")
+        self.clock.advance(SESSION_TIMEOUT)
+        third = self.factory.clients[2]
+        self.assertEqual(third.settings["hosts"], "127.0.0.1:2181")
+        self.connect(third, 0x45, 2181, STRAY)
+        self.assertIn("no other listed server to try", self.zk.foreign or "")
+        for _ in range(ACCEPT_AFTER * 4):
+            self.clock.advance(SESSION_TIMEOUT / 4)
+        self.assertEqual(len(self.factory.clients), 3)
+        self.assertIsNone(self.zk.foreign)
+        self.assertEqual(self.zk.state, CONNECTED)
+        self.assertEqual(len(warnings), 2)
+        self.assertIn("taking the one at 127.0.0.1:2181", warnings[1])
+        # Taken: its members are the ensemble's from now on.
+        self.expire(third)
+        self.connect(third, 0x46, 2181, STRAY)
+        self.assertIsNone(self.zk.foreign)
+
+    def test_stray_on_the_only_address_stayed_on(self) -> None:
+        """
+        One address listed (a VIP, a DNS name): a stray there is not left
+        (a new client would reach it again, at once), however often it
+        makes new sessions; one warning, and it is taken after
+        `ACCEPT_AFTER` session timeouts.
+        """
+        zk = ZooKeeper(
+            self.clock,
+            "zk.example:2181",
+            SESSION_TIMEOUT,
+            client_factory=self.factory,
+            check_ensemble=True,
+        )
+        warnings = bridge_warnings(self)
+        zk.start()
+        client = self.factory.clients[0]
+
+        def connect(session: int, config: bytes) -> None:
+            client.settings["handler"].connected_to = ("zk.example", 2181)
+            client.change_state(KazooState.CONNECTED, session=session)
+            self.clock.run_handed_over()
+            client.answer(self.configs_read(client)[-1], value=(config, None))
+            self.clock.run_handed_over()
+
+        connect(0x42, ENSEMBLE)
+        for session in range(0x43, 0x43 + 20):
+            self.expire(client)
+            connect(session, STRAY)
+        self.assertEqual(len(self.factory.clients), 1)
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("no other listed server to try", zk.foreign or "")
+        self.clock.advance(ACCEPT_AFTER * SESSION_TIMEOUT)
+        self.assertIsNone(zk.foreign)
+        self.assertEqual(len(warnings), 2)
         self.assertEqual(len(self.factory.clients), 1)
