@@ -657,8 +657,9 @@ class ZooKeeper:
             # Nowhere else to go: staying, until taking it (module docstring).
             at = self._judging_since + ACCEPT_AFTER * pause
             doing = (
-                f"no other listed server to try; its ensemble is taken for "
-                f"this agent's in {max(at - now, 0.0):.0f} s unless one is found"
+                "no other listed server to try: staying, and taking its "
+                "ensemble for this agent's once all have looked so for "
+                f"{ACCEPT_AFTER * pause:g} s"
             )
             self._judge_call = self._reactor.callLater(
                 max(at - now, 0.0), self._accept, generation, heard, client_id, named
@@ -667,7 +668,10 @@ class ZooKeeper:
             # At most once a session timeout: each leaving makes a client,
             # its threads and a session on the stray.
             at = now if self._left_at is None else max(now, self._left_at + pause)
-            doing = f"moving to another listed server in {at - now:.0f} s"
+            doing = (
+                "moving to another listed server (at most once a "
+                f"{pause:g} s session timeout)"
+            )
             if at > now:
                 self._judge_call = self._reactor.callLater(
                     at - now, self._leave, generation
