@@ -483,7 +483,13 @@ class OutageTests(ZooKeeperTestCase):
         # first write or after the wipe depends on what ran before.)
         self.assertNotEqual(after[1].ephemeralOwner, before[1].ephemeralOwner)
         self.assertGreater(publisher.zk.replacements, replacements)
-        self.assertIsNone(publisher.unhealthy_reason())
+        # The reader may see a write before the agent hears it confirmed.
+        await wait_for(
+            reactor,
+            lambda: publisher.unhealthy_reason() is None,
+            RESYNC_BOUND,
+            "healthy once its writes are confirmed",
+        )
 
     async def test_forced_session_expiry(self) -> None:
         """
