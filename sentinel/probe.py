@@ -157,6 +157,9 @@ _HELLO_LATE = object()
 
 # Replies to PING that Redis Sentinel counts as "alive" without being ready.
 _ALIVE_NOT_READY = ("LOADING", "MASTERDOWN")
+# Said after a refused AUTH: a rotated password is a common cause, and the
+# agent reads the new one only when told to.
+REREAD_HINT = " (password_file is read at start and on SIGHUP)"
 # Replies to AUTH from a server that needs no password (Redis 6 and later;
 # 5 and earlier): Redis Sentinel ignores AUTH's reply, and PING says the rest.
 _NO_PASSWORD_NEEDED = (
@@ -701,7 +704,7 @@ class RedisProbe:
                 # TLS 1.3, says so then), or turned away at accept (a full
                 # server): not a verdict on the password.
                 raise _ConnectFailed(str(reply))
-            raise _ConnectFailed(f"auth failed: {reply}")
+            raise _ConnectFailed(f"auth failed: {reply}{REREAD_HINT}")
 
         def abandoned(failure: Failure) -> Failure:
             protocol.drop()

@@ -29,7 +29,7 @@ from sentinel import probe as probe_module
 from sentinel.config import RedisInstance
 from sentinel.observation import Observation, Replication
 from sentinel.pacing import BEAT, ConnectPacer
-from sentinel.probe import RedisProbe, drain_key_of
+from sentinel.probe import REREAD_HINT, RedisProbe, drain_key_of
 from sentinel.protocol import (
     HELLO,
     INFO_REPLICATION,
@@ -821,7 +821,10 @@ class AuthTests(SynchronousTestCase):
         self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
 
     def test_wrong_password(self) -> None:
-        """A rejected AUTH says so, without the secret, and drops."""
+        """
+        A rejected AUTH says so, without the secret, with where a new
+        password is read from, and drops.
+        """
         h = Harness(password="s3cret")
         d = h.check()
         h.accept()
@@ -830,6 +833,8 @@ class AuthTests(SynchronousTestCase):
         assert observation is not None
         self.assertFalse(observation.ok)
         self.assertTrue((observation.error or "").startswith("auth failed: WRONGPASS"))
+        # Where a rotated password comes from, said where the refusal is.
+        self.assertTrue((observation.error or "").endswith(REREAD_HINT))
         self.assertNotIn("s3cret", observation.error or "")
         self.assertFalse(h.probe.connected)
 
