@@ -165,7 +165,10 @@ class StopSignals(Service):
             self._reactor.callFromThread(self._already_stopping, signum)
             return
         self.stopping = True
-        self._previous[signum](signum, frame)
+        # Not in this handler: the reactor's logs ("Received SIGTERM"), and a
+        # log line written from a signal handler waits for good on the log
+        # output's lock if the code the signal interrupted holds it.
+        self._reactor.callFromThread(self._previous[signum], signum, None)
 
     def _stop(self, signum: int) -> None:
         """Stop for `signum` now, as its handler does."""
