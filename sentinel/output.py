@@ -92,7 +92,11 @@ class LogOutput:
         # How the notice of dropped lines is written: as the observer
         # writing here writes its lines (`sentinel.logs`).
         self.format_notice: Callable[[LogEvent], str] = text_notice
-        self._lock = threading.Lock()
+        # Reentrant: Python runs a signal handler on the main thread between
+        # two steps of whatever it interrupted, a write here included, and a
+        # handler that logs then writes again on the thread holding the lock
+        # (with a plain lock, it waited for good: the agent ignored SIGTERM).
+        self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._lines: deque[bytes] = deque()
         # Bytes held: queued, and being written.

@@ -192,6 +192,36 @@ class OutputTests(SynchronousTestCase):
         self.assertTrue(output.drain(BOUND))
         self.assertEqual(os.read(read_end, 100), "café\n".encode())
 
+    def test_line_logged_while_a_line_is_queued(self) -> None:
+        """
+        A line written on a thread that is already writing one (a signal
+        handler that logs, run by Python between two steps of the write it
+        interrupted) is queued too, and neither waits: on a lock that its
+        own thread holds, the handler waited for good (SIGTERM then never
+        stopped the agent).
+        """
+        output = LogOutput(-1)  # Never started: the lines stay queued.
+        notify = output._changed.notify_all
+        inner: list[bool] = []
+        interruptions: list[bool] = []
+
+        def interrupted() -> None:
+            notify()
+            if not interruptions:  # Once: the handler's own write is not.
+                interruptions.append(True)
+                inner.append(output.write(b"Received SIGTERM\n"))
+
+        output._changed.notify_all = interrupted  # type: ignore[method-assign]
+        outer: list[bool] = []
+        writer = threading.Thread(
+            target=lambda: outer.append(output.write(b"r1 is up\n")), daemon=True
+        )
+        writer.start()
+        writer.join(BOUND)
+        self.assertFalse(writer.is_alive(), "the nested write never returned")
+        self.assertEqual((outer, inner), ([True], [True]))
+        self.assertEqual(output.stats()["bytes_queued"], 26)
+
     def test_dropped_lines_in_metrics(self) -> None:
         """/metrics counts the lines dropped."""
         output = LogOutput(-1, limit=5)  # Never started: nothing is written.
