@@ -3,12 +3,16 @@ Writes to ZooKeeper scheduled: each node written when it changes, however
 often it changes, at most `WRITES_IN_FLIGHT` at once, and retried until it
 is written.
 
-Each node has a dirty flag rather than a queue of writes: its data is built
-from current state when the write starts, so however many changes come in,
-at most one write per node is queued, and it carries the newest state. A
-node that changed while being written queues again behind the nodes already
-waiting for a slot, so that nodes that keep changing cannot starve the
-others. A failed write leaves the node dirty; failed nodes are tried again
+Each node has a dirty flag rather than a queue of writes: its data is
+built from current state when the write starts, so however many changes
+come in, at most one write per node is queued, and it carries the newest
+state. A node that changed while being written queues again behind the
+nodes already waiting for a slot, so that nodes that keep changing
+cannot starve the others. Nodes readers miss go first. Slots are handed
+out by one loop, never by a write's end calling the next: the bridge
+fails a call at once while not connected, and a call per waiting node
+nested in the one before ran out of stack at thousands of nodes. A
+failed write leaves the node dirty; failed nodes are tried again
 `RETRY_DELAY` after a failure (one timer for all, so that a failing
 ZooKeeper is not hammered), never forgotten. A node whose writes keep
 failing while ZooKeeper is connected (its ACL changed behind our back, a
@@ -16,10 +20,10 @@ parent nobody may create in) is `failing` until one succeeds: the
 publisher's /healthz reason names it after `FAILING_AFTER`, since its
 published status is stale, and the log says when failures start, when
 their error changes and when they end, not once per retry of each node
-(thousands of nodes denied alike would flood it). A removed node is forgotten
-only once its delete is done. Nothing is written while the publisher is
-stopped or halted, or ZooKeeper not connected: the nodes stay dirty until
-the reconnection writes them all (`flush`).
+(thousands of nodes denied alike would flood it). A removed node is
+forgotten only once its delete is done. Nothing is written while the
+publisher is stopped or halted, or ZooKeeper not connected: the nodes
+stay dirty until the reconnection writes them all (`flush`).
 
 What one write does is `write(node)`'s (`sentinel.writer`); what follows
 it is told back: `held(node, stat)` when another session holds the node
@@ -111,6 +115,10 @@ class WriteQueue:
         # yet, or lost: a member's crash leaves hundreds) go first.
         self._waiting_missing: deque[Node] = deque()
         self._waiting: deque[Node] = deque()
+        self._queues = (self._waiting_missing, self._waiting)
+        # Whether slots are being handed out (`_drain`): a write that ends
+        # meanwhile leaves it to that loop.
+        self._draining = False
         self.in_flight = 0
         self._idle: list[Deferred[None]] = []
         self._retry_call: IDelayedCall | None = None
@@ -138,16 +146,14 @@ class WriteQueue:
         """Start writing `node` if it is dirty and may be written now."""
         if node.writing or node.queued or not node.dirty or node.parked:
             return
-        # Once stopping, a write that completes starts no other: stopService
-        # is deleting our nodes and would race with it.
-        life = self._life
-        if not life.running or life.halted or self._zk.state != CONNECTED:
+        if not self._may_write():
             return
-        if self.in_flight >= WRITES_IN_FLIGHT:
-            node.queued = True
-            (self._waiting if node.owned else self._waiting_missing).append(node)
-            return
-        self._start_write(node)
+        node.queued = True
+        if node.owned:
+            self._waiting.append(node)
+        else:
+            self._waiting_missing.append(node)
+        self._drain()
 
     def retire(self, node: Node) -> None:
         """Delete `node`, then forget it."""
@@ -175,25 +181,29 @@ class WriteQueue:
         A write of `node` failed: it is failing, the log says so if the
         error is new, and it is retried soon.
         """
-        self.writes["error"] += 1
-        kind = failure.type.__name__ if failure.type is not None else "error"
-        reason = failure.getErrorMessage()
-        error = kind + (f": {reason}" if reason else "")
-        self.last_error = f"{node.path}: {error}"
-        failing = self.failing
-        started = failing.get(node)
-        failing[node] = (
-            self._reactor.seconds() if started is None else started[0],
-            error,
-        )
-        if error != self._logged_error:
-            log.warn(
-                "ZooKeeper write failed, will retry: {path}: {error}",
-                path=node.path,
-                error=error,
+        # Retried whatever happens here: a node left dirty with no retry
+        # coming would wait for an unrelated reconnection.
+        try:
+            self.writes["error"] += 1
+            kind = failure.type.__name__ if failure.type is not None else "error"
+            reason = failure.getErrorMessage()
+            error = kind + (f": {reason}" if reason else "")
+            self.last_error = f"{node.path}: {error}"
+            failing = self.failing
+            started = failing.get(node)
+            failing[node] = (
+                self._reactor.seconds() if started is None else started[0],
+                error,
             )
-            self._logged_error = error
-        self._schedule_retry()
+            if error != self._logged_error:
+                self._logged_error = error
+                log.warn(
+                    "ZooKeeper write failed, will retry: {path}: {error}",
+                    path=node.path,
+                    error=error,
+                )
+        finally:
+            self._schedule_retry()
 
     def still_failing(self) -> dict[Node, tuple[float, str]]:
         """
@@ -231,56 +241,104 @@ class WriteQueue:
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
 
+    def _may_write(self) -> bool:
+        # Once stopping, a write that completes starts no other: stopService
+        # is deleting our nodes and would race with it.
+        life = self._life
+        return bool(life.running) and not life.halted and self._zk.state == CONNECTED
+
+    def _drain(self) -> None:
+        """
+        Start the waiting writes while slots are free, first queue first,
+        in one loop: a write that ends at once (the bridge fails a call
+        synchronously while not connected) only queues what follows it.
+        """
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self.in_flight < WRITES_IN_FLIGHT:
+                queue = next((q for q in self._queues if q), None)
+                if queue is None:
+                    break
+                if not self._may_write():
+                    self._drop_waiting()
+                    break
+                node = queue.popleft()
+                node.queued = False
+                if not (node.writing or not node.dirty or node.parked):
+                    self._start_write(node)
+        finally:
+            self._draining = False
+        if self.in_flight == 0:
+            idle, self._idle = self._idle, []
+            for waiter in idle:
+                waiter.callback(None)
+
+    def _drop_waiting(self) -> None:
+        # Left dirty: the reconnection's flush writes them.
+        for queue in self._queues:
+            for node in queue:
+                node.queued = False
+            queue.clear()
+
     def _start_write(self, node: Node) -> None:
         node.dirty = False
         node.writing = True
         self.in_flight += 1
         d = Deferred.fromCoroutine(self._write(node))
         d.addBoth(self._written, node)
+        d.addErrback(self._bug, node)
 
     def _written(self, result: None | Failure, node: Node) -> None:
         self.in_flight -= 1
         node.writing = False
-        failed = isinstance(result, Failure)
+        failed = True
+        # Whatever the bookkeeping raises (a bug, or a log observer's), the
+        # slot goes to the next node and the node is retried.
+        try:
+            failed = self._account(result, node)
+        finally:
+            # A node that changed while being written queues behind the
+            # nodes already waiting: otherwise nodes that keep changing
+            # would keep every slot and starve the others.
+            if not failed:
+                self.enqueue(node)
+            self._drain()
+
+    def _account(self, result: None | Failure, node: Node) -> bool:
+        """Note how a write of `node` ended; whether it failed."""
         if isinstance(result, Failure) and isinstance(result.value, HeldElsewhere):
             node.dirty = True
             self.failing.pop(node, None)  # Not failing: held (holders say so).
             # A node removed meanwhile is not ours to wait for: its delete
             # (which leaves another session's node alone) comes next.
-            failed = not node.removed
-            if failed:
-                self._held(node, result.value.stat)
-        elif isinstance(result, Failure):
+            if node.removed:
+                return False
+            self._held(node, result.value.stat)
+            return True
+        if isinstance(result, Failure):
             # Left dirty, and retried by the retry timer rather than at once.
             node.dirty = True
             self.failed(result, node)
-        else:
-            self.writes["ok"] += 1
-            node.written_at = self._reactor.seconds()
-            if self.failing.pop(node, None) is not None:
-                self._recovered(node)
-            if node.owned:
-                self._owned(node)
-            # Forgotten only once the delete itself is done: a write that was
-            # in flight when the instance was removed leaves the node dirty,
-            # and the node must stay known until its delete succeeds, or a
-            # failed delete would never be retried.
-            if node.removed and not node.dirty:
-                self._nodes.forget(node)
-        # Nodes already waiting for a slot go first, and a node that changed
-        # while being written queues behind them: otherwise nodes that keep
-        # changing would keep every slot and starve the others.
-        for queue in (self._waiting_missing, self._waiting):
-            while queue and self.in_flight < WRITES_IN_FLIGHT:
-                waiting = queue.popleft()
-                waiting.queued = False
-                self.enqueue(waiting)
-        if not failed:
-            self.enqueue(node)
-        if self.in_flight == 0:
-            idle, self._idle = self._idle, []
-            for waiter in idle:
-                waiter.callback(None)
+            return True
+        self.writes["ok"] += 1
+        node.written_at = self._reactor.seconds()
+        if self.failing.pop(node, None) is not None:
+            self._recovered(node)
+        if node.owned:
+            self._owned(node)
+        # Forgotten only once the delete itself is done: a write that was
+        # in flight when the instance was removed leaves the node dirty,
+        # and the node must stay known until its delete succeeds, or a
+        # failed delete would never be retried.
+        if node.removed and not node.dirty:
+            self._nodes.forget(node)
+        return False
+
+    def _bug(self, failure: Failure, node: Node) -> None:
+        # The write's end raised (`_written`): counted, /healthz says so.
+        self._zk.internal_errors.record("ending a write", node.path, failure)
 
     def _recovered(self, node: Node) -> None:
         # Each success is O(1), even when thousands recover at once.

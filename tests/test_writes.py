@@ -1,0 +1,136 @@
+"""The write queue alone, on a Clock, with writes that end as the test says."""
+
+from __future__ import annotations
+
+from kazoo.exceptions import ConnectionLoss
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel import writes
+from sentinel.bugs import InternalErrors
+from sentinel.nodes import Node, Nodes
+from sentinel.writes import RETRY_DELAY, WRITES_IN_FLIGHT, WriteQueue
+from sentinel.zk import CONNECTED
+
+
+class Running:
+    """A publisher that runs (`writes.Lifecycle`)."""
+
+    running = 1
+    halted: str | None = None
+    superseded = False
+
+
+class Bridge:
+    """
+    What the queue asks of `sentinel.zk.ZooKeeper` (its state), and the
+    writes: each held until the test ends it, or, while `refusing`, failed
+    at once, as the bridge fails a call when not connected or once the
+    session changed.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.state = CONNECTED
+        self.internal_errors = InternalErrors(clock)
+        self.refusing = False
+        self.held: list[Deferred[None]] = []
+        # The path of each write started, in order.
+        self.started: list[str] = []
+
+    async def write(self, node: Node) -> None:
+        self.started.append(node.path)
+        if self.refusing:
+            await fail(ConnectionLoss("the ZooKeeper session changed"))
+        d: Deferred[None] = Deferred()
+        self.held.append(d)
+        await d
+
+    def answer(self) -> int:
+        """End every write held now, successfully; return how many."""
+        held, self.held = self.held, []
+        for d in held:
+            d.callback(None)
+        return len(held)
+
+
+class WriteQueueTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.bridge = Bridge(self.clock)
+        self.nodes = Nodes(lambda node, event: None, "/sentinel/agents/a1", _data)
+        self.queue = WriteQueue(
+            self.clock,
+            self.bridge,  # type: ignore[arg-type]
+            self.nodes,
+            Running(),
+            write=self.bridge.write,
+            held=lambda node, stat: None,
+            owned=lambda node: None,
+            retrying=lambda: None,
+        )
+
+    def instance(self, name: str) -> Node:
+        node = self.nodes.new(f"/sentinel/instances/{name}", _data)
+        self.nodes.instances[name] = node
+        return node
+
+    def test_synchronous_failures_neither_recurse_nor_strand(self) -> None:
+        """
+        Thousands of nodes waiting for a slot, whose writes then fail at
+        once (the bridge fails a call synchronously when not connected or
+        once the session changed), are each tried once, without nesting a
+        call per node, and none is left waiting: the retry is scheduled,
+        and writes them all once the bridge writes again.
+        """
+        count = 20_000
+        nodes = [self.instance(f"i{i:05d}") for i in range(count)]
+        for node in nodes:
+            self.queue.mark(node)
+        self.assertEqual(len(self.bridge.held), WRITES_IN_FLIGHT)
+        self.bridge.refusing = True
+        held, self.bridge.held = self.bridge.held, []
+        for d in held:
+            d.errback(ConnectionLoss("the ZooKeeper session changed"))
+        self.assertEqual(len(self.bridge.started), count)
+        self.assertEqual(self.queue.in_flight, 0)
+        self.assertEqual([n for n in nodes if n.queued or not n.dirty], [])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(self.queue.writes, {"ok": 0, "error": count})
+
+        self.bridge.refusing = False
+        self.clock.advance(RETRY_DELAY)
+        while self.bridge.answer():
+            pass
+        self.assertEqual(self.queue.writes, {"ok": count, "error": count})
+        self.assertEqual(self.queue.queued, 0)
+        self.assertEqual([n for n in nodes if n.written_at is None], [])
+
+    def test_a_failing_log_call_still_retries(self) -> None:
+        """
+        A bug in the bookkeeping of a failed write (here, the log call) is
+        counted as an internal error, and the node is retried all the
+        same; the nodes waiting for a slot are written.
+        """
+        self.patch(writes, "WRITES_IN_FLIGHT", 1)
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("a broken log observer")
+
+        self.patch(writes.log, "warn", broken)
+        first, second = self.instance("i1"), self.instance("i2")
+        self.queue.mark(first)
+        self.queue.mark(second)
+        self.bridge.held.pop().errback(ConnectionLoss("not connected to ZooKeeper"))
+        self.assertEqual(self.bridge.internal_errors.count, 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(self.bridge.started, [first.path, second.path])
+        self.bridge.answer()
+        self.clock.advance(RETRY_DELAY)
+        self.bridge.answer()
+        self.assertEqual(self.queue.queued, 0)
+        self.flushLoggedErrors(RuntimeError)
+
+
+def _data() -> bytes:
+    return b"{}"
