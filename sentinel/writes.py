@@ -8,7 +8,10 @@ built from current state when the write starts, so however many changes
 come in, at most one write per node is queued, and it carries the newest
 state. A node that changed while being written queues again behind the
 nodes already waiting for a slot, so that nodes that keep changing
-cannot starve the others. Nodes readers miss go first. Slots are handed
+cannot starve the others. Nodes readers miss go first: the agent's and
+the instances' nodes (readers drop an instance whose node is missing, a
+group an agent whose node is), then the discovery members (looked for,
+made or asked about), then rewrites of nodes we hold. Slots are handed
 out by one loop, never by a write's end calling the next: the bridge
 fails a call at once while not connected, and a call per waiting node
 nested in the one before ran out of stack at thousands of nodes. A
@@ -111,11 +114,13 @@ class WriteQueue:
         self._held = held
         self._owned = owned
         self._retrying = retrying
-        # Nodes waiting for a slot: those readers miss (not written by us
-        # yet, or lost: a member's crash leaves hundreds) go first.
+        # Nodes waiting for a slot, first queue first: those readers miss
+        # (not written by us yet, or lost: a member's crash or a new
+        # session leaves thousands), then members, then our nodes' rewrites.
         self._waiting_missing: deque[Node] = deque()
+        self._waiting_members: deque[Node] = deque()
         self._waiting: deque[Node] = deque()
-        self._queues = (self._waiting_missing, self._waiting)
+        self._queues = (self._waiting_missing, self._waiting_members, self._waiting)
         # Whether slots are being handed out (`_drain`): a write that ends
         # meanwhile leaves it to that loop.
         self._draining = False
@@ -149,7 +154,9 @@ class WriteQueue:
         if not self._may_write():
             return
         node.queued = True
-        if node.owned:
+        if node.member is not None:
+            self._waiting_members.append(node)
+        elif node.owned:
             self._waiting.append(node)
         else:
             self._waiting_missing.append(node)

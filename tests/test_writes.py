@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import writes
 from sentinel.bugs import InternalErrors
+from sentinel.discovery import Member
 from sentinel.nodes import Node, Nodes
 from sentinel.writes import RETRY_DELAY, WRITES_IN_FLIGHT, WriteQueue
 from sentinel.zk import CONNECTED
@@ -75,6 +76,13 @@ class WriteQueueTests(SynchronousTestCase):
         self.nodes.instances[name] = node
         return node
 
+    def member(self, name: str) -> Node:
+        member = Member("/discovery/big", "member_", (name, "10.0.0.1", 6379, None))
+        node = self.nodes.new("/discovery/big/member_", _data)
+        node.member = member
+        self.nodes.members[name] = node
+        return node
+
     def test_synchronous_failures_neither_recurse_nor_strand(self) -> None:
         """
         Thousands of nodes waiting for a slot, whose writes then fail at
@@ -130,6 +138,31 @@ class WriteQueueTests(SynchronousTestCase):
         self.bridge.answer()
         self.assertEqual(self.queue.queued, 0)
         self.flushLoggedErrors(RuntimeError)
+
+    def test_agent_and_instance_nodes_before_members(self) -> None:
+        """
+        The agent node and instance nodes readers miss take the free write
+        slots before discovery members waiting longer: after a reconnect,
+        readers drop an instance whose node is missing, and a group drops
+        an agent whose node is.
+        """
+        self.patch(writes, "WRITES_IN_FLIGHT", 2)
+        first = [self.instance("i1"), self.instance("i2")]
+        for node in first:
+            self.queue.mark(node)
+        members = [self.member(f"m{i}") for i in range(3)]
+        for node in members:
+            self.queue.mark(node)
+        later = [self.nodes.agent, self.instance("i3")]
+        for node in later:
+            self.queue.mark(node)
+        self.bridge.answer()
+        self.assertEqual(
+            self.bridge.started[2:4], [self.nodes.agent.path, later[1].path]
+        )
+        while self.bridge.answer():
+            pass
+        self.assertEqual(len(self.bridge.started), 7)
 
 
 def _data() -> bytes:
