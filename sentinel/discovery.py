@@ -24,10 +24,15 @@ member our previous client's session holds (a client replaced while that
 session lives on), and for a group's previous primary's member, found by
 looking at the parent for that agent's session (`take_from`).
 
-Looking costs a ``get_children`` and a ``get`` per child of the parent, one
-call at a time (about 1 ms each): once per parent after a reattach, after
-a failed create, and for each handover (one look shared by the members
-handed over at once).
+Looking costs a ``get_children`` and a ``get`` per child of the parent
+that no member of ours holds, one call at a time (about 1 ms each): once
+per parent after a reattach, and for each handover (one look shared by
+the members handed over at once). After failed creates, one look at a
+time per parent and session serves every member waiting for it (a
+leader's stall failed hundreds at once, and a look each, with a ``get``
+of every child, took minutes and a read storm), and a member waits for
+it outside the write slots (`Looking`), not to hold one for the look's
+whole length.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any
 
 from kazoo.exceptions import BadVersionError, NoNodeError
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from sentinel.config import RedisInstance
 from sentinel.documents import (
@@ -113,6 +119,26 @@ class Member:
             self.found = []
 
 
+class Looking(Exception):
+    """
+    The member's create may have succeeded: it waits for a look at its
+    parent (`Discovery.write` is tried again after it).
+    """
+
+    def __init__(self, parent: str) -> None:
+        super().__init__(
+            f"looking under {parent} for the member a failed create may have made"
+        )
+
+
+class _Search:
+    """The members waiting for a look at one parent, for one session."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[Member, None] = {}
+        self.running = False
+
+
 class Discovery:
     """Writes and finds the members of one form under one root."""
 
@@ -137,6 +163,9 @@ class Discovery:
         self._looking: dict[
             tuple[str, int], list[Deferred[list[tuple[str, MemberIdentity | None]]]]
         ] = {}
+        # The looks for members whose create may have succeeded, by parent
+        # and session: one at a time for each.
+        self._searches: dict[tuple[str, int], _Search] = {}
 
     def parent_of(self, instance: RedisInstance) -> str:
         """Where the instance's member goes."""
@@ -159,8 +188,12 @@ class Discovery:
         )
 
     def new_session(self) -> None:
-        """A new session holds no member: every claim is void."""
+        """
+        A new session holds no member: every claim is void, and no member
+        is looked for (a look in progress ends with nothing to share).
+        """
         self._claimed.clear()
+        self._searches = {k: s for k, s in self._searches.items() if s.running}
 
     async def write(self, member: Member, data: bytes | None) -> str | None:
         """
@@ -172,11 +205,17 @@ class Discovery:
         write: a refresh would otherwise cost ZooKeeper a write per member
         for nothing): one deleted or written by another client is made
         again, as an instance node is at its refresh.
+
+        @raise Looking: a create of the member may have succeeded, and it
+            waits for a look at its parent.
         """
         if member.search:
-            member.found += await self._ours_in(member.parent, member.identity)
-            self._claimed.update(member.found)
-            member.search = False
+            # Looked for outside the write slots, with the other members
+            # waiting: this write ends (a retry comes), not to hold a slot
+            # for the look's whole length.
+            self._search(member)
+            if member.search:  # Not served by a look that ended at once.
+                raise Looking(member.parent)
         await self._settle_found(member, keep=data is not None)
         if data is None:
             if member.path is not None:
@@ -255,8 +294,10 @@ class Discovery:
             # was created; the retry asks again.
             raise
         except Exception:
-            # It may have been created all the same: look before creating.
+            # It may have been created all the same: look before creating,
+            # in a look that starts after this failure.
             member.search = True
+            self._search_later(member)
             raise
         if replaced is not None:
             self._claimed.discard(replaced)
@@ -301,17 +342,79 @@ class Discovery:
         except NoNodeError:
             pass
 
-    async def _ours_in(self, parent: str, identity: MemberIdentity) -> list[str]:
+    def _search_later(self, member: Member) -> None:
+        """Have the member looked for by the next look to start."""
+        session = self.zk.session_id
+        if session is not None:
+            key = (member.parent, session)
+            self._searches.setdefault(key, _Search()).waiting[member] = None
+
+    def _search(self, member: Member) -> None:
         """
-        Our members under `parent` with `identity` that no other member
-        holds (two instances may share an endpoint), oldest first.
+        Have the member's parent looked at for it, by the next look to
+        start: one at a time for each parent and session, for every member
+        waiting when it starts (their creates failed before it).
         """
-        members = await self._members_in(parent)
-        return [
-            path
-            for path, found in members
-            if found == identity and path not in self._claimed
-        ]
+        session = self.zk.session_id
+        if session is None:
+            return  # Looked for once connected.
+        key = (member.parent, session)
+        search = self._searches.setdefault(key, _Search())
+        search.waiting[member] = None
+        if not search.running:
+            search.running = True
+            d = Deferred.fromCoroutine(self._look(key, search))
+            d.addErrback(self._bug, member.parent)
+
+    async def _look(self, key: tuple[str, int], search: _Search) -> None:
+        """
+        Look at the parent for the members waiting, until none is: each
+        gets (in `found`) our unclaimed members of its identity, oldest
+        first; the first of an identity gets those left over, to delete
+        (two instances may share an endpoint). Memory: one listing.
+        """
+        parent, session = key
+        try:
+            while search.waiting and self.zk.session_id == session:
+                # Those served meanwhile by the look before wait no more.
+                serving = [m for m in search.waiting if m.search]
+                search.waiting = {}
+                if not serving:
+                    break
+                try:
+                    found = await self._members_in(parent)
+                except Exception:
+                    # Looked for again at their next retry.
+                    continue
+                if self.zk.session_id == session:
+                    self._share(found, [m for m in serving if m.search])
+        finally:
+            search.running = False
+            stale = self.zk.session_id != session
+            if self._searches.get(key) is search and (stale or not search.waiting):
+                del self._searches[key]
+
+    def _bug(self, failure: Failure, parent: str) -> None:
+        self.zk.internal_errors.record("looking for members", parent, failure)
+
+    def _share(
+        self, found: list[tuple[str, MemberIdentity | None]], members: list[Member]
+    ) -> None:
+        by_identity: dict[MemberIdentity | None, list[str]] = {}
+        for path, says in found:
+            if path not in self._claimed:
+                by_identity.setdefault(says, []).append(path)
+        for member in members:
+            member.search = False
+            paths = by_identity.get(member.identity)
+            if paths:
+                member.found.append(paths.pop(0))
+                self._claimed.add(member.found[-1])
+        for member in members:
+            leftover = by_identity.pop(member.identity, None)
+            if leftover:
+                member.found += leftover
+                self._claimed.update(leftover)
 
     async def take_from(self, member: Member, session: int) -> None:
         """
@@ -358,6 +461,9 @@ class Discovery:
         found = []
         for child in sorted(children, key=_sequence):
             path = f"{parent}/{child}"
+            if path in self._claimed:
+                # Held by a member of ours, or by another it replaces.
+                continue
             try:
                 data, stat = await zk.get(path)
             except NoNodeError:

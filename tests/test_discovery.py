@@ -271,6 +271,50 @@ class ServersetTests(DiscoveryHarness):
         self.check(state, DOWN)
         self.assertEqual(self.members("cache-1"), {})
 
+    def test_failed_creates_share_one_look(self) -> None:
+        """
+        Members whose creates failed alike (a leader's stall) are looked
+        for by one listing of their service, with a get only of the
+        children no member of ours holds, and none of them holds a write
+        slot meanwhile: those that were made are kept, the others made,
+        one member per instance.
+        """
+        parent = f"{DISCOVERY}/big"
+        self.start()
+        for i in range(20):
+            self.check(self.instance(f"held-{i}", service="big", port=7000 + i), UP)
+        self.zk.hang("create")
+        for i in range(10):
+            self.check(self.instance(f"lost-{i}", service="big", port=8000 + i), UP)
+        creates = [c for c in self.zk.held if c.path == f"{parent}/member_"]
+        self.assertEqual(len(creates), 10)
+        for call in creates[::2]:
+            call.run()  # The server made half of them; every answer is lost.
+        self.zk.held = [c for c in self.zk.held if c not in creates]
+        for call in creates:
+            call.deferred.errback(ConnectionLoss())
+        self.zk.unhang()
+        self.zk.release()
+        self.zk.hang("get_children")
+        listed = self.zk.calls_by_path["get_children", parent]
+        got = sum(n for (kind, p), n in self.zk.calls_by_path.items() if kind == "get")
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.publisher.stats()["writes_in_flight"], 0)
+        self.zk.unhang()
+        self.zk.release()
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.zk.calls_by_path["get_children", parent] - listed, 1)
+        got = (
+            sum(n for (kind, p), n in self.zk.calls_by_path.items() if kind == "get")
+            - got
+        )
+        self.assertLessEqual(got, 5)
+        endpoints = sorted(
+            member["serviceEndpoint"]["port"]  # type: ignore[index]
+            for member in self.members("big").values()
+        )
+        self.assertEqual(endpoints, [*range(7000, 7020), *range(8000, 8010)])
+
     def test_failed_create_that_did_not_happen(self) -> None:
         """A create that failed for good is made again after the look."""
         self.start()
