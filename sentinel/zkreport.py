@@ -245,11 +245,25 @@ class ZooKeeperReport:
             if now - since < FAILING_AFTER:
                 break  # Oldest first: the rest started failing later still.
             if first is None:
-                first = f"{node.path} not written for {now - since:.0f} s ({error})"
+                first = (
+                    f"{node.path} not written for {now - since:.0f} s"
+                    f" ({error}{_now(node)})"
+                )
             count += 1
         if first is None:
             return None
         return first + (f" (and {count - 1} more)" if count > 1 else "")
+
+
+def _now(node: Node) -> str:
+    # The last error may be old (a write lost with the connection, then
+    # slow to come back: a look, thousands of writes queued): what
+    # happens to the node now, while connected, is said too.
+    if node.writing:
+        return "; being written again"
+    if node.queued:
+        return "; waiting for a write slot"
+    return ""
 
 
 def _first_of(reasons: Mapping[str, str]) -> str:

@@ -880,6 +880,31 @@ class PublisherTests(PublisherHarness):
         self.assertIsNone(self.publisher.unhealthy_reason())
         self.assertEqual(self.publisher.stats()["writes_failing"], 0)
 
+    def test_failing_reason_says_the_write_in_flight(self) -> None:
+        """
+        A node whose last write was lost with the connection, and whose
+        write since has not ended, is named with that error and with what
+        happens now: the error alone would say "not connected" while
+        connected.
+        """
+        self.start()
+        node = path("redis-a")
+        state = self.instance("redis-a")
+        self.check(state, UP)
+        self.zk.fail_next(
+            "set", ConnectionLoss("not connected to ZooKeeper"), path=node
+        )
+        self.check(state, DOWN)
+        self.zk.call_timeout = 60.0  # A slow write, not one timed out.
+        self.zk.hang("set")
+        self.retries(int(FAILING_AFTER / RETRY_DELAY) + 1)
+        self.assertEqual(
+            self.publisher.unhealthy_reason(),
+            f"zookeeper: {node} not written for {FAILING_AFTER + RETRY_DELAY:.0f} s"
+            " (ConnectionLoss: not connected to ZooKeeper; being written again):"
+            " its published status is stale",
+        )
+
     def test_many_failing_nodes_logged_once(self) -> None:
         """
         Thousands of nodes denied alike are one reason naming the oldest and
