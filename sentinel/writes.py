@@ -11,22 +11,24 @@ nodes already waiting for a slot, so that nodes that keep changing
 cannot starve the others. Nodes readers miss go first: the agent's and
 the instances' nodes (readers drop an instance whose node is missing, a
 group an agent whose node is), then the discovery members (looked for,
-made or asked about), then rewrites of nodes we hold. Slots are handed
-out by one loop, never by a write's end calling the next: the bridge
-fails a call at once while not connected, and a call per waiting node
-nested in the one before ran out of stack at thousands of nodes. A
-failed write leaves the node dirty; failed nodes are tried again
-`RETRY_DELAY` after a failure (one timer for all, so that a failing
-ZooKeeper is not hammered), never forgotten. A node whose writes keep
-failing while ZooKeeper is connected (its ACL changed behind our back, a
-parent nobody may create in) is `failing` until one succeeds: the
-publisher's /healthz reason names it after `FAILING_AFTER`, since its
-published status is stale, and the log says when failures start, when
-their error changes and when they end, not once per retry of each node
-(thousands of nodes denied alike would flood it). A removed node is
-forgotten only once its delete is done. Nothing is written while the
-publisher is stopped or halted, or ZooKeeper not connected: the nodes
-stay dirty until the reconnection writes them all (`flush`).
+made or asked about; while they wait, one free slot in
+`MISSING_PER_MEMBER` + 1 is theirs, or nodes that keep changing would
+starve them), then rewrites of nodes we hold. Slots are handed out by
+one loop, never by a write's end calling the next: the bridge fails a
+call at once while not connected, and a call per waiting node nested in
+the one before ran out of stack at thousands of nodes. A failed write
+leaves the node dirty; failed nodes are tried again `RETRY_DELAY` after
+a failure (one timer for all, so that a failing ZooKeeper is not
+hammered), never forgotten. A node whose writes keep failing while
+ZooKeeper is connected (its ACL changed behind our back, a parent nobody
+may create in) is `failing` until one succeeds: the publisher's /healthz
+reason names it after `FAILING_AFTER`, since its published status is
+stale, and the log says when failures start, when their error changes
+and when they end, not once per retry of each node (thousands of nodes
+denied alike would flood it). A removed node is forgotten only once its
+delete is done. Nothing is written while the publisher is stopped or
+halted, or ZooKeeper not connected: the nodes stay dirty until the
+reconnection writes them all (`flush`).
 
 What one write does is `write(node)`'s (`sentinel.writer`); what follows
 it is told back: `held(node, stat)` when another session holds the node
@@ -56,6 +58,9 @@ log = Logger(namespace=LOG_NAMESPACE)
 # round trip took up to a second behind the reads made at the same time.
 WRITES_IN_FLIGHT = 512
 RETRY_DELAY = 1.0
+# While members wait, the nodes readers miss take this many free slots for
+# each one a member takes.
+MISSING_PER_MEMBER = 4
 # Seconds a node's writes may keep failing before /healthz says so: a few
 # retries, enough for an error that clears (a call timed out while
 # ZooKeeper paused, a race with another agent's takeover) to pass unseen.
@@ -121,6 +126,8 @@ class WriteQueue:
         self._waiting_members: deque[Node] = deque()
         self._waiting: deque[Node] = deque()
         self._queues = (self._waiting_missing, self._waiting_members, self._waiting)
+        # Slots given in a row to missing nodes while members waited.
+        self._missing_run = 0
         # Whether slots are being handed out (`_drain`): a write that ends
         # meanwhile leaves it to that loop.
         self._draining = False
@@ -265,7 +272,7 @@ class WriteQueue:
         self._draining = True
         try:
             while self.in_flight < WRITES_IN_FLIGHT:
-                queue = next((q for q in self._queues if q), None)
+                queue = self._next_queue()
                 if queue is None:
                     break
                 if not self._may_write():
@@ -281,6 +288,15 @@ class WriteQueue:
             idle, self._idle = self._idle, []
             for waiter in idle:
                 waiter.callback(None)
+
+    def _next_queue(self) -> deque[Node] | None:
+        """The queue the next free slot goes to, if any waits."""
+        missing, members, owned = self._queues
+        if missing and (not members or self._missing_run < MISSING_PER_MEMBER):
+            self._missing_run += 1
+            return missing
+        self._missing_run = 0
+        return members or owned or None
 
     def _drop_waiting(self) -> None:
         # Left dirty: the reconnection's flush writes them.

@@ -164,6 +164,27 @@ class WriteQueueTests(SynchronousTestCase):
             pass
         self.assertEqual(len(self.bridge.started), 7)
 
+    def test_members_not_starved(self) -> None:
+        """
+        Members waiting for a slot get one in `MISSING_PER_MEMBER` + 1
+        while missing nodes keep changing (each queues again as it is
+        written): first in line, the missing nodes never take every slot.
+        """
+        self.patch(writes, "WRITES_IN_FLIGHT", 1)
+        busy = [self.instance("i1"), self.instance("i2")]
+        for node in busy:
+            self.queue.mark(node)
+        member = self.member("m1")
+        self.queue.mark(member)
+        for _ in range(2 * (writes.MISSING_PER_MEMBER + 1)):
+            for node in busy:
+                node.dirty = True  # Changed meanwhile: missing still.
+            self.bridge.answer()
+        self.assertIn(member.path, self.bridge.started)
+        self.assertLessEqual(
+            self.bridge.started.index(member.path), writes.MISSING_PER_MEMBER + 1
+        )
+
 
 def _data() -> bytes:
     return b"{}"
