@@ -20,7 +20,11 @@ took it over in one transaction, a squatter), its holder is asked as
 after any failed write (`sentinel.holders`, `sentinel.takeover`), never
 overwritten. The agent's own node deleted means its tree was wiped: every
 node is written again at once, as after a reconnection. One line says
-how many nodes each burst of deletions took, and `deleted` counts them.
+how many nodes each burst of deletions took, and names the first
+`NAMED`; `deleted` counts them. A member this agent deletes itself is no
+longer watched from just before its delete (`sentinel.members`):
+ZooKeeper tells the watch before the delete's reply, while the member
+still looks held.
 
 A write of our node by another client fires no such watch: `overwritten`
 asks (an ``exists`` a node) for the nodes whose writes are rare, this
@@ -54,6 +58,8 @@ log = Logger(namespace=LOG_NAMESPACE)
 # Seconds between a deletion seen and the node written again: a wipe's
 # deletions come in one line, and a squatter's loop is paced.
 REWRITE_AFTER = 0.5
+# Paths a burst's line names, the first seen (a wipe's are thousands).
+NAMED = 3
 
 
 class Guard:
@@ -183,10 +189,14 @@ class Guard:
                 if node not in gone and self._held(node, None):
                     self._queue.mark(node)
         self.deleted += len(held)
+        paths = [gone[node] for node in held]
         log.warn(
-            "{count} nodes deleted behind the agent's back, written again{wiped}",
+            "{count} nodes deleted behind the agent's back, written again{wiped}:"
+            " {paths}{more}",
             count=len(held),
             wiped=" (its own node too: every node written again)" if wiped else "",
+            paths=", ".join(paths[:NAMED]),
+            more=f" and {len(paths) - NAMED} more" if len(paths) > NAMED else "",
         )
 
     def _held(self, node: Node, path: str | None) -> bool:

@@ -190,6 +190,11 @@ class Members:
                     await discovery.take_from(member, session)
             data = node.data()
         held = member.path
+        if data is None:
+            # Our own delete: ZooKeeper fires the deletion's watch before
+            # the delete's reply, while the member still looks held; the
+            # guard must not take it for one deleted behind our back.
+            node.guarded = None
         damage = await discovery.write(member, data)
         if damage is not None:
             self.repaired += 1

@@ -11,11 +11,14 @@ from __future__ import annotations
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.documents import NERVE
 from sentinel.guard import REWRITE_AFTER
 from sentinel.membership import SETTLE
 from tests.groupfakes import Fleet
+from tests.test_discovery import DISCOVERY, DiscoveryHarness
 from tests.test_publisher import (
     AGENT_PATH,
+    DOWN,
     HEARTBEAT,
     ROOT,
     UP,
@@ -65,7 +68,8 @@ class GuardTests(PublisherHarness):
         self.assertEqual(self.zk.document(node), before)
         self.assertEqual(self.publisher.deleted_behind, 1)
         self.assertEqual(
-            self.lines(), ["1 nodes deleted behind the agent's back, written again"]
+            self.lines(),
+            [f"1 nodes deleted behind the agent's back, written again: {node}"],
         )
 
     def test_watched_once_per_create(self) -> None:
@@ -98,7 +102,9 @@ class GuardTests(PublisherHarness):
             self.lines(),
             [
                 "13 nodes deleted behind the agent's back, written again"
-                " (its own node too: every node written again)"
+                " (its own node too: every node written again):"
+                f" {path('redis-00')}, {path('redis-01')}, {path('redis-02')}"
+                " and 10 more"
             ],
         )
 
@@ -174,6 +180,69 @@ class GuardTests(PublisherHarness):
         self.assertLessEqual(made, 10 / REWRITE_AFTER + 1)
         self.assertGreater(made, 10 / REWRITE_AFTER / 2)
         self.assertLessEqual(len(self.lines()), 10 / REWRITE_AFTER + 1)
+
+
+class OwnMemberDeleteTests(DiscoveryHarness):
+    """Discovery members the agent deletes itself, on an in-memory ZooKeeper."""
+
+    form = NERVE
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def test_delete_seen_before_its_reply_not_fought(self) -> None:
+        """
+        A member deleted because its instance went down is not reported as
+        deleted behind our back when ZooKeeper's watch event comes before
+        the delete's reply and the guard's rewrite (timed by another
+        member's deletion) runs in between: no line, no count, no member.
+        """
+        self.start()
+        a = self.instance("a", service="svc")
+        b = self.instance("b", service="svc")
+        self.check(a, UP)
+        self.check(b, UP)
+        self.assertEqual(len(self.members("svc")), 2)
+        # b goes down: its member's deletion times the guard's rewrite.
+        self.check(b, DOWN)
+        self.clock.advance(REWRITE_AFTER - 0.01)
+        # a goes down: the delete is done (its watch fires), its reply is
+        # still on its way when the rewrite runs.
+        self.zk.hold_answers("delete")
+        self.check(a, DOWN)
+        self.clock.advance(0.01)
+        self.zk.release("delete")
+        self.clock.advance(2)
+        lines = [formatEvent(e) for e in self.events]
+        self.assertEqual([n for n in lines if "behind the agent's back" in n], [])
+        self.assertEqual(self.publisher.deleted_behind, 0)
+        self.assertEqual(self.members("svc"), {})
+
+    def test_member_deleted_by_another_client_still_written_again(self) -> None:
+        """
+        A member of an up instance deleted by another client is still seen
+        and made again, its path named.
+        """
+        self.start()
+        a = self.instance("a", service="svc")
+        self.check(a, UP)
+        (child,) = self.members("svc")
+        self.zk.remove(f"{self.parent}/{child}")
+        self.clock.advance(REWRITE_AFTER)
+        self.assertEqual(len(self.members("svc")), 1)
+        self.assertEqual(self.publisher.deleted_behind, 1)
+        self.assertIn(
+            f"1 nodes deleted behind the agent's back, written again:"
+            f" {self.parent}/{child}",
+            [formatEvent(e) for e in self.events],
+        )
+
+    @property
+    def parent(self) -> str:
+        return f"{DISCOVERY}/svc"
 
 
 class CatalogOverwrittenTests(SynchronousTestCase):
