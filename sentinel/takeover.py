@@ -57,9 +57,18 @@ from sentinel.zk import ZooKeeper
 log = Logger(namespace=LOG_NAMESPACE)
 
 # Seconds an instance node moved away may wait for its new primary to take
-# it over before /healthz says so (its discovery member waits as long,
-# then goes); a member that joined takes its nodes over within a second.
+# it over before /healthz says so; a member that joined takes its nodes
+# over within a second.
 HANDOFF_LIMIT = 5.0
+# Seconds the instance's discovery member then waits for the new primary,
+# which holds the node, to replace it, before it goes (deleted if still
+# ours): the new primary finds it by a look at the service's members, a
+# ``get`` each (measured: 7-9 s at 3,000 members on a loaded machine; at
+# 5 s, 1,450 of 3,000 endpoints were deleted before they were replaced and
+# went missing for 10 s). Past this, the new primary missed it (two
+# instances on one endpoint: it replaced the other's), and it would be
+# listed twice.
+MEMBER_HANDOFF_LIMIT = 30.0
 # Seconds a primary lets another agent keep a node it took from it, unless
 # the membership changes first: two settle times, within which the two
 # agents' views of the group agree again.
@@ -400,9 +409,10 @@ class Takeovers:
         """
         The instance's new primary takes its member over too, in one
         transaction, once it holds the instance node: until then the
-        member stays, unwritten, watched, `HANDOFF_LIMIT` at most, then
-        goes (deleted if still ours). Deleting it at once left the
-        endpoint missing until the new primary made its own.
+        member stays, unwritten, watched, `MEMBER_HANDOFF_LIMIT` at most,
+        then goes (deleted if still ours). Deleting it at once, or before
+        the new primary's look found it, left the endpoint missing until
+        the new primary made its own.
         """
         member = node.member
         assert member is not None
@@ -421,7 +431,7 @@ class Takeovers:
         if member.path is None:
             done()
             return
-        node.recheck = self._reactor.callLater(HANDOFF_LIMIT, done)
+        node.recheck = self._reactor.callLater(MEMBER_HANDOFF_LIMIT, done)
         d = self._zk.exists(member.path, watch=fired)
         d.addCallback(lambda stat: None if ours(stat, self._zk.session_id) else done())
         d.addErrback(lambda _: None)

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import attr
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import membership as membership_module
@@ -18,6 +19,7 @@ from sentinel import opinions
 from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
+from sentinel.discovery import Member as DiscoveryMember
 from sentinel.documents import INLINE_INSTANCES_BYTES, SERVERSET
 from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
 from sentinel.handoff import SessionHandoff
@@ -501,6 +503,36 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         stopped = fleet.members["a"].stop()
         self.assertEqual(self.watch(fleet, 4.0), [])
         self.successResultOf(stopped)
+
+    def test_member_kept_while_the_new_primary_looks(self) -> None:
+        """
+        A new primary whose look for the previous primary's members takes
+        longer than `HANDOFF_LIMIT` (thousands of members, a ``get``
+        each) still finds them there: the previous primary keeps each
+        member it handed over until it is replaced, and no endpoint is
+        ever missing nor listed twice.
+        """
+        fleet = self.fleet_of(2)
+        joining = fleet.add("c", NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY))
+        discovery = joining.publisher.discovery
+        assert discovery is not None
+        take_from = discovery.take_from
+        looks: list[Deferred[None]] = []
+
+        async def slow(member: DiscoveryMember, session: int) -> None:
+            look: Deferred[None] = Deferred()
+            looks.append(look)
+            await look
+            await take_from(member, session)
+
+        self.patch(discovery, "take_from", slow)
+        joining.start()
+        self.assertEqual(self.watch(fleet, 3 * HANDOFF_LIMIT), [])
+        self.assertTrue(looks)
+        for look in looks:
+            look.callback(None)
+        self.assertEqual(self.watch(fleet, 2.0), [])
+        self.assertTrue(joining.publisher.discovery_members)
 
     def test_clean_leave_one_replica(self) -> None:
         """
