@@ -416,6 +416,17 @@ class Discovery:
                 member.found += leftover
                 self._claimed.update(leftover)
 
+    async def settle_replaced(self, member: Member) -> None:
+        """
+        Forget the member ours replaces (`Member.replaces`) if it is gone
+        (its session expired): ours is then a member like any other, not
+        one that may be created before its instance's node is ours.
+        """
+        replaced = member.replaces
+        if replaced is not None and await self.zk.exists(replaced) is None:
+            self._claimed.discard(replaced)
+            member.replaces = None
+
     async def take_from(self, member: Member, session: int) -> None:
         """
         The instance's node was taken over from the agent of `session` (a

@@ -179,11 +179,16 @@ class Members:
             assert node.state is not None
             instance = self._nodes.instances.get(node.state.name)
             if instance is not None and member.path is None:
-                if instance.takeover and not instance.owned and member.replaces is None:
+                if instance.takeover and not instance.owned:
                     # In a group, while another agent's session holds the
                     # instance's node, its member stands: ours waits for
                     # the node (`instance_owned`), not to list it twice.
-                    return
+                    # Only our previous session's member, if it is still
+                    # there, is replaced at once (one gone with its
+                    # session is no reason to create ours).
+                    await discovery.settle_replaced(member)
+                    if member.replaces is None:
+                        return
                 if instance.taken_from is not None:
                     # The previous primary's member: ours replaces it.
                     session, instance.taken_from = instance.taken_from, None
