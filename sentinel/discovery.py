@@ -427,6 +427,18 @@ class Discovery:
             self._claimed.discard(replaced)
             member.replaces = None
 
+    async def lost(self, member: Member) -> bool:
+        """
+        Whether the member we hold is another session's or gone (a group's
+        new primary replaced it): if so, it is forgotten, not repaired.
+        """
+        assert member.path is not None
+        stat = await self.zk.exists(member.path)
+        if ours(stat, self.zk.session_id):
+            return False
+        self._drop(member)
+        return True
+
     async def take_from(self, member: Member, session: int) -> None:
         """
         The instance's node was taken over from the agent of `session` (a

@@ -14,8 +14,10 @@ sweep found the members it left (`sentinel.sweep`). In a group with
 an instance's member exists (until a new primary's first verdict, the
 previous one it took over). In a group, a member is created only once the
 instance's node is ours: a new primary's replaces the previous primary's
-in one transaction (`Discovery.take_from`). Each refresh of the
-instance's node asks about its member too (`refresh`).
+in one transaction (`Discovery.take_from`), and the previous primary,
+once it knows the node is not its own, forgets a member of its own that
+is gone (replaced) rather than make it again beside the new one. Each
+refresh of the instance's node asks about its member too (`refresh`).
 """
 
 from __future__ import annotations
@@ -194,6 +196,18 @@ class Members:
                     session, instance.taken_from = instance.taken_from, None
                     await discovery.take_from(member, session)
             data = node.data()
+            if (
+                instance is not None
+                and instance.takeover
+                and not instance.owned
+                and data is not None
+                and member.path is not None
+                and await discovery.lost(member)
+            ):
+                # Taken over with the instance's node, or deleted, while the
+                # node is not known to be ours: not made again until it is
+                # (`instance_owned`), then in the place of the new holder's.
+                return
         held = member.path
         if data is None:
             # Our own delete: ZooKeeper fires the deletion's watch before

@@ -534,14 +534,33 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.assertEqual(self.watch(fleet, 2.0), [])
         self.assertTrue(joining.publisher.discovery_members)
 
-    def test_back_after_its_session_expired_nodes_slow(self) -> None:
+    def test_back_after_its_session_expired(self) -> None:
         """
         A member cut off past its session timeout (its view of the group
         frozen, as under SIGSTOP) comes back on a new session, still taking
-        itself for the primary of its instances, and its takeovers of the
-        nodes are slow (their reads held): the members its old session
-        held are gone, and none is created beside the other member's before
-        the node is ours.
+        itself for the primary of its instances: it takes each node over
+        and replaces the other member's discovery member with its own, never
+        beside it (its old session's members are gone, and it creates
+        none before it holds the node), nor leaving the endpoint missing.
+        """
+        fleet = self.fleet_of(2)
+        frozen = fleet.members["a"]
+        session = fleet.session_of("a")
+        assert session is not None
+        frozen.zk.suspend()
+        fleet.run(1.0)
+        fleet.server.end_session(session)
+        fleet.run(3.0)
+        self.assertEqual(self.listed(fleet), [])
+        frozen.zk.connect()
+        self.assertEqual(self.watch(fleet, 2 * HANDOFF_LIMIT), [])
+        self.assertTrue(frozen.publisher.discovery_members)
+
+    def test_back_after_its_session_expired_nodes_slow(self) -> None:
+        """
+        The same, while its takeovers of the nodes are slow (their reads
+        held): the members its old session held are gone, and none is
+        created beside the other member's before the node is ours.
         """
         fleet = self.fleet_of(2)
         frozen = fleet.members["a"]
