@@ -97,6 +97,34 @@ class Members:
             "repaired": self.repaired,
         }
 
+    def unlisted(self) -> dict[Node, str]:
+        """
+        The members this agent should hold and holds none of: the
+        instance is up and ready, this agent publishes its node (its
+        primary), and no member of ours lists it. Each member's node, and
+        which instance's member it is, and where.
+        """
+        found: dict[Node, str] = {}
+        if self.discovery is None:
+            return found
+        nodes = self._nodes
+        for name, node in nodes.members.items():
+            member = node.member
+            if member is None or member.path is not None or node.released:
+                continue
+            instance = nodes.instances.get(name)
+            if (
+                instance is None
+                or instance.released
+                or instance.removed
+                or node.removed
+                or node.state is None
+            ):
+                continue
+            if self._present(node)[0]:
+                found[node] = f"{name} under {member.parent}"
+        return found
+
     def update(self, state: InstanceState) -> None:
         """Rewrite, create or delete the instance's member as its state says."""
         discovery = self.discovery

@@ -11,7 +11,9 @@ session is on it again, or it is taken for the ensemble:
 held by another session (its published status is stale until it is taken
 over), a node whose writes have kept failing for `FAILING_AFTER` while
 connected (its ACL changed behind our back: its published status is stale
-too), a node
+too), a discovery member this agent should hold (its instance up
+and ready, its node ours) and has held none of for `FAILING_AFTER`
+while connected (readers do not find the endpoint), a node
 handed to another member that has not taken it over for
 `takeover.HANDOFF_LIMIT` (this agent keeps it true meanwhile, but the
 group is not as its members say: that member has trouble), this agent
@@ -83,6 +85,9 @@ class ZooKeeperReport:
         self._connected_at = 0.0
         self._before_connect: list[Node] = []
         self._session_id = zk.session_id
+        # Since when each discovery member this agent should hold was
+        # first seen held by none of it (`_unlisted`).
+        self._unlisted_since: dict[Node, float] = {}
 
     def state_changed(self, state: str) -> None:
         """The bridge's state changed (a `ZooKeeper` state listener)."""
@@ -202,6 +207,8 @@ class ZooKeeperReport:
             reasons.append(open_acl)
         if zk.state == CONNECTED and (failing := self._failing()):
             reasons.append(f"zookeeper: {failing}: its published status is stale")
+        if zk.state == CONNECTED and (unlisted := self._unlisted()):
+            reasons.append(f"zookeeper: {unlisted}: readers do not find it")
         if zk.state == CONNECTED and (unconfirmed := self._unconfirmed()):
             reasons.append(
                 f"zookeeper: {unconfirmed} instance node(s) not written again since"
@@ -233,6 +240,29 @@ class ZooKeeperReport:
             and node not in failing
         ]
         return len(self._before_connect)
+
+    def _unlisted(self) -> str | None:
+        # The discovery members of instances up and ready, whose node this
+        # agent publishes, that no member of ours lists, if for
+        # FAILING_AFTER or more (as a failing node: one being created, or
+        # taken over from a previous primary, is not named): an endpoint
+        # missing for readers is published data gone wrong. Each is timed
+        # from the first answer that found it so.
+        now = self._reactor.seconds()
+        since = self._unlisted_since
+        unlisted = self._members.unlisted()
+        for node in [n for n in since if n not in unlisted]:
+            del since[node]
+        late = []
+        for node, which in unlisted.items():
+            first = since.setdefault(node, now)
+            if now - first >= FAILING_AFTER:
+                late.append((first, which))
+        if not late:
+            return None
+        first, which = min(late)
+        more = f" (and {len(late) - 1} more)" if len(late) > 1 else ""
+        return f"discovery member of {which} missing for {now - first:.0f} s{more}"
 
     def _failing(self) -> str | None:
         # The node whose writes have failed longest, if for FAILING_AFTER or

@@ -19,7 +19,7 @@ from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
 from sentinel.probe import Observation, Replication
 from sentinel.publisher import ZooKeeperPublisher
-from sentinel.writes import RETRY_DELAY
+from sentinel.writes import FAILING_AFTER, RETRY_DELAY
 from tests.fakes import FakeProbe
 from tests.fakezk import FakeZooKeeper
 from tests.test_publisher import DOWN, ROOT, START, UP
@@ -86,6 +86,34 @@ class DiscoveryHarness(SynchronousTestCase):
 
 class ServersetTests(DiscoveryHarness):
     """Finagle's form, and the lifecycle every form shares."""
+
+    def test_unlisted_member_fails_healthz(self) -> None:
+        """
+        A member this agent should hold (its instance up and ready) and
+        holds none of, with no write failing (its create not answered: a
+        slow ZooKeeper), fails /healthz once so for `FAILING_AFTER`,
+        named, and no longer once it is listed.
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, LOADING)
+        self.zk.hang("create")
+        self.check(state, UP)
+        self.assertEqual(self.members("cache-1"), {})
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.clock.advance(FAILING_AFTER - 0.1)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.clock.advance(0.1)
+        self.assertEqual(
+            self.publisher.unhealthy_reason(),
+            f"zookeeper: discovery member of cache-1 under {DISCOVERY}/cache-1"
+            " missing for 5 s: readers do not find it",
+        )
+        self.zk.unhang()
+        self.zk.release()
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(len(self.members("cache-1")), 1)
+        self.assertIsNone(self.publisher.unhealthy_reason())
 
     def test_present_exactly_while_up_and_ready(self) -> None:
         """
