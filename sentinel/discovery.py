@@ -42,6 +42,7 @@ from typing import Any
 
 from kazoo.exceptions import BadVersionError, NoNodeError
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from sentinel.config import RedisInstance
@@ -53,6 +54,13 @@ from sentinel.documents import (
 )
 from sentinel.ownership import ours
 from sentinel.zk import ZooKeeper
+
+# Seconds a look for another session's members (`Discovery.take_from`)
+# serves the members handed over after it: they come in waves, a look each
+# (a ``get`` per member, 6-9 s at 3,000), and the last waves' members were
+# replaced some 50 s after the handover, after their previous primary had
+# given up waiting (`takeover.MEMBER_HANDOFF_LIMIT`) and deleted them.
+LOOK_REUSE = 30.0
 
 # Counts a ZooKeeper write by its op ("create", "set", "delete").
 Counted = Callable[[str, Deferred[Any]], Awaitable[Any]]
@@ -149,8 +157,10 @@ class Discovery:
         root: str,
         counted: Counted,
         record_parent: Callable[[str], Deferred[None]],
+        clock: IReactorTime,
     ) -> None:
         self.zk = zk
+        self._clock = clock
         self.form = form
         self.root = root
         self._counted = counted
@@ -166,6 +176,13 @@ class Discovery:
         # The looks for members whose create may have succeeded, by parent
         # and session: one at a time for each.
         self._searches: dict[tuple[str, int], _Search] = {}
+        # The looks done lately (`LOOK_REUSE`), for the members handed over
+        # after them: when each was done, what it found, and which of
+        # those are replaced by now.
+        self._looked: dict[
+            tuple[str, int],
+            tuple[float, list[tuple[str, MemberIdentity | None]], set[str]],
+        ] = {}
 
     def parent_of(self, instance: RedisInstance) -> str:
         """Where the instance's member goes."""
@@ -446,8 +463,19 @@ class Discovery:
         the one ours replaces (`Member.replaces`), in one transaction.
         """
         key = (member.parent, session)
+        now = self._clock.seconds()
+        for old in [
+            k for k, (at, _, _) in self._looked.items() if now - at >= LOOK_REUSE
+        ]:
+            del self._looked[old]
+        looked = self._looked.get(key)
         waiting = self._looking.get(key)
-        if waiting is not None:
+        if looked is not None:
+            # Handed over with those a look served a moment ago: they
+            # come in waves (`writes.WRITES_IN_FLIGHT` at a time), and a
+            # look per wave kept the last ones' waiting for minutes.
+            found = looked[1]
+        elif waiting is not None:
             # One look per parent for every member handed over at once.
             mine: Deferred[list[tuple[str, MemberIdentity | None]]] = Deferred()
             waiting.append(mine)
@@ -460,12 +488,19 @@ class Discovery:
                 for other in self._looking.pop(key):
                     other.errback(e)
                 raise
+            self._looked[key] = (self._clock.seconds(), found, set())
             for other in self._looking.pop(key):
                 other.callback(found)
+        taken = self._looked[key][2] if key in self._looked else set()
         for path, says in found:
-            if says == member.identity and path not in self._claimed:
+            if (
+                says == member.identity
+                and path not in self._claimed
+                and path not in taken
+            ):
                 member.replaces = path
                 self._claimed.add(path)
+                taken.add(path)
                 return
 
     async def _members_in(

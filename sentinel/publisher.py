@@ -136,7 +136,7 @@ class ZooKeeperPublisher(Service):
         if discovery is not None:
             form, discovery_root = discovery
             self.discovery = Discovery(
-                zk, form, discovery_root, queue.counted, self._record_parent
+                zk, form, discovery_root, queue.counted, self._record_parent, reactor
             )
 
         # A group's roles, and what they say to write.

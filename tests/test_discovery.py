@@ -7,13 +7,16 @@ one per instance across reconnects, session expiries and failed creates.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import attr
 from kazoo.exceptions import ConnectionLoss
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
+from sentinel.discovery import LOOK_REUSE, Discovery
 from sentinel.documents import NERVE, SERVERSET, nerve_member, serverset_member
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
@@ -23,6 +26,9 @@ from sentinel.writes import FAILING_AFTER, RETRY_DELAY
 from tests.fakes import FakeProbe
 from tests.fakezk import FakeZooKeeper
 from tests.test_publisher import DOWN, ROOT, START, UP
+
+# The session of the previous primary, whose members are taken over.
+PREVIOUS = 0x4242
 
 DISCOVERY = "/discovery"
 MEMBER = f"{DISCOVERY}/cache-1/member_"
@@ -533,3 +539,57 @@ class NerveTests(DiscoveryHarness):
         self.assertEqual(child, "cache-1_0000000000")
         self.assertEqual(member["labels"], {"zone": "b", "role": "master"})
         self.assertEqual(self.members("cache-2"), {})
+
+
+class TakeFromTests(SynchronousTestCase):
+    """The look for a previous primary's members (`Discovery.take_from`)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.zk = FakeZooKeeper(self.clock)
+        self.zk.connect()
+        self.discovery = Discovery(
+            self.zk, SERVERSET, DISCOVERY, self.counted, self.record, self.clock
+        )
+        self.zk.put(DISCOVERY, b"")
+        self.zk.put(f"{DISCOVERY}/svc", b"")
+        self.instances = [
+            RedisInstance(f"r{i}", "10.0.0.1", 6379 + i, service="svc")
+            for i in range(4)
+        ]
+        for i, instance in enumerate(self.instances):
+            document = json.dumps(serverset_member(instance)).encode()
+            self.zk.put(f"{DISCOVERY}/svc/member_{i:010d}", document, owner=PREVIOUS)
+
+    async def counted(self, op: str, d: Deferred[Any]) -> Any:
+        return await d
+
+    def record(self, parent: str) -> Deferred[None]:
+        return succeed(None)
+
+    def take(self, instance: RedisInstance) -> str | None:
+        member = self.discovery.member_for(instance)
+        d = Deferred.fromCoroutine(self.discovery.take_from(member, PREVIOUS))
+        self.successResultOf(d)
+        return member.replaces
+
+    def gets(self) -> int:
+        return sum(n for (kind, _), n in self.zk.calls_by_path.items() if kind == "get")
+
+    def test_one_look_serves_later_waves(self) -> None:
+        """
+        Members handed over after a look (the next wave of writes) are
+        matched against what it found, without a look of their own, each
+        with its own member; after `LOOK_REUSE`, a new look is made.
+        """
+        first = self.take(self.instances[0])
+        looked = self.gets()
+        self.assertEqual(looked, 4)
+        self.clock.advance(LOOK_REUSE - 1)
+        second = self.take(self.instances[1])
+        self.assertEqual(self.gets(), looked)
+        self.assertEqual(first, f"{DISCOVERY}/svc/member_0000000000")
+        self.assertEqual(second, f"{DISCOVERY}/svc/member_0000000001")
+        self.clock.advance(1)
+        self.take(self.instances[2])
+        self.assertEqual(self.gets(), 2 * looked)
