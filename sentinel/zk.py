@@ -82,6 +82,25 @@ failed (kazoo's warnings: ``Connection dropped: ...``): ``/healthz`` names
 the last cause while not connected, and the log the first of each outage
 (attempts repeat every few seconds).
 
+kazoo judges a connection dead only by a ping left unanswered, and sends
+a ping only after a third of the session timeout with nothing sent: every
+request counts as one. An agent writing more often than that never had a
+server that stopped answering (frozen, or its host gone without a reset)
+left: ``/healthz`` said ok while the session expired on the ensemble with
+every node. So the bridge judges by what comes back, as ZooKeeper's Java
+client does. It hears every answer, watch event and answered ping (kazoo
+logs those on the client's logger, `_ClientLog`), and while connected
+with calls in kazoo's hands: once the oldest of them has waited a third
+of the granted session timeout with nothing heard since it was handed
+over, ``/healthz`` names the server (`not_answering`); once nothing at
+all has been heard for two thirds (kazoo's own limit for a ping), the
+connection is dropped: its socket, made by our handler
+(`_ConnectHandler`), is shut down, which kazoo's I/O loop reads as a
+broken connection, and kazoo connects again on the same session, passing
+that server over once if another is listed, while a third of the session
+timeout is left to reach one. A call waiting alone never drops a
+connection that answered pings a moment before.
+
 A state listener or a watcher that raises is a bug of ours: counted in
 `internal_errors` (``/healthz`` then fails, `sentinel.bugs`), and the other
 listeners are still told.
@@ -97,6 +116,7 @@ process whose session a newer one took does not take it back.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -158,6 +178,12 @@ _WRITE_CALLS = frozenset({"commit_async", "create_async", "set_async", "delete_a
 WRITE_BATCH = 64
 WRITE_BATCH_BYTES = 256 * 1024
 
+# Shares of the session timeout: a call waiting this long with nothing
+# heard since makes /healthz name the server, and with nothing heard at all
+# for the second, its connection is dropped (module docstring).
+NOT_ANSWERING_AFTER = 1 / 3
+DROP_AFTER = 2 / 3
+
 # Seconds a close of a session left unchecked (`close_session`) may take:
 # one request; unanswered, the session expires on its own.
 CLOSE_TIMEOUT = 1.0
@@ -203,6 +229,8 @@ _kazoo_log.addHandler(_KazooLogHandler())
 # argument is the session timeout ZooKeeper granted, in milliseconds.
 _SESSION_CREATED = "Session created"
 _GRANTED_ARG = 2
+# kazoo's record of a ping answered, at BLATHER.
+_PING_ANSWERED = "Received Ping"
 # kazoo's warnings that name no cause (this one follows an outage's first).
 _NO_CAUSE = frozenset({"Transition to CONNECTING"})
 
@@ -211,25 +239,32 @@ class _ClientLog(logging.Logger):
     """
     One client's log, given to kazoo as its `logger`: on kazoo's connection
     thread, it hands the session timeout ZooKeeper granted (seconds) to
-    `granted` and each warning naming why a connection failed to `failed`;
-    kazoo's errors go to our log. Made directly, not by
-    ``logging.getLogger``, which would keep one logger per client for good.
+    `granted`, each warning naming why a connection failed to `failed`, and
+    tells `pinged` of each ping answered; kazoo's errors go to our log.
+    Made directly, not by ``logging.getLogger``, which would keep one
+    logger per client for good.
     """
 
     def __init__(
-        self, granted: Callable[[float], None], failed: Callable[[str], None]
+        self,
+        granted: Callable[[float], None],
+        failed: Callable[[str], None],
+        pinged: Callable[[], None],
     ) -> None:
         super().__init__("kazoo.client", logging.WARNING)
         self.propagate = False
         self._granted = granted
+        self._pinged = pinged
         self.addHandler(_FailureHandler(failed))
         self.addHandler(_KazooLogHandler(logging.ERROR))
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        """kazoo's records, the granted timeout's caught below our level."""
+        """kazoo's records, the granted timeout's and pings' caught below our level."""
         # Below WARNING: kazoo logs every request and answer at BLATHER or
-        # DEBUG, and this one is read before any record is made of it.
-        if (
+        # DEBUG, and these are read before any record is made of them.
+        if level == BLATHER and msg == _PING_ANSWERED:
+            self._pinged()
+        elif (
             level == BLATHER
             and isinstance(msg, str)
             and msg.startswith(_SESSION_CREATED)
@@ -262,32 +297,63 @@ class _ConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
     decommissioned server) outlived the session on the first reconnect that
     tried it, with two live servers of three in the list. A connect that
     times out says to which address, not kazoo's ``None``. The last
-    connect made says which server the client is on (`connected_to`).
+    connect made says which server the client is on (`connected_to`), and
+    its connection can be dropped (`drop`).
     """
 
     def __init__(self, hosts: int) -> None:
         super().__init__()
-        self._hosts = max(hosts, 1)
-        # (host as listed, port) of the last connect made, set on kazoo's
-        # connection thread before it says CONNECTED.
+        # How many hosts are listed (at least one).
+        self.listed = max(hosts, 1)
+        # (host as listed, port) of the last connect made, and its socket,
+        # set on kazoo's connection thread before it says CONNECTED.
         self.connected_to: tuple[str, int] | None = None
+        self._connection: socket.socket | None = None
+        # The server the next connect passes over (`drop`).
+        self._pass_over: tuple[str, int] | None = None
 
     def create_connection(self, *args: Any, **kwargs: Any) -> socket.socket:
         """kazoo's connect, within the share of the timeout (class docstring)."""
+        address = kwargs.get("address") or args[0]
+        server = (kwargs.get("hostname") or address[0], address[1])
+        pass_over, self._pass_over = self._pass_over, None
+        if server == pass_over:
+            # kazoo logs the strerror and tries its next host at once.
+            raise ConnectionAbortedError(
+                errno.ECONNABORTED,
+                f"{server[0]}:{server[1]} passed over once: it stopped answering",
+            )
         timeout = kwargs.get("timeout")
         if timeout is not None:
-            kwargs["timeout"] = timeout = timeout / self._hosts
+            kwargs["timeout"] = timeout = timeout / self.listed
         try:
             connection: socket.socket = super().create_connection(*args, **kwargs)
         except TimeoutError as e:
             # kazoo logs the error's strerror, which a timeout leaves None.
-            host, port = kwargs.get("address") or args[0]
+            host, port = address
             raise TimeoutError(
                 e.errno, f"connect to {host}:{port} timed out after {timeout:g} s"
             ) from e
-        address = kwargs.get("address") or args[0]
-        self.connected_to = (kwargs.get("hostname") or address[0], address[1])
+        self.connected_to, self._connection = server, connection
         return connection
+
+    def drop(self) -> None:
+        """
+        Shut the last connection made down (from any thread): kazoo's I/O
+        loop, woken, reads it as broken and connects again on the same
+        session, and its next connect passes that server over if another
+        is listed (kazoo goes on down its list, or shuffles it again and
+        may start with the same server, which would then take a connect's
+        share of the session timeout to fail again).
+        """
+        connection = self._connection
+        if self.listed > 1:
+            self._pass_over = self.connected_to
+        if connection is not None:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # Closed already: kazoo dropped it itself.
 
 
 def node_acl(auth: str | None) -> list[Any] | None:
@@ -388,6 +454,16 @@ class ZooKeeper:
         self.connect_error: str | None = None
         self._connect_error_logged = False
         self.replacements = 0
+        # When each call in kazoo's hands was handed over, oldest first, and
+        # when the server last answered anything: a call, a watch, a ping
+        # (module docstring); when that is judged next, and the connections
+        # dropped so. The first cause kazoo gives after a drop is the drop
+        # itself, not kept.
+        self._unanswered: dict[Deferred[Any], float] = {}
+        self.last_heard = self.state_since
+        self._silence_call: IDelayedCall | None = None
+        self.drops = 0
+        self._dropping = False
 
     @property
     def session_timeout(self) -> float:
@@ -517,6 +593,10 @@ class ZooKeeper:
             # kazoo's connection thread.
             self._reactor.callFromThread(self._connect_failed, generation, why)
 
+        def pinged() -> None:
+            # kazoo's connection thread.
+            self._reactor.callFromThread(self._heard, generation)
+
         client = self._client_factory(
             hosts=hosts,
             timeout=self.requested_timeout,
@@ -525,7 +605,7 @@ class ZooKeeper:
                 max_tries=-1, max_delay=5, interrupt=gate.closed
             ),
             auth_data=[("digest", self._auth)] if self._auth else None,
-            logger=_ClientLog(granted, failed),
+            logger=_ClientLog(granted, failed, pinged),
             handler=handler,
         )
         self._client, self._gate, self._handler = client, gate, handler
@@ -542,6 +622,7 @@ class ZooKeeper:
     ) -> None:
         if generation != self._generation:
             return
+        self.last_heard = self._reactor.seconds()
         try:
             watcher(event)
         except Exception:
@@ -583,6 +664,10 @@ class ZooKeeper:
         # before it tells the listeners.
         if generation != self._generation:
             return
+        if self._dropping:
+            # Our own drop (`_drop`), whose cause is kept already.
+            self._dropping = False
+            return
         self.connect_error = why
         if not self._connect_error_logged:
             self._connect_error_logged = True
@@ -591,6 +676,11 @@ class ZooKeeper:
                 "failures before it connects are not logged)",
                 why=why,
             )
+
+    def _heard(self, generation: int) -> None:
+        # A ping answered (module docstring).
+        if generation == self._generation:
+            self.last_heard = self._reactor.seconds()
 
     def _state_changed(self, generation: int, kazoo_state: Any) -> None:
         if generation != self._generation:
@@ -601,7 +691,7 @@ class ZooKeeper:
         self._set_state(state)
         if state == CONNECTED:
             self.connect_error = None
-            self._connect_error_logged = False
+            self._connect_error_logged = self._dropping = False
             self._resumable = client_id = self.client_id
             self._cancel_replace()
             if client_id is not None and client_id == self._ensemble_session:
@@ -815,6 +905,84 @@ class ZooKeeper:
                     f"a ZooKeeper state listener, told {state}", None, Failure()
                 )
 
+    # A server that stopped answering (module docstring)
+
+    def not_answering(self) -> str | None:
+        """
+        Why the server this client is connected to looks gone, or None: a
+        call has waited a third of the session timeout or more with nothing
+        heard from it since; its connection is dropped once nothing has
+        been heard for two thirds.
+        """
+        silence = self._silence()
+        timeout = self.session_timeout
+        if silence is None or silence[0] < timeout * NOT_ANSWERING_AFTER:
+            return None
+        then = (
+            "for another listed server"
+            if self._handler is not None and self._handler.listed > 1
+            else "and made again (no other server listed)"
+        )
+        return (
+            f"ZooKeeper at {self._server()} has answered nothing for "
+            f"{silence[1]:.1f} s, {len(self._unanswered)} request(s) waiting: "
+            f"its connection is dropped at {timeout * DROP_AFTER:.1f} s (2/3 "
+            f"of the {timeout:g} s session timeout) {then}, on the same session"
+        )
+
+    def _silence(self) -> tuple[float, float] | None:
+        # How long the oldest call waiting has waited with nothing heard
+        # since it was handed over, and how long nothing at all has been
+        # heard on this connection; None if no call waits or not connected.
+        if self.state != CONNECTED or not self._unanswered:
+            return None
+        now = self._reactor.seconds()
+        heard = max(self.last_heard, self.state_since)
+        oldest = next(iter(self._unanswered.values()))
+        return float(now - max(oldest, heard)), float(now - heard)
+
+    def _silence_due(self, generation: int) -> None:
+        # Judged when the limits would be reached if nothing were heard;
+        # not again, once no call waits, until one is handed over.
+        self._silence_call = None
+        if generation != self._generation:
+            return
+        silence = self._silence()
+        if silence is None:
+            return
+        waited, quiet = silence
+        timeout = self.session_timeout
+        waiting_left = timeout * NOT_ANSWERING_AFTER - waited
+        quiet_left = timeout * DROP_AFTER - quiet
+        if waiting_left > 0 or quiet_left > 0:
+            self._silence_call = self._reactor.callLater(
+                max(waiting_left, quiet_left), self._silence_due, generation
+            )
+        elif self._handler is not None:
+            self._drop(quiet)
+
+    def _drop(self, silent: float) -> None:
+        assert self._handler is not None
+        server = self._server()
+        self.drops += 1
+        log.warn(
+            "ZooKeeper at {server} has answered nothing for {seconds:.1f} s, "
+            "{count} request(s) waiting: dropping the connection to connect "
+            "again on the same session",
+            server=server,
+            seconds=silent,
+            count=len(self._unanswered),
+        )
+        # kazoo's next warning is the broken connection, and the outage's
+        # first is logged here already.
+        self.connect_error = f"{server} answered nothing for {silent:.1f} s"
+        self._connect_error_logged = self._dropping = True
+        self._handler.drop()
+
+    def _server(self) -> str:
+        server = None if self._handler is None else self._handler.connected_to
+        return "?" if server is None else f"{server[0]}:{server[1]}"
+
     # Calls
 
     def _call(
@@ -876,6 +1044,13 @@ class ZooKeeper:
         self._in_flight += 1
         self._background_in_flight += background
         generation = self._generation
+        self._unanswered[d] = self._reactor.seconds()
+        if self._silence_call is None:
+            self._silence_call = self._reactor.callLater(
+                self.session_timeout * NOT_ANSWERING_AFTER,
+                self._silence_due,
+                generation,
+            )
 
         def linked(result: Any) -> None:
             # kazoo's worker thread: hand over, nothing else.
@@ -891,6 +1066,8 @@ class ZooKeeper:
         if generation == self._generation:
             self._in_flight -= 1
             self._background_in_flight -= background
+            self._unanswered.pop(d, None)
+            self.last_heard = self._reactor.seconds()
         # The oldest waiting first: a call its callbacks make queues behind.
         self._hand_over_waiting()
         _deliver(d, result)
@@ -911,10 +1088,15 @@ class ZooKeeper:
                     self._hand_over(d, call, rank == _BACKGROUND)
 
     def _new_generation(self) -> int:
-        # Another client, or none: the old one's calls no longer take room.
+        # Another client, or none: the old one's calls no longer take room,
+        # nor wait for an answer.
         self._generation += 1
         self._in_flight = 0
         self._background_in_flight = 0
+        self._unanswered = {}
+        if self._silence_call is not None and self._silence_call.active():
+            self._silence_call.cancel()
+        self._silence_call = None
         self._hand_over_waiting()
         return self._generation
 

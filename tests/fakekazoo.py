@@ -167,6 +167,10 @@ class FakeKazooClient:
             granted_ms * 2.0 / 3.0,
         )
 
+    def ping_answered(self) -> None:
+        """The connection thread's record of a ping answered (kazoo 2.11's)."""
+        self.settings["logger"].log(BLATHER, "Received Ping")
+
     def warn(self, message: str, *args: Any) -> None:
         """A warning of the connection thread (a failed attempt's cause)."""
         self.settings["logger"].warning(message, *args)

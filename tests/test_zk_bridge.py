@@ -8,6 +8,7 @@ old client still says afterwards being dropped.
 from __future__ import annotations
 
 import builtins
+import select
 import socket
 import threading
 import time
@@ -24,7 +25,7 @@ from kazoo.exceptions import (
 )
 from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.retry import KazooRetry
-from twisted.internet.defer import TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -981,6 +982,213 @@ class ConnectTimeoutTests(SynchronousTestCase):
             raised.exception.strerror,
             f"connect to {host}:{port} timed out after 0.5 s",
         )
+
+
+# Asked, and granted longer: the bridge judges a silent server by the
+# granted timeout (a third: 3 s, two thirds: 6 s).
+SILENT_ASKED = 6.0
+SILENT_GRANTED_MS = 9000
+
+
+class SilentServerTests(SynchronousTestCase):
+    """
+    A connected server that answers nothing while calls wait (a frozen
+    process, a host gone without a reset): kazoo takes each request sent for
+    a ping, so only the bridge notices.
+    """
+
+    def setUp(self) -> None:
+        self.clock = HandOverClock()
+        self.factory = FakeKazooFactory()
+        # The ZooKeeper server's socket, never answering.
+        self.listener = socket.socket()
+        self.addCleanup(self.listener.close)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.host, self.port = self.listener.getsockname()
+        self.server = f"{self.host}:{self.port}"
+        self.pending: list[Deferred[object]] = []
+
+    def bridge(self, hosts: str) -> ZooKeeper:
+        zk = ZooKeeper(self.clock, hosts, SILENT_ASKED, client_factory=self.factory)
+        zk.start()
+        return zk
+
+    def connect(self) -> tuple[socket.socket, socket.socket]:
+        """
+        kazoo's connect to the server through the bridge's handler, its
+        session granted, then CONNECTED; the client's socket and the
+        server's end of it.
+        """
+        client = self.factory.clients[-1]
+        connection = self.open()
+        peer, _ = self.listener.accept()
+        self.addCleanup(peer.close)
+        client.session_created(SILENT_GRANTED_MS)
+        client.change_state(KazooState.CONNECTED)
+        self.clock.run_handed_over()
+        return connection, peer
+
+    def open(self) -> socket.socket:
+        """A connect of kazoo's to the server (with kazoo 2.11's arguments)."""
+        handler = self.factory.clients[-1].settings["handler"]
+        connection: socket.socket = handler.create_connection(
+            address=(self.host, self.port),
+            hostname=self.host,
+            timeout=SILENT_ASKED,
+            use_ssl=False,
+        )
+        self.addCleanup(connection.close)
+        return connection
+
+    def write_each_second(self, zk: ZooKeeper, seconds: float) -> None:
+        """A write every second for `seconds` (an agent with many instances)."""
+        for _ in range(int(seconds)):
+            self.pending.append(zk.set(PATH, b"{}").addErrback(lambda _: None))
+            self.clock.advance(0)  # Sent at the end of the turn.
+            self.clock.advance(1.0)
+
+    def test_named_then_dropped(self) -> None:
+        """
+        While the agent writes every second and the server answers nothing,
+        from a third of the granted session timeout the bridge names the
+        server; at two thirds it logs so and shuts its connection down,
+        which the kazoo thread's select sees at once (readable, at its
+        end). The cause kept while reconnecting is the silence, not kazoo's
+        broken connection; kazoo's next connect passes that server over,
+        once, and the session is the same once connected again.
+        """
+        zk = self.bridge(f"{self.server},127.0.0.1:1")
+        connection, peer = self.connect()
+        warnings = bridge_warnings(self)
+        session = zk.session_id
+        self.write_each_second(zk, 2)
+        self.pending.append(zk.set(PATH, b"{}").addErrback(lambda _: None))
+        self.clock.advance(0.99)
+        self.assertIsNone(zk.not_answering())
+        self.clock.advance(0.01)
+        self.assertEqual(
+            zk.not_answering(),
+            f"ZooKeeper at {self.server} has answered nothing for 3.0 s, 3 "
+            "request(s) waiting: its connection is dropped at 6.0 s (2/3 of "
+            "the 9 s session timeout) for another listed server, on the same "
+            "session",
+        )
+        self.write_each_second(zk, 2)
+        self.clock.advance(0.99)
+        self.assertEqual(select.select([connection], [], [], 0)[0], [])
+        self.assertEqual((zk.drops, warnings), (0, []))
+
+        self.clock.advance(0.01)
+        self.assertEqual(zk.drops, 1)
+        [warning] = warnings
+        self.assertIn(f"ZooKeeper at {self.server} has answered nothing", warning)
+        self.assertEqual(select.select([connection], [], [], 0)[0], [connection])
+        self.assertEqual(connection.recv(1), b"")
+        self.assertEqual(peer.recv(1), b"")
+
+        client = self.factory.clients[0]
+        client.warn("Connection dropped: %s", "socket connection broken")
+        client.change_state(KazooState.SUSPENDED)
+        for index in range(len(client.calls)):
+            client.answer(index, exception=ConnectionLoss())
+        self.clock.run_handed_over()
+        self.assertEqual(zk.connect_error, f"{self.server} answered nothing for 6.0 s")
+        self.assertIsNone(zk.not_answering())
+        self.assertEqual(len(warnings), 1)
+
+        with self.assertRaises(ConnectionAbortedError) as raised:
+            self.open()
+        self.assertEqual(
+            raised.exception.strerror,
+            f"{self.server} passed over once: it stopped answering",
+        )
+        self.connect()
+        self.assertEqual(zk.session_id, session)
+        self.assertIsNone(zk.not_answering())
+        self.assertEqual((zk.replacements, len(self.factory.clients)), (0, 1))
+
+    def write_at(self, zk: ZooKeeper, when: float) -> None:
+        """One write, sent at `when` on the clock."""
+        self.clock.advance(when - self.clock.seconds())
+        self.pending.append(zk.set(PATH, b"{}").addErrback(lambda _: None))
+        self.clock.advance(0)
+
+    def test_dropped_by_what_was_last_heard(self) -> None:
+        """
+        A write sent just before kazoo's next ping (which the write then
+        replaces) to a server silent since the connection is named once it
+        has waited a third of the session timeout, and dropped then, as
+        nothing has been heard for two thirds, not two thirds after the
+        write. Pings answered until the write put the drop off until two
+        thirds after the last of them.
+        """
+        zk = self.bridge(self.server)
+        self.connect()
+        self.write_at(zk, 3.25)
+        self.clock.advance(2.99)
+        self.assertEqual((zk.not_answering(), zk.drops), (None, 0))
+        self.clock.advance(0.01)
+        self.assertEqual(zk.drops, 1)
+
+        self.factory.clients[0].change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.connect()
+        client = self.factory.clients[0]
+        connected = self.clock.seconds()
+        for ping in (1, 2, 3):
+            self.clock.advance(connected + ping - self.clock.seconds())
+            client.ping_answered()
+            self.clock.run_handed_over()
+        self.write_at(zk, connected + 3.25)
+        self.clock.advance(3)
+        self.assertIn("has answered nothing for 3.2 s", zk.not_answering() or "")
+        self.clock.advance(2.74)
+        self.assertEqual(zk.drops, 1)
+        self.clock.advance(0.01)
+        self.assertEqual(zk.drops, 2)
+
+    def test_answering_server_kept(self) -> None:
+        """
+        A server that answers is never judged, however long one call has
+        waited, nor is a connection with nothing to answer (kazoo pings
+        that one itself).
+        """
+        zk = self.bridge(f"{self.server},127.0.0.1:1")
+        connection, _ = self.connect()
+        client = self.factory.clients[0]
+        self.pending.append(zk.get(PATH).addErrback(lambda _: None))
+        for index in range(1, 30):
+            self.write_each_second(zk, 1)
+            client.answer(index)
+            self.clock.run_handed_over()
+            self.assertIsNone(zk.not_answering())
+        client.answer(0)
+        self.clock.run_handed_over()
+        self.clock.advance(60)
+        self.assertIsNone(zk.not_answering())
+        self.assertEqual(zk.drops, 0)
+        self.assertEqual(select.select([connection], [], [], 0)[0], [])
+
+    def test_only_server_dropped_and_tried_again(self) -> None:
+        """
+        The only server listed, silent, is named and dropped too (kazoo
+        goes SUSPENDED, and the client is replaced after the session
+        timeout as for any outage), and its next connect is not passed
+        over: there is nowhere else to go.
+        """
+        zk = self.bridge(self.server)
+        connection, _ = self.connect()
+        self.write_each_second(zk, 3)
+        self.assertIn(
+            "(2/3 of the 9 s session timeout) and made again (no other server "
+            "listed), on the same session",
+            zk.not_answering() or "",
+        )
+        self.write_each_second(zk, 3)
+        self.assertEqual(zk.drops, 1)
+        self.assertEqual(connection.recv(1), b"")
+        self.open()
 
 
 # The members /zookeeper/config lists on the agent's ensemble, and on a

@@ -658,6 +658,48 @@ class SecurityAndPathTests(ZooKeeperTestCase):
         self.assertFalse(outside.exists(self.root))
 
 
+class SilentServerTests(ZooKeeperTestCase):
+    """A frozen ZooKeeper while the agent writes more often than kazoo pings."""
+
+    async def test_frozen_server_left_while_writing(self) -> None:
+        """
+        With ZooKeeper frozen (SIGSTOP) and a write every 0.1 s (kazoo, which
+        takes each request for a ping, sends none), the bridge names the
+        server from a third of the session timeout and drops the connection
+        at two thirds: kazoo is suspended, where it stayed connected through
+        the whole freeze. Once the server runs again, it is connected again.
+        """
+        zk = ZooKeeper(reactor, self.zookeeper.hosts, SESSION_TIMEOUT)
+        zk.start()
+        self.addCleanup(zk.stop, 5.0)
+        await wait_for(reactor, lambda: zk.state == CONNECTED, 10.0, "connected")
+        path = f"{self.root}/node"
+        await zk.create(path, b"{}")
+        zookeeper = self.disturb_zookeeper()
+        zookeeper.pause()
+        frozen = reactor.seconds()
+        named = None
+        while (
+            zk.state == CONNECTED and reactor.seconds() - frozen < 2 * SESSION_TIMEOUT
+        ):
+            zk.set(path, b"{}").addErrback(lambda _: None)
+            if named is None and zk.not_answering() is not None:
+                named = reactor.seconds() - frozen
+            await pause(reactor, 0.1)
+        took = reactor.seconds() - frozen
+        self.figure("frozen ZooKeeper named", named or -1.0)
+        self.figure("frozen ZooKeeper's connection dropped", took)
+        self.assertNotEqual(zk.state, CONNECTED)
+        self.assertEqual(zk.drops, 1)
+        assert named is not None
+        self.assertLess(named, SESSION_TIMEOUT / 3 + 2 * SLACK)
+        self.assertLess(took, SESSION_TIMEOUT * 2 / 3 + 2 * SLACK)
+        zookeeper.resume()
+        await wait_for(
+            reactor, lambda: zk.state == CONNECTED, RESYNC_BOUND, "connected again"
+        )
+
+
 class StopTests(ZooKeeperTestCase):
     """A clean stop removes what the agent published, and is bounded."""
 
@@ -785,6 +827,18 @@ class SessionTimeoutTests(ZooKeeperTestCase):
             [(zk.granted_timeout, zk.session_timeout) for zk in bridges],
             [(1.0, 1.0), (60.0, 60.0), (3.0, 3.0)],
         )
+
+    async def test_answered_pings_heard(self) -> None:
+        """
+        An idle connection's pings, answered, are heard: the time since the
+        server was last heard stays under half the session timeout (kazoo
+        pings every third, less a jitter), so that a call made after a
+        quiet while is judged from the last ping, not from the connection.
+        """
+        zk = self.bridge(self.zookeeper.hosts, SESSION_TIMEOUT)
+        await wait_for(reactor, lambda: zk.state == CONNECTED, 10.0, "connected")
+        await pause(reactor, 2 * SESSION_TIMEOUT)
+        self.assertLess(reactor.seconds() - zk.last_heard, SESSION_TIMEOUT / 2)
 
     async def test_refused_connection_named(self) -> None:
         """A refused connection attempt is kept as kazoo names it."""
