@@ -5,9 +5,11 @@ and why ``/healthz`` fails on its account.
 Anything that makes the published data wrong fails /healthz, with the
 reason: ZooKeeper not connected (the data may be stale, and the writes
 queued say how much; why the last connection attempt failed, as kazoo
-said), a session on another ensemble than the one published to (until a
-session is on it again, or it is taken for the ensemble:
-`sentinel.ensemble`), a conflict, a node still
+said), or connected to a server that has answered nothing for a third of
+the session timeout while requests wait (`ZooKeeper.not_answering`: the
+connection is dropped at two thirds), a session on another ensemble than
+the one published to (until a session is on it again, or it is taken for
+the ensemble: `sentinel.ensemble`), a conflict, a node still
 held by another session (its published status is stale until it is taken
 over), a node whose writes have kept failing for `FAILING_AFTER` while
 connected (its ACL changed behind our back: its published status is stale
@@ -127,6 +129,7 @@ class ZooKeeperReport:
             "session_timeout_granted": zk.granted_timeout,
             "connect_error": zk.connect_error,
             "client_replacements": zk.replacements,
+            "connections_dropped": zk.drops,
             "last_error": queue.last_error,
             "handoff": None if self._handoff is None else self._handoff.stats(),
         }
@@ -167,6 +170,11 @@ class ZooKeeperReport:
             reasons.append(
                 f"zookeeper {zk.state} for {since:.1f} s{cause}: published status "
                 f"may be stale ({self._queue.queued} writes queued)"
+            )
+        elif silent := zk.not_answering():
+            reasons.append(
+                f"zookeeper: {silent}: published status may be stale "
+                f"({self._queue.queued} writes queued)"
             )
         if zk.foreign is not None:
             reasons.append(f"zookeeper: {zk.foreign}")

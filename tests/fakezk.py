@@ -255,6 +255,10 @@ class FakeZooKeeper:
         self.granted_timeout: float | None = None
         self.connect_error: str | None = None
         self.foreign: str | None = None
+        # What `not_answering` says (set by the test), and the connections
+        # dropped so.
+        self.silence: str | None = None
+        self.drops = 0
         self.acl = None
         self.state = STOPPED
         self.state_since = clock.seconds()
@@ -338,6 +342,9 @@ class FakeZooKeeper:
         self._drop_watches(KeeperState.CLOSED)
         self._set_state(STOPPED)
         self._fail_outstanding(ConnectionClosedError("left open"))
+
+    def not_answering(self) -> str | None:
+        return self.silence if self.state == CONNECTED else None
 
     @property
     def session_id(self) -> int | None:

@@ -819,6 +819,25 @@ class PublisherTests(PublisherHarness):
         self.zk.foreign = None
         self.assertIsNone(self.publisher.unhealthy_reason())
 
+    def test_server_not_answering_named(self) -> None:
+        """
+        A connected server that has stopped answering fails /healthz with
+        the bridge's reason naming it, and /debug/stats counts the
+        connections dropped so; once it answers again, /healthz passes.
+        """
+        self.start()
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.zk.silence = "ZooKeeper at 127.0.0.1:2181 has answered nothing for 4.0 s"
+        self.zk.drops = 2
+        self.assertEqual(
+            self.publisher.unhealthy_reason(),
+            "zookeeper: ZooKeeper at 127.0.0.1:2181 has answered nothing for "
+            "4.0 s: published status may be stale (0 writes queued)",
+        )
+        self.assertEqual(self.publisher.stats()["connections_dropped"], 2)
+        self.zk.silence = None
+        self.assertIsNone(self.publisher.unhealthy_reason())
+
     def test_outage_counted_from_first_loss(self) -> None:
         """
         /healthz counts an outage from the connection's loss: suspended
