@@ -169,14 +169,20 @@ class ConnectPacer(Service):
         """
         Seconds the heartbeat ran late, summed, from `since` to now: how
         much of that time the agent itself was too busy to serve its
-        connections (0 while nothing was being connected).
+        connections (0 while nothing was being connected). A beat still
+        due counts as late as it is now: a reactor that spends seconds
+        reading a backlog of ready sockets fires no timer meanwhile, and
+        what it judges first after them may come before the beat.
         """
+        overdue = 0.0
+        if self._beat is not None:
+            overdue = max(0.0, self._clock.seconds() - self._beat_due)
         samples = self._samples
         index = bisect_right(samples, (since, math.inf))
         if index == len(samples):
-            return 0.0
+            return overdue
         before = samples[index - 1][1] if index else self._forgotten
-        return self.lateness - before
+        return self.lateness - before + overdue
 
     def stopService(self) -> None:
         super().stopService()

@@ -169,6 +169,22 @@ class LatenessTests(SynchronousTestCase):
         self.assertAlmostEqual(p.lateness_since(0.25), 0.1)
         self.assertEqual(p.lateness_since(1.0), 0.0)
 
+    def test_beat_still_due_counts(self) -> None:
+        """
+        A beat still due counts as late as it is now: a reactor stuck
+        reading a backlog of ready sockets fires no timer, and what it
+        judges first after them sees how late it ran, though no beat has
+        said so yet; once the beat fires, its lateness counts once.
+        """
+        p, clock = pacer()
+        self.successResultOf(p.acquire())
+        clock.advance(BEAT)  # On time, at t=0.02.
+        clock.rightNow += BEAT + 0.6  # Past the next beat, unfired.
+        self.assertAlmostEqual(p.lateness_since(0.02), 0.6)
+        self.assertAlmostEqual(p.lateness_since(0.5), 0.6)
+        clock.advance(0)
+        self.assertAlmostEqual(p.lateness_since(0.02), 0.6)
+
     def test_history_bounded(self) -> None:
         """The record keeps HISTORY seconds of beats, however long it runs."""
         p, clock = pacer()

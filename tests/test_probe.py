@@ -2030,6 +2030,19 @@ class StartupTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(d))
         self.assertGreater(h.pacer.lateness_since(0.0), 0.5)
 
+    def test_agent_reading_a_backlog_is_inconclusive(self) -> None:
+        """
+        A connect in flight for the whole timeout while the agent itself
+        was reading a backlog of ready sockets (no timer fired meanwhile,
+        so its heartbeat is still due) is inconclusive: the deadline is
+        judged before the heartbeat says how late the agent ran.
+        """
+        h = Harness()
+        d = h.check()
+        h.reactor.rightNow += 0.95  # One turn's reads; no timer ran.
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+
     def test_first_ping_late_is_inconclusive(self) -> None:
         """
         A first PING on a connection opened for this check, unanswered at
