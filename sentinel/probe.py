@@ -27,20 +27,27 @@ while the old connection is held, unused (dropped, it would give a full
 server's slot back to the agent's next attempt, and hide that it is
 full). An attempt the agent itself was too late for (inconclusive)
 changes nothing: the old connection serves while the pacer has no room.
+Nor does a new connection that times out, however late the agent ran:
+renewing is the agent's own choice, and the old connection, which still
+serves, tells what the instance is (a starved agent timed its renewals
+out and published healthy instances down, three checks in a row). The
+check that waited for it ends with None, and the renewal is tried again
+after `RENEW_RETRY` of `reconnect_every` to twice that.
 A step of the wall clock (`sentinel.clocksteps`) moves no renewal time:
 one back of more than `reconnect_every` renews at once, a shorter one
 delays renewals by as much; one forward makes them all due at once, and
 the pacer spreads them as it does the connects at start-up.
 
-A check that waits for a connection fails on a timeout only when Redis had
-a fair chance: its attempt started at least `FAIR_SHARE` of the timeout
-before the deadline, and the agent itself ran late by less than
-`LATE_SHARE` of it meanwhile (`ConnectPacer.lateness_since`). Otherwise
-the agent did not get to look: the check ends with None, nothing is
-recorded, and the attempt goes on. An attempt that then fails on its own
-(refused, or its own timeout while the agent kept up) is reported by the
-next check at once, so a dead server is still found within an interval of
-the agent getting to it. A refused connection fails at once, always.
+A check that waits for a connection (other than a renewal's) fails on a
+timeout only when Redis had a fair chance: its attempt started at least
+`FAIR_SHARE` of the timeout before the deadline, and the agent itself ran
+late by less than `LATE_SHARE` of it meanwhile
+(`ConnectPacer.lateness_since`). Otherwise the agent did not get to look:
+the check ends with None, nothing is recorded, and the attempt goes on.
+An attempt that then fails on its own (refused, or its own timeout while
+the agent kept up) is reported by the next check at once, so a dead
+server is still found within an interval of the agent getting to it. A
+refused connection fails at once, always.
 
 A server that breaks the protocol (a reply nobody asked for, one too long:
 see `sentinel.protocol`) is answered harder (`sentinel.reconnects`): each
@@ -125,6 +132,10 @@ MIN_CONNECT_TIMEOUT = 1.0
 # same few seconds at start-up do not all renew in one tick, and drift
 # further apart with each renewal.
 RENEW_JITTER = 0.25
+# A renewal whose connect timed out is tried again after this share of
+# `reconnect_every` at least, twice it at most, drawn each time: the
+# renewals a stall of the agent timed out together do not retry together.
+RENEW_RETRY = 0.125
 
 # The role of an instance whose INFO replication names none (a Redis
 # Sentinel's is empty).
@@ -528,6 +539,11 @@ class RedisProbe:
         """Whether a usable connection is kept."""
         return self._protocol is not None
 
+    @property
+    def _renewing(self) -> bool:
+        # A connection attempt is on its way while the kept one serves.
+        return self._attempt is not None and self._protocol is not None
+
     def check(
         self, want_info: bool, scheduled: float | None = None
     ) -> Deferred[Observation | None]:
@@ -738,14 +754,21 @@ class RedisProbe:
             )
             started = self._connect_started_at
             # No socket to connect with (out of file descriptors), or timed
-            # out while the agent ran late: the agent's failure.
+            # out while the agent ran late, or while renewing a connection
+            # that still serves: the agent's failure.
             inconclusive = self._pacer.sockets.ended(result) or (
                 bool(timed_out)
                 and (
                     started is None
+                    or self._protocol is not None
                     or self._pacer.lateness_since(started) > self._late_limit
                 )
             )
+            if timed_out and self._protocol is not None:
+                # The kept connection serves on, renewed later (the module
+                # docstring).
+                retry = self._lifetime * RENEW_RETRY * (1.0 + random())
+                self._renew_at = self._reactor.seconds() + retry
             self._last_inconclusive = inconclusive
             error: Exception = (
                 _Inconclusive() if inconclusive else _ConnectFailed(self._last_error)
@@ -1379,6 +1402,11 @@ class RedisProbe:
             or not (observation.error or "").startswith("timeout")
         ):
             return observation
+        if self._renewing:
+            # Renewing is the agent's own choice, and the kept connection
+            # still serves: its new one being late says nothing of Redis.
+            self._last_inconclusive = True
+            return None
         now = self._reactor.seconds()
         started = self._connect_started_at
         late = self._pacer.lateness_since(launched_at) > self._late_limit

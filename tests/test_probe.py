@@ -773,6 +773,33 @@ class RenewalTests(SynchronousTestCase):
         self.assertFalse(old.disconnecting)
         self.assertTrue(h.probe.connected)
 
+    def test_timed_out_renewal_fails_no_check(self) -> None:
+        """
+        A renewal whose connect times out, even with the agent on time,
+        fails no check: the check that waited for it ends with None, the
+        old connection stays and serves the checks after it, and the
+        renewal is tried again 7.5 to 15 s later (here 15 s, the most).
+        """
+        h = self.kept(1.0)  # Its time is up at 45 s.
+        old = h.transport
+        h.on_time(45.0)
+        d = h.check()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        h.on_time(0.96)
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+        h.on_time(0.1)  # The attempt's own bound: 1 s.
+        self.assertTrue(h.probe.connected)
+        assert old is not None
+        self.assertFalse(old.disconnecting)
+        for _ in range(14):
+            h.on_time(1.0)
+            self.assertEqual(self.pong(h), Observation(True, True, 0.0))
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        h.on_time(1.0)
+        self.assertNoResult(h.check())
+        self.assertEqual(len(h.reactor.tcpClients), 3)
+
     def test_clock_stepped_back(self) -> None:
         """
         After a step back of the wall clock longer than `reconnect_every`
