@@ -32,8 +32,11 @@ are kept as they were.
 
 A poll waits at most `LOOK_INTERVAL`: a step that happens after a look and
 before the reactor computes how long to wait (the wait would then be the
-step's length) is seen within that time. With another reactor than epoll
-(no lean dispatch), steps are not watched.
+step's length) is seen within that time. The poll, select and asyncio
+reactors (twistd's ``--reactor``) have no lean dispatch: the look runs
+after each turn's reads there, or before the asyncio reactor's timers and
+every `LOOK_INTERVAL` of the monotonic clock
+(`sentinel.dispatch.after_each_poll`).
 """
 
 from __future__ import annotations

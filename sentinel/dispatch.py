@@ -48,6 +48,12 @@ it is, and reads every connection its own way.
 ``tests/test_dispatch.py`` checks on a real epoll reactor that the
 replacement still takes effect, so that an upgrade which renames what it
 relies on is caught.
+
+The other reactors twistd offers (``--reactor=poll|select|asyncio``) get
+only the look after each poll that the lean dispatch makes
+(`after_each_poll`, for `sentinel.clocksteps`): through ``doIteration``
+on those Twisted's ``mainLoop`` drives, and through the asyncio reactor's
+``_asyncioEventloop`` and ``_onTimer``, which the same tests check.
 """
 
 from __future__ import annotations
@@ -195,6 +201,69 @@ def lean_dispatch(
     reactor.doIteration = do_poll  # type: ignore[method-assign]
     reactor._disconnectSelectable = read_then_disconnect  # type: ignore[method-assign,assignment]
     return True
+
+
+def after_each_poll(
+    reactor: Any, after_poll: Callable[[], None], longest_wait: float
+) -> bool:
+    """
+    Call `after_poll` after each poll of a reactor `lean_dispatch` does not
+    serve, before it runs any timer, and have a poll wait at most
+    `longest_wait` seconds; True if it could be installed.
+
+    A reactor driven by Twisted's ``mainLoop`` (``poll``, ``select``)
+    polls and reads the ready sockets in one ``doIteration``:
+    `after_poll` runs after that turn's reads rather than before them. The
+    asyncio reactor runs its timers from a callback of the event loop,
+    which the loop times by the monotonic clock: `after_poll` runs before
+    each of them, and every `longest_wait` seconds of that clock besides,
+    on the loop (after a step back of the wall clock, the timers'
+    callback is as far away as the step). Any other reactor is left as it
+    is: False.
+    """
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is not None and hasattr(reactor, "_onTimer"):
+        return _after_asyncio_timers(reactor, loop, after_poll, longest_wait)
+    iteration = getattr(reactor, "doIteration", None)
+    if iteration is None or not hasattr(reactor, "mainLoop"):
+        return False
+
+    def do_iteration(timeout: float | None) -> None:
+        if timeout is None or timeout > longest_wait:
+            timeout = longest_wait
+        iteration(timeout)
+        _call_after_poll(after_poll)
+
+    # An instance attribute: mainLoop looks doIteration up at every turn.
+    reactor.doIteration = do_iteration
+    return True
+
+
+def _after_asyncio_timers(
+    reactor: Any, loop: Any, after_poll: Callable[[], None], longest_wait: float
+) -> bool:
+    # `after_each_poll` for Twisted's asyncio reactor.
+    on_timer = reactor._onTimer
+
+    def timers_due() -> None:
+        _call_after_poll(after_poll)
+        on_timer()
+
+    def every_while() -> None:
+        _call_after_poll(after_poll)
+        loop.call_later(longest_wait, every_while)
+
+    # The reactor schedules its timers' callback by this attribute's name.
+    reactor._onTimer = timers_due
+    loop.call_later(longest_wait, every_while)
+    return True
+
+
+def _call_after_poll(after_poll: Callable[[], None]) -> None:
+    try:
+        after_poll()
+    except Exception:
+        log.failure("after a poll")
 
 
 def _read_once_more(

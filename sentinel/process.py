@@ -27,7 +27,10 @@ limits or its collector.
   and dropped later, such as a lost connection, is freed within one period
   instead of being kept for the process's life.
 - The reactor dispatches each ready socket without Twisted's legacy log
-  context (`sentinel.dispatch`): one socket is read per check.
+  context (`sentinel.dispatch`): one socket is read per check. The wall
+  clock is watched for steps after each poll (`sentinel.clocksteps`), on
+  the epoll reactor by that dispatch, on the others twistd offers
+  (``--reactor=poll|select|asyncio``) by `sentinel.dispatch.after_each_poll`.
 - The object count of ``/debug/stats`` is taken by the housekeeping timer,
   not per request: counting walks every object the collector tracks, and a
   client looping on that page would make the reactor walk them in a loop.
@@ -47,7 +50,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from sentinel.clocksteps import LOOK_INTERVAL, ClockSteps
-from sentinel.dispatch import lean_dispatch
+from sentinel.dispatch import after_each_poll, lean_dispatch
 from sentinel.httpd import MAX_CONNECTIONS
 from sentinel.timer import RestartingTimer
 
@@ -163,13 +166,21 @@ class ProcessPolicy(MultiService):
         Dispatch ready sockets the lean way (`sentinel.dispatch`), watching
         the wall clock after each poll (`sentinel.clocksteps`), then start.
         """
-        # A reactor of another kind (twistd --reactor) dispatches as it does.
+        # A reactor of another kind (twistd --reactor) dispatches as it
+        # does, and is watched its own way.
         steps = self.clock_steps
-        self.lean_dispatch = (
-            lean_dispatch(self._clock)
-            if steps is None
-            else lean_dispatch(self._clock, steps.look, LOOK_INTERVAL)
-        )
+        if steps is None:
+            self.lean_dispatch = lean_dispatch(self._clock)
+        else:
+            self.lean_dispatch = lean_dispatch(self._clock, steps.look, LOOK_INTERVAL)
+            if not self.lean_dispatch and not after_each_poll(
+                self._clock, steps.look, LOOK_INTERVAL
+            ):
+                log.warn(
+                    "steps of the wall clock are not watched on this reactor"
+                    " ({reactor}): use epoll, poll, select or asyncio",
+                    reactor=type(self._clock).__name__,
+                )
         super().startService()
 
     def check_capacity(self, instances: int) -> None:

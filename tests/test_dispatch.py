@@ -1,17 +1,24 @@
 """
 The lean dispatch of ready sockets (`sentinel.dispatch`) on a real epoll
 reactor, built for the test and never run: it still takes effect, reads,
-writes and disconnects as Twisted's own, and logs what escapes.
+writes and disconnects as Twisted's own, and logs what escapes; and the
+look after each poll on the other reactors twistd offers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import struct
 from typing import Any
 
-from twisted.internet import epollreactor
+from twisted.internet import (
+    asyncioreactor,
+    epollreactor,
+    pollreactor,
+    selectreactor,
+)
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.main import CONNECTION_LOST
@@ -427,6 +434,120 @@ class ProcessPolicyTests(SynchronousTestCase):
         policy.clock_steps = steps
         policy.startService()
         policy.stopService()
+        reactor.doIteration(0.0)
+        reactor.doIteration(0.0)
+        self.assertEqual(len(looks), 2)
+
+
+class AfterEachPollTests(SynchronousTestCase):
+    """
+    `after_each_poll` on the other reactors twistd offers (poll, select,
+    asyncio), each built for the test and never run.
+    """
+
+    def reactor(self, kind: type[Any], *args: Any) -> Any:
+        reactor = kind(*args)
+
+        def close() -> None:
+            reactor.removeAll()
+            waker = reactor.waker
+            if waker is not None:
+                waker.connectionLost(None)
+
+        self.addCleanup(close)
+        return reactor
+
+    def test_after_the_reads(self) -> None:
+        """
+        On the poll and select reactors, `after_poll` runs after each
+        poll, once that turn's ready sockets are read (and before any
+        timer: mainLoop runs them before its next poll); what it raises is
+        logged, and the next turn polls all the same.
+        """
+        for kind in (pollreactor.PollReactor, selectreactor.SelectReactor):
+            reactor = self.reactor(kind)
+            ours, theirs = socket.socketpair()
+            self.addCleanup(ours.close)
+            self.addCleanup(theirs.close)
+            ours.setblocking(False)
+            reader = Reader(reactor, ours)
+            reactor.addReader(reader)
+            seen: list[list[bytes]] = []
+
+            def after(reader: Reader = reader, seen: list[list[bytes]] = seen) -> None:
+                seen.append(list(reader.read))
+                raise ZeroDivisionError("a bug after the poll")
+
+            self.assertTrue(dispatch.after_each_poll(reactor, after, 1.0))
+            theirs.send(b"+PONG\r\n")
+            reactor.doIteration(3600.0)
+            reactor.doIteration(0.0)
+            self.assertEqual(seen, [[b"+PONG\r\n"]] * 2)
+            self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    def test_longest_wait(self) -> None:
+        """A poll waits no longer than `longest_wait`, or with no timer at all."""
+        reactor = self.reactor(pollreactor.PollReactor)
+        waits: list[float | None] = []
+        reactor.doIteration = waits.append
+        self.assertTrue(dispatch.after_each_poll(reactor, lambda: None, 1.0))
+        for asked in (3600.0, None, 0.25):
+            reactor.doIteration(asked)
+        self.assertEqual(waits, [1.0, 1.0, 0.25])
+
+    def test_asyncio(self) -> None:
+        """
+        On the asyncio reactor, `after_poll` runs before each run of the
+        reactor's timers, and every `longest_wait` seconds of the event
+        loop's own (monotonic) clock, timers due or not.
+        """
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        reactor = self.reactor(asyncioreactor.AsyncioSelectorReactor, loop)
+        now = [loop.time()]
+        self.patch(loop, "time", lambda: now[0])
+        events: list[str] = []
+        self.assertTrue(
+            dispatch.after_each_poll(reactor, lambda: events.append("look"), 1.0)
+        )
+        reactor.callLater(0, events.append, "timer")
+
+        def turn() -> None:
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+
+        turn()
+        self.assertEqual(events, ["look", "timer"])
+        now[0] += 0.5
+        turn()
+        self.assertEqual(events, ["look", "timer"])
+        now[0] += 0.5
+        turn()
+        self.assertEqual(events, ["look", "timer", "look"])
+
+    def test_other_reactors_untouched(self) -> None:
+        """A reactor it does not know is left as it is: False."""
+        clock = Clock()
+        self.assertFalse(dispatch.after_each_poll(clock, lambda: None, 1.0))
+        self.assertFalse(hasattr(clock, "doIteration"))
+
+    def test_process_policy_watches_the_clock(self) -> None:
+        """
+        Given the agent's clock watch, the process policy has it look after
+        each poll on a reactor without the lean dispatch.
+        """
+        from sentinel.clocksteps import ClockSteps
+        from sentinel.process import ProcessPolicy
+
+        reactor = self.reactor(pollreactor.PollReactor)
+        policy = ProcessPolicy(reactor, 1)
+        looks: list[None] = []
+        steps = ClockSteps(reactor, list)
+        self.patch(steps, "look", lambda: looks.append(None))
+        policy.clock_steps = steps
+        policy.startService()
+        policy.stopService()
+        self.assertFalse(policy.lean_dispatch)
         reactor.doIteration(0.0)
         reactor.doIteration(0.0)
         self.assertEqual(len(looks), 2)
