@@ -41,9 +41,10 @@ the pacer spreads them as it does the connects at start-up.
 A check that waits for a connection (other than a renewal's) fails on a
 timeout only when Redis had a fair chance: its attempt started at least
 `FAIR_SHARE` of the timeout before the deadline, and the agent itself ran
-late by less than `LATE_SHARE` of it meanwhile
-(`ConnectPacer.lateness_since`). Otherwise the agent did not get to look:
-the check ends with None, nothing is recorded, and the attempt goes on.
+late by less than `LATE_SHARE` of it since the check or the attempt
+began (`ConnectPacer.lateness_since`). Otherwise the agent did not get to
+look: the check ends with None, nothing is recorded, and the attempt goes
+on.
 An attempt that then fails on its own (refused, or its own timeout while
 the agent kept up) is reported by the next check at once, so a dead
 server is still found within an interval of the agent getting to it. A
@@ -1409,7 +1410,11 @@ class RedisProbe:
             return None
         now = self._reactor.seconds()
         started = self._connect_started_at
-        late = self._pacer.lateness_since(launched_at) > self._late_limit
+        # Since the attempt started, if earlier: a check launched late in a
+        # starved tick may be judged moments later, its attempt's own
+        # bound not yet run, on an attempt that waited through it all.
+        since = launched_at if started is None else min(launched_at, started)
+        late = self._pacer.lateness_since(since) > self._late_limit
         if observation.error == "timeout (resolve)":
             inconclusive = late  # The name servers had the whole timeout.
         else:

@@ -2070,6 +2070,24 @@ class StartupTests(SynchronousTestCase):
         d.cancel()
         self.assertIsNone(self.successResultOf(d))
 
+    def test_agent_late_since_the_attempt_began_is_inconclusive(self) -> None:
+        """
+        A check that waited for an attempt begun before it is judged on how
+        late the agent ran since the attempt began: an agent that stalled
+        while the attempt was connecting, and kept up during the check
+        alone, did not give Redis a fair chance.
+        """
+        h = Harness()
+        d = h.check()
+        h.reactor.advance(0.6)  # One turn of 0.6 s: the agent stalled.
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+        d = h.check()  # Waits for the same attempt.
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        h.on_time(0.34)
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+
     def test_first_ping_late_is_inconclusive(self) -> None:
         """
         A first PING on a connection opened for this check, unanswered at
