@@ -749,7 +749,11 @@ class RedisProbe:
         if isinstance(result, Failure):
             # Not a close before PING's reply: the row of those is broken.
             self._closed_unanswered = 0
-            timed_out = result.check(TimeoutError, neterror.ConnectingCancelledError)
+            # The connector's own timer (neterror's) fires before the
+            # attempt's bound, set in the same call, whenever both are due.
+            timed_out = result.check(
+                TimeoutError, neterror.TimeoutError, neterror.ConnectingCancelledError
+            )
             self._last_error = (
                 f"timeout ({self.stage})" if timed_out else describe_failure(result)
             )

@@ -800,6 +800,24 @@ class RenewalTests(SynchronousTestCase):
         self.assertNoResult(h.check())
         self.assertEqual(len(h.reactor.tcpClients), 3)
 
+    def test_renewal_timed_out_by_the_connector_fails_no_check(self) -> None:
+        """
+        A renewal timed out by the connector's own timer (Twisted's
+        ``error.TimeoutError``, which fires before the attempt's bound when
+        both are due) fails no check either: the old connection serves on.
+        """
+        h = self.kept(0.0)
+        h.on_time(60.0)
+        d = h.check()
+        h.on_time(0.96)
+        factory = h.reactor.tcpClients[-1][2]
+        connector = h.reactor.connectors[-1]
+        factory.clientConnectionFailed(connector, Failure(neterror.TimeoutError()))
+        self.assertIsNone(self.successResultOf(d))
+        self.assertTrue(h.probe.connected)
+        h.on_time(1.0)
+        self.assertEqual(self.pong(h), Observation(True, True, 0.0))
+
     def test_clock_stepped_back(self) -> None:
         """
         After a step back of the wall clock longer than `reconnect_every`
