@@ -25,6 +25,7 @@ log and in /healthz, never resolved silently: each agent keeps its own.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence, Set
 from typing import Any
@@ -98,7 +99,13 @@ class Group:
         # this agent still holds as primary: a while after each change of
         # the membership, seen or applied (`_contested`).
         self._unsettled_until = 0.0
+        # The members whose replicas or quorum differ from ours, the line
+        # that says so (count and a few names) and the distinct pairs they
+        # have, which a new log line waits for (members joining with a pair
+        # already reported are no news).
         self._disagreement: dict[str, tuple[int, int]] = {}
+        self._disagreement_text = ""
+        self._disagreeing_pairs: frozenset[tuple[int, int]] = frozenset()
         self.membership = Membership(
             reactor,
             publisher.zk,
@@ -258,15 +265,27 @@ class Group:
         return Catalog(frozenset(self.known), self.replicas, self.quorum)
 
     def _report_disagreement(self) -> None:
+        """
+        Keep the members that disagree on replicas or quorum, for /healthz
+        and /group, and log when a disagreement starts, changes (a pair
+        of replicas and quorum appears or goes) or ends: in a fleet moving
+        to new replicas host by host, every view has a new disagreeing
+        member, and a line per view naming them all took megabytes.
+        """
         disagreeing = self.membership.disagreeing
         if disagreeing == self._disagreement:
             return
         self._disagreement = disagreeing
+        self._disagreement_text = _disagreement_text(disagreeing)
+        pairs = frozenset(disagreeing.values())
+        if pairs == self._disagreeing_pairs:
+            return
+        self._disagreeing_pairs = pairs
         if disagreeing:
             log.error(
                 "group: members disagree on replicas and quorum: {members}; this "
                 "agent keeps its own (replicas {replicas}, quorum {quorum})",
-                members=_disagreement_text(disagreeing),
+                members=self._disagreement_text,
                 replicas=self.replicas,
                 quorum=self.quorum,
             )
@@ -371,7 +390,7 @@ class Group:
         if self._disagreement:
             reasons.append(
                 f"group: members disagree on replicas and quorum: "
-                f"{_disagreement_text(self._disagreement)}; this agent uses "
+                f"{self._disagreement_text}; this agent uses "
                 f"replicas {self.replicas}, quorum {self.quorum}"
             )
         unreadable = self.membership.unreadable
@@ -497,8 +516,17 @@ def _named(what: str, agents: Set[str]) -> str:
     return f"{what}: {', '.join(names[:5])}{more}"
 
 
-def _disagreement_text(disagreeing: dict[str, tuple[int, int]]) -> str:
-    return ", ".join(
-        f"{agent} has replicas {replicas}, quorum {quorum}"
-        for agent, (replicas, quorum) in disagreeing.items()
+def _disagreement_text(disagreeing: Mapping[str, tuple[int, int]]) -> str:
+    """
+    How many members disagree, and what the first 5 by name have (the
+    whole list is in /group): bounded, whatever the group's size.
+    """
+    named = heapq.nsmallest(5, disagreeing)
+    text = ", ".join(
+        f"{agent} has replicas {disagreeing[agent][0]}, quorum {disagreeing[agent][1]}"
+        for agent in named
+    )
+    more = len(disagreeing) - len(named)
+    return f"{len(disagreeing)} member(s), {text}" + (
+        f" and {more} more" if more else ""
     )

@@ -182,7 +182,7 @@ class Membership:
         own = self.own
         return {
             agent: (catalog.replicas, catalog.quorum)
-            for agent, catalog in sorted(self.view.items())
+            for agent, catalog in self.view.items()
             if (catalog.replicas, catalog.quorum) != (own.replicas, own.quorum)
         }
 

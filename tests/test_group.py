@@ -12,6 +12,7 @@ from typing import Any
 
 import attr
 from twisted.internet.defer import Deferred
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import membership as membership_module
@@ -1485,3 +1486,75 @@ class FreezeTests(SynchronousTestCase):
         for name in share:
             document = self.fleet.node(name) or {}
             self.assertEqual((document["agent"], document["status"]), ("a", "up"))
+
+
+class ManyMembersTests(SynchronousTestCase):
+    """A group of many members, most of them written here as ghosts."""
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        self.fleet.add("a", NAMES).start()
+        self.fleet.run(2.0)
+        self.group = self.fleet.members["a"].group
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def ghost(
+        self, agent: str, replicas: int = 1, quorum: int = 1, owner: int = OLD_SESSION
+    ) -> list[str]:
+        """A member's catalog, held by a live session; its nodes' paths."""
+        digest, parts = catalog_parts(
+            Catalog(frozenset([f"{agent}/0"]), replicas, quorum)
+        )
+        paths = [
+            f"{ROOT}/catalogs/{catalog_node_name(agent, digest, 'beef', i, len(parts))}"
+            for i in range(len(parts))
+        ]
+        for path, part in zip(paths, parts, strict=True):
+            self.fleet.server.put(path, part, owner)
+        return paths
+
+    def logged(self, text: str) -> list[str]:
+        lines = [formatEvent(event) for event in self.events]
+        return [line for line in lines if text in line]
+
+    def test_disagreement_bounded(self) -> None:
+        """
+        Hundreds of members disagreeing on replicas and quorum: /healthz
+        and the log give their count and the first 5 by name, never the
+        whole list (/group has it), and the log says it again only when a
+        pair of replicas and quorum appears or goes, not at each member.
+        """
+        for i in range(300):
+            self.ghost(f"m{i:03d}", 2, 2)
+        self.fleet.run(2.0)
+        reason = self.group.unhealthy_reason() or ""
+        self.assertIn("300 member(s), m000 has replicas 2, quorum 2, m001 ", reason)
+        self.assertIn("m004 has replicas 2, quorum 2 and 295 more", reason)
+        self.assertNotIn("m005", reason)
+        self.assertLess(len(reason), 500)
+        self.assertEqual(len(self.group.report()["disagreeing"]), 300)
+        [line] = self.logged("disagree")
+        self.assertIn("300 member(s)", line)
+        self.assertLess(len(line), 500)
+        # More members with a pair already reported: no news.
+        for i in range(300, 310):
+            self.ghost(f"m{i:03d}", 2, 2)
+            self.fleet.run(1.0)
+        self.assertEqual(len(self.logged("disagree")), 1)
+        self.assertIn("310 member(s)", self.group.unhealthy_reason() or "")
+        # A new pair is.
+        paths = self.ghost("z", 3, 2)
+        self.fleet.run(1.0)
+        self.assertEqual(len(self.logged("disagree")), 2)
+        for path in paths:
+            self.fleet.server.remove(path)
+        self.fleet.run(1.0)
+        self.assertEqual(len(self.logged("disagree")), 3)
+        # And its end.
+        self.fleet.server.end_session(OLD_SESSION)
+        self.fleet.run(1.0)
+        self.assertEqual(len(self.logged("agrees on replicas and quorum again")), 1)
+        self.assertIsNone(self.group.unhealthy_reason())
+        self.flushLoggedErrors()
