@@ -395,10 +395,12 @@ class Group:
             )
         unreadable = self.membership.unreadable
         if unreadable:
-            agent = next(iter(sorted(unreadable)))
+            agent = min(unreadable)
+            more = len(unreadable) - 1
             reasons.append(
                 f"group: the catalog of agent {agent} cannot be read "
                 f"({unreadable[agent]}); it is left out"
+                + (f" (and {more} other member(s)' too)" if more else "")
             )
         if not self.membership.viewed:
             reasons.append("group: membership not known yet; observing nothing")

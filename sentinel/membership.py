@@ -19,7 +19,10 @@ A catalog counts only while a session holds it: one in a persistent node
 (written by hand, or left by some other tool: no agent's session ends it)
 is left out, its member reported as unreadable (`unreadable`, and
 ``/healthz`` through `sentinel.group`), and a new member's catalog is
-asked about once even when its digest was read before. All catalogs kept
+asked about once even when its digest was read before. So is a member
+whose catalog ZooKeeper would not give (no access to it, a timeout, a
+lost connection): the view is partial meanwhile, and the read is tried
+again after `RETRY_DELAY`, twice as long after each failure in a row. All catalogs kept
 hold at most `MAX_NAMES_KEPT` names together; one that would take them over
 is left out the same way, so that members with huge catalogs cannot make
 the agent grow without bound. This agent's own catalog, once written, is
@@ -71,8 +74,11 @@ log = Logger()
 # its session was replaced, and well under a second, so that after a crash
 # the new primaries write the nodes back within a second of the expiry.
 SETTLE = 0.5
-# Seconds before a failed listing or catalog read is tried again.
+# Seconds before a failed listing or catalog read is tried again; after
+# catalog reads failing in a row, twice as long each time, up to
+# MAX_RETRY_DELAY.
 RETRY_DELAY = 1.0
+MAX_RETRY_DELAY = 30.0
 # Catalogs read at once.
 READS_IN_FLIGHT = 16
 # The names all members' catalogs kept may hold together: ten times the
@@ -133,6 +139,10 @@ class Membership:
         self._list_again = False
         self._settle_call: IDelayedCall | None = None
         self._retry_call: IDelayedCall | None = None
+        # Members whose catalog read failed in the listing under way, and
+        # the listings in a row that had such failures (for the back-off).
+        self._unread: set[str] = set()
+        self._read_failures = 0
         self.changes = 0
         self.listings = 0
         self.catalog_reads = 0
@@ -224,8 +234,12 @@ class Membership:
         if error != self.last_error:
             log.warn("group membership: cannot read {error}; retrying", error=error)
         self.last_error = error
+        self._retry(RETRY_DELAY)
+
+    def _retry(self, delay: float) -> None:
+        """List (and read what is missing) again in `delay` seconds."""
         if self.running and (self._retry_call is None or not self._retry_call.active()):
-            self._retry_call = self._reactor.callLater(RETRY_DELAY, self._list)
+            self._retry_call = self._reactor.callLater(delay, self._list)
 
     async def _read_listing(self) -> None:
         zk = self.zk
@@ -256,7 +270,17 @@ class Membership:
             )
             and self._no_room.get(agent) != (digest, token)
         }
+        self._unread = set()
         await self._read_catalogs(missing, complete)
+        if self._unread:
+            # Left out meanwhile, the view is partial (/healthz says so):
+            # read again soon, less often while the reads keep failing.
+            self._read_failures += 1
+            self._retry(
+                min(RETRY_DELAY * 2 ** (self._read_failures - 1), MAX_RETRY_DELAY)
+            )
+        else:
+            self._read_failures = 0
         self._chosen = chosen
         self._held = {a: c for a, c in self._held.items() if chosen.get(a) == c}
         listed = {}
@@ -291,10 +315,20 @@ class Membership:
                     self._read_catalog(
                         agent, digest, token, complete[agent][digest, token]
                     )
-                )
+                ).addErrback(self._unreadable, agent)
                 for agent, digest, token in batch
             ]
-            await DeferredList(reads, consumeErrors=True)
+            await DeferredList(reads)
+
+    def _unreadable(self, failure: Failure, agent: str) -> None:
+        """
+        A read of `agent`'s catalog failed (not for want of its nodes: no
+        access to them, a timeout, a lost connection): it is left out
+        until a read succeeds, named meanwhile, and read again.
+        """
+        self._unread.add(agent)
+        name = failure.type.__name__ if failure.type else "error"
+        self._left_out(agent, f"{name} from ZooKeeper; read again later")
 
     async def _read_catalog(
         self, agent: str, digest: str, token: str, count: int

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import attr
+from kazoo.exceptions import NoAuthError
 from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -1488,6 +1489,19 @@ class FreezeTests(SynchronousTestCase):
             self.assertEqual((document["agent"], document["status"]), ("a", "up"))
 
 
+def ghost_catalog(
+    agent: str, replicas: int = 1, quorum: int = 1
+) -> tuple[list[str], list[bytes]]:
+    """The paths and data of the nodes of a member's one-instance catalog."""
+    catalog = Catalog(frozenset([f"{agent}/0"]), replicas, quorum)
+    digest, parts = catalog_parts(catalog)
+    paths = [
+        f"{ROOT}/catalogs/{catalog_node_name(agent, digest, 'beef', i, len(parts))}"
+        for i in range(len(parts))
+    ]
+    return paths, parts
+
+
 class ManyMembersTests(SynchronousTestCase):
     """A group of many members, most of them written here as ghosts."""
 
@@ -1504,13 +1518,7 @@ class ManyMembersTests(SynchronousTestCase):
         self, agent: str, replicas: int = 1, quorum: int = 1, owner: int = OLD_SESSION
     ) -> list[str]:
         """A member's catalog, held by a live session; its nodes' paths."""
-        digest, parts = catalog_parts(
-            Catalog(frozenset([f"{agent}/0"]), replicas, quorum)
-        )
-        paths = [
-            f"{ROOT}/catalogs/{catalog_node_name(agent, digest, 'beef', i, len(parts))}"
-            for i in range(len(parts))
-        ]
+        paths, parts = ghost_catalog(agent, replicas, quorum)
         for path, part in zip(paths, parts, strict=True):
             self.fleet.server.put(path, part, owner)
         return paths
@@ -1557,4 +1565,39 @@ class ManyMembersTests(SynchronousTestCase):
         self.fleet.run(1.0)
         self.assertEqual(len(self.logged("agrees on replicas and quorum again")), 1)
         self.assertIsNone(self.group.unhealthy_reason())
+        self.flushLoggedErrors()
+
+    def test_catalog_read_refused(self) -> None:
+        """
+        A member's catalog ZooKeeper will not give (NoAuth here; a timeout
+        or a lost connection alike) leaves it out of the view, but not
+        silently: /healthz names it and why, one log line says so however
+        many times the read fails, and the read is tried again after 1 s,
+        then 2 s, 4 s..., until it succeeds and the member is in.
+        """
+        zk = self.fleet.members["a"].zk
+        [path], _ = ghost_catalog("locked")
+        zk.fail_next("get", NoAuthError(), path=path, times=3)
+        self.ghost("locked")
+        self.fleet.run(0.5)
+        self.assertEqual(zk.calls_by_path["get", path], 1)
+        self.assertNotIn("locked", self.group.membership.view)
+        reason = self.group.unhealthy_reason() or ""
+        self.assertIn("the catalog of agent locked cannot be read", reason)
+        self.assertIn("NoAuthError", reason)
+        self.fleet.run(1.0)
+        self.assertEqual(zk.calls_by_path["get", path], 2)
+        self.fleet.run(2.0)
+        self.assertEqual(zk.calls_by_path["get", path], 3)
+        self.fleet.run(3.0)
+        self.assertEqual(zk.calls_by_path["get", path], 3)
+        self.assertNotIn("locked", self.group.membership.view)
+        self.fleet.run(1.0 + SETTLE)
+        self.assertEqual(zk.calls_by_path["get", path], 4)
+        self.assertIn("locked", self.group.membership.view)
+        self.assertIsNone(self.group.unhealthy_reason())
+        self.assertEqual(len(self.logged("agent locked cannot be read")), 1)
+        # Read once: no retries after a success.
+        self.fleet.run(60.0)
+        self.assertEqual(zk.calls_by_path["get", path], 4)
         self.flushLoggedErrors()
