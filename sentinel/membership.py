@@ -13,7 +13,9 @@ member's agent node (rewritten every heartbeat) is never read. A change
 costs each member one listing (about 50 bytes a member) and the reading
 of new catalogs only: catalogs are kept by digest, so agents sharing one
 list (a central group) are read once, and a catalog seen before is not
-read again.
+read again; nor is one that could not be decoded, until its member
+writes another (its parts are decompressed as they arrive, and the read
+stops at the first bad one).
 
 A catalog counts only while a session holds it: one in a persistent node
 (written by hand, or left by some other tool: no agent's session ends it)
@@ -60,9 +62,9 @@ from twisted.python.failure import Failure
 from sentinel.catalog import (
     BadCatalog,
     Catalog,
+    CatalogDecoder,
     CatalogPart,
     catalog_node_name,
-    decode_catalog,
     parse_catalog_node_name,
 )
 from sentinel.zk import CONNECTED, ZooKeeper
@@ -130,10 +132,13 @@ class Membership:
         # Which catalog each member's listing chose (its digest and token).
         self._chosen: dict[str, tuple[str, str]] = {}
         self._catalogs: dict[str, Catalog] = {}
-        # Each member's catalog (digest, token) found held by a session, and
-        # those left out for want of room (not read again until room is made).
+        # Each member's catalog (digest, token) found held by a session,
+        # those left out for want of room (not read again until room is
+        # made), and those that could not be decoded (not read again until
+        # the member writes another: each listing would fetch it anew).
         self._held: dict[str, tuple[str, str]] = {}
         self._no_room: dict[str, tuple[str, str]] = {}
+        self._undecodable: dict[str, tuple[str, str]] = {}
         self._bad: dict[str, str] = {}
         self._listing = False
         self._list_again = False
@@ -269,6 +274,7 @@ class Membership:
                 digest not in self._catalogs or self._held.get(agent) != (digest, token)
             )
             and self._no_room.get(agent) != (digest, token)
+            and self._undecodable.get(agent) != (digest, token)
         }
         self._unread = set()
         await self._read_catalogs(missing, complete)
@@ -297,6 +303,9 @@ class Membership:
             self._list_again = True
         self._catalogs = {d: c for d, c in self._catalogs.items() if d in used}
         self._no_room = {a: c for a, c in self._no_room.items() if chosen.get(a) == c}
+        self._undecodable = {
+            a: c for a, c in self._undecodable.items() if chosen.get(a) == c
+        }
         self.last_error = None
         if listed != self.listed or not self.viewed:
             self.listed = listed
@@ -345,7 +354,8 @@ class Membership:
             self._bad.pop(agent, None)
             self._held[agent] = (digest, token)
             return
-        parts = []
+        self.catalog_reads += 1
+        decoder = CatalogDecoder(digest)
         try:
             for index in range(count):
                 name = catalog_node_name(agent, digest, token, index, count)
@@ -353,14 +363,13 @@ class Membership:
                 if not stat.ephemeralOwner:
                     self._left_out(agent, _PERSISTENT)
                     return
-                parts.append(data)
+                decoder.feed(data)
+            catalog = decoder.finish()
         except NoNodeError:
             # Gone meanwhile: the watch says what replaced it.
             return
-        self.catalog_reads += 1
-        try:
-            catalog = decode_catalog(digest, parts)
         except BadCatalog as e:
+            self._undecodable[agent] = (digest, token)
             self._left_out(agent, str(e))
             return
         kept = sum(len(c.names) for c in self._catalogs.values())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from typing import Any
 
 import attr
@@ -19,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import membership as membership_module
 from sentinel import opinions
 from sentinel.assignment import Assignment
-from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
+from sentinel.catalog import Catalog, catalog_digest, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
 from sentinel.discovery import Member as DiscoveryMember
 from sentinel.documents import INLINE_INSTANCES_BYTES, SERVERSET
@@ -1600,4 +1601,57 @@ class ManyMembersTests(SynchronousTestCase):
         # Read once: no retries after a success.
         self.fleet.run(60.0)
         self.assertEqual(zk.calls_by_path["get", path], 4)
+        self.flushLoggedErrors()
+
+    def test_undecodable_catalog_read_once(self) -> None:
+        """
+        A member's catalog that cannot be decoded is read once, and only up
+        to its first bad part: not again as other members join and leave,
+        until its member writes another, which is read.
+        """
+        zk = self.fleet.members["a"].zk
+        junk = [os.urandom(1000) for _ in range(3)]
+        paths = [
+            f"{ROOT}/catalogs/{catalog_node_name('junk', '00ff', 'beef', i, 3)}"
+            for i in range(3)
+        ]
+        for path, part in zip(paths, junk, strict=True):
+            self.fleet.server.put(path, part, OLD_SESSION)
+        self.fleet.run(1.0)
+        self.assertIn("not compressed data", self.group.membership.unreadable["junk"])
+        for i in range(5):
+            self.ghost(f"m{i}")
+            self.fleet.run(1.0)
+        self.assertEqual(len(self.group.membership.view), 6)
+        self.assertEqual([zk.calls_by_path["get", path] for path in paths], [1, 0, 0])
+        self.assertEqual(len(self.logged("agent junk cannot be read")), 1)
+        self.assertIn("agent junk cannot be read", self.group.unhealthy_reason() or "")
+        # Written again, readable: read, and in.
+        self.ghost("junk")
+        for path in paths:
+            self.fleet.server.remove(path)
+        self.fleet.run(1.0)
+        self.assertIn("junk", self.group.membership.view)
+        self.assertIsNone(self.group.unhealthy_reason())
+        self.flushLoggedErrors()
+
+    def test_not_a_catalog_read_once(self) -> None:
+        """
+        A catalog whose digest matches but is not a catalog document (one
+        name is a number) is decoded once, not again at each listing.
+        """
+        encoded = json.dumps({"replicas": 1, "quorum": 1, "instances": ["x", 0]})
+        digest = catalog_digest(encoded.encode())
+        path = f"{ROOT}/catalogs/{catalog_node_name('odd', digest, 'beef', 0, 1)}"
+        self.fleet.server.put(path, zlib.compress(encoded.encode()), OLD_SESSION)
+        self.fleet.run(1.0)
+        membership = self.group.membership
+        self.assertEqual(membership.unreadable["odd"], "not a catalog document")
+        reads = membership.catalog_reads
+        for i in range(5):
+            self.ghost(f"m{i}")
+            self.fleet.run(1.0)
+        self.assertEqual(len(membership.view), 6)
+        self.assertEqual(membership.catalog_reads, reads + 5)
+        self.assertEqual(self.fleet.members["a"].zk.calls_by_path["get", path], 1)
         self.flushLoggedErrors()
