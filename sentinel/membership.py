@@ -9,9 +9,10 @@ replicas and quorum) is published by its own publisher under
 own). The members are the agents with a complete catalog there, and that
 directory is the only thing watched: one children watch, which fires on a
 join, a leave or a catalog change (a reload), never on a heartbeat, so a
-member's agent node (rewritten every heartbeat) is never read. A change
-costs each member one listing (about 50 bytes a member) and the reading
-of new catalogs only: catalogs are kept by digest, so agents sharing one
+member's agent node (rewritten every heartbeat) is never read. Changes
+cost each member at most one listing (about 50 bytes a member) per
+`settle` time, however many there are, and the reading of new catalogs
+only: catalogs are kept by digest, so agents sharing one
 list (a central group) are read once, and a catalog seen before is not
 read again; nor is one that could not be decoded, until its member
 writes another (its parts are decompressed as they arrive, and the read
@@ -33,7 +34,8 @@ expected in every listing: missing (deleted behind its back, with
 agent node is at each heartbeat; else the group would split for good.
 
 A change of membership is applied `settle` seconds after it is first seen
-(`SETTLE`), with whatever happened meanwhile: a member that leaves and
+(`SETTLE`), with whatever happened meanwhile (listed again then, if the
+watch fired since): a member that leaves and
 comes back within it (a session that expired and was replaced at once,
 another process of the same agent taking over) moves nothing, and a rack
 whose sessions expire together moves its instances once. The first view
@@ -142,6 +144,14 @@ class Membership:
         self._bad: dict[str, str] = {}
         self._listing = False
         self._list_again = False
+        # When the last listing began, the one waiting to begin `settle`
+        # after it (`_list_soon`), and since when a change has waited for
+        # a listing (the watch fired).
+        self._listed_at = float("-inf")
+        self._list_call: IDelayedCall | None = None
+        self._unlisted_since: float | None = None
+        # Whether the view is due when the listing under way ends.
+        self._apply_listed = False
         self._settle_call: IDelayedCall | None = None
         self._retry_call: IDelayedCall | None = None
         # Members whose catalog read failed in the listing under way, and
@@ -165,10 +175,10 @@ class Membership:
     def stop(self) -> None:
         """Stop following: nothing more is listed, read or applied."""
         self.running = False
-        for call in (self._settle_call, self._retry_call):
+        for call in (self._settle_call, self._retry_call, self._list_call):
             if call is not None and call.active():
                 call.cancel()
-        self._settle_call = self._retry_call = None
+        self._settle_call = self._retry_call = self._list_call = None
 
     def set_own(self, own: Catalog) -> None:
         """This agent's catalog changed (a reload): applied at once."""
@@ -217,22 +227,48 @@ class Membership:
         if event.type != EventType.NONE and self.running:
             if self._on_stir is not None:
                 self._on_stir()
+            self._list_soon()
+
+    def _list_soon(self) -> None:
+        """
+        List at once, or `settle` seconds after the last listing began:
+        each listing is one of every member, and in a group of thousands
+        changing many times a second (a rolling deploy), a listing per
+        change cost every member megabytes a second, and ZooKeeper that
+        times the members. A change waits `settle` before it moves
+        anything anyway.
+        """
+        if self._unlisted_since is None:
+            self._unlisted_since = self._reactor.seconds()
+        if self._list_call is not None and self._list_call.active():
+            return
+        wait = self._listed_at + self.settle - self._reactor.seconds()
+        if wait > 0:
+            self._list_call = self._reactor.callLater(wait, self._list)
+        else:
             self._list()
 
     def _list(self) -> None:
         if self._listing:
             self._list_again = True
             return
+        if self._list_call is not None and self._list_call.active():
+            self._list_call.cancel()
+        self._list_call = None
         self._listing = True
         self._list_again = False
-        d = Deferred.fromCoroutine(self._read_listing())
+        self._listed_at = self._reactor.seconds()
+        # The changes seen before now are in this listing: they wait their
+        # settle time from when they were seen, not from now.
+        since, self._unlisted_since = self._unlisted_since, None
+        d = Deferred.fromCoroutine(self._read_listing(since))
         d.addErrback(self._failed)
         d.addBoth(self._listed)
 
     def _listed(self, _: object) -> None:
         self._listing = False
         if self._list_again and self.running:
-            self._list()
+            self._list_soon()
 
     def _failed(self, failure: Failure) -> None:
         error = f"{self.path}: {failure.type.__name__ if failure.type else 'error'}"
@@ -246,7 +282,7 @@ class Membership:
         if self.running and (self._retry_call is None or not self._retry_call.active()):
             self._retry_call = self._reactor.callLater(delay, self._list)
 
-    async def _read_listing(self) -> None:
+    async def _read_listing(self, since: float | None) -> None:
         zk = self.zk
         try:
             children = await zk.get_children(self.path, watch=self._watch_fired)
@@ -309,7 +345,10 @@ class Membership:
         self.last_error = None
         if listed != self.listed or not self.viewed:
             self.listed = listed
-            self._changed()
+            self._changed(since)
+        if self._apply_listed and not self._list_again:
+            self._apply_listed = False
+            self._apply()
 
     async def _read_catalogs(
         self,
@@ -397,14 +436,32 @@ class Membership:
 
     # Settling
 
-    def _changed(self) -> None:
+    def _changed(self, since: float | None) -> None:
+        """
+        A listing found a change: applied `settle` seconds after it was
+        first seen (`since`, when a watch said so; else now).
+        """
         self.changes += 1
-        if self._settle_call is None or not self._settle_call.active():
-            self._settle_call = self._reactor.callLater(self.settle, self._apply)
+        now = self._reactor.seconds()
+        delay = self.settle if since is None else max(0.0, since + self.settle - now)
+        call = self._settle_call
+        if call is None or not call.active():
+            self._settle_call = self._reactor.callLater(delay, self._apply)
+        elif call.getTime() > now + delay:
+            call.reset(delay)
 
     def _apply(self) -> None:
-        self._settle_call = None
+        call, self._settle_call = self._settle_call, None
+        if call is not None and call.active():
+            call.cancel()  # Called before its time: what it would apply is now.
         if not self.running:
+            return
+        if self._list_call is not None and self._list_call.active():
+            # A change seen since the last listing, due to be listed now:
+            # listed first, so that a change reversing within the settle
+            # time moves nothing; applied as soon as that listing ends.
+            self._apply_listed = True
+            self._list()
             return
         view = {**self.listed, self.agent_id: self.own}
         first = not self.viewed

@@ -1655,3 +1655,18 @@ class ManyMembersTests(SynchronousTestCase):
         self.assertEqual(membership.catalog_reads, reads + 5)
         self.assertEqual(self.fleet.members["a"].zk.calls_by_path["get", path], 1)
         self.flushLoggedErrors()
+
+    def test_listings_bounded_while_members_change(self) -> None:
+        """
+        Members joining 20 times a second cost each member at most one
+        listing of the group per settle time, not one per join, and the
+        view still has them all within the settle time of the last.
+        """
+        membership = self.group.membership
+        listings = membership.listings
+        for i in range(100):
+            self.ghost(f"m{i:03d}")
+            self.fleet.run(0.05)
+        self.assertLessEqual(membership.listings - listings, 5.0 / SETTLE + 1)
+        self.fleet.run(SETTLE)
+        self.assertEqual(len(membership.view), 101)
