@@ -26,6 +26,8 @@ log and in /healthz, never resolved silently: each agent keeps its own.
 from __future__ import annotations
 
 import heapq
+import json
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence, Set
 from typing import Any
@@ -38,9 +40,11 @@ from twisted.logger import Logger
 from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog
 from sentinel.config import RedisInstance, ZooKeeperConfig
+from sentinel.listing import DOCUMENTS_PER_SLICE, NameIndex, PageQuery
 from sentinel.membership import SETTLE, Membership, View
 from sentinel.monitor import Monitor, Settings
 from sentinel.publisher import ZooKeeperPublisher
+from sentinel.streaming import Slices
 
 log = Logger()
 
@@ -52,6 +56,8 @@ OBSERVER = "observer"
 # settle time and the yield of `sentinel.takeover`, by which every member
 # has applied the same view.
 TAKEOVER_WATCH = 10.0
+# Instances whose observers ``GET /group`` counts in a slice (about 2 ms).
+COUNTED_PER_SLICE = 5000
 
 
 class Group:
@@ -128,6 +134,8 @@ class Group:
         # node now: they move at the end of the turn, all at once.
         self._handed: set[str] = set()
         self._handed_call: IDelayedCall | None = None
+        # The members' ids in order, for /group's pages.
+        self._member_names = NameIndex()
 
     def start(self) -> None:
         """Follow the membership (the publisher starts)."""
@@ -415,57 +423,85 @@ class Group:
             "primary": self.publishing.primaries,
         }
 
-    def report(self) -> dict[str, Any]:
+    def report_slices(self, query: PageQuery) -> Slices:
         """
-        ``GET /group``: the members, their shares, this agent's. Every
+        ``GET /group``, as slices (`sentinel.streaming`): the group, and a
+        page of its members by id (``query``; ``next``: the id to ask for
+        after, or null on the last page), each with its share. Every
         ``observing`` and ``primary`` count is over the instances this
         agent knows (``counted_over``): the assignment of the others' is
         not computed here (a rendezvous hash per instance and member, on
         the reactor thread), so members whose lists differ count apart.
+        ``disagreeing`` holds the members of the page whose replicas or
+        quorum differ from ours (``disagreeing_count``: all of them).
+        Built in one turn, 10,000 members took 67-126 ms, 1.9 MB at once.
         """
         view = self.membership.view
+        listed = self.membership.listed
+        disagreement = self._disagreement
         observing: Counter[str] = Counter()
         primary: Counter[str] = Counter()
-        for _, top in self.assignment.items():
-            for index, (_, agent) in enumerate(top):
-                observing[agent] += 1
-                if index == 0:
-                    primary[agent] += 1
-        listed = self.membership.listed
-        members = [
-            {
-                "agent": agent,
-                "live": agent == self.agent_id or agent in listed,
-                "instances": len(catalog.names),
-                "replicas": catalog.replicas,
-                "quorum": catalog.quorum,
-                "observing": observing[agent],
-                "primary": primary[agent],
-            }
-            for agent, catalog in sorted(view.items())
-        ]
+        unobserved = 0
+        ranked = list(self.assignment.items())
+        for start in range(0, len(ranked), COUNTED_PER_SLICE):
+            for _, top in ranked[start : start + COUNTED_PER_SLICE]:
+                unobserved += not top
+                for index, (_, agent) in enumerate(top):
+                    observing[agent] += 1
+                    if index == 0:
+                        primary[agent] += 1
+            yield b""
         known = len(self.known)
         mine = observing[self.agent_id]
-        return {
+        head = {
             "agent": self.agent_id,
             "replicas": self.replicas,
             "quorum": self.quorum,
             "settle_seconds": self.membership.settle,
             "size": len(view),
-            "members": members,
             "known": known,
             "counted_over": "known",
             "observing": mine,
             "primary": primary[self.agent_id],
             "share": mine / known if known else 0.0,
-            "unobserved": sum(1 for _, top in self.assignment.items() if not top),
+            "unobserved": unobserved,
             "view_changes": self.generation,
             "moved": self.moved,
+            "disagreeing_count": len(disagreement),
+        }
+        yield json.dumps(head)[:-1].encode("utf-8") + b', "members": [\n'
+        names = self._member_names.sorted(view)
+        first = 0 if query.after is None else bisect_right(names, query.after)
+        shown = names[first : first + query.limit]
+        for start in range(0, len(shown), DOCUMENTS_PER_SLICE):
+            members = [
+                json.dumps(
+                    {
+                        "agent": agent,
+                        "live": agent == self.agent_id or agent in listed,
+                        "instances": len(view[agent].names),
+                        "replicas": view[agent].replicas,
+                        "quorum": view[agent].quorum,
+                        "observing": observing[agent],
+                        "primary": primary[agent],
+                    }
+                )
+                for agent in shown[start : start + DOCUMENTS_PER_SLICE]
+            ]
+            yield (b",\n" if start else b"") + ",\n".join(members).encode("utf-8")
+        more = first + query.limit < len(names)
+        tail = {
+            "next": shown[-1] if more and shown else None,
             "disagreeing": {
-                agent: {"replicas": r, "quorum": q}
-                for agent, (r, q) in self._disagreement.items()
+                agent: {
+                    "replicas": disagreement[agent][0],
+                    "quorum": disagreement[agent][1],
+                }
+                for agent in shown
+                if agent in disagreement
             },
         }
+        yield b"\n], " + json.dumps(tail)[1:].encode("utf-8") + b"\n"
 
 
 class GroupMetrics(Collector):

@@ -1,7 +1,7 @@
 """
 The JSON answers that grow with the instances, ``/instances`` and
-``/pending``, as slices (see `sentinel.streaming`), and the query that
-filters and pages ``/instances``.
+``/pending``, as slices (see `sentinel.streaming`), the query that
+filters and pages ``/instances``, and the one that pages ``/group``.
 
 Instances are listed in name order (Python's order of strings, code point
 by code point), so that ``after=NAME`` pages through them: a page holds
@@ -42,6 +42,10 @@ NAMES_PER_SLICE = 2500
 UNKNOWN = "unknown"
 STATUSES = (UP, DOWN, UNKNOWN)
 QUERY_PARAMETERS = ("status", "limit", "after")
+PAGE_PARAMETERS = ("limit", "after")
+# Members on a page of ``GET /group`` unless ``?limit=`` says otherwise:
+# about 190 KB with 60-character agent ids.
+MEMBERS_PER_PAGE = 1000
 # More than any fleet one agent can watch; a bound, so that a typo of a
 # hundred digits is refused rather than taken.
 MAX_LIMIT = 1_000_000
@@ -65,16 +69,7 @@ class InstanceQuery:
     @classmethod
     def from_args(cls, args: Mapping[bytes, Sequence[bytes]]) -> InstanceQuery:
         """The query of a request's arguments; `BadRequest` names what is wrong."""
-        values: dict[str, str] = {}
-        for raw_name, raw_values in args.items():
-            name = _text("a parameter name", raw_name)
-            if name not in QUERY_PARAMETERS:
-                raise BadRequest(
-                    f"unknown parameter {name!r} (known: {', '.join(QUERY_PARAMETERS)})"
-                )
-            if len(raw_values) != 1:
-                raise BadRequest(f"parameter {name!r} is given {len(raw_values)} times")
-            values[name] = _text(f"parameter {name!r}", raw_values[0])
+        values = _values(args, QUERY_PARAMETERS)
         status = values.get("status")
         if status is not None and status not in STATUSES:
             raise BadRequest(f"status: {status!r} is not one of {', '.join(STATUSES)}")
@@ -90,6 +85,47 @@ class InstanceQuery:
         if self.status is None:
             return True
         return (state.health.status or UNKNOWN) == self.status
+
+
+@attr.frozen
+class PageQuery:
+    """
+    A page of a list in name order (``GET /group``'s members): at most
+    `limit` entries, named after `after`.
+    """
+
+    limit: int
+    after: str | None = None
+
+    @classmethod
+    def from_args(
+        cls, args: Mapping[bytes, Sequence[bytes]], default_limit: int
+    ) -> PageQuery:
+        """
+        The page a request's arguments ask for (`default_limit` entries
+        unless ``limit`` says); `BadRequest` names what is wrong.
+        """
+        values = _values(args, PAGE_PARAMETERS)
+        limit = values.get("limit")
+        return cls(
+            limit=default_limit if limit is None else _limit(limit),
+            after=values.get("after"),
+        )
+
+
+def _values(
+    args: Mapping[bytes, Sequence[bytes]], known: Sequence[str]
+) -> dict[str, str]:
+    """Each parameter's one value; `BadRequest` names an unknown or repeated one."""
+    values: dict[str, str] = {}
+    for raw_name, raw_values in args.items():
+        name = _text("a parameter name", raw_name)
+        if name not in known:
+            raise BadRequest(f"unknown parameter {name!r} (known: {', '.join(known)})")
+        if len(raw_values) != 1:
+            raise BadRequest(f"parameter {name!r} is given {len(raw_values)} times")
+        values[name] = _text(f"parameter {name!r}", raw_values[0])
+    return values
 
 
 def _text(what: str, value: bytes) -> str:

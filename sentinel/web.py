@@ -38,9 +38,11 @@ from sentinel.exposition import FORMATS, exposition
 from sentinel.history import CheckHistory
 from sentinel.instance import InstanceState
 from sentinel.listing import (
+    MEMBERS_PER_PAGE,
     BadRequest,
     InstanceQuery,
     NameIndex,
+    PageQuery,
     instance_slices,
     pending_slices,
 )
@@ -54,8 +56,8 @@ from sentinel.streaming import Slicer, Slices
 class GroupView(Protocol):
     """What the app shows of the agent's group (`sentinel.group.Group`)."""
 
-    def report(self) -> dict[str, Any]:
-        """``GET /group``."""
+    def report_slices(self, query: PageQuery) -> Slices:
+        """``GET /group``, one page of its members."""
 
     def summary(self) -> dict[str, int]:
         """The status page's line."""
@@ -168,11 +170,20 @@ class StatusApp:
         return _json(request, self._document(state))
 
     @app.route("/group", methods=["GET"])
-    def group_report(self, request: IRequest) -> bytes:
-        """The group this agent is part of (404 without ZooKeeper)."""
+    def group_report(self, request: IRequest) -> Deferred[None] | bytes:
+        """
+        The group this agent is part of (404 without ZooKeeper), with a
+        page of its members: ``?limit=N`` (default `MEMBERS_PER_PAGE`)
+        and ``?after=ID``.
+        """
         if self.group is None:
             return json_error(request, 404, "no group: ZooKeeper is not configured")
-        return _json(request, self.group.report())
+        try:
+            query = PageQuery.from_args(request.args, MEMBERS_PER_PAGE)
+        except BadRequest as e:
+            return json_error(request, 400, str(e))
+        _headers(request, JSON)
+        return self.slicer.stream(request, self.group.report_slices(query))
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:

@@ -13,12 +13,13 @@ from typing import Any
 
 import attr
 from kazoo.exceptions import NoAuthError
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import membership as membership_module
-from sentinel import opinions
+from sentinel import opinions, web
 from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog, catalog_digest, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
@@ -26,6 +27,7 @@ from sentinel.discovery import Member as DiscoveryMember
 from sentinel.documents import INLINE_INSTANCES_BYTES, SERVERSET
 from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
 from sentinel.handoff import SessionHandoff
+from sentinel.listing import DOCUMENTS_PER_SLICE, MAX_LIMIT, PageQuery
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation
 from sentinel.session import SessionPurpose, StateFile, left_in
@@ -50,6 +52,7 @@ from tests.groupfakes import (
     Member,
     instance,
 )
+from tests.httptest import fetch_json, status_app
 from tests.test_handoff import SyncWorker
 
 NAMES = [f"r{i:02d}" for i in range(30)]
@@ -899,7 +902,7 @@ class MixedListsTests(SynchronousTestCase):
         fleet.add("b", NAMES, replicas=1).start()
         fleet.run(2.0)
         for agent, known in (("a", len(NAMES) + 1), ("b", len(NAMES))):
-            report = fleet.members[agent].group.report()
+            report = group_report(fleet.members[agent].group)
             self.assertEqual(report["counted_over"], "known")
             self.assertEqual(report["known"], known)
             primaries = sum(m["primary"] for m in report["members"])
@@ -1490,6 +1493,11 @@ class FreezeTests(SynchronousTestCase):
             self.assertEqual((document["agent"], document["status"]), ("a", "up"))
 
 
+def group_report(group: Any, limit: int = MAX_LIMIT, after: str | None = None) -> Any:
+    """A group's ``GET /group`` answer, decoded."""
+    return json.loads(b"".join(group.report_slices(PageQuery(limit, after))))
+
+
 def ghost_catalog(
     agent: str, replicas: int = 1, quorum: int = 1
 ) -> tuple[list[str], list[bytes]]:
@@ -1543,7 +1551,9 @@ class ManyMembersTests(SynchronousTestCase):
         self.assertIn("m004 has replicas 2, quorum 2 and 295 more", reason)
         self.assertNotIn("m005", reason)
         self.assertLess(len(reason), 500)
-        self.assertEqual(len(self.group.report()["disagreeing"]), 300)
+        report = group_report(self.group)
+        self.assertEqual(len(report["disagreeing"]), 300)
+        self.assertEqual(report["disagreeing_count"], 300)
         [line] = self.logged("disagree")
         self.assertIn("300 member(s)", line)
         self.assertLess(len(line), 500)
@@ -1670,3 +1680,57 @@ class ManyMembersTests(SynchronousTestCase):
         self.assertLessEqual(membership.listings - listings, 5.0 / SETTLE + 1)
         self.fleet.run(SETTLE)
         self.assertEqual(len(membership.view), 101)
+
+    def test_group_paged(self) -> None:
+        """
+        GET /group gives a page of the members by id, 1,000 unless
+        ``?limit=`` says (``next`` names the id to ask for after, null on
+        the last page), with the disagreeing ones of that page; the pages
+        together list every member once. A bad parameter is a 400.
+        """
+        for i in range(30):
+            self.ghost(f"m{i:03d}", 2 if i < 10 else 1, 2 if i < 10 else 1)
+        self.fleet.run(2.0)
+        app, _, _, _, turns = status_app([], group=self.group)
+        treq = StubTreq(app.resource())
+        seen: list[str] = []
+        after = ""
+        pages = 0
+        while after is not None:
+            query = "?limit=7" + (f"&after={after}" if after else "")
+            code, page = fetch_json(treq, turns, f"/group{query}")
+            self.assertEqual(code, 200)
+            self.assertEqual(page["size"], 31)
+            self.assertEqual(page["disagreeing_count"], 10)
+            names = [m["agent"] for m in page["members"]]
+            self.assertEqual(
+                set(page["disagreeing"]), {n for n in names if "m000" <= n < "m010"}
+            )
+            seen += names
+            after = page["next"]
+            pages += 1
+        self.assertEqual(seen, sorted(self.group.membership.view))
+        self.assertEqual(pages, 5)
+        self.patch(web, "MEMBERS_PER_PAGE", 20)
+        code, page = fetch_json(treq, turns, "/group")
+        self.assertEqual((len(page["members"]), page["next"]), (20, "m018"))
+        self.assertEqual(page["primary"], len(NAMES))
+        for bad in ("?limit=0", "?status=up", "?limit=1&limit=2"):
+            code, page = fetch_json(treq, turns, f"/group{bad}")
+            self.assertEqual(code, 400, bad)
+            self.assertIn("error", page)
+        self.flushLoggedErrors()
+
+    def test_group_in_slices(self) -> None:
+        """
+        GET /group is rendered in slices of at most 100 members, whatever
+        the limit asked for.
+        """
+        for i in range(250):
+            self.ghost(f"m{i:03d}")
+        self.fleet.run(2.0)
+        slices = list(self.group.report_slices(PageQuery(MAX_LIMIT)))
+        self.assertGreaterEqual(len(slices), 3)
+        for part in slices:
+            self.assertLessEqual(part.count(b'"agent": '), DOCUMENTS_PER_SLICE)
+        self.assertEqual(len(json.loads(b"".join(slices))["members"]), 251)
