@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from json.decoder import scanstring  # type: ignore[attr-defined]
 
 import attr
 
@@ -30,6 +32,11 @@ CATALOG_PART_BYTES = 512 * 1024
 # What a catalog may hold once decompressed: 100,000 names of 255 bytes
 # would be 26 MB; anything larger is refused, not buffered.
 MAX_CATALOG_BYTES = 64 * 1024 * 1024
+# Names parsed in one slice of a catalog's decoding: about 5 ms. A catalog
+# longer than LARGE_CATALOG_CHARS also has its text joined and decoded in
+# a slice of its own, and its names frozen in another (about 10 ms a MB).
+NAMES_PER_SLICE = 10_000
+LARGE_CATALOG_CHARS = 1_000_000
 
 
 @attr.frozen
@@ -107,27 +114,38 @@ class BadCatalog(Exception):
 
 def decode_catalog(digest: str, parts: Sequence[bytes]) -> Catalog:
     """
-    The catalog in `parts` (in order), checked against its `digest`.
+    The catalog in `parts` (in order), checked against its `digest`, all
+    at once (`CatalogDecoder` decodes it a slice at a time).
 
     @raise BadCatalog: if it is corrupt, too large or not a catalog.
     """
     decoder = CatalogDecoder(digest)
     for part in parts:
         decoder.feed(part)
-    return decoder.finish()
+    steps = decoder.decode()
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            catalog: Catalog = done.value
+            return catalog
 
 
 class CatalogDecoder:
     """
-    A catalog decoded as its parts arrive, in order: each part is
-    decompressed when fed, so a corrupt or oversized catalog is refused at
-    its first bad part, before the rest is read (a member's 20 parts of
-    garbage were 18 MB fetched and held before the first was looked at).
+    A catalog decoded as its parts arrive, in order, then a slice at a
+    time. Each part is decompressed and digested when fed, so that a
+    corrupt or oversized catalog is refused at its first bad part, before
+    the rest is read (a member's 20 parts of garbage were 18 MB fetched
+    and held before the first was looked at). Its names are then parsed
+    `NAMES_PER_SLICE` at a time (`decode`): in one call, a valid catalog
+    of 800,000 names held every member's reactor 3.5-6 s.
     """
 
     def __init__(self, digest: str) -> None:
         self._digest = digest
         self._inflate = zlib.decompressobj()
+        self._hash = hashlib.blake2b(digest_size=8)
         self._chunks: list[bytes] = []
         self._size = 0
 
@@ -145,32 +163,62 @@ class CatalogDecoder:
         self._size += len(chunk)
         if self._inflate.unconsumed_tail or self._size > MAX_CATALOG_BYTES:
             raise BadCatalog(f"larger than {MAX_CATALOG_BYTES} bytes")
+        self._hash.update(chunk)
         self._chunks.append(chunk)
 
-    def finish(self) -> Catalog:
+    def decode(self) -> Generator[None, None, Catalog]:
         """
-        The catalog, once every part was fed.
+        Once every part was fed: the catalog, parsed a slice at a time (a
+        generator that yields between slices and returns the catalog).
+        Only `Catalog.encode`'s layout is read: no other writer exists,
+        and a general JSON parser takes the whole document in one call.
 
         @raise BadCatalog: if it is corrupt, too large or not a catalog.
         """
         self.feed(b"")
         if not self._inflate.eof:
             raise BadCatalog("truncated")
-        encoded = b"".join(self._chunks)
-        self._chunks = []
-        if catalog_digest(encoded) != self._digest:
+        if self._hash.hexdigest() != self._digest:
             raise BadCatalog("its content does not match its digest")
+        encoded, self._chunks = b"".join(self._chunks), []
         try:
-            document = json.loads(encoded)
-            names = document["instances"]
-            replicas, quorum = document["replicas"], document["quorum"]
-        except (ValueError, RecursionError, TypeError, KeyError):
+            text = encoded.decode("utf-8")
+        except UnicodeDecodeError:
             raise BadCatalog("not a catalog document") from None
-        if not (
-            isinstance(names, list)
-            and all(isinstance(n, str) for n in names)
-            and isinstance(replicas, int)
-            and isinstance(quorum, int)
-        ):
+        del encoded
+        head = _HEAD.match(text)
+        # Names, each followed by a comma but the last, then the end.
+        end = len(text) - 2
+        index = head.end() if head is not None else end
+        if head is None or text[end:] != "]}":
             raise BadCatalog("not a catalog document")
+        if index < end and text[end - 1] != '"':
+            raise BadCatalog("not a catalog document")  # A comma last, say.
+        names: set[str] = set()
+        large = len(text) > LARGE_CATALOG_CHARS
+        while index < end:
+            if names or large:
+                yield  # The next slice in another call.
+            for _ in range(NAMES_PER_SLICE):
+                if text[index] != '"':
+                    raise BadCatalog("not a catalog document")
+                try:
+                    name, index = scanstring(text, index + 1)
+                except ValueError:
+                    raise BadCatalog("not a catalog document") from None
+                names.add(name)
+                if index == end:
+                    break
+                if text[index] != ",":
+                    raise BadCatalog("not a catalog document")
+                index += 1
+        if large:
+            yield
+        replicas, quorum = int(head["replicas"]), int(head["quorum"])
         return Catalog(frozenset(names), replicas, quorum)
+
+
+# The start of a catalog as `Catalog.encode` writes it, up to its first name.
+_HEAD = re.compile(
+    r'\{"replicas":(?P<replicas>-?\d{1,9}),"quorum":(?P<quorum>-?\d{1,9}),"instances":\['
+)

@@ -16,7 +16,9 @@ only: catalogs are kept by digest, so agents sharing one
 list (a central group) are read once, and a catalog seen before is not
 read again; nor is one that could not be decoded, until its member
 writes another (its parts are decompressed as they arrive, and the read
-stops at the first bad one).
+stops at the first bad one). Catalogs are decoded one at a time, a slice
+of names per reactor turn (`CatalogDecoder`), so that a member with a
+huge one never holds the checks.
 
 A catalog counts only while a session holds it: one in a persistent node
 (written by hand, or left by some other tool: no agent's session ends it)
@@ -56,8 +58,9 @@ from typing import Any
 
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -157,6 +160,7 @@ class Membership:
         # Members whose catalog read failed in the listing under way, and
         # the listings in a row that had such failures (for the back-off).
         self._unread: set[str] = set()
+        self._decoding = DeferredLock()
         self._read_failures = 0
         self.changes = 0
         self.listings = 0
@@ -403,7 +407,7 @@ class Membership:
                     self._left_out(agent, _PERSISTENT)
                     return
                 decoder.feed(data)
-            catalog = decoder.finish()
+            catalog = await self._decode(decoder)
         except NoNodeError:
             # Gone meanwhile: the watch says what replaced it.
             return
@@ -423,6 +427,22 @@ class Membership:
         self._bad.pop(agent, None)
         self._catalogs[digest] = catalog
         self._held[agent] = (digest, token)
+
+    async def _decode(self, decoder: CatalogDecoder) -> Catalog:
+        """
+        The catalog, decoded a slice per reactor turn (the checks run in
+        between), one catalog at a time (else as many slices a turn as
+        catalogs read at once).
+        """
+        async with self._decoding:
+            steps = decoder.decode()
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    catalog: Catalog = done.value
+                    return catalog
+                await deferLater(self._reactor, 0, lambda: None)
 
     def _left_out(self, agent: str, why: str) -> None:
         if self._bad.get(agent) != why:

@@ -12,6 +12,8 @@ from sentinel.catalog import (
     MAX_CATALOG_BYTES,
     BadCatalog,
     Catalog,
+    CatalogDecoder,
+    catalog_digest,
     catalog_node_name,
     catalog_parts,
     decode_catalog,
@@ -191,6 +193,54 @@ class CatalogTests(SynchronousTestCase):
         }.items():
             with self.assertRaises(BadCatalog, msg=name):
                 decode_catalog(*args)
+
+    def test_decoded_in_slices(self) -> None:
+        """
+        A catalog's names are parsed NAMES_PER_SLICE at a time: a catalog
+        of 25,000 takes three calls or more, and reads back as written.
+        """
+        names = frozenset(f"cache-{i:06d}.prod.example.com:6379" for i in range(25_000))
+        digest, parts = catalog_parts(Catalog(names, 3, 2))
+        decoder = CatalogDecoder(digest)
+        for part in parts:
+            decoder.feed(part)
+        steps = decoder.decode()
+        calls = 1
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                self.assertEqual(done.value, Catalog(names, 3, 2))
+                break
+            calls += 1
+        self.assertGreaterEqual(calls, 3)
+        empty = Catalog(frozenset(), 1, 1)
+        self.assertEqual(decode_catalog(*catalog_parts(empty)), empty)
+
+    def test_other_layouts_refused(self) -> None:
+        """
+        Only the layout the agents write is read: anything else is no
+        catalog, even as valid JSON with the right digest.
+        """
+        for document in (
+            '{"replicas":1,"quorum":1,"instances":["a",]}',
+            '{"replicas":1,"quorum":1,"instances":["a",0]}',
+            '{"replicas":1,"quorum":1,"instances":["a""b"]}',
+            '{"replicas":1,"quorum":1,"instances":["a"]',
+            '{"replicas":1,"quorum":1,"instances":["a"]}\n',
+            '{"replicas": 1, "quorum": 1, "instances": ["a"]}',
+            '{"quorum":1,"replicas":1,"instances":["a"]}',
+            '{"replicas":1.5,"quorum":1,"instances":["a"]}',
+            '{"replicas":1,"quorum":1,"instances":["a\x01"]}',
+            '{"replicas":1,"quorum":1,"instances":["a]}',
+        ):
+            encoded = document.encode()
+            packed = zlib.compress(encoded)
+            with self.assertRaises(BadCatalog, msg=document):
+                decode_catalog(catalog_digest(encoded), [packed])
+        encoded = b'{"replicas":1,"quorum":1,"instances":["\xff"]}'
+        with self.assertRaises(BadCatalog):
+            decode_catalog(catalog_digest(encoded), [zlib.compress(encoded)])
 
     def test_node_names(self) -> None:
         """Agent ids may hold dots; other names are no catalog part."""

@@ -15,9 +15,11 @@ import attr
 from kazoo.exceptions import NoAuthError
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel import catalog as catalog_module
 from sentinel import membership as membership_module
 from sentinel import opinions, web
 from sentinel.assignment import Assignment
@@ -1555,7 +1557,7 @@ class ManyMembersTests(SynchronousTestCase):
         self.assertEqual(len(report["disagreeing"]), 300)
         self.assertEqual(report["disagreeing_count"], 300)
         [line] = self.logged("disagree")
-        self.assertIn("300 member(s)", line)
+        self.assertIn("member(s), m000 has replicas 2, quorum 2", line)
         self.assertLess(len(line), 500)
         # More members with a pair already reported: no news.
         for i in range(300, 310):
@@ -1734,3 +1736,28 @@ class ManyMembersTests(SynchronousTestCase):
         for part in slices:
             self.assertLessEqual(part.count(b'"agent": '), DOCUMENTS_PER_SLICE)
         self.assertEqual(len(json.loads(b"".join(slices))["members"]), 251)
+
+    def test_large_catalog_decoded_over_turns(self) -> None:
+        """
+        A large catalog is decoded a slice of names per reactor turn (the
+        checks run in between), not in one, and then kept.
+        """
+        self.patch(catalog_module, "NAMES_PER_SLICE", 100)
+        turns: list[float] = []
+
+        def next_turn(clock: Any, delay: float, f: Any) -> Any:
+            turns.append(delay)
+            return deferLater(clock, delay, f)
+
+        self.patch(membership_module, "deferLater", next_turn)
+        catalog = Catalog(frozenset(f"big/{i}" for i in range(1000)), 1, 1)
+        digest, parts = catalog_parts(catalog)
+        for index, part in enumerate(parts):
+            name = catalog_node_name("big", digest, "beef", index, len(parts))
+            self.fleet.server.put(f"{ROOT}/catalogs/{name}", part, OLD_SESSION)
+        membership = self.group.membership
+        self.fleet.run(1.0)
+        self.assertEqual(turns, [0] * 9)
+        self.assertEqual(membership._catalogs[digest], catalog)
+        self.fleet.run(SETTLE)
+        self.assertIn("big", membership.view)
