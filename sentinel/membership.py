@@ -12,13 +12,13 @@ join, a leave or a catalog change (a reload), never on a heartbeat, so a
 member's agent node (rewritten every heartbeat) is never read. Changes
 cost each member at most one listing (about 50 bytes a member) per
 `settle` time, however many there are, and the reading of new catalogs
-only: catalogs are kept by digest, so agents sharing one
-list (a central group) are read once, and a catalog seen before is not
-read again; nor is one that could not be decoded, until its member
-writes another (its parts are decompressed as they arrive, and the read
-stops at the first bad one). Catalogs are decoded one at a time, a slice
-of names per reactor turn (`CatalogDecoder`), so that a member with a
-huge one never holds the checks.
+only: catalogs are kept by digest, so agents sharing one list (a central
+group) are read once, and a catalog seen before is not read again; nor
+is one that could not be decoded, until its member writes another (its
+parts are decompressed as they arrive, and the read stops at the first
+bad one). Catalogs are decoded one at a time, a slice of names per
+reactor turn (`CatalogDecoder`), so that a member with a huge one never
+holds the checks.
 
 A catalog counts only while a session holds it: one in a persistent node
 (written by hand, or left by some other tool: no agent's session ends it)
@@ -27,25 +27,26 @@ is left out, its member reported as unreadable (`unreadable`, and
 asked about once even when its digest was read before. So is a member
 whose catalog ZooKeeper would not give (no access to it, a timeout, a
 lost connection): the view is partial meanwhile, and the read is tried
-again after `RETRY_DELAY`, twice as long after each failure in a row. All catalogs kept
-hold at most `MAX_NAMES_KEPT` names together; one that would take them over
-is left out the same way, so that members with huge catalogs cannot make
-the agent grow without bound. This agent's own catalog, once written, is
-expected in every listing: missing (deleted behind its back, with
-``{root}`` itself, say), it is written again (`on_own_listed`), as the
-agent node is at each heartbeat; else the group would split for good.
+again after `RETRY_DELAY`, twice as long after each failure in a row.
+All catalogs kept hold at most `MAX_NAMES_KEPT` names together; one that
+would take them over is left out the same way, so that members with huge
+catalogs cannot make the agent grow without bound. This agent's own
+catalog, once written, is expected in every listing: missing (deleted
+behind its back, with ``{root}`` itself, say), it is written again
+(`on_own_listed`), as the agent node is at each heartbeat; else the
+group would split for good.
 
 A change of membership is applied `settle` seconds after it is first seen
 (`SETTLE`), with whatever happened meanwhile (listed again then, if the
-watch fired since): a member that leaves and
-comes back within it (a session that expired and was replaced at once,
-another process of the same agent taking over) moves nothing, and a rack
-whose sessions expire together moves its instances once. The first view
-waits as long: agents started together then begin with the same view,
-rather than each take everything, alone, for a moment. This agent is always
-a member of its own view, whatever ZooKeeper lists (it may not have
-written its catalog yet, or ZooKeeper may have come back empty): an agent
-alone observes everything it knows.
+watch fired since): a member that leaves and comes back within it (a
+session that expired and was replaced at once, another process of the
+same agent taking over) moves nothing, and a rack whose sessions expire
+together moves its instances once. The first view waits as long: agents
+started together then begin with the same view, rather than each take
+everything, alone, for a moment. This agent is always a member of its
+own view, whatever ZooKeeper lists (it may not have written its catalog
+yet, or ZooKeeper may have come back empty): an agent alone observes
+everything it knows.
 
 While ZooKeeper is unreachable the last view stays: the instances keep
 their observers rather than move on a guess.
@@ -160,8 +161,9 @@ class Membership:
         # Members whose catalog read failed in the listing under way, and
         # the listings in a row that had such failures (for the back-off).
         self._unread: set[str] = set()
-        self._decoding = DeferredLock()
         self._read_failures = 0
+        # Held while a catalog is decoded (`_decode`).
+        self._decoding = DeferredLock()
         self.changes = 0
         self.listings = 0
         self.catalog_reads = 0
@@ -380,7 +382,7 @@ class Membership:
         """
         self._unread.add(agent)
         name = failure.type.__name__ if failure.type else "error"
-        self._left_out(agent, f"{name} from ZooKeeper; read again later")
+        self._left_out(agent, f"{name} while reading it; read again later")
 
     async def _read_catalog(
         self, agent: str, digest: str, token: str, count: int
