@@ -6,8 +6,8 @@ that do the writing are composed here.
 The data path: `publish(state, transition)` runs after every check and
 decides whether the instance's node must be written: at its first check
 (never from a status it does not have), when its status, ``ready`` or role
-changes, when a reload replaced the instance, and every `refresh` seconds
-(so readers can tell a stale node); the agent node when the instances
+changes, when a reload replaced the instance, and at least every
+`refresh` seconds (so readers can tell a stale node); the agent node when the instances
 change and every `heartbeat`. Unchanged, it writes and allocates nothing.
 A node to write is marked (`sentinel.writes`: coalesced, bounded, retried)
 and written by `sentinel.writer`; a node another session holds is parked
@@ -31,6 +31,7 @@ node (`on_twin`) or a newer process took its session over
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
@@ -322,7 +323,8 @@ class ZooKeeperPublisher(Service):
             return
         written_at = node.written_at
         if written_at is not None and not node.dirty:
-            if self._reactor.seconds() - written_at >= self.refresh:
+            due_after = _refresh_after(self.refresh, state.health.interval)
+            if self._reactor.seconds() - written_at >= due_after:
                 self._mark(node)
                 self._members.refresh(state.name)
 
@@ -597,6 +599,25 @@ class ZooKeeperPublisher(Service):
         self._nodes.cancel_rechecks()
         self._guard.cancel()
         self._sweep.abandon()
+
+
+def _refresh_after(refresh: float, interval: float | None) -> float:
+    """
+    How long after its last write was acknowledged an unchanged instance
+    node is written again by a check, checks coming every `interval`
+    (None: unknown): half an interval before the last check that keeps
+    rewrites at most `refresh` apart, so that each is written by that check.
+    """
+    if interval is None:
+        return refresh
+    # The check due `refresh` after the one written comes that write's
+    # latency short of `refresh` after its acknowledgement: judged on
+    # `refresh` itself, it would leave the node one interval older than
+    # readers are told to expect. Half an interval absorbs the latency and
+    # the checks' jitter either way; the epsilon, a quotient such as
+    # 0.3 / 0.1 (2.9999999999999996) short of a whole number of intervals.
+    intervals = max(1, math.floor(refresh / interval + 1e-9))
+    return (intervals - 0.5) * interval
 
 
 def _saying_previous(node: Node) -> bool:

@@ -89,11 +89,11 @@ class PublisherHarness(SynchronousTestCase):
         if connect:
             self.zk.connect()
 
-    def instance(self, name: str) -> InstanceState:
+    def instance(self, name: str, interval: float | None = None) -> InstanceState:
         state = InstanceState(
             RedisInstance(name, "10.0.0.1", 6379),
             FakeProbe(RedisInstance(name, "10.0.0.1", 6379)),
-            InstanceHealth(rise=1, fall=1),
+            InstanceHealth(rise=1, fall=1, interval=interval),
         )
         self.watched[name] = state
         return state
@@ -329,6 +329,44 @@ class PublisherTests(PublisherHarness):
         self.clock.advance(1)
         self.assertIsNone(self.check(state, UP))
         self.assertEqual(self.zk.writes(node), 2)
+
+    def rewrites(self, interval: float, checks: int) -> list[int]:
+        """
+        Which of `checks` unchanged checks, `interval` apart, wrote the
+        node again, each write acknowledged 5 ms after its check.
+        """
+        self.start()
+        state = self.instance("redis-a", interval)
+        node = path("redis-a")
+        self.zk.hold_answers("create", "set")
+        written = []
+        for index in range(checks + 1):
+            before = self.zk.writes(node)
+            self.check(state, UP)
+            if self.zk.writes(node) > before:
+                written.append(index)
+            self.clock.advance(0.005)
+            self.zk.release()
+            self.clock.advance(interval - 0.005)
+        return written
+
+    def test_refresh_written_by_the_check_refresh_after(self) -> None:
+        """
+        With checks every interval, an unchanged node is written again by
+        the check `refresh` seconds after the one written, although that
+        write was acknowledged a little after its check: rewrites come
+        `refresh` apart, not `refresh` plus an interval.
+        """
+        self.assertEqual(self.rewrites(INTERVAL, 90), [0, 30, 60, 90])
+
+    def test_refresh_not_a_whole_number_of_intervals(self) -> None:
+        """
+        When `refresh` is not a whole number of intervals, the node is
+        written again by the last check within `refresh` of the one
+        written: rewrites never come further apart than `refresh`.
+        """
+        # 42 intervals of 0.7 s are 29.4 s; 43 would be 30.1 s.
+        self.assertEqual(self.rewrites(0.7, 84), [0, 42, 84])
 
     def test_transition_written_at_once(self) -> None:
         """A change is written at the check that saw it, without waiting."""
