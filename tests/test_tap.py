@@ -128,6 +128,25 @@ class ExitTests(SynchronousTestCase):
         self.assertExits("--rise: '2.5' is not an integer", "--rise", "2.5")
         self.assertExits("--fall: 'x' is not an integer", "--fall", "x")
 
+    def test_numbers_in_ascii_digits_only(self) -> None:
+        """
+        Numbers are ASCII digits, with one dot at most in a number of
+        seconds, as everywhere else in the config: what float() and int()
+        would also read (an underscore, a sign, spaces, an exponent, nan,
+        digits of another script) is refused with the option and the text.
+        """
+        for text in ("1_0", "+2", " 2 ", "2\n", "1e1", "nan", "１", "٣", "1.5.0", "."):
+            self.assertExits(
+                f"--interval: {text!r} is not a number", "--interval", text
+            )
+        for text in ("1_0", "+2", " 2 ", "٣", "0x2"):
+            self.assertExits(f"--rise: {text!r} is not an integer", "--rise", text)
+        options = parse("--interval", "2.", "--timeout", ".5", "--fall", "04")
+        self.assertEqual(
+            (options.config.interval, options.config.timeout, options.config.fall),
+            (2.0, 0.5, 4),
+        )
+
     def test_timeout_greater_than_interval(self) -> None:
         """Validation in load_config reaches the user the same way."""
         self.assertExits(
