@@ -130,6 +130,9 @@ class Group:
         self.publishing.contested = self._contested
         self.publishing.voting = self._voting
         self.publishing.on_handed_over = self._handed_over
+        # While a reload's changes are applied (`_known_changed`): the views
+        # applied meanwhile, logged once its own moves are done.
+        self._reloading: list[tuple[View, frozenset[str], set[str]]] | None = None
         # Instances this agent kept for their next primary, which has their
         # node now: they move at the end of the turn, all at once.
         self._handed: set[str] = set()
@@ -207,6 +210,23 @@ class Group:
         # its instance (each had it removed from its config, say).
         self._move(changed | self.publishing.kept)
         self._members = frozenset(view)
+        if self._reloading is None:
+            self._log_view(view, before, changed)
+        else:
+            self._reloading.append((view, before, changed))
+
+    def _log_view(
+        self,
+        view: View,
+        before: frozenset[str],
+        changed: set[str],
+        reloaded: Set[str] = frozenset(),
+    ) -> None:
+        """
+        Log a view applied: the members, who joined and who left, how many
+        instances changed observers (the view's, and a reload's that
+        applied it: `reloaded`), and how many this agent observes now.
+        """
         # A member joining or leaving is news an operator looks for when
         # nodes move: which, and how much moved here.
         log.info(
@@ -215,7 +235,7 @@ class Group:
             members=len(view),
             joined=_named(" joined", set(view) - before),
             left=_named(" left", before - set(view)),
-            moved=len(changed),
+            moved=len(changed | reloaded),
             observing=len(self.monitor.states),
         )
 
@@ -357,8 +377,17 @@ class Group:
         changed = self.assignment.set_known(self.known)
         catalog = self._catalog()
         self.publishing.set_catalog(catalog)
-        self.membership.set_own(catalog)
+        # The view this applies is logged after the moves below: logged
+        # before them, it counted the instances removed as still observed.
+        views: list[tuple[View, frozenset[str], set[str]]] = []
+        self._reloading = views
+        try:
+            self.membership.set_own(catalog)
+        finally:
+            self._reloading = None
         self._move(changed)
+        for view, before, moved in views:
+            self._log_view(view, before, moved, changed)
 
     # Seeing it
 
