@@ -106,6 +106,7 @@ def make_agent(
     left: StoredSession | str | None = None,
     start_signals: StartSignals | None = None,
     log_output: LogOutput | None = None,
+    http_label: str = "http",
 ) -> MultiService:
     """
     Build the agent's services from `config`: `process` when given (first,
@@ -119,7 +120,8 @@ def make_agent(
     (read here if not given). `start_signals` noted the signals that came
     while the process started (`sentinel.signals`). `log_output` is the
     process's standard output, when it goes through `sentinel.output`
-    (its stats and metrics are shown).
+    (its stats and metrics are shown). `http_label` names the HTTP
+    endpoint's field in the line that says it cannot be listened on.
     """
     pacer = ConnectPacer(reactor, CONNECTS_IN_FLIGHT, config.timeout)
     resolver = Resolver.from_config(reactor, config.dns, config.timeout)
@@ -317,6 +319,7 @@ def make_agent(
                 ),
             },
             log_output=log_output,
+            label=http_label,
         ).setServiceParent(top)
     log.info(
         "watching {count} instance(s) every {interval} s, timeout {timeout} s",

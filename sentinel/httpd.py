@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from io import BytesIO
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -406,29 +406,41 @@ class ConnectionLimit(WrappingFactory):
 class HTTPServer(MultiService):
     """
     The listener (`strports.service`): a port that cannot be bound ends
-    start-up with one line and a non-zero status, whether Twisted says so
-    (`CannotListenError`) or the socket layer does (a TCP port out of
-    range: `OverflowError`; a UNIX socket whose directory is missing:
-    the lock file's `OSError`).
+    start-up with one line naming the field (`label`, as the user gave it)
+    and a non-zero status, whether Twisted says so (`CannotListenError`)
+    or the socket layer does (a TCP port out of range: `OverflowError`; a
+    UNIX socket whose directory is missing: the lock file's `OSError`).
     """
 
-    def __init__(self, description: str, factory: ConnectionLimit, reactor: Any):
+    def __init__(
+        self,
+        description: str,
+        factory: ConnectionLimit,
+        reactor: Any,
+        label: str = "http",
+    ):
         super().__init__()
         self.description = description
         self.factory = factory
+        self.label = label
         strports.service(description, factory, reactor=reactor).setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
         except CannotListenError as e:
-            raise SystemExit(
-                f"sentinel: http: cannot listen on {self.description}: {e.socketError}"
-            ) from None
-        except (OSError, OverflowError) as e:
-            raise SystemExit(
-                f"sentinel: http: cannot listen on {self.description}: {e}"
-            ) from None
+            self._refused(e.socketError)
+        except OSError as e:
+            # Its text names the lock file of a UNIX socket, and the PID it
+            # links to, rather than the socket: the reason alone.
+            self._refused(e.strerror or e)
+        except OverflowError as e:
+            self._refused(e)
+
+    def _refused(self, reason: object) -> NoReturn:
+        raise SystemExit(
+            f"sentinel: {self.label}: cannot listen on {self.description}: {reason}"
+        ) from None
 
 
 def http_service(
@@ -445,9 +457,11 @@ def http_service(
     group: Group | None = None,
     health_details: Mapping[str, StatsSource] | None = None,
     log_output: LogOutput | None = None,
+    label: str = "http",
 ) -> HTTPServer:
     """
-    The agent's HTTP part, listening on `description` (a strports string):
+    The agent's HTTP part, listening on `description` (a strports string,
+    the field `label`: ``--http`` when given on the command line):
     the app with its metrics, check history and ZooKeeper's health and
     stats, the `health_checks`, `stats_sources` and `health_details` of
     the rest of the agent, its `group` (``/group``, its health and
@@ -499,4 +513,4 @@ def http_service(
     factory = ConnectionLimit(
         StatusSite(app.resource(), reactor), MAX_CONNECTIONS, reactor
     )
-    return HTTPServer(description, factory, reactor)
+    return HTTPServer(description, factory, reactor, label)

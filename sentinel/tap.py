@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from sentinel import __version__
@@ -36,6 +36,10 @@ _SSL_ARGUMENTS = (
     "dhParameters",
 )
 _SSL_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")
+# The endpoint types whose first argument is a TCP port: Twisted hands it
+# to bind() unchecked, and one out of range (tcp:65536) was refused only
+# once twistd had started.
+_PORT_TYPES = ("tcp", "tcp6", "ssl")
 
 
 def check_endpoint(
@@ -66,6 +70,24 @@ def check_endpoint(
         raise ConfigError(
             f"{label}: {description!r} is not a valid endpoint: {reason}"
         ) from None
+    _check_port(label, description)
+
+
+def _check_port(label: str, description: str) -> None:
+    from twisted.internet import endpoints
+
+    parse: Callable[[str], tuple[list[str], dict[str, str]]] = endpoints._parse
+    args, named = parse(description)
+    if not args or args[0].lower() not in _PORT_TYPES:
+        return
+    port = named.get("port", args[1] if len(args) > 1 else "")
+    # ASCII digits, as every other port in the config: int() would also
+    # take "٣" (3).
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ConfigError(
+            f"{label}: {description!r} is not a valid endpoint: port "
+            f"{port!r} is not from 0 to 65535"
+        )
 
 
 def _check_endpoint_files(label: str, description: str, reader: FileReader) -> None:
@@ -92,6 +114,27 @@ def _check_endpoint_files(label: str, description: str, reader: FileReader) -> N
                 raise ConfigError(
                     f"{label}: {argument}: cannot read {path}: {e}"
                 ) from None
+
+
+class StartedEarly(MultiService):
+    """
+    The agent under twistd, its privileged start (the open-file limit
+    raised, the HTTP endpoint listened on) done as it is made: twistd
+    writes its pidfile and logs its banner before it calls
+    `privilegedStartService`, and a start refused there ended with lines
+    on standard output and the pidfile left behind (a `SystemExit` is no
+    error to twistd; a daemon's parent waited for its child's word for
+    good). Now it ends as invalid input does: one line on standard error,
+    before either.
+    """
+
+    def __init__(self, agent: IService) -> None:
+        super().__init__()
+        agent.setServiceParent(self)
+        super().privilegedStartService()
+
+    def privilegedStartService(self) -> None:
+        """Done already, as the service was made."""
 
 
 class Options(usage.Options):
@@ -191,8 +234,12 @@ class Options(usage.Options):
         reactor = self._reactor
         if reactor is None:
             from twisted.internet import reactor
-        label = "--http" if "http" in self.overrides else "http"
-        check_endpoint(label, self.config.http, reactor, self._reader)
+        check_endpoint(self.http_label, self.config.http, reactor, self._reader)
+
+    @property
+    def http_label(self) -> str:
+        """The HTTP endpoint's field, as the user gave it."""
+        return "--http" if "http" in self.overrides else "http"
 
     def load(self) -> Config:
         """
@@ -214,6 +261,8 @@ def makeService(options: Options) -> IService:
     standard output that never blocks the agent: L{sentinel.output}), and
     the ZooKeeper session the previous process left in the state_dir, if
     any; a state_dir that must not be used ends the start with one line.
+    Under twistd, its privileged start is done here (`StartedEarly`),
+    but for a daemon's ``unix:`` socket.
     """
     from twisted.internet import reactor
 
@@ -251,7 +300,14 @@ def makeService(options: Options) -> IService:
         left=left,
         start_signals=start,
         log_output=log_output,
+        http_label=options.http_label,
     )
+    # A daemon listens on a unix: socket after its fork, as twistd has it:
+    # the socket's lock file names the PID that listens, and the process
+    # that would listen first exits.
+    unix = options.config.http.lower().startswith("unix:")
+    if twistd is not None and (foreground or not unix):
+        agent = StartedEarly(agent)
     if start is not None:
         # twistd starts logging next, and takes SIGUSR1 to reopen its log
         # file only if it finds it at its default action.

@@ -419,6 +419,16 @@ class _RefusingReactor(MemoryReactorClock):
         raise CannotListenError(kw.get("interface", ""), port, OSError(98, "in use"))
 
 
+class _MissingDirectoryReactor(MemoryReactorClock):
+    """A reactor whose UNIX sockets' directory is missing."""
+
+    def listenUNIX(self, address: str, *args: Any, **kw: Any) -> Any:
+        # What twisted.internet.unix.Port raises: its lock file's symlink.
+        raise FileNotFoundError(
+            2, "No such file or directory", "1402", None, address + ".lock"
+        )
+
+
 class ServiceTests(SynchronousTestCase):
     """The listener and the HTTP part of the agent."""
 
@@ -437,6 +447,25 @@ class ServiceTests(SynchronousTestCase):
                 "sentinel: http: cannot listen on tcp:6060:interface=127.0.0.1: "
                 "[Errno 98] in use"
             ],
+        )
+
+    def test_cannot_listen_names_the_field_as_given(self) -> None:
+        """
+        The line names the field as the user gave it (``--http`` on the
+        command line), and of an error of the socket layer its reason
+        alone: a UNIX socket's names its lock file and the PID it links to.
+        """
+        app, _, clock, _, _ = status_app(["a"])
+        factory = ConnectionLimit(StatusSite(app.resource(), clock), 3, clock)
+        server = HTTPServer(
+            "unix:/gone/s", factory, _MissingDirectoryReactor(), "--http"
+        )
+        with self.assertRaises(SystemExit) as caught:
+            server.privilegedStartService()
+        self.assertEqual(
+            caught.exception.code,
+            "sentinel: --http: cannot listen on unix:/gone/s: "
+            "No such file or directory",
         )
 
     def test_listens_and_reports(self) -> None:

@@ -11,15 +11,21 @@ import socket
 import sys
 import types
 
+from twisted.application.service import IService, Service
 from twisted.internet.testing import MemoryReactor
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel import __version__
+from sentinel import __version__, output
 from sentinel.config import ConfigError, RedisInstance, ZooKeeperConfig
 from sentinel.files import MAX_CA_BYTES, FileReader
 from sentinel.settings import SETTINGS
-from sentinel.tap import Options, check_endpoint, makeService
+from sentinel.tap import (
+    Options,
+    StartedEarly,
+    check_endpoint,
+    makeService,
+)
 
 
 def parse(*argv: str) -> Options:
@@ -309,6 +315,31 @@ class CheckEndpointTests(SynchronousTestCase):
             str(error), "http: 'x:1' is not a valid endpoint: first second"
         )
 
+    def test_port_out_of_range(self) -> None:
+        """
+        A TCP port outside 0-65535, or not in ASCII digits, is refused
+        as the option is read, with the field and the endpoint, rather
+        than by bind() once the agent has started.
+        """
+        for description, port in [
+            ("tcp:65536", "65536"),
+            ("tcp:99999:interface=127.0.0.1", "99999"),
+            ("tcp:port=70000", "70000"),
+            ("tcp6:65536", "65536"),
+            ("tcp:-1", "-1"),
+            ("tcp:\u0663", "\u0663"),
+        ]:
+            error = self.assertRaises(
+                ConfigError, check_endpoint, "--http", description, MemoryReactor()
+            )
+            self.assertEqual(
+                str(error),
+                f"--http: {description!r} is not a valid endpoint: port "
+                f"{port!r} is not from 0 to 65535",
+            )
+        for description in ("tcp:0", "tcp:65535:interface=127.0.0.1", "unix:/x"):
+            check_endpoint("http", description, MemoryReactor())
+
 
 class EndpointFilesTests(SynchronousTestCase):
     """The files of an ssl: endpoint are read as the config's own are."""
@@ -424,8 +455,65 @@ class MakeServiceTests(SynchronousTestCase):
         path.setContent(b"interval = 'x'\n")
         self.assertRaises(ConfigError, reload)
 
+    def under_twistd(
+        self, nodaemon: bool, http: str = "none"
+    ) -> tuple[IService, RecordingService]:
+        """makeService's service under twistd, and the agent in it."""
+        agent = RecordingService()
+        fake = types.ModuleType("sentinel.agent")
+        fake.make_agent = lambda *args, **kw: agent  # type: ignore[attr-defined]
+        self.addCleanup(self.restore_module, sys.modules.get("sentinel.agent"))
+        sys.modules["sentinel.agent"] = fake
+        # This process's standard output stays as it is.
+        self.patch(output, "install", lambda: None)
+        options = Options(reactor=MemoryReactor())
+        options.parent = {"pidfile": "", "syslog": True, "nodaemon": nodaemon}
+        options.parseOptions(["--http", http])
+        return makeService(options), agent
+
+    def test_privileged_start_done_as_made(self) -> None:
+        """
+        Under twistd, in the foreground or as a daemon, the service handed
+        to it has had its privileged start (the HTTP endpoint listened on)
+        when makeService returns it: a refusal ends the process before
+        twistd writes its pidfile. twistd's own call does it no second
+        time; its start starts the agent.
+        """
+        for nodaemon in (True, False):
+            service, agent = self.under_twistd(nodaemon, "tcp:0")
+            self.assertIsInstance(service, StartedEarly)
+            self.assertEqual(agent.calls, ["privileged"])
+            service.privilegedStartService()
+            service.startService()
+            self.assertEqual(agent.calls, ["privileged", "start"])
+
+    def test_daemon_unix_socket_listened_on_by_twistd(self) -> None:
+        """
+        A daemon's unix: socket is listened on by twistd's call, after its
+        fork: the socket's lock file names the PID that listens.
+        """
+        service, agent = self.under_twistd(False, "unix:/run/sentinel/http.sock")
+        self.assertIs(service, agent)
+        self.assertEqual(agent.calls, [])
+        service, agent = self.under_twistd(True, "unix:/run/sentinel/http.sock")
+        self.assertEqual(agent.calls, ["privileged"])
+
     def restore_module(self, module: types.ModuleType | None) -> None:
         if module is None:
             del sys.modules["sentinel.agent"]
         else:
             sys.modules["sentinel.agent"] = module
+
+
+class RecordingService(Service):
+    """A service that records its privileged start and its start."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def privilegedStartService(self) -> None:
+        self.calls.append("privileged")
+
+    def startService(self) -> None:
+        super().startService()
+        self.calls.append("start")

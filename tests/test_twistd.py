@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -293,31 +294,52 @@ class TwistdTests(TwistdTestCase):
 
     def test_http_bind_errors_are_one_line(self) -> None:
         """
-        A TCP port out of range and a UNIX socket in a missing directory,
-        which the socket layer refuses without Twisted's CannotListenError,
-        end start-up with one line naming the endpoint, exit 1, no traceback
-        (before: a 40-line traceback).
+        A TCP port out of range (refused as the option is read), a UNIX
+        socket in a missing directory and a port in use (refused as the
+        agent is made) each end start-up with one line on standard error
+        naming the field as given, nothing on standard output, exit 1, and
+        no pidfile left behind (before: twistd's banner first, and its
+        pidfile left with the dead PID).
         """
-        missing = Path(self.mktemp()).absolute() / "http.sock"
-        for description, error in [
-            ("tcp:99999", "bind(): port must be 0-65535."),
-            (f"unix:{missing}", "No such file or directory"),
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        config = directory / "sentinel.toml"
+        config.write_text(f'http = "{busy}"\n')
+        pidfile = directory / "twistd.pid"
+        for args, line in [
+            (
+                ["--http", "tcp:99999"],
+                "sentinel: --http: 'tcp:99999' is not a valid endpoint: "
+                "port '99999' is not from 0 to 65535",
+            ),
+            (
+                ["--http", f"unix:{directory}/missing/http.sock"],
+                f"sentinel: --http: cannot listen on unix:{directory}/missing/"
+                "http.sock: No such file or directory",
+            ),
+            (
+                ["--config", str(config)],
+                f"sentinel: http: cannot listen on {busy}: "
+                "[Errno 98] Address already in use",
+            ),
         ]:
             result = subprocess.run(
-                # No pidfile: twistd writes it before listening, and one
-                # left behind would be "stale" to the tests after this one.
-                [TWISTD, "-n", "--pidfile=", "sentinel", "--redis", "127.0.0.1:1",
-                 "--http", description],
+                [TWISTD, "-n", f"--pidfile={pidfile}", "sentinel",
+                 "--redis", "127.0.0.1:1", *args],
                 env=environment(),
                 capture_output=True,
                 timeout=60,
             )  # fmt: skip
-            output = (result.stdout + result.stderr).decode()
-            self.assertEqual(result.returncode, 1, output)
-            self.assertNotIn("Traceback", output)
-            [line] = [line for line in output.splitlines() if "cannot listen" in line]
-            self.assertIn(f"sentinel: http: cannot listen on {description}: ", line)
-            self.assertIn(error, line)
+            self.assertEqual(
+                (result.returncode, result.stdout, result.stderr.decode()),
+                (1, b"", line + "\n"),
+            )
+            self.assertFalse(pidfile.exists())
 
     def test_open_files_refused_in_one_line(self) -> None:
         """
