@@ -5,11 +5,13 @@ the agent service made from it.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from twisted.application.service import IService, MultiService
@@ -114,6 +116,46 @@ def _check_endpoint_files(label: str, description: str, reader: FileReader) -> N
                 raise ConfigError(
                     f"{label}: {argument}: cannot read {path}: {e}"
                 ) from None
+
+
+def check_twistd_files(twistd: Mapping[str, Any]) -> None:
+    """
+    twistd's pidfile and log file, from its options (`twistd`): it opens
+    them only once the agent is made (the log file as it starts logging,
+    the pidfile just before the agent starts), and a failure there ended
+    the start with a traceback. Each must be a file that can be written,
+    in a directory where files can be made.
+
+    @raise ConfigError: naming the option and the path.
+    """
+    pidfile = twistd.get("pidfile")
+    if pidfile:
+        _check_writable("--pidfile", pidfile)
+    if twistd.get("syslog") or twistd.get("logger"):
+        return
+    logfile = twistd.get("logfile")
+    if not logfile and not twistd.get("nodaemon"):
+        logfile = "twistd.log"  # A daemon's, by default.
+    if logfile and logfile != "-":
+        _check_writable("--logfile", logfile)
+
+
+def _check_writable(label: str, path: str) -> None:
+    # Relative to the directory twistd was started in, as it takes it.
+    path = os.path.abspath(path)
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        # A file made and removed in its directory: access() tells root
+        # yes where nothing can be made (/proc), and twistd replaces a
+        # stale pidfile, and rotates its log, by making files there.
+        fd, probe = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".sentinel-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{label}: cannot write {path}: {e.strerror or e}") from None
 
 
 class StartedEarly(MultiService):
@@ -235,6 +277,8 @@ class Options(usage.Options):
         if reactor is None:
             from twisted.internet import reactor
         check_endpoint(self.http_label, self.config.http, reactor, self._reader)
+        if self.parent is not None:
+            check_twistd_files(self.parent)
 
     @property
     def http_label(self) -> str:

@@ -24,6 +24,7 @@ from sentinel.tap import (
     Options,
     StartedEarly,
     check_endpoint,
+    check_twistd_files,
     makeService,
 )
 
@@ -339,6 +340,87 @@ class CheckEndpointTests(SynchronousTestCase):
             )
         for description in ("tcp:0", "tcp:65535:interface=127.0.0.1", "unix:/x"):
             check_endpoint("http", description, MemoryReactor())
+
+
+class TwistdFilesTests(SynchronousTestCase):
+    """
+    twistd's pidfile and log file, checked with the agent's options: twistd
+    opens them only once the agent is made.
+    """
+
+    def missing(self) -> str:
+        return os.path.join(os.path.abspath(self.mktemp()), "x")
+
+    def test_pidfile_in_a_missing_directory(self) -> None:
+        """A pidfile that cannot be made is one line naming it."""
+        path = self.missing()
+        error = self.assertRaises(
+            ConfigError, check_twistd_files, {"pidfile": path, "nodaemon": True}
+        )
+        self.assertEqual(
+            str(error), f"--pidfile: cannot write {path}: No such file or directory"
+        )
+
+    def test_pidfile_a_directory(self) -> None:
+        """A pidfile that is a directory is refused."""
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        error = self.assertRaises(
+            ConfigError, check_twistd_files, {"pidfile": directory, "nodaemon": True}
+        )
+        self.assertEqual(
+            str(error), f"--pidfile: cannot write {directory}: Is a directory"
+        )
+
+    def test_logfile_in_a_missing_directory(self) -> None:
+        """A log file that cannot be made is one line naming it."""
+        path = self.missing()
+        error = self.assertRaises(
+            ConfigError,
+            check_twistd_files,
+            {"pidfile": "", "logfile": path, "nodaemon": True},
+        )
+        self.assertEqual(
+            str(error), f"--logfile: cannot write {path}: No such file or directory"
+        )
+
+    def test_logs_elsewhere(self) -> None:
+        """
+        A log file is not looked at when the log goes to standard output,
+        syslog or a --logger; no pidfile, none either.
+        """
+        path = self.missing()
+        for twistd in [
+            {"pidfile": "", "logfile": "-", "nodaemon": True},
+            {"pidfile": "", "logfile": None, "nodaemon": True},
+            {"pidfile": "", "logfile": path, "syslog": True},
+            {"pidfile": "", "logfile": path, "logger": "a.b"},
+        ]:
+            check_twistd_files(twistd)
+
+    def test_writable_files_left_as_they_were(self) -> None:
+        """Files that can be written pass, and nothing is left beside them."""
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        pidfile = os.path.join(directory, "twistd.pid")
+        logfile = os.path.join(directory, "twistd.log")
+        with open(logfile, "w") as f:
+            f.write("before\n")
+        check_twistd_files({"pidfile": pidfile, "logfile": logfile})
+        self.assertEqual(os.listdir(directory), ["twistd.log"])
+        with open(logfile) as f:
+            self.assertEqual(f.read(), "before\n")
+
+    def test_refused_with_the_options(self) -> None:
+        """twistd's options, the parent of the agent's, are checked with them."""
+        path = self.missing()
+        options = Options(reactor=MemoryReactor())
+        options.parent = {"pidfile": path, "nodaemon": True}
+        error = self.assertRaises(SystemExit, options.parseOptions, ["--http", "none"])
+        self.assertEqual(
+            error.code,
+            f"sentinel: --pidfile: cannot write {path}: No such file or directory",
+        )
 
 
 class EndpointFilesTests(SynchronousTestCase):

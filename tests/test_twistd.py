@@ -341,6 +341,28 @@ class TwistdTests(TwistdTestCase):
             )
             self.assertFalse(pidfile.exists())
 
+    def test_twistd_files_are_one_line(self) -> None:
+        """
+        A pidfile or a log file twistd could not write ends start-up with
+        one line naming the option and the path, exit 1, no traceback
+        (before: a traceback, after the agent was made).
+        """
+        missing = Path(self.mktemp()).absolute() / "missing"
+        for option in ("--pidfile", "--logfile"):
+            path = missing / "twistd"
+            result = subprocess.run(
+                [TWISTD, "-n", f"{option}={path}", "sentinel",
+                 "--redis", "127.0.0.1:1", "--http", "none"],
+                env=environment(),
+                capture_output=True,
+                timeout=60,
+            )  # fmt: skip
+            self.assertEqual(
+                (result.returncode, result.stdout, result.stderr.decode()),
+                (1, b"", f"sentinel: {option}: cannot write {path}: "
+                 "No such file or directory\n"),
+            )  # fmt: skip
+
     def test_open_files_refused_in_one_line(self) -> None:
         """
         Instances that cannot fit even the hard open-file limit end the
