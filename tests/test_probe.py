@@ -2178,8 +2178,12 @@ class FootprintTests(TestCase):
     # Bytes a probe holds with its kept connection (tracemalloc): 4.9 KB
     # when this was written; 7.2 KB before the protocol stopped carrying a
     # dictionary of its own (+1.3 KB) and the last replies were kept as
-    # bytes only (+0.8 KB).
-    BOUND = 5500
+    # bytes only (+0.8 KB). The figure moves with timing: 4.87-5.22 KB in
+    # three runs at one commit, and 5.51-5.55 KB in suites run under a load
+    # average over 10 (what Twisted's endpoints and txredisapi hold while a
+    # connect is retried varies by 100-150 bytes each): the bound leaves
+    # room for that, and still catches the larger of those regressions.
+    BOUND = 6000
 
     async def test_bytes_per_kept_connection(self) -> None:
         """
