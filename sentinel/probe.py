@@ -48,7 +48,15 @@ on.
 An attempt that then fails on its own (refused, or its own timeout while
 the agent kept up) is reported by the next check at once, so a dead
 server is still found within an interval of the agent getting to it. A
-refused connection fails at once, always.
+refused connection fails at once, always. And a check that cannot look
+(its attempt still in line for the pacer, or started too late) of an
+instance whose last check failed, none answered since, fails again with
+that error while the agent keeps up, as checks between two reconnects
+do: a server that stops answering with thousands of instances fills the
+pacer's places with attempts to it (its listen backlog full, new
+connections are dropped, and each runs its whole bound), and its
+instances must go down within the fall bound, not at the pace those
+places free up.
 
 A server that breaks the protocol (a reply nobody asked for, one too long:
 see `sentinel.protocol`) is answered harder (`sentinel.reconnects`): each
@@ -166,6 +174,9 @@ _PING_ALONE = Replication(
 
 # HELLO's reply in its place when the deadline came first (`_cancel_check`).
 _HELLO_LATE = object()
+# A check cancelled while its attempt still waited for the pacer, as
+# `_judged` sees it: a timeout Redis had no chance to cause.
+_NOT_STARTED = Observation(ok=False, error="timeout (connect)")
 
 # Replies to PING that Redis Sentinel counts as "alive" without being ready.
 _ALIVE_NOT_READY = ("LOADING", "MASTERDOWN")
@@ -394,6 +405,7 @@ class RedisProbe:
         "_connect_started_at",
         "_unreported",
         "_last_inconclusive",
+        "_failing",
         "_connected_once",
         "_check",
         "_check_protocol",
@@ -479,6 +491,10 @@ class RedisProbe:
         # whether the last failure was the agent's own (not to be reported).
         self._unreported: str | None = None
         self._last_inconclusive = False
+        # The error of the last check that failed, until a check is answered
+        # or a connection made: what a check the agent could not serve
+        # repeats (`_not_looked_at`).
+        self._failing: str | None = None
         self._connected_once = False
         # The check in flight on the connection (PING or INFO), if any.
         self._check: Deferred[Observation | None] | None = None
@@ -591,12 +607,14 @@ class RedisProbe:
                 # that its status is checked again within a bounded time.)
                 self.stage = "connect"
                 if unreported is not None:
+                    self._failing = unreported
                     return succeed(Observation(ok=False, error=unreported))
                 return succeed(None)
             self._start_attempt(due)
             if unreported is not None:
                 # A failure no check saw (the agent had not got to look):
                 # report it now; the new attempt serves the next check.
+                self._failing = unreported
                 return succeed(Observation(ok=False, error=unreported))
             if self._attempt is None:
                 # The attempt ended at once (it failed before any I/O: a
@@ -610,11 +628,11 @@ class RedisProbe:
         elif self._queued:
             # Still waiting for the pacer: the agent will not get to look
             # this time. Nothing waits (thousands would, at start-up).
-            return succeed(None)
+            return succeed(self._not_looked_at(min(scheduled, now)))
         waiter: Deferred[Any] = Deferred(self._waiters.remove)
         self._waiters.append(waiter)
         waiter.addCallbacks(self._ping, self._connect_failed, callbackArgs=(want_info,))
-        waiter.addCallback(self._judged, now)
+        waiter.addCallback(self._judged, now, self._failing)
         return waiter
 
     def close(self) -> None:
@@ -789,6 +807,7 @@ class RedisProbe:
                 waiter.errback(error)
             return
         self._last_inconclusive = False
+        self._failing = None
         self._pacer.sockets.ended(result)
         if self._closed:
             result.drop()
@@ -827,7 +846,7 @@ class RedisProbe:
                 probation=PROBATION,
             )
         self._reconnects.violated(self._reactor.seconds(), error)
-        self._last_error = error
+        self._last_error = self._failing = error
         self._closed_unanswered = 0  # It sent something: no close unanswered.
         if self._protocol is protocol:
             self._forget()
@@ -1074,8 +1093,10 @@ class RedisProbe:
         self, check: Deferred[Observation | None], observation: Observation, now: float
     ) -> None:
         # The check in flight ends with `observation`, unless a protocol
-        # violation still discredits the connection's answers.
+        # violation still discredits the connection's answers. Answered,
+        # the instance has no failure for a check that cannot look to repeat.
         self._check = self._check_protocol = None
+        self._failing = None
         if self._reconnects.violation is not None:
             observation = self._on_probation(observation, now)
         check.callback(observation)
@@ -1196,7 +1217,7 @@ class RedisProbe:
                 )
                 self._finish(check, observation, self._reactor.seconds())
                 return
-            self._last_error = f"timeout ({stage})"
+            self._last_error = self._failing = f"timeout ({stage})"
             if protocol is not None:
                 self._drop_if(protocol)
         check.callback(Observation(ok=False, error=f"timeout ({stage})"))
@@ -1352,7 +1373,7 @@ class RedisProbe:
                 # last error, not the loss that follows. A well-formed error
                 # reply otherwise keeps it in step.
                 self._drop_if(protocol)
-        self._last_error = error
+        self._last_error = self._failing = error
         self._end_check(Observation(ok=False, error=error))
 
     def _hello_missed(
@@ -1388,7 +1409,8 @@ class RedisProbe:
             return None
         if failure.check(CancelledError):
             if self._queued:
-                return None  # Not started yet: never looked.
+                # Not started yet: never looked (`_judged` says what follows).
+                return _NOT_STARTED
             stage = "resolve" if self._resolving else self.stage
             error = f"timeout ({stage})"
         else:
@@ -1397,15 +1419,18 @@ class RedisProbe:
         return Observation(ok=False, error=error)
 
     def _judged(
-        self, observation: Observation | None, launched_at: float
+        self,
+        observation: Observation | None,
+        launched_at: float,
+        failing: str | None,
     ) -> Observation | None:
         # A timeout of a check that waited for a connection counts only if
-        # Redis had a fair chance (module docstring).
-        if (
-            observation is None
-            or observation.ok
-            or not (observation.error or "").startswith("timeout")
-        ):
+        # Redis had a fair chance (module docstring). `failing`: what the
+        # checks before this one had failed with, if they had.
+        if observation is None or observation.ok:
+            return observation
+        if not (observation.error or "").startswith("timeout"):
+            self._failing = observation.error
             return observation
         if self._renewing:
             # Renewing is the agent's own choice, and the kept connection
@@ -1413,7 +1438,7 @@ class RedisProbe:
             self._last_inconclusive = True
             return None
         now = self._reactor.seconds()
-        started = self._connect_started_at
+        started = None if observation is _NOT_STARTED else self._connect_started_at
         # Since the attempt started, if earlier: a check launched late in a
         # starved tick may be judged moments later, its attempt's own
         # bound not yet run, on an attempt that waited through it all.
@@ -1423,7 +1448,29 @@ class RedisProbe:
             inconclusive = late  # The name servers had the whole timeout.
         else:
             inconclusive = late or started is None or now - started < self._fair_time
-        if inconclusive:
-            self._last_inconclusive = True
+        if not inconclusive:
+            self._failing = observation.error
+            return observation
+        self._last_inconclusive = True
+        # A failure this check's own timeout recorded is none: what the
+        # checks before it failed with stands.
+        self._failing = failing
+        return self._not_looked_at(since)
+
+    def _not_looked_at(self, since: float) -> Observation | None:
+        """
+        What a check that the agent did not get to look with (its attempt
+        still in line for the pacer, or started too late to give Redis a
+        fair chance) says now: nothing (None), unless the instance's last
+        check failed, none answered and no connection made since, and the
+        agent has kept up since `since`; then it fails again with that
+        error (the module docstring).
+        """
+        failing = self._failing
+        if (
+            failing is None
+            or self._protocol is not None
+            or self._pacer.lateness_since(since) > self._late_limit
+        ):
             return None
-        return observation
+        return Observation(ok=False, error=failing)

@@ -2172,6 +2172,153 @@ class StartupTests(SynchronousTestCase):
         self.assertEqual(len(h.reactor.tcpClients), 1)
 
 
+class HungServerTests(SynchronousTestCase):
+    """
+    A server that stops answering while it holds many instances: their
+    reconnects wait in line for slots that attempts to it (or to other dead
+    servers) hold for their whole bound, since a stopped server's listen
+    backlog, once full, drops new connections. An instance whose last check
+    failed fails again while its attempt waits, with that error, as long as
+    the agent keeps up: down within the fall bound, not at the pace slots
+    free up. With the agent late, or nothing failed before, such a check
+    says nothing. Here the check timeout is 1.0 s and there is one slot.
+    """
+
+    def failed_then_in_line(self) -> tuple[Harness, Deferred[object]]:
+        """
+        A kept connection's PING unanswered at the deadline, the only slot
+        then taken by another instance's attempt, and the next check's
+        attempt waiting in line for it; the slot's holder too.
+        """
+        h = Harness(slots=1)
+        h.connect()
+        d = h.check()
+        h.on_time(1.0)
+        d.cancel()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (ping)")
+        slot = h.pacer.acquire()
+        self.successResultOf(slot)
+        return h, slot
+
+    def test_fails_with_the_last_error_while_in_line(self) -> None:
+        """
+        The agent on time, a check whose attempt is still in line at its
+        deadline fails with the last error, and so does the next one, at
+        once; once a slot is free the attempt goes on and its connection
+        serves.
+        """
+        h, _ = self.failed_then_in_line()
+        d = h.check()
+        self.assertEqual(h.pacer.waiting, 1)
+        h.on_time(1.0)
+        d.cancel()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (ping)")
+        observation = self.successResultOf(h.check())
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (ping)")
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        h.pacer.release()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        d = h.check()
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+
+    def test_started_late_from_the_line_fails_with_the_last_error(self) -> None:
+        """
+        An attempt that leaves the line too late to give Redis a fair
+        chance, unanswered at the deadline, fails its check with the last
+        error, the agent on time.
+        """
+        h, _ = self.failed_then_in_line()
+        d = h.check()
+        h.on_time(0.5)
+        h.pacer.release()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        h.on_time(0.5)
+        d.cancel()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (ping)")
+
+    def test_agent_late_says_nothing(self) -> None:
+        """
+        With the agent late meanwhile (one turn of 0.6 s), a check whose
+        attempt waited in line at its deadline ends with None, and so does
+        one launched while a heartbeat is overdue; once the agent keeps up
+        again, the failure is still there to report.
+        """
+        h, _ = self.failed_then_in_line()
+        d = h.check()
+        h.reactor.advance(0.6)
+        h.on_time(0.4)
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+        h.reactor.rightNow += 0.6  # One turn's reads; no timer ran.
+        self.assertIsNone(self.successResultOf(h.check()))
+        h.on_time(0.4)
+        observation = self.successResultOf(h.check())
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (ping)")
+
+    def test_nothing_failed_says_nothing(self) -> None:
+        """
+        An instance whose connection was lost between checks, none failed,
+        waiting in line or started too late from it, says nothing: its
+        first PING unanswered on the late connection is no failure either.
+        """
+        h = Harness(slots=1)
+        h.connect()
+        h.protocol.connectionLost(Failure(ConnectionRefusedError()))
+        h.on_time(1.0)
+        self.successResultOf(h.pacer.acquire())
+        d = h.check()
+        h.on_time(0.5)
+        self.assertIsNone(self.successResultOf(h.check()))
+        h.pacer.release()
+        h.accept()
+        self.assertEqual(h.sent(), PING)
+        h.on_time(0.5)
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertFalse(h.probe.connected)
+        h.on_time(1.0)
+        self.successResultOf(h.pacer.acquire())
+        d = h.check()
+        self.assertEqual(h.pacer.waiting, 1)
+        h.on_time(1.0)
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_answered_since_says_nothing(self) -> None:
+        """
+        A failure followed by an answered check is not repeated: an error
+        reply (the connection kept), then a PONG, then the connection lost
+        between checks, and the check waiting in line says nothing.
+        """
+        h = Harness(slots=1)
+        h.connect()
+        d = h.check()
+        h.reply(b"-BUSY Redis is busy running a script\r\n")
+        self.assertFalse(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        self.assertTrue(h.probe.connected)
+        d = h.check()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        h.protocol.connectionLost(Failure(ConnectionRefusedError()))
+        h.on_time(1.0)
+        self.successResultOf(h.pacer.acquire())
+        d = h.check()
+        self.assertEqual(h.pacer.waiting, 1)
+        h.on_time(1.0)
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+
+
 class FootprintTests(TestCase):
     """A probe is kept per instance: what it holds with its connection."""
 
