@@ -9,6 +9,7 @@ import errno
 import os
 import signal
 import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -124,12 +125,18 @@ def check_twistd_files(twistd: Mapping[str, Any]) -> None:
     them only once the agent is made (the log file as it starts logging,
     the pidfile just before the agent starts), and a failure there ended
     the start with a traceback. Each must be a file that can be written,
-    in a directory where files can be made.
+    in a directory where files can be made; one that exists and is no
+    regular file (a terminal, /dev/stdout) need only be writable. The
+    pidfile is not checked under --chroot.
 
     @raise ConfigError: naming the option and the path.
     """
     pidfile = twistd.get("pidfile")
-    if pidfile:
+    # Under --chroot twistd writes the pidfile once inside the new root,
+    # which nothing here can see. A relative one is taken from the start
+    # directory, as twistd does (its options make it absolute before any
+    # --rundir), and the log file is opened before either.
+    if pidfile and not twistd.get("chroot"):
         _check_writable("--pidfile", pidfile)
     if twistd.get("syslog") or twistd.get("logger"):
         return
@@ -146,8 +153,14 @@ def _check_writable(label: str, path: str) -> None:
     try:
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        if os.path.exists(path) and not os.access(path, os.W_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        if os.path.exists(path):
+            if not os.access(path, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                # A terminal, a link such as /dev/stdout or /proc/self/fd/1
+                # (how containers log): twistd writes to it as it is, and
+                # nothing can be made beside it (/dev, /proc/self/fd).
+                return
         # A file made and removed in its directory: access() tells root
         # yes where nothing can be made (/proc), and twistd replaces a
         # stale pidfile, and rotates its log, by making files there.

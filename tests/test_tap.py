@@ -411,6 +411,60 @@ class TwistdFilesTests(SynchronousTestCase):
         with open(logfile) as f:
             self.assertEqual(f.read(), "before\n")
 
+    def test_logfile_a_descriptor_of_ours(self) -> None:
+        """
+        A log file given as a link to an open descriptor (/proc/self/fd/N,
+        as /dev/stdout is) passes: twistd writes to it as it is, and
+        nothing can be made beside it (before: refused, "No such file or
+        directory", for every user).
+        """
+        target = os.path.abspath(self.mktemp())
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, fd)
+        check_twistd_files(
+            {"pidfile": "", "logfile": f"/proc/self/fd/{fd}", "nodaemon": True}
+        )
+
+    def test_logfile_a_terminal_or_device(self) -> None:
+        """A character device that can be written, such as /dev/null, passes."""
+        check_twistd_files({"pidfile": "", "logfile": "/dev/null"})
+
+    def test_pidfile_under_chroot_not_checked(self) -> None:
+        """
+        Under --chroot the pidfile is not checked: twistd writes it inside
+        the new root. The log file, opened before, still is.
+        """
+        path = self.missing()
+        check_twistd_files({"pidfile": path, "chroot": "/srv", "nodaemon": True})
+        error = self.assertRaises(
+            ConfigError,
+            check_twistd_files,
+            {"pidfile": path, "logfile": path, "chroot": "/srv"},
+        )
+        self.assertEqual(
+            str(error), f"--logfile: cannot write {path}: No such file or directory"
+        )
+
+    def test_relative_pidfile_from_the_start_directory(self) -> None:
+        """
+        A relative pidfile is checked in the directory twistd was started
+        in, whatever --rundir says: twistd makes it absolute there before
+        it changes directory.
+        """
+        relative = os.path.join("only-under-rundir", "twistd.pid")
+        rundir = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(rundir, "only-under-rundir"))
+        error = self.assertRaises(
+            ConfigError,
+            check_twistd_files,
+            {"pidfile": relative, "rundir": rundir, "nodaemon": True},
+        )
+        self.assertEqual(
+            str(error),
+            f"--pidfile: cannot write {os.path.abspath(relative)}: "
+            "No such file or directory",
+        )
+
     def test_refused_with_the_options(self) -> None:
         """twistd's options, the parent of the agent's, are checked with them."""
         path = self.missing()

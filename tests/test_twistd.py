@@ -819,6 +819,18 @@ class SignalTests(TwistdTestCase):
         child.send_signal(signal.SIGTERM)
         await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
 
+    async def test_logfile_standard_output(self) -> None:
+        """
+        --logfile /proc/self/fd/1 (where /dev/stdout leads, as containers
+        log) starts the agent, its lines on standard output (before:
+        refused, "No such file or directory").
+        """
+        child, base = self.agent("--logfile", "/proc/self/fd/1")
+        await self.answering(child, base)
+        self.assertIn("[sentinel.agent#info] watching 1", self.log_path.read_text())
+        child.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
+
     async def test_stdout_pipe_nobody_reads(self) -> None:
         """
         With standard output a pipe nobody reads, full, the agent still
