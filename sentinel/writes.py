@@ -10,10 +10,13 @@ state. A node that changed while being written queues again behind the
 nodes already waiting for a slot, so that nodes that keep changing
 cannot starve the others. Nodes readers miss go first: the agent's and
 the instances' nodes (readers drop an instance whose node is missing, a
-group an agent whose node is), then the discovery members (looked for,
-made or asked about; while they wait, one free slot in
-`MISSING_PER_MEMBER` + 1 is theirs, or nodes that keep changing would
-starve them), then rewrites of nodes we hold. Slots are handed out by
+group an agent whose node is), then rewrites of nodes we hold, then the
+discovery members (looked for, made or asked about). While they wait,
+the rewrites and the members each have one free slot in `SHARE_EVERY`,
+whatever waits before them: a rewrite may be a status change (an
+instance we hold going down), which must not wait behind the thousands
+of missing nodes and members of a takeover, and nodes that keep
+changing would starve the members. Slots are handed out by
 one loop, never by a write's end calling the next: the bridge fails a
 call at once while not connected, and a call per waiting node nested in
 the one before ran out of stack at thousands of nodes. A failed write
@@ -58,9 +61,10 @@ log = Logger(namespace=LOG_NAMESPACE)
 # round trip took up to a second behind the reads made at the same time.
 WRITES_IN_FLIGHT = 512
 RETRY_DELAY = 1.0
-# While members wait, the nodes readers miss take this many free slots for
-# each one a member takes.
-MISSING_PER_MEMBER = 4
+# Of each this many free slots, while they wait, one goes to the rewrites
+# of nodes we hold and one to the members; the nodes readers miss take the
+# rest (3 in 5 while all wait), and any slot whose queue is empty.
+SHARE_EVERY = 5
 # Seconds a node's writes may keep failing before /healthz says so: a few
 # retries, enough for an error that clears (a call timed out while
 # ZooKeeper paused, a race with another agent's takeover) to pass unseen.
@@ -121,13 +125,14 @@ class WriteQueue:
         self._retrying = retrying
         # Nodes waiting for a slot, first queue first: those readers miss
         # (not written by us yet, or lost: a member's crash or a new
-        # session leaves thousands), then members, then our nodes' rewrites.
+        # session leaves thousands), then our nodes' rewrites, then members.
         self._waiting_missing: deque[Node] = deque()
-        self._waiting_members: deque[Node] = deque()
         self._waiting: deque[Node] = deque()
-        self._queues = (self._waiting_missing, self._waiting_members, self._waiting)
-        # Slots given in a row to missing nodes while members waited.
-        self._missing_run = 0
+        self._waiting_members: deque[Node] = deque()
+        self._queues = (self._waiting_missing, self._waiting, self._waiting_members)
+        # Slots handed out, modulo `SHARE_EVERY`: which queue the next
+        # one is kept for (`_next_queue`).
+        self._turn = 0
         # Whether slots are being handed out (`_drain`): a write that ends
         # meanwhile leaves it to that loop.
         self._draining = False
@@ -290,13 +295,19 @@ class WriteQueue:
                 waiter.callback(None)
 
     def _next_queue(self) -> deque[Node] | None:
-        """The queue the next free slot goes to, if any waits."""
-        missing, members, owned = self._queues
-        if missing and (not members or self._missing_run < MISSING_PER_MEMBER):
-            self._missing_run += 1
-            return missing
-        self._missing_run = 0
-        return members or owned or None
+        """
+        The queue the next free slot goes to, if any waits: of each
+        `SHARE_EVERY` slots, one is kept for the rewrites and one for
+        the members while they wait; any other, or one whose queue is
+        empty, goes to the first queue in which a node waits.
+        """
+        missing, owned, members = self._queues
+        turn = self._turn
+        kept = members if turn == 0 else owned if turn == 1 else None
+        queue = kept or missing or owned or members or None
+        if queue is not None:
+            self._turn = (turn + 1) % SHARE_EVERY
+        return queue
 
     def _drop_waiting(self) -> None:
         # Left dirty: the reconnection's flush writes them.
