@@ -126,8 +126,9 @@ def check_twistd_files(twistd: Mapping[str, Any]) -> None:
     the pidfile just before the agent starts), and a failure there ended
     the start with a traceback. Each must be a file that can be written,
     in a directory where files can be made; one that exists and is no
-    regular file (a terminal, /dev/stdout) need only be writable. The
-    pidfile is not checked under --chroot.
+    regular file (/dev/stdout) need only be writable, and for the log
+    file seekable, as twistd seeks to its end (a pipe or a terminal
+    cannot be). The pidfile is not checked under --chroot.
 
     @raise ConfigError: naming the option and the path.
     """
@@ -144,20 +145,23 @@ def check_twistd_files(twistd: Mapping[str, Any]) -> None:
     if not logfile and not twistd.get("nodaemon"):
         logfile = "twistd.log"  # A daemon's, by default.
     if logfile and logfile != "-":
-        _check_writable("--logfile", logfile)
+        _check_writable("--logfile", logfile, seeks=True)
 
 
-def _check_writable(label: str, path: str) -> None:
+def _check_writable(label: str, path: str, seeks: bool = False) -> None:
     # Relative to the directory twistd was started in, as it takes it.
     path = os.path.abspath(path)
     try:
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
         if os.path.exists(path):
+            regular = stat.S_ISREG(os.lstat(path).st_mode)
+            if seeks and not regular:
+                _check_seekable(label, path)
             if not os.access(path, os.W_OK):
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-            if not stat.S_ISREG(os.lstat(path).st_mode):
-                # A terminal, a link such as /dev/stdout or /proc/self/fd/1
+            if not regular:
+                # A device, a link such as /dev/stdout or /proc/self/fd/1
                 # (how containers log): twistd writes to it as it is, and
                 # nothing can be made beside it (/dev, /proc/self/fd).
                 return
@@ -169,6 +173,32 @@ def _check_writable(label: str, path: str) -> None:
         os.unlink(probe)
     except OSError as e:
         raise ConfigError(f"{label}: cannot write {path}: {e.strerror or e}") from None
+
+
+def _check_seekable(label: str, path: str) -> None:
+    # twistd's LogFile seeks to the end of what it opens: "Illegal seek"
+    # in a traceback for a pipe or a terminal behind /dev/stdout. A pipe
+    # or a socket is known from its mode (a pipe made by another user,
+    # a container's, cannot even be opened); a device is opened as
+    # twistd opens it, read and write, and sought.
+    kind = os.stat(path).st_mode
+    seekable = not (stat.S_ISFIFO(kind) or stat.S_ISSOCK(kind))
+    if seekable:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY)
+        try:
+            os.lseek(fd, 0, os.SEEK_END)
+        except OSError as e:
+            if e.errno != errno.ESPIPE:
+                raise
+            seekable = False
+        finally:
+            os.close(fd)
+    if not seekable:
+        raise ConfigError(
+            f"{label}: cannot write {path}: twistd seeks to the end of its log "
+            "file, and a pipe or a terminal cannot be (--logfile - logs to "
+            "standard output)"
+        )
 
 
 class StartedEarly(MultiService):

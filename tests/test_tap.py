@@ -429,6 +429,34 @@ class TwistdFilesTests(SynchronousTestCase):
         """A character device that can be written, such as /dev/null, passes."""
         check_twistd_files({"pidfile": "", "logfile": "/dev/null"})
 
+    def test_logfile_a_pipe_or_terminal(self) -> None:
+        """
+        A log file that is a pipe (/proc/self/fd/N of one, or a FIFO) or a
+        terminal is one line pointing at --logfile -: twistd seeks to its
+        end, which they refuse (before: twistd's "Illegal seek" in a
+        traceback, after the agent was made).
+        """
+        read_end, write_end = os.pipe()
+        self.addCleanup(os.close, read_end)
+        self.addCleanup(os.close, write_end)
+        controller, terminal = os.openpty()
+        self.addCleanup(os.close, controller)
+        self.addCleanup(os.close, terminal)
+        fifo = os.path.abspath(self.mktemp())
+        os.mkfifo(fifo)
+        for path in (f"/proc/self/fd/{write_end}", fifo, f"/proc/self/fd/{terminal}"):
+            error = self.assertRaises(
+                ConfigError,
+                check_twistd_files,
+                {"pidfile": "", "logfile": path, "nodaemon": True},
+            )
+            self.assertEqual(
+                str(error),
+                f"--logfile: cannot write {path}: twistd seeks to the end of its "
+                "log file, and a pipe or a terminal cannot be (--logfile - logs "
+                "to standard output)",
+            )
+
     def test_pidfile_under_chroot_not_checked(self) -> None:
         """
         Under --chroot the pidfile is not checked: twistd writes it inside
