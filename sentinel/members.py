@@ -18,12 +18,15 @@ in one transaction (`Discovery.take_from`), and the previous primary,
 once it knows the node is not its own, forgets a member of its own that
 is gone (replaced) rather than make it again beside the new one. Each
 refresh of the instance's node asks about its member too (`refresh`).
+Like the instance's node, a member is neither made nor deleted from a
+stale history (the agent frozen): it waits for the next check.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from sentinel.discovery import Discovery, Member
@@ -47,12 +50,14 @@ class Members:
         queue: WriteQueue,
         sweep: Sweep,
         roles: GroupRoles,
+        clock: IReactorTime,
     ) -> None:
         self.discovery = discovery
         self._nodes = nodes
         self._queue = queue
         self._sweep = sweep
         self._roles = roles
+        self._clock = clock
         # Members another client deleted or overwrote, made again.
         self.repaired = 0
 
@@ -121,7 +126,8 @@ class Members:
                 or node.state is None
             ):
                 continue
-            if self._present(node)[0]:
+            presence = self._present(node)
+            if presence is not None and presence[0]:
                 found[node] = f"{name} under {member.parent}"
         return found
 
@@ -223,6 +229,11 @@ class Members:
                     # The previous primary's member: ours replaces it.
                     session, instance.taken_from = instance.taken_from, None
                     await discovery.take_from(member, session)
+            if self._present(node) is None:
+                # A stale history (the agent frozen): the member is neither
+                # made nor deleted from it, as the instance node is not
+                # written from it; the next check's write decides.
+                return
             data = node.data()
             if (
                 instance is not None
@@ -265,15 +276,22 @@ class Members:
         def data() -> bytes | None:
             state = node.state
             assert state is not None
-            present, role = self._present(node)
+            presence = self._present(node)
+            # Asked by `write` only, once it knows the history is current.
+            assert presence is not None
+            present, role = presence
             document = member_document_of(form, state.instance, present, role)
             return None if document is None else encode(document)
 
         node.data = data
         return node
 
-    def _present(self, node: Node) -> tuple[bool, str | None]:
-        """Whether an instance's member should exist, and its role."""
+    def _present(self, node: Node) -> tuple[bool, str | None] | None:
+        """
+        Whether an instance's member should exist, and its role; None while
+        this agent's own history of it is stale (`InstanceHealth.current`,
+        the rule its instance node is held back by, DESIGN.md section 8).
+        """
         state = node.state
         assert state is not None
         if self._roles.replicas > 1:
@@ -288,6 +306,8 @@ class Members:
             up = verdict.status == "up" and source.ready
             return up, source.role
         health = state.health
+        if not health.current(self._clock.seconds()):
+            return None
         return discoverable(health), health.replication.role
 
 

@@ -160,7 +160,7 @@ class ZooKeeperPublisher(Service):
             zk, root, agent_id, nodes, queue, self, watched, roles,
             self.discovery, handoff,
         )  # fmt: skip
-        members = Members(self.discovery, nodes, queue, sweep, roles)
+        members = Members(self.discovery, nodes, queue, sweep, roles, reactor)
         # Is the session ours alone? (With a state_dir: it may be copied.)
         self._sharing: SessionSharing | None = None
         if handoff is not None:

@@ -25,7 +25,7 @@ from sentinel.publisher import ZooKeeperPublisher
 from sentinel.writes import FAILING_AFTER, RETRY_DELAY
 from tests.fakes import FakeProbe
 from tests.fakezk import FakeZooKeeper
-from tests.test_publisher import DOWN, ROOT, START, UP
+from tests.test_publisher import DOWN, INTERVAL, ROOT, START, UP
 
 # The session of the previous primary, whose members are taken over.
 PREVIOUS = 0x4242
@@ -471,6 +471,51 @@ class ServersetTests(DiscoveryHarness):
         self.check(state, DOWN)
         self.zk.connect()
         self.assertEqual(self.members("cache-1"), {})
+
+
+class StaleHistoryTests(DiscoveryHarness):
+    """
+    One agent back from a freeze longer than its session: its members,
+    like its instance nodes, are not made again from the stale history.
+    """
+
+    def frozen(self) -> InstanceState:
+        """An instance checked up, then a freeze of 6 s that ended the session."""
+        self.start()
+        state = self.instance("cache-1")
+        state.health = InstanceHealth(rise=2, fall=3, interval=INTERVAL)
+        self.check(state, UP)
+        self.assertEqual(len(self.members("cache-1")), 1)
+        self.zk.expire()
+        self.clock.advance(6.0)
+        self.zk.connect()
+        self.clock.advance(0)
+        return state
+
+    def test_no_member_from_a_stale_history(self) -> None:
+        """
+        The member, gone with the session, waits for the first check after
+        the freeze as the instance node does, and is made by it.
+        """
+        state = self.frozen()
+        self.assertEqual(self.members("cache-1"), {})
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.members("cache-1"), {})
+        self.assertNotIn(f"{ROOT}/instances/cache-1", self.zk.nodes)
+        self.check(state, UP)
+        self.assertEqual(len(self.members("cache-1")), 1)
+        self.assertEqual(self.zk.document(f"{ROOT}/instances/cache-1")["status"], "up")
+
+    def test_first_failure_after_the_freeze_makes_no_member(self) -> None:
+        """
+        The first check after the freeze fails: the instance, dead
+        meanwhile, was never listed again.
+        """
+        state = self.frozen()
+        self.check(state, DOWN)
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.members("cache-1"), {})
+        self.assertEqual(self.zk.calls_by_path["create", MEMBER], 1)
 
 
 class NerveTests(DiscoveryHarness):
