@@ -26,13 +26,14 @@ looking at the parent for that agent's session (`take_from`).
 
 Looking costs a ``get_children`` and a ``get`` per child of the parent
 that no member of ours holds, one call at a time (about 1 ms each): once
-per parent after a reattach, and for each handover (one look shared by
-the members handed over at once). After failed creates, one look at a
-time per parent and session serves every member waiting for it (a
-leader's stall failed hundreds at once, and a look each, with a ``get``
-of every child, took minutes and a read storm), and a member waits for
-it outside the write slots (`Looking`), not to hold one for the look's
-whole length.
+per parent after a reattach, and for handovers, one look per parent and
+previous primary serving every member handed over within `LOOK_REUSE`.
+After failed creates, one look at a time per parent and session serves
+every member waiting for it (a leader's stall failed hundreds at once,
+and a look each, with a ``get`` of every child, took minutes and a read
+storm). Members wait for either look outside the write slots (`Looking`),
+not to hold one for the look's whole length (seconds at thousands of
+members), and each look holds one listing of the parent.
 """
 
 from __future__ import annotations
@@ -129,14 +130,15 @@ class Member:
 
 class Looking(Exception):
     """
-    The member's create may have succeeded: it waits for a look at its
-    parent (`Discovery.write` is tried again after it).
+    The member waits for a look at its parent (`Discovery.write` is tried
+    again after it): for the member its failed create may have made, or
+    for the previous primary's, which it replaces (`Discovery.take_from`).
     """
 
-    def __init__(self, parent: str) -> None:
-        super().__init__(
-            f"looking under {parent} for the member a failed create may have made"
-        )
+    def __init__(
+        self, parent: str, sought: str = "the member a failed create may have made"
+    ) -> None:
+        super().__init__(f"looking under {parent} for {sought}")
 
 
 class _Search:
@@ -169,10 +171,8 @@ class Discovery:
         # another member on the same endpoint must not take them.
         self._claimed: set[str] = set()
         # The looks under a parent for another session's members
-        # (`take_from`) in progress, and who waits for each.
-        self._looking: dict[
-            tuple[str, int], list[Deferred[list[tuple[str, MemberIdentity | None]]]]
-        ] = {}
+        # (`take_from`) in progress.
+        self._looking: set[tuple[str, int]] = set()
         # The looks for members whose create may have succeeded, by parent
         # and session: one at a time for each.
         self._searches: dict[tuple[str, int], _Search] = {}
@@ -456,11 +456,17 @@ class Discovery:
         self._drop(member)
         return True
 
-    async def take_from(self, member: Member, session: int) -> None:
+    def take_from(self, member: Member, session: int) -> None:
         """
         The instance's node was taken over from the agent of `session` (a
         group's previous primary): its member of the instance, if any, is
-        the one ours replaces (`Member.replaces`), in one transaction.
+        the one ours replaces (`Member.replaces`), in one transaction. It
+        is found by a look at the parent for that session, made outside
+        the write slots, one at a time per parent and session, whose
+        listing serves every member handed over within `LOOK_REUSE`.
+
+        @raise Looking: the member waits for that look (`write` is tried
+            again after it).
         """
         key = (member.parent, session)
         now = self._clock.seconds()
@@ -468,30 +474,14 @@ class Discovery:
             k for k, (at, _, _) in self._looked.items() if now - at >= LOOK_REUSE
         ]:
             del self._looked[old]
+        if key not in self._looked and key not in self._looking:
+            self._looking.add(key)
+            d = Deferred.fromCoroutine(self._look_for(key))
+            d.addErrback(self._bug, member.parent)
         looked = self._looked.get(key)
-        waiting = self._looking.get(key)
-        if looked is not None:
-            # Handed over with those a look served a moment ago: they
-            # come in waves (`writes.WRITES_IN_FLIGHT` at a time), and a
-            # look per wave kept the last ones' waiting for minutes.
-            found = looked[1]
-        elif waiting is not None:
-            # One look per parent for every member handed over at once.
-            mine: Deferred[list[tuple[str, MemberIdentity | None]]] = Deferred()
-            waiting.append(mine)
-            found = await mine
-        else:
-            self._looking[key] = []
-            try:
-                found = await self._members_in(member.parent, session)
-            except Exception as e:
-                for other in self._looking.pop(key):
-                    other.errback(e)
-                raise
-            self._looked[key] = (self._clock.seconds(), found, set())
-            for other in self._looking.pop(key):
-                other.callback(found)
-        taken = self._looked[key][2] if key in self._looked else set()
+        if looked is None:  # Not served by a look that ended at once.
+            raise Looking(member.parent, "the previous primary's member")
+        _, found, taken = looked
         for path, says in found:
             if (
                 says == member.identity
@@ -502,6 +492,20 @@ class Discovery:
                 self._claimed.add(path)
                 taken.add(path)
                 return
+
+    async def _look_for(self, key: tuple[str, int]) -> None:
+        """
+        Look at the parent for the members of another session (`take_from`);
+        a look that fails is made again by the next member to ask.
+        """
+        parent, session = key
+        try:
+            found = await self._members_in(parent, session)
+        except Exception:
+            return  # Looked for again at the members' next retry.
+        finally:
+            self._looking.discard(key)
+        self._looked[key] = (self._clock.seconds(), found, set())
 
     async def _members_in(
         self, parent: str, session: int | None = None

@@ -226,9 +226,10 @@ class Members:
                     if member.replaces is None:
                         return
                 if instance.taken_from is not None:
-                    # The previous primary's member: ours replaces it.
-                    session, instance.taken_from = instance.taken_from, None
-                    await discovery.take_from(member, session)
+                    # The previous primary's member: ours replaces it, once
+                    # a look outside the write slots has found it.
+                    discovery.take_from(member, instance.taken_from)
+                    instance.taken_from = None
             if self._present(node) is None:
                 # A stale history (the agent frozen): the member is neither
                 # made nor deleted from it, as the instance node is not

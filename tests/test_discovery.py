@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
-from sentinel.discovery import LOOK_REUSE, Discovery
+from sentinel.discovery import LOOK_REUSE, Discovery, Looking
 from sentinel.documents import NERVE, SERVERSET, nerve_member, serverset_member
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
@@ -614,8 +614,7 @@ class TakeFromTests(SynchronousTestCase):
 
     def take(self, instance: RedisInstance) -> str | None:
         member = self.discovery.member_for(instance)
-        d = Deferred.fromCoroutine(self.discovery.take_from(member, PREVIOUS))
-        self.successResultOf(d)
+        self.discovery.take_from(member, PREVIOUS)
         return member.replaces
 
     def gets(self) -> int:
@@ -639,3 +638,38 @@ class TakeFromTests(SynchronousTestCase):
         self.clock.advance(1)
         self.take(self.instances[2])
         self.assertEqual(self.gets(), looked + 2)
+
+    def test_members_wait_for_the_look_outside_the_write_slots(self) -> None:
+        """
+        Members handed over while the look is under way end their write
+        at once (`Looking`, tried again), not holding a write slot for the
+        look's whole length; one look serves them all, each with its own
+        member; a look that fails is made again by the next to ask.
+        """
+        self.zk.hang("get")
+        members = [self.discovery.member_for(i) for i in self.instances[:2]]
+        for member in members:
+            with self.assertRaises(Looking):
+                self.discovery.take_from(member, PREVIOUS)
+        self.assertEqual(self.zk.calls_by_path["get_children", f"{DISCOVERY}/svc"], 1)
+        self.zk.unhang()
+        self.zk.release()
+        for member in members:
+            self.discovery.take_from(member, PREVIOUS)
+        self.assertEqual(
+            [m.replaces for m in members],
+            [
+                f"{DISCOVERY}/svc/member_0000000000",
+                f"{DISCOVERY}/svc/member_0000000001",
+            ],
+        )
+        self.assertEqual(self.zk.calls_by_path["get_children", f"{DISCOVERY}/svc"], 1)
+
+    def test_failed_look_made_again(self) -> None:
+        """A look that fails is made again by the next member to ask."""
+        self.zk.fail_next("get_children", ConnectionLoss())
+        member = self.discovery.member_for(self.instances[3])
+        with self.assertRaises(Looking):
+            self.discovery.take_from(member, PREVIOUS)
+        self.discovery.take_from(member, PREVIOUS)
+        self.assertEqual(member.replaces, f"{DISCOVERY}/svc/member_0000000003")

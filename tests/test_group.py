@@ -25,7 +25,6 @@ from sentinel import opinions, web
 from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog, catalog_digest, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
-from sentinel.discovery import Member as DiscoveryMember
 from sentinel.documents import INLINE_INSTANCES_BYTES, SERVERSET
 from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
 from sentinel.handoff import SessionHandoff
@@ -524,16 +523,16 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         joining = fleet.add("c", NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY))
         discovery = joining.publisher.discovery
         assert discovery is not None
-        take_from = discovery.take_from
+        members_in = discovery._members_in
         looks: list[Deferred[None]] = []
 
-        async def slow(member: DiscoveryMember, session: int) -> None:
+        async def slow(parent: str, session: int | None = None) -> Any:
             look: Deferred[None] = Deferred()
             looks.append(look)
             await look
-            await take_from(member, session)
+            return await members_in(parent, session)
 
-        self.patch(discovery, "take_from", slow)
+        self.patch(discovery, "_members_in", slow)
         joining.start()
         self.assertEqual(self.watch(fleet, 3 * HANDOFF_LIMIT), [])
         self.assertTrue(looks)
