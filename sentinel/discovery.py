@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from kazoo.exceptions import BadVersionError, NoNodeError
+from kazoo.exceptions import BadVersionError, ConnectionLoss, NoNodeError
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -233,6 +233,7 @@ class Discovery:
             self._search(member)
             if member.search:  # Not served by a look that ended at once.
                 raise Looking(member.parent)
+        session = self.zk.session_id
         await self._settle_found(member, keep=data is not None)
         if data is None:
             if member.path is not None:
@@ -262,12 +263,27 @@ class Discovery:
                 except NoNodeError:
                     # Gone: deleted by another client, if we knew it there.
                     damage = "deleted" if known else None
+            self._same_session(session)
             self._drop(member)
+        self._same_session(session)
         await self._record_parent(member.parent)
         path = await self._create(member, data)
         self._hold(member, path)
         member.written, member.version = data, 0
         return damage
+
+    def _same_session(self, session: int | None) -> None:
+        """
+        A write begun on a session that has ended since (its calls queued
+        while cut off are answered on the new one) creates nothing: the
+        member went with the session, not by another client's hand, and
+        the write queued by the resync (`Member.reconnected`) decides
+        anew, in a group not before the instance's node is ours. Made on
+        the new session, it listed the endpoint twice beside the one the
+        instance's primary made meanwhile.
+        """
+        if self.zk.session_id != session:
+            raise ConnectionLoss("the ZooKeeper session changed")
 
     async def _damage(self, member: Member) -> str | None:
         """What another client did to the member we hold, if anything."""

@@ -280,6 +280,34 @@ class ServersetTests(DiscoveryHarness):
             self.zk.owner(f"{DISCOVERY}/cache-1/{child}"), self.zk.session_id
         )
 
+    def test_write_begun_before_an_expiry_creates_nothing(self) -> None:
+        """
+        A member's refresh whose question was queued while cut off, and
+        answered on the new session once the old one expired, does not
+        take the member gone with the session for one deleted by another
+        client: it creates nothing, and the resync's write makes the
+        member once, with no repair counted.
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        self.zk.hang("exists")
+        self.clock.advance(30.0)
+        self.check(state, UP)
+        # The agent frozen: its question still in the client's queue, unsent,
+        # when the session expires (kazoo sends it on the next session).
+        [call] = [c for c in self.zk.held if c.path == f"{MEMBER}0000000000"]
+        self.zk.held.remove(call)
+        self.zk._unsent.append(call)
+        self.zk.unhang()
+        self.zk.release()
+        self.zk.expire()
+        self.zk.connect()
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(len(self.members("cache-1")), 1)
+        self.assertEqual(self.zk.calls_by_path["create", MEMBER], 2)
+        self.assertEqual(self.publisher.stats()["discovery"]["repaired"], 0)
+
     def test_failed_create_that_succeeded(self) -> None:
         """
         A create whose answer is lost (it may have succeeded) is followed by
