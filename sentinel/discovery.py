@@ -80,6 +80,7 @@ class Member:
         "search",
         "found",
         "replaces",
+        "session",
     )
 
     def __init__(self, parent: str, prefix: str, identity: MemberIdentity) -> None:
@@ -102,6 +103,8 @@ class Member:
         # previous client's, which lives until that session expires): ours
         # replaces it in one transaction, never listed beside it.
         self.replaces: str | None = None
+        # The session that held `path` when we created or found it.
+        self.session: int | None = None
 
     @classmethod
     def leftover(cls, found: list[str]) -> Member:
@@ -263,7 +266,7 @@ class Discovery:
                 except NoNodeError:
                     # Gone: deleted by another client, if we knew it there.
                     damage = "deleted" if known else None
-            self._same_session(session)
+            self._same_session(session, member.session)
             self._drop(member)
         self._same_session(session)
         await self._record_parent(member.parent)
@@ -272,17 +275,19 @@ class Discovery:
         member.written, member.version = data, 0
         return damage
 
-    def _same_session(self, session: int | None) -> None:
+    def _same_session(self, *sessions: int | None) -> None:
         """
         A write begun on a session that has ended since (its calls queued
-        while cut off are answered on the new one) creates nothing: the
-        member went with the session, not by another client's hand, and
-        the write queued by the resync (`Member.reconnected`) decides
-        anew, in a group not before the instance's node is ours. Made on
-        the new session, it listed the endpoint twice beside the one the
-        instance's primary made meanwhile.
+        while cut off are answered on the new one), or of a member held on
+        another session (begun before the resync forgot it), creates
+        nothing: the member went with the session, not by another
+        client's hand, and the write queued by the resync
+        (`Member.reconnected`) decides anew, in a group not before the
+        instance's node is ours. Made on the new session, it listed the
+        endpoint twice beside the one the instance's primary made
+        meanwhile.
         """
-        if self.zk.session_id != session:
+        if any(session != self.zk.session_id for session in sessions):
             raise ConnectionLoss("the ZooKeeper session changed")
 
     async def _damage(self, member: Member) -> str | None:
@@ -339,6 +344,7 @@ class Discovery:
 
     def _hold(self, member: Member, path: str) -> None:
         member.path, member.written = path, None
+        member.session = self.zk.session_id
         self._claimed.add(path)
 
     def _drop(self, member: Member) -> None:

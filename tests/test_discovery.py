@@ -693,6 +693,24 @@ class TakeFromTests(SynchronousTestCase):
         )
         self.assertEqual(self.zk.calls_by_path["get_children", f"{DISCOVERY}/svc"], 1)
 
+    def test_member_held_on_an_ended_session_not_made_again(self) -> None:
+        """
+        A write of a member held on a session that has ended, begun before
+        the resync forgot it, ends as a connection loss: the member went
+        with its session, and is not made again as one another client
+        deleted.
+        """
+        member = self.discovery.member_for(self.instances[0])
+        data = json.dumps(serverset_member(self.instances[0])).encode()
+        self.successResultOf(Deferred.fromCoroutine(self.discovery.write(member, data)))
+        held = member.path
+        self.zk.expire()
+        self.zk.connect()
+        d = Deferred.fromCoroutine(self.discovery.write(member, data))
+        self.failureResultOf(d, ConnectionLoss)
+        self.assertEqual(member.path, held)
+        self.assertEqual(self.zk.calls_by_path["create", f"{DISCOVERY}/svc/member_"], 1)
+
     def test_failed_look_made_again(self) -> None:
         """A look that fails is made again by the next member to ask."""
         self.zk.fail_next("get_children", ConnectionLoss())
