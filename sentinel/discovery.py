@@ -214,6 +214,7 @@ class Discovery:
         """
         self._claimed.clear()
         self._searches = {k: s for k, s in self._searches.items() if s.running}
+        self._forget_old_looks()
 
     async def write(self, member: Member, data: bytes | None) -> str | None:
         """
@@ -229,6 +230,7 @@ class Discovery:
         @raise Looking: a create of the member may have succeeded, and it
             waits for a look at its parent.
         """
+        self._forget_old_looks()
         if member.search:
             # Looked for outside the write slots, with the other members
             # waiting: this write ends (a retry comes), not to hold a slot
@@ -491,11 +493,7 @@ class Discovery:
             again after it).
         """
         key = (member.parent, session)
-        now = self._clock.seconds()
-        for old in [
-            k for k, (at, _, _) in self._looked.items() if now - at >= LOOK_REUSE
-        ]:
-            del self._looked[old]
+        self._forget_old_looks()
         if key not in self._looked and key not in self._looking:
             self._looking.add(key)
             d = Deferred.fromCoroutine(self._look_for(key))
@@ -514,6 +512,16 @@ class Discovery:
                 self._claimed.add(path)
                 taken.add(path)
                 return
+
+    def _forget_old_looks(self) -> None:
+        # A look's listing (a tuple per member of a service: megabytes at
+        # tens of thousands) is kept only while it may serve.
+        if self._looked:
+            now = self._clock.seconds()
+            for old in [
+                k for k, (at, _, _) in self._looked.items() if now - at >= LOOK_REUSE
+            ]:
+                del self._looked[old]
 
     async def _look_for(self, key: tuple[str, int]) -> None:
         """

@@ -667,6 +667,23 @@ class TakeFromTests(SynchronousTestCase):
         self.take(self.instances[2])
         self.assertEqual(self.gets(), looked + 2)
 
+    def test_look_forgotten_once_it_cannot_serve(self) -> None:
+        """
+        A look's listing is kept only while it may serve (`LOOK_REUSE`):
+        the next write of any member, or a new session, drops it, not the
+        next hand-over, which may never come.
+        """
+        self.take(self.instances[0])
+        self.assertEqual(len(self.discovery._looked), 1)
+        self.clock.advance(LOOK_REUSE)
+        member = self.discovery.member_for(self.instances[3])
+        self.successResultOf(Deferred.fromCoroutine(self.discovery.write(member, None)))
+        self.assertEqual(self.discovery._looked, {})
+        self.take(self.instances[1])
+        self.clock.advance(LOOK_REUSE)
+        self.discovery.new_session()
+        self.assertEqual(self.discovery._looked, {})
+
     def test_members_wait_for_the_look_outside_the_write_slots(self) -> None:
         """
         Members handed over while the look is under way end their write
