@@ -64,3 +64,23 @@ class FreshnessTests(SynchronousTestCase):
         self.assertIsNone(self.monitor.states["d"].health.status)
         self.assertIsNone(self.freshness.unhealthy_reason())
         self.assertEqual(self.freshness.stats()["stale_instances"], 0)
+
+    def test_oldest_stale_named(self) -> None:
+        """
+        The reason names the oldest stale instances, at most `NAMED` of
+        them, and says how many more there are: an operator finds them
+        (in a group, among the verdicts this agent writes).
+        """
+        for i in range(8):
+            self.monitor.add_instance(RedisInstance(f"s{i}", "127.0.0.1", 7200 + i))
+        for _ in range(3):
+            self.clock.advance(1.0)
+        # s7 stops recording first, then s6, ... then s0: s7 is the oldest.
+        for i in reversed(range(8)):
+            self.probes[f"s{i}"].result = None
+            self.clock.advance(1.0)
+        for _ in range(int(stale_after(self.monitor.settings)) + 1):
+            self.clock.advance(1.0)
+        reason = self.freshness.unhealthy_reason() or ""
+        self.assertIn("8 instance(s) not checked for over 7 s", reason)
+        self.assertIn(": s7, s6, s5, s4, s3 and 3 more)", reason)
