@@ -19,6 +19,20 @@ observer missing or unreadable for `ABSENT_AFTER` is named (`absent`,
 for /healthz): that observer stays wrong in the verdict's ``observers``
 until its refresh writes it again.
 
+An observer that is not the primary reads the verdict too, with each
+reading back of its own opinion (one ``get`` per instance a refresh, in
+the background): a verdict whose ``checked_at`` is older than `refresh`
+and the staleness bound of this agent's own history of the instance
+(`InstanceHealth.stale_after`), while that history is current, is
+`late`. Its primary writes it every `refresh`, from its own checks: it
+has not, or from checks that late, and it may not be able to tell
+(its CPU starved, its /healthz not answering). Readers would see the
+node stale; the primary keeps its role, which moves on session loss
+alone. So the observer says it: in /healthz (`late_verdicts`), and in
+the log once when some start to be late and once when none is any
+more. A verdict found fresh again is cleared at its next reading, a
+refresh later at most.
+
 The verdict's ``since`` is the time this primary first saw the verdict's
 status, or, if the node said the same status when this primary got it
 (taken over from the previous primary, or inherited from this agent's
@@ -29,6 +43,7 @@ verdict's status: readers see no change of status where there was none.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -40,8 +55,15 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.checks import printable
 from sentinel.config import RedisInstance
-from sentinel.documents import opinion_document, opinion_of, verdict_document
+from sentinel.documents import (
+    opinion_document,
+    opinion_of,
+    said_checked_at,
+    stored_document,
+    verdict_document,
+)
 from sentinel.health import Transition
 from sentinel.instance import InstanceState
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
@@ -61,6 +83,10 @@ PERSISTENT = "is a persistent node"
 # before /healthz names it: an observer that just joined writes its own
 # after its first check, within a second or two.
 ABSENT_AFTER = 5.0
+# Late verdicts named in /healthz, the oldest first; and the most
+# characters of a primary's id taken from a node (anyone's data).
+LATE_NAMED = 5
+PRIMARY_CHARS = 64
 
 
 class Opinions:
@@ -109,6 +135,10 @@ class Opinions:
         # The other observers' opinions found missing or unreadable: since
         # when, and which.
         self._absent: dict[str, tuple[float, str, str]] = {}
+        # The verdicts of instances this agent observes, not as primary,
+        # found late at their last reading: who wrote each (its primary),
+        # and its checked_at.
+        self.late: dict[str, tuple[str, float]] = {}
 
     # This agent's
 
@@ -124,6 +154,7 @@ class Opinions:
         elif not observing and node is not None:
             del self._nodes.opinions[name]
             self._queue.retire(node)
+            self._verdict_fresh(name)
 
     def publish(self, state: InstanceState, transition: Transition | None) -> None:
         """
@@ -178,6 +209,94 @@ class Opinions:
         d.addErrback(
             lambda f: log.failure("reading back {path} failed", f, path=node.path)
         )
+        if name not in self._heard:
+            # Another member is its primary (this one hears the others'
+            # opinions of what it is the primary of, or keeps).
+            self._read_verdict(name, node)
+
+    def _read_verdict(self, name: str, node: Node) -> None:
+        """Read the verdict of `name`, and say whether it is `late`."""
+        path = f"{self._root}/instances/{name}"
+
+        def answered(result: tuple[bytes, Any] | None) -> None:
+            if self._nodes.opinions.get(name) is not node or name in self._heard:
+                return  # Moved meanwhile: its role decides.
+            document = None if result is None else stored_document(result[0])
+            checked_at = None if document is None else said_checked_at(document)
+            state = node.state
+            now = self._reactor.seconds()
+            # A node missing or unreadable is not this reading's to judge
+            # (readers find no date on it): only a dated one can be late.
+            if (
+                document is None
+                or checked_at is None
+                or state is None
+                or not state.health.current(now)
+                or now - checked_at <= self._refresh + state.health.stale_after
+            ):
+                self._verdict_fresh(name)
+                return
+            agent = document.get("agent")
+            primary = printable(agent, PRIMARY_CHARS) if isinstance(agent, str) else "?"
+            if not self.late:
+                log.warn(
+                    "verdict {path} written by {primary} is {age:.0f} s old, "
+                    "past refresh ({refresh:g} s), while this agent's own "
+                    "checks are fresh: its primary cannot keep it fresh; "
+                    "/healthz fails while any verdict observed here is late",
+                    path=path,
+                    primary=primary,
+                    age=now - checked_at,
+                    refresh=self._refresh,
+                )
+            self.late[name] = (primary, checked_at)
+
+        def missing(failure: Failure) -> None:
+            # A failed reading (the connection dropped, say) is tried again
+            # at the next refresh.
+            if failure.check(NoNodeError):
+                answered(None)
+
+        d = self._zk.get(path, background=True)
+        d.addCallbacks(answered, missing)
+        d.addErrback(lambda f: log.failure("reading {path} failed", f, path=path))
+
+    def _verdict_fresh(self, name: str) -> None:
+        """The verdict of `name` is not late (any more), or not ours to judge."""
+        if self.late.pop(name, None) is not None and not self.late:
+            log.info(
+                "verdicts observed here are fresh again (or no longer "
+                "observed here as another's)"
+            )
+
+    def late_verdicts(self) -> str | None:
+        """
+        The late verdicts of instances this agent's own checks still keep
+        current, for /healthz: how many, and the oldest `LATE_NAMED` with
+        their primaries and ages; None if there are none.
+        """
+        now = self._reactor.seconds()
+        late = []
+        for name, (primary, checked_at) in self.late.items():
+            node = self._nodes.opinions.get(name)
+            state = None if node is None else node.state
+            if state is not None and state.health.current(now):
+                late.append((checked_at, name, primary))
+        if not late:
+            return None
+        named = heapq.nsmallest(LATE_NAMED, late)
+        more = len(late) - len(named)
+        return (
+            f"{len(late)} verdict(s) of instances this agent observes older "
+            f"than refresh ({self._refresh:g} s) and more, while its own "
+            "checks of them are fresh: "
+            + ", ".join(
+                f"{name} (primary {primary}, checked {now - checked_at:.0f} s ago)"
+                for checked_at, name, primary in named
+            )
+            + (f" and {more} more" if more else "")
+            + ": their primary cannot keep them fresh"
+        )
 
     def _opinion_data(self, node: Node) -> bytes | None:
         state = node.state
@@ -192,6 +311,7 @@ class Opinions:
     def listen(self, name: str, observers: tuple[str, ...]) -> None:
         """Hear the other observers' opinions of `name` (the primary does)."""
         heard = self._heard.setdefault(name, {})
+        self._verdict_fresh(name)
         others = observers[1:]
         for agent in list(heard):
             if agent not in others:

@@ -19,7 +19,9 @@ while connected (readers do not find the endpoint), a node
 handed to another member that has not taken it over for
 `takeover.HANDOFF_LIMIT` (this agent keeps it true meanwhile, but the
 group is not as its members say: that member has trouble), this agent
-halted by a twin, its session taken over by a newer process, or, after a
+halted by a twin, its session taken over by a newer process, verdicts of
+instances it observes that their primary (another member) leaves stale
+while this agent's own checks are fresh (`Opinions.late_verdicts`), or, after a
 connection, instance nodes written before and not yet again (until the
 first answers, an earlier session may hold them, publishing what is no
 longer true: ZooKeeper restored from an old snapshot). The first
@@ -211,6 +213,9 @@ class ZooKeeperReport:
                 f"zookeeper: opinion {_first_of(absent)}: its observer is left "
                 "out of the verdict until it writes it again"
             )
+        behind = self._opinions.late_verdicts() if self._roles.joined else None
+        if behind:
+            reasons.append(f"zookeeper: {behind}")
         if self._acls is not None and (open_acl := self._acls.unhealthy_reason()):
             reasons.append(open_acl)
         if zk.state == CONNECTED and (failing := self._failing()):

@@ -1283,6 +1283,61 @@ class OpinionOverwrittenTests(SynchronousTestCase):
             self.assertIsNone(member.publisher.unhealthy_reason())
 
 
+class LateVerdictTests(SynchronousTestCase):
+    """A primary that stops keeping its verdicts fresh, seen by the group."""
+
+    def test_co_observer_names_late_verdicts(self) -> None:
+        """
+        A primary whose checks stop recording (its CPU starved: they end
+        inconclusive) keeps its role and leaves its verdicts as they were;
+        the other observer, whose own checks are fresh, finds them older
+        than refresh and its history's bound at its next reading, names
+        them and their primary in /healthz (the oldest five, and how many
+        more), and logs once when that starts and once when it ends: at
+        its first reading after the primary writes them again, a refresh
+        later at most. The starved primary says nothing of the kind (its
+        own checks are not fresh: its freshness reason says that).
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES, replicas=2).start()
+        b = fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(2.0)
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(0 < len(share) < len(NAMES))
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for probe in a.probes.values():
+            probe.result = None
+        fleet.run(REFRESH + 2.0)
+        # Read a refresh after the opinions' first writes: not late yet.
+        self.assertIsNone(b.publisher.unhealthy_reason())
+        fleet.run(REFRESH)
+        reason = b.publisher.unhealthy_reason() or ""
+        self.assertIn(
+            f"zookeeper: {len(share)} verdict(s) of instances this agent "
+            f"observes older than refresh ({REFRESH:g} s)",
+            reason,
+        )
+        self.assertIn(f"{share[0]} (primary a, checked ", reason)
+        if len(share) > 5:
+            self.assertIn(f" and {len(share) - 5} more: ", reason)
+        self.assertNotIn(
+            "verdict(s) of instances", a.publisher.unhealthy_reason() or ""
+        )
+        for name in share:
+            self.assertEqual(b.group.role(name), OBSERVER)
+        for probe in a.probes.values():
+            probe.result = UP
+        fleet.run(REFRESH + 1.0)
+        self.assertIsNone(b.publisher.unhealthy_reason())
+        lines = [formatEvent(e) for e in events]
+        started = [line for line in lines if "written by a is" in line]
+        ended = [line for line in lines if "fresh again" in line]
+        self.assertEqual(len(started), 1, started)
+        self.assertEqual(len(ended), 1, ended)
+
+
 class RestartCheckedAtTests(SynchronousTestCase):
     """A primary with a state_dir restarted: the next process reattaches."""
 
