@@ -30,8 +30,8 @@ has not, or from checks that late, and it may not be able to tell
 node stale; the primary keeps its role, which moves on session loss
 alone. So the observer says it: in /healthz (`late_verdicts`), and in
 the log once when some start to be late and once when none is any
-more. A verdict found fresh again is cleared at its next reading, a
-refresh later at most.
+more. A late verdict is watched: read again when its primary writes it,
+and cleared then if it is fresh.
 
 The verdict's ``since`` is the time this primary first saw the verdict's
 status, or, if the node said the same status when this primary got it
@@ -250,6 +250,8 @@ class Opinions:
                     refresh=self._refresh,
                 )
             self.late[name] = (primary, checked_at)
+            if result is not None:
+                self._watch_verdict(name, result[1])
 
         def missing(failure: Failure) -> None:
             # A failed reading (the connection dropped, say) is tried again
@@ -260,6 +262,35 @@ class Opinions:
         d = self._zk.get(path, background=True)
         d.addCallbacks(answered, missing)
         d.addErrback(lambda f: log.failure("reading {path} failed", f, path=path))
+
+    def _watch_verdict(self, name: str, stat: Any) -> None:
+        """
+        Watch a late verdict, as read at `stat`: its primary's next write
+        clears it at once, not a reading later. A primary back from its
+        starvation writes them all again within a refresh, and /healthz
+        named them, wrongly, meanwhile. Only late ones are watched: a
+        watch on every verdict would cost a request at each of its writes.
+        """
+        d = self._zk.exists(
+            f"{self._root}/instances/{name}",
+            watch=_VerdictWatch(self, name),
+            background=True,
+        )
+
+        def armed(now: Any) -> None:
+            if now is None or now.mzxid != stat.mzxid:
+                # Written or deleted between the reading and the watch.
+                self._verdict_written(name)
+
+        # A failed watch leaves the entry to the next reading.
+        d.addCallbacks(armed, lambda _: None)
+        d.addErrback(lambda f: log.failure("watching a late verdict failed", f))
+
+    def _verdict_written(self, name: str) -> None:
+        """A late verdict was written: read it again."""
+        node = self._nodes.opinions.get(name)
+        if self._life.running and name in self.late and node is not None:
+            self._read_verdict(name, node)
 
     def _verdict_fresh(self, name: str) -> None:
         """The verdict of `name` is not late (any more), or not ours to judge."""
@@ -517,6 +548,21 @@ class Opinions:
             return None
         checked_at = self._checked[node.name] = max(known)
         return checked_at
+
+
+@attr.frozen
+class _VerdictWatch:
+    """
+    The watch of a late verdict: equal for the same instance, so that
+    watching it again before it fires adds nothing (`sentinel.zk`).
+    """
+
+    opinions: Opinions
+    name: str
+
+    def __call__(self, event: WatchedEvent) -> None:
+        if event.type != EventType.NONE:
+            self.opinions._verdict_written(self.name)
 
 
 @attr.frozen
