@@ -19,14 +19,21 @@ observer missing or unreadable for `ABSENT_AFTER` is named (`absent`,
 for /healthz): that observer stays wrong in the verdict's ``observers``
 until its refresh writes it again.
 
-An observer that is not the primary reads the verdict too, with each
-reading back of its own opinion (one ``get`` per instance a refresh, in
-the background): a verdict whose ``checked_at`` is older than `refresh`
-and the staleness bound of this agent's own history of the instance
-(`InstanceHealth.stale_after`), while that history is current, is
-`late`. Its primary writes it every `refresh`, from its own checks: it
-has not, or from checks that late, and it may not be able to tell
-(its CPU starved, its /healthz not answering). Readers would see the
+An observer that is not the primary reads the verdict too (in the
+background), at a check of its own once it is due: a second past the
+time by which its primary should have written it again (its
+``checked_at``, `refresh`, and the staleness bound of this agent's own
+history of the instance, `InstanceHealth.stale_after`), a refresh after
+the first check or a reading that could not date it. That is one
+``get`` per instance about every refresh, never one per check, and a
+verdict that goes stale is found within a check of its due time, not
+a refresh later (a primary that writes a few seconds late each time,
+starved, left each verdict past the bound for only that long: read once
+a refresh at a fixed phase, 2 of 31 were seen). A verdict older than
+that, while this agent's own history is current, is `late`. Its
+primary writes it every `refresh`, from its own checks: it has not, or
+from checks that late, and it may not be able to tell (its CPU starved,
+its /healthz not answering). Readers would see the
 node stale; the primary keeps its role, which moves on session loss
 alone. So the observer says it: in /healthz (`late_verdicts`), and in
 the log once when some start to be late and once when none is any
@@ -44,6 +51,7 @@ verdict's status: readers see no change of status where there was none.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -139,6 +147,9 @@ class Opinions:
         # found late at their last reading: who wrote each (its primary),
         # and its checked_at.
         self.late: dict[str, tuple[str, float]] = {}
+        # When the verdict of each instance this agent observes, not as
+        # primary, is read next.
+        self._verdicts_due: dict[str, float] = {}
 
     # This agent's
 
@@ -154,6 +165,7 @@ class Opinions:
         elif not observing and node is not None:
             del self._nodes.opinions[name]
             self._queue.retire(node)
+            self._verdicts_due.pop(name, None)
             self._verdict_fresh(name)
 
     def publish(self, state: InstanceState, transition: Transition | None) -> None:
@@ -164,6 +176,7 @@ class Opinions:
         node = self._nodes.opinions.get(state.name)
         if node is None:
             return
+        now = self._reactor.seconds()
         if node.state is not state or transition is not None:
             node.state = state
             self._queue.mark(node)
@@ -171,9 +184,17 @@ class Opinions:
             node.owned
             and not (node.dirty or node.writing)
             and node.written_at is not None
-            and self._reactor.seconds() - node.written_at >= self._refresh
+            and now - node.written_at >= self._refresh
         ):
             self._read_back(state.name, node)
+        if state.name not in self._heard:
+            # Another member is its primary (this one hears the others'
+            # opinions of what it is the primary of, or keeps).
+            due = self._verdicts_due.get(state.name)
+            if due is None:
+                self._verdicts_due[state.name] = now + self._refresh
+            elif now >= due:
+                self._read_verdict(state.name, node)
 
     def _read_back(self, name: str, node: Node) -> None:
         """Write our opinion of `name` again if it is not as we last wrote it."""
@@ -209,14 +230,17 @@ class Opinions:
         d.addErrback(
             lambda f: log.failure("reading back {path} failed", f, path=node.path)
         )
-        if name not in self._heard:
-            # Another member is its primary (this one hears the others'
-            # opinions of what it is the primary of, or keeps).
-            self._read_verdict(name, node)
 
     def _read_verdict(self, name: str, node: Node) -> None:
-        """Read the verdict of `name`, and say whether it is `late`."""
+        """
+        Read the verdict of `name`, say whether it is `late`, and when to
+        read it next: when it is due again, or a refresh later if it is
+        late (or cannot be dated), whose writes its watch reads meanwhile.
+        """
         path = f"{self._root}/instances/{name}"
+        # Not read again while this reading is out (bounded by the call's
+        # timeout): a refresh from now, unless the answer says otherwise.
+        self._verdicts_due[name] = self._reactor.seconds() + self._refresh
 
         def answered(result: tuple[bytes, Any] | None) -> None:
             if self._nodes.opinions.get(name) is not node or name in self._heard:
@@ -225,6 +249,9 @@ class Opinions:
             checked_at = None if document is None else said_checked_at(document)
             state = node.state
             now = self._reactor.seconds()
+            limit = self._refresh + (
+                math.inf if state is None else state.health.stale_after
+            )
             # A node missing or unreadable is not this reading's to judge
             # (readers find no date on it): only a dated one can be late.
             if (
@@ -232,8 +259,18 @@ class Opinions:
                 or checked_at is None
                 or state is None
                 or not state.health.current(now)
-                or now - checked_at <= self._refresh + state.health.stale_after
+                or now - checked_at <= limit
             ):
+                if (
+                    checked_at is not None
+                    and math.isfinite(limit)
+                    and name in self._verdicts_due
+                ):
+                    # Read next a second past the time by which its primary
+                    # should have written it again (for a date ahead of
+                    # our clock, as if it were written now): late then,
+                    # or written again, a refresh later.
+                    self._verdicts_due[name] = min(checked_at, now) + limit + 1.0
                 self._verdict_fresh(name)
                 return
             agent = document.get("agent")
@@ -342,6 +379,7 @@ class Opinions:
     def listen(self, name: str, observers: tuple[str, ...]) -> None:
         """Hear the other observers' opinions of `name` (the primary does)."""
         heard = self._heard.setdefault(name, {})
+        self._verdicts_due.pop(name, None)
         self._verdict_fresh(name)
         others = observers[1:]
         for agent in list(heard):

@@ -1290,8 +1290,8 @@ class LateVerdictTests(SynchronousTestCase):
         """
         A primary whose checks stop recording (its CPU starved: they end
         inconclusive) keeps its role and leaves its verdicts as they were;
-        the other observer, whose own checks are fresh, finds them older
-        than refresh and its history's bound at its next reading, names
+        the other observer, whose own checks are fresh, reads each when it
+        is due (a second past refresh and its history's bound), names
         them and their primary in /healthz (the oldest five, and how many
         more), and logs once when that starts and once when it ends: as
         soon as the primary writes them again (a late verdict is watched),
@@ -1309,10 +1309,11 @@ class LateVerdictTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         for probe in a.probes.values():
             probe.result = None
-        fleet.run(REFRESH + 2.0)
-        # Read a refresh after the opinions' first writes: not late yet.
-        self.assertIsNone(b.publisher.unhealthy_reason())
+        # The verdicts were written at about 1 s, by checks at 1 s: late
+        # past refresh and the history's bound (rise = fall = 1: 2 s).
         fleet.run(REFRESH)
+        self.assertIsNone(b.publisher.unhealthy_reason())
+        fleet.run(5.0)
         reason = b.publisher.unhealthy_reason() or ""
         self.assertIn(
             f"zookeeper: {len(share)} verdict(s) of instances this agent "
@@ -1337,6 +1338,32 @@ class LateVerdictTests(SynchronousTestCase):
         ended = [line for line in lines if "fresh again" in line]
         self.assertEqual(len(started), 1, started)
         self.assertEqual(len(ended), 1, ended)
+
+    def test_verdict_reads_bounded(self) -> None:
+        """
+        In a steady group the other observer reads each verdict about once
+        a refresh (when it is due again), never at each check, and names
+        none of them.
+        """
+        fleet = Fleet()
+        fleet.add("a", NAMES, replicas=2).start()
+        b = fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(2.0)
+        share = [n for n in NAMES if (fleet.node(n) or {})["agent"] == "a"]
+        reads: list[str] = []
+        get = b.zk.get
+
+        def counted(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
+            if path.startswith(f"{ROOT}/instances/"):
+                reads.append(path)
+            return get(path, *args, **kw)
+
+        b.zk.get = counted  # type: ignore[method-assign]
+        fleet.run(5 * REFRESH)
+        self.assertIsNone(b.publisher.unhealthy_reason())
+        self.assertGreaterEqual(len(reads), 4 * len(share))
+        self.assertLessEqual(len(reads), 6 * len(share))
+        self.assertEqual({p.rsplit("/", 1)[1] for p in reads}, set(share))
 
 
 class RestartCheckedAtTests(SynchronousTestCase):
