@@ -238,9 +238,13 @@ class Opinions:
         late (or cannot be dated), whose writes its watch reads meanwhile.
         """
         path = f"{self._root}/instances/{name}"
+        # Ages are taken at the asking: the node answered is at least as
+        # new as it was then, and an agent slow to take the answer (its
+        # own CPU starved) does not count its own delay as the primary's.
+        asked = self._reactor.seconds()
         # Not read again while this reading is out (bounded by the call's
         # timeout): a refresh from now, unless the answer says otherwise.
-        self._verdicts_due[name] = self._reactor.seconds() + self._refresh
+        self._verdicts_due[name] = asked + self._refresh
 
         def answered(result: tuple[bytes, Any] | None) -> None:
             if self._nodes.opinions.get(name) is not node or name in self._heard:
@@ -259,7 +263,7 @@ class Opinions:
                 or checked_at is None
                 or state is None
                 or not state.health.current(now)
-                or now - checked_at <= limit
+                or asked - checked_at <= limit
             ):
                 if (
                     checked_at is not None
@@ -270,7 +274,9 @@ class Opinions:
                     # should have written it again (for a date ahead of
                     # our clock, as if it were written now): late then,
                     # or written again, a refresh later.
-                    self._verdicts_due[name] = min(checked_at, now) + limit + 1.0
+                    self._verdicts_due[name] = max(
+                        min(checked_at, now) + limit + 1.0, now + 1.0
+                    )
                 self._verdict_fresh(name)
                 return
             agent = document.get("agent")
@@ -283,7 +289,7 @@ class Opinions:
                     "/healthz fails while any verdict observed here is late",
                     path=path,
                     primary=primary,
-                    age=now - checked_at,
+                    age=asked - checked_at,
                     refresh=self._refresh,
                 )
             self.late[name] = (primary, checked_at)

@@ -1339,6 +1339,29 @@ class LateVerdictTests(SynchronousTestCase):
         self.assertEqual(len(started), 1, started)
         self.assertEqual(len(ended), 1, ended)
 
+    def test_age_taken_at_the_asking(self) -> None:
+        """
+        A verdict is judged by its age when it was asked for: an observer
+        slow to take the answer (its own CPU starved) does not count its
+        own delay as its primary's, and names the verdict once it is late
+        when asked.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES, replicas=2).start()
+        b = fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(2.0)
+        for probe in a.probes.values():
+            probe.result = None
+        b.zk.call_timeout = 60.0
+        b.zk.hold_answers("get")
+        # Asked for at about 32 s, 31 s old; answered at 40 s.
+        fleet.run(REFRESH + 6.0)
+        b.zk.unanswered.discard("get")
+        self.assertGreater(b.zk.release("get"), 0)
+        self.assertIsNone(b.publisher.unhealthy_reason())
+        fleet.run(2.0)
+        self.assertIn("verdict(s) of instances", b.publisher.unhealthy_reason() or "")
+
     def test_verdict_reads_bounded(self) -> None:
         """
         In a steady group the other observer reads each verdict about once
