@@ -105,6 +105,20 @@ A state listener or a watcher that raises is a bug of ours: counted in
 `internal_errors` (``/healthz`` then fails, `sentinel.bugs`), and the other
 listeners are still told.
 
+So is a kazoo thread that stops working, the failure this agent is built
+against (DESIGN.md section 2): an exception in kazoo's connection loop
+ended its connection thread, and kazoo said LOST; the session was alive,
+and the client, replaced a session timeout later on a new session, left
+every node missing until that one's expiry (7.5 s at a 6 s timeout). A
+worker thread that ended or blocked left the connection up and every
+answer and watch event undelivered: the nodes were never written again,
+and the client never replaced. So a LOST that kazoo says because its loop
+ended is not a lost session, and every third of the session timeout the
+bridge looks at the threads kazoo spawned (our handler keeps them) and
+puts a probe on each worker's queue; a thread ended, or a probe not back
+by the next look, replaces the client at once on the same session, its
+connection shut first so that its close cannot end that session.
+
 A session can be handed from one process to the next (`sentinel.handoff`):
 the first client may reattach to a session (`start(client_id=...)`), and
 `leave_open` stops using the session without closing it (`close_session`
@@ -137,7 +151,7 @@ from kazoo.exceptions import (
 from kazoo.handlers.threading import SequentialThreadingHandler
 from kazoo.hosts import collect_hosts
 from kazoo.loggingsupport import BLATHER
-from kazoo.protocol.states import WatchedEvent
+from kazoo.protocol.states import KeeperState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
 from twisted.internet.defer import Deferred, fail, succeed
@@ -183,6 +197,11 @@ WRITE_BATCH_BYTES = 256 * 1024
 # for the second, its connection is dropped (module docstring).
 NOT_ANSWERING_AFTER = 1 / 3
 DROP_AFTER = 2 / 3
+
+# Share of the session timeout between two looks at kazoo's threads: a
+# worker that does not run a probe by the next look is taken as blocked
+# (module docstring). Ours only hand over, in microseconds.
+THREADS_EVERY = 1 / 3
 
 # Seconds a close of a session left unchecked (`close_session`) may take:
 # one request; unanswered, the session expires on its own.
@@ -298,7 +317,8 @@ class _ConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
     tried it, with two live servers of three in the list. A connect that
     times out says to which address, not kazoo's ``None``. The last
     connect made says which server the client is on (`connected_to`), and
-    its connection can be dropped (`drop`).
+    its connection can be dropped (`drop`). The threads kazoo spawns (its
+    workers and its connection thread) are kept in `threads`.
     """
 
     def __init__(self, hosts: int) -> None:
@@ -311,6 +331,13 @@ class _ConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
         self._connection: socket.socket | None = None
         # The server the next connect passes over (`drop`).
         self._pass_over: tuple[str, int] | None = None
+        self.threads: list[threading.Thread] = []
+
+    def spawn(self, func: Any, *args: Any, **kwargs: Any) -> threading.Thread:
+        """kazoo's threads, kept to be looked at (`ZooKeeper`)."""
+        thread: threading.Thread = super().spawn(func, *args, **kwargs)
+        self.threads.append(thread)
+        return thread
 
     def create_connection(self, *args: Any, **kwargs: Any) -> socket.socket:
         """kazoo's connect, within the share of the timeout (class docstring)."""
@@ -464,6 +491,10 @@ class ZooKeeper:
         self._silence_call: IDelayedCall | None = None
         self.drops = 0
         self._dropping = False
+        # The next look at kazoo's threads, and when each probe still out
+        # was put on its worker's queue (module docstring).
+        self._threads_call: IDelayedCall | None = None
+        self._probes: dict[str, float] = {}
 
     @property
     def session_timeout(self) -> float:
@@ -611,11 +642,17 @@ class ZooKeeper:
         self._client, self._gate, self._handler = client, gate, handler
 
         def listener(state: Any) -> None:
-            # kazoo's connection thread: hand over, nothing else.
-            self._reactor.callFromThread(self._state_changed, generation, state)
+            # kazoo's connection thread: hand over, nothing else. Its own
+            # state says why a LOST is (module docstring).
+            self._reactor.callFromThread(
+                self._state_changed, generation, state, client.client_state
+            )
 
         client.add_listener(listener)
         client.start_async()
+        self._threads_call = self._reactor.callLater(
+            self.session_timeout * THREADS_EVERY, self._look_at_threads, generation
+        )
 
     def _watch_fired(
         self, generation: int, watcher: Watcher, event: WatchedEvent
@@ -682,11 +719,17 @@ class ZooKeeper:
         if generation == self._generation:
             self.last_heard = self._reactor.seconds()
 
-    def _state_changed(self, generation: int, kazoo_state: Any) -> None:
+    def _state_changed(
+        self, generation: int, kazoo_state: Any, client_state: Any = None
+    ) -> None:
         if generation != self._generation:
             return
         state = _STATES.get(kazoo_state)
         if state is None:
+            return
+        if state == LOST and client_state == KeeperState.CLOSED:
+            # Only a client we stopped ends its loop; not this one.
+            self._threads_failed("kazoo's connection loop ended on its own")
             return
         self._set_state(state)
         if state == CONNECTED:
@@ -700,7 +743,7 @@ class ZooKeeper:
                 self._reread(generation)
             elif self._check:
                 self._check_ensemble(generation)
-        elif state == LOST:
+        elif state == LOST and client_state != KeeperState.AUTH_FAILED:
             self._resumable = None
         if state != CONNECTED and self._replace_call is None:
             self._replace_call = self._reactor.callLater(
@@ -866,6 +909,59 @@ class ZooKeeper:
             "replacing the client",
             seconds=self.session_timeout,
         )
+        self._replace_client(self._resumable)
+
+    # kazoo's threads (module docstring)
+
+    def _look_at_threads(self, generation: int) -> None:
+        self._threads_call = None
+        handler = self._handler
+        if generation != self._generation or handler is None:
+            return
+        if not handler.running:
+            # Not started (a client of tests), or stopped already.
+            return
+        now = self._reactor.seconds()
+        ended = sum(not thread.is_alive() for thread in handler.threads)
+        if ended:
+            self._threads_failed(f"{ended} of kazoo's threads ended")
+            return
+        for name, queue in (
+            ("completion", handler.completion_queue),
+            ("callback", handler.callback_queue),
+        ):
+            sent = self._probes.get(name)
+            if sent is not None:
+                self._threads_failed(
+                    f"kazoo's {name} worker ran nothing for {now - sent:.1f} s"
+                )
+                return
+            self._probes[name] = now
+            queue.put(
+                partial(self._reactor.callFromThread, self._probed, generation, name)
+            )
+        self._threads_call = self._reactor.callLater(
+            self.session_timeout * THREADS_EVERY, self._look_at_threads, generation
+        )
+
+    def _probed(self, generation: int, name: str) -> None:
+        if generation == self._generation:
+            self._probes.pop(name, None)
+
+    def _threads_failed(self, why: str) -> None:
+        # Counted and shown as a bug (kazoo's); the client replaced at once,
+        # on the same session.
+        self.internal_errors.record(
+            "a ZooKeeper client",
+            None,
+            Failure(RuntimeError(f"{why}: replaced on the same session")),
+        )
+        self.replacements += 1
+        if self._gate is not None:
+            self._gate.close()
+        if self._handler is not None:
+            # Shut before its close, which would end the session otherwise.
+            self._handler.drop()
         self._replace_client(self._resumable)
 
     def _replace_client(self, client_id: tuple[int, bytes] | None) -> None:
@@ -1094,9 +1190,11 @@ class ZooKeeper:
         self._in_flight = 0
         self._background_in_flight = 0
         self._unanswered = {}
-        if self._silence_call is not None and self._silence_call.active():
-            self._silence_call.cancel()
-        self._silence_call = None
+        for call in (self._silence_call, self._threads_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._silence_call = self._threads_call = None
+        self._probes = {}
         self._hand_over_waiting()
         return self._generation
 

@@ -21,6 +21,13 @@ from kazoo.loggingsupport import BLATHER
 from kazoo.protocol.states import KeeperState, WatchedEvent
 from twisted.internet.task import Clock
 
+# kazoo's own state behind each state it tells, by default.
+_CLIENT_STATES = {
+    "CONNECTED": KeeperState.CONNECTED,
+    "SUSPENDED": KeeperState.CONNECTING,
+    "LOST": KeeperState.EXPIRED_SESSION,
+}
+
 
 class HandOverClock(Clock):
     """
@@ -90,6 +97,9 @@ class FakeKazooClient:
         # As KazooClient.connected: between CONNECTED and the next change.
         self.connected = False
         self.client_id: tuple[int, bytes] | None = None
+        # As KazooClient.client_state: kazoo's own state, read by the
+        # bridge's listener when told.
+        self.client_state: Any = KeeperState.CONNECTING
         # (method, path, result) of every call, in order.
         self.calls: list[tuple[str, str, FakeAsyncResult]] = []
         self.watches: list[tuple[str, Callable[[WatchedEvent], None]]] = []
@@ -140,10 +150,17 @@ class FakeKazooClient:
 
     # kazoo's threads, played by the test
 
-    def change_state(self, state: Any, session: int = 0x42) -> None:
-        """The connection thread's news: CONNECTED, SUSPENDED or LOST."""
+    def change_state(
+        self, state: Any, session: int = 0x42, client_state: Any = None
+    ) -> None:
+        """
+        The connection thread's news: CONNECTED, SUSPENDED or LOST (by
+        default, a LOST of a session expired; `client_state` says another
+        cause, as kazoo's `KeeperState`).
+        """
         self.client_id = (session, b"password") if state == "CONNECTED" else None
         self.connected = state == "CONNECTED"
+        self.client_state = client_state or _CLIENT_STATES.get(state)
         for listener in list(self.listeners):
             listener(state)
 

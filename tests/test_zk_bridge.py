@@ -12,6 +12,7 @@ import select
 import socket
 import threading
 import time
+from functools import partial
 
 from kazoo.client import KazooState
 from kazoo.exceptions import (
@@ -23,7 +24,7 @@ from kazoo.exceptions import (
     RolledBackError,
     RuntimeInconsistency,
 )
-from kazoo.protocol.states import EventType, WatchedEvent
+from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
 from kazoo.retry import KazooRetry
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
@@ -38,9 +39,11 @@ from sentinel.zk import (
     LOST,
     STOPPED,
     SUSPENDED,
+    THREADS_EVERY,
     WRITE_BATCH,
     WRITE_BATCH_BYTES,
     ZooKeeper,
+    _ConnectHandler,
 )
 from tests.fakekazoo import FakeKazooClient, FakeKazooFactory, HandOverClock
 
@@ -810,6 +813,103 @@ class BridgeTests(SynchronousTestCase):
         client.close_blocks.set()
         self.assertTrue(client.closed.wait(THREAD_WAIT))
         self.clock.run_handed_over(wait=THREAD_WAIT)
+
+
+class KazooThreadTests(SynchronousTestCase):
+    """
+    kazoo's threads: a connection loop that ended on its own, a thread that
+    ended, a worker that blocked; each replaces the client at once on the
+    same session, counted as an internal error.
+    """
+
+    def setUp(self) -> None:
+        self.clock = HandOverClock()
+        self.factory = FakeKazooFactory()
+        self.zk = ZooKeeper(
+            self.clock, "127.0.0.1:2181", SESSION_TIMEOUT, client_factory=self.factory
+        )
+        self.zk.start()
+        self.old = self.factory.clients[-1]
+        self.old.change_state(KazooState.CONNECTED, session=0x42)
+        self.clock.run_handed_over()
+
+    def start_workers(self) -> _ConnectHandler:
+        """kazoo's worker threads of the client, really running."""
+        handler: _ConnectHandler = self.old.settings["handler"]
+        handler.start()
+        self.addCleanup(handler.stop)
+        return handler
+
+    def look(self, probes: int = 2) -> None:
+        """The next look at the threads, and `probes` probes run back."""
+        self.clock.advance(SESSION_TIMEOUT * THREADS_EVERY)
+        ran = 0
+        for _ in range(probes):
+            ran += self.clock.run_handed_over(wait=THREAD_WAIT)
+        self.assertEqual(ran, probes)
+
+    def assert_replaced_on_same_session(self, why: str) -> None:
+        self.assertEqual(len(self.factory.clients), 2)
+        new = self.factory.clients[-1]
+        self.assertEqual(new.settings["client_id"], (0x42, b"password"))
+        self.assertTrue(self.old.closed.wait(THREAD_WAIT))
+        self.assertEqual(self.zk.replacements, 1)
+        self.assertEqual(self.zk.state, LOST)
+        self.assertIn(why, self.zk.internal_errors.unhealthy_reason() or "")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        new.change_state(KazooState.CONNECTED, session=0x42)
+        self.clock.run_handed_over()
+        self.assertEqual(self.zk.session_id, 0x42)
+
+    def test_connection_loop_ended_replaced_at_once(self) -> None:
+        """
+        A LOST that kazoo says because its connection loop ended (its
+        thread died of an exception) replaces the client at once, asking
+        for the same session, which the server still holds.
+        """
+        self.old.change_state(KazooState.LOST, client_state=KeeperState.CLOSED)
+        self.clock.run_handed_over()
+        self.assert_replaced_on_same_session("kazoo's connection loop ended")
+
+    def test_ended_thread_replaces_client(self) -> None:
+        """A thread kazoo spawned that has ended is seen at the next look."""
+        handler = self.start_workers()
+        handler.spawn(lambda: None).join(THREAD_WAIT)
+        self.clock.advance(SESSION_TIMEOUT * THREADS_EVERY - 0.01)
+        self.assertEqual(len(self.factory.clients), 1)
+        self.clock.advance(0.01)
+        self.assert_replaced_on_same_session("1 of kazoo's threads ended")
+
+    def test_blocked_worker_replaces_client(self) -> None:
+        """
+        A worker that does not run the probe put on its queue by the next
+        look (blocked in a call that never returns) replaces the client.
+        """
+        handler = self.start_workers()
+        blocked = threading.Event()
+        self.addCleanup(blocked.set)
+        handler.completion_queue.put(partial(blocked.wait, THREAD_WAIT * 2))
+        self.look(probes=1)
+        self.assertEqual(len(self.factory.clients), 1)
+        self.clock.advance(SESSION_TIMEOUT * THREADS_EVERY)
+        self.assert_replaced_on_same_session("kazoo's completion worker ran nothing")
+
+    def test_working_threads_keep_the_client(self) -> None:
+        """Workers that run their probes keep the client, look after look."""
+        self.start_workers()
+        for _ in range(10):
+            self.look()
+        self.assertEqual(len(self.factory.clients), 1)
+        self.assertEqual(self.zk.internal_errors.count, 0)
+
+    def test_stopped_bridge_looks_no_more(self) -> None:
+        """Once stopped, the bridge neither looks at threads nor probes."""
+        handler = self.start_workers()
+        stopped = self.zk.stop(2.0)
+        self.clock.run_handed_over(wait=THREAD_WAIT)
+        self.successResultOf(stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertTrue(handler.completion_queue.empty())
 
 
 class SessionHandOverTests(SynchronousTestCase):
