@@ -197,6 +197,11 @@ WRITE_BATCH_BYTES = 256 * 1024
 # for the second, its connection is dropped (module docstring).
 NOT_ANSWERING_AFTER = 1 / 3
 DROP_AFTER = 2 / 3
+# Seconds late the judgement of a silence may run before it is made again
+# rather than acted on: a stalled agent (SIGSTOP, a CPU quota, a paused
+# virtual machine) judges on waking, before kazoo's thread has handed over
+# the answers that came meanwhile, and would drop a server that answered.
+SILENCE_JUDGED_LATE = 1.0
 
 # Share of the session timeout between two looks at kazoo's threads: a
 # worker that does not run a probe by the next look is taken as blocked
@@ -1035,12 +1040,22 @@ class ZooKeeper:
         now = self._reactor.seconds()
         heard = max(self.last_heard, self.state_since)
         oldest = next(iter(self._unanswered.values()))
+        if heard > now or oldest > now:
+            # The wall clock stepped back (`sentinel.clocksteps` moves
+            # calls, not these times): counted from now, not from a time
+            # that may be hours ahead.
+            self.last_heard = min(self.last_heard, now)
+            self.state_since = min(self.state_since, now)
+            heard = min(heard, now)
+            for d, sent in self._unanswered.items():
+                self._unanswered[d] = min(sent, now)
+            oldest = min(oldest, now)
         return float(now - max(oldest, heard)), float(now - heard)
 
     def _silence_due(self, generation: int) -> None:
         # Judged when the limits would be reached if nothing were heard;
         # not again, once no call waits, until one is handed over.
-        self._silence_call = None
+        call, self._silence_call = self._silence_call, None
         if generation != self._generation:
             return
         silence = self._silence()
@@ -1050,9 +1065,16 @@ class ZooKeeper:
         timeout = self.session_timeout
         waiting_left = timeout * NOT_ANSWERING_AFTER - waited
         quiet_left = timeout * DROP_AFTER - quiet
-        if waiting_left > 0 or quiet_left > 0:
+        late = 0.0 if call is None else self._reactor.seconds() - call.getTime()
+        if waiting_left > 0 or quiet_left > 0 or late > SILENCE_JUDGED_LATE:
             self._silence_call = self._reactor.callLater(
-                max(waiting_left, quiet_left), self._silence_due, generation
+                max(
+                    waiting_left,
+                    quiet_left,
+                    SILENCE_JUDGED_LATE if late > SILENCE_JUDGED_LATE else 0.0,
+                ),
+                self._silence_due,
+                generation,
             )
         elif self._handler is not None:
             self._drop(quiet)

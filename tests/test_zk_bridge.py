@@ -37,6 +37,7 @@ from sentinel.zk import (
     CONNECTED,
     CONNECTING,
     LOST,
+    SILENCE_JUDGED_LATE,
     STOPPED,
     SUSPENDED,
     THREADS_EVERY,
@@ -1269,6 +1270,60 @@ class SilentServerTests(SynchronousTestCase):
         self.assertIsNone(zk.not_answering())
         self.assertEqual(zk.drops, 0)
         self.assertEqual(select.select([connection], [], [], 0)[0], [])
+
+    def test_stalled_agent_judges_again_before_dropping(self) -> None:
+        """
+        A judgement that runs more than `SILENCE_JUDGED_LATE` late (the
+        agent itself stalled: SIGSTOP, a CPU quota) is made again that long
+        after, not acted on: the answers that came while the agent slept
+        are handed over by kazoo's thread meanwhile, and a server that
+        answered is kept; one still silent then is dropped.
+        """
+        zk = self.bridge(self.server)
+        self.connect()
+        client = self.factory.clients[0]
+        self.write_at(zk, 1.0)
+        # The whole agent stalls from 1 s to 10 s (past two thirds, 6 s).
+        self.clock.advance(9.0)
+        self.assertEqual(zk.drops, 0)
+        client.answer(0)
+        self.clock.run_handed_over()
+        self.clock.advance(SILENCE_JUDGED_LATE)
+        self.assertEqual(zk.drops, 0)
+
+        self.write_at(zk, 20.0)
+        self.clock.advance(9.0)
+        self.assertEqual(zk.drops, 0)
+        self.clock.advance(SILENCE_JUDGED_LATE)
+        self.assertEqual(zk.drops, 1)
+
+    def test_step_back_counted_from_now(self) -> None:
+        """
+        After the wall clock steps back (the bridge's times are wall-clock
+        times, and `sentinel.clocksteps` moves only scheduled calls), a
+        silence is counted from the first judgement after the step, not
+        from times an hour ahead: a silent server is still named within
+        two thirds of the session timeout, and dropped within a whole one.
+        """
+        zk = self.bridge(self.server)
+        self.connect()
+        self.clock.advance(3600)
+        self.factory.clients[0].ping_answered()
+        self.clock.run_handed_over()
+        self.write_at(zk, self.clock.seconds())
+        # The step back, and the scheduled calls moved by it, as
+        # `sentinel.clocksteps` does.
+        self.clock.rightNow -= 3600
+        for call in self.clock.getDelayedCalls():
+            call.time -= 3600
+        self.clock.advance(3.0)
+        self.assertIsNone(zk.not_answering())
+        self.clock.advance(3.0)
+        self.assertIn("has answered nothing for 3.0 s", zk.not_answering() or "")
+        self.clock.advance(2.99)
+        self.assertEqual(zk.drops, 0)
+        self.clock.advance(0.01)
+        self.assertEqual(zk.drops, 1)
 
     def test_only_server_dropped_and_tried_again(self) -> None:
         """
