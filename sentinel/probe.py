@@ -18,29 +18,32 @@ A kept connection is not kept for good: a server that turns every new
 client away (its port or bind address moved, or full) still answers on
 it. After at most `reconnect_every` seconds (less a random share, up to
 `RENEW_JITTER`), the next check due then that finds the pacer with room
-goes over a new connection, as a check that connects does (within the pacer's
-bounds; the once a second rule, which is about failures, always allows
-it). The old connection is closed once a new one has answered PING: a
-refused or turned-away new connection fails the check as any other, and
-so do the checks after it, which connect again as after any failure,
-while the old connection is held, unused (dropped, it would give a full
-server's slot back to the agent's next attempt, and hide that it is
-full). An attempt the agent itself was too late for (inconclusive)
-changes nothing: the old connection serves while the pacer has no room.
-Nor does a new connection that times out, however late the agent ran:
-renewing is the agent's own choice, and the old connection, which still
-serves, tells what the instance is (a starved agent timed its renewals
-out and published healthy instances down, three checks in a row). The
-check that waited for it ends with None, and the renewal is tried again
-after `RENEW_RETRY` of `reconnect_every` to twice that.
+starts a new connection, as a check that connects does (within the
+pacer's bounds; the once a second rule, which is about failures, always
+allows it). That check, and those while the new connection is on its
+way, go over the kept one: renewing is the agent's own choice, and the
+connection that serves tells what the instance is (a check that waited
+for the new one would say nothing of a server that stopped just then).
+The new connection takes the old one's place once no check is in flight
+on the old one, and the old one is closed once the new one has answered
+PING. A refused, turned-away or timed-out new connection (the agent on
+time: as for any attempt) fails the next check at once, and so do the
+checks after it, which connect again as after any failure, while the
+old connection is held, unused (dropped, it would give a full server's
+slot back to the agent's next attempt, and hide that it is full; and a
+server whose new connections time out while old ones answer, its new
+SYNs dropped, is found). An attempt the agent itself was too late for (inconclusive, a
+starved agent timed its renewals out and published healthy instances
+down) changes nothing: the old connection serves on, and the renewal is
+tried again after `RENEW_RETRY` of `reconnect_every` to twice that.
 A step of the wall clock (`sentinel.clocksteps`) moves no renewal time:
 one back of more than `reconnect_every` renews at once, a shorter one
 delays renewals by as much; one forward makes them all due at once, and
 the pacer spreads them as it does the connects at start-up.
 
-A check that waits for a connection (other than a renewal's) fails on a
-timeout only when Redis had a fair chance: its attempt started at least
-`FAIR_SHARE` of the timeout before the deadline, and the agent itself ran
+A check that waits for a connection fails on a timeout only when Redis
+had a fair chance: its attempt started at least `FAIR_SHARE` of the
+timeout before the deadline, and the agent itself ran
 late by less than `LATE_SHARE` of it since the check or the attempt
 began (`ConnectPacer.lateness_since`). Otherwise the agent did not get to
 look: the check ends with None, nothing is recorded, and the attempt goes
@@ -432,6 +435,8 @@ class RedisProbe:
         "_renew_at",
         "_kept_from",
         "_retiring",
+        "_renewed",
+        "_connect_stage",
     )
 
     def __init__(
@@ -485,7 +490,9 @@ class RedisProbe:
         self._resolving = False
         self._queued = False
         self._waiters: list[Deferred[RedisClientProtocol]] = []
-        # When the attempt in progress started connecting (None before).
+        # When the attempt in progress started connecting (None before),
+        # and how far it got.
+        self._connect_stage = "connect"
         self._connect_started_at: float | None = None
         # The error of a failed attempt no check has reported yet, and
         # whether the last failure was the agent's own (not to be reported).
@@ -550,16 +557,14 @@ class RedisProbe:
         self._kept_from = -math.inf
         # A renewed connection, held unused until a new one answers PING.
         self._retiring: RedisClientProtocol | None = None
+        # A new connection made while a check was in flight on the kept
+        # one, which it replaces at the next check.
+        self._renewed: RedisClientProtocol | None = None
 
     @property
     def connected(self) -> bool:
         """Whether a usable connection is kept."""
         return self._protocol is not None
-
-    @property
-    def _renewing(self) -> bool:
-        # A connection attempt is on its way while the kept one serves.
-        return self._attempt is not None and self._protocol is not None
 
     def check(
         self, want_info: bool, scheduled: float | None = None
@@ -573,19 +578,30 @@ class RedisProbe:
         # The caller's schedule spares a read of the clock on the hot path.
         if scheduled is None:
             scheduled = self._reactor.seconds()
+        if self._renewed is not None:
+            self._keep(self._renewed)
         protocol = self._protocol
         if protocol is not None:
             # Due before `_kept_from`, a lifetime before the connection was
             # made: only a step back of the clock makes it so (a step does
             # not move these times, `sentinel.clocksteps`), and the
-            # connection's time is taken as up.
-            if self._kept_from <= scheduled < self._renew_at:
+            # connection's time is taken as up. While the agent is
+            # connecting as fast as it can, or a new connection is on its
+            # way, the kept one serves.
+            if (
+                self._kept_from <= scheduled < self._renew_at
+                or self._attempt is not None
+                or not self._pacer.has_room()
+            ):
                 return self._ping(protocol, want_info)
-            if self._attempt is None and not self._pacer.has_room():
-                # Its time is up, but the agent is connecting as fast as it
-                # can: the kept connection serves until there is room.
+            # Its time is up: a new connection is made meanwhile.
+            self._start_attempt(min(scheduled, self._reactor.seconds()))
+            if self._protocol is not None:
                 return self._ping(protocol, want_info)
-            # Its time is up: this check goes over a new connection.
+            # The attempt failed at once (no socket to open, say).
+            self._unreported = None
+            self._failing = self._last_error
+            return succeed(Observation(ok=False, error=self._last_error))
         if self._tls_error is not None:
             self.stage = "connect"
             return succeed(Observation(ok=False, error=self._tls_error))
@@ -629,6 +645,7 @@ class RedisProbe:
             # Still waiting for the pacer: the agent will not get to look
             # this time. Nothing waits (thousands would, at start-up).
             return succeed(self._not_looked_at(min(scheduled, now)))
+        self.stage = self._connect_stage
         waiter: Deferred[Any] = Deferred(self._waiters.remove)
         self._waiters.append(waiter)
         waiter.addCallbacks(self._ping, self._connect_failed, callbackArgs=(want_info,))
@@ -646,12 +663,15 @@ class RedisProbe:
             self._check.cancel()
         self._drop()
         self._retired()
+        if self._renewed is not None:
+            self._renewed.drop()
+            self._renewed = None
 
     # Connecting
 
     def _start_attempt(self, due: float) -> None:
         self._reconnects.attempted(due)
-        self.stage = "connect"
+        self._attempt_stage("connect")
         self._resolving = True
         self._connect_started_at = None
         # Resolved before a connect slot is taken. The resolver bounds every
@@ -663,6 +683,13 @@ class RedisProbe:
         self._attempt = attempt
         attempt.addCallbacks(self._resolved, self._unresolved)
         attempt.addBoth(self._attempt_done)
+
+    def _attempt_stage(self, stage: str) -> None:
+        # A renewal's stage is not the check's, which is on the kept
+        # connection.
+        self._connect_stage = stage
+        if self._protocol is None:
+            self.stage = stage
 
     def _resolved(self, address: str) -> Deferred[RedisClientProtocol]:
         self._resolving = False
@@ -704,7 +731,7 @@ class RedisProbe:
     def _handshake(self, protocol: RedisClientProtocol) -> Deferred[Any]:
         # The endpoint fires once TCP is connected; wait for the handshake so
         # that a certificate that does not verify fails the attempt, saying so.
-        self.stage = "tls"
+        self._attempt_stage("tls")
 
         def failed(failure: Failure) -> Failure:
             error = describe_tls_failure(failure, self.instance)
@@ -715,7 +742,7 @@ class RedisProbe:
         return protocol.when_secure().addErrback(failed)
 
     def _authenticate(self, protocol: RedisClientProtocol) -> Deferred[Any]:
-        self.stage = "auth"
+        self._attempt_stage("auth")
         assert self._auth is not None
         d = protocol.send(self._auth)
 
@@ -773,21 +800,21 @@ class RedisProbe:
                 TimeoutError, neterror.TimeoutError, neterror.ConnectingCancelledError
             )
             self._last_error = (
-                f"timeout ({self.stage})" if timed_out else describe_failure(result)
+                f"timeout ({self._connect_stage})"
+                if timed_out
+                else describe_failure(result)
             )
             started = self._connect_started_at
             # No socket to connect with (out of file descriptors), or timed
-            # out while the agent ran late, or while renewing a connection
-            # that still serves: the agent's failure.
+            # out while the agent ran late: the agent's failure.
             inconclusive = self._pacer.sockets.ended(result) or (
                 bool(timed_out)
                 and (
                     started is None
-                    or self._protocol is not None
                     or self._pacer.lateness_since(started) > self._late_limit
                 )
             )
-            if timed_out and self._protocol is not None:
+            if inconclusive and self._protocol is not None:
                 # The kept connection serves on, renewed later (the module
                 # docstring).
                 retry = self._lifetime * RENEW_RETRY * (1.0 + random())
@@ -812,6 +839,18 @@ class RedisProbe:
         if self._closed:
             result.drop()
             return
+        if self._protocol is not None and self._check is not None:
+            # A renewal, a check in flight on the kept connection: its
+            # replies are read there, the new one serves the next check.
+            self._renewed = result
+            return
+        self._keep(result)
+        for waiter in waiters:
+            waiter.callback(result)
+
+    def _keep(self, result: RedisClientProtocol) -> None:
+        # A new connection serves the checks from now on.
+        self._renewed = None
         if self._protocol is not None:
             # A renewal: the old connection is held until the new answers.
             self._retire()
@@ -824,12 +863,12 @@ class RedisProbe:
         self._checks_on_connection = 0
         self._pipelines = Pipelines(self, result, self._drain, self._hello)
         self._reconnects.connected(now)
-        for waiter in waiters:
-            waiter.callback(result)
 
     def _lost(self, protocol: RedisClientProtocol) -> None:
         if self._retiring is protocol:
             self._retiring = None
+        if self._renewed is protocol:
+            self._renewed = None  # Renewed again at the next check.
         if self._protocol is protocol:
             self._forget()
             self._last_error = "connection lost"
@@ -953,7 +992,7 @@ class RedisProbe:
             self._ping_unanswered(reply, protocol, self._want_info)
             return
         self._closed_unanswered = 0
-        if self._retiring is not None:
+        if self._retiring is not None and self._retiring is not protocol:
             self._retired()
         # Alive but not ready: the server's reason is the error.
         error = None if ready else str(reply)
@@ -982,7 +1021,7 @@ class RedisProbe:
             self._ping_unanswered(replies[0], protocol, extras)
             return
         self._closed_unanswered = 0
-        if self._retiring is not None:
+        if self._retiring is not None and self._retiring is not protocol:
             self._retired()
         # Alive but not ready: the server's reason is the error.
         error = None if ready else str(replies[0])
@@ -1411,7 +1450,7 @@ class RedisProbe:
             if self._queued:
                 # Not started yet: never looked (`_judged` says what follows).
                 return _NOT_STARTED
-            stage = "resolve" if self._resolving else self.stage
+            stage = "resolve" if self._resolving else self._connect_stage
             error = f"timeout ({stage})"
         else:
             error = describe_failure(failure)
@@ -1432,11 +1471,6 @@ class RedisProbe:
         if not (observation.error or "").startswith("timeout"):
             self._failing = observation.error
             return observation
-        if self._renewing:
-            # Renewing is the agent's own choice, and the kept connection
-            # still serves: its new one being late says nothing of Redis.
-            self._last_inconclusive = True
-            return None
         now = self._reactor.seconds()
         started = None if observation is _NOT_STARTED else self._connect_started_at
         # Since the attempt started, if earlier: a check launched late in a

@@ -634,11 +634,13 @@ class RenewalTests(SynchronousTestCase):
 
     def test_renewed(self) -> None:
         """
-        Checks go over the kept connection until its time is up; the next
-        check goes over a new one, whose answer to PING closes the old one.
+        Checks go over the kept connection until its time is up; the check
+        due then goes over it too while a new one is made, the next over
+        the new one, whose answer to PING closes the old one.
         """
         h = self.kept(0.0)
-        old = h.transport
+        old, old_protocol = h.transport, h.protocol
+        assert old is not None
         for _ in range(59):
             h.on_time(1.0)
             self.assertEqual(self.pong(h), Observation(True, True, 0.0))
@@ -646,10 +648,16 @@ class RenewalTests(SynchronousTestCase):
         h.on_time(1.0)
         d = h.check()
         self.assertEqual(len(h.reactor.tcpClients), 2)
-        self.assertNoResult(d)
-        h.accept()
+        self.assertEqual(old.value(), PING)
+        old.clear()
+        new = h.accept()
+        old_protocol.dataReceived(b"+PONG\r\n")
+        self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
+        self.assertEqual(new.value(), b"")
+        h.on_time(1.0)
+        d = h.check()
         self.assertEqual(h.sent(), PING)
-        assert old is not None
+        self.assertEqual(old.value(), b"")
         self.assertFalse(old.disconnecting)
         h.reply(b"+PONG\r\n")
         self.assertTrue(old.disconnecting)
@@ -657,6 +665,18 @@ class RenewalTests(SynchronousTestCase):
         h.on_time(1.0)
         self.assertEqual(self.pong(h), Observation(True, True, 0.0))
         self.assertEqual(len(h.reactor.tcpClients), 2)
+
+    def test_close_drops_renewed_connection(self) -> None:
+        """
+        Closing the probe drops a new connection made while a check was in
+        flight on the kept one, not yet used.
+        """
+        h = self.kept(0.0)
+        h.on_time(60.0)
+        h.check()
+        new = h.accept()
+        h.probe.close()
+        self.assertTrue(new.disconnecting)
 
     def test_jitter(self) -> None:
         """
@@ -688,35 +708,49 @@ class RenewalTests(SynchronousTestCase):
         h.check(scheduled=60.0)
         self.assertEqual(len(h.reactor.tcpClients), 2)
 
+    def renew(self, h: Harness) -> Deferred[Observation | None]:
+        # The check at renewal, its PING answered on the kept connection.
+        old, old_protocol = h.transport, h.protocol
+        assert old is not None
+        attempts = len(h.reactor.tcpClients)
+        d = h.check()
+        self.assertEqual(old.value(), PING)
+        old.clear()
+        self.assertEqual(len(h.reactor.tcpClients), attempts + 1)
+        h.transport, h.protocol = old, old_protocol
+        return d
+
     def test_refused_renewal_fails(self) -> None:
         """
-        An address that refuses a new connection fails the check that
-        renews, whatever the old connection would say: the checks after it
-        connect again, at most once a second, and fail too while it
-        refuses, the old connection held unused. The first new connection
-        to answer PING closes it.
+        An address that refuses a new connection fails the next check at
+        once, whatever the old connection says: the check in flight on it
+        is answered, and the checks after connect again, at most once a
+        second, and fail too while it refuses, the old connection held
+        unused. The first new connection to answer PING closes it.
         """
         h = self.kept(0.0)
         old = h.transport
-        h.on_time(60.0)
-        d = h.check()
-        h.refuse()
-        refused = Observation(ok=False, error="connection refused")
-        self.assertEqual(self.successResultOf(d), refused)
-        self.assertFalse(h.probe.connected)
-        h.on_time(0.5)
-        self.assertEqual(self.successResultOf(h.check()), refused)
-        self.assertEqual(len(h.reactor.tcpClients), 2)
-        h.on_time(0.5)
-        d = h.check()
-        self.assertEqual(len(h.reactor.tcpClients), 3)
-        h.refuse()
-        self.assertEqual(self.successResultOf(d), refused)
         assert old is not None
+        h.on_time(60.0)
+        d = self.renew(h)
+        h.refuse()
+        self.assertNoResult(d)
+        h.reply(b"+PONG\r\n")
+        self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
+        self.assertFalse(h.probe.connected)
+        refused = Observation(ok=False, error="connection refused")
+        for _ in range(2):
+            h.on_time(1.0)
+            d = h.check()
+            self.assertEqual(self.successResultOf(d), refused)
+            h.refuse()
+        self.assertEqual(len(h.reactor.tcpClients), 4)
         self.assertFalse(old.disconnecting)
         h.on_time(1.0)
-        d = h.check()
+        self.assertEqual(self.successResultOf(h.check()), refused)
         h.accept()
+        h.on_time(1.0)
+        d = h.check()
         self.assertEqual(h.sent(), PING)
         h.reply(b"+PONG\r\n")
         self.assertTrue(old.disconnecting)
@@ -725,34 +759,40 @@ class RenewalTests(SynchronousTestCase):
 
     def test_turned_away_renewal_fails(self) -> None:
         """
-        A server full for new clients fails the check that renews, and
-        the next: the old connection holds its slot meanwhile, so that
-        the agent's next attempt does not take it back.
+        A server full for new clients fails the check that goes over the
+        new connection, and the next: the old connection holds its slot
+        meanwhile, so that the agent's next attempt does not take it back.
         """
         h = self.kept(0.0)
         old = h.transport
+        assert old is not None
         h.on_time(60.0)
+        d = self.renew(h)
+        old_protocol = h.protocol
+        h.accept()
+        old_protocol.dataReceived(b"+PONG\r\n")
+        self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
         full = Observation(ok=False, error="ERR max number of clients reached")
         for _ in range(2):
+            h.on_time(1.0)
             d = h.check()
-            h.accept()
-            h.sent()
+            if h.transport is None or not h.transport.value():
+                h.accept()
+            self.assertEqual(h.sent(), PING)
             h.reply(b"-ERR max number of clients reached\r\n")
             self.assertEqual(self.successResultOf(d), full)
             self.assertFalse(h.probe.connected)
-            h.on_time(1.0)
-        assert old is not None
         self.assertFalse(old.disconnecting)
 
     def test_close_drops_held_connection(self) -> None:
         """Closing the probe drops a connection held after a failed renewal."""
         h = self.kept(0.0)
         old = h.transport
-        h.on_time(60.0)
-        d = h.check()
-        h.refuse()
-        self.successResultOf(d)
         assert old is not None
+        h.on_time(60.0)
+        self.renew(h)
+        h.refuse()
+        self.assertFalse(h.probe.connected)
         self.assertFalse(old.disconnecting)
         h.probe.close()
         self.assertTrue(old.disconnecting)
@@ -760,63 +800,119 @@ class RenewalTests(SynchronousTestCase):
     def test_renewal_the_agent_was_late_for(self) -> None:
         """
         A renewal that times out while the agent itself ran late says
-        nothing of the server: the check ends with None, and the old
-        connection stays open for the checks that find no room.
-        """
-        h = self.kept(0.0)
-        old = h.transport
-        h.on_time(60.0)
-        d = h.check()
-        h.reactor.advance(1.5)  # One turn of 1.5 s: the agent stalled.
-        self.assertIsNone(self.successResultOf(d))
-        assert old is not None
-        self.assertFalse(old.disconnecting)
-        self.assertTrue(h.probe.connected)
-
-    def test_timed_out_renewal_fails_no_check(self) -> None:
-        """
-        A renewal whose connect times out, even with the agent on time,
-        fails no check: the check that waited for it ends with None, the
-        old connection stays and serves the checks after it, and the
-        renewal is tried again 7.5 to 15 s later (here 15 s, the most).
+        nothing of the server: the check in flight on the old connection
+        is answered there, the old connection serves the checks after it,
+        and the renewal is tried again 7.5 to 15 s later (here 15 s, the
+        most).
         """
         h = self.kept(1.0)  # Its time is up at 45 s.
         old = h.transport
-        h.on_time(45.0)
-        d = h.check()
-        self.assertEqual(len(h.reactor.tcpClients), 2)
-        h.on_time(0.96)
-        d.cancel()
-        self.assertIsNone(self.successResultOf(d))
-        h.on_time(0.1)  # The attempt's own bound: 1 s.
-        self.assertTrue(h.probe.connected)
         assert old is not None
+        h.on_time(45.0)
+        d = self.renew(h)
+        h.reactor.advance(1.5)  # One turn of 1.5 s: the agent stalled.
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        self.assertTrue(h.probe.connected)
         self.assertFalse(old.disconnecting)
-        for _ in range(14):
+        for _ in range(14):  # To 60.5 s, the retry due at 61.5 s.
             h.on_time(1.0)
             self.assertEqual(self.pong(h), Observation(True, True, 0.0))
         self.assertEqual(len(h.reactor.tcpClients), 2)
-        h.on_time(1.0)
-        self.assertNoResult(h.check())
-        self.assertEqual(len(h.reactor.tcpClients), 3)
+        h.on_time(1.1)
+        self.renew(h)
 
-    def test_renewal_timed_out_by_the_connector_fails_no_check(self) -> None:
+    def test_timed_out_renewal_fails(self) -> None:
+        """
+        A renewal whose connect times out with the agent on time is judged
+        as any other attempt: the next check fails with it at once, and
+        the old connection is held unused (new clients time out, though
+        the old connection answers: new connections' packets dropped).
+        """
+        h = self.kept(0.0)
+        old = h.transport
+        assert old is not None
+        h.on_time(60.0)
+        d = self.renew(h)
+        h.reply(b"+PONG\r\n")
+        self.successResultOf(d)
+        h.on_time(1.0)  # The attempt's own bound: 1 s.
+        self.assertFalse(h.probe.connected)
+        self.assertFalse(old.disconnecting)
+        self.assertEqual(
+            self.successResultOf(h.check()),
+            Observation(ok=False, error="timeout (connect)"),
+        )
+
+    def test_renewal_timed_out_by_the_connector(self) -> None:
         """
         A renewal timed out by the connector's own timer (Twisted's
         ``error.TimeoutError``, which fires before the attempt's bound when
-        both are due) fails no check either: the old connection serves on.
+        both are due) is a timeout just the same.
         """
         h = self.kept(0.0)
         h.on_time(60.0)
-        d = h.check()
+        d = self.renew(h)
+        h.reply(b"+PONG\r\n")
+        self.successResultOf(d)
         h.on_time(0.96)
         factory = h.reactor.tcpClients[-1][2]
         connector = h.reactor.connectors[-1]
         factory.clientConnectionFailed(connector, Failure(neterror.TimeoutError()))
-        self.assertIsNone(self.successResultOf(d))
-        self.assertTrue(h.probe.connected)
-        h.on_time(1.0)
-        self.assertEqual(self.pong(h), Observation(True, True, 0.0))
+        self.assertFalse(h.probe.connected)
+        h.on_time(0.04)
+        self.assertEqual(
+            self.successResultOf(h.check()),
+            Observation(ok=False, error="timeout (connect)"),
+        )
+
+    def every_second(
+        self, h: Harness, seconds: int, answers: bool
+    ) -> list[Observation | None]:
+        # A check a second, cancelled at 0.96 s as the scheduler does;
+        # a PING is answered if `answers` (none is, SIGSTOPped), new
+        # connections never complete (their packets dropped, or accepted
+        # by the kernel of a stopped server, which says nothing).
+        results = []
+        for _ in range(seconds):
+            d = h.check()
+            if h.transport is not None and h.transport.value() == PING:
+                h.sent()
+                if answers:
+                    h.reply(b"+PONG\r\n")
+            h.on_time(0.96)
+            if not d.called:
+                d.cancel()
+            results.append(self.successResultOf(d))
+            h.on_time(0.04)
+        return results
+
+    def test_new_connections_black_holed(self) -> None:
+        """
+        A server whose new connections time out while the old one answers
+        (a firewall that drops new SYNs, established flows kept), the
+        agent on time, fails its checks, three in a row, within
+        `reconnect_every` and the fall bound (review 7, F1).
+        """
+        h = self.kept(0.0)
+        results = self.every_second(h, 70, answers=True)
+        failed = [i for i, r in enumerate(results) if r is not None and not r.ok]
+        self.assertEqual(failed[:3], [61, 62, 63])
+        self.assertNotIn(None, results)
+
+    def test_stopped_at_renewal(self) -> None:
+        """
+        A server stopped just before, at or after its connection's renewal
+        comes due (neither connection answers) fails the first three checks
+        after it, as at any other time (review 7, F2): the check at renewal
+        looks on the kept connection, not with None.
+        """
+        for before in (59, 60, 61):
+            h = self.kept(0.0)
+            self.every_second(h, before, answers=True)
+            results = self.every_second(h, 3, answers=False)
+            failed = [r is not None and not r.ok for r in results]
+            self.assertEqual(failed, [True] * 3)
 
     def test_clock_stepped_back(self) -> None:
         """
