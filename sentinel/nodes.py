@@ -83,6 +83,7 @@ class Node:
         "taken_from",
         "guard",
         "guarded",
+        "prune_parent",
     )
 
     def __init__(self, path: str, data: Callable[[], bytes | None]) -> None:
@@ -142,6 +143,9 @@ class Node:
         # node as `watcher`, and the path it is armed on, until it fires.
         self.guard: Callable[[WatchedEvent], None] | None = None
         self.guarded: str | None = None
+        # For a removed opinion: its persistent parent is deleted too if it
+        # is then empty (`sentinel.writer`).
+        self.prune_parent = False
 
     def keep_since(self) -> None:
         """

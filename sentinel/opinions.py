@@ -164,6 +164,9 @@ class Opinions:
             self._nodes.opinions[name] = node
         elif not observing and node is not None:
             del self._nodes.opinions[name]
+            # ZooKeeper would otherwise keep a parent for every instance
+            # ever observed; the last observer to leave deletes it.
+            node.prune_parent = True
             self._queue.retire(node)
             self._verdicts_due.pop(name, None)
             self._verdict_fresh(name)

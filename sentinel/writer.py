@@ -20,8 +20,12 @@ a node held (after a `kill -9` of the previous process, before its
 session expired): creates then fail one by one. Otherwise a primary creates at
 once: a question before every create, one call that no transaction
 carries, made 10,000 new nodes take 35 s to appear instead of 17.
-A removed node is deleted only if it is ours; one moved to another
-primary is only ever set, until it takes it over (`Takeovers.keep`).
+A removed node is deleted only if it is ours; then a removed opinion's
+persistent parent, ``{root}/opinions/{name}``, unless another observer's
+opinion is still in it (the last observer to go deletes it), so that
+ZooKeeper keeps no parent for every instance ever observed. One moved to
+another primary is only ever set, until it takes it over
+(`Takeovers.keep`).
 Discovery members are written by `sentinel.members`.
 """
 
@@ -29,7 +33,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    BadVersionError,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+)
 
 from sentinel.documents import said_checked_at, said_since, stored_document
 from sentinel.guard import Guard
@@ -86,6 +96,8 @@ class NodeWriter:
             return
         if node.removed:
             await self.delete_owned(node)
+            if node.prune_parent:
+                await self._delete_if_empty(node.path.rsplit("/", 1)[0])
             return
         if node.released:
             # Moved to another primary: kept true until it takes it over.
@@ -173,6 +185,17 @@ class NodeWriter:
         except NoNodeError:
             pass
         node.owned = False
+
+    async def _delete_if_empty(self, path: str) -> None:
+        """Delete the persistent node at `path` unless it has children."""
+        try:
+            await self._queue.counted("delete", self._zk.delete(path))
+        except (NotEmptyError, NoNodeError, NoAuthError):
+            # Another observer's opinion is still there (the last one to
+            # go deletes it), or it is gone already, or not ours to delete.
+            # An observer creating its opinion meanwhile makes it again:
+            # the bridge creates missing parents.
+            pass
 
     async def delete_now(self, node: Node) -> None:
         """On a deregistering stop: delete the node (or member) if ours."""

@@ -12,7 +12,7 @@ import zlib
 from typing import Any
 
 import attr
-from kazoo.exceptions import NoAuthError
+from kazoo.exceptions import ConnectionLoss, NoAuthError
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -1281,6 +1281,84 @@ class OpinionOverwrittenTests(SynchronousTestCase):
             self.assertEqual((fleet.node(name) or {})["observers"][path[-1]], "up")
         for member in fleet.members.values():
             self.assertIsNone(member.publisher.unhealthy_reason())
+
+
+class OpinionParentsTests(SynchronousTestCase):
+    """Two agents, two replicas: the persistent parents of their opinions."""
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        for agent in ("a", "b"):
+            self.fleet.add(agent, NAMES, replicas=2).start()
+        self.fleet.run(2.0)
+
+    def parent(self, name: str) -> list[str] | None:
+        """The children of `name`'s opinions' parent, None if it is gone."""
+        path = f"{ROOT}/opinions/{name}"
+        if path not in self.fleet.server.nodes:
+            return None
+        return sorted(self.fleet.server.children(path))
+
+    def remove(self, names: list[str], *agents: str) -> None:
+        for agent in agents:
+            self.fleet.members[agent].group.change_instances(names, [], [])
+        self.fleet.run(SETTLE + INTERVAL + HANDOFF_LIMIT)
+
+    def test_removed_instances_leave_no_parent(self) -> None:
+        """
+        Instances removed from every member leave no
+        ``{root}/opinions/{name}`` behind: the last observer to delete its
+        opinion deletes the parent too. The others' parents stay, each
+        with both opinions.
+        """
+        removed = NAMES[:10]
+        for name in NAMES:
+            self.assertEqual(self.parent(name), ["a", "b"], name)
+        self.remove(removed, "a", "b")
+        for name in removed:
+            self.assertIsNone(self.parent(name), name)
+        for name in NAMES[10:]:
+            self.assertEqual(self.parent(name), ["a", "b"], name)
+
+    def test_parent_stays_while_an_observer_is_left(self) -> None:
+        """
+        An instance one member no longer knows keeps its parent, holding
+        the other member's opinion; once that one removes it too, the
+        parent goes.
+        """
+        self.remove(["r00"], "a")
+        self.assertEqual(self.parent("r00"), ["b"])
+        self.assertEqual((self.fleet.node("r00") or {})["agent"], "b")
+        self.remove(["r00"], "b")
+        self.assertIsNone(self.parent("r00"))
+
+    def test_failed_parent_delete_is_retried(self) -> None:
+        """
+        A delete of the parent that fails (the connection dropped, say)
+        is tried again, as any write: the parent does not stay behind.
+        """
+        self.remove(["r00"], "a")
+        member = self.fleet.members["b"]
+        member.zk.fail_next(
+            "delete", ConnectionLoss("dropped"), path=f"{ROOT}/opinions/r00"
+        )
+        self.remove(["r00"], "b")
+        self.assertIsNone(self.parent("r00"))
+        self.flushLoggedErrors()
+
+    def test_added_again_under_a_new_parent(self) -> None:
+        """
+        An instance removed everywhere and added again: both opinions are
+        written under a parent made again, and the verdict hears both.
+        """
+        self.remove(["r00"], "a", "b")
+        self.assertIsNone(self.parent("r00"))
+        for member in self.fleet.members.values():
+            member.group.change_instances([], [], [instance("r00")])
+        self.fleet.run(SETTLE + INTERVAL + HANDOFF_LIMIT)
+        self.assertEqual(self.parent("r00"), ["a", "b"])
+        document = self.fleet.node("r00") or {}
+        self.assertEqual(document.get("observers"), {"a": "up", "b": "up"})
 
 
 class LateVerdictTests(SynchronousTestCase):
