@@ -148,6 +148,42 @@ def check_twistd_files(twistd: Mapping[str, Any]) -> None:
         _check_writable("--logfile", logfile, seeks=True)
 
 
+def check_daemon_socket(
+    label: str, description: str, twistd: Mapping[str, Any]
+) -> None:
+    """
+    A daemon's ``unix:`` socket (`description`; other endpoints pass),
+    which it listens on only after twistd's fork (`makeService`): its
+    directory must exist and take new files (the socket and its lock
+    file), and no live process may hold its lock file (another agent
+    listening there), as the listen will need. Taken from twistd's
+    --rundir, where the daemon runs; not checked under --chroot.
+
+    @raise ConfigError: as the listen would have said it, before the fork.
+    """
+    from twisted.internet import endpoints
+    from twisted.python.lockfile import isLocked
+
+    parse: Callable[[str], tuple[list[str], dict[str, str]]] = endpoints._parse
+    args, named = parse(description)
+    if not args or args[0].lower() != "unix" or twistd.get("chroot"):
+        return
+    # Twisted's arguments, in its order (its parser took them already).
+    path = named.get("address", args[1] if len(args) > 1 else "")
+    locks = int(named.get("lockfile", args[4] if len(args) > 4 else "1"))
+    path = os.path.join(os.path.abspath(twistd.get("rundir") or "."), path)
+    try:
+        # A file made and removed where the socket would be.
+        fd, probe = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".sentinel-")
+        os.close(fd)
+        os.unlink(probe)
+        reason = "Cannot acquire lock" if locks and isLocked(path + ".lock") else None
+    except OSError as e:
+        reason = e.strerror or str(e)
+    if reason is not None:
+        raise ConfigError(f"{label}: cannot listen on {description}: {reason}")
+
+
 def _check_writable(label: str, path: str, seeks: bool = False) -> None:
     # Relative to the directory twistd was started in, as it takes it.
     path = os.path.abspath(path)
@@ -220,6 +256,34 @@ class StartedEarly(MultiService):
 
     def privilegedStartService(self) -> None:
         """Done already, as the service was made."""
+
+
+class RefusedAfterFork(Exception):
+    """A daemon's start refused after twistd's fork (`StartedAfterFork`)."""
+
+
+class StartedAfterFork(MultiService):
+    """
+    A daemon's agent whose privileged start (its ``unix:`` socket listened
+    on) is twistd's, after the fork. A refusal there, a `SystemExit` with
+    its one line, is handed to twistd as an error: twistd then answers the
+    parent waiting on its status pipe, which says it and exits 1, and
+    removes its pidfile. For a `SystemExit` it does neither: the parent
+    waited for good (a SIGTERM only noted, `sentinel.signals`) and the
+    pidfile stayed. What can be refused before the fork is, in one line
+    (`check_daemon_socket`).
+    """
+
+    def __init__(self, agent: IService) -> None:
+        super().__init__()
+        agent.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        """The agent's privileged start; a refusal raises `RefusedAfterFork`."""
+        try:
+            super().privilegedStartService()
+        except SystemExit as e:
+            raise RefusedAfterFork(e.code) from None
 
 
 class Options(usage.Options):
@@ -322,6 +386,8 @@ class Options(usage.Options):
         check_endpoint(self.http_label, self.config.http, reactor, self._reader)
         if self.parent is not None:
             check_twistd_files(self.parent)
+            if not self.parent.get("nodaemon"):
+                check_daemon_socket(self.http_label, self.config.http, self.parent)
 
     @property
     def http_label(self) -> str:
@@ -349,7 +415,7 @@ def makeService(options: Options) -> IService:
     the ZooKeeper session the previous process left in the state_dir, if
     any; a state_dir that must not be used ends the start with one line.
     Under twistd, its privileged start is done here (`StartedEarly`),
-    but for a daemon's ``unix:`` socket.
+    but for a daemon's ``unix:`` socket (`StartedAfterFork`).
     """
     from twisted.internet import reactor
 
@@ -395,6 +461,8 @@ def makeService(options: Options) -> IService:
     unix = options.config.http.lower().startswith("unix:")
     if twistd is not None and (foreground or not unix):
         agent = StartedEarly(agent)
+    elif twistd is not None:
+        agent = StartedAfterFork(agent)
     if start is not None:
         # twistd starts logging next, and takes SIGUSR1 to reopen its log
         # file only if it finds it at its default action.

@@ -22,6 +22,8 @@ from sentinel.files import MAX_CA_BYTES, FileReader
 from sentinel.settings import SETTINGS
 from sentinel.tap import (
     Options,
+    RefusedAfterFork,
+    StartedAfterFork,
     StartedEarly,
     check_endpoint,
     check_twistd_files,
@@ -620,10 +622,10 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertRaises(ConfigError, reload)
 
     def under_twistd(
-        self, nodaemon: bool, http: str = "none"
+        self, nodaemon: bool, http: str = "none", agent: RecordingService | None = None
     ) -> tuple[IService, RecordingService]:
         """makeService's service under twistd, and the agent in it."""
-        agent = RecordingService()
+        agent = agent or RecordingService()
         fake = types.ModuleType("sentinel.agent")
         fake.make_agent = lambda *args, **kw: agent  # type: ignore[attr-defined]
         self.addCleanup(self.restore_module, sys.modules.get("sentinel.agent"))
@@ -656,11 +658,67 @@ class MakeServiceTests(SynchronousTestCase):
         A daemon's unix: socket is listened on by twistd's call, after its
         fork: the socket's lock file names the PID that listens.
         """
-        service, agent = self.under_twistd(False, "unix:/run/sentinel/http.sock")
-        self.assertIs(service, agent)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        http = f"unix:{directory}/http.sock"
+        service, agent = self.under_twistd(False, http)
+        self.assertIsInstance(service, StartedAfterFork)
         self.assertEqual(agent.calls, [])
-        service, agent = self.under_twistd(True, "unix:/run/sentinel/http.sock")
+        service.privilegedStartService()
         self.assertEqual(agent.calls, ["privileged"])
+        service, agent = self.under_twistd(True, http)
+        self.assertEqual(agent.calls, ["privileged"])
+
+    def test_daemon_refused_after_fork_is_twistds_error(self) -> None:
+        """
+        A daemon's start refused after the fork (its one-line `SystemExit`)
+        reaches twistd as an error, with that line: twistd answers its
+        waiting parent with it and removes its pidfile, which it does for
+        an `Exception` only (before, the parent waited for good).
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        line = f"sentinel: --http: cannot listen on unix:{directory}/s: reason"
+        service, _ = self.under_twistd(
+            False, f"unix:{directory}/s", agent=RefusingService(line)
+        )
+        error = self.assertRaises(RefusedAfterFork, service.privilegedStartService)
+        self.assertNotIsInstance(error, SystemExit)
+        self.assertEqual(str(error), line)
+
+    def test_daemon_unix_socket_refused_before_the_fork(self) -> None:
+        """
+        A daemon's unix: socket in a missing directory, one taken from
+        --rundir as twistd's daemon takes it, or one whose lock file a live
+        process holds (another agent listening there) ends the start in
+        one line as the options are read, before twistd forks: after it,
+        the refusal only reached its waiting parent as twistd's own error.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "run"))
+        os.symlink(str(os.getpid()), os.path.join(directory, "run", "held.sock.lock"))
+        for parent, http, reason in [
+            ({}, f"unix:{directory}/missing/s", "No such file or directory"),
+            ({"rundir": directory}, "unix:missing/s", "No such file or directory"),
+            ({}, f"unix:{directory}/run/held.sock", "Cannot acquire lock"),
+        ]:
+            options = Options(reactor=MemoryReactor())
+            options.parent = {"pidfile": "", "syslog": True, **parent}
+            error = self.assertRaises(
+                SystemExit, options.parseOptions, ["--http", http]
+            )
+            self.assertEqual(
+                str(error.code), f"sentinel: --http: cannot listen on {http}: {reason}"
+            )
+        for parent, http in [
+            ({"rundir": directory}, "unix:run/s"),
+            ({}, f"unix:{directory}/run/held.sock:lockfile=0"),
+            ({"nodaemon": True}, f"unix:{directory}/missing/s"),
+            ({"chroot": directory}, "unix:/missing/s"),
+        ]:
+            options = Options(reactor=MemoryReactor())
+            options.parent = {"pidfile": "", "syslog": True, **parent}
+            options.parseOptions(["--http", http])
 
     def restore_module(self, module: types.ModuleType | None) -> None:
         if module is None:
@@ -681,3 +739,14 @@ class RecordingService(Service):
     def startService(self) -> None:
         super().startService()
         self.calls.append("start")
+
+
+class RefusingService(RecordingService):
+    """A service whose privileged start is refused with one line."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        self.line = line
+
+    def privilegedStartService(self) -> None:
+        raise SystemExit(self.line)

@@ -341,6 +341,31 @@ class TwistdTests(TwistdTestCase):
             )
             self.assertFalse(pidfile.exists())
 
+    def test_daemon_unix_socket_refused_in_one_line(self) -> None:
+        """
+        A daemon (twistd without -n) whose unix: socket is in a missing
+        directory ends with one line on standard error, exit 1, and no
+        pidfile (before: the refusal came after twistd's fork, and the
+        parent waited for its child's word for good, the pidfile left).
+        """
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        pidfile = directory / "twistd.pid"
+        http = f"unix:{directory}/missing/http.sock"
+        result = subprocess.run(
+            [TWISTD, f"--pidfile={pidfile}", f"--logfile={directory}/twistd.log",
+             "sentinel", "--redis", "127.0.0.1:1", "--http", http],
+            env=environment(),
+            capture_output=True,
+            timeout=30,
+        )  # fmt: skip
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr.decode()),
+            (1, b"", f"sentinel: --http: cannot listen on {http}: "
+             "No such file or directory\n"),
+        )  # fmt: skip
+        self.assertFalse(pidfile.exists())
+
     def test_twistd_files_are_one_line(self) -> None:
         """
         A pidfile or a log file twistd could not write ends start-up with
