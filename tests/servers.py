@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import queue
 import selectors
 import shutil
 import signal
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -124,25 +126,31 @@ class ChildProcess:
         The signal reaches the threads of a process one by one: a JVM thread
         on another core can still answer a request sent right after ``kill``
         returns (seen once in CI: ZooKeeper said ``imok`` while "paused").
-        So wait, bounded, until every thread says it is stopped.
+        So wait, bounded, until the kernel tells us, its parent, that the
+        process stopped, which it does once every thread has (``waitid``
+        with ``WSTOPPED``; ``WNOWAIT`` leaves its status to `subprocess`).
+        The wait is on a thread of its own, which ends with the stop or
+        with the process: no polling meanwhile.
         """
         os.kill(self.pid, signal.SIGSTOP)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while not self._all_threads_stopped():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"pid {self.pid} did not stop after SIGSTOP")
-            time.sleep(0.001)
+        told: queue.SimpleQueue[os.waitid_result | OSError | None] = queue.SimpleQueue()
 
-    def _all_threads_stopped(self) -> bool:
-        """Whether every thread of the process is in state T (stopped)."""
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
+        def wait() -> None:
+            flags = os.WSTOPPED | os.WEXITED | os.WNOWAIT
             try:
-                stat = (task / "stat").read_text()
-            except FileNotFoundError:  # the thread ended meanwhile
-                continue
-            if stat.rpartition(")")[2].split()[0] not in ("T", "t"):
-                return False
-        return True
+                told.put(os.waitid(os.P_PID, self.pid, flags))
+            except OSError as e:
+                told.put(e)
+
+        threading.Thread(target=wait, name=f"pause-{self.pid}", daemon=True).start()
+        try:
+            result = told.get(timeout=STOP_TIMEOUT)
+        except queue.Empty:
+            raise RuntimeError(f"pid {self.pid} did not stop after SIGSTOP") from None
+        if isinstance(result, OSError):
+            raise result
+        if result is None or result.si_code != os.CLD_STOPPED:
+            raise ChildExited(f"{self.argv[0]} ended instead of stopping")
 
     def resume(self) -> None:
         """Let a paused process go on (SIGCONT)."""

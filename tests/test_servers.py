@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import threading
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -22,8 +25,10 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from tests.hung import HungMount
 from tests.servers import (
     LOOPBACK,
+    ChildProcess,
     RedisServer,
     free_port,
     listen_garbage,
@@ -53,6 +58,64 @@ class FreePortTests(TestCase):
             sock.bind((LOOPBACK, port))
             sock.listen()
         self.assertGreater(port, 0)
+
+
+# A process one of whose threads waits in a file system call (argv[1] is a
+# hung mount), which it leaves only when the mount goes.
+BLOCKED_THREAD = """
+import os, sys, threading
+def look():
+    try:
+        os.stat(os.path.join(sys.argv[1], "x"))
+    except OSError:
+        pass
+    threading.Event().wait()
+threading.Thread(target=look).start()
+threading.Event().wait()
+"""
+# Seconds the mount is held once the process is asked to stop.
+HELD = 0.5
+
+
+def thread_states(pid: int) -> list[str]:
+    """The state letter of each thread of process `pid` (``T``: stopped)."""
+    states = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                states.append(f.read().rpartition(")")[2].split()[0])
+        except FileNotFoundError:  # The thread ended meanwhile.
+            pass
+    return states
+
+
+class ChildProcessTests(TestCase):
+    def test_pause_waits_for_the_last_thread_without_polling(self) -> None:
+        """
+        pause returns once every thread of the process is stopped, also
+        one that stops late (in a file system call on a hung mount until
+        the mount goes), and spends no CPU while it waits: it waits for
+        the kernel's word, where it read each thread's state every
+        millisecond.
+        """
+        mount = HungMount().start()
+        self.addCleanup(mount.release)
+        child = ChildProcess([sys.executable, "-c", BLOCKED_THREAD, mount.path])
+        self.addCleanup(child.stop)
+        deadline = time.monotonic() + 10
+        while "D" not in thread_states(child.pid):
+            self.assertLess(time.monotonic(), deadline, "no thread waits on the mount")
+            child.wait_readable(None, 0.01)
+        release = threading.Timer(HELD, mount.release)
+        self.addCleanup(release.cancel)
+        release.start()
+        started, cpu = time.monotonic(), time.thread_time()
+        child.pause()
+        waited, spent = time.monotonic() - started, time.thread_time() - cpu
+        self.assertEqual(set(thread_states(child.pid)), {"T"})
+        self.assertGreaterEqual(waited, HELD)
+        self.assertLess(spent, 0.01)
+        child.resume()
 
 
 class RedisServerTests(TestCase):
