@@ -123,12 +123,24 @@ def decode_catalog(digest: str, parts: Sequence[bytes]) -> Catalog:
     for part in parts:
         decoder.feed(part)
     steps = decoder.decode()
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            catalog: Catalog = done.value
-            return catalog
+    while (catalog := decode_slice(steps)) is None:
+        pass
+    return catalog
+
+
+def decode_slice(steps: Generator[None, None, Catalog]) -> Catalog | None:
+    """
+    Decode the next slice of `CatalogDecoder.decode`'s `steps`: None while
+    more follow, then the catalog.
+
+    @raise BadCatalog: if it is corrupt, too large or not a catalog.
+    """
+    try:
+        next(steps)
+    except StopIteration as done:
+        catalog: Catalog = done.value
+        return catalog
+    return None
 
 
 class CatalogDecoder:

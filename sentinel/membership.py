@@ -71,6 +71,7 @@ from sentinel.catalog import (
     CatalogDecoder,
     CatalogPart,
     catalog_node_name,
+    decode_slice,
     parse_catalog_node_name,
 )
 from sentinel.zk import CONNECTED, ZooKeeper
@@ -438,13 +439,9 @@ class Membership:
         """
         async with self._decoding:
             steps = decoder.decode()
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    catalog: Catalog = done.value
-                    return catalog
+            while (catalog := decode_slice(steps)) is None:
                 await deferLater(self._reactor, 0, lambda: None)
+            return catalog
 
     def _left_out(self, agent: str, why: str) -> None:
         if self._bad.get(agent) != why:
