@@ -44,6 +44,12 @@ check the agent itself could not serve in time is inconclusive, not a
 failure of Redis (`sentinel.probe`). So is an attempt that found no socket
 (out of file descriptors), which the probes tell the pacer's `sockets`
 (`sentinel.sockets`).
+
+An address whose attempts time out (a stopped server's full backlog) gets
+one attempt at a time, the other instances on it starting none (`stalls`,
+`sentinel.stalls`): it would otherwise take every place. Attempts in line
+since before it stalled give their place up when their turn comes
+(`unused`).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from sentinel.sockets import SocketShortage
+from sentinel.stalls import StalledAddresses
 
 # Seconds between heartbeats while there is connecting to do.
 BEAT = 0.02
@@ -124,8 +131,10 @@ class ConnectPacer(Service):
         self.max_waiting = 0
         self.cuts = 0
         self.max_lateness = 0.0
-        # The attempts that found no socket, shared by every probe.
+        # The attempts that found no socket, and the addresses whose
+        # attempts time out, shared by every probe.
         self.sockets = SocketShortage(clock)
+        self.stalls = StalledAddresses()
 
     @property
     def waiting(self) -> int:
@@ -165,6 +174,17 @@ class ConnectPacer(Service):
         self.in_flight -= 1
         self._grant_waiting()
 
+    def unused(self) -> None:
+        """
+        A start granted from the queue was not used (its attempt was given
+        up first): its slot and token go to the next in line. Unlike
+        `release`, it grants nothing itself: the grant that led here goes
+        on down the queue.
+        """
+        self.in_flight -= 1
+        self.granted -= 1
+        self._tokens += 1.0
+
     def lateness_since(self, since: float) -> float:
         """
         Seconds the heartbeat ran late, summed, from `since` to now: how
@@ -203,6 +223,7 @@ class ConnectPacer(Service):
             "slow_start": self.slow_start,
             "rate_cuts": self.cuts,
             "max_lateness_seconds": round(self.max_lateness, 4),
+            **self.stalls.stats(),
         }
 
     # Granting

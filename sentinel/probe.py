@@ -59,7 +59,11 @@ do: a server that stops answering with thousands of instances fills the
 pacer's places with attempts to it (its listen backlog full, new
 connections are dropped, and each runs its whole bound), and its
 instances must go down within the fall bound, not at the pace those
-places free up.
+places free up. Once one of those attempts timed out, one attempt to the
+address is in flight at a time (`sentinel.stalls`): the other instances
+on it start none, their checks are those of an attempt in line, a kept
+connection due for renewal serves on, and the places go to the other
+instances.
 
 A server that breaks the protocol (a reply nobody asked for, one too long:
 see `sentinel.protocol`) is answered harder (`sentinel.reconnects`): each
@@ -279,6 +283,13 @@ class _ConnectFailed(Exception):
 
 class _Inconclusive(Exception):
     """An attempt timed out while the agent itself ran late: not Redis's fault."""
+
+
+class _HeldBack(Exception):
+    """
+    An attempt left the pacer's line unstarted: another instance's to its
+    stalled address is in flight (`sentinel.stalls`).
+    """
 
 
 def describe_failure(failure: Failure) -> str:
@@ -592,6 +603,7 @@ class RedisProbe:
                 self._kept_from <= scheduled < self._renew_at
                 or self._attempt is not None
                 or not self._pacer.has_room()
+                or self._held_back()
             ):
                 return self._ping(protocol, want_info)
             # Its time is up: a new connection is made meanwhile.
@@ -626,6 +638,14 @@ class RedisProbe:
                     self._failing = unreported
                     return succeed(Observation(ok=False, error=unreported))
                 return succeed(None)
+            if self._held_back():
+                # Another instance's attempt to its stalled address is in
+                # flight: as if this one's waited in line.
+                self.stage = "connect"
+                if unreported is not None:
+                    self._failing = unreported
+                    return succeed(Observation(ok=False, error=unreported))
+                return succeed(self._not_looked_at(due))
             self._start_attempt(due)
             if unreported is not None:
                 # A failure no check saw (the agent had not got to look):
@@ -634,8 +654,9 @@ class RedisProbe:
                 return succeed(Observation(ok=False, error=unreported))
             if self._attempt is None:
                 # The attempt ended at once (it failed before any I/O: a
-                # lookup that could not even open its socket, say; or, its
-                # failure the agent's own, the old connection serves).
+                # lookup that could not even open its socket, or its
+                # address newly found stalled, say; or, its failure the
+                # agent's own, the old connection serves).
                 if self._protocol is not None:
                     return self._ping(self._protocol, want_info)
                 if self._last_inconclusive:
@@ -659,6 +680,8 @@ class RedisProbe:
             self._hello_switched(False)
         if self._attempt is not None:
             self._attempt.cancel()
+        if self.address is not None:
+            self._pacer.stalls.left((self.address, self.instance.port), self)
         if self._check is not None:
             self._check.cancel()
         self._drop()
@@ -668,6 +691,15 @@ class RedisProbe:
             self._renewed = None
 
     # Connecting
+
+    def _held_back(self) -> bool:
+        # Whether an attempt may not start now, another instance's to the
+        # same stalled address in flight (`sentinel.stalls`); if it may,
+        # it is that address's one attempt until it ends.
+        address = self.address
+        return address is not None and not self._pacer.stalls.admit(
+            (address, self.instance.port), self
+        )
 
     def _start_attempt(self, due: float) -> None:
         self._reconnects.attempted(due)
@@ -693,6 +725,8 @@ class RedisProbe:
 
     def _resolved(self, address: str) -> Deferred[RedisClientProtocol]:
         self._resolving = False
+        if self.address != address and self.address is not None:
+            self._pacer.stalls.left((self.address, self.instance.port), self)
         self.address = address
         self._queued = True
         start: Deferred[Any] = self._pacer.acquire()
@@ -704,6 +738,11 @@ class RedisProbe:
 
     def _open(self, started_at: float, address: str) -> Deferred[RedisClientProtocol]:
         self._queued = False
+        if not self._pacer.stalls.admit((address, self.instance.port), self):
+            # In line since before the address stalled: the place goes to
+            # the next in line, and this attempt ends unstarted.
+            self._pacer.unused()
+            raise _HeldBack()
         self._connect_started_at = started_at
         d: Deferred[Any] = maybeDeferred(self._connect, address)
         if self._auth is not None:
@@ -791,6 +830,13 @@ class RedisProbe:
         self._attempt = None
         self._resolving = self._queued = False
         waiters, self._waiters = self._waiters, []
+        if isinstance(result, Failure) and result.check(_HeldBack):
+            # Never started: it says nothing of the server, and a kept
+            # connection serves on.
+            self._last_inconclusive = True
+            for waiter in waiters:
+                waiter.errback(result)
+            return
         if isinstance(result, Failure):
             # Not a close before PING's reply: the row of those is broken.
             self._closed_unanswered = 0
@@ -820,6 +866,7 @@ class RedisProbe:
                 retry = self._lifetime * RENEW_RETRY * (1.0 + random())
                 self._renew_at = self._reactor.seconds() + retry
             self._last_inconclusive = inconclusive
+            self._addressed(bool(timed_out))
             error: Exception = (
                 _Inconclusive() if inconclusive else _ConnectFailed(self._last_error)
             )
@@ -836,6 +883,7 @@ class RedisProbe:
         self._last_inconclusive = False
         self._failing = None
         self._pacer.sockets.ended(result)
+        self._addressed(False)
         if self._closed:
             result.drop()
             return
@@ -847,6 +895,24 @@ class RedisProbe:
         self._keep(result)
         for waiter in waiters:
             waiter.callback(result)
+
+    def _addressed(self, timed_out: bool) -> None:
+        # What the attempt that ended says of its address, if it got to
+        # connect to it (`sentinel.stalls`): it timed out (the agent late
+        # or not: it ran its whole bound), or it answers (connected,
+        # refused); else nothing, and another may start.
+        if self.address is None:
+            return
+        stalls = self._pacer.stalls
+        address = (self.address, self.instance.port)
+        if self._connect_started_at is None or self._closed:
+            stalls.ended(address, self)
+        elif timed_out:
+            stalls.timed_out(address, self)
+        elif self._last_inconclusive:
+            stalls.ended(address, self)  # No socket: the agent's shortage.
+        else:
+            stalls.answered(address)
 
     def _keep(self, result: RedisClientProtocol) -> None:
         # A new connection serves the checks from now on.
@@ -1446,6 +1512,8 @@ class RedisProbe:
     def _connect_failed(self, failure: Failure) -> Observation | None:
         if failure.check(_Inconclusive):
             return None
+        if failure.check(_HeldBack):
+            return _NOT_STARTED  # As if still in line.
         if failure.check(CancelledError):
             if self._queued:
                 # Not started yet: never looked (`_judged` says what follows).

@@ -67,6 +67,23 @@ class GrantTests(SynchronousTestCase):
         p.release()
         self.assertEqual(p.in_flight, 0)
 
+    def test_unused_start_goes_down_the_line(self) -> None:
+        """
+        A start granted from the queue and not used gives its slot and its
+        token back to the grant under way: the next in line starts in the
+        same call, with the tokens that were there for one.
+        """
+        p, clock = pacer(max_in_flight=1)
+        self.successResultOf(p.acquire())
+        clock.advance(0.005)  # One token: 200 a second.
+        first, second = p.acquire(), p.acquire()
+        first.addCallback(lambda _: p.unused())
+        p.release()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual((p.in_flight, p.waiting), (1, 0))
+        self.assertEqual(p.stats()["connects_started"], 2)
+
     def test_rate_bounds_starts(self) -> None:
         """
         However many slots are free, attempts start at the rate: a burst of

@@ -10,6 +10,7 @@ import errno
 import gc
 import tracemalloc
 import weakref
+from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import error as neterror
@@ -2413,6 +2414,273 @@ class HungServerTests(SynchronousTestCase):
         h.on_time(1.0)
         d.cancel()
         self.assertIsNone(self.successResultOf(d))
+
+
+class Fleet:
+    """
+    Probes of instances on one server (one address), sharing a pacer: each
+    connected, then its server stopped (its PING unanswered at the
+    deadline, the connection dropped).
+    """
+
+    def __init__(self, count: int, slots: int = 10, port: int = 6379) -> None:
+        self.reactor = MemoryReactorClock()
+        self.pacer = ConnectPacer(self.reactor, slots, 1.0)
+        resolver = Resolver(self.reactor)  # type: ignore[arg-type]
+        self.probes = [
+            RedisProbe(
+                RedisInstance(f"r{i}", "127.0.0.1", port),
+                self.reactor,
+                self.pacer,
+                1.0,
+                resolver,
+                role_signal=False,
+            )
+            for i in range(count)
+        ]
+        for probe in self.probes:
+            self.on_time(0.1)  # Tokens for one more attempt at least.
+            d = probe.check(False)
+            self.accept(self.attempts() - 1).dataReceived(b"+PONG\r\n")
+            assert d.called
+        self.next_second(self.check_all(), "timeout (ping)")
+
+    def check_all(self) -> list[Deferred[Observation | None]]:
+        return [probe.check(False) for probe in self.probes]
+
+    def settled(
+        self, checks: list[Deferred[Observation | None]], error: str | None
+    ) -> None:
+        """The checks, cancelled at their deadline now, all failed with `error`."""
+        for d in checks:
+            d.cancel()
+            results: list[object] = []
+            d.addBoth(results.append)
+            expected = None if error is None else Observation(ok=False, error=error)
+            assert results == [expected], (results, error)
+
+    def on_time(self, seconds: float) -> None:
+        self.reactor.pump([BEAT] * round(seconds / BEAT))
+
+    def attempts(self) -> int:
+        """Connection attempts made so far."""
+        return len(self.reactor.tcpClients)
+
+    def accept(self, index: int) -> Any:
+        """Complete the attempt made `index`-th (from 0): its protocol."""
+        factory = self.reactor.tcpClients[index][2]
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 6379))
+        protocol.makeConnection(StringTransport())
+        return protocol
+
+    def refuse(self, index: int) -> None:
+        factory = self.reactor.tcpClients[index][2]
+        connector = self.reactor.connectors[index]
+        factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+
+    def timed_out_once(self) -> None:
+        """
+        Every probe's reconnect (made together, nothing stalled yet) times
+        out with the agent on time, each check failing; then the next
+        second's checks are due.
+        """
+        before = self.attempts()
+        checks = self.check_all()
+        assert self.attempts() == before + len(self.probes)
+        self.next_second(checks, "timeout (connect)")
+
+    def next_second(
+        self, checks: list[Deferred[Observation | None]], error: str | None
+    ) -> None:
+        """
+        As the scheduler does: `checks` cancelled at their deadline (all
+        failed with `error`), the attempts' own bounds run, and the next
+        checks due.
+        """
+        self.on_time(0.96)
+        self.settled(checks, error)
+        self.on_time(0.1)
+
+
+class StalledAddressTests(SynchronousTestCase):
+    """
+    Once a connection attempt to an address timed out (a stopped server's
+    full backlog), one attempt to it is in flight at a time, until one
+    connects or is refused (`sentinel.stalls`); the other instances on it
+    start none and take no pacer place: their checks are those of an
+    instance whose attempt waits in line (the last failure again while
+    the agent keeps up, else nothing). Here the timeout is 1.0 s.
+    """
+
+    def failed(self, checks: list[Deferred[Observation | None]], error: str) -> None:
+        for d in checks:
+            self.assertEqual(
+                self.successResultOf(d), Observation(ok=False, error=error)
+            )
+
+    def test_one_attempt_at_a_time(self) -> None:
+        """
+        After the reconnects timed out, one instance connects again and
+        the others start nothing; its attempt timing out lets the next
+        one go, and so on. Every check fails at once: first with the
+        timeout of its own last attempt, which no check saw, then with
+        that failure again, as if its attempt waited in line.
+        """
+        fleet = Fleet(4)
+        fleet.timed_out_once()
+        base = fleet.attempts()
+        for round in range(3):
+            checks = fleet.check_all()
+            self.assertEqual(fleet.attempts(), base + round + 1)
+            self.assertEqual(fleet.pacer.in_flight, 1)
+            self.assertEqual(fleet.pacer.waiting, 0)
+            self.failed(checks, "timeout (connect)")
+            fleet.on_time(1.06)
+        self.assertEqual(fleet.pacer.stalls.spared, 9)
+
+    def test_agent_late_says_nothing(self) -> None:
+        """
+        A check held back while the agent itself runs late says nothing,
+        as one whose attempt waits in line.
+        """
+        fleet = Fleet(3)
+        fleet.timed_out_once()
+        fleet.check_all()  # The first one's attempt is the one in flight.
+        fleet.on_time(0.5)
+        fleet.reactor.rightNow += 0.6  # One turn's reads; no timer ran.
+        for probe in fleet.probes[1:]:
+            self.assertIsNone(self.successResultOf(probe.check(False)))
+        self.assertEqual(fleet.pacer.stalls.spared, 4)
+
+    def test_timed_out_while_late(self) -> None:
+        """
+        Attempts that timed out while the agent ran late (inconclusive
+        checks) stall their address too: they ran their whole bound.
+        """
+        fleet = Fleet(3)
+        base = fleet.attempts()
+        checks = fleet.check_all()
+        fleet.reactor.advance(1.0)  # One turn of 1 s: the agent stalled.
+        fleet.settled(checks, None)
+        fleet.on_time(0.1)
+        self.assertEqual(len(fleet.pacer.stalls), 1)
+        checks = fleet.check_all()
+        self.assertEqual(fleet.attempts(), base + 4)
+        self.failed(checks[1:], "timeout (ping)")
+
+    def test_released_when_connected(self) -> None:
+        """
+        The one attempt connecting ends the stall: the next checks of the
+        others connect again, each its own attempt.
+        """
+        fleet = Fleet(3)
+        fleet.timed_out_once()
+        base = fleet.attempts()
+        fleet.check_all()
+        self.assertEqual(fleet.attempts(), base + 1)
+        fleet.accept(base)
+        self.assertEqual(len(fleet.pacer.stalls), 0)
+        fleet.on_time(1.0)
+        fleet.check_all()
+        self.assertEqual(fleet.attempts(), base + 3)
+        self.assertEqual(fleet.pacer.in_flight, 2)
+
+    def test_released_when_refused(self) -> None:
+        """A refused attempt ends the stall too: the address answers."""
+        fleet = Fleet(3)
+        fleet.timed_out_once()
+        base = fleet.attempts()
+        fleet.check_all()
+        fleet.refuse(base)
+        self.assertEqual(len(fleet.pacer.stalls), 0)
+        fleet.on_time(1.0)
+        fleet.check_all()
+        self.assertEqual(fleet.attempts(), base + 4)
+        self.assertEqual(fleet.pacer.in_flight, 3)
+
+    def test_in_line_before_the_stall(self) -> None:
+        """
+        Attempts waiting for the pacer when the address stalls leave the
+        line unstarted when their turn comes, but one: the places go to
+        other instances' attempts, not to it. Their checks fail with the
+        last failure, as while in line.
+        """
+        fleet = Fleet(7, slots=3)
+        base = fleet.attempts()
+        checks = fleet.check_all()
+        self.assertEqual(fleet.attempts(), base + 3)
+        self.assertEqual(fleet.pacer.waiting, 4)
+        fleet.next_second(checks[:3], "timeout (connect)")
+        fleet.settled(checks[3:], "timeout (ping)")
+        # The first slot came free before the stall was known: one of those
+        # in line took it; the next went to the stall's one attempt, and
+        # the last two in line left it at the third.
+        self.assertEqual(fleet.pacer.waiting, 0)
+        self.assertEqual(fleet.attempts(), base + 5)
+        self.assertEqual(fleet.pacer.in_flight, 2)
+        self.assertEqual(fleet.pacer.stalls.spared, 2)
+        self.failed([fleet.probes[-1].check(False)], "timeout (ping)")
+
+    def test_renewal_held_back(self) -> None:
+        """
+        A kept connection due for renewal while another instance's attempt
+        to the stalled address is in flight serves on: the check is its.
+        """
+        fleet = Fleet(1)
+        kept = RedisProbe(
+            RedisInstance("kept", "127.0.0.1", 6379),
+            fleet.reactor,
+            fleet.pacer,
+            1.0,
+            Resolver(fleet.reactor),  # type: ignore[arg-type]
+            role_signal=False,
+        )
+        d = kept.check(False)
+        protocol = fleet.accept(fleet.attempts() - 1)
+        protocol.dataReceived(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        fleet.on_time(60.0)
+        fleet.timed_out_once()
+        fleet.check_all()
+        base = fleet.attempts()
+        d = kept.check(False)
+        self.assertEqual(fleet.attempts(), base)
+        protocol.dataReceived(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+
+    def test_other_port_unaffected(self) -> None:
+        """An instance on another port of the same host connects as usual."""
+        fleet = Fleet(2)
+        probe = RedisProbe(
+            RedisInstance("other", "127.0.0.1", 6380),
+            fleet.reactor,
+            fleet.pacer,
+            1.0,
+            Resolver(fleet.reactor),  # type: ignore[arg-type]
+            role_signal=False,
+        )
+        fleet.timed_out_once()
+        base = fleet.attempts()
+        fleet.check_all()
+        self.assertEqual(fleet.attempts(), base + 1)
+        self.assertNoResult(probe.check(False))
+        self.assertEqual(fleet.attempts(), base + 2)
+
+    def test_forgotten_with_its_instances(self) -> None:
+        """
+        A stalled address is forgotten once every instance that met it is
+        closed, whether or not an attempt was in flight.
+        """
+        fleet = Fleet(3)
+        fleet.timed_out_once()
+        fleet.check_all()
+        self.assertEqual(len(fleet.pacer.stalls), 1)
+        fleet.probes[0].close()  # Its attempt in flight.
+        fleet.probes[1].close()
+        self.assertEqual(len(fleet.pacer.stalls), 1)
+        fleet.probes[2].close()
+        self.assertEqual(len(fleet.pacer.stalls), 0)
+        self.assertEqual(fleet.pacer.in_flight, 0)
 
 
 class FootprintTests(TestCase):
