@@ -11,7 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.pacing import (
     BEAT,
+    BURST,
     CONGESTED_BEATS,
+    HAND_ON,
     INITIAL_RATE,
     MIN_RATE,
     ConnectPacer,
@@ -71,18 +73,38 @@ class GrantTests(SynchronousTestCase):
         """
         A start granted from the queue and not used gives its slot and its
         token back to the grant under way: the next in line starts in the
-        same call, with the tokens that were there for one.
+        same call.
+        """
+        p, clock = pacer()
+        self.successResultOf(p.acquire())  # The only token.
+        waiters = [p.acquire() for _ in range(3)]
+        clock.advance(0.01)  # Two more: 200 a second.
+        waiters[0].addCallback(lambda _: p.unused())
+        p.release()
+        for waiter in waiters:
+            self.successResultOf(waiter)
+        self.assertEqual((p.in_flight, p.waiting), (2, 0))
+        self.assertEqual(p.stats()["connects_started"], 3)
+
+    def test_unused_handed_on_a_beat_at_a_time(self) -> None:
+        """
+        Starts given up are handed on `HAND_ON` at a time: the rest of the
+        line, and those behind it, at the next heartbeat.
         """
         p, clock = pacer(max_in_flight=1)
+        p.rate = 20 * HAND_ON / BURST  # Tokens enough for all of them.
+        clock.advance(1.0)
         self.successResultOf(p.acquire())
-        clock.advance(0.005)  # One token: 200 a second.
-        first, second = p.acquire(), p.acquire()
-        first.addCallback(lambda _: p.unused())
+        given_up = [p.acquire() for _ in range(HAND_ON + 10)]
+        for waiter in given_up:
+            waiter.addCallback(lambda _: p.unused())
+        last = p.acquire()
         p.release()
-        self.successResultOf(first)
-        self.successResultOf(second)
-        self.assertEqual((p.in_flight, p.waiting), (1, 0))
-        self.assertEqual(p.stats()["connects_started"], 2)
+        self.assertEqual(p.waiting, 11)
+        clock.advance(BEAT)
+        self.assertEqual(p.waiting, 0)
+        self.successResultOf(last)
+        self.assertEqual(p.in_flight, 1)
 
     def test_rate_bounds_starts(self) -> None:
         """
