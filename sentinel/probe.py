@@ -61,9 +61,10 @@ connections are dropped, and each runs its whole bound), and its
 instances must go down within the fall bound, not at the pace those
 places free up. Once one of those attempts timed out, one attempt to the
 address is in flight at a time (`sentinel.stalls`): the other instances
-on it start none, their checks are those of an attempt in line, a kept
-connection due for renewal serves on, and the places go to the other
-instances.
+on it start none, their checks are those of an attempt in line, and the
+places go to the other instances. A kept connection due for renewal
+meanwhile fails as its renewal would have if the address's last timeout
+came while the agent kept up, and serves on if not.
 
 A server that breaks the protocol (a reply nobody asked for, one too long:
 see `sentinel.protocol`) is answered harder (`sentinel.reconnects`): each
@@ -603,9 +604,10 @@ class RedisProbe:
                 self._kept_from <= scheduled < self._renew_at
                 or self._attempt is not None
                 or not self._pacer.has_room()
-                or self._held_back()
             ):
                 return self._ping(protocol, want_info)
+            if self._held_back():
+                return self._renewal_held_back(protocol, want_info)
             # Its time is up: a new connection is made meanwhile.
             self._start_attempt(min(scheduled, self._reactor.seconds()))
             if self._protocol is not None:
@@ -700,6 +702,24 @@ class RedisProbe:
         return address is not None and not self._pacer.stalls.admit(
             (address, self.instance.port), self
         )
+
+    def _renewal_held_back(
+        self, protocol: RedisClientProtocol, want_info: bool
+    ) -> Deferred[Observation | None]:
+        # Due for renewal while another instance's attempt to the stalled
+        # address is in flight. If the address's connects timed out while
+        # the agent kept up, this renewal would have too: it fails with
+        # that error, the kept connection held unused, as a renewal that
+        # failed (new clients meet the instance's state now, not the old
+        # connection's). If the agent ran late, the kept one serves on.
+        assert self.address is not None  # It was held back.
+        error = self._pacer.stalls.failing((self.address, self.instance.port))
+        if error is None:
+            return self._ping(protocol, want_info)
+        self._last_error = self._failing = error
+        self._retire()
+        self.stage = "connect"
+        return succeed(Observation(ok=False, error=error))
 
     def _start_attempt(self, due: float) -> None:
         self._reconnects.attempted(due)
@@ -908,7 +928,8 @@ class RedisProbe:
         if self._connect_started_at is None or self._closed:
             stalls.ended(address, self)
         elif timed_out:
-            stalls.timed_out(address, self)
+            fair = None if self._last_inconclusive else self._last_error
+            stalls.timed_out(address, self, fair)
         elif self._last_inconclusive:
             stalls.ended(address, self)  # No socket: the agent's shortage.
         else:

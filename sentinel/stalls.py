@@ -17,10 +17,14 @@ one attempt to it is in flight (or in line for the pacer) at a time, until
 one ends otherwise: connected, or failed in any other way (refused, say),
 which shows that the address answers again. The other instances on it
 start none meanwhile, and take no place: their checks are those of an
-instance whose attempt waits in line (`sentinel.probe`), and a kept
-connection due for renewal serves on. A timeout while the agent ran late
-counts as well: the attempt ran its whole bound all the same, and holding
-an instance back says nothing of it.
+instance whose attempt waits in line (`sentinel.probe`). A timeout while
+the agent ran late counts as well: the attempt ran its whole bound all the
+same, and holding an instance back says nothing of it. A kept connection
+due for renewal meanwhile fails as its renewal would have (what new
+clients meet is the instance's state, `sentinel.probe`) if the address's
+last timeout came while the agent kept up (`failing`), and serves on if
+the agent ran late: a server whose new connections time out while its
+old ones answer is still found, each of its instances at its renewal.
 
 An address is kept here from its first timed-out attempt until one answers
 or no instance that met it here is left (each is counted until it closes or
@@ -39,9 +43,11 @@ Address = tuple[str, int]
 class _Stall:
     """One address whose last attempt timed out."""
 
-    __slots__ = ("attempting", "users")
+    __slots__ = ("attempting", "failing", "users")
 
     def __init__(self) -> None:
+        # The error of the last timeout, if the agent kept up meanwhile.
+        self.failing: str | None = None
         # The instance (its probe) whose attempt to it is in flight, if any.
         self.attempting: object | None = None
         # The instances that met it: it is forgotten once none is left.
@@ -77,14 +83,27 @@ class StalledAddresses:
         self.spared += 1
         return False
 
-    def timed_out(self, address: Address, probe: object) -> None:
-        """`probe`'s attempt to `address` timed out: the address is stalled."""
+    def timed_out(self, address: Address, probe: object, error: str | None) -> None:
+        """
+        `probe`'s attempt to `address` timed out: the address is stalled.
+        `error` is the failure, if the agent kept up meanwhile (None if it
+        ran late: the timeout says nothing of the server).
+        """
         stall = self._stalls.get(address)
         if stall is None:
             stall = self._stalls[address] = _Stall()
+        stall.failing = error
         stall.users.add(probe)
         if stall.attempting is probe:
             stall.attempting = None
+
+    def failing(self, address: Address) -> str | None:
+        """
+        The error of `address`'s last timeout if it is stalled and the agent
+        kept up meanwhile: what a new connection to it meets now.
+        """
+        stall = self._stalls.get(address)
+        return None if stall is None else stall.failing
 
     def answered(self, address: Address) -> None:
         """An attempt to `address` connected, or failed other than by a timeout."""

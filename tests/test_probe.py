@@ -2621,12 +2621,8 @@ class StalledAddressTests(SynchronousTestCase):
         self.assertEqual(fleet.pacer.stalls.spared, 2)
         self.failed([fleet.probes[-1].check(False)], "timeout (ping)")
 
-    def test_renewal_held_back(self) -> None:
-        """
-        A kept connection due for renewal while another instance's attempt
-        to the stalled address is in flight serves on: the check is its.
-        """
-        fleet = Fleet(1)
+    def kept_beside(self, fleet: Fleet) -> tuple[RedisProbe, Any]:
+        """A probe on the fleet's address with a kept connection, due for renewal."""
         kept = RedisProbe(
             RedisInstance("kept", "127.0.0.1", 6379),
             fleet.reactor,
@@ -2640,7 +2636,39 @@ class StalledAddressTests(SynchronousTestCase):
         protocol.dataReceived(b"+PONG\r\n")
         self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
         fleet.on_time(60.0)
+        return kept, protocol
+
+    def test_renewal_held_back_fails_as_a_renewal(self) -> None:
+        """
+        A kept connection due for renewal while another instance's attempt
+        to the stalled address is in flight, the address's connects having
+        timed out while the agent kept up, fails as its renewal would have
+        (new clients meet that), without an attempt of its own; its next
+        checks repeat the failure, the old connection held unused.
+        """
+        fleet = Fleet(1)
+        kept, protocol = self.kept_beside(fleet)
         fleet.timed_out_once()
+        fleet.check_all()
+        base = fleet.attempts()
+        self.failed([kept.check(False)], "timeout (connect)")
+        self.assertEqual(fleet.attempts(), base)
+        fleet.on_time(0.1)  # The other's attempt still in flight.
+        self.failed([kept.check(False)], "timeout (connect)")
+        self.assertEqual(fleet.attempts(), base)
+        self.assertFalse(protocol.transport.disconnecting)
+
+    def test_renewal_held_back_while_late(self) -> None:
+        """
+        If the stalled address's last timeout came while the agent ran late,
+        a kept connection due for renewal serves on: the check is its.
+        """
+        fleet = Fleet(1)
+        kept, protocol = self.kept_beside(fleet)
+        checks = fleet.check_all()
+        fleet.reactor.advance(1.0)  # One turn of 1 s: the agent stalled.
+        fleet.settled(checks, None)
+        fleet.on_time(0.1)
         fleet.check_all()
         base = fleet.attempts()
         d = kept.check(False)

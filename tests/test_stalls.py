@@ -16,7 +16,7 @@ class StalledAddressesTests(SynchronousTestCase):
         stalls = StalledAddresses()
         self.assertTrue(stalls.admit(ADDRESS, "p1"))
         self.assertTrue(stalls.admit(ADDRESS, "p2"))  # Nothing stalled yet.
-        stalls.timed_out(ADDRESS, "p1")
+        stalls.timed_out(ADDRESS, "p1", None)
         return stalls
 
     def test_one_attempt_at_a_time(self) -> None:
@@ -33,7 +33,7 @@ class StalledAddressesTests(SynchronousTestCase):
         self.assertFalse(stalls.admit(ADDRESS, "p1"))
         stalls.ended(ADDRESS, "p2")
         self.assertTrue(stalls.admit(ADDRESS, "p1"))
-        stalls.timed_out(ADDRESS, "p1")
+        stalls.timed_out(ADDRESS, "p1", None)
         self.assertTrue(stalls.admit(ADDRESS, "p3"))
         self.assertFalse(stalls.admit(ADDRESS, "p1"))
         self.assertEqual(stalls.spared, 4)
@@ -70,3 +70,19 @@ class StalledAddressesTests(SynchronousTestCase):
         self.assertEqual(len(stalls), 0)
         stalls.left(ADDRESS, "p3")  # Gone already: nothing to do.
         self.assertEqual(len(stalls), 0)
+
+    def test_failing_follows_the_last_timeout(self) -> None:
+        """
+        What a new connection to a stalled address meets is the error of
+        its last timeout while the agent kept up; one while it ran late
+        says nothing, and an answer forgets the address.
+        """
+        stalls = StalledAddresses()
+        self.assertIsNone(stalls.failing(ADDRESS))
+        stalls.timed_out(ADDRESS, "p1", "timeout (connect)")
+        self.assertEqual(stalls.failing(ADDRESS), "timeout (connect)")
+        stalls.timed_out(ADDRESS, "p2", None)
+        self.assertIsNone(stalls.failing(ADDRESS))
+        stalls.timed_out(ADDRESS, "p1", "timeout (connect)")
+        stalls.answered(ADDRESS)
+        self.assertIsNone(stalls.failing(ADDRESS))
