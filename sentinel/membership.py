@@ -9,7 +9,8 @@ replicas and quorum) is published by its own publisher under
 own). The members are the agents with a complete catalog there, and that
 directory is the only thing watched: one children watch, which fires on a
 join, a leave or a catalog change (a reload), never on a heartbeat, so a
-member's agent node (rewritten every heartbeat) is never read. Changes
+member's agent node (rewritten every heartbeat) is never read, only asked
+which session holds it (below). Changes
 cost each member at most one listing (about 50 bytes a member) per
 `settle` time, however many there are, and the reading of new catalogs
 only: catalogs are kept by digest, so agents sharing one list (a central
@@ -24,7 +25,16 @@ A catalog counts only while a session holds it: one in a persistent node
 (written by hand, or left by some other tool: no agent's session ends it)
 is left out, its member reported as unreadable (`unreadable`, and
 ``/healthz`` through `sentinel.group`), and a new member's catalog is
-asked about once even when its digest was read before. So is a member
+asked about once even when its digest was read before. And only the
+agent's own session's: anyone may create a catalog in a live agent's name
+(a squatter's, its digest sorting first, was the choice of every member
+that joined after it, which then saw that agent knowing other names, and
+the group had two primaries for its instances). Of several catalogs in
+one name, the one held by the session of ``{root}/agents/{agent_id}`` is
+chosen whenever the candidates change, and a catalog read is left out
+(named likewise, and asked about again at each listing) while another
+live session holds that node; an agent with no live agent node (starting,
+or gone) is taken at its word. So is a member
 whose catalog ZooKeeper would not give (no access to it, a timeout, a
 lost connection): the view is partial meanwhile, and the read is tried
 again after `RETRY_DELAY`, twice as long after each failure in a row.
@@ -124,6 +134,7 @@ class Membership:
         """
         self._reactor = reactor
         self.zk = zk
+        self.root = root
         self.path = f"{root}/catalogs"
         self.agent_id = agent_id
         self.own = own
@@ -147,6 +158,8 @@ class Membership:
         self._no_room: dict[str, tuple[str, str]] = {}
         self._undecodable: dict[str, tuple[str, str]] = {}
         self._bad: dict[str, str] = {}
+        # The complete catalogs each member's name had at the last listing.
+        self._candidates: dict[str, frozenset[tuple[str, str]]] = {}
         self._listing = False
         self._list_again = False
         # When the last listing began, the one waiting to begin `settle`
@@ -305,11 +318,20 @@ class Membership:
         if self._on_own_listed is not None:
             self._on_own_listed(complete.get(self.agent_id, {}).keys())
         chosen: dict[str, tuple[str, str]] = {}
+        candidates: dict[str, frozenset[tuple[str, str]]] = {}
         for agent, found in complete.items():
             if agent == self.agent_id:
                 continue
             previous = self._chosen.get(agent)
-            chosen[agent] = previous if previous in found else min(found)
+            candidates[agent] = frozenset(found)
+            if len(found) > 1 and self._candidates.get(agent) != candidates[agent]:
+                # Another catalog in its name came (or went): anyone may
+                # create one there, so the one its agent node's session
+                # holds is the member's, whichever was chosen before.
+                chosen[agent] = await self._held_by_agent(agent, found, previous)
+            else:
+                chosen[agent] = previous if previous in found else min(found)
+        self._candidates = candidates
         missing = {
             (agent, digest, token)
             for agent, (digest, token) in chosen.items()
@@ -389,14 +411,19 @@ class Membership:
         self, agent: str, digest: str, token: str, count: int
     ) -> None:
         first = f"{self.path}/{catalog_node_name(agent, digest, token, 0, count)}"
+        # Whose session holds it? Only the agent's own counts.
+        stat = await self.zk.exists(first)
+        if stat is None:
+            return  # Gone meanwhile: the watch says what replaced it.
+        if not stat.ephemeralOwner:
+            self._left_out(agent, _PERSISTENT)
+            return
+        foreign = await self._foreign(agent, stat.ephemeralOwner)
+        if foreign is not None:
+            self._left_out(agent, foreign)
+            return
         if digest in self._catalogs:
-            # Read for another member: whose session holds this one's?
-            stat = await self.zk.exists(first)
-            if stat is None:
-                return  # Gone meanwhile: the watch says what replaced it.
-            if not stat.ephemeralOwner:
-                self._left_out(agent, _PERSISTENT)
-                return
+            # Read for another member already.
             self._bad.pop(agent, None)
             self._held[agent] = (digest, token)
             return
@@ -430,6 +457,48 @@ class Membership:
         self._bad.pop(agent, None)
         self._catalogs[digest] = catalog
         self._held[agent] = (digest, token)
+
+    async def _agent_session(self, agent: str) -> int | None:
+        """The session holding `agent`'s agent node, or None if none does."""
+        stat = await self.zk.exists(f"{self.root}/agents/{agent}")
+        return None if stat is None or not stat.ephemeralOwner else stat.ephemeralOwner
+
+    async def _foreign(self, agent: str, owner: int) -> str | None:
+        """
+        Why a catalog in `agent`'s name held by the session `owner` is not
+        that agent's, or None: another live session holds its agent node
+        (an agent without one, starting or gone, is taken at its word).
+        """
+        session = await self._agent_session(agent)
+        if session is None or session == owner:
+            return None
+        return (
+            f"held by session {owner:#x}, not by the session of its agent "
+            f"node ({session:#x})"
+        )
+
+    async def _held_by_agent(
+        self,
+        agent: str,
+        found: Mapping[tuple[str, str], int],
+        previous: tuple[str, str] | None,
+    ) -> tuple[str, str]:
+        """
+        Of several complete catalogs in `agent`'s name, the one the session
+        of its agent node holds (the `previous` choice first, then the
+        first by name); failing that, the previous choice or the first.
+        """
+        session = await self._agent_session(agent)
+        if session is not None:
+            ordered = sorted(found, key=lambda c: (c != previous, c))
+            for digest, token in ordered:
+                name = catalog_node_name(agent, digest, token, 0, found[digest, token])
+                stat = await self.zk.exists(f"{self.path}/{name}")
+                if stat is not None and stat.ephemeralOwner == session:
+                    return digest, token
+        if previous is not None and previous in found:
+            return previous
+        return min(found)
 
     async def _decode(self, decoder: CatalogDecoder) -> Catalog:
         """

@@ -857,6 +857,87 @@ class CatalogSquatterTests(SynchronousTestCase):
         self.assertEqual(membership.catalog_reads, reads)
         self.flushLoggedErrors()
 
+    def squat_catalog(self, agent: str, below: str | None = None) -> None:
+        """
+        A catalog in `agent`'s name held by another live session (0x9999),
+        valid in every way, of one name nobody knows, its digest sorting
+        before `below` if given (so that it would be the first choice).
+        """
+        i = 0
+        while True:
+            digest, parts = catalog_parts(Catalog(frozenset([f"nothing-{i}"]), 1, 1))
+            if below is None or digest < below:
+                break
+            i += 1
+        name = catalog_node_name(agent, digest, "0000", 0, 1)
+        self.fleet.server.put(f"{ROOT}/catalogs/{name}", parts[0], 0x9999)
+
+    def assert_one_view(self, agents: str) -> None:
+        """Every member sees every member's own catalog; each instance once."""
+        for member in self.fleet.members.values():
+            view = member.group.membership.view
+            self.assertEqual(set(view), set(agents))
+            for agent in agents:
+                self.assertEqual(view[agent].names, frozenset(NAMES), agent)
+        shares = self.shares()
+        self.assertEqual(set().union(*shares.values()), set(NAMES))
+        self.assertEqual(sum(len(s) for s in shares.values()), len(NAMES))
+
+    def test_catalog_in_a_live_members_name_left_out(self) -> None:
+        """
+        A catalog in a live member's name that another session holds (a
+        squatter's, its digest sorting first) is not that member's: a
+        member joining afterwards takes the one the session of the
+        member's agent node holds, and the group keeps one view.
+        """
+        real = catalog_parts(Catalog(frozenset(NAMES), 1, 1))[0]
+        self.squat_catalog("b", below=real)
+        self.fleet.add("c", NAMES).start()
+        self.fleet.run(3.0)
+        self.assert_one_view("abc")
+
+    def test_catalog_in_a_members_name_before_it_starts(self) -> None:
+        """
+        A catalog in the name of an agent not started yet is taken at its
+        word (no session holds that agent's node); once the agent starts,
+        its own catalog is its, in every member's view.
+        """
+        self.squat_catalog("c")
+        self.fleet.run(2.0)
+        self.assertEqual(
+            self.fleet.members["a"].group.membership.view["c"].names,
+            frozenset(["nothing-0"]),
+        )
+        self.fleet.add("c", NAMES).start()
+        self.fleet.run(3.0)
+        self.assert_one_view("abc")
+
+    def test_only_catalog_in_a_live_members_name_left_out(self) -> None:
+        """
+        A member joining while the only catalog in a live member's name is
+        another session's (the member's own deleted, not written yet)
+        leaves it out, names it, and takes the member's own once written.
+        """
+        b = self.fleet.members["b"]
+        b.zk.hang("create")
+        for child in self.fleet.server.children(f"{ROOT}/catalogs"):
+            if child.startswith("b."):
+                self.fleet.server.remove(f"{ROOT}/catalogs/{child}")
+        self.squat_catalog("b")
+        c = self.fleet.add("c", NAMES)
+        c.start()
+        self.fleet.run(2.0)
+        self.assertNotIn("b", c.group.membership.view)
+        self.assertIn(
+            "held by session 0x9999, not by the session of its agent node",
+            c.group.membership.unreadable["b"],
+        )
+        b.zk.unhang()
+        b.zk.release()
+        self.fleet.run(3.0)
+        self.assert_one_view("abc")
+        self.flushLoggedErrors()
+
     def test_own_catalog_written_again(self) -> None:
         """
         A member's catalog deleted behind its back (the whole directory,
