@@ -453,14 +453,18 @@ class Opinions:
                 return
             opinion = squatter = None
             absent = "is missing"
-        if absent is None or name not in self._heard:
+        # Still one of the observers heard? Its view may have changed while
+        # the read was out: a former observer's opinion is named nowhere.
+        said = self._heard.get(name)
+        heard = said is not None and agent in said
+        if absent is None or not heard:
             self._absent.pop(path, None)
         else:
             since = self._absent.get(path, (self._reactor.seconds(),))[0]
             self._absent[path] = (since, agent, absent)
-        if squatter is None:
+        if squatter is None or not heard:
             self.squatters.pop(path, None)
-        elif name in self._heard:
+        else:
             if self.squatters.get(path) != squatter:
                 log.error(
                     "opinion {path} {why}: left out of the verdict, and "
@@ -475,8 +479,7 @@ class Opinions:
                 # when it goes).
                 self._rechecks.add(path)
                 self._reactor.callLater(SQUATTER_RECHECK, self._recheck, name, agent)
-        said = self._heard.get(name)
-        if said is not None and agent in said and said[agent] != opinion:
+        if said is not None and heard and said[agent] != opinion:
             said[agent] = opinion
             self._on_change(name)
 

@@ -1442,6 +1442,39 @@ class OpinionParentsTests(SynchronousTestCase):
         self.assertEqual(document.get("observers"), {"a": "up", "b": "up"})
 
 
+class MovedObserverTests(SynchronousTestCase):
+    """An observer's opinion read while the instance's observers change."""
+
+    def test_read_of_a_former_observer_names_nothing(self) -> None:
+        """
+        An opinion asked of an observer that is no longer one when the
+        answer comes (its view changed while the read was out: at a start,
+        two views a few milliseconds apart) is not named missing: it names
+        no observer's, and /healthz stays 200 (it failed for good, naming
+        a live member that never observes the instance).
+        """
+        fleet = Fleet()
+        for agent in "abc":
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(3.0)
+        document = fleet.node("r00") or {}
+        primary, observer = list(document["observers"])
+        other = next(a for a in "abc" if a not in (primary, observer))
+        member = fleet.members[primary]
+        heard = member.publisher._opinions
+        # Asked of `other`, which publishes none of r00: missing, and the
+        # read that says so (an exists, after the get found nothing) out
+        # when the view goes back.
+        member.zk.hold_answers("exists")
+        heard.listen("r00", (primary, other))
+        heard.listen("r00", (primary, observer))
+        member.zk.release()
+        member.zk.unhang()
+        fleet.run(opinions.ABSENT_AFTER + 1.0)
+        self.assertEqual(heard.absent(lambda agent: True), {})
+        self.assertIsNone(member.publisher.unhealthy_reason())
+
+
 class LateVerdictTests(SynchronousTestCase):
     """A primary that stops keeping its verdicts fresh, seen by the group."""
 
