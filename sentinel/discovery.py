@@ -25,7 +25,10 @@ session lives on), and for a group's previous primary's member, found by
 looking at the parent for that agent's session (`take_from`).
 
 Looking costs a ``get_children`` and a ``get`` per child of the parent
-that no member of ours holds, one call at a time (about 1 ms each): once
+that no member of ours holds and that is named as one (a prefix, then
+ZooKeeper's counter), one call at a time (about 1 ms each: 100,000 nodes
+of other names that anyone may add there held a handover's look 53 s,
+past `takeover.MEMBER_HANDOFF_LIMIT`, and endpoints went missing): once
 per parent after a reattach, and for handovers, one look per parent and
 previous primary serving every member handed over within `LOOK_REUSE`.
 After failed creates, one look at a time per parent and session serves
@@ -551,7 +554,9 @@ class Discovery:
         except NoNodeError:
             return []
         found = []
-        for child in sorted(children, key=_sequence):
+        # Only a sequential node can be a member of ours: anything else
+        # there (another tool's nodes, a squatter's) costs no read.
+        for child in sorted(filter(_sequential, children), key=_sequence):
             path = f"{parent}/{child}"
             if path in self._claimed:
                 # Held by a member of ours, or by another it replaces.
@@ -600,6 +605,12 @@ class Discovery:
 def _prefix(path: str) -> str:
     # The member's name without ZooKeeper's 10-digit counter.
     return path.rsplit("/", 1)[-1][:-10]
+
+
+def _sequential(child: str) -> bool:
+    # Ours end in ZooKeeper's 10-digit counter after a prefix ending in "_"
+    # (`documents.member_prefix`).
+    return child[-10:].isdigit() and child[:-10].endswith("_")
 
 
 def _sequence(child: str) -> tuple[str, str]:

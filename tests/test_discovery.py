@@ -29,6 +29,8 @@ from tests.test_publisher import DOWN, INTERVAL, ROOT, START, UP
 
 # The session of the previous primary, whose members are taken over.
 PREVIOUS = 0x4242
+# Another client's session, not an agent's.
+SQUATTER = 0x5151
 
 DISCOVERY = "/discovery"
 MEMBER = f"{DISCOVERY}/cache-1/member_"
@@ -727,6 +729,22 @@ class TakeFromTests(SynchronousTestCase):
         self.failureResultOf(d, ConnectionLoss)
         self.assertEqual(member.path, held)
         self.assertEqual(self.zk.calls_by_path["create", f"{DISCOVERY}/svc/member_"], 1)
+
+    def test_nodes_not_named_as_members_cost_no_read(self) -> None:
+        """
+        A look reads only the children named as members are (a prefix,
+        then ZooKeeper's 10-digit counter): anyone may add others to a
+        service's directory, in any number, and they cost no read.
+        """
+        parent = f"{DISCOVERY}/svc"
+        for i in range(100):
+            self.zk.put(f"{parent}/junk-{i}", b"x" * 1000, owner=SQUATTER)
+            self.zk.put(f"{parent}/member_s{i:07d}x", b"x" * 1000, owner=SQUATTER)
+        self.zk.put(f"{parent}/0000000001", b"", owner=SQUATTER)
+        member = self.discovery.member_for(self.instances[2])
+        self.discovery.take_from(member, PREVIOUS)
+        self.assertEqual(member.replaces, f"{parent}/member_0000000002")
+        self.assertEqual(self.gets(), 4)
 
     def test_failed_look_made_again(self) -> None:
         """A look that fails is made again by the next member to ask."""
