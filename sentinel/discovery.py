@@ -44,7 +44,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from kazoo.exceptions import BadVersionError, ConnectionLoss, NoNodeError
+from kazoo.exceptions import (
+    BadVersionError,
+    ConnectionLoss,
+    NoAuthError,
+    NoNodeError,
+)
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -563,7 +568,10 @@ class Discovery:
                 continue
             try:
                 data, stat = await zk.get(path)
-            except NoNodeError:
+            except (NoNodeError, NoAuthError):
+                # Gone, or not ours: we can read every node we make. One
+                # we may not read (a squatter's ACL) failed every look for
+                # as long as it stayed, and no member was ever made.
                 continue
             if ours(stat, owner):
                 found.append((path, identity_of(data)))

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import attr
-from kazoo.exceptions import ConnectionLoss
+from kazoo.exceptions import ConnectionLoss, NoAuthError
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -745,6 +745,21 @@ class TakeFromTests(SynchronousTestCase):
         self.discovery.take_from(member, PREVIOUS)
         self.assertEqual(member.replaces, f"{parent}/member_0000000002")
         self.assertEqual(self.gets(), 4)
+
+    def test_unreadable_child_skipped(self) -> None:
+        """
+        A child named as a member that the agent may not read (a
+        squatter's, with an ACL that denies us) is not ours: the look goes
+        on without it, and serves, rather than fail for as long as it is
+        there.
+        """
+        parent = f"{DISCOVERY}/svc"
+        path = f"{parent}/member_0000000099"
+        self.zk.put(path, b"{}", owner=SQUATTER)
+        self.zk.fail_next("get", NoAuthError(), path=path, times=10)
+        member = self.discovery.member_for(self.instances[2])
+        self.discovery.take_from(member, PREVIOUS)
+        self.assertEqual(member.replaces, f"{parent}/member_0000000002")
 
     def test_failed_look_made_again(self) -> None:
         """A look that fails is made again by the next member to ask."""
