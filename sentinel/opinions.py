@@ -57,7 +57,7 @@ from functools import partial
 from typing import Any
 
 import attr
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import NoAuthError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -453,6 +453,16 @@ class Opinions:
                 return
             opinion = squatter = None
             absent = "is missing"
+        except NoAuthError:
+            # Another client's node, with an ACL that denies us: no opinion
+            # (the last one heard was kept for good, read again every
+            # second). Its change fires the watch: an exists asks for no
+            # permission.
+            if await self._zk.exists(path, watch=watch, background=True) is None:
+                self._ask_again(name, agent)
+                return
+            opinion = squatter = None
+            absent = "is unreadable"
         # Still one of the observers heard? Its view may have changed while
         # the read was out: a former observer's opinion is named nowhere.
         said = self._heard.get(name)

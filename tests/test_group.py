@@ -1267,6 +1267,29 @@ class OpinionSquatterTests(SynchronousTestCase):
         self.assertEqual(document["status"], "down")
         self.assertIsNone(fleet.members[primary].publisher.unhealthy_reason())
 
+    def test_opinion_the_primary_may_not_read(self) -> None:
+        """
+        An observer's opinion replaced by a node the primary may not read
+        (a squatter's ACL) is not the last opinion heard, kept for good:
+        the verdict says that observer's opinion unknown, and the
+        primary's /healthz names it unreadable.
+        """
+        fleet = Fleet()
+        for agent in "ab":
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(3.0)
+        document = fleet.node("r00") or {}
+        primary, observer = list(document["observers"])
+        self.assertEqual(document["observers"][observer], "up")
+        path = f"{ROOT}/opinions/r00/{observer}"
+        fleet.members[primary].zk.fail_next("get", NoAuthError(), path, times=1000)
+        fleet.server.put(path, b"{}", 0x9999)
+        fleet.run(opinions.ABSENT_AFTER + REFRESH)
+        self.assertIsNone((fleet.node("r00") or {})["observers"][observer])
+        reason = fleet.members[primary].publisher.unhealthy_reason() or ""
+        self.assertIn(f"opinion {path} is unreadable", reason)
+        self.flushLoggedErrors()
+
     def test_rewritten_squatter_read_again_once(self) -> None:
         """
         An ephemeral squatter rewriting its node does not add to the
