@@ -9,9 +9,15 @@ longer configured (removed from the config meanwhile) and, in a group,
 the catalog the previous process published (the other members would go on
 reading it rather than ours), and finds the discovery members it left, for
 each instance to keep its own (`found`, `discovery.Discovery.sweep`).
-Members are written only once the sweep is done (`wait`): a member created
-before would list an endpoint twice. A failed sweep is retried with the
-writes.
+Members are written only once the sweep has found them (`wait`): a member
+created before would list an endpoint twice. The members are looked for
+first, and wait for nothing else: the nodes of instances no longer
+configured are found by an ``exists`` of every child of
+``{root}/instances`` that no instance here has, and anyone may add
+children there (50,000 of them held a restart's members 24 s, a Redis
+stopped meanwhile still listed in discovery). A failed sweep is retried
+with the writes, without looking for the members again once they were
+found.
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ class Sweep:
         self.inherited = False
         self.needed = False
         self.sweeping = False
+        # Whether the members were found on this session (`wait` is over).
+        self.members_found = False
         self._after_sweep: list[Deferred[bool]] = []
         self.swept = 0
         # Whether the session is ours alone: until it is, another process
@@ -94,6 +102,7 @@ class Sweep:
         """A new session: `inherited` from the previous process, or not."""
         # What a sweep would look for died with the previous session.
         self.inherited = self.needed = inherited
+        self.members_found = False
         self.found.clear()
         if not self.sweeping:
             # Members waiting for the old session's sweep: theirs is gone.
@@ -120,13 +129,14 @@ class Sweep:
 
     async def wait(self) -> None:
         """
-        Return once no sweep is due (a member may be written).
+        Return once no sweep is due, or it found the members (a member may
+        be written).
 
         @raise NotSwept: if the sweep failed, or none is running nor
             waiting for the session to be ours alone, or the session
             changed meanwhile.
         """
-        if not self.needed:
+        if not self.needed or self.members_found:
             return
         if not self.sweeping and (self.alone() or self._zk.state != CONNECTED):
             raise NotSwept()
@@ -136,6 +146,12 @@ class Sweep:
             raise NotSwept()
 
     async def _sweep(self) -> None:
+        if not self.members_found:
+            session = self._zk.session_id
+            await self._sweep_members()
+            if self._zk.session_id == session:
+                self.members_found = True
+                self._release(True)
         zk = self._zk
         instances = f"{self._root}/instances"
         try:
@@ -156,6 +172,9 @@ class Sweep:
                 )
         if self._roles.joined:
             await self._sweep_catalogs()
+
+    async def _sweep_members(self) -> None:
+        """Find the members the previous process left (`found`)."""
         discovery = self._discovery
         if discovery is None:
             return

@@ -419,6 +419,29 @@ class RestartTests(HandoffTestCase):
         self.assertEqual(self.members("a"), ["member_0000000000"])
         self.assertEqual(second.zk.calls["create"], 0)
 
+    def test_members_wait_for_their_own_sweep_only(self) -> None:
+        """
+        Members wait for the previous process's members to be found, not
+        for the ``exists`` of every child of {root}/instances no instance
+        here has (anyone may add thousands): an instance found down
+        meanwhile loses its member at once.
+        """
+        self.running().stop()
+        second = self.process()
+        squat = f"{ROOT}/instances/squat"
+        self.server.put(squat, b"x", 0x9999)
+        exists = second.zk.exists
+        unanswered: Deferred[Any] = Deferred()
+
+        def slow_exists(path: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
+            return unanswered if path == squat else exists(path, *args, **kwargs)
+
+        second.zk.exists = slow_exists  # type: ignore[method-assign]
+        second.start()
+        second.check("a", DOWN)
+        self.assertEqual(self.members("a"), [])
+        unanswered.callback(None)
+
     def test_failed_sweep_retried(self) -> None:
         """A sweep that fails is retried; members wait for it meanwhile."""
         self.running().stop()
