@@ -14,7 +14,9 @@ from cryptography import x509
 from OpenSSL import SSL
 from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -492,3 +494,66 @@ class DescribeTests(SynchronousTestCase):
         client_tls(first)
         client_tls(second)
         self.assertEqual(tls._client_certificate_options.cache_info().misses, 1)
+
+
+def _pump(client: SSL.Connection, server: SSL.Connection) -> list[str]:
+    # Hands each side's bytes to the other, in memory, until neither has
+    # any to send; each reads what it got (a handshake moves on then).
+    # Returns the reasons of the errors either side met reading.
+    errors = []
+    moved = True
+    while moved:
+        moved = False
+        for source, sink in ((client, server), (server, client)):
+            try:
+                data = source.bio_read(65536)
+            except SSL.WantReadError:
+                continue
+            sink.bio_write(data)
+            moved = True
+            try:
+                sink.recv(65536)
+            except SSL.WantReadError:
+                pass
+            except SSL.Error as e:
+                errors.append(e.args[0][-1][-1])
+    return errors
+
+
+class RenegotiationTests(SynchronousTestCase):
+    """A server asking to renegotiate, in memory."""
+
+    def test_refused(self) -> None:
+        """
+        A TLS 1.2 server's request to renegotiate is refused: no second
+        handshake is ever done (a server that asks without pause would
+        otherwise take the agent's CPU, out of sight of the Redis
+        protocol's checks).
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        certs = make_certificates(directory)
+        creator = client_tls(with_ca("r", 1, certs.ca_file))
+        factory = TLSMemoryBIOFactory(creator, True, Factory.forProtocol(Protocol))
+        client = creator.clientConnectionForTLS(factory.buildProtocol(None))
+        client.set_connect_state()
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.set_max_proto_version(SSL.TLS1_2_VERSION)
+        context.use_certificate_chain_file(certs.server_cert_file)
+        context.use_privatekey_file(certs.server_key_file)
+        server = SSL.Connection(context, None)
+        server.set_accept_state()
+        try:
+            client.do_handshake()
+        except SSL.WantReadError:
+            pass
+        self.assertEqual(_pump(client, server), [])
+        self.assertEqual(server.get_protocol_version_name(), "TLSv1.2")
+        self.assertTrue(server.renegotiate())
+        try:
+            server.do_handshake()
+        except SSL.WantReadError:
+            pass
+        # The server hears the refusal (and OpenSSL's ends the connection).
+        self.assertIn("no renegotiation", _pump(client, server))
+        self.assertEqual(client.total_renegotiations(), 0)
