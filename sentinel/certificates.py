@@ -5,8 +5,11 @@ reads and parses nothing, and a file that cannot work is one line at load
 rather than a failed check later.
 
 A client certificate is checked as far as the agent alone can judge: the
-file holds certificates, the key is a key, unencrypted, and belongs to the
-first certificate. Whether the server accepts it (signed by a CA it
+file holds certificates, the key is a key, unencrypted, belongs to the
+first certificate, and OpenSSL takes them at its security level (Debian's
+refuses RSA and DSA keys under 2048 bits: taken at load, such a
+certificate failed every connection later with three tracebacks and
+``timeout (connect)``). Whether the server accepts it (signed by a CA it
 trusts, not expired) is for the server to say, at each connection: an
 expired certificate is not refused here, so that a restart on the day it
 expires does not stop the checks of every other instance.
@@ -28,6 +31,8 @@ import attr
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from OpenSSL import SSL
+from OpenSSL.crypto import X509, PKey
 
 # The kinds of private key OpenSSL can sign a TLS handshake with (as
 # pyOpenSSL takes them).
@@ -134,7 +139,7 @@ def client_certificate(
     The certificate `chain` (from `cert_file`) with its private `key`.
 
     @raise CertificateProblem: (about the key) if `key` does not belong to
-        the first certificate of `chain`.
+        the first certificate of `chain`, or OpenSSL refuses them.
     """
     public = _public(key)
     if _public(chain[0]) != public:
@@ -144,9 +149,39 @@ def client_certificate(
                 "client's own certificate comes first, then the CAs that signed it)"
             )
         raise CertificateProblem(f"does not match the certificate in {cert_file}")
+    refusal = _openssl_refusal(chain[0], key)
+    if refusal is not None:
+        raise CertificateProblem(
+            f"and the certificate in {cert_file} are refused by OpenSSL: {refusal}"
+        )
     der = key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     return ClientCertificate(chain=chain, key=der)
+
+
+# OpenSSL's reason for a key too weak for its security level, and what
+# that level asks (level 2, Debian's default).
+_KEY_TOO_SMALL = "ee key too small"
+_LEVEL_WANTS = "RSA and DSA keys need 2048 bits or more, EC keys 224"
+
+
+def _openssl_refusal(certificate: x509.Certificate, key: TLSKey) -> str | None:
+    # What a connection's context does with them, done once here.
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    try:
+        context.use_certificate(X509.from_cryptography(certificate))
+        context.use_privatekey(PKey.from_cryptography_key(key))
+    except SSL.Error as e:
+        errors = e.args[0] if e.args else None
+        reason = (
+            str(errors[-1][-1])
+            if isinstance(errors, list) and errors and isinstance(errors[-1], tuple)
+            else str(e)
+        )
+        if reason == _KEY_TOO_SMALL:
+            return f"{reason} (at its security level, {_LEVEL_WANTS})"
+        return reason or "unusable"
+    return None

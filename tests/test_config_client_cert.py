@@ -170,6 +170,22 @@ class ClientCertificateTests(ConfigTestCase):
             self.redis("client.pem", "x25519.key"),
         )
 
+    def test_key_too_weak_for_openssl(self) -> None:
+        """
+        A certificate whose key OpenSSL refuses at its security level (RSA
+        under 2048 bits) is refused at load, naming both files and saying
+        what the level asks, rather than failing every connection later.
+        """
+        cert, key = client_certificate_pem(rsa.generate_private_key(65537, 1024))
+        cert_path = self.write("rsa1024.pem", cert)
+        key_path = self.write("rsa1024.key", key)
+        self.assertConfigError(
+            f"redis[0].key_file: {key_path} and the certificate in {cert_path} "
+            "are refused by OpenSSL: ee key too small (at its security level, "
+            "RSA and DSA keys need 2048 bits or more, EC keys 224)",
+            self.redis("rsa1024.pem", "rsa1024.key"),
+        )
+
     def test_rsa_key_loaded_without_validation(self) -> None:
         """
         An RSA key loads, without the validation of its private half that
@@ -177,7 +193,7 @@ class ClientCertificateTests(ConfigTestCase):
         key whose private exponent is off still loads, its public half
         matching the certificate.
         """
-        numbers = rsa.generate_private_key(65537, 1024).private_numbers()
+        numbers = rsa.generate_private_key(65537, 2048).private_numbers()
         off = rsa.RSAPrivateNumbers(
             numbers.p,
             numbers.q,
