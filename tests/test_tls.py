@@ -6,6 +6,7 @@ way verification fails puts the instance down saying why.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -557,3 +558,46 @@ class RenegotiationTests(SynchronousTestCase):
         # The server hears the refusal (and OpenSSL's ends the connection).
         self.assertIn("no renegotiation", _pump(client, server))
         self.assertEqual(client.total_renegotiations(), 0)
+
+
+class SharedOptionsTests(SynchronousTestCase):
+    """The TLS options of instances alike are made once."""
+
+    def setUp(self) -> None:
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        self.certs = make_certificates(directory)
+
+    def test_shared(self) -> None:
+        """
+        Instances with the same trust, client certificate and server name
+        share their TLS options, and so one OpenSSL context (one that trusts
+        the system's CAs holds its own copy of them: 0.84 MB each); any of
+        the three different gets options of its own.
+        """
+        first = with_ca("a", 1, self.certs.ca_file)
+        self.assertIs(
+            client_tls(first), client_tls(with_ca("b", 2, self.certs.ca_file))
+        )
+        platform = RedisInstance("p", "127.0.0.1", 3, tls=True)
+        self.assertIs(
+            client_tls(platform),
+            client_tls(RedisInstance("q", "127.0.0.1", 4, tls=True)),
+        )
+        files = (self.certs.client_cert_file, self.certs.client_key_file)
+        others = [
+            with_ca("c", 1, self.certs.other_ca_file),
+            attr.evolve(first, server_name="redis.internal"),
+            with_client_certificate(self.certs, "d", 1, files),
+            platform,
+        ]
+        # Held while compared: options nobody holds go (`test_released`).
+        made = [client_tls(instance) for instance in [first, *others]]
+        self.assertEqual(len({id(creator) for creator in made}), 5)
+
+    def test_released(self) -> None:
+        """Options no probe holds any more are not kept."""
+        creator = client_tls(with_ca("a", 1, self.certs.ca_file))
+        released = weakref.ref(creator)
+        del creator
+        self.assertIsNone(released())
