@@ -6,7 +6,8 @@ reactor turn, so a test sees exactly what one turn renders. `fetch` gets a
 whole answer through `StubTreq`; `agent_get` one from a whole agent's
 service tree (`sentinel.agent.make_agent`). `Connection` is one client connection to a
 real site over a `StringTransport`, for what StubTreq hides: bytes as they
-are written, a client that stops reading, one that goes away, pipelining.
+are written, a client that stops reading, one that goes away, pipelining
+(`run_until_answered`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,22 @@ class Turns:
     def slicer(self, clock: Clock) -> Slicer:
         """A slicer on `clock` (stall timeouts) whose turns are ours."""
         return Slicer(clock, scheduler=self)
+
+
+def run_until_answered(clock: Clock, turns: Turns) -> None:
+    """
+    Run the slicer's turns, and the calls due now on `clock` (a
+    connection reads its next pipelined request a turn after an answer),
+    until neither has work left.
+    """
+    for _ in range(MAX_TURNS):
+        if turns.waiting:
+            turns.run()
+        elif any(c.getTime() <= clock.seconds() for c in clock.getDelayedCalls()):
+            clock.advance(0)
+        else:
+            return
+    raise AssertionError(f"still answering after {MAX_TURNS} turns")
 
 
 def fetch(

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -28,6 +29,8 @@ from sentinel.httpd import (
 from sentinel.metrics import LoadedAtStart
 from tests.fakes import make_monitor
 from tests.httptest import Connection, responses, status_app
+
+PIPELINED = b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n"
 
 
 class SiteTests(SynchronousTestCase):
@@ -61,6 +64,86 @@ class SiteTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertFalse(client.open)
 
+    def turn_by_turn(self, client: Connection) -> Clock:
+        """
+        The channel's later calls on a clock of their own, each
+        ``advance(1)`` one reactor turn: a Clock runs a call made for
+        now by a call it runs in the same ``advance``, a reactor on its
+        next turn.
+        """
+        turns = Clock()
+
+        def later(delay: float, f: Any, *a: Any, **kw: Any) -> Any:
+            return turns.callLater(1 + delay, f, *a, **kw)
+
+        assert client.protocol is not None
+        client.protocol.callLater = later
+        return turns
+
+    def test_pipelined_requests_one_per_turn(self) -> None:
+        """
+        Requests sent together are answered one per reactor turn, in
+        order, each complete: a client pipelining thousands never holds
+        the reactor for more than one answer.
+        """
+        client = Connection(self.site)
+        turns = self.turn_by_turn(client)
+        assert client.protocol is not None
+        client.protocol.dataReceived(PIPELINED * 3)
+        self.assertEqual(len(responses(client.output())), 1)
+        turns.advance(1)
+        self.assertEqual(len(responses(client.output())), 2)
+        turns.advance(1)
+        answers = responses(client.output())
+        self.assertEqual([code for code, _, _ in answers], [200, 200, 200])
+        turns.advance(1)
+        self.assertEqual(len(responses(client.output())), 3)
+        self.assertTrue(client.open)
+
+    def test_pipelined_requests_wait_for_a_reading_client(self) -> None:
+        """
+        While a client reads none of its answers (its transport is full),
+        the requests it sent already wait, and its connection reads
+        nothing; once it reads, they are answered again, one per turn.
+        """
+        client = Connection(self.site)
+        turns = self.turn_by_turn(client)
+        assert client.protocol is not None
+        client.protocol.pauseProducing()  # The transport: its buffer is full.
+        client.protocol.dataReceived(PIPELINED * 3)
+        turns.advance(5)
+        self.assertEqual(len(responses(client.output())), 1)
+        self.assertEqual(client.transport.producerState, "paused")
+        client.protocol.resumeProducing()
+        turns.advance(1)
+        self.assertEqual(len(responses(client.output())), 2)
+        turns.advance(1)
+        self.assertEqual(len(responses(client.output())), 3)
+        self.assertEqual(client.transport.producerState, "producing")
+
+    def test_client_that_never_reads_is_closed(self) -> None:
+        """
+        A client whose pipelined requests wait for it to read, and that
+        never reads, is closed by the idle timeout, leaving no call of
+        its connection behind.
+        """
+        client = Connection(self.site)
+        assert client.protocol is not None
+        client.protocol.pauseProducing()
+        client.protocol.dataReceived(PIPELINED * 3)
+        self.clock.advance(IDLE_TIMEOUT)
+        self.assertFalse(client.open)
+        client.lose()
+        self.assertEqual(len(responses(client.output())), 1)
+        self.assertEqual(
+            [
+                call
+                for call in self.clock.getDelayedCalls()
+                if getattr(call.func, "__self__", None) is client.protocol
+            ],
+            [],
+        )
+
     def test_not_utf8_answered_without_a_log(self) -> None:
         """
         A path or Host header that is not UTF-8 is a 400 with a JSON error,
@@ -77,6 +160,7 @@ class SiteTests(SynchronousTestCase):
             b"GET /healthz HTTP/1.1\r\nHost: \xff\r\n\r\n"
         )
         client.request("/healthz")
+        self.clock.advance(0)
         answers = responses(client.output())
         self.assertEqual(
             [(code, json.loads(body)) for code, _, body in answers[:2]],

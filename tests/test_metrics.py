@@ -36,7 +36,14 @@ from sentinel.publisher import ZooKeeperPublisher
 from sentinel.web import StatusApp
 from tests.fakes import FAILED, FakeProbe, make_monitor
 from tests.fakezk import FakeZooKeeper
-from tests.httptest import Connection, Turns, fetch, responses, status_app
+from tests.httptest import (
+    Connection,
+    Turns,
+    fetch,
+    responses,
+    run_until_answered,
+    status_app,
+)
 
 Series = dict[tuple[str, ...], float]
 
@@ -271,8 +278,7 @@ class InstanceMetricsTests(ScrapeTestCase):
         client = Connection(StatusSite(self.app.resource(), self.clock))
         for accept_encoding, _ in cases:
             client.request("/metrics", extra=f"Accept-Encoding: {accept_encoding}\r\n")
-        while self.turns.waiting:
-            self.turns.run()
+        run_until_answered(self.clock, self.turns)
         answers = responses(client.output())
         for (accept_encoding, gzipped), (_, headers, body) in zip(
             cases, answers, strict=True
@@ -304,8 +310,7 @@ class InstanceMetricsTests(ScrapeTestCase):
         client.request(
             "/metrics", extra=f"Accept-Encoding: gzip\r\nAccept: {OPENMETRICS}\r\n"
         )
-        while self.turns.waiting:
-            self.turns.run()
+        run_until_answered(self.clock, self.turns)
         plain, zipped, openmetrics = responses(client.output())
         self.assertNotIn("content-encoding", plain[1])
         self.assertEqual(zipped[1]["content-encoding"], "gzip")

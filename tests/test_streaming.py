@@ -15,7 +15,7 @@ from sentinel.httpd import StatusSite
 from sentinel.listing import DOCUMENTS_PER_SLICE
 from sentinel.streaming import STALL_TIMEOUT
 from sentinel.web import StatusApp
-from tests.httptest import Connection, responses, status_app
+from tests.httptest import Connection, responses, run_until_answered, status_app
 
 INSTANCES = 1000
 
@@ -139,7 +139,7 @@ class StreamTests(SynchronousTestCase):
         client.request("/healthz")
         client.request("/instances?limit=2")
         client.request("/instances/r0003")
-        self.run_until_idle()
+        run_until_answered(self.clock, self.turns)
         answers = responses(client.output())
         self.assertEqual([code for code, _, _ in answers], [200, 200, 200])
         self.assertEqual(json.loads(answers[0][2]), {"status": "ok"})
