@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from sentinel import page
 from sentinel.documents import instance_report
-from sentinel.exposition import FORMATS, exposition
+from sentinel.exposition import FORMATS, exposition, overlong
 from sentinel.history import CheckHistory
 from sentinel.instance import InstanceState
 from sentinel.listing import (
@@ -203,17 +203,19 @@ class StatusApp:
     def metrics_text(self, request: IRequest) -> Deferred[None] | bytes:
         """
         Prometheus text or OpenMetrics, gzipped if asked; 404 without
-        metrics, 406 when ``Accept`` refuses every format.
+        metrics, 400 when ``Accept`` or ``Accept-Encoding`` is too long to
+        read, 406 when ``Accept`` refuses every format.
         """
         if self.metrics is None:
             _headers(request, b"text/plain; charset=utf-8", 404)
             return b"no metrics in this agent\n"
-        answer = exposition(
-            self.metrics,
-            _header(request, b"accept"),
-            _header(request, b"accept-encoding"),
-        )
+        accept = _header(request, b"accept")
+        accept_encoding = _header(request, b"accept-encoding")
         request.setHeader(b"vary", b"Accept, Accept-Encoding")
+        error = overlong(accept, accept_encoding)
+        if error is not None:
+            return json_error(request, 400, error)
+        answer = exposition(self.metrics, accept, accept_encoding)
         if answer is None:
             formats = "; ".join(f"{f.media_type} {f.version}" for f in FORMATS)
             error = f"the Accept header refuses every format there is: {formats}"

@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import __version__, agent
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
+from sentinel.exposition import MAX_PREFERENCE_BYTES
 from sentinel.health import InstanceHealth
 from sentinel.httpd import HTTPServer, StatusSite
 from sentinel.instance import InstanceState
@@ -257,6 +258,33 @@ class InstanceMetricsTests(ScrapeTestCase):
                     "error": "the Accept header refuses every format there is:"
                     " text/plain 0.0.4; text/plain 1.0.0;"
                     " application/openmetrics-text 1.0.0"
+                },
+            )
+
+    def test_overlong_preferences_refused(self) -> None:
+        """
+        An ``Accept`` or ``Accept-Encoding`` header over
+        MAX_PREFERENCE_BYTES is a JSON 400 naming it, not read (each range
+        costs the reactor); one of that length is read.
+        """
+        ranges = ",".join(["a/b;q=0.1"] * 200)
+        longest = ranges[: MAX_PREFERENCE_BYTES - 4] + ",*/*"
+        client = Connection(StatusSite(self.app.resource(), self.clock))
+        for name in ("Accept", "Accept-Encoding"):
+            client.request("/metrics", extra=f"{name}: {longest}\r\n")
+            client.request("/metrics", extra=f"{name}: {longest}x\r\n")
+        run_until_answered(self.clock, self.turns)
+        answers = responses(client.output())
+        self.assertEqual([code for code, _, _ in answers], [200, 400, 200, 400])
+        for name, (_, headers, body) in zip(
+            ("Accept", "Accept-Encoding"), answers[1::2], strict=True
+        ):
+            self.assertEqual(headers["content-type"], "application/json")
+            self.assertEqual(
+                json.loads(body),
+                {
+                    "error": f"the {name} header is {MAX_PREFERENCE_BYTES + 1}"
+                    f" bytes long, over {MAX_PREFERENCE_BYTES}"
                 },
             )
 
