@@ -214,9 +214,11 @@ class Monitor(Service):
         self.checks = 0
         self.failures = 0
         self.inconclusive = 0
-        # Instances up now, kept as statuses change: /debug/stats reads it
-        # at any rate, and a recount is about 1-4 ms at 19,000 instances.
+        # Instances up now, and decided (up or down), kept as statuses
+        # change: /debug/stats and /healthz read them at any rate, and a
+        # recount is about 1-4 ms at 19,000 instances.
         self.instances_up = 0
+        self.instances_decided = 0
         self.internal_errors = internal_errors or InternalErrors(clock)
         # Bound once: every check adds them to its Deferred.
         self._observed_callback = self._observed
@@ -313,6 +315,8 @@ class Monitor(Service):
         state = self.states.pop(name)
         if state.health.status == UP:
             self.instances_up -= 1
+        if state.health.status is not None:
+            self.instances_decided -= 1
         address = (state.instance.host, state.instance.port)
         if self._by_address.get(address) is state:
             del self._by_address[address]
@@ -551,6 +555,7 @@ class Monitor(Service):
                 self.instances_up += (transition.new_status == UP) - (
                     transition.old_status == UP
                 )
+                self.instances_decided += transition.old_status is None
             _log_transition(state, transition)
         if transition is not None or replication is not None:
             state.master = self._master_of(state)

@@ -24,10 +24,12 @@ class StartupReport:
         self._pacer = pacer
 
     def not_looked_at(self) -> int:
-        """Instances with no recorded check yet (unknown, unpublished)."""
-        return sum(
-            1 for state in self._monitor.states.values() if state.health.status is None
-        )
+        """
+        Instances with no recorded check yet (unknown, unpublished), from
+        the monitor's counts: /healthz is asked at any rate.
+        """
+        monitor = self._monitor
+        return len(monitor.states) - monitor.instances_decided
 
     def stats(self) -> dict[str, Any]:
         """``startup`` in /debug/stats: the instances waiting, the pacer, the lag."""

@@ -19,6 +19,7 @@ from sentinel.monitor import Monitor, NullPublisher, Settings
 from sentinel.pacing import BEAT, ConnectPacer
 from sentinel.probe import RedisProbe
 from sentinel.resolve import Resolver
+from sentinel.startup import StartupReport
 from sentinel.tracker import PendingTracker
 from tests.fakes import FAILED, OK, make_monitor
 from tests.httptest import agent_get
@@ -111,6 +112,58 @@ class BoundedTests(SynchronousTestCase):
         self.assertEqual(reactor.getDelayedCalls(), [])
 
 
+class _Unwalkable(dict[str, Any]):
+    """A mapping whose size can be read, not its instances."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("every instance walked")
+
+    def values(self) -> Any:
+        raise AssertionError("every instance walked")
+
+    def items(self) -> Any:
+        raise AssertionError("every instance walked")
+
+
+class NotLookedAtTests(SynchronousTestCase):
+    """How many instances wait for a first look, as /healthz asks it."""
+
+    def test_counted_without_walking_the_instances(self) -> None:
+        """
+        The instances not looked at yet are counted from the monitor's
+        counts, whatever decides, removes or replaces them: /healthz,
+        asked at any rate, never walks every instance.
+        """
+        monitor, clock, probes, _ = make_monitor(["a", "b", "c"])
+        probes["c"].result = None  # The agent does not get to look.
+        monitor.startService()
+        report = StartupReport(monitor, ConnectPacer(clock, 20, 0.5))
+        states = monitor.states
+        monitor.states = _Unwalkable(states)
+        self.assertEqual(report.not_looked_at(), 1)
+        self.assertEqual(
+            report.progress(),
+            {
+                "instances_not_looked_at": 1,
+                "connects_queued": 0,
+                "connects_in_flight": 0,
+            },
+        )
+        monitor.states = states
+        monitor.remove_instance("a")
+        monitor.replace_instance(RedisInstance("b", "127.0.0.1", 7200))
+        monitor.states = _Unwalkable(states)
+        self.assertEqual(report.not_looked_at(), 2)
+        monitor.states = states
+        probes["c"].result = OK
+        monitor.add_instance(RedisInstance("d", "127.0.0.1", 7300))
+        clock.advance(1.0)
+        monitor.states = _Unwalkable(states)
+        self.assertEqual(report.not_looked_at(), 0)
+        self.assertIsNone(report.progress())
+        monitor.states = states
+
+
 class ReportTests(SynchronousTestCase):
     """What /healthz and /debug/stats say about start-up."""
 
@@ -138,6 +191,8 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual(stats["instances_not_looked_at"], 1)
         self.assertIn("connects_in_flight", stats)
         self.assertIn("tick_lag_max_seconds", stats)
-        monitor.states["a"].health.observe(OK, reactor.seconds())
+        # A check recorded as the monitor records it (it keeps the counts).
+        now = reactor.seconds()
+        monitor._record(monitor.states["a"], OK, now, now)
         code, body = self.get(top, "/healthz")
         self.assertEqual((code, body), (200, {"status": "ok"}))
