@@ -47,13 +47,19 @@ from typing import Any, NoReturn
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
 from sentinel.group import Group, GroupMetrics
 from sentinel.history import CheckHistory
@@ -190,13 +196,16 @@ def _not_utf8(data: bytes, where: str) -> str | None:
     return None
 
 
+@implementer(IHalfCloseableProtocol)
 class BoundedChannel(HTTPChannel):
     """
     Twisted's HTTP/1.1 channel, with an answer for a line over its limit
     (``MAX_LENGTH``, 16 KB): 414 for the request line, 431 for a header
     line; and for a request Twisted refuses (a bare 400): 431 for a head
     over its limits, else 400. Each is a JSON error, then `LINGER` seconds
-    at most for the client to read it (module docstring).
+    at most for the client to read it (module docstring). A client that
+    closes its side after its requests (``nc -N``) is answered, then the
+    connection is closed.
     """
 
     # Whether the next line read is a request line (as Twisted's private
@@ -206,6 +215,8 @@ class BoundedChannel(HTTPChannel):
     _linger: IDelayedCall | None = None
     # Reads the next pipelined request on a later turn (`requestDone`).
     _next_request: IDelayedCall | None = None
+    # Whether the client has closed its side: it sends nothing more.
+    _client_done = False
 
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
@@ -276,6 +287,8 @@ class BoundedChannel(HTTPChannel):
         if held:
             self._networkProducer.pauseProducing()
             self._read_next_later()
+        else:
+            self._close_if_done()
 
     def resumeProducing(self) -> None:
         super().resumeProducing()
@@ -295,6 +308,22 @@ class BoundedChannel(HTTPChannel):
         # What is buffered, without resetting the idle timeout as data
         # from the client does.
         LineReceiver.dataReceived(self, b"")
+        self._close_if_done()
+
+    def readConnectionLost(self) -> None:
+        # Twisted would drop the connection at once, and with it the
+        # answers not yet written (even one to a request already answered,
+        # still in the transport's buffer).
+        self._client_done = True
+        self._close_if_done()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _close_if_done(self) -> None:
+        """Once a client that closed its side has every answer: close."""
+        if self._client_done and not self.requests and not self.paused:
+            self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         if self._linger is not None and self._linger.active():
@@ -338,6 +367,17 @@ class StatusSite(Site):
             )
 
 
+@implementer(IHalfCloseableProtocol)
+class _Connection(ProtocolWrapper):
+    """`ConnectionLimit`'s wrapper: it passes a half-close on to the channel."""
+
+    def readConnectionLost(self) -> None:
+        IHalfCloseableProtocol(self.wrappedProtocol).readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        IHalfCloseableProtocol(self.wrappedProtocol).writeConnectionLost()
+
+
 class ConnectionLimit(WrappingFactory):
     """
     At most `limit` connections to the wrapped factory at once. One more is
@@ -348,6 +388,7 @@ class ConnectionLimit(WrappingFactory):
     """
 
     noisy = False
+    protocol = _Connection
 
     def __init__(self, factory: Site, limit: int, clock: IReactorTime) -> None:
         super().__init__(factory)

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
@@ -28,7 +29,7 @@ from sentinel.httpd import (
 )
 from sentinel.metrics import LoadedAtStart
 from tests.fakes import make_monitor
-from tests.httptest import Connection, responses, status_app
+from tests.httptest import Connection, responses, run_until_answered, status_app
 
 PIPELINED = b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n"
 
@@ -143,6 +144,32 @@ class SiteTests(SynchronousTestCase):
             ],
             [],
         )
+
+    def test_half_closed_client_answered(self) -> None:
+        """
+        A client that closes its side after its requests (``nc -N``) gets
+        every answer, streamed and pipelined ones too, then the connection
+        is closed.
+        """
+        client = Connection(self.site)
+        assert client.protocol is not None
+        client.request("/healthz")
+        client.protocol.readConnectionLost()  # type: ignore[attr-defined]
+        [(code, _, _)] = responses(client.output())
+        self.assertEqual(code, 200)
+        self.assertFalse(client.open)
+        client = Connection(self.site)
+        assert client.protocol is not None
+        client.protocol.dataReceived(
+            b"GET /instances HTTP/1.1\r\nHost: agent\r\n\r\n" + PIPELINED
+        )
+        client.protocol.readConnectionLost()  # type: ignore[attr-defined]
+        self.assertTrue(client.open)
+        run_until_answered(self.clock, self.turns)
+        answers = responses(client.output())
+        self.assertEqual([code for code, _, _ in answers], [200, 200])
+        self.assertEqual(json.loads(answers[0][2])["instances"][0]["name"], "a")
+        self.assertFalse(client.open)
 
     def test_not_utf8_answered_without_a_log(self) -> None:
         """
@@ -389,6 +416,16 @@ class ConnectionLimitTests(SynchronousTestCase):
                 return code
             self.turns.run()
         raise AssertionError("no answer")
+
+    def test_half_close_passed_on(self) -> None:
+        """A client's half-close reaches the channel: it is answered."""
+        client = Connection(self.factory)
+        assert client.protocol is not None
+        client.request("/healthz")
+        self.assertTrue(IHalfCloseableProtocol.providedBy(client.protocol))
+        IHalfCloseableProtocol(client.protocol).readConnectionLost()
+        self.assertEqual(self.answered(client), 200)
+        self.assertFalse(client.open)
 
     def test_cap(self) -> None:
         """
