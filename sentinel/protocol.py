@@ -335,6 +335,22 @@ class RepeatedReplyTo(ReplyTo, Protocol):
         """
 
 
+class _Forgotten:
+    """
+    Stands in the reply queue for a waiter whose reply nobody wants any
+    more: the reply is read, keeping the connection in step, and dropped.
+    It allows what the waiter it replaced allowed.
+    """
+
+    __slots__ = ("array_limit",)
+
+    def __init__(self, array_limit: ArrayLimit | None) -> None:
+        self.array_limit = array_limit
+
+    def callback(self, reply: object) -> None:
+        pass
+
+
 class ConnectionFactory(Factory):
     """
     Builds the one protocol of a connection attempt, without log noise, and
@@ -488,6 +504,22 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         """
         self.replyQueue.waiting.extend(waiters)
         self._write(commands)
+
+    def forget_replies(self) -> bool:
+        """
+        The replies to every command sent so far are read when they come,
+        in step, and dropped: the connection serves on once they are in.
+        Once only: False, and nothing forgotten, while replies forgotten
+        before have not all come (a server that leaves two checks in a row
+        unanswered, the caller drops the connection).
+        """
+        waiting = self.replyQueue.waiting
+        if waiting and type(waiting[0]) is _Forgotten:
+            return False
+        waiting[:] = [
+            _Forgotten(getattr(waiter, "array_limit", None)) for waiter in waiting
+        ]
+        return True
 
     def remember(self, replies: list[object], waiter: RepeatedReplyTo) -> None:
         """

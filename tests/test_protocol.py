@@ -275,6 +275,45 @@ class AskedForTests(SynchronousTestCase):
         self.assertEqual(c.lost, 1)
 
 
+class ForgetTests(SynchronousTestCase):
+    """Replies nobody wants any more are read in step and dropped."""
+
+    def test_forgotten_replies_read_and_dropped(self) -> None:
+        """
+        Forgotten, the replies of a pipeline (HELLO's array among them) go
+        to nobody, the connection stays in step, and the reply of a command
+        sent afterwards goes to its own waiter.
+        """
+        c = Connection()
+        first, hello, info = Replies(), ArrayReplies(), Replies()
+        c.ask_all(PING + HELLO + INFO_REPLICATION, first, hello, info)
+        self.assertTrue(c.protocol.forget_replies())
+        later = c.ask()
+        c.receive(b"+PONG\r\n" + HELLO_REPLY + b"$11\r\nrole:master\r\n")
+        self.assertEqual((first.replies, hello.replies, info.replies), ([], [], []))
+        self.assertEqual(later.replies, [])
+        c.receive(b"+PONG\r\n")
+        self.assertEqual(later.replies, ["PONG"])
+        self.assertEqual(c.violations, [])
+        self.assertFalse(c.dropped)
+
+    def test_once_until_they_come(self) -> None:
+        """
+        While forgotten replies are still out, nothing more is forgotten
+        (False); once they are in, the next may be.
+        """
+        c = Connection()
+        c.ask()
+        self.assertTrue(c.protocol.forget_replies())
+        later = c.ask()
+        self.assertFalse(c.protocol.forget_replies())
+        c.receive(b"+PONG\r\n")
+        self.assertTrue(c.protocol.forget_replies())
+        c.receive(b"+PONG\r\n")
+        self.assertEqual(later.replies, [])
+        self.assertEqual(c.violations, [])
+
+
 class CapTests(SynchronousTestCase):
     """No reply is longer than a small cap; memory stays bounded."""
 
