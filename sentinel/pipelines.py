@@ -83,6 +83,10 @@ class CheckReplies:
             # A bug of ours: the check fails with it rather than time out.
             self._probe.reply_failed(Failure())
 
+    def unanswered(self) -> bool:
+        """Whether no reply of the pipeline in flight is in yet."""
+        return not self._replies
+
     def awaiting_hello_only(self) -> bool:
         """Whether every reply is in but HELLO's (the last, when sent)."""
         return self._pipelines.hello and len(self._replies) == self._size - 1

@@ -48,6 +48,17 @@ late by less than `LATE_SHARE` of it since the check or the attempt
 began (`ConnectPacer.lateness_since`). Otherwise the agent did not get to
 look: the check ends with None, nothing is recorded, and the attempt goes
 on.
+The PING of a check is judged so too: sent on a connection that completed
+for the check with less than `FAIR_SHARE` of the timeout left, or timed
+out while the agent ran late by `LATE_SHARE` of it since it was sent, its
+check ends with None, and the connection is kept, the late replies read
+and dropped when they come: a connection made is a TLS handshake on both
+sides, and dropping it for the agent's own lateness made one instance in
+six connect twice at a start-up of 3,000 TLS instances, and kept the agent
+late. A check that then times out before those replies are in drops it
+(the connection falls one check behind at most), as a timeout on time
+always does. The agent's lateness is measured only while it connects: in
+steady state a timeout is judged as ever (`sentinel.deadlines`).
 An attempt that then fails on its own (refused, or its own timeout while
 the agent kept up) is reported by the next check at once, so a dead
 server is still found within an interval of the agent getting to it. A
@@ -1343,10 +1354,43 @@ class RedisProbe:
                 )
                 self._finish(check, observation, self._reactor.seconds())
                 return
+            if stage == "ping" and protocol is not None and self._ping_unfair():
+                # The agent gave PING no fair chance: the check says nothing,
+                # and a connection made (a TLS handshake on both sides) is
+                # not thrown away for it, its late replies read and dropped.
+                self._last_inconclusive = True
+                if (
+                    protocol is self._protocol
+                    and pipelines is not None
+                    and pipelines.replies.unanswered()
+                    and protocol.forget_replies()
+                ):
+                    # New waiters: nothing of the forgotten check is kept.
+                    self._pipelines = Pipelines(
+                        self, protocol, self._drain, pipelines.hello
+                    )
+                else:
+                    # Some replies came, or those of the check before were
+                    # forgotten and are still out: a connection that falls
+                    # behind by more than one check goes.
+                    self._drop_if(protocol)
+                check.callback(None)
+                return
             self._last_error = self._failing = f"timeout ({stage})"
             if protocol is not None:
                 self._drop_if(protocol)
         check.callback(Observation(ok=False, error=f"timeout ({stage})"))
+
+    def _ping_unfair(self) -> bool:
+        # Whether the PING of the check timing out now had less than a fair
+        # share of the timeout (sent on a connection that completed late in
+        # its check's time), or the agent itself ran late since it was sent
+        # (module docstring).
+        sent_at = self._sent_at
+        return (
+            self._reactor.seconds() - sent_at < self._fair_time
+            or self._pacer.lateness_since(sent_at) > self._late_limit
+        )
 
     def _ping_unanswered(
         self, reply: object, protocol: RedisClientProtocol, extras: bool
