@@ -216,6 +216,7 @@ def make_agent(
     if process is not None:
         assert process.clock_steps is not None
         process.clock_steps.moved = monitor.clock_stepped
+        process.paused = monitor.agent_paused
         leave = None if zookeeper is None else zookeeper.leave
         StopSignals(reactor, leave, start_signals).setServiceParent(top)
         unused = [(signal.SIGUSR1, WHY_USR1)]

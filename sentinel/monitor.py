@@ -348,6 +348,13 @@ class Monitor(Service):
         for state in self.states.values():
             state.health.clock_stepped(step)
 
+    def agent_paused(self, seconds: float) -> None:
+        """
+        The agent itself held the reactor for `seconds` (a full collection,
+        `sentinel.process`): the checks in flight get that time back.
+        """
+        self._sweep.postpone(seconds)
+
     # Service
 
     def startService(self) -> None:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import gc
 import resource
+from collections.abc import Callable
 
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
@@ -147,6 +148,9 @@ class ProcessPolicy(MultiService):
         self.lean_dispatch = False
         # Watches the wall clock after each poll, once given (the agent's).
         self.clock_steps: ClockSteps | None = None
+        # Told how long each full collection held the reactor, once given
+        # (the monitor's, whose checks in flight get that time back).
+        self.paused: Callable[[float], object] | None = None
         self.housekeeping = RestartingTimer(
             "gc housekeeping", HOUSEKEEPING_INTERVAL, clock, self._housekeep
         )
@@ -224,8 +228,11 @@ class ProcessPolicy(MultiService):
         return self._frozen
 
     def _refreeze(self) -> None:
+        began = self._clock.seconds()
         collected = refreeze_gc()
-        self._refrozen_at = self._clock.seconds()
+        self._refrozen_at = now = self._clock.seconds()
+        if self.paused is not None:
+            self.paused(max(0.0, now - began))
         self._frozen = None
         self._gc_objects = count_gc_objects(self._frozen_count())
         # Housekeeping, several times after each start or reload, then every

@@ -98,6 +98,29 @@ class ExpireTests(SweepTestCase):
         self.assertEqual((late.cancelled, answered.cancelled), (1, 0))
         self.assertEqual(self.completions, [2.125])
 
+    def test_agents_own_pause_given_back(self) -> None:
+        """
+        A pause the agent made itself (a full collection) moves every
+        pending deadline that much later: a reply read in the time given
+        back counts, and a check still unanswered at its moved deadline
+        is judged then, one turn later.
+        """
+        late, answered = self.launches(2)
+        self.sweep.expire([late, answered], 0.0, 0.5)
+        self.clock.advance(0.25)
+        self.clock.rightNow += 2.0  # The collection: no timer ran.
+        self.sweep.postpone(2.0)
+        self.clock.advance(0.125)
+        answered.answer()
+        self.clock.advance(0.0625)
+        self.clock.advance(0)
+        self.assertEqual((late.cancelled, answered.cancelled), (0, 0))
+        self.clock.advance(0.0625)
+        self.assertEqual(late.cancelled, 0)  # After the reads of this turn.
+        self.clock.advance(0)
+        self.assertEqual((late.cancelled, answered.cancelled), (1, 0))
+        self.assertEqual(self.completions, [2.5])
+
     def test_completion_is_the_last_to_end(self) -> None:
         """A launch's completion is when its last check ended."""
         first, second = self.launches(2)

@@ -143,6 +143,22 @@ class DeadlineTests(SynchronousTestCase):
         self.assertEqual(health.error, "timeout (ping)")
         self.assertEqual(health.failures, 1)
 
+    def test_agents_own_pause_given_back(self) -> None:
+        """
+        A pause the agent made itself (a full collection) is given back to
+        the checks in flight: a hung check times out that much later.
+        """
+        monitor, clock, probes, _ = make_monitor(["a"], interval=5.0, timeout=0.5)
+        probe = probes["a"]
+        probe.hang = True
+        monitor.startService()
+        clock.rightNow += 0.25
+        monitor.agent_paused(0.25)
+        clock.advance(0.49)
+        self.assertEqual(probe.cancelled, 0)
+        clock.advance(0.01)
+        self.assertEqual(probe.cancelled, 1)
+
     def test_timeout_equal_to_interval(self) -> None:
         """
         With timeout equal to the interval, a hung instance's check is still

@@ -148,6 +148,24 @@ class HousekeepingTests(SynchronousTestCase):
         self.clock.pump([HOUSEKEEPING_INTERVAL] * 61)
         self.assertEqual(self.refreezes, 3)
 
+    def test_collection_time_given_back(self) -> None:
+        """
+        Each full collection tells `paused` how long it held the reactor,
+        at start and periodically.
+        """
+        paused: list[float] = []
+        self.policy.paused = paused.append
+
+        def slow_refreeze() -> int:
+            self.clock.advance(1.5)  # (No timer of the policy is due.)
+            return self.refreeze()
+
+        self.patch(process, "refreeze_gc", slow_refreeze)
+        self.policy.startService()
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 60)
+        self.assertEqual(self.refreezes, 2)
+        self.assertEqual(paused, [1.5, 1.5])
+
     def test_settle_rounds(self) -> None:
         """
         Every round before the 30th after a change, and after it while
