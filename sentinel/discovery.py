@@ -47,11 +47,12 @@ from typing import Any
 from kazoo.exceptions import (
     BadVersionError,
     ConnectionLoss,
+    KazooException,
     NoAuthError,
     NoNodeError,
 )
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from sentinel.config import RedisInstance
@@ -70,6 +71,14 @@ from sentinel.zk import ZooKeeper
 # replaced some 50 s after the handover, after their previous primary had
 # given up waiting (`takeover.MEMBER_HANDOFF_LIMIT`) and deleted them.
 LOOK_REUSE = 30.0
+
+# Seconds between looks at a parent where members handed over with their
+# instance's node wait for the new primary to replace them (`outlived`): a
+# wait that can end sooner than `takeover.MEMBER_HANDOFF_LIMIT` ends within
+# this. Each look is one listing of the parent, an ``exists`` per member
+# waiting there and a ``get`` of each child of their form (nerve: of their
+# name) it has not seen yet, whatever the number of members waiting.
+HANDED_OVER_CHECK = 3.0
 
 # Counts a ZooKeeper write by its op ("create", "set", "delete").
 Counted = Callable[[str, Deferred[Any]], Awaitable[Any]]
@@ -160,6 +169,17 @@ class _Search:
         self.running = False
 
 
+class _Handed:
+    """A member handed over, waiting under its parent (`Discovery.outlived`)."""
+
+    __slots__ = ("node_path", "until", "done")
+
+    def __init__(self, node_path: str, until: float) -> None:
+        self.node_path = node_path
+        self.until = until
+        self.done: Deferred[bool] = Deferred()
+
+
 class Discovery:
     """Writes and finds the members of one form under one root."""
 
@@ -194,6 +214,13 @@ class Discovery:
             tuple[str, int],
             tuple[float, list[tuple[str, MemberIdentity | None]], set[str]],
         ] = {}
+        # The members handed over with their instance's node, by parent,
+        # each waiting for the new primary to replace it (`outlived`); the
+        # next look at each such parent; and what each child of it seen
+        # there says it is, and whose it is (a ``get`` each, once).
+        self._handed: dict[str, dict[Member, _Handed]] = {}
+        self._handed_looks: dict[str, IDelayedCall] = {}
+        self._seen: dict[str, dict[str, tuple[int, MemberIdentity | None]]] = {}
 
     def parent_of(self, instance: RedisInstance) -> str:
         """Where the instance's member goes."""
@@ -223,6 +250,8 @@ class Discovery:
         self._claimed.clear()
         self._searches = {k: s for k, s in self._searches.items() if s.running}
         self._forget_old_looks()
+        for parent in list(self._handed):
+            self._stop_waiting(parent)
 
     async def write(self, member: Member, data: bytes | None) -> str | None:
         """
@@ -520,6 +549,120 @@ class Discovery:
                 self._claimed.add(path)
                 taken.add(path)
                 return
+
+    def outlived(self, member: Member, node_path: str, until: float) -> Deferred[bool]:
+        """
+        A member handed over with its instance's node (`sentinel.takeover`)
+        waits for the new primary to replace it, until `until` at most.
+        Fires True as soon as it has no more reason to: the instance's
+        node is gone (the instance removed by all who knew it), or the
+        session holding it holds a member of the same identity too (made
+        beside ours: the node moved on again before the member was found,
+        the create of one of the two landed after the new primary's look,
+        or one was made again on a new session), which lists the endpoint
+        twice; both waited the whole limit before. Only the holder's
+        member counts: two agents each taking the other for the primary
+        never both let theirs go. Fires False when the wait ends otherwise (`until`,
+        the member handed over again, a new session).
+        """
+        parent = member.parent
+        waiting = self._handed.setdefault(parent, {})
+        previous = waiting.pop(member, None)
+        if previous is not None:
+            previous.done.callback(False)
+        handed = waiting[member] = _Handed(node_path, until)
+        if parent not in self._handed_looks:
+            self._handed_looks[parent] = self._clock.callLater(
+                HANDED_OVER_CHECK, self._look_at_handed, parent
+            )
+        return handed.done
+
+    def _look_at_handed(self, parent: str) -> None:
+        del self._handed_looks[parent]
+        d = Deferred.fromCoroutine(self._check_handed(parent))
+        d.addErrback(self._bug, parent)
+        d.addBoth(lambda _: self._next_look_at_handed(parent))
+
+    def _next_look_at_handed(self, parent: str) -> None:
+        if self._handed.get(parent) and parent not in self._handed_looks:
+            self._handed_looks[parent] = self._clock.callLater(
+                HANDED_OVER_CHECK, self._look_at_handed, parent
+            )
+        elif not self._handed.get(parent):
+            self._stop_waiting(parent)
+
+    def _stop_waiting(self, parent: str) -> None:
+        """No member waits under `parent` any more: forget what was seen."""
+        look = self._handed_looks.pop(parent, None)
+        if look is not None and look.active():
+            look.cancel()
+        self._seen.pop(parent, None)
+        for handed in self._handed.pop(parent, {}).values():
+            handed.done.callback(False)
+
+    async def _check_handed(self, parent: str) -> None:
+        """One look at `parent` for every member handed over there."""
+        waiting = self._handed.get(parent, {})
+        now = self._clock.seconds()
+        for member, handed in list(waiting.items()):
+            if now >= handed.until:
+                del waiting[member]
+                handed.done.callback(False)
+        if not waiting:
+            return
+        zk = self.zk
+        session = zk.session_id
+        try:
+            try:
+                children = await zk.get_children(parent)
+            except NoNodeError:
+                children = []
+            seen = self._seen.setdefault(parent, {})
+            for gone in set(seen) - set(children):
+                del seen[gone]
+            for member, handed in list(waiting.items()):
+                if zk.session_id != session:
+                    return
+                node = await zk.exists(handed.node_path)
+                outlived = node is None or (
+                    node.ephemeralOwner not in (0, zk.session_id)
+                    and await self._held_by_holder(
+                        member, node.ephemeralOwner, children, seen
+                    )
+                )
+                if outlived and waiting.get(member) is handed:
+                    del waiting[member]
+                    handed.done.callback(True)
+        except (KazooException, TimeoutError, CancelledError):
+            # Cut off, or stopped: they wait on, until the next look or
+            # their limit.
+            return
+
+    async def _held_by_holder(
+        self,
+        member: Member,
+        holder: int,
+        children: list[str],
+        seen: dict[str, tuple[int, MemberIdentity | None]],
+    ) -> bool:
+        """
+        Whether the session `holder`, which holds the instance's node,
+        holds a member like `member` under its parent too.
+        """
+        zk = self.zk
+        for child in children:
+            path = f"{member.parent}/{child}"
+            if not child.startswith(member.prefix) or path in self._claimed:
+                continue  # Another instance's, or ours.
+            if child not in seen:
+                try:
+                    data, stat = await zk.get(path)
+                except NoNodeError:
+                    continue
+                seen[child] = (stat.ephemeralOwner, identity_of(data))
+            if seen[child] == (holder, member.identity):
+                return True
+        return False
 
     def _forget_old_looks(self) -> None:
         # A look's listing (a tuple per member of a service: megabytes at

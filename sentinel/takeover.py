@@ -47,6 +47,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from sentinel.checks import printable
+from sentinel.discovery import Discovery
 from sentinel.documents import previous_verdict, said_checked_at, said_since
 from sentinel.holders import Holders
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
@@ -93,12 +94,14 @@ class Takeovers:
         remove: Callable[[str], None],
         contested: Callable[[str], bool],
         handed_over: Callable[[str], None],
+        discovery: Discovery | None = None,
     ) -> None:
         """
         @param contested: whether another member of the group could take
             an instance's node over now (`sentinel.group`).
         @param handed_over: told of an instance whose node, kept for its
             new primary, is another's now (`sentinel.roles`).
+        @param discovery: the members' side, when members are published.
         """
         self._reactor = reactor
         self._zk = zk
@@ -110,6 +113,7 @@ class Takeovers:
         self._remove = remove
         self._contested = contested
         self._handed_over = handed_over
+        self._discovery = discovery
         self.takeovers = 0
         self.handoffs = 0
 
@@ -402,17 +406,22 @@ class Takeovers:
         del self._nodes.instances[name]
         member = self._nodes.members.get(name)
         if member is not None:
-            self._release_member(name, member)
+            self._release_member(name, member, node.path)
         self._handed_over(name)
 
-    def _release_member(self, name: str, node: Node) -> None:
+    def _release_member(self, name: str, node: Node, node_path: str) -> None:
         """
         The instance's new primary takes its member over too, in one
         transaction, once it holds the instance node: until then the
         member stays, unwritten, watched, `MEMBER_HANDOFF_LIMIT` at most,
         then goes (deleted if still ours). Deleting it at once, or before
         the new primary's look found it, left the endpoint missing until
-        the new primary made its own.
+        the new primary made its own. It goes sooner once nothing is left
+        to wait for (`Discovery.outlived`): the instance's node gone, or a
+        member like it made by another session beside it. Before, a
+        reload renaming an instance, applied by the group's agents a few
+        tenths of a second apart, listed its endpoint twice, or kept the
+        old name's member, for the whole limit (30 s).
         """
         member = node.member
         assert member is not None
@@ -432,6 +441,10 @@ class Takeovers:
             done()
             return
         node.recheck = self._reactor.callLater(MEMBER_HANDOFF_LIMIT, done)
+        if self._discovery is not None:
+            until = self._reactor.seconds() + MEMBER_HANDOFF_LIMIT
+            outlived = self._discovery.outlived(member, node_path, until)
+            outlived.addCallback(lambda gone: done() if gone else None)
         d = self._zk.exists(member.path, watch=fired)
         d.addCallback(lambda stat: None if ours(stat, self._zk.session_id) else done())
         d.addErrback(lambda _: None)

@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
-from sentinel.discovery import LOOK_REUSE, Discovery, Looking
+from sentinel.discovery import HANDED_OVER_CHECK, LOOK_REUSE, Discovery, Looking
 from sentinel.documents import NERVE, SERVERSET, nerve_member, serverset_member
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
@@ -760,6 +760,82 @@ class TakeFromTests(SynchronousTestCase):
         member = self.discovery.member_for(self.instances[2])
         self.discovery.take_from(member, PREVIOUS)
         self.assertEqual(member.replaces, f"{parent}/member_0000000002")
+
+    def test_handed_over_members_share_one_look(self) -> None:
+        """
+        Members handed over under one parent, waiting to be replaced
+        (`Discovery.outlived`), share each look at it: one listing, an
+        ``exists`` of each one's node, a ``get`` per child once. One whose
+        node's holder holds a member of the same identity too (older or
+        newer) stops waiting (True); the others wait on, and stop (False)
+        at their limit, after which nothing is looked at.
+        """
+        node = f"{ROOT}/instances/node"
+        self.zk.put(node, b"{}", owner=PREVIOUS)
+        mine = []
+        others = [
+            RedisInstance(name, "10.0.0.1", port, service="svc")
+            for name, port in (("x", 7000), ("y", 7001))
+        ]
+        for instance in [self.instances[1], *others]:
+            member = self.discovery.member_for(instance)
+            data = json.dumps(serverset_member(instance)).encode()
+            self.successResultOf(
+                Deferred.fromCoroutine(self.discovery.write(member, data))
+            )
+            mine.append(member)
+        until = self.clock.seconds() + 2.5 * HANDED_OVER_CHECK
+        waits = [self.discovery.outlived(m, node, until) for m in mine]
+        self.clock.advance(HANDED_OVER_CHECK)
+        # PREVIOUS holds member_0000000001, made before ours, like ours.
+        self.assertEqual(self.successResultOf(waits[0]), True)
+        for wait in waits[1:]:
+            self.assertNoResult(wait)
+        self.assertEqual(self.zk.calls_by_path["get_children", f"{DISCOVERY}/svc"], 1)
+        self.assertEqual(self.zk.calls_by_path["exists", node], 3)
+        self.assertEqual(self.gets(), 4)
+        self.clock.advance(HANDED_OVER_CHECK)
+        self.assertEqual(self.gets(), 4)
+        self.clock.advance(HANDED_OVER_CHECK)
+        self.assertEqual([self.successResultOf(w) for w in waits[1:]], [False] * 2)
+        self.assertEqual(self.zk.calls_by_path["get_children", f"{DISCOVERY}/svc"], 2)
+        self.assertEqual(self.discovery._handed, {})
+        self.assertEqual(self.discovery._seen, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_handed_over_member_beside_another_not_the_holder(self) -> None:
+        """
+        A member like ours held by a session that does not hold the node
+        (another agent that also let its member go, say) is no reason to
+        stop waiting: of two agents each taking the other for the
+        primary, one member stays.
+        """
+        node = f"{ROOT}/instances/node"
+        self.zk.put(node, b"{}", owner=0x77)
+        member = self.discovery.member_for(self.instances[0])
+        data = json.dumps(serverset_member(self.instances[0])).encode()
+        self.successResultOf(Deferred.fromCoroutine(self.discovery.write(member, data)))
+        wait = self.discovery.outlived(member, node, self.clock.seconds() + 30)
+        self.clock.advance(2 * HANDED_OVER_CHECK)
+        self.assertNoResult(wait)
+        self.zk.put(f"{DISCOVERY}/svc/member_0000000099", data, owner=0x77)
+        self.clock.advance(HANDED_OVER_CHECK)
+        self.assertEqual(self.successResultOf(wait), True)
+
+    def test_handed_over_member_of_a_removed_node(self) -> None:
+        """A member handed over stops waiting once its instance's node is gone."""
+        node = f"{ROOT}/instances/node"
+        self.zk.put(node, b"{}", owner=PREVIOUS)
+        alone = RedisInstance("x", "10.0.0.1", 7000, service="svc")
+        member = self.discovery.member_for(alone)
+        data = json.dumps(serverset_member(alone)).encode()
+        self.successResultOf(Deferred.fromCoroutine(self.discovery.write(member, data)))
+        wait = self.discovery.outlived(member, node, self.clock.seconds() + 30)
+        self.clock.advance(HANDED_OVER_CHECK)
+        self.assertNoResult(wait)
+        self.zk.end_session(PREVIOUS)
+        self.clock.advance(HANDED_OVER_CHECK)
+        self.assertEqual(self.successResultOf(wait), True)
 
     def test_failed_look_made_again(self) -> None:
         """A look that fails is made again by the next member to ask."""

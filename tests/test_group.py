@@ -25,7 +25,8 @@ from sentinel import opinions, web
 from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog, catalog_digest, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
-from sentinel.documents import INLINE_INSTANCES_BYTES, SERVERSET
+from sentinel.discovery import HANDED_OVER_CHECK
+from sentinel.documents import INLINE_INSTANCES_BYTES, NERVE, SERVERSET
 from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
 from sentinel.handoff import SessionHandoff
 from sentinel.listing import DOCUMENTS_PER_SLICE, MAX_LIMIT, PageQuery
@@ -601,6 +602,84 @@ class DiscoveryHandoverTests(SynchronousTestCase):
             [child] = fleet.members_of(name)
             owner = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
             self.assertEqual(owner, fleet.session_of("b"))
+
+
+class RenamedApartTests(SynchronousTestCase):
+    """
+    A reload renaming an instance, applied by three agents (two replicas)
+    a few tenths of a second apart, as ``SIGHUP`` to each host's agent is:
+    the node moves from one primary to the next before any member is
+    replaced, yet the endpoint is soon listed once, under the new name
+    only.
+    """
+
+    ORDERS = [("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b"), ("c", "b", "a")]
+
+    def renamed(self, form: str, old: str, order: tuple[str, ...]) -> Fleet:
+        fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            fleet.add(agent, NAMES[:6], replicas=2, discovery=(form, DISCOVERY))
+            fleet.members[agent].start()
+        fleet.run(3.0)
+        new = RedisInstance(f"{old}-new", "10.0.0.1", 6379)
+        for agent in order:
+            fleet.members[agent].group.change_instances([old], [], [new])
+            fleet.run(0.4)
+        return fleet
+
+    def wrong(self, fleet: Fleet, old: str) -> list[tuple[str, int]]:
+        """Each service that does not list its instance exactly once."""
+        names = [n if n != old else f"{old}-new" for n in NAMES[:6]]
+        listed = [(n, len(fleet.members_of(n))) for n in [*names, old]]
+        return [(n, count) for n, count in listed if count != (n != old)]
+
+    def test_listed_once_soon(self) -> None:
+        """
+        Whichever agent applies the rename first, the old name's member
+        and any second member of the new name are gone within
+        `HANDED_OVER_CHECK` (and a ZooKeeper round trip) of the last
+        reload. Before, a member handed over waited for a replacement
+        that could not come, for `MEMBER_HANDOFF_LIMIT` (30 s): the
+        endpoint listed twice, or under the removed name.
+        """
+        for form in (SERVERSET, NERVE):
+            for old in NAMES[:2]:
+                for order in self.ORDERS:
+                    fleet = self.renamed(form, old, order)
+                    fleet.run(HANDED_OVER_CHECK + 1.0)
+                    self.assertEqual(self.wrong(fleet, old), [], (form, old, order))
+
+    def test_removed_node_frees_its_member(self) -> None:
+        """
+        A member handed over with its node goes once the node is deleted
+        (the instance removed by its new primary too, before that one
+        replaced the member), not at the end of the limit.
+        """
+        fleet = Fleet()
+        for agent in ("a", "b"):
+            fleet.add(agent, NAMES[:6], replicas=2, discovery=(NERVE, DISCOVERY))
+            fleet.members[agent].start()
+        fleet.run(3.0)
+        name = NAMES[0]
+        primary = fleet.node(name)["agent"]  # type: ignore[index]
+        other = fleet.members["b" if primary == "a" else "a"]
+        discovery = other.publisher.discovery
+        assert discovery is not None
+
+        async def never(parent: str, session: int | None = None) -> Any:
+            await Deferred()
+
+        # The new primary's look for the member never ends.
+        self.patch(discovery, "_members_in", never)
+        fleet.members[primary].group.change_instances([name], [], [])
+        fleet.run(1.0)
+        self.assertEqual(fleet.node(name)["agent"], other.agent_id)  # type: ignore[index]
+        self.assertEqual(len(fleet.members_of(name)), 1)
+        other.group.change_instances([name], [], [])
+        fleet.run(0.5)
+        self.assertIsNone(fleet.node(name))
+        fleet.run(HANDED_OVER_CHECK + 0.5)
+        self.assertEqual(fleet.members_of(name), [])
 
 
 class CrashTests(SynchronousTestCase):
