@@ -174,10 +174,18 @@ class _Handed:
 
     __slots__ = ("node_path", "until", "done")
 
-    def __init__(self, node_path: str, until: float) -> None:
+    def __init__(
+        self, node_path: str, until: float, forget: Callable[[], None]
+    ) -> None:
         self.node_path = node_path
         self.until = until
-        self.done: Deferred[bool] = Deferred()
+
+        def cancelled(done: Deferred[bool]) -> None:
+            # No longer waited for: forgotten, and it fires False.
+            forget()
+            done.callback(False)
+
+        self.done: Deferred[bool] = Deferred(cancelled)
 
 
 class Discovery:
@@ -550,10 +558,10 @@ class Discovery:
                 taken.add(path)
                 return
 
-    def outlived(self, member: Member, node_path: str, until: float) -> Deferred[bool]:
+    def outlived(self, member: Member, node_path: str, wait: float) -> Deferred[bool]:
         """
         A member handed over with its instance's node (`sentinel.takeover`)
-        waits for the new primary to replace it, until `until` at most.
+        waits for the new primary to replace it, `wait` seconds at most.
         Fires True as soon as it has no more reason to: the instance's
         node is gone (the instance removed by all who knew it), or the
         session holding it holds a member of the same identity too (made
@@ -570,7 +578,13 @@ class Discovery:
         previous = waiting.pop(member, None)
         if previous is not None:
             previous.done.callback(False)
-        handed = waiting[member] = _Handed(node_path, until)
+        until = self._clock.seconds() + wait
+
+        def forget() -> None:
+            if waiting.get(member) is handed:
+                del waiting[member]
+
+        handed = waiting[member] = _Handed(node_path, until, forget)
         if parent not in self._handed_looks:
             self._handed_looks[parent] = self._clock.callLater(
                 HANDED_OVER_CHECK, self._look_at_handed, parent

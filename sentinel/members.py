@@ -142,7 +142,7 @@ class Members:
             node = None
         if node is None:
             member = discovery.member_for(state.instance)
-            member.found = self._sweep.found.pop(state.name, [])
+            member.found = self._sweep.take(state.name) or []
             node = self._member_node(member, discovery.form)
             self._nodes.members[state.name] = node
         elif node.released:
@@ -193,7 +193,7 @@ class Members:
         if member is not None and not member.released:
             del self._nodes.members[name]
             self._queue.retire(member)
-        found = self._sweep.found.pop(name, None)
+        found = self._sweep.take(name)
         if found:
             # Members the previous process left for it: deleted now.
             leftover = self._nodes.new(found[0].rsplit("/", 1)[0], lambda: None)

@@ -31,11 +31,12 @@ from twisted.python.failure import Failure
 
 from sentinel.catalog import parse_catalog_node_name
 from sentinel.config import RedisInstance
-from sentinel.discovery import Discovery
+from sentinel.discovery import Discovery, Member
 from sentinel.handoff import SessionHandoff
 from sentinel.nodes import LOG_NAMESPACE, Nodes
 from sentinel.ownership import ours
 from sentinel.roles import GroupRoles
+from sentinel.takeover import MEMBER_HANDOFF_LIMIT
 from sentinel.writes import Lifecycle, WriteQueue
 from sentinel.zk import CONNECTED, ZooKeeper
 
@@ -95,8 +96,11 @@ class Sweep:
         # may use it (a copy of our state file) and its nodes are not ours
         # to delete (`sentinel.sharing`, which starts the sweep then).
         self.alone: Callable[[], bool] = lambda: True
-        # Members a sweep found for instances not checked yet, by name.
+        # Members a sweep found for instances not checked yet, by name, and
+        # the wait for each to be replaced by another agent's, if it may be
+        # one's (`_unless_taken`).
         self.found: dict[str, list[str]] = {}
+        self._replaced: dict[str, Deferred[bool]] = {}
 
     def new_session(self, inherited: bool) -> None:
         """A new session: `inherited` from the previous process, or not."""
@@ -104,6 +108,8 @@ class Sweep:
         self.inherited = self.needed = inherited
         self.members_found = False
         self.found.clear()
+        for wait in list(self._replaced.values()):
+            wait.cancel()
         if not self.sweeping:
             # Members waiting for the old session's sweep: theirs is gone.
             self._release(False)
@@ -188,11 +194,50 @@ class Sweep:
             if node is None:
                 # Its first check will find them (`members.Members.update`).
                 self.found[name] = paths
+                self._unless_taken(discovery, watched[name], paths)
             else:
                 member = node.member
                 assert member is not None
                 member.found.extend(paths)
                 self._queue.mark(node)
+
+    def take(self, name: str) -> list[str] | None:
+        """The members found for `name`, now the caller's to keep or delete."""
+        wait = self._replaced.get(name)
+        if wait is not None:
+            wait.cancel()
+        return self.found.pop(name, None)
+
+    def _unless_taken(
+        self, discovery: Discovery, instance: RedisInstance, paths: list[str]
+    ) -> None:
+        """
+        Members found for an instance this process may not publish (in a
+        group, another agent's now): the previous process held them for
+        its new primary to replace (`sentinel.takeover`), and forgot them
+        when it stopped. They go once nothing can replace them
+        (`Discovery.outlived`: the node gone, or its holder holding its
+        own), unless this process took them (its first write of the
+        instance's member) meanwhile. Before, nobody deleted them: an
+        endpoint listed twice until the session ended (189 s, measured).
+        """
+        member = discovery.member_for(instance)
+        node_path = f"{self._root}/instances/{instance.name}"
+        outlived = discovery.outlived(member, node_path, MEMBER_HANDOFF_LIMIT)
+        self._replaced[instance.name] = outlived
+
+        def done(gone: bool) -> None:
+            if self._replaced.get(instance.name) is outlived:
+                del self._replaced[instance.name]
+            # At the limit they stay: this process may publish the
+            # instance, its first check not made yet.
+            if gone and self.found.get(instance.name) is paths:
+                del self.found[instance.name]
+                leftover = self._nodes.new(member.parent, lambda: None)
+                leftover.member = Member.leftover(paths)
+                self._queue.retire(leftover)
+
+        outlived.addCallback(done)
 
     async def _sweep_catalogs(self) -> None:
         zk = self._zk

@@ -442,8 +442,7 @@ class Takeovers:
             return
         node.recheck = self._reactor.callLater(MEMBER_HANDOFF_LIMIT, done)
         if self._discovery is not None:
-            until = self._reactor.seconds() + MEMBER_HANDOFF_LIMIT
-            outlived = self._discovery.outlived(member, node_path, until)
+            outlived = self._discovery.outlived(member, node_path, MEMBER_HANDOFF_LIMIT)
             outlived.addCallback(lambda gone: done() if gone else None)
         d = self._zk.exists(member.path, watch=fired)
         d.addCallback(lambda stat: None if ours(stat, self._zk.session_id) else done())

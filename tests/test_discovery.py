@@ -784,8 +784,9 @@ class TakeFromTests(SynchronousTestCase):
                 Deferred.fromCoroutine(self.discovery.write(member, data))
             )
             mine.append(member)
-        until = self.clock.seconds() + 2.5 * HANDED_OVER_CHECK
-        waits = [self.discovery.outlived(m, node, until) for m in mine]
+        waits = [
+            self.discovery.outlived(m, node, 2.5 * HANDED_OVER_CHECK) for m in mine
+        ]
         self.clock.advance(HANDED_OVER_CHECK)
         # PREVIOUS holds member_0000000001, made before ours, like ours.
         self.assertEqual(self.successResultOf(waits[0]), True)
@@ -815,7 +816,7 @@ class TakeFromTests(SynchronousTestCase):
         member = self.discovery.member_for(self.instances[0])
         data = json.dumps(serverset_member(self.instances[0])).encode()
         self.successResultOf(Deferred.fromCoroutine(self.discovery.write(member, data)))
-        wait = self.discovery.outlived(member, node, self.clock.seconds() + 30)
+        wait = self.discovery.outlived(member, node, 30)
         self.clock.advance(2 * HANDED_OVER_CHECK)
         self.assertNoResult(wait)
         self.zk.put(f"{DISCOVERY}/svc/member_0000000099", data, owner=0x77)
@@ -830,7 +831,7 @@ class TakeFromTests(SynchronousTestCase):
         member = self.discovery.member_for(alone)
         data = json.dumps(serverset_member(alone)).encode()
         self.successResultOf(Deferred.fromCoroutine(self.discovery.write(member, data)))
-        wait = self.discovery.outlived(member, node, self.clock.seconds() + 30)
+        wait = self.discovery.outlived(member, node, 30)
         self.clock.advance(HANDED_OVER_CHECK)
         self.assertNoResult(wait)
         self.zk.end_session(PREVIOUS)

@@ -1683,6 +1683,60 @@ class LateVerdictTests(SynchronousTestCase):
         self.assertEqual({p.rsplit("/", 1)[1] for p in reads}, set(share))
 
 
+class ReattachedMemberTests(SynchronousTestCase):
+    """What a reattached process finds of its predecessor's members."""
+
+    def test_member_of_an_instance_published_elsewhere_goes(self) -> None:
+        """
+        A member the previous process held for an instance another agent
+        publishes (handed over, and waiting for its replacement when the
+        process stopped) goes once the new process finds the node's
+        holder holding its own, not when the session ends: nobody else
+        would delete it, and the endpoint was listed twice until then.
+        """
+        fleet = Fleet()
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory, 0o700)
+        purpose = SessionPurpose("fake:2181", ROOT, "a")
+
+        def handoff() -> SessionHandoff:
+            state_file = StateFile(directory, SyncWorker())  # type: ignore[arg-type]
+            return SessionHandoff(
+                fleet.clock, state_file, purpose, left_in(directory, purpose)
+            )
+
+        form = (NERVE, DISCOVERY)
+        a = fleet.add("a", NAMES, replicas=2, discovery=form, handoff=handoff())
+        a.start()
+        fleet.add("b", NAMES, replicas=2, discovery=form).start()
+        fleet.run(3.0)
+        name = next(n for n in NAMES if (fleet.node(n) or {}).get("agent") == "b")
+        [kept] = fleet.members_of(name)
+        session = a.zk.session_id
+        assert session is not None
+        data = fleet.server.nodes[f"{DISCOVERY}/{name}/{kept}"].data
+        fleet.server.put(f"{DISCOVERY}/{name}/{name}_0000000099", data, owner=session)
+        stopped = a.stop()
+        fleet.run(STOP_DELETE_TIMEOUT)
+        self.successResultOf(stopped)
+        fleet.server.drop(a.zk)
+        again = fleet.add("a", NAMES, replicas=2, discovery=form, handoff=handoff())
+        # What an agent's publisher is told it is configured with.
+        configured = {n: instance(n) for n in NAMES}
+        self.patch(again.publisher._sweep, "_watched", lambda: configured)
+        again.start()
+        self.assertEqual(again.zk.session_id, session)
+        fleet.run(ALONE_AFTER + HANDED_OVER_CHECK + 2.0)
+        self.assertEqual(fleet.members_of(name), [kept])
+        # Members taken by their first check wait for nothing: the agent's
+        # own are not looked at for the limit.
+        discovery = again.publisher.discovery
+        assert discovery is not None
+        self.assertEqual(discovery._handed, {})
+        for own in (n for n in NAMES if (fleet.node(n) or {}).get("agent") == "a"):
+            self.assertEqual(len(fleet.members_of(own)), 1, own)
+
+
 class RestartCheckedAtTests(SynchronousTestCase):
     """A primary with a state_dir restarted: the next process reattaches."""
 
