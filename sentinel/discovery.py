@@ -666,12 +666,20 @@ class Discovery:
         zk = self.zk
         for child in children:
             path = f"{member.parent}/{child}"
-            if not child.startswith(member.prefix) or path in self._claimed:
-                continue  # Another instance's, or ours.
+            if (
+                not child.startswith(member.prefix)
+                or not _sequential(child)
+                or path in self._claimed
+            ):
+                continue  # Another instance's, or ours, or no member at all.
             if child not in seen:
                 try:
                     data, stat = await zk.get(path)
                 except NoNodeError:
+                    continue
+                except NoAuthError:
+                    # A squatter's we may not read: no agent's member.
+                    seen[child] = (0, None)
                     continue
                 seen[child] = (stat.ephemeralOwner, identity_of(data))
             if seen[child] == (holder, member.identity):

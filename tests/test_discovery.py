@@ -823,6 +823,38 @@ class TakeFromTests(SynchronousTestCase):
         self.clock.advance(HANDED_OVER_CHECK)
         self.assertEqual(self.successResultOf(wait), True)
 
+    def test_handed_over_member_beside_squatters(self) -> None:
+        """
+        A squatter's children under the parent of a member handed over cost
+        no read unless named as members, and one named so that the agent
+        may not read is read once, and is no agent's member: the look goes
+        on to the holder's.
+        """
+        node = f"{ROOT}/instances/node"
+        self.zk.put(node, b"{}", owner=0x77)
+        member = self.discovery.member_for(self.instances[0])
+        data = json.dumps(serverset_member(self.instances[0])).encode()
+        self.successResultOf(Deferred.fromCoroutine(self.discovery.write(member, data)))
+        parent = f"{DISCOVERY}/svc"
+        for i in range(50):
+            self.zk.put(f"{parent}/member_junk{i}", data, owner=SQUATTER)
+        unreadable = f"{parent}/member_0000000098"
+        self.zk.put(unreadable, data, owner=SQUATTER)
+        self.zk.fail_next("get", NoAuthError(), path=unreadable, times=10)
+        wait = self.discovery.outlived(member, node, self.clock.seconds() + 30)
+        base = self.gets()
+        self.clock.advance(HANDED_OVER_CHECK)
+        first = self.gets() - base
+        self.assertLess(first, 10)  # The 50 not named as members: no read.
+        self.assertEqual(self.zk.calls_by_path["get", unreadable], 1)
+        self.clock.advance(HANDED_OVER_CHECK)
+        self.assertNoResult(wait)
+        self.assertEqual(self.gets() - base, first)  # Nothing read again.
+        self.zk.put(f"{parent}/member_0000000099", data, owner=0x77)
+        self.clock.advance(HANDED_OVER_CHECK)
+        self.assertEqual(self.successResultOf(wait), True)
+        self.assertEqual(self.gets() - base, first + 1)
+
     def test_handed_over_member_of_a_removed_node(self) -> None:
         """A member handed over stops waiting once its instance's node is gone."""
         node = f"{ROOT}/instances/node"
