@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import attr
@@ -1683,6 +1684,24 @@ class LateVerdictTests(SynchronousTestCase):
         self.assertEqual({p.rsplit("/", 1)[1] for p in reads}, set(share))
 
 
+def handoffs(fleet: Fleet, directory: str) -> Callable[[], SessionHandoff]:
+    """
+    Agent ``a``'s session hand-offs through the state_dir `directory`
+    (made here), one per process started: what a restart with a state_dir
+    reattaches through.
+    """
+    os.mkdir(directory, 0o700)
+    purpose = SessionPurpose("fake:2181", ROOT, "a")
+
+    def handoff() -> SessionHandoff:
+        state_file = StateFile(directory, SyncWorker())  # type: ignore[arg-type]
+        return SessionHandoff(
+            fleet.clock, state_file, purpose, left_in(directory, purpose)
+        )
+
+    return handoff
+
+
 class ReattachedMemberTests(SynchronousTestCase):
     """What a reattached process finds of its predecessor's members."""
 
@@ -1695,16 +1714,7 @@ class ReattachedMemberTests(SynchronousTestCase):
         would delete it, and the endpoint was listed twice until then.
         """
         fleet = Fleet()
-        directory = os.path.abspath(self.mktemp())
-        os.mkdir(directory, 0o700)
-        purpose = SessionPurpose("fake:2181", ROOT, "a")
-
-        def handoff() -> SessionHandoff:
-            state_file = StateFile(directory, SyncWorker())  # type: ignore[arg-type]
-            return SessionHandoff(
-                fleet.clock, state_file, purpose, left_in(directory, purpose)
-            )
-
+        handoff = handoffs(fleet, os.path.abspath(self.mktemp()))
         form = (NERVE, DISCOVERY)
         a = fleet.add("a", NAMES, replicas=2, discovery=form, handoff=handoff())
         a.start()
@@ -1749,16 +1759,7 @@ class RestartCheckedAtTests(SynchronousTestCase):
         old ``checked_at`` for good.
         """
         fleet = Fleet()
-        directory = os.path.abspath(self.mktemp())
-        os.mkdir(directory, 0o700)
-        purpose = SessionPurpose("fake:2181", ROOT, "a")
-
-        def handoff() -> SessionHandoff:
-            state_file = StateFile(directory, SyncWorker())  # type: ignore[arg-type]
-            return SessionHandoff(
-                fleet.clock, state_file, purpose, left_in(directory, purpose)
-            )
-
+        handoff = handoffs(fleet, os.path.abspath(self.mktemp()))
         a = fleet.add("a", NAMES, replicas=2, handoff=handoff()).start()
         fleet.add("b", NAMES, replicas=2).start()
         fleet.run(2.0)
