@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import gc
 import resource
+import time
 from collections.abc import Callable
 
 from twisted.application.service import MultiService
@@ -128,9 +129,17 @@ def count_gc_objects(frozen: int | None = None) -> int:
 class ProcessPolicy(MultiService):
     """The open-file limit and the collector, for an agent run by twistd."""
 
-    def __init__(self, clock: IReactorTime, instances: int) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        instances: int,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         """
         @param instances: how many instances the config watches at start.
+        @param monotonic: times each full collection's pause: a step of the
+            wall clock meanwhile is no pause (an hour's step would have held
+            every check in flight for an hour).
         @raise SystemExit: (one line) when they cannot fit even the hard
             open-file limit: refused before twistd starts, with the process
             untouched.
@@ -138,6 +147,7 @@ class ProcessPolicy(MultiService):
         check_fd_capacity(instances, hard=True)
         super().__init__()
         self._clock = clock
+        self._monotonic = monotonic
         self._instances = instances
         self._refrozen_at: float | None = None
         self._settled = False
@@ -228,11 +238,12 @@ class ProcessPolicy(MultiService):
         return self._frozen
 
     def _refreeze(self) -> None:
-        began = self._clock.seconds()
+        began = self._monotonic()
         collected = refreeze_gc()
-        self._refrozen_at = now = self._clock.seconds()
+        paused = self._monotonic() - began
+        self._refrozen_at = self._clock.seconds()
         if self.paused is not None:
-            self.paused(max(0.0, now - began))
+            self.paused(paused)
         self._frozen = None
         self._gc_objects = count_gc_objects(self._frozen_count())
         # Housekeeping, several times after each start or reload, then every

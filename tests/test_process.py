@@ -132,7 +132,7 @@ class HousekeepingTests(SynchronousTestCase):
         self.patch(process, "refreeze_gc", self.refreeze)
         self.patch(process, "count_gc_objects", lambda frozen=None: self.objects)
         self.clock = Clock()
-        self.policy = ProcessPolicy(self.clock, 1)
+        self.policy = ProcessPolicy(self.clock, 1, monotonic=self.clock.seconds)
 
     def refreeze(self) -> int:
         self.refreezes += 1
@@ -165,6 +165,27 @@ class HousekeepingTests(SynchronousTestCase):
         self.clock.pump([HOUSEKEEPING_INTERVAL] * 60)
         self.assertEqual(self.refreezes, 2)
         self.assertEqual(paused, [1.5, 1.5])
+
+    def test_wall_step_during_collection_no_pause(self) -> None:
+        """
+        A step of the wall clock during a collection is not taken for its
+        pause, which the monotonic clock times: an hour's step would have
+        held every check in flight for an hour.
+        """
+        monotonic = [0.0]
+        policy = ProcessPolicy(self.clock, 1, monotonic=lambda: monotonic[0])
+        paused: list[float] = []
+        policy.paused = paused.append
+
+        def stepped_refreeze() -> int:
+            monotonic[0] += 0.25
+            self.clock.advance(3600.25)
+            return self.refreeze()
+
+        self.patch(process, "refreeze_gc", stepped_refreeze)
+        policy.startService()
+        self.addCleanup(policy.stopService)
+        self.assertEqual(paused, [0.25])
 
     def test_settle_rounds(self) -> None:
         """
