@@ -321,9 +321,10 @@ class _ConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
     decommissioned server) outlived the session on the first reconnect that
     tried it, with two live servers of three in the list. A connect that
     times out says to which address, not kazoo's ``None``. The last
-    connect made says which server the client is on (`connected_to`), and
-    its connection can be dropped (`drop`). The threads kazoo spawns (its
-    workers and its connection thread) are kept in `threads`.
+    connect made says which server the client is on (`connected_to`), the
+    one under way where it goes (`connecting`), and its connection can be
+    dropped (`drop`). The threads kazoo spawns (its workers and its
+    connection thread) are kept in `threads`.
     """
 
     def __init__(self, hosts: int) -> None:
@@ -334,6 +335,9 @@ class _ConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
         # set on kazoo's connection thread before it says CONNECTED.
         self.connected_to: tuple[str, int] | None = None
         self._connection: socket.socket | None = None
+        # (address, port) of the connect under way on kazoo's connection
+        # thread, if one is.
+        self.connecting: tuple[str, int] | None = None
         # The server the next connect passes over (`drop`).
         self._pass_over: tuple[str, int] | None = None
         self.threads: list[threading.Thread] = []
@@ -358,6 +362,7 @@ class _ConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
         timeout = kwargs.get("timeout")
         if timeout is not None:
             kwargs["timeout"] = timeout = timeout / self.listed
+        self.connecting = address
         try:
             connection: socket.socket = super().create_connection(*args, **kwargs)
         except TimeoutError as e:
@@ -366,6 +371,8 @@ class _ConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
             raise TimeoutError(
                 e.errno, f"connect to {host}:{port} timed out after {timeout:g} s"
             ) from e
+        finally:
+            self.connecting = None
         self.connected_to, self._connection = server, connection
         return connection
 
@@ -908,6 +915,15 @@ class ZooKeeper:
         self._replace_call = None
         if self.state == CONNECTED or self._client is None:
             return
+        connecting = None if self._handler is None else self._handler.connecting
+        if connecting is not None:
+            # With one server listed, its connect is given the whole session
+            # timeout, and a server whose packets are dropped leaves it
+            # unanswered until now: kazoo never gets to say why it failed,
+            # and the outage's first cause (a connection dropped) would
+            # stand for every attempt after it.
+            host, port = connecting
+            self.connect_error = f"connect to {host}:{port} not answered"
         self.replacements += 1
         log.warn(
             "ZooKeeper unreachable for {seconds} s (session timeout): "

@@ -24,6 +24,7 @@ from kazoo.exceptions import (
     RolledBackError,
     RuntimeInconsistency,
 )
+from kazoo.handlers.threading import SequentialThreadingHandler
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
 from kazoo.retry import KazooRetry
 from twisted.internet.defer import Deferred, TimeoutError
@@ -233,6 +234,47 @@ class BridgeTests(SynchronousTestCase):
         for client in self.factory.clients[:-1]:
             self.assert_closed_on_own_thread(client)
         self.assertFalse(self.client().closed.is_set())
+
+    def test_replaced_while_connect_unanswered_names_it(self) -> None:
+        """
+        A client replaced while its connect is still unanswered (one server
+        listed, whose packets are dropped: the connect has the whole session
+        timeout) says so as the outage's cause, in place of the cause of the
+        connection lost before; its replacement's own failures come after.
+        """
+        self.zk.start()
+        self.connect(self.client())
+        self.client().warn("Connection dropped: %s", "outstanding heartbeat ping")
+        self.client().change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        handler = self.client().settings["handler"]
+        handler.connecting = ("127.0.0.1", 2181)
+        self.clock.advance(SESSION_TIMEOUT)
+        self.assertEqual(len(self.factory.clients), 2)
+        self.assertEqual(
+            self.zk.connect_error, "connect to 127.0.0.1:2181 not answered"
+        )
+        self.client().warn("Connection dropped: %s", "socket connection broken")
+        self.clock.run_handed_over()
+        self.assertEqual(
+            self.zk.connect_error, "Connection dropped: socket connection broken"
+        )
+
+    def test_replaced_with_no_connect_under_way_keeps_cause(self) -> None:
+        """
+        A client replaced between its connects keeps the cause kazoo gave
+        for the last one.
+        """
+        self.zk.start()
+        self.connect(self.client())
+        self.client().warn("Connection dropped: %s", "socket connection broken")
+        self.client().change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.clock.advance(SESSION_TIMEOUT)
+        self.assertEqual(len(self.factory.clients), 2)
+        self.assertEqual(
+            self.zk.connect_error, "Connection dropped: socket connection broken"
+        )
 
     def warnings(self) -> list[str]:
         """The bridge's warnings logged from now on, formatted."""
@@ -1083,6 +1125,29 @@ class ConnectTimeoutTests(SynchronousTestCase):
             raised.exception.strerror,
             f"connect to {host}:{port} timed out after 0.5 s",
         )
+
+    def test_connect_under_way_known(self) -> None:
+        """
+        While kazoo's connect is under way, the handler says where it goes
+        (`connecting`); once it has failed, none is.
+        """
+        factory = FakeKazooFactory()
+        zk = ZooKeeper(HandOverClock(), "127.0.0.1:2", 4.0, client_factory=factory)
+        zk.start()
+        handler = factory.clients[0].settings["handler"]
+        during: list[object] = []
+
+        def connect(*args: object, **kwargs: object) -> socket.socket:
+            during.append(handler.connecting)
+            raise builtins.TimeoutError()
+
+        self.patch(SequentialThreadingHandler, "create_connection", connect)
+        with self.assertRaises(builtins.TimeoutError):
+            handler.create_connection(
+                address=("127.0.0.1", 2), hostname="127.0.0.1", timeout=4.0
+            )
+        self.assertEqual(during, [("127.0.0.1", 2)])
+        self.assertIsNone(handler.connecting)
 
 
 # Asked, and granted longer: the bridge judges a silent server by the
