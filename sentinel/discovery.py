@@ -775,6 +775,30 @@ class Discovery:
         return kept
 
 
+async def delete_members(
+    zk: ZooKeeper, parents: Iterable[str], counted: Counted
+) -> None:
+    """
+    Delete every member of our session under `parents`: in a process that
+    reattached to its predecessor's session with discovery turned off since,
+    nobody keeps them, and the session lives on with each restart, so each
+    stayed listed, a dead Redis's as ``ALIVE`` too, until the agent stopped.
+    """
+    for parent in sorted(set(parents)):
+        try:
+            children = await zk.get_children(parent)
+        except NoNodeError:
+            continue
+        for child in sorted(filter(_sequential, children), key=_sequence):
+            path = f"{parent}/{child}"
+            try:
+                stat = await zk.exists(path)
+                if ours(stat, zk.session_id):
+                    await counted("delete", zk.delete(path, stat.version))
+            except NoNodeError:
+                pass
+
+
 def _prefix(path: str) -> str:
     # The member's name without ZooKeeper's 10-digit counter.
     return path.rsplit("/", 1)[-1][:-10]

@@ -8,7 +8,9 @@ creates (`inherited`). The sweep deletes at once the nodes of instances no
 longer configured (removed from the config meanwhile) and, in a group,
 the catalog the previous process published (the other members would go on
 reading it rather than ours), and finds the discovery members it left, for
-each instance to keep its own (`found`, `discovery.Discovery.sweep`).
+each instance to keep its own (`found`, `discovery.Discovery.sweep`), or
+deletes them all if discovery was turned off since
+(`discovery.delete_members`).
 Members are written only once the sweep has found them (`wait`): a member
 created before would list an endpoint twice. The members are looked for
 first, and wait for nothing else: the nodes of instances no longer
@@ -31,7 +33,7 @@ from twisted.python.failure import Failure
 
 from sentinel.catalog import parse_catalog_node_name
 from sentinel.config import RedisInstance
-from sentinel.discovery import Discovery, Member
+from sentinel.discovery import Discovery, Member, delete_members
 from sentinel.handoff import SessionHandoff
 from sentinel.nodes import LOG_NAMESPACE, Nodes
 from sentinel.ownership import ours
@@ -180,12 +182,17 @@ class Sweep:
             await self._sweep_catalogs()
 
     async def _sweep_members(self) -> None:
-        """Find the members the previous process left (`found`)."""
+        """
+        Find the members the previous process left (`found`); with
+        discovery turned off since, delete them.
+        """
         discovery = self._discovery
+        assert self._handoff is not None
         if discovery is None:
+            inherited = self._handoff.inherited_parents
+            await delete_members(self._zk, inherited, self._queue.counted)
             return
         watched = dict(self._watched())
-        assert self._handoff is not None
         parents = {discovery.parent_of(i) for i in watched.values()}
         parents.update(self._handoff.inherited_parents)
         kept = await discovery.sweep(parents, watched)

@@ -85,6 +85,7 @@ class Process:
         left: StoredSession | str | None = None,
         directory: str | None = None,
         agent_id: str = AGENT,
+        discovery: tuple[str, str] | None = ("serverset", DISCOVERY),
     ) -> None:
         self.case = case
         self.agent_id = agent_id
@@ -114,7 +115,7 @@ class Process:
             self.document,
             on_twin=self.twins.append,
             watched=lambda: {n: s.instance for n, s in self.states.items()},
-            discovery=("serverset", DISCOVERY),
+            discovery=discovery,
             handoff=self.handoff,
             on_superseded=self.superseded.append,
         )
@@ -366,6 +367,23 @@ class RestartTests(HandoffTestCase):
         self.assertEqual(self.members("b"), [])
         second.check("b", UP)
         self.assertEqual(self.members("cache"), ["member_0000000000"])
+
+    def test_members_go_when_discovery_is_turned_off(self) -> None:
+        """
+        A process started with discovery turned off deletes the members its
+        predecessor left on the session it reattached to: nobody would
+        update or delete them while the session lived on, a dead Redis
+        staying listed ``ALIVE``.
+        """
+        first = self.running()
+        other = f"{DISCOVERY}/a/member_0000000007"
+        self.server.put(other, b"{}", 0x9999)
+        first.stop()
+        second = self.process(discovery=None)
+        second.start()
+        self.assertEqual(self.members("a"), ["member_0000000007"])
+        self.assertEqual(self.members("b"), [])
+        self.assertIn(path("a"), self.server.nodes)
 
     def test_duplicate_members_cleaned(self) -> None:
         """Two members of one instance (a lost create's twin) become one."""
