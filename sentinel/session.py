@@ -42,7 +42,7 @@ from twisted.internet.defer import Deferred
 
 from sentinel.checks import finite
 from sentinel.config import Config
-from sentinel.files import FileReader, Unreadable
+from sentinel.files import MAX_CONFIG_BYTES, FileReader, Unreadable, size_text
 from sentinel.privatefiles import (
     FileWorker,
     StateFileRefused,
@@ -52,8 +52,11 @@ from sentinel.privatefiles import (
 )
 
 STATE_FILE = "zookeeper-session.json"
-# The file is about 300 bytes, plus the discovery parents' paths.
-MAX_STATE_BYTES = 64 * 1024
+# The file is about 300 bytes, plus the discovery parents' paths: one
+# each for up to as many services as instances, each instance its own by
+# default (2,000 came to 88 KB). As large as the config may be, that lists
+# them; a write over it fails, for the next process would not read it.
+MAX_STATE_BYTES = MAX_CONFIG_BYTES
 _FORMAT = "sentinel zookeeper session"
 _VERSION = 1
 # The last second of year 9999, the last a date has: the file's time is
@@ -316,6 +319,11 @@ class StateFile:
         data = encode_state(stored)
 
         def write() -> None:
+            if len(data) > MAX_STATE_BYTES:
+                raise ValueError(
+                    f"{len(data)} bytes, over the {size_text(MAX_STATE_BYTES)} "
+                    f"the next process would read"
+                )
             if holder is not None:
                 try:
                     held = read_private_file(self.path, MAX_STATE_BYTES)

@@ -245,7 +245,7 @@ class ReadTests(FileTestCase):
             Unreadable, read_private_file, self.path, MAX_STATE_BYTES
         )
         self.assertNotIsInstance(error, StateFileRefused)
-        self.assertEqual(str(error), "larger than 64 KiB")
+        self.assertEqual(str(error), "larger than 16 MiB")
 
 
 class DirectoryTests(FileTestCase):
@@ -449,6 +449,44 @@ class WorkerTests(SynchronousTestCase):
 
 class StateFileTests(FileTestCase):
     """The state file through the worker, as the agent uses it."""
+
+    def test_parents_of_thousands_of_services(self) -> None:
+        """
+        A session holding members in thousands of services (each instance
+        in its own, the default) is written and read back: at 2,000 such
+        instances the file was 88 KB, refused as over 64 KiB, and no
+        restart could reattach.
+        """
+        parents = tuple(
+            f"/discovery/cache-{i:05d}.prod.example.com" for i in range(20_000)
+        )
+        stored = attr.evolve(STORED, discovery_parents=parents)
+        clock = HandOverClock()
+        state_file = StateFile(self.directory, FileWorker(clock))
+        written = state_file.write(stored)
+        clock.run_handed_over(wait=5.0)
+        self.successResultOf(written)
+        read = state_file.read(PURPOSE)
+        clock.run_handed_over(wait=5.0)
+        self.assertEqual(self.successResultOf(read), stored)
+
+    def test_no_file_the_next_process_would_refuse(self) -> None:
+        """
+        A file larger than the next process would read is not written: the
+        write fails saying so, and the file stays as it was.
+        """
+        clock = HandOverClock()
+        state_file = StateFile(self.directory, FileWorker(clock))
+        state_file.write(STORED)
+        clock.run_handed_over(wait=5.0)
+        huge = attr.evolve(STORED, discovery_parents=("/" + "x" * MAX_STATE_BYTES,))
+        written = state_file.write(huge)
+        clock.run_handed_over(wait=5.0)
+        failure = self.failureResultOf(written, ValueError)
+        self.assertIn("over the 16 MiB", failure.getErrorMessage())
+        read = state_file.read(PURPOSE)
+        clock.run_handed_over(wait=5.0)
+        self.assertEqual(self.successResultOf(read), STORED)
 
     def test_write_read_remove(self) -> None:
         """What is written is read back; once removed, there is no state file."""
