@@ -54,11 +54,14 @@ the session expired (measured: 15 of 60 nodes missing for 4.7--4.9 s,
 session timeout 4 s); closed, the others take them over at once.
 A write that failed is tried again at each heartbeat (`retry`): once the
 disk has room or the process has descriptors again, the handoff is back.
-The file is read again at each heartbeat and before a stop (`verify`); a
-read that fails (out of file descriptors, no answer in time) says nothing
-of what it holds: it is logged once until a read works again, and what
-was last read stands (it was taken for another agent's overwrite, and the
-next stop deregistered).
+The file is read again at each heartbeat and before a stop (`verify`):
+removed, or naming another session of this agent id whose process no
+longer runs (after a double start, the process that lost and exited as a
+twin may have written it last), it is written again; a read that fails
+(out of file descriptors, no answer in time) says nothing of what it
+holds: it is logged once until a read works again, and what was last
+read stands (it was taken for another agent's overwrite, and the next
+stop deregistered).
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succe
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sentinel.privatefiles import NotRead
+from sentinel.privatefiles import NoStateFile, NotRead
 from sentinel.session import NotHeld, Owner, SessionPurpose, StateFile, StoredSession
 
 log = Logger()
@@ -554,7 +557,10 @@ class SessionHandoff:
         Read the state file again (at each heartbeat, and before a stop
         leaves the session open): if something else overwrote it since
         this process wrote it, another agent sharing the state_dir say, the
-        next process could not reattach, and `blocked` says why.
+        next process could not reattach, and `blocked` says why. A file
+        removed, or naming another session of this agent id whose process
+        no longer runs, is written again (`_reclaim`), and this fires once
+        that write ended.
         """
         session = self._recorded
         if session is None or self.writing or self._verifying:
@@ -571,12 +577,14 @@ class SessionHandoff:
 
         return d.addBoth(ended)
 
-    def _verified(self, stored: StoredSession, session: tuple[int, bytes]) -> None:
+    def _verified(
+        self, stored: StoredSession, session: tuple[int, bytes]
+    ) -> Deferred[None] | None:
         if self.unread is not None:
             log.info("{path} read again", path=self.state_file.path)
             self.unread = None
         if self._recorded != session or self.writing:
-            return  # Written again meanwhile: that write decides.
+            return None  # Written again meanwhile: that write decides.
         if stored.client_id == session and stored.owner == self.owner:
             if self.overwritten is not None:
                 log.info(
@@ -585,15 +593,35 @@ class SessionHandoff:
                 )
             self.overwritten = None
         elif stored.client_id != session:
-            self._overwritten(
-                f"it holds session {stored.session_id:#x} of pid {stored.owner.pid}"
-            )
+            held = f"it holds session {stored.session_id:#x} of pid {stored.owner.pid}"
+            if not self._running(stored.owner.pid):
+                return self._reclaim(f"{held}, which no longer runs")
+            self._overwritten(held)
         # The same session named by another process: a newer process took
         # it (`disconnected` finds it, and this one stops).
+        return None
 
-    def _unverified(self, failure: Failure) -> None:
+    def _reclaim(self, why: str) -> Deferred[None]:
+        """
+        The file holds no live process's session of this agent id (the
+        loser of a double start exited as a twin, having written it last;
+        or it was removed): write this one's in it again, and fire once
+        written. Before, the handoff was lost for as long as the process
+        ran, every stop deregistering.
+        """
+        log.warn(
+            "{path} no longer holds this process's ZooKeeper session ({why}): "
+            "writing it again",
+            path=self.state_file.path,
+            why=why,
+        )
+        return self._written_soon().addCallback(lambda _: None)
+
+    def _unverified(self, failure: Failure) -> Deferred[None] | None:
         if self.writing:
-            return
+            return None
+        if failure.check(NoStateFile):
+            return self._reclaim("it was removed")
         if failure.check(NotRead, TimeoutError, CancelledError):
             # Not read (out of file descriptors, a hung mount): nothing is
             # known of what the file holds, so the last verdict stands.
@@ -613,6 +641,7 @@ class SessionHandoff:
             self.unread = why
         else:
             self._overwritten(failure.getErrorMessage())
+        return None
 
     def _overwritten(self, why: str) -> None:
         if why != self.overwritten:

@@ -53,6 +53,13 @@ class NotRead(Unreadable):
     """
 
 
+class NoStateFile(Unreadable):
+    """There is no file (yet, or any more)."""
+
+    def __init__(self) -> None:
+        super().__init__("no state file")
+
+
 def prepare_directory(directory: str) -> None:
     """
     Create `directory` (mode 0700) if it is missing; check that it is a
@@ -98,14 +105,15 @@ def read_private_file(path: str, limit: int) -> bytes:
 
     @raise StateFileRefused: if the directory or the file must not be used.
     @raise NotRead: if the system failed to read it.
-    @raise Unreadable: if it is missing (``no state file``) or too large.
+    @raise NoStateFile: if it is missing.
+    @raise Unreadable: if it is too large.
     """
     prepare_directory(os.path.dirname(path))
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise Unreadable("no state file") from None
+        raise NoStateFile() from None
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise StateFileRefused(f"{path} is a symbolic link") from None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 from collections.abc import Callable
 from typing import Any
 
@@ -86,6 +88,7 @@ class Process:
         directory: str | None = None,
         agent_id: str = AGENT,
         discovery: tuple[str, str] | None = ("serverset", DISCOVERY),
+        running: Callable[[int], bool] | None = None,
     ) -> None:
         self.case = case
         self.agent_id = agent_id
@@ -98,7 +101,7 @@ class Process:
         state_file = StateFile(directory, self.worker)  # type: ignore[arg-type]
         if left is None:
             left = left_in(directory, purpose)
-        self.handoff = SessionHandoff(clock, state_file, purpose, left)
+        self.handoff = SessionHandoff(clock, state_file, purpose, left, running=running)
         self.states = {
             name: InstanceState(instance, FakeProbe(instance), InstanceHealth(1, 1))
             for name, instance in instances.items()
@@ -1211,6 +1214,80 @@ class CopiedStateFileTests(HandoffTestCase):
         self.assertEqual(
             second.zk.document(AGENT_PATH)["token"], second.handoff.owner.token
         )
+
+
+class LeftoverFileTests(HandoffTestCase):
+    """
+    A state file that holds no live process's session of this agent id:
+    the loser of a double start's, or none (removed).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.alive = {4242}
+
+    def running(self) -> Process:
+        first = self.process(running=lambda pid: pid in self.alive)
+        first.start()
+        first.check("a", UP)
+        first.check("b", UP)
+        return first
+
+    def double_start(self) -> None:
+        """The other process of a double start writes its new session."""
+        other = StoredSession(
+            PURPOSE, 0x7777, b"theirs", Owner(4242, "their-token"), START
+        )
+        with open(state_path(self.directory), "wb") as f:
+            f.write(encode_state(other))
+
+    def assert_handed_over(self, first: Process) -> None:
+        """A stop now leaves the session open, the file holding it."""
+        session = first.zk.session_id or 0
+        first.stop()
+        self.assertIn(("leave_open", ""), first.zk.history)
+        self.assertEqual(self.stored()["session_id"], f"{session:#x}")
+        self.assertEqual(self.stored()["owner"]["token"], first.handoff.owner.token)
+
+    def test_written_again_once_the_twin_is_gone(self) -> None:
+        """
+        The file a double start's loser wrote last stands while that
+        process runs; once it is gone (it exits as a twin), the next
+        heartbeat writes this process's session in it again, and a stop
+        hands over. Before, every stop deregistered until the end.
+        """
+        first = self.running()
+        self.double_start()
+        self.clock.advance(10.0)
+        self.assertIs(first.publisher.stats()["handoff"]["handoff_possible"], False)
+        self.assertEqual(self.stored()["session_id"], "0x7777")
+        self.alive.clear()
+        self.clock.advance(10.0)
+        self.assertIsNone(first.handoff.overwritten)
+        self.assertIs(first.publisher.stats()["handoff"]["handoff_possible"], True)
+        self.assert_handed_over(first)
+
+    def test_stop_writes_it_again(self) -> None:
+        """A stop that finds the twin's file, its process gone, hands over."""
+        first = self.running()
+        self.double_start()
+        self.alive.clear()
+        self.assert_handed_over(first)
+
+    def test_removed_file_written_again(self) -> None:
+        """A state file removed while the agent runs is written again."""
+        first = self.running()
+        os.unlink(state_path(self.directory))
+        self.clock.advance(10.0)
+        self.assert_handed_over(first)
+
+    def test_removed_state_dir_made_again(self) -> None:
+        """A state_dir removed while the agent runs is made again (0700)."""
+        first = self.running()
+        shutil.rmtree(self.directory)
+        self.clock.advance(10.0)
+        self.assertEqual(stat.S_IMODE(os.stat(self.directory).st_mode), 0o700)
+        self.assert_handed_over(first)
 
 
 class SharedStateDirTests(HandoffTestCase):
