@@ -229,7 +229,12 @@ def _password(document: dict[str, Any]) -> bytes:
 
 def _owner(document: dict[str, Any]) -> Owner:
     owner = _field(document, "owner", dict)
-    return Owner(_field(owner, "pid", int), _field(owner, "token", str))
+    pid = _field(owner, "pid", int)
+    # A pid_t: os.kill raised OverflowError past it (a traceback at start),
+    # and took 0 and -1 for process groups, which always "run".
+    if not 0 < pid < 1 << 31:
+        raise Unreadable("pid is missing or invalid")
+    return Owner(pid, _field(owner, "token", str))
 
 
 def _parents(document: dict[str, Any]) -> tuple[str, ...]:

@@ -125,6 +125,12 @@ class EncodingTests(SynchronousTestCase):
             changed(password="not base64!"): "password is missing or invalid",
             changed(password=""): "password is missing or invalid",
             changed(owner={"pid": "1", "token": "t"}): "pid is missing or invalid",
+            # Out of a pid's range: os.kill raised OverflowError at start
+            # (a traceback), or, for 0 and -1, signalled a process group.
+            changed(owner={"pid": 10**23, "token": "t"}): "pid is missing or invalid",
+            changed(owner={"pid": 1 << 31, "token": "t"}): "pid is missing or invalid",
+            changed(owner={"pid": 0, "token": "t"}): "pid is missing or invalid",
+            changed(owner={"pid": -1, "token": "t"}): "pid is missing or invalid",
             changed(owner=None): "owner is missing or invalid",
             changed(written_at=True): "written_at is missing or invalid",
             changed(written_at=float("nan")): "written_at is missing or invalid",
