@@ -220,13 +220,25 @@ class SessionHandoff:
             if not written:
                 self.why_not = f"{NOT_CLAIMED}: {self.last_error}"
                 self._session = None
+                gone = not self._running(left.owner.pid)
+                if gone:
+                    # Nobody checks its nodes now, nor will: closed, they go
+                    # at once, rather than stay, stale, until it expires
+                    # (503 meanwhile, this process waiting for them).
+                    self.stale = left
                 log.error(
                     "not reattaching to ZooKeeper session {session}: cannot write "
                     "{path} ({error}), so an older process would not learn that "
-                    "it was superseded",
+                    "it was superseded{closing}",
                     session=f"{left.session_id:#x}",
                     path=self.state_file.path,
                     error=self.last_error,
+                    closing=(
+                        f"; closing it (pid {left.owner.pid}, which left it, is "
+                        f"gone): its nodes go now, and a new session writes them"
+                        if gone
+                        else ""
+                    ),
                 )
             return written
 
