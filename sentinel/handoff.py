@@ -418,6 +418,11 @@ class SessionHandoff:
         return d
 
     @property
+    def session_id(self) -> int | None:
+        """The session this process holds, or claimed: None before either."""
+        return None if self._session is None else self._session[0]
+
+    @property
     def writing(self) -> bool:
         """Whether a write of the state file is in flight or queued."""
         return self._writing or self._dirty

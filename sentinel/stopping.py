@@ -260,7 +260,8 @@ class Stopping:
         return d.addBoth(written)
 
     def _left_open(self, handoff: SessionHandoff) -> None:
-        session = self._zk.session_id
+        # Stopped during start-up, the session claimed is not attached yet.
+        session = self._zk.session_id or handoff.session_id
         self._zk.leave_open()
         log.info(
             "leaving ZooKeeper session {session} open for the next process "

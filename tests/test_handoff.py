@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import handoff as handoff_module
+from sentinel import stopping as stopping_module
 from sentinel.config import RedisInstance
 from sentinel.documents import agent_document, serverset_member
 from sentinel.handoff import EXPIRED, NOT_CLAIMED, UNREACHABLE, SessionHandoff
@@ -921,6 +922,26 @@ class StopTests(HandoffTestCase):
             left_in(self.directory, PURPOSE),
             f"{self.directory}/{STATE_FILE}: no state file",
         )
+
+    def test_stop_during_start_up_names_the_session_left_open(self) -> None:
+        """
+        A stop before the claimed session is attached leaves it open, and
+        the log line names it (it said ``session none``, as if nothing
+        were handed over).
+        """
+        first = self.running()
+        session = first.zk.session_id
+        first.stop()
+        second = self.process()
+        second.start(connect=False)
+        events: list[dict[str, Any]] = []
+        self.patch(stopping_module, "log", Logger(observer=events.append))
+        d = second.publisher.stopService()
+        self.clock.advance(STOP_DELETE_TIMEOUT)
+        self.successResultOf(d)
+        self.assertIn(session, self.server.sessions)
+        lines = [e["log_format"].format(**e) for e in events]
+        self.assertIn(f"leaving ZooKeeper session {session:#x} open", lines[-1])
 
     def test_leave_during_start_up(self) -> None:
         """
