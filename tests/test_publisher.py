@@ -705,6 +705,36 @@ class PublisherTests(PublisherHarness):
         self.clock.advance(REFRESH)
         self.assertEqual(self.zk.document(path("redis-a")), published(again))
 
+    def test_readded_while_its_delete_waits_costs_one_write(self) -> None:
+        """
+        An instance removed and added again, over and over, while its
+        delete waits for a write slot (a storm of reloads, ZooKeeper
+        behind) is written once, its newest state: each delete still
+        waiting when it came back is dropped, not made later, one call
+        per removal, over the node written since.
+        """
+        self.patch(writes, "WRITES_IN_FLIGHT", 1)
+        self.start()
+        self.check(self.instance("redis-a"), UP)
+        node = path("redis-a")
+        self.zk.hang()
+        self.check(self.instance("redis-b"), UP)  # Holds the only slot.
+        calls = Counter(self.zk.calls_by_path)
+        for _ in range(10):
+            self.unwatch("redis-a")
+            again = self.instance("redis-a")
+            self.check(again, DOWN)
+        self.zk.unhang()
+        while self.zk.release():
+            pass
+        self.clock.advance(RETRY_DELAY)
+        done = {
+            kind: self.zk.calls_by_path[kind, node] - calls[kind, node]
+            for kind in ("exists", "delete", "create", "set")
+        }
+        self.assertEqual(done, {"exists": 0, "delete": 0, "create": 0, "set": 1})
+        self.assertEqual(self.zk.document(node), published(again))
+
     # Stopping
 
     def test_stop_deletes_nodes_then_closes(self) -> None:
