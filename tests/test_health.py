@@ -299,6 +299,26 @@ class StaleHistoryTests(SynchronousTestCase):
         self.assertTrue(health.current(13.0))
         self.assertFalse(health.current(13.1))
 
+    def test_longer_interval_gives_the_last_check_the_new_deadline(self) -> None:
+        """
+        New settings that space the checks further apart (a reload:
+        interval 1 s -> 20 s, or a larger fall) give the last check the
+        deadline of the new schedule: the next check, on that schedule,
+        counts in a row, and one failure does not take the instance down.
+        """
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        health.observe(OK, 0.0)
+        health.observe(OK, 1.0)
+        health.configure(2, 3, 20.0)
+        self.assertTrue(health.current(21.0))
+        self.assertIsNone(health.observe(BAD, 21.0))
+        self.assertEqual(health.status, UP)
+        longer_fall = InstanceHealth(rise=2, fall=3, interval=1.0)
+        longer_fall.observe(OK, 0.0)
+        longer_fall.configure(2, 10, 1.0)
+        self.assertTrue(longer_fall.current(11.0))
+        self.assertFalse(longer_fall.current(11.1))
+
     def test_clock_step_moves_the_deadline(self) -> None:
         """A step of the wall clock moves the deadline by as much."""
         health = InstanceHealth(rise=2, fall=3, interval=1.0)
