@@ -195,8 +195,10 @@ class Nodes:
         self.instances: dict[str, Node] = {}
         self.opinions: dict[str, Node] = {}
         self.members: dict[str, Node] = {}
-        # Nodes being deleted, forgotten once they are.
+        # Nodes being deleted, forgotten once they are; and by path, those
+        # whose path names them alone (every node but members).
         self.retired: set[Node] = set()
+        self._retiring: dict[str, Node] = {}
 
     def new(self, path: str, data: Callable[[], bytes | None]) -> Node:
         """A node at `path` whose bytes `data` builds, not yet written."""
@@ -212,9 +214,34 @@ class Nodes:
         yield from self.members.values()
         yield from self.retired
 
+    def retire(self, node: Node) -> None:
+        """`node` is on its way out: deleted, then forgotten."""
+        self.retired.add(node)
+        if node.member is None:
+            self._retiring[node.path] = node
+
+    def take_back(self, node: Node) -> None:
+        """
+        `node`, new, is at the path of a node retired and not yet deleted
+        (a reload back to the config before it): that delete is dropped,
+        and `node`, which decides what the path holds now, takes over the
+        node it would have deleted. Made later, it deleted the node just
+        written there: in a storm of reloads between two configs, the
+        agent's own catalog, and the others saw it leave the group.
+        """
+        old = self._retiring.pop(node.path, None)
+        if old is None:
+            return
+        self.retired.discard(old)
+        old.dirty = False
+        if not old.writing:
+            node.owned, node.version = old.owned, old.version
+
     def forget(self, node: Node) -> None:
         """A removed node is deleted: nothing more to write there."""
         self.retired.discard(node)
+        if self._retiring.get(node.path) is node:
+            del self._retiring[node.path]
         if node.member is not None:
             return
         name = node.name

@@ -161,6 +161,7 @@ class Opinions:
                 f"{self._root}/opinions/{name}/{self._agent_id}", lambda: None
             )
             node.data = partial(self._opinion_data, node)
+            self._nodes.take_back(node)
             self._nodes.opinions[name] = node
         elif not observing and node is not None:
             del self._nodes.opinions[name]

@@ -175,6 +175,7 @@ class GroupRoles:
             node = self._nodes.new(
                 f"{self._root}/catalogs/{name}", partial(_constant, part)
             )
+            self._nodes.take_back(node)
             self._nodes.catalog.append(node)
             self._queue.mark(node)
         self.catalog = (digest, len(catalog.names))

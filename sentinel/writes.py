@@ -177,7 +177,7 @@ class WriteQueue:
     def retire(self, node: Node) -> None:
         """Delete `node`, then forget it."""
         node.removed = True
-        self._nodes.retired.add(node)
+        self._nodes.retire(node)
         self.mark(node)
 
     def flush(self) -> None:

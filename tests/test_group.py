@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import catalog as catalog_module
 from sentinel import membership as membership_module
 from sentinel import opinions, web
+from sentinel import writes as writes_module
 from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog, catalog_digest, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
@@ -1053,6 +1054,37 @@ class MixedListsTests(SynchronousTestCase):
         assert document is not None
         self.assertEqual(document["observers"], {"a": "up"})
         self.assertEqual(document["quorum"], 1)
+
+    def test_catalog_back_to_a_list_before_its_delete_stays(self) -> None:
+        """
+        A reload back to the list before it (a storm of reloads between two
+        configs) while this agent's writes wait for a slot leaves its
+        catalog of that list in place: the delete of the same catalog,
+        retired by the reload before and still waiting, is not made over
+        it, and the others see this agent as a member all along.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", [*NAMES, "only-a"], replicas=2).start()
+        b = fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(3.0)
+        self.patch(writes_module, "WRITES_IN_FLIGHT", 1)
+        a.zk.hang()
+        a.publisher._heartbeat()  # Its agent node's write holds the slot.
+        a.group.change_instances(["only-a"], [], [])
+        a.group.change_instances([], [], [instance("only-a")])
+        a.zk.unhang()
+        while a.zk.release():
+            pass
+        fleet.run(0.3)
+        digest, _ = catalog_parts(a.group.membership.own)
+        held = [
+            path
+            for path in fleet.server.nodes
+            if path.startswith(f"{ROOT}/catalogs/a.{digest}.")
+        ]
+        self.assertEqual(len(held), 1)
+        self.assertEqual(a.zk.calls_by_path["delete", held[0]], 0)
+        self.assertIn("a", b.group.membership.view)
 
     def test_report_counts_over_known_instances(self) -> None:
         """
