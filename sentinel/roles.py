@@ -165,9 +165,12 @@ class GroupRoles:
     def _publish_catalog(
         self, catalog: Catalog, digest: str, parts: list[bytes]
     ) -> None:
-        for old in self._nodes.catalog:
-            self._queue.retire(old)
-        self._nodes.catalog = []
+        # The new catalog first, then the old one's delete: the other way
+        # round, a listing between them found none, and the others saw
+        # this agent leave the group at each reload of a storm. Known as
+        # this agent's before any of it is written.
+        self.catalog = (digest, len(catalog.names))
+        retiring, self._nodes.catalog = self._nodes.catalog, []
         for index, part in enumerate(parts):
             name = catalog_node_name(
                 self._agent_id, digest, self._token, index, len(parts)
@@ -178,7 +181,8 @@ class GroupRoles:
             self._nodes.take_back(node)
             self._nodes.catalog.append(node)
             self._queue.mark(node)
-        self.catalog = (digest, len(catalog.names))
+        for old in retiring:
+            self._queue.retire(old)
         self._queue.mark(self._nodes.agent)
 
     def own_catalog_listed(self, found: Collection[tuple[str, str]]) -> None:

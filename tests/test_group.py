@@ -1086,6 +1086,44 @@ class MixedListsTests(SynchronousTestCase):
         self.assertEqual(a.zk.calls_by_path["delete", held[0]], 0)
         self.assertIn("a", b.group.membership.view)
 
+    def test_catalog_change_leaves_one_to_read(self) -> None:
+        """
+        A member's new catalog is written before its old one is deleted:
+        another member that lists in between (a storm of reloads changes
+        it between that one's listing and its read) finds a catalog in
+        every listing, and never sees it leave the group.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", [*NAMES, "only-a"], replicas=2).start()
+        b = fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(3.0)
+        a.group.change_instances(["only-a"], [], [])
+        fleet.run(2.0)
+        membership = b.group.membership
+        exists = b.zk.exists
+        flipped: list[str] = []
+
+        def flip_then_exists(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
+            if path.startswith(f"{ROOT}/catalogs/a.") and not flipped:
+                flipped.append(path)
+                a.group.change_instances(["only-a"], [], [])
+            return exists(path, *args, **kw)
+
+        self.patch(b.zk, "exists", flip_then_exists)
+        listings: list[bool] = []
+        listed = membership._listed
+
+        def recorded(result: object) -> None:
+            listings.append("a" in membership.listed)
+            listed(result)
+
+        self.patch(membership, "_listed", recorded)
+        a.group.change_instances([], [], [instance("only-a")])
+        fleet.run(2.0)
+        self.assertEqual(len(flipped), 1)
+        self.assertNotIn(False, listings)
+        self.assertNotIn("only-a", membership.view["a"].names)
+
     def test_report_counts_over_known_instances(self) -> None:
         """
         /group counts over the instances the answering agent knows, and
