@@ -15,6 +15,7 @@ from sentinel.process import (
     FD_RESERVE,
     GC_REFREEZE_INTERVAL,
     HOUSEKEEPING_INTERVAL,
+    MAX_UNCOLLECTED_ROUNDS,
     ProcessPolicy,
     check_fd_capacity,
     raise_fd_limit,
@@ -211,6 +212,23 @@ class HousekeepingTests(SynchronousTestCase):
         self.assertEqual(self.refreezes, 3)
         self.clock.advance(HOUSEKEEPING_INTERVAL)
         self.assertEqual(self.refreezes, 4)
+
+    def test_storm_of_changes_collects_anyway(self) -> None:
+        """
+        Changes every few rounds (a storm of reloads) never let the rounds
+        settle, yet everything is collected after MAX_UNCOLLECTED_ROUNDS
+        rounds frozen without a collection, and again as many later: the
+        garbage of every change is not frozen for good.
+        """
+        freezes: list[int] = []
+        self.patch(gc, "freeze", lambda: freezes.append(1))
+        self.policy.startService()
+        started = self.refreezes
+        for _ in range(3 * MAX_UNCOLLECTED_ROUNDS // 5):
+            for rounds in range(1, 6):
+                self.policy.watched_for(rounds)
+        self.assertEqual(self.refreezes, started + 3)
+        self.assertEqual(len(freezes), 3 * (MAX_UNCOLLECTED_ROUNDS - 1))
 
     def test_object_count_kept_current(self) -> None:
         """
