@@ -10,6 +10,7 @@ import ipaddress
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 
 import idna
@@ -218,6 +219,11 @@ def http(label: str, value: object) -> str:
 # instance was published. Names and paths are capped well below that; a
 # default name (HOST:PORT, the host at most 253 characters) fits.
 MAX_ZNODE_NAME_BYTES = 1024
+# ZooKeeper's server refuses a path holding a character from U+FFF0 on
+# (PathUtils.validatePath), and Java holds every character past U+FFFF as
+# two surrogates, which it refuses too: an emoji in an instance name was
+# taken, and its node was then refused at every write, for good.
+_ZOOKEEPER_REFUSES = "\ufff0"
 MAX_ZNODE_PATH_BYTES = 4096
 # The longest host name DNS carries, and its longest label (RFC 1035
 # section 2.3.4).
@@ -244,8 +250,15 @@ def znode_name_problem(name: str) -> str | None:
         return "contains '/'"
     if name in (".", ".."):
         return "'.' and '..' are reserved"
-    if any(not c.isprintable() for c in name):
-        return "contains a control character"
+    if name.isprintable() and max(name) < _ZOOKEEPER_REFUSES:
+        return None
+    for c in name:
+        if unicodedata.category(c) == "Cc":
+            return "contains a control character"
+        if c >= _ZOOKEEPER_REFUSES:
+            return f"contains U+{ord(c):04X}, which ZooKeeper refuses in a path"
+        if not c.isprintable():
+            return f"contains U+{ord(c):04X}, which is not printable"
     return None
 
 

@@ -538,6 +538,36 @@ class NameTests(ConfigTestCase):
             f'[zookeeper]\nhosts = "z:1"\nroot = "{root}"\n',
         )
 
+    def test_characters_zookeeper_refuses(self) -> None:
+        """
+        A name with a character ZooKeeper refuses in a path (past U+FFFF,
+        such as an emoji, or from U+FFF0 on) is refused at load, naming
+        it, as is one that is not printable: otherwise the agent ran with
+        its node refused at every write. Other letters are taken.
+        """
+        config = self.load('[[redis]]\nname = "é-日本-ß"\nhost = "h"\nport = 1\n')
+        self.assertEqual(config.instances[0].name, "é-日本-ß")
+        self.assertConfigError(
+            "redis[0].name: 'a🙂' is not a valid znode name: "
+            "contains U+1F642, which ZooKeeper refuses in a path",
+            '[[redis]]\nname = "a🙂"\nhost = "h"\nport = 1\n',
+        )
+        self.assertConfigError(
+            "--agent-id: 'a\ufffd' is not a valid znode name: "
+            "contains U+FFFD, which ZooKeeper refuses in a path",
+            overrides={"agent_id": "a\ufffd"},
+        )
+        self.assertConfigError(
+            "redis[0].service: 'c\\xa0d' is not a valid znode name: "
+            "contains U+00A0, which is not printable",
+            '[[redis]]\nname = "a"\nhost = "h"\nport = 1\nservice = "c\\u00a0d"\n',
+        )
+        self.assertConfigError(
+            "zookeeper.root: '/s/𝔵' is not an absolute znode path: segment "
+            "'𝔵': contains U+1D535, which ZooKeeper refuses in a path",
+            '[zookeeper]\nhosts = "z:1"\nroot = "/s/𝔵"\n',
+        )
+
     def test_bad_default_agent_id(self) -> None:
         """A host name that is no valid znode name says where it came from."""
         self.assertConfigError(
