@@ -391,6 +391,21 @@ class Group:
 
     # Seeing it
 
+    def verdict_status(self, name: str) -> str | None:
+        """
+        The status this agent publishes for `name` (a replica discovered
+        from a master included): on its primary, the verdict (its own
+        status with ``replicas = 1``); None where another agent publishes
+        it, or while there is no verdict.
+        """
+        if not self.publishing.publishes(name):
+            return None
+        if self.replicas > 1:
+            verdict = self.publishing.verdict_of(name)
+            return None if verdict is None else verdict.status
+        state = self.monitor.states.get(name)
+        return None if state is None else state.health.status
+
     def instance_view(self, name: str) -> dict[str, Any]:
         """
         ``GET /instances``: in which role this agent observes `name`

@@ -586,6 +586,7 @@ def http_service(
             zookeeper,
             # The app is made just below; the gauge asks it at each scrape.
             unhealthy_reasons=lambda: app.unhealthy_reasons(),
+            verdict=None if group is None else group.verdict_status,
         ),
         history=history,
         zookeeper_stats=None if zookeeper is None else zookeeper.stats,

@@ -115,13 +115,20 @@ class AgentMetrics:
         zookeeper: ZooKeeperPublisher | None = None,
         version: str = __version__,
         unhealthy_reasons: Callable[[], Sequence[str]] | None = None,
+        verdict: Callable[[str], str | None] | None = None,
     ) -> None:
+        """
+        `verdict` says the status this agent publishes for an instance
+        (`sentinel.group.Group.verdict_status`), None where it publishes
+        none; without it, each instance's own status is.
+        """
         self._monitor = monitor
         self._reload = reload
         self._zookeeper = zookeeper
         self._unhealthy_reasons = unhealthy_reasons
         self._version = version
         self._labels = _LabelCache()
+        self._families = (*INSTANCE_FAMILIES, _verdict_family(verdict))
         self.checks = dict.fromkeys(CHECK_RESULTS, 0)
         self.transitions = dict.fromkeys((UP, DOWN), 0)
         # One count per bucket (not cumulative) and a last one for +Inf.
@@ -177,7 +184,7 @@ class AgentMetrics:
         states = self._monitor.states
         names = list(states)
         self._labels.prune(states)
-        for family in INSTANCE_FAMILIES:
+        for family in self._families:
             yield family.header
             for start in range(0, len(names), INSTANCES_PER_SLICE):
                 batch = names[start : start + INSTANCES_PER_SLICE]
@@ -485,3 +492,24 @@ INSTANCE_FAMILIES = (
         _discovered,
     ),
 )
+
+
+def _verdict_family(verdict: Callable[[str], str | None] | None) -> InstanceFamily:
+    # In a group, each observer's `sentinel_instance_up` is its own opinion:
+    # an alert on it fired for a healthy instance when one agent's own
+    # network failed, while the verdict, which ZooKeeper's readers get,
+    # stayed up. This is the series to alert on: one per instance, from
+    # the agent that publishes it.
+    def sample(state: InstanceState) -> tuple[str, str] | None:
+        status = state.health.status if verdict is None else verdict(state.name)
+        if status is None:
+            return None
+        return _ONE if status == UP else _ZERO
+
+    return InstanceFamily(
+        "sentinel_instance_verdict_up",
+        "1 if the status this agent publishes for the instance (in a group, "
+        "its verdict, from its primary) is up, else 0; absent where another "
+        "agent publishes it, and until decided.",
+        sample,
+    )

@@ -393,6 +393,13 @@ class GroupRoles:
 
     # What the primary writes
 
+    def publishes(self, name: str) -> bool:
+        """
+        Whether this agent is the primary of `name`, a replica discovered
+        from a master included: it writes the instance's node.
+        """
+        return self._roles.get(name, ())[:1] == (self._agent_id,)
+
     def verdict_of(self, name: str) -> Verdict | None:
         """The verdict of an instance this agent is the primary of, if any."""
         observers = self._roles.get(name, ())

@@ -787,6 +787,27 @@ class QuorumTests(SynchronousTestCase):
             self.assertEqual(document["status"], "up", name)
             self.assertEqual(document["observers"]["a"], "down")
 
+    def test_verdict_status_is_what_the_primary_publishes(self) -> None:
+        """
+        `verdict_status` (``sentinel_instance_verdict_up``) is the node's
+        status on the primary alone, whatever the agent's own opinion: with
+        one agent cut off, it says up where that agent is primary, and
+        nothing where it is an observer.
+        """
+        cut_off = self.fleet.members["a"]
+        for name in NAMES:
+            cut_off.see(name, DOWN)
+        self.fleet.run(3.0)
+        for name in NAMES:
+            document = self.fleet.node(name)
+            assert document is not None
+            for agent, member in self.fleet.members.items():
+                said = member.group.verdict_status(name)
+                if agent == document["agent"]:
+                    self.assertEqual(said, "up", (name, agent))
+                else:
+                    self.assertIsNone(said, (name, agent))
+
     def test_two_down_make_it_down(self) -> None:
         """Two of three opinions down: the verdict is down, within a check."""
         for agent in ("a", "b"):
@@ -1140,6 +1161,23 @@ class MixedListsTests(SynchronousTestCase):
             primaries = sum(m["primary"] for m in report["members"])
             self.assertEqual(primaries, known, agent)
 
+    def test_verdict_status_with_one_replica(self) -> None:
+        """
+        With ``replicas = 1``, `verdict_status` is the primary's own status,
+        and nothing on the other agent.
+        """
+        fleet = Fleet()
+        fleet.add("a", NAMES, replicas=1).start()
+        fleet.add("b", NAMES, replicas=1).start()
+        fleet.run(2.0)
+        for name in NAMES:
+            document = fleet.node(name)
+            assert document is not None
+            for agent, member in fleet.members.items():
+                said = member.group.verdict_status(name)
+                expected = "up" if agent == document["agent"] else None
+                self.assertEqual(said, expected, (name, agent))
+
     def test_disagreement_reported(self) -> None:
         """Members that disagree on replicas or quorum: /healthz says so."""
         fleet = Fleet()
@@ -1337,6 +1375,30 @@ class TopologyTests(SynchronousTestCase):
             observes_master = member.agent_id in member.group.observers(master)
             if not observes_master:
                 self.assertNotIn(replica.name, member.monitor.states)
+
+    def test_discovered_replica_verdict_status(self) -> None:
+        """
+        A replica discovered from a master has its status in
+        `verdict_status` on the agent that publishes it, its master's
+        primary, with one replica as with two; nothing on the others.
+        """
+        for replicas in (1, 2):
+            fleet = Fleet()
+            members = [fleet.add(a, NAMES, replicas=replicas).start() for a in "ab"]
+            fleet.run(2.0)
+            replica = RedisInstance(
+                "r00@10.0.0.9:6380", "10.0.0.9", 6380, discovered_by="r00"
+            )
+            for member in members:
+                if "r00" in member.monitor.states:
+                    member.monitor.add_instance(replica)
+            fleet.run(1.5)
+            document = fleet.node(replica.name)
+            assert document is not None
+            for member in members:
+                said = member.group.verdict_status(replica.name)
+                expected = "up" if member.agent_id == document["agent"] else None
+                self.assertEqual(said, expected, (replicas, member.agent_id))
 
     def test_drain_travels_in_the_opinion(self) -> None:
         """A drained instance: its opinion says up, not ready, error draining."""

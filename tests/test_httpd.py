@@ -6,6 +6,7 @@ request bodies, the listener's one-line error; in memory, on a Clock.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.error import CannotListenError
@@ -550,8 +551,61 @@ class _MissingDirectoryReactor(MemoryReactorClock):
         )
 
 
+class _Group:
+    """What `http_service` and a scrape ask of a group, its verdicts given."""
+
+    def __init__(self, monitor: Any, verdicts: dict[str, str]) -> None:
+        self.monitor = monitor
+        self.verdict_status = verdicts.get
+        self.known = tuple(monitor.states)
+        self.membership = SimpleNamespace(view={"me": None})
+        self.publishing = SimpleNamespace(primaries=len(verdicts))
+
+    def unhealthy_reason(self) -> None:
+        return None
+
+
 class ServiceTests(SynchronousTestCase):
     """The listener and the HTTP part of the agent."""
+
+    def test_verdicts_from_the_group(self) -> None:
+        """
+        In a group, /metrics' ``sentinel_instance_verdict_up`` is what the
+        group says this agent publishes (its verdicts), whatever its own
+        view: a down verdict where it is primary, nothing elsewhere.
+        """
+        reactor = MemoryReactorClock()
+        monitor, _, _, _ = make_monitor(["a", "b"])
+        monitor.startService()
+        self.addCleanup(monitor.stopService)
+        server = http_service(
+            "tcp:6060:interface=127.0.0.1",
+            reactor,
+            monitor,
+            agent_id="me",
+            reload=LoadedAtStart(0.0),
+            zookeeper=None,
+            gc_objects=lambda: 0,
+            group=_Group(monitor, {"a": "down"}),  # type: ignore[arg-type]
+        )
+        client = Connection(server.factory)
+        client.request("/metrics")
+        for _ in range(100):
+            reactor.advance(0)
+        [(_, _, body)] = responses(client.output())
+        samples = [
+            line
+            for line in body.decode().splitlines()
+            if line.startswith(("sentinel_instance_up{", "sentinel_instance_verdict"))
+        ]
+        self.assertEqual(
+            samples,
+            [
+                'sentinel_instance_up{name="a",addr="127.0.0.1:7000"} 1.0',
+                'sentinel_instance_up{name="b",addr="127.0.0.1:7001"} 1.0',
+                'sentinel_instance_verdict_up{name="a",addr="127.0.0.1:7000"} 0.0',
+            ],
+        )
 
     def test_cannot_listen_is_one_line(self) -> None:
         """A port that cannot be bound ends start-up with one line."""

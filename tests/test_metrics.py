@@ -393,6 +393,37 @@ class InstanceMetricsTests(ScrapeTestCase):
                 {("a",): 1000.0, ("b",): 1000.0, ("c",): 1000.0, ("d",): 1000.0},
             )
 
+    def test_verdict_without_a_group(self) -> None:
+        """
+        Without a group, ``sentinel_instance_verdict_up`` is each
+        instance's own status, and absent until it is decided.
+        """
+        self.tick()
+        self.monitor.add_instance(RedisInstance("e", "127.0.0.1", 7005))
+        for openmetrics in (False, True):
+            self.assertEqual(
+                self.scrape(openmetrics)["sentinel_instance_verdict_up"],
+                {("a",): 1.0, ("b",): 1.0, ("c",): 1.0, ("d",): 0.0},
+            )
+
+    def test_verdict_from_the_group(self) -> None:
+        """
+        With a group, ``sentinel_instance_verdict_up`` says the status the
+        agent publishes (its verdict), not its own opinion, and nothing
+        for an instance another agent publishes: one agent's own trouble
+        is not an alert on the healthy instance.
+        """
+        verdicts = {"a": "up", "b": "down", "d": "up"}
+        metrics = AgentMetrics(self.monitor, self.reloads, verdict=verdicts.get)
+        self.app = attr.evolve(self.app, metrics=metrics)
+        self.tick()
+        scraped = self.scrape()
+        self.assertEqual(
+            scraped["sentinel_instance_verdict_up"],
+            {("a",): 1.0, ("b",): 0.0, ("d",): 1.0},
+        )
+        self.assertEqual(scraped["sentinel_instance_up"][("d",)], 0.0)
+
     def test_master_link_up(self) -> None:
         """A replica whose master_link_status is up shows 1."""
         assert SLAVE.replication is not None
@@ -577,8 +608,9 @@ class SliceTests(SynchronousTestCase):
                 self.assertLessEqual(now - written, INSTANCES_PER_SLICE)
                 written = now
             # Masters all, configured all: no master link or discovered
-            # series (up, ready, role, latency, last change, draining).
-            self.assertEqual(written, count * 6)
+            # series (up, ready, role, latency, last change, draining,
+            # verdict).
+            self.assertEqual(written, count * 7)
             [(code, _, body)] = responses(client.output())
             metrics = parse(body.decode(), openmetrics=bool(accept))
             self.assertEqual(len(metrics["sentinel_instance_up"]), count)
