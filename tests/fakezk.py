@@ -385,7 +385,7 @@ class FakeZooKeeper:
         return self._call("delete", path, lambda: self._delete(path, version))
 
     def get_children(
-        self, path: str, watch: Watcher | None = None
+        self, path: str, watch: Watcher | None = None, background: bool = False
     ) -> Deferred[list[str]]:
         return self._call("get_children", path, lambda: self._children(path, watch))
 
@@ -612,11 +612,16 @@ class FakeZooKeeper:
             path = f"{path}{server.sequence(parent):010d}"
         if path in self.nodes:
             raise NodeExistsError()
-        # makepath=True, as the bridge passes: missing parents, persistent.
-        missing = parent
-        while missing and missing not in self.nodes:
-            server.new_node(missing, b"", 0)
-            missing = _parent(missing)
+        # makepath=True, as the bridge passes: missing parents, persistent,
+        # each created (and its watches fired) before its children, as
+        # kazoo does.
+        missing = []
+        while parent and parent not in self.nodes:
+            missing.append(parent)
+            parent = _parent(parent)
+        for made in reversed(missing):
+            server.new_node(made, b"", 0)
+            server.fire(made, EventType.CREATED)
         assert self._session is not None
         server.new_node(path, data, self._session if ephemeral else 0)
         server.fire(path, EventType.CREATED)
