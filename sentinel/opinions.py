@@ -11,9 +11,11 @@ or deleted it. Nothing else would ever write it again, and the verdict
 would say that observer's opinion wrong for good.
 
 The primary hears the other observers' opinions: it reads each and
-watches it, reads it again at each change (or a second after a failed
-read), and is told (`on_change(name)`) when one changed, to write the
-verdict if the verdict changed too. After a reconnection the watches are
+watches it (a missing one through its instance's opinions, whatever the
+observers that never write theirs: `Opinions._written_since`), reads it
+again at each change (or a second after a failed read), and is told
+(`on_change(name)`) when one changed, to write the verdict if the
+verdict changed too. After a reconnection the watches are
 gone: every opinion is read again (`ask_all`). An opinion of a live
 observer missing or unreadable for `ABSENT_AFTER` is named (`absent`,
 for /healthz): that observer stays wrong in the verdict's ``observers``
@@ -448,8 +450,8 @@ class Opinions:
             if squatter is None and opinion is None:
                 absent = "is unreadable"
         except NoNodeError:
-            # Not written yet: its creation fires the watch.
-            if await self._zk.exists(path, watch=watch, background=True) is not None:
+            # Not written yet: its creation fires the parent's watch.
+            if await self._written_since(name, agent):
                 self._ask_again(name, agent)
                 return
             opinion = squatter = None
@@ -493,6 +495,37 @@ class Opinions:
         if said is not None and heard and said[agent] != opinion:
             said[agent] = opinion
             self._on_change(name)
+
+    async def _written_since(self, name: str, agent: str) -> bool:
+        """
+        Whether `agent`'s opinion of `name`, just found missing, is there
+        now; until one of `name`'s opinions comes or goes, watched.
+
+        The watch is on the opinions' parent, not on the missing opinion:
+        ZooKeeper keeps a watch on a node until it fires, and kazoo cannot
+        remove one. An observer that never writes its opinion (it crashed,
+        and its id never comes back: a new host name at each deploy) would
+        leave one on each of its instances' opinions for the session's
+        life, one more set for every such observer; the parent's is one
+        per instance, whoever comes and goes.
+        """
+        parent = f"{self._root}/opinions/{name}"
+        watch = _OpinionsWatch(self, name)
+        try:
+            children = await self._zk.get_children(parent, watch=watch, background=True)
+        except NoNodeError:
+            # No opinion of it at all yet: the parent's creation fires it.
+            stat = await self._zk.exists(parent, watch=watch, background=True)
+            return stat is not None
+        return agent in children
+
+    def _opinions_changed(self, name: str) -> None:
+        # An opinion of `name` came or went: a missing one may be there.
+        # All are read again: the watch may fire before the listing that
+        # set it has said which one is missing (kazoo hands them over on
+        # different threads), and observers come and go seldom.
+        for agent in list(self._heard.get(name, ())):
+            self._ask_again(name, agent)
 
     async def _squatter(self, agent: str, owner: int) -> str | None:
         """
@@ -624,6 +657,22 @@ class _VerdictWatch:
     def __call__(self, event: WatchedEvent) -> None:
         if event.type != EventType.NONE:
             self.opinions._verdict_written(self.name)
+
+
+@attr.frozen
+class _OpinionsWatch:
+    """
+    The watch of the opinions of one instance, while one is missing
+    (`Opinions._written_since`): equal for the same instance, so that a
+    second missing opinion adds nothing (`sentinel.zk`).
+    """
+
+    opinions: Opinions
+    name: str
+
+    def __call__(self, event: WatchedEvent) -> None:
+        if event.type != EventType.NONE:
+            self.opinions._opinions_changed(self.name)
 
 
 @attr.frozen

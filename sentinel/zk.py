@@ -1438,16 +1438,19 @@ class ZooKeeper:
         return self._call("ensure_path_async", path)
 
     def get_children(
-        self, path: str, watch: Watcher | None = None
+        self, path: str, watch: Watcher | None = None, background: bool = False
     ) -> Deferred[list[str]]:
         """
         A node's children's names. With `watch`, as `exists`'s, at the next
-        creation or deletion of a child (or of the node itself).
+        creation or deletion of a child (or of the node itself). A
+        `background` read waits behind the others (module docstring).
         """
         if watch is None:
-            return self._call("get_children_async", path)
+            return self._call("get_children_async", path, background=background)
         handover = _WatchHandOver(self, self._generation, watch)
-        return self._call("get_children_async", path, watch=handover)
+        return self._call(
+            "get_children_async", path, background=background, watch=handover
+        )
 
     def replace(
         self, path: str, version: int, data: bytes, sequential: str | None = None

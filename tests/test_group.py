@@ -1698,9 +1698,9 @@ class MovedObserverTests(SynchronousTestCase):
         member = fleet.members[primary]
         heard = member.publisher._opinions
         # Asked of `other`, which publishes none of r00: missing, and the
-        # read that says so (an exists, after the get found nothing) out
-        # when the view goes back.
-        member.zk.hold_answers("exists")
+        # read that says so (the opinions listed, after the get found
+        # nothing) out when the view goes back.
+        member.zk.hold_answers("get_children")
         heard.listen("r00", (primary, other))
         heard.listen("r00", (primary, observer))
         member.zk.release()
@@ -1708,6 +1708,39 @@ class MovedObserverTests(SynchronousTestCase):
         fleet.run(opinions.ABSENT_AFTER + 1.0)
         self.assertEqual(heard.absent(lambda agent: True), {})
         self.assertIsNone(member.publisher.unhealthy_reason())
+
+
+class DepartedObserverTests(SynchronousTestCase):
+    """Observers that crash and never come back under their id."""
+
+    def test_watches_bounded_whoever_leaves(self) -> None:
+        """
+        Observers crashing one after another, each under an id of its own
+        (a new host name at each deploy), leave the primary no more
+        watches than the first did: a missing opinion is watched through
+        its instance's opinions, not by a watch on it that only its
+        departed observer could ever fire, kept for the session's life,
+        one per instance for each such observer.
+        """
+        fleet = Fleet()
+        primary = fleet.add("a", NAMES, replicas=2)
+        primary.start()
+        fleet.run(2.0)
+        for i in range(4):
+            gone = fleet.add(f"pod-{i}", NAMES, replicas=2)
+            gone.start()
+            fleet.run(3.0)
+            gone.monitor.stopService()
+            gone.publisher.zk.expire()
+            gone.publisher.stopService()
+            fleet.run(SETTLE + 2.0)
+        zk = primary.zk
+        watched = [p for p, w in [*zk.watches.items(), *zk.child_watches.items()] if w]
+        self.assertEqual(len(primary.monitor.states), len(NAMES))
+        self.assertEqual([p for p in watched if "/pod-" in p], [])
+        # Its agent node, the catalog, each instance's node, its own
+        # opinion and at most the parent of the others'.
+        self.assertLessEqual(len(watched), 3 + 3 * len(NAMES))
 
 
 class LateVerdictTests(SynchronousTestCase):
