@@ -34,9 +34,13 @@ Every touch of a private internal of txredisapi or of Twisted's connections
 is in this module, each with its reason, but for the reads: a plain TCP
 connection is read by the reactor's lean dispatch itself, straight into
 ``dataReceived`` (`sentinel.dispatch.read_directly`), as its commands are
-written straight to the socket here. ``tests/test_protocol.py`` checks on a
-real TCP connection that the fast paths are still taken, so that an upgrade
-which silently disables one is caught.
+written straight to the socket here. A TLS connection's commands are
+encrypted and sent when written too: Twisted's TLS transport holds small
+writes until the next reactor turn, and its TCP transport the ciphertext
+until the poll after, while the check's deadline runs.
+``tests/test_protocol.py`` checks on a real TCP connection, and a real TLS
+one, that the fast paths are still taken, so that an upgrade which silently
+disables one is caught.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IHandshakeListener
 from twisted.internet.protocol import Factory
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -565,6 +570,23 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
                 sent = 0  # The buffered write below meets the error too.
             if sent < len(command):
                 transport.write(command[sent:])
+        elif type(transport) is BufferingTLSTransport:
+            # TLS: Twisted's transport holds a small write until a turn of
+            # the reactor later, and its TCP transport the ciphertext until
+            # the poll after, while the check's deadline runs from its
+            # launch: a stall of the agent in between (a long turn, the
+            # process descheduled) left Redis no time at all, and whole
+            # slices of healthy instances timed out. Encrypted and sent now,
+            # as a plain command is; a send that fails is met again by the
+            # reactor's own doWrite, which drops the connection.
+            TLSMemoryBIOProtocol.write(transport, command)
+            lower: Any = transport.transport
+            if (
+                type(lower) is tcp.Client
+                and lower._tempDataBuffer
+                and not lower.disconnecting
+            ):
+                lower.doWrite()
         else:
             transport.write(command)
 

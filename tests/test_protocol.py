@@ -6,16 +6,19 @@ redis-server.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import txredisapi
 from twisted.internet import reactor as _reactor
 from twisted.internet import tcp
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from sentinel.certificates import parse_certificates
+from sentinel.config import RedisInstance
 from sentinel.dispatch import lean_dispatch
 from sentinel.protocol import (
     HELLO,
@@ -38,6 +41,8 @@ from sentinel.protocol import (
     parse_hello_role,
     parse_replication,
 )
+from sentinel.tls import client_tls
+from tests.certs import make_certificates
 from tests.polling import wait_for
 from tests.servers import LOOPBACK, RedisServer
 
@@ -895,6 +900,51 @@ class FastPathTests(TestCase):
         protocol.drop()
         await wait_for(reactor, lambda: lost == [protocol], 10.0, "the loss")
         self.assertNotIn("_sentinel_direct_read", vars(transport))
+
+    async def test_tls_command_sent_at_once(self) -> None:
+        """
+        Over TLS, a command is encrypted and sent to the socket when it is
+        written, as a plain one is, not a reactor turn later (Twisted's TLS
+        transport gathers small writes) and then at the poll after (its TCP
+        transport's buffered write): a check's deadline runs from its
+        launch, and a stall of the agent in between left Redis no time.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        certs = make_certificates(directory)
+        server = RedisServer(tls=certs).start()
+        self.addCleanup(server.stop)
+        instance = RedisInstance(
+            "r",
+            LOOPBACK,
+            server.port,
+            tls=True,
+            ca_file=certs.ca_file,
+            ca_certificates=parse_certificates(Path(certs.ca_file).read_bytes()),
+        )
+        factory = ConnectionFactory(lambda p: None, lambda p, reason: self.fail(reason))
+        endpoint = wrapClientTLS(
+            client_tls(instance), TCP4ClientEndpoint(reactor, LOOPBACK, server.port)
+        )
+        protocol: RedisClientProtocol = await endpoint.connect(factory)
+        self.addCleanup(protocol.drop)
+        await protocol.when_secure()
+        lower = protocol.transport.transport
+        self.assertIs(type(lower), tcp.Client)
+        handed: list[bytes] = []
+        write = lower.write
+
+        def counted_write(data: bytes) -> None:
+            handed.append(data)
+            write(data)
+
+        lower.write = counted_write
+        reply = protocol.send(PING)
+        # Encrypted and handed to TCP now, and sent: nothing left to write.
+        self.assertEqual(len(handed), 1)
+        self.assertEqual((lower.dataBuffer, lower._tempDataBuffer), (b"", []))
+        self.assertNotIn(lower, reactor.getWriters())
+        self.assertEqual(await reply, "PONG")
 
     async def test_pipeline_repeats_skip_the_parser(self) -> None:
         """
