@@ -43,15 +43,20 @@ the pacer spreads them as it does the connects at start-up.
 
 A check that waits for a connection fails on a timeout only when Redis
 had a fair chance: its attempt started at least `FAIR_SHARE` of the
-timeout before the deadline, and the agent itself ran
+timeout before the deadline, the agent itself ran
 late by less than `LATE_SHARE` of it since the check or the attempt
-began (`ConnectPacer.lateness_since`). Otherwise the agent did not get to
+began (`ConnectPacer.lateness_since`), and the server completed none of
+the agent's other handshakes (TLS, AUTH) since the attempt began: one
+that did was answering, the attempt queued behind the agent's own
+(`sentinel.handshakes`). Otherwise the agent did not get to
 look: the check ends with None, nothing is recorded, and the attempt goes
 on.
 The PING of a check is judged so too: sent on a connection that completed
 for the check with less than `FAIR_SHARE` of the timeout left, or timed
-out while the agent ran late by `LATE_SHARE` of it since it was sent, its
-check ends with None, and the connection is kept, the late replies read
+out while the agent ran late by `LATE_SHARE` of it since it was sent, or
+the first on a connection just made while its server went on completing
+the agent's other handshakes (`sentinel.handshakes`), its check ends with
+None, and the connection is kept, the late replies read
 and dropped when they come: a connection made is a TLS handshake on both
 sides, and dropping it for the agent's own lateness made one instance in
 six connect twice at a start-up of 3,000 TLS instances, and kept the agent
@@ -889,6 +894,7 @@ class RedisProbe:
                 and (
                     started is None
                     or self._pacer.lateness_since(started) > self._late_limit
+                    or self._queued_behind_own(started)
                 )
             )
             if inconclusive and self._protocol is not None:
@@ -915,6 +921,11 @@ class RedisProbe:
         self._failing = None
         self._pacer.sockets.ended(result)
         self._addressed(False)
+        if self.address is not None and (
+            self._tls is not None or self._auth is not None
+        ):
+            # The server process itself answered (`sentinel.handshakes`).
+            self._pacer.handshakes.completed((self.address, self.instance.port))
         if self._closed:
             result.drop()
             return
@@ -1384,12 +1395,24 @@ class RedisProbe:
     def _ping_unfair(self) -> bool:
         # Whether the PING of the check timing out now had less than a fair
         # share of the timeout (sent on a connection that completed late in
-        # its check's time), or the agent itself ran late since it was sent
-        # (module docstring).
+        # its check's time), or the agent itself ran late since it was sent,
+        # or it was the first on a connection just made and the server went
+        # on completing the agent's other handshakes meanwhile (module
+        # docstring).
         sent_at = self._sent_at
         return (
             self._reactor.seconds() - sent_at < self._fair_time
             or self._pacer.lateness_since(sent_at) > self._late_limit
+            or (self._checks_on_connection == 1 and self._queued_behind_own(sent_at))
+        )
+
+    def _queued_behind_own(self, since: float) -> bool:
+        # Whether the server completed another of the agent's handshakes
+        # after `since`: it was answering, and a wait on it since then was
+        # its queue of the agent's own connections (`sentinel.handshakes`).
+        address = self.address
+        return address is not None and self._pacer.handshakes.since(
+            (address, self.instance.port), since
         )
 
     def _ping_unanswered(
@@ -1614,7 +1637,12 @@ class RedisProbe:
         if observation.error == "timeout (resolve)":
             inconclusive = late  # The name servers had the whole timeout.
         else:
-            inconclusive = late or started is None or now - started < self._fair_time
+            inconclusive = (
+                late
+                or started is None
+                or now - started < self._fair_time
+                or self._queued_behind_own(started)
+            )
         if not inconclusive:
             self._failing = observation.error
             return observation
