@@ -144,6 +144,7 @@ from sentinel.protocol import (
 )
 from sentinel.reconnects import PROBATION, Reconnects
 from sentinel.resolve import Resolver
+from sentinel.stalls import Address
 from sentinel.tls import TLSSetupError, client_tls, describe_tls_failure
 
 log = Logger()
@@ -699,7 +700,7 @@ class RedisProbe:
         if self._attempt is not None:
             self._attempt.cancel()
         if self.address is not None:
-            self._pacer.stalls.left((self.address, self.instance.port), self)
+            self._pacer.stalls.left(self._endpoint(), self)
         if self._check is not None:
             self._check.cancel()
         self._drop()
@@ -716,8 +717,16 @@ class RedisProbe:
         # it is that address's one attempt until it ends.
         address = self.address
         return address is not None and not self._pacer.stalls.admit(
-            (address, self.instance.port), self
+            self._endpoint(address), self
         )
+
+    def _endpoint(self, address: str | None = None) -> Address:
+        # Where this instance's attempts go, as `sentinel.stalls` and
+        # `sentinel.handshakes` key them: its resolved address (or
+        # `address`), its port, and whether over TLS.
+        resolved = self.address if address is None else address
+        assert resolved is not None  # Only asked once resolved.
+        return (resolved, self.instance.port, self._tls is not None)
 
     def _renewal_held_back(
         self, protocol: RedisClientProtocol, want_info: bool
@@ -729,7 +738,7 @@ class RedisProbe:
         # failed (new clients meet the instance's state now, not the old
         # connection's). If the agent ran late, the kept one serves on.
         assert self.address is not None  # It was held back.
-        error = self._pacer.stalls.failing((self.address, self.instance.port))
+        error = self._pacer.stalls.failing(self._endpoint())
         if error is None:
             return self._ping(protocol, want_info)
         self._last_error = self._failing = error
@@ -762,7 +771,7 @@ class RedisProbe:
     def _resolved(self, address: str) -> Deferred[RedisClientProtocol]:
         self._resolving = False
         if self.address != address and self.address is not None:
-            self._pacer.stalls.left((self.address, self.instance.port), self)
+            self._pacer.stalls.left(self._endpoint(), self)
         self.address = address
         self._queued = True
         start: Deferred[Any] = self._pacer.acquire()
@@ -774,7 +783,7 @@ class RedisProbe:
 
     def _open(self, started_at: float, address: str) -> Deferred[RedisClientProtocol]:
         self._queued = False
-        if not self._pacer.stalls.admit((address, self.instance.port), self):
+        if not self._pacer.stalls.admit(self._endpoint(address), self):
             # In line since before the address stalled: the place goes to
             # the next in line, and this attempt ends unstarted.
             self._pacer.unused()
@@ -925,7 +934,7 @@ class RedisProbe:
             self._tls is not None or self._auth is not None
         ):
             # The server process itself answered (`sentinel.handshakes`).
-            self._pacer.handshakes.completed((self.address, self.instance.port))
+            self._pacer.handshakes.completed(self._endpoint())
         if self._closed:
             result.drop()
             return
@@ -946,7 +955,7 @@ class RedisProbe:
         if self.address is None:
             return
         stalls = self._pacer.stalls
-        address = (self.address, self.instance.port)
+        address = self._endpoint()
         if self._connect_started_at is None or self._closed:
             stalls.ended(address, self)
         elif timed_out:
@@ -1410,9 +1419,8 @@ class RedisProbe:
         # Whether the server completed another of the agent's handshakes
         # after `since`: it was answering, and a wait on it since then was
         # its queue of the agent's own connections (`sentinel.handshakes`).
-        address = self.address
-        return address is not None and self._pacer.handshakes.since(
-            (address, self.instance.port), since
+        return self.address is not None and self._pacer.handshakes.since(
+            self._endpoint(), since
         )
 
     def _ping_unanswered(

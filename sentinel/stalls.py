@@ -12,11 +12,11 @@ about 2,800 queued, and any other instance that needed a connection
 meanwhile (its server restarted, a renewal, an instance added) waited for
 a place, more than 15 s.
 
-So once an attempt to an address (IP address and port) timed out, at most
-one attempt to it is in flight (or in line for the pacer) at a time, until
-one ends otherwise: connected, or failed in any other way (refused, say),
-which shows that the address answers again. The other instances on it
-start none meanwhile, and take no place: their checks are those of an
+So once an attempt to an address (IP address and port, and whether over
+TLS) timed out, at most one attempt to it is in flight (or in line for
+the pacer) at a time, until one ends otherwise: connected, or failed in
+any other way (refused, say), which shows that the address answers
+again. The other instances on it start none meanwhile, and take no place: their checks are those of an
 instance whose attempt waits in line (`sentinel.probe`). A timeout while
 the agent ran late counts as well: the attempt ran its whole bound all the
 same, and holding an instance back says nothing of it. A kept connection
@@ -36,8 +36,11 @@ from __future__ import annotations
 
 from typing import Any
 
-# An address: the IP address a host resolved to, and the port.
-Address = tuple[str, int]
+# Where attempts go: the IP address a host resolved to, the port, and
+# whether over TLS. A name given ``tls`` on a plain port (a mistake in
+# its config) times out in its handshake for good, which says nothing of
+# plain connections there: keyed apart, they are not held back by it.
+Address = tuple[str, int, bool]
 
 
 class _Stall:

@@ -22,6 +22,8 @@ from sentinel.probe import RedisProbe
 from sentinel.resolve import Resolver
 
 ADDRESS = ("127.0.0.1", 6379)
+# As the probes key it (`sentinel.stalls.Address`): plain TCP.
+ENDPOINT = (*ADDRESS, False)
 
 
 class HandshakesTests(SynchronousTestCase):
@@ -31,12 +33,13 @@ class HandshakesTests(SynchronousTestCase):
         """A completion counts after any earlier time, not at or after it."""
         clock = Clock()
         handshakes = Handshakes(clock)
-        self.assertFalse(handshakes.since(ADDRESS, -1.0))
+        self.assertFalse(handshakes.since(ENDPOINT, -1.0))
         clock.advance(2.0)
-        handshakes.completed(ADDRESS)
-        self.assertTrue(handshakes.since(ADDRESS, 1.9))
-        self.assertFalse(handshakes.since(ADDRESS, 2.0))
-        self.assertFalse(handshakes.since(("127.0.0.1", 6380), 0.0))
+        handshakes.completed(ENDPOINT)
+        self.assertTrue(handshakes.since(ENDPOINT, 1.9))
+        self.assertFalse(handshakes.since(ENDPOINT, 2.0))
+        self.assertFalse(handshakes.since(("127.0.0.1", 6380, False), 0.0))
+        self.assertFalse(handshakes.since((*ADDRESS, True), 0.0))
 
     def test_old_addresses_forgotten(self) -> None:
         """
@@ -46,11 +49,11 @@ class HandshakesTests(SynchronousTestCase):
         clock = Clock()
         handshakes = Handshakes(clock)
         for port in range(100):
-            handshakes.completed(("127.0.0.1", port))
+            handshakes.completed(("127.0.0.1", port, False))
         clock.advance(KEEP + 1.0)
-        handshakes.completed(ADDRESS)
+        handshakes.completed(ENDPOINT)
         self.assertEqual(len(handshakes), 1)
-        self.assertTrue(handshakes.since(ADDRESS, 0.0))
+        self.assertTrue(handshakes.since(ENDPOINT, 0.0))
 
 
 class Server:

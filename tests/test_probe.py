@@ -2650,6 +2650,36 @@ class StalledAddressTests(SynchronousTestCase):
         self.assertEqual(fleet.attempts(), base + 4)
         self.failed(checks[1:], "timeout (ping)")
 
+    def test_tls_handshake_timeout_holds_no_plain_back(self) -> None:
+        """
+        A name given ``tls`` on the same plain port, whose handshakes time
+        out for good (a mistake in its config), stalls its TLS attempts
+        only: plain instances there still connect, each its own attempt.
+        """
+        fleet = Fleet(2)  # Their connections dropped, no attempt stalled.
+        tls = RedisProbe(
+            RedisInstance(
+                "secure", "127.0.0.1", 6379, tls=True, server_name="localhost"
+            ),
+            fleet.reactor,
+            fleet.pacer,
+            1.0,
+            Resolver(fleet.reactor),  # type: ignore[arg-type]
+            role_signal=False,
+        )
+        fleet.on_time(1.0)
+        d = tls.check(False)
+        fleet.accept(fleet.attempts() - 1)  # Its ClientHello never answered.
+        fleet.on_time(1.0)
+        fleet.settled([d], "timeout (tls)")
+        fleet.on_time(0.1)
+        self.assertEqual(len(fleet.pacer.stalls), 1)
+        self.assertNoResult(tls.check(False))  # The TLS stall's one attempt.
+        base = fleet.attempts()
+        fleet.check_all()
+        self.assertEqual(fleet.attempts(), base + 2)
+        self.assertEqual(fleet.pacer.stalls.spared, 0)
+
     def test_released_when_connected(self) -> None:
         """
         The one attempt connecting ends the stall: the next checks of the
