@@ -18,6 +18,17 @@ The HTTP server around the app: what an HTTP client may cost the agent.
   one, the longest waiting first, as nginx reuses its idle keep-alive
   connections: clients that hold connections open and ask nothing, however
   many, keep a health probe or a scrape out for `STALE_AFTER` at most.
+  Failing those, a connection whose client has left its answer waiting
+  (its transport full, the answer's writing paused), now and for
+  `STALE_AFTER` or more in all, gives its place, the one left waiting
+  longest first: clients that read a big answer a little at a time,
+  however many, keep a probe out for `STALE_AFTER` at most too. In all,
+  not at a stretch: Twisted resumes an answer each time its
+  transport's buffer (64 KB) has gone out, so a client reading 64 KB every
+  few seconds would never leave it waiting `STALE_AFTER` at a stretch,
+  and would hold its place for many minutes over `/instances` at 10,000
+  instances (5.9 MB); a client that reads as fast as the answer is
+  rendered is hardly ever left waiting.
 - No route reads a request body: one is never spooled to disk, and one
   longer than `MAX_BODY_BYTES` closes the connection.
 - A request line or header line longer than Twisted's line limit (16 KB)
@@ -218,6 +229,18 @@ class BoundedChannel(HTTPChannel):
     # Whether the client has closed its side: it sends nothing more.
     _client_done = False
 
+    def pauseProducing(self) -> None:
+        # The transport is full: the client is not reading.
+        super().pauseProducing()
+        limit = self._limit()
+        if limit is not None:
+            limit.held(self.transport)
+
+    def _limit(self) -> ConnectionLimit | None:
+        # The channel's transport is its ProtocolWrapper (WrappingFactory).
+        limit = getattr(self.transport, "factory", None)
+        return limit if isinstance(limit, ConnectionLimit) else None
+
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
             return  # The rest of a refused request's head, in the same read.
@@ -291,6 +314,9 @@ class BoundedChannel(HTTPChannel):
             self._close_if_done()
 
     def resumeProducing(self) -> None:
+        limit = self._limit()
+        if limit is not None:
+            limit.released(self.transport)
         super().resumeProducing()
         if self.paused:
             self._read_next_later()
@@ -383,8 +409,10 @@ class ConnectionLimit(WrappingFactory):
     At most `limit` connections to the wrapped factory at once. One more is
     closed as it is accepted (it never gets an HTTP answer, and holds a
     descriptor for no longer than the accept), unless a connection has
-    waited `STALE_AFTER` for a request: the one waiting longest is closed
-    and the new one takes its place. See the module docstring.
+    waited `STALE_AFTER` for a request, or its client has left its answer
+    waiting `STALE_AFTER` in all: the one waiting longest for a request is
+    closed, or else the one whose answer waited longest, and the new one
+    takes its place. See the module docstring.
     """
 
     noisy = False
@@ -402,15 +430,21 @@ class ConnectionLimit(WrappingFactory):
         # has in progress.
         self._waiting: dict[ProtocolWrapper, float] = {}
         self._answers: dict[ProtocolWrapper, int] = {}
+        # Connections whose client leaves their transport full now, since
+        # when; and, of each connection being answered, how long its client
+        # left the answer waiting before that.
+        self._held: dict[ProtocolWrapper, float] = {}
+        self._held_before: dict[ProtocolWrapper, float] = {}
         # Closed to make room, until their connection is lost.
         self._closing: set[ProtocolWrapper] = set()
 
     def buildProtocol(self, addr: IAddress | None) -> ProtocolWrapper | None:  # type: ignore[override]
         if len(self.protocols) - len(self._closing) >= self.limit:
-            if not self._stale() or len(self._closing) >= MAX_CLOSING:
+            victim = self._victim()
+            if victim is None or len(self._closing) >= MAX_CLOSING:
                 self._refuse(addr)
                 return None
-            self._evict(addr)
+            self._evict(*victim, addr)
         return super().buildProtocol(addr)
 
     def registerProtocol(self, p: ProtocolWrapper) -> None:
@@ -421,6 +455,8 @@ class ConnectionLimit(WrappingFactory):
         super().unregisterProtocol(p)
         self._waiting.pop(p, None)
         self._answers.pop(p, None)
+        self._held.pop(p, None)
+        self._held_before.pop(p, None)
         self._closing.discard(p)
 
     def answering(self, request: Request) -> None:
@@ -433,6 +469,11 @@ class ConnectionLimit(WrappingFactory):
         ):
             return
         self._waiting.pop(connection, None)
+        if connection not in self._answers:
+            # An answer starts: what its client left waiting before is past.
+            self._held_before[connection] = 0.0
+            if connection in self._held:
+                self._held[connection] = self._clock.seconds()
         self._answers[connection] = self._answers.get(connection, 0) + 1
         request.notifyFinish().addBoth(lambda _: self._answered(connection))
 
@@ -442,28 +483,62 @@ class ConnectionLimit(WrappingFactory):
             self._answers[connection] = left
             return
         self._answers.pop(connection, None)
+        self._held_before.pop(connection, None)
         if connection in self.protocols and connection not in self._closing:
             # Waiting for its next request from now: the last in line.
             self._waiting[connection] = self._clock.seconds()
 
-    def _stale(self) -> bool:
-        # Whether the connection waiting longest has waited STALE_AFTER.
-        for since in self._waiting.values():
-            return self._clock.seconds() - since >= STALE_AFTER
-        return False
+    def held(self, connection: Any) -> None:
+        """`connection`'s transport is full: its client is not reading."""
+        if connection in self.protocols and connection not in self._closing:
+            self._held.setdefault(connection, self._clock.seconds())
 
-    def _evict(self, addr: IAddress | None) -> None:
-        victim = next(iter(self._waiting))
-        del self._waiting[victim]
+    def released(self, connection: Any) -> None:
+        """`connection`'s transport has room again: its client read."""
+        since = self._held.pop(connection, None)
+        if since is not None and connection in self._held_before:
+            self._held_before[connection] += self._clock.seconds() - since
+
+    def _victim(self) -> tuple[ProtocolWrapper, str] | None:
+        """
+        The connection to close to make room, and why, if one may be: the
+        one that has waited longest for a request, if `STALE_AFTER` or
+        more; else the one whose client has left its answer waiting longest
+        in all, if it is waiting now and has waited `STALE_AFTER` or more.
+        """
+        now = self._clock.seconds()
+        for connection, since in self._waiting.items():
+            if now - since < STALE_AFTER:
+                break  # The one waiting longest has not waited long enough.
+            return (
+                connection,
+                f"it waited longest for a request, over {STALE_AFTER:g} s",
+            )
+        slowest: tuple[ProtocolWrapper, float] | None = None
+        for connection, since in self._held.items():
+            before = self._held_before.get(connection)
+            if before is None:
+                continue  # Not being answered: waiting for a request.
+            held = before + now - since
+            if held >= STALE_AFTER and (slowest is None or held > slowest[1]):
+                slowest = (connection, held)
+        if slowest is None:
+            return None
+        connection, held = slowest
+        why = f"its client left its answer unread longest, {held:.0f} s in all"
+        return connection, why
+
+    def _evict(self, victim: ProtocolWrapper, why: str, addr: IAddress | None) -> None:
+        self._waiting.pop(victim, None)
+        self._held.pop(victim, None)
         self._closing.add(victim)
         self.evicted += 1
         self._warn(
             "HTTP connection from {victim} closed to make room for {peer}: "
-            "{open} open, the most allowed, and it waited longest for a "
-            "request, over {stale:g} s ({evicted} closed so far)",
+            "{open} open, the most allowed, and {why} ({evicted} closed so far)",
             victim=str(victim.getPeer()),
             peer=str(addr),
-            stale=STALE_AFTER,
+            why=why,
             evicted=self.evicted,
         )
         transport: Any = victim.transport

@@ -507,6 +507,65 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertFalse(later.refused)
         self.assertEqual(sum(c.open for c in clients), 2)
 
+    def test_slow_reader_makes_room(self) -> None:
+        """
+        Over the cap, with no connection waiting for a request, the one
+        whose client has left its answer unread longest, counted over the
+        whole answer, once STALE_AFTER or more and while it still leaves it
+        unread, is closed and the new one takes its place: clients reading
+        a big answer a little at a time keep a probe out for STALE_AFTER at
+        most. A client whose answer is written as fast as it is rendered
+        keeps its place.
+        """
+        a, b, c = (Connection(self.factory, 40000 + i) for i in range(3))
+        for client in (a, b, c):
+            client.request("/instances")
+        full(a)
+        self.clock.advance(1)
+        full(b)
+        self.clock.advance(STALE_AFTER / 2)
+        # a reads a little: its answer goes on, then waits again.
+        read(a)
+        full(a)
+        self.clock.advance(STALE_AFTER / 2 - 1)
+        # a has waited STALE_AFTER in all, though never as long at a
+        # stretch; b one second less.
+        self.assertFalse(Connection(self.factory, 40003).refused)
+        self.assertEqual([x.open for x in (a, b, c)], [False, True, True])
+        self.assertTrue(Connection(self.factory, 40004).refused)
+        self.clock.advance(1)
+        self.assertFalse(Connection(self.factory, 40005).refused)
+        self.assertEqual([x.open for x in (a, b, c)], [False, False, True])
+        self.assertTrue(Connection(self.factory, 40006).refused)
+        self.assertEqual(self.factory.stats()["evicted_connections"], 2)
+        self.assertIn("port=40000", self.warned[0]["victim"])
+        self.assertIn("answer unread longest, 10 s in all", self.warned[0]["why"])
+
+    def test_reading_client_keeps_its_place(self) -> None:
+        """
+        A client that has read since its answer waited STALE_AFTER keeps
+        its place while it reads; what it left unread during one answer
+        does not count against the next.
+        """
+        a, b, c = (Connection(self.factory, 40000 + i) for i in range(3))
+        for client in (a, b, c):
+            client.request("/instances")
+        full(a)
+        self.clock.advance(STALE_AFTER)
+        read(a)
+        self.assertTrue(Connection(self.factory, 40003).refused)
+        self.assertEqual(self.answered(a), 200)
+        a.request("/instances")
+        full(a)
+        self.clock.advance(STALE_AFTER / 2)
+        self.assertTrue(Connection(self.factory, 40004).refused)
+        # b and c, answered, have waited STALE_AFTER for a request since:
+        # the first makes room, not a.
+        self.clock.advance(STALE_AFTER / 2)
+        self.assertFalse(Connection(self.factory, 40005).refused)
+        self.assertEqual([x.open for x in (a, b, c)], [True, False, True])
+        self.assertEqual(self.factory.stats()["evicted_connections"], 1)
+
     def test_closing_connections_are_bounded(self) -> None:
         """
         Connections closed to make room hold their descriptors until the
@@ -532,6 +591,16 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.clock.advance(IDLE_TIMEOUT)
         self.assertEqual(self.factory.stats()["connections"], 0)
         self.assertFalse(Connection(self.factory, 40011).refused)
+
+
+def full(client: Connection) -> None:
+    """`client` reads nothing: its transport is full (as TCP's says)."""
+    client.transport.producer.pauseProducing()
+
+
+def read(client: Connection) -> None:
+    """`client` has read: its transport has room again (as TCP's says)."""
+    client.transport.producer.resumeProducing()
 
 
 class _RefusingReactor(MemoryReactorClock):
