@@ -16,15 +16,16 @@ So once an attempt to an address (IP address and port, and whether over
 TLS) timed out, at most one attempt to it is in flight (or in line for
 the pacer) at a time, until one ends otherwise: connected, or failed in
 any other way (refused, say), which shows that the address answers
-again. The other instances on it start none meanwhile, and take no place: their checks are those of an
-instance whose attempt waits in line (`sentinel.probe`). A timeout while
-the agent ran late counts as well: the attempt ran its whole bound all the
-same, and holding an instance back says nothing of it. A kept connection
-due for renewal meanwhile fails as its renewal would have (what new
-clients meet is the instance's state, `sentinel.probe`) if the address's
-last timeout came while the agent kept up (`failing`), and serves on if
-the agent ran late: a server whose new connections time out while its
-old ones answer is still found, each of its instances at its renewal.
+again. The other instances on it start none meanwhile, and take no
+place: their checks are those of an instance whose attempt waits in line
+(`sentinel.probe`). A timeout while the agent ran late counts as well:
+the attempt ran its whole bound all the same, and holding an instance
+back says nothing of it. A kept connection due for renewal meanwhile
+fails as its renewal would have (what new clients meet is the
+instance's state, `sentinel.probe`) if the address's last timeout came
+while the agent kept up (`failing`), and serves on if the agent ran
+late: a server whose new connections time out while its old ones answer
+is still found, each of its instances at its renewal.
 
 An address is kept here from its first timed-out attempt until one answers
 or no instance that met it here is left (each is counted until it closes or
