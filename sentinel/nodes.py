@@ -220,19 +220,25 @@ class Nodes:
         if node.member is None:
             self._retiring[node.path] = node
 
-    def take_back(self, node: Node) -> None:
+    def take_back(self, node: Node, old: Node | None = None) -> None:
         """
         `node`, new, is at the path of a node retired and not yet deleted
         (a reload back to the config before it): that delete is dropped,
         and `node`, which decides what the path holds now, takes over the
         node it would have deleted. Made later, it deleted the node just
         written there: in a storm of reloads between two configs, the
-        agent's own catalog, and the others saw it leave the group.
+        agent's own catalog, and the others saw it leave the group; and
+        the instance nodes of the last config stayed missing 46 s.
+
+        `old` is that node when the caller holds it: an instance's node
+        stays in `instances`, removed, until its delete is made, rather
+        than among the retired.
         """
-        old = self._retiring.pop(node.path, None)
         if old is None:
-            return
-        self.retired.discard(old)
+            old = self._retiring.pop(node.path, None)
+            if old is None:
+                return
+            self.retired.discard(old)
         old.dirty = False
         if not old.writing:
             node.owned, node.version = old.owned, old.version

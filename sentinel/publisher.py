@@ -395,15 +395,10 @@ class ZooKeeperPublisher(Service):
         node = self._nodes.new(f"{self.root}/instances/{name}", lambda: b"")
         gone = self._nodes.instances.get(name)
         if gone is not None and gone.removed:
-            # Watched again before its delete was made: the new node decides
-            # what the path holds. The delete is dropped, and one waiting
-            # for a slot hands the node it would have deleted over: a storm
-            # of reloads otherwise queued a delete per removal, each a call
-            # made after the node was written again, and the nodes of the
-            # last config waited 46 s behind them.
-            gone.dirty = False
-            if not gone.writing:
-                node.owned, node.version = gone.owned, gone.version
+            # Watched again before its delete was made: a storm of reloads
+            # otherwise queued a delete per removal, each made after the
+            # node was written again.
+            self._nodes.take_back(node, gone)
 
         def data() -> bytes | None:
             if roles.joined:
