@@ -18,8 +18,8 @@ from sentinel.config import RedisInstance
 from sentinel.handshakes import KEEP, Handshakes
 from sentinel.observation import Observation
 from sentinel.pacing import BEAT, ConnectPacer
-from sentinel.probe import RedisProbe
 from sentinel.resolve import Resolver
+from tests.test_probe import paced_probe
 
 ADDRESS = ("127.0.0.1", 6379)
 # As the probes key it (`sentinel.stalls.Address`): plain TCP.
@@ -67,13 +67,11 @@ class Server:
         self.pacer = ConnectPacer(self.reactor, 10, 1.0)
         resolver = Resolver(self.reactor)  # type: ignore[arg-type]
         self.probes = [
-            RedisProbe(
+            paced_probe(
                 RedisInstance(f"r{i}", "127.0.0.1", 6379, password=password),
                 self.reactor,
                 self.pacer,
-                1.0,
                 resolver,
-                role_signal=False,
             )
             for i in range(count)
         ]

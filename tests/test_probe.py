@@ -2498,6 +2498,18 @@ class HungServerTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(d))
 
 
+def paced_probe(
+    instance: RedisInstance,
+    reactor: MemoryReactorClock,
+    pacer: ConnectPacer,
+    resolver: Resolver | None = None,
+) -> RedisProbe:
+    """A probe of `instance` sharing `pacer`, as the agent's do; timeout 1.0 s."""
+    if resolver is None:
+        resolver = Resolver(reactor)  # type: ignore[arg-type]
+    return RedisProbe(instance, reactor, pacer, 1.0, resolver, role_signal=False)
+
+
 class Fleet:
     """
     Probes of instances on one server (one address), sharing a pacer: each
@@ -2510,13 +2522,11 @@ class Fleet:
         self.pacer = ConnectPacer(self.reactor, slots, 1.0)
         resolver = Resolver(self.reactor)  # type: ignore[arg-type]
         self.probes = [
-            RedisProbe(
+            paced_probe(
                 RedisInstance(f"r{i}", "127.0.0.1", port),
                 self.reactor,
                 self.pacer,
-                1.0,
                 resolver,
-                role_signal=False,
             )
             for i in range(count)
         ]
@@ -2657,15 +2667,12 @@ class StalledAddressTests(SynchronousTestCase):
         only: plain instances there still connect, each its own attempt.
         """
         fleet = Fleet(2)  # Their connections dropped, no attempt stalled.
-        tls = RedisProbe(
+        tls = paced_probe(
             RedisInstance(
                 "secure", "127.0.0.1", 6379, tls=True, server_name="localhost"
             ),
             fleet.reactor,
             fleet.pacer,
-            1.0,
-            Resolver(fleet.reactor),  # type: ignore[arg-type]
-            role_signal=False,
         )
         fleet.on_time(1.0)
         d = tls.check(False)
@@ -2735,13 +2742,8 @@ class StalledAddressTests(SynchronousTestCase):
 
     def kept_beside(self, fleet: Fleet) -> tuple[RedisProbe, Any]:
         """A probe on the fleet's address with a kept connection, due for renewal."""
-        kept = RedisProbe(
-            RedisInstance("kept", "127.0.0.1", 6379),
-            fleet.reactor,
-            fleet.pacer,
-            1.0,
-            Resolver(fleet.reactor),  # type: ignore[arg-type]
-            role_signal=False,
+        kept = paced_probe(
+            RedisInstance("kept", "127.0.0.1", 6379), fleet.reactor, fleet.pacer
         )
         d = kept.check(False)
         protocol = fleet.accept(fleet.attempts() - 1)
@@ -2791,13 +2793,8 @@ class StalledAddressTests(SynchronousTestCase):
     def test_other_port_unaffected(self) -> None:
         """An instance on another port of the same host connects as usual."""
         fleet = Fleet(2)
-        probe = RedisProbe(
-            RedisInstance("other", "127.0.0.1", 6380),
-            fleet.reactor,
-            fleet.pacer,
-            1.0,
-            Resolver(fleet.reactor),  # type: ignore[arg-type]
-            role_signal=False,
+        probe = paced_probe(
+            RedisInstance("other", "127.0.0.1", 6380), fleet.reactor, fleet.pacer
         )
         fleet.timed_out_once()
         base = fleet.attempts()
