@@ -108,8 +108,10 @@ class ChildProcessTests(TestCase):
             child.wait_readable(None, 0.01)
         release = threading.Timer(HELD, mount.release)
         self.addCleanup(release.cancel)
-        release.start()
+        # Read before the timer starts, so that the wait measured is never
+        # shorter than the one the timer keeps.
         started, cpu = time.monotonic(), time.thread_time()
+        release.start()
         child.pause()
         waited, spent = time.monotonic() - started, time.thread_time() - cpu
         self.assertEqual(set(thread_states(child.pid)), {"T"})
