@@ -391,11 +391,13 @@ class ZooKeeperServer(_RealServer):
     `wipe`; `close` stops it and removes everything.
 
     The tick is short so that tests can ask for session timeouts down to one
-    second.
+    second; `min_session_timeout_ms` raises the least it grants (by default
+    two ticks), for a server that grants more than asked.
     """
 
     name = "zookeeper"
     tick_ms = 500
+    min_session_timeout_ms: int | None = None
 
     def __init__(self, *, port: int | None = None) -> None:
         super().__init__(port)
@@ -425,7 +427,7 @@ class ZooKeeperServer(_RealServer):
             f"dataDir={self.data}\n"
             f"clientPort={self.port}\n"
             f"clientPortAddress={LOOPBACK}\n"
-            f"minSessionTimeout={2 * self.tick_ms}\n"
+            f"minSessionTimeout={self.min_session_timeout_ms or 2 * self.tick_ms}\n"
             "maxSessionTimeout=60000\n"
             "admin.enableServer=false\n"
             "4lw.commands.whitelist=*\n"
