@@ -21,7 +21,14 @@ a crash loop killed before its first check, say; a restart within the
 session's life always finds less, the file's lag included) is not
 claimed but closed (`stale`: the publisher closes it, so that its nodes
 go at once), and a new session opened: else a dead Redis stayed
-published up for as long as the loop went on.
+published up for as long as the loop went on. The session timeout here
+is the one ZooKeeper granted the process that held the session, which
+the file says (``session_timeout``; a file without it, an older
+version's, is judged by the one asked for): ZooKeeper bounds the one
+asked (by default to 2 to 20 of its ticks), and judged by the one asked,
+a session asked 2 s and granted 8 was closed while it lived (its nodes
+missing for about 2 s at a restart 5 s after a ``kill -9``), one asked
+30 s and granted 4 kept 45 s unchecked.
 
 A session left in the state_dir under another agent id (``agent_id``
 changed between two processes) is closed the same way once the process
@@ -121,8 +128,9 @@ class SessionHandoff:
         @param left: the session the state file held at start, or why none
             is usable (``no state file``...).
         @param owner: this process (a fresh `Owner` if None).
-        @param session_timeout: the session timeout asked for: a session
-            left unchecked for longer is closed rather than reattached.
+        @param session_timeout: the session timeout asked for: what a
+            session is judged by until ZooKeeper grants one, and a session
+            left by a version that did not say what it was granted.
         @param running: whether a pid is a process that runs (`_running`).
         """
         self._reactor = reactor
@@ -137,6 +145,9 @@ class SessionHandoff:
         self.on_superseded: Callable[[str], None] | None = None
         self.superseded: str | None = None
         self._session_timeout = session_timeout
+        # The session timeout ZooKeeper granted the session we hold (the
+        # file says it), None while unknown.
+        self._granted: float | None = None
         self._running = running if running is not None else _running
         # The session left, if no process checked its instances for longer
         # than the session timeout, or if it is a predecessor's under
@@ -198,7 +209,9 @@ class SessionHandoff:
         now = float(self._reactor.seconds())
         # A file that does not say (an older version's) counts from now.
         checked_at = now if left.checked_at is None else left.checked_at
-        if now - checked_at > UNCHECKED_SHARE * self._session_timeout:
+        # The session lives for the timeout its last holder was granted.
+        timeout = left.session_timeout or self._session_timeout
+        if now - checked_at > UNCHECKED_SHARE * timeout:
             self.stale = left
             self.why_not = UNCHECKED.format(seconds=now - checked_at)
             log.warn(
@@ -207,10 +220,11 @@ class SessionHandoff:
                 "and opening a new one",
                 session=f"{left.session_id:#x}",
                 why=self.why_not,
-                timeout=self._session_timeout,
+                timeout=timeout,
             )
             return succeed(False)
         self._session = left.client_id
+        self._granted = left.session_timeout
         self._parents = left.discovery_parents
         # Not checked by this process yet: the previous one's checks stand.
         self._checked_at = checked_at
@@ -275,12 +289,18 @@ class SessionHandoff:
         )
         return succeed(False)
 
-    def connected(self, client_id: tuple[int, bytes], replaced: bool) -> bool:
+    def connected(
+        self,
+        client_id: tuple[int, bytes],
+        replaced: bool,
+        granted: float | None = None,
+    ) -> bool:
         """
         The bridge is connected with session `client_id` (`replaced`: on a
-        client that replaced the first one). Return True the first time
-        the session is the one the previous process left: its nodes are
-        this process's now.
+        client that replaced the first one), `granted` the session timeout
+        ZooKeeper granted it (None if unknown): the file says it from now
+        on. Return True the first time the session is the one the previous
+        process left: its nodes are this process's now.
         """
         first = not self._connected_once
         self._connected_once = True
@@ -312,6 +332,7 @@ class SessionHandoff:
                 )
         if client_id != self._session:
             self._session = client_id
+            self._granted = granted
             # A new session holds no member anywhere yet, and nothing
             # checked: its unchecked time counts from its start.
             self._parents = ()
@@ -319,6 +340,11 @@ class SessionHandoff:
             if not self._checked_once:
                 self._unchecked = client_id
             self._written_soon()
+        elif granted is not None and granted != self._granted:
+            # Reattached (at start, or reconnected), the session lives for
+            # what was granted this time.
+            self._granted = granted
+            self._written_soon(refresh=True)
         return inherited
 
     def checked(self) -> None:
@@ -337,8 +363,7 @@ class SessionHandoff:
             or self.superseded is not None
             or self.writing
             or (
-                tried is not None
-                and now - tried < REFRESH_SHARE * self._session_timeout
+                tried is not None and now - tried < REFRESH_SHARE * self.session_timeout
             )
         ):
             return
@@ -416,6 +441,14 @@ class SessionHandoff:
         d.addCallback(lambda _: self.state_file.remove())
         d.addErrback(self._failed, "removing")
         return d
+
+    @property
+    def session_timeout(self) -> float:
+        """
+        The timeout of the session we hold: the one ZooKeeper granted, or
+        the one asked for while that is unknown.
+        """
+        return self._session_timeout if self._granted is None else self._granted
 
     @property
     def session_id(self) -> int | None:
@@ -525,6 +558,7 @@ class SessionHandoff:
             float(self._reactor.seconds()),
             self._parents,
             self._checked_at,
+            self._granted,
         )
         d = self.state_file.write(stored, holder)
         d.addCallbacks(self._wrote, self._not_written, callbackArgs=(stored,))

@@ -101,7 +101,9 @@ class Resync:
         holds none), and each node is asked about before it is created.
         """
         try:
-            return handoff.connected(client_id, self._zk.replacements > 0)
+            return handoff.connected(
+                client_id, self._zk.replacements > 0, self._zk.granted_timeout
+            )
         except Exception:
             self._zk.internal_errors.record(
                 "telling the state file of the session", None, Failure()

@@ -10,9 +10,11 @@ agent id), which process holds it (pid and a random token: an older
 process whose session was taken reads it to learn that it was
 superseded), the discovery parents under which the session may hold
 members (the next process looks there for members of instances removed
-meanwhile), and until when the session's nodes were backed by checks
+meanwhile), until when the session's nodes were backed by checks
 (``checked_at``: a session nobody checked for long is not kept alive,
-`sentinel.handoff`).
+`sentinel.handoff`), and the session timeout ZooKeeper granted
+(``session_timeout``: the one that rule counts in, which may not be the
+one asked for).
 
 Whoever holds the password can take the session, and with it the nodes:
 the file is one only the agent's user may read (`sentinel.privatefiles`:
@@ -63,6 +65,8 @@ _VERSION = 1
 # logged as one, and a later one (1e300, or a time in milliseconds, 1e12)
 # raised inside the ZooKeeper listener that resyncs the nodes.
 _LAST_WRITTEN_AT = 253402300799.0
+# ZooKeeper grants a session timeout in milliseconds, a Java int.
+_LONGEST_SESSION_TIMEOUT = (2**31 - 1) / 1000
 
 
 class NotHeld(Exception):
@@ -106,6 +110,9 @@ class StoredSession:
     # instances (at first, the session's start): None in a file from a
     # version that did not say.
     checked_at: float | None = None
+    # The session timeout ZooKeeper granted the process holding the
+    # session, in seconds: None in a file from a version that did not say.
+    session_timeout: float | None = None
 
     @property
     def client_id(self) -> tuple[int, bytes]:
@@ -130,6 +137,7 @@ def encode_state(stored: StoredSession) -> bytes:
         "written_at": stored.written_at,
         "discovery_parents": list(stored.discovery_parents),
         "checked_at": stored.checked_at,
+        "session_timeout": stored.session_timeout,
     }
     return json.dumps(document, indent=1).encode("utf-8") + b"\n"
 
@@ -163,6 +171,7 @@ def decode_state(
         written_at=_written_at(document),
         discovery_parents=_parents(document),
         checked_at=_checked_at(document),
+        session_timeout=_session_timeout(document),
     )
     theirs = stored.purpose
     if _chroot(theirs.hosts) != _chroot(purpose.hosts):
@@ -205,6 +214,15 @@ def _checked_at(document: dict[str, Any]) -> float | None:
     if checked_at is None or not 0 <= checked_at <= _LAST_WRITTEN_AT:
         raise Unreadable("checked_at is invalid")
     return checked_at
+
+
+def _session_timeout(document: dict[str, Any]) -> float | None:
+    if document.get("session_timeout") is None:
+        return None
+    timeout = finite(document["session_timeout"])
+    if timeout is None or not 0 < timeout <= _LONGEST_SESSION_TIMEOUT:
+        raise Unreadable("session_timeout is invalid")
+    return timeout
 
 
 def _session_id(document: dict[str, Any]) -> int:

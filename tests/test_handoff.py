@@ -90,19 +90,34 @@ class Process:
         agent_id: str = AGENT,
         discovery: tuple[str, str] | None = ("serverset", DISCOVERY),
         running: Callable[[int], bool] | None = None,
+        session_timeout: float = 10.0,
+        granted: float | None = None,
     ) -> None:
+        """
+        @param session_timeout: the session timeout asked for.
+        @param granted: the one ZooKeeper grants (None: not known).
+        """
         self.case = case
         self.agent_id = agent_id
         purpose = attr.evolve(PURPOSE, agent_id=agent_id)
         clock = case.clock
         self.zk = FakeZooKeeper(clock, server=case.server)
         self.zk.hosts = PURPOSE.hosts
+        self.zk.requested_timeout = session_timeout
+        self.zk.granted_timeout = granted
         self.worker = SyncWorker()
         directory = directory or case.directory
         state_file = StateFile(directory, self.worker)  # type: ignore[arg-type]
         if left is None:
             left = left_in(directory, purpose)
-        self.handoff = SessionHandoff(clock, state_file, purpose, left, running=running)
+        self.handoff = SessionHandoff(
+            clock,
+            state_file,
+            purpose,
+            left,
+            running=running,
+            session_timeout=session_timeout,
+        )
         self.states = {
             name: InstanceState(instance, FakeProbe(instance), InstanceHealth(1, 1))
             for name, instance in instances.items()
@@ -181,9 +196,9 @@ class HandoffTestCase(SynchronousTestCase):
         parent = f"{DISCOVERY}/{service}"
         return self.server.children(parent) if parent in self.server.nodes else []
 
-    def running(self) -> Process:
+    def running(self, **more: Any) -> Process:
         """A process that published a and b up, with their members."""
-        first = self.process()
+        first = self.process(**more)
         first.start()
         first.check("a", UP)
         first.check("b", UP)
@@ -313,7 +328,7 @@ class RestartTests(HandoffTestCase):
         self.running().stop()
         second = self.process({"a": self.instances["a"]})
 
-        def broken(client_id: tuple[int, bytes], replaced: bool) -> bool:
+        def broken(*args: object) -> bool:
             raise OverflowError("date value out of range")
 
         second.handoff.connected = broken  # type: ignore[method-assign]
@@ -335,7 +350,7 @@ class RestartTests(HandoffTestCase):
         """
         first = self.process(left="no state file")
 
-        def broken(client_id: tuple[int, bytes], replaced: bool) -> bool:
+        def broken(*args: object) -> bool:
             raise OverflowError("date value out of range")
 
         first.handoff.connected = broken  # type: ignore[method-assign]
@@ -789,6 +804,84 @@ class UncheckedSessionTests(HandoffTestCase):
         second.start()
         self.assertEqual(second.zk.session_id, session)
         self.assertTrue(second.handoff.reattached)
+
+    def test_judged_by_the_timeout_granted_longer(self) -> None:
+        """
+        Asked 2 s and granted 20 (ZooKeeper's minimum bounds it), the
+        session lives 20 s after its holder's end: a process started 10 s
+        after the last check reattaches to it, its nodes kept. Judged by
+        the 2 s asked, it was closed, alive, its nodes gone at once.
+        """
+        first = self.running(session_timeout=2.0, granted=20.0)
+        session = first.zk.session_id
+        first.zk.leave_open()
+        self.server.drop(first.zk)
+        self.clock.advance(10.0)
+        second = self.process(session_timeout=2.0, granted=20.0)
+        second.start()
+        self.assertEqual(second.zk.closed_sessions, [])
+        self.assertTrue(second.handoff.reattached)
+        self.assertEqual(second.zk.session_id, session)
+        self.assertIn(path("a"), self.server.nodes)
+
+    def test_judged_by_the_timeout_granted_shorter(self) -> None:
+        """
+        Asked 30 s and granted 4 (ZooKeeper's maximum bounds it): a crash
+        loop's processes, each killed before its first check, reattach
+        while the session was checked within 1.5 times 4 s, and the first
+        one started later closes it. Judged by the 30 s asked, the loop
+        kept it, unchecked, for 45 s.
+        """
+        first = self.running(session_timeout=30.0, granted=4.0)
+        checked = self.clock.seconds()
+        session = first.zk.session_id
+        self.server.drop(first.zk)
+        while True:
+            self.assertLess(self.clock.seconds() - checked, 7.0)
+            self.clock.advance(1.2)
+            process = self.process(session_timeout=30.0, granted=4.0)
+            process.start(alone=False)
+            if process.zk.closed_sessions:
+                break
+            self.assertEqual(process.zk.session_id, session)
+            self.server.drop(process.zk)
+        self.assertEqual(process.zk.closed_sessions, [session])
+        self.assertGreater(self.clock.seconds() - checked, 6.0)
+        self.assertNotIn(path("a"), self.server.nodes)
+
+    def test_judged_by_the_timeout_asked_without_a_granted_one(self) -> None:
+        """
+        A file that does not say what ZooKeeper granted (an older
+        version's) is judged by the session timeout asked, as before.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        document = self.stored()
+        self.assertIsNone(document.pop("session_timeout", None))
+        with open(state_path(self.directory), "wb") as f:
+            f.write(json.dumps(document).encode())
+        self.server.drop(first.zk)
+        self.clock.advance(14.0)
+        second = self.process()
+        second.start()
+        self.assertTrue(second.handoff.reattached)
+        self.server.drop(second.zk)
+        self.clock.advance(2.0)
+        third = self.process()
+        third.start()
+        self.assertEqual(third.zk.closed_sessions, [session])
+        self.assertFalse(third.handoff.reattached)
+
+    def test_reattached_session_says_what_it_was_granted(self) -> None:
+        """
+        A process that reattaches is granted its own session timeout for
+        the session: the file says that one from then on.
+        """
+        self.running(granted=4.0).stop()
+        second = self.process(granted=6.0)
+        second.start()
+        self.assertTrue(second.handoff.reattached)
+        self.assertEqual(self.stored()["session_timeout"], 6.0)
 
     def test_refresh_never_overwrites_a_newer_claim(self) -> None:
         """

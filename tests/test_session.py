@@ -77,6 +77,19 @@ class EncodingTests(SynchronousTestCase):
             decode_state(json.dumps(document).encode(), PURPOSE).checked_at
         )
 
+    def test_session_timeout(self) -> None:
+        """
+        The session timeout ZooKeeper granted is read as written; a file
+        that does not say (an older version's) reads as None.
+        """
+        stored = attr.evolve(STORED, session_timeout=4.0)
+        self.assertEqual(decode_state(encode_state(stored), PURPOSE), stored)
+        document = json.loads(encode_state(stored))
+        del document["session_timeout"]
+        self.assertIsNone(
+            decode_state(json.dumps(document).encode(), PURPOSE).session_timeout
+        )
+
     def test_hosts_spelled_otherwise(self) -> None:
         """
         The same ensemble listed otherwise (a server added or left out, a
@@ -142,6 +155,11 @@ class EncodingTests(SynchronousTestCase):
             changed(discovery_parents=["relative"]): "discovery_parents is invalid",
             changed(checked_at="now"): "checked_at is invalid",
             changed(checked_at=1e300): "checked_at is invalid",
+            changed(session_timeout="10"): "session_timeout is invalid",
+            changed(session_timeout=0): "session_timeout is invalid",
+            changed(session_timeout=-4.0): "session_timeout is invalid",
+            # Past what ZooKeeper grants (milliseconds in a Java int).
+            changed(session_timeout=1e300): "session_timeout is invalid",
             changed(hosts="zk1:2181/app"): (
                 "for another ZooKeeper chroot ('zk1:2181/app')"
             ),
