@@ -234,6 +234,7 @@ class ZooKeeperPublisher(Service):
                 closed = self.zk.close_session(
                     left.client_id, self.zk.requested_timeout
                 )
+                self._stopping.closing(closed)
                 return closed.addCallback(lambda _: start(False))
             start(claimed)
             return None

@@ -29,6 +29,13 @@ A `leave` before the session the previous process left is attached (a
 ``SIGUSR2`` during start-up) first waits for it (`STOP_DELETE_TIMEOUT` at
 most): the nodes are that session's, and closing it is what deletes them
 at once; and the state file is removed only once its claim is written.
+
+Any stop first lets the close of a stale session left by the previous
+process end (`closing`, `STALE_CLOSE_WAIT` at most): connecting to close
+it renewed the session, so a stop that cut the close kept the stale nodes
+for another session timeout (measured: a SIGTERM during start-up left
+them 10 s after the exit; now they go before it), and a crash loop whose
+processes each lived briefly kept them for as long as it went on.
 """
 
 from __future__ import annotations
@@ -75,6 +82,10 @@ STOP_CLOSE_TIMEOUT = 1.0
 # A leave during start-up adds `STOP_DELETE_TIMEOUT` before the deletes,
 # without a group: 3.5 s in all.
 STOP_FORGET_TIMEOUT = 0.5
+# A stale session's close in flight: a connection and one request. The
+# process holds no session of its own meanwhile (its client starts once
+# the close ended), so the rest of such a stop ends at once.
+STALE_CLOSE_WAIT = 2.0
 
 
 class Stopping:
@@ -100,12 +111,37 @@ class Stopping:
         self._takeovers = takeovers
         self._handoff = handoff
         self.leaving = False
+        # Fires once the stale session's close in flight ended, if one is.
+        self._closing: Deferred[None] | None = None
+
+    def closing(self, closed: Deferred[None]) -> None:
+        """
+        A stale session's close is in flight, and `closed` fires once it
+        ended: a stop waits for it first (module docstring).
+        """
+        ended: Deferred[None] = Deferred()
+        self._closing = ended
+
+        def done(result: object) -> object:
+            self._closing = None
+            ended.callback(None)
+            return result
+
+        closed.addBoth(done)
 
     def stop(self, halted: bool, superseded: bool) -> Deferred[None]:
         """
         End publishing, `halted` by a twin or a newer process, or
         `superseded` by a newer process; fires when done.
         """
+        closing = self._closing
+        if closing is not None:
+            closing.addTimeout(STALE_CLOSE_WAIT, self._reactor)
+            closing.addErrback(lambda _: None)
+            return closing.addCallback(lambda _: self._stop(halted, superseded))
+        return self._stop(halted, superseded)
+
+    def _stop(self, halted: bool, superseded: bool) -> Deferred[None]:
         if superseded:
             # The session is another process's now, and so are the nodes.
             return succeed(None)

@@ -53,7 +53,7 @@ from kazoo.exceptions import (
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeStat
 from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 
 from sentinel.bugs import InternalErrors
 from sentinel.zk import CONNECTED, CONNECTING, LOST, STOPPED, SUSPENDED
@@ -249,8 +249,10 @@ class FakeZooKeeper:
         self.call_timeout = call_timeout
         self.hosts = "fake:2181"
         self.session_timeout = 10.0
-        # Sessions closed by `close_session`.
+        # Sessions closed by `close_session`, and how long each close takes
+        # (a connection to the session, then the close).
         self.closed_sessions: list[int] = []
+        self.close_delay = 0.0
         self.requested_timeout = 10.0
         self.granted_timeout: float | None = None
         self.connect_error: str | None = None
@@ -328,12 +330,21 @@ class FakeZooKeeper:
     def close_session(
         self, client_id: tuple[int, bytes], timeout: float
     ) -> Deferred[None]:
-        """Close the session `client_id` if it lives (its nodes go)."""
-        self.closed_sessions.append(client_id[0])
-        session, password = client_id
-        if self.server.sessions.get(session) == password:
-            self.server.end_session(session)
-        return succeed(None)
+        """
+        Close the session `client_id` if it lives (its nodes go), after
+        `close_delay` on the Clock.
+        """
+
+        def close() -> None:
+            self.closed_sessions.append(client_id[0])
+            session, password = client_id
+            if self.server.sessions.get(session) == password:
+                self.server.end_session(session)
+
+        if not self.close_delay:
+            close()
+            return succeed(None)
+        return deferLater(self._clock, self.close_delay, close)
 
     def leave_open(self) -> None:
         """Stop using the session; it lives on in the server."""

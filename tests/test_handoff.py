@@ -41,7 +41,11 @@ from sentinel.session import (
     state_path,
 )
 from sentinel.sharing import ALONE_AFTER
-from sentinel.stopping import STOP_CLOSE_TIMEOUT, STOP_DELETE_TIMEOUT
+from sentinel.stopping import (
+    STALE_CLOSE_WAIT,
+    STOP_CLOSE_TIMEOUT,
+    STOP_DELETE_TIMEOUT,
+)
 from tests.fakes import FakeProbe
 from tests.fakezk import CALL_KINDS, FakeZooKeeper, FakeZooKeeperServer
 from tests.test_publisher import AGENT, AGENT_PATH, DOWN, ROOT, START, UP, path
@@ -697,6 +701,53 @@ class UncheckedSessionTests(HandoffTestCase):
         self.assertEqual(self.stored()["checked_at"], self.clock.seconds())
         process.check("a", DOWN)
         self.assertEqual(process.zk.document(path("a"))["status"], "down")
+
+    def test_stop_lets_the_close_of_a_stale_session_end(self) -> None:
+        """
+        A process stopped while it closes a stale session (a crash loop's
+        processes each live briefly) lets the close end first: the stale
+        nodes go, and no new session is opened. Cut, the close had renewed
+        the session by connecting to it, and its nodes stayed, unchecked,
+        for another session timeout.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        first.zk.leave_open()
+        self.server.drop(first.zk)
+        self.clock.advance(16.0)
+        process = self.process()
+        process.zk.close_delay = 0.5
+        process.start(connect=False)
+        stopped = process.publisher.stopService()
+        self.assertNoResult(stopped)
+        self.clock.advance(0.5)
+        self.successResultOf(stopped)
+        self.assertEqual(process.zk.closed_sessions, [session])
+        self.assertNotIn(path("a"), self.server.nodes)
+        self.assertEqual(process.zk.started, 0)
+        self.flushLoggedErrors()
+
+    def test_stop_waits_for_a_stale_close_within_bounds(self) -> None:
+        """
+        A stale session's close that does not end (ZooKeeper unreachable)
+        holds a stop `STALE_CLOSE_WAIT` at most.
+        """
+        first = self.running()
+        first.zk.leave_open()
+        self.server.drop(first.zk)
+        self.clock.advance(16.0)
+        process = self.process()
+        process.zk.close_delay = 60.0
+        process.start(connect=False)
+        stopped = process.publisher.stopService()
+        self.clock.advance(STALE_CLOSE_WAIT - 0.1)
+        self.assertNoResult(stopped)
+        self.clock.advance(0.1)
+        self.successResultOf(stopped)
+        # The close ending later is no matter.
+        self.clock.advance(60.0)
+        self.assertEqual(process.zk.started, 0)
+        self.flushLoggedErrors()
 
     def test_new_session_stopped_before_its_first_check_is_closed(self) -> None:
         """
