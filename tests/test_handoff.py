@@ -665,6 +665,32 @@ class RestartTests(HandoffTestCase):
             [f"{DISCOVERY}/{s}" for s in ["a", "s2"]],
         )
 
+    def test_parents_in_use_asked_once_per_write(self) -> None:
+        """
+        Parents recorded while a write is in flight (services coming up at
+        start) go into the next write together, which asks once which of
+        the others the session still uses, and leaves out the rest: asked
+        at each parent, 2,000 services cost about a second of the
+        reactor's time.
+        """
+        first = self.running()
+        services = [f"{DISCOVERY}/s{i}" for i in range(100)]
+        asked: list[None] = []
+
+        def in_use() -> set[str]:
+            asked.append(None)
+            return {f"{DISCOVERY}/a", *services}
+
+        first.worker.held = []
+        recorded = [first.handoff.record_parent(p, in_use) for p in services]
+        first.worker.release()
+        for d in recorded:
+            self.successResultOf(d)
+        self.assertEqual(len(asked), 2)
+        self.assertEqual(
+            self.stored()["discovery_parents"], [f"{DISCOVERY}/a", *services]
+        )
+
 
 class UncheckedSessionTests(HandoffTestCase):
     """Processes killed before their first check (a crash loop)."""
