@@ -6,7 +6,11 @@ nodes (DESIGN.md section 8, "Restarts").
 So the directory must be the user's and writable by nobody else, and the
 file a regular file (never followed if it is a symbolic link), the user's
 and readable by nobody else: anything else is `StateFileRefused`, whose
-message is one line. A file read is bounded (`Unreadable` past its limit).
+message is one line. A directory that is a symbolic link is followed (a
+link to another disk is a common layout) and what it points to checked,
+unless the link is another user's than the agent's or root's: that user
+could point it elsewhere at any time, as one who may write to the
+directory could swap the file. A file read is bounded (`Unreadable` past its limit).
 Writes are atomic: a temporary file in the same directory, fsync, rename,
 fsync of the directory; readers see the old file or the new one, after a
 crash too.
@@ -74,11 +78,17 @@ def prepare_directory(directory: str) -> None:
     except OSError as e:
         raise StateFileRefused(f"cannot create {directory}: {e.strerror}") from None
     try:
+        link = os.lstat(directory)
         status = os.stat(directory)
     except OSError as e:
         raise StateFileRefused(f"{directory}: {e.strerror}") from None
     if not stat.S_ISDIR(status.st_mode):
         raise StateFileRefused(f"{directory} is not a directory")
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, os.geteuid()):
+        raise StateFileRefused(
+            f"{directory} is a symbolic link owned by uid {link.st_uid}, "
+            f"neither the agent's user nor root: it could be pointed elsewhere"
+        )
     _check_owner(directory, status)
     if status.st_mode & _DIRECTORY_OTHERS_WRITE:
         raise StateFileRefused(

@@ -321,6 +321,35 @@ class DirectoryTests(FileTestCase):
             f"{self.directory} belongs to uid 4321, not to the agent's user (uid 0)",
         )
 
+    def test_symbolic_link_followed(self) -> None:
+        """
+        A state_dir that is a symbolic link (to a larger disk, say) is
+        followed, and what it points to is checked.
+        """
+        link = os.path.abspath(self.mktemp())
+        os.symlink(self.directory, link)
+        prepare_directory(link)
+        os.chmod(self.directory, 0o777)
+        self.assertRaises(StateFileRefused, prepare_directory, link)
+
+    def test_another_users_symbolic_link(self) -> None:
+        """
+        A state_dir that is a symbolic link of another user's (made in
+        ``/tmp`` before the agent's first start, say) is refused: that user
+        could point it at any directory of the agent's user.
+        """
+        if os.geteuid() != 0:
+            raise self.skipTest("only root can give a link away")
+        link = os.path.abspath(self.mktemp())
+        os.symlink(self.directory, link)
+        os.lchown(link, 4321, -1)
+        error = self.assertRaises(StateFileRefused, prepare_directory, link)
+        self.assertEqual(
+            str(error),
+            f"{link} is a symbolic link owned by uid 4321, neither the agent's "
+            f"user nor root: it could be pointed elsewhere",
+        )
+
     def test_checked_before_the_file(self) -> None:
         """Reading the file checks its directory first."""
         self.write(encode_state(STORED))
