@@ -1,7 +1,7 @@
 """
 Writes to ZooKeeper scheduled: each node written when it changes, however
-often it changes, at most `WRITES_IN_FLIGHT` at once, and retried until it
-is written.
+often it changes, at most `WRITES_IN_FLIGHT` at once (fewer while the link
+answers slowly: `sentinel.window`), and retried until it is written.
 
 Each node has a dirty flag rather than a queue of writes: its data is
 built from current state when the write starts, so however many changes
@@ -51,14 +51,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
+from sentinel.window import WriteWindow
 from sentinel.zk import CONNECTED, ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
 
-# Writes in flight at once. The bridge sends a turn's writes together, 64 to
-# a transaction (`sentinel.zk`), so that this many are 8 requests: at 64, a
-# new primary's writes after a member's crash went 64 a round trip, and a
-# round trip took up to a second behind the reads made at the same time.
+# Writes in flight at once, at most: fewer while the link to ZooKeeper
+# answers slowly (`sentinel.window`). The bridge sends a turn's writes
+# together, 64 to a transaction (`sentinel.zk`), so that this many are 8
+# requests: at 64, a new primary's writes after a member's crash went 64 a
+# round trip, and a round trip took up to a second behind the reads made
+# at the same time.
 WRITES_IN_FLIGHT = 512
 RETRY_DELAY = 1.0
 # Of each this many free slots, while they wait, one goes to the rewrites
@@ -137,6 +140,7 @@ class WriteQueue:
         # meanwhile leaves it to that loop.
         self._draining = False
         self.in_flight = 0
+        self.window = WriteWindow(reactor, lambda: zk.session_timeout, WRITES_IN_FLIGHT)
         self._idle: list[Deferred[None]] = []
         self._retry_call: IDelayedCall | None = None
         self.writes = {"ok": 0, "error": 0}
@@ -276,7 +280,9 @@ class WriteQueue:
             return
         self._draining = True
         try:
-            while self.in_flight < WRITES_IN_FLIGHT:
+            while self.in_flight < WRITES_IN_FLIGHT and self.window.room(
+                self.in_flight
+            ):
                 queue = self._next_queue()
                 if queue is None:
                     break
@@ -319,18 +325,25 @@ class WriteQueue:
     def _start_write(self, node: Node) -> None:
         node.dirty = False
         node.writing = True
+        timed = self.window.start(self.in_flight)
         self.in_flight += 1
         d = Deferred.fromCoroutine(self._write(node))
-        d.addBoth(self._written, node)
+        d.addBoth(self._written, node, timed)
         d.addErrback(self._bug, node)
 
-    def _written(self, result: None | Failure, node: Node) -> None:
+    def _written(
+        self, result: None | Failure, node: Node, timed: tuple[float, int, bool]
+    ) -> None:
         self.in_flight -= 1
         node.writing = False
         failed = True
         # Whatever the bookkeeping raises (a bug, or a log observer's), the
         # slot goes to the next node and the node is retried.
         try:
+            answered = not isinstance(result, Failure) or isinstance(
+                result.value, HeldElsewhere
+            )
+            self.window.ended(timed, answered, any(self._queues))
             failed = self._account(result, node)
         finally:
             # A node that changed while being written queues behind the

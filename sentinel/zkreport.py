@@ -120,6 +120,7 @@ class ZooKeeperReport:
             "session_id": None if zk.session_id is None else f"{zk.session_id:#x}",
             "writes_queued": queue.queued,
             "writes_in_flight": queue.in_flight,
+            "writes_window": int(queue.window.size),
             "writes_ok": queue.writes["ok"],
             "writes_failed": queue.writes["error"],
             "writes_failing": len(queue.still_failing()),

@@ -22,7 +22,7 @@ from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
 from sentinel.probe import Observation, Replication
 from sentinel.publisher import ZooKeeperPublisher
-from sentinel.writes import FAILING_AFTER, RETRY_DELAY
+from sentinel.writes import FAILING_AFTER, RETRY_DELAY, WRITES_IN_FLIGHT
 from tests.fakes import FakeProbe
 from tests.fakezk import FakeZooKeeper
 from tests.test_publisher import DOWN, INTERVAL, ROOT, START, UP
@@ -345,6 +345,8 @@ class ServersetTests(DiscoveryHarness):
         """
         parent = f"{DISCOVERY}/big"
         self.start()
+        # Grown to its maximum, as on a fast link (`sentinel.window`).
+        self.publisher._queue.window.size = WRITES_IN_FLIGHT
         for i in range(20):
             self.check(self.instance(f"held-{i}", service="big", port=7000 + i), UP)
         self.zk.hang("create")

@@ -234,6 +234,8 @@ class PublisherTests(PublisherHarness):
         every node ends with its newest state.
         """
         self.start()
+        # Grown to its maximum, as on a fast link (`sentinel.window`).
+        self.publisher._queue.window.size = WRITES_IN_FLIGHT
         self.zk.hang()
         count = WRITES_IN_FLIGHT + 88
         states = [self.instance(f"redis-{i:04}") for i in range(count)]

@@ -7,7 +7,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel import writes
+from sentinel import window, writes
 from sentinel.bugs import InternalErrors
 from sentinel.discovery import Member
 from sentinel.nodes import Node, Nodes
@@ -33,6 +33,7 @@ class Bridge:
 
     def __init__(self, clock: Clock) -> None:
         self.state = CONNECTED
+        self.session_timeout = 10.0
         self.internal_errors = InternalErrors(clock)
         self.refusing = False
         self.held: list[Deferred[None]] = []
@@ -92,6 +93,7 @@ class WriteQueueTests(SynchronousTestCase):
         and writes them all once the bridge writes again.
         """
         count = 20_000
+        self.queue.window.size = WRITES_IN_FLIGHT  # As on a fast link.
         nodes = [self.instance(f"i{i:05d}") for i in range(count)]
         for node in nodes:
             self.queue.mark(node)
@@ -189,6 +191,7 @@ class WriteQueueTests(SynchronousTestCase):
         of them: 9,489 slots, seconds at a takeover.)
         """
         held = self.held("held")
+        self.queue.window.size = WRITES_IN_FLIGHT  # As on a fast link.
         self.bridge.started.clear()
         for i in range(5_000):
             self.queue.mark(self.instance(f"i{i:04d}"))
@@ -244,6 +247,127 @@ class WriteQueueTests(SynchronousTestCase):
             self.bridge.answer()
         self.assertIn(member.path, self.bridge.started)
         self.assertLessEqual(self.bridge.started.index(member.path), writes.SHARE_EVERY)
+
+
+class LinkBridge(Bridge):
+    """
+    A bridge over a link that carries one write each `per_write` seconds,
+    in order: each write is answered once the writes before it and itself
+    have gone through (a narrow link, and ZooKeeper answering at once).
+    """
+
+    def __init__(self, clock: Clock, per_write: float) -> None:
+        super().__init__(clock)
+        self.clock = clock
+        self.per_write = per_write
+        self.free_at = 0.0
+        # The longest a write sent now would wait to go through: what a
+        # ping sent at the same time waits.
+        self.longest_queue = 0.0
+
+    async def write(self, node: Node) -> None:
+        self.started.append(node.path)
+        now = self.clock.seconds()
+        self.free_at = max(now, self.free_at) + self.per_write
+        self.longest_queue = max(self.longest_queue, self.free_at - now)
+        d: Deferred[None] = Deferred()
+        self.clock.callLater(self.free_at - now, d.callback, None)
+        await d
+
+
+class WindowTests(SynchronousTestCase):
+    """How many writes the queue keeps in flight (`sentinel.window`)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000.0)
+
+    def queue(self, bridge: Bridge) -> tuple[WriteQueue, Nodes]:
+        nodes = Nodes(lambda node, event: None, "/sentinel/agents/a1", _data)
+        queue = WriteQueue(
+            self.clock,
+            bridge,  # type: ignore[arg-type]
+            nodes,
+            Running(),
+            write=bridge.write,
+            held=lambda node, stat: None,
+            owned=lambda node: None,
+            retrying=lambda: None,
+        )
+        return queue, nodes
+
+    def mark(self, queue: WriteQueue, nodes: Nodes, count: int) -> None:
+        for i in range(count):
+            node = nodes.new(f"/sentinel/instances/r{i:04d}", _data)
+            nodes.instances[node.path] = node
+            queue.mark(node)
+
+    def test_narrow_link_answers_a_ping_in_time(self) -> None:
+        """
+        Over a link that carries 8.5 writes a second (24 kbit/s, 350
+        bytes a write), 135 writes marked at once (150 instances going
+        down) never queue on the link for as long as a ping is given
+        (a third of the 6 s session timeout, less kazoo's jitter of up to
+        0.4 s), so that a ping sent at any time is answered in time (sent
+        all at once, the last waited 15.75 s and the session was lost).
+        They are all written within 20 s: the link is kept busy.
+        """
+        bridge = LinkBridge(self.clock, 350 / 3000)
+        bridge.session_timeout = 6.0
+        queue, nodes = self.queue(bridge)
+        self.mark(queue, nodes, 135)
+        for _ in range(200):
+            self.clock.advance(0.1)
+        self.assertEqual(queue.writes["ok"], 135)
+        self.assertLess(bridge.longest_queue, 6.0 / 3 - 0.4)
+
+    def test_slow_answers_shrink_the_window(self) -> None:
+        """
+        Writes answered after 4 s with a 10 s session (more than its
+        sixth, 1.67 s) shrink the window in proportion, once for all the
+        writes answered together: the next writes are 8 * 1.67 / 4 = 3.
+        """
+        bridge = Bridge(self.clock)
+        queue, nodes = self.queue(bridge)
+        self.mark(queue, nodes, 100)
+        self.assertEqual(len(bridge.held), window.INITIAL)
+        self.clock.advance(4.0)
+        bridge.answer()
+        self.assertEqual(len(bridge.held), 3)
+
+    def test_fast_answers_grow_the_window(self) -> None:
+        """
+        Writes answered at once while others wait double the window each
+        round trip, up to `WRITES_IN_FLIGHT`: a fast link is used as
+        before, within a few round trips.
+        """
+        bridge = Bridge(self.clock)
+        queue, nodes = self.queue(bridge)
+        self.mark(queue, nodes, 3000)
+        rounds = []
+        while bridge.held:
+            rounds.append(len(bridge.held))
+            bridge.answer()
+        self.assertEqual(rounds[:7], [8, 16, 32, 64, 128, 256, 512])
+        self.assertEqual(max(rounds), WRITES_IN_FLIGHT)
+        self.assertEqual(queue.writes["ok"], 3000)
+
+    def test_burst_after_a_pause_at_the_pace_of_a_lone_write(self) -> None:
+        """
+        A window grown on a fast link is cut, at the next burst after a
+        pause, to what a write answered alone says the link carries in a
+        sixth of the session timeout: the link narrowed while nothing was
+        written (a lone write took 0.5 s: 1.67 / 0.5 = 3 writes).
+        """
+        bridge = Bridge(self.clock)
+        queue, nodes = self.queue(bridge)
+        queue.window.size = WRITES_IN_FLIGHT
+        lone = nodes.new("/sentinel/instances/lone", _data)
+        queue.mark(lone)
+        self.clock.advance(0.5)
+        bridge.answer()
+        self.mark(queue, nodes, 300)
+        self.assertEqual(len(bridge.held), 3)
 
 
 def _data() -> bytes:
