@@ -493,6 +493,10 @@ class ZooKeeper:
         self.connect_error: str | None = None
         self._connect_error_logged = False
         self.replacements = 0
+        # Replacements since the last connection, and when the first was:
+        # the first is logged, the others summed up once connected again.
+        self._outage_replacements = 0
+        self._first_replaced_at = 0.0
         # When each call in kazoo's hands was handed over, oldest first, and
         # when the server last answered anything: a call, a watch, a ping
         # (module docstring); when that is judged next, and the connections
@@ -747,6 +751,14 @@ class ZooKeeper:
         if state == CONNECTED:
             self.connect_error = None
             self._connect_error_logged = self._dropping = False
+            if self._outage_replacements:
+                log.info(
+                    "ZooKeeper connected again: the client was replaced "
+                    "{count} time(s), the first {seconds:.0f} s ago",
+                    count=self._outage_replacements,
+                    seconds=self._reactor.seconds() - self._first_replaced_at,
+                )
+                self._outage_replacements = 0
             self._resumable = client_id = self.client_id
             self._cancel_replace()
             if client_id is not None and client_id == self._ensemble_session:
@@ -925,11 +937,17 @@ class ZooKeeper:
             host, port = connecting
             self.connect_error = f"connect to {host}:{port} not answered"
         self.replacements += 1
-        log.warn(
-            "ZooKeeper unreachable for {seconds} s (session timeout): "
-            "replacing the client",
-            seconds=self.session_timeout,
-        )
+        self._outage_replacements += 1
+        if self._outage_replacements == 1:
+            # Once an outage, as its cause is: a replacement follows every
+            # session timeout (360 lines an hour at 10 s).
+            self._first_replaced_at = self._reactor.seconds()
+            log.warn(
+                "ZooKeeper unreachable for {seconds} s (session timeout): "
+                "replacing the client, again every {seconds} s until it "
+                "connects (not logged again)",
+                seconds=self.session_timeout,
+            )
         self._replace_client(self._resumable)
 
     # kazoo's threads (module docstring)

@@ -235,6 +235,40 @@ class BridgeTests(SynchronousTestCase):
             self.assert_closed_on_own_thread(client)
         self.assertFalse(self.client().closed.is_set())
 
+    def test_replacements_logged_once_an_outage(self) -> None:
+        """
+        The replacements of one outage are logged once, at the first (one
+        each session timeout was 360 lines an hour), and summed up once
+        connected again: how many, since when. The next outage logs its
+        first again.
+        """
+        lines: list[tuple[LogLevel, str]] = []
+
+        def observe(event: LogEvent) -> None:
+            if "replaced" in (text := formatEvent(event)) or "replacing" in text:
+                lines.append((event["log_level"], text))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.zk.start()
+        self.connect(self.client())
+        for outage in range(2):
+            self.client().change_state(KazooState.LOST)
+            self.clock.run_handed_over()
+            for _ in range(3):
+                self.clock.advance(SESSION_TIMEOUT)
+            self.assertEqual(len(lines), 2 * outage + 1)
+            self.connect(self.client())
+        self.assertEqual(self.zk.replacements, 6)
+        self.assertEqual(
+            [level for level, _ in lines], [LogLevel.warn, LogLevel.info] * 2
+        )
+        self.assertIn("replacing the client, again every", lines[0][1])
+        self.assertIn(
+            f"replaced 3 time(s), the first {2 * SESSION_TIMEOUT:.0f} s ago",
+            lines[1][1],
+        )
+
     def test_replaced_while_connect_unanswered_names_it(self) -> None:
         """
         A client replaced while its connect is still unanswered (one server
