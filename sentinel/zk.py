@@ -80,7 +80,12 @@ can read: it logs it, on the client's own logger (`_ClientLog`), before it
 says CONNECTED. That logger also hands over why each connection attempt
 failed (kazoo's warnings: ``Connection dropped: ...``): ``/healthz`` names
 the last cause while not connected, and the log the first of each outage
-(attempts repeat every few seconds).
+(attempts repeat every few seconds). A connection that failed after its
+quickest answer took a third of the session timeout or more says so with
+the cause: kazoo waits that long for a ping's answer, so that over such a
+round trip no connection lasts, and only a longer session timeout helps.
+The client replaced every session timeout while unreachable (below) is
+logged once an outage too, and summed up once connected again.
 
 kazoo judges a connection dead only by a ping left unanswered, and sends
 a ping only after a third of the session timeout with nothing sent: every
@@ -197,6 +202,10 @@ WRITE_BATCH_BYTES = 256 * 1024
 # for the second, its connection is dropped (module docstring).
 NOT_ANSWERING_AFTER = 1 / 3
 DROP_AFTER = 2 / 3
+# Share of the session timeout that kazoo waits for a ping's answer: a
+# connection that failed after its quickest answer took as long names it
+# (module docstring).
+SLOW_ANSWER = 1 / 3
 # Seconds late the judgement of a silence may run before it is made again
 # rather than acted on: a stalled agent (SIGSTOP, a CPU quota, a paused
 # virtual machine) judges on waking, before kazoo's thread has handed over
@@ -504,6 +513,10 @@ class ZooKeeper:
         # itself, not kept.
         self._unanswered: dict[Deferred[Any], float] = {}
         self.last_heard = self.state_since
+        # The quickest answer to a call since the last connection (seconds
+        # from its hand-over): named with the connection's failure if it
+        # took `SLOW_ANSWER` of the session timeout or more.
+        self._fastest: float | None = None
         self._silence_call: IDelayedCall | None = None
         self.drops = 0
         self._dropping = False
@@ -721,6 +734,17 @@ class ZooKeeper:
             # Our own drop (`_drop`), whose cause is kept already.
             self._dropping = False
             return
+        fastest, self._fastest = self._fastest, None
+        timeout = self.session_timeout
+        if fastest is not None and fastest >= timeout * SLOW_ANSWER:
+            # Not a fault of the agent's nor of the server's: the round trip
+            # is longer than ZooKeeper's clients wait for a ping's answer.
+            why += (
+                f" (the quickest answer on that connection took {fastest:.1f} s, "
+                f"a third of the {timeout:g} s session timeout or more: "
+                "ZooKeeper's clients drop a connection whose ping takes that "
+                "long; zookeeper.session_timeout must be longer)"
+            )
         self.connect_error = why
         if not self._connect_error_logged:
             self._connect_error_logged = True
@@ -749,7 +773,7 @@ class ZooKeeper:
             return
         self._set_state(state)
         if state == CONNECTED:
-            self.connect_error = None
+            self.connect_error = self._fastest = None
             self._connect_error_logged = self._dropping = False
             if self._outage_replacements:
                 log.info(
@@ -1218,8 +1242,12 @@ class ZooKeeper:
         if generation == self._generation:
             self._in_flight -= 1
             self._background_in_flight -= background
-            self._unanswered.pop(d, None)
-            self.last_heard = self._reactor.seconds()
+            sent = self._unanswered.pop(d, None)
+            now = self.last_heard = self._reactor.seconds()
+            if sent is not None and result.successful():
+                took = now - sent
+                if self._fastest is None or took < self._fastest:
+                    self._fastest = took
         # The oldest waiting first: a call its callbacks make queues behind.
         self._hand_over_waiting()
         _deliver(d, result)

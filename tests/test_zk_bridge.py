@@ -437,6 +437,37 @@ class BridgeTests(SynchronousTestCase):
         )
         self.assertEqual(len(warnings), 2)
 
+    def test_slow_round_trip_named_with_the_failure(self) -> None:
+        """
+        A connection that fails after its quickest answer took a third of
+        the session timeout or more (4 s: 1.5 s) names that answer with
+        the failure: kazoo drops a connection whose ping takes that long,
+        and only a longer session timeout helps. Quicker answers add
+        nothing, nor does a connection that answered nothing.
+        """
+        self.zk.start()
+        client = self.client()
+        for took, named in ((1.5, True), (1.0, False), (None, False)):
+            self.connect(client)
+            if took is not None:
+                answered = self.zk.get(PATH)
+                self.clock.advance(took)
+                client.answer(len(client.calls) - 1, value=(b"data", None))
+                self.clock.run_handed_over()
+                self.successResultOf(answered)
+            client.warn("Connection dropped: %s", "outstanding heartbeat ping")
+            client.change_state(KazooState.SUSPENDED)
+            self.clock.run_handed_over()
+            error = self.zk.connect_error
+            self.assertIsNotNone(error)
+            assert error is not None
+            self.assertTrue(error.startswith("Connection dropped: outstanding"))
+            self.assertEqual(
+                "the quickest answer on that connection took 1.5 s, a third "
+                "of the 4 s session timeout or more" in error,
+                named,
+            )
+
     def test_call_result_handed_over(self) -> None:
         """
         A call's answer, set on kazoo's thread, fires its Deferred on the
