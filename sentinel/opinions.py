@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from functools import partial
 from typing import Any
 
@@ -573,10 +573,21 @@ class Opinions:
     # The verdict
 
     def verdict(
-        self, name: str, observers: tuple[str, ...], quorum: int
+        self,
+        name: str,
+        observers: tuple[str, ...],
+        quorum: int,
+        voters: Set[str],
     ) -> Verdict | None:
-        """The verdict of `observers` (this agent first) on `name`, if any."""
-        opinions: dict[str, Opinion | None] = dict(self._heard.get(name, {}))
+        """
+        The verdict of `observers` (this agent first) on `name`, if any,
+        from the opinions of `voters` alone (the others' count as none).
+        """
+        opinions: dict[str, Opinion | None] = {
+            agent: opinion
+            for agent, opinion in self._heard.get(name, {}).items()
+            if agent in voters
+        }
         node = self._nodes.instances.get(name)
         state = None if node is None else node.state
         opinions[self._agent_id] = (

@@ -408,9 +408,13 @@ class GroupRoles:
         # Capped at the observers that publish an opinion (this agent, and
         # members with replicas above 1): a quorum counting a member that
         # never writes one (replicas = 1) is never reached, and a dead
-        # instance would stay up for as long as the members disagree.
-        voters = sum(1 for a in observers if a == self._agent_id or self.voting(a))
-        return self._opinions.verdict(name, observers, min(self.quorum, voters))
+        # instance would stay up for as long as the members disagree. Nor
+        # is such a member's opinion node counted: it is a previous
+        # process's, left on the session it reattached to, and as old.
+        voters = {a for a in observers if a == self._agent_id or self.voting(a)}
+        return self._opinions.verdict(
+            name, observers, min(self.quorum, len(voters)), voters
+        )
 
     def verdict_changed(self, node: Node) -> bool:
         """Whether the verdict at `node` changed since last marked (and mark it)."""

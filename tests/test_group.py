@@ -1983,6 +1983,34 @@ class NonVotingObserverTests(SynchronousTestCase):
         reason = voting.publisher.unhealthy_reason() or ""
         self.assertNotIn(f"opinion {ROOT}/opinions/{name}/b", reason)
 
+    def test_opinion_left_by_a_previous_process_not_counted(self) -> None:
+        """
+        An opinion node of b (replicas 1) is a previous process's of b,
+        written while b had replicas 2 and left on the session b reattached
+        to: it says down, as of then. a's verdict does not count it (the
+        quorum, capped at a alone, would take it for down): a healthy
+        instance stays published up, b's opinion shown as none.
+        """
+        fleet = Fleet()
+        voting = fleet.add("a", NAMES, replicas=2, quorum=2)
+        silent = fleet.add("b", NAMES)
+        assignment = Assignment(2)
+        assignment.update({agent: frozenset(NAMES) for agent in "ab"})
+        assignment.set_known(NAMES)
+        name = next(n for n in NAMES if assignment.observers(n)[0] == "a")
+        for member in fleet.members.values():
+            member.start()
+        now = fleet.clock.seconds()
+        left = {"status": "down", "ready": False, "checked_at": now, "agent": "b"}
+        silent.zk.create(f"{ROOT}/opinions/{name}", b"", ephemeral=False)
+        silent.zk.create(f"{ROOT}/opinions/{name}/b", json.dumps(left).encode())
+        fleet.run(2.0)
+        document = fleet.node(name) or {}
+        self.assertEqual(document["agent"], "a")
+        self.assertEqual(document["status"], "up")
+        self.assertEqual(document["observers"], {"a": "up", "b": None})
+        self.assertEqual(voting.group.verdict_status(name), "up")
+
 
 class CrashAfterHandBackTests(SynchronousTestCase):
     """Two agents, two replicas: a leaves, comes back, then crashes."""
