@@ -191,9 +191,16 @@ def opinion_of(health: InstanceHealth, now: float) -> Opinion | None:
     )
 
 
-def opinion_document(opinion: Opinion, agent_id: str) -> dict[str, Any]:
-    """``{root}/opinions/{name}/{agent_id}``: one observer's view."""
+def opinion_document(
+    opinion: Opinion, agent_id: str, instance: RedisInstance
+) -> dict[str, Any]:
+    """
+    ``{root}/opinions/{name}/{agent_id}``: one observer's view, and the
+    address it checks (a primary counts no opinion of another address).
+    """
     return {
+        "host": instance.host,
+        "port": instance.port,
         "status": opinion.status,
         "ready": opinion.ready,
         "role": opinion.role,

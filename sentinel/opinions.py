@@ -138,6 +138,9 @@ class Opinions:
         # the opinion nodes that no such session holds, and why.
         self._sessions: dict[str, int] = {}
         self.squatters: dict[str, str] = {}
+        # The opinions heard of another address than this agent checks
+        # under the same name, and which.
+        self.elsewhere: dict[str, str] = {}
         # The squatters' paths with a reading again due: one each, however
         # often a squatter rewrites its node (each rewrite fires the watch,
         # and each read of it would otherwise start another round).
@@ -384,7 +387,8 @@ class Opinions:
         opinion = None if state is None else opinion_of(state.health, now)
         if opinion is None:
             return None
-        return encode(opinion_document(opinion, self._agent_id))
+        assert state is not None
+        return encode(opinion_document(opinion, self._agent_id, state.instance))
 
     # The others'
 
@@ -412,6 +416,7 @@ class Opinions:
 
     def _unheard(self, path: str) -> None:
         self.squatters.pop(path, None)
+        self.elsewhere.pop(path, None)
         self._absent.pop(path, None)
 
     def absent(self, voting: Callable[[str], bool]) -> dict[str, str]:
@@ -578,22 +583,64 @@ class Opinions:
         observers: tuple[str, ...],
         quorum: int,
         voters: Set[str],
+        instance: RedisInstance | None,
     ) -> Verdict | None:
         """
         The verdict of `observers` (this agent first) on `name`, if any,
         from the opinions of `voters` alone (the others' count as none).
+        An opinion of another address than `instance`'s, as this agent
+        checks it, is of another server: it still counts (an agent
+        reaching the instance some other way is one view of it too), and
+        `elsewhere` names it.
         """
-        opinions: dict[str, Opinion | None] = {
-            agent: opinion
-            for agent, opinion in self._heard.get(name, {}).items()
-            if agent in voters
-        }
+        opinions: dict[str, Opinion | None] = {}
+        for agent, opinion in self._heard.get(name, {}).items():
+            if agent in voters:
+                self._note_address(name, agent, opinion, instance)
+                opinions[agent] = opinion
         node = self._nodes.instances.get(name)
         state = None if node is None else node.state
         opinions[self._agent_id] = (
             None if state is None else opinion_of(state.health, self._reactor.seconds())
         )
         return decide(observers, opinions, quorum)
+
+    def _note_address(
+        self,
+        name: str,
+        agent: str,
+        opinion: Opinion | None,
+        instance: RedisInstance | None,
+    ) -> None:
+        """
+        Keep `opinion`'s path in `elsewhere` if it says another address
+        than `instance`'s, or drop it; logged when the first comes and when
+        the last goes (a rolling change of addresses makes one per
+        instance).
+        """
+        path = f"{self._root}/opinions/{name}/{agent}"
+        if (
+            opinion is None
+            or instance is None
+            or opinion.host is None
+            or (opinion.host, opinion.port) == (instance.host, instance.port)
+        ):
+            if self.elsewhere.pop(path, None) is not None and not self.elsewhere:
+                log.info("every opinion heard is of the address checked here again")
+            return
+        why = (
+            f"is of {opinion.host}:{opinion.port}, where this agent checks "
+            f"{instance.host}:{instance.port}"
+        )
+        if not self.elsewhere:
+            log.error(
+                "opinion {path} {why}: the members' configs give the instance "
+                "different addresses, and each primary publishes its own; "
+                "/healthz fails until they agree",
+                path=path,
+                why=why,
+            )
+        self.elsewhere[path] = why
 
     def verdict_document(
         self, node: Node, instance: RedisInstance, verdict: Verdict

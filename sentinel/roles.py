@@ -412,8 +412,13 @@ class GroupRoles:
         # is such a member's opinion node counted: it is a previous
         # process's, left on the session it reattached to, and as old.
         voters = {a for a in observers if a == self._agent_id or self.voting(a)}
+        node = self._nodes.instances.get(name)
+        state = None if node is None else node.state
+        # The instance as checked (a reload may have changed it), or
+        # before this agent's first check, as assigned.
+        instance = self._instances.get(name) if state is None else state.instance
         return self._opinions.verdict(
-            name, observers, min(self.quorum, len(voters)), voters
+            name, observers, min(self.quorum, len(voters)), voters, instance
         )
 
     def verdict_changed(self, node: Node) -> bool:

@@ -47,6 +47,10 @@ class Opinion:
     latency_ms: float | None = None
     checked_at: float | None = None
     error: str | None = None
+    # The address its observer checks (None: not said, by an agent from
+    # before opinions said it).
+    host: str | None = None
+    port: int | None = None
 
     def decisive(self) -> tuple[Any, ...]:
         """What a verdict takes from this opinion, save timings and errors."""
@@ -113,6 +117,8 @@ def parse_opinion(data: bytes) -> Opinion | None:
             latency_ms=finite(document.get("latency_ms")),
             checked_at=finite(document.get("checked_at")),
             error=_text(document.get("error")),
+            host=_text(document.get("host")),
+            port=_integer(document.get("port")),
         )
     except (TypeError, ValueError):
         return None

@@ -208,6 +208,12 @@ class ZooKeeperReport:
             reasons.append(
                 f"zookeeper: opinion {_first_of(squatters)}: left out of the verdict"
             )
+        elsewhere = self._opinions.elsewhere
+        if elsewhere:
+            reasons.append(
+                f"zookeeper: opinion {_first_of(elsewhere)}: the members' "
+                "configs disagree on the address"
+            )
         absent = self._opinions.absent(self._roles.voting) if self._roles.joined else {}
         if absent:
             reasons.append(

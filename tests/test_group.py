@@ -2012,6 +2012,62 @@ class NonVotingObserverTests(SynchronousTestCase):
         self.assertEqual(voting.group.verdict_status(name), "up")
 
 
+class AddressDisagreementTests(SynchronousTestCase):
+    """Two members whose configs give one name two addresses."""
+
+    def test_opinion_of_another_address_named(self) -> None:
+        """
+        b checks its instances at another address than a does, under the
+        same names (an operator's error, or a rolling change of config):
+        a, their primary, names b's opinion of an instance in /healthz,
+        with both addresses (its verdict, ``up`` from b's server while a
+        sees its own down, would be published without a word).
+        """
+        fleet = Fleet()
+        primary = fleet.add("a", NAMES, replicas=2)
+        other = fleet.add("b", NAMES, replicas=2)
+        for name in NAMES:
+            other.group.known[name] = RedisInstance(name, "10.0.0.2", 6380)
+        assignment = Assignment(2)
+        assignment.update({agent: frozenset(NAMES) for agent in "ab"})
+        assignment.set_known(NAMES)
+        name = next(n for n in NAMES if assignment.observers(n)[0] == "a")
+        for member in fleet.members.values():
+            member.start()
+        primary.see(name, DOWN)
+        fleet.run(2.0)
+        document = fleet.node(name) or {}
+        self.assertEqual((document["agent"], document["port"]), ("a", 6379))
+        self.assertEqual(document["observers"], {"a": "down", "b": "up"})
+        reason = primary.publisher.unhealthy_reason() or ""
+        self.assertIn(
+            f"opinion {ROOT}/opinions/{name}/b is of 10.0.0.2:6380, where this "
+            "agent checks 10.0.0.1:6379",
+            reason,
+        )
+        self.flushLoggedErrors()
+
+    def test_agreeing_again_clears_it(self) -> None:
+        """
+        Once b checks the address a does (its config changed back), its
+        opinion counts again, and /healthz no longer names it.
+        """
+        fleet = Fleet()
+        primary = fleet.add("a", NAMES, replicas=2)
+        other = fleet.add("b", NAMES, replicas=2)
+        for name in NAMES:
+            other.group.known[name] = RedisInstance(name, "10.0.0.2", 6380)
+        for member in fleet.members.values():
+            member.start()
+        fleet.run(2.0)
+        self.assertIn("10.0.0.2:6380", primary.publisher.unhealthy_reason() or "")
+        for name in NAMES:
+            other.group.replace_instance(instance(name))
+        fleet.run(2.0)
+        self.assertIsNone(primary.publisher.unhealthy_reason())
+        self.flushLoggedErrors()
+
+
 class CrashAfterHandBackTests(SynchronousTestCase):
     """Two agents, two replicas: a leaves, comes back, then crashes."""
 
