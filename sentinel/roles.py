@@ -32,6 +32,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
+from sentinel.checks import printable
 from sentinel.config import RedisInstance
 from sentinel.documents import (
     INLINE_INSTANCES_BYTES,
@@ -438,6 +439,8 @@ class GroupRoles:
         """
         document = self._own_document(node)
         if document is not None:
+            if node.previous is not None:
+                self._readdressed(node, node.previous, document)
             # The node says ours from now on: what it said before is no
             # longer true, and written again later (the same node object
             # moving back to us, say) it would date the node back.
@@ -447,6 +450,32 @@ class GroupRoles:
             # Until our own verdict: the previous one, now ours to refresh.
             return {**node.previous, "agent": self._agent_id}
         return None
+
+    def _readdressed(
+        self, node: Node, previous: dict[str, Any], document: dict[str, Any]
+    ) -> None:
+        """
+        Log it when this agent's first document of a node taken over from
+        another member gives another address than that member's did: their
+        configs disagree, and readers see the instance move as its primary
+        does (with one replica, no opinion tells the members otherwise).
+        """
+        said = (previous.get("host"), previous.get("port"))
+        if previous["agent"] == self._agent_id or said == (
+            document["host"],
+            document["port"],
+        ):
+            return
+        log.warn(
+            "{path}: its previous primary {agent} published it at {said}, "
+            "this agent's config gives {host}:{port}: the members' configs "
+            "disagree on its address, and each primary publishes its own",
+            path=node.path,
+            agent=printable(previous["agent"], 64),  # Node data: anyone's.
+            said=printable(f"{said[0]}:{said[1]}", 300),
+            host=document["host"],
+            port=document["port"],
+        )
 
     def _own_document(self, node: Node) -> dict[str, Any] | None:
         """

@@ -2068,6 +2068,43 @@ class AddressDisagreementTests(SynchronousTestCase):
         self.flushLoggedErrors()
 
 
+class ReaddressedTakeoverTests(SynchronousTestCase):
+    """One replica: a node taken over from a member with another address."""
+
+    def test_logged_at_takeover(self) -> None:
+        """
+        a and b (one replica) give the same names other addresses. When a
+        leaves, b takes its nodes over and publishes its own address: it
+        logs, for each such node, the previous primary's address and its
+        own; nothing is logged of the nodes it made itself.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES).start()
+        b = fleet.add("b", NAMES)
+        for name in NAMES:
+            b.group.known[name] = RedisInstance(name, "10.0.0.2", 6380)
+        b.start()
+        fleet.run(3.0)
+        share = {n for n in NAMES if (fleet.node(n) or {})["agent"] == "a"}
+        self.assertTrue(0 < len(share) < len(NAMES))
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        stopped = a.stop()
+        fleet.run(5.0)
+        self.successResultOf(stopped)
+        for name in share:
+            self.assertEqual((fleet.node(name) or {})["port"], 6380)
+        lines = [formatEvent(e) for e in events]
+        said = [line for line in lines if "members' configs disagree" in line]
+        self.assertEqual(len(said), len(share), said)
+        self.assertIn(
+            "its previous primary a published it at 10.0.0.1:6379, this "
+            "agent's config gives 10.0.0.2:6380",
+            said[0],
+        )
+
+
 class CrashAfterHandBackTests(SynchronousTestCase):
     """Two agents, two replicas: a leaves, comes back, then crashes."""
 
