@@ -147,14 +147,21 @@ class InstanceHealth:
         """
         Keep `since` as the start of the status, if `status` is the one
         decided by this process's first observation, unchanged since, and
-        `since` is earlier: what the previous process published, on the session
-        this one inherited (a restart is not a change of status).
+        `since` is not after its last check: what the node said when this
+        process got it (published by the previous process, on the session
+        this one inherited, or by the instance's previous primary). A
+        restart or a new primary is not a change of status.
+
+        A `since` later than this process's first check is kept too: it is
+        what readers saw. A member that checked an instance before it took
+        its node over otherwise dated it back to its own first check,
+        erasing a change its previous primary had published meanwhile.
         """
         if (
             status == self.status
             and self.changes == 1
-            and self.since is not None
-            and 0 < since < self.since
+            and self.checked_at is not None
+            and 0 < since <= self.checked_at
         ):
             self.since = since
 

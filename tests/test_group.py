@@ -1268,6 +1268,43 @@ class LateTakeoverTests(SynchronousTestCase):
         self.assertFalse(set(moved) & a.watched)
         self.assertIsNone(a.publisher.unhealthy_reason())
 
+    def test_taken_over_late_keeps_the_since_published(self) -> None:
+        """
+        One replica: a member that checked an instance before it took its
+        node over keeps the ``since`` the node says when it takes it over,
+        though its own checks found the status earlier. The keeper
+        published a change meanwhile (the instance down, then up), which
+        the member did not see; its own first check had dated the node
+        back before that change, and readers saw the outage erased. (At a
+        start of three agents, two checked an instance milliseconds apart,
+        and its ``since`` moved by that much at a takeover.)
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES).start()
+        fleet.run(2.0)
+        d = fleet.add("d", NAMES)
+        d.zk.hang("replace")
+        d.start()
+        fleet.run(SETTLE + 2 * INTERVAL)
+        name = sorted(self.handed_to_d(fleet, dict.fromkeys(NAMES, "a")))[0]
+        first_check = d.monitor.states[name].health.since
+        assert first_check is not None
+        a.see(name, DOWN)
+        fleet.run(2.0)
+        self.assertEqual((fleet.node(name) or {})["status"], "down")
+        a.see(name, UP)
+        fleet.run(2.0)
+        said = fleet.node(name) or {}
+        self.assertEqual((said["status"], said["agent"]), ("up", "a"))
+        self.assertGreater(said["since"], first_check)
+        d.zk.unhang()
+        d.zk.release("replace")
+        fleet.run(2.0)
+        document = fleet.node(name) or {}
+        self.assertEqual(fleet.owner_of(name), fleet.session_of("d"))
+        self.assertEqual((document["status"], document["agent"]), ("up", "d"))
+        self.assertEqual(document["since"], said["since"])
+
     def test_kept_through_a_new_session(self) -> None:
         """
         The keeper's own session ending (cut off from ZooKeeper too long)

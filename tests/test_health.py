@@ -205,10 +205,22 @@ class KeepSinceTests(SynchronousTestCase):
         health.keep_since(UP, 40.0)
         self.assertEqual(health.since, 40.0)
 
+    def test_kept_when_later(self) -> None:
+        """
+        The same status, decided once, since a time after the first check
+        but not after the last: what readers saw, kept.
+        """
+        health = InstanceHealth(rise=2, fall=2)
+        health.observe(OK, 100.0)
+        health.observe(OK, 101.0)
+        health.keep_since(UP, 100.5)
+        self.assertEqual(health.since, 100.5)
+
     def test_not_kept_otherwise(self) -> None:
         """
-        Another status, a later time, or a status this process already
-        changed once more: the time this process decided it stays.
+        Another status, a time after the last check (a clock ahead of
+        ours), or a status this process already changed once more: the
+        time this process decided it stays.
         """
         health = InstanceHealth(rise=1, fall=1)
         health.observe(OK, 100.0)
