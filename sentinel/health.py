@@ -145,25 +145,32 @@ class InstanceHealth:
 
     def keep_since(self, status: str, since: float) -> None:
         """
-        Keep `since` as the start of the status, if `status` is the one
-        decided by this process's first observation, unchanged since, and
-        `since` is not after its last check: what the node said when this
-        process got it (published by the previous process, on the session
-        this one inherited, or by the instance's previous primary). A
-        restart or a new primary is not a change of status.
+        Follow what the node said when this process got it: `status`
+        since `since`, published by the previous process (on the session
+        this one inherited) or by the instance's previous primary, and
+        seen last by readers. Nothing is taken from a `since` after the
+        last check (a clock ahead of ours).
 
-        A `since` later than this process's first check is kept too: it is
-        what readers saw. A member that checked an instance before it took
-        its node over otherwise dated it back to its own first check,
-        erasing a change its previous primary had published meanwhile.
+        - The same status, decided by this process's first observation and
+          unchanged since, or since a time later than this process found
+          it: `since` is kept (a restart or a new primary is not a change
+          of status).
+        - Another status, since a time later than this process found its
+          own: the change readers see dates from the last check, not from
+          before the one the node said.
+
+        A member that checked an instance before it took its node over
+        otherwise dated it back to its own first check, erasing a change
+        its previous primary had published meanwhile.
         """
-        if (
-            status == self.status
-            and self.changes == 1
-            and self.checked_at is not None
-            and 0 < since <= self.checked_at
-        ):
-            self.since = since
+        checked_at = self.checked_at
+        if checked_at is None or self.since is None or not 0 < since <= checked_at:
+            return
+        if status == self.status:
+            if self.changes == 1 or since > self.since:
+                self.since = since
+        elif since > self.since:
+            self.since = checked_at
 
     def observe(self, observation: Observation, now: float) -> Transition | None:
         """

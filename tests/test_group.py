@@ -1305,6 +1305,35 @@ class LateTakeoverTests(SynchronousTestCase):
         self.assertEqual((document["status"], document["agent"]), ("up", "d"))
         self.assertEqual(document["since"], said["since"])
 
+    def test_taken_over_late_never_dates_a_change_back(self) -> None:
+        """
+        One replica: a member that took a node over late, which says
+        another status than the member's own checks found (the keeper saw
+        the instance go down, the member never did), publishes its status
+        as found now, not since its own first check: readers saw the down
+        after that, and a ``since`` before it undid it.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES).start()
+        fleet.run(2.0)
+        d = fleet.add("d", NAMES)
+        d.zk.hang("replace")
+        d.start()
+        fleet.run(SETTLE + 2 * INTERVAL)
+        name = sorted(self.handed_to_d(fleet, dict.fromkeys(NAMES, "a")))[0]
+        a.see(name, DOWN)
+        fleet.run(2.0)
+        said = fleet.node(name) or {}
+        self.assertEqual((said["status"], said["agent"]), ("down", "a"))
+        d.zk.unhang()
+        d.zk.release("replace")
+        fleet.run(2.0)
+        document = fleet.node(name) or {}
+        self.assertEqual(fleet.owner_of(name), fleet.session_of("d"))
+        self.assertEqual((document["status"], document["agent"]), ("up", "d"))
+        self.assertGreater(document["since"], said["since"])
+        self.assertLessEqual(document["since"], document["checked_at"])
+
     def test_kept_through_a_new_session(self) -> None:
         """
         The keeper's own session ending (cut off from ZooKeeper too long)

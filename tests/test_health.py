@@ -216,6 +216,28 @@ class KeepSinceTests(SynchronousTestCase):
         health.keep_since(UP, 100.5)
         self.assertEqual(health.since, 100.5)
 
+    def test_later_change_of_the_node_never_dated_back(self) -> None:
+        """
+        The node said a change later than this process found its own
+        status: the same status since then is kept, though this process
+        changed it more than once; another status dates from the last
+        check, never from before the change readers saw.
+        """
+        health = InstanceHealth(rise=1, fall=1)
+        health.observe(OK, 100.0)
+        health.observe(BAD, 101.0)
+        health.observe(OK, 102.0)
+        health.observe(OK, 110.0)
+        health.keep_since(UP, 105.0)
+        self.assertEqual(health.since, 105.0)
+        health = InstanceHealth(rise=1, fall=1)
+        health.observe(OK, 100.0)
+        health.observe(OK, 110.0)
+        health.keep_since(DOWN, 40.0)
+        self.assertEqual(health.since, 100.0)
+        health.keep_since(DOWN, 105.0)
+        self.assertEqual(health.since, 110.0)
+
     def test_not_kept_otherwise(self) -> None:
         """
         Another status, a time after the last check (a clock ahead of
