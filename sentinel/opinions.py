@@ -15,7 +15,8 @@ watches it (a missing one through its instance's opinions, whatever the
 observers that never write theirs: `Opinions._written_since`), reads it
 again at each change (or a second after a failed read), and is told
 (`on_change(name)`) when one changed, to write the verdict if the
-verdict changed too. After a reconnection the watches are
+verdict changed too; until each opinion of an observer new to it is
+answered, it has no verdict (`verdict`). After a reconnection the watches are
 gone: every opinion is read again (`ask_all`). An opinion of a live
 observer missing or unreadable for `ABSENT_AFTER` is named (`absent`,
 for /healthz): that observer stays wrong in the verdict's ``observers``
@@ -133,6 +134,9 @@ class Opinions:
         # primary of, and each verdict's status and since.
         self._heard: dict[str, dict[str, Opinion | None]] = {}
         self._since: dict[str, tuple[str, float | None]] = {}
+        # The observers whose opinion was not answered yet since they became
+        # one, by instance, and since when (`verdict`).
+        self._unanswered: dict[str, dict[str, float]] = {}
         self._checked: dict[str, float] = {}
         # The session holding each observer's agent node, as last read, and
         # the opinion nodes that no such session holds, and why.
@@ -402,15 +406,19 @@ class Opinions:
             if agent not in others:
                 del heard[agent]
                 self._unheard(f"{self._root}/opinions/{name}/{agent}")
+                self._answered(name, agent)
+        now = self._reactor.seconds()
         for agent in others:
             if agent not in heard:
                 heard[agent] = None
+                self._unanswered.setdefault(name, {})[agent] = now
                 self._ask(name, agent)
 
     def forget(self, name: str) -> None:
         """`name` moved away: its opinions are no longer heard here."""
         for agent in self._heard.pop(name, {}):
             self._unheard(f"{self._root}/opinions/{name}/{agent}")
+        self._unanswered.pop(name, None)
         self._since.pop(name, None)
         self._checked.pop(name, None)
 
@@ -500,6 +508,20 @@ class Opinions:
         if said is not None and heard and said[agent] != opinion:
             said[agent] = opinion
             self._on_change(name)
+        if heard and self._answered(name, agent):
+            # Every opinion answered: the verdict held back meanwhile.
+            self._on_change(name)
+
+    def _answered(self, name: str, agent: str) -> bool:
+        """
+        `agent`'s opinion of `name` is answered (or no longer heard):
+        whether it was the last one the verdict waited for.
+        """
+        unread = self._unanswered.get(name)
+        if unread is None or unread.pop(agent, None) is None or unread:
+            return False
+        del self._unanswered[name]
+        return True
 
     async def _written_since(self, name: str, agent: str) -> bool:
         """
@@ -587,12 +609,21 @@ class Opinions:
     ) -> Verdict | None:
         """
         The verdict of `observers` (this agent first) on `name`, if any,
-        from the opinions of `voters` alone (the others' count as none).
-        An opinion of another address than `instance`'s, as this agent
-        checks it, is of another server: it still counts (an agent
-        reaching the instance some other way is one view of it too), and
-        `elsewhere` names it.
+        from the opinions of `voters` alone (the others' count as none);
+        none while an observer's opinion is not answered yet since it
+        became one, for `ABSENT_AFTER` at most. A member that joined took
+        nodes over before its reads of the others' opinions came back (its
+        writes go first), and wrote its own opinion as the verdict: with
+        three replicas, an instance down by the quorum went up for a
+        second or more wherever the new primary saw it up. An opinion of
+        another address than `instance`'s, as this agent checks it, is of
+        another server: it still counts (an agent reaching the instance
+        some other way is one view of it too), and `elsewhere` names it.
         """
+        now = self._reactor.seconds()
+        unread = self._unanswered.get(name)
+        if unread and now - min(unread.values()) < ABSENT_AFTER:
+            return None
         opinions: dict[str, Opinion | None] = {}
         for agent, opinion in self._heard.get(name, {}).items():
             if agent in voters:
@@ -601,7 +632,7 @@ class Opinions:
         node = self._nodes.instances.get(name)
         state = None if node is None else node.state
         opinions[self._agent_id] = (
-            None if state is None else opinion_of(state.health, self._reactor.seconds())
+            None if state is None else opinion_of(state.health, now)
         )
         return decide(observers, opinions, quorum)
 

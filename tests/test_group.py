@@ -1617,6 +1617,57 @@ class JoinCheckedAtTests(SynchronousTestCase):
             self.assertGreaterEqual(checked_at, before[name], name)
 
 
+class JoinVerdictTests(SynchronousTestCase):
+    """A member joining a group whose quorum holds instances down."""
+
+    def test_no_verdict_before_the_opinions_answer(self) -> None:
+        """
+        Three replicas, quorum two: a member that joins writes no verdict
+        of its own until its reads of the other observers' opinions
+        answer (its writes go first, and it took nodes over before them).
+        An instance the quorum holds down, which the new primary sees up,
+        stays down; it went up, on the new primary's opinion alone, until
+        the reads came back.
+        """
+        fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            member = fleet.add(agent, NAMES, replicas=3, quorum=2)
+            for name in NAMES:
+                member.see(name, DOWN)
+            member.start()
+        fleet.run(3.0)
+        self.assertEqual({(fleet.node(n) or {})["status"] for n in NAMES}, {"down"})
+        d = fleet.add("d", NAMES, replicas=3, quorum=2)
+        held: list[Callable[[], object]] = []
+        get = d.zk.get
+
+        def slow(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
+            if "/opinions/" not in path:
+                return get(path, *args, **kw)
+            answer: Deferred[Any] = Deferred()
+            held.append(lambda: get(path, *args, **kw).chainDeferred(answer))
+            return answer
+
+        d.zk.get = slow  # type: ignore[method-assign]
+        d.start()
+        statuses = set()
+        for _ in range(round(3.0 / 0.05)):
+            fleet.run(0.05)
+            statuses |= {(fleet.node(n) or {})["status"] for n in NAMES}
+        self.assertTrue(held)
+        self.assertEqual(statuses, {"down"})
+        for answer in held:
+            answer()
+        fleet.run(2.0)
+        taken = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("d")]
+        self.assertTrue(taken)
+        for name in taken:
+            document = fleet.node(name) or {}
+            self.assertEqual((document["status"], document["agent"]), ("down", "d"))
+            observers = sorted(document["observers"].values())
+            self.assertEqual(observers, ["down", "down", "up"])
+
+
 class OpinionOverwrittenTests(SynchronousTestCase):
     """Two agents, two replicas: another client writes their opinions."""
 
