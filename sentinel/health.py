@@ -92,7 +92,9 @@ class InstanceHealth:
         self.latency_ms: float | None = None
         self.error: str | None = None
         self.since: float | None = None
-        # How often the status was decided: 1 after the first observation.
+        # How often the status was decided since it was last decided
+        # directly: 1 after the first observation, and after one that
+        # follows a stale history.
         self.changes = 0
         self.checked_at: float | None = None
         # When the history goes stale: `stale_after` past the last check.
@@ -151,10 +153,10 @@ class InstanceHealth:
         seen last by readers. Nothing is taken from a `since` after the
         last check (a clock ahead of ours).
 
-        - The same status, decided by this process's first observation and
-          unchanged since, or since a time later than this process found
-          it: `since` is kept (a restart or a new primary is not a change
-          of status).
+        - The same status, decided directly (by this process's first
+          observation, or anew after a stale history) and unchanged since,
+          or since a time later than this process found it: `since` is
+          kept (a restart or a new primary is not a change of status).
         - Another status, since a time later than this process found its
           own: the change readers see dates from the last check, not from
           before the one the node said.
@@ -231,6 +233,10 @@ class InstanceHealth:
             self.status = new_status
             self.since = now
             self.changes += 1
+        if anew:
+            # Decided as a first observation is: whatever happened in the
+            # gap, this process did not see it (`keep_since`).
+            self.changes = 1
         if new_status == UP:
             if observation.ok:
                 self.ready = observation.ready

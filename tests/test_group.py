@@ -2327,6 +2327,22 @@ class FreezeTests(SynchronousTestCase):
             self.assertEqual((document["agent"], document["status"]), ("a", "down"))
             self.assertEqual(document["observers"], {"a": "down", "b": "down"})
 
+    def test_since_taken_back_with_one_replica(self) -> None:
+        """
+        One replica: the member back takes its nodes back with the
+        ``since`` the other member published of the down it found in the
+        gap, not the time of its own first check after it (its status was
+        decided anew then, which is no change readers saw).
+        """
+        share = self.freeze(replicas=1, quorum=None, seconds=6.0)
+        said = {n: (self.fleet.node(n) or {})["since"] for n in share}
+        self.fleet.members["a"].monitor.startService()
+        self.fleet.run(3.0)
+        for name in share:
+            document = self.fleet.node(name) or {}
+            self.assertEqual((document["agent"], document["status"]), ("a", "down"))
+            self.assertEqual(document["since"], said[name], name)
+
     def test_takeover_keeps_a_newer_verdict(self) -> None:
         """
         One replica, a freeze within the member's `stale_after` (its own

@@ -238,6 +238,20 @@ class KeepSinceTests(SynchronousTestCase):
         health.keep_since(DOWN, 105.0)
         self.assertEqual(health.since, 110.0)
 
+    def test_kept_for_a_status_decided_anew(self) -> None:
+        """
+        A status decided anew after a stale history (the agent frozen)
+        counts as decided directly, as a first observation does: an
+        earlier ``since`` of the same status is kept. The change of status
+        happened in the gap, where another agent published it.
+        """
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        health.observe(OK, 0.0)
+        health.observe(OK, 1.0)
+        health.observe(BAD, 10.0)
+        health.keep_since(DOWN, 5.0)
+        self.assertEqual((health.status, health.since), (DOWN, 5.0))
+
     def test_not_kept_otherwise(self) -> None:
         """
         Another status, a time after the last check (a clock ahead of
