@@ -41,6 +41,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from sentinel.catalog import Catalog
+from sentinel.clockskew import ClockSkew
 from sentinel.discovery import Discovery
 from sentinel.documents import instance_document
 from sentinel.guard import Guard
@@ -170,7 +171,10 @@ class ZooKeeperPublisher(Service):
             )  # fmt: skip
             sweep.alone = lambda: self._sharing is None or self._sharing.alone
         guard = Guard(reactor, zk, nodes, queue, self)
-        writer = NodeWriter(zk, nodes, queue, holders, takeovers, members, sweep, guard)
+        clock = ClockSkew(reactor)
+        writer = NodeWriter(
+            zk, nodes, queue, holders, takeovers, members, sweep, guard, clock
+        )
 
         # With auth_file: whether the root's ACLs let it protect anything.
         acls = None if zk.acl is None else OpenAcls(zk, root)
@@ -187,7 +191,7 @@ class ZooKeeperPublisher(Service):
         )
         self._report = ZooKeeperReport(
             reactor, zk, nodes, queue, holders, roles, takeovers, members,
-            handoff, self, opinions, acls,
+            handoff, self, opinions, acls, clock,
         )  # fmt: skip
 
         self._nodes = nodes

@@ -41,6 +41,7 @@ from kazoo.exceptions import (
     NotEmptyError,
 )
 
+from sentinel.clockskew import ClockSkew
 from sentinel.documents import said_checked_at, said_since, stored_document
 from sentinel.guard import Guard
 from sentinel.holders import Holders
@@ -66,6 +67,7 @@ class NodeWriter:
         members: Members,
         sweep: Sweep,
         guard: Guard,
+        clock: ClockSkew,
     ) -> None:
         self._zk = zk
         self._nodes = nodes
@@ -75,6 +77,7 @@ class NodeWriter:
         self._members = members
         self._sweep = sweep
         self._guard = guard
+        self._clock = clock
         # Whether the node a primary writes first is likely held already
         # (module docstring): what the last create or question found.
         self._expect_held = False
@@ -109,8 +112,12 @@ class NodeWriter:
             return
         if node.owned and data is not None:
             try:
+                sent = self._clock.now()
                 stat = await counted("set", zk.set(node.path, data, node.version))
                 node.version = stat.version
+                if node is self._nodes.agent:
+                    # Every heartbeat: this agent's clock against ZooKeeper's.
+                    self._clock.written(stat, sent)
                 return
             except (NoNodeError, BadVersionError):
                 # Gone, or written by someone else: ask who holds it now.

@@ -19,7 +19,8 @@ while connected (readers do not find the endpoint), a node
 handed to another member that has not taken it over for
 `takeover.HANDOFF_LIMIT` (this agent keeps it true meanwhile, but the
 group is not as its members say: that member has trouble), this agent
-halted by a twin, its session taken over by a newer process, verdicts of
+halted by a twin, its session taken over by a newer process, this
+agent's clock off ZooKeeper's (`sentinel.clockskew`), verdicts of
 instances it observes that their primary (another member) leaves stale
 while this agent's own checks are fresh (`Opinions.late_verdicts`), or, after a
 connection, instance nodes written before and not yet again (until the
@@ -34,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sentinel.clockskew import ClockSkew
 from sentinel.handoff import SessionHandoff
 from sentinel.holders import Holders
 from sentinel.members import Members
@@ -63,6 +65,7 @@ class ZooKeeperReport:
         life: Lifecycle,
         opinions: Opinions,
         acls: OpenAcls | None,
+        clock: ClockSkew,
     ) -> None:
         self._reactor = reactor
         self._zk = zk
@@ -76,6 +79,7 @@ class ZooKeeperReport:
         self._life = life
         self._opinions = opinions
         self._acls = acls
+        self._clock = clock
         # When the connection was last lost (or never made yet), kept until
         # it is back: SUSPENDED, then LOST when the client is replaced or
         # the session expires, is one outage, not a new one.
@@ -225,6 +229,8 @@ class ZooKeeperReport:
             reasons.append(f"zookeeper: {behind}")
         if self._acls is not None and (open_acl := self._acls.unhealthy_reason()):
             reasons.append(open_acl)
+        if skewed := self._clock.unhealthy_reason():
+            reasons.append(skewed)
         if zk.state == CONNECTED and (failing := self._failing()):
             reasons.append(f"zookeeper: {failing}: its published status is stale")
         if zk.state == CONNECTED and (unlisted := self._unlisted()):

@@ -12,6 +12,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import __version__, writes
+from sentinel.clockskew import SKEW_LIMIT
 from sentinel.config import RedisInstance
 from sentinel.documents import agent_document, instance_document
 from sentinel.health import InstanceHealth, Transition
@@ -1042,6 +1043,36 @@ class PublisherTests(PublisherHarness):
             (stats["writes_failed"], stats["writes_queued"], stats["writes_in_flight"]),
             (0, 0, 0),
         )
+
+
+class ClockSkewTests(PublisherHarness):
+    """This agent's clock against ZooKeeper's, at each heartbeat."""
+
+    def test_clock_off_zookeepers_fails_healthz(self) -> None:
+        """
+        A clock 30 s behind ZooKeeper's (its ``mtime`` of the agent node's
+        writes) fails /healthz with the figure, at the next heartbeat; so
+        does one ahead; within `SKEW_LIMIT` of it, nothing is said.
+        """
+        server = self.zk.server
+        offset = [0.0]
+        self.patch(
+            server, "millis", lambda: int((self.clock.seconds() + offset[0]) * 1000)
+        )
+        self.start()
+        self.clock.advance(HEARTBEAT)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        offset[0] = 30.0
+        self.clock.advance(HEARTBEAT)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn("this agent's clock is 30.0 s behind ZooKeeper's", reason)
+        offset[0] = -60.0
+        self.clock.advance(HEARTBEAT)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn("this agent's clock is 60.0 s ahead of ZooKeeper's", reason)
+        offset[0] = SKEW_LIMIT - 0.5
+        self.clock.advance(HEARTBEAT)
+        self.assertIsNone(self.publisher.unhealthy_reason())
 
 
 class StaleStateTests(PublisherHarness):
