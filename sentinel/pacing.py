@@ -63,6 +63,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from sentinel.answers import Answers
 from sentinel.handshakes import Handshakes
 from sentinel.sockets import SocketShortage
 from sentinel.stalls import StalledAddresses
@@ -139,11 +140,12 @@ class ConnectPacer(Service):
         self.cuts = 0
         self.max_lateness = 0.0
         # The attempts that found no socket, the addresses whose attempts
-        # time out, and when each address last completed a handshake,
-        # shared by every probe.
+        # time out, when each address last completed a handshake, and the
+        # newest PING each answered, shared by every probe.
         self.sockets = SocketShortage(clock)
         self.stalls = StalledAddresses()
         self.handshakes = Handshakes(clock)
+        self.answers = Answers(clock)
 
     @property
     def waiting(self) -> int:

@@ -55,8 +55,10 @@ The PING of a check is judged so too: sent on a connection that completed
 for the check with less than `FAIR_SHARE` of the timeout left, or timed
 out while the agent ran late by `LATE_SHARE` of it since it was sent, or
 the first on a connection just made while its server went on completing
-the agent's other handshakes (`sentinel.handshakes`), its check ends with
-None, and the connection is kept, the late replies read
+the agent's other handshakes (`sentinel.handshakes`), or, over TLS, timed
+out while its server was still answering the agent's older PINGs and none
+as new (`sentinel.answers`; not twice in a row without an answer between),
+its check ends with None, and the connection is kept, the late replies read
 and dropped when they come: a connection made is a TLS handshake on both
 sides, and dropping it for the agent's own lateness made one instance in
 six connect twice at a start-up of 3,000 TLS instances, and kept the agent
@@ -425,6 +427,8 @@ class RedisProbe:
         "_resolver",
         "_tls",
         "_tls_error",
+        "_answers",
+        "_excused",
         "_auth",
         "_protocol",
         "_reconnects",
@@ -503,6 +507,10 @@ class RedisProbe:
                 self._tls = client_tls(instance)
             except TLSSetupError as e:
                 self._tls_error = str(e)
+        # Where a TLS instance's answers go, and whether its last PING
+        # unanswered was excused by them (`_behind_own_pings`).
+        self._answers = pacer.answers if self._tls is not None else None
+        self._excused = False
         self._auth = (
             auth_command(instance.password, instance.username)
             if instance.password is not None
@@ -1027,6 +1035,7 @@ class RedisProbe:
     def _forget(self) -> None:
         self._protocol = None
         self._pipelines = None  # Nothing of a dead connection is kept.
+        self._excused = False
 
     def _drop(self) -> None:
         protocol = self._protocol
@@ -1109,6 +1118,9 @@ class RedisProbe:
         if ready is None:
             self._ping_unanswered(reply, protocol, self._want_info)
             return
+        if self._answers is not None:
+            self._answers.answered(self._endpoint(), self._sent_at, now)
+            self._excused = False
         self._closed_unanswered = 0
         if self._retiring is not None and self._retiring is not protocol:
             self._retired()
@@ -1138,6 +1150,9 @@ class RedisProbe:
             extras = pipelines.hello or self._want_info
             self._ping_unanswered(replies[0], protocol, extras)
             return
+        if self._answers is not None:
+            self._answers.answered(self._endpoint(), self._sent_at, now)
+            self._excused = False
         self._closed_unanswered = 0
         if self._retiring is not None and self._retiring is not protocol:
             self._retired()
@@ -1199,6 +1214,9 @@ class RedisProbe:
             return  # The check they answer has ended (it timed out).
         now = self._reactor.seconds()
         latency_ms = (now - self._sent_at) * 1000.0
+        if self._answers is not None:
+            self._answers.answered(self._endpoint(), self._sent_at, now)
+            self._excused = False
         ready, error, draining = self._last_answer
         role = self._hello_role if self._hello else None
         if (
@@ -1406,14 +1424,32 @@ class RedisProbe:
         # share of the timeout (sent on a connection that completed late in
         # its check's time), or the agent itself ran late since it was sent,
         # or it was the first on a connection just made and the server went
-        # on completing the agent's other handshakes meanwhile (module
-        # docstring).
+        # on completing the agent's other handshakes meanwhile, or the
+        # server was still working through the agent's PINGs queued ahead
+        # of it (module docstring).
         sent_at = self._sent_at
         return (
             self._reactor.seconds() - sent_at < self._fair_time
             or self._pacer.lateness_since(sent_at) > self._late_limit
             or (self._checks_on_connection == 1 and self._queued_behind_own(sent_at))
+            or self._behind_own_pings(sent_at)
         )
+
+    def _behind_own_pings(self, sent_at: float) -> bool:
+        # Whether the server answered, since `sent_at`, a PING the agent
+        # sent before and none sent at or after (`sentinel.answers`). Not
+        # twice in a row without an answer between: a server that stays
+        # that far behind, or stopped just after such an answer, fails at
+        # the next check.
+        answers = self._answers
+        if (
+            answers is None
+            or self._excused
+            or not answers.behind_own(self._endpoint(), sent_at, self._late_limit)
+        ):
+            return False
+        self._excused = True
+        return True
 
     def _queued_behind_own(self, since: float) -> bool:
         # Whether the server completed another of the agent's handshakes
