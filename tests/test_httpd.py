@@ -6,13 +6,17 @@ request bodies, the listener's one-line error; in memory, on a Clock.
 from __future__ import annotations
 
 import json
+import socket
 from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import (
+    MemoryReactorClock,
+    StringTransportWithDisconnection,
+)
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -22,6 +26,7 @@ from sentinel.httpd import (
     LINGER,
     MAX_BODY_BYTES,
     REFUSED_LOG_INTERVAL,
+    SEND_BUFFER,
     STALE_AFTER,
     ConnectionLimit,
     HTTPServer,
@@ -428,6 +433,25 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(self.answered(client), 200)
         self.assertFalse(client.open)
 
+    def test_send_buffer_bounded(self) -> None:
+        """
+        A connection's send buffer is set to SEND_BUFFER as it is accepted,
+        before anything is written: what the kernel holds of an answer its
+        client does not read is bounded.
+        """
+        sock = _RecordingSocket()
+        self.addCleanup(sock.close)
+        transport = StringTransportWithDisconnection()
+        transport.getHandle = lambda: sock  # type: ignore[attr-defined]
+        protocol = self.factory.buildProtocol(transport.getPeer())
+        assert protocol is not None
+        self.assertEqual(sock.options, [])
+        protocol.makeConnection(transport)
+        self.assertEqual(
+            sock.options, [(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)]
+        )
+        self.assertEqual(transport.value(), b"")
+
     def test_cap(self) -> None:
         """
         The fourth connection is refused while none has waited STALE_AFTER
@@ -601,6 +625,18 @@ def full(client: Connection) -> None:
 def read(client: Connection) -> None:
     """`client` has read: its transport has room again (as TCP's says)."""
     client.transport.producer.resumeProducing()
+
+
+class _RecordingSocket(socket.socket):
+    """A socket that records the options set on it (and sets them)."""
+
+    def __init__(self) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.options: list[tuple[int, int, int]] = []
+
+    def setsockopt(self, level: int, option: int, value: Any, *rest: Any) -> None:
+        self.options.append((level, option, value))
+        super().setsockopt(level, option, value, *rest)
 
 
 class _RefusingReactor(MemoryReactorClock):
