@@ -22,15 +22,16 @@ The HTTP server around the app: what an HTTP client may cost the agent.
   `STALE_AFTER` at most.
   Failing those, a connection whose client has left its answer waiting
   (its transport full, the answer's writing paused), now and for
-  `STALE_AFTER` or more in all, gives its place, the one left waiting
+  `UNREAD_AFTER` or more in all, gives its place, the one left waiting
   longest first: clients that read a big answer a little at a time,
-  however many, keep a probe out for `STALE_AFTER` at most too. In all,
-  not at a stretch: Twisted resumes an answer each time its
+  however many, keep a probe out for `UNREAD_AFTER` at most once their
+  buffers are full (`SEND_BUFFER`: about a second of rendering for 64).
+  In all, not at a stretch: Twisted resumes an answer each time its
   transport's buffer (64 KB) has gone out, so a client reading 64 KB every
-  few seconds would never leave it waiting `STALE_AFTER` at a stretch,
-  and would hold its place for many minutes over `/instances` at 10,000
-  instances (5.9 MB); a client that reads as fast as the answer is
-  rendered is hardly ever left waiting.
+  few seconds would never leave it waiting long at a stretch, and would
+  hold its place for many minutes over `/instances` at 10,000 instances
+  (4.7 MB); a client that reads as fast as the answer is rendered is
+  hardly ever left waiting.
 - No route reads a request body: one is never spooled to disk, and one
   longer than `MAX_BODY_BYTES` closes the connection.
 - A request line or header line longer than Twisted's line limit (16 KB)
@@ -96,6 +97,12 @@ REFUSED_LOG_INTERVAL = 60.0
 # the cap takes its place: longer than a burst of connections takes to open
 # (those over the cap are refused), far shorter than the idle timeout.
 STALE_AFTER = 10.0
+# Seconds in all a client may leave its answer waiting before a new
+# connection over the cap takes its place: short, since a client that
+# reads as fast as the agent renders (a few MB a second) is hardly ever
+# left waiting, and only a full house of connections makes anyone give
+# way; at `STALE_AFTER`, 64 slow readers kept every probe out for 10 s.
+UNREAD_AFTER = 2.0
 # Connections closed to make room whose descriptors are not released yet
 # (they are at the next turn of the reactor): beyond this many, a new
 # connection is refused rather than given a place, so that a burst of
@@ -434,7 +441,7 @@ class ConnectionLimit(WrappingFactory):
     closed as it is accepted (it never gets an HTTP answer, and holds a
     descriptor for no longer than the accept), unless a connection has
     waited `STALE_AFTER` for a request, or its client has left its answer
-    waiting `STALE_AFTER` in all: the one waiting longest for a request is
+    waiting `UNREAD_AFTER` in all: the one waiting longest for a request is
     closed, or else the one whose answer waited longest, and the new one
     takes its place. See the module docstring.
     """
@@ -528,7 +535,7 @@ class ConnectionLimit(WrappingFactory):
         The connection to close to make room, and why, if one may be: the
         one that has waited longest for a request, if `STALE_AFTER` or
         more; else the one whose client has left its answer waiting longest
-        in all, if it is waiting now and has waited `STALE_AFTER` or more.
+        in all, if it is waiting now and has waited `UNREAD_AFTER` or more.
         """
         now = self._clock.seconds()
         for connection, since in self._waiting.items():
@@ -544,7 +551,7 @@ class ConnectionLimit(WrappingFactory):
             if before is None:
                 continue  # Not being answered: waiting for a request.
             held = before + now - since
-            if held >= STALE_AFTER and (slowest is None or held > slowest[1]):
+            if held >= UNREAD_AFTER and (slowest is None or held > slowest[1]):
                 slowest = (connection, held)
         if slowest is None:
             return None

@@ -28,6 +28,7 @@ from sentinel.httpd import (
     REFUSED_LOG_INTERVAL,
     SEND_BUFFER,
     STALE_AFTER,
+    UNREAD_AFTER,
     ConnectionLimit,
     HTTPServer,
     StatusSite,
@@ -535,39 +536,45 @@ class ConnectionLimitTests(SynchronousTestCase):
         """
         Over the cap, with no connection waiting for a request, the one
         whose client has left its answer unread longest, counted over the
-        whole answer, once STALE_AFTER or more and while it still leaves it
-        unread, is closed and the new one takes its place: clients reading
-        a big answer a little at a time keep a probe out for STALE_AFTER at
-        most. A client whose answer is written as fast as it is rendered
-        keeps its place.
+        whole answer, once UNREAD_AFTER or more and while it still leaves
+        it unread, is closed and the new one takes its place: clients
+        reading a big answer a little at a time keep a probe out for
+        UNREAD_AFTER at most. A client whose answer is written as fast as
+        it is rendered keeps its place.
         """
+        # Every line logged, not one a minute.
+        self.patch(httpd.LogThrottle, "due", lambda _: True)
         a, b, c = (Connection(self.factory, 40000 + i) for i in range(3))
         for client in (a, b, c):
             client.request("/instances")
         full(a)
-        self.clock.advance(1)
+        self.clock.advance(UNREAD_AFTER / 4)
         full(b)
-        self.clock.advance(STALE_AFTER / 2)
+        self.clock.advance(UNREAD_AFTER / 2)
         # a reads a little: its answer goes on, then waits again.
         read(a)
         full(a)
-        self.clock.advance(STALE_AFTER / 2 - 1)
-        # a has waited STALE_AFTER in all, though never as long at a
-        # stretch; b one second less.
-        self.assertFalse(Connection(self.factory, 40003).refused)
+        self.clock.advance(UNREAD_AFTER / 4 - 0.01)
+        self.assertTrue(Connection(self.factory, 40003).refused)
+        self.clock.advance(0.01)
+        # a has waited UNREAD_AFTER in all, though never as long at a
+        # stretch; b a quarter of it less.
+        self.assertFalse(Connection(self.factory, 40004).refused)
         self.assertEqual([x.open for x in (a, b, c)], [False, True, True])
-        self.assertTrue(Connection(self.factory, 40004).refused)
-        self.clock.advance(1)
-        self.assertFalse(Connection(self.factory, 40005).refused)
+        self.assertTrue(Connection(self.factory, 40005).refused)
+        self.clock.advance(UNREAD_AFTER / 4)
+        self.assertFalse(Connection(self.factory, 40006).refused)
         self.assertEqual([x.open for x in (a, b, c)], [False, False, True])
-        self.assertTrue(Connection(self.factory, 40006).refused)
+        self.assertTrue(Connection(self.factory, 40007).refused)
         self.assertEqual(self.factory.stats()["evicted_connections"], 2)
-        self.assertIn("port=40000", self.warned[0]["victim"])
-        self.assertIn("answer unread longest, 10 s in all", self.warned[0]["why"])
+        evicted = [w for w in self.warned if "victim" in w]
+        self.assertEqual(len(evicted), 2)
+        self.assertIn("port=40000", evicted[0]["victim"])
+        self.assertIn("answer unread longest, 2 s in all", evicted[0]["why"])
 
     def test_reading_client_keeps_its_place(self) -> None:
         """
-        A client that has read since its answer waited STALE_AFTER keeps
+        A client that has read since its answer waited UNREAD_AFTER keeps
         its place while it reads; what it left unread during one answer
         does not count against the next.
         """
@@ -575,17 +582,17 @@ class ConnectionLimitTests(SynchronousTestCase):
         for client in (a, b, c):
             client.request("/instances")
         full(a)
-        self.clock.advance(STALE_AFTER)
+        self.clock.advance(UNREAD_AFTER)
         read(a)
         self.assertTrue(Connection(self.factory, 40003).refused)
         self.assertEqual(self.answered(a), 200)
         a.request("/instances")
         full(a)
-        self.clock.advance(STALE_AFTER / 2)
+        self.clock.advance(UNREAD_AFTER / 2)
         self.assertTrue(Connection(self.factory, 40004).refused)
         # b and c, answered, have waited STALE_AFTER for a request since:
         # the first makes room, not a.
-        self.clock.advance(STALE_AFTER / 2)
+        self.clock.advance(STALE_AFTER - UNREAD_AFTER / 2)
         self.assertFalse(Connection(self.factory, 40005).refused)
         self.assertEqual([x.open for x in (a, b, c)], [True, False, True])
         self.assertEqual(self.factory.stats()["evicted_connections"], 1)
