@@ -16,9 +16,19 @@ Each answer is a push producer registered on its request. When the
 client's socket buffer is full, the transport pauses it and nothing more is
 rendered until the client reads (a client that never reads costs one
 buffer, not the whole answer); one paused longer than `STALL_TIMEOUT` is
-disconnected. A client that goes away stops the rendering at once: no work
-for nobody. A bug while rendering is logged, and the connection is aborted
-so that the client sees a truncated answer, never a complete-looking one.
+disconnected. So is one that reads too slowly over the answer's life,
+which a bound on one pause cannot catch (Twisted resumes an answer each
+time its buffer has gone out, so reading a little now and then would hold
+a 4.7 MB answer, its connection and its place for hours): once the client
+has left its answer waiting `STALL_TIMEOUT` seconds in all, it must have
+taken `MIN_READ_RATE` bytes for each further second it leaves it waiting.
+Only the time its answer waits on it counts, never the time the agent
+takes to render; bytes count once written to the connection, whose
+buffers keep them within about 0.4 MB of what the client has read
+(`sentinel.httpd.SEND_BUFFER`). A client that goes away stops the
+rendering at once: no work for nobody. A bug while rendering is logged,
+and the connection is aborted so that the client sees a truncated answer,
+never a complete-looking one.
 """
 
 from __future__ import annotations
@@ -47,6 +57,14 @@ log = Logger()
 # `sentinel.httpd.IDLE_TIMEOUT`), which Twisted suspends while an answer
 # is being written.
 STALL_TIMEOUT = 60.0
+# Bytes a second a client must read, on average, of an answer it leaves
+# waiting beyond `STALL_TIMEOUT` in all: 32 kbit/s, half of the slowest
+# link worth serving (curl over 64 kbit/s reads /instances at 10,000
+# instances, 4.7 MB, in about 10 minutes, its answer waiting on it all
+# along); a client reading just this fast holds that answer for 20
+# minutes at most, and a client reading less is dropped once its answer
+# has waited on it 60 s plus a second for every 4 KB written to it.
+MIN_READ_RATE = 4096.0
 
 # One rendered slice of an answer: the bytes to write (empty when the slice
 # only prepared work, such as a pass over the instances).
@@ -71,6 +89,7 @@ class Slicer:
         self,
         reactor: IReactorTime,
         stall_timeout: float = STALL_TIMEOUT,
+        min_read_rate: float = MIN_READ_RATE,
         timer: Callable[[], float] = time.perf_counter,
         scheduler: Scheduler | None = None,
     ) -> None:
@@ -80,6 +99,7 @@ class Slicer:
         """
         self._reactor = reactor
         self.stall_timeout = stall_timeout
+        self.min_read_rate = min_read_rate
         self._timer = timer
         self._cooperator = Cooperator(
             terminationPredicateFactory=_one_slice_per_turn,
@@ -89,6 +109,7 @@ class Slicer:
         self.slices = 0
         self.slowest_slice = 0.0
         self.stalled = 0
+        self.too_slow = 0
 
     def stream(self, request: IRequest, slices: Slices) -> Deferred[None]:
         """
@@ -108,6 +129,7 @@ class Slicer:
             "slices": self.slices,
             "slowest_slice_seconds": self.slowest_slice,
             "stalled_clients_dropped": self.stalled,
+            "slow_clients_dropped": self.too_slow,
         }
 
 
@@ -122,6 +144,11 @@ class _Stream:
         self._ended = False
         self._paused = False
         self._stall: IDelayedCall | None = None
+        # Bytes written so far, and seconds the answer has waited on its
+        # client in all, until the pause in progress (since `_paused_at`).
+        self._written = 0
+        self._waited = 0.0
+        self._paused_at = 0.0
         self.done: Deferred[None] = Deferred(lambda _: self._stop())
         slicer.streams += 1
         self._task = slicer._cooperator.cooperate(self._steps())
@@ -142,6 +169,8 @@ class _Stream:
             if chunk is None:
                 return
             if chunk:
+                # Counted first: the write can pause the answer at once.
+                self._written += len(chunk)
                 write(chunk)
             yield None
 
@@ -152,14 +181,22 @@ class _Stream:
             return
         self._paused = True
         self._task.pause()
-        self._stall = self._slicer._reactor.callLater(
-            self._slicer.stall_timeout, self._stalled
-        )
+        slicer = self._slicer
+        self._paused_at = slicer._reactor.seconds()
+        # The waiting this pause may add: what is left of what the bytes
+        # written so far allow, and never more than `stall_timeout`.
+        allowed = slicer.stall_timeout + self._written / slicer.min_read_rate
+        left = allowed - self._waited
+        if left < slicer.stall_timeout:
+            self._stall = slicer._reactor.callLater(max(left, 0.0), self._too_slow)
+        else:
+            self._stall = slicer._reactor.callLater(slicer.stall_timeout, self._stalled)
 
     def resumeProducing(self) -> None:
         if self._ended or not self._paused:
             return
         self._paused = False
+        self._waited += self._slicer._reactor.seconds() - self._paused_at
         self._cancel_stall()
         self._task.resume()
 
@@ -169,13 +206,28 @@ class _Stream:
     # The end, one way or another
 
     def _stalled(self) -> None:
-        self._stall = None
         self._slicer.stalled += 1
         log.info(
             "a client read nothing of {uri} for {timeout} s: disconnected",
             uri=self._request.uri,
             timeout=self._slicer.stall_timeout,
         )
+        self._drop()
+
+    def _too_slow(self) -> None:
+        self._slicer.too_slow += 1
+        log.info(
+            "a client read {uri} slower than {rate:.0f} bytes/s ({written} bytes"
+            " written, {waited:.0f} s waiting on it): disconnected",
+            uri=self._request.uri,
+            rate=self._slicer.min_read_rate,
+            written=self._written,
+            waited=self._waited + self._slicer._reactor.seconds() - self._paused_at,
+        )
+        self._drop()
+
+    def _drop(self) -> None:
+        self._stall = None
         self._stop()
         _abort(self._request)
 

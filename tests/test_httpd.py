@@ -796,5 +796,6 @@ class ServiceTests(SynchronousTestCase):
                 "slices": 0,
                 "slowest_slice_seconds": 0.0,
                 "stalled_clients_dropped": 0,
+                "slow_clients_dropped": 0,
             },
         )

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.httpd import StatusSite
 from sentinel.listing import DOCUMENTS_PER_SLICE
-from sentinel.streaming import STALL_TIMEOUT
+from sentinel.streaming import MIN_READ_RATE, STALL_TIMEOUT
 from sentinel.web import StatusApp
 from tests.httptest import Connection, responses, run_until_answered, status_app
 
@@ -111,6 +111,71 @@ class StreamTests(SynchronousTestCase):
         self.assertEqual(self.slicer.streams, 0)
         self.assertFalse(self.turns.waiting)
         self.assertEqual(responses(client.output()), [])
+
+    def test_slow_reader_dropped(self) -> None:
+        """
+        A client that reads a little now and then, never leaving its answer
+        waiting STALL_TIMEOUT at a stretch but reading it at half
+        MIN_READ_RATE, is dropped once the answer has waited on it
+        STALL_TIMEOUT plus a second per MIN_READ_RATE bytes written, in
+        all: its answer stopped, counted apart from stalled clients.
+        """
+        client = self.connect()
+        client.request("/instances")
+        waited = 0.0
+        for _ in range(20):
+            before = len(client.output())
+            self.turns.run()
+            written = len(client.output())
+            client.transport.producer.pauseProducing()
+            # What is left before the answer has waited too long; the head
+            # and the chunks' framing make `written` at most 0.1 s early.
+            left = STALL_TIMEOUT + written / MIN_READ_RATE - waited
+            wait = 2 * (written - before) / MIN_READ_RATE
+            self.assertLess(wait, STALL_TIMEOUT / 2)
+            if wait >= left:
+                break
+            self.clock.advance(wait)
+            waited += wait
+            client.transport.producer.resumeProducing()
+        else:
+            self.fail("never left waiting too long")
+        self.assertGreater(waited, STALL_TIMEOUT)
+        self.clock.advance(left - 0.5)
+        self.assertTrue(client.open)
+        self.clock.advance(1)
+        self.assertFalse(client.open)
+        stats = self.slicer.stats()
+        self.assertEqual(
+            (stats["slow_clients_dropped"], stats["stalled_clients_dropped"]), (1, 0)
+        )
+        self.assertEqual(self.slicer.streams, 0)
+        self.assertFalse(self.turns.waiting)
+        self.assertEqual(responses(client.output()), [])
+
+    def test_reader_at_the_rate_keeps_its_answer(self) -> None:
+        """
+        A client reading a little faster than MIN_READ_RATE gets its whole
+        answer, though it leaves it waiting longer than STALL_TIMEOUT in
+        all; the time the agent takes to render does not count.
+        """
+        client = self.connect()
+        client.request("/instances")
+        waited = 0.0
+        while self.turns.waiting:
+            # The agent is slow to render: its time is not the client's.
+            self.clock.advance(STALL_TIMEOUT / 2)
+            before = len(client.output())
+            self.turns.run()
+            client.transport.producer.pauseProducing()
+            wait = 0.9 * (len(client.output()) - before) / MIN_READ_RATE
+            self.clock.advance(wait)
+            waited += wait
+            client.transport.producer.resumeProducing()
+        self.assertGreater(waited, STALL_TIMEOUT * 1.5)
+        [(code, _, body)] = responses(client.output())
+        self.assertEqual(len(json.loads(body)["instances"]), INSTANCES)
+        self.assertEqual(self.slicer.stats()["slow_clients_dropped"], 0)
 
     def test_client_gone_mid_answer(self) -> None:
         """A client that goes away stops its answer at once: no more slices."""
