@@ -23,6 +23,7 @@ from sentinel import __version__
 from sentinel.checks import finite
 from sentinel.config import RedisInstance
 from sentinel.health import DOWN, UP, InstanceHealth
+from sentinel.settings import DAY
 from sentinel.verdict import Opinion, Verdict
 
 # The version of the instance document's fields; readers check it. A
@@ -83,6 +84,16 @@ def stored_document(stored: bytes) -> dict[str, Any] | None:
 def said_checked_at(document: Mapping[str, Any]) -> float | None:
     """The ``checked_at`` a parsed instance document says, or None."""
     return finite(document.get("checked_at"))
+
+
+def said_refresh(document: Mapping[str, Any]) -> float | None:
+    """
+    The ``refresh`` a parsed opinion says, or None unless it is one a
+    config accepts (above 0, a day at most): anyone may write under the
+    root, and a huge one would excuse its primary's verdicts for good.
+    """
+    refresh = finite(document.get("refresh"))
+    return refresh if refresh is not None and 0 < refresh <= DAY else None
 
 
 def said_since(document: Mapping[str, Any]) -> tuple[str, float] | None:
@@ -192,11 +203,13 @@ def opinion_of(health: InstanceHealth, now: float) -> Opinion | None:
 
 
 def opinion_document(
-    opinion: Opinion, agent_id: str, instance: RedisInstance
+    opinion: Opinion, agent_id: str, instance: RedisInstance, refresh: float
 ) -> dict[str, Any]:
     """
-    ``{root}/opinions/{name}/{agent_id}``: one observer's view, and the
-    address it checks (a primary counts no opinion of another address).
+    ``{root}/opinions/{name}/{agent_id}``: one observer's view, the
+    address it checks (a primary counts no opinion of another address),
+    and its `refresh`, within which it writes its verdicts again when it
+    is the primary (a co-observer judges them late by it).
     """
     return {
         "host": instance.host,
@@ -212,6 +225,7 @@ def opinion_document(
         "error": opinion.error,
         "agent": agent_id,
         "schema": INSTANCE_SCHEMA,
+        "refresh": refresh,
     }
 
 

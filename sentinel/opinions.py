@@ -392,7 +392,9 @@ class Opinions:
         if opinion is None:
             return None
         assert state is not None
-        return encode(opinion_document(opinion, self._agent_id, state.instance))
+        return encode(
+            opinion_document(opinion, self._agent_id, state.instance, self._refresh)
+        )
 
     # The others'
 

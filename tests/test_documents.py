@@ -22,6 +22,7 @@ from sentinel.documents import (
     member_identity,
     member_prefix,
     nerve_member,
+    said_refresh,
     serverset_member,
     status_since,
 )
@@ -162,6 +163,26 @@ class StatusSinceTests(SynchronousTestCase):
             b"[" * 10_000,
         ):
             self.assertIsNone(status_since(stored), stored)
+
+
+class SaidRefreshTests(SynchronousTestCase):
+    """The refresh an opinion says (`said_refresh`)."""
+
+    def test_said(self) -> None:
+        """A refresh a config accepts, above 0 and up to a day, is taken."""
+        for refresh in (0.1, 30, 30.0, 86400):
+            self.assertEqual(said_refresh({"refresh": refresh}), refresh)
+
+    def test_anything_else(self) -> None:
+        """
+        None for one a config refuses, for none at all (an agent from
+        before opinions said it), and for anything else: anyone may write.
+        """
+        for refresh in (0, -30.0, 86400.5, 1e308, "30", True, None, [30]):
+            self.assertIsNone(said_refresh({"refresh": refresh}), refresh)
+        document = json.loads('{"refresh": Infinity, "other": NaN}')
+        self.assertIsNone(said_refresh(document))
+        self.assertIsNone(said_refresh({}))
 
 
 class AgentDocumentTests(SynchronousTestCase):
