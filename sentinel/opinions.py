@@ -33,7 +33,10 @@ verdict that goes stale is found within a check of its due time, not
 a refresh later (a primary that writes a few seconds late each time,
 starved, left each verdict past the bound for only that long: read once
 a refresh at a fixed phase, 2 of 31 were seen). A verdict older than
-that, while this agent's own history is current, is `late`. Its
+that, while this agent's own history is current, is `late`, unless its
+primary's opinion of the instance says a longer refresh (members at
+different ones: a rolling change of config), read then, once: judged
+by that, up to a day, if the verdict's session holds that opinion. Its
 primary writes it every `refresh`, from its own checks: it has not, or
 from checks that late, and it may not be able to tell (its CPU starved,
 its /healthz not answering). Readers would see the
@@ -66,12 +69,13 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sentinel.checks import printable
+from sentinel.checks import printable, znode_name_problem
 from sentinel.config import RedisInstance
 from sentinel.documents import (
     opinion_document,
     opinion_of,
     said_checked_at,
+    said_refresh,
     stored_document,
     verdict_document,
 )
@@ -154,8 +158,8 @@ class Opinions:
         self._absent: dict[str, tuple[float, str, str]] = {}
         # The verdicts of instances this agent observes, not as primary,
         # found late at their last reading: who wrote each (its primary),
-        # and its checked_at.
-        self.late: dict[str, tuple[str, float]] = {}
+        # its checked_at, and the refresh it was judged by.
+        self.late: dict[str, tuple[str, float, float]] = {}
         # When the verdict of each instance this agent observes, not as
         # primary, is read next.
         self._verdicts_due: dict[str, float] = {}
@@ -262,13 +266,38 @@ class Opinions:
         def answered(result: tuple[bytes, Any] | None) -> None:
             if self._nodes.opinions.get(name) is not node or name in self._heard:
                 return  # Moved meanwhile: its role decides.
+            if judged_fresh(result, self._refresh):
+                return
+            assert result is not None
+            document = stored_document(result[0]) or {}
+            asking = self._said_refresh(name, document.get("agent"), result[1])
+            if asking is None:
+                judged_late(result, self._refresh)
+                return
+            asking.addCallback(reconsidered, result)
+            asking.addErrback(
+                lambda f: log.failure("judging {path} failed", f, path=path)
+            )
+
+        def reconsidered(said: float | None, result: tuple[bytes, Any]) -> None:
+            # Its primary writes it again within its own refresh, which
+            # may be longer than ours (a rolling change of config): an
+            # observer at 8 s named every verdict of a primary at 30 s
+            # late. A shorter one says nothing more: late by ours already.
+            if self._nodes.opinions.get(name) is not node or name in self._heard:
+                return
+            refresh = self._refresh if said is None else max(said, self._refresh)
+            if not judged_fresh(result, refresh):
+                judged_late(result, refresh)
+
+        def judged_fresh(result: tuple[bytes, Any] | None, refresh: float) -> bool:
+            # Whether the verdict answered is not late by `refresh` (or not
+            # this reading's to judge); if so, when to read it next.
             document = None if result is None else stored_document(result[0])
             checked_at = None if document is None else said_checked_at(document)
             state = node.state
             now = self._reactor.seconds()
-            limit = self._refresh + (
-                math.inf if state is None else state.health.stale_after
-            )
+            limit = refresh + (math.inf if state is None else state.health.stale_after)
             # A node missing or unreadable is not this reading's to judge
             # (readers find no date on it): only a dated one can be late.
             if (
@@ -291,7 +320,13 @@ class Opinions:
                         min(checked_at, now) + limit + 1.0, now + 1.0
                     )
                 self._verdict_fresh(name)
-                return
+                return True
+            return False
+
+        def judged_late(result: tuple[bytes, Any], refresh: float) -> None:
+            document = stored_document(result[0]) or {}
+            checked_at = said_checked_at(document)
+            assert checked_at is not None
             agent = document.get("agent")
             primary = printable(agent, PRIMARY_CHARS) if isinstance(agent, str) else "?"
             if not self.late:
@@ -303,11 +338,10 @@ class Opinions:
                     path=path,
                     primary=primary,
                     age=asked - checked_at,
-                    refresh=self._refresh,
+                    refresh=refresh,
                 )
-            self.late[name] = (primary, checked_at)
-            if result is not None:
-                self._watch_verdict(name, result[1])
+            self.late[name] = (primary, checked_at, refresh)
+            self._watch_verdict(name, result[1])
 
         def missing(failure: Failure) -> None:
             # A failed reading (the connection dropped, say) is tried again
@@ -318,6 +352,41 @@ class Opinions:
         d = self._zk.get(path, background=True)
         d.addCallbacks(answered, missing)
         d.addErrback(lambda f: log.failure("reading {path} failed", f, path=path))
+
+    def _said_refresh(
+        self, name: str, primary: object, stat: Any
+    ) -> Deferred[float | None] | None:
+        """
+        Read the refresh `primary`, the writer of the verdict of `name`
+        as read at `stat`, says in its own opinion of `name`
+        (`said_refresh`): None from the Deferred when it says none (an
+        agent from before it said one), or when its opinion is missing,
+        unreadable or not held by the verdict's session; None instead
+        of a Deferred when there is nothing to read (no such node can be
+        the primary's). One ``get``, only for a verdict about to be named
+        late, never on the check path.
+        """
+        owner = stat.ephemeralOwner
+        if (
+            not owner
+            or not isinstance(primary, str)
+            or znode_name_problem(primary) is not None
+        ):
+            return None
+
+        def answered(result: tuple[bytes, Any]) -> float | None:
+            data, opinion = result
+            # Only the verdict's writer may excuse it: anyone who may
+            # create under the root could otherwise silence the rule.
+            if opinion.ephemeralOwner != owner:
+                return None
+            document = stored_document(data)
+            return None if document is None else said_refresh(document)
+
+        d = self._zk.get(f"{self._root}/opinions/{name}/{primary}", background=True)
+        # Missing, or not read (a failure is not the primary's word): the
+        # verdict is judged by this agent's refresh, as ever.
+        return d.addCallbacks(answered, lambda _: None)
 
     def _watch_verdict(self, name: str, stat: Any) -> None:
         """
@@ -364,11 +433,11 @@ class Opinions:
         """
         now = self._reactor.seconds()
         late = []
-        for name, (primary, checked_at) in self.late.items():
+        for name, (primary, checked_at, refresh) in self.late.items():
             node = self._nodes.opinions.get(name)
             state = None if node is None else node.state
             if state is not None and state.health.current(now):
-                late.append((checked_at, name, primary))
+                late.append((checked_at, name, primary, refresh))
         if not late:
             return None
         named = heapq.nsmallest(LATE_NAMED, late)
@@ -378,8 +447,10 @@ class Opinions:
             f"than refresh ({self._refresh:g} s) and more, while its own "
             "checks of them are fresh: "
             + ", ".join(
-                f"{name} (primary {primary}, checked {now - checked_at:.0f} s ago)"
-                for checked_at, name, primary in named
+                f"{name} (primary {primary}, "
+                + ("" if refresh == self._refresh else f"its refresh {refresh:g} s, ")
+                + f"checked {now - checked_at:.0f} s ago)"
+                for checked_at, name, primary, refresh in named
             )
             + (f" and {more} more" if more else "")
             + ": their primary cannot keep them fresh"

@@ -51,6 +51,7 @@ class Member:
         discovery: tuple[str, str] | None = None,
         discover_replicas: bool = False,
         handoff: SessionHandoff | None = None,
+        refresh: float = REFRESH,
     ) -> None:
         self.clock = clock
         self.agent_id = agent_id
@@ -79,7 +80,7 @@ class Member:
             self.zk,
             ROOT,
             agent_id,
-            REFRESH,
+            refresh,
             HEARTBEAT,
             document,
             discovery=discovery,

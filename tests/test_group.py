@@ -7,6 +7,7 @@ in-memory ZooKeeper (`tests.groupfakes`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import zlib
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from sentinel.stopping import (
 )
 from sentinel.takeover import HANDOFF_LIMIT
 from sentinel.writes import WRITES_IN_FLIGHT
+from tests.contract import INSTANCE_FIELDS
 from tests.fakezk import CALL_KINDS
 from tests.groupfakes import (
     DISCOVERY,
@@ -1964,6 +1966,105 @@ class LateVerdictTests(SynchronousTestCase):
         self.assertGreaterEqual(len(reads), 4 * len(share))
         self.assertLessEqual(len(reads), 6 * len(share))
         self.assertEqual({p.rsplit("/", 1)[1] for p in reads}, set(share))
+
+
+class RefreshDisagreementTests(SynchronousTestCase):
+    """Members whose configs give different refresh periods."""
+
+    def test_verdict_judged_by_its_primary_refresh(self) -> None:
+        """
+        a writes its verdicts every 3 refresh periods of b's (b's config
+        says a third of a's refresh): b, reading the verdicts of the
+        instances a is the primary of, judges each by the refresh a's own
+        opinion of it says, read only when the verdict is past b's own
+        (about once a refresh of a's), and names none late while a writes
+        them on time; once a stops, they are named past a's refresh, and
+        the reason says it. The verdicts' fields stay as they were.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES, replicas=2, refresh=3 * REFRESH).start()
+        b = fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(2.0)
+        share = [n for n in NAMES if (fleet.node(n) or {})["agent"] == "a"]
+        self.assertTrue(share)
+        reads: list[str] = []
+        get = b.zk.get
+
+        def counted(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
+            if path.startswith(f"{ROOT}/opinions/"):
+                reads.append(path)
+            return get(path, *args, **kw)
+
+        b.zk.get = counted  # type: ignore[method-assign]
+        for _ in range(6):
+            fleet.run(REFRESH)
+            self.assertIsNone(b.publisher.unhealthy_reason())
+        self.assertEqual(
+            set(fleet.node(share[0]) or {}), INSTANCE_FIELDS | {"observers", "quorum"}
+        )
+        self.assertEqual({p.rsplit("/", 2)[1] for p in reads}, set(share))
+        self.assertLessEqual(len(reads), 3 * len(share))
+        for probe in a.probes.values():
+            probe.result = None
+        fleet.run(4 * REFRESH)
+        reason = b.publisher.unhealthy_reason() or ""
+        self.assertIn(f"(primary a, its refresh {3 * REFRESH:g} s, checked ", reason)
+
+    def late_when_said(self, said: Callable[[dict[str, Any], Any], None]) -> bool:
+        """
+        Whether b names a's verdicts late a few seconds past b's refresh
+        (a's equal), a starved, once `said` changed a's opinions of them
+        (their document and node, in place).
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES, replicas=2).start()
+        b = fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(2.0)
+        share = [n for n in NAMES if (fleet.node(n) or {})["agent"] == "a"]
+        self.assertTrue(share)
+        for name in share:
+            node = fleet.server.nodes[f"{ROOT}/opinions/{name}/a"]
+            document = json.loads(node.data)
+            said(document, node)
+            node.data = json.dumps(document).encode()
+        for probe in a.probes.values():
+            probe.result = None
+        fleet.run(REFRESH + 5.0)
+        reason = b.publisher.unhealthy_reason() or ""
+        self.flushLoggedErrors()
+        return f"{len(share)} verdict(s) of instances" in reason
+
+    def test_bad_or_unsaid_refresh_changes_nothing(self) -> None:
+        """
+        A refresh the config would refuse (negative, more than a day, not
+        finite, not a number), none at all (an agent from before opinions
+        said it), or one in a node the verdict's session does not hold (a
+        squatter's, persistent or another session's) leaves the verdict
+        judged by the observer's own refresh: named late as ever. From the
+        primary's own session, a longer valid one excuses it.
+        """
+
+        def saying(value: Any) -> Callable[[dict[str, Any], Any], None]:
+            def said(document: dict[str, Any], node: Any) -> None:
+                document["refresh"] = value
+
+            return said
+
+        def held_by(owner: int) -> Callable[[dict[str, Any], Any], None]:
+            def said(document: dict[str, Any], node: Any) -> None:
+                document["refresh"] = 3 * REFRESH
+                node.owner = owner
+
+            return said
+
+        self.assertFalse(self.late_when_said(saying(3 * REFRESH)))
+        for value in (-3 * REFRESH, 86401.0, 1e308, math.inf, math.nan, "90", True):
+            self.assertTrue(self.late_when_said(saying(value)), value)
+        self.assertTrue(
+            self.late_when_said(lambda document, node: document.pop("refresh"))
+        )
+        self.assertTrue(self.late_when_said(held_by(0)))
+        self.assertTrue(self.late_when_said(held_by(0x7777)))
 
 
 def handoffs(fleet: Fleet, directory: str) -> Callable[[], SessionHandoff]:
