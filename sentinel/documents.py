@@ -207,8 +207,8 @@ def opinion_document(
 ) -> dict[str, Any]:
     """
     ``{root}/opinions/{name}/{agent_id}``: one observer's view, the
-    address it checks (a primary counts no opinion of another address),
-    and its `refresh`, within which it writes its verdicts again when it
+    address it checks (a primary names an opinion of another address in
+    /healthz), and its `refresh`, within which it writes its verdicts again when it
     is the primary (a co-observer judges them late by it).
     """
     return {
