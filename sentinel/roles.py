@@ -418,8 +418,11 @@ class GroupRoles:
         # The instance as checked (a reload may have changed it), or
         # before this agent's first check, as assigned.
         instance = self._instances.get(name) if state is None else state.instance
+        # Held back while opinions are unanswered only if the node still
+        # says its previous primary's verdict (`Opinions.verdict`).
+        hold = node is not None and node.previous is not None
         return self._opinions.verdict(
-            name, observers, min(self.quorum, len(voters)), voters, instance
+            name, observers, min(self.quorum, len(voters)), voters, instance, hold
         )
 
     def verdict_changed(self, node: Node) -> bool:

@@ -689,6 +689,17 @@ class RenamedApartTests(SynchronousTestCase):
 class CrashTests(SynchronousTestCase):
     """Three agents, two replicas: one of them crashes."""
 
+    def settled(self) -> tuple[Fleet, Member, set[str]]:
+        """The three agents settled: the fleet, c, and c's share of nodes."""
+        fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(2.0)
+        gone = fleet.members["c"]
+        share = {n for n in NAMES if (fleet.node(n) or {}).get("agent") == "c"}
+        self.assertTrue(share)
+        return fleet, gone, share
+
     def test_nodes_back_after_the_settle_time(self) -> None:
         """
         The nodes the crashed member was the primary of are written again by
@@ -698,13 +709,7 @@ class CrashTests(SynchronousTestCase):
         other new observer of each has no opinion yet: the verdict is the
         new primary's alone.)
         """
-        fleet = Fleet()
-        for agent in ("a", "b", "c"):
-            fleet.add(agent, NAMES, replicas=2).start()
-        fleet.run(2.0)
-        gone = fleet.members["c"]
-        share = {n for n in NAMES if (fleet.node(n) or {}).get("agent") == "c"}
-        self.assertTrue(share)
+        fleet, gone, share = self.settled()
         expired_at = fleet.clock.seconds()
         for survivor in ("a", "b"):
             fleet.members[survivor].monitor.stopService()
@@ -745,6 +750,39 @@ class CrashTests(SynchronousTestCase):
             self.assertIn(document["agent"], ("a", "b"))
             self.assertEqual(document["status"], said[name]["status"])
             self.assertLessEqual(document["since"], said[name]["checked_at"], name)
+
+    def test_crashed_members_nodes_made_before_the_opinions_answer(self) -> None:
+        """
+        Two replicas: the nodes a crashed member's session took with it
+        are made again by their new primaries before those have read the
+        other observers' opinions (a missing node is a gone instance to
+        its readers), from their own opinions.
+        """
+        fleet, gone, share = self.settled()
+        held: list[object] = []
+        for survivor in ("a", "b"):
+            zk = fleet.members[survivor].zk
+            get = zk.get
+
+            def slow(
+                path: str, *args: Any, _get: Any = get, **kw: Any
+            ) -> Deferred[Any]:
+                if "/opinions/" not in path:
+                    return _get(path, *args, **kw)  # type: ignore[no-any-return]
+                held.append(path)
+                return Deferred()
+
+            zk.get = slow  # type: ignore[method-assign]
+        gone.monitor.stopService()
+        gone.publisher.zk.expire()
+        gone.publisher.stopService()
+        fleet.run(SETTLE + 1.0)
+        self.assertTrue(held)
+        for name in share:
+            document = fleet.node(name)
+            assert document is not None, name
+            self.assertEqual(document["status"], "up")
+            self.assertIn(document["agent"], ("a", "b"))
 
 
 class QuorumTests(SynchronousTestCase):
