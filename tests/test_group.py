@@ -759,25 +759,12 @@ class CrashTests(SynchronousTestCase):
         its readers), from their own opinions.
         """
         fleet, gone, share = self.settled()
-        held: list[object] = []
-        for survivor in ("a", "b"):
-            zk = fleet.members[survivor].zk
-            get = zk.get
-
-            def slow(
-                path: str, *args: Any, _get: Any = get, **kw: Any
-            ) -> Deferred[Any]:
-                if "/opinions/" not in path:
-                    return _get(path, *args, **kw)  # type: ignore[no-any-return]
-                held.append(path)
-                return Deferred()
-
-            zk.get = slow  # type: ignore[method-assign]
+        held = [hold_reads(fleet.members[a], "/opinions/") for a in ("a", "b")]
         gone.monitor.stopService()
         gone.publisher.zk.expire()
         gone.publisher.stopService()
         fleet.run(SETTLE + 1.0)
-        self.assertTrue(held)
+        self.assertTrue(any(held))
         for name in share:
             document = fleet.node(name)
             assert document is not None, name
@@ -1678,17 +1665,7 @@ class JoinVerdictTests(SynchronousTestCase):
         fleet.run(3.0)
         self.assertEqual({(fleet.node(n) or {})["status"] for n in NAMES}, {"down"})
         d = fleet.add("d", NAMES, replicas=3, quorum=2)
-        held: list[Callable[[], object]] = []
-        get = d.zk.get
-
-        def slow(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
-            if "/opinions/" not in path:
-                return get(path, *args, **kw)
-            answer: Deferred[Any] = Deferred()
-            held.append(lambda: get(path, *args, **kw).chainDeferred(answer))
-            return answer
-
-        d.zk.get = slow  # type: ignore[method-assign]
+        held = hold_reads(d, "/opinions/")
         d.start()
         statuses = set()
         for _ in range(round(3.0 / 0.05)):
@@ -1990,15 +1967,7 @@ class LateVerdictTests(SynchronousTestCase):
         b = fleet.add("b", NAMES, replicas=2).start()
         fleet.run(2.0)
         share = [n for n in NAMES if (fleet.node(n) or {})["agent"] == "a"]
-        reads: list[str] = []
-        get = b.zk.get
-
-        def counted(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
-            if path.startswith(f"{ROOT}/instances/"):
-                reads.append(path)
-            return get(path, *args, **kw)
-
-        b.zk.get = counted  # type: ignore[method-assign]
+        reads = count_reads(b, f"{ROOT}/instances/")
         fleet.run(5 * REFRESH)
         self.assertIsNone(b.publisher.unhealthy_reason())
         self.assertGreaterEqual(len(reads), 4 * len(share))
@@ -2025,15 +1994,7 @@ class RefreshDisagreementTests(SynchronousTestCase):
         fleet.run(2.0)
         share = [n for n in NAMES if (fleet.node(n) or {})["agent"] == "a"]
         self.assertTrue(share)
-        reads: list[str] = []
-        get = b.zk.get
-
-        def counted(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
-            if path.startswith(f"{ROOT}/opinions/"):
-                reads.append(path)
-            return get(path, *args, **kw)
-
-        b.zk.get = counted  # type: ignore[method-assign]
+        reads = count_reads(b, f"{ROOT}/opinions/")
         for _ in range(6):
             fleet.run(REFRESH)
             self.assertIsNone(b.publisher.unhealthy_reason())
@@ -2103,6 +2064,39 @@ class RefreshDisagreementTests(SynchronousTestCase):
         )
         self.assertTrue(self.late_when_said(held_by(0)))
         self.assertTrue(self.late_when_said(held_by(0x7777)))
+
+
+def count_reads(member: Member, prefix: str) -> list[str]:
+    """The paths under `prefix` that `member` reads from now on, as read."""
+    reads: list[str] = []
+    get = member.zk.get
+
+    def counted(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
+        if path.startswith(prefix):
+            reads.append(path)
+        return get(path, *args, **kw)
+
+    member.zk.get = counted  # type: ignore[method-assign]
+    return reads
+
+
+def hold_reads(member: Member, part: str) -> list[Callable[[], object]]:
+    """
+    Hold `member`'s reads of paths containing `part` from now on, unanswered:
+    each call in the list returned answers one.
+    """
+    held: list[Callable[[], object]] = []
+    get = member.zk.get
+
+    def slow(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
+        if part not in path:
+            return get(path, *args, **kw)
+        answer: Deferred[Any] = Deferred()
+        held.append(lambda: get(path, *args, **kw).chainDeferred(answer))
+        return answer
+
+    member.zk.get = slow  # type: ignore[method-assign]
+    return held
 
 
 def handoffs(fleet: Fleet, directory: str) -> Callable[[], SessionHandoff]:

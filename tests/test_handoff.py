@@ -208,6 +208,19 @@ class HandoffTestCase(SynchronousTestCase):
         first.check("b", UP)
         return first
 
+    def killed(self) -> int:
+        """
+        A process that published a and b up, killed 16 s ago (its client
+        sends nothing more): its session, left open.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        assert session is not None
+        first.zk.leave_open()
+        self.server.drop(first.zk)
+        self.clock.advance(16.0)
+        return session
+
 
 class RestartTests(HandoffTestCase):
     """SIGTERM, then a new process on the same state_dir."""
@@ -736,11 +749,7 @@ class UncheckedSessionTests(HandoffTestCase):
         the session by connecting to it, and its nodes stayed, unchecked,
         for another session timeout.
         """
-        first = self.running()
-        session = first.zk.session_id
-        first.zk.leave_open()
-        self.server.drop(first.zk)
-        self.clock.advance(16.0)
+        session = self.killed()
         process = self.process()
         process.zk.close_delay = 0.5
         process.start(connect=False)
@@ -758,10 +767,7 @@ class UncheckedSessionTests(HandoffTestCase):
         A stale session's close that does not end (ZooKeeper unreachable)
         holds a stop `STALE_CLOSE_WAIT` at most.
         """
-        first = self.running()
-        first.zk.leave_open()
-        self.server.drop(first.zk)
-        self.clock.advance(16.0)
+        self.killed()
         process = self.process()
         process.zk.close_delay = 60.0
         process.start(connect=False)
@@ -783,11 +789,7 @@ class UncheckedSessionTests(HandoffTestCase):
         a group, its agent node would keep it a member, primary of
         instances nobody checks, until the session expired).
         """
-        first = self.running()
-        # Killed: its client sends nothing more.
-        first.zk.leave_open()
-        self.server.drop(first.zk)
-        self.clock.advance(16.0)
+        self.killed()
         process = self.process()
         process.start(alone=False)
         self.assertFalse(process.handoff.reattached)
