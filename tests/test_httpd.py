@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
     MemoryReactorClock,
     StringTransportWithDisconnection,
 )
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import httpd
@@ -35,6 +38,7 @@ from sentinel.httpd import (
     http_service,
 )
 from sentinel.metrics import LoadedAtStart
+from tests.certs import make_certificates
 from tests.fakes import make_monitor
 from tests.httptest import Connection, responses, run_until_answered, status_app
 
@@ -452,6 +456,31 @@ class ConnectionLimitTests(SynchronousTestCase):
             sock.options, [(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)]
         )
         self.assertEqual(transport.value(), b"")
+
+    def test_send_buffer_bounded_over_tls(self) -> None:
+        """
+        Over TLS (``--http ssl:...``) too, the send buffer of the socket
+        under the TLS layer is set to SEND_BUFFER as the connection is
+        accepted: the TLS layer's own handle holds no socket.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        certs = make_certificates(directory)
+        pem = Path(certs.server_cert_file).read_bytes()
+        pem += Path(certs.server_key_file).read_bytes()
+        options = PrivateCertificate.loadPEM(pem).options()
+        tls = TLSMemoryBIOFactory(options, False, self.factory)
+        sock = _RecordingSocket()
+        self.addCleanup(sock.close)
+        transport = StringTransportWithDisconnection()
+        transport.getHandle = lambda: sock  # type: ignore[attr-defined]
+        transport.setTcpNoDelay = lambda enabled: None  # type: ignore[attr-defined]
+        protocol = tls.buildProtocol(transport.getPeer())
+        assert protocol is not None
+        protocol.makeConnection(transport)
+        self.assertEqual(
+            sock.options, [(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)]
+        )
 
     def test_cap(self) -> None:
         """
