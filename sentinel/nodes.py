@@ -84,6 +84,8 @@ class Node:
         "guard",
         "guarded",
         "prune_parent",
+        "due_since",
+        "published_at",
     )
 
     def __init__(self, path: str, data: Callable[[], bytes | None]) -> None:
@@ -146,6 +148,12 @@ class Node:
         # For a removed opinion: its persistent parent is deleted too if it
         # is then empty (`sentinel.writer`).
         self.prune_parent = False
+        # Since when its newest state has waited to be written (the first
+        # change since its last write started, kept while writes fail),
+        # and when the data of its last write that succeeded was built:
+        # how far behind ZooKeeper's copy is (`sentinel.lateness`).
+        self.due_since: float | None = None
+        self.published_at: float | None = None
 
     def keep_since(self) -> None:
         """

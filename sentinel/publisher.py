@@ -49,6 +49,7 @@ from sentinel.handoff import SessionHandoff
 from sentinel.health import Transition
 from sentinel.holders import Holders
 from sentinel.instance import InstanceState
+from sentinel.lateness import Lateness
 from sentinel.members import Members
 from sentinel.nodes import Node, Nodes, encode
 from sentinel.openacls import OpenAcls
@@ -192,6 +193,7 @@ class ZooKeeperPublisher(Service):
         self._report = ZooKeeperReport(
             reactor, zk, nodes, queue, holders, roles, takeovers, members,
             handoff, self, opinions, acls, clock,
+            Lateness(reactor, nodes, queue, refresh),
         )  # fmt: skip
 
         self._nodes = nodes
@@ -463,8 +465,8 @@ class ZooKeeperPublisher(Service):
         Why /healthz should fail on ZooKeeper's account, or None: not
         connected, a conflict, a node still held by an earlier session
         (its published status is stale until it is taken over), a node
-        whose writes keep failing, or the session taken over by a newer
-        process.
+        whose writes keep failing or come later than readers are promised,
+        or the session taken over by a newer process.
         """
         return self._report.unhealthy_reason()
 

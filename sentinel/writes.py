@@ -42,7 +42,7 @@ write succeeded on a node of ours, `retrying()` before each retry.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -165,6 +165,8 @@ class WriteQueue:
 
     def enqueue(self, node: Node) -> None:
         """Start writing `node` if it is dirty and may be written now."""
+        if node.dirty and node.due_since is None:
+            node.due_since = self._reactor.seconds()
         if node.writing or node.queued or not node.dirty or node.parked:
             return
         if not self._may_write():
@@ -259,6 +261,11 @@ class WriteQueue:
         self._idle.append(idle)
         return idle
 
+    def waiting(self) -> Iterator[Node]:
+        """The nodes waiting for a write slot, each queue first come first."""
+        for queue in self._queues:
+            yield from queue
+
     def cancel_retry(self) -> None:
         """No retry from now on (stopping)."""
         if self._retry_call is not None and self._retry_call.active():
@@ -325,14 +332,20 @@ class WriteQueue:
     def _start_write(self, node: Node) -> None:
         node.dirty = False
         node.writing = True
+        # Due from a change made during the write on, if one is.
+        due, node.due_since = node.due_since, None
         timed = self.window.start(self.in_flight)
         self.in_flight += 1
         d = Deferred.fromCoroutine(self._write(node))
-        d.addBoth(self._written, node, timed)
+        d.addBoth(self._written, node, timed, due)
         d.addErrback(self._bug, node)
 
     def _written(
-        self, result: None | Failure, node: Node, timed: tuple[float, int, bool]
+        self,
+        result: None | Failure,
+        node: Node,
+        timed: tuple[float, int, bool],
+        due: float | None,
     ) -> None:
         self.in_flight -= 1
         node.writing = False
@@ -345,6 +358,7 @@ class WriteQueue:
             )
             self.window.ended(timed, answered, any(self._queues))
             failed = self._account(result, node)
+            _still_due(node, due, timed[0], failed)
         finally:
             # A node that changed while being written queues behind the
             # nodes already waiting: otherwise nodes that keep changing
@@ -405,3 +419,18 @@ class WriteQueue:
             return
         self._retrying()
         self.flush()
+
+
+def _still_due(node: Node, due: float | None, started_at: float, failed: bool) -> None:
+    """
+    After a write of `node` started at `started_at` that was `due` since
+    then: what it published, and since when its newest state waits. A
+    failed write leaves it due since before; so does one that must be
+    made again at once (the writer left the node dirty: nothing was
+    written), else a change made during the write is due from then.
+    """
+    if failed or (node.dirty and node.due_since is None):
+        if due is not None and (node.due_since is None or due < node.due_since):
+            node.due_since = due
+        return
+    node.published_at = started_at

@@ -13,9 +13,11 @@ the ensemble: `sentinel.ensemble`), a conflict, a node still
 held by another session (its published status is stale until it is taken
 over), a node whose writes have kept failing for `FAILING_AFTER` while
 connected (its ACL changed behind our back: its published status is stale
-too), a discovery member this agent should hold (its instance up
-and ready, its node ours) and has held none of for `FAILING_AFTER`
-while connected (readers do not find the endpoint), a node
+too), nodes whose writes succeed but so late that readers see data older
+than ``refresh`` (`sentinel.lateness`), a discovery member this agent
+should hold (its instance up and ready, its node ours) and has held
+none of for `FAILING_AFTER` while connected (readers do not find the
+endpoint), a node
 handed to another member that has not taken it over for
 `takeover.HANDOFF_LIMIT` (this agent keeps it true meanwhile, but the
 group is not as its members say: that member has trouble), this agent
@@ -38,6 +40,7 @@ from typing import Any
 from sentinel.clockskew import ClockSkew
 from sentinel.handoff import SessionHandoff
 from sentinel.holders import Holders
+from sentinel.lateness import Lateness
 from sentinel.members import Members
 from sentinel.nodes import Node, Nodes
 from sentinel.openacls import OpenAcls
@@ -66,6 +69,7 @@ class ZooKeeperReport:
         opinions: Opinions,
         acls: OpenAcls | None,
         clock: ClockSkew,
+        lateness: Lateness,
     ) -> None:
         self._reactor = reactor
         self._zk = zk
@@ -80,6 +84,7 @@ class ZooKeeperReport:
         self._opinions = opinions
         self._acls = acls
         self._clock = clock
+        self._lateness = lateness
         # When the connection was last lost (or never made yet), kept until
         # it is back: SUSPENDED, then LOST when the client is replaced or
         # the session expires, is one outage, not a new one.
@@ -139,6 +144,7 @@ class ZooKeeperReport:
             "connections_dropped": zk.drops,
             "last_error": queue.last_error,
             "handoff": None if self._handoff is None else self._handoff.stats(),
+            **self._lateness.stats(),
         }
         if self._roles.joined:
             takeovers = self._takeovers
@@ -233,6 +239,8 @@ class ZooKeeperReport:
             reasons.append(skewed)
         if zk.state == CONNECTED and (failing := self._failing()):
             reasons.append(f"zookeeper: {failing}: its published status is stale")
+        if zk.state == CONNECTED and (behind := self._lateness.unhealthy_reason()):
+            reasons.append(behind)
         if zk.state == CONNECTED and (unlisted := self._unlisted()):
             reasons.append(f"zookeeper: {unlisted}: readers do not find it")
         if zk.state == CONNECTED and (unconfirmed := self._unconfirmed()):

@@ -971,6 +971,74 @@ class PublisherTests(PublisherHarness):
         self.assertIsNone(self.publisher.unhealthy_reason())
         self.assertEqual(self.publisher.stats()["writes_failing"], 0)
 
+    def test_late_writes_make_unhealthy(self) -> None:
+        """
+        Writes that succeed, but so slowly that the nodes waiting for a
+        slot publish data older than refresh and the instance's staleness
+        bound (a narrow link to ZooKeeper), fail /healthz, naming the
+        oldest, how old it is and how many more; the writes in flight are
+        not counted, and once the writes go through, health is back.
+        """
+        self.start()
+        states = [self.instance(f"redis-{i:02d}", interval=INTERVAL) for i in range(20)]
+        for state in states:
+            self.check(state, UP)
+        self.zk.call_timeout = 1000.0  # Slow, never failing.
+        self.zk.hang("set")
+        limit = REFRESH + states[0].health.stale_after
+        for _ in range(int(limit)):
+            self.clock.advance(INTERVAL)
+            for state in states:
+                self.check(state, UP)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        in_flight = self.publisher.stats()["writes_in_flight"]
+        self.assertGreater(in_flight, 0)
+        self.clock.advance(INTERVAL)
+        for state in states:
+            self.check(state, UP)
+        reason = self.publisher.unhealthy_reason()
+        assert reason is not None
+        # The agent node's write may take one of the slots.
+        late = self.publisher.stats()["writes_late"]
+        self.assertIn(late, (len(states) - in_flight, len(states) + 1 - in_flight))
+        self.assertRegex(
+            reason,
+            rf"^zookeeper: writes are late: {ROOT}/instances/redis-\d\d "
+            rf"{limit + 1:.0f} s old and waiting to be written \(and "
+            rf"{late - 1} more\), over refresh \(30 s\): readers see stale "
+            rf"data \(\d+ writes queued, {in_flight} in flight\)$",
+        )
+        self.zk.unhang()
+        self.zk.release()
+        self.clock.advance(INTERVAL)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.publisher.stats()["writes_late"], 0)
+
+    def test_change_waiting_counts_from_last_write(self) -> None:
+        """
+        A status change waiting for a slot is late by the age of what the
+        node says, not by its own wait: a node written 20 s before its
+        instance went down is late once that write is older than the
+        bound, though the change waited less.
+        """
+        self.start()
+        states = [self.instance(f"redis-{i:02d}", interval=INTERVAL) for i in range(20)]
+        for state in states:
+            self.check(state, UP)
+        limit = REFRESH + states[0].health.stale_after
+        self.clock.advance(20)
+        self.zk.call_timeout = 1000.0
+        self.zk.hang("set")
+        for state in states:
+            self.check(state, DOWN)
+        self.clock.advance(limit - 20 - 1)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.clock.advance(2)
+        self.assertIn(
+            f"{limit + 1:.0f} s old and waiting",
+            self.publisher.unhealthy_reason() or "",
+        )
+
     def test_failing_reason_says_the_write_in_flight(self) -> None:
         """
         A node whose last write was lost with the connection, and whose

@@ -1,0 +1,118 @@
+"""
+Writes that succeed but come late: ZooKeeper's copy of a node older than
+readers are promised, while its newer state waits for a write slot.
+
+On a narrow or slow link to ZooKeeper every write may succeed while the
+queue (`sentinel.writes`) falls further behind: at 24 kbit/s, 300
+instances at ``refresh = 30`` want 10 writes a second where the link
+carries about 6, and the instance nodes readers saw were up to 82 s old
+while /healthz said ok. Readers are promised an instance node rewritten
+at least every ``refresh`` seconds (they judge it by ``checked_at``). So
+a node waiting for a slot is late when:
+
+- an instance node: the data of its last write was built more than
+  ``refresh`` ago, plus the instance's own staleness bound (`stale_after`
+  of its health: ``(max(rise, fall) + 1) x interval``, 4 s at the
+  defaults), the margin a co-observer gives a verdict before calling it
+  late (`sentinel.opinions`), which also absorbs a burst of writes on a
+  healthy link;
+- any other node of an instance (its opinion, its discovery member, an
+  instance node never written or being deleted): its newest change has
+  waited as long.
+
+Nodes of no instance (the agent's, its catalog) are not judged: they say
+nothing readers take for an instance's status. Nodes whose writes fail,
+or that another session holds, have reasons of their own
+(`sentinel.zkreport`); a write in flight ends within the bridge's call
+timeout. Only the nodes waiting for a slot are looked at, at most once a
+`STEP`: none on a link that keeps up.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from sentinel.nodes import Node, Nodes
+from sentinel.writes import WriteQueue
+
+# Seconds a look at the waiting nodes is reused for (/healthz, /metrics).
+STEP = 1.0
+
+
+class Lateness:
+    """How late the waiting writes of `queue` are (module docstring)."""
+
+    def __init__(
+        self, clock: IReactorTime, nodes: Nodes, queue: WriteQueue, refresh: float
+    ) -> None:
+        self._clock = clock
+        self._nodes = nodes
+        self._queue = queue
+        self._refresh = refresh
+        self._looked_at = -math.inf
+        # Of the last look: how many nodes are late, and the oldest's path
+        # and age; the oldest age of any waiting node (late or not).
+        self.late = 0
+        self.oldest: tuple[str, float] | None = None
+        self.behind: float | None = None
+
+    def look(self) -> None:
+        """Look at the waiting nodes, unless that was done within `STEP`."""
+        now = self._clock.seconds()
+        if now - self._looked_at < STEP:
+            return
+        self._looked_at = now
+        late = 0
+        oldest: tuple[str, float] | None = None
+        behind: float | None = None
+        for node in self._queue.waiting():
+            judged = self._age(node, now)
+            if judged is None:
+                continue
+            age, limit = judged
+            if behind is None or age > behind:
+                behind = age
+            if age > limit:
+                late += 1
+                if oldest is None or age > oldest[1]:
+                    oldest = (node.path, age)
+        self.late, self.oldest, self.behind = late, oldest, behind
+
+    def _age(self, node: Node, now: float) -> tuple[float, float] | None:
+        """How old `node`'s copy is, and how old it may be; None: not judged."""
+        state = node.state
+        if state is None:
+            return None
+        since = node.due_since
+        if (
+            node.published_at is not None
+            and not node.removed
+            and node.member is None
+            and self._nodes.instances.get(state.name) is node
+        ):
+            since = node.published_at
+        if since is None:
+            return None
+        return now - since, self._refresh + state.health.stale_after
+
+    def unhealthy_reason(self) -> str | None:
+        """Why /healthz fails on this account, or None."""
+        self.look()
+        if not self.late or self.oldest is None:
+            return None
+        path, age = self.oldest
+        more = f" (and {self.late - 1} more)" if self.late > 1 else ""
+        return (
+            f"zookeeper: writes are late: {path} {age:.0f} s old and waiting to "
+            f"be written{more}, over refresh ({self._refresh:g} s): readers see "
+            f"stale data ({self._queue.queued} writes queued, "
+            f"{self._queue.in_flight} in flight)"
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """For /debug/stats: late nodes, and the oldest waiting one's age."""
+        self.look()
+        return {"writes_late": self.late, "writes_behind_seconds": self.behind}
