@@ -14,6 +14,7 @@ plus each instance's check counters.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -203,13 +204,19 @@ def opinion_of(health: InstanceHealth, now: float) -> Opinion | None:
 
 
 def opinion_document(
-    opinion: Opinion, agent_id: str, instance: RedisInstance, refresh: float
+    opinion: Opinion,
+    agent_id: str,
+    instance: RedisInstance,
+    refresh: float,
+    discovery: str,
 ) -> dict[str, Any]:
     """
     ``{root}/opinions/{name}/{agent_id}``: one observer's view, the
     address it checks (a primary names an opinion of another address in
-    /healthz), and its `refresh`, within which it writes its verdicts again when it
-    is the primary (a co-observer judges them late by it).
+    /healthz), its `refresh`, within which it writes its verdicts again when it
+    is the primary (a co-observer judges them late by it), and the
+    `discovery` it would publish of the instance (`discovery_digest`: a
+    primary names an opinion that says another in /healthz).
     """
     return {
         "host": instance.host,
@@ -226,7 +233,27 @@ def opinion_document(
         "agent": agent_id,
         "schema": INSTANCE_SCHEMA,
         "refresh": refresh,
+        "discovery": discovery,
     }
+
+
+def discovery_digest(discovery: tuple[str, str] | None, instance: RedisInstance) -> str:
+    """
+    What discovery publishes of `instance` under `discovery` (form, root;
+    None: no members), said in an opinion so that a primary can tell
+    another member's config from its own: the form, and a digest of the
+    root, service and labels (``nerve:1f0c3a9b2e47``), or ``none``. A
+    digest rather than the values: labels are free-form, and an opinion
+    is written at every change of every instance observed; 48 bits tell
+    two configs of one name apart but for one chance in 2**48.
+    """
+    if discovery is None:
+        return "none"
+    form, root = discovery
+    said = json.dumps(
+        [root, instance.discovery_service, instance.labels], separators=(",", ":")
+    )
+    return f"{form}:{hashlib.sha256(said.encode('utf-8')).hexdigest()[:12]}"
 
 
 def verdict_document(

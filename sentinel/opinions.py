@@ -72,6 +72,7 @@ from twisted.python.failure import Failure
 from sentinel.checks import printable, znode_name_problem
 from sentinel.config import RedisInstance
 from sentinel.documents import (
+    discovery_digest,
     opinion_document,
     opinion_of,
     said_checked_at,
@@ -118,12 +119,15 @@ class Opinions:
         life: Lifecycle,
         on_change: Callable[[str], None],
         refresh: float,
+        discovery: tuple[str, str] | None = None,
     ) -> None:
         """
         @param on_change: told of an instance one of whose other observers'
             opinions changed.
         @param refresh: seconds between two readings back of an opinion of
             this agent's.
+        @param discovery: (form, discovery root) when this agent publishes
+            discovery members.
         """
         self._reactor = reactor
         self._zk = zk
@@ -149,6 +153,12 @@ class Opinions:
         # The opinions heard of another address than this agent checks
         # under the same name, and which.
         self.elsewhere: dict[str, str] = {}
+        # Likewise, those that say another discovery than this agent
+        # publishes (`documents.discovery_digest`), and which; and this
+        # agent's own, by instance, worked out again when it changes.
+        self.unlike: dict[str, str] = {}
+        self._discovery = discovery
+        self._digests: dict[str, tuple[RedisInstance, str]] = {}
         # The squatters' paths with a reading again due: one each, however
         # often a squatter rewrites its node (each rewrite fires the watch,
         # and each read of it would otherwise start another round).
@@ -178,12 +188,23 @@ class Opinions:
             self._nodes.opinions[name] = node
         elif not observing and node is not None:
             del self._nodes.opinions[name]
+            self._digests.pop(name, None)
             # ZooKeeper would otherwise keep a parent for every instance
             # ever observed; the last observer to leave deletes it.
             node.prune_parent = True
             self._queue.retire(node)
             self._verdicts_due.pop(name, None)
             self._verdict_fresh(name)
+
+    def relabelled(self, state: InstanceState) -> None:
+        """
+        The instance's discovery service or labels changed (its state kept):
+        its opinion, if this agent observes it, says the new discovery.
+        """
+        node = self._nodes.opinions.get(state.name)
+        if node is not None:
+            node.state = state
+            self._queue.mark(node)
 
     def publish(self, state: InstanceState, transition: Transition | None) -> None:
         """
@@ -463,9 +484,25 @@ class Opinions:
         if opinion is None:
             return None
         assert state is not None
+        instance = state.instance
         return encode(
-            opinion_document(opinion, self._agent_id, state.instance, self._refresh)
+            opinion_document(
+                opinion,
+                self._agent_id,
+                instance,
+                self._refresh,
+                self._digest(instance),
+            )
         )
+
+    def _digest(self, instance: RedisInstance) -> str:
+        """What this agent publishes in discovery of `instance`, as opinions say."""
+        known = self._digests.get(instance.name)
+        if known is not None and known[0] is instance:
+            return known[1]
+        digest = discovery_digest(self._discovery, instance)
+        self._digests[instance.name] = (instance, digest)
+        return digest
 
     # The others'
 
@@ -498,6 +535,7 @@ class Opinions:
     def _unheard(self, path: str) -> None:
         self.squatters.pop(path, None)
         self.elsewhere.pop(path, None)
+        self.unlike.pop(path, None)
         self._absent.pop(path, None)
 
     def absent(self, voting: Callable[[str], bool]) -> dict[str, str]:
@@ -699,7 +737,8 @@ class Opinions:
         (`benchmarks/group.py writes`, 3,000 instances). An opinion of
         another address than `instance`'s, as this agent checks it, is of
         another server: it still counts (an agent reaching the instance
-        some other way is one view of it too), and `elsewhere` names it.
+        some other way is one view of it too), and `elsewhere` names it;
+        so does `unlike` one that says another discovery than this agent's.
         """
         now = self._reactor.seconds()
         unread = self._unanswered.get(name)
@@ -708,7 +747,7 @@ class Opinions:
         opinions: dict[str, Opinion | None] = {}
         for agent, opinion in self._heard.get(name, {}).items():
             if agent in voters:
-                self._note_address(name, agent, opinion, instance)
+                self._note_config(name, agent, opinion, instance)
                 opinions[agent] = opinion
         node = self._nodes.instances.get(name)
         state = None if node is None else node.state
@@ -717,7 +756,7 @@ class Opinions:
         )
         return decide(observers, opinions, quorum)
 
-    def _note_address(
+    def _note_config(
         self,
         name: str,
         agent: str,
@@ -726,33 +765,43 @@ class Opinions:
     ) -> None:
         """
         Keep `opinion`'s path in `elsewhere` if it says another address
-        than `instance`'s, or drop it; logged when the first comes and when
-        the last goes (a rolling change of addresses makes one per
-        instance).
+        than `instance`'s, and in `unlike` if it says another discovery
+        than this agent publishes of it (`documents.discovery_digest`), or
+        drop it; each logged when the first comes and when the last goes
+        (a rolling change of config makes one per instance).
         """
+        address = discovery = None
+        if opinion is not None and instance is not None:
+            if opinion.host is not None and (opinion.host, opinion.port) != (
+                instance.host,
+                instance.port,
+            ):
+                address = (
+                    f"is of {opinion.host}:{opinion.port}, where this agent "
+                    f"checks {instance.host}:{instance.port}"
+                )
+            own = self._digest(instance)
+            if opinion.discovery is not None and opinion.discovery != own:
+                discovery = (
+                    f"says discovery {opinion.discovery}, where this agent "
+                    f"publishes {own}"
+                )
         path = f"{self._root}/opinions/{name}/{agent}"
-        if (
-            opinion is None
-            or instance is None
-            or opinion.host is None
-            or (opinion.host, opinion.port) == (instance.host, instance.port)
-        ):
-            if self.elsewhere.pop(path, None) is not None and not self.elsewhere:
-                log.info("every opinion heard is of the address checked here again")
-            return
-        why = (
-            f"is of {opinion.host}:{opinion.port}, where this agent checks "
-            f"{instance.host}:{instance.port}"
+        _note(
+            self.elsewhere,
+            path,
+            address,
+            "the members' configs give the instance different addresses",
+            "every opinion heard is of the address checked here again",
         )
-        if not self.elsewhere:
-            log.error(
-                "opinion {path} {why}: the members' configs give the instance "
-                "different addresses, and each primary publishes its own; "
-                "/healthz fails until they agree",
-                path=path,
-                why=why,
-            )
-        self.elsewhere[path] = why
+        _note(
+            self.unlike,
+            path,
+            discovery,
+            "the members' configs give the instance different discovery (form, "
+            "discovery_root, service or labels)",
+            "every opinion heard says the discovery published here again",
+        )
 
     def verdict_document(
         self, node: Node, instance: RedisInstance, verdict: Verdict
@@ -860,3 +909,26 @@ class _OpinionWatch:
 
     def __call__(self, event: WatchedEvent) -> None:
         self.opinions._watch_fired(self.name, self.agent, event)
+
+
+def _note(
+    kept: dict[str, str], path: str, why: str | None, differ: str, agree: str
+) -> None:
+    """
+    Keep `path` in `kept` with `why` it disagrees, or drop it if `why` is
+    None; logged when the first comes (the configs `differ`) and when the
+    last goes (they `agree`).
+    """
+    if why is None:
+        if kept.pop(path, None) is not None and not kept:
+            log.info("{agree}", agree=agree)
+        return
+    if not kept:
+        log.error(
+            "opinion {path} {why}: {differ}, and each primary publishes its "
+            "own; /healthz fails until they agree",
+            path=path,
+            why=why,
+            differ=differ,
+        )
+    kept[path] = why

@@ -145,7 +145,7 @@ class ZooKeeperPublisher(Service):
         # A group's roles, and what they say to write.
         opinions = Opinions(
             reactor, zk, root, agent_id, nodes, queue, self, self._reconsider,
-            refresh,
+            refresh, discovery,
         )  # fmt: skip
         takeovers = Takeovers(
             reactor, zk, nodes, queue, holders, self, agent_id, self.remove,
@@ -337,11 +337,13 @@ class ZooKeeperPublisher(Service):
 
     def relabel(self, state: InstanceState) -> None:
         """
-        The instance's discovery service or labels changed: its member, if
+        The instance's discovery service or labels changed: its opinion,
+        if it has one, says so, and its member, if
         it has one here, is rewritten, or moved to its new service. One
         handed to the instance's next primary is that primary's to write:
         only the state it would be written from follows.
         """
+        self._opinions.relabelled(state)
         node = self._nodes.members.get(state.name)
         if node is None:
             return

@@ -51,6 +51,9 @@ class Opinion:
     # before opinions said it).
     host: str | None = None
     port: int | None = None
+    # What discovery its observer publishes of the instance
+    # (`documents.discovery_digest`; None: not said).
+    discovery: str | None = None
 
     def decisive(self) -> tuple[Any, ...]:
         """What a verdict takes from this opinion, save timings and errors."""
@@ -119,6 +122,7 @@ def parse_opinion(data: bytes) -> Opinion | None:
             error=_text(document.get("error")),
             host=_text(document.get("host")),
             port=_integer(document.get("port")),
+            discovery=_text(document.get("discovery")),
         )
     except (TypeError, ValueError):
         return None

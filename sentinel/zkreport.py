@@ -224,6 +224,13 @@ class ZooKeeperReport:
                 f"zookeeper: opinion {_first_of(elsewhere)}: the members' "
                 "configs disagree on the address"
             )
+        unlike = self._opinions.unlike
+        if unlike:
+            reasons.append(
+                f"zookeeper: opinion {_first_of(unlike)}: the members' configs "
+                "disagree on discovery, and the members readers find depend on "
+                "which agent is primary"
+            )
         absent = self._opinions.absent(self._roles.voting) if self._roles.joined else {}
         if absent:
             reasons.append(

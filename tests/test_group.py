@@ -29,7 +29,12 @@ from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog, catalog_digest, catalog_node_name, catalog_parts
 from sentinel.config import RedisInstance
 from sentinel.discovery import HANDED_OVER_CHECK
-from sentinel.documents import INLINE_INSTANCES_BYTES, NERVE, SERVERSET
+from sentinel.documents import (
+    INLINE_INSTANCES_BYTES,
+    NERVE,
+    SERVERSET,
+    discovery_digest,
+)
 from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
 from sentinel.handoff import SessionHandoff
 from sentinel.listing import DOCUMENTS_PER_SLICE, MAX_LIMIT, PageQuery
@@ -2316,6 +2321,85 @@ class AddressDisagreementTests(SynchronousTestCase):
         fleet.run(2.0)
         self.assertIsNone(primary.publisher.unhealthy_reason())
         self.flushLoggedErrors()
+
+
+class DiscoveryDisagreementTests(SynchronousTestCase):
+    """Two members whose configs publish one name's discovery apart."""
+
+    def disagreeing(
+        self, other_discovery: tuple[str, str] | None, labels: Any = ()
+    ) -> tuple[Fleet, Member, Member, str]:
+        """
+        a publishes nerve members of NAMES; b, `other_discovery` with
+        `labels`: started, and the name of one instance a is primary of.
+        """
+        fleet = Fleet()
+        primary = fleet.add("a", NAMES, replicas=2, discovery=(NERVE, DISCOVERY))
+        other = fleet.add("b", NAMES, replicas=2, discovery=other_discovery)
+        for name in NAMES:
+            other.group.known[name] = attr.evolve(instance(name), labels=labels)
+        primary.start()
+        other.start()
+        fleet.run(2.0)
+        name = next(n for n in NAMES if primary.group.role(n) == PRIMARY)
+        return fleet, primary, other, name
+
+    def test_opinion_of_other_labels_named(self) -> None:
+        """
+        b publishes other labels for the same names (a rolling change of
+        config): a, their primary, names b's opinion of an instance in
+        /healthz with both digests (the labels readers see would follow
+        whichever member is primary, without a word).
+        """
+        labels = (("zone", "b"),)
+        _, primary, _, name = self.disagreeing((NERVE, DISCOVERY), labels)
+        ours = discovery_digest((NERVE, DISCOVERY), instance(name))
+        theirs = discovery_digest(
+            (NERVE, DISCOVERY), attr.evolve(instance(name), labels=labels)
+        )
+        self.assertNotEqual(ours, theirs)
+        reason = primary.publisher.unhealthy_reason() or ""
+        self.assertIn(
+            f"opinion {ROOT}/opinions/{name}/b says discovery {theirs}, where "
+            f"this agent publishes {ours}",
+            reason,
+        )
+        self.assertIn("the members' configs disagree on discovery", reason)
+        self.flushLoggedErrors()
+
+    def test_opinion_of_no_discovery_named(self) -> None:
+        """A member that publishes no members at all is named too."""
+        _, primary, _, name = self.disagreeing(None)
+        ours = discovery_digest((NERVE, DISCOVERY), instance(name))
+        self.assertIn(
+            f"opinion {ROOT}/opinions/{name}/b says discovery none, where this "
+            f"agent publishes {ours}",
+            primary.publisher.unhealthy_reason() or "",
+        )
+        self.flushLoggedErrors()
+
+    def test_relabelled_alike_clears_it(self) -> None:
+        """
+        Once b's config gives the names a's labels (a reload that changes
+        only them, its checks kept), its opinions say so, and /healthz no
+        longer names them.
+        """
+        fleet, primary, other, _ = self.disagreeing((NERVE, DISCOVERY), (("z", "b"),))
+        self.assertIn(
+            "disagree on discovery", primary.publisher.unhealthy_reason() or ""
+        )
+        for name in NAMES:
+            other.group.known[name] = instance(name)
+            other.monitor.relabel_instance(instance(name))
+        fleet.run(2.0)
+        self.assertIsNone(primary.publisher.unhealthy_reason())
+        self.flushLoggedErrors()
+
+    def test_agreeing_configs_named_nowhere(self) -> None:
+        """Members that publish the same discovery fail no /healthz."""
+        _, primary, other, _ = self.disagreeing((NERVE, DISCOVERY))
+        self.assertIsNone(primary.publisher.unhealthy_reason())
+        self.assertIsNone(other.publisher.unhealthy_reason())
 
 
 class ReaddressedTakeoverTests(SynchronousTestCase):
