@@ -3,9 +3,10 @@ The HTTP server around the app: what an HTTP client may cost the agent.
 
 - An idle connection is closed after `IDLE_TIMEOUT`, set here rather than
   left to Twisted's default (12 hours in older releases); an answer whose
-  client stops reading is dropped after as long, and one it reads too
-  slowly over its life once that is clear (`sentinel.streaming`), since
-  Twisted suspends the idle timeout while an answer is written.
+  client reads too slowly over its life is dropped once that is clear
+  (`sentinel.streaming`: as long in all, plus a second for each 4 KB it
+  took), since Twisted suspends the idle timeout while an answer is
+  written.
 - At most `MAX_CONNECTIONS` at once. Every connection is an open file, like
   every Redis connection: the agent counts them in its open-file reserve
   (`sentinel.agent.FD_RESERVE`). 64: a Prometheus or two (one kept-alive

@@ -15,17 +15,22 @@ slice, however many clients there are.
 Each answer is a push producer registered on its request. When the
 client's socket buffer is full, the transport pauses it and nothing more is
 rendered until the client reads (a client that never reads costs one
-buffer, not the whole answer); one paused longer than `STALL_TIMEOUT` is
-disconnected. So is one that reads too slowly over the answer's life,
-which a bound on one pause cannot catch (Twisted resumes an answer each
-time its buffer has gone out, so reading a little now and then would hold
-a 4.7 MB answer, its connection and its place for hours): once the client
-has left its answer waiting `STALL_TIMEOUT` seconds in all, it must have
-taken `MIN_READ_RATE` bytes for each further second it leaves it waiting.
-Only the time its answer waits on it counts, never the time the agent
-takes to render; bytes count once written to the connection, whose
-buffers keep them within about 0.4 MB of what the client has read
-(`sentinel.httpd.SEND_BUFFER`). A client that goes away stops the
+buffer, not the whole answer, however long it waits). A client that reads
+too slowly over the answer's life is disconnected (Twisted resumes an
+answer each time its buffer has gone out, so reading a little now and
+then would hold a 4.7 MB answer, its connection and its place for hours):
+once the client has left its answer waiting `STALL_TIMEOUT` seconds in
+all, it must have taken `MIN_READ_RATE` bytes for each further second it
+leaves it waiting. That budget alone bounds a pause: a client that reads
+nothing more is dropped when it runs out (60 s, plus a second for every
+4 KB it has taken). No single pause is bounded apart: a pause costs only
+time, never memory, and a client that reads in bursts (a scraper paused
+by its GC, a laptop asleep) is no slow reader; one dropped after 60 s
+at a stretch lost its whole answer, where a trickle of a byte a minute
+escaped that rule. Only the time its answer waits on it counts, never
+the time the agent takes to render; bytes count once written to the
+connection, whose buffers keep them within about 0.4 MB of what the
+client has read (`sentinel.httpd.SEND_BUFFER`). A client that goes away stops the
 rendering at once: no work for nobody. A bug while rendering is logged,
 and the connection is aborted so that the client sees a truncated answer,
 never a complete-looking one.
@@ -52,8 +57,8 @@ from zope.interface import implementer
 
 log = Logger()
 
-# Seconds a paused answer may wait for its client to read before the
-# connection is dropped: the idle timeout of a connection (see
+# Seconds in all an answer may wait for its client to read before the
+# client must show `MIN_READ_RATE`: the idle timeout of a connection (see
 # `sentinel.httpd.IDLE_TIMEOUT`), which Twisted suspends while an answer
 # is being written.
 STALL_TIMEOUT = 60.0
@@ -184,13 +189,10 @@ class _Stream:
         slicer = self._slicer
         self._paused_at = slicer._reactor.seconds()
         # The waiting this pause may add: what is left of what the bytes
-        # written so far allow, and never more than `stall_timeout`.
+        # written so far allow.
         allowed = slicer.stall_timeout + self._written / slicer.min_read_rate
         left = allowed - self._waited
-        if left < slicer.stall_timeout:
-            self._stall = slicer._reactor.callLater(max(left, 0.0), self._too_slow)
-        else:
-            self._stall = slicer._reactor.callLater(slicer.stall_timeout, self._stalled)
+        self._stall = slicer._reactor.callLater(max(left, 0.0), self._too_slow)
 
     def resumeProducing(self) -> None:
         if self._ended or not self._paused:
@@ -205,24 +207,24 @@ class _Stream:
 
     # The end, one way or another
 
-    def _stalled(self) -> None:
-        self._slicer.stalled += 1
-        log.info(
-            "a client read nothing of {uri} for {timeout} s: disconnected",
-            uri=self._request.uri,
-            timeout=self._slicer.stall_timeout,
-        )
-        self._drop()
-
     def _too_slow(self) -> None:
-        self._slicer.too_slow += 1
+        # Counted as stalled if it read nothing for `stall_timeout` or more
+        # at the end (it stopped reading, or never read), else as slow.
+        slicer = self._slicer
+        paused = slicer._reactor.seconds() - self._paused_at
+        if paused >= slicer.stall_timeout:
+            slicer.stalled += 1
+        else:
+            slicer.too_slow += 1
         log.info(
             "a client read {uri} slower than {rate:.0f} bytes/s ({written} bytes"
-            " written, {waited:.0f} s waiting on it): disconnected",
+            " written, {waited:.0f} s waiting on it, the last {paused:.0f} s at"
+            " a stretch): disconnected",
             uri=self._request.uri,
-            rate=self._slicer.min_read_rate,
+            rate=slicer.min_read_rate,
             written=self._written,
-            waited=self._waited + self._slicer._reactor.seconds() - self._paused_at,
+            waited=self._waited + paused,
+            paused=paused,
         )
         self._drop()
 

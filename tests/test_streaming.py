@@ -96,14 +96,16 @@ class StreamTests(SynchronousTestCase):
 
     def test_stalled_client_dropped(self) -> None:
         """
-        A client paused for STALL_TIMEOUT is disconnected, its answer
-        stopped and counted.
+        A client that reads nothing is disconnected once its answer has
+        waited on it STALL_TIMEOUT plus a second per MIN_READ_RATE bytes
+        written, its answer stopped and counted as stalled.
         """
         client = self.connect()
         client.request("/instances")
         self.turns.run()
         client.transport.producer.pauseProducing()
-        self.clock.advance(STALL_TIMEOUT - 1)
+        allowed = STALL_TIMEOUT + len(client.output()) / MIN_READ_RATE
+        self.clock.advance(allowed - 0.5)
         self.assertTrue(client.open)
         self.clock.advance(1)
         self.assertFalse(client.open)
@@ -111,6 +113,30 @@ class StreamTests(SynchronousTestCase):
         self.assertEqual(self.slicer.streams, 0)
         self.assertFalse(self.turns.waiting)
         self.assertEqual(responses(client.output()), [])
+
+    def test_bursty_reader_keeps_its_answer(self) -> None:
+        """
+        A client that takes what its buffers hold, reads nothing for longer
+        than STALL_TIMEOUT (a scraper paused by its GC, a laptop asleep),
+        then reads the rest at once, gets its whole answer: it is not slow
+        on average, and its pause cost no more than its buffers.
+        """
+        client = self.connect()
+        client.request("/instances")
+        pause = STALL_TIMEOUT + 10
+        while len(client.output()) < 2 * (pause - STALL_TIMEOUT) * MIN_READ_RATE:
+            self.turns.run()
+        client.transport.producer.pauseProducing()
+        self.clock.advance(pause)
+        self.assertTrue(client.open)
+        client.transport.producer.resumeProducing()
+        self.run_until_idle()
+        [(code, _, body)] = responses(client.output())
+        self.assertEqual(len(json.loads(body)["instances"]), INSTANCES)
+        stats = self.slicer.stats()
+        self.assertEqual(
+            (stats["slow_clients_dropped"], stats["stalled_clients_dropped"]), (0, 0)
+        )
 
     def test_slow_reader_dropped(self) -> None:
         """
