@@ -141,6 +141,32 @@ class WriteQueueTests(SynchronousTestCase):
         self.assertEqual(self.queue.queued, 0)
         self.flushLoggedErrors(RuntimeError)
 
+    def test_how_late_a_node_is(self) -> None:
+        """
+        A node is due from its first change not yet written: a change made
+        while it is written is due from then, a failed write leaves it due
+        from before, and a write that succeeds says when its data was
+        built (`sentinel.lateness`).
+        """
+        node = self.instance("a")
+        self.clock.advance(10)
+        self.queue.mark(node)
+        self.assertTrue(node.writing)
+        self.clock.advance(2)
+        self.queue.mark(node)
+        self.assertEqual(node.due_since, 12)
+        self.clock.advance(1)
+        self.bridge.answer()
+        # Written as it was at 10; the change of 12 is being written.
+        self.assertEqual(node.published_at, 10)
+        self.assertTrue(node.writing)
+        self.bridge.held.pop().errback(ConnectionLoss())
+        self.assertEqual((node.published_at, node.due_since), (10, 12))
+        self.clock.advance(RETRY_DELAY)
+        self.clock.advance(1)
+        self.bridge.answer()
+        self.assertEqual((node.published_at, node.due_since), (13 + RETRY_DELAY, None))
+
     def test_agent_and_instance_nodes_before_members(self) -> None:
         """
         The agent node and instance nodes readers miss take the free write
