@@ -24,10 +24,13 @@ group is not as its members say: that member has trouble), this agent
 halted by a twin, its session taken over by a newer process, this
 agent's clock off ZooKeeper's (`sentinel.clockskew`), verdicts of
 instances it observes that their primary (another member) leaves stale
-while this agent's own checks are fresh (`Opinions.late_verdicts`), or, after a
-connection, instance nodes written before and not yet again (until the
-first answers, an earlier session may hold them, publishing what is no
-longer true: ZooKeeper restored from an old snapshot). The first
+while this agent's own checks are fresh (`Opinions.late_verdicts`),
+opinions of another address or discovery than this agent's config gives
+the instance (`Opinions.elsewhere`, `Opinions.unlike`: each primary
+publishes its own), or, after a connection, instance nodes written
+before and not yet again (until the first answers, an earlier session
+may hold them, publishing what is no longer true: ZooKeeper restored
+from an old snapshot). The first
 node in conflict (or failing, or late) is named, and how many more there
 are.
 """
