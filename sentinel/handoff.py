@@ -30,6 +30,14 @@ a session asked 2 s and granted 8 was closed while it lived (its nodes
 missing for about 2 s at a restart 5 s after a ``kill -9``), one asked
 30 s and granted 4 kept 45 s unchecked.
 
+A state file this version cannot wholly read, though it names a session
+for this agent (another version's: a format version this one does not
+know, a field it writes otherwise; a downgrade, say), is not reattached
+by: what this version cannot read may be what its writer relied on. Its
+session is closed as a predecessor's is (below), once the process that
+left it is gone; left to expire, its nodes stayed, unchecked, for the
+session timeout, while this process waited for them.
+
 A session left in the state_dir under another agent id (``agent_id``
 changed between two processes) is closed the same way once the process
 that left it is gone (its pid no longer runs, or is this process's own: a
@@ -210,6 +218,8 @@ class SessionHandoff:
         left = self.left
         if left is None:
             return succeed(False)
+        if left.unusable is not None:
+            return self._unusable_left(left, left.unusable)
         if left.purpose.agent_id != self.purpose.agent_id:
             return self._predecessor_left(left)
         now = float(self._reactor.seconds())
@@ -271,14 +281,11 @@ class SessionHandoff:
         """
         agent_id, pid = left.purpose.agent_id, left.owner.pid
         if self._running(pid):
-            self.left = None
-            self.why_not = (
+            return self._left_alone(
                 f"{self.state_file.path}: for another agent id ({agent_id!r}), "
                 f"whose process (pid {pid}) still runs: another agent on this "
                 f"state_dir?"
             )
-            return succeed(False)
-        self.stale = left
         self.why_not = (
             f"the state file was left by agent id {agent_id!r} (pid {pid}, gone): "
             f"its session is closed"
@@ -293,6 +300,38 @@ class SessionHandoff:
             agent_id=agent_id,
             pid=pid,
         )
+        return self._closed(left)
+
+    def _unusable_left(self, left: StoredSession, why: str) -> Deferred[bool]:
+        """
+        The session named by a state file this version cannot wholly read
+        (another version's format, `why`): never reattached by it, for what
+        this version cannot read may be what the file's writer relied on;
+        closed if the process that left it is gone, as a predecessor's is,
+        else left alone. Left to expire, its nodes stayed, unchecked, for
+        the session timeout, and this process waited for them.
+        """
+        pid = left.owner.pid
+        if self._running(pid):
+            return self._left_alone(f"{why} (pid {pid}, which left it, still runs)")
+        self.why_not = f"{why}: its session is closed"
+        log.warn(
+            "not reattaching to ZooKeeper session {session}: {why}; pid {pid}, "
+            "which left it, is gone: closing it, so that its nodes go now "
+            "rather than stay, unchecked, until it expires, and opening a new one",
+            session=f"{left.session_id:#x}",
+            why=why,
+            pid=pid,
+        )
+        return self._closed(left)
+
+    def _left_alone(self, why: str) -> Deferred[bool]:
+        self.left = None
+        self.why_not = why
+        return succeed(False)
+
+    def _closed(self, left: StoredSession) -> Deferred[bool]:
+        self.stale = left
         return succeed(False)
 
     def connected(

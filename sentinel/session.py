@@ -113,6 +113,9 @@ class StoredSession:
     # The session timeout ZooKeeper granted the process holding the
     # session, in seconds: None in a file from a version that did not say.
     session_timeout: float | None = None
+    # Why the file is not one to reattach by, though it names this
+    # session for this agent (another version's format): None if it is.
+    unusable: str | None = None
 
     @property
     def client_id(self) -> tuple[int, bytes]:
@@ -181,6 +184,42 @@ def decode_state(
     if theirs.agent_id != purpose.agent_id and not any_agent_id:
         raise Unreadable(f"for another agent id ({theirs.agent_id!r})")
     return stored
+
+
+def closable_state(
+    data: bytes, purpose: SessionPurpose, why: str
+) -> StoredSession | None:
+    """
+    The session a state file that `decode_state` refused (`why`) still
+    names for `purpose`, with the pid that left it, or None if it names
+    none this version can tell: another version's file (a format version
+    this one does not know, a field it writes otherwise) is not reattached
+    by, but its session is this agent's, and is closed rather than left
+    to expire with its nodes (`sentinel.handoff`).
+    """
+    try:
+        document = json.loads(data)
+        if not isinstance(document, dict) or document.get("format") != _FORMAT:
+            return None
+        theirs = SessionPurpose(
+            _field(document, "hosts", str),
+            _field(document, "root", str),
+            _field(document, "agent_id", str),
+        )
+        if theirs.agent_id != purpose.agent_id or theirs.root != purpose.root:
+            return None
+        if _chroot(theirs.hosts) != _chroot(purpose.hosts):
+            return None
+        return StoredSession(
+            purpose=theirs,
+            session_id=_session_id(document),
+            password=_password(document),
+            owner=_owner(document),
+            written_at=0.0,
+            unusable=why,
+        )
+    except (ValueError, RecursionError, Unreadable):
+        return None
 
 
 def _chroot(hosts: str) -> str:
@@ -287,11 +326,14 @@ def left_in(
     try:
         with reader.batch() as read:
             data = read(path, MAX_STATE_BYTES)
-        return decode_state(data, purpose, any_agent_id=True)
     except StateFileRefused:
         raise
     except Unreadable as e:
         return f"{path}: {e}"
+    try:
+        return decode_state(data, purpose, any_agent_id=True)
+    except Unreadable as e:
+        return closable_state(data, purpose, f"{path}: {e}") or f"{path}: {e}"
 
 
 def session_purpose(config: Config) -> SessionPurpose:

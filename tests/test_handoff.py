@@ -1038,6 +1038,81 @@ class RenamedAgentTests(HandoffTestCase):
         self.assertIn("still runs", other.handoff.why_not or "")
 
 
+class OtherVersionTests(HandoffTestCase):
+    """State files of other versions of the agent (an upgrade, a downgrade)."""
+
+    def rewrite(self, **fields: Any) -> None:
+        """The state file as another version would have left it."""
+        document = {**self.stored(), **fields}
+        for key in [k for k, v in fields.items() if v is None]:
+            del document[key]
+        with open(state_path(self.directory), "wb") as f:
+            f.write(json.dumps(document).encode())
+
+    def test_older_file_reattached(self) -> None:
+        """
+        A file without the fields later versions added (``checked_at``,
+        ``session_timeout``: an older version's) is reattached to, its
+        nodes kept.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        first.stop()
+        self.rewrite(checked_at=None, session_timeout=None)
+        second = self.process()
+        second.start()
+        self.assertTrue(second.handoff.reattached)
+        self.assertEqual(second.zk.session_id, session)
+        self.assertEqual(second.zk.closed_sessions, [])
+        self.assertIn(path("a"), self.server.nodes)
+
+    def test_newer_file_session_closed(self) -> None:
+        """
+        A file of a format this version does not know (a newer version's,
+        at a downgrade), naming this agent's session, is not reattached by:
+        once the process that left it is gone, its session is closed, so
+        that its nodes go at once rather than stay, unchecked, until it
+        expires; a new session writes them again at their first check, and
+        the file holds it, in this version's format.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        first.stop()
+        self.rewrite(version=2, discovery_parents=None)
+        second = self.process(running=lambda pid: False)
+        second.start()
+        self.assertEqual(second.zk.closed_sessions, [session])
+        self.assertNotIn(session, self.server.sessions)
+        self.assertNotIn(path("a"), self.server.nodes)
+        self.assertEqual(self.members("a"), [])
+        self.assertNotEqual(second.zk.session_id, session)
+        self.assertFalse(second.handoff.reattached)
+        self.assertIn("version 2 is not 1", second.handoff.why_not or "")
+        self.assertEqual(
+            (self.stored()["version"], self.stored()["session_id"]),
+            (1, f"{second.zk.session_id:#x}"),
+        )
+        second.check("a", UP)
+        self.assertEqual(second.zk.document(path("a"))["status"], "up")
+
+    def test_newer_file_of_a_running_process_left_alone(self) -> None:
+        """
+        A newer version's file whose process still runs (two on one
+        state_dir, the newer started first) is neither closed nor
+        reattached by.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        self.rewrite(version=2)
+        second = self.process(running=lambda pid: True)
+        second.start()
+        self.assertEqual(second.zk.closed_sessions, [])
+        self.assertIn(session, self.server.sessions)
+        self.assertIn(path("a"), self.server.nodes)
+        self.assertNotEqual(second.zk.session_id, session)
+        self.assertIn("still runs", second.handoff.why_not or "")
+
+
 class StopTests(HandoffTestCase):
     """What a stop does with a state_dir: leave, or on purpose, deregister."""
 

@@ -429,6 +429,40 @@ class LeftInTests(FileTestCase):
             f"{self.path}: for another root ('/sentinel')",
         )
 
+    def test_another_versions_file_names_its_session(self) -> None:
+        """
+        A file this version cannot wholly read (another version's format)
+        still gives the session it names for this agent, marked unusable
+        with the reason: `sentinel.handoff` closes it rather than let its
+        nodes live on until it expires.
+        """
+        newer = {**json.loads(encode_state(STORED)), "version": 2}
+        del newer["discovery_parents"]
+        write_private_file(self.path, json.dumps(newer).encode())
+        left = left_in(self.directory, PURPOSE)
+        assert isinstance(left, StoredSession)
+        self.assertEqual(left.client_id, STORED.client_id)
+        self.assertEqual(left.owner, STORED.owner)
+        self.assertEqual(left.unusable, f"{self.path}: version 2 is not 1")
+
+    def test_another_versions_file_of_another_agent(self) -> None:
+        """
+        Another version's file for another agent id, root or chroot, or
+        without a session this version can read, gives only the reason.
+        """
+        good = {**json.loads(encode_state(STORED)), "version": 2}
+        for fields in (
+            {"agent_id": "host-2"},
+            {"root": "/other"},
+            {"hosts": "zk1:2181/app"},
+            {"session_id": 17},
+            {"password": None},
+            {"owner": {"pid": 0}},
+            {"format": "something else"},
+        ):
+            write_private_file(self.path, json.dumps({**good, **fields}).encode())
+            self.assertIsInstance(left_in(self.directory, PURPOSE), str, fields)
+
     def test_refusal_raised(self) -> None:
         """A file others can read is a refusal, not a reason."""
         self.write(encode_state(STORED), 0o644)
