@@ -366,10 +366,23 @@ class StateFile:
         self._worker = worker
 
     def read(self, purpose: SessionPurpose) -> Deferred[StoredSession]:
-        """The session the file holds for `purpose` (or `Unreadable`)."""
+        """
+        The session the file holds for `purpose` (or `Unreadable`); in
+        another version's file, the session and holder it still names
+        (`closable_state`): a newer version's process that took the
+        session over, at a deploy that starts it before this one stops, is
+        learnt of as any newer process is, not fought for the session.
+        """
 
         def read() -> StoredSession:
-            return decode_state(read_private_file(self.path, MAX_STATE_BYTES), purpose)
+            data = read_private_file(self.path, MAX_STATE_BYTES)
+            try:
+                return decode_state(data, purpose)
+            except Unreadable as e:
+                named = closable_state(data, purpose, str(e))
+                if named is None:
+                    raise
+                return named
 
         return self._worker.run(f"a read of {self.path}", read)
 

@@ -1397,6 +1397,29 @@ class OverlapTests(HandoffTestCase):
         self.assertEqual(newer.publisher.stats()["conflicts_started"], 0)
         self.assertIsNone(newer.publisher.unhealthy_reason())
 
+    def test_newer_version_takeover_learnt(self) -> None:
+        """
+        A newer version's process that took the session over, its state
+        file in a format this version does not know, is learnt of from the
+        session and holder the file still names: this process stops
+        using the session rather than take it back at each reconnection.
+        """
+        older = self.running()
+        session = older.zk.session_id
+        document = {
+            **self.stored(),
+            "version": 2,
+            "owner": {"pid": os.getppid(), "token": "newer"},
+        }
+        with open(state_path(self.directory), "wb") as f:
+            f.write(json.dumps(document).encode())
+        self.assertIs(self.successResultOf(older.handoff.superseded_now()), True)
+        self.assertEqual(len(older.superseded), 1)
+        self.assertIn(
+            f"ZooKeeper session {session:#x} was taken over by a newer process",
+            older.superseded[0],
+        )
+
     def test_disconnection_of_the_holder_is_no_takeover(self) -> None:
         """A process that merely lost its connection reconnects as before."""
         first = self.running()
