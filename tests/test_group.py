@@ -2402,6 +2402,47 @@ class DiscoveryDisagreementTests(SynchronousTestCase):
         self.assertIsNone(other.publisher.unhealthy_reason())
 
 
+class OlderMemberTests(SynchronousTestCase):
+    """A member of an older version, whose opinions say less."""
+
+    def test_opinions_without_address_or_refresh_count(self) -> None:
+        """
+        b writes its opinions as versions before them did, without
+        ``host``, ``port`` and ``refresh`` (a rolling upgrade): they count
+        in a's verdicts as any other, no address is said to differ, and
+        b's own verdicts are judged by a's refresh, none named late.
+        """
+        older = opinions.opinion_document
+
+        def as_older(*args: Any) -> dict[str, Any]:
+            document = older(*args)
+            if args[1] == "b":
+                for field in ("host", "port", "refresh"):
+                    del document[field]
+            return document
+
+        self.patch(opinions, "opinion_document", as_older)
+        fleet = Fleet()
+        primary = fleet.add("a", NAMES, replicas=2)
+        other = fleet.add("b", NAMES, replicas=2)
+        assignment = Assignment(2)
+        assignment.update({agent: frozenset(NAMES) for agent in "ab"})
+        assignment.set_known(NAMES)
+        name = next(n for n in NAMES if assignment.observers(n)[0] == "a")
+        for member in fleet.members.values():
+            member.start()
+        primary.see(name, DOWN)
+        fleet.run(2.0)
+        said = fleet.server.nodes[f"{ROOT}/opinions/{name}/b"].data
+        self.assertNotIn("host", json.loads(said))
+        document = fleet.node(name) or {}
+        self.assertEqual(document["observers"], {"a": "down", "b": "up"})
+        self.assertEqual(document["status"], "up")
+        fleet.run(60.0, step=0.25)
+        self.assertIsNone(primary.publisher.unhealthy_reason())
+        self.assertIsNone(other.publisher.unhealthy_reason())
+
+
 class ReaddressedTakeoverTests(SynchronousTestCase):
     """One replica: a node taken over from a member with another address."""
 
