@@ -25,6 +25,13 @@ node: missing polls, false downs (a node saying down while its server has
 been up for ``--grace`` s) and false ups (the reverse), and every agent's
 ``/healthz`` is read once a second (503 answers and their reasons).
 
+``takeover OLD NEW``: an agent of version NEW started while one of
+version OLD still runs on the same state_dir (a deploy that starts the
+new before stopping the old): whether the older learns that it was
+superseded and exits, how often each connected to the session (they take
+it from each other otherwise), how often an instance node was written,
+and the newer's ``/healthz`` ``--linger`` s later.
+
     .venv/bin/python benchmarks/upgrade.py handoff old this \\
         --checkout old=../old --checkout this=.
     .venv/bin/python benchmarks/upgrade.py rolling old this \\
@@ -167,17 +174,34 @@ def servers_for(
     return servers, zookeeper, client, instances
 
 
+def moving_agent(
+    args: argparse.Namespace,
+    started: ExitStack,
+    workdir: Path,
+    label: str,
+    version: Path,
+) -> tuple[Agent, str, ZooKeeperServer, KazooClient, list[Instance]]:
+    """
+    The servers, and the agent ``moving`` on a state_dir, of `version`:
+    the agent, its config, the ZooKeeper and its reader, the instances.
+    """
+    _, zookeeper, client, instances = servers_for(args, started)
+    text = config(args, zookeeper.hosts, instances, "moving", workdir / "state")
+    agent = Agent(workdir, text, label, version)
+    started.callback(agent.stop)
+    return agent, text, zookeeper, client, instances
+
+
 def handoff(args: argparse.Namespace, versions: dict[str, Path]) -> Rows:
     """One handoff per run from args.old to args.new; a row per figure."""
     rows = []
     for run in range(args.runs):
         with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
-            _, zookeeper, client, instances = servers_for(args, started)
             state = workdir / "state"
-            text = config(args, zookeeper.hosts, instances, "moving", state)
-            first = Agent(workdir, text, "first", versions[args.old])
-            started.callback(first.stop)
+            first, text, zookeeper, client, instances = moving_agent(
+                args, started, workdir, "first", versions[args.old]
+            )
             helpers = []
             if args.replicas > 1:
                 helper_text = config(args, zookeeper.hosts, instances, "helper", None)
@@ -544,10 +568,66 @@ def rolling(args: argparse.Namespace, versions: dict[str, Path]) -> Rows:
     return rows
 
 
+def takeover(args: argparse.Namespace, versions: dict[str, Path]) -> Rows:
+    """
+    A process of args.new started while one of args.old still runs on the
+    same state_dir (a deploy that starts the new before stopping the old):
+    whether the older learns it was superseded, and how often the two
+    took the session from each other.
+    """
+    rows = []
+    for run in range(args.runs):
+        with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            older, text, zookeeper, client, instances = moving_agent(
+                args, started, workdir, "older", versions[args.old]
+            )
+            older.wait_ready()
+            nodes = [f"/upgrade/instances/{i.name}" for i in instances]
+            wait_until(
+                functools.partial(published, client, f"/members/{SERVICE}", nodes, 0),
+                60.0,
+                "the older agent's nodes",
+            )
+            time.sleep(args.warmup)
+            newer = Agent(workdir, text, "newer", versions[args.new])
+            started.callback(newer.stop)
+            began = time.monotonic()
+            exited = "still running"
+            while time.monotonic() - began < args.linger:
+                if exited == "still running" and not older.child.running:
+                    status = older.child.process.wait()
+                    exited = f"status {status} after {time.monotonic() - began:.1f} s"
+                time.sleep(0.1)
+            stat = client.exists(nodes[0])
+            try:
+                healthz = str(newer.get("/healthz"))
+            except urllib.error.HTTPError as e:
+                healthz = f"{e.code}"
+            rows += [
+                (f"run {run}: the older process", exited),
+                (f"run {run}: connections, older / newer",
+                 f"{log_count(older, 'ZooKeeper connected')} / "
+                 f"{log_count(newer, 'ZooKeeper connected')}"),
+                (f"run {run}: writes of one instance node",
+                 str(None if stat is None else stat.version)),
+                (f"run {run}: /healthz of the newer at the end", healthz[:80]),
+                (f"run {run}: tracebacks", str(tracebacks(older, newer))),
+            ]  # fmt: skip
+            newer.child.process.send_signal(signal.SIGUSR2)
+            newer.child.process.wait(10.0)
+    return rows
+
+
+def log_count(agent: Agent, words: str) -> int:
+    """How many times the agent's log says `words`."""
+    return agent.log.read_text(errors="replace").count(words)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("case", choices=["handoff", "rolling"])
+    add("case", choices=["handoff", "rolling", "takeover"])
     add("old", help="the label of the version running first")
     add("new", help="the label of the version it is replaced with")
     add_checkout_option(parser)
@@ -579,6 +659,8 @@ def main() -> int:
     ]  # fmt: skip
     if args.case == "handoff":
         rows = handoff(args, versions)
+    elif args.case == "takeover":
+        rows = takeover(args, versions)
     else:
         rows = rolling(args, versions)
     rows.append(("load average at the end", load_average()))
