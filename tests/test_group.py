@@ -2204,6 +2204,14 @@ class RestartCheckedAtTests(SynchronousTestCase):
             self.assertGreater((fleet.node(name) or {})["checked_at"], said[name])
 
 
+def primary_of_a() -> str:
+    """A name of NAMES whose primary is a, in a group of a and b, two replicas."""
+    assignment = Assignment(2)
+    assignment.update({agent: frozenset(NAMES) for agent in "ab"})
+    assignment.set_known(NAMES)
+    return next(n for n in NAMES if assignment.observers(n)[0] == "a")
+
+
 class NonVotingObserverTests(SynchronousTestCase):
     """Members that disagree on replicas: one of them writes no opinions."""
 
@@ -2219,10 +2227,7 @@ class NonVotingObserverTests(SynchronousTestCase):
         fleet = Fleet()
         voting = fleet.add("a", NAMES, replicas=2, quorum=2)
         fleet.add("b", NAMES)
-        assignment = Assignment(2)
-        assignment.update({agent: frozenset(NAMES) for agent in "ab"})
-        assignment.set_known(NAMES)
-        name = next(n for n in NAMES if assignment.observers(n)[0] == "a")
+        name = primary_of_a()
         for member in fleet.members.values():
             member.start()
         fleet.run(2.0)
@@ -2249,10 +2254,7 @@ class NonVotingObserverTests(SynchronousTestCase):
         fleet = Fleet()
         voting = fleet.add("a", NAMES, replicas=2, quorum=2)
         silent = fleet.add("b", NAMES)
-        assignment = Assignment(2)
-        assignment.update({agent: frozenset(NAMES) for agent in "ab"})
-        assignment.set_known(NAMES)
-        name = next(n for n in NAMES if assignment.observers(n)[0] == "a")
+        name = primary_of_a()
         for member in fleet.members.values():
             member.start()
         now = fleet.clock.seconds()
@@ -2283,10 +2285,7 @@ class AddressDisagreementTests(SynchronousTestCase):
         other = fleet.add("b", NAMES, replicas=2)
         for name in NAMES:
             other.group.known[name] = RedisInstance(name, "10.0.0.2", 6380)
-        assignment = Assignment(2)
-        assignment.update({agent: frozenset(NAMES) for agent in "ab"})
-        assignment.set_known(NAMES)
-        name = next(n for n in NAMES if assignment.observers(n)[0] == "a")
+        name = primary_of_a()
         for member in fleet.members.values():
             member.start()
         primary.see(name, DOWN)
@@ -2425,10 +2424,7 @@ class OlderMemberTests(SynchronousTestCase):
         fleet = Fleet()
         primary = fleet.add("a", NAMES, replicas=2)
         other = fleet.add("b", NAMES, replicas=2)
-        assignment = Assignment(2)
-        assignment.update({agent: frozenset(NAMES) for agent in "ab"})
-        assignment.set_known(NAMES)
-        name = next(n for n in NAMES if assignment.observers(n)[0] == "a")
+        name = primary_of_a()
         for member in fleet.members.values():
             member.start()
         primary.see(name, DOWN)
