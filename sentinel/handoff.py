@@ -15,7 +15,14 @@ A session is kept alive by reattaching only while checks back its nodes:
 the file says until when a process holding it checked its instances
 (``checked_at``: the session's start, then the checks, written again at
 most every quarter of the session timeout, and only over this process's
-own file; a write that failed is not tried again at every check). One
+own file; a write that failed is not tried again at every check), and
+only as far as ZooKeeper has what they found (`checked_through`: while a
+node's newer state is not acknowledged, up to when it was marked, or,
+before this process wrote it, what the file said; the file is written
+again once every node is, `caught_up`). Before, each check renewed it,
+written or not: in a crash loop whose processes each died before their
+writes went out (a slow link to ZooKeeper lets 8 writes go at first),
+dead Redis servers stayed published up for as long as it went on. One
 unchecked for longer than 1.5 times the session timeout (each process of
 a crash loop killed before its first check, say; a restart within the
 session's life always finds less, the file's lag included) is not
@@ -164,6 +171,17 @@ class SessionHandoff:
         # Until when checks back the session's nodes (epoch seconds), and
         # what the state file says of it, as last written.
         self._checked_at: float | None = None
+        # Up to when nodes this process has not written yet are backed by
+        # checks: the session's start, or what the previous process's file
+        # said.
+        self._since: float | None = None
+        # Up to when the session's nodes say what checks found, given the
+        # last check and `_since` (`WriteQueue.checked_through`); None:
+        # up to the last check.
+        self.checked_through: Callable[[float, float], float] | None = None
+        # Whether the file's last ``checked_at`` was held back by a node
+        # ZooKeeper lacked: written again once none is (`caught_up`).
+        self._behind = False
         # When ``checked_at`` was last written, or a refresh of it tried:
         # one that fails (a disk full, another process's file) is not tried
         # again at every check.
@@ -243,7 +261,7 @@ class SessionHandoff:
         self._granted = left.session_timeout
         self._parents = left.discovery_parents
         # Not checked by this process yet: the previous one's checks stand.
-        self._checked_at = checked_at
+        self._checked_at = self._since = checked_at
 
         def claimed(written: bool) -> bool:
             self._claimed = written
@@ -381,7 +399,7 @@ class SessionHandoff:
             # A new session holds no member anywhere yet, and nothing
             # checked: its unchecked time counts from its start.
             self._parents = ()
-            self._checked_at = float(self._reactor.seconds())
+            self._checked_at = self._since = float(self._reactor.seconds())
             if not self._checked_once:
                 self._unchecked = client_id
             self._written_soon()
@@ -414,6 +432,25 @@ class SessionHandoff:
             return
         self._refresh_tried = now
         self._written_soon(refresh=True)
+
+    def caught_up(self) -> None:
+        """
+        ZooKeeper has every node as checks found it: if the file's last
+        ``checked_at`` was held back, it is written again to say so (a
+        process killed soon after its first check would otherwise leave
+        the file as far back as its predecessor's).
+        """
+        if self._behind and self._session is not None and self.superseded is None:
+            self._written_soon(refresh=True)
+
+    def _checked_through(self) -> float | None:
+        """Up to when the session's nodes say what checks found."""
+        checked_at, since = self._checked_at, self._since
+        if checked_at is None or since is None or self.checked_through is None:
+            return checked_at
+        through = self.checked_through(checked_at, since)
+        self._behind = through < checked_at
+        return through
 
     # While running
 
@@ -606,7 +643,7 @@ class SessionHandoff:
             self.owner,
             float(self._reactor.seconds()),
             self._parents,
-            self._checked_at,
+            self._checked_through(),
             self._granted,
         )
         d = self.state_file.write(stored, holder)

@@ -41,8 +41,8 @@ class Node:
     reload may give a name a new state). `member` is set for a discovery
     member, whose `path` only names it in logs.
 
-    The write queue keeps `dirty`, `queued` and `writing`; a write sets
-    `owned`, `version` and `written_at`. While another session holds the
+    The write queue keeps `dirty`, `queued`, `writing` and `marked_at`; a
+    write sets `owned`, `version` and `written_at`. While another session holds the
     node, `holding` says which, and the node is `parked` between re-checks
     (`recheck`, `backoff`, `asked_at`); `event` keeps what a watch said
     while a call about the node was in flight, for its answer to take into
@@ -61,6 +61,7 @@ class Node:
         "owned",
         "removed",
         "written_at",
+        "marked_at",
         "holding",
         "parked",
         "event",
@@ -99,6 +100,9 @@ class Node:
         self.owned = False
         self.removed = False
         self.written_at: float | None = None
+        # While ZooKeeper lacks what checks found (`WriteQueue.unwritten`):
+        # when the node was first marked since it last had it.
+        self.marked_at: float | None = None
         self.holding: Holding | None = None
         self.parked = False
         self.event: str | None = None

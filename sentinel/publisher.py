@@ -218,6 +218,10 @@ class ZooKeeperPublisher(Service):
         zk.add_listener(self._resync.state_changed)
         if handoff is not None:
             handoff.on_superseded = self._superseded
+            # The state file says checks back the nodes only as far as
+            # ZooKeeper has them (`sentinel.handoff`).
+            handoff.checked_through = queue.checked_through
+            queue.on_caught_up = self._caught_up
 
     # Service
 
@@ -280,8 +284,13 @@ class ZooKeeperPublisher(Service):
         if state.health.status is None:
             # Never looked: nothing true to write yet.
             return
+        self._publish(state, transition)
         if self.handoff is not None:
+            # After the check's own writes are marked: the state file says
+            # it backs the nodes only once ZooKeeper has them.
             self.handoff.checked()
+
+    def _publish(self, state: InstanceState, transition: Transition | None) -> None:
         roles = self._roles
         if roles.joined and not roles.primary_of(state, transition):
             return
@@ -546,6 +555,13 @@ class ZooKeeperPublisher(Service):
 
     def _retrying(self) -> None:
         self._sweep.start()
+
+    def _caught_up(self) -> None:
+        """ZooKeeper has every node as checks found it."""
+        # Not while stopping: the stop's own wait decides the file's last
+        # write, and one started after it would cancel the handoff.
+        if self.handoff is not None and self.running and self.halted is None:
+            self.handoff.caught_up()
 
     def _watched_node(self, node: Node, event: WatchedEvent) -> None:
         """

@@ -33,6 +33,13 @@ delete is done. Nothing is written while the publisher is stopped or
 halted, or ZooKeeper not connected: the nodes stay dirty until the
 reconnection writes them all (`flush`).
 
+The queue also knows which nodes ZooKeeper lacks what checks found
+(`unwritten`: marked, and not yet acknowledged since; every node but the
+agent's and its catalog's, which say nothing of an instance): the state
+file may only say that checks back the session's nodes up to the oldest
+of them (`checked_through`, `sentinel.handoff`), and hears when none is
+left (`on_caught_up`).
+
 What one write does is `write(node)`'s (`sentinel.writer`); what follows
 it is told back: `held(node, stat)` when another session holds the node
 (`HeldElsewhere`: it is parked, `sentinel.holders`), `owned(node)` when a
@@ -152,6 +159,11 @@ class WriteQueue:
         self.failing: dict[Node, tuple[float, str]] = {}
         # The error last logged, while writes fail (None once they all work).
         self._logged_error: str | None = None
+        # The nodes whose state, as checks found it, ZooKeeper has not
+        # acknowledged yet, in the order they were first marked; told once
+        # none is left (module docstring).
+        self.unwritten: dict[Node, None] = {}
+        self.on_caught_up: Callable[[], None] | None = None
 
     @property
     def queued(self) -> int:
@@ -161,7 +173,36 @@ class WriteQueue:
     def mark(self, node: Node) -> None:
         """`node` changed: write it (again) as soon as a slot is free."""
         node.dirty = True
+        if node not in self.unwritten and not self._about_agent(node):
+            node.marked_at = self._reactor.seconds()
+            self.unwritten[node] = None
         self.enqueue(node)
+
+    def _about_agent(self, node: Node) -> bool:
+        nodes = self._nodes
+        return node is nodes.agent or node in nodes.catalog
+
+    def checked_through(self, checked_at: float, since: float) -> float:
+        """
+        Up to when the session's nodes say what checks found: `checked_at`
+        (the last check), unless ZooKeeper lacks a node's newer state, then
+        up to when that node was first marked, or, for one this process has
+        not written yet, `since` (the session's start, or what the previous
+        process's file said). A node another session holds is not this
+        session's to say anything; one dropped no longer counts. Walks the
+        nodes not yet written, never the others.
+        """
+        through = checked_at
+        unwritten = self.unwritten
+        for node in list(unwritten):
+            if node.holding is not None or not (node.dirty or node.writing):
+                del unwritten[node]
+                continue
+            marked = node.marked_at
+            if node.written_at is None or marked is None:
+                marked = since
+            through = min(through, marked)
+        return max(through, since)
 
     def enqueue(self, node: Node) -> None:
         """Start writing `node` if it is dirty and may be written now."""
@@ -357,7 +398,7 @@ class WriteQueue:
                 result.value, HeldElsewhere
             )
             self.window.ended(timed, answered, any(self._queues))
-            failed = self._account(result, node)
+            failed = self._account(result, node, timed[0])
             _still_due(node, due, timed[0], failed)
         finally:
             # A node that changed while being written queues behind the
@@ -367,8 +408,11 @@ class WriteQueue:
                 self.enqueue(node)
             self._drain()
 
-    def _account(self, result: None | Failure, node: Node) -> bool:
-        """Note how a write of `node` ended; whether it failed."""
+    def _account(self, result: None | Failure, node: Node, started: float) -> bool:
+        """
+        Note how a write of `node`, `started` then, ended; whether it
+        failed.
+        """
         if isinstance(result, Failure) and isinstance(result.value, HeldElsewhere):
             node.dirty = True
             self.failing.pop(node, None)  # Not failing: held (holders say so).
@@ -385,6 +429,7 @@ class WriteQueue:
             return True
         self.writes["ok"] += 1
         node.written_at = self._reactor.seconds()
+        self._acknowledged(node, started)
         if self.failing.pop(node, None) is not None:
             self._recovered(node)
         if node.owned:
@@ -396,6 +441,22 @@ class WriteQueue:
         if node.removed and not node.dirty:
             self._nodes.forget(node)
         return False
+
+    def _acknowledged(self, node: Node, started: float) -> None:
+        """
+        ZooKeeper has `node` as checks found it when its write started; if
+        it changed since, it lacks it from then on.
+        """
+        unwritten = self.unwritten
+        if node not in unwritten:
+            return
+        if node.dirty:
+            node.marked_at = started
+            return
+        del unwritten[node]
+        node.marked_at = None
+        if not unwritten and self.on_caught_up is not None:
+            self.on_caught_up()
 
     def _bug(self, failure: Failure, node: Node) -> None:
         # The write's end raised (`_written`): counted, /healthz says so.

@@ -741,6 +741,62 @@ class UncheckedSessionTests(HandoffTestCase):
         process.check("a", DOWN)
         self.assertEqual(process.zk.document(path("a"))["status"], "down")
 
+    def test_crash_loop_of_checks_never_written(self) -> None:
+        """
+        A crash loop whose processes each check, but die before ZooKeeper
+        has what they found (a slow link, a node down they never wrote):
+        the file says checks back the nodes only as far as ZooKeeper has
+        them, so the session is closed as if nobody had checked, 1.5
+        session timeouts after the last check written, and the dead Redis
+        is no longer published up. Before, each check renewed the file:
+        every process reattached, and ``a`` stayed up for good.
+        """
+        first = self.running()
+        written = self.clock.seconds()
+        session = first.zk.session_id
+        self.server.drop(first.zk)
+        while True:
+            self.clock.advance(3.0)
+            process = self.process()
+            process.start(alone=False)
+            if process.zk.closed_sessions:
+                break
+            self.assertLess(self.clock.seconds() - written, 18.0)
+            self.assertEqual(process.zk.session_id, session)
+            process.zk.hang("create", "set")
+            process.check("a", DOWN)
+            self.assertEqual(self.stored()["checked_at"], written)
+            self.assertEqual(
+                json.loads(self.server.nodes[path("a")].data)["status"], "up"
+            )
+            self.server.drop(process.zk)
+        self.assertEqual(process.zk.closed_sessions, [session])
+        self.assertGreater(self.clock.seconds() - written, 15.0)
+        self.assertNotIn(path("a"), self.server.nodes)
+        process.check("a", DOWN)
+        self.assertEqual(process.zk.document(path("a"))["status"], "down")
+
+    def test_file_says_checked_once_written(self) -> None:
+        """
+        A check whose write ZooKeeper has not acknowledged yet leaves the
+        file as far back as the previous process's checks; once every node
+        is written, the file says the check's time at once, without waiting
+        for the next refresh.
+        """
+        first = self.running()
+        before = self.clock.seconds()
+        first.stop()
+        self.clock.advance(5.0)
+        second = self.process()
+        second.start()
+        second.zk.hold_answers("create", "set")
+        second.check("a", DOWN)
+        checked = self.clock.seconds()
+        self.assertEqual(self.stored()["checked_at"], before)
+        self.clock.advance(0.2)
+        self.assertTrue(second.zk.release())
+        self.assertEqual(self.stored()["checked_at"], checked)
+
     def test_stop_lets_the_close_of_a_stale_session_end(self) -> None:
         """
         A process stopped while it closes a stale session (a crash loop's

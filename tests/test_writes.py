@@ -255,6 +255,64 @@ class WriteQueueTests(SynchronousTestCase):
         self.assertEqual(kinds(started[:50]), {"i": 30, "h": 10, "m": 10})
         self.assertEqual(kinds(started[50:75]), {"i": 0, "h": 20, "m": 5})
 
+    def test_checked_through_what_zookeeper_has(self) -> None:
+        """
+        The checks back the nodes up to the last one while every node is
+        written; a node marked and not yet acknowledged holds that back to
+        when it was marked, or, never written by this process, to `since`;
+        a write acknowledged carries what checks found when it started,
+        and the last one written says so (`on_caught_up`). The agent's
+        node says nothing of an instance, and a node another session holds
+        is not this session's: neither holds it back.
+        """
+        caught_up: list[None] = []
+        self.queue.on_caught_up = lambda: caught_up.append(None)
+        a, b = self.instance("a"), self.instance("b")
+        self.clock.advance(100.0)
+        self.queue.mark(a)
+        self.queue.mark(self.nodes.agent)
+        self.assertEqual(self.queue.checked_through(100.0, 50.0), 50.0)
+        self.clock.advance(1.0)
+        self.bridge.answer()
+        self.assertEqual(caught_up, [None])
+        self.assertEqual(self.queue.checked_through(101.0, 50.0), 101.0)
+        self.clock.advance(1.0)
+        self.queue.mark(a)
+        self.queue.mark(self.nodes.agent)
+        self.clock.advance(1.0)
+        self.assertEqual(self.queue.checked_through(103.0, 50.0), 102.0)
+        # Changed again while written (the write started at 102): ZooKeeper
+        # lacks it from then on, until the next write.
+        self.queue.mark(a)
+        self.clock.advance(1.0)
+        self.bridge.answer()
+        self.assertEqual(self.queue.checked_through(104.0, 50.0), 102.0)
+        self.assertEqual(len(caught_up), 1)
+        self.bridge.answer()
+        self.assertEqual(len(caught_up), 2)
+        self.queue.mark(b)
+        b.holding = object()  # type: ignore[assignment]
+        self.assertEqual(self.queue.checked_through(104.0, 50.0), 104.0)
+        self.assertEqual(self.queue.unwritten, {})
+
+    def test_checked_through_after_a_failed_write(self) -> None:
+        """
+        A write that failed leaves the node lacking since it was marked,
+        through the retries, until one is acknowledged.
+        """
+        a = self.instance("a")
+        a.written_at = 5.0  # Written before, by this process.
+        self.bridge.refusing = True
+        self.clock.advance(10.0)
+        self.queue.mark(a)
+        for _ in range(5):
+            self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.queue.checked_through(15.0, 0.0), 10.0)
+        self.bridge.refusing = False
+        self.clock.advance(RETRY_DELAY)
+        self.bridge.answer()
+        self.assertEqual(self.queue.checked_through(16.0, 0.0), 16.0)
+
     def test_members_not_starved(self) -> None:
         """
         Members waiting for a slot get one in `SHARE_EVERY` while missing
