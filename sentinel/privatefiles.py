@@ -10,7 +10,14 @@ message is one line. A directory that is a symbolic link is followed (a
 link to another disk is a common layout) and what it points to checked,
 unless the link is another user's than the agent's or root's: that user
 could point it elsewhere at any time, as one who may write to the
-directory could swap the file. A file read is bounded (`Unreadable` past its limit).
+directory could swap the file. So, as OpenSSH's ``StrictModes`` does for
+``~/.ssh``, every directory above it, as written and as its links
+resolve, must be root's or the user's and writable by nobody else, unless
+its sticky bit is set (``/tmp``: there only an entry's owner may move
+it), and a link on the way must be root's or the user's: otherwise its
+owner, or whoever may write beside it, could move the state_dir away and
+put another in its place. A file read is bounded (`Unreadable` past its
+limit).
 Writes are atomic: a temporary file in the same directory, fsync, rename,
 fsync of the directory; readers see the old file or the new one, after a
 crash too.
@@ -69,8 +76,10 @@ def prepare_directory(directory: str) -> None:
     Create `directory` (mode 0700) if it is missing; check that it is a
     directory of this user's that nobody else may write to.
 
-    @raise StateFileRefused: if it is not.
+    @raise StateFileRefused: if it is not, or if another user could move
+        it away (module docstring).
     """
+    _check_parents(directory)
     try:
         os.mkdir(directory, 0o700)
     except FileExistsError:
@@ -95,6 +104,59 @@ def prepare_directory(directory: str) -> None:
             f"{directory} is writable by other users (mode "
             f"{stat.S_IMODE(status.st_mode):04o}): they could replace the "
             f"session file"
+        )
+
+
+def _check_parents(directory: str) -> None:
+    """
+    Refuse `directory` if another user could move it, or a directory above
+    it, away and put their own in its place (module docstring). One that
+    cannot be looked at is left to the checks of `directory` itself (a
+    missing parent: its creation says so).
+    """
+    uid = os.geteuid()
+    written = os.path.abspath(directory)
+    seen: set[str] = set()
+    for path in (written, os.path.realpath(directory)):
+        parent = path
+        while parent != "/":
+            child, parent = parent, os.path.dirname(parent)
+            if path is written and child != written:
+                _check_link(directory, child, uid)
+            if parent in seen:
+                continue
+            seen.add(parent)
+            try:
+                status = os.stat(parent)
+            except OSError:
+                continue
+            above = f"{parent}, above the state_dir {directory},"
+            if status.st_uid not in (0, uid):
+                raise StateFileRefused(
+                    f"{above} belongs to uid {status.st_uid}, neither the agent's "
+                    f"user nor root: it could put another state_dir in its place"
+                )
+            if status.st_mode & _DIRECTORY_OTHERS_WRITE and not (
+                status.st_mode & stat.S_ISVTX
+            ):
+                raise StateFileRefused(
+                    f"{above} is writable by other users and not sticky (mode "
+                    f"{stat.S_IMODE(status.st_mode):04o}): they could put another "
+                    f"state_dir in its place"
+                )
+
+
+def _check_link(directory: str, path: str, uid: int) -> None:
+    """A symbolic link above `directory` must be root's or the user's."""
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISLNK(status.st_mode) and status.st_uid not in (0, uid):
+        raise StateFileRefused(
+            f"{path}, above the state_dir {directory}, is a symbolic link owned "
+            f"by uid {status.st_uid}, neither the agent's user nor root: it "
+            f"could be pointed elsewhere"
         )
 
 

@@ -359,6 +359,121 @@ class DirectoryTests(FileTestCase):
         )
 
 
+class ParentTests(FileTestCase):
+    """
+    The directories above the state_dir: nobody but root and the agent's
+    user may move it away and put another in its place.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        # A state_dir one level down: its parent is the test's to change.
+        self.parent = self.directory
+        self.state_dir = os.path.join(self.parent, "state")
+
+    def test_parent_writable_by_others(self) -> None:
+        """
+        A parent others may write to, without the sticky bit, is refused
+        (they could rename the state_dir away and make their own there),
+        before the state_dir is made in it; group-writable alike.
+        """
+        for mode in (0o777, 0o775, 0o730):
+            os.chmod(self.parent, mode)
+            error = self.assertRaises(
+                StateFileRefused, prepare_directory, self.state_dir
+            )
+            self.assertEqual(
+                str(error),
+                f"{self.parent}, above the state_dir {self.state_dir}, is writable "
+                f"by other users and not sticky (mode {mode:04o}): they could put "
+                f"another state_dir in its place",
+            )
+            self.assertFalse(os.path.exists(self.state_dir))
+
+    def test_ancestor_writable_by_others(self) -> None:
+        """Any directory above counts, not only the parent."""
+        os.chmod(self.parent, 0o777)
+        state_dir = os.path.join(self.parent, "deeper", "state")
+        os.mkdir(os.path.dirname(state_dir), 0o700)
+        error = self.assertRaises(StateFileRefused, prepare_directory, state_dir)
+        self.assertIn(f"{self.parent}, above the state_dir {state_dir},", str(error))
+
+    def test_sticky_parent(self) -> None:
+        """
+        A sticky parent others may write to (``/tmp``) is safe: only the
+        owner of an entry may move it.
+        """
+        os.chmod(self.parent, 0o1777)
+        prepare_directory(self.state_dir)
+        self.assertTrue(os.path.isdir(self.state_dir))
+
+    def test_parent_of_another_user(self) -> None:
+        """A parent owned by another user (not root) is refused."""
+        if os.geteuid() != 0:
+            raise self.skipTest("only root can give a directory away")
+        os.chown(self.parent, 4321, -1)
+        error = self.assertRaises(StateFileRefused, prepare_directory, self.state_dir)
+        self.assertEqual(
+            str(error),
+            f"{self.parent}, above the state_dir {self.state_dir}, belongs to uid "
+            f"4321, neither the agent's user nor root: it could put another "
+            f"state_dir in its place",
+        )
+
+    def test_link_target_under_a_writable_parent(self) -> None:
+        """
+        A state_dir that is a link is judged where it leads too: a target
+        whose parent others may write to is refused.
+        """
+        target_parent = os.path.join(self.parent, "disk")
+        os.mkdir(target_parent, 0o777)
+        os.chmod(target_parent, 0o777)
+        target = os.path.join(target_parent, "state")
+        os.mkdir(target, 0o700)
+        link = os.path.join(self.parent, "link")
+        os.symlink(target, link)
+        error = self.assertRaises(StateFileRefused, prepare_directory, link)
+        self.assertIn(f"{target_parent}, above the state_dir {link},", str(error))
+
+    def test_another_users_link_above(self) -> None:
+        """
+        A link on the way to the state_dir, owned by another user (in a
+        sticky ``/tmp``, its owner may replace it), is refused.
+        """
+        if os.geteuid() != 0:
+            raise self.skipTest("only root can give a link away")
+        real = os.path.join(self.parent, "real")
+        os.mkdir(real, 0o755)
+        link = os.path.join(self.parent, "link")
+        os.symlink(real, link)
+        os.lchown(link, 4321, -1)
+        state_dir = os.path.join(link, "state")
+        error = self.assertRaises(StateFileRefused, prepare_directory, state_dir)
+        self.assertEqual(
+            str(error),
+            f"{link}, above the state_dir {state_dir}, is a symbolic link owned "
+            f"by uid 4321, neither the agent's user nor root: it could be "
+            f"pointed elsewhere",
+        )
+
+    def test_systemd_dynamic_user_layout(self) -> None:
+        """
+        systemd's ``StateDirectory=`` with ``DynamicUser=``: a link of
+        root's, ``/var/lib/sentinel``, to ``private/sentinel``, under a
+        ``/var/lib/private`` of root's, mode 0700: accepted.
+        """
+        lib = os.path.join(self.parent, "var", "lib")
+        os.makedirs(lib, 0o755)
+        private = os.path.join(lib, "private")
+        os.mkdir(private, 0o700)
+        os.mkdir(os.path.join(private, "sentinel"), 0o700)
+        state_dir = os.path.join(lib, "sentinel")
+        os.symlink("private/sentinel", state_dir)
+        prepare_directory(state_dir)
+        write_private_file(os.path.join(state_dir, STATE_FILE), encode_state(STORED))
+        self.assertEqual(left_in(state_dir, PURPOSE), STORED)
+
+
 class WriteTests(FileTestCase):
     """Writes are atomic, private, and never follow a link."""
 
