@@ -240,6 +240,9 @@ def make_agent(
     else:
         for instance in config.instances:
             monitor.add_instance(instance)
+    if zookeeper is not None and zookeeper.handoff is not None:
+        # A session inherited is backed by checks once each was checked.
+        zookeeper.handoff.observed = lambda: monitor.states
     monitor.setName("monitor")
     monitor.setServiceParent(top)
     freshness = Freshness(reactor, lambda: monitor.states, lambda: monitor.settings)

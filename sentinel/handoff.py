@@ -19,10 +19,14 @@ own file; a write that failed is not tried again at every check), and
 only as far as ZooKeeper has what they found (`checked_through`: while a
 node's newer state is not acknowledged, up to when it was marked, or,
 before this process wrote it, what the file said; the file is written
-again once every node is, `caught_up`). Before, each check renewed it,
-written or not: in a crash loop whose processes each died before their
-writes went out (a slow link to ZooKeeper lets 8 writes go at first),
-dead Redis servers stayed published up for as long as it went on. One
+again once every node is, `caught_up`). On a session inherited, the
+checks count once this process has checked each instance it observes
+(`_round_done`): until then, the ones not checked yet are as the
+previous process left them. Before, any check renewed the file, written
+or not, of one instance or all: in a crash loop whose processes each
+died before their writes went out (a slow link to ZooKeeper lets 8
+writes go at first), or before the checks spread over the interval
+reached a dead Redis, it stayed published up for as long as it went on. One
 unchecked for longer than 1.5 times the session timeout (each process of
 a crash loop killed before its first check, say; a restart within the
 session's life always finds less, the file's lag included) is not
@@ -89,7 +93,7 @@ stop deregistered).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Container
+from collections.abc import Callable, Collection, Container
 from datetime import UTC, datetime
 from typing import Any
 
@@ -179,9 +183,15 @@ class SessionHandoff:
         # last check and `_since` (`WriteQueue.checked_through`); None:
         # up to the last check.
         self.checked_through: Callable[[float, float], float] | None = None
-        # Whether the file's last ``checked_at`` was held back by a node
-        # ZooKeeper lacked: written again once none is (`caught_up`).
+        # Whether the file's last ``checked_at`` was held back: written
+        # again once ZooKeeper has every node (`caught_up`), or once the
+        # first round is done.
         self._behind = False
+        # The instances this process observes (the monitor's), and, on a
+        # session inherited, those it has checked since, until it has
+        # checked each once (`_round_done`).
+        self.observed: Callable[[], Collection[str]] | None = None
+        self._first_round: set[str] | None = None
         # When ``checked_at`` was last written, or a refresh of it tried:
         # one that fails (a disk full, another process's file) is not tried
         # again at every check.
@@ -262,6 +272,7 @@ class SessionHandoff:
         self._parents = left.discovery_parents
         # Not checked by this process yet: the previous one's checks stand.
         self._checked_at = self._since = checked_at
+        self._first_round = set()
 
         def claimed(written: bool) -> bool:
             self._claimed = written
@@ -400,6 +411,8 @@ class SessionHandoff:
             # checked: its unchecked time counts from its start.
             self._parents = ()
             self._checked_at = self._since = float(self._reactor.seconds())
+            # Its nodes are all written by this process's checks.
+            self._first_round = None
             if not self._checked_once:
                 self._unchecked = client_id
             self._written_soon()
@@ -410,24 +423,26 @@ class SessionHandoff:
             self._written_soon(refresh=True)
         return inherited
 
-    def checked(self) -> None:
+    def checked(self, name: str) -> None:
         """
-        This process checked an instance (the publisher hears each check):
-        the state file says so again once a quarter of the session timeout
-        went by since it last did, or last tried to.
+        This process checked instance `name` (the publisher hears each
+        check): the state file says so again once a quarter of the session
+        timeout went by since it last did, or last tried to, or, on a
+        session inherited, once every instance was checked once.
         """
         now = float(self._reactor.seconds())
         self._checked_at = now
         self._checked_once = True
         self._unchecked = None
+        if self._session is None or self.superseded is not None:
+            return
+        if self._first_round is not None and self._round_done(name) and self._behind:
+            # The first round done: the file says so now, not a refresh later.
+            self._written_soon(refresh=True)
+            return
         tried = self._refresh_tried
-        if (
-            self._session is None
-            or self.superseded is not None
-            or self.writing
-            or (
-                tried is not None and now - tried < REFRESH_SHARE * self.session_timeout
-            )
+        if self.writing or (
+            tried is not None and now - tried < REFRESH_SHARE * self.session_timeout
         ):
             return
         self._refresh_tried = now
@@ -443,12 +458,49 @@ class SessionHandoff:
         if self._behind and self._session is not None and self.superseded is None:
             self._written_soon(refresh=True)
 
+    def _round_done(self, name: str | None = None) -> bool:
+        """
+        Whether this process, on a session inherited, has checked every
+        instance it observes once (`name` now); from then on, and on a
+        session of its own, every check counts.
+        """
+        checked = self._first_round
+        if checked is None:
+            return True
+        if name is not None:
+            checked.add(name)
+        if self.observed is None:
+            observed: Collection[str] = checked
+        else:
+            # Nothing observed yet (a group's first view): nothing checked.
+            observed = self.observed()
+        # Counted first: a walk of every name at each check of the first
+        # round would take a time in the square of their number.
+        if (
+            not observed
+            or len(checked) < len(observed)
+            or not all(n in checked for n in observed)
+        ):
+            return False
+        self._first_round = None
+        return True
+
     def _checked_through(self) -> float | None:
         """Up to when the session's nodes say what checks found."""
         checked_at, since = self._checked_at, self._since
-        if checked_at is None or since is None or self.checked_through is None:
+        if checked_at is None or since is None:
             return checked_at
-        through = self.checked_through(checked_at, since)
+        if not self._round_done():
+            # Its instances checked later in the first round are as the
+            # previous process left them (a check of one renewed them all:
+            # checks are spread over the interval, and a process killed
+            # 0.3 s after its first kept those checked later published as
+            # they were, a dead Redis up, for as long as the loop went on).
+            through = since
+        elif self.checked_through is None:
+            through = checked_at
+        else:
+            through = self.checked_through(checked_at, since)
         self._behind = through < checked_at
         return through
 

@@ -288,7 +288,7 @@ class ZooKeeperPublisher(Service):
         if self.handoff is not None:
             # After the check's own writes are marked: the state file says
             # it backs the nodes only once ZooKeeper has them.
-            self.handoff.checked()
+            self.handoff.checked(state.name)
 
     def _publish(self, state: InstanceState, transition: Transition | None) -> None:
         roles = self._roles

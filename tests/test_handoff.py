@@ -126,6 +126,8 @@ class Process:
             name: InstanceState(instance, FakeProbe(instance), InstanceHealth(1, 1))
             for name, instance in instances.items()
         }
+        # As the agent does: the instances the monitor checks.
+        self.handoff.observed = lambda: self.states
         self.superseded: list[str] = []
         self.twins: list[str] = []
         self.publisher = ZooKeeperPublisher(
@@ -708,6 +710,32 @@ class RestartTests(HandoffTestCase):
 class UncheckedSessionTests(HandoffTestCase):
     """Processes killed before their first check (a crash loop)."""
 
+    def crash_loop(self, each: Callable[[Process], None]) -> Process:
+        """
+        A process publishes a and b, then is killed; then a process starts
+        every 3 s, reattaches, does `each` and is killed, the file saying
+        the first one's checks all along, until one finds the session
+        unchecked for over 1.5 session timeouts: that one, which closed it.
+        """
+        first = self.running()
+        written = self.clock.seconds()
+        session = first.zk.session_id
+        self.server.drop(first.zk)
+        while True:
+            self.clock.advance(3.0)
+            process = self.process()
+            process.start(alone=False)
+            if process.zk.closed_sessions:
+                break
+            self.assertLess(self.clock.seconds() - written, 18.0)
+            self.assertEqual(process.zk.session_id, session)
+            each(process)
+            self.assertEqual(self.stored()["checked_at"], written)
+            self.server.drop(process.zk)
+        self.assertEqual(process.zk.closed_sessions, [session])
+        self.assertGreater(self.clock.seconds() - written, 15.0)
+        return process
+
     def test_crash_loop_ends_the_session_unchecked_too_long(self) -> None:
         """
         A process killed before its first check leaves the session as
@@ -751,27 +779,15 @@ class UncheckedSessionTests(HandoffTestCase):
         is no longer published up. Before, each check renewed the file:
         every process reattached, and ``a`` stayed up for good.
         """
-        first = self.running()
-        written = self.clock.seconds()
-        session = first.zk.session_id
-        self.server.drop(first.zk)
-        while True:
-            self.clock.advance(3.0)
-            process = self.process()
-            process.start(alone=False)
-            if process.zk.closed_sessions:
-                break
-            self.assertLess(self.clock.seconds() - written, 18.0)
-            self.assertEqual(process.zk.session_id, session)
+
+        def unwritten(process: Process) -> None:
             process.zk.hang("create", "set")
             process.check("a", DOWN)
-            self.assertEqual(self.stored()["checked_at"], written)
             self.assertEqual(
                 json.loads(self.server.nodes[path("a")].data)["status"], "up"
             )
-            self.server.drop(process.zk)
-        self.assertEqual(process.zk.closed_sessions, [session])
-        self.assertGreater(self.clock.seconds() - written, 15.0)
+
+        process = self.crash_loop(unwritten)
         self.assertNotIn(path("a"), self.server.nodes)
         process.check("a", DOWN)
         self.assertEqual(process.zk.document(path("a"))["status"], "down")
@@ -791,11 +807,39 @@ class UncheckedSessionTests(HandoffTestCase):
         second.start()
         second.zk.hold_answers("create", "set")
         second.check("a", DOWN)
+        second.check("b", UP)
         checked = self.clock.seconds()
         self.assertEqual(self.stored()["checked_at"], before)
         self.clock.advance(0.2)
         self.assertTrue(second.zk.release())
         self.assertEqual(self.stored()["checked_at"], checked)
+
+    def test_crash_loop_checking_some_instances(self) -> None:
+        """
+        A crash loop whose processes each check ``a`` only (checks are
+        spread over the interval, and each is killed before it reaches
+        ``b``): a session inherited is backed by checks only once each
+        instance was checked once, so it is closed 1.5 session timeouts
+        after the last process that did, and ``b``, dead meanwhile, is no
+        longer published up. Before, the check of ``a`` renewed the file
+        for ``b`` too, and every process reattached.
+        """
+        self.crash_loop(lambda process: process.check("a", UP))
+        self.assertNotIn(path("b"), self.server.nodes)
+
+    def test_first_round_done_says_so_at_once(self) -> None:
+        """
+        On a session inherited, the file says the checks' time as soon as
+        every instance was checked once and written, not a refresh later.
+        """
+        self.running().stop()
+        self.clock.advance(3.0)
+        second = self.process()
+        second.start()
+        second.check("a", UP)
+        self.clock.advance(0.5)
+        second.check("b", UP)
+        self.assertEqual(self.stored()["checked_at"], self.clock.seconds())
 
     def test_stop_lets_the_close_of_a_stale_session_end(self) -> None:
         """
