@@ -253,6 +253,18 @@ class SessionHandoff:
         now = float(self._reactor.seconds())
         # A file that does not say (an older version's) counts from now.
         checked_at = now if left.checked_at is None else left.checked_at
+        if checked_at > now:
+            # The clock went back since (a step at boot, or a clock fixed):
+            # judged by it, the session was checked for as long as it took
+            # to catch up (an hour back kept a crash loop's dead Redis
+            # published up for as long as it went on). Counted from now.
+            log.warn(
+                "{path} says its instances were checked {ahead:.1f} s in the "
+                "future: the clock went back since; counting from now",
+                path=self.state_file.path,
+                ahead=checked_at - now,
+            )
+            checked_at = now
         # The session lives for the timeout its last holder was granted.
         timeout = left.session_timeout or self._session_timeout
         if now - checked_at > UNCHECKED_SHARE * timeout:
@@ -434,6 +446,9 @@ class SessionHandoff:
         self._checked_at = now
         self._checked_once = True
         self._unchecked = None
+        if self._since is not None and now < self._since:
+            # The clock went back: the file says checks since then.
+            self._since = now
         if self._session is None or self.superseded is not None:
             return
         if self._first_round is not None and self._round_done(name) and self._behind:
@@ -441,8 +456,10 @@ class SessionHandoff:
             self._written_soon(refresh=True)
             return
         tried = self._refresh_tried
+        # A refresh tried later than now by this clock: it went back.
         if self.writing or (
-            tried is not None and now - tried < REFRESH_SHARE * self.session_timeout
+            tried is not None
+            and 0 <= now - tried < REFRESH_SHARE * self.session_timeout
         ):
             return
         self._refresh_tried = now

@@ -710,17 +710,22 @@ class RestartTests(HandoffTestCase):
 class UncheckedSessionTests(HandoffTestCase):
     """Processes killed before their first check (a crash loop)."""
 
-    def crash_loop(self, each: Callable[[Process], None]) -> Process:
+    def crash_loop(
+        self, each: Callable[[Process], None], clock_back: float = 0.0
+    ) -> Process:
         """
-        A process publishes a and b, then is killed; then a process starts
-        every 3 s, reattaches, does `each` and is killed, the file saying
-        the first one's checks all along, until one finds the session
-        unchecked for over 1.5 session timeouts: that one, which closed it.
+        A process publishes a and b, then is killed (and the clock goes
+        back `clock_back` s); then a process starts every 3 s, reattaches,
+        does `each` and is killed, the file saying the first one's checks
+        all along (the clock gone back: the next one's start), until one
+        finds the session unchecked for over 1.5 session timeouts: that
+        one, which closed it.
         """
         first = self.running()
-        written = self.clock.seconds()
         session = first.zk.session_id
         self.server.drop(first.zk)
+        self.clock.rightNow -= clock_back
+        written = self.clock.seconds() + (3.0 if clock_back else 0.0)
         while True:
             self.clock.advance(3.0)
             process = self.process()
@@ -826,6 +831,32 @@ class UncheckedSessionTests(HandoffTestCase):
         """
         self.crash_loop(lambda process: process.check("a", UP))
         self.assertNotIn(path("b"), self.server.nodes)
+
+    def test_clock_back_between_two_processes(self) -> None:
+        """
+        The clock went back an hour between two processes: the file's
+        checks, in this clock's future, count from the start of the first
+        process after the step, not until the clock catches up. Before, a
+        crash loop whose checks never reached ZooKeeper reattached for the
+        whole hour.
+        """
+
+        def unwritten(process: Process) -> None:
+            process.zk.hang("create", "set")
+            process.check("a", DOWN)
+
+        self.crash_loop(unwritten, clock_back=3600.0)
+
+    def test_clock_back_while_running(self) -> None:
+        """
+        The clock went back an hour while a process ran: its checks are
+        written in the file by the clock as it is now, at the next refresh.
+        """
+        first = self.running()
+        self.clock.rightNow -= 3600.0
+        first.check("a", UP)
+        first.check("b", UP)
+        self.assertEqual(self.stored()["checked_at"], self.clock.seconds())
 
     def test_first_round_done_says_so_at_once(self) -> None:
         """
