@@ -81,9 +81,10 @@ session timeout 4 s); closed, the others take them over at once.
 A write that failed is tried again at each heartbeat (`retry`): once the
 disk has room or the process has descriptors again, the handoff is back.
 The file is read again at each heartbeat and before a stop (`verify`):
-removed, or naming another session of this agent id whose process no
-longer runs (after a double start, the process that lost and exited as a
-twin may have written it last), it is written again; a read that fails
+removed, not JSON (truncated or corrupt: it names nobody), or naming
+another session of this agent id whose process no longer runs (after a
+double start, the process that lost and exited as a twin may have
+written it last), it is written again; a read that fails
 (out of file descriptors, no answer in time) says nothing of what it
 holds: it is logged once until a read works again, and what was last
 read stands (it was taken for another agent's overwrite, and the next
@@ -102,7 +103,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.privatefiles import NoStateFile, NotRead
-from sentinel.session import NotHeld, Owner, SessionPurpose, StateFile, StoredSession
+from sentinel.session import (
+    Corrupt,
+    NotHeld,
+    Owner,
+    SessionPurpose,
+    StateFile,
+    StoredSession,
+)
 
 log = Logger()
 
@@ -828,6 +836,10 @@ class SessionHandoff:
             return None
         if failure.check(NoStateFile):
             return self._reclaim("it was removed")
+        if failure.check(Corrupt):
+            # No other process's claim is lost: none can be read in it.
+            # Taken for another agent's, it cost the next stop a handoff.
+            return self._reclaim(f"it is {failure.getErrorMessage()}")
         if failure.check(NotRead, TimeoutError, CancelledError):
             # Not read (out of file descriptors, a hung mount): nothing is
             # known of what the file holds, so the last verdict stands.

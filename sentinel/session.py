@@ -69,6 +69,14 @@ _LAST_WRITTEN_AT = 253402300799.0
 _LONGEST_SESSION_TIMEOUT = (2**31 - 1) / 1000
 
 
+class Corrupt(Unreadable):
+    """
+    A state file that is not JSON (truncated, or corrupt): it names no
+    session nor process, whatever version wrote it (every version writes
+    JSON, atomically).
+    """
+
+
 class NotHeld(Exception):
     """The state file no longer names this process as the session's holder."""
 
@@ -157,7 +165,7 @@ def decode_state(
     try:
         document = json.loads(data)
     except (ValueError, RecursionError):
-        raise Unreadable("not JSON (truncated or corrupt)") from None
+        raise Corrupt("not JSON (truncated or corrupt)") from None
     if not isinstance(document, dict) or document.get("format") != _FORMAT:
         raise Unreadable("not a sentinel state file")
     if document.get("version") != _VERSION:

@@ -1739,6 +1739,23 @@ class LeftoverFileTests(HandoffTestCase):
         self.clock.advance(10.0)
         self.assert_handed_over(first)
 
+    def test_corrupt_file_written_again(self) -> None:
+        """
+        A state file made corrupt while the agent runs (truncated, or not
+        JSON: no version writes such a file, so it names nobody) is
+        written again at the next heartbeat, and a stop hands over. It was
+        taken for another agent's: the stop deregistered (a restart then
+        left both instance nodes missing for 5.5 s).
+        """
+        for data in (b"", b'{"format": "sentinel zook'):
+            first = self.running()
+            with open(state_path(self.directory), "wb") as f:
+                f.write(data)
+            self.clock.advance(10.0)
+            self.assertIsNone(first.handoff.overwritten)
+            self.assert_handed_over(first)
+            self.flushLoggedErrors()
+
     def test_removed_state_dir_made_again(self) -> None:
         """A state_dir removed while the agent runs is made again (0700)."""
         first = self.running()
