@@ -480,7 +480,14 @@ class SessionHandoff:
         process killed soon after its first check would otherwise leave
         the file as far back as its predecessor's).
         """
-        if self._behind and self._session is not None and self.superseded is None:
+        # Not before the first round is done: the file would say no more,
+        # and this comes after every write of a tick's changes.
+        if (
+            self._behind
+            and self._first_round is None
+            and self._session is not None
+            and self.superseded is None
+        ):
             self._written_soon(refresh=True)
 
     def _round_done(self, name: str | None = None) -> bool:

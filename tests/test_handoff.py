@@ -832,6 +832,21 @@ class UncheckedSessionTests(HandoffTestCase):
         self.crash_loop(lambda process: process.check("a", UP))
         self.assertNotIn(path("b"), self.server.nodes)
 
+    def test_first_round_not_written_at_every_write(self) -> None:
+        """
+        Before the first round is done, ZooKeeper catching up after each
+        tick's writes does not write the file again (it would say no
+        more): only the refresh does, every quarter of the session timeout.
+        """
+        self.running().stop()
+        second = self.process()
+        second.start()
+        writes = second.handoff.writes
+        for tick in range(10):
+            self.clock.advance(1.0)
+            second.check("a", DOWN if tick % 2 else UP)
+        self.assertLessEqual(second.handoff.writes - writes, 4)
+
     def test_clock_back_between_two_processes(self) -> None:
         """
         The clock went back an hour between two processes: the file's
