@@ -20,7 +20,8 @@ answered, it has no verdict (`verdict`). After a reconnection the watches are
 gone: every opinion is read again (`ask_all`). An opinion of a live
 observer missing or unreadable for `ABSENT_AFTER` is named (`absent`,
 for /healthz): that observer stays wrong in the verdict's ``observers``
-until its refresh writes it again.
+until its refresh writes it again, and counts in the quorum no more
+than its opinion does (`verdict`).
 
 An observer that is not the primary reads the verdict too (in the
 background), at a check of its own once it is due: a second past the
@@ -597,7 +598,14 @@ class Opinions:
         if absent is None or not heard:
             self._absent.pop(path, None)
         else:
-            since = self._absent.get(path, (self._reactor.seconds(),))[0]
+            now = self._reactor.seconds()
+            since = self._absent.get(path, (now,))[0]
+            if since == now:
+                # Once absent that long, the observer no longer counts in
+                # the quorum (`verdict`): the verdict is decided again then.
+                self._reactor.callLater(
+                    ABSENT_AFTER, self._absent_long, name, path, since
+                )
             self._absent[path] = (since, agent, absent)
         if squatter is None or not heard:
             self.squatters.pop(path, None)
@@ -622,6 +630,24 @@ class Opinions:
         if heard and self._answered(name, agent):
             # Every opinion answered: the verdict held back meanwhile.
             self._on_change(name)
+
+    def _absent_long(self, name: str, path: str, since: float) -> None:
+        """An opinion absent since `since` still is: `name` is decided again."""
+        absent = self._absent.get(path)
+        if self._life.running and absent is not None and absent[0] == since:
+            self._on_change(name)
+
+    def _silent(self, name: str, observers: tuple[str, ...], now: float) -> set[str]:
+        """
+        The other observers of `name` whose opinions have been missing or
+        unreadable for `ABSENT_AFTER` or more: left out of the quorum.
+        """
+        silent = set()
+        for agent in observers[1:]:
+            absent = self._absent.get(f"{self._root}/opinions/{name}/{agent}")
+            if absent is not None and now - absent[0] >= ABSENT_AFTER:
+                silent.add(agent)
+        return silent
 
     def _answered(self, name: str, agent: str) -> bool:
         """
@@ -739,6 +765,12 @@ class Opinions:
         another server: it still counts (an agent reaching the instance
         some other way is one view of it too), and `elsewhere` names it;
         so does `unlike` one that says another discovery than this agent's.
+        An observer whose opinion has been missing or unreadable for
+        `ABSENT_AFTER` counts in the quorum no more than in the opinions:
+        a member in a crash loop, whose new sessions each wrote its agent
+        node and never its opinions, held a dead Redis published up with
+        two replicas for as long as the loop went on (42 s in a loop of
+        31 s), the primary alone seeing it down.
         """
         now = self._reactor.seconds()
         unread = self._unanswered.get(name)
@@ -754,7 +786,7 @@ class Opinions:
         opinions[self._agent_id] = (
             None if state is None else opinion_of(state.health, now)
         )
-        return decide(observers, opinions, quorum)
+        return decide(observers, opinions, quorum, self._silent(name, observers, now))
 
     def _note_config(
         self,

@@ -6,8 +6,10 @@ Each observer publishes its own opinion (its rise/fall status, ready, role,
 error, latency, when it checked). The primary decides:
 
 - **down** when at least Q opinions are down, Q being `zookeeper.quorum`
-  capped at the number of live observers (so that a group reduced to one
-  agent still reports what that agent sees);
+  capped at the number of live observers that publish an opinion (so
+  that a group reduced to one agent still reports what that agent sees,
+  and an observer whose opinion stays missing, a member in a crash loop
+  whose writes never land, does not hold a dead Redis up);
 - otherwise **up** when any opinion is up: one agent's own trouble (its
   network, its CPU) never publishes a healthy instance down;
 - otherwise no verdict: too few opinions to say anything new, and the
@@ -21,7 +23,7 @@ if it sees the instance down, else the first down observer's.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 import attr
@@ -80,13 +82,16 @@ def decide(
     observers: Sequence[str],
     opinions: Mapping[str, Opinion | None],
     quorum: int,
+    silent: Set[str] = frozenset(),
 ) -> Verdict | None:
     """
     The verdict of `observers` (primary first) from their `opinions`, with
-    `quorum` down opinions needed (capped at the live observers); None when
+    `quorum` down opinions needed, capped at the observers not `silent`
+    (those whose opinion has long been missing or unreadable); None when
     they say nothing yet.
     """
-    needed = max(1, min(quorum, len(observers)))
+    counted = sum(1 for agent in observers if agent not in silent)
+    needed = max(1, min(quorum, counted))
     said = [(agent, opinions.get(agent)) for agent in observers]
     statuses = tuple((agent, None if o is None else o.status) for agent, o in said)
     down = [o for _, o in said if o is not None and o.status == DOWN]

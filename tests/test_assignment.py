@@ -135,6 +135,20 @@ class VerdictTests(SynchronousTestCase):
         assert verdict is not None
         self.assertEqual((verdict.status, verdict.quorum), ("down", 1))
 
+    def test_silent_observers_not_counted(self) -> None:
+        """
+        Observers long silent (no opinion for a while) are kept in
+        ``observers`` but not counted in the quorum's cap: with three, two
+        silent, the one down is the verdict; with one silent, two downs
+        are still needed.
+        """
+        down = {"a": opinion("down")}
+        verdict = decide(("a", "b", "c"), down, 2, {"b", "c"})
+        assert verdict is not None
+        self.assertEqual((verdict.status, verdict.quorum), ("down", 1))
+        self.assertEqual(verdict.observers, (("a", "down"), ("b", None), ("c", None)))
+        self.assertIsNone(decide(("a", "b", "c"), down, 2, {"c"}))
+
     def test_ready_and_role_from_an_up_observer_own_first(self) -> None:
         """The primary's own up opinion gives ready and role."""
         verdict = decide(

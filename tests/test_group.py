@@ -1738,6 +1738,39 @@ class OpinionOverwrittenTests(SynchronousTestCase):
             self.assertIsNone(member.publisher.unhealthy_reason())
 
 
+class SilentObserverTests(SynchronousTestCase):
+    """Two agents, two replicas: one observer's opinion stays absent."""
+
+    def test_left_out_of_the_quorum(self) -> None:
+        """
+        An observer whose opinion has been unreadable for `ABSENT_AFTER`
+        no longer counts in the quorum (two, of two replicas): the
+        primary, seeing the instance down, publishes it down then, not
+        before (a member in a crash loop, which never writes its
+        opinions, held a dead Redis up for as long as the loop went on).
+        """
+        fleet = Fleet()
+        for agent in ("a", "b"):
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(2.0)
+        fleet.run(REFRESH + 1.0)
+        name = NAMES[0]
+        primary = fleet.members[(fleet.node(name) or {})["agent"]]
+        other = "b" if primary.agent_id == "a" else "a"
+        path = f"{ROOT}/opinions/{name}/{other}"
+        fleet.server.put(path, b"\x00garbage", fleet.server.nodes[path].owner)
+        primary.see(name, DOWN)
+        fleet.run(opinions.ABSENT_AFTER - 0.5)
+        node = fleet.node(name) or {}
+        self.assertEqual((node["status"], node["quorum"]), ("up", 2))
+        fleet.run(1.0)
+        node = fleet.node(name) or {}
+        self.assertEqual(node["status"], "down")
+        self.assertEqual(node["observers"], {primary.agent_id: "down", other: None})
+        self.assertEqual(node["quorum"], 1)
+        self.flushLoggedErrors()
+
+
 class OpinionParentsTests(SynchronousTestCase):
     """Two agents, two replicas: the persistent parents of their opinions."""
 
