@@ -52,6 +52,7 @@ STOP_TIMEOUT = 5.0
 ZOOKEEPER_JARS = ("/usr/share/java/zookeeper.jar",)
 SLF4J_BINDING = "/usr/share/java/slf4j-simple.jar"
 ZOOKEEPER_MAIN = "org.apache.zookeeper.server.ZooKeeperServerMain"
+QUORUM_PEER_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 
 # Where ``tests`` is importable from, for the hostile servers' process.
 _REPO = Path(__file__).resolve().parent.parent
@@ -414,6 +415,12 @@ class ZooKeeperServer(_RealServer):
         Start (or restart, on the same port and data) and return once it
         serves requests; at most ``timeout`` seconds.
         """
+        self.spawn()
+        self.wait_serving(timeout)
+        return self
+
+    def spawn(self) -> None:
+        """Start the process, without waiting for it to serve."""
         java = shutil.which("java")
         if java is None or not all(os.path.exists(j) for j in ZOOKEEPER_JARS):
             raise RuntimeError("ZooKeeper needs Debian's zookeeper package")
@@ -430,7 +437,7 @@ class ZooKeeperServer(_RealServer):
             f"minSessionTimeout={self.min_session_timeout_ms or 2 * self.tick_ms}\n"
             "maxSessionTimeout=60000\n"
             "admin.enableServer=false\n"
-            "4lw.commands.whitelist=*\n"
+            "4lw.commands.whitelist=*\n" + self._more_config()
         )
         argv = [
             java,
@@ -441,12 +448,22 @@ class ZooKeeperServer(_RealServer):
             "-XX:TieredStopAtLevel=1",
             "-XX:-UsePerfData",
             "-cp", ":".join(classpath),
-            ZOOKEEPER_MAIN,
+            self._main,
             str(self.config),
         ]  # fmt: skip
-        self._spawn(argv, None)
+        self._spawn(argv, self._environment())
+
+    def wait_serving(self, timeout: float = START_TIMEOUT) -> None:
+        """Return once the server serves requests; at most ``timeout`` s."""
         self._poll_ready(self._serving, timeout, 0.02)
-        return self
+
+    _main = ZOOKEEPER_MAIN
+
+    def _more_config(self) -> str:
+        return ""
+
+    def _environment(self) -> Mapping[str, str] | None:
+        return None
 
     def _serving(self) -> bool:
         # "ruok" only proves the port is open; "isro" says "rw" once the
@@ -483,6 +500,102 @@ class ZooKeeperServer(_RealServer):
         """Stop the server and remove its directory; safe to repeat."""
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class EnsembleMember(ZooKeeperServer):
+    """
+    One server of a `ZooKeeperEnsemble`: its ``myid``, the ensemble's
+    ``server.N`` lines, and the environment its JVM runs in (``FAKETIME``
+    and ``LD_PRELOAD`` for a clock of its own).
+    """
+
+    name = "zookeeper-member"
+
+    def __init__(self, myid: int, servers: str, env: Mapping[str, str] | None) -> None:
+        super().__init__()
+        self.myid = myid
+        self._servers = servers
+        self.env = env
+
+    _main = QUORUM_PEER_MAIN
+
+    def _more_config(self) -> str:
+        (self.data / "myid").write_text(f"{self.myid}\n")
+        return f"initLimit=10\nsyncLimit=5\n{self._servers}"
+
+    def _environment(self) -> Mapping[str, str] | None:
+        return None if self.env is None else {**os.environ, **self.env}
+
+    @property
+    def mode(self) -> str:
+        """``leader``, ``follower``, or ``""`` when it serves nothing now."""
+        try:
+            answer = self.four_letter_word("srvr", timeout=0.5)
+        except OSError:
+            return ""
+        for line in answer.decode("ascii", "replace").splitlines():
+            if line.startswith("Mode: "):
+                return line[len("Mode: ") :]
+        return ""
+
+
+class ZooKeeperEnsemble:
+    """
+    Three (or `size`) ZooKeeper servers on loopback ports forming one
+    ensemble, each started and stopped by PID. `clocks` maps a member's id
+    to the environment its JVM runs in, such as libfaketime's. The highest
+    id is elected leader when all start together (same zxid and epoch):
+    `start` waits until every member serves requests.
+    """
+
+    def __init__(
+        self, size: int = 3, clocks: Mapping[int, Mapping[str, str]] | None = None
+    ) -> None:
+        lines = "".join(
+            f"server.{n}={LOOPBACK}:{free_port()}:{free_port()}\n"
+            for n in range(1, size + 1)
+        )
+        self.members = [
+            EnsembleMember(n, lines, (clocks or {}).get(n)) for n in range(1, size + 1)
+        ]
+
+    @property
+    def hosts(self) -> str:
+        """The connection string listing every member."""
+        return ",".join(member.hosts for member in self.members)
+
+    def start(
+        self, timeout: float = 30.0, *, leading: EnsembleMember | None = None
+    ) -> ZooKeeperEnsemble:
+        """
+        Start every member and return once each serves requests. With
+        `leading`, the highest id, it is started first with the lowest id
+        alone, and leads the quorum they make (same data: the higher id is
+        elected); the others join it.
+        """
+        first = [] if leading is None else [self.members[0], leading]
+        try:
+            for group in (first, [m for m in self.members if m not in first]):
+                for member in group:
+                    member.spawn()
+                for member in group:
+                    member.wait_serving(timeout)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def leader(self) -> EnsembleMember | None:
+        """The member that says it leads, if one does."""
+        for member in self.members:
+            if member.running and member.mode == "leader":
+                return member
+        return None
+
+    def close(self) -> None:
+        """Stop every member and remove its directory; safe to repeat."""
+        for member in self.members:
+            member.close()
 
 
 _shared_zookeeper: ZooKeeperServer | None = None
