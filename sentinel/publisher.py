@@ -172,7 +172,7 @@ class ZooKeeperPublisher(Service):
             )  # fmt: skip
             sweep.alone = lambda: self._sharing is None or self._sharing.alone
         guard = Guard(reactor, zk, nodes, queue, self)
-        clock = ClockSkew(reactor)
+        clock = ClockSkew(reactor, zk, agent_node)
         writer = NodeWriter(
             zk, nodes, queue, holders, takeovers, members, sweep, guard, clock
         )

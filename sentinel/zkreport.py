@@ -148,6 +148,7 @@ class ZooKeeperReport:
             "last_error": queue.last_error,
             "handoff": None if self._handoff is None else self._handoff.stats(),
             **self._lateness.stats(),
+            "clock": self._clock.stats(),
         }
         if self._roles.joined:
             takeovers = self._takeovers

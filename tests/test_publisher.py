@@ -17,6 +17,7 @@ from sentinel.config import RedisInstance
 from sentinel.documents import agent_document, instance_document
 from sentinel.health import InstanceHealth, Transition
 from sentinel.instance import InstanceState
+from sentinel.nodes import encode
 from sentinel.observation import Observation, Replication
 from sentinel.ownership import CONFLICT_MARGIN
 from sentinel.publisher import ZooKeeperPublisher
@@ -1139,6 +1140,88 @@ class ClockSkewTests(PublisherHarness):
         reason = self.publisher.unhealthy_reason() or ""
         self.assertIn("this agent's clock is 60.0 s ahead of ZooKeeper's", reason)
         offset[0] = SKEW_LIMIT - 0.5
+        self.clock.advance(HEARTBEAT)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+
+    def skewed_zookeeper(self, offset: float) -> None:
+        """ZooKeeper's stamps `offset` seconds ahead of the agents' clocks."""
+        server = self.zk.server
+        self.patch(
+            server, "millis", lambda: int((self.clock.seconds() + offset) * 1000)
+        )
+
+    def other_agent(self, name: str, clock_off: float) -> None:
+        """Another agent's node, written now by a clock `clock_off` s ahead."""
+        now = self.clock.seconds() + clock_off
+        document = agent_document(name, START, now, INTERVAL, [])
+        self.zk.server.put(f"{ROOT}/agents/{name}", encode(document), owner=77)
+
+    def test_zookeepers_clock_off_is_not_the_agents(self) -> None:
+        """
+        ZooKeeper's clock (its leader's) 30 s ahead, and the other agents'
+        clocks agree with this one's: ZooKeeper's is the odd clock, so
+        /healthz passes; the log says so once, and /debug/stats has the
+        figures. Once ZooKeeper's clock is right again, the log says that.
+        """
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.skewed_zookeeper(30.0)
+        self.start()
+        for name in ("agent-2", "agent-3", "agent-4"):
+            self.other_agent(name, 0.0)
+        self.clock.advance(HEARTBEAT)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        clock = self.publisher.stats()["clock"]
+        self.assertEqual((clock["others_compared"], clock["others_agreeing"]), (3, 3))
+        self.assertTrue(clock["zookeeper_clock_off"])
+        self.clock.advance(HEARTBEAT)
+        said = [formatEvent(e) for e in events if "ZooKeeper's clock" in formatEvent(e)]
+        self.assertEqual(len(said), 1, said)
+        self.assertIn(
+            "ZooKeeper's clock (its leader's) is 30.0 s ahead of this agent's,"
+            " and 3 of 3 other agent(s) agree with this agent's",
+            said[0],
+        )
+        self.skewed_zookeeper(0.0)
+        self.clock.advance(HEARTBEAT)
+        said = [formatEvent(e) for e in events if "ZooKeeper's clock" in formatEvent(e)]
+        self.assertEqual(said[1:], ["ZooKeeper's clock agrees with this agent's again"])
+
+    def test_agents_clock_off_when_others_agree_with_zookeeper(self) -> None:
+        """
+        This agent's clock 30 s behind, and most other agents' clocks agree
+        with ZooKeeper's (one is off as this one is): /healthz fails,
+        blaming this agent's clock, and saying how many agree.
+        """
+        self.skewed_zookeeper(30.0)
+        self.start()
+        self.other_agent("agent-2", 30.0)
+        self.other_agent("agent-3", 30.0)
+        self.other_agent("agent-4", 0.0)
+        self.clock.advance(HEARTBEAT)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn("this agent's clock is 30.0 s behind ZooKeeper's", reason)
+        self.assertIn("2 of 3 other agent(s) agree", reason)
+
+    def test_other_agents_under_another_leader_not_compared(self) -> None:
+        """
+        The other agents' nodes were stamped before a leader election
+        (another epoch in their mzxid: another leader's clock): they tell
+        nothing of the new leader's clock, and this agent's offset fails
+        /healthz until they are written under the same leader.
+        """
+        self.start()
+        for name in ("agent-2", "agent-3"):
+            self.other_agent(name, 0.0)
+        # A new leader, 30 s ahead: a new epoch in the high bits of zxids.
+        self.zk.server._zxid = 1 << 32
+        self.skewed_zookeeper(30.0)
+        self.clock.advance(HEARTBEAT)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn("no other agent's node stamped by the same leader", reason)
+        for name in ("agent-2", "agent-3"):
+            self.other_agent(name, 0.0)
         self.clock.advance(HEARTBEAT)
         self.assertIsNone(self.publisher.unhealthy_reason())
 
