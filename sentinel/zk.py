@@ -172,6 +172,7 @@ from sentinel.ensemble import (
     foreign,
     members,
 )
+from sentinel.zknames import ListedNames
 
 log = Logger()
 
@@ -450,6 +451,9 @@ class ZooKeeper:
         self.acl = node_acl(auth)
         self.call_timeout = call_timeout
         self._client_factory = client_factory
+        # The listed names' addresses, shared by every client of this
+        # bridge, looked up off kazoo's connection thread.
+        self._names = ListedNames()
         self._client: Any = None
         self._gate: _ReconnectGate | None = None
         self._handler: _ConnectHandler | None = None
@@ -669,6 +673,11 @@ class ZooKeeper:
             handler=handler,
         )
         self._client, self._gate, self._handler = client, gate, handler
+        connection = getattr(client, "_connection", None)
+        if connection is not None:
+            # kazoo's own lookup blocks its connection thread
+            # (`sentinel.zknames`).
+            connection._expand_client_hosts = partial(self._names.expand, client)
 
         def listener(state: Any) -> None:
             # kazoo's connection thread: hand over, nothing else. Its own

@@ -13,8 +13,9 @@ import socket
 import threading
 import time
 from functools import partial
+from typing import Any
 
-from kazoo.client import KazooState
+from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
     BadVersionError,
     ConnectionClosedError,
@@ -31,6 +32,7 @@ from twisted.internet.defer import Deferred, TimeoutError
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel import zknames
 from sentinel.ensemble import ACCEPT_AFTER, CONFIG_PATH, REREAD_EVERY, members
 from sentinel.zk import (
     BACKGROUND_IN_FLIGHT,
@@ -1213,6 +1215,44 @@ class ConnectTimeoutTests(SynchronousTestCase):
             )
         self.assertEqual(during, [("127.0.0.1", 2)])
         self.assertIsNone(handler.connecting)
+
+    def test_a_name_that_never_resolves_holds_no_round(self) -> None:
+        """
+        kazoo's round over the listed servers does not wait on a name
+        whose DNS server never answers beyond `zknames.LOOKUP_WAIT`: the
+        other servers are tried, where kazoo's own lookup held its
+        connection thread (20 s here) before trying any.
+        """
+        released = threading.Event()
+        self.addCleanup(released.set)
+
+        def getaddrinfo(host: str, port: int, *args: Any) -> list[Any]:
+            if host == "zk-hung.example.com":
+                released.wait(CONNECT_BOUND * 4)
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure")
+            return [(socket.AF_INET, 0, 0, "", (host, port))]
+
+        self.patch(socket, "getaddrinfo", getaddrinfo)
+        self.patch(zknames, "LOOKUP_WAIT", 0.05)
+        clients: list[KazooClient] = []
+
+        def factory(**settings: Any) -> KazooClient:
+            client = KazooClient(**settings)
+            client.start_async = lambda: None
+            clients.append(client)
+            return client
+
+        zk = ZooKeeper(
+            HandOverClock(),
+            "zk-hung.example.com:2181,127.0.0.1:2182",
+            4.0,
+            client_factory=factory,
+        )
+        zk.start()
+        started = time.monotonic()
+        expanded = clients[0]._connection._expand_client_hosts()
+        self.assertLess(time.monotonic() - started, CONNECT_BOUND)
+        self.assertEqual(expanded, [("127.0.0.1", "127.0.0.1", 2182)])
 
 
 # Asked, and granted longer: the bridge judges a silent server by the
