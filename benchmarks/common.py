@@ -142,12 +142,14 @@ class Agent:
         pythonpath: Path | None = None,
         *,
         open_files: int | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
         """
         `pythonpath`: a tree of the code to run instead of this checkout's.
         `open_files`: the child's open-file limits, soft and hard, set
         through ``prlimit``, so that thousands of instances fit without
-        raising the machine's or this script's.
+        raising the machine's or this script's. `wrapper`: a command that
+        execs the rest of the command line (the PID stays the agent's).
         """
         self.workdir = workdir
         self.http_port = free_port()
@@ -161,6 +163,7 @@ class Agent:
         ]  # fmt: skip
         self.child = ChildProcess(
             [
+                *wrapper,
                 *limit,
                 str(twistd), "-n", "--pidfile=", "sentinel",
                 "--config", str(self.config_path),

@@ -19,7 +19,13 @@ agent's /healthz every 100 ms. For each attack:
 - ``rolling``: each server restarted in turn, each serving again before
   the next;
 - ``skew``: the leader's clock runs `--skew` seconds ahead (libfaketime),
-  nothing else happens for `--freeze` seconds.
+  nothing else happens for `--freeze` seconds;
+- ``bad-name``: ``zookeeper.hosts`` lists first a name whose DNS server
+  never answers (the agents run in a mount namespace of their own, where
+  /etc/resolv.conf names a server of this script that reads and drops
+  every query: root and ``unshare`` needed), and the server each agent
+  is connected to is killed, then started again, `--kills` times;
+- ``bad-port``: likewise, with a port that accepts and never answers.
 
 Reported: the longest time any node was missing (on any reader that could
 read), nodes that said down (every Redis is up), the /healthz transitions
@@ -35,6 +41,7 @@ import argparse
 import json
 import logging
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -62,13 +69,12 @@ from tests.servers import EnsembleMember, ZooKeeperEnsemble
 ROOT = "/sentinel"
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 ATTACKS = (
-    "leader-kill",
-    "leader-stop",
-    "agent-server-stop",
-    "quorum",
-    "rolling",
-    "skew",
-)
+    "leader-kill", "leader-stop", "agent-server-stop", "quorum", "rolling",
+    "skew", "bad-name", "bad-port",
+)  # fmt: skip
+# Where the bad-name attack's DNS server listens, and the name it drops.
+DNS_ADDRESS = "127.0.0.93"
+NEVER_RESOLVED = "zk-never.example.com"
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,6 +89,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--session-timeout", type=float, default=10.0)
     parser.add_argument("--heartbeat", type=float, default=3.0)
     parser.add_argument("--settle", type=float, default=10.0, help="after the attack")
+    parser.add_argument("--kills", type=int, default=4, help="bad-name, bad-port")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
     return parser.parse_args()
 
@@ -200,6 +207,75 @@ def attack(args: argparse.Namespace, ensemble: ZooKeeperEnsemble, first: Agent) 
             print(f"member {member.myid} back in {time.monotonic() - started:.1f} s")
     elif args.attack == "skew":
         time.sleep(args.freeze)
+    elif args.attack in ("bad-name", "bad-port"):
+        for _ in range(args.kills):
+            server = server_of(ensemble, session_of(first)[0])
+            if server is None:
+                print("the agent is on no server: nothing killed", flush=True)
+                time.sleep(args.settle)
+                continue
+            started = time.monotonic()
+            server.kill()
+            try:
+                wait_until(
+                    lambda: server_of(ensemble, session_of(first)[0]) is not None,
+                    60.0,
+                    "the agent on another server",
+                )
+            except RuntimeError as e:
+                print(f"member {server.myid} killed: {e}", flush=True)
+            else:
+                took = time.monotonic() - started
+                print(f"member {server.myid} killed: the agent on another"
+                      f" server after {took:.1f} s", flush=True)  # fmt: skip
+            server.start(30.0)
+            time.sleep(3.0)
+
+
+def drop_forever(sock: socket.socket, stopping: threading.Event) -> None:
+    """Read and drop every datagram, or accept and never answer, until told."""
+    sock.settimeout(0.5)
+    held = []
+    while not stopping.is_set():
+        try:
+            if sock.type == socket.SOCK_DGRAM:
+                sock.recvfrom(4096)
+            else:
+                held.append(sock.accept()[0])
+        except TimeoutError:
+            pass
+    for connection in held:
+        connection.close()
+    sock.close()
+
+
+def bad_server(
+    args: argparse.Namespace, workdir: Path, started: ExitStack
+) -> tuple[str, list[str]]:
+    """
+    For bad-name and bad-port: what to list before the ensemble, and the
+    agents' wrapper (bad-name: a mount namespace with its own resolv.conf).
+    """
+    stopping = threading.Event()
+    started.callback(stopping.set)
+    if args.attack == "bad-name":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((DNS_ADDRESS, 53))
+        resolv = workdir / "resolv.conf"
+        resolv.write_text(f"nameserver {DNS_ADDRESS}\n")
+        listed = f"{NEVER_RESOLVED}:2181"
+        wrapper = [
+            "unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv),
+        ]  # fmt: skip
+    else:
+        sock = socket.socket()
+        sock.bind((LOOPBACK, 0))
+        sock.listen(64)
+        listed = f"{LOOPBACK}:{sock.getsockname()[1]}"
+        wrapper = []
+    threading.Thread(target=drop_forever, args=(sock, stopping), daemon=True).start()
+    return listed, wrapper
 
 
 def main() -> int:
@@ -232,16 +308,21 @@ def main() -> int:
         if args.group:
             settings["replicas"] = 2
         labels = ["a", "b", "c"] if args.group else ["a"]
+        hosts, wrapper = ensemble.hosts, []
+        if args.attack in ("bad-name", "bad-port"):
+            listed, wrapper = bad_server(args, workdir, started)
+            hosts = f"{listed},{hosts}"
         agents = {}
+        launched = time.monotonic()
         for label in labels:
             config = agent_config(
                 instances,
-                zookeeper=ensemble.hosts,
+                zookeeper=hosts,
                 zk_root=ROOT,
                 agent_id=label,
                 zk_settings=settings,
             )
-            agent = Agent(workdir, config, label)
+            agent = Agent(workdir, config, label, wrapper=wrapper)
             started.callback(agent.stop)
             agents[label] = agent
         for agent in agents.values():
@@ -250,10 +331,11 @@ def main() -> int:
         client.start(timeout=10.0)
         started.callback(client.close)
         started.callback(client.stop)
-        took = wait_until(
+        wait_until(
             lambda: published(client, len(instances), len(agents)), 120.0, "published"
         )
-        print(f"all published after {took:.1f} s", flush=True)
+        took = time.monotonic() - launched
+        print(f"all published {took:.1f} s after launch; load {load_average()}")
         time.sleep(args.heartbeat * 2)
         nodes = [f"{ROOT}/instances/{i.name}" for i in instances]
         nodes += [f"{ROOT}/agents/{label}" for label in labels]
