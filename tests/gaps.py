@@ -143,6 +143,11 @@ class NodeWatch:
 
     def _poll(self) -> None:
         client = self._client
+        if not client.connected:
+            # Reads made now would wait in kazoo, each a byte on a socket
+            # pair nothing reads until it connects: a few hundred fill it
+            # and block this thread, and its stop, for good.
+            raise ConnectionError("the reader is not connected")
         reads = [(node, client.get_async(node)) for node in self.nodes]
         lists = [(parent, client.get_children_async(parent)) for parent in self.parents]
         answers: list[tuple[str, Any, Any]] = []
