@@ -29,7 +29,9 @@ agent is not blamed, and the log says so, once. Otherwise (most agree
 with ZooKeeper, or none is comparable: one agent alone, or none written
 under this leader yet) the agent's clock is taken to be the one off, as
 before. The comparison is made again at each heartbeat while the offset
-stays past the limit, and costs nothing while it does not.
+stays past the limit and the agent is blamed; once ZooKeeper's clock is
+found off, only when the leader (the epoch) or the offset changes. It
+costs nothing while the offset is within the limit.
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class ClockSkew:
         self._epoch = 0
         self.others: tuple[int, int] | None = None
         self._comparing = False
+        # Our offset when `others` was counted.
+        self._compared_offset: float | None = None
         self._zookeeper_off = False
 
     def now(self) -> float:
@@ -101,13 +105,26 @@ class ClockSkew:
         if abs(self.offset) <= SKEW_LIMIT:
             self.others = None
             self._judged()
-        elif self._zk is not None and not self._comparing:
+        elif self._zk is not None and not self._comparing and not self._settled():
             # One comparison at a time; each ends with the bridge's calls.
             self._comparing = True
             comparing = Deferred.fromCoroutine(self._compare(self._zk))
             comparing.addErrback(
                 lambda f: log.failure("comparing with other agents' clocks", f)
             )
+
+    def _settled(self) -> bool:
+        # ZooKeeper's clock found off under this leader, by about as much
+        # as now: nothing to read again until the leader or the offset
+        # changes (with a leader off, every agent would read at every
+        # heartbeat otherwise).
+        compared = self._compared_offset
+        return (
+            self.zookeeper_off()
+            and compared is not None
+            and self.offset is not None
+            and abs(self.offset - compared) <= SKEW_LIMIT / 2
+        )
 
     def zookeeper_off(self) -> bool:
         """Whether most other agents agree with this one: ZooKeeper's is off."""
@@ -162,7 +179,7 @@ class ClockSkew:
             self._comparing = False
         if self.offset is None:
             return
-        ours = self.offset
+        ours = self._compared_offset = self.offset
         agreeing = sum(1 for offset in offsets if abs(offset - ours) <= SKEW_LIMIT)
         self.others = (len(offsets), agreeing)
         self._judged()

@@ -1183,6 +1183,9 @@ class ClockSkewTests(PublisherHarness):
             " and 3 of 3 other agent(s) agree with this agent's",
             said[0],
         )
+        # Judged once under this leader: the others are not read again.
+        listings = ("get_children", f"{ROOT}/agents")
+        self.assertEqual(self.zk.calls_by_path[listings], 1)
         self.skewed_zookeeper(0.0)
         self.clock.advance(HEARTBEAT)
         said = [formatEvent(e) for e in events if "ZooKeeper's clock" in formatEvent(e)]
