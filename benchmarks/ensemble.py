@@ -25,7 +25,9 @@ agent's /healthz every 100 ms. For each attack:
   /etc/resolv.conf names a server of this script that reads and drops
   every query: root and ``unshare`` needed), and the server each agent
   is connected to is killed, then started again, `--kills` times;
-- ``bad-port``: likewise, with a port that accepts and never answers.
+- ``bad-port``: likewise, with a port that accepts and never answers;
+- ``agent-skew``: the first agent's clock runs `--skew` seconds behind
+  (libfaketime), the ensemble's is right, for `--freeze` seconds.
 
 Reported: the longest time any node was missing (on any reader that could
 read), nodes that said down (every Redis is up), the /healthz transitions
@@ -70,7 +72,7 @@ ROOT = "/sentinel"
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 ATTACKS = (
     "leader-kill", "leader-stop", "agent-server-stop", "quorum", "rolling",
-    "skew", "bad-name", "bad-port",
+    "skew", "bad-name", "bad-port", "agent-skew",
 )  # fmt: skip
 # Where the bad-name attack's DNS server listens, and the name it drops.
 DNS_ADDRESS = "127.0.0.93"
@@ -205,7 +207,7 @@ def attack(args: argparse.Namespace, ensemble: ZooKeeperEnsemble, first: Agent) 
             member.stop()
             member.start(30.0)
             print(f"member {member.myid} back in {time.monotonic() - started:.1f} s")
-    elif args.attack == "skew":
+    elif args.attack in ("skew", "agent-skew"):
         time.sleep(args.freeze)
     elif args.attack in ("bad-name", "bad-port"):
         for _ in range(args.kills):
@@ -322,7 +324,13 @@ def main() -> int:
                 agent_id=label,
                 zk_settings=settings,
             )
-            agent = Agent(workdir, config, label, wrapper=wrapper)
+            own = wrapper
+            if args.attack == "agent-skew" and label == labels[0]:
+                own = [
+                    "env", f"LD_PRELOAD={LIBFAKETIME}", f"FAKETIME=-{args.skew:g}s",
+                    "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                ]  # fmt: skip
+            agent = Agent(workdir, config, label, wrapper=own)
             started.callback(agent.stop)
             agents[label] = agent
         for agent in agents.values():
