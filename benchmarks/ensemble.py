@@ -294,6 +294,8 @@ def main() -> int:
             "FAKETIME_DONT_FAKE_MONOTONIC": "1",
         }
     with ExitStack() as started:
+        if not args.keep:
+            started.callback(shutil.rmtree, workdir, ignore_errors=True)
         ensemble = ZooKeeperEnsemble(clocks=clocks)
         started.callback(ensemble.close)
         skewed = ensemble.members[2] if args.attack == "skew" else None
@@ -382,9 +384,7 @@ def main() -> int:
             )
         for when, label, code, reason in health.transitions:
             print(f"  {when:6.1f} s  {label} {code} {reason[:300]}")
-    if not args.keep:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
+    if args.keep:
         print(f"work dir kept: {workdir}")
     return 0
 
