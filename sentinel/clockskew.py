@@ -195,7 +195,8 @@ class ClockSkew:
             return None
         try:
             written = json.loads(data)["heartbeat_at"]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
+            # Not an agent node we can read (a squatter's, deeply nested).
             return None
         if not isinstance(written, (int, float)) or isinstance(written, bool):
             return None

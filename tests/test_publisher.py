@@ -1228,6 +1228,29 @@ class ClockSkewTests(PublisherHarness):
         self.clock.advance(HEARTBEAT)
         self.assertIsNone(self.publisher.unhealthy_reason())
 
+    def test_unreadable_agent_nodes_not_compared(self) -> None:
+        """
+        Nodes under ``{root}/agents`` that no agent wrote (garbage, JSON
+        nested too deep to parse, a time that is no number) are left out
+        of the comparison, without an error logged: this agent is blamed as
+        when it is alone, and one readable node beside them still counts.
+        """
+        self.skewed_zookeeper(30.0)
+        self.start()
+        for name, data in (
+            ("squat-1", b"\xff"),
+            ("squat-2", b"[" * 100_000),
+            ("squat-3", b'{"heartbeat_at": true}'),
+        ):
+            self.zk.server.put(f"{ROOT}/agents/{name}", data, owner=77)
+        self.clock.advance(HEARTBEAT)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn("no other agent's node stamped by the same leader", reason)
+        self.other_agent("agent-2", 0.0)
+        self.clock.advance(HEARTBEAT)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.flushLoggedErrors(), [])
+
 
 class StaleStateTests(PublisherHarness):
     """
