@@ -45,7 +45,10 @@ agent's fixed costs per second (HTTP app, housekeeping) weigh on small N.
 
 With ``--checkout LABEL=PATH`` (repeatable), the agent's phases run once per
 checkout, in turns, that checkout first on the agent's ``PYTHONPATH``: a
-before and an after in one session, on the same servers. Everything runs
+before and an after in one session, on the same servers. ``--python
+LABEL=PYTHON`` runs that checkout's agent with the ``twistd`` beside
+another virtualenv's interpreter (PyPy's, say); one checkout may be given
+twice under two labels, one per interpreter. Everything runs
 on 127.0.0.1; every server is stopped by PID at the end (Ctrl-C or SIGTERM
 included; a second one is ignored while stopping). Each table is printed
 as soon as it is measured; progress goes to stderr. The open-file limits
@@ -116,6 +119,14 @@ def parse_args() -> argparse.Namespace:
     add("--skip-shared", action="store_true", help="no shared layout")
     add("--skip-references", action="store_true", help="no redis-benchmark, no floor")
     add_checkout_option(parser)
+    add(
+        "--python",
+        action="append",
+        default=[],
+        metavar="LABEL=PYTHON",
+        help="the interpreter of a virtualenv to run checkout LABEL's agent with "
+        "(repeatable; default: this script's), e.g. PyPy's",
+    )
     args = parser.parse_args()
     try:
         args.sizes = [int(n) for n in args.instances.split(",")]
@@ -124,7 +135,23 @@ def parse_args() -> argparse.Namespace:
     if min(args.sizes) < 1 or args.servers < 1 or args.duration <= 0:
         parser.error("--instances, --servers and --duration must be positive")
     args.checkouts = checkouts_of(parser, args.checkout)
+    args.pythons = pythons_of(parser, args.python, [c[0] for c in args.checkouts])
     return args
+
+
+def pythons_of(
+    parser: argparse.ArgumentParser, specs: Sequence[str], labels: Sequence[str]
+) -> dict[str, Path]:
+    """The interpreter of each ``--python``, by its checkout's label."""
+    pythons = {}
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or label not in labels:
+            parser.error(f"--python: not LABEL=PYTHON of a --checkout: {spec!r}")
+        if not Path(path).with_name("twistd").is_file():
+            parser.error(f"--python: no twistd beside {path!r}")
+        pythons[label] = Path(path).absolute()
+    return pythons
 
 
 # Servers
@@ -190,12 +217,18 @@ def open_files_for(size: int) -> int | None:
 
 def start_agent(
     workdir: Path, label: str, checkout: Path, ports: Sequence[int], size: int,
-    args: argparse.Namespace,
+    args: argparse.Namespace, python: Path | None,
 ) -> Agent:  # fmt: skip
-    """The agent of `checkout` watching `size` instances over `ports`."""
+    """
+    The agent of `checkout` watching `size` instances over `ports`, run by
+    `python`'s ``twistd`` if given.
+    """
     instances = [Instance(f"r{i}", ports[i % len(ports)]) for i in range(size)]
     config = agent_config(instances, interval=args.interval, timeout=args.timeout)
-    return Agent(workdir, config, label, checkout, open_files=open_files_for(size))
+    return Agent(
+        workdir, config, label, checkout, open_files=open_files_for(size),
+        python=python,
+    )  # fmt: skip
 
 
 def wait_all_up(agent: Agent, warmup: float) -> float | None:
@@ -282,10 +315,10 @@ class Window:
 @contextmanager
 def running_agent(
     workdir: Path, name: str, checkout: Path, ports: Sequence[int], size: int,
-    args: argparse.Namespace,
+    args: argparse.Namespace, python: Path | None,
 ) -> Iterator[Agent]:  # fmt: skip
     """The agent of `checkout` on `size` instances, answering; stopped after."""
-    agent = start_agent(workdir, name, checkout, ports, size, args)
+    agent = start_agent(workdir, name, checkout, ports, size, args, python)
     try:
         agent.wait_ready(args.startup_timeout)
         yield agent
@@ -309,7 +342,8 @@ def measure_shared(
 ) -> dict[str, Any]:  # fmt: skip
     """The agent on `size` instances over a few shared servers."""
     name = f"{label}-shared-{size}"
-    with running_agent(workdir, name, checkout, ports, size, args) as agent:
+    python = args.pythons.get(label)
+    with running_agent(workdir, name, checkout, ports, size, args, python) as agent:
         result = settled_window(agent, server_pids, args)
         # Rendering thousands of instances raises the allocator's high-water
         # mark, which it keeps: RSS before and after one /instances.
@@ -327,9 +361,11 @@ def measure_shared(
     return result
 
 
-def baseline_rss(workdir: Path, checkout: Path, args: argparse.Namespace) -> int:
+def baseline_rss(
+    workdir: Path, checkout: Path, args: argparse.Namespace, python: Path | None
+) -> int:
     """The RSS of the same agent watching nothing, once it has settled."""
-    agent = Agent(workdir, agent_config([]), "empty", checkout)
+    agent = Agent(workdir, agent_config([]), "empty", checkout, python=python)
     try:
         agent.wait_ready(args.startup_timeout)
         # The agent freezes its start-up objects out of gc in its first rounds.
@@ -418,6 +454,7 @@ def measure_equal(workdir: Path, size: int, args: argparse.Namespace) -> dict[st
         def agent_part(window: dict[str, Any], pid: int) -> dict[str, Any]:
             return {
                 **{k: window[k] for k in AGENT_FIELDS},
+                "tick_completion": window["tick_completion"],
                 "cpu": window["cpu"][pid],
                 "system": window["system"][pid],
                 "servers_cpu": servers_cpu(window),
@@ -432,7 +469,10 @@ def measure_equal(workdir: Path, size: int, args: argparse.Namespace) -> dict[st
         for label, checkout in args.checkouts:
             print(f"equal layout, {size}: {label} alone", file=sys.stderr)
             name = f"{label}-equal-{size}"
-            with running_agent(workdir, name, checkout, ports, size, args) as agent:
+            python = args.pythons.get(label)
+            with running_agent(
+                workdir, name, checkout, ports, size, args, python
+            ) as agent:
                 window = settled_window(agent, pids, args)
             out["alone"][label] = agent_part(window, agent.pid)
 
@@ -461,7 +501,10 @@ def measure_equal(workdir: Path, size: int, args: argparse.Namespace) -> dict[st
         for label, checkout in args.checkouts:
             print(f"equal layout, {size}: {label} and Sentinel", file=sys.stderr)
             name = f"{label}-both-{size}"
-            with running_agent(workdir, name, checkout, ports, size, args) as agent:
+            python = args.pythons.get(label)
+            with running_agent(
+                workdir, name, checkout, ports, size, args, python
+            ) as agent:
                 window = settled_window(agent, [sentinel.pid, *pids], args)
             sentinel.check_running()
             out["both"][label] = {
@@ -592,7 +635,8 @@ def report_equal(size: int, equal: dict[str, Any]) -> str:
                 f"{label} alone: CPU per instance-s",
                 f"{_us(per)} ({a['cpu']:.2f} s, system {a['system']:.2f} s; "
                 f"{a['checks']} checks, {a['failed']} failed, "
-                f"{a['overruns']} overruns, {a['up_at_end']} up; {_machine(a)})",
+                f"{a['overruns']} overruns, {a['up_at_end']} up; tick p99 "
+                f"{_ms(a['tick_completion']['p99'])}; {_machine(a)})",
             ),
             (
                 f"{label} alone: servers' CPU added",
@@ -719,6 +763,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sentinel-capacity-"))
     checkouts = "".join(
         f"\nagent {label}: {path.name} at {commit_of(path)}"
+        + (f", run by {args.pythons[label]}" if label in args.pythons else "")
         for label, path in args.checkouts
     )
     say(f"machine: {machine()}{checkouts}\nload average at the start: {load_average()}")
@@ -728,7 +773,7 @@ def main() -> int:
             ports = [s.port for s in shared_servers]
             pids = [s.pid for s in shared_servers]
             rss0 = {
-                label: baseline_rss(workdir, checkout, args)
+                label: baseline_rss(workdir, checkout, args, args.pythons.get(label))
                 for label, checkout in args.checkouts
             }
             for size in args.sizes:

@@ -143,9 +143,12 @@ class Agent:
         *,
         open_files: int | None = None,
         wrapper: Sequence[str] = (),
+        python: Path | None = None,
     ) -> None:
         """
         `pythonpath`: a tree of the code to run instead of this checkout's.
+        `python`: the interpreter of a virtualenv to run it with (its
+        ``twistd``) instead of this script's (another Python, or PyPy).
         `open_files`: the child's open-file limits, soft and hard, set
         through ``prlimit``, so that thousands of instances fit without
         raising the machine's or this script's. `wrapper`: a command that
@@ -156,7 +159,7 @@ class Agent:
         self.config_path = workdir / f"{label}.toml"
         self.config_path.write_text(config)
         self.log = workdir / f"{label}.log"
-        twistd = Path(sys.executable).with_name("twistd")
+        twistd = Path(python or sys.executable).with_name("twistd")
         # prlimit execs the agent: the PID is the agent's.
         limit = [] if open_files is None else [
             "prlimit", f"--nofile={open_files}:{open_files}", "--",
