@@ -363,6 +363,13 @@ def _rate(fit: dict[str, float], unit: str) -> str:
 def main() -> int:
     """Run the soak, write the CSV and PNG, print the table."""
     args = parse_args()
+    try:
+        # Needed only at the end: said now, not after the whole window.
+        import matplotlib  # noqa: F401
+        import numpy  # noqa: F401
+    except ImportError as e:
+        print(f"soak.py: {e}: pip install matplotlib", file=sys.stderr)
+        return 2
     stop_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix="sentinel-soak-"))
     lifetime = args.minutes * 60 + 600
