@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -328,6 +329,23 @@ def wait_until(
 def load_average() -> str:
     """The machine's 1-minute load average: other work shares the cores."""
     return f"{os.getloadavg()[0]:.2f}"
+
+
+def libfaketime(threaded: bool = False) -> str:
+    """
+    Where libfaketime's preload library is, for a process whose clock a
+    benchmark sets wrong; a one-line exit when it is not installed.
+
+    Debian installs it under the architecture's library directory
+    (``MULTIARCH``, as Python itself was built for); ``threaded`` asks for
+    the build that a process with threads (a JVM) needs.
+    """
+    name = "libfaketimeMT.so.1" if threaded else "libfaketime.so.1"
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    for directory in (Path("/usr/lib", multiarch), Path("/usr/lib")):
+        if (directory / "faketime" / name).is_file():
+            return str(directory / "faketime" / name)
+    raise SystemExit(f"{name} not found: install libfaketime (Debian's package)")
 
 
 def table(rows: Sequence[tuple[str, str]], title: str) -> str:

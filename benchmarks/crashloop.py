@@ -41,6 +41,7 @@ from common import (
     Agent,
     Instance,
     agent_config,
+    libfaketime,
     load_average,
     machine,
     start_redis_servers,
@@ -52,7 +53,6 @@ from common import (
 from kazoo.client import KazooClient
 
 ROOT = "/sentinel"
-FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
 def parse_args() -> argparse.Namespace:
@@ -204,7 +204,7 @@ def run_once(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         environment = dict(os.environ)
         if args.clock_back:
             os.environ.update(
-                LD_PRELOAD=FAKETIME,
+                LD_PRELOAD=libfaketime(),
                 FAKETIME=f"-{args.clock_back:g}",
                 FAKETIME_DONT_FAKE_MONOTONIC="1",
             )
@@ -232,6 +232,8 @@ def run_once(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def main() -> int:
     """Run the loops, print the table, stop everything started."""
     args = parse_args()
+    if args.clock_back:
+        libfaketime()  # a one-line exit now, not after the servers started
     stop_on_sigterm()
     rows = [
         ("machine", machine()),

@@ -58,6 +58,7 @@ from common import (
     Agent,
     Instance,
     agent_config,
+    libfaketime,
     load_average,
     start_redis_servers,
     stop_on_sigterm,
@@ -69,7 +70,6 @@ from tests.gaps import NodeWatch
 from tests.servers import EnsembleMember, ZooKeeperEnsemble
 
 ROOT = "/sentinel"
-LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 ATTACKS = (
     "leader-kill", "leader-stop", "agent-server-stop", "quorum", "rolling",
     "skew", "bad-name", "bad-port", "agent-skew",
@@ -286,10 +286,12 @@ def main() -> int:
     # The readers' own reconnections are not what is measured.
     logging.getLogger("kazoo").setLevel(logging.CRITICAL)
     workdir = Path(tempfile.mkdtemp(prefix="sentinel-ensemble-"))
+    # Checked before anything starts: a missing library is a one-line exit.
+    faketime = libfaketime(threaded=True) if "skew" in args.attack else ""
     clocks = {}
     if args.attack == "skew":
         clocks[3] = {
-            "LD_PRELOAD": LIBFAKETIME,
+            "LD_PRELOAD": faketime,
             "FAKETIME": f"{args.skew:+g}s",
             "FAKETIME_DONT_FAKE_MONOTONIC": "1",
         }
@@ -329,7 +331,7 @@ def main() -> int:
             own = wrapper
             if args.attack == "agent-skew" and label == labels[0]:
                 own = [
-                    "env", f"LD_PRELOAD={LIBFAKETIME}", f"FAKETIME=-{args.skew:g}s",
+                    "env", f"LD_PRELOAD={faketime}", f"FAKETIME=-{args.skew:g}s",
                     "FAKETIME_DONT_FAKE_MONOTONIC=1",
                 ]  # fmt: skip
             agent = Agent(workdir, config, label, wrapper=own)
