@@ -104,6 +104,8 @@ class ArrayLimit:
 HELLO_LIMIT = ArrayLimit(elements=128, size=8192, depth=4)
 
 _REPLY_TYPES = frozenset("+-:$*")
+# The digits of the longest integer reply (a signed 64-bit number).
+_INT64_DIGITS = 19
 
 
 class ProtocolError(txredisapi.RedisError):  # type: ignore[misc]
@@ -648,13 +650,18 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         elif not self.replyQueue.waiting:
             self.reject(f"unexpected reply: {line[:40]!r}")
         elif self.multi_bulk.pending is not None:
-            if self._element_fits(kind, line):
+            if self._element_fits(kind, line) and (
+                kind != ":" or self._integer_fits(line)
+            ):
                 super().lineReceived(line)
         elif kind == "*":
             if self._array_fits(line):
                 super().lineReceived(line)
         elif kind == "-":
             super().lineReceived(printable(line, 1 + MAX_ERROR_TEXT))
+        elif kind == ":":
+            if self._integer_fits(line):
+                super().lineReceived(line)
         elif kind != "$" or self._bulk_fits(line):
             super().lineReceived(line)
         # True stops LineReceiver's loop over what it has buffered: after a
@@ -670,6 +677,19 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
             self.reject(f"not a Redis reply: {line[:40]!r}")
             return None
         return int(text)
+
+    def _integer_fits(self, line: str) -> bool:
+        # An integer reply is a signed 64-bit number in ASCII digits. Else
+        # txredisapi's int() would take a sign, spaces, underscores and
+        # other scripts' digits, and what it cannot read would become an
+        # error quoting the whole line, controls and all, into the log,
+        # ZooKeeper and the page.
+        text = line[1:]
+        digits = text[1:] if text[:1] == "-" else text
+        if digits.isascii() and digits.isdigit() and len(digits) <= _INT64_DIGITS:
+            return True
+        self.reject(f"not a Redis reply: {line[:40]!r}")
+        return False
 
     def _bulk_fits(self, line: str) -> bool:
         length = self._length(line)

@@ -355,6 +355,50 @@ class CapTests(SynchronousTestCase):
         [error] = replies.replies
         self.assertEqual(str(error), "LOADING Redis is loading the dataset in memory")
 
+    def test_integer_reply_not_resp(self) -> None:
+        """
+        An integer reply is ASCII digits, signed, at most 64 bits: any other
+        is not RESP (txredisapi's int() would take a sign, spaces,
+        underscores and other scripts' digits, and quote what it cannot
+        read whole, controls and all, into the error), as a reply or an
+        element of an array. The violation quotes its start, escaped.
+        """
+        for line in (
+            b":P\x01\x00ONG\r",  # Found by the fuzzer.
+            b":\x1b[2J\x1b[31mred" + b"A" * 3000,
+            b": 12",
+            b":+5",
+            b":1_0",
+            ":\u0663".encode(),
+            b":" + b"9" * 20,
+            b":",
+        ):
+            c = Connection()
+            replies = c.ask(exists_command("drain"))
+            c.receive(line + b"\r\n")
+            [reason] = c.violations
+            self.assertEqual(reason, f"not a Redis reply: {line.decode()[:40]!r}")
+            self.assertTrue(reason.isprintable())
+            self.assertIsInstance(replies.replies[0], ProtocolError)
+            self.assertTrue(c.dropped)
+            c = Connection()
+            array = ArrayReplies()
+            c.ask_all(HELLO, array)
+            c.receive(b"*2\r\n$2\r\nid\r\n" + line + b"\r\n")
+            self.assertEqual(len(c.violations), 1)
+            self.assertIsInstance(array.replies[0], ProtocolError)
+        c = Connection()
+        for line, number in (
+            (b":0", 0),
+            (b":-1", -1),
+            (b":9223372036854775807", 2**63 - 1),
+            (b":-9223372036854775808", -(2**63)),
+        ):
+            replies = c.ask(exists_command("drain"))
+            c.receive(line + b"\r\n")
+            self.assertEqual(replies.replies, [number])
+        self.assertEqual(c.violations, [])
+
     def test_endless_line(self) -> None:
         """
         Bytes without an end of line, a read at a time: refused once past
