@@ -850,10 +850,16 @@ class RedisProbe:
                 return protocol
             if isinstance(reply, ProtocolError):
                 raise _ConnectFailed(str(reply))  # Already dropped.
+            if not isinstance(reply, Exception):
+                # A reply of the wrong kind (a status other than OK, a bulk):
+                # no Redis answers AUTH so. Described, not quoted: its text
+                # would go on, controls and all, to the log, ZooKeeper and
+                # the page.
+                error = f"unexpected reply to AUTH: {describe_reply(reply)}"
+                protocol.reject(error)
+                raise _ConnectFailed(error)
             protocol.drop()
-            if (
-                isinstance(reply, Exception) and not isinstance(reply, ResponseError)
-            ) or turned_away(reply):
+            if not isinstance(reply, ResponseError) or turned_away(reply):
                 # Lost while AUTH waited (a refused client certificate, with
                 # TLS 1.3, says so then), or turned away at accept (a full
                 # server): not a verdict on the password.

@@ -1010,6 +1010,38 @@ class AuthTests(SynchronousTestCase):
             [event] = events
             self.assertIn("needs no password", event["log_format"])  # type: ignore[operator]
 
+    def test_auth_reply_of_the_wrong_kind(self) -> None:
+        """
+        A reply to AUTH that is neither OK nor an error (a status line with
+        controls in it, a bulk of 60,000 bytes) breaks the protocol: the
+        error describes it briefly, printable, rather than quoting it into
+        the log, ZooKeeper and the page, and the connection goes.
+        """
+        for reply, error in (
+            (  # Found by the fuzzer.
+                b"+PONG\rNP=+O\x01G\n\r\n",
+                "unexpected reply to AUTH: 'PONG\\rNP=+O\\x01G\\n'",
+            ),
+            (
+                b"$60000\r\n" + b"C" * 60000 + b"\r\n",
+                "unexpected reply to AUTH: a bulk of 60000 bytes",
+            ),
+            (b":1\r\n", "unexpected reply to AUTH: '1'"),
+            (b"$-1\r\n", "unexpected reply to AUTH: a null bulk"),
+        ):
+            h = Harness(password="s3cret")
+            d = h.check()
+            h.accept()
+            h.sent()
+            h.reply(reply)
+            self.assertEqual(
+                self.successResultOf(d), Observation(ok=False, error=error)
+            )
+            self.assertTrue(error.isprintable())
+            self.assertFalse(h.probe.connected)
+            self.assertTrue(h.transport.disconnecting)  # type: ignore[union-attr]
+            self.assertEqual(h.probe._reconnects.violation, error)
+
     def test_turned_away_is_no_auth_failure(self) -> None:
         """
         A server that turns the connection away at accept answers AUTH with
