@@ -1609,7 +1609,10 @@ class RedisProbe:
             error = f"unexpected reply to {command}: {describe_reply(reply)}"
             protocol.reject(error)
         else:
-            error = str(reply)
+            # An error reply says which error it is, or the check's error
+            # says that it did not (``-`` alone; or ``-ERR``, whose code
+            # txredisapi drops): an error left empty says nothing.
+            error = str(reply) or f"an error reply to {command} without text"
             if not isinstance(reply, ResponseError) or turned_away(reply):
                 # The connection was lost or broke the protocol, or the
                 # server turned it away and closes it: its reason stays the

@@ -367,6 +367,22 @@ class ReplyTests(SynchronousTestCase):
         h.reply(b"$%d\r\n%s\r\n" % (len(data), data))
         self.failureResultOf(d, ZeroDivisionError)
 
+    def test_error_reply_without_text(self) -> None:
+        """
+        An error reply without text (``-`` alone, found by the fuzzer; or
+        ``-ERR``, whose code txredisapi drops) fails the check with an
+        error that says so, never an empty one; the connection stays.
+        """
+        h = self.connected()
+        for reply in (b"-\r\n", b"-ERR\r\n"):
+            d = h.check()
+            h.reply(reply)
+            self.assertEqual(
+                self.successResultOf(d),
+                Observation(ok=False, error="an error reply to PING without text"),
+            )
+            self.assertTrue(h.probe.connected)
+
 
 class TimeoutTests(SynchronousTestCase):
     """Cancelling a check (the monitor's deadline) ends it as a timeout."""
