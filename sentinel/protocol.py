@@ -597,14 +597,15 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
     def dataReceived(self, data: bytes, unpause: bool = False) -> None:
         # Fast path: the common reply, handed to the command waiting without
         # the line parser, when nothing half read is buffered (the line
-        # buffer, private to txredisapi's LineReceiver, is empty) and no bulk
-        # is being read. No multi-bulk reply is ever accepted, so none is
-        # half assembled.
+        # buffer, private to txredisapi's LineReceiver, is empty), no bulk
+        # is being read and no multi-bulk reply (HELLO's) half assembled:
+        # there, ``+PONG`` is one of its elements.
         if (
             data == PONG_REPLY
             and self.replyQueue.waiting
             and not self._LineReceiver__buffer
             and self.line_mode
+            and self.multi_bulk.pending is None
         ):
             self.replyQueue.waiting.pop(0).callback("PONG")
             return
@@ -722,9 +723,13 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         return self._within(limit)
 
     def _element_fits(self, kind: str, line: str) -> bool:
-        # One more element of the multi-bulk reply being read.
+        # One more element of the multi-bulk reply being read. Its waiter
+        # was handed a reply before the array was complete (txredisapi
+        # hands ``+QUEUED`` on wherever it is): the rest is not in step.
         limit = self._array_limit()
-        assert limit is not None  # Its first line was allowed.
+        if limit is None:
+            self.reject(f"unexpected reply: {line[:40]!r}")
+            return False
         factory = self.factory
         factory.array_bytes -= len(line) + 2
         if kind == "$" or kind == "*":

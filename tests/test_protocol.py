@@ -302,6 +302,41 @@ class ForgetTests(SynchronousTestCase):
         self.assertEqual(c.violations, [])
         self.assertFalse(c.dropped)
 
+    def test_pong_inside_a_forgotten_array(self) -> None:
+        """
+        ``+PONG`` read alone while HELLO's forgotten array is half read is
+        one of its elements, not the reply of the next command waiting:
+        the array's end is read in step, and no exception escapes the
+        parser (it raised AssertionError).
+        """
+        c = Connection()
+        c.ask_all(PING + HELLO, Replies(), ArrayReplies())
+        self.assertTrue(c.protocol.forget_replies())
+        later = c.ask()
+        for data in (b"+PONG\r\n", b"*2\r\n", b"+PONG\r\n", b"$4\r\nrole\r\n"):
+            c.receive(data)
+        self.assertEqual(later.replies, [])
+        c.receive(b"+PONG\r\n")
+        self.assertEqual(later.replies, ["PONG"])
+        self.assertEqual(c.violations, [])
+        self.assertFalse(c.dropped)
+
+    def test_queued_inside_an_array(self) -> None:
+        """
+        ``+QUEUED`` inside an array (txredisapi hands it on as a reply of
+        its own, wherever it is) leaves the rest of the array out of step:
+        a violation, not an exception from the parser.
+        """
+        c = Connection()
+        c.ask_all(PING + HELLO, Replies(), ArrayReplies())
+        self.assertTrue(c.protocol.forget_replies())
+        later = c.ask()
+        c.receive(b"+PONG\r\n*2\r\n+QUEUED\r\n$4\r\nrole\r\n")
+        self.assertEqual(c.violations, ["unexpected reply: '$4'"])
+        [error] = later.replies
+        self.assertIsInstance(error, ProtocolError)
+        self.assertTrue(c.dropped)
+
     def test_once_until_they_come(self) -> None:
         """
         While forgotten replies are still out, nothing more is forgotten
