@@ -640,6 +640,16 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         except UnicodeDecodeError:
             # LineReceiver decodes each line before lineReceived sees it.
             self.reject("not a Redis reply: undecodable bytes")
+            return
+        if self.connected and not self.replyQueue.waiting:
+            # Part of a line that no command waits for breaks the protocol
+            # when it comes, as a whole line does (`lineReceived`): kept
+            # until its line ended, it was read as the start of the next
+            # check's reply.
+            rest = self._LineReceiver__buffer
+            if rest:
+                text = rest[:40].decode("utf-8", "replace")
+                self.reject(f"unexpected reply: {text!r}")
 
     def lineReceived(self, line: str) -> bool:
         # Every line read in line mode starts a reply or an element of the

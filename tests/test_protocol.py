@@ -183,6 +183,23 @@ class AskedForTests(SynchronousTestCase):
         self.assertEqual(replies.replies, ["PONG"])
         self.assertViolation(c, "unexpected reply: '+PONG'")
 
+    def test_part_of_a_line_nobody_asked_for(self) -> None:
+        """
+        Part of a line that no command waits for (after the last reply, in
+        its read or later; found by the fuzzer) is a violation when it
+        comes, not the start of the next check's reply.
+        """
+        for reads in ([b"+PONG\r\n\x00\x00\x00"], [b"+PONG\r\n", b"\x00\x00\x00"]):
+            c = Connection()
+            replies = c.ask()
+            for data in reads:
+                c.receive(data)
+            self.assertEqual(replies.replies, ["PONG"])
+            self.assertViolation(c, "unexpected reply: '\\x00\\x00\\x00'")
+        c = Connection()
+        c.receive(b"+PO")
+        self.assertViolation(c, "unexpected reply: '+PO'")
+
     def test_flood_parses_one_line_past_the_reply(self) -> None:
         """
         A read full of replies nobody asked for: the parser stops at the
