@@ -77,6 +77,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
+from werkzeug.exceptions import BadHost
 from zope.interface import implementer
 
 from sentinel.group import Group, GroupMetrics
@@ -159,15 +160,24 @@ class BoundedRequest(Request):
 
     def render(self, resrc: Any) -> None:
         # Klein logs a traceback for every URL or Host header that is not
-        # UTF-8 (its routes are text): a client looping on one would fill
-        # the log, which no other request writes to. Answered here instead.
+        # UTF-8 (its routes are text), or Host header that is no host
+        # name: a client looping on one would fill the log, which no other
+        # request writes to. Answered here instead.
         where = _not_utf8(b"/".join(self.postpath or ()), "path") or _not_utf8(
             self.getRequestHostname(), "Host header"
         )
-        if where is None:
-            super().render(resrc)
+        if where is not None:
+            self._answer_error(400, f"the {where} is not UTF-8")
             return
-        self._answer_error(400, f"the {where} is not UTF-8")
+        try:
+            super().render(resrc)
+        except BadHost:
+            # A Host header that is no host name to IDNA (an empty label,
+            # as in ``.x``, or one over 63 characters), which werkzeug
+            # refuses as Klein binds its routes, before any route runs and
+            # out of reach of the app's error handlers: a logged traceback
+            # and a 500 for every such request.
+            self._answer_error(400, "the Host header is not a host name")
 
     def _handleStar(self) -> None:
         # Twisted answers OPTIONS * with an empty 200 and any other method

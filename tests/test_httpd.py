@@ -212,6 +212,35 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual([formatEvent(e) for e in events], [])
 
+    def test_host_that_is_no_host_name(self) -> None:
+        """
+        A Host header that is no host name to IDNA (found by the fuzzer: a
+        second Host header, ``.*``; an empty label; one over 63
+        characters), which werkzeug refuses before any route runs, is a
+        400 with a JSON error, logging nothing (it was a logged traceback
+        and a 500); the connection goes on.
+        """
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        client = Connection(self.site)
+        assert client.protocol is not None
+        for host in (b"agent\r\nHost: .*", b"a..b", b"x" * 64 + b".example:6060"):
+            client.protocol.dataReceived(
+                b"GET /metrics HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+            )
+            self.clock.advance(0)
+        client.request("/healthz")
+        answers = responses(client.output())
+        error = {"error": "the Host header is not a host name"}
+        self.assertEqual(
+            [(code, json.loads(body)) for code, _, body in answers[:3]],
+            [(400, error)] * 3,
+        )
+        self.assertEqual(answers[3][0], 200)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual([formatEvent(e) for e in events], [])
+
     def test_asterisk_target(self) -> None:
         """
         OPTIONS * is a 405 with a JSON error and ``Allow``, as OPTIONS on
