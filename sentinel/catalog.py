@@ -100,12 +100,20 @@ def parse_catalog_node_name(name: str) -> CatalogPart | None:
     if len(fields) != 5:
         return None
     agent_id, digest, token, index, count = fields
-    if not (index.isdigit() and count.isdigit()) or not agent_id:
+    if not (_small_number(index) and _small_number(count)) or not agent_id:
         return None
     part = CatalogPart(agent_id, digest, token, int(index), int(count))
     if not 0 <= part.index < part.count <= MAX_CATALOG_BYTES // CATALOG_PART_BYTES + 1:
         return None
     return part
+
+
+def _small_number(text: str) -> bool:
+    # A child's name is anyone's: int() refused a digit that is not ASCII
+    # ("²" is a digit to isdigit) and more than 4,300 digits, and the
+    # ValueError failed every member's listing, for as long as the node
+    # stayed.
+    return text.isascii() and text.isdigit() and len(text) <= 9
 
 
 class BadCatalog(Exception):

@@ -267,6 +267,14 @@ class CatalogTests(SynchronousTestCase):
         for other in ("x", "a.b.c.d", "a.b.c.3.2", "a.b.c.x.1", ".d.t.0.1"):
             self.assertIsNone(parse_catalog_node_name(other), other)
 
+    def test_node_names_of_other_digits(self) -> None:
+        """
+        A name whose index or count is no plain number (a digit that is not
+        ASCII, more digits than int() reads) is no catalog part, not an error.
+        """
+        for other in ("a.d.t.0.\u00b2", "a.d.t.\u00b9.2", "a.d.t.0." + "9" * 5000):
+            self.assertIsNone(parse_catalog_node_name(other), other[:20])
+
 
 class SettingsTests(SynchronousTestCase):
     """zookeeper.replicas and zookeeper.quorum."""

@@ -968,6 +968,19 @@ class CatalogSquatterTests(SynchronousTestCase):
             self.assertIn("a persistent node", reason)
         self.flushLoggedErrors()
 
+    def test_catalog_named_with_another_digit_ignored(self) -> None:
+        """
+        A node under {root}/catalogs named like a part but for a digit
+        that is not ASCII ("²") is no catalog: every member's listing
+        still succeeds, and a member joining is seen by the others.
+        """
+        self.fleet.server.put(f"{ROOT}/catalogs/evil.00ff.0000.0.\u00b2", b"", 0)
+        self.fleet.add("c", NAMES).start()
+        self.fleet.run(3.0)
+        for member in self.fleet.members.values():
+            self.assertIsNone(member.group.membership.last_error)
+        self.assert_one_view("abc")
+
     def test_catalogs_kept_are_bounded(self) -> None:
         """
         A live member whose catalog would take the names kept over
