@@ -44,6 +44,7 @@ from kazoo.exceptions import KazooException, NoNodeError
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
 
+from sentinel.checks import finite
 from sentinel.zk import ZooKeeper
 
 # Seconds this agent's clock may be off ZooKeeper's: far more than NTP
@@ -194,13 +195,16 @@ class ClockSkew:
         if stat.mzxid >> 32 != self._epoch:
             return None
         try:
-            written = json.loads(data)["heartbeat_at"]
+            said = json.loads(data)["heartbeat_at"]
         except (ValueError, TypeError, KeyError, RecursionError):
             # Not an agent node we can read (a squatter's, deeply nested).
             return None
-        if not isinstance(written, (int, float)) or isinstance(written, bool):
+        # A time, or nothing to compare: an integer too large for a float
+        # raised OverflowError, which ended the whole comparison.
+        written = finite(said)
+        if written is None:
             return None
-        return float(written) - float(stat.mtime) / 1000.0
+        return written - float(stat.mtime) / 1000.0
 
     def _judged(self) -> None:
         off = self.zookeeper_off()

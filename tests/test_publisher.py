@@ -1251,6 +1251,28 @@ class ClockSkewTests(PublisherHarness):
         self.assertIsNone(self.publisher.unhealthy_reason())
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_agent_nodes_of_no_time_not_compared(self) -> None:
+        """
+        Agent nodes whose ``heartbeat_at`` is a number but no time (an
+        integer too large for a float, Infinity, NaN) are left out, and the
+        other agents' still count: ZooKeeper's clock is found off, without
+        an error logged.
+        """
+        self.skewed_zookeeper(30.0)
+        self.start()
+        for name, data in (
+            ("squat-1", b'{"heartbeat_at": 1' + b"0" * 400 + b"}"),
+            ("squat-2", b'{"heartbeat_at": Infinity}'),
+            ("squat-3", b'{"heartbeat_at": NaN}'),
+        ):
+            self.zk.server.put(f"{ROOT}/agents/{name}", data, owner=77)
+        self.other_agent("agent-2", 0.0)
+        self.clock.advance(HEARTBEAT)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        clock = self.publisher.stats()["clock"]
+        self.assertEqual((clock["others_compared"], clock["others_agreeing"]), (1, 1))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
 
 class StaleStateTests(PublisherHarness):
     """
