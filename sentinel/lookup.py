@@ -89,14 +89,17 @@ def names_no_host(address: str) -> bool:
     Whether `address` is the unspecified one (0.0.0.0, ::), which a hosts
     file or a filtering name server gives a blocked name. Connecting to it
     reaches this host: the agent would check its own Redis under another
-    instance's name, and publish that.
+    instance's name, and publish that. So does 0.0.0.0 mapped into IPv6
+    (``::ffff:0.0.0.0``), which Python does not call unspecified.
     """
     try:
-        return ipaddress.ip_address(address).is_unspecified
+        ip = ipaddress.ip_address(address)
     except ValueError:
         # One Twisted takes for an address but Python does not ("::1%",
         # an empty scope): whatever it is, not the unspecified one.
         return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_unspecified or (mapped is not None and mapped.is_unspecified)
 
 
 def _blocked(source: str, address: str) -> LookupFailed:

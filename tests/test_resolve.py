@@ -599,6 +599,27 @@ class NameLookupTests(SynchronousTestCase):
             "the name server answered ::, which names no host (a blocked name?)",
         )
 
+    def test_mapped_unspecified_answer_refused(self) -> None:
+        """
+        An AAAA answer of 0.0.0.0 mapped into IPv6 (``::ffff:0.0.0.0``, a
+        fuzzed answer) gives no address either: connecting to it reaches
+        this host as 0.0.0.0 does. A mapped address that names a host is
+        still the answer.
+        """
+        for address in ("::ffff:0.0.0.0", "::ffff:0:0"):
+            d = self.lookup.lookup("ads6.example")
+            self.last().reply()
+            self.last().reply(answers=(aaaa("ads6.example", address),))
+            self.assertEqual(
+                self.reason(d),
+                "the name server answered ::ffff:0.0.0.0, which names no host "
+                "(a blocked name?)",
+            )
+        d = self.lookup.lookup("mapped.example")
+        self.last().reply()
+        self.last().reply(answers=(aaaa("mapped.example", "::ffff:192.0.2.1"),))
+        self.assertEqual(self.successResultOf(d).address, "::ffff:192.0.2.1")
+
     def test_ipv6_only_when_no_ipv4(self) -> None:
         """No A record: AAAA is asked, and its address used."""
         d = self.lookup.lookup("redis.example")
@@ -885,7 +906,7 @@ class NameLookupTests(SynchronousTestCase):
         that address is the answer.
         """
         with open(self.hosts, "a") as f:
-            f.write("0.0.0.0 ads.example\n:: ads.example\n")
+            f.write("0.0.0.0 ads.example\n:: ads.example\n::ffff:0.0.0.0 ads.example\n")
             f.write("0.0.0.0 both.example\n192.0.2.9 both.example\n")
         self.reactor.advance(lookup_module.HOSTS_CHECK_SECONDS)
         with self.assertRaises(LookupFailed) as raised:
