@@ -26,6 +26,8 @@ from json.decoder import scanstring  # type: ignore[attr-defined]
 
 import attr
 
+from sentinel.checks import znode_name_problem
+
 # A catalog is compressed and cut into parts of at most this size: within
 # ZooKeeper's default 1 MB limit (jute.maxbuffer) on one node's data.
 CATALOG_PART_BYTES = 512 * 1024
@@ -100,7 +102,12 @@ def parse_catalog_node_name(name: str) -> CatalogPart | None:
     if len(fields) != 5:
         return None
     agent_id, digest, token, index, count = fields
-    if not (_small_number(index) and _small_number(count)) or not agent_id:
+    if not (_small_number(index) and _small_number(count)):
+        return None
+    if znode_name_problem(agent_id) is not None:
+        # No agent's id ("." from "..digest.token.0.1"): its agent node's
+        # path, {root}/agents/., raised ValueError in kazoo, which failed
+        # every member's listing when the id had two catalogs.
         return None
     part = CatalogPart(agent_id, digest, token, int(index), int(count))
     if not 0 <= part.index < part.count <= MAX_CATALOG_BYTES // CATALOG_PART_BYTES + 1:

@@ -50,6 +50,7 @@ from kazoo.exceptions import (
     NoNodeError,
     NotEmptyError,
 )
+from kazoo.protocol.paths import normpath
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeStat
 from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions
 from twisted.internet.defer import Deferred, fail, succeed
@@ -586,6 +587,11 @@ class FakeZooKeeper:
         self.history.append((kind, path))
         if self.state == STOPPED:
             return fail(ConnectionClosedError("not started"))
+        try:
+            # kazoo refuses a path with a "." or ".." segment before sending.
+            normpath(path)
+        except ValueError as e:
+            return fail(e)
         for i, (failing, failing_path, error) in enumerate(self._failures):
             if failing == kind and failing_path in (None, path):
                 del self._failures[i]

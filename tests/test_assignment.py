@@ -275,6 +275,14 @@ class CatalogTests(SynchronousTestCase):
         for other in ("a.d.t.0.\u00b2", "a.d.t.\u00b9.2", "a.d.t.0." + "9" * 5000):
             self.assertIsNone(parse_catalog_node_name(other), other[:20])
 
+    def test_node_names_of_no_agent_id(self) -> None:
+        """
+        A name whose agent id no agent can have (".", "..", a control
+        character) is no catalog part: that id names no agent node.
+        """
+        for other in ("..d.t.0.1", "...d.t.0.1", "a\x7f.d.t.0.1"):
+            self.assertIsNone(parse_catalog_node_name(other), other)
+
 
 class SettingsTests(SynchronousTestCase):
     """zookeeper.replicas and zookeeper.quorum."""

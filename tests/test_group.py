@@ -974,7 +974,23 @@ class CatalogSquatterTests(SynchronousTestCase):
         that is not ASCII ("²") is no catalog: every member's listing
         still succeeds, and a member joining is seen by the others.
         """
-        self.fleet.server.put(f"{ROOT}/catalogs/evil.00ff.0000.0.\u00b2", b"", 0)
+        self.joined_beside(["evil.00ff.0000.0.\u00b2"])
+
+    def test_catalogs_of_the_agent_id_dot_ignored(self) -> None:
+        """
+        Two catalogs named for the agent "." (``..digest.token.0.1``: no
+        agent's id, and {root}/agents/. no path) are no catalogs: every
+        member's listing still succeeds, and a member joining is seen.
+        """
+        self.joined_beside(["..00ff.0000.0.1", "..ff00.0000.0.1"])
+
+    def joined_beside(self, names: list[str]) -> None:
+        """
+        Nodes `names` under {root}/catalogs, then a member "c" joining:
+        every member's listings succeed, and all see one view.
+        """
+        for name in names:
+            self.fleet.server.put(f"{ROOT}/catalogs/{name}", b"", 0)
         self.fleet.add("c", NAMES).start()
         self.fleet.run(3.0)
         for member in self.fleet.members.values():
