@@ -454,6 +454,13 @@ class Group:
                 f"({unreadable[agent]}); it is left out"
                 + (f" (and {more} other member(s)' too)" if more else "")
             )
+        failing = self.membership.failing()
+        if failing is not None:
+            seconds, error = failing
+            reasons.append(
+                f"group: the membership cannot be listed ({error}) for "
+                f"{seconds:.0f} s; members that joined or left since are not seen"
+            )
         if not self.membership.viewed:
             reasons.append("group: membership not known yet; observing nothing")
         return "; ".join(reasons) or None

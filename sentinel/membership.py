@@ -98,6 +98,10 @@ SETTLE = 0.5
 # MAX_RETRY_DELAY.
 RETRY_DELAY = 1.0
 MAX_RETRY_DELAY = 30.0
+# Seconds a listing may keep failing before /healthz says so: the view
+# is then as old as the last listing that succeeded, and members that
+# joined or left since are not in it.
+LISTING_FAILING_AFTER = 5.0
 # Catalogs read at once.
 READS_IN_FLIGHT = 16
 # The names all members' catalogs kept may hold together: ten times the
@@ -182,6 +186,8 @@ class Membership:
         self.listings = 0
         self.catalog_reads = 0
         self.last_error: str | None = None
+        # Since when listings have failed in a row (`failing`).
+        self._failing_since: float | None = None
         zk.add_listener(self._zk_state)
 
     # Lifecycle
@@ -282,7 +288,7 @@ class Membership:
         # settle time from when they were seen, not from now.
         since, self._unlisted_since = self._unlisted_since, None
         d = Deferred.fromCoroutine(self._read_listing(since))
-        d.addErrback(self._failed)
+        d.addCallbacks(self._succeeded, self._failed)
         d.addBoth(self._listed)
 
     def _listed(self, _: object) -> None:
@@ -290,12 +296,37 @@ class Membership:
         if self._list_again and self.running:
             self._list_soon()
 
+    def _succeeded(self, _: object) -> None:
+        if self._failing_since is not None:
+            log.info(
+                "group membership: {path} listed again after {seconds:.1f} s",
+                path=self.path,
+                seconds=self._reactor.seconds() - self._failing_since,
+            )
+        self._failing_since = self.last_error = None
+
     def _failed(self, failure: Failure) -> None:
         error = f"{self.path}: {failure.type.__name__ if failure.type else 'error'}"
         if error != self.last_error:
             log.warn("group membership: cannot read {error}; retrying", error=error)
         self.last_error = error
+        if self._failing_since is None:
+            self._failing_since = self._reactor.seconds()
         self._retry(RETRY_DELAY)
+
+    def failing(self) -> tuple[float, str] | None:
+        """
+        For how long listings have failed in a row, and the last error,
+        once that is `LISTING_FAILING_AFTER` or more; else None. Only the
+        log said so before: a node under {root}/catalogs whose name a
+        listing could not take failed every member's listings for as long
+        as it stayed, and their /healthz stayed at 200 with a view that
+        no longer changed.
+        """
+        if self._failing_since is None or self.last_error is None:
+            return None
+        failing = self._reactor.seconds() - self._failing_since
+        return (failing, self.last_error) if failing >= LISTING_FAILING_AFTER else None
 
     def _retry(self, delay: float) -> None:
         """List (and read what is missing) again in `delay` seconds."""

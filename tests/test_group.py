@@ -984,6 +984,38 @@ class CatalogSquatterTests(SynchronousTestCase):
         """
         self.joined_beside(["..00ff.0000.0.1", "..ff00.0000.0.1"])
 
+    def test_listing_failing_fails_healthz(self) -> None:
+        """
+        A listing of {root}/catalogs that keeps failing on something no
+        rule foresaw (a name the listing cannot take, as two squatters'
+        names once did) fails /healthz once it has failed for
+        LISTING_FAILING_AFTER, naming the error, and no longer once a
+        listing succeeds again.
+        """
+        broken = [True]
+        complete = membership_module._complete_catalogs
+
+        def listing(children: list[str]) -> Any:
+            if broken[0]:
+                raise ValueError("a name no rule foresaw")
+            return complete(children)
+
+        self.patch(membership_module, "_complete_catalogs", listing)
+        self.fleet.add("c", NAMES).start()
+        self.fleet.run(membership_module.LISTING_FAILING_AFTER - 1.0)
+        for member in self.fleet.members.values():
+            self.assertNotIn("cannot be listed", member.group.unhealthy_reason() or "")
+        self.fleet.run(2.0)
+        for member in self.fleet.members.values():
+            reason = member.group.unhealthy_reason() or ""
+            self.assertIn("the membership cannot be listed", reason)
+            self.assertIn("ValueError", reason)
+        broken[0] = False
+        self.fleet.run(2.0)
+        for member in self.fleet.members.values():
+            self.assertIsNone(member.group.unhealthy_reason())
+        self.assert_one_view("abc")
+
     def joined_beside(self, names: list[str]) -> None:
         """
         Nodes `names` under {root}/catalogs, then a member "c" joining:
