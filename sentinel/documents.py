@@ -303,6 +303,15 @@ def previous_verdict(data: bytes) -> dict[str, Any] | None:
         return None
     if document.get("status") not in (UP, DOWN):
         return None
+    try:
+        # It is written again under the new primary's name: JSON that
+        # readers in other languages refuse (NaN, Infinity, a number past
+        # a float's range) would be published as ours, and a nesting past
+        # the encoder's depth would fail the takeover. No agent writes
+        # either: such a node is anyone's, as garbage is.
+        json.dumps(document, allow_nan=False)
+    except (ValueError, RecursionError):
+        return None
     return document
 
 

@@ -22,6 +22,7 @@ from sentinel.documents import (
     member_identity,
     member_prefix,
     nerve_member,
+    previous_verdict,
     said_refresh,
     serverset_member,
     status_since,
@@ -163,6 +164,26 @@ class StatusSinceTests(SynchronousTestCase):
             b"[" * 10_000,
         ):
             self.assertIsNone(status_since(stored), stored)
+
+
+class PreviousVerdictTests(SynchronousTestCase):
+    """Another agent's instance node, as a new primary takes it over."""
+
+    def test_taken(self) -> None:
+        """A status and the agent that wrote it: taken as they are."""
+        stored = b'{"status": "up", "agent": "b", "latency_ms": 0.4, "since": 1.0}'
+        self.assertEqual(previous_verdict(stored), json.loads(stored))
+
+    def test_not_json_once_written_again(self) -> None:
+        """
+        A document with a number that standard JSON has no spelling for
+        (NaN, Infinity, one past a float's range) is no verdict: written
+        again under the new primary's name, it was published as ours, and
+        readers in other languages refuse it.
+        """
+        for value in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
+            stored = b'{"status": "up", "agent": "b", "latency_ms": ' + value + b"}"
+            self.assertIsNone(previous_verdict(stored), value)
 
 
 class SaidRefreshTests(SynchronousTestCase):
