@@ -122,6 +122,9 @@ class Group:
             settle=settle,
             on_stir=self._stirred,
             on_own_listed=lambda found: self.publishing.own_catalog_listed(found),
+            on_restart=lambda agent, created: self.publishing.member_restarted(
+                agent, created
+            ),
         )
         # The publisher's part in the group: what it writes, by role.
         self.publishing = publisher.join_group(

@@ -60,6 +60,12 @@ everything it knows.
 
 While ZooKeeper is unreachable the last view stays: the instances keep
 their observers rather than move on a guess.
+
+A member's catalog chosen anew with another token than before is a new
+process holding its session (`on_restart`, with the zxid that made the
+catalog): the opinions its predecessor wrote on that session are no
+longer anyone's word once the new process has had time to write its own
+(`sentinel.opinions`).
 """
 
 from __future__ import annotations
@@ -128,6 +134,7 @@ class Membership:
         settle: float = SETTLE,
         on_stir: Callable[[], None] | None = None,
         on_own_listed: Callable[[Collection[tuple[str, str]]], None] | None = None,
+        on_restart: Callable[[str, int], None] | None = None,
     ) -> None:
         """
         @param on_stir: called as soon as ZooKeeper says the membership may
@@ -135,6 +142,9 @@ class Membership:
         @param on_own_listed: called with the (digest, token) of each of
             this agent's own complete catalogs at every listing, for the
             publisher to write its own again if it is not among them.
+        @param on_restart: called with a member's id and the zxid that
+            created its new catalog when the catalog chosen for it is
+            another process's than before (`_restarted`).
         """
         self._reactor = reactor
         self.zk = zk
@@ -145,6 +155,10 @@ class Membership:
         self._on_view = on_view
         self._on_stir = on_stir
         self._on_own_listed = on_own_listed
+        self._on_restart = on_restart
+        # The token of the process whose catalog was last read held by
+        # each member's session (`_restarted`).
+        self._tokens: dict[str, str] = {}
         self.settle = settle
         self.running = False
         # The settled view, and what ZooKeeper lists now (other members).
@@ -385,6 +399,7 @@ class Membership:
             self._read_failures = 0
         self._chosen = chosen
         self._held = {a: c for a, c in self._held.items() if chosen.get(a) == c}
+        self._tokens = {a: t for a, t in self._tokens.items() if a in chosen}
         listed = {}
         for agent, (digest, token) in chosen.items():
             catalog = self._catalogs.get(digest)
@@ -453,6 +468,7 @@ class Membership:
         if foreign is not None:
             self._left_out(agent, foreign)
             return
+        self._restarted(agent, token, stat.czxid)
         if digest in self._catalogs:
             # Read for another member already.
             self._bad.pop(agent, None)
@@ -488,6 +504,21 @@ class Membership:
         self._bad.pop(agent, None)
         self._catalogs[digest] = catalog
         self._held[agent] = (digest, token)
+
+    def _restarted(self, agent: str, token: str, created: int) -> None:
+        """
+        `agent`'s catalog held by its session is of process `token`, made
+        at zxid `created`: if a process of another token held it before,
+        a new process holds the session (it reattached: the catalog's
+        token is each process's own), and the opinions its predecessors
+        wrote are not its word until it writes them again
+        (`Opinions.restarted`). A member first seen says nothing: which of
+        its opinions its own process wrote is not known.
+        """
+        before = self._tokens.get(agent)
+        self._tokens[agent] = token
+        if before is not None and before != token and self._on_restart is not None:
+            self._on_restart(agent, created)
 
     async def _agent_session(self, agent: str) -> int | None:
         """The session holding `agent`'s agent node, or None if none does."""

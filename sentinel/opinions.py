@@ -21,7 +21,9 @@ gone: every opinion is read again (`ask_all`). An opinion of a live
 observer missing or unreadable for `ABSENT_AFTER` is named (`absent`,
 for /healthz): that observer stays wrong in the verdict's ``observers``
 until its refresh writes it again, and counts in the quorum no more
-than its opinion does (`verdict`).
+than its opinion does (`verdict`). So does one that a new process of
+its observer, holding the session it reattached to, has not written
+again for `ABSENT_AFTER` (`restarted`): what a dead process found.
 
 An observer that is not the primary reads the verdict too (in the
 background), at a check of its own once it is due: a second past the
@@ -167,6 +169,12 @@ class Opinions:
         # The other observers' opinions found missing or unreadable: since
         # when, and which.
         self._absent: dict[str, tuple[float, str, str]] = {}
+        # The other observers' opinions as last read: whose, of what, the
+        # zxid that wrote them, and since when they are a previous
+        # process's word only (`restarted`), if they are; and the zxid
+        # from which each member's process is its newest.
+        self._written: dict[str, tuple[str, str, int, float | None]] = {}
+        self._restarted: dict[str, int] = {}
         # The verdicts of instances this agent observes, not as primary,
         # found late at their last reading: who wrote each (its primary),
         # its checked_at, and the refresh it was judged by.
@@ -534,6 +542,7 @@ class Opinions:
         self._checked.pop(name, None)
 
     def _unheard(self, path: str) -> None:
+        self._written.pop(path, None)
         self.squatters.pop(path, None)
         self.elsewhere.pop(path, None)
         self.unlike.pop(path, None)
@@ -545,11 +554,18 @@ class Opinions:
         unreadable for `ABSENT_AFTER` or more, and for how long.
         """
         now = self._reactor.seconds()
-        return {
+        absent = {
             path: f"{why} for {now - since:.0f} s"
             for path, (since, agent, why) in self._absent.items()
             if now - since >= ABSENT_AFTER and voting(agent)
         }
+        for path, (agent, _, _, since) in self._written.items():
+            if since is not None and now - since >= ABSENT_AFTER and voting(agent):
+                absent[path] = (
+                    "is not written again by the process now holding its "
+                    f"observer's session, for {now - since:.0f} s"
+                )
+        return absent
 
     def ask_all(self) -> None:
         """Read every opinion heard again (the watches went with a connection)."""
@@ -568,8 +584,10 @@ class Opinions:
         # thousands of these at once, and the membership read it also
         # fires, which brings its nodes back, must not wait behind them.
         absent = None
+        written = None
         try:
             data, stat = await self._zk.get(path, watch=watch, background=True)
+            written = stat.mzxid
             squatter = await self._squatter(agent, stat.ephemeralOwner)
             opinion = None if squatter else parse_opinion(data)
             if squatter is None and opinion is None:
@@ -595,6 +613,7 @@ class Opinions:
         # the read was out: a former observer's opinion is named nowhere.
         said = self._heard.get(name)
         heard = said is not None and agent in said
+        self._note_written(name, agent, written if heard else None)
         if absent is None or not heard:
             self._absent.pop(path, None)
         else:
@@ -631,6 +650,63 @@ class Opinions:
             # Every opinion answered: the verdict held back meanwhile.
             self._on_change(name)
 
+    def restarted(self, agent: str, created: int) -> None:
+        """
+        A new process of `agent` holds its session from zxid `created` on
+        (`Membership`: its catalog, each process's own, was made then).
+        The opinions its predecessors wrote stay on the session it
+        reattached to, saying what they found, until it checks each
+        instance and writes its own, within its first round. One not
+        written again within `ABSENT_AFTER` is no living process's word:
+        it counts no more than a missing one (`verdict`). A member in a
+        crash loop, each process killed before it checked every instance,
+        held a dead Redis published up with two replicas by the opinion
+        its first process wrote (18 s, until the state file's rule closed
+        the session), the primary alone seeing it down.
+        """
+        self._restarted[agent] = created
+        now = self._reactor.seconds()
+        for path, (whose, name, written, since) in list(self._written.items()):
+            if whose == agent and since is None and written < created:
+                self._written[path] = (whose, name, written, now)
+        self._reactor.callLater(ABSENT_AFTER, self._restart_long, agent, now)
+
+    def _note_written(self, name: str, agent: str, written: int | None) -> None:
+        """
+        Keep the zxid that wrote `agent`'s opinion of `name` as just read
+        (None: none read, or no longer heard), and since when it is a
+        previous process's (`restarted`).
+        """
+        path = f"{self._root}/opinions/{name}/{agent}"
+        if written is None:
+            self._written.pop(path, None)
+            return
+        since = None
+        if written < self._restarted.get(agent, 0):
+            known = self._written.get(path)
+            since = known[3] if known is not None else None
+            if since is None:
+                since = self._reactor.seconds()
+                self._reactor.callLater(ABSENT_AFTER, self._restart_long, agent, since)
+        self._written[path] = (agent, name, written, since)
+
+    def _restart_long(self, agent: str, since: float) -> None:
+        """Decide again what `agent`'s opinions unwritten since `since` are of."""
+        if not self._life.running:
+            return
+        for whose, name, _, unbacked in list(self._written.values()):
+            if whose == agent and unbacked == since:
+                self._on_change(name)
+
+    def _unbacked(self, path: str, now: float) -> bool:
+        """Whether the opinion at `path` is a previous process's for long."""
+        known = self._written.get(path)
+        return (
+            known is not None
+            and known[3] is not None
+            and (now - known[3] >= ABSENT_AFTER)
+        )
+
     def _absent_long(self, name: str, path: str, since: float) -> None:
         """An opinion absent since `since` still is: `name` is decided again."""
         absent = self._absent.get(path)
@@ -640,12 +716,16 @@ class Opinions:
     def _silent(self, name: str, observers: tuple[str, ...], now: float) -> set[str]:
         """
         The other observers of `name` whose opinions have been missing or
-        unreadable for `ABSENT_AFTER` or more: left out of the quorum.
+        unreadable, or a previous process's only (`restarted`), for
+        `ABSENT_AFTER` or more: left out of the quorum.
         """
         silent = set()
         for agent in observers[1:]:
-            absent = self._absent.get(f"{self._root}/opinions/{name}/{agent}")
-            if absent is not None and now - absent[0] >= ABSENT_AFTER:
+            path = f"{self._root}/opinions/{name}/{agent}"
+            absent = self._absent.get(path)
+            if (
+                absent is not None and now - absent[0] >= ABSENT_AFTER
+            ) or self._unbacked(path, now):
                 silent.add(agent)
         return silent
 
@@ -770,7 +850,9 @@ class Opinions:
         a member in a crash loop, whose new sessions each wrote its agent
         node and never its opinions, held a dead Redis published up with
         two replicas for as long as the loop went on (42 s in a loop of
-        31 s), the primary alone seeing it down.
+        31 s), the primary alone seeing it down. Nor does one left by a
+        previous process of its observer and not written again by the
+        new one for as long (`restarted`).
         """
         now = self._reactor.seconds()
         unread = self._unanswered.get(name)
@@ -780,7 +862,8 @@ class Opinions:
         for agent, opinion in self._heard.get(name, {}).items():
             if agent in voters:
                 self._note_config(name, agent, opinion, instance)
-                opinions[agent] = opinion
+                unbacked = self._unbacked(f"{self._root}/opinions/{name}/{agent}", now)
+                opinions[agent] = None if unbacked else opinion
         node = self._nodes.instances.get(name)
         state = None if node is None else node.state
         opinions[self._agent_id] = (

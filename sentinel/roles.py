@@ -186,6 +186,10 @@ class GroupRoles:
             self._queue.retire(old)
         self._queue.mark(self._nodes.agent)
 
+    def member_restarted(self, agent: str, created: int) -> None:
+        """A new process of member `agent` holds its session (`Membership`)."""
+        self._opinions.restarted(agent, created)
+
     def own_catalog_listed(self, found: Collection[tuple[str, str]]) -> None:
         """
         The membership listed this agent's complete catalogs, as (digest,

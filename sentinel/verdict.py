@@ -9,7 +9,8 @@ error, latency, when it checked). The primary decides:
   capped at the number of live observers that publish an opinion (so
   that a group reduced to one agent still reports what that agent sees,
   and an observer whose opinion stays missing, a member in a crash loop
-  whose writes never land, does not hold a dead Redis up);
+  whose writes never land, or stays its previous process's, does not
+  hold a dead Redis up);
 - otherwise **up** when any opinion is up: one agent's own trouble (its
   network, its CPU) never publishes a healthy instance down;
 - otherwise no verdict: too few opinions to say anything new, and the

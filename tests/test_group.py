@@ -1821,15 +1821,26 @@ class SilentObserverTests(SynchronousTestCase):
         path = f"{ROOT}/opinions/{name}/{other}"
         fleet.server.put(path, b"\x00garbage", fleet.server.nodes[path].owner)
         primary.see(name, DOWN)
-        fleet.run(opinions.ABSENT_AFTER - 0.5)
-        node = fleet.node(name) or {}
-        self.assertEqual((node["status"], node["quorum"]), ("up", 2))
-        fleet.run(1.0)
-        node = fleet.node(name) or {}
-        self.assertEqual(node["status"], "down")
-        self.assertEqual(node["observers"], {primary.agent_id: "down", other: None})
-        self.assertEqual(node["quorum"], 1)
+        down_once_left_out(self, fleet, name, primary.agent_id, other)
         self.flushLoggedErrors()
+
+
+def down_once_left_out(
+    test: SynchronousTestCase, fleet: Fleet, name: str, primary: str, other: str
+) -> None:
+    """
+    `primary` sees `name` down from now, `other` up, with an opinion that
+    stops counting `ABSENT_AFTER` from now: the verdict stays up, then is
+    down, `other` shown as none and left out of the quorum.
+    """
+    fleet.run(opinions.ABSENT_AFTER - 0.5)
+    node = fleet.node(name) or {}
+    test.assertEqual((node["status"], node["quorum"]), ("up", 2))
+    fleet.run(1.0)
+    node = fleet.node(name) or {}
+    test.assertEqual(node["status"], "down")
+    test.assertEqual(node["observers"], {primary: "down", other: None})
+    test.assertEqual(node["quorum"], 1)
 
 
 class OpinionParentsTests(SynchronousTestCase):
@@ -2982,3 +2993,65 @@ class ManyMembersTests(SynchronousTestCase):
         self.assertEqual(membership._catalogs[digest], catalog)
         self.fleet.run(SETTLE)
         self.assertIn("big", membership.view)
+
+
+class RestartedObserverTests(SynchronousTestCase):
+    """
+    Two agents, two replicas: a (with a state_dir) stops and a new process
+    reattaches to its session, its opinions left there by the old one.
+    """
+
+    def restart(self, checks: bool) -> tuple[Fleet, Member, str]:
+        """
+        a restarted, its new process checking (`checks`) or never (killed
+        before its first check, as in a crash loop); b sees the name b is
+        the primary of down meanwhile. The fleet, a's new process, and
+        the name.
+        """
+        fleet = Fleet()
+        handoff = handoffs(fleet, os.path.abspath(self.mktemp()))
+        a = fleet.add("a", NAMES, replicas=2, handoff=handoff()).start()
+        b = fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(2.0)
+        name = next(n for n in NAMES if (fleet.node(n) or {}).get("agent") == "b")
+        session = a.zk.session_id
+        stopped = a.stop()
+        fleet.run(STOP_DELETE_TIMEOUT)
+        self.successResultOf(stopped)
+        fleet.server.drop(a.zk)
+        again = fleet.add("a", NAMES, replicas=2, handoff=handoff())
+        if not checks:
+            self.patch(again.monitor, "startService", lambda: None)
+        again.start()
+        self.assertEqual(again.zk.session_id, session)
+        fleet.run(SETTLE * 2)
+        b.see(name, DOWN)
+        return fleet, again, name
+
+    def test_previous_process_opinion_stops_counting(self) -> None:
+        """
+        An opinion the new process of its observer has not written again
+        within `ABSENT_AFTER` of taking the session counts no more than a
+        missing one: the primary, seeing the instance down, publishes it
+        down then, not before, and its /healthz names the opinion. A member
+        in a crash loop held a dead Redis published up by its first
+        process's opinion until the state file's rule closed the session.
+        """
+        fleet, _, name = self.restart(checks=False)
+        down_once_left_out(self, fleet, name, "b", "a")
+        reason = fleet.members["b"].publisher.unhealthy_reason() or ""
+        self.assertIn(f"opinion {ROOT}/opinions/{name}/a is not written again", reason)
+
+    def test_new_process_opinion_counts(self) -> None:
+        """
+        A new process that checks writes its own opinions within its first
+        round: they count as ever, and one agent seeing an instance down
+        does not publish it down.
+        """
+        fleet, _, name = self.restart(checks=True)
+        fleet.run(opinions.ABSENT_AFTER * 3)
+        node = fleet.node(name) or {}
+        self.assertEqual(node["status"], "up")
+        self.assertEqual(node["observers"], {"b": "down", "a": "up"})
+        reason = fleet.members["b"].publisher.unhealthy_reason() or ""
+        self.assertNotIn("opinions/", reason)
