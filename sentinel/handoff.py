@@ -517,6 +517,19 @@ class SessionHandoff:
         self._first_round = None
         return True
 
+    def unchecked_for(self, now: float) -> float | None:
+        """
+        On a session this process reattached to, until it has checked each
+        instance once: how long at least the nodes it has not written yet
+        have gone unchecked (since what the previous process's file said,
+        less the file's lag, a quarter of the session timeout). None on a
+        session of its own, or once its first round is done.
+        """
+        since = self._since
+        if not self.reattached or self._first_round is None or since is None:
+            return None
+        return now - since - REFRESH_SHARE * self.session_timeout
+
     def _checked_through(self) -> float | None:
         """Up to when the session's nodes say what checks found."""
         checked_at, since = self._checked_at, self._since

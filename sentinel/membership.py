@@ -143,8 +143,8 @@ class Membership:
             this agent's own complete catalogs at every listing, for the
             publisher to write its own again if it is not among them.
         @param on_restart: called with a member's id and the zxid that
-            created its new catalog when the catalog chosen for it is
-            another process's than before (`_restarted`).
+            created its new catalog when a catalog of another process than
+            before comes in its name, held by its session (`_restarts`).
         """
         self._reactor = reactor
         self.zk = zk
@@ -156,9 +156,9 @@ class Membership:
         self._on_stir = on_stir
         self._on_own_listed = on_own_listed
         self._on_restart = on_restart
-        # The token of the process whose catalog was last read held by
-        # each member's session (`_restarted`).
-        self._tokens: dict[str, str] = {}
+        # The tokens of each member's complete catalogs at the last listing
+        # (`_restarts`).
+        self._tokens: dict[str, frozenset[str]] = {}
         self.settle = settle
         self.running = False
         # The settled view, and what ZooKeeper lists now (other members).
@@ -360,6 +360,7 @@ class Membership:
             children = []
         self.listings += 1
         complete = _complete_catalogs(children)
+        await self._restarts(complete)
         if self._on_own_listed is not None:
             self._on_own_listed(complete.get(self.agent_id, {}).keys())
         chosen: dict[str, tuple[str, str]] = {}
@@ -399,7 +400,6 @@ class Membership:
             self._read_failures = 0
         self._chosen = chosen
         self._held = {a: c for a, c in self._held.items() if chosen.get(a) == c}
-        self._tokens = {a: t for a, t in self._tokens.items() if a in chosen}
         listed = {}
         for agent, (digest, token) in chosen.items():
             catalog = self._catalogs.get(digest)
@@ -468,7 +468,6 @@ class Membership:
         if foreign is not None:
             self._left_out(agent, foreign)
             return
-        self._restarted(agent, token, stat.czxid)
         if digest in self._catalogs:
             # Read for another member already.
             self._bad.pop(agent, None)
@@ -505,20 +504,41 @@ class Membership:
         self._catalogs[digest] = catalog
         self._held[agent] = (digest, token)
 
-    def _restarted(self, agent: str, token: str, created: int) -> None:
+    async def _restarts(
+        self, complete: Mapping[str, Mapping[tuple[str, str], int]]
+    ) -> None:
         """
-        `agent`'s catalog held by its session is of process `token`, made
-        at zxid `created`: if a process of another token held it before,
-        a new process holds the session (it reattached: the catalog's
-        token is each process's own), and the opinions its predecessors
-        wrote are not its word until it writes them again
-        (`Opinions.restarted`). A member first seen says nothing: which of
-        its opinions its own process wrote is not known.
+        Tell `on_restart` of each member with a catalog of a process new
+        to this listing, held by the session of its agent node: a new
+        process holds that session (each process writes its catalog under
+        a token of its own), from the zxid that created the catalog; the
+        opinions its predecessors wrote on that session are not its word
+        until it writes them again (`Opinions.restarted`). Its previous
+        catalog may stay chosen meanwhile (the new process deletes it at
+        its sweep, which a crash loop's processes never reach). A member
+        first seen says nothing: which of its opinions its current
+        process wrote is not known. One ``exists`` per new catalog.
         """
-        before = self._tokens.get(agent)
-        self._tokens[agent] = token
-        if before is not None and before != token and self._on_restart is not None:
-            self._on_restart(agent, created)
+        tokens = {
+            agent: frozenset(token for _, token in found)
+            for agent, found in complete.items()
+            if agent != self.agent_id
+        }
+        known, self._tokens = self._tokens, tokens
+        if self._on_restart is None:
+            return
+        for agent, now in tokens.items():
+            new = now - known.get(agent, now)
+            if not new:
+                continue
+            session = await self._agent_session(agent)
+            for (digest, token), count in complete[agent].items():
+                if token not in new or session is None:
+                    continue
+                name = catalog_node_name(agent, digest, token, 0, count)
+                stat = await self.zk.exists(f"{self.path}/{name}")
+                if stat is not None and stat.ephemeralOwner == session:
+                    self._on_restart(agent, stat.czxid)
 
     async def _agent_session(self, agent: str) -> int | None:
         """The session holding `agent`'s agent node, or None if none does."""

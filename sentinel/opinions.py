@@ -123,10 +123,15 @@ class Opinions:
         on_change: Callable[[str], None],
         refresh: float,
         discovery: tuple[str, str] | None = None,
+        unchecked_for: Callable[[float], float | None] = lambda now: None,
     ) -> None:
         """
         @param on_change: told of an instance one of whose other observers'
             opinions changed.
+        @param unchecked_for: how long at least the nodes this process
+            has not written yet, on a session it reattached to, have gone
+            unchecked at a given time (`SessionHandoff.unchecked_for`), or
+            None.
         @param refresh: seconds between two readings back of an opinion of
             this agent's.
         @param discovery: (form, discovery root) when this agent publishes
@@ -141,6 +146,7 @@ class Opinions:
         self._queue = queue
         self._life = life
         self._on_change = on_change
+        self._unchecked_for = unchecked_for
         # What the other observers said of the instances this agent is the
         # primary of, and each verdict's status and since.
         self._heard: dict[str, dict[str, Opinion | None]] = {}
@@ -866,10 +872,19 @@ class Opinions:
                 opinions[agent] = None if unbacked else opinion
         node = self._nodes.instances.get(name)
         state = None if node is None else node.state
-        opinions[self._agent_id] = (
-            None if state is None else opinion_of(state.health, now)
-        )
-        return decide(observers, opinions, quorum, self._silent(name, observers, now))
+        own = None if state is None else opinion_of(state.health, now)
+        opinions[self._agent_id] = own
+        silent = self._silent(name, observers, now)
+        unchecked = self._unchecked_for(now)
+        if own is None and unchecked is not None and unchecked >= ABSENT_AFTER:
+            # Not checked by this process yet, on a session whose previous
+            # processes have not checked it for as long: what the node
+            # says is no living process's view, and this agent counts in
+            # the quorum no more than a silent observer (a member in a
+            # crash loop held the dead Redis it was the primary of
+            # published up until the state file's rule closed its session).
+            silent.add(self._agent_id)
+        return decide(observers, opinions, quorum, silent)
 
     def _note_config(
         self,

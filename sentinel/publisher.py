@@ -146,6 +146,7 @@ class ZooKeeperPublisher(Service):
         opinions = Opinions(
             reactor, zk, root, agent_id, nodes, queue, self, self._reconsider,
             refresh, discovery,
+            lambda now: None if handoff is None else handoff.unchecked_for(now),
         )  # fmt: skip
         takeovers = Takeovers(
             reactor, zk, nodes, queue, holders, self, agent_id, self.remove,

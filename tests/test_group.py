@@ -1826,17 +1826,23 @@ class SilentObserverTests(SynchronousTestCase):
 
 
 def down_once_left_out(
-    test: SynchronousTestCase, fleet: Fleet, name: str, primary: str, other: str
+    test: SynchronousTestCase,
+    fleet: Fleet,
+    name: str,
+    primary: str,
+    other: str,
+    late: float = 0.0,
 ) -> None:
     """
-    `primary` sees `name` down from now, `other` up, with an opinion that
-    stops counting `ABSENT_AFTER` from now: the verdict stays up, then is
-    down, `other` shown as none and left out of the quorum.
+    `primary` sees `name` down, `other` up, with an opinion that stops
+    counting `ABSENT_AFTER` from now, or up to `late` seconds later: the
+    verdict stays up, then is down, `other` shown as none and left out
+    of the quorum.
     """
     fleet.run(opinions.ABSENT_AFTER - 0.5)
     node = fleet.node(name) or {}
     test.assertEqual((node["status"], node["quorum"]), ("up", 2))
-    fleet.run(1.0)
+    fleet.run(1.0 + late)
     node = fleet.node(name) or {}
     test.assertEqual(node["status"], "down")
     test.assertEqual(node["observers"], {primary: "down", other: None})
@@ -3003,10 +3009,10 @@ class RestartedObserverTests(SynchronousTestCase):
 
     def restart(self, checks: bool) -> tuple[Fleet, Member, str]:
         """
-        a restarted, its new process checking (`checks`) or never (killed
-        before its first check, as in a crash loop); b sees the name b is
-        the primary of down meanwhile. The fleet, a's new process, and
-        the name.
+        b sees the name b is the primary of down (a's opinion holds it
+        up), then a restarts, its new process checking (`checks`) or never
+        (killed before its first check, as in a crash loop). The fleet,
+        a's new process, and the name.
         """
         fleet = Fleet()
         handoff = handoffs(fleet, os.path.abspath(self.mktemp()))
@@ -3014,6 +3020,8 @@ class RestartedObserverTests(SynchronousTestCase):
         b = fleet.add("b", NAMES, replicas=2).start()
         fleet.run(2.0)
         name = next(n for n in NAMES if (fleet.node(n) or {}).get("agent") == "b")
+        b.see(name, DOWN)
+        fleet.run(1.0)
         session = a.zk.session_id
         stopped = a.stop()
         fleet.run(STOP_DELETE_TIMEOUT)
@@ -3024,8 +3032,6 @@ class RestartedObserverTests(SynchronousTestCase):
             self.patch(again.monitor, "startService", lambda: None)
         again.start()
         self.assertEqual(again.zk.session_id, session)
-        fleet.run(SETTLE * 2)
-        b.see(name, DOWN)
         return fleet, again, name
 
     def test_previous_process_opinion_stops_counting(self) -> None:
@@ -3038,7 +3044,7 @@ class RestartedObserverTests(SynchronousTestCase):
         process's opinion until the state file's rule closed the session.
         """
         fleet, _, name = self.restart(checks=False)
-        down_once_left_out(self, fleet, name, "b", "a")
+        down_once_left_out(self, fleet, name, "b", "a", late=SETTLE * 2)
         reason = fleet.members["b"].publisher.unhealthy_reason() or ""
         self.assertIn(f"opinion {ROOT}/opinions/{name}/a is not written again", reason)
 
@@ -3055,3 +3061,59 @@ class RestartedObserverTests(SynchronousTestCase):
         self.assertEqual(node["observers"], {"b": "down", "a": "up"})
         reason = fleet.members["b"].publisher.unhealthy_reason() or ""
         self.assertNotIn("opinions/", reason)
+
+
+class RestartedPrimaryTests(SynchronousTestCase):
+    """
+    Two agents, two replicas: a, the primary of an instance b sees down,
+    stops with a state_dir, and a new process reattaches to its session
+    and never checks it (killed first, as in a crash loop).
+    """
+
+    def restart(self, gone: float) -> tuple[Fleet, str]:
+        """a restarted `gone` seconds after its stop; the fleet and the name."""
+        fleet = Fleet()
+        handoff = handoffs(fleet, os.path.abspath(self.mktemp()))
+        name = primary_of_a()
+        a = fleet.add("a", NAMES, replicas=2, handoff=handoff()).start()
+        fleet.add("b", NAMES, replicas=2).start().see(name, DOWN)
+        fleet.run(3.0)
+        self.assertEqual((fleet.node(name) or {})["status"], "up")
+        session = a.zk.session_id
+        stopped = a.stop()
+        fleet.run(STOP_DELETE_TIMEOUT)
+        self.successResultOf(stopped)
+        fleet.server.drop(a.zk)
+        fleet.run(gone)
+        again = fleet.add("a", NAMES, replicas=2, handoff=handoff())
+        self.patch(again.monitor, "startService", lambda: None)
+        again.start()
+        self.assertEqual(again.zk.session_id, session)
+        fleet.run(SETTLE * 2)
+        return fleet, name
+
+    def test_long_unchecked_session_verdict_from_the_others(self) -> None:
+        """
+        On a session whose processes have not checked the instance for
+        `ABSENT_AFTER`, a primary that has not checked it yet counts in
+        the quorum no more than a silent observer: b's down opinion makes
+        the verdict down at once. A member in a crash loop held a dead
+        Redis it was the primary of published up until the state file's
+        rule closed its session.
+        """
+        fleet, name = self.restart(gone=opinions.ABSENT_AFTER)
+        node = fleet.node(name) or {}
+        self.assertEqual(node["agent"], "a")
+        self.assertEqual(node["status"], "down")
+        self.assertEqual(node["observers"], {"a": None, "b": "down"})
+        self.assertEqual(node["quorum"], 1)
+
+    def test_quick_restart_holds_the_verdict(self) -> None:
+        """
+        A process started soon after the last checks of the session it
+        reattached to counts as ever before its own first check: b alone
+        seeing the instance down does not publish it down.
+        """
+        fleet, name = self.restart(gone=1.0)
+        node = fleet.node(name) or {}
+        self.assertEqual((node["agent"], node["status"]), ("a", "up"))
