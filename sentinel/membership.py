@@ -61,11 +61,11 @@ everything it knows.
 While ZooKeeper is unreachable the last view stays: the instances keep
 their observers rather than move on a guess.
 
-A member's catalog chosen anew with another token than before is a new
-process holding its session (`on_restart`, with the zxid that made the
-catalog): the opinions its predecessor wrote on that session are no
-longer anyone's word once the new process has had time to write its own
-(`sentinel.opinions`).
+A catalog of a token new to the listing in a member's name, held by its
+session, is a new process holding that session (`on_restart`, with the
+zxid that made the catalog): the opinions its predecessor wrote there are
+no longer anyone's word once the new process has had time to write its
+own (`sentinel.opinions`).
 """
 
 from __future__ import annotations
