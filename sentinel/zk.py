@@ -80,7 +80,13 @@ can read: it logs it, on the client's own logger (`_ClientLog`), before it
 says CONNECTED. That logger also hands over why each connection attempt
 failed (kazoo's warnings: ``Connection dropped: ...``): ``/healthz`` names
 the last cause while not connected, and the log the first of each outage
-(attempts repeat every few seconds). A connection that failed after its
+(attempts repeat every few seconds). In an outage, an attempt that
+failed in the handshake is named by the server that accepted it, and
+what that means (`_HANDSHAKE_CAUSES`), each server kept until connected
+again (`handshakes_failed`): an ensemble without a quorum closes every
+handshake at the server it has left and leaves them unanswered at the
+frozen ones, and "socket connection broken", alone, read as a network
+fault. A connection that failed after its
 quickest answer took a third of the session timeout or more says so with
 the cause: kazoo waits that long for a ping's answer, so that over such a
 round trip no connection lasts, and only a longer session timeout helps.
@@ -267,6 +273,25 @@ _GRANTED_ARG = 2
 _PING_ANSWERED = "Received Ping"
 # kazoo's warnings that name no cause (this one follows an outage's first).
 _NO_CAUSE = frozenset({"Transition to CONNECTING"})
+
+# What kazoo's causes mean when a connection attempt fails after its TCP
+# connect, in the handshake: said of the server that accepted it. A
+# ZooKeeper server that runs but may not serve (no quorum: its ensemble
+# cannot commit a write, nor expire a session) closes every connection
+# there; "connection broken" alone read as a network fault, and the
+# session as lost, while the ensemble merely had no quorum.
+_HANDSHAKE_CAUSES = {
+    "Connection dropped: socket connection broken": (
+        "accepted the connection and closed it at the handshake: it runs "
+        "but will not serve this client (its ensemble without a quorum, "
+        "its maxClientCnxns reached, or behind this session's last "
+        "transaction)"
+    ),
+    "Connection time-out: socket time-out during read": (
+        "accepted the connection and never answered the handshake (frozen, "
+        "or overloaded)"
+    ),
+}
 
 
 class _ClientLog(logging.Logger):
@@ -504,6 +529,9 @@ class ZooKeeper:
         # whether that was logged since the last connection (module
         # docstring).
         self.connect_error: str | None = None
+        # Since the connection was lost: each server that failed a
+        # handshake, and how (`_HANDSHAKE_CAUSES`).
+        self.handshakes_failed: dict[str, str] = {}
         self._connect_error_logged = False
         self.replacements = 0
         # Replacements since the last connection, and when the first was:
@@ -654,8 +682,9 @@ class ZooKeeper:
             self._reactor.callFromThread(self._granted, generation, seconds)
 
         def failed(why: str) -> None:
-            # kazoo's connection thread.
-            self._reactor.callFromThread(self._connect_failed, generation, why)
+            # kazoo's connection thread: the server its last connect reached.
+            server = handler.connected_to
+            self._reactor.callFromThread(self._connect_failed, generation, why, server)
 
         def pinged() -> None:
             # kazoo's connection thread.
@@ -734,11 +763,19 @@ class ZooKeeper:
             )
         self.granted_timeout = seconds
 
-    def _connect_failed(self, generation: int, why: str) -> None:
+    def _connect_failed(
+        self, generation: int, why: str, server: tuple[str, int] | None = None
+    ) -> None:
         # Kept even while still connected: kazoo warns of an outage's cause
         # before it tells the listeners.
         if generation != self._generation:
             return
+        meaning = _HANDSHAKE_CAUSES.get(why)
+        if meaning is not None and server is not None and self.state != CONNECTED:
+            # An attempt of an outage, not the connection's first drop:
+            # `server` is the one whose handshake failed.
+            why = f"{server[0]}:{server[1]} {meaning}"
+            self.handshakes_failed[f"{server[0]}:{server[1]}"] = meaning
         if self._dropping:
             # Our own drop (`_drop`), whose cause is kept already.
             self._dropping = False
@@ -783,6 +820,7 @@ class ZooKeeper:
         self._set_state(state)
         if state == CONNECTED:
             self.connect_error = self._fastest = None
+            self.handshakes_failed = {}
             self._connect_error_logged = self._dropping = False
             if self._outage_replacements:
                 log.info(
@@ -1050,6 +1088,17 @@ class ZooKeeper:
         self._replace_call = self._reactor.callLater(
             self.session_timeout, self._replace
         )
+
+    def resuming(self) -> int | None:
+        """
+        The session a client not connected asks for again (its own, or
+        a replacement's: module docstring), or None when connected or once
+        kazoo said it was lost. Only the ensemble expires a session: this
+        one is not known lost, whatever the replaced client's state says.
+        """
+        if self.state == CONNECTED or self._resumable is None:
+            return None
+        return self._resumable[0]
 
     def _cancel_replace(self) -> None:
         if self._replace_call is not None and self._replace_call.active():

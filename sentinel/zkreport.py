@@ -51,7 +51,7 @@ from sentinel.opinions import Opinions
 from sentinel.roles import GroupRoles
 from sentinel.takeover import Takeovers
 from sentinel.writes import FAILING_AFTER, Lifecycle, WriteQueue
-from sentinel.zk import CONNECTED, ZooKeeper
+from sentinel.zk import CONNECTED, LOST, ZooKeeper
 
 
 class ZooKeeperReport:
@@ -183,9 +183,8 @@ class ZooKeeperReport:
         if zk.state != CONNECTED:
             lost = self._disconnected_since
             since = self._reactor.seconds() - (zk.state_since if lost is None else lost)
-            cause = "" if zk.connect_error is None else f" ({zk.connect_error})"
             reasons.append(
-                f"zookeeper {zk.state} for {since:.1f} s{cause}: published status "
+                f"{_outage(zk)} for {since:.1f} s{_causes(zk)}: published status "
                 f"may be stale ({self._queue.queued} writes queued)"
             )
         elif silent := zk.not_answering():
@@ -346,3 +345,34 @@ def _first_of(reasons: Mapping[str, str]) -> str:
     path = next(iter(reasons))
     more = len(reasons) - 1
     return f"{path} {reasons[path]}" + (f" (and {more} more)" if more else "")
+
+
+def _outage(zk: ZooKeeper) -> str:
+    """
+    What the bridge's state says of the session while not connected: a
+    client replaced after a session timeout asks for the same session
+    again (`ZooKeeper.resuming`), which only the ensemble can expire, and
+    one without a quorum expires none: "lost" read as the session gone.
+    """
+    session = zk.resuming()
+    if session is None:
+        return f"zookeeper {zk.state}"
+    state = "unreachable" if zk.state == LOST else zk.state
+    return (
+        f"zookeeper {state} (session {session:#x} not lost: asked for again, "
+        "and only the ensemble expires it)"
+    )
+
+
+def _causes(zk: ZooKeeper) -> str:
+    """
+    Why the connection attempts fail: every server whose handshake failed
+    in this outage, and how, then the last cause if it is another (the
+    last cause alone named one frozen server, or one without a quorum, in
+    turn).
+    """
+    named = [f"{s} {why}" for s, why in sorted(zk.handshakes_failed.items())]
+    last = zk.connect_error
+    if last is not None and last not in named:
+        named.append(last)
+    return f" ({'; '.join(named)})" if named else ""

@@ -257,6 +257,10 @@ class FakeZooKeeper:
         self.requested_timeout = 10.0
         self.granted_timeout: float | None = None
         self.connect_error: str | None = None
+        # The servers whose handshake failed in this outage (set by the
+        # test), and the session a client not connected asks for again.
+        self.handshakes_failed: dict[str, str] = {}
+        self.resuming_session: int | None = None
         self.foreign: str | None = None
         # What `not_answering` says (set by the test), and the connections
         # dropped so.
@@ -299,6 +303,10 @@ class FakeZooKeeper:
         return self.server.nodes
 
     # The API of sentinel.zk.ZooKeeper
+
+    def resuming(self) -> int | None:
+        """The session asked for again while not connected (set by the test)."""
+        return None if self.state == CONNECTED else self.resuming_session
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)

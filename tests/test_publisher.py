@@ -937,6 +937,36 @@ class PublisherTests(PublisherHarness):
             self.publisher.unhealthy_reason() or "",
         )
 
+    def test_outage_without_quorum_named(self) -> None:
+        """
+        While the servers reached close every handshake or never answer
+        it (an ensemble without a quorum), /healthz names each and what
+        it means, and says the session is not lost, though the client was
+        replaced (its state "lost"): it is asked for again, and only the
+        ensemble expires it. It said "zookeeper lost", with one cause.
+        """
+        self.start()
+        self.zk.suspend()
+        self.zk.expire()
+        self.zk.resuming_session = 0x1234
+        self.zk.handshakes_failed = {
+            "127.0.0.1:2181": "accepted the connection and closed it at the "
+            "handshake: it runs but serves no client",
+            "127.0.0.1:2182": "accepted the connection and never answered",
+        }
+        self.zk.connect_error = (
+            "127.0.0.1:2182 accepted the connection and never answered"
+        )
+        self.clock.advance(12)
+        self.assertIn(
+            "zookeeper unreachable (session 0x1234 not lost: asked for again, and "
+            "only the ensemble expires it) for 12.0 s (127.0.0.1:2181 accepted the "
+            "connection and closed it at the handshake: it runs but serves no "
+            "client; 127.0.0.1:2182 accepted the connection and never answered): "
+            "published status may be stale",
+            self.publisher.unhealthy_reason() or "",
+        )
+
     def test_node_that_keeps_failing_makes_unhealthy(self) -> None:
         """
         A node whose writes keep failing while ZooKeeper is connected (its

@@ -296,6 +296,50 @@ class BridgeTests(SynchronousTestCase):
             self.zk.connect_error, "Connection dropped: socket connection broken"
         )
 
+    def test_failed_handshakes_named_by_server(self) -> None:
+        """
+        In an outage, an attempt that failed after its TCP connect is
+        named by the server that accepted it, and what that means: one
+        that closes at the handshake runs but serves no client (a server
+        without a quorum), one that never answers it is frozen. Each server
+        is kept until connected again; the connection's own first drop is
+        not such an attempt. A client replaced after the session timeout
+        still asks for the session: it is not known lost (`resuming`).
+        """
+        self.zk.start()
+        self.connect(self.client())
+        session = self.zk.session_id
+        self.client().warn("Connection dropped: %s", "socket connection broken")
+        self.client().change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.assertEqual(
+            self.zk.connect_error, "Connection dropped: socket connection broken"
+        )
+        self.assertEqual(self.zk.resuming(), session)
+        handler = self.client().settings["handler"]
+        handler.connected_to = ("127.0.0.1", 2181)
+        self.client().warn("Connection dropped: %s", "socket connection broken")
+        handler.connected_to = ("127.0.0.1", 2182)
+        self.client().warn("Connection time-out: %s", "socket time-out during read")
+        self.clock.run_handed_over()
+        self.assertEqual(
+            sorted(self.zk.handshakes_failed),
+            ["127.0.0.1:2181", "127.0.0.1:2182"],
+        )
+        self.assertIn(
+            "runs but will not serve", self.zk.handshakes_failed["127.0.0.1:2181"]
+        )
+        self.assertIn("never answered the handshake", self.zk.connect_error or "")
+        self.assertTrue((self.zk.connect_error or "").startswith("127.0.0.1:2182 "))
+        self.clock.advance(SESSION_TIMEOUT)
+        self.assertEqual(len(self.factory.clients), 2)
+        self.assertEqual(self.zk.state, LOST)
+        self.assertEqual(self.zk.resuming(), session)
+        self.assertEqual(len(self.zk.handshakes_failed), 2)
+        self.connect(self.client())
+        self.assertEqual(self.zk.handshakes_failed, {})
+        self.assertIsNone(self.zk.resuming())
+
     def test_replaced_with_no_connect_under_way_keeps_cause(self) -> None:
         """
         A client replaced between its connects keeps the cause kazoo gave
