@@ -17,7 +17,10 @@ proxy would. For each run:
   unchecked for too long.
 
 With ``--clock-back S`` the loop's processes run S seconds behind the first
-one (libfaketime: a clock stepped back between two processes).
+one (libfaketime: a clock stepped back between two processes). With
+``--group``, a second agent (no state_dir) runs beside it throughout, both
+with ``zookeeper.replicas = 2``: the looping member's opinions and the
+verdicts it is the primary of are what can hold a dead Redis up.
 
     .venv/bin/python benchmarks/crashloop.py [--instances 100] [--zk-delay 0.05]
 """
@@ -66,6 +69,7 @@ def parse_args() -> argparse.Namespace:
     add("--tail", type=float, default=20.0, help="seconds watched after it (20)")
     add("--clock-back", type=float, default=0.0, help="the loop's clock behind (0)")
     add("--runs", type=int, default=2, help="runs (2)")
+    add("--group", action="store_true", help="a stable second agent, replicas 2")
     return parser.parse_args()
 
 
@@ -180,11 +184,18 @@ def run_once(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         started.callback(proxy.close)
         instances = [Instance(f"l{i:03d}", live.port) for i in range(args.instances)]
         instances += [Instance(f"d{i:03d}", dead.port) for i in range(args.instances)]
+        group = {"replicas": 2} if args.group else None
+        hosts = f"127.0.0.1:{proxy.port}"
         text = f'state_dir = "{workdir}/state"\n' + agent_config(
-            instances, zookeeper=f"127.0.0.1:{proxy.port}"
+            instances, zookeeper=hosts, zk_settings=group
         )
         first = Agent(workdir, text, "first")
         started.callback(first.stop)
+        if args.group:
+            stable = agent_config(
+                instances, zookeeper=hosts, agent_id="stable", zk_settings=group
+            )
+            started.callback(Agent(workdir, stable, "stable").stop)
 
         def all_up() -> bool:
             parent = f"{ROOT}/instances"
@@ -243,9 +254,8 @@ def main() -> int:
             f"{args.instances} live + {args.instances} dead instances, ZooKeeper "
             f"{args.zk_delay * 1000:g} ms away each way, {args.cycles} processes "
             f"each killed {args.delay:g} s after their first check"
-            + (
-                f", their clock {args.clock_back:g} s behind" if args.clock_back else ""
-            ),
+            + (f", their clock {args.clock_back:g} s behind" if args.clock_back else "")
+            + (", beside a stable agent (replicas 2)" if args.group else ""),
         ),
     ]
     outcomes = []
