@@ -20,7 +20,9 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
   writes in flight end (takeovers among them: no new one starts), then
   waits, `LEAVE_HANDOFF_WAIT` in all, for the other members to take over
   the instance nodes they will have (`sentinel.takeover`) and those
-  instances' discovery members, and deletes what is left;
+  instances' discovery members, and closes the session, which deletes
+  what is left at once (a delete each first would only take time from
+  that wait);
 - a newer process that took the session over has the nodes: nothing is
   touched; after a twin (halted), the nodes still ours are deleted and
   the session closed, as without a state_dir.
@@ -56,17 +58,25 @@ from sentinel.zk import CONNECTED, CONNECTING, ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
 
-# Every bound of a stop, in seconds. The longest stop (a group left, the
-# takeovers waited for, the nodes deleted, the session closed) takes their
-# sum when ZooKeeper never answers: 3.5 s, within `STOP_BUDGET`, which
-# leaves a second for the rest of the process's end (measured: 0.04 s)
-# before the 5 s that DESIGN.md promises. (These once summed to exactly
-# 5.0 s, and a stop with ZooKeeper stopped took 5.04 s.)
+# Every bound of a stop, in seconds. The longest stops take their sum
+# when ZooKeeper never answers: a group left (the takeovers waited for,
+# the session closed, and after a `leave`, the state file removed) 4.0 s;
+# a stop alone (the nodes deleted, the session closed) 2.0 s. Both stay
+# within `STOP_BUDGET`, which leaves a second for the rest of the
+# process's end (measured: 0.04 s; 0.3 s at load 30) before the 5 s that
+# DESIGN.md promises. (These once summed to exactly 5.0 s, and a stop
+# with ZooKeeper stopped took 5.04 s.)
 STOP_BUDGET = 4.0
-# On a stop that leaves the group: seconds to wait for the new primaries
-# to take this agent's nodes over (they apply a membership change 0.5 s
-# after seeing it, then take each node in one transaction).
-LEAVE_HANDOFF_WAIT = 1.5
+# On a stop that leaves the group: seconds, from the signal, to wait for
+# the new primaries to take this agent's nodes and members over; the
+# wait ends as soon as they have. They apply a membership change 0.5 s
+# after seeing it, take each node in one transaction, then each member
+# once a look at its service found the one it replaces: at 300 instances
+# and three agents, 1-3 s on a loaded machine. At 1.5 s, the session was
+# closed first at every stop (measured at load 16-55: 25-104 of the 106
+# nodes moving went missing, for up to 1.5 s, and all 106 of their
+# members, for up to 3.6 s, until the new primaries made them again).
+LEAVE_HANDOFF_WAIT = 3.0
 # A clean stop deletes our nodes, then closes the session (or, handing the
 # session over, lets the writes in flight end). Up to 64 deletes take a
 # few milliseconds while ZooKeeper answers.
@@ -158,10 +168,15 @@ class Stopping:
         ):
             return self._attached(handoff).addCallback(lambda _: self._deregister())
         if self._roles.joined and not halted:
-            deadline = self._reactor.seconds() + LEAVE_HANDOFF_WAIT
+            wait = LEAVE_HANDOFF_WAIT
+            if self.leaving and handoff is not None:
+                # The state file's removal follows the close: in the budget.
+                wait -= STOP_FORGET_TIMEOUT
+            deadline = self._reactor.seconds() + wait
             leave: Deferred[Any] = Deferred.fromCoroutine(self._leave_group(deadline))
             leave.addErrback(lambda f: log.failure("leaving the group", f))
-            return leave.addCallback(lambda _: self._deregister())
+            # What no member took over goes with the close, at once.
+            return leave.addCallback(lambda _: self._deregister(one_by_one=False))
         return self._deregister()
 
     def _attached(self, handoff: SessionHandoff) -> Deferred[None]:
@@ -184,14 +199,14 @@ class Stopping:
         d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
         return d.addErrback(lambda _: None)
 
-    def _deregister(self) -> Deferred[None]:
-        """Delete our nodes (bounded), then close the session."""
+    def _deregister(self, one_by_one: bool = True) -> Deferred[None]:
+        """Delete our nodes (bounded) if `one_by_one`, then close the session."""
         nodes = [
             node
             for node in self._nodes
             if (node.owned or node.member is not None) and not node.removed
         ]
-        if len(nodes) > STOP_DELETES:
+        if len(nodes) > STOP_DELETES or not one_by_one:
             # Closing the session removes every one of them at once (they
             # are all ephemeral); a call each only delays that.
             nodes = []
