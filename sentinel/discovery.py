@@ -26,11 +26,12 @@ looking at the parent for that agent's session (`take_from`).
 
 Looking costs a ``get_children`` and a ``get`` per child of the parent
 that no member of ours holds and that is named as one (a prefix, then
-ZooKeeper's counter), one call at a time (about 1 ms each: 100,000 nodes
-of other names that anyone may add there held a handover's look 53 s,
-past `takeover.MEMBER_HANDOFF_LIMIT`, and endpoints went missing): once
-per parent after a reattach, and for handovers, one look per parent and
-previous primary serving every member handed over within `LOOK_REUSE`.
+ZooKeeper's counter), `LOOK_READS` at a time (one at a time, about 1 ms
+each: 100,000 nodes of other names that anyone may add there held a
+handover's look 53 s, past `takeover.MEMBER_HANDOFF_LIMIT`, and
+endpoints went missing): once per parent after a reattach, and
+for handovers, one look per parent and previous primary serving every
+member handed over within `LOOK_REUSE`.
 After failed creates, one look at a time per parent and session serves
 every member waiting for it (a leader's stall failed hundreds at once,
 and a look each, with a ``get`` of every child, took minutes and a read
@@ -42,7 +43,7 @@ members), and each look holds one listing of the parent.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from kazoo.exceptions import (
     BadVersionError,
@@ -51,7 +52,7 @@ from kazoo.exceptions import (
     NoAuthError,
     NoNodeError,
 )
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
@@ -79,6 +80,13 @@ LOOK_REUSE = 30.0
 # waiting there and a ``get`` of each child of their form (nerve: of their
 # name) it has not seen yet, whatever the number of members waiting.
 HANDED_OVER_CHECK = 3.0
+
+# Reads a look has in flight at once: one at a time, a look at a service
+# of 300 members was 300 round trips in a row, each the slower on a
+# loaded machine, while the previous primary waited for it to stop
+# (`stopping.LEAVE_HANDOFF_WAIT`); a bound, for anyone may add nodes
+# named as members by the thousand.
+LOOK_READS = 64
 
 # Counts a ZooKeeper write by its op ("create", "set", "delete").
 Counted = Callable[[str, Deferred[Any]], Awaitable[Any]]
@@ -726,20 +734,28 @@ class Discovery:
         found = []
         # Only a sequential node can be a member of ours: anything else
         # there (another tool's nodes, a squatter's) costs no read.
-        for child in sorted(filter(_sequential, children), key=_sequence):
-            path = f"{parent}/{child}"
-            if path in self._claimed:
-                # Held by a member of ours, or by another it replaces.
-                continue
-            try:
-                data, stat = await zk.get(path)
-            except (NoNodeError, NoAuthError):
-                # Gone, or not ours: we can read every node we make. One
-                # we may not read (a squatter's ACL) failed every look for
-                # as long as it stayed, and no member was ever made.
-                continue
-            if ours(stat, owner):
-                found.append((path, identity_of(data)))
+        paths = [
+            f"{parent}/{child}"
+            for child in sorted(filter(_sequential, children), key=_sequence)
+        ]
+        for start in range(0, len(paths), LOOK_READS):
+            # Not those held by a member of ours, or by another it replaces.
+            chunk = [
+                p for p in paths[start : start + LOOK_READS] if p not in self._claimed
+            ]
+            reads = [zk.get(path) for path in chunk]
+            answers = await DeferredList(reads, consumeErrors=True)
+            for path, (read, answer) in zip(chunk, answers, strict=True):
+                if not read:
+                    # Gone, or not ours: we can read every node we make.
+                    # One we may not read (a squatter's ACL) failed every
+                    # look for as long as it stayed, and no member was
+                    # ever made.
+                    cast(Failure, answer).trap(NoNodeError, NoAuthError)
+                    continue
+                data, stat = answer
+                if ours(stat, owner):
+                    found.append((path, identity_of(data)))
         return found
 
     async def sweep(
