@@ -31,7 +31,7 @@ each: 100,000 nodes of other names that anyone may add there held a
 handover's look 53 s, past `takeover.MEMBER_HANDOFF_LIMIT`, and
 endpoints went missing): once per parent after a reattach, and
 for handovers, one look per parent and previous primary serving every
-member handed over within `LOOK_REUSE`.
+member handed over within `LOOK_REUSE`, each told once it is done.
 After failed creates, one look at a time per parent and session serves
 every member waiting for it (a leader's stall failed hundreds at once,
 and a look each, with a ``get`` of every child, took minutes and a read
@@ -218,8 +218,10 @@ class Discovery:
         # another member on the same endpoint must not take them.
         self._claimed: set[str] = set()
         # The looks under a parent for another session's members
-        # (`take_from`) in progress.
+        # (`take_from`) in progress, and what to call once each is done,
+        # for the members that wait for it.
         self._looking: set[tuple[str, int]] = set()
+        self._look_waiters: dict[tuple[str, int], list[Callable[[], None]]] = {}
         # The looks for members whose create may have succeeded, by parent
         # and session: one at a time for each.
         self._searches: dict[tuple[str, int], _Search] = {}
@@ -533,7 +535,12 @@ class Discovery:
         self._drop(member)
         return True
 
-    def take_from(self, member: Member, session: int) -> None:
+    def take_from(
+        self,
+        member: Member,
+        session: int,
+        looked_at: Callable[[], None] = lambda: None,
+    ) -> None:
         """
         The instance's node was taken over from the agent of `session` (a
         group's previous primary): its member of the instance, if any, is
@@ -542,6 +549,11 @@ class Discovery:
         the write slots, one at a time per parent and session, whose
         listing serves every member handed over within `LOOK_REUSE`.
 
+        @param looked_at: called once the look the member waits for is
+            done, for its write to be tried again then: at the write
+            queue's next retry, up to a second later, a member a new
+            primary took over waited that long after its look, while the
+            previous primary, stopping, waited for it to stop.
         @raise Looking: the member waits for that look (`write` is tried
             again after it).
         """
@@ -553,6 +565,7 @@ class Discovery:
             d.addErrback(self._bug, member.parent)
         looked = self._looked.get(key)
         if looked is None:  # Not served by a look that ended at once.
+            self._look_waiters.setdefault(key, []).append(looked_at)
             raise Looking(member.parent, "the previous primary's member")
         _, found, taken = looked
         for path, says in found:
@@ -713,10 +726,15 @@ class Discovery:
         try:
             found = await self._members_in(parent, session)
         except Exception:
-            return  # Looked for again at the members' next retry.
+            # Looked for again at the members' next retry (not at once: a
+            # ZooKeeper failing every look would be asked in a loop).
+            self._look_waiters.pop(key, None)
+            return
         finally:
             self._looking.discard(key)
         self._looked[key] = (self._clock.seconds(), found, set())
+        for looked_at in self._look_waiters.pop(key, ()):
+            looked_at()
 
     async def _members_in(
         self, parent: str, session: int | None = None

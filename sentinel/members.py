@@ -228,7 +228,11 @@ class Members:
                 if instance.taken_from is not None:
                     # The previous primary's member: ours replaces it, once
                     # a look outside the write slots has found it.
-                    discovery.take_from(member, instance.taken_from)
+                    discovery.take_from(
+                        member,
+                        instance.taken_from,
+                        lambda: self._queue.enqueue(node),
+                    )
                     instance.taken_from = None
             if self._present(node) is None:
                 # A stale history (the agent frozen): the member is neither

@@ -741,6 +741,35 @@ class TakeFromTests(SynchronousTestCase):
         self.discovery.take_from(member, PREVIOUS)
         self.assertEqual(member.replaces, f"{parent}/member_0000000003")
 
+    def test_members_told_once_the_look_is_done(self) -> None:
+        """
+        The members that wait for a look are told once it is done, to be
+        written again then rather than at the next retry; a look that
+        fails tells nobody (the retry asks again, not at once in a loop).
+        """
+        told: list[str] = []
+        self.zk.hang("get_children")
+        first = self.discovery.member_for(self.instances[0])
+        with self.assertRaises(Looking):
+            self.discovery.take_from(
+                first, PREVIOUS, looked_at=lambda: told.append("first")
+            )
+        self.zk.unhang()
+        self.zk.release(error=ConnectionLoss())
+        self.assertEqual(told, [])
+        self.zk.hang("get")
+        second = self.discovery.member_for(self.instances[1])
+        with self.assertRaises(Looking):
+            self.discovery.take_from(
+                second, PREVIOUS, looked_at=lambda: told.append("second")
+            )
+        self.assertEqual(told, [])
+        self.zk.unhang()
+        self.zk.release()
+        self.assertEqual(told, ["second"])
+        self.discovery.take_from(second, PREVIOUS)
+        self.assertEqual(second.replaces, f"{DISCOVERY}/svc/member_0000000001")
+
     def test_member_held_on_an_ended_session_not_made_again(self) -> None:
         """
         A write of a member held on a session that has ended, begun before

@@ -585,6 +585,41 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.assertEqual(self.watch(fleet, 2.0), [])
         self.assertTrue(joining.publisher.discovery_members)
 
+    def test_members_replaced_once_the_look_is_done(self) -> None:
+        """
+        A new primary's members, which wait for its look at the service
+        for the previous primary's, replace them as soon as that look is
+        done, not at the write queue's next retry (up to a second later,
+        while the previous primary, stopping, waited for them).
+        """
+        fleet = self.fleet_of(2)
+        taking = fleet.members["b"]
+        discovery = taking.publisher.discovery
+        assert discovery is not None
+        members_in = discovery._members_in
+        looked: list[float] = []
+
+        async def slow(parent: str, session: int | None = None) -> Any:
+            await deferLater(fleet.clock, 0.3, lambda: None)
+            found = await members_in(parent, session)
+            looked.append(fleet.clock.seconds())
+            return found
+
+        self.patch(discovery, "_members_in", slow)
+        leaving = fleet.members["a"]
+        share = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("a")]
+        self.assertTrue(share)
+        stopped = leaving.stop()
+        while not looked:
+            fleet.run(0.05)
+        fleet.run(0.1)
+        b = fleet.session_of("b")
+        for name in share:
+            [child] = fleet.members_of(name)
+            self.assertEqual(fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner, b)
+        self.assertEqual(self.watch(fleet, 1.0), [])
+        self.successResultOf(stopped)
+
     def test_back_after_its_session_expired(self) -> None:
         """
         A member cut off past its session timeout (its view of the group

@@ -17,7 +17,10 @@ names on each), and a reader polling ZooKeeper every 20 ms
   false down, and every node's ``since`` as it was (each new primary keeps
   what the node said);
 - two replicas, each agent with a state_dir: one restarted reattaches its
-  session, and its verdicts keep their ``since`` too.
+  session, and its verdicts keep their ``since`` too;
+- two replicas and nerve members, one agent stopped (SIGTERM, no
+  state_dir): it ends once the others have its nodes and members, no
+  node missing, every endpoint listed once.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class GroupTestCase(TestCase):
     def setUp(self) -> None:
         self.zookeeper = shared_zookeeper()
         self.root = f"/group-{self._testMethodName}"
+        self.members = f"/members-{self._testMethodName}"
         self.directory = Path(self.mktemp()).absolute()
         self.directory.mkdir(parents=True)
         self.servers = [RedisServer().start() for _ in range(3)]
@@ -93,16 +97,19 @@ class GroupTestCase(TestCase):
         port: int | None = None,
         state_dir: bool = False,
         session_timeout: float = SESSION_TIMEOUT,
+        discovery: bool = False,
     ) -> AgentProcess:
         """
         An agent knowing every name (and `extra` ones), each on its
-        redis-server, or all on `port` (a server that never answers).
+        redis-server, or all on `port` (a server that never answers);
+        with `discovery`, nerve members of one service under `self.members`.
         """
         tables = []
         for name in [*self.names, *extra]:
             where = port or self.server_of(name if name in self.names else "r00").port
             tables.append(
                 f'[[redis]]\nname = "{name}"\nhost = "{LOOPBACK}"\nport = {where}\n'
+                + ('service = "cache"\n' if discovery else "")
             )
         self.runs += 1
         config = self.directory / f"{agent_id}-{self.runs}.toml"
@@ -113,6 +120,11 @@ class GroupTestCase(TestCase):
             f"session_timeout = {session_timeout}\nheartbeat = {HEARTBEAT}\n"
             f"replicas = {replicas}\n"
             + (f"quorum = {quorum}\n" if quorum else "")
+            + (
+                f'discovery = "nerve"\ndiscovery_root = "{self.members}"\n'
+                if discovery
+                else ""
+            )
             + "".join(tables)
         )
         state = ("--state-dir", str(self.directory / f"{agent_id}-state"))
@@ -340,6 +352,44 @@ class RollingRestartTests(GroupTestCase):
         self.assertEqual(self.since(), since)
         for agent in agents.values():
             self.assertNotIn("Traceback", agent.log.read_text(errors="replace"))
+
+    async def test_leave_keeps_every_member(self) -> None:
+        """
+        Two replicas, nerve members: an agent stopped with SIGTERM waits
+        until the others have taken over its nodes and its members, then
+        ends within 5 s; no node is ever missing at a 20 ms poll, and every
+        endpoint stays listed exactly once. (The new primaries' members
+        waited for their write's retry, up to a second after their look,
+        past the 1.5 s the stop waited: the service listed fewer endpoints
+        for 0.15-0.18 s at each such stop.)
+        """
+        agents = [self.agent(a, replicas=2, discovery=True) for a in AGENTS]
+        await self.settled(agents, 3)
+        service = f"{self.members}/cache"
+        await wait_for(
+            reactor,
+            lambda: len(self.kazoo.get_children(service)) == self.instances,
+            START_BOUND,
+            "every member",
+            0.1,
+        )
+        watch = NodeWatch(
+            self.zookeeper.hosts,
+            [self.path(n) for n in self.names],
+            {service: self.instances},
+        ).start()
+        self.addCleanup(watch.stop)
+        await pause(reactor, 0.5)
+        leaving = agents[0]
+        sent = reactor.seconds()
+        leaving.child.process.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: not leaving.child.running, 5.0, "exit", 0.02)
+        self.figure("SIGTERM to exit, leaving a group", reactor.seconds() - sent)
+        await pause(reactor, 2.0)
+        self.assertGreater(watch.polls, 50)
+        self.assertEqual(watch.gaps(), {})
+        self.assertEqual(watch.most_members(service), self.instances)
+        self.assertEqual(len(self.kazoo.get_children(service)), self.instances)
 
     async def test_restart_on_a_state_dir_keeps_verdicts(self) -> None:
         """
