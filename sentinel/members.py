@@ -231,6 +231,7 @@ class Members:
                     discovery.take_from(
                         member,
                         instance.taken_from,
+                        instance.taken_at,
                         lambda: self._queue.enqueue(node),
                     )
                     instance.taken_from = None

@@ -82,6 +82,7 @@ class Node:
         "kept",
         "said_checked_at",
         "taken_from",
+        "taken_at",
         "guard",
         "guarded",
         "prune_parent",
@@ -145,6 +146,9 @@ class Node:
         # session, whose discovery member of the instance ours replaces
         # (`sentinel.members`), until ours is written.
         self.taken_from: int | None = None
+        # When it was taken over (our clock): a look at the service for
+        # that agent's members made before then may miss one it made since.
+        self.taken_at = 0.0
         # The watch for its deletion (`sentinel.guard`), one callable per
         # node as `watcher`, and the path it is armed on, until it fires.
         self.guard: Callable[[WatchedEvent], None] | None = None

@@ -201,6 +201,7 @@ class Takeovers:
         node.owned = True
         node.version = 0
         node.taken_from = stat.ephemeralOwner
+        node.taken_at = self._reactor.seconds()
         self.takeovers += 1
         log.info(
             "took {path} over from agent {agent} (session {session})",

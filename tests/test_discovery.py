@@ -770,6 +770,31 @@ class TakeFromTests(SynchronousTestCase):
         self.discovery.take_from(second, PREVIOUS)
         self.assertEqual(second.replaces, f"{DISCOVERY}/svc/member_0000000001")
 
+    def test_member_made_after_the_look_looked_for_again(self) -> None:
+        """
+        A member the previous primary made after a look began (its
+        instance came up since), for a node taken over after that, is
+        looked for again, and replaced, not listed beside ours; a member
+        not listed, for a node taken over before the look began, is
+        none, and costs no look.
+        """
+        parent = f"{DISCOVERY}/svc"
+        self.take(self.instances[0])
+        looked = self.gets()
+        self.clock.advance(1)
+        late = RedisInstance("r9", "10.0.0.1", 6400, service="svc")
+        document = json.dumps(serverset_member(late)).encode()
+        self.zk.put(f"{parent}/member_0000000009", document, owner=PREVIOUS)
+        before = self.discovery.member_for(late)
+        self.discovery.take_from(before, PREVIOUS, since=self.clock.seconds() - 2)
+        self.assertIsNone(before.replaces)
+        self.assertEqual(self.gets(), looked)
+        self.clock.advance(1)
+        after = self.discovery.member_for(late)
+        self.discovery.take_from(after, PREVIOUS, since=self.clock.seconds())
+        self.assertEqual(after.replaces, f"{parent}/member_0000000009")
+        self.assertGreater(self.gets(), looked)
+
     def test_member_held_on_an_ended_session_not_made_again(self) -> None:
         """
         A write of a member held on a session that has ended, begun before
