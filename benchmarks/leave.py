@@ -1,0 +1,278 @@
+"""
+One member of a group stopped, as a reader of ZooKeeper sees it (DESIGN.md
+section 8: "readers never see it missing").
+
+``--agents`` agents (``twistd -n sentinel``, no state_dir) share
+``--instances`` instances over real redis-servers, all up, with
+``--replicas``, each instance's nerve member in one service. Once every
+node and member is there, a reader polls every instance node and the
+service's members every 50 ms (each new member asked once whose session
+holds it), and the first agent is stopped: SIGTERM (it leaves the group),
+or ``--kill`` (``kill -9``: its nodes stay until its session expires).
+``--zk-pause`` freezes ZooKeeper (SIGSTOP) first: how long the stop takes
+when ZooKeeper never answers. Printed, for each of ``--runs`` runs:
+
+- the time from the signal to the exit;
+- for the stopped agent's instance nodes and members: when (after the
+  signal) another agent held each, p50 and max;
+- each instance node missing, each instance with no member, and each
+  listed twice: how many times, how long, p50 and max.
+
+    .venv/bin/python benchmarks/leave.py [--checkout this=.] [--replicas 2]
+        [--kill] [--runs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from common import (
+    Agent,
+    Instance,
+    add_checkout_option,
+    checkouts_of,
+    commit_of,
+    load_average,
+    start_redis_servers,
+    start_zookeeper,
+    stop_on_sigterm,
+    table,
+    wait_until,
+)
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+from upgrade import config
+
+# upgrade.py's layout: a group on ROOT, every member in one nerve service.
+ROOT = "/upgrade"
+SERVICE = "/members/cache"
+POLL = 0.05
+
+# What a poll saw of one instance, when it changed: the session holding its
+# node (None: missing), or those holding its members.
+History = list[tuple[float, Any]]
+
+
+class Reader:
+    """Polls every instance node and the service's members on a thread."""
+
+    def __init__(self, hosts: str, names: list[str]) -> None:
+        self.names = names
+        self.client = KazooClient(hosts=hosts, timeout=10.0)
+        self.client.start(timeout=10.0)
+        self.owners: dict[str, int] = {}
+        self.nodes: dict[str, History] = {n: [] for n in names}
+        self.members: dict[str, History] = {n: [] for n in names}
+        self.began = time.monotonic()
+        self.polls = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def now(self) -> float:
+        return time.monotonic() - self.began
+
+    def run(self) -> None:
+        while not self.stopping.wait(POLL):
+            try:
+                self.poll()
+            except Exception:
+                pass  # ZooKeeper frozen: nothing seen, nothing counted.
+
+    def poll(self) -> None:
+        client = self.client
+        reads = [(n, client.exists_async(f"{ROOT}/instances/{n}")) for n in self.names]
+        try:
+            children = client.get_children_async(SERVICE).get(timeout=2.0)
+        except NoNodeError:
+            children = []
+        asks = [
+            (m, client.exists_async(f"{SERVICE}/{m}"))
+            for m in children
+            if m not in self.owners
+        ]
+        now = self.now()
+        for member, ask in asks:
+            stat = ask.get(timeout=2.0)
+            self.owners[member] = stat.ephemeralOwner if stat else 0
+        held: dict[str, list[int]] = {}
+        for member in children:
+            held.setdefault(member.rsplit("_", 1)[0], []).append(self.owners[member])
+        for name, read in reads:
+            stat = read.get(timeout=2.0)
+            _changed(self.nodes[name], now, stat.ephemeralOwner if stat else None)
+            _changed(self.members[name], now, tuple(sorted(held.get(name, []))))
+        self.polls += 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(10.0)
+        self.client.stop()
+        self.client.close()
+
+
+def _changed(history: History, now: float, value: Any) -> None:
+    if not history or history[-1][1] != value:
+        history.append((now, value))
+
+
+def spans(
+    history: History, wrong: Callable[[Any], bool], since: float, until: float
+) -> list[float]:
+    """How long each stretch after `since` lasted while `wrong(value)`."""
+    found = []
+    start = None
+    for at, value in history:
+        if wrong(value) and start is None:
+            start = at
+        elif not wrong(value) and start is not None:
+            if at >= since:
+                found.append(at - max(start, since))
+            start = None
+    if start is not None:
+        found.append(until - max(start, since))
+    return found
+
+
+def first(history: History, moved: Callable[[Any], bool], since: float) -> float | None:
+    """Seconds after `since` until `moved(value)`, if it ever was."""
+    return next(
+        (at - since for at, value in history if at >= since and moved(value)), None
+    )
+
+
+def summary(values: Sequence[float]) -> str:
+    if not values:
+        return "none"
+    ordered = sorted(values)
+    p50, most = ordered[len(ordered) // 2], ordered[-1]
+    return f"{len(ordered)}, p50 {p50:.2f} s, max {most:.2f} s"
+
+
+def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str, str]]:
+    """One group, one member stopped; a row per figure."""
+    with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        servers = start_redis_servers(args.servers, started)
+        zookeeper, client = start_zookeeper(started)
+        instances = [
+            Instance(f"r{i}", servers[i % len(servers)].port)
+            for i in range(args.instances)
+        ]
+        names = [i.name for i in instances]
+        agents = []
+        for n in range(args.agents):
+            text = config(args, zookeeper.hosts, instances, f"agent-{n}", None)
+            agent = Agent(workdir, text, f"agent-{n}", version)
+            started.callback(agent.stop)
+            agents.append(agent)
+        for agent in agents:
+            agent.wait_ready()
+
+        def published() -> bool:
+            if client.exists(SERVICE) is None:
+                return False
+            if len(client.get_children(SERVICE)) != args.instances:
+                return False
+            return all(client.exists(f"{ROOT}/instances/{n}") for n in names)
+
+        wait_until(published, 90.0, "every node and member")
+        time.sleep(args.warmup)
+        session = client.exists(f"{ROOT}/agents/agent-0").ephemeralOwner
+        reader = Reader(zookeeper.hosts, names)
+        started.callback(reader.stop)
+        time.sleep(1.0)
+        load = load_average()
+        if args.zk_pause:
+            zookeeper.pause()
+        signalled = reader.now()
+        victim = agents[0].child.process
+        victim.send_signal(signal.SIGKILL if args.kill else signal.SIGTERM)
+        status = victim.wait(10.0)
+        ended = reader.now() - signalled
+        if args.zk_pause:
+            zookeeper.resume()
+        time.sleep(args.after)
+        until = reader.now()
+        reader.stop()
+
+        def other(value: Any) -> bool:
+            return value is not None and value != session
+
+        def replaced(value: Any) -> bool:
+            return bool(value) and session not in value
+
+        held = [n for n in names if any(v == session for _, v in reader.nodes[n])]
+        members = [n for n in names if any(session in v for _, v in reader.members[n])]
+        nodes_moved = [
+            t
+            for n in held
+            if (t := first(reader.nodes[n], other, signalled)) is not None
+        ]
+        members_moved = [
+            t
+            for n in members
+            if (t := first(reader.members[n], replaced, signalled)) is not None
+        ]
+        missing, unlisted, twice = [], [], []
+        for name in names:
+            missing += spans(reader.nodes[name], lambda v: v is None, signalled, until)
+            unlisted += spans(reader.members[name], lambda v: not v, signalled, until)
+            twice += spans(reader.members[name], lambda v: len(v) > 1, signalled, until)
+        kind = "kill -9" if args.kill else "SIGTERM"
+        return [
+            (f"run {number}: load average", f"{load} -> {load_average()}"),
+            (f"run {number}: {kind} to exit",
+             f"{ended:.2f} s, status {status}"
+             + (", ZooKeeper frozen" if args.zk_pause else "")),
+            (f"run {number}: its nodes held by another",
+             f"{summary(nodes_moved)} of {len(held)}"),
+            (f"run {number}: its members replaced",
+             f"{summary(members_moved)} of {len(members)}"),
+            (f"run {number}: instance node missing", summary(missing)),
+            (f"run {number}: instance with no member", summary(unlisted)),
+            (f"run {number}: instance listed twice", summary(twice)),
+        ]  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add_checkout_option(parser)
+    add("--agents", type=int, default=3)
+    add("--replicas", type=int, default=2)
+    add("--instances", type=int, default=300)
+    add("--servers", type=int, default=10)
+    add("--session-timeout", type=float, default=10.0)
+    add("--kill", action="store_true", help="kill -9 rather than SIGTERM")
+    add("--zk-pause", action="store_true", help="ZooKeeper frozen first")
+    add("--warmup", type=float, default=4.0)
+    add("--after", type=float, default=8.0, help="s watched after the exit (8)")
+    add("--runs", type=int, default=2)
+    args = parser.parse_args()
+    checkouts = checkouts_of(parser, args.checkout)
+    if len(checkouts) != 1:
+        parser.error("one --checkout at most")
+    [(label, version)] = checkouts
+    stop_on_sigterm()
+    rows = [("version", f"{label} = {commit_of(version)}")]
+    for number in range(args.runs):
+        rows += run(args, version, number)
+    title = (
+        f"leave: {args.agents} agents, R = {args.replicas}, {args.instances} instances"
+    )
+    print(table(rows, title))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
