@@ -10,7 +10,10 @@ service's members every 50 ms (each new member asked once whose session
 holds it), and the first agent is stopped: SIGTERM (it leaves the group),
 or ``--kill`` (``kill -9``: its nodes stay until its session expires).
 ``--zk-pause`` freezes ZooKeeper (SIGSTOP) first: how long the stop takes
-when ZooKeeper never answers. Printed, for each of ``--runs`` runs:
+when ZooKeeper never answers; ``--down N`` kills N redis-servers 8 s
+before the stop (their instances down, without members, as in
+``upgrade.py rolling``), and the instances with no member counted are
+those of the others. Printed, for each of ``--runs`` runs:
 
 - the time from the signal to the exit;
 - for the stopped agent's instance nodes and members: when (after the
@@ -187,6 +190,11 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
 
         wait_until(published, 90.0, "every node and member")
         time.sleep(args.warmup)
+        for server in servers[: args.down]:
+            server.kill()
+        down = {i.name for n, i in enumerate(instances) if n % len(servers) < args.down}
+        if args.down:
+            time.sleep(8.0)
         session = client.exists(f"{ROOT}/agents/agent-0").ephemeralOwner
         reader = Reader(zookeeper.hosts, names)
         started.callback(reader.stop)
@@ -226,7 +234,10 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         missing, unlisted, twice = [], [], []
         for name in names:
             missing += spans(reader.nodes[name], lambda v: v is None, signalled, until)
-            unlisted += spans(reader.members[name], lambda v: not v, signalled, until)
+            if name not in down:
+                unlisted += spans(
+                    reader.members[name], lambda v: not v, signalled, until
+                )
             twice += spans(reader.members[name], lambda v: len(v) > 1, signalled, until)
         kind = "kill -9" if args.kill else "SIGTERM"
         return [
@@ -255,6 +266,7 @@ def main() -> int:
     add("--session-timeout", type=float, default=10.0)
     add("--kill", action="store_true", help="kill -9 rather than SIGTERM")
     add("--zk-pause", action="store_true", help="ZooKeeper frozen first")
+    add("--down", type=int, default=0, help="redis-servers killed first (0)")
     add("--warmup", type=float, default=4.0)
     add("--after", type=float, default=8.0, help="s watched after the exit (8)")
     add("--runs", type=int, default=2)
