@@ -26,7 +26,7 @@ from json.decoder import scanstring  # type: ignore[attr-defined]
 
 import attr
 
-from sentinel.checks import znode_name_problem
+from sentinel.checks import short_decimal, znode_name_problem
 
 # A catalog is compressed and cut into parts of at most this size: within
 # ZooKeeper's default 1 MB limit (jute.maxbuffer) on one node's data.
@@ -102,7 +102,9 @@ def parse_catalog_node_name(name: str) -> CatalogPart | None:
     if len(fields) != 5:
         return None
     agent_id, digest, token, index, count = fields
-    if not (_small_number(index) and _small_number(count)):
+    if not (short_decimal(index, 9) and short_decimal(count, 9)):
+        # A child's name is anyone's: one int() refused ("²", 5,000
+        # digits) failed every member's listing while the node stayed.
         return None
     if znode_name_problem(agent_id) is not None:
         # No agent's id ("." from "..digest.token.0.1"): its agent node's
@@ -113,14 +115,6 @@ def parse_catalog_node_name(name: str) -> CatalogPart | None:
     if not 0 <= part.index < part.count <= MAX_CATALOG_BYTES // CATALOG_PART_BYTES + 1:
         return None
     return part
-
-
-def _small_number(text: str) -> bool:
-    # A child's name is anyone's: int() refused a digit that is not ASCII
-    # ("²" is a digit to isdigit) and more than 4,300 digits, and the
-    # ValueError failed every member's listing, for as long as the node
-    # stayed.
-    return text.isascii() and text.isdigit() and len(text) <= 9
 
 
 class BadCatalog(Exception):

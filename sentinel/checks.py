@@ -104,6 +104,16 @@ def finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def short_decimal(text: str, digits: int) -> bool:
+    """
+    Whether `text` is a number in at most `digits` ASCII digits: what
+    ``int()`` may read from anyone's text. ``int()`` alone takes a sign,
+    spaces, underscores and other scripts' digits, and refuses some that
+    ``str.isdigit`` takes ("²") and more than 4,300 of them.
+    """
+    return text.isascii() and text.isdigit() and len(text) <= digits
+
+
 def printable(text: str, limit: int) -> str:
     """
     `text` for a terminal or a log: characters they would act on (controls,

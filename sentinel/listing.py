@@ -29,6 +29,7 @@ from typing import Any
 import attr
 from twisted.internet.interfaces import IReactorTime
 
+from sentinel.checks import short_decimal
 from sentinel.health import DOWN, UP
 from sentinel.instance import InstanceState
 from sentinel.streaming import Slices
@@ -136,7 +137,7 @@ def _text(what: str, value: bytes) -> str:
 
 
 def _limit(text: str) -> int:
-    if text.isascii() and text.isdigit() and len(text) <= 7:
+    if short_decimal(text, 7):
         value = int(text)
         if 1 <= value <= MAX_LIMIT:
             return value

@@ -58,7 +58,7 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sentinel.checks import host_problem, printable
+from sentinel.checks import host_problem, printable, short_decimal
 from sentinel.dispatch import read_directly, stop_reading_directly
 from sentinel.observation import Replication
 from sentinel.tls import describe_tls_loss
@@ -226,7 +226,7 @@ def _bad_field(key: str, value: str) -> BadInfo:
 
 def tcp_port(text: str) -> int | None:
     """The TCP port (1--65535) `text` writes in ASCII digits, or None."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 5):
+    if not short_decimal(text, 5):
         return None
     number = int(text)
     return number if 1 <= number <= 65535 else None
@@ -697,7 +697,7 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         # ZooKeeper and the page.
         text = line[1:]
         digits = text[1:] if text[:1] == "-" else text
-        if digits.isascii() and digits.isdigit() and len(digits) <= _INT64_DIGITS:
+        if short_decimal(digits, _INT64_DIGITS):
             return True
         self.reject(f"not a Redis reply: {line[:40]!r}")
         return False

@@ -33,6 +33,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from sentinel import page
+from sentinel.checks import short_decimal
 from sentinel.documents import instance_report
 from sentinel.exposition import FORMATS, exposition, overlong
 from sentinel.history import CheckHistory
@@ -242,8 +243,7 @@ class StatusApp:
         if sort not in SORTS:
             sort = DEFAULT_SORT
         number = _argument(request, b"page")
-        digits = number.isascii() and number.isdigit() and len(number) < 10
-        wanted = int(number) if digits else 1
+        wanted = int(number) if short_decimal(number, 9) else 1
         return self.slicer.stream(request, self._page(sort, wanted))
 
     @app.handle_errors(HTTPException)
