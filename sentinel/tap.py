@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import signal
 import socket
 import stat
@@ -146,6 +147,52 @@ def check_twistd_files(twistd: Mapping[str, Any]) -> None:
         logfile = "twistd.log"  # A daemon's, by default.
     if logfile and logfile != "-":
         _check_writable("--logfile", logfile, seeks=True)
+
+
+def check_twistd_process(twistd: Mapping[str, Any]) -> None:
+    """
+    twistd's --chroot, --rundir, --uid and --gid, from its options
+    (`twistd`): it uses them only once the agent is made (it changes its
+    root and directory, then drops its privileges, as it starts it), and a
+    failure there ended the start with a traceback. The root and the run
+    directory must be directories that can be entered (the run directory
+    is not looked at under --chroot, where it is inside the new root); a
+    numeric --uid must be in the password database, where twistd looks up
+    its name and groups; and only root switches to another user or group.
+    A --uid or --gid given by name twistd looks up itself, as it parses
+    its own options, before any plugin: an unknown name is still its
+    traceback.
+
+    @raise ConfigError: naming the option and its value.
+    """
+    chroot = twistd.get("chroot")
+    if chroot:
+        _check_directory("--chroot", chroot)
+    elif twistd.get("rundir"):
+        _check_directory("--rundir", twistd["rundir"])
+    uid, gid = twistd.get("uid"), twistd.get("gid")
+    if uid is not None:
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            raise ConfigError(
+                f"--uid: {uid} is no user in this host's password database "
+                "(twistd takes the user's name and groups from there)"
+            ) from None
+    if os.geteuid() != 0:
+        if uid is not None and uid != os.geteuid():
+            raise ConfigError(f"--uid: only root can run as another user ({uid})")
+        if gid is not None and gid not in (os.getgid(), os.getegid()):
+            raise ConfigError(f"--gid: only root can run as another group ({gid})")
+
+
+def _check_directory(label: str, path: str) -> None:
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        reason = "No such directory" if not os.path.exists(path) else "Not a directory"
+        raise ConfigError(f"{label}: {path}: {reason}")
+    if not os.access(path, os.X_OK):
+        raise ConfigError(f"{label}: {path}: Permission denied")
 
 
 def check_daemon_socket(
@@ -386,6 +433,7 @@ class Options(usage.Options):
         check_endpoint(self.http_label, self.config.http, reactor, self._reader)
         if self.parent is not None:
             check_twistd_files(self.parent)
+            check_twistd_process(self.parent)
             if not self.parent.get("nodaemon"):
                 check_daemon_socket(self.http_label, self.config.http, self.parent)
 

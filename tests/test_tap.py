@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import pwd
 import socket
 import sys
 import types
@@ -27,6 +28,7 @@ from sentinel.tap import (
     StartedEarly,
     check_endpoint,
     check_twistd_files,
+    check_twistd_process,
     makeService,
 )
 
@@ -504,6 +506,81 @@ class TwistdFilesTests(SynchronousTestCase):
         self.assertEqual(
             error.code,
             f"sentinel: --pidfile: cannot write {path}: No such file or directory",
+        )
+
+
+class TwistdProcessTests(SynchronousTestCase):
+    """
+    twistd's --chroot, --rundir, --uid and --gid, checked with the agent's
+    options: twistd uses them only once the agent is made, and a bad one
+    ended the start with a traceback.
+    """
+
+    def test_rundir_missing_or_a_file(self) -> None:
+        """A run directory that cannot be entered is one line naming it."""
+        missing = os.path.abspath(self.mktemp())
+        error = self.assertRaises(
+            ConfigError, check_twistd_process, {"rundir": missing}
+        )
+        self.assertEqual(str(error), f"--rundir: {missing}: No such directory")
+        with open(missing, "w"):
+            pass
+        error = self.assertRaises(
+            ConfigError, check_twistd_process, {"rundir": missing}
+        )
+        self.assertEqual(str(error), f"--rundir: {missing}: Not a directory")
+
+    def test_chroot_missing(self) -> None:
+        """
+        A new root that is no directory is refused; the run directory,
+        inside it then, is not looked at.
+        """
+        missing = os.path.abspath(self.mktemp())
+        error = self.assertRaises(
+            ConfigError, check_twistd_process, {"chroot": missing, "rundir": "."}
+        )
+        self.assertEqual(str(error), f"--chroot: {missing}: No such directory")
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        check_twistd_process({"chroot": directory, "rundir": missing})
+
+    def test_uid_not_in_the_password_database(self) -> None:
+        """A numeric --uid that names no user is refused before twistd uses it."""
+        uids = {entry.pw_uid for entry in pwd.getpwall()}
+        unknown = next(uid for uid in range(60000, 70000) if uid not in uids)
+        error = self.assertRaises(
+            ConfigError, check_twistd_process, {"uid": unknown, "gid": 0}
+        )
+        self.assertEqual(
+            str(error),
+            f"--uid: {unknown} is no user in this host's password database "
+            "(twistd takes the user's name and groups from there)",
+        )
+
+    def test_only_root_switches(self) -> None:
+        """
+        Another user or group is refused to a process that is not root's;
+        its own pass, and root may take any user there is.
+        """
+        self.patch(os, "geteuid", lambda: 1000)
+        self.patch(os, "getgid", lambda: 1000)
+        self.patch(os, "getegid", lambda: 1000)
+        error = self.assertRaises(ConfigError, check_twistd_process, {"uid": 0})
+        self.assertEqual(str(error), "--uid: only root can run as another user (0)")
+        error = self.assertRaises(ConfigError, check_twistd_process, {"gid": 0})
+        self.assertEqual(str(error), "--gid: only root can run as another group (0)")
+        check_twistd_process({"gid": 1000, "rundir": "."})
+        self.patch(os, "geteuid", lambda: 0)
+        check_twistd_process({"uid": 0, "gid": 1000})
+
+    def test_refused_through_the_options(self) -> None:
+        """The options refuse it as they refuse their own: one line."""
+        missing = os.path.abspath(self.mktemp())
+        options = Options(reactor=MemoryReactor())
+        options.parent = {"rundir": missing, "nodaemon": True, "pidfile": ""}
+        error = self.assertRaises(SystemExit, options.parseOptions, [])
+        self.assertEqual(
+            error.code, f"sentinel: --rundir: {missing}: No such directory"
         )
 
 
