@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pwd
 import resource
 import signal
 import socket
@@ -387,6 +388,37 @@ class TwistdTests(TwistdTestCase):
                 (1, b"", f"sentinel: {option}: cannot write {path}: "
                  "No such file or directory\n"),
             )  # fmt: skip
+
+    def test_twistd_process_options_are_one_line(self) -> None:
+        """
+        A --rundir or --chroot that is no directory, and a numeric --uid
+        that names no user, end start-up with one line naming the option,
+        exit 1, nothing on standard output (before: a traceback, once
+        twistd had logged its banner).
+        """
+        missing = Path(self.mktemp()).absolute() / "missing"
+        uids = {entry.pw_uid for entry in pwd.getpwall()}
+        unknown = next(uid for uid in range(60000, 70000) if uid not in uids)
+        for option, line in [
+            (f"--rundir={missing}", f"--rundir: {missing}: No such directory"),
+            (f"--chroot={missing}", f"--chroot: {missing}: No such directory"),
+            (
+                f"--uid={unknown}",
+                f"--uid: {unknown} is no user in this host's password database "
+                "(twistd takes the user's name and groups from there)",
+            ),
+        ]:
+            result = subprocess.run(
+                [TWISTD, "-n", "--pidfile=", option, "sentinel",
+                 "--redis", "127.0.0.1:1", "--http", "none"],
+                env=environment(),
+                capture_output=True,
+                timeout=60,
+            )  # fmt: skip
+            self.assertEqual(
+                (result.returncode, result.stdout, result.stderr.decode()),
+                (1, b"", f"sentinel: {line}\n"),
+            )
 
     def test_open_files_refused_in_one_line(self) -> None:
         """
