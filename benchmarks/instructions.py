@@ -16,7 +16,10 @@ With ``--checkout LABEL=PATH`` (repeatable), each checkout's agent is
 counted in turn, on the same servers.
 
     .venv/bin/python benchmarks/instructions.py [--instances 300]
-        [--checkout before=../old --checkout after=.]
+        [--checkout before=../old --checkout after=.] [--keep]
+
+Each agent's work dir (config, log, callgrind's output) is removed once it
+is counted, however the run ends, unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     add("--instances", type=int, default=300, help="N (300)")
     add("--window", type=float, default=20.0, help="counted, s (20)")
     add("--start-limit", type=float, default=300.0, help="s for all to be up")
+    add("--keep", action="store_true", help="keep the work dirs (log, callgrind)")
     add_checkout_option(parser)
     args = parser.parse_args()
     if args.instances < 1 or args.window <= 0:
@@ -77,6 +81,10 @@ def count(
     """The instructions per check of `checkout`'s agent, and the checks."""
     with ExitStack() as started:
         workdir = Path(tempfile.mkdtemp(prefix=f"sentinel-instructions-{label}-"))
+        if args.keep:
+            print(f"{label}: work dir kept: {workdir}", file=sys.stderr)
+        else:
+            started.callback(shutil.rmtree, workdir, ignore_errors=True)
         n = args.instances
         instances = [Instance(f"r{i}", ports[i % len(ports)]) for i in range(n)]
         config = workdir / "agent.toml"

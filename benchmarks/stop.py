@@ -17,6 +17,7 @@ up, the instance nodes left one second after the exit.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import tempfile
@@ -74,6 +75,7 @@ def stop_case(
             timeout=args.interval / 2,
         )
         workdir = Path(tempfile.mkdtemp(prefix=f"sentinel-stop-{case}-"))
+        started.callback(shutil.rmtree, workdir, ignore_errors=True)
         agent = Agent(workdir, config, open_files=open_files_for(n))
         started.callback(agent.stop)
         agent.wait_ready()
