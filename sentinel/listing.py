@@ -50,10 +50,21 @@ MEMBERS_PER_PAGE = 1000
 # More than any fleet one agent can watch; a bound, so that a typo of a
 # hundred digits is refused rather than taken.
 MAX_LIMIT = 1_000_000
+# Characters of a client's text an error quotes: a request line may be
+# 16 KiB, and an error quoting it whole was as long.
+QUOTED = 40
 
 
 class BadRequest(ValueError):
     """A query the agent refuses: its message is one line naming the parameter."""
+
+
+def quoted(text: str | bytes) -> str:
+    """
+    A client's `text` as an error quotes it: the repr of its first
+    `QUOTED` characters, then ``...`` when it is longer.
+    """
+    return repr(text[:QUOTED]) + ("..." if len(text) > QUOTED else "")
 
 
 @attr.frozen
@@ -73,7 +84,9 @@ class InstanceQuery:
         values = _values(args, QUERY_PARAMETERS)
         status = values.get("status")
         if status is not None and status not in STATUSES:
-            raise BadRequest(f"status: {status!r} is not one of {', '.join(STATUSES)}")
+            raise BadRequest(
+                f"status: {quoted(status)} is not one of {', '.join(STATUSES)}"
+            )
         limit = values.get("limit")
         return cls(
             status=status,
@@ -122,7 +135,8 @@ def _values(
     for raw_name, raw_values in args.items():
         name = _text("a parameter name", raw_name)
         if name not in known:
-            raise BadRequest(f"unknown parameter {name!r} (known: {', '.join(known)})")
+            known_names = ", ".join(known)
+            raise BadRequest(f"unknown parameter {quoted(name)} (known: {known_names})")
         if len(raw_values) != 1:
             raise BadRequest(f"parameter {name!r} is given {len(raw_values)} times")
         values[name] = _text(f"parameter {name!r}", raw_values[0])
@@ -133,7 +147,7 @@ def _text(what: str, value: bytes) -> str:
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest(f"{what} is not UTF-8: {value[:40]!r}") from None
+        raise BadRequest(f"{what} is not UTF-8: {quoted(value)}") from None
 
 
 def _limit(text: str) -> int:
@@ -142,7 +156,7 @@ def _limit(text: str) -> int:
         if 1 <= value <= MAX_LIMIT:
             return value
     raise BadRequest(
-        f"limit: {text[:40]!r} is not a whole number from 1 to {MAX_LIMIT}"
+        f"limit: {quoted(text)} is not a whole number from 1 to {MAX_LIMIT}"
     )
 
 

@@ -46,6 +46,7 @@ from sentinel.listing import (
     PageQuery,
     instance_slices,
     pending_slices,
+    quoted,
 )
 from sentinel.metrics import AgentMetrics
 from sentinel.monitor import Monitor
@@ -167,7 +168,7 @@ class StatusApp:
         """One instance, or a 404 JSON error."""
         state = self.monitor.states.get(name)
         if state is None:
-            return json_error(request, 404, f"unknown instance {name!r}")
+            return json_error(request, 404, f"unknown instance {quoted(name)}")
         return _json(request, self._document(state))
 
     @app.route("/group", methods=["GET"])

@@ -113,6 +113,10 @@ class RouteTests(SynchronousTestCase):
         code, body = self.get("/instances/nope")
         self.assertEqual(code, 404)
         self.assertEqual(body, {"error": "unknown instance 'nope'"})
+        code, body = self.get("/instances/" + "n" * 15_000)
+        self.assertEqual(code, 404)
+        cut = repr("n" * 40) + "..."
+        self.assertEqual(body, {"error": f"unknown instance {cut}"})
 
     def test_odd_names(self) -> None:
         """Names with spaces, quotes, ?, #, % and non-ASCII are found, quoted."""
@@ -309,6 +313,29 @@ class QueryTests(SynchronousTestCase):
         many = "&".join(f"p{i}=1" for i in range(500))
         self.assertIn("unknown parameter", self.refused(many))
         self.assertFalse(self.turns.waiting)
+
+    def test_refusals_quote_40_characters(self) -> None:
+        """
+        A 400 quotes at most 40 characters of what the client sent, then
+        ``...``: a status or a parameter's name of 15,000 characters (a
+        request line nearly at its 16 KiB limit) was quoted whole.
+        """
+        long = "x" * 15_000
+        cut = repr("x" * 40) + "..."
+        self.assertEqual(
+            self.refused("status=" + long),
+            f"status: {cut} is not one of up, down, unknown",
+        )
+        self.assertEqual(
+            self.refused(long + "=1"),
+            f"unknown parameter {cut} (known: status, limit, after)",
+        )
+        self.assertEqual(
+            self.refused("limit=" + "9" * 400),
+            f"limit: {repr('9' * 40)}... is not a whole number from 1 to 1000000",
+        )
+        not_utf8 = repr(b"\xff" * 40) + "..."
+        self.assertIn(f"is not UTF-8: {not_utf8}", self.refused("after=" + "%ff" * 50))
 
     def test_from_args(self) -> None:
         """The parsed query, as the route sees it."""
