@@ -25,7 +25,16 @@ reloader's own, never on the reactor thread, and never in the reactor's
 thread pool: a read stuck there would stall name resolution, and twistd's
 exit joins that pool's threads. The loaded config is applied on the reactor
 thread. One load runs at a time: a SIGHUP during a load is coalesced into
-one more load when it ends, so a stuck load never stacks threads. Each file
+one more load when it ends, so a stuck load never stacks threads. Loads
+start at most once every `LOAD_SPACING` seconds: a SIGHUP sooner after
+the last load started waits for the rest of that second, with every other
+SIGHUP meanwhile. A first SIGHUP after a quiet second loads at once, and
+the last of a storm is always followed by a load that reads the file
+after it; but a storm (SIGHUP sent in a loop, hundreds a second) no
+longer applies configs back to back: alternating between two configs
+that differ by 200 of 2,000 instances, it applied 3.4 a second, each
+closing and opening 200 connections and nodes, and held a tick up to
+2.5 s. Each file
 read has its own deadline (`sentinel.files`); `LOAD_DEADLINE` is the
 backstop for the whole load, after which the reload is refused and the
 load's late result, if it ever comes, is dropped.
@@ -72,6 +81,11 @@ _RESTART_ONLY = (
 # file allowed (16 MiB, about 5 s of CPU here) on a busy agent, and above
 # one file read's deadline.
 LOAD_DEADLINE = 60.0
+
+# Seconds from the start of one load to the start of the next, at least:
+# a config's changes are applied once a second at most, whatever the rate
+# of SIGHUPs.
+LOAD_SPACING = 1.0
 
 _T = TypeVar("_T")
 
@@ -161,6 +175,10 @@ class ConfigReloader(Service):
         self._load_started = 0.0
         self._deadline: IDelayedCall | None = None
         self._again = False
+        # The load waiting for its turn (LOAD_SPACING), and when the next
+        # one may start.
+        self._paced: IDelayedCall | None = None
+        self._next_load_at = 0.0
 
     def startService(self) -> None:
         super().startService()
@@ -180,6 +198,9 @@ class ConfigReloader(Service):
         if self._install_signal:
             signal.signal(signal.SIGHUP, self._previous_handler or signal.SIG_DFL)
         self._again = False
+        if self._paced is not None:
+            self._paced.cancel()
+            self._paced = None
         if self._loading is not None:
             self._loading.cancel()
 
@@ -190,18 +211,36 @@ class ConfigReloader(Service):
     def reload(self) -> None:
         """
         Load the config again on a thread and apply it when loaded; keep the
-        running config on error. During a load, ask for one more after it.
+        running config on error. During a load, ask for one more after it
+        (said once per load); within `LOAD_SPACING` of the last load's
+        start, load when that time is up.
         """
+        if self._paced is not None:
+            return  # The load waiting will read the file after this SIGHUP.
         if self._loading is not None:
+            if not self._again:
+                log.info(
+                    "reload: the load started {seconds:.0f} s ago has not "
+                    "ended; one more follows when it does",
+                    seconds=self._reactor.seconds() - self._load_started,
+                )
             self._again = True
-            log.info(
-                "reload: the load started {seconds:.0f} s ago has not ended; "
-                "one more follows when it does",
-                seconds=self._reactor.seconds() - self._load_started,
-            )
             return
         self._again = False
+        # Bounded: a wall clock stepped back must not put a load off.
+        wait = min(self._next_load_at - self._reactor.seconds(), LOAD_SPACING)
+        if wait > 0:
+            self._paced = self._reactor.callLater(wait, self._paced_load)
+            return
+        self._start_load()
+
+    def _paced_load(self) -> None:
+        self._paced = None
+        self._start_load()
+
+    def _start_load(self) -> None:
         self._load_started = self._reactor.seconds()
+        self._next_load_at = self._load_started + LOAD_SPACING
         self._deadline = self._reactor.callLater(LOAD_DEADLINE, self._overdue)
         loading = self._run_in_thread(self._load)
         self._loading = loading

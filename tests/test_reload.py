@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import reload as reload_module
 from sentinel.config import Config, ConfigError, RedisInstance, load_config
-from sentinel.reload import LOAD_DEADLINE, ConfigReloader, in_own_thread
+from sentinel.reload import LOAD_DEADLINE, LOAD_SPACING, ConfigReloader, in_own_thread
 from tests.fakes import make_monitor
 
 
@@ -97,8 +97,13 @@ class ReloadTestCase(SynchronousTestCase):
         return self.next
 
     def reload(self) -> None:
-        """SIGHUP, and the load ends at once."""
+        """
+        SIGHUP, and the load ends at once (once its turn came, if it is
+        within LOAD_SPACING of the last).
+        """
         self.reloader.reload()
+        if not self.threads.waiting:
+            self.clock.advance(LOAD_SPACING)
         self.threads.finish()
 
     def levels(self, text: str) -> list[LogLevel]:
@@ -419,14 +424,66 @@ class OffTheReactorTests(ReloadTestCase):
         self.assertTrue(self.reloader.last_reload_ok)
 
     def test_sighups_during_a_load_coalesce(self) -> None:
-        """Several SIGHUPs during a load make one more load, not several."""
+        """
+        Several SIGHUPs during a load make one more load, not several, and
+        say so once.
+        """
         self.reloader.reload()
         self.reloader.reload()
         self.reloader.reload()
         self.threads.finish()
+        self.clock.advance(LOAD_SPACING)
         self.threads.finish()
         self.assertEqual((self.threads.started, self.threads.waiting), (2, []))
         self.assertEqual(self.reloader.reloads, 2)
+        self.assertEqual(len(self.levels("has not ended")), 1)
+
+    def test_storm_loads_once_a_second(self) -> None:
+        """
+        SIGHUP sent 200 times a second for 30 s, each load ending at once,
+        starts a load once every LOAD_SPACING at most (it started one per
+        SIGHUP), and the last SIGHUP is followed by a load that reads the
+        file after it.
+        """
+        self.next = attr.evolve(BASE, instances=(instance("a", 7000),))
+        for _ in range(30 * 200):
+            self.reloader.reload()
+            while self.threads.waiting:
+                self.threads.finish()
+            self.clock.advance(1 / 200)
+        loads_in_storm = self.threads.started
+        self.assertLessEqual(loads_in_storm, 31)
+        self.assertEqual(self.threads.started, self.reloader.reloads)
+        # The last SIGHUP, just before the storm ended, named this config.
+        self.next = BASE
+        self.reloader.reload()
+        self.clock.advance(LOAD_SPACING)
+        self.threads.finish()
+        self.assertEqual(sorted(self.monitor.states), ["a", "b", "c"])
+
+    def test_first_sighup_after_a_quiet_second_loads_at_once(self) -> None:
+        """A SIGHUP LOAD_SPACING or more after the last load starts one at once."""
+        self.reload()
+        self.clock.advance(LOAD_SPACING)
+        self.reloader.reload()
+        self.assertEqual(self.threads.started, 2)
+
+    def test_clock_stepped_back_delays_a_load_one_spacing_at_most(self) -> None:
+        """A wall clock stepped back an hour puts the next load off LOAD_SPACING."""
+        self.reload()
+        self.clock.rightNow -= 3600.0
+        self.reloader.reload()
+        self.assertEqual(self.threads.started, 1)
+        self.clock.advance(LOAD_SPACING)
+        self.assertEqual(self.threads.started, 2)
+
+    def test_stop_while_a_load_waits_its_turn(self) -> None:
+        """Stopping cancels a load waiting for LOAD_SPACING; none starts."""
+        self.reload()
+        self.reloader.reload()
+        self.reloader.stopService()
+        self.clock.advance(LOAD_SPACING)
+        self.assertEqual(self.threads.started, 1)
 
     def test_stop_during_a_load(self) -> None:
         """
