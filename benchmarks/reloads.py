@@ -10,15 +10,18 @@ instances differ (``alternate``), or pointed at a file that is no TOML
 (``invalid``). Then it is watched ``--after`` seconds more. Printed for
 each mode: RSS before, at most and at the end, gc objects, checks failed
 and the fewest instances up during the storm and after it, the slowest
-tick, the ``/healthz`` answers seen, and the reloads applied and refused.
+tick, the ``/healthz`` answers seen, and the reloads applied and refused;
+with ``--series``, RSS and gc objects every 10 s (at a low ``--rate``, a
+churn of instances cycle after cycle).
 
     .venv/bin/python benchmarks/reloads.py [--instances 2000] [--rate 200]
-        [--duration 30] [--after 20] [--modes same,alternate,invalid]
+        [--duration 30] [--after 20] [--modes same,alternate,invalid] [--series]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -61,6 +64,7 @@ def parse_args() -> argparse.Namespace:
     add("--duration", type=float, default=30.0, help="s of storm (30)")
     add("--after", type=float, default=20.0, help="s watched after it (20)")
     add("--modes", default=",".join(MODES), help="comma-separated (all)")
+    add("--series", action="store_true", help="print RSS and gc objects each 10 s")
     args = parser.parse_args()
     args.modes = args.modes.split(",")
     if not set(args.modes) <= set(MODES):
@@ -70,14 +74,21 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def healthz(port: int) -> int:
-    """The status code of ``/healthz`` (0: no answer within 5 s)."""
+def healthz(port: int, reasons: set[str]) -> int:
+    """
+    The status code of ``/healthz`` (0: no answer within 5 s); the reasons
+    of a 503 are added to `reasons`.
+    """
     try:
         with urllib.request.urlopen(
             f"http://{LOOPBACK}:{port}/healthz", timeout=5
         ) as answer:
             return int(answer.status)
     except urllib.error.HTTPError as e:
+        try:
+            reasons.update(json.loads(e.read()).get("reasons", []))
+        except (OSError, ValueError):
+            pass
         return int(e.code)
     except OSError:
         return 0
@@ -140,15 +151,26 @@ def run_mode(
         )
         storm.start()
         samples: list[tuple[float, dict[str, Any], int]] = []
+        reasons: set[str] = set()
         start = time.monotonic()
         while time.monotonic() - start < args.duration + args.after:
             try:
                 stats = agent.get("/debug/stats", timeout=5)
             except OSError:
                 stats = {}
-            samples.append((time.monotonic() - start, stats, healthz(agent.http_port)))
+            code = healthz(agent.http_port, reasons)
+            samples.append((time.monotonic() - start, stats, code))
             time.sleep(1.0)
         storm.join()
+        if args.series:
+            for at, stats, code in samples[::10]:
+                if stats:
+                    print(
+                        f"{mode} {at:5.0f} s  RSS {stats['rss_bytes'] / MIB:6.1f} MiB"
+                        f"  gc objects {stats['gc_objects']:9,}"
+                        f"  instances {stats['instances']:,}  /healthz {code}",
+                        file=sys.stderr,
+                    )
         end = samples[-1][1]
         log = agent.log.read_text(errors="replace")
         during = [s for t, s, _ in samples if t <= args.duration and s]
@@ -188,6 +210,7 @@ def run_mode(
             ),
             "slowest tick": f"{tick * 1000:.0f} ms",
             "/healthz answers": answers,
+            "/healthz reasons": "; ".join(sorted(r[:100] for r in reasons)) or "-",
             "load average": load_average(),
         }
 
