@@ -123,7 +123,8 @@ def make_agent(
     (its stats and metrics are shown). `http_label` names the HTTP
     endpoint's field in the line that says it cannot be listened on.
     """
-    pacer = ConnectPacer(reactor, CONNECTS_IN_FLIGHT, config.timeout)
+    descriptors = None if process is None else process.spare_descriptors()
+    pacer = ConnectPacer(reactor, CONNECTS_IN_FLIGHT, config.timeout, descriptors)
     resolver = Resolver.from_config(reactor, config.dns, config.timeout)
     hello_off = HelloOff()
 

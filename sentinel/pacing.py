@@ -64,6 +64,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from sentinel.answers import Answers
+from sentinel.descriptors import SpareDescriptors
 from sentinel.handshakes import Handshakes
 from sentinel.sockets import SocketShortage
 from sentinel.stalls import StalledAddresses
@@ -107,10 +108,18 @@ class ConnectPacer(Service):
     to their probes, which cancel them when they close.
     """
 
-    def __init__(self, clock: IReactorTime, max_in_flight: int, timeout: float):
+    def __init__(
+        self,
+        clock: IReactorTime,
+        max_in_flight: int,
+        timeout: float,
+        descriptors: SpareDescriptors | None = None,
+    ):
         """
         @param timeout: the check timeout; the lateness tolerated is a
             fraction of it.
+        @param descriptors: whether a renewal may take a second descriptor
+            (none refused unless given).
         """
         self._clock = clock
         self.max_in_flight = max_in_flight
@@ -146,6 +155,7 @@ class ConnectPacer(Service):
         self.stalls = StalledAddresses()
         self.handshakes = Handshakes(clock)
         self.answers = Answers(clock)
+        self.descriptors = descriptors or SpareDescriptors(clock)
 
     @property
     def waiting(self) -> int:
@@ -236,6 +246,7 @@ class ConnectPacer(Service):
             "slow_start": self.slow_start,
             "rate_cuts": self.cuts,
             "max_lateness_seconds": round(self.max_lateness, 4),
+            "renewals_without_descriptor": self.descriptors.refused,
             **self.stalls.stats(),
         }
 

@@ -633,6 +633,13 @@ class RedisProbe:
                 return self._ping(protocol, want_info)
             if self._held_back():
                 return self._renewal_held_back(protocol, want_info)
+            if not self._pacer.descriptors.take():
+                # No descriptor to spare for a second connection
+                # (`sentinel.descriptors`): the kept one serves on, and
+                # the turn `_held_back` gave to its stalled address goes.
+                if self.address is not None:
+                    self._pacer.stalls.ended(self._endpoint(), self)
+                return self._ping(protocol, want_info)
             # Its time is up: a new connection is made meanwhile.
             self._start_attempt(min(scheduled, self._reactor.seconds()))
             if self._protocol is not None:

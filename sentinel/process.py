@@ -52,13 +52,17 @@ import resource
 import time
 from collections.abc import Callable
 
+import psutil
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from sentinel.clocksteps import LOOK_INTERVAL, ClockSteps
+from sentinel.descriptors import SpareDescriptors
 from sentinel.dispatch import after_each_poll, lean_dispatch
 from sentinel.httpd import MAX_CONNECTIONS
+from sentinel.procstats import open_fds
+from sentinel.resolve import MAX_LOOKUPS
 from sentinel.timer import RestartingTimer
 
 log = Logger()
@@ -67,6 +71,12 @@ log = Logger()
 # sockets (sentinel.resolve.MAX_LOOKUPS), and every HTTP connection the
 # agent accepts (sentinel.httpd.MAX_CONNECTIONS).
 FD_RESERVE = 64 + MAX_CONNECTIONS
+
+# Descriptors a renewal leaves free (`sentinel.descriptors`): room for
+# every HTTP connection the agent accepts, every name lookup's socket
+# (sentinel.resolve.MAX_LOOKUPS), and a few for ZooKeeper and an accept
+# over the cap. The rest of FD_RESERVE is what renewals may hold.
+RENEWAL_KEEP = MAX_CONNECTIONS + MAX_LOOKUPS + 16
 
 # Rounds of the check loop after the watched instances change during which
 # every round freezes without collecting; then (once no connection waits
@@ -208,6 +218,13 @@ class ProcessPolicy(MultiService):
                     reactor=type(self._clock).__name__,
                 )
         super().startService()
+
+    def spare_descriptors(self) -> SpareDescriptors:
+        """What lets a renewal take a second descriptor, in this process."""
+        process = psutil.Process()
+        return SpareDescriptors(
+            self._clock, count=lambda: open_fds(process), keep=RENEWAL_KEEP
+        )
 
     def check_capacity(self, instances: int) -> None:
         """Refuse with one line (SystemExit) a reload that cannot fit."""

@@ -28,6 +28,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sentinel import probe as probe_module
 from sentinel.config import RedisInstance
+from sentinel.descriptors import SpareDescriptors
 from sentinel.observation import Observation, Replication
 from sentinel.pacing import BEAT, ConnectPacer
 from sentinel.probe import REREAD_HINT, RedisProbe, drain_key_of
@@ -943,6 +944,28 @@ class RenewalTests(SynchronousTestCase):
         h.on_time(10.0)
         self.pong(h)
         h.reactor.rightNow -= 3600.0
+        h.on_time(1.0)
+        h.check()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+
+    def test_renewal_waits_for_a_descriptor(self) -> None:
+        """
+        With no descriptor to spare for a second connection, the kept one
+        serves on, no connect is made, and the refusal is counted; a check
+        that finds one renews.
+        """
+        self.patch(probe_module, "random", lambda: 0.0)
+        spare = [0]
+        h = Harness(reconnect_every=60.0)
+        h.pacer.descriptors = SpareDescriptors(
+            h.reactor, lambda: 1000 - spare[0], keep=0, limit=lambda: 1000
+        )
+        h.connect()
+        h.on_time(60.0)
+        self.assertEqual(self.pong(h), Observation(True, True, 0.0))
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        self.assertEqual(h.pacer.stats()["renewals_without_descriptor"], 1)
+        spare[0] = 1
         h.on_time(1.0)
         h.check()
         self.assertEqual(len(h.reactor.tcpClients), 2)
