@@ -1,0 +1,209 @@
+"""
+A squatter in ZooKeeper, as a live group sees it (DESIGN.md section 2.5).
+
+Two agents ``a`` and ``b`` (``twistd -n sentinel``, replicas 2) share
+``--instances`` instances over real redis-servers. Once both see the
+group, a squatter (kazoo, its own session) creates ``--nodes`` nodes in
+transactions of 1,000, then a third agent ``c`` starts; printed, for
+each of ``--runs`` runs:
+
+- how long the squatter's writes took, and each agent's CPU and RSS
+  over the run;
+- how long after its start ``c`` saw the group of three, and ``b``
+  saw ``c`` join;
+- ZooKeeper's packets received meanwhile (``mntr``), the agents' most
+  late checks (``/debug/stats`` ``overruns``), and every ``/healthz``
+  answer other than 200 that ``b`` gave, polled every 0.2 s.
+
+``--kind catalogs`` (the default): complete one-part catalogs in ``a``'s
+name, under tokens of their own, their digests sorting before ``a``'s
+own, held by the squatter's session. ``--kind agents``: children of
+``{root}/agents``; ``--kind opinions``: opinions under one instance;
+``--kind members``: nodes of no agent's under ``{root}/catalogs``.
+
+    .venv/bin/python benchmarks/squat.py [--checkout this=.] [--nodes 10000]
+        [--kind catalogs] [--runs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from common import (
+    Agent,
+    Instance,
+    add_checkout_option,
+    agent_config,
+    checkouts_of,
+    commit_of,
+    load_average,
+    start_redis_servers,
+    start_zookeeper,
+    stop_on_sigterm,
+    table,
+    wait_until,
+)
+from kazoo.client import KazooClient
+
+ROOT = "/squat"
+BATCH = 1000
+
+
+def main() -> None:
+    """Parse the options, run each checkout `--runs` times, print tables."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument(
+        "--kind", choices=("catalogs", "agents", "opinions", "members"),
+        default="catalogs",
+    )  # fmt: skip
+    parser.add_argument("--instances", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--deadline", type=float, default=120.0)
+    add_checkout_option(parser)
+    options = parser.parse_args()
+    stop_on_sigterm()
+    for label, checkout in checkouts_of(parser, options.checkout):
+        for run in range(options.runs):
+            rows = one_run(options, checkout)
+            title = (
+                f"{label} ({commit_of(checkout)}), run {run + 1}: {options.nodes:,}"
+                f" squatter {options.kind}, load {load_average()}"
+            )
+            print(table(rows, title), flush=True)
+
+
+def squat(client: KazooClient, kind: str, nodes: int) -> None:
+    """Create `nodes` nodes of `kind` on the squatter's session."""
+    for start in range(0, nodes, BATCH):
+        transaction = client.transaction()
+        for i in range(start, min(start + BATCH, nodes)):
+            if kind == "catalogs":
+                # Digests sorting first, a token each: one-part catalogs.
+                path = f"{ROOT}/catalogs/a.{i:016x}.s{i}.0.1"
+            elif kind == "agents":
+                path = f"{ROOT}/agents/squatter-{i}"
+            elif kind == "opinions":
+                path = f"{ROOT}/opinions/cache-0/squatter-{i}"
+            else:
+                path = f"{ROOT}/catalogs/squatter-{i}"
+            transaction.create(path, b"{}", ephemeral=True)
+        results = transaction.commit()
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            raise RuntimeError(f"the squatter's transaction failed: {errors[0]!r}")
+
+
+def members(agent: Agent) -> int:
+    """How many members `agent` sees (0 while it does not answer)."""
+    try:
+        return int(agent.get("/group", timeout=2.0)["size"])
+    except Exception:
+        return 0
+
+
+def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]]:
+    """One group, one squatter, one join: the figures of the module docstring."""
+    with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        zookeeper, reader = start_zookeeper(started)
+        reader.ensure_path(f"{ROOT}/opinions/cache-0")
+        reader.ensure_path(f"{ROOT}/catalogs")
+        reader.ensure_path(f"{ROOT}/agents")
+        servers = start_redis_servers(2, started)
+        instances = [
+            Instance(f"cache-{i}", servers[i % 2].port)
+            for i in range(options.instances)
+        ]
+
+        def start(agent_id: str) -> Agent:
+            agent = Agent(
+                workdir,
+                agent_config(
+                    instances,
+                    zookeeper=zookeeper.hosts,
+                    zk_root=ROOT,
+                    agent_id=agent_id,
+                    zk_settings={"replicas": 2},
+                ),
+                label=agent_id,
+                pythonpath=checkout,
+            )
+            started.callback(agent.stop)
+            agent.wait_ready()
+            return agent
+
+        a, b = start("a"), start("b")
+        wait_until(lambda: members(a) == members(b) == 2, 30.0, "a group of two")
+        time.sleep(2.0)
+        squatter = KazooClient(hosts=zookeeper.hosts, timeout=30.0)
+        squatter.start(timeout=10.0)
+        started.callback(squatter.close)
+        started.callback(squatter.stop)
+        bad: list[str] = []
+        polling = threading.Event()
+
+        def poll() -> None:
+            while not polling.is_set():
+                try:
+                    b.get("/healthz", timeout=2.0)
+                except Exception as e:  # 503 and the like
+                    body = getattr(e, "read", lambda: b"")()
+                    bad.append(body.decode("utf-8", "replace")[:300] or repr(e))
+                time.sleep(0.2)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        received = packets_received(zookeeper)
+        cpu = {agent: agent.cpu_seconds() for agent in (a, b)}
+        began = time.monotonic()
+        squat(squatter, options.kind, options.nodes)
+        squatted = time.monotonic() - began
+        c = start("c")
+        c_saw = wait_until(lambda: members(c) == 3, options.deadline, "c's view")
+        b_saw = wait_until(lambda: members(b) == 3, options.deadline, "b's view")
+        b_saw += c_saw
+        time.sleep(1.0)
+        polling.set()
+        poller.join(5.0)
+        stats: dict[Agent, dict[str, Any]] = {x: x.get("/debug/stats") for x in (a, b)}
+        rows = [
+            ("squatter's writes", f"{squatted:.2f} s"),
+            ("c saw three members", f"{c_saw:.2f} s after its start"),
+            ("b saw c", f"{b_saw:.2f} s after c's start"),
+            (
+                "ZooKeeper packets received",
+                f"{packets_received(zookeeper) - received:,}",
+            ),
+        ]
+        for agent, label in ((a, "a"), (b, "b")):
+            rows.append(
+                (
+                    f"{label}: CPU, RSS, overruns",
+                    f"{agent.cpu_seconds() - cpu[agent]:.2f} s, "
+                    f"{agent.rss_bytes() / 2**20:.0f} MiB, {stats[agent]['overruns']}",
+                )
+            )
+        rows.append(("b's /healthz not 200", f"{len(bad)} answers"))
+        for reason in dict.fromkeys(bad):
+            rows.append(("  said", reason))
+        return rows
+
+
+def packets_received(zookeeper: Any) -> int:
+    """ZooKeeper's ``zk_packets_received`` so far."""
+    for line in zookeeper.four_letter_word("mntr").decode().splitlines():
+        key, _, value = line.partition("\t")
+        if key == "zk_packets_received":
+            return int(value)
+    return 0
+
+
+if __name__ == "__main__":
+    main()
