@@ -464,6 +464,15 @@ class Group:
                 f"group: the membership cannot be listed ({error}) for "
                 f"{seconds:.0f} s; members that joined or left since are not seen"
             )
+        slow = self.membership.slow()
+        if slow is not None:
+            seconds, reads = slow
+            reasons.append(
+                f"group: listing the membership has taken {seconds:.0f} s so far"
+                f" (it asked which session holds {reads} agent node(s) and"
+                " catalog(s));"
+                " members that joined or left since are not seen"
+            )
         if not self.membership.viewed:
             reasons.append("group: membership not known yet; observing nothing")
         return "; ".join(reasons) or None

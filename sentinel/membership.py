@@ -66,15 +66,23 @@ session, is a new process holding that session (`on_restart`, with the
 zxid that made the catalog): the opinions its predecessor wrote there are
 no longer anyone's word once the new process has had time to write its
 own (`sentinel.opinions`).
+
+Which session holds an agent node or a catalog is one ``exists`` each,
+asked once per listing, `HOLDERS_IN_FLIGHT` at a time (`_ask`): anyone
+may create catalogs by the thousand in a live member's name, and a
+fleet-wide restart makes thousands of members new processes at once. A
+listing still under way after `LISTING_FAILING_AFTER` is named in
+/healthz (`slow`), as one failing that long is: the view waits for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from kazoo.exceptions import NoNodeError
-from kazoo.protocol.states import EventType, WatchedEvent
+from kazoo.protocol.states import EventType, WatchedEvent, ZnodeStat
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
@@ -110,6 +118,13 @@ MAX_RETRY_DELAY = 30.0
 LISTING_FAILING_AFTER = 5.0
 # Catalogs read at once.
 READS_IN_FLIGHT = 16
+# Existence reads (``exists``) a listing has in flight at once: which
+# session holds a member's agent node and catalogs (`Membership._ask`).
+# One at a time, each listing paid a round trip per member restarted
+# and per catalog new in its name: a squatter's 10,000 one-part catalogs
+# in a live member's name held a joining member's first view 6.5-8 s.
+# A bound, for anyone may create catalogs there by the thousand.
+HOLDERS_IN_FLIGHT = 64
 # The names all members' catalogs kept may hold together: ten times the
 # largest fleet DESIGN.md reckons with (100,000 instances), about 100 MB.
 MAX_NAMES_KEPT = 1_000_000
@@ -200,6 +215,8 @@ class Membership:
         self.listings = 0
         self.catalog_reads = 0
         self.last_error: str | None = None
+        # The reads the listing under way has asked for (`slow`).
+        self._asked = 0
         # Since when listings have failed in a row (`failing`).
         self._failing_since: float | None = None
         zk.add_listener(self._zk_state)
@@ -297,6 +314,7 @@ class Membership:
         self._list_call = None
         self._listing = True
         self._list_again = False
+        self._asked = 0
         self._listed_at = self._reactor.seconds()
         # The changes seen before now are in this listing: they wait their
         # settle time from when they were seen, not from now.
@@ -307,6 +325,15 @@ class Membership:
 
     def _listed(self, _: object) -> None:
         self._listing = False
+        taken = self._reactor.seconds() - self._listed_at
+        if taken >= LISTING_FAILING_AFTER:
+            log.warn(
+                "group membership: listing {path} took {seconds:.1f} s "
+                "({reads} reads of who holds agent nodes and catalogs)",
+                path=self.path,
+                seconds=taken,
+                reads=self._asked,
+            )
         if self._list_again and self.running:
             self._list_soon()
 
@@ -342,6 +369,20 @@ class Membership:
         failing = self._reactor.seconds() - self._failing_since
         return (failing, self.last_error) if failing >= LISTING_FAILING_AFTER else None
 
+    def slow(self) -> tuple[float, int] | None:
+        """
+        For how long the listing under way has run, and the reads it has
+        asked for, once that is `LISTING_FAILING_AFTER` or more; else
+        None. Members that joined or left since it began are not seen
+        until it ends: thousands of catalogs a squatter created in a live
+        member's name cost a read each, and the view waited seconds with
+        /healthz at 200.
+        """
+        if not self._listing:
+            return None
+        taken = self._reactor.seconds() - self._listed_at
+        return (taken, self._asked) if taken >= LISTING_FAILING_AFTER else None
+
     def _retry(self, delay: float) -> None:
         """List (and read what is missing) again in `delay` seconds."""
         if self.running and (self._retry_call is None or not self._retry_call.active()):
@@ -360,11 +401,14 @@ class Membership:
             children = []
         self.listings += 1
         complete = _complete_catalogs(children)
-        await self._restarts(complete)
+        # The stats asked about in this listing, by path: each is asked once.
+        stats: dict[str, ZnodeStat | None] = {}
+        await self._restarts(complete, stats)
         if self._on_own_listed is not None:
             self._on_own_listed(complete.get(self.agent_id, {}).keys())
         chosen: dict[str, tuple[str, str]] = {}
         candidates: dict[str, frozenset[tuple[str, str]]] = {}
+        contested = {}
         for agent, found in complete.items():
             if agent == self.agent_id:
                 continue
@@ -374,9 +418,10 @@ class Membership:
                 # Another catalog in its name came (or went): anyone may
                 # create one there, so the one its agent node's session
                 # holds is the member's, whichever was chosen before.
-                chosen[agent] = await self._held_by_agent(agent, found, previous)
+                contested[agent] = found
             else:
                 chosen[agent] = previous if previous in found else min(found)
+        chosen.update(await self._held_by_agents(contested, stats))
         self._candidates = candidates
         missing = {
             (agent, digest, token)
@@ -505,7 +550,9 @@ class Membership:
         self._held[agent] = (digest, token)
 
     async def _restarts(
-        self, complete: Mapping[str, Mapping[tuple[str, str], int]]
+        self,
+        complete: Mapping[str, Mapping[tuple[str, str], int]],
+        stats: dict[str, ZnodeStat | None],
     ) -> None:
         """
         Tell `on_restart` of each member with a catalog of a process new
@@ -517,7 +564,8 @@ class Membership:
         catalog may stay chosen meanwhile (the new process deletes it at
         its sweep, which a crash loop's processes never reach). A member
         first seen says nothing: which of its opinions its current
-        process wrote is not known. One ``exists`` per new catalog.
+        process wrote is not known. One ``exists`` per new catalog and
+        one per such member's agent node, all together (`_ask`).
         """
         tokens = {
             agent: frozenset(token for _, token in found)
@@ -527,23 +575,66 @@ class Membership:
         known, self._tokens = self._tokens, tokens
         if self._on_restart is None:
             return
-        for agent, now in tokens.items():
-            new = now - known.get(agent, now)
-            if not new:
-                continue
-            session = await self._agent_session(agent)
-            for (digest, token), count in complete[agent].items():
-                if token not in new or session is None:
-                    continue
-                name = catalog_node_name(agent, digest, token, 0, count)
-                stat = await self.zk.exists(f"{self.path}/{name}")
-                if stat is not None and stat.ephemeralOwner == session:
-                    self._on_restart(agent, stat.czxid)
+        new = {
+            agent: now - known[agent]
+            for agent, now in tokens.items()
+            if agent in known and now - known[agent]
+        }
+        sessions = await self._agent_sessions(new, stats)
+        catalogs = [
+            (agent, self._first_part(agent, digest, token, count))
+            for agent, session in sessions.items()
+            if session is not None
+            for (digest, token), count in complete[agent].items()
+            if token in new[agent]
+        ]
+        await self._ask([path for _, path in catalogs], stats)
+        held = []
+        for agent, path in catalogs:
+            stat = stats[path]
+            if stat is not None and stat.ephemeralOwner == sessions[agent]:
+                held.append((stat.czxid, agent))
+        # The newest last: each call says from which zxid on the member's
+        # process is its newest.
+        for created, agent in sorted(held):
+            self._on_restart(agent, created)
+
+    def _first_part(self, agent: str, digest: str, token: str, count: int) -> str:
+        """The path of the first part of a catalog, which every member asks about."""
+        return f"{self.path}/{catalog_node_name(agent, digest, token, 0, count)}"
+
+    async def _ask(
+        self, paths: Collection[str], stats: dict[str, ZnodeStat | None]
+    ) -> None:
+        """
+        Put the stat (or None) of each of `paths` not asked about yet in
+        this listing into `stats`: one ``exists`` each, `HOLDERS_IN_FLIGHT`
+        at a time. The first failure fails the listing, once every read
+        has ended (it is retried).
+        """
+        pending = [path for path in dict.fromkeys(paths) if path not in stats]
+        self._asked += len(pending)
+        for start in range(0, len(pending), HOLDERS_IN_FLIGHT):
+            chunk = pending[start : start + HOLDERS_IN_FLIGHT]
+            answers = await DeferredList(
+                [self.zk.exists(path) for path in chunk], consumeErrors=True
+            )
+            for path, (ok, answer) in zip(chunk, answers, strict=True):
+                if not ok:
+                    cast(Failure, answer).raiseException()
+                stats[path] = answer
+
+    async def _agent_sessions(
+        self, agents: Collection[str], stats: dict[str, ZnodeStat | None]
+    ) -> dict[str, int | None]:
+        """The session holding each agent's agent node, or None, asked together."""
+        paths = {agent: f"{self.root}/agents/{agent}" for agent in agents}
+        await self._ask(paths.values(), stats)
+        return {agent: _owner(stats[path]) for agent, path in paths.items()}
 
     async def _agent_session(self, agent: str) -> int | None:
         """The session holding `agent`'s agent node, or None if none does."""
-        stat = await self.zk.exists(f"{self.root}/agents/{agent}")
-        return None if stat is None or not stat.ephemeralOwner else stat.ephemeralOwner
+        return _owner(await self.zk.exists(f"{self.root}/agents/{agent}"))
 
     async def _foreign(self, agent: str, owner: int) -> str | None:
         """
@@ -559,28 +650,57 @@ class Membership:
             f"node ({session:#x})"
         )
 
-    async def _held_by_agent(
+    async def _held_by_agents(
         self,
-        agent: str,
-        found: Mapping[tuple[str, str], int],
-        previous: tuple[str, str] | None,
-    ) -> tuple[str, str]:
+        contested: Mapping[str, Mapping[tuple[str, str], int]],
+        stats: dict[str, ZnodeStat | None],
+    ) -> dict[str, tuple[str, str]]:
         """
-        Of several complete catalogs in `agent`'s name, the one the session
-        of its agent node holds (the `previous` choice first, then the
-        first by name); failing that, the previous choice or the first.
+        Of several complete catalogs in each `contested` agent's name, the
+        one the session of its agent node holds (the previous choice
+        first, then by name); failing that, the previous choice or the
+        first. The members' reads go together (`_ask`): first each one's
+        likeliest, then `HOLDERS_IN_FLIGHT` more of each at a time, until
+        each is found. One at a time, a squatter's 10,000 catalogs in a
+        live member's name held a joining member's first view 6.5-8 s.
         """
-        session = await self._agent_session(agent)
-        if session is not None:
-            ordered = sorted(found, key=lambda c: (c != previous, c))
-            for digest, token in ordered:
-                name = catalog_node_name(agent, digest, token, 0, found[digest, token])
-                stat = await self.zk.exists(f"{self.path}/{name}")
-                if stat is not None and stat.ephemeralOwner == session:
-                    return digest, token
-        if previous is not None and previous in found:
-            return previous
-        return min(found)
+        sessions = await self._agent_sessions(contested, stats)
+        queues = {
+            agent: sorted(found, key=partial(_previous_first, self._chosen.get(agent)))
+            for agent, found in contested.items()
+            if sessions[agent] is not None
+        }
+        chosen: dict[str, tuple[str, str]] = {}
+        take = 1
+        while queues:
+            asked = {agent: ordered[:take] for agent, ordered in queues.items()}
+            paths = {
+                (agent, catalog): self._first_part(
+                    agent, *catalog, contested[agent][catalog]
+                )
+                for agent, catalogs in asked.items()
+                for catalog in catalogs
+            }
+            await self._ask(paths.values(), stats)
+            for agent, catalogs in asked.items():
+                for catalog in catalogs:
+                    if _owner(stats[paths[agent, catalog]]) == sessions[agent]:
+                        chosen[agent] = catalog
+                        break
+                if agent in chosen or len(queues[agent]) <= take:
+                    del queues[agent]
+                else:
+                    queues[agent] = queues[agent][take:]
+            take = HOLDERS_IN_FLIGHT
+        for agent, found in contested.items():
+            if agent not in chosen:
+                previous = self._chosen.get(agent)
+                chosen[agent] = (
+                    previous
+                    if previous is not None and previous in found
+                    else min(found)
+                )
+        return chosen
 
     async def _decode(self, decoder: CatalogDecoder) -> Catalog:
         """
@@ -646,6 +766,18 @@ class Membership:
 
 
 _PERSISTENT = "a persistent node, which no agent's session holds"
+
+
+def _previous_first(
+    previous: tuple[str, str] | None, catalog: tuple[str, str]
+) -> tuple[bool, tuple[str, str]]:
+    """Sort key: the catalog chosen before first, then by name."""
+    return catalog != previous, catalog
+
+
+def _owner(stat: ZnodeStat | None) -> int | None:
+    """The session holding a node, or None if none does (or no node)."""
+    return None if stat is None or not stat.ephemeralOwner else stat.ephemeralOwner
 
 
 def _complete_catalogs(

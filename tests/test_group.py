@@ -1202,6 +1202,94 @@ class CatalogSquatterTests(SynchronousTestCase):
         self.assert_one_view("abc")
         self.flushLoggedErrors()
 
+    def squat_catalogs(self, agent: str, count: int, owner: int = 0x9999) -> None:
+        """
+        `count` complete one-part catalogs in `agent`'s name, each of a
+        token of its own, their digests sorting first, held by `owner`.
+        """
+        for i in range(count):
+            name = catalog_node_name(agent, f"{i:016x}", f"s{i}", 0, 1)
+            self.fleet.server.put(f"{ROOT}/catalogs/{name}", b"", owner)
+
+    def round_trips(self, member: Member, done: Callable[[], bool]) -> int:
+        """
+        How many rounds of answers to `member`'s ``exists`` calls (each
+        round answers every one asked so far) until `done()`.
+        """
+        member.zk.hang("exists")
+        rounds = 0
+        for _ in range(1000):
+            if done():
+                break
+            self.fleet.run(0.01, step=0.01)
+            if member.zk.release("exists"):
+                rounds += 1
+        member.zk.unhang()
+        member.zk.release()
+        return rounds
+
+    def test_joining_member_asks_about_squatters_together(self) -> None:
+        """
+        A member joining beside 300 catalogs a squatter created in a live
+        member's name (their digests sorting first) asks which session
+        holds each many at a time, not one round trip after another: its
+        first view comes within a few rounds (one at a time, a squatter's
+        10,000 held a real joining member's first view 6.5-8 s).
+        """
+        self.squat_catalogs("b", 300)
+        c = self.fleet.add("c", NAMES)
+        c.zk.hang("exists")
+        c.start()
+        rounds = self.round_trips(c, lambda: set(c.group.membership.view) == set("abc"))
+        self.assertLessEqual(rounds, 20)
+        self.fleet.run(3.0)
+        self.assert_one_view("abc")
+
+    def test_live_member_asks_about_new_catalogs_together(self) -> None:
+        """
+        A member seeing 300 catalogs of new tokens come in another live
+        member's name (a restart, as far as it knows) asks about them
+        together: its listing ends within a few rounds.
+        """
+        a = self.fleet.members["a"]
+        membership = a.group.membership
+        a.zk.hang("exists")
+        self.squat_catalogs("b", 300)
+        listings = membership.listings
+        rounds = self.round_trips(
+            a,
+            lambda: (
+                not membership._listing
+                and len(membership._tokens.get("b", ())) == 301
+                and membership.listings > listings
+            ),
+        )
+        self.assertLessEqual(rounds, 20)
+        self.fleet.run(2.0)
+        self.assert_one_view("ab")
+
+    def test_slow_listing_fails_healthz(self) -> None:
+        """
+        A listing that has not ended after LISTING_FAILING_AFTER (its
+        reads of who holds the squatter's catalogs unanswered) turns
+        /healthz to 503, naming it, and no longer once it ends.
+        """
+        a = self.fleet.members["a"]
+        a.zk.call_timeout = 30.0
+        a.zk.hang("exists")
+        self.squat_catalogs("b", 10)
+        self.fleet.run(membership_module.LISTING_FAILING_AFTER - 1.0)
+        self.assertNotIn("listing the membership", a.group.unhealthy_reason() or "")
+        self.fleet.run(2.0)
+        reason = a.group.unhealthy_reason() or ""
+        self.assertIn("listing the membership has taken 6 s so far", reason)
+        self.assertIn("members that joined or left since are not seen", reason)
+        a.zk.unhang()
+        a.zk.release()
+        self.fleet.run(2.0)
+        self.assertNotIn("listing the membership", a.group.unhealthy_reason() or "")
+        self.assert_one_view("ab")
+
     def test_own_catalog_written_again(self) -> None:
         """
         A member's catalog deleted behind its back (the whole directory,
