@@ -125,6 +125,7 @@ class Group:
             on_restart=lambda agent, created: self.publishing.member_restarted(
                 agent, created
             ),
+            on_gone=lambda agents: self.publishing.members_gone(agents),
         )
         # The publisher's part in the group: what it writes, by role.
         self.publishing = publisher.join_group(

@@ -65,7 +65,8 @@ A catalog of a token new to the listing in a member's name, held by its
 session, is a new process holding that session (`on_restart`, with the
 zxid that made the catalog): the opinions its predecessor wrote there are
 no longer anyone's word once the new process has had time to write its
-own (`sentinel.opinions`).
+own (`sentinel.opinions`); a member with no catalog listed any more is
+told to `on_gone`, so that nothing is kept by its id.
 
 Which session holds an agent node or a catalog is one ``exists`` each,
 asked once per listing, `HOLDERS_IN_FLIGHT` at a time (`_ask`): anyone
@@ -150,6 +151,7 @@ class Membership:
         on_stir: Callable[[], None] | None = None,
         on_own_listed: Callable[[Collection[tuple[str, str]]], None] | None = None,
         on_restart: Callable[[str, int], None] | None = None,
+        on_gone: Callable[[Collection[str]], None] | None = None,
     ) -> None:
         """
         @param on_stir: called as soon as ZooKeeper says the membership may
@@ -160,6 +162,9 @@ class Membership:
         @param on_restart: called with a member's id and the zxid that
             created its new catalog when a catalog of another process than
             before comes in its name, held by its session (`_restarts`).
+        @param on_gone: called with the members that had a complete
+            catalog at the last listing and have none now, for what is
+            kept by member id elsewhere to be let go.
         """
         self._reactor = reactor
         self.zk = zk
@@ -171,6 +176,7 @@ class Membership:
         self._on_stir = on_stir
         self._on_own_listed = on_own_listed
         self._on_restart = on_restart
+        self._on_gone = on_gone
         # The tokens of each member's complete catalogs at the last listing
         # (`_restarts`).
         self._tokens: dict[str, frozenset[str]] = {}
@@ -573,6 +579,9 @@ class Membership:
             if agent != self.agent_id
         }
         known, self._tokens = self._tokens, tokens
+        gone = known.keys() - tokens.keys()
+        if gone and self._on_gone is not None:
+            self._on_gone(gone)
         if self._on_restart is None:
             return
         new = {

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Set
+from collections.abc import Callable, Collection, Set
 from functools import partial
 from typing import Any
 
@@ -676,6 +676,18 @@ class Opinions:
             if whose == agent and since is None and written < created:
                 self._written[path] = (whose, name, written, now)
         self._reactor.callLater(ABSENT_AFTER, self._restart_long, agent, now)
+
+    def members_gone(self, agents: Collection[str]) -> None:
+        """
+        Forget from which zxid on each of `agents` (members with no
+        catalog listed any more) had its newest process: their opinions
+        went with their session, and a member coming back under that id
+        is a member first seen (`Membership`). Kept for good, every member
+        id a squatter ever invented (an agent node and two catalogs of its
+        session in a new name, then gone) stayed in memory.
+        """
+        for agent in agents:
+            self._restarted.pop(agent, None)
 
     def _note_written(self, name: str, agent: str, written: int | None) -> None:
         """

@@ -190,6 +190,10 @@ class GroupRoles:
         """A new process of member `agent` holds its session (`Membership`)."""
         self._opinions.restarted(agent, created)
 
+    def members_gone(self, agents: Collection[str]) -> None:
+        """Members with no catalog listed any more (`Membership`)."""
+        self._opinions.members_gone(agents)
+
     def own_catalog_listed(self, found: Collection[tuple[str, str]]) -> None:
         """
         The membership listed this agent's complete catalogs, as (digest,

@@ -3220,6 +3220,40 @@ class RestartedObserverTests(SynchronousTestCase):
         self.assertNotIn("opinions/", reason)
 
 
+class InventedMembersTests(SynchronousTestCase):
+    """Member ids a squatter invents, then lets go."""
+
+    def test_restarts_of_invented_members_forgotten(self) -> None:
+        """
+        A squatter that invents 50 members (an agent node and a catalog of
+        its own session in each new name, then a second catalog each: a
+        restart, as far as the members know) and then closes its session
+        leaves nothing kept by those ids: before, each member kept a zxid
+        per id ever seen, for good.
+        """
+        fleet = Fleet()
+        for agent in ("a", "b"):
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(2.0)
+        session = fleet.server.open_session()
+        digest, parts = catalog_parts(Catalog(frozenset(["nothing"]), 2, 2))
+        ids = [f"ghost-{i}" for i in range(50)]
+        for token in ("t1", "t2"):
+            for agent in ids:
+                fleet.server.put(f"{ROOT}/agents/{agent}", b"{}", session)
+                name = catalog_node_name(agent, digest, token, 0, 1)
+                fleet.server.put(f"{ROOT}/catalogs/{name}", parts[0], session)
+            fleet.run(2.0)
+        for member in fleet.members.values():
+            restarted = member.group.publishing._opinions._restarted
+            self.assertEqual(set(ids) & set(restarted), set(ids))
+        fleet.server.end_session(session)
+        fleet.run(2.0)
+        for member in fleet.members.values():
+            self.assertEqual(member.group.publishing._opinions._restarted, {})
+            self.assertEqual(set(member.group.membership.view), {"a", "b"})
+
+
 class RestartedPrimaryTests(SynchronousTestCase):
     """
     Two agents, two replicas: a, the primary of an instance b sees down,
