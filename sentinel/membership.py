@@ -62,16 +62,13 @@ While ZooKeeper is unreachable the last view stays: the instances keep
 their observers rather than move on a guess.
 
 A catalog of a token new to the listing in a member's name, held by its
-session, is a new process holding that session (`on_restart`, with the
-zxid that made the catalog): the opinions its predecessor wrote there are
-no longer anyone's word once the new process has had time to write its
-own (`sentinel.opinions`); a member with no catalog listed any more is
-told to `on_gone`, so that nothing is kept by its id.
+session, is a new process holding that session (`on_restart`, asked in
+the background: `sentinel.restarts`); a member with no catalog listed
+any more is told to `on_gone`, so that nothing is kept by its id.
 
 Which session holds an agent node or a catalog is one ``exists`` each,
-asked once per listing, `HOLDERS_IN_FLIGHT` at a time (`_ask`): anyone
-may create catalogs by the thousand in a live member's name, and a
-fleet-wide restart makes thousands of members new processes at once. A
+asked once per listing, `HOLDERS_IN_FLIGHT` at a time (`restarts.ask`):
+anyone may create catalogs by the thousand in a live member's name. A
 listing still under way after `LISTING_FAILING_AFTER` is named in
 /healthz (`slow`), as one failing that long is: the view waits for it.
 """
@@ -80,10 +77,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 from kazoo.exceptions import NoNodeError
-from kazoo.protocol.states import EventType, WatchedEvent, ZnodeStat
+from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
@@ -98,6 +95,14 @@ from sentinel.catalog import (
     catalog_node_name,
     decode_slice,
     parse_catalog_node_name,
+)
+from sentinel.restarts import (
+    HOLDERS_IN_FLIGHT,
+    MemberRestarts,
+    Stats,
+    ask,
+    first_part,
+    owner,
 )
 from sentinel.zk import CONNECTED, ZooKeeper
 
@@ -119,13 +124,6 @@ MAX_RETRY_DELAY = 30.0
 LISTING_FAILING_AFTER = 5.0
 # Catalogs read at once.
 READS_IN_FLIGHT = 16
-# Existence reads (``exists``) a listing has in flight at once: which
-# session holds a member's agent node and catalogs (`Membership._ask`).
-# One at a time, each listing paid a round trip per member restarted
-# and per catalog new in its name: a squatter's 10,000 one-part catalogs
-# in a live member's name held a joining member's first view 6.5-8 s.
-# A bound, for anyone may create catalogs there by the thousand.
-HOLDERS_IN_FLIGHT = 64
 # The names all members' catalogs kept may hold together: ten times the
 # largest fleet DESIGN.md reckons with (100,000 instances), about 100 MB.
 MAX_NAMES_KEPT = 1_000_000
@@ -161,7 +159,7 @@ class Membership:
             publisher to write its own again if it is not among them.
         @param on_restart: called with a member's id and the zxid that
             created its new catalog when a catalog of another process than
-            before comes in its name, held by its session (`_restarts`).
+            before comes in its name, held by its session (`sentinel.restarts`).
         @param on_gone: called with the members that had a complete
             catalog at the last listing and have none now, for what is
             kept by member id elsewhere to be let go.
@@ -175,11 +173,8 @@ class Membership:
         self._on_view = on_view
         self._on_stir = on_stir
         self._on_own_listed = on_own_listed
-        self._on_restart = on_restart
         self._on_gone = on_gone
-        # The tokens of each member's complete catalogs at the last listing
-        # (`_restarts`).
-        self._tokens: dict[str, frozenset[str]] = {}
+        self._restarts = MemberRestarts(zk, root, agent_id, on_restart)
         self.settle = settle
         self.running = False
         # The settled view, and what ZooKeeper lists now (other members).
@@ -231,13 +226,13 @@ class Membership:
 
     def start(self) -> None:
         """Start following the group (at once if ZooKeeper is connected)."""
-        self.running = True
+        self.running = self._restarts.running = True
         if self.zk.state == CONNECTED:
             self._list()
 
     def stop(self) -> None:
         """Stop following: nothing more is listed, read or applied."""
-        self.running = False
+        self.running = self._restarts.running = False
         for call in (self._settle_call, self._retry_call, self._list_call):
             if call is not None and call.active():
                 call.cancel()
@@ -407,9 +402,11 @@ class Membership:
             children = []
         self.listings += 1
         complete = _complete_catalogs(children)
+        gone = self._restarts.listed(complete)
+        if gone and self._on_gone is not None:
+            self._on_gone(gone)
         # The stats asked about in this listing, by path: each is asked once.
-        stats: dict[str, ZnodeStat | None] = {}
-        await self._restarts(complete, stats)
+        stats: Stats = {}
         if self._on_own_listed is not None:
             self._on_own_listed(complete.get(self.agent_id, {}).keys())
         chosen: dict[str, tuple[str, str]] = {}
@@ -555,95 +552,17 @@ class Membership:
         self._catalogs[digest] = catalog
         self._held[agent] = (digest, token)
 
-    async def _restarts(
-        self,
-        complete: Mapping[str, Mapping[tuple[str, str], int]],
-        stats: dict[str, ZnodeStat | None],
-    ) -> None:
-        """
-        Tell `on_restart` of each member with a catalog of a process new
-        to this listing, held by the session of its agent node: a new
-        process holds that session (each process writes its catalog under
-        a token of its own), from the zxid that created the catalog; the
-        opinions its predecessors wrote on that session are not its word
-        until it writes them again (`Opinions.restarted`). Its previous
-        catalog may stay chosen meanwhile (the new process deletes it at
-        its sweep, which a crash loop's processes never reach). A member
-        first seen says nothing: which of its opinions its current
-        process wrote is not known. One ``exists`` per new catalog and
-        one per such member's agent node, all together (`_ask`).
-        """
-        tokens = {
-            agent: frozenset(token for _, token in found)
-            for agent, found in complete.items()
-            if agent != self.agent_id
-        }
-        known, self._tokens = self._tokens, tokens
-        gone = known.keys() - tokens.keys()
-        if gone and self._on_gone is not None:
-            self._on_gone(gone)
-        if self._on_restart is None:
-            return
-        new = {
-            agent: now - known[agent]
-            for agent, now in tokens.items()
-            if agent in known and now - known[agent]
-        }
-        sessions = await self._agent_sessions(new, stats)
-        catalogs = [
-            (agent, self._first_part(agent, digest, token, count))
-            for agent, session in sessions.items()
-            if session is not None
-            for (digest, token), count in complete[agent].items()
-            if token in new[agent]
-        ]
-        await self._ask([path for _, path in catalogs], stats)
-        held = []
-        for agent, path in catalogs:
-            stat = stats[path]
-            if stat is not None and stat.ephemeralOwner == sessions[agent]:
-                held.append((stat.czxid, agent))
-        # The newest last: each call says from which zxid on the member's
-        # process is its newest.
-        for created, agent in sorted(held):
-            self._on_restart(agent, created)
-
-    def _first_part(self, agent: str, digest: str, token: str, count: int) -> str:
-        """The path of the first part of a catalog, which every member asks about."""
-        return f"{self.path}/{catalog_node_name(agent, digest, token, 0, count)}"
-
-    async def _ask(
-        self, paths: Collection[str], stats: dict[str, ZnodeStat | None]
-    ) -> None:
-        """
-        Put the stat (or None) of each of `paths` not asked about yet in
-        this listing into `stats`: one ``exists`` each, `HOLDERS_IN_FLIGHT`
-        at a time. The first failure fails the listing, once every read
-        has ended (it is retried).
-        """
-        pending = [path for path in dict.fromkeys(paths) if path not in stats]
-        self._asked += len(pending)
-        for start in range(0, len(pending), HOLDERS_IN_FLIGHT):
-            chunk = pending[start : start + HOLDERS_IN_FLIGHT]
-            answers = await DeferredList(
-                [self.zk.exists(path) for path in chunk], consumeErrors=True
-            )
-            for path, (ok, answer) in zip(chunk, answers, strict=True):
-                if not ok:
-                    cast(Failure, answer).raiseException()
-                stats[path] = answer
-
     async def _agent_sessions(
-        self, agents: Collection[str], stats: dict[str, ZnodeStat | None]
+        self, agents: Collection[str], stats: Stats
     ) -> dict[str, int | None]:
         """The session holding each agent's agent node, or None, asked together."""
         paths = {agent: f"{self.root}/agents/{agent}" for agent in agents}
-        await self._ask(paths.values(), stats)
-        return {agent: _owner(stats[path]) for agent, path in paths.items()}
+        self._asked += await ask(self.zk, paths.values(), stats)
+        return {agent: owner(stats[path]) for agent, path in paths.items()}
 
     async def _agent_session(self, agent: str) -> int | None:
         """The session holding `agent`'s agent node, or None if none does."""
-        return _owner(await self.zk.exists(f"{self.root}/agents/{agent}"))
+        return owner(await self.zk.exists(f"{self.root}/agents/{agent}"))
 
     async def _foreign(self, agent: str, owner: int) -> str | None:
         """
@@ -662,13 +581,13 @@ class Membership:
     async def _held_by_agents(
         self,
         contested: Mapping[str, Mapping[tuple[str, str], int]],
-        stats: dict[str, ZnodeStat | None],
+        stats: Stats,
     ) -> dict[str, tuple[str, str]]:
         """
         Of several complete catalogs in each `contested` agent's name, the
         one the session of its agent node holds (the previous choice
         first, then by name); failing that, the previous choice or the
-        first. The members' reads go together (`_ask`): first each one's
+        first. The members' reads go together (`ask`): first each one's
         likeliest, then `HOLDERS_IN_FLIGHT` more of each at a time, until
         each is found. One at a time, a squatter's 10,000 catalogs in a
         live member's name held a joining member's first view 6.5-8 s.
@@ -684,16 +603,16 @@ class Membership:
         while queues:
             asked = {agent: ordered[:take] for agent, ordered in queues.items()}
             paths = {
-                (agent, catalog): self._first_part(
-                    agent, *catalog, contested[agent][catalog]
+                (agent, catalog): first_part(
+                    self.path, agent, *catalog, contested[agent][catalog]
                 )
                 for agent, catalogs in asked.items()
                 for catalog in catalogs
             }
-            await self._ask(paths.values(), stats)
+            self._asked += await ask(self.zk, paths.values(), stats)
             for agent, catalogs in asked.items():
                 for catalog in catalogs:
-                    if _owner(stats[paths[agent, catalog]]) == sessions[agent]:
+                    if owner(stats[paths[agent, catalog]]) == sessions[agent]:
                         chosen[agent] = catalog
                         break
                 if agent in chosen or len(queues[agent]) <= take:
@@ -782,11 +701,6 @@ def _previous_first(
 ) -> tuple[bool, tuple[str, str]]:
     """Sort key: the catalog chosen before first, then by name."""
     return catalog != previous, catalog
-
-
-def _owner(stat: ZnodeStat | None) -> int | None:
-    """The session holding a node, or None if none does (or no node)."""
-    return None if stat is None or not stat.ephemeralOwner else stat.ephemeralOwner
 
 
 def _complete_catalogs(

@@ -1256,17 +1256,51 @@ class CatalogSquatterTests(SynchronousTestCase):
         a.zk.hang("exists")
         self.squat_catalogs("b", 300)
         listings = membership.listings
+        restarts = membership._restarts
         rounds = self.round_trips(
             a,
             lambda: (
                 not membership._listing
-                and len(membership._tokens.get("b", ())) == 301
+                and restarts._asking is None
+                and len(restarts._tokens.get("b", ())) == 301
                 and membership.listings > listings
             ),
         )
         self.assertLessEqual(rounds, 20)
+        self.assertGreaterEqual(restarts.asked, 301)
         self.fleet.run(2.0)
         self.assert_one_view("ab")
+
+    def test_restart_reads_hold_no_view(self) -> None:
+        """
+        Which session holds each of a squatter's catalogs of new tokens
+        in a live member's name is asked beside the listings: a member
+        joining meanwhile is in every view while those reads wait (they
+        held every member's listing, and so its view, about a minute at
+        100,000 such catalogs).
+        """
+        a = self.fleet.members["a"]
+        held: list[Deferred[Any]] = []
+        exists = a.zk.exists
+
+        def slow_exists(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
+            if ".s" in path.rsplit("/", 1)[-1]:
+                d: Deferred[Any] = Deferred()
+                held.append(d)
+                return d
+            return exists(path, *args, **kw)
+
+        self.patch(a.zk, "exists", slow_exists)
+        self.squat_catalogs("b", 10)
+        self.fleet.run(1.0)
+        self.assertTrue(held)
+        self.fleet.add("c", NAMES).start()
+        self.fleet.run(3.0)
+        self.assert_one_view("abc")
+        for d in held:
+            d.callback(None)
+        self.fleet.run(1.0)
+        self.assertIsNone(a.group.membership._restarts._asking)
 
     def test_slow_listing_fails_healthz(self) -> None:
         """
