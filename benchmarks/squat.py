@@ -166,9 +166,7 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         squat(squatter, options.kind, options.nodes)
         squatted = time.monotonic() - began
         c = start("c")
-        c_saw = wait_until(lambda: members(c) == 3, options.deadline, "c's view")
-        b_saw = wait_until(lambda: members(b) == 3, options.deadline, "b's view")
-        b_saw += c_saw
+        c_saw, b_saw = views_of_three([c, b], options.deadline)
         time.sleep(1.0)
         polling.set()
         poller.join(5.0)
@@ -194,6 +192,20 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         for reason in dict.fromkeys(bad):
             rows.append(("  said", reason))
         return rows
+
+
+def views_of_three(agents: list[Agent], deadline: float) -> list[float]:
+    """Seconds until each of `agents` sees three members, polled together."""
+    began = time.monotonic()
+    saw: dict[int, float] = {}
+    while len(saw) < len(agents):
+        if time.monotonic() - began > deadline:
+            raise RuntimeError(f"a view of three: not within {deadline:g} s")
+        for i, agent in enumerate(agents):
+            if i not in saw and members(agent) == 3:
+                saw[i] = time.monotonic() - began
+        time.sleep(0.05)
+    return [saw[i] for i in range(len(agents))]
 
 
 def packets_received(zookeeper: Any) -> int:
