@@ -680,14 +680,16 @@ class Opinions:
     def members_gone(self, agents: Collection[str]) -> None:
         """
         Forget from which zxid on each of `agents` (members with no
-        catalog listed any more) had its newest process: their opinions
-        went with their session, and a member coming back under that id
-        is a member first seen (`Membership`). Kept for good, every member
-        id a squatter ever invented (an agent node and two catalogs of its
-        session in a new name, then gone) stayed in memory.
+        catalog listed any more) had its newest process, and which session
+        held its agent node: their opinions went with their session, and a
+        member coming back under that id is a member first seen
+        (`Membership`). Kept for good, every member id a squatter ever
+        invented (an agent node and catalogs of its session in a new name,
+        then gone) stayed in memory.
         """
         for agent in agents:
             self._restarted.pop(agent, None)
+            self._sessions.pop(agent, None)
 
     def _note_written(self, name: str, agent: str, written: int | None) -> None:
         """

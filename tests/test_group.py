@@ -3287,6 +3287,39 @@ class InventedMembersTests(SynchronousTestCase):
             self.assertEqual(member.group.publishing._opinions._restarted, {})
             self.assertEqual(set(member.group.membership.view), {"a", "b"})
 
+    def test_sessions_of_invented_observers_forgotten(self) -> None:
+        """
+        Members a squatter invents that know the group's instances, and
+        write an opinion of each from the session holding their agent
+        node, are heard as observers; once that session is closed, nothing
+        is kept by their ids (the session each one's agent node had was
+        kept for good).
+        """
+        fleet = Fleet()
+        for agent in ("a", "b"):
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(2.0)
+        session = fleet.server.open_session()
+        digest, parts = catalog_parts(Catalog(frozenset(NAMES), 2, 2))
+        ids = [f"ghost-{i}" for i in range(3)]
+        for agent in ids:
+            fleet.server.put(f"{ROOT}/agents/{agent}", b"{}", session)
+            for name in NAMES:
+                fleet.server.put(f"{ROOT}/opinions/{name}/{agent}", b"{}", session)
+            part = catalog_node_name(agent, digest, "t1", 0, 1)
+            fleet.server.put(f"{ROOT}/catalogs/{part}", parts[0], session)
+        fleet.run(3.0)
+        heard = set()
+        for member in fleet.members.values():
+            heard |= set(member.group.publishing._opinions._sessions)
+        self.assertTrue(heard & set(ids))
+        fleet.server.end_session(session)
+        fleet.run(3.0)
+        for member in fleet.members.values():
+            sessions = member.group.publishing._opinions._sessions
+            self.assertFalse(set(sessions) & set(ids), sessions)
+        self.flushLoggedErrors()
+
 
 class RestartedPrimaryTests(SynchronousTestCase):
     """
