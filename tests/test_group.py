@@ -1302,6 +1302,37 @@ class CatalogSquatterTests(SynchronousTestCase):
         self.fleet.run(1.0)
         self.assertIsNone(a.group.membership._restarts._asking)
 
+    def test_fleet_wide_restart_asked_together(self) -> None:
+        """
+        200 members whose processes are all replaced at once on their
+        sessions (each a second catalog of a new token, held by the
+        session of its agent node, its first still listed) cost a member's
+        listing a few rounds of reads, not two round trips per member in
+        a row.
+        """
+        a = self.fleet.members["a"]
+        membership = a.group.membership
+        digest, parts = catalog_parts(Catalog(frozenset(["nothing"]), 1, 1))
+        sessions = {f"m{i:03d}": self.fleet.server.open_session() for i in range(200)}
+
+        def catalogs(token: str) -> None:
+            for agent, session in sessions.items():
+                self.fleet.server.put(f"{ROOT}/agents/{agent}", b"{}", session)
+                name = catalog_node_name(agent, digest, token, 0, 1)
+                self.fleet.server.put(f"{ROOT}/catalogs/{name}", parts[0], session)
+
+        catalogs("t1")
+        self.fleet.run(2.0)
+        self.assertEqual(len(membership.view), 202)
+        listings = membership.listings
+        a.zk.hang("exists")
+        catalogs("t2")
+        rounds = self.round_trips(
+            a, lambda: not membership._listing and membership.listings > listings + 1
+        )
+        self.assertLessEqual(rounds, 20)
+        self.assertEqual(len(membership.view), 202)
+
     def test_slow_listing_fails_healthz(self) -> None:
         """
         A listing that has not ended after LISTING_FAILING_AFTER (its
