@@ -21,6 +21,13 @@ own, held by the squatter's session. ``--kind agents``: children of
 ``{root}/agents``; ``--kind opinions``: opinions under one instance;
 ``--kind members``: nodes of no agent's under ``{root}/catalogs``.
 
+``--kind clock`` runs another scene: ``a``'s clock 30 s behind
+(libfaketime), ``b``'s right, heartbeats every second; once ``a``'s
+/healthz blames its clock, the squatter writes ``--nodes`` agent nodes
+whose ``heartbeat_at`` is ``a``'s wrong time, and ``a``'s /healthz is
+polled for 10 s: how many answers were 200 (its clock taken to be
+right, ZooKeeper's off) and how many 503.
+
     .venv/bin/python benchmarks/squat.py [--checkout this=.] [--nodes 10000]
         [--kind catalogs] [--runs 2]
 """
@@ -28,9 +35,12 @@ own, held by the squatter's session. ``--kind agents``: children of
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
 import threading
 import time
+import urllib.error
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -42,6 +52,7 @@ from common import (
     agent_config,
     checkouts_of,
     commit_of,
+    libfaketime,
     load_average,
     start_redis_servers,
     start_zookeeper,
@@ -60,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument(
-        "--kind", choices=("catalogs", "agents", "opinions", "members"),
+        "--kind", choices=("catalogs", "agents", "opinions", "members", "clock"),
         default="catalogs",
     )  # fmt: skip
     parser.add_argument("--instances", type=int, default=20)
@@ -71,7 +82,8 @@ def main() -> None:
     stop_on_sigterm()
     for label, checkout in checkouts_of(parser, options.checkout):
         for run in range(options.runs):
-            rows = one_run(options, checkout)
+            run_once = clock_run if options.kind == "clock" else one_run
+            rows = run_once(options, checkout)
             title = (
                 f"{label} ({commit_of(checkout)}), run {run + 1}: {options.nodes:,}"
                 f" squatter {options.kind}, load {load_average()}"
@@ -123,21 +135,9 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         ]
 
         def start(agent_id: str) -> Agent:
-            agent = Agent(
-                workdir,
-                agent_config(
-                    instances,
-                    zookeeper=zookeeper.hosts,
-                    zk_root=ROOT,
-                    agent_id=agent_id,
-                    zk_settings={"replicas": 2},
-                ),
-                label=agent_id,
-                pythonpath=checkout,
+            return start_agent(
+                started, workdir, zookeeper.hosts, instances, agent_id, checkout
             )
-            started.callback(agent.stop)
-            agent.wait_ready()
-            return agent
 
         a, b = start("a"), start("b")
         wait_until(lambda: members(a) == members(b) == 2, 30.0, "a group of two")
@@ -191,6 +191,106 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         rows.append(("b's /healthz not 200", f"{len(bad)} answers"))
         for reason in dict.fromkeys(bad):
             rows.append(("  said", reason))
+        return rows
+
+
+def start_agent(
+    started: ExitStack,
+    workdir: Path,
+    hosts: str,
+    instances: list[Instance],
+    agent_id: str,
+    checkout: Path,
+    settings: dict[str, float | int] | None = None,
+    faked: bool = False,
+) -> Agent:
+    """
+    An agent of the group (replicas 2 unless `settings` say otherwise),
+    answering; `faked`: its clock 30 s behind (libfaketime).
+    """
+    saved = dict(os.environ)
+    if faked:
+        os.environ.update(
+            LD_PRELOAD=libfaketime(),
+            FAKETIME="-30",
+            FAKETIME_DONT_FAKE_MONOTONIC="1",
+        )
+    try:
+        agent = Agent(
+            workdir,
+            agent_config(
+                instances,
+                zookeeper=hosts,
+                zk_root=ROOT,
+                agent_id=agent_id,
+                zk_settings=settings or {"replicas": 2},
+            ),
+            label=agent_id,
+            pythonpath=checkout,
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    started.callback(agent.stop)
+    agent.wait_ready()
+    return agent
+
+
+def healthz(agent: Agent) -> tuple[int, str]:
+    """``agent``'s /healthz: the status code and the body."""
+    try:
+        return 200, json.dumps(agent.get("/healthz", timeout=2.0))
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+    except OSError as e:
+        return 0, repr(e)
+
+
+def clock_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]]:
+    """A wrong clock, and a squatter's agent nodes that agree with it."""
+    with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        zookeeper, reader = start_zookeeper(started)
+        servers = start_redis_servers(2, started)
+        instances = [
+            Instance(f"cache-{i}", servers[i % 2].port)
+            for i in range(options.instances)
+        ]
+
+        def start(agent_id: str, faked: bool) -> Agent:
+            return start_agent(
+                started, workdir, zookeeper.hosts, instances, agent_id, checkout,
+                settings={"replicas": 2, "heartbeat": 1.0}, faked=faked,
+            )  # fmt: skip
+
+        a, b = start("a", True), start("b", False)
+        wait_until(lambda: members(a) == members(b) == 2, 30.0, "a group of two")
+        blamed = wait_until(
+            lambda: "behind ZooKeeper's" in healthz(a)[1], 30.0, "a's clock blamed"
+        )
+        squatter = KazooClient(hosts=zookeeper.hosts, timeout=30.0)
+        squatter.start(timeout=10.0)
+        started.callback(squatter.close)
+        started.callback(squatter.stop)
+        said = json.dumps({"agent": "squatter", "heartbeat_at": time.time() - 30.0})
+        for i in range(options.nodes):
+            squatter.create(
+                f"{ROOT}/agents/squatter-{i}", said.encode(), ephemeral=True
+            )
+        answers: dict[int, int] = {}
+        reasons = set()
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            code, body = healthz(a)
+            answers[code] = answers.get(code, 0) + 1
+            if code != 200:
+                reasons.add(body[:300])
+            time.sleep(0.2)
+        rows = [
+            ("a's clock blamed", f"{blamed:.1f} s after the group formed"),
+            ("a's /healthz in 10 s after", f"{answers}"),
+        ]
+        rows += [("  said", reason) for reason in sorted(reasons)[:2]]
         return rows
 
 
