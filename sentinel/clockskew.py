@@ -25,7 +25,11 @@ by the same leader as ours count, that is in the same epoch, the high 32
 bits of the ``mzxid``: a node written before an election was stamped by
 another clock. When most of those agree with this agent's clock (their
 offsets within `SKEW_LIMIT` of ours), the odd clock is ZooKeeper's: the
-agent is not blamed, and the log says so, once. Otherwise (most agree
+agent is not blamed, and the log says so, once. In a group, only the
+members in its view are picked (`members`): anyone may create nodes
+under ``{root}/agents``, and five nodes a squatter wrote with this
+agent's wrong clock, picked from a hundred, made the clock ZooKeeper's
+fault, /healthz 200 while every time published was off. Otherwise (most agree
 with ZooKeeper, or none is comparable: one agent alone, or none written
 under this leader yet) the agent's clock is taken to be the one off, as
 before. The comparison is made again at each heartbeat while the offset
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Collection
 from typing import Any
 
 from kazoo.exceptions import KazooException, NoNodeError
@@ -88,6 +93,8 @@ class ClockSkew:
         # Our offset when `others` was counted.
         self._compared_offset: float | None = None
         self._zookeeper_off = False
+        # In a group: the members in its view, the only agents compared.
+        self.members: Callable[[], Collection[str]] | None = None
 
     def now(self) -> float:
         """This agent's clock now: when a write is sent."""
@@ -163,7 +170,10 @@ class ClockSkew:
 
     async def _compare(self, zk: ZooKeeper) -> None:
         try:
-            names = await zk.get_children(self._agents, background=True)
+            if self.members is None:
+                names = await zk.get_children(self._agents, background=True)
+            else:
+                names = sorted(self.members())
             others = [name for name in names if name != self._own]
             picked = self._pick.sample(others, min(OTHERS, len(others)))
             offsets = []

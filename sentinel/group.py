@@ -127,6 +127,7 @@ class Group:
             ),
             on_gone=lambda agents: self.publishing.members_gone(agents),
         )
+        publisher.compare_clocks_with(lambda: self.membership.view)
         # The publisher's part in the group: what it writes, by role.
         self.publishing = publisher.join_group(
             self._catalog(), self.replicas, self._successor, (self.start, self.stop)

@@ -207,6 +207,7 @@ class ZooKeeperPublisher(Service):
         self._members = members
         self._writer = writer
         self._guard = guard
+        self._clock_skew = clock
         self.heartbeat_timer = RestartingTimer(
             "agent heartbeat", heartbeat, reactor, self._heartbeat
         )
@@ -457,6 +458,13 @@ class ZooKeeperPublisher(Service):
         """
         self._roles.join(catalog, replicas, successor, following)
         return self._roles
+
+    def compare_clocks_with(self, members: Callable[[], Collection[str]]) -> None:
+        """
+        Compare this agent's clock only with the agents `members()` names
+        (a group's view), not with whatever node is under {root}/agents.
+        """
+        self._clock_skew.members = members
 
     def listed_instances(self, names: Collection[str]) -> list[str] | dict[str, Any]:
         """

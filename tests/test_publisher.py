@@ -1237,6 +1237,28 @@ class ClockSkewTests(PublisherHarness):
         self.assertIn("this agent's clock is 30.0 s behind ZooKeeper's", reason)
         self.assertIn("2 of 3 other agent(s) agree", reason)
 
+    def test_only_group_members_compared(self) -> None:
+        """
+        In a group, only the members in its view are compared: 100 nodes
+        a squatter wrote under {root}/agents with this agent's wrong clock
+        (every pick theirs, most likely) made ZooKeeper's clock the odd
+        one, and /healthz pass with this agent's clock 30 s behind; the
+        one member, agreeing with ZooKeeper, blames this agent's clock,
+        and {root}/agents is not listed.
+        """
+        self.skewed_zookeeper(30.0)
+        self.publisher.compare_clocks_with(lambda: {"agent-2", "squat-member"})
+        self.start()
+        self.other_agent("agent-2", 30.0)
+        for i in range(100):
+            self.other_agent(f"squat-{i}", 0.0)
+        self.clock.advance(HEARTBEAT)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn("this agent's clock is 30.0 s behind ZooKeeper's", reason)
+        self.assertIn("1 of 1 other agent(s) agree", reason)
+        listings = ("get_children", f"{ROOT}/agents")
+        self.assertEqual(self.zk.calls_by_path[listings], 0)
+
     def test_other_agents_under_another_leader_not_compared(self) -> None:
         """
         The other agents' nodes were stamped before a leader election
