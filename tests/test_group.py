@@ -317,9 +317,12 @@ class SharingTests(SynchronousTestCase):
 
     def test_crash_moves_its_share(self) -> None:
         """
-        A member whose session expires: once the settle time has passed,
-        the others observe its share, and every node is back after their
-        first check (one replica: nobody else had an opinion).
+        A member whose session expires: the others observe its share as
+        soon as they list the membership, without the settle time (its
+        catalog and its agent node went together: the session ended, and
+        its nodes are missing until they make them), and every node is
+        back after their first check (one replica: nobody else had an
+        opinion).
         """
         gone = self.fleet.members["c"]
         share = gone.watched
@@ -327,14 +330,35 @@ class SharingTests(SynchronousTestCase):
         gone.publisher.zk.expire()
         gone.publisher.stopService()
         self.assertTrue(all(self.fleet.node(n) is None for n in share))
-        self.fleet.run(SETTLE - 0.1)
-        self.assertEqual(self.shares()["a"] | self.shares()["b"], set(NAMES) - share)
+        self.fleet.run(0.1)
+        self.assertLess(0.1, SETTLE)
+        self.assertEqual(self.shares()["a"] | self.shares()["b"], set(NAMES))
         self.fleet.run(INTERVAL + 0.2)
         for name in share:
             self.assertIsNotNone(self.fleet.node(name), name)
         shares = self.shares()
         self.assertEqual(shares["a"] | shares["b"], set(NAMES))
         self.assertEqual(len(shares["a"]) + len(shares["b"]), len(NAMES))
+
+    def test_catalog_gone_alone_waits_the_settle_time(self) -> None:
+        """
+        A member whose catalog goes while its agent node stays (deleted
+        behind its back: its session lives) moves nothing: the others
+        wait the settle time, within which it writes its catalog again.
+        Only a member whose agent node went too is moved at once.
+        """
+        before = self.shares()
+        # Its answers held meanwhile: it writes nothing again yet.
+        self.fleet.members["c"].zk.hang()
+        removed = 0
+        for child in self.fleet.server.children(f"{ROOT}/catalogs"):
+            if child.startswith("c."):
+                self.fleet.server.remove(f"{ROOT}/catalogs/{child}")
+                removed += 1
+        self.assertGreater(removed, 0)
+        for _ in range(round((SETTLE - 0.1) / 0.05)):
+            self.fleet.run(0.05)
+            self.assertEqual(self.shares(), before)
 
     def test_join_moves_only_what_changed(self) -> None:
         """
