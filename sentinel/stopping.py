@@ -22,7 +22,10 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
   the instance nodes they will have (`sentinel.takeover`) and those
   instances' discovery members, and closes the session, which deletes
   what is left at once (a delete each first would only take time from
-  that wait);
+  that wait); but a leave that ZooKeeper has not acknowledged within
+  `LEAVE_ANSWER_WAIT` (frozen, cut off, or the connection lost), or a
+  stop while the client is not connected, closes the session at once:
+  no member can take anything over before it hears of the leave;
 - a newer process that took the session over has the nodes: nothing is
   touched; after a twin (halted), the nodes still ours are deleted and
   the session closed, as without a state_dir.
@@ -44,8 +47,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 from twisted.logger import Logger
 
 from sentinel.handoff import SessionHandoff
@@ -58,14 +60,18 @@ from sentinel.zk import CONNECTED, CONNECTING, ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
 
-# Every bound of a stop, in seconds. The longest stops take their sum
-# when ZooKeeper never answers: a group left (the takeovers waited for,
-# the session closed, and after a `leave`, the state file removed) 4.0 s;
-# a stop alone (the nodes deleted, the session closed) 2.0 s. Both stay
-# within `STOP_BUDGET`, which leaves a second for the rest of the
-# process's end (measured: 0.04 s; 0.3 s at load 30) before the 5 s that
-# DESIGN.md promises. (These once summed to exactly 5.0 s, and a stop
-# with ZooKeeper stopped took 5.04 s.)
+# Every bound of a stop, in seconds. When ZooKeeper never answers, a
+# group left waits for its leave to be acknowledged, then closes the
+# session: 1.5 s (and after a `leave`, the state file's removal, a few
+# milliseconds); a stop that deregisters outside a group (the nodes
+# deleted, the session closed) 2.0 s. The longest stop is a leave
+# acknowledged, its takeovers waited for, then a close left unanswered:
+# 4.0 s. All stay within `STOP_BUDGET`, which leaves a second for the
+# rest of the process's end (measured: 0.04 s; 0.3 s at load 30) before
+# the 5 s that DESIGN.md promises. (These once summed to exactly 5.0 s,
+# and a stop with ZooKeeper stopped took 5.04 s; until the leave's
+# acknowledgement was waited for on its own, every stop with ZooKeeper
+# frozen, alone too, took the 4 s.)
 STOP_BUDGET = 4.0
 # On a stop that leaves the group: seconds, from the signal, to wait for
 # the new primaries to take this agent's nodes and members over; the
@@ -77,6 +83,15 @@ STOP_BUDGET = 4.0
 # nodes moving went missing, for up to 1.5 s, and all 106 of their
 # members, for up to 3.6 s, until the new primaries made them again).
 LEAVE_HANDOFF_WAIT = 3.0
+# On a stop that leaves the group: seconds the leave itself (the catalog
+# and agent node deleted, which tell the others) may take to be answered.
+# Until it is, no member can take anything over, so unanswered, the
+# session is closed at once rather than the whole wait spent: with
+# ZooKeeper frozen, a stop took 4.03-4.12 s, alone or in a group, and
+# with ZooKeeper stopped 3.03-3.13 s in a group (its calls failed at
+# once, and the takeovers' were waited for). A failed delete is no
+# acknowledgement either.
+LEAVE_ANSWER_WAIT = 0.5
 # A clean stop deletes our nodes, then closes the session (or, handing the
 # session over, lets the writes in flight end). Up to 64 deletes take a
 # few milliseconds while ZooKeeper answers.
@@ -168,6 +183,9 @@ class Stopping:
         ):
             return self._attached(handoff).addCallback(lambda _: self._deregister())
         if self._roles.joined and not halted:
+            if self._zk.state != CONNECTED:
+                # Nobody hears of the leave: nothing to wait for.
+                return self._deregister(one_by_one=False)
             wait = LEAVE_HANDOFF_WAIT
             if self.leaving and handoff is not None:
                 # The state file's removal follows the close: in the budget.
@@ -247,11 +265,19 @@ class Stopping:
         leaving = [
             node for node in (*self._nodes.catalog, self._nodes.agent) if node.owned
         ]
-        ended: list[Deferred[Any]] = [
+        deletes: list[Deferred[Any]] = [
             Deferred.fromCoroutine(self._writer.delete_owned(node)) for node in leaving
         ]
-        ended.append(self._queue.ended())
-        if not await self._by(deadline, DeferredList(ended, consumeErrors=True)):
+        answered_by = min(deadline, self._reactor.seconds() + LEAVE_ANSWER_WAIT)
+        told = gatherResults(deletes, consumeErrors=True)
+        if not await self._by(answered_by, told):
+            log.warn(
+                "leaving the group: not acknowledged by ZooKeeper within "
+                "{timeout} s; closing the session at once",
+                timeout=LEAVE_ANSWER_WAIT,
+            )
+            return
+        if not await self._by(deadline, self._queue.ended()):
             return
         waiting = [
             node
@@ -277,13 +303,24 @@ class Stopping:
             await self._by(deadline, self._takeovers.taken_over(waiting))
 
     async def _by(self, deadline: float, waited: Deferred[Any]) -> bool:
-        """Wait for `waited` until `deadline` at most; whether it fired."""
+        """
+        Wait for `waited` until `deadline` at most; whether it succeeded by
+        then. (A DeferredList cancelled by its timeout fires with its
+        items' failures, not a CancelledError: only the timeout says it
+        was late.)
+        """
         remaining = max(0.0, deadline - self._reactor.seconds())
+        late = False
+
+        def timed_out(result: object, timeout: float) -> None:
+            nonlocal late
+            late = True
+
         try:
-            await waited.addTimeout(remaining, self._reactor)
-        except (defer.TimeoutError, CancelledError):
+            await waited.addTimeout(remaining, self._reactor, onTimeoutCancel=timed_out)
+        except Exception:
             return False
-        return True
+        return not late
 
     def _hand_over(self, handoff: SessionHandoff) -> Deferred[None]:
         """

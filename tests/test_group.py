@@ -43,6 +43,7 @@ from sentinel.observation import Observation
 from sentinel.session import SessionPurpose, StateFile, left_in
 from sentinel.sharing import ALONE_AFTER
 from sentinel.stopping import (
+    LEAVE_ANSWER_WAIT,
     LEAVE_HANDOFF_WAIT,
     STOP_BUDGET,
     STOP_CLOSE_TIMEOUT,
@@ -477,23 +478,57 @@ class SharingTests(SynchronousTestCase):
 
     def test_stop_bounded_when_zookeeper_hangs(self) -> None:
         """
-        The longest stop there is (leave the group, wait for the takeovers,
-        close) with ZooKeeper answering nothing ends after the sum of its
-        bounds, which stays within STOP_BUDGET (4 s): a second short of the
-        5 s promised for the whole process. (The bounds once summed to 5.0
-        s, and the process took 5.04 s.) What no member took over is left
-        to the close, not deleted one by one first.
+        A member leaving while ZooKeeper answers nothing closes its
+        session once the leave itself (catalog and agent node deleted) is
+        left unanswered for LEAVE_ANSWER_WAIT: no member can take anything
+        over before it is, so the rest of LEAVE_HANDOFF_WAIT is not spent
+        (it was: 4 s in all, measured 4.03-4.08 s). What no member took
+        over is left to the close, not deleted one by one first. All the
+        bounds still stay within STOP_BUDGET.
         """
         leaving = self.fleet.members["a"]
         leaving.zk.hang(*CALL_KINDS, "stop")
+        before = len(leaving.zk.history)
         stopped = leaving.stop()
-        for bound in (LEAVE_HANDOFF_WAIT, STOP_CLOSE_TIMEOUT):
-            self.assertNoResult(stopped)
-            self.fleet.clock.advance(bound)
+        self.fleet.run(LEAVE_ANSWER_WAIT + 0.05, step=0.01)
+        self.assertEqual(leaving.zk.stopped_with, [STOP_CLOSE_TIMEOUT])
+        self.fleet.run(STOP_CLOSE_TIMEOUT - 0.1, step=0.01)
+        self.assertNoResult(stopped)
+        self.fleet.run(0.1, step=0.01)
         self.successResultOf(stopped)
+        # Neither waited for nor deleted: left to the close.
+        asked = [path for _, path in leaving.zk.history[before:]]
+        self.assertEqual([p for p in asked if "/instances/" in p], [])
         self.assertLessEqual(LEAVE_HANDOFF_WAIT + STOP_CLOSE_TIMEOUT, STOP_BUDGET)
         self.assertLessEqual(STOP_DELETE_TIMEOUT + STOP_CLOSE_TIMEOUT, STOP_BUDGET)
         self.assertLessEqual(STOP_BUDGET, 4.0)
+
+    def test_stop_whose_leave_fails_closes_at_once(self) -> None:
+        """
+        A member whose leave fails (the connection lost just as it
+        stopped: its calls end in ConnectionLoss) closes its session at
+        once: nobody heard of the leave. (It went on to wait for
+        takeovers that could not start, 3 s with ZooKeeper stopped.)
+        """
+        leaving = self.fleet.members["a"]
+        leaving.zk.hang("exists")
+        stopped = leaving.stop()
+        self.fleet.run(0.1)
+        leaving.zk.release("exists", error=ConnectionLoss("connection dropped"))
+        self.assertEqual(leaving.zk.stopped_with, [STOP_CLOSE_TIMEOUT])
+        self.successResultOf(stopped)
+
+    def test_stop_while_disconnected_closes_at_once(self) -> None:
+        """
+        A member whose client is not connected when it stops closes its
+        session at once: nobody would hear of its leave, so nothing can
+        be taken over while it waits. (It waited the whole 3 s.)
+        """
+        leaving = self.fleet.members["a"]
+        leaving.zk.suspend()
+        stopped = leaving.stop()
+        self.assertEqual(leaving.zk.stopped_with, [STOP_CLOSE_TIMEOUT])
+        self.successResultOf(stopped)
 
     def test_stop_waits_for_slow_takeovers(self) -> None:
         """
