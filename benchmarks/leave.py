@@ -22,7 +22,7 @@ those of the others. Printed, for each of ``--runs`` runs:
   listed twice: how many times, how long, p50 and max.
 
     .venv/bin/python benchmarks/leave.py [--checkout this=.] [--replicas 2]
-        [--kill] [--runs 2]
+        [--kill] [--runs 2] [--keep-logs DIR]
 """
 
 from __future__ import annotations
@@ -212,6 +212,10 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         time.sleep(args.after)
         until = reader.now()
         reader.stop()
+        if args.keep_logs:
+            for agent in agents:
+                target = Path(args.keep_logs) / f"leave-{number}-{agent.log.name}"
+                target.write_bytes(agent.log.read_bytes())
 
         def other(value: Any) -> bool:
             return value is not None and value != session
@@ -270,6 +274,7 @@ def main() -> int:
     add("--warmup", type=float, default=4.0)
     add("--after", type=float, default=8.0, help="s watched after the exit (8)")
     add("--runs", type=int, default=2)
+    add("--keep-logs", metavar="DIR", help="copy the agents' logs there")
     args = parser.parse_args()
     checkouts = checkouts_of(parser, args.checkout)
     if len(checkouts) != 1:
