@@ -169,6 +169,10 @@ class Looking(Exception):
         super().__init__(f"looking under {parent} for {sought}")
 
 
+# A member found by a look: its path, the session holding it, what it says.
+_Seen = tuple[str, int, MemberIdentity | None]
+
+
 class _Search:
     """The members waiting for a look at one parent, for one session."""
 
@@ -217,21 +221,19 @@ class Discovery:
         # The paths a member holds, was given by a sweep or replaces:
         # another member on the same endpoint must not take them.
         self._claimed: set[str] = set()
-        # The looks under a parent for another session's members
+        # The looks under a parent for other sessions' members
         # (`take_from`) in progress, and what to call once each is done,
         # for the members that wait for it.
-        self._looking: set[tuple[str, int]] = set()
-        self._look_waiters: dict[tuple[str, int], list[Callable[[], None]]] = {}
+        self._looking: set[str] = set()
+        self._look_waiters: dict[str, list[Callable[[], None]]] = {}
         # The looks for members whose create may have succeeded, by parent
         # and session: one at a time for each.
         self._searches: dict[tuple[str, int], _Search] = {}
         # The looks done lately (`LOOK_REUSE`), for the members handed over
-        # after them: when each began (its listing), what it found, and
+        # after them: when each began (its listing), what it found (each
+        # member, whose session holds it, and what it says it is), and
         # which of those are replaced by now.
-        self._looked: dict[
-            tuple[str, int],
-            tuple[float, list[tuple[str, MemberIdentity | None]], set[str]],
-        ] = {}
+        self._looked: dict[str, tuple[float, list[_Seen], set[str]]] = {}
         # The members handed over with their instance's node, by parent,
         # each waiting for the new primary to replace it (`outlived`); the
         # next look at each such parent; and what each child of it seen
@@ -564,20 +566,19 @@ class Discovery:
         @raise Looking: the member waits for that look (`write` is tried
             again after it).
         """
-        key = (member.parent, session)
+        parent = member.parent
         self._forget_old_looks()
-        if key not in self._looked and key not in self._looking:
-            self._looking.add(key)
-            d = Deferred.fromCoroutine(self._look_for(key))
-            d.addErrback(self._bug, member.parent)
-        looked = self._looked.get(key)
+        if parent not in self._looked and parent not in self._looking:
+            self._look_at(parent)
+        looked = self._looked.get(parent)
         if looked is None:  # Not served by a look that ended at once.
-            self._look_waiters.setdefault(key, []).append(looked_at)
-            raise Looking(member.parent, "the previous primary's member")
+            self._look_waiters.setdefault(parent, []).append(looked_at)
+            raise Looking(parent, "the previous primary's member")
         began, found, taken = looked
-        for path, says in found:
+        for path, owner, says in found:
             if (
-                says == member.identity
+                owner == session
+                and says == member.identity
                 and path not in self._claimed
                 and path not in taken
             ):
@@ -586,9 +587,23 @@ class Discovery:
                 taken.add(path)
                 return
         if began < since:
-            # Not listed, maybe made since the look began: look again.
-            del self._looked[key]
+            # Not listed, maybe made since the look began: look again (or
+            # wait for the look under way, begun since, maybe).
+            del self._looked[parent]
             self.take_from(member, session, since, looked_at)
+
+    def look_ahead(self, parent: str) -> None:
+        """
+        A node is about to be taken over from another member, whose
+        discovery member for it may be under `parent`: the look that
+        `take_from` needs starts now, beside the takeover, rather than
+        once the node is ours. (It began after the first takeover, and
+        took 0.6 s at a service of 300 members, load 7, while the previous
+        primary, stopping, waited for it.) A look under way serves.
+        """
+        self._forget_old_looks()
+        if parent not in self._looking:
+            self._look_at(parent)
 
     def outlived(self, member: Member, node_path: str, wait: float) -> Deferred[bool]:
         """
@@ -728,24 +743,30 @@ class Discovery:
             ]:
                 del self._looked[old]
 
-    async def _look_for(self, key: tuple[str, int]) -> None:
+    def _look_at(self, parent: str) -> None:
+        self._looking.add(parent)
+        d = Deferred.fromCoroutine(self._look_for(parent))
+        d.addErrback(self._bug, parent)
+
+    async def _look_for(self, parent: str) -> None:
         """
-        Look at the parent for the members of another session (`take_from`);
+        Look at the parent for the members of other sessions (`take_from`);
         a look that fails is made again by the next member to ask.
         """
-        parent, session = key
         began = self._clock.seconds()
         try:
-            found = await self._members_in(parent, session)
+            found = await self._members_of(parent)
         except Exception:
             # Looked for again at the members' next retry (not at once: a
             # ZooKeeper failing every look would be asked in a loop).
-            self._look_waiters.pop(key, None)
+            self._look_waiters.pop(parent, None)
             return
         finally:
-            self._looking.discard(key)
-        self._looked[key] = (began, found, set())
-        for looked_at in self._look_waiters.pop(key, ()):
+            self._looking.discard(parent)
+        previous = self._looked.get(parent)
+        taken = set() if previous is None else previous[2]
+        self._looked[parent] = (began, found, taken)
+        for looked_at in self._look_waiters.pop(parent, ()):
             looked_at()
 
     async def _members_in(
@@ -755,8 +776,16 @@ class Discovery:
         Every node of our session (or of `session`) under `parent`, oldest
         first, and what each says it is.
         """
+        owner = self.zk.session_id if session is None else session
+        found = await self._members_of(parent)
+        return [(path, says) for path, holder, says in found if holder == owner]
+
+    async def _members_of(self, parent: str) -> list[_Seen]:
+        """
+        Every node under `parent` named as a member, oldest first, whose
+        session holds it, and what each says it is.
+        """
         zk = self.zk
-        owner = zk.session_id if session is None else session
         try:
             children = await zk.get_children(parent)
         except NoNodeError:
@@ -784,8 +813,8 @@ class Discovery:
                     cast(Failure, answer).trap(NoNodeError, NoAuthError)
                     continue
                 data, stat = answer
-                if ours(stat, owner):
-                    found.append((path, identity_of(data)))
+                if stat.ephemeralOwner:
+                    found.append((path, stat.ephemeralOwner, identity_of(data)))
         return found
 
     async def sweep(

@@ -318,6 +318,8 @@ class GroupRoles:
             node.takeover = True
             if self.replicas > 1:
                 self._opinions.listen(name, observers)
+            if before[:1] not in ((), (me,)) and instance is not None:
+                self._takeovers.coming(instance)
             self._queue.mark(node)
         elif keeping:
             assert node is not None

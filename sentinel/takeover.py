@@ -47,6 +47,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from sentinel.checks import printable
+from sentinel.config import RedisInstance
 from sentinel.discovery import Discovery
 from sentinel.documents import previous_verdict, said_checked_at, said_since
 from sentinel.holders import Holders
@@ -141,6 +142,15 @@ class Takeovers:
         }
 
     # The new primary's end
+
+    def coming(self, instance: RedisInstance) -> None:
+        """
+        This agent is `instance`'s primary now, in place of another member
+        whose session holds its node: the look for that member's discovery
+        member starts at once (`Discovery.look_ahead`), beside the takeover.
+        """
+        if self._discovery is not None:
+            self._discovery.look_ahead(self._discovery.parent_of(instance))
 
     async def take_over(self, node: Node) -> bool:
         """

@@ -677,6 +677,37 @@ class TakeFromTests(SynchronousTestCase):
         self.take(self.instances[2])
         self.assertEqual(self.gets(), looked + 2)
 
+    def test_look_ahead_serves_the_takeover(self) -> None:
+        """
+        A look begun before the node is taken over (`look_ahead`, at the
+        view change) serves its take-over: each member is taken from the
+        session the node was taken from only, never another's that says
+        the same (listed first here); a member it did not list, for a
+        node taken over after it began, is looked for again.
+        """
+        parent = f"{DISCOVERY}/svc"
+        document = json.dumps(serverset_member(self.instances[0])).encode()
+        self.zk.put(f"{parent}/member_0000000000", document, owner=SQUATTER)
+        for i, instance in enumerate(self.instances[1:3], start=1):
+            document = json.dumps(serverset_member(instance)).encode()
+            self.zk.put(f"{parent}/member_{i:010d}", document, owner=PREVIOUS)
+        self.zk.remove(f"{parent}/member_0000000003")
+        self.zk.put(
+            f"{parent}/member_0000000004",
+            json.dumps(serverset_member(self.instances[0])).encode(),
+            owner=PREVIOUS,
+        )
+        self.discovery.look_ahead(parent)
+        looked = self.gets()
+        self.clock.advance(0.5)
+        first = self.discovery.member_for(self.instances[0])
+        self.discovery.take_from(first, PREVIOUS, since=self.clock.seconds())
+        self.assertEqual(first.replaces, f"{parent}/member_0000000004")
+        self.assertEqual(self.gets(), looked)
+        late = self.discovery.member_for(self.instances[3])
+        self.discovery.take_from(late, PREVIOUS, since=self.clock.seconds())
+        self.assertGreater(self.gets(), looked)
+
     def test_look_forgotten_once_it_cannot_serve(self) -> None:
         """
         A look's listing is kept only while it may serve (`LOOK_REUSE`):

@@ -614,6 +614,32 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.assertEqual(self.watch(fleet, 4.0), [])
         self.successResultOf(stopped)
 
+    def test_look_begins_with_the_takeover(self) -> None:
+        """
+        A new primary looks for the previous primary's members as it
+        starts to take the nodes over, not once it holds them: with its
+        takeovers' answers held, it has listed their services already.
+        (The look began after the first takeover was answered: at a
+        service of 300 members, 0.3 s on at a load of 7, and its 0.6 s of
+        reads came last, while the stopping agent waited for them.) No
+        endpoint is missing or listed twice meanwhile.
+        """
+        fleet = self.fleet_of(2)
+        taking = fleet.members["b"]
+        share = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("a")]
+        self.assertTrue(share)
+        taking.zk.hold_answers("replace")
+        before = len(taking.zk.history)
+        stopped = fleet.members["a"].stop()
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        self.assertNoResult(stopped)
+        listed = {p for k, p in taking.zk.history[before:] if k == "get_children"}
+        self.assertLessEqual({f"{DISCOVERY}/{n}" for n in share}, listed)
+        taking.zk.unhang()
+        taking.zk.release("replace")
+        self.assertEqual(self.watch(fleet, 4.0), [])
+        self.successResultOf(stopped)
+
     def test_member_kept_while_the_new_primary_looks(self) -> None:
         """
         A new primary whose look for the previous primary's members takes
@@ -626,16 +652,16 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         joining = fleet.add("c", NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY))
         discovery = joining.publisher.discovery
         assert discovery is not None
-        members_in = discovery._members_in
+        members_of = discovery._members_of
         looks: list[Deferred[None]] = []
 
-        async def slow(parent: str, session: int | None = None) -> Any:
+        async def slow(parent: str) -> Any:
             look: Deferred[None] = Deferred()
             looks.append(look)
             await look
-            return await members_in(parent, session)
+            return await members_of(parent)
 
-        self.patch(discovery, "_members_in", slow)
+        self.patch(discovery, "_members_of", slow)
         joining.start()
         self.assertEqual(self.watch(fleet, 3 * HANDOFF_LIMIT), [])
         self.assertTrue(looks)
@@ -655,16 +681,16 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         taking = fleet.members["b"]
         discovery = taking.publisher.discovery
         assert discovery is not None
-        members_in = discovery._members_in
+        members_of = discovery._members_of
         looked: list[float] = []
 
-        async def slow(parent: str, session: int | None = None) -> Any:
+        async def slow(parent: str) -> Any:
             await deferLater(fleet.clock, 0.3, lambda: None)
-            found = await members_in(parent, session)
+            found = await members_of(parent)
             looked.append(fleet.clock.seconds())
             return found
 
-        self.patch(discovery, "_members_in", slow)
+        self.patch(discovery, "_members_of", slow)
         leaving = fleet.members["a"]
         share = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("a")]
         self.assertTrue(share)
@@ -803,11 +829,11 @@ class RenamedApartTests(SynchronousTestCase):
         discovery = other.publisher.discovery
         assert discovery is not None
 
-        async def never(parent: str, session: int | None = None) -> Any:
+        async def never(parent: str) -> Any:
             await Deferred()
 
         # The new primary's look for the member never ends.
-        self.patch(discovery, "_members_in", never)
+        self.patch(discovery, "_members_of", never)
         fleet.members[primary].group.change_instances([name], [], [])
         fleet.run(1.0)
         self.assertEqual(fleet.node(name)["agent"], other.agent_id)  # type: ignore[index]
