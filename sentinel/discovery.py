@@ -88,6 +88,12 @@ HANDED_OVER_CHECK = 3.0
 # named as members by the thousand.
 LOOK_READS = 64
 
+# Looks begun ahead of the takeovers (`Discovery.look_ahead`) under way at
+# once: a view that moves thousands of instances, each in a service of
+# its own, would otherwise send a listing and a read for each at once,
+# ahead of the takeovers' own calls.
+LOOKS_AHEAD = 16
+
 # Counts a ZooKeeper write by its op ("create", "set", "delete").
 Counted = Callable[[str, Deferred[Any]], Awaitable[Any]]
 
@@ -599,10 +605,11 @@ class Discovery:
         `take_from` needs starts now, beside the takeover, rather than
         once the node is ours. (It began after the first takeover, and
         took 0.6 s at a service of 300 members, load 7, while the previous
-        primary, stopping, waited for it.) A look under way serves.
+        primary, stopping, waited for it.) A look under way serves; past
+        `LOOKS_AHEAD` looks under way, the parent is looked at once a
+        member needs it, as before.
         """
-        self._forget_old_looks()
-        if parent not in self._looking:
+        if parent not in self._looking and len(self._looking) < LOOKS_AHEAD:
             self._look_at(parent)
 
     def outlived(self, member: Member, node_path: str, wait: float) -> Deferred[bool]:

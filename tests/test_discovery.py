@@ -20,6 +20,7 @@ from sentinel.discovery import (
     HANDED_OVER_CHECK,
     LOOK_READS,
     LOOK_REUSE,
+    LOOKS_AHEAD,
     Discovery,
     Looking,
 )
@@ -707,6 +708,24 @@ class TakeFromTests(SynchronousTestCase):
         late = self.discovery.member_for(self.instances[3])
         self.discovery.take_from(late, PREVIOUS, since=self.clock.seconds())
         self.assertGreater(self.gets(), looked)
+
+    def test_looks_ahead_bounded(self) -> None:
+        """
+        A view moving many instances, each in a service of its own, looks
+        ahead at `LOOKS_AHEAD` services at once, not all of them ahead of
+        the takeovers' own calls; a member of another is looked for once
+        it needs it, as before.
+        """
+        self.zk.hang("get_children")
+        for i in range(LOOKS_AHEAD + 5):
+            self.discovery.look_ahead(f"{DISCOVERY}/svc{i}")
+        listings = [c for c in self.zk.held if c.kind == "get_children"]
+        self.assertEqual(len(listings), LOOKS_AHEAD)
+        instance = RedisInstance("r9", "10.0.0.1", 6400, service=f"svc{LOOKS_AHEAD}")
+        with self.assertRaises(Looking):
+            self.discovery.take_from(self.discovery.member_for(instance), PREVIOUS)
+        listings = [c for c in self.zk.held if c.kind == "get_children"]
+        self.assertEqual(len(listings), LOOKS_AHEAD + 1)
 
     def test_look_forgotten_once_it_cannot_serve(self) -> None:
         """
