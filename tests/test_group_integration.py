@@ -391,6 +391,26 @@ class RollingRestartTests(GroupTestCase):
         self.assertEqual(watch.most_members(service), self.instances)
         self.assertEqual(len(self.kazoo.get_children(service)), self.instances)
 
+    async def test_leave_with_zookeeper_frozen_ends_soon(self) -> None:
+        """
+        An agent of a group stopped with SIGTERM while ZooKeeper is frozen
+        (SIGSTOP) ends within 2.5 s, status 143: its leave unacknowledged
+        within 0.5 s, it closes its session at once (1 s at most), rather
+        than wait for takeovers that cannot start (it took 4.0 s, a second
+        short of the 5 s promised).
+        """
+        agents = [self.agent(a, replicas=2) for a in AGENTS[:2]]
+        await self.settled(agents, 2)
+        self.addCleanup(self.zookeeper.restore)
+        leaving = agents[0]
+        self.zookeeper.pause()
+        sent = reactor.seconds()
+        leaving.child.process.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: not leaving.child.running, 2.5, "exit", 0.02)
+        self.figure("SIGTERM to exit, ZooKeeper frozen", reactor.seconds() - sent)
+        self.zookeeper.resume()
+        self.assertEqual(leaving.child.process.wait(), -signal.SIGTERM)
+
     async def test_restart_on_a_state_dir_keeps_verdicts(self) -> None:
         """
         Two replicas, each agent with a state_dir: one SIGTERMed and started
