@@ -90,7 +90,8 @@ LEAVE_HANDOFF_WAIT = 3.0
 # ZooKeeper frozen, a stop took 4.03-4.12 s, alone or in a group, and
 # with ZooKeeper stopped 3.03-3.13 s in a group (its calls failed at
 # once, and the takeovers' were waited for). A failed delete is no
-# acknowledgement either.
+# acknowledgement either. (Measured while ZooKeeper answers: 0.02-0.06 s
+# from the signal, three agents, 300 instances, load 4-8.)
 LEAVE_ANSWER_WAIT = 0.5
 # A clean stop deletes our nodes, then closes the session (or, handing the
 # session over, lets the writes in flight end). Up to 64 deletes take a
