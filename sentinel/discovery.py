@@ -279,7 +279,12 @@ class Discovery:
         for parent in list(self._handed):
             self._stop_waiting(parent)
 
-    async def write(self, member: Member, data: bytes | None) -> str | None:
+    async def write(
+        self,
+        member: Member,
+        data: bytes | None,
+        replaced: Callable[[], Awaitable[bool]] | None = None,
+    ) -> str | None:
         """
         Make ZooKeeper hold `data` as the member, or no member if None.
         Returns what another client had done to the member we held
@@ -290,6 +295,10 @@ class Discovery:
         for nothing): one deleted or written by another client is made
         again, as an instance node is at its refresh.
 
+        @param replaced: asked of a member we held and find deleted, before
+            it is made again: True if another agent replaced it with its
+            own (`Members.write`); it is then forgotten, not made beside
+            that one.
         @raise Looking: a create of the member may have succeeded, and it
             waits for a look at its parent.
         """
@@ -333,6 +342,8 @@ class Discovery:
                     damage = "deleted" if known else None
             self._same_session(session, member.session)
             self._drop(member)
+            if damage == "deleted" and replaced is not None and await replaced():
+                return None
         self._same_session(session)
         await self._record_parent(member.parent)
         path = await self._create(member, data)

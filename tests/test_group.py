@@ -705,6 +705,18 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.assertEqual(self.watch(fleet, 1.0), [])
         self.successResultOf(stopped)
 
+    def expired(self) -> tuple[Fleet, Member]:
+        """Two replicas, member ``a`` cut off until its session expired."""
+        fleet = self.fleet_of(2)
+        frozen = fleet.members["a"]
+        session = fleet.session_of("a")
+        assert session is not None
+        frozen.zk.suspend()
+        fleet.run(1.0)
+        fleet.server.end_session(session)
+        fleet.run(3.0)
+        return fleet, frozen
+
     def test_back_after_its_session_expired(self) -> None:
         """
         A member cut off past its session timeout (its view of the group
@@ -714,14 +726,7 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         beside it (its old session's members are gone, and it creates
         none before it holds the node), nor leaving the endpoint missing.
         """
-        fleet = self.fleet_of(2)
-        frozen = fleet.members["a"]
-        session = fleet.session_of("a")
-        assert session is not None
-        frozen.zk.suspend()
-        fleet.run(1.0)
-        fleet.server.end_session(session)
-        fleet.run(3.0)
+        fleet, frozen = self.expired()
         self.assertEqual(self.listed(fleet), [])
         frozen.zk.connect()
         self.assertEqual(self.watch(fleet, 2 * HANDOFF_LIMIT), [])
@@ -733,20 +738,43 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         held): the members its old session held are gone, and none is
         created beside the other member's before the node is ours.
         """
-        fleet = self.fleet_of(2)
-        frozen = fleet.members["a"]
-        session = fleet.session_of("a")
-        assert session is not None
-        frozen.zk.suspend()
-        fleet.run(1.0)
-        fleet.server.end_session(session)
-        fleet.run(3.0)
+        fleet, frozen = self.expired()
         frozen.zk.hold_answers("get")
         frozen.zk.connect()
         self.assertEqual(self.watch(fleet, 1.0), [])
         self.assertEqual(self.listed(fleet), [])
         frozen.zk.unhang()
         frozen.zk.release()
+        self.assertEqual(self.watch(fleet, 2 * HANDOFF_LIMIT), [])
+        self.assertTrue(frozen.publisher.discovery_members)
+
+    def test_back_after_its_session_expired_member_replaced_late(self) -> None:
+        """
+        The same, with the returning member's look for the others'
+        members slow, and the other's answer about the node it keeps for
+        its new primary slower: it learns that its member was replaced
+        after it handed the node over and before it let it go, and does
+        not take that member for one deleted behind its back and make it
+        again beside the new primary's.
+        """
+        fleet, frozen = self.expired()
+        discovery = frozen.publisher.discovery
+        assert discovery is not None
+        members_in = discovery._members_in
+
+        async def slow_look(parent: str, session: int | None = None) -> Any:
+            await deferLater(fleet.clock, 0.7, lambda: None)
+            return await members_in(parent, session)
+
+        self.patch(discovery, "_members_in", slow_look)
+        takeovers = fleet.members["b"].publisher._takeovers
+        watch_handoff = takeovers.watch_handoff
+
+        def slow_answer(node: Any) -> None:
+            fleet.clock.callLater(1.0, watch_handoff, node)
+
+        self.patch(takeovers, "watch_handoff", slow_answer)
+        frozen.zk.connect()
         self.assertEqual(self.watch(fleet, 2 * HANDOFF_LIMIT), [])
         self.assertTrue(frozen.publisher.discovery_members)
 
