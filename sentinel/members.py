@@ -37,6 +37,7 @@ from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.ownership import ours
 from sentinel.roles import GroupRoles
 from sentinel.sweep import Sweep
+from sentinel.takeover import MEMBER_HANDOFF_LIMIT
 from sentinel.writes import WriteQueue
 
 log = Logger(namespace=LOG_NAMESPACE)
@@ -238,6 +239,8 @@ class Members:
                         lambda: self._queue.enqueue(node),
                     )
                     instance.taken_from = None
+                    if member.replaces is None:
+                        self._listed_elsewhere(node.state.name, member, instance)
             if self._present(node) is None:
                 # A stale history (the agent frozen): the member is neither
                 # made nor deleted from it, as the instance node is not
@@ -273,6 +276,32 @@ class Members:
                 damage=damage,
                 path=member.path,
             )
+
+    def _listed_elsewhere(self, name: str, member: Member, instance: Node) -> None:
+        """
+        Log it when a node taken over from an agent whose verdict had the
+        instance in discovery brings no member of that agent's to replace
+        under this agent's service: that agent lists it elsewhere (another
+        service, form or root, or other nerve labels), for their configs
+        disagree; readers find it there too until that agent lets its
+        member go (`takeover.MEMBER_HANDOFF_LIMIT`). With one replica no
+        opinion tells the members so, and before, nothing said it.
+        """
+        agent = instance.taken_listed_by
+        instance.taken_listed_by = None
+        if agent is None:
+            return
+        log.warn(
+            "discovery: {name} taken over from {agent}, which listed it up and"
+            " ready, but no member of its is under {parent} to replace: the"
+            " members' configs disagree on its discovery (service, labels,"
+            " form or discovery_root), and that agent's member elsewhere stays"
+            " up to {limit:g} s beside this agent's",
+            name=name,
+            agent=agent,
+            parent=member.parent,
+            limit=MEMBER_HANDOFF_LIMIT,
+        )
 
     async def _replaced(self, instance: Node) -> bool:
         """

@@ -83,6 +83,7 @@ class Node:
         "said_checked_at",
         "taken_from",
         "taken_at",
+        "taken_listed_by",
         "guard",
         "guarded",
         "prune_parent",
@@ -149,6 +150,9 @@ class Node:
         # When it was taken over (our clock): a look at the service for
         # that agent's members made before then may miss one it made since.
         self.taken_at = 0.0
+        # That agent, if its verdict had the instance in discovery (up and
+        # ready): a member of its to replace is expected (`sentinel.members`).
+        self.taken_listed_by: str | None = None
         # The watch for its deletion (`sentinel.guard`), one callable per
         # node as `watcher`, and the path it is armed on, until it fires.
         self.guard: Callable[[WatchedEvent], None] | None = None

@@ -49,7 +49,12 @@ from twisted.logger import Logger
 from sentinel.checks import printable
 from sentinel.config import RedisInstance
 from sentinel.discovery import Discovery
-from sentinel.documents import previous_verdict, said_checked_at, said_since
+from sentinel.documents import (
+    previous_presence,
+    previous_verdict,
+    said_checked_at,
+    said_since,
+)
 from sentinel.holders import Holders
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.ownership import ours
@@ -212,6 +217,8 @@ class Takeovers:
         node.version = 0
         node.taken_from = stat.ephemeralOwner
         node.taken_at = self._reactor.seconds()
+        listed = previous_presence(previous)[0]
+        node.taken_listed_by = printable(previous["agent"], 64) if listed else None
         self.takeovers += 1
         log.info(
             "took {path} over from agent {agent} (session {session})",

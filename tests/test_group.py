@@ -778,6 +778,41 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.assertEqual(self.watch(fleet, 2 * HANDOFF_LIMIT), [])
         self.assertTrue(frozen.publisher.discovery_members)
 
+    def test_listed_elsewhere_by_the_previous_primary_logged(self) -> None:
+        """
+        With one replica no opinion compares the members' discovery: a
+        new primary that takes a node over from an agent whose verdict had
+        the instance listed, and finds no member of that agent's to
+        replace under its own service (that agent lists it under another
+        root), says so, once per node; where they agree, nothing is said.
+        """
+        fleet = Fleet()
+        fleet.add("a", NAMES, replicas=1, discovery=(SERVERSET, DISCOVERY)).start()
+        fleet.run(3.0)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        fleet.add("b", NAMES, replicas=1, discovery=(SERVERSET, "/other")).start()
+        fleet.run(5.0)
+        taken = {n for n in NAMES if (fleet.node(n) or {})["agent"] == "b"}
+        self.assertTrue(taken)
+        said = [
+            formatEvent(e)
+            for e in events
+            if "configs disagree on its discovery" in formatEvent(e)
+        ]
+        self.assertEqual(len(said), len(taken), said)
+        self.assertIn("taken over from a, which listed it up and ready", said[0])
+        self.assertIn("under /other/r", said[0])
+        events.clear()
+        fleet.add("c", NAMES, replicas=1, discovery=(SERVERSET, DISCOVERY)).start()
+        fleet.run(5.0)
+        said = [e for e in events if "configs disagree" in formatEvent(e)]
+        self.assertEqual(
+            len(said),
+            len([n for n in taken if (fleet.node(n) or {})["agent"] == "c"]),
+        )
+
     def test_clean_leave_one_replica(self) -> None:
         """
         With one replica, a member leaving cleanly waits for its members to
