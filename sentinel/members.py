@@ -283,9 +283,11 @@ class Members:
         instance in discovery brings no member of that agent's to replace
         under this agent's service: that agent lists it elsewhere (another
         service, form or root, or other nerve labels), for their configs
-        disagree; readers find it there too until that agent lets its
-        member go (`takeover.MEMBER_HANDOFF_LIMIT`). With one replica no
-        opinion tells the members so, and before, nothing said it.
+        disagree, and readers find it there too until that agent lets its
+        member go (`takeover.MEMBER_HANDOFF_LIMIT`); or, less likely, that
+        agent deleted its member before the look (a stop that gave up
+        waiting for this takeover). With one replica no opinion tells the
+        members of a disagreement, and before, nothing said it.
         """
         agent = instance.taken_listed_by
         instance.taken_listed_by = None
@@ -295,8 +297,9 @@ class Members:
             "discovery: {name} taken over from {agent}, which listed it up and"
             " ready, but no member of its is under {parent} to replace: the"
             " members' configs disagree on its discovery (service, labels,"
-            " form or discovery_root), and that agent's member elsewhere stays"
-            " up to {limit:g} s beside this agent's",
+            " form or discovery_root), or that agent deleted its member first"
+            " (a stop); a member of its elsewhere stays up to {limit:g} s"
+            " beside this agent's",
             name=name,
             agent=agent,
             parent=member.parent,
