@@ -73,6 +73,10 @@ class Verdict:
     # Each observer's status, primary first: "up", "down" or None.
     observers: tuple[tuple[str, str | None], ...]
     quorum: int
+    # The newest check among the opinions that say its status (each
+    # observer's clock; None if none says when): when the checks behind
+    # the status found it, as a change of it is dated.
+    checked_at: float | None = None
 
     def decisive(self) -> tuple[Any, ...]:
         """What readers must see at once when it changes."""
@@ -98,10 +102,17 @@ def decide(
     down = [o for _, o in said if o is not None and o.status == DOWN]
     up = [o for _, o in said if o is not None and o.status == UP]
     if len(down) >= needed:
-        return Verdict(DOWN, down[0], statuses, needed)
+        return Verdict(DOWN, down[0], statuses, needed, _newest_check(down))
     if up:
-        return Verdict(UP, up[0], statuses, needed)
+        return Verdict(UP, up[0], statuses, needed, _newest_check(up))
     return None
+
+
+def _newest_check(opinions: Sequence[Opinion]) -> float | None:
+    """The newest ``checked_at`` the opinions say, if any says one."""
+    return max(
+        (o.checked_at for o in opinions if o.checked_at is not None), default=None
+    )
 
 
 def parse_opinion(data: bytes) -> Opinion | None:

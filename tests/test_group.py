@@ -3554,3 +3554,43 @@ class RestartedPrimaryTests(SynchronousTestCase):
         fleet, name = self.restart(gone=1.0)
         node = fleet.node(name) or {}
         self.assertEqual((node["agent"], node["status"]), ("a", "up"))
+
+
+class VerdictSinceTests(SynchronousTestCase):
+    """Two agents, two replicas: a verdict's status changes."""
+
+    def test_change_dated_by_the_check_behind_it(self) -> None:
+        """
+        A verdict that goes down when the second observer's opinion
+        reaches the primary says ``since`` the check that found it down,
+        not the time the primary wrote it, and no ``since`` after its own
+        ``checked_at``, which is that check's if the primary's own is
+        older.
+        """
+        fleet = Fleet()
+        for agent in ("a", "b"):
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(2.0)
+        name = NAMES[0]
+        primary = (fleet.node(name) or {})["agent"]
+        other = "b" if primary == "a" else "a"
+        fleet.members[primary].see(name, DOWN)
+        fleet.run(1.5)
+        self.assertEqual((fleet.node(name) or {})["status"], "up")
+        held = hold_reads(fleet.members[primary], "/opinions/")
+        # The primary's last check is older than the other observer's.
+        fleet.members[primary].monitor.stopService()
+        fleet.members[other].see(name, DOWN)
+        path = f"{ROOT}/opinions/{name}/{other}"
+        opinion: dict[str, Any] = {}
+        while opinion.get("status") != "down":
+            fleet.clock.advance(0.01)
+            opinion = json.loads(fleet.server.nodes[path].data)
+        fleet.clock.advance(0.1)
+        self.assertTrue(held)
+        for answer in held:
+            answer()
+        document = fleet.node(name) or {}
+        self.assertEqual(document["status"], "down")
+        self.assertEqual(document["since"], opinion["checked_at"])
+        self.assertEqual(document["checked_at"], opinion["checked_at"])
