@@ -11,6 +11,15 @@ writes, at most one question per `RECHECK_MIN` (a watch fires once:
 asking again re-arms it). What a watch says while a call about the node is
 in flight is kept for its answer to take into account.
 
+An instance node that a new session of this agent finds held names the
+status and ``since`` an earlier process of it published (crashed, its
+session not expired yet): it is read once, and what it says is kept
+(`Node.kept`) for the node this process makes once that session is gone,
+so that an instance whose status the crash did not change keeps its
+``since``. Only a node that says this agent wrote it, on an ephemeral
+node, is taken at its word, and only as far as `InstanceHealth.keep_since`
+takes any.
+
 A holder the rules call a conflict is logged once at error and reported
 (`conflicts`: /healthz fails until it ends, and its end is logged at
 info). A live session holding this agent's own node is a twin: `on_twin`
@@ -26,6 +35,7 @@ from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from sentinel.documents import said_since, stored_document
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
 from sentinel.ownership import LIVE, Holding, OwnershipRules, held_by
 from sentinel.writes import Lifecycle, WriteQueue
@@ -107,6 +117,8 @@ class Holders:
         if before is not None and holding is not before:
             self.release(node, f"now held by session {holding.session:#x}")
         node.holding = holding
+        if holding is not before:
+            self._read_said(node, holding)
         # A watch that fired while we asked: its news may postdate the answer.
         event, node.event = node.event, None
         if event == EventType.CHANGED:
@@ -128,6 +140,33 @@ class Holders:
         else:
             decision = self.rules.next_decision(holding, now)
             self._recheck_in(node, min(node.backoff, decision or node.backoff))
+
+    def _read_said(self, node: Node, holding: Holding) -> None:
+        """
+        Keep the status and ``since`` an instance node held by another
+        session of this agent says (module docstring). Without, a crash
+        and a start without a state_dir dated every instance node the
+        new process made from its own first check (3.5 s later than
+        published, with 8 instances that stayed up).
+        """
+        if self._nodes.instances.get(node.name) is not node or holding.session == 0:
+            return
+
+        def answered(result: tuple[bytes, Any]) -> None:
+            data, stat = result
+            document = stored_document(data) or {}
+            if (
+                stat.ephemeralOwner == holding.session
+                and node.holding is holding
+                and document.get("agent") == self._agent_id
+            ):
+                node.kept = said_since(document)
+
+        d = self._zk.get(node.path)
+        # Not read (gone meanwhile, the connection lost): the node is made
+        # as this process finds the instance.
+        d.addCallbacks(answered, lambda _: None)
+        d.addErrback(lambda f: log.failure("reading {path} failed", f, path=node.path))
 
     def watched(self, node: Node, event: WatchedEvent) -> None:
         """A watch on a node held elsewhere fired (on the reactor thread)."""

@@ -1326,6 +1326,79 @@ class ClockSkewTests(PublisherHarness):
         self.assertEqual(self.flushLoggedErrors(), [])
 
 
+class CrashedPredecessorTests(PublisherHarness):
+    """
+    A node left by a crashed process of this agent (no state_dir), held
+    by its session until that expires: the node this process makes then.
+    """
+
+    def left(self, **fields: object) -> bytes:
+        """What the crashed process's node of ``redis-a`` said."""
+        document = {
+            "name": "redis-a",
+            "status": "up",
+            "since": START - 100.0,
+            "checked_at": START - 1.0,
+            "agent": AGENT,
+            "schema": 1,
+        }
+        document.update(fields)
+        return encode(document)
+
+    def made_after_the_crash(self, data: bytes, seen: Observation = UP) -> Any:
+        """The node made once the crashed session ends, and the state."""
+        node = path("redis-a")
+        self.zk.put(node, data, owner=OTHER_SESSION)
+        self.start()
+        state = self.instance("redis-a")
+        self.clock.advance(3.0)
+        self.check(state, seen)
+        self.clock.advance(2.0)
+        self.zk.end_session(OTHER_SESSION)
+        self.retries(2)
+        self.assertEqual(self.zk.owner(node), self.zk.session_id)
+        return self.zk.document(node), state
+
+    def test_since_kept_when_the_status_is_the_same(self) -> None:
+        """
+        The instance is found up, as the crashed process published it:
+        the node keeps its ``since`` (a crash is not a change of status),
+        and says this process's check.
+        """
+        document, state = self.made_after_the_crash(self.left())
+        self.assertEqual(document["since"], START - 100.0)
+        self.assertEqual(document["checked_at"], START + 3.0)
+        self.assertEqual(document, published(state))
+
+    def test_another_status_dates_from_the_check(self) -> None:
+        """Found down where the node said up: the change is this check's."""
+        document, _ = self.made_after_the_crash(self.left(), DOWN)
+        self.assertEqual(document["status"], "down")
+        self.assertEqual(document["since"], START + 3.0)
+
+    def test_only_this_agents_own_node_or_a_sane_since(self) -> None:
+        """
+        A node another agent id wrote, or whose ``since`` is no time
+        (missing, a string, NaN, after its check, not positive), or that
+        is no document at all, gives no ``since``: the node dates from
+        this process's check, and nothing is logged.
+        """
+        for data in (
+            self.left(agent="someone-else"),
+            self.left(since="yesterday"),
+            self.left(since=None),
+            self.left(since=START + 60.0),
+            self.left(since=-5.0),
+            self.left(status="maybe"),
+            b'{"status": "up", "since": NaN, "agent": "%s"}' % AGENT.encode(),
+            b"\xff not json",
+        ):
+            self.setUp()
+            document, _ = self.made_after_the_crash(data)
+            self.assertEqual(document["since"], START + 3.0, data)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
 class StaleStateTests(PublisherHarness):
     """
     One agent (no group) back from a freeze longer than its session: what
