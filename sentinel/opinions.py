@@ -81,6 +81,7 @@ from sentinel.documents import (
     opinion_of,
     said_checked_at,
     said_refresh,
+    status_since,
     stored_document,
     verdict_document,
 )
@@ -187,8 +188,10 @@ class Opinions:
         # its checked_at, and the refresh it was judged by.
         self.late: dict[str, tuple[str, float, float]] = {}
         # When the verdict of each instance this agent observes, not as
-        # primary, is read next.
+        # primary, is read next; and the status and since it said at its
+        # last reading, and when that was asked (`verdict_document`).
         self._verdicts_due: dict[str, float] = {}
+        self._verdicts_read: dict[str, tuple[str, float, float]] = {}
 
     # This agent's
 
@@ -210,6 +213,7 @@ class Opinions:
             node.prune_parent = True
             self._queue.retire(node)
             self._verdicts_due.pop(name, None)
+            self._verdicts_read.pop(name, None)
             self._verdict_fresh(name)
 
     def relabelled(self, state: InstanceState) -> None:
@@ -303,6 +307,11 @@ class Opinions:
         def answered(result: tuple[bytes, Any] | None) -> None:
             if self._nodes.opinions.get(name) is not node or name in self._heard:
                 return  # Moved meanwhile: its role decides.
+            said = None if result is None else status_since(result[0])
+            if said is None:
+                self._verdicts_read.pop(name, None)
+            else:
+                self._verdicts_read[name] = (*said, asked)
             if judged_fresh(result, self._refresh):
                 return
             assert result is not None
@@ -547,6 +556,9 @@ class Opinions:
         self._unanswered.pop(name, None)
         self._since.pop(name, None)
         self._checked.pop(name, None)
+        # A reading from before its verdicts were ours says nothing of
+        # them, should this agent make its node anew later.
+        self._verdicts_read.pop(name, None)
 
     def _unheard(self, path: str) -> None:
         self._written.pop(path, None)
@@ -974,8 +986,9 @@ class Opinions:
         ):
             # Nothing said before, by us or by the node (made anew, its
             # primary's session over): the status our own checks found,
-            # from when they found it. It is no change of status now.
-            since = own.since
+            # from when they found it, or the verdict's as last read here.
+            # It is no change of status now.
+            since = self._since_read(name, verdict.status, own.since, now)
         elif status != verdict.status:
             # A change from what this primary, or else the node, said.
             before = since if status is not None or said is None else said[1]
@@ -983,6 +996,27 @@ class Opinions:
         self._since[name] = (verdict.status, since)
         checked_at = self._checked_at(node, verdict, now)
         return verdict_document(instance, verdict, self._agent_id, since, checked_at)
+
+    def _since_read(self, name: str, status: str, found: float, now: float) -> float:
+        """
+        The ``since`` of a node made anew (its primary's session over)
+        whose status this agent's checks found at `found`: the ``since``
+        its previous verdict said at this agent's last reading of it
+        (`_read_verdict`), if that said the same status and was asked
+        after `found` (no check of ours found another since), and is no
+        time ahead of our clock; else `found`. From its own checks alone,
+        a node was dated from this agent's first check of the instance:
+        3 s after the time published, with real agents started 3 s apart.
+        (A change of the verdict that the other observers alone made
+        after that reading is not seen, as it was not before.)
+        """
+        read = self._verdicts_read.get(name)
+        if read is None:
+            return found
+        said, since, asked = read
+        if said == status and found <= asked and 0 < since <= now:
+            return since
+        return found
 
     def _changed_at(
         self, name: str, verdict: Verdict, since: float | None, now: float

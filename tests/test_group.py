@@ -3594,3 +3594,36 @@ class VerdictSinceTests(SynchronousTestCase):
         self.assertEqual(document["status"], "down")
         self.assertEqual(document["since"], opinion["checked_at"])
         self.assertEqual(document["checked_at"], opinion["checked_at"])
+
+    def test_node_made_anew_keeps_the_since_read(self) -> None:
+        """
+        A node its crashed primary's session took with it, made again by
+        a new primary that joined after the status was found, says the
+        ``since`` the verdict said when that member last read it as an
+        observer, not the time of its own first check.
+        """
+        fleet = Fleet()
+        gone = fleet.add("c", NAMES, replicas=2, refresh=5.0).start()
+        fleet.run(3.0)
+        for agent in ("a", "b"):
+            fleet.add(agent, NAMES, replicas=2, refresh=5.0).start()
+        fleet.run(12.0)
+        said = {n: fleet.node(n) or {} for n in NAMES}
+        share = {n for n in NAMES if said[n].get("agent") == "c"}
+        self.assertTrue(share)
+        joined = min(
+            fleet.members[a].monitor.states[n].health.since or math.inf
+            for a in ("a", "b")
+            for n in share
+            if n in fleet.members[a].monitor.states
+        )
+        gone.monitor.stopService()
+        gone.publisher.zk.expire()
+        gone.publisher.stopService()
+        fleet.run(SETTLE + 1.0)
+        for name in share:
+            document = fleet.node(name) or {}
+            self.assertIn(document["agent"], ("a", "b"))
+            self.assertEqual(document["status"], "up")
+            self.assertLess(said[name]["since"], joined)
+            self.assertEqual(document["since"], said[name]["since"], name)
