@@ -278,7 +278,8 @@ class ConflictTests(TestCase):
         An agent killed with SIGKILL and started again at once with the
         same id, its old session outliving the new one's timeout plus the
         margin: the new process waits without calling it a conflict, and
-        takes every node over once the old session expires.
+        takes every node over once the old session expires, its instance
+        node saying the ``since`` the old one said (down all along).
         """
         old_timeout = SESSION_TIMEOUT + CONFLICT_MARGIN + 2.0
         old = self.agent("phoenix", "r0", session_timeout=old_timeout)
@@ -290,6 +291,7 @@ class ConflictTests(TestCase):
             5.0,
             "the old agent's nodes",
         )
+        said = json.loads(self.kazoo.get(paths[1])[0])
         old.child.process.send_signal(signal.SIGKILL)
         old.child.process.wait()
         killed = reactor.seconds()
@@ -309,6 +311,9 @@ class ConflictTests(TestCase):
         self.assertTrue(new.child.running)
         self.assertEqual(new.lines("error"), [])
         self.assertNotIn("ZooKeeper conflict", new.log.read_text())
+        made = json.loads(self.kazoo.get(paths[1])[0])
+        self.assertEqual((made["status"], made["since"]), ("down", said["since"]))
+        self.assertGreater(made["checked_at"], killed - 1.0)
         took = await wait_async(
             lambda: _healthy(new), 3.0, "/healthz 200 after the takeover"
         )
