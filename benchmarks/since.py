@@ -12,7 +12,7 @@ document it sees. Per case and run, over every instance:
 - ``since moved``: documents whose ``since`` differs from the first one
   seen while the status is the same, and by how much at most;
 - ``since ahead``: documents whose ``since`` is after their own
-  ``checked_at``, or after the poll that read them;
+  ``checked_at``, or after the answer that read them;
 - ``checked_at back``: a ``checked_at`` older than an earlier document's
   of the same node, and ``checked_at ahead``: after the poll's time;
 - the longest time a node was missing.
@@ -55,8 +55,7 @@ SESSION_TIMEOUT = 4.0
 # Short, so that a group's observers have read the verdicts (once a
 # refresh) before the event.
 REFRESH = 3.0
-# Allowed between two clocks of this one machine (a poll's time is taken
-# before its reads are sent).
+# Allowed between two readings of this one machine's clock.
 SLACK = 0.05
 CASES = (
     "kill-none",
@@ -152,7 +151,8 @@ class SinceWatch:
                     seen.missing_since = None
                 document = json.loads(data)
                 if not seen.documents or seen.documents[-1][1] != document:
-                    seen.documents.append((now, document))
+                    # Dated by its answer: it was written before then.
+                    seen.documents.append((time.time(), document))
             if answered:
                 failing_since = None
             elif failing_since is None:
