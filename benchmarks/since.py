@@ -9,8 +9,9 @@ ever changes: every instance node's ``since`` must stay what it first
 said. A reader polls the instance nodes every 50 ms and records every
 document it sees. Per case and run, over every instance:
 
-- ``since moved``: documents whose ``since`` differs from the first one
-  seen while the status is the same, and by how much at most;
+- ``since moved``: documents whose ``since`` differs from the one before
+  while the status is the same, and by how much at most (``after a gap``:
+  on a node that was missing in between, a gone instance to readers);
 - ``since ahead``: documents whose ``since`` is after their own
   ``checked_at``, or after the answer that read them;
 - ``checked_at back``: a ``checked_at`` older than an earlier document's
@@ -90,7 +91,8 @@ def parse_args() -> argparse.Namespace:
 class Watch:
     """What the polls saw of one node."""
 
-    documents: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    # What each answer said, and when: None when the node went missing.
+    documents: list[tuple[float, dict[str, Any] | None]] = field(default_factory=list)
     missing_since: float | None = None
     longest_gap: float = 0.0
 
@@ -142,6 +144,7 @@ class SinceWatch:
                     answered = True
                     if seen.missing_since is None:
                         seen.missing_since = now
+                        seen.documents.append((now, None))
                     continue
                 except Exception:  # noqa: BLE001 - a lost connection: try again
                     continue
@@ -165,6 +168,11 @@ class Outcome:
 
     moved: int = 0
     moved_most: float = 0.0
+    # Likewise, but on a node that was missing in between: a gone
+    # instance to readers (a session that expired before the next
+    # process reattached, a group's crashed primary).
+    moved_gone: int = 0
+    moved_gone_most: float = 0.0
     ahead: int = 0
     ahead_most: float = 0.0
     checked_back: int = 0
@@ -177,15 +185,25 @@ class Outcome:
         self.gap = max(self.gap, seen.longest_gap)
         said = None
         last_checked = None
+        gone = False
         for polled, document in seen.documents:
+            if document is None:
+                gone = True
+                continue
             self.documents += 1
             status = document.get("status")
             since, checked = document.get("since"), document.get("checked_at")
             if said is not None and said[0] == status and said[1] != since:
                 # The same status since another time: no change readers saw.
-                self.moved += 1
-                self.moved_most = max(self.moved_most, abs(since - said[1]))
+                by = abs(since - said[1])
+                if gone:
+                    self.moved_gone += 1
+                    self.moved_gone_most = max(self.moved_gone_most, by)
+                else:
+                    self.moved += 1
+                    self.moved_most = max(self.moved_most, by)
             said = (status, since)
+            gone = False
             if since > checked + SLACK or since > polled + SLACK:
                 self.ahead += 1
                 self.ahead_most = max(self.ahead_most, since - min(checked, polled))
@@ -201,6 +219,8 @@ class Outcome:
     def row(self) -> str:
         return (
             f"since moved {self.moved} (by up to {self.moved_most:.2f} s), "
+            f"after a gap {self.moved_gone} "
+            f"(by up to {self.moved_gone_most:.2f} s), "
             f"ahead {self.ahead} (by up to {self.ahead_most:.2f} s); "
             f"checked_at back {self.checked_back} "
             f"(by up to {self.checked_back_most:.2f} s), "
