@@ -74,8 +74,8 @@ class Verdict:
     observers: tuple[tuple[str, str | None], ...]
     quorum: int
     # The newest check among the opinions that say its status (each
-    # observer's clock; None if none says when): when the checks behind
-    # the status found it, as a change of it is dated.
+    # observer's clock; None if none says when): the document's
+    # checked_at is never older (`Opinions._checked_at`).
     checked_at: float | None = None
 
     def decisive(self) -> tuple[Any, ...]:
