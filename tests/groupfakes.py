@@ -114,6 +114,15 @@ class Member:
         self.monitor.stopService()
         return self.publisher.stopService()
 
+    def crash(self) -> None:
+        """
+        A ``kill -9`` as the others see it once its session has expired:
+        no more checks, its ephemeral nodes gone, nothing more written.
+        """
+        self.monitor.stopService()
+        self.publisher.zk.expire()
+        self.publisher.stopService()
+
     def see(self, name: str, observation: Observation) -> None:
         """From now on this member's checks of `name` answer `observation`."""
         self.sees[name] = observation

@@ -327,9 +327,7 @@ class SharingTests(SynchronousTestCase):
         """
         gone = self.fleet.members["c"]
         share = gone.watched
-        gone.monitor.stopService()
-        gone.publisher.zk.expire()
-        gone.publisher.stopService()
+        gone.crash()
         self.assertTrue(all(self.fleet.node(n) is None for n in share))
         self.fleet.run(0.1)
         self.assertLess(0.1, SETTLE)
@@ -935,9 +933,7 @@ class CrashTests(SynchronousTestCase):
         expired_at = fleet.clock.seconds()
         for survivor in ("a", "b"):
             fleet.members[survivor].monitor.stopService()
-        gone.monitor.stopService()
-        gone.publisher.zk.expire()
-        gone.publisher.stopService()
+        gone.crash()
         self.assertTrue(all(fleet.node(n) is None for n in share))
         fleet.run(SETTLE + 0.1)
         for name in share:
@@ -963,9 +959,7 @@ class CrashTests(SynchronousTestCase):
         share = {n for n, document in said.items() if document.get("agent") == "c"}
         self.assertTrue(share)
         fleet.run(REFRESH)
-        gone.monitor.stopService()
-        gone.publisher.zk.expire()
-        gone.publisher.stopService()
+        gone.crash()
         fleet.run(SETTLE + 1.0)
         for name in share:
             document = fleet.node(name) or {}
@@ -982,9 +976,7 @@ class CrashTests(SynchronousTestCase):
         """
         fleet, gone, share = self.settled()
         held = [hold_reads(fleet.members[a], "/opinions/") for a in ("a", "b")]
-        gone.monitor.stopService()
-        gone.publisher.zk.expire()
-        gone.publisher.stopService()
+        gone.crash()
         fleet.run(SETTLE + 1.0)
         self.assertTrue(any(held))
         for name in share:
@@ -2350,9 +2342,7 @@ class DepartedObserverTests(SynchronousTestCase):
             gone = fleet.add(f"pod-{i}", NAMES, replicas=2)
             gone.start()
             fleet.run(3.0)
-            gone.monitor.stopService()
-            gone.publisher.zk.expire()
-            gone.publisher.stopService()
+            gone.crash()
             fleet.run(SETTLE + 2.0)
         zk = primary.zk
         watched = [p for p, w in [*zk.watches.items(), *zk.child_watches.items()] if w]
@@ -3617,9 +3607,7 @@ class VerdictSinceTests(SynchronousTestCase):
             for n in share
             if n in fleet.members[a].monitor.states
         )
-        gone.monitor.stopService()
-        gone.publisher.zk.expire()
-        gone.publisher.stopService()
+        gone.crash()
         fleet.run(SETTLE + 1.0)
         for name in share:
             document = fleet.node(name) or {}
