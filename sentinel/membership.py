@@ -55,7 +55,7 @@ only members leaving whose agent nodes went too is applied at once
 (`_sessions_ended`): their sessions ended (expired after a crash, or
 closed by a stop that left the group), their instance nodes are missing
 or about to be, and readers miss them until the new primaries make them
-again. The first view waits as long: agents
+again. The first view waits the settle time too: agents
 started together then begin with the same view, rather than each take
 everything, alone, for a moment. This agent is always a member of its
 own view, whatever ZooKeeper lists (it may not have written its catalog
