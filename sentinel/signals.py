@@ -59,12 +59,15 @@ class StartSignals:
     the module docstring).
     """
 
+    # SIGHUP last: a process with a handler for SIGHUP (its SigCgt in
+    # /proc) has ours for every one of them, SIGINT included, whose
+    # default handler is Python's from its start and so is no sign.
     SIGNALS = (
-        signal.SIGHUP,
-        signal.SIGUSR1,
-        signal.SIGUSR2,
-        signal.SIGTERM,
         signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGUSR2,
+        signal.SIGUSR1,
+        signal.SIGHUP,
     )
 
     def __init__(

@@ -73,6 +73,26 @@ class StartSignalsTests(SynchronousTestCase):
         self.start.release(signal.SIGINT)
         self.assertIs(self.signals.handlers[signal.SIGINT], signal.default_int_handler)
 
+    def test_sighup_installed_last(self) -> None:
+        """
+        By the time SIGHUP has a handler, every other signal noted has
+        ours: a process that handles SIGHUP is safe from a SIGINT. (SIGHUP
+        came first and SIGINT last: a SIGINT sent once SIGHUP was handled
+        could still raise KeyboardInterrupt, a traceback.)
+        """
+        self.signals.handlers[signal.SIGINT] = signal.default_int_handler
+        others = [signum for signum in StartSignals.SIGNALS if signum != signal.SIGHUP]
+        when_sighup: list[list[Any]] = []
+
+        def setsignal(signum: int, handler: Any) -> Any:
+            if signum == signal.SIGHUP:
+                when_sighup.append([self.signals.getsignal(other) for other in others])
+            return self.signals.signal(signum, handler)
+
+        start = StartSignals(setsignal, self.signals.getsignal)
+        start.install()
+        self.assertEqual(when_sighup, [[start.noted] * len(others)])
+
     def test_release(self) -> None:
         """
         release() gives SIGUSR1 its default action back, so that twistd,
