@@ -17,10 +17,10 @@ measure), not from this checkout: it imports nothing of ``benchmarks``.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -123,5 +123,14 @@ def render_costs(instances: int, renders: int) -> dict[str, Any]:
     return result
 
 
+def main() -> None:
+    """The command line: two counts, the JSON figures on standard output."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("instances", type=int, help="instances in the monitor")
+    parser.add_argument("renders", type=int, help="renders of each route")
+    options = parser.parse_args()
+    print(json.dumps(render_costs(options.instances, options.renders)))
+
+
 if __name__ == "__main__":
-    print(json.dumps(render_costs(int(sys.argv[1]), int(sys.argv[2]))))
+    main()
