@@ -299,12 +299,15 @@ def start_redis_servers(
     return servers
 
 
-def start_zookeeper(started: ExitStack) -> tuple[ZooKeeperServer, KazooClient]:
+def start_zookeeper(
+    started: ExitStack, zookeeper: ZooKeeperServer | None = None
+) -> tuple[ZooKeeperServer, KazooClient]:
     """
-    A ZooKeeper of the script's own and a kazoo client reading it; ``started``
-    stops the client, then the server by PID.
+    A ZooKeeper of the script's own (`zookeeper`, if given, not started
+    yet) and a kazoo client reading it; ``started`` stops the client, then
+    the server by PID.
     """
-    zookeeper = ZooKeeperServer()
+    zookeeper = zookeeper or ZooKeeperServer()
     started.callback(zookeeper.close)
     zookeeper.start()
     client = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
