@@ -7,13 +7,19 @@ replicas and quorum) is published by its own publisher under
 ``{root}/catalogs``, one ephemeral node per part, named
 ``{agent_id}.{digest}.{token}.{index}.{count}`` (`token` is the process's
 own). The members are the agents with a complete catalog there, and that
-directory is the only thing watched: one children watch, which fires on a
+directory is what is watched (and, in a large group, the catalogs of
+members sharing instances with this agent, below): one children watch, which fires on a
 join, a leave or a catalog change (a reload), never on a heartbeat, so a
 member's agent node (rewritten every heartbeat) is never read, only asked
 which session holds it (below). Changes
 cost each member at most one listing (about 50 bytes a member) per
-`settle` time, however many there are, and the reading of new catalogs
-only: catalogs are kept by digest, so agents sharing one list (a central
+`settle` time, however many there are, or in a large group changing all
+the time (a rolling deploy of thousands) per as long as that listing's
+bytes take at `LISTING_BYTES_PER_SECOND`, at most `LISTING_PACE_LIMIT`
+(`_pace`): the catalogs of members that know an instance this agent
+knows are watched meanwhile, and a change of theirs is listed after the
+settle time all the same (`_watch_neighbours`). And the reading of new
+catalogs only: catalogs are kept by digest, so agents sharing one list (a central
 group) are read once, and a catalog seen before is not read again; nor
 is one that could not be decoded, until its member writes another (its
 parts are decompressed as they arrive, and the read stops at the first
@@ -128,6 +134,20 @@ MAX_RETRY_DELAY = 30.0
 LISTING_FAILING_AFTER = 5.0
 # Catalogs read at once.
 READS_IN_FLIGHT = 16
+# Bytes a second one member's listings may cost while members keep
+# changing (`Membership._list_soon`): a listing waits `settle` after the
+# one before, or longer, as long as that one's bytes take at this rate.
+# 2,000 members listed every settle time in a rolling deploy cost each
+# member about 0.2-0.5 MB/s, and ZooKeeper that times 2,000; at this
+# rate, 40 MB/s for the ensemble. A group of up to about 200 members
+# (listings of 10 KB) lists as before.
+LISTING_BYTES_PER_SECOND = 20_000
+# The longest a listing waits for the one before: anyone may create
+# nodes under {root}/catalogs, and 100,000 of them (a listing of 5 MB)
+# would have held every member's view minutes. Within it and the settle
+# time, every member has the new view while a primary still watches the
+# nodes another may take over after a change (`group.TAKEOVER_WATCH`).
+LISTING_PACE_LIMIT = 5.0
 # The names all members' catalogs kept may hold together: ten times the
 # largest fleet DESIGN.md reckons with (100,000 instances), about 100 MB.
 MAX_NAMES_KEPT = 1_000_000
@@ -204,6 +224,16 @@ class Membership:
         # after it (`_list_soon`), and since when a change has waited for
         # a listing (the watch fired).
         self._listed_at = float("-inf")
+        # About what the last listing cost (the children's names, each
+        # with its length), which paces the next (`_pace`).
+        self.listing_bytes = 0
+        # Whether a neighbour's catalog changed since the last listing
+        # began (it is listed after `settle`, whatever the pace), the
+        # neighbours' catalogs watched, and whether each digest's catalog
+        # shares a name with ours (`_watch_neighbours`).
+        self._urgent = False
+        self._watched: set[str] = set()
+        self._neighbouring: dict[str, bool] = {}
         self._list_call: IDelayedCall | None = None
         self._unlisted_since: float | None = None
         # Whether the view is due when the listing under way ends.
@@ -245,6 +275,7 @@ class Membership:
     def set_own(self, own: Catalog) -> None:
         """This agent's catalog changed (a reload): applied at once."""
         self.own = own
+        self._neighbouring.clear()
         if self.viewed:
             self._apply()
         else:
@@ -283,6 +314,7 @@ class Membership:
     def _zk_state(self, state: str) -> None:
         if state == CONNECTED and self.running:
             # Watches do not outlive a connection: list (and watch) again.
+            self._watched.clear()
             self._list()
 
     def _watch_fired(self, event: WatchedEvent) -> None:
@@ -293,7 +325,7 @@ class Membership:
 
     def _list_soon(self) -> None:
         """
-        List at once, or `settle` seconds after the last listing began:
+        List at once, or `_pace` seconds after the last listing began:
         each listing is one of every member, and in a group of thousands
         changing many times a second (a rolling deploy), a listing per
         change cost every member megabytes a second, and ZooKeeper that
@@ -304,11 +336,49 @@ class Membership:
             self._unlisted_since = self._reactor.seconds()
         if self._list_call is not None and self._list_call.active():
             return
-        wait = self._listed_at + self.settle - self._reactor.seconds()
+        wait = self._listed_at + self._pace() - self._reactor.seconds()
         if wait > 0:
             self._list_call = self._reactor.callLater(wait, self._list)
         else:
             self._list()
+
+    def _pace(self) -> float:
+        """
+        Seconds from one listing's start to the next: `settle`, or as
+        long as the last listing's bytes take at `LISTING_BYTES_PER_SECOND`
+        (5 s at 2,000 members of 40-character ids). Listing every settle
+        time in a group of 2,000 changing members made the reads grow
+        with the square of the members: 0.2-0.5 MB/s for each, 0.4-1 GB/s
+        out of the ensemble. A first change after a quiet time is listed
+        at once all the same: only changes that follow each other closer
+        than that wait, and each listing takes in all of them.
+        """
+        if self._urgent:
+            return self.settle
+        paced = min(self.listing_bytes / LISTING_BYTES_PER_SECOND, LISTING_PACE_LIMIT)
+        return max(self.settle, paced)
+
+    def _neighbour_changed(self, event: WatchedEvent) -> None:
+        """A neighbour's catalog watched (`_watch_neighbours`) changed."""
+        self._watched.discard(event.path)
+        if event.type != EventType.NONE:
+            self._list_urgently()
+
+    def _list_urgently(self) -> None:
+        """
+        List `settle` after the last listing began, as every change was
+        listed before the pace, whatever listing waits longer.
+        """
+        if not self.running:
+            return
+        self._urgent = True
+        call = self._list_call
+        if call is None or not call.active():
+            self._list_soon()
+        else:
+            call.reset(
+                max(0.0, self._listed_at + self.settle - self._reactor.seconds())
+            )
 
     def _list(self) -> None:
         if self._listing:
@@ -319,6 +389,7 @@ class Membership:
         self._list_call = None
         self._listing = True
         self._list_again = False
+        self._urgent = False
         self._asked = 0
         self._listed_at = self._reactor.seconds()
         # The changes seen before now are in this listing: they wait their
@@ -405,6 +476,7 @@ class Membership:
                 return
             children = []
         self.listings += 1
+        self.listing_bytes = sum(4 + len(child) for child in children)
         complete = _complete_catalogs(children)
         gone = self._restarts.listed(complete)
         if gone and self._on_gone is not None:
@@ -470,6 +542,7 @@ class Membership:
             a: c for a, c in self._undecodable.items() if chosen.get(a) == c
         }
         self.last_error = None
+        self._watch_neighbours(listed, complete)
         if listed != self.listed or not self.viewed:
             ended = self.viewed and await self._sessions_ended(listed, stats)
             self.listed = listed
@@ -477,6 +550,52 @@ class Membership:
         if self._apply_listed and not self._list_again:
             self._apply_listed = False
             self._apply()
+
+    def _watch_neighbours(
+        self,
+        listed: View,
+        complete: Mapping[str, Mapping[tuple[str, str], int]],
+    ) -> None:
+        """
+        While listings are paced past `settle` (`_pace`), watch the
+        catalogs of the members that know an instance this agent knows:
+        their leave (a stop, a crash's expiry) or a new process moves
+        this agent's instances, and is listed `settle` after the listing
+        before, as before. The rest wait the pace: in the per-host shape
+        with one replica, every other member, whose comings and goings
+        move nothing here. A neighbour that joins is seen at the pace.
+        """
+        if self._pace() <= self.settle:
+            return
+        own = self.own.names
+        for agent, catalog in listed.items():
+            digest, token = self._chosen[agent]
+            near = self._neighbouring.get(digest)
+            if near is None:
+                near = self._neighbouring[digest] = not catalog.names.isdisjoint(own)
+            path = first_part(
+                self.path, agent, digest, token, complete[agent][digest, token]
+            )
+            if near and path not in self._watched:
+                self._watched.add(path)
+                d = self.zk.exists(path, watch=self._neighbour_changed)
+                d.addCallbacks(
+                    partial(self._neighbour_watched, path),
+                    self._watch_failed,
+                    errbackArgs=(path,),
+                )
+        used = {digest for digest, _ in self._chosen.values()}
+        self._neighbouring = {d: n for d, n in self._neighbouring.items() if d in used}
+
+    def _neighbour_watched(self, path: str, stat: object) -> None:
+        if stat is None:
+            # Gone before the watch was set: a change to list as one.
+            self._watched.discard(path)
+            self._list_urgently()
+
+    def _watch_failed(self, failure: Failure, path: str) -> None:
+        # Set again at the next listing; meanwhile the pace lists it.
+        self._watched.discard(path)
 
     async def _read_catalogs(
         self,
@@ -707,9 +826,12 @@ class Membership:
         if self._list_call is not None and self._list_call.active():
             # A change seen since the last listing, due to be listed now:
             # listed first, so that a change reversing within the settle
-            # time moves nothing; applied as soon as that listing ends.
+            # time moves nothing; applied as soon as that listing ends,
+            # which is not begun before its pace allows (`_pace`).
             self._apply_listed = True
-            self._list()
+            pace = self._pace()
+            if pace <= self.settle or self._reactor.seconds() >= self._listed_at + pace:
+                self._list()
             return
         view = {**self.listed, self.agent_id: self.own}
         first = not self.viewed

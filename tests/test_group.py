@@ -38,6 +38,7 @@ from sentinel.documents import (
 from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
 from sentinel.handoff import SessionHandoff
 from sentinel.listing import DOCUMENTS_PER_SLICE, MAX_LIMIT, PageQuery
+from sentinel.membership import LISTING_PACE_LIMIT as LIMIT
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation
 from sentinel.session import SessionPurpose, StateFile, left_in
@@ -3280,6 +3281,93 @@ class ManyMembersTests(SynchronousTestCase):
         self.assertLessEqual(membership.listings - listings, 5.0 / SETTLE + 1)
         self.fleet.run(SETTLE)
         self.assertEqual(len(membership.view), 101)
+
+    def test_listings_paced_by_their_size(self) -> None:
+        """
+        In a group whose listing is large for the listing rate, members
+        changing 20 times a second cost each member a listing as often as
+        its bytes allow at that rate (here about every 4 s), not one per
+        settle time, and the view has them all within that pace and the
+        settle time of the last; a change after a quiet time is listed
+        at once and applied within the settle time, as before.
+        """
+        membership = self.group.membership
+        for i in range(100):
+            self.ghost(f"m{i:03d}")
+        self.fleet.run(2.0)
+        self.assertEqual(len(membership.view), 101)
+        self.patch(membership_module, "LISTING_BYTES_PER_SECOND", 1000)
+        pace = membership.listing_bytes / 1000
+        self.assertGreater(pace, 3.0)
+        listings = membership.listings
+        for i in range(100, 300):
+            self.ghost(f"m{i:03d}")
+            self.fleet.run(0.05)
+        self.assertLessEqual(membership.listings - listings, 10.0 / 3.0 + 1)
+        self.fleet.run(membership.listing_bytes / 1000 + SETTLE + 0.1)
+        self.assertEqual(len(membership.view), 301)
+        self.fleet.run(30.0)
+        listings = membership.listings
+        self.ghost("late")
+        self.fleet.run(0.1)
+        self.assertEqual(membership.listings, listings + 1)
+        self.fleet.run(SETTLE)
+        self.assertIn("late", membership.view)
+
+    def test_listing_pace_bounded(self) -> None:
+        """
+        However large the listing (anyone may create nodes under
+        {root}/catalogs), members changing all the time are listed at
+        least every `LISTING_PACE_LIMIT` seconds, and in the view within
+        that and the settle time.
+        """
+        membership = self.group.membership
+        self.patch(membership_module, "LISTING_BYTES_PER_SECOND", 1)
+        self.ghost("first")
+        self.fleet.run(1.0)
+        listings = membership.listings
+        for i in range(240):
+            self.ghost(f"m{i:03d}")
+            self.fleet.run(0.05)
+        self.assertGreaterEqual(membership.listings - listings, 12 // LIMIT)
+        self.assertLessEqual(membership.listings - listings, 12 // LIMIT + 1)
+        self.fleet.run(LIMIT + SETTLE + 0.1)
+        self.assertEqual(len(membership.view), 242)
+
+    def test_neighbour_leave_not_paced(self) -> None:
+        """
+        While listings are paced (members changing all the time, a large
+        group), a member that knows this agent's instances is not: its
+        crash is seen within the settle time, and its instances come
+        back to this agent, though the listing would otherwise wait
+        seconds more; the members that know none of them wait the pace.
+        """
+        membership = self.group.membership
+        for i in range(100):
+            self.ghost(f"m{i:03d}")
+        self.fleet.add("b", NAMES).start()
+        self.fleet.run(2.0)
+        self.assertEqual(len(membership.view), 102)
+        self.patch(membership_module, "LISTING_BYTES_PER_SECOND", 1000)
+        self.ghost("m100")
+        self.fleet.run(1.0)
+        self.assertGreater(membership._pace(), 3.0)
+        # Members join until a listing has just begun: the next waits
+        # the pace, and b crashes meanwhile.
+        clock = self.fleet.clock
+        joined = 101
+        while membership._listed_at < clock.seconds() - 0.05 or joined < 110:
+            self.ghost(f"m{joined:03d}")
+            joined += 1
+            self.fleet.run(0.05)
+        self.fleet.members["b"].crash()
+        crashed = clock.seconds()
+        while "b" in membership.view and clock.seconds() < crashed + 10:
+            self.ghost(f"m{joined:03d}")
+            joined += 1
+            self.fleet.run(0.05)
+        self.assertLess(clock.seconds() - crashed, 2 * SETTLE + 0.2)
+        self.assertEqual(self.fleet.members["a"].watched, set(NAMES))
 
     def test_group_paged(self) -> None:
         """
