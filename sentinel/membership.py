@@ -478,7 +478,7 @@ class Membership:
         self.listings += 1
         self.listing_bytes = sum(4 + len(child) for child in children)
         complete = _complete_catalogs(children)
-        gone = self._restarts.listed(complete)
+        gone = self._restarts.listed(complete, self._concerns)
         if gone and self._on_gone is not None:
             self._on_gone(gone)
         # The stats asked about in this listing, by path: each is asked once.
@@ -537,6 +537,9 @@ class Membership:
             self._no_room.clear()
             self._list_again = True
         self._catalogs = {d: c for d, c in self._catalogs.items() if d in used}
+        self._neighbouring = {
+            d: near for d, near in self._neighbouring.items() if d in used
+        }
         self._no_room = {a: c for a, c in self._no_room.items() if chosen.get(a) == c}
         self._undecodable = {
             a: c for a, c in self._undecodable.items() if chosen.get(a) == c
@@ -567,12 +570,9 @@ class Membership:
         """
         if self._pace() <= self.settle:
             return
-        own = self.own.names
         for agent, catalog in listed.items():
             digest, token = self._chosen[agent]
-            near = self._neighbouring.get(digest)
-            if near is None:
-                near = self._neighbouring[digest] = not catalog.names.isdisjoint(own)
+            near = self._near(digest, catalog)
             path = first_part(
                 self.path, agent, digest, token, complete[agent][digest, token]
             )
@@ -584,8 +584,22 @@ class Membership:
                     self._watch_failed,
                     errbackArgs=(path,),
                 )
-        used = {digest for digest, _ in self._chosen.values()}
-        self._neighbouring = {d: n for d, n in self._neighbouring.items() if d in used}
+
+    def _near(self, digest: str, catalog: Catalog) -> bool:
+        """Whether a catalog (of this `digest`) knows an instance this agent knows."""
+        near = self._neighbouring.get(digest)
+        if near is None:
+            near = not catalog.names.isdisjoint(self.own.names)
+            self._neighbouring[digest] = near
+        return near
+
+    def _concerns(self, agent: str) -> bool:
+        """
+        Whether `agent` may know an instance this agent knows: its catalog
+        in the view does, or none of its is (not read yet, or left out).
+        """
+        catalog, chosen = self.listed.get(agent), self._chosen.get(agent)
+        return catalog is None or chosen is None or self._near(chosen[0], catalog)
 
     def _neighbour_watched(self, path: str, stat: object) -> None:
         if stat is None:

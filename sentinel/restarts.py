@@ -101,11 +101,17 @@ class MemberRestarts:
         self._asking: Deferred[None] | None = None
         self.asked = 0
 
-    def listed(self, complete: Complete) -> set[str]:
+    def listed(
+        self, complete: Complete, concerned: Callable[[str], bool] | None = None
+    ) -> set[str]:
         """
         A listing found the members' `complete` catalogs: ask about the
-        new tokens in the background. The members with none listed any
-        more, which it returns, are forgotten.
+        new tokens of the members `concerned` says may share instances
+        with this agent (all, without it), in the background (the others' opinions count
+        for none of its instances: in a rolling deploy of 2,000 members
+        of the per-host shape, these two reads for each member replaced
+        were half of each agent's requests). The members with none
+        listed any more, which it returns, are forgotten.
         """
         tokens = {
             agent: frozenset(token for _, token in found)
@@ -118,7 +124,8 @@ class MemberRestarts:
             self._waiting.pop(agent, None)
         for agent, now in tokens.items():
             new = now - known.get(agent, now)
-            if new and self._on_restart is not None:
+            asked = concerned is None or concerned(agent)
+            if new and self._on_restart is not None and asked:
                 waiting = self._waiting.setdefault(agent, {})
                 for (digest, token), count in complete[agent].items():
                     if token in new:

@@ -3100,13 +3100,20 @@ def group_report(group: Any, limit: int = MAX_LIMIT, after: str | None = None) -
 
 
 def ghost_catalog(
-    agent: str, replicas: int = 1, quorum: int = 1
+    agent: str,
+    replicas: int = 1,
+    quorum: int = 1,
+    token: str = "beef",
+    names: frozenset[str] | None = None,
 ) -> tuple[list[str], list[bytes]]:
-    """The paths and data of the nodes of a member's one-instance catalog."""
-    catalog = Catalog(frozenset([f"{agent}/0"]), replicas, quorum)
+    """
+    The paths and data of the nodes of a member's catalog: one instance
+    of its own unless `names` says.
+    """
+    catalog = Catalog(names or frozenset([f"{agent}/0"]), replicas, quorum)
     digest, parts = catalog_parts(catalog)
     paths = [
-        f"{ROOT}/catalogs/{catalog_node_name(agent, digest, 'beef', i, len(parts))}"
+        f"{ROOT}/catalogs/{catalog_node_name(agent, digest, token, i, len(parts))}"
         for i in range(len(parts))
     ]
     return paths, parts
@@ -3125,10 +3132,15 @@ class ManyMembersTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
     def ghost(
-        self, agent: str, replicas: int = 1, quorum: int = 1, owner: int = OLD_SESSION
+        self,
+        agent: str,
+        replicas: int = 1,
+        quorum: int = 1,
+        owner: int = OLD_SESSION,
+        **kw: Any,
     ) -> list[str]:
         """A member's catalog, held by a live session; its nodes' paths."""
-        paths, parts = ghost_catalog(agent, replicas, quorum)
+        paths, parts = ghost_catalog(agent, replicas, quorum, **kw)
         for path, part in zip(paths, parts, strict=True):
             self.fleet.server.put(path, part, owner)
         return paths
@@ -3313,6 +3325,29 @@ class ManyMembersTests(SynchronousTestCase):
         self.assertEqual(membership.listings, listings + 1)
         self.fleet.run(SETTLE)
         self.assertIn("late", membership.view)
+
+    def test_restart_asked_about_only_where_it_counts(self) -> None:
+        """
+        A member's new process (a catalog of a new token in its name) is
+        asked about only if the member knows an instance this agent
+        knows: the opinions of the others count for none of its own, and
+        in a rolling deploy of the per-host shape those two reads per
+        member replaced were half of every agent's requests.
+        """
+        membership = self.group.membership
+        restarts = membership._restarts
+        old = self.ghost("stranger") + self.ghost("near", names=frozenset(NAMES[:1]))
+        self.fleet.run(2.0)
+        self.assertEqual(len(membership.view), 3)
+        asked = restarts.asked
+        self.ghost("stranger", token="cafe")
+        self.ghost("near", token="cafe", names=frozenset(NAMES[:1]))
+        for path in old:
+            self.fleet.server.remove(path)
+        self.fleet.run(2.0)
+        self.assertEqual(len(membership.view), 3)
+        self.assertEqual(restarts.asked - asked, 1)
+        self.assertEqual(restarts._tokens["stranger"], frozenset(["cafe"]))
 
     def test_listing_pace_bounded(self) -> None:
         """
@@ -3517,17 +3552,19 @@ class InventedMembersTests(SynchronousTestCase):
     def test_restarts_of_invented_members_forgotten(self) -> None:
         """
         A squatter that invents 50 members (an agent node and a catalog of
-        its own session in each new name, then a second catalog each: a
-        restart, as far as the members know) and then closes its session
-        leaves nothing kept by those ids: before, each member kept a zxid
-        per id ever seen, for good.
+        its own session in each new name, knowing one of the members'
+        instances, then a second catalog each: a restart, as far as the
+        members know) and then closes its session leaves nothing kept by
+        those ids: before, each member kept a zxid per id ever seen, for
+        good.
         """
         fleet = Fleet()
         for agent in ("a", "b"):
             fleet.add(agent, NAMES, replicas=2).start()
         fleet.run(2.0)
         session = fleet.server.open_session()
-        digest, parts = catalog_parts(Catalog(frozenset(["nothing"]), 2, 2))
+        known = frozenset(["nothing", NAMES[0]])
+        digest, parts = catalog_parts(Catalog(known, 2, 2))
         ids = [f"ghost-{i}" for i in range(50)]
         for token in ("t1", "t2"):
             for agent in ids:
