@@ -348,10 +348,11 @@ class Membership:
         long as the last listing's bytes take at `LISTING_BYTES_PER_SECOND`
         (5 s at 2,000 members of 40-character ids). Listing every settle
         time in a group of 2,000 changing members made the reads grow
-        with the square of the members: 0.2-0.5 MB/s for each, 0.4-1 GB/s
-        out of the ensemble. A first change after a quiet time is listed
-        at once all the same: only changes that follow each other closer
-        than that wait, and each listing takes in all of them.
+        with the square of the members: 0.07-0.47 MB/s for each, as far
+        as its CPU let it list, 0.14-0.94 GB/s out of the ensemble. A
+        first change after a quiet time is listed at once all the same:
+        only changes that follow each other closer than that wait, and
+        each listing takes in all of them.
         """
         if self._urgent:
             return self.settle
