@@ -43,6 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 from statistics import median
@@ -232,8 +234,23 @@ def wait_members(agent: Agent, members: int, limit: float) -> float:
         if seen == members:
             return time.monotonic() - started
         if time.monotonic() - started > limit:
-            raise RuntimeError(f"{seen} members seen, not {members}, in {limit:g} s")
+            raise RuntimeError(
+                f"{agent.log.stem}: {seen} members seen, not {members}, in"
+                f" {limit:g} s; /healthz: {health(agent)}"
+            )
         time.sleep(0.2)
+
+
+def health(agent: Agent) -> str:
+    """What the agent's /healthz says, whatever its status."""
+    url = f"http://127.0.0.1:{agent.http_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=10.0) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as e:
+        return str(e.read().decode())
+    except OSError as e:
+        return str(e)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -270,16 +287,19 @@ def run(args: argparse.Namespace) -> None:
         time.sleep(args.settle_wait)
         meter = Meter(zookeeper, agents)
         pids = [agent.pid for agent in agents]
+        zk_pid = zookeeper.pid
         rows: list[tuple[str, str]] = [("load average at start", load_average())]
 
         def window(label: str, seconds: float, work: Any = None) -> None:
-            before, cpu0, t0 = meter.sample(), process_cpu_seconds(pids), time.time()
+            before, t0 = meter.sample(), time.time()
+            cpu0, zk0 = process_cpu_seconds(pids), process_cpu_seconds([zk_pid])
             if work is not None:
                 work()
             else:
                 time.sleep(seconds)
             taken = time.time() - t0
-            after, cpu1 = meter.sample(), process_cpu_seconds(pids)
+            after = meter.sample()
+            cpu1, zk1 = process_cpu_seconds(pids), process_cpu_seconds([zk_pid])
             timed = None if work is not None and seconds == 0 else taken
             sent, asked = per_agent(before, after, timed)
             per = "/s" if timed else ""
@@ -291,6 +311,9 @@ def run(args: argparse.Namespace) -> None:
                     f"{100 * (cpu1 - cpu0) / taken / len(pids):.2f} % of a core"
                     f" over {taken:.1f} s (load {load_average()})",
                 )
+            )
+            rows.append(
+                (f"{label}: CPU of ZooKeeper", f"{100 * (zk1 - zk0) / taken:.1f} %")
             )
 
         window("steady", args.steady)
