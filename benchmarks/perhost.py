@@ -223,7 +223,7 @@ def _size(value: float, unit: str) -> str:
     return f"{value:.0f} B"
 
 
-def wait_members(agent: Agent, members: int, limit: float) -> float:
+def wait_members(agent: Agent, members: set[str], limit: float) -> float:
     """Seconds until the agent's view holds `members`; fails after `limit`."""
     started = time.monotonic()
     while True:
@@ -231,12 +231,15 @@ def wait_members(agent: Agent, members: int, limit: float) -> float:
             seen = agent.get("/group?limit=1", timeout=10.0)["size"]
         except OSError:
             seen = -1
-        if seen == members:
+        if seen == len(members):
             return time.monotonic() - started
         if time.monotonic() - started > limit:
+            view = agent.get(f"/group?limit={len(members) + 100}", timeout=30.0)
+            missing = members - {m["agent"] for m in view["members"]}
             raise RuntimeError(
-                f"{agent.log.stem}: {seen} members seen, not {members}, in"
-                f" {limit:g} s; /healthz: {health(agent)}"
+                f"{agent.log.stem}: {seen} members seen, not {len(members)}, in"
+                f" {limit:g} s, missing {sorted(missing)[:5]}; /healthz:"
+                f" {health(agent)}"
             )
         time.sleep(0.2)
 
@@ -281,7 +284,7 @@ def run(args: argparse.Namespace) -> None:
             agents.append(agent)
         for agent in agents:
             agent.wait_ready(timeout=120.0)
-        members = args.members + args.agents
+        members = set(names) | {f"host-{a:04d}" for a in range(args.agents)}
         for agent in agents:
             wait_members(agent, members, 180.0)
         time.sleep(args.settle_wait)
