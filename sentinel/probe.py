@@ -831,9 +831,11 @@ class RedisProbe:
         # The endpoint fires once TCP is connected; wait for the handshake so
         # that a certificate that does not verify fails the attempt, saying so.
         self._attempt_stage("tls")
+        # The SSL.Connection, which knows what its verification refused.
+        handle = protocol.transport.getHandle() if protocol.transport else None
 
         def failed(failure: Failure) -> Failure:
-            error = describe_tls_failure(failure, self.instance)
+            error = describe_tls_failure(failure, self.instance, handle)
             if error is None:
                 return failure
             raise _ConnectFailed(error)

@@ -22,6 +22,13 @@ instances) while its instance showed up. The client refuses
 renegotiation (OpenSSL answers with an alert, 2.5 % then), so a server
 asking for it costs what any bytes cost.
 
+OpenSSL says only "certificate verify failed" when the server's chain
+does not verify: an expired certificate, one not valid yet, a self-signed
+one and one from another CA all read alike in ``/instances``. So after
+such a failure the chain the server showed is verified again against the
+same trust, which says which certificate failed and why (OpenSSL's own
+words). That costs a failed handshake a little more, and nothing else.
+
 Whether the server accepts the client certificate is the server's verdict.
 With TLS 1.3 the client has finished its handshake before the server has
 judged its certificate, so a refusal arrives as an alert on the first read
@@ -32,6 +39,7 @@ failed handshake, and says which side refused what.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from weakref import WeakValueDictionary
@@ -39,7 +47,13 @@ from weakref import WeakValueDictionary
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
-from OpenSSL.crypto import X509, PKey
+from OpenSSL.crypto import (
+    X509,
+    PKey,
+    X509Store,
+    X509StoreContext,
+    X509StoreContextError,
+)
 from service_identity import VerificationError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
@@ -53,6 +67,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sentinel.certificates import ClientCertificate
+from sentinel.checks import printable
 from sentinel.config import RedisInstance
 
 if TYPE_CHECKING:
@@ -223,10 +238,97 @@ def describe_tls_loss(failure: Failure) -> str | None:
     return _describe_alert(reason) or f"TLS: {reason or 'connection failed'}"
 
 
-def describe_tls_failure(failure: Failure, instance: RedisInstance) -> str | None:
+@lru_cache(maxsize=32)
+def _verifying_store(certificates: tuple[x509.Certificate, ...]) -> X509Store:
+    # A ca_file's trust, for verifying a chain again.
+    store = X509Store()
+    for certificate in certificates:
+        store.add_cert(X509.from_cryptography(certificate))
+    return store
+
+
+def _why_unverified(connection: object, instance: RedisInstance) -> str | None:
+    """
+    Which certificate of the chain the server showed on `connection` (an
+    SSL.Connection whose handshake failed to verify it) does not verify,
+    and why, in OpenSSL's words; None if that cannot be told.
+
+    The chain is verified again against the ca_file's certificates. The
+    system's CAs would have to be read from their files, which nothing on
+    the reactor thread does: without a ca_file, only the dates of the
+    chain are looked at (an expired certificate is the common case).
+    """
+    if not isinstance(connection, SSL.Connection):
+        return None
+    chain = connection.get_peer_cert_chain()
+    if not chain:
+        return None
+    if instance.ca_file is None:
+        return _out_of_date(chain)
+    store = _verifying_store(instance.ca_certificates)
+    try:
+        X509StoreContext(store, chain[0], chain[1:]).verify_certificate()
+    except X509StoreContextError as e:
+        code, depth, reason = e.errors
+        return _which(f"{reason}{_when(code, e.certificate)}", depth, e.certificate)
+    return None
+
+
+def _out_of_date(chain: list[X509]) -> str | None:
+    now = datetime.now(UTC)
+    for depth, certificate in enumerate(chain):
+        cert = certificate.to_cryptography()
+        if now > cert.not_valid_after_utc:
+            code, reason = _EXPIRED, "certificate has expired"
+        elif now < cert.not_valid_before_utc:
+            code, reason = _NOT_YET_VALID, "certificate is not yet valid"
+        else:
+            continue
+        return _which(f"{reason}{_when(code, certificate)}", depth, certificate)
+    return None
+
+
+def _which(why: str, depth: int, certificate: X509 | None) -> str:
+    if depth == 0:
+        which = "the server's certificate"
+    else:
+        which = f"certificate {depth} of the server's chain"
+    return f"{why}: {which}{_named(certificate)}"
+
+
+# X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED.
+_NOT_YET_VALID = 9
+_EXPIRED = 10
+
+
+def _when(code: int, certificate: X509 | None) -> str:
+    if certificate is None or code not in (_NOT_YET_VALID, _EXPIRED):
+        return ""
+    cert = certificate.to_cryptography()
+    if code == _EXPIRED:
+        return f" (on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC)"
+    return f" (until {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)"
+
+
+def _named(certificate: X509 | None) -> str:
+    if certificate is None:
+        return ""
+    subject = certificate.to_cryptography().subject
+    names = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    name = names[0].value if names else None
+    if not isinstance(name, str):
+        return ""
+    # The server's own words: escaped and cut, as any peer's text is.
+    return f" CN={printable(name, 64)}"
+
+
+def describe_tls_failure(
+    failure: Failure, instance: RedisInstance, connection: object = None
+) -> str | None:
     """
     A short text for a failed TLS handshake with C{instance}, or L{None} if
-    C{failure} is not a TLS error.
+    C{failure} is not a TLS error. C{connection}, the handshake's
+    SSL.Connection, tells which certificate did not verify and why.
     """
     if failure.check(VerificationError):
         return f"TLS: certificate does not match server name {server_name(instance)!r}"
@@ -239,7 +341,10 @@ def describe_tls_failure(failure: Failure, instance: RedisInstance) -> str | Non
             if instance.ca_file is not None
             else "the system's trusted CAs"
         )
-        return f"TLS: certificate verify failed (checked against {trusted})"
+        why = _why_unverified(connection, instance)
+        if why is None:
+            return f"TLS: certificate verify failed (checked against {trusted})"
+        return f"TLS: certificate verify failed: {why} (checked against {trusted})"
     described = _describe_alert(reason)
     if described is not None:
         return described

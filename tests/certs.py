@@ -32,6 +32,8 @@ class CertificateFiles:
     ca_file: str
     server_cert_file: str
     server_key_file: str
+    # The server's key, for localhost, valid until a day ago.
+    expired_server_cert_file: str
     other_ca_file: str
     # Signed by ca_file's CA.
     client_cert_file: str
@@ -153,8 +155,9 @@ def make_certificates(directory: Path) -> CertificateFiles:
     ca = _make_ca("sentinel test CA")
     other_ca = _make_ca("sentinel unrelated CA")
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        _builder("localhost", ca[1].subject, server_key)
+    long_ago = datetime.datetime.now(datetime.UTC) - 2 * _VALIDITY
+    server_certs = [
+        _builder("localhost", ca[1].subject, server_key, not_before)
         .add_extension(
             x509.SubjectAlternativeName(
                 [
@@ -165,7 +168,8 @@ def make_certificates(directory: Path) -> CertificateFiles:
             critical=False,
         )
         .sign(ca[0], hashes.SHA256())
-    )
+        for not_before in (None, long_ago)
+    ]
     intermediate_key = ec.generate_private_key(ec.SECP256R1())
     intermediate = (
         intermediate_key,
@@ -176,11 +180,11 @@ def make_certificates(directory: Path) -> CertificateFiles:
     client_key = ec.generate_private_key(ec.SECP256R1())
     chain_key = ec.generate_private_key(ec.SECP256R1())
     other_key = ec.generate_private_key(ec.SECP256R1())
-    long_ago = datetime.datetime.now(datetime.UTC) - 2 * _VALIDITY
     files = CertificateFiles(
         ca_file=str(directory / "ca.pem"),
         server_cert_file=str(directory / "server.pem"),
         server_key_file=str(directory / "server.key"),
+        expired_server_cert_file=str(directory / "expired-server.pem"),
         other_ca_file=str(directory / "other-ca.pem"),
         client_cert_file=str(directory / "client.pem"),
         client_key_file=str(directory / "client.key"),
@@ -192,8 +196,9 @@ def make_certificates(directory: Path) -> CertificateFiles:
     )
     written = {
         files.ca_file: _pem(ca[1]),
-        files.server_cert_file: _pem(server_cert),
+        files.server_cert_file: _pem(server_certs[0]),
         files.server_key_file: key_pem(server_key),
+        files.expired_server_cert_file: _pem(server_certs[1]),
         files.other_ca_file: _pem(other_ca[1]),
         files.client_cert_file: _pem(_client("sentinel client", ca, client_key)),
         files.client_key_file: key_pem(client_key),

@@ -13,6 +13,7 @@ from typing import Any
 import attr
 from cryptography import x509
 from OpenSSL import SSL
+from OpenSSL.crypto import X509
 from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
@@ -95,8 +96,9 @@ class TLSTests(AgentTestCase):
         await self.wait_status(monitor, "r", "down", 3.0)
         self.assertEqual(
             self.error(monitor, "r"),
-            "TLS: certificate verify failed (checked against ca_file "
-            f"{self.certs.other_ca_file})",
+            "TLS: certificate verify failed: self-signed certificate in "
+            "certificate chain: certificate 1 of the server's chain "
+            f"CN=sentinel test CA (checked against ca_file {self.certs.other_ca_file})",
         )
 
     async def test_platform_trust_still_verifies(self) -> None:
@@ -386,8 +388,9 @@ class ClientCertificateTests(AgentTestCase):
         await self.wait_status(monitor, "r", "down", 3.0)
         self.assertEqual(
             self.error(monitor, "r"),
-            "TLS: certificate verify failed (checked against ca_file "
-            f"{certs.other_ca_file})",
+            "TLS: certificate verify failed: self-signed certificate in "
+            "certificate chain: certificate 1 of the server's chain "
+            f"CN=sentinel test CA (checked against ca_file {certs.other_ca_file})",
         )
 
     async def test_optional_client_certificate(self) -> None:
@@ -521,6 +524,33 @@ def _pump(client: SSL.Connection, server: SSL.Connection) -> list[str]:
     return errors
 
 
+def _handshake(
+    instance: RedisInstance,
+    cert_file: str,
+    key_file: str,
+    max_version: int | None = None,
+) -> tuple[SSL.Connection, SSL.Connection]:
+    # The agent's client connection to `instance`, and a server's showing
+    # `cert_file`, in memory; the client's first flight is written (`_pump`
+    # moves the handshake on).
+    creator = client_tls(instance)
+    factory = TLSMemoryBIOFactory(creator, True, Factory.forProtocol(Protocol))
+    client = creator.clientConnectionForTLS(factory.buildProtocol(None))
+    client.set_connect_state()
+    context = SSL.Context(SSL.TLS_METHOD)
+    if max_version is not None:
+        context.set_max_proto_version(max_version)
+    context.use_certificate_chain_file(cert_file)
+    context.use_privatekey_file(key_file)
+    server = SSL.Connection(context, None)
+    server.set_accept_state()
+    try:
+        client.do_handshake()
+    except SSL.WantReadError:
+        pass
+    return client, server
+
+
 class RenegotiationTests(SynchronousTestCase):
     """A server asking to renegotiate, in memory."""
 
@@ -534,20 +564,12 @@ class RenegotiationTests(SynchronousTestCase):
         directory = Path(self.mktemp())
         directory.mkdir(parents=True)
         certs = make_certificates(directory)
-        creator = client_tls(with_ca("r", 1, certs.ca_file))
-        factory = TLSMemoryBIOFactory(creator, True, Factory.forProtocol(Protocol))
-        client = creator.clientConnectionForTLS(factory.buildProtocol(None))
-        client.set_connect_state()
-        context = SSL.Context(SSL.TLS_METHOD)
-        context.set_max_proto_version(SSL.TLS1_2_VERSION)
-        context.use_certificate_chain_file(certs.server_cert_file)
-        context.use_privatekey_file(certs.server_key_file)
-        server = SSL.Connection(context, None)
-        server.set_accept_state()
-        try:
-            client.do_handshake()
-        except SSL.WantReadError:
-            pass
+        client, server = _handshake(
+            with_ca("r", 1, certs.ca_file),
+            certs.server_cert_file,
+            certs.server_key_file,
+            SSL.TLS1_2_VERSION,
+        )
         self.assertEqual(_pump(client, server), [])
         self.assertEqual(server.get_protocol_version_name(), "TLSv1.2")
         self.assertTrue(server.renegotiate())
@@ -558,6 +580,86 @@ class RenegotiationTests(SynchronousTestCase):
         # The server hears the refusal (and OpenSSL's ends the connection).
         self.assertIn("no renegotiation", _pump(client, server))
         self.assertEqual(client.total_renegotiations(), 0)
+
+
+class VerifyRefusalTests(SynchronousTestCase):
+    """A server's certificate that does not verify, in memory: which, and why."""
+
+    def handshake_error(self, ca_file: str | None, server_cert_file: str) -> str | None:
+        """
+        The error a check says after a handshake with a server showing
+        `server_cert_file`, verified against `ca_file` (the system's CAs
+        if None).
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        certs = make_certificates(directory)
+        if ca_file is None:
+            instance = RedisInstance("r", "127.0.0.1", 1, tls=True)
+        else:
+            instance = with_ca("r", 1, getattr(certs, ca_file))
+        client, server = _handshake(
+            instance, getattr(certs, server_cert_file), certs.server_key_file
+        )
+        self.assertIn("certificate verify failed", _pump(client, server))
+        failure = Failure(
+            SSL.Error([("SSL routines", "", "certificate verify failed")])
+        )
+        return tls.describe_tls_failure(failure, instance, client)
+
+    def test_expired(self) -> None:
+        """
+        An expired server certificate is said to be expired, and since
+        when, naming the certificate: not a bare "verify failed", which
+        reads the same as a certificate from another CA.
+        """
+        error = self.handshake_error("ca_file", "expired_server_cert_file")
+        assert error is not None
+        self.assertRegex(
+            error,
+            r"^TLS: certificate verify failed: certificate has expired "
+            r"\(on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\): the server's "
+            r"certificate CN=localhost \(checked against ca_file .*/ca.pem\)$",
+        )
+
+    def test_expired_system_trust(self) -> None:
+        """
+        Checked against the system's CAs (not read again), an expired
+        certificate is still said to be expired.
+        """
+        error = self.handshake_error(None, "expired_server_cert_file")
+        assert error is not None
+        self.assertRegex(
+            error,
+            r"^TLS: certificate verify failed: certificate has expired "
+            r"\(on [-\d]+ [:\d]+ UTC\): the server's certificate CN=localhost "
+            r"\(checked against the system's trusted CAs\)$",
+        )
+
+    def test_unknown_ca(self) -> None:
+        """A certificate from a CA not trusted is said to be so."""
+        error = self.handshake_error("other_ca_file", "server_cert_file")
+        assert error is not None
+        self.assertRegex(
+            error,
+            r"^TLS: certificate verify failed: unable to get local issuer "
+            r"certificate: the server's certificate CN=localhost \(checked "
+            r"against ca_file .*/other-ca.pem\)$",
+        )
+
+    def test_common_name_escaped(self) -> None:
+        """
+        The common name is the server's text: controls are escaped and a
+        long one cut, as any text from a peer is.
+        """
+        certificate = X509.from_cryptography(
+            x509.load_pem_x509_certificate(client_certificate_pem()[0].encode("ascii"))
+        )
+        self.assertEqual(tls._named(certificate), " CN=sentinel client")
+        subject = certificate.get_subject()
+        subject.CN = "\x1b[2J" + "x" * 60
+        certificate.set_subject(subject)
+        self.assertEqual(tls._named(certificate), " CN=\\x1b[2J" + "x" * 54 + "...")
 
 
 class SharedOptionsTests(SynchronousTestCase):
