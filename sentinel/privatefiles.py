@@ -219,9 +219,15 @@ def write_private_file(path: str, data: bytes) -> None:
     file or the new one, after a crash too. Mode 0600.
     """
     directory = os.path.dirname(path)
-    fd, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}."
-    )
+    try:
+        fd, temporary = tempfile.mkstemp(
+            dir=directory, prefix=f".{os.path.basename(path)}."
+        )
+    except OSError as e:
+        # Said without the temporary file's name, new at each try: a write
+        # tried again and again (a read-only file system) is the same
+        # error, logged once, not once per try (25 lines a minute).
+        raise OSError(e.errno, e.strerror) from None
     try:
         try:
             view = memoryview(data)

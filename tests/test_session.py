@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import stat
+import tempfile
 import threading
 
 import attr
@@ -508,6 +509,20 @@ class WriteTests(FileTestCase):
         self.assertEqual(os.listdir(self.directory), [STATE_FILE])
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), b"old")
+
+    def test_failed_write_names_no_temporary_file(self) -> None:
+        """
+        A temporary file that cannot be made (a read-only file system) is
+        an error without its name, which is new at each try: the same
+        failure, tried again, reads the same (and is logged once).
+        """
+
+        def read_only(**kw: object) -> tuple[int, str]:
+            raise OSError(30, "Read-only file system", f"{self.path}.x1y2z3")
+
+        self.patch(tempfile, "mkstemp", read_only)
+        error = self.assertRaises(OSError, write_private_file, self.path, b"new")
+        self.assertEqual(str(error), "[Errno 30] Read-only file system")
 
 
 class LeftInTests(FileTestCase):
