@@ -10,6 +10,13 @@ port's ``... starting on N`` and ``(UDP Port N Closed)``, which
 Here the protocol is not noisy, and on the POSIX reactors the port is one
 that writes neither line. Lookup errors are ours to say, and
 `sentinel.resolve` and the instances' errors still say them.
+
+twisted.names also writes a line for each datagram it cannot read as a
+DNS message (``Truncated packet ...``, ``Invalid packet ...``), whoever
+sent it to the query's port: a name server answering each query with
+garbage wrote 772 lines in 8 s, and one that floods would write as fast
+as it sends. Such a datagram answers nothing, and is dropped unsaid (its
+query times out as if it had not come).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any
 from twisted.internet import base, udp
 from twisted.internet.error import CannotListenError
 from twisted.internet.posixbase import PosixReactorBase
-from twisted.names import client
+from twisted.names import client, dns
 
 
 class QuietPort(udp.Port):
@@ -58,6 +65,29 @@ class QuietPort(udp.Port):
             del self.d
 
 
+class ReadableOnly:
+    """
+    A datagram protocol's stand-in that passes on only the datagrams that
+    read as DNS messages, and everything else as it is.
+    """
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol, name)
+
+    def datagramReceived(self, data: bytes, address: Any) -> None:
+        """The datagram to the protocol, if it is a DNS message."""
+        # Read twice when it is (the protocol reads it again): answers are
+        # few, a few tens of microseconds each.
+        try:
+            dns.Message().fromStr(data)
+        except (EOFError, ValueError):
+            return
+        self._protocol.datagramReceived(data, address)
+
+
 class QuietUDP:
     """
     A reactor whose ``listenUDP`` starts its protocol quietly, on a
@@ -74,11 +104,15 @@ class QuietUDP:
     def listenUDP(
         self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
     ) -> Any:
-        """Listen as the reactor does, without a log line per socket."""
+        """
+        Listen as the reactor does, without a log line per socket, nor
+        one per datagram that is no DNS message.
+        """
         protocol.noisy = False
+        readable = ReadableOnly(protocol)
         if not isinstance(self._reactor, PosixReactorBase):
-            return self._reactor.listenUDP(port, protocol, interface, maxPacketSize)
-        quiet = QuietPort(port, protocol, interface, maxPacketSize, self._reactor)
+            return self._reactor.listenUDP(port, readable, interface, maxPacketSize)
+        quiet = QuietPort(port, readable, interface, maxPacketSize, self._reactor)
         quiet.startListening()
         return quiet
 
