@@ -300,8 +300,13 @@ def extract_answer(
     """
     The first address of `record_type` for `name` in `records`, following
     CNAMEs; its TTL is the least along the way. None if there is none.
+
+    @raise LookupFailed: the CNAMEs loop, or are more than `MAX_CNAMES` in
+        a row (said so: "no address" sent operators looking for a missing
+        record).
     """
     wanted = dns.Name(name)
+    seen = {wanted}
     ttl = float("inf")
     for _ in range(MAX_CNAMES + 1):
         alias = None
@@ -317,7 +322,10 @@ def extract_answer(
         ttl = min(ttl, alias.ttl)
         target: Any = alias.payload
         wanted = target.name
-    return None
+        if wanted in seen:
+            raise LookupFailed("its CNAMEs loop")
+        seen.add(wanted)
+    raise LookupFailed(f"more than {MAX_CNAMES} CNAMEs in a row")
 
 
 def _address(payload: Any) -> str:

@@ -23,7 +23,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import lookup as lookup_module
 from sentinel.config import DNSConfig
 from sentinel.files import MAX_HOSTS_BYTES
-from sentinel.lookup import Answer, HostsFile, LookupFailed, NameLookup, search_hosts
+from sentinel.lookup import (
+    MAX_CNAMES,
+    Answer,
+    HostsFile,
+    LookupFailed,
+    NameLookup,
+    search_hosts,
+)
 from sentinel.resolve import (
     FAILURE_TTL,
     GIVE_WAY_AFTER,
@@ -657,7 +664,7 @@ class NameLookupTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), Answer("192.0.2.9", 40))
 
     def test_cname_loop(self) -> None:
-        """A CNAME loop ends: no address from it."""
+        """A CNAME loop ends, and is said to be one."""
         d = self.lookup.lookup("loop.example")
         self.last().reply(
             answers=(
@@ -665,13 +672,32 @@ class NameLookupTests(SynchronousTestCase):
                 cname("pool.example", "loop.example"),
             )
         )
-        self.last().reply(
-            answers=(
-                cname("loop.example", "pool.example"),
-                cname("pool.example", "loop.example"),
+        self.assertEqual(self.reason(d), "its CNAMEs loop")
+
+    def test_cname_chain_too_long(self) -> None:
+        """
+        A chain of more CNAMEs than are followed is said to be one, not
+        'no address'; one just within the bound is followed.
+        """
+        for length, expected in ((MAX_CNAMES, None), (MAX_CNAMES + 1, "more")):
+            name = f"chain{length}.example"
+            chain = [f"c{i}.{name}" for i in range(length)]
+            d = self.lookup.lookup(name)
+            self.last().reply(
+                answers=(
+                    *(
+                        cname(n, t)
+                        for n, t in zip([name, *chain[:-1]], chain, strict=True)
+                    ),
+                    a(chain[-1], "192.0.2.7"),
+                )
             )
-        )
-        self.assertEqual(self.reason(d), "no address")
+            if expected is None:
+                self.assertEqual(self.successResultOf(d).address, "192.0.2.7")
+            else:
+                self.assertEqual(
+                    self.reason(d), f"more than {MAX_CNAMES} CNAMEs in a row"
+                )
 
     def test_search_list(self) -> None:
         """
