@@ -787,6 +787,16 @@ class RedisProbe:
         self._resolving = False
         if self.address != address and self.address is not None:
             self._pacer.stalls.left(self._endpoint(), self)
+            # The instance moved (its name's answer changed): said, for an
+            # error now ("connection refused") is the new address's, and
+            # the checks until this connect were the old one's.
+            log.info(
+                "{instance}: {host} now resolves to {address} (was {previous})",
+                instance=self.instance.name,
+                host=self.instance.host,
+                address=address,
+                previous=self.address,
+            )
         self.address = address
         self._queued = True
         start: Deferred[Any] = self._pacer.acquire()

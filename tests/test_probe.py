@@ -22,7 +22,7 @@ from twisted.internet.error import (
     DNSLookupError,
 )
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import Logger
+from twisted.logger import LogEvent, Logger, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -1182,6 +1182,31 @@ class ResolveTests(SynchronousTestCase):
         h.accept()
         h.reply(b"+PONG\r\n")
         self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+
+    def test_move_is_said(self) -> None:
+        """
+        A name that resolves elsewhere at a new connect (the instance
+        moved) is said in the log, old and new address; the same answer
+        again says nothing.
+        """
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        resolver = ManualResolver()
+        h = Harness(host="redis.example", resolver=resolver)
+        for address in ("10.0.0.7", "10.0.0.7", "10.0.0.8"):
+            d = h.check()
+            resolver.lookups[-1][1].callback(address)
+            h.accept()
+            h.reply(b"+PONG\r\n")
+            self.successResultOf(d)
+            h.protocol.connectionLost(Failure(ConnectionDone()))
+            h.on_time(1.0)
+        moves = [formatEvent(e) for e in events if "resolves" in e["log_format"]]
+        self.assertEqual(
+            moves, ["r1: redis.example now resolves to 10.0.0.8 (was 10.0.0.7)"]
+        )
+        self.assertEqual(h.reactor.tcpClients[-1][:2], ("10.0.0.8", 6379))
 
     def test_close_cancels_only_its_wait(self) -> None:
         """Closing the probe while it resolves cancels its own wait."""
