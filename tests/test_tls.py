@@ -440,6 +440,19 @@ class DescribeTests(SynchronousTestCase):
             self.assertEqual(tls.describe_tls_loss(self.ssl_failure(reason)), expected)
         self.assertIsNone(tls.describe_tls_loss(Failure(ConnectionDone())))
 
+    def test_chain_too_long_hint(self) -> None:
+        """
+        OpenSSL's "excessive message size" (a server's chain over its 100
+        KiB) says what is most likely too large.
+        """
+        failure = self.ssl_failure("excessive message size")
+        instance = RedisInstance("r", "127.0.0.1", 1, tls=True)
+        self.assertEqual(
+            tls.describe_tls_failure(failure, instance),
+            "TLS: excessive message size (a handshake message over OpenSSL's "
+            "bound: the server's certificate chain over 100 KiB?)",
+        )
+
     def test_handshake_failure_hint(self) -> None:
         """
         A TLS 1.2 server's bare "handshake failure" to a client that offered
