@@ -267,8 +267,11 @@ class Stopping:
         leaving = [
             node for node in (*self._nodes.catalog, self._nodes.agent) if node.owned
         ]
+        # Past every call waiting: behind a start-up's or a view change's
+        # thousands, the leave came after `LEAVE_ANSWER_WAIT` (writer).
         deletes: list[Deferred[Any]] = [
-            Deferred.fromCoroutine(self._writer.delete_owned(node)) for node in leaving
+            Deferred.fromCoroutine(self._writer.delete_leaving(node))
+            for node in leaving
         ]
         answered_by = min(deadline, self._reactor.seconds() + LEAVE_ANSWER_WAIT)
         told = gatherResults(deletes, consumeErrors=True)

@@ -193,6 +193,23 @@ class NodeWriter:
             pass
         node.owned = False
 
+    async def delete_leaving(self, node: Node) -> None:
+        """
+        On a stop's leave of its group: delete the node, ours, at the
+        version last written, past every call waiting (`ZooKeeper.delete`,
+        urgent), without asking first; at another version (a write of
+        ours was in flight), as `delete_owned` does.
+        """
+        try:
+            await self._queue.counted(
+                "delete", self._zk.delete(node.path, node.version, urgent=True)
+            )
+        except NoNodeError:
+            pass
+        except BadVersionError:
+            await self.delete_owned(node)
+        node.owned = False
+
     async def _delete_if_empty(self, path: str) -> None:
         """Delete the persistent node at `path` unless it has children."""
         try:

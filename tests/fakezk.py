@@ -289,6 +289,8 @@ class FakeZooKeeper:
         # (kind, path) of every call, and ("stop", "") for stop, in order.
         self.history: list[tuple[str, str]] = []
         self.hanging: set[str] = set()
+        # The paths of the deletes asked as urgent, in order.
+        self.urgent: list[str] = []
         # Kinds whose calls the server does at once, but whose answers are
         # held like those of hanging calls (lost with the connection).
         self.unanswered: set[str] = set()
@@ -401,7 +403,11 @@ class FakeZooKeeper:
     def get_acls(self, path: str) -> Deferred[tuple[list[ACL], ZnodeStat]]:
         return self._call("get_acls", path, lambda: self._get_acls(path))
 
-    def delete(self, path: str, version: int = -1) -> Deferred[None]:
+    def delete(
+        self, path: str, version: int = -1, urgent: bool = False
+    ) -> Deferred[None]:
+        if urgent:
+            self.urgent.append(path)
         return self._call("delete", path, lambda: self._delete(path, version))
 
     def get_children(
