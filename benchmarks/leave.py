@@ -234,9 +234,18 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                 return False
             if len(client.get_children(SERVICE)) != args.instances:
                 return False
-            return all(client.exists(f"{ROOT}/instances/{n}") for n in names)
+            asked = [client.exists_async(f"{ROOT}/instances/{n}") for n in names]
+            return all(a.get() for a in asked)
 
-        wait_until(published, 90.0, "every node and member")
+        # At 3,000 instances on a loaded machine, over a minute.
+        try:
+            wait_until(published, 240.0, "every node and member")
+        except RuntimeError:
+            listed = client.get_children(f"{ROOT}/instances")
+            members = client.get_children(SERVICE) if client.exists(SERVICE) else []
+            print(f"published: {len(listed)} nodes, {len(members)} members")
+            keep_logs(args, agents, number)
+            raise
         time.sleep(args.warmup)
         for server in servers[: args.down]:
             server.kill()
@@ -254,8 +263,11 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             # stopped while its first writes are queued: counted from then.
             victim.send_signal(signal.SIGTERM)
             victim.wait(10.0)
-            wait_until(lambda: held_by_others(client, names, session), 60.0,
-                       "every node held by the others")  # fmt: skip
+            wait_until(
+                lambda: held_by_others(client, names, session) and published(),
+                120.0,
+                "every node held by the others, every member there",
+            )
             time.sleep(args.warmup)
             text = config(args, zookeeper.hosts, instances, "agent-0", None)
             again = Agent(workdir, text, f"agent-0-{number}", version)
@@ -277,10 +289,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         time.sleep(args.after)
         until = reader.now()
         reader.stop()
-        if args.keep_logs:
-            for agent in agents + ([again] if args.early is not None else []):
-                target = Path(args.keep_logs) / f"leave-{number}-{agent.log.name}"
-                target.write_bytes(agent.log.read_bytes())
+        keep_logs(args, agents + ([again] if args.early is not None else []), number)
 
         def other(value: Any) -> bool:
             return value is not None and value != session
@@ -326,6 +335,14 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             (f"run {number}: polls a second",
              f"{reader.polls / max(until, 1e-9):.1f}"),
         ]  # fmt: skip
+
+
+def keep_logs(args: argparse.Namespace, agents: list[Agent], number: int) -> None:
+    """Copy the agents' logs to ``--keep-logs``, if given."""
+    if args.keep_logs:
+        for agent in agents:
+            target = Path(args.keep_logs) / f"leave-{number}-{agent.log.name}"
+            target.write_bytes(agent.log.read_bytes())
 
 
 def held_by_others(client: KazooClient, names: list[str], session: int) -> bool:
