@@ -8,6 +8,15 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
+# How long a ``twistd -n sentinel`` child may take to start (its imports,
+# the plugin cache, its first bind) before a test calls it broken. No test
+# measures it, and a wait on it ends as soon as the agent answers, so it
+# costs nothing but a failing test's time. On a 2-core machine shared
+# with other runs the agent answered HTTP 1.1-5 s after its spawn at load
+# 19, and 12-21 s at load 73-89, where the 10, 15, 20 and 30 s bounds it
+# replaces failed eight tests of one run of the suite.
+START_BOUND = 60.0
+
 
 class ConditionTimeout(AssertionError):
     """The condition did not become true within the bound."""

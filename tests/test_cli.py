@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from sentinel.cli import _split_log_options
-from tests.polling import pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import RedisServer, free_port
 from tests.test_twistd import environment
 
@@ -120,7 +120,7 @@ class CommandTests(TestCase):
         started = reactor.seconds()
         while not await up():
             self.assertIsNone(child.poll(), log_path.read_text())
-            self.assertLess(reactor.seconds() - started, 15, status)
+            self.assertLess(reactor.seconds() - started, START_BOUND, status)
             await pause(reactor, 0.1)
         child.send_signal(signal.SIGTERM)
         await wait_for(reactor, lambda: child.poll() is not None, 5.0, "the exit")

@@ -29,7 +29,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from sentinel.ownership import CONFLICT_MARGIN
 from sentinel.shutdown import EXIT_TWIN
-from tests.polling import pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import LOOPBACK, ChildProcess, free_port, shared_zookeeper
 from tests.test_twistd import TWISTD, environment
 
@@ -38,8 +38,6 @@ log = Logger()
 
 SESSION_TIMEOUT = 2.0
 HEARTBEAT = 1.0
-# Starting twistd (imports, plugin cache) on a loaded machine.
-START_BOUND = 15.0
 SLACK = 2.0
 CONS_LINE = re.compile(r"sid=0x([0-9a-f]+).*?lcxid=0x([0-9a-f]+)")
 

@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from tests.gaps import NodeWatch
-from tests.polling import pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import (
     LOOPBACK,
     RedisServer,
@@ -48,7 +48,6 @@ from tests.servers import (
 from tests.test_conflicts import (
     HEARTBEAT,
     SESSION_TIMEOUT,
-    START_BOUND,
     AgentProcess,
     wait_async,
 )

@@ -21,7 +21,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tests.certs import make_certificates
-from tests.polling import pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import (
     LOOPBACK,
     ChildProcess,
@@ -152,7 +152,7 @@ class HostileServerTests(TestCase):
 
         started = reactor.seconds()
         while latest.get("healthy", {}).get("status") != "up":
-            if reactor.seconds() - started > 30.0:
+            if reactor.seconds() - started > START_BOUND:
                 self.fail(f"the healthy instance is not up: {latest}")
             await poll()
             await pause(reactor, 0.05)

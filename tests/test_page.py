@@ -49,7 +49,7 @@ from sentinel.page import (
 from sentinel.page import rows as render_rows
 from tests.fakes import FAILED, make_monitor
 from tests.httptest import Connection, fetch, responses, status_app
-from tests.polling import pause
+from tests.polling import START_BOUND, pause
 from tests.servers import RedisServer, free_port
 from tests.test_twistd import TWISTD, environment
 
@@ -707,11 +707,11 @@ class BrowserTests(TestCase):
         return protocol
 
     async def until_decided(self, base: str, agent: Any, log_path: Path) -> None:
-        """Wait (at most 15 s) until /instances shows every instance decided."""
+        """Wait (at most START_BOUND) until /instances shows every instance decided."""
         pool = HTTPConnectionPool(reactor, persistent=False)
         started = reactor.seconds()
         seen: Any = None
-        while reactor.seconds() - started < 15.0:
+        while reactor.seconds() - started < START_BOUND:
             if agent.ended.called:
                 self.fail(f"twistd exited: {log_path.read_text()}")
             try:
@@ -723,4 +723,4 @@ class BrowserTests(TestCase):
             except Exception:
                 pass
             await pause(reactor, 0.05)
-        self.fail(f"instances not decided within 15 s: {seen}")
+        self.fail(f"instances not decided within {START_BOUND} s: {seen}")

@@ -21,7 +21,7 @@ from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from tests.polling import wait_for
+from tests.polling import START_BOUND, wait_for
 from tests.prometheus import PrometheusServer
 from tests.servers import LOOPBACK, RedisServer, shared_zookeeper
 from tests.test_conflicts import AgentProcess
@@ -34,8 +34,8 @@ EXAMPLE = REPO / "contrib" / "prometheus" / "prometheus.yml"
 DASHBOARD = REPO / "contrib" / "grafana" / "sentinel-dashboard.json"
 
 INTERVAL, TIMEOUT, FALL = 0.2, 0.1, 3
-# Twistd's start, Prometheus's first scrapes (every second) and discovery.
-START_BOUND = 20.0
+# Twistd's start, then Prometheus's first scrapes (every second) and discovery.
+SCRAPED_BOUND = START_BOUND + 5.0
 # Detection, the member's removal, Prometheus's next look at ZooKeeper.
 GONE_BOUND = INTERVAL * FALL + TIMEOUT + 5.0
 
@@ -131,7 +131,7 @@ class PrometheusTests(TestCase):
         await wait_for(
             reactor,
             lambda: len(up_series()) == 3 and discovered() == addresses,
-            START_BOUND,
+            SCRAPED_BOUND,
             "three instances scraped up and discovered",
             step=0.2,
         )

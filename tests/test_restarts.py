@@ -38,7 +38,7 @@ from twisted.web.client import HTTPConnectionPool
 from sentinel.session import STATE_FILE, encode_state
 from sentinel.sharing import ALONE_AFTER
 from tests.gaps import NodeWatch
-from tests.polling import pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import (
     LOOPBACK,
     ChildProcess,
@@ -46,7 +46,7 @@ from tests.servers import (
     free_port,
     shared_zookeeper,
 )
-from tests.test_conflicts import START_BOUND, wait_async
+from tests.test_conflicts import wait_async
 from tests.test_session import STORED
 from tests.test_twistd import TWISTD, environment
 

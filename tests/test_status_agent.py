@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet.utils import getProcessOutputAndValue
 
 from sentinel.status import DOWN, OK, UNKNOWN
-from tests.polling import pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import RedisServer, ZooKeeperServer
 from tests.test_twistd import REPO, TwistdTestCase, environment, reactor
 
@@ -75,7 +75,7 @@ class StatusAgainstAgentTests(TwistdTestCase):
         )
         agent = self.spawn("--config", str(config))
 
-        await self.until_status(config, OK, 20.0)
+        await self.until_status(config, OK, START_BOUND)
         code, out, _ = await self.status(config, "--json")
         self.assertEqual(code, OK, out)
         rows: Any = json.loads(out)["instances"]

@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import reactor as _reactor
 from twisted.logger import Logger
 
-from tests.polling import pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import LOOPBACK, RedisServer, free_port, shared_zookeeper
 from tests.test_twistd import TwistdTestCase
 from tests.test_zookeeper import Reader
@@ -118,7 +118,7 @@ class TopologyTests(TwistdTestCase):
         self.start()
         for name in self.names:
             await self.until_node(
-                name, 20.0, status="up", role="slave", master_link_status="up"
+                name, START_BOUND, status="up", role="slave", master_link_status="up"
             )
         instances = await self.get_json(f"{self.base}/instances")
         found = {i["name"]: i["discovered_by"] for i in instances["instances"]}
@@ -178,7 +178,7 @@ class TopologyTests(TwistdTestCase):
         """
         self.start(named_replica=True)
         duplicate = f"{self.root}/instances/{self.names[0]}"
-        await self.until_node("named", 20.0, status="up", role="slave")
+        await self.until_node("named", START_BOUND, status="up", role="slave")
         await self.until_node(self.names[1], 20.0, status="up", role="slave")
         # The master answers INFO every 5 checks: ten of them.
         await pause(reactor, 10 * 5 * INTERVAL)

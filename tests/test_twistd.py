@@ -30,7 +30,7 @@ from sentinel import __version__
 from sentinel.files import READ_DEADLINE
 from sentinel.process import FD_RESERVE
 from tests.hung import HungMount
-from tests.polling import pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import RedisServer, ZooKeeperServer, free_port, shared_zookeeper
 
 reactor: Any = _reactor
@@ -152,7 +152,7 @@ class TwistdTests(TwistdTestCase):
                     self.fail(f"main not {status} within {timeout} s: {state}")
                 await pause(reactor, POLL_STEP)
 
-        await until("up", 15.0)
+        await until("up", START_BOUND)
         pending = await self.get_json(f"{base}/pending")
         self.assertLessEqual(pending["count"], 1)
         server.kill()
@@ -192,7 +192,9 @@ class TwistdTests(TwistdTestCase):
             path = "/sentinel/instances"
             return len(kazoo.get_children(path)) if kazoo.exists(path) else 0
 
-        await wait_for(reactor, lambda: published() == count, 30.0, "all published")
+        await wait_for(
+            reactor, lambda: published() == count, START_BOUND, "all published"
+        )
         kazoo.stop()
         zookeeper.stop()
         await wait_for(
@@ -261,7 +263,7 @@ class TwistdTests(TwistdTestCase):
                     self.fail(f"not {expected}: {await names()}, {published()}")
                 await pause(reactor, POLL_STEP)
 
-        await until(["first"], 15.0)
+        await until(["first"], START_BOUND)
         write(("second", second))
         child.send_signal(signal.SIGHUP)
         await until(["second"], 5.0)
@@ -358,7 +360,7 @@ class TwistdTests(TwistdTestCase):
              "sentinel", "--redis", "127.0.0.1:1", "--http", http],
             env=environment(),
             capture_output=True,
-            timeout=30,
+            timeout=60,
         )  # fmt: skip
         self.assertEqual(
             (result.returncode, result.stdout, result.stderr.decode()),
@@ -597,7 +599,8 @@ class WatchedAgent:
     async def until_up(self) -> None:
         started = reactor.seconds()
         while await self.main_status() != "up":
-            if self.child.poll() is not None or reactor.seconds() - started > 15:
+            ended = self.child.poll() is not None
+            if ended or reactor.seconds() - started > START_BOUND:
                 self.case.fail(f"main not up: {self.log()}")
             await pause(reactor, 0.1)
 
@@ -795,7 +798,7 @@ class SignalTests(TwistdTestCase):
 
         started = reactor.seconds()
         while not await answered():
-            if reactor.seconds() - started > 15:
+            if reactor.seconds() - started > START_BOUND:
                 self.fail("no answer over HTTP")
             await pause(reactor, POLL_STEP)
 
@@ -808,7 +811,11 @@ class SignalTests(TwistdTestCase):
         """
         child, base = self.agent()
         await wait_for(
-            reactor, lambda: handles(child.pid, signal.SIGHUP), 10.0, "a handler", 0.002
+            reactor,
+            lambda: handles(child.pid, signal.SIGHUP),
+            START_BOUND,
+            "a handler",
+            0.002,
         )
         child.send_signal(signal.SIGHUP)
         child.send_signal(signal.SIGUSR1)
@@ -851,10 +858,15 @@ class SignalTests(TwistdTestCase):
         """An agent sent `signum` as soon as it handles SIGHUP: its status, its log."""
         child, base = self.agent()
         await wait_for(
-            reactor, lambda: handles(child.pid, signal.SIGHUP), 10.0, "a handler", 0.002
+            reactor,
+            lambda: handles(child.pid, signal.SIGHUP),
+            START_BOUND,
+            "a handler",
+            0.002,
         )
         child.send_signal(signum)
-        await wait_for(reactor, lambda: child.poll() is not None, 10.0, "exit")
+        # It stops once started.
+        await wait_for(reactor, lambda: child.poll() is not None, START_BOUND, "exit")
         return child.returncode, self.log_path.read_text()
 
     async def test_sigusr1_reopens_twistds_log_file(self) -> None:

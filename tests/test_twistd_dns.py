@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tests.fakedns import FakeNameServer
-from tests.polling import pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import ChildProcess, RedisServer, free_port
 from tests.test_twistd import TWISTD, environment
 
@@ -97,7 +97,9 @@ class TwistdNameLookupTests(TestCase):
                     self.fail(f"{name} {key} not {value} within {timeout} s: {state}")
                 await pause(reactor, 0.05)
 
-        await wait_for(reactor, lambda: names.queries["good.test"], 30, "a lookup")
+        await wait_for(
+            reactor, lambda: names.queries["good.test"], START_BOUND, "a lookup"
+        )
         took = await until("good.test", "up", 10.0)
         self.assertLess(took, 3.0)
         for name in DEAD:

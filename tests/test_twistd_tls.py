@@ -15,7 +15,7 @@ import treq
 from twisted.web.client import HTTPConnectionPool
 
 from tests.certs import CertificateFiles, make_certificates
-from tests.polling import pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import RedisServer, free_port
 from tests.test_twistd import TwistdTestCase, reactor
 
@@ -94,7 +94,7 @@ class ClientCertificateAgentTests(TwistdTestCase):
         self.addCleanup(lambda: agent.poll() is None and agent.kill())
 
         instances = await self.until(
-            base, {"right": "up", "none": "down", "stranger": "down"}, 15.0
+            base, {"right": "up", "none": "down", "stranger": "down"}, START_BOUND
         )
         self.assertIsNone(instances["right"]["error"])
         self.assertEqual(
