@@ -154,9 +154,12 @@ class GroupTestCase(TestCase):
         return f"{self.root}/instances/{name}"
 
     def document(self, name: str) -> dict[str, Any] | None:
-        if self.kazoo.exists(self.path(name)) is None:
+        try:
+            data, _ = self.kazoo.get(self.path(name))
+        except NoNodeError:
+            # Asked whether it exists first, it could go in between: a
+            # node changing hands is deleted, then made again.
             return None
-        data, _ = self.kazoo.get(self.path(name))
         document: dict[str, Any] = json.loads(data)
         return document
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import treq
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
 from twisted.internet import reactor as _reactor
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
@@ -214,9 +215,11 @@ class RestartTestCase(TestCase):
         return [self.agent_path, *(self.instance_path(n) for n in NAMES)]
 
     def document(self, path: str) -> tuple[dict[str, Any], Any] | None:
-        if self.kazoo.exists(path) is None:
+        try:
+            data, stat = self.kazoo.get(path)
+        except NoNodeError:
+            # Not asked whether it exists first: it could go in between.
             return None
-        data, stat = self.kazoo.get(path)
         return json.loads(data), stat
 
     def since(self, name: str) -> float | None:
