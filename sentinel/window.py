@@ -9,7 +9,16 @@ writes sent at once (47 KB, at 64 a transaction) took 16 s to go through:
 the ping went unanswered, the connection was dropped and the session
 lost, and each new session's rewrite of every node lost it again, until
 the link healed. So the window follows the time writes take to be
-answered, from their start to their end (their round trip):
+answered (their round trip): from their start to their end, but no
+longer than ZooKeeper took to answer them, from the call's hand-over to
+kazoo until kazoo's thread heard the answer, when the bridge knows it
+(`sentinel.zk.ZooKeeper.round_trip`). The time the agent itself takes
+to send a write or to take its answer is no narrower link: its own CPU
+busy (a member's crash makes each survivor connect to a thousand
+instances new to it, at 3,000 instances) or starved by other work on
+the machine, every write seemed to take a second, the window shrank from
+149 writes to 1, and the crashed member's nodes were made again a few at
+a time, over 20 s instead of at once:
 
 - a write answered later than `TARGET` shrinks it in proportion, once a
   round trip (the writes started before a shrink do not shrink it again):
@@ -55,10 +64,17 @@ class WriteWindow:
         clock: IReactorTime,
         session_timeout: Callable[[], float],
         maximum: int,
+        round_trip: Callable[[], float | None] = lambda: None,
     ) -> None:
+        """
+        @param round_trip: while a write's answer is taken, how long
+            ZooKeeper took to give it, the agent's own delays left out
+            (`sentinel.zk.ZooKeeper.round_trip`), if known.
+        """
         self._clock = clock
         self._session_timeout = session_timeout
         self._maximum = maximum
+        self._round_trip = round_trip
         self.size = float(min(INITIAL, maximum))
         # The round trip of the last write answered alone, if any.
         self.alone: float | None = None
@@ -89,6 +105,10 @@ class WriteWindow:
         """
         started_at, number, first = token
         took = self._clock.seconds() - started_at
+        link = self._round_trip() if answered else None
+        if link is not None:
+            # The link's share only (module docstring).
+            took = min(took, link)
         target = self._target()
         if took > target:
             if started_at >= self._shrunk_at:

@@ -147,7 +147,12 @@ class WriteQueue:
         # meanwhile leaves it to that loop.
         self._draining = False
         self.in_flight = 0
-        self.window = WriteWindow(reactor, lambda: zk.session_timeout, WRITES_IN_FLIGHT)
+        self.window = WriteWindow(
+            reactor,
+            lambda: zk.session_timeout,
+            WRITES_IN_FLIGHT,
+            lambda: zk.round_trip,
+        )
         self._idle: list[Deferred[None]] = []
         self._retry_call: IDelayedCall | None = None
         self.writes = {"ok": 0, "error": 0}

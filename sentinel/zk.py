@@ -557,6 +557,11 @@ class ZooKeeper:
         self._fastest: float | None = None
         self._silence_call: IDelayedCall | None = None
         self.drops = 0
+        # While an answer's callbacks run: how long ZooKeeper took to give
+        # it, from the call's hand-over to kazoo until kazoo's thread heard
+        # it, without the time the reactor thread took to get to it (its
+        # own CPU busy: `sentinel.window`); None otherwise.
+        self.round_trip: float | None = None
         self._dropping = False
         # The next look at kazoo's threads, and when each probe still out
         # was put on its worker's queue (module docstring).
@@ -1301,16 +1306,24 @@ class ZooKeeper:
             )
 
         def linked(result: Any) -> None:
-            # kazoo's worker thread: hand over, nothing else.
+            # kazoo's worker thread: hand over, with the time the answer
+            # came (`round_trip`), nothing else.
+            heard = self._reactor.seconds()
             self._reactor.callFromThread(
-                self._answered, generation, d, result, background
+                self._answered, generation, d, result, background, heard
             )
 
         result.rawlink(linked)
 
     def _answered(
-        self, generation: int, d: Deferred[Any], result: Any, background: bool
+        self,
+        generation: int,
+        d: Deferred[Any],
+        result: Any,
+        background: bool,
+        heard: float | None = None,
     ) -> None:
+        round_trip = None
         if generation == self._generation:
             self._in_flight -= 1
             self._background_in_flight -= background
@@ -1320,9 +1333,15 @@ class ZooKeeper:
                 took = now - sent
                 if self._fastest is None or took < self._fastest:
                     self._fastest = took
+            if sent is not None and heard is not None:
+                round_trip = max(0.0, min(heard, now) - sent)
         # The oldest waiting first: a call its callbacks make queues behind.
         self._hand_over_waiting()
-        _deliver(d, result)
+        self.round_trip = round_trip
+        try:
+            _deliver(d, result)
+        finally:
+            self.round_trip = None
 
     def _hand_over_waiting(self) -> None:
         # The calls that waited for room, writes first, then reads, then

@@ -266,6 +266,8 @@ class FakeZooKeeper:
         # dropped so.
         self.silence: str | None = None
         self.drops = 0
+        # The bridge's own measure of the answer being taken: unknown here.
+        self.round_trip: float | None = None
         self.acl = None
         self.state = STOPPED
         self.state_since = clock.seconds()

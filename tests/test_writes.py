@@ -34,6 +34,8 @@ class Bridge:
     def __init__(self, clock: Clock) -> None:
         self.state = CONNECTED
         self.session_timeout = 10.0
+        # What the bridge says of the answer being taken (`round_trip`).
+        self.round_trip: float | None = None
         self.internal_errors = InternalErrors(clock)
         self.refusing = False
         self.held: list[Deferred[None]] = []
@@ -48,11 +50,18 @@ class Bridge:
         self.held.append(d)
         await d
 
-    def answer(self) -> int:
-        """End every write held now, successfully; return how many."""
+    def answer(self, round_trip: float | None = None) -> int:
+        """
+        End every write held now, successfully, ZooKeeper having taken
+        `round_trip` to answer them, if known; return how many.
+        """
         held, self.held = self.held, []
-        for d in held:
-            d.callback(None)
+        self.round_trip = round_trip
+        try:
+            for d in held:
+                d.callback(None)
+        finally:
+            self.round_trip = None
         return len(held)
 
 
@@ -418,6 +427,25 @@ class WindowTests(SynchronousTestCase):
         self.clock.advance(4.0)
         bridge.answer()
         self.assertEqual(len(bridge.held), 3)
+
+    def test_answers_taken_late_by_a_busy_agent_keep_the_window(self) -> None:
+        """
+        Writes that ZooKeeper answered in 0.01 s, taken by the agent 4 s
+        after they started (its own CPU busy, or starved by other work
+        on the machine), shrink nothing: they grow the window as fast
+        answers do. Taken for a narrow link, a survivor's busy seconds
+        after a member's crash shrank it from 149 to 1, and the crashed
+        member's nodes were made again a few at a time, over 20 s. A
+        link that took the 4 s itself still shrinks it (8 * 1.67 / 4).
+        """
+        for round_trip, then in ((0.01, 2 * window.INITIAL), (4.0, 3)):
+            bridge = Bridge(self.clock)
+            queue, nodes = self.queue(bridge)
+            self.mark(queue, nodes, 100)
+            self.assertEqual(len(bridge.held), window.INITIAL)
+            self.clock.advance(4.0)
+            bridge.answer(round_trip)
+            self.assertEqual(len(bridge.held), then)
 
     def test_fast_answers_grow_the_window(self) -> None:
         """

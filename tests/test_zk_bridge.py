@@ -535,6 +535,30 @@ class BridgeTests(SynchronousTestCase):
         client.answer(1, value=(b"late", None))
         self.clock.run_handed_over()
 
+    def test_round_trip_left_out_the_reactors_delay(self) -> None:
+        """
+        While an answer's callbacks run, `round_trip` says how long
+        ZooKeeper took to give it: from the call's hand-over to kazoo
+        until kazoo's thread heard it (0.2 s), without the time the
+        reactor thread, busy, took to get to it (3 s more); None once
+        they have run, and for a call whose answer the reactor was quick
+        to take, that answer's own.
+        """
+        self.zk.start()
+        client = self.client()
+        self.connect(client)
+        seen: list[float | None] = []
+        for index, (heard, taken) in enumerate(((0.2, 3.0), (0.5, 0.0))):
+            answered = self.zk.get(PATH)
+            answered.addCallback(lambda _: seen.append(self.zk.round_trip))
+            self.clock.advance(heard)
+            client.answer(index, value=(b"data", None))
+            self.clock.advance(taken)
+            self.clock.run_handed_over()
+            self.successResultOf(answered)
+            self.assertIsNone(self.zk.round_trip)
+        self.assertEqual(seen, [0.2, 0.5])
+
     def test_call_while_not_connected_fails_at_once(self) -> None:
         """
         A call made while kazoo is not connected (before the first
