@@ -251,6 +251,12 @@ class Group:
         again by its new observers, from its INFO). An instance whose node
         this agent keeps for its next primary is still checked here
         (`GroupRoles.keeping`), until that one takes the node over.
+
+        The instances this agent becomes the primary of go first: their
+        nodes are another's, or missing since a member crashed, and their
+        writes take the first free write slots, before the rewrites of
+        the nodes it holds already (the write queue puts first what
+        readers miss only among the writes that wait for a slot).
         """
         monitor = self.monitor
         discovered: dict[str, list[str]] = {}
@@ -258,8 +264,15 @@ class Group:
             master = state.instance.discovered_by
             if master is not None and master in names:
                 discovered.setdefault(master, []).append(state.name)
-        for name in sorted(names):
-            observers = self.assignment.observers(name)
+        roles = {name: self.assignment.observers(name) for name in names}
+        me = (self.agent_id,)
+        publishes = self.publishing.publishes
+
+        def later(name: str) -> tuple[bool, str]:
+            return roles[name][:1] != me or publishes(name), name
+
+        for name in sorted(names, key=later):
+            observers = roles[name]
             watched = name in monitor.states
             if self.agent_id in observers and not watched:
                 monitor.add_instance(self.known[name])

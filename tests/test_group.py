@@ -971,6 +971,41 @@ class CrashTests(SynchronousTestCase):
             self.assertIn(document["agent"], ("a", "b"))
             self.assertLessEqual(document["checked_at"], expired_at)
 
+    def test_crashed_members_nodes_written_first(self) -> None:
+        """
+        A survivor writes the nodes it becomes the primary of, missing
+        since the crash, before it rewrites those it held already (their
+        observers changed too): in the first free write slots, whatever
+        the order of their names.
+        """
+        fleet, gone, share = self.settled()
+        survivor = fleet.members["a"]
+        held = {n for n in NAMES if (fleet.node(n) or {}).get("agent") == "a"}
+        membership = survivor.group.membership
+        apply, viewed = membership._on_view, []
+
+        def applied(view: Any) -> None:
+            # Where the survivor's calls stood when it applied the view.
+            viewed.append(len(survivor.zk.history))
+            apply(view)
+
+        membership._on_view = applied
+        gone.crash()
+        fleet.run(SETTLE + 1.0)
+        taken = {n for n in share if (fleet.node(n) or {}).get("agent") == "a"}
+        self.assertTrue(taken)
+        self.assertEqual(len(viewed), 1)
+        # Each node's first write after the view, in order.
+        written = list(
+            dict.fromkeys(
+                path.rsplit("/", 1)[1]
+                for kind, path in survivor.zk.history[viewed[0] :]
+                if kind in ("create", "set") and path.startswith(f"{ROOT}/instances/")
+            )
+        )
+        self.assertEqual(set(written[: len(taken)]), taken)
+        self.assertTrue(held & set(written[len(taken) :]))
+
     def test_since_kept_when_made_again(self) -> None:
         """
         A node the crashed member was the primary of, made again by its
