@@ -448,7 +448,7 @@ def writes(args: argparse.Namespace) -> None:
         mark("steady again")
         time.sleep(args.window)
         mark("end")
-        stats = [a.get("/debug/stats", timeout=30.0) for a in agents[1:]]
+        stats = _stats_of(agents[1:])
     rows += _write_rows(marks)
     rows += _takeover_rows(nodes, dead_nodes, killed_wall, args.session_timeout)
     rows += [
@@ -459,7 +459,9 @@ def writes(args: argparse.Namespace) -> None:
         (
             "survivors at the end",
             ", ".join(
-                f"{s['instances_up']:,} of {s['instances']:,} observed up"
+                "/debug/stats not answered within 30 s"
+                if s is None
+                else f"{s['instances_up']:,} of {s['instances']:,} observed up"
                 for s in stats
             ),
         ),
@@ -474,6 +476,21 @@ def writes(args: argparse.Namespace) -> None:
             f"{refresh:g} s: {n / refresh:.0f}/s)",
         )
     )
+
+
+def _stats_of(agents: list[Agent]) -> list[dict[str, Any] | None]:
+    """
+    Each agent's /debug/stats, or None if it did not answer within 30 s:
+    on a machine loaded by other work, a survivor too starved to answer
+    lost the whole run's figures.
+    """
+    stats: list[dict[str, Any] | None] = []
+    for agent in agents:
+        try:
+            stats.append(agent.get("/debug/stats", timeout=30.0))
+        except OSError:
+            stats.append(None)
+    return stats
 
 
 def _takeover_rows(
