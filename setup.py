@@ -33,8 +33,9 @@ setup(
         # tls: pyOpenSSL, service_identity and cryptography, for Redis over
         # TLS with verified certificates.
         "twisted[tls]>=24.3",
-        # load_pem_x509_certificates (CA bundles) is new in 39.
-        "cryptography>=39",
+        # load_pem_x509_certificates (CA bundles) is new in 39, and a
+        # certificate's not_valid_after_utc (why a chain did not verify) in 42.
+        "cryptography>=42",
         "txredisapi>=1.6.0",
         "klein>=23.5",
         "attrs>=23.1",
