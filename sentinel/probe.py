@@ -124,6 +124,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.config import RedisInstance
+from sentinel.moves import MoveLog
 from sentinel.observation import Observation, Replication
 from sentinel.pacing import ConnectPacer
 from sentinel.pipelines import InfoReply, Pipelines
@@ -470,6 +471,7 @@ class RedisProbe:
         "_retiring",
         "_renewed",
         "_connect_stage",
+        "_moves",
     )
 
     def __init__(
@@ -530,6 +532,8 @@ class RedisProbe:
         # When the attempt in progress started connecting (None before),
         # and how far it got.
         self._connect_stage = "connect"
+        # What the log said of the name's moves; made at the first.
+        self._moves: MoveLog | None = None
         self._connect_started_at: float | None = None
         # The error of a failed attempt no check has reported yet, and
         # whether the last failure was the agent's own (not to be reported).
@@ -785,17 +789,21 @@ class RedisProbe:
 
     def _resolved(self, address: str) -> Deferred[RedisClientProtocol]:
         self._resolving = False
-        if self.address != address and self.address is not None:
+        previous = self.address
+        if previous is not None and previous != address:
             self._pacer.stalls.left(self._endpoint(), self)
-            # The instance moved (its name's answer changed): said, for an
-            # error now ("connection refused") is the new address's, and
-            # the checks until this connect were the old one's.
-            log.info(
-                "{instance}: {host} now resolves to {address} (was {previous})",
-                instance=self.instance.name,
-                host=self.instance.host,
-                address=address,
-                previous=self.address,
+            if self._moves is None:
+                self._moves = MoveLog()
+        if previous is not None and self._moves is not None:
+            # A move (its name's answer changed) is said, for an error now
+            # ("connection refused") is the new address's, and the checks
+            # until this connect were the old one's.
+            self._moves.resolved(
+                self.instance.name,
+                self.instance.host,
+                address,
+                previous,
+                self._reactor.seconds(),
             )
         self.address = address
         self._queued = True

@@ -1183,6 +1183,19 @@ class ResolveTests(SynchronousTestCase):
         h.reply(b"+PONG\r\n")
         self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
 
+    def connect_each(
+        self, h: Harness, resolver: ManualResolver, answers: list[str]
+    ) -> None:
+        """One check a second, each on a new connection, its lookup answered."""
+        for address in answers:
+            d = h.check()
+            resolver.lookups[-1][1].callback(address)
+            h.accept()
+            h.reply(b"+PONG\r\n")
+            self.successResultOf(d)
+            h.protocol.connectionLost(Failure(ConnectionDone()))
+            h.on_time(1.0)
+
     def test_move_is_said(self) -> None:
         """
         A name that resolves elsewhere at a new connect (the instance
@@ -1194,19 +1207,36 @@ class ResolveTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         resolver = ManualResolver()
         h = Harness(host="redis.example", resolver=resolver)
-        for address in ("10.0.0.7", "10.0.0.7", "10.0.0.8"):
-            d = h.check()
-            resolver.lookups[-1][1].callback(address)
-            h.accept()
-            h.reply(b"+PONG\r\n")
-            self.successResultOf(d)
-            h.protocol.connectionLost(Failure(ConnectionDone()))
-            h.on_time(1.0)
+        self.connect_each(h, resolver, ["10.0.0.7", "10.0.0.7", "10.0.0.8"])
         moves = [formatEvent(e) for e in events if "resolves" in e["log_format"]]
         self.assertEqual(
             moves, ["r1: redis.example now resolves to 10.0.0.8 (was 10.0.0.7)"]
         )
         self.assertEqual(h.reactor.tcpClients[-1][:2], ("10.0.0.8", 6379))
+
+    def test_flapping_name_said_once_a_minute(self) -> None:
+        """
+        A name whose answer flips at every connect says its first move at
+        once, then nothing for a minute; the first connect past the minute
+        says where the instance is checked now and how many moves went
+        unsaid, even when that connect's answer is no move.
+        """
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        resolver = ManualResolver()
+        h = Harness(host="redis.example", resolver=resolver)
+        answers = ["10.0.0.7", "10.0.0.8"] * 30 + ["10.0.0.8"] * 2
+        self.connect_each(h, resolver, answers)
+        moves = [formatEvent(e) for e in events if "resolves" in e["log_format"]]
+        self.assertEqual(
+            moves,
+            [
+                "r1: redis.example now resolves to 10.0.0.8 (was 10.0.0.7)",
+                "r1: redis.example now resolves to 10.0.0.8, after 58 more"
+                " move(s) in the 60 s since the last such line",
+            ],
+        )
 
     def test_close_cancels_only_its_wait(self) -> None:
         """Closing the probe while it resolves cancels its own wait."""
