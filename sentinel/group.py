@@ -43,8 +43,10 @@ from sentinel.config import RedisInstance, ZooKeeperConfig
 from sentinel.listing import DOCUMENTS_PER_SLICE, NameIndex, PageQuery
 from sentinel.membership import SETTLE, Membership, View
 from sentinel.monitor import Monitor, Settings
+from sentinel.observation import Replication
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.streaming import Slices
+from sentinel.verdict import opinion_in
 
 log = Logger()
 
@@ -135,6 +137,7 @@ class Group:
         self.publishing.contested = self._contested
         self.publishing.voting = self._voting
         self.publishing.on_handed_over = self._handed_over
+        self.publishing.on_taken_over = self._taken_over
         # While a reload's changes are applied (`_known_changed`): the views
         # applied meanwhile, logged once its own moves are done.
         self._reloading: list[tuple[View, frozenset[str], set[str]]] | None = None
@@ -295,6 +298,44 @@ class Group:
         self._handed.add(name)
         if self._handed_call is None or not self._handed_call.active():
             self._handed_call = self._reactor.callLater(0, self._move_handed)
+
+    def _taken_over(self, name: str, previous: Mapping[str, Any]) -> None:
+        """
+        This agent takes `name`'s node over, which says `previous` (its
+        previous primary's verdict). With one replica, a fresh one is the
+        status this agent's checks go on from (`InstanceHealth.inherit`):
+        a takeover is no news of the instance, and the first check of a
+        new primary busy taking hundreds over (a connect timed out on its
+        own CPU) published healthy instances down until `rise` checks
+        later. A dead one goes down within `fall` checks, as it would have
+        under its previous primary. With more replicas the verdict comes
+        from the observers' opinions, and one observer's first check is
+        one opinion of the quorum.
+
+        Fresh: checked within `refresh` plus the health's `stale_after`
+        (one interval more than the longer of `rise` and `fall` take) of
+        now, on the previous primary's clock. A live primary rewrites an
+        unchanged node at least every `refresh`, with the check it made
+        last; one older than that was not, and its writer had stopped
+        checking (frozen, gone, or its writes failing for longer than its
+        own hysteresis would take to notice anything): no evidence of now.
+        The first check then decides, as it does for a node made anew.
+        """
+        state = self.monitor.states.get(name)
+        said = opinion_in(previous)
+        if self.replicas > 1 or state is None or said is None:
+            return
+        fresh_for = self.publisher.refresh + state.health.stale_after
+        now = self._reactor.seconds()
+        if said.checked_at is None or abs(now - said.checked_at) > fresh_for:
+            return
+        replication = Replication(
+            role=said.role,
+            master_host=said.master_host,
+            master_port=said.master_port,
+            master_link_status=said.master_link_status,
+        )
+        self.monitor.inherit(name, said.status, said.ready, replication)
 
     def _move_handed(self) -> None:
         names, self._handed = self._handed, set()

@@ -18,6 +18,14 @@ to the new schedule, on which the next check comes. The deadline is on the
 reactor's clock, the wall clock; a step of it, which misses no check, moves
 the deadline with it (`clock_stepped`, from `sentinel.clocksteps`).
 
+A status can also be inherited (`inherit`): the verdict an instance's
+previous primary published, fresh, taken over with its node in a group.
+A takeover is no news of the instance, so that verdict, not this agent's
+first check, is where its rise/fall starts: one failed check (the new
+primary busy connecting hundreds of instances at once, say) published a
+healthy instance down, and readers dropped it until `rise` checks later.
+A dead instance still goes down within `fall` checks of the new primary.
+
 Role fields come from the last INFO replication and are cleared when the
 instance goes down, so that nobody reads a stale role; when one known
 role follows another, `role_changed_at` says when. Why that INFO left
@@ -173,6 +181,46 @@ class InstanceHealth:
                 self.since = since
         elif since > self.since:
             self.since = checked_at
+
+    def inherit(
+        self, status: str, ready: bool, replication: Replication, now: float
+    ) -> Transition | None:
+        """
+        Take `status` (with `ready` and the role, if up) as the status
+        this agent's own checks go on from: what the instance's previous
+        primary decided, fresh (`sentinel.group` judges that). Return the
+        `Transition` if the status changed.
+
+        Before any check, the status is set as the previous verdict says,
+        and the checks that follow move it by `rise` and `fall` only, as
+        if this agent had been checking all along. After checks of its
+        own that are fewer than the `fall` (or `rise`) that would have
+        moved the previous verdict, their status, decided directly by the
+        first of them, gives way to it: replayed from it, they change
+        nothing. Checks of its own that agree, or that are that many, or
+        a history gone stale (the next check decides anew) keep theirs.
+        Either way the status is taken as decided directly (`changes`):
+        the node's ``since`` stays (`keep_since`).
+        """
+        old_status = self.status
+        if old_status is not None:
+            needed = self.fall if status == UP else self.rise
+            if old_status == status or self.checks >= needed or now > self.stale_at:
+                return None
+        else:
+            # Lapses as a history of its own would, if no check follows.
+            self.stale_at = now + self.stale_after
+        self.status = status
+        self.since = now
+        self.changes = 1
+        self.draining = False
+        if status == UP:
+            self.ready = ready
+            self.replication = replication
+        else:
+            self.ready = False
+            self.replication = _UNKNOWN_ROLE
+        return Transition(status_changed=True, old_status=old_status, new_status=status)
 
     def observe(self, observation: Observation, now: float) -> Transition | None:
         """

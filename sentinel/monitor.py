@@ -289,6 +289,41 @@ class Monitor(Service):
         state.instance = instance
         self._publisher.relabel(state)
 
+    def inherit(
+        self, name: str, status: str, ready: bool, replication: Replication
+    ) -> None:
+        """
+        Go on from the status an instance's previous primary published,
+        fresh (`InstanceHealth.inherit`; `sentinel.group` decides when):
+        its next check reads INFO, as a first one does, and a status that
+        changed is published as after a check.
+        """
+        state = self.states.get(name)
+        if state is None:
+            return
+        transition = state.health.inherit(
+            status, ready, replication, self._clock.seconds()
+        )
+        if transition is None:
+            return
+        self._count(transition)
+        state.checks_since_info = self.settings.info_every
+        if transition.old_status is None:
+            # Never checked here: its node says that status already, and
+            # the first check publishes what it makes of it.
+            return
+        log.info(
+            "{instance} is {status} again, as its previous primary said: "
+            "{checks} check(s) of this agent's own make no rise or fall of it",
+            instance=name,
+            status=status,
+            checks=state.health.checks,
+        )
+        try:
+            self._publisher.publish(state, transition)
+        except Exception:
+            self.internal_errors.record("publishing", name, Failure())
+
     def change_instances(
         self,
         removed: Sequence[str],
@@ -540,6 +575,14 @@ class Monitor(Service):
         if self.running and self.states.get(state.name) is state:
             self._record(state, _internal_error(failure), state.started_at, now)
 
+    def _count(self, transition: Transition) -> None:
+        """The instances up and decided, after `transition`."""
+        if transition.status_changed:
+            self.instances_up += (transition.new_status == UP) - (
+                transition.old_status == UP
+            )
+            self.instances_decided += transition.old_status is None
+
     def _record(
         self,
         state: InstanceState,
@@ -558,11 +601,7 @@ class Monitor(Service):
             state.checks_since_info += 1
         transition = health.observe(observation, now)
         if transition is not None:
-            if transition.status_changed:
-                self.instances_up += (transition.new_status == UP) - (
-                    transition.old_status == UP
-                )
-                self.instances_decided += transition.old_status is None
+            self._count(transition)
             _log_transition(state, transition)
         if transition is not None or replication is not None:
             state.master = self._master_of(state)

@@ -151,7 +151,9 @@ class ZooKeeperPublisher(Service):
         takeovers = Takeovers(
             reactor, zk, nodes, queue, holders, self, agent_id, self.remove,
             lambda name: self._roles.contested(name),
-            lambda name: self._roles.handed_over(name), self.discovery,
+            lambda name: self._roles.handed_over(name),
+            lambda name, previous: self._roles.on_taken_over(name, previous),
+            self.discovery,
         )  # fmt: skip
         roles = GroupRoles(
             reactor, root, agent_id, nodes, queue, holders, opinions, takeovers,

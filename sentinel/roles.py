@@ -97,6 +97,11 @@ class GroupRoles:
         # Told of an instance this agent kept for its next primary once that
         # one has its node: the group checks it no more.
         self.on_handed_over: Callable[[str], None] = lambda name: None
+        # Told of the verdict a node said when this agent takes it over,
+        # before it writes its own (the group sets it).
+        self.on_taken_over: Callable[[str, dict[str, Any]], None] = (
+            lambda name, previous: None
+        )
         self.following: Following | None = None
         self._token = os.urandom(4).hex()
         # This agent's catalog as published: its digest and size.

@@ -5,7 +5,9 @@ section 8, "Groups"), seen from both ends.
 The new primary takes the node over in one ZooKeeper transaction (a delete
 at the version it read, then a create), so that readers never find it
 missing, and keeps the previous agent's verdict as its own until it has
-one (`take_over`). While it holds the node it watches it: another agent
+one (`take_over`); with one replica, its checks go on from that verdict,
+if fresh: a rise or fall of theirs, not the first of them, changes it
+(`sentinel.group`). While it holds the node it watches it: another agent
 taking it over is noticed at once, not at the next write
 (`check_still_ours`). A node taken from an agent that still thinks itself
 primary is left to the taker for `YIELD_SECONDS`, within which their views
@@ -100,6 +102,7 @@ class Takeovers:
         remove: Callable[[str], None],
         contested: Callable[[str], bool],
         handed_over: Callable[[str], None],
+        inherit: Callable[[str, dict[str, Any]], None],
         discovery: Discovery | None = None,
     ) -> None:
         """
@@ -107,6 +110,8 @@ class Takeovers:
             an instance's node over now (`sentinel.group`).
         @param handed_over: told of an instance whose node, kept for its
             new primary, is another's now (`sentinel.roles`).
+        @param inherit: told of the verdict a node said when this agent
+            takes it over, before it writes its own (`sentinel.group`).
         @param discovery: the members' side, when members are published.
         """
         self._reactor = reactor
@@ -119,6 +124,7 @@ class Takeovers:
         self._remove = remove
         self._contested = contested
         self._handed_over = handed_over
+        self._inherit = inherit
         self._discovery = discovery
         self.takeovers = 0
         self.handoffs = 0
@@ -204,6 +210,9 @@ class Takeovers:
         node.previous = previous
         node.kept = said_since(previous)
         node.said_checked_at = said_checked_at(previous)
+        # Before our document is built: the status our checks go on from
+        # is what the node said (a takeover is no news of the instance).
+        self._inherit(node.name, previous)
         data = node.data() or encode({**previous, "agent": self._agent_id})
         try:
             await self._queue.counted(

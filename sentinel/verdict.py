@@ -123,6 +123,14 @@ def parse_opinion(data: bytes) -> Opinion | None:
         return None
     if not isinstance(document, dict):
         return None
+    return opinion_in(document)
+
+
+def opinion_in(document: Mapping[str, Any]) -> Opinion | None:
+    """
+    What a parsed opinion or instance document says of the instance, or
+    None if it says no status we can read (anyone may write either).
+    """
     status = document.get("status")
     if status not in (UP, DOWN):
         return None

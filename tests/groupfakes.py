@@ -52,6 +52,8 @@ class Member:
         discover_replicas: bool = False,
         handoff: SessionHandoff | None = None,
         refresh: float = REFRESH,
+        rise: int = 1,
+        fall: int = 1,
     ) -> None:
         self.clock = clock
         self.agent_id = agent_id
@@ -87,7 +89,7 @@ class Member:
             handoff=handoff,
         )
         settings = Settings(
-            interval=INTERVAL, timeout=0.5, rise=1, fall=1, info_every=1000
+            interval=INTERVAL, timeout=0.5, rise=rise, fall=fall, info_every=1000
         )
         self.monitor = Monitor(
             clock, settings, probe_for, self.publisher, PendingTracker()

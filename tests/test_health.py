@@ -384,3 +384,81 @@ class StaleHistoryTests(SynchronousTestCase):
         health.observe(OK, 0.0)
         self.assertIsNone(health.observe(BAD, 4.0))
         self.assertEqual(health.status, UP)
+
+
+class InheritTests(SynchronousTestCase):
+    """
+    A previous primary's fresh verdict is where rise/fall starts, whether
+    it comes before this agent's first check or after a few of them.
+    """
+
+    ROLE = Replication(role="master")
+
+    def assert_moved_by_the_last(
+        self, health: InstanceHealth, observation: Observation, times: list[float]
+    ) -> None:
+        """`observation` at each of `times` changes the status at the last alone."""
+        before = health.status
+        for at in times[:-1]:
+            self.assertIsNone(health.observe(observation, at))
+            self.assertEqual(health.status, before)
+        transition = health.observe(observation, times[-1])
+        assert transition is not None
+        self.assertEqual(transition.new_status, UP if observation.ok else DOWN)
+
+    def test_before_any_check_up_needs_fall(self) -> None:
+        """Inherited up: `fall` - 1 failures keep it up, the `fall`-th not."""
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        transition = health.inherit(UP, True, self.ROLE, 100.0)
+        assert transition is not None
+        self.assertEqual((transition.old_status, transition.new_status), (None, UP))
+        self.assertEqual((health.ready, health.replication.role), (True, "master"))
+        self.assert_moved_by_the_last(health, BAD, [101.0, 102.0, 103.0])
+
+    def test_before_any_check_down_needs_rise(self) -> None:
+        """Inherited down: one success keeps it down, the `rise`-th not."""
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        health.inherit(DOWN, True, self.ROLE, 100.0)
+        self.assertEqual((health.ready, health.replication.role), (False, None))
+        self.assert_moved_by_the_last(health, OK, [101.0, 102.0])
+
+    def test_after_fewer_checks_than_fall(self) -> None:
+        """
+        Down by one failed check of its own (decided directly), up
+        inherited: up again, with that failure counted towards `fall`.
+        """
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        health.observe(BAD, 100.0)
+        transition = health.inherit(UP, True, self.ROLE, 100.5)
+        assert transition is not None
+        self.assertEqual((transition.old_status, transition.new_status), (DOWN, UP))
+        self.assertEqual((health.since, health.changes), (100.5, 1))
+        self.assert_moved_by_the_last(health, BAD, [101.0, 102.0])
+
+    def test_own_checks_that_agree_or_suffice_stay(self) -> None:
+        """
+        Checks of its own that say the same, that are as many as the
+        hysteresis would need, or whose history went stale, are kept.
+        """
+        agreeing = InstanceHealth(rise=2, fall=3, interval=1.0)
+        agreeing.observe(OK, 100.0)
+        self.assertIsNone(agreeing.inherit(UP, False, self.ROLE, 100.5))
+        self.assertTrue(agreeing.ready)
+        enough = InstanceHealth(rise=2, fall=3, interval=1.0)
+        for at in (100.0, 101.0, 102.0):
+            enough.observe(BAD, at)
+        self.assertIsNone(enough.inherit(UP, True, self.ROLE, 102.5))
+        self.assertEqual(enough.status, DOWN)
+        stale = InstanceHealth(rise=2, fall=3, interval=1.0)
+        stale.observe(BAD, 100.0)
+        self.assertIsNone(stale.inherit(UP, True, self.ROLE, 100.0 + 5.0))
+        self.assertEqual(stale.status, DOWN)
+
+    def test_inherited_lapses_without_checks(self) -> None:
+        """No check within `stale_after` of it: the next one decides anew."""
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        health.inherit(UP, True, self.ROLE, 100.0)
+        self.assertFalse(health.current(100.0 + health.stale_after + 0.1))
+        transition = health.observe(BAD, 100.0 + health.stale_after + 0.1)
+        assert transition is not None
+        self.assertEqual(transition.new_status, DOWN)
