@@ -175,6 +175,63 @@ class FreshVerdictTests(SynchronousTestCase):
             self.assertEqual((document["agent"], document["status"]), ("d", "up"))
 
 
+class LeaveTests(SynchronousTestCase):
+    """A member leaving: the one that takes its share over goes on likewise."""
+
+    def test_one_failed_first_check_publishes_nothing_down(self) -> None:
+        """
+        "a" and "d" share every instance, up; d stops for good (it leaves
+        the group and hands its nodes over), and a's first check of each
+        instance it takes fails: no node ever says down, and each is a's.
+        """
+        scene = Scene(a_sees=UP, d_sees=UP)
+        scene.run(SETTLE + 2 * INTERVAL)
+        share = scene.moved()
+        self.assertTrue(share)
+        a = scene.fleet.members["a"]
+        for name in share:
+            a.see(name, DOWN)
+        # Its probes of them from before d joined: new ones come with them.
+        old = {name: a.probes[name] for name in share}
+        stopped = scene.d.stop()
+        for _ in range(round((SETTLE + 4 * INTERVAL) / STEP)):
+            scene.run(STEP)
+            for name in share:
+                if a.probes[name] is not old[name] and a.probes[name].checks:
+                    a.see(name, UP)
+        self.successResultOf(stopped)
+        for name in share:
+            self.assertIsNot(a.probes[name], old[name])
+            self.assertGreater(a.probes[name].checks, 1)
+            self.assertEqual(
+                [s for _, s in scene.statuses[name] if s != "up"], [], name
+            )
+            self.assertEqual((scene.fleet.node(name) or {})["agent"], "a")
+
+
+class TwoReplicasTests(SynchronousTestCase):
+    """
+    With two replicas and the default quorum (2), the verdict comes from
+    the observers' opinions, and none is inherited: a joining member's
+    first failed check is one down opinion, which the quorum outvotes.
+    """
+
+    def test_one_failed_first_check_publishes_nothing_down(self) -> None:
+        """
+        Every instance up under "a"; "d" joins (an observer of each, the
+        primary of some), and its first check of each fails: no node ever
+        says down.
+        """
+        scene = Scene(a_sees=UP, d_sees=DOWN, replicas=2)
+        scene.run(SETTLE + 4 * INTERVAL, d_sees_after_first=UP)
+        self.assertTrue(scene.moved())
+        self.assertEqual(set(scene.first_check), set(NAMES))
+        for name in NAMES:
+            self.assertIsNone(scene.changed_to(name, "down"), name)
+        for name in scene.moved():
+            self.assertEqual((scene.fleet.node(name) or {})["agent"], "d")
+
+
 class LoneTakeoverTests(SynchronousTestCase):
     """
     A lone member's node held by another session that says up (a previous
