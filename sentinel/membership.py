@@ -39,8 +39,8 @@ the group had two primaries for its instances). Of several catalogs in
 one name, the one held by the session of ``{root}/agents/{agent_id}`` is
 chosen whenever the candidates change, and a catalog read is left out
 (named likewise, and asked about again at each listing) while another
-live session holds that node; an agent with no live agent node (starting,
-or gone) is taken at its word. So is a member
+live session holds that node, or while no session holds it (a catalog
+alone is no agent's: asked about again after `RETRY_DELAY`). So is a member
 whose catalog ZooKeeper would not give (no access to it, a timeout, a
 lost connection): the view is partial meanwhile, and the read is tried
 again after `RETRY_DELAY`, twice as long after each failure in a row.
@@ -706,12 +706,24 @@ class Membership:
     async def _foreign(self, agent: str, owner: int) -> str | None:
         """
         Why a catalog in `agent`'s name held by the session `owner` is not
-        that agent's, or None: another live session holds its agent node
-        (an agent without one, starting or gone, is taken at its word).
+        that agent's, or None: another live session holds its agent node,
+        or none does. An agent writes its agent node before its catalog,
+        and both go with its session, so a catalog with none beside it is
+        no agent's: any client may write one, and taken at its word it
+        made a member that never checks, its share of the instances
+        unchecked and unpublished, every /healthz 200. Such a catalog is
+        asked about again soon (`_retry`: no listing says when an agent
+        node comes), less often while it stays alone.
         """
         session = await self._agent_session(agent)
-        if session is None or session == owner:
+        if session == owner:
             return None
+        if session is None:
+            self._unread.add(agent)
+            return (
+                f"held by session {owner:#x}, while no session holds its "
+                f"agent node {self.root}/agents/{agent}: no agent's"
+            )
         return (
             f"held by session {owner:#x}, not by the session of its agent "
             f"node ({session:#x})"

@@ -1211,7 +1211,13 @@ class CatalogSquatterTests(SynchronousTestCase):
         self.fleet.run(2.0)
 
     def ghost(self, names: list[str], owner: int = 0) -> None:
-        """A catalog with no agent behind it, valid in every other way."""
+        """
+        A catalog with no agent behind it, valid in every other way; held
+        by `owner`, with an agent node of that session (0: persistent, and
+        no agent node).
+        """
+        if owner:
+            self.fleet.server.put(f"{ROOT}/agents/ghost", b"{}", owner)
         digest, parts = catalog_parts(Catalog(frozenset(names), 1, 1))
         for index, part in enumerate(parts):
             name = catalog_node_name("ghost", digest, "0000", index, len(parts))
@@ -1230,6 +1236,14 @@ class CatalogSquatterTests(SynchronousTestCase):
         before = self.shares()
         self.ghost(NAMES)
         self.fleet.run(2.0)
+        self.assert_ghost_left_out(before, "a persistent node")
+        self.flushLoggedErrors()
+
+    def assert_ghost_left_out(self, before: dict[str, set[str]], why: str) -> None:
+        """
+        Nothing moved to the ghost since the shares were `before`: every
+        instance is published, no view counts it, every /healthz names it.
+        """
         self.assertEqual(self.shares(), before)
         for name in NAMES:
             self.assertIsNotNone(self.fleet.node(name), name)
@@ -1237,8 +1251,7 @@ class CatalogSquatterTests(SynchronousTestCase):
             self.assertNotIn("ghost", member.group.membership.view)
             reason = member.group.unhealthy_reason() or ""
             self.assertIn("the catalog of agent ghost cannot be read", reason)
-            self.assertIn("a persistent node", reason)
-        self.flushLoggedErrors()
+            self.assertIn(why, reason)
 
     def test_catalog_named_with_another_digit_ignored(self) -> None:
         """
@@ -1365,19 +1378,50 @@ class CatalogSquatterTests(SynchronousTestCase):
 
     def test_catalog_in_a_members_name_before_it_starts(self) -> None:
         """
-        A catalog in the name of an agent not started yet is taken at its
-        word (no session holds that agent's node); once the agent starts,
-        its own catalog is its, in every member's view.
+        A catalog in the name of an agent not started yet (no session
+        holds that agent's node) is no agent's: left out, and named in
+        /healthz; once the agent starts, its own catalog is its, in every
+        member's view, and /healthz passes.
         """
         self.squat_catalog("c")
         self.fleet.run(2.0)
-        self.assertEqual(
-            self.fleet.members["a"].group.membership.view["c"].names,
-            frozenset(["nothing-0"]),
+        membership = self.fleet.members["a"].group.membership
+        self.assertNotIn("c", membership.view)
+        self.assertIn(
+            "while no session holds its agent node /sentinel/agents/c",
+            self.fleet.members["a"].group.unhealthy_reason() or "",
         )
         self.fleet.add("c", NAMES).start()
         self.fleet.run(3.0)
         self.assert_one_view("abc")
+        self.assertIsNone(self.fleet.members["a"].group.unhealthy_reason())
+        self.flushLoggedErrors()
+
+    def test_catalog_without_agent_node_observes_nothing(self) -> None:
+        """
+        A client's ephemeral catalog listing every instance, with no agent
+        node beside it (a member that would never check), takes nothing:
+        every instance is still checked and published by the agents, no
+        view counts it, and every member's /healthz names it, while it
+        stays; asked about again later, less often each time, and in once
+        an agent node of its session comes.
+        """
+        before = self.shares()
+        digest, parts = catalog_parts(Catalog(frozenset(NAMES), 1, 1))
+        name = catalog_node_name("ghost", digest, "0000", 0, 1)
+        self.fleet.server.put(f"{ROOT}/catalogs/{name}", parts[0], 0x9999)
+        self.fleet.run(SETTLE + 3.0)
+        self.assert_ghost_left_out(before, "no session holds its agent node")
+        # Asked again after 1, 2, 4... s: a few times a minute at most.
+        membership = self.fleet.members["a"].group.membership
+        listings = membership.listings
+        self.fleet.run(60.0)
+        self.assertLessEqual(membership.listings - listings, 5)
+        self.assertGreaterEqual(membership.listings - listings, 2)
+        self.fleet.server.put(f"{ROOT}/agents/ghost", b"{}", 0x9999)
+        self.fleet.run(30.0 + SETTLE)
+        self.assertIn("ghost", membership.view)
+        self.flushLoggedErrors()
 
     def test_only_catalog_in_a_live_members_name_left_out(self) -> None:
         """
@@ -3201,7 +3245,11 @@ class ManyMembersTests(SynchronousTestCase):
         owner: int = OLD_SESSION,
         **kw: Any,
     ) -> list[str]:
-        """A member's catalog, held by a live session; its nodes' paths."""
+        """
+        A member's catalog, held by a live session beside its agent node;
+        its nodes' paths.
+        """
+        self.fleet.server.put(f"{ROOT}/agents/{agent}", b"{}", owner)
         paths, parts = ghost_catalog(agent, replicas, quorum, **kw)
         for path, part in zip(paths, parts, strict=True):
             self.fleet.server.put(path, part, owner)
@@ -3300,6 +3348,7 @@ class ManyMembersTests(SynchronousTestCase):
             f"{ROOT}/catalogs/{catalog_node_name('junk', '00ff', 'beef', i, 3)}"
             for i in range(3)
         ]
+        self.fleet.server.put(f"{ROOT}/agents/junk", b"{}", OLD_SESSION)
         for path, part in zip(paths, junk, strict=True):
             self.fleet.server.put(path, part, OLD_SESSION)
         self.fleet.run(1.0)
@@ -3328,6 +3377,7 @@ class ManyMembersTests(SynchronousTestCase):
         encoded = json.dumps({"replicas": 1, "quorum": 1, "instances": ["x", 0]})
         digest = catalog_digest(encoded.encode())
         path = f"{ROOT}/catalogs/{catalog_node_name('odd', digest, 'beef', 0, 1)}"
+        self.fleet.server.put(f"{ROOT}/agents/odd", b"{}", OLD_SESSION)
         self.fleet.server.put(path, zlib.compress(encoded.encode()), OLD_SESSION)
         self.fleet.run(1.0)
         membership = self.group.membership
@@ -3408,7 +3458,8 @@ class ManyMembersTests(SynchronousTestCase):
             self.fleet.server.remove(path)
         self.fleet.run(2.0)
         self.assertEqual(len(membership.view), 3)
-        self.assertEqual(restarts.asked - asked, 1)
+        # The near member's agent node and new catalog; nothing of the other.
+        self.assertEqual(restarts.asked - asked, 2)
         self.assertEqual(restarts._tokens["stranger"], frozenset(["cafe"]))
 
     def test_listing_pace_bounded(self) -> None:
@@ -3535,6 +3586,7 @@ class ManyMembersTests(SynchronousTestCase):
         self.patch(membership_module, "deferLater", next_turn)
         catalog = Catalog(frozenset(f"big/{i}" for i in range(1000)), 1, 1)
         digest, parts = catalog_parts(catalog)
+        self.fleet.server.put(f"{ROOT}/agents/big", b"{}", OLD_SESSION)
         for index, part in enumerate(parts):
             name = catalog_node_name("big", digest, "beef", index, len(parts))
             self.fleet.server.put(f"{ROOT}/catalogs/{name}", part, OLD_SESSION)
