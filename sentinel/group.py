@@ -29,7 +29,7 @@ import heapq
 import json
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence, Set
+from collections.abc import Collection, Iterator, Mapping, Sequence, Set
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog
 from sentinel.config import RedisInstance, ZooKeeperConfig
+from sentinel.heartbeats import MemberHeartbeats
 from sentinel.listing import DOCUMENTS_PER_SLICE, NameIndex, PageQuery
 from sentinel.membership import SETTLE, Membership, View
 from sentinel.monitor import Monitor, Settings
@@ -127,7 +128,17 @@ class Group:
             on_restart=lambda agent, created: self.publishing.member_restarted(
                 agent, created
             ),
-            on_gone=lambda agents: self.publishing.members_gone(agents),
+            on_gone=self._members_gone,
+        )
+        # The members primary of an instance this agent knows, by count:
+        # computed again after a change of the view or of the config.
+        self._relied_on: Counter[str] | None = None
+        self.heartbeats = MemberHeartbeats(
+            reactor,
+            publisher.zk,
+            zookeeper.root,
+            zookeeper.heartbeat,
+            self._primaries_elsewhere,
         )
         publisher.compare_clocks_with(lambda: self.membership.view)
         # The publisher's part in the group: what it writes, by role.
@@ -151,6 +162,7 @@ class Group:
     def start(self) -> None:
         """Follow the membership (the publisher starts)."""
         self.membership.start()
+        self.heartbeats.start()
         self._alone_call = self._reactor.callLater(
             self._first_view_wait, self.membership.alone
         )
@@ -158,6 +170,7 @@ class Group:
     def stop(self) -> None:
         """Stop following it (the publisher stops)."""
         self.membership.stop()
+        self.heartbeats.stop()
         for call in (self._alone_call, self._handed_call):
             if call is not None and call.active():
                 call.cancel()
@@ -205,8 +218,24 @@ class Group:
         """
         return self._reactor.seconds() < self._unsettled_until and self._successor(name)
 
+    def _members_gone(self, agents: Collection[str]) -> None:
+        """Members with no catalog listed any more: nothing kept by their ids."""
+        self.heartbeats.forget(agents)
+        self.publishing.members_gone(agents)
+
+    def _primaries_elsewhere(self) -> Counter[str]:
+        """
+        Each other member that is the primary of instances this agent
+        knows, and of how many: the members it relies on to publish them.
+        """
+        if self._relied_on is None:
+            primaries = (top[0][1] for _, top in self.assignment.items() if top)
+            self._relied_on = Counter(a for a in primaries if a != self.agent_id)
+        return self._relied_on
+
     def _view(self, view: View) -> None:
         self._unsettled_until = self._reactor.seconds() + TAKEOVER_WATCH
+        self._relied_on = None
         before = self._members
         changed = self.assignment.update(
             {agent: catalog.names for agent, catalog in view.items()}
@@ -434,6 +463,7 @@ class Group:
 
     def _known_changed(self) -> None:
         changed = self.assignment.set_known(self.known)
+        self._relied_on = None
         catalog = self._catalog()
         self.publishing.set_catalog(catalog)
         # The view this applies is logged after the moves below: logged
@@ -513,6 +543,9 @@ class Group:
                 f"({unreadable[agent]}); it is left out"
                 + (f" (and {more} other member(s)' too)" if more else "")
             )
+        unwritten = self.heartbeats.reason()
+        if unwritten is not None:
+            reasons.append(unwritten)
         failing = self.membership.failing()
         if failing is not None:
             seconds, error = failing

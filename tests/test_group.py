@@ -67,6 +67,7 @@ from tests.groupfakes import (
 )
 from tests.httptest import fetch_json, status_app
 from tests.test_handoff import SyncWorker
+from tests.test_publisher import HEARTBEAT
 
 NAMES = [f"r{i:02d}" for i in range(30)]
 # A previous agent process's session, still alive.
@@ -3854,3 +3855,131 @@ class VerdictSinceTests(SynchronousTestCase):
             self.assertEqual(document["status"], "up")
             self.assertLess(said[name]["since"], joined)
             self.assertEqual(document["since"], said[name]["since"], name)
+
+
+class StaleMemberTests(SynchronousTestCase):
+    """A member whose agent node is not rewritten (`sentinel.heartbeats`)."""
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        for agent in ("a", "b"):
+            self.fleet.add(agent, NAMES).start()
+        self.fleet.run(2.0)
+        # A client's session: an agent node and a catalog in the name
+        # "evil", knowing every instance, and nothing more.
+        self.session = self.fleet.server.open_session()
+        self.fleet.server.put(f"{ROOT}/agents/evil", b"{}", self.session)
+        digest, parts = catalog_parts(Catalog(frozenset(NAMES), 1, 1))
+        name = catalog_node_name("evil", digest, "t1", 0, 1)
+        self.fleet.server.put(f"{ROOT}/catalogs/{name}", parts[0], self.session)
+        self.fleet.run(2.0)
+
+    def reasons(self) -> dict[str, str]:
+        return {
+            agent: member.group.unhealthy_reason() or ""
+            for agent, member in self.fleet.members.items()
+        }
+
+    def test_member_never_rewriting_reported(self) -> None:
+        """
+        A member whose agent node is never rewritten, primary of some of
+        the instances (which nobody publishes then), is named in every
+        /healthz that relies on it, with how long and how many, once it
+        has missed 3 heartbeats (and one more for the sampling); not
+        before. It only reports: the view still counts it.
+        """
+        a = self.fleet.members["a"].group
+        relied = a._primaries_elsewhere()["evil"]
+        self.assertGreater(relied, 0)
+        self.fleet.run(3 * HEARTBEAT)
+        self.assertEqual(self.reasons(), {"a": "", "b": ""})
+        self.fleet.run(4 * HEARTBEAT)
+        for reason in self.reasons().values():
+            self.assertIn("member evil's agent node /sentinel/agents/evil", reason)
+            self.assertIn("has not been rewritten for", reason)
+        self.assertIn(f"primary of {relied} instance(s)", self.reasons()["a"])
+        self.assertIn("evil", a.membership.view)
+        self.flushLoggedErrors()
+
+    def test_member_rewriting_not_reported(self) -> None:
+        """
+        A member whose agent node is rewritten every heartbeat is never
+        reported, however long it stays (this says nothing of its checks);
+        one that stops is, and one that starts again is not any more.
+        """
+        for _ in range(8):
+            self.fleet.server.put(f"{ROOT}/agents/evil", b"{}", self.session)
+            self.fleet.run(HEARTBEAT)
+        self.assertEqual(self.reasons(), {"a": "", "b": ""})
+        self.fleet.run(6 * HEARTBEAT)
+        self.assertIn("has not been rewritten", self.reasons()["a"])
+        self.fleet.server.put(f"{ROOT}/agents/evil", b"{}", self.session)
+        self.fleet.run(2 * HEARTBEAT)
+        self.assertEqual(self.reasons(), {"a": "", "b": ""})
+        self.flushLoggedErrors()
+
+    def test_member_gone_forgotten(self) -> None:
+        """
+        A member reported that goes (its session ends) is reported no
+        more, and nothing is kept by its id.
+        """
+        self.fleet.run(6 * HEARTBEAT)
+        self.assertIn("has not been rewritten", self.reasons()["a"])
+        self.fleet.server.end_session(self.session)
+        self.fleet.run(HEARTBEAT + 2.0)
+        self.assertEqual(self.reasons(), {"a": "", "b": ""})
+        heartbeats = self.fleet.members["a"].group.heartbeats
+        self.assertNotIn("evil", heartbeats._seen)
+        self.assertNotIn("evil", heartbeats.stale)
+        self.flushLoggedErrors()
+
+    def test_only_primaries_asked_about(self) -> None:
+        """
+        At each heartbeat an agent asks about the agent nodes of the
+        members that are primary of an instance it knows, one ``exists``
+        each: not its own, nor of members that know none of its instances.
+        """
+        digest, parts = catalog_parts(Catalog(frozenset(["elsewhere"]), 1, 1))
+        name = catalog_node_name("stranger", digest, "t1", 0, 1)
+        self.fleet.server.put(f"{ROOT}/agents/stranger", b"{}", self.session)
+        self.fleet.server.put(f"{ROOT}/catalogs/{name}", parts[0], self.session)
+        self.fleet.run(2.0)
+        heartbeats = self.fleet.members["a"].group.heartbeats
+        asked = heartbeats.asked
+        self.fleet.run(5 * HEARTBEAT)
+        self.assertEqual(heartbeats.asked - asked, 2 * 5)
+        self.assertEqual(set(heartbeats._seen), {"b", "evil"})
+        self.flushLoggedErrors()
+
+    def test_member_with_a_longer_heartbeat_judged_by_its_own(self) -> None:
+        """
+        A member whose agent node is rewritten every 60 s (its heartbeat
+        set so), more than 4 of this agent's heartbeats, is judged by its
+        own once its node's history shows it: not reported between its
+        writes, reported once it misses 3 of them.
+        """
+        for _ in range(3):
+            self.fleet.run(6 * HEARTBEAT)
+            self.fleet.server.put(f"{ROOT}/agents/evil", b"{}", self.session)
+        for _ in range(3):
+            self.fleet.run(6 * HEARTBEAT)
+            self.assertEqual(self.reasons()["a"], "")
+            self.fleet.server.put(f"{ROOT}/agents/evil", b"{}", self.session)
+        self.fleet.run(18 * HEARTBEAT)
+        self.assertEqual(self.reasons()["a"], "")
+        self.fleet.run(3 * HEARTBEAT)
+        self.assertIn("its heartbeat about 60 s", self.reasons()["a"])
+        self.flushLoggedErrors()
+
+    def test_started_twice_one_loop(self) -> None:
+        """
+        The group started again without a stop between (the publisher's
+        start and stop may repeat) asks once per member and heartbeat,
+        not once per start.
+        """
+        group = self.fleet.members["a"].group
+        group.heartbeats.start()
+        asked = group.heartbeats.asked
+        self.fleet.run(3 * HEARTBEAT)
+        self.assertEqual(group.heartbeats.asked - asked, 2 * 3)
+        self.flushLoggedErrors()
