@@ -18,7 +18,8 @@ redis-servers is stopped (SIGSTOP), and a reader polls
 - what the reader sees at the end: nodes missing, nodes whose data is
   older than three refresh periods (stale), and instances on the stopped
   server that the nodes still say are up;
-- the ``/healthz`` answers of ``a`` and ``b`` (each reason once).
+- the ``/healthz`` answers of ``a`` and ``b`` (each reason once, its
+  figures as N), and the first other than 200 of each, as it was.
 
     .venv/bin/python benchmarks/fakemember.py [--checkout this=.]
         [--replicas 1] [--agent-node none|ephemeral|persistent] [--before]
@@ -185,10 +186,16 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         started.callback(os.kill, stopped.pid, signal.SIGCONT)
         on_stopped = {i.name for i in instances if i.port == stopped.port}
         answers: dict[str, dict[str, int]] = {"a": {}, "b": {}}
+        # The first answer other than 200 of each, as it was, and when.
+        first: dict[str, str] = {}
+        watched = time.monotonic()
         deadline = time.monotonic() + options.watch
         while time.monotonic() < deadline:
             for agent, label in ((a, "a"), (b, "b")):
                 code, body = healthz(agent)
+                if code != 200 and label not in first:
+                    at = time.monotonic() - watched
+                    first[label] = f"after {at:.1f} s: {body[:400]}"
                 # Figures (ages, counts) vary from answer to answer.
                 said = re.sub(r"[0-9.]+", "N", body[:400])
                 key = str(code) if code == 200 else f"{code} {said}"
@@ -227,6 +234,8 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         for label in ("a", "b"):
             for key, count in answers[label].items():
                 rows.append((f"{label}'s /healthz x{count}", key))
+            if label in first:
+                rows.append((f"{label}'s first not 200", first[label]))
         return rows
 
 
