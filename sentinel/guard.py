@@ -32,13 +32,23 @@ agent's catalog at each heartbeat.
 
 Bounded: a node is watched once per create; its deletion is acted on
 only after `REWRITE_AFTER`, so a squatter deleting it in a loop gets at
-most one create of it per `REWRITE_AFTER`, and one log line as often; the
-writes themselves go through the write queue (coalesced per node, in
-flight at most `WRITES_IN_FLIGHT`, failures retried every second).
+most one create of it per `REWRITE_AFTER`; the writes themselves go
+through the write queue (coalesced per node, in flight at most
+`WRITES_IN_FLIGHT`, failures retried every second).
+
+Deletions that keep coming (`LOOP_BURSTS` bursts within `LOOP_WINDOW`)
+are a client deleting our nodes in a loop: readers miss them for
+`REWRITE_AFTER` each time, so /healthz says so (`unhealthy_reason`)
+until a `LOOP_WINDOW` passes without them, and the log says so once
+per `LOOP_LOG_EVERY`, with the count since its last line. Before, a
+client deleting 30 instance nodes every 10 ms for 15 s made readers
+find no node in 31 % of their reads, with two lines logged a second
+and every /healthz 200.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from functools import partial
 from typing import Any
 
@@ -60,6 +70,12 @@ log = Logger(namespace=LOG_NAMESPACE)
 REWRITE_AFTER = 0.5
 # Paths a burst's line names, the first seen (a wipe's are thousands).
 NAMED = 3
+# Bursts of deletions within LOOP_WINDOW seconds that make a loop: a
+# wipe (one burst), or one again a while later, is no loop.
+LOOP_BURSTS = 3
+LOOP_WINDOW = 10.0
+# Seconds between two log lines while a loop goes on.
+LOOP_LOG_EVERY = 60.0
 
 
 class Guard:
@@ -83,6 +99,11 @@ class Guard:
         self._rewrite_call: IDelayedCall | None = None
         # Nodes deleted behind our back and written again, since start.
         self.deleted = 0
+        # The bursts of the last LOOP_WINDOW: when, how many, the first path.
+        self._bursts: deque[tuple[float, int, str]] = deque()
+        # When the last line was logged, and the nodes not logged since.
+        self._logged_at = float("-inf")
+        self._unlogged = 0
 
     def arm(self, node: Node) -> None:
         """Watch `node` for its deletion, if it is ours and not watched yet."""
@@ -190,13 +211,39 @@ class Guard:
                     self._queue.mark(node)
         self.deleted += len(held)
         paths = [gone[node] for node in held]
+        now = self._reactor.seconds()
+        self._bursts.append((now, len(held), paths[0]))
+        if self._looping() and now - self._logged_at < LOOP_LOG_EVERY:
+            self._unlogged += len(held)
+            return
+        unlogged, self._unlogged, self._logged_at = self._unlogged, 0, now
         log.warn(
             "{count} nodes deleted behind the agent's back, written again{wiped}:"
-            " {paths}{more}",
+            " {paths}{more}{since}",
             count=len(held),
             wiped=" (its own node too: every node written again)" if wiped else "",
             paths=", ".join(paths[:NAMED]),
             more=f" and {len(paths) - NAMED} more" if len(paths) > NAMED else "",
+            since=f" ({unlogged} more since the last such line)" if unlogged else "",
+        )
+
+    def _looping(self) -> bool:
+        """Whether deletions keep coming (`LOOP_BURSTS` within `LOOP_WINDOW`)."""
+        bursts = self._bursts
+        while bursts and bursts[0][0] <= self._reactor.seconds() - LOOP_WINDOW:
+            bursts.popleft()
+        return len(bursts) >= LOOP_BURSTS
+
+    def unhealthy_reason(self) -> str | None:
+        """Why /healthz fails on this account: our nodes deleted in a loop."""
+        if not self._looping():
+            return None
+        count = sum(burst[1] for burst in self._bursts)
+        return (
+            f"zookeeper: {count} node(s) of this agent deleted behind its back "
+            f"in the last {LOOP_WINDOW:.0f} s (the last {self._bursts[-1][2]}), "
+            f"each written again {REWRITE_AFTER} s after: readers miss them "
+            "meanwhile"
         )
 
     def _held(self, node: Node, path: str | None) -> bool:

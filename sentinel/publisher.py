@@ -196,7 +196,7 @@ class ZooKeeperPublisher(Service):
         self._report = ZooKeeperReport(
             reactor, zk, nodes, queue, holders, roles, takeovers, members,
             handoff, self, opinions, acls, clock,
-            Lateness(reactor, nodes, queue, refresh),
+            Lateness(reactor, nodes, queue, refresh), guard,
         )  # fmt: skip
 
         self._nodes = nodes

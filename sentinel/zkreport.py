@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sentinel.clockskew import ClockSkew
+from sentinel.guard import Guard
 from sentinel.handoff import SessionHandoff
 from sentinel.holders import Holders
 from sentinel.lateness import Lateness
@@ -73,6 +74,7 @@ class ZooKeeperReport:
         acls: OpenAcls | None,
         clock: ClockSkew,
         lateness: Lateness,
+        guard: Guard,
     ) -> None:
         self._reactor = reactor
         self._zk = zk
@@ -88,6 +90,7 @@ class ZooKeeperReport:
         self._acls = acls
         self._clock = clock
         self._lateness = lateness
+        self._guard = guard
         # When the connection was last lost (or never made yet), kept until
         # it is back: SUSPENDED, then LOST when the client is replaced or
         # the session expires, is one outage, not a new one.
@@ -251,6 +254,8 @@ class ZooKeeperReport:
             reasons.append(f"zookeeper: {failing}: its published status is stale")
         if zk.state == CONNECTED and (behind := self._lateness.unhealthy_reason()):
             reasons.append(behind)
+        if deleted := self._guard.unhealthy_reason():
+            reasons.append(deleted)
         if zk.state == CONNECTED and (unlisted := self._unlisted()):
             reasons.append(f"zookeeper: {unlisted}: readers do not find it")
         if zk.state == CONNECTED and (unconfirmed := self._unconfirmed()):

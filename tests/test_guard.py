@@ -12,7 +12,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.documents import NERVE
-from sentinel.guard import REWRITE_AFTER
+from sentinel.guard import LOOP_BURSTS, LOOP_LOG_EVERY, LOOP_WINDOW, REWRITE_AFTER
 from sentinel.membership import SETTLE
 from tests.groupfakes import Fleet
 from tests.test_discovery import DISCOVERY, DiscoveryHarness
@@ -180,6 +180,54 @@ class GuardTests(PublisherHarness):
         self.assertLessEqual(made, 10 / REWRITE_AFTER + 1)
         self.assertGreater(made, 10 / REWRITE_AFTER / 2)
         self.assertLessEqual(len(self.lines()), 10 / REWRITE_AFTER + 1)
+
+    def delete_in_a_loop(self, node: str, seconds: float) -> None:
+        """Another client deletes `node` every 10 ms for `seconds`."""
+        for _ in range(round(seconds / 0.01)):
+            if node in self.zk.nodes:
+                self.zk.remove(node)
+            self.clock.advance(0.01)
+
+    def test_deletion_loop_fails_healthz(self) -> None:
+        """
+        Our node deleted again and again (LOOP_BURSTS bursts within
+        LOOP_WINDOW) turns /healthz to 503, naming the count and the
+        node, until a LOOP_WINDOW passes without a deletion.
+        """
+        self.published(1)
+        node = path("redis-00")
+        self.delete_in_a_loop(node, 5.0)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn("node(s) of this agent deleted behind its back", reason)
+        self.assertIn(f"(the last {node})", reason)
+        self.delete_in_a_loop(node, 0.0)
+        self.clock.advance(LOOP_WINDOW - 1.0)
+        self.assertIsNotNone(self.publisher.unhealthy_reason())
+        self.clock.advance(1.0)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+
+    def test_one_deletion_keeps_healthz(self) -> None:
+        """
+        A deletion now and then (a wipe, an operator's mistake) is written
+        again and logged, and /healthz stays 200.
+        """
+        names = self.published(3)
+        for name in names[: LOOP_BURSTS - 1]:
+            self.zk.remove(path(name))
+            self.clock.advance(LOOP_WINDOW / LOOP_BURSTS)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(len(self.lines()), LOOP_BURSTS - 1)
+
+    def test_loop_lines_bounded(self) -> None:
+        """
+        A loop of deletions for 5 minutes logs a line per LOOP_LOG_EVERY,
+        each saying how many went unlogged since, not one per burst.
+        """
+        self.published(1)
+        self.delete_in_a_loop(path("redis-00"), 300.0)
+        lines = self.lines()
+        self.assertLessEqual(len(lines), LOOP_BURSTS + 300 / LOOP_LOG_EVERY)
+        self.assertIn("more since the last such line)", lines[-1])
 
 
 class OwnMemberDeleteTests(DiscoveryHarness):

@@ -1,0 +1,291 @@
+"""
+Another client meddling with a live group's nodes in a loop, as readers
+and the agents see it (DESIGN.md section 2.5).
+
+Two agents ``a`` and ``b`` (``twistd -n sentinel``, ``--replicas``,
+default refresh 30 s and heartbeat 10 s) share ``--instances`` instances
+over two real redis-servers, one of them SIGSTOPped once every node is
+written, until its instances are published down. Then a client of the
+same ZooKeeper (kazoo, its own session, no ACLs) does ``--kind`` every
+``--every`` seconds for ``--for`` seconds:
+
+- ``delete``: deletes every ``{root}/instances`` node;
+- ``forge``: writes every instance node over with a document saying
+  ``up``, its agent ``a``;
+- ``catalogs``: creates and deletes a node under ``{root}/catalogs``
+  (the children watch every member keeps), ``--burst`` times a round;
+- ``opinions``: the same under ``{root}/opinions/{first instance}``
+  (its primary's children watch, with replicas 2).
+
+A reader polls every instance node meanwhile (every 0.1 s) and for
+``--after`` seconds once it stops. Printed: the agents' ZooKeeper writes
+a second (``/metrics`` ``sentinel_zk_writes_total``) and CPU, before and
+during; the meddler's operations; what the reader saw (node reads that
+found none, or ``up`` for an instance of the stopped server); how long
+after the meddler stopped every node was back and right; each agent's
+log lines (and those about nodes deleted behind its back) and
+``/healthz`` answers meanwhile.
+
+    .venv/bin/python benchmarks/meddle.py --kind delete [--every 0.01]
+        [--for 15] [--replicas 1] [--checkout this=.]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import tempfile
+import threading
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+from common import (
+    LOOPBACK,
+    Agent,
+    Instance,
+    add_checkout_option,
+    agent_config,
+    checkouts_of,
+    commit_of,
+    load_average,
+    start_redis_servers,
+    start_zookeeper,
+    stop_on_sigterm,
+    table,
+    wait_until,
+)
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NoNodeError
+from squat import healthz, members
+
+ROOT = "/meddle"
+
+
+def main() -> None:
+    """Parse the options, run each checkout `--runs` times, print tables."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--kind", choices=("delete", "forge", "catalogs", "opinions"), required=True
+    )
+    parser.add_argument("--instances", type=int, default=30)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--every", type=float, default=0.01)
+    parser.add_argument("--burst", type=int, default=10)
+    parser.add_argument("--for", dest="duration", type=float, default=15.0)
+    parser.add_argument("--after", type=float, default=40.0)
+    parser.add_argument("--runs", type=int, default=1)
+    add_checkout_option(parser)
+    options = parser.parse_args()
+    stop_on_sigterm()
+    for label, checkout in checkouts_of(parser, options.checkout):
+        for run in range(options.runs):
+            rows = one_run(options, checkout)
+            title = (
+                f"{label} ({commit_of(checkout)}), run {run + 1}: --kind"
+                f" {options.kind} every {options.every} s, replicas"
+                f" {options.replicas}, load {load_average()}"
+            )
+            print(table(rows, title), flush=True)
+
+
+def writes(agent: Agent) -> float:
+    """The agent's ZooKeeper writes so far (every op and outcome)."""
+    url = f"http://{LOOPBACK}:{agent.http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10.0) as response:
+        text = response.read().decode()
+    found = re.findall(r"^sentinel_zk_writes_total\{[^}]*\} (\S+)$", text, re.M)
+    return sum(float(value) for value in found)
+
+
+class Reader:
+    """Polls every instance node: missing reads, wrong ``up`` reads."""
+
+    def __init__(self, client: KazooClient, names: list[str], down: set[str]):
+        self.client = client
+        self.names = names
+        self.down = down
+        self.reads = self.missing = self.wrong = 0
+        self.last_bad = time.monotonic()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            bad = False
+            for name in self.names:
+                self.reads += 1
+                try:
+                    data, _ = self.client.get(f"{ROOT}/instances/{name}")
+                    said = json.loads(data)
+                except (NoNodeError, ValueError):
+                    self.missing += 1
+                    bad = True
+                    continue
+                if name in self.down and said.get("status") == "up":
+                    self.wrong += 1
+                    bad = True
+            if bad:
+                self.last_bad = time.monotonic()
+            time.sleep(0.1)
+
+
+def meddle(client: KazooClient, options: argparse.Namespace, names: list[str]) -> int:
+    """Meddle as `--kind` says for `--for` seconds; how many operations."""
+    done = 0
+    deadline = time.monotonic() + options.duration
+    forged = {
+        name: json.dumps(
+            {"name": name, "status": "up", "ready": True, "agent": "a", "schema": 1}
+        ).encode()
+        for name in names
+    }
+    parent = {
+        "catalogs": f"{ROOT}/catalogs",
+        "opinions": f"{ROOT}/opinions/{names[0]}",
+    }.get(options.kind)
+    while time.monotonic() < deadline:
+        if options.kind == "delete":
+            results = [client.delete_async(f"{ROOT}/instances/{n}") for n in names]
+        elif options.kind == "forge":
+            results = [
+                client.set_async(f"{ROOT}/instances/{n}", forged[n]) for n in names
+            ]
+        else:
+            results = []
+            for i in range(options.burst):
+                path = f"{parent}/meddler-{i}"
+                results.append(client.create_async(path, b"{}", ephemeral=True))
+                results.append(client.delete_async(path))
+        for result in results:
+            try:
+                result.get(timeout=10.0)
+                done += 1
+            except KazooException:
+                pass
+        time.sleep(options.every)
+    return done
+
+
+def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]]:
+    """One group, one meddler: the figures of the module docstring."""
+    with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        zookeeper, reader_client = start_zookeeper(started)
+        servers = start_redis_servers(2, started)
+        instances = [
+            Instance(f"cache-{i}", servers[i % 2].port)
+            for i in range(options.instances)
+        ]
+        names = [i.name for i in instances]
+        agents = []
+        for agent_id in ("a", "b"):
+            agent = Agent(
+                workdir,
+                agent_config(
+                    instances, zookeeper=zookeeper.hosts, zk_root=ROOT,
+                    agent_id=agent_id, zk_settings={"replicas": options.replicas},
+                ),
+                label=agent_id,
+                pythonpath=checkout,
+            )  # fmt: skip
+            started.callback(agent.stop)
+            agent.wait_ready()
+            agents.append(agent)
+        wait_until(lambda: min(map(members, agents)) == 2, 30.0, "a group of two")
+        stopped = servers[1]
+        down = {i.name for i in instances if i.port == stopped.port}
+        os.kill(stopped.pid, signal.SIGSTOP)
+        started.callback(os.kill, stopped.pid, signal.SIGCONT)
+
+        def published_right() -> bool:
+            for name in names:
+                try:
+                    data, _ = reader_client.get(f"{ROOT}/instances/{name}")
+                except NoNodeError:
+                    return False
+                if (json.loads(data)["status"] == "down") != (name in down):
+                    return False
+            return True
+
+        wait_until(published_right, 60.0, "every node written, and right")
+        time.sleep(2.0)
+        before = [(writes(x), x.cpu_seconds()) for x in agents]
+        time.sleep(5.0)
+        quiet = [(writes(x), x.cpu_seconds()) for x in agents]
+        reader = Reader(reader_client, names, down)
+        reader.thread.start()
+        answers: dict[str, dict[str, int]] = {"a": {}, "b": {}}
+        polling = threading.Event()
+
+        def poll() -> None:
+            while not polling.is_set():
+                for agent, label in zip(agents, ("a", "b"), strict=True):
+                    code, body = healthz(agent)
+                    said = re.sub(r"[0-9.]+", "N", body[:300])
+                    key = "200" if code == 200 else f"{code} {said}"
+                    answers[label][key] = answers[label].get(key, 0) + 1
+                time.sleep(0.5)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        meddler = KazooClient(hosts=zookeeper.hosts, timeout=30.0)
+        meddler.start(timeout=10.0)
+        started.callback(meddler.close)
+        started.callback(meddler.stop)
+        began = time.monotonic()
+        done = meddle(meddler, options, names)
+        took = time.monotonic() - began
+        during = [(writes(x), x.cpu_seconds()) for x in agents]
+        meddler.stop()
+        ended = time.monotonic()
+        time.sleep(options.after)
+        reader.stopping.set()
+        reader.thread.join(5.0)
+        polling.set()
+        poller.join(5.0)
+        right = published_right()
+        rows = [("meddler's operations", f"{done:,} in {took:.1f} s")]
+        for i, label in enumerate(("a", "b")):
+            (w0, c0), (w1, c1), (w2, c2) = before[i], quiet[i], during[i]
+            rows.append(
+                (
+                    f"{label}: writes/s, CPU quiet",
+                    f"{(w1 - w0) / 5.0:.1f}/s, {(c1 - c0) / 5.0 * 100:.0f} %",
+                )
+            )
+            rows.append(
+                (
+                    f"{label}: writes/s, CPU meddled",
+                    f"{(w2 - w1) / took:.1f}/s, {(c2 - c1) / took * 100:.0f} %",
+                )
+            )
+        rows += [
+            ("reader's node reads", f"{reader.reads:,}"),
+            ("  found no node", f"{reader.missing:,}"),
+            ("  up, server stopped", f"{reader.wrong:,}"),
+            (
+                "all back and right",
+                f"{max(0.0, reader.last_bad - ended):.1f} s after the meddler"
+                f" stopped (right at the end: {right})",
+            ),
+        ]
+        for agent, label in zip(agents, ("a", "b"), strict=True):
+            log = agent.log.read_text(errors="replace")
+            rows.append(
+                (
+                    f"{label}'s log: lines, of them deletions",
+                    f"{log.count(chr(10)):,}, {log.count('behind the agent'):,}",
+                )
+            )
+            for key, count in answers[label].items():
+                rows.append((f"{label}'s /healthz x{count}", key))
+        return rows
+
+
+if __name__ == "__main__":
+    main()
