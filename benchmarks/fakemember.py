@@ -39,10 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    Agent,
     Instance,
     add_checkout_option,
-    agent_config,
     checkouts_of,
     commit_of,
     load_average,
@@ -54,7 +52,7 @@ from common import (
 )
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
-from squat import healthz, members
+from squat import healthz, members, start_agent
 
 from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
 
@@ -155,20 +153,19 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         started.callback(evil.stop)
         if options.before:
             fake_member(evil, names, options.replicas, options.agent_node)
-        agents = []
-        for agent_id in ("a", "b"):
-            agent = Agent(
+        agents = [
+            start_agent(
+                started,
                 workdir,
-                agent_config(
-                    instances, zookeeper=zookeeper.hosts, zk_root=ROOT,
-                    agent_id=agent_id, zk_settings=settings,
-                ),
-                label=agent_id,
-                pythonpath=checkout,
+                zookeeper.hosts,
+                instances,
+                agent_id,
+                checkout,
+                settings=settings,
+                root=ROOT,
             )  # fmt: skip
-            started.callback(agent.stop)
-            agent.wait_ready()
-            agents.append(agent)
+            for agent_id in ("a", "b")
+        ]
         a, b = agents
         # Three members with the fake one counted, two without.
         wait_until(lambda: min(members(a), members(b)) >= 2, 30.0, "the group")

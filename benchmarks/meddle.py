@@ -49,7 +49,6 @@ from common import (
     Agent,
     Instance,
     add_checkout_option,
-    agent_config,
     checkouts_of,
     commit_of,
     load_average,
@@ -61,7 +60,7 @@ from common import (
 )
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError
-from squat import healthz, members
+from squat import healthz, members, start_agent
 
 ROOT = "/meddle"
 
@@ -182,20 +181,19 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
             for i in range(options.instances)
         ]
         names = [i.name for i in instances]
-        agents = []
-        for agent_id in ("a", "b"):
-            agent = Agent(
+        agents = [
+            start_agent(
+                started,
                 workdir,
-                agent_config(
-                    instances, zookeeper=zookeeper.hosts, zk_root=ROOT,
-                    agent_id=agent_id, zk_settings={"replicas": options.replicas},
-                ),
-                label=agent_id,
-                pythonpath=checkout,
+                zookeeper.hosts,
+                instances,
+                agent_id,
+                checkout,
+                settings={"replicas": options.replicas},
+                root=ROOT,
             )  # fmt: skip
-            started.callback(agent.stop)
-            agent.wait_ready()
-            agents.append(agent)
+            for agent_id in ("a", "b")
+        ]
         wait_until(lambda: min(map(members, agents)) == 2, 30.0, "a group of two")
         stopped = servers[1]
         down = {i.name for i in instances if i.port == stopped.port}

@@ -203,10 +203,11 @@ def start_agent(
     checkout: Path,
     settings: dict[str, float | int] | None = None,
     faked: bool = False,
+    root: str = ROOT,
 ) -> Agent:
     """
-    An agent of the group (replicas 2 unless `settings` say otherwise),
-    answering; `faked`: its clock 30 s behind (libfaketime).
+    An agent of the group on `root` (replicas 2 unless `settings` say
+    otherwise), answering; `faked`: its clock 30 s behind (libfaketime).
     """
     saved = dict(os.environ)
     if faked:
@@ -221,7 +222,7 @@ def start_agent(
             agent_config(
                 instances,
                 zookeeper=hosts,
-                zk_root=ROOT,
+                zk_root=root,
                 agent_id=agent_id,
                 zk_settings=settings or {"replicas": 2},
             ),
