@@ -24,7 +24,8 @@ during; the meddler's operations; what the reader saw (node reads that
 found none, or ``up`` for an instance of the stopped server); how long
 after the meddler stopped every node was back and right; each agent's
 log lines (and those about nodes deleted behind its back) and
-``/healthz`` answers meanwhile.
+``/healthz`` answers meanwhile (each reason once, its figures as N, and
+the first other than 200 as it was).
 
     .venv/bin/python benchmarks/meddle.py --kind delete [--every 0.01]
         [--for 15] [--replicas 1] [--checkout this=.]
@@ -218,12 +219,16 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         reader = Reader(reader_client, names, down)
         reader.thread.start()
         answers: dict[str, dict[str, int]] = {"a": {}, "b": {}}
+        # The first answer other than 200 of each, as it was.
+        first: dict[str, str] = {}
         polling = threading.Event()
 
         def poll() -> None:
             while not polling.is_set():
                 for agent, label in zip(agents, ("a", "b"), strict=True):
                     code, body = healthz(agent)
+                    if code != 200 and label not in first:
+                        first[label] = body[:400]
                     said = re.sub(r"[0-9.]+", "N", body[:300])
                     key = "200" if code == 200 else f"{code} {said}"
                     answers[label][key] = answers[label].get(key, 0) + 1
@@ -282,6 +287,8 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
             )
             for key, count in answers[label].items():
                 rows.append((f"{label}'s /healthz x{count}", key))
+            if label in first:
+                rows.append((f"{label}'s first not 200", first[label]))
         return rows
 
 

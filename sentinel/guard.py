@@ -28,7 +28,12 @@ still looks held.
 
 A write of our node by another client fires no such watch: `overwritten`
 asks (an ``exists`` a node) for the nodes whose writes are rare, this
-agent's catalog at each heartbeat.
+agent's catalog at each heartbeat; the others are found at our next set
+of them, at the version we wrote (`written_over`): written again at once,
+logged, and named in /healthz for `OVERWRITES_WINDOW`. Before, a client
+writing ``up`` over every instance node 1,200 times a second kept the
+instances of a stopped Redis published up, every /healthz 200, and the
+nodes said so until their next refresh after it stopped.
 
 Bounded: a node is watched once per create; its deletion is acted on
 only after `REWRITE_AFTER`, so a squatter deleting it in a loop gets at
@@ -76,6 +81,11 @@ LOOP_BURSTS = 3
 LOOP_WINDOW = 10.0
 # Seconds between two log lines while a loop goes on.
 LOOP_LOG_EVERY = 60.0
+# Seconds /healthz names a write over one of our nodes after it is found:
+# one is found only at our next write of the node (a change, or its
+# refresh, 30 s by default), so a loop of them is found about once a
+# refresh per node.
+OVERWRITES_WINDOW = 60.0
 
 
 class Guard:
@@ -99,11 +109,11 @@ class Guard:
         self._rewrite_call: IDelayedCall | None = None
         # Nodes deleted behind our back and written again, since start.
         self.deleted = 0
-        # The bursts of the last LOOP_WINDOW: when, how many, the first path.
-        self._bursts: deque[tuple[float, int, str]] = deque()
-        # When the last line was logged, and the nodes not logged since.
-        self._logged_at = float("-inf")
-        self._unlogged = 0
+        # Deletions in bursts (a loop is LOOP_BURSTS of them within
+        # LOOP_WINDOW), and writes over our nodes (each one reported).
+        self._deletions = Meddling(reactor, LOOP_WINDOW, LOOP_BURSTS)
+        self._overwrites = Meddling(reactor, OVERWRITES_WINDOW, 1)
+        self.writes_over = 0
 
     def arm(self, node: Node) -> None:
         """Watch `node` for its deletion, if it is ours and not watched yet."""
@@ -211,12 +221,9 @@ class Guard:
                     self._queue.mark(node)
         self.deleted += len(held)
         paths = [gone[node] for node in held]
-        now = self._reactor.seconds()
-        self._bursts.append((now, len(held), paths[0]))
-        if self._looping() and now - self._logged_at < LOOP_LOG_EVERY:
-            self._unlogged += len(held)
+        unlogged = self._deletions.seen(len(held), paths[0])
+        if unlogged is None:
             return
-        unlogged, self._unlogged, self._logged_at = self._unlogged, 0, now
         log.warn(
             "{count} nodes deleted behind the agent's back, written again{wiped}:"
             " {paths}{more}{since}",
@@ -227,24 +234,47 @@ class Guard:
             since=f" ({unlogged} more since the last such line)" if unlogged else "",
         )
 
-    def _looping(self) -> bool:
-        """Whether deletions keep coming (`LOOP_BURSTS` within `LOOP_WINDOW`)."""
-        bursts = self._bursts
-        while bursts and bursts[0][0] <= self._reactor.seconds() - LOOP_WINDOW:
-            bursts.popleft()
-        return len(bursts) >= LOOP_BURSTS
+    def written_over(self, node: Node) -> None:
+        """
+        A set of ours found `node`, still our session's, at another version
+        than we wrote: another client wrote its data (`sentinel.writer`,
+        which writes ours again at once).
+        """
+        self.writes_over += 1
+        unlogged = self._overwrites.seen(1, node.path)
+        if unlogged is not None:
+            log.warn(
+                "{path} was written by another ZooKeeper client since this "
+                "agent wrote it; written again{since}",
+                path=node.path,
+                since=f" ({unlogged} more since the last such line)"
+                if unlogged
+                else "",
+            )
 
     def unhealthy_reason(self) -> str | None:
-        """Why /healthz fails on this account: our nodes deleted in a loop."""
-        if not self._looping():
-            return None
-        count = sum(burst[1] for burst in self._bursts)
-        return (
-            f"zookeeper: {count} node(s) of this agent deleted behind its back "
-            f"in the last {LOOP_WINDOW:.0f} s (the last {self._bursts[-1][2]}), "
-            f"each written again {REWRITE_AFTER} s after: readers miss them "
-            "meanwhile"
-        )
+        """
+        Why /healthz fails on this account: our nodes deleted in a loop,
+        or written by another client lately.
+        """
+        reasons = []
+        if deleted := self._deletions.reported():
+            count, path = deleted
+            reasons.append(
+                f"zookeeper: {count} node(s) of this agent deleted behind its "
+                f"back in the last {LOOP_WINDOW:.0f} s (the last {path}), each "
+                f"written again {REWRITE_AFTER} s after: readers miss them "
+                "meanwhile"
+            )
+        if written := self._overwrites.reported():
+            count, path = written
+            reasons.append(
+                f"zookeeper: {count} node(s) of this agent written by another "
+                f"client in the last {OVERWRITES_WINDOW:.0f} s (the last {path}),"
+                " each found at this agent's next write of it (a change or its"
+                " refresh): readers saw the other client's data until then"
+            )
+        return "; ".join(reasons) or None
 
     def _held(self, node: Node, path: str | None) -> bool:
         """Whether we still hold `node`, at `path` if given, and mean to."""
@@ -267,3 +297,44 @@ class Guard:
         # An opinion's path ends in the instance's name, then our agent id.
         instance, last = node.path.rsplit("/", 2)[-2:]
         return nodes.instances.get(last) is node or nodes.opinions.get(instance) is node
+
+
+class Meddling:
+    """
+    Another client's deletions or writes of our nodes, as this agent
+    finds them: reported while at least `reported_from` were found within
+    the last `window` seconds, and logged once per `LOOP_LOG_EVERY` while
+    they are (`seen`), so that a loop costs neither the log nor memory
+    more than a line a minute and a window's events.
+    """
+
+    def __init__(self, reactor: Any, window: float, reported_from: int) -> None:
+        self._reactor = reactor
+        self._window = window
+        self._reported_from = reported_from
+        # Each time some were found: when, how many, the first path.
+        self._found: deque[tuple[float, int, str]] = deque()
+        self._logged_at = float("-inf")
+        self._unlogged = 0
+
+    def seen(self, count: int, path: str) -> int | None:
+        """
+        Some found (`count`, the first at `path`): None if not to be
+        logged now, else how many went unlogged since the last line.
+        """
+        now = self._reactor.seconds()
+        self._found.append((now, count, path))
+        if self.reported() and now - self._logged_at < LOOP_LOG_EVERY:
+            self._unlogged += count
+            return None
+        unlogged, self._unlogged, self._logged_at = self._unlogged, 0, now
+        return unlogged
+
+    def reported(self) -> tuple[int, str] | None:
+        """How many within the window and the last path, if enough to report."""
+        found = self._found
+        while found and found[0][0] <= self._reactor.seconds() - self._window:
+            found.popleft()
+        if len(found) < self._reported_from:
+            return None
+        return sum(count for _, count, _ in found), found[-1][2]

@@ -110,6 +110,7 @@ class NodeWriter:
         if data is None and not node.takeover:
             # Nothing to say yet (an opinion before the first check).
             return
+        written_over = False
         if node.owned and data is not None:
             try:
                 sent = self._clock.now()
@@ -119,10 +120,11 @@ class NodeWriter:
                     # Every heartbeat: this agent's clock against ZooKeeper's.
                     self._clock.written(stat, sent)
                 return
-            except (NoNodeError, BadVersionError):
+            except (NoNodeError, BadVersionError) as e:
                 # Gone, or written by someone else: ask who holds it now.
                 node.owned = False
                 node.lost = node.takeover
+                written_over = isinstance(e, BadVersionError)
         # Held by another session when last asked, maybe ours on an
         # inherited session, or another agent's that we take over: ask
         # first, a create would only fail.
@@ -160,6 +162,12 @@ class NodeWriter:
             if node.takeover and await self._takeovers.take_over(node):
                 return
             raise HeldElsewhere(stat)
+        if written_over and self._nodes.instances.get(node.name) is node:
+            # An instance node still our session's, at another version
+            # than ours: another client wrote what readers read. (The agent
+            # node's writers in our session are `sentinel.sharing`'s copies
+            # of this process; the catalog is checked at each heartbeat.)
+            self._guard.written_over(node)
         node.owned = True
         node.lost = False
         node.version = stat.version

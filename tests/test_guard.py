@@ -8,11 +8,19 @@ another client is written again under a new name.
 
 from __future__ import annotations
 
+import json
+
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.documents import NERVE
-from sentinel.guard import LOOP_BURSTS, LOOP_LOG_EVERY, LOOP_WINDOW, REWRITE_AFTER
+from sentinel.guard import (
+    LOOP_BURSTS,
+    LOOP_LOG_EVERY,
+    LOOP_WINDOW,
+    OVERWRITES_WINDOW,
+    REWRITE_AFTER,
+)
 from sentinel.membership import SETTLE
 from tests.groupfakes import Fleet
 from tests.test_discovery import DISCOVERY, DiscoveryHarness
@@ -20,6 +28,7 @@ from tests.test_publisher import (
     AGENT_PATH,
     DOWN,
     HEARTBEAT,
+    REFRESH,
     ROOT,
     UP,
     PublisherHarness,
@@ -228,6 +237,68 @@ class GuardTests(PublisherHarness):
         lines = self.lines()
         self.assertLessEqual(len(lines), LOOP_BURSTS + 300 / LOOP_LOG_EVERY)
         self.assertIn("more since the last such line)", lines[-1])
+
+
+class WrittenOverTests(PublisherHarness):
+    """Our nodes' data written by another client, on an in-memory ZooKeeper."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.start()
+        self.check(self.instance("redis-00"), DOWN)
+        self.node = path("redis-00")
+        self.mine = self.zk.document(self.node)
+
+    def forge(self) -> None:
+        """Another client writes ``up`` over the node (our session keeps it)."""
+        forged = json.dumps({"name": "redis-00", "status": "up"}).encode()
+        self.zk.put(self.node, forged, self.zk.session_id)
+
+    def lines(self) -> list[str]:
+        return [
+            formatEvent(e)
+            for e in self.events
+            if "was written by another ZooKeeper client" in formatEvent(e)
+        ]
+
+    def test_written_over_found_and_named(self) -> None:
+        """
+        A write over our instance node is found at our next write of it
+        (its refresh), which writes ours again at once; one line says so,
+        and /healthz names it for OVERWRITES_WINDOW, then passes.
+        """
+        self.forge()
+        self.assertEqual(self.zk.document(self.node)["status"], "up")
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.clock.advance(REFRESH)
+        self.check(self.instance("redis-00"), DOWN)
+        self.assertEqual(self.zk.document(self.node)["status"], "down")
+        self.assertEqual(self.zk.owner(self.node), self.zk.session_id)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn("1 node(s) of this agent written by another client", reason)
+        self.assertIn(f"(the last {self.node})", reason)
+        self.assertEqual(len(self.lines()), 1)
+        self.clock.advance(OVERWRITES_WINDOW)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+
+    def test_forging_loop_lines_bounded(self) -> None:
+        """
+        A client writing over the node every 10 ms for 10 minutes: found
+        at each refresh, logged once a minute with the count since.
+        """
+        for _ in range(600):
+            for _ in range(100):
+                self.forge()
+                self.clock.advance(0.01)
+            self.check(self.instance("redis-00"), DOWN)
+        lines = self.lines()
+        self.assertGreaterEqual(self.publisher._guard.writes_over, 600 / REFRESH - 1)
+        self.assertLessEqual(len(lines), 600 / LOOP_LOG_EVERY + 1)
+        self.assertIn("more since the last such line)", lines[-1])
+        self.assertIsNotNone(self.publisher.unhealthy_reason())
 
 
 class OwnMemberDeleteTests(DiscoveryHarness):
