@@ -122,9 +122,12 @@ class NodeWriter:
                 return
             except (NoNodeError, BadVersionError) as e:
                 # Gone, or written by someone else: ask who holds it now.
+                # At version 0 (just made, or taken over), the previous
+                # primary's set, sent before it heard of the takeover,
+                # lands on our new node (`sentinel.takeover`): no meddler.
+                written_over = isinstance(e, BadVersionError) and node.version > 0
                 node.owned = False
                 node.lost = node.takeover
-                written_over = isinstance(e, BadVersionError)
         # Held by another session when last asked, maybe ours on an
         # inherited session, or another agent's that we take over: ask
         # first, a create would only fail.

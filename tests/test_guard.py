@@ -248,9 +248,11 @@ class WrittenOverTests(PublisherHarness):
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
         self.start()
+        self.check(self.instance("redis-00"), UP)
         self.check(self.instance("redis-00"), DOWN)
         self.node = path("redis-00")
-        self.mine = self.zk.document(self.node)
+        self.assertEqual(self.zk.document(self.node)["status"], "down")
+        self.assertEqual(self.zk.nodes[self.node].version, 1)
 
     def forge(self) -> None:
         """Another client writes ``up`` over the node (our session keeps it)."""
@@ -283,6 +285,22 @@ class WrittenOverTests(PublisherHarness):
         self.assertEqual(len(self.lines()), 1)
         self.clock.advance(OVERWRITES_WINDOW)
         self.assertIsNone(self.publisher.unhealthy_reason())
+
+    def test_written_over_at_version_0_not_named(self) -> None:
+        """
+        A node written over before our second write of it (at version 0:
+        just made or taken over, where the previous primary's last set,
+        sent before it heard of the takeover, lands) is written again as
+        ever, and not named: that is no meddler.
+        """
+        node = path("redis-01")
+        self.check(self.instance("redis-01"), DOWN)
+        self.zk.put(node, b'{"status": "up"}', self.zk.session_id)
+        self.clock.advance(REFRESH)
+        self.check(self.instance("redis-01"), DOWN)
+        self.assertEqual(self.zk.document(node)["status"], "down")
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.lines(), [])
 
     def test_forging_loop_lines_bounded(self) -> None:
         """
