@@ -256,32 +256,47 @@ def health(agent: Agent) -> str:
         return str(e)
 
 
+def start_fleet(
+    args: argparse.Namespace,
+    started: ExitStack,
+    workdir: Path,
+    pythonpath: Path | None = None,
+) -> tuple[ZooKeeperServer, KazooClient, Simulated, list[str], list[Agent]]:
+    """
+    ZooKeeper, the redis-servers, the ``--members`` simulated members
+    (their names), and the ``--agents`` real agents, started at once;
+    ``started`` stops them all.
+    """
+    zookeeper, client = start_zookeeper(started, ManyClientsZooKeeper())
+    for path in (f"{ROOT}/agents", f"{ROOT}/catalogs"):
+        client.ensure_path(path)
+    servers = start_redis_servers(args.servers, started)
+    simulated = Simulated(client, args.instances)
+    names = [f"sim-{i:05d}" for i in range(args.members)]
+    for start in range(0, len(names), 500):
+        simulated.join(names[start : start + 500])
+    agents: list[Agent] = []
+    for a in range(args.agents):
+        instances = [
+            Instance(f"host-{a:04d}-{i}", servers[(a + i) % len(servers)].port)
+            for i in range(args.instances)
+        ]
+        config = agent_config(
+            instances,
+            zookeeper=zookeeper.hosts,
+            zk_root=ROOT,
+            agent_id=f"host-{a:04d}",
+        )
+        agent = Agent(workdir, config, label=f"a{a:04d}", pythonpath=pythonpath)
+        started.callback(agent.stop)
+        agents.append(agent)
+    return zookeeper, client, simulated, names, agents
+
+
 def run(args: argparse.Namespace) -> None:
     with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        zookeeper, client = start_zookeeper(started, ManyClientsZooKeeper())
-        for path in (f"{ROOT}/agents", f"{ROOT}/catalogs"):
-            client.ensure_path(path)
-        servers = start_redis_servers(args.servers, started)
-        simulated = Simulated(client, args.instances)
-        names = [f"sim-{i:05d}" for i in range(args.members)]
-        for start in range(0, len(names), 500):
-            simulated.join(names[start : start + 500])
-        agents: list[Agent] = []
-        for a in range(args.agents):
-            instances = [
-                Instance(f"host-{a:04d}-{i}", servers[(a + i) % len(servers)].port)
-                for i in range(args.instances)
-            ]
-            config = agent_config(
-                instances,
-                zookeeper=zookeeper.hosts,
-                zk_root=ROOT,
-                agent_id=f"host-{a:04d}",
-            )
-            agent = Agent(workdir, config, label=f"a{a:04d}")
-            started.callback(agent.stop)
-            agents.append(agent)
+        zookeeper, _, simulated, names, agents = start_fleet(args, started, workdir)
         for agent in agents:
             agent.wait_ready(timeout=120.0)
         members = set(names) | {f"host-{a:04d}" for a in range(args.agents)}

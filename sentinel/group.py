@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence, Set
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -562,6 +562,16 @@ class Group:
                 " catalog(s));"
                 " members that joined or left since are not seen"
             )
+        behind = self.membership.behind()
+        if behind is not None:
+            seconds, seen, viewed = behind
+            reasons.append(
+                f"group: this agent's view of the membership has been behind"
+                f" ZooKeeper for {seconds:.0f} s ({self.membership.path} at child"
+                f" version {seen}, the view at {viewed}): members that joined or"
+                " left since are not seen, and this agent may assign instances"
+                " unlike the other members"
+            )
         if not self.membership.viewed:
             reasons.append("group: membership not known yet; observing nothing")
         return "; ".join(reasons) or None
@@ -605,6 +615,7 @@ class Group:
             yield b""
         known = len(self.known)
         mine = observing[self.agent_id]
+        behind = self.membership.behind_seconds()
         head = {
             "agent": self.agent_id,
             "replicas": self.replicas,
@@ -618,6 +629,9 @@ class Group:
             "share": mine / known if known else 0.0,
             "unobserved": unobserved,
             "view_changes": self.generation,
+            "view_behind_seconds": None if behind is None else round(behind, 1),
+            "membership_audits": self.membership.audits,
+            "missed_changes": self.membership.missed,
             "moved": self.moved,
             "disagreeing_count": len(disagreement),
         }
@@ -665,7 +679,7 @@ class GroupMetrics(Collector):
     def __init__(self, group: Group) -> None:
         self._group = group
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """The group's gauges, read now."""
         group = self._group
         known = len(group.known)
@@ -689,6 +703,18 @@ class GroupMetrics(Collector):
             "sentinel_group_primary_instances",
             "Instances this agent is the primary of (writes the node of).",
             value=group.publishing.primaries,
+        )
+        behind = group.membership.behind_seconds()
+        yield GaugeMetricFamily(
+            "sentinel_group_view_behind_seconds",
+            "Since how long this agent's view of the membership is known"
+            " behind ZooKeeper's (0 while it is not).",
+            value=0.0 if behind is None else behind,
+        )
+        yield CounterMetricFamily(
+            "sentinel_group_missed_changes",
+            "Changes of the membership no watch told of, found by the audit.",
+            value=group.membership.missed,
         )
         yield GaugeMetricFamily(
             "sentinel_group_share",

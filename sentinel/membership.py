@@ -148,6 +148,17 @@ LISTING_BYTES_PER_SECOND = 20_000
 # time, every member has the new view while a primary still watches the
 # nodes another may take over after a change (`group.TAKEOVER_WATCH`).
 LISTING_PACE_LIMIT = 5.0
+# Seconds between two looks at {root}/catalogs' child version (its
+# ``cversion``, which counts every creation and deletion of a child: one
+# ``exists`` of about 100 bytes), against that of the listing the view
+# came from (`Membership._audit`). A change that neither a watch nor a
+# listing under way accounts for is listed then, and counted (`missed`).
+AUDIT_EVERY = 5.0
+# Seconds the view may be known behind ZooKeeper (an audit saw a child
+# version no view applied since covers) before /healthz says so: past
+# the longest pace, a listing and the settle time, which a change the
+# watch told of waits anyway.
+BEHIND_AFTER = 15.0
 # The names all members' catalogs kept may hold together: ten times the
 # largest fleet DESIGN.md reckons with (100,000 instances), about 100 MB.
 MAX_NAMES_KEPT = 1_000_000
@@ -254,6 +265,19 @@ class Membership:
         self._asked = 0
         # Since when listings have failed in a row (`failing`).
         self._failing_since: float | None = None
+        # The child version of {root}/catalogs in the last listing, and in
+        # the listing the view came from; since when, and up to which
+        # version, an audit found the view behind ZooKeeper; the listing's
+        # listings done when an audit found a change nothing was due to
+        # list (confirmed missed at the next audit, if none was done since).
+        self._listed_version: int | None = None
+        self._viewed_version: int | None = None
+        self._behind: tuple[float, int | None] | None = None
+        self._unannounced: int | None = None  # `listings` then
+        self._audit_call: IDelayedCall | None = None
+        self._auditing = False
+        self.audits = 0
+        self.missed = 0
         zk.add_listener(self._zk_state)
 
     # Lifecycle
@@ -263,14 +287,17 @@ class Membership:
         self.running = self._restarts.running = True
         if self.zk.state == CONNECTED:
             self._list()
+        self._audit_call = self._reactor.callLater(AUDIT_EVERY, self._audit)
 
     def stop(self) -> None:
         """Stop following: nothing more is listed, read or applied."""
         self.running = self._restarts.running = False
-        for call in (self._settle_call, self._retry_call, self._list_call):
+        calls = (self._settle_call, self._retry_call, self._list_call, self._audit_call)
+        for call in calls:
             if call is not None and call.active():
                 call.cancel()
         self._settle_call = self._retry_call = self._list_call = None
+        self._audit_call = None
 
     def set_own(self, own: Catalog) -> None:
         """This agent's catalog changed (a reload): applied at once."""
@@ -460,6 +487,107 @@ class Membership:
         taken = self._reactor.seconds() - self._listed_at
         return (taken, self._asked) if taken >= LISTING_FAILING_AFTER else None
 
+    # Auditing the view against ZooKeeper
+
+    def behind(self) -> tuple[float, int | None, int | None] | None:
+        """
+        For how long the view has been known behind ZooKeeper (an audit
+        saw a child version of {root}/catalogs that no view applied since
+        covers), and the two versions, once that is `BEHIND_AFTER` or
+        more; else None. A view missing a member is an assignment the
+        other members do not compute: instances written twice or by
+        nobody, opinions miscounted.
+        """
+        seconds = self.behind_seconds()
+        if seconds is None or seconds < BEHIND_AFTER:
+            return None
+        assert self._behind is not None
+        return seconds, self._behind[1], self._viewed_version
+
+    def behind_seconds(self) -> float | None:
+        """Since how long the view is known behind ZooKeeper, or None."""
+        if self._behind is None:
+            return None
+        return float(self._reactor.seconds()) - self._behind[0]
+
+    def _audit(self) -> None:
+        """
+        Every `AUDIT_EVERY` seconds: is the view that of ZooKeeper's
+        {root}/catalogs now? One ``exists``, its child version against the
+        listing's. A difference is normal for as long as a change takes
+        to be listed and settle; one that no watch told of (lost, or its
+        listing never scheduled) would have stayed for good, the view
+        short of a member with /healthz at 200 (twice in eleven starts of
+        `benchmarks/perhost.py` at load 80-100): once two audits in a row
+        find nothing under way to list it, it is listed, and counted.
+        """
+        self._audit_call = self._reactor.callLater(AUDIT_EVERY, self._audit)
+        if self._auditing or not self.viewed or self.zk.state != CONNECTED:
+            return
+        self._auditing = True
+        d = self.zk.exists(self.path)
+        d.addCallback(self._audited)
+        # A failed look says nothing of the view (listings say it fails).
+        d.addErrback(lambda _: None)
+        d.addBoth(self._audit_ended)
+
+    def _audit_ended(self, _: object) -> None:
+        self._auditing = False
+
+    def _audited(self, stat: Any) -> None:
+        self.audits += 1
+        version = None if stat is None else stat.cversion
+        if version == self._viewed_version:
+            self._behind = self._unannounced = None
+            return
+        if self._behind is None:
+            self._behind = (self._reactor.seconds(), version)
+        else:
+            self._behind = (self._behind[0], version)
+        if version == self._listed_version or self._listing_due():
+            self._unannounced = None
+            if version == self._listed_version and not self._apply_due():
+                # Listed, and nothing due to apply it: applied now.
+                self._apply()
+            return
+        if self._unannounced != self.listings:
+            # Its watch may be on its way: judged at the next audit.
+            self._unannounced = self.listings
+            return
+        self._unannounced = None
+        self.missed += 1
+        log.warn(
+            "group membership: {path} changed (child version {version}, the"
+            " last listing's {listed}) and no watch said so: listing it again",
+            path=self.path,
+            version=version,
+            listed=self._listed_version,
+        )
+        self._apply_listed = True
+        self._list()
+
+    def _listing_due(self) -> bool:
+        """Whether a listing is under way or due (after a watch, or a failure)."""
+        return self._listing or any(
+            call is not None and call.active()
+            for call in (self._list_call, self._retry_call)
+        )
+
+    def _apply_due(self) -> bool:
+        """Whether a view is due to be applied (settling, or after a listing)."""
+        call = self._settle_call
+        return self._apply_listed or (call is not None and call.active())
+
+    def _caught_up(self) -> None:
+        """The view was applied: no longer behind, if it covers what was seen."""
+        if self._behind is None:
+            return
+        seen, viewed = self._behind[1], self._viewed_version
+        if viewed == seen or (
+            viewed is not None and seen is not None and viewed >= seen
+        ):
+            self._behind = None
+
     def _retry(self, delay: float) -> None:
         """List (and read what is missing) again in `delay` seconds."""
         if self.running and (self._retry_call is None or not self._retry_call.active()):
@@ -467,8 +595,12 @@ class Membership:
 
     async def _read_listing(self, since: float | None) -> None:
         zk = self.zk
+        version: int | None = None
         try:
-            children = await zk.get_children(self.path, watch=self._watch_fired)
+            children, stat = await zk.children_and_stat(
+                self.path, watch=self._watch_fired
+            )
+            version = stat.cversion
         except NoNodeError:
             # Nobody wrote a catalog yet: watch for the directory instead
             # (created meanwhile: its children are listed, and watched).
@@ -547,10 +679,16 @@ class Membership:
         }
         self.last_error = None
         self._watch_neighbours(listed, complete)
-        if listed != self.listed or not self.viewed:
+        changed = listed != self.listed or not self.viewed
+        if changed:
             ended = self.viewed and await self._sessions_ended(listed, stats)
             self.listed = listed
             self._changed(since, at_once=ended)
+        self._listed_version = version
+        if not changed and not self._apply_due():
+            # The view is this listing's already.
+            self._viewed_version = version
+            self._caught_up()
         if self._apply_listed and not self._list_again:
             self._apply_listed = False
             self._apply()
@@ -863,6 +1001,8 @@ class Membership:
         view = {**self.listed, self.agent_id: self.own}
         first = not self.viewed
         self.viewed = True
+        self._viewed_version = self._listed_version
+        self._caught_up()
         if view == self.view and not first:
             return
         self.view = view

@@ -1594,6 +1594,19 @@ class ZooKeeper:
             "get_children_async", path, background=background, watch=handover
         )
 
+    def children_and_stat(
+        self, path: str, watch: Watcher
+    ) -> Deferred[tuple[list[str], Any]]:
+        """
+        A node's children's names and its ZnodeStat, read together (its
+        ``cversion`` counts every creation and deletion of a child up to
+        this listing); `watch` as `get_children`'s.
+        """
+        handover = _WatchHandOver(self, self._generation, watch)
+        return self._call(
+            "get_children_async", path, watch=handover, include_data=True
+        ).addCallback(tuple)
+
     def replace(
         self, path: str, version: int, data: bytes, sequential: str | None = None
     ) -> Deferred[str]:

@@ -179,6 +179,15 @@ class FakeZooKeeperServer:
     def sequence(self, parent: str) -> int:
         return self._sequences[parent]
 
+    def stat_of(self, path: str) -> ZnodeStat | None:
+        """A node's stat, its children's count and version (cversion) in it."""
+        node = self.nodes.get(path)
+        if node is None:
+            return None
+        return node.stat()._replace(
+            cversion=self._sequences[path], numChildren=len(self.children(path))
+        )
+
     def children(self, path: str) -> list[str]:
         prefix = path.rstrip("/") + "/"
         return sorted(
@@ -416,6 +425,15 @@ class FakeZooKeeper:
         self, path: str, watch: Watcher | None = None, background: bool = False
     ) -> Deferred[list[str]]:
         return self._call("get_children", path, lambda: self._children(path, watch))
+
+    def children_and_stat(
+        self, path: str, watch: Watcher
+    ) -> Deferred[tuple[list[str], ZnodeStat]]:
+        def run() -> tuple[list[str], ZnodeStat]:
+            children = self._children(path, watch)
+            return children, self.server.stat_of(path)
+
+        return self._call("get_children", path, run)
 
     def replace(
         self, path: str, version: int, data: bytes, sequential: str | None = None
@@ -706,8 +724,7 @@ class FakeZooKeeper:
     def _exists(self, path: str, watch: Watcher | None) -> ZnodeStat | None:
         if watch is not None:
             self.watches.setdefault(path, set()).add(watch)
-        node = self.nodes.get(path)
-        return None if node is None else node.stat()
+        return self.server.stat_of(path)
 
     def _delete(self, path: str, version: int) -> None:
         self._node(path, version)

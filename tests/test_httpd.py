@@ -728,7 +728,9 @@ class _Group:
         self.monitor = monitor
         self.verdict_status = verdicts.get
         self.known = tuple(monitor.states)
-        self.membership = SimpleNamespace(view={"me": None})
+        self.membership = SimpleNamespace(
+            view={"me": None}, missed=0, behind_seconds=lambda: None
+        )
         self.publishing = SimpleNamespace(primaries=len(verdicts))
 
     def unhealthy_reason(self) -> None:
