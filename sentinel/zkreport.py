@@ -256,6 +256,8 @@ class ZooKeeperReport:
             reasons.append(behind)
         if deleted := self._guard.unhealthy_reason():
             reasons.append(deleted)
+        if zk.state == CONNECTED and (unwritten := self._lateness.unwritten_reason()):
+            reasons.append(unwritten)
         if zk.state == CONNECTED and (unlisted := self._unlisted()):
             reasons.append(f"zookeeper: {unlisted}: readers do not find it")
         if zk.state == CONNECTED and (unconfirmed := self._unconfirmed()):

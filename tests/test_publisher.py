@@ -17,6 +17,7 @@ from sentinel.config import RedisInstance
 from sentinel.documents import agent_document, instance_document
 from sentinel.health import InstanceHealth, Transition
 from sentinel.instance import InstanceState
+from sentinel.lateness import UNWRITTEN_AFTER
 from sentinel.nodes import encode
 from sentinel.observation import Observation, Replication
 from sentinel.ownership import CONFLICT_MARGIN
@@ -1044,6 +1045,39 @@ class PublisherTests(PublisherHarness):
         self.clock.advance(INTERVAL)
         self.assertIsNone(self.publisher.unhealthy_reason())
         self.assertEqual(self.publisher.stats()["writes_late"], 0)
+
+    def test_nodes_never_written_make_unhealthy(self) -> None:
+        """
+        Instance nodes this agent has not written yet (missing for
+        readers), waiting for a write slot `UNWRITTEN_AFTER` after they
+        were first due, fail /healthz, naming the oldest and how many
+        more: before, only after refresh and the staleness bound (34 s at
+        the defaults). Once written, health is back.
+        """
+        self.start()
+        self.zk.call_timeout = 1000.0  # Slow, never failing.
+        self.zk.hang("create")
+        states = [self.instance(f"redis-{i:02d}", interval=INTERVAL) for i in range(20)]
+        for state in states:
+            self.check(state, UP)
+        self.clock.advance(UNWRITTEN_AFTER - 1)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.clock.advance(1)
+        in_flight = self.publisher.stats()["writes_in_flight"]
+        waiting = self.publisher.stats()["instance_nodes_unwritten"]
+        self.assertEqual(waiting, len(states) - in_flight)
+        self.assertRegex(
+            self.publisher.unhealthy_reason() or "",
+            rf"^zookeeper: {ROOT}/instances/redis-\d\d not written by this agent"
+            rf" yet, due {UNWRITTEN_AFTER:.0f} s ago and waiting to be written"
+            rf" \(and {waiting - 1} more\): readers find it missing, or another"
+            rf" session's \(\d+ writes queued, {in_flight} in flight\)$",
+        )
+        self.zk.unhang()
+        self.zk.release()
+        self.clock.advance(INTERVAL)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.publisher.stats()["instance_nodes_unwritten"], 0)
 
     def test_change_waiting_counts_from_last_write(self) -> None:
         """
