@@ -7,10 +7,12 @@ watch told of, and /healthz fails while the view is known behind.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.membership import AUDIT_EVERY, BEHIND_AFTER
-from tests.groupfakes import Fleet, Member
+from sentinel.membership import AUDIT_EVERY, BEHIND_AFTER, LISTING_PACE_LIMIT, SETTLE
+from tests.groupfakes import ROOT, Fleet, Member
 from tests.test_group import group_report
 
 
@@ -92,3 +94,48 @@ class AuditTests(SynchronousTestCase):
         self.assertEqual(self.view_of(self.a), {"a", "b", "c"})
         self.assertIsNone(self.a.group.unhealthy_reason())
         self.assertIsNone(group_report(self.a.group)["view_behind_seconds"])
+
+
+class ChurnTests(SynchronousTestCase):
+    """A group whose membership changes during each of an agent's listings."""
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        server = self.fleet.server
+        # Children no listing takes for a catalog, but which make each
+        # listing long enough to be paced past the settle time.
+        for i in range(600):
+            server.put(f"{ROOT}/catalogs/filler-{i:04d}-{'x' * 30}", b"")
+        self.a = self.fleet.add("a", ["x", "y"]).start()
+        self.b = self.fleet.add("b", ["x", "y"]).start()
+        self.fleet.run(8)
+        self.assertEqual(set(self.a.group.membership.view), {"a", "b"})
+        self.assertGreater(self.a.group.membership._pace(), SETTLE)
+
+    def churn_during_listings(self) -> None:
+        """From now on, a child comes under {root}/catalogs in each listing."""
+        zk, server = self.a.zk, self.fleet.server
+        listed = zk.children_and_stat
+        made = iter(range(10**6))
+
+        def children_and_stat(path: str, watch: Any) -> Any:
+            d = listed(path, watch)
+            server.put(f"{ROOT}/catalogs/churn-{next(made):06d}", b"")
+            return d
+
+        zk.children_and_stat = children_and_stat  # type: ignore[method-assign]
+
+    def test_view_applied_while_changes_keep_coming(self) -> None:
+        """
+        A member that joins while a change comes during each of this
+        agent's listings is in its view within `LISTING_PACE_LIMIT`, the
+        pace and the settle time: before, each view waited for a listing
+        that no change came during, and none came, for as long as the
+        changes did (a rolling deploy: views 14.5 s old at the median,
+        all the deploy's 30 s at most).
+        """
+        self.churn_during_listings()
+        self.fleet.add("c", ["x", "y"]).start()
+        self.fleet.run(LISTING_PACE_LIMIT + 2 * self.a.group.membership._pace() + 1)
+        self.assertEqual(set(self.a.group.membership.view), {"a", "b", "c"})
+        self.assertIsNone(self.a.group.unhealthy_reason())
