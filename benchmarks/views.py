@@ -17,13 +17,16 @@ ZooKeeper (the members with a complete catalog under
 ``{root}/catalogs``) and each agent's view from ``GET /group``; a view
 that differs from the truth is counted, with how long it has, and
 what the agent's /healthz said meanwhile (200 while its view lacks a
-member is the lie this counts). ``--joins`` simulated members join
+member is the lie this counts). With ``--deploy`` s, ``--quiet`` s after
+that, a rolling deploy replaces simulated members by new ones (new
+names), ``--rate`` a second: each view's lag is the age of the oldest
+change it has not taken in. ``--joins`` simulated members join
 (and leave again) at random during the starved time, so that joins
 race each agent's own start.
 
     .venv/bin/python benchmarks/views.py [--agents 20] [--instances 10]
         [--members 500] [--starve 2.0] [--starve-for 40] [--duration 120]
-        [--joins 20] [--checkout LABEL=PATH]
+        [--joins 20] [--deploy 0] [--rate 15] [--checkout LABEL=PATH]
 """
 
 from __future__ import annotations
@@ -77,6 +80,45 @@ def view(agent: Agent, limit: int) -> set[str] | None:
     return {member["agent"] for member in group["members"]}
 
 
+class Deploy:
+    """
+    A rolling deploy as the views see it: every 1/`rate` s one simulated
+    member leaves and a new one (a new name) joins, from `at` s for
+    `seconds` s; when each name joined or left, for the views' lag.
+    """
+
+    def __init__(
+        self, simulated: Any, names: list[str], rate: float, at: float, seconds: float
+    ) -> None:
+        self.simulated = simulated
+        self.names = list(names)
+        self.rate = rate
+        self.at = at
+        self.seconds = seconds
+        self.changed_at: dict[str, float] = {}
+        self.replaced = 0
+        self.thread = threading.Thread(target=self._deploy, daemon=True)
+
+    def _deploy(self) -> None:
+        next_at = self.at
+        end = self.at + self.seconds
+        while self.names and time.monotonic() < end:
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            old = self.names.pop(0)
+            new = f"sim-new-{self.replaced:05d}"
+            self.simulated.leave([old])
+            self.changed_at[old] = time.monotonic()
+            self.simulated.join([new])
+            self.changed_at[new] = time.monotonic()
+            self.replaced += 1
+            next_at += 1.0 / self.rate
+
+    def lag(self, seen: set[str], real: set[str], now: float) -> float:
+        """How old the oldest change the view has not taken in is (0: none)."""
+        changes = [self.changed_at.get(m) for m in seen ^ real]
+        return max((now - at for at in changes if at is not None), default=0.0)
+
+
 class Starver:
     """Stops and lets go each agent in turn, on its own random rhythm."""
 
@@ -118,7 +160,7 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
     rows: list[tuple[str, str]] = []
     with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        zookeeper, client, simulated, _, agents = start_fleet(
+        zookeeper, client, simulated, names, agents = start_fleet(
             args, started, workdir, pythonpath=checkout
         )
         load_at_start = load_average()
@@ -128,6 +170,18 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
         )
         if args.starve > 0:
             starver.start()
+        deploy = Deploy(
+            simulated,
+            names,
+            args.rate,
+            t0 + args.starve_for + args.grace + args.quiet,
+            args.deploy,
+        )
+        deploy_window = (deploy.at - t0, deploy.at - t0 + args.deploy)
+        lags: list[float] = []
+        deploy_503 = 0
+        if args.deploy > 0:
+            deploy.thread.start()
         rng = random.Random(args.seed)
         joining = [f"sim-joining-{i:03d}" for i in range(args.joins)]
         join_at = sorted(rng.uniform(0, args.starve_for) for _ in joining)
@@ -161,6 +215,11 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
                 at = time.monotonic() - t0
                 if seen is None:
                     continue
+                if deploy_window[0] <= at < deploy_window[1] + 5:
+                    lags.append(deploy.lag(seen, real, time.monotonic()))
+                    if '"status": "ok"' not in health(agent):
+                        deploy_503 += 1
+                    continue
                 if seen == real:
                     if since[a] is not None:
                         longest[a] = max(longest[a], at - since[a])  # type: ignore[operator]
@@ -174,7 +233,7 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
                 longest[a] = max(longest[a], at - since[a])  # type: ignore[operator]
                 # Past the starved time and a settle/pace margin, a view
                 # that still differs is stale: what does /healthz say?
-                if at > args.starve_for + args.grace:
+                if args.starve_for + args.grace < at < deploy_window[0]:
                     if '"status": "ok"' in health(agent):
                         lying[a] += 1
                         last_lie = (
@@ -183,7 +242,18 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
                             f" {sorted(seen - real)[:3]}"
                         )
             time.sleep(args.every)
+        deploy.thread.join(timeout=30)
         stale = [a for a in range(len(agents)) if since[a] is not None]
+        lags.sort()
+        if lags:
+            rows.append(
+                (
+                    f"{label}: deploy, {deploy.replaced} replaced in {args.deploy:g} s",
+                    f"view lag median {lags[len(lags) // 2]:.1f} s, p90"
+                    f" {lags[len(lags) * 9 // 10]:.1f} s, max {lags[-1]:.1f} s;"
+                    f" /healthz not 200 in {deploy_503} of {len(lags)} samples",
+                )
+            )
         rows += [
             (f"{label}: code", commit_of(checkout)),
             (
@@ -207,7 +277,8 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
                 f"{sum(lying)} (rounds {samples}) {last_lie}",
             ),
         ]
-        starver.join()
+        if args.starve > 0:
+            starver.join()
     return rows
 
 
@@ -224,6 +295,9 @@ def main() -> int:
     parser.add_argument("--every", type=float, default=1.0)
     parser.add_argument("--joins", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quiet", type=float, default=10.0)
+    parser.add_argument("--deploy", type=float, default=0.0)
+    parser.add_argument("--rate", type=float, default=15.0)
     add_checkout_option(parser)
     args = parser.parse_args()
     checkouts = checkouts_of(parser, args.checkout)
@@ -231,6 +305,7 @@ def main() -> int:
     rows: list[tuple[str, str]] = []
     for label, checkout in checkouts:
         rows += run(args, label, checkout)
+        print(table(rows[-8:], label), flush=True)
     title = (
         f"views: {args.agents} agents x {args.instances} instances,"
         f" {args.members} simulated members, starved up to {args.starve:g} s"
