@@ -87,6 +87,8 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
                 if all('"status": "ok"' in answer for answer in answers):
                     lies += 1
                     last_lie = f"{args.instances - nodes} missing at {at:.1f} s"
+                    if args.show:
+                        print(f"{at:.1f} s, {nodes} nodes: {answers[0][:400]}")
             elif all_written_at is None:
                 all_written_at = at
             time.sleep(args.every)
@@ -113,6 +115,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=40.0)
     parser.add_argument("--every", type=float, default=0.25)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--show", action="store_true", help="print each such 200")
     add_checkout_option(parser)
     args = parser.parse_args()
     checkouts = checkouts_of(parser, args.checkout)

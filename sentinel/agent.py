@@ -288,7 +288,7 @@ def make_agent(
         reloader.setServiceParent(top)
 
     if config.http != "none":
-        startup = StartupReport(monitor, pacer)
+        startup = StartupReport(monitor, pacer, reactor)
         http_service(
             config.http,
             reactor,
@@ -302,6 +302,7 @@ def make_agent(
                 freshness.unhealthy_reason,
                 internal_errors.unhealthy_reason,
                 pacer.sockets.unhealthy_reason,
+                startup.unhealthy_reason,
             ],
             stats_sources={
                 **stats_sources,
