@@ -23,9 +23,9 @@ a node waiting for a slot is late when:
 An instance node this process never wrote is missing for readers, or
 another session's (a previous primary's, a previous process's): it is
 judged sooner, once due `UNWRITTEN_AFTER` (the bound of a discovery
-member missing, `sentinel.zkreport`), and named apart. At a group's
-start at 3,000 instances, every agent answered 200 while instance nodes
-were still missing, for the bound above is 34 s at the defaults.
+member missing, `sentinel.zkreport`), and named apart: before, it waited
+the 34 s of a stale node. (Instances not looked at yet have no node to
+write: `sentinel.startup` judges them.)
 
 Nodes of no instance (the agent's, its catalog) are not judged: they say
 nothing readers take for an instance's status. Nodes whose writes fail,
