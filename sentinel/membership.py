@@ -537,6 +537,8 @@ class Membership:
         self._auditing = False
 
     def _audited(self, stat: Any) -> None:
+        if not self.running:
+            return  # Stopped while it was asked: nothing more is listed.
         self.audits += 1
         version = None if stat is None else stat.cversion
         if version == self._viewed_version:

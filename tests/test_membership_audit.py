@@ -95,6 +95,25 @@ class AuditTests(SynchronousTestCase):
         self.assertIsNone(self.a.group.unhealthy_reason())
         self.assertIsNone(group_report(self.a.group)["view_behind_seconds"])
 
+    def test_audit_answered_after_stop_lists_nothing(self) -> None:
+        """
+        An audit whose answer comes after the membership stopped (the
+        agent leaving) lists nothing, though it finds the view behind.
+        """
+        self.a.zk.lose_watches()
+        self.fleet.add("c", ["x", "y"]).start()
+        self.fleet.run(AUDIT_EVERY + 0.1)
+        self.a.zk.hold_answers("exists")
+        self.fleet.run(AUDIT_EVERY)
+        membership = self.a.group.membership
+        membership.stop()
+        listings = self.a.zk.calls["get_children"]
+        self.a.zk.unhang()
+        self.a.zk.release()
+        self.fleet.run(1)
+        self.assertEqual(self.a.zk.calls["get_children"], listings)
+        self.assertEqual(membership.missed, 0)
+
 
 class ChurnTests(SynchronousTestCase):
     """A group whose membership changes during each of an agent's listings."""
