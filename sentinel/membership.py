@@ -71,6 +71,12 @@ everything it knows.
 While ZooKeeper is unreachable the last view stays: the instances keep
 their observers rather than move on a guess.
 
+Every `AUDIT_EVERY` seconds one ``exists`` compares the child version of
+{root}/catalogs with the listing the view came from (`_audit`): a change
+nothing is due to list is listed and counted (`missed`), and a view known
+behind ZooKeeper for `BEHIND_AFTER` is named in /healthz (`behind`). A
+view waits at most `LISTING_PACE_LIMIT` for a listing (`_apply`).
+
 A catalog of a token new to the listing in a member's name, held by its
 session, is a new process holding that session (`on_restart`, asked in
 the background: `sentinel.restarts`); a member with no catalog listed
@@ -269,9 +275,9 @@ class Membership:
         self._failing_since: float | None = None
         # The child version of {root}/catalogs in the last listing, and in
         # the listing the view came from; since when, and up to which
-        # version, an audit found the view behind ZooKeeper; the listing's
-        # listings done when an audit found a change nothing was due to
-        # list (confirmed missed at the next audit, if none was done since).
+        # version, an audit found the view behind ZooKeeper; the listings
+        # done when an audit found a change nothing was due to list
+        # (confirmed missed at the next audit, if none was done since).
         self._listed_version: int | None = None
         self._viewed_version: int | None = None
         self._behind: tuple[float, int | None] | None = None
@@ -528,13 +534,15 @@ class Membership:
             return
         self._auditing = True
         d = self.zk.exists(self.path)
-        d.addCallback(self._audited)
-        # A failed look says nothing of the view (listings say it fails).
-        d.addErrback(lambda _: None)
+        # A failed look says nothing of the view (listings say when they
+        # fail); a bug of ours in judging it is logged.
+        d.addCallbacks(self._audited, lambda _: None)
         d.addBoth(self._audit_ended)
+        d.addErrback(lambda f: log.failure("auditing the group's membership failed", f))
 
-    def _audit_ended(self, _: object) -> None:
+    def _audit_ended(self, result: object) -> object:
         self._auditing = False
+        return result
 
     def _audited(self, stat: Any) -> None:
         if not self.running:
