@@ -215,7 +215,7 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
                 at = time.monotonic() - t0
                 if seen is None:
                     continue
-                if deploy_window[0] <= at < deploy_window[1] + 5:
+                if args.deploy > 0 and deploy_window[0] <= at < deploy_window[1] + 5:
                     lags.append(deploy.lag(seen, real, time.monotonic()))
                     if '"status": "ok"' not in health(agent):
                         deploy_503 += 1
@@ -242,7 +242,14 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
                             f" {sorted(seen - real)[:3]}"
                         )
             time.sleep(args.every)
-        deploy.thread.join(timeout=30)
+        if args.deploy > 0:
+            deploy.thread.join(timeout=30)
+        missed = 0
+        for agent in agents:
+            try:
+                missed += agent.get("/group?limit=1").get("missed_changes", 0)
+            except (OSError, ValueError):
+                pass
         stale = [a for a in range(len(agents)) if since[a] is not None]
         lags.sort()
         if lags:
@@ -271,6 +278,10 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
             (
                 f"{label}: longest difference",
                 f"{max(longest):.1f} s (members missing at most {max(missing_most)})",
+            ),
+            (
+                f"{label}: changes no watch told of (missed_changes, all agents)",
+                str(missed),
             ),
             (
                 f"{label}: samples differing past the starved time with /healthz 200",
@@ -305,7 +316,7 @@ def main() -> int:
     rows: list[tuple[str, str]] = []
     for label, checkout in checkouts:
         rows += run(args, label, checkout)
-        print(table(rows[-8:], label), flush=True)
+        print(table(rows[-9:], label), flush=True)
     title = (
         f"views: {args.agents} agents x {args.instances} instances,"
         f" {args.members} simulated members, starved up to {args.starve:g} s"
