@@ -7,17 +7,24 @@ all written yet (README "Running a group").
 started at once against a real ZooKeeper. Every ``--every`` s until
 ``--duration`` s: how many instance nodes ZooKeeper has, and each
 agent's /healthz. A sample where nodes are missing and every agent says
-200 is one where no agent told the truth about it.
+200 is one where no agent told the truth about it. ``--stopped F``
+takes the CPU from the agents as a loaded machine does, without loading
+it: each is stopped (SIGSTOP) F of every second, for the first
+``--starve-for`` s.
 
     .venv/bin/python benchmarks/groupstart.py [--agents 3] [--instances 3000]
-        [--replicas 2] [--duration 40] [--checkout LABEL=PATH]
+        [--replicas 2] [--duration 40] [--stopped 0] [--starve-for 30]
+        [--checkout LABEL=PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -42,6 +49,24 @@ from common import (  # noqa: E402
 from perhost import health  # noqa: E402
 
 ROOT = "/sentinel"
+
+
+def starve(pids: list[int], stopped: float, until: float) -> None:
+    """Stop `pids` `stopped` of every second until `until`, then let them go."""
+    try:
+        while time.monotonic() < until:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            time.sleep(stopped)
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+            time.sleep(1.0 - stopped)
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
 
 def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str, str]]:
@@ -73,6 +98,13 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
             started.callback(agent.stop)
             agents.append(agent)
         t0 = time.monotonic()
+        starver = threading.Thread(
+            target=starve,
+            args=([agent.pid for agent in agents], args.stopped, t0 + args.starve_for),
+            daemon=True,
+        )
+        if args.stopped > 0:
+            starver.start()
         samples = missing_samples = lies = 0
         all_written_at: float | None = None
         last_lie = ""
@@ -92,6 +124,8 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
             elif all_written_at is None:
                 all_written_at = at
             time.sleep(args.every)
+        if args.stopped > 0:
+            starver.join(timeout=10)
         written = "never" if all_written_at is None else f"{all_written_at:.1f} s"
         return [
             (f"{label}: code", commit_of(checkout)),
@@ -115,6 +149,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=40.0)
     parser.add_argument("--every", type=float, default=0.25)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--stopped", type=float, default=0.0)
+    parser.add_argument("--starve-for", type=float, default=30.0)
     parser.add_argument("--show", action="store_true", help="print each such 200")
     add_checkout_option(parser)
     args = parser.parse_args()
