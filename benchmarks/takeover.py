@@ -72,12 +72,15 @@ JOINER = "joiner"
 class Reader(leave.Reader):
     """
     ``leave.py``'s reader, every `POLL` s, keeping what each instance node
-    says (its status and the agent that wrote it) rather than who holds it.
+    says (its status and the agent that wrote it) rather than who holds it,
+    under `root`.
     """
+
+    root = ROOT
 
     def poll(self) -> None:
         reads = [
-            (n, self.client.get_async(f"{ROOT}/instances/{n}")) for n in self.names
+            (n, self.client.get_async(f"{self.root}/instances/{n}")) for n in self.names
         ]
         now = self.now()
         for name, read in reads:
