@@ -148,7 +148,7 @@ class Group:
         self.publishing.contested = self._contested
         self.publishing.voting = self._voting
         self.publishing.on_handed_over = self._handed_over
-        self.publishing.on_taken_over = self._taken_over
+        self.publishing.on_previous_verdict = self._previous_verdict
         # While a reload's changes are applied (`_known_changed`): the views
         # applied meanwhile, logged once its own moves are done.
         self._reloading: list[tuple[View, frozenset[str], set[str]]] | None = None
@@ -328,14 +328,17 @@ class Group:
         if self._handed_call is None or not self._handed_call.active():
             self._handed_call = self._reactor.callLater(0, self._move_handed)
 
-    def _taken_over(self, name: str, previous: Mapping[str, Any]) -> None:
+    def _previous_verdict(self, name: str, previous: Mapping[str, Any]) -> None:
         """
-        This agent takes `name`'s node over, which says `previous` (its
-        previous primary's verdict). With one replica, a fresh one is the
-        status this agent's checks go on from (`InstanceHealth.inherit`):
-        a takeover is no news of the instance, and the first check of a
-        new primary busy taking hundreds over (a connect timed out on its
-        own CPU) published healthy instances down until `rise` checks
+        This agent takes `name`'s node over from another agent, or
+        reattaches to it on the session its own previous process left
+        (`sentinel.handoff`), and the node says `previous` (its previous
+        primary's verdict). With one replica, a fresh one is the status
+        this agent's checks go on from (`InstanceHealth.inherit`): a
+        takeover or a restart is no news of the instance, and the first
+        check of a new primary busy taking hundreds over (a connect timed
+        out on its own CPU), or of a new process starting thousands of
+        connections, published healthy instances down until `rise` checks
         later. A dead one goes down within `fall` checks, as it would have
         under its previous primary. With more replicas the verdict comes
         from the observers' opinions, and one observer's first check is

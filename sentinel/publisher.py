@@ -39,6 +39,7 @@ from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from sentinel.catalog import Catalog
 from sentinel.clockskew import ClockSkew
@@ -152,8 +153,7 @@ class ZooKeeperPublisher(Service):
             reactor, zk, nodes, queue, holders, self, agent_id, self.remove,
             lambda name: self._roles.contested(name),
             lambda name: self._roles.handed_over(name),
-            lambda name, previous: self._roles.on_taken_over(name, previous),
-            self.discovery,
+            self._previous_verdict, self.discovery,
         )  # fmt: skip
         roles = GroupRoles(
             reactor, root, agent_id, nodes, queue, holders, opinions, takeovers,
@@ -177,8 +177,9 @@ class ZooKeeperPublisher(Service):
         guard = Guard(reactor, zk, nodes, queue, self)
         clock = ClockSkew(reactor, zk, agent_node)
         writer = NodeWriter(
-            zk, nodes, queue, holders, takeovers, members, sweep, guard, clock
-        )
+            zk, nodes, queue, holders, takeovers, members, sweep, guard, clock,
+            self._previous_verdict,
+        )  # fmt: skip
 
         # With auth_file: whether the root's ACLs let it protect anything.
         acls = None if zk.acl is None else OpenAcls(zk, root)
@@ -440,6 +441,20 @@ class ZooKeeperPublisher(Service):
 
     def _mark(self, node: Node) -> None:
         self._queue.mark(node)
+
+    def _previous_verdict(self, name: str, previous: dict[str, Any]) -> None:
+        """
+        An instance node taken over from another agent, or inherited from
+        the previous process, says `previous`: the group may go on from it
+        (`GroupRoles.on_previous_verdict`). A bug there is counted, never
+        a reason for the write to fail.
+        """
+        try:
+            self._roles.on_previous_verdict(name, previous)
+        except Exception:
+            self.zk.internal_errors.record(
+                "going on from the previous verdict", name, Failure()
+            )
 
     # A group (sentinel.group)
 

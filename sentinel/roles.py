@@ -97,9 +97,10 @@ class GroupRoles:
         # Told of an instance this agent kept for its next primary once that
         # one has its node: the group checks it no more.
         self.on_handed_over: Callable[[str], None] = lambda name: None
-        # Told of the verdict a node said when this agent takes it over,
-        # before it writes its own (the group sets it).
-        self.on_taken_over: Callable[[str, dict[str, Any]], None] = (
+        # Told of the verdict a node said when this agent takes it over
+        # from another agent, or reattaches to it from its own previous
+        # process, before it writes its own (the group sets it).
+        self.on_previous_verdict: Callable[[str, dict[str, Any]], None] = (
             lambda name, previous: None
         )
         self.following: Following | None = None

@@ -111,7 +111,8 @@ class Takeovers:
         @param handed_over: told of an instance whose node, kept for its
             new primary, is another's now (`sentinel.roles`).
         @param inherit: told of the verdict a node said when this agent
-            takes it over, before it writes its own (`sentinel.group`).
+            takes it over, before it writes its own (`sentinel.group`);
+            never raises.
         @param discovery: the members' side, when members are published.
         """
         self._reactor = reactor

@@ -31,6 +31,7 @@ Discovery members are written by `sentinel.members`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kazoo.exceptions import (
@@ -68,7 +69,13 @@ class NodeWriter:
         sweep: Sweep,
         guard: Guard,
         clock: ClockSkew,
+        previous_verdict: Callable[[str, dict[str, Any]], None],
     ) -> None:
+        """
+        @param previous_verdict: told of what an instance node inherited
+            from the previous process says, before this process's first
+            write of it (`sentinel.group`).
+        """
         self._zk = zk
         self._nodes = nodes
         self._queue = queue
@@ -78,6 +85,7 @@ class NodeWriter:
         self._sweep = sweep
         self._guard = guard
         self._clock = clock
+        self._previous_verdict = previous_verdict
         # Whether the node a primary writes first is likely held already
         # (module docstring): what the last create or question found.
         self._expect_held = False
@@ -136,9 +144,10 @@ class NodeWriter:
             stat = await self._holders.ask(node)
         elif self._sweep.inherited and self._nodes.instances.get(node.name) is node:
             stat = await self._inherit(node)
-            if node.kept is not None:
-                # Made again, to keep the since the node says (`Node.kept`).
-                data = node.data()
+            # Made again: to keep the since the node says (`Node.kept`),
+            # and from the status the checks go on from, which may be the
+            # one the node said (`_inherit`).
+            data = node.data()
         elif self._sweep.inherited or (
             node.takeover and (node.lost or self._expect_held)
         ):
@@ -182,7 +191,10 @@ class NodeWriter:
         # An instance node on a session inherited from the previous process:
         # its stat, and, if it is ours, the status it says and since when
         # (kept until the first write of this process's own state), and
-        # the check it says it was written after.
+        # the check it says it was written after. Its verdict, if fresh, is
+        # where this process's rise/fall goes on from: a restart is no news
+        # of the instance, and the first check (a Redis blip at the deploy,
+        # a connect slow while thousands start) made no rise or fall of it.
         try:
             stored, stat = await self._zk.get(node.path)
         except NoNodeError:
@@ -191,6 +203,7 @@ class NodeWriter:
             said = stored_document(stored) or {}
             node.kept = said_since(said)
             node.said_checked_at = said_checked_at(said)
+            self._previous_verdict(node.name, said)
         return stat
 
     async def delete_owned(self, node: Node) -> None:
