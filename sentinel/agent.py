@@ -219,7 +219,12 @@ def make_agent(
         process.clock_steps.moved = monitor.clock_stepped
         process.paused = monitor.agent_paused
         leave = None if zookeeper is None else zookeeper.leave
-        StopSignals(reactor, leave, start_signals).setServiceParent(top)
+        StopSignals(
+            reactor,
+            leave,
+            start_signals,
+            signalled=lambda at: None if zookeeper is None else zookeeper.signalled(at),
+        ).setServiceParent(top)
         unused = [(signal.SIGUSR1, WHY_USR1)]
         if reload is None:
             unused.append((signal.SIGHUP, WHY_NO_CONFIG))

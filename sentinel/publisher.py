@@ -272,6 +272,14 @@ class ZooKeeperPublisher(Service):
         """
         self._stopping.leaving = True
 
+    def signalled(self, at: float) -> None:
+        """
+        A stop signal came at `at` (the reactor's time): the stop's bounds
+        count from then (`sentinel.stopping`). Called from the signal
+        handler: it stores a float, nothing else.
+        """
+        self._stopping.signalled(at)
+
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.heartbeat_timer.stopService()

@@ -90,6 +90,13 @@ class StopSignals(Service):
     once the reactor runs (a leave first: it is the deliberate one). Just
     before, SIGTERM and SIGINT get their handlers before `start`'s back:
     the reactor takes SIGINT only from Python's own handler.
+
+    The first stop signal's time is told to `signalled`, from the handler
+    itself (a float stored, nothing else): the stop's bounds count from
+    the signal, not from the publisher's stop, which came 0.35 s after it
+    at a load of 17 (the monitor stopped first, 2,000 checks) and 2.3 s
+    after it at 19 (the reactor busy when the signal came): the 4 s of
+    the publisher's stop then ended 6.4 s after the signal.
     """
 
     def __init__(
@@ -99,10 +106,12 @@ class StopSignals(Service):
         start: StartSignals | None = None,
         setsignal: Callable[[int, Any], Any] = signal.signal,
         getsignal: Callable[[int], Any] = signal.getsignal,
+        signalled: Callable[[float], None] = lambda at: None,
     ) -> None:
         self._reactor = reactor
         self._leave = leave
         self._start = start
+        self._signalled = signalled
         self._setsignal = setsignal
         self._getsignal = getsignal
         # Each signal handled and its handler before ours.
@@ -158,6 +167,8 @@ class StopSignals(Service):
     # Signal handlers: only hand over to the reactor's thread, or pass on.
 
     def _received(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stopping:
+            self._signalled(self._reactor.seconds())
         self._reactor.callFromThread(self.leave)
 
     def _stop_received(self, signum: int, frame: FrameType | None) -> None:
@@ -165,6 +176,7 @@ class StopSignals(Service):
             self._reactor.callFromThread(self._already_stopping, signum)
             return
         self.stopping = True
+        self._signalled(self._reactor.seconds())
         # Not in this handler: the reactor's logs ("Received SIGTERM"), and a
         # log line written from a signal handler waits for good on the log
         # output's lock if the code the signal interrupted holds it.
@@ -178,6 +190,7 @@ class StopSignals(Service):
             self._already_stopping(signum)
         else:
             self.stopping = True
+            self._signalled(self._reactor.seconds())
             stop(self._reactor)
 
     def leave(self) -> None:

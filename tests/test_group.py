@@ -46,6 +46,7 @@ from sentinel.sharing import ALONE_AFTER
 from sentinel.stopping import (
     LEAVE_ANSWER_WAIT,
     LEAVE_HANDOFF_WAIT,
+    STEP_FLOOR,
     STOP_BUDGET,
     STOP_CLOSE_TIMEOUT,
     STOP_DELETE_TIMEOUT,
@@ -589,6 +590,53 @@ class SharingTests(SynchronousTestCase):
         self.assertEqual(missing, [])
         for name in share:
             self.assertIn(fleet.node(name)["agent"], ("b", "c"))  # type: ignore[index]
+
+    def test_bounds_count_from_the_signal(self) -> None:
+        """
+        A stop that begins late after its signal (the monitor's stop
+        first, a busy reactor: 0.35-2.3 s at loads of 17-19) waits for its
+        takeovers until LEAVE_HANDOFF_WAIT after the signal, not after its
+        own start, and its close is cut to end by STOP_BUDGET after the
+        signal. (Counted from the publisher's stop, a leave at 3,000
+        instances ended 5.1-6.4 s after the signal.)
+        """
+        fleet = self.fleet
+        leaving = fleet.members["a"]
+        for agent in ("b", "c"):
+            fleet.members[agent].zk.hang("replace")
+        leaving.zk.hang("stop")
+        signal_at = fleet.clock.seconds()
+        leaving.publisher.signalled(signal_at)
+        late = 2.5
+        fleet.run(late)
+        stopped = leaving.stop()
+        fleet.run(LEAVE_HANDOFF_WAIT - late - 0.05, step=0.01)
+        self.assertEqual(leaving.zk.stopped_with, [])
+        fleet.run(0.1, step=0.01)
+        # The close's bound ends STOP_BUDGET after the signal.
+        [close] = leaving.zk.stopped_with
+        self.assertLessEqual(abs(close - (STOP_BUDGET - LEAVE_HANDOFF_WAIT)), 0.02)
+        self.assertNoResult(stopped)
+        fleet.run(STOP_BUDGET - LEAVE_HANDOFF_WAIT, step=0.01)
+        self.successResultOf(stopped)
+        self.assertLessEqual(fleet.clock.seconds() - signal_at, STOP_BUDGET + 0.1)
+
+    def test_close_begun_past_the_budget_gets_the_floor(self) -> None:
+        """
+        A stop begun past the whole budget after its signal (a reactor
+        stalled that long) still sends its leave and gives its close
+        STEP_FLOOR, rather than none.
+        """
+        leaving = self.fleet.members["a"]
+        leaving.zk.hang("stop")
+        leaving.publisher.signalled(self.fleet.clock.seconds())
+        self.fleet.run(STOP_BUDGET + 1.0)
+        stopped = leaving.stop()
+        self.fleet.run(0.05, step=0.01)
+        self.assertEqual(leaving.zk.stopped_with, [STEP_FLOOR])
+        self.assertIn(f"{ROOT}/agents/a", leaving.zk.urgent)
+        self.fleet.run(STEP_FLOOR, step=0.01)
+        self.successResultOf(stopped)
 
 
 class DiscoveryHandoverTests(SynchronousTestCase):

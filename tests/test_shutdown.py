@@ -26,10 +26,14 @@ class _Reactor:
     running = True
 
     def __init__(self) -> None:
+        self.now = 100.0
         self.stops = 0
         self.handed_over: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
         self.when_running: list[Callable[[], object]] = []
         self.triggers: list[tuple[str, str, Callable[[], object]]] = []
+
+    def seconds(self) -> float:
+        return self.now
 
     def callFromThread(self, f: Callable[..., object], *args: Any) -> None:
         self.handed_over.append((f, args))
@@ -98,11 +102,13 @@ class StopSignalsTests(SynchronousTestCase):
         self.signals.handlers[signal.SIGTERM] = reactor_handler
         self.signals.handlers[signal.SIGINT] = reactor_handler
         self.left: list[bool] = []
+        self.signalled: list[float] = []
         self.service = StopSignals(
             self.reactor,
             lambda: self.left.append(True),
             setsignal=self.signals.signal,
             getsignal=self.signals.getsignal,
+            signalled=self.signalled.append,
         )
         self.service.startService()
         self.reactor.start_running()
@@ -125,6 +131,26 @@ class StopSignalsTests(SynchronousTestCase):
         [line] = self.already_stopping()
         self.assertEqual(line["log_level"], LogLevel.info)
         self.assertEqual(line["signal"], "SIGTERM")
+
+    def test_first_signal_time_told_from_the_handler(self) -> None:
+        """
+        The handler tells the time of the first stop signal at once, before
+        the reactor runs anything handed over (the stop's bounds count from
+        it); a later one, of any kind, tells nothing.
+        """
+        self.signals.deliver(signal.SIGTERM)
+        self.assertEqual(self.signalled, [100.0])
+        self.reactor.now = 103.0
+        self.signals.deliver(signal.SIGINT)
+        self.signals.deliver(LEAVE_SIGNAL)
+        self.reactor.run_handed_over()
+        self.assertEqual(self.signalled, [100.0])
+
+    def test_leave_signal_time_told(self) -> None:
+        """SIGUSR2's time is told too: a leave is a stop."""
+        self.reactor.now = 42.0
+        self.signals.deliver(LEAVE_SIGNAL)
+        self.assertEqual(self.signalled, [42.0])
 
     def test_leave_during_a_stop_ignored(self) -> None:
         """SIGUSR2 after SIGTERM: the stop goes on as it began, no leave."""
