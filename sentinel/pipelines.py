@@ -33,9 +33,9 @@ class ReplyHandler(Protocol):
         """PING's reply, when PING was sent alone."""
 
     def answered(
-        self, protocol: RedisClientProtocol, pipelines: Pipelines, replies: list[object]
+        self, protocol: RedisClientProtocol, sent: CheckReplies, replies: list[object]
     ) -> None:
-        """The pipeline's replies, in order."""
+        """The pipeline's replies, in order; `sent` says what was sent."""
 
     def repeated(self, protocol: RedisClientProtocol) -> None:
         """The pipeline's replies, the same bytes as the last parsed."""
@@ -57,17 +57,28 @@ class CheckReplies:
     INFO's reply, when it was sent too, goes to its own `InfoReply`.
     """
 
-    __slots__ = ("_probe", "_protocol", "_pipelines", "_size", "_replies")
+    __slots__ = ("_probe", "_protocol", "hello", "_size", "_replies")
 
     def __init__(
-        self, probe: ReplyHandler, protocol: RedisClientProtocol, pipelines: Pipelines
+        self,
+        probe: ReplyHandler,
+        protocol: RedisClientProtocol,
+        drain: bool,
+        hello: bool,
     ) -> None:
         self._probe = probe
         self._protocol = protocol
-        # What was sent: the connection's pipelines, even once it is lost.
-        self._pipelines = pipelines
-        self._size = 1 + pipelines.drain + pipelines.hello
+        # What was sent, even once the connection is lost: kept as flags,
+        # not as the `Pipelines` that holds this (a cycle would leave each
+        # lost connection to the cyclic collector).
+        self.hello = hello
+        self._size = 1 + drain + hello
         self._replies: list[object] = []
+
+    @property
+    def drain(self) -> bool:
+        """Whether EXISTS of the drain key was sent after PING."""
+        return self._size - self.hello > 1
 
     def callback(self, reply: object) -> None:
         try:
@@ -78,7 +89,7 @@ class CheckReplies:
             replies.append(reply)
             if len(replies) == self._size:
                 self._replies = []
-                self._probe.answered(self._protocol, self._pipelines, replies)
+                self._probe.answered(self._protocol, self, replies)
         except Exception:
             # A bug of ours: the check fails with it rather than time out.
             self._probe.reply_failed(Failure())
@@ -89,7 +100,7 @@ class CheckReplies:
 
     def awaiting_hello_only(self) -> bool:
         """Whether every reply is in but HELLO's (the last, when sent)."""
-        return self._pipelines.hello and len(self._replies) == self._size - 1
+        return self.hello and len(self._replies) == self._size - 1
 
     def repeated(self) -> None:
         try:
@@ -173,7 +184,7 @@ class Pipelines:
     ) -> None:
         self.drain = drain is not None
         self.hello = hello
-        replies = CheckReplies(probe, protocol, self)
+        replies = CheckReplies(probe, protocol, drain is not None, hello)
         self.replies = replies
         waiters: list[ReplyTo] = [replies]
         if drain is not None:

@@ -127,7 +127,7 @@ from sentinel.config import RedisInstance
 from sentinel.moves import MoveLog
 from sentinel.observation import Observation, Replication
 from sentinel.pacing import ConnectPacer
-from sentinel.pipelines import InfoReply, Pipelines
+from sentinel.pipelines import CheckReplies, InfoReply, Pipelines
 from sentinel.protocol import (
     CLOSED,
     INFO_REPLICATION,
@@ -1167,7 +1167,7 @@ class RedisProbe:
     def answered(
         self,
         protocol: RedisClientProtocol,
-        pipelines: Pipelines,
+        sent: CheckReplies,
         replies: list[object],
     ) -> None:
         # The pipeline's replies, in order: PING's, then EXISTS's and
@@ -1180,7 +1180,7 @@ class RedisProbe:
         latency_ms = (now - self._sent_at) * 1000.0
         ready = _ping_ready(replies[0])
         if ready is None:
-            extras = pipelines.hello or self._want_info
+            extras = sent.hello or self._want_info
             self._ping_unanswered(replies[0], protocol, extras)
             return
         if self._answers is not None:
@@ -1192,7 +1192,7 @@ class RedisProbe:
         # Alive but not ready: the server's reason is the error.
         error = None if ready else str(replies[0])
         draining = False
-        if pipelines.drain:
+        if sent.drain:
             reply = replies[1]
             if type(reply) is int:
                 draining = reply > 0
@@ -1206,7 +1206,7 @@ class RedisProbe:
             ready = False
             error = "draining" if error is None else f"draining; {error}"
         role = None
-        if pipelines.hello:
+        if sent.hello:
             reply = replies[-1]
             if isinstance(reply, list):
                 try:
@@ -1236,7 +1236,7 @@ class RedisProbe:
         # The replies of an unchanged instance repeat: next time, the same
         # bytes skip the parser and this (sentinel.protocol, `repeated`).
         self._last_answer = (ready, error, draining)
-        protocol.remember(replies, pipelines.replies)
+        protocol.remember(replies, sent)
         self._answer(protocol, check, now, latency_ms, ready, error, draining, role)
 
     def repeated(self, protocol: RedisClientProtocol) -> None:

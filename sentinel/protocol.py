@@ -858,3 +858,32 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         while self.replyQueue.waiting:
             self.replyReceived(ConnectionLost(error))
         super().connectionLost(why)
+        # A lost connection is freed as soon as nothing refers to it, not
+        # by the cyclic collector: see `_break_cycles`.
+        factory.known = None
+        _break_cycles(self.transport)
+
+
+def _break_cycles(transport: object) -> None:
+    """
+    Undo the reference cycles Twisted leaves between a lost TCP connection
+    (`tcp.Client`), its `tcp.Connector` (which keeps its last transport) and
+    the endpoint's wrapping factory (which keeps its connector, to cancel
+    the attempt while it connects). Left, they keep the protocol and all
+    that hangs off it until a full collection: with every connection
+    renewed each `reconnect_every` (60 s), hundreds of dead connections
+    waited a few minutes at a time in the oldest generation, the agent's
+    heap swung by 2 MB at 200 instances, and a burst landing on a high
+    swing (ZooKeeper's return) raised RSS for good. Over TLS the TCP
+    transport is the one under the TLS protocol. Both attributes are used
+    only while connecting, and a lost connection never connects again (a
+    new attempt makes a new connector).
+    """
+    lower = getattr(transport, "transport", transport)
+    if type(lower) is not tcp.Client:
+        return
+    connector = lower.connector
+    connector.transport = None
+    wrapping = connector.factory
+    if getattr(wrapping, "_connector", None) is connector:
+        wrapping._connector = None

@@ -10,6 +10,7 @@ import errno
 import gc
 import tracemalloc
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from OpenSSL import SSL
@@ -2959,18 +2960,15 @@ class FootprintTests(TestCase):
     # room for that, and still catches the larger of those regressions.
     BOUND = 6000
 
-    async def test_bytes_per_kept_connection(self) -> None:
+    def probes_of_a_server(self, count: int) -> Callable[[], list[RedisProbe]]:
         """
-        Probes with a kept connection to a real redis-server, after checks
-        with HELLO and INFO, hold less than `BOUND` bytes each (the probe,
-        the protocol, the transport and socket objects, what is remembered
-        of the last replies).
+        Start a real redis-server; return what makes `count` probes of it,
+        for `check_each`.
         """
         from twisted.internet import reactor
 
         server = RedisServer().start()
         self.addCleanup(server.stop)
-        count = 30
         pacer = ConnectPacer(reactor, count, 1.0)
         self.addCleanup(pacer.stopService)
         resolver = Resolver(reactor)
@@ -2978,26 +2976,45 @@ class FootprintTests(TestCase):
             RedisInstance(f"r{i}", LOOPBACK, server.port, username=None, password=None)
             for i in range(count)
         ]
-        gc.collect()
-        tracemalloc.start()
-        self.addCleanup(tracemalloc.stop)
-        before = tracemalloc.take_snapshot()
-        probes = [
-            RedisProbe(instance, reactor, pacer, 1.0, resolver, role_signal=True)
-            for instance in instances
-        ]
+
+        def make() -> list[RedisProbe]:
+            return [
+                RedisProbe(instance, reactor, pacer, 1.0, resolver, role_signal=True)
+                for instance in instances
+            ]
+
+        return make
+
+    async def check_each(self, probes: list[RedisProbe]) -> None:
+        """Give each probe its kept connection, after checks with HELLO and INFO."""
+        from twisted.internet import reactor
+
         for probe in probes:
             self.addCleanup(probe.close)
             for _attempt in range(100):
-                observation = await probe.check(want_info=False)
-                if observation is not None:
+                if await probe.check(want_info=False) is not None:
                     break
                 await pause(reactor, 0.01)  # Not connected yet (paced).
             for want_info in (True, False, False):
                 observation = await probe.check(want_info)
                 assert observation is not None
                 self.assertTrue(observation.ok, observation.error)
-        del observation
+
+    async def test_bytes_per_kept_connection(self) -> None:
+        """
+        Probes with a kept connection to a real redis-server, after checks
+        with HELLO and INFO, hold less than `BOUND` bytes each (the probe,
+        the protocol, the transport and socket objects, what is remembered
+        of the last replies).
+        """
+        count = 30
+        make = self.probes_of_a_server(count)
+        gc.collect()
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.take_snapshot()
+        probes = make()
+        await self.check_each(probes)
         gc.collect()
         after = tracemalloc.take_snapshot()
         held = sum(
@@ -3006,3 +3023,35 @@ class FootprintTests(TestCase):
             if stat.traceback[0].filename != tracemalloc.__file__
         )
         self.assertLess(held / count, self.BOUND)
+
+    async def test_lost_connections_freed_without_collector(self) -> None:
+        """
+        Connections to a real redis-server, lost after checks with HELLO and
+        INFO (as a renewal drops the connection it replaces), are freed as
+        soon as they are dropped, with the cyclic collector off: no
+        reference cycle (ours, or Twisted's between a connection, its
+        connector and the endpoint's factory) keeps them for a full
+        collection.
+        """
+        from twisted.internet import reactor
+
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        probes = self.probes_of_a_server(5)()
+        await self.check_each(probes)
+        lost = []
+        for probe in probes:
+            protocol = probe._protocol
+            assert protocol is not None and protocol.connected
+            # What a connection is made of: the protocol, its factory and
+            # Twisted's transport.
+            parts = (protocol, protocol.factory, protocol.transport)
+            lost.extend(weakref.ref(part) for part in parts)
+            probe.close()
+        del protocol, parts
+        for _attempt in range(200):
+            if all(ref() is None for ref in lost):
+                break
+            await pause(reactor, 0.01)
+        self.assertEqual([ref() for ref in lost], [None] * len(lost))
