@@ -11,7 +11,10 @@ RSS, gc objects, ticks, overruns) and its CPU time into a CSV; at the end it
 draws every series over time into a PNG (matplotlib, Agg) and prints each
 one's growth per hour (the slope of a linear fit after the warm-up), the
 false downs among the healthy instances (healthy ones whose ``failures``
-grew), and whether ZooKeeper caught up after the outage.
+grew), and whether ZooKeeper caught up after the outage. ``--outages 3``
+stops ZooKeeper three times, evenly spread, and prints RSS just before each
+outage and at the end: a step that comes back at each outage is kept
+memory, one that does not is the allocator's high-water mark.
 
 Needs matplotlib: ``pip install matplotlib``.
 
@@ -85,7 +88,8 @@ def parse_args() -> argparse.Namespace:
     add("--healthy-servers", type=int, default=4, help="redis-servers (4)")
     add("--flapping-servers", type=int, default=3, help="redis-servers (3)")
     add("--flap-period", type=float, default=10.0, help="paused half of it (10)")
-    add("--zk-outage", type=float, default=15.0, help="seconds, mid-run (15)")
+    add("--zk-outage", type=float, default=15.0, help="seconds, each (15)")
+    add("--outages", type=int, default=1, help="ZooKeeper outages, spread (1)")
     add("--interval", type=float, default=1.0, help="tick, seconds (1.0)")
     add("--timeout", type=float, default=0.5, help="check timeout, seconds (0.5)")
     add("--csv", type=Path, default=Path("soak.csv"), help="samples (soak.csv)")
@@ -138,11 +142,16 @@ def sample_loop(
     args: argparse.Namespace,
     writer: Any,
 ) -> list[dict[str, float]]:
-    """One sample a second for ``--minutes``; the outage in the middle."""
+    """One sample a second for ``--minutes``; the outages spread evenly."""
     total = args.minutes * 60
-    outage_start = total / 2 - args.zk_outage / 2
-    outage_end = outage_start + args.zk_outage
+    # (start, end) of each outage, centred on total * k / (outages + 1).
+    outages = [
+        (middle - args.zk_outage / 2, middle + args.zk_outage / 2)
+        for k in range(1, args.outages + 1)
+        for middle in [total * k / (args.outages + 1)]
+    ]
     zk_running = True
+    outage_end = 0.0
     rows = []
     jitter = random.Random(0)
     started = time.monotonic()
@@ -152,7 +161,9 @@ def sample_loop(
         if elapsed > total + 30:
             break
         flapper.step(now)
-        if zk_running and outage_start <= elapsed < outage_end:
+        due = [(a, b) for a, b in outages if a <= elapsed < b]
+        if zk_running and due:
+            outage_end = due[0][1]
             zookeeper.stop()
             zk_running = False
             print(f"{elapsed:.0f} s: ZooKeeper stopped", file=sys.stderr)
@@ -212,6 +223,33 @@ def growth(rows: list[dict[str, float]], since: float) -> dict[str, dict[str, fl
     return out
 
 
+def outage_spans(rows: list[dict[str, float]]) -> list[tuple[float, float]]:
+    """The first and last sample of each run of samples with ZooKeeper stopped."""
+    spans: list[tuple[float, float]] = []
+    previous: dict[str, float] | None = None
+    for row in rows:
+        if not row["zookeeper_running"]:
+            if previous is None or previous["zookeeper_running"]:
+                spans.append((row["seconds"], row["seconds"]))
+            else:
+                spans[-1] = (spans[-1][0], row["seconds"])
+        previous = row
+    return spans
+
+
+def rss_steps(rows: list[dict[str, float]]) -> str:
+    """RSS (MiB) at the last sample before each outage, and at the end."""
+    before = [
+        previous
+        for previous, row in zip(rows, rows[1:], strict=False)
+        if previous["zookeeper_running"] and not row["zookeeper_running"]
+    ]
+    return ", ".join(
+        f"{r['rss_bytes'] / 2**20:.2f} at {r['seconds']:.0f} s"
+        for r in [*before, rows[-1]]
+    )
+
+
 def outage_end(rows: list[dict[str, float]]) -> float | None:
     """When ZooKeeper was running again after the outage (None: no outage)."""
     stopped = [i for i, r in enumerate(rows) if not r["zookeeper_running"]]
@@ -236,14 +274,14 @@ def plot(rows: list[dict[str, float]], args: argparse.Namespace) -> None:
         (label, [r[key] * scale for r in rows]) for key, label, scale in SERIES
     ] + [("agent CPU (% of a core)", cpu)]
     fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(7, 9), dpi=72)
-    down = [r["seconds"] for r in rows if not r["zookeeper_running"]]
+    spans = outage_spans(rows)
     for ax, (label, values) in zip(axes, panels, strict=True):
         ax.plot(t, values, linewidth=0.8)
         ax.set_ylabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.axvspan(0, args.warmup, color="0.9")
-        if down:
-            ax.axvspan(min(down), max(down), color="orange", alpha=0.3)
+        for first, last in spans:
+            ax.axvspan(first, last, color="orange", alpha=0.3)
         ax.grid(True, linewidth=0.3)
     axes[-1].set_xlabel("seconds (grey: warm-up, orange: ZooKeeper stopped)")
     fig.suptitle(
@@ -297,8 +335,9 @@ def report(
             f"{args.instances} instances: {args.healthy} healthy, {args.hung} hung, "
             f"{args.refusing} refusing, {args.flapping} flapping "
             f"(period {args.flap_period:g} s); ZooKeeper stopped "
-            f"{args.zk_outage:g} s mid-run",
+            f"{args.zk_outage:g} s, {args.outages} time(s)",
         ),
+        ("RSS before each outage, at the end (MiB)", rss_steps(rows)),
         (
             "sampled",
             f"{rows[-1]['seconds']:.0f} s, {len(rows)} samples; fitted after "
