@@ -875,9 +875,10 @@ def _break_cycles(transport: object) -> None:
     waited a few minutes at a time in the oldest generation, the agent's
     heap swung by 2 MB at 200 instances, and a burst landing on a high
     swing (ZooKeeper's return) raised RSS for good. Over TLS the TCP
-    transport is the one under the TLS protocol. Both attributes are used
-    only while connecting, and a lost connection never connects again (a
-    new attempt makes a new connector).
+    transport is the one under the TLS protocol (the TLS layer keeps
+    cycles of its own: a TLS connection still waits for the collector).
+    Both attributes are used only while connecting, and a lost connection
+    never connects again (a new attempt makes a new connector).
     """
     lower = getattr(transport, "transport", transport)
     if type(lower) is not tcp.Client:
