@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -157,6 +158,37 @@ class ExpireTests(SweepTestCase):
         self.assertEqual(len(self.sweep), 1)
         self.sweep.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class TimerBookkeepingTests(SweepTestCase):
+    """What the sweep keeps of its timers costs little per launch."""
+
+    def test_launches_do_not_each_ask_every_timer(self) -> None:
+        """
+        With the timers of about 20 launches pending at any time (a slice
+        every 0.05 s, a timeout of 1 s), the sweep asks a timer whether it
+        is still active fewer than 8 times a launch, not at every launch
+        of every timer pending (about 40 a launch); and every launch's
+        check is still cancelled at its deadline.
+        """
+        asked = []
+        active = DelayedCall.active
+
+        def counted(call: DelayedCall) -> bool:
+            asked.append(call)
+            return active(call)
+
+        self.patch(DelayedCall, "active", counted)
+        launches = []
+        for _ in range(400):
+            launches += self.launches(1)
+            self.sweep.expire(launches[-1:], self.clock.seconds(), 1.0)
+            self.clock.pump([0.05, 0])
+        self.clock.pump([0.05, 0] * 25)
+        self.assertLess(len(asked), 8 * 400)
+        self.assertEqual({launch.cancelled for launch in launches}, {1})
+        self.assertEqual(len(self.completions), 400)
+        self.assertEqual(len(self.sweep), 0)
 
 
 class OverdueTests(SweepTestCase):
