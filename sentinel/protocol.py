@@ -79,6 +79,9 @@ MAX_ERROR_TEXT = 512
 # A bulk: INFO replication has a line of about 80 bytes per replica, so a
 # master with 800 replicas fits.
 MAX_BULK = 64 * 1024
+# The longest ``$N`` line, CRLF included, that `_whole_bulk` reads: N up
+# to MAX_BULK, with a leading zero or two.
+_BULK_HEADER = 10
 # Replies are small: Twisted's default 64 KiB read buffer is allocated per
 # read.
 READ_BUFFER = 4096
@@ -635,6 +638,8 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
                     return
                 if not self.connected:
                     return  # Dropped: nothing more is read.
+        if data[:1] == b"$" and not unpause and self._whole_bulk(data):
+            return
         try:
             super().dataReceived(data, unpause)
         except UnicodeDecodeError:
@@ -650,6 +655,40 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
             if rest:
                 text = rest[:40].decode("utf-8", "replace")
                 self.reject(f"unexpected reply: {text!r}")
+
+    def _whole_bulk(self, data: bytes) -> bool:
+        # INFO's reply, read whole and alone while nothing else is being
+        # parsed (every tenth check, after the repeated PING and HELLO):
+        # handed to the command waiting as the parser would hand it, without
+        # the dozen calls of its way through raw mode (the line, its length,
+        # raw mode, the bulk, its conversion, the reply, line mode again).
+        # Only a bulk that the parser would accept as it is, with nothing
+        # after it; anything else (a bulk split over reads, followed by more,
+        # too long, malformed) is the parser's, which judges it.
+        end = data.find(b"\r\n", 1, _BULK_HEADER)
+        if end < 0:
+            return False
+        header = data[1:end]
+        if not header.isdigit():  # ASCII digits (bytes), as `_length` asks.
+            return False
+        length = int(header)
+        waiting = self.replyQueue.waiting
+        if (
+            length > MAX_BULK
+            or len(data) != end + length + 4
+            or data[-2:] != b"\r\n"
+            or not waiting
+            or self._LineReceiver__buffer
+            or not self.factory.line_mode  # (the property's value, without the call)
+            or self.paused
+            or self.multi_bulk.pending is not None
+            or self.transport.disconnecting
+        ):
+            return False
+        # txredisapi hands a bulk on unconverted (no charset, numbers left
+        # as they are: `__init__`).
+        waiting.pop(0).callback(data[end + 2 : -2])
+        return True
 
     def lineReceived(self, line: str) -> bool:
         # Every line read in line mode starts a reply or an element of the

@@ -706,8 +706,9 @@ class KnownReplyTests(SynchronousTestCase):
         """
         A read that starts with remembered bytes, while more commands wait
         than remembered (INFO after the pipeline), hands the repeat on in
-        one call and parses only what follows, for the next waiter; what
-        follows with nobody waiting for it breaks the protocol.
+        one call and reads only what follows, for the next waiter (a whole
+        bulk, without the line parser); what follows with nobody waiting
+        for it breaks the protocol.
         """
         c = Connection()
         data = b"+PONG\r\n:0\r\n" + HELLO_REPLY
@@ -722,7 +723,7 @@ class KnownReplyTests(SynchronousTestCase):
         self.assertEqual(first.repeats, 1)
         self.assertEqual((drain.replies, hello.replies), ([], []))
         self.assertEqual(info.replies, [b"role:master\r\nx:1"])
-        self.assertEqual(c.lines[parsed:], ["$16"])
+        self.assertEqual(c.lines[parsed:], [])
         self.assertEqual(c.protocol.replyQueue.waiting, [])
         self.pipeline(c, first)
         c.receive(data + b"+PONG\r\n")
@@ -783,6 +784,71 @@ class KnownReplyTests(SynchronousTestCase):
             self.assertEqual(replies.replies, [reply], encoded)
         for unknown in ["QUEUED", "a\nb", True, ValueError("x"), 1.5]:
             self.assertIsNone(encode_reply(unknown))
+
+
+class WholeBulkTests(SynchronousTestCase):
+    """
+    A bulk read whole and alone (INFO's reply) reaches its waiter without
+    the line parser, exactly as the parser would hand it on.
+    """
+
+    def test_whole_bulk_skips_the_parser(self) -> None:
+        """
+        A whole bulk in one read, while its command waits, is handed on as
+        bytes with no line parsed and nothing buffered; the parser is idle
+        for the next reply.
+        """
+        c = Connection()
+        for body in (b"# Replication\r\nrole:master\r\n", b"", b"$4\r\nrole"):
+            info = c.ask(INFO_REPLICATION)
+            c.receive(b"$%d\r\n%s\r\n" % (len(body), body))
+            self.assertEqual(info.replies, [body])
+        self.assertEqual(c.lines, [])
+        self.assertEqual(c.buffered, 0)
+        pong = c.ask()
+        c.receive(b"+PONG\r\n")
+        self.assertEqual(pong.replies, ["PONG"])
+        self.assertEqual(c.violations, [])
+
+    def test_same_outcome_as_the_parser(self) -> None:
+        """
+        Bulks well formed or not, whole in one read, or with their first
+        byte read apart (then the line parser reads them): the same replies
+        and the same violations.
+        """
+        bulks = [
+            b"$4\r\nrole\r\n",
+            b"$004\r\nrole\r\n",
+            b"$0\r\n\r\n",
+            b"$-1\r\n",
+            b"$4\r\nroleXX",
+            b"$4\r\nrole\r\n+PONG\r\n",
+            b"$5\r\nrole\r\n",
+            b"$+4\r\nrole\r\n",
+            b"$ 4\r\nrole\r\n",
+            b"$\r\n\r\n",
+            b"$%d\r\n" % (MAX_BULK + 1) + b"x" * 8 + b"\r\n",
+        ]
+        for data in bulks:
+            outcomes = []
+            for reads in ([data], [data[:1], data[1:]]):
+                c = Connection()
+                info = c.ask(INFO_REPLICATION)
+                for read in reads:
+                    c.receive(read)
+                replies = [
+                    f"error: {r}" if isinstance(r, Exception) else r
+                    for r in info.replies
+                ]
+                outcomes.append((replies, c.violations, c.dropped))
+            self.assertEqual(outcomes[0], outcomes[1], data)
+
+    def test_nobody_waiting(self) -> None:
+        """A whole bulk nobody asked for still breaks the protocol."""
+        c = Connection()
+        c.receive(b"$4\r\nrole\r\n")
+        self.assertEqual(c.violations, ["unexpected reply: '$4'"])
+        self.assertTrue(c.dropped)
 
 
 class ParseTests(SynchronousTestCase):
@@ -932,6 +998,18 @@ class FastPathTests(TestCase):
     disables them fails here.
     """
 
+    def parser_reads(self) -> list[bytes]:
+        """What LineReceiver's parser is handed from now on, read by read."""
+        parsed: list[bytes] = []
+        parse = txredisapi.LineReceiver.dataReceived
+
+        def counted(self: Any, data: bytes, unpause: bool = False) -> Any:
+            parsed.append(data)
+            return parse(self, data, unpause)
+
+        self.patch(txredisapi.LineReceiver, "dataReceived", counted)
+        return parsed
+
     async def test_fast_paths_taken_on_real_tcp(self) -> None:
         """
         100 PINGs, each sent once the previous reply is in, to a real
@@ -941,14 +1019,7 @@ class FastPathTests(TestCase):
         """
         server = RedisServer().start()
         self.addCleanup(server.stop)
-        parsed: list[bytes] = []
-        parse = txredisapi.LineReceiver.dataReceived
-
-        def counted(self: Any, data: bytes, unpause: bool = False) -> Any:
-            parsed.append(data)
-            return parse(self, data, unpause)
-
-        self.patch(txredisapi.LineReceiver, "dataReceived", counted)
+        parsed = self.parser_reads()
         lost: list[RedisClientProtocol] = []
         factory = ConnectionFactory(lost.append, lambda p, reason: self.fail(reason))
         endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, server.port)
@@ -1041,6 +1112,36 @@ class FastPathTests(TestCase):
         self.assertEqual((lower.dataBuffer, lower._tempDataBuffer), (b"", []))
         self.assertNotIn(lower, reactor.getWriters())
         self.assertEqual(await reply, "PONG")
+
+    async def test_info_reply_skips_the_parser(self) -> None:
+        """
+        INFO replication sent to a real redis-server, 20 times, each once
+        the previous reply is in: every reply, read whole, reaches its
+        waiter as the bulk's bytes without LineReceiver's parser.
+        """
+        server = RedisServer().start()
+        self.addCleanup(server.stop)
+        parsed = self.parser_reads()
+        factory = ConnectionFactory(lambda p: None, lambda p, reason: self.fail(reason))
+        endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, server.port)
+        protocol: RedisClientProtocol = await endpoint.connect(factory)
+        self.addCleanup(protocol.drop)
+        infos = Replies()
+        total = 20
+
+        class Next:
+            def callback(self, reply: object) -> None:
+                infos.callback(reply)
+                if len(infos.replies) < total:
+                    protocol.send_to(INFO_REPLICATION, self)
+
+        protocol.send_to(INFO_REPLICATION, Next())
+        await wait_for(reactor, lambda: len(infos.replies) == total, 10.0, "INFOs")
+        self.assertEqual(
+            {parse_replication(reply).role for reply in infos.replies}, {"master"}
+        )
+        # Any reply the kernel split in two is parsed.
+        self.assertLess(len(parsed), 3)
 
     async def test_pipeline_repeats_skip_the_parser(self) -> None:
         """
