@@ -228,9 +228,10 @@ def pending_slices(tracker: PendingTracker, clock: IReactorTime) -> Slices:
     after the request, and a check launched in between had a negative age.
     """
     now = clock.seconds()
+    # By age, then by name: a slice's checks start at the same time.
     checks = sorted(
         ((state.started_at, state.name, state.stage) for state in tracker),
-        key=itemgetter(0),
+        key=itemgetter(0, 1),
     )
     oldest = None if not checks else now - checks[0][0]
     yield b'{"count": %d, "oldest_seconds": %s, "checks": [\n' % (
