@@ -237,7 +237,13 @@ class InstanceHealth:
             observation.ok
             and self.status == UP
             and observation.ready == self.ready
-            and observation.replication is None
+            and (
+                observation.replication is None
+                # INFO read the role it read last time (a master that lists
+                # no replica: the same object): nothing to keep anew.
+                or observation.replication is self.replication
+                or observation.replication == self.replication
+            )
             and observation.draining == self.draining
         ):
             # The common case, thousands a second: up, and still up.

@@ -130,6 +130,41 @@ class RoleErrorTests(SynchronousTestCase):
         self.assertEqual((health.status, health.error), (DOWN, "timeout (ping)"))
 
 
+class RepeatedInfoTests(SynchronousTestCase):
+    """An INFO that reads the role it read last time changes nothing."""
+
+    def test_same_role_read_again(self) -> None:
+        """
+        A replica up, its INFO read again (an equal role, parsed anew each
+        time): no transition, one more success in a row, the latest
+        latency, and the role and its link as they were; a changed link is
+        a transition again.
+        """
+
+        def replica(link: str) -> Replication:
+            return Replication(
+                role="slave",
+                master_host="10.0.0.1",
+                master_port=6379,
+                master_link_status=link,
+            )
+
+        health = InstanceHealth(rise=2, fall=3)
+        health.observe(Observation(True, True, 1.0, None, replica("up")), 0.0)
+        for k in range(1, 4):
+            again = Observation(True, True, 2.0 + k, None, replica("up"))
+            self.assertIsNone(health.observe(again, float(k)))
+        self.assertEqual(
+            (health.consecutive_successes, health.latency_ms, health.checked_at),
+            (4, 5.0, 3.0),
+        )
+        self.assertEqual(health.replication, replica("up"))
+        self.assertIsNone(health.error)
+        down = Observation(True, True, 1.0, None, replica("down"))
+        self.assertIsNotNone(health.observe(down, 4.0))
+        self.assertEqual(health.replication.master_link_status, "down")
+
+
 class DrainTests(SynchronousTestCase):
     """A drained instance is up and not ready, and says it is draining."""
 
