@@ -44,15 +44,15 @@ class PendingTracker:
     apart by identity. A state is its instance's for as long as the
     instance is watched, and holds one check at a time (the monitor
     launches none while one is in flight), so there is at most one per
-    instance; and nothing tracked is ever lost to another state of the
-    same name (a replaced instance), as it was when they were kept by name.
+    instance.
     """
 
     def __init__(self) -> None:
         self._pending: set[InFlight] = set()
         # The set's own methods, with no Python call around them: they run
-        # as every check starts and ends, thousands a second, and as Python
-        # methods they were about 2.5 % of the instructions of a check.
+        # as every check starts and ends, thousands a second; as two Python
+        # methods they were 2.6 % of a check's instructions (counted with
+        # the calls removed).
         # Start tracking the state's check (again: no change).
         self.add: Callable[[InFlight], None] = self._pending.add
         # Stop tracking the state's check (it ended), if it is tracked.
@@ -74,7 +74,7 @@ class PendingTracker:
         return now - min(p.started_at for p in self._pending)
 
     def report(self, now: float) -> dict[str, Any]:
-        """The JSON body of GET /pending, oldest first."""
+        """The JSON body of GET /pending, oldest first, then by name."""
         checks = sorted(self._pending, key=lambda p: (p.started_at, p.name))
         return {
             "count": len(checks),
