@@ -200,6 +200,7 @@ def opinion_of(health: InstanceHealth, now: float) -> Opinion | None:
         latency_ms=health.latency_ms,
         checked_at=health.checked_at,
         error="draining" if draining and health.error is None else health.error,
+        settled=health.settled,
     )
 
 
@@ -216,7 +217,9 @@ def opinion_document(
     /healthz), its `refresh`, within which it writes its verdicts again when it
     is the primary (a co-observer judges them late by it), and the
     `discovery` it would publish of the instance (`discovery_digest`: a
-    primary names an opinion that says another in /healthz).
+    primary names an opinion that says another in /healthz), and whether
+    its status is `settled` (a primary leaves an unsettled down one out of
+    the quorum while the verdict is fresh and up: `verdict.decide`).
     """
     return {
         "host": instance.host,
@@ -234,6 +237,9 @@ def opinion_document(
         "schema": INSTANCE_SCHEMA,
         "refresh": refresh,
         "discovery": discovery,
+        # Read as true when missing (`verdict.opinion_in`): an agent from
+        # before the field.
+        "settled": opinion.settled,
     }
 
 

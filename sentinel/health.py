@@ -26,6 +26,11 @@ primary busy connecting hundreds of instances at once, say) published a
 healthy instance down, and readers dropped it until `rise` checks later.
 A dead instance still goes down within `fall` checks of the new primary.
 
+A status decided directly is not `settled` until the checks that
+follow confirm it (`fall` failures, `rise` successes): in a group, an
+observer's opinion says so, and an unsettled down one makes no down
+verdict while the verdict is fresh and up (`sentinel.verdict`).
+
 Role fields come from the last INFO replication and are cleared when the
 instance goes down, so that nobody reads a stale role; when one known
 role follows another, `role_changed_at` says when. Why that INFO left
@@ -145,6 +150,21 @@ class InstanceHealth:
     def current(self, now: float) -> bool:
         """Whether there is a status, decided on checks that are not stale."""
         return self.status is not None and now <= self.stale_at
+
+    @property
+    def settled(self) -> bool:
+        """
+        Whether the status rests on the hysteresis: moved by it, or, if
+        decided directly (a first check, one after a stale history, or
+        inherited), confirmed since by `fall` failures or `rise`
+        successes in a row. One check alone is not: the agent's own
+        trouble (a connect timed out while it joins) fails it as well.
+        """
+        if self.changes > 1:
+            return True
+        if self.status == DOWN:
+            return self.consecutive_failures >= self.fall
+        return self.status == UP and self.consecutive_successes >= self.rise
 
     def clock_stepped(self, step: float) -> None:
         """

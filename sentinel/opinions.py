@@ -192,6 +192,10 @@ class Opinions:
         # last reading, and when that was asked (`verdict_document`).
         self._verdicts_due: dict[str, float] = {}
         self._verdicts_read: dict[str, tuple[str, float, float]] = {}
+        # The instances whose opinion was last built unsettled here
+        # (`InstanceHealth.settled`): written again once it settles, which
+        # changes no status and so brings no transition to write it.
+        self._unsettled: set[str] = set()
 
     # This agent's
 
@@ -208,6 +212,7 @@ class Opinions:
         elif not observing and node is not None:
             del self._nodes.opinions[name]
             self._digests.pop(name, None)
+            self._unsettled.discard(name)
             # ZooKeeper would otherwise keep a parent for every instance
             # ever observed; the last observer to leave deletes it.
             node.prune_parent = True
@@ -235,8 +240,13 @@ class Opinions:
         if node is None:
             return
         now = self._reactor.seconds()
-        if node.state is not state or transition is not None:
+        if (
+            node.state is not state
+            or transition is not None
+            or (state.name in self._unsettled and state.health.settled)
+        ):
             node.state = state
+            self._unsettled.discard(state.name)
             self._queue.mark(node)
         elif (
             node.owned
@@ -509,6 +519,10 @@ class Opinions:
         if opinion is None:
             return None
         assert state is not None
+        if opinion.settled:
+            self._unsettled.discard(state.name)
+        else:
+            self._unsettled.add(state.name)
         instance = state.instance
         return encode(
             opinion_document(
@@ -911,7 +925,41 @@ class Opinions:
             # crash loop held the dead Redis it was the primary of
             # published up until the state file's rule closed its session).
             silent.add(self._agent_id)
-        return decide(observers, opinions, quorum, silent)
+        standing = self._standing(name, node, now)
+        return decide(observers, opinions, quorum, silent, standing)
+
+    def _standing(self, name: str, node: Node | None, now: float) -> str | None:
+        """
+        The status the node of `name` says, if fresh: the previous
+        primary's verdict while the node still says it, else the one this
+        primary last wrote, while it holds the node (a member back from a
+        freeze, its session gone and its nodes another's meanwhile, would
+        otherwise go on from what it wrote before, up where the others
+        had since published a dead instance down). Fresh as a takeover
+        judges it
+        (`Group._previous_verdict`): checked within `refresh` plus the
+        staleness bound of this agent's history of the instance
+        (`InstanceHealth.stale_after`) of now. A primary rewrites an
+        unchanged verdict every refresh; one older was not, and says
+        nothing of now. Unsettled down opinions make no down verdict
+        against a fresh up one (`sentinel.verdict`).
+        """
+        state = None if node is None else node.state
+        if node is None or state is None:
+            return None
+        if node.previous is not None:
+            status = node.previous.get("status")
+            checked_at = said_checked_at(node.previous)
+        elif node.owned and not node.lost:
+            status = self._since.get(name, (None, None))[0]
+            checked_at = self._checked.get(name)
+        else:
+            return None
+        if checked_at is None or abs(now - checked_at) > (
+            self._refresh + state.health.stale_after
+        ):
+            return None
+        return status if isinstance(status, str) else None
 
     def _note_config(
         self,

@@ -13,6 +13,15 @@ error, latency, when it checked). The primary decides:
   hold a dead Redis up);
 - otherwise **up** when any opinion is up: one agent's own trouble (its
   network, its CPU) never publishes a healthy instance down;
+- an unsettled down opinion (its observer's status decided directly by
+  its first check, not yet confirmed by `fall` failures in a row) is
+  left out of the down count while the verdict the node says is fresh
+  and up (`standing`): a joining member's first check is no news of the
+  instance, and with quorum 1 one failed first check otherwise published
+  every instance it observes down. It counts once settled, at the
+  observer's `fall`-th failure; with no fresh verdict (a group's first
+  start, a node made anew) it counts at once. An opinion that does not
+  say (an agent from before the field) is settled;
 - otherwise no verdict: too few opinions to say anything new, and the
   previous verdict stands (a new primary never writes a false down).
 
@@ -57,6 +66,10 @@ class Opinion:
     # What discovery its observer publishes of the instance
     # (`documents.discovery_digest`; None: not said).
     discovery: str | None = None
+    # Whether its status rests on the hysteresis (`InstanceHealth.settled`).
+    # Not decisive: settling changes no status, and its write is the
+    # observer's own (`sentinel.opinions`).
+    settled: bool = True
 
     def decisive(self) -> tuple[Any, ...]:
         """What a verdict takes from this opinion, save timings and errors."""
@@ -88,18 +101,24 @@ def decide(
     opinions: Mapping[str, Opinion | None],
     quorum: int,
     silent: Set[str] = frozenset(),
+    standing: str | None = None,
 ) -> Verdict | None:
     """
     The verdict of `observers` (primary first) from their `opinions`, with
     `quorum` down opinions needed, capped at the observers not `silent`
     (those whose opinion has long been missing or unreadable); None when
-    they say nothing yet.
+    they say nothing yet. With `standing` up (the node's verdict, fresh),
+    unsettled down opinions are not counted.
     """
     counted = sum(1 for agent in observers if agent not in silent)
     needed = max(1, min(quorum, counted))
     said = [(agent, opinions.get(agent)) for agent in observers]
     statuses = tuple((agent, None if o is None else o.status) for agent, o in said)
-    down = [o for _, o in said if o is not None and o.status == DOWN]
+    down = [
+        o
+        for _, o in said
+        if o is not None and o.status == DOWN and (o.settled or standing != UP)
+    ]
     up = [o for _, o in said if o is not None and o.status == UP]
     if len(down) >= needed:
         return Verdict(DOWN, down[0], statuses, needed, _newest_check(down))
@@ -148,6 +167,7 @@ def opinion_in(document: Mapping[str, Any]) -> Opinion | None:
             host=_text(document.get("host")),
             port=_integer(document.get("port")),
             discovery=_text(document.get("discovery")),
+            settled=document.get("settled") is not False,
         )
     except (TypeError, ValueError):
         return None

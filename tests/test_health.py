@@ -497,3 +497,55 @@ class InheritTests(SynchronousTestCase):
         transition = health.observe(BAD, 100.0 + health.stale_after + 0.1)
         assert transition is not None
         self.assertEqual(transition.new_status, DOWN)
+
+
+class SettledTests(SynchronousTestCase):
+    """
+    A status decided directly is settled once the hysteresis confirms it;
+    one it moved is settled at once.
+    """
+
+    def assert_settles_at(self, observation: Observation, count: int) -> None:
+        """A first `observation` decides; the `count`-th in a row settles it."""
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        for at in range(count - 1):
+            health.observe(observation, float(at))
+            self.assertFalse(health.settled, at)
+        health.observe(observation, float(count - 1))
+        self.assertTrue(health.settled)
+
+    def test_first_down_settles_at_the_fall_th_failure(self) -> None:
+        """Down by a first failure: unsettled until `fall` failures in a row."""
+        self.assert_settles_at(BAD, 3)
+
+    def test_interrupted_failures_stay_unsettled(self) -> None:
+        """A success between failures (fewer than `rise`) starts the count again."""
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        for at, observation in enumerate([BAD, BAD, OK, BAD, BAD]):
+            health.observe(observation, float(at))
+        self.assertEqual(health.status, DOWN)
+        self.assertFalse(health.settled)
+
+    def test_first_up_settles_at_the_rise_th_success(self) -> None:
+        """Up by a first success: settled at the `rise`-th success."""
+        self.assert_settles_at(OK, 2)
+
+    def test_moved_by_the_hysteresis_is_settled(self) -> None:
+        """Up, then down by `fall` failures: settled from that change on."""
+        health = InstanceHealth(rise=1, fall=2, interval=1.0)
+        health.observe(OK, 0.0)
+        health.observe(BAD, 1.0)
+        transition = health.observe(BAD, 2.0)
+        assert transition is not None
+        self.assertTrue(health.settled)
+        self.assertEqual(health.changes, 2)
+
+    def test_decided_anew_after_a_gap_is_not_settled(self) -> None:
+        """A failure after a stale history decides directly: not settled."""
+        health = InstanceHealth(rise=1, fall=2, interval=1.0)
+        health.observe(OK, 0.0)
+        health.observe(OK, 1.0)
+        self.assertTrue(health.settled)
+        health.observe(BAD, 1.0 + health.stale_after + 0.1)
+        self.assertEqual(health.status, DOWN)
+        self.assertFalse(health.settled)

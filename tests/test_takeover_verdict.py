@@ -27,20 +27,33 @@ STEP = 0.05
 
 class Scene:
     """
-    Member "a" alone with `NAMES`, each as `a_sees`, long enough for its
-    verdicts to settle; then "d" joins, whose checks answer `d_sees`.
+    Member "a" (or the members `before`) with `NAMES`, each as `a_sees`,
+    long enough for its verdicts to settle; then "d" joins, whose checks
+    answer `d_sees`.
     Every node's status is recorded at each step, and each instance's
     first check by d.
     """
 
-    def __init__(self, a_sees: Any, d_sees: Any, replicas: int = 1) -> None:
+    def __init__(
+        self,
+        a_sees: Any,
+        d_sees: Any,
+        replicas: int = 1,
+        quorum: int | None = None,
+        before: tuple[str, ...] = ("a",),
+    ) -> None:
+        """`before`: the members there before d, each seeing `a_sees`."""
         fleet = self.fleet = Fleet()
-        a = fleet.add("a", NAMES, replicas=replicas, rise=RISE, fall=FALL)
-        for name in NAMES:
-            a.see(name, a_sees)
-        a.start()
+        settings: dict[str, Any] = dict(
+            replicas=replicas, quorum=quorum, rise=RISE, fall=FALL
+        )
+        for agent in before:
+            member = fleet.add(agent, NAMES, **settings)
+            for name in NAMES:
+                member.see(name, a_sees)
+            member.start()
         fleet.run(RISE * INTERVAL + 1.0)
-        self.d = fleet.add("d", NAMES, replicas=replicas, rise=RISE, fall=FALL)
+        self.d = fleet.add("d", NAMES, **settings)
         for name in NAMES:
             self.d.see(name, d_sees)
         self.statuses: dict[str, list[tuple[float, str | None]]] = {
