@@ -1,15 +1,15 @@
 """
-A member joining a group with one replica, as a reader of ZooKeeper sees
-the instances it takes over (DESIGN.md sections 2.6 and 8: a takeover is no
-news of an instance, and one agent's own trouble never publishes a healthy
-one down).
+A member joining a group, as a reader of ZooKeeper sees the instances it
+takes over or comes to observe (DESIGN.md sections 2.6 and 8: a takeover is
+no news of an instance, and one agent's own trouble never publishes a
+healthy one down).
 
-``--agents`` agents (``twistd -n sentinel``, ``replicas = 1``, rise 2 and
-fall 3 at 1 s) share ``--instances`` instances over ``--servers`` real
-redis-servers, all up. Once every node says up, a reader reads every
-instance node every 50 ms (its status and the agent that wrote it), and
-one more agent joins and takes its share over. Its own trouble, at the
-takeover:
+``--agents`` agents (``twistd -n sentinel``, ``replicas = 1`` or
+``--replicas``, with ``--quorum``; rise 2 and fall 3 at 1 s) share
+``--instances`` instances over ``--servers`` real redis-servers, all up.
+Once every node says up, a reader reads every instance node every 50 ms
+(its status and the agent that wrote it), and one more agent joins and
+takes its share over. Its own trouble, at the takeover:
 
 - ``--load N``: the joining agent pinned to one core (``taskset``) with N
   busy loops pinned there too, from before its start to the end;
@@ -25,12 +25,15 @@ runs of each ``--checkout`` (interleaved, the same scene each time):
 
 - the instances moved to the joining agent, and those of them whose node
   said down at least once though their server was never killed (healthy
-  instances published down), and likewise of those that stayed;
+  instances published down), and likewise of those that stayed; with
+  ``--replicas`` above 1, those that stayed split into the ones the joiner
+  came to observe (its opinion is one of the verdict's) and the rest;
 - with ``--kill``, the seconds from the kill to the node saying down, for
   moved and stayed instances of the killed servers (p50 / max).
 
     .venv/bin/python benchmarks/takeover.py --checkout before=PATH
         --checkout after=. [--load 3] [--blip 1.2] [--kill 1] [--runs 3]
+        [--replicas 2 --quorum 1]
 """
 
 from __future__ import annotations
@@ -72,8 +75,8 @@ JOINER = "joiner"
 class Reader(leave.Reader):
     """
     ``leave.py``'s reader, every `POLL` s, keeping what each instance node
-    says (its status and the agent that wrote it) rather than who holds it,
-    under `root`.
+    says (its status, the agent that wrote it, and whether the joining
+    agent is among its observers) rather than who holds it, under `root`.
     """
 
     root = ROOT
@@ -87,7 +90,11 @@ class Reader(leave.Reader):
             try:
                 data, _ = read.get(timeout=2.0)
                 document = json.loads(data)
-                value: Any = (document.get("status"), document.get("agent"))
+                value: Any = (
+                    document.get("status"),
+                    document.get("agent"),
+                    JOINER in (document.get("observers") or {}),
+                )
             except NoNodeError:
                 value = None
             history = self.nodes[name]
@@ -124,6 +131,9 @@ def run(
             for i in range(args.instances)
         ]
         names = [i.name for i in instances]
+        settings = {"replicas": args.replicas}
+        if args.quorum is not None:
+            settings["quorum"] = args.quorum
 
         def config(agent_id: str) -> str:
             return agent_config(
@@ -132,7 +142,7 @@ def run(
                 zookeeper=zookeeper.hosts,
                 zk_root=ROOT,
                 agent_id=agent_id,
-                zk_settings={"replicas": 1},
+                zk_settings=settings,
             )
 
         agents = []
@@ -214,10 +224,15 @@ def run(
                 None,
             )
 
+        def observed(name: str) -> bool:
+            return any(v is not None and v[2] for _, v in reader.nodes[name])
+
         went = [n for n in names if moved(n)]
         stayed = [n for n in names if not moved(n)]
         healthy_down = [n for n in went if n not in killed and down_at(n) is not None]
         control_down = [n for n in stayed if n not in killed and down_at(n) is not None]
+        watched = [n for n in stayed if n not in killed and observed(n)]
+        watched_down = [n for n in watched if n in control_down]
         missing = [
             n for n in names if any(v is None for t, v in reader.nodes[n] if t >= 0)
         ]
@@ -235,6 +250,15 @@ def run(
             ),
             (f"{label} run {number}: node ever missing", str(len(missing))),
         ]
+        if args.replicas > 1:
+            rows.insert(
+                3,
+                (
+                    f"{label} run {number}: healthy, observed, down",
+                    f"{len(watched_down)} of {len(watched)} stayed that the "
+                    "joiner observes",
+                ),
+            )
         if args.kill:
             for what, group in (("moved", went), ("stayed", stayed)):
                 times = [
@@ -266,6 +290,8 @@ def main() -> int:
     add("--instances", type=int, default=300)
     add("--servers", type=int, default=6)
     add("--timeout", type=float, default=0.5, help="the agents' timeout (0.5)")
+    add("--replicas", type=int, default=1, help="zookeeper.replicas (1)")
+    add("--quorum", type=int, default=None, help="zookeeper.quorum (its default)")
     add("--load", type=int, default=0, help="busy loops on the joiner's core")
     add("--cpu", type=int, default=1, help="the core of --load (1)")
     add("--blip", type=float, default=0.0, help="s every server is frozen")
@@ -282,8 +308,9 @@ def main() -> int:
         for label, path in checkouts:
             rows += run(args, label, path, number)
     title = (
-        f"takeover: {args.agents} agents + 1 joining, R = 1, "
-        f"{args.instances} instances on {args.servers} servers"
+        f"takeover: {args.agents} agents + 1 joining, R = {args.replicas}, "
+        + (f"quorum {args.quorum}, " if args.quorum is not None else "")
+        + f"{args.instances} instances on {args.servers} servers"
         + (f", {args.load} busy loops on its core" if args.load else "")
         + (f", servers frozen {args.blip:g} s" if args.blip else "")
         + (f", {args.kill} server(s) killed" if args.kill else "")
