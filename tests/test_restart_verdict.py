@@ -46,8 +46,11 @@ class Scene:
         then_sees: Any,
         state_dir: bool = True,
         others: int = 0,
+        replicas: int = 1,
+        quorum: int | None = None,
     ) -> None:
         fleet = self.fleet = Fleet()
+        self.replicas, self.quorum = replicas, quorum
         handoff = handoffs(fleet, os.path.abspath(case.mktemp()))
         self.handoff = handoff if state_dir else lambda: None
         members = [self.add("a", a_sees)]
@@ -80,6 +83,8 @@ class Scene:
             discovery=SERVERSET,
             rise=RISE,
             fall=FALL,
+            replicas=self.replicas,
+            quorum=self.quorum,
         )
         for name in NAMES:
             member.see(name, sees)
@@ -165,6 +170,17 @@ class ReattachedVerdictTests(SynchronousTestCase):
         scene = Scene(self, a_sees=UP, then_sees=DOWN, others=2)
         scene.run(ALONE_AFTER + 4 * INTERVAL, then_sees=UP)
         self.assertEqual(set(scene.first_check), set(scene.share))
+        self.assert_nothing_down(scene)
+
+    def test_two_replicas_quorum_one(self) -> None:
+        """
+        The same in a group of three with two replicas and quorum 1: the
+        next process's first failed check is an unsettled opinion, and
+        the verdict it reattached to, fresh and up, stands.
+        """
+        scene = Scene(self, UP, DOWN, others=2, replicas=2, quorum=1)
+        scene.run(ALONE_AFTER + 4 * INTERVAL, then_sees=UP)
+        self.assertEqual(set(scene.first_check) & set(scene.share), set(scene.share))
         self.assert_nothing_down(scene)
 
     def test_dead_instance_down_within_fall_checks(self) -> None:
