@@ -106,7 +106,14 @@ class MemberHeartbeats:
     def _check(self) -> None:
         if self._round is not None or self._zk.state != CONNECTED:
             return  # One round at a time; a lost connection says nothing.
-        self._round = Deferred.fromCoroutine(self._ask(self._relied_on()))
+        try:
+            members = self._relied_on()
+        except Exception:
+            # A bug of ours: said, and tried again at the next heartbeat
+            # (raised here, it would stop the LoopingCall for good).
+            log.failure("group: the members relied on not computed")
+            return
+        self._round = Deferred.fromCoroutine(self._ask(members))
         self._round.addErrback(self._failed)
         self._round.addBoth(self._done)
 
