@@ -39,6 +39,10 @@ MAX_CATALOG_BYTES = 64 * 1024 * 1024
 # a slice of its own, and its names frozen in another (about 10 ms a MB).
 NAMES_PER_SLICE = 10_000
 LARGE_CATALOG_CHARS = 1_000_000
+# Bytes inflated (and digested) in one slice of a part's reading: about
+# 3 ms. A part of 64 KB may inflate to the whole `MAX_CATALOG_BYTES`, and
+# inflating that in one call held the reactor 0.1-0.16 s, quiet.
+INFLATE_SLICE_BYTES = 1024 * 1024
 
 
 @attr.frozen
@@ -121,6 +125,10 @@ class BadCatalog(Exception):
     """A catalog that cannot be read back; the message says why."""
 
 
+class TooManyNames(BadCatalog):
+    """A catalog with more names than its reader has room for."""
+
+
 def decode_catalog(digest: str, parts: Sequence[bytes]) -> Catalog:
     """
     The catalog in `parts` (in order), checked against its `digest`, all
@@ -158,13 +166,18 @@ class CatalogDecoder:
     time. Each part is decompressed and digested when fed, so that a
     corrupt or oversized catalog is refused at its first bad part, before
     the rest is read (a member's 20 parts of garbage were 18 MB fetched
-    and held before the first was looked at). Its names are then parsed
-    `NAMES_PER_SLICE` at a time (`decode`): in one call, a valid catalog
-    of 800,000 names held every member's reactor 3.5-6 s.
+    and held before the first was looked at), `INFLATE_SLICE_BYTES` at a
+    time (`inflate`). Its names are then parsed `NAMES_PER_SLICE` at a
+    time (`decode`): in one call, a valid catalog of 800,000 names held
+    every member's reactor 3.5-6 s. Past `max_names` names (the room
+    its reader has) it is refused (`TooManyNames`) before the rest is
+    parsed: 64 MB of 6 million short names, a catalog anyone in a live
+    session can write, were a set of them all before being refused.
     """
 
-    def __init__(self, digest: str) -> None:
+    def __init__(self, digest: str, max_names: int | None = None) -> None:
         self._digest = digest
+        self._max_names = max_names
         self._inflate = zlib.decompressobj()
         self._hash = hashlib.blake2b(digest_size=8)
         self._chunks: list[bytes] = []
@@ -172,20 +185,38 @@ class CatalogDecoder:
 
     def feed(self, part: bytes) -> None:
         """
-        Take the next part.
+        Take the next part, all at once (`inflate` takes it in slices).
 
         @raise BadCatalog: if it is not compressed data, or takes the
             catalog over `MAX_CATALOG_BYTES`.
         """
-        try:
-            chunk = self._inflate.decompress(part, MAX_CATALOG_BYTES - self._size + 1)
-        except zlib.error as e:
-            raise BadCatalog(f"not compressed data: {e}") from None
-        self._size += len(chunk)
-        if self._inflate.unconsumed_tail or self._size > MAX_CATALOG_BYTES:
-            raise BadCatalog(f"larger than {MAX_CATALOG_BYTES} bytes")
-        self._hash.update(chunk)
-        self._chunks.append(chunk)
+        for _ in self.inflate(part):
+            pass
+
+    def inflate(self, part: bytes) -> Generator[None, None, None]:
+        """
+        Take the next part, `INFLATE_SLICE_BYTES` of its inflated bytes at
+        a time: a generator that yields between slices.
+
+        @raise BadCatalog: if it is not compressed data, or takes the
+            catalog over `MAX_CATALOG_BYTES`.
+        """
+        while True:
+            try:
+                chunk = self._inflate.decompress(part, INFLATE_SLICE_BYTES)
+            except zlib.error as e:
+                raise BadCatalog(f"not compressed data: {e}") from None
+            self._size += len(chunk)
+            if self._size > MAX_CATALOG_BYTES:
+                raise BadCatalog(f"larger than {MAX_CATALOG_BYTES} bytes")
+            self._hash.update(chunk)
+            self._chunks.append(chunk)
+            # A full slice may leave inflated bytes inside zlib even once
+            # every input byte is taken: ask again until one comes short.
+            part = self._inflate.unconsumed_tail
+            if len(chunk) < INFLATE_SLICE_BYTES and not part:
+                return
+            yield
 
     def decode(self) -> Generator[None, None, Catalog]:
         """
@@ -216,6 +247,7 @@ class CatalogDecoder:
         if index < end and text[end - 1] != '"':
             raise BadCatalog("not a catalog document")  # A comma last, say.
         names: set[str] = set()
+        parsed = 0
         large = len(text) > LARGE_CATALOG_CHARS
         while index < end:
             if names or large:
@@ -228,6 +260,10 @@ class CatalogDecoder:
                 except ValueError:
                     raise BadCatalog("not a catalog document") from None
                 names.add(name)
+                parsed += 1
+                if self._max_names is not None and parsed > self._max_names:
+                    # Counted as parsed, not as kept: repeats cost as much.
+                    raise TooManyNames(f"more than {self._max_names} names")
                 if index == end:
                     break
                 if text[index] != ",":

@@ -23,9 +23,10 @@ catalogs only: catalogs are kept by digest, so agents sharing one list (a centra
 group) are read once, and a catalog seen before is not read again; nor
 is one that could not be decoded, until its member writes another (its
 parts are decompressed as they arrive, and the read stops at the first
-bad one). Catalogs are decoded one at a time, a slice of names per
+bad one). Catalogs are inflated and decoded one at a time, a slice per
 reactor turn (`CatalogDecoder`), so that a member with a huge one never
-holds the checks.
+holds the checks, and parsed no further than the names there is room
+to keep (`MAX_NAMES_KEPT`).
 
 A catalog counts only while a session holds it: one in a persistent node
 (written by hand, or left by some other tool: no agent's session ends it)
@@ -91,7 +92,7 @@ listing still under way after `LISTING_FAILING_AFTER` is named in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Generator, Mapping
 from functools import partial
 from typing import Any
 
@@ -108,6 +109,7 @@ from sentinel.catalog import (
     Catalog,
     CatalogDecoder,
     CatalogPart,
+    TooManyNames,
     catalog_node_name,
     decode_slice,
     parse_catalog_node_name,
@@ -811,7 +813,8 @@ class Membership:
             self._held[agent] = (digest, token)
             return
         self.catalog_reads += 1
-        decoder = CatalogDecoder(digest)
+        kept = sum(len(c.names) for c in self._catalogs.values())
+        decoder = CatalogDecoder(digest, max_names=MAX_NAMES_KEPT - kept)
         try:
             for index in range(count):
                 name = catalog_node_name(agent, digest, token, index, count)
@@ -819,10 +822,14 @@ class Membership:
                 if not stat.ephemeralOwner:
                     self._left_out(agent, _PERSISTENT)
                     return
-                decoder.feed(data)
+                await self._in_slices(decoder.inflate(data))
             catalog = await self._decode(decoder)
         except NoNodeError:
             # Gone meanwhile: the watch says what replaced it.
+            return
+        except TooManyNames as e:
+            self._no_room[agent] = (digest, token)
+            self._left_out(agent, _no_room(str(e)))
             return
         except BadCatalog as e:
             self._undecodable[agent] = (digest, token)
@@ -831,11 +838,7 @@ class Membership:
         kept = sum(len(c.names) for c in self._catalogs.values())
         if kept + len(catalog.names) > MAX_NAMES_KEPT:
             self._no_room[agent] = (digest, token)
-            self._left_out(
-                agent,
-                f"its {len(catalog.names)} names would take the catalogs kept"
-                f" over {MAX_NAMES_KEPT} names",
-            )
+            self._left_out(agent, _no_room(f"its {len(catalog.names)} names"))
             return
         self._bad.pop(agent, None)
         self._catalogs[digest] = catalog
@@ -943,6 +946,15 @@ class Membership:
                 await deferLater(self._reactor, 0, lambda: None)
             return catalog
 
+    async def _in_slices(self, steps: Generator[None, None, None]) -> None:
+        """
+        Run `steps` a slice per reactor turn, one catalog's at a time, as
+        `_decode` does (a part is inflated so: `CatalogDecoder.inflate`).
+        """
+        async with self._decoding:
+            for _ in steps:
+                await deferLater(self._reactor, 0, lambda: None)
+
     def _left_out(self, agent: str, why: str) -> None:
         if self._bad.get(agent) != why:
             log.error(
@@ -1042,6 +1054,11 @@ class Membership:
 
 
 _PERSISTENT = "a persistent node, which no agent's session holds"
+
+
+def _no_room(names: str) -> str:
+    """Why a catalog of so many `names` is left out: no room to keep them."""
+    return f"{names} would take the catalogs kept over {MAX_NAMES_KEPT} names"
 
 
 def _previous_first(

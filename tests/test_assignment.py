@@ -7,16 +7,19 @@ import zlib
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel import catalog as catalog_module
 from sentinel.assignment import Assignment, name_hash
 from sentinel.catalog import (
     MAX_CATALOG_BYTES,
     BadCatalog,
     Catalog,
     CatalogDecoder,
+    TooManyNames,
     catalog_digest,
     catalog_node_name,
     catalog_parts,
     decode_catalog,
+    decode_slice,
     parse_catalog_node_name,
 )
 from sentinel.config import load_config
@@ -230,6 +233,54 @@ class CatalogTests(SynchronousTestCase):
         self.assertGreaterEqual(calls, 3)
         empty = Catalog(frozenset(), 1, 1)
         self.assertEqual(decode_catalog(*catalog_parts(empty)), empty)
+
+    def test_inflated_in_slices(self) -> None:
+        """
+        A part is inflated INFLATE_SLICE_BYTES at a time, a slice per
+        step of `inflate`, and reads back as written; a bomb is refused
+        after at most one slice past MAX_CATALOG_BYTES.
+        """
+        self.patch(catalog_module, "INFLATE_SLICE_BYTES", 1000)
+        names = frozenset(f"cache-{i:06d}" for i in range(1000))
+        digest, parts = catalog_parts(Catalog(names, 3, 2))
+        decoder = CatalogDecoder(digest)
+        steps = sum(1 for part in parts for _ in decoder.inflate(part))
+        encoded = Catalog(names, 3, 2).encode()
+        self.assertGreaterEqual(steps, len(encoded) // 1000 - 1)
+        self.assertEqual(decode_catalog(digest, parts), Catalog(names, 3, 2))
+        self.patch(catalog_module, "MAX_CATALOG_BYTES", 50_000)
+        bomb = zlib.compress(bytes(1_000_000), 9)
+        inflating = CatalogDecoder("0" * 16).inflate(bomb)
+        steps = 0
+        with self.assertRaises(BadCatalog):
+            for _ in inflating:
+                steps += 1
+        self.assertEqual(steps, 50)
+
+    def test_names_beyond_room_refused(self) -> None:
+        """
+        A catalog with more names than its reader has room for is refused
+        in the first slice of its parsing, repeated names counted too.
+        """
+        names = frozenset(f"cache-{i:06d}" for i in range(25_000))
+        digest, parts = catalog_parts(Catalog(names, 3, 2))
+        decoder = CatalogDecoder(digest, max_names=10)
+        for part in parts:
+            decoder.feed(part)
+        with self.assertRaises(TooManyNames):
+            next(decoder.decode())
+        encoded = b'{"replicas":1,"quorum":1,"instances":[' + b'"a",' * 30 + b'"a"]}'
+        decoder = CatalogDecoder(catalog_digest(encoded), max_names=10)
+        decoder.feed(zlib.compress(encoded))
+        with self.assertRaises(TooManyNames):
+            next(decoder.decode())
+        decoder = CatalogDecoder(digest, max_names=25_000)
+        for part in parts:
+            decoder.feed(part)
+        steps = decoder.decode()
+        while (catalog := decode_slice(steps)) is None:
+            pass
+        self.assertEqual(catalog.names, names)
 
     def test_other_layouts_refused(self) -> None:
         """
