@@ -180,7 +180,10 @@ class CatalogDecoder:
         self._max_names = max_names
         self._inflate = zlib.decompressobj()
         self._hash = hashlib.blake2b(digest_size=8)
-        self._chunks: list[bytes] = []
+        # One buffer, not a list of slices: freed, 64 slices of 1 MiB
+        # stayed in the heap (RSS 40 MB higher after a bomb), and joining
+        # them took another copy.
+        self._inflated = bytearray()
         self._size = 0
 
     def feed(self, part: bytes) -> None:
@@ -210,7 +213,7 @@ class CatalogDecoder:
             if self._size > MAX_CATALOG_BYTES:
                 raise BadCatalog(f"larger than {MAX_CATALOG_BYTES} bytes")
             self._hash.update(chunk)
-            self._chunks.append(chunk)
+            self._inflated += chunk
             # A full slice may leave inflated bytes inside zlib even once
             # every input byte is taken: ask again until one comes short.
             part = self._inflate.unconsumed_tail
@@ -232,7 +235,7 @@ class CatalogDecoder:
             raise BadCatalog("truncated")
         if self._hash.hexdigest() != self._digest:
             raise BadCatalog("its content does not match its digest")
-        encoded, self._chunks = b"".join(self._chunks), []
+        encoded, self._inflated = self._inflated, bytearray()
         try:
             text = encoded.decode("utf-8")
         except UnicodeDecodeError:
