@@ -40,12 +40,14 @@ from twisted.logger import Logger
 from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog
 from sentinel.config import RedisInstance, ZooKeeperConfig
+from sentinel.crowding import Expected, InstancesCrowding
 from sentinel.heartbeats import MemberHeartbeats
 from sentinel.listing import DOCUMENTS_PER_SLICE, NameIndex, PageQuery
 from sentinel.membership import SETTLE, Membership, View
 from sentinel.monitor import Monitor, Settings
 from sentinel.observation import Replication
 from sentinel.publisher import ZooKeeperPublisher
+from sentinel.readers import utf8_length
 from sentinel.streaming import Slices
 from sentinel.verdict import opinion_in
 
@@ -140,6 +142,12 @@ class Group:
             zookeeper.heartbeat,
             self._primaries_elsewhere,
         )
+        self.crowding = InstancesCrowding(
+            reactor, publisher.zk, zookeeper.root, self._published
+        )
+        # The group's instances by the generation and config they were
+        # counted at: (generation, names known here, count, names' bytes).
+        self._published_counted: tuple[int, int, int, int] | None = None
         publisher.compare_clocks_with(lambda: self.membership.view)
         # The publisher's part in the group: what it writes, by role.
         self.publishing = publisher.join_group(
@@ -163,6 +171,7 @@ class Group:
         """Follow the membership (the publisher starts)."""
         self.membership.start()
         self.heartbeats.start()
+        self.crowding.start()
         self._alone_call = self._reactor.callLater(
             self._first_view_wait, self.membership.alone
         )
@@ -171,6 +180,7 @@ class Group:
         """Stop following it (the publisher stops)."""
         self.membership.stop()
         self.heartbeats.stop()
+        self.crowding.stop()
         for call in (self._alone_call, self._handed_call):
             if call is not None and call.active():
                 call.cancel()
@@ -383,6 +393,30 @@ class Group:
     def _catalog(self) -> Catalog:
         return Catalog(frozenset(self.known), self.replicas, self.quorum)
 
+    def _published(self) -> Expected:
+        """
+        The instances the group publishes (`sentinel.crowding`): its
+        members' catalogs together, counted again when the view or the
+        config changes, and the replicas this agent discovered.
+        """
+        key = (self.generation, len(self.known))
+        counted = self._published_counted
+        if counted is None or counted[:2] != key:
+            names = set(self.known).union(
+                *(catalog.names for catalog in self.membership.view.values())
+            )
+            counted = (*key, len(names), sum(map(utf8_length, names)))
+            self._published_counted = counted
+        discovered = [
+            state.name
+            for state in self.monitor.states.values()
+            if state.instance.discovered_by is not None
+        ]
+        return Expected(
+            counted[2] + len(discovered),
+            counted[3] + sum(map(utf8_length, discovered)),
+        )
+
     def _report_disagreement(self) -> None:
         """
         Keep the members that disagree on replicas or quorum, for /healthz
@@ -549,6 +583,9 @@ class Group:
         unwritten = self.heartbeats.reason()
         if unwritten is not None:
             reasons.append(unwritten)
+        crowded = self.crowding.unhealthy_reason()
+        if crowded is not None:
+            reasons.append(f"group: {crowded}")
         failing = self.membership.failing()
         if failing is not None:
             seconds, error = failing

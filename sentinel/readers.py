@@ -56,11 +56,11 @@ def listing_sizes(
     listed = f"{zookeeper.root}/instances"
     members = zookeeper.discovery != "none"
     for instance in instances:
-        sizes[listed] += _LENGTH_BYTES + _utf8_length(instance.name)
+        sizes[listed] += _LENGTH_BYTES + utf8_length(instance.name)
         if members:
             service = f"{zookeeper.discovery_root}/{instance.discovery_service}"
             prefix = member_prefix(zookeeper.discovery, instance)
-            sizes[service] += _LENGTH_BYTES + _utf8_length(prefix) + _SEQUENCE_DIGITS
+            sizes[service] += _LENGTH_BYTES + utf8_length(prefix) + _SEQUENCE_DIGITS
     return sizes
 
 
@@ -91,6 +91,6 @@ def warn_of_long_listings(
     return long
 
 
-def _utf8_length(name: str) -> int:
-    # As ZooKeeper gets it (`checks.znode_name_problem` counts the same).
+def utf8_length(name: str) -> int:
+    """A node name's bytes as ZooKeeper gets them (as `checks` counts them)."""
     return len(name.encode("utf-8", "surrogatepass"))
