@@ -259,21 +259,25 @@ class CatalogTests(SynchronousTestCase):
 
     def test_names_beyond_room_refused(self) -> None:
         """
-        A catalog with more names than its reader has room for is refused
-        in the first slice of its parsing, repeated names counted too.
+        A catalog with more names than its reader has room for, repeated
+        names counted too, is refused as it is inflated, before any name
+        is parsed; one with as many as there is room for reads back.
         """
+        self.patch(catalog_module, "INFLATE_SLICE_BYTES", 1000)
         names = frozenset(f"cache-{i:06d}" for i in range(25_000))
         digest, parts = catalog_parts(Catalog(names, 3, 2))
         decoder = CatalogDecoder(digest, max_names=10)
-        for part in parts:
-            decoder.feed(part)
+        inflating = decoder.inflate(parts[0])
+        slices = 0
         with self.assertRaises(TooManyNames):
-            next(decoder.decode())
+            for _ in inflating:
+                slices += 1
+        # Refused in the first slice, which holds the 11th name.
+        self.assertEqual(slices, 0)
         encoded = b'{"replicas":1,"quorum":1,"instances":[' + b'"a",' * 30 + b'"a"]}'
         decoder = CatalogDecoder(catalog_digest(encoded), max_names=10)
-        decoder.feed(zlib.compress(encoded))
         with self.assertRaises(TooManyNames):
-            next(decoder.decode())
+            decoder.feed(zlib.compress(encoded))
         decoder = CatalogDecoder(digest, max_names=25_000)
         for part in parts:
             decoder.feed(part)
