@@ -816,14 +816,25 @@ class Membership:
         kept = sum(len(c.names) for c in self._catalogs.values())
         decoder = CatalogDecoder(digest, max_names=MAX_NAMES_KEPT - kept)
         try:
-            for index in range(count):
-                name = catalog_node_name(agent, digest, token, index, count)
-                data, stat = await self.zk.get(f"{self.path}/{name}")
-                if not stat.ephemeralOwner:
-                    self._left_out(agent, _PERSISTENT)
-                    return
-                await self._in_slices(decoder.inflate(data))
-            catalog = await self._decode(decoder)
+            data, stat = await self.zk.get(first)
+            if not stat.ephemeralOwner:
+                self._left_out(agent, _PERSISTENT)
+                return
+            # One catalog at a time from its first byte inflated to its
+            # last name parsed (its first part, at most 512 KB, fetched
+            # before): else as many slices a turn as catalogs read at
+            # once, and each one's inflated bytes (up to 64 MB) held
+            # while it waits for its turn to be decoded.
+            async with self._decoding:
+                for index in range(count):
+                    if index:
+                        name = catalog_node_name(agent, digest, token, index, count)
+                        data, stat = await self.zk.get(f"{self.path}/{name}")
+                        if not stat.ephemeralOwner:
+                            self._left_out(agent, _PERSISTENT)
+                            return
+                    await self._in_slices(decoder.inflate(data))
+                catalog = await self._decode(decoder)
         except NoNodeError:
             # Gone meanwhile: the watch says what replaced it.
             return
@@ -937,23 +948,20 @@ class Membership:
     async def _decode(self, decoder: CatalogDecoder) -> Catalog:
         """
         The catalog, decoded a slice per reactor turn (the checks run in
-        between), one catalog at a time (else as many slices a turn as
-        catalogs read at once).
+        between); the caller holds `_decoding`.
         """
-        async with self._decoding:
-            steps = decoder.decode()
-            while (catalog := decode_slice(steps)) is None:
-                await deferLater(self._reactor, 0, lambda: None)
-            return catalog
+        steps = decoder.decode()
+        while (catalog := decode_slice(steps)) is None:
+            await deferLater(self._reactor, 0, lambda: None)
+        return catalog
 
     async def _in_slices(self, steps: Generator[None, None, None]) -> None:
         """
-        Run `steps` a slice per reactor turn, one catalog's at a time, as
-        `_decode` does (a part is inflated so: `CatalogDecoder.inflate`).
+        Run `steps` a slice per reactor turn, as `_decode` does (a part is
+        inflated so: `CatalogDecoder.inflate`); the caller holds `_decoding`.
         """
-        async with self._decoding:
-            for _ in steps:
-                await deferLater(self._reactor, 0, lambda: None)
+        for _ in steps:
+            await deferLater(self._reactor, 0, lambda: None)
 
     def _left_out(self, agent: str, why: str) -> None:
         if self._bad.get(agent) != why:

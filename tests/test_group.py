@@ -3350,6 +3350,44 @@ class ManyMembersTests(SynchronousTestCase):
         self.assertIsNone(self.group.unhealthy_reason())
         self.flushLoggedErrors()
 
+    def test_catalogs_inflated_one_at_a_time(self) -> None:
+        """
+        Catalogs read at once are inflated and decoded one after the
+        other, from the first slice inflated to the last name parsed: one
+        catalog's inflated bytes are held at a time, however many members
+        write them (a slice per reactor turn each, interleaved, every one
+        was held until its turn to be decoded).
+        """
+        self.patch(catalog_module, "INFLATE_SLICE_BYTES", 1000)
+        events: list[tuple[str, str]] = []
+        decoder_class = membership_module.CatalogDecoder
+
+        class Recording(decoder_class):  # type: ignore[misc, valid-type]
+            def inflate(self, part: bytes) -> Any:
+                events.append(("inflate", self._digest))
+                yield from super().inflate(part)
+
+            def decode(self) -> Any:
+                catalog = yield from super().decode()
+                events.append(("decoded", self._digest))
+                return catalog
+
+        self.patch(membership_module, "CatalogDecoder", Recording)
+        for agent in ("m1", "m2", "m3"):
+            names = frozenset(f"{agent}-{i:05d}" for i in range(2000))
+            self.ghost(agent, names=names, owner=0x100 + int(agent[1]))
+        self.fleet.run(3.0)
+        self.assertEqual(set(self.group.membership.view), {"a", "m1", "m2", "m3"})
+        decoded = [digest for kind, digest in events if kind == "decoded"]
+        self.assertEqual(len(decoded), 3)
+        # Every inflate of a catalog comes before its decode ends, and
+        # after the previous catalog's.
+        for kind, digest in events:
+            if kind == "inflate":
+                self.assertEqual(digest, decoded[0])
+            else:
+                self.assertEqual(digest, decoded.pop(0))
+
     def test_catalog_read_refused(self) -> None:
         """
         A member's catalog ZooKeeper will not give (NoAuth here; a timeout
