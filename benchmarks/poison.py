@@ -17,6 +17,11 @@ second (the agents write theirs back):
 - ``huge``: 1,000,000 bytes of valid-looking JSON there;
 - ``bomb``: ``--bombs`` catalogs in fake members' names, each a part of
   about 1 MB that inflates to 1 GB;
+- ``livebomb``: a live fake member (its agent node and catalog held by
+  the attacker's session, so that the agents read it) whose catalog is,
+  in turn, a part that inflates to 1 GB, 64 MB of zeros under a
+  matching digest, one name repeated to 64 MB, and 2,000,000 short
+  sorted names (22 MB; written once), a new token every second;
 - ``many``: ``--children`` children under an instance's opinions,
   ``{root}/instances``, ``{root}/catalogs`` and the discovery service;
 - ``names``: children named ``.``-free but hostile (very long, unicode,
@@ -35,6 +40,7 @@ the reader's counts, and the log lines and tracebacks each agent wrote.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import shutil
@@ -63,7 +69,7 @@ from squat import members, start_agent
 
 ROOT = "/poison"
 DISCOVERY = "/poisondisc"
-ATTACKS = ("deep", "shapes", "huge", "bomb", "many", "names")
+ATTACKS = ("deep", "shapes", "huge", "bomb", "livebomb", "many", "names")
 
 
 def main() -> None:
@@ -108,6 +114,37 @@ def bomb() -> bytes:
     packer = zlib.compressobj(9)
     block = bytes(1 << 20)
     return b"".join(packer.compress(block) for _ in range(1024)) + packer.flush()
+
+
+def live_bombs() -> list[tuple[str, str, list[bytes]]]:
+    """
+    The live member's catalogs: (what, digest, parts), each as big as a
+    catalog may be once inflated (`MAX_CATALOG_BYTES`, 64 MB) or over.
+    """
+    limit = 64 * 1024 * 1024
+    head = b'{"replicas":2,"quorum":2,"instances":['
+    zeros = bytes(limit - 16)
+    repeats = (limit - len(head) - 2) // 4
+    repeated = head + b",".join([b'"a"'] * repeats) + b"]}"
+    count = 2_000_000
+    names = head + b",".join(b'"%08x"' % i for i in range(count)) + b"]}"
+    bombs = [("1 GB of zeros", "0123456789abcdef", [bomb()])]
+    for what, encoded in (
+        ("64 MB of zeros", zeros),
+        (f'"a" {repeats:,} times', repeated),
+        (f"{count:,} names", names),
+    ):
+        packed = zlib.compress(encoded, 9)
+        parts = [packed[i : i + 512 * 1024] for i in range(0, len(packed), 512 * 1024)]
+        digest = hashlib.blake2b(encoded, digest_size=8).hexdigest()
+        bombs.append((what, digest, parts))
+    return bombs
+
+
+def peak_rss(agent: Agent) -> int:
+    """The agent's highest resident set size so far (VmHWM), in bytes."""
+    status = Path(f"/proc/{agent.process.pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) * 1024  # type: ignore[index]
 
 
 class Sampler:
@@ -221,6 +258,8 @@ def attack(
             put(client, f"{ROOT}/catalogs/bomb{i}.{i:016x}.t{i}.0.1", packed)
         time.sleep(max(0.0, options.duration - (time.monotonic() - began)))
         return f"{options.bombs} catalogs of {len(packed):,} bytes"
+    if kind == "livebomb":
+        return live_bomb(client, options, alive)
     parents = [
         f"{ROOT}/opinions/cache-0",
         f"{ROOT}/instances",
@@ -246,6 +285,42 @@ def attack(
             pass
     time.sleep(max(0.0, options.duration - (time.monotonic() - began)))
     return f"{len(results):,} children created"
+
+
+def live_bomb(
+    client: KazooClient,
+    options: argparse.Namespace,
+    alive: Callable[[], bool],
+) -> str:
+    """
+    A live fake member whose catalog is each of `live_bombs` in turn,
+    under a new token every second; its nodes deleted at the end.
+    """
+    bombs = live_bombs()
+    began = time.monotonic()  # Packing the bombs is not the attack.
+    client.create(f"{ROOT}/agents/live", b"{}", ephemeral=True)
+    written: list[str] = []
+    rounds = 0
+    while time.monotonic() - began < options.duration and alive():
+        # The names' parts only once: 4.3 MB every few seconds took the
+        # tests' ZooKeeper (-Xmx256m) to OutOfMemoryError.
+        turn = rounds if rounds < len(bombs) else rounds % (len(bombs) - 1)
+        _, digest, parts = bombs[turn]
+        for path in written:
+            client.delete_async(path)
+        written = [
+            f"{ROOT}/catalogs/live.{digest}.t{rounds}.{i}.{len(parts)}"
+            for i in range(len(parts))
+        ]
+        for path, part in zip(written, parts, strict=True):
+            client.create(path, part, ephemeral=True)
+        rounds += 1
+        time.sleep(1.0)
+    for path in [*written, f"{ROOT}/agents/live"]:
+        client.delete(path)
+    sizes = ", ".join(f"{what} in {sum(map(len, parts)):,} bytes"
+                      for what, _, parts in bombs)  # fmt: skip
+    return f"{rounds} catalogs of a live member in turn: {sizes}"
 
 
 def cleanup(client: KazooClient) -> None:
@@ -325,6 +400,8 @@ def run(options: argparse.Namespace, attacks: list[str]) -> None:
                 sampler.reset()
                 load = load_average()
                 cpu = {label: agent.cpu_seconds() for label, agent in agents.items()}
+                overruns = {label: a.get("/debug/stats")["overruns"]
+                            for label, a in agents.items()}  # fmt: skip
                 began = time.monotonic()
                 done = attack(meddler, kind, options, lambda: zookeeper.running)
                 took = time.monotonic() - began
@@ -337,7 +414,11 @@ def run(options: argparse.Namespace, attacks: list[str]) -> None:
                     new = log[len(logged[label]) :]
                     logged[label] = log
                     rows += [
-                        (f"{label}: max RSS", f"{sampler.rss[label] / 2**20:.0f} MB"),
+                        (f"{label}: max RSS, peak so far",
+                         f"{sampler.rss[label] / 2**20:.0f} MB,"
+                         f" {peak_rss(agent) / 2**20:.0f} MB"),
+                        (f"{label}: overruns",
+                         agent.get("/debug/stats")["overruns"] - overruns[label]),
                         (f"{label}: CPU", f"{(agent.cpu_seconds() - cpu[label]) / took:.0%}"),  # noqa: E501
                         (f"{label}: max delayed, pending",
                          f"{sampler.delayed[label]}, {sampler.pending[label]}"),
