@@ -15,6 +15,10 @@ no race with its readiness), serving one of the modes:
   bytes without end;
 - ``endless``: answers the first command with bytes and never an end of line;
 - ``unsolicited``: speaks first (``+PONG\\r\\n`` on connect), then works.
+- ``trickle``: a working Redis that sends each reply a byte every 50 ms;
+- ``nested``: answers PING, and every other command (HELLO, INFO) with
+  arrays nested 2,000 deep (8 KB, within the size of the replies the
+  agent takes) around ``+OK``.
 
 Every endless stream waits for the socket to drain, so the server's own
 memory stays bounded; a stream ends when the client goes. With ``:tls`` a
@@ -104,12 +108,31 @@ async def unsolicited(
         await writer.drain()
 
 
+async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while (command := await read_command(reader)) is not None:
+        for byte in reply_to(command):
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+
+async def nested(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while (command := await read_command(reader)) is not None:
+        if command[:1] == [b"PING"]:
+            writer.write(b"+PONG\r\n")
+        else:
+            writer.write(b"*1\r\n" * 2000 + b"+OK\r\n")
+        await writer.drain()
+
+
 MODES: dict[str, StreamHandler] = {
     "flood": flood,
     "duplicate": duplicate,
     "hugebulk": hugebulk,
     "endless": endless,
     "unsolicited": unsolicited,
+    "trickle": trickle,
+    "nested": nested,
 }
 
 
