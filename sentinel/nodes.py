@@ -71,6 +71,7 @@ class Node:
         "watcher",
         "version",
         "takeover",
+        "held_before",
         "watching",
         "released",
         "handed_to",
@@ -125,6 +126,10 @@ class Node:
         # it be (`yielded`, our clock); the verdict last marked for writing
         # (`decided`) and, before our own, the previous agent's (`previous`).
         self.takeover = False
+        # Made primary in place of another member, which holds the node as
+        # far as this agent knows: its first write reads it and takes it
+        # over, without a create or a question first (`sentinel.writer`).
+        self.held_before = False
         # A watch on it, as its primary, is armed and has not fired since
         # (`sentinel.takeover.Takeovers.check_still_ours`).
         self.watching = False

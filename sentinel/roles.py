@@ -324,8 +324,10 @@ class GroupRoles:
             node.takeover = True
             if self.replicas > 1:
                 self._opinions.listen(name, observers)
-            if before[:1] not in ((), (me,)) and instance is not None:
-                self._takeovers.coming(instance)
+            if before[:1] not in ((), (me,)):
+                node.held_before = not node.owned
+                if instance is not None:
+                    self._takeovers.coming(instance)
             self._queue.mark(node)
         elif keeping:
             assert node is not None

@@ -164,20 +164,35 @@ class Takeovers:
         if self._discovery is not None:
             self._discovery.look_ahead(self._discovery.parent_of(instance))
 
-    async def take_over(self, node: Node) -> bool:
+    async def read(self, node: Node) -> tuple[bytes, Any] | None:
+        """
+        What a node this agent is to take over says, and its stat (None
+        if there is none), read with the writes, ahead of other reads
+        (`ZooKeeper.get`), and watched as `Holders.ask` watches it.
+        """
+        try:
+            return await self._zk.get(node.path, watch=node.watcher, ahead=True)
+        except NoNodeError:
+            return None
+
+    async def take_over(
+        self, node: Node, read: tuple[bytes, Any] | None = None
+    ) -> bool:
         """
         Take a node held by another agent's session over, in one
         transaction, if we are its primary and it is another agent's (not
         our own predecessor's, and not one taken from us in this view).
+        `read` is what `read(node)` found, if the writer asked already.
         Return whether the write is done (taken over, or to be tried again
         at once: `node.dirty`).
         """
         zk = self._zk
-        try:
-            raw, stat = await zk.get(node.path)
-        except NoNodeError:
-            node.dirty = True
-            return True
+        if read is None:
+            read = await self.read(node)
+            if read is None:
+                node.dirty = True
+                return True
+        raw, stat = read
         if ours(stat, zk.session_id):
             return False
         previous = previous_verdict(raw)

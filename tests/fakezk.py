@@ -302,6 +302,7 @@ class FakeZooKeeper:
         self.hanging: set[str] = set()
         # The paths of the deletes asked as urgent, in order.
         self.urgent: list[str] = []
+        self.ahead: list[str] = []
         # Kinds whose calls the server does at once, but whose answers are
         # held like those of hanging calls (lost with the connection).
         self.unanswered: set[str] = set()
@@ -399,11 +400,18 @@ class FakeZooKeeper:
     def set(self, path: str, data: bytes, version: int = -1) -> Deferred[Any]:
         return self._call("set", path, lambda: self._set(path, data, version))
 
-    # `background` orders the real bridge's queue (tested there); calls here
-    # are answered as the test says.
+    # `background` and `ahead` order the real bridge's queue (tested there);
+    # calls here are answered as the test says. The paths read `ahead` are
+    # noted, in order.
     def get(
-        self, path: str, watch: Watcher | None = None, background: bool = False
+        self,
+        path: str,
+        watch: Watcher | None = None,
+        background: bool = False,
+        ahead: bool = False,
     ) -> Deferred[tuple[bytes, Any]]:
+        if ahead:
+            self.ahead.append(path)
         return self._call("get", path, lambda: self._get(path, watch))
 
     def exists(

@@ -715,6 +715,30 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.assertEqual(self.watch(fleet, 4.0), [])
         self.successResultOf(stopped)
 
+    def test_takeover_is_one_read_then_the_transaction(self) -> None:
+        """
+        A member made primary of a leaving member's instances takes each
+        node over with one read, asked ahead of the other reads, then its
+        transaction: no create that could only fail, no question before
+        the read. (Four calls a node, each behind the view change's
+        reads, left most of 1,030 nodes to the leaver's close at 3,000
+        instances.)
+        """
+        fleet = self.fleet_of(2)
+        taking = fleet.members["b"]
+        share = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("a")]
+        self.assertTrue(share)
+        before = len(taking.zk.history)
+        stopped = fleet.members["a"].stop()
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        self.successResultOf(stopped)
+        paths = [f"{ROOT}/instances/{n}" for n in share]
+        for name, path in zip(share, paths, strict=True):
+            self.assertEqual(fleet.owner_of(name), fleet.session_of("b"))
+            calls = [k for k, p in taking.zk.history[before:] if p == path]
+            self.assertEqual(calls[:2], ["get", "replace"], path)
+        self.assertLessEqual(set(paths), set(taking.zk.ahead))
+
     def test_member_kept_while_the_new_primary_looks(self) -> None:
         """
         A new primary whose look for the previous primary's members takes

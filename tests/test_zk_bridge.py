@@ -667,6 +667,30 @@ class BridgeTests(SynchronousTestCase):
             ],
         )
 
+    def test_reads_ahead_wait_with_the_writes(self) -> None:
+        """
+        A read asked as ahead (a takeover's) waits with the writes, in
+        order with them, ahead of the reads that waited longer, and is
+        answered as any read is.
+        """
+        client = self.connected()
+        for i in range(CALLS_IN_FLIGHT):
+            self.zk.exists(f"{PATH}{i}")
+        self.zk.exists(f"{PATH}r")
+        read = self.zk.get(f"{PATH}t", ahead=True)
+        self.zk.set(f"{PATH}w", b"{}")
+        self.clock.advance(0)  # Sent at the end of the turn.
+        for answered in range(3):
+            client.answer(answered, value=None)
+            self.clock.run_handed_over()
+        self.assertEqual(
+            [(c[0], c[1]) for c in client.calls[CALLS_IN_FLIGHT:]],
+            [("get", f"{PATH}t"), ("set", f"{PATH}w"), ("exists", f"{PATH}r")],
+        )
+        client.answer(CALLS_IN_FLIGHT, value=(b"{}", None))
+        self.clock.run_handed_over()
+        self.assertEqual(self.successResultOf(read), (b"{}", None))
+
     def test_urgent_delete_goes_past_every_call_waiting(self) -> None:
         """
         A delete asked as urgent (a stop's leave of its group) is handed to
