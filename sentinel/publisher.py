@@ -153,7 +153,7 @@ class ZooKeeperPublisher(Service):
             reactor, zk, nodes, queue, holders, self, agent_id, self.remove,
             lambda name: self._roles.contested(name),
             lambda name: self._roles.handed_over(name),
-            self._previous_verdict, self.discovery,
+            self._previous_verdict, self.discovery, opinions.verdict_node,
         )  # fmt: skip
         roles = GroupRoles(
             reactor, root, agent_id, nodes, queue, holders, opinions, takeovers,

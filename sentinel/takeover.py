@@ -104,6 +104,7 @@ class Takeovers:
         handed_over: Callable[[str], None],
         inherit: Callable[[str, dict[str, Any]], None],
         discovery: Discovery | None = None,
+        verdict_node: Callable[[str], tuple[bytes, Any] | None] = lambda name: None,
     ) -> None:
         """
         @param contested: whether another member of the group could take
@@ -114,6 +115,9 @@ class Takeovers:
             takes it over, before it writes its own (`sentinel.group`);
             never raises.
         @param discovery: the members' side, when members are published.
+        @param verdict_node: an instance's node (data and stat) as this
+            agent last read it as an observer, if it did; forgotten once
+            asked (`Opinions.verdict_node`).
         """
         self._reactor = reactor
         self._zk = zk
@@ -127,6 +131,7 @@ class Takeovers:
         self._handed_over = handed_over
         self._inherit = inherit
         self._discovery = discovery
+        self._verdict_node = verdict_node
         self.takeovers = 0
         self.handoffs = 0
 
@@ -167,9 +172,17 @@ class Takeovers:
     async def read(self, node: Node) -> tuple[bytes, Any] | None:
         """
         What a node this agent is to take over says, and its stat (None
-        if there is none), read with the writes, ahead of other reads
-        (`ZooKeeper.get`), and watched as `Holders.ask` watches it.
+        if there is none): as this agent, an observer of the instance,
+        last read it (with replicas above 1, the member that leaves
+        wrote it last at least a refresh ago), or else read with the
+        writes, ahead of other reads (`ZooKeeper.get`), and watched as
+        `Holders.ask` watches it. At a leave, 1,000 new primaries' reads
+        took 1-2 s at 3,000 instances, and the transactions waited
+        behind them.
         """
+        known = self._verdict_node(node.name)
+        if known is not None:
+            return known
         try:
             return await self._zk.get(node.path, watch=node.watcher, ahead=True)
         except NoNodeError:
@@ -235,7 +248,9 @@ class Takeovers:
                 "create", zk.replace(node.path, stat.version, data)
             )
         except (BadVersionError, NoNodeError):
-            # Written or gone meanwhile: look again, at once.
+            # Written or gone meanwhile (or since this agent last read it):
+            # read it again, at once.
+            node.held_before = True
             node.dirty = True
             return True
         node.owned = True
