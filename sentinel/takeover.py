@@ -247,10 +247,11 @@ class Takeovers:
             await self._queue.counted(
                 "create", zk.replace(node.path, stat.version, data)
             )
-        except (BadVersionError, NoNodeError):
-            # Written or gone meanwhile (or since this agent last read it):
-            # read it again, at once.
-            node.held_before = True
+        except (BadVersionError, NoNodeError) as e:
+            # Written meanwhile (or since this agent last read it): read it
+            # again, at once. Gone (its holder's session ended: a crash):
+            # made anew at once, with no read first.
+            node.held_before = isinstance(e, BadVersionError)
             node.dirty = True
             return True
         node.owned = True

@@ -740,14 +740,16 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.assertLessEqual(set(paths), set(taking.zk.ahead))
 
     def leave_after_verdicts_read(
-        self, written_since: bool
-    ) -> tuple[Fleet, list[str], list[list[str]]]:
+        self, written_since: bool = False, crash: bool = False
+    ) -> tuple[list[str], list[list[str]]]:
         """
         Two members, replicas = 2: once each has read the verdicts of the
         instances it observes (a refresh after its first checks), the
         first leaves (its nodes written once more first, if
-        `written_since`). The instances of its share, none of which may
-        go missing, and the calls the other made on each node since.
+        `written_since`), or crashes (`crash`: its session over). The
+        instances of its share, each the other's at the end and none
+        missing meanwhile but after a crash, and the calls the other made
+        on each node since.
         """
         fleet = self.fleet_of(2)
         fleet.run(REFRESH + 2 * INTERVAL)
@@ -760,19 +762,23 @@ class DiscoveryHandoverTests(SynchronousTestCase):
                 stored = fleet.server.nodes[path]
                 fleet.server.put(path, stored.data, stored.owner)
         before = len(taking.zk.history)
-        stopped = fleet.members["a"].stop()
-        missing = []
-        for _ in range(40):
-            fleet.run(0.05)
-            missing += [n for n in share if fleet.node(n) is None]
-        self.successResultOf(stopped)
-        self.assertEqual(missing, [])
+        if crash:
+            fleet.members["a"].crash()
+            fleet.run(2.0)
+        else:
+            stopped = fleet.members["a"].stop()
+            missing = []
+            for _ in range(40):
+                fleet.run(0.05)
+                missing += [n for n in share if fleet.node(n) is None]
+            self.successResultOf(stopped)
+            self.assertEqual(missing, [])
         for name in share:
             self.assertEqual(fleet.owner_of(name), fleet.session_of("b"))
         calls = [
             [k for k, p in taking.zk.history[before:] if p == path] for path in paths
         ]
-        return fleet, share, calls
+        return share, calls
 
     def test_takeover_from_the_verdict_read_sends_the_transaction_alone(
         self,
@@ -783,8 +789,18 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         version it read: no read first. (At 3,000 instances, a read of
         each node delayed the transactions 1-2 s.)
         """
-        _, share, calls = self.leave_after_verdicts_read(written_since=False)
+        share, calls = self.leave_after_verdicts_read()
         self.assertEqual([c[:1] for c in calls], [["replace"]] * len(share))
+
+    def test_takeover_of_a_crashed_members_node_makes_it_at_once(self) -> None:
+        """
+        A member made primary at another's crash (its session over, its
+        nodes gone) sends the transaction at the version it read as an
+        observer, refused for want of the node, and makes the node at
+        once, with no read in between.
+        """
+        share, calls = self.leave_after_verdicts_read(crash=True)
+        self.assertEqual([c[:2] for c in calls], [["replace", "create"]] * len(share))
 
     def test_takeover_from_a_stale_read_reads_again(self) -> None:
         """
@@ -793,7 +809,7 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         taken over at once: none is missing, none is left to its
         previous primary's close.
         """
-        _, share, calls = self.leave_after_verdicts_read(written_since=True)
+        share, calls = self.leave_after_verdicts_read(written_since=True)
         self.assertEqual(
             [c[:3] for c in calls], [["replace", "get", "replace"]] * len(share)
         )
