@@ -273,7 +273,9 @@ def verdict_document(
     ``{root}/instances/{name}`` written by a group's primary `agent_id`:
     every schema-1 field with its meaning, from the opinion the verdict
     took (`checked_at`: the primary's last check, when it has one), plus
-    each observer's status and the quorum applied (schema 2).
+    each observer's status and the quorum applied (schema 2), and the
+    observers whose down opinion the count left out (unsettled, against a
+    fresh up verdict: `verdict.decide`), added to schema 2.
     """
     source = verdict.source
     up = verdict.status == UP
@@ -295,6 +297,7 @@ def verdict_document(
         "schema": VERDICT_SCHEMA,
         "observers": dict(verdict.observers),
         "quorum": verdict.quorum,
+        "uncounted": list(verdict.uncounted),
     }
 
 

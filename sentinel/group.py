@@ -547,6 +547,7 @@ class Group:
                 "status": verdict.status,
                 "observers": dict(verdict.observers),
                 "quorum": verdict.quorum,
+                "uncounted": list(verdict.uncounted),
             }
         elif self.replicas == 1 and self.role(name) == PRIMARY:
             state = self.monitor.states.get(name)
@@ -555,6 +556,7 @@ class Group:
                 "status": status,
                 "observers": {self.agent_id: status},
                 "quorum": 1,
+                "uncounted": [],
             }
         return {
             "observing_as": self.role(name),

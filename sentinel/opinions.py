@@ -85,11 +85,11 @@ from sentinel.documents import (
     stored_document,
     verdict_document,
 )
-from sentinel.health import Transition
+from sentinel.health import DOWN, UP, Transition
 from sentinel.instance import InstanceState
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.ownership import ours
-from sentinel.verdict import Opinion, Verdict, decide, parse_opinion
+from sentinel.verdict import Opinion, Verdict, decide, opinion_in, parse_opinion
 from sentinel.writes import RETRY_DELAY, Lifecycle, WriteQueue
 from sentinel.zk import ZooKeeper
 
@@ -153,6 +153,12 @@ class Opinions:
         # primary of, and each verdict's status and since.
         self._heard: dict[str, dict[str, Opinion | None]] = {}
         self._since: dict[str, tuple[str, float | None]] = {}
+        # The opinion each verdict last written took its fields from: what
+        # a standing verdict says again (`verdict.decide`).
+        self._sources: dict[str, Opinion] = {}
+        # Since when the standing up verdict of an instance is all that
+        # holds it up: no opinion up, and a down one left out (`verdict`).
+        self._held: dict[str, float] = {}
         # The observers whose opinion was not answered yet since they became
         # one, by instance, and since when (`verdict`).
         self._unanswered: dict[str, dict[str, float]] = {}
@@ -590,6 +596,8 @@ class Opinions:
             self._unheard(f"{self._root}/opinions/{name}/{agent}")
         self._unanswered.pop(name, None)
         self._since.pop(name, None)
+        self._sources.pop(name, None)
+        self._held.pop(name, None)
         self._checked.pop(name, None)
         # A reading from before its verdicts were ours says nothing of
         # them, should this agent make its node anew later.
@@ -948,11 +956,50 @@ class Opinions:
             # published up until the state file's rule closed its session).
             silent.add(self._agent_id)
         standing = self._standing(name, node, now)
+        if standing is None:
+            self._held.pop(name, None)
+        elif not self._holds(name, standing, opinions, now):
+            standing = None
         return decide(observers, opinions, quorum, silent, standing)
 
-    def _standing(self, name: str, node: Node | None, now: float) -> str | None:
+    def _holds(
+        self,
+        name: str,
+        standing: Opinion,
+        opinions: dict[str, Opinion | None],
+        now: float,
+    ) -> bool:
         """
-        The status the node of `name` says, if fresh: the previous
+        Whether the fresh `standing` verdict of `name` still leaves the
+        unsettled down `opinions` out of the count: always, unless it is
+        up with no opinion up and has stood so for `fall` intervals (this
+        agent's settings) since this primary first found it so. A real
+        failure found by every observer is then published down within
+        `fall` intervals of the moment none said up any more, settled or
+        not: checks that keep an opinion from settling (a Redis failing
+        every other check, an agent too starved to check in a row, so that
+        each check decides anew) otherwise held it up for as long as the
+        verdict is written again, now at each refresh, for good.
+        """
+        said = [o for o in opinions.values() if o is not None]
+        node = self._nodes.instances.get(name)
+        health = None if node is None or node.state is None else node.state.health
+        if (
+            standing.status != UP
+            or health is None
+            or health.interval is None
+            or any(o.status == UP for o in said)
+            or all(o.settled for o in said if o.status == DOWN)
+        ):
+            self._held.pop(name, None)
+            return True
+        since = self._held.setdefault(name, now)
+        return now - since < health.fall * health.interval
+
+    def _standing(self, name: str, node: Node | None, now: float) -> Opinion | None:
+        """
+        The verdict the node of `name` says, as the opinion it took its
+        fields from, if fresh: the previous
         primary's verdict while the node still says it, else the one this
         primary last wrote, while it holds the node (a member back from a
         freeze, its session gone and its nodes another's meanwhile, would
@@ -970,10 +1017,10 @@ class Opinions:
         if node is None or state is None:
             return None
         if node.previous is not None:
-            status = node.previous.get("status")
+            said = opinion_in(node.previous)
             checked_at = said_checked_at(node.previous)
         elif node.owned and not node.lost:
-            status = self._since.get(name, (None, None))[0]
+            said = self._sources.get(name)
             checked_at = self._checked.get(name)
         else:
             return None
@@ -981,7 +1028,7 @@ class Opinions:
             self._refresh + state.health.stale_after
         ):
             return None
-        return status if isinstance(status, str) else None
+        return said
 
     def _note_config(
         self,
@@ -1064,6 +1111,7 @@ class Opinions:
             before = since if status is not None or said is None else said[1]
             since = self._changed_at(name, verdict, before, now)
         self._since[name] = (verdict.status, since)
+        self._sources[name] = verdict.source
         checked_at = self._checked_at(node, verdict, now)
         return verdict_document(instance, verdict, self._agent_id, since, checked_at)
 

@@ -21,7 +21,20 @@ error, latency, when it checked). The primary decides:
   every instance it observes down. It counts once settled, at the
   observer's `fall`-th failure; with no fresh verdict (a group's first
   start, a node made anew) it counts at once. An opinion that does not
-  say (an agent from before the field) is settled;
+  say (an agent from before the field) is settled. The verdict names
+  the observers left out (`uncounted`): its ``observers`` still say each
+  one's status, and an up verdict beside a down opinion with quorum 1 is
+  otherwise a contradiction to its readers;
+- otherwise, when only such left-out opinions say anything, the standing
+  verdict, up, with ready and role as it said them, and the error the
+  left-out opinions found (as one agent's up, `fall` failures short,
+  says its last check's error): it is written again at each change of
+  the opinions and each refresh, so that its ``checked_at`` moves and
+  its ``observers`` say what is heard now (before, no verdict was
+  written until one settled, or for good while they flapped, until the
+  verdict went stale: 34 s at the defaults, past the refresh readers
+  judge a node stale by). How long it may stand so is the caller's
+  (`Opinions._holds`: `fall` intervals);
 - otherwise no verdict: too few opinions to say anything new, and the
   previous verdict stands (a new primary never writes a false down).
 
@@ -90,10 +103,19 @@ class Verdict:
     # observer's clock; None if none says when): the document's
     # checked_at is never older (`Opinions._checked_at`).
     checked_at: float | None = None
+    # The observers whose down opinion was left out of the count
+    # (unsettled, against a fresh up verdict), primary first.
+    uncounted: tuple[str, ...] = ()
 
     def decisive(self) -> tuple[Any, ...]:
         """What readers must see at once when it changes."""
-        return (self.status, self.source.decisive(), self.observers, self.quorum)
+        return (
+            self.status,
+            self.source.decisive(),
+            self.observers,
+            self.quorum,
+            self.uncounted,
+        )
 
 
 def decide(
@@ -101,29 +123,40 @@ def decide(
     opinions: Mapping[str, Opinion | None],
     quorum: int,
     silent: Set[str] = frozenset(),
-    standing: str | None = None,
+    standing: Opinion | None = None,
 ) -> Verdict | None:
     """
     The verdict of `observers` (primary first) from their `opinions`, with
     `quorum` down opinions needed, capped at the observers not `silent`
     (those whose opinion has long been missing or unreadable); None when
     they say nothing yet. With `standing` up (the node's verdict, fresh),
-    unsettled down opinions are not counted.
+    unsettled down opinions are not counted, and when nothing else is
+    said, `standing` is the verdict.
     """
     counted = sum(1 for agent in observers if agent not in silent)
     needed = max(1, min(quorum, counted))
     said = [(agent, opinions.get(agent)) for agent in observers]
     statuses = tuple((agent, None if o is None else o.status) for agent, o in said)
-    down = [
-        o
-        for _, o in said
-        if o is not None and o.status == DOWN and (o.settled or standing != UP)
-    ]
+    holding = standing is not None and standing.status == UP
+    down: list[Opinion] = []
+    left_out: list[tuple[str, Opinion]] = []
+    for agent, o in said:
+        if o is not None and o.status == DOWN:
+            if o.settled or not holding:
+                down.append(o)
+            else:
+                left_out.append((agent, o))
+    uncounted = tuple(agent for agent, _ in left_out)
     up = [o for _, o in said if o is not None and o.status == UP]
     if len(down) >= needed:
-        return Verdict(DOWN, down[0], statuses, needed, _newest_check(down))
+        return Verdict(DOWN, down[0], statuses, needed, _newest_check(down), uncounted)
     if up:
-        return Verdict(UP, up[0], statuses, needed, _newest_check(up))
+        return Verdict(UP, up[0], statuses, needed, _newest_check(up), uncounted)
+    if left_out:
+        assert standing is not None
+        found = [o for _, o in left_out]
+        source = attr.evolve(standing, error=found[0].error)
+        return Verdict(UP, source, statuses, needed, _newest_check(found), uncounted)
     return None
 
 

@@ -2730,7 +2730,8 @@ class RefreshDisagreementTests(SynchronousTestCase):
             fleet.run(REFRESH)
             self.assertIsNone(b.publisher.unhealthy_reason())
         self.assertEqual(
-            set(fleet.node(share[0]) or {}), INSTANCE_FIELDS | {"observers", "quorum"}
+            set(fleet.node(share[0]) or {}),
+            INSTANCE_FIELDS | {"observers", "quorum", "uncounted"},
         )
         self.assertEqual({p.rsplit("/", 2)[1] for p in reads}, set(share))
         self.assertLessEqual(len(reads), 3 * len(share))

@@ -110,7 +110,7 @@ class OlderAgentTests(SynchronousTestCase):
         up = Opinion(status="up", checked_at=100.0)
 
         def status(said: Opinion) -> str | None:
-            verdict = decide(("a", "d"), {"a": up, "d": said}, 1, standing="up")
+            verdict = decide(("a", "d"), {"a": up, "d": said}, 1, standing=up)
             return None if verdict is None else verdict.status
 
         self.assertTrue(self.opinion().settled)
@@ -122,7 +122,7 @@ class OlderAgentTests(SynchronousTestCase):
         """No standing verdict, or a down one: an unsettled down counts."""
         up = Opinion(status="up", checked_at=100.0)
         unsettled = self.opinion(settled=False)
-        for standing in (None, "down"):
+        for standing in (None, self.opinion()):
             verdict = decide(
                 ("a", "d"), {"a": up, "d": unsettled}, 1, standing=standing
             )
@@ -155,3 +155,202 @@ class FirstStartTests(SynchronousTestCase):
         self.assertLess(checks, FALL)
         for name in NAMES:
             self.assertEqual((fleet.node(name) or {}).get("status"), "down", name)
+
+
+class GroupStall:
+    """
+    Members a, b and c, `replicas` and `quorum`, every instance up long
+    enough for its verdicts to settle; then every member stalls at once
+    for longer than its histories last (a VM paused, the shared host
+    starved: their ZooKeeper sessions live on) and, back, checks every
+    instance as `pattern` says, one letter a check (F fails, S succeeds),
+    over and over with `cycle`, else the last letter for good. Every
+    observer's opinion is then decided anew by its first check, unsettled,
+    while each node's verdict is fresh and up. Every node's document is
+    recorded at each step, and each instance's first check after the stall.
+    """
+
+    def __init__(
+        self, pattern: str, replicas: int, quorum: int, cycle: bool = False
+    ) -> None:
+        fleet = self.fleet = Fleet()
+        self.members = [
+            fleet.add(
+                agent, NAMES, replicas=replicas, quorum=quorum, rise=RISE, fall=FALL
+            )
+            for agent in "abc"
+        ]
+        for member in self.members:
+            member.start()
+        fleet.run(SETTLE + (RISE + 2) * INTERVAL)
+        stale_after = (max(RISE, FALL) + 1) * INTERVAL
+        for member in self.members:
+            member.monitor.stopService()
+        fleet.run(stale_after + INTERVAL)
+        self.answers = [UP if letter == "S" else DOWN for letter in pattern]
+        self.cycle = cycle
+        self.checks = {
+            (m.agent_id, name): p.checks
+            for m in self.members
+            for name, p in m.probes.items()
+        }
+        self.first_check: dict[str, float] = {}
+        self.answer()
+        for member in self.members:
+            member.monitor.startService()
+        self.documents: dict[str, list[tuple[float, dict[str, object]]]] = {
+            name: [] for name in NAMES
+        }
+
+    def answer(self) -> None:
+        """Each probe answers as the pattern says for its next check."""
+        for member in self.members:
+            for name, probe in member.probes.items():
+                done = probe.checks - self.checks[(member.agent_id, name)]
+                if done and name not in self.first_check:
+                    self.first_check[name] = self.fleet.clock.seconds()
+                last = len(self.answers) - 1
+                probe.result = self.answers[
+                    done % len(self.answers) if self.cycle else min(done, last)
+                ]
+
+    def run(self, seconds: float) -> None:
+        """Let `seconds` pass, recording every node's document as it changes."""
+        self.answer()
+        for _ in range(round(seconds / STEP)):
+            self.fleet.clock.advance(STEP)
+            self.answer()
+            now = self.fleet.clock.seconds()
+            for name in NAMES:
+                document = self.fleet.node(name) or {}
+                said = self.documents[name]
+                if not said or said[-1][1] != document:
+                    said.append((now, document))
+
+    def down_after_first_check(self, name: str) -> float | None:
+        """How long after its first check `name`'s node first said down."""
+        first = self.first_check[name]
+        return next(
+            (t - first for t, d in self.documents[name] if d.get("status") == "down"),
+            None,
+        )
+
+
+class AllUnsettledTests(SynchronousTestCase):
+    """
+    Every observer's opinion unsettled and down, the verdict fresh and up:
+    the node says what is heard, and a failure every observer finds is
+    published down within `fall` intervals of the first check.
+    """
+
+    def assert_readable(self, stall: GroupStall) -> None:
+        """
+        Each document says which down opinions it left out: its status is
+        down exactly when the down ones it counted reach its quorum.
+        """
+        for name in NAMES:
+            for at, document in stall.documents[name]:
+                if not document:
+                    continue
+                observers = document["observers"]
+                uncounted = document["uncounted"]
+                counted = [
+                    a
+                    for a, s in observers.items()
+                    if s == "down" and a not in uncounted
+                ]
+                self.assertEqual(
+                    document["status"] == "down",
+                    len(counted) >= document["quorum"],
+                    (name, at, document),
+                )
+
+    def test_dead_instance_down_at_the_fall_th_check(self) -> None:
+        """
+        Every check fails after the stall (the Redis died meanwhile), three
+        replicas, quorum 2: each node says up while every opinion is
+        unsettled, naming them all ``uncounted``, and down from the
+        members' `fall`-th check, (fall - 1) intervals after the first.
+        """
+        stall = GroupStall("F", replicas=3, quorum=2)
+        stall.run((FALL + 2) * INTERVAL)
+        self.assert_readable(stall)
+        for name in NAMES:
+            after = stall.down_after_first_check(name)
+            assert after is not None, name
+            self.assertGreaterEqual(after, (FALL - 1) * INTERVAL, name)
+            self.assertLessEqual(after, (FALL - 1) * INTERVAL + STEP, name)
+            held = [d for _, d in stall.documents[name] if d and d["status"] == "up"][
+                -1
+            ]
+            self.assertEqual(set(held["observers"].values()), {"down"}, name)
+            self.assertEqual(set(held["uncounted"]), {"a", "b", "c"}, name)
+
+    def test_flapping_instance_down_within_fall_intervals(self) -> None:
+        """
+        After the stall every other check fails, so that no opinion ever
+        settles: each node says down within `fall` intervals of the first
+        check (before, it said up, unwritten, until its verdict went
+        stale, 20 to 34 s later, past the refresh its readers judge it
+        by), with two replicas and quorum 1 as with three and quorum 2.
+        """
+        for replicas, quorum in ((2, 1), (3, 2)):
+            stall = GroupStall("FS", replicas, quorum, cycle=True)
+            stall.run((FALL + 3) * INTERVAL)
+            self.assert_readable(stall)
+            for name in NAMES:
+                after = stall.down_after_first_check(name)
+                assert after is not None, (replicas, name)
+                self.assertLessEqual(after, FALL * INTERVAL + STEP, (replicas, name))
+                self.assertGreaterEqual(after, (FALL - 1) * INTERVAL, (replicas, name))
+
+    def test_blip_publishes_nothing_down(self) -> None:
+        """
+        The two checks after the stall fail, the rest succeed (a blip
+        shorter than `fall` checks, every member's): no node says down,
+        two replicas and quorum 1 as three and quorum 2, and each says
+        up, all counted, once the opinions settle.
+        """
+        for replicas, quorum in ((2, 1), (3, 2)):
+            stall = GroupStall("FFS", replicas, quorum)
+            stall.run((FALL + RISE + 3) * INTERVAL)
+            self.assert_readable(stall)
+            for name in NAMES:
+                self.assertIsNone(stall.down_after_first_check(name), (replicas, name))
+                document = stall.documents[name][-1][1]
+                self.assertEqual(
+                    (document["status"], document["uncounted"]), ("up", []), name
+                )
+
+
+class StandingVerdictTests(SynchronousTestCase):
+    """The verdict `decide` gives when only left-out opinions say anything."""
+
+    def test_standing_fields_and_the_error_found(self) -> None:
+        """
+        Every opinion down and unsettled, a fresh up verdict standing:
+        the verdict is up with the standing verdict's ready and role, the
+        primary's error, and every observer ``uncounted``; without a
+        standing verdict, the same opinions make it down.
+        """
+        standing = Opinion(status="up", ready=True, role="master", checked_at=90.0)
+        opinions = {
+            "a": Opinion(
+                status="down", error="refused", checked_at=100.0, settled=False
+            ),
+            "d": Opinion(
+                status="down", error="timeout", checked_at=101.0, settled=False
+            ),
+        }
+        verdict = decide(("a", "d"), opinions, 2, standing=standing)
+        assert verdict is not None
+        self.assertEqual(
+            (verdict.status, verdict.source.ready, verdict.source.role),
+            ("up", True, "master"),
+        )
+        self.assertEqual(verdict.source.error, "refused")
+        self.assertEqual(verdict.uncounted, ("a", "d"))
+        self.assertEqual(verdict.checked_at, 101.0)
+        counted = decide(("a", "d"), opinions, 2)
+        assert counted is not None
+        self.assertEqual((counted.status, counted.uncounted), ("down", ()))
