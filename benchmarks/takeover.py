@@ -94,6 +94,8 @@ class Reader(leave.Reader):
                     document.get("status"),
                     document.get("agent"),
                     JOINER in (document.get("observers") or {}),
+                    contradicts(document),
+                    bool(document.get("uncounted")),
                 )
             except NoNodeError:
                 value = None
@@ -101,6 +103,22 @@ class Reader(leave.Reader):
             if not history or history[-1][1] != value:
                 history.append((now, value))
         self.polls += 1
+
+
+def contradicts(document: dict[str, Any]) -> bool:
+    """
+    Whether a schema-2 document's status is not what its ``observers``,
+    ``quorum`` and ``uncounted`` (missing: none) say to a reader: down
+    exactly when the down opinions it counted reach its quorum.
+    """
+    observers = document.get("observers")
+    if not isinstance(observers, dict):
+        return False
+    uncounted = document.get("uncounted") or []
+    counted = [a for a, s in observers.items() if s == "down" and a not in uncounted]
+    return (document.get("status") == "down") != (
+        len(counted) >= document.get("quorum", 1)
+    )
 
 
 def busy_loops(count: int, cpu: int, started: ExitStack) -> None:
@@ -227,6 +245,13 @@ def run(
         def observed(name: str) -> bool:
             return any(v is not None and v[2] for _, v in reader.nodes[name])
 
+        def said(name: str, field: int) -> bool:
+            # Whether any document read of `name` since the join said so.
+            return any(
+                t >= joined_at and v is not None and v[field]
+                for t, v in reader.nodes[name]
+            )
+
         went = [n for n in names if moved(n)]
         stayed = [n for n in names if not moved(n)]
         healthy_down = [n for n in went if n not in killed and down_at(n) is not None]
@@ -250,6 +275,16 @@ def run(
             ),
             (f"{label} run {number}: node ever missing", str(len(missing))),
         ]
+        if args.replicas > 1:
+            contradicting = [n for n in names if said(n, 3)]
+            uncounting = [n for n in names if said(n, 4)]
+            rows.append(
+                (
+                    f"{label} run {number}: status contradicts observers",
+                    f"{len(contradicting)} instances; {len(uncounting)} said "
+                    "an opinion uncounted",
+                )
+            )
         if args.replicas > 1:
             rows.insert(
                 3,
