@@ -973,23 +973,25 @@ class Opinions:
         Whether the fresh `standing` verdict of `name` still leaves the
         unsettled down `opinions` out of the count: always, unless it is
         up with no opinion up and has stood so for `fall` intervals (this
-        agent's settings) since this primary first found it so. A real
-        failure found by every observer is then published down within
-        `fall` intervals of the moment none said up any more, settled or
-        not: checks that keep an opinion from settling (a Redis failing
-        every other check, an agent too starved to check in a row, so that
-        each check decides anew) otherwise held it up for as long as the
-        verdict is written again, now at each refresh, for good.
+        agent's settings) since this primary first found it so. A failure
+        every observer finds is then published down within `fall`
+        intervals of the moment none said up any more, settled or not:
+        checks that keep every opinion from settling (a Redis failing
+        every other check; agents too starved to check in a row, each
+        check deciding anew) would otherwise hold it up for good, the
+        verdict that stands being written again at each refresh.
         """
-        said = [o for o in opinions.values() if o is not None]
         node = self._nodes.instances.get(name)
         health = None if node is None or node.state is None else node.state.health
         if (
             standing.status != UP
             or health is None
             or health.interval is None
-            or any(o.status == UP for o in said)
-            or all(o.settled for o in said if o.status == DOWN)
+            or any(o is not None and o.status == UP for o in opinions.values())
+            or not any(
+                o is not None and o.status == DOWN and not o.settled
+                for o in opinions.values()
+            )
         ):
             self._held.pop(name, None)
             return True
