@@ -156,9 +156,10 @@ class Opinions:
         # The opinion each verdict last written took its fields from: what
         # a standing verdict says again (`verdict.decide`).
         self._sources: dict[str, Opinion] = {}
-        # Since when the standing up verdict of an instance is all that
-        # holds it up: no opinion up, and a down one left out (`verdict`).
-        self._held: dict[str, float] = {}
+        # Since which check of this agent's own (its time and count) the
+        # standing up verdict of an instance is all that holds it up: no
+        # opinion up, and a down one left out (`_holds`).
+        self._held: dict[str, tuple[float, int]] = {}
         # The observers whose opinion was not answered yet since they became
         # one, by instance, and since when (`verdict`).
         self._unanswered: dict[str, dict[str, float]] = {}
@@ -972,14 +973,19 @@ class Opinions:
         """
         Whether the fresh `standing` verdict of `name` still leaves the
         unsettled down `opinions` out of the count: always, unless it is
-        up with no opinion up and has stood so for `fall` intervals (this
-        agent's settings) since this primary first found it so. A failure
-        every observer finds is then published down within `fall`
-        intervals of the moment none said up any more, settled or not:
-        checks that keep every opinion from settling (a Redis failing
-        every other check; agents too starved to check in a row, each
-        check deciding anew) would otherwise hold it up for good, the
-        verdict that stands being written again at each refresh.
+        up with no opinion up and has stood so for `fall` checks of this
+        agent's own, or `fall` intervals (its settings), since its check
+        at which it first found it so. A failure every observer finds is
+        then published down at this agent's `fall`-th check since (as its
+        own checks would, had it been checking all along), settled or
+        not: checks that keep every opinion from settling (a Redis
+        failing every other check; agents too starved to check in a row,
+        each check deciding anew) would otherwise hold it up for good,
+        the verdict that stands being written again at each refresh. Its
+        own opinion is what starts the count: while it has none (no check
+        since its history went stale) the verdict stands, and a blip of
+        up to `fall` - `rise` + 1 failed checks, its own as every
+        observer's, is up again by then (two at the defaults).
         """
         node = self._nodes.instances.get(name)
         health = None if node is None or node.state is None else node.state.health
@@ -987,6 +993,7 @@ class Opinions:
             standing.status != UP
             or health is None
             or health.interval is None
+            or health.checked_at is None
             or any(o is not None and o.status == UP for o in opinions.values())
             or not any(
                 o is not None and o.status == DOWN and not o.settled
@@ -995,8 +1002,13 @@ class Opinions:
         ):
             self._held.pop(name, None)
             return True
-        since = self._held.setdefault(name, now)
-        return now - since < health.fall * health.interval
+        if opinions.get(self._agent_id) is None:
+            return True
+        since, checks = self._held.setdefault(name, (health.checked_at, health.checks))
+        return (
+            health.checks - checks < health.fall
+            and now - since < health.fall * health.interval
+        )
 
     def _standing(self, name: str, node: Node | None, now: float) -> Opinion | None:
         """
