@@ -29,7 +29,11 @@ runs of each ``--checkout`` (interleaved, the same scene each time):
   ``--replicas`` above 1, those that stayed split into the ones the joiner
   came to observe (its opinion is one of the verdict's) and the rest;
 - with ``--kill``, the seconds from the kill to the node saying down, for
-  moved and stayed instances of the killed servers (p50 / max).
+  moved and stayed instances of the killed servers (p50 / max);
+- with ``--replicas`` above 1, the instances one of whose documents said
+  a status its ``observers``, ``quorum`` and ``uncounted`` contradict
+  (`contradicts`), and those one of whose documents named an opinion
+  ``uncounted``.
 
     .venv/bin/python benchmarks/takeover.py --checkout before=PATH
         --checkout after=. [--load 3] [--blip 1.2] [--kill 1] [--runs 3]
@@ -46,7 +50,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +127,26 @@ def contradicts(document: dict[str, Any]) -> bool:
     )
 
 
+def documents_row(prefix: str, reader: Reader, since: float) -> tuple[str, str]:
+    """
+    The instances one of whose documents read since `since` contradicted
+    its observers (`contradicts`), and those one of which named an
+    opinion ``uncounted``.
+    """
+
+    def said(name: str, field: int) -> bool:
+        return any(
+            t >= since and v is not None and v[field] for t, v in reader.nodes[name]
+        )
+
+    contradicting = [n for n in reader.names if said(n, 3)]
+    uncounting = [n for n in reader.names if said(n, 4)]
+    return (
+        f"{prefix}: status contradicts observers",
+        f"{len(contradicting)} instances; {len(uncounting)} said an opinion uncounted",
+    )
+
+
 def busy_loops(count: int, cpu: int, started: ExitStack) -> None:
     """`count` processes spinning on core `cpu`, each stopped by PID."""
     for _ in range(count):
@@ -136,54 +162,96 @@ def _end(process: subprocess.Popen[bytes]) -> None:
     process.wait(10.0)
 
 
+@dataclass
+class Group:
+    """A group started by `start_group`, every node up, its reader reading."""
+
+    servers: list[Any]
+    instances: list[Instance]
+    client: Any
+    agents: list[Agent]
+    reader: Reader
+    # The config of an agent of the group, by its id.
+    config: Callable[[str], str]
+    load: str
+
+    @property
+    def names(self) -> list[str]:
+        return [i.name for i in self.instances]
+
+
+def start_group(
+    args: argparse.Namespace,
+    version: Path,
+    started: ExitStack,
+    workdir: Path,
+    root: str,
+    reader: type[Reader],
+    settings: dict[str, int],
+) -> Group:
+    """
+    ``args.agents`` agents of `version` under `root` (``zookeeper``
+    `settings`, ``args.timeout``) sharing ``args.instances`` instances
+    over ``args.servers`` redis-servers, all stopped by `started`; once
+    every node says up and ``args.warmup`` s more, a `reader` reading.
+    """
+    servers = start_redis_servers(args.servers, started)
+    zookeeper, client = start_zookeeper(started)
+    instances = [
+        Instance(f"r{i}", servers[i % len(servers)].port) for i in range(args.instances)
+    ]
+    names = [i.name for i in instances]
+
+    def config(agent_id: str) -> str:
+        return agent_config(
+            instances,
+            timeout=args.timeout,
+            zookeeper=zookeeper.hosts,
+            zk_root=root,
+            agent_id=agent_id,
+            zk_settings=settings,
+        )
+
+    agents = []
+    for n in range(args.agents):
+        agent = Agent(workdir, config(f"agent-{n}"), f"agent-{n}", version)
+        started.callback(agent.stop)
+        agents.append(agent)
+    for agent in agents:
+        agent.wait_ready()
+
+    def all_up() -> bool:
+        reads = [client.get_async(f"{root}/instances/{n}") for n in names]
+        try:
+            return all(json.loads(r.get()[0])["status"] == "up" for r in reads)
+        except NoNodeError:
+            return False
+
+    wait_until(all_up, 120.0, "every node up")
+    time.sleep(args.warmup)
+    reading = reader(zookeeper.hosts, names)
+    started.callback(reading.stop)
+    time.sleep(1.0)
+    return Group(servers, instances, client, agents, reading, config, load_average())
+
+
 def run(
     args: argparse.Namespace, label: str, version: Path, number: int
 ) -> list[tuple[str, str]]:
     """One group, one member joining; a row per figure."""
     with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        servers = start_redis_servers(args.servers, started)
-        zookeeper, client = start_zookeeper(started)
-        instances = [
-            Instance(f"r{i}", servers[i % len(servers)].port)
-            for i in range(args.instances)
-        ]
-        names = [i.name for i in instances]
         settings = {"replicas": args.replicas}
         if args.quorum is not None:
             settings["quorum"] = args.quorum
-
-        def config(agent_id: str) -> str:
-            return agent_config(
-                instances,
-                timeout=args.timeout,
-                zookeeper=zookeeper.hosts,
-                zk_root=ROOT,
-                agent_id=agent_id,
-                zk_settings=settings,
-            )
-
-        agents = []
-        for n in range(args.agents):
-            agent = Agent(workdir, config(f"agent-{n}"), f"agent-{n}", version)
-            started.callback(agent.stop)
-            agents.append(agent)
-        for agent in agents:
-            agent.wait_ready()
-
-        def all_up() -> bool:
-            reads = [client.get_async(f"{ROOT}/instances/{n}") for n in names]
-            try:
-                return all(json.loads(r.get()[0])["status"] == "up" for r in reads)
-            except NoNodeError:
-                return False
-
-        wait_until(all_up, 120.0, "every node up")
-        time.sleep(args.warmup)
-        reader = Reader(zookeeper.hosts, names)
-        started.callback(reader.stop)
-        time.sleep(1.0)
-        load = load_average()
+        scene = start_group(args, version, started, workdir, ROOT, Reader, settings)
+        servers, instances, names = scene.servers, scene.instances, scene.names
+        client, reader, config, load = (
+            scene.client,
+            scene.reader,
+            scene.config,
+            scene.load,
+        )
         wrapper: list[str] = []
         if args.load:
             wrapper = ["taskset", "-c", str(args.cpu)]
@@ -225,7 +293,7 @@ def run(
         reader.stop()
         load_after = load_average()
         if args.keep_logs:
-            for agent in [*agents, joiner]:
+            for agent in [*scene.agents, joiner]:
                 target = Path(args.keep_logs) / f"takeover-{label}-{number}-"
                 Path(str(target) + agent.log.name).write_bytes(agent.log.read_bytes())
 
@@ -244,13 +312,6 @@ def run(
 
         def observed(name: str) -> bool:
             return any(v is not None and v[2] for _, v in reader.nodes[name])
-
-        def said(name: str, field: int) -> bool:
-            # Whether any document read of `name` since the join said so.
-            return any(
-                t >= joined_at and v is not None and v[field]
-                for t, v in reader.nodes[name]
-            )
 
         went = [n for n in names if moved(n)]
         stayed = [n for n in names if not moved(n)]
@@ -276,15 +337,7 @@ def run(
             (f"{label} run {number}: node ever missing", str(len(missing))),
         ]
         if args.replicas > 1:
-            contradicting = [n for n in names if said(n, 3)]
-            uncounting = [n for n in names if said(n, 4)]
-            rows.append(
-                (
-                    f"{label} run {number}: status contradicts observers",
-                    f"{len(contradicting)} instances; {len(uncounting)} said "
-                    "an opinion uncounted",
-                )
-            )
+            rows.append(documents_row(f"{label} run {number}", reader, joined_at))
         if args.replicas > 1:
             rows.insert(
                 3,
