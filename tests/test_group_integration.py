@@ -187,21 +187,32 @@ class GroupTestCase(TestCase):
         """Wait until each agent's group has `size` members and every node is there."""
 
         missing: list[str] = []
+        # What each agent said last, to tell a view short of a member from
+        # an agent that did not answer, should the wait fail.
+        said: dict[int, object] = {}
 
         async def done() -> bool:
             missing[:] = [n for n in self.names if not self.kazoo.exists(self.path(n))]
-            for agent in agents:
+            for index, agent in enumerate(agents):
                 try:
-                    if (await agent.get("/group"))[1]["size"] != size:
-                        return False
-                except Exception:
+                    group = (await agent.get("/group"))[1]
+                except Exception as e:
+                    said[index] = repr(e)
+                    return False
+                said[index] = {
+                    **{k: group.get(k) for k in ("size", "view_behind_seconds")},
+                    "members": [m.get("agent") for m in group.get("members", [])],
+                }
+                if group["size"] != size:
                     return False
             return all(self.kazoo.exists(self.path(n)) for n in self.names)
 
         try:
             await wait_async(done, START_BOUND, f"a group of {size}", 0.1)
         except AssertionError as e:
-            raise AssertionError(f"{e}; missing: {missing}") from None
+            raise AssertionError(
+                f"{e}; missing: {missing}; the agents said: {said}"
+            ) from None
 
     async def taken_over(self, agents: dict[str, AgentProcess]) -> None:
         """Wait until every node is written by the agent that is its primary."""
