@@ -40,6 +40,7 @@ from sentinel.zk import (
     CONNECTED,
     CONNECTING,
     LOST,
+    REPLACED_CLOSE_WAIT,
     SILENCE_JUDGED_LATE,
     STOPPED,
     SUSPENDED,
@@ -173,10 +174,11 @@ class BridgeTests(SynchronousTestCase):
         self.clock.advance(0.01)
         self.assertEqual(len(self.factory.clients), 2)
         new = self.client()
-        self.assertTrue(new.started)
         self.assertEqual(self.zk.replacements, 1)
         self.assertEqual(self.zk.state, LOST)
         self.assert_closed_on_own_thread(old)
+        self.clock.run_handed_over(wait=THREAD_WAIT)
+        self.assertTrue(new.started)
 
         old.change_state(KazooState.CONNECTED)
         old.fire(PATH, EventType.DELETED)
@@ -195,6 +197,82 @@ class BridgeTests(SynchronousTestCase):
         self.assertEqual(len(self.factory.clients), 2)
         self.failureResultOf(unanswered, TimeoutError)
         self.assertEqual(self.states[-3:], [SUSPENDED, LOST, CONNECTED])
+
+    def replace_with_close_held(self) -> tuple[FakeKazooClient, threading.Event]:
+        """
+        A connected client cut off for the session timeout and replaced,
+        its close held until the returned event is set.
+        """
+        self.zk.start()
+        old = self.client()
+        self.connect(old)
+        old.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        held = old.close_blocks = threading.Event()
+        self.addCleanup(held.set)
+        self.clock.advance(SESSION_TIMEOUT)
+        self.assertEqual(len(self.factory.clients), 2)
+        return old, held
+
+    def test_replacement_starts_once_the_old_client_is_closed(self) -> None:
+        """
+        A replacement client starts only once the client it replaces is
+        stopped and closed (its threads ended, so that the new ones take
+        their memory), on the same session and listeners as ever.
+        """
+        old, held = self.replace_with_close_held()
+        new = self.client()
+        self.clock.advance(REPLACED_CLOSE_WAIT - 0.01)
+        self.clock.run_handed_over()
+        self.assertFalse(new.started)
+        self.assertIsNone(old.closed_on)
+        held.set()
+        self.assert_closed_on_own_thread(old)
+        self.assertEqual(self.clock.run_handed_over(wait=THREAD_WAIT), 1)
+        self.assertTrue(new.started)
+        self.connect(new)
+        self.assertEqual(self.states[-3:], [SUSPENDED, LOST, CONNECTED])
+
+    def test_replacement_starts_anyway_when_the_close_hangs(self) -> None:
+        """
+        A replaced client whose close hangs (a kazoo thread blocked) holds
+        its replacement back `REPLACED_CLOSE_WAIT` at most; its close,
+        ending later, starts nothing again.
+        """
+        old, held = self.replace_with_close_held()
+        new = self.client()
+        self.clock.advance(REPLACED_CLOSE_WAIT - 0.01)
+        self.assertFalse(new.started)
+        self.clock.advance(0.01)
+        self.assertTrue(new.started)
+        new.started = False
+        held.set()
+        self.assert_closed_on_own_thread(old)
+        self.assertEqual(self.clock.run_handed_over(wait=THREAD_WAIT), 1)
+        self.assertFalse(new.started)
+        self.connect(new)
+        self.assertEqual(self.zk.state, CONNECTED)
+
+    def test_stop_while_a_replacement_waits(self) -> None:
+        """
+        A stop while a replacement waits for the old client's close never
+        starts the replacement: it is closed unstarted.
+        """
+        old, held = self.replace_with_close_held()
+        new = self.client()
+        stopped = self.zk.stop(CALL_TIMEOUT)
+        self.assert_closed_on_own_thread(new)
+        held.set()
+        self.assert_closed_on_own_thread(old)
+        # Each close says it is done: the two may come in one run or two.
+        ran = self.clock.run_handed_over(wait=THREAD_WAIT)
+        if ran < 2:
+            ran += self.clock.run_handed_over(wait=THREAD_WAIT)
+        self.assertEqual(ran, 2)
+        self.clock.advance(REPLACED_CLOSE_WAIT)
+        self.assertFalse(new.started)
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertEqual(len(self.factory.clients), 2)
 
     def test_replacement_resumes_the_session(self) -> None:
         """
