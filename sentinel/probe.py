@@ -132,6 +132,7 @@ from sentinel.protocol import (
     CLOSED,
     INFO_REPLICATION,
     BadInfo,
+    ConnectAttempt,
     ConnectionFactory,
     ConnectionLost,
     NotADataServer,
@@ -834,13 +835,16 @@ class RedisProbe:
 
     def _connect(self, address: str) -> Deferred[RedisClientProtocol]:
         endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        attempt = ConnectAttempt(self._reactor)
         endpoint: IStreamClientEndpoint = endpoint_type(
-            self._reactor, address, self.instance.port, timeout=self._connect_timeout
+            attempt, address, self.instance.port, timeout=self._connect_timeout
         )
         if self._tls is not None:
             endpoint = wrapClientTLS(self._tls, endpoint, self._reactor)
         factory = ConnectionFactory(self._lost, self._violated)
         d: Deferred[Any] = endpoint.connect(factory)
+        # Before the handshake's callbacks: a failure of the connect itself.
+        d.addErrback(attempt.failed)
         if self._tls is not None:
             d.addCallback(self._handshake)
         return d

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import socket
 import tracemalloc
 import weakref
 from collections.abc import Callable
@@ -15,13 +16,17 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import error as neterror
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import (
+    ConnectingCancelledError,
     ConnectionDone,
     ConnectionRefusedError,
     DNSLookupError,
 )
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent, Logger, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -37,6 +42,7 @@ from sentinel.protocol import (
     HELLO,
     INFO_REPLICATION,
     PING,
+    ConnectAttempt,
     auth_command,
     exists_command,
     parse_replication,
@@ -44,7 +50,7 @@ from sentinel.protocol import (
 from sentinel.reconnects import PROBATION
 from sentinel.resolve import Resolver
 from tests.polling import pause
-from tests.servers import LOOPBACK, RedisServer
+from tests.servers import LOOPBACK, RedisServer, free_port
 
 INFO_SLAVE = (
     b"# Replication\r\nrole:slave\r\nmaster_host:10.0.0.5\r\nmaster_port:6380\r\n"
@@ -3055,3 +3061,81 @@ class FootprintTests(TestCase):
                 break
             await pause(reactor, 0.01)
         self.assertEqual([ref() for ref in lost], [None] * len(lost))
+
+    async def test_failed_attempts_freed_without_collector(self) -> None:
+        """
+        Connection attempts refused by a port nobody listens on are freed
+        as soon as they fail, with the cyclic collector off: no reference
+        cycle of Twisted's (a transport and its bound ``doConnect``, the
+        connector and the endpoint's factory) keeps them for a full
+        collection, though no protocol was ever built.
+        """
+        from twisted.internet import reactor
+
+        count = 5
+        pacer = ConnectPacer(reactor, count, 1.0)
+        self.addCleanup(pacer.stopService)
+        resolver = Resolver(reactor)
+        port = free_port()
+        probes = [
+            RedisProbe(
+                RedisInstance(f"r{i}", LOOPBACK, port, username=None, password=None),
+                reactor,
+                pacer,
+                1.0,
+                resolver,
+            )
+            for i in range(count)
+        ]
+
+        def attempts_left() -> int:
+            # gc.get_objects sees what the collector tracks, even when off.
+            return sum(type(o) in (tcp.Client, tcp.Connector) for o in gc.get_objects())
+
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        before = attempts_left()
+        for probe in probes:
+            self.addCleanup(probe.close)
+            observation = None
+            for _attempt in range(100):
+                observation = await probe.check(want_info=False)
+                if observation is not None:
+                    break
+                await pause(reactor, 0.01)  # Paced.
+            assert observation is not None
+            self.assertFalse(observation.ok)
+        for _attempt in range(200):
+            if attempts_left() == before:
+                break
+            await pause(reactor, 0.01)
+        self.assertEqual(attempts_left(), before)
+
+    async def test_cancelled_attempt_freed_without_collector(self) -> None:
+        """
+        A connection attempt cancelled while it connects (a check's
+        deadline) is stopped as Twisted stops it, after the errbacks of
+        its Deferred, and then freed, with the cyclic collector off.
+        """
+        from twisted.internet import reactor
+
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        listening.bind((LOOPBACK, 0))
+        listening.listen(1)
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        attempt = ConnectAttempt(reactor)
+        endpoint = TCP4ClientEndpoint(attempt, LOOPBACK, listening.getsockname()[1])
+        d = endpoint.connect(Factory.forProtocol(Protocol))
+        d.addErrback(attempt.failed)
+        parts = [weakref.ref(attempt._connector), weakref.ref(attempt._transport)]
+        d.cancel()
+        self.failureResultOf(d, ConnectingCancelledError)
+        for _attempt in range(200):
+            if all(ref() is None for ref in parts):
+                break
+            await pause(reactor, 0.01)
+        self.assertEqual([ref() for ref in parts], [None, None])
