@@ -253,6 +253,10 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         if args.down:
             time.sleep(8.0)
         session = client.exists(f"{ROOT}/agents/agent-0").ephemeralOwner
+        sessions = {
+            client.exists(f"{ROOT}/agents/agent-{n}").ephemeralOwner: f"agent-{n}"
+            for n in range(args.agents)
+        }
         reader = Reader(zookeeper.hosts, names, args.light)
         started.callback(reader.stop)
         time.sleep(1.0)
@@ -310,6 +314,10 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             if (t := first(reader.members[n], replaced, signalled)) is not None
         ]
         missing, unlisted, twice = [], [], []
+        # Which sessions held an endpoint listed twice: a stopped agent's
+        # member beside its new primary's (a takeover that did not replace
+        # it) or two survivors' (a member made twice, or not let go).
+        pairs: dict[str, list[float]] = {}
         for name in names:
             missing += spans(reader.nodes[name], lambda v: v is None, signalled, until)
             if name not in down:
@@ -317,6 +325,11 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                     reader.members[name], lambda v: not v, signalled, until
                 )
             twice += spans(reader.members[name], lambda v: len(v) > 1, signalled, until)
+            for pair in {v for _, v in reader.members[name] if len(v) > 1}:
+                whose = " + ".join(sessions.get(s, f"{s:#x}") for s in pair)
+                pairs.setdefault(whose, []).extend(
+                    spans(reader.members[name], pair.__eq__, signalled, until)
+                )
         kind = "kill -9" if args.kill else "SIGTERM"
         if args.early is not None:
             kind += f" {args.early:g} s after its start"
@@ -332,6 +345,8 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             (f"run {number}: instance node missing", summary(missing)),
             (f"run {number}: instance with no member", summary(unlisted)),
             (f"run {number}: instance listed twice", summary(twice)),
+            *((f"run {number}: twice, {whose}", summary(found))
+              for whose, found in sorted(pairs.items()) if found),
             (f"run {number}: polls a second",
              f"{reader.polls / max(until, 1e-9):.1f}"),
         ]  # fmt: skip
