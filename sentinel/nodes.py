@@ -72,6 +72,7 @@ class Node:
         "version",
         "takeover",
         "held_before",
+        "held_by",
         "watching",
         "released",
         "handed_to",
@@ -130,6 +131,10 @@ class Node:
         # far as this agent knows: its first write reads it and takes it
         # over, without a create or a question first (`sentinel.writer`).
         self.held_before = False
+        # And which member that is, in this agent's view: a node this
+        # agent read as an observer is taken over from that reading only
+        # if that member wrote it (`Takeovers.read`).
+        self.held_by: str | None = None
         # A watch on it, as its primary, is armed and has not fired since
         # (`sentinel.takeover.Takeovers.check_still_ours`).
         self.watching = False

@@ -326,6 +326,7 @@ class GroupRoles:
                 self._opinions.listen(name, observers)
             if before[:1] not in ((), (me,)):
                 node.held_before = not node.owned
+                node.held_by = before[0]
                 if instance is not None:
                     self._takeovers.coming(instance)
             self._queue.mark(node)

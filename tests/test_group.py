@@ -814,6 +814,60 @@ class DiscoveryHandoverTests(SynchronousTestCase):
             [c[:3] for c in calls], [["replace", "get", "replace"]] * len(share)
         )
 
+    def test_no_takeover_from_a_node_read_before_its_primary_took_it(
+        self,
+    ) -> None:
+        """
+        A node an observer read while its previous primary still held
+        it (the new one, joining, had not taken it over yet) is read
+        again when that new primary leaves, not taken over at the version
+        read: the joiner's node had that version too (versions start
+        again at 0 at a takeover), the transaction deleted it as the
+        one read, and the observer, made primary, looked for the
+        discovery member of the session read, found none and listed its
+        own beside the joiner's until the joiner's session ended.
+        """
+        fleet = Fleet()
+        form = (SERVERSET, DISCOVERY)
+        fleet.add("c", NAMES, replicas=2, discovery=form).start()
+        fleet.run(3.0)
+        joiner = fleet.add("a", NAMES, replicas=2, discovery=form)
+        observer = fleet.add("b", NAMES, replicas=2, discovery=form)
+        # The joiner's takeovers wait, while the observer reads the
+        # verdicts it observes: from the previous primary's nodes.
+        joiner.zk.hang("replace")
+        joiner.start()
+        observer.start()
+        fleet.run(REFRESH + 6 * INTERVAL)
+        read = {n: fleet.server.nodes[f"{ROOT}/instances/{n}"].version for n in NAMES}
+        joiner.zk.unhang()
+        # Its takeovers timed out meanwhile: tried again.
+        fleet.run(SETTLE + 3 * INTERVAL + 6.0)
+        # Of the joiner's, those the observer observes and will be the
+        # primary of once the joiner leaves (the previous one does not
+        # observe them).
+        moved = [
+            n
+            for n in NAMES
+            if fleet.owner_of(n) == fleet.session_of("a")
+            and n in observer.watched
+            and n not in fleet.members["c"].watched
+        ]
+        self.assertTrue(moved)
+        for name in moved:
+            # At the version the observer read: a transaction at it
+            # would go through.
+            path = f"{ROOT}/instances/{name}"
+            while fleet.server.nodes[path].version < read[name]:
+                stored = fleet.server.nodes[path]
+                fleet.server.put(path, stored.data, stored.owner)
+        self.assertEqual(self.listed(fleet), [])
+        stopped = joiner.stop()
+        self.assertEqual(self.watch(fleet, 4.0), [])
+        self.successResultOf(stopped)
+        for name in moved:
+            self.assertEqual(fleet.owner_of(name), fleet.session_of("b"))
+
     def test_member_kept_while_the_new_primary_looks(self) -> None:
         """
         A new primary whose look for the previous primary's members takes
