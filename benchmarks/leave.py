@@ -22,7 +22,15 @@ those of the others. Printed, for each of ``--runs`` runs:
 - for the stopped agent's instance nodes and members: when (after the
   signal) another agent held each, p50 and max;
 - each instance node missing, each instance with no member, and each
-  listed twice: how many times, how long, p50 and max.
+  listed twice: how many times, how long, p50 and max; those listed
+  twice also by whose members they were: the stopped agent's beside
+  another's, or two of the others' (the agents named by the sessions
+  of their agent nodes, read before the stop).
+
+``--from-start`` starts the reader before the first agent and also
+prints the endpoints listed twice while the group forms (each agent
+joins the others as it starts, and nodes and members move to it), up to
+the stop.
 
 At thousands of instances, ``--light`` reads which nodes exist from one
 listing of ``{root}/instances`` a poll, and who holds each from an
@@ -147,7 +155,10 @@ class Reader:
         ``exists`` sent: at its return, and for this poll's slice.
         """
         client = self.client
-        listed = set(client.get_children(f"{ROOT}/instances"))
+        try:
+            listed = set(client.get_children(f"{ROOT}/instances"))
+        except NoNodeError:
+            listed = set()  # Before the first agent (`--from-start`).
         count = len(self.names)
         size = max(1, round(count * POLL))
         start = self.next_slice
@@ -220,6 +231,10 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             for i in range(args.instances)
         ]
         names = [i.name for i in instances]
+        reader: Reader | None = None
+        if args.from_start:
+            reader = Reader(zookeeper.hosts, names, args.light)
+            started.callback(reader.stop)
         agents = []
         for n in range(args.agents):
             text = config(args, zookeeper.hosts, instances, f"agent-{n}", None)
@@ -257,8 +272,9 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             client.exists(f"{ROOT}/agents/agent-{n}").ephemeralOwner: f"agent-{n}"
             for n in range(args.agents)
         }
-        reader = Reader(zookeeper.hosts, names, args.light)
-        started.callback(reader.stop)
+        if reader is None:
+            reader = Reader(zookeeper.hosts, names, args.light)
+            started.callback(reader.stop)
         time.sleep(1.0)
         load = load_average()
         victim = agents[0].child.process
@@ -318,6 +334,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         # member beside its new primary's (a takeover that did not replace
         # it) or two survivors' (a member made twice, or not let go).
         pairs: dict[str, list[float]] = {}
+        forming: list[float] = []
         for name in names:
             missing += spans(reader.nodes[name], lambda v: v is None, signalled, until)
             if name not in down:
@@ -325,6 +342,10 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                     reader.members[name], lambda v: not v, signalled, until
                 )
             twice += spans(reader.members[name], lambda v: len(v) > 1, signalled, until)
+            if args.from_start:
+                forming += spans(
+                    reader.members[name], lambda v: len(v) > 1, 0.0, signalled
+                )
             for pair in {v for _, v in reader.members[name] if len(v) > 1}:
                 whose = " + ".join(sessions.get(s, f"{s:#x}") for s in pair)
                 pairs.setdefault(whose, []).extend(
@@ -344,6 +365,10 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
              f"{summary(members_moved)} of {len(members)}"),
             (f"run {number}: instance node missing", summary(missing)),
             (f"run {number}: instance with no member", summary(unlisted)),
+            *(
+                [(f"run {number}: listed twice as it formed", summary(forming))]
+                if args.from_start else []
+            ),
             (f"run {number}: instance listed twice", summary(twice)),
             *((f"run {number}: twice, {whose}", summary(found))
               for whose, found in sorted(pairs.items()) if found),
@@ -401,6 +426,11 @@ def main() -> int:
     add("--warmup", type=float, default=4.0)
     add("--after", type=float, default=8.0, help="s watched after the exit (8)")
     add("--runs", type=int, default=2)
+    add(
+        "--from-start",
+        action="store_true",
+        help="read from before the first agent starts: twice as it forms too",
+    )
     add("--keep-logs", metavar="DIR", help="copy the agents' logs there")
     args = parser.parse_args()
     checkouts = checkouts_of(parser, args.checkout)
