@@ -27,6 +27,8 @@ those of the others. Printed, for each of ``--runs`` runs:
   another's, or two of the others' (the agents named by the sessions
   of their agent nodes, read before the stop).
 
+``--stagger S`` starts the agents S s apart, the one to stop last
+(it joins a group formed and takes its nodes over from the others).
 ``--from-start`` starts the reader before the first agent and also
 prints the endpoints listed twice while the group forms (each agent
 joins the others as it starts, and nodes and members move to it), up to
@@ -236,11 +238,20 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             reader = Reader(zookeeper.hosts, names, args.light)
             started.callback(reader.stop)
         agents = []
-        for n in range(args.agents):
+        order = range(args.agents)
+        if args.stagger:
+            # The one to stop joins last: it takes its nodes over from the
+            # others, who observed them under their previous primary.
+            order = range(args.agents - 1, -1, -1)
+        for n in order:
             text = config(args, zookeeper.hosts, instances, f"agent-{n}", None)
             agent = Agent(workdir, text, f"agent-{n}", version)
             started.callback(agent.stop)
             agents.append(agent)
+            if args.stagger:
+                agent.wait_ready()
+                time.sleep(args.stagger)
+        agents.sort(key=lambda a: int(a.log.stem.rsplit("-", 1)[1]))
         for agent in agents:
             agent.wait_ready()
 
@@ -426,6 +437,13 @@ def main() -> int:
     add("--warmup", type=float, default=4.0)
     add("--after", type=float, default=8.0, help="s watched after the exit (8)")
     add("--runs", type=int, default=2)
+    add(
+        "--stagger",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="start the agents S s apart, the one to stop last",
+    )
     add(
         "--from-start",
         action="store_true",
