@@ -248,7 +248,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             agent = Agent(workdir, text, f"agent-{n}", version)
             started.callback(agent.stop)
             agents.append(agent)
-            if args.stagger:
+            if args.stagger and n != order[-1]:
                 agent.wait_ready()
                 time.sleep(args.stagger)
         agents.sort(key=lambda a: int(a.log.stem.rsplit("-", 1)[1]))
