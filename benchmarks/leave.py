@@ -27,8 +27,12 @@ those of the others. Printed, for each of ``--runs`` runs:
   another's, or two of the others' (the agents named by the sessions
   of their agent nodes, read before the stop).
 
-``--stagger S`` starts the agents S s apart, the one to stop last
-(it joins a group formed and takes its nodes over from the others).
+``--stagger S`` starts the last agent alone and the others S s later
+(they join a group formed and take their nodes over from it), and
+``--freeze F`` then stops the first one (SIGSTOP) for F s as soon as the
+group lists it (give a ``--session-timeout`` above F): the others observe
+its nodes meanwhile and read them as their previous primary still holds
+them, as under a loaded start-up; it takes them over once it runs again.
 ``--from-start`` starts the reader before the first agent and also
 prints the endpoints listed twice while the group forms (each agent
 joins the others as it starts, and nodes and members move to it), up to
@@ -238,20 +242,31 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             reader = Reader(zookeeper.hosts, names, args.light)
             started.callback(reader.stop)
         agents = []
-        order = range(args.agents)
+        order = list(range(args.agents))
         if args.stagger:
-            # The one to stop joins last: it takes its nodes over from the
-            # others, who observed them under their previous primary.
-            order = range(args.agents - 1, -1, -1)
+            # The last one first, alone: the others join a group formed.
+            order = order[-1:] + order[:-1]
         for n in order:
             text = config(args, zookeeper.hosts, instances, f"agent-{n}", None)
             agent = Agent(workdir, text, f"agent-{n}", version)
             started.callback(agent.stop)
             agents.append(agent)
-            if args.stagger and n != order[-1]:
+            if args.stagger and n == order[0]:
                 agent.wait_ready()
                 time.sleep(args.stagger)
         agents.sort(key=lambda a: int(a.log.stem.rsplit("-", 1)[1]))
+        if args.freeze:
+            wait_until(
+                lambda: any(
+                    c.startswith("agent-0.")
+                    for c in client.get_children(f"{ROOT}/catalogs")
+                ),
+                60.0,
+                "agent-0 listed",
+            )
+            agents[0].child.process.send_signal(signal.SIGSTOP)
+            time.sleep(args.freeze)
+            agents[0].child.process.send_signal(signal.SIGCONT)
         for agent in agents:
             agent.wait_ready()
 
@@ -354,9 +369,9 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                 )
             twice += spans(reader.members[name], lambda v: len(v) > 1, signalled, until)
             if args.from_start:
-                forming += spans(
-                    reader.members[name], lambda v: len(v) > 1, 0.0, signalled
-                )
+                # Up to the stop only: what began after it is counted above.
+                before = [(at, v) for at, v in reader.members[name] if at < signalled]
+                forming += spans(before, lambda v: len(v) > 1, 0.0, signalled)
             for pair in {v for _, v in reader.members[name] if len(v) > 1}:
                 whose = " + ".join(sessions.get(s, f"{s:#x}") for s in pair)
                 pairs.setdefault(whose, []).extend(
@@ -442,7 +457,14 @@ def main() -> int:
         type=float,
         default=0.0,
         metavar="S",
-        help="start the agents S s apart, the one to stop last",
+        help="start the last agent S s before the others",
+    )
+    add(
+        "--freeze",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="with --stagger: agent-0 frozen F s once listed",
     )
     add(
         "--from-start",
