@@ -14,6 +14,7 @@ member, and the nodes on their way out (retired: deleted, then forgotten).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -157,9 +158,11 @@ class Node:
         # session, whose discovery member of the instance ours replaces
         # (`sentinel.members`), until ours is written.
         self.taken_from: int | None = None
-        # When it was taken over (our clock): a look at the service for
-        # that agent's members made before then may miss one it made since.
-        self.taken_at = 0.0
+        # When it was taken over (our clock; never: -inf): a look at the
+        # service for that agent's members made before then may miss one
+        # it made since, and a write over it soon after is that agent's
+        # late set (`sentinel.guard`).
+        self.taken_at = -math.inf
         # That agent, if its verdict had the instance in discovery (up and
         # ready): a member of its to replace is expected (`sentinel.members`).
         self.taken_listed_by: str | None = None

@@ -20,6 +20,7 @@ from sentinel.guard import (
     LOOP_WINDOW,
     OVERWRITES_WINDOW,
     REWRITE_AFTER,
+    TAKEN_OVER_GRACE,
 )
 from sentinel.membership import SETTLE
 from tests.groupfakes import Fleet
@@ -301,6 +302,31 @@ class WrittenOverTests(PublisherHarness):
         self.assertEqual(self.zk.document(node)["status"], "down")
         self.assertIsNone(self.publisher.unhealthy_reason())
         self.assertEqual(self.lines(), [])
+
+    def test_written_over_soon_after_a_takeover_not_named(self) -> None:
+        """
+        A node written over within TAKEN_OVER_GRACE of our takeover of it
+        (the previous primary's set, sent before it heard of the new view,
+        at the version ours had reached) is written again as ever, counted
+        as a late set, and not named; past the grace, a write over it is.
+        """
+        self.publisher._nodes.instances["redis-00"].taken_at = self.clock.seconds()
+        self.forge()
+        self.clock.advance(TAKEN_OVER_GRACE - 1.0)
+        self.check(self.instance("redis-00"), UP)
+        self.assertEqual(self.zk.document(self.node)["status"], "up")
+        self.assertEqual(self.zk.owner(self.node), self.zk.session_id)
+        self.assertEqual(self.publisher._guard.late_sets, 1)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.lines(), [])
+        self.clock.advance(1.0)
+        self.forge()
+        self.check(self.instance("redis-00"), DOWN)
+        self.assertIn(
+            "1 node(s) of this agent written by another client",
+            self.publisher.unhealthy_reason() or "",
+        )
+        self.assertEqual(len(self.lines()), 1)
 
     def test_forging_loop_lines_bounded(self) -> None:
         """
