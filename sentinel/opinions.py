@@ -108,6 +108,11 @@ ABSENT_AFTER = 5.0
 # characters of a primary's id taken from a node (anyone's data).
 LATE_NAMED = 5
 PRIMARY_CHARS = 64
+# The largest verdict node kept as read for a takeover (`verdict_node`):
+# ours are under 1 KB with a few observers; any client may write up to
+# ZooKeeper's 1 MB in one, which every observer would keep per instance
+# until its next read. A larger one is read again at the takeover.
+KEPT_VERDICT_BYTES = 16 * 1024
 
 
 class Opinions:
@@ -346,7 +351,7 @@ class Opinions:
                 self._verdicts_read.pop(name, None)
             else:
                 self._verdicts_read[name] = (*said, asked)
-            if result is None:
+            if result is None or len(result[0]) > KEPT_VERDICT_BYTES:
                 self._verdict_nodes.pop(name, None)
             else:
                 self._verdict_nodes[name] = result

@@ -41,6 +41,7 @@ from sentinel.listing import DOCUMENTS_PER_SLICE, MAX_LIMIT, PageQuery
 from sentinel.membership import LISTING_PACE_LIMIT as LIMIT
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation
+from sentinel.opinions import KEPT_VERDICT_BYTES
 from sentinel.session import SessionPurpose, StateFile, left_in
 from sentinel.sharing import ALONE_AFTER
 from sentinel.stopping import (
@@ -791,6 +792,29 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         """
         share, calls = self.leave_after_verdicts_read()
         self.assertEqual([c[:1] for c in calls], [["replace"]] * len(share))
+
+    def test_oversized_verdict_not_kept_for_a_takeover(self) -> None:
+        """
+        A verdict node that another client padded past KEPT_VERDICT_BYTES
+        (ZooKeeper takes up to 1 MB a node) is not kept as read by an
+        observer, which would hold one per instance until its next read;
+        one of our size is.
+        """
+        fleet = self.fleet_of(2)
+        fleet.run(REFRESH + 2 * INTERVAL)
+        opinions = fleet.members["b"].publisher._opinions
+        share = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("a")]
+        padded, plain = share[0], share[1]
+        path = f"{ROOT}/instances/{padded}"
+        stored = fleet.server.nodes[path]
+        document = {**json.loads(stored.data), "pad": "x" * KEPT_VERDICT_BYTES}
+        fleet.server.put(path, json.dumps(document).encode(), stored.owner)
+        for name in (padded, plain):
+            opinions.verdict_node(name)
+            opinions._read_verdict(name, opinions._nodes.opinions[name])
+        fleet.run(INTERVAL)
+        self.assertIsNone(opinions.verdict_node(padded))
+        self.assertIsNotNone(opinions.verdict_node(plain))
 
     def test_takeover_of_a_crashed_members_node_makes_it_at_once(self) -> None:
         """
