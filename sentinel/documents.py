@@ -275,11 +275,13 @@ def verdict_document(
     took (`checked_at`: the primary's last check, when it has one), plus
     each observer's status and the quorum applied (schema 2), and the
     observers whose down opinion the count left out (unsettled, against a
-    fresh up verdict: `verdict.decide`), added to schema 2.
+    fresh up verdict: `verdict.decide`), added to schema 2 only when there
+    are any: a verdict that counted every opinion has exactly the fields
+    DESIGN.md section 8 lists, as readers written to it expect.
     """
     source = verdict.source
     up = verdict.status == UP
-    return {
+    document: dict[str, Any] = {
         "name": instance.name,
         "host": instance.host,
         "port": instance.port,
@@ -297,8 +299,10 @@ def verdict_document(
         "schema": VERDICT_SCHEMA,
         "observers": dict(verdict.observers),
         "quorum": verdict.quorum,
-        "uncounted": list(verdict.uncounted),
     }
+    if verdict.uncounted:
+        document["uncounted"] = list(verdict.uncounted)
+    return document
 
 
 def previous_verdict(data: bytes) -> dict[str, Any] | None:

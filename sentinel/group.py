@@ -547,8 +547,9 @@ class Group:
                 "status": verdict.status,
                 "observers": dict(verdict.observers),
                 "quorum": verdict.quorum,
-                "uncounted": list(verdict.uncounted),
             }
+            if verdict.uncounted:
+                document["uncounted"] = list(verdict.uncounted)
         elif self.replicas == 1 and self.role(name) == PRIMARY:
             state = self.monitor.states.get(name)
             status = None if state is None else state.health.status
@@ -556,7 +557,6 @@ class Group:
                 "status": status,
                 "observers": {self.agent_id: status},
                 "quorum": 1,
-                "uncounted": [],
             }
         return {
             "observing_as": self.role(name),

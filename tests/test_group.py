@@ -2809,7 +2809,7 @@ class RefreshDisagreementTests(SynchronousTestCase):
             self.assertIsNone(b.publisher.unhealthy_reason())
         self.assertEqual(
             set(fleet.node(share[0]) or {}),
-            INSTANCE_FIELDS | {"observers", "quorum", "uncounted"},
+            INSTANCE_FIELDS | {"observers", "quorum"},
         )
         self.assertEqual({p.rsplit("/", 2)[1] for p in reads}, set(share))
         self.assertLessEqual(len(reads), 3 * len(share))
