@@ -18,9 +18,11 @@ import idna
 _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Numbers on the command line, as everywhere else in the config (a port, a
 # query's limit): float() and int() alone also take "1_0", "+2", " 2 ",
-# "1e3", "nan" and digits of any script ("٣").
-_OPTION_INTEGER = re.compile(r"[0-9]+")
-_OPTION_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+# "1e3", "nan" and digits of any script ("٣"). A minus sign is read, so
+# that a negative value is refused by its range, as in the file ("--rise:
+# -1 is less than 1"), not called no number ("'-1' is not an integer").
+_OPTION_INTEGER = re.compile(r"-?[0-9]+")
+_OPTION_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _SHOW_LIMIT = 60
 
 # zookeeper.discovery: the forms discovery readers know, or none.
@@ -73,14 +75,17 @@ def option_text(label: str, text: str) -> str:
 
 
 def option_number(label: str, text: str) -> float:
-    """An option's text as a number: ASCII digits, with at most one dot."""
+    """
+    An option's text as a number: ASCII digits, with at most one dot and
+    perhaps a minus sign (the range is checked after).
+    """
     if _OPTION_NUMBER.fullmatch(text) is None:
         raise error(f"{label}: {text!r} is not a number")
     return float(text)
 
 
 def option_integer(label: str, text: str) -> int:
-    """An option's text as an integer: ASCII digits only."""
+    """An option's text as an integer: ASCII digits, perhaps a minus sign."""
     if _OPTION_INTEGER.fullmatch(text) is None:
         raise error(f"{label}: {text!r} is not an integer")
     return int(text)

@@ -158,6 +158,18 @@ class ExitTests(SynchronousTestCase):
             (2.0, 0.5, 4),
         )
 
+    def test_negative_numbers_refused_by_range(self) -> None:
+        """
+        A negative number is refused for its range, as the same value in
+        the config file is, not called no number.
+        """
+        self.assertExits("--rise: -1 is less than 1", "--rise", "-1")
+        self.assertExits("--fall: -3 is less than 1", "--fall=-3")
+        self.assertExits("--interval: -1.0 is not greater than 0", "--interval", "-1")
+        self.assertExits("--timeout: -0.5 is not greater than 0", "--timeout", "-0.5")
+        for text in ("-", "--1", "-x", "- 1"):
+            self.assertExits(f"--rise: {text!r} is not an integer", "--rise", text)
+
     def test_timeout_greater_than_interval(self) -> None:
         """Validation in load_config reaches the user the same way."""
         self.assertExits(
