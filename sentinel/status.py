@@ -19,7 +19,10 @@ data that does not parse (undecodable, nested too deep, a number too long)
 makes its row unreadable; and in the table each value, numbers included,
 is cut to `MAX_CELL` characters, its control and other unprintable
 characters escaped, so that a node can neither widen every row nor write
-to the terminal. The exit status is what a Nagios or cron check needs:
+to the terminal. A group's verdict (schema 2) shows each observer's
+opinion, those its quorum left out marked ``(uncounted)``, and the quorum;
+``--json`` adds the observers whose ``down`` it counted (``counted_down``).
+The exit status is what a Nagios or cron check needs:
 
 - 0 (`OK`): every row shown is up;
 - 1 (`DOWN`): some row is not up (down, or not decided yet);
@@ -61,6 +64,11 @@ PROG = "sentinel-status"
 COLUMNS = ("name", "status", "ready", "role", "latency", "since", "agent", "age")
 # With a group's verdicts: each observer's opinion, and the quorum applied.
 GROUP_COLUMNS = ("observers", "quorum")
+# After an observer whose down the verdict's quorum left out (``uncounted``):
+# without it, "up" beside a quorum of down opinions reads as a contradiction.
+UNCOUNTED_MARK = "(uncounted)"
+# Observers shown in one row at most; a group's replicas are a few.
+SHOWN_OBSERVERS = 7
 
 OK = 0
 DOWN = 1
@@ -180,14 +188,21 @@ def _document(name: str, data: bytes) -> dict[str, Any]:
 def annotate(
     documents: list[dict[str, Any]], now: float, refresh: float
 ) -> list[dict[str, Any]]:
-    """Add ``age_seconds`` and ``stale`` to each document."""
+    """
+    Add ``age_seconds`` and ``stale`` to each document, and to a group's
+    verdict (schema 2) ``counted_down`` (`counted_down`).
+    """
     rows = []
     for document in documents:
         checked_at = finite(document.get("checked_at"))
         age = None if checked_at is None else now - checked_at
         # A name without a node has no age: it is missing, not stale.
         stale = not document.get("missing") and (age is None or abs(age) > 3 * refresh)
-        rows.append({**document, "age_seconds": age, "stale": stale})
+        row = {**document, "age_seconds": age, "stale": stale}
+        down = counted_down(document)
+        if down is not None:
+            row["counted_down"] = down
+        rows.append(row)
     return rows
 
 
@@ -239,11 +254,51 @@ def _ago(seconds: float | None) -> str:
     return f"{seconds / YEAR:.3g}y"
 
 
+def _uncounted(row: dict[str, Any]) -> set[str]:
+    """The observers a schema-2 row says its count left out (node data)."""
+    uncounted = row.get("uncounted")
+    if not isinstance(uncounted, list):
+        return set()
+    return {agent for agent in uncounted if isinstance(agent, str)}
+
+
+def counted_down(row: dict[str, Any]) -> list[str] | None:
+    """
+    The observers of a schema-2 row whose ``down`` its quorum counted: those
+    ``down`` and not ``uncounted``. Its ``status`` is ``down`` exactly when
+    they are ``quorum`` or more. None for a row without observers.
+    """
+    observers = row.get("observers")
+    if not isinstance(observers, dict):
+        return None
+    uncounted = _uncounted(row)
+    return [
+        agent
+        for agent, status in observers.items()
+        if status == "down" and agent not in uncounted
+    ]
+
+
 def _observers(row: dict[str, Any]) -> str:
+    """
+    Each observer's opinion, an uncounted one marked: cut observer by
+    observer, and `SHOWN_OBSERVERS` at most, so that a long agent id cannot
+    hide the marks of the others and a node listing thousands cannot widen
+    every row without bound.
+    """
     observers = row.get("observers")
     if not isinstance(observers, dict):
         return "-"
-    return " ".join(f"{agent}:{status or '?'}" for agent, status in observers.items())
+    uncounted = _uncounted(row)
+    shown = [
+        _cell(agent)
+        + ":"
+        + _cell(status or "?")
+        + (UNCOUNTED_MARK if agent in uncounted else "")
+        for agent, status in list(observers.items())[:SHOWN_OBSERVERS]
+    ]
+    more = len(observers) - SHOWN_OBSERVERS
+    return " ".join(shown) + (f" +{more}" if more > 0 else "")
 
 
 def format_table(rows: list[dict[str, Any]], now: float) -> str:
@@ -274,7 +329,7 @@ def format_table(rows: list[dict[str, Any]], now: float) -> str:
             )
         )
         if grouped:
-            lines[-1] += (_cell(_observers(row)), _cell(row.get("quorum", "-")))
+            lines[-1] += (_observers(row), _cell(row.get("quorum", "-")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
     return "\n".join(
         "  ".join(

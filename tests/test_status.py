@@ -29,6 +29,7 @@ from sentinel.status import (
     MISNAMED,
     OK,
     READS_IN_FLIGHT,
+    SHOWN_OBSERVERS,
     UNKNOWN,
     Unreadable,
     annotate,
@@ -164,6 +165,70 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(
             lines[3].split(), ["c", "missing", "no", "-", "-", "-", "-", "-"]
         )
+
+    def test_uncounted_observers(self) -> None:
+        """
+        A group's verdict shows each observer's opinion with those its
+        quorum left out marked (uncounted), even behind long agent ids;
+        --json's rows say which downs were counted, so that "up" beside two
+        downs at quorum 2 reads as the count it is. Rows without observers
+        (replicas = 1) get neither a column nor the field.
+        """
+        long_id = "sentinel-prod-use1-az2-host17.example.net"
+        rows = annotate(
+            [
+                document(
+                    "g",
+                    1.0,
+                    agent=long_id,
+                    schema=2,
+                    observers={long_id: "up", "b" * 30: "down", "c" * 30: "down"},
+                    quorum=2,
+                    uncounted=["c" * 30],
+                ),
+                document(
+                    "h",
+                    1.0,
+                    status="down",
+                    schema=2,
+                    observers={"a": "down", "b": "down", "c": None},
+                    quorum=2,
+                    uncounted=[],
+                ),
+                # An agent from before the field, and data that is no list.
+                document("i", 1.0, schema=2, observers={"a": "down"}, quorum=2),
+                document("j", 1.0, observers={"a": "down"}, uncounted="a"),
+            ],
+            NOW,
+            30.0,
+        )
+        self.assertEqual(
+            [r["counted_down"] for r in rows], [["b" * 30], ["a", "b"], ["a"], ["a"]]
+        )
+        lines = format_table(rows, NOW).splitlines()
+        self.assertEqual(lines[0].split()[-2:], ["observers", "quorum"])
+        self.assertEqual(
+            lines[1].split()[-4:],
+            [f"{long_id}:up", f"{'b' * 30}:down", f"{'c' * 30}:down(uncounted)", "2"],
+        )
+        self.assertEqual(lines[2].split()[-4:], ["a:down", "b:down", "c:?", "2"])
+        self.assertEqual(lines[4].split()[-2:], ["a:down", "-"])
+        self.assertEqual("\n".join(lines).count("(uncounted)"), 1)
+        plain = annotate([document("a", 1.0)], NOW, 30.0)
+        self.assertNotIn("counted_down", plain[0])
+        self.assertNotIn("observers", format_table(plain, NOW))
+
+    def test_many_observers_are_cut(self) -> None:
+        """
+        A node listing thousands of observers shows a few and how many
+        more, each observer cut to MAX_CELL: no row grows with the list.
+        """
+        observers = {f"{i:070d}": "down" for i in range(5000)}
+        rows = annotate([document("a", 1.0, observers=observers)], NOW, 30.0)
+        lines = format_table(rows, NOW).splitlines()
+        self.assertLess(len(lines[1]), 20 * MAX_CELL)
+        self.assertEqual(lines[1].split()[-2], f"+{5000 - SHOWN_OBSERVERS}")
+        self.assertEqual(len(rows[0]["counted_down"]), 5000)
 
     def test_numbers_that_tell_no_age(self) -> None:
         """
