@@ -41,6 +41,7 @@ from prometheus_client.utils import floatToGoString
 
 from sentinel import __version__
 from sentinel.config import RedisInstance
+from sentinel.guard import TAKEN_OVER_GRACE
 from sentinel.health import DOWN, UP, Transition
 from sentinel.instance import InstanceState
 from sentinel.monitor import Monitor
@@ -294,6 +295,19 @@ class AgentMetrics:
                     "Nodes of this agent deleted by another ZooKeeper client "
                     "and written again since start.",
                     value=zookeeper.deleted_behind,
+                ),
+                CounterMetricFamily(
+                    "sentinel_zk_nodes_written_over",
+                    "Writes by another ZooKeeper client found on nodes of "
+                    "this agent, reported and written over since start.",
+                    value=zookeeper.written_over,
+                ),
+                CounterMetricFamily(
+                    "sentinel_zk_late_sets_after_takeover",
+                    "Sets of a previous primary found on nodes within "
+                    f"{TAKEN_OVER_GRACE:g} s of this agent's takeover of them, "
+                    "written over and not reported, since start.",
+                    value=zookeeper.late_sets,
                 ),
                 GaugeMetricFamily(
                     "sentinel_zk_failing_nodes",

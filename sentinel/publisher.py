@@ -566,6 +566,24 @@ class ZooKeeperPublisher(Service):
         return self._guard.deleted
 
     @property
+    def written_over(self) -> int:
+        """
+        Our instance nodes found written by another client and written
+        again (`sentinel.guard`), each reported.
+        """
+        return self._guard.writes_over
+
+    @property
+    def late_sets(self) -> int:
+        """
+        Sets of a previous primary found on a node within
+        `guard.TAKEN_OVER_GRACE` of our takeover of it and written over, not
+        reported (`sentinel.guard`): many, long after a group's changes
+        settled, would be a meddler this grace hides.
+        """
+        return self._guard.late_sets
+
+    @property
     def swept(self) -> int:
         """Nodes of instances no longer watched deleted after a reattach."""
         return self._sweep.swept

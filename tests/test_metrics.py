@@ -23,6 +23,7 @@ from sentinel import __version__, agent
 from sentinel.config import Config, RedisInstance
 from sentinel.documents import agent_document
 from sentinel.exposition import MAX_PREFERENCE_BYTES
+from sentinel.guard import TAKEN_OVER_GRACE
 from sentinel.health import InstanceHealth
 from sentinel.httpd import HTTPServer, StatusSite
 from sentinel.instance import InstanceState
@@ -772,6 +773,46 @@ class ConflictMetricsTests(ZooKeeperMetricsTests):
         self.assertEqual(self.scrape()["sentinel_zk_failing_nodes"], {(): 1.0})
         self.clock.advance(1.0)
         self.assertEqual(self.scrape()["sentinel_zk_failing_nodes"], {(): 0.0})
+
+
+class WrittenOverMetricsTests(ZooKeeperMetricsTests):
+    """Writes over our nodes by other clients, counted where they can be read."""
+
+    def forge(self) -> None:
+        """Another client writes ``up`` over the node (our session keeps it)."""
+        self.zk.put("/sentinel/instances/r", b'{"status": "up"}', self.zk.session_id)
+
+    def counts(self) -> tuple[float, float, int, int]:
+        metrics = self.scrape()
+        stats = self.publisher.stats()
+        return (
+            metrics["sentinel_zk_late_sets_after_takeover_total"][()],
+            metrics["sentinel_zk_nodes_written_over_total"][()],
+            stats["late_sets_after_takeover"],
+            stats["nodes_written_over"],
+        )
+
+    def test_late_sets_and_writes_over(self) -> None:
+        """
+        A set over a node within TAKEN_OVER_GRACE of our takeover of it is
+        a late set, in /metrics and /debug/stats; one past the grace is a
+        write over it, counted apart.
+        """
+        self.publisher.startService()
+        self.zk.connect()
+        self.publish(Observation(ok=True, ready=True, latency_ms=0.5))
+        self.publish(FAILED)
+        self.assertEqual(self.counts(), (0.0, 0.0, 0, 0))
+        self.publisher._nodes.instances["r"].taken_at = self.clock.seconds()
+        self.forge()
+        self.clock.advance(TAKEN_OVER_GRACE - 1.0)
+        self.publish(Observation(ok=True, ready=True, latency_ms=0.5))
+        self.assertEqual(self.counts(), (1.0, 0.0, 1, 0))
+        self.clock.advance(1.0)
+        self.forge()
+        self.publish(FAILED)
+        self.assertEqual(self.counts(), (1.0, 1.0, 1, 1))
+        self.assertEqual(self.zk.document("/sentinel/instances/r")["status"], "down")
 
 
 class HealthyMetricTests(SynchronousTestCase):
