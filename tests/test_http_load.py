@@ -134,13 +134,22 @@ class LoadTests(TwistdTestCase):
             await pause(reactor, 0.2)
         self.fail(f"not all {count} instances up within 60 s: {stats}")
 
+    async def quiet_failures(self, base: str) -> int:
+        """The checks failed in LOOP_SECONDS / 2 without any HTTP client."""
+        before = await self.stats(base)
+        await pause(reactor, LOOP_SECONDS / 2)
+        after = await self.stats(base)
+        return int(after["failures"] - before["failures"])
+
     async def test_looping_clients_cost_no_check(self) -> None:
         """
         1,500 instances on four redis-servers, checked every 0.5 s (timeout
         0.4 s, so that each slice's completion is measured); fifteen
         clients loop over /, /instances and /metrics for 10 s (before
-        slicing, such clients made healthy checks time out): not one check
-        fails, and every answer is a whole 200.
+        slicing, such clients made healthy checks time out): no more checks
+        fail than in as long without clients, half just before and half
+        just after (on a quiet machine, none), and every answer is a whole
+        200.
         """
         count = 1500
         servers = self.servers(4)
@@ -152,7 +161,13 @@ class LoadTests(TwistdTestCase):
             "--config", path, "--http", f"tcp:{http}:interface=127.0.0.1"
         )
         base = f"http://127.0.0.1:{http}"
-        before = await self.until_all_up(base, child, count)
+        await self.until_all_up(base, child, count)
+        # The machine is shared: its load can starve the agent and the
+        # redis-servers whatever HTTP does (at load 23, 75 of 38,461
+        # checks failed with the clients, as many as without). Only more
+        # failures than without clients, in the same run, are theirs.
+        quiet = await self.quiet_failures(base)
+        before = await self.stats(base)
         answers: Counter[str] = Counter()
         whole: Counter[str] = Counter()
         until = reactor.seconds() + LOOP_SECONDS
@@ -175,17 +190,19 @@ class LoadTests(TwistdTestCase):
         self.assertEqual(whole, answers)
         listed = (await self.get_json(f"{base}/instances"))["instances"]
         self.assertEqual(len(listed), count)
+        quiet += await self.quiet_failures(base)
         figures = {
             "seconds": round(took, 1),
             "answers": dict(answers),
             "checks": after["checks"] - before["checks"],
             "failures": after["failures"] - before["failures"],
+            "failures_without_clients": quiet,
             "overruns": after["overruns"] - before["overruns"],
             "tick_completion_seconds": after["tick_completion_seconds"],
             "slowest_slice_seconds": after["http"]["slowest_slice_seconds"],
         }
         log.info("looping clients: {figures}", figures=figures)
-        self.assertEqual(figures["failures"], 0, figures)
+        self.assertLessEqual(figures["failures"], quiet, figures)
         self.assertEqual(after["instances_up"], count, figures)
         self.assertGreaterEqual(min(answers.values()), LOOPING_CLIENTS, figures)
 
