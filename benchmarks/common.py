@@ -407,6 +407,26 @@ def checkouts_of(
     return checkouts
 
 
+def rows_in_turns(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, str, Path, int], list[tuple[str, str]]],
+) -> list[tuple[str, str]]:
+    """
+    The version of each ``--checkout``, then `run`'s rows for each of
+    ``--runs`` runs of each checkout, in turns (the same scene each time,
+    so that the machine's load falls on each alike); SIGTERM unwinds it
+    (`stop_on_sigterm`), each run's ``finally`` stopping its children.
+    """
+    checkouts = checkouts_of(parser, args.checkout)
+    stop_on_sigterm()
+    rows = [(f"version {label}", commit_of(path)) for label, path in checkouts]
+    for number in range(args.runs):
+        for label, path in checkouts:
+            rows += run(args, label, path, number)
+    return rows
+
+
 def commit_of(checkout: Path) -> str:
     """The short commit of a checkout, and whether its sentinel/ has changes."""
     try:

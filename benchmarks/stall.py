@@ -47,10 +47,8 @@ from typing import Any
 import takeover
 from common import (
     add_checkout_option,
-    checkouts_of,
-    commit_of,
     load_average,
-    stop_on_sigterm,
+    rows_in_turns,
     table,
 )
 from leave import summary
@@ -189,12 +187,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.servers < 3:
         parser.error("--servers: at least 3 (killed, flapping, control)")
-    checkouts = checkouts_of(parser, args.checkout)
-    stop_on_sigterm()
-    rows = [(f"version {label}", commit_of(path)) for label, path in checkouts]
-    for number in range(args.runs):
-        for label, path in checkouts:
-            rows += run(args, label, path, number)
+    rows = rows_in_turns(parser, args, run)
     title = (
         f"stall: {args.agents} agents stopped {args.stall:g}+ s, R = "
         f"{args.replicas}, quorum {args.quorum}, {args.instances} instances on "

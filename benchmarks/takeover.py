@@ -62,12 +62,10 @@ from common import (
     Instance,
     add_checkout_option,
     agent_config,
-    checkouts_of,
-    commit_of,
     load_average,
+    rows_in_turns,
     start_redis_servers,
     start_zookeeper,
-    stop_on_sigterm,
     table,
     wait_until,
 )
@@ -389,12 +387,7 @@ def main() -> int:
     add("--runs", type=int, default=2)
     add("--keep-logs", metavar="DIR", help="copy the agents' logs there")
     args = parser.parse_args()
-    checkouts = checkouts_of(parser, args.checkout)
-    stop_on_sigterm()
-    rows = [(f"version {label}", commit_of(path)) for label, path in checkouts]
-    for number in range(args.runs):
-        for label, path in checkouts:
-            rows += run(args, label, path, number)
+    rows = rows_in_turns(parser, args, run)
     title = (
         f"takeover: {args.agents} agents + 1 joining, R = {args.replicas}, "
         + (f"quorum {args.quorum}, " if args.quorum is not None else "")
