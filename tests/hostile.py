@@ -18,7 +18,16 @@ no race with its readiness), serving one of the modes:
 - ``trickle``: a working Redis that sends each reply a byte every 50 ms;
 - ``nested``: answers PING, and every other command (HELLO, INFO) with
   arrays nested 2,000 deep (8 KB, within the size of the replies the
-  agent takes) around ``+OK``.
+  agent takes) around ``+OK``;
+- ``loading``: a working Redis whose PINGs on a connection are answered
+  ``+PONG`` and ``-LOADING`` in turn (``ready`` changes at every check);
+- ``roleflip``: a working Redis whose INFOs on a connection say master
+  and replica in turn;
+- ``wandering``: a replica whose link to its master is down and whose
+  INFO names another master at every answer.
+
+The last three are well-formed: they change what the agent publishes,
+as often as they are asked.
 
 Every endless stream waits for the socket to drain, so the server's own
 memory stays bounded; a stream ends when the client goes. With ``:tls`` a
@@ -125,6 +134,54 @@ async def nested(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         await writer.drain()
 
 
+def _bulk(text: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(text), text)
+
+
+async def loading(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    pings = 0
+    while (command := await read_command(reader)) is not None:
+        if command[:1] == [b"PING"]:
+            pings += 1
+        if command[:1] == [b"PING"] and pings % 2 == 0:
+            writer.write(b"-LOADING Redis is loading the dataset in memory\r\n")
+        else:
+            writer.write(reply_to(command))
+        await writer.drain()
+
+
+async def roleflip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    infos = 0
+    replica = (
+        b"# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n"
+        b"master_port:6379\r\nmaster_link_status:up\r\n"
+    )
+    while (command := await read_command(reader)) is not None:
+        if command[:1] == [b"INFO"]:
+            infos += 1
+            writer.write(_bulk(replica if infos % 2 == 0 else INFO))
+        else:
+            writer.write(reply_to(command))
+        await writer.drain()
+
+
+async def wandering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    infos = 0
+    while (command := await read_command(reader)) is not None:
+        if command[:1] == [b"INFO"]:
+            infos += 1
+            writer.write(
+                _bulk(
+                    b"# Replication\r\nrole:slave\r\nmaster_host:10.%d.%d.%d\r\n"
+                    b"master_port:6379\r\nmaster_link_status:down\r\n"
+                    % (infos >> 16 & 255, infos >> 8 & 255, infos & 255)
+                )
+            )
+        else:
+            writer.write(reply_to(command))
+        await writer.drain()
+
+
 MODES: dict[str, StreamHandler] = {
     "flood": flood,
     "duplicate": duplicate,
@@ -133,6 +190,9 @@ MODES: dict[str, StreamHandler] = {
     "unsolicited": unsolicited,
     "trickle": trickle,
     "nested": nested,
+    "loading": loading,
+    "roleflip": roleflip,
+    "wandering": wandering,
 }
 
 

@@ -1,0 +1,186 @@
+"""
+A Redis, or a proxy in front of many, that changes what the agent
+publishes at every check: how many ZooKeeper writes it makes the agent
+send (DESIGN.md sections 2.5 and 7).
+
+For each ``--modes`` (``tests/hostile.py``: ``loading``, ``roleflip``,
+``wandering``; ``steady`` is a real redis-server, the baseline), one
+agent (``twistd -n sentinel``, 1 s interval, default refresh 30 s)
+watches ``--instances`` instances behind that server (``--listeners``
+ports of one process) and ``--healthy`` instances on a real
+redis-server, publishing to a ZooKeeper of its own. Once every instance
+node is written and ``--settle`` seconds have passed, over ``--window``
+seconds: the writes the agent made per second (its ``/metrics``, read at
+the window's ends), its CPU and RSS, the healthy instances' checks and
+failures, ``overruns`` (late ticks), ``/healthz`` each second (code and
+reasons) and ``/debug/stats``'s ``flapping``, if it has one.
+
+    .venv/bin/python benchmarks/flapping.py [--modes steady,loading]
+        [--instances 1000] [--window 30] [--checkout before=../old]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import urllib.error
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from common import (
+    Agent,
+    Instance,
+    add_checkout_option,
+    agent_config,
+    checkouts_of,
+    commit_of,
+    load_average,
+    open_files_for,
+    start_redis_servers,
+    start_zookeeper,
+    stop_on_sigterm,
+    table,
+    wait_until,
+)
+from zkwrites import writes_made
+
+from tests.servers import HostileServers
+
+ROOT = "/sentinel"
+MODES = ("steady", "loading", "roleflip", "wandering")
+MIB = 2**20
+
+
+def parse_args() -> argparse.Namespace:
+    """The options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--modes", default=",".join(MODES), help="comma-separated (all)")
+    add("--instances", type=int, default=1000, help="behind the server (1000)")
+    add("--healthy", type=int, default=50, help="on a real redis-server (50)")
+    add("--listeners", type=int, default=4, help="ports of the server (4)")
+    add("--settle", type=float, default=10.0, help="s after all published (10)")
+    add("--window", type=float, default=30.0, help="s measured (30)")
+    add("--publish-limit", type=float, default=120.0, help="s to publish all")
+    add_checkout_option(parser)
+    args = parser.parse_args()
+    args.modes = args.modes.split(",")
+    if not set(args.modes) <= set(MODES):
+        parser.error(f"--modes takes {', '.join(MODES)}")
+    args.checkouts = checkouts_of(parser, args.checkout)
+    return args
+
+
+def run(
+    args: argparse.Namespace, mode: str, label: str, checkout: Path, healthy_port: int
+) -> list[tuple[str, str]]:
+    """One agent of `checkout` against a server of `mode`: its rows."""
+    with ExitStack() as started:
+        if mode == "steady":
+            ports = [healthy_port]
+        else:
+            hostile = HostileServers([(mode, False)] * args.listeners)
+            started.callback(hostile.stop)
+            ports = hostile.ports
+        zookeeper, client = start_zookeeper(started)
+        n = args.instances
+        instances = [Instance(f"f{i}", ports[i % len(ports)]) for i in range(n)]
+        instances += [Instance(f"h{i}", healthy_port) for i in range(args.healthy)]
+        workdir = Path(tempfile.mkdtemp(prefix=f"sentinel-flapping-{mode}-"))
+        config = agent_config(instances, zookeeper=zookeeper.hosts, zk_root=ROOT)
+        agent = Agent(
+            workdir, config, label, checkout, open_files=open_files_for(len(instances))
+        )
+        started.callback(agent.stop)
+        agent.wait_ready()
+        path = f"{ROOT}/instances"
+        wait_until(
+            lambda: (
+                client.exists(path) is not None
+                and len(client.get_children(path)) >= len(instances)
+            ),
+            args.publish_limit,
+            "every instance node written",
+            0.5,
+        )
+        time.sleep(args.settle)
+
+        def healthy_counts() -> tuple[int, int]:
+            states = agent.instances()
+            checks = sum(states[f"h{i}"]["checks"] for i in range(args.healthy))
+            failed = sum(states[f"h{i}"]["failures"] for i in range(args.healthy))
+            return checks, failed
+
+        writes_before = writes_made(agent)
+        overruns_before = agent.get("/debug/stats")["overruns"]
+        checks_before, failed_before = healthy_counts()
+        cpu_before = agent.cpu_seconds()
+        healthz: Counter[str] = Counter()
+        rss_most = 0
+        flapping: Any = None
+        began = time.monotonic()
+        while time.monotonic() - began < args.window:
+            try:
+                answer = agent.get("/healthz", timeout=5.0)
+                healthz["200"] += 1
+            except urllib.error.HTTPError as error:
+                answer = json.loads(error.read())
+                healthz[f"503 {'; '.join(answer.get('reasons', []))[:200]}"] += 1
+            except OSError:
+                healthz["no answer within 5 s"] += 1
+            stats = agent.get("/debug/stats")
+            flapping = stats.get("flapping", flapping)
+            rss_most = max(rss_most, agent.rss_bytes())
+            time.sleep(1.0)
+        elapsed = time.monotonic() - began
+        cpu = agent.cpu_seconds() - cpu_before
+        writes = writes_made(agent) - writes_before
+        checks, failed = healthy_counts()
+        overruns = agent.get("/debug/stats")["overruns"] - overruns_before
+        sample = agent.get("/instances/f0")
+        rows = [
+            (f"{mode}, {label} ({commit_of(checkout)})", ""),
+            ("  ZooKeeper writes per s", f"{writes / elapsed:.1f}"),
+            ("  steady state (instances / 30 s)", f"{len(instances) / 30:.1f}"),
+            ("  CPU", f"{100 * cpu / elapsed:.0f} % of a core"),
+            ("  RSS at most", f"{rss_most / MIB:.0f} MiB"),
+            ("  healthy: checks, failed", f"{checks - checks_before}, "
+             f"{failed - failed_before}"),
+            ("  overruns", str(overruns)),
+            ("  f0", f"{sample['status']} ready={sample['ready']} "
+             f"role={sample['role']}"),
+        ]  # fmt: skip
+        rows += [(f"  /healthz x{count}", key) for key, count in healthz.items()]
+        if flapping is not None:
+            rows.append(("  flapping", json.dumps(flapping)[:200]))
+        print(f"{mode} {label} done", file=sys.stderr, flush=True)
+        return rows
+
+
+def main() -> int:
+    """Run every mode with every checkout, interleaved; print the figures."""
+    args = parse_args()
+    stop_on_sigterm()
+    rows = [("load average at start", load_average())]
+    with ExitStack() as started:
+        (healthy,) = start_redis_servers(1, started)
+        for mode in args.modes:
+            for label, checkout in args.checkouts:
+                rows += run(args, mode, label, checkout, healthy.port)
+                rows.append(("  load average", load_average()))
+    title = (
+        f"ZooKeeper writes against servers that change at every check "
+        f"(benchmarks/flapping.py, {args.instances:,} instances, "
+        f"{args.window:g} s window)"
+    )
+    print(table(rows, title))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
