@@ -319,6 +319,7 @@ def make_agent(
                 "internal_errors": internal_errors.stats,
                 "sockets": pacer.sockets.stats,
                 "hello_off": hello_off.stats,
+                "flapping": lambda: monitor.flapping.stats(reactor.seconds()),
             },
             group=group,
             health_details={

@@ -110,12 +110,15 @@ def instance_report(
     health: InstanceHealth,
     agent_id: str,
     hello_off_until: float | None = None,
+    changes_held_since: float | None = None,
 ) -> dict[str, Any]:
     """
     ``GET /instances``: the instance's document plus its check counters,
     the master whose INFO listed it if replica discovery found it (else
-    null), whether its drain key is set, and, while HELLO is switched off
-    for it (`sentinel.probe`), when HELLO is tried again (else null).
+    null), whether its drain key is set, while HELLO is switched off
+    for it (`sentinel.probe`), when HELLO is tried again (else null), and
+    since when a change of its node waits because it changes too often
+    (`sentinel.flapping`; else null).
     """
     return {
         **instance_document(instance, health, agent_id),
@@ -126,6 +129,7 @@ def instance_report(
         "discovered_by": instance.discovered_by,
         "draining": health.draining,
         "hello_off_until": hello_off_until,
+        "changes_held_since": changes_held_since,
     }
 
 

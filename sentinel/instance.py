@@ -11,13 +11,16 @@ every second.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 
 from sentinel.config import RedisInstance
 from sentinel.health import InstanceHealth
 from sentinel.observation import Observation
+
+if TYPE_CHECKING:
+    from sentinel.flapping import PublishedChanges
 
 
 class Probe(Protocol):
@@ -56,6 +59,7 @@ class InstanceState:
         "started_at",
         "ended_at",
         "callback_args",
+        "published_changes",
     )
 
     def __init__(self, instance: RedisInstance, probe: Probe, health: InstanceHealth):
@@ -75,6 +79,8 @@ class InstanceState:
         self.ended_at = -1.0
         # The arguments of every check's callbacks, made once.
         self.callback_args = (self,)
+        # Its changes published lately (`sentinel.flapping`), from its first.
+        self.published_changes: PublishedChanges | None = None
 
     @property
     def discovered(self) -> bool:

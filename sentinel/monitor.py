@@ -10,7 +10,9 @@ flight is not checked again (an overrun); an exception from one instance's
 check, or from our own callbacks, is a bug of ours: counted and logged
 with the instance (`sentinel.bugs`), it touches nothing else; the loop
 itself restarts if it ever fails (`sentinel.timer`).
-Each recorded check goes to the health, then the publisher and listeners.
+Each recorded check goes to the health, then the publisher (a change only
+as often as `sentinel.flapping` lets one instance publish them) and
+listeners.
 
 INFO replication is asked every `info_every` checks, and on every check
 while the role may be moving, as Redis Sentinel does: while the instance is
@@ -37,6 +39,7 @@ from twisted.python.failure import Failure
 from sentinel.bugs import InternalErrors
 from sentinel.config import Config, RedisInstance
 from sentinel.deadlines import DeadlineSweep
+from sentinel.flapping import Flapping
 from sentinel.health import DOWN, UP, InstanceHealth, Transition
 from sentinel.instance import InstanceState, Probe
 from sentinel.observation import Observation, Replication
@@ -220,6 +223,8 @@ class Monitor(Service):
         self.instances_up = 0
         self.instances_decided = 0
         self.internal_errors = internal_errors or InternalErrors(clock)
+        # Which changes are published now, and the instances whose wait.
+        self.flapping = Flapping()
         # Bound once: every check adds them to its Deferred.
         self._observed_callback = self._observed
         self._failed_errback = self._check_failed
@@ -348,6 +353,7 @@ class Monitor(Service):
 
     def _discard(self, name: str) -> None:
         state = self.states.pop(name)
+        self.flapping.forget(name)
         if state.health.status == UP:
             self.instances_up -= 1
         if state.health.status is not None:
@@ -600,13 +606,24 @@ class Monitor(Service):
         else:
             state.checks_since_info += 1
         transition = health.observe(observation, now)
+        published = transition
+        changes = state.published_changes
+        if transition is not None or (
+            changes is not None and changes.held_since is not None
+        ):
+            published = self.flapping.publishable(state, transition, now)
         if transition is not None:
             self._count(transition)
+        if transition is not None and (transition.status_changed or transition.anew):
             _log_transition(state, transition)
+        elif published is not None:
+            # A change of ready or role is logged as published: one held
+            # back is said once, by `sentinel.flapping`, not at every check.
+            _log_transition(state, published)
         if transition is not None or replication is not None:
             state.master = self._master_of(state)
         try:
-            self._publisher.publish(state, transition)
+            self._publisher.publish(state, published)
         except Exception:
             self.internal_errors.record("publishing", state.name, Failure())
         for listener in self._listeners:

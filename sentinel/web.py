@@ -269,8 +269,13 @@ class StatusApp:
     # Data
 
     def _document(self, state: InstanceState) -> dict[str, Any]:
+        changes = state.published_changes
         report = instance_report(
-            state.instance, state.health, self.agent_id, state.probe.hello_off_until
+            state.instance,
+            state.health,
+            self.agent_id,
+            state.probe.hello_off_until,
+            None if changes is None else changes.held_since,
         )
         if self.group is not None:
             report.update(self.group.instance_view(state.name))

@@ -10,12 +10,13 @@ INSTANCE_FIELDS = frozenset(
 )  # fmt: skip
 
 # GET /instances adds the check counters, the master that listed a
-# discovered replica (else null), whether the drain key is set, and when
-# HELLO is tried again while it is switched off (else null).
+# discovered replica (else null), whether the drain key is set, when
+# HELLO is tried again while it is switched off (else null), and since when
+# a change waits because the instance changes too often (else null).
 INSTANCE_COUNTERS = frozenset(
     {
         "consecutive_successes", "consecutive_failures", "checks", "failures",
-        "discovered_by", "draining", "hello_off_until",
+        "discovered_by", "draining", "hello_off_until", "changes_held_since",
     }
 )  # fmt: skip
 

@@ -1,0 +1,183 @@
+"""
+An instance that changes what its node says at every check (ready, role)
+publishes at most `LIMIT` changes a `WINDOW`; going down is never held
+back (`sentinel.flapping`, through the monitor on a Clock).
+"""
+
+from __future__ import annotations
+
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.flapping import LIMIT, WINDOW
+from sentinel.health import DOWN, UP
+from sentinel.observation import Observation, Replication
+from tests.fakes import FAILED, OK, make_monitor
+
+LOADING = Observation(ok=True, ready=False, latency_ms=0.5, error="LOADING")
+
+
+class Flapper:
+    """
+    A monitor of ``a`` (its replies set per check) and ``b`` (steady),
+    reading INFO only while the role may move (the fake probe's INFO
+    reply is always ready).
+    """
+
+    def __init__(self, info_every: int = 10**6) -> None:
+        self.monitor, self.clock, self.probes, self.publisher = make_monitor(
+            ["a", "b"], info_every=info_every
+        )
+        self.monitor.startService()
+
+    def run(self, seconds: int, *replies: Observation) -> None:
+        """`seconds` checks, ``a`` answering `replies` in turn."""
+        for second in range(seconds):
+            self.probes["a"].result = replies[second % len(replies)]
+            self.clock.advance(1.0)
+
+    def writes(self, name: str = "a") -> list[float]:
+        """When `name`'s changes were handed to the publisher, in order."""
+        return [at for at, (n, t) in self.published if n == name and t is not None]
+
+    @property
+    def published(self) -> list[tuple[float, tuple[str, object]]]:
+        return self._published
+
+    def record(self) -> None:
+        """Note the time of each publish from now on."""
+        self._published: list[tuple[float, tuple[str, object]]] = []
+        publish = self.publisher.publish
+
+        def timed(state: object, transition: object) -> None:
+            self._published.append((self.clock.seconds(), (state.name, transition)))  # type: ignore[attr-defined]
+            publish(state, transition)  # type: ignore[arg-type]
+
+        self.publisher.publish = timed  # type: ignore[method-assign]
+
+
+class FlappingTests(SynchronousTestCase):
+    """The writes a flapping instance causes, and what waits."""
+
+    def test_ready_changing_every_check_is_bounded(self) -> None:
+        """
+        ``+PONG`` and ``-LOADING`` in turn for 300 s: at most `LIMIT`
+        changes are published in any `WINDOW` seconds (300 without the
+        bound), the steady instance beside it publishes nothing more, and
+        the held-back change is logged once, not at every check.
+        """
+        flapper = Flapper()
+        flapper.run(5, OK)
+        flapper.record()
+        with capturedLogs() as events:
+            flapper.run(300, LOADING, OK)
+        writes = flapper.writes()
+        self.assertGreater(len(writes), LIMIT)
+        for i, at in enumerate(writes):
+            within = [w for w in writes[i:] if w - at < WINDOW]
+            self.assertLessEqual(len(within), LIMIT, writes)
+        self.assertLessEqual(len(writes), (300 // int(WINDOW) + 1) * LIMIT)
+        self.assertEqual(flapper.writes("b"), [])
+        lines = [formatEvent(e) for e in events]
+        held = [line for line in lines if "its further changes wait" in line]
+        self.assertEqual(len(held), 1, lines)
+        self.assertLess(len(lines), 3 * LIMIT * 6, lines)
+
+    def test_newest_state_written_once_there_is_room(self) -> None:
+        """
+        When the flapping stops, the newest state waits at most `WINDOW`
+        seconds, is written once, and nothing waits after it.
+        """
+        flapper = Flapper()
+        flapper.run(5, OK)
+        flapper.run(30, LOADING, OK)
+        state = flapper.monitor.states["a"]
+        assert state.published_changes is not None
+        self.assertIsNotNone(state.published_changes.held_since)
+        flapper.record()
+        flapper.run(int(WINDOW) + 1, LOADING)
+        self.assertEqual(len(flapper.writes()), 1)
+        self.assertIsNone(state.published_changes.held_since)
+        self.assertFalse(state.health.ready)
+
+    def test_going_down_is_never_held(self) -> None:
+        """
+        While a's changes wait, a's status going down is handed to the
+        publisher at the check that decides it (`fall` failures).
+        """
+        flapper = Flapper()
+        flapper.run(5, OK)
+        flapper.run(30, LOADING, OK)
+        flapper.record()
+        flapper.run(3, FAILED)
+        self.assertEqual(flapper.monitor.states["a"].health.status, DOWN)
+        (at,) = flapper.writes()
+        self.assertEqual(at, flapper.clock.seconds())
+        ((_, (_, transition)),) = [
+            p for p in flapper.published if p[1] != ("a", None) and p[1][0] == "a"
+        ]
+        self.assertEqual(transition.new_status, DOWN)  # type: ignore[attr-defined]
+
+    def test_down_after_an_up_that_waited_is_not_written(self) -> None:
+        """
+        Status flapping (up for `rise` checks, down for `fall`): every
+        down is written at once, but one that follows an up still held
+        back is not written again (readers saw down already), and the
+        writes stay bounded.
+        """
+        flapper = Flapper()
+        flapper.run(5, OK)
+        flapper.record()
+        flapper.run(600, OK, OK, FAILED, FAILED, FAILED)
+        writes = flapper.writes()
+        # Without the bound: 240 (each of 120 cycles up, then down).
+        self.assertLessEqual(len(writes), 2 * (600 // int(WINDOW) + 1) * LIMIT)
+        self.assertGreater(len(writes), LIMIT)
+
+    def test_role_changing_every_info_is_bounded(self) -> None:
+        """
+        A server naming master and replica at every INFO (read at every
+        check while the role moves) publishes at most `LIMIT` changes
+        within `WINDOW` seconds.
+        """
+        flapper = Flapper(info_every=10)
+        flapper.run(5, OK)
+        flapper.record()
+        probe = flapper.probes["a"]
+        replica = Replication(role="slave", master_host="10.0.0.1", master_port=6379,
+                              master_link_status="up")  # fmt: skip
+        master = Replication(role="master")
+        for _ in range(120):
+            probe.replication = replica if probe.info_requests % 2 else master
+            flapper.clock.advance(1.0)
+        self.assertLessEqual(len(flapper.writes()), 3 * LIMIT)
+        self.assertGreater(probe.info_requests, 100)
+
+    def test_stats_and_instances_name_the_flapping(self) -> None:
+        """
+        ``/debug/stats`` (`Flapping.stats`) names the instances with a
+        change held back within `WINDOW` seconds, and forgets them
+        `WINDOW` seconds after the last.
+        """
+        flapper = Flapper()
+        flapper.run(5, OK)
+        flapper.run(30, LOADING, OK)
+        now = flapper.clock.seconds()
+        stats = flapper.monitor.flapping.stats(now)
+        self.assertEqual(stats["instances"], 1)
+        self.assertEqual(stats["names"], ["a"])
+        self.assertGreater(stats["held_back"], 0)
+        flapper.run(int(2 * WINDOW), OK)
+        self.assertEqual(
+            flapper.monitor.flapping.stats(flapper.clock.seconds())["names"], []
+        )
+        self.assertEqual(flapper.monitor.states["a"].health.status, UP)
+
+    def test_removed_instance_forgotten(self) -> None:
+        """An instance no longer watched is no longer named."""
+        flapper = Flapper()
+        flapper.run(5, OK)
+        flapper.run(30, LOADING, OK)
+        flapper.monitor.remove_instance("a")
+        stats = flapper.monitor.flapping.stats(flapper.clock.seconds())
+        self.assertEqual(stats["names"], [])
