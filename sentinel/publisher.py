@@ -319,8 +319,14 @@ class ZooKeeperPublisher(Service):
                 and before is not None
                 and before.instance != state.instance
             )
+            # The primary's own opinion in the verdict is its live state:
+            # while a change of it waits (`sentinel.flapping`), so does the
+            # verdict, or it was written at every check of a flapping
+            # instance. Its opinion going down is never held back.
+            changes = state.published_changes
+            held = changes is not None and changes.held_since is not None
             if (
-                roles.verdict_changed(node)
+                (not held and roles.verdict_changed(node))
                 or (moved and not node.removed)
                 or (node.previous is not None and _saying_previous(node))
             ):

@@ -11,10 +11,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.flapping import LIMIT, WINDOW
 from sentinel.health import DOWN, UP
+from sentinel.membership import SETTLE
 from sentinel.observation import Observation, Replication
 from tests.fakes import FAILED, OK, make_monitor
+from tests.groupfakes import INTERVAL, ROOT, Fleet
+from tests.groupfakes import UP as GROUP_UP
 
 LOADING = Observation(ok=True, ready=False, latency_ms=0.5, error="LOADING")
+GROUP_LOADING = GROUP_UP._replace(ready=False, error="LOADING")
 
 
 class Flapper:
@@ -181,3 +185,30 @@ class FlappingTests(SynchronousTestCase):
         flapper.monitor.remove_instance("a")
         stats = flapper.monitor.flapping.stats(flapper.clock.seconds())
         self.assertEqual(stats["names"], [])
+
+
+class GroupFlappingTests(SynchronousTestCase):
+    """With replicas above 1, opinions and verdicts are bounded too."""
+
+    def test_verdict_and_opinions_bounded(self) -> None:
+        """
+        Two members, two replicas, both seeing ``x`` answer ``+PONG`` and
+        ``-LOADING`` in turn for 240 s: its verdict node and each opinion
+        are written at most `LIMIT` times a `WINDOW` (and a refresh), not
+        at every check.
+        """
+        fleet = Fleet()
+        for agent_id in ("a", "b"):
+            fleet.add(agent_id, ["x"], replicas=2).start()
+        fleet.run(SETTLE + 10 * INTERVAL)
+        paths = [f"{ROOT}/instances/x", *(f"{ROOT}/opinions/x/{a}" for a in "ab")]
+        before = {path: fleet.server.nodes[path].version for path in paths}
+        for second in range(240):
+            for member in fleet.members.values():
+                member.see("x", GROUP_LOADING if second % 2 else GROUP_UP)
+            fleet.run(INTERVAL)
+        windows = 240 // int(WINDOW) + 1
+        for path in paths:
+            written = fleet.server.nodes[path].version - before[path]
+            self.assertGreater(written, 0, path)
+            self.assertLessEqual(written, windows * (LIMIT + 1), path)
