@@ -92,10 +92,10 @@ class Flapping:
         the newest state written.
         """
         changes = state.published_changes
-        if changes is None:
-            changes = state.published_changes = PublishedChanges()
         if transition is None:
-            if changes.held_since is None or not _room(changes, now):
+            if changes is None or changes.held_since is None:
+                return None
+            if not _room(changes, now):
                 return None
             status = state.health.status
             assert status is not None
@@ -103,6 +103,10 @@ class Flapping:
                 status_changed=False, old_status=status, new_status=status
             )
         elif transition.status_changed and transition.new_status == DOWN:
+            if changes is None:
+                # Nothing waits, nor counts yet: nothing kept for it (a rack
+                # going down allocates nothing).
+                return transition
             if (
                 changes.held_since is not None
                 and changes.status == DOWN
@@ -112,11 +116,12 @@ class Flapping:
                 # for them.
                 changes.held_since = None
                 return None
-        elif (
-            transition.old_status is not None
-            and not transition.anew
-            and not _room(changes, now)
-        ):
+        elif transition.old_status is None or transition.anew:
+            # Decided directly: written at once, and, for an instance that
+            # never changed, nothing kept (a steady fleet keeps nothing).
+            if changes is None:
+                return transition
+        elif changes is not None and not _room(changes, now):
             if now - changes.held_at >= WINDOW:
                 log.warn(
                     "{instance} changed its state {limit} times within {window:g}"
@@ -133,6 +138,8 @@ class Flapping:
             self._flapping[state.name] = state
             self.held_back += 1
             return None
+        if changes is None:
+            changes = state.published_changes = PublishedChanges()
         changes.times.append(now)
         changes.status = transition.new_status
         changes.held_since = None

@@ -177,6 +177,20 @@ class FlappingTests(SynchronousTestCase):
         )
         self.assertEqual(flapper.monitor.states["a"].health.status, UP)
 
+    def test_steady_and_downed_instances_keep_nothing(self) -> None:
+        """
+        An instance that never changed after its first status, or only
+        went down, keeps no record of its changes: one per instance at
+        19,000 instances would be memory for nothing.
+        """
+        flapper = Flapper()
+        flapper.run(5, OK)
+        flapper.run(5, FAILED)
+        states = flapper.monitor.states
+        self.assertEqual(states["a"].health.status, DOWN)
+        self.assertIsNone(states["a"].published_changes)
+        self.assertIsNone(states["b"].published_changes)
+
     def test_removed_instance_forgotten(self) -> None:
         """An instance no longer watched is no longer named."""
         flapper = Flapper()
