@@ -165,6 +165,9 @@ class Sampler:
         self.delayed = {label: 0 for label in self.agents}
         self.pending = {label: 0 for label in self.agents}
         self.slowest = {label: 0.0 for label in self.agents}
+        # When the window began, and when each agent's slowest answer did.
+        self.began = time.monotonic()
+        self.slowest_at = {label: 0.0 for label in self.agents}
         self.reasons: dict[str, dict[str, int]] = {label: {} for label in self.agents}
         self.reads = self.missing = self.unparseable = 0
 
@@ -191,7 +194,10 @@ class Sampler:
                         key = re.sub(r"[0-9.]+", "N", body[:200]) or repr(e)
                 except (OSError, ValueError) as e:
                     key = f"no answer: {e!r}"[:100]
-                self.slowest[label] = max(self.slowest[label], time.monotonic() - began)
+                took = time.monotonic() - began
+                if took > self.slowest[label]:
+                    self.slowest[label] = took
+                    self.slowest_at[label] = began - self.began
                 self.reasons[label][key] = self.reasons[label].get(key, 0) + 1
             for name in self.names:
                 self.reads += 1
@@ -296,6 +302,7 @@ def live_bomb(
     A live fake member whose catalog is each of `live_bombs` in turn,
     under a new token every second; its nodes deleted at the end.
     """
+    packing = time.monotonic()
     bombs = live_bombs()
     began = time.monotonic()  # Packing the bombs is not the attack.
     client.create(f"{ROOT}/agents/live", b"{}", ephemeral=True)
@@ -320,7 +327,10 @@ def live_bomb(
         client.delete(path)
     sizes = ", ".join(f"{what} in {sum(map(len, parts)):,} bytes"
                       for what, _, parts in bombs)  # fmt: skip
-    return f"{rounds} catalogs of a live member in turn: {sizes}"
+    return (
+        f"{rounds} catalogs of a live member in turn: {sizes}; packed in"
+        f" {began - packing:.1f} s"
+    )
 
 
 def cleanup(client: KazooClient) -> None:
@@ -422,7 +432,9 @@ def run(options: argparse.Namespace, attacks: list[str]) -> None:
                         (f"{label}: CPU", f"{(agent.cpu_seconds() - cpu[label]) / took:.0%}"),  # noqa: E501
                         (f"{label}: max delayed, pending",
                          f"{sampler.delayed[label]}, {sampler.pending[label]}"),
-                        (f"{label}: slowest answer", f"{sampler.slowest[label]:.2f} s"),
+                        (f"{label}: slowest answer",
+                         f"{sampler.slowest[label]:.2f} s, asked"
+                         f" {sampler.slowest_at[label]:.1f} s into the window"),
                         (f"{label}: log lines, tracebacks",
                          f"{new.count(chr(10))}, {new.count('Traceback')}"),
                     ]  # fmt: skip
