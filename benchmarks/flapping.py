@@ -8,12 +8,14 @@ For each ``--modes`` (``tests/hostile.py``: ``loading``, ``roleflip``,
 agent (``twistd -n sentinel``, 1 s interval, default refresh 30 s)
 watches ``--instances`` instances behind that server (``--listeners``
 ports of one process) and ``--healthy`` instances on a real
-redis-server, publishing to a ZooKeeper of its own. Once every instance
-node is written and ``--settle`` seconds have passed, over ``--window``
-seconds: the writes the agent made per second (its ``/metrics``, read at
-the window's ends), its CPU and RSS, the healthy instances' checks and
-failures, ``overruns`` (late ticks), ``/healthz`` each second (code and
-reasons) and ``/debug/stats``'s ``flapping``, if it has one.
+redis-server, publishing to a ZooKeeper of its own (with ``--agents`` and
+``--replicas``, a group of agents sharing them: figures are their sums).
+Once every instance node is written and ``--settle`` seconds have
+passed, over ``--window`` seconds: the writes the agent made per second
+(its ``/metrics``, read at the window's ends), its CPU and RSS, the
+healthy instances' checks and failures, ``overruns`` (late ticks),
+``/healthz`` each second (code and reasons) and ``/debug/stats``'s
+``flapping``, if it has one.
 
     .venv/bin/python benchmarks/flapping.py [--modes steady,loading]
         [--instances 1000] [--window 30] [--checkout before=../old]
@@ -23,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
 import urllib.error
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,8 @@ def parse_args() -> argparse.Namespace:
     add("--instances", type=int, default=1000, help="behind the server (1000)")
     add("--healthy", type=int, default=50, help="on a real redis-server (50)")
     add("--listeners", type=int, default=4, help="ports of the server (4)")
+    add("--agents", type=int, default=1, help="agents of one group (1)")
+    add("--replicas", type=int, default=1, help="zookeeper.replicas (1)")
     add("--settle", type=float, default=10.0, help="s after all published (10)")
     add("--window", type=float, default=30.0, help="s measured (30)")
     add("--publish-limit", type=float, default=120.0, help="s to publish all")
@@ -79,7 +85,7 @@ def parse_args() -> argparse.Namespace:
 def run(
     args: argparse.Namespace, mode: str, label: str, checkout: Path, healthy_port: int
 ) -> list[tuple[str, str]]:
-    """One agent of `checkout` against a server of `mode`: its rows."""
+    """The agents of `checkout` against a server of `mode`: their rows."""
     with ExitStack() as started:
         if mode == "steady":
             ports = [healthy_port]
@@ -92,12 +98,28 @@ def run(
         instances = [Instance(f"f{i}", ports[i % len(ports)]) for i in range(n)]
         instances += [Instance(f"h{i}", healthy_port) for i in range(args.healthy)]
         workdir = Path(tempfile.mkdtemp(prefix=f"sentinel-flapping-{mode}-"))
-        config = agent_config(instances, zookeeper=zookeeper.hosts, zk_root=ROOT)
-        agent = Agent(
-            workdir, config, label, checkout, open_files=open_files_for(len(instances))
-        )
-        started.callback(agent.stop)
-        agent.wait_ready()
+        # Removed once the agents, registered after, have stopped.
+        started.callback(shutil.rmtree, workdir, ignore_errors=True)
+        agents = []
+        for number in range(args.agents):
+            config = agent_config(
+                instances,
+                zookeeper=zookeeper.hosts,
+                zk_root=ROOT,
+                agent_id=f"{label}{number}",
+                zk_settings={"replicas": args.replicas},
+            )
+            agent = Agent(
+                workdir,
+                config,
+                f"{label}{number}",
+                checkout,
+                open_files=open_files_for(len(instances)),
+            )
+            started.callback(agent.stop)
+            agents.append(agent)
+        for agent in agents:
+            agent.wait_ready()
         path = f"{ROOT}/instances"
         wait_until(
             lambda: (
@@ -111,53 +133,65 @@ def run(
         time.sleep(args.settle)
 
         def healthy_counts() -> tuple[int, int]:
-            states = agent.instances()
-            checks = sum(states[f"h{i}"]["checks"] for i in range(args.healthy))
-            failed = sum(states[f"h{i}"]["failures"] for i in range(args.healthy))
+            # Each agent lists the instances it observes.
+            checks = failed = 0
+            for agent in agents:
+                for name, state in agent.instances().items():
+                    if name.startswith("h"):
+                        checks += state["checks"]
+                        failed += state["failures"]
             return checks, failed
 
-        writes_before = writes_made(agent)
-        overruns_before = agent.get("/debug/stats")["overruns"]
+        def total(read: Callable[[Agent], float]) -> float:
+            return sum(read(agent) for agent in agents)
+
+        def overruns(agent: Agent) -> float:
+            return float(agent.get("/debug/stats")["overruns"])
+
+        writes_before = total(writes_made)
+        overruns_before = total(overruns)
         checks_before, failed_before = healthy_counts()
-        cpu_before = agent.cpu_seconds()
+        cpu_before = total(Agent.cpu_seconds)
         healthz: Counter[str] = Counter()
         rss_most = 0
-        flapping: Any = None
+        flapping: dict[str, Any] = {}
         began = time.monotonic()
         while time.monotonic() - began < args.window:
-            try:
-                answer = agent.get("/healthz", timeout=5.0)
-                healthz["200"] += 1
-            except urllib.error.HTTPError as error:
-                answer = json.loads(error.read())
-                healthz[f"503 {'; '.join(answer.get('reasons', []))[:200]}"] += 1
-            except OSError:
-                healthz["no answer within 5 s"] += 1
-            stats = agent.get("/debug/stats")
-            flapping = stats.get("flapping", flapping)
-            rss_most = max(rss_most, agent.rss_bytes())
+            for agent in agents:
+                try:
+                    agent.get("/healthz", timeout=5.0)
+                    healthz["200"] += 1
+                except urllib.error.HTTPError as error:
+                    answer = json.loads(error.read())
+                    healthz[f"503 {'; '.join(answer.get('reasons', []))[:200]}"] += 1
+                except OSError:
+                    healthz["no answer within 5 s"] += 1
+                stats = agent.get("/debug/stats")
+                if "flapping" in stats:
+                    flapping[agent.log.stem] = stats["flapping"]
+                rss_most = max(rss_most, agent.rss_bytes())
             time.sleep(1.0)
         elapsed = time.monotonic() - began
-        cpu = agent.cpu_seconds() - cpu_before
-        writes = writes_made(agent) - writes_before
+        cpu = total(Agent.cpu_seconds) - cpu_before
+        writes = total(writes_made) - writes_before
         checks, failed = healthy_counts()
-        overruns = agent.get("/debug/stats")["overruns"] - overruns_before
-        sample = agent.get("/instances/f0")
+        sample = agents[0].get("/instances/f0")
+        shape = "" if args.agents == 1 else f", {args.agents} agents, R {args.replicas}"
         rows = [
-            (f"{mode}, {label} ({commit_of(checkout)})", ""),
+            (f"{mode}, {label} ({commit_of(checkout)}){shape}", ""),
             ("  ZooKeeper writes per s", f"{writes / elapsed:.1f}"),
             ("  steady state (instances / 30 s)", f"{len(instances) / 30:.1f}"),
             ("  CPU", f"{100 * cpu / elapsed:.0f} % of a core"),
             ("  RSS at most", f"{rss_most / MIB:.0f} MiB"),
             ("  healthy: checks, failed", f"{checks - checks_before}, "
              f"{failed - failed_before}"),
-            ("  overruns", str(overruns)),
+            ("  overruns", f"{total(overruns) - overruns_before:.0f}"),
             ("  f0", f"{sample['status']} ready={sample['ready']} "
              f"role={sample['role']}"),
         ]  # fmt: skip
         rows += [(f"  /healthz x{count}", key) for key, count in healthz.items()]
-        if flapping is not None:
-            rows.append(("  flapping", json.dumps(flapping)[:200]))
+        for name, figures in flapping.items():
+            rows.append((f"  {name}: flapping", json.dumps(figures)[:200]))
         print(f"{mode} {label} done", file=sys.stderr, flush=True)
         return rows
 
