@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.flapping import LIMIT, WINDOW
+from sentinel.flapping import LIMIT, NAMES_LISTED, WINDOW
 from sentinel.health import DOWN, UP
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation, Replication
@@ -190,6 +190,22 @@ class FlappingTests(SynchronousTestCase):
         self.assertEqual(states["a"].health.status, DOWN)
         self.assertIsNone(states["a"].published_changes)
         self.assertIsNone(states["b"].published_changes)
+
+    def test_stats_list_the_first_names(self) -> None:
+        """
+        With more instances flapping than `NAMES_LISTED`, ``/debug/stats``
+        counts them all and lists the first names in order.
+        """
+        names = [f"i{n:02d}" for n in range(NAMES_LISTED + 5)]
+        monitor, clock, probes, _ = make_monitor(names, info_every=10**6)
+        monitor.startService()
+        for second in range(40):
+            for probe in probes.values():
+                probe.result = LOADING if second % 2 else OK
+            clock.advance(1.0)
+        stats = monitor.flapping.stats(clock.seconds())
+        self.assertEqual(stats["instances"], len(names))
+        self.assertEqual(stats["names"], names[:NAMES_LISTED])
 
     def test_removed_instance_forgotten(self) -> None:
         """An instance no longer watched is no longer named."""
