@@ -12,16 +12,18 @@ write 1,000 times a second to ZooKeeper, against 33 in steady state
 (instances / refresh), and log a line at each change.
 
 So, as nerve damps a flapping service with a token bucket, each instance
-may publish `LIMIT` changes within `WINDOW` seconds. A change beyond them
-waits, and only the newest state is kept: it is written at the first
-check with room again (or by the refresh, which writes the newest state
-anyway). Going down never waits: it is written at once, as are a first
-status and one decided anew after a gap, and it uses a place like any
-other. A down that follows an up still waiting is no news to readers, who
-never saw that up: it is not written again. So a flapping instance costs
-at most `LIMIT` writes (and as many downs) a `WINDOW`, a steady one
-nothing more, and an instance that changes now and then (a restart: down,
-up not ready, ready, its role) never waits.
+may publish `LIMIT` changes of ``ready`` or role (its status unchanged)
+within `WINDOW` seconds. A change beyond them waits, and only the newest
+state is kept: it is written at the first check with room again (or by
+the refresh, which writes the newest state anyway). A change of status
+never waits and takes no place: rise and fall already damp it (at most
+one change every `rise` or `fall` checks, as the operator chose), and
+detection, down and back up, is the agent's first promise. A first
+status and one decided anew after a gap are written at once too. So a
+flapping instance costs at most `LIMIT` writes a `WINDOW` beyond its
+status changes, a steady one nothing more, and one that changes now and
+then (a restart: down, up not ready, ready, its role: two places; a
+failover: one to three) never waits.
 
 What waits is what an operator must see: the first change held back is
 logged (once per flapping spell, a spell ending `WINDOW` seconds after
@@ -40,15 +42,16 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from sentinel.health import DOWN, Transition
+from sentinel.health import Transition
 from sentinel.instance import InstanceState
 
 log = Logger()
 
-# Changes of one instance's node published within WINDOW seconds, beyond
-# which they wait: a restart takes 3--4 (down, up and LOADING, ready, its
-# role), and the refresh writes every node once in 30 s.
-LIMIT = 6
+# Changes of one instance's ready flag or role published within WINDOW
+# seconds, beyond which they wait: a restart takes 2 (ready, its role), a
+# failover 1--3, so five such a minute pass; 1,000 instances flapping at
+# every check write about 170 times a second, not 1,000.
+LIMIT = 10
 WINDOW = 60.0
 # Names listed in /debug/stats: the count says how many there are.
 NAMES_LISTED = 20
@@ -57,13 +60,11 @@ NAMES_LISTED = 20
 class PublishedChanges:
     """One instance's changes published lately, and what waits."""
 
-    __slots__ = ("times", "status", "held_since", "held_at")
+    __slots__ = ("times", "held_since", "held_at")
 
     def __init__(self) -> None:
         # When its last LIMIT changes were published (the oldest first).
         self.times: deque[float] = deque(maxlen=LIMIT)
-        # The status its last published change said.
-        self.status: str | None = None
         # Since when a change waits (None: nothing does), and when the
         # last one was held back.
         self.held_since: float | None = None
@@ -103,32 +104,24 @@ class Flapping:
             transition = Transition(
                 status_changed=False, old_status=status, new_status=status
             )
-        elif transition.status_changed and transition.new_status == DOWN:
-            if changes is None:
-                # Nothing waits, nor counts yet: nothing kept for it (a rack
-                # going down allocates nothing).
-                return transition
-            if (
-                changes.held_since is not None
-                and changes.status == DOWN
-                and not transition.anew
-            ):
-                # Readers never saw the up that waited: nothing changed
-                # for them.
+        elif (
+            transition.status_changed
+            or transition.old_status is None
+            or transition.anew
+        ):
+            # A status (damped by rise and fall), a first one or one decided
+            # anew: written at once, taking no place, and written with the
+            # newest state, so nothing waits after it.
+            if changes is not None:
                 changes.held_since = None
-                return None
-        elif transition.old_status is None or transition.anew:
-            # Decided directly: written at once, and, for an instance that
-            # never changed, nothing kept (a steady fleet keeps nothing).
-            if changes is None:
-                return transition
+            return transition
         elif changes is not None and not _room(changes, now):
             if now - changes.held_at >= WINDOW:
                 log.warn(
                     "{instance} changed its state {limit} times within {window:g}"
                     " s: its further changes wait (only the newest kept) and are"
-                    " written at most {limit} times a {window:g} s; going down"
-                    " is written at once",
+                    " written at most {limit} times a {window:g} s; a change of"
+                    " status is written at once",
                     instance=state.name,
                     limit=LIMIT,
                     window=WINDOW,
@@ -142,7 +135,6 @@ class Flapping:
         if changes is None:
             changes = state.published_changes = PublishedChanges()
         changes.times.append(now)
-        changes.status = transition.new_status
         changes.held_since = None
         return transition
 
