@@ -38,6 +38,8 @@ from tests.test_publisher import DOWN, INTERVAL, ROOT, START, UP
 PREVIOUS = 0x4242
 # Another client's session, not an agent's.
 SQUATTER = 0x5151
+# The agent before the previous primary, keeping a member handed over.
+HANDED = 0x6161
 
 DISCOVERY = "/discovery"
 MEMBER = f"{DISCOVERY}/cache-1/member_"
@@ -844,6 +846,38 @@ class TakeFromTests(SynchronousTestCase):
         self.discovery.take_from(after, PREVIOUS, since=self.clock.seconds())
         self.assertEqual(after.replaces, f"{parent}/member_0000000009")
         self.assertGreater(self.gets(), looked)
+
+    def test_member_handed_to_the_previous_primary_replaced(self) -> None:
+        """
+        A node taken over from an agent that holds no member of the
+        instance (it took the node over, and stopped before it replaced
+        the member handed to it) brings the member another agent keeps
+        for it, handed over: ours replaces that one, never our own
+        session's; a look begun before the takeover is made again first,
+        for the member that agent may have made since.
+        """
+        parent = f"{DISCOVERY}/svc"
+        handed = RedisInstance("h", "10.0.0.1", 7000, service="svc")
+        data = json.dumps(serverset_member(handed)).encode()
+        self.zk.put(f"{parent}/member_0000000010", data, owner=HANDED)
+        self.take(self.instances[0])
+        looked = self.gets()
+        self.clock.advance(1)
+        member = self.discovery.member_for(handed)
+        self.discovery.take_from(member, PREVIOUS, since=self.clock.seconds())
+        self.assertGreater(self.gets(), looked)
+        self.assertEqual(member.replaces, f"{parent}/member_0000000010")
+        again = self.discovery.member_for(handed)
+        self.discovery.take_from(again, PREVIOUS)
+        self.assertIsNone(again.replaces)
+        ours = RedisInstance("o", "10.0.0.1", 7001, service="svc")
+        document = json.dumps(serverset_member(ours)).encode()
+        assert self.zk.session_id is not None
+        self.zk.put(f"{parent}/member_0000000011", document, owner=self.zk.session_id)
+        self.clock.advance(LOOK_REUSE)
+        mine = self.discovery.member_for(ours)
+        self.discovery.take_from(mine, PREVIOUS)
+        self.assertIsNone(mine.replaces)
 
     def test_member_held_on_an_ended_session_not_made_again(self) -> None:
         """
