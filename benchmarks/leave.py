@@ -360,6 +360,9 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         # member beside its new primary's (a takeover that did not replace
         # it) or two survivors' (a member made twice, or not let go).
         pairs: dict[str, list[float]] = {}
+        # The same, up to the stop, for the endpoints listed twice as the
+        # group formed: which agents' members, and for how long.
+        formed: dict[str, list[float]] = {}
         forming: list[float] = []
         for name in names:
             missing += spans(reader.nodes[name], lambda v: v is None, signalled, until)
@@ -372,6 +375,11 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                 # Up to the stop only: what began after it is counted above.
                 before = [(at, v) for at, v in reader.members[name] if at < signalled]
                 forming += spans(before, lambda v: len(v) > 1, 0.0, signalled)
+                for pair in {v for _, v in before if len(v) > 1}:
+                    whose = " + ".join(sessions.get(s, f"{s:#x}") for s in pair)
+                    formed.setdefault(whose, []).extend(
+                        spans(before, pair.__eq__, 0.0, signalled)
+                    )
             for pair in {v for _, v in reader.members[name] if len(v) > 1}:
                 whose = " + ".join(sessions.get(s, f"{s:#x}") for s in pair)
                 pairs.setdefault(whose, []).extend(
@@ -395,6 +403,8 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                 [(f"run {number}: listed twice as it formed", summary(forming))]
                 if args.from_start else []
             ),
+            *((f"run {number}: twice as it formed, {whose}", summary(found))
+              for whose, found in sorted(formed.items()) if found),
             (f"run {number}: instance listed twice", summary(twice)),
             *((f"run {number}: twice, {whose}", summary(found))
               for whose, found in sorted(pairs.items()) if found),
