@@ -343,6 +343,19 @@ class GroupRoles:
         if name not in self._roles:
             self._followers.pop(name, None)
 
+    def taking_over(self, name: str) -> bool:
+        """
+        Whether this agent, the primary of `name` in place of another
+        member, has not taken its node over yet.
+        """
+        node = self._nodes.instances.get(name)
+        return (
+            node is not None
+            and node.takeover
+            and node.held_by is not None
+            and not (node.owned or node.removed)
+        )
+
     def keeping(self, name: str) -> bool:
         """Whether this agent keeps `name`'s node for its next primary."""
         return name in self._keeping

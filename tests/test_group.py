@@ -36,7 +36,7 @@ from sentinel.documents import (
     SERVERSET,
     discovery_digest,
 )
-from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH
+from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH, TAKEOVERS_FIRST
 from sentinel.handoff import SessionHandoff
 from sentinel.listing import DOCUMENTS_PER_SLICE, MAX_LIMIT, PageQuery
 from sentinel.membership import LISTING_PACE_LIMIT as LIMIT
@@ -2249,6 +2249,83 @@ class LateTakeoverTests(SynchronousTestCase):
         self.assertEqual((document["status"], document["agent"]), ("down", keeper))
         self.assertEqual(document["schema"], 2)
         self.assertEqual(fleet.owner_of(name), fleet.session_of(keeper))
+
+
+class TakeoversFirstTests(SynchronousTestCase):
+    """
+    At a member's leave, a survivor's takeovers go before the instances
+    new to it (`Group._move`).
+    """
+
+    def leave(self) -> tuple[Fleet, Member, set[str], set[str]]:
+        """
+        Three members, two replicas; "a" stops with the takeovers of "b"
+        done on the server and their answers held: "b", its view
+        applied, and the instances new to it and those it takes over.
+        """
+        fleet = Fleet()
+        for agent in "abc":
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(SETTLE + 2.0)
+        survivor = fleet.members["b"]
+        before = survivor.watched
+        taking = {n for n in before if survivor.group.observers(n)[:2] == ("a", "b")}
+        self.assertTrue(taking)
+        survivor.zk.hold_answers("replace")
+        self.addCleanup(fleet.members["a"].stop)
+        fleet.members["a"].stop()
+        for _ in range(20):
+            fleet.run(0.05)
+            if set(survivor.group.membership.view) == {"b", "c"}:
+                break
+        self.assertEqual(set(survivor.group.membership.view), {"b", "c"})
+        return fleet, survivor, set(NAMES) - before, taking
+
+    def test_new_instances_wait_for_the_takeovers(self) -> None:
+        """
+        The instances a survivor starts observing are not checked while
+        its takeovers are unanswered, and are once they are answered;
+        those it observed already are checked all along.
+        """
+        fleet, survivor, new, taking = self.leave()
+        self.assertTrue(new)
+        before = set(NAMES) - new
+        checks = {n: survivor.probes[n].checks for n in before}
+        fleet.run(1.0)
+        self.assertEqual(survivor.watched & new, set())
+        self.assertTrue(all(survivor.probes[n].checks > checks[n] for n in before))
+        self.assertTrue(all(survivor.group.publishing.taking_over(n) for n in taking))
+        survivor.zk.release("replace")
+        fleet.run(0.2)
+        self.assertEqual(survivor.watched, set(NAMES))
+        for name in taking:
+            self.assertEqual((fleet.node(name) or {}).get("agent"), "b")
+
+    def test_new_instances_wait_no_longer_than_the_bound(self) -> None:
+        """
+        Takeovers unanswered for good hold the new instances back for
+        `TAKEOVERS_FIRST` at most.
+        """
+        fleet, survivor, new, _ = self.leave()
+        fleet.run(TAKEOVERS_FIRST - 0.2)
+        self.assertEqual(survivor.watched & new, set())
+        fleet.run(0.3)
+        self.assertEqual(survivor.watched, set(NAMES))
+
+    def test_nothing_held_back_without_takeovers(self) -> None:
+        """
+        A view that makes this agent the primary of nothing held by
+        another (a join) moves its instances at once.
+        """
+        fleet = Fleet()
+        first = fleet.add("a", NAMES, replicas=2).start()
+        fleet.run(SETTLE + 2.0)
+        self.assertEqual(first.watched, set(NAMES))
+        joining = fleet.add("b", NAMES, replicas=2).start()
+        joining.zk.hold_answers("replace")
+        fleet.run(SETTLE + 0.5)
+        self.assertEqual(set(joining.group.membership.view), {"a", "b"})
+        self.assertEqual(joining.watched, set(NAMES))
 
 
 class TopologyTests(SynchronousTestCase):
