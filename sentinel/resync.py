@@ -88,7 +88,7 @@ class Resync:
             self._takeovers.watch_handoff(node)
         self._opinions.ask_all()
         self._sweep.start()
-        self._queue.flush()
+        self._queue.resync()
 
     def _told_handoff(
         self, handoff: SessionHandoff, client_id: tuple[int, bytes]

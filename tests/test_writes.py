@@ -11,8 +11,13 @@ from sentinel import window, writes
 from sentinel.bugs import InternalErrors
 from sentinel.discovery import Member
 from sentinel.nodes import Node, Nodes
-from sentinel.writes import RETRY_DELAY, WRITES_IN_FLIGHT, WriteQueue
-from sentinel.zk import CONNECTED
+from sentinel.writes import (
+    RESYNC_IN_FLIGHT,
+    RETRY_DELAY,
+    WRITES_IN_FLIGHT,
+    WriteQueue,
+)
+from sentinel.zk import CONNECTED, SUSPENDED
 
 
 class Running:
@@ -124,6 +129,56 @@ class WriteQueueTests(SynchronousTestCase):
         self.assertEqual(self.queue.writes, {"ok": count, "error": count})
         self.assertEqual(self.queue.queued, 0)
         self.assertEqual([n for n in nodes if n.written_at is None], [])
+
+    def test_resync_writes_a_few_at_a_time(self) -> None:
+        """
+        A reconnection's resync writes every node with at most
+        `RESYNC_IN_FLIGHT` in flight, whatever the window allows, and
+        writes them all; once it is done, the window alone bounds them
+        again (300 nodes marked go at once).
+        """
+        self.queue.window.size = WRITES_IN_FLIGHT  # As on a fast link.
+        self.bridge.state = SUSPENDED
+        nodes = [self.instance(f"i{i:03d}") for i in range(300)]
+        for node in nodes:
+            self.queue.mark(node)
+        self.assertEqual(self.bridge.started, [])
+        self.bridge.state = CONNECTED
+        self.queue.resync()
+        rounds = []
+        while self.bridge.held:
+            rounds.append(len(self.bridge.held))
+            self.bridge.answer()
+        self.assertEqual(max(rounds), RESYNC_IN_FLIGHT)
+        self.assertEqual(sum(rounds), 300)
+        self.assertEqual(self.queue.queued, 0)
+        self.assertFalse(self.queue.resyncing)
+        for node in nodes:
+            self.queue.mark(node)
+        self.assertEqual(len(self.bridge.held), 300)
+
+    def test_resync_cut_short_ends_its_bound(self) -> None:
+        """
+        A resync cut short by a lost connection (its waiting nodes dropped,
+        its writes failed) bounds nothing after: the writes made later
+        have the whole window.
+        """
+        self.queue.window.size = WRITES_IN_FLIGHT
+        nodes = [self.instance(f"i{i:03d}") for i in range(100)]
+        self.bridge.state = SUSPENDED
+        for node in nodes:
+            self.queue.mark(node)
+        self.bridge.state = CONNECTED
+        self.queue.resync()
+        self.assertTrue(self.queue.resyncing)
+        self.bridge.state = SUSPENDED
+        held, self.bridge.held = self.bridge.held, []
+        for d in held:
+            d.errback(ConnectionLoss("not connected to ZooKeeper"))
+        self.assertFalse(self.queue.resyncing)
+        self.bridge.state = CONNECTED
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(len(self.bridge.held), 100)
 
     def test_a_failing_log_call_still_retries(self) -> None:
         """
