@@ -3,7 +3,10 @@ After every (re)connection to ZooKeeper, the publisher asks it again who
 owns each node instead of trusting its memory (`ownership.ours`), and
 writes every node again from current state: a reconnection to the same
 session may have missed writes, a new session holds none of our nodes, and
-a ZooKeeper that came back empty holds nothing at all.
+a ZooKeeper that came back empty holds nothing at all. Back on the same
+session, whose nodes readers still see, the writes go a few at a time
+(`sentinel.writes.RESYNC_IN_FLIGHT`); for a new one, as fast as the
+window allows.
 
 What was learnt about other holders stays (the same holder's clock goes
 on), but the watches went with the connection: a node kept for its new
@@ -88,7 +91,13 @@ class Resync:
             self._takeovers.watch_handoff(node)
         self._opinions.ask_all()
         self._sweep.start()
-        self._queue.resync()
+        if same_session:
+            # The nodes are still there, ours: a few at a time, so that
+            # rewriting them all maps no memory for good (`RESYNC_IN_FLIGHT`).
+            self._queue.resync()
+        else:
+            # Readers miss every node until it is written: the whole window.
+            self._queue.flush()
 
     def _told_handoff(
         self, handoff: SessionHandoff, client_id: tuple[int, bytes]

@@ -1,8 +1,9 @@
 """
 Writes to ZooKeeper scheduled: each node written when it changes, however
 often it changes, at most `WRITES_IN_FLIGHT` at once (fewer while the link
-answers slowly: `sentinel.window`; `RESYNC_IN_FLIGHT` while a
-reconnection's resync writes every node), and retried until it is written.
+answers slowly: `sentinel.window`; `RESYNC_IN_FLIGHT` while a resync
+back on the same session writes every node), and retried until it is
+written.
 
 Each node has a dirty flag rather than a queue of writes: its data is
 built from current state when the write starts, so however many changes
@@ -71,16 +72,17 @@ log = Logger(namespace=LOG_NAMESPACE)
 # round trip, and a round trip took up to a second behind the reads made
 # at the same time.
 WRITES_IN_FLIGHT = 512
-# Writes in flight at most while a reconnection's resync (`resync`) has
-# nodes left to write. With the whole window, every node's write at once
+# Writes in flight at most while a resync back on the same session
+# (`resync`: its nodes still in ZooKeeper, readers miss none) has nodes
+# left to write. With the whole window, every node's write at once
 # (its coroutine, its calls, kazoo's requests and answers, all alive
 # together) took Python's allocator past the free memory it held into a
 # new 1 MiB arena (19,500 blocks more at the peak, 300 nodes, 169 writes
 # in flight), which the objects made beside them (the new client's
 # watches, renewed Redis connections) then kept for good: RSS stepped up
 # about 1 MiB at ZooKeeper's first return. At 32: 7,100 blocks at the
-# peak, no new arena. A resync is rare; the writes of a takeover or a
-# burst of changes keep the whole window.
+# peak, no new arena. A new session's resync (every node missing), a
+# takeover's writes and a burst of changes keep the whole window.
 RESYNC_IN_FLIGHT = 32
 RETRY_DELAY = 1.0
 # Of each this many free slots, while they wait, one goes to the rewrites

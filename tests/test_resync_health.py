@@ -8,6 +8,7 @@ meanwhile. Back on the same session, the nodes are still ours.
 
 from __future__ import annotations
 
+from sentinel.writes import RESYNC_IN_FLIGHT, WRITES_IN_FLIGHT
 from tests.test_publisher import UP, PublisherHarness, path
 
 
@@ -61,3 +62,48 @@ class ResyncHealthTests(PublisherHarness):
         self.assertIsNone(self.publisher.unhealthy_reason())
         while self.zk.release():
             pass
+
+
+class ResyncPaceTests(PublisherHarness):
+    """How many writes a resync keeps in flight (`sentinel.writes`)."""
+
+    def resync_rounds(self, same_session: bool) -> list[int]:
+        """
+        The writes answered at each round trip of the resync of 100 up
+        instance nodes, back on the same session or on a new one, with a
+        window grown as on a fast link.
+        """
+        self.start()
+        for i in range(100):
+            self.check(self.instance(f"i{i:03d}"), UP)
+        self.publisher._queue.window.size = WRITES_IN_FLIGHT
+        self.clock.advance(1.0)
+        if same_session:
+            self.zk.suspend()
+        else:
+            self.zk.expire()
+        self.zk.hold_answers("create", "exists", "get", "set")
+        self.zk.connect()
+        rounds = []
+        while answered := self.zk.release("create", "exists", "get", "set"):
+            rounds.append(answered)
+        for i in range(100):
+            self.assertEqual(self.zk.owner(path(f"i{i:03d}")), self.zk.session_id)
+        return rounds
+
+    def test_same_session_a_few_at_a_time(self) -> None:
+        """
+        Back on the same session (its nodes still there), the resync
+        writes every node with at most `RESYNC_IN_FLIGHT` of its calls
+        answered at once.
+        """
+        rounds = self.resync_rounds(same_session=True)
+        self.assertLessEqual(max(rounds), RESYNC_IN_FLIGHT)
+
+    def test_new_session_the_whole_window(self) -> None:
+        """
+        On a new session (every node missing for readers), the resync
+        writes every node at once, as far as the window allows.
+        """
+        rounds = self.resync_rounds(same_session=False)
+        self.assertGreaterEqual(rounds[0], 100)
