@@ -112,6 +112,7 @@ class Member:
         "found",
         "replaces",
         "session",
+        "beside_holder",
     )
 
     def __init__(self, parent: str, prefix: str, identity: MemberIdentity) -> None:
@@ -136,6 +137,9 @@ class Member:
         self.replaces: str | None = None
         # The session that held `path` when we created or found it.
         self.session: int | None = None
+        # Another session holds the instance's node and a member like this
+        # one (`Members.held_elsewhere`): this one goes at its next write.
+        self.beside_holder = False
 
     @classmethod
     def leftover(cls, found: list[str]) -> Member:
@@ -190,13 +194,19 @@ class _Search:
 class _Handed:
     """A member handed over, waiting under its parent (`Discovery.outlived`)."""
 
-    __slots__ = ("node_path", "until", "done")
+    __slots__ = ("node_path", "until", "gone_counts", "done")
 
     def __init__(
-        self, node_path: str, until: float, forget: Callable[[], None]
+        self,
+        node_path: str,
+        until: float,
+        forget: Callable[[], None],
+        gone_counts: bool = True,
     ) -> None:
         self.node_path = node_path
         self.until = until
+        # Whether the instance's node gone ends the wait (`Discovery.outlived`).
+        self.gone_counts = gone_counts
 
         def cancelled(done: Deferred[bool]) -> None:
             # No longer waited for: forgotten, and it fires False.
@@ -641,7 +651,9 @@ class Discovery:
         if parent not in self._looking and len(self._looking) < LOOKS_AHEAD:
             self._look_at(parent)
 
-    def outlived(self, member: Member, node_path: str, wait: float) -> Deferred[bool]:
+    def outlived(
+        self, member: Member, node_path: str, wait: float, gone_counts: bool = True
+    ) -> Deferred[bool]:
         """
         A member handed over with its instance's node (`sentinel.takeover`)
         waits for the new primary to replace it, `wait` seconds at most.
@@ -655,6 +667,11 @@ class Discovery:
         member counts: two agents each taking the other for the primary
         never both let theirs go. Fires False when the wait ends otherwise (`until`,
         the member handed over again, a new session).
+
+        @param gone_counts: False for a member whose agent makes the node
+            again if it is gone (its primary, in that agent's view, whose
+            node another session took: `Members.held_elsewhere`): only a
+            member of the node's holder then ends the wait.
         """
         parent = member.parent
         waiting = self._handed.setdefault(parent, {})
@@ -667,7 +684,7 @@ class Discovery:
             if waiting.get(member) is handed:
                 del waiting[member]
 
-        handed = waiting[member] = _Handed(node_path, until, forget)
+        handed = waiting[member] = _Handed(node_path, until, forget, gone_counts)
         if parent not in self._handed_looks:
             self._handed_looks[parent] = self._clock.callLater(
                 HANDED_OVER_CHECK, self._look_at_handed, parent
@@ -721,8 +738,9 @@ class Discovery:
                 if zk.session_id != session:
                     return
                 node = await zk.exists(handed.node_path)
-                outlived = node is None or (
-                    node.ephemeralOwner not in (0, zk.session_id)
+                outlived = (node is None and handed.gone_counts) or (
+                    node is not None
+                    and node.ephemeralOwner not in (0, zk.session_id)
                     and await self._held_by_holder(
                         member, node.ephemeralOwner, children, seen
                     )

@@ -601,6 +601,8 @@ class ZooKeeperPublisher(Service):
 
     def _held(self, node: Node, stat: Any) -> None:
         self._holders.held(node, stat)
+        if node.takeover and self._nodes.instances.get(node.name) is node:
+            self._members.held_elsewhere(node)
 
     def _owned(self, node: Node) -> None:
         """A write of a node of ours succeeded."""

@@ -1037,6 +1037,32 @@ class TakeFromTests(SynchronousTestCase):
         self.clock.advance(HANDED_OVER_CHECK)
         self.assertEqual(self.successResultOf(wait), True)
 
+    def test_waiting_primary_member_outlives_a_removed_node(self) -> None:
+        """
+        A member whose agent makes the instance's node again if it is gone
+        (its primary, whose node another session took) waits on past the
+        node's end (`gone_counts=False`): only the holder's member like it
+        ends the wait, and the end of its limit fires False.
+        """
+        node = f"{ROOT}/instances/node"
+        self.zk.put(node, b"{}", owner=PREVIOUS)
+        alone = RedisInstance("x", "10.0.0.1", 7000, service="svc")
+        member = self.discovery.member_for(alone)
+        data = json.dumps(serverset_member(alone)).encode()
+        self.successResultOf(Deferred.fromCoroutine(self.discovery.write(member, data)))
+        wait = self.discovery.outlived(member, node, 30, gone_counts=False)
+        self.zk.end_session(PREVIOUS)
+        self.clock.advance(2 * HANDED_OVER_CHECK)
+        self.assertNoResult(wait)
+        self.zk.put(node, b"{}", owner=0x77)
+        self.zk.put(f"{DISCOVERY}/svc/member_0000000099", data, owner=0x77)
+        self.clock.advance(HANDED_OVER_CHECK)
+        self.assertEqual(self.successResultOf(wait), True)
+        again = self.discovery.outlived(member, node, 30, gone_counts=False)
+        self.zk.remove(node)
+        self.clock.advance(30)
+        self.assertEqual(self.successResultOf(again), False)
+
     def test_failed_look_made_again(self) -> None:
         """A look that fails is made again by the next member to ask."""
         self.zk.fail_next("get_children", ConnectionLoss())
