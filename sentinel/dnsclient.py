@@ -21,12 +21,17 @@ query times out as if it had not come).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import base, udp
+from twisted.internet.abstract import isIPv6Address
+from twisted.internet.defer import Deferred, TimeoutError, fail
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.names import client, dns
+from twisted.python.failure import Failure
 
 
 class QuietPort(udp.Port):
@@ -118,10 +123,120 @@ class QuietUDP:
 
 
 class NameServers(client.Resolver):
-    """twisted.names' client, for `queryUDP` to the name servers it is given."""
+    """
+    twisted.names' client, for `queryUDP` to the name servers it is given,
+    where an answer to any try of a query counts until the last try's time
+    is up (see `queryUDP`).
+    """
 
     def __init__(self, servers: list[tuple[str, int]], timeout: Any, reactor: Any):
         super().__init__(servers=servers, timeout=timeout, reactor=QuietUDP(reactor))
+
+    def queryUDP(
+        self, queries: list[dns.Query], timeout: Sequence[float] | None = None
+    ) -> Deferred[dns.Message]:
+        """
+        Ask `queries` of the name servers in turn, a try every ``timeout[i]``
+        seconds, and fire with the first answer to any try: one that comes
+        after the next try was sent still counts, until the time of the last
+        try is up (then `defer.TimeoutError`).
+
+        twisted.names closes each try's socket when the next try is sent, so
+        its answer is lost: a name server answering every query in 1.2 s
+        (tries of 1 s, a bound of 2 s) resolved no name at all, and 100
+        instances on it stayed down. glibc, too, takes a late answer to an
+        earlier try. The tries share one socket per address family (a
+        random source port each, as before), and each has its own query id.
+        """
+        addresses = self.servers + list(self.dynServers)
+        if not addresses:
+            return fail(OSError("No domain name servers available"))
+        chosen = self.timeout if timeout is None else timeout
+        timeouts = tuple(float(seconds) for seconds in chosen or ())
+        return _Tries(self, queries, timeouts, addresses).start()
+
+
+class _Tries:
+    """One `NameServers.queryUDP`: its tries, sockets and deadline."""
+
+    def __init__(
+        self,
+        resolver: NameServers,
+        queries: list[dns.Query],
+        timeouts: tuple[float, ...],
+        addresses: list[tuple[str, int]],
+    ) -> None:
+        self._resolver = resolver
+        self._queries = queries
+        self._timeouts = timeouts
+        self._addresses = addresses
+        self._clock = resolver._reactor
+        self._deadline = self._clock.seconds() + sum(timeouts)
+        self._result: Deferred[dns.Message] = Deferred(lambda _: self._end())
+        # A socket per address family, opened at its first try.
+        self._protocols: dict[bool, dns.DNSDatagramProtocol] = {}
+        self._tries_waiting = 0
+        self._next_try: IDelayedCall | None = None
+        self._ended = False
+
+    def start(self) -> Deferred[dns.Message]:
+        """Send the first try; the Deferred fires as `queryUDP` says."""
+        self._send(0)
+        return self._result
+
+    def _send(self, index: int) -> None:
+        self._next_try = None
+        address = self._addresses[index % len(self._addresses)]
+        ipv6 = isIPv6Address(address[0])
+        try:
+            protocol = self._protocols.get(ipv6)
+            if protocol is None:
+                # Raises CannotListenError when out of file descriptors.
+                protocol = self._protocols[ipv6] = self._resolver._connectedProtocol(
+                    interface="::" if ipv6 else ""
+                )
+        except Exception:
+            self._finish(Failure())
+            return
+        remaining = max(0.0, self._deadline - self._clock.seconds())
+        self._tries_waiting += 1
+        asked = protocol.query(address, self._queries, remaining)
+        asked.addCallbacks(self._finish, self._try_failed)
+        if not self._ended and index + 1 < len(self._timeouts):
+            self._next_try = self._clock.callLater(
+                self._timeouts[index], self._send, index + 1
+            )
+
+    def _try_failed(self, failure: Failure) -> None:
+        self._tries_waiting -= 1
+        if not failure.check(dns.DNSQueryTimeoutError):
+            # Sending failed (no route, ...): as twisted.names, said at once.
+            self._finish(failure)
+        elif self._tries_waiting == 0 and self._next_try is None:
+            self._finish(Failure(TimeoutError(self._queries)))
+
+    def _finish(self, result: dns.Message | Failure) -> None:
+        if self._ended:
+            return
+        self._end()
+        if isinstance(result, Failure):
+            self._result.errback(result)
+        else:
+            self._result.callback(result)
+
+    def _end(self) -> None:
+        # Cancelled, answered or failed: no more tries, no timer, no socket.
+        self._ended = True
+        if self._next_try is not None:
+            self._next_try.cancel()
+            self._next_try = None
+        for protocol in self._protocols.values():
+            for _, timer in list((protocol.liveMessages or {}).values()):
+                if timer.active():
+                    timer.cancel()
+            if protocol.transport is not None:
+                protocol.transport.stopListening()
+        self._protocols = {}
 
     def messageReceived(self, message: Any, protocol: Any, address: Any = None) -> None:
         # A datagram that answers no query of ours (late, repeated, forged):

@@ -6,13 +6,15 @@ import errno
 import os
 from typing import Any
 
+from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.dnsclient import QuietPort, ReadableOnly
+from sentinel.dnsclient import NameServers, QuietPort, ReadableOnly
+from tests.test_resolve import UDPClock, a
 
 
 class QuietPortTests(SynchronousTestCase):
@@ -75,3 +77,85 @@ class ReadableOnlyTests(SynchronousTestCase):
         readable.datagramReceived(dns.Message(id=7, answer=1).toStr(), ("x", 53))
         self.assertEqual([m.id for m in self.controller.messages], [7])
         self.assertIs(readable.controller, self.controller)
+
+
+class NameServersTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = UDPClock()
+        self.servers = [("192.0.2.53", 53), ("192.0.2.54", 53)]
+        self.client = NameServers(self.servers, (1.0, 1.0), self.reactor)
+        self.queries = [dns.Query("redis.example", dns.A, dns.IN)]
+
+    def assert_all_ended(self) -> None:
+        """No socket open, no timer left."""
+        self.assertEqual(self.reactor.open_ports(), [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_late_answer_to_an_earlier_try_counts(self) -> None:
+        """
+        An answer to the first try that comes after the second try was
+        sent (1.9 s, tries of 1 s) is the query's answer: twisted.names
+        had closed the first try's socket, and the lookup failed at 2 s.
+        """
+        d = self.client.queryUDP(self.queries)
+        self.reactor.advance(1.0)
+        [port] = self.reactor.ports
+        self.assertEqual([address for _, address in port.sent], self.servers)
+        first, second = port.query(0).id, port.query(1).id
+        self.assertNotEqual(first, second)
+        self.reactor.advance(0.9)
+        port.reply(answers=(a("redis.example", "192.0.2.1"),), index=0)
+        self.assertEqual(self.successResultOf(d).id, first)
+        self.assert_all_ended()
+
+    def test_answer_from_elsewhere_ignored(self) -> None:
+        """
+        An answer to a try must come from the name server it was sent to,
+        as in twisted.names: the first try's id, from the second server,
+        answers nothing.
+        """
+        d = self.client.queryUDP(self.queries)
+        self.reactor.advance(1.0)
+        [port] = self.reactor.ports
+        response = dns.Message(port.query(0).id, answer=1)
+        response.queries = self.queries
+        port.protocol.datagramReceived(response.toStr(), self.servers[1])
+        self.assertNoResult(d)
+        self.reactor.advance(1.0)
+        self.failureResultOf(d, TimeoutError)
+
+    def test_no_answer_times_out_at_the_bound(self) -> None:
+        """
+        Without an answer the query fails with a TimeoutError when the
+        last try's time is up, and not before; its socket and timers end.
+        """
+        d = self.client.queryUDP(self.queries)
+        self.reactor.advance(1.999)
+        self.assertNoResult(d)
+        self.reactor.advance(0.001)
+        self.failureResultOf(d, TimeoutError)
+        self.assertEqual(len(self.reactor.ports[0].sent), 2)
+        self.assert_all_ended()
+
+    def test_cancel_ends_everything(self) -> None:
+        """Cancelling the query closes its socket and stops its tries."""
+        d = self.client.queryUDP(self.queries)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assert_all_ended()
+        self.reactor.advance(5)
+        self.assertEqual(len(self.reactor.ports[0].sent), 1)
+
+    def test_send_failure_at_once(self) -> None:
+        """A query that cannot be sent fails with the system's error."""
+        self.reactor.unreachable = True
+        d = self.client.queryUDP(self.queries)
+        self.failureResultOf(d, OSError)
+        self.assert_all_ended()
+
+    def test_no_socket(self) -> None:
+        """Out of file descriptors: CannotListenError, nothing left behind."""
+        self.reactor.out_of_files = True
+        d = self.client.queryUDP(self.queries)
+        self.failureResultOf(d, CannotListenError)
+        self.assert_all_ended()

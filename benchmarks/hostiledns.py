@@ -1,0 +1,381 @@
+"""
+What a hostile name server costs the agent, and what a user sees: one agent
+watching ``--named`` instances configured by host name (looked up from a
+name server of this script's, ``[dns] nameservers``) and ``--plain``
+instances configured by address, all on one real redis-server.
+
+The name server answers every A query of the named instances in one of
+these modes (AAAA queries get an empty answer):
+
+- ``many``: 1,000 A records, the first 127.0.0.1; over UDP cut to what fits
+  in 512 bytes with the TC bit set, in full over TCP (a resolver that
+  follows TC asks again over TCP);
+- ``hugeudp``: the same 1,000 records in one 16 KB UDP answer, not cut;
+- ``tconly``: over UDP, TC set and no record; over TCP, one A record;
+- ``chain``: a chain of 100 CNAMEs, then the A record;
+- ``loop``: two CNAMEs naming each other;
+- ``ttl0``: one A record, TTL 0;
+- ``wrongid``: the answer under another query id;
+- ``wrongquestion``: the query's id, but the question and the A record of
+  another name;
+- ``twice``: every answer sent twice;
+- ``slow``: every answer ``--delay`` seconds after its query (1.9 s: just
+  under the 2 s lookup bound);
+- ``nonlocal``: A 224.0.0.1, a multicast address: not loopback, and a TCP
+  connect to it fails in the kernel without a packet leaving the host.
+
+For each mode it prints the agent's RSS (most), CPU over the run, the
+reactor's lateness (``/debug/stats``), the plain instances' checks and
+failures (they must all be on time), the named instances' statuses and
+errors, ``/healthz``, and what the name server was asked (UDP queries, TCP
+connections).
+
+    .venv/bin/python benchmarks/hostiledns.py [--modes many,slow] \\
+        [--named 100] [--plain 20] [--duration 30] [--delay 1.9] \\
+        [--checkout before=PATH --checkout after=PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from common import (
+    LOOPBACK,
+    Agent,
+    RedisServer,
+    add_checkout_option,
+    checkouts_of,
+    commit_of,
+    free_port,
+    load_average,
+    machine,
+    stop_on_sigterm,
+)
+from twisted.names import dns
+
+MODES = (
+    "many",
+    "hugeudp",
+    "tconly",
+    "chain",
+    "loop",
+    "ttl0",
+    "wrongid",
+    "wrongquestion",
+    "twice",
+    "slow",
+    "nonlocal",
+)
+DOMAIN = "hostile.test"
+UDP_LIMIT = 512
+MIB = 2**20
+
+
+def records_for(mode: str, name: bytes) -> list[dns.RRHeader]:
+    """The answer section `mode` gives an A query for `name`."""
+
+    def a(owner: bytes, address: str, ttl: int = 60) -> dns.RRHeader:
+        return dns.RRHeader(owner, dns.A, dns.IN, ttl, dns.Record_A(address, ttl))
+
+    def cname(owner: bytes, target: bytes) -> dns.RRHeader:
+        return dns.RRHeader(owner, dns.CNAME, dns.IN, 60, dns.Record_CNAME(target, 60))
+
+    if mode in ("many", "hugeudp"):
+        return [a(name, "127.0.0.1")] + [
+            a(name, f"127.0.{i // 250 + 1}.{i % 250 + 1}") for i in range(999)
+        ]
+    if mode == "chain":
+        links = [name] + [b"c%d.%s" % (i, name) for i in range(100)]
+        return [cname(x, y) for x, y in zip(links, links[1:], strict=False)] + [
+            a(links[-1], "127.0.0.1")
+        ]
+    if mode == "loop":
+        other = b"loop." + name
+        return [cname(name, other), cname(other, name)]
+    if mode == "ttl0":
+        return [a(name, "127.0.0.1", ttl=0)]
+    if mode == "nonlocal":
+        return [a(name, "224.0.0.1")]
+    return [a(name, "127.0.0.1")]
+
+
+class NameServer:
+    """The hostile name server, UDP and TCP on one loopback port, in a thread."""
+
+    def __init__(self, mode: str, delay: float) -> None:
+        self.mode = mode
+        self.delay = delay
+        self.udp_queries = 0
+        self.tcp_connections = 0
+        self.names: Counter[str] = Counter()
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(started,), daemon=True, name="hostile-dns"
+        )
+        self._thread.start()
+        started.wait(10)
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._listen())
+        started.set()
+        self._loop.run_forever()
+
+    async def _listen(self) -> None:
+        server = self
+
+        class UDP(asyncio.DatagramProtocol):
+            def connection_made(self, transport: Any) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, address: Any) -> None:
+                server.udp_queries += 1
+                for answer in server.answers(data, over_udp=True):
+                    if server.mode == "slow":
+                        server._loop.call_later(
+                            server.delay, self.transport.sendto, answer, address
+                        )
+                    else:
+                        self.transport.sendto(answer, address)
+
+        async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+            server.tcp_connections += 1
+            try:
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                query = await reader.readexactly(size)
+                for answer in server.answers(query, over_udp=False):
+                    writer.write(len(answer).to_bytes(2, "big") + answer)
+                await writer.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        while True:
+            self.port = free_port()
+            try:
+                self._tcp = await asyncio.start_server(tcp, LOOPBACK, self.port)
+            except OSError:
+                continue
+            try:
+                self._udp, _ = await self._loop.create_datagram_endpoint(
+                    UDP, local_addr=(LOOPBACK, self.port)
+                )
+            except OSError:
+                self._tcp.close()
+                continue
+            return
+
+    def answers(self, data: bytes, over_udp: bool) -> list[bytes]:
+        """What the mode sends back for the query `data`."""
+        query = dns.Message()
+        try:
+            query.fromStr(data)
+        except (EOFError, ValueError):
+            return []
+        if not query.queries:
+            return []
+        question = query.queries[0]
+        self.names[question.name.name.decode("ascii", "replace")] += 1
+        reply = dns.Message(id=query.id, answer=1, recDes=query.recDes, recAv=1)
+        reply.queries = [question]
+        if question.type == dns.A:
+            reply.answers = records_for(self.mode, question.name.name)
+        if self.mode == "wrongid":
+            reply.id = (query.id + 1) % 65536
+        elif self.mode == "wrongquestion":
+            other = b"other." + question.name.name
+            reply.queries = [dns.Query(other, question.type, dns.IN)]
+            reply.answers = records_for("plain", other) if reply.answers else []
+        elif self.mode == "tconly" and over_udp:
+            reply.answers = []
+            reply.trunc = 1
+        if over_udp and self.mode != "hugeudp":
+            encoded = reply.toStr()
+            while len(encoded) > UDP_LIMIT:
+                # Cut as a name server does: whole records, TC set.
+                reply.answers = reply.answers[: len(reply.answers) * 3 // 4]
+                reply.trunc = 1
+                encoded = reply.toStr()
+        encoded = reply.toStr()
+        return [encoded, encoded] if self.mode == "twice" else [encoded]
+
+    def stop(self) -> None:
+        """Stop serving and end the thread."""
+
+        def close() -> None:
+            self._udp.close()
+            self._tcp.close()
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(close)
+        self._thread.join(10)
+
+
+def config_text(args: argparse.Namespace, redis_port: int, dns_port: int) -> str:
+    """The agent's config: named and plain instances on one redis-server."""
+    lines = [
+        'agent_id = "hostiledns"',
+        "interval = 1.0",
+        "timeout = 0.5",
+        "",
+        "[dns]",
+        f'nameservers = ["{LOOPBACK}:{dns_port}"]',
+        f'hosts_file = "{args.hosts_file}"',
+        "",
+    ]
+    hosts = [(f"named{i}", f"n{i}.{DOMAIN}") for i in range(args.named)]
+    hosts += [(f"plain{i}", LOOPBACK) for i in range(args.plain)]
+    for name, host in hosts:
+        lines += [
+            "[[redis]]",
+            f'name = "{name}"',
+            f'host = "{host}"',
+            f"port = {redis_port}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def healthz(agent: Agent) -> tuple[int, Any]:
+    """/healthz's status code and JSON."""
+    url = f"http://{LOOPBACK}:{agent.http_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def run_mode(
+    workdir: Path, mode: str, checkout: tuple[str, Path], args: argparse.Namespace
+) -> dict[str, Any]:
+    """One agent of `checkout` against the name server in `mode`."""
+    with ExitStack() as started:
+        redis = RedisServer().start()
+        started.callback(redis.stop)
+        names = NameServer(mode, args.delay)
+        started.callback(names.stop)
+        label, path = checkout
+        agent = Agent(
+            workdir,
+            config_text(args, redis.port, names.port),
+            label=f"{mode}-{label}",
+            pythonpath=path,
+        )
+        started.callback(agent.stop)
+        agent.wait_ready()
+        cpu_start = agent.cpu_seconds()
+        rss_most = agent.rss_bytes()
+        began = time.monotonic()
+        while time.monotonic() - began < args.duration:
+            rss_most = max(rss_most, agent.rss_bytes())
+            time.sleep(0.5)
+        cpu = agent.cpu_seconds() - cpu_start
+        stats = agent.get("/debug/stats")
+        instances = agent.instances()
+        status_code, health = healthz(agent)
+        named = [v for k, v in instances.items() if k.startswith("named")]
+        plain = [v for k, v in instances.items() if k.startswith("plain")]
+        return {
+            "mode": f"{mode} at {label}",
+            "load": load_average(),
+            "rss_most": rss_most,
+            "cpu": cpu,
+            "stats": stats,
+            "named_status": Counter(i.get("status") for i in named),
+            "named_errors": Counter(
+                re.sub(r"n\d+\." + DOMAIN, "NAME", str(i.get("error")))[:90]
+                for i in named
+            ),
+            "plain_checks": sum(i["checks"] for i in plain),
+            "plain_failures": sum(i["failures"] for i in plain),
+            "healthz": (status_code, health.get("reasons")),
+            "udp_queries": names.udp_queries,
+            "tcp_connections": names.tcp_connections,
+            "names_asked": len(names.names),
+        }
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """The figures, one paragraph per mode."""
+    lines = [
+        machine(),
+        *(f"{label}: {commit_of(path)}" for label, path in args.checkouts),
+        f"{args.named} named, {args.plain} plain instances, "
+        f"{args.duration:g} s per mode",
+        "",
+    ]
+    for row in rows:
+        stats = row["stats"]
+        startup = stats["startup"]
+        lines += [
+            f"{row['mode']} (load {row['load']}): RSS at most "
+            f"{row['rss_most'] / MIB:.1f} MiB, CPU {row['cpu']:.2f} s, "
+            f"tick lag max {startup['tick_lag_max_seconds']} s, lateness max "
+            f"{startup['max_lateness_seconds']} s, tick completion max "
+            f"{stats['tick_completion_seconds']['max']:.3f} s, "
+            f"overruns {stats['overruns']}, open fds {stats['open_fds']}",
+            f"    plain: {row['plain_checks']} checks, {row['plain_failures']} failed;"
+            f" named: {dict(row['named_status'])}; dns {stats['dns']}",
+            f"    name server: {row['udp_queries']} UDP queries, "
+            f"{row['tcp_connections']} TCP connections, "
+            f"{row['names_asked']} names; /healthz {row['healthz']}",
+        ]
+        lines += [f"    {n} x {error}" for error, n in row["named_errors"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Run every mode, print the figures, stop everything started."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--modes", default=",".join(MODES), help="comma-separated (all)")
+    add("--named", type=int, default=100, help="instances by host name (100)")
+    add("--plain", type=int, default=20, help="instances by address (20)")
+    add("--duration", type=float, default=30.0, help="seconds per mode (30)")
+    add("--delay", type=float, default=1.9, help="seconds, for slow (1.9)")
+    add_checkout_option(parser)
+    args = parser.parse_args()
+    args.checkouts = checkouts_of(parser, args.checkout)
+    args.modes = args.modes.split(",")
+    if not set(args.modes) <= set(MODES):
+        parser.error(f"--modes takes {', '.join(MODES)}")
+    stop_on_sigterm()
+    workdir = Path(tempfile.mkdtemp(prefix="sentinel-hostiledns-"))
+    args.hosts_file = workdir / "hosts"
+    args.hosts_file.write_text("")
+    try:
+        # Each checkout in turn for each mode, so that the load falls alike.
+        rows = [
+            run_mode(workdir, mode, checkout, args)
+            for mode in args.modes
+            for checkout in args.checkouts
+        ]
+    except BaseException:
+        print(f"logs kept in {workdir}", file=sys.stderr)
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(report(rows, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
