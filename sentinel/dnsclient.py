@@ -1,6 +1,6 @@
 """
 twisted.names' client as `sentinel.lookup` uses it: ``queryUDP`` to the
-name servers it is given, one UDP socket per try, quietly.
+name servers it is given, one UDP socket per query (for all its tries), quietly.
 
 Twisted writes four info lines per try: the datagram protocol's ``Starting
 protocol`` and ``Stopping protocol`` (twisted.names' is noisy), and the UDP

@@ -29,9 +29,10 @@ What glibc's getaddrinfo does, as far as a health agent needs it:
   followed within the answer (at most `MAX_CNAMES`), records for other
   names are ignored.
 
-Each query goes through ``client.Resolver.queryUDP`` (`sentinel.dnsclient`,
-which keeps it quiet), which opens a UDP socket per try and closes it when
-the try ends. Not ``lookupAddress``: when opening
+Each query goes through ``queryUDP`` of `sentinel.dnsclient.NameServers`,
+which keeps it quiet, and sends all its tries from one UDP socket, closed
+when the query ends, so that an answer to an earlier try still counts.
+Not ``lookupAddress``: when opening
 the socket fails (EMFILE), it raises instead of failing its Deferred and
 leaves the query marked in flight, so that every later lookup of that name
 waits forever (seen with twisted 26.10); and it asks a truncated answer
