@@ -156,6 +156,10 @@ class NameServers(client.Resolver):
         return _Tries(self, queries, timeouts, addresses).start()
 
 
+class AnotherQuestion(Exception):
+    """Every answer to a query was to another question (the first arg)."""
+
+
 class _Tries:
     """One `NameServers.queryUDP`: its tries, sockets and deadline."""
 
@@ -177,6 +181,8 @@ class _Tries:
         self._protocols: dict[bool, dns.DNSDatagramProtocol] = {}
         self._tries_waiting = 0
         self._next_try: IDelayedCall | None = None
+        # The last answer that was to another question, if any.
+        self._wrong: dns.Message | None = None
         self._ended = False
 
     def start(self) -> Deferred[dns.Message]:
@@ -201,18 +207,37 @@ class _Tries:
         remaining = max(0.0, self._deadline - self._clock.seconds())
         self._tries_waiting += 1
         asked = protocol.query(address, self._queries, remaining)
-        asked.addCallbacks(self._finish, self._try_failed)
+        asked.addCallbacks(self._answered, self._try_failed)
         if not self._ended and index + 1 < len(self._timeouts):
             self._next_try = self._clock.callLater(
                 self._timeouts[index], self._send, index + 1
             )
+
+    def _answered(self, message: dns.Message) -> None:
+        if message.queries == self._queries:
+            self._finish(message)
+            return
+        # An answer to another question (as glibc, not taken as ours: its
+        # records are another name's, and read as "no address" it sent
+        # operators looking for a missing record). The other tries wait on.
+        self._tries_waiting -= 1
+        self._wrong = message
+        self._tries_ended()
 
     def _try_failed(self, failure: Failure) -> None:
         self._tries_waiting -= 1
         if not failure.check(dns.DNSQueryTimeoutError):
             # Sending failed (no route, ...): as twisted.names, said at once.
             self._finish(failure)
-        elif self._tries_waiting == 0 and self._next_try is None:
+        else:
+            self._tries_ended()
+
+    def _tries_ended(self) -> None:
+        if self._tries_waiting or self._next_try is not None:
+            return
+        if self._wrong is not None:
+            self._finish(Failure(AnotherQuestion(self._wrong.queries)))
+        else:
             self._finish(Failure(TimeoutError(self._queries)))
 
     def _finish(self, result: dns.Message | Failure) -> None:

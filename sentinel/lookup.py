@@ -58,7 +58,7 @@ from twisted.names import client, dns, error
 from twisted.python.failure import Failure
 
 from sentinel.config import DNSConfig
-from sentinel.dnsclient import NameServers
+from sentinel.dnsclient import AnotherQuestion, NameServers
 from sentinel.files import MAX_HOSTS_BYTES, Unreadable, WatchedFile
 from sentinel.resolvconf import ResolvConf, ResolvConfFile, is_address, name_problem
 
@@ -354,6 +354,8 @@ def describe_failure(failure: Failure, bound: float) -> str | None:
         return str(failure.value)
     if failure.check(TimeoutError, error.DNSQueryTimeoutError):
         return f"no answer from name servers within {bound:g} s"
+    if failure.check(AnotherQuestion):
+        return "the name server answered another question"
     for kind, reason in _RCODE_REASONS:
         if failure.check(kind):
             return reason

@@ -13,8 +13,9 @@ from twisted.logger import LogEvent, globalLogPublisher
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.dnsclient import NameServers, QuietPort, ReadableOnly
-from tests.test_resolve import UDPClock, a
+from sentinel.dnsclient import AnotherQuestion, NameServers, QuietPort, ReadableOnly
+from sentinel.lookup import describe_failure
+from tests.test_resolve import FakeUDPPort, UDPClock, a
 
 
 class QuietPortTests(SynchronousTestCase):
@@ -123,6 +124,45 @@ class NameServersTests(SynchronousTestCase):
         self.assertNoResult(d)
         self.reactor.advance(1.0)
         self.failureResultOf(d, TimeoutError)
+
+    def reply_about(self, port: FakeUDPPort, index: int, name: str) -> None:
+        """Answer the `index`th query on `port` as if it had asked `name`."""
+        response = dns.Message(port.query(index).id, answer=1)
+        response.queries = [dns.Query(name, dns.A, dns.IN)]
+        response.answers = [a(name, "192.0.2.7")]
+        port.protocol.datagramReceived(response.toStr(), port.sent[index][1])
+
+    def test_answer_to_another_question_ignored(self) -> None:
+        """
+        An answer with the query's id but another question (and that
+        name's records) is not the query's answer: the next try's
+        answer still is.
+        """
+        d = self.client.queryUDP(self.queries)
+        [port] = self.reactor.ports
+        self.reply_about(port, 0, "other.example")
+        self.assertNoResult(d)
+        self.reactor.advance(1.0)
+        port.reply(answers=(a("redis.example", "192.0.2.1"),))
+        self.assertEqual(self.successResultOf(d).queries, self.queries)
+        self.assert_all_ended()
+
+    def test_only_answers_to_another_question(self) -> None:
+        """
+        When every try was answered about another name, the query fails
+        saying so (as soon as the last try is answered), not as a
+        timeout, nor as the name's having no address.
+        """
+        d = self.client.queryUDP(self.queries)
+        [port] = self.reactor.ports
+        self.reply_about(port, 0, "other.example")
+        self.reactor.advance(1.0)
+        self.reply_about(port, 1, "other.example")
+        failure = self.failureResultOf(d, AnotherQuestion)
+        self.assertEqual(
+            describe_failure(failure, 2.0), "the name server answered another question"
+        )
+        self.assert_all_ended()
 
     def test_no_answer_times_out_at_the_bound(self) -> None:
         """
