@@ -12,7 +12,12 @@ it took is printed (to measure a version without bounds, run with that
 version first on ``PYTHONPATH``, as an absolute path: the agent is started
 in a directory of its own, with the environment of this script).
 
-    .venv/bin/python benchmarks/hostile.py [--duration 30] [--modes flood,...]
+With ``--copies N``, N hostile instances of the mode (each its own
+listener), and the agent's CPU over the run and the reactor's lateness
+(``/debug/stats``) are printed too.
+
+    .venv/bin/python benchmarks/hostile.py [--duration 30] [--modes flood,...] \\
+        [--copies 1]
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ def parse_args() -> argparse.Namespace:
     add("--duration", type=float, default=30.0, help="seconds per mode (30)")
     add("--modes", default=",".join(MODES), help="comma-separated (all)")
     add("--rss-limit", type=int, default=2048, help="MiB; stop the agent past it")
+    add("--copies", type=int, default=1, help="hostile instances per mode (1)")
     args = parser.parse_args()
     args.modes = args.modes.split(",")
     if not set(args.modes) <= set(MODES):
@@ -62,10 +68,12 @@ def run_mode(workdir: Path, mode: str, args: argparse.Namespace) -> dict[str, An
     with ExitStack() as started:
         healthy = RedisServer().start()
         started.callback(healthy.stop)
-        hostile = HostileServers([(mode, False)])
+        hostile = HostileServers([(mode, False)] * args.copies)
         started.callback(hostile.stop)
+        names = [mode] + [f"{mode}{i}" for i in range(1, args.copies)]
         config = agent_config(
-            [Instance("healthy", healthy.port), Instance(mode, hostile.ports[0])]
+            [Instance("healthy", healthy.port)]
+            + [Instance(n, port) for n, port in zip(names, hostile.ports, strict=True)]
         )
         agent = Agent(workdir, config, label=mode)
         started.callback(agent.stop)
@@ -73,6 +81,7 @@ def run_mode(workdir: Path, mode: str, args: argparse.Namespace) -> dict[str, An
         while not agent.get(f"/instances/{mode}")["checks"]:
             time.sleep(0.05)
         row: dict[str, Any] = {"mode": mode, "rss_start": agent.rss_bytes()}
+        cpu_start = agent.cpu_seconds()
         row["rss_most"] = row["rss_start"]
         began = time.monotonic()
         while (elapsed := time.monotonic() - began) < args.duration:
@@ -83,6 +92,8 @@ def run_mode(workdir: Path, mode: str, args: argparse.Namespace) -> dict[str, An
                 break
             time.sleep(0.1)
         row["rss_end"] = agent.rss_bytes()
+        row["cpu"] = agent.cpu_seconds() - cpu_start
+        row["stats"] = agent.get("/debug/stats")
         row["document"] = agent.get(f"/instances/{mode}")
         row["healthy"] = agent.get("/instances/healthy")
         return row
@@ -97,13 +108,18 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             if "stopped_after" in row
             else ""
         )
-        healthy = row["healthy"]
+        healthy, stats = row["healthy"], row["stats"]
         lines += [
             f"{row['mode']}: RSS {row['rss_start'] / MIB:.1f} MiB at the first"
             f" check, at most {row['rss_most'] / MIB:.1f} MiB, "
             f"{row['rss_end'] / MIB:.1f} MiB after {args.duration:g} s{stopped};"
             f" healthy instance: {healthy['checks']} checks, "
             f"{healthy['failures']} failed",
+            f"    {args.copies} hostile: CPU {row['cpu']:.2f} s, tick lag max "
+            f"{stats['startup']['tick_lag_max_seconds']} s, lateness max "
+            f"{stats['startup']['max_lateness_seconds']} s, tick completion max "
+            f"{stats['tick_completion_seconds']['max']:.3f} s, overruns "
+            f"{stats['overruns']}",
             "    " + json.dumps(row["document"]),
             "",
         ]

@@ -29,6 +29,11 @@ no race with its readiness), serving one of the modes:
 The last three are well-formed: they change what the agent publishes,
 as often as they are asked.
 
+- ``infoslaves``, ``infocommas``, ``infobytes``, ``inforole``,
+  ``infohost``: a working Redis whose INFO replies fit within the agent's
+  cap on a reply (64 KiB) and are built to cost it the most to read (see
+  `COSTLY_INFOS`).
+
 Every endless stream waits for the socket to drain, so the server's own
 memory stays bounded; a stream ends when the client goes. With ``:tls`` a
 listener speaks TLS with ``--cert`` and ``--key``. It runs until killed.
@@ -182,6 +187,51 @@ async def wandering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
         await writer.drain()
 
 
+def _within_cap(head: bytes, line: bytes, count: int = 100_000) -> bytes:
+    # `head`, then `line` (formatted with its number) up to `count` times,
+    # all within the 64 KiB the agent takes of one reply.
+    out = bytearray(head)
+    for number in range(count):
+        more = line % number if b"%d" in line else line
+        if len(out) + len(more) > CHUNK - 16:
+            break
+        out += more
+    return bytes(out)
+
+
+# INFO replies within the agent's reply cap, built to cost it the most to
+# read (measured by hand: 1--6 ms of CPU each, the plain INFO 2 us).
+COSTLY_INFOS = {
+    # Thousands of replica lines, all one address: each line is parsed, and
+    # the cap on replicas kept (256) is never reached.
+    "infoslaves": _within_cap(INFO, b"slave%d:ip=a,port=1\r\n"),
+    # One replica line of 60,000 fields.
+    "infocommas": _within_cap(INFO, b"slave0:" + b"," * 60_000 + b"\r\n", 1),
+    # Keys of NULs, values of bytes that are no UTF-8.
+    "infobytes": _within_cap(INFO, b"\x00\x00\x00%d:\xff\xfe\r\n"),
+    # The role line, again and again.
+    "inforole": _within_cap(INFO, b"role:master\r\n"),
+    # A replica whose master_host is 60 KB.
+    "infohost": b"# Replication\r\nrole:slave\r\nmaster_host:"
+    + b"a" * 60_000
+    + b"\r\nmaster_port:6379\r\nmaster_link_status:up\r\n",
+}
+
+
+def costly_info(info: bytes) -> StreamHandler:
+    """A working Redis whose every INFO reply is `info`."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        while (command := await read_command(reader)) is not None:
+            if command[:1] == [b"INFO"]:
+                writer.write(_bulk(info))
+            else:
+                writer.write(reply_to(command))
+            await writer.drain()
+
+    return serve
+
+
 MODES: dict[str, StreamHandler] = {
     "flood": flood,
     "duplicate": duplicate,
@@ -193,6 +243,7 @@ MODES: dict[str, StreamHandler] = {
     "loading": loading,
     "roleflip": roleflip,
     "wandering": wandering,
+    **{mode: costly_info(info) for mode, info in COSTLY_INFOS.items()},
 }
 
 

@@ -39,6 +39,7 @@ from sentinel.protocol import (
     encode_reply,
     exists_command,
     parse_hello_role,
+    parse_listed_replica,
     parse_replication,
 )
 from sentinel.tls import client_tls
@@ -905,6 +906,31 @@ class ParseTests(SynchronousTestCase):
             for i in range(1000)
         )
         self.assertEqual(len(parse_replication(info).replicas), MAX_LISTED_REPLICAS)
+
+    def test_only_the_first_replica_lines_read(self) -> None:
+        """
+        Only the first MAX_LISTED_REPLICAS slaveN lines are read (Redis
+        writes one per replica), whatever they name: a reply of thousands
+        of lines naming one replica is not read to its end.
+        """
+        info = b"role:master\r\n" + b"".join(
+            b"slave%d:ip=10.0.0.1,port=6379\r\n" % i for i in range(MAX_LISTED_REPLICAS)
+        )
+        later = b"slave999:ip=10.0.0.2,port=6379\r\n"
+        self.assertEqual(
+            parse_replication(info + later).replicas, (("10.0.0.1", 6379),)
+        )
+
+    def test_only_the_first_replica_fields_read(self) -> None:
+        """
+        Of a slaveN line only the first 8 fields are read (Redis writes
+        five, ip and port first): a line of 60,000 commas is not split
+        whole, and a port after them is not read.
+        """
+        many = "ip=10.0.0.1,port=6379" + ",x" * 60_000
+        self.assertEqual(parse_listed_replica(many), ("10.0.0.1", 6379))
+        late_port = "ip=10.0.0.1" + ",x" * 7 + ",port=6379"
+        self.assertIsNone(parse_listed_replica(late_port))
 
     def test_replicas_do_not_change_the_role(self) -> None:
         """Two replies with the same role fields are equal, whatever they list."""
