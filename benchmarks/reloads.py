@@ -12,10 +12,14 @@ each mode: RSS before, at most and at the end, gc objects, checks failed
 and the fewest instances up during the storm and after it, the slowest
 tick, the ``/healthz`` answers seen, and the reloads applied and refused;
 with ``--series``, RSS and gc objects every 10 s (at a low ``--rate``, a
-churn of instances cycle after cycle).
+churn of instances cycle after cycle). With ``--zookeeper-down``,
+ZooKeeper is stopped (SIGSTOP) for the storm and resumed (SIGCONT) at its
+end, and printed too: how long after that ZooKeeper's instance nodes
+were exactly the last config's, all up.
 
     .venv/bin/python benchmarks/reloads.py [--instances 2000] [--rate 200]
         [--duration 30] [--after 20] [--modes same,alternate,invalid] [--series]
+        [--zookeeper-down]
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ from common import (
     table,
     wait_until,
 )
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException
+
+from tests.servers import ZooKeeperServer
 
 MODES = ("same", "alternate", "invalid")
 MIB = 2**20
@@ -65,6 +73,7 @@ def parse_args() -> argparse.Namespace:
     add("--after", type=float, default=20.0, help="s watched after it (20)")
     add("--modes", default=",".join(MODES), help="comma-separated (all)")
     add("--series", action="store_true", help="print RSS and gc objects each 10 s")
+    add("--zookeeper-down", action="store_true", help="ZooKeeper stopped for the storm")
     args = parser.parse_args()
     args.modes = args.modes.split(",")
     if not set(args.modes) <= set(MODES):
@@ -107,8 +116,33 @@ def hangups(pid: int, rate: float, duration: float, flip: Any, sent: list[int]) 
         time.sleep(max(0.0, at - time.monotonic()))
 
 
+def published_after(
+    client: KazooClient, root: str, names: set[str], since: float, limit: float
+) -> str:
+    """
+    How long after `since` the instance nodes under `root` were exactly
+    `names`, each saying up (polled every 0.1 s, at most `limit` s).
+    """
+    while time.monotonic() - since < limit:
+        try:
+            children = set(client.get_children(f"{root}/instances"))
+            if children == names and all(
+                json.loads(client.get(f"{root}/instances/{name}")[0])["status"] == "up"
+                for name in names
+            ):
+                return f"{time.monotonic() - since:.1f} s"
+        except (KazooException, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    return f"not within {limit:g} s"
+
+
 def run_mode(
-    mode: str, args: argparse.Namespace, ports: list[int], zookeeper: str
+    mode: str,
+    args: argparse.Namespace,
+    ports: list[int],
+    zookeeper: ZooKeeperServer,
+    client: KazooClient,
 ) -> dict[str, str]:
     """One agent through one storm; its figures as table rows."""
     n = args.instances
@@ -119,8 +153,9 @@ def run_mode(
     with ExitStack() as started:
         workdir = Path(tempfile.mkdtemp(prefix=f"sentinel-reloads-{mode}-"))
         started.callback(shutil.rmtree, workdir, ignore_errors=True)
-        text_a = agent_config(base, zookeeper=zookeeper, zk_root=f"/{mode}")
-        text_b = agent_config(other, zookeeper=zookeeper, zk_root=f"/{mode}")
+        hosts = zookeeper.hosts
+        text_a = agent_config(base, zookeeper=hosts, zk_root=f"/{mode}")
+        text_b = agent_config(other, zookeeper=hosts, zk_root=f"/{mode}")
         (workdir / "a.toml").write_text(text_a)
         (workdir / "b.toml").write_text(text_b)
         (workdir / "bad.toml").write_text("interval = [\n")
@@ -149,11 +184,28 @@ def run_mode(
         storm = threading.Thread(
             target=hangups, args=(agent.pid, args.rate, args.duration, flip, sent)
         )
+        if args.zookeeper_down:
+            zookeeper.pause()
+            started.callback(zookeeper.resume)
         storm.start()
         samples: list[tuple[float, dict[str, Any], int]] = []
         reasons: set[str] = set()
         start = time.monotonic()
+        resumed = None
+        published: list[str] = []
         while time.monotonic() - start < args.duration + args.after:
+            if args.zookeeper_down and resumed is None and not storm.is_alive():
+                zookeeper.resume()
+                resumed = time.monotonic()
+                # The last config the agent was pointed at.
+                last = cycle[(turn[0] - 1) % len(cycle)]
+                wanted_names = {i.name for i in (other if last == "b.toml" else base)}
+                # Polled beside the samples, which go on meanwhile.
+                watcher = threading.Thread(
+                    target=lambda *a: published.append(published_after(*a)),
+                    args=(client, f"/{mode}", wanted_names, resumed, args.after),
+                )
+                watcher.start()
             try:
                 stats = agent.get("/debug/stats", timeout=5)
             except OSError:
@@ -185,7 +237,11 @@ def run_mode(
         )
         rss = [s["rss_bytes"] for _, s, _ in samples if s]
         wanted = {"same": n, "alternate": n - n // 10, "invalid": n}[mode]
-        return {
+        figures = {}
+        if resumed is not None:
+            watcher.join()
+            figures["ZooKeeper nodes right after its return"] = published[0]
+        return figures | {
             "SIGHUP sent": f"{sent[0]:,} in {args.duration:g} s",
             "reloads applied / refused": (
                 f"{log.count('reloaded: '):,} / {log.count('reload refused'):,}"
@@ -210,7 +266,7 @@ def run_mode(
             ),
             "slowest tick": f"{tick * 1000:.0f} ms",
             "/healthz answers": answers,
-            "/healthz reasons": "; ".join(sorted(r[:100] for r in reasons)) or "-",
+            "/healthz reasons": "; ".join(sorted({r[:100] for r in reasons})) or "-",
             "load average": load_average(),
         }
 
@@ -221,9 +277,9 @@ def main() -> int:
     rows = [("machine", machine())]
     with ExitStack() as started:
         ports = [s.port for s in start_redis_servers(args.servers, started)]
-        zookeeper, _client = start_zookeeper(started)
+        zookeeper, client = start_zookeeper(started)
         for mode in args.modes:
-            figures = run_mode(mode, args, ports, zookeeper.hosts)
+            figures = run_mode(mode, args, ports, zookeeper, client)
             rows += [(f"{mode}: {key}", value) for key, value in figures.items()]
             print(f"{mode} done", file=sys.stderr, flush=True)
     title = (
