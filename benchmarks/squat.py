@@ -28,6 +28,14 @@ whose ``heartbeat_at`` is ``a``'s wrong time, and ``a``'s /healthz is
 polled for 10 s: how many answers were 200 (its clock taken to be
 right, ZooKeeper's off) and how many 503.
 
+``--kind churn`` runs a third scene: ``a`` and ``b`` (replicas 2) with
+``--nodes`` squatted opinions under ``cache-0``; then both agents'
+opinions of ``cache-0`` are deleted (its primary finds one missing and
+lists the opinions, with a watch) while the squatter creates and deletes
+a node there every 10 ms for 30 s (every firing of that watch would be
+another listing of them all): each agent's CPU, RSS, overruns and
+``/healthz`` answers other than 200, polled every 100 rounds of the churn.
+
     .venv/bin/python benchmarks/squat.py [--checkout this=.] [--nodes 10000]
         [--kind catalogs] [--runs 2]
 """
@@ -71,7 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument(
-        "--kind", choices=("catalogs", "agents", "opinions", "members", "clock"),
+        "--kind",
+        choices=("catalogs", "agents", "opinions", "members", "clock", "churn"),
         default="catalogs",
     )  # fmt: skip
     parser.add_argument("--instances", type=int, default=20)
@@ -82,13 +91,24 @@ def main() -> None:
     stop_on_sigterm()
     for label, checkout in checkouts_of(parser, options.checkout):
         for run in range(options.runs):
-            run_once = clock_run if options.kind == "clock" else one_run
+            run_once = {"clock": clock_run, "churn": churn_run}.get(
+                options.kind, one_run
+            )
             rows = run_once(options, checkout)
             title = (
                 f"{label} ({commit_of(checkout)}), run {run + 1}: {options.nodes:,}"
                 f" squatter {options.kind}, load {load_average()}"
             )
             print(table(rows, title), flush=True)
+
+
+def squatter_client(started: ExitStack, hosts: str) -> KazooClient:
+    """The squatter's kazoo client, its own session, stopped with `started`."""
+    squatter = KazooClient(hosts=hosts, timeout=30.0)
+    squatter.start(timeout=10.0)
+    started.callback(squatter.close)
+    started.callback(squatter.stop)
+    return squatter
 
 
 def squat(client: KazooClient, kind: str, nodes: int) -> None:
@@ -142,10 +162,7 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         a, b = start("a"), start("b")
         wait_until(lambda: members(a) == members(b) == 2, 30.0, "a group of two")
         time.sleep(2.0)
-        squatter = KazooClient(hosts=zookeeper.hosts, timeout=30.0)
-        squatter.start(timeout=10.0)
-        started.callback(squatter.close)
-        started.callback(squatter.stop)
+        squatter = squatter_client(started, zookeeper.hosts)
         bad: list[str] = []
         polling = threading.Event()
 
@@ -269,10 +286,7 @@ def clock_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, st
         blamed = wait_until(
             lambda: "behind ZooKeeper's" in healthz(a)[1], 30.0, "a's clock blamed"
         )
-        squatter = KazooClient(hosts=zookeeper.hosts, timeout=30.0)
-        squatter.start(timeout=10.0)
-        started.callback(squatter.close)
-        started.callback(squatter.stop)
+        squatter = squatter_client(started, zookeeper.hosts)
         said = json.dumps({"agent": "squatter", "heartbeat_at": time.time() - 30.0})
         for i in range(options.nodes):
             squatter.create(
@@ -292,6 +306,58 @@ def clock_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, st
             ("a's /healthz in 10 s after", f"{answers}"),
         ]
         rows += [("  said", reason) for reason in sorted(reasons)[:2]]
+        return rows
+
+
+def churn_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]]:
+    """Squatted opinions, the agents' own deleted, and a churn beside them."""
+    with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
+        zookeeper, reader = start_zookeeper(started)
+        for parent in ("opinions/cache-0", "catalogs", "agents"):
+            reader.ensure_path(f"{ROOT}/{parent}")
+        servers = start_redis_servers(1, started)
+        instances = [
+            Instance(f"cache-{i}", servers[0].port) for i in range(options.instances)
+        ]
+        a, b = (
+            start_agent(started, Path(scratch), zookeeper.hosts, instances, x, checkout)
+            for x in "ab"
+        )
+        wait_until(lambda: members(a) == members(b) == 2, 30.0, "a group of two")
+        time.sleep(2.0)
+        squatter = squatter_client(started, zookeeper.hosts)
+        squat(squatter, "opinions", options.nodes)
+        cpu = {agent: agent.cpu_seconds() for agent in (a, b)}
+        for agent_id in "ab":
+            squatter.delete(f"{ROOT}/opinions/cache-0/{agent_id}")
+        operations = 0
+        bad = {a: 0, b: 0}
+        end = time.monotonic() + 30.0
+        while time.monotonic() < end:
+            created = squatter.create(f"{ROOT}/opinions/cache-0/churn", ephemeral=True)
+            squatter.delete(created)
+            operations += 2
+            if operations % 200 == 0:
+                for agent in (a, b):
+                    bad[agent] += healthz(agent)[0] != 200
+            time.sleep(0.01)
+        rows = [("squatter's operations in 30 s", f"{operations:,}")]
+        for agent, label in ((a, "a"), (b, "b")):
+            stats = agent.get("/debug/stats")
+            rows.append(
+                (
+                    f"{label}: CPU, RSS, overruns, /healthz not 200",
+                    f"{agent.cpu_seconds() - cpu[agent]:.2f} s, "
+                    f"{agent.rss_bytes() / 2**20:.0f} MiB, {stats['overruns']}, "
+                    f"{bad[agent]}",
+                )
+            )
+        agents = [
+            name
+            for name in reader.get_children(f"{ROOT}/opinions/cache-0")
+            if not name.startswith("squatter")
+        ]
+        rows.append(("agents' opinions of cache-0 at the end", ", ".join(agents)))
         return rows
 
 
