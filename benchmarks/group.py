@@ -27,14 +27,17 @@ lowers the checks due (3 s: 3,000 a second for 9,000 instances).
 zxid) in a steady window, then after ``kill -9`` of one agent: until its
 session timeout, until every instance node is a survivor's again (read
 with data watches), ``--settle`` s more, and a steady window again; with
-the time from the kill until every node is a survivor's, and any instance
-published down (every server is healthy: any down is false).
+the time from the kill until every node is a survivor's, the survivors'
+creates (a takeover's transaction counts as one) answered and refused
+meanwhile, and any instance published down (every server is healthy: any
+down is false). ``--tree`` runs another checkout's agents (code before a
+change, say) under this script.
 
     .venv/bin/python benchmarks/group.py cost
     .venv/bin/python benchmarks/group.py cpu [--instances 3000] [--duration 30]
         [--warmup 20] [--interval 1] [--timeout 0.5]
     .venv/bin/python benchmarks/group.py writes [--instances 3000]
-        [--window 60] [--settle 10] [--session-timeout 4]
+        [--window 60] [--settle 10] [--session-timeout 4] [--tree PATH]
 """
 
 from __future__ import annotations
@@ -42,9 +45,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import sys
 import tempfile
 import time
+import urllib.request
+from collections import Counter
 from contextlib import ExitStack
 from itertools import pairwise
 from pathlib import Path
@@ -53,6 +59,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import (  # noqa: E402
+    LOOPBACK,
     Agent,
     Instance,
     agent_config,
@@ -201,15 +208,18 @@ def start_agents(
     running: ExitStack,
     workdir: Path,
     configs: list[tuple[str, str, int]],
+    tree: Path | None = None,
 ) -> list[Agent]:
     """
     One agent per (label, config, instances configured), each stopped by
-    `running`, with an open-file limit that fits its instances; return
-    once every one answers.
+    `running`, with an open-file limit that fits its instances, of the
+    checkout `tree` (default: this one); return once every one answers.
     """
     agents = []
     for label, config, instances in configs:
-        agent = Agent(workdir, config, label, open_files=open_files_for(instances))
+        agent = Agent(
+            workdir, config, label, tree, open_files=open_files_for(instances)
+        )
         running.callback(agent.stop)
         agents.append(agent)
     for agent in agents:
@@ -420,7 +430,7 @@ def writes(args: argparse.Namespace) -> None:
             )
             for agent_id in ids
         ]
-        agents = start_agents(started, Path(tmp), configs)
+        agents = start_agents(started, Path(tmp), configs, args.tree)
         rows.append(("start", wait_all_up(agents, 2 * n, args.up_limit)))
         nodes = InstanceNodes(zookeeper.hosts, root, names)
         started.callback(nodes.close)
@@ -437,12 +447,14 @@ def writes(args: argparse.Namespace) -> None:
         dead_nodes = nodes.expect_takeover(ids[0], survivors)
         killed_at = time.monotonic()
         killed_wall = time.time()
+        creates_before = _creates(agents[1:])
         victim.child.kill()
         time.sleep(args.session_timeout)
         mark("then until every node is a survivor's")
         deadline = killed_at + args.session_timeout + args.recovery_limit
         while nodes.taken_over() < dead_nodes and time.monotonic() < deadline:
             time.sleep(0.05)
+        creates = _creates(agents[1:])
         mark(f"the {args.settle:g} s after that")
         time.sleep(args.settle)
         mark("steady again")
@@ -451,6 +463,16 @@ def writes(args: argparse.Namespace) -> None:
         stats = _stats_of(agents[1:])
     rows += _write_rows(marks)
     rows += _takeover_rows(nodes, dead_nodes, killed_wall, args.session_timeout)
+    rows.append(
+        (
+            "  survivors' creates until then",
+            "/metrics not answered"
+            if creates is None or creates_before is None
+            else f"{creates['ok'] - creates_before['ok']:,} answered, "
+            f"{creates['error'] - creates_before['error']:,} refused "
+            "(opinions of the new observers among them)",
+        )
+    )
     rows += [
         (
             "published down (all servers healthy)",
@@ -491,6 +513,31 @@ def _stats_of(agents: list[Agent]) -> list[dict[str, Any] | None]:
         except OSError:
             stats.append(None)
     return stats
+
+
+_CREATES = re.compile(
+    r'^sentinel_zk_writes_total\{op="create",result="(ok|error)"\} ([0-9.e+]+)$',
+    re.MULTILINE,
+)
+
+
+def _creates(agents: list[Agent]) -> Counter[str] | None:
+    """
+    The creates of `agents` (``sentinel_zk_writes``: a takeover's
+    transaction counts as one) by outcome, from /metrics; None if one did
+    not answer within 30 s.
+    """
+    total: Counter[str] = Counter()
+    for agent in agents:
+        url = f"http://{LOOPBACK}:{agent.http_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=30.0) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        for result, value in _CREATES.findall(text):
+            total[result] += int(float(value))
+    return total
 
 
 def _takeover_rows(
@@ -568,6 +615,12 @@ def main() -> int:
         type=float,
         default=60.0,
         help="longest wait for the takeover after the session timeout, s (60)",
+    )
+    written.add_argument(
+        "--tree",
+        type=Path,
+        default=None,
+        help="a checkout whose agents to run (default: this one)",
     )
     for command in (cpus, written):
         command.add_argument(
