@@ -121,14 +121,23 @@ class FakeZooKeeperServer:
         return session
 
     def end_session(self, session: int) -> None:
-        """The session ends (closed or expired): its ephemeral nodes go."""
+        """
+        The session ends (closed or expired): its ephemeral nodes go, all
+        of them before any watch fires, as ZooKeeper deletes them in one
+        transaction (a watcher that asks about another of them then finds
+        it gone, as it would).
+        """
         self.sessions.pop(session, None)
         holder = self.holders.pop(session, None)
         # Its client hears of the expiry, not of its own nodes' deletion.
         if holder is not None:
             holder._session_ended()
-        for path in [p for p, n in self.nodes.items() if n.owner == session]:
-            self.remove(path)
+        gone = [p for p, n in self.nodes.items() if n.owner == session]
+        for path in gone:
+            del self.nodes[path]
+            self._sequences[_parent(path)] += 1
+        for path in gone:
+            self.fire(path, EventType.DELETED)
 
     def drop(self, client: FakeZooKeeper) -> None:
         """
