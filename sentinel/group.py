@@ -136,6 +136,7 @@ class Group:
                 agent, created
             ),
             on_gone=self._members_gone,
+            probes=lambda agent: self.publishing.probes_of(agent),
         )
         # The members primary of an instance this agent knows, by count:
         # computed again after a change of the view or of the config.
@@ -263,6 +264,9 @@ class Group:
             {agent: catalog.names for agent, catalog in view.items()}
         )
         self.generation += 1
+        self.publishing.sessions_ended(
+            self.membership.sessions_gone.intersection(before).difference(view)
+        )
         self.publishing.view_changed()
         self._report_disagreement()
         # A node kept for its next primary goes once no other member knows

@@ -62,7 +62,12 @@ only members leaving whose agent nodes went too is applied at once
 (`_sessions_ended`): their sessions ended (expired after a crash, or
 closed by a stop that left the group), their instance nodes are missing
 or about to be, and readers miss them until the new primaries make them
-again. The first view waits the settle time too: agents
+again. Among them, a member whose opinions asked about beside its agent
+node (`probes`: a few this agent read) are gone too has lost its session
+(`sessions_gone`), which took every node of it at once: the new
+primaries make its instance nodes with a create alone, where a leave's
+are taken over from its live session. The first view waits the settle
+time too: agents
 started together then begin with the same view, rather than each take
 everything, alone, for a moment. This agent is always a member of its
 own view, whatever ZooKeeper lists (it may not have written its catalog
@@ -193,6 +198,7 @@ class Membership:
         on_own_listed: Callable[[Collection[tuple[str, str]]], None] | None = None,
         on_restart: Callable[[str, int], None] | None = None,
         on_gone: Callable[[Collection[str]], None] | None = None,
+        probes: Callable[[str], Collection[str]] | None = None,
     ) -> None:
         """
         @param on_stir: called as soon as ZooKeeper says the membership may
@@ -206,6 +212,9 @@ class Membership:
         @param on_gone: called with the members that had a complete
             catalog at the last listing and have none now, for what is
             kept by member id elsewhere to be let go.
+        @param probes: a few paths of ephemeral nodes a member's session
+            holds as far as this agent knows (its opinions), asked about
+            when it leaves with its agent node (`sessions_gone`).
         """
         self._reactor = reactor
         self.zk = zk
@@ -217,6 +226,13 @@ class Membership:
         self._on_stir = on_stir
         self._on_own_listed = on_own_listed
         self._on_gone = on_gone
+        self._probes = probes
+        # Members gone with their agent nodes, and with every node of
+        # theirs asked about (`probes`), since the last view applied:
+        # their sessions ended (a crash's expiry; a leave's close), not a
+        # leave, whose session keeps its instance nodes for the new
+        # primaries to take over. Read by `on_view`, cleared after it.
+        self.sessions_gone: set[str] = set()
         self._restarts = MemberRestarts(zk, root, agent_id, on_restart)
         self.settle = settle
         self.running = False
@@ -995,8 +1011,28 @@ class Membership:
         ]
         if not gone:
             return False
+        probes = {
+            agent: list(self._probes(agent)) if self._probes is not None else []
+            for agent in gone
+        }
+        # Asked beside the agent nodes, in the same round trip
+        # (`_agent_sessions` then finds their answers in `stats`).
+        asked = [f"{self.root}/agents/{agent}" for agent in gone]
+        asked += [path for paths in probes.values() for path in paths]
+        self._asked += await ask(self.zk, asked, stats)
         sessions = await self._agent_sessions(gone, stats)
-        return all(session is None for session in sessions.values())
+        ended = all(session is None for session in sessions.values())
+        if ended:
+            # A leave deletes its agent node, and keeps its instance nodes
+            # and opinions (its session lives) until they are taken over;
+            # a session's end takes every node of it at once, before the
+            # watch that told us fired.
+            self.sessions_gone.update(
+                agent
+                for agent, paths in probes.items()
+                if paths and all(stats[path] is None for path in paths)
+            )
+        return ended
 
     def _changed(self, since: float | None, at_once: bool = False) -> None:
         """
@@ -1053,12 +1089,14 @@ class Membership:
         self._viewed_version = self._listed_version
         self._caught_up()
         if view == self.view and not first:
+            self.sessions_gone.clear()
             return
         self.view = view
         try:
             self._on_view(view)
         except Exception:
             log.failure("applying the group's membership failed")
+        self.sessions_gone.clear()
 
 
 _PERSISTENT = "a persistent node, which no agent's session holds"

@@ -74,6 +74,7 @@ class Node:
         "takeover",
         "held_before",
         "held_by",
+        "holder_gone",
         "watching",
         "released",
         "handed_to",
@@ -136,6 +137,11 @@ class Node:
         # agent read as an observer is taken over from that reading only
         # if that member wrote it (`Takeovers.read`).
         self.held_by: str | None = None
+        # And that member's session is known to have ended (its agent node
+        # and the opinions of its that were probed went with it: a crash's
+        # expiry), so that the node went too: it is made anew at once,
+        # with no transaction that could only be refused (`Takeovers.make_anew`).
+        self.holder_gone = False
         # A watch on it, as its primary, is armed and has not fired since
         # (`sentinel.takeover.Takeovers.check_still_ours`).
         self.watching = False

@@ -64,6 +64,7 @@ import heapq
 import math
 from collections.abc import Callable, Collection, Set
 from functools import partial
+from itertools import islice
 from typing import Any
 
 import attr
@@ -739,6 +740,20 @@ class Opinions:
             if whose == agent and since is None and written < created:
                 self._written[path] = (whose, name, written, now)
         self._reactor.callLater(ABSENT_AFTER, self._restart_long, agent, now)
+
+    def probes_of(self, agent: str, limit: int) -> list[str]:
+        """
+        The paths of up to `limit` of `agent`'s opinions this agent read
+        last (it is their instances' primary), written by its newest
+        process: ephemeral nodes that go with that member's session, or
+        when it stops observing their instances.
+        """
+        newest = (
+            path
+            for path, (whose, _, _, unbacked) in self._written.items()
+            if whose == agent and unbacked is None
+        )
+        return list(islice(newest, limit))
 
     def members_gone(self, agents: Collection[str]) -> None:
         """

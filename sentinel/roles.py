@@ -54,6 +54,12 @@ log = Logger()
 # Starts and stops following the group's membership (`sentinel.group`).
 Following = tuple[Callable[[], None], Callable[[], None]]
 
+# Opinions of a member asked about when it leaves with its agent node,
+# beside that node (`probes_of`): all gone, its session ended with them.
+# More than one, so that an opinion deleted by its member (it stopped
+# observing that instance) is not taken for a session's end.
+SESSION_PROBES = 2
+
 
 class GroupRoles:
     """
@@ -119,6 +125,9 @@ class GroupRoles:
         # and the master of each.
         self._followers: dict[str, set[str]] = {}
         self._masters: dict[str, str] = {}
+        # The members gone in the view being applied whose sessions are
+        # known to have ended (`sessions_ended`).
+        self._sessions_gone: frozenset[str] = frozenset()
 
     def join(
         self,
@@ -199,6 +208,22 @@ class GroupRoles:
     def members_gone(self, agents: Collection[str]) -> None:
         """Members with no catalog listed any more (`Membership`)."""
         self._opinions.members_gone(agents)
+
+    def probes_of(self, agent: str) -> list[str]:
+        """
+        Nodes of member `agent`'s session that go only with it: a few of
+        its opinions this agent last read (`Opinions.probes_of`).
+        """
+        return self._opinions.probes_of(agent, SESSION_PROBES)
+
+    def sessions_ended(self, agents: Collection[str]) -> None:
+        """
+        Of the members the view about to be applied leaves out, `agents`
+        are known to have lost their sessions with every node of them
+        (`Membership.sessions_gone`): the nodes this agent is made the
+        primary of in their place are made anew (`Node.holder_gone`).
+        """
+        self._sessions_gone = frozenset(agents)
 
     def own_catalog_listed(self, found: Collection[tuple[str, str]]) -> None:
         """
@@ -322,13 +347,18 @@ class GroupRoles:
                 node.released = False
                 self._holders.release(node, "it moved back to this agent")
             node.takeover = True
-            if self.replicas > 1:
-                self._opinions.listen(name, observers)
             if before[:1] not in ((), (me,)):
+                # Before the opinions are heard: an answer may mark the
+                # node for writing at once.
                 node.held_before = not node.owned
                 node.held_by = before[0]
-                if instance is not None:
-                    self._takeovers.coming(instance)
+                node.holder_gone = node.held_before and (
+                    before[0] in self._sessions_gone
+                )
+            if self.replicas > 1:
+                self._opinions.listen(name, observers)
+            if before[:1] not in ((), (me,)) and instance is not None:
+                self._takeovers.coming(instance)
             self._queue.mark(node)
         elif keeping:
             assert node is not None

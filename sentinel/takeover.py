@@ -134,6 +134,9 @@ class Takeovers:
         self._verdict_node = verdict_node
         self.takeovers = 0
         self.handoffs = 0
+        # Nodes made anew in place of a member whose session had ended
+        # (`make_anew`), for /debug/stats beside the takeovers.
+        self.made_anew = 0
 
     @property
     def keeping(self) -> bool:
@@ -246,14 +249,7 @@ class Takeovers:
             node.yielded = now + YIELD_SECONDS
         if now < node.yielded:
             return False
-        # What the node said is ours now: its since stays if our document
-        # says the same status (`Node.kept`), so it is made again.
-        node.previous = previous
-        node.kept = said_since(previous)
-        node.said_checked_at = said_checked_at(previous)
-        # Before our document is built: the status our checks go on from
-        # is what the node said (a takeover is no news of the instance).
-        self._inherit(node.name, previous)
+        self._adopt(node, previous)
         data = node.data() or encode({**previous, "agent": self._agent_id})
         try:
             await self._queue.counted(
@@ -280,6 +276,55 @@ class Takeovers:
             session=f"{stat.ephemeralOwner:#x}",
         )
         return True
+
+    async def make_anew(self, node: Node) -> None:
+        """
+        Make a node whose holder's session is known to have ended
+        (`Node.holder_gone`: a crash's expiry, which deleted every node of
+        that session at once, before the membership heard of it), from
+        what this agent last read of it as an observer, if that member
+        wrote it: a create alone. The transaction a takeover sends could
+        only be refused for want of the node, and at a crash at 3,000
+        instances the survivors sent one per node (953), all at once,
+        each a round trip before the create behind it. Found held after
+        all (that session was alive, or another member made the node
+        first), it is read and taken over at once, as `take_over` does.
+        """
+        if not self._life.running:
+            return  # Stopping: no takeover starts, nor this one.
+        previous = None
+        known = self._verdict_node(node.name)
+        if known is not None and _written_by(known[0]) == node.held_by:
+            previous = previous_verdict(known[0])
+        if previous is not None:
+            self._adopt(node, previous)
+        data = node.data()
+        if data is None and previous is not None:
+            data = encode({**previous, "agent": self._agent_id})
+        if data is None:
+            return  # Nothing to say yet: written at the first check.
+        try:
+            await self._queue.counted(
+                "create", self._zk.create(node.path, data, ephemeral=True)
+            )
+        except NodeExistsError:
+            node.held_before = True
+            node.dirty = True
+            return
+        node.owned = True
+        node.version = 0
+        self.made_anew += 1
+
+    def _adopt(self, node: Node, previous: dict[str, Any]) -> None:
+        """What `node` said (`previous`) is ours now, as its new primary."""
+        # Its since stays if our document says the same status
+        # (`Node.kept`), so it is made again.
+        node.previous = previous
+        node.kept = said_since(previous)
+        node.said_checked_at = said_checked_at(previous)
+        # Before our document is built: the status our checks go on from
+        # is what the node said (a takeover is no news of the instance).
+        self._inherit(node.name, previous)
 
     def check_still_ours(self, node: Node) -> None:
         """

@@ -160,6 +160,7 @@ class ZooKeeperReport:
             takeovers = self._takeovers
             stats["group"] = {
                 "takeovers": takeovers.takeovers,
+                "made_anew": takeovers.made_anew,
                 "handoffs": takeovers.handoffs,
                 "handing_off": takeovers.handing_off,
                 "primary_of": self._roles.primaries,

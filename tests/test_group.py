@@ -647,6 +647,9 @@ class DiscoveryHandoverTests(SynchronousTestCase):
     between any two steps finds each up instance's endpoint listed once.
     """
 
+    # The member made primary in the last scene that moved nodes to it.
+    taking: Member
+
     def fleet_of(self, replicas: int) -> Fleet:
         fleet = Fleet()
         for agent in ("a", "b"):
@@ -799,7 +802,7 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         """
         fleet = self.fleet_of(2)
         fleet.run(REFRESH + 2 * INTERVAL)
-        taking = fleet.members["b"]
+        taking = self.taking = fleet.members["b"]
         share = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("a")]
         self.assertTrue(share)
         paths = [f"{ROOT}/instances/{n}" for n in share]
@@ -864,12 +867,91 @@ class DiscoveryHandoverTests(SynchronousTestCase):
     def test_takeover_of_a_crashed_members_node_makes_it_at_once(self) -> None:
         """
         A member made primary at another's crash (its session over, its
-        nodes gone) sends the transaction at the version it read as an
-        observer, refused for want of the node, and makes the node at
-        once, with no read in between.
+        nodes gone, its opinions too) makes each node with a create alone:
+        no transaction at the version it read as an observer, which could
+        only be refused for want of the node, one round trip more per node.
         """
         share, calls = self.leave_after_verdicts_read(crash=True)
-        self.assertEqual([c[:2] for c in calls], [["replace", "create"]] * len(share))
+        self.assertEqual([c[:1] for c in calls], [["create"]] * len(share))
+        self.assertNotIn("replace", [kind for c in calls for kind in c])
+        group = self.taking.publisher.stats()["group"]
+        self.assertEqual((group["made_anew"], group["takeovers"]), (len(share), 0))
+
+    def leave_listed_whole(
+        self, probed_missing: bool = False
+    ) -> tuple[list[str], list[list[str]], set[str]]:
+        """
+        Two members, replicas = 2, verdicts read: the first leaves the
+        group, and the other lists the catalogs only once its agent node
+        is gone too (as a real ZooKeeper's watch, answered after both
+        deletes, most often does; the fake answers in between), so that
+        the leave is applied at once. If `probed_missing`, the opinions
+        of the leaver it asks about are paths that never existed. The
+        instances of its share, the calls the other made on each node
+        since, and the members it took for ones whose session ended.
+        """
+        fleet = self.fleet_of(2)
+        taking = self.taking = fleet.members["b"]
+        membership = taking.group.membership
+        if probed_missing:
+            membership._probes = lambda agent: [f"{ROOT}/opinions/x/{agent}"]
+        ended: set[str] = set()
+        view = membership._on_view
+
+        def on_view(members: Any) -> None:
+            ended.update(membership.sessions_gone)
+            view(members)
+
+        membership._on_view = on_view
+        fleet.run(REFRESH + 2 * INTERVAL)
+        share = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("a")]
+        self.assertTrue(share)
+        paths = [f"{ROOT}/instances/{n}" for n in share]
+        before = len(taking.zk.history)
+        taking.zk.hang("get_children")
+        stopped = fleet.members["a"].stop()
+        fleet.run(0.0)
+        self.assertIsNone(fleet.server.nodes.get(f"{ROOT}/agents/a"))
+        taking.zk.unhang()
+        taking.zk.release("get_children")
+        missing = []
+        for _ in range(40):
+            fleet.run(0.05)
+            missing += [n for n in share if fleet.node(n) is None]
+        self.successResultOf(stopped)
+        self.assertEqual(missing, [])
+        for name in share:
+            self.assertEqual(fleet.owner_of(name), fleet.session_of("b"))
+        calls = [
+            [k for k, p in taking.zk.history[before:] if p == path] for path in paths
+        ]
+        return share, calls, ended
+
+    def test_leave_applied_at_once_is_taken_over(self) -> None:
+        """
+        A member leaving alive (its agent node deleted with its catalog,
+        its opinions and instance nodes kept until taken over) is told
+        from one whose session ended: its nodes are taken over, each in
+        the transaction alone, none made anew (a create, refused).
+        """
+        share, calls, ended = self.leave_listed_whole()
+        self.assertEqual(ended, set())
+        self.assertEqual([c[:1] for c in calls], [["replace"]] * len(share))
+        group = self.taking.publisher.stats()["group"]
+        self.assertEqual((group["made_anew"], group["takeovers"]), (0, len(share)))
+
+    def test_takeover_guessed_gone_but_held_is_taken_over(self) -> None:
+        """
+        A member taken for one whose session ended (the opinions of its
+        asked about were missing) while it left the group alive: each
+        create is refused, the node read and taken over at once, none
+        missing meanwhile.
+        """
+        share, calls, ended = self.leave_listed_whole(probed_missing=True)
+        self.assertEqual(ended, {"a"})
+        self.assertEqual(
+            [c[:3] for c in calls], [["create", "get", "replace"]] * len(share)
+        )
 
     def test_takeover_from_a_stale_read_reads_again(self) -> None:
         """
