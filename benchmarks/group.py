@@ -29,7 +29,8 @@ session timeout, until every instance node is a survivor's again (read
 with data watches), ``--settle`` s more, and a steady window again; with
 the time from the kill until every node is a survivor's, the survivors'
 creates (a takeover's transaction counts as one) answered and refused
-meanwhile, and any instance published down (every server is healthy: any
+meanwhile, the requests ZooKeeper received from them (``cons``), and any
+instance published down (every server is healthy: any
 down is false). ``--tree`` runs another checkout's agents (code before a
 change, say) under this script.
 
@@ -448,6 +449,8 @@ def writes(args: argparse.Namespace) -> None:
         killed_at = time.monotonic()
         killed_wall = time.time()
         creates_before = _creates(agents[1:])
+        reader = nodes.client.client_id[0]
+        requests_before = _requests(zookeeper, reader)
         victim.child.kill()
         time.sleep(args.session_timeout)
         mark("then until every node is a survivor's")
@@ -455,6 +458,7 @@ def writes(args: argparse.Namespace) -> None:
         while nodes.taken_over() < dead_nodes and time.monotonic() < deadline:
             time.sleep(0.05)
         creates = _creates(agents[1:])
+        requests = _requests(zookeeper, reader)
         mark(f"the {args.settle:g} s after that")
         time.sleep(args.settle)
         mark("steady again")
@@ -471,6 +475,13 @@ def writes(args: argparse.Namespace) -> None:
             else f"{creates['ok'] - creates_before['ok']:,} answered, "
             f"{creates['error'] - creates_before['error']:,} refused "
             "(opinions of the new observers among them)",
+        )
+    )
+    rows.append(
+        (
+            "  survivors' requests until then",
+            f"{_requests_since(requests_before, requests):,} (ZooKeeper's cons: "
+            "packets received; a transaction is one)",
         )
     )
     rows += [
@@ -513,6 +524,30 @@ def _stats_of(agents: list[Agent]) -> list[dict[str, Any] | None]:
         except OSError:
             stats.append(None)
     return stats
+
+
+_RECEIVED = re.compile(r"recved=(\d+),sent=\d+,sid=(0x[0-9a-f]+)")
+
+
+def _requests(zookeeper: ZooKeeperServer, reader: int) -> dict[int, int]:
+    """
+    The packets ZooKeeper received on each connection but the reader's
+    session's (``cons``), by session: the agents' requests and pings.
+    """
+    answer = zookeeper.four_letter_word("cons", timeout=5.0).decode()
+    received = {
+        int(session, 16): int(count) for count, session in _RECEIVED.findall(answer)
+    }
+    received.pop(reader, None)
+    return received
+
+
+def _requests_since(before: dict[int, int], after: dict[int, int]) -> int:
+    """
+    The packets received since `before` on the connections open at
+    `after` (the survivors'; the killed agent's closed with its session).
+    """
+    return sum(count - before.get(session, 0) for session, count in after.items())
 
 
 _CREATES = re.compile(
