@@ -416,6 +416,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
 def keep_logs(args: argparse.Namespace, agents: list[Agent], number: int) -> None:
     """Copy the agents' logs to ``--keep-logs``, if given."""
     if args.keep_logs:
+        Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
         for agent in agents:
             target = Path(args.keep_logs) / f"leave-{number}-{agent.log.name}"
             target.write_bytes(agent.log.read_bytes())
