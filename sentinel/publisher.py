@@ -322,7 +322,8 @@ class ZooKeeperPublisher(Service):
             # The primary's own opinion in the verdict is its live state:
             # while a change of it waits (`sentinel.flapping`), so does the
             # verdict, or it was written at every check of a flapping
-            # instance. Its opinion going down is never held back.
+            # instance. A change of its opinion's status is never held
+            # back, and ends the wait.
             changes = state.published_changes
             held = changes is not None and changes.held_since is not None
             if (
