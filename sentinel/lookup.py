@@ -87,24 +87,44 @@ class LookupFailed(Exception):
 
 def names_no_host(address: str) -> bool:
     """
-    Whether `address` is the unspecified one (0.0.0.0, ::), which a hosts
-    file or a filtering name server gives a blocked name. Connecting to it
-    reaches this host: the agent would check its own Redis under another
-    instance's name, and publish that. So does 0.0.0.0 mapped into IPv6
-    (``::ffff:0.0.0.0``), which Python does not call unspecified.
+    Whether `address` names no one host: the unspecified one (0.0.0.0,
+    ::), which a hosts file or a filtering name server gives a blocked
+    name, or a multicast or broadcast one, which a hostile or broken name
+    server may give. Connecting to the unspecified one reaches this host:
+    the agent would check its own Redis under another instance's name, and
+    publish that. So does 0.0.0.0 mapped into IPv6 (``::ffff:0.0.0.0``),
+    which Python does not call unspecified. A group address is no
+    instance's either (its connect fails with "no route to host", a reason
+    that points at the network, not at the answer).
     """
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         # One Twisted takes for an address but Python does not ("::1%",
-        # an empty scope): whatever it is, not the unspecified one.
+        # an empty scope): whatever it is, not one of those.
         return False
+    return any(
+        one.is_unspecified or one.is_multicast or one == _BROADCAST
+        for one in _forms(ip)
+    )
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _forms(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[Any]:
+    """`ip`, and the IPv4 address mapped into it, if it is one."""
     mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-    return ip.is_unspecified or (mapped is not None and mapped.is_unspecified)
+    return [ip] if mapped is None else [ip, mapped]
 
 
 def _blocked(source: str, address: str) -> LookupFailed:
-    return LookupFailed(f"{source} {address}, which names no host (a blocked name?)")
+    """Why `address` (one that `names_no_host`) is no answer."""
+    if any(one.is_unspecified for one in _forms(ipaddress.ip_address(address))):
+        return LookupFailed(
+            f"{source} {address}, which names no host (a blocked name?)"
+        )
+    return LookupFailed(f"{source} {address}, which names no one host")
 
 
 def search_hosts(text: str, name: str) -> list[str]:

@@ -628,6 +628,33 @@ class NameLookupTests(SynchronousTestCase):
         self.last().reply(answers=(aaaa("mapped.example", "::ffff:192.0.2.1"),))
         self.assertEqual(self.successResultOf(d).address, "::ffff:192.0.2.1")
 
+    def test_group_address_answer_refused(self) -> None:
+        """
+        A name server answering a multicast or broadcast address (a
+        hostile or broken one) gives no address: it names no one host, and
+        a connect to it would fail with "no route to host", pointing at the
+        network rather than at the answer. A unicast answer is still the
+        answer.
+        """
+        for record, address in (
+            (a, "224.0.0.1"),
+            (a, "239.255.255.250"),
+            (a, "255.255.255.255"),
+            (aaaa, "ff02::1"),
+            (aaaa, "::ffff:224.0.0.1"),
+        ):
+            d = self.lookup.lookup("group.example")
+            if record is aaaa:
+                self.last().reply()
+            self.last().reply(answers=(record("group.example", address),))
+            self.assertEqual(
+                self.reason(d),
+                f"the name server answered {address}, which names no one host",
+            )
+        d = self.lookup.lookup("unicast.example")
+        self.last().reply(answers=(a("unicast.example", "192.0.2.7"),))
+        self.assertEqual(self.successResultOf(d).address, "192.0.2.7")
+
     def test_ipv6_only_when_no_ipv4(self) -> None:
         """No A record: AAAA is asked, and its address used."""
         d = self.lookup.lookup("redis.example")
