@@ -650,6 +650,25 @@ class DiscoveryHandoverTests(SynchronousTestCase):
     # The member made primary in the last scene that moved nodes to it.
     taking: Member
 
+    def hold_looks(self, member: Any) -> list[Deferred[None]]:
+        """
+        Hold each of `member`'s looks at a service's members until the
+        test fires the Deferred it appends to the list returned.
+        """
+        discovery = member.publisher.discovery
+        assert discovery is not None
+        members_of = discovery._members_of
+        looks: list[Deferred[None]] = []
+
+        async def held(parent: str) -> Any:
+            look: Deferred[None] = Deferred()
+            looks.append(look)
+            await look
+            return await members_of(parent)
+
+        self.patch(discovery, "_members_of", held)
+        return looks
+
     def fleet_of(self, replicas: int) -> Fleet:
         fleet = Fleet()
         for agent in ("a", "b"):
@@ -1029,18 +1048,7 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         """
         fleet = self.fleet_of(2)
         joining = fleet.add("c", NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY))
-        discovery = joining.publisher.discovery
-        assert discovery is not None
-        members_of = discovery._members_of
-        looks: list[Deferred[None]] = []
-
-        async def slow(parent: str) -> Any:
-            look: Deferred[None] = Deferred()
-            looks.append(look)
-            await look
-            return await members_of(parent)
-
-        self.patch(discovery, "_members_of", slow)
+        looks = self.hold_looks(joining)
         joining.start()
         self.assertEqual(self.watch(fleet, 3 * HANDOFF_LIMIT), [])
         self.assertTrue(looks)
@@ -1179,15 +1187,7 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         discovery = joiner.publisher.discovery
         assert discovery is not None
         members_of = discovery._members_of
-        looks: list[Deferred[None]] = []
-
-        async def held(parent: str) -> Any:
-            look: Deferred[None] = Deferred()
-            looks.append(look)
-            await look
-            return await members_of(parent)
-
-        self.patch(discovery, "_members_of", held)
+        looks = self.hold_looks(joiner)
         joiner.start()
         fleet.run(3.0)
         taken = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("b")]
