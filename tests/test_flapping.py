@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.flapping import LIMIT, NAMES_LISTED, WINDOW
 from sentinel.health import DOWN, UP
+from sentinel.instance import InstanceState
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation, Replication
 from tests.fakes import FAILED, OK, make_monitor
@@ -87,17 +88,25 @@ class FlappingTests(SynchronousTestCase):
         self.assertEqual(len(held), 1, lines)
         self.assertLess(len(lines), 3 * LIMIT * 6, lines)
 
+    def flapping(self, flapper: Flapper) -> InstanceState:
+        """
+        ``a`` up, then answering ``-LOADING`` and ``+PONG`` in turn for 30
+        checks: its state, with a change waiting.
+        """
+        flapper.run(5, OK)
+        flapper.run(30, LOADING, OK)
+        state = flapper.monitor.states["a"]
+        assert state.published_changes is not None
+        self.assertIsNotNone(state.published_changes.held_since)
+        return state
+
     def test_newest_state_written_once_there_is_room(self) -> None:
         """
         When the flapping stops, the newest state waits at most `WINDOW`
         seconds, is written once, and nothing waits after it.
         """
         flapper = Flapper()
-        flapper.run(5, OK)
-        flapper.run(30, LOADING, OK)
-        state = flapper.monitor.states["a"]
-        assert state.published_changes is not None
-        self.assertIsNotNone(state.published_changes.held_since)
+        state = self.flapping(flapper)
         flapper.record()
         flapper.run(int(WINDOW) + 1, LOADING)
         self.assertEqual(len(flapper.writes()), 1)
@@ -130,11 +139,7 @@ class FlappingTests(SynchronousTestCase):
         before; and a ready flag waiting meanwhile is written with it.
         """
         flapper = Flapper()
-        flapper.run(5, OK)
-        flapper.run(30, LOADING, OK)
-        state = flapper.monitor.states["a"]
-        assert state.published_changes is not None
-        self.assertIsNotNone(state.published_changes.held_since)
+        state = self.flapping(flapper)
         flapper.record()
         statuses = []
         for second in range(600):
