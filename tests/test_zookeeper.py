@@ -428,8 +428,17 @@ class OutageTests(ZooKeeperTestCase):
         self.assertGreater(monitor.states["stays"].health.checks, checks)
         self.assertEqual(agent.status("stays"), "up")
 
-        zookeeper.start()
+        # The agent runs while ZooKeeper starts, and the reader (a blocking
+        # start of its own) is made once the agent is back: the server
+        # gives the session it kept one session timeout from its start.
+        await zookeeper.start_beside()
         started_at = reactor.seconds()
+        await wait_for(
+            reactor,
+            lambda: publisher.zk.state == CONNECTED,
+            RESYNC_BOUND,
+            "connected again",
+        )
         reader = self.reader()
         await self.wait_published(
             agent, reader, {"stays": "up", "dies": "down"}, RESYNC_BOUND
