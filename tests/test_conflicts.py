@@ -9,11 +9,13 @@ counters.
 - two agents with the same id: the second exits 1 with one line, the
   first is unaffected;
 - ``kill -9`` and an immediate restart with the same id (the dead session
-  outliving our session timeout): no conflict, taken over once it expires.
+  outliving our session timeout: the test holds it, with the password
+  the dead agent's state_dir kept): no conflict, taken over once it ends.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import signal
@@ -28,6 +30,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from sentinel.ownership import CONFLICT_MARGIN
+from sentinel.session import STATE_FILE
 from sentinel.shutdown import EXIT_TWIN
 from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import LOOPBACK, ChildProcess, free_port, shared_zookeeper
@@ -121,9 +124,12 @@ class ConflictTests(TestCase):
         *names: str,
         session_timeout: float = SESSION_TIMEOUT,
         heartbeat: float = HEARTBEAT,
+        state_dir: Path | None = None,
     ) -> AgentProcess:
         """An agent watching `names`, each on a closed port (so down)."""
         redis = [f"--redis={name}=127.0.0.1:{free_port()}" for name in names]
+        if state_dir is not None:
+            redis.extend(("--state-dir", str(state_dir)))
         config = Path(self.mktemp()).absolute()
         config.write_text(
             f'[zookeeper]\nhosts = "{self.zookeeper.hosts}"\n'
@@ -276,17 +282,23 @@ class ConflictTests(TestCase):
         An agent killed with SIGKILL and started again at once with the
         same id, its old session outliving the new one's timeout plus the
         margin: the new process waits without calling it a conflict, and
-        takes every node over once the old session expires, its instance
+        takes every node over once the old session ends, its instance
         node saying the ``since`` the old one said (down all along).
         """
         # The old session must outlive the new process's first check, when
-        # it reads the old node: with 2 s more than the new process's
-        # timeout and margin, at load 15-25 twistd took 8 s to start, its
-        # first check came 10 s after the kill, the node was gone, and its
-        # since with it (at load 3 it answers HTTP 1-2.4 s after its spawn).
-        # With 6 s more, the test takes 4 s longer.
+        # it reads the old node, however long twistd takes to start: left
+        # to expire 13 s after the kill, at load 13 it had gone a second
+        # before that check (twistd logged its first line 12 s after the
+        # kill), and its since with it. So the test holds the old session
+        # (its password is in the old agent's state_dir) until the new
+        # process has read the node and waited past its own timeout and
+        # margin, then ends it.
+        # Its own timeout only has to outlast the test's taking it over.
         old_timeout = SESSION_TIMEOUT + CONFLICT_MARGIN + 6.0
-        old = self.agent("phoenix", "r0", session_timeout=old_timeout)
+        state_dir = Path(self.mktemp()).absolute()
+        old = self.agent(
+            "phoenix", "r0", session_timeout=old_timeout, state_dir=state_dir
+        )
         old_session = await old.session()
         paths = [f"{self.root}/agents/phoenix", f"{self.root}/instances/r0"]
         await wait_for(
@@ -299,19 +311,36 @@ class ConflictTests(TestCase):
         old.child.process.send_signal(signal.SIGKILL)
         old.child.process.wait()
         killed = reactor.seconds()
+        holder = self.hold_session(state_dir, old_session)
         new = self.agent("phoenix", "r0")
         session = await new.session()
+        seen = await self.waiting_for(new, paths)
+        # It reads the old instance node as it finds it held, and asks
+        # about each node it waits for again only once the last question
+        # about it is answered, all on one connection, answered in order:
+        # three questions more, two of them about one node, and the read
+        # has been answered.
+        await wait_async(
+            lambda: self.ownership_checks_over(new, seen[1] + 2),
+            START_BOUND,
+            "the old node read",
+        )
+        # Past the new process's timeout and margin since it found the old
+        # session holding the nodes: it must not call it a conflict.
+        window = seen[0] + SESSION_TIMEOUT + CONFLICT_MARGIN + 1.0
+        await pause(reactor, max(0.0, window - reactor.seconds()))
+        holder.stop()
+        holder.close()
+        ended = reactor.seconds()
         took = await wait_for(
             reactor,
             lambda: all(self.owner(p) == session for p in paths),
-            old_timeout + START_BOUND,
+            START_BOUND,
             "taken over",
             step=0.05,
         )
-        self.figure("restart: taken over after the kill, s", reactor.seconds() - killed)
-        self.assertGreater(
-            reactor.seconds() - killed, SESSION_TIMEOUT + CONFLICT_MARGIN
-        )
+        self.figure("restart: taken over after the old session ended, s", took)
+        self.assertGreater(ended - seen[0], SESSION_TIMEOUT + CONFLICT_MARGIN)
         self.assertTrue(new.child.running)
         self.assertEqual(new.lines("error"), [])
         self.assertNotIn("ZooKeeper conflict", new.log.read_text())
@@ -322,6 +351,57 @@ class ConflictTests(TestCase):
             lambda: _healthy(new), 3.0, "/healthz 200 after the takeover"
         )
         self.assertLess(took, 3.0)
+
+    def hold_session(self, state_dir: Path, session_id: int) -> KazooClient:
+        """A client of the session a killed agent left in `state_dir`."""
+        document = json.loads((state_dir / STATE_FILE).read_text())
+        self.assertEqual(int(document["session_id"], 16), session_id)
+        password = base64.b64decode(document["password"])
+        holder = KazooClient(
+            hosts=self.zookeeper.hosts,
+            client_id=(session_id, password),
+            timeout=SESSION_TIMEOUT + CONFLICT_MARGIN,
+        )
+        holder.start(timeout=10.0)
+        self.addCleanup(holder.close)
+        self.addCleanup(holder.stop)
+        self.assertEqual(holder.client_id[0], session_id)
+        return holder
+
+    async def waiting_for(
+        self, agent: AgentProcess, paths: list[str]
+    ) -> tuple[float, int]:
+        """
+        When `agent` was first seen waiting for another session to give up
+        every node of `paths`, and how many ownership checks it had asked.
+        """
+        found: list[tuple[float, int]] = []
+
+        async def waiting() -> bool:
+            zookeeper = await self.zookeeper_stats(agent)
+            if zookeeper is None or not set(paths) <= set(
+                zookeeper["waiting_takeover"]
+            ):
+                return False
+            found.append((reactor.seconds(), zookeeper["ownership_checks"]))
+            return True
+
+        await wait_async(waiting, START_BOUND, "waiting for the old session")
+        return found[0]
+
+    async def ownership_checks_over(self, agent: AgentProcess, count: int) -> bool:
+        """Whether `agent` has asked more than `count` ownership checks."""
+        zookeeper = await self.zookeeper_stats(agent)
+        return zookeeper is not None and zookeeper["ownership_checks"] > count
+
+    async def zookeeper_stats(self, agent: AgentProcess) -> dict[str, Any] | None:
+        """The ``zookeeper`` part of the agent's /debug/stats, if it answered."""
+        try:
+            _, stats = await agent.get("/debug/stats")
+        except Exception:
+            return None
+        zookeeper: dict[str, Any] = stats["zookeeper"]
+        return zookeeper
 
 
 async def _healthy(agent: AgentProcess) -> bool:
