@@ -309,6 +309,12 @@ def znode_path_problem(path: str) -> str | None:
 ZOOKEEPER_SUBTREE = "/zookeeper"
 
 
+# The children of ``zookeeper.root`` that the group's agents keep their
+# nodes in: readers and members list them and take each child for one of
+# theirs, so nothing else may be created there.
+GROUP_CHILDREN = ("agents", "instances", "opinions", "catalogs")
+
+
 def in_zookeeper_subtree(path: str) -> bool:
     """Whether the absolute znode `path` is ZooKeeper's own subtree or in it."""
     return path == ZOOKEEPER_SUBTREE or path.startswith(ZOOKEEPER_SUBTREE + "/")

@@ -253,8 +253,11 @@ def _config(
     agent_id = _take(settings, "agent_id")
     if agent_id is None:
         agent_id = checks.znode_name("agent_id (the host name)", default_agent_id)
+    instances = _instances(settings, base, files, _take(settings, "drain_key"))
+    zookeeper = _zookeeper(settings, base, files)
+    _discovery_beside_the_group(settings, zookeeper, instances)
     return Config(
-        instances=_instances(settings, base, files, _take(settings, "drain_key")),
+        instances=instances,
         agent_id=agent_id,
         interval=interval,
         timeout=timeout,
@@ -265,7 +268,7 @@ def _config(
         replica_grace=_take(settings, "replica_grace"),
         reconnect_every=_take(settings, "reconnect_every"),
         role_signal=_take(settings, "role_signal"),
-        zookeeper=_zookeeper(settings, base, files),
+        zookeeper=zookeeper,
         dns=_dns(settings, base, files),
         state_dir=_state_dir(settings, base),
     )
@@ -548,16 +551,13 @@ def _zookeeper(
             raise error(f"zookeeper.auth_file: {auth_file} does not hold user:password")
     discovery_root = _take(settings, "zookeeper.discovery_root")
     _outside_zookeeper_subtree(settings, hosts, root, discovery_root)
-    for kind in ("instances", "agents"):
-        inside = f"{root}/{kind}"
-        if discovery_root == inside or discovery_root.startswith(inside + "/"):
-            raise invalid(
-                _label(
-                    settings, "zookeeper.discovery_root", "zookeeper.discovery_root"
-                ),
-                discovery_root,
-                f"is inside {inside}, which holds the agents' own nodes",
-            )
+    inside = _group_nodes_holding(root, discovery_root)
+    if inside is not None:
+        raise invalid(
+            _label(settings, "zookeeper.discovery_root", "zookeeper.discovery_root"),
+            discovery_root,
+            f"is inside {inside}, which holds the agents' own nodes",
+        )
     replicas = _take(settings, "zookeeper.replicas")
     quorum = _take(settings, "zookeeper.quorum")
     if quorum is not None and quorum > replicas:
@@ -579,6 +579,52 @@ def _zookeeper(
         discovery=_take(settings, "zookeeper.discovery"),
         discovery_root=discovery_root,
     )
+
+
+def _group_nodes_holding(root: str, path: str) -> str | None:
+    """
+    The child of the group's `root` (`checks.GROUP_CHILDREN`) that `path`
+    is or is inside, or None.
+    """
+    for child in checks.GROUP_CHILDREN:
+        inside = f"{root}/{child}"
+        if path == inside or path.startswith(inside + "/"):
+            return inside
+    return None
+
+
+def _discovery_beside_the_group(
+    settings: Mapping[str, _Given],
+    zookeeper: ZooKeeperConfig | None,
+    instances: tuple[RedisInstance, ...],
+) -> None:
+    """
+    Refuse a discovery service's folder (``{discovery_root}/{service}``)
+    that is one of the group's own directories (``discovery_root`` the
+    root itself, a service named ``opinions``), the root, or above it.
+    Readers of a service take every child of its folder for a member (a
+    nerve reader, any child whose JSON has a host and a port, as an
+    opinion's has): they would list the agents' nodes as endpoints, and
+    the agents would list the members as theirs.
+    """
+    if zookeeper is None or zookeeper.discovery == "none":
+        return
+    root = zookeeper.root
+    for instance in instances:
+        folder = f"{zookeeper.discovery_root}/{instance.discovery_service}"
+        inside = _group_nodes_holding(root, folder)
+        if inside is not None:
+            clash = f"{folder}, which holds the agents' own nodes"
+        elif root == folder or root.startswith(folder + "/"):
+            clash = f"{folder}, which holds zookeeper.root {root}"
+        else:
+            continue
+        raise invalid(
+            _label(settings, "zookeeper.discovery_root", "zookeeper.discovery_root"),
+            zookeeper.discovery_root,
+            f"puts the discovery service {instance.discovery_service!r} "
+            f"(redis {instance.name!r}) at {clash}",
+        )
 
 
 def _outside_zookeeper_subtree(

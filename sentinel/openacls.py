@@ -24,6 +24,7 @@ from kazoo.security import Permissions
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
 
+from sentinel.checks import GROUP_CHILDREN
 from sentinel.nodes import LOG_NAMESPACE
 from sentinel.zk import CONNECTED, ZooKeeper
 
@@ -31,7 +32,7 @@ log = Logger(namespace=LOG_NAMESPACE)
 
 # The root's children the agent uses; deeper nodes can only be created by
 # whoever may create in these.
-USED = ("agents", "instances", "opinions", "catalogs")
+USED = GROUP_CHILDREN
 # What anyone must not do there, and the letters ZooKeeper's CLI shows.
 _LETTERS = (
     (Permissions.CREATE, "c"),

@@ -92,6 +92,58 @@ class DiscoveryTests(ConfigTestCase):
         ):  # fmt: skip
             self.assertConfigError(f"zookeeper.{expected}", ZOOKEEPER + line + "\n")
 
+    def test_inside_every_directory_of_the_group(self) -> None:
+        """
+        Inside any directory the group's agents keep nodes in (opinions and
+        catalogs as much as instances and agents) is refused: a nerve
+        reader takes an opinion, which names a host and port, for a member.
+        """
+        for kind in ("opinions", "catalogs"):
+            self.assertConfigError(
+                f"zookeeper.discovery_root: '/sentinel/{kind}/sd' is inside "
+                f"/sentinel/{kind}, which holds the agents' own nodes",
+                ZOOKEEPER + f'discovery_root = "/sentinel/{kind}/sd"\n',
+            )
+
+    def test_service_folder_on_the_group(self) -> None:
+        """
+        With discovery on, a service whose folder is one of the group's
+        directories, the root itself or above it is refused, naming the
+        service and its instance; with discovery off no member is written,
+        and nothing is refused.
+        """
+        for group, root, service, clash in (
+            ("/sentinel", "/sentinel", "opinions",
+             "/sentinel/opinions, which holds the agents' own nodes"),
+            ("/sd/sentinel", "/sd", "sentinel",
+             "/sd/sentinel, which holds zookeeper.root /sd/sentinel"),
+            ("/sd/redis/group", "/sd", "redis",
+             "/sd/redis, which holds zookeeper.root /sd/redis/group"),
+        ):  # fmt: skip
+            text = (
+                ZOOKEEPER
+                + f'root = "{group}"\n'
+                + f'discovery = "nerve"\ndiscovery_root = "{root}"\n'
+                + REDIS
+                + f'service = "{service}"\n'
+            )
+            self.assertConfigError(
+                f"zookeeper.discovery_root: {root!r} puts the discovery service "
+                f"{service!r} (redis 'cache') at {clash}",
+                text,
+            )
+            self.load(text.replace('"nerve"', '"none"'))
+
+    def test_service_folder_beside_the_group(self) -> None:
+        """Services beside the group's directories, under its root, are fine."""
+        config = self.load(
+            ZOOKEEPER
+            + 'discovery = "serverset"\ndiscovery_root = "/sentinel"\n'
+            + REDIS
+        )
+        assert config.zookeeper is not None
+        self.assertEqual(config.zookeeper.discovery_root, "/sentinel")
+
     def test_discovery_root_beside_the_root(self) -> None:
         """Under the agents' root, but outside their own nodes, is fine."""
         zookeeper = self.load(
