@@ -33,13 +33,19 @@ log = Logger(namespace=LOG_NAMESPACE)
 # The root's children the agent uses; deeper nodes can only be created by
 # whoever may create in these.
 USED = GROUP_CHILDREN
-# What anyone must not do there, and the letters ZooKeeper's CLI shows.
+# Permissions in the letters ZooKeeper's CLI shows, in its order.
 _LETTERS = (
     (Permissions.CREATE, "c"),
     (Permissions.DELETE, "d"),
+    (Permissions.READ, "r"),
     (Permissions.WRITE, "w"),
     (Permissions.ADMIN, "a"),
 )
+
+
+def permission_letters(perms: int) -> str:
+    """`perms` in ZooKeeper's letters (``cdrwa``), "" for none."""
+    return "".join(letter for bit, letter in _LETTERS if perms & bit)
 
 
 def open_to_anyone(acls: list[Any]) -> str | None:
@@ -51,8 +57,7 @@ def open_to_anyone(acls: list[Any]) -> str | None:
     for acl in acls:
         if acl.id.scheme == "world":
             perms |= acl.perms
-    letters = "".join(letter for bit, letter in _LETTERS if perms & bit)
-    return letters or None
+    return permission_letters(perms & ~Permissions.READ) or None
 
 
 class OpenAcls:

@@ -55,6 +55,7 @@ from sentinel.members import Members
 from sentinel.nodes import Node, Nodes, encode
 from sentinel.openacls import OpenAcls
 from sentinel.opinions import Opinions
+from sentinel.refusals import Refusals
 from sentinel.resync import Resync
 from sentinel.roles import Following, GroupRoles
 from sentinel.sharing import SessionSharing
@@ -185,6 +186,9 @@ class ZooKeeperPublisher(Service):
         acls = None if zk.acl is None else OpenAcls(zk, root)
         if acls is not None:
             zk.add_listener(acls.state_changed)
+        # Why ZooKeeper refuses writes: a chroot missing, an ACL not ours.
+        refusals = Refusals(reactor, zk)
+        queue.on_failed = refusals.write_failed
 
         # The session's events: reconnections, the end, and the report.
         self._resync = Resync(
@@ -197,7 +201,7 @@ class ZooKeeperPublisher(Service):
         self._report = ZooKeeperReport(
             reactor, zk, nodes, queue, holders, roles, takeovers, members,
             handoff, self, opinions, acls, clock,
-            Lateness(reactor, nodes, queue, refresh), guard,
+            Lateness(reactor, nodes, queue, refresh), guard, refusals,
         )  # fmt: skip
 
         self._nodes = nodes

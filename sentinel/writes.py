@@ -185,6 +185,9 @@ class WriteQueue:
         # none is left (module docstring).
         self.unwritten: dict[Node, None] = {}
         self.on_caught_up: Callable[[], None] | None = None
+        # Told of every failed write (`sentinel.refusals` looks into those
+        # ZooKeeper refused).
+        self.on_failed: Callable[[Failure, Node], None] | None = None
 
     @property
     def queued(self) -> int:
@@ -302,6 +305,8 @@ class WriteQueue:
                     path=node.path,
                     error=error,
                 )
+            if self.on_failed is not None:
+                self.on_failed(failure, node)
         finally:
             self._schedule_retry()
 

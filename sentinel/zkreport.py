@@ -22,7 +22,9 @@ handed to another member that has not taken it over for
 `takeover.HANDOFF_LIMIT` (this agent keeps it true meanwhile, but the
 group is not as its members say: that member has trouble), this agent
 halted by a twin, its session taken over by a newer process, this
-agent's clock off ZooKeeper's (`sentinel.clockskew`), verdicts of
+agent's clock off ZooKeeper's (`sentinel.clockskew`), writes refused
+for an operator's mistake, a chroot missing or an ACL that is not the
+agents' (`sentinel.refusals`: at once, naming it), verdicts of
 instances it observes that their primary (another member) leaves stale
 while this agent's own checks are fresh (`Opinions.late_verdicts`),
 opinions of another address or discovery than this agent's config gives
@@ -49,6 +51,7 @@ from sentinel.members import Members
 from sentinel.nodes import Node, Nodes
 from sentinel.openacls import OpenAcls
 from sentinel.opinions import Opinions
+from sentinel.refusals import Refusals
 from sentinel.roles import GroupRoles
 from sentinel.takeover import Takeovers
 from sentinel.writes import FAILING_AFTER, Lifecycle, WriteQueue
@@ -75,6 +78,7 @@ class ZooKeeperReport:
         clock: ClockSkew,
         lateness: Lateness,
         guard: Guard,
+        refusals: Refusals,
     ) -> None:
         self._reactor = reactor
         self._zk = zk
@@ -91,6 +95,7 @@ class ZooKeeperReport:
         self._clock = clock
         self._lateness = lateness
         self._guard = guard
+        self._refusals = refusals
         # When the connection was last lost (or never made yet), kept until
         # it is back: SUSPENDED, then LOST when the client is replaced or
         # the session expires, is one outage, not a new one.
@@ -201,6 +206,8 @@ class ZooKeeperReport:
             )
         if zk.foreign is not None:
             reasons.append(f"zookeeper: {zk.foreign}")
+        if refused := self._refusals.unhealthy_reason(self._queue.still_failing()):
+            reasons.append(f"zookeeper: {refused}")
         if life.halted is not None:
             reasons.append(f"zookeeper conflict: {life.halted}")
         else:

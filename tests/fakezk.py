@@ -46,13 +46,14 @@ from kazoo.exceptions import (
     BadVersionError,
     ConnectionClosedError,
     ConnectionLoss,
+    NoAuthError,
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
 )
 from kazoo.protocol.paths import normpath
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeStat
-from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions
+from kazoo.security import ACL, ANYONE_ID_UNSAFE, OPEN_ACL_UNSAFE, Permissions
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock, deferLater
 
@@ -109,7 +110,10 @@ class FakeZooKeeperServer:
         self._next_session = 0x1000
         # Per parent: its children's sequence counter (ZooKeeper's cversion).
         self._sequences: Counter[str] = Counter()
-        # Each node's ACL, where a test set one (else world:anyone:r).
+        # Each node's ACL, where a test set one (else the ACL of the client
+        # asking: its own, or world:anyone:cdrwa, kazoo's default). A create
+        # under a node whose ACL the test set, that grants create to neither
+        # anyone nor the client's digest identity, is refused (NoAuthError).
         self.acls: dict[str, list[ACL]] = {}
 
     # Sessions
@@ -590,6 +594,10 @@ class FakeZooKeeper:
         """The next `times` calls of `kind` (on `path`) fail with `error`."""
         self._failures.extend([(kind, path, error)] * times)
 
+    def forget_failures(self) -> None:
+        """The calls `fail_next` set to fail succeed again."""
+        self._failures.clear()
+
     def writes(self, path: str) -> int:
         """Creates and sets sent for `path`."""
         return self.calls_by_path["create", path] + self.calls_by_path["set", path]
@@ -687,6 +695,8 @@ class FakeZooKeeper:
         while parent and parent not in self.nodes:
             missing.append(parent)
             parent = _parent(parent)
+        if parent and not self._may_create_under(parent):
+            raise NoAuthError()
         for made in reversed(missing):
             server.new_node(made, b"", 0)
             server.fire(made, EventType.CREATED)
@@ -735,8 +745,18 @@ class FakeZooKeeper:
 
     def _get_acls(self, path: str) -> tuple[list[ACL], ZnodeStat]:
         node = self._node(path, -1)
-        read_only = [ACL(Permissions.READ, ANYONE_ID_UNSAFE)]
-        return self.server.acls.get(path, read_only), node.stat()
+        return self.server.acls.get(path, self.acl or OPEN_ACL_UNSAFE), node.stat()
+
+    def _may_create_under(self, path: str) -> bool:
+        acls = self.server.acls.get(path)
+        if acls is None:
+            return True
+        ours = {(acl.id.scheme, acl.id.id) for acl in self.acl or ()}
+        return any(
+            acl.perms & Permissions.CREATE
+            and (acl.id == ANYONE_ID_UNSAFE or (acl.id.scheme, acl.id.id) in ours)
+            for acl in acls
+        )
 
     def _exists(self, path: str, watch: Watcher | None) -> ZnodeStat | None:
         if watch is not None:

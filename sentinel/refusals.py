@@ -1,0 +1,175 @@
+"""
+Why ZooKeeper refuses this agent's writes, when an operator's mistake is
+the cause: said at once, in words, rather than as an exception's name.
+
+Two mistakes make every create fail for as long as the agent runs: a
+chroot in ``zookeeper.hosts`` that does not exist (ZooKeeper does not
+create a chroot, and kazoo makes a node's missing parents only under it:
+``NoNodeError``), and a root, or a directory under it, whose ACL does not
+let this agent's identity create there (made by another agent's
+``zookeeper.auth_file`` identity, by hand, by another tool:
+``NoAuthError``). Before, the writes were retried, the log said ``write
+failed, will retry: /sentinel/agents/a0: NoAuthError`` once, and
+``/healthz`` stayed 200 for `writes.FAILING_AFTER` (10 s), then said
+``... not written for 10 s (NoAuthError)``: true, but naming neither the
+node at fault nor what to do.
+
+So a write that fails so is looked into: its path is walked up to the
+deepest node that exists (a background ``exists`` each), and that node's
+ACL is read. The chroot missing, or an ACL that grants create to neither
+``world:anyone`` nor the agent's own digest identity, is the reason
+``/healthz`` fails at once (one round trip after the failure), logged
+once until it changes. The reason lasts while writes fail with those
+errors, and goes with the last of them: an ACL fixed by hand, a chroot
+created, is taken as it is, with no restart. An ACL that grants create to
+an identity this agent cannot judge (``ip``, ``sasl``, ``x509``) is not
+blamed: the writes' own failure still fails ``/healthz`` after
+`FAILING_AFTER`. The chroot is not created for the operator: a typo in
+it would otherwise publish where no reader looks.
+
+At most one look runs at a time, and looks start at most every
+`LOOK_SPACING` seconds, however many writes fail: a thousand instance
+nodes refused cost one look, not a thousand. Each call of a look ends
+with the bridge's own timeout; a look cut short by a lost connection
+says nothing, and the next failure looks again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from kazoo.exceptions import KazooException, NoAuthError, NoNodeError
+from kazoo.hosts import collect_hosts
+from kazoo.security import Permissions
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from sentinel.nodes import LOG_NAMESPACE, Node
+from sentinel.openacls import permission_letters
+from sentinel.zk import ZooKeeper
+
+log = Logger(namespace=LOG_NAMESPACE)
+
+# Seconds between the starts of two looks.
+LOOK_SPACING = 5.0
+# The errors of a write that an operator's mistake may cause.
+_REFUSALS = (NoAuthError, NoNodeError)
+# Identity schemes whose members this agent can tell itself from.
+_JUDGED = ("world", "digest")
+
+
+class Refusals:
+    """Why ZooKeeper refuses this agent's creates (module docstring)."""
+
+    def __init__(self, reactor: Any, zk: ZooKeeper) -> None:
+        self._reactor = reactor
+        self._zk = zk
+        # Who this agent is to ZooKeeper: anyone, and its digest identity
+        # (`zk.acl` gives it all on the nodes it creates).
+        self._digests = frozenset(
+            acl.id.id for acl in zk.acl or () if acl.id.scheme == "digest"
+        )
+        self.reason: str | None = None
+        self.looks = 0
+        self._looking = False
+        self._last_look: float | None = None
+
+    def write_failed(self, failure: Failure, node: Node) -> None:
+        """A write failed (`WriteQueue.on_failed`): look into it if refused."""
+        if not failure.check(*_REFUSALS) or self._looking:
+            return
+        now = self._reactor.seconds()
+        if self._last_look is not None and now - self._last_look < LOOK_SPACING:
+            return
+        self._looking = True
+        self._last_look = now
+        self.looks += 1
+        d = Deferred.fromCoroutine(self._look(node.path))
+        d.addErrback(lambda f: log.failure("looking into a refused write", f))
+        d.addBoth(self._looked)
+
+    def _looked(self, _: object) -> None:
+        self._looking = False
+
+    def unhealthy_reason(self, failing: Mapping[Node, tuple[float, str]]) -> str | None:
+        """
+        The reason found, while some write still fails with a refusal
+        (`failing`: `WriteQueue.still_failing`); else None, and the next
+        reason found is logged again.
+        """
+        if self.reason is None:
+            return None
+        kinds = tuple(kind.__name__ for kind in _REFUSALS)
+        if not any(error.startswith(kinds) for _, error in failing.values()):
+            self.reason = None
+            return None
+        return self.reason
+
+    async def _look(self, path: str) -> None:
+        try:
+            reason = await self._find(path)
+        except (KazooException, TimeoutError, CancelledError):
+            return  # The connection went: the next failure looks again.
+        if reason is not None and reason != self.reason:
+            log.error("ZooKeeper refuses this agent's writes: {reason}", reason=reason)
+        self.reason = reason
+
+    async def _find(self, path: str) -> str | None:
+        """What refuses a create of `path`, or None (nothing this agent can tell)."""
+        while path != "/":
+            path = path.rsplit("/", 1)[0] or "/"
+            if await self._zk.exists(path, background=True) is not None:
+                break
+        else:
+            chroot = self._chroot()
+            if chroot:
+                return (
+                    f"the chroot {chroot} in zookeeper.hosts does not exist"
+                    " (ZooKeeper does not create it): nothing is written; create"
+                    f" it (zkCli.sh create {chroot}) or correct zookeeper.hosts"
+                )
+            return None
+        acls, _ = await self._zk.get_acls(path)
+        return self._refusing(path, acls)
+
+    def _refusing(self, path: str, acls: Collection[Any]) -> str | None:
+        """Why `acls` of `path` refuse this agent's creates, or None."""
+        for acl in acls:
+            if not acl.perms & Permissions.CREATE:
+                continue
+            scheme, who = acl.id.scheme, acl.id.id
+            if scheme not in _JUDGED:
+                return None  # It may be this agent: not blamed.
+            if scheme == "world" and who == "anyone":
+                return None
+            if scheme == "digest" and who in self._digests:
+                return None
+        entries = ", ".join(
+            f"{acl.id.scheme}:{_user(acl.id.scheme, acl.id.id)}:"
+            f"{permission_letters(acl.perms) or '-'}"
+            for acl in acls
+        )
+        chroot = self._chroot()
+        where = chroot + path if path != "/" else chroot or path
+        return (
+            f"{where} refuses this agent's creates (ACL {entries};"
+            f" this agent is {self._identity()}): nothing under it is written;"
+            " give the agents' identity create and delete there, or set"
+            " zookeeper.auth_file to an identity it admits"
+        )
+
+    def _chroot(self) -> str:
+        return str(collect_hosts(self._zk.hosts)[1] or "")
+
+    def _identity(self) -> str:
+        if not self._digests:
+            return "world:anyone, without zookeeper.auth_file"
+        users = sorted(_user("digest", who) for who in self._digests)
+        return f"digest:{', '.join(users)} (zookeeper.auth_file)"
+
+
+def _user(scheme: str, who: str) -> str:
+    # A digest id is user:hash; the hash says nothing to a reader.
+    return who.split(":", 1)[0] if scheme == "digest" else who
