@@ -94,6 +94,10 @@ class ReloadOutcome(Protocol):
     def last_reload_at(self) -> float:
         """Epoch seconds of the last successful load."""
 
+    @property
+    def restart_pending(self) -> Sequence[str]:
+        """The restart-only settings the file applied last changes."""
+
 
 @attr.frozen
 class LoadedAtStart:
@@ -101,6 +105,7 @@ class LoadedAtStart:
 
     last_reload_at: float
     last_reload_ok: bool = True
+    restart_pending: Sequence[str] = ()
 
 
 class AgentMetrics:
@@ -203,6 +208,13 @@ class AgentMetrics:
             "sentinel_config_last_reload_success_timestamp_seconds",
             "When the running config was loaded (start-up counts).",
             value=reload.last_reload_at,
+        )
+        yield GaugeMetricFamily(
+            "sentinel_config_restart_pending",
+            "Settings that only a restart applies (zookeeper, agent_id, http, "
+            "dns, state_dir...) that the config file applied last changes: "
+            "until a restart, the agent runs with those it started with.",
+            value=float(len(reload.restart_pending)),
         )
 
     def _loop(self) -> Iterator[Metric]:

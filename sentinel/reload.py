@@ -76,6 +76,8 @@ _RESTART_ONLY = (
     "role_signal",
     "reconnect_every",
 )
+# A table's fields whose TOML key is another name.
+_TOML_NAMES = {"quorum_setting": "quorum"}
 
 # Seconds a whole load may take: well above parsing the largest config
 # file allowed (16 MiB, about 5 s of CPU here) on a busy agent, and above
@@ -158,6 +160,10 @@ class ConfigReloader(Service):
         self._load = load
         self._monitor = monitor
         self.config = config
+        self._started_with = config
+        # The restart-only settings the file applied last changes from
+        # those the agent runs with, as ``key old -> new``.
+        self.restart_pending: list[str] = []
         self._check_capacity = check_capacity
         self._on_applied = on_applied
         self._install_signal = install_signal
@@ -295,9 +301,13 @@ class ConfigReloader(Service):
     def apply(self, new: Config) -> None:
         """Apply `new` over the running config (see the module docstring)."""
         old, monitor = self.config, self._monitor
-        for key in _RESTART_ONLY:
-            if getattr(new, key) != getattr(old, key):
-                log.warn("reload: {key} changed; it takes a restart", key=key)
+        pending = restart_only_changes(self._started_with, new)
+        if pending:
+            log.warn(
+                "reload: {changes} changed; this takes a restart, and until then "
+                "the agent runs with the values it started with",
+                changes="; ".join(pending),
+            )
         new = _keep_restart_only(new, old)
         try:
             settings = Settings.from_config(new)
@@ -325,6 +335,7 @@ class ConfigReloader(Service):
             self._failed_midway(Failure())
             return
         self.config = new
+        self.restart_pending = pending
         self.reloads += 1
         self.last_error = None
         self.last_reload_ok = True
@@ -389,6 +400,35 @@ def _settings_changed(old: Config, new: Config) -> list[str]:
         and field.name not in _RESTART_ONLY
         and getattr(new, field.name) != getattr(old, field.name)
     ]
+
+
+def restart_only_changes(running: Config, new: Config) -> list[str]:
+    """
+    Each restart-only setting `new` changes from `running`, as ``key old
+    -> new``, a table's (``zookeeper``, ``dns``) key by key. The ZooKeeper
+    identity read from ``auth_file`` is never shown.
+    """
+    changes = []
+    for key in _RESTART_ONLY:
+        before, after = getattr(running, key), getattr(new, key)
+        if before == after:
+            continue
+        if before is None or after is None:
+            changes.append(f"[{key}] {'added' if before is None else 'removed'}")
+            continue
+        if not attr.has(type(before)):
+            changes.append(f"{key} {before!r} -> {after!r}")
+            continue
+        for field in attr.fields(type(before)):
+            was, now = getattr(before, field.name), getattr(after, field.name)
+            if was == now:
+                continue
+            if field.name == "auth":
+                changes.append(f"{key}.auth_file's identity")
+            else:
+                name = _TOML_NAMES.get(field.name, field.name)
+                changes.append(f"{key}.{name} {was!r} -> {now!r}")
+    return changes
 
 
 def _keep_restart_only(new: Config, old: Config) -> Config:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import attr
@@ -100,6 +101,7 @@ class Reloads:
 
     last_reload_ok: bool = True
     last_reload_at: float = 900.0
+    restart_pending: Sequence[str] = ()
 
 
 class ScrapeTestCase(SynchronousTestCase):
@@ -551,6 +553,16 @@ class InstanceMetricsTests(ScrapeTestCase):
         self.assertEqual(
             self.scrape()["sentinel_config_last_reload_successful"], {(): 0.0}
         )
+
+    def test_restart_pending(self) -> None:
+        """
+        How many restart-only settings the file applied last changes: an
+        operator who changed zookeeper.replicas and sent SIGHUP sees that
+        it waits for a restart.
+        """
+        self.assertEqual(self.scrape()["sentinel_config_restart_pending"], {(): 0.0})
+        self.reloads.restart_pending = ("zookeeper.replicas 1 -> 2",)
+        self.assertEqual(self.scrape()["sentinel_config_restart_pending"], {(): 1.0})
 
     def test_process_metrics_and_no_zookeeper(self) -> None:
         """The process_* families are there; ZooKeeper's are not, without it."""

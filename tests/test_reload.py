@@ -13,12 +13,18 @@ from typing import Any
 
 import attr
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import reload as reload_module
-from sentinel.config import Config, ConfigError, RedisInstance, load_config
+from sentinel.config import (
+    Config,
+    ConfigError,
+    RedisInstance,
+    ZooKeeperConfig,
+    load_config,
+)
 from sentinel.reload import LOAD_DEADLINE, LOAD_SPACING, ConfigReloader, in_own_thread
 from tests.fakes import make_monitor
 
@@ -75,20 +81,25 @@ class ReloadTestCase(SynchronousTestCase):
         self.clock.advance(1000.0)
         self.events: list[dict[str, Any]] = []
         self.patch(reload_module, "log", Logger(observer=self.events.append))
-        self.reloader = ConfigReloader(
+        self.reloader = self.started_reloader(BASE)
+        self.monitor.startService()
+        self.clock.advance(1.0)
+
+    def started_reloader(self, config: Config) -> ConfigReloader:
+        """A reloader of the monitor's, started with `config`, started."""
+        reloader = ConfigReloader(
             self.clock,
             self.load,
             self.monitor,
-            BASE,
+            config,
             self.capacity.append,
             install_signal=False,
             run_in_thread=self.threads,
             on_applied=self.applied.append,
             internal_errors=self.monitor.internal_errors,
         )
-        self.reloader.startService()
-        self.monitor.startService()
-        self.clock.advance(1.0)
+        reloader.startService()
+        return reloader
 
     def load(self) -> Config:
         self.loads += 1
@@ -261,7 +272,43 @@ class ReloadTests(ReloadTestCase):
         self.reload()
         self.assertEqual(self.reloader.config.agent_id, "agent-1")
         self.assertEqual(self.reloader.config.dns, BASE.dns)
-        self.assertEqual(len(self.levels("takes a restart")), 3)
+        self.assertEqual(self.levels("takes a restart"), [LogLevel.warn])
+        self.assertEqual(len(self.reloader.restart_pending), 3)
+
+    def test_restart_only_changes_named(self) -> None:
+        """
+        Each restart-only setting a reload changes is named key by key with
+        its running and its new value (zookeeper.replicas, not the whole
+        table), never the auth_file's password; it stays pending at each
+        reload until the file gives the values the agent started with.
+        """
+        zookeeper = ZooKeeperConfig(hosts="zk:2181", auth="u:s3cret1")
+        started = attr.evolve(BASE, zookeeper=zookeeper)
+        self.reloader.stopService()
+        self.reloader = self.started_reloader(started)
+        self.next = attr.evolve(
+            started,
+            zookeeper=attr.evolve(
+                zookeeper, replicas=2, root="/other", auth="u:s3cret2"
+            ),
+        )
+        self.reload()
+        self.assertEqual(
+            self.reloader.restart_pending,
+            [
+                "zookeeper.root '/sentinel' -> '/other'",
+                "zookeeper.auth_file's identity",
+                "zookeeper.replicas 1 -> 2",
+            ],
+        )
+        [event] = [e for e in self.events if "takes a restart" in e["log_format"]]
+        text = formatEvent(event)
+        self.assertIn("zookeeper.replicas 1 -> 2", text)
+        self.assertNotIn("s3cret", text)
+        self.assertEqual(self.reloader.config.zookeeper, zookeeper)
+        self.next = started
+        self.reload()
+        self.assertEqual(self.reloader.restart_pending, [])
 
     def test_applied_config_is_told(self) -> None:
         """
