@@ -10,8 +10,8 @@ let this agent's identity create there (made by another agent's
 ``zookeeper.auth_file`` identity, by hand, by another tool:
 ``NoAuthError``). Before, the writes were retried, the log said ``write
 failed, will retry: /sentinel/agents/a0: NoAuthError`` once, and
-``/healthz`` stayed 200 for `writes.FAILING_AFTER` (10 s), then said
-``... not written for 10 s (NoAuthError)``: true, but naming neither the
+``/healthz`` stayed 200 for `writes.FAILING_AFTER` (5 s), then said
+``... not written for 5 s (NoAuthError)``: true, but naming neither the
 node at fault nor what to do.
 
 So a write that fails so is looked into: its path is walked up to the
