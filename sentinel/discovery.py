@@ -632,6 +632,43 @@ class Discovery:
             # after a loaded start-up, three agents sharing 3,000.
             self._replace(member, handed, taken)
 
+    async def take_named(self, member: Member, path: str, session: int) -> bool:
+        """
+        The instance's node was taken over from the agent of `session`,
+        whose verdict named its discovery member of it (`path`,
+        `documents.said_member`): if that agent holds it there, under the
+        member's parent and with its prefix, and it lists the same
+        endpoint, ours replaces it (`Member.replaces`) in one transaction,
+        with no look at the service. Returns whether it does; if not (gone,
+        another's, or what it says is not ours to replace), `take_from`
+        looks, as without a name. One ``get``, asked with the writes: a
+        look reads every member of the service, and at a service of 1,000
+        under a load of 12 to 28 it ended after the previous primary,
+        stopping, had closed its session, and the endpoints it listed
+        went missing for the 8.5 s watched.
+        """
+        parent, _, child = path.rpartition("/")
+        if (
+            parent != member.parent
+            or not child.startswith(member.prefix)
+            or not _sequential(child)
+            or path in self._claimed
+        ):
+            return False
+        try:
+            data, stat = await self.zk.get(path, ahead=True)
+        except (NoNodeError, NoAuthError):
+            return False
+        if (
+            stat.ephemeralOwner != session
+            or identity_of(data) != member.identity
+            or path in self._claimed  # Taken by another member meanwhile.
+        ):
+            return False
+        looked = self._looked.get(parent)
+        self._replace(member, path, set() if looked is None else looked[2])
+        return True
+
     def _replace(self, member: Member, path: str, taken: set[str]) -> None:
         member.replaces = path
         self._claimed.add(path)

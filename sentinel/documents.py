@@ -29,7 +29,8 @@ from sentinel.verdict import Opinion, Verdict
 
 # The version of the instance document's fields; readers check it. A
 # group's verdicts (zookeeper.replicas above 1) add `observers` and
-# `quorum`: schema 2, every schema-1 field kept with its meaning.
+# `quorum`: schema 2, every schema-1 field kept with its meaning; and,
+# with discovery members published, `member` (`said_member`).
 INSTANCE_SCHEMA = 1
 VERDICT_SCHEMA = 2
 # The agent node lists its instances inline up to this size (JSON bytes);
@@ -40,6 +41,8 @@ INLINE_INSTANCES_BYTES = 64 * 1024
 # zookeeper.discovery: the two forms of discovery members.
 SERVERSET = "serverset"
 NERVE = "nerve"
+# The field of a group's verdict that names its primary's discovery member.
+MEMBER = "member"
 # What identifies a member: its form, host, port, and (nerve) name.
 MemberIdentity = tuple[str, str, int, str | None]
 
@@ -95,6 +98,18 @@ def said_refresh(document: Mapping[str, Any]) -> float | None:
     """
     refresh = finite(document.get("refresh"))
     return refresh if refresh is not None and 0 < refresh <= DAY else None
+
+
+def said_member(document: Mapping[str, Any]) -> str | None:
+    """
+    The discovery member a group's verdict names (``member``: the path of
+    the one its primary holds for the instance), or None: the next
+    primary replaces that one as it takes the node over, with no look at
+    the service (`Discovery.take_named`). Anyone may write under the root:
+    the taker checks the member before it replaces it.
+    """
+    member = document.get(MEMBER)
+    return member if isinstance(member, str) and member.startswith("/") else None
 
 
 def said_since(document: Mapping[str, Any]) -> tuple[str, float] | None:

@@ -270,17 +270,25 @@ class Members:
                     if member.replaces is None:
                         return
                 if instance.taken_from is not None:
-                    # The previous primary's member: ours replaces it, once
-                    # a look outside the write slots has found it.
-                    discovery.take_from(
-                        member,
-                        instance.taken_from,
-                        instance.taken_at,
-                        lambda: self._queue.enqueue(node),
-                    )
-                    instance.taken_from = None
-                    if member.replaces is None:
-                        self._listed_elsewhere(node.state.name, member, instance)
+                    # The previous primary's member: ours replaces the one
+                    # its verdict named, or else the one a look outside
+                    # the write slots finds.
+                    named, session = instance.taken_member, instance.taken_from
+                    if named is not None and await discovery.take_named(
+                        member, named, session
+                    ):
+                        instance.taken_member = instance.taken_from = None
+                    else:
+                        instance.taken_member = None
+                        discovery.take_from(
+                            member,
+                            session,
+                            instance.taken_at,
+                            lambda: self._queue.enqueue(node),
+                        )
+                        instance.taken_from = None
+                        if member.replaces is None:
+                            self._listed_elsewhere(node.state.name, member, instance)
             if self._present(node) is None:
                 # A stale history (the agent frozen): the member is neither
                 # made nor deleted from it, as the instance node is not

@@ -88,6 +88,7 @@ class Node:
         "taken_from",
         "taken_at",
         "taken_listed_by",
+        "taken_member",
         "guard",
         "guarded",
         "prune_parent",
@@ -172,6 +173,9 @@ class Node:
         # That agent, if its verdict had the instance in discovery (up and
         # ready): a member of its to replace is expected (`sentinel.members`).
         self.taken_listed_by: str | None = None
+        # The discovery member that agent's verdict named (`said_member`),
+        # which ours replaces with no look if it is that agent's.
+        self.taken_member: str | None = None
         # The watch for its deletion (`sentinel.guard`), one callable per
         # node as `watcher`, and the path it is armed on, until it fires.
         self.guard: Callable[[WatchedEvent], None] | None = None

@@ -36,6 +36,7 @@ from sentinel.checks import printable
 from sentinel.config import RedisInstance
 from sentinel.documents import (
     INLINE_INSTANCES_BYTES,
+    MEMBER,
     catalog_reference,
     instance_document,
     said_checked_at,
@@ -510,11 +511,34 @@ class GroupRoles:
             # longer true, and written again later (the same node object
             # moving back to us, say) it would date the node back.
             node.previous = None
-            return document
+            return self._naming_member(node, document)
         if node.previous is not None:
-            # Until our own verdict: the previous one, now ours to refresh.
-            return {**node.previous, "agent": self._agent_id}
+            # Until our own verdict: the previous one, now ours to refresh
+            # (the member it names still lists the instance until ours
+            # replaces it).
+            previous = {**node.previous, "agent": self._agent_id}
+            return self._naming_member(node, previous)
         return None
+
+    def _naming_member(self, node: Node, document: dict[str, Any]) -> dict[str, Any]:
+        """
+        A verdict names the discovery member this agent holds for the
+        instance, if it holds one (`documents.said_member`): the next
+        primary replaces it as it takes the node over, with no look at the
+        service first (a ``get`` of each of its members). It rides on the
+        node's next write, at the latest its refresh, not a write of its
+        own; an observer's reading older than the member names none, and
+        its next primary looks. Schema 1 (one replica) stays as section 5
+        has it.
+        """
+        if self.replicas == 1:
+            return document
+        held = self._nodes.members.get(node.name)
+        member = None if held is None or held.released else held.member
+        path = None if member is None else member.path
+        if path is not None:
+            document[MEMBER] = path
+        return document
 
     def _readdressed(
         self, node: Node, previous: dict[str, Any], document: dict[str, Any]

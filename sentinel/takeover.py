@@ -55,6 +55,7 @@ from sentinel.documents import (
     previous_presence,
     previous_verdict,
     said_checked_at,
+    said_member,
     said_since,
 )
 from sentinel.holders import Holders
@@ -266,6 +267,7 @@ class Takeovers:
         node.version = 0
         node.taken_from = stat.ephemeralOwner
         node.taken_at = self._reactor.seconds()
+        node.taken_member = said_member(previous)
         listed = previous_presence(previous)[0]
         node.taken_listed_by = printable(previous["agent"], 64) if listed else None
         self.takeovers += 1
