@@ -165,7 +165,8 @@ class Members:
         """
         node = self._nodes.members.get(instance.name)
         if node is None:
-            if instance.taken_from is not None and instance.state is not None:
+            taken = instance.taken_from is not None or instance.taken_member is not None
+            if taken and instance.state is not None:
                 self.update(instance.state)
         elif _member(node).path is None:
             self._queue.mark(node)
@@ -269,26 +270,27 @@ class Members:
                     await discovery.settle_replaced(member)
                     if member.replaces is None:
                         return
-                if instance.taken_from is not None:
+                named, session = instance.taken_member, instance.taken_from
+                if (
+                    named is not None
+                    and member.replaces is None
+                    and await discovery.take_named(member, named, session)
+                ):
+                    # The member the verdict we took over named: ours
+                    # replaces it, with no look.
+                    instance.taken_from = None
+                elif session is not None:
                     # The previous primary's member: ours replaces the one
-                    # its verdict named, or else the one a look outside
-                    # the write slots finds.
-                    named, session = instance.taken_member, instance.taken_from
-                    if named is not None and await discovery.take_named(
-                        member, named, session
-                    ):
-                        instance.taken_member = instance.taken_from = None
-                    else:
-                        instance.taken_member = None
-                        discovery.take_from(
-                            member,
-                            session,
-                            instance.taken_at,
-                            lambda: self._queue.enqueue(node),
-                        )
-                        instance.taken_from = None
-                        if member.replaces is None:
-                            self._listed_elsewhere(node.state.name, member, instance)
+                    # a look outside the write slots finds.
+                    discovery.take_from(
+                        member,
+                        session,
+                        instance.taken_at,
+                        lambda: self._queue.enqueue(node),
+                    )
+                    instance.taken_from = None
+                    if member.replaces is None:
+                        self._listed_elsewhere(node.state.name, member, instance)
             if self._present(node) is None:
                 # A stale history (the agent frozen): the member is neither
                 # made nor deleted from it, as the instance node is not
@@ -327,6 +329,9 @@ class Members:
             node.guarded = None
         replaced = None if instance is None else partial(self._replaced, instance)
         damage = await discovery.write(member, data, replaced)
+        if instance is not None and member.path is not None:
+            # Ours lists it now, and the node names ours.
+            instance.taken_member = None
         if damage is not None:
             self.repaired += 1
             log.warn(

@@ -536,6 +536,11 @@ class GroupRoles:
         held = self._nodes.members.get(node.name)
         member = None if held is None or held.released else held.member
         path = None if member is None else member.path
+        if path is None:
+            # None of ours yet: the one that lists the instance, named by
+            # the verdict this agent took over, which the next primary
+            # replaces if this agent stops first.
+            path = node.taken_member
         if path is not None:
             document[MEMBER] = path
         return document

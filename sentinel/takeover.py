@@ -267,7 +267,6 @@ class Takeovers:
         node.version = 0
         node.taken_from = stat.ephemeralOwner
         node.taken_at = self._reactor.seconds()
-        node.taken_member = said_member(previous)
         listed = previous_presence(previous)[0]
         node.taken_listed_by = printable(previous["agent"], 64) if listed else None
         self.takeovers += 1
@@ -322,6 +321,9 @@ class Takeovers:
         # Its since stays if our document says the same status
         # (`Node.kept`), so it is made again.
         node.previous = previous
+        # The member it names lists the instance until ours replaces it,
+        # also where the node is made anew (`Members.write`).
+        node.taken_member = said_member(previous)
         node.kept = said_since(previous)
         node.said_checked_at = said_checked_at(previous)
         # Before our document is built: the status our checks go on from
