@@ -816,6 +816,22 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assert_listed_by_b(fleet, taken)
 
+    def test_verdict_names_the_member_once_made(self) -> None:
+        """
+        An instance node is written again once its member is made, naming
+        it: a takeover from an observer's reading made before would go at
+        a version written since, be refused, and read the node, which
+        names the member (a leave seconds after a takeover, the member
+        made after the node: the verdict named none until its refresh, 30
+        s on, and the next primary looked at the whole service).
+        """
+        fleet = self.fleet_of(2)
+        for name in NAMES:
+            document = fleet.node(name)
+            assert document is not None
+            [child] = fleet.members_of(name)
+            self.assertEqual(document.get("member"), f"{DISCOVERY}/{name}/{child}")
+
     def test_leave_replaces_the_named_members_without_a_look(self) -> None:
         """
         A verdict names its primary's discovery member, so that the next
