@@ -15,7 +15,11 @@ same ZooKeeper (kazoo, its own session, no ACLs) does ``--kind`` every
 - ``catalogs``: creates and deletes a node under ``{root}/catalogs``
   (the children watch every member keeps), ``--burst`` times a round;
 - ``opinions``: the same under ``{root}/opinions/{first instance}``
-  (its primary's children watch, with replicas 2).
+  (its primary's children watch, with replicas 2);
+- ``opinion-forge``: writes every opinion of the stopped server's
+  instances over with the same document saying ``up`` and ready (with
+  replicas 2 and its quorum of 2, one opinion ``up`` is a verdict
+  ``up``): what an observer wrote, as any client may rewrite it.
 
 A reader polls every instance node meanwhile (every 0.1 s) and for
 ``--after`` seconds once it stops. Printed: the agents' ZooKeeper writes
@@ -70,7 +74,9 @@ def main() -> None:
     """Parse the options, run each checkout `--runs` times, print tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--kind", choices=("delete", "forge", "catalogs", "opinions"), required=True
+        "--kind",
+        choices=("delete", "forge", "catalogs", "opinions", "opinion-forge"),
+        required=True,
     )
     parser.add_argument("--instances", type=int, default=30)
     parser.add_argument("--replicas", type=int, default=1)
@@ -148,8 +154,11 @@ def meddle(client: KazooClient, options: argparse.Namespace, names: list[str]) -
         "catalogs": f"{ROOT}/catalogs",
         "opinions": f"{ROOT}/opinions/{names[0]}",
     }.get(options.kind)
+    opinions = forged_opinions(client, names) if options.kind == "opinion-forge" else {}
     while time.monotonic() < deadline:
-        if options.kind == "delete":
+        if options.kind == "opinion-forge":
+            results = [client.set_async(p, data) for p, data in opinions.items()]
+        elif options.kind == "delete":
             results = [client.delete_async(f"{ROOT}/instances/{n}") for n in names]
         elif options.kind == "forge":
             results = [
@@ -169,6 +178,25 @@ def meddle(client: KazooClient, options: argparse.Namespace, names: list[str]) -
                 pass
         time.sleep(options.every)
     return done
+
+
+def forged_opinions(client: KazooClient, names: list[str]) -> dict[str, bytes]:
+    """Every opinion of `names` now there, said ``up`` and ready, by path."""
+    forged = {}
+    for name in names:
+        parent = f"{ROOT}/opinions/{name}"
+        try:
+            observers = client.get_children(parent)
+        except NoNodeError:
+            continue
+        for observer in observers:
+            try:
+                data, _ = client.get(f"{parent}/{observer}")
+            except NoNodeError:
+                continue
+            said = {**json.loads(data), "status": "up", "ready": True, "error": None}
+            forged[f"{parent}/{observer}"] = json.dumps(said).encode()
+    return forged
 
 
 def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]]:
@@ -241,7 +269,8 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         started.callback(meddler.close)
         started.callback(meddler.stop)
         began = time.monotonic()
-        done = meddle(meddler, options, names)
+        meddled = sorted(down) if options.kind == "opinion-forge" else names
+        done = meddle(meddler, options, meddled)
         took = time.monotonic() - began
         during = [(writes(x), x.cpu_seconds()) for x in agents]
         meddler.stop()
