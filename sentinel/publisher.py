@@ -173,6 +173,8 @@ class ZooKeeperPublisher(Service):
             self._sharing = SessionSharing(
                 reactor, zk, agent_node, handoff, self._refused,
                 lambda: self._mark(nodes.agent), sweep.start,
+                lambda: {node.name for node in nodes.catalog},
+                self._agent_node_forged,
             )  # fmt: skip
             sweep.alone = lambda: self._sharing is None or self._sharing.alone
         guard = Guard(reactor, zk, nodes, queue, self)
@@ -676,6 +678,14 @@ class ZooKeeperPublisher(Service):
         self._leave_session(line)
         if self.on_superseded is not None:
             self.on_superseded(line)
+
+    def _agent_node_forged(self) -> None:
+        """
+        Our agent node says we were refused, and no other process holds
+        our session (`SessionSharing`): another client's write of it.
+        """
+        self._guard.written_over(self._nodes.agent)
+        self._mark(self._nodes.agent)
 
     def _refused(self, line: str) -> None:
         """

@@ -28,6 +28,21 @@ older process's. The older process keeps the session because it wrote the
 node first: the copy reads the node before it writes, so it cannot refuse
 the process it copied.
 
+The agent node is anyone's to write without ``auth_file``: a client that
+wrote our token into its ``refused`` (the token is in the node, for
+anyone to read) stopped the agent at its next connection (a blip of
+ZooKeeper), for good (status 78). So a refusal counts only if another
+process holds our session: a catalog part in our agent's name, not
+ours, in our session (an ephemeral node, which no client of another
+session can make: `another_process`; the older process wrote its
+catalog before the copy started, and the copy reads before it writes).
+Without one the refusal is another client's write of our agent node:
+reported as one (`on_forged`: logged, named in /healthz, the node written
+again), and the agent goes on. A process that has published no catalog
+of its own (not a group's member, or a copy before its first write,
+whose token nobody has read yet) has nothing to tell them apart by, and
+takes a refusal as before.
+
 The sweep after a reattach deletes nodes, so it waits until the session
 is ours alone (`alone`): our agent node written in it, then the connection
 kept for `ALONE_AFTER` seconds. Another process on the session reconnects
@@ -39,10 +54,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kazoo.exceptions import NoNodeError
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.catalog import parse_catalog_node_name
 from sentinel.documents import session_holder, session_holder_fields
 from sentinel.handoff import SessionHandoff
 from sentinel.nodes import LOG_NAMESPACE
@@ -57,6 +75,9 @@ log = Logger(namespace=LOG_NAMESPACE)
 ALONE_AFTER = 1.0
 # Tokens refused, newest last: a bound whatever copies come and go.
 REFUSED_KEPT = 8
+# Catalog parts in our agent's name, not ours, asked about when a refusal
+# is read: a bound on the reads, whatever a client creates there.
+CATALOGS_ASKED = 16
 
 
 class SessionSharing:
@@ -71,6 +92,8 @@ class SessionSharing:
         on_refused: Callable[[str], None],
         rewrite_agent_node: Callable[[], None],
         on_alone: Callable[[], None],
+        own_catalogs: Callable[[], set[str]],
+        on_forged: Callable[[], None],
     ) -> None:
         """
         @param on_refused: told, once, why this process must stop (another
@@ -78,6 +101,11 @@ class SessionSharing:
         @param rewrite_agent_node: marks the agent node to be written (it
             names a newly refused token).
         @param on_alone: told when the session is found to be ours alone.
+        @param own_catalogs: the names of this process's catalog parts
+            (none before it publishes one).
+        @param on_forged: told when the agent node says this process was
+            refused, and no other process holds the session: another
+            client wrote it.
         """
         self._reactor = reactor
         self._zk = zk
@@ -86,6 +114,10 @@ class SessionSharing:
         self._on_refused = on_refused
         self._rewrite_agent_node = rewrite_agent_node
         self._on_alone = on_alone
+        self._own_catalogs = own_catalogs
+        self._on_forged = on_forged
+        root, _, self._agent_id = agent_path.rsplit("/", 2)
+        self._catalogs = f"{root}/catalogs"
         self.token = handoff.owner.token
         self.refused: list[str] = []
         self.refused_by: str | None = None
@@ -137,10 +169,12 @@ class SessionSharing:
         token, refused, pid = session_holder(data)
         if token is None or token == self.token:
             return
-        if self.token in refused:
-            self._handoff.superseded_now().addCallback(
-                self._refused, session, pid
-            ).addErrback(lambda f: log.failure("reading the state file", f))
+        if self.token in refused and not self._own_catalogs():
+            self._refusal(True, session, pid)
+        elif self.token in refused:
+            d = Deferred.fromCoroutine(self.another_process(session))
+            d.addCallbacks(self._refusal, self._unread, callbackArgs=(session, pid))
+            d.addErrback(lambda f: log.failure("checking a refusal", f))
         elif (
             session == self._written_in
             and token not in self.refused
@@ -152,6 +186,48 @@ class SessionSharing:
         elif token in self.refused:
             # Still writing before it reads our refusal: say it again.
             self._rewrite_agent_node()
+
+    async def another_process(self, session: int) -> bool:
+        """
+        Whether another process holds `session`: a catalog part in our
+        agent's name that is not this process's, held by `session`.
+        """
+        zk = self._zk
+        try:
+            children = await zk.get_children(self._catalogs, background=True)
+        except NoNodeError:
+            return False
+        mine = self._own_catalogs()
+        asked = 0
+        for child in children:
+            part = parse_catalog_node_name(child)
+            if part is None or part.agent_id != self._agent_id or child in mine:
+                continue
+            if asked == CATALOGS_ASKED:
+                break
+            asked += 1
+            stat = await zk.exists(f"{self._catalogs}/{child}")
+            if stat is not None and stat.ephemeralOwner == session:
+                return True
+        return False
+
+    def _refusal(self, shared: bool, session: int, pid: int | None) -> None:
+        if self._zk.session_id != session or self.refused_by is not None:
+            return  # Reconnected since: the next read decides.
+        if shared:
+            self._handoff.superseded_now().addCallback(
+                self._refused, session, pid
+            ).addErrback(lambda f: log.failure("reading the state file", f))
+            return
+        log.warn(
+            "{path} says another process (pid {pid}) refused this one, but no"
+            " other process holds session {session}: another ZooKeeper"
+            " client wrote it, not a copy of this process; going on",
+            path=self._agent_path,
+            pid=pid,
+            session=f"{session:#x}",
+        )
+        self._on_forged()
 
     def _unread(self, failure: Failure) -> None:
         # No agent node (nothing to tell), or the connection went again

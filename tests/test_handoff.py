@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import handoff as handoff_module
 from sentinel import stopping as stopping_module
+from sentinel.catalog import Catalog
 from sentinel.config import RedisInstance
 from sentinel.documents import agent_document, serverset_member
 from sentinel.handoff import EXPIRED, NOT_CLAIMED, UNREACHABLE, SessionHandoff
@@ -1584,6 +1585,10 @@ class OverlapTests(HandoffTestCase):
         self.assertEqual(first.superseded, [])
 
 
+def _no() -> None:
+    """Following the membership, as a group would: nothing here."""
+
+
 class CopiedStateFileTests(HandoffTestCase):
     """
     A second process with a copy of the state file (a cloned image, a
@@ -1642,6 +1647,52 @@ class CopiedStateFileTests(HandoffTestCase):
         self.assertEqual(sum(clone.zk.calls.values()), calls)
         self.assertIn(session, self.server.sessions)
         self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def joined(self, process: Process) -> None:
+        """`process` publishes a catalog, as a group's member does."""
+        catalog = Catalog(frozenset(process.states), 1, 1)
+        process.publisher.join_group(catalog, 1, lambda name: False, (_no, _no))
+        self.clock.advance(1.0)
+
+    def test_the_copy_of_a_group_member_is_refused_too(self) -> None:
+        """
+        With catalogs published (every agent with ZooKeeper is a group's
+        member), the copy is still refused and stops: the older process's
+        catalog is in the session.
+        """
+        first = self.running()
+        self.joined(first)
+        clone = self.clone()
+        first.zk.connect()
+        self.joined(first)
+        clone.zk.connect()
+        self.assertEqual(len(clone.twins), 1)
+        self.assertEqual(first.twins, [])
+
+    def test_a_refusal_written_by_another_client_is_no_stop(self) -> None:
+        """
+        Another client writing this process's token into the agent node's
+        ``refused`` (it is there for anyone to read) does not stop it at
+        its next connection: no other process's catalog is in the
+        session. The node is written again, and /healthz names the write.
+        Before, the process stopped as a refused copy (status 78).
+        """
+        first = self.running()
+        self.joined(first)
+        session = first.zk.session_id
+        token = first.handoff.owner.token
+        forged = {**first.zk.document(AGENT_PATH), "token": "f00d", "pid": 666}
+        forged["refused"] = [token]
+        self.server.put(AGENT_PATH, json.dumps(forged).encode(), session)
+        first.zk.suspend()
+        first.zk.connect()
+        self.clock.advance(1.0)
+        self.assertEqual(first.twins, [])
+        self.assertEqual(first.zk.document(AGENT_PATH)["token"], token)
+        reason = first.publisher.unhealthy_reason() or ""
+        self.assertIn(f"(the last {AGENT_PATH})", reason)
+        self.assertEqual(first.superseded, [])
+        self.assertNotIn(("leave_open", ""), first.zk.history)
 
     def test_a_copy_sweeps_nothing_before_the_session_is_its_alone(self) -> None:
         """
