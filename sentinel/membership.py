@@ -372,9 +372,13 @@ class Membership:
 
     def _watch_fired(self, event: WatchedEvent) -> None:
         if event.type != EventType.NONE and self.running:
+            # Listed before `on_stir`, which may ask about every node this
+            # agent holds: at a leave at 3,000 instances, the stir's 1,000
+            # watches took 0.22 s of the reactor, and their calls went
+            # first, before the listing the survivors' view waited for.
+            self._list_soon()
             if self._on_stir is not None:
                 self._on_stir()
-            self._list_soon()
 
     def _list_soon(self) -> None:
         """

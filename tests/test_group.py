@@ -2568,6 +2568,29 @@ class TakeoversFirstTests(SynchronousTestCase):
         fleet.run(0.3)
         self.assertEqual(survivor.watched, set(NAMES))
 
+    def test_leave_listed_before_the_contested_nodes_are_watched(self) -> None:
+        """
+        A survivor that sees the membership change lists it before it
+        asks about the nodes it holds that another may take over (the
+        stir, after a quiet time): the view the takeovers wait for is not
+        queued behind a call per node (at 3,000 instances, 1,000 of them).
+        """
+        fleet = Fleet()
+        for agent in "abc":
+            fleet.add(agent, NAMES, replicas=2).start()
+        # Past the watch after the group formed, and a refresh, whose
+        # writes fired the watches of the nodes held.
+        fleet.run(TAKEOVER_WATCH + REFRESH + 1.0)
+        survivor = fleet.members["b"]
+        asked = len(survivor.zk.history)
+        fleet.members["a"].stop()
+        fleet.run(0.05)
+        calls = survivor.zk.history[asked:]
+        listing = calls.index(("get_children", f"{ROOT}/catalogs"))
+        watched = [i for i, (_, path) in enumerate(calls) if "/instances/" in path]
+        self.assertTrue(watched)
+        self.assertLess(listing, watched[0])
+
     def test_nothing_held_back_without_takeovers(self) -> None:
         """
         A view that makes this agent the primary of nothing held by
