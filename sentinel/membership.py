@@ -103,7 +103,7 @@ from typing import Any
 
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
-from twisted.internet.defer import Deferred, DeferredList, DeferredLock
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -172,6 +172,11 @@ AUDIT_EVERY = 5.0
 # the longest pace, a listing and the settle time, which a change the
 # watch told of waits anyway.
 BEHIND_AFTER = 15.0
+# Members (this agent included) up to which a listing asks beside it
+# which agent nodes are gone (`Membership._ask_agents_early`): an
+# ``exists`` each per listing, which in a group of thousands would be
+# thousands at each of its many changes.
+ASKED_EARLY = 16
 # The names all members' catalogs kept may hold together: ten times the
 # largest fleet DESIGN.md reckons with (100,000 instances), about 100 MB.
 MAX_NAMES_KEPT = 1_000_000
@@ -630,6 +635,10 @@ class Membership:
     async def _read_listing(self, since: float | None) -> None:
         zk = self.zk
         version: int | None = None
+        # Beside the listing, in a small group: which members' agent nodes
+        # are gone (`_ask_agents_early`).
+        early: Stats = {}
+        asked_early = self._ask_agents_early(early)
         try:
             children, stat = await zk.children_and_stat(
                 self.path, watch=self._watch_fired
@@ -715,7 +724,8 @@ class Membership:
         self._watch_neighbours(listed, complete)
         changed = listed != self.listed or not self.viewed
         if changed:
-            ended = self.viewed and await self._sessions_ended(listed, stats)
+            await asked_early
+            ended = self.viewed and await self._sessions_ended(listed, stats, early)
             self.listed = listed
             self._changed(since, at_once=ended)
         self._listed_version = version
@@ -995,7 +1005,46 @@ class Membership:
 
     # Settling
 
-    async def _sessions_ended(self, listed: View, stats: Stats) -> bool:
+    def _ask_agents_early(self, early: Stats) -> Deferred[None]:
+        """
+        In a group of fewer than `ASKED_EARLY` members, ask beside the
+        listing, not after it, which of the others' agent nodes are gone,
+        and about their `probes` beside them: at a leave, whether the
+        member's agent node went too decides that the view is applied at
+        once (`_sessions_ended`), and asked after the listing it was one
+        more round trip before every takeover (0.58 s in a trace at 3,000
+        instances, load 14, after a listing of 1.8 s). Only the answers
+        about a member whose agent node was found gone are put in
+        `early`: one found there may be deleted before the listing is
+        answered (a leave deletes its catalog, then its agent node), and
+        is asked about after it.
+        """
+        others = [agent for agent in self.view if agent != self.agent_id]
+        if not self.viewed or not others or len(others) >= ASKED_EARLY:
+            return succeed(None)
+        paths = {
+            agent: [
+                f"{self.root}/agents/{agent}",
+                *(self._probes(agent) if self._probes is not None else ()),
+            ]
+            for agent in others
+        }
+        asked: Stats = {}
+
+        def answered(count: int) -> None:
+            self._asked += count
+            for agent_node, *probes in paths.values():
+                if asked[agent_node] is None:
+                    early.update((p, asked[p]) for p in (agent_node, *probes))
+
+        flat = [path for each in paths.values() for path in each]
+        d = Deferred.fromCoroutine(ask(self.zk, flat, asked))
+        # A read that failed says nothing: asked again after the listing.
+        return d.addCallbacks(answered, lambda _: None)
+
+    async def _sessions_ended(
+        self, listed: View, stats: Stats, early: Stats | None = None
+    ) -> bool:
         """
         Whether the change from the view to `listed` is members leaving
         and nothing else, each without its agent node too: their sessions
@@ -1023,6 +1072,10 @@ class Membership:
         # (`_agent_sessions` then finds their answers in `stats`).
         asked = [f"{self.root}/agents/{agent}" for agent in gone]
         asked += [path for paths in probes.values() for path in paths]
+        for path in asked:
+            # Asked beside the listing (its agent node gone): not again.
+            if early and path in early:
+                stats.setdefault(path, early[path])
         self._asked += await ask(self.zk, asked, stats)
         sessions = await self._agent_sessions(gone, stats)
         ended = all(session is None for session in sessions.values())

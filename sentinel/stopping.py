@@ -310,8 +310,12 @@ class Stopping:
         cancellation for a result, and the second would then wait for
         good (with ZooKeeper unreachable, the stop never ended).
         """
+        # The agent node first: ZooKeeper applies a session's calls in
+        # order, so a member told of the leave by its catalogs' watch finds
+        # the agent node gone too (a leave, applied at once), asked beside
+        # its listing (`sentinel.membership`) or after it.
         leaving = [
-            node for node in (*self._nodes.catalog, self._nodes.agent) if node.owned
+            node for node in (self._nodes.agent, *self._nodes.catalog) if node.owned
         ]
         # Past every call waiting: behind a start-up's or a view change's
         # thousands, the leave came after `LEAVE_ANSWER_WAIT` (writer).

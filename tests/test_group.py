@@ -2591,6 +2591,32 @@ class TakeoversFirstTests(SynchronousTestCase):
         self.assertTrue(watched)
         self.assertLess(listing, watched[0])
 
+    def test_leaver_asked_about_beside_the_listing(self) -> None:
+        """
+        In a small group, a survivor asks whether the other members'
+        agent nodes (and a few of their opinions) are gone beside its
+        listing of the catalogs, not after it: at a leave the view is
+        applied one round trip sooner, and the answers found gone are
+        not asked for again.
+        """
+        fleet = Fleet()
+        for agent in "abc":
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(SETTLE + 2.0)
+        survivor = fleet.members["b"]
+        asked = len(survivor.zk.history)
+        fleet.members["a"].stop()
+        for _ in range(20):
+            fleet.run(0.05)
+            if set(survivor.group.membership.view) == {"b", "c"}:
+                break
+        calls = survivor.zk.history[asked:]
+        agent_node = ("exists", f"{ROOT}/agents/a")
+        listing = calls.index(("get_children", f"{ROOT}/catalogs"))
+        self.assertLess(calls.index(agent_node), listing)
+        self.assertEqual(calls.count(agent_node), 1)
+        self.assertEqual(set(survivor.group.membership.view), {"b", "c"})
+
     def test_nothing_held_back_without_takeovers(self) -> None:
         """
         A view that makes this agent the primary of nothing held by
