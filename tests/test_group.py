@@ -22,8 +22,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import catalog as catalog_module
+from sentinel import guard, opinions, web
 from sentinel import membership as membership_module
-from sentinel import opinions, web
 from sentinel import writes as writes_module
 from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog, catalog_digest, catalog_node_name, catalog_parts
@@ -2883,28 +2883,36 @@ class JoinVerdictTests(SynchronousTestCase):
 class OpinionOverwrittenTests(SynchronousTestCase):
     """Two agents, two replicas: another client writes their opinions."""
 
-    def test_opinions_written_again(self) -> None:
+    def meddled(self) -> tuple[Fleet, dict[str, str]]:
         """
-        An observer's opinion overwritten with garbage or with a forged
-        status is written again by its observer within a `refresh` (it
-        reads its opinions back then); meanwhile the verdict's
-        ``observers`` says it wrong, and the primary's /healthz names an
-        opinion unreadable for `ABSENT_AFTER`. One deleted is written
-        again at once (`sentinel.guard`).
+        A group of two, a refresh after its opinions' first writes, and
+        the paths of the first three instances' opinions whose observer
+        is not the instance's primary.
         """
         fleet = Fleet()
         for agent in ("a", "b"):
             fleet.add(agent, NAMES, replicas=2).start()
         fleet.run(2.0)
-        # Just after the opinions' first reading back, a refresh after their
-        # first write.
         fleet.run(REFRESH + 1.0)
-        garbage, forged, deleted = NAMES[:3]
-        primary = fleet.members[(fleet.node(garbage) or {})["agent"]]
         paths = {}
-        for name in (garbage, forged, deleted):
+        for name in NAMES[:3]:
             observer = "b" if (fleet.node(name) or {})["agent"] == "a" else "a"
             paths[name] = f"{ROOT}/opinions/{name}/{observer}"
+        return fleet, paths
+
+    def test_opinions_written_again(self) -> None:
+        """
+        An observer's opinion overwritten with garbage or with a forged
+        status is written again by its observer within about a second
+        (its data watch, `sentinel.guard`), and that observer's /healthz
+        names the write for `OVERWRITES_WINDOW`: the verdict it moved was
+        wrong meanwhile. One deleted is written again as fast, named in
+        no /healthz (a deletion alone, `sentinel.guard`). Before, a
+        forged opinion stayed until its observer's next refresh, 30 s,
+        and no /healthz said so.
+        """
+        fleet, paths = self.meddled()
+        garbage, forged, deleted = paths
         session = fleet.server.nodes[paths[garbage]].owner
         fleet.server.put(paths[garbage], b"\x00garbage", session)
         said = json.loads(fleet.server.nodes[paths[forged]].data)
@@ -2912,20 +2920,42 @@ class OpinionOverwrittenTests(SynchronousTestCase):
         owner = fleet.server.nodes[paths[forged]].owner
         fleet.server.put(paths[forged], forgery.encode(), owner)
         fleet.server.remove(paths[deleted])
-        fleet.run(opinions.ABSENT_AFTER + 0.5)
-        observers = {n: (fleet.node(n) or {})["observers"] for n in paths}
-        self.assertEqual(observers[garbage][paths[garbage][-1]], None)
-        self.assertEqual(observers[forged][paths[forged][-1]], "down")
-        self.assertEqual(observers[deleted][paths[deleted][-1]], "up")
-        reason = primary.publisher.unhealthy_reason() or ""
-        self.assertIn(f"opinion {paths[garbage]} is unreadable for 5 s", reason)
-        fleet.run(REFRESH)
+        fleet.run(guard.REWRITE_AFTER + 0.5)
         for name, path in paths.items():
             opinion = json.loads(fleet.server.nodes[path].data)
             self.assertEqual(opinion["status"], "up", name)
+            self.assertEqual(fleet.server.nodes[path].owner, owner, name)
             self.assertEqual((fleet.node(name) or {})["observers"][path[-1]], "up")
+        for name in (garbage, forged):
+            observer = fleet.members[paths[name][-1]]
+            reason = observer.publisher.unhealthy_reason() or ""
+            self.assertIn("written by another client", reason, name)
+        fleet.run(guard.OVERWRITES_WINDOW)
         for member in fleet.members.values():
             self.assertIsNone(member.publisher.unhealthy_reason())
+
+    def test_forging_loop_paced(self) -> None:
+        """
+        Another client writing an opinion over every 10 ms for 5 s costs
+        its observer at most one ``exists`` and one ``set`` of it per
+        `REWRITE_AFTER`, and the opinion is right again once it stops.
+        """
+        fleet, paths = self.meddled()
+        path = paths[NAMES[0]]
+        observer = fleet.members[path[-1]]
+        owner = fleet.server.nodes[path].owner
+        said = json.loads(fleet.server.nodes[path].data)
+        forgery = json.dumps({**said, "status": "down"}).encode()
+        calls = observer.zk.calls_by_path
+        before = calls["exists", path], calls["set", path]
+        for _ in range(500):
+            fleet.server.put(path, forgery, owner)
+            fleet.run(0.01, step=0.01)
+        rounds = 5.0 / guard.REWRITE_AFTER + 1
+        self.assertLessEqual(calls["exists", path] - before[0], rounds)
+        self.assertLessEqual(calls["set", path] - before[1], rounds)
+        fleet.run(guard.REWRITE_AFTER + 0.5)
+        self.assertEqual(json.loads(fleet.server.nodes[path].data)["status"], "up")
 
 
 class SilentObserverTests(SynchronousTestCase):
@@ -2948,6 +2978,9 @@ class SilentObserverTests(SynchronousTestCase):
         primary = fleet.members[(fleet.node(name) or {})["agent"]]
         other = "b" if primary.agent_id == "a" else "a"
         path = f"{ROOT}/opinions/{name}/{other}"
+        # Its observer does not see it (a member in a crash loop, which
+        # never writes its opinions, is so seen by the primary).
+        fleet.members[other].zk.lose_watches()
         fleet.server.put(path, b"\x00garbage", fleet.server.nodes[path].owner)
         primary.see(name, DOWN)
         down_once_left_out(self, fleet, name, primary.agent_id, other)
