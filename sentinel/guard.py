@@ -35,24 +35,29 @@ client writing ``up`` over every instance node 1,200 times a second kept
 the instances of a stopped Redis published up, every /healthz 200, and
 the nodes said so until their next refresh after it stopped.
 
-An opinion is watched for its writes too, with a data watch (``exists``)
-in place of the children watch: it is written only when its status,
-``ready`` or role changes, never at a refresh, and another client's
-write of it moves a node this agent does not write, its primary's
-verdict (with replicas 2 and quorum 2, one opinion ``up`` keeps a dead
-Redis published up). Its observer read it back only every refresh, and
-named it in no /healthz: a client writing ``up`` over the opinions of a
-stopped Redis's instances 450--630 times a second kept 22--23 % of the
-readers' reads of them ``up`` for as long as it went on, every /healthz
-200. A write found (a version other than ours, our session's) is written
-over with ours, and reported as above; the watch fires at our own writes
-too, an ``exists`` each, which opinions, written on change alone, can
-afford. A fired watch is set again `REWRITE_AFTER` later, with the others
-fired meanwhile, so a client writing in a loop costs at most one read and
-one write of each opinion per `REWRITE_AFTER`.
+Opinions and discovery members are watched for their writes too, with
+a data watch (``exists``) in place of the children watch: they are
+written only when what they say changes, never at a refresh, and
+another client's write of one is read by others as ours. An opinion
+moves a node this agent does not write, its primary's verdict (with
+replicas 2 and quorum 2, one opinion ``up`` keeps a dead Redis
+published up); a member sends Finagle's and Prometheus's readers to the
+endpoint it names. Each was found only at a refresh, and named in no
+/healthz: a client writing ``up`` over the opinions of a stopped Redis's
+instances 450--630 times a second kept 22--23 % of the readers' reads of
+them ``up`` for as long as it went on, and a member written over with
+another host named it for 28 s, every /healthz 200. A write found (a
+version other than ours, our session's) is written over with ours
+(a member's by `sentinel.discovery`, which logs it) and named in
+/healthz as above; the watch fires at our own writes too, an ``exists``
+each, which nodes written on change alone can afford. A fired watch is
+set again `REWRITE_AFTER` later, with the others fired meanwhile, so a
+client writing in a loop costs at most one read and one write of each
+per `REWRITE_AFTER`.
 
-Bounded: a node is watched once per create (an opinion once per write
-of it, and at most once per `REWRITE_AFTER` while others write it); its
+Bounded: a node is watched once per create (an opinion or a member once
+per write of it, and at most once per `REWRITE_AFTER` while others write
+it); its
 deletion is acted on only after `REWRITE_AFTER`, so a squatter deleting
 it in a loop gets at most one create of it per `REWRITE_AFTER`; the
 writes themselves go
@@ -132,8 +137,8 @@ class Guard:
         # Nodes seen deleted, and the path each was deleted at.
         self._gone: dict[Node, str] = {}
         self._rewrite_call: IDelayedCall | None = None
-        # Opinions whose data watch fired, watched (and read) again at once
-        # after `REWRITE_AFTER`.
+        # Opinions and members whose data watch fired, watched (and read)
+        # again at once after `REWRITE_AFTER`.
         self._changed: set[Node] = set()
         self._rearm_call: IDelayedCall | None = None
         # Nodes deleted behind our back and written again, since start.
@@ -156,10 +161,10 @@ class Guard:
         if node.guard is None:
             node.guard = partial(self._fired, node)
         node.guarded = path
-        if member is None and self._is_opinion(node):
+        if member is not None or self._is_opinion(node):
             d = self._zk.exists(path, watch=node.guard)
             d.addCallbacks(
-                self._opinion_read,
+                self._written_read,
                 self._not_armed,
                 callbackArgs=(node, path),
                 errbackArgs=(node, path),
@@ -173,24 +178,29 @@ class Guard:
         # An opinion's path ends in the instance's name, then our agent id.
         return self._nodes.opinions.get(node.path.rsplit("/", 2)[-2]) is node
 
-    def _opinion_read(self, stat: Any, node: Node, path: str) -> None:
+    def _written_read(self, stat: Any, node: Node, path: str) -> None:
         """
-        What the ``exists`` that watches an opinion found: no node (as a
-        deletion), or one our session holds at a version other than we
-        wrote, while no write of ours is due or under way: another
-        client's data, written over with ours.
+        What the ``exists`` that watches an opinion or a discovery member
+        found: no node (as a deletion), or one our session holds at a
+        version other than we wrote, while no write of ours is due or
+        under way: another client's data, written over with ours.
         """
         if stat is None:
             # Its watch is now one for the node's creation, which our own
             # rewrite fires: watched again then.
             self._not_armed(Failure(NoNodeError()), node, path)
             return
-        if (
-            node.owned
-            and not (node.dirty or node.writing)
-            and ours(stat, self._zk.session_id)
-            and stat.version != node.version
-        ):
+        if node.dirty or node.writing or not ours(stat, self._zk.session_id):
+            return
+        member = node.member
+        if member is not None:
+            if member.path == path and stat.version != member.version >= 0:
+                # Its write finds it (`Discovery.write`), writes ours over
+                # it and logs it.
+                self._overwrites.record(1, path)
+                self._queue.mark(node)
+            return
+        if node.owned and stat.version != node.version:
             self.written_over(node)
             # Still ours: set at the version found, with our data.
             node.version = stat.version
@@ -255,7 +265,7 @@ class Guard:
         if event.type == EventType.DELETED:
             self._deleted(node, event.path)
         elif event.type == EventType.CHANGED:
-            # An opinion's data watch (module docstring): paced.
+            # An opinion's or a member's data watch (module docstring): paced.
             self._changed.add(node)
             if self._rearm_call is None:
                 self._rearm_call = self._reactor.callLater(REWRITE_AFTER, self._rearm)
@@ -361,8 +371,9 @@ class Guard:
                 f"zookeeper: {count} node(s) of this agent written by another "
                 f"client in the last {OVERWRITES_WINDOW:.0f} s (the last {path}),"
                 " each found at this agent's next write of it (a change or its"
-                f" refresh), an opinion within {REWRITE_AFTER:g} s: readers saw"
-                " the other client's data until then"
+                f" refresh), an opinion or a discovery member within"
+                f" {REWRITE_AFTER:g} s: readers saw the other client's data until"
+                " then"
             )
         return "; ".join(reasons) or None
 
@@ -410,13 +421,18 @@ class Meddling:
         Some found (`count`, the first at `path`): None if not to be
         logged now, else how many went unlogged since the last line.
         """
-        now = self._reactor.seconds()
-        self._found.append((now, count, path))
+        now = self.record(count, path)
         if self.reported() and now - self._logged_at < LOOP_LOG_EVERY:
             self._unlogged += count
             return None
         unlogged, self._unlogged, self._logged_at = self._unlogged, 0, now
         return unlogged
+
+    def record(self, count: int, path: str) -> float:
+        """Some found, logged by the caller's own line: when."""
+        now: float = self._reactor.seconds()
+        self._found.append((now, count, path))
+        return now
 
     def reported(self) -> tuple[int, str] | None:
         """How many within the window and the last path, if enough to report."""

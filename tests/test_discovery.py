@@ -25,6 +25,7 @@ from sentinel.discovery import (
     Looking,
 )
 from sentinel.documents import NERVE, SERVERSET, nerve_member, serverset_member
+from sentinel.guard import OVERWRITES_WINDOW, REWRITE_AFTER
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
 from sentinel.probe import Observation, Replication
@@ -478,6 +479,35 @@ class ServersetTests(DiscoveryHarness):
             {"member_0000000000": serverset_member(state.instance)},
         )
         self.assertEqual(self.publisher.stats()["discovery"]["repaired"], 1)
+
+    def test_member_overwritten_found_at_once_and_named(self) -> None:
+        """
+        A member another client overwrites (clients sent to another
+        endpoint) says ours again `REWRITE_AFTER` after, not at the next
+        refresh, and /healthz names it for `OVERWRITES_WINDOW`. Before,
+        it stayed until the refresh (30 s), /healthz 200.
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        path = f"{MEMBER}0000000000"
+        other = RedisInstance("x", "127.0.0.99", 1)
+        self.zk.put(
+            path, json.dumps(serverset_member(other)).encode(), self.zk.session_id
+        )
+        self.clock.advance(REWRITE_AFTER)
+        self.assertEqual(
+            self.members("cache-1"),
+            {"member_0000000000": serverset_member(state.instance)},
+        )
+        self.assertEqual(self.publisher.stats()["discovery"]["repaired"], 1)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn(
+            f"written by another client in the last 60 s (the last {path})", reason
+        )
+        self.clock.advance(OVERWRITES_WINDOW)
+        self.check(state, UP)
+        self.assertIsNone(self.publisher.unhealthy_reason())
 
     def test_replaced_client_takes_its_old_members_over(self) -> None:
         """
