@@ -55,6 +55,18 @@ set again `REWRITE_AFTER` later, with the others fired meanwhile, so a
 client writing in a loop costs at most one read and one write of each
 per `REWRITE_AFTER`.
 
+Those reads are the guard's alone: no verdict waits for them, while a
+primary's reads of the other observers' opinions, which its verdicts
+wait for, go in the bridge's background lane (`sentinel.zk`). A rack
+going down changes hundreds of opinions at once, on every observer at
+the same time, and each write of ours fires its watch: set again as
+ordinary reads, hundreds of them went ahead of those verdict reads.
+So they are background reads too, at most `WATCH_READS_IN_FLIGHT` of
+them asked at once, the rest waiting here in order: a verdict's read
+waits behind that many at most, and a burst of our own writes delays
+no verdict (`benchmarks/rack.py`); only the guard's own watches are
+set again later, a burst's worth of reads that many at a time.
+
 Bounded: a node is watched once per create (an opinion or a member once
 per write of it, and at most once per `REWRITE_AFTER` while others write
 it); its
@@ -82,6 +94,7 @@ from typing import Any
 
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -104,6 +117,10 @@ LOOP_BURSTS = 3
 LOOP_WINDOW = 10.0
 # Seconds between two log lines while a loop goes on.
 LOOP_LOG_EVERY = 60.0
+# The reads that watch opinions and members again after their watch
+# fired, asked of the bridge at once at most (module docstring): a
+# verdict's read of another observer's opinion waits behind this many.
+WATCH_READS_IN_FLIGHT = 8
 # Seconds /healthz names a write over one of our nodes after it is found:
 # one is found only at our next write of the node (a change, or its
 # refresh, 30 s by default), so a loop of them is found about once a
@@ -138,9 +155,13 @@ class Guard:
         self._gone: dict[Node, str] = {}
         self._rewrite_call: IDelayedCall | None = None
         # Opinions and members whose data watch fired, watched (and read)
-        # again at once after `REWRITE_AFTER`.
-        self._changed: set[Node] = set()
+        # again after `REWRITE_AFTER`, in order, `WATCH_READS_IN_FLIGHT`
+        # reads at a time.
+        self._changed: dict[Node, None] = {}
         self._rearm_call: IDelayedCall | None = None
+        self._to_watch: dict[Node, None] = {}
+        self._watch_reads = 0
+        self._watching_next = False
         # Nodes deleted behind our back and written again, since start.
         self.deleted = 0
         # Deletions in bursts (a loop is LOOP_BURSTS of them within
@@ -152,17 +173,24 @@ class Guard:
 
     def arm(self, node: Node) -> None:
         """Watch `node` for its deletion, if it is ours and not watched yet."""
+        if node in self._changed or node in self._to_watch:
+            return  # Its watch fired: watched again when paced (`_rearm`).
+        self._watch(node, again=False)
+
+    def _watch(self, node: Node, again: bool) -> Deferred[None] | None:
+        """
+        Watch `node` (`arm`), `again` after its data watch fired: in the
+        background (module docstring). The read's Deferred, if one is asked.
+        """
         member = node.member
         path = node.path if member is None else member.path
         if path is None or node.guarded == path or node.removed:
-            return
-        if node in self._changed:
-            return  # Its watch fired: watched again when paced (`_rearm`).
+            return None
         if node.guard is None:
             node.guard = partial(self._fired, node)
         node.guarded = path
         if member is not None or self._is_opinion(node):
-            d = self._zk.exists(path, watch=node.guard)
+            d = self._zk.exists(path, watch=node.guard, background=again)
             d.addCallbacks(
                 self._written_read,
                 self._not_armed,
@@ -173,6 +201,7 @@ class Guard:
             d = self._zk.get_children(path, watch=node.guard)
             d.addCallbacks(lambda _: None, self._not_armed, errbackArgs=(node, path))
         d.addErrback(lambda f: log.failure("watching {path} failed", f, path=path))
+        return d
 
     def _is_opinion(self, node: Node) -> bool:
         # An opinion's path ends in the instance's name, then our agent id.
@@ -245,6 +274,7 @@ class Guard:
         """Write nothing again from now on (stopping, or halted)."""
         self._gone.clear()
         self._changed.clear()
+        self._to_watch.clear()
         for call in (self._rewrite_call, self._rearm_call):
             if call is not None and call.active():
                 call.cancel()
@@ -266,7 +296,7 @@ class Guard:
             self._deleted(node, event.path)
         elif event.type == EventType.CHANGED:
             # An opinion's or a member's data watch (module docstring): paced.
-            self._changed.add(node)
+            self._changed[node] = None
             if self._rearm_call is None:
                 self._rearm_call = self._reactor.callLater(REWRITE_AFTER, self._rearm)
         elif event.type != EventType.NONE:
@@ -275,16 +305,44 @@ class Guard:
 
     def _rearm(self) -> None:
         self._rearm_call = None
-        changed, self._changed = self._changed, set()
-        life = self._life
-        if not life.running or life.halted:
+        changed, self._changed = self._changed, {}
+        if not self._acting():
             return
-        for node in changed:
-            self.arm(node)
+        self._to_watch.update(changed)
+        self._watch_next()
+
+    def _watch_next(self) -> None:
+        # The reads in flight end on their own (answered, or the bridge's
+        # timeout), whatever happened since: each makes room for the next.
+        # One loop asks them all: a read failed at once (not connected)
+        # asking the next from within its own end would nest a call per
+        # node waiting.
+        if self._watching_next:
+            return
+        self._watching_next = True
+        try:
+            while self._to_watch and self._watch_reads < WATCH_READS_IN_FLIGHT:
+                node = next(iter(self._to_watch))
+                del self._to_watch[node]
+                d = self._watch(node, again=True)
+                if d is not None:
+                    self._watch_reads += 1
+                    d.addBoth(self._watch_read_ended)
+        finally:
+            self._watching_next = False
+
+    def _watch_read_ended(self, _: object) -> None:
+        self._watch_reads -= 1
+        if self._acting():
+            self._watch_next()
+
+    def _acting(self) -> bool:
+        """Whether what the watches find is acted on: running, not halted."""
+        life = self._life
+        return bool(life.running) and not life.halted
 
     def _deleted(self, node: Node, path: str) -> None:
-        life = self._life
-        if not life.running or life.halted:
+        if not self._acting():
             return
         self._gone[node] = path
         if self._rewrite_call is None:
@@ -293,8 +351,7 @@ class Guard:
     def _rewrite(self) -> None:
         self._rewrite_call = None
         gone, self._gone = self._gone, {}
-        life = self._life
-        if not life.running or life.halted:
+        if not self._acting():
             return
         held = [node for node, path in gone.items() if self._held(node, path)]
         if not held:

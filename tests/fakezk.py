@@ -316,6 +316,8 @@ class FakeZooKeeper:
         # The paths of the deletes asked as urgent, in order.
         self.urgent: list[str] = []
         self.ahead: list[str] = []
+        # The paths of the exists asked in the background, in order.
+        self.background_exists: list[str] = []
         # Kinds whose calls the server does at once, but whose answers are
         # held like those of hanging calls (lost with the connection).
         self.unanswered: set[str] = set()
@@ -414,8 +416,8 @@ class FakeZooKeeper:
         return self._call("set", path, lambda: self._set(path, data, version))
 
     # `background` and `ahead` order the real bridge's queue (tested there);
-    # calls here are answered as the test says. The paths read `ahead` are
-    # noted, in order.
+    # calls here are answered as the test says. The paths read `ahead`, and
+    # those of the exists asked in the background, are noted, in order.
     def get(
         self,
         path: str,
@@ -430,6 +432,8 @@ class FakeZooKeeper:
     def exists(
         self, path: str, watch: Watcher | None = None, background: bool = False
     ) -> Deferred[Any]:
+        if background:
+            self.background_exists.append(path)
         return self._call("exists", path, lambda: self._exists(path, watch))
 
     def get_acls(self, path: str) -> Deferred[tuple[list[ACL], ZnodeStat]]:

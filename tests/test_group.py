@@ -2934,6 +2934,49 @@ class OpinionOverwrittenTests(SynchronousTestCase):
         for member in fleet.members.values():
             self.assertIsNone(member.publisher.unhealthy_reason())
 
+    def test_own_writes_watched_again_few_at_once_in_the_background(self) -> None:
+        """
+        A rack going down (every instance seen down by both observers at
+        once) fires each opinion's data watch at its observer's own
+        write: each is watched again with a background read, at most
+        `WATCH_READS_IN_FLIGHT` of them asked at once, so that a primary's
+        reads of the other observers' opinions, which its verdicts wait
+        for, never queue behind the burst (`sentinel.zk`). Every verdict
+        goes down meanwhile, every opinion is watched again once the
+        reads are answered, and a forgery after that is written over as
+        before. Before, all 30 were asked at once as ordinary reads,
+        ahead of those verdict reads.
+        """
+        fleet, paths = self.meddled()
+        observer = fleet.members["a"]
+        own = {f"{ROOT}/opinions/{name}/a" for name in NAMES}
+        observer.zk.hold_answers("exists")
+        for member in fleet.members.values():
+            for name in NAMES:
+                member.see(name, DOWN)
+        most = 0
+        for _ in range(100):
+            fleet.run(0.05)
+            held = [c for c in observer.zk.held if c.path in own]
+            most = max(most, len(held))
+        self.assertEqual(most, guard.WATCH_READS_IN_FLIGHT)
+        for name in NAMES:
+            self.assertEqual((fleet.node(name) or {})["status"], "down", name)
+        observer.zk.unhang()
+        observer.zk.release()
+        fleet.run(1.0)
+        self.assertEqual(set(observer.zk.background_exists) & own, own)
+        path = f"{ROOT}/opinions/{NAMES[0]}/a"
+        said = json.loads(fleet.server.nodes[path].data)
+        forgery = json.dumps({**said, "status": "up"}).encode()
+        fleet.server.put(path, forgery, fleet.server.nodes[path].owner)
+        fleet.run(guard.REWRITE_AFTER + 0.5)
+        self.assertEqual(json.loads(fleet.server.nodes[path].data)["status"], "down")
+        reason = observer.publisher.unhealthy_reason() or ""
+        self.assertIn(
+            f"written by another client in the last 60 s (the last {path})", reason
+        )
+
     def test_forging_loop_paced(self) -> None:
         """
         Another client writing an opinion over every 10 ms for 5 s costs
