@@ -73,7 +73,9 @@ refused connection fails at once, always. And a check that cannot look
 (its attempt still in line for the pacer, or started too late) of an
 instance whose last check failed, none answered since, fails again with
 that error while the agent keeps up, as checks between two reconnects
-do: a server that stops answering with thousands of instances fills the
+do (a plain TCP connection made since is no answer to a PING that timed
+out: a stopped server's listen backlog completes connects too): a
+server that stops answering with thousands of instances fills the
 pacer's places with attempts to it (its listen backlog full, new
 connections are dropped, and each runs its whole bound), and its
 instances must go down within the fall bound, not at the pace those
@@ -162,6 +164,9 @@ _new_tuple = tuple.__new__
 # late by less than LATE_SHARE of it meanwhile (module docstring).
 FAIR_SHARE = 0.9
 LATE_SHARE = 0.25
+# Failures a connection made since does not answer (`_connected`): a
+# stopped server's listen backlog completes connects all the same.
+REPLY_TIMEOUTS = frozenset({"timeout (ping)", "timeout (info)"})
 # An attempt's own bound: at least this, however short the check timeout
 # (a connection that completes after its check's deadline is kept).
 MIN_CONNECT_TIMEOUT = 1.0
@@ -972,7 +977,7 @@ class RedisProbe:
                 waiter.errback(error)
             return
         self._last_inconclusive = False
-        self._failing = None
+        self._connected()
         self._pacer.sockets.ended(result)
         self._addressed(False)
         if self.address is not None and (
@@ -991,6 +996,22 @@ class RedisProbe:
         self._keep(result)
         for waiter in waiters:
             waiter.callback(result)
+
+    def _connected(self) -> None:
+        # A connection made answers a failure to connect (refused, timed
+        # out, lost), not a reply that never came: over plain TCP the
+        # server's kernel completes it, into the listen backlog of a
+        # stopped process too (a hung host: seen with 600 instances on
+        # three stopped servers, their PINGs on those connections then
+        # judged while the agent ran late, and the checks in line after
+        # them saying nothing for 30 s). A TLS or AUTH handshake is the
+        # server process itself answering.
+        if (
+            self._failing not in REPLY_TIMEOUTS
+            or self._tls is not None
+            or self._auth is not None
+        ):
+            self._failing = None
 
     def _addressed(self, timed_out: bool) -> None:
         # What the attempt that ended says of its address, if it got to
@@ -1741,9 +1762,10 @@ class RedisProbe:
         What a check that the agent did not get to look with (its attempt
         still in line for the pacer, or started too late to give Redis a
         fair chance) says now: nothing (None), unless the instance's last
-        check failed, none answered and no connection made since, and the
-        agent has kept up since `since`; then it fails again with that
-        error (the module docstring).
+        check failed, none answered since (a connection made answers a
+        failure to connect, not a reply timeout: `_connected`) and none is
+        kept, and the agent has kept up since `since`; then it fails again
+        with that error (the module docstring).
         """
         failing = self._failing
         if (

@@ -144,6 +144,28 @@ class Harness:
         return bytes(value)
 
 
+def connected_late_twice(case: SynchronousTestCase, h: Harness) -> None:
+    """
+    A check connects, and its PING and the next check's are unanswered at
+    their deadlines while the agent runs late (one turn of 0.5 s, then one
+    of 0.3 s, another instance's attempt keeping the pacer's heartbeat
+    going): each check says nothing, and the connection is dropped.
+    """
+    d = h.check()
+    h.accept()
+    h.on_time(0.02)
+    case.successResultOf(h.pacer.acquire())  # Another instance connects.
+    h.reactor.advance(0.5)
+    d.cancel()
+    case.assertIsNone(case.successResultOf(d))
+    h.reactor.advance(0.01)
+    d = h.check()
+    h.reactor.advance(0.3)
+    d.cancel()
+    case.assertIsNone(case.successResultOf(d))
+    case.assertFalse(h.probe.connected)
+
+
 class ReplyTests(SynchronousTestCase):
     """Which replies mean what (DESIGN.md section 5)."""
 
@@ -2450,19 +2472,7 @@ class StartupTests(SynchronousTestCase):
         for the last error.
         """
         h = Harness()
-        d = h.check()
-        h.accept()
-        h.on_time(0.02)
-        self.successResultOf(h.pacer.acquire())  # Another instance connects.
-        h.reactor.advance(0.5)
-        d.cancel()
-        self.assertIsNone(self.successResultOf(d))
-        h.reactor.advance(0.01)
-        d = h.check()
-        h.reactor.advance(0.3)
-        d.cancel()
-        self.assertIsNone(self.successResultOf(d))
-        self.assertFalse(h.probe.connected)
+        connected_late_twice(self, h)
         assert h.transport is not None
         self.assertTrue(h.transport.disconnecting)
         h.on_time(0.1)
@@ -2502,13 +2512,14 @@ class HungServerTests(SynchronousTestCase):
     says nothing. Here the check timeout is 1.0 s and there is one slot.
     """
 
-    def failed_then_in_line(self) -> tuple[Harness, Deferred[object]]:
+    def failed_then_in_line(self, slots: int = 1) -> tuple[Harness, Deferred[object]]:
         """
-        A kept connection's PING unanswered at the deadline, the only slot
-        then taken by another instance's attempt, and the next check's
-        attempt waiting in line for it; the slot's holder too.
+        A kept connection's PING unanswered at the deadline, then a slot
+        (the only one, unless `slots` says) taken by another instance's
+        attempt, and the next check's attempt waiting in line for it; the
+        slot's holder too.
         """
-        h = Harness(slots=1)
+        h = Harness(slots=slots)
         h.connect()
         d = h.check()
         h.on_time(1.0)
@@ -2582,6 +2593,53 @@ class HungServerTests(SynchronousTestCase):
         observation = self.successResultOf(h.check())
         assert observation is not None
         self.assertEqual(observation.error, "timeout (ping)")
+
+    def connected_late_then_in_line(self, h: Harness) -> Observation | None:
+        """
+        What the next check says, its attempt in line at its deadline (the
+        last slot taken too) and the agent on time, after
+        `connected_late_twice`.
+        """
+        connected_late_twice(self, h)
+        h.on_time(0.2)
+        self.successResultOf(h.pacer.acquire())  # The last slot goes too.
+        d = h.check()
+        self.assertEqual(h.pacer.waiting, 1)
+        h.on_time(1.0)
+        d.cancel()
+        return self.successResultOf(d)
+
+    def test_backlog_connect_is_no_answer(self) -> None:
+        """
+        A stopped server's listen backlog still completes connects: one
+        made after a PING timed out, its PINGs then given no fair chance,
+        is no answer from Redis. The next check, its attempt in line and
+        the agent on time, fails with that timeout, as if no connection
+        had been made.
+        """
+        h, _ = self.failed_then_in_line(slots=3)
+        observation = self.connected_late_then_in_line(h)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (ping)")
+
+    def test_refused_then_connected_says_nothing(self) -> None:
+        """
+        A connect made after a refusal shows the port open again: with its
+        PINGs given no fair chance and the next attempt in line, the
+        refusal is not repeated.
+        """
+        h = Harness(slots=3)
+        h.connect()
+        h.protocol.connectionLost(Failure(ConnectionRefusedError()))
+        h.on_time(1.0)
+        self.successResultOf(h.pacer.acquire())  # Another instance's.
+        d = h.check()
+        h.refuse()
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "connection refused")
+        h.on_time(1.0)
+        self.assertIsNone(self.connected_late_then_in_line(h))
 
     def test_nothing_failed_says_nothing(self) -> None:
         """
