@@ -8,15 +8,24 @@ its own. Once every instance node is there, the agent gets SIGTERM, either
 with ZooKeeper up, or after ZooKeeper was killed under it (``gone``: the
 agent logs that it is unreachable first). Printed for each case: the time
 from SIGTERM until the process ended, its exit status, and, with ZooKeeper
-up, the instance nodes left one second after the exit.
+up, the instance nodes left one second after the exit. ``--state-dirs
+no,yes`` runs each case without and with a ``state_dir`` (its SIGTERM
+leaves the session open: the nodes stay for the next process);
+``--checkout``/``--runs`` run each version's agent in turns, and
+``--keep-logs`` copies each agent's log. ``--crowd N`` starts N busy
+loops ``--crowd-for`` s before the signal and pins them and the agent to
+one CPU (the agent then gets a 1/(N+1) share of it, as on a machine
+loaded by others), until the agent has ended.
 
     .venv/bin/python benchmarks/stop.py [--instances 10000] [--interval 2]
-        [--cases up,gone]
+        [--cases up,gone] [--state-dirs no] [--runs 1]
+        [--checkout LABEL=PATH ...] [--keep-logs DIR] [--crowd N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -25,13 +34,16 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import psutil
 from common import (
     Agent,
     Instance,
+    add_checkout_option,
     agent_config,
     load_average,
     machine,
     open_files_for,
+    rows_in_turns,
     start_redis_servers,
     start_zookeeper,
     stop_on_sigterm,
@@ -44,7 +56,7 @@ ROOT = "/sentinel"
 POLL = 0.02
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--instances", type=int, default=10_000, help="N (10000)")
@@ -52,7 +64,13 @@ def parse_args() -> argparse.Namespace:
     add("--interval", type=float, default=2.0, help="agent's, s (2)")
     add("--cases", default="up,gone", help="up, gone, or both (up,gone)")
     add("--publish-limit", type=float, default=180.0, help="s to publish all")
-    return parser.parse_args()
+    add("--state-dirs", default="no", help="no, yes, or both (no)")
+    add("--runs", type=int, default=1, help="runs of each checkout (1)")
+    add("--keep-logs", metavar="DIR", help="copy the agents' logs there")
+    add("--crowd", type=int, default=0, help="busy loops beside the agent (0)")
+    add("--crowd-for", type=float, default=5.0, help="s crowded before the signal")
+    add_checkout_option(parser)
+    return parser
 
 
 def instance_nodes(client: KazooClient) -> int:
@@ -61,9 +79,16 @@ def instance_nodes(client: KazooClient) -> int:
 
 
 def stop_case(
-    args: argparse.Namespace, ports: list[int], case: str
+    args: argparse.Namespace,
+    ports: list[int],
+    case: str,
+    state_dir: bool,
+    version: tuple[str, Path],
+    number: int,
 ) -> list[tuple[str, str]]:
-    """One agent published, then SIGTERM as `case` says; its rows."""
+    """One agent of `version` published, then SIGTERM as `case` says; its rows."""
+    label, checkout = version
+    name = f"{label} #{number + 1}, {case}, {'state_dir' if state_dir else 'none'}"
     with ExitStack() as started:
         zookeeper, client = start_zookeeper(started)
         n = args.instances
@@ -76,13 +101,25 @@ def stop_case(
         )
         workdir = Path(tempfile.mkdtemp(prefix=f"sentinel-stop-{case}-"))
         started.callback(shutil.rmtree, workdir, ignore_errors=True)
-        agent = Agent(workdir, config, open_files=open_files_for(n))
+        if state_dir:
+            config = f'state_dir = "{workdir / "state"}"\n' + config
+        agent = Agent(
+            workdir,
+            config,
+            label=f"{label}-{number}-{case}-{int(state_dir)}",
+            pythonpath=checkout,
+            open_files=open_files_for(n),
+        )
+        if args.keep_logs:
+            kept = Path(args.keep_logs)
+            kept.mkdir(parents=True, exist_ok=True)
+            started.callback(shutil.copy, agent.log, kept / agent.log.name)
         started.callback(agent.stop)
         agent.wait_ready()
         took = wait_until(
             lambda: instance_nodes(client) >= n, args.publish_limit, "published"
         )
-        rows = [(f"{case}: all {n:,} nodes published after", f"{took:.1f} s")]
+        rows = [(f"{name}: all {n:,} nodes published after", f"{took:.1f} s")]
         if case == "gone":
             client.stop()
             zookeeper.stop()
@@ -94,28 +131,63 @@ def stop_case(
                 "the agent to find ZooKeeper gone",
             )
         child = agent.child.process
+        if args.crowd:
+            crowd(started, agent.pid, args.crowd)
+            time.sleep(args.crowd_for)
+        load = load_average()
+        print(f"{name}: SIGTERM at {time.time():.3f}", file=sys.stderr, flush=True)
         child.send_signal(signal.SIGTERM)
         ended = wait_until(lambda: child.poll() is not None, 60.0, "the agent to end")
         status = child.returncode
-        rows.append((f"{case}: SIGTERM to exit", f"{ended:.2f} s (status {status})"))
+        rows.append(
+            (
+                f"{name}: SIGTERM to exit",
+                f"{ended:.2f} s (status {status}), load {load}",
+            )
+        )
         if case == "up":
             time.sleep(1.0)
             rows.append(
-                (f"{case}: instance nodes left 1 s later", str(instance_nodes(client)))
+                (f"{name}: instance nodes left 1 s later", str(instance_nodes(client)))
             )
         return rows
 
 
+def crowd(started: ExitStack, pid: int, loops: int) -> None:
+    """`loops` busy loops and the agent `pid` on one CPU, until `started` ends."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    for _ in range(loops):
+        busy = psutil.Popen([sys.executable, "-c", "while True: pass"])
+        started.callback(busy.wait)
+        started.callback(busy.kill)
+        busy.cpu_affinity([cpu])
+    agent = psutil.Process(pid)
+    agent.cpu_affinity([cpu])
+    for thread in agent.threads():
+        os.sched_setaffinity(thread.id, [cpu])
+
+
 def main() -> int:
-    args = parse_args()
+    parser = parse_args()
+    args = parser.parse_args()
     stop_on_sigterm()
     rows = [("machine", machine()), ("load average at start", load_average())]
     with ExitStack() as started:
         servers = start_redis_servers(args.servers, started)
         ports = [s.port for s in servers]
-        for case in args.cases.split(","):
-            rows += stop_case(args, ports, case)
-            print(f"{case} done", file=sys.stderr, flush=True)
+
+        def run(
+            args: argparse.Namespace, label: str, checkout: Path, number: int
+        ) -> list[tuple[str, str]]:
+            rows = []
+            for state_dir in (s == "yes" for s in args.state_dirs.split(",")):
+                for case in args.cases.split(","):
+                    version = (label, checkout)
+                    rows += stop_case(args, ports, case, state_dir, version, number)
+                    print(f"{rows[-1]}", file=sys.stderr, flush=True)
+            return rows
+
+        rows += rows_in_turns(parser, args, run)
     rows.append(("load average at the end", load_average()))
     print(table(rows, f"Clean stop (benchmarks/stop.py, {args.instances:,} instances)"))
     return 0
