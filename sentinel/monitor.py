@@ -32,6 +32,7 @@ from typing import Protocol
 
 import attr
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -45,12 +46,21 @@ from sentinel.instance import InstanceState, Probe
 from sentinel.observation import Observation, Replication
 from sentinel.slices import Slices, slices_for
 from sentinel.timer import RestartingTimer
-from sentinel.tracker import PendingTracker
+from sentinel.tracker import InFlight, PendingTracker
 
 log = Logger()
 
 # How many recent slices' completion times are kept for /debug/stats.
 TICK_HISTORY = 600
+
+# At the stop, checks cancelled and probes closed a reactor turn; the rest
+# in the turns after. The publisher stops in the same turn as the monitor
+# (after it: `sentinel.agent`), and sends its leave only once the monitor's
+# part of that turn is done: closing 2,000 probes at once took 43 ms there
+# on a quiet machine, 0.16 s at 10,000, and at a load of 20 a multiple of
+# it; 500 take about 8 ms, and the rest fill the turns in which the stop
+# waits for ZooKeeper's answers.
+STOP_CLOSES_PER_TURN = 500
 
 # Seconds after a role change during which every check reads INFO: the new
 # replica's link comes up (connect, sync, connected) within them.
@@ -403,16 +413,43 @@ class Monitor(Service):
         self.started_at = self._clock.seconds()
         self.loop.startService()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the loop, then cancel the checks in flight and close every
+        probe, `STOP_CLOSES_PER_TURN` a reactor turn; fires once all are.
+        """
         super().stopService()
         # Fired at once: the loop's function does not return a Deferred.
         self.loop.stopService()
         self._sweep.stop()
-        for state in self.tracker:
-            if state.check is not None:
-                state.check.cancel()
-        for state in self.states.values():
-            state.probe.close()
+        in_flight = deque(state for state in self.tracker if state.check is not None)
+        probes = deque(self.states.values())
+        closed: Deferred[None] = Deferred()
+        self._close_some(in_flight, probes, closed)
+        return closed
+
+    def _close_some(
+        self,
+        in_flight: deque[InFlight],
+        probes: deque[InstanceState],
+        closed: Deferred[None],
+    ) -> None:
+        # A check cancelled is recorded as nothing (the monitor is not
+        # running); a probe whose instance was removed since is skipped:
+        # its removal closed it.
+        for _ in range(STOP_CLOSES_PER_TURN):
+            if in_flight:
+                check = in_flight.popleft().check
+                if check is not None:
+                    check.cancel()
+            elif probes:
+                state = probes.popleft()
+                if self.states.get(state.name) is state:
+                    state.probe.close()
+            else:
+                closed.callback(None)
+                return
+        self._clock.callLater(0, self._close_some, in_flight, probes, closed)
 
     def _run_slices(self, elapsed: int) -> None:
         # After a stall the loop reports the periods that went by: run every

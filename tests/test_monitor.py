@@ -11,7 +11,7 @@ from sentinel.clocksteps import ClockSteps
 from sentinel.config import RedisInstance
 from sentinel.health import DOWN, UP
 from sentinel.instance import InstanceState
-from sentinel.monitor import ROLE_SETTLE, Monitor
+from sentinel.monitor import ROLE_SETTLE, STOP_CLOSES_PER_TURN, Monitor
 from sentinel.observation import Observation, Replication
 from tests.fakes import FAILED, OK, FakeProbe, make_monitor
 
@@ -232,6 +232,39 @@ class DeadlineTests(SynchronousTestCase):
         self.assertTrue(all(p.cancelled == 1 for p in probes.values()))
         # Cancelled checks are not recorded as failures after the stop.
         self.assertEqual(monitor.states["a"].health.checks, 0)
+
+    def test_stop_closes_a_slice_a_turn(self) -> None:
+        """
+        The stop stops the loop at once, then cancels the checks in flight
+        and closes the probes `STOP_CLOSES_PER_TURN` a reactor turn: the
+        services stopped in the same turn (the publisher's leave) do not
+        wait behind thousands of closes. It fires once every check is
+        cancelled and every probe closed, and nothing cancelled is
+        recorded; a probe whose instance was removed meanwhile was closed
+        by its removal, and is skipped.
+        """
+        count = 2 * STOP_CLOSES_PER_TURN + 100
+        names = [f"r{i}" for i in range(count)]
+        monitor, clock, probes, publisher = make_monitor(names)
+        for probe in probes.values():
+            probe.hang = True
+        monitor.startService()
+        self.assertEqual(len(monitor.tracker), count)
+        stopped = monitor.stopService()
+        self.assertNoResult(stopped)
+        cancelled = sum(p.cancelled for p in probes.values())
+        self.assertEqual(cancelled, STOP_CLOSES_PER_TURN)
+        self.assertFalse(any(p.closed for p in probes.values()))
+        # The rest in the next turn, which calls for the one after.
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        monitor.remove_instance("r0")
+        clock.advance(0)
+        self.successResultOf(stopped)
+        self.assertEqual(len(monitor.tracker), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertTrue(all(p.closed for p in probes.values()))
+        self.assertTrue(all(p.cancelled == 1 for p in probes.values()))
+        self.assertEqual(sum(s.health.checks for s in monitor.states.values()), 0)
 
     def test_not_looked_is_not_a_failure(self) -> None:
         """A check the agent never got to run (None) changes nothing."""
