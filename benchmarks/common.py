@@ -245,6 +245,24 @@ class Agent:
         self.child.stop()
 
 
+def crowd(started: ExitStack, pid: int, loops: int) -> None:
+    """
+    `loops` busy loops and the process `pid` (each of its threads) on one
+    CPU, until `started` ends: the process then gets a 1/(loops + 1)
+    share of it, as on a machine loaded by others.
+    """
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    for _ in range(loops):
+        busy = psutil.Popen([sys.executable, "-c", "while True: pass"])
+        started.callback(busy.wait)
+        started.callback(busy.kill)
+        busy.cpu_affinity([cpu])
+    agent = psutil.Process(pid)
+    agent.cpu_affinity([cpu])
+    for thread in agent.threads():
+        os.sched_setaffinity(thread.id, [cpu])
+
+
 def open_files_for(instances: int) -> int | None:
     """
     `Agent`'s ``open_files`` for an agent configured with `instances`: None

@@ -46,6 +46,10 @@ second): an ``exists`` of every node every 50 ms, 60,000 reads a second at
 
     .venv/bin/python benchmarks/leave.py [--checkout this=.] [--replicas 2]
         [--kill] [--early S] [--light] [--runs 2] [--keep-logs DIR]
+        [--crowd N]
+
+``--crowd N`` pins the first agent and N busy loops of the script's to one
+CPU ``--crowd-for`` s before its stop, until the run ends.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from common import (
     add_checkout_option,
     checkouts_of,
     commit_of,
+    crowd,
     load_average,
     start_redis_servers,
     start_zookeeper,
@@ -302,6 +307,9 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             reader = Reader(zookeeper.hosts, names, args.light)
             started.callback(reader.stop)
         time.sleep(1.0)
+        if args.crowd:
+            crowd(started, agents[0].pid, args.crowd)
+            time.sleep(args.crowd_for)
         load = load_average()
         victim = agents[0].child.process
         if args.early is not None:
@@ -483,6 +491,8 @@ def main() -> int:
         help="read from before the first agent starts: twice as it forms too",
     )
     add("--keep-logs", metavar="DIR", help="copy the agents' logs there")
+    add("--crowd", type=int, default=0, help="busy loops beside the first (0)")
+    add("--crowd-for", type=float, default=5.0, help="s crowded before the stop")
     args = parser.parse_args()
     checkouts = checkouts_of(parser, args.checkout)
     if len(checkouts) != 1:

@@ -25,7 +25,6 @@ loaded by others), until the agent has ended.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import sys
@@ -34,12 +33,12 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import psutil
 from common import (
     Agent,
     Instance,
     add_checkout_option,
     agent_config,
+    crowd,
     load_average,
     machine,
     open_files_for,
@@ -151,20 +150,6 @@ def stop_case(
                 (f"{name}: instance nodes left 1 s later", str(instance_nodes(client)))
             )
         return rows
-
-
-def crowd(started: ExitStack, pid: int, loops: int) -> None:
-    """`loops` busy loops and the agent `pid` on one CPU, until `started` ends."""
-    cpu = sorted(os.sched_getaffinity(0))[0]
-    for _ in range(loops):
-        busy = psutil.Popen([sys.executable, "-c", "while True: pass"])
-        started.callback(busy.wait)
-        started.callback(busy.kill)
-        busy.cpu_affinity([cpu])
-    agent = psutil.Process(pid)
-    agent.cpu_affinity([cpu])
-    for thread in agent.threads():
-        os.sched_setaffinity(thread.id, [cpu])
 
 
 def main() -> int:
