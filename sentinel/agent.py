@@ -11,6 +11,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
+from sentinel.backstop import StopBackstop
 from sentinel.bugs import InternalErrors
 from sentinel.clocksteps import ClockSteps
 from sentinel.config import Config, RedisInstance
@@ -219,11 +220,17 @@ def make_agent(
         process.clock_steps.moved = monitor.clock_stepped
         process.paused = monitor.agent_paused
         leave = None if zookeeper is None else zookeeper.leave
+        backstop = StopBackstop(
+            None if zookeeper is None else zookeeper.zk.close_from_thread,
+            lambda leaving: zookeeper is not None and zookeeper.keeps_session(leaving),
+        )
+        backstop.setServiceParent(top)
         StopSignals(
             reactor,
             leave,
             start_signals,
             signalled=lambda at: None if zookeeper is None else zookeeper.signalled(at),
+            backstop=backstop,
         ).setServiceParent(top)
         unused = [(signal.SIGUSR1, WHY_USR1)]
         if reload is None:

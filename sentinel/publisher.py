@@ -286,6 +286,22 @@ class ZooKeeperPublisher(Service):
         """
         self._stopping.signalled(at)
 
+    def keeps_session(self, leaving: bool) -> bool:
+        """
+        Whether a stop now leaves the ZooKeeper session open: another
+        process's since it took it over, or handed to the next process
+        (a state_dir, no leave, no twin, the state file holding it). Read
+        from the backstop's thread (`sentinel.backstop`).
+        """
+        handoff = self.handoff
+        leaving = leaving or self._stopping.leaving
+        return self.superseded or (
+            handoff is not None
+            and not leaving
+            and self.halted is None
+            and handoff.blocked is None
+        )
+
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.heartbeat_timer.stopService()

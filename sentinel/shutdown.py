@@ -38,6 +38,8 @@ from twisted.application.service import Service
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
+from sentinel.backstop import LEAVE_SIGNAL as LEAVE_SIGNAL
+from sentinel.backstop import StopBackstop
 from sentinel.signals import StartSignals
 
 log = Logger()
@@ -46,10 +48,6 @@ log = Logger()
 # configuration is wrong (sysexits' EX_CONFIG), and restarting will not fix
 # it (contrib/sentinel.service lists it in RestartPreventExitStatus=).
 EXIT_TWIN = 78
-
-
-# Deregister now: delete the nodes, close the session, exit 0.
-LEAVE_SIGNAL = signal.SIGUSR2
 
 
 # The signals that stop the agent: twistd's reactor stops on these two.
@@ -107,8 +105,10 @@ class StopSignals(Service):
         setsignal: Callable[[int, Any], Any] = signal.signal,
         getsignal: Callable[[int], Any] = signal.getsignal,
         signalled: Callable[[float], None] = lambda at: None,
+        backstop: StopBackstop | None = None,
     ) -> None:
         self._reactor = reactor
+        self._backstop = backstop
         self._leave = leave
         self._start = start
         self._signalled = signalled
@@ -169,14 +169,25 @@ class StopSignals(Service):
     def _received(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping:
             self._signalled(self._reactor.seconds())
+            self._back(signum)
         self._reactor.callFromThread(self.leave)
 
+    def _back(self, signum: int) -> None:
+        # The first stop signal: the backstop's time counts from it.
+        if self._backstop is not None:
+            self._backstop.signalled(signum)
+
     def _stop_received(self, signum: int, frame: FrameType | None) -> None:
+        if self._backstop is not None and self._backstop.overdue:
+            # The backstop's own signal: the stop is late, end now.
+            self._backstop.raise_again(signum)
+            return
         if self.stopping:
             self._reactor.callFromThread(self._already_stopping, signum)
             return
         self.stopping = True
         self._signalled(self._reactor.seconds())
+        self._back(signum)
         # Not in this handler: the reactor's logs ("Received SIGTERM"), and a
         # log line written from a signal handler waits for good on the log
         # output's lock if the code the signal interrupted holds it.
@@ -191,6 +202,7 @@ class StopSignals(Service):
         else:
             self.stopping = True
             self._signalled(self._reactor.seconds())
+            self._back(signum)
             stop(self._reactor)
 
     def leave(self) -> None:

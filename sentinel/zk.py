@@ -682,6 +682,17 @@ class ZooKeeper:
             lambda _: log.warn("ZooKeeper session not closed in time; left to expire")
         )
 
+    def close_from_thread(self, timeout: float) -> None:
+        """
+        Close the session now from a thread other than the reactor's, which
+        cannot get to it (`sentinel.backstop`); blocks `timeout` s at most.
+        A session already closed or left open (`stop`, `leave_open`) is no
+        longer this bridge's client: nothing to do.
+        """
+        client = self._client
+        if client is not None:
+            self._close_in_thread(client).join(timeout)
+
     @property
     def session_id(self) -> int | None:
         """The current session's id, if connected."""
@@ -775,7 +786,9 @@ class ZooKeeper:
         except Exception:
             self.internal_errors.record("a ZooKeeper watcher", event.path, Failure())
 
-    def _close_in_thread(self, client: Any, done: Deferred[None] | None = None) -> None:
+    def _close_in_thread(
+        self, client: Any, done: Deferred[None] | None = None
+    ) -> threading.Thread:
         def close() -> None:
             try:
                 client.stop()
@@ -788,7 +801,9 @@ class ZooKeeper:
             if done is not None:
                 self._reactor.callFromThread(_settle, None, done)
 
-        threading.Thread(target=close, name="zookeeper-close", daemon=True).start()
+        closing = threading.Thread(target=close, name="zookeeper-close", daemon=True)
+        closing.start()
+        return closing
 
     def _granted(self, generation: int, seconds: float) -> None:
         if generation != self._generation:

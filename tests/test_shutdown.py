@@ -222,6 +222,53 @@ class StopSignalsTests(SynchronousTestCase):
             },
         )
 
+    def test_backstop_told_and_its_signal_raised_again(self) -> None:
+        """
+        The first stop signal wakes the backstop (`sentinel.backstop`),
+        SIGUSR2 too, once; once the backstop finds the stop late, the stop
+        signal it sends is raised again by its default action from the
+        handler, not ignored as another during a stop.
+        """
+        told: list[tuple[str, int]] = []
+
+        class Backstop:
+            overdue = False
+
+            def signalled(self, signum: int) -> None:
+                told.append(("signalled", signum))
+
+            def raise_again(self, signum: int) -> None:
+                told.append(("raised", signum))
+
+        backstop = Backstop()
+        self.service.uninstall()
+        service = StopSignals(
+            self.reactor,
+            None,
+            setsignal=self.signals.signal,
+            getsignal=self.signals.getsignal,
+            backstop=backstop,  # type: ignore[arg-type]
+        )
+        service.startService()
+        self.reactor.start_running()
+        self.signals.deliver(signal.SIGTERM)
+        self.signals.deliver(signal.SIGTERM)
+        self.signals.deliver(LEAVE_SIGNAL)
+        self.assertEqual(told, [("signalled", signal.SIGTERM)])
+        backstop.overdue = True
+        self.signals.deliver(signal.SIGTERM)
+        self.assertEqual(told[-1], ("raised", signal.SIGTERM))
+        leaving = StopSignals(
+            self.reactor,
+            None,
+            setsignal=_Signals().signal,
+            getsignal=_Signals().getsignal,
+            backstop=Backstop(),  # type: ignore[arg-type]
+        )
+        leaving.startService()
+        leaving._received(LEAVE_SIGNAL, None)
+        self.assertEqual(told[-1], ("signalled", LEAVE_SIGNAL))
+
     def test_without_zookeeper(self) -> None:
         """Without ZooKeeper, SIGUSR2 is a plain stop."""
         StopSignals(self.reactor, None).leave()
