@@ -266,6 +266,28 @@ class DeadlineTests(SynchronousTestCase):
         self.assertTrue(all(p.cancelled == 1 for p in probes.values()))
         self.assertEqual(sum(s.health.checks for s in monitor.states.values()), 0)
 
+    def test_stop_goes_on_past_a_close_that_raises(self) -> None:
+        """
+        A probe whose close raises (a bug of ours) is logged, and the stop
+        still closes every other probe and fires: the services' stop waits
+        for it.
+        """
+        names = [f"r{i}" for i in range(STOP_CLOSES_PER_TURN + 10)]
+        monitor, clock, probes, _ = make_monitor(names)
+        monitor.startService()
+        clock.advance(1.0)
+
+        def broken() -> None:
+            raise RuntimeError("close failed")
+
+        probes["r3"].close = broken  # type: ignore[method-assign]
+        stopped = monitor.stopService()
+        clock.advance(0)
+        clock.advance(0)
+        self.successResultOf(stopped)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertTrue(all(p.closed for n, p in probes.items() if n != "r3"))
+
     def test_not_looked_is_not_a_failure(self) -> None:
         """A check the agent never got to run (None) changes nothing."""
         monitor, clock, probes, _ = make_monitor(["a"])
