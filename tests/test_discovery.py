@@ -23,6 +23,7 @@ from sentinel.discovery import (
     LOOKS_AHEAD,
     Discovery,
     Looking,
+    Member,
 )
 from sentinel.documents import NERVE, SERVERSET, nerve_member, serverset_member
 from sentinel.guard import OVERWRITES_WINDOW, REWRITE_AFTER
@@ -1052,14 +1053,22 @@ class TakeFromTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(wait), True)
         self.assertEqual(self.gets() - base, first + 1)
 
-    def test_handed_over_member_of_a_removed_node(self) -> None:
-        """A member handed over stops waiting once its instance's node is gone."""
+    def member_beside_previous_node(self) -> tuple[str, Member, bytes]:
+        """
+        An instance node the previous session holds, and our member of
+        that instance written: the node's path, the member, its data.
+        """
         node = f"{ROOT}/instances/node"
         self.zk.put(node, b"{}", owner=PREVIOUS)
         alone = RedisInstance("x", "10.0.0.1", 7000, service="svc")
         member = self.discovery.member_for(alone)
         data = json.dumps(serverset_member(alone)).encode()
         self.successResultOf(Deferred.fromCoroutine(self.discovery.write(member, data)))
+        return node, member, data
+
+    def test_handed_over_member_of_a_removed_node(self) -> None:
+        """A member handed over stops waiting once its instance's node is gone."""
+        node, member, data = self.member_beside_previous_node()
         wait = self.discovery.outlived(member, node, 30)
         self.clock.advance(HANDED_OVER_CHECK)
         self.assertNoResult(wait)
@@ -1074,12 +1083,7 @@ class TakeFromTests(SynchronousTestCase):
         node's end (`gone_counts=False`): only the holder's member like it
         ends the wait, and the end of its limit fires False.
         """
-        node = f"{ROOT}/instances/node"
-        self.zk.put(node, b"{}", owner=PREVIOUS)
-        alone = RedisInstance("x", "10.0.0.1", 7000, service="svc")
-        member = self.discovery.member_for(alone)
-        data = json.dumps(serverset_member(alone)).encode()
-        self.successResultOf(Deferred.fromCoroutine(self.discovery.write(member, data)))
+        node, member, data = self.member_beside_previous_node()
         wait = self.discovery.outlived(member, node, 30, gone_counts=False)
         self.zk.end_session(PREVIOUS)
         self.clock.advance(2 * HANDED_OVER_CHECK)

@@ -943,18 +943,32 @@ class DiscoveryHandoverTests(SynchronousTestCase):
             fleet.run(2.0)
         else:
             stopped = fleet.members["a"].stop()
-            missing = []
-            for _ in range(40):
-                fleet.run(0.05)
-                missing += [n for n in share if fleet.node(n) is None]
-            self.successResultOf(stopped)
-            self.assertEqual(missing, [])
+            self.stopped_with_no_gap(fleet, share, stopped)
+        calls = self.taken_by_b(fleet, share, paths, before)
+        return share, calls
+
+    def stopped_with_no_gap(
+        self, fleet: Any, share: list[str], stopped: Deferred[None]
+    ) -> None:
+        """The stop ends within 2 s, no node of `share` missing meanwhile."""
+        missing = []
+        for _ in range(40):
+            fleet.run(0.05)
+            missing += [n for n in share if fleet.node(n) is None]
+        self.successResultOf(stopped)
+        self.assertEqual(missing, [])
+
+    def taken_by_b(
+        self, fleet: Any, share: list[str], paths: list[str], before: int
+    ) -> list[list[str]]:
+        """
+        Every node of `share` held by member b's session, and the calls b
+        made on each of `paths` since its `before`-th.
+        """
         for name in share:
             self.assertEqual(fleet.owner_of(name), fleet.session_of("b"))
-        calls = [
-            [k for k, p in taking.zk.history[before:] if p == path] for path in paths
-        ]
-        return share, calls
+        history = self.taking.zk.history[before:]
+        return [[k for k, p in history if p == path] for path in paths]
 
     def test_takeover_from_the_verdict_read_sends_the_transaction_alone(
         self,
@@ -1041,17 +1055,8 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.assertIsNone(fleet.server.nodes.get(f"{ROOT}/agents/a"))
         taking.zk.unhang()
         taking.zk.release("get_children")
-        missing = []
-        for _ in range(40):
-            fleet.run(0.05)
-            missing += [n for n in share if fleet.node(n) is None]
-        self.successResultOf(stopped)
-        self.assertEqual(missing, [])
-        for name in share:
-            self.assertEqual(fleet.owner_of(name), fleet.session_of("b"))
-        calls = [
-            [k for k, p in taking.zk.history[before:] if p == path] for path in paths
-        ]
+        self.stopped_with_no_gap(fleet, share, stopped)
+        calls = self.taken_by_b(fleet, share, paths, before)
         return share, calls, ended
 
     def test_leave_applied_at_once_is_taken_over(self) -> None:
