@@ -102,7 +102,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succe
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sentinel.privatefiles import NoStateFile, NotRead
+from sentinel.privatefiles import NoStateFile, NotRead, StateFileRefused
 from sentinel.session import (
     Corrupt,
     NotHeld,
@@ -877,20 +877,35 @@ class SessionHandoff:
                     why=why,
                 )
             self.unread = why
+        elif failure.check(StateFileRefused):
+            # The state_dir replaced by a file, or made another user's: no
+            # other agent is to blame, and the next process could not
+            # reattach through it either.
+            self._overwritten(
+                failure.getErrorMessage(), "Mend it, or set another state_dir"
+            )
         else:
             self._overwritten(failure.getErrorMessage())
         return None
 
-    def _overwritten(self, why: str) -> None:
+    def _overwritten(
+        self,
+        why: str,
+        hint: str = "Another agent sharing this state_dir? Use one state_dir per agent",
+    ) -> None:
+        """
+        The state file no longer holds this process's session, `why`; the
+        log line says what to do, `hint`.
+        """
         if why != self.overwritten:
             log.error(
                 "{path} no longer holds this process's ZooKeeper session: "
-                "{why}. Another agent sharing this state_dir? Use one "
-                "state_dir per agent. The next process could not reattach: "
+                "{why}. {hint}. The next process could not reattach: "
                 "a stop now deletes this agent's nodes and closes its "
                 "session, as without state_dir",
                 path=self.state_file.path,
                 why=why,
+                hint=hint,
             )
         self.overwritten = why
 

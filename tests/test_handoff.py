@@ -1830,6 +1830,31 @@ class LeftoverFileTests(HandoffTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(self.directory).st_mode), 0o700)
         self.assert_handed_over(first)
 
+    def test_state_dir_replaced_by_a_file(self) -> None:
+        """
+        A state_dir replaced by a file while the agent runs is named as
+        such, once: no handoff is possible, and the error says the
+        directory is not one and what to do, not that another agent
+        shares it (it said "Another agent sharing this state_dir?").
+        """
+        first = self.running()
+        events: list[dict[str, Any]] = []
+        self.patch(handoff_module, "log", Logger(observer=events.append))
+        shutil.rmtree(self.directory)
+        with open(self.directory, "w") as f:
+            f.write("not a directory")
+        self.clock.advance(10.0)
+        self.clock.advance(10.0)
+        stats = first.publisher.stats()["handoff"]
+        self.assertIs(stats["handoff_possible"], False)
+        self.assertIn("is not a directory", stats["handoff_blocked_because"])
+        lines = [e["log_format"].format(**e) for e in events]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn(f"{self.directory} is not a directory", lines[0])
+        self.assertIn("Mend it, or set another state_dir", lines[0])
+        self.assertNotIn("Another agent", lines[0])
+        os.unlink(self.directory)
+
 
 class SharedStateDirTests(HandoffTestCase):
     """Two agents with different agent ids on one state_dir (a copied config)."""
