@@ -20,7 +20,18 @@ max); the instances of the running servers published down (false downs:
 there must be none); and for each agent at the end its ``/healthz`` (a
 reason says why a status is missing: checks the agent could not make,
 say), the connect attempts queued at most, checks turned away, connects
-spared to stalled addresses and the connect rate's cuts.
+spared to stalled addresses and the connect rate's cuts, and the checks
+it could not judge (inconclusive: the agent itself ran late, so its
+check said nothing) while the rack was down.
+
+In a group (R > 1) each down verdict is split into its stages, read
+from ZooKeeper once the rack is down: each observer's detection (its
+down opinion's ``checked_at``: its ``fall``-th failure in a row), the
+write of that opinion (the opinion node's mtime after its
+``checked_at``), and the primary's hearing of the later opinion and its
+verdict write (the verdict node's mtime after the later opinion's).
+With quorum 2 of 2 the verdict waits for the later observer, so one
+observer a tick late makes the verdict a tick late.
 
     .venv/bin/python benchmarks/rack.py [--instances 1000] [--runs 2]
         [--agents 3] [--replicas 2] [--servers 10] [--faulted 5]
@@ -61,6 +72,7 @@ from common import (
     table,
 )
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
 from kazoo.recipe.watchers import DataWatch
 
 # Seconds the faulted servers' instances have to be published down.
@@ -76,6 +88,8 @@ COUNTERS = (
     "connects_spared",
     "rate_cuts",
 )
+# And counted from the fault on.
+INCONCLUSIVE = "inconclusive_checks"
 
 
 class Downs:
@@ -129,14 +143,75 @@ def healthz(agent: Agent) -> str:
         return f"no answer: {e}"
 
 
-def counters(agent: Agent) -> str:
-    """The agent's connect counters (``/debug/stats``, ``startup``)."""
+def startup_stats(agent: Agent) -> dict[str, Any]:
+    """The agent's connect and check counters (``/debug/stats``, ``startup``)."""
     try:
         stats = agent.get("/debug/stats")
-        startup = stats.get("startup", stats)
-        return ", ".join(f"{key} {startup.get(key)}" for key in COUNTERS)
     except (OSError, ValueError) as e:
-        return f"no /debug/stats: {e}"
+        return {"error": f"no /debug/stats: {e}"}
+    return dict(stats.get("startup", stats))
+
+
+def counters(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """The counters at the end, and the checks not judged since the fault."""
+    if "error" in after:
+        return str(after["error"])
+    shown = ", ".join(f"{key} {after.get(key)}" for key in COUNTERS)
+    try:
+        since = int(after[INCONCLUSIVE]) - int(before[INCONCLUSIVE])
+    except (KeyError, TypeError, ValueError):
+        return shown
+    return f"{shown}; {since} checks inconclusive since the fault"
+
+
+def stages(client: KazooClient, names: list[str], cut: float) -> list[tuple[str, str]]:
+    """
+    The stages of the down verdicts of `names` (module docstring), from
+    the opinion and instance nodes as they are now, seconds from `cut`.
+    """
+    detected: list[float] = []
+    later: list[float] = []
+    gaps: list[float] = []
+    written: list[float] = []
+    heard: list[float] = []
+    for name in names:
+        try:
+            data, stat = client.get(f"/sentinel/instances/{name}")
+            agents = client.get_children(f"/sentinel/opinions/{name}")
+            opinions = []
+            for agent_id in agents:
+                said, said_stat = client.get(f"/sentinel/opinions/{name}/{agent_id}")
+                opinions.append((json.loads(said), said_stat.mtime / 1000))
+        except NoNodeError:
+            continue
+        if json.loads(data).get("status") != "down":
+            continue
+        downs = [
+            (float(opinion["checked_at"]) - cut, mtime - cut)
+            for opinion, mtime in opinions
+            if opinion.get("status") == "down" and opinion.get("checked_at")
+        ]
+        if not downs:
+            continue
+        detected += [found for found, _ in downs]
+        later.append(max(found for found, _ in downs))
+        gaps.append(max(f for f, _ in downs) - min(f for f, _ in downs))
+        written += [mtime - found for found, mtime in downs]
+        heard.append(stat.mtime / 1000 - cut - max(mtime for _, mtime in downs))
+    over = sum(1 for t in detected if t > BOUND)
+    return [
+        (
+            "  observers",
+            f"{len(detected)} down opinions, {over} detected after"
+            f" {BOUND:.2f} s; detected {timing(detected)}",
+        ),
+        (
+            "  the later one",
+            f"detected {timing(later)}; after the earlier {timing(gaps)}",
+        ),
+        ("  opinion written", f"after its check {timing(written)}"),
+        ("  verdict written", f"after the later opinion's write {timing(heard)}"),
+    ]
 
 
 def timing(times: list[float]) -> str:
@@ -193,6 +268,7 @@ def run(args: argparse.Namespace, label: str, checkout: Path, number: int) -> An
                 raise SystemExit("rack: the instances were not all up in 120 s")
             time.sleep(0.5)
         time.sleep(10)
+        before = [startup_stats(agent) for agent in agents]
         kind_of = {index: faults[index % len(faults)] for index in range(args.faulted)}
         faulted = {
             f"r{i}": kind_of[i % args.servers]
@@ -212,8 +288,10 @@ def run(args: argparse.Namespace, label: str, checkout: Path, number: int) -> An
         down = downs.seen()[1]
         load = load_average()
         health = [
-            (f"a{i}", healthz(agent), counters(agent)) for i, agent in enumerate(agents)
+            (f"a{i}", healthz(agent), counters(before[i], startup_stats(agent)))
+            for i, agent in enumerate(agents)
         ]
+        split = [] if args.replicas < 2 else stages(client, sorted(faulted), cut)
     false_downs = sorted(set(down) - set(faulted))
     rows = [
         (
@@ -236,6 +314,7 @@ def run(args: argparse.Namespace, label: str, checkout: Path, number: int) -> An
                 f" decided {timing(decided)}",
             )
         ]
+    rows += split
     for name, status, shown in health:
         rows += [(f"  /healthz {name}", status), (f"  {name}", shown)]
     return rows
