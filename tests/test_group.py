@@ -250,6 +250,32 @@ class SharingTests(SynchronousTestCase):
     def shares(self) -> dict[str, set[str]]:
         return {a: m.watched for a, m in self.fleet.members.items()}
 
+    def missing_over(self, names: set[str], seconds: float) -> list[str]:
+        """Run for `seconds`, 50 ms a step: each of `names` missing at a step."""
+        missing: list[str] = []
+        for _ in range(round(seconds / 0.05)):
+            self.fleet.run(0.05)
+            missing += [n for n in names if self.fleet.node(n) is None]
+        return missing
+
+    def leave_with_takeovers_held(self) -> tuple[Member, set[str], Deferred[None]]:
+        """Member a stops, b and c holding their takeovers: a, its share, its stop."""
+        leaving = self.fleet.members["a"]
+        share = leaving.watched
+        self.assertTrue(share)
+        self.hold_takeovers(True)
+        return leaving, share, leaving.stop()
+
+    def hold_takeovers(self, held: bool) -> None:
+        """Hold the takeovers of members b and c, or let them go."""
+        for agent in ("b", "c"):
+            zk = self.fleet.members[agent].zk
+            if held:
+                zk.hang("replace")
+            else:
+                zk.unhang()
+                zk.release("replace")
+
     def test_each_instance_once(self) -> None:
         """
         Every instance is checked by exactly one agent, its primary, whose
@@ -570,24 +596,12 @@ class SharingTests(SynchronousTestCase):
         its new primary made it again.)
         """
         fleet = self.fleet
-        leaving = fleet.members["a"]
-        share = leaving.watched
-        self.assertTrue(share)
-        for agent in ("b", "c"):
-            fleet.members[agent].zk.hang("replace")
-        stopped = leaving.stop()
-        missing: list[str] = []
-        for _ in range(40):
-            fleet.run(0.05)
-            missing += [n for n in share if fleet.node(n) is None]
+        leaving, share, stopped = self.leave_with_takeovers_held()
+        missing = self.missing_over(share, 2.0)
         self.assertEqual(missing, [])
         self.assertNoResult(stopped)
-        for agent in ("b", "c"):
-            fleet.members[agent].zk.unhang()
-            fleet.members[agent].zk.release("replace")
-        for _ in range(20):
-            fleet.run(0.05)
-            missing += [n for n in share if fleet.node(n) is None]
+        self.hold_takeovers(False)
+        missing += self.missing_over(share, 1.0)
         self.successResultOf(stopped)
         self.assertEqual(missing, [])
         for name in share:
@@ -598,30 +612,74 @@ class SharingTests(SynchronousTestCase):
         A stop that begins late after its signal (the monitor's stop
         first, a busy reactor: 0.35-2.3 s at loads of 17-19) waits for its
         takeovers until LEAVE_HANDOFF_WAIT after the signal, not after its
-        own start, and its close is cut to end by STOP_BUDGET after the
-        signal. (Counted from the publisher's stop, a leave at 3,000
-        instances ended 5.1-6.4 s after the signal.)
+        own start, and then ends. (Counted from the publisher's stop, a
+        leave at 3,000 instances ended 5.1-6.4 s after the signal.)
         """
         fleet = self.fleet
         leaving = fleet.members["a"]
         for agent in ("b", "c"):
             fleet.members[agent].zk.hang("replace")
-        leaving.zk.hang("stop")
         signal_at = fleet.clock.seconds()
         leaving.publisher.signalled(signal_at)
         late = 2.5
         fleet.run(late)
         stopped = leaving.stop()
         fleet.run(LEAVE_HANDOFF_WAIT - late - 0.05, step=0.01)
-        self.assertEqual(leaving.zk.stopped_with, [])
-        fleet.run(0.1, step=0.01)
-        # The close's bound ends STOP_BUDGET after the signal.
-        [close] = leaving.zk.stopped_with
-        self.assertLessEqual(abs(close - (STOP_BUDGET - LEAVE_HANDOFF_WAIT)), 0.02)
         self.assertNoResult(stopped)
-        fleet.run(STOP_BUDGET - LEAVE_HANDOFF_WAIT, step=0.01)
+        self.assertFalse(leaving.zk.left_open)
+        fleet.run(0.1, step=0.01)
         self.successResultOf(stopped)
-        self.assertLessEqual(fleet.clock.seconds() - signal_at, STOP_BUDGET + 0.1)
+        self.assertLessEqual(
+            fleet.clock.seconds() - signal_at, LEAVE_HANDOFF_WAIT + 0.1
+        )
+
+    def test_session_left_open_for_takeovers_not_done(self) -> None:
+        """
+        A member leaving while the others have not taken all its nodes
+        over by LEAVE_HANDOFF_WAIT (at 3,000 instances on a loaded
+        machine, 300 to all 1,030 of them) ends its stop then, but leaves
+        its session open rather than close it: the nodes stay, as they
+        were, until taken over (or until the session expires), and none
+        is ever missing. Its agent node and catalog are gone (the leave).
+        (Closed, every node not taken over went missing until its new
+        primary made it again.)
+        """
+        fleet = self.fleet
+        leaving, share, stopped = self.leave_with_takeovers_held()
+        missing = self.missing_over(share, LEAVE_HANDOFF_WAIT + 0.1)
+        self.successResultOf(stopped)
+        self.assertEqual(leaving.zk.stopped_with, [])
+        self.assertTrue(leaving.zk.left_open)
+        self.assertNotIn(f"{ROOT}/agents/a", fleet.server.nodes)
+        missing += self.missing_over(share, 1.0)
+        self.hold_takeovers(False)
+        missing += self.missing_over(share, 2.0)
+        self.assertEqual(missing, [])
+        for name in share:
+            self.assertIn(fleet.node(name)["agent"], ("b", "c"))  # type: ignore[index]
+
+    def test_session_left_open_without_the_nodes_nobody_takes(self) -> None:
+        """
+        A session left open for the takeovers keeps only the nodes handed
+        to the other members: the node of an instance no other member
+        knows is deleted first, not left stale for the session timeout.
+        """
+        fleet = Fleet()
+        fleet.add("a", [*NAMES, "solo"]).start()
+        for agent in ("b", "c"):
+            fleet.add(agent, NAMES).start()
+        fleet.run(2.0)
+        leaving = fleet.members["a"]
+        self.assertIsNotNone(fleet.node("solo"))
+        for agent in ("b", "c"):
+            fleet.members[agent].zk.hang("replace")
+        stopped = leaving.stop()
+        fleet.run(LEAVE_HANDOFF_WAIT + 0.1)
+        self.successResultOf(stopped)
+        self.assertTrue(leaving.zk.left_open)
+        self.assertIsNone(fleet.node("solo"))
+        for name in leaving.watched - {"solo"}:
+            self.assertEqual(fleet.node(name)["agent"], "a")  # type: ignore[index]
 
     def test_close_begun_past_the_budget_gets_the_floor(self) -> None:
         """
@@ -630,7 +688,7 @@ class SharingTests(SynchronousTestCase):
         STEP_FLOOR, rather than none.
         """
         leaving = self.fleet.members["a"]
-        leaving.zk.hang("stop")
+        leaving.zk.hang("stop", "delete")
         leaving.publisher.signalled(self.fleet.clock.seconds())
         self.fleet.run(STOP_BUDGET + 1.0)
         stopped = leaving.stop()

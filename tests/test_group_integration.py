@@ -457,6 +457,43 @@ class RollingRestartTests(GroupTestCase):
         self.assertEqual(watch.most_members(service), self.instances)
         self.assertEqual(len(self.kazoo.get_children(service)), self.instances)
 
+    async def test_leave_while_the_others_are_frozen(self) -> None:
+        """
+        Two replicas: an agent stopped with SIGTERM while the other
+        members are frozen (SIGSTOP: the far end of a loaded machine, on
+        which they took 1,030 nodes over in 3-6 s at 3,000 instances)
+        ends within 5 s and leaves its session open; once they run again
+        they take its nodes over from it, and no node is ever missing at
+        a 20 ms poll. (Its session closed 3 s after the signal, each node
+        it held went missing until its new primary made it again.)
+        """
+        agents = [self.agent(a, replicas=2, session_timeout=10.0) for a in AGENTS]
+        await self.settled(agents, 3)
+        leaving, others = agents[0], agents[1:]
+        session = self.kazoo.exists(f"{self.root}/agents/a").ephemeralOwner
+        paths = [self.path(n) for n in self.names]
+        held = [p for p in paths if self.kazoo.exists(p).ephemeralOwner == session]
+        self.assertTrue(held)
+        watch = NodeWatch(self.zookeeper.hosts, paths).start()
+        self.addCleanup(watch.stop)
+        for other in others:
+            other.child.pause()
+            self.addCleanup(other.child.resume)
+        sent = reactor.seconds()
+        leaving.child.process.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: not leaving.child.running, 5.0, "exit", 0.02)
+        self.figure("SIGTERM to exit, the others frozen", reactor.seconds() - sent)
+        await pause(reactor, 0.5)
+        for other in others:
+            other.child.resume()
+
+        def taken() -> bool:
+            stats = [self.kazoo.exists(p) for p in held]
+            return all(s is not None and s.ephemeralOwner != session for s in stats)
+
+        await wait_for(reactor, taken, 8.0, "its nodes taken over", 0.1)
+        self.assertEqual(watch.gaps(), {})
+
     async def test_leave_with_zookeeper_frozen_ends_soon(self) -> None:
         """
         An agent of a group stopped with SIGTERM while ZooKeeper is frozen
