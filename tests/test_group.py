@@ -681,6 +681,30 @@ class SharingTests(SynchronousTestCase):
         for name in leaving.watched - {"solo"}:
             self.assertEqual(fleet.node(name)["agent"], "a")  # type: ignore[index]
 
+    def test_session_closed_when_no_member_is_left_to_take_over(self) -> None:
+        """
+        The whole group stopped at once: each member's leave finds no
+        other member listed at the end of its wait, and closes its session
+        as before, so no node outlives the agents. (Left open, every node
+        stayed, saying up, for a session timeout after the last exit.)
+        """
+        fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            fleet.add(agent, NAMES).start()
+        fleet.run(2.0)
+        members = list(fleet.members.values())
+        for member in members:
+            member.zk.hang("replace")
+        stopped = [member.stop() for member in members]
+        fleet.run(LEAVE_HANDOFF_WAIT + 1.0)
+        for d in stopped:
+            self.successResultOf(d)
+        for member in members:
+            self.assertFalse(member.zk.left_open)
+            self.assertNotEqual(member.zk.stopped_with, [])
+        for name in NAMES:
+            self.assertIsNone(fleet.node(name))
+
     def test_close_begun_past_the_budget_gets_the_floor(self) -> None:
         """
         A stop begun past the whole budget after its signal (a reactor
