@@ -12,6 +12,8 @@ these modes (AAAA queries get an empty answer):
   follows TC asks again over TCP);
 - ``hugeudp``: the same 1,000 records in one 16 KB UDP answer, not cut;
 - ``tconly``: over UDP, TC set and no record; over TCP, one A record;
+- ``tcpstall``: over UDP, TC set and no record; over TCP, the query read
+  and never answered, the connection held open;
 - ``chain``: a chain of 100 CNAMEs, then the A record;
 - ``loop``: two CNAMEs naming each other;
 - ``ttl0``: one A record, TTL 0;
@@ -71,6 +73,7 @@ MODES = (
     "many",
     "hugeudp",
     "tconly",
+    "tcpstall",
     "chain",
     "loop",
     "ttl0",
@@ -121,6 +124,8 @@ class NameServer:
         self.delay = delay
         self.udp_queries = 0
         self.tcp_connections = 0
+        self.tcp_open = 0
+        self.tcp_open_most = 0
         self.names: Counter[str] = Counter()
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -156,15 +161,21 @@ class NameServer:
 
         async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
             server.tcp_connections += 1
+            server.tcp_open += 1
+            server.tcp_open_most = max(server.tcp_open_most, server.tcp_open)
             try:
                 size = int.from_bytes(await reader.readexactly(2), "big")
                 query = await reader.readexactly(size)
+                if server.mode == "tcpstall":
+                    # Held until the agent closes it.
+                    await reader.read()
                 for answer in server.answers(query, over_udp=False):
                     writer.write(len(answer).to_bytes(2, "big") + answer)
                 await writer.drain()
             except (OSError, asyncio.IncompleteReadError):
                 pass
             finally:
+                server.tcp_open -= 1
                 writer.close()
 
         while True:
@@ -203,7 +214,7 @@ class NameServer:
             other = b"other." + question.name.name
             reply.queries = [dns.Query(other, question.type, dns.IN)]
             reply.answers = records_for("plain", other) if reply.answers else []
-        elif self.mode == "tconly" and over_udp:
+        elif self.mode in ("tconly", "tcpstall") and over_udp:
             reply.answers = []
             reply.trunc = 1
         if over_udp and self.mode != "hugeudp":
@@ -309,6 +320,7 @@ def run_mode(
             "healthz": (status_code, health.get("reasons")),
             "udp_queries": names.udp_queries,
             "tcp_connections": names.tcp_connections,
+            "tcp_open_most": names.tcp_open_most,
             "names_asked": len(names.names),
         }
 
@@ -335,7 +347,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"    plain: {row['plain_checks']} checks, {row['plain_failures']} failed;"
             f" named: {dict(row['named_status'])}; dns {stats['dns']}",
             f"    name server: {row['udp_queries']} UDP queries, "
-            f"{row['tcp_connections']} TCP connections, "
+            f"{row['tcp_connections']} TCP connections "
+            f"(at most {row['tcp_open_most']} open at once), "
             f"{row['names_asked']} names; /healthz {row['healthz']}",
         ]
         lines += [f"    {n} x {error}" for error, n in row["named_errors"].items()]
