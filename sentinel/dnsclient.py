@@ -17,20 +17,33 @@ sent it to the query's port: a name server answering each query with
 garbage wrote 772 lines in 8 s, and one that floods would write as fast
 as it sends. Such a datagram answers nothing, and is dropped unsaid (its
 query times out as if it had not come).
+
+A truncated answer (TC set) is asked again over TCP (`query_tcp`), of the
+name server that sent it, as glibc does, but not as twisted.names does it:
+its ``queryTCP`` has no way to cancel, shares one connection among
+queries, and waits up to 30 s for each connect. Here each query has its own
+connection, made and ended within the lookup's bound (cancelling the query
+aborts it), and the first message read ends it: a name server that
+trickles, stalls or floods over TCP costs one socket, one message read and
+the lookup's bound, no more. `sentinel.resolve` bounds how many lookups
+(and so connections) are in flight.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet import base, udp
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred, TimeoutError, fail
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.error import CannotListenError, NotConnectingError
+from twisted.internet.interfaces import IConnector, IDelayedCall
 from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import ClientFactory, connectionDone
 from twisted.names import client, dns
+from twisted.protocols.basic import Int16StringReceiver
 from twisted.python.failure import Failure
 
 
@@ -148,6 +161,15 @@ class NameServers(client.Resolver):
         earlier try. The tries share one socket per address family (a
         random source port each, as before), and each has its own query id.
         """
+        return self.ask(queries, timeout).addCallback(lambda answered: answered[0])
+
+    def ask(
+        self, queries: list[dns.Query], timeout: Sequence[float] | None = None
+    ) -> Deferred[tuple[dns.Message, tuple[str, int]]]:
+        """
+        As `queryUDP`, firing with the answer and the name server that sent
+        it (to ask it again over TCP, if the answer is truncated).
+        """
         addresses = self.servers + list(self.dynServers)
         if not addresses:
             return fail(OSError("No domain name servers available"))
@@ -155,9 +177,33 @@ class NameServers(client.Resolver):
         timeouts = tuple(float(seconds) for seconds in chosen or ())
         return _Tries(self, queries, timeouts, addresses).start()
 
+    def query_tcp(
+        self, address: tuple[str, int], queries: list[dns.Query], timeout: float
+    ) -> Deferred[dns.Message]:
+        """
+        Ask `queries` of the name server at `address` over a TCP connection
+        of their own, and fire with its answer; see the module docstring.
+        """
+        return _TCPQuery(self._reactor, address, queries, timeout).start()
+
 
 class AnotherQuestion(Exception):
     """Every answer to a query was to another question (the first arg)."""
+
+
+class TCPAnswerUnreadable(Exception):
+    """The name server (the first arg) answered over TCP with no DNS message."""
+
+
+_T = TypeVar("_T")
+
+
+def _fire(d: Deferred[_T], result: _T | Failure) -> None:
+    """Fire `d` with `result`: its callback, or its errback if a failure."""
+    if isinstance(result, Failure):
+        d.errback(result)
+    else:
+        d.callback(result)
 
 
 class _Tries:
@@ -176,7 +222,9 @@ class _Tries:
         self._addresses = addresses
         self._clock = resolver._reactor
         self._deadline = self._clock.seconds() + sum(timeouts)
-        self._result: Deferred[dns.Message] = Deferred(lambda _: self._end())
+        self._result: Deferred[tuple[dns.Message, tuple[str, int]]] = Deferred(
+            lambda _: self._end()
+        )
         # A socket per address family, opened at its first try.
         self._protocols: dict[bool, dns.DNSDatagramProtocol] = {}
         self._tries_waiting = 0
@@ -185,8 +233,8 @@ class _Tries:
         self._wrong: dns.Message | None = None
         self._ended = False
 
-    def start(self) -> Deferred[dns.Message]:
-        """Send the first try; the Deferred fires as `queryUDP` says."""
+    def start(self) -> Deferred[tuple[dns.Message, tuple[str, int]]]:
+        """Send the first try; the Deferred fires as `NameServers.ask` says."""
         self._send(0)
         return self._result
 
@@ -207,15 +255,15 @@ class _Tries:
         remaining = max(0.0, self._deadline - self._clock.seconds())
         self._tries_waiting += 1
         asked = protocol.query(address, self._queries, remaining)
-        asked.addCallbacks(self._answered, self._try_failed)
+        asked.addCallbacks(self._answered, self._try_failed, callbackArgs=(address,))
         if not self._ended and index + 1 < len(self._timeouts):
             self._next_try = self._clock.callLater(
                 self._timeouts[index], self._send, index + 1
             )
 
-    def _answered(self, message: dns.Message) -> None:
+    def _answered(self, message: dns.Message, address: tuple[str, int]) -> None:
         if message.queries == self._queries:
-            self._finish(message)
+            self._finish((message, address))
             return
         # An answer to another question (as glibc, not taken as ours: its
         # records are another name's, and read as "no address" it sent
@@ -240,14 +288,10 @@ class _Tries:
         else:
             self._finish(Failure(TimeoutError(self._queries)))
 
-    def _finish(self, result: dns.Message | Failure) -> None:
-        if self._ended:
-            return
-        self._end()
-        if isinstance(result, Failure):
-            self._result.errback(result)
-        else:
-            self._result.callback(result)
+    def _finish(self, result: tuple[dns.Message, tuple[str, int]] | Failure) -> None:
+        if not self._ended:
+            self._end()
+            _fire(self._result, result)
 
     def _end(self) -> None:
         # Cancelled, answered or failed: no more tries, no timer, no socket.
@@ -267,3 +311,96 @@ class _Tries:
         # A datagram that answers no query of ours (late, repeated, forged):
         # dropped, without the log line per datagram twisted.names writes.
         pass
+
+
+class _TCPQuery(Int16StringReceiver):
+    """
+    One query over one TCP connection (`NameServers.query_tcp`): connected,
+    asked, and ended by the first message read, the time being up, or a
+    cancel.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        address: tuple[str, int],
+        queries: list[dns.Query],
+        timeout: float,
+    ) -> None:
+        self._reactor = reactor
+        self._address = address
+        self._query = dns.Message(id=random.randrange(65536), recDes=1)
+        self._query.queries = queries
+        self._timeout = timeout
+        self._result: Deferred[dns.Message] = Deferred(lambda _: self._end())
+        self._connector: IConnector | None = None
+        self._timer: IDelayedCall | None = None
+        self._ended = False
+
+    def start(self) -> Deferred[dns.Message]:
+        """Connect and ask; the Deferred fires with the answer."""
+        factory = _OneConnection(self)
+        self._timer = self._reactor.callLater(
+            self._timeout, self._finish, Failure(TimeoutError([self._query]))
+        )
+        host, port = self._address
+        self._connector = self._reactor.connectTCP(
+            host, port, factory, timeout=max(self._timeout, 0.001)
+        )
+        return self._result
+
+    def connectionMade(self) -> None:
+        """Send the query."""
+        self.sendString(self._query.toStr())
+
+    def stringReceived(self, data: bytes) -> None:
+        """The first message: the answer, or a reason to give up."""
+        message = dns.Message()
+        try:
+            message.fromStr(data)
+        except (EOFError, ValueError):
+            self._finish(Failure(TCPAnswerUnreadable(self._address)))
+            return
+        if message.id != self._query.id or message.queries != self._query.queries:
+            self._finish(Failure(AnotherQuestion(message.queries)))
+            return
+        self._finish(message)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Closed before an answer: that is the query's end."""
+        self._finish(reason)
+
+    def _finish(self, result: dns.Message | Failure) -> None:
+        if not self._ended:
+            self._end()
+            _fire(self._result, result)
+
+    def _end(self) -> None:
+        # Answered, failed, timed out or cancelled: no timer, no connection.
+        self._ended = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+        elif self._connector is not None:
+            try:
+                self._connector.stopConnecting()
+            except NotConnectingError:
+                pass  # It failed already.
+
+
+class _OneConnection(ClientFactory):
+    """The factory of one `_TCPQuery`'s connection: the query is its protocol."""
+
+    def __init__(self, query: _TCPQuery) -> None:
+        self._query = query
+
+    def buildProtocol(self, addr: Any) -> _TCPQuery:
+        """The query itself."""
+        self._query.factory = self
+        return self._query
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        """The query fails with why it could not connect."""
+        self._query._finish(reason)

@@ -29,22 +29,31 @@ What glibc's getaddrinfo does, as far as a health agent needs it:
   followed within the answer (at most `MAX_CNAMES`), records for other
   names are ignored.
 
-Each query goes through ``queryUDP`` of `sentinel.dnsclient.NameServers`,
-which keeps it quiet, and sends all its tries from one UDP socket, closed
-when the query ends, so that an answer to an earlier try still counts.
-Not ``lookupAddress``: when opening
-the socket fails (EMFILE), it raises instead of failing its Deferred and
-leaves the query marked in flight, so that every later lookup of that name
-waits forever (seen with twisted 26.10); and it asks a truncated answer
-again over TCP with a new connection attempt per lookup, each up to 30 s,
-which a broken or hostile name server can multiply. A truncated answer is
-used as far as it goes (an address list for a Redis host fits in UDP).
+Each query goes through `sentinel.dnsclient.NameServers`, which keeps it
+quiet, and sends all its tries from one UDP socket, closed when the query
+ends, so that an answer to an earlier try still counts. Not
+``lookupAddress``: when opening the socket fails (EMFILE), it raises
+instead of failing its Deferred and leaves the query marked in flight, so
+that every later lookup of that name waits forever (seen with twisted
+26.10); and it asks a truncated answer again over TCP with a connection
+attempt of up to 30 s, which a broken or hostile name server can
+multiply.
+
+A truncated answer (TC set) is used as far as it goes when it holds an
+address for the name (an address list for a Redis host fits in UDP, and
+a TCP connection per lookup would cost more). When it holds none (a
+name server that truncates on purpose, sends TC with no record, or cut a
+CNAME chain before its address), the query is asked again over TCP of
+the name server that sent it, as glibc does, within what is left of the
+lookup's bound (`NameServers.query_tcp`). Before, such a name was never
+resolved: its instances stayed down, ``answer too large for UDP``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -52,13 +61,18 @@ from typing import Any
 import attr
 from twisted.internet.abstract import isIPAddress
 from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.error import CannotListenError, InvalidAddressError
+from twisted.internet.error import (
+    CannotListenError,
+    ConnectError,
+    ConnectionClosed,
+    InvalidAddressError,
+)
 from twisted.logger import Logger
-from twisted.names import client, dns, error
+from twisted.names import dns, error
 from twisted.python.failure import Failure
 
 from sentinel.config import DNSConfig
-from sentinel.dnsclient import AnotherQuestion, NameServers
+from sentinel.dnsclient import AnotherQuestion, NameServers, TCPAnswerUnreadable
 from sentinel.files import MAX_HOSTS_BYTES, Unreadable, WatchedFile
 from sentinel.resolvconf import ResolvConf, ResolvConfFile, is_address, name_problem
 
@@ -203,7 +217,7 @@ class NameLookup:
         reactor: Any,
         config: DNSConfig,
         bound: float,
-        servers: client.Resolver | None = None,
+        servers: NameServers | None = None,
         search: Sequence[str] | None = None,
     ) -> None:
         self._reactor = reactor
@@ -249,11 +263,12 @@ class NameLookup:
         problem = name_problem(name)
         if problem is not None:
             raise LookupFailed(problem)
+        deadline = self._reactor.seconds() + self._bound
         servers, search = self._where()
         found_name = False
         for candidate in self._candidates(name, search):
             try:
-                answer = await self._addresses(servers, candidate)
+                answer = await self._addresses(servers, candidate, deadline)
             except error.DNSNameError:
                 continue
             if answer is not None:
@@ -261,21 +276,25 @@ class NameLookup:
             found_name = True
         raise LookupFailed("no address" if found_name else "no such name")
 
-    async def _addresses(self, servers: client.Resolver, name: str) -> Answer | None:
+    async def _addresses(
+        self, servers: NameServers, name: str, deadline: float
+    ) -> Answer | None:
         for record_type in (dns.A, dns.AAAA):
-            message = await servers.queryUDP([dns.Query(name, record_type, dns.IN)])
-            if message.rCode != dns.OK:
-                raise servers.exceptionForCode(message.rCode)(message)
-            answer = extract_answer(name, message.answers, record_type)
+            queries = [dns.Query(name, record_type, dns.IN)]
+            message, server = await servers.ask(queries)
+            answer = _checked_answer(servers, name, message, record_type)
+            if answer is None and message.trunc:
+                # Asked again over TCP, as glibc does (module docstring).
+                left = deadline - self._reactor.seconds()
+                if left <= 0:
+                    raise TimeoutError(queries)
+                message = await servers.query_tcp(server, queries, left)
+                answer = _checked_answer(servers, name, message, record_type)
             if answer is not None:
-                if names_no_host(answer.address):
-                    raise _blocked("the name server answered", answer.address)
                 return answer
-            if message.trunc:
-                raise LookupFailed("answer too large for UDP")
         return None
 
-    def _where(self) -> tuple[client.Resolver, tuple[str, ...]]:
+    def _where(self) -> tuple[NameServers, tuple[str, ...]]:
         """The name servers to ask, and the search list."""
         nameservers = self._config.nameservers
         search = self._search or ()
@@ -313,6 +332,24 @@ class NameLookup:
         if "." in name:
             return [name, *suffixed]
         return [*suffixed, name]
+
+
+def _checked_answer(
+    servers: NameServers, name: str, message: dns.Message, record_type: int
+) -> Answer | None:
+    """
+    The answer `message` gives for `name`, or None.
+
+    @raise LookupFailed: its address names no host (`names_no_host`), or
+        its CNAMEs loop (`extract_answer`).
+    @raise error.DNSNameError: and the other errors of its response code.
+    """
+    if message.rCode != dns.OK:
+        raise servers.exceptionForCode(message.rCode)(message)
+    answer = extract_answer(name, message.answers, record_type)
+    if answer is not None and names_no_host(answer.address):
+        raise _blocked("the name server answered", answer.address)
+    return answer
 
 
 def extract_answer(
@@ -365,6 +402,15 @@ _RCODE_REASONS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
+def _connect_reason(e: ConnectError) -> str:
+    """What a failed connect says, in its own (the system's) words."""
+    if e.args and e.args[0]:
+        return str(e.args[0]).lower()
+    if isinstance(e.osError, int):
+        return os.strerror(e.osError).lower()
+    return str(e.MESSAGE).lower()
+
+
 def describe_failure(failure: Failure, bound: float) -> str | None:
     """
     A few words for why a lookup failed, or None for a failure nobody
@@ -376,6 +422,19 @@ def describe_failure(failure: Failure, bound: float) -> str | None:
         return f"no answer from name servers within {bound:g} s"
     if failure.check(AnotherQuestion):
         return "the name server answered another question"
+    if isinstance(failure.value, ConnectError):
+        # Only a truncated answer's second query connects (over TCP).
+        return (
+            "answer truncated over UDP, and TCP to the name server failed: "
+            + _connect_reason(failure.value)
+        )
+    if failure.check(ConnectionClosed):
+        return (
+            "answer truncated over UDP, and the name server closed TCP "
+            "without answering"
+        )
+    if failure.check(TCPAnswerUnreadable):
+        return "answer truncated over UDP, and no DNS message over TCP"
     for kind, reason in _RCODE_REASONS:
         if failure.check(kind):
             return reason

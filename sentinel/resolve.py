@@ -45,7 +45,7 @@ from typing import Any, NamedTuple, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.error import CannotListenError, DNSLookupError
+from twisted.internet.error import CannotListenError, ConnectError, DNSLookupError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -53,7 +53,7 @@ from twisted.python.failure import Failure
 from sentinel.config import DNSConfig
 from sentinel.lookup import Answer, LookupFailed, NameLookup, describe_failure
 from sentinel.resolvconf import is_address
-from sentinel.sockets import SHORTAGES
+from sentinel.sockets import SHORTAGES, shortage_of
 
 log = Logger()
 
@@ -345,6 +345,9 @@ class Resolver(Service):
 
 def _socket_shortage(failure: Failure) -> int | None:
     """The errno of a lookup that found no socket to ask with, else None."""
+    if failure.check(ConnectError):
+        # A truncated answer's TCP connect (`sentinel.lookup`).
+        return shortage_of(failure)
     error = failure.value
     if failure.check(CannotListenError):
         error = getattr(error, "socketError", None)

@@ -13,15 +13,22 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import (
     CannotListenError,
+    ConnectBindError,
+    ConnectionDone,
+    ConnectionRefusedError,
     DNSLookupError,
     InvalidAddressError,
+    NotConnectingError,
 )
 from twisted.internet.task import Clock
-from twisted.names import client, dns, error
+from twisted.internet.testing import StringTransport
+from twisted.names import dns, error
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import lookup as lookup_module
 from sentinel.config import DNSConfig
+from sentinel.dnsclient import NameServers
 from sentinel.files import MAX_HOSTS_BYTES
 from sentinel.lookup import (
     MAX_CNAMES,
@@ -268,6 +275,25 @@ class BoundTests(ResolverTestCase):
         self.resolver.resolve("short.example")
         self.assertEqual(self.source.asked, ["short.example", "short.example"])
 
+    def test_no_socket_for_tcp_is_the_agents_shortage(self) -> None:
+        """
+        So is a truncated answer's TCP connect that found no socket: the
+        agent's shortage, not kept as the name's failure.
+        """
+        d = self.resolver.resolve("short.example")
+        self.source.fail(
+            "short.example", ConnectBindError(errno.EMFILE, "Too many open files")
+        )
+        failure = self.failureResultOf(d, CannotResolve)
+        self.assertEqual(failure.value.shortage, errno.EMFILE)
+        self.assertEqual(
+            str(failure.value),
+            "cannot resolve short.example: answer truncated over UDP, and TCP "
+            "to the name server failed: too many open files",
+        )
+        self.resolver.resolve("short.example")
+        self.assertEqual(self.source.asked, ["short.example", "short.example"])
+
     def test_unexpected_error_logged(self) -> None:
         """A bug in a lookup fails it in words, and is logged."""
         d = self.resolver.resolve("bug.example")
@@ -501,6 +527,61 @@ class FakeUDPPort:
         self.protocol.datagramReceived(response.toStr(), self.sent[index][1])
 
 
+class FakeConnector:
+    """What connectTCP returns: connects, or fails, when the test says."""
+
+    def __init__(self, factory: Any, timeout: float) -> None:
+        self.factory = factory
+        self.timeout = timeout
+        self.state = "connecting"
+        self.transport: StringTransport | None = None
+        self.protocol: Any = None
+
+    def stopConnecting(self) -> None:
+        if self.state != "connecting":
+            raise NotConnectingError()
+        self.state = "stopped"
+
+    def connect(self) -> StringTransport:
+        """The connection is made."""
+        self.state = "connected"
+        self.protocol = self.factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        return self.transport
+
+    def fail(self, reason: Exception) -> None:
+        """The connect fails."""
+        self.state = "disconnected"
+        self.factory.clientConnectionFailed(self, Failure(reason))
+
+    def query(self) -> dns.Message:
+        """The query sent over the connection."""
+        assert self.transport is not None
+        data = self.transport.value()
+        message = dns.Message()
+        message.fromStr(data[2:])
+        return message
+
+    def send(self, message: bytes) -> None:
+        """A DNS message from the name server (its length first)."""
+        self.protocol.dataReceived(len(message).to_bytes(2, "big") + message)
+
+    def reply(self, answers: tuple[dns.RRHeader, ...] = (), **fields: Any) -> None:
+        """Answer the query sent over the connection."""
+        query = self.query()
+        response = dns.Message(fields.pop("id", query.id), answer=1, **fields)
+        response.queries = query.queries
+        response.answers = list(answers)
+        self.send(response.toStr())
+
+    def closed(self) -> bool:
+        """Whether the query's connection, or its attempt, was ended."""
+        if self.transport is None:
+            return self.state != "connecting"
+        return bool(self.transport.disconnecting)
+
+
 class UDPClock(Clock):
     """A clock with in-memory UDP sockets, or none at all (EMFILE)."""
 
@@ -510,6 +591,7 @@ class UDPClock(Clock):
         self.out_of_files = False
         self.unreachable = False
         self.tcp_connects: list[tuple[str, int]] = []
+        self.connectors: list[FakeConnector] = []
 
     def listenUDP(
         self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
@@ -521,8 +603,12 @@ class UDPClock(Clock):
         self.ports.append(FakeUDPPort(protocol, self.unreachable))
         return self.ports[-1]
 
-    def connectTCP(self, host: str, port: int, factory: Any, *args: Any) -> None:
+    def connectTCP(
+        self, host: str, port: int, factory: Any, timeout: float = 30, *args: Any
+    ) -> FakeConnector:
         self.tcp_connects.append((host, port))
+        self.connectors.append(FakeConnector(factory, timeout))
+        return self.connectors[-1]
 
     def open_ports(self) -> list[FakeUDPPort]:
         return [p for p in self.ports if not p.closed]
@@ -546,10 +632,8 @@ class NameLookupTests(SynchronousTestCase):
         self.hosts = self.mktemp()
         with open(self.hosts, "w") as f:
             f.write("127.0.0.1 localhost\n::1 six.example\n")
-        servers = client.Resolver(
-            servers=[("192.0.2.53", 53)],
-            timeout=lookup_module.tries(BOUND),
-            reactor=self.reactor,
+        servers = NameServers(
+            [("192.0.2.53", 53)], lookup_module.tries(BOUND), self.reactor
         )
         self.lookup = NameLookup(
             self.reactor,
@@ -759,18 +843,153 @@ class NameLookupTests(SynchronousTestCase):
             ["redis.x", "redis.x.a.example", "redis"],
         )
 
-    def test_truncated(self) -> None:
+    def test_truncated_with_an_address(self) -> None:
         """
-        A truncated answer is used as far as it goes, never asked again
-        over TCP; without an address, it fails saying so.
+        A truncated answer that holds an address for the name is used as
+        far as it goes: no TCP.
         """
         d = self.lookup.lookup("many.example")
         self.last().reply(answers=(a("many.example", "192.0.2.1"),), truncated=True)
         self.assertEqual(self.successResultOf(d).address, "192.0.2.1")
-        d = self.lookup.lookup("huge.example")
-        self.last().reply(truncated=True)
-        self.assertEqual(self.reason(d), "answer too large for UDP")
         self.assertEqual(self.reactor.tcp_connects, [])
+
+    def truncated(self, name: str) -> tuple[Deferred[Answer], FakeConnector]:
+        """A lookup of `name` answered over UDP with TC and no record."""
+        d = self.lookup.lookup(name)
+        self.last().reply(truncated=True)
+        self.assertEqual(self.reactor.open_ports(), [])
+        self.assertEqual(self.reactor.tcp_connects, [("192.0.2.53", 53)])
+        [connector] = self.reactor.connectors
+        return d, connector
+
+    def assert_all_ended(self, connector: FakeConnector) -> None:
+        """No socket, no connection, no timer left."""
+        self.assertTrue(connector.closed())
+        self.assertEqual(self.reactor.open_ports(), [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_truncated_asked_over_tcp(self) -> None:
+        """
+        A truncated answer without an address (a name server that
+        truncates on purpose) is asked again over TCP, of the name server
+        that sent it, as glibc does; the connection ends with the answer.
+        Before, the name was never resolved ("answer too large for UDP").
+        """
+        d, connector = self.truncated("huge.example")
+        self.assertEqual(connector.timeout, BOUND)
+        connector.connect()
+        query = connector.query()
+        self.assertEqual(query.queries, [dns.Query("huge.example", dns.A, dns.IN)])
+        self.assertTrue(query.recDes)
+        connector.reply(answers=(a("huge.example", "192.0.2.7", 30),))
+        self.assertEqual(self.successResultOf(d), Answer("192.0.2.7", 30))
+        self.assert_all_ended(connector)
+
+    def test_truncated_cname_chain_asked_over_tcp(self) -> None:
+        """A truncated answer whose CNAME chain stops short: over TCP."""
+        d = self.lookup.lookup("alias.example")
+        self.last().reply(
+            answers=(cname("alias.example", "far.example"),), truncated=True
+        )
+        [connector] = self.reactor.connectors
+        connector.connect()
+        connector.reply(
+            answers=(
+                cname("alias.example", "far.example"),
+                a("far.example", "192.0.2.8"),
+            )
+        )
+        self.assertEqual(self.successResultOf(d).address, "192.0.2.8")
+
+    def test_tcp_within_the_bound(self) -> None:
+        """
+        A name server that accepts over TCP and never answers (or
+        trickles): the lookup fails at its bound, counted from its start,
+        and the connection is aborted.
+        """
+        self.reactor.advance(0.5)
+        d = self.lookup.lookup("stall.example")
+        self.reactor.advance(0.5)
+        self.last().reply(truncated=True)
+        [connector] = self.reactor.connectors
+        self.assertEqual(connector.timeout, BOUND - 0.5)
+        connector.connect()
+        connector.protocol.dataReceived(b"\x00")  # Half a length, no more.
+        self.reactor.advance(BOUND - 0.5 - 0.001)
+        self.assertNoResult(d)
+        self.reactor.advance(0.001)
+        self.assertEqual(self.reason(d), "no answer from name servers within 2 s")
+        self.assert_all_ended(connector)
+
+    def test_tcp_connect_timeout(self) -> None:
+        """A TCP connect that never completes ends at the bound, stopped."""
+        d, connector = self.truncated("stall.example")
+        self.reactor.advance(BOUND)
+        self.assertEqual(self.reason(d), "no answer from name servers within 2 s")
+        self.assertEqual(connector.state, "stopped")
+        self.assert_all_ended(connector)
+
+    def test_tcp_refused(self) -> None:
+        """TCP refused: said so, with what the UDP answer was."""
+        d, connector = self.truncated("huge.example")
+        connector.fail(ConnectionRefusedError(111, "Connection refused"))
+        self.assertEqual(
+            self.reason(d),
+            "answer truncated over UDP, and TCP to the name server failed: "
+            "connection refused",
+        )
+        self.assert_all_ended(connector)
+
+    def test_tcp_closed_without_answer(self) -> None:
+        """The name server closes TCP without an answer: said so."""
+        d, connector = self.truncated("huge.example")
+        connector.connect()
+        connector.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            self.reason(d),
+            "answer truncated over UDP, and the name server closed TCP "
+            "without answering",
+        )
+        self.assert_all_ended(connector)
+
+    def test_tcp_first_message_ends_it(self) -> None:
+        """
+        The first message over TCP ends the connection, whatever it is: an
+        answer under another id, or bytes that are no DNS message (a name
+        server that floods costs one message read).
+        """
+        d, connector = self.truncated("huge.example")
+        connector.connect()
+        query = connector.query()
+        connector.reply(answers=(a("huge.example", "192.0.2.7"),), id=query.id ^ 1)
+        self.assertEqual(self.reason(d), "the name server answered another question")
+        self.assert_all_ended(connector)
+        self.reactor.advance(FAILURE_TTL)
+        self.reactor.connectors.clear()
+        d = self.lookup.lookup("garbage.example")
+        self.last().reply(truncated=True)
+        [connector] = self.reactor.connectors
+        connector.connect()
+        connector.send(b"\xff" * 5)
+        self.assertEqual(
+            self.reason(d), "answer truncated over UDP, and no DNS message over TCP"
+        )
+        self.assert_all_ended(connector)
+
+    def test_cancel_ends_tcp(self) -> None:
+        """Cancelling the lookup (its bound, or forget) ends the TCP query."""
+        d, connector = self.truncated("huge.example")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(connector.state, "stopped")
+        self.assert_all_ended(connector)
+        self.reactor.connectors.clear()
+        self.reactor.tcp_connects.clear()
+        d, connector = self.truncated("huge2.example")
+        connector.connect()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assert_all_ended(connector)
 
     def test_invalid_name(self) -> None:
         """A name the DNS cannot carry fails without a query."""
@@ -784,14 +1003,15 @@ class NameLookupTests(SynchronousTestCase):
         self.last().reply(rCode=dns.EREFUSED)
         self.assertEqual(self.reason(d), "refused by the name server")
 
-    def test_retries_one_socket_at_a_time(self) -> None:
+    def test_retries_on_one_socket(self) -> None:
         """
-        Unanswered, the query is sent again each second on a fresh socket,
-        until twisted.names gives up at the bound.
+        Unanswered, the query is sent again each second on its socket,
+        until the bound; then the socket is closed.
         """
         d = self.lookup.lookup("black.example")
         self.reactor.advance(1.0)
-        self.assertEqual(len(self.reactor.ports), 2)
+        self.assertEqual(len(self.reactor.ports), 1)
+        self.assertEqual(len(self.last().sent), 2)
         self.assertEqual(len(self.reactor.open_ports()), 1)
         self.reactor.advance(1.0)
         self.assertEqual(self.reactor.open_ports(), [])
@@ -915,9 +1135,7 @@ class NameLookupTests(SynchronousTestCase):
             self.reactor,
             DNSConfig(hosts_file=self.hosts),
             BOUND,
-            servers=client.Resolver(
-                servers=[("dns.example", 53)], reactor=self.reactor
-            ),
+            servers=NameServers([("dns.example", 53)], (1.0,), self.reactor),
         )
         d = lookup.lookup("redis.example")
         self.assertEqual(self.reason(d), "name server dns.example is not an IP address")
