@@ -863,6 +863,15 @@ class RedisProbe:
 
         def failed(failure: Failure) -> Failure:
             error = describe_tls_failure(failure, self.instance, handle)
+            if error is None and failure.check(
+                neterror.ConnectionLost, neterror.ConnectionDone
+            ):
+                # Closed before the handshake was done, without an alert
+                # (a TCP proxy whose backend is gone, a server dropping
+                # what it will not speak): said as the stage's, as a
+                # timeout there is; plain "connection lost" read as a
+                # server closing an established connection.
+                error = f"{describe_failure(failure)} (tls)"
             if error is None:
                 return failure
             raise _ConnectFailed(error)

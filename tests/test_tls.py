@@ -193,6 +193,33 @@ class TLSTests(AgentTestCase):
         self.assertEqual(self.error(monitor, "r"), "timeout (tls)")
         self.assertLessEqual(hung.open_connections, 1)
 
+    async def test_closed_in_handshake(self) -> None:
+        """
+        A server that closes each connection before the handshake is done,
+        without a TLS alert (a TCP proxy whose backend is gone): the stage
+        is said, as for a timeout there. Before, "connection lost", as for
+        a server closing an established connection.
+        """
+        closing = reactor.listenTCP(
+            0, Factory.forProtocol(_ClosingAtOnce), interface="127.0.0.1"
+        )
+        self.addCleanup(closing.stopListening)
+        monitor = self.start_agent(
+            [self.tls_instance("r", closing.getHost().port)],
+            interval=HANDSHAKE_TIMEOUT,
+            timeout=HANDSHAKE_TIMEOUT,
+        )
+        await self.wait_status(monitor, "r", "down", JUDGED_BOUND)
+        self.assertEqual(self.error(monitor, "r"), "connection lost (tls)")
+
+
+class _ClosingAtOnce(Protocol):
+    """Closes the connection as soon as it is made."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+
 
 class SetupTests(SynchronousTestCase):
     """TLS settings that cannot be used are the instance's error."""
