@@ -352,6 +352,15 @@ def describe_tls_failure(
         # What a TLS 1.2 server that requires a client certificate sends
         # when it gets none; also what it sends when no cipher is shared.
         return f"TLS: {reason} (no client certificate was offered: does it need one?)"
+    if reason.endswith("alert protocol version") or reason == "unsupported protocol":
+        # The server's alert, or OpenSSL's refusal of the server's choice:
+        # no version both accept. The agent's OpenSSL takes TLS 1.2 and
+        # later at its default security level, which every Redis with TLS
+        # (6.0 and later) offers unless told otherwise.
+        return (
+            f"TLS: {reason} (no TLS version both sides accept: a server "
+            f"that speaks only TLS 1.0 or 1.1?)"
+        )
     if reason == "excessive message size":
         # OpenSSL reads a server's certificates up to 100 KiB in all
         # (SSL_CTX_set_max_cert_list): a longer chain ends the handshake

@@ -501,6 +501,19 @@ class DescribeTests(SynchronousTestCase):
             "bound: the server's certificate chain over 100 KiB?)",
         )
 
+    def test_protocol_version_hint(self) -> None:
+        """
+        A server that speaks only TLS versions the agent refuses (its alert,
+        or OpenSSL's refusal of the version it chose) says what is likely.
+        """
+        instance = RedisInstance("r", "127.0.0.1", 1, tls=True)
+        for reason in ("tlsv1 alert protocol version", "unsupported protocol"):
+            self.assertEqual(
+                tls.describe_tls_failure(self.ssl_failure(reason), instance),
+                f"TLS: {reason} (no TLS version both sides accept: a server "
+                "that speaks only TLS 1.0 or 1.1?)",
+            )
+
     def test_handshake_failure_hint(self) -> None:
         """
         A TLS 1.2 server's bare "handshake failure" to a client that offered
