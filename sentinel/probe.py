@@ -151,7 +151,12 @@ from sentinel.protocol import (
 from sentinel.reconnects import PROBATION, Reconnects
 from sentinel.resolve import Resolver
 from sentinel.stalls import Address
-from sentinel.tls import TLSSetupError, client_tls, describe_tls_failure
+from sentinel.tls import (
+    TLSSetupError,
+    client_tls,
+    describe_tls_failure,
+    server_name,
+)
 
 log = Logger()
 
@@ -434,6 +439,7 @@ class RedisProbe:
         "_resolver",
         "_tls",
         "_tls_error",
+        "_server_name",
         "_answers",
         "_excused",
         "_auth",
@@ -515,6 +521,10 @@ class RedisProbe:
                 self._tls = client_tls(instance)
             except TLSSetupError as e:
                 self._tls_error = str(e)
+        # The name a TLS handshake asks for: part of where attempts go.
+        self._server_name = (
+            server_name(instance).lower() if self._tls is not None else None
+        )
         # Where a TLS instance's answers go, and whether its last PING
         # unanswered was excused by them (`_behind_own_pings`).
         self._answers = pacer.answers if self._tls is not None else None
@@ -746,12 +756,13 @@ class RedisProbe:
         )
 
     def _endpoint(self, address: str | None = None) -> Address:
-        # Where this instance's attempts go, as `sentinel.stalls` and
-        # `sentinel.handshakes` key them: its resolved address (or
-        # `address`), its port, and whether over TLS.
+        # Where this instance's attempts go, as `sentinel.stalls`,
+        # `sentinel.handshakes` and `sentinel.answers` key them: its
+        # resolved address (or `address`), its port, and over TLS the
+        # server name its handshake asks for.
         resolved = self.address if address is None else address
         assert resolved is not None  # Only asked once resolved.
-        return (resolved, self.instance.port, self._tls is not None)
+        return (resolved, self.instance.port, self._server_name)
 
     def _renewal_held_back(
         self, protocol: RedisClientProtocol, want_info: bool

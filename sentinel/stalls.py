@@ -38,10 +38,15 @@ from __future__ import annotations
 from typing import Any
 
 # Where attempts go: the IP address a host resolved to, the port, and
-# whether over TLS. A name given ``tls`` on a plain port (a mistake in
-# its config) times out in its handshake for good, which says nothing of
-# plain connections there: keyed apart, they are not held back by it.
-Address = tuple[str, int, bool]
+# over TLS the server name the handshake asks for (SNI), else None. A name
+# given ``tls`` on a plain port (a mistake in its config) times out in its
+# handshake for good, which says nothing of plain connections there: keyed
+# apart, they are not held back by it. Nor are the names one TLS port
+# routes to different servers by SNI (a proxy passing TLS through, as
+# Kubernetes ingresses for Redis do): a hung or hostile one behind it held
+# the others back, its timeouts failing their renewals, and the others'
+# handshakes and answers excused its own timeouts.
+Address = tuple[str, int, str | None]
 
 
 class _Stall:

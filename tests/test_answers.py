@@ -15,7 +15,7 @@ from sentinel.observation import Observation
 from sentinel.probe import RedisProbe
 from tests.test_handshakes import Server, ended
 
-ENDPOINT = ("127.0.0.1", 6379, True)
+ENDPOINT = ("127.0.0.1", 6379, "localhost")
 TIMEOUT = Observation(ok=False, error="timeout (ping)")
 
 
@@ -35,7 +35,9 @@ class AnswersTests(SynchronousTestCase):
         self.assertTrue(answers.behind_own(ENDPOINT, 1.0, 0.25))
         self.assertFalse(answers.behind_own(ENDPOINT, 0.9, 0.25))  # Answered.
         self.assertFalse(answers.behind_own(ENDPOINT, 1.6, 0.25))  # Sent after.
-        self.assertFalse(answers.behind_own(("127.0.0.1", 6380, True), 1.0, 0.25))
+        self.assertFalse(
+            answers.behind_own(("127.0.0.1", 6380, "localhost"), 1.0, 0.25)
+        )
         clock.advance(0.3)
         self.assertFalse(answers.behind_own(ENDPOINT, 1.0, 0.25))  # Not recent.
 
@@ -56,7 +58,7 @@ class AnswersTests(SynchronousTestCase):
         clock = Clock()
         answers = Answers(clock)
         for port in range(100):
-            answers.answered(("127.0.0.1", port, True), 0.0, 0.0)
+            answers.answered(("127.0.0.1", port, "localhost"), 0.0, 0.0)
         clock.advance(KEEP + 1.0)
         now = clock.seconds()
         answers.answered(ENDPOINT, now - 0.1, now)

@@ -23,7 +23,7 @@ from tests.test_probe import paced_probe
 
 ADDRESS = ("127.0.0.1", 6379)
 # As the probes key it (`sentinel.stalls.Address`): plain TCP.
-ENDPOINT = (*ADDRESS, False)
+ENDPOINT = (*ADDRESS, None)
 
 
 class HandshakesTests(SynchronousTestCase):
@@ -38,8 +38,8 @@ class HandshakesTests(SynchronousTestCase):
         handshakes.completed(ENDPOINT)
         self.assertTrue(handshakes.since(ENDPOINT, 1.9))
         self.assertFalse(handshakes.since(ENDPOINT, 2.0))
-        self.assertFalse(handshakes.since(("127.0.0.1", 6380, False), 0.0))
-        self.assertFalse(handshakes.since((*ADDRESS, True), 0.0))
+        self.assertFalse(handshakes.since(("127.0.0.1", 6380, None), 0.0))
+        self.assertFalse(handshakes.since((*ADDRESS, "localhost"), 0.0))
 
     def test_old_addresses_forgotten(self) -> None:
         """
@@ -49,7 +49,7 @@ class HandshakesTests(SynchronousTestCase):
         clock = Clock()
         handshakes = Handshakes(clock)
         for port in range(100):
-            handshakes.completed(("127.0.0.1", port, False))
+            handshakes.completed(("127.0.0.1", port, None))
         clock.advance(KEEP + 1.0)
         handshakes.completed(ENDPOINT)
         self.assertEqual(len(handshakes), 1)

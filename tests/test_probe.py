@@ -2851,6 +2851,20 @@ class StalledAddressTests(SynchronousTestCase):
         self.assertEqual(fleet.attempts(), base + 4)
         self.failed(checks[1:], "timeout (ping)")
 
+    def handshakes_stalled(self, fleet: Fleet, tls: RedisProbe) -> None:
+        """
+        `tls`'s handshake times out, stalling its address; its next check
+        is that address's one attempt.
+        """
+        fleet.on_time(1.0)
+        d = tls.check(False)
+        fleet.accept(fleet.attempts() - 1)  # Its ClientHello never answered.
+        fleet.on_time(1.0)
+        fleet.settled([d], "timeout (tls)")
+        fleet.on_time(0.1)
+        self.assertEqual(len(fleet.pacer.stalls), 1)
+        self.assertNoResult(tls.check(False))  # The TLS stall's one attempt.
+
     def test_tls_handshake_timeout_holds_no_plain_back(self) -> None:
         """
         A name given ``tls`` on the same plain port, whose handshakes time
@@ -2865,17 +2879,33 @@ class StalledAddressTests(SynchronousTestCase):
             fleet.reactor,
             fleet.pacer,
         )
-        fleet.on_time(1.0)
-        d = tls.check(False)
-        fleet.accept(fleet.attempts() - 1)  # Its ClientHello never answered.
-        fleet.on_time(1.0)
-        fleet.settled([d], "timeout (tls)")
-        fleet.on_time(0.1)
-        self.assertEqual(len(fleet.pacer.stalls), 1)
-        self.assertNoResult(tls.check(False))  # The TLS stall's one attempt.
+        self.handshakes_stalled(fleet, tls)
         base = fleet.attempts()
         fleet.check_all()
         self.assertEqual(fleet.attempts(), base + 2)
+        self.assertEqual(fleet.pacer.stalls.spared, 0)
+
+    def test_tls_server_names_apart(self) -> None:
+        """
+        Names one TLS port routes by SNI to different servers (a proxy
+        passing TLS through): one whose handshakes time out (hung, or
+        hostile) stalls its own attempts only; another name there still
+        connects, its own attempt. Before, it was held back (its checks
+        saying nothing, or failing with the first one's timeout).
+        """
+        fleet = Fleet(0)
+
+        def tls_probe(name: str) -> RedisProbe:
+            instance = RedisInstance(
+                name, "127.0.0.1", 6379, tls=True, server_name=f"{name}.example"
+            )
+            return paced_probe(instance, fleet.reactor, fleet.pacer)
+
+        hung, other = tls_probe("hung"), tls_probe("other")
+        self.handshakes_stalled(fleet, hung)
+        base = fleet.attempts()
+        self.assertNoResult(other.check(False))
+        self.assertEqual(fleet.attempts(), base + 1)
         self.assertEqual(fleet.pacer.stalls.spared, 0)
 
     def test_released_when_connected(self) -> None:
