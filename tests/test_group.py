@@ -1418,6 +1418,79 @@ class DiscoveryHandoverTests(SynchronousTestCase):
             owner = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
             self.assertEqual(owner, fleet.owner_of(name))
 
+    def test_keeper_never_sets_the_takers_node(self) -> None:
+        """
+        A member keeps nodes for a joiner, which takes them over while the
+        keeper's questions are slow to come back (a loaded start-up); the
+        keeper, told of each node's deletion, writes none of them at the
+        version it wrote, which the taker's new node may have reached
+        (versions begin again at 0): no node held by the taker says the
+        keeper's verdict, which names the keeper's member, gone. (Such a
+        set stood until the taker's next write; at the taker's leave its
+        next primary found no member to replace by name and looked at the
+        whole service: 35 of 343 endpoints unlisted for up to 8.3 s.)
+        """
+        fleet = Fleet()
+        kw: dict[str, Any] = {"replicas": 2, "discovery": (SERVERSET, DISCOVERY)}
+        keeper = fleet.add("a", NAMES, **kw).start()
+        fleet.run(3.0)
+        fleet.add("b", NAMES, **kw).start()
+        taker = fleet.add("c", NAMES, **kw)
+        taker.zk.hang("replace")
+        taker.start()
+        nodes = keeper.publisher._nodes.instances
+        handed: list[str] = []
+        for _ in range(100):
+            fleet.run(0.05)
+            kept = keeper.publisher._takeovers.handing_off
+            handed = [n for n in kept if nodes[n].handed_to == "c"]
+            if handed:
+                break
+        self.assertTrue(handed)
+        self.assertFalse([n for n in handed if nodes[n].writing])
+        c = fleet.session_of("c")
+        # Each node held by the taker and saying another agent's verdict.
+        wrong: set[str] = set()
+        fire = fleet.server.fire
+
+        def seen(path: str, kind: str) -> None:
+            fire(path, kind)
+            wrong.update(
+                n
+                for n in handed
+                if fleet.owner_of(n) == c and (fleet.node(n) or {})["agent"] != "c"
+            )
+
+        self.patch(fleet.server, "fire", seen)
+        # The keeper's questions come back late; the taker's takeovers land
+        # (its nodes at version 0, its own next writes slow).
+        keeper.zk.hold_answers("exists")
+        taker.zk.unhang()
+        taker.zk.hang("set")
+        taker.zk.release("replace")
+        self.assertEqual({fleet.owner_of(n) for n in handed}, {c})
+        for name in handed:
+            # A write of each kept node queued (its verdict moved), at the
+            # version it wrote, 0 as the taker's new node is.
+            node = nodes[name]
+            node.version = 0
+            keeper.publisher._queue.mark(node)
+        fleet.run(1.0)
+        taker.zk.unhang()
+        taker.zk.release("set")
+        keeper.zk.unhang()
+        keeper.zk.release()
+        fleet.run(HANDED_OVER_CHECK + 1)
+        self.assertEqual(wrong, set())
+        for name in handed:
+            self.assertNotIn(name, nodes)
+            document = fleet.node(name)
+            assert document is not None
+            [child] = fleet.members_of(name)
+            self.assertEqual(document["member"], f"{DISCOVERY}/{name}/{child}")
+            owner = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
+            self.assertEqual(owner, c)
+
     def test_listed_elsewhere_by_the_previous_primary_logged(self) -> None:
         """
         With one replica no opinion compares the members' discovery: a
