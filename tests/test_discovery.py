@@ -21,11 +21,18 @@ from sentinel.discovery import (
     LOOK_READS,
     LOOK_REUSE,
     LOOKS_AHEAD,
+    SUCCESSOR_READS,
     Discovery,
     Looking,
     Member,
 )
-from sentinel.documents import NERVE, SERVERSET, nerve_member, serverset_member
+from sentinel.documents import (
+    NERVE,
+    SERVERSET,
+    member_prefix,
+    nerve_member,
+    serverset_member,
+)
 from sentinel.guard import OVERWRITES_WINDOW, REWRITE_AFTER
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
@@ -656,6 +663,110 @@ class NerveTests(DiscoveryHarness):
         self.assertEqual(child, "cache-1_0000000000")
         self.assertEqual(member["labels"], {"zone": "b", "role": "master"})
         self.assertEqual(self.members("cache-2"), {})
+
+
+class TakeSuccessorTests(SynchronousTestCase):
+    """
+    A verdict names a member that is gone (`Discovery.take_named`): the one
+    that replaced it, its holder's, is found among those of its prefix made
+    since, without a look at the whole service.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.zk = FakeZooKeeper(self.clock)
+        self.zk.connect()
+        self.zk.put(DISCOVERY, b"")
+        self.zk.put(f"{DISCOVERY}/svc", b"")
+
+    async def counted(self, op: str, d: Deferred[Any]) -> Any:
+        return await d
+
+    def discovery(self, form: str) -> Discovery:
+        return Discovery(
+            self.zk, form, DISCOVERY, self.counted, lambda _: succeed(None), self.clock
+        )
+
+    def put(self, form: str, instance: RedisInstance, number: int, owner: int) -> str:
+        """A member of `instance`, `number` the counter ZooKeeper gave it."""
+        if form == SERVERSET:
+            member = serverset_member(instance)
+        else:
+            member = nerve_member(instance, {}, "master")
+        path = f"{DISCOVERY}/svc/{member_prefix(form, instance)}{number:010d}"
+        self.zk.put(path, json.dumps(member).encode(), owner=owner)
+        return path
+
+    def gets(self) -> list[str]:
+        return [p for kind, p in self.zk.history if kind == "get"]
+
+    def test_named_gone_its_holders_successor_replaced(self) -> None:
+        """
+        Nerve form, two instances: the named member of one is gone, its
+        holder's made since (another session's beside it, and the other
+        instance's, not read): ours replaces the holder's, one listing and
+        a read of that prefix's members made since only.
+        """
+        [one, other] = [
+            RedisInstance(f"r{i}", "10.0.0.1", 6379 + i, service="svc")
+            for i in range(2)
+        ]
+        named = f"{DISCOVERY}/svc/r0_0000000003"
+        self.put(NERVE, one, 1, owner=PREVIOUS + 1)
+        successor = self.put(NERVE, one, 7, owner=PREVIOUS)
+        self.put(NERVE, other, 8, owner=PREVIOUS)
+        discovery = self.discovery(NERVE)
+        member = discovery.member_for(one)
+        took = discovery.take_named(member, named, PREVIOUS)
+        self.assertTrue(self.successResultOf(Deferred.fromCoroutine(took)))
+        self.assertEqual(member.replaces, successor)
+        self.assertEqual(self.gets(), [named, successor])
+        self.assertEqual(self.zk.calls["get_children"], 1)
+
+    def test_listing_shared(self) -> None:
+        """
+        Members whose named members are gone, asking while a listing is
+        under way, share its answer: one listing for all.
+        """
+        instances = [
+            RedisInstance(f"r{i}", "10.0.0.1", 6379 + i, service="svc")
+            for i in range(3)
+        ]
+        successors = [
+            self.put(NERVE, i, 10 + n, PREVIOUS) for n, i in enumerate(instances)
+        ]
+        discovery = self.discovery(NERVE)
+        self.zk.hold_answers("get_children")
+        members = [discovery.member_for(i) for i in instances]
+        took = [
+            Deferred.fromCoroutine(
+                discovery.take_named(m, f"{DISCOVERY}/svc/r{n}_0000000001", PREVIOUS)
+            )
+            for n, m in enumerate(members)
+        ]
+        self.assertEqual(self.zk.release("get_children"), 1)
+        self.assertEqual([self.successResultOf(d) for d in took], [True] * 3)
+        self.assertEqual([m.replaces for m in members], successors)
+
+    def test_many_made_since_left_to_the_look(self) -> None:
+        """
+        Serverset form, more members made since the named one than
+        `SUCCESSOR_READS`: none is read, and the whole service is looked at
+        (`take_from`), as when no member is named.
+        """
+        instances = [
+            RedisInstance(f"r{i}", "10.0.0.1", 6379 + i, service="svc")
+            for i in range(SUCCESSOR_READS + 1)
+        ]
+        for n, instance in enumerate(instances):
+            self.put(SERVERSET, instance, 10 + n, PREVIOUS)
+        discovery = self.discovery(SERVERSET)
+        member = discovery.member_for(instances[0])
+        named = f"{DISCOVERY}/svc/member_0000000001"
+        took = discovery.take_named(member, named, PREVIOUS)
+        self.assertFalse(self.successResultOf(Deferred.fromCoroutine(took)))
+        self.assertIsNone(member.replaces)
+        self.assertEqual(self.gets(), [named])
 
 
 class TakeFromTests(SynchronousTestCase):

@@ -1418,6 +1418,17 @@ class DiscoveryHandoverTests(SynchronousTestCase):
             owner = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
             self.assertEqual(owner, fleet.owner_of(name))
 
+    def named_and_listed(self, fleet: Fleet, name: str) -> tuple[int, bool]:
+        """
+        The session holding the one member that lists `name`, and whether
+        its instance node names that member.
+        """
+        document = fleet.node(name)
+        assert document is not None
+        [child] = fleet.members_of(name)
+        path = f"{DISCOVERY}/{name}/{child}"
+        return fleet.server.nodes[path].owner, document.get("member") == path
+
     def test_keeper_never_sets_the_takers_node(self) -> None:
         """
         A member keeps nodes for a joiner, which takes them over while the
@@ -1484,12 +1495,41 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.assertEqual(wrong, set())
         for name in handed:
             self.assertNotIn(name, nodes)
-            document = fleet.node(name)
-            assert document is not None
-            [child] = fleet.members_of(name)
-            self.assertEqual(document["member"], f"{DISCOVERY}/{name}/{child}")
-            owner = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
-            self.assertEqual(owner, c)
+            self.assertEqual(self.named_and_listed(fleet, name), (c, True))
+
+    def test_leave_before_the_node_names_the_leavers_member(self) -> None:
+        """
+        A joiner takes nodes over from the first member, whose verdicts
+        name the first's members, replaces those members with its own, and
+        leaves before its rewrites naming its own went (queued behind a
+        start-up's writes): its next primary, finding the named member
+        gone, follows it to the leaver's that replaced it, with no look at
+        the whole service, and replaces that one: no endpoint is missing
+        or listed twice. (Looked for at the whole service, 31 of 310
+        endpoints were unlisted from the leaver's close until the look
+        ended, 3.6 s, at 1,000 instances, load 9--10.)
+        """
+        fleet = Fleet()
+        kw: dict[str, Any] = {"replicas": 2, "discovery": (SERVERSET, DISCOVERY)}
+        fleet.add("a", NAMES, **kw).start()
+        fleet.run(REFRESH + 2 * INTERVAL)
+        fleet.add("b", NAMES, **kw).start()
+        leaving = fleet.add("c", NAMES, **kw)
+        members = leaving.publisher._members
+        self.patch(members, "_named", lambda instance: None)
+        leaving.start()
+        self.assertEqual(self.watch(fleet, 4.0), [])
+        c = fleet.session_of("c")
+        taken = [n for n in NAMES if fleet.owner_of(n) == c]
+        self.assertTrue(taken)
+        for name in taken:
+            # The node names the first member's, replaced by the leaver's.
+            self.assertEqual(self.named_and_listed(fleet, name), (c, False))
+        self.hold_looks(fleet.members["b"])
+        stopped = leaving.stop()
+        self.assertEqual(self.watch(fleet, LEAVE_HANDOFF_WAIT + 1), [])
+        self.successResultOf(stopped)
+        self.assert_listed_by_b(fleet, taken)
 
     def test_listed_elsewhere_by_the_previous_primary_logged(self) -> None:
         """
