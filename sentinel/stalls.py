@@ -20,12 +20,16 @@ again. The other instances on it start none meanwhile, and take no
 place: their checks are those of an instance whose attempt waits in line
 (`sentinel.probe`). A timeout while the agent ran late counts as well:
 the attempt ran its whole bound all the same, and holding an instance
-back says nothing of it. A kept connection due for renewal meanwhile
-fails as its renewal would have (what new clients meet is the
-instance's state, `sentinel.probe`) if the address's last timeout came
-while the agent kept up (`failing`), and serves on if the agent ran
-late: a server whose new connections time out while its old ones answer
-is still found, each of its instances at its renewal.
+back says nothing of it. If the address's last timeout came while the
+agent kept up (`failing`), what a new connection to it meets is that:
+a kept connection due for renewal meanwhile fails as its renewal would
+have (what new clients meet is the instance's state, `sentinel.probe`),
+and so does a held-back check of an instance with no failure of its own
+to repeat (never judged, or answered since), which otherwise waited for
+its own turn, one attempt's bound per instance before it; if the agent
+ran late, a kept connection serves on and such a check says nothing. A
+server whose new connections time out while its old ones answer is
+still found, each of its instances at its renewal.
 
 An address is kept here from its first timed-out attempt until one answers
 or no instance that met it here is left (each is counted until it closes or

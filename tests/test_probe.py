@@ -2961,6 +2961,59 @@ class StalledAddressTests(SynchronousTestCase):
         self.assertEqual(fleet.pacer.stalls.spared, 2)
         self.failed([fleet.probes[-1].check(False)], "timeout (ping)")
 
+    def fresh(self, fleet: Fleet) -> RedisProbe:
+        """A probe on the fleet's address, never checked."""
+        return paced_probe(
+            RedisInstance("new", "127.0.0.1", 6379), fleet.reactor, fleet.pacer
+        )
+
+    def test_never_judged_fails_with_the_address_timeout(self) -> None:
+        """
+        An instance with no failure of its own to repeat (never judged: a
+        hung host at start-up, or an instance added), held back at its
+        stalled address, fails with the address's last timeout while the
+        agent keeps up, without an attempt of its own: the instances on
+        one address are one server's. (Its first check says nothing: its
+        address is known once its attempt leaves the pacer's line.) While
+        the agent runs late it says nothing. Before, it said nothing until
+        its own turn came, one attempt's bound per instance in line.
+        """
+        fleet = Fleet(1)
+        fleet.timed_out_once()
+        fleet.check_all()  # The other's attempt is the one in flight.
+        probe = self.fresh(fleet)
+        base = fleet.attempts()
+        self.assertIsNone(self.successResultOf(probe.check(False)))
+        fleet.on_time(1.06)  # The other's attempt timed out again.
+        fleet.check_all()
+        self.failed([probe.check(False)], "timeout (connect)")
+        self.assertEqual(fleet.attempts(), base + 1)
+        fleet.on_time(1.0)
+        fleet.reactor.rightNow += 0.6  # One turn's reads; no timer ran.
+        self.assertIsNone(self.successResultOf(probe.check(False)))
+
+    def test_never_judged_says_nothing_after_a_late_timeout(self) -> None:
+        """
+        If the stalled address's last timeout came while the agent ran
+        late, a held-back check of an instance never judged says nothing:
+        the agent's lateness is no failure of the server's. Once a later
+        attempt there times out with the agent on time, it fails with
+        that timeout.
+        """
+        fleet = Fleet(1)
+        probe = self.fresh(fleet)
+        checks = [*fleet.check_all(), probe.check(False)]
+        fleet.reactor.advance(1.0)  # One turn of 1 s: the agent stalled.
+        fleet.settled(checks, None)
+        fleet.on_time(0.1)
+        checks = fleet.check_all()  # The other's attempt is the one in flight.
+        base = fleet.attempts()
+        self.assertIsNone(self.successResultOf(probe.check(False)))
+        fleet.next_second(checks, "timeout (connect)")
+        fleet.check_all()
+        self.failed([probe.check(False)], "timeout (connect)")
+        self.assertEqual(fleet.attempts(), base + 1)
+
     def kept_beside(self, fleet: Fleet) -> tuple[RedisProbe, Any]:
         """A probe on the fleet's address with a kept connection, due for renewal."""
         kept = paced_probe(
