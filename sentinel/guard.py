@@ -30,7 +30,10 @@ A write of our node by another client fires no such watch: `overwritten`
 asks (an ``exists`` a node) for the nodes whose writes are rare, this
 agent's catalog at each heartbeat; instance nodes are found at our next
 set of them, at the version we wrote (`written_over`): written again at
-once, logged, and named in /healthz for `OVERWRITES_WINDOW`. Before, a
+once, logged, and named in /healthz for `OVERWRITES_WINDOW`. A set of
+ours that ZooKeeper applied while its answer was lost (timed out, a
+connection dropped) moves the version too: it is recognised by its data
+and version, and is no such write (`sentinel.lostanswers`). Before, a
 client writing ``up`` over every instance node 1,200 times a second kept
 the instances of a stopped Redis published up, every /healthz 200, and
 the nodes said so until their next refresh after it stopped.

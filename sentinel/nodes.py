@@ -71,6 +71,7 @@ class Node:
         "asked_at",
         "watcher",
         "version",
+        "unanswered",
         "takeover",
         "held_before",
         "held_by",
@@ -122,6 +123,10 @@ class Node:
         # The node's version as we last wrote it: a set at another version
         # fails, so that a node another agent took over is never overwritten.
         self.version = -1
+        # Our sets of it that ended with no answer, which ZooKeeper may
+        # have applied: the version each was sent at, and its data
+        # (`sentinel.lostanswers`).
+        self.unanswered: tuple[tuple[int, bytes], ...] = ()
         # In a group, for an instance node: this agent is its primary and
         # takes it over from another agent (`takeover`); it moved away and
         # this agent keeps it for its new primary until that takes it over
@@ -285,6 +290,7 @@ class Nodes:
         old.dirty = False
         if not old.writing:
             node.owned, node.version = old.owned, old.version
+            node.unanswered = old.unanswered
 
     def forget(self, node: Node) -> None:
         """A removed node is deleted: nothing more to write there."""

@@ -59,6 +59,7 @@ from sentinel.documents import (
     said_since,
 )
 from sentinel.holders import Holders
+from sentinel.lostanswers import made
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.ownership import ours
 from sentinel.writes import Lifecycle, WriteQueue
@@ -265,6 +266,7 @@ class Takeovers:
             return True
         node.owned = True
         node.version = 0
+        made(node)
         node.taken_from = stat.ephemeralOwner
         node.taken_at = self._reactor.seconds()
         listed = previous_presence(previous)[0]
@@ -314,6 +316,7 @@ class Takeovers:
             return
         node.owned = True
         node.version = 0
+        made(node)
         self.made_anew += 1
 
     def _adopt(self, node: Node, previous: dict[str, Any]) -> None:
@@ -451,6 +454,7 @@ class Takeovers:
                 return
             node.owned = True
             node.version = 0
+            made(node)
 
     def watch_handoff(self, node: Node) -> None:
         """

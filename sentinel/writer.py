@@ -5,14 +5,17 @@ overwriting another session's node.
 
 A node we own is set at the version we last wrote: a set at another
 version fails, so a node another agent took over is never overwritten (a
-failed set makes us ask who holds it now). A node we do not know to own
-is created; if it exists, its holder is asked: ours (a reconnection to
-the same session, or a session inherited from the previous process) and
-it is adopted and set (what an instance node inherited from the previous
-process says is kept in `Node.kept`, so that its ``since`` stays when it
-says the status found now); another session's and the write ends in
-`writes.HeldElsewhere` (`sentinel.holders` parks it), unless this agent,
-a group's primary, takes it over (`sentinel.takeover`). A primary in
+failed set makes us ask who holds it now), unless the node is found
+ours, at what a set of ours whose answer was lost made of it
+(`sentinel.lostanswers`): then it is set again at once at its version. A
+node we do not know to own is created; if it exists, its holder is
+asked: ours (a reconnection to the same session, or a session inherited
+from the previous process) and it is adopted and set (what an instance
+node inherited from the previous process says is kept in `Node.kept`, so
+that its ``since`` stays when it says the status found now); another
+session's and the write ends in `writes.HeldElsewhere`
+(`sentinel.holders` parks it), unless this agent, a group's primary,
+takes it over (`sentinel.takeover`). A primary in
 place of another member that holds the node reads it (a ``get``, sent
 with the writes) and takes it over at once: at a member's leave, its
 create failed, then a question and the takeover's own read each waited
@@ -53,6 +56,7 @@ from sentinel.clockskew import ClockSkew
 from sentinel.documents import said_checked_at, said_since, stored_document
 from sentinel.guard import Guard
 from sentinel.holders import Holders
+from sentinel.lostanswers import answered, made, own_set_applied, unanswered
 from sentinel.members import Members
 from sentinel.nodes import Node, Nodes
 from sentinel.ownership import ours
@@ -129,8 +133,7 @@ class NodeWriter:
         if node.owned and data is not None:
             try:
                 sent = self._clock.now()
-                stat = await counted("set", zk.set(node.path, data, node.version))
-                node.version = stat.version
+                stat = await self._set(node, data, node.version)
                 if node is self._nodes.agent:
                     # Every heartbeat: this agent's clock against ZooKeeper's.
                     self._clock.written(stat, sent)
@@ -141,6 +144,13 @@ class NodeWriter:
                 # primary's set, sent before it heard of the takeover,
                 # lands on our new node (`sentinel.takeover`): no meddler.
                 written_over = isinstance(e, BadVersionError) and node.version > 0
+                if written_over and node.unanswered:
+                    applied = await self._own_set_applied(node)
+                    if applied is not None:
+                        # Our own set, its answer lost: ours, set again
+                        # at once with the newest data (`lostanswers`).
+                        await self._set(node, data, applied.version)
+                        return
                 node.owned = False
                 node.lost = node.takeover
         # Held by another session when last asked, maybe ours on an
@@ -183,6 +193,7 @@ class NodeWriter:
                 await counted("create", zk.create(node.path, data, ephemeral=True))
                 node.owned = True
                 node.version = 0
+                made(node)
                 return
             except NodeExistsError:
                 if node.takeover:
@@ -205,9 +216,40 @@ class NodeWriter:
         node.owned = True
         node.lost = False
         node.version = stat.version
+        answered(node, stat.version)
         if data is not None:
-            stat = await counted("set", zk.set(node.path, data, stat.version))
-            node.version = stat.version
+            await self._set(node, data, stat.version)
+
+    async def _set(self, node: Node, data: bytes, version: int) -> Any:
+        """
+        Set `node` at `version`: its new stat, taken as the node's version;
+        a set that ends with no answer is remembered (`lostanswers`).
+        """
+        try:
+            stat = await self._queue.counted(
+                "set", self._zk.set(node.path, data, version)
+            )
+        except (NoNodeError, BadVersionError):
+            raise  # Refused: ZooKeeper did not apply it.
+        except Exception:
+            unanswered(node, version, data)
+            raise
+        node.version = stat.version
+        answered(node, stat.version)
+        return stat
+
+    async def _own_set_applied(self, node: Node) -> Any:
+        """
+        `node`'s stat if it is ours, at what a set of ours whose answer was
+        lost made of it (`lostanswers`), else None.
+        """
+        try:
+            stored, stat = await self._zk.get(node.path)
+        except NoNodeError:
+            return None
+        if ours(stat, self._zk.session_id) and own_set_applied(node, stored, stat):
+            return stat
+        return None
 
     async def _inherit(self, node: Node) -> Any:
         # An instance node on a session inherited from the previous process:

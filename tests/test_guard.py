@@ -23,6 +23,8 @@ from sentinel.guard import (
     TAKEN_OVER_GRACE,
 )
 from sentinel.membership import SETTLE
+from sentinel.observation import Observation
+from sentinel.writes import RETRY_DELAY
 from tests.groupfakes import Fleet
 from tests.test_discovery import DISCOVERY, DiscoveryHarness
 from tests.test_publisher import (
@@ -267,6 +269,30 @@ class WrittenOverTests(PublisherHarness):
             if "was written by another ZooKeeper client" in formatEvent(e)
         ]
 
+    def lose_set(self, observation: Observation) -> None:
+        """
+        A check's set of the node, done by ZooKeeper, its answer held
+        until the bridge's timeout ends the call.
+        """
+        self.zk.hold_answers("set")
+        self.check(self.instance("redis-00"), observation)
+        self.clock.advance(self.zk.call_timeout)
+        self.zk.unhang()
+
+    def assert_ours_not_named(self, status: str) -> None:
+        """The node ours, saying `status`, and no write over it named."""
+        self.assertEqual(self.zk.document(self.node)["status"], status)
+        self.assertEqual(self.zk.owner(self.node), self.zk.session_id)
+        self.assertEqual(self.publisher._guard.writes_over, 0)
+        self.assertNotIn(
+            "written by another client", self.publisher.unhealthy_reason() or ""
+        )
+        self.assertEqual(self.lines(), [])
+
+    def held(self) -> bool:
+        """Whether a call about the node is held (hung, or its answer)."""
+        return any(call.path == self.node for call in self.zk.held)
+
     def test_written_over_found_and_named(self) -> None:
         """
         A write over our instance node is found at our next write of it
@@ -326,6 +352,89 @@ class WrittenOverTests(PublisherHarness):
             "1 node(s) of this agent written by another client",
             self.publisher.unhealthy_reason() or "",
         )
+        self.assertEqual(len(self.lines()), 1)
+
+    def test_own_set_applied_with_its_answer_lost_not_named(self) -> None:
+        """
+        Our set that ZooKeeper applied while its answer was lost (the
+        bridge's timeout, a loaded machine) moved the node's version: the
+        retry, at the version we knew, is refused, and the node found
+        with our own data at the next version is ours, written again at
+        once, not named a write of another client's.
+        """
+        self.lose_set(UP)
+        self.assertEqual(self.zk.document(self.node)["status"], "up")
+        self.assertEqual(self.zk.nodes[self.node].version, 2)
+        self.check(self.instance("redis-00"), DOWN)
+        self.assert_ours_not_named("down")
+
+    def test_own_set_applied_then_connection_lost_not_named(self) -> None:
+        """
+        Our set applied, its answer lost with the connection: back on the
+        same session the node is asked about again (`sentinel.resync`),
+        and ours, at its version, is set with nothing named.
+        """
+        self.zk.hold_answers("set")
+        self.check(self.instance("redis-00"), UP)
+        self.zk.suspend()
+        self.zk.unhang()
+        self.zk.connect()
+        self.check(self.instance("redis-00"), DOWN)
+        self.assert_ours_not_named("down")
+
+    def test_own_sets_lost_for_long_still_ours(self) -> None:
+        """
+        Sets retried for a minute with no answer (each one remembered, at
+        most `lostanswers.KEPT` of them): the one ZooKeeper applied, the
+        last, is still known for ours when it answers again.
+        """
+        self.zk.hang("set")
+        self.check(self.instance("redis-00"), UP)
+        for _ in range(60):
+            self.clock.advance(RETRY_DELAY)
+        while self.held():  # Between one's timeout and its retry.
+            self.clock.advance(RETRY_DELAY / 2)
+        self.zk.unhang()
+        self.zk.hold_answers("set")
+        while not self.held():
+            self.clock.advance(RETRY_DELAY / 2)
+        self.clock.advance(self.zk.call_timeout)
+        self.assertEqual(self.zk.nodes[self.node].version, 2)
+        self.zk.unhang()
+        self.check(self.instance("redis-00"), DOWN)
+        self.clock.advance(self.zk.call_timeout)  # The heartbeat's set too.
+        self.assert_ours_not_named("down")
+        self.assertEqual(self.publisher._nodes.instances["redis-00"].unanswered, ())
+
+    def test_own_set_lost_then_forged_still_named(self) -> None:
+        """
+        A set of ours whose answer was lost does not hide another
+        client's write over the node: what it wrote after ours (our data
+        at the version ours gave, then its own) is found, named and
+        written over as any other.
+        """
+        self.lose_set(UP)
+        self.forge()
+        self.check(self.instance("redis-00"), DOWN)
+        self.assertEqual(self.zk.document(self.node)["status"], "down")
+        self.assertEqual(self.publisher._guard.writes_over, 1)
+        self.assertEqual(len(self.lines()), 1)
+
+    def test_own_set_lost_and_refused_then_forged_still_named(self) -> None:
+        """
+        Another client's write at the very version a lost set of ours
+        would have given (ours never applied) is still named: its data is
+        not ours.
+        """
+        self.zk.hang("set")
+        self.check(self.instance("redis-00"), UP)
+        self.clock.advance(self.zk.call_timeout)
+        self.zk.unhang()
+        self.forge()
+        self.assertEqual(self.zk.nodes[self.node].version, 2)
+        self.check(self.instance("redis-00"), DOWN)
+        self.assertEqual(self.zk.document(self.node)["status"], "down")
+        self.assertEqual(self.publisher._guard.writes_over, 1)
         self.assertEqual(len(self.lines()), 1)
 
     def test_forging_loop_lines_bounded(self) -> None:
