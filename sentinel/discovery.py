@@ -63,6 +63,7 @@ from sentinel.documents import (
     member_identity,
     member_prefix,
 )
+from sentinel.lostanswers import applied_stat, made, remembered_set
 from sentinel.ownership import ours
 from sentinel.zk import ZooKeeper
 
@@ -115,6 +116,7 @@ class Member:
         "path",
         "written",
         "version",
+        "unanswered",
         "search",
         "found",
         "replaces",
@@ -135,6 +137,9 @@ class Member:
         # The node's version as we last wrote it (-1: not known): another
         # version means another client wrote it (`write`).
         self.version = -1
+        # Our sets of it that ended with no answer, which ZooKeeper may
+        # have applied (`sentinel.lostanswers`).
+        self.unanswered: tuple[tuple[int, bytes], ...] = ()
         # A create failed and may have succeeded: look before creating.
         self.search = False
         # Members of ours found by a sweep, for this one to keep (the
@@ -350,7 +355,9 @@ class Discovery:
             return None
         damage = None
         if member.path is not None:
-            if data == member.written:
+            # With a set of ours unanswered, what it holds is not known to
+            # be what we wrote last: set, not only looked at.
+            if data == member.written and not member.unanswered:
                 damage = await self._damage(member)
                 if damage is None:
                     return None
@@ -360,10 +367,14 @@ class Discovery:
                     await self._set(member, data)
                     return damage
                 except BadVersionError:
-                    # Written by another client since we last did.
-                    member.version = -1
+                    # Written since we last did: by a set of ours whose
+                    # answer was lost, or by another client.
+                    applied = None
+                    if member.unanswered:
+                        applied = await applied_stat(self.zk, member.path, member)
+                    member.version = -1 if applied is None else applied.version
                     await self._set(member, data)
-                    return "overwritten"
+                    return damage if applied is not None else "overwritten"
                 except NoNodeError:
                     # Gone: deleted by another client, if we knew it there.
                     damage = "deleted" if known else None
@@ -376,6 +387,7 @@ class Discovery:
         path = await self._create(member, data)
         self._hold(member, path)
         member.written, member.version = data, 0
+        made(member)
         return damage
 
     def _same_session(self, *sessions: int | None) -> None:
@@ -407,8 +419,8 @@ class Discovery:
 
     async def _set(self, member: Member, data: bytes) -> None:
         assert member.path is not None
-        stat = await self._counted(
-            "set", self.zk.set(member.path, data, member.version)
+        stat = await remembered_set(
+            self.zk, self._counted, member, member.path, data, member.version
         )
         member.written, member.version = data, stat.version
 

@@ -10,15 +10,18 @@ node: the agent named its own instance node in /healthz as written by
 another client, and wrote it "over" (`tests.test_guard`; a group's
 agent did so once at a load of 10, with no other client writing).
 
-So each such set is remembered with its node (the version it was sent
-at and its data), and a set refused at a version other than ours reads
-the node: ours still, one version past one of those sets, with that
-set's very data, and it is our own write, applied; the node's version
-is taken from it and our newest data set again, with nothing named.
-Anything else (another version, other data) is another client's write,
-named and written over as before (`sentinel.guard`). A client that
-writes our exact bytes at the very version our lost set would have made
-is not told apart, and wrote nothing readers would not have read anyway.
+So each such set is remembered with its node (the version it was sent at
+and its data: `remembered_set`, for the instance, agent and catalog
+nodes (`sentinel.writer`) and the discovery members
+(`sentinel.discovery`, whose role changes are sets)), and a set refused
+at a version other than ours reads the node (`applied_stat`): ours
+still, one version past one of those sets, with that set's very data,
+and it is our own write, applied; the node's version is taken from it
+and our newest data set again, with nothing named. Anything else
+(another version, other data) is another client's write, named and
+written over as before (`sentinel.guard`). A client that writes our
+exact bytes at the very version our lost set would have made is not told
+apart, and wrote nothing readers would not have read anyway.
 
 Bounded: a set at a version below the node's, as last answered, can
 never apply (a version only grows), so it is forgotten as soon as one
@@ -31,43 +34,94 @@ that the one ZooKeeper applied, if any did, is among them.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-from sentinel.nodes import Node
+from kazoo.exceptions import BadVersionError, NoNodeError
+from twisted.internet.defer import Deferred
+
+from sentinel.ownership import ours
+from sentinel.zk import ZooKeeper
 
 # Sets whose answer was lost kept per node, at most (module docstring).
 KEPT = 8
 
 
-def unanswered(node: Node, version: int, data: bytes) -> None:
-    """A set of `node` at `version` with `data` ended with no answer."""
-    node.unanswered = (*node.unanswered[-(KEPT - 1) :], (version, data))
+class Written(Protocol):
+    """What we write a node through: an instance's node, a discovery member."""
+
+    # Each set of it that ended with no answer: its version, its data.
+    unanswered: tuple[tuple[int, bytes], ...]
 
 
-def answered(node: Node, version: int) -> None:
+async def remembered_set(
+    zk: ZooKeeper,
+    counted: Callable[[str, Deferred[Any]], Awaitable[Any]],
+    written: Written,
+    path: str,
+    data: bytes,
+    version: int,
+) -> Any:
     """
-    ZooKeeper said `node` is at `version` (a set's answer, an adoption):
+    Set the node at `path` (`counted`): its new stat; a set that ends
+    with no answer is remembered with `written`.
+    """
+    try:
+        stat = await counted("set", zk.set(path, data, version))
+    except (BadVersionError, NoNodeError):
+        raise  # Refused: ZooKeeper did not apply it.
+    except Exception:
+        unanswered(written, version, data)
+        raise
+    answered(written, stat.version)
+    return stat
+
+
+def unanswered(written: Written, version: int, data: bytes) -> None:
+    """A set of `written` at `version` with `data` ended with no answer."""
+    written.unanswered = (*written.unanswered[-(KEPT - 1) :], (version, data))
+
+
+def answered(written: Written, version: int) -> None:
+    """
+    ZooKeeper said the node is at `version` (a set's answer, an adoption):
     the sets sent below it can no longer apply.
     """
-    if node.unanswered:
-        node.unanswered = tuple(s for s in node.unanswered if s[0] >= version)
+    if written.unanswered:
+        written.unanswered = tuple(
+            sent for sent in written.unanswered if sent[0] >= version
+        )
 
 
-def made(node: Node) -> None:
+def made(written: Written) -> None:
     """
-    `node` made anew by our session (created, taken over: its versions
+    The node made anew by our session (created, taken over: its versions
     start again at 0): a set we sent before was applied or refused before
     it, ZooKeeper doing a session's requests in order.
     """
-    node.unanswered = ()
+    written.unanswered = ()
 
 
-def own_set_applied(node: Node, stored: bytes, stat: Any) -> bool:
+def own_set_applied(written: Written, stored: bytes, stat: Any) -> bool:
     """
-    Whether `node`, found with `stored` at `stat`, is at what one of our
+    Whether the node, found with `stored` at `stat`, is at what one of our
     unanswered sets would have made of it (module docstring).
     """
     return any(
         stat.version == version + 1 and stored == data
-        for version, data in node.unanswered
+        for version, data in written.unanswered
     )
+
+
+async def applied_stat(zk: ZooKeeper, path: str, written: Written) -> Any:
+    """
+    The stat of the node at `path`, read now, if it is our session's, at
+    what an unanswered set of `written` made of it; else None.
+    """
+    try:
+        stored, stat = await zk.get(path)
+    except NoNodeError:
+        return None
+    if ours(stat, zk.session_id) and own_set_applied(written, stored, stat):
+        return stat
+    return None

@@ -56,7 +56,7 @@ from sentinel.clockskew import ClockSkew
 from sentinel.documents import said_checked_at, said_since, stored_document
 from sentinel.guard import Guard
 from sentinel.holders import Holders
-from sentinel.lostanswers import answered, made, own_set_applied, unanswered
+from sentinel.lostanswers import answered, applied_stat, made, remembered_set
 from sentinel.members import Members
 from sentinel.nodes import Node, Nodes
 from sentinel.ownership import ours
@@ -145,7 +145,7 @@ class NodeWriter:
                 # lands on our new node (`sentinel.takeover`): no meddler.
                 written_over = isinstance(e, BadVersionError) and node.version > 0
                 if written_over and node.unanswered:
-                    applied = await self._own_set_applied(node)
+                    applied = await applied_stat(zk, node.path, node)
                     if applied is not None:
                         # Our own set, its answer lost: ours, set again
                         # at once with the newest data (`lostanswers`).
@@ -225,31 +225,11 @@ class NodeWriter:
         Set `node` at `version`: its new stat, taken as the node's version;
         a set that ends with no answer is remembered (`lostanswers`).
         """
-        try:
-            stat = await self._queue.counted(
-                "set", self._zk.set(node.path, data, version)
-            )
-        except (NoNodeError, BadVersionError):
-            raise  # Refused: ZooKeeper did not apply it.
-        except Exception:
-            unanswered(node, version, data)
-            raise
+        stat = await remembered_set(
+            self._zk, self._queue.counted, node, node.path, data, version
+        )
         node.version = stat.version
-        answered(node, stat.version)
         return stat
-
-    async def _own_set_applied(self, node: Node) -> Any:
-        """
-        `node`'s stat if it is ours, at what a set of ours whose answer was
-        lost made of it (`lostanswers`), else None.
-        """
-        try:
-            stored, stat = await self._zk.get(node.path)
-        except NoNodeError:
-            return None
-        if ours(stat, self._zk.session_id) and own_set_applied(node, stored, stat):
-            return stat
-        return None
 
     async def _inherit(self, node: Node) -> Any:
         # An instance node on a session inherited from the previous process:

@@ -629,6 +629,57 @@ class NerveTests(DiscoveryHarness):
             self.zk.calls_by_path["set", f"{DISCOVERY}/cache-1/{child}"], 1
         )
 
+    def lose_role_change(self) -> tuple[InstanceState, str]:
+        """
+        An instance up, its member made, then its role change's set done
+        by ZooKeeper and its answer held until the bridge's timeout: the
+        instance and its member's name.
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        [child] = self.members("cache-1")
+        self.zk.hold_answers("set")
+        self.check(state, REPLICA)
+        self.clock.advance(self.zk.call_timeout)
+        self.zk.unhang()
+        return state, child
+
+    def test_role_change_applied_with_its_answer_lost_not_named(self) -> None:
+        """
+        A role change's set of the member that ZooKeeper applied while its
+        answer was lost (the bridge's timeout) is ours: the next write
+        finds the member at the version it made, with its data, and is
+        neither logged nor named as another client's write; the role
+        written last is what the member says.
+        """
+        state, child = self.lose_role_change()
+        self.assertEqual(self.zk.nodes[f"{DISCOVERY}/cache-1/{child}"].version, 1)
+        self.check(state, UP)
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.members("cache-1")[child]["labels"], {"role": "master"})
+        self.assertEqual(self.publisher.stats()["discovery"]["repaired"], 0)
+        self.assertNotIn(
+            "written by another client", self.publisher.unhealthy_reason() or ""
+        )
+
+    def test_role_change_lost_then_forged_still_named(self) -> None:
+        """
+        A role change's set whose answer was lost hides no other client's
+        write over the member after it: found, written over and named.
+        """
+        state, child = self.lose_role_change()
+        other = RedisInstance("x", "127.0.0.99", 1)
+        forged = json.dumps(nerve_member(other, {}, "master")).encode()
+        self.zk.put(f"{DISCOVERY}/cache-1/{child}", forged, self.zk.session_id)
+        self.check(state, UP)
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(
+            self.members("cache-1")[child],
+            nerve_member(state.instance, {}, "master"),
+        )
+        self.assertEqual(self.publisher.stats()["discovery"]["repaired"], 1)
+
     def test_changed_labels_rewrite(self) -> None:
         """A reload that changes only the labels rewrites the same member."""
         self.start()
