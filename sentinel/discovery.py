@@ -253,6 +253,9 @@ class Discovery:
         self.root = root
         self._counted = counted
         self._record_parent = record_parent
+        # Sets of ours found applied with their answer lost, not reported
+        # (`sentinel.lostanswers`).
+        self.own_sets_applied = 0
         # The paths a member holds, was given by a sweep or replaces:
         # another member on the same endpoint must not take them.
         self._claimed: set[str] = set()
@@ -373,6 +376,7 @@ class Discovery:
                     if member.unanswered:
                         applied = await applied_stat(self.zk, member.path, member)
                     member.version = -1 if applied is None else applied.version
+                    self.own_sets_applied += applied is not None
                     await self._set(member, data)
                     return damage if applied is not None else "overwritten"
                 except NoNodeError:

@@ -173,6 +173,9 @@ class Guard:
         self._overwrites = Meddling(reactor, OVERWRITES_WINDOW, 1)
         self.writes_over = 0
         self.late_sets = 0
+        # Sets of ours found applied with their answer lost (`lostanswers`),
+        # not reported: many, with no timeouts or drops, would be a bug.
+        self.own_sets_applied = 0
 
     def arm(self, node: Node) -> None:
         """Watch `node` for its deletion, if it is ours and not watched yet."""

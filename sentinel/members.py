@@ -103,6 +103,7 @@ class Members:
             "form": self.discovery.form,
             "members": len(self.held),
             "repaired": self.repaired,
+            "own_sets_applied_unanswered": self.discovery.own_sets_applied,
         }
 
     def unlisted(self) -> dict[Node, str]:

@@ -149,6 +149,7 @@ class NodeWriter:
                     if applied is not None:
                         # Our own set, its answer lost: ours, set again
                         # at once with the newest data (`lostanswers`).
+                        self._guard.own_sets_applied += 1
                         await self._set(node, data, applied.version)
                         return
                 node.owned = False

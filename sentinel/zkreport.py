@@ -151,6 +151,7 @@ class ZooKeeperReport:
             "nodes_deleted_behind": self._guard.deleted,
             "nodes_written_over": self._guard.writes_over,
             "late_sets_after_takeover": self._guard.late_sets,
+            "own_sets_applied_unanswered": self._guard.own_sets_applied,
             "session_timeout_requested": zk.requested_timeout,
             "session_timeout_granted": zk.granted_timeout,
             "connect_error": zk.connect_error,

@@ -439,7 +439,12 @@ class ServersetTests(DiscoveryHarness):
         self.check(self.instance("cache-1"), UP)
         self.assertEqual(
             self.publisher.stats()["discovery"],
-            {"form": SERVERSET, "members": 1, "repaired": 0},
+            {
+                "form": SERVERSET,
+                "members": 1,
+                "repaired": 0,
+                "own_sets_applied_unanswered": 0,
+            },
         )
 
     def test_member_deleted_by_another_client_made_again(self) -> None:
@@ -658,7 +663,9 @@ class NerveTests(DiscoveryHarness):
         self.check(state, UP)
         self.clock.advance(RETRY_DELAY)
         self.assertEqual(self.members("cache-1")[child]["labels"], {"role": "master"})
-        self.assertEqual(self.publisher.stats()["discovery"]["repaired"], 0)
+        discovery = self.publisher.stats()["discovery"]
+        self.assertEqual(discovery["repaired"], 0)
+        self.assertEqual(discovery["own_sets_applied_unanswered"], 1)
         self.assertNotIn(
             "written by another client", self.publisher.unhealthy_reason() or ""
         )

@@ -367,6 +367,7 @@ class WrittenOverTests(PublisherHarness):
         self.assertEqual(self.zk.nodes[self.node].version, 2)
         self.check(self.instance("redis-00"), DOWN)
         self.assert_ours_not_named("down")
+        self.assertEqual(self.publisher._guard.own_sets_applied, 1)
 
     def test_own_set_applied_then_connection_lost_not_named(self) -> None:
         """
