@@ -25,7 +25,7 @@ the agent's log lines saying so, ``nodes_written_over`` and
 the agent made (a dropped connection makes it ask about every node
 again: no set refused then), and the load.
 
-    .venv/bin/python benchmarks/stalled.py [--rounds 3] [--runs 1]
+    .venv/bin/python benchmarks/lostanswers.py [--rounds 3] [--runs 1]
         [--checkout before=../before --checkout after=.]
 """
 
