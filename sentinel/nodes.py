@@ -95,6 +95,7 @@ class Node:
         "prune_parent",
         "due_since",
         "published_at",
+        "moving",
     )
 
     def __init__(self, path: str, data: Callable[[], bytes | None]) -> None:
@@ -194,6 +195,11 @@ class Node:
         # how far behind ZooKeeper's copy is (`sentinel.lateness`).
         self.due_since: float | None = None
         self.published_at: float | None = None
+        # For a discovery member: it is to replace the member another
+        # agent's session holds for the instance, whose node this agent
+        # took over, and is written with the nodes readers miss
+        # (`sentinel.writes`), until it is made.
+        self.moving = False
 
     def keep_since(self) -> None:
         """

@@ -12,8 +12,11 @@ state. A node that changed while being written queues again behind the
 nodes already waiting for a slot, so that nodes that keep changing
 cannot starve the others. Nodes readers miss go first: the agent's and
 the instances' nodes (readers drop an instance whose node is missing, a
-group an agent whose node is), then rewrites of nodes we hold, then the
-discovery members (looked for, made or asked about). While they wait,
+group an agent whose node is), and the members that replace those of an
+instance's previous primary (`Node.moving`: its session, left open by a
+leave, ends a session timeout after its exit, and its members with it),
+then rewrites of nodes we hold, then the other discovery members
+(looked for, made or asked about). While they wait,
 the rewrites and the members each have one free slot in `SHARE_EVERY`,
 whatever waits before them: a rewrite may be a status change (an
 instance we hold going down), which must not wait behind the thousands
@@ -237,13 +240,29 @@ class WriteQueue:
         if not self._may_write():
             return
         node.queued = True
-        if node.member is not None:
+        if node.moving:
+            self._waiting_missing.append(node)
+        elif node.member is not None:
             self._waiting_members.append(node)
         elif node.owned:
             self._waiting.append(node)
         else:
             self._waiting_missing.append(node)
         self._drain()
+
+    def hurry(self, node: Node) -> None:
+        """
+        `node`, a member now `moving`, waits with the nodes readers miss:
+        taken out of the members' queue if it waits there (queued before
+        its instance's node was taken over), and queued again.
+        """
+        if node.queued and node.moving:
+            try:
+                self._waiting_members.remove(node)
+            except ValueError:
+                return  # Waiting with the nodes readers miss already.
+            node.queued = False
+        self.enqueue(node)
 
     def retire(self, node: Node) -> None:
         """Delete `node`, then forget it."""

@@ -319,6 +319,42 @@ class WriteQueueTests(SynchronousTestCase):
         self.assertEqual(kinds(started[:50]), {"i": 30, "h": 10, "m": 10})
         self.assertEqual(kinds(started[50:75]), {"i": 0, "h": 20, "m": 5})
 
+    def test_moving_members_with_the_missing_nodes(self) -> None:
+        """
+        A member that replaces the one an instance's previous primary
+        holds (`Node.moving`: the node was taken over) waits with the
+        nodes readers miss, in their order, not behind the members queued
+        before it (one queued before it moved is taken out of their
+        queue): that member goes with the previous primary's session, 10 s
+        after a leave, while the members queued are refreshes of members
+        already there.
+        """
+        self.patch(writes, "WRITES_IN_FLIGHT", 1)
+        first = self.instance("first")
+        self.queue.mark(first)  # Takes the only slot.
+        refreshes = [self.member(f"r{i}") for i in range(20)]
+        for node in refreshes:
+            self.queue.mark(node)
+        taken = self.instance("taken")
+        self.queue.mark(taken)
+        moving = self.member("moving")
+        moving.path = "/discovery/big/member_moving"
+        moving.moving = True
+        self.queue.mark(moving)
+        later = self.instance("later")
+        self.queue.mark(later)
+        queued_before = self.member("queued before")
+        queued_before.path = "/discovery/big/member_queued_before"
+        self.queue.mark(queued_before)
+        queued_before.moving = True
+        self.queue.hurry(queued_before)
+        for _ in range(4):
+            self.bridge.answer()
+        self.assertEqual(
+            self.bridge.started,
+            [first.path, taken.path, moving.path, later.path, queued_before.path],
+        )
+
     def test_checked_through_what_zookeeper_has(self) -> None:
         """
         The checks back the nodes up to the last one while every node is
