@@ -63,7 +63,7 @@ from sentinel.documents import (
     member_identity,
     member_prefix,
 )
-from sentinel.lostanswers import answered, applied_stat, made, remembered_set
+from sentinel.lostanswers import applied_stat, made, remembered_set
 from sentinel.ownership import ours
 from sentinel.zk import ZooKeeper
 
@@ -380,7 +380,6 @@ class Discovery:
                     else:
                         self.own_sets_applied += 1
                         member.version = applied.version
-                        answered(member, applied.version)
                     await self._set(member, data)
                     return damage if applied is not None else "overwritten"
                 except NoNodeError:

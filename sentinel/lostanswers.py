@@ -116,12 +116,14 @@ def own_set_applied(written: Written, stored: bytes, stat: Any) -> bool:
 async def applied_stat(zk: ZooKeeper, path: str, written: Written) -> Any:
     """
     The stat of the node at `path`, read now, if it is our session's, at
-    what an unanswered set of `written` made of it; else None.
+    what an unanswered set of `written` made of it (that version then
+    counts as answered); else None.
     """
     try:
         stored, stat = await zk.get(path)
     except NoNodeError:
         return None
     if ours(stat, zk.session_id) and own_set_applied(written, stored, stat):
+        answered(written, stat.version)
         return stat
     return None

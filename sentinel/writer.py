@@ -151,7 +151,6 @@ class NodeWriter:
                         # at once with the newest data (`lostanswers`).
                         self._guard.own_sets_applied += 1
                         node.version = applied.version
-                        answered(node, applied.version)
                         await self._set(node, data, applied.version)
                         return
                 node.owned = False
