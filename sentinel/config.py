@@ -185,6 +185,7 @@ def load_config(
     overrides: Mapping[str, object],
     default_agent_id: str,
     reader: FileReader | None = None,
+    reloading: bool = False,
 ) -> Config:
     """
     Read the TOML file at C{path} (if any), lay the command-line C{overrides}
@@ -193,9 +194,17 @@ def load_config(
     through C{reader} (a fresh L{FileReader} if L{None}). This blocks for up
     to a read deadline per file: never call it on the reactor thread.
 
+    An empty file is every default at start, but refused when
+    C{reloading}: a running agent that read its file before finds it empty
+    when it is caught truncated, between a writer's truncation and its
+    first write (``cat > sentinel.toml``, an editor saving in place, a
+    reload sent by a tool watching the file) or for good (the writer out
+    of disk space), and applying it would stop every instance and delete
+    its node.
+
     @raise ConfigError: with one line naming the bad field and value.
     """
-    with _loading(path, overrides, reader) as (settings, base, files):
+    with _loading(path, overrides, reader, reloading) as (settings, base, files):
         return _config(settings, base, files, default_agent_id)
 
 
@@ -215,13 +224,16 @@ def load_zookeeper_config(
 
     @raise ConfigError: with one line naming the bad field and value.
     """
-    with _loading(path, overrides, reader) as (settings, base, files):
+    with _loading(path, overrides, reader, False) as (settings, base, files):
         return _zookeeper(settings, base, files)
 
 
 @contextmanager
 def _loading(
-    path: str | None, overrides: Mapping[str, object], reader: FileReader | None
+    path: str | None,
+    overrides: Mapping[str, object],
+    reader: FileReader | None,
+    reloading: bool,
 ) -> Iterator[tuple[dict[str, _Given], str, _Files]]:
     """The file's settings with the overrides over them, its directory, its files."""
     unknown = sorted(set(overrides) - set(OPTION_NAMES))
@@ -232,7 +244,7 @@ def _loading(
         settings: dict[str, _Given] = {}
         base = ""
         if path is not None:
-            settings = _file_settings(_read_toml(path, files))
+            settings = _file_settings(_read_toml(path, files, reloading))
             base = os.path.dirname(os.path.abspath(path))
         for key, value in overrides.items():
             settings[key] = _Given(OPTION_NAMES[key], value)
@@ -354,11 +366,17 @@ class _Files:
         return self._client_certificates[key]
 
 
-def _read_toml(path: str, files: _Files) -> Mapping[str, object]:
+def _read_toml(path: str, files: _Files, reloading: bool) -> Mapping[str, object]:
     try:
         data = files.content(path, MAX_CONFIG_BYTES)
     except Unreadable as e:
         raise error(f"config file {path}: cannot read: {e}") from None
+    if reloading and not data.strip():
+        raise error(
+            f"config file {path}: empty (truncated, or still being written?): "
+            "a reload never applies an empty file, which would stop every "
+            "instance; to run with every default, write a comment in it"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

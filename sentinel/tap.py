@@ -442,17 +442,27 @@ class Options(usage.Options):
         """The HTTP endpoint's field, as the user gave it."""
         return "--http" if "http" in self.overrides else "http"
 
-    def load(self) -> Config:
+    def load(self, reloading: bool = False) -> Config:
         """
-        Load the config file (again, on SIGHUP, on a thread of the
-        reloader's) with the same command-line overrides over it. Each file
-        is read within a deadline (L{sentinel.files}).
+        Load the config file (at start, or again on SIGHUP, on a thread of
+        the reloader's, when C{reloading}) with the same command-line
+        overrides over it. Each file is read within a deadline
+        (L{sentinel.files}).
 
-        @raise ConfigError: for an invalid file or value.
+        @raise ConfigError: for an invalid file or value, or an empty file
+            when C{reloading} (L{load_config}).
         """
         return load_config(
-            self.config_path, self.overrides, socket.gethostname(), self._reader
+            self.config_path,
+            self.overrides,
+            socket.gethostname(),
+            self._reader,
+            reloading=reloading,
         )
+
+    def reload(self) -> Config:
+        """L{load} again, on SIGHUP."""
+        return self.load(reloading=True)
 
 
 def makeService(options: Options) -> IService:
@@ -485,7 +495,7 @@ def makeService(options: Options) -> IService:
     if log_output is not None:
         reactor.addSystemEventTrigger("after", "shutdown", log_output.ending)
 
-    reload = options.load if options.config_path is not None else None
+    reload = options.reload if options.config_path is not None else None
     process = ProcessPolicy(reactor, len(options.config.instances))
     try:
         left = session_left(options.config)

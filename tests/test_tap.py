@@ -710,6 +710,31 @@ class MakeServiceTests(SynchronousTestCase):
         path.setContent(b"interval = 'x'\n")
         self.assertRaises(ConfigError, reload)
 
+    def test_reload_refuses_an_empty_file(self) -> None:
+        """
+        A file found empty at a reload (caught between a writer's
+        truncation and its first write, or truncated for good) is refused
+        with one line, where it would have removed every instance; a file
+        that holds only a comment still applies every default.
+        """
+        path = FilePath(self.mktemp())
+        path.setContent(b'[[redis]]\nhost = "h"\nport = 1\n')
+        options, calls = self.make_service("--config", path.path, "--agent-id", "me")
+        reload = calls[0][1]
+        assert callable(reload)
+        for empty in (b"", b"\n \n"):
+            path.setContent(empty)
+            error = self.assertRaises(ConfigError, reload)
+            self.assertEqual(
+                str(error),
+                f"config file {path.path}: empty (truncated, or still being "
+                "written?): a reload never applies an empty file, which would "
+                "stop every instance; to run with every default, write a "
+                "comment in it",
+            )
+        path.setContent(b"# nothing to watch here\n")
+        self.assertEqual(reload().instances, ())
+
     def under_twistd(
         self, nodaemon: bool, http: str = "none", agent: RecordingService | None = None
     ) -> tuple[IService, RecordingService]:
