@@ -210,6 +210,26 @@ class _Read:
         return self.data
 
 
+class _Look(_Read):
+    """One ``stat()`` handed to a thread: `status` once done."""
+
+    status: os.stat_result
+
+    def __init__(
+        self, path: str, started: float, stat: Callable[[str], os.stat_result]
+    ) -> None:
+        super().__init__(path, 0, started)
+        self._stat = stat
+
+    def run(self, read_file: Callable[[str, int], bytes]) -> None:
+        try:
+            self.status = self._stat(self.path)
+        except OSError as e:
+            self.error = Unreadable(e.strerror or str(e))
+        except Exception as e:
+            self.error = Unreadable(type(e).__name__)
+
+
 class FileReader:
     """
     Reads files within a deadline, one batch (one load of the
@@ -223,9 +243,11 @@ class FileReader:
         deadline: float = READ_DEADLINE,
         read_file: Callable[[str, int], bytes] = read_regular_file,
         monotonic: Callable[[], float] = time.monotonic,
+        stat: Callable[[str], os.stat_result] = os.stat,
     ) -> None:
         self._deadline = deadline
         self._read_file = read_file
+        self._stat = stat
         self._monotonic = monotonic
         self._lock = threading.Lock()
         # The read that overran its deadline and has not ended, if any.
@@ -261,6 +283,26 @@ class FileReader:
         finally:
             if started:
                 requests.put(None)
+
+    def look(self, path: str) -> os.stat_result:
+        """
+        ``stat()`` of `path` (a symbolic link judged by what it points
+        to), on a thread of its own, within the deadline, and refused at
+        once while a read hangs, as a read is.
+
+        @raise Unreadable: if `path` cannot be looked at, or did not
+            answer within the deadline.
+        """
+        self._refuse_while_hung()
+        request = _Look(path, self._monotonic(), self._stat)
+        requests: SimpleQueue[_Read | None] = SimpleQueue()
+        requests.put(request)
+        requests.put(None)
+        threading.Thread(
+            target=self._serve, args=(requests,), name="sentinel-look", daemon=True
+        ).start()
+        self._wait(request)
+        return request.status
 
     def _refuse_while_hung(self) -> None:
         with self._lock:

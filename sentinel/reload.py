@@ -20,7 +20,8 @@ instance by instance, as the config the next reload is compared with, so
 that an instance the failed reload removed comes back at the next one, and
 one it added goes.
 
-Loading (reading the files, parsing, validating) runs on a thread of the
+Loading (waiting for the config file to keep still, `sentinel.settling`;
+reading the files, parsing, validating) runs on a thread of the
 reloader's own, never on the reactor thread, and never in the reactor's
 thread pool: a read stuck there would stall name resolution, and twistd's
 exit joins that pool's threads. The loaded config is applied on the reactor

@@ -14,6 +14,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, NoReturn
 
 from twisted.application.service import IService, MultiService
@@ -23,6 +24,7 @@ from sentinel import __version__
 from sentinel.config import Config, ConfigError, load_config
 from sentinel.files import MAX_CA_BYTES, FileReader, Unreadable
 from sentinel.settings import SETTINGS, setting
+from sentinel.settling import read_settled
 from sentinel.signals import START_SIGNALS, StartSignals
 
 # An ssl: server endpoint reads files itself, with no bound nor deadline
@@ -461,8 +463,14 @@ class Options(usage.Options):
         )
 
     def reload(self) -> Config:
-        """L{load} again, on SIGHUP."""
-        return self.load(reloading=True)
+        """
+        L{load} again, on SIGHUP, once the file has kept still for a
+        moment (L{sentinel.settling}).
+        """
+        load = partial(self.load, reloading=True)
+        if self.config_path is None:
+            return load()
+        return read_settled(self.config_path, load, self._reader.look)
 
 
 def makeService(options: Options) -> IService:

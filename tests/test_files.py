@@ -211,6 +211,40 @@ class DeadlineTests(SynchronousTestCase):
         with self.reader.batch() as read:
             self.assertEqual(read("/ok", LIMIT), b"/ok")
 
+    def test_hung_look_fails_after_deadline(self) -> None:
+        """
+        A look at a file (its status) on a hung mount is an error after
+        the deadline, as a read is, and a read meanwhile is refused at
+        once; a look while a read hangs is refused at once too.
+        """
+
+        def stat(path: str) -> os.stat_result:
+            if path == "/hung/sentinel.toml":
+                self.files.release.wait(10.0)
+            return os.stat(__file__)
+
+        reader = FileReader(deadline=DEADLINE, read_file=self.files, stat=stat)
+        started = time.monotonic()
+        self.assertEqual(reader.look("/ok").st_size, os.stat(__file__).st_size)
+        error = self.assertRaises(Unreadable, reader.look, "/hung/sentinel.toml")
+        self.assertEqual(str(error), "no answer within 1 s (a hung mount?)")
+        self.assertLess(time.monotonic() - started, 5.0)
+        with reader.batch() as read:
+            self.assertRaises(Unreadable, read, "/ok", LIMIT)
+        self.files.release.set()
+        for thread in threading.enumerate():
+            if thread.name == "sentinel-look":
+                thread.join(5.0)
+        hanging = HangingFiles("/hung/pw")
+        self.addCleanup(hanging.release.set)
+        reader = FileReader(deadline=DEADLINE, read_file=hanging)
+        with reader.batch() as read:
+            self.assertRaises(Unreadable, read, "/hung/pw", LIMIT)
+        error = self.assertRaises(Unreadable, reader.look, "/ok")
+        self.assertTrue(
+            str(error).startswith("an earlier read of /hung/pw has not ended after")
+        )
+
     def test_batch_thread_ends_with_the_batch(self) -> None:
         """
         One thread serves a whole batch, and it ends when the batch does,

@@ -10,6 +10,7 @@ import os
 import pwd
 import socket
 import sys
+import time
 import types
 
 from twisted.application.service import IService, Service
@@ -17,7 +18,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel import __version__, output
+from sentinel import __version__, output, settling
 from sentinel.config import ConfigError, RedisInstance, ZooKeeperConfig
 from sentinel.files import MAX_CA_BYTES, FileReader
 from sentinel.settings import SETTINGS
@@ -31,6 +32,7 @@ from sentinel.tap import (
     check_twistd_process,
     makeService,
 )
+from tests.test_settling import FakeTime
 
 
 def parse(*argv: str) -> Options:
@@ -685,6 +687,12 @@ class MakeServiceTests(SynchronousTestCase):
         makeService(options)
         return options, calls
 
+    def setUp(self) -> None:
+        # A reload waits for a file written just now to keep still
+        # (sentinel.settling): on this clock, without sleeping.
+        self.clock = FakeTime(time.time())
+        self.patch(settling, "time", self.clock)
+
     def test_no_file_no_reload(self) -> None:
         """Without --config there is nothing to reload."""
         options, calls = self.make_service("--agent-id", "me")
@@ -734,6 +742,26 @@ class MakeServiceTests(SynchronousTestCase):
             )
         path.setContent(b"# nothing to watch here\n")
         self.assertEqual(reload().instances, ())
+
+    def test_reload_waits_for_the_file_to_be_written(self) -> None:
+        """
+        A reload that comes while the file is written in place (its first
+        two tables written, the third 0.5 s later) applies the whole file,
+        never the prefix without the third instance.
+        """
+        whole = "".join(
+            f'[[redis]]\nname = "r{i}"\nhost = "h"\nport = {i}\n' for i in (1, 2, 3)
+        )
+        path = FilePath(self.mktemp())
+        path.setContent(whole.encode())
+        options, calls = self.make_service("--config", path.path, "--agent-id", "me")
+        reload = calls[0][1]
+        assert callable(reload)
+        prefix = whole[: whole.index('[[redis]]\nname = "r3"')]
+        path.setContent(prefix.encode())
+        self.clock.writes.append((0.5, lambda: path.setContent(whole.encode())))
+        names = [i.name for i in reload().instances]
+        self.assertEqual(names, ["r1", "r2", "r3"])
 
     def under_twistd(
         self, nodaemon: bool, http: str = "none", agent: RecordingService | None = None

@@ -29,6 +29,7 @@ from twisted.web.client import HTTPConnectionPool
 from sentinel import __version__
 from sentinel.files import READ_DEADLINE
 from sentinel.process import FD_RESERVE
+from sentinel.settling import QUIET
 from tests.hung import HungMount
 from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import RedisServer, ZooKeeperServer, free_port, shared_zookeeper
@@ -271,7 +272,8 @@ class TwistdTests(TwistdTestCase):
         await until(["first"], START_BOUND)
         write(("second", second))
         child.send_signal(signal.SIGHUP)
-        await until(["second"], 5.0)
+        # The file was just written: the reload waits for it to keep still.
+        await until(["second"], QUIET + 5.0)
         config.write_text("interval = 'every now and then'\n")
         child.send_signal(signal.SIGHUP)
         await wait_for(
