@@ -305,7 +305,7 @@ class ConfigReloader(Service):
         pending = restart_only_changes(self._started_with, new)
         if pending:
             log.warn(
-                "reload: {changes} changed; this takes a restart, and until then "
+                "reload: {changes}: this takes a restart, and until then "
                 "the agent runs with the values it started with",
                 changes="; ".join(pending),
             )
@@ -414,11 +414,11 @@ def restart_only_changes(running: Config, new: Config) -> list[str]:
         before, after = getattr(running, key), getattr(new, key)
         if before == after:
             continue
+        if not attr.has(type(before if before is not None else after)):
+            changes.append(f"{key} {before!r} -> {after!r}")
+            continue
         if before is None or after is None:
             changes.append(f"[{key}] {'added' if before is None else 'removed'}")
-            continue
-        if not attr.has(type(before)):
-            changes.append(f"{key} {before!r} -> {after!r}")
             continue
         for field in attr.fields(type(before)):
             was, now = getattr(before, field.name), getattr(after, field.name)

@@ -310,6 +310,30 @@ class ReloadTests(ReloadTestCase):
         self.reload()
         self.assertEqual(self.reloader.restart_pending, [])
 
+    def test_restart_only_value_added_or_removed_named(self) -> None:
+        """
+        A restart-only value that is no table (``state_dir``), set or
+        unset by the file, is named with its values, as a change of it
+        is; only a table (``[zookeeper]``) added or removed is named as
+        one. The line reads as one sentence.
+        """
+        self.next = attr.evolve(BASE, state_dir="/var/lib/sentinel")
+        self.reload()
+        self.assertEqual(
+            self.reloader.restart_pending, ["state_dir None -> '/var/lib/sentinel'"]
+        )
+        self.next = attr.evolve(
+            BASE, zookeeper=ZooKeeperConfig(hosts="zk:2181"), state_dir=None
+        )
+        self.reload()
+        self.assertEqual(self.reloader.restart_pending, ["[zookeeper] added"])
+        [*_, event] = [e for e in self.events if "takes a restart" in e["log_format"]]
+        self.assertEqual(
+            formatEvent(event),
+            "reload: [zookeeper] added: this takes a restart, and until then the "
+            "agent runs with the values it started with",
+        )
+
     def test_applied_config_is_told(self) -> None:
         """
         Whoever must follow the instances (the resolver) hears of each
