@@ -140,10 +140,12 @@ class NodeWriter:
                 return
             except (NoNodeError, BadVersionError) as e:
                 # Gone, or written by someone else: ask who holds it now.
-                # At version 0 (just made, or taken over), the previous
-                # primary's set, sent before it heard of the takeover,
-                # lands on our new node (`sentinel.takeover`): no meddler.
-                written_over = isinstance(e, BadVersionError) and node.version > 0
+                # At any version, version 0 too: a node made by our create
+                # and not written since is a meddler's to write as much as
+                # any other (a previous primary's late set, which lands on
+                # a node just taken over, is the guard's to tell by the
+                # time since the takeover: `Guard.written_over`).
+                written_over = isinstance(e, BadVersionError)
                 if written_over and node.unanswered:
                     applied = await applied_stat(zk, node.path, node)
                     if applied is not None:

@@ -313,21 +313,49 @@ class WrittenOverTests(PublisherHarness):
         self.clock.advance(OVERWRITES_WINDOW)
         self.assertIsNone(self.publisher.unhealthy_reason())
 
-    def test_written_over_at_version_0_not_named(self) -> None:
+    def test_written_over_at_version_0_named(self) -> None:
         """
-        A node written over before our second write of it (at version 0:
-        just made or taken over, where the previous primary's last set,
-        sent before it heard of the takeover, lands) is written again as
-        ever, and not named: that is no meddler.
+        A node written over before our second write of it (at version 0,
+        made by our create) is written again and named like any other:
+        only a takeover's grace passes over a write over it. Before, a
+        failed set at version 0 was never named: an agent whose nodes were
+        all at version 0 (healthy instances before their first refresh,
+        nodes taken over) answered /healthz 200 all through
+        ``benchmarks/meddle.py --kind forge``.
         """
         node = path("redis-01")
         self.check(self.instance("redis-01"), DOWN)
+        self.assertEqual(self.zk.nodes[node].version, 0)
         self.zk.put(node, b'{"status": "up"}', self.zk.session_id)
         self.clock.advance(REFRESH)
         self.check(self.instance("redis-01"), DOWN)
         self.assertEqual(self.zk.document(node)["status"], "down")
+        self.assertEqual(self.zk.owner(node), self.zk.session_id)
+        self.assertIn(f"(the last {node})", self.publisher.unhealthy_reason() or "")
+        self.assertEqual(len(self.lines()), 1)
+        self.assertEqual(self.publisher.written_over, 1)
+
+    def test_written_over_at_version_0_after_a_takeover(self) -> None:
+        """
+        A node taken over (made again at version 0) and written over within
+        TAKEN_OVER_GRACE is the previous primary's late set: counted, not
+        named; written over again once the grace is past, it is named.
+        """
+        name = "redis-01"
+        node = path(name)
+        self.check(self.instance(name), DOWN)
+        self.publisher._nodes.instances[name].taken_at = self.clock.seconds()
+        self.zk.put(node, b'{"status": "up"}', self.zk.session_id)
+        self.check(self.instance(name), UP)
+        self.assertEqual(self.zk.document(node)["status"], "up")
+        self.assertEqual(self.publisher.late_sets, 1)
         self.assertIsNone(self.publisher.unhealthy_reason())
-        self.assertEqual(self.lines(), [])
+        self.clock.advance(TAKEN_OVER_GRACE)
+        self.zk.put(node, b'{"status": "down"}', self.zk.session_id)
+        self.check(self.instance(name), UP)
+        self.assertEqual(self.zk.document(node)["status"], "up")
+        self.assertIn(f"(the last {node})", self.publisher.unhealthy_reason() or "")
+        self.assertEqual(len(self.lines()), 1)
 
     def test_written_over_soon_after_a_takeover_not_named(self) -> None:
         """
