@@ -60,6 +60,9 @@ STATE_FILE = "zookeeper-session.json"
 # them; a write over it fails, for the next process would not read it.
 MAX_STATE_BYTES = MAX_CONFIG_BYTES
 _FORMAT = "sentinel zookeeper session"
+# Random bytes in each process's token (in hex): the agent node names it,
+# and any other form there is no process's (`sentinel.sharing`).
+TOKEN_BYTES = 8
 _VERSION = 1
 # The last second of year 9999, the last a date has: the file's time is
 # logged as one, and a later one (1e300, or a time in milliseconds, 1e12)
@@ -100,7 +103,15 @@ class Owner:
     @classmethod
     def this_process(cls) -> Owner:
         """This process, with a fresh random token (pids are reused)."""
-        return cls(os.getpid(), os.urandom(8).hex())
+        return cls(os.getpid(), os.urandom(TOKEN_BYTES).hex())
+
+
+def is_process_token(token: str) -> bool:
+    """
+    Whether `token` has the form of every process's (`Owner.this_process`):
+    only such a token, in an agent node, can be another process's.
+    """
+    return len(token) == 2 * TOKEN_BYTES and all(c in "0123456789abcdef" for c in token)
 
 
 @attr.frozen

@@ -41,7 +41,24 @@ reported as one (`on_forged`: logged, named in /healthz, the node written
 again), and the agent goes on. A process that has published no catalog
 of its own (not a group's member, or a copy before its first write,
 whose token nobody has read yet) has nothing to tell them apart by, and
-takes a refusal as before.
+takes a refusal as before, unless the refusing token has a form no
+process's has (`session.is_process_token`).
+
+Another token in the node, naming no refusal, is the same question from
+the other side: the older process reads it at its reconnection, most
+often before the copy (whose connection took ours a moment before) has
+published a catalog. So the line says what is known: with another
+process's catalog in the session, a copy (an error: the conflict);
+without one, another client's write or a copy that has published nothing
+yet (a warning that says both); the token is refused either way, which
+stops a copy and costs nothing if it names no one. Before, every such
+token was logged as a copy of the state file, also one another client
+wrote, and /healthz said nothing. Readers read another process in our
+agent node meanwhile, so /healthz names it as written by another client
+(`on_forged`) in both cases. A token of a form no process's has is
+another client's for sure: said so, and never refused (it would be
+written into our agent node, and two tokens of half a megabyte each make
+it larger than ZooKeeper's default limit on a node, 1 MB).
 
 The sweep after a reattach deletes nodes, so it waits until the session
 is ours alone (`alone`): our agent node written in it, then the connection
@@ -64,6 +81,7 @@ from sentinel.catalog import parse_catalog_node_name
 from sentinel.documents import session_holder, session_holder_fields
 from sentinel.handoff import SessionHandoff
 from sentinel.nodes import LOG_NAMESPACE
+from sentinel.session import is_process_token
 from sentinel.zk import CONNECTED, ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
@@ -76,7 +94,8 @@ ALONE_AFTER = 1.0
 # Tokens refused, newest last: a bound whatever copies come and go.
 REFUSED_KEPT = 8
 # Catalog parts in our agent's name, not ours, asked about when a refusal
-# is read: a bound on the reads, whatever a client creates there.
+# or another token is read: a bound on the reads, whatever a client
+# creates there.
 CATALOGS_ASKED = 16
 
 
@@ -104,8 +123,9 @@ class SessionSharing:
         @param own_catalogs: the names of this process's catalog parts
             (none before it publishes one).
         @param on_forged: told when the agent node says this process was
-            refused, and no other process holds the session: another
-            client wrote it.
+            refused, and no other process holds the session, or names
+            another process: another client (or a copy of this process)
+            wrote it.
         """
         self._reactor = reactor
         self._zk = zk
@@ -169,7 +189,10 @@ class SessionSharing:
         token, refused, pid = session_holder(data)
         if token is None or token == self.token:
             return
-        if self.token in refused and not self._own_catalogs():
+        if self.token in refused and not is_process_token(token):
+            # No process's token refused us: another client's write.
+            self._refusal(False, session, pid)
+        elif self.token in refused and not self._own_catalogs():
             self._refusal(True, session, pid)
         elif self.token in refused:
             d = Deferred.fromCoroutine(self.another_process(session))
@@ -241,18 +264,58 @@ class SessionSharing:
             # A newer process on our state_dir (handoff stops us), or the
             # file unreadable: not knowing is no reason to refuse.
             return
+        if not is_process_token(token):
+            # No process of this agent names itself so: another client's
+            # write, and never written back into ours (`refused`).
+            log.warn(
+                "{path} names another process (pid {pid}) in session"
+                " {session} by a token no process of this agent makes:"
+                " another ZooKeeper client wrote it, not a copy of this"
+                " process; written again, going on",
+                path=self._agent_path,
+                pid=pid,
+                session=f"{session:#x}",
+            )
+            self._on_forged()
+            return
+        d = Deferred.fromCoroutine(self.another_process(session))
+        d.addCallbacks(self._refuse, self._unread, callbackArgs=(session, token, pid))
+        d.addErrback(lambda f: log.failure("checking another token", f))
+
+    def _refuse(self, shared: bool, session: int, token: str, pid: int | None) -> None:
+        """
+        Refuse `token`, found in our agent node in `session` (module
+        docstring), `shared` if another process's catalog is in it too.
+        """
+        if self._zk.session_id != session or token in self.refused:
+            return
         self.refused = [*self.refused, token][-REFUSED_KEPT:]
         self._cancel_alone()
-        log.error(
-            "ZooKeeper conflict: session {session} is also used by another "
-            "process (pid {pid}), whose state file is a copy of {path} (a "
-            "cloned image, a restored backup?): refusing it; it stops and "
-            "this process keeps the session",
-            session=f"{session:#x}",
-            pid=pid,
-            path=self._handoff.state_file.path,
-        )
-        self._rewrite_agent_node()
+        if shared:
+            log.error(
+                "ZooKeeper conflict: session {session} is also used by another "
+                "process (pid {pid}), whose state file is a copy of {path} (a "
+                "cloned image, a restored backup?): refusing it; it stops and "
+                "this process keeps the session",
+                session=f"{session:#x}",
+                pid=pid,
+                path=self._handoff.state_file.path,
+            )
+        else:
+            log.warn(
+                "{node} names another process (pid {pid}) in session {session}"
+                " since this process wrote it, and no other process's catalog"
+                " is in the session: another ZooKeeper client wrote it, or a"
+                " copy of {path} (a cloned image, a restored backup?) holds the"
+                " session and has published nothing yet; refusing it (a copy"
+                " stops at its next connection), going on",
+                node=self._agent_path,
+                pid=pid,
+                session=f"{session:#x}",
+                path=self._handoff.state_file.path,
+            )
+        # Readers read another process's pid in our agent node meanwhile.
+        self._on_forged()
 
     def _refused(self, superseded: bool | None, session: int, pid: int | None) -> None:
         if superseded or self.refused_by is not None:

@@ -17,10 +17,11 @@ import attr
 from kazoo.exceptions import ConnectionLoss
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock
-from twisted.logger import Logger
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import handoff as handoff_module
+from sentinel import sharing as sharing_module
 from sentinel import stopping as stopping_module
 from sentinel.catalog import Catalog
 from sentinel.config import RedisInstance
@@ -1636,7 +1637,10 @@ class CopiedStateFileTests(HandoffTestCase):
         self.assertEqual(first.twins, [])
         self.assertEqual(first.superseded, [])
         first.zk.connect()
-        self.assertIsNone(first.publisher.unhealthy_reason())
+        # The copy's pid was in our agent node meanwhile (`on_forged`).
+        self.assertIn(
+            f"(the last {AGENT_PATH})", first.publisher.unhealthy_reason() or ""
+        )
         first.check("a", DOWN)
         self.assertEqual(first.zk.document(path("a"))["status"], "down")
         self.assertEqual(
@@ -1693,6 +1697,122 @@ class CopiedStateFileTests(HandoffTestCase):
         self.assertIn(f"(the last {AGENT_PATH})", reason)
         self.assertEqual(first.superseded, [])
         self.assertNotIn(("leave_open", ""), first.zk.history)
+
+    def sharing_log(self) -> list[dict[str, Any]]:
+        """What `sentinel.sharing` logs from now on (its `log`, patched)."""
+        events: list[dict[str, Any]] = []
+        self.patch(sharing_module, "log", Logger(observer=events.append))
+        return events
+
+    def token_written_in(self, process: Process, token: str) -> None:
+        """
+        Another client writes `token` (and pid 666) into the agent node of
+        `process`, in its session, refusing nobody; then a blip of
+        ZooKeeper: the process reads the node at its reconnection.
+        """
+        session = process.zk.session_id
+        assert session is not None
+        forged = {**process.zk.document(AGENT_PATH), "token": token, "pid": 666}
+        self.server.put(AGENT_PATH, json.dumps(forged).encode(), session)
+        process.zk.suspend()
+        process.zk.connect()
+        self.clock.advance(1.0)
+
+    def test_another_token_written_by_another_client_is_no_copy(self) -> None:
+        """
+        Another client writing a token of a process's form into the agent
+        node (refusing nobody) is not logged as a copy of the state file:
+        no other process's catalog is in the session, so the line says it
+        is another client's write or a copy that has published nothing
+        yet; the token is refused (it names no one), the process goes on,
+        and /healthz names the write. Before, one error line blamed a copy
+        of the state file and /healthz said nothing.
+        """
+        first = self.running()
+        self.joined(first)
+        events = self.sharing_log()
+        token = first.handoff.owner.token
+        self.token_written_in(first, "f00df00df00df00d")
+        [line] = map(formatEvent, events)
+        self.assertIn("names another process (pid 666)", line)
+        self.assertIn("another ZooKeeper client wrote it, or a copy of", line)
+        self.assertNotIn("is also used by another process", line)
+        self.assertEqual(first.zk.document(AGENT_PATH)["token"], token)
+        self.assertEqual(first.zk.document(AGENT_PATH)["refused"], ["f00df00df00df00d"])
+        reason = first.publisher.unhealthy_reason() or ""
+        self.assertIn(f"(the last {AGENT_PATH})", reason)
+        self.assertEqual((first.twins, first.superseded), ([], []))
+        self.assertIsNone(first.publisher.halted)
+
+    def test_a_token_of_no_process_is_not_written_back(self) -> None:
+        """
+        A token of a form no process's has (here 300 KB of it) is another
+        client's write for sure: said so, named in /healthz, and not
+        refused, so never written into our agent node (two such, half a
+        megabyte each, made it larger than ZooKeeper takes). Before, it
+        was refused, written back, and logged as a copy of the state file.
+        """
+        first = self.running()
+        self.joined(first)
+        events = self.sharing_log()
+        self.token_written_in(first, "x" * 300_000)
+        [line] = map(formatEvent, events)
+        self.assertIn("by a token no process of this agent makes", line)
+        self.assertIn("another ZooKeeper client wrote it, not a copy", line)
+        self.assertEqual(first.zk.document(AGENT_PATH)["refused"], [])
+        self.assertEqual(
+            first.zk.document(AGENT_PATH)["token"], first.handoff.owner.token
+        )
+        reason = first.publisher.unhealthy_reason() or ""
+        self.assertIn(f"(the last {AGENT_PATH})", reason)
+        self.assertEqual((first.twins, first.superseded), ([], []))
+
+    def test_a_copy_with_a_catalog_is_named_a_conflict(self) -> None:
+        """
+        A copy whose catalog is in the session when the older process
+        reads its token is a copy for sure: the error line says so, the
+        copy is refused and stops, and /healthz names the agent node
+        written meanwhile (before: nothing).
+        """
+        first = self.running()
+        self.joined(first)
+        clone = self.clone()
+        self.joined(clone)
+        events = self.sharing_log()
+        first.zk.connect()
+        self.clock.advance(1.0)
+        [line] = map(formatEvent, events)
+        self.assertIn(
+            f"session {first.zk.session_id:#x} is also used by another process",
+            line,
+        )
+        self.assertIn(
+            f"(the last {AGENT_PATH})", first.publisher.unhealthy_reason() or ""
+        )
+        clone.zk.connect()
+        self.clock.advance(1.0)
+        self.assertEqual(len(clone.twins), 1)
+        self.assertEqual(first.twins, [])
+
+    def test_a_refusal_by_no_process_token_is_no_stop(self) -> None:
+        """
+        A refusal of this process in the agent node by a token of a form
+        no process's has is another client's write, even before this
+        process publishes a catalog (nothing else to tell a copy by then):
+        it goes on, and /healthz names the write. Before, it stopped as a
+        refused copy.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        forged = {**first.zk.document(AGENT_PATH), "token": "evil", "pid": 666}
+        forged["refused"] = [first.handoff.owner.token]
+        self.server.put(AGENT_PATH, json.dumps(forged).encode(), session)
+        first.zk.suspend()
+        first.zk.connect()
+        self.clock.advance(1.0)
+        self.assertEqual((first.twins, first.superseded), ([], []))
+        reason = first.publisher.unhealthy_reason() or ""
+        self.assertIn(f"(the last {AGENT_PATH})", reason)
 
     def test_a_copy_sweeps_nothing_before_the_session_is_its_alone(self) -> None:
         """
