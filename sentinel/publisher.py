@@ -181,7 +181,7 @@ class ZooKeeperPublisher(Service):
         clock = ClockSkew(reactor, zk, agent_node)
         writer = NodeWriter(
             zk, nodes, queue, holders, takeovers, members, sweep, guard, clock,
-            self._previous_verdict,
+            self._previous_verdict, session_kept=handoff is not None,
         )  # fmt: skip
 
         # With auth_file: whether the root's ACLs let it protect anything.

@@ -81,11 +81,15 @@ class NodeWriter:
         guard: Guard,
         clock: ClockSkew,
         previous_verdict: Callable[[str, dict[str, Any]], None],
+        session_kept: bool,
     ) -> None:
         """
         @param previous_verdict: told of what an instance node inherited
             from the previous process says, before this process's first
             write of it (`sentinel.group`).
+        @param session_kept: whether the session is kept for the next
+            process (a state_dir), so that other processes of this agent
+            may write our agent node in it (`sentinel.sharing`).
         """
         self._zk = zk
         self._nodes = nodes
@@ -97,6 +101,7 @@ class NodeWriter:
         self._guard = guard
         self._clock = clock
         self._previous_verdict = previous_verdict
+        self._session_kept = session_kept
         # Whether the node a primary writes first is likely held already
         # (module docstring): what the last create or question found.
         self._expect_held = False
@@ -211,11 +216,17 @@ class NodeWriter:
             if node.takeover and await self._takeovers.take_over(node, read):
                 return
             raise HeldElsewhere(stat)
-        if written_over and self._nodes.instances.get(node.name) is node:
+        if written_over and (
+            self._nodes.instances.get(node.name) is node
+            or (node is self._nodes.agent and not self._session_kept)
+        ):
             # An instance node still our session's, at another version
-            # than ours: another client wrote what readers read. (The agent
-            # node's writers in our session are `sentinel.sharing`'s copies
-            # of this process; the catalog is checked at each heartbeat.)
+            # than ours: another client wrote what readers read. So the
+            # agent node, unless the session is kept: then its other
+            # writers in our session are this agent's other processes (a
+            # predecessor on its way out, a copy), `sentinel.sharing`'s to
+            # tell from another client. The catalog is checked at each
+            # heartbeat.
             self._guard.written_over(node)
         node.owned = True
         node.lost = False

@@ -466,6 +466,22 @@ class WrittenOverTests(PublisherHarness):
         self.assertEqual(self.publisher._guard.writes_over, 1)
         self.assertEqual(len(self.lines()), 1)
 
+    def test_agent_node_written_over_named(self) -> None:
+        """
+        Without a state_dir no other process can share our session, so
+        another client's write over our agent node, found at our next
+        heartbeat's set, is named like an instance node's. Before, it was
+        written over at the heartbeat, named nowhere.
+        """
+        said = {**self.zk.document(AGENT_PATH), "pid": 666, "instances": []}
+        self.zk.put(AGENT_PATH, json.dumps(said).encode(), self.zk.session_id)
+        self.clock.advance(HEARTBEAT)
+        self.assertNotEqual(self.zk.document(AGENT_PATH)["pid"], 666)
+        self.assertEqual(self.zk.owner(AGENT_PATH), self.zk.session_id)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn(f"(the last {AGENT_PATH})", reason)
+        self.assertEqual(len(self.lines()), 1)
+
     def test_forging_loop_lines_bounded(self) -> None:
         """
         A client writing over the node every 10 ms for 10 minutes: found
