@@ -29,7 +29,9 @@ found none, or ``up`` for an instance of the stopped server); how long
 after the meddler stopped every node was back and right; each agent's
 log lines (and those about nodes deleted behind its back) and
 ``/healthz`` answers meanwhile (each reason once, its figures as N, and
-the first other than 200 as it was).
+the first other than 200 as it was); how many instance nodes each held
+as the meddler began, how many of them at version 0, and how many writes
+over its nodes it named in all (``sentinel_zk_nodes_written_over_total``).
 
     .venv/bin/python benchmarks/meddle.py --kind delete [--every 0.01]
         [--for 15] [--replicas 1] [--checkout this=.]
@@ -99,12 +101,15 @@ def main() -> None:
             print(table(rows, title), flush=True)
 
 
-def writes(agent: Agent) -> float:
-    """The agent's ZooKeeper writes so far (every op and outcome)."""
+def writes(agent: Agent, metric: str = "sentinel_zk_writes_total") -> float:
+    """
+    The agent's ZooKeeper writes so far (every op and outcome), or its
+    `metric`'s samples summed.
+    """
     url = f"http://{LOOPBACK}:{agent.http_port}/metrics"
     with urllib.request.urlopen(url, timeout=10.0) as response:
         text = response.read().decode()
-    found = re.findall(r"^sentinel_zk_writes_total\{[^}]*\} (\S+)$", text, re.M)
+    found = re.findall(rf"^{metric}(?:\{{[^}}]*\}})? (\S+)$", text, re.M)
     return sum(float(value) for value in found)
 
 
@@ -199,6 +204,25 @@ def forged_opinions(client: KazooClient, names: list[str]) -> dict[str, bytes]:
     return forged
 
 
+def holdings(client: KazooClient, names: list[str]) -> dict[str, list[int]]:
+    """
+    The version of each instance node as the meddler begins, by the agent
+    whose session holds it: a write over a node at version 0 (made, or
+    taken over, and not written since) was once never named, so an agent
+    holding only such nodes answered /healthz 200 all through a forgery.
+    """
+    agents = {}
+    for label in ("a", "b"):
+        _, stat = client.get(f"{ROOT}/agents/{label}")
+        agents[stat.ephemeralOwner] = label
+    held: dict[str, list[int]] = {}
+    for name in names:
+        _, stat = client.get(f"{ROOT}/instances/{name}")
+        holder = agents.get(stat.ephemeralOwner, "another")
+        held.setdefault(holder, []).append(stat.version)
+    return held
+
+
 def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]]:
     """One group, one meddler: the figures of the module docstring."""
     with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
@@ -268,6 +292,7 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         meddler.start(timeout=10.0)
         started.callback(meddler.close)
         started.callback(meddler.stop)
+        held = holdings(reader_client, names)
         began = time.monotonic()
         meddled = sorted(down) if options.kind == "opinion-forge" else names
         done = meddle(meddler, options, meddled)
@@ -294,6 +319,14 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
                 (
                     f"{label}: writes/s, CPU meddled",
                     f"{(w2 - w1) / took:.1f}/s, {(c2 - c1) / took * 100:.0f} %",
+                )
+            )
+            versions = held.get(label, [])
+            named = writes(agents[i], "sentinel_zk_nodes_written_over_total")
+            rows.append(
+                (
+                    f"{label}: nodes held, at version 0, written-over named",
+                    f"{len(versions)}, {versions.count(0)}, {named:.0f}",
                 )
             )
         rows += [
