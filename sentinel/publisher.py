@@ -181,7 +181,8 @@ class ZooKeeperPublisher(Service):
         clock = ClockSkew(reactor, zk, agent_node)
         writer = NodeWriter(
             zk, nodes, queue, holders, takeovers, members, sweep, guard, clock,
-            self._previous_verdict, session_kept=handoff is not None,
+            self._previous_verdict,
+            None if self._sharing is None else self._sharing.written_over,
         )  # fmt: skip
 
         # With auth_file: whether the root's ACLs let it protect anything.
@@ -697,8 +698,9 @@ class ZooKeeperPublisher(Service):
 
     def _agent_node_forged(self) -> None:
         """
-        Our agent node says we were refused, and no other process holds
-        our session (`SessionSharing`): another client's write of it.
+        Our agent node written by another client (`SessionSharing`): it
+        says we were refused and no other process holds our session, or
+        names another process, or was written since our last set of it.
         """
         self._guard.written_over(self._nodes.agent)
         self._mark(self._nodes.agent)

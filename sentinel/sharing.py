@@ -60,6 +60,15 @@ another client's for sure: said so, and never refused (it would be
 written into our agent node, and two tokens of half a megabyte each make
 it larger than ZooKeeper's default limit on a node, 1 MB).
 
+Between connections, another write of our agent node is found at our
+next set of it (each heartbeat), which fails at the version we wrote:
+the writer reads the node and hands it here (`written_over`). Our own
+token there is another client's write for sure (no other process has
+it): named. Another process's token is judged as at a connection; a
+predecessor on its way out writes its own, and is let be. Before, such a
+write was written over at the heartbeat and named nowhere: what another
+client wrote between two connections went unsaid.
+
 The sweep after a reattach deletes nodes, so it waits until the session
 is ours alone (`alone`): our agent node written in it, then the connection
 kept for `ALONE_AFTER` seconds. Another process on the session reconnects
@@ -146,6 +155,9 @@ class SessionSharing:
         self._written_in: int | None = None
         self._alone_in: int | None = None
         self._alone_call: IDelayedCall | None = None
+        # The last write of our agent node judged (`_read_node`): its
+        # session and mzxid.
+        self._judged: tuple[int, int] | None = None
 
     def fields(self) -> dict[str, Any]:
         """What the agent node says of this process (`session_holder_fields`)."""
@@ -186,6 +198,16 @@ class SessionSharing:
             # Reconnected since (the next read decides), or not our node:
             # another session's hold is `sentinel.holders`' to judge.
             return
+        self._read_node(data, stat, session)
+
+    def _read_node(self, data: bytes, stat: Any, session: int) -> None:
+        """
+        What our agent node in `session` says (module docstring), once
+        per write of it (at a connection, then at our resync's set).
+        """
+        if self._judged == (session, stat.mzxid):
+            return
+        self._judged = (session, stat.mzxid)
         token, refused, pid = session_holder(data)
         if token is None or token == self.token:
             return
@@ -209,6 +231,25 @@ class SessionSharing:
         elif token in self.refused:
             # Still writing before it reads our refusal: say it again.
             self._rewrite_agent_node()
+
+    def written_over(self, data: bytes, stat: Any) -> None:
+        """
+        A set of our agent node found it written since, not by a set of
+        ours (`sentinel.writer`), holding `data` at `stat`, in our
+        session: our own
+        token there is another client's write (no other process has it),
+        named (`on_forged`, whose line says so); another process's is
+        judged as at a connection (`_read`); none, an older version's
+        predecessor's, perhaps: not judged.
+        """
+        session = self._zk.session_id
+        if session is None or self.refused_by is not None:
+            return
+        token = session_holder(data)[0]
+        if token == self.token:
+            self._on_forged()
+        elif token is not None:
+            self._read_node(data, stat, session)
 
     async def another_process(self, session: int) -> bool:
         """

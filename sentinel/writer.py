@@ -81,15 +81,18 @@ class NodeWriter:
         guard: Guard,
         clock: ClockSkew,
         previous_verdict: Callable[[str, dict[str, Any]], None],
-        session_kept: bool,
+        agent_written_over: Callable[[bytes, Any], None] | None,
     ) -> None:
         """
         @param previous_verdict: told of what an instance node inherited
             from the previous process says, before this process's first
             write of it (`sentinel.group`).
-        @param session_kept: whether the session is kept for the next
-            process (a state_dir), so that other processes of this agent
-            may write our agent node in it (`sentinel.sharing`).
+        @param agent_written_over: with a state_dir, told what our agent
+            node holds (and its stat) when a set of it finds it written
+            since, and not by a set of ours (`SessionSharing.written_over`):
+            this agent's other processes on our session (a predecessor on
+            its way out, a copy) write it too, and what it says tells who
+            wrote it. None without one: another client wrote it.
         """
         self._zk = zk
         self._nodes = nodes
@@ -101,7 +104,7 @@ class NodeWriter:
         self._guard = guard
         self._clock = clock
         self._previous_verdict = previous_verdict
-        self._session_kept = session_kept
+        self._agent_written_over = agent_written_over
         # Whether the node a primary writes first is likely held already
         # (module docstring): what the last create or question found.
         self._expect_held = False
@@ -216,17 +219,16 @@ class NodeWriter:
             if node.takeover and await self._takeovers.take_over(node, read):
                 return
             raise HeldElsewhere(stat)
-        if written_over and (
-            self._nodes.instances.get(node.name) is node
-            or (node is self._nodes.agent and not self._session_kept)
+        if written_over and node is self._nodes.agent and self._agent_written_over:
+            # Our agent node, with a state_dir: who wrote it is for what
+            # it says to tell (`sentinel.sharing`), read before our set.
+            await self._agent_node_read(node)
+        elif written_over and (
+            self._nodes.instances.get(node.name) is node or node is self._nodes.agent
         ):
-            # An instance node still our session's, at another version
-            # than ours: another client wrote what readers read. So the
-            # agent node, unless the session is kept: then its other
-            # writers in our session are this agent's other processes (a
-            # predecessor on its way out, a copy), `sentinel.sharing`'s to
-            # tell from another client. The catalog is checked at each
-            # heartbeat.
+            # An instance node, or our agent node, still our session's, at
+            # another version than ours: another client wrote what readers
+            # read. (The catalog is checked at each heartbeat.)
             self._guard.written_over(node)
         node.owned = True
         node.lost = False
@@ -234,6 +236,16 @@ class NodeWriter:
         answered(node, stat.version)
         if data is not None:
             await self._set(node, data, stat.version)
+
+    async def _agent_node_read(self, node: Node) -> None:
+        """What our agent node, written since our set, holds, to `sharing`."""
+        assert self._agent_written_over is not None
+        try:
+            stored, stat = await self._zk.get(node.path)
+        except NoNodeError:
+            return
+        if ours(stat, self._zk.session_id):
+            self._agent_written_over(stored, stat)
 
     async def _set(self, node: Node, data: bytes, version: int) -> Any:
         """

@@ -50,7 +50,16 @@ from sentinel.stopping import (
 )
 from tests.fakes import FakeProbe
 from tests.fakezk import CALL_KINDS, FakeZooKeeper, FakeZooKeeperServer
-from tests.test_publisher import AGENT, AGENT_PATH, DOWN, ROOT, START, UP, path
+from tests.test_publisher import (
+    AGENT,
+    AGENT_PATH,
+    DOWN,
+    HEARTBEAT,
+    ROOT,
+    START,
+    UP,
+    path,
+)
 
 DISCOVERY = "/discovery"
 PURPOSE = SessionPurpose("fake:2181", ROOT, AGENT)
@@ -1814,6 +1823,80 @@ class CopiedStateFileTests(HandoffTestCase):
         reason = first.publisher.unhealthy_reason() or ""
         self.assertIn(f"(the last {AGENT_PATH})", reason)
 
+    def test_agent_node_written_over_with_our_token_is_named(self) -> None:
+        """
+        With a state_dir, another client's write over our agent node that
+        keeps our token (pid 666), found at the next heartbeat's set, is
+        named: no other process has our token. Before, it was written
+        over, named nowhere, unless a reconnection read it first.
+        """
+        first = self.running()
+        self.joined(first)
+        session = first.zk.session_id
+        forged = {**first.zk.document(AGENT_PATH), "pid": 666}
+        self.server.put(AGENT_PATH, json.dumps(forged).encode(), session)
+        self.clock.advance(HEARTBEAT)
+        self.assertNotEqual(first.zk.document(AGENT_PATH)["pid"], 666)
+        reason = first.publisher.unhealthy_reason() or ""
+        self.assertIn(f"(the last {AGENT_PATH})", reason)
+        self.assertEqual((first.twins, first.superseded), ([], []))
+
+    def test_agent_node_written_over_with_another_token_at_a_heartbeat(
+        self,
+    ) -> None:
+        """
+        Another process's token found at the heartbeat's set (no
+        reconnection) is judged as at a connection: refused, the line says
+        what is known, /healthz names the write. Before, the heartbeat
+        wrote ours over it, and nothing was said.
+        """
+        first = self.running()
+        self.joined(first)
+        events = self.sharing_log()
+        session = first.zk.session_id
+        forged = {**first.zk.document(AGENT_PATH), "token": "f00df00df00df00d"}
+        self.server.put(AGENT_PATH, json.dumps(forged).encode(), session)
+        self.clock.advance(HEARTBEAT)
+        self.clock.advance(1.0)
+        [line] = map(formatEvent, events)
+        self.assertIn("another ZooKeeper client wrote it, or a copy of", line)
+        document = first.zk.document(AGENT_PATH)
+        self.assertEqual(document["token"], first.handoff.owner.token)
+        self.assertEqual(document["refused"], ["f00df00df00df00d"])
+        reason = first.publisher.unhealthy_reason() or ""
+        self.assertIn(f"(the last {AGENT_PATH})", reason)
+
+    def successor(self) -> tuple[Process, int, str]:
+        """
+        A process started on the state_dir of one that stopped: it, its
+        session (the stopped one's), and the stopped one's token.
+        """
+        first = self.running()
+        session = first.zk.session_id or 0
+        predecessor = first.handoff.owner.token
+        first.stop()
+        second = self.process()
+        second.start()
+        return second, session, predecessor
+
+    def test_a_predecessor_writing_at_our_heartbeat_is_not_named(self) -> None:
+        """
+        The process whose session this one took at start writes the agent
+        node with its own token on its way out: found at our heartbeat's
+        set, it is written over, and named nowhere.
+        """
+        second, session, predecessor = self.successor()
+        self.clock.advance(ALONE_AFTER)
+        said = {**second.zk.document(AGENT_PATH), "token": predecessor}
+        self.server.put(AGENT_PATH, json.dumps(said).encode(), owner=session)
+        self.clock.advance(HEARTBEAT)
+        self.assertEqual(
+            second.zk.document(AGENT_PATH)["token"], second.handoff.owner.token
+        )
+        self.assertEqual(second.zk.document(AGENT_PATH)["refused"], [])
+        self.assertIsNone(second.publisher.unhealthy_reason())
+        self.assertEqual(second.twins, [])
+
     def test_a_copy_sweeps_nothing_before_the_session_is_its_alone(self) -> None:
         """
         A copy that knows fewer instances does not delete the other
@@ -1841,12 +1924,7 @@ class CopiedStateFileTests(HandoffTestCase):
         may write once more before it reads the state file and stops:
         its token in the agent node is not refused, and nothing stops.
         """
-        first = self.running()
-        session = first.zk.session_id or 0
-        predecessor = first.handoff.owner.token
-        first.stop()
-        second = self.process()
-        second.start()
+        second, session, predecessor = self.successor()
         self.server.put(
             AGENT_PATH, json.dumps({"token": predecessor}).encode(), owner=session
         )
