@@ -67,7 +67,11 @@ token there is another client's write for sure (no other process has
 it): named. Another process's token is judged as at a connection; a
 predecessor on its way out writes its own, and is let be. Before, such a
 write was written over at the heartbeat and named nowhere: what another
-client wrote between two connections went unsaid.
+client wrote between two connections went unsaid. The lines that say
+another client (or perhaps a copy) wrote the node come once a minute at
+most while it goes on, with the count since (a client writing a new
+token before every heartbeat would make one every 10 s); /healthz names
+every one.
 
 The sweep after a reattach deletes nodes, so it waits until the session
 is ours alone (`alone`): our agent node written in it, then the connection
@@ -88,6 +92,7 @@ from twisted.python.failure import Failure
 
 from sentinel.catalog import parse_catalog_node_name
 from sentinel.documents import session_holder, session_holder_fields
+from sentinel.guard import LOOP_LOG_EVERY, Meddling
 from sentinel.handoff import SessionHandoff
 from sentinel.nodes import LOG_NAMESPACE
 from sentinel.session import is_process_token
@@ -158,6 +163,9 @@ class SessionSharing:
         # The last write of our agent node judged (`_read_node`): its
         # session and mzxid.
         self._judged: tuple[int, int] | None = None
+        # Writes of our agent node by another client (or perhaps a copy)
+        # found, for their lines' pace (`_written_by_another`).
+        self._written = Meddling(reactor, LOOP_LOG_EVERY, 1)
 
     def fields(self) -> dict[str, Any]:
         """What the agent node says of this process (`session_holder_fields`)."""
@@ -283,14 +291,32 @@ class SessionSharing:
                 self._refused, session, pid
             ).addErrback(lambda f: log.failure("reading the state file", f))
             return
-        log.warn(
+        self._written_by_another(
             "{path} says another process (pid {pid}) refused this one, but no"
             " other process holds session {session}: another ZooKeeper"
             " client wrote it, not a copy of this process; going on",
-            path=self._agent_path,
             pid=pid,
             session=f"{session:#x}",
         )
+
+    def _written_by_another(self, text: str, **fields: Any) -> None:
+        """
+        Our agent node written by another client, or perhaps a copy, as
+        `text` (a log format, with `fields` and ``path``) says: named
+        (`on_forged`), and logged once per `LOOP_LOG_EVERY` while it goes
+        on, with the count since (a client writing a new token before
+        each heartbeat: a line every 10 s).
+        """
+        unlogged = self._written.seen(1, self._agent_path)
+        if unlogged is not None:
+            log.warn(
+                text + "{since}",
+                path=self._agent_path,
+                since=f" ({unlogged} more since the last such line)"
+                if unlogged
+                else "",
+                **fields,
+            )
         self._on_forged()
 
     def _unread(self, failure: Failure) -> None:
@@ -308,16 +334,14 @@ class SessionSharing:
         if not is_process_token(token):
             # No process of this agent names itself so: another client's
             # write, and never written back into ours (`refused`).
-            log.warn(
+            self._written_by_another(
                 "{path} names another process (pid {pid}) in session"
                 " {session} by a token no process of this agent makes:"
                 " another ZooKeeper client wrote it, not a copy of this"
                 " process; written again, going on",
-                path=self._agent_path,
                 pid=pid,
                 session=f"{session:#x}",
             )
-            self._on_forged()
             return
         d = Deferred.fromCoroutine(self.another_process(session))
         d.addCallbacks(self._refuse, self._unread, callbackArgs=(session, token, pid))
@@ -342,21 +366,20 @@ class SessionSharing:
                 pid=pid,
                 path=self._handoff.state_file.path,
             )
+            # Readers read another process's pid in our agent node meanwhile.
+            self._on_forged()
         else:
-            log.warn(
-                "{node} names another process (pid {pid}) in session {session}"
+            self._written_by_another(
+                "{path} names another process (pid {pid}) in session {session}"
                 " since this process wrote it, and no other process's catalog"
                 " is in the session: another ZooKeeper client wrote it, or a"
-                " copy of {path} (a cloned image, a restored backup?) holds the"
-                " session and has published nothing yet; refusing it (a copy"
-                " stops at its next connection), going on",
-                node=self._agent_path,
+                " copy of {state} (a cloned image, a restored backup?) holds"
+                " the session and has published nothing yet; refusing it (a"
+                " copy stops at its next connection), going on",
                 pid=pid,
                 session=f"{session:#x}",
-                path=self._handoff.state_file.path,
+                state=self._handoff.state_file.path,
             )
-        # Readers read another process's pid in our agent node meanwhile.
-        self._on_forged()
 
     def _refused(self, superseded: bool | None, session: int, pid: int | None) -> None:
         if superseded or self.refused_by is not None:

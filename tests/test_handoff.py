@@ -1879,6 +1879,30 @@ class CopiedStateFileTests(HandoffTestCase):
         second.start()
         return second, session, predecessor
 
+    def test_tokens_written_in_a_loop_log_a_line_a_minute(self) -> None:
+        """
+        A client writing a new token into the agent node before every
+        heartbeat for 10 minutes: each is found and refused (never more
+        than REFUSED_KEPT kept), /healthz names the writes throughout, and
+        the log says so once a minute, with the count since: 10 lines.
+        Before, a line each: 60.
+        """
+        first = self.running()
+        self.joined(first)
+        events = self.sharing_log()
+        session = first.zk.session_id
+        for i in range(60):
+            said = {**first.zk.document(AGENT_PATH), "token": f"{i:016x}"}
+            self.server.put(AGENT_PATH, json.dumps(said).encode(), session)
+            self.clock.advance(HEARTBEAT)
+            reason = first.publisher.unhealthy_reason() or ""
+            self.assertIn(f"(the last {AGENT_PATH})", reason)
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(len(lines), 10)
+        self.assertIn("(5 more since the last such line)", lines[1])
+        self.assertEqual(len(first.zk.document(AGENT_PATH)["refused"]), 8)
+        self.assertEqual(first.twins, [])
+
     def test_a_predecessor_writing_at_our_heartbeat_is_not_named(self) -> None:
         """
         The process whose session this one took at start writes the agent
