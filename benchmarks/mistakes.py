@@ -2,13 +2,18 @@
 An unlucky operator's mistakes around ZooKeeper, as a user meets them:
 what ``twistd -n sentinel`` says, and how soon.
 
-Each scene runs one agent (a real ZooKeeper, one redis-server, session
-timeout 4 s) for at most ``--wait`` seconds:
+Each scene runs one agent (a real ZooKeeper, one redis-server,
+``--instances`` on it, session timeout 4 s) for at most ``--wait``
+seconds:
 
 - ``chroot``: ``zookeeper.hosts`` ends with a chroot that does not exist;
 - ``acl``: the root was made by another identity (digest ``other``,
   world read only), and the agent has no ``auth_file``;
 - ``acl-auth``: the same, the agent with an ``auth_file`` of its own;
+- ``ephemeral``: another client (a session of its own) made the root an
+  ephemeral node, which can have no children, before the agent started;
+  once ``/healthz`` named the refused writes (or after ``--wait``), that
+  client closes its session;
 - ``opinions``: ``discovery = "nerve"``, ``discovery_root`` under the
   group's ``opinions``;
 - ``sighup``: ``zookeeper.root``, ``replicas`` and ``discovery_root``
@@ -18,11 +23,14 @@ Printed for each: the process's exit status and first line if it ended,
 else the first ``/healthz`` that names the refused writes (a reason with
 ``refuses``, ``chroot``, ``NoAuthError`` or ``NoNodeError``) and when
 (seconds after the agent answered), the log lines at warning level and
-above (counted alike), and for ``sighup`` the ``sentinel_config_*``
-metrics and ZooKeeper's top-level nodes.
+above (counted alike), for ``sighup`` the ``sentinel_config_*``
+metrics and ZooKeeper's top-level nodes, and for ``ephemeral`` how long
+after the squatter's session closed every instance node was written and
+``/healthz`` answered 200, with the agent's RSS and open files then.
 
     .venv/bin/python benchmarks/mistakes.py [--checkout before=PATH]
         [--checkout after=.] [--scenes chroot,acl] [--runs 1] [--wait 15]
+        [--instances 1]
 """
 
 from __future__ import annotations
@@ -44,16 +52,18 @@ from common import (
     add_checkout_option,
     agent_config,
     load_average,
+    open_files_for,
     rows_in_turns,
     start_redis_servers,
     start_zookeeper,
     table,
 )
+from kazoo.client import KazooClient
 from kazoo.security import make_acl, make_digest_acl
 
-SCENES = ("chroot", "acl", "acl-auth", "opinions", "sighup")
+SCENES = ("chroot", "acl", "acl-auth", "ephemeral", "opinions", "sighup")
 # What a /healthz naming the refused writes says, before and after.
-NAMING = ("refuses", "chroot", "NoAuthError", "NoNodeError")
+NAMING = ("refuses", "chroot", "ephemeral", "NoAuthError", "NoNodeError", "Ephemerals")
 
 
 def healthz(agent: Agent) -> tuple[int, str]:
@@ -66,12 +76,15 @@ def healthz(agent: Agent) -> tuple[int, str]:
         return e.code, e.read().decode("utf-8", "replace").replace("\n", " ")
 
 
-def scene_config(scene: str, hosts: str, port: int, workdir: Path) -> str:
-    """The agent's config for `scene`."""
+def scene_config(
+    scene: str, hosts: str, port: int, workdir: Path, instances: int
+) -> str:
+    """The agent's config for `scene`, watching `instances` on `port`."""
     settings: dict[str, float | int] = {"session_timeout": 4}
     if scene == "chroot":
         hosts += "/missing/app"
-    text = agent_config([Instance("cache0", port)], zookeeper=hosts, agent_id="a0",
+    watched = [Instance(f"cache{i}", port) for i in range(instances)]
+    text = agent_config(watched, zookeeper=hosts, agent_id="a0",
                         zk_settings=settings)  # fmt: skip
     extra = ""
     if scene == "acl-auth":
@@ -82,6 +95,36 @@ def scene_config(scene: str, hosts: str, port: int, workdir: Path) -> str:
     if scene == "opinions":
         extra = 'discovery = "nerve"\ndiscovery_root = "/sentinel/opinions/sd"\n'
     return text.replace("[zookeeper]\n", "[zookeeper]\n" + extra)
+
+
+def squatter_gone(
+    agent: Agent, squatter: KazooClient, client: KazooClient, args: argparse.Namespace
+) -> str:
+    """
+    The squatter's session closed: how long until every instance node was
+    written, and until ``/healthz`` answered 200 (at most ``--wait`` each).
+    """
+    squatter.stop()
+    gone = time.monotonic()
+    deadline = gone + args.wait
+    written = healthy = None
+    while time.monotonic() < deadline and (written is None or healthy is None):
+        now = time.monotonic() - gone
+        if written is None and client.exists("/sentinel/instances"):
+            if len(client.get_children("/sentinel/instances")) >= args.instances:
+                written = now
+        if healthy is None and healthz(agent)[0] == 200:
+            healthy = now
+        time.sleep(0.1)
+    never = f"not within {args.wait:.0f} s"
+    fds = agent.process.num_fds()
+    return (
+        f"{args.instances} instance nodes written after "
+        + (never if written is None else f"{written:.1f} s")
+        + ", /healthz 200 after "
+        + (never if healthy is None else f"{healthy:.1f} s")
+        + f"; RSS {agent.rss_bytes() / 2**20:.0f} MiB, {fds} open files"
+    )
 
 
 def warnings(agent: Agent) -> list[str]:
@@ -111,8 +154,18 @@ def one_run(
                     make_digest_acl("other", "secret", all=True),
                     make_acl("world", "anyone", read=True),
                 ])  # fmt: skip
-            config = scene_config(scene, zookeeper.hosts, server.port, workdir)
-            agent = Agent(workdir, config, label="a0", pythonpath=checkout)
+            squatter = None
+            if scene == "ephemeral":
+                squatter = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
+                squatter.start(timeout=10.0)
+                started.callback(squatter.close)
+                started.callback(squatter.stop)
+                squatter.create("/sentinel", ephemeral=True)
+            config = scene_config(
+                scene, zookeeper.hosts, server.port, workdir, args.instances
+            )
+            agent = Agent(workdir, config, label="a0", pythonpath=checkout,
+                          open_files=open_files_for(args.instances))  # fmt: skip
             started.callback(agent.stop)
             name = f"{label} run {number + 1} {scene}"
             try:
@@ -141,6 +194,9 @@ def one_run(
                     first = f"{time.monotonic() - answered:.1f} s: {code} {body[:400]}"
                 time.sleep(0.25)
             rows.append((name, first or f"not named for {args.wait:.0f} s"))
+            if squatter is not None:
+                rows.append((f"{name} squatter gone", squatter_gone(agent, squatter,
+                             client, args)))  # fmt: skip
             if scene == "sighup":
                 url = f"http://127.0.0.1:{agent.http_port}/metrics"
                 with urllib.request.urlopen(url, timeout=5) as response:
@@ -161,6 +217,7 @@ def main() -> None:
     parser.add_argument("--scenes", default=",".join(SCENES))
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--wait", type=float, default=15.0)
+    parser.add_argument("--instances", type=int, default=1)
     add_checkout_option(parser)
     args = parser.parse_args()
     unknown = set(args.scenes.split(",")) - set(SCENES)

@@ -14,9 +14,18 @@ failed, will retry: /sentinel/agents/a0: NoAuthError`` once, and
 ``... not written for 5 s (NoAuthError)``: true, but naming neither the
 node at fault nor what to do.
 
+Another client can do as much without any ACL: a root (or a directory
+under it) created as an ephemeral node before the agents made it, which
+ZooKeeper lets have no children (``NoChildrenForEphemeralsError``), so
+that nothing is written for as long as that client's session lives.
+Before, ``/healthz`` said ``/sentinel/agents/a0 not written for 5 s
+(NoChildrenForEphemeralsError)`` after 5 s, naming neither the node nor
+that it goes with its session.
+
 So a write that fails so is looked into: its path is walked up to the
 deepest node that exists (a background ``exists`` each), and that node's
-ACL is read. The chroot missing, or an ACL that grants create to neither
+ACL is read, unless it is ephemeral. The chroot missing, an ephemeral
+node (named with its session), or an ACL that grants create to neither
 ``world:anyone`` nor the agent's own digest identity, is the reason
 ``/healthz`` fails at once (one round trip after the failure), logged
 once until it changes. The reason lasts while writes fail with those
@@ -39,7 +48,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from kazoo.exceptions import KazooException, NoAuthError, NoNodeError
+from kazoo.exceptions import (
+    KazooException,
+    NoAuthError,
+    NoChildrenForEphemeralsError,
+    NoNodeError,
+)
 from kazoo.hosts import collect_hosts
 from kazoo.security import Permissions
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
@@ -55,7 +69,7 @@ log = Logger(namespace=LOG_NAMESPACE)
 # Seconds between the starts of two looks.
 LOOK_SPACING = 5.0
 # The errors of a write that an operator's mistake may cause.
-_REFUSALS = (NoAuthError, NoNodeError)
+_REFUSALS = (NoAuthError, NoNodeError, NoChildrenForEphemeralsError)
 # Identity schemes whose members this agent can tell itself from.
 _JUDGED = ("world", "digest")
 
@@ -120,7 +134,8 @@ class Refusals:
         """What refuses a create of `path`, or None (nothing this agent can tell)."""
         while path != "/":
             path = path.rsplit("/", 1)[0] or "/"
-            if await self._zk.exists(path, background=True) is not None:
+            stat = await self._zk.exists(path, background=True)
+            if stat is not None:
                 break
         else:
             chroot = self._chroot()
@@ -131,6 +146,14 @@ class Refusals:
                     f" it (zkCli.sh create {chroot}) or correct zookeeper.hosts"
                 )
             return None
+        if stat.ephemeralOwner:
+            where = self._where(path)
+            return (
+                f"{where} is an ephemeral node (session {stat.ephemeralOwner:#x}),"
+                " which ZooKeeper lets have no children: nothing under it is"
+                " written; another client made it so; it goes when that session"
+                f" ends, or delete it (zkCli.sh delete {where})"
+            )
         acls, _ = await self._zk.get_acls(path)
         return self._refusing(path, acls)
 
@@ -151,14 +174,17 @@ class Refusals:
             f"{permission_letters(acl.perms) or '-'}"
             for acl in acls
         )
-        chroot = self._chroot()
-        where = chroot + path if path != "/" else chroot or path
         return (
-            f"{where} refuses this agent's creates (ACL {entries};"
+            f"{self._where(path)} refuses this agent's creates (ACL {entries};"
             f" this agent is {self._identity()}): nothing under it is written;"
             " give the agents' identity create and delete there, or set"
             " zookeeper.auth_file to an identity it admits"
         )
+
+    def _where(self, path: str) -> str:
+        """`path` as ZooKeeper's own tools name it: under the chroot."""
+        chroot = self._chroot()
+        return chroot + path if path != "/" else chroot or path
 
     def _chroot(self) -> str:
         return str(collect_hosts(self._zk.hosts)[1] or "")

@@ -47,6 +47,7 @@ from kazoo.exceptions import (
     ConnectionClosedError,
     ConnectionLoss,
     NoAuthError,
+    NoChildrenForEphemeralsError,
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
@@ -701,6 +702,10 @@ class FakeZooKeeper:
             parent = _parent(parent)
         if parent and not self._may_create_under(parent):
             raise NoAuthError()
+        if parent and self.nodes[parent].owner:
+            # ZooKeeper lets an ephemeral node have no children (kazoo,
+            # making the missing parents, meets it at the first of them).
+            raise NoChildrenForEphemeralsError()
         for made in reversed(missing):
             server.new_node(made, b"", 0)
             server.fire(made, EventType.CREATED)

@@ -1,7 +1,8 @@
 """
 Writes that ZooKeeper refuses for an operator's mistake (a chroot that does
-not exist, an ACL of another identity on the root) are named on /healthz
-at once, in words, and logged once; the reason goes with the refusals.
+not exist, an ACL of another identity on the root) or another client's
+doing (the root made an ephemeral node) are named on /healthz at once, in
+words, and logged once; the reason goes with the refusals.
 """
 
 from __future__ import annotations
@@ -109,6 +110,53 @@ class OwnIdentityTests(PublisherHarness):
         reason = self.publisher.unhealthy_reason() or ""
         self.assertIn("this agent is digest:sentinel (zookeeper.auth_file)", reason)
         self.assertNotIn("s3cret", reason)
+
+
+class EphemeralParentTests(PublisherHarness):
+    def test_ephemeral_root(self) -> None:
+        """
+        A root that another client made an ephemeral node (which ZooKeeper
+        lets have no children) is named with its session as soon as a
+        create is refused, logged once; the reason goes with that session,
+        once the agent's writes under the root it then creates succeed.
+        """
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        squatter = 0x5EED
+        self.zk.put(ROOT, b"", owner=squatter)
+        self.start()
+        self.check(self.instance("a"), UP)
+        self.check(self.instance("b"), UP)
+        self.assertIn(
+            f"zookeeper: {ROOT} is an ephemeral node (session 0x5eed), which"
+            " ZooKeeper lets have no children: nothing under it is written;"
+            " another client made it so; it goes when that session ends, or"
+            f" delete it (zkCli.sh delete {ROOT})",
+            self.publisher.unhealthy_reason() or "",
+        )
+        self.retries(20)
+        lines = [formatEvent(e) for e in events]
+        refused = [line for line in lines if "refuses this agent's writes" in line]
+        self.assertEqual(len(refused), 1, lines)
+        self.zk.end_session(squatter)
+        self.retries(5)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.zk.document(f"{ROOT}/instances/a")["status"], "up")
+        self.assertEqual(self.zk.owner(ROOT), 0)
+
+    def test_ephemeral_directory(self) -> None:
+        """
+        So is a directory under the root made ephemeral (``instances``),
+        the one named; the writes elsewhere go on.
+        """
+        self.zk.put(f"{ROOT}/instances", b"", owner=0x5EED)
+        self.start()
+        self.check(self.instance("a"), UP)
+        self.assertIn(
+            f"zookeeper: {ROOT}/instances is an ephemeral node (session 0x5eed)",
+            self.publisher.unhealthy_reason() or "",
+        )
 
 
 class ChrootRefusalTests(PublisherHarness):
