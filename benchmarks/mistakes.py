@@ -12,8 +12,10 @@ seconds:
 - ``acl-auth``: the same, the agent with an ``auth_file`` of its own;
 - ``ephemeral``: another client (a session of its own) made the root an
   ephemeral node, which can have no children, before the agent started;
-  once ``/healthz`` named the refused writes (or after ``--wait``), that
-  client closes its session;
+  ``--squat`` seconds after ``/healthz`` named the refused writes (or
+  after ``--wait``), that client closes its session;
+- ``ephemeral-service``: the same for the discovery service of the first
+  instance (``discovery = "serverset"``), the root left alone;
 - ``opinions``: ``discovery = "nerve"``, ``discovery_root`` under the
   group's ``opinions``;
 - ``sighup``: ``zookeeper.root``, ``replicas`` and ``discovery_root``
@@ -30,7 +32,7 @@ after the squatter's session closed every instance node was written and
 
     .venv/bin/python benchmarks/mistakes.py [--checkout before=PATH]
         [--checkout after=.] [--scenes chroot,acl] [--runs 1] [--wait 15]
-        [--instances 1]
+        [--instances 1] [--squat 0]
 """
 
 from __future__ import annotations
@@ -61,7 +63,15 @@ from common import (
 from kazoo.client import KazooClient
 from kazoo.security import make_acl, make_digest_acl
 
-SCENES = ("chroot", "acl", "acl-auth", "ephemeral", "opinions", "sighup")
+SCENES = (
+    "chroot",
+    "acl",
+    "acl-auth",
+    "ephemeral",
+    "ephemeral-service",
+    "opinions",
+    "sighup",
+)
 # What a /healthz naming the refused writes says, before and after.
 NAMING = ("refuses", "chroot", "ephemeral", "NoAuthError", "NoNodeError", "Ephemerals")
 
@@ -94,24 +104,35 @@ def scene_config(
         extra = f'auth_file = "{auth}"\n'
     if scene == "opinions":
         extra = 'discovery = "nerve"\ndiscovery_root = "/sentinel/opinions/sd"\n'
+    if scene == "ephemeral-service":
+        extra = 'discovery = "serverset"\ndiscovery_root = "/sd"\n'
     return text.replace("[zookeeper]\n", "[zookeeper]\n" + extra)
 
 
 def squatter_gone(
-    agent: Agent, squatter: KazooClient, client: KazooClient, args: argparse.Namespace
+    agent: Agent,
+    squatter: KazooClient,
+    client: KazooClient,
+    args: argparse.Namespace,
+    service: bool,
 ) -> str:
     """
     The squatter's session closed: how long until every instance node was
-    written, and until ``/healthz`` answered 200 (at most ``--wait`` each).
+    written (the first instance's member, for its `service`), and until
+    ``/healthz`` answered 200 (at most ``--wait`` each).
     """
+    time.sleep(args.squat)
     squatter.stop()
     gone = time.monotonic()
     deadline = gone + args.wait
     written = healthy = None
+    parent, wanted = "/sentinel/instances", args.instances
+    if service:
+        parent, wanted = "/sd/cache0", 1
     while time.monotonic() < deadline and (written is None or healthy is None):
         now = time.monotonic() - gone
-        if written is None and client.exists("/sentinel/instances"):
-            if len(client.get_children("/sentinel/instances")) >= args.instances:
+        if written is None and client.exists(parent):
+            if len(client.get_children(parent)) >= wanted:
                 written = now
         if healthy is None and healthz(agent)[0] == 200:
             healthy = now
@@ -119,7 +140,8 @@ def squatter_gone(
     never = f"not within {args.wait:.0f} s"
     fds = agent.process.num_fds()
     return (
-        f"{args.instances} instance nodes written after "
+        ("its member" if service else f"{args.instances} instance nodes")
+        + " written after "
         + (never if written is None else f"{written:.1f} s")
         + ", /healthz 200 after "
         + (never if healthy is None else f"{healthy:.1f} s")
@@ -155,12 +177,15 @@ def one_run(
                     make_acl("world", "anyone", read=True),
                 ])  # fmt: skip
             squatter = None
-            if scene == "ephemeral":
+            if scene.startswith("ephemeral"):
                 squatter = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
                 squatter.start(timeout=10.0)
                 started.callback(squatter.close)
                 started.callback(squatter.stop)
-                squatter.create("/sentinel", ephemeral=True)
+                if scene == "ephemeral":
+                    squatter.create("/sentinel", ephemeral=True)
+                else:
+                    squatter.create("/sd/cache0", ephemeral=True, makepath=True)
             config = scene_config(
                 scene, zookeeper.hosts, server.port, workdir, args.instances
             )
@@ -195,8 +220,9 @@ def one_run(
                 time.sleep(0.25)
             rows.append((name, first or f"not named for {args.wait:.0f} s"))
             if squatter is not None:
-                rows.append((f"{name} squatter gone", squatter_gone(agent, squatter,
-                             client, args)))  # fmt: skip
+                gone = squatter_gone(agent, squatter, client, args,
+                                     service=scene == "ephemeral-service")  # fmt: skip
+                rows.append((f"{name} squatter gone", gone))
             if scene == "sighup":
                 url = f"http://127.0.0.1:{agent.http_port}/metrics"
                 with urllib.request.urlopen(url, timeout=5) as response:
@@ -218,6 +244,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--wait", type=float, default=15.0)
     parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--squat", type=float, default=0.0)
     add_checkout_option(parser)
     args = parser.parse_args()
     unknown = set(args.scenes.split(",")) - set(SCENES)

@@ -50,6 +50,7 @@ from kazoo.exceptions import (
     ConnectionLoss,
     KazooException,
     NoAuthError,
+    NoChildrenForEphemeralsError,
     NoNodeError,
 )
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError
@@ -464,6 +465,11 @@ class Discovery:
                 # meanwhile): asked again now, not at the retry a second
                 # later, while the endpoint is missing.
                 known = None
+            except (NoAuthError, NoChildrenForEphemeralsError):
+                # Refused (`sentinel.refusals` names why): nothing was
+                # created, so nothing is looked for; a look each retry also
+                # logged its own failure in turn with the refusal's.
+                raise
             except Exception:
                 # It may have been created all the same: look before
                 # creating, in a look that starts after this failure.

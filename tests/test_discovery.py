@@ -13,6 +13,7 @@ import attr
 from kazoo.exceptions import ConnectionLoss, NoAuthError
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
@@ -137,6 +138,41 @@ class ServersetTests(DiscoveryHarness):
         )
         self.zk.unhang()
         self.zk.release()
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(len(self.members("cache-1")), 1)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+
+    def test_ephemeral_service_node_named(self) -> None:
+        """
+        A service's node that another client made an ephemeral node (which
+        can have no children) refuses every member's create: /healthz names
+        it and its session at once, not the instance node the member goes
+        with, and so does the log, once, however long it lasts: a refused
+        create made nothing, so nothing is looked for after it (a listing
+        of the parent each retry, and its own log line). The member is
+        listed once that session ends.
+        """
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.zk.put(f"{DISCOVERY}/cache-1", b"", owner=SQUATTER)
+        self.start()
+        self.check(self.instance("cache-1"), UP)
+        self.assertIn(
+            f"zookeeper: {DISCOVERY}/cache-1 is an ephemeral node (session"
+            " 0x5151), which ZooKeeper lets have no children",
+            self.publisher.unhealthy_reason() or "",
+        )
+        self.clock.advance(60)
+        self.assertIsNotNone(self.publisher.unhealthy_reason())
+        lines = [formatEvent(e) for e in events]
+        refused = [line for line in lines if "refuses this agent's writes" in line]
+        failed = [line for line in lines if "write failed" in line]
+        self.assertEqual((len(refused), len(failed)), (1, 1), lines)
+        self.assertEqual(
+            self.zk.calls_by_path["get_children", f"{DISCOVERY}/cache-1"], 0
+        )
+        self.zk.end_session(SQUATTER)
         self.clock.advance(RETRY_DELAY)
         self.assertEqual(len(self.members("cache-1")), 1)
         self.assertIsNone(self.publisher.unhealthy_reason())
