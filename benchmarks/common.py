@@ -425,6 +425,15 @@ def checkouts_of(
     return checkouts
 
 
+def check_choices(
+    parser: argparse.ArgumentParser, option: str, value: str, known: Sequence[str]
+) -> None:
+    """Fail with a usage error if comma-separated `value` names any not `known`."""
+    unknown = set(value.split(",")) - set(known)
+    if unknown:
+        parser.error(f"{option}: unknown {sorted(unknown)}")
+
+
 def rows_in_turns(
     parser: argparse.ArgumentParser,
     args: argparse.Namespace,

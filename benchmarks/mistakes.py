@@ -53,6 +53,7 @@ from common import (
     Instance,
     add_checkout_option,
     agent_config,
+    check_choices,
     load_average,
     open_files_for,
     rows_in_turns,
@@ -247,9 +248,7 @@ def main() -> None:
     parser.add_argument("--squat", type=float, default=0.0)
     add_checkout_option(parser)
     args = parser.parse_args()
-    unknown = set(args.scenes.split(",")) - set(SCENES)
-    if unknown:
-        parser.error(f"--scenes: unknown {sorted(unknown)}")
+    check_choices(parser, "--scenes", args.scenes, SCENES)
     print(table(rows_in_turns(parser, args, one_run), "An operator's mistakes"))
 
 

@@ -33,6 +33,7 @@ log = Logger()
 LOOPING_CLIENTS = 15
 LOOP_SECONDS = 10.0
 PATHS = ("/", "/instances", "/metrics")
+KEPT_ALIVE = b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n"
 
 
 def redis_tables(servers: list[RedisServer], count: int) -> str:
@@ -77,28 +78,53 @@ class OneAnswer(Protocol):
 
 
 class IdleClient(Protocol):
-    """A connection that sends nothing; `lost` fires when the server closes it."""
+    """
+    A connection that sends nothing (or, kept alive, one request first:
+    `ask`, answered when `answered` fires); `lost` fires when the server
+    closes it.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, ask: bytes = b"") -> None:
         self.lost: Deferred[float] = Deferred()
+        self.answered: Deferred[None] = Deferred()
+        self.ask = ask
         self.received = b""
         # When data last came: a poll for it notices late on a busy machine.
         self.received_at: float | None = None
 
+    def connectionMade(self) -> None:
+        if self.ask:
+            self.transport.write(self.ask)  # type: ignore[union-attr]
+
     def dataReceived(self, data: bytes) -> None:
         self.received += data
         self.received_at = reactor.seconds()
+        head, sep, body = self.received.partition(b"\r\n\r\n")
+        length = [
+            int(line.split(b":", 1)[1])
+            for line in head.lower().split(b"\r\n")
+            if line.startswith(b"content-length:")
+        ]
+        # An answer of a length given, or chunked (its last chunk).
+        whole = len(body) >= length[0] if length else body.endswith(b"0\r\n\r\n")
+        if sep and whole and not self.answered.called:
+            self.answered.callback(None)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost.callback(reactor.seconds())
 
 
-async def idle_clients(port: int, count: int) -> list[IdleClient]:
-    """`count` connections to the agent's HTTP port, each sending nothing."""
+async def idle_clients(port: int, count: int, ask: bytes = b"") -> list[IdleClient]:
+    """
+    `count` connections to the agent's HTTP port, each sending nothing,
+    or `ask` and then nothing once answered (kept alive).
+    """
     endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, port, timeout=5)
-    clients = [IdleClient() for _ in range(count)]
+    clients = [IdleClient(ask) for _ in range(count)]
     for client in clients:
         await connectProtocol(endpoint, client)
+        if ask:
+            await client.answered
     return clients
 
 
@@ -209,12 +235,13 @@ class LoadTests(TwistdTestCase):
     async def test_over_the_cap_and_the_open_file_limit(self) -> None:
         """
         Under an open-file limit the instances just fit (the agent counts
-        its HTTP connections in its reserve), idle clients take every HTTP
-        connection the agent allows and twenty more try: the twenty are
-        refused, no check fails, and nothing says "Too many open files".
-        Once the idle ones have waited STALE_AFTER for a request, a client
-        asking ``/healthz`` is answered in full, in the place of the one
-        open longest, which is closed; the others stay.
+        its HTTP connections in its reserve), clients kept alive after one
+        answer each take every HTTP connection the agent allows and twenty
+        more try: the twenty are refused, no check fails, and nothing says
+        "Too many open files". Once the idle ones have waited STALE_AFTER
+        for a request, a client asking ``/healthz`` is answered in full, in
+        the place of the one answered first, which is closed; the others
+        stay.
         """
         limit = 512
         count = limit - FD_RESERVE
@@ -231,7 +258,8 @@ class LoadTests(TwistdTestCase):
         before = await self.until_all_up(base, child, count)
         # The one used by until_all_up may still be closing.
         await pause(reactor, 0.2)
-        held = await idle_clients(http, MAX_CONNECTIONS)
+        held = await idle_clients(http, MAX_CONNECTIONS, KEPT_ALIVE)
+        answers = [c.received for c in held]
         extra = await idle_clients(http, 20)
         closed = await gatherResults([c.lost for c in extra])
         self.assertEqual(len(closed), 20)
@@ -248,7 +276,7 @@ class LoadTests(TwistdTestCase):
             reactor, lambda: held[0].lost.called, 5.0, "the one open longest closed"
         )
         self.assertFalse([c for c in held[1:] if c.lost.called])
-        self.assertTrue(all(c.received == b"" for c in held))
+        self.assertEqual([c.received for c in held], answers)
         for client in held:
             client.transport.loseConnection()
         await gatherResults([c.lost for c in held])

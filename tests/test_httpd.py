@@ -513,13 +513,16 @@ class ConnectionLimitTests(SynchronousTestCase):
 
     def test_cap(self) -> None:
         """
-        The fourth connection is refused while none has waited STALE_AFTER
-        for a request (no protocol: the port closes it), counted, and
-        logged once a minute at most; once one closes, a new one is
-        accepted again.
+        The fourth connection is refused while each has been answered and
+        none has waited STALE_AFTER since for a request (no protocol: the
+        port closes it), counted, and logged once a minute at most; once
+        one closes, a new one is accepted again.
         """
         clients = [Connection(self.factory, 40000 + i) for i in range(3)]
         self.assertFalse(any(c.refused for c in clients))
+        for client in clients:
+            client.request("/healthz")
+            self.assertEqual(self.answered(client), 200)
         self.assertTrue(Connection(self.factory, 40003).refused)
         self.clock.advance(STALE_AFTER / 2)
         self.assertTrue(Connection(self.factory, 40004).refused)
@@ -555,9 +558,12 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual([x.open for x in (a, b, c)], [True, False, True])
         d.request("/healthz")
         self.assertEqual(self.answered(d), 200)
-        self.assertFalse(Connection(self.factory, 40004).refused)
+        e = Connection(self.factory, 40004)
+        self.assertFalse(e.refused)
         self.assertEqual([x.open for x in (a, b, c)], [True, False, False])
-        # a has waited half of STALE_AFTER, d and the last none: refused.
+        e.request("/healthz")
+        self.assertEqual(self.answered(e), 200)
+        # a has waited half of STALE_AFTER, d and e none: refused.
         self.assertTrue(Connection(self.factory, 40005).refused)
         self.clock.advance(STALE_AFTER / 2)
         self.assertFalse(Connection(self.factory, 40006).refused)
@@ -566,6 +572,51 @@ class ConnectionLimitTests(SynchronousTestCase):
             (self.factory.stats()["evicted_connections"], len(self.warned)), (3, 1)
         )
         self.assertIn("port=40001", self.warned[0]["victim"])
+
+    def test_reconnecting_client_keeps_no_probe_out(self) -> None:
+        """
+        One client holding every place with connections that send a
+        request's head a byte at a time, and opening a new one whenever one
+        is closed, keeps no probe out: over the cap, a connection that has
+        sent no whole request yet gives its place at once, the one open
+        longest first, so that each probe is answered and the attacker's
+        own connections take each other's places. A connection answered
+        before (a client kept alive) keeps its place for STALE_AFTER as
+        ever: with every place held so, a new connection is refused.
+        """
+        kept = Connection(self.factory, 40000)
+        kept.request("/healthz")
+        self.assertEqual(self.answered(kept), 200)
+        kept.transport.clear()
+        slow = [Connection(self.factory, 40001 + i) for i in range(2)]
+        answered = 0
+        for turn in range(40):
+            self.clock.advance(0.5)
+            if turn % 10 == 9:
+                # A scraper kept alive, every 5 s: its place is kept.
+                kept.request("/healthz")
+                self.assertEqual(self.answered(kept), 200)
+                kept.transport.clear()
+            for client in slow:
+                if client.open:
+                    assert client.protocol is not None
+                    client.protocol.dataReceived(b"G")
+            again = Connection(self.factory, 41000 + turn)
+            slow = [c for c in [*slow, again] if c.open and not c.refused]
+            probe = Connection(self.factory, 42000 + turn)
+            if not probe.refused:
+                probe.request("/healthz")
+                answered += self.answered(probe) == 200
+                probe.lose()
+        self.assertEqual(answered, 40)
+        self.assertTrue(kept.open)
+        for client in slow:
+            client.lose()
+        full_house = [Connection(self.factory, 43000 + i) for i in range(2)]
+        for client in full_house:
+            client.request("/healthz")
+            self.assertEqual(self.answered(client), 200)
+        self.assertTrue(Connection(self.factory, 43002).refused)
 
     def test_refused_while_every_connection_is_answered(self) -> None:
         """
@@ -616,13 +667,19 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertTrue(Connection(self.factory, 40003).refused)
         self.clock.advance(0.01)
         # a has waited UNREAD_AFTER in all, though never as long at a
-        # stretch; b a quarter of it less.
-        self.assertFalse(Connection(self.factory, 40004).refused)
+        # stretch; b a quarter of it less. Each probe let in is answered.
+        probe = Connection(self.factory, 40004)
+        self.assertFalse(probe.refused)
         self.assertEqual([x.open for x in (a, b, c)], [False, True, True])
+        probe.request("/healthz")
+        self.assertEqual(self.answered(probe), 200)
         self.assertTrue(Connection(self.factory, 40005).refused)
         self.clock.advance(UNREAD_AFTER / 4)
-        self.assertFalse(Connection(self.factory, 40006).refused)
+        probe = Connection(self.factory, 40006)
+        self.assertFalse(probe.refused)
         self.assertEqual([x.open for x in (a, b, c)], [False, False, True])
+        probe.request("/healthz")
+        self.assertEqual(self.answered(probe), 200)
         self.assertTrue(Connection(self.factory, 40007).refused)
         self.assertEqual(self.factory.stats()["evicted_connections"], 2)
         evicted = [w for w in self.warned if "victim" in w]

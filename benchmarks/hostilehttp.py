@@ -1,0 +1,245 @@
+"""
+One hostile HTTP client against a real agent, as a probe sees it.
+
+An agent (``twistd -n sentinel``, ``--instances`` on two real
+redis-servers, a real ZooKeeper) is let settle; then, for each
+``--modes``, one attacking client (a process of its own) runs for
+``--for`` seconds while this script asks ``/healthz`` every 0.5 s:
+
+- ``slowloris``: 200 connections, each sending a ``GET`` head a byte a
+  second, a new one opened whenever one is closed;
+- ``bodies``: the same with a ``POST`` head whole and a 60,000-byte body
+  a byte a second;
+- ``idle``: the same with connections that send nothing;
+- ``pipeline``: 64 connections, each sending 100 ``GET /instances`` in
+  one write and reading nothing (a 4 KB receive buffer);
+- ``flood``: connections opened and closed as fast as two processes can.
+
+Printed for each: the probes answered 200 (and otherwise what they met),
+the slowest, the checks that failed and the instances not up meanwhile,
+overruns, the agent's CPU, its RSS and open files at most, and the HTTP
+connections it refused and evicted.
+
+    .venv/bin/python benchmarks/hostilehttp.py [--instances 1000] [--for 20]
+        [--modes slowloris,bodies,idle,pipeline,flood]
+        [--checkout before=PATH --checkout after=.]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from common import (
+    LOOPBACK,
+    Agent,
+    Instance,
+    add_checkout_option,
+    agent_config,
+    check_choices,
+    load_average,
+    open_files_for,
+    rows_in_turns,
+    start_redis_servers,
+    start_zookeeper,
+    table,
+    wait_until,
+)
+
+MODES = ("slowloris", "bodies", "idle", "pipeline", "flood")
+HEADS = {
+    "slowloris": b"GET /instances HTTP/1.1\r\nHost: agent\r\n",
+    "bodies": b"POST /instances HTTP/1.1\r\nHost: agent\r\n"
+    b"Content-Length: 60000\r\n\r\n",
+    "idle": b"",
+}
+TRICKLED = 200
+PIPELINED = 64
+
+
+def trickle(mode: str, port: int, until: float) -> None:
+    """`TRICKLED` connections, each sent a byte a second, reopened when closed."""
+    sent: dict[socket.socket, int] = {}
+    whole = mode == "bodies"
+    while time.time() < until:
+        while len(sent) < TRICKLED:
+            s = socket.socket()
+            try:
+                s.connect((LOOPBACK, port))
+            except OSError:
+                s.close()
+                break
+            s.setblocking(False)
+            sent[s] = 0
+            if whole:
+                s.send(HEADS[mode])
+        for s, count in list(sent.items()):
+            head = HEADS[mode]
+            data = b"" if mode == "idle" else head[count : count + 1] or b"X"
+            try:
+                if data:
+                    s.send(data)
+                if s.recv(65536) == b"":
+                    raise ConnectionResetError
+            except BlockingIOError:
+                sent[s] = count + 1
+            except OSError:
+                s.close()
+                del sent[s]
+        time.sleep(1.0)
+
+
+def pipeline(port: int, until: float) -> None:
+    """`PIPELINED` connections, each 100 requests in one write, nothing read."""
+    request = b"GET /instances HTTP/1.1\r\nHost: agent\r\n\r\n" * 100
+    held: list[socket.socket] = []
+    while time.time() < until:
+        held = [s for s in held if s.fileno() != -1]
+        while len(held) < PIPELINED:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            try:
+                s.connect((LOOPBACK, port))
+                s.sendall(request)
+            except OSError:
+                s.close()
+                break
+            held.append(s)
+        time.sleep(0.5)
+
+
+def flood(port: int, until: float) -> None:
+    """Connections opened and closed as fast as one process can."""
+    while time.time() < until:
+        s = socket.socket()
+        try:
+            s.connect((LOOPBACK, port))
+        except OSError:
+            pass
+        s.close()
+
+
+def attack(mode: str, port: int, until: float) -> None:
+    """Run `mode` against `port` until the time `until` (a process's target)."""
+    if mode == "pipeline":
+        pipeline(port, until)
+    elif mode == "flood":
+        flood(port, until)
+    else:
+        trickle(mode, port, until)
+
+
+def probe(port: int) -> tuple[str, float]:
+    """One ``/healthz``: what it met (its status, or the error), and how long."""
+    started = time.monotonic()
+    try:
+        url = f"http://{LOOPBACK}:{port}/healthz"
+        with urllib.request.urlopen(url, timeout=15) as response:
+            met = str(response.status)
+    except urllib.error.HTTPError as e:
+        met = str(e.code)
+    except (OSError, urllib.error.URLError) as e:
+        met = type(getattr(e, "reason", e)).__name__
+    return met, time.monotonic() - started
+
+
+def one_mode(agent: Agent, mode: str, duration: float) -> str:
+    """`mode` for `duration` seconds, as the probe and the agent saw it."""
+    before = agent.get("/debug/stats")
+    cpu = agent.cpu_seconds()
+    until = time.time() + duration
+    attackers = [
+        multiprocessing.Process(target=attack, args=(mode, agent.http_port, until))
+        for _ in range(2 if mode == "flood" else 1)
+    ]
+    for attacker in attackers:
+        attacker.start()
+    met: Counter[str] = Counter()
+    slowest = rss = fds = 0.0
+    not_up = set()
+    while time.time() < until:
+        answer, took = probe(agent.http_port)
+        met[answer] += 1
+        slowest = max(slowest, took)
+        rss = max(rss, agent.rss_bytes())
+        fds = max(fds, agent.process.num_fds())
+        time.sleep(0.5)
+    for attacker in attackers:
+        attacker.join(30)
+        if attacker.is_alive():
+            attacker.kill()
+    time.sleep(1.0)
+    after = agent.get("/debug/stats")
+    cpu = agent.cpu_seconds() - cpu
+    for name, instance in agent.instances().items():
+        if instance.get("status") != "up":
+            not_up.add(name)
+    http: dict[str, Any] = {
+        key: after["http"][key] - before["http"][key]
+        for key in ("refused_connections", "evicted_connections")
+    }
+    probes = sum(met.values())
+    return (
+        f"/healthz 200 {met['200']} of {probes} ({dict(met)}), slowest"
+        f" {slowest * 1000:.0f} ms; failed checks"
+        f" {after['failures'] - before['failures']}, not up {len(not_up)},"
+        f" overruns {after['overruns'] - before['overruns']}; CPU {cpu:.1f} s,"
+        f" RSS {rss / 2**20:.0f} MiB, {fds:.0f} open files at most; refused"
+        f" {http['refused_connections']}, evicted {http['evicted_connections']};"
+        f" load {load_average()}"
+    )
+
+
+def one_run(
+    args: argparse.Namespace, label: str, checkout: Path, number: int
+) -> list[tuple[str, str]]:
+    """Every mode once, against one agent of `checkout`'s code."""
+    rows = []
+    with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
+        servers = start_redis_servers(2, started)
+        zookeeper, _ = start_zookeeper(started)
+        watched = [
+            Instance(f"cache{i}", servers[i % 2].port) for i in range(args.instances)
+        ]
+        config = agent_config(watched, zookeeper=zookeeper.hosts, agent_id="a0")
+        agent = Agent(Path(scratch), config, label="a0", pythonpath=checkout,
+                      open_files=open_files_for(args.instances))  # fmt: skip
+        started.callback(agent.stop)
+        agent.wait_ready()
+        wait_until(
+            lambda: agent.get("/debug/stats")["instances_up"] == args.instances,
+            60,
+            "every instance up",
+            poll=0.5,
+        )
+        for mode in args.modes.split(","):
+            time.sleep(3.0)
+            row = one_mode(agent, mode, args.duration)
+            rows.append((f"{label} run {number + 1} {mode}", row))
+    return rows
+
+
+def main() -> None:
+    """Parse the options, run the modes per checkout in turns, print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--for", dest="duration", type=float, default=20.0)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--runs", type=int, default=1)
+    add_checkout_option(parser)
+    args = parser.parse_args()
+    check_choices(parser, "--modes", args.modes, MODES)
+    print(table(rows_in_turns(parser, args, one_run), "One hostile HTTP client"))
+
+
+if __name__ == "__main__":
+    main()
