@@ -126,14 +126,18 @@ def instance_report(
     agent_id: str,
     hello_off_until: float | None = None,
     changes_held_since: float | None = None,
+    unjudged_since: float | None = None,
+    why_unjudged: str | None = None,
 ) -> dict[str, Any]:
     """
     ``GET /instances``: the instance's document plus its check counters,
     the master whose INFO listed it if replica discovery found it (else
     null), whether its drain key is set, while HELLO is switched off
-    for it (`sentinel.probe`), when HELLO is tried again (else null), and
+    for it (`sentinel.probe`), when HELLO is tried again (else null),
     since when a change of its node waits because it changes too often
-    (`sentinel.flapping`; else null).
+    (`sentinel.flapping`; else null), and, while the agent has not judged
+    it lately (`InstanceState.unjudged_since`), since when and why (else
+    null): ``checked_at`` stays the time of its last judgement.
     """
     return {
         **instance_document(instance, health, agent_id),
@@ -145,6 +149,8 @@ def instance_report(
         "draining": health.draining,
         "hello_off_until": hello_off_until,
         "changes_held_since": changes_held_since,
+        "unjudged_since": unjudged_since,
+        "unjudged_reason": None if unjudged_since is None else why_unjudged,
     }
 
 

@@ -35,6 +35,10 @@ class Probe(Protocol):
     def hello_off_until(self) -> float | None:
         """While HELLO is switched off, when it is tried again; else None."""
 
+    @property
+    def why_unjudged(self) -> str:
+        """Why its checks say nothing now, for an operator (never per check)."""
+
     def check(
         self, want_info: bool, scheduled: float | None = None
     ) -> Deferred[Observation | None]: ...
@@ -60,9 +64,17 @@ class InstanceState:
         "ended_at",
         "callback_args",
         "published_changes",
+        "watched_since",
+        "silent_since",
     )
 
-    def __init__(self, instance: RedisInstance, probe: Probe, health: InstanceHealth):
+    def __init__(
+        self,
+        instance: RedisInstance,
+        probe: Probe,
+        health: InstanceHealth,
+        watched_since: float = 0.0,
+    ):
         # The instance's unique name, read on every check.
         self.name = instance.name
         self.instance = instance
@@ -81,11 +93,35 @@ class InstanceState:
         self.callback_args = (self,)
         # Its changes published lately (`sentinel.flapping`), from its first.
         self.published_changes: PublishedChanges | None = None
+        # When the agent started watching it, and when the first of its
+        # checks that said nothing since the last recorded one ended
+        # (None before any did): see `unjudged_since`.
+        self.watched_since = watched_since
+        self.silent_since: float | None = None
 
     @property
     def discovered(self) -> bool:
         """Whether replica discovery found it (rather than the config)."""
         return self.instance.discovered_by is not None
+
+    @property
+    def unjudged_since(self) -> float | None:
+        """
+        Since when the agent has not judged the instance, if it has not
+        lately: since it was watched, if no check of it was ever recorded
+        (a status inherited in a group is not this agent's judgement);
+        since the first check that said nothing after the last recorded
+        one (the agent too late to look, its connect in line or held back),
+        if the latest said nothing; else None. ``checked_at`` stays the
+        time of the last judgement: this says why it is getting old.
+        """
+        checked_at = self.health.checked_at
+        if checked_at is None:
+            return self.watched_since
+        silent_since = self.silent_since
+        if silent_since is not None and silent_since > checked_at:
+            return silent_since
+        return None
 
     @property
     def stage(self) -> str:

@@ -465,6 +465,11 @@ def _last_change(state: InstanceState) -> tuple[str, str] | None:
     return None if since is None else ("", floatToGoString(since))
 
 
+def _unjudged_since(state: InstanceState) -> tuple[str, str] | None:
+    since = state.unjudged_since
+    return None if since is None else ("", floatToGoString(since))
+
+
 def _draining(state: InstanceState) -> tuple[str, str]:
     return _ONE if state.health.draining else _ZERO
 
@@ -505,6 +510,15 @@ INSTANCE_FAMILIES = (
         "sentinel_instance_last_change_timestamp_seconds",
         "When the instance's status last changed (its since); absent until decided.",
         _last_change,
+    ),
+    InstanceFamily(
+        "sentinel_instance_unjudged_since_timestamp_seconds",
+        "Since when the agent has not judged the instance: since it was "
+        "watched if it never did, or since the first of its checks that "
+        "said nothing (the agent too late to look, or its connect in line "
+        "or held back) after its last judgement; absent while its latest "
+        "check judged it.",
+        _unjudged_since,
     ),
     InstanceFamily(
         "sentinel_instance_draining",

@@ -267,7 +267,7 @@ class Monitor(Service):
         probe = self._probe_factory(instance)
         settings = self.settings
         health = InstanceHealth(settings.rise, settings.fall, settings.interval)
-        state = InstanceState(instance, probe, health)
+        state = InstanceState(instance, probe, health, self._clock.seconds())
         self.states[instance.name] = state
         self._by_address.setdefault((instance.host, instance.port), state)
         self._slices.add(state)
@@ -553,7 +553,7 @@ class Monitor(Service):
         if d.called and d.result is None:
             # Not looked at (still waiting to connect): at start-up, most
             # instances for many rounds, so it costs nothing more.
-            self.inconclusive += 1
+            self._said_nothing(state, now)
             return False
         self.tracker.add(state)
         state.check = d
@@ -609,13 +609,24 @@ class Monitor(Service):
             return
         if observation is None:
             # The agent did not get to look: nothing is known, nothing changes.
-            self.inconclusive += 1
+            self._said_nothing(state, now)
             return
         try:
             self._record(state, observation, state.started_at, now)
         except Exception:
             # A bug of ours: the check has ended all the same.
             self.internal_errors.record("recording the check", state.name, Failure())
+
+    def _said_nothing(self, state: InstanceState, now: float) -> None:
+        # Counted, and the first such check since the last recorded one
+        # dated: the instance is unjudged since then (`unjudged_since`).
+        self.inconclusive += 1
+        silent_since = state.silent_since
+        checked_at = state.health.checked_at
+        if silent_since is None or (
+            checked_at is not None and silent_since <= checked_at
+        ):
+            state.silent_since = now
 
     def _check_failed(self, failure: Failure, state: InstanceState) -> None:
         self.internal_errors.record("the check", state.name, failure)

@@ -630,6 +630,39 @@ class RedisProbe:
         """Whether a usable connection is kept."""
         return self._protocol is not None
 
+    @property
+    def why_unjudged(self) -> str:
+        """
+        Why this instance's checks say nothing now, as far as its state
+        tells (read for an operator, never on a check): its connect in
+        line for the pacer or on its way, never connected while the pacer
+        is full, held back behind another instance's connect to its
+        stalled address, or the agent's own lateness on its last check.
+        """
+        if self._queued:
+            return "its connect waits in line for the connection pacer"
+        if self._attempt is not None:
+            return f"its connect is on its way ({self._connect_stage})"
+        if (
+            self._protocol is None
+            and not self._connected_once
+            and not self._pacer.has_room()
+        ):
+            return "never connected, and the connection pacer is full"
+        address = self.address
+        if address is not None and self._pacer.stalls.holds_back(
+            self._endpoint(address), self
+        ):
+            return (
+                f"held back: another instance's connect to its stalled address"
+                f" {address}:{self.instance.port} is in flight (one held back"
+                " fails only with a timeout there that came while the agent"
+                " kept up)"
+            )
+        if self._last_inconclusive:
+            return "the agent ran late: its last check could not be judged fairly"
+        return "not checked yet"
+
     def check(
         self, want_info: bool, scheduled: float | None = None
     ) -> Deferred[Observation | None]:

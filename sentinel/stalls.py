@@ -118,6 +118,15 @@ class StalledAddresses:
         stall = self._stalls.get(address)
         return None if stall is None else stall.failing
 
+    def holds_back(self, address: Address, probe: object) -> bool:
+        """
+        Whether `probe` would be held back now, another instance's attempt
+        to `address` in flight (`admit`'s answer, taking no turn): why its
+        checks say nothing, for an operator.
+        """
+        stall = self._stalls.get(address)
+        return stall is not None and stall.attempting not in (None, probe)
+
     def answered(self, address: Address) -> None:
         """An attempt to `address` connected, or failed other than by a timeout."""
         if self._stalls:

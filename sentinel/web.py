@@ -270,12 +270,15 @@ class StatusApp:
 
     def _document(self, state: InstanceState) -> dict[str, Any]:
         changes = state.published_changes
+        unjudged_since = state.unjudged_since
         report = instance_report(
             state.instance,
             state.health,
             self.agent_id,
             state.probe.hello_off_until,
             None if changes is None else changes.held_since,
+            unjudged_since,
+            None if unjudged_since is None else state.probe.why_unjudged,
         )
         if self.group is not None:
             report.update(self.group.instance_view(state.name))

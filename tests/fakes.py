@@ -54,6 +54,7 @@ class FakeProbe:
         self.stage = "connect"
         self.address: str | None = None
         self.hello_off_until: float | None = None
+        self.why_unjudged = "not checked yet"
         self.result: Observation | None = OK
         # What a check that reads INFO replication finds.
         self.replication = Replication(role="master")

@@ -197,6 +197,22 @@ class InstanceMetricsTests(ScrapeTestCase):
                 {("a", "a@10.0.0.9:6380"): 1.0},
             )
 
+    def test_unjudged_since(self) -> None:
+        """
+        An instance whose checks say nothing has its
+        sentinel_instance_unjudged_since_timestamp_seconds (since the first
+        of them after its last judgement); one judged has none.
+        """
+        self.tick()
+        self.probes["b"].result = None
+        self.tick(3)
+        for openmetrics in (False, True):
+            metrics = self.scrape(openmetrics)
+            self.assertEqual(
+                metrics["sentinel_instance_unjudged_since_timestamp_seconds"],
+                {("b",): 1002.0},
+            )
+
     def test_nonsense_accept(self) -> None:
         """An Accept header prometheus_client cannot read gets the 0.0.4 text."""
         for accept in (

@@ -755,3 +755,38 @@ class DiscoveredInstanceTests(SynchronousTestCase):
         self.assertRaises(ValueError, monitor.add_instance, found)
         self.assertRaises(ValueError, monitor.add_instance, RedisInstance("x", "h", 1))
         self.assertEqual(publisher.removed, [])
+
+
+class UnjudgedSinceTests(SynchronousTestCase):
+    """Since when an instance has gone without a judgement (`unjudged_since`)."""
+
+    def test_from_watched_then_from_the_first_silent_check(self) -> None:
+        """
+        Never judged: since it was watched. Judged: none. Its checks then
+        saying nothing: since the first of them (not the latest), while
+        ``checked_at`` stays the last judgement's time; judged again: none,
+        and a later silence counts from its own first check.
+        """
+        monitor, clock, probes, _ = make_monitor([])
+        clock.advance(100.0)
+        monitor.add_instance(RedisInstance("a", "127.0.0.1", 7000))
+        state = monitor.states["a"]
+        probes["a"].result = None
+        monitor.startService()
+        self.addCleanup(monitor.stopService)
+        clock.advance(1.0)
+        self.assertEqual(state.unjudged_since, 100.0)
+        probes["a"].result = OK
+        clock.advance(1.0)
+        self.assertIsNone(state.unjudged_since)
+        probes["a"].result = None
+        clock.advance(1.0)
+        clock.advance(1.0)
+        self.assertEqual(state.unjudged_since, 103.0)
+        self.assertEqual(state.health.checked_at, 102.0)
+        probes["a"].result = OK
+        clock.advance(1.0)
+        self.assertIsNone(state.unjudged_since)
+        probes["a"].result = None
+        clock.advance(1.0)
+        self.assertEqual(state.unjudged_since, 106.0)

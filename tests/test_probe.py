@@ -559,6 +559,41 @@ class TimeoutTests(SynchronousTestCase):
         d.cancel()
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual(h.reactor.tcpClients, [])
+        self.assertEqual(
+            h.probe.why_unjudged, "never connected, and the connection pacer is full"
+        )
+
+    def test_why_unjudged(self) -> None:
+        """
+        Why checks say nothing, as the probe's state tells an operator:
+        never connected while the pacer is full, the connect on its way,
+        the agent late on the last check.
+        """
+        h = Harness(slots=1)
+        self.assertEqual(h.probe.why_unjudged, "not checked yet")
+        self.successResultOf(h.pacer.acquire())  # Another instance's place.
+        self.assertIsNone(self.successResultOf(h.check()))
+        self.assertEqual(
+            h.probe.why_unjudged, "never connected, and the connection pacer is full"
+        )
+        h = Harness()
+        h.check()
+        self.assertEqual(h.probe.why_unjudged, "its connect is on its way (connect)")
+        h = Harness(slots=1)
+        h.connect()
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        h.pacer.acquire()  # Another instance's attempt, first in line.
+        h.on_time(1.1)
+        self.assertNoResult(h.check())
+        self.assertEqual(
+            h.probe.why_unjudged, "its connect waits in line for the connection pacer"
+        )
+        h = Harness()
+        connected_late_twice(self, h)
+        self.assertEqual(
+            h.probe.why_unjudged,
+            "the agent ran late: its last check could not be judged fairly",
+        )
 
 
 class ConnectTests(SynchronousTestCase):
@@ -2834,6 +2869,23 @@ class StalledAddressTests(SynchronousTestCase):
         for probe in fleet.probes[1:]:
             self.assertIsNone(self.successResultOf(probe.check(False)))
         self.assertEqual(fleet.pacer.stalls.spared, 4)
+
+    def test_held_back_says_why(self) -> None:
+        """
+        A probe held back behind another instance's connect to its stalled
+        address says so, naming the address; the one whose attempt is in
+        flight is not held back.
+        """
+        fleet = Fleet(3)
+        fleet.timed_out_once()
+        fleet.check_all()
+        self.assertEqual(
+            fleet.probes[1].why_unjudged,
+            "held back: another instance's connect to its stalled address"
+            " 127.0.0.1:6379 is in flight (one held back fails only with a"
+            " timeout there that came while the agent kept up)",
+        )
+        self.assertFalse(fleet.probes[0].why_unjudged.startswith("held back"))
 
     def test_timed_out_while_late(self) -> None:
         """

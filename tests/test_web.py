@@ -106,6 +106,32 @@ class RouteTests(SynchronousTestCase):
         self.assertEqual(a["schema"], 1)
         self.assertEqual(a["since"], 1000.0)
 
+    def test_unjudged_said(self) -> None:
+        """
+        An instance whose checks say nothing (the agent did not get to look)
+        says since when and why in /instances, ``checked_at`` staying the
+        time of its last judgement; one judged says null for both. Before,
+        nothing told the two apart but an ageing ``checked_at``.
+        """
+        self.probes["a"].result = None
+        self.probes["a"].why_unjudged = "its connect waits in line"
+        self.clock.advance(1.0)
+        self.clock.advance(1.0)
+        code, body = self.get("/instances/a")
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            (body["checked_at"], body["unjudged_since"], body["unjudged_reason"]),
+            (1000.0, 1001.0, "its connect waits in line"),
+        )
+        self.probes["a"].result = self.probes["b"].result
+        self.probes["b"].hang = False
+        self.clock.advance(1.0)
+        body = self.get("/instances/a")[1]
+        self.assertEqual(
+            (body["checked_at"], body["unjudged_since"], body["unjudged_reason"]),
+            (1003.0, None, None),
+        )
+
     def test_one_instance_and_404(self) -> None:
         """/instances/<name> gives one; an unknown name is a JSON 404."""
         code, body = self.get("/instances/a")
