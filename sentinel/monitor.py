@@ -394,10 +394,14 @@ class Monitor(Service):
         """
         The wall clock stepped by `step` seconds, and no check was missed
         for it (`sentinel.clocksteps`): each history's deadline moves with
-        it, so that none is stale for a step alone.
+        it, so that none is stale for a step alone, and so does since when
+        each was watched, so that none is unjudged for a step alone.
         """
         for state in self.states.values():
             state.health.clock_stepped(step)
+            state.watched_since += step
+            if state.silent_since is not None:
+                state.silent_since += step
 
     def agent_paused(self, seconds: float) -> None:
         """

@@ -485,6 +485,26 @@ class StallTests(SynchronousTestCase):
         self.assertEqual(self.steps.steps, 1)
         self.assertEqual(self.monitor.states["a"].health.status, UP)
 
+    def test_wall_clock_step_moves_since_when_unjudged(self) -> None:
+        """
+        A step of the wall clock moves since when each instance is watched
+        and unjudged with it: an instance never judged is not unjudged
+        for longer for a step alone, nor one whose checks said nothing.
+        """
+        self.probes["b"].result = None
+        self.monitor.add_instance(RedisInstance("c", "127.0.0.1", 7100))
+        self.probes["c"].result = None
+        self.elapse(1.0)
+        self.elapse(1.0)
+        b, c = self.monitor.states["b"], self.monitor.states["c"]
+        before = (b.unjudged_since, c.unjudged_since)
+        self.elapse(0.0, wall_step=600.0)
+        self.assertEqual(self.steps.steps, 1)
+        self.assertEqual(
+            (b.unjudged_since, c.unjudged_since),
+            tuple(t + 600.0 for t in before if t is not None),
+        )
+
     def test_stall_after_a_step_back_is_a_gap(self) -> None:
         """
         Stepped back an hour, the histories' deadlines step back too: a
