@@ -300,7 +300,7 @@ def make_agent(
         reloader.setServiceParent(top)
 
     if config.http != "none":
-        startup = StartupReport(monitor, pacer, reactor)
+        startup = StartupReport(monitor, pacer)
         http_service(
             config.http,
             reactor,
@@ -314,7 +314,6 @@ def make_agent(
                 freshness.unhealthy_reason,
                 internal_errors.unhealthy_reason,
                 pacer.sockets.unhealthy_reason,
-                startup.unhealthy_reason,
             ],
             stats_sources={
                 **stats_sources,

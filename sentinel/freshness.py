@@ -1,6 +1,6 @@
 """
-Published status the agent no longer keeps fresh: instances whose last
-recorded check is older than the detection bound allows.
+Instances the agent no longer judges, or never has: published status it no
+longer keeps fresh, and instances it has watched for long without a look.
 
 A check the agent could not serve in time (start-up pacing, an agent
 running late on its own CPU: see `sentinel.probe`) records nothing, so that
@@ -11,9 +11,26 @@ stale. So, once a second, the instances that have a status and whose last
 recorded check is older than twice the detection bound (``interval *
 fall + timeout``) are counted, and while there are any, ``/healthz`` fails
 and says how many, since when, and which (the `NAMED` oldest: in a group,
-the operator looks for them in the verdicts this agent writes).
-Instances never decided yet (at start, while connections are paced) are
-unknown, not stale: nothing of theirs was published by this process.
+the operator looks for them in the verdicts this agent writes), and why
+the oldest's checks say nothing.
+
+An instance never judged by this agent (no check of it recorded: at
+start, added by ``SIGHUP``, its connect in line for the pacer or held
+back behind another instance's at a stalled address, or a status
+inherited in a group and never checked here) is unknown, not stale:
+nothing this agent published of it says a time. It is *unjudged* once
+watched for longer than `unjudged_after` (`UNJUDGED_AFTER`, 10 s, or the
+stale bound if longer: a few ticks, within which DESIGN.md wants
+thousands of healthy instances up from a cold start), and while any is,
+``/healthz`` fails too, saying how many, for how long and why. The time
+is each instance's own, from when it was watched: before, start-up's
+report counted from the first ``/healthz`` answer that found instances
+waiting, so an agent nobody had asked yet said 200 at its first answer
+with 20 instances unjudged for 20 s, one of them 28.7 s without a status
+under 200s, and a lumped count named neither them nor why (load 17.5:
+BENCHMARKS.rst, unjudged instances).
+Every instance's ``unjudged_since`` and reason are in ``/instances`` and
+``/metrics`` from the first check that said nothing.
 
 The scan reads every instance's state: about 1 ms per 10,000 instances,
 once a second.
@@ -33,8 +50,11 @@ from sentinel.timer import RestartingTimer
 
 # Seconds between scans.
 STEP = 1.0
-# Stale instances named in /healthz, the oldest first.
+# Stale or unjudged instances named in /healthz, the oldest first.
 NAMED = 5
+# Seconds an instance may be watched without a judgement at least, before
+# /healthz fails (module docstring).
+UNJUDGED_AFTER = 10.0
 
 
 def stale_after(settings: Settings) -> float:
@@ -42,10 +62,39 @@ def stale_after(settings: Settings) -> float:
     return 2 * (settings.interval * settings.fall + settings.timeout)
 
 
+def unjudged_after(settings: Settings) -> float:
+    """Seconds watched without a judgement after which /healthz fails."""
+    return max(UNJUDGED_AFTER, stale_after(settings))
+
+
+class _Found:
+    """The instances found past one bound by a scan, the oldest named."""
+
+    def __init__(self, found: list[tuple[float, str]], now: float) -> None:
+        oldest = heapq.nsmallest(NAMED, found)
+        self.count = len(found)
+        self.oldest_seconds = now - oldest[0][0] if oldest else None
+        self.names = [name for _, name in oldest]
+
+    def said(self, why: str | None) -> str:
+        """The oldest's age and the names, with how many more and why."""
+        more = self.count - len(self.names)
+        return (
+            f"the oldest {self.oldest_seconds or 0.0:.1f} s: "
+            f"{', '.join(self.names)}"
+            + (f" and {more} more" if more else "")
+            + ("" if why is None else f"; {self.names[0]}: {why}")
+        )
+
+
+_NONE_FOUND = _Found([], 0.0)
+
+
 class Freshness:
     """
-    Counts the stale instances once a second (`timer`, a service to run
-    with the agent) and reports them (`unhealthy_reason`, `stats`).
+    Counts the stale and unjudged instances once a second (`timer`, a
+    service to run with the agent) and reports them (`unhealthy_reason`,
+    `stats`).
     """
 
     def __init__(
@@ -57,43 +106,73 @@ class Freshness:
         self._clock = clock
         self._states = states
         self._settings = settings
-        self.stale = 0
-        self.oldest_seconds: float | None = None
-        self.names: list[str] = []
+        self._stale = _NONE_FOUND
+        self._unjudged = _NONE_FOUND
         self.timer = RestartingTimer("freshness", STEP, clock, self.scan)
 
+    @property
+    def stale(self) -> int:
+        """Instances with a status whose last recorded check is too old."""
+        return self._stale.count
+
+    @property
+    def unjudged(self) -> int:
+        """Instances watched too long without any recorded check."""
+        return self._unjudged.count
+
     def scan(self) -> None:
-        """Count the instances whose published status is stale now."""
+        """Find the instances whose status is stale or missing now."""
         now = self._clock.seconds()
-        limit = now - stale_after(self._settings())
-        found: list[tuple[float, str]] = []
+        settings = self._settings()
+        stale_limit = now - stale_after(settings)
+        unjudged_limit = now - unjudged_after(settings)
+        stale: list[tuple[float, str]] = []
+        unjudged: list[tuple[float, str]] = []
         for state in self._states().values():
             checked_at = state.health.checked_at
-            if checked_at is not None and checked_at < limit:
-                found.append((checked_at, state.name))
-        oldest = heapq.nsmallest(NAMED, found)
-        self.stale = len(found)
-        self.oldest_seconds = now - oldest[0][0] if oldest else None
-        self.names = [name for _, name in oldest]
+            if checked_at is None:
+                if state.watched_since < unjudged_limit:
+                    unjudged.append((state.watched_since, state.name))
+            elif checked_at < stale_limit:
+                stale.append((checked_at, state.name))
+        self._stale = _Found(stale, now)
+        self._unjudged = _Found(unjudged, now)
+
+    def _why(self, found: _Found) -> str | None:
+        # Why the oldest found says nothing, read now (it may be gone).
+        state = self._states().get(found.names[0]) if found.names else None
+        return None if state is None else state.probe.why_unjudged
 
     def unhealthy_reason(self) -> str | None:
         """Why /healthz fails on this account, or None."""
-        if not self.stale:
-            return None
-        more = self.stale - len(self.names)
-        return (
-            f"{self.stale} instance(s) not checked for over "
-            f"{stale_after(self._settings()):g} s (the oldest "
-            f"{self.oldest_seconds or 0.0:.1f} s: {', '.join(self.names)}"
-            + (f" and {more} more" if more else "")
-            + "): the agent cannot keep up, and what it published of them "
-            "may be stale"
-        )
+        reasons = []
+        settings = self._settings()
+        stale, unjudged = self._stale, self._unjudged
+        if stale.count:
+            reasons.append(
+                f"{stale.count} instance(s) not checked for over "
+                f"{stale_after(settings):g} s ({stale.said(self._why(stale))}"
+                "): the agent cannot keep up, and what it published of them "
+                "may be stale"
+            )
+        if unjudged.count:
+            reasons.append(
+                f"{unjudged.count} instance(s) never judged in over "
+                f"{unjudged_after(settings):g} s since watched "
+                f"({unjudged.said(self._why(unjudged))}): "
+                "nothing of theirs is published by this agent (their nodes "
+                "missing for readers, or another's)"
+            )
+        return "; ".join(reasons) or None
 
     def stats(self) -> dict[str, Any]:
         """For /debug/stats."""
+        settings = self._settings()
         return {
-            "stale_instances": self.stale,
-            "oldest_stale_seconds": self.oldest_seconds,
-            "stale_after_seconds": stale_after(self._settings()),
+            "stale_instances": self._stale.count,
+            "oldest_stale_seconds": self._stale.oldest_seconds,
+            "stale_after_seconds": stale_after(settings),
+            "unjudged_instances": self._unjudged.count,
+            "oldest_unjudged_seconds": self._unjudged.oldest_seconds,
+            "unjudged_after_seconds": unjudged_after(settings),
         }

@@ -5,67 +5,25 @@ At start (and after a reload adds instances) thousands of connections may
 be waiting for the pacer (`sentinel.pacing`), and instances stay unknown,
 unpublished, until the agent has looked at them: an operator asking why an
 instance is not in ZooKeeper yet sees here how many are still waiting, and
-whether the agent runs late.
-
-While instances wait so for `UNLOOKED_AFTER` or more, /healthz fails: their
-nodes are not written (missing for readers, or another session's), and
-in a group their opinions are missing from verdicts. Before, /healthz
-said 200 (and ``starting``) however long that lasted: a group's start at
-3,000 instances answered 200 on every agent while 2,936 instance nodes
-were missing. The time counts from the first /healthz answer that found
-some waiting (as for a discovery member missing, `sentinel.zkreport`):
-the instances keep no time of their own, and /healthz never walks them.
+whether the agent runs late. ``/healthz`` says so under ``starting``, from
+the monitor's counts (it never walks the instances); when instances have
+waited too long, `sentinel.freshness` fails it, by each instance's own time.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
-
 from sentinel.monitor import Monitor
 from sentinel.pacing import ConnectPacer
 
-# Seconds instances may wait for a first look before /healthz fails: a
-# few ticks, within which DESIGN.md wants thousands of healthy instances
-# up from a cold start (about 10 s for 3,000 on a loaded 2-core machine).
-UNLOOKED_AFTER = 10.0
-
 
 class StartupReport:
-    """
-    Reads the monitor and the pacer live; keeps only since when instances
-    have waited for a first look.
-    """
+    """Reads the monitor and the pacer live."""
 
-    def __init__(
-        self, monitor: Monitor, pacer: ConnectPacer, clock: IReactorTime
-    ) -> None:
+    def __init__(self, monitor: Monitor, pacer: ConnectPacer) -> None:
         self._monitor = monitor
         self._pacer = pacer
-        self._clock = clock
-        self._waiting_since: float | None = None
-
-    def unhealthy_reason(self) -> str | None:
-        """
-        Why /healthz fails on start-up's account: instances not looked at
-        for `UNLOOKED_AFTER` or more (module docstring); else None.
-        """
-        waiting = self.not_looked_at()
-        now = self._clock.seconds()
-        if not waiting:
-            self._waiting_since = None
-            return None
-        if self._waiting_since is None:
-            self._waiting_since = now
-        seconds = now - self._waiting_since
-        if seconds < UNLOOKED_AFTER:
-            return None
-        return (
-            f"starting: {waiting} instance(s) not looked at yet, for"
-            f" {seconds:.0f} s: their nodes are not written (missing for"
-            " readers, or another session's)"
-        )
 
     def not_looked_at(self) -> int:
         """

@@ -5,8 +5,9 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
-from sentinel.freshness import Freshness, stale_after
-from tests.fakes import make_monitor
+from sentinel.freshness import Freshness, stale_after, unjudged_after
+from sentinel.observation import Replication
+from tests.fakes import OK, make_monitor
 
 
 class FreshnessTests(SynchronousTestCase):
@@ -52,18 +53,80 @@ class FreshnessTests(SynchronousTestCase):
             self.clock.advance(1.0)
         self.assertIsNone(self.freshness.unhealthy_reason())
 
-    def test_undecided_instances_are_not_stale(self) -> None:
+    def test_undecided_instances_are_unjudged_not_stale(self) -> None:
         """
         An instance never decided (its checks all inconclusive since it was
-        added) has published nothing: it is unknown, not stale.
+        added) has published nothing: it is not stale, but unjudged, and
+        /healthz fails once it has been watched for `unjudged_after`
+        without a judgement, by its own time (no /healthz asked before),
+        naming it, how long, and why its checks say nothing. Before, it
+        was counted nowhere here, and start-up's report counted from the
+        first /healthz answer that found instances waiting: 200 then.
+        """
+        bound = unjudged_after(self.monitor.settings)
+        self.assertEqual(bound, 10.0)
+        self.monitor.add_instance(RedisInstance("d", "127.0.0.1", 7100))
+        self.probes["d"].result = None
+        self.probes["d"].why_unjudged = "held back, say"
+        for _ in range(int(bound)):
+            self.clock.advance(1.0)
+        self.assertIsNone(self.freshness.unhealthy_reason())
+        self.clock.advance(1.0)
+        self.assertIsNone(self.monitor.states["d"].health.status)
+        self.assertEqual(
+            self.freshness.unhealthy_reason(),
+            "1 instance(s) never judged in over 10 s since watched (the oldest"
+            " 11.0 s: d; d: held back, say): nothing of theirs is published by"
+            " this agent (their nodes missing for readers, or another's)",
+        )
+        stats = self.freshness.stats()
+        self.assertEqual(stats["stale_instances"], 0)
+        self.assertEqual(stats["unjudged_instances"], 1)
+        self.assertEqual(stats["oldest_unjudged_seconds"], 11.0)
+        self.probes["d"].result = OK
+        self.clock.advance(1.0)
+        self.assertIsNone(self.freshness.unhealthy_reason())
+        self.assertEqual(self.freshness.stats()["unjudged_instances"], 0)
+
+    def test_inherited_status_never_checked_is_unjudged(self) -> None:
+        """
+        A status inherited from a previous primary (a group's takeover) is
+        not this agent's judgement: never checked here, the instance is
+        unjudged past the bound. Before, it was neither stale (no
+        ``checked_at``) nor waiting for a first look (decided).
         """
         self.monitor.add_instance(RedisInstance("d", "127.0.0.1", 7100))
         self.probes["d"].result = None
-        for _ in range(30):
+        self.monitor.inherit("d", "up", True, Replication(role="master"))
+        self.assertEqual(self.monitor.states["d"].health.status, "up")
+        for _ in range(int(unjudged_after(self.monitor.settings)) + 1):
             self.clock.advance(1.0)
-        self.assertIsNone(self.monitor.states["d"].health.status)
-        self.assertIsNone(self.freshness.unhealthy_reason())
-        self.assertEqual(self.freshness.stats()["stale_instances"], 0)
+        self.assertIn(
+            "1 instance(s) never judged in over 10 s since watched (the oldest"
+            " 11.0 s: d;",
+            self.freshness.unhealthy_reason() or "",
+        )
+
+    def test_stale_and_unjudged_both_said(self) -> None:
+        """
+        An instance judged, then silent, is stale past its bound (and the
+        reason says why its checks say nothing); one never judged beside it
+        is unjudged: both reasons are given.
+        """
+        self.monitor.add_instance(RedisInstance("d", "127.0.0.1", 7100))
+        self.probes["d"].result = None
+        self.clock.advance(1.0)
+        self.probes["b"].result = None
+        self.probes["b"].why_unjudged = "its connect waits in line"
+        for _ in range(10):
+            self.clock.advance(1.0)
+        reason = self.freshness.unhealthy_reason() or ""
+        self.assertIn(
+            "1 instance(s) not checked for over 7 s (the oldest 10.0 s: b; b: its"
+            " connect waits in line): the agent cannot keep up",
+            reason,
+        )
+        self.assertIn("; 1 instance(s) never judged in over 10 s", reason)
 
     def test_oldest_stale_named(self) -> None:
         """
@@ -83,4 +146,4 @@ class FreshnessTests(SynchronousTestCase):
             self.clock.advance(1.0)
         reason = self.freshness.unhealthy_reason() or ""
         self.assertIn("8 instance(s) not checked for over 7 s", reason)
-        self.assertIn(": s7, s6, s5, s4, s3 and 3 more)", reason)
+        self.assertIn(": s7, s6, s5, s4, s3 and 3 more; s7: not checked yet)", reason)

@@ -19,7 +19,7 @@ from sentinel.monitor import Monitor, NullPublisher, Settings
 from sentinel.pacing import BEAT, ConnectPacer
 from sentinel.probe import RedisProbe
 from sentinel.resolve import Resolver
-from sentinel.startup import UNLOOKED_AFTER, StartupReport
+from sentinel.startup import StartupReport
 from sentinel.tracker import PendingTracker
 from tests.fakes import FAILED, OK, make_monitor
 from tests.httptest import agent_get
@@ -140,7 +140,7 @@ class NotLookedAtTests(SynchronousTestCase):
         monitor, clock, probes, _ = make_monitor(["a", "b", "c"])
         probes["c"].result = None  # The agent does not get to look.
         monitor.startService()
-        report = StartupReport(monitor, ConnectPacer(clock, 20, 0.5), clock)
+        report = StartupReport(monitor, ConnectPacer(clock, 20, 0.5))
         states = monitor.states
         monitor.states = _Unwalkable(states)
         self.assertEqual(report.not_looked_at(), 1)
@@ -165,44 +165,6 @@ class NotLookedAtTests(SynchronousTestCase):
         self.assertEqual(report.not_looked_at(), 0)
         self.assertIsNone(report.progress())
         monitor.states = states
-
-
-class NotLookedAtHealthTests(SynchronousTestCase):
-    """/healthz while instances wait for a first look."""
-
-    def test_unhealthy_after_the_bound(self) -> None:
-        """
-        Instances not looked at for `UNLOOKED_AFTER` (from the first
-        answer that found them waiting) fail /healthz, with how many and
-        how long: their nodes are not written. Before, it said 200
-        however long that lasted. Looked at, health is back, and the
-        next wait counts afresh.
-        """
-        monitor, clock, probes, _ = make_monitor(["a", "b", "c"])
-        probes["b"].result = probes["c"].result = None  # Not looked at.
-        monitor.startService()
-        report = StartupReport(monitor, ConnectPacer(clock, 20, 0.5), clock)
-        self.assertIsNone(report.unhealthy_reason())
-        clock.advance(UNLOOKED_AFTER - 1)
-        self.assertIsNone(report.unhealthy_reason())
-        clock.advance(1)
-        self.assertEqual(
-            report.unhealthy_reason(),
-            f"starting: 2 instance(s) not looked at yet, for {UNLOOKED_AFTER:.0f}"
-            " s: their nodes are not written (missing for readers, or another"
-            " session's)",
-        )
-        probes["b"].result = probes["c"].result = OK
-        clock.advance(1.0)
-        self.assertIsNone(report.unhealthy_reason())
-        monitor.add_instance(RedisInstance("d", "127.0.0.1", 7300))
-        probes["d"].result = None
-        clock.advance(1.0)
-        self.assertIsNone(report.unhealthy_reason())
-        clock.advance(UNLOOKED_AFTER - 1)
-        self.assertIsNone(report.unhealthy_reason())
-        clock.advance(1)
-        self.assertIn("starting: 1 instance(s)", report.unhealthy_reason() or "")
 
 
 class ReportTests(SynchronousTestCase):
