@@ -243,9 +243,17 @@ def row(doc: Mapping[str, Any], points: Sequence[Point], now: float) -> Tag:
     else:
         since_cell = _cell("since", ago(now - since), title=absolute(since))
     error = doc.get("error")
-    error_cell = (
-        _cell("error", str(error), title=str(error)) if error else _cell("error")
-    )
+    unjudged_since = doc.get("unjudged_since")
+    if error:
+        error_cell = _cell("error", str(error), title=str(error))
+    elif unjudged_since is not None:
+        # Its checks say nothing lately (`sentinel.freshness`): for how
+        # long and why, where an error would be.
+        why = doc.get("unjudged_reason") or "unknown"
+        said = f"unjudged since {ago(now - unjudged_since)}: {why}"
+        error_cell = _cell("error unjudged", said, title=said)
+    else:
+        error_cell = _cell("error")
     link: Any = Tag("a", {"href": "/instances/" + quote(name, safe="")}, [name])
     discovered_by = doc.get("discovered_by")
     if discovered_by:
@@ -541,6 +549,7 @@ svg.spark .lat { fill: none; stroke: #3b6fd8; stroke-width: 1.5;
 svg.spark .base { stroke: var(--line); stroke-width: 1; }
 svg.spark .fail { stroke: var(--down); stroke-width: 2; }
 td.since { white-space: nowrap; color: var(--muted); }
+td.error.unjudged { color: var(--muted); }
 td.error { color: var(--down); max-width: 320px; overflow: hidden;
   text-overflow: ellipsis; white-space: nowrap; }
 .none { color: var(--muted); }

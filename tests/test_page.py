@@ -332,6 +332,24 @@ class RendererTests(SynchronousTestCase):
         page = whole_page(docs, now=10.0)
         self.assertEqual(page.count("<small>HELLO off</small>"), 1)
 
+    def test_unjudged_said_where_an_error_would_be(self) -> None:
+        """
+        An instance whose checks say nothing lately shows since when and
+        why (``unjudged_since``, ``unjudged_reason``) where its last error
+        would be, escaped; its last error, if it has one, comes first.
+        """
+        docs = [
+            doc("a", None, unjudged_since=190.0, unjudged_reason=SCRIPT),
+            doc("b", "down", error="timeout", unjudged_since=150.0),
+            doc("c", "up", True),
+        ]
+        page = whole_page(docs, now=200.0)
+        self.assertNotIn(SCRIPT, page)
+        said = "unjudged since 10s ago: &lt;script&gt;alert(1)&lt;/script&gt;"
+        self.assertIn(f'<td class="error unjudged" title="{said}">{said}</td>', page)
+        self.assertIn('<td class="error" title="timeout">timeout</td>', page)
+        self.assertEqual(page.count("unjudged since"), 2)  # Text and title: a only.
+
     def test_same_bytes_as_twisted(self) -> None:
         """
         The serializer writes exactly what twisted.web.template's flatten
