@@ -25,7 +25,19 @@ the agent's log lines saying so, ``nodes_written_over`` and
 the agent made (a dropped connection makes it ask about every node
 again: no set refused then), and the load.
 
-    .venv/bin/python benchmarks/lostanswers.py [--rounds 3] [--runs 1]
+``--mode calls`` asks what the stall does to the calls themselves: the
+agent asks a session timeout of ``--session-timeout`` s (5: its call
+timeout is the same) and ZooKeeper grants ``--granted`` s (12: its
+least), so that the agent, SIGSTOPped 7 s, sleeps past the call timeout
+of the sets it sent as ZooKeeper froze (2 s, 300 instances) and still
+within its session. Printed: the calls failed by their timeout
+(``calls_timed_out``) and those of them whose answer came all the same
+(``calls_answered_after_timeout``), the writes failed, the agent's log
+lines saying a write failed, and the answers of ``/healthz``, asked
+every 0.5 s from the wake for ``--settle`` s twice, that were not ok.
+
+    .venv/bin/python benchmarks/lostanswers.py [--mode sets|calls]
+        [--rounds 3] [--runs 1]
         [--checkout before=../before --checkout after=.]
 """
 
@@ -41,6 +53,7 @@ from pathlib import Path
 from common import (
     Agent,
     Instance,
+    ZooKeeperServer,
     add_checkout_option,
     agent_config,
     load_average,
@@ -54,6 +67,19 @@ from common import (
 from rack import healthz
 
 NAMED = "written by another client"
+# Characters of each reason /healthz gave that the table keeps.
+REASON = 120
+# What each mode changes of the defaults (module docstring).
+MODES = {
+    "sets": {},
+    "calls": {
+        "instances": 300,
+        "session_timeout": 5.0,
+        "granted": 12.0,
+        "zk_frozen": 2.0,
+        "agent_frozen": 7.0,
+    },
+}
 
 
 def run(
@@ -61,10 +87,16 @@ def run(
 ) -> list[tuple[str, str]]:
     with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
         [redis] = start_redis_servers(1, started)
-        zookeeper, client = start_zookeeper(started)
+        server = ZooKeeperServer()
+        if args.granted is not None:
+            server.min_session_timeout_ms = int(args.granted * 1000)
+        zookeeper, client = start_zookeeper(started, server)
         instances = [Instance(f"r{i}", redis.port) for i in range(args.instances)]
+        settings = {"refresh": 1.0}
+        if args.session_timeout is not None:
+            settings["session_timeout"] = args.session_timeout
         config = agent_config(
-            instances, zookeeper=zookeeper.hosts, zk_settings={"refresh": 1.0}
+            instances, zookeeper=zookeeper.hosts, zk_settings=settings
         )
         agent = Agent(Path(scratch), config, label="a", pythonpath=checkout)
         started.callback(agent.stop)
@@ -78,7 +110,8 @@ def run(
             "every instance node written",
         )
         time.sleep(3.0)
-        named = 0
+        named = asked = 0
+        failing: list[str] = []
         for _ in range(args.rounds):
             zookeeper.pause()
             time.sleep(args.zk_frozen)
@@ -86,41 +119,83 @@ def run(
             agent.child.pause()
             time.sleep(args.agent_frozen)
             agent.child.resume()
-            time.sleep(args.settle)
-            named += NAMED in healthz(agent)
-            time.sleep(args.settle)
+            if args.mode == "calls":
+                answers = healthz_every(agent, 0.5, 2 * args.settle)
+                asked += len(answers)
+                failing += [answer for answer in answers if answer != "ok"]
+            else:
+                time.sleep(args.settle)
+                named += NAMED in healthz(agent)
+                time.sleep(args.settle)
         stats = agent.get("/debug/stats")["zookeeper"]
         log = agent.log.read_text()
         load = load_average()
+    if args.mode == "calls":
+        outcome = (
+            f"calls_timed_out {stats.get('calls_timed_out', '-')};"
+            f" calls_answered_after_timeout"
+            f" {stats.get('calls_answered_after_timeout', '-')};"
+            f" writes_failed {stats['writes_failed']};"
+            f" {log.count('ZooKeeper write failed')} log lines;"
+            f" /healthz not ok {len(failing)} of {asked}"
+            + "".join(f" ({reason[:REASON]})" for reason in sorted(set(failing)))
+        )
+    else:
+        outcome = (
+            f"/healthz named a write over in {named} of {args.rounds} rounds;"
+            f" {log.count('was written by another ZooKeeper client')} log lines;"
+            f" nodes_written_over {stats['nodes_written_over']}"
+        )
     return [
         (
             f"{label} #{number + 1}",
-            f"/healthz named a write over in {named} of {args.rounds} rounds;"
-            f" {log.count('was written by another ZooKeeper client')} log lines;"
-            f" nodes_written_over {stats['nodes_written_over']};"
-            f" own_sets_applied_unanswered"
+            f"{outcome}; own_sets_applied_unanswered"
             f" {stats.get('own_sets_applied_unanswered', '-')};"
             f" connections {log.count('ZooKeeper connected')}; load {load}",
         )
     ]
 
 
+def healthz_every(agent: Agent, every: float, seconds: float) -> list[str]:
+    """``/healthz``'s answers, asked every `every` s for `seconds`."""
+    answers = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        answers.append(healthz(agent))
+        time.sleep(every)
+    return answers
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add_checkout_option(parser)
+    add("--mode", choices=sorted(MODES), default="sets")
     add("--instances", type=int, default=30)
     add("--rounds", type=int, default=3)
     add("--zk-frozen", type=float, default=5.0, help="s (5)")
     add("--agent-frozen", type=float, default=6.0, help="s (6)")
     add("--settle", type=float, default=4.0, help="s (4)")
+    add("--session-timeout", type=float, help="s asked (the agent's default)")
+    add("--granted", type=float, help="s ZooKeeper grants at least")
     add("--runs", type=int, default=1)
     args = parser.parse_args()
+    # A mode's defaults, unless given on the command line.
+    given = parser.parse_args([])
+    for key, value in MODES[args.mode].items():
+        if getattr(args, key) == getattr(given, key):
+            setattr(args, key, value)
     rows = [("machine", machine()), *rows_in_turns(parser, args, run)]
+    granted = "" if args.granted is None else f", granted {args.granted:g} s"
+    asked = (
+        ""
+        if args.session_timeout is None
+        else f", session timeout {args.session_timeout:g} s"
+    )
     title = (
         f"ZooKeeper frozen {args.zk_frozen:g} s, then the agent"
         f" {args.agent_frozen:g} s, {args.rounds} times: {args.instances}"
-        " instances, refresh 1 s"
+        f" instances, refresh 1 s{asked}{granted}"
     )
     print(table(rows, title))
     return 0

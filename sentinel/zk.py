@@ -184,7 +184,8 @@ from kazoo.loggingsupport import BLATHER
 from kazoo.protocol.states import KeeperState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -578,6 +579,13 @@ class ZooKeeper:
         self._fastest: float | None = None
         self._silence_call: IDelayedCall | None = None
         self.drops = 0
+        # Calls failed by the call timeout, and those of them handed to
+        # kazoo whose answer came all the same (ZooKeeper answered after
+        # the timeout, or before it, with the agent too late to read it);
+        # those still waiting for theirs.
+        self.calls_timed_out = 0
+        self.calls_answered_after_timeout = 0
+        self._timed_out_unanswered: set[Deferred[Any]] = set()
         # While an answer's callbacks run: how long ZooKeeper took to give
         # it, from the call's hand-over to kazoo until kazoo's thread heard
         # it, without the time the reactor thread took to get to it (its
@@ -1331,7 +1339,20 @@ class ZooKeeper:
             self._hand_over(d, call, rank == _BACKGROUND)
         else:
             self._queues[rank].append((d, call, session))
-        return d.addTimeout(self.call_timeout, self._reactor)
+        return d.addTimeout(
+            self.call_timeout, self._reactor, partial(self._timed_out, d)
+        )
+
+    def _timed_out(self, d: Deferred[Any], result: Any, timeout: float) -> Any:
+        # `addTimeout`'s onTimeoutCancel: counted, and its answer, if one
+        # comes, counted too (`_answered`).
+        self.calls_timed_out += 1
+        if d in self._unanswered:
+            self._timed_out_unanswered.add(d)
+        if isinstance(result, Failure):
+            result.trap(CancelledError)
+            raise defer.TimeoutError(timeout, "Deferred")
+        return result
 
     def _in_session(self, session: int | None) -> bool:
         """
@@ -1391,6 +1412,9 @@ class ZooKeeper:
             self._in_flight -= 1
             self._background_in_flight -= background
             sent = self._unanswered.pop(d, None)
+            if d in self._timed_out_unanswered:
+                self._timed_out_unanswered.discard(d)
+                self.calls_answered_after_timeout += 1
             now = self.last_heard = self._reactor.seconds()
             if sent is not None and result.successful():
                 took = now - sent
@@ -1428,6 +1452,7 @@ class ZooKeeper:
         self._in_flight = 0
         self._background_in_flight = 0
         self._unanswered = {}
+        self._timed_out_unanswered = set()
         for call in (self._silence_call, self._threads_call):
             if call is not None and call.active():
                 call.cancel()

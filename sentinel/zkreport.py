@@ -157,6 +157,8 @@ class ZooKeeperReport:
             "connect_error": zk.connect_error,
             "client_replacements": zk.replacements,
             "connections_dropped": zk.drops,
+            "calls_timed_out": zk.calls_timed_out,
+            "calls_answered_after_timeout": zk.calls_answered_after_timeout,
             "last_error": queue.last_error,
             "handoff": None if self._handoff is None else self._handoff.stats(),
             **self._lateness.stats(),

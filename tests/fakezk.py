@@ -55,7 +55,7 @@ from kazoo.exceptions import (
 from kazoo.protocol.paths import normpath
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeStat
 from kazoo.security import ACL, ANYONE_ID_UNSAFE, OPEN_ACL_UNSAFE, Permissions
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.task import Clock, deferLater
 
 from sentinel.bugs import InternalErrors
@@ -289,6 +289,9 @@ class FakeZooKeeper:
         # dropped so.
         self.silence: str | None = None
         self.drops = 0
+        # Calls timed out; a timed-out call is never answered here.
+        self.calls_timed_out = 0
+        self.calls_answered_after_timeout = 0
         # The bridge's own measure of the answer being taken: unknown here.
         self.round_trip: float | None = None
         self.acl = None
@@ -681,6 +684,7 @@ class FakeZooKeeper:
             call.answer()
 
     def _forget(self, failure: Any, call: _Call) -> Any:
+        self.calls_timed_out += bool(failure.check(TimeoutError))
         for calls in (self.held, self._unsent):
             if call in calls:
                 calls.remove(call)

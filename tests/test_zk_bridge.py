@@ -613,6 +613,34 @@ class BridgeTests(SynchronousTestCase):
         client.answer(1, value=(b"late", None))
         self.clock.run_handed_over()
 
+    def test_timed_out_calls_counted_with_their_answers(self) -> None:
+        """
+        Calls failed by the call timeout are counted, and those whose
+        answer kazoo hands over afterwards all the same are counted again
+        (`calls_answered_after_timeout`); one that timed out waiting for
+        room, never sent, has no answer to come.
+        """
+        self.zk.start()
+        client = self.client()
+        self.connect(client)
+        calls = [self.zk.exists(f"{PATH}{i}") for i in range(CALLS_IN_FLIGHT + 1)]
+        self.clock.advance(CALL_TIMEOUT)
+        for call in calls:
+            self.failureResultOf(call, TimeoutError)
+        self.assertEqual(self.zk.calls_timed_out, CALLS_IN_FLIGHT + 1)
+        client.answer(0, value=None)
+        client.answer(1, value=None)
+        self.clock.run_handed_over()
+        self.assertEqual(self.zk.calls_answered_after_timeout, 2)
+        answered = self.zk.exists(PATH)
+        client.answer(len(client.calls) - 1, value=None)
+        self.clock.run_handed_over()
+        self.assertIsNone(self.successResultOf(answered))
+        self.assertEqual(
+            (self.zk.calls_timed_out, self.zk.calls_answered_after_timeout),
+            (CALLS_IN_FLIGHT + 1, 2),
+        )
+
     def test_round_trip_left_out_the_reactors_delay(self) -> None:
         """
         While an answer's callbacks run, `round_trip` says how long
