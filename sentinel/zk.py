@@ -8,7 +8,9 @@ and watch callbacks on its callback thread; they likewise only hand over,
 and what an old client (see below) still hands over is dropped: each client
 has a generation, and only the current one's are heard. A watch's event and
 the answer to a call made about the same time come through two different
-kazoo threads, in either order. Every call has a timeout, and one made
+kazoo threads, in either order. Every call has a timeout, judged after
+the answers kazoo has handed over meanwhile (`sentinel.calltimeouts`: an
+agent that stalled wakes with both due), and one made
 while kazoo is not connected fails at once with ``ConnectionLoss``: kazoo
 would queue it and wake its connection thread through a socket pair, a
 byte a call, which nothing reads between reconnection attempts, so that
@@ -184,13 +186,13 @@ from kazoo.loggingsupport import BLATHER
 from kazoo.protocol.states import KeeperState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
-from twisted.internet import defer
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.bugs import InternalErrors
+from sentinel.calltimeouts import JUDGED_LATE, time_out
 from sentinel.ensemble import (
     ACCEPT_AFTER,
     CONFIG_PATH,
@@ -237,7 +239,8 @@ SLOW_ANSWER = 1 / 3
 # rather than acted on: a stalled agent (SIGSTOP, a CPU quota, a paused
 # virtual machine) judges on waking, before kazoo's thread has handed over
 # the answers that came meanwhile, and would drop a server that answered.
-SILENCE_JUDGED_LATE = 1.0
+# A call's timeout waits as long, for the same reason (`time_out`).
+SILENCE_JUDGED_LATE = JUDGED_LATE
 
 # Share of the session timeout between two looks at kazoo's threads: a
 # worker that does not run a probe by the next look is taken as blocked
@@ -1339,20 +1342,15 @@ class ZooKeeper:
             self._hand_over(d, call, rank == _BACKGROUND)
         else:
             self._queues[rank].append((d, call, session))
-        return d.addTimeout(
-            self.call_timeout, self._reactor, partial(self._timed_out, d)
+        return time_out(
+            d, self.call_timeout, self._reactor, partial(self._timed_out, d)
         )
 
-    def _timed_out(self, d: Deferred[Any], result: Any, timeout: float) -> Any:
-        # `addTimeout`'s onTimeoutCancel: counted, and its answer, if one
-        # comes, counted too (`_answered`).
+    def _timed_out(self, d: Deferred[Any]) -> None:
+        # Counted, and its answer, if one comes, counted too (`_answered`).
         self.calls_timed_out += 1
         if d in self._unanswered:
             self._timed_out_unanswered.add(d)
-        if isinstance(result, Failure):
-            result.trap(CancelledError)
-            raise defer.TimeoutError(timeout, "Deferred")
-        return result
 
     def _in_session(self, session: int | None) -> bool:
         """
@@ -1511,7 +1509,7 @@ class ZooKeeper:
         if not self._in_session(write.session):
             return fail(ConnectionLoss(_SESSION_CHANGED))
         self._queue_write(write)
-        return write.d.addTimeout(self.call_timeout, self._reactor)
+        return time_out(write.d, self.call_timeout, self._reactor)
 
     def _queue_write(self, write: _Write) -> None:
         self._writes.append(write)

@@ -33,6 +33,7 @@ from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import zknames
+from sentinel.calltimeouts import JUDGED_LATE
 from sentinel.ensemble import ACCEPT_AFTER, CONFIG_PATH, REREAD_EVERY, members
 from sentinel.zk import (
     BACKGROUND_IN_FLIGHT,
@@ -195,6 +196,8 @@ class BridgeTests(SynchronousTestCase):
         self.assertEqual([e.type for e in self.events], [EventType.DELETED])
         self.clock.advance(SESSION_TIMEOUT * 10)
         self.assertEqual(len(self.factory.clients), 2)
+        # Its timer ran late (one step of the Clock): judged that much on.
+        self.clock.advance(JUDGED_LATE)
         self.failureResultOf(unanswered, TimeoutError)
         self.assertEqual(self.states[-3:], [SUSPENDED, LOST, CONNECTED])
 
@@ -639,6 +642,32 @@ class BridgeTests(SynchronousTestCase):
         self.assertEqual(
             (self.zk.calls_timed_out, self.zk.calls_answered_after_timeout),
             (CALLS_IN_FLIGHT + 1, 2),
+        )
+
+    def test_answered_while_the_agent_stalled_not_timed_out(self) -> None:
+        """
+        The agent stalls past the call timeout of a read and of a set in
+        flight, both answered by ZooKeeper meanwhile: it wakes with their
+        timers due and the answers still being handed over by kazoo's
+        thread. Both calls end with their answers, none timed out; one
+        never answered still fails, `JUDGED_LATE` after the stall.
+        """
+        client = self.connected()
+        read = self.zk.get(PATH)
+        written = self.zk.set(f"{PATH}w", b"data")
+        self.clock.advance(0)
+        unanswered = self.zk.exists(f"{PATH}u")
+        self.clock.advance(CALL_TIMEOUT + 2.0)
+        client.answer(0, value=(b"data", None))
+        client.answer(1, value="stat")
+        self.clock.run_handed_over()
+        self.assertEqual(self.successResultOf(read), (b"data", None))
+        self.assertEqual(self.successResultOf(written), "stat")
+        self.assertNoResult(unanswered)
+        self.clock.advance(JUDGED_LATE)
+        self.failureResultOf(unanswered, TimeoutError)
+        self.assertEqual(
+            (self.zk.calls_timed_out, self.zk.calls_answered_after_timeout), (1, 0)
         )
 
     def test_round_trip_left_out_the_reactors_delay(self) -> None:
