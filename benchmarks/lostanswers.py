@@ -32,7 +32,8 @@ least), so that the agent, SIGSTOPped 7 s, sleeps past the call timeout
 of the sets it sent as ZooKeeper froze (2 s, 300 instances) and still
 within its session. Printed: the calls failed by their timeout
 (``calls_timed_out``) and those of them whose answer came all the same
-(``calls_answered_after_timeout``), the writes failed, the agent's log
+(``calls_answered_after_timeout``), the writes' calls never sent, their
+callers gone (``calls_unsent_given_up``), the writes failed, the agent's log
 lines saying a write failed, and the answers of ``/healthz``, asked
 every 0.5 s from the wake for ``--settle`` s twice, that were not ok.
 
@@ -47,6 +48,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -67,8 +69,6 @@ from common import (
 from rack import healthz
 
 NAMED = "written by another client"
-# Characters of each reason /healthz gave that the table keeps.
-REASON = 120
 # What each mode changes of the defaults (module docstring).
 MODES = {
     "sets": {},
@@ -135,10 +135,14 @@ def run(
             f"calls_timed_out {stats.get('calls_timed_out', '-')};"
             f" calls_answered_after_timeout"
             f" {stats.get('calls_answered_after_timeout', '-')};"
+            f" calls_unsent_given_up {stats.get('calls_unsent_given_up', '-')};"
             f" writes_failed {stats['writes_failed']};"
             f" {log.count('ZooKeeper write failed')} log lines;"
             f" /healthz not ok {len(failing)} of {asked}"
-            + "".join(f" ({reason[:REASON]})" for reason in sorted(set(failing)))
+            + "".join(
+                f" ({count}: {reason})"
+                for reason, count in sorted(Counter(map(kind, failing)).items())
+            )
         )
     else:
         outcome = (
@@ -154,6 +158,11 @@ def run(
             f" connections {log.count('ZooKeeper connected')}; load {load}",
         )
     ]
+
+
+def kind(reason: str) -> str:
+    """A reason /healthz gave, without what changes from one answer to the next."""
+    return reason.split(" (")[0].split(": /")[0]
 
 
 def healthz_every(agent: Agent, every: float, seconds: float) -> list[str]:

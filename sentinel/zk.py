@@ -589,6 +589,8 @@ class ZooKeeper:
         self.calls_timed_out = 0
         self.calls_answered_after_timeout = 0
         self._timed_out_unanswered: set[Deferred[Any]] = set()
+        # Writes' calls never sent, every one of their callers gone.
+        self.calls_unsent_given_up = 0
         # While an answer's callbacks run: how long ZooKeeper took to give
         # it, from the call's hand-over to kazoo until kazoo's thread heard
         # it, without the time the reactor thread took to get to it (its
@@ -1569,6 +1571,7 @@ class ZooKeeper:
                 d = fail(e)
             else:
                 d = self._call_on(transaction, "commit_async")
+        self._unsent_once_given_up(d, batch)
         d.addCallbacks(
             self._batch_answered,
             self._batch_failed,
@@ -1581,7 +1584,28 @@ class ZooKeeper:
             d = self._create_now(write.path, write.data, ephemeral=True)
         else:
             d = self._call("set_async", write.path, write.data, write.version)
+        self._unsent_once_given_up(d, [write])
         d.addBoth(_settle, write.d)
+
+    def _unsent_once_given_up(self, d: Deferred[Any], batch: list[_Write]) -> None:
+        # The call `d` sends `batch`; it may wait for room longer than its
+        # writes' callers wait for them (a write sent again runs on its
+        # first timeout): once all of them have given up, it is cancelled
+        # if kazoo does not hold it yet, and never sent
+        # (`_hand_over_waiting` passes over a call that has ended). One in
+        # kazoo's hands is left to end as it will.
+        def ended(result: Any) -> Any:
+            if (
+                not d.called
+                and d not in self._unanswered
+                and all(write.d.called for write in batch)
+            ):
+                self.calls_unsent_given_up += 1
+                d.cancel()
+            return result
+
+        for write in batch:
+            write.d.addBoth(ended)
 
     def _batch_answered(self, results: list[Any], batch: list[_Write]) -> None:
         if len(results) != len(batch):

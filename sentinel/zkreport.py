@@ -159,6 +159,7 @@ class ZooKeeperReport:
             "connections_dropped": zk.drops,
             "calls_timed_out": zk.calls_timed_out,
             "calls_answered_after_timeout": zk.calls_answered_after_timeout,
+            "calls_unsent_given_up": zk.calls_unsent_given_up,
             "last_error": queue.last_error,
             "handoff": None if self._handoff is None else self._handoff.stats(),
             **self._lateness.stats(),

@@ -292,6 +292,7 @@ class FakeZooKeeper:
         # Calls timed out; a timed-out call is never answered here.
         self.calls_timed_out = 0
         self.calls_answered_after_timeout = 0
+        self.calls_unsent_given_up = 0
         # The bridge's own measure of the answer being taken: unknown here.
         self.round_trip: float | None = None
         self.acl = None

@@ -949,6 +949,38 @@ class BridgeTests(SynchronousTestCase):
         self.clock.run_handed_over()
         self.assertEqual(self.successResultOf(alone), "stat")
 
+    def test_write_given_up_while_waiting_for_room_not_sent(self) -> None:
+        """
+        Sets rolled back with a refused one are sent again in a call of
+        their own, which waits for room while kazoo holds `CALLS_IN_FLIGHT`
+        calls: once every set of it has timed out (their timeouts run from
+        the sets, not from that call), it is never sent, and the room goes
+        to the next call waiting.
+        """
+        client = self.connected()
+        refused, rolled_back = (self.zk.set(f"{PATH}{i}", b"data", 1) for i in range(2))
+        self.clock.advance(0)
+        reads = [self.zk.exists(f"{PATH}r{i}") for i in range(CALLS_IN_FLIGHT - 1)]
+        self.clock.advance(CALL_TIMEOUT - 1.0)
+        client.answer(0, value=[BadVersionError(), RolledBackError()])
+        self.clock.run_handed_over()
+        self.failureResultOf(refused, BadVersionError)
+        reads.append(self.zk.exists(f"{PATH}r"))
+        self.clock.advance(0)
+        waiting = self.zk.exists(f"{PATH}w")
+        self.assertEqual(len(client.calls), CALLS_IN_FLIGHT + 1)
+        self.clock.advance(1.0)
+        self.failureResultOf(rolled_back, TimeoutError)
+        client.answer(len(client.calls) - 1, value=None)
+        self.clock.run_handed_over()
+        self.assertEqual(client.calls[-1][:2], ("exists", f"{PATH}w"))
+        self.assertNotIn("set", [call[0] for call in client.calls])
+        self.assertNoResult(waiting)
+        self.assertEqual(self.zk.calls_unsent_given_up, 1)
+        for read in reads[:-1]:
+            self.failureResultOf(read, TimeoutError)
+        self.assertIsNone(self.successResultOf(reads[-1]))
+
     def test_refused_set_fails_alone(self) -> None:
         """
         A set refused in a transaction fails with its own refusal; the sets
