@@ -152,6 +152,13 @@ def _healthz(agent: Agent) -> str:
     return f"{code} {'; '.join(map(str, reasons))}" if reasons else str(code)
 
 
+def _answers(answers: list[str]) -> str:
+    """How many of the answers were 200, how many not, and the first that was not."""
+    other = [a for a in answers if a != "200"]
+    first = f" (first: {other[0][:120]})" if other else ""
+    return f"{len(answers) - len(other)} / {len(other)}{first}"
+
+
 def restart(scene: Scene, path: Path, label: str, case: str) -> list[tuple[str, str]]:
     """One restart: start, publish, disturb, start again, watch."""
     args, client = scene.args, scene.client
@@ -193,7 +200,13 @@ def restart(scene: Scene, path: Path, label: str, case: str) -> list[tuple[str, 
             time.sleep(max(0.0, signalled + ZK_FREEZE - time.monotonic()))
             scene.zookeeper.resume()
 
+        answers: list[str] = []
+        asked_at = [0.0]
+
         def done() -> bool:
+            if time.monotonic() - asked_at[0] >= 1.0 and second.child.running:
+                answers.append(_healthz(second))
+                asked_at[0] = time.monotonic()
             seen = watch.snapshot()
             rewritten = all(s.rewritten_at is not None for s in seen.values())
             return rewritten and all(seen[p].down_at is not None for p in expect_down)
@@ -206,6 +219,7 @@ def restart(scene: Scene, path: Path, label: str, case: str) -> list[tuple[str, 
             pass
         cpu = second.cpu_seconds()
         health = _healthz(second)
+        startup = second.get("/debug/stats")["startup"]
         time.sleep(SETTLE)
         rss = second.rss_bytes()
         seen = watch.snapshot()
@@ -221,6 +235,12 @@ def restart(scene: Scene, path: Path, label: str, case: str) -> list[tuple[str, 
         ("new process: RSS after", f"{rss / 2**20:.0f} MB"),
         ("reader: failed steps / steps", f"{watch.errors} / {watch.steps}"),
         ("/healthz at the end of the wait", health),
+        ("/healthz during the wait, 200 / other", _answers(answers)),
+        (
+            "new process: inconclusive checks, decided anew after a gap",
+            f"{startup['inconclusive_checks']},"
+            f" {second.log.read_text().count('after a gap')}",
+        ),
     ]
     if expect_down:
         downs = [seen[p].down_at for p in expect_down]
