@@ -55,6 +55,14 @@ readings of the nodes rewritten in that round are older than the nodes
 (a leave at any other time finds fewer or none so; run to run at a
 fixed warmup, none to 93 % of the takeovers started from such a one).
 
+``--zk-stall S`` freezes ZooKeeper (SIGSTOP) for S s,
+``--zk-stall-after`` s (1) after the joiners started (after ``--freeze``):
+the agents' calls in flight time out on their side and are applied once it
+runs again, the lost answers behind an orphan member. ``--members-out
+PREFIX`` writes each pair of members seen listing one endpoint at once, by
+name, holder and when each was seen, to ``PREFIX-RUN.json``: the names to
+look for in the agents' logs (``--keep-logs``).
+
 ``--crowd N`` pins the first agent and N busy loops of the script's to one
 CPU ``--crowd-for`` s before its stop, until the run ends.
 """
@@ -62,6 +70,7 @@ CPU ``--crowd-for`` s before its stop, until the run ends.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import tempfile
@@ -113,6 +122,7 @@ class Reader:
         self.client = KazooClient(hosts=hosts, timeout=10.0)
         self.client.start(timeout=10.0)
         self.owners: dict[str, int] = {}
+        self.seen: dict[str, list[float]] = {}
         self.nodes: dict[str, History] = {n: [] for n in names}
         self.members: dict[str, History] = {n: [] for n in names}
         self.began = time.monotonic()
@@ -154,6 +164,8 @@ class Reader:
             self.owners[member] = stat.ephemeralOwner if stat else 0
         held: dict[str, list[int]] = {}
         for member in children:
+            span = self.seen.setdefault(member, [now, now])
+            span[1] = now
             held.setdefault(member.rsplit("_", 1)[0], []).append(self.owners[member])
         for name, read in reads:
             if isinstance(read, int) or read is None:
@@ -270,8 +282,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         if args.freeze:
             wait_until(
                 lambda: any(
-                    c.startswith("agent-0.")
-                    for c in client.get_children(f"{ROOT}/catalogs")
+                    c.startswith("agent-0.") for c in children_of(client, "catalogs")
                 ),
                 60.0,
                 "agent-0 listed",
@@ -279,6 +290,13 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             agents[0].child.process.send_signal(signal.SIGSTOP)
             time.sleep(args.freeze)
             agents[0].child.process.send_signal(signal.SIGCONT)
+        if args.zk_stall:
+            # ZooKeeper frozen as the group forms: calls time out on the
+            # agents' side and are answered (applied) after it.
+            time.sleep(args.zk_stall_after)
+            zookeeper.pause()
+            time.sleep(args.zk_stall)
+            zookeeper.resume()
         for agent in agents:
             agent.wait_ready()
 
@@ -354,6 +372,8 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         time.sleep(args.after)
         until = reader.now()
         reader.stop()
+        if args.members_out:
+            write_doubles(args.members_out, number, reader, sessions, signalled)
         keep_logs(args, agents + ([again] if args.early is not None else []), number)
 
         def other(value: Any) -> bool:
@@ -432,6 +452,48 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         ]  # fmt: skip
 
 
+def write_doubles(
+    prefix: str, number: int, reader: Reader, sessions: dict[int, str], at: float
+) -> None:
+    """
+    Each pair of members seen listing one endpoint at once, to trace them
+    to their agents' logs: the members' names, whose sessions held them
+    (an agent's name, or the session's id for one that was no agent's at
+    the stop) and when each was first and last seen (s from the reader's
+    start; the signal at `at`), as JSON in ``{prefix}-{number}.json``.
+    """
+    by_endpoint: dict[str, list[tuple[float, float, str]]] = {}
+    for member, (began, ended) in reader.seen.items():
+        by_endpoint.setdefault(member.rsplit("_", 1)[0], []).append(
+            (began, ended, member)
+        )
+    doubles = []
+    for endpoint, members in sorted(by_endpoint.items()):
+        members.sort()
+        for i, (a0, a1, a) in enumerate(members):
+            for b0, b1, b in members[i + 1 :]:
+                if min(a1, b1) - max(a0, b0) > POLL:
+                    doubles.append(
+                        {
+                            "endpoint": endpoint,
+                            "together": round(min(a1, b1) - max(a0, b0), 2),
+                            "members": [
+                                {
+                                    "name": name,
+                                    "held_by": sessions.get(
+                                        reader.owners[name],
+                                        f"{reader.owners[name]:#x}",
+                                    ),
+                                    "seen": [round(t0, 2), round(t1, 2)],
+                                }
+                                for t0, t1, name in ((a0, a1, a), (b0, b1, b))
+                            ],
+                        }
+                    )
+    path = Path(f"{prefix}-{number}.json")
+    path.write_text(json.dumps({"signal": round(at, 2), "doubles": doubles}, indent=1))
+
+
 def keep_logs(args: argparse.Namespace, agents: list[Agent], number: int) -> None:
     """Copy the agents' logs to ``--keep-logs``, if given."""
     if args.keep_logs:
@@ -439,6 +501,15 @@ def keep_logs(args: argparse.Namespace, agents: list[Agent], number: int) -> Non
         for agent in agents:
             target = Path(args.keep_logs) / f"leave-{number}-{agent.log.name}"
             target.write_bytes(agent.log.read_bytes())
+
+
+def children_of(client: KazooClient, under: str) -> list[str]:
+    """The children of ``{ROOT}/{under}``; none before the first agent made it."""
+    try:
+        children: list[str] = client.get_children(f"{ROOT}/{under}")
+    except NoNodeError:
+        return []
+    return children
 
 
 def held_by_others(client: KazooClient, names: list[str], session: int) -> bool:
@@ -526,6 +597,19 @@ def main() -> int:
         "--from-start",
         action="store_true",
         help="read from before the first agent starts: twice as it forms too",
+    )
+    add(
+        "--zk-stall",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="ZooKeeper frozen S s as the group forms (after --freeze)",
+    )
+    add("--zk-stall-after", type=float, default=1.0, metavar="S")
+    add(
+        "--members-out",
+        metavar="PREFIX",
+        help="each pair of members listed at once, by name and holder, as JSON",
     )
     add("--keep-logs", metavar="DIR", help="copy the agents' logs there")
     add("--crowd", type=int, default=0, help="busy loops beside the first (0)")
