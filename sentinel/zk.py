@@ -239,7 +239,8 @@ SLOW_ANSWER = 1 / 3
 # rather than acted on: a stalled agent (SIGSTOP, a CPU quota, a paused
 # virtual machine) judges on waking, before kazoo's thread has handed over
 # the answers that came meanwhile, and would drop a server that answered.
-# A call's timeout waits as long, for the same reason (`time_out`).
+# Made again once only: the next judgement is acted on however late. A
+# call's timeout waits as long, for the same reason (`time_out`).
 SILENCE_JUDGED_LATE = JUDGED_LATE
 
 # Share of the session timeout between two looks at kazoo's threads: a
@@ -1245,9 +1246,13 @@ class ZooKeeper:
             oldest = min(oldest, now)
         return float(now - max(oldest, heard)), float(now - heard)
 
-    def _silence_due(self, generation: int) -> None:
+    def _silence_due(self, generation: int, put_off: bool = False) -> None:
         # Judged when the limits would be reached if nothing were heard;
-        # not again, once no call waits, until one is handed over.
+        # not again, once no call waits, until one is handed over. A
+        # judgement that ran late is put off once (`SILENCE_JUDGED_LATE`),
+        # not at every turn: an agent late at every timer (a starved CPU)
+        # would otherwise never drop a server that answers nothing, as a
+        # call's timeout is judged (`sentinel.calltimeouts`).
         call, self._silence_call = self._silence_call, None
         if generation != self._generation:
             return
@@ -1258,16 +1263,16 @@ class ZooKeeper:
         timeout = self.session_timeout
         waiting_left = timeout * NOT_ANSWERING_AFTER - waited
         quiet_left = timeout * DROP_AFTER - quiet
-        late = 0.0 if call is None else self._reactor.seconds() - call.getTime()
-        if waiting_left > 0 or quiet_left > 0 or late > SILENCE_JUDGED_LATE:
+        late = (
+            call is not None
+            and self._reactor.seconds() - call.getTime() > SILENCE_JUDGED_LATE
+        )
+        if waiting_left > 0 or quiet_left > 0 or (late and not put_off):
             self._silence_call = self._reactor.callLater(
-                max(
-                    waiting_left,
-                    quiet_left,
-                    SILENCE_JUDGED_LATE if late > SILENCE_JUDGED_LATE else 0.0,
-                ),
+                max(waiting_left, quiet_left, SILENCE_JUDGED_LATE if late else 0.0),
                 self._silence_due,
                 generation,
+                late,
             )
         elif self._handler is not None:
             self._drop(quiet)

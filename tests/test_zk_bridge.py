@@ -1754,6 +1754,23 @@ class SilentServerTests(SynchronousTestCase):
         self.clock.advance(SILENCE_JUDGED_LATE)
         self.assertEqual(zk.drops, 1)
 
+    def test_agent_late_at_every_judgement_still_drops(self) -> None:
+        """
+        A judgement put off because it ran late is not put off again at
+        its next run, however late that runs (an agent starved at every
+        timer): a server that answers nothing is still dropped, as a
+        call's timeout still fails.
+        """
+        zk = self.bridge(self.server)
+        self.connect()
+        self.write_at(zk, 1.0)
+        # Every timer runs 2 s late: the first judgement at 10 s, the one
+        # it puts off 2 s past its time.
+        self.clock.advance(9.0)
+        self.assertEqual(zk.drops, 0)
+        self.clock.advance(SILENCE_JUDGED_LATE + 2.0)
+        self.assertEqual(zk.drops, 1)
+
     def test_step_back_counted_from_now(self) -> None:
         """
         After the wall clock steps back (the bridge's times are wall-clock
