@@ -163,6 +163,8 @@ class Group:
         self.publishing.voting = self._voting
         self.publishing.on_handed_over = self._handed_over
         self.publishing.on_previous_verdict = self._previous_verdict
+        # Back on a new session: the last view went with the old one.
+        self.publishing.on_new_session = self.membership.rejoin
         # While a reload's changes are applied (`_known_changed`): the views
         # applied meanwhile, logged once its own moves are done.
         self._reloading: list[tuple[View, frozenset[str], set[str]]] | None = None
@@ -689,6 +691,12 @@ class Group:
             )
         if not self.membership.viewed:
             reasons.append("group: membership not known yet; observing nothing")
+        unlisted = self.membership.unlisted()
+        if unlisted is not None:
+            reasons.append(
+                f"group: back on a new ZooKeeper session for {unlisted:.0f} s and"
+                " not listed in the group again; observing nothing"
+            )
         return "; ".join(reasons) or None
 
     def summary(self) -> dict[str, int]:

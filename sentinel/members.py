@@ -281,13 +281,16 @@ class Members:
             assert node.state is not None
             instance = self._nodes.instances.get(node.state.name)
             if instance is not None and member.path is None:
-                if instance.takeover and not instance.owned:
+                if (instance.takeover or instance.released) and not instance.owned:
                     # In a group, while another agent's session holds the
                     # instance's node, its member stands: ours waits for
-                    # the node (`instance_owned`), not to list it twice.
-                    # Only our previous session's member, if it is still
-                    # there, is replaced at once (one gone with its
-                    # session is no reason to create ours).
+                    # the node (`instance_owned`), not to list it twice;
+                    # so does the member of a node kept for its next
+                    # primary (back on a new session: that primary may
+                    # hold it already, unheard of yet). Only our previous
+                    # session's member, if it is still there, is replaced
+                    # at once (one gone with its session is no reason to
+                    # create ours).
                     await discovery.settle_replaced(member)
                     if member.replaces is None:
                         return

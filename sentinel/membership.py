@@ -75,7 +75,22 @@ yet, or ZooKeeper may have come back empty): an agent alone observes
 everything it knows.
 
 While ZooKeeper is unreachable the last view stays: the instances keep
-their observers rather than move on a guess.
+their observers rather than move on a guess. Not past the end of this
+agent's session, though (`rejoin`): ZooKeeper then deleted its catalog
+and every node of it, the others saw it leave and took its instances
+over, and its last view is what they no longer see. Acting on it, the
+agent, back on a new session, took its instances back at once, while
+the others had not seen it return and still wrote them as their
+primary: two primaries of one node for a settle time (a verdict, a
+discovery member, deleted and made again). So it takes the part of a
+new joiner: until a listing made in its new session lists its own
+catalog held by that session, and the settle time after it, its view is
+the others' (its last one without itself), in which it observes nothing
+and only keeps for their primaries the nodes it had. A reconnection to
+the same session keeps the last view, as before: nothing of it went.
+Nor does an agent whose last view held no other member: nobody took its
+instances over, and the single agent of section 5 writes its nodes
+again at once.
 
 Every `AUDIT_EVERY` seconds one ``exists`` compares the child version of
 {root}/catalogs with the listing the view came from (`_audit`): a change
@@ -307,6 +322,11 @@ class Membership:
         self._unannounced: int | None = None  # `listings` then
         self._audit_call: IDelayedCall | None = None
         self._auditing = False
+        # Whether this agent is back on a new session and not yet listed
+        # in it (`rejoin`), and how many times it was.
+        self.rejoining = False
+        self.rejoins = 0
+        self._rejoining_since = 0.0
         self.audits = 0
         self.missed = 0
         zk.add_listener(self._zk_state)
@@ -338,6 +358,46 @@ class Membership:
             self._apply()
         else:
             self.view = {**self.listed, self.agent_id: own}
+
+    def rejoin(self) -> None:
+        """
+        This agent's ZooKeeper session is a new one, its last one ended
+        (module docstring): until it is listed again in the new one and
+        that view settled, its view is the others' own, without it. To be
+        called before the new session's writes begin.
+        """
+        others = {a: c for a, c in self.view.items() if a != self.agent_id}
+        if not self.viewed or not self.running or not others:
+            return
+        self.rejoining = True
+        self.rejoins += 1
+        self._rejoining_since = self._reactor.seconds()
+        call, self._settle_call = self._settle_call, None
+        if call is not None and call.active():
+            call.cancel()
+        self._apply_listed = False
+        log.warn(
+            "group membership: this agent's ZooKeeper session ended and a new"
+            " one began; its instances stay with the {count} other member(s)"
+            " until the group lists it again",
+            count=len(others),
+        )
+        self.view = others
+        try:
+            self._on_view(others)
+        except Exception:
+            log.failure("applying the group's membership failed")
+
+    def unlisted(self) -> float | None:
+        """
+        For how long this agent, back on a new session (`rejoin`), has not
+        been listed again, once that is `LISTING_FAILING_AFTER` or more;
+        else None. It observes nothing meanwhile.
+        """
+        if not self.rejoining:
+            return None
+        waited = float(self._reactor.seconds()) - self._rejoining_since
+        return waited if waited >= LISTING_FAILING_AFTER else None
 
     def alone(self) -> None:
         """
@@ -722,6 +782,9 @@ class Membership:
         }
         self.last_error = None
         self._watch_neighbours(listed, complete)
+        if self.rejoining:
+            await self._rejoined(listed, complete.get(self.agent_id, {}), version)
+            return
         changed = listed != self.listed or not self.viewed
         if changed:
             await asked_early
@@ -736,6 +799,34 @@ class Membership:
         if self._apply_listed and not self._list_again:
             self._apply_listed = False
             self._apply()
+
+    async def _rejoined(
+        self,
+        listed: dict[str, Catalog],
+        own: Mapping[tuple[str, str], int],
+        version: int | None,
+    ) -> None:
+        """
+        A listing while rejoining (`rejoin`): the view is due `settle`
+        after the first one that lists a catalog of this agent's held by
+        its session now, as a joiner's first view is; before, nothing is
+        (the creation of that catalog fires the watch).
+        """
+        self.listed = listed
+        self._listed_version = version
+        session = self.zk.session_id
+        for (digest, token), count in sorted(own.items()):
+            path = first_part(self.path, self.agent_id, digest, token, count)
+            stat = await self.zk.exists(path)
+            if session is not None and owner(stat) == session and self.rejoining:
+                self.rejoining = False
+                log.info(
+                    "group membership: this agent is listed again in its new"
+                    " session; its view settles in {settle} s",
+                    settle=self.settle,
+                )
+                self._changed(None)
+                return
 
     def _watch_neighbours(
         self,
@@ -1140,6 +1231,8 @@ class Membership:
     def _apply_now(self) -> None:
         """Apply the last listing's members, this agent included."""
         self._deferred_since = None
+        if self.rejoining:
+            return  # Not listed again yet: the others' view stays (`rejoin`).
         view = {**self.listed, self.agent_id: self.own}
         first = not self.viewed
         self.viewed = True

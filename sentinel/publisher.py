@@ -196,7 +196,7 @@ class ZooKeeperPublisher(Service):
         # The session's events: reconnections, the end, and the report.
         self._resync = Resync(
             zk, nodes, queue, self, sweep, takeovers, opinions, self.discovery,
-            handoff,
+            handoff, lambda: roles.on_new_session(),
         )  # fmt: skip
         self._stopping = Stopping(
             reactor, zk, nodes, queue, writer, roles, takeovers, handoff

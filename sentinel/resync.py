@@ -13,13 +13,17 @@ on), but the watches went with the connection: a node kept for its new
 primary is watched again, and the opinions heard are read again. A new
 session is told to the state file (`sentinel.handoff`), which says
 whether it is the previous process's, inherited: then the sweep runs
-(`sentinel.sweep`). A lost connection is told to the state file too,
-which then learns whether a newer process took the session. A bug in the
-state file's side is counted (`sentinel.bugs`), never a reason to skip
-the rest.
+(`sentinel.sweep`). A new session after one of this process's own is
+told to the group first (`rejoined`), before any write: its last view
+went with the old session (`Membership.rejoin`). A lost connection is
+told to the state file too, which then learns whether a newer process
+took the session. A bug in the state file's side, or in the group's, is
+counted (`sentinel.bugs`), never a reason to skip the rest.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from twisted.python.failure import Failure
 
@@ -47,8 +51,14 @@ class Resync:
         opinions: Opinions,
         discovery: Discovery | None,
         handoff: SessionHandoff | None,
+        rejoined: Callable[[], None] = lambda: None,
     ) -> None:
+        """
+        @param rejoined: told of a new session after one of this process's
+            own, before the nodes are written again in it.
+        """
         self._zk = zk
+        self._rejoined = rejoined
         self._nodes = nodes
         self._queue = queue
         self._life = life
@@ -73,7 +83,15 @@ class Resync:
         if self._handoff is not None and not self._life.superseded:
             inherited = self._told_handoff(self._handoff, client_id)
         same_session = client_id[0] == self._session
+        rejoined = not same_session and self._session is not None
         self._session = client_id[0]
+        if rejoined:
+            try:
+                self._rejoined()
+            except Exception:
+                self._zk.internal_errors.record(
+                    "telling the group of a new session", None, Failure()
+                )
         if not same_session:
             self._sweep.new_session(inherited)
             if self._discovery is not None:

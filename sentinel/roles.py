@@ -111,6 +111,9 @@ class GroupRoles:
             lambda name, previous: None
         )
         self.following: Following | None = None
+        # Told of a new ZooKeeper session after one of this process's own,
+        # before anything is written in it (the group sets it).
+        self.on_new_session: Callable[[], None] = lambda: None
         self._token = os.urandom(4).hex()
         # This agent's catalog as published: its digest and size.
         self.catalog: tuple[str, int] | None = None

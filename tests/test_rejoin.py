@@ -1,0 +1,162 @@
+"""
+A member of a group back on a new session after its own expired
+(`Membership.rejoin`): it writes as no instance's primary before the
+others' views hold it again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.documents import SERVERSET
+from sentinel.membership import LISTING_FAILING_AFTER, SETTLE
+from tests.groupfakes import DISCOVERY, ROOT, Fleet, Member
+
+NAMES = [f"r{i:02d}" for i in range(30)]
+
+
+class RejoinTests(SynchronousTestCase):
+    """Three members, two replicas, serverset members; ``a`` cut off."""
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            self.fleet.add(
+                agent, NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY)
+            ).start()
+        self.fleet.run(3.0)
+        self.frozen = self.fleet.members["a"]
+        self.share = {n for n in NAMES if self.fleet.node(n)["agent"] == "a"}  # type: ignore[index]
+        self.assertTrue(self.share)
+
+    def expire(self) -> Member:
+        """``a`` cut off until its session expired; the others took over."""
+        fleet, frozen = self.fleet, self.frozen
+        session = frozen.zk.session_id
+        assert session is not None
+        frozen.zk.suspend()
+        fleet.run(1.0)
+        fleet.server.end_session(session)
+        fleet.run(3.0)
+        for name in NAMES:
+            self.assertIn(fleet.node(name)["agent"], ("b", "c"))  # type: ignore[index]
+        return frozen
+
+    def held_by(self, session: int | None) -> list[str]:
+        """The instance nodes and discovery members `session` holds."""
+        nodes = self.fleet.server.nodes
+        return [
+            path
+            for path, node in nodes.items()
+            if session is not None
+            and node.owner == session
+            and (path.startswith(f"{ROOT}/instances/") or path.startswith(DISCOVERY))
+        ]
+
+    def test_back_on_a_new_session_waits_for_the_others(self) -> None:
+        """
+        Back on a new session, ``a`` holds no instance node and no
+        discovery member while either other member's view lacks it (it
+        took them over at once, from its view of before, while they still
+        wrote them as their primary); once their views hold it again, it
+        is the primary of its share as before.
+        """
+        frozen = self.expire()
+        frozen.zk.connect()
+        others = [self.fleet.members[a] for a in ("b", "c")]
+        early: list[str] = []
+        for _ in range(round(3.0 / 0.05)):
+            self.fleet.run(0.05)
+            if any("a" not in m.group.membership.view for m in others):
+                early += self.held_by(frozen.zk.session_id)
+        self.assertEqual(early, [])
+        self.fleet.run(3.0)
+        self.assertEqual(
+            {n for n in NAMES if self.fleet.node(n)["agent"] == "a"},  # type: ignore[index]
+            self.share,
+        )
+        for name in self.share:
+            self.assertEqual(self.fleet.owner_of(name), frozen.zk.session_id)
+            self.assertEqual(len(self.fleet.members_of(name)), 1)
+
+    def test_no_member_beside_a_node_kept(self) -> None:
+        """
+        Back on a new session, ``a`` keeps the nodes it was the primary
+        of for the others (made again if missing, never taken), and makes
+        no discovery member of its own for one before it holds the
+        instance's node, also while it has not heard yet that the others
+        hold them (its questions slow, and its checks of them go on): the
+        other member's stands alone meanwhile (it made one at its first
+        check beside the primary's, listed twice).
+        """
+        frozen = self.expire()
+        takeovers = frozen.publisher._takeovers
+        watch_handoff, keep = takeovers.watch_handoff, takeovers.keep
+
+        def slow_question(node: Any) -> None:
+            self.fleet.clock.callLater(1.5, watch_handoff, node)
+
+        async def slow_keep(node: Any) -> None:
+            await deferLater(self.fleet.clock, 1.5, lambda: None)
+            await keep(node)
+
+        self.patch(takeovers, "watch_handoff", slow_question)
+        self.patch(takeovers, "keep", slow_keep)
+        frozen.zk.connect()
+        beside: list[str] = []
+        for _ in range(round(4.0 / 0.05)):
+            self.fleet.run(0.05)
+            session = frozen.zk.session_id
+            for name in NAMES:
+                held = [
+                    child
+                    for child in self.fleet.members_of(name)
+                    if self.fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
+                    == session
+                ]
+                if held and self.fleet.owner_of(name) != session:
+                    beside.append(name)
+        self.assertEqual(beside, [])
+
+    def test_its_view_settles_from_its_own_catalog_listed(self) -> None:
+        """
+        The view that makes ``a`` a member again comes the settle time
+        after a listing in its new session found its own catalog there,
+        held by that session: not before, while its catalog is not written.
+        """
+        frozen = self.expire()
+        frozen.zk.hang("create", "commit")
+        frozen.zk.connect()
+        self.fleet.run(2 * SETTLE)
+        self.assertNotIn("a", frozen.group.membership.view)
+        self.assertEqual(frozen.monitor.states, {})
+        frozen.zk.unhang()
+        frozen.zk.release("create", "commit")
+        self.fleet.run(0.05)
+        catalog = [
+            p for p in self.fleet.server.nodes if p.startswith(f"{ROOT}/catalogs/a.")
+        ]
+        self.assertTrue(catalog)
+        self.fleet.run(SETTLE - 0.15)
+        self.assertNotIn("a", frozen.group.membership.view)
+        self.fleet.run(0.5)
+        self.assertIn("a", frozen.group.membership.view)
+
+    def test_healthz_names_a_rejoin_not_listed(self) -> None:
+        """
+        A member back on a new session that is not listed again (its
+        catalog's writes refused) observes nothing: /healthz says so once
+        that lasts `LISTING_FAILING_AFTER`.
+        """
+        frozen = self.expire()
+        frozen.zk.hang("create", "commit")
+        frozen.zk.connect()
+        self.fleet.run(LISTING_FAILING_AFTER - 0.5)
+        self.assertNotIn("new ZooKeeper session", frozen.group.unhealthy_reason() or "")
+        self.fleet.run(1.0)
+        self.assertIn(
+            "back on a new ZooKeeper session", frozen.group.unhealthy_reason() or ""
+        )
