@@ -46,7 +46,7 @@ second): an ``exists`` of every node every 50 ms, 60,000 reads a second at
 
     .venv/bin/python benchmarks/leave.py [--checkout this=.] [--replicas 2]
         [--kill] [--early S] [--light] [--runs 2] [--keep-logs DIR]
-        [--crowd N] [--at-refresh S]
+        [--crowd N] [--at-refresh S] [--freeze-server S]
 
 ``--at-refresh S`` stops the first agent ``S`` s after one of its
 instance nodes is written again at its refresh (after the warmup): the
@@ -62,6 +62,19 @@ runs again, the lost answers behind an orphan member. ``--members-out
 PREFIX`` writes each pair of members seen listing one endpoint at once, by
 name, holder and when each was seen, to ``PREFIX-RUN.json``: the names to
 look for in the agents' logs (``--keep-logs``).
+
+``--freeze-server S`` freezes the last redis-server (SIGSTOP) ``S`` s
+after the signal, while the survivors take the leaver's nodes over: a
+data watch on each of its instances' nodes gives ZooKeeper's time of the
+write that says ``down``, from the freeze, against the detection bound
+``interval * fall + timeout`` + 50 ms (3.55 s, as ``rack.py``), for the
+instances whose node moved (the leaver's) and the others apart. Each
+survivor's ``/debug/stats`` is read every 0.25 s for 8 s from the
+signal: its writes waiting and being written by kind (takeovers, other
+nodes readers miss, opinions, rewrites of its nodes, members) and the
+bridge's calls in flight and waiting, at most; and its writes done
+from the signal to the end. The takeovers are also given from the
+survivors' first one (p50, p99, max).
 
 ``--crowd N`` pins the first agent and N busy loops of the script's to one
 CPU ``--crowd-for`` s before its stop, until the run ends.
@@ -97,12 +110,19 @@ from common import (
 )
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
+from kazoo.recipe.watchers import DataWatch
 from upgrade import config
 
 # upgrade.py's layout: a group on ROOT, every member in one nerve service.
 ROOT = "/upgrade"
 SERVICE = "/members/cache"
 POLL = 0.05
+# The single-fault detection bound at the defaults (interval 1 s, fall 3,
+# timeout 0.5 s) plus 50 ms for publishing (``rack.py``).
+BOUND = 1.0 * 3 + 0.5 + 0.05
+# How long, and how often, the survivors' queues are read from the signal.
+QUEUES_FOR = 8.0
+QUEUES_EVERY = 0.25
 
 # What a poll saw of one instance, when it changed: the session holding its
 # node (None: missing), or those holding its members.
@@ -212,6 +232,103 @@ class Reader:
         self.client.close()
 
 
+class Downs:
+    """
+    ZooKeeper's time (mtime, epoch seconds) of the first write saying
+    ``down`` of each of `names`' nodes from `watch_from` on (data watches
+    fire on kazoo's thread).
+    """
+
+    def __init__(self, client: KazooClient, names: list[str]) -> None:
+        self._lock = threading.Lock()
+        self._from = float("inf")
+        self.down: dict[str, float] = {}
+        for name in names:
+            DataWatch(client, f"{ROOT}/instances/{name}", self._watcher(name))
+
+    def _watcher(self, name: str) -> Callable[[bytes | None, Any], None]:
+        def changed(data: bytes | None, stat: Any) -> None:
+            if data is None:
+                return
+            with self._lock:
+                if (
+                    json.loads(data).get("status") == "down"
+                    and stat.mtime / 1000 >= self._from
+                    and name not in self.down
+                ):
+                    self.down[name] = stat.mtime / 1000
+
+        return changed
+
+    def watch_from(self, at: float) -> None:
+        """Count the downs written from `at` (epoch seconds) on."""
+        with self._lock:
+            self._from = at
+
+    def seen(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self.down)
+
+
+class Queues:
+    """The most each survivor's queues held (module docstring), on a thread."""
+
+    def __init__(self, agents: list[Agent]) -> None:
+        self.agents = agents
+        self.most: dict[str, dict[str, int]] = {a.log.stem: {} for a in agents}
+        self.writes: dict[str, list[int]] = {a.log.stem: [] for a in agents}
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def writes_ok(self, agent: Agent) -> int | None:
+        try:
+            return int(agent.get("/debug/stats", 5.0)["zookeeper"]["writes_ok"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def start(self) -> None:
+        for agent in self.agents:
+            self.writes[agent.log.stem].append(self.writes_ok(agent) or 0)
+        self.thread.start()
+
+    def run(self) -> None:
+        ends = time.monotonic() + QUEUES_FOR
+        while time.monotonic() < ends:
+            for agent in self.agents:
+                try:
+                    stats = agent.get("/debug/stats", 2.0)["zookeeper"]
+                except (OSError, ValueError, KeyError):
+                    continue
+                most = self.most[agent.log.stem]
+                counts = {
+                    f"{state} {kind}": count
+                    for state, kinds in stats.get("writes_by_kind", {}).items()
+                    for kind, count in kinds.items()
+                }
+                counts.update(
+                    {f"calls {k}": v for k, v in stats.get("calls", {}).items()}
+                )
+                for key, count in counts.items():
+                    most[key] = max(most.get(key, 0), int(count))
+            time.sleep(QUEUES_EVERY)
+
+    def rows(self, number: int) -> list[tuple[str, str]]:
+        self.thread.join(QUEUES_FOR + 10.0)
+        rows = []
+        for agent in self.agents:
+            name = agent.log.stem
+            done = self.writes_ok(agent)
+            if done is not None and self.writes[name]:
+                rows.append(
+                    (
+                        f"run {number}: {name} writes done",
+                        str(done - self.writes[name][0]),
+                    )
+                )
+            most = ", ".join(f"{k} {v}" for k, v in self.most[name].items() if v)
+            rows.append((f"run {number}: {name} queues at most", most or "not shown"))
+        return rows
+
+
 def _changed(history: History, now: float, value: Any) -> None:
     if not history or history[-1][1] != value:
         history.append((now, value))
@@ -247,7 +364,8 @@ def summary(values: Sequence[float]) -> str:
         return "none"
     ordered = sorted(values)
     p50, most = ordered[len(ordered) // 2], ordered[-1]
-    return f"{len(ordered)}, p50 {p50:.2f} s, max {most:.2f} s"
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"{len(ordered)}, p50 {p50:.2f} s, p99 {p99:.2f} s, max {most:.2f} s"
 
 
 def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str, str]]:
@@ -363,8 +481,27 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             zookeeper.pause()
         if args.early is None:
             signalled = reader.now()
+        last = len(servers) - 1
+        frozen = [i.name for n, i in enumerate(instances) if n % len(servers) == last]
+        downs = None if args.freeze_server is None else Downs(client, frozen)
+        queues = Queues(agents[1:]) if args.freeze_server is not None else None
+        if queues is not None:
+            queues.start()
+        freezing = None
+        cut: list[float] = []
+        if args.freeze_server is not None:
+            assert downs is not None
+
+            def freeze() -> None:
+                cut.append(time.time())
+                downs.watch_from(cut[0])
+                servers[-1].pause()
+
+            freezing = threading.Timer(args.freeze_server, freeze)
         stopped = reader.now()
         victim.send_signal(signal.SIGKILL if args.kill else signal.SIGTERM)
+        if freezing is not None:
+            freezing.start()
         status = victim.wait(10.0)
         ended = reader.now() - stopped
         if args.zk_pause:
@@ -405,7 +542,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         forming: list[float] = []
         for name in names:
             missing += spans(reader.nodes[name], lambda v: v is None, signalled, until)
-            if name not in down:
+            if name not in down and not (downs is not None and name in frozen):
                 unlisted += spans(
                     reader.members[name], lambda v: not v, signalled, until
                 )
@@ -424,6 +561,28 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                 pairs.setdefault(whose, []).extend(
                     spans(reader.members[name], pair.__eq__, signalled, until)
                 )
+        extra: list[tuple[str, str]] = []
+        if downs is not None and queues is not None and cut:
+            servers[-1].resume()
+            taken = sorted(nodes_moved)
+            if taken:
+                extra.append(
+                    (f"run {number}: takeovers from the first",
+                     summary([t - taken[0] for t in taken]))
+                )  # fmt: skip
+            seen = downs.seen()
+            for part, group in (
+                ("moved", [n for n in frozen if n in held]),
+                ("stayed", [n for n in frozen if n not in held]),
+            ):
+                late = [seen[n] - cut[0] for n in group if n in seen]
+                within = sum(1 for t in late if t <= BOUND)
+                extra.append(
+                    (f"run {number}: frozen {args.freeze_server:g} s on, {part}",
+                     f"{len(late)} of {len(group)} down, {within} within "
+                     f"{BOUND:.2f} s; {summary(late)}")
+                )  # fmt: skip
+            extra += queues.rows(number)
         kind = "kill -9" if args.kill else "SIGTERM"
         if args.early is not None:
             kind += f" {args.early:g} s after its start"
@@ -447,6 +606,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             (f"run {number}: instance listed twice", summary(twice)),
             *((f"run {number}: twice, {whose}", summary(found))
               for whose, found in sorted(pairs.items()) if found),
+            *extra,
             (f"run {number}: polls a second",
              f"{reader.polls / max(until, 1e-9):.1f}"),
         ]  # fmt: skip
@@ -612,6 +772,12 @@ def main() -> int:
         help="each pair of members listed at once, by name and holder, as JSON",
     )
     add("--keep-logs", metavar="DIR", help="copy the agents' logs there")
+    add(
+        "--freeze-server",
+        type=float,
+        metavar="S",
+        help="SIGSTOP a redis-server S s after the signal: its downs' delays",
+    )
     add("--crowd", type=int, default=0, help="busy loops beside the first (0)")
     add("--crowd-for", type=float, default=5.0, help="s crowded before the stop")
     args = parser.parse_args()

@@ -99,6 +99,8 @@ FAILING_AFTER = 5.0
 # The ZooKeeper calls counted in `write_calls` (for /metrics); a group's
 # takeover (a delete and a create in one transaction) counts as a create.
 WRITE_OPS = ("create", "set", "delete")
+# The kinds of write `WriteQueue.by_kind` counts.
+WRITE_KINDS = ("takeovers", "missing", "opinions", "rewrites", "members")
 
 _T = TypeVar("_T")
 
@@ -249,6 +251,23 @@ class WriteQueue:
         else:
             self._waiting_missing.append(node)
         self._drain()
+
+    def by_kind(self) -> dict[str, dict[str, int]]:
+        """
+        The nodes waiting for a slot and those being written, by what the
+        write is (/debug/stats): a group's takeovers, the other nodes
+        readers miss, opinions, rewrites of the nodes we hold, members.
+        """
+        opinions = set(self._nodes.opinions.values())
+        counts: dict[str, dict[str, int]] = {
+            state: dict.fromkeys(WRITE_KINDS, 0) for state in ("waiting", "writing")
+        }
+        for node in self._nodes:
+            if node.queued:
+                counts["waiting"][_kind(node, opinions)] += 1
+            elif node.writing:
+                counts["writing"][_kind(node, opinions)] += 1
+        return counts
 
     def hurry(self, node: Node) -> None:
         """
@@ -553,3 +572,14 @@ def _still_due(node: Node, due: float | None, started_at: float, failed: bool) -
             node.due_since = due
         return
     node.published_at = started_at
+
+
+def _kind(node: Node, opinions: set[Node]) -> str:
+    """Which of `WRITE_KINDS` a write of `node` is."""
+    if node.member is not None:
+        return "members"
+    if node.takeover and not node.owned:
+        return "takeovers"
+    if node in opinions:
+        return "opinions"
+    return "rewrites" if node.owned else "missing"

@@ -1359,6 +1359,19 @@ class ZooKeeper:
         if d in self._unanswered:
             self._timed_out_unanswered.add(d)
 
+    def calls_waiting(self) -> dict[str, int]:
+        """
+        The calls in kazoo's hands and those waiting here for room, by
+        kind (/debug/stats: what a view change's takeovers wait behind).
+        """
+        writes, reads, background = self._queues
+        return {
+            "in_flight": self._in_flight,
+            "writes": len(writes),
+            "reads": len(reads),
+            "background": len(background),
+        }
+
     def _in_session(self, session: int | None) -> bool:
         """
         Whether a write made for `session` may go now: it is the session

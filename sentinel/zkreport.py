@@ -141,6 +141,8 @@ class ZooKeeperReport:
             "writes_queued": queue.queued,
             "writes_in_flight": queue.in_flight,
             "writes_window": int(queue.window.size),
+            "writes_by_kind": queue.by_kind(),
+            "calls": zk.calls_waiting(),
             "writes_ok": queue.writes["ok"],
             "writes_failed": queue.writes["error"],
             "writes_failing": len(queue.still_failing()),
