@@ -64,7 +64,9 @@ name, holder and when each was seen, to ``PREFIX-RUN.json``: the names to
 look for in the agents' logs (``--keep-logs``).
 
 ``--freeze-server S`` freezes the last redis-server (SIGSTOP) ``S`` s
-after the signal, while the survivors take the leaver's nodes over: a
+after the signal (before it if negative: ``-1.5`` makes its downs due
+about 2 s after the signal), while the survivors take the leaver's nodes
+over: a
 data watch on each of its instances' nodes gives ZooKeeper's time of the
 write that says ``down``, from the freeze, against the detection bound
 ``interval * fall + timeout`` + 50 ms (3.55 s, as ``rack.py``), for the
@@ -497,7 +499,14 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                 downs.watch_from(cut[0])
                 servers[-1].pause()
 
-            freezing = threading.Timer(args.freeze_server, freeze)
+            if args.freeze_server < 0:
+                # Before the signal: its downs are due while the view changes.
+                freeze()
+                time.sleep(-args.freeze_server)
+                if args.early is None:
+                    signalled = reader.now()
+            else:
+                freezing = threading.Timer(args.freeze_server, freeze)
         stopped = reader.now()
         victim.send_signal(signal.SIGKILL if args.kill else signal.SIGTERM)
         if freezing is not None:
@@ -776,7 +785,7 @@ def main() -> int:
         "--freeze-server",
         type=float,
         metavar="S",
-        help="SIGSTOP a redis-server S s after the signal: its downs' delays",
+        help="SIGSTOP a redis-server S s after the signal (<0: before)",
     )
     add("--crowd", type=int, default=0, help="busy loops beside the first (0)")
     add("--crowd-for", type=float, default=5.0, help="s crowded before the stop")
