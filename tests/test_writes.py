@@ -432,6 +432,43 @@ class WriteQueueTests(SynchronousTestCase):
         self.assertIn(member.path, self.bridge.started)
         self.assertLessEqual(self.bridge.started.index(member.path), writes.SHARE_EVERY)
 
+    def test_by_kind(self) -> None:
+        """
+        `by_kind` (/debug/stats) counts each node waiting for a slot and
+        each being written by what its write is: a takeover (a node we are
+        primary of and do not hold yet), another node readers miss, an
+        opinion, a rewrite of a node we hold, a member.
+        """
+        self.patch(writes, "WRITES_IN_FLIGHT", 1)
+        taken = self.instance("i1")
+        taken.takeover = True
+        held = self.instance("i2")
+        held.owned = True
+        new = self.instance("i3")
+        opinion = self.nodes.new("/sentinel/opinions/i4/a1", _data)
+        self.nodes.opinions["i4"] = opinion
+        for node in (taken, held, new, opinion, self.member("m1")):
+            self.queue.mark(node)
+        self.assertEqual(
+            self.queue.by_kind(),
+            {
+                "waiting": {
+                    "takeovers": 0,
+                    "missing": 1,
+                    "opinions": 1,
+                    "rewrites": 1,
+                    "members": 1,
+                },
+                "writing": {
+                    "takeovers": 1,
+                    "missing": 0,
+                    "opinions": 0,
+                    "rewrites": 0,
+                    "members": 0,
+                },
+            },
+        )
+
 
 class LinkBridge(Bridge):
     """

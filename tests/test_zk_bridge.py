@@ -775,6 +775,23 @@ class BridgeTests(SynchronousTestCase):
             ],
         )
 
+    def test_calls_waiting_by_kind(self) -> None:
+        """
+        `calls_waiting` (/debug/stats) says how many calls are in kazoo's
+        hands and how many of each kind wait for room here.
+        """
+        client = self.connected()
+        for i in range(CALLS_IN_FLIGHT + 2):
+            self.zk.exists(f"{PATH}{i}")
+        self.zk.get(f"{PATH}b0", background=True)
+        self.zk.set(f"{PATH}w0", b"{}")
+        self.clock.advance(0)  # Sent at the end of the turn.
+        self.assertEqual(len(client.calls), CALLS_IN_FLIGHT)
+        self.assertEqual(
+            self.zk.calls_waiting(),
+            {"in_flight": CALLS_IN_FLIGHT, "writes": 1, "reads": 2, "background": 1},
+        )
+
     def test_background_reads_wait_behind_reads(self) -> None:
         """
         Reads asked as background (a group's opinions, thousands at a
