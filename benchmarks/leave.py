@@ -68,7 +68,8 @@ after the signal (before it if negative: ``-1.5`` makes its downs due
 about 2 s after the signal), while the survivors take the leaver's nodes
 over: a
 data watch on each of its instances' nodes gives ZooKeeper's time of the
-write that says ``down``, from the freeze, against the detection bound
+write that says ``down``, and the agent's decision (the ``since`` it
+says), from the freeze, against the detection bound
 ``interval * fall + timeout`` + 50 ms (3.55 s, as ``rack.py``), for the
 instances whose node moved (the leaver's) and the others apart. Each
 survivor's ``/debug/stats`` is read every 0.25 s for 8 s from the
@@ -245,6 +246,8 @@ class Downs:
         self._lock = threading.Lock()
         self._from = float("inf")
         self.down: dict[str, float] = {}
+        # The document's ``since``: when the agent decided it.
+        self.decided: dict[str, float] = {}
         for name in names:
             DataWatch(client, f"{ROOT}/instances/{name}", self._watcher(name))
 
@@ -252,13 +255,15 @@ class Downs:
         def changed(data: bytes | None, stat: Any) -> None:
             if data is None:
                 return
+            document = json.loads(data)
             with self._lock:
                 if (
-                    json.loads(data).get("status") == "down"
+                    document.get("status") == "down"
                     and stat.mtime / 1000 >= self._from
                     and name not in self.down
                 ):
                     self.down[name] = stat.mtime / 1000
+                    self.decided[name] = float(document.get("since") or 0.0)
 
         return changed
 
@@ -267,9 +272,9 @@ class Downs:
         with self._lock:
             self._from = at
 
-    def seen(self) -> dict[str, float]:
+    def seen(self) -> tuple[dict[str, float], dict[str, float]]:
         with self._lock:
-            return dict(self.down)
+            return dict(self.down), dict(self.decided)
 
 
 class Queues:
@@ -572,14 +577,13 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                 )
         extra: list[tuple[str, str]] = []
         if downs is not None and queues is not None and cut:
-            servers[-1].resume()
             taken = sorted(nodes_moved)
             if taken:
                 extra.append(
                     (f"run {number}: takeovers from the first",
                      summary([t - taken[0] for t in taken]))
                 )  # fmt: skip
-            seen = downs.seen()
+            seen, decided = downs.seen()
             for part, group in (
                 ("moved", [n for n in frozen if n in held]),
                 ("stayed", [n for n in frozen if n not in held]),
@@ -591,6 +595,23 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                      f"{len(late)} of {len(group)} down, {within} within "
                      f"{BOUND:.2f} s; {summary(late)}")
                 )  # fmt: skip
+                since = [decided[n] - cut[0] for n in group if n in decided]
+                extra.append(
+                    (f"run {number}: {part}: decided (since)", summary(since))
+                )  # fmt: skip
+            said: dict[str, int] = {}
+            for name in frozen:
+                try:
+                    data, _ = client.get(f"{ROOT}/instances/{name}")
+                    status = str(json.loads(data).get("status"))
+                except NoNodeError:
+                    status = "missing"
+                said[status] = said.get(status, 0) + 1
+            extra.append(
+                (f"run {number}: frozen, at the end",
+                 ", ".join(f"{v} {k}" for k, v in sorted(said.items())))
+            )  # fmt: skip
+            servers[-1].resume()
             extra += queues.rows(number)
         kind = "kill -9" if args.kill else "SIGTERM"
         if args.early is not None:
