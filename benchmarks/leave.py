@@ -66,10 +66,10 @@ look for in the agents' logs (``--keep-logs``).
 ``--freeze-server S`` freezes the last redis-server (SIGSTOP) ``S`` s
 after the signal (before it if negative: ``-1.5`` makes its downs due
 about 2 s after the signal), while the survivors take the leaver's nodes
-over: a
-data watch on each of its instances' nodes gives ZooKeeper's time of the
-write that says ``down``, and the agent's decision (the ``since`` it
-says), from the freeze, against the detection bound
+over (``-20``: long before the leave, a control): a data watch on each
+of its instances' nodes (``rack.py``'s) gives ZooKeeper's time of the
+write that says ``down``, and the ``since`` it says (the check that
+found it down), from the freeze, against the detection bound
 ``interval * fall + timeout`` + 50 ms (3.55 s, as ``rack.py``), for the
 instances whose node moved (the leaver's) and the others apart. Each
 survivor's ``/debug/stats`` is read every 0.25 s for 8 s from the
@@ -113,7 +113,7 @@ from common import (
 )
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
-from kazoo.recipe.watchers import DataWatch
+from rack import Downs
 from upgrade import config
 
 # upgrade.py's layout: a group on ROOT, every member in one nerve service.
@@ -233,48 +233,6 @@ class Reader:
         self.thread.join(10.0)
         self.client.stop()
         self.client.close()
-
-
-class Downs:
-    """
-    ZooKeeper's time (mtime, epoch seconds) of the first write saying
-    ``down`` of each of `names`' nodes from `watch_from` on (data watches
-    fire on kazoo's thread).
-    """
-
-    def __init__(self, client: KazooClient, names: list[str]) -> None:
-        self._lock = threading.Lock()
-        self._from = float("inf")
-        self.down: dict[str, float] = {}
-        # The document's ``since``: when the agent decided it.
-        self.decided: dict[str, float] = {}
-        for name in names:
-            DataWatch(client, f"{ROOT}/instances/{name}", self._watcher(name))
-
-    def _watcher(self, name: str) -> Callable[[bytes | None, Any], None]:
-        def changed(data: bytes | None, stat: Any) -> None:
-            if data is None:
-                return
-            document = json.loads(data)
-            with self._lock:
-                if (
-                    document.get("status") == "down"
-                    and stat.mtime / 1000 >= self._from
-                    and name not in self.down
-                ):
-                    self.down[name] = stat.mtime / 1000
-                    self.decided[name] = float(document.get("since") or 0.0)
-
-        return changed
-
-    def watch_from(self, at: float) -> None:
-        """Count the downs written from `at` (epoch seconds) on."""
-        with self._lock:
-            self._from = at
-
-    def seen(self) -> tuple[dict[str, float], dict[str, float]]:
-        with self._lock:
-            return dict(self.down), dict(self.decided)
 
 
 class Queues:
@@ -490,7 +448,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             signalled = reader.now()
         last = len(servers) - 1
         frozen = [i.name for n, i in enumerate(instances) if n % len(servers) == last]
-        downs = None if args.freeze_server is None else Downs(client, frozen)
+        downs = None if args.freeze_server is None else Downs(client, frozen, ROOT)
         queues = Queues(agents[1:]) if args.freeze_server is not None else None
         if queues is not None:
             queues.start()
@@ -583,21 +541,21 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                     (f"run {number}: takeovers from the first",
                      summary([t - taken[0] for t in taken]))
                 )  # fmt: skip
-            seen, decided = downs.seen()
+            _, seen = downs.seen()
             for part, group in (
                 ("moved", [n for n in frozen if n in held]),
                 ("stayed", [n for n in frozen if n not in held]),
             ):
-                late = [seen[n] - cut[0] for n in group if n in seen]
+                late = [seen[n][0] - cut[0] for n in group if n in seen]
                 within = sum(1 for t in late if t <= BOUND)
                 extra.append(
                     (f"run {number}: frozen {args.freeze_server:g} s on, {part}",
                      f"{len(late)} of {len(group)} down, {within} within "
                      f"{BOUND:.2f} s; {summary(late)}")
                 )  # fmt: skip
-                since = [decided[n] - cut[0] for n in group if n in decided]
+                since = [seen[n][1] - cut[0] for n in group if n in seen]
                 extra.append(
-                    (f"run {number}: {part}: decided (since)", summary(since))
+                    (f"run {number}: {part}: found (since)", summary(since))
                 )  # fmt: skip
             said: dict[str, int] = {}
             for name in frozen:

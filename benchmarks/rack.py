@@ -99,13 +99,15 @@ class Downs:
     (data watches fire on kazoo's thread).
     """
 
-    def __init__(self, client: KazooClient, names: list[str]) -> None:
+    def __init__(
+        self, client: KazooClient, names: list[str], root: str = "/sentinel"
+    ) -> None:
         self._lock = threading.Lock()
         self._from = float("inf")
         self.down: dict[str, tuple[float, float]] = {}
         self.up: set[str] = set()
         for name in names:
-            DataWatch(client, f"/sentinel/instances/{name}", self._watcher(name))
+            DataWatch(client, f"{root}/instances/{name}", self._watcher(name))
 
     def _watcher(self, name: str) -> Callable[[bytes | None, Any], None]:
         def changed(data: bytes | None, stat: Any) -> None:
