@@ -46,7 +46,8 @@ second): an ``exists`` of every node every 50 ms, 60,000 reads a second at
 
     .venv/bin/python benchmarks/leave.py [--checkout this=.] [--replicas 2]
         [--kill] [--early S] [--light] [--runs 2] [--keep-logs DIR]
-        [--crowd N] [--at-refresh S] [--freeze-server S]
+        [--crowd N] [--at-refresh S] [--freeze-server S] [--zk-stall S]
+        [--members-out PREFIX]
 
 ``--at-refresh S`` stops the first agent ``S`` s after one of its
 instance nodes is written again at its refresh (after the warmup): the
