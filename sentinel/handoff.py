@@ -66,7 +66,16 @@ at a time, the newest state queued behind it. When the connection drops,
 the file is read again: if it names this session with another holder, a
 newer process reattached to it, and `on_superseded` is told, once; the
 publisher then stops without touching the nodes, and never takes the
-session back.
+session back. A session other than the one this process last wrote (its
+own lost, expired while it was paused, and a new one opened) is written
+only if the file names no other process that runs: one that does took
+this state_dir over meanwhile, reattached to this one's session or on a
+session of its own, and this one is superseded as above. Before, a process
+back from a SIGSTOP past the session timeout wrote its new session over
+the newer one's, which lost its handoff ("no longer holds this process's
+ZooKeeper session": its stop deleted every node) while this one went on
+until it found the agent node held and stopped as a twin. A file naming a
+process that no longer runs is written over, as `verify` does.
 
 A stop leaves the session open only if the file holds it (`blocked` says
 why not otherwise: its write failed, a disk full say, or the session
@@ -105,6 +114,7 @@ from twisted.python.failure import Failure
 from sentinel.privatefiles import NoStateFile, NotRead, StateFileRefused
 from sentinel.session import (
     Corrupt,
+    HeldByAnother,
     NotHeld,
     Owner,
     SessionPurpose,
@@ -743,8 +753,16 @@ class SessionHandoff:
             self._checked_through(),
             self._granted,
         )
-        d = self.state_file.write(stored, holder)
-        d.addCallbacks(self._wrote, self._not_written, callbackArgs=(stored,))
+        # A session other than the one this process wrote (that one lost,
+        # expired say, and a new one opened): a file naming another
+        # process that runs is a newer process's, which is not robbed of
+        # its handoff (module docstring).
+        lost = self._recorded
+        running = None if lost is None or lost == session else self._running
+        d = self.state_file.write(stored, holder, running)
+        d.addCallbacks(
+            self._wrote, self._not_written, callbackArgs=(stored,), errbackArgs=(lost,)
+        )
         d.addBoth(self._write_ended, waiters)
 
     def _wrote(self, _: None, stored: StoredSession) -> None:
@@ -757,7 +775,11 @@ class SessionHandoff:
             self._refresh_tried = stored.checked_at
         self.overwritten = None
 
-    def _not_written(self, failure: Failure) -> None:
+    def _not_written(self, failure: Failure, lost: tuple[int, bytes] | None) -> None:
+        refusal = failure.value
+        if isinstance(refusal, HeldByAnother) and lost is not None:
+            self._newer_took_over(refusal.held, lost[0])
+            return
         if failure.check(NotHeld):
             # Another process's file now: `verify` or `disconnected` learns
             # whose, and what follows.
@@ -931,13 +953,28 @@ class SessionHandoff:
     def _check(self, stored: StoredSession, session: int) -> None:
         if stored.session_id != session or stored.owner == self.owner:
             return
+        self._newer_took_over(stored, session)
+
+    def _newer_took_over(self, held: StoredSession, lost: int) -> None:
+        """
+        The state file names a newer process (`held`) that took over from
+        this one, whose session `lost` it holds, or which opened its own:
+        this one is superseded (`on_superseded` is told, once), and never
+        writes the file again.
+        """
         if self.superseded is not None or self._session is None:
             return
-        self.superseded = (
-            f"ZooKeeper session {session:#x} was taken over by a newer process "
-            f"(pid {stored.owner.pid}) using the same state_dir "
-            f"({self.state_file.directory})"
-        )
+        newer = f"a newer process (pid {held.owner.pid})"
+        where = f"using the same state_dir ({self.state_file.directory})"
+        if held.session_id == lost:
+            self.superseded = (
+                f"ZooKeeper session {lost:#x} was taken over by {newer} {where}"
+            )
+        else:
+            self.superseded = (
+                f"ZooKeeper session {lost:#x} was lost, and {newer} {where} "
+                f"holds session {held.session_id:#x} now"
+            )
         self._session = None
         if self.on_superseded is not None:
             self.on_superseded(self.superseded)

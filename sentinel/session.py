@@ -37,6 +37,7 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import attr
@@ -82,6 +83,18 @@ class Corrupt(Unreadable):
 
 class NotHeld(Exception):
     """The state file no longer names this process as the session's holder."""
+
+
+class HeldByAnother(Exception):
+    """
+    The state file names another process that runs as a session's holder
+    (`held`): a newer process on this state_dir, which a write would rob
+    of its handoff.
+    """
+
+    def __init__(self, held: StoredSession) -> None:
+        super().__init__(f"it names pid {held.owner.pid}, which runs")
+        self.held = held
 
 
 @attr.frozen
@@ -392,26 +405,32 @@ class StateFile:
         session over, at a deploy that starts it before this one stops, is
         learnt of as any newer process is, not fought for the session.
         """
+        return self._worker.run(f"a read of {self.path}", lambda: self._held(purpose))
 
-        def read() -> StoredSession:
-            data = read_private_file(self.path, MAX_STATE_BYTES)
-            try:
-                return decode_state(data, purpose)
-            except Unreadable as e:
-                named = closable_state(data, purpose, str(e))
-                if named is None:
-                    raise
-                return named
-
-        return self._worker.run(f"a read of {self.path}", read)
+    def _held(self, purpose: SessionPurpose) -> StoredSession:
+        """What `read` fires with, read on the worker's thread."""
+        data = read_private_file(self.path, MAX_STATE_BYTES)
+        try:
+            return decode_state(data, purpose)
+        except Unreadable as e:
+            named = closable_state(data, purpose, str(e))
+            if named is None:
+                raise
+            return named
 
     def write(
-        self, stored: StoredSession, holder: Owner | None = None
+        self,
+        stored: StoredSession,
+        holder: Owner | None = None,
+        running: Callable[[int], bool] | None = None,
     ) -> Deferred[None]:
         """
         Replace the file with `stored`, atomically; with `holder`, only if
         the file still names `holder` as the holder of the same session
-        (else `NotHeld`, and the file is left as it is).
+        (else `NotHeld`, and the file is left as it is); with `running`,
+        only if the file names no process other than `stored`'s for which
+        `running(pid)` is true (else `HeldByAnother`, the file left as it
+        is: a file that names none, or cannot be read, is replaced).
         """
         data = encode_state(stored)
 
@@ -429,6 +448,17 @@ class StateFile:
                     raise NotHeld(str(e)) from None
                 if current.client_id != stored.client_id or current.owner != holder:
                     raise NotHeld(f"it names pid {current.owner.pid}")
+            if running is not None:
+                try:
+                    named = self._held(stored.purpose)
+                except Unreadable:
+                    named = None
+                if (
+                    named is not None
+                    and named.owner != stored.owner
+                    and running(named.owner.pid)
+                ):
+                    raise HeldByAnother(named)
             write_private_file(self.path, data)
 
         return self._worker.run(f"a write of {self.path}", write)

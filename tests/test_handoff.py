@@ -1577,6 +1577,70 @@ class OverlapTests(HandoffTestCase):
             older.superseded[0],
         )
 
+    def resumed_after_a_newer_session(self) -> tuple[Process, Process, int]:
+        """
+        The older process paused (SIGSTOP) past its session timeout; a
+        newer one (pid 4242) started meanwhile, found the session expired
+        and opened its own; then the older one resumed, on a new session
+        of its own. Each takes the other's pid to run. Returns both and
+        the older one's session lost.
+        """
+        older = self.process(running=lambda pid: pid == 4242)
+        older.start()
+        older.check("a", UP)
+        older.check("b", UP)
+        lost = older.zk.session_id or 0
+        older.zk.suspend()
+        self.server.end_session(lost)
+        newer = self.process(running=lambda pid: pid == os.getpid())
+        newer.handoff.owner = Owner(4242, "0123456789abcdef")
+        newer.start()
+        newer.check("a", UP)
+        newer.check("b", UP)
+        self.assertFalse(newer.handoff.reattached)
+        older.zk.connect()
+        return older, newer, lost
+
+    def test_older_process_back_on_a_new_session_superseded(self) -> None:
+        """
+        An older process back from a pause past its session timeout, after
+        a newer process on the same state_dir opened a session of its own,
+        leaves the state file naming the newer one and stops as superseded,
+        touching nothing. Before, it wrote its new session in the file: the
+        newer process found its handoff gone ("a stop now deletes this
+        agent's nodes") and its stop deleted every node, while the older
+        one stopped as a twin only once it found the agent node held.
+        """
+        older, newer, lost = self.resumed_after_a_newer_session()
+        session = newer.zk.session_id or 0
+        self.assertEqual(self.stored()["owner"]["token"], "0123456789abcdef")
+        self.assertEqual(self.stored()["session_id"], f"{session:#x}")
+        [line] = older.superseded
+        self.assertIn(
+            f"ZooKeeper session {lost:#x} was lost, and a newer process (pid "
+            f"4242) using the same state_dir ({self.directory}) holds session "
+            f"{session:#x} now",
+            line,
+        )
+        self.assertEqual((older.twins, newer.twins, newer.superseded), ([], [], []))
+        own = older.zk.session_id
+        self.assertNotIn(own, [lost, session])
+        self.assertEqual(
+            [p for p, n in self.server.nodes.items() if n.owner == own], []
+        )
+        self.clock.advance(HEARTBEAT)
+        newer.check("a", UP)
+        self.successResultOf(older.publisher.stopService())
+        self.assertEqual(self.stored()["owner"]["token"], "0123456789abcdef")
+        self.assertIsNone(newer.handoff.overwritten)
+        self.assertIsNone(newer.handoff.blocked)
+        newer.stop()
+        self.assertIn(("leave_open", ""), newer.zk.history)
+        third = self.process()
+        third.start()
+        self.assertEqual(third.zk.session_id, session)
+        self.assertIs(third.handoff.reattached, True)
+
     def test_disconnection_of_the_holder_is_no_takeover(self) -> None:
         """A process that merely lost its connection reconnects as before."""
         first = self.running()
