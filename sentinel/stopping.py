@@ -237,7 +237,16 @@ class Stopping:
             return succeed(None)
         handoff = self._handoff
         if handoff is not None and not self.leaving and not halted:
-            if handoff.writing or handoff.blocked is None:
+            # A file found overwritten at a heartbeat is read again: the
+            # process that wrote it (a double start's loser, exited as a
+            # twin) may be gone since, and the file is then written again
+            # (`SessionHandoff.verify`). Taken at the heartbeat's word, a
+            # stop 3 s after the twin exited deleted every node.
+            if (
+                handoff.writing
+                or handoff.blocked is None
+                or handoff.overwritten is not None
+            ):
                 return self._hand_over(handoff)
             self._not_handed_over(handoff.blocked)
         if (
