@@ -168,6 +168,8 @@ class WriteQueue:
         # Whether a resync's writes are not all done (`RESYNC_IN_FLIGHT`).
         self.resyncing = False
         self.in_flight = 0
+        # The nodes being written (`by_kind`: never a walk of every node).
+        self._writing: set[Node] = set()
         self.window = WriteWindow(
             reactor,
             lambda: zk.session_timeout,
@@ -258,15 +260,18 @@ class WriteQueue:
         write is (/debug/stats): a group's takeovers, the other nodes
         readers miss, opinions, rewrites of the nodes we hold, members.
         """
-        opinions = set(self._nodes.opinions.values())
         counts: dict[str, dict[str, int]] = {
             state: dict.fromkeys(WRITE_KINDS, 0) for state in ("waiting", "writing")
         }
-        for node in self._nodes:
-            if node.queued:
-                counts["waiting"][_kind(node, opinions)] += 1
-            elif node.writing:
-                counts["writing"][_kind(node, opinions)] += 1
+        if not self._writing and not any(self._queues):
+            return counts
+        opinions = set(self._nodes.opinions.values())
+        waiting = counts["waiting"]
+        for queue in self._queues:
+            for node in queue:
+                waiting[_kind(node, opinions)] += 1
+        for node in self._writing:
+            counts["writing"][_kind(node, opinions)] += 1
         return counts
 
     def hurry(self, node: Node) -> None:
@@ -454,6 +459,7 @@ class WriteQueue:
         due, node.due_since = node.due_since, None
         timed = self.window.start(self.in_flight)
         self.in_flight += 1
+        self._writing.add(node)
         d = Deferred.fromCoroutine(self._write(node))
         d.addBoth(self._written, node, timed, due)
         d.addErrback(self._bug, node)
@@ -467,6 +473,7 @@ class WriteQueue:
     ) -> None:
         self.in_flight -= 1
         node.writing = False
+        self._writing.discard(node)
         failed = True
         # Whatever the bookkeeping raises (a bug, or a log observer's), the
         # slot goes to the next node and the node is retried.
