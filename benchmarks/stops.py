@@ -20,7 +20,15 @@ published, ZooKeeper is made to stop answering it, and it is sent
   connections are never answered, as a port whose packets are dropped.
 
 Printed: each shape's time from the signal to the exit, and the exit
-status, for each of ``--runs`` runs, with the load average.
+status, for each of ``--runs`` runs, with the load average; and, read
+from ZooKeeper's ``dump`` (its ephemeral nodes by session), how many
+nodes of the stopped agent's session were still there at its exit and
+for how long after it (``left``: a stop that was to delete them at once
+and did not; a ``state_dir``'s handoff leaves them on purpose).
+``--busy N`` runs N busy loops throughout, as other work on the machine
+would; ``--direct`` connects the stopped agent to ZooKeeper without the
+relay (whose thread, at thousands of instances, is itself a load);
+``--discovery nerve`` also publishes a discovery member per instance.
 
     .venv/bin/python benchmarks/stops.py [--runs 2] [--shapes group]
 """
@@ -30,8 +38,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import selectors
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +58,7 @@ from common import (
     checkouts_of,
     commit_of,
     load_average,
+    open_files_for,
     start_redis_servers,
     start_zookeeper,
     stop_on_sigterm,
@@ -140,16 +151,19 @@ def one_stop(
     instances = [
         Instance(f"r{i}", ports[i % len(ports)]) for i in range(args.instances)
     ]
-    settings: dict[str, float | int] = {"session_timeout": 10.0}
+    settings: dict[str, float | int | str] = {"session_timeout": 10.0}
+    if args.discovery != "none":
+        settings["discovery"] = args.discovery
     if layout == "group":
         settings["replicas"] = 2
     with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         relay = Relay((LOOPBACK, zookeeper.port))  # type: ignore[attr-defined]
         started.callback(relay.close)
+        port = zookeeper.port if args.direct else relay.port  # type: ignore[attr-defined]
         victim_config = agent_config(
             instances,
-            zookeeper=f"{LOOPBACK}:{relay.port}",
+            zookeeper=f"{LOOPBACK}:{port}",
             zk_root=root,
             agent_id="victim",
             zk_settings=settings,
@@ -157,7 +171,8 @@ def one_stop(
         if state_dir:
             (workdir / "state").mkdir(mode=0o700)
             victim_config = f'state_dir = "{workdir / "state"}"\n' + victim_config
-        victim = Agent(workdir, victim_config, "victim", version)
+        open_files = open_files_for(args.instances)
+        victim = Agent(workdir, victim_config, "victim", version, open_files=open_files)
         started.callback(victim.stop)
         peers = 0
         if layout == "group":
@@ -168,7 +183,7 @@ def one_stop(
                 agent_id="peer",
                 zk_settings=settings,
             )
-            peer = Agent(workdir, peer_config, "peer", version)
+            peer = Agent(workdir, peer_config, "peer", version, open_files=open_files)
             started.callback(peer.stop)
             peers = 1
         victim.wait_ready()
@@ -184,8 +199,10 @@ def one_stop(
                 return False
             return not state_dir or any((workdir / "state").iterdir())
 
-        wait_until(published, 60.0, f"{root} published")
+        wait_until(published, 120.0, f"{root} published")
         time.sleep(args.settle)
+        _, stat = client.get(f"{root}/agents/victim")
+        session = stat.ephemeralOwner
         load = load_average()
         if zk_state == "frozen":
             zookeeper.pause()  # type: ignore[attr-defined]
@@ -195,6 +212,7 @@ def one_stop(
             relay.blackhole()
         process = victim.child.process
         began = time.monotonic()
+        lingering = Lingering(zookeeper, session)
         process.send_signal(signal.SIGTERM if sig == "term" else signal.SIGUSR2)
         try:
             status = process.wait(15.0)
@@ -204,7 +222,63 @@ def one_stop(
         took = time.monotonic() - began
         # Popen's -N is "ended by signal N": a shell's 128 + N.
         status = 128 - status if status < 0 else status
-        return f"{took:.2f} s, status {status} (load {load})"
+        left = lingering.at_exit()
+        if args.keep_logs is not None:
+            shutil.copy(victim.log, args.keep_logs / f"{root.replace('/', '_')}.log")
+        return f"{took:.2f} s, status {status}, {left} (load {load})"
+
+
+def ephemerals_of(zookeeper: object, session: int) -> int | None:
+    """How many ephemeral nodes `session` holds (``dump``), if ZooKeeper answers."""
+    try:
+        dump = zookeeper.four_letter_word("dump").decode()  # type: ignore[attr-defined]
+    except OSError:
+        return None
+    count, counting = 0, False
+    for line in dump.splitlines():
+        if line.startswith("0x"):
+            counting = int(line.rstrip(":"), 16) == session
+        elif counting and line.startswith("\t/"):
+            count += 1
+    return count
+
+
+class Lingering:
+    """
+    The session's nodes as ZooKeeper's ``dump`` lists them, polled every
+    50 ms on a thread from the signal on: when the last went (from the
+    signal), and how many were left at the exit.
+    """
+
+    def __init__(self, zookeeper: object, session: int) -> None:
+        self.zookeeper = zookeeper
+        self.session = session
+        self.began = time.monotonic()
+        self.gone: float | None = None
+        self.latest: int | None = None
+        self.ending = threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.thread.start()
+
+    def poll(self) -> None:
+        # A session timeout and more.
+        while not self.ending.is_set() and time.monotonic() - self.began < 20.0:
+            count = ephemerals_of(self.zookeeper, self.session)
+            if count is not None:
+                self.latest = count
+                if count == 0:
+                    self.gone = time.monotonic() - self.began
+                    return
+            time.sleep(0.05)
+
+    def at_exit(self) -> str:
+        """Wait for the nodes to go (20 s from the signal at most), and say when."""
+        at_exit = self.latest
+        self.thread.join(25.0)
+        if self.gone is None:
+            return f"{self.latest} node(s) still there 20 s after the signal"
+        left = "" if not at_exit else f", {at_exit} left at the exit"
+        return f"nodes gone {self.gone:.2f} s after the signal{left}"
 
 
 def main() -> int:
@@ -219,6 +293,10 @@ def main() -> int:
     add("--signals", default="term,usr2")
     add("--zookeeper", default=",".join(ZOOKEEPER_STATES))
     add("--runs", type=int, default=2)
+    add("--busy", type=int, default=0, help="busy loops throughout (0)")
+    add("--direct", action="store_true", help="no relay (ZooKeeper answering)")
+    add("--discovery", default="none", choices=("none", "nerve", "serverset"))
+    add("--keep-logs", type=Path, help="a folder to copy each stopped agent's log to")
     args = parser.parse_args()
     checkouts = checkouts_of(parser, args.checkout)
     if len(checkouts) != 1:
@@ -235,6 +313,10 @@ def main() -> int:
     )
     rows = [("version", f"{label} = {commit_of(version)}")]
     with ExitStack() as started:
+        for _ in range(args.busy):
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            started.callback(busy.wait)
+            started.callback(busy.kill)
         servers = start_redis_servers(args.servers, started)
         zookeeper, client = start_zookeeper(started)
         ports = [s.port for s in servers]
