@@ -200,6 +200,7 @@ from sentinel.ensemble import (
     foreign,
     members,
 )
+from sentinel.sessionclose import close_sent
 from sentinel.zknames import ListedNames
 
 log = Logger()
@@ -693,7 +694,28 @@ class ZooKeeper:
         done: Deferred[None] = Deferred()
         self._close_in_thread(client, done)
         return done.addTimeout(timeout, self._reactor).addErrback(
-            lambda _: log.warn("ZooKeeper session not closed in time; left to expire")
+            lambda _: self._not_closed_in_time(client, timeout)
+        )
+
+    def _not_closed_in_time(self, client: Any, timeout: float) -> None:
+        # Unanswered is not unsent: ZooKeeper answers a close once it has
+        # deleted every node of the session (`sentinel.sessionclose`).
+        sent = close_sent(client)
+        if sent:
+            log.info(
+                "ZooKeeper session close sent, not answered within {timeout} s: "
+                "its nodes go as ZooKeeper applies it (thousands take it a "
+                "while), or with the session's expiry ({expiry} s) if the "
+                "close never reaches it",
+                timeout=round(timeout, 2),
+                expiry=self.session_timeout,
+            )
+            return
+        log.warn(
+            "ZooKeeper session not closed in time ({why}); left to expire: "
+            "its nodes stay for the session timeout ({expiry} s)",
+            why="the close not sent" if sent is not None else "not known if sent",
+            expiry=self.session_timeout,
         )
 
     def close_from_thread(self, timeout: float) -> None:

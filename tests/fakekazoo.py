@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from kazoo.loggingsupport import BLATHER
+from kazoo.protocol.serialization import CloseInstance
 from kazoo.protocol.states import KeeperState, WatchedEvent
 from twisted.internet.task import Clock
 
@@ -108,6 +110,10 @@ class FakeKazooClient:
         self.closed = threading.Event()
         # Set to make `close` block until released (a hung close).
         self.close_blocks: threading.Event | None = None
+        # As kazoo's own: set by `stop`, which queues the session's close
+        # in the requests not sent yet, until `send_queued` sends them.
+        self._stopped = threading.Event()
+        self._queue: deque[tuple[Any, Any]] = deque()
 
     # The KazooClient API the bridge calls
 
@@ -118,7 +124,13 @@ class FakeKazooClient:
         self.started = True
 
     def stop(self) -> None:
+        self._stopped.set()
+        self._queue.append((CloseInstance, None))
         self.stopped_on = threading.current_thread()
+
+    def send_queued(self) -> None:
+        """Send the requests queued, as kazoo's connection thread does."""
+        self._queue.clear()
 
     def close(self) -> None:
         if self.close_blocks is not None:

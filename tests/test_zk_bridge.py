@@ -1228,6 +1228,63 @@ class BridgeTests(SynchronousTestCase):
         self.assertTrue(client.closed.wait(THREAD_WAIT))
         self.clock.run_handed_over(wait=THREAD_WAIT)
 
+    def hung_close(self) -> FakeKazooClient:
+        """A connected client whose close hangs, once `stop` has asked it."""
+        self.zk.start()
+        client = self.client()
+        client.close_blocks = threading.Event()
+        self.addCleanup(self.clock.run_handed_over)
+        self.addCleanup(client.closed.wait, THREAD_WAIT)
+        self.addCleanup(client.close_blocks.set)
+        self.connect(client)
+        return client
+
+    def test_close_sent_but_unanswered_is_not_left_to_expire(self) -> None:
+        """
+        A close that went out but was not answered within the stop's bound
+        (ZooKeeper answers once it has deleted every node of the session)
+        is said as sent, at info, not as a session left to expire.
+        """
+        warnings = bridge_warnings(self)
+        infos: list[str] = []
+        observe = partial(_formatted_at, LogLevel.info, infos)
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        client = self.hung_close()
+        stopped = self.zk.stop(1.0)
+        self.assertTrue(client._stopped.wait(THREAD_WAIT))
+        client.send_queued()
+        self.clock.advance(1.0)
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertEqual(warnings, [])
+        self.assertIn(
+            "ZooKeeper session close sent, not answered within 1.0 s: its nodes "
+            "go as ZooKeeper applies it (thousands take it a while), or with the "
+            "session's expiry (4.0 s) if the close never reaches it",
+            infos,
+        )
+
+    def test_close_not_sent_is_left_to_expire(self) -> None:
+        """A close still waiting to be sent at the bound is a warning."""
+        warnings = bridge_warnings(self)
+        client = self.hung_close()
+        stopped = self.zk.stop(1.0)
+        self.assertTrue(client._stopped.wait(THREAD_WAIT))
+        self.clock.advance(1.0)
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertEqual(
+            warnings,
+            [
+                "ZooKeeper session not closed in time (the close not sent); left "
+                "to expire: its nodes stay for the session timeout (4.0 s)"
+            ],
+        )
+
+
+def _formatted_at(level: LogLevel, lines: list[str], event: LogEvent) -> None:
+    if event.get("log_namespace") == "sentinel.zk" and event["log_level"] == level:
+        lines.append(formatEvent(event))
+
 
 class KazooThreadTests(SynchronousTestCase):
     """
