@@ -166,11 +166,15 @@ class DeadUpWatch:
 
 
 def first_check(agent: Agent, timeout: float = 60.0) -> None:
-    """Wait until the agent logs its first check (or exits)."""
+    """
+    Wait until the agent logs its first check (or exits): since first
+    checks are summed up (`sentinel.firstchecks`), their summary, said up
+    to a second after the first of them.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and agent.child.running:
         text = agent.log.read_text(errors="replace") if agent.log.exists() else ""
-        if " is up (was " in text or " is down (was " in text:
+        if " decided by their first check" in text or " is up (was " in text:
             return
         time.sleep(0.005)
 

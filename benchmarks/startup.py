@@ -15,8 +15,10 @@ for ``--settle`` seconds more; each run prints:
   (``uptime_seconds``), to within one poll;
 - failed checks until all up (``failures``), and during the settle time;
 - instances published ``down`` at least once, with why (the agent logs
-  every change of status, the first one included), and instances that ever
-  failed a check (``/instances``, read once at the end, when all were up);
+  every change of status; those decided by one check, the first one
+  included, are counted from their summary lines), and instances that
+  ever failed a check (``/instances``, read once at the end, when all were
+  up); and how many lines the agent logged;
 - the agent's CPU time (user + system) until all up;
 - the loop's lateness: the largest tick lag the agent reports under
   ``startup`` in ``/debug/stats`` (versions before that have no such
@@ -62,6 +64,9 @@ from common import (
 OPEN_FILES_MARGIN = 256
 
 _DOWN_LINE = re.compile(r" is down \(was (\w+)\): (.*)$")
+# Statuses decided by one check, summed up (`sentinel.firstchecks`): the
+# down ones are counted from these, their own lines being at debug.
+_SUMMARY_LINE = re.compile(r"instance\(s\) decided (by their first|anew).* (\d+) down")
 
 
 def parse_args() -> argparse.Namespace:
@@ -163,11 +168,17 @@ def run(
     finally:
         agent.stop()
     downs: Counter[str] = Counter()
-    for line in agent.log.read_text(errors="replace").splitlines():
+    lines = agent.log.read_text(errors="replace").splitlines()
+    for line in lines:
         match = _DOWN_LINE.search(line)
         if match:
             downs[f"{match.group(2)} (was {match.group(1)})"] += 1
+        summed = _SUMMARY_LINE.search(line)
+        if summed and int(summed.group(2)):
+            how = "first check" if summed.group(1) == "by their first" else "anew"
+            downs[f"decided down by one check ({how})"] += int(summed.group(2))
     result["downs"] = downs
+    result["log_lines"] = len(lines)
     return result
 
 
@@ -198,6 +209,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             ("instances published down", f"{sum(downs.values())}"
              + (f" ({reasons})" if reasons else "")),
             ("instances that ever failed", f"{r.get('ever_failed', 'n/a')}"),
+            ("lines in the agent's log", f"{r['log_lines']:,}"),
             ("agent CPU until all up", f"{r['cpu']:.1f} s"),
             ("max tick lag", "n/a" if lag is None else f"{1000 * lag:.0f} ms"),
             ("max tick completion", _ms(r.get("tick_completion_max"))),

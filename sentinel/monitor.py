@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 from sentinel.bugs import InternalErrors
 from sentinel.config import Config, RedisInstance
 from sentinel.deadlines import DeadlineSweep
+from sentinel.firstchecks import FirstChecks
 from sentinel.flapping import Flapping
 from sentinel.health import DOWN, UP, InstanceHealth, Transition
 from sentinel.instance import InstanceState, Probe
@@ -235,6 +236,8 @@ class Monitor(Service):
         self.internal_errors = internal_errors or InternalErrors(clock)
         # Which changes are published now, and the instances whose wait.
         self.flapping = Flapping()
+        # Statuses decided by one check, said in one line a second.
+        self.first_checks = FirstChecks(clock)
         # Bound once: every check adds them to its Deferred.
         self._observed_callback = self._observed
         self._failed_errback = self._check_failed
@@ -426,6 +429,7 @@ class Monitor(Service):
         # Fired at once: the loop's function does not return a Deferred.
         self.loop.stopService()
         self._sweep.stop()
+        self.first_checks.stop()
         in_flight = deque(state for state in self.tracker if state.check is not None)
         probes = deque(self.states.values())
         closed: Deferred[None] = Deferred()
@@ -671,7 +675,17 @@ class Monitor(Service):
             published = self.flapping.publishable(state, transition, now)
         if transition is not None:
             self._count(transition)
-        if transition is not None and (transition.status_changed or transition.anew):
+        if transition is not None and (
+            transition.anew or transition.old_status is None
+        ):
+            # Decided by this one check: summed up (`sentinel.firstchecks`),
+            # a down one also said on its own, at debug, with its error.
+            self.first_checks.decided(
+                state.name, transition.new_status, transition.anew, health.stale_after
+            )
+            if transition.new_status == DOWN:
+                _log_transition(state, transition, LogLevel.debug)
+        elif transition is not None and transition.status_changed:
             _log_transition(state, transition)
         elif published is not None:
             # A change of ready or role is logged as published: one held
@@ -702,14 +716,17 @@ def _internal_error(failure: Failure) -> Observation:
     return Observation(ok=False, error=f"internal error: {failure.getErrorMessage()}")
 
 
-def _log_transition(state: InstanceState, transition: Transition) -> None:
+def _log_transition(
+    state: InstanceState, transition: Transition, level: LogLevel | None = None
+) -> None:
     # Going down is what an operator must see (a warning, above the
     # default level of a quieter log); coming back up and role changes
-    # are news, not trouble.
+    # are news, not trouble. A status decided by one check is logged at
+    # `level` (debug), and summed up instead (`sentinel.firstchecks`).
     health = state.health
     if transition.status_changed:
         log.emit(
-            LogLevel.info if transition.new_status == UP else LogLevel.warn,
+            level or (LogLevel.info if transition.new_status == UP else LogLevel.warn),
             "{instance} is {to} (was {previous}): {error}"
             if health.error
             else "{instance} is {to} (was {previous})",
@@ -719,7 +736,8 @@ def _log_transition(state: InstanceState, transition: Transition) -> None:
             error=health.error,
         )
     elif transition.anew:
-        log.info(
+        log.emit(
+            level or LogLevel.info,
             "{instance} is {status} at its first check after a gap (the agent "
             "did not check it for {gap:.1f} s or more): decided anew",
             instance=state.name,

@@ -11,8 +11,8 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel import firstchecks, process
 from sentinel import monitor as monitor_module
-from sentinel import process
 from sentinel.logs import LEVEL_VARIABLE, filtered, level_from
 from sentinel.probe import Observation
 from sentinel.process import HOUSEKEEPING_INTERVAL, ProcessPolicy
@@ -37,6 +37,7 @@ class MonitorLevelTests(SynchronousTestCase):
     def run_instance(self, shown: Shown) -> None:
         """'a' comes up, goes down, comes back up; its role is read on the way."""
         self.patch(monitor_module, "log", Logger(observer=shown.observer))
+        self.patch(firstchecks, "log", Logger(observer=shown.observer))
         monitor, clock, probes, _ = make_monitor(["a"], rise=1, fall=1)
         probes["a"].result = FAILED
         monitor.startService()
@@ -48,15 +49,21 @@ class MonitorLevelTests(SynchronousTestCase):
 
     def test_down_is_a_warning(self) -> None:
         """
-        Going down, even as the first decision, is a warning; coming up and
-        a change of readiness are info.
+        Going down, even as the first decision, is a warning (the first
+        decision's, in the summary of first checks; its own line at
+        debug); coming up and a change of readiness are info.
         """
         shown = Shown("debug")
         self.run_instance(shown)
         self.assertEqual(
             shown.lines(),
             [
-                (LogLevel.warn, "a is down (was unknown): connection refused"),
+                (LogLevel.debug, "a is down (was unknown): connection refused"),
+                (
+                    LogLevel.warn,
+                    "1 instance(s) decided by their first check: 0 up, 1 down "
+                    "(down: a)",
+                ),
                 (LogLevel.info, "a is up (was down)"),
                 (LogLevel.info, "a: ready=False role=master"),
             ],
@@ -68,7 +75,13 @@ class MonitorLevelTests(SynchronousTestCase):
         self.run_instance(shown)
         self.assertEqual(
             shown.lines(),
-            [(LogLevel.warn, "a is down (was unknown): connection refused")],
+            [
+                (
+                    LogLevel.warn,
+                    "1 instance(s) decided by their first check: 0 up, 1 down "
+                    "(down: a)",
+                )
+            ],
         )
 
 
