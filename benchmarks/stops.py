@@ -199,7 +199,7 @@ def one_stop(
                 return False
             return not state_dir or any((workdir / "state").iterdir())
 
-        wait_until(published, 120.0, f"{root} published")
+        wait_until(published, 300.0, f"{root} published")
         time.sleep(args.settle)
         _, stat = client.get(f"{root}/agents/victim")
         session = stat.ephemeralOwner
