@@ -114,6 +114,7 @@ from common import (
 )
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from rack import Downs
 from upgrade import config
 
@@ -131,6 +132,51 @@ QUEUES_EVERY = 0.25
 # What a poll saw of one instance, when it changed: the session holding its
 # node (None: missing), or those holding its members.
 History = list[tuple[float, Any]]
+
+
+class Trace:
+    """
+    Every write to a few instances' verdict and opinion nodes, as ZooKeeper
+    says it (mtime, data), by data and children watches: what each observer
+    said of them, and when, to follow one instance through a view change.
+    """
+
+    def __init__(self, client: KazooClient, names: list[str]) -> None:
+        self._lock = threading.Lock()
+        self._client = client
+        self._watched: set[str] = set()
+        self.events: list[dict[str, Any]] = []
+        for name in names:
+            self._data(f"{ROOT}/instances/{name}")
+            ChildrenWatch(client, f"{ROOT}/opinions/{name}", self._children(name))
+
+    def _children(self, name: str) -> Callable[[list[str]], None]:
+        def changed(children: list[str]) -> None:
+            for child in children:
+                self._data(f"{ROOT}/opinions/{name}/{child}")
+
+        return changed
+
+    def _data(self, path: str) -> None:
+        with self._lock:
+            if path in self._watched:
+                return
+            self._watched.add(path)
+
+        def changed(data: bytes | None, stat: Any) -> bool | None:
+            event = {"at": time.time(), "path": path}
+            if data is not None:
+                event["mtime"] = stat.mtime / 1000
+                event["owner"] = stat.ephemeralOwner
+                try:
+                    event["data"] = json.loads(data)
+                except ValueError:
+                    event["data"] = repr(data)
+            with self._lock:
+                self.events.append(event)
+            return None
+
+        DataWatch(self._client, path, changed)
 
 
 class Reader:
@@ -243,17 +289,22 @@ class Queues:
         self.agents = agents
         self.most: dict[str, dict[str, int]] = {a.log.stem: {} for a in agents}
         self.writes: dict[str, list[int]] = {a.log.stem: [] for a in agents}
+        self.timed_out: dict[str, int] = {}
         self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def writes_ok(self, agent: Agent) -> int | None:
+    def writes_ok(self, agent: Agent, field: str = "writes_ok") -> int | None:
+        """A counter of the agent's ZooKeeper stats (``writes_ok`` unless said)."""
         try:
-            return int(agent.get("/debug/stats", 5.0)["zookeeper"]["writes_ok"])
+            return int(agent.get("/debug/stats", 5.0)["zookeeper"][field])
         except (OSError, ValueError, KeyError):
             return None
 
     def start(self) -> None:
         for agent in self.agents:
             self.writes[agent.log.stem].append(self.writes_ok(agent) or 0)
+            self.timed_out[agent.log.stem] = (
+                self.writes_ok(agent, "calls_timed_out") or 0
+            )
         self.thread.start()
 
     def run(self) -> None:
@@ -288,6 +339,14 @@ class Queues:
                     (
                         f"run {number}: {name} writes done",
                         str(done - self.writes[name][0]),
+                    )
+                )
+            timed_out = self.writes_ok(agent, "calls_timed_out")
+            if timed_out is not None:
+                rows.append(
+                    (
+                        f"run {number}: {name} calls timed out",
+                        str(timed_out - self.timed_out.get(name, 0)),
                     )
                 )
             most = ", ".join(f"{k} {v}" for k, v in self.most[name].items() if v)
@@ -450,6 +509,11 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         last = len(servers) - 1
         frozen = [i.name for n, i in enumerate(instances) if n % len(servers) == last]
         downs = None if args.freeze_server is None else Downs(client, frozen, ROOT)
+        trace = (
+            Trace(client, frozen[:: max(1, len(frozen) // 12)])
+            if args.trace_out
+            else None
+        )
         queues = Queues(agents[1:]) if args.freeze_server is not None else None
         if queues is not None:
             queues.start()
@@ -572,6 +636,16 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             )  # fmt: skip
             servers[-1].resume()
             extra += queues.rows(number)
+        if trace is not None:
+            Path(f"{args.trace_out}-{number}.json").write_text(
+                json.dumps(
+                    {
+                        "cut": cut,
+                        "sessions": {str(k): v for k, v in sessions.items()},
+                        "events": trace.events,
+                    }
+                )
+            )
         kind = "kill -9" if args.kill else "SIGTERM"
         if args.early is not None:
             kind += f" {args.early:g} s after its start"
@@ -767,6 +841,7 @@ def main() -> int:
         metavar="S",
         help="SIGSTOP a redis-server S s after the signal (<0: before)",
     )
+    add("--trace-out", metavar="PREFIX", help="a few frozen instances' writes, as JSON")
     add("--crowd", type=int, default=0, help="busy loops beside the first (0)")
     add("--crowd-for", type=float, default=5.0, help="s crowded before the stop")
     args = parser.parse_args()
