@@ -18,10 +18,12 @@ again at each change (or a second after a failed read), and is told
 verdict changed too; until each opinion of an observer new to it is
 answered, it has no verdict (`verdict`). After a reconnection the watches are
 gone: every opinion is read again (`ask_all`). An opinion of a live
-observer missing or unreadable for `ABSENT_AFTER` is named (`absent`,
-for /healthz): that observer stays wrong in the verdict's ``observers``
-until its refresh writes it again, and counts in the quorum no more
-than its opinion does (`verdict`). So does one that a new process of
+observer missing or unreadable for `ABSENT_AFTER`, or not read at all
+for as long since its observer became one (its reads timing out behind
+a view change's), is named (`absent`, for /healthz): that observer
+stays wrong in the verdict's ``observers`` until its refresh writes it
+again, and counts in the quorum no more than its opinion does
+(`verdict`). So does one that a new process of
 its observer, holding the session it reattached to, has not written
 again for `ABSENT_AFTER` (`restarted`): what a dead process found.
 
@@ -590,11 +592,17 @@ class Opinions:
                 self._unheard(f"{self._root}/opinions/{name}/{agent}")
                 self._answered(name, agent)
         now = self._reactor.seconds()
+        asked = False
         for agent in others:
             if agent not in heard:
                 heard[agent] = None
                 self._unanswered.setdefault(name, {})[agent] = now
                 self._ask(name, agent)
+                asked = True
+        if asked:
+            # Still unread then, those observers stop counting in the
+            # quorum (`_silent`): the verdict is decided again.
+            self._reactor.callLater(ABSENT_AFTER, self._unread_long, name, now)
 
     def forget(self, name: str) -> None:
         """`name` moved away: its opinions are no longer heard here."""
@@ -619,8 +627,9 @@ class Opinions:
 
     def absent(self, voting: Callable[[str], bool]) -> dict[str, str]:
         """
-        The opinions of observers that publish one (`voting`) missing or
-        unreadable for `ABSENT_AFTER` or more, and for how long.
+        The opinions of observers that publish one (`voting`) missing,
+        unreadable or not read yet since their observer became one for
+        `ABSENT_AFTER` or more, and for how long.
         """
         now = self._reactor.seconds()
         absent = {
@@ -628,6 +637,14 @@ class Opinions:
             for path, (since, agent, why) in self._absent.items()
             if now - since >= ABSENT_AFTER and voting(agent)
         }
+        for name, unread in self._unanswered.items():
+            for agent, asked in unread.items():
+                if now - asked >= ABSENT_AFTER and voting(agent):
+                    path = f"{self._root}/opinions/{name}/{agent}"
+                    absent[path] = (
+                        "is not read yet since its observer became one, for "
+                        f"{now - asked:.0f} s"
+                    )
         for path, (agent, _, _, since) in self._written.items():
             if since is not None and now - since >= ABSENT_AFTER and voting(agent):
                 absent[path] = (
@@ -810,19 +827,39 @@ class Opinions:
         if self._life.running and absent is not None and absent[0] == since:
             self._on_change(name)
 
+    def _unread_long(self, name: str, asked: float) -> None:
+        """Observers of `name` asked at `asked` still unread: decided again."""
+        unread = self._unanswered.get(name)
+        if self._life.running and unread and asked in unread.values():
+            self._on_change(name)
+
     def _silent(self, name: str, observers: tuple[str, ...], now: float) -> set[str]:
         """
         The other observers of `name` whose opinions have been missing or
-        unreadable, or a previous process's only (`restarted`), for
-        `ABSENT_AFTER` or more: left out of the quorum.
+        unreadable, or a previous process's only (`restarted`), or not
+        read at all since they became one, for `ABSENT_AFTER` or more:
+        left out of the quorum.
+
+        Unread: the reads this primary asks at a view change wait behind
+        thousands of others in the bridge, and may time out there, to be
+        asked again at the back (577 calls timed out in 8 s at a leave,
+        1,500 instances, load 25), so that an observer's opinion that
+        was missing, once read, would have left the quorum after
+        `ABSENT_AFTER`, and unread held it for as long as the reads
+        failed: a dead instance stayed up, this primary's own checks
+        settled down, for 3 s more and up to for good.
         """
         silent = set()
+        unread = self._unanswered.get(name, {})
         for agent in observers[1:]:
             path = f"{self._root}/opinions/{name}/{agent}"
             absent = self._absent.get(path)
+            asked = unread.get(agent)
             if (
-                absent is not None and now - absent[0] >= ABSENT_AFTER
-            ) or self._unbacked(path, now):
+                (absent is not None and now - absent[0] >= ABSENT_AFTER)
+                or (asked is not None and now - asked >= ABSENT_AFTER)
+                or self._unbacked(path, now)
+            ):
                 silent.add(agent)
         return silent
 
@@ -943,7 +980,8 @@ class Opinions:
         some other way is one view of it too), and `elsewhere` names it;
         so does `unlike` one that says another discovery than this agent's.
         An observer whose opinion has been missing or unreadable for
-        `ABSENT_AFTER` counts in the quorum no more than in the opinions:
+        `ABSENT_AFTER`, or not read at all for as long since it became
+        one, counts in the quorum no more than in the opinions:
         a member in a crash loop, whose new sessions each wrote its agent
         node and never its opinions, held a dead Redis published up with
         two replicas for as long as the loop went on (42 s in a loop of

@@ -3300,6 +3300,60 @@ class SilentObserverTests(SynchronousTestCase):
         self.flushLoggedErrors()
 
 
+class UnreadObserverTests(SynchronousTestCase):
+    """Three agents, two replicas: a new observer's opinion never read."""
+
+    def test_left_out_of_the_quorum_once_unread_that_long(self) -> None:
+        """
+        An observer that became one at a view change (a member left),
+        whose opinion the primary asks and never gets an answer to (its
+        reads time out in the bridge's queue, behind the thousands a view
+        change asks), counts in the quorum no more than one whose opinion
+        was read missing: the primary, seeing the instance down, publishes
+        it down `ABSENT_AFTER` after the view, not before, and /healthz
+        names the opinion meanwhile. Before, the verdict stayed up for as
+        long as the reads failed.
+        """
+        fleet = Fleet()
+        for agent in "abc":
+            fleet.add(agent, NAMES, replicas=2).start()
+        fleet.run(3.0)
+        fleet.run(REFRESH + 1.0)
+        # An instance c observes, not as its primary: its primary stays
+        # the primary once c leaves, with a new observer.
+        name, primary = next(
+            (n, list(observers)[0])
+            for n in NAMES
+            if list(observers := (fleet.node(n) or {})["observers"])[1:] == ["c"]
+        )
+        member = fleet.members[primary]
+        new = next(a for a in "ab" if a != primary)
+        member.zk.hang("get")
+        stopped = fleet.members["c"].stop()
+        fleet.run(SETTLE + 0.5)
+        self.successResultOf(stopped)
+        self.assertEqual(member.group.observers(name), (primary, new))
+        member.see(name, DOWN)
+        fleet.members[new].see(name, DOWN)
+        fleet.run(opinions.ABSENT_AFTER - 1.5)
+        node = fleet.node(name) or {}
+        self.assertEqual((node["status"], node["quorum"]), ("up", 2))
+        fleet.run(1.5)
+        node = fleet.node(name) or {}
+        self.assertEqual(node["status"], "down")
+        self.assertEqual(node["observers"], {primary: "down", new: None})
+        self.assertEqual(node["quorum"], 1)
+        path = f"{ROOT}/opinions/{name}/{new}"
+        self.assertIn(path, member.publisher._opinions.absent(lambda agent: True))
+        # Read at last: heard, counted again, and no longer named.
+        member.zk.unhang()
+        fleet.run(INTERVAL * 3)
+        node = fleet.node(name) or {}
+        self.assertEqual(node["observers"], {primary: "down", new: "down"})
+        self.assertEqual(node["quorum"], 2)
+        self.assertNotIn(path, member.publisher._opinions.absent(lambda a: True))
+
+
 def down_once_left_out(
     test: SynchronousTestCase,
     fleet: Fleet,
