@@ -13,7 +13,11 @@ redis-servers, a real ZooKeeper) is let settle; then, for each
 - ``idle``: the same with connections that send nothing;
 - ``pipeline``: 64 connections, each sending 100 ``GET /instances`` in
   one write and reading nothing (a 4 KB receive buffer);
-- ``flood``: connections opened and closed as fast as two processes can.
+- ``flood``: connections opened and closed as fast as two processes can;
+- ``keptalive``: 64 connections, each sending one ``GET /healthz`` in its
+  first write, reading its answer and then holding its place kept alive,
+  a new one opened whenever one is closed, and each renewed before it
+  has waited 10 s (the agent's ``STALE_AFTER``).
 
 Printed for each: the probes answered 200 (and otherwise what they met),
 the slowest, the checks that failed and the instances not up meanwhile,
@@ -21,7 +25,7 @@ overruns, the agent's CPU, its RSS and open files at most, and the HTTP
 connections it refused and evicted.
 
     .venv/bin/python benchmarks/hostilehttp.py [--instances 1000] [--for 20]
-        [--modes slowloris,bodies,idle,pipeline,flood]
+        [--modes slowloris,bodies,idle,pipeline,flood,keptalive]
         [--checkout before=PATH --checkout after=.]
 """
 
@@ -55,7 +59,7 @@ from common import (
     wait_until,
 )
 
-MODES = ("slowloris", "bodies", "idle", "pipeline", "flood")
+MODES = ("slowloris", "bodies", "idle", "pipeline", "flood", "keptalive")
 HEADS = {
     "slowloris": b"GET /instances HTTP/1.1\r\nHost: agent\r\n",
     "bodies": b"POST /instances HTTP/1.1\r\nHost: agent\r\n"
@@ -64,6 +68,10 @@ HEADS = {
 }
 TRICKLED = 200
 PIPELINED = 64
+KEPT = 64
+# Seconds a kept-alive connection is held before the attacker renews it:
+# under the agent's STALE_AFTER (10 s), so that none has waited that long.
+RENEW_AFTER = 9.0
 
 
 def trickle(mode: str, port: int, until: float) -> None:
@@ -98,6 +106,22 @@ def trickle(mode: str, port: int, until: float) -> None:
         time.sleep(1.0)
 
 
+def connect_and_send(
+    port: int, request: bytes, receive_buffer: int | None = None
+) -> socket.socket | None:
+    """A connection to `port` that has sent `request`; None if refused."""
+    s = socket.socket()
+    if receive_buffer is not None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    try:
+        s.connect((LOOPBACK, port))
+        s.sendall(request)
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
 def pipeline(port: int, until: float) -> None:
     """`PIPELINED` connections, each 100 requests in one write, nothing read."""
     request = b"GET /instances HTTP/1.1\r\nHost: agent\r\n\r\n" * 100
@@ -105,16 +129,39 @@ def pipeline(port: int, until: float) -> None:
     while time.time() < until:
         held = [s for s in held if s.fileno() != -1]
         while len(held) < PIPELINED:
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            try:
-                s.connect((LOOPBACK, port))
-                s.sendall(request)
-            except OSError:
-                s.close()
+            s = connect_and_send(port, request, receive_buffer=4096)
+            if s is None:
                 break
             held.append(s)
         time.sleep(0.5)
+
+
+def kept_alive(port: int, until: float) -> None:
+    """
+    `KEPT` connections, each one ``GET /healthz`` then held, reopened at
+    once when closed and renewed after `RENEW_AFTER`.
+    """
+    request = b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n"
+    opened: dict[socket.socket, float] = {}
+    while time.time() < until:
+        now = time.monotonic()
+        for s, since in list(opened.items()):
+            try:
+                closed = s.recv(65536) == b""
+            except BlockingIOError:
+                closed = False
+            except OSError:
+                closed = True
+            if closed or now - since >= RENEW_AFTER:
+                s.close()
+                del opened[s]
+        while len(opened) < KEPT:
+            s = connect_and_send(port, request)
+            if s is None:
+                break
+            s.setblocking(False)
+            opened[s] = time.monotonic()
+        time.sleep(0.02)
 
 
 def flood(port: int, until: float) -> None:
@@ -134,6 +181,8 @@ def attack(mode: str, port: int, until: float) -> None:
         pipeline(port, until)
     elif mode == "flood":
         flood(port, until)
+    elif mode == "keptalive":
+        kept_alive(port, until)
     else:
         trickle(mode, port, until)
 

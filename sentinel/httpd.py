@@ -38,6 +38,18 @@ The HTTP server around the app: what an HTTP client may cost the agent.
   longest first: clients that read a big answer a little at a time,
   however many, keep a probe out for `UNREAD_AFTER` at most once their
   buffers are full (`SEND_BUFFER`: about a second of rendering for 64).
+  Failing all those, a connection kept alive after its answer gives its
+  place however short a time it has waited, the one waiting longest
+  first, as nginx closes its idle keep-alive connections, oldest first,
+  when it runs out of connections: one client whose connections each send
+  one whole request and then wait, opening a new one whenever one is
+  closed and before any has waited `STALE_AFTER`, took every place
+  freed before a probe could (0 of 40 probes answered in
+  `tests.test_httpd`), and nothing tells such a connection from a
+  scraper's between two scrapes. A client whose kept-alive connection
+  was closed connects again for its next request, as it would after the
+  idle timeout; `STALE_AFTER` only says which go before a connection
+  still sending its first request.
   In all, not at a stretch: Twisted resumes an answer each time its
   transport's buffer (64 KB) has gone out, so a client reading 64 KB every
   few seconds would never leave it waiting long at a stretch, and would
@@ -107,8 +119,10 @@ MAX_BODY_BYTES = 64 * 1024
 # Seconds between two log lines about refused connections.
 REFUSED_LOG_INTERVAL = 60.0
 # Seconds a connection may wait for a request before a new connection over
-# the cap takes its place: longer than a burst of connections takes to open
-# (those over the cap are refused), far shorter than the idle timeout.
+# the cap takes its place ahead of one still sending its first request:
+# longer than a burst of connections takes to open, far shorter than the
+# idle timeout. One kept alive for less still gives way when nothing else
+# does.
 STALE_AFTER = 10.0
 # Seconds in all a client may leave its answer waiting before a new
 # connection over the cap takes its place: short, since a client that
@@ -479,11 +493,13 @@ class ConnectionLimit(WrappingFactory):
     At most `limit` connections to the wrapped factory at once. One more is
     closed as it is accepted (it never gets an HTTP answer, and holds a
     descriptor for no longer than the accept), unless a connection has
-    waited `STALE_AFTER` for a request, has sent no whole request yet, or
-    its client has left its answer waiting `UNREAD_AFTER` in all: the one
-    waiting longest for a request is closed, or else the one open longest
-    of those that sent none, or else the one whose answer waited longest,
-    and the new one takes its place. See the module docstring.
+    waited `STALE_AFTER` for a request, has sent no whole request yet, its
+    client has left its answer waiting `UNREAD_AFTER` in all, or it is
+    kept alive after its answer: the one waiting longest for a request
+    `STALE_AFTER` or more is closed, or else the one open longest of those
+    that sent none, or else the one whose answer waited longest, or else
+    the one kept alive waiting longest, and the new one takes its place.
+    See the module docstring.
     """
 
     noisy = False
@@ -582,7 +598,8 @@ class ConnectionLimit(WrappingFactory):
         more; else the one open longest of those that have sent no whole
         request yet; else the one whose client has left its answer waiting
         longest in all, if it is waiting now and has waited `UNREAD_AFTER`
-        or more.
+        or more; else the one kept alive after its answer that has waited
+        longest for its next request, however short a time.
         """
         now = self._clock.seconds()
         for connection, since in self._waiting.items():
@@ -607,11 +624,17 @@ class ConnectionLimit(WrappingFactory):
             held = before + now - since
             if held >= UNREAD_AFTER and (slowest is None or held > slowest[1]):
                 slowest = (connection, held)
-        if slowest is None:
-            return None
-        connection, held = slowest
-        why = f"its client left its answer unread longest, {held:.0f} s in all"
-        return connection, why
+        if slowest is not None:
+            connection, held = slowest
+            why = f"its client left its answer unread longest, {held:.0f} s in all"
+            return connection, why
+        for connection, since in self._waiting.items():
+            return (
+                connection,
+                f"it waited longest for a request ({now - since:.1f} s), kept"
+                " alive after its answer",
+            )
+        return None
 
     def _evict(self, victim: ProtocolWrapper, why: str, addr: IAddress | None) -> None:
         self._waiting.pop(victim, None)

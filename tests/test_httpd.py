@@ -513,16 +513,14 @@ class ConnectionLimitTests(SynchronousTestCase):
 
     def test_cap(self) -> None:
         """
-        The fourth connection is refused while each has been answered and
-        none has waited STALE_AFTER since for a request (no protocol: the
-        port closes it), counted, and logged once a minute at most; once
-        one closes, a new one is accepted again.
+        The fourth connection is refused while each is being answered (no
+        protocol: the port closes it), counted, and logged once a minute at
+        most; once one closes, a new one is accepted again.
         """
         clients = [Connection(self.factory, 40000 + i) for i in range(3)]
         self.assertFalse(any(c.refused for c in clients))
         for client in clients:
-            client.request("/healthz")
-            self.assertEqual(self.answered(client), 200)
+            client.request("/instances")
         self.assertTrue(Connection(self.factory, 40003).refused)
         self.clock.advance(STALE_AFTER / 2)
         self.assertTrue(Connection(self.factory, 40004).refused)
@@ -563,11 +561,11 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual([x.open for x in (a, b, c)], [True, False, False])
         e.request("/healthz")
         self.assertEqual(self.answered(e), 200)
-        # a has waited half of STALE_AFTER, d and e none: refused.
-        self.assertTrue(Connection(self.factory, 40005).refused)
-        self.clock.advance(STALE_AFTER / 2)
-        self.assertFalse(Connection(self.factory, 40006).refused)
+        # a has waited half of STALE_AFTER, d and e none: a, waiting
+        # longest, makes room though it has not waited STALE_AFTER.
+        self.assertFalse(Connection(self.factory, 40005).refused)
         self.assertFalse(a.open)
+        self.assertTrue(d.open)
         self.assertEqual(
             (self.factory.stats()["evicted_connections"], len(self.warned)), (3, 1)
         )
@@ -581,8 +579,9 @@ class ConnectionLimitTests(SynchronousTestCase):
         sent no whole request yet gives its place at once, the one open
         longest first, so that each probe is answered and the attacker's
         own connections take each other's places. A connection answered
-        before (a client kept alive) keeps its place for STALE_AFTER as
-        ever: with every place held so, a new connection is refused.
+        before (a client kept alive) keeps its place while there are such
+        connections; with every place kept alive, the one waiting longest
+        for its next request gives way.
         """
         kept = Connection(self.factory, 40000)
         kept.request("/healthz")
@@ -616,7 +615,57 @@ class ConnectionLimitTests(SynchronousTestCase):
         for client in full_house:
             client.request("/healthz")
             self.assertEqual(self.answered(client), 200)
-        self.assertTrue(Connection(self.factory, 43002).refused)
+        self.assertFalse(Connection(self.factory, 43002).refused)
+        self.assertEqual([c.open for c in (kept, *full_house)], [False, True, True])
+
+    def test_kept_alive_client_keeps_no_probe_out(self) -> None:
+        """
+        One client holding every place with connections that each send one
+        whole request, then wait kept alive, opening a new one whenever one
+        is closed and renewing each before it has waited STALE_AFTER, keeps
+        no probe out: with nothing else to close, a connection kept alive
+        gives its place at once, the one waiting longest first, so that
+        each probe is answered and the attacker's new connections take its
+        own places.
+        """
+        # Every line logged, not one a minute.
+        self.patch(httpd.LogThrottle, "due", lambda _: True)
+        held: list[tuple[Connection, float]] = []
+        port = iter(range(41000, 42000))
+
+        def hold() -> None:
+            # The attacker's new connection: one request in its first write.
+            client = Connection(self.factory, next(port))
+            if not client.refused:
+                client.request("/healthz")
+                self.assertEqual(self.answered(client), 200)
+                held.append((client, self.clock.seconds()))
+
+        for _ in range(3):
+            hold()
+        answered = 0
+        for turn in range(40):
+            self.clock.advance(0.5)
+            for client, since in list(held):
+                if self.clock.seconds() - since >= STALE_AFTER - 1:
+                    held.remove((client, since))
+                    client.lose()
+                    hold()
+            probe = Connection(self.factory, 42000 + turn)
+            if not probe.refused:
+                probe.request("/healthz")
+            # The attacker sees what was closed, and opens as many anew.
+            closed = [(c, t) for c, t in held if not c.open]
+            held = [(c, t) for c, t in held if c.open]
+            for _ in closed:
+                hold()
+            if not probe.refused:
+                answered += self.answered(probe) == 200
+                probe.lose()
+        self.assertEqual(answered, 40)
+        evicted = [w for w in self.warned if "victim" in w]
+        self.assertIn("port=41", evicted[0]["victim"])
+        self.assertIn("kept alive after its answer", evicted[0]["why"])
 
     def test_refused_while_every_connection_is_answered(self) -> None:
         """
@@ -634,12 +683,11 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(self.answered(clients[1]), 200)
         for client in (clients[0], clients[2]):
             self.assertEqual(self.answered(client), 200)
-        # All three answered: the first to finish waits longest.
-        self.assertTrue(Connection(self.factory, 40004).refused)
-        self.clock.advance(STALE_AFTER)
+        # All three answered, in the order asked: the first to finish
+        # waits longest for its next request, and makes room.
         later = Connection(self.factory, 40004)
         self.assertFalse(later.refused)
-        self.assertEqual(sum(c.open for c in clients), 2)
+        self.assertEqual([c.open for c in clients], [False, True, True])
 
     def test_slow_reader_makes_room(self) -> None:
         """
@@ -673,6 +721,8 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual([x.open for x in (a, b, c)], [False, True, True])
         probe.request("/healthz")
         self.assertEqual(self.answered(probe), 200)
+        # The probe asks again: it is being answered, not kept waiting.
+        probe.request("/instances")
         self.assertTrue(Connection(self.factory, 40005).refused)
         self.clock.advance(UNREAD_AFTER / 4)
         probe = Connection(self.factory, 40006)
@@ -680,6 +730,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual([x.open for x in (a, b, c)], [False, False, True])
         probe.request("/healthz")
         self.assertEqual(self.answered(probe), 200)
+        probe.request("/instances")
         self.assertTrue(Connection(self.factory, 40007).refused)
         self.assertEqual(self.factory.stats()["evicted_connections"], 2)
         evicted = [w for w in self.warned if "victim" in w]
@@ -691,7 +742,8 @@ class ConnectionLimitTests(SynchronousTestCase):
         """
         A client that has read since its answer waited UNREAD_AFTER keeps
         its place while it reads; what it left unread during one answer
-        does not count against the next.
+        does not count against the next: a connection kept alive after its
+        answer makes room first.
         """
         a, b, c = (Connection(self.factory, 40000 + i) for i in range(3))
         for client in (a, b, c):
@@ -703,12 +755,10 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(self.answered(a), 200)
         a.request("/instances")
         full(a)
-        self.clock.advance(UNREAD_AFTER / 2)
-        self.assertTrue(Connection(self.factory, 40004).refused)
-        # b and c, answered, have waited STALE_AFTER for a request since:
-        # the first makes room, not a.
-        self.clock.advance(STALE_AFTER - UNREAD_AFTER / 2)
-        self.assertFalse(Connection(self.factory, 40005).refused)
+        self.clock.advance(UNREAD_AFTER * 3 / 4)
+        # b and c, answered, wait for a request: the first makes room, not
+        # a, whose answer has waited less than UNREAD_AFTER.
+        self.assertFalse(Connection(self.factory, 40004).refused)
         self.assertEqual([x.open for x in (a, b, c)], [True, False, True])
         self.assertEqual(self.factory.stats()["evicted_connections"], 1)
 
