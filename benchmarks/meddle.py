@@ -19,7 +19,12 @@ same ZooKeeper (kazoo, its own session, no ACLs) does ``--kind`` every
 - ``opinion-forge``: writes every opinion of the stopped server's
   instances over with the same document saying ``up`` and ready (with
   replicas 2 and its quorum of 2, one opinion ``up`` is a verdict
-  ``up``): what an observer wrote, as any client may rewrite it.
+  ``up``): what an observer wrote, as any client may rewrite it;
+- ``takeover-forge``: ``b`` is stopped first (SIGTERM: it leaves the
+  group, and ``a`` takes its nodes over), then as ``forge``, from the
+  moment ``a`` holds every node: within the 15 s after a takeover in
+  which a write over a node may be the previous primary's late set
+  (give ``--for`` under 15).
 
 A reader polls every instance node meanwhile (every 0.1 s) and for
 ``--after`` seconds once it stops. Printed: the agents' ZooKeeper writes
@@ -77,7 +82,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--kind",
-        choices=("delete", "forge", "catalogs", "opinions", "opinion-forge"),
+        choices=(
+            "delete",
+            "forge",
+            "catalogs",
+            "opinions",
+            "opinion-forge",
+            "takeover-forge",
+        ),
         required=True,
     )
     parser.add_argument("--instances", type=int, default=30)
@@ -165,7 +177,7 @@ def meddle(client: KazooClient, options: argparse.Namespace, names: list[str]) -
             results = [client.set_async(p, data) for p, data in opinions.items()]
         elif options.kind == "delete":
             results = [client.delete_async(f"{ROOT}/instances/{n}") for n in names]
-        elif options.kind == "forge":
+        elif options.kind in ("forge", "takeover-forge"):
             results = [
                 client.set_async(f"{ROOT}/instances/{n}", forged[n]) for n in names
             ]
@@ -213,11 +225,18 @@ def holdings(client: KazooClient, names: list[str]) -> dict[str, list[int]]:
     """
     agents = {}
     for label in ("a", "b"):
-        _, stat = client.get(f"{ROOT}/agents/{label}")
+        try:
+            _, stat = client.get(f"{ROOT}/agents/{label}")
+        except NoNodeError:
+            continue  # Stopped (``takeover-forge``).
         agents[stat.ephemeralOwner] = label
     held: dict[str, list[int]] = {}
     for name in names:
-        _, stat = client.get(f"{ROOT}/instances/{name}")
+        try:
+            _, stat = client.get(f"{ROOT}/instances/{name}")
+        except NoNodeError:
+            held.setdefault("none", []).append(-1)
+            continue
         holder = agents.get(stat.ephemeralOwner, "another")
         held.setdefault(holder, []).append(stat.version)
     return held
@@ -271,33 +290,49 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         reader = Reader(reader_client, names, down)
         reader.thread.start()
         answers: dict[str, dict[str, int]] = {"a": {}, "b": {}}
-        # The first answer other than 200 of each, as it was.
+        # The agents running while the meddler meddles, with their labels.
+        live = list(zip(agents, ("a", "b"), strict=True))
+        # The first answer other than 200 of each, as it was, and how many
+        # named a write by another client (among any other reasons).
         first: dict[str, str] = {}
+        named_in: dict[str, int] = {}
         polling = threading.Event()
 
         def poll() -> None:
             while not polling.is_set():
-                for agent, label in zip(agents, ("a", "b"), strict=True):
+                for agent, label in live:
                     code, body = healthz(agent)
                     if code != 200 and label not in first:
                         first[label] = body[:400]
                     said = re.sub(r"[0-9.]+", "N", body[:300])
                     key = "200" if code == 200 else f"{code} {said}"
                     answers[label][key] = answers[label].get(key, 0) + 1
+                    if "written by another client" in body:
+                        named_in[label] = named_in.get(label, 0) + 1
                 time.sleep(0.5)
 
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
         meddler = KazooClient(hosts=zookeeper.hosts, timeout=30.0)
         meddler.start(timeout=10.0)
         started.callback(meddler.close)
         started.callback(meddler.stop)
+        if options.kind == "takeover-forge":
+            # b leaves; the meddler begins as a holds every node.
+            agents[1].stop()
+            live = live[:1]
+            wait_until(
+                lambda: list(holdings(reader_client, names)) == ["a"],
+                90.0,
+                "every node taken over by a",
+                poll=0.02,
+            )
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
         held = holdings(reader_client, names)
         began = time.monotonic()
         meddled = sorted(down) if options.kind == "opinion-forge" else names
         done = meddle(meddler, options, meddled)
         took = time.monotonic() - began
-        during = [(writes(x), x.cpu_seconds()) for x in agents]
+        during = [(writes(x), x.cpu_seconds()) for x, _ in live]
         meddler.stop()
         ended = time.monotonic()
         time.sleep(options.after)
@@ -307,7 +342,7 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         poller.join(5.0)
         right = published_right()
         rows = [("meddler's operations", f"{done:,} in {took:.1f} s")]
-        for i, label in enumerate(("a", "b")):
+        for i, (agent, label) in enumerate(live):
             (w0, c0), (w1, c1), (w2, c2) = before[i], quiet[i], during[i]
             rows.append(
                 (
@@ -322,13 +357,15 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
                 )
             )
             versions = held.get(label, [])
-            named = writes(agents[i], "sentinel_zk_nodes_written_over_total")
+            named = writes(agent, "sentinel_zk_nodes_written_over_total")
+            late = writes(agent, "sentinel_zk_late_sets_after_takeover_total")
             rows.append(
                 (
                     f"{label}: nodes held, at version 0, written-over named",
                     f"{len(versions)}, {versions.count(0)}, {named:.0f}",
                 )
             )
+            rows.append((f"{label}: late sets after a takeover", f"{late:.0f}"))
         rows += [
             ("reader's node reads", f"{reader.reads:,}"),
             ("  found no node", f"{reader.missing:,}"),
@@ -339,12 +376,19 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
                 f" stopped (right at the end: {right})",
             ),
         ]
-        for agent, label in zip(agents, ("a", "b"), strict=True):
+        for agent, label in live:
             log = agent.log.read_text(errors="replace")
             rows.append(
                 (
                     f"{label}'s log: lines, of them deletions",
                     f"{log.count(chr(10)):,}, {log.count('behind the agent'):,}",
+                )
+            )
+            polled = sum(answers[label].values())
+            rows.append(
+                (
+                    f"{label}'s /healthz naming another client's writes",
+                    f"{named_in.get(label, 0)} of {polled}",
                 )
             )
             for key, count in answers[label].items():

@@ -353,6 +353,12 @@ def previous_verdict(data: bytes) -> dict[str, Any] | None:
     return document
 
 
+def written_by(raw: bytes) -> object:
+    """The agent an instance node says wrote it, if it says one."""
+    document = previous_verdict(raw)
+    return None if document is None else document.get("agent")
+
+
 def catalog_reference(path: str, digest: str, count: int) -> dict[str, Any]:
     """The agent node's `instances` when the list is too long to be inline."""
     return {"catalog": path, "digest": digest, "count": count}

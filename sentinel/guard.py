@@ -36,7 +36,10 @@ connection dropped) moves the version too: it is recognised by its data
 and version, and is no such write (`sentinel.lostanswers`). Before, a
 client writing ``up`` over every instance node 1,200 times a second kept
 the instances of a stopped Redis published up, every /healthz 200, and
-the nodes said so until their next refresh after it stopped.
+the nodes said so until their next refresh after it stopped. Within
+`TAKEN_OVER_GRACE` of our takeover of a node, a write over it in the
+name of the agent we took it from is that agent's late set, counted,
+not reported; any other is a meddler's as ever.
 
 Opinions and discovery members are watched for their writes too, with
 a data watch (``exists``) in place of the children watch: they are
@@ -129,8 +132,9 @@ WATCH_READS_IN_FLIGHT = 8
 # refresh, 30 s by default), so a loop of them is found about once a
 # refresh per node.
 OVERWRITES_WINDOW = 60.0
-# Seconds after a takeover in which a write over the node is the previous
-# primary's, not a meddler's: its sets sent before it heard of the new
+# Seconds after a takeover in which a write over the node, if its data
+# names the previous primary, is that primary's, not a meddler's (one read
+# tells, `Guard.written_over`): its sets sent before it heard of the new
 # view (within `membership.LISTING_PACE_LIMIT` and its settle time, 5.5 s)
 # land on our node whenever their version is the one ours has reached
 # (ours starts again at 0), and a joining member of a group of 3 at 300
@@ -411,15 +415,30 @@ class Guard:
             since=f" ({unlogged} more since the last such line)" if unlogged else "",
         )
 
-    def written_over(self, node: Node) -> None:
+    def in_takeover_grace(self, node: Node) -> bool:
+        """
+        Whether `node` was taken over from another agent less than
+        `TAKEN_OVER_GRACE` ago: a write over it may be that agent's late
+        set, which its data tells (`written_over`).
+        """
+        now: float = self._reactor.seconds()
+        return now - node.taken_at < TAKEN_OVER_GRACE
+
+    def written_over(self, node: Node, written_by: object = None) -> None:
         """
         A set of ours found `node`, still our session's, at another version
         than we wrote: another client wrote its data (`sentinel.writer`,
         which writes ours again at once). Within `TAKEN_OVER_GRACE` of our
-        takeover of it, that is the previous primary's late set: counted
-        apart (`late_sets`), not reported.
+        takeover of it, data that says it was `written_by` the agent we
+        took it from is that agent's late set: counted apart
+        (`late_sets`), not reported. Any other is reported: before, every
+        write within the grace passed as a late set, so a client writing
+        over a node just taken over (every node of a member that left,
+        at once) was named in no /healthz.
         """
-        if self._reactor.seconds() - node.taken_at < TAKEN_OVER_GRACE:
+        if self.in_takeover_grace(node) and (
+            node.taken_from_agent is not None and written_by == node.taken_from_agent
+        ):
             self.late_sets += 1
             return
         self.writes_over += 1

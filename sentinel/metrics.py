@@ -318,7 +318,8 @@ class AgentMetrics:
                     "sentinel_zk_late_sets_after_takeover",
                     "Sets of a previous primary found on nodes within "
                     f"{TAKEN_OVER_GRACE:g} s of this agent's takeover of them, "
-                    "written over and not reported, since start.",
+                    "their data in its name, written over and not reported, "
+                    "since start.",
                     value=zookeeper.late_sets,
                 ),
                 GaugeMetricFamily(

@@ -88,6 +88,7 @@ class Node:
         "said_checked_at",
         "taken_from",
         "taken_at",
+        "taken_from_agent",
         "taken_listed_by",
         "taken_member",
         "guard",
@@ -176,6 +177,10 @@ class Node:
         # it made since, and a write over it soon after is that agent's
         # late set (`sentinel.guard`).
         self.taken_at = -math.inf
+        # The agent it was taken over from, as its node said: within the
+        # grace after `taken_at`, a write over it naming that agent is its
+        # late set, any other a meddler's (`sentinel.guard`).
+        self.taken_from_agent: str | None = None
         # That agent, if its verdict had the instance in discovery (up and
         # ready): a member of its to replace is expected (`sentinel.members`).
         self.taken_listed_by: str | None = None

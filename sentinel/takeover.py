@@ -57,6 +57,7 @@ from sentinel.documents import (
     said_checked_at,
     said_member,
     said_since,
+    written_by,
 )
 from sentinel.holders import Holders
 from sentinel.lostanswers import made
@@ -198,7 +199,7 @@ class Takeovers:
         leave at 3,000 instances whose start-up had moved 350 nodes).
         """
         known = self._verdict_node(node.name)
-        if known is not None and _written_by(known[0]) == node.held_by:
+        if known is not None and written_by(known[0]) == node.held_by:
             return known
         try:
             return await self._zk.get(node.path, watch=node.watcher, ahead=True)
@@ -269,6 +270,7 @@ class Takeovers:
         made(node)
         node.taken_from = stat.ephemeralOwner
         node.taken_at = self._reactor.seconds()
+        node.taken_from_agent = previous["agent"]
         listed = previous_presence(previous)[0]
         node.taken_listed_by = printable(previous["agent"], 64) if listed else None
         self.takeovers += 1
@@ -297,7 +299,7 @@ class Takeovers:
             return  # Stopping: no takeover starts, nor this one.
         previous = None
         known = self._verdict_node(node.name)
-        if known is not None and _written_by(known[0]) == node.held_by:
+        if known is not None and written_by(known[0]) == node.held_by:
             previous = previous_verdict(known[0])
         if previous is not None:
             self._adopt(node, previous)
@@ -571,9 +573,3 @@ class Takeovers:
         d = self._zk.exists(member.path, watch=fired)
         d.addCallback(lambda stat: None if ours(stat, self._zk.session_id) else done())
         d.addErrback(lambda _: None)
-
-
-def _written_by(raw: bytes) -> object:
-    """The agent an instance node says wrote it, if it says one."""
-    document = previous_verdict(raw)
-    return None if document is None else document.get("agent")

@@ -53,7 +53,12 @@ from kazoo.exceptions import (
 )
 
 from sentinel.clockskew import ClockSkew
-from sentinel.documents import said_checked_at, said_since, stored_document
+from sentinel.documents import (
+    said_checked_at,
+    said_since,
+    stored_document,
+    written_by,
+)
 from sentinel.guard import Guard
 from sentinel.holders import Holders
 from sentinel.lostanswers import answered, applied_stat, made, remembered_set
@@ -228,14 +233,30 @@ class NodeWriter:
         ):
             # An instance node, or our agent node, still our session's, at
             # another version than ours: another client wrote what readers
-            # read. (The catalog is checked at each heartbeat.)
-            self._guard.written_over(node)
+            # read. (The catalog is checked at each heartbeat.) Soon after
+            # a takeover, its data tells the previous primary's late set.
+            found_by = None
+            if self._guard.in_takeover_grace(node):
+                found_by = await self._written_by(node)
+            self._guard.written_over(node, found_by)
         node.owned = True
         node.lost = False
         node.version = stat.version
         answered(node, stat.version)
         if data is not None:
             await self._set(node, data, stat.version)
+
+    async def _written_by(self, node: Node) -> object:
+        """
+        The agent our instance node, found written by another client,
+        says wrote it (`documents.written_by`): one read, only within a
+        takeover's grace. None if it is gone, or no longer our session's.
+        """
+        try:
+            stored, stat = await self._zk.get(node.path)
+        except NoNodeError:
+            return None
+        return written_by(stored) if ours(stat, self._zk.session_id) else None
 
     async def _agent_node_read(self, node: Node) -> None:
         """What our agent node, written since our set, holds, to `sharing`."""

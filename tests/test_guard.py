@@ -257,10 +257,15 @@ class WrittenOverTests(PublisherHarness):
         self.assertEqual(self.zk.document(self.node)["status"], "down")
         self.assertEqual(self.zk.nodes[self.node].version, 1)
 
-    def forge(self) -> None:
-        """Another client writes ``up`` over the node (our session keeps it)."""
-        forged = json.dumps({"name": "redis-00", "status": "up"}).encode()
-        self.zk.put(self.node, forged, self.zk.session_id)
+    def forge(self, agent: str | None = None) -> None:
+        """
+        Another client writes ``up`` over the node (our session keeps it),
+        naming `agent` as its writer if given.
+        """
+        document = {"name": "redis-00", "status": "up"}
+        if agent is not None:
+            document["agent"] = agent
+        self.zk.put(self.node, json.dumps(document).encode(), self.zk.session_id)
 
     def lines(self) -> list[str]:
         return [
@@ -335,17 +340,24 @@ class WrittenOverTests(PublisherHarness):
         self.assertEqual(len(self.lines()), 1)
         self.assertEqual(self.publisher.written_over, 1)
 
+    def taken_over(self, name: str, from_agent: str = "b") -> None:
+        """As if our node of `name` had just been taken over from `from_agent`."""
+        node = self.publisher._nodes.instances[name]
+        node.taken_at = self.clock.seconds()
+        node.taken_from_agent = from_agent
+
     def test_written_over_at_version_0_after_a_takeover(self) -> None:
         """
         A node taken over (made again at version 0) and written over within
-        TAKEN_OVER_GRACE is the previous primary's late set: counted, not
-        named; written over again once the grace is past, it is named.
+        TAKEN_OVER_GRACE with data of the agent it was taken from is that
+        agent's late set: counted, not named; written over again once the
+        grace is past, it is named.
         """
         name = "redis-01"
         node = path(name)
         self.check(self.instance(name), DOWN)
-        self.publisher._nodes.instances[name].taken_at = self.clock.seconds()
-        self.zk.put(node, b'{"status": "up"}', self.zk.session_id)
+        self.taken_over(name)
+        self.zk.put(node, b'{"status": "up", "agent": "b"}', self.zk.session_id)
         self.check(self.instance(name), UP)
         self.assertEqual(self.zk.document(node)["status"], "up")
         self.assertEqual(self.publisher.late_sets, 1)
@@ -361,11 +373,12 @@ class WrittenOverTests(PublisherHarness):
         """
         A node written over within TAKEN_OVER_GRACE of our takeover of it
         (the previous primary's set, sent before it heard of the new view,
-        at the version ours had reached) is written again as ever, counted
-        as a late set, and not named; past the grace, a write over it is.
+        at the version ours had reached, its data naming it) is written
+        again as ever, counted as a late set, and not named; past the
+        grace, a write over it is.
         """
-        self.publisher._nodes.instances["redis-00"].taken_at = self.clock.seconds()
-        self.forge()
+        self.taken_over("redis-00")
+        self.forge(agent="b")
         self.clock.advance(TAKEN_OVER_GRACE - 1.0)
         self.check(self.instance("redis-00"), UP)
         self.assertEqual(self.zk.document(self.node)["status"], "up")
@@ -380,6 +393,27 @@ class WrittenOverTests(PublisherHarness):
             "1 node(s) of this agent written by another client",
             self.publisher.unhealthy_reason() or "",
         )
+        self.assertEqual(len(self.lines()), 1)
+
+    def test_forged_within_the_takeover_grace_named(self) -> None:
+        """
+        Within TAKEN_OVER_GRACE of our takeover, a write over the node
+        whose data does not name the agent we took it from (none, this
+        agent, another) is a meddler's, not a late set: written again at
+        once, named in /healthz and logged, not counted as a late set.
+        Before, every write within the grace passed as a late set.
+        """
+        self.taken_over("redis-00")
+        for forger in (None, "a", "c"):
+            self.forge(agent=forger)
+            self.check(self.instance("redis-00"), DOWN)
+            self.assertEqual(self.zk.document(self.node)["status"], "down")
+            self.assertEqual(self.zk.owner(self.node), self.zk.session_id)
+        self.assertEqual(self.publisher.late_sets, 0)
+        self.assertEqual(self.publisher.written_over, 3)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn("3 node(s) of this agent written by another client", reason)
+        self.assertIn(f"(the last {self.node})", reason)
         self.assertEqual(len(self.lines()), 1)
 
     def test_own_set_applied_with_its_answer_lost_not_named(self) -> None:

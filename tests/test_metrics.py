@@ -807,8 +807,15 @@ class WrittenOverMetricsTests(ZooKeeperMetricsTests):
     """Writes over our nodes by other clients, counted where they can be read."""
 
     def forge(self) -> None:
-        """Another client writes ``up`` over the node (our session keeps it)."""
-        self.zk.put("/sentinel/instances/r", b'{"status": "up"}', self.zk.session_id)
+        """
+        Another client writes ``up`` over the node (our session keeps it),
+        in the name of agent ``b``.
+        """
+        self.zk.put(
+            "/sentinel/instances/r",
+            b'{"status": "up", "agent": "b"}',
+            self.zk.session_id,
+        )
 
     def counts(self) -> tuple[float, float, int, int]:
         metrics = self.scrape()
@@ -822,16 +829,18 @@ class WrittenOverMetricsTests(ZooKeeperMetricsTests):
 
     def test_late_sets_and_writes_over(self) -> None:
         """
-        A set over a node within TAKEN_OVER_GRACE of our takeover of it is
-        a late set, in /metrics and /debug/stats; one past the grace is a
-        write over it, counted apart.
+        A set over a node within TAKEN_OVER_GRACE of our takeover of it
+        from agent ``b``, in ``b``'s name, is a late set, in /metrics and
+        /debug/stats; one past the grace is a write over it, counted apart.
         """
         self.publisher.startService()
         self.zk.connect()
         self.publish(Observation(ok=True, ready=True, latency_ms=0.5))
         self.publish(FAILED)
         self.assertEqual(self.counts(), (0.0, 0.0, 0, 0))
-        self.publisher._nodes.instances["r"].taken_at = self.clock.seconds()
+        node = self.publisher._nodes.instances["r"]
+        node.taken_at = self.clock.seconds()
+        node.taken_from_agent = "b"
         self.forge()
         self.clock.advance(TAKEN_OVER_GRACE - 1.0)
         self.publish(Observation(ok=True, ready=True, latency_ms=0.5))
