@@ -20,11 +20,11 @@ same ZooKeeper (kazoo, its own session, no ACLs) does ``--kind`` every
   instances over with the same document saying ``up`` and ready (with
   replicas 2 and its quorum of 2, one opinion ``up`` is a verdict
   ``up``): what an observer wrote, as any client may rewrite it;
-- ``takeover-forge``: ``b`` is stopped first (SIGTERM: it leaves the
-  group, and ``a`` takes its nodes over), then as ``forge``, from the
-  moment ``a`` holds every node: within the 15 s after a takeover in
-  which a write over a node may be the previous primary's late set
-  (give ``--for`` under 15).
+- ``takeover-forge``: as ``forge``, and ``b`` is stopped (SIGTERM: it
+  leaves the group, and ``a`` takes its nodes over) 1 s after the
+  meddler begins: ``a`` finds the forged data within the 15 s after a
+  takeover in which a write over a node may be the previous primary's
+  late set.
 
 A reader polls every instance node meanwhile (every 0.1 s) and for
 ``--after`` seconds once it stops. Printed: the agents' ZooKeeper writes
@@ -315,19 +315,16 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         meddler.start(timeout=10.0)
         started.callback(meddler.close)
         started.callback(meddler.stop)
-        if options.kind == "takeover-forge":
-            # b leaves; the meddler begins as a holds every node.
-            agents[1].stop()
-            live = live[:1]
-            wait_until(
-                lambda: list(holdings(reader_client, names)) == ["a"],
-                90.0,
-                "every node taken over by a",
-                poll=0.02,
-            )
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
         held = holdings(reader_client, names)
+        if options.kind == "takeover-forge":
+            # b leaves 1 s into the forgery: a takes its nodes over, and
+            # finds the forged data at its first writes of them.
+            live = live[:1]
+            leave = threading.Timer(1.0, agents[1].stop)
+            leave.start()
+            started.callback(leave.join)
         began = time.monotonic()
         meddled = sorted(down) if options.kind == "opinion-forge" else names
         done = meddle(meddler, options, meddled)
