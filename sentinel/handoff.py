@@ -75,7 +75,12 @@ back from a SIGSTOP past the session timeout wrote its new session over
 the newer one's, which lost its handoff ("no longer holds this process's
 ZooKeeper session": its stop deleted every node) while this one went on
 until it found the agent node held and stopped as a twin. A file naming a
-process that no longer runs is written over, as `verify` does.
+process that no longer runs is written over, as `verify` does. The
+session this process holds when it learns it was superseded, unless it
+is the one the newer process holds (its own, opened after the first was
+lost), is `own_session`: the publisher closes it at once. Nothing of the
+newer process's is in it; left open, it lived for the session timeout
+after the exit, with whatever this process made in it meanwhile.
 
 A stop leaves the session open only if the file holds it (`blocked` says
 why not otherwise: its write failed, a disk full say, or the session
@@ -181,6 +186,10 @@ class SessionHandoff:
         self.why_not: str | None = None if self.left else str(left)
         self.on_superseded: Callable[[str], None] | None = None
         self.superseded: str | None = None
+        # Superseded while on a session the newer process does not hold
+        # (this one's own, opened after its first was lost): closed at
+        # once by the publisher, for nobody else will use it.
+        self.own_session: tuple[int, bytes] | None = None
         self._session_timeout = session_timeout
         # The session timeout ZooKeeper granted the session we hold (the
         # file says it), None while unknown.
@@ -960,10 +969,13 @@ class SessionHandoff:
         The state file names a newer process (`held`) that took over from
         this one, whose session `lost` it holds, or which opened its own:
         this one is superseded (`on_superseded` is told, once), and never
-        writes the file again.
+        writes the file again. The session this process holds now, if the
+        newer one does not hold it, is `own_session`: its own, to close.
         """
         if self.superseded is not None or self._session is None:
             return
+        if self._session[0] != held.session_id:
+            self.own_session = self._session
         newer = f"a newer process (pid {held.owner.pid})"
         where = f"using the same state_dir ({self.state_file.directory})"
         if held.session_id == lost:

@@ -59,7 +59,7 @@ from sentinel.refusals import Refusals
 from sentinel.resync import Resync
 from sentinel.roles import Following, GroupRoles
 from sentinel.sharing import SessionSharing
-from sentinel.stopping import Stopping
+from sentinel.stopping import STOP_CLOSE_TIMEOUT, Stopping
 from sentinel.sweep import Sweep, Watched
 from sentinel.takeover import Takeovers
 from sentinel.timer import RestartingTimer
@@ -690,9 +690,28 @@ class ZooKeeperPublisher(Service):
             self.on_twin(line)
 
     def _superseded(self, line: str) -> None:
-        """A newer process reattached to our session: stop, touching nothing."""
-        log.warn("{why}; stopping without touching its nodes", why=line)
-        self._leave_session(line)
+        """
+        A newer process took our session over, or holds one of its own
+        since ours was lost: stop, touching nothing of the newer one's. A
+        session of our own (opened after the first was lost, the newer one
+        on another) is closed at once: left open, it kept what we made in
+        it (an instance node, a member) for the session timeout after the
+        exit.
+        """
+        handoff = self.handoff
+        own = None if handoff is None else handoff.own_session
+        if own is None:
+            log.warn("{why}; stopping without touching its nodes", why=line)
+            self._leave_session(line)
+        else:
+            log.warn(
+                "{why}; stopping without touching its nodes, and closing "
+                "this process's own session {session}",
+                why=line,
+                session=f"{own[0]:#x}",
+            )
+            self._halt_superseded(line)
+            self._stopping.closing(self.zk.stop(STOP_CLOSE_TIMEOUT))
         if self.on_superseded is not None:
             self.on_superseded(line)
 
@@ -717,9 +736,13 @@ class ZooKeeperPublisher(Service):
 
     def _leave_session(self, line: str) -> None:
         """The session is another process's: stop writing, and never close it."""
+        self._halt_superseded(line)
+        self.zk.leave_open()
+
+    def _halt_superseded(self, line: str) -> None:
+        """Stop writing for good: the nodes are another process's."""
         self.superseded = True
         self.halted = line
-        self.zk.leave_open()
         self._nodes.cancel_rechecks()
         self._guard.cancel()
         self._sweep.abandon()

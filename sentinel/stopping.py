@@ -42,8 +42,11 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
   closes the session at once: no member can take anything over before
   it hears of the leave;
 - a newer process that took the session over has the nodes: nothing is
-  touched; after a twin (halted), the nodes still ours are deleted and
-  the session closed, as without a state_dir.
+  touched (a session of this process's own, opened after its first was
+  lost while a newer process took over, is closed by the publisher at
+  once, and the stop lets that close end first, as below); after a twin
+  (halted), the nodes still ours are deleted and the session closed, as
+  without a state_dir.
 
 Every bound counts from the stop signal, when one came (`signalled`),
 not from this stop's start: a stop that begins late (the monitor's stop
@@ -203,8 +206,9 @@ class Stopping:
 
     def closing(self, closed: Deferred[None]) -> None:
         """
-        A stale session's close is in flight, and `closed` fires once it
-        ended: a stop waits for it first (module docstring).
+        A close is in flight (a stale session's, or this process's own
+        when superseded), and `closed` fires once it ended: a stop waits
+        for it first (module docstring).
         """
         ended: Deferred[None] = Deferred()
         self._closing = ended

@@ -1641,6 +1641,29 @@ class OverlapTests(HandoffTestCase):
         self.assertEqual(third.zk.session_id, session)
         self.assertIs(third.handoff.reattached, True)
 
+    def test_older_process_back_on_a_new_session_closes_it(self) -> None:
+        """
+        The older process, superseded while on a session of its own (opened
+        once its first expired), closes that session at once: whatever it
+        made in it goes with it, and nothing of the newer process's is
+        touched. Before, it was left open, to expire a session timeout
+        after the exit.
+        """
+        older, newer, lost = self.resumed_after_a_newer_session()
+        self.assertIn(("stop", ""), older.zk.history)
+        self.assertNotIn(("leave_open", ""), older.zk.history)
+        session = newer.zk.session_id
+        # The older one's first session expired; its second is closed.
+        self.assertEqual(list(self.server.sessions), [session])
+        self.assertEqual(newer.zk.owner(path("a")), session)
+        self.assertEqual(newer.zk.owner(path("b")), session)
+        members = [f"{DISCOVERY}/{s}/{m}" for s in "ab" for m in self.members(s)]
+        owners = [self.server.nodes[m].owner for m in members]
+        self.assertEqual(owners, [session, session])
+        d = older.publisher.stopService()
+        self.successResultOf(d)
+        self.assertEqual(self.stored()["owner"]["token"], "0123456789abcdef")
+
     def test_disconnection_of_the_holder_is_no_takeover(self) -> None:
         """A process that merely lost its connection reconnects as before."""
         first = self.running()
