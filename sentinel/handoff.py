@@ -75,7 +75,15 @@ back from a SIGSTOP past the session timeout wrote its new session over
 the newer one's, which lost its handoff ("no longer holds this process's
 ZooKeeper session": its stop deleted every node) while this one went on
 until it found the agent node held and stopped as a twin. A file naming a
-process that no longer runs is written over, as `verify` does. The
+process that no longer runs is written over, as `verify` does, and so
+is one naming a process that runs but whose session does not hold this
+agent's node (one read, `holds_agent_node`): it publishes nothing, the
+loser of a double start on its way out as a twin, or hung, and is no
+newer process. Before, the winner of a double start whose session
+expired while the loser still ran took the loser for a newer process and
+stopped too: nobody published. A process that took the nodes over (the
+loser, once the winner's session expired) holds the agent node, and
+this one is superseded as before; so it is when that read fails. The
 session this process holds when it learns it was superseded, unless it
 is the one the newer process holds (its own, opened after the first was
 lost), is `own_session`: the publisher closes it at once. Nothing of the
@@ -245,6 +253,13 @@ class SessionHandoff:
         self._writing = False
         self._dirty = False
         self._waiting: list[Deferred[bool]] = []
+        # Whether the next write is the last one again, its waiters with
+        # it; and the session written over a file naming a process that
+        # runs but publishes nothing (`_named_publishing`).
+        self._again = False
+        self._outlived: tuple[int, bytes] | None = None
+        # Whether a session holds this agent's node (the publisher's read).
+        self.holds_agent_node: Callable[[int], Deferred[bool]] | None = None
         self._checking = False
         self.writes = 0
         self.last_error: str | None = None
@@ -767,7 +782,11 @@ class SessionHandoff:
         # process that runs is a newer process's, which is not robbed of
         # its handoff (module docstring).
         lost = self._recorded
-        running = None if lost is None or lost == session else self._running
+        running = (
+            None
+            if lost is None or lost == session or self._outlived == session
+            else self._running
+        )
         d = self.state_file.write(stored, holder, running)
         d.addCallbacks(
             self._wrote, self._not_written, callbackArgs=(stored,), errbackArgs=(lost,)
@@ -784,11 +803,25 @@ class SessionHandoff:
             self._refresh_tried = stored.checked_at
         self.overwritten = None
 
-    def _not_written(self, failure: Failure, lost: tuple[int, bytes] | None) -> None:
+    def _not_written(
+        self, failure: Failure, lost: tuple[int, bytes] | None
+    ) -> Deferred[None] | None:
         refusal = failure.value
         if isinstance(refusal, HeldByAnother) and lost is not None:
-            self._newer_took_over(refusal.held, lost[0])
-            return
+            held = refusal.held
+            publishing = self.holds_agent_node
+            if held.session_id == lost[0] or publishing is None:
+                # It reattached to the session this one lost: a newer
+                # process for sure.
+                self._newer_took_over(held, lost[0])
+                return None
+            d: Deferred[Any] = publishing(held.session_id)
+            return d.addCallbacks(
+                self._named_publishing,
+                self._named_unknown,
+                callbackArgs=(held, lost[0]),
+                errbackArgs=(held, lost[0]),
+            )
         if failure.check(NotHeld):
             # Another process's file now: `verify` or `disconnected` learns
             # whose, and what follows.
@@ -797,8 +830,51 @@ class SessionHandoff:
                 path=self.state_file.path,
                 why=failure.getErrorMessage(),
             )
-            return
+            return None
         self._failed(failure, "writing")
+        return None
+
+    def _named_publishing(self, holds: bool, held: StoredSession, lost: int) -> None:
+        """
+        Whether the session the state file names (`held`'s, not the one
+        this process lost) holds this agent's node: if it does, a newer
+        process publishes there, and this one is superseded; if not, the
+        process the file names publishes nothing (a double start's loser,
+        on its way out as a twin or hung), and this one writes its own
+        session over it and goes on (module docstring).
+        """
+        if holds:
+            self._newer_took_over(held, lost)
+            return
+        session = self._session
+        if session is None or self.superseded is not None:
+            return
+        log.warn(
+            "{path} names pid {pid} (session {named:#x}), which runs but does "
+            "not hold this agent's node: no newer process took over (a double "
+            "start's loser on its way out?); writing this process's session "
+            "{session:#x} over it",
+            path=self.state_file.path,
+            pid=held.owner.pid,
+            named=held.session_id,
+            session=session[0],
+        )
+        self._outlived = session
+        self._again = True
+        self._dirty = True
+        self._rewrite = True
+
+    def _named_unknown(self, failure: Failure, held: StoredSession, lost: int) -> None:
+        # Unknown (the read failed): taken, as before, for a newer
+        # process's, which must not be robbed of its handoff.
+        log.warn(
+            "could not learn whether session {named:#x} holds this agent's "
+            "node ({error}): taking pid {pid} for a newer process",
+            named=held.session_id,
+            error=failure.getErrorMessage(),
+            pid=held.owner.pid,
+        )
+        self._newer_took_over(held, lost)
 
     def retry(self) -> None:
         """
@@ -950,6 +1026,12 @@ class SessionHandoff:
         self._writing = False
         written = self.last_error is None
         if self._dirty:
+            if self._again:
+                # The same write again (`_named_publishing`): its waiters
+                # hear of that one.
+                self._again = False
+                self._waiting[:0] = waiters
+                waiters = []
             self._write()
         elif self._waiting:
             # wait_written's waiters: nothing more is queued.

@@ -230,6 +230,7 @@ class ZooKeeperPublisher(Service):
         zk.add_listener(self._resync.state_changed)
         if handoff is not None:
             handoff.on_superseded = self._superseded
+            handoff.holds_agent_node = self._holds_agent_node
             # The state file says checks back the nodes only as far as
             # ZooKeeper has them (`sentinel.handoff`).
             handoff.checked_through = queue.checked_through
@@ -733,6 +734,13 @@ class ZooKeeperPublisher(Service):
         self._leave_session(line)
         if self.on_twin is not None:
             self.on_twin(line)
+
+    def _holds_agent_node(self, session: int) -> Deferred[bool]:
+        """Whether `session` holds this agent's node now (one read)."""
+        d: Deferred[Any] = self.zk.exists(self._nodes.agent.path)
+        return d.addCallback(
+            lambda stat: stat is not None and stat.ephemeralOwner == session
+        )
 
     def _leave_session(self, line: str) -> None:
         """The session is another process's: stop writing, and never close it."""

@@ -1664,6 +1664,55 @@ class OverlapTests(HandoffTestCase):
         self.successResultOf(d)
         self.assertEqual(self.stored()["owner"]["token"], "0123456789abcdef")
 
+    def double_start(self) -> tuple[Process, Process]:
+        """
+        Two processes started at once on one state_dir, each on a new
+        session: the first made the agent node, the second wrote the state
+        file last, waited for the nodes and found them a live twin's. The
+        winner takes the loser's pid to run (it is on its way out).
+        """
+        winner = self.process(running=lambda pid: True)
+        loser = self.process()
+        winner.start()
+        loser.start()
+        for name in ("a", "b"):
+            winner.check(name, UP)
+            loser.check(name, UP)
+        self.assertEqual(self.stored()["owner"]["token"], loser.handoff.owner.token)
+        for _ in range(20):
+            self.clock.advance(1.0)
+            if loser.twins:
+                break
+        self.assertEqual(len(loser.twins), 1)
+        loser.stop()
+        return winner, loser
+
+    def test_double_start_winner_back_on_a_new_session_goes_on(self) -> None:
+        """
+        The winner of a double start that loses its session while the
+        loser, which exited as a twin, still runs is not superseded: the
+        session the state file names does not hold this agent's node, so
+        it writes its new session over the file and publishes again.
+        Before, it took the loser for a newer process and stopped too:
+        nobody published.
+        """
+        winner, loser = self.double_start()
+        lost = winner.zk.session_id
+        winner.zk.suspend()
+        self.server.end_session(lost or 0)
+        winner.zk.connect()
+        self.assertEqual(winner.superseded, [])
+        session = winner.zk.session_id
+        self.assertNotIn(session, [None, lost])
+        self.assertEqual(self.stored()["session_id"], f"{session:#x}")
+        self.assertEqual(self.stored()["owner"]["token"], winner.handoff.owner.token)
+        winner.check("a", DOWN)
+        winner.check("b", UP)
+        self.assertEqual(winner.zk.document(path("a"))["status"], "down")
+        self.assertEqual(winner.zk.owner(path("b")), session)
+        self.assertEqual(winner.zk.owner(f"{ROOT}/agents/{AGENT}"), session)
+        self.assertIsNone(winner.handoff.blocked)
+
     def test_disconnection_of_the_holder_is_no_takeover(self) -> None:
         """A process that merely lost its connection reconnects as before."""
         first = self.running()
