@@ -311,6 +311,7 @@ class ZooKeeperPublisher(Service):
             self._roles.following[1]()
         self._queue.cancel_retry()
         self._nodes.cancel_rechecks()
+        self._takeovers.rearming.cancel()
         self._guard.cancel()
         return self._stopping.stop(self.halted is not None, self.superseded)
 

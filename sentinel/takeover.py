@@ -47,6 +47,7 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from sentinel.checks import printable
 from sentinel.config import RedisInstance
@@ -63,6 +64,7 @@ from sentinel.holders import Holders
 from sentinel.lostanswers import made
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.ownership import ours
+from sentinel.rearming import Rearming
 from sentinel.writes import Lifecycle, WriteQueue
 from sentinel.zk import ZooKeeper
 
@@ -85,6 +87,11 @@ MEMBER_HANDOFF_LIMIT = 30.0
 # the membership changes first: two settle times, within which the two
 # agents' views of the group agree again.
 YIELD_SECONDS = 1.0
+# What a watch of an instance node is for (`sentinel.rearming`'s keys): a
+# node kept for its new primary, one we hold as primary, a stop's wait.
+_HANDOFF = "handoff"
+_STILL_OURS = "still ours"
+_TAKEN_OVER = "taken over"
 
 
 class Takeovers:
@@ -140,6 +147,9 @@ class Takeovers:
         # Nodes made anew in place of a member whose session had ended
         # (`make_anew`), for /debug/stats beside the takeovers.
         self.made_anew = 0
+        # The watches below whose ``exists`` failed, asked again on a
+        # timer (`sentinel.rearming`), by purpose and node.
+        self.rearming: Rearming[tuple[str, Node]] = Rearming(reactor)
 
     @property
     def keeping(self) -> bool:
@@ -150,6 +160,28 @@ class Takeovers:
     def handing_off(self) -> list[str]:
         """The instances whose node waits for its new primary."""
         return sorted(n for n, node in self._nodes.instances.items() if node.released)
+
+    def unarmed(self) -> dict[str, str]:
+        """
+        Each watch of a node this agent holds as primary or keeps for its
+        new primary that no call could arm for `UNARMED_LIMIT`: why.
+        """
+        return self.rearming.unresolved(self._still_wanted)
+
+    def _still_wanted(self, key: tuple[str, Node]) -> bool:
+        purpose, node = key
+        if purpose == _HANDOFF:
+            return self._keeps(node)
+        return purpose == _STILL_OURS and self._holds(node)
+
+    def _holds(self, node: Node) -> bool:
+        """Whether `node` is an instance node we hold as its primary."""
+        return (
+            node.takeover
+            and node.owned
+            and not node.removed
+            and self._nodes.instances.get(node.name) is node
+        )
 
     def late(self) -> dict[str, str]:
         """
@@ -347,16 +379,22 @@ class Takeovers:
         write tripled the requests of a refresh (measured: 219 against 122
         µs of CPU per check at 1,000 instances).
         """
+        key = (_STILL_OURS, node)
         if node.watching or not self._contested(node.name):
+            if not node.watching:
+                self.rearming.forget(key)
             return
         node.watching = True
         zk = self._zk
+        self.rearming.asking(key)
 
-        def failed(_: object) -> None:
-            # Not armed; the next write or view change asks again.
+        def failed(failure: Failure) -> None:
+            # Not armed: asked again on a timer while we hold it.
             node.watching = False
+            self._retry(failure, key, node, self.check_still_ours)
 
         def answered(stat: Any) -> None:
+            self.rearming.armed(key)
             if not (node.owned and node.takeover) or node.writing:
                 return
             if not ours(stat, zk.session_id):
@@ -461,10 +499,41 @@ class Takeovers:
     def watch_handoff(self, node: Node) -> None:
         """
         Watch a node kept for its new primary: let go once another session
-        holds it, made again if it is gone.
+        holds it, made again if it is gone. A failed call is made again
+        on a timer while the node is kept (`sentinel.rearming`).
         """
+        key = (_HANDOFF, node)
+        if not self._keeps(node):
+            self.rearming.forget(key)
+            return
+        self.rearming.asking(key)
+
+        def answered(stat: Any) -> None:
+            self.rearming.armed(key)
+            self._handoff_seen(stat, node)
+
         d = self._zk.exists(node.path, watch=node.watcher)
-        d.addCallback(self._handoff_seen, node).addErrback(lambda _: None)
+        d.addCallbacks(answered, self._retry, errbackArgs=(key, node))
+        d.addErrback(lambda f: log.failure("watching {path} failed", f, path=node.path))
+
+    def _retry(
+        self,
+        failure: Failure,
+        key: tuple[str, Node],
+        node: Node,
+        again: Callable[[Node], None] | None = None,
+    ) -> None:
+        """
+        The ``exists`` arming a watch of `node` for `key` failed: made
+        again later (`again`, by default `watch_handoff`), while running
+        and the watch is still wanted.
+        """
+        life = self._life
+        if life.running and life.halted is None and self._still_wanted(key):
+            ask = self.watch_handoff if again is None else again
+            self.rearming.failed(key, node.path, failure, partial(ask, node))
+        else:
+            self.rearming.forget(key)
 
     def handoff_watched(self, node: Node, event: WatchedEvent) -> None:
         """
@@ -477,19 +546,36 @@ class Takeovers:
 
     def taken_over(self, nodes: list[Node]) -> Deferred[None]:
         """Fires once none of `nodes` is ours (taken over, or gone)."""
-        done: Deferred[None] = Deferred()
         left = set(nodes)
         zk = self._zk
+        rearming = self.rearming
+
+        def given_up(_: Deferred[None]) -> None:
+            # The stop waits no more: no call is made again.
+            for node in left:
+                rearming.forget((_TAKEN_OVER, node))
+
+        done: Deferred[None] = Deferred(given_up)
 
         def ask(node: Node) -> None:
+            key = (_TAKEN_OVER, node)
+            rearming.asking(key)
             d = zk.exists(node.path, watch=partial(fired, node))
-            d.addCallback(answered, node).addErrback(lambda _: None)
+            d.addCallback(answered, node)
+            d.addErrback(unasked, key, node)
+
+        def unasked(failure: Failure, key: tuple[str, Node], node: Node) -> None:
+            # Made again later, until the stop's wait ends: a failed call
+            # kept it waiting for a node already taken over.
+            if node in left and not done.called:
+                rearming.failed(key, node.path, failure, partial(ask, node))
 
         def fired(node: Node, event: WatchedEvent) -> None:
             if event.type != EventType.NONE and node in left:
                 ask(node)
 
         def answered(stat: Any, node: Node) -> None:
+            rearming.armed((_TAKEN_OVER, node))
             if not ours(stat, zk.session_id) and node in left:
                 node.owned = False
                 left.discard(node)
@@ -529,6 +615,7 @@ class Takeovers:
         if not self._keeps(node):
             return
         node.cancel_recheck()
+        self.rearming.forget((_HANDOFF, node))
         del self._nodes.instances[name]
         member = self._nodes.members.get(name)
         if member is not None:

@@ -174,6 +174,7 @@ class ZooKeeperReport:
                 "made_anew": takeovers.made_anew,
                 "handoffs": takeovers.handoffs,
                 "handing_off": takeovers.handing_off,
+                "watches": takeovers.rearming.stats(),
                 "primary_of": self._roles.primaries,
                 "unwritten": sorted(
                     n
@@ -235,6 +236,12 @@ class ZooKeeperReport:
             reasons.append(
                 f"zookeeper: {_first_of(late)}: kept and written by this "
                 "agent meanwhile"
+            )
+        unarmed = self._takeovers.unarmed() if self._roles.joined else None
+        if unarmed:
+            reasons.append(
+                f"zookeeper: {_first_of(unarmed)}: a takeover of it may go "
+                "unnoticed, asked again"
             )
         squatters = self._opinions.squatters
         if squatters:

@@ -16,7 +16,7 @@ from typing import Any
 import attr
 from kazoo.exceptions import ConnectionLoss, NoAuthError, NoNodeError
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -43,6 +43,7 @@ from sentinel.membership import LISTING_PACE_LIMIT as LIMIT
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation
 from sentinel.opinions import KEPT_VERDICT_BYTES
+from sentinel.rearming import RETRY_FIRST, RETRY_MAX, UNARMED_LIMIT
 from sentinel.session import SessionPurpose, StateFile, left_in
 from sentinel.sharing import ALONE_AFTER
 from sentinel.stopping import (
@@ -212,6 +213,16 @@ class StillOursTests(SynchronousTestCase):
         self.assertGreaterEqual(alone.zk.calls_by_path["set", path] - sets, 3)
         self.assertEqual(alone.zk.calls_by_path["exists", path], asked)
 
+    def both_know_r00(self) -> tuple[Fleet, Member, str]:
+        """Members a and b both know r00: its primary, and its node's path."""
+        fleet = Fleet()
+        fleet.add("a", ["r00"]).start()
+        fleet.add("b", ["r00"]).start()
+        fleet.run(2.0)
+        primary = fleet.members[(fleet.node("r00") or {})["agent"]]
+        path = f"{ROOT}/instances/r00"
+        return fleet, primary, path
+
     def test_contested_node_watched_while_the_membership_changes(self) -> None:
         """
         A node another member knows is watched after a change of the
@@ -220,12 +231,7 @@ class StillOursTests(SynchronousTestCase):
         `TAKEOVER_WATCH`; a member joining arms the watch again at once,
         before its view is applied.
         """
-        fleet = Fleet()
-        fleet.add("a", ["r00"]).start()
-        fleet.add("b", ["r00"]).start()
-        fleet.run(2.0)
-        primary = fleet.members[(fleet.node("r00") or {})["agent"]]
-        path = f"{ROOT}/instances/r00"
+        fleet, primary, path = self.both_know_r00()
         self.assertGreaterEqual(primary.zk.calls_by_path["exists", path], 1)
         fleet.run(TAKEOVER_WATCH)
         sets = primary.zk.calls_by_path["set", path]
@@ -236,6 +242,30 @@ class StillOursTests(SynchronousTestCase):
         fleet.add("c", ["r00"]).start()
         fleet.run(SETTLE / 2)
         self.assertEqual(primary.zk.calls_by_path["exists", path], asked + 1)
+
+    def test_contested_node_watched_again_after_a_failed_call(self) -> None:
+        """
+        The ``exists`` that watches a contested node its primary holds
+        fails (a timeout) as a member joins, and again at the new view:
+        it is made again on a timer, and the node is watched within
+        seconds, not at the primary's next write of it (a refresh later,
+        a takeover by another member unnoticed meanwhile).
+        """
+        fleet, primary, path = self.both_know_r00()
+        fleet.run(TAKEOVER_WATCH + REFRESH)
+        self.assertFalse(primary.zk.watches.get(path))
+        asked = primary.zk.calls_by_path["exists", path]
+        # Both the join's call and the new view's fail.
+        primary.zk.fail_next("exists", TimeoutError(), path=path, times=2)
+        fleet.add("c", ["r00"]).start()
+        fleet.run(SETTLE + 0.2)
+        self.assertEqual(primary.zk.calls_by_path["exists", path], asked + 2)
+        self.assertFalse(primary.zk.watches.get(path))
+        fleet.run(2 * RETRY_FIRST + 0.1)
+        self.assertEqual(primary.zk.calls_by_path["exists", path], asked + 3)
+        self.assertTrue(primary.zk.watches.get(path))
+        watches = primary.publisher.stats()["group"]["watches"]
+        self.assertEqual((watches["failed_calls"], watches["unarmed"]), (2, 0))
 
 
 class SharingTests(SynchronousTestCase):
@@ -459,6 +489,28 @@ class SharingTests(SynchronousTestCase):
             self.assertIn(self.fleet.node(name)["agent"], ("b", "c"))  # type: ignore[index]
         # Up all along: a new primary is not a change of status.
         self.assertEqual({n: (self.fleet.node(n) or {})["since"] for n in NAMES}, since)
+
+    def test_stop_asks_again_whether_its_nodes_were_taken_over(self) -> None:
+        """
+        A stopping member's question whether a node it handed over is
+        taken over fails (a timeout): asked again on a timer, and the
+        stop ends once the nodes are taken, within a few seconds, with no
+        node missing. (Not asked again, the stop waited its whole
+        `LEAVE_HANDOFF_WAIT` and left its session open for the nodes.)
+        """
+        leaving = self.fleet.members["a"]
+        share = leaving.watched
+        for name in share:
+            path = f"{ROOT}/instances/{name}"
+            leaving.zk.fail_next("exists", TimeoutError(), path=path)
+        stopped = leaving.stop()
+        missing: list[str] = []
+        for _ in range(round((RETRY_FIRST + 1.0) / 0.05)):
+            self.fleet.run(0.05)
+            missing += [n for n in share if self.fleet.node(n) is None]
+        self.assertLess(RETRY_FIRST + 1.0, LEAVE_HANDOFF_WAIT)
+        self.successResultOf(stopped)
+        self.assertEqual(missing, [])
 
     def test_stop_during_first_takeovers(self) -> None:
         """
@@ -2590,6 +2642,30 @@ class LateTakeoverTests(SynchronousTestCase):
             missing |= {n for n in NAMES if fleet.node(n) is None}
         return missing
 
+    def keep_for_d(
+        self, failing_exists: int = 0
+    ) -> tuple[Fleet, Member, Member, list[str]]:
+        """
+        a keeps nodes for d, which joined and has not taken them over (its
+        transactions held); each of a's ``exists`` of an instance node
+        fails `failing_exists` times (the bridge's call timeout) from the
+        moment d joins.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES).start()
+        fleet.run(2.0)
+        for name in NAMES:
+            path = f"{ROOT}/instances/{name}"
+            a.zk.fail_next("exists", TimeoutError(), path=path, times=failing_exists)
+        d = fleet.add("d", NAMES)
+        d.zk.hang("replace")
+        d.start()
+        fleet.run(SETTLE + 0.5)
+        moved = sorted(self.handed_to_d(fleet, dict.fromkeys(NAMES, "a")))
+        self.assertTrue(moved)
+        self.assertEqual(a.publisher._takeovers.handing_off, moved)
+        return fleet, a, d, moved
+
     def test_kept_true_until_taken_over(self) -> None:
         """
         One replica: the previous primary keeps each node handed to a
@@ -2601,15 +2677,7 @@ class LateTakeoverTests(SynchronousTestCase):
         it read fails (the node was written since) and is tried again; the
         previous primary then lets the node go and stops checking it.
         """
-        fleet = Fleet()
-        a = fleet.add("a", NAMES).start()
-        fleet.run(2.0)
-        d = fleet.add("d", NAMES)
-        d.zk.hang("replace")
-        d.start()
-        fleet.run(SETTLE + 0.5)
-        moved = sorted(self.handed_to_d(fleet, dict.fromkeys(NAMES, "a")))
-        self.assertTrue(moved)
+        fleet, a, d, moved = self.keep_for_d()
         name = moved[0]
         path = f"{ROOT}/instances/{name}"
         self.assertIsNone(a.publisher.unhealthy_reason())
@@ -2633,6 +2701,50 @@ class LateTakeoverTests(SynchronousTestCase):
         self.assertEqual((fleet.node(name) or {})["agent"], "d")
         self.assertFalse(set(moved) & a.watched)
         self.assertIsNone(a.publisher.unhealthy_reason())
+
+    def test_handoff_watch_armed_again_after_a_failed_call(self) -> None:
+        """
+        The ``exists`` that watches a node kept for its new primary fails
+        (a timeout): it is asked again on a timer, and the keeper lets the
+        node go within a few seconds of its takeover, /healthz at 200.
+        (Before, nothing asked again: the keeper went on checking the
+        instance and named the node in /healthz as not taken over until
+        its next write of it, a refresh later.) The failures are counted
+        in /debug/stats.
+        """
+        fleet, a, d, moved = self.keep_for_d(failing_exists=2)
+        fleet.run(2.0)
+        d.zk.unhang()
+        self.assertGreater(d.zk.release("replace"), 0)
+        fleet.run(HANDOFF_LIMIT)
+        for name in moved:
+            self.assertEqual(fleet.owner_of(name), fleet.session_of("d"))
+        self.assertEqual(a.publisher._takeovers.handing_off, [])
+        self.assertIsNone(a.publisher.unhealthy_reason())
+        self.assertFalse(set(moved) & a.watched)
+        watches = a.publisher.stats()["group"]["watches"]
+        self.assertGreaterEqual(watches["failed_calls"], len(moved))
+        self.assertEqual(watches["unarmed"], 0)
+
+    def test_handoff_watch_unarmed_named_in_healthz(self) -> None:
+        """
+        While the watch on a node kept for its new primary cannot be
+        armed (every ``exists`` times out), /healthz names it once it has
+        stayed unarmed for `UNARMED_LIMIT`; the calls go on, one at a
+        time per node, backing off, and once one succeeds the reason goes.
+        """
+        fleet, a, d, moved = self.keep_for_d(failing_exists=1000)
+        fleet.run(UNARMED_LIMIT)
+        reason = a.publisher.unhealthy_reason() or ""
+        self.assertIn("not armed", reason)
+        self.assertIn(f"{ROOT}/instances/{moved[0]}", reason)
+        asked = a.zk.calls_by_path["exists", f"{ROOT}/instances/{moved[0]}"]
+        # Backing off: a few calls, not one a tick.
+        self.assertLess(asked, 10)
+        a.zk.forget_failures()
+        fleet.run(RETRY_MAX + 1.0)
+        self.assertNotIn("not armed", a.publisher.unhealthy_reason() or "")
+        self.assertEqual(a.publisher.stats()["group"]["watches"]["unarmed"], 0)
 
     def test_taken_over_late_keeps_the_since_published(self) -> None:
         """
