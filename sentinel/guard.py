@@ -8,7 +8,11 @@ when its data is written (an ephemeral node has no children), so it costs
 one read per create and nothing per write (`tests.test_guard_zookeeper`).
 kazoo forgets every watch when its connection drops and does not set
 them again: at each connection the resync (`sentinel.resync`) writes
-every node again, and each is watched again as it becomes ours. What
+every node again, and each is watched again as it becomes ours. A read
+that fails to watch a node while the connection stays up (a timeout) is
+made again on a timer (`sentinel.rearming`): opinions and members are
+written only on change, and one left unwatched until its next write
+stayed deleted as long (for good, for an instance that stays up). What
 was seen deleted before is forgotten then too: the resync writes it, and
 a session that ended took our nodes with it (nothing behind our back).
 
@@ -107,6 +111,7 @@ from twisted.python.failure import Failure
 
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
 from sentinel.ownership import ours
+from sentinel.rearming import Rearming
 from sentinel.writes import Lifecycle, WriteQueue
 from sentinel.zk import CONNECTED, ZooKeeper
 
@@ -180,6 +185,11 @@ class Guard:
         # Sets of ours found applied with their answer lost (`lostanswers`),
         # not reported: many, with no timeouts or drops, would be a bug.
         self.own_sets_applied = 0
+        # Nodes whose watching read failed other than for want of the
+        # node (a timeout while connected), read again on a timer
+        # (`sentinel.rearming`): opinions and members are written only on
+        # change, and their next write may never come.
+        self.rearming: Rearming[Node] = Rearming(reactor)
 
     def arm(self, node: Node) -> None:
         """Watch `node` for its deletion, if it is ours and not watched yet."""
@@ -199,6 +209,7 @@ class Guard:
         if node.guard is None:
             node.guard = partial(self._fired, node)
         node.guarded = path
+        self.rearming.asking(node)
         if member is not None or self._is_opinion(node):
             d = self._zk.exists(path, watch=node.guard, background=again)
             d.addCallbacks(
@@ -209,7 +220,9 @@ class Guard:
             )
         else:
             d = self._zk.get_children(path, watch=node.guard)
-            d.addCallbacks(lambda _: None, self._not_armed, errbackArgs=(node, path))
+            d.addCallbacks(
+                self._armed, self._not_armed, (node,), errbackArgs=(node, path)
+            )
         d.addErrback(lambda f: log.failure("watching {path} failed", f, path=path))
         return d
 
@@ -229,6 +242,7 @@ class Guard:
             # rewrite fires: watched again then.
             self._not_armed(Failure(NoNodeError()), node, path)
             return
+        self._armed(None, node)
         if node.dirty or node.writing or not ours(stat, self._zk.session_id):
             return
         member = node.member
@@ -282,6 +296,7 @@ class Guard:
 
     def cancel(self) -> None:
         """Write nothing again from now on (stopping, or halted)."""
+        self.rearming.cancel()
         self._gone.clear()
         self._changed.clear()
         self._to_watch.clear()
@@ -290,13 +305,33 @@ class Guard:
                 call.cancel()
         self._rewrite_call = self._rearm_call = None
 
+    def _armed(self, _: object, node: Node) -> None:
+        self.rearming.armed(node)
+
     def _not_armed(self, failure: Failure, node: Node, path: str) -> None:
         if node.guarded == path:
             node.guarded = None
         if failure.check(NoNodeError):
             # Deleted before the watch was set: as if it had fired.
+            self.rearming.forget(node)
             self._deleted(node, path)
-        # Any other error (a lost connection): the resync arms it again.
+        elif self._acting() and self._held(node, path):
+            # Any other error: a lost connection's resync arms it again,
+            # but a timeout while connected is followed by no resync.
+            self.rearming.failed(node, path, failure, partial(self._rearm_one, node))
+        else:
+            self.rearming.forget(node)
+
+    def _rearm_one(self, node: Node) -> None:
+        """Watch again a node whose watching read failed, if still ours."""
+        if self._acting() and self._held(node, None):
+            self._watch(node, again=True)
+        else:
+            self.rearming.forget(node)
+
+    def unarmed(self) -> dict[str, str]:
+        """Each of our nodes no read could watch for `UNARMED_LIMIT`: why."""
+        return self.rearming.unresolved(partial(self._held, path=None))
 
     def _fired(self, node: Node, event: WatchedEvent) -> None:
         if event.path != node.guarded:

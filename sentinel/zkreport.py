@@ -154,6 +154,7 @@ class ZooKeeperReport:
             "nodes_written_over": self._guard.writes_over,
             "late_sets_after_takeover": self._guard.late_sets,
             "own_sets_applied_unanswered": self._guard.own_sets_applied,
+            "guard_watches": self._guard.rearming.stats(),
             "session_timeout_requested": zk.requested_timeout,
             "session_timeout_granted": zk.granted_timeout,
             "connect_error": zk.connect_error,
@@ -237,12 +238,6 @@ class ZooKeeperReport:
                 f"zookeeper: {_first_of(late)}: kept and written by this "
                 "agent meanwhile"
             )
-        unarmed = self._takeovers.unarmed() if self._roles.joined else None
-        if unarmed:
-            reasons.append(
-                f"zookeeper: {_first_of(unarmed)}: a takeover of it may go "
-                "unnoticed, asked again"
-            )
         squatters = self._opinions.squatters
         if squatters:
             reasons.append(
@@ -280,6 +275,11 @@ class ZooKeeperReport:
             reasons.append(behind)
         if deleted := self._guard.unhealthy_reason():
             reasons.append(deleted)
+        if unarmed := self._unarmed():
+            reasons.append(
+                f"zookeeper: {_first_of(unarmed)}: a deletion or takeover of it "
+                "may go unnoticed; asked again"
+            )
         if zk.state == CONNECTED and (unwritten := self._lateness.unwritten_reason()):
             reasons.append(unwritten)
         if zk.state == CONNECTED and (unlisted := self._unlisted()):
@@ -290,6 +290,16 @@ class ZooKeeperReport:
                 " connecting: their published status may be another session's"
             )
         return "; ".join(reasons) or None
+
+    def _unarmed(self) -> dict[str, str]:
+        """
+        The watches of our nodes that no read could set for a while
+        (`sentinel.rearming`): the guard's, and a group's takeovers'.
+        """
+        unarmed = self._guard.unarmed()
+        if self._roles.joined:
+            unarmed.update(self._takeovers.unarmed())
+        return unarmed
 
     def _unconfirmed(self) -> int:
         # After a connection, the instance nodes written before it and not

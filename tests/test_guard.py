@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet.defer import TimeoutError
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -24,6 +25,7 @@ from sentinel.guard import (
 )
 from sentinel.membership import SETTLE
 from sentinel.observation import Observation
+from sentinel.rearming import RETRY_FIRST, UNARMED_LIMIT
 from sentinel.writes import RETRY_DELAY
 from tests.groupfakes import Fleet
 from tests.test_discovery import DISCOVERY, DiscoveryHarness
@@ -590,6 +592,47 @@ class OwnMemberDeleteTests(DiscoveryHarness):
             f" {self.parent}/{child}",
             [formatEvent(e) for e in self.events],
         )
+
+    def test_member_watch_armed_again_after_a_failed_call(self) -> None:
+        """
+        The ``exists`` that watches a new member fails (a timeout): made
+        again on a timer, so that a deletion by another client is still
+        seen and the member made again. (Before, a member, written only
+        on change, stayed unwatched until the instance changed, and one
+        deleted stayed missing as long: for good, for an instance that
+        stays up.) The failure is counted in /debug/stats.
+        """
+        self.start()
+        a = self.instance("a", service="svc")
+        self.zk.fail_next("exists", TimeoutError())
+        self.check(a, UP)
+        (child,) = self.members("svc")
+        member = f"{self.parent}/{child}"
+        self.assertEqual(self.zk.calls_by_path["exists", member], 1)
+        self.clock.advance(RETRY_FIRST)
+        self.assertEqual(self.zk.calls_by_path["exists", member], 2)
+        self.zk.remove(member)
+        self.clock.advance(REWRITE_AFTER)
+        self.assertEqual(len(self.members("svc")), 1)
+        self.assertEqual(self.publisher.deleted_behind, 1)
+        watches = self.publisher.stats()["guard_watches"]
+        self.assertEqual(watches, {"failed_calls": 1, "armed_again": 1, "unarmed": 0})
+
+    def test_member_left_unwatched_named_in_healthz(self) -> None:
+        """
+        While no ``exists`` can watch a member (each times out), /healthz
+        names it once `UNARMED_LIMIT` has passed, and the calls back off.
+        """
+        self.start()
+        a = self.instance("a", service="svc")
+        self.zk.fail_next("exists", TimeoutError(), times=1000)
+        self.check(a, UP)
+        (child,) = self.members("svc")
+        member = f"{self.parent}/{child}"
+        self.clock.advance(UNARMED_LIMIT)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn(f"{member} watch not armed for 10.0 s", reason)
+        self.assertLess(self.zk.calls_by_path["exists", member], 6)
 
     @property
     def parent(self) -> str:
