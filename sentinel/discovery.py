@@ -139,7 +139,7 @@ class Member:
         # version means another client wrote it (`write`).
         self.version = -1
         # Our sets of it that ended with no answer, which ZooKeeper may
-        # have applied (`sentinel.lostanswers`).
+        # have applied, with a digest of its data (`sentinel.lostanswers`).
         self.unanswered: tuple[tuple[int, bytes], ...] = ()
         # A create failed and may have succeeded: look before creating.
         self.search = False

@@ -126,8 +126,8 @@ class Node:
         # fails, so that a node another agent took over is never overwritten.
         self.version = -1
         # Our sets of it that ended with no answer, which ZooKeeper may
-        # have applied: the version each was sent at, and its data
-        # (`sentinel.lostanswers`).
+        # have applied: the version each was sent at, and a digest of its
+        # data (`sentinel.lostanswers`).
         self.unanswered: tuple[tuple[int, bytes], ...] = ()
         # In a group, for an instance node: this agent is its primary and
         # takes it over from another agent (`takeover`); it moved away and

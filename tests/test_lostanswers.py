@@ -10,7 +10,15 @@ from __future__ import annotations
 from kazoo.protocol.states import ZnodeStat
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.lostanswers import KEPT, answered, made, own_set_applied, unanswered
+from sentinel.lostanswers import (
+    DIGEST_BYTES,
+    KEPT,
+    answered,
+    digest,
+    made,
+    own_set_applied,
+    unanswered,
+)
 from sentinel.nodes import Node
 
 
@@ -45,12 +53,28 @@ class LostAnswersTests(SynchronousTestCase):
         self.assertTrue(own_set_applied(self.node, b"999", stat(4)))
         self.assertFalse(own_set_applied(self.node, b"0", stat(4)))
 
+    def test_bounded_whatever_the_data(self) -> None:
+        """
+        Lost sets of big data (a catalog part, up to 512 KiB) keep no copy
+        of it: a version and a digest each, so that a ZooKeeper applying
+        sets and answering none holds a few hundred bytes a node, not
+        `KEPT` copies of its data. The last set is still recognised.
+        """
+        for i in range(KEPT):
+            unanswered(self.node, 3, bytes([i]) * (512 * 1024))
+        self.assertEqual(len(self.node.unanswered), KEPT)
+        kept = sum(len(data) for _, data in self.node.unanswered)
+        self.assertEqual(kept, KEPT * DIGEST_BYTES)
+        last = bytes([KEPT - 1]) * (512 * 1024)
+        self.assertTrue(own_set_applied(self.node, last, stat(4)))
+        self.assertFalse(own_set_applied(self.node, last[:-1] + b"x", stat(4)))
+
     def test_forgotten_below_an_answered_version(self) -> None:
         """A version answered past a lost set: it can never apply."""
         unanswered(self.node, 3, b"up")
         unanswered(self.node, 5, b"down")
         answered(self.node, 4)
-        self.assertEqual(self.node.unanswered, ((5, b"down"),))
+        self.assertEqual(self.node.unanswered, ((5, digest(b"down")),))
 
     def test_forgotten_when_made_anew(self) -> None:
         """A node made anew by our session: none of ours can apply to it."""
