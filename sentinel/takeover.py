@@ -528,12 +528,25 @@ class Takeovers:
         again later (`again`, by default `watch_handoff`), while running
         and the watch is still wanted.
         """
-        life = self._life
-        if life.running and life.halted is None and self._still_wanted(key):
+        if self._acting(key):
             ask = self.watch_handoff if again is None else again
-            self.rearming.failed(key, node.path, failure, partial(ask, node))
+            self.rearming.failed(
+                key, node.path, failure, partial(self._again, ask, key)
+            )
         else:
             self.rearming.forget(key)
+
+    def _again(self, ask: Callable[[Node], None], key: tuple[str, Node]) -> None:
+        """A failed call's retry is due: made, if its watch is still wanted."""
+        if self._acting(key):
+            ask(key[1])
+        else:
+            self.rearming.forget(key)
+
+    def _acting(self, key: tuple[str, Node]) -> bool:
+        """Whether the watch `key` is wanted, running and not halted."""
+        life = self._life
+        return bool(life.running) and life.halted is None and self._still_wanted(key)
 
     def handoff_watched(self, node: Node, event: WatchedEvent) -> None:
         """

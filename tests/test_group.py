@@ -2746,6 +2746,19 @@ class LateTakeoverTests(SynchronousTestCase):
         self.assertNotIn("not armed", a.publisher.unhealthy_reason() or "")
         self.assertEqual(a.publisher.stats()["group"]["watches"]["unarmed"], 0)
 
+    def test_handoff_watch_not_asked_again_once_halted(self) -> None:
+        """
+        An agent that halts (a live twin holds its agent node) while the
+        watches of the nodes it keeps cannot be armed makes no more calls
+        for them: the retries due find it halted.
+        """
+        fleet, a, d, moved = self.keep_for_d(failing_exists=1000)
+        paths = [f"{ROOT}/instances/{name}" for name in moved]
+        a.publisher._twin("a twin holds its agent node")
+        asked = sum(a.zk.calls_by_path["exists", p] for p in paths)
+        fleet.run(2 * RETRY_MAX)
+        self.assertEqual(sum(a.zk.calls_by_path["exists", p] for p in paths), asked)
+
     def test_taken_over_late_keeps_the_since_published(self) -> None:
         """
         One replica: a member that checked an instance before it took its
