@@ -28,6 +28,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 import attr
+from twisted.internet.defer import TimeoutError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
@@ -68,7 +69,7 @@ class Rearming(Generic[Key]):
         """The call arming the watch `key` (on `path`) failed: `again` later."""
         self.failed_calls += 1
         now = self._reactor.seconds()
-        error = failure.getErrorMessage() or repr(failure.value)
+        error = _described(failure)
         unarmed = self._unarmed.get(key)
         if unarmed is None:
             unarmed = self._unarmed[key] = Unarmed(path, now, 0, error)
@@ -126,6 +127,15 @@ class Rearming(Generic[Key]):
             "armed_again": self.armed_again,
             "unarmed": self.unarmed,
         }
+
+
+def _described(failure: Failure) -> str:
+    """A failed call's error, for /healthz: its kind, and what it says."""
+    if failure.check(TimeoutError):
+        return "timed out"
+    kind = type(failure.value).__name__
+    message = failure.getErrorMessage()
+    return f"{kind}: {message}" if message else kind
 
 
 def _cancel(unarmed: Unarmed) -> None:

@@ -632,6 +632,7 @@ class OwnMemberDeleteTests(DiscoveryHarness):
         self.clock.advance(UNARMED_LIMIT)
         reason = self.publisher.unhealthy_reason() or ""
         self.assertIn(f"{member} watch not armed for 10.0 s", reason)
+        self.assertIn("(last: timed out)", reason)
         self.assertLess(self.zk.calls_by_path["exists", member], 6)
 
     @property
