@@ -574,8 +574,10 @@ class Takeovers:
             key = (_TAKEN_OVER, node)
             rearming.asking(key)
             d = zk.exists(node.path, watch=partial(fired, node))
-            d.addCallback(answered, node)
-            d.addErrback(unasked, key, node)
+            d.addCallbacks(answered, unasked, (node,), errbackArgs=(key, node))
+            d.addErrback(
+                lambda f: log.failure("asking about {path} failed", f, path=node.path)
+            )
 
         def unasked(failure: Failure, key: tuple[str, Node], node: Node) -> None:
             # Made again later, until the stop's wait ends: a failed call
