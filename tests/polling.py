@@ -28,17 +28,20 @@ async def wait_for(
     timeout: float,
     what: str,
     step: float = 0.01,
+    state: Callable[[], str] | None = None,
 ) -> float:
     """
     Poll `condition` every `step` seconds until it is true; return how long
-    that took, or fail with `what` after `timeout` seconds.
+    that took, or fail with `what` after `timeout` seconds (and what
+    `state` says of how far it got: a flaky failure must say why).
     """
     started = reactor.seconds()
     while True:
         if condition():
             return float(reactor.seconds() - started)
         if reactor.seconds() - started > timeout:
-            raise ConditionTimeout(f"{what}: not within {timeout} s")
+            reached = f" ({state()})" if state is not None else ""
+            raise ConditionTimeout(f"{what}: not within {timeout} s{reached}")
         await deferLater(reactor, step, lambda: None)
 
 
