@@ -77,6 +77,21 @@ class AgentProcess:
         )
         return response.code, json.loads(await response.content())
 
+    async def answer(self, path: str, timeout: float = START_BOUND) -> Any:
+        """The decoded body of GET `path`, once the agent answers it with 200."""
+        found: list[Any] = []
+
+        async def answered() -> bool:
+            try:
+                code, body = await self.get(path)
+            except Exception:
+                return False
+            found.append(body)
+            return code == 200
+
+        await wait_async(answered, timeout, path)
+        return found[-1]
+
     async def session(self, timeout: float = START_BOUND) -> int:
         """The agent's ZooKeeper session id, once it has one."""
         found: list[int] = []
