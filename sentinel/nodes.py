@@ -314,6 +314,14 @@ class Nodes:
         if self.instances.get(name) is node:
             del self.instances[name]
 
+    def let_go(self, node: Node) -> bool:
+        """
+        Whether `node` is an instance node handed to another primary and
+        let go since (`sentinel.takeover`): no longer this agent's, though
+        a write of it still in flight, or failed since, leaves it dirty.
+        """
+        return node.released and self.instances.get(node.name) is not node
+
     def cancel_rechecks(self) -> None:
         """Cancel every node's timer (stopping, or halted)."""
         for node in self:

@@ -220,13 +220,23 @@ class WriteQueue:
         up to when that node was first marked, or, for one this process has
         not written yet, `since` (the session's start, or what the previous
         process's file said). A node another session holds is not this
-        session's to say anything; one dropped no longer counts. Walks the
-        nodes not yet written, never the others.
+        session's to say anything; one dropped no longer counts, nor one
+        let go to its new primary: a write of it failed after it was let
+        go (its connection lost) left it dirty and never retried, and the
+        state file's ``checked_at`` stopped there for good, so that the
+        next process on the state_dir did not reattach (seen at each
+        re-forming of a group of three, ZooKeeper wiped and back). Walks
+        the nodes not yet written, never the others.
         """
         through = checked_at
         unwritten = self.unwritten
+        nodes = self._nodes
         for node in list(unwritten):
-            if node.holding is not None or not (node.dirty or node.writing):
+            if (
+                node.holding is not None
+                or not (node.dirty or node.writing)
+                or nodes.let_go(node)
+            ):
                 del unwritten[node]
                 continue
             marked = node.marked_at

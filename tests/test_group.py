@@ -2630,6 +2630,22 @@ class LateTakeoverTests(SynchronousTestCase):
         group = next(iter(fleet.members.values())).group
         return {n: primaries[n] for n in NAMES if group.observers(n)[:1] == ("d",)}
 
+    def handed_to_slow_d(self) -> tuple[Fleet, Member, Member, list[str]]:
+        """
+        "a" alone, then "d" joins and does not take its share over yet (its
+        takeovers wait); the instances handed to d.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES).start()
+        fleet.run(2.0)
+        d = fleet.add("d", NAMES)
+        d.zk.hang("replace")
+        d.start()
+        fleet.run(SETTLE + 0.5)
+        moved = sorted(self.handed_to_d(fleet, dict.fromkeys(NAMES, "a")))
+        self.assertTrue(moved)
+        return fleet, a, d, moved
+
     def primaries(self, fleet: Fleet) -> dict[str, str]:
         """Each instance's primary, as its node says."""
         return {n: (fleet.node(n) or {})["agent"] for n in NAMES}
@@ -2678,6 +2694,8 @@ class LateTakeoverTests(SynchronousTestCase):
         previous primary then lets the node go and stops checking it.
         """
         fleet, a, d, moved = self.keep_for_d()
+
+        fleet, a, d, moved = self.handed_to_slow_d()
         name = moved[0]
         path = f"{ROOT}/instances/{name}"
         self.assertIsNone(a.publisher.unhealthy_reason())
@@ -2758,6 +2776,43 @@ class LateTakeoverTests(SynchronousTestCase):
         asked = sum(a.zk.calls_by_path["exists", p] for p in paths)
         fleet.run(2 * RETRY_MAX)
         self.assertEqual(sum(a.zk.calls_by_path["exists", p] for p in paths), asked)
+
+    def test_nodes_let_go_leave_the_state_file_current(self) -> None:
+        """
+        A node the previous primary let go (its new primary took it over)
+        is no longer among the nodes ZooKeeper lacks what this agent's
+        checks found, even if a write of it failed after that: the state
+        file's ``checked_at`` goes on following the checks. Seen with real
+        agents (three, ``replicas = 2``): a node let go while its rewrite
+        was in flight stayed counted for good (dirty, released, no longer
+        the agent's, never retried), the file's ``checked_at`` stopped
+        there, and the next process on that state_dir refused to reattach
+        ("no process checked its instances for 45 s"): its nodes went
+        missing at a plain restart, in a group that had formed or
+        re-formed (after ZooKeeper came back wiped, every time).
+        """
+        fleet, a, d, moved = self.handed_to_slow_d()
+        queue = a.publisher._queue
+        # A rewrite of each kept node in flight as d takes it over, and
+        # lost with the connection once a has let the node go.
+        a.zk.hang("set")
+        for name in moved:
+            queue.mark(a.publisher._nodes.instances[name])
+        fleet.run(0.1)
+        d.zk.unhang()
+        d.zk.release("replace")
+        fleet.run(1.0)
+        for name in moved:
+            self.assertEqual(fleet.owner_of(name), fleet.session_of("d"))
+            self.assertNotIn(name, a.publisher._nodes.instances)
+        a.zk.unhang()
+        self.assertGreater(a.zk.release("set", error=ConnectionLoss()), 0)
+        fleet.run(10.0)
+        now = fleet.clock.seconds()
+        self.assertEqual(queue.checked_through(now, now - 100.0), now)
+        self.assertEqual([n.name for n in queue.unwritten if n.name in moved], [])
+        for name in moved:
+            self.assertEqual(fleet.owner_of(name), fleet.session_of("d"))
 
     def test_taken_over_late_keeps_the_since_published(self) -> None:
         """
