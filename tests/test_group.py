@@ -2630,22 +2630,6 @@ class LateTakeoverTests(SynchronousTestCase):
         group = next(iter(fleet.members.values())).group
         return {n: primaries[n] for n in NAMES if group.observers(n)[:1] == ("d",)}
 
-    def handed_to_slow_d(self) -> tuple[Fleet, Member, Member, list[str]]:
-        """
-        "a" alone, then "d" joins and does not take its share over yet (its
-        takeovers wait); the instances handed to d.
-        """
-        fleet = Fleet()
-        a = fleet.add("a", NAMES).start()
-        fleet.run(2.0)
-        d = fleet.add("d", NAMES)
-        d.zk.hang("replace")
-        d.start()
-        fleet.run(SETTLE + 0.5)
-        moved = sorted(self.handed_to_d(fleet, dict.fromkeys(NAMES, "a")))
-        self.assertTrue(moved)
-        return fleet, a, d, moved
-
     def primaries(self, fleet: Fleet) -> dict[str, str]:
         """Each instance's primary, as its node says."""
         return {n: (fleet.node(n) or {})["agent"] for n in NAMES}
@@ -2694,8 +2678,6 @@ class LateTakeoverTests(SynchronousTestCase):
         previous primary then lets the node go and stops checking it.
         """
         fleet, a, d, moved = self.keep_for_d()
-
-        fleet, a, d, moved = self.handed_to_slow_d()
         name = moved[0]
         path = f"{ROOT}/instances/{name}"
         self.assertIsNone(a.publisher.unhealthy_reason())
@@ -2791,7 +2773,7 @@ class LateTakeoverTests(SynchronousTestCase):
         missing at a plain restart, in a group that had formed or
         re-formed (after ZooKeeper came back wiped, every time).
         """
-        fleet, a, d, moved = self.handed_to_slow_d()
+        fleet, a, d, moved = self.keep_for_d()
         queue = a.publisher._queue
         # A rewrite of each kept node in flight as d takes it over, and
         # lost with the connection once a has let the node go.
