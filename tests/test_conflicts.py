@@ -34,7 +34,7 @@ from sentinel.session import STATE_FILE
 from sentinel.shutdown import EXIT_TWIN
 from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import LOOPBACK, ChildProcess, free_port, shared_zookeeper
-from tests.test_twistd import TWISTD, environment
+from tests.test_twistd import HTTP_BOUND, TWISTD, environment
 
 reactor: Any = _reactor
 log = Logger()
@@ -73,7 +73,7 @@ class AgentProcess:
         """GET `path`: its status code and decoded JSON."""
         pool = HTTPConnectionPool(reactor, persistent=False)
         response = await treq.get(
-            f"http://{LOOPBACK}:{self.http}{path}", timeout=2, pool=pool
+            f"http://{LOOPBACK}:{self.http}{path}", timeout=HTTP_BOUND, pool=pool
         )
         return response.code, json.loads(await response.content())
 
