@@ -5,7 +5,10 @@ section 8: "readers never see it missing").
 ``--agents`` agents (``twistd -n sentinel``, no state_dir) share
 ``--instances`` instances over real redis-servers, all up, with
 ``--replicas``, each instance's nerve member in one service. Once every
-node and member is there, a reader polls every instance node and the
+instance node is there and the service lists every endpoint (endpoints
+counted by name: one listed twice never makes up for one missing; the
+counts of endpoints listed once, twice and not at all are printed then
+and at the end), a reader polls every instance node and the
 service's members every 50 ms (each new member asked once whose session
 holds it), and the first agent is stopped: SIGTERM (it leaves the group),
 or ``--kill`` (``kill -9``: its nodes stay until its session expires).
@@ -444,22 +447,22 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             agent.wait_ready()
 
         def published() -> bool:
-            if client.exists(SERVICE) is None:
-                return False
-            if len(client.get_children(SERVICE)) != args.instances:
+            # Every endpoint listed, counted apart: an endpoint listed
+            # twice never makes up for one unlisted.
+            if endpoints(client, names)[2]:
                 return False
             asked = [client.exists_async(f"{ROOT}/instances/{n}") for n in names]
             return all(a.get() for a in asked)
 
         # At 3,000 instances on a loaded machine, over a minute.
         try:
-            wait_until(published, 240.0, "every node and member")
+            wait_until(published, 240.0, "every node and endpoint listed")
         except RuntimeError:
             listed = client.get_children(f"{ROOT}/instances")
-            members = client.get_children(SERVICE) if client.exists(SERVICE) else []
-            print(f"published: {len(listed)} nodes, {len(members)} members")
+            print(f"published: {len(listed)} nodes; endpoints {counted(client, names)}")
             keep_logs(args, agents, number)
             raise
+        at_start = counted(client, names)
         time.sleep(args.warmup)
         for server in servers[: args.down]:
             server.kill()
@@ -546,6 +549,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         time.sleep(args.after)
         until = reader.now()
         reader.stop()
+        at_end = counted(client, names)
         if args.members_out:
             write_doubles(args.members_out, number, reader, sessions, signalled)
         keep_logs(args, agents + ([again] if args.early is not None else []), number)
@@ -659,6 +663,8 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             (f"run {number}: its members replaced",
              f"{summary(members_moved)} of {len(members)}"),
             (f"run {number}: instance node missing", summary(missing)),
+            (f"run {number}: endpoints when all listed", at_start),
+            (f"run {number}: endpoints at the end", at_end),
             (f"run {number}: instance with no member", summary(unlisted)),
             *(
                 [(f"run {number}: listed twice as it formed", summary(forming))]
@@ -715,6 +721,34 @@ def write_doubles(
                     )
     path = Path(f"{prefix}-{number}.json")
     path.write_text(json.dumps({"signal": round(at, 2), "doubles": doubles}, indent=1))
+
+
+def endpoints(client: KazooClient, names: list[str]) -> tuple[int, int, int]:
+    """
+    How many of the instances' endpoints the service lists once, more than
+    once, and not at all: a nerve member is named after its instance, so
+    distinct endpoints are told apart by name, not by the members' count.
+    """
+    try:
+        children = client.get_children(SERVICE)
+    except NoNodeError:
+        children = []
+    members: dict[str, int] = {}
+    for child in children:
+        name = child.rsplit("_", 1)[0]
+        members[name] = members.get(name, 0) + 1
+    counts = [members.get(name, 0) for name in names]
+    return (
+        sum(1 for c in counts if c == 1),
+        sum(1 for c in counts if c > 1),
+        sum(1 for c in counts if c == 0),
+    )
+
+
+def counted(client: KazooClient, names: list[str]) -> str:
+    """`endpoints` in words, for a row."""
+    once, twice, missing = endpoints(client, names)
+    return f"{once} once, {twice} twice, {missing} missing"
 
 
 def keep_logs(args: argparse.Namespace, agents: list[Agent], number: int) -> None:
