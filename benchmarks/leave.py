@@ -460,6 +460,19 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         except RuntimeError:
             listed = client.get_children(f"{ROOT}/instances")
             print(f"published: {len(listed)} nodes; endpoints {counted(client, names)}")
+            if reader is not None:
+                # What formed so far is still worth having.
+                now = reader.now()
+                forming = [
+                    span
+                    for name in names
+                    for span in spans(
+                        reader.members[name], lambda v: len(v) > 1, 0, now
+                    )
+                ]
+                print(f"listed twice as it formed, up to now: {summary(forming)}")
+                if args.members_out:
+                    write_doubles(args.members_out, number, reader, {}, now)
             keep_logs(args, agents, number)
             raise
         at_start = counted(client, names)
