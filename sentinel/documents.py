@@ -128,6 +128,7 @@ def instance_report(
     changes_held_since: float | None = None,
     unjudged_since: float | None = None,
     why_unjudged: str | None = None,
+    status_flapping_since: float | None = None,
 ) -> dict[str, Any]:
     """
     ``GET /instances``: the instance's document plus its check counters,
@@ -137,7 +138,8 @@ def instance_report(
     since when a change of its node waits because it changes too often
     (`sentinel.flapping`; else null), and, while the agent has not judged
     it lately (`InstanceState.unjudged_since`), since when and why (else
-    null): ``checked_at`` stays the time of its last judgement.
+    null): ``checked_at`` stays the time of its last judgement; and since
+    when its status flaps (`sentinel.flapping`; else null).
     """
     return {
         **instance_document(instance, health, agent_id),
@@ -151,6 +153,7 @@ def instance_report(
         "changes_held_since": changes_held_since,
         "unjudged_since": unjudged_since,
         "unjudged_reason": None if unjudged_since is None else why_unjudged,
+        "status_flapping_since": status_flapping_since,
     }
 
 

@@ -32,6 +32,20 @@ its last change held back), and ``/debug/stats`` (``flapping``) and
 ``/healthz`` stays 200: a node at most `WINDOW` seconds behind on
 ``ready`` or role is the instance's doing, not the agent's, and its
 status is never behind.
+
+A status that flaps is written at every change all the same (rise and
+fall bound it: at most one change every `rise` or `fall` checks), but it
+is named: a server whose PING replies come around the timeout (late
+one check in two, say) went down and up every 10--20 s for as long as it
+lasted, a warning line at each fall and nothing in /debug/stats, so an
+operator could not tell it from a fleet in trouble. An instance whose
+status changed `STATUS_LIMIT` times within `WINDOW` seconds (three falls
+and three rises: a restart or a failover is one of each) is *status
+flapping*: one warning line says so for the spell, its changes are then
+logged at debug, and ``/debug/stats`` (``flapping``'s ``status``) and
+``GET /instances/<name>`` (``status_flapping_since``) name it until its
+status has held for `WINDOW` seconds. Its record is made at its second
+change within `WINDOW` (an instance that only went down keeps none).
 """
 
 from __future__ import annotations
@@ -53,6 +67,9 @@ log = Logger()
 # every check write about 170 times a second, not 1,000.
 LIMIT = 10
 WINDOW = 60.0
+# Changes of one instance's status within WINDOW seconds that make it
+# status flapping (named, never held back): a restart or a failover is two.
+STATUS_LIMIT = 6
 # Names listed in /debug/stats: the count says how many there are.
 NAMES_LISTED = 20
 
@@ -60,7 +77,7 @@ NAMES_LISTED = 20
 class PublishedChanges:
     """One instance's changes published lately, and what waits."""
 
-    __slots__ = ("times", "held_since", "held_at")
+    __slots__ = ("times", "held_since", "held_at", "status_times", "status_since")
 
     def __init__(self) -> None:
         # When its last LIMIT changes were published (the oldest first).
@@ -69,6 +86,10 @@ class PublishedChanges:
         # last one was held back.
         self.held_since: float | None = None
         self.held_at = -WINDOW
+        # When its last STATUS_LIMIT status changes were decided (the oldest
+        # first), and since when its status flaps (None: it does not).
+        self.status_times: deque[float] = deque(maxlen=STATUS_LIMIT)
+        self.status_since: float | None = None
 
 
 class Flapping:
@@ -83,16 +104,30 @@ class Flapping:
         self._flapping: dict[str, InstanceState] = {}
         # Changes held back since the start.
         self.held_back = 0
+        # The instances whose status flapped within WINDOW seconds.
+        self._status_flapping: dict[str, InstanceState] = {}
 
     def publishable(
-        self, state: InstanceState, transition: Transition | None, now: float
+        self,
+        state: InstanceState,
+        transition: Transition | None,
+        now: float,
+        status_since: float | None = None,
     ) -> Transition | None:
         """
         What the check that made `transition` (None: no change) gives the
         publisher: the transition, None while it waits, or, at the first
         check with room after a change held back, a transition that makes
-        the newest state written.
+        the newest state written. `status_since` is when the status it
+        changes was decided.
         """
+        if (
+            transition is not None
+            and transition.status_changed
+            and transition.old_status is not None
+            and not transition.anew
+        ):
+            self._status_changed(state, status_since, now)
         changes = state.published_changes
         if transition is None:
             if changes is None or changes.held_since is None:
@@ -138,9 +173,53 @@ class Flapping:
         changes.held_since = None
         return transition
 
+    def _status_changed(
+        self, state: InstanceState, previous: float | None, now: float
+    ) -> None:
+        """
+        Count a change of `state`'s status, from one decided at `previous`
+        (module docstring); say once per spell that it flaps.
+        """
+        changes = state.published_changes
+        if changes is None:
+            # Its second change within WINDOW: the first was from a status
+            # decided by a change too (not its first, nor one decided anew).
+            if previous is None or now - previous >= WINDOW or state.health.changes < 3:
+                return
+            changes = state.published_changes = PublishedChanges()
+            changes.status_times.append(previous)
+        changes.status_times.append(now)
+        if not _status_flaps(changes, now):
+            changes.status_since = None
+            return
+        self._status_flapping[state.name] = state
+        if changes.status_since is not None:
+            return
+        changes.status_since = changes.status_times[0]
+        log.warn(
+            "{instance} changed its status {limit} times within {window:g} s"
+            " (rise {rise}, fall {fall}): flapping; each change is still"
+            " written at once, and logged at debug while it flaps",
+            instance=state.name,
+            limit=STATUS_LIMIT,
+            window=WINDOW,
+            rise=state.health.rise,
+            fall=state.health.fall,
+        )
+
+    def status_flapping_since(self, state: InstanceState, now: float) -> float | None:
+        """Since when `state`'s status flaps, or None if it does not."""
+        changes = state.published_changes
+        if changes is None or changes.status_since is None:
+            return None
+        if now - changes.status_times[-1] >= WINDOW:
+            changes.status_since = None
+        return changes.status_since
+
     def forget(self, name: str) -> None:
         """The instance is no longer watched here."""
         self._flapping.pop(name, None)
+        self._status_flapping.pop(name, None)
 
     def flapping(self, now: float) -> list[InstanceState]:
         """The instances with a change held back within `WINDOW` seconds."""
@@ -150,9 +229,20 @@ class Flapping:
                 del self._flapping[name]
         return list(self._flapping.values())
 
+    def status_flapping(self, now: float) -> list[InstanceState]:
+        """The instances whose status flaps (`status_flapping_since`)."""
+        for name, state in list(self._status_flapping.items()):
+            if self.status_flapping_since(state, now) is None:
+                del self._status_flapping[name]
+        return list(self._status_flapping.values())
+
     def stats(self, now: float) -> dict[str, Any]:
-        """``/debug/stats``: the instances flapping now, and changes held back."""
+        """
+        ``/debug/stats``: the instances flapping now, changes held back,
+        and the instances whose status flaps.
+        """
         flapping = self.flapping(now)
+        status = self.status_flapping(now)
         return {
             "instances": len(flapping),
             # The first names, not all sorted: thousands may flap at once.
@@ -163,7 +253,18 @@ class Flapping:
             "held_back": self.held_back,
             "limit": LIMIT,
             "window_seconds": WINDOW,
+            "status": {
+                "instances": len(status),
+                "names": heapq.nsmallest(NAMES_LISTED, (s.name for s in status)),
+                "limit": STATUS_LIMIT,
+            },
         }  # fmt: skip
+
+
+def _status_flaps(changes: PublishedChanges, now: float) -> bool:
+    """Whether `STATUS_LIMIT` status changes came within `WINDOW` seconds."""
+    times = changes.status_times
+    return len(times) == STATUS_LIMIT and now - times[0] < WINDOW
 
 
 def _room(changes: PublishedChanges, now: float) -> bool:

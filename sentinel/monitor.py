@@ -666,13 +666,14 @@ class Monitor(Service):
             state.checks_since_info = 0
         else:
             state.checks_since_info += 1
+        status_since = health.since
         transition = health.observe(observation, now)
         published = transition
         changes = state.published_changes
         if transition is not None or (
             changes is not None and changes.held_since is not None
         ):
-            published = self.flapping.publishable(state, transition, now)
+            published = self.flapping.publishable(state, transition, now, status_since)
         if transition is not None:
             self._count(transition)
         if transition is not None and (
@@ -686,7 +687,9 @@ class Monitor(Service):
             if transition.new_status == DOWN:
                 _log_transition(state, transition, LogLevel.debug)
         elif transition is not None and transition.status_changed:
-            _log_transition(state, transition)
+            # A flapping status is said once a spell (`sentinel.flapping`).
+            flapping = self.flapping.status_flapping_since(state, now) is not None
+            _log_transition(state, transition, LogLevel.debug if flapping else None)
         elif published is not None:
             # A change of ready or role is logged as published: one held
             # back is said once, by `sentinel.flapping`, not at every check.

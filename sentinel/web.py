@@ -279,6 +279,7 @@ class StatusApp:
             None if changes is None else changes.held_since,
             unjudged_since,
             None if unjudged_since is None else state.probe.why_unjudged,
+            self.monitor.flapping.status_flapping_since(state, self.reactor.seconds()),
         )
         if self.group is not None:
             report.update(self.group.instance_view(state.name))

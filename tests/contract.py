@@ -13,12 +13,13 @@ INSTANCE_FIELDS = frozenset(
 # discovered replica (else null), whether the drain key is set, when
 # HELLO is tried again while it is switched off (else null), and since when
 # a change waits because the instance changes too often (else null), and
-# since when and why the agent has not judged it lately (else null).
+# since when and why the agent has not judged it lately (else null), and
+# since when its status flaps (else null).
 INSTANCE_COUNTERS = frozenset(
     {
         "consecutive_successes", "consecutive_failures", "checks", "failures",
         "discovered_by", "draining", "hello_off_until", "changes_held_since",
-        "unjudged_since", "unjudged_reason",
+        "unjudged_since", "unjudged_reason", "status_flapping_since",
     }
 )  # fmt: skip
 

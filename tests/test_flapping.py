@@ -6,10 +6,10 @@ held back (`sentinel.flapping`, through the monitor on a Clock).
 
 from __future__ import annotations
 
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.flapping import LIMIT, NAMES_LISTED, WINDOW
+from sentinel.flapping import LIMIT, NAMES_LISTED, STATUS_LIMIT, WINDOW
 from sentinel.health import DOWN, UP
 from sentinel.instance import InstanceState
 from sentinel.membership import SETTLE
@@ -152,6 +152,69 @@ class FlappingTests(SynchronousTestCase):
         self.assertEqual(len(statuses), 239)
         self.assertEqual(flapper.writes(), statuses)
         self.assertIsNone(state.published_changes.held_since)
+
+    def status_flapping(self, flapper: Flapper, seconds: int) -> list[str]:
+        """
+        ``a`` up, then answering as a server whose replies come around
+        the timeout does (two on time, three late, in turn) for `seconds`
+        checks: the lines logged meanwhile at warning or above.
+        """
+        flapper.run(5, OK)
+        with capturedLogs() as events:
+            flapper.run(seconds, OK, OK, FAILED, FAILED, FAILED)
+        return [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn]
+
+    def test_status_flapping_named(self) -> None:
+        """
+        An instance whose status changes `STATUS_LIMIT` times within
+        `WINDOW` seconds (rise and fall let it: every change is still
+        written at once) is named: one warning line for the spell, in
+        place of a warning at each fall; ``/debug/stats`` (``flapping``'s
+        ``status``) and its ``status_flapping_since``; and no longer once
+        its status held for `WINDOW` seconds. Before, nothing named it:
+        a line at every change, and /debug/stats listed nothing.
+        """
+        flapper = Flapper()
+        lines = self.status_flapping(flapper, 120)
+        flapping = flapper.monitor.flapping
+        now = flapper.clock.seconds()
+        named = [line for line in lines if "flapping" in line]
+        self.assertEqual(len(named), 1, lines)
+        self.assertIn(f"changed its status {STATUS_LIMIT} times within", named[0])
+        # The falls before the spell began, each a warning, and the line.
+        self.assertEqual(len(lines), STATUS_LIMIT // 2 + 1, lines)
+        stats = flapping.stats(now)["status"]
+        self.assertEqual((stats["instances"], stats["names"]), (1, ["a"]))
+        state = flapper.monitor.states["a"]
+        since = flapping.status_flapping_since(state, now)
+        self.assertIsNotNone(since)
+        self.assertLess(since, now - WINDOW / 2)
+        # Up again (at `rise` checks), then up for WINDOW seconds.
+        flapper.run(2, OK)
+        flapper.run(int(WINDOW) - 1, OK)
+        now = flapper.clock.seconds()
+        self.assertEqual(flapping.stats(now)["status"]["names"], ["a"])
+        flapper.run(1, OK)
+        now = flapper.clock.seconds()
+        self.assertEqual(flapping.stats(now)["status"]["names"], [])
+        self.assertIsNone(flapping.status_flapping_since(state, now))
+
+    def test_a_restart_is_no_status_flapping(self) -> None:
+        """
+        Down and up again now and then (a restart, a failover) is named
+        nowhere, and an instance that only went down keeps no record.
+        """
+        flapper = Flapper()
+        flapper.run(5, OK)
+        flapper.run(5, FAILED)
+        self.assertIsNone(flapper.monitor.states["a"].published_changes)
+        flapper.run(10, OK)
+        flapper.run(5, FAILED)
+        flapper.run(10, OK)
+        now = flapper.clock.seconds()
+        self.assertEqual(flapper.monitor.flapping.stats(now)["status"]["names"], [])
+        state = flapper.monitor.states["a"]
+        self.assertIsNone(flapper.monitor.flapping.status_flapping_since(state, now))
 
     def test_role_changing_every_info_is_bounded(self) -> None:
         """
