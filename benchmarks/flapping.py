@@ -4,7 +4,8 @@ publishes at every check: how many ZooKeeper writes it makes the agent
 send (DESIGN.md sections 2.5 and 7).
 
 For each ``--modes`` (``tests/hostile.py``: ``loading``, ``roleflip``,
-``wandering``; ``steady`` is a real redis-server, the baseline), one
+``wandering``, ``jitter``; ``steady`` is a real redis-server, the
+baseline), one
 agent (``twistd -n sentinel``, 1 s interval, default refresh 30 s)
 watches ``--instances`` instances behind that server (``--listeners``
 ports of one process) and ``--healthy`` instances on a real
@@ -14,8 +15,10 @@ Once every instance node is written and ``--settle`` seconds have
 passed, over ``--window`` seconds: the writes the agent made per second
 (its ``/metrics``, read at the window's ends), its CPU and RSS, the
 healthy instances' checks and failures, ``overruns`` (late ticks),
-``/healthz`` each second (code and reasons) and ``/debug/stats``'s
-``flapping``, if it has one.
+``/healthz`` each second (code and reasons), ``/debug/stats``'s
+``flapping``, if it has one, the changes of status (down and up) of the
+instances behind that server, and the warning lines of the agents' logs
+that say an instance is down or flapping.
 
     .venv/bin/python benchmarks/flapping.py [--modes steady,loading]
         [--instances 1000] [--window 30] [--checkout before=../old]
@@ -56,7 +59,7 @@ from zkwrites import writes_made
 from tests.servers import HostileServers
 
 ROOT = "/sentinel"
-MODES = ("steady", "loading", "roleflip", "wandering")
+MODES = ("steady", "loading", "roleflip", "wandering", "jitter")
 MIB = 2**20
 
 
@@ -148,6 +151,18 @@ def run(
         def overruns(agent: Agent) -> float:
             return float(agent.get("/debug/stats")["overruns"])
 
+        def hostile_statuses() -> dict[str, str]:
+            return {
+                name: state["status"]
+                for agent in agents
+                for name, state in agent.instances().items()
+                if name.startswith("f")
+            }
+
+        def log_sizes() -> list[int]:
+            return [agent.log.stat().st_size for agent in agents]
+
+        logged_from = log_sizes()
         writes_before = total(writes_made)
         overruns_before = total(overruns)
         checks_before, failed_before = healthy_counts()
@@ -155,8 +170,13 @@ def run(
         healthz: Counter[str] = Counter()
         rss_most = 0
         flapping: dict[str, Any] = {}
+        statuses = hostile_statuses()
+        status_changes = 0
         began = time.monotonic()
         while time.monotonic() - began < args.window:
+            now = hostile_statuses()
+            status_changes += sum(now[n] != s for n, s in statuses.items() if n in now)
+            statuses = now
             for agent in agents:
                 try:
                     agent.get("/healthz", timeout=5.0)
@@ -172,6 +192,15 @@ def run(
                 rss_most = max(rss_most, agent.rss_bytes())
             time.sleep(1.0)
         elapsed = time.monotonic() - began
+        logged: Counter[str] = Counter()
+        for agent, start in zip(agents, logged_from, strict=True):
+            with open(agent.log, "rb") as f:
+                f.seek(start)
+                for line in f.read().decode("utf-8", "replace").splitlines():
+                    if " is down (was up)" in line and "#warn]" in line:
+                        logged["down"] += 1
+                    elif "flapping" in line and "changed its status" in line:
+                        logged["flapping"] += 1
         cpu = total(Agent.cpu_seconds) - cpu_before
         writes = total(writes_made) - writes_before
         checks, failed = healthy_counts()
@@ -186,6 +215,10 @@ def run(
             ("  healthy: checks, failed", f"{checks - checks_before}, "
              f"{failed - failed_before}"),
             ("  overruns", f"{total(overruns) - overruns_before:.0f}"),
+            (f"  status changes seen ({args.instances} behind the server)",
+             f"{status_changes} (read each second)"),
+            ("  warnings: down, flapping",
+             f"{logged['down']}, {logged['flapping']}"),
             ("  f0", f"{sample['status']} ready={sample['ready']} "
              f"role={sample['role']}"),
         ]  # fmt: skip

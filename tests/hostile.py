@@ -26,7 +26,10 @@ no race with its readiness), serving one of the modes:
 - ``wandering``: a replica whose link to its master is down and whose
   INFO names another master at every answer.
 
-The last three are well-formed: they change what the agent publishes,
+- ``jitter``: a working Redis that answers each PING `JITTER` (0.4--0.6 s)
+  after it: around the agent's default timeout (0.5 s), ±20 %.
+
+The last four are well-formed: they change what the agent publishes,
 as often as they are asked.
 
 - ``infoslaves``, ``infocommas``, ``infobytes``, ``inforole``,
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -187,6 +191,19 @@ async def wandering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
         await writer.drain()
 
 
+# Seconds a ``jitter`` server takes to answer a PING: the agent's default
+# timeout (0.5 s), give or take 20 %.
+JITTER = (0.4, 0.6)
+
+
+async def jitter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while (command := await read_command(reader)) is not None:
+        if command[:1] and command[0].upper() == b"PING":
+            await asyncio.sleep(random.uniform(*JITTER))
+        writer.write(reply_to(command))
+        await writer.drain()
+
+
 def _within_cap(head: bytes, line: bytes, count: int = 100_000) -> bytes:
     # `head`, then `line` (formatted with its number) up to `count` times,
     # all within the 64 KiB the agent takes of one reply.
@@ -243,6 +260,7 @@ MODES: dict[str, StreamHandler] = {
     "loading": loading,
     "roleflip": roleflip,
     "wandering": wandering,
+    "jitter": jitter,
     **{mode: costly_info(info) for mode, info in COSTLY_INFOS.items()},
 }
 
