@@ -28,15 +28,17 @@ same ZooKeeper (kazoo, its own session, no ACLs) does ``--kind`` every
 
 A reader polls every instance node meanwhile (every 0.1 s) and for
 ``--after`` seconds once it stops. Printed: the agents' ZooKeeper writes
-a second (``/metrics`` ``sentinel_zk_writes_total``) and CPU, before and
-during; the meddler's operations; what the reader saw (node reads that
-found none, or ``up`` for an instance of the stopped server); how long
-after the meddler stopped every node was back and right; each agent's
-log lines (and those about nodes deleted behind its back) and
-``/healthz`` answers meanwhile (each reason once, its figures as N, and
-the first other than 200 as it was); how many instance nodes each held
-as the meddler began, how many of them at version 0, and how many writes
-over its nodes it named in all (``sentinel_zk_nodes_written_over_total``).
+a second (``/metrics`` ``sentinel_zk_writes_total``), the requests a
+second its session sent ZooKeeper (reads, writes, pings: ZooKeeper's
+``cons``), and CPU, before and during; the meddler's operations; what
+the reader saw (node reads that found none, or ``up`` for an instance of
+the stopped server); how long after the meddler stopped every node was
+back and right; each agent's log lines (and those about nodes deleted
+behind its back) and ``/healthz`` answers meanwhile (each reason once,
+its figures as N, and the first other than 200 as it was); how many
+instance nodes each held as the meddler began, how many of them at
+version 0, and how many writes over its nodes it named in all
+(``sentinel_zk_nodes_written_over_total``).
 
     .venv/bin/python benchmarks/meddle.py --kind delete [--every 0.01]
         [--for 15] [--replicas 1] [--checkout this=.]
@@ -55,6 +57,7 @@ import time
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from common import (
     LOOPBACK,
@@ -155,6 +158,26 @@ class Reader:
             if bad:
                 self.last_bad = time.monotonic()
             time.sleep(0.1)
+
+
+def requests_sent(
+    zookeeper: Any, client: KazooClient, agent_ids: tuple[str, ...]
+) -> dict[str, int]:
+    """
+    The requests each agent's session (its agent node's owner) has sent
+    ZooKeeper on its connection so far (``cons``: ``recved``).
+    """
+    sessions = {}
+    for agent_id in agent_ids:
+        stat = client.exists(f"{ROOT}/agents/{agent_id}")
+        if stat is not None:
+            sessions[stat.ephemeralOwner] = agent_id
+    sent = {}
+    for line in zookeeper.four_letter_word("cons").decode().splitlines():
+        found = re.search(r"recved=(\d+),.*?sid=0x([0-9a-f]+)", line)
+        if found and int(found[2], 16) in sessions:
+            sent[sessions[int(found[2], 16)]] = int(found[1])
+    return sent
 
 
 def meddle(client: KazooClient, options: argparse.Namespace, names: list[str]) -> int:
@@ -285,8 +308,10 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         wait_until(published_right, 60.0, "every node written, and right")
         time.sleep(2.0)
         before = [(writes(x), x.cpu_seconds()) for x in agents]
+        sent_before = requests_sent(zookeeper, reader_client, ("a", "b"))
         time.sleep(5.0)
         quiet = [(writes(x), x.cpu_seconds()) for x in agents]
+        sent_quiet = requests_sent(zookeeper, reader_client, ("a", "b"))
         reader = Reader(reader_client, names, down)
         reader.thread.start()
         answers: dict[str, dict[str, int]] = {"a": {}, "b": {}}
@@ -330,6 +355,7 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         done = meddle(meddler, options, meddled)
         took = time.monotonic() - began
         during = [(writes(x), x.cpu_seconds()) for x, _ in live]
+        sent_during = requests_sent(zookeeper, reader_client, ("a", "b"))
         meddler.stop()
         ended = time.monotonic()
         time.sleep(options.after)
@@ -353,6 +379,15 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
                     f"{(w2 - w1) / took:.1f}/s, {(c2 - c1) / took * 100:.0f} %",
                 )
             )
+            if label in sent_before and label in sent_quiet and label in sent_during:
+                quiet_rate = (sent_quiet[label] - sent_before[label]) / 5.0
+                meddled_rate = (sent_during[label] - sent_quiet[label]) / took
+                rows.append(
+                    (
+                        f"{label}: ZooKeeper requests/s quiet, meddled",
+                        f"{quiet_rate:.1f}, {meddled_rate:.1f}",
+                    )
+                )
             versions = held.get(label, [])
             named = writes(agent, "sentinel_zk_nodes_written_over_total")
             late = writes(agent, "sentinel_zk_late_sets_after_takeover_total")
