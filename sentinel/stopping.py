@@ -261,8 +261,9 @@ class Stopping:
         ):
             return self._attached(handoff).addCallback(lambda _: self._deregister())
         if self._roles.joined and not halted:
-            if self._zk.state != CONNECTED:
-                # Nobody hears of the leave: nothing to wait for.
+            if self._zk.state != CONNECTED or not self._handing_over():
+                # Nobody hears of the leave, or nobody is to take anything
+                # over (an agent alone): nothing to wait for.
                 return self._deregister(one_by_one=False)
             wait = LEAVE_HANDOFF_WAIT
             if self.leaving and handoff is not None:
@@ -278,6 +279,21 @@ class Stopping:
             leave.addErrback(failed)
             return leave.addCallback(self._after_leave)
         return self._deregister()
+
+    def _handing_over(self) -> bool:
+        """
+        Whether another member will take over a node of ours (`successor`):
+        otherwise (an agent alone, a group of one) the leave's waits, for
+        the writes in flight and the takeovers, are for nobody: the close
+        deletes every node at once. (Waited for, the writes in flight held
+        a stop of an agent alone at 1,000 instances on a loaded machine
+        until the end of that wait, 3 s after the signal, where the same
+        stop took under 1 s with none in flight.)
+        """
+        return any(
+            node.owned and not node.removed and self._roles.successor(name)
+            for name, node in self._nodes.instances.items()
+        )
 
     def _after_leave(self, left: tuple[list[Node], int] | None) -> Deferred[None]:
         """

@@ -136,6 +136,28 @@ class AloneTests(SynchronousTestCase):
         self.assertLess(len(fleet.server.nodes[parts[0]].data), 512 * 1024)
         del member
 
+    def test_stop_alone_does_not_wait_for_writes_in_flight(self) -> None:
+        """
+        An agent alone in its group stopped while a write of its is in
+        flight closes its session at once, as a stop outside a group
+        does: no other member will take anything over, so the leave's
+        wait for the writes in flight (there for the takeovers) is for
+        nothing. (It waited for them, up to LEAVE_HANDOFF_WAIT from the
+        signal: measured 3 s at 1,000 instances on a loaded machine,
+        where a stop outside a group took under 1 s.)
+        """
+        fleet = Fleet()
+        alone = fleet.add("a", NAMES).start()
+        fleet.run(2.0)
+        alone.zk.hang("set")
+        fleet.run(HEARTBEAT)
+        self.assertTrue([c for c in alone.zk.held if c.kind == "set"])
+        stopped = alone.stop()
+        fleet.run(STEP_FLOOR, step=0.01)
+        self.assertEqual(alone.zk.stopped_with, [STOP_CLOSE_TIMEOUT])
+        self.successResultOf(stopped)
+        self.assertEqual(fleet.server.children(f"{ROOT}/agents"), [])
+
 
 class FirstWriteTests(SynchronousTestCase):
     """Whether a primary asks ZooKeeper before creating a node."""
