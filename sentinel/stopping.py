@@ -24,9 +24,12 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
   which deletes the rest at once (opinions; a delete each first would
   only take time from that wait). If they have not by then, the session
   is left open instead (`sentinel.zk.ZooKeeper.leave_open`), with the
-  nodes handed over and nothing else a reader would find (every other
-  node deleted first, `STOP_DELETES` at most, or the session is closed
-  as before): those nodes stay, as they were, until taken over (the
+  nodes handed over and this agent's opinions (every other node deleted
+  first, `STOP_DELETES` at most, or the session is closed as before;
+  the opinions, about one an instance with two replicas, would always
+  be too many, and they count in no verdict: each primary counts its
+  instance's observers in its own view, which lost this agent when it
+  listed the leave): those nodes stay, as they were, until taken over (the
   members already take each in one transaction from the live session)
   or until the session expires, a session timeout after the exit, as
   after a crash; unless no other member is listed by then (the whole
@@ -302,7 +305,7 @@ class Stopping:
         taking over the nodes handed to them (`left`: those nodes, and how
         many are not taken yet; the leave was acknowledged), in which case
         it is left open for them (module docstring), once every other node
-        of ours that a reader would find is deleted.
+        of ours but its opinions is deleted.
         """
         if left is None:
             return self._deregister(one_by_one=False)

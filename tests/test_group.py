@@ -78,6 +78,18 @@ NAMES = [f"r{i:02d}" for i in range(30)]
 OLD_SESSION = 0xDEAD
 
 
+def leave_with_takeovers_hung(fleet: Fleet, leaving: Member) -> Deferred[None]:
+    """
+    `leaving` stops while members b and c leave their takeovers
+    unanswered, and the clock runs past its wait for them: its stop.
+    """
+    for agent in ("b", "c"):
+        fleet.members[agent].zk.hang("replace")
+    stopped = leaving.stop()
+    fleet.run(LEAVE_HANDOFF_WAIT + 0.1)
+    return stopped
+
+
 class AloneTests(SynchronousTestCase):
     """One agent with one replica: section 5 exactly."""
 
@@ -745,11 +757,7 @@ class SharingTests(SynchronousTestCase):
         fleet.run(2.0)
         leaving = fleet.members["a"]
         self.assertIsNotNone(fleet.node("solo"))
-        for agent in ("b", "c"):
-            fleet.members[agent].zk.hang("replace")
-        stopped = leaving.stop()
-        fleet.run(LEAVE_HANDOFF_WAIT + 0.1)
-        self.successResultOf(stopped)
+        self.successResultOf(leave_with_takeovers_hung(fleet, leaving))
         self.assertTrue(leaving.zk.left_open)
         self.assertIsNone(fleet.node("solo"))
         for name in leaving.watched - {"solo"}:
@@ -1956,6 +1964,36 @@ class QuorumTests(SynchronousTestCase):
                 self.fleet.members[document["agent"]].group.role(name), PRIMARY
             )
         self.assertEqual(primaries, {"a", "b", "c"})
+
+    def test_opinions_left_open_by_a_leave_count_in_no_verdict(self) -> None:
+        """
+        A member whose leave leaves its session open for the takeovers
+        keeps its opinions there (README, Groups), but they count in no
+        verdict: with it and one other member seeing everything down, the
+        instances of the members that stay are down; once it left, their
+        verdicts name the two members left only and are up again, one
+        down opinion short of the quorum.
+        """
+        fleet = self.fleet
+        leaving = fleet.members["a"]
+        for name in NAMES:
+            leaving.see(name, DOWN)
+            fleet.members["b"].see(name, DOWN)
+        fleet.run(5.0)
+        stayed = [n for n in NAMES if (fleet.node(n) or {}).get("agent") != "a"]
+        self.assertTrue(stayed)
+        for name in stayed:
+            self.assertEqual((fleet.node(name) or {})["status"], "down", name)
+        self.successResultOf(leave_with_takeovers_hung(fleet, leaving))
+        self.assertTrue(leaving.zk.left_open)
+        kept = [p for p in fleet.server.nodes if p.endswith("/a") and "/opinions/" in p]
+        self.assertTrue(kept)
+        fleet.run(3.0)
+        for name in stayed:
+            document = fleet.node(name)
+            assert document is not None
+            self.assertEqual(set(document["observers"]), {"b", "c"}, name)
+            self.assertEqual(document["status"], "up", name)
 
     def test_one_agent_cut_off_publishes_nothing_down(self) -> None:
         """One agent seeing everything down is outvoted: every verdict stays up."""
