@@ -55,9 +55,9 @@ class _Reactor:
         for f in self.when_running:
             f()
 
-    def shut_down(self) -> None:
-        for phase, event, f in self.triggers:
-            if (phase, event) == ("before", "shutdown"):
+    def shut_down(self, phase: str = "before") -> None:
+        for when, event, f in self.triggers:
+            if (when, event) == (phase, "shutdown"):
                 f()
 
     def stop(self) -> None:
@@ -103,12 +103,14 @@ class StopSignalsTests(SynchronousTestCase):
         self.signals.handlers[signal.SIGINT] = reactor_handler
         self.left: list[bool] = []
         self.signalled: list[float] = []
+        self.exits: list[int] = []
         self.service = StopSignals(
             self.reactor,
             lambda: self.left.append(True),
             setsignal=self.signals.signal,
             getsignal=self.signals.getsignal,
             signalled=self.signalled.append,
+            exit_with=self.exits.append,
         )
         self.service.startService()
         self.reactor.start_running()
@@ -151,6 +153,34 @@ class StopSignalsTests(SynchronousTestCase):
         self.reactor.now = 42.0
         self.signals.deliver(LEAVE_SIGNAL)
         self.assertEqual(self.signalled, [42.0])
+
+    def test_leave_ends_the_process_once_the_reactor_stopped(self) -> None:
+        """
+        After a leave, the process ends with status 0 as soon as the
+        reactor has stopped and twistd is done (an exit handler), as
+        SIGTERM's ends by its signal raised again: not after Python has
+        torn down every object of the agent (at 3,000 instances in a
+        group, a leave that ended 5.37 s after its signal, its backstop
+        silent).
+        """
+        self.signals.deliver(LEAVE_SIGNAL)
+        self.reactor.run_handed_over()
+        self.reactor.shut_down()
+        self.assertEqual(self.exits, [])
+        self.reactor.shut_down("after")
+        self.assertEqual(self.exits, [0])
+
+    def test_sigterm_ends_as_twistd_makes_it_end(self) -> None:
+        """
+        SIGTERM's stop leaves its end to twistd, which raises the signal
+        again (status 143): no exit handler of ours.
+        """
+        self.signals.deliver(signal.SIGTERM)
+        self.reactor.run_handed_over()
+        self.reactor.run_handed_over()
+        self.reactor.shut_down()
+        self.reactor.shut_down("after")
+        self.assertEqual((self.reactor.stops, self.exits), (1, []))
 
     def test_leave_during_a_stop_ignored(self) -> None:
         """SIGUSR2 after SIGTERM: the stop goes on as it began, no leave."""
