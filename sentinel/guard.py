@@ -111,6 +111,7 @@ from twisted.python.failure import Failure
 
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
 from sentinel.ownership import ours
+from sentinel.pacedreads import PacedReads
 from sentinel.rearming import Rearming
 from sentinel.writes import Lifecycle, WriteQueue
 from sentinel.zk import CONNECTED, ZooKeeper
@@ -169,11 +170,13 @@ class Guard:
         # Opinions and members whose data watch fired, watched (and read)
         # again after `REWRITE_AFTER`, in order, `WATCH_READS_IN_FLIGHT`
         # reads at a time.
-        self._changed: dict[Node, None] = {}
-        self._rearm_call: IDelayedCall | None = None
-        self._to_watch: dict[Node, None] = {}
-        self._watch_reads = 0
-        self._watching_next = False
+        self._paced = PacedReads(
+            reactor,
+            REWRITE_AFTER,
+            WATCH_READS_IN_FLIGHT,
+            partial(self._watch, again=True),
+            self._acting,
+        )
         # Nodes deleted behind our back and written again, since start.
         self.deleted = 0
         # Deletions in bursts (a loop is LOOP_BURSTS of them within
@@ -193,7 +196,7 @@ class Guard:
 
     def arm(self, node: Node) -> None:
         """Watch `node` for its deletion, if it is ours and not watched yet."""
-        if node in self._changed or node in self._to_watch:
+        if node in self._paced:
             return  # Its watch fired: watched again when paced (`_rearm`).
         self._watch(node, again=False)
 
@@ -298,12 +301,10 @@ class Guard:
         """Write nothing again from now on (stopping, or halted)."""
         self.rearming.cancel()
         self._gone.clear()
-        self._changed.clear()
-        self._to_watch.clear()
-        for call in (self._rewrite_call, self._rearm_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._rewrite_call = self._rearm_call = None
+        self._paced.cancel()
+        if self._rewrite_call is not None and self._rewrite_call.active():
+            self._rewrite_call.cancel()
+        self._rewrite_call = None
 
     def _armed(self, _: object, node: Node) -> None:
         self.rearming.armed(node)
@@ -343,9 +344,7 @@ class Guard:
             self._deleted(node, event.path)
         elif event.type == EventType.CHANGED:
             # An opinion's or a member's data watch (module docstring): paced.
-            self._changed[node] = None
-            if self._rearm_call is None:
-                self._rearm_call = self._reactor.callLater(REWRITE_AFTER, self._rearm)
+            self._paced.fired(node)
         elif event.type != EventType.NONE:
             # Not a deletion (nothing else should fire it): watch again.
             self.arm(node)
@@ -367,39 +366,6 @@ class Guard:
         staggered start at 1,000 instances, load 18--20.
         """
         node.owned = False
-
-    def _rearm(self) -> None:
-        self._rearm_call = None
-        changed, self._changed = self._changed, {}
-        if not self._acting():
-            return
-        self._to_watch.update(changed)
-        self._watch_next()
-
-    def _watch_next(self) -> None:
-        # The reads in flight end on their own (answered, or the bridge's
-        # timeout), whatever happened since: each makes room for the next.
-        # One loop asks them all: a read failed at once (not connected)
-        # asking the next from within its own end would nest a call per
-        # node waiting.
-        if self._watching_next:
-            return
-        self._watching_next = True
-        try:
-            while self._to_watch and self._watch_reads < WATCH_READS_IN_FLIGHT:
-                node = next(iter(self._to_watch))
-                del self._to_watch[node]
-                d = self._watch(node, again=True)
-                if d is not None:
-                    self._watch_reads += 1
-                    d.addBoth(self._watch_read_ended)
-        finally:
-            self._watching_next = False
-
-    def _watch_read_ended(self, _: object) -> None:
-        self._watch_reads -= 1
-        if self._acting():
-            self._watch_next()
 
     def _acting(self) -> bool:
         """Whether what the watches find is acted on: running, not halted."""
