@@ -93,6 +93,7 @@ def _make_publisher(
         watched=watched,
         discovery=discovery,
         handoff=handoff,
+        watch_writes=zk_config.watch_writes,
         # Replaced by a newer process on purpose: a clean end, status 0.
         on_superseded=lambda line: stop(reactor),
     )

@@ -120,6 +120,8 @@ class ZooKeeperConfig:
     session_timeout: float = _default("zookeeper.session_timeout")
     refresh: float = _default("zookeeper.refresh")
     heartbeat: float = _default("zookeeper.heartbeat")
+    # Instance nodes watched for other clients' writes (sentinel.writewatch).
+    watch_writes: bool = _default("zookeeper.watch_writes")
     auth_file: str | None = _default("zookeeper.auth_file")
     # "user:password" read from auth_file at load time; never logged.
     auth: str | None = attr.field(default=None, repr=False)
@@ -592,6 +594,7 @@ def _zookeeper(
         session_timeout=session_timeout,
         refresh=refresh,
         heartbeat=heartbeat,
+        watch_writes=_take(settings, "zookeeper.watch_writes"),
         auth_file=auth_file,
         auth=auth,
         discovery=_take(settings, "zookeeper.discovery"),

@@ -32,9 +32,11 @@ still looks held.
 
 A write of our node by another client fires no such watch: `overwritten`
 asks (an ``exists`` a node) for the nodes whose writes are rare, this
-agent's catalog at each heartbeat; instance nodes are found at our next
-set of them, at the version we wrote (`written_over`): written again at
-once, logged, and named in /healthz for `OVERWRITES_WINDOW`. A set of
+agent's catalog at each heartbeat; instance nodes are watched for their
+writes by `sentinel.writewatch` (within `writewatch.CHECK_AFTER`), or,
+with ``zookeeper.watch_writes`` off, found at our next set of them, at
+the version we wrote (`written_over`): written again at once, logged,
+and named in /healthz for `OVERWRITES_WINDOW`. A set of
 ours that ZooKeeper applied while its answer was lost (timed out, a
 connection dropped) moves the version too: it is recognised by its data
 and version, and is no such write (`sentinel.lostanswers`). Before, a
@@ -114,6 +116,7 @@ from sentinel.ownership import ours
 from sentinel.pacedreads import PacedReads
 from sentinel.rearming import Rearming
 from sentinel.writes import Lifecycle, WriteQueue
+from sentinel.writewatch import CHECK_AFTER
 from sentinel.zk import CONNECTED, ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
@@ -134,9 +137,10 @@ LOOP_LOG_EVERY = 60.0
 # verdict's read of another observer's opinion waits behind this many.
 WATCH_READS_IN_FLIGHT = 8
 # Seconds /healthz names a write over one of our nodes after it is found:
-# one is found only at our next write of the node (a change, or its
-# refresh, 30 s by default), so a loop of them is found about once a
-# refresh per node.
+# an instance node's within a second (`sentinel.writewatch`), or, with
+# ``zookeeper.watch_writes`` off, at our next write of it (a change, or
+# its refresh, 30 s by default): a loop of them then is found about once
+# a refresh per node.
 OVERWRITES_WINDOW = 60.0
 # Seconds after a takeover in which a write over the node, if its data
 # names the previous primary, is that primary's, not a meddler's (one read
@@ -473,10 +477,11 @@ class Guard:
             reasons.append(
                 f"zookeeper: {count} node(s) of this agent written by another "
                 f"client in the last {OVERWRITES_WINDOW:.0f} s (the last {path}),"
-                " each found at this agent's next write of it (a change or its"
-                f" refresh), an opinion or a discovery member within"
-                f" {REWRITE_AFTER:g} s: readers saw the other client's data until"
-                " then"
+                " each written again once found (an instance node within about"
+                f" {CHECK_AFTER:g} s, at its next write with zookeeper.watch_writes"
+                f" false; an opinion or a discovery member within {REWRITE_AFTER:g}"
+                " s; this agent's node at its next heartbeat): readers saw the"
+                " other client's data until then"
             )
         return "; ".join(reasons) or None
 

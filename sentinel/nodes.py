@@ -93,6 +93,8 @@ class Node:
         "taken_member",
         "guard",
         "guarded",
+        "write_watch",
+        "write_watched",
         "prune_parent",
         "due_since",
         "published_at",
@@ -191,6 +193,10 @@ class Node:
         # node as `watcher`, and the path it is armed on, until it fires.
         self.guard: Callable[[WatchedEvent], None] | None = None
         self.guarded: str | None = None
+        # Likewise the watch for another client's writes of an instance
+        # node (`sentinel.writewatch`), and the path it is armed on.
+        self.write_watch: Callable[[WatchedEvent], None] | None = None
+        self.write_watched: str | None = None
         # For a removed opinion: its persistent parent is deleted too if it
         # is then empty (`sentinel.writer`).
         self.prune_parent = False

@@ -65,6 +65,7 @@ from sentinel.takeover import Takeovers
 from sentinel.timer import RestartingTimer
 from sentinel.writer import NodeWriter
 from sentinel.writes import WriteQueue
+from sentinel.writewatch import WriteWatch
 from sentinel.zk import CONNECTED, ZooKeeper
 from sentinel.zkreport import ZooKeeperReport
 
@@ -97,6 +98,7 @@ class ZooKeeperPublisher(Service):
         discovery: tuple[str, str] | None = None,
         handoff: SessionHandoff | None = None,
         on_superseded: Callable[[str], None] | None = None,
+        watch_writes: bool = True,
     ) -> None:
         """
         @param watched: the instances the agent watches (after a reattach,
@@ -104,6 +106,8 @@ class ZooKeeperPublisher(Service):
         @param discovery: (form, discovery root) when members are published.
         @param handoff: the state file's side of the session, with a
             state_dir.
+        @param watch_writes: watch instance nodes for other clients' writes
+            (`sentinel.writewatch`), at one read per write of ours.
         """
         self._reactor = reactor
         self.zk = zk
@@ -178,9 +182,13 @@ class ZooKeeperPublisher(Service):
             )  # fmt: skip
             sweep.alone = lambda: self._sharing is None or self._sharing.alone
         guard = Guard(reactor, zk, nodes, queue, self)
+        # Instance nodes watched for other clients' writes, unless the
+        # operator would rather not pay a read per write (`zookeeper.watch_writes`).
+        write_watch = WriteWatch(reactor, zk, nodes, queue, self)
         clock = ClockSkew(reactor, zk, agent_node)
         writer = NodeWriter(
-            zk, nodes, queue, holders, takeovers, members, sweep, guard, clock,
+            zk, nodes, queue, holders, takeovers, members, sweep, guard,
+            write_watch if watch_writes else None, clock,
             self._previous_verdict,
             None if self._sharing is None else self._sharing.written_over,
         )  # fmt: skip
@@ -217,6 +225,7 @@ class ZooKeeperPublisher(Service):
         self._members = members
         self._writer = writer
         self._guard = guard
+        self._write_watch = write_watch
         self._clock_skew = clock
         self.heartbeat_timer = RestartingTimer(
             "agent heartbeat", heartbeat, reactor, self._heartbeat
@@ -227,6 +236,7 @@ class ZooKeeperPublisher(Service):
         zk.add_listener(self._report.state_changed)
         # Before the resync's: the watches it arms are new (`sentinel.guard`).
         zk.add_listener(guard.state_changed)
+        zk.add_listener(write_watch.state_changed)
         zk.add_listener(self._resync.state_changed)
         if handoff is not None:
             handoff.on_superseded = self._superseded
@@ -313,6 +323,7 @@ class ZooKeeperPublisher(Service):
         self._nodes.cancel_rechecks()
         self._takeovers.rearming.cancel()
         self._guard.cancel()
+        self._write_watch.cancel()
         return self._stopping.stop(self.halted is not None, self.superseded)
 
     # The monitor's side
@@ -688,6 +699,7 @@ class ZooKeeperPublisher(Service):
         self.halted = line
         self._nodes.cancel_rechecks()
         self._guard.cancel()
+        self._write_watch.cancel()
         if self.on_twin is not None:
             self.on_twin(line)
 
@@ -754,6 +766,7 @@ class ZooKeeperPublisher(Service):
         self.halted = line
         self._nodes.cancel_rechecks()
         self._guard.cancel()
+        self._write_watch.cancel()
         self._sweep.abandon()
 
 

@@ -213,6 +213,13 @@ SETTINGS: tuple[Setting, ...] = (
         default_help="replicas // 2 + 1",
     ),
     Setting(
+        "zookeeper.watch_writes",
+        "Watch each instance node for other clients' writes and write ours "
+        "over them within a second (one read per write of ours).",
+        checks.boolean,
+        default=True,
+    ),
+    Setting(
         "zookeeper.auth_file",
         "File holding user:password for ZooKeeper digest auth.",
         checks.file_name,

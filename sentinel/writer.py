@@ -68,6 +68,7 @@ from sentinel.ownership import ours
 from sentinel.sweep import Sweep
 from sentinel.takeover import Takeovers
 from sentinel.writes import HeldElsewhere, WriteQueue
+from sentinel.writewatch import WriteWatch
 from sentinel.zk import ZooKeeper
 
 
@@ -84,6 +85,7 @@ class NodeWriter:
         members: Members,
         sweep: Sweep,
         guard: Guard,
+        write_watch: WriteWatch | None,
         clock: ClockSkew,
         previous_verdict: Callable[[str, dict[str, Any]], None],
         agent_written_over: Callable[[bytes, Any], None] | None,
@@ -107,6 +109,7 @@ class NodeWriter:
         self._members = members
         self._sweep = sweep
         self._guard = guard
+        self._write_watch = write_watch
         self._clock = clock
         self._previous_verdict = previous_verdict
         self._agent_written_over = agent_written_over
@@ -117,11 +120,14 @@ class NodeWriter:
     async def write(self, node: Node) -> None:
         """
         Write `node` as it is now (the write queue calls it), and watch it
-        for its deletion once it is ours (`sentinel.guard`).
+        for its deletion once it is ours (`sentinel.guard`), an instance
+        node for other clients' writes too (`sentinel.writewatch`).
         """
         await self._write(node)
         if node.owned or node.member is not None:
             self._guard.arm(node)
+            if self._write_watch is not None:
+                self._write_watch.written(node)
 
     async def _write(self, node: Node) -> None:
         zk = self._zk

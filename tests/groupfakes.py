@@ -54,6 +54,7 @@ class Member:
         refresh: float = REFRESH,
         rise: int = 1,
         fall: int = 1,
+        watch_writes: bool = True,
     ) -> None:
         self.clock = clock
         self.agent_id = agent_id
@@ -87,6 +88,7 @@ class Member:
             document,
             discovery=discovery,
             handoff=handoff,
+            watch_writes=watch_writes,
         )
         settings = Settings(
             interval=INTERVAL, timeout=0.5, rise=rise, fall=fall, info_every=1000

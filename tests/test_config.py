@@ -115,6 +115,21 @@ class DefaultsTests(ConfigTestCase):
             ),
         )
 
+    def test_watch_writes(self) -> None:
+        """
+        ``zookeeper.watch_writes`` is on unless set false; anything but a
+        boolean is one line naming it.
+        """
+        hosts = '[zookeeper]\nhosts = "zk:2181"\n'
+        zookeeper = self.load(hosts).zookeeper
+        self.assertTrue(zookeeper is not None and zookeeper.watch_writes)
+        zookeeper = self.load(hosts + "watch_writes = false\n").zookeeper
+        self.assertTrue(zookeeper is not None and not zookeeper.watch_writes)
+        self.assertConfigError(
+            "zookeeper.watch_writes: 'no' is not a boolean (true or false)",
+            hosts + 'watch_writes = "no"\n',
+        )
+
     def test_zero_instances(self) -> None:
         """A file without [[redis]] is valid: the agent runs idle."""
         self.assertEqual(self.load("interval = 2\n").instances, ())
@@ -1320,7 +1335,8 @@ class SettingsTableTests(SynchronousTestCase):
                     "zookeeper.hosts",
                     "zookeeper.root", "zookeeper.session_timeout",
                     "zookeeper.refresh", "zookeeper.heartbeat",
-                    "zookeeper.auth_file", "zookeeper.discovery",
+                    "zookeeper.watch_writes", "zookeeper.auth_file",
+                    "zookeeper.discovery",
                     "zookeeper.discovery_root", "zookeeper.replicas",
                     "zookeeper.quorum",
                     "dns.resolv_conf", "dns.nameservers", "dns.hosts_file",

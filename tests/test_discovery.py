@@ -64,6 +64,8 @@ class DiscoveryHarness(SynchronousTestCase):
     """A publisher of members in `form`, driven as the monitor drives it."""
 
     form = SERVERSET
+    # Instance nodes watched for other clients' writes (zookeeper.watch_writes).
+    watch_writes = True
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -83,6 +85,7 @@ class DiscoveryHarness(SynchronousTestCase):
             lambda: {"agent": "agent-1"},
             watched=lambda: {n: s.instance for n, s in self.watched.items()},
             discovery=(self.form, DISCOVERY),
+            watch_writes=self.watch_writes,
         )
 
     def start(self) -> None:

@@ -1,0 +1,175 @@
+"""
+Another client's write over one of our instance nodes, found and undone
+within about a second, not at our next write of the node.
+
+Without ``auth_file`` any ZooKeeper client may set our instance nodes;
+readers (proxies) act on what they say. The deletion watch
+(`sentinel.guard`) is a children watch, which a write never fires, so such
+a write was found only at our next set of the node, refused at the version
+we wrote: a change, or the refresh (30 s by default). A client that wrote
+``up`` over the nodes of a stopped Redis had readers read that ``up`` for
+up to a refresh after it stopped.
+
+So each instance node we hold is also watched for its writes, with a data
+watch (an ``exists``) set after each write of ours. The watch fires at
+our own writes too (ZooKeeper does not tell who wrote): one ``exists``
+per write of ours, to set it again, is what this costs, and no
+transaction carries it, where the refresh's sets go 64 to one: at 3,000
+instances, all up, ZooKeeper received 102.7 requests a second in place
+of 3.4, and the agent took 15.5 % of a core in place of 12.7 %
+(`benchmarks/watchcost.py`; reads, which ZooKeeper answers without its
+quorum). ``zookeeper.watch_writes = false`` turns it off, for an agent
+whose nodes ``auth_file`` keeps other clients from writing. A fired
+watch is set again `CHECK_AFTER` later, with every other fired
+meanwhile, in the bridge's background lane (`sentinel.zk`),
+`READS_IN_FLIGHT` at a time (`sentinel.pacedreads`): a burst of our own
+writes (a rack going down) delays no verdict's read. That read tells:
+our session's node at a version other than the one we wrote, while no
+write of ours is due or under way, is written by us at once, at the
+version we wrote. That set is refused and the write tells another
+client's data from a set of ours whose answer was lost or a previous
+primary's late set, names it in /healthz and the log, and writes ours
+(`sentinel.writer`, `Guard.written_over`).
+
+Bounded whatever the other client does: a node is read at most once per
+`CHECK_AFTER`, so a client writing it in a loop costs at most one read
+and one rewrite of it a `CHECK_AFTER`, however fast it writes. A node
+not ours any more (deleted, taken over, kept for its new primary) is
+the deletion watch's and the takeovers' (`sentinel.takeover`) to see:
+nothing is done about it here. kazoo forgets every watch when its
+connection drops: the resync writes every node again, which watches it
+again. A read that fails (a timeout) is tried again at the next pace.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from kazoo.protocol.states import EventType, WatchedEvent
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from sentinel.nodes import Node, Nodes
+from sentinel.ownership import ours
+from sentinel.pacedreads import PacedReads
+from sentinel.writes import Lifecycle, WriteQueue
+from sentinel.zk import CONNECTED, ZooKeeper
+
+# Seconds between a watch fired and the read that sets it again (and tells
+# whose write fired it): how long another client's write may stand at most,
+# and the pace of our rewrites of a node a client writes in a loop.
+CHECK_AFTER = 1.0
+# The reads that set fired watches again asked of the bridge at once at
+# most, as many as the guard's (`guard.WATCH_READS_IN_FLIGHT`): a
+# verdict's read waits behind this many of each at most.
+READS_IN_FLIGHT = 8
+
+
+class WriteWatch:
+    """Watches our instance nodes for other clients' writes (module docstring)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        zk: ZooKeeper,
+        nodes: Nodes,
+        queue: WriteQueue,
+        life: Lifecycle,
+    ) -> None:
+        self._zk = zk
+        self._nodes = nodes
+        self._queue = queue
+        self._life = life
+        self._paced = PacedReads(
+            reactor, CHECK_AFTER, READS_IN_FLIGHT, self._read_again, self._acting
+        )
+        # Reads made to watch a node, since start: the cost (one a write).
+        self.reads = 0
+
+    def written(self, node: Node) -> None:
+        """
+        A write of `node` by us ended (`sentinel.writer`): watch it, at the
+        next pace, if it is an instance node of ours not watched now.
+        """
+        if node.write_watched != node.path and self._ours(node):
+            # Paced as a fired one: a resync's thousands of writes, each
+            # read at once, doubled its calls in flight; the read finds
+            # another client's write made meanwhile all the same.
+            self._paced.fired(node)
+
+    def state_changed(self, state: str) -> None:
+        """
+        The bridge's state changed (a `ZooKeeper` state listener, told
+        before the resync's): no watch is left; the resync's writes arm
+        them again.
+        """
+        self.cancel()
+        for node in self._nodes.instances.values():
+            node.write_watched = None
+
+    def cancel(self) -> None:
+        """Read nothing again from now on (stopping, or halted)."""
+        self._paced.cancel()
+
+    def _ours(self, node: Node) -> bool:
+        """Whether `node` is an instance node we hold and mean to."""
+        return (
+            node.owned
+            and not (node.removed or node.released)
+            and self._nodes.instances.get(node.name) is node
+        )
+
+    def _acting(self) -> bool:
+        life = self._life
+        return bool(life.running) and not life.halted
+
+    def _read_again(self, node: Node) -> Deferred[Any] | None:
+        """A paced read: none for a node no longer ours, or watched again."""
+        if not self._ours(node) or node.write_watched == node.path:
+            return None
+        return self._read(node)
+
+    def _read(self, node: Node) -> Deferred[Any]:
+        """The ``exists`` that watches `node` and tells whose data it has."""
+        if node.write_watch is None:
+            node.write_watch = partial(self._changed, node)
+        path = node.path
+        node.write_watched = path
+        self.reads += 1
+        d = self._zk.exists(path, watch=node.write_watch, background=True)
+        d.addCallbacks(
+            self._answered,
+            self._failed,
+            callbackArgs=(node, path),
+            errbackArgs=(node, path),
+        )
+        return d
+
+    def _changed(self, node: Node, event: WatchedEvent) -> None:
+        if event.path != node.write_watched:
+            return
+        node.write_watched = None
+        if event.type == EventType.CHANGED and self._acting():
+            self._paced.fired(node)
+        # Deleted (the guard's to see), or a state event: armed again at
+        # our next write of it.
+
+    def _answered(self, stat: Any, node: Node, path: str) -> None:
+        if stat is None or not ours(stat, self._zk.session_id):
+            # Not ours (the guard's, the takeovers'): not watched for writes.
+            if node.write_watched == path:
+                node.write_watched = None
+            return
+        if node.dirty or node.writing or not self._ours(node) or not self._acting():
+            return  # A write of ours due or under way finds it.
+        if stat.version != node.version:
+            self._queue.mark(node)
+
+    def _failed(self, failure: Failure, node: Node, path: str) -> None:
+        # Not armed: read again at the next pace while it is ours (a lost
+        # connection's resync arms it anyway).
+        if node.write_watched == path:
+            node.write_watched = None
+        if self._acting() and self._ours(node) and self._zk.state == CONNECTED:
+            self._paced.fired(node)
