@@ -120,8 +120,9 @@ class ZooKeeperConfig:
     session_timeout: float = _default("zookeeper.session_timeout")
     refresh: float = _default("zookeeper.refresh")
     heartbeat: float = _default("zookeeper.heartbeat")
-    # Instance nodes watched for other clients' writes (sentinel.writewatch).
-    watch_writes: bool = _default("zookeeper.watch_writes")
+    # Instance nodes watched for other clients' writes (sentinel.writewatch);
+    # None: watched unless auth_file keeps other clients from writing them.
+    watch_writes_setting: bool | None = _default("zookeeper.watch_writes")
     auth_file: str | None = _default("zookeeper.auth_file")
     # "user:password" read from auth_file at load time; never logged.
     auth: str | None = attr.field(default=None, repr=False)
@@ -139,6 +140,18 @@ class ZooKeeperConfig:
         if self.quorum_setting is None:
             return self.replicas // 2 + 1
         return self.quorum_setting
+
+    @property
+    def watch_writes(self) -> bool:
+        """
+        Whether instance nodes are watched for other clients' writes:
+        `watch_writes_setting`, or else only without ``auth_file``. With it,
+        the nodes' ACL lets no other client write them, and the watch would
+        only cost its read per write (`sentinel.writewatch`).
+        """
+        if self.watch_writes_setting is None:
+            return self.auth_file is None
+        return self.watch_writes_setting
 
 
 @attr.frozen
@@ -594,7 +607,7 @@ def _zookeeper(
         session_timeout=session_timeout,
         refresh=refresh,
         heartbeat=heartbeat,
-        watch_writes=_take(settings, "zookeeper.watch_writes"),
+        watch_writes_setting=_take(settings, "zookeeper.watch_writes"),
         auth_file=auth_file,
         auth=auth,
         discovery=_take(settings, "zookeeper.discovery"),

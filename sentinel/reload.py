@@ -78,7 +78,7 @@ _RESTART_ONLY = (
     "reconnect_every",
 )
 # A table's fields whose TOML key is another name.
-_TOML_NAMES = {"quorum_setting": "quorum"}
+_TOML_NAMES = {"quorum_setting": "quorum", "watch_writes_setting": "watch_writes"}
 
 # Seconds a whole load may take: well above parsing the largest config
 # file allowed (16 MiB, about 5 s of CPU here) on a busy agent, and above

@@ -217,7 +217,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Watch each instance node for other clients' writes and write ours "
         "over them within a second (one read per write of ours).",
         checks.boolean,
-        default=True,
+        default_help="true, false with zookeeper.auth_file",
     ),
     Setting(
         "zookeeper.auth_file",

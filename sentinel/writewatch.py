@@ -18,8 +18,9 @@ transaction carries it, where the refresh's sets go 64 to one: at 3,000
 instances, all up, ZooKeeper received 102.7 requests a second in place
 of 3.4, and the agent took 15.5 % of a core in place of 12.7 %
 (`benchmarks/watchcost.py`; reads, which ZooKeeper answers without its
-quorum). ``zookeeper.watch_writes = false`` turns it off, for an agent
-whose nodes ``auth_file`` keeps other clients from writing. A fired
+quorum). ``zookeeper.watch_writes = false`` turns it off; it is off by
+default for an agent whose nodes ``auth_file`` keeps other clients from
+writing. A fired
 watch is set again `CHECK_AFTER` later, with every other fired
 meanwhile, in the bridge's background lane (`sentinel.zk`),
 `READS_IN_FLIGHT` at a time (`sentinel.pacedreads`): a burst of our own

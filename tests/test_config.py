@@ -117,8 +117,8 @@ class DefaultsTests(ConfigTestCase):
 
     def test_watch_writes(self) -> None:
         """
-        ``zookeeper.watch_writes`` is on unless set false; anything but a
-        boolean is one line naming it.
+        ``zookeeper.watch_writes`` is on unless set false (without
+        ``auth_file``); anything but a boolean is one line naming it.
         """
         hosts = '[zookeeper]\nhosts = "zk:2181"\n'
         zookeeper = self.load(hosts).zookeeper
@@ -932,6 +932,20 @@ class SecretTests(ConfigTestCase):
         assert config.zookeeper is not None
         self.assertEqual(config.zookeeper.auth, f"user:{SECRET}:x")
         self.assertNotIn(SECRET, repr(config))
+
+    def test_watch_writes_off_with_auth_file(self) -> None:
+        """
+        With ``auth_file`` (the nodes' ACL lets no other client write them)
+        instance nodes are not watched for others' writes unless
+        ``watch_writes`` says so: the watch would cost a read per write and
+        guard nothing.
+        """
+        zookeeper = self.load(self.zookeeper("sentinel:secret\n")).zookeeper
+        self.assertTrue(zookeeper is not None and not zookeeper.watch_writes)
+        zookeeper = self.load(
+            self.zookeeper("sentinel:secret\n") + "watch_writes = true\n"
+        ).zookeeper
+        self.assertTrue(zookeeper is not None and zookeeper.watch_writes)
 
     def test_auth_file_invalid(self) -> None:
         """An auth file not holding user:password is refused, secret unshown."""
