@@ -87,6 +87,7 @@ GROUP = ("g0", "g1", "g2")
 READ_TIMEOUT = 10.0
 BACK_TIMEOUT = 240.0
 SETTLE = 10.0
+SETTLE_POLL = 1.0
 
 
 def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -100,6 +101,12 @@ def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     add("--servers", type=int, default=6, help="redis-servers they share (6)")
     add("--wipe-down", type=float, default=15.0, help="seconds away (15)")
     add("--stop-down", type=float, default=60.0, help="seconds away (60)")
+    add(
+        "--settle-limit",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the group to settle, at start and after (120)",
+    )
     add("--runs", type=int, default=1, help="runs of each (1)")
     add("--keep-logs", action="store_true", help="keep the agents' logs")
     add_checkout_option(parser)
@@ -257,6 +264,54 @@ class Sampler:
                 self.zxids.append((now, int(found.group(1), 16) & 0xFFFFFFFF))
 
 
+def _unsettled(
+    client: KazooClient, agents: Sequence[Agent], services: Sequence[str]
+) -> str | None:
+    """
+    Why the agents have not settled, or None: every service (`services`,
+    discovery parents) lists exactly one member, no write waits or is in
+    flight in any agent's ``writes_by_kind``, and every ``/healthz`` is 200.
+    """
+    asked = [(p, client.get_children_async(p)) for p in services]
+    off = 0
+    for _, answer in asked:
+        try:
+            off += len(answer.get(timeout=READ_TIMEOUT)) != 1
+        except NoNodeError:
+            off += 1
+    if off:
+        return f"{off} services not listing exactly one member"
+    for agent in agents:
+        kinds = _find(agent.get("/debug/stats"), "writes_by_kind")
+        left = sum(sum(k.values()) for k in kinds.values())
+        if left:
+            return f"{agent.log.stem}: {left} writes waiting or in flight"
+        health = _healthz(agent)
+        if health != "200":
+            return f"{agent.log.stem}: /healthz {health[:120]}"
+    return None
+
+
+def _settle_time(
+    client: KazooClient,
+    agents: Sequence[Agent],
+    services: Sequence[str],
+    since: float,
+    limit: float,
+) -> str:
+    """Seconds from `since` until the agents settled (`_unsettled`)."""
+    why: str | None = "not asked"
+    while time.monotonic() - since < limit:
+        try:
+            why = _unsettled(client, agents, services)
+        except Exception as error:
+            why = f"asking failed: {error!r}"
+        if why is None:
+            return f"{time.monotonic() - since:.1f} s"
+        time.sleep(SETTLE_POLL)
+    return f"not in {limit:g} s: {why}"
+
+
 def _find(stats: Any, key: str) -> Any:
     """The first value under `key` anywhere in /debug/stats."""
     if isinstance(stats, dict):
@@ -394,6 +449,13 @@ def scene(
             began = time.monotonic()
             wait_until(published, 300.0, "every node published", poll=1.0)
             rows.append(("published at start", f"{time.monotonic() - began:.0f} s"))
+            services = [f"{root}-discovery/{n}" for n in names] if group else []
+            rows.append(
+                (
+                    "settled at start (after the last agent answered)",
+                    _settle_time(reader, agents, services, began, args.settle_limit),
+                )
+            )
             time.sleep(5.0)
             reader.stop()
             reader.close()
@@ -424,6 +486,9 @@ def scene(
                 everything = (
                     f"not in {BACK_TIMEOUT:g} s: {len(sweeper.seen)} of {expected}"
                 )
+            settled = _settle_time(
+                sweeper._client, agents, services, served, args.settle_limit
+            )
             time.sleep(SETTLE)
             kinds = sweeper.ctimes(served_ms)
             lost, twice, downs = (
@@ -435,6 +500,7 @@ def scene(
             rss_after = [a.rss_bytes() for a in agents]
             rows.append(("ZooKeeper away", f"{served - stopped:.1f} s"))
             rows.append(("everything back (sweeps), after served", everything))
+            rows.append(("settled, after served", settled))
             rows += [
                 (f"{k} back: count: p50 / max", _summary(v)) for k, v in kinds.items()
             ]
