@@ -114,6 +114,16 @@ round trip no connection lasts, and only a longer session timeout helps.
 The client replaced every session timeout while unreachable (below) is
 logged once an outage too, and summed up once connected again.
 
+The replacement waits the session timeout and a random share of it, up to
+`REPLACE_SPREAD`: every agent of a fleet was cut off by the same outage
+and, after a wipe, is refused until replaced, so with no spread all of
+them replaced their clients in the same moment, a session timeout after
+ZooKeeper went away, and came back on the ensemble together (the three
+agents of a group replaced theirs in the same second after a wipe,
+300 instances, load 5). The spread is never
+shorter than the session timeout: a client replaced sooner could give up
+a session that lives.
+
 kazoo judges a connection dead only by a ping left unanswered, and sends
 a ping only after a third of the session timeout with nothing sent: every
 request counts as one. An agent writing more often than that never had a
@@ -164,6 +174,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import random
 import socket
 import threading
 from collections import deque
@@ -252,6 +263,11 @@ THREADS_EVERY = 1 / 3
 # Seconds a close of a session left unchecked (`close_session`) may take:
 # one request; unanswered, the session expires on its own.
 CLOSE_TIMEOUT = 1.0
+
+# Share of the session timeout that a replacement waits on top of it, at
+# most, drawn anew each time (module docstring): spreads a fleet's
+# replacements after one outage over 2 s at a 10 s session timeout.
+REPLACE_SPREAD = 0.2
 
 # Seconds a replacement client waits for the one it replaces to be closed
 # before it starts anyway (module docstring). A close took 6 to 88 ms
@@ -490,10 +506,13 @@ class ZooKeeper:
         client_factory: Callable[..., Any] = KazooClient,
         internal_errors: InternalErrors | None = None,
         check_ensemble: bool = False,
+        spread: Callable[[], float] = random.random,
     ) -> None:
         """
         @param internal_errors: where a listener's or a watcher's bug is
             counted (the agent's, so that ``/healthz`` shows it).
+        @param spread: a number in [0, 1) for each replacement's share of
+            `REPLACE_SPREAD` (module docstring).
         @param check_ensemble: whether each new session is checked to be on
             the ensemble's members, as followed, and left if not, within
             bounds (`sentinel.ensemble`).
@@ -509,6 +528,7 @@ class ZooKeeper:
         self.acl = node_acl(auth)
         self.call_timeout = call_timeout
         self._client_factory = client_factory
+        self._spread = spread
         # The listed names' addresses, shared by every client of this
         # bridge, looked up off kazoo's connection thread.
         self._names = ListedNames()
@@ -935,9 +955,7 @@ class ZooKeeper:
         elif state == LOST and client_state != KeeperState.AUTH_FAILED:
             self._resumable = None
         if state != CONNECTED and self._replace_call is None:
-            self._replace_call = self._reactor.callLater(
-                self.session_timeout, self._replace
-            )
+            self._replace_later()
 
     def _check_ensemble(self, generation: int) -> None:
         # Whether the new session is on the ensemble (`sentinel.ensemble`).
@@ -1108,10 +1126,11 @@ class ZooKeeper:
             # session timeout (360 lines an hour at 10 s).
             self._first_replaced_at = self._reactor.seconds()
             log.warn(
-                "ZooKeeper unreachable for {seconds} s (session timeout): "
-                "replacing the client, again every {seconds} s until it "
-                "connects (not logged again)",
+                "ZooKeeper unreachable for the {seconds} s session timeout "
+                "or more: replacing the client, again every {seconds} to "
+                "{most:.1f} s until it connects (not logged again)",
                 seconds=self.session_timeout,
+                most=self.session_timeout * (1 + REPLACE_SPREAD),
             )
         self._replace_client(self._resumable)
 
@@ -1185,8 +1204,13 @@ class ZooKeeper:
         generation = self._generation
         closed.addBoth(lambda _: self._start(generation))
         self._set_state(LOST)
+        self._replace_later()
+
+    def _replace_later(self) -> None:
+        """Replace the client a session timeout and a spread from now."""
+        share = min(max(self._spread(), 0.0), 1.0) * REPLACE_SPREAD
         self._replace_call = self._reactor.callLater(
-            self.session_timeout, self._replace
+            self.session_timeout * (1 + share), self._replace
         )
 
     def resuming(self) -> int | None:

@@ -41,6 +41,7 @@ from sentinel.zk import (
     CONNECTED,
     CONNECTING,
     LOST,
+    REPLACE_SPREAD,
     REPLACED_CLOSE_WAIT,
     SILENCE_JUDGED_LATE,
     STOPPED,
@@ -58,6 +59,13 @@ CALL_TIMEOUT = 5.0
 # Bounds the wait for the bridge's closing thread (it returns at once).
 THREAD_WAIT = 5.0
 PATH = "/sentinel/instances/a"
+
+
+def no_spread() -> float:
+    """Replacements exactly a session timeout after the disconnection."""
+    return 0.0
+
+
 # The session timeout, and the most a connect to a black hole may take when
 # bounded by its share of it (four hosts: 0.5 s) rather than by all of it.
 CONNECT_SESSION_TIMEOUT = 2.0
@@ -91,6 +99,7 @@ class BridgeTests(SynchronousTestCase):
             auth="user:secret",
             call_timeout=CALL_TIMEOUT,
             client_factory=self.factory,
+            spread=no_spread,
         )
         self.states: list[str] = []
         self.zk.add_listener(self.states.append)
@@ -318,6 +327,60 @@ class BridgeTests(SynchronousTestCase):
             self.assert_closed_on_own_thread(client)
         self.assertFalse(self.client().closed.is_set())
 
+    def test_replacement_spread_over_a_share_of_the_session_timeout(self) -> None:
+        """
+        Each replacement waits the session timeout and a drawn share of
+        `REPLACE_SPREAD` of it (agents cut off by one outage come back
+        apart, not all at once): drawn anew each time, never shorter than
+        the session timeout, at most that share longer.
+        """
+        draws = iter([0.5, 0.999, 0.0, 0.0])
+        clients = FakeKazooFactory()
+        zk = ZooKeeper(
+            self.clock,
+            "127.0.0.1:2181",
+            SESSION_TIMEOUT,
+            client_factory=clients,
+            spread=lambda: next(draws),
+        )
+        zk.start()
+        clients.clients[-1].change_state(KazooState.CONNECTED)
+        self.clock.run_handed_over()
+        clients.clients[-1].change_state(KazooState.LOST)
+        self.clock.run_handed_over()
+        waits = []
+        for _ in range(3):
+            waited = 0.0
+            made = len(clients.clients)
+            while len(clients.clients) == made:
+                self.clock.advance(0.01)
+                waited += 0.01
+            waits.append(round(waited / SESSION_TIMEOUT, 2))
+        self.assertEqual(waits, [1 + REPLACE_SPREAD / 2, 1 + REPLACE_SPREAD, 1.0])
+
+    def test_replacement_spread_drawn_at_random_by_default(self) -> None:
+        """Bridges made alike, cut off alike, do not replace in step."""
+        factories = [FakeKazooFactory() for _ in range(8)]
+        bridges = [
+            ZooKeeper(self.clock, "127.0.0.1:2181", SESSION_TIMEOUT, client_factory=f)
+            for f in factories
+        ]
+        for bridge, factory in zip(bridges, factories, strict=True):
+            bridge.start()
+            factory.clients[-1].change_state(KazooState.CONNECTED)
+            self.clock.run_handed_over()
+            factory.clients[-1].change_state(KazooState.LOST)
+        self.clock.run_handed_over()
+        self.clock.advance(SESSION_TIMEOUT)
+        replaced_at: dict[int, float] = {}
+        for step in range(1, int(SESSION_TIMEOUT * REPLACE_SPREAD * 100) + 2):
+            self.clock.advance(0.01)
+            for index, factory in enumerate(factories):
+                if len(factory.clients) > 1:
+                    replaced_at.setdefault(index, step / 100)
+        self.assertEqual(len(replaced_at), len(bridges))
+        self.assertGreater(len(set(replaced_at.values())), 1)
+
     def test_replacements_logged_once_an_outage(self) -> None:
         """
         The replacements of one outage are logged once, at the first (one
@@ -475,7 +538,7 @@ class BridgeTests(SynchronousTestCase):
         self.clock.advance(0.01)
         self.assertEqual(len(self.factory.clients), 2)
         self.assertEqual(len(warnings), 2)
-        self.assertIn("unreachable for 20.0 s", warnings[1])
+        self.assertIn("unreachable for the 20.0 s session timeout", warnings[1])
 
     def test_granted_shorter_timeout_replaces_sooner(self) -> None:
         """
@@ -1297,7 +1360,11 @@ class KazooThreadTests(SynchronousTestCase):
         self.clock = HandOverClock()
         self.factory = FakeKazooFactory()
         self.zk = ZooKeeper(
-            self.clock, "127.0.0.1:2181", SESSION_TIMEOUT, client_factory=self.factory
+            self.clock,
+            "127.0.0.1:2181",
+            SESSION_TIMEOUT,
+            client_factory=self.factory,
+            spread=no_spread,
         )
         self.zk.start()
         self.old = self.factory.clients[-1]
@@ -1390,7 +1457,11 @@ class SessionHandOverTests(SynchronousTestCase):
         self.clock = HandOverClock()
         self.factory = FakeKazooFactory()
         self.zk = ZooKeeper(
-            self.clock, "127.0.0.1:2181", SESSION_TIMEOUT, client_factory=self.factory
+            self.clock,
+            "127.0.0.1:2181",
+            SESSION_TIMEOUT,
+            client_factory=self.factory,
+            spread=no_spread,
         )
         self.states: list[str] = []
         self.zk.add_listener(self.states.append)
@@ -1922,6 +1993,7 @@ class EnsembleCheckTests(SynchronousTestCase):
             SESSION_TIMEOUT,
             client_factory=self.factory,
             check_ensemble=True,
+            spread=no_spread,
         )
         self.states: list[str] = []
         self.zk.add_listener(self.states.append)
@@ -2120,6 +2192,7 @@ class EnsembleCheckTests(SynchronousTestCase):
             SESSION_TIMEOUT,
             client_factory=self.factory,
             check_ensemble=True,
+            spread=no_spread,
         )
         warnings = bridge_warnings(self)
         zk.start()
