@@ -22,7 +22,12 @@ joined: a create then deletes it in the same transaction (`Member.replaces`),
 so readers find the endpoint neither twice nor missing. So it is for the
 member our previous client's session holds (a client replaced while that
 session lives on), and for a group's previous primary's member, found by
-looking at the parent for that agent's session (`take_from`).
+looking at the parent for that agent's session (`take_from`). The member
+replaced is the node of that name that session holds, no other: a
+ZooKeeper wiped and started again names members from 0 again, so the name
+our old session's member had is, after a wipe, another agent's (a group's
+new primary's), and replacing or deleting it by its name alone deleted
+that agent's member, which made it again beside ours.
 
 Looking costs a ``get_children`` and a ``get`` per child of the parent
 that no member of ours holds and that is named as one (a prefix, then
@@ -125,6 +130,7 @@ class Member:
         "beside_holder",
         "named",
         "replaces_version",
+        "replaces_owner",
     )
 
     def __init__(self, parent: str, prefix: str, identity: MemberIdentity) -> None:
@@ -160,6 +166,10 @@ class Member:
         # goes without asking again.
         self.named: str | None = None
         self.replaces_version: int | None = None
+        # The session holding `replaces` when it was chosen: a node of that
+        # name another session holds is not it (after a wipe, ZooKeeper
+        # names members from 0 again), and is neither replaced nor deleted.
+        self.replaces_owner: int | None = None
 
     @classmethod
     def leftover(cls, found: list[str]) -> Member:
@@ -180,7 +190,7 @@ class Member:
         self.version = -1
         if not same_session:
             if self.path is not None:
-                self.replaces = self.path
+                self.replaces, self.replaces_owner = self.path, self.session
             self.path = None
             self.search = False
             self.found = []
@@ -353,7 +363,7 @@ class Discovery:
                 await self._delete_if_ours(member.path)
             self._drop(member)
             if member.replaces is not None:
-                await self._delete_if_there(member.replaces)
+                await self._delete_if_there(member.replaces, member.replaces_owner)
                 self._claimed.discard(member.replaces)
                 member.replaces = None
             return None
@@ -447,7 +457,11 @@ class Discovery:
             replaced, version = member.replaces, known
             if replaced is not None and version is None:
                 stat = await zk.exists(replaced)
-                version = None if stat is None else stat.version
+                version = (
+                    None
+                    if stat is None or stat.ephemeralOwner != member.replaces_owner
+                    else stat.version
+                )
             if replaced is None or version is None:
                 member.replaces = None
                 call = zk.create(prefix, data, ephemeral=True, sequence=True)
@@ -502,11 +516,14 @@ class Discovery:
                 self._claimed.discard(path)
             member.found.pop(0)
 
-    async def _delete_if_there(self, path: str) -> None:
-        """Delete a member another session of ours left, if it is still there."""
+    async def _delete_if_there(self, path: str, owner: int | None) -> None:
+        """
+        Delete a member another session of ours (`owner`) left, if it is
+        still there: a node of that name another session holds is not it.
+        """
         try:
             stat = await self.zk.exists(path)
-            if stat is not None:
+            if stat is not None and stat.ephemeralOwner == owner:
                 await self._counted("delete", self.zk.delete(path, stat.version))
         except NoNodeError:
             pass
@@ -601,7 +618,10 @@ class Discovery:
         one that may be created before its instance's node is ours.
         """
         replaced = member.replaces
-        if replaced is not None and await self.zk.exists(replaced) is None:
+        if replaced is None:
+            return
+        stat = await self.zk.exists(replaced)
+        if stat is None or stat.ephemeralOwner != member.replaces_owner:
             self._claimed.discard(replaced)
             member.replaces = None
 
@@ -660,15 +680,15 @@ class Discovery:
             self._look_waiters.setdefault(parent, []).append(looked_at)
             raise Looking(parent, "the previous primary's member")
         began, found, taken = looked
-        handed = None
+        handed: tuple[str, int] | None = None
         for path, owner, says in found:
             if says != member.identity or path in self._claimed or path in taken:
                 continue
             if owner == session:
-                self._replace(member, path, taken)
+                self._replace(member, path, owner, taken)
                 return
             if handed is None and owner != self.zk.session_id:
-                handed = path
+                handed = (path, owner)
         if began < since:
             # Not listed, maybe made since the look began: look again (or
             # wait for the look under way, begun since, maybe).
@@ -683,7 +703,7 @@ class Discovery:
             # endpoint was listed twice until that agent's next look (up
             # to `HANDED_OVER_CHECK`), about 500 endpoints at a leave
             # after a loaded start-up, three agents sharing 3,000.
-            self._replace(member, handed, taken)
+            self._replace(member, *handed, taken)
 
     async def take_named(self, member: Member, path: str, session: int | None) -> bool:
         """
@@ -739,7 +759,7 @@ class Discovery:
         ):
             return False
         looked = self._looked.get(parent)
-        self._replace(member, path, set() if looked is None else looked[2])
+        self._replace(member, path, owner, set() if looked is None else looked[2])
         member.replaces_version = stat.version
         return True
 
@@ -783,7 +803,8 @@ class Discovery:
                 and path not in self._claimed
             ):
                 looked = self._looked.get(parent)
-                self._replace(member, path, set() if looked is None else looked[2])
+                taken = set() if looked is None else looked[2]
+                self._replace(member, path, owner, taken)
                 member.replaces_version = version
                 return True
         return False
@@ -813,8 +834,8 @@ class Discovery:
             shared.callback(children)
         return children
 
-    def _replace(self, member: Member, path: str, taken: set[str]) -> None:
-        member.replaces = path
+    def _replace(self, member: Member, path: str, owner: int, taken: set[str]) -> None:
+        member.replaces, member.replaces_owner = path, owner
         self._claimed.add(path)
         taken.add(path)
 

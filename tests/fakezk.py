@@ -144,6 +144,20 @@ class FakeZooKeeperServer:
         for path in gone:
             self.fire(path, EventType.DELETED)
 
+    def wipe(self) -> None:
+        """
+        Stopped, its data deleted, started again: no node, no session, and
+        every sequence counter from 0 again (names made before come again).
+        Its clients are cut off, and told of nothing else.
+        """
+        for client in list(self.holders.values()):
+            client.suspend()
+        self.nodes.clear()
+        self.sessions.clear()
+        self.holders.clear()
+        self._sequences.clear()
+        self._zxid = 0
+
     def drop(self, client: FakeZooKeeper) -> None:
         """
         The client's connection ends without a close (its process exited):

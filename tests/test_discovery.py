@@ -52,6 +52,10 @@ SQUATTER = 0x5151
 HANDED = 0x6161
 
 DISCOVERY = "/discovery"
+# Another client's member of another endpoint.
+OTHER_ENDPOINT = json.dumps(
+    serverset_member(RedisInstance("other", "10.0.0.9", 6379))
+).encode()
 MEMBER = f"{DISCOVERY}/cache-1/member_"
 
 REPLICA = Observation(
@@ -594,6 +598,59 @@ class ServersetTests(DiscoveryHarness):
         self.check(state, DOWN)
         self.zk.connect()
         self.assertEqual(self.members("cache-1"), {})
+
+    def wiped_under_a_member(self) -> tuple[InstanceState, str]:
+        """
+        An instance up with its member, then ZooKeeper wiped and our client
+        replaced: the member's name is another client's now (ZooKeeper
+        names members from 0 again); returns the instance and that path.
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        [child] = self.members("cache-1")
+        self.zk.server.wipe()
+        theirs = f"{DISCOVERY}/cache-1/{child}"
+        self.zk.put(DISCOVERY, b"", 0)
+        self.zk.put(f"{DISCOVERY}/cache-1", b"", 0)
+        self.zk.put(theirs, OTHER_ENDPOINT, PREVIOUS)
+        self.zk.replace_client()
+        return state, theirs
+
+    def assert_left_alone(self, theirs: str) -> None:
+        self.clock.advance(RETRY_DELAY)
+        self.assertIn(theirs, self.zk.nodes)
+        self.assertEqual(self.zk.owner(theirs), PREVIOUS)
+
+    def test_wiped_ensemble_member_of_the_same_name_left_alone(self) -> None:
+        """
+        After a wipe, the name of the member our old session held is
+        another client's (a group's new primary's). Ours is made beside
+        it, not in its place: only a member that session holds is
+        replaced, whatever its name. (It deleted the other's, which made
+        it again: members deleted back and forth, and endpoints listed
+        twice, three agents after a wipe.)
+        """
+        _, theirs = self.wiped_under_a_member()
+        self.zk.connect()
+        self.assert_left_alone(theirs)
+        mine = [
+            c
+            for c in self.members("cache-1")
+            if self.zk.owner(f"{DISCOVERY}/cache-1/{c}") == self.zk.session_id
+        ]
+        self.assertEqual(len(mine), 1)
+        self.assertEqual(self.zk.calls["replace"], 0)
+
+    def test_wiped_ensemble_old_member_not_deleted_by_name(self) -> None:
+        """
+        After a wipe, an instance gone down meanwhile deletes no member by
+        the name its old session's had: that name is another client's now.
+        """
+        state, theirs = self.wiped_under_a_member()
+        self.check(state, DOWN)
+        self.zk.connect()
+        self.assert_left_alone(theirs)
 
 
 class StaleHistoryTests(DiscoveryHarness):
