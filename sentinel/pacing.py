@@ -43,7 +43,11 @@ it how late the agent ran while its check waited for a connection, and a
 check the agent itself could not serve in time is inconclusive, not a
 failure of Redis (`sentinel.probe`). So is an attempt that found no socket
 (out of file descriptors), which the probes tell the pacer's `sockets`
-(`sentinel.sockets`).
+(`sentinel.sockets`). A single request on a connection made (a PING and its
+reply) is judged by the longest stall instead (`longest_stall_since`): one
+write waits for one turn at most, and the deadline reads what came in
+first, so the sum of a busy reactor's few ms a beat, which a view change's
+connects keep measured for seconds, says nothing of it.
 
 An address whose attempts time out (a stopped server's full backlog) gets
 one attempt at a time, the other instances on it starting none (`stalls`,
@@ -226,6 +230,31 @@ class ConnectPacer(Service):
             return overdue
         before = samples[index - 1][1] if index else self._forgotten
         return self.lateness - before + overdue
+
+    def longest_stall_since(self, since: float) -> float:
+        """
+        The longest the heartbeat ran late at once from `since` to now: the
+        longest single turn in which the agent served none of its
+        connections (0 while nothing was being connected). One write sent
+        at `since` went out after that turn at the latest, and a reply in
+        by the deadline is read before the deadline is judged
+        (`sentinel.deadlines`): what the agent's own lateness took from one
+        request and its reply is this, not the sum (`lateness_since`), which
+        counts every beat's few ms of a busy but responsive reactor. A beat
+        sees a stall to within `BEAT`; one still due counts as late as it is
+        now, as in `lateness_since`.
+        """
+        longest = 0.0
+        if self._beat is not None:
+            longest = max(0.0, self._clock.seconds() - self._beat_due)
+        samples = self._samples
+        index = bisect_right(samples, (since, math.inf))
+        before = samples[index - 1][1] if index else self._forgotten
+        for at_index in range(index, len(samples)):
+            total = samples[at_index][1]
+            longest = max(longest, total - before)
+            before = total
+        return longest
 
     def stopService(self) -> None:
         super().stopService()

@@ -53,7 +53,11 @@ look: the check ends with None, nothing is recorded, and the attempt goes
 on.
 The PING of a check is judged so too: sent on a connection that completed
 for the check with less than `FAIR_SHARE` of the timeout left, or timed
-out while the agent ran late by `LATE_SHARE` of it since it was sent, or
+out while the agent stalled for `LATE_SHARE` of it in one turn since it was
+sent (`ConnectPacer.longest_stall_since`: a PING waits for one turn at most,
+and a busy reactor's few ms a beat summed made every PING timeout
+inconclusive for the 10-15 s a view change connects; a stopped server's
+instances went down that much later), or
 the first on a connection just made while its server went on completing
 the agent's other handshakes (`sentinel.handshakes`), or, over TLS, timed
 out while its server was still answering the agent's older PINGs and none
@@ -1540,7 +1544,7 @@ class RedisProbe:
     def _ping_unfair(self) -> bool:
         # Whether the PING of the check timing out now had less than a fair
         # share of the timeout (sent on a connection that completed late in
-        # its check's time), or the agent itself ran late since it was sent,
+        # its check's time), or the agent itself stalled since it was sent,
         # or it was the first on a connection just made and the server went
         # on completing the agent's other handshakes meanwhile, or the
         # server was still working through the agent's PINGs queued ahead
@@ -1548,7 +1552,7 @@ class RedisProbe:
         sent_at = self._sent_at
         return (
             self._reactor.seconds() - sent_at < self._fair_time
-            or self._pacer.lateness_since(sent_at) > self._late_limit
+            or self._pacer.longest_stall_since(sent_at) > self._late_limit
             or (self._checks_on_connection == 1 and self._queued_behind_own(sent_at))
             or self._behind_own_pings(sent_at)
         )

@@ -224,6 +224,24 @@ class LatenessTests(SynchronousTestCase):
         clock.advance(0)
         self.assertAlmostEqual(p.lateness_since(0.02), 0.6)
 
+    def test_longest_stall_since(self) -> None:
+        """
+        The longest single beat's lateness after the time asked, not the
+        sum: many beats a few ms late each are a busy reactor that still
+        serves every connection within a few ms; one beat still due counts
+        as late as it is now.
+        """
+        p, clock = pacer()
+        self.successResultOf(p.acquire())
+        clock.advance(BEAT + 0.2)  # 0.2 s late, at t=0.22.
+        for _ in range(30):
+            clock.advance(BEAT + 0.01)  # 0.01 s late each, to t=1.12.
+        self.assertGreater(p.lateness_since(0.25), 0.25)
+        self.assertAlmostEqual(p.longest_stall_since(0.25), 0.01)
+        self.assertAlmostEqual(p.longest_stall_since(0.0), 0.2)
+        clock.rightNow += BEAT + 0.15  # Past the next beat, unfired.
+        self.assertAlmostEqual(p.longest_stall_since(0.25), 0.15)
+
     def test_history_bounded(self) -> None:
         """The record keeps HISTORY seconds of beats, however long it runs."""
         p, clock = pacer()

@@ -2534,6 +2534,29 @@ class StartupTests(SynchronousTestCase):
         h.reply(b"+PONG\r\n+PONG\r\n")
         self.assertEqual(self.successResultOf(d), Observation(True, True, 0.0))
 
+    def test_kept_connection_busy_agent_fails(self) -> None:
+        """
+        A PING on a kept connection unanswered at the deadline while the
+        agent was busy connecting other instances (a view change's), its
+        every beat 15 ms late (0.43 s in all, past the 0.25 s share) but
+        never stalled for long, fails: the PING went out within a turn and
+        the server had the timeout. Summed, those beats made every such
+        check inconclusive, and a stopped server's instances went down
+        only once the connecting was done.
+        """
+        h = Harness()
+        h.connect()
+        h.on_time(0.02)
+        self.successResultOf(h.pacer.acquire())  # Another instance connects.
+        d = h.check()
+        h.reactor.pump([BEAT + 0.015] * 29)
+        d.cancel()
+        self.assertGreater(h.pacer.lateness_since(h.reactor.seconds() - 1.0), 0.25)
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(observation.error, "timeout (ping)")
+        self.assertFalse(h.probe.connected)
+
 
 class HungServerTests(SynchronousTestCase):
     """
