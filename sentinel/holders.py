@@ -226,6 +226,10 @@ class Holders:
             )
 
     def _recheck_in(self, node: Node, delay: float, sooner: bool = False) -> None:
+        if not self._life.running or self._life.halted:
+            # Stopping (its timers cancelled already) or halted: no write
+            # follows a recheck, and a timer set now would outlive the stop.
+            return
         call = node.recheck
         if call is not None and call.active():
             if sooner and call.getTime() <= self._reactor.seconds() + delay:

@@ -57,6 +57,10 @@ class PacedReads:
 
     def fired(self, node: Node) -> None:
         """`node`'s watch fired: read it again at the next pace."""
+        if not self._acting():
+            # Stopping or halted: what is read would not be acted on, and a
+            # timer set now would outlive the stop's cancel.
+            return
         self._fired[node] = None
         if self._call is None:
             self._call = self._reactor.callLater(self._after, self._due)

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.nodes import Node
+from sentinel.pacedreads import PacedReads
 from sentinel.writewatch import CHECK_AFTER
 from tests.test_publisher import DOWN, REFRESH, UP, PublisherHarness, path
 
@@ -143,3 +147,32 @@ class WatchWritesOffTests(PublisherHarness):
         self.check(state, DOWN)
         self.assertEqual(self.zk.document(node)["status"], "down")
         self.assertEqual(self.publisher.written_over, 1)
+
+
+class StoppedWatchTests(SynchronousTestCase):
+    """A watch that fires once the publisher stops sets no timer."""
+
+    def test_watch_fired_while_not_acting_sets_no_timer(self) -> None:
+        """
+        A watch that fires after the stop's cancel (its event was on its
+        way from kazoo's thread) leaves no paced read behind: a timer set
+        then outlived the stop, and trial found the reactor unclean in a
+        real-ZooKeeper test (``PacedReads._due``). Acting again, a fired
+        watch is read at the next pace.
+        """
+        clock = Clock()
+        acting = [False]
+        reads: list[Node] = []
+
+        def read(node: Node) -> None:
+            reads.append(node)
+            return None
+
+        paced = PacedReads(clock, CHECK_AFTER, 8, read, lambda: acting[0])
+        node = Node("/sentinel/instances/redis-00", lambda: b"")
+        paced.fired(node)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        acting[0] = True
+        paced.fired(node)
+        clock.advance(CHECK_AFTER)
+        self.assertEqual(reads, [node])
