@@ -115,7 +115,7 @@ from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
 from sentinel.ownership import ours
 from sentinel.pacedreads import PacedReads
 from sentinel.rearming import Rearming
-from sentinel.writes import Lifecycle, WriteQueue
+from sentinel.writes import Lifecycle, WriteQueue, acting
 from sentinel.writewatch import CHECK_AFTER
 from sentinel.zk import CONNECTED, ZooKeeper
 
@@ -373,8 +373,7 @@ class Guard:
 
     def _acting(self) -> bool:
         """Whether what the watches find is acted on: running, not halted."""
-        life = self._life
-        return bool(life.running) and not life.halted
+        return acting(self._life)
 
     def _deleted(self, node: Node, path: str) -> None:
         if not self._acting():

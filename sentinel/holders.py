@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from sentinel.documents import said_since, stored_document
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
 from sentinel.ownership import LIVE, Holding, OwnershipRules, held_by
-from sentinel.writes import Lifecycle, WriteQueue
+from sentinel.writes import Lifecycle, WriteQueue, acting
 from sentinel.zk import ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
@@ -226,9 +226,7 @@ class Holders:
             )
 
     def _recheck_in(self, node: Node, delay: float, sooner: bool = False) -> None:
-        if not self._life.running or self._life.halted:
-            # Stopping (its timers cancelled already) or halted: no write
-            # follows a recheck, and a timer set now would outlive the stop.
+        if not acting(self._life):
             return
         call = node.recheck
         if call is not None and call.active():

@@ -121,6 +121,15 @@ class Lifecycle(Protocol):
         """Whether a newer process took the session over (it then halted)."""
 
 
+def acting(life: Lifecycle) -> bool:
+    """
+    Whether what ZooKeeper tells is acted on now: running (not stopping)
+    and not halted. A timer set when it is not would outlive the stop's
+    cancel, and nothing would act on what it found.
+    """
+    return bool(life.running) and not life.halted
+
+
 class HeldElsewhere(Exception):
     """The node exists and another session holds it (`stat` says which)."""
 
@@ -407,8 +416,7 @@ class WriteQueue:
     def _may_write(self) -> bool:
         # Once stopping, a write that completes starts no other: stopService
         # is deleting our nodes and would race with it.
-        life = self._life
-        return bool(life.running) and not life.halted and self._zk.state == CONNECTED
+        return acting(self._life) and self._zk.state == CONNECTED
 
     def _drain(self) -> None:
         """

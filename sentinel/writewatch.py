@@ -54,7 +54,7 @@ from twisted.python.failure import Failure
 from sentinel.nodes import Node, Nodes
 from sentinel.ownership import ours
 from sentinel.pacedreads import PacedReads
-from sentinel.writes import Lifecycle, WriteQueue
+from sentinel.writes import Lifecycle, WriteQueue, acting
 from sentinel.zk import CONNECTED, ZooKeeper
 
 # Seconds between a watch fired and the read that sets it again (and tells
@@ -122,8 +122,7 @@ class WriteWatch:
         )
 
     def _acting(self) -> bool:
-        life = self._life
-        return bool(life.running) and not life.halted
+        return acting(self._life)
 
     def _read_again(self, node: Node) -> Deferred[Any] | None:
         """A paced read: none for a node no longer ours, or watched again."""
