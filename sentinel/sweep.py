@@ -17,7 +17,13 @@ first, and wait for nothing else: the nodes of instances no longer
 configured are found by an ``exists`` of every child of
 ``{root}/instances`` that no instance here has, and anyone may add
 children there (50,000 of them held a restart's members 24 s, a Redis
-stopped meanwhile still listed in discovery). A failed sweep is retried
+stopped meanwhile still listed in discovery). Those ``exists`` are sent
+`SWEEP_READS` at a time, not one round trip each: 100,000 such children
+keep the node of an instance removed from the config published, and
+the previous process's catalog (swept last), for as long as the calls'
+CPU takes (15--20 s of it here, about 0.2 ms a call through the bridge:
+1--2 minutes on a loaded machine, `benchmarks/sweepsquat.py`); one at a
+time, a network's round trip more each. A failed sweep is retried
 with the writes, without looking for the members again once they were
 found.
 """
@@ -25,15 +31,17 @@ found.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from itertools import islice
+from typing import Any
 
 from kazoo.exceptions import NoNodeError
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.catalog import parse_catalog_node_name
 from sentinel.config import RedisInstance
-from sentinel.discovery import Discovery, Member, delete_members
+from sentinel.discovery import LOOK_READS, Discovery, Member, delete_members
 from sentinel.handoff import SessionHandoff
 from sentinel.nodes import LOG_NAMESPACE, Nodes
 from sentinel.ownership import ours
@@ -43,6 +51,10 @@ from sentinel.writes import Lifecycle, WriteQueue
 from sentinel.zk import CONNECTED, ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
+
+# The children of {root}/instances asked about at once by a sweep (module
+# docstring): as many as `discovery.LOOK_READS` asks of a service's.
+SWEEP_READS = LOOK_READS
 
 # The instances the agent is configured to watch, by name.
 Watched = Callable[[], Mapping[str, RedisInstance]]
@@ -166,18 +178,23 @@ class Sweep:
             children = await zk.get_children(instances)
         except NoNodeError:
             children = []
-        for name in children:
-            # Asked again each time: a reload may have added it meanwhile.
-            if name in self._watched() or name in self._nodes.instances:
-                continue
-            path = f"{instances}/{name}"
-            stat = await zk.exists(path)
-            if ours(stat, zk.session_id) and name not in self._nodes.instances:
-                await self._queue.counted("delete", zk.delete(path, stat.version))
-                self.swept += 1
-                log.info(
-                    "{path}: deleted, its instance is no longer watched", path=path
-                )
+        # Judged a batch at a time: a reload may have added one meanwhile.
+        not_watched = (
+            name
+            for name in children
+            if name not in self._watched() and name not in self._nodes.instances
+        )
+        while unwatched := list(islice(not_watched, SWEEP_READS)):
+            paths = [f"{instances}/{name}" for name in unwatched]
+            stats = await _all_of([zk.exists(path) for path in paths])
+            for name, path, stat in zip(unwatched, paths, stats, strict=True):
+                if ours(stat, zk.session_id) and name not in self._nodes.instances:
+                    await self._queue.counted("delete", zk.delete(path, stat.version))
+                    self.swept += 1
+                    log.info(
+                        "{path}: deleted, its instance is no longer watched",
+                        path=path,
+                    )
         if self._roles.joined:
             await self._sweep_catalogs()
 
@@ -278,3 +295,15 @@ class Sweep:
         waiters, self._after_sweep = self._after_sweep, []
         for waiter in waiters:
             waiter.callback(done)
+
+
+async def _all_of(calls: list[Deferred[Any]]) -> list[Any]:
+    """
+    The answers of `calls`, in order; the first failure as it is (a
+    ``ConnectionLoss``, not wrapped), the others' consumed.
+    """
+    try:
+        return await gatherResults(calls, consumeErrors=True)
+    except FirstError as e:
+        e.subFailure.raiseException()
+        raise  # Not reached: raiseException raises.

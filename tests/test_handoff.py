@@ -48,6 +48,7 @@ from sentinel.stopping import (
     STOP_CLOSE_TIMEOUT,
     STOP_DELETE_TIMEOUT,
 )
+from sentinel.sweep import SWEEP_READS
 from tests.fakes import FakeProbe
 from tests.fakezk import CALL_KINDS, FakeZooKeeper, FakeZooKeeperServer
 from tests.test_publisher import (
@@ -508,6 +509,37 @@ class RestartTests(HandoffTestCase):
         second.check("a", DOWN)
         self.assertEqual(self.members("a"), [])
         unanswered.callback(None)
+
+    def test_sweep_asks_many_children_at_once(self) -> None:
+        """
+        The children of {root}/instances that no instance here has are
+        asked about `SWEEP_READS` at a time, not one at a time: anyone may
+        add thousands there, and the node of an instance removed from the
+        config stayed published behind them (a minute and a half at
+        100,000, each ``exists`` a round trip).
+        """
+        self.running().stop()
+        squats = [f"{ROOT}/instances/squat{i:04}" for i in range(2 * SWEEP_READS)]
+        for squat in squats:
+            self.server.put(squat, b"x", 0x9999)
+        second = self.process({"a": self.instances["a"]})
+        exists = second.zk.exists
+        asked: dict[str, Deferred[Any]] = {}
+
+        def held_exists(path: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
+            if not path.startswith(f"{ROOT}/instances/"):
+                return exists(path, *args, **kwargs)
+            asked[path] = Deferred()
+            return asked[path].addCallback(lambda _: exists(path, *args, **kwargs))
+
+        second.zk.exists = held_exists  # type: ignore[method-assign]
+        second.start()
+        self.assertEqual(len(asked), SWEEP_READS)
+        while unanswered := [d for d in asked.values() if not d.called]:
+            for d in unanswered:
+                d.callback(None)
+        self.assertNotIn(path("b"), self.server.nodes)
+        self.assertTrue(all(squat in self.server.nodes for squat in squats))
 
     def test_failed_sweep_retried(self) -> None:
         """A sweep that fails is retried; members wait for it meanwhile."""
