@@ -24,7 +24,15 @@ these modes (AAAA queries get an empty answer):
 - ``slow``: every answer ``--delay`` seconds after its query (1.9 s: just
   under the 2 s lookup bound);
 - ``nonlocal``: A 224.0.0.1, a multicast address: not loopback, and a TCP
-  connect to it fails in the kernel without a packet leaving the host.
+  connect to it fails in the kernel without a packet leaving the host;
+- ``rotate``: one A record, TTL 0, another address at every query of a
+  name (127.0.0.1, 127.0.0.2 in turn: the redis-server listens on both);
+- ``rotatedead``: the same, every other answer 127.0.0.3, where nothing
+  listens (a connect is refused).
+
+``--reconnect-every`` sets the agent's ``reconnect_every`` (the rotating
+modes move an instance at a connect only: a renewal, or a reconnect
+after a failure).
 
 For each mode it prints the agent's RSS (most), CPU over the run, the
 reactor's lateness (``/debug/stats``), the plain instances' checks and
@@ -82,14 +90,26 @@ MODES = (
     "twice",
     "slow",
     "nonlocal",
+    "rotate",
+    "rotatedead",
 )
+# The addresses each rotating mode answers in turn, per name.
+ROTATIONS = {
+    "rotate": ("127.0.0.1", "127.0.0.2"),
+    "rotatedead": ("127.0.0.1", "127.0.0.3"),
+}
+# The addresses the redis-server listens on.
+REDIS_BIND = ("127.0.0.1", "127.0.0.2")
 DOMAIN = "hostile.test"
 UDP_LIMIT = 512
 MIB = 2**20
 
 
-def records_for(mode: str, name: bytes) -> list[dns.RRHeader]:
-    """The answer section `mode` gives an A query for `name`."""
+def records_for(mode: str, name: bytes, asked: int = 0) -> list[dns.RRHeader]:
+    """
+    The answer section `mode` gives an A query for `name`, asked `asked`
+    times before.
+    """
 
     def a(owner: bytes, address: str, ttl: int = 60) -> dns.RRHeader:
         return dns.RRHeader(owner, dns.A, dns.IN, ttl, dns.Record_A(address, ttl))
@@ -113,6 +133,9 @@ def records_for(mode: str, name: bytes) -> list[dns.RRHeader]:
         return [a(name, "127.0.0.1", ttl=0)]
     if mode == "nonlocal":
         return [a(name, "224.0.0.1")]
+    if mode in ROTATIONS:
+        addresses = ROTATIONS[mode]
+        return [a(name, addresses[asked % len(addresses)], ttl=0)]
     return [a(name, "127.0.0.1")]
 
 
@@ -203,11 +226,12 @@ class NameServer:
         if not query.queries:
             return []
         question = query.queries[0]
-        self.names[question.name.name.decode("ascii", "replace")] += 1
+        name = question.name.name.decode("ascii", "replace")
         reply = dns.Message(id=query.id, answer=1, recDes=query.recDes, recAv=1)
         reply.queries = [question]
         if question.type == dns.A:
-            reply.answers = records_for(self.mode, question.name.name)
+            reply.answers = records_for(self.mode, question.name.name, self.names[name])
+        self.names[name] += 1
         if self.mode == "wrongid":
             reply.id = (query.id + 1) % 65536
         elif self.mode == "wrongquestion":
@@ -245,6 +269,11 @@ def config_text(args: argparse.Namespace, redis_port: int, dns_port: int) -> str
         'agent_id = "hostiledns"',
         "interval = 1.0",
         "timeout = 0.5",
+        *(
+            [f"reconnect_every = {args.reconnect_every}"]
+            if args.reconnect_every
+            else []
+        ),
         "",
         "[dns]",
         f'nameservers = ["{LOOPBACK}:{dns_port}"]',
@@ -279,7 +308,7 @@ def run_mode(
 ) -> dict[str, Any]:
     """One agent of `checkout` against the name server in `mode`."""
     with ExitStack() as started:
-        redis = RedisServer().start()
+        redis = RedisServer(extra_args=["--bind", *REDIS_BIND]).start()
         started.callback(redis.stop)
         names = NameServer(mode, args.delay)
         started.callback(names.stop)
@@ -294,10 +323,12 @@ def run_mode(
         agent.wait_ready()
         cpu_start = agent.cpu_seconds()
         rss_most = agent.rss_bytes()
+        fds_most = agent.process.num_fds()
         began = time.monotonic()
         while time.monotonic() - began < args.duration:
             rss_most = max(rss_most, agent.rss_bytes())
             time.sleep(0.5)
+            fds_most = max(fds_most, agent.process.num_fds())
         cpu = agent.cpu_seconds() - cpu_start
         stats = agent.get("/debug/stats")
         instances = agent.instances()
@@ -308,6 +339,11 @@ def run_mode(
             "mode": f"{mode} at {label}",
             "load": load_average(),
             "rss_most": rss_most,
+            "fds_most": fds_most,
+            "moves_logged": agent.log.read_text().count(" now resolves to "),
+            "downs_logged": agent.log.read_text().count(" is down (was up)"),
+            "named_checks": sum(i["checks"] for i in named),
+            "named_failures": sum(i["failures"] for i in named),
             "cpu": cpu,
             "stats": stats,
             "named_status": Counter(i.get("status") for i in named),
@@ -343,9 +379,12 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"tick lag max {startup['tick_lag_max_seconds']} s, lateness max "
             f"{startup['max_lateness_seconds']} s, tick completion max "
             f"{stats['tick_completion_seconds']['max']:.3f} s, "
-            f"overruns {stats['overruns']}, open fds {stats['open_fds']}",
+            f"overruns {stats['overruns']}, open fds {stats['open_fds']} "
+            f"(at most {row['fds_most']})",
             f"    plain: {row['plain_checks']} checks, {row['plain_failures']} failed;"
-            f" named: {dict(row['named_status'])}; dns {stats['dns']}",
+            f" named: {dict(row['named_status'])}, {row['named_checks']} checks,"
+            f" {row['named_failures']} failed, {row['downs_logged']} went down,"
+            f" {row['moves_logged']} move lines logged; dns {stats['dns']}",
             f"    name server: {row['udp_queries']} UDP queries, "
             f"{row['tcp_connections']} TCP connections "
             f"(at most {row['tcp_open_most']} open at once), "
@@ -365,6 +404,7 @@ def main() -> int:
     add("--plain", type=int, default=20, help="instances by address (20)")
     add("--duration", type=float, default=30.0, help="seconds per mode (30)")
     add("--delay", type=float, default=1.9, help="seconds, for slow (1.9)")
+    add("--reconnect-every", type=float, help="the agent's reconnect_every")
     add_checkout_option(parser)
     args = parser.parse_args()
     args.checkouts = checkouts_of(parser, args.checkout)
