@@ -79,8 +79,10 @@ instances whose node moved (the leaver's) and the others apart. Each
 survivor's ``/debug/stats`` is read every 0.25 s for 8 s from the
 signal: its writes waiting and being written by kind (takeovers, other
 nodes readers miss, opinions, rewrites of its nodes, members) and the
-bridge's calls in flight and waiting, at most; and its writes done
-from the signal to the end. The takeovers are also given from the
+bridge's calls in flight and waiting, and how long the oldest call of
+each kind had waited for room (``ms waited by``), at most; and from the
+signal to the end its writes done and its calls timed out, with how
+many of them timed out never sent to ZooKeeper. The takeovers are also given from the
 survivors' first one (p50, p99, max).
 
 ``--crowd N`` pins the first agent and N busy loops of the script's to one
@@ -293,6 +295,7 @@ class Queues:
         self.most: dict[str, dict[str, int]] = {a.log.stem: {} for a in agents}
         self.writes: dict[str, list[int]] = {a.log.stem: [] for a in agents}
         self.timed_out: dict[str, int] = {}
+        self.unsent: dict[str, int] = {}
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def writes_ok(self, agent: Agent, field: str = "writes_ok") -> int | None:
@@ -307,6 +310,9 @@ class Queues:
             self.writes[agent.log.stem].append(self.writes_ok(agent) or 0)
             self.timed_out[agent.log.stem] = (
                 self.writes_ok(agent, "calls_timed_out") or 0
+            )
+            self.unsent[agent.log.stem] = (
+                self.writes_ok(agent, "calls_timed_out_unsent") or 0
             )
         self.thread.start()
 
@@ -329,6 +335,10 @@ class Queues:
                 )
                 for key, count in counts.items():
                     most[key] = max(most.get(key, 0), int(count))
+                # Seconds the oldest call of each kind had waited, in ms.
+                for kind, waited in stats.get("calls_waiting_oldest", {}).items():
+                    key = f"ms waited by {kind}"
+                    most[key] = max(most.get(key, 0), int(waited * 1000))
             time.sleep(QUEUES_EVERY)
 
     def rows(self, number: int) -> list[tuple[str, str]]:
@@ -350,6 +360,14 @@ class Queues:
                     (
                         f"run {number}: {name} calls timed out",
                         str(timed_out - self.timed_out.get(name, 0)),
+                    )
+                )
+            unsent = self.writes_ok(agent, "calls_timed_out_unsent")
+            if unsent is not None:
+                rows.append(
+                    (
+                        f"run {number}: {name} of them never sent",
+                        str(unsent - self.unsent.get(name, 0)),
                     )
                 )
             most = ", ".join(f"{k} {v}" for k, v in self.most[name].items() if v)

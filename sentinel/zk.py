@@ -290,11 +290,13 @@ _STATES = {
 }
 
 StateListener = Callable[[str], None]
-# A call waiting for room: its Deferred, the call to make, and for a write
-# the session it is made for.
-_Waiting = tuple[Deferred[Any], Callable[[], Any], "int | None"]
-# The queues of calls waiting for room, in the order they are served.
+# A call waiting for room: its Deferred, the call to make, for a write the
+# session it is made for, and when it began to wait.
+_Waiting = tuple[Deferred[Any], Callable[[], Any], "int | None", float]
+# The queues of calls waiting for room, in the order they are served, and
+# their names in /debug/stats.
 _WRITE, _READ, _BACKGROUND = range(3)
+_QUEUE_KINDS = ("writes", "reads", "background")
 Watcher = Callable[[WatchedEvent], None]
 
 
@@ -611,6 +613,9 @@ class ZooKeeper:
         self.calls_timed_out = 0
         self.calls_answered_after_timeout = 0
         self._timed_out_unanswered: set[Deferred[Any]] = set()
+        # Of those, the calls that timed out waiting here for room, never
+        # sent to ZooKeeper.
+        self.calls_timed_out_unsent = 0
         # Writes' calls never sent, every one of their callers gone.
         self.calls_unsent_given_up = 0
         # While an answer's callbacks run: how long ZooKeeper took to give
@@ -1394,7 +1399,7 @@ class ZooKeeper:
         if urgent or (not any(self._queues[: rank + 1]) and self._has_room(rank)):
             self._hand_over(d, call, rank == _BACKGROUND)
         else:
-            self._queues[rank].append((d, call, session))
+            self._queues[rank].append((d, call, session, self._reactor.seconds()))
         return time_out(
             d, self.call_timeout, self._reactor, partial(self._timed_out, d)
         )
@@ -1404,6 +1409,8 @@ class ZooKeeper:
         self.calls_timed_out += 1
         if d in self._unanswered:
             self._timed_out_unanswered.add(d)
+        else:
+            self.calls_timed_out_unsent += 1
 
     def calls_waiting(self) -> dict[str, int]:
         """
@@ -1417,6 +1424,20 @@ class ZooKeeper:
             "reads": len(reads),
             "background": len(background),
         }
+
+    def calls_waiting_oldest(self) -> dict[str, float]:
+        """
+        How long the oldest call of each kind still waiting here for room
+        has waited, in seconds (/debug/stats: what a read waits behind).
+        """
+        now = self._reactor.seconds()
+        oldest = {}
+        for kind, waiting in zip(_QUEUE_KINDS, self._queues, strict=True):
+            # Those timed out stay until their turn comes: passed over.
+            since = next((w[3] for w in waiting if not w[0].called), None)
+            if since is not None:
+                oldest[kind] = now - since
+        return oldest
 
     def _in_session(self, session: int | None) -> bool:
         """
@@ -1499,7 +1520,7 @@ class ZooKeeper:
         # background reads, each kind in order; those timed out are gone.
         for rank, waiting in enumerate(self._queues):
             while waiting and self._has_room(rank):
-                d, call, session = waiting.popleft()
+                d, call, session, _ = waiting.popleft()
                 if d.called:
                     continue
                 if self._client is None or not self._client.connected:

@@ -305,6 +305,7 @@ class FakeZooKeeper:
         self.drops = 0
         # Calls timed out; a timed-out call is never answered here.
         self.calls_timed_out = 0
+        self.calls_timed_out_unsent = 0
         self.calls_answered_after_timeout = 0
         self.calls_unsent_given_up = 0
         # The bridge's own measure of the answer being taken: unknown here.
@@ -414,6 +415,10 @@ class FakeZooKeeper:
     def calls_waiting(self) -> dict[str, int]:
         """The bridge's calls by kind: none waits here (calls end as run)."""
         return {"in_flight": 0, "writes": 0, "reads": 0, "background": 0}
+
+    def calls_waiting_oldest(self) -> dict[str, float]:
+        """None waits here."""
+        return {}
 
     def not_answering(self) -> str | None:
         return self.silence if self.state == CONNECTED else None

@@ -694,6 +694,7 @@ class BridgeTests(SynchronousTestCase):
         for call in calls:
             self.failureResultOf(call, TimeoutError)
         self.assertEqual(self.zk.calls_timed_out, CALLS_IN_FLIGHT + 1)
+        self.assertEqual(self.zk.calls_timed_out_unsent, 1)
         client.answer(0, value=None)
         client.answer(1, value=None)
         self.clock.run_handed_over()
@@ -853,6 +854,22 @@ class BridgeTests(SynchronousTestCase):
         self.assertEqual(
             self.zk.calls_waiting(),
             {"in_flight": CALLS_IN_FLIGHT, "writes": 1, "reads": 2, "background": 1},
+        )
+
+    def test_oldest_call_waiting_by_kind(self) -> None:
+        """
+        `calls_waiting_oldest` (/debug/stats) says how long the oldest call
+        of each kind waiting for room has waited; a kind with none waiting
+        is left out.
+        """
+        self.connected()
+        for i in range(CALLS_IN_FLIGHT + 1):
+            self.zk.exists(f"{PATH}{i}")
+        self.clock.advance(0.5)
+        self.zk.get(f"{PATH}b0", background=True)
+        self.clock.advance(0.25)
+        self.assertEqual(
+            self.zk.calls_waiting_oldest(), {"reads": 0.75, "background": 0.25}
         )
 
     def test_background_reads_wait_behind_reads(self) -> None:
