@@ -55,32 +55,65 @@ def time_out(
     it was judged (module docstring) without having fired, by cancelling
     it, as ``Deferred.addTimeout`` does; `timed_out` is told first.
     """
-    expired = False
-    call: IDelayedCall | None = None
+    CallTimeout(d, timeout, clock, timed_out)
+    return d
 
-    def due() -> None:
-        nonlocal call
-        assert call is not None
-        late = clock.seconds() - call.getTime()
-        call = clock.callLater(JUDGED_LATE if late > JUDGED_LATE else 0.0, judge)
 
-    def judge() -> None:
-        nonlocal expired
-        expired = True
-        if timed_out is not None:
-            timed_out()
-        d.cancel()
+class CallTimeout:
+    """
+    `time_out`'s timer on one Deferred, which can be started again: a call
+    that waited for room under one bound gets its call timeout when it is
+    sent (`sentinel.zk`).
+    """
 
-    def converted(result: Any) -> Any:
-        if expired and isinstance(result, Failure):
+    def __init__(
+        self,
+        d: Deferred[Any],
+        timeout: float,
+        clock: IReactorTime,
+        timed_out: Callable[[], object] | None = None,
+    ) -> None:
+        self._d = d
+        self._clock = clock
+        self._timed_out = timed_out
+        self._expired = False
+        self.timeout = timeout
+        self._call: IDelayedCall | None = clock.callLater(timeout, self._due)
+        d.addBoth(self._converted).addBoth(self._ended)
+
+    def restart(self, timeout: float) -> None:
+        """Fail `d` `timeout` seconds from now instead, unless it has fired."""
+        if self._d.called:
+            return
+        self._cancel()
+        self.timeout = timeout
+        self._call = self._clock.callLater(timeout, self._due)
+
+    def _due(self) -> None:
+        assert self._call is not None
+        late = self._clock.seconds() - self._call.getTime()
+        self._call = self._clock.callLater(
+            JUDGED_LATE if late > JUDGED_LATE else 0.0, self._judge
+        )
+
+    def _judge(self) -> None:
+        self._call = None
+        self._expired = True
+        if self._timed_out is not None:
+            self._timed_out()
+        self._d.cancel()
+
+    def _converted(self, result: Any) -> Any:
+        if self._expired and isinstance(result, Failure):
             result.trap(CancelledError)
-            raise TimeoutError(timeout, "Deferred")
+            raise TimeoutError(self.timeout, "Deferred")
         return result
 
-    def ended(result: Any) -> Any:
-        if call is not None and call.active():
-            call.cancel()
+    def _ended(self, result: Any) -> Any:
+        self._cancel()
         return result
 
-    call = clock.callLater(timeout, due)
-    return d.addBoth(converted).addBoth(ended)
+    def _cancel(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None

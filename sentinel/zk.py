@@ -39,7 +39,22 @@ thousands at once when a member crashes, each of its opinions deleted
 firing a watch) wait behind the other reads, so that the
 membership, read after the same crash, is not held up behind them: at
 3,000 instances the survivors applied the new view 7 to 11 s after the
-dead member's nodes vanished, and wrote them again only then. Blocking calls
+dead member's nodes vanished, and wrote them again only then. A read
+asked as ``changed`` (an opinion its observer wrote again: it changed its
+mind, and the verdict may change with it) waits behind the writes and
+ahead of every other read, at most `CHANGED_IN_FLIGHT` of them in kazoo's
+hands: behind a view change's background reads, a verdict followed its
+observer's ``down`` 2.3--2.6 s late.
+
+A call's timeout counts from when it is handed to kazoo, not from when
+it was asked: at a view change (1,000 instances, a member leaving), 471
+of a survivor's 593 calls timed out while still waiting here, ZooKeeper
+never asked, and were asked again at the back of their queue, work done
+twice while what was answered waited. A call waiting for room fails,
+never sent, after `WAIT_LIMIT` call timeouts (``calls_timed_out_unsent``
+counts those): a queue that does not move for that long has a ZooKeeper
+behind it that answers nothing, whose connection is dropped sooner, and
+its calls failed, by the silence rule below. Blocking calls
 (``stop``/``close``) run on a thread of their own, never on the reactor's
 thread nor its pool, which a stuck ZooKeeper would exhaust.
 
@@ -203,7 +218,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.bugs import InternalErrors
-from sentinel.calltimeouts import JUDGED_LATE, time_out
+from sentinel.calltimeouts import JUDGED_LATE, CallTimeout, time_out
 from sentinel.ensemble import (
     ACCEPT_AFTER,
     CONFIG_PATH,
@@ -226,6 +241,16 @@ CALLS_IN_FLIGHT = 128
 # behind this many at most in kazoo's queue (and ZooKeeper's, which answers
 # a session's requests in order), not behind `CALLS_IN_FLIGHT`.
 BACKGROUND_IN_FLIGHT = 32
+
+# Reads of a changed node in kazoo's hands at most: such a read waits ahead
+# of the other reads, and a client rewriting nodes in a loop (each read at
+# most once per spacing, `sentinel.opinions`) must not hold them back: past
+# this many, the other reads take the rest of the room.
+CHANGED_IN_FLIGHT = 32
+
+# Call timeouts a call may wait here for room before it fails unsent
+# (module docstring): its own timeout counts from when it is sent.
+WAIT_LIMIT = 3
 
 # Why a write made for one session is not sent in another (module docstring).
 _SESSION_CHANGED = "the ZooKeeper session changed"
@@ -291,12 +316,15 @@ _STATES = {
 
 StateListener = Callable[[str], None]
 # A call waiting for room: its Deferred, the call to make, for a write the
-# session it is made for, and when it began to wait.
-_Waiting = tuple[Deferred[Any], Callable[[], Any], "int | None", float]
+# session it is made for, when it began to wait, and its timer (the bound on
+# waiting, then its call timeout once sent).
+_Waiting = tuple[Deferred[Any], Callable[[], Any], "int | None", float, CallTimeout]
 # The queues of calls waiting for room, in the order they are served, and
-# their names in /debug/stats.
-_WRITE, _READ, _BACKGROUND = range(3)
-_QUEUE_KINDS = ("writes", "reads", "background")
+# their names in /debug/stats; the kinds with a bound of their own on the
+# calls in kazoo's hands.
+_WRITE, _CHANGED, _READ, _BACKGROUND = range(4)
+_QUEUE_KINDS = ("writes", "changed", "reads", "background")
+_RANK_IN_FLIGHT = {_CHANGED: CHANGED_IN_FLIGHT, _BACKGROUND: BACKGROUND_IN_FLIGHT}
 Watcher = Callable[[WatchedEvent], None]
 
 
@@ -540,15 +568,13 @@ class ZooKeeper:
         # Clients whose session was left open: kept until the process ends.
         self._left_open: list[Any] = []
         self._generation = 0
-        # Calls handed to the current client and not answered yet, and those
-        # waiting for room: writes, reads, background reads (module
-        # docstring), each handed over in that order.
+        # Calls handed to the current client and not answered yet, in all
+        # and of each kind, and those waiting for room: writes, reads of a
+        # changed node, other reads, background reads (module docstring),
+        # each handed over in that order.
         self._in_flight = 0
-        self._background_in_flight = 0
-        self._waiting_writes: deque[_Waiting] = deque()
-        self._waiting: deque[_Waiting] = deque()
-        self._waiting_background: deque[_Waiting] = deque()
-        self._queues = (self._waiting_writes, self._waiting, self._waiting_background)
+        self._rank_in_flight = [0] * len(_QUEUE_KINDS)
+        self._queues: tuple[deque[_Waiting], ...] = tuple(deque() for _ in _QUEUE_KINDS)
         # Writes made this turn, sent together at its end (module docstring).
         self._writes: list[_Write] = []
         self._writes_call: IDelayedCall | None = None
@@ -1359,6 +1385,7 @@ class ZooKeeper:
         background: bool = False,
         urgent: bool = False,
         ahead: bool = False,
+        changed: bool = False,
         **kwargs: Any,
     ) -> Deferred[Any]:
         client = self._client
@@ -1371,6 +1398,7 @@ class ZooKeeper:
             background=background,
             urgent=urgent,
             ahead=ahead,
+            changed=changed,
             **kwargs,
         )
 
@@ -1382,6 +1410,7 @@ class ZooKeeper:
         background: bool = False,
         urgent: bool = False,
         ahead: bool = False,
+        changed: bool = False,
         **kwargs: Any,
     ) -> Deferred[Any]:
         if not self._client.connected:
@@ -1395,14 +1424,30 @@ class ZooKeeper:
         call = partial(getattr(target, method), *args, **kwargs)
         # A read `ahead` waits with the writes, but is sent in any session
         # (it has none to check: `session` is None).
-        rank = _WRITE if write or ahead else _BACKGROUND if background else _READ
-        if urgent or (not any(self._queues[: rank + 1]) and self._has_room(rank)):
-            self._hand_over(d, call, rank == _BACKGROUND)
-        else:
-            self._queues[rank].append((d, call, session, self._reactor.seconds()))
-        return time_out(
-            d, self.call_timeout, self._reactor, partial(self._timed_out, d)
+        rank = (
+            _WRITE
+            if write or ahead
+            else _CHANGED
+            if changed
+            else _BACKGROUND
+            if background
+            else _READ
         )
+        if urgent or self._may_go_now(rank):
+            self._hand_over(d, call, rank)
+            return time_out(
+                d, self.call_timeout, self._reactor, partial(self._timed_out, d)
+            )
+        # Its call timeout starts once it is sent; until then, the bound on
+        # waiting (module docstring).
+        timer = CallTimeout(
+            d,
+            self.call_timeout * WAIT_LIMIT,
+            self._reactor,
+            partial(self._timed_out, d),
+        )
+        self._queues[rank].append((d, call, session, self._reactor.seconds(), timer))
+        return d
 
     def _timed_out(self, d: Deferred[Any]) -> None:
         # Counted, and its answer, if one comes, counted too (`_answered`).
@@ -1417,13 +1462,11 @@ class ZooKeeper:
         The calls in kazoo's hands and those waiting here for room, by
         kind (/debug/stats: what a view change's takeovers wait behind).
         """
-        writes, reads, background = self._queues
-        return {
-            "in_flight": self._in_flight,
-            "writes": len(writes),
-            "reads": len(reads),
-            "background": len(background),
+        waiting = {
+            kind: len(queue)
+            for kind, queue in zip(_QUEUE_KINDS, self._queues, strict=True)
         }
+        return {"in_flight": self._in_flight, **waiting}
 
     def calls_waiting_oldest(self) -> dict[str, float]:
         """
@@ -1450,21 +1493,30 @@ class ZooKeeper:
         client_id = None if self._client is None else self._client.client_id
         return client_id is not None and int(client_id[0]) == session
 
-    def _has_room(self, rank: int) -> bool:
-        return self._in_flight < CALLS_IN_FLIGHT and (
-            rank != _BACKGROUND or self._background_in_flight < BACKGROUND_IN_FLIGHT
+    def _may_go_now(self, rank: int) -> bool:
+        """
+        Whether a call of `rank` may be handed over now: there is room for
+        it, and none of its kind or a kind served before it waits for room
+        (a kind at its own bound does not hold the next back).
+        """
+        return self._has_room(rank) and not any(
+            waiting and self._has_room(ahead)
+            for ahead, waiting in enumerate(self._queues[: rank + 1])
         )
 
-    def _hand_over(
-        self, d: Deferred[Any], call: Callable[[], Any], background: bool
-    ) -> None:
+    def _has_room(self, rank: int) -> bool:
+        return self._in_flight < CALLS_IN_FLIGHT and self._rank_in_flight[
+            rank
+        ] < _RANK_IN_FLIGHT.get(rank, CALLS_IN_FLIGHT)
+
+    def _hand_over(self, d: Deferred[Any], call: Callable[[], Any], rank: int) -> None:
         try:
             result = call()
         except Exception as e:
             d.errback(e)
             return
         self._in_flight += 1
-        self._background_in_flight += background
+        self._rank_in_flight[rank] += 1
         generation = self._generation
         self._unanswered[d] = self._reactor.seconds()
         if self._silence_call is None:
@@ -1479,7 +1531,7 @@ class ZooKeeper:
             # came (`round_trip`), nothing else.
             heard = self._reactor.seconds()
             self._reactor.callFromThread(
-                self._answered, generation, d, result, background, heard
+                self._answered, generation, d, result, rank, heard
             )
 
         result.rawlink(linked)
@@ -1489,13 +1541,13 @@ class ZooKeeper:
         generation: int,
         d: Deferred[Any],
         result: Any,
-        background: bool,
+        rank: int,
         heard: float | None = None,
     ) -> None:
         round_trip = None
         if generation == self._generation:
             self._in_flight -= 1
-            self._background_in_flight -= background
+            self._rank_in_flight[rank] -= 1
             sent = self._unanswered.pop(d, None)
             if d in self._timed_out_unanswered:
                 self._timed_out_unanswered.discard(d)
@@ -1516,11 +1568,13 @@ class ZooKeeper:
             self.round_trip = None
 
     def _hand_over_waiting(self) -> None:
-        # The calls that waited for room, writes first, then reads, then
-        # background reads, each kind in order; those timed out are gone.
+        # The calls that waited for room, writes first, then reads of a
+        # changed node, other reads, background reads, each kind in order;
+        # those timed out are gone. A kind at its own bound leaves the room
+        # to the next.
         for rank, waiting in enumerate(self._queues):
             while waiting and self._has_room(rank):
-                d, call, session, _ = waiting.popleft()
+                d, call, session, _, timer = waiting.popleft()
                 if d.called:
                     continue
                 if self._client is None or not self._client.connected:
@@ -1528,14 +1582,16 @@ class ZooKeeper:
                 elif session is not None and not self._in_session(session):
                     d.errback(ConnectionLoss(_SESSION_CHANGED))
                 else:
-                    self._hand_over(d, call, rank == _BACKGROUND)
+                    # Its call timeout counts from now (module docstring).
+                    timer.restart(self.call_timeout)
+                    self._hand_over(d, call, rank)
 
     def _new_generation(self) -> int:
         # Another client, or none: the old one's calls no longer take room,
         # nor wait for an answer.
         self._generation += 1
         self._in_flight = 0
-        self._background_in_flight = 0
+        self._rank_in_flight = [0] * len(_QUEUE_KINDS)
         self._unanswered = {}
         self._timed_out_unanswered = set()
         for call in (self._silence_call, self._threads_call):
@@ -1732,18 +1788,28 @@ class ZooKeeper:
         watch: Watcher | None = None,
         background: bool = False,
         ahead: bool = False,
+        changed: bool = False,
     ) -> Deferred[tuple[bytes, Any]]:
         """
         A node's (data, ZnodeStat). With `watch`, as `exists`'s, at the
         node's next change or deletion (the call fails if there is no node,
         and then nothing is watched). A `background` read waits behind the
-        others, one `ahead` with the writes (module docstring).
+        others, one `ahead` with the writes, one of a `changed` node (its
+        watch fired with a change) ahead of the other reads (module
+        docstring).
         """
         if watch is None:
-            return self._call("get_async", path, background=background, ahead=ahead)
+            return self._call(
+                "get_async", path, background=background, ahead=ahead, changed=changed
+            )
         handover = _WatchHandOver(self, self._generation, watch)
         return self._call(
-            "get_async", path, background=background, ahead=ahead, watch=handover
+            "get_async",
+            path,
+            background=background,
+            ahead=ahead,
+            changed=changed,
+            watch=handover,
         )
 
     def exists(

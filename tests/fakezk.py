@@ -336,6 +336,8 @@ class FakeZooKeeper:
         # The paths of the deletes asked as urgent, in order.
         self.urgent: list[str] = []
         self.ahead: list[str] = []
+        # The paths read as changed (a watch fired with a change), in order.
+        self.changed: list[str] = []
         # The paths of the exists asked in the background, in order.
         self.background_exists: list[str] = []
         # Kinds whose calls the server does at once, but whose answers are
@@ -414,7 +416,13 @@ class FakeZooKeeper:
 
     def calls_waiting(self) -> dict[str, int]:
         """The bridge's calls by kind: none waits here (calls end as run)."""
-        return {"in_flight": 0, "writes": 0, "reads": 0, "background": 0}
+        return {
+            "in_flight": 0,
+            "writes": 0,
+            "changed": 0,
+            "reads": 0,
+            "background": 0,
+        }
 
     def calls_waiting_oldest(self) -> dict[str, float]:
         """None waits here."""
@@ -443,18 +451,22 @@ class FakeZooKeeper:
     def set(self, path: str, data: bytes, version: int = -1) -> Deferred[Any]:
         return self._call("set", path, lambda: self._set(path, data, version))
 
-    # `background` and `ahead` order the real bridge's queue (tested there);
-    # calls here are answered as the test says. The paths read `ahead`, and
-    # those of the exists asked in the background, are noted, in order.
+    # `background`, `ahead` and `changed` order the real bridge's queue
+    # (tested there); calls here are answered as the test says. The paths
+    # read `ahead`, those read as `changed`, and those of the exists asked in
+    # the background, are noted, in order.
     def get(
         self,
         path: str,
         watch: Watcher | None = None,
         background: bool = False,
         ahead: bool = False,
+        changed: bool = False,
     ) -> Deferred[tuple[bytes, Any]]:
         if ahead:
             self.ahead.append(path)
+        if changed:
+            self.changed.append(path)
         return self._call("get", path, lambda: self._get(path, watch))
 
     def exists(

@@ -38,6 +38,7 @@ from sentinel.ensemble import ACCEPT_AFTER, CONFIG_PATH, REREAD_EVERY, members
 from sentinel.zk import (
     BACKGROUND_IN_FLIGHT,
     CALLS_IN_FLIGHT,
+    CHANGED_IN_FLIGHT,
     CONNECTED,
     CONNECTING,
     LOST,
@@ -47,6 +48,7 @@ from sentinel.zk import (
     STOPPED,
     SUSPENDED,
     THREADS_EVERY,
+    WAIT_LIMIT,
     WRITE_BATCH,
     WRITE_BATCH_BYTES,
     ZooKeeper,
@@ -689,23 +691,29 @@ class BridgeTests(SynchronousTestCase):
         self.zk.start()
         client = self.client()
         self.connect(client)
-        calls = [self.zk.exists(f"{PATH}{i}") for i in range(CALLS_IN_FLIGHT + 1)]
+        calls = [self.zk.exists(f"{PATH}{i}") for i in range(CALLS_IN_FLIGHT + 2)]
         self.clock.advance(CALL_TIMEOUT)
-        for call in calls:
+        for call in calls[:CALLS_IN_FLIGHT]:
             self.failureResultOf(call, TimeoutError)
-        self.assertEqual(self.zk.calls_timed_out, CALLS_IN_FLIGHT + 1)
-        self.assertEqual(self.zk.calls_timed_out_unsent, 1)
+        self.assertEqual(self.zk.calls_timed_out, CALLS_IN_FLIGHT)
         client.answer(0, value=None)
         client.answer(1, value=None)
         self.clock.run_handed_over()
         self.assertEqual(self.zk.calls_answered_after_timeout, 2)
-        answered = self.zk.exists(PATH)
-        client.answer(len(client.calls) - 1, value=None)
+        # The two that waited were sent then, each with its call timeout.
+        self.assertEqual(len(client.calls), CALLS_IN_FLIGHT + 2)
+        client.answer(CALLS_IN_FLIGHT, value=None)
         self.clock.run_handed_over()
-        self.assertIsNone(self.successResultOf(answered))
+        self.assertIsNone(self.successResultOf(calls[CALLS_IN_FLIGHT]))
+        self.clock.advance(CALL_TIMEOUT)
+        self.failureResultOf(calls[-1], TimeoutError)
         self.assertEqual(
-            (self.zk.calls_timed_out, self.zk.calls_answered_after_timeout),
-            (CALLS_IN_FLIGHT + 1, 2),
+            (
+                self.zk.calls_timed_out,
+                self.zk.calls_answered_after_timeout,
+                self.zk.calls_timed_out_unsent,
+            ),
+            (CALLS_IN_FLIGHT + 1, 2, 0),
         )
 
     def test_answered_while_the_agent_stalled_not_timed_out(self) -> None:
@@ -780,8 +788,8 @@ class BridgeTests(SynchronousTestCase):
         """
         At most CALLS_IN_FLIGHT calls are in kazoo's hands at once (kazoo's
         wake-up socket would block the reactor thread); the others wait, in
-        order, each handed over as an answer comes back. One that timed out
-        while waiting is never handed over, and a new client (the old one
+        order, each handed over as an answer comes back. One that waited
+        past its bound is never handed over, and a new client (the old one
         replaced) fails those waiting while it is not connected.
         """
         self.zk.start()
@@ -796,6 +804,7 @@ class BridgeTests(SynchronousTestCase):
             [c[1] for c in client.calls[CALLS_IN_FLIGHT:]], [f"{PATH}{CALLS_IN_FLIGHT}"]
         )
         self.clock.advance(CALL_TIMEOUT)
+        self.clock.advance(CALL_TIMEOUT * (WAIT_LIMIT - 1))
         for late in calls[1:]:
             self.failureResultOf(late, TimeoutError)
         client.answer(1, value=None)
@@ -826,11 +835,8 @@ class BridgeTests(SynchronousTestCase):
             self.zk.set(f"{PATH}w{i}", b"{}")
             self.clock.advance(0)  # Sent at the end of the turn.
         self.assertEqual(len(client.calls), CALLS_IN_FLIGHT)
-        for answered in range(4):
-            client.answer(answered, value=None)
-            self.clock.run_handed_over()
         self.assertEqual(
-            [(c[0], c[1]) for c in client.calls[CALLS_IN_FLIGHT:]],
+            self.handed_over_as_room_comes(client, 4),
             [
                 ("set", f"{PATH}w0"),
                 ("set", f"{PATH}w1"),
@@ -848,13 +854,123 @@ class BridgeTests(SynchronousTestCase):
         for i in range(CALLS_IN_FLIGHT + 2):
             self.zk.exists(f"{PATH}{i}")
         self.zk.get(f"{PATH}b0", background=True)
+        self.zk.get(f"{PATH}c0", changed=True)
         self.zk.set(f"{PATH}w0", b"{}")
         self.clock.advance(0)  # Sent at the end of the turn.
         self.assertEqual(len(client.calls), CALLS_IN_FLIGHT)
         self.assertEqual(
             self.zk.calls_waiting(),
-            {"in_flight": CALLS_IN_FLIGHT, "writes": 1, "reads": 2, "background": 1},
+            {
+                "in_flight": CALLS_IN_FLIGHT,
+                "writes": 1,
+                "changed": 1,
+                "reads": 2,
+                "background": 1,
+            },
         )
+
+    def test_call_timeout_counts_from_its_sending(self) -> None:
+        """
+        A call that waited for room gets its whole call timeout once it is
+        handed to kazoo: behind a view change's thousands of reads, one
+        that waited most of its timeout is not failed unsent, nor soon
+        after it is sent, and is answered. Before, its timeout counted
+        from when it was asked, and it failed before ZooKeeper was asked
+        (471 of a survivor's 593 calls timed out at a leave, 1,000
+        instances).
+        """
+        client = self.connected()
+        self.fill_calls_in_flight()
+        waited = self.zk.get(f"{PATH}r")
+        self.clock.advance(CALL_TIMEOUT - 0.5)
+        client.answer(0, value=None)
+        self.clock.run_handed_over()
+        self.assertEqual(client.calls[-1][:2], ("get", f"{PATH}r"))
+        # On time past the moment it was asked a call timeout ago, then on
+        # to just before its call timeout from its sending.
+        self.clock.advance(0.5)
+        self.clock.advance(CALL_TIMEOUT - 1.0)
+        self.assertNoResult(waited)
+        client.answer(CALLS_IN_FLIGHT, value=(b"{}", None))
+        self.clock.run_handed_over()
+        self.assertEqual(self.successResultOf(waited), (b"{}", None))
+        self.assertEqual(self.zk.calls_timed_out_unsent, 0)
+
+    def fill_calls_in_flight(self) -> None:
+        """`CALLS_IN_FLIGHT` calls in kazoo's hands, to time out unanswered."""
+        for i in range(CALLS_IN_FLIGHT):
+            self.zk.exists(f"{PATH}{i}").addErrback(lambda f: f.trap(TimeoutError))
+
+    def test_waiting_for_room_is_bounded(self) -> None:
+        """
+        A call that finds no room waits at most `WAIT_LIMIT` call timeouts:
+        then it fails with TimeoutError, counted as never sent, and is not
+        handed over when room comes.
+        """
+        client = self.connected()
+        self.fill_calls_in_flight()
+        waiting = self.zk.exists(f"{PATH}r", background=True)
+        self.clock.advance(CALL_TIMEOUT * WAIT_LIMIT - 0.5)
+        self.assertNoResult(waiting)
+        self.clock.advance(0.5)
+        self.failureResultOf(waiting, TimeoutError)
+        self.assertEqual(self.zk.calls_timed_out_unsent, 1)
+        client.answer(0, value=None)
+        self.clock.run_handed_over()
+        self.assertEqual(len(client.calls), CALLS_IN_FLIGHT)
+
+    def test_changed_reads_wait_ahead_of_reads(self) -> None:
+        """
+        A read of a changed node (its watch fired: an observer changed its
+        opinion) waits behind the writes and ahead of the other reads,
+        background or not, that waited longer.
+        """
+        client = self.connected()
+        for i in range(CALLS_IN_FLIGHT):
+            self.zk.exists(f"{PATH}{i}")
+        self.zk.get(f"{PATH}b", background=True)
+        self.zk.exists(f"{PATH}r")
+        self.zk.get(f"{PATH}c", changed=True)
+        self.zk.set(f"{PATH}w", b"{}")
+        self.assertEqual(
+            self.handed_over_as_room_comes(client, 4),
+            [
+                ("set", f"{PATH}w"),
+                ("get", f"{PATH}c"),
+                ("exists", f"{PATH}r"),
+                ("get", f"{PATH}b"),
+            ],
+        )
+
+    def handed_over_as_room_comes(
+        self, client: FakeKazooClient, count: int
+    ) -> list[tuple[str, str]]:
+        """
+        Once this turn's writes are sent, the first `count` calls in
+        kazoo's hands answered one by one: the (kind, path) of each call
+        handed over after the first `CALLS_IN_FLIGHT`, in order.
+        """
+        self.clock.advance(0)  # Writes are sent at the end of the turn.
+        for answered in range(count):
+            client.answer(answered, value=None)
+            self.clock.run_handed_over()
+        return [(c[0], c[1]) for c in client.calls[CALLS_IN_FLIGHT:]]
+
+    def test_changed_reads_bounded_in_flight(self) -> None:
+        """
+        At most CHANGED_IN_FLIGHT reads of changed nodes are in kazoo's
+        hands at once (a client rewriting nodes in a loop), and an ordinary
+        read asked behind more of them still goes at once.
+        """
+        client = self.connected()
+        for i in range(CHANGED_IN_FLIGHT + 2):
+            self.zk.get(f"{PATH}c{i}", changed=True)
+        self.assertEqual(len(client.calls), CHANGED_IN_FLIGHT)
+        self.zk.exists("/sentinel/catalogs")
+        self.assertEqual(client.calls[-1][1], "/sentinel/catalogs")
+        client.answer(0, value=(b"{}", None))
+        self.clock.run_handed_over()
+        self.assertEqual(client.calls[-1][1], f"{PATH}c{CHANGED_IN_FLIGHT}")
 
     def test_oldest_call_waiting_by_kind(self) -> None:
         """
@@ -885,12 +1001,8 @@ class BridgeTests(SynchronousTestCase):
         self.zk.exists(f"{PATH}b1", watch=self.events.append, background=True)
         self.zk.exists("/sentinel/catalogs")
         self.zk.set(f"{PATH}w", b"{}")
-        self.clock.advance(0)  # Sent at the end of the turn.
-        for answered in range(4):
-            client.answer(answered, value=None)
-            self.clock.run_handed_over()
         self.assertEqual(
-            [(c[0], c[1]) for c in client.calls[CALLS_IN_FLIGHT:]],
+            self.handed_over_as_room_comes(client, 4),
             [
                 ("set", f"{PATH}w"),
                 ("exists", "/sentinel/catalogs"),
