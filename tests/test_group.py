@@ -3209,6 +3209,19 @@ class TopologyTests(SynchronousTestCase):
         )
 
 
+def b_opinion_heard_by_a() -> tuple[Fleet, Any, str]:
+    """
+    Agents a and b with two replicas, settled: the fleet, a, and the path
+    of b's opinion of an instance whose primary is a.
+    """
+    fleet = Fleet()
+    a = fleet.add("a", NAMES, replicas=2).start()
+    fleet.add("b", NAMES, replicas=2).start()
+    fleet.run(2.0)
+    name = next(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+    return fleet, a, f"{ROOT}/opinions/{name}/b"
+
+
 class OpinionRewrittenTests(SynchronousTestCase):
     """Another client rewriting an observer's opinion in a loop."""
 
@@ -3221,12 +3234,7 @@ class OpinionRewrittenTests(SynchronousTestCase):
         rewrite was read again at once: 1,000 reads a second (296 a
         second against a real ZooKeeper, 15 % of a core, one node).
         """
-        fleet = Fleet()
-        a = fleet.add("a", NAMES, replicas=2).start()
-        fleet.add("b", NAMES, replicas=2).start()
-        fleet.run(2.0)
-        name = next(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
-        path = f"{ROOT}/opinions/{name}/b"
+        fleet, a, path = b_opinion_heard_by_a()
         node = fleet.server.nodes[path]
         said = json.loads(node.data)
         read_at: list[float] = []
@@ -3250,6 +3258,39 @@ class OpinionRewrittenTests(SynchronousTestCase):
         self.assertTrue(
             any(last <= t <= last + OPINION_READ_SPACING for t in read_at), read_at
         )
+
+
+class ChangedOpinionTests(SynchronousTestCase):
+    """The primary's read of an opinion its observer wrote again."""
+
+    def test_changed_opinion_read_ahead_of_background_reads(self) -> None:
+        """
+        An observer writing its opinion again (it changed its mind: an
+        instance went down) fires the primary's watch, and the primary
+        reads it as changed, ahead of the other reads (`sentinel.zk`), not
+        in the background behind a view change's thousands: there a
+        verdict followed its observer's down 2.3--2.6 s late. A rewrite
+        within the spacing is read as changed too; an opinion deleted (its
+        observer gone: thousands at once at a crash) stays in the
+        background.
+        """
+        fleet, a, path = b_opinion_heard_by_a()
+        node = fleet.server.nodes[path]
+        said = json.loads(node.data)
+        self.assertEqual(a.zk.changed, [])
+        said["status"] = "down"
+        fleet.server.put(path, json.dumps(said).encode(), node.owner)
+        fleet.clock.advance(0.01)
+        said["latency_ms"] = 1.0
+        fleet.server.put(path, json.dumps(said).encode(), node.owner)
+        fleet.run(OPINION_READ_SPACING, step=0.01)
+        self.assertEqual(a.zk.changed, [path, path])
+        fleet.run(1.0, step=0.01)
+        # Its observer, finding its node written over, wrote it again.
+        read = len(a.zk.changed)
+        fleet.server.remove(path)
+        fleet.run(OPINION_READ_SPACING, step=0.01)
+        self.assertEqual(len(a.zk.changed), read)
 
 
 class OpinionSquatterTests(SynchronousTestCase):
