@@ -6,7 +6,11 @@ of its verdict node and of each observer's opinion, from 3 s before the
 freeze on, in seconds from the freeze: when the reader saw it, ZooKeeper's
 mtime, whose it is, and what it said (an opinion's status, whether it was
 ``settled`` and when its check was; a verdict's status, primary,
-observers, ``uncounted`` and ``checked_at``/``since``). Run as::
+observers, ``uncounted`` and ``checked_at``/``since``). Then, for each
+change of an observer's opinion in that time, how long until a verdict
+of another agent (its primary) named it (ZooKeeper's mtimes): how late
+the primary read the changed opinion, p50 and max, and how many no
+verdict ever named. Run as::
 
     .venv/bin/python benchmarks/leavetrace.py PREFIX-0.json
 """
@@ -51,17 +55,65 @@ def line(event: dict[str, Any], cut: float) -> str:
     return f"  seen {seen:6.2f} mtime {event['mtime'] - cut:6.2f} {whose:8s} {said}"
 
 
+def heard_after(events: list[dict[str, Any]], cut: float) -> list[float | None]:
+    """
+    For each change of an observer's opinion from `SHOWN_FROM` on, seconds
+    from its write until the first verdict written that names it, by
+    another agent (its primary read it), or None if none named it.
+    """
+    writes = sorted(
+        (e for e in events if isinstance(e.get("data"), dict)),
+        key=lambda e: e["mtime"],
+    )
+    said: dict[str, Any] = {}
+    delays: list[float | None] = []
+    for event in writes:
+        parts = event["path"].split("/")
+        if parts[2] != "opinions":
+            continue
+        agent, status = parts[-1], event["data"].get("status")
+        if said.get(agent, status) != status and event["mtime"] - cut >= SHOWN_FROM:
+            verdict = next(
+                (
+                    v
+                    for v in writes
+                    if v["path"].split("/")[2] != "opinions"
+                    and v["mtime"] >= event["mtime"]
+                    and (v["data"].get("observers") or {}).get(agent) == status
+                ),
+                None,
+            )
+            if verdict is None:
+                delays.append(None)
+            elif verdict["data"].get("agent") != agent:
+                # Its primary's own opinion is no read: left out.
+                delays.append(verdict["mtime"] - event["mtime"])
+        said[agent] = status
+    return delays
+
+
 def main() -> int:
     document = json.loads(open(sys.argv[1]).read())
     cut = document["cut"][0]
     by_instance: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in document["events"]:
         by_instance[event["path"].split("/")[3]].append(event)
+    delays: list[float | None] = []
     for name, events in sorted(by_instance.items()):
         print(name)
         for event in sorted(events, key=lambda e: e["at"]):
             if event["at"] - cut >= SHOWN_FROM:
                 print(line(event, cut))
+        delays += heard_after(events, cut)
+    heard = sorted(d for d in delays if d is not None)
+    if heard:
+        print(
+            f"opinion changes named by a verdict: {len(heard)}, p50 "
+            f"{heard[len(heard) // 2]:.2f} s, max {heard[-1]:.2f} s after their write;"
+            f" never named: {len(delays) - len(heard)}"
+        )
+    else:
+        print(f"opinion changes named by a verdict: none of {len(delays)}")
     return 0
 
 
