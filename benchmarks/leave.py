@@ -86,7 +86,18 @@ many of them timed out never sent to ZooKeeper. The takeovers are also given fro
 survivors' first one (p50, p99, max).
 
 ``--crowd N`` pins the first agent and N busy loops of the script's to one
-CPU ``--crowd-for`` s before its stop, until the run ends.
+CPU ``--crowd-for`` s before its stop, until the run ends; ``--crowd-peers
+N`` does the same to the other agents (slow survivors, as on a machine
+loaded by others). ``--usr2`` stops it with ``SIGUSR2`` (a leave) rather
+than ``SIGTERM``; without a state_dir both leave the group.
+
+Each instance node the stopped agent held at the signal is also read
+once the run ends: its ``ctime`` is ZooKeeper's time of the transaction
+that took it over (a takeover deletes and creates it), or of its create
+after the stopped agent's session ended. Printed from the signal, per
+node (p50, p99, max), and how many were taken after the exit (the
+session left open for them) and after the session's end (left to
+expire: a reader saw the leaver's verdict until then).
 """
 
 from __future__ import annotations
@@ -511,6 +522,9 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         time.sleep(1.0)
         if args.crowd:
             crowd(started, agents[0].pid, args.crowd)
+        for agent in agents[1:] if args.crowd_peers else []:
+            crowd(started, agent.pid, args.crowd_peers)
+        if args.crowd or args.crowd_peers:
             time.sleep(args.crowd_for)
         load = load_average()
         victim = agents[0].child.process
@@ -569,17 +583,36 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                     signalled = reader.now()
             else:
                 freezing = threading.Timer(args.freeze_server, freeze)
+        handed = holding(client, names, session)
+        handed_members = members_holding(client, session)
+        ending = SessionEnd(
+            zookeeper.hosts, f"{ROOT}/opinions/{handed[0]}/agent-0", session
+        )
+        ending.start()
+        time.sleep(0.5)
         stopped = reader.now()
-        victim.send_signal(signal.SIGKILL if args.kill else signal.SIGTERM)
+        stopped_at = time.time()
+        victim.send_signal(
+            signal.SIGKILL
+            if args.kill
+            else signal.SIGUSR2
+            if args.usr2
+            else signal.SIGTERM
+        )
         if freezing is not None:
             freezing.start()
         status = victim.wait(10.0)
         ended = reader.now() - stopped
+        ended_at = stopped_at + ended
         if args.zk_pause:
             zookeeper.resume()
         time.sleep(args.after)
         until = reader.now()
         reader.stop()
+        taken = taken_at(client, handed, session)
+        members_taken = members_taken_at(client, handed_members, session)
+        ending.join(0.0)
+        gone = ending.at
         at_end = counted(client, names)
         if args.members_out:
             write_doubles(args.members_out, number, reader, sessions, signalled)
@@ -681,7 +714,20 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                     }
                 )
             )
-        kind = "kill -9" if args.kill else "SIGTERM"
+        extra += taken_rows(
+            number, "nodes", taken, len(handed), stopped_at, ended_at, gone
+        )
+        extra += taken_rows(
+            number,
+            "members",
+            members_taken,
+            len(handed_members),
+            stopped_at,
+            ended_at,
+            gone,
+        )
+        extra.append((f"run {number}: its session ended", end_of(stopped_at, gone)))
+        kind = "kill -9" if args.kill else "SIGUSR2" if args.usr2 else "SIGTERM"
         if args.early is not None:
             kind += f" {args.early:g} s after its start"
         return [
@@ -800,6 +846,121 @@ def children_of(client: KazooClient, under: str) -> list[str]:
     return children
 
 
+def holding(client: KazooClient, names: list[str], session: int) -> list[str]:
+    """The instances whose node `session` holds now."""
+    stats = [(n, client.exists_async(f"{ROOT}/instances/{n}")) for n in names]
+    return [
+        n
+        for n, a in stats
+        if (s := a.get()) is not None and s.ephemeralOwner == session
+    ]
+
+
+def members_holding(client: KazooClient, session: int) -> list[str]:
+    """The instances whose nerve member (named after it) `session` holds."""
+    children = client.get_children(SERVICE)
+    stats = [(c, client.exists_async(f"{SERVICE}/{c}")) for c in children]
+    return [
+        c.rsplit("_", 1)[0]
+        for c, a in stats
+        if (s := a.get()) is not None and s.ephemeralOwner == session
+    ]
+
+
+def taken_at(client: KazooClient, names: list[str], session: int) -> list[float | None]:
+    """
+    For each instance in `names`, ZooKeeper's time (epoch seconds) of its
+    node's create, the takeover's transaction, if another session holds
+    it now; None if `session` still holds it or it is missing.
+    """
+    stats = [client.exists_async(f"{ROOT}/instances/{n}") for n in names]
+    return [
+        s.ctime / 1000.0
+        if (s := a.get()) is not None and s.ephemeralOwner != session
+        else None
+        for a in stats
+    ]
+
+
+def members_taken_at(
+    client: KazooClient, names: list[str], session: int
+) -> list[float | None]:
+    """
+    For each instance in `names`, the ``ctime`` of the member listing it
+    that another session holds (its replacement), if there is one and
+    `session` holds none for it any more; None otherwise.
+    """
+    children = client.get_children(SERVICE)
+    stats = [(c, client.exists_async(f"{SERVICE}/{c}")) for c in children]
+    made: dict[str, float] = {}
+    kept: set[str] = set()
+    for child, result in stats:
+        stat = result.get()
+        if stat is None:
+            continue
+        name = child.rsplit("_", 1)[0]
+        if stat.ephemeralOwner == session:
+            kept.add(name)
+        else:
+            made[name] = max(made.get(name, 0.0), stat.ctime / 1000.0)
+    return [None if n in kept else made.get(n) for n in names]
+
+
+class SessionEnd(threading.Thread):
+    """
+    When the stopped agent's session ended (its close, or its expiry when
+    left open): one of its opinion nodes, which a leave keeps while the
+    session lives, polled every 50 ms for up to 30 s.
+    """
+
+    def __init__(self, hosts: str, path: str, session: int) -> None:
+        super().__init__(daemon=True)
+        self.hosts, self.path, self.session = hosts, path, session
+        self.at: float | None = None
+
+    def run(self) -> None:
+        client = KazooClient(hosts=self.hosts)
+        client.start()
+        try:
+            began = time.time()
+            while time.time() - began < 30.0:
+                stat = client.exists(self.path)
+                if stat is None or stat.ephemeralOwner != self.session:
+                    self.at = time.time()
+                    return
+                time.sleep(POLL)
+        finally:
+            client.stop()
+            client.close()
+
+
+def end_of(signalled: float, gone: float | None) -> str:
+    """When the stopped agent's session ended, from the signal."""
+    return "not seen" if gone is None else f"{gone - signalled:.2f} s"
+
+
+def taken_rows(
+    number: int,
+    kind: str,
+    taken: list[float | None],
+    handed: int,
+    signalled: float,
+    exited: float,
+    gone: float | None,
+) -> list[tuple[str, str]]:
+    """The rows for the stopped agent's nodes, by ZooKeeper's times."""
+    times = [t - signalled for t in taken if t is not None]
+    after_exit = [t for t in times if t > exited - signalled]
+    expired = [t for t in times if gone is not None and t >= gone - signalled]
+    return [
+        (f"run {number}: {kind} handed, taken (ctime)",
+         f"{summary(times)} of {handed}"),
+        (f"run {number}: {kind} taken after the exit", summary(after_exit)),
+        (f"run {number}: {kind} made after its session", summary(expired)),
+        (f"run {number}: {kind} not taken at the end", str(taken.count(None))),
+    ]  # fmt: skip
+
+
 def held_by_others(client: KazooClient, names: list[str], session: int) -> bool:
     """Whether every instance node is there, none of them `session`'s."""
     stats = [client.exists_async(f"{ROOT}/instances/{n}") for n in names]
@@ -909,6 +1070,8 @@ def main() -> int:
     add("--trace-out", metavar="PREFIX", help="a few frozen instances' writes, as JSON")
     add("--crowd", type=int, default=0, help="busy loops beside the first (0)")
     add("--crowd-for", type=float, default=5.0, help="s crowded before the stop")
+    add("--crowd-peers", type=int, default=0, help="busy loops beside the others")
+    add("--usr2", action="store_true", help="SIGUSR2 (a leave) rather than SIGTERM")
     args = parser.parse_args()
     checkouts = checkouts_of(parser, args.checkout)
     if len(checkouts) != 1:
