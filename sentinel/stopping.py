@@ -298,18 +298,19 @@ class Stopping:
             for name, node in self._nodes.instances.items()
         )
 
-    def _after_leave(self, left: tuple[list[Node], int] | None) -> Deferred[None]:
+    def _after_leave(self, left: tuple[list[Node], int, int] | None) -> Deferred[None]:
         """
         After the leave and its wait: the session is closed, which deletes
         at once what no member took over; unless the members are still
         taking over the nodes handed to them (`left`: those nodes, and how
         many are not taken yet; the leave was acknowledged), in which case
         it is left open for them (module docstring), once every other node
-        of ours but its opinions is deleted.
+        of ours but its opinions is deleted. (`left` also says how many of
+        those are instance nodes, and how many discovery members.)
         """
         if left is None:
             return self._deregister(one_by_one=False)
-        handed, not_taken = left
+        handed, nodes_left, members_left = left
         kept = set(handed).union(self._nodes.opinions.values())
         stale = [
             node
@@ -326,21 +327,25 @@ class Stopping:
         d.addTimeout(
             self._bound(STOP_DELETE_TIMEOUT, self._after_close()), self._reactor
         )
-        d.addBoth(lambda _: self._left_for_takeovers(not_taken))
+        d.addBoth(lambda _: self._left_for_takeovers(nodes_left, members_left))
         if self.leaving and self._handoff is not None:
             handoff = self._handoff
             d.addCallback(lambda _: self._forget(handoff))
         return d.addCallback(lambda _: None)
 
-    def _left_for_takeovers(self, count: int) -> None:
+    def _left_for_takeovers(self, nodes: int, members: int) -> None:
         session = self._zk.session_id
         self._zk.leave_open()
         log.info(
-            "left the group; leaving ZooKeeper session {session} open for the "
-            "{count} node(s) the other members have not taken over yet: they "
-            "stay until taken over, or for the session timeout ({timeout} s)",
+            "left the group; ZooKeeper session {session} left open, not "
+            "closed, {waited} s after the signal: the other members have not "
+            "taken {nodes} instance node(s) and {members} discovery member(s) "
+            "over yet, which stay as they are until taken over, or for the "
+            "session timeout ({timeout} s)",
             session="none" if session is None else f"{session:#x}",
-            count=count,
+            waited=round(self._reactor.seconds() - self._began, 2),
+            nodes=nodes,
+            members=members,
             timeout=self._zk.session_timeout,
         )
 
@@ -400,7 +405,7 @@ class Stopping:
             )
         )
 
-    async def _leave_group(self, deadline: float) -> tuple[list[Node], int] | None:
+    async def _leave_group(self, deadline: float) -> tuple[list[Node], int, int] | None:
         """
         Leave the group first (catalog and agent node deleted), and let
         the writes in flight end, then wait for the other members to take
@@ -440,6 +445,41 @@ class Stopping:
             return None
         if not await self._by(deadline, self._queue.ended()):
             return None
+        waiting, watched, handed = self._handed()
+        everything = waiting + watched
+        if not everything:
+            return None
+        log.info(
+            "left the group; waiting for {count} node(s) to be taken over",
+            count=len(everything),
+        )
+        if await self._by(deadline, self._takeovers.taken_over(everything)):
+            log.info(
+                "left the group: the other members took all {count} node(s) "
+                "over {seconds} s after the signal; closing the session",
+                count=len(everything),
+                seconds=round(self._reactor.seconds() - self._began, 2),
+            )
+            return None
+        if not await self._others_listed():
+            # The whole group stopping at once: nobody will take them, and
+            # left open they said what they said for a session timeout
+            # after every process had gone (measured: 300 nodes 7.3 s past
+            # the exits of three agents stopped together).
+            return None
+        return (
+            handed,
+            sum(node.owned for node in waiting),
+            sum(node.owned for node in watched),
+        )
+
+    def _handed(self) -> tuple[list[Node], list[Node], list[Node]]:
+        """
+        The instance nodes of ours another member will hold, and their
+        discovery members, each watched as a node of its own path (which
+        `Takeovers.taken_over` marks no longer ours once another session
+        holds it); and the nodes themselves, instance nodes and members.
+        """
         waiting = [
             node
             for name, node in self._nodes.instances.items()
@@ -456,24 +496,7 @@ class Stopping:
             and member.path is not None
         ]
         handed = waiting + [node for node, _ in members]
-        # A member watched as a node of its own path, which `taken_over`
-        # marks no longer ours once another session holds it, or none.
-        waiting += [_owned(path) for _, path in members]
-        if not waiting:
-            return None
-        log.info(
-            "left the group; waiting for {count} node(s) to be taken over",
-            count=len(waiting),
-        )
-        if await self._by(deadline, self._takeovers.taken_over(waiting)):
-            return None
-        if not await self._others_listed():
-            # The whole group stopping at once: nobody will take them, and
-            # left open they said what they said for a session timeout
-            # after every process had gone (measured: 300 nodes 7.3 s past
-            # the exits of three agents stopped together).
-            return None
-        return handed, sum(node.owned for node in waiting)
+        return waiting, [_owned(path) for _, path in members], handed
 
     async def _others_listed(self) -> bool:
         """

@@ -720,7 +720,13 @@ class ZooKeeper:
         """
         self._cancel_replace()
         self._cancel_checks()
-        self._set_state(STOPPED)
+        session = self._session
+        # Not "stopped": read as closed, that line once came before the
+        # stop's own saying the session was left open.
+        self._set_state(
+            STOPPED,
+            said=f"ZooKeeper session {_session_name(session)} left open, not closed",
+        )
         if self._gate is not None:
             self._gate.close()
         if self._client is not None:
@@ -736,16 +742,37 @@ class ZooKeeper:
         """
         self._cancel_replace()
         self._cancel_checks()
-        self._set_state(STOPPED)
+        name = _session_name(self._session)
         client, self._client = self._client, None
+        self._set_state(
+            STOPPED,
+            said=(
+                "ZooKeeper stopped: no client to close"
+                if client is None
+                else f"ZooKeeper session {name} closing"
+            ),
+        )
         self._new_generation()
         self._end_writes()
         if client is None:
             return succeed(None)
-        done: Deferred[None] = Deferred()
+        done: Deferred[bool] = Deferred()
         self._close_in_thread(client, done)
-        return done.addTimeout(timeout, self._reactor).addErrback(
-            lambda _: self._not_closed_in_time(client, timeout)
+        began = self._reactor.seconds()
+
+        def closed(without_error: bool) -> None:
+            # Said only once ZooKeeper answered: every ephemeral node of the
+            # session is gone then (`sentinel.sessionclose`); an error was
+            # logged as it came.
+            if without_error:
+                log.info(
+                    "ZooKeeper session {session} closed after {seconds} s",
+                    session=name,
+                    seconds=round(self._reactor.seconds() - began, 3),
+                )
+
+        return done.addTimeout(timeout, self._reactor).addCallbacks(
+            closed, lambda _: self._not_closed_in_time(client, timeout)
         )
 
     def _not_closed_in_time(self, client: Any, timeout: float) -> None:
@@ -874,19 +901,26 @@ class ZooKeeper:
             self.internal_errors.record("a ZooKeeper watcher", event.path, Failure())
 
     def _close_in_thread(
-        self, client: Any, done: Deferred[None] | None = None
+        self, client: Any, done: Deferred[bool] | None = None
     ) -> threading.Thread:
+        """
+        Close `client` on a thread of its own; `done`, if given, fires
+        with whether it closed without an error.
+        """
+
         def close() -> None:
+            closed = True
             try:
                 client.stop()
                 client.close()
             except Exception as e:
+                closed = False
                 error = repr(e)
                 self._reactor.callFromThread(
                     log.warn, "closing a ZooKeeper client: {error}", error=error
                 )
             if done is not None:
-                self._reactor.callFromThread(_settle, None, done)
+                self._reactor.callFromThread(_settle, closed, done)
 
         closing = threading.Thread(target=close, name="zookeeper-close", daemon=True)
         closing.start()
@@ -1229,7 +1263,7 @@ class ZooKeeper:
         if gate is not None:
             gate.close()
         self._new_client(client_id, _without(self.hosts, self._avoided), start=False)
-        closed: Deferred[None] = Deferred()
+        closed: Deferred[bool] = Deferred()
         self._close_in_thread(old, closed)
         closed.addTimeout(REPLACED_CLOSE_WAIT, self._reactor)
         generation = self._generation
@@ -1260,10 +1294,17 @@ class ZooKeeper:
             self._replace_call.cancel()
         self._replace_call = None
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: str, said: str | None = None) -> None:
+        """
+        Move to `state`, told to the listeners; logged as `said` if given
+        (what really happened to the session), else as the state's name.
+        """
         if state == self.state:
             return
-        log.info("ZooKeeper {state}", state=state)
+        if said is None:
+            log.info("ZooKeeper {state}", state=state)
+        else:
+            log.info("{said}", said=said)
         client_id = self.client_id if state == CONNECTED else None
         if state == CONNECTED or state in (LOST, STOPPED):
             self._session = None if client_id is None else client_id[0]
@@ -1955,6 +1996,11 @@ def _without(hosts: str, servers: set[tuple[str, int]]) -> str | None:
         f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in kept
     )
     return spelled + (chroot or "")
+
+
+def _session_name(session: int | None) -> str:
+    """A session's id as ZooKeeper's own log writes it, or "none"."""
+    return "none" if session is None else f"{session:#x}"
 
 
 def _settle(result: Any, d: Deferred[Any]) -> None:

@@ -756,6 +756,65 @@ class SharingTests(SynchronousTestCase):
         for name in share:
             self.assertIn(fleet.node(name)["agent"], ("b", "c"))  # type: ignore[index]
 
+    def publisher_lines(self) -> list[str]:
+        """The publisher's log lines from now on, formatted."""
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "sentinel.publisher":
+                lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return lines
+
+    def test_session_left_open_says_what_it_was_left_for(self) -> None:
+        """
+        A leave that leaves its session open says so, with the session's
+        id, when (from the signal) and how many instance nodes and
+        discovery members the others had not taken over: what readers
+        still find of it, and for how long at most. (It said "ZooKeeper
+        stopped" first, read as the session closed, and one count of
+        nodes.)
+        """
+        lines = self.publisher_lines()
+        leaving, share, stopped = self.leave_with_takeovers_held()
+        session = leaving.zk.session_id
+        assert session is not None
+        self.fleet.run(LEAVE_HANDOFF_WAIT + 0.1)
+        self.successResultOf(stopped)
+        self.assertTrue(leaving.zk.left_open)
+        [said] = [line for line in lines if "left open" in line]
+        self.assertRegex(
+            said,
+            rf"^left the group; ZooKeeper session {session:#x} left open, not "
+            r"closed, 3\.0[0-9]* s after the signal: the other members have "
+            rf"not taken {len(share)} instance node\(s\) and 0 discovery "
+            r"member\(s\) over yet, which stay as they are until taken over, "
+            r"or for the session timeout \(10\.0 s\)$",
+        )
+        self.hold_takeovers(False)
+
+    def test_leave_says_when_everything_was_taken_over(self) -> None:
+        """
+        A leave whose nodes were all taken over within its wait says so,
+        and when, before it closes its session.
+        """
+        lines = self.publisher_lines()
+        leaving = self.fleet.members["a"]
+        share = leaving.watched
+        stopped = leaving.stop()
+        self.fleet.run(LEAVE_HANDOFF_WAIT)
+        self.successResultOf(stopped)
+        self.assertFalse(leaving.zk.left_open)
+        said = [line for line in lines if "took all" in line]
+        self.assertEqual(len(said), 1, lines)
+        self.assertRegex(
+            said[0],
+            rf"^left the group: the other members took all {len(share)} node\(s\) "
+            r"over [0-9.]+ s after the signal; closing the session$",
+        )
+
     def test_session_left_open_without_the_nodes_nobody_takes(self) -> None:
         """
         A session left open for the takeovers keeps only the nodes handed

@@ -1404,6 +1404,55 @@ class BridgeTests(SynchronousTestCase):
         self.clock.run_handed_over()
         self.assertEqual(self.zk.state, STOPPED)
 
+    def bridge_infos(self) -> list[str]:
+        """The bridge's info lines logged from now on, formatted."""
+        infos: list[str] = []
+        observe = partial(_formatted_at, LogLevel.info, infos)
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return infos
+
+    def test_stop_says_the_session_closed_once_it_is(self) -> None:
+        """
+        `stop` says it is closing the session, by its id, and that it is
+        closed once ZooKeeper answered, not "ZooKeeper stopped" as the
+        close begins (which a leave that then left the session open also
+        said).
+        """
+        infos = self.bridge_infos()
+        self.zk.start()
+        client = self.client()
+        self.connect(client)
+        [session] = [self.zk.session_id]
+        assert session is not None
+        stopped = self.zk.stop(2.0)
+        self.assertEqual(infos[-1], f"ZooKeeper session {session:#x} closing")
+        self.assertEqual(self.clock.run_handed_over(wait=THREAD_WAIT), 1)
+        self.successResultOf(stopped)
+        self.assertEqual(
+            infos[-1], f"ZooKeeper session {session:#x} closed after 0.0 s"
+        )
+        self.assertNotIn("ZooKeeper stopped", infos)
+
+    def test_leave_open_says_the_session_was_left_open(self) -> None:
+        """
+        `leave_open` says the session was left open, by its id: nothing
+        says it stopped or closed.
+        """
+        infos = self.bridge_infos()
+        self.zk.start()
+        client = self.client()
+        self.connect(client)
+        session = self.zk.session_id
+        assert session is not None
+        self.zk.leave_open()
+        self.assertEqual(self.zk.state, STOPPED)
+        self.assertEqual(
+            infos[-1], f"ZooKeeper session {session:#x} left open, not closed"
+        )
+        self.assertFalse([line for line in infos if line.endswith("closing")])
+        self.assertNotIn("ZooKeeper stopped", infos)
+
     def test_stop_bounded_when_close_hangs(self) -> None:
         """A close that hangs is given up after the stop's timeout."""
         self.zk.start()
