@@ -244,8 +244,10 @@ class StopSignals(Service):
         self.stopping = True
         self.left = True
         log.info(
-            "SIGUSR2: leaving: deleting this agent's nodes, closing its "
-            "ZooKeeper session and removing its state file"
+            "SIGUSR2: leaving: deleting this agent's nodes (in a group, "
+            "once the other members took them over), closing its ZooKeeper "
+            "session (or leaving it open for their takeovers) and removing "
+            "its state file"
         )
         if self._leave is not None:
             self._leave()

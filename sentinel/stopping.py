@@ -39,11 +39,18 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
   2``) on a loaded 2-core machine the survivors' view came 0.2-2.2 s
   after the signal and their takeovers went through 200-300 a second
   each, and none to all of the 1,030 nodes went with the close, run to
-  run; no bound within the 5 s stop covers that. A leave that ZooKeeper
-  has not acknowledged within `LEAVE_ANSWER_WAIT` (frozen, cut off, or
-  the connection lost), or a stop while the client is not connected,
+  run; no bound within the 5 s stop covers that. A leave that failed
+  (the connection lost), or a stop while the client is not connected,
   closes the session at once: no member can take anything over before
-  it hears of the leave;
+  it hears of the leave. A leave sent, the client connected, but not
+  acknowledged within `LEAVE_ANSWER_WAIT` (ZooKeeper slow on a loaded
+  machine, or frozen) leaves the session open at once, for the
+  takeovers: ZooKeeper applies the leave when it gets to it, and the
+  others then take the nodes over; a close sent behind it deleted them
+  all with it instead, missing until made again (at 1,000 instances,
+  three agents, ``replicas = 2``, load 21-31: every one of the 343
+  handed, p50 6.6 s, up to 15 s). Cut off for good, the session expires
+  either way;
 - a newer process that took the session over has the nodes: nothing is
   touched (a session of this process's own, opened after its first was
   lost while a newer process took over, is closed by the publisher at
@@ -77,6 +84,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -89,6 +97,9 @@ from sentinel.writes import WriteQueue
 from sentinel.zk import CONNECTED, CONNECTING, ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
+
+# How a bounded wait of a stop ended (`Stopping._ended_by`).
+_DONE, _FAILED, _LATE = "done", "failed", "late"
 
 # Every bound of a stop, in seconds. When ZooKeeper never answers, a
 # group left waits for its leave to be acknowledged, then closes the
@@ -119,13 +130,17 @@ LEAVE_HANDOFF_WAIT = 3.0
 # On a stop that leaves the group: seconds the leave itself (the catalog
 # and agent node deleted, which tell the others) may take to be answered.
 # Until it is, no member can take anything over, so unanswered, the
-# session is closed at once rather than the whole wait spent: with
+# session is left open at once (module docstring) rather than the whole
+# wait spent (a failed leave closes it): with
 # ZooKeeper frozen, a stop took 4.03-4.12 s, alone or in a group, and
 # with ZooKeeper stopped 3.03-3.13 s in a group (its calls failed at
 # once, and the takeovers' were waited for). A failed delete is no
 # acknowledgement either. (Measured while ZooKeeper answers: 0.02-0.06 s
 # from the signal, three agents, 300 instances, load 4-8.)
 LEAVE_ANSWER_WAIT = 0.5
+# On a leave not acknowledged within `LEAVE_ANSWER_WAIT`: seconds between
+# looks at whether kazoo has sent it yet (`Stopping._sent_by`).
+LEAVE_SENT_EVERY = 0.05
 # On a leave whose takeovers are not all done in its wait: seconds for the
 # listing of the agent nodes that says whether any member is left to
 # take them (`Stopping._others_listed`); one read, answered in
@@ -436,7 +451,31 @@ class Stopping:
         # Less, if the stop began late (counted from the signal).
         answered_by = min(deadline, asked + LEAVE_ANSWER_WAIT)
         told = gatherResults(deletes, consumeErrors=True)
-        if not await self._by(answered_by, told):
+        acknowledged = await self._ended_by(answered_by, told)
+        paths = [node.path for node in leaving]
+        if (
+            acknowledged == _LATE
+            and self._zk.state == CONNECTED
+            and await self._sent_by(deadline, paths)
+        ):
+            # Sent and not refused, the connection up: ZooKeeper is slow (a
+            # loaded machine), or frozen, and applies the leave, then the
+            # takeovers, once it gets to them. Closed, every node handed
+            # went with the close, missing until made again (at 1,000
+            # instances, load 21-31: all 343, p50 6.6 s, up to 15 s, and
+            # 344 endpoints unlisted).
+            waiting, watched, handed = self._handed()
+            log.warn(
+                "leaving the group: not acknowledged by ZooKeeper within "
+                "{timeout} s, though connected; leaving the session open for "
+                "the other members to take its nodes over once ZooKeeper "
+                "applies the leave, rather than closing it (which would "
+                "delete them at once)",
+                timeout=round(max(0.0, answered_by - asked), 2),
+            )
+            # The leave's own nodes are not deleted again meanwhile.
+            return handed + leaving, len(waiting), len(watched)
+        if acknowledged != _DONE:
             log.warn(
                 "leaving the group: not acknowledged by ZooKeeper within "
                 "{timeout} s; closing the session at once",
@@ -472,6 +511,24 @@ class Stopping:
             sum(node.owned for node in waiting),
             sum(node.owned for node in watched),
         )
+
+    async def _sent_by(self, deadline: float, paths: list[str]) -> bool:
+        """
+        Whether the leave's deletes of `paths` have left this process, or
+        that cannot be told, by `deadline` (looked at every
+        `LEAVE_SENT_EVERY`): one still in kazoo's queue at the exit is
+        lost (`sentinel.sessionclose`). Handed to kazoo at once (urgent),
+        a delete may wait there behind the calls it was given before, its
+        connection thread slow on a loaded machine.
+        """
+        while True:
+            if self._zk.state != CONNECTED:
+                return False
+            if self._zk.deletes_sent(paths) is not False:
+                return True
+            if self._reactor.seconds() + LEAVE_SENT_EVERY > deadline:
+                return False
+            await deferLater(self._reactor, LEAVE_SENT_EVERY)
 
     def _handed(self) -> tuple[list[Node], list[Node], list[Node]]:
         """
@@ -516,11 +573,15 @@ class Stopping:
         return any(child != own for child in children)
 
     async def _by(self, deadline: float, waited: Deferred[Any]) -> bool:
+        """Wait for `waited` until `deadline` at most; whether it succeeded."""
+        return await self._ended_by(deadline, waited) == _DONE
+
+    async def _ended_by(self, deadline: float, waited: Deferred[Any]) -> str:
         """
-        Wait for `waited` until `deadline` at most; whether it succeeded by
-        then. (A DeferredList cancelled by its timeout fires with its
-        items' failures, not a CancelledError: only the timeout says it
-        was late.)
+        Wait for `waited` until `deadline` at most: `_DONE` if it succeeded
+        by then, `_FAILED` if it failed, `_LATE` if it had not ended. (A
+        DeferredList cancelled by its timeout fires with its items'
+        failures, not a CancelledError: only the timeout says it was late.)
         """
         remaining = max(0.0, deadline - self._reactor.seconds())
         late = False
@@ -532,8 +593,8 @@ class Stopping:
         try:
             await waited.addTimeout(remaining, self._reactor, onTimeoutCancel=timed_out)
         except Exception:
-            return False
-        return not late
+            return _LATE if late else _FAILED
+        return _LATE if late else _DONE
 
     def _hand_over(self, handoff: SessionHandoff) -> Deferred[None]:
         """

@@ -193,7 +193,7 @@ import random
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
@@ -226,7 +226,7 @@ from sentinel.ensemble import (
     foreign,
     members,
 )
-from sentinel.sessionclose import close_sent
+from sentinel.sessionclose import close_sent, deletes_sent
 from sentinel.zknames import ListedNames
 
 log = Logger()
@@ -795,6 +795,15 @@ class ZooKeeper:
             why="the close not sent" if sent is not None else "not known if sent",
             expiry=self.session_timeout,
         )
+
+    def deletes_sent(self, paths: Collection[str]) -> bool | None:
+        """
+        Whether every delete of `paths` asked of the current client has
+        left this process (`sentinel.sessionclose`); None if that cannot
+        be told, or there is no client.
+        """
+        client = self._client
+        return None if client is None else deletes_sent(client, paths)
 
     def close_from_thread(self, timeout: float) -> None:
         """

@@ -335,6 +335,9 @@ class FakeZooKeeper:
         self.hanging: set[str] = set()
         # The paths of the deletes asked as urgent, in order.
         self.urgent: list[str] = []
+        # Paths whose deletes have not left this process yet (kazoo's
+        # queue), as `deletes_sent` says; None: it cannot tell.
+        self.unsent: set[str] | None = set()
         self.ahead: list[str] = []
         # The paths read as changed (a watch fired with a change), in order.
         self.changed: list[str] = []
@@ -405,6 +408,12 @@ class FakeZooKeeper:
             close()
             return succeed(None)
         return deferLater(self._clock, self.close_delay, close)
+
+    def deletes_sent(self, paths: Any) -> bool | None:
+        """Whether no delete of `paths` is in `unsent` (None: unknown)."""
+        if self.unsent is None:
+            return None
+        return not self.unsent.intersection(paths)
 
     def leave_open(self) -> None:
         """Stop using the session; it lives on in the server."""

@@ -26,6 +26,7 @@ from kazoo.exceptions import (
     RuntimeInconsistency,
 )
 from kazoo.handlers.threading import SequentialThreadingHandler
+from kazoo.protocol.serialization import Delete
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
 from kazoo.retry import KazooRetry
 from twisted.internet.defer import Deferred, TimeoutError
@@ -35,6 +36,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import zknames
 from sentinel.calltimeouts import JUDGED_LATE
 from sentinel.ensemble import ACCEPT_AFTER, CONFIG_PATH, REREAD_EVERY, members
+from sentinel.sessionclose import deletes_sent
 from sentinel.zk import (
     BACKGROUND_IN_FLIGHT,
     CALLS_IN_FLIGHT,
@@ -2394,3 +2396,25 @@ class EnsembleCheckTests(SynchronousTestCase):
         self.assertIsNone(zk.foreign)
         self.assertEqual(len(warnings), 2)
         self.assertEqual(len(self.factory.clients), 1)
+
+
+class DeletesSentTests(SynchronousTestCase):
+    """`deletes_sent` on a real kazoo client's queue of requests to send."""
+
+    def test_delete_waiting_in_kazoos_queue_is_not_sent(self) -> None:
+        """
+        A delete of a path given, still in kazoo's queue (chroot before
+        its path), is not sent; other requests there do not count, and
+        once kazoo took it out (written to its connection) it is. A
+        client without that queue cannot tell.
+        """
+        client = KazooClient(hosts="127.0.0.1:2181/app")
+        agent = "/sentinel/agents/a"
+        self.assertIs(deletes_sent(client, [agent]), True)
+        client._queue.append((Delete(f"/app{agent}", 3), None))
+        client._queue.append((Delete("/app/sentinel/instances/r1", 1), None))
+        self.assertIs(deletes_sent(client, ["/sentinel/catalogs/a.1"]), True)
+        self.assertIs(deletes_sent(client, ["/sentinel/catalogs/a.1", agent]), False)
+        client._queue.popleft()
+        self.assertIs(deletes_sent(client, [agent]), True)
+        self.assertIsNone(deletes_sent(object(), [agent]))
