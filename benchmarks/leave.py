@@ -129,7 +129,7 @@ from common import (
     wait_until,
 )
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from rack import Downs
 from upgrade import config
@@ -550,6 +550,14 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             rewritten(client, names, session)
             time.sleep(args.at_refresh)
             load = load_average()
+        # Read before ZooKeeper is frozen (--zk-pause).
+        handed = holding(client, names, session)
+        handed_members = members_holding(client, session)
+        ending = SessionEnd(
+            zookeeper.hosts, f"{ROOT}/opinions/{handed[0]}/agent-0", session
+        )
+        ending.start()
+        time.sleep(0.5)
         if args.zk_pause:
             zookeeper.pause()
         if args.early is None:
@@ -583,13 +591,6 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                     signalled = reader.now()
             else:
                 freezing = threading.Timer(args.freeze_server, freeze)
-        handed = holding(client, names, session)
-        handed_members = members_holding(client, session)
-        ending = SessionEnd(
-            zookeeper.hosts, f"{ROOT}/opinions/{handed[0]}/agent-0", session
-        )
-        ending.start()
-        time.sleep(0.5)
         stopped = reader.now()
         stopped_at = time.time()
         victim.send_signal(
@@ -924,7 +925,12 @@ class SessionEnd(threading.Thread):
         try:
             began = time.time()
             while time.time() - began < 30.0:
-                stat = client.exists(self.path)
+                try:
+                    stat = client.exists(self.path)
+                except KazooException:
+                    # ZooKeeper frozen (--zk-pause): asked again.
+                    time.sleep(POLL)
+                    continue
                 if stat is None or stat.ephemeralOwner != self.session:
                     self.at = time.time()
                     return
