@@ -358,6 +358,8 @@ def _health_rows(
                 f"{len(lies)} / {len(away) - len(lies)}; {first[:140]}",
             )
         )
+        reasons = _reasons_after(after)
+        rows.append((f"{name} /healthz reasons after served (samples)", reasons))
         last = next((a for _, a in reversed(after) if a != "200"), "none")
         rows.append(
             (
@@ -367,6 +369,23 @@ def _health_rows(
             )
         )
     return rows
+
+
+def _reasons_after(after: Sequence[tuple[float, str]]) -> str:
+    """
+    Every reason one agent's /healthz gave in `after` (its samples from
+    ZooKeeper's return on), its figures made ``#`` so that one reason
+    counts once, with how many samples gave it.
+    """
+    counts: dict[str, int] = {}
+    for _, answer in after:
+        if answer == "200":
+            continue
+        code, _, text = answer.partition(" ")
+        for reason in text.split("; ") if text else [code]:
+            key = re.sub(r"\d+(\.\d+)?", "#", reason)[:100]
+            counts[key] = counts.get(key, 0) + 1
+    return " | ".join(f"{k} ({n})" for k, n in counts.items()) or "none"
 
 
 def _write_rate(sampler: Sampler, served: float) -> str:
