@@ -697,6 +697,17 @@ class Group:
                 f"group: back on a new ZooKeeper session for {unlisted:.0f} s and"
                 " not listed in the group again; observing nothing"
             )
+        awaiting = self.membership.awaiting()
+        if awaiting is not None:
+            waited, missing = awaiting
+            others = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            reasons.append(
+                f"group: back on a new ZooKeeper session for {waited:.0f} s and"
+                f" {len(missing)} member(s) of the view before it not listed"
+                f" again ({', '.join(missing[:3])}{others}): the instances they"
+                " were primary of are published by nobody until they are, or"
+                " until the wait for them ends"
+            )
         return "; ".join(reasons) or None
 
     def summary(self) -> dict[str, int]:

@@ -92,6 +92,24 @@ Nor does an agent whose last view held no other member: nobody took its
 instances over, and the single agent of section 5 writes its nodes
 again at once.
 
+Back on a new session, the members of its last view that are not listed
+yet are waited for (`awaited`), up to a session timeout and the spread of
+the client replacements (`zk.REPLACE_SPREAD`) from the new session, and
+kept in the view meanwhile: each one leaves it when listed again (a later
+leave of its is a leave as any), the rest at the end of that wait. After
+a wipe, every member comes back on a new session to a group with no
+catalog at all: the first one listed settled a view of itself alone and
+took every instance, then handed two thirds back as the others were
+listed 1-4 s later, each takeover looking for the previous primary's
+discovery member (a group of three over 1,000 instances settled 11-80 s
+after ZooKeeper served, at times not in 120 s). Their absence is the same
+outage: each agent's client is replaced a session timeout and at most
+that spread after it began, so the others are listed within that time of
+this agent. One that is not (it died meanwhile) is dropped once the wait
+is over, and until then its share goes unobserved; past
+`LISTING_FAILING_AFTER`, /healthz names it (`awaiting`). A first start
+waits for nobody: there is no last view.
+
 Every `AUDIT_EVERY` seconds one ``exists`` compares the child version of
 {root}/catalogs with the listing the view came from (`_audit`): a change
 nothing is due to list is listed and counted (`missed`), and a view known
@@ -142,7 +160,7 @@ from sentinel.restarts import (
     first_part,
     owner,
 )
-from sentinel.zk import CONNECTED, ZooKeeper
+from sentinel.zk import CONNECTED, REPLACE_SPREAD, ZooKeeper
 
 log = Logger()
 
@@ -327,6 +345,11 @@ class Membership:
         self.rejoining = False
         self.rejoins = 0
         self._rejoining_since = 0.0
+        # The members of the last view, back on a new session, not listed
+        # again yet and kept in the view until then (module docstring),
+        # and the end of that wait.
+        self.awaited: dict[str, Catalog] = {}
+        self._awaited_call: IDelayedCall | None = None
         self.audits = 0
         self.missed = 0
         zk.add_listener(self._zk_state)
@@ -343,12 +366,18 @@ class Membership:
     def stop(self) -> None:
         """Stop following: nothing more is listed, read or applied."""
         self.running = self._restarts.running = False
-        calls = (self._settle_call, self._retry_call, self._list_call, self._audit_call)
+        calls = (
+            self._settle_call,
+            self._retry_call,
+            self._list_call,
+            self._audit_call,
+            self._awaited_call,
+        )
         for call in calls:
             if call is not None and call.active():
                 call.cancel()
         self._settle_call = self._retry_call = self._list_call = None
-        self._audit_call = None
+        self._audit_call = self._awaited_call = None
 
     def set_own(self, own: Catalog) -> None:
         """This agent's catalog changed (a reload): applied at once."""
@@ -372,9 +401,14 @@ class Membership:
         self.rejoining = True
         self.rejoins += 1
         self._rejoining_since = self._reactor.seconds()
-        call, self._settle_call = self._settle_call, None
-        if call is not None and call.active():
-            call.cancel()
+        for call in (self._settle_call, self._awaited_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._settle_call = None
+        self.awaited = dict(others)
+        self._awaited_call = self._reactor.callLater(
+            self.zk.session_timeout * (1 + REPLACE_SPREAD), self._awaited_over
+        )
         self._apply_listed = False
         log.warn(
             "group membership: this agent's ZooKeeper session ended and a new"
@@ -387,6 +421,42 @@ class Membership:
             self._on_view(others)
         except Exception:
             log.failure("applying the group's membership failed")
+
+    def _awaited_over(self) -> None:
+        """
+        The wait for the last view's members (`rejoin`) is over: those not
+        listed again leave the view (their share goes to the others).
+        """
+        self._awaited_call = None
+        missing = sorted(self.awaited.keys() - self.listed.keys())
+        self.awaited = {}
+        if not missing or not self.running:
+            return
+        log.warn(
+            "group membership: {count} member(s) of the view before this"
+            " agent's new session not listed again within {seconds:.1f} s"
+            " ({members}); the view goes on without them",
+            count=len(missing),
+            seconds=self.zk.session_timeout * (1 + REPLACE_SPREAD),
+            members=", ".join(missing[:10]),
+        )
+        if self.viewed and not self.rejoining:
+            self._changed(None, at_once=True)
+
+    def awaiting(self) -> tuple[float, list[str]] | None:
+        """
+        For how long this agent, back on a new session and listed again,
+        has waited for members of its last view that are not listed again
+        (`rejoin`), and which, once that is `LISTING_FAILING_AFTER` or
+        more; else None. Their share is observed by nobody meanwhile.
+        """
+        if self.rejoining:
+            return None
+        missing = sorted(self.awaited.keys() - self.listed.keys())
+        waited = float(self._reactor.seconds()) - self._rejoining_since
+        if not missing or waited < LISTING_FAILING_AFTER:
+            return None
+        return waited, missing
 
     def unlisted(self) -> float | None:
         """
@@ -1233,7 +1303,10 @@ class Membership:
         self._deferred_since = None
         if self.rejoining:
             return  # Not listed again yet: the others' view stays (`rejoin`).
-        view = {**self.listed, self.agent_id: self.own}
+        listed = self.listed
+        # Waited for no longer once listed again (`rejoin`).
+        self.awaited = {a: c for a, c in self.awaited.items() if a not in listed}
+        view = {**self.awaited, **listed, self.agent_id: self.own}
         first = not self.viewed
         self.viewed = True
         self._viewed_version = self._listed_version

@@ -13,21 +13,26 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.documents import SERVERSET
 from sentinel.membership import LISTING_FAILING_AFTER, SETTLE
+from sentinel.zk import REPLACE_SPREAD
 from tests.groupfakes import DISCOVERY, ROOT, Fleet, Member
 
 NAMES = [f"r{i:02d}" for i in range(30)]
+
+
+def settled_fleet() -> Fleet:
+    """Members ``a``, ``b`` and ``c``, two replicas, serverset members, settled."""
+    fleet = Fleet()
+    for agent in ("a", "b", "c"):
+        fleet.add(agent, NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY)).start()
+    fleet.run(3.0)
+    return fleet
 
 
 class RejoinTests(SynchronousTestCase):
     """Three members, two replicas, serverset members; ``a`` cut off."""
 
     def setUp(self) -> None:
-        self.fleet = Fleet()
-        for agent in ("a", "b", "c"):
-            self.fleet.add(
-                agent, NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY)
-            ).start()
-        self.fleet.run(3.0)
+        self.fleet = settled_fleet()
         self.frozen = self.fleet.members["a"]
         self.share = {n for n in NAMES if self.fleet.node(n)["agent"] == "a"}  # type: ignore[index]
         self.assertTrue(self.share)
@@ -159,4 +164,91 @@ class RejoinTests(SynchronousTestCase):
         self.fleet.run(1.0)
         self.assertIn(
             "back on a new ZooKeeper session", frozen.group.unhealthy_reason() or ""
+        )
+
+
+class WipeTests(SynchronousTestCase):
+    """
+    Three members, two replicas, serverset members; ZooKeeper wiped, the
+    members back on new sessions one after another (`Membership.rejoin`
+    waits for the members of its last view).
+    """
+
+    def setUp(self) -> None:
+        self.fleet = settled_fleet()
+        self.primaries = {n: self.fleet.node(n)["agent"] for n in NAMES}  # type: ignore[index]
+        self.assertEqual(set(self.primaries.values()), {"a", "b", "c"})
+        self.fleet.server.wipe()
+        self.fleet.run(1.0)
+
+    def back(self, agent: str) -> Member:
+        """`agent`'s client replaced: it connects on a new session."""
+        member = self.fleet.members[agent]
+        member.zk.replace_client()
+        member.zk.connect()
+        return member
+
+    def written_not_as_before(self) -> set[str]:
+        """The instance nodes whose writer is not their primary before the wipe."""
+        return {
+            n
+            for n in NAMES
+            if (node := self.fleet.node(n)) is not None
+            and node["agent"] != self.primaries[n]
+        }
+
+    def test_back_one_after_another_nothing_moves(self) -> None:
+        """
+        The members back 1.5 s apart: the first one listed does not take
+        every instance alone (to hand two thirds back as the others come),
+        each writes only the nodes it was the primary of, and once all are
+        back every node is written again, each service listing one member.
+        """
+        moved: set[str] = set()
+        for agent in ("a", "b", "c"):
+            self.back(agent)
+            for _ in range(round(1.5 / 0.05)):
+                self.fleet.run(0.05)
+                moved |= self.written_not_as_before()
+        self.fleet.run(3.0)
+        moved |= self.written_not_as_before()
+        self.assertEqual(moved, set())
+        self.assertEqual(
+            {n: self.fleet.node(n) is not None for n in NAMES},
+            dict.fromkeys(NAMES, True),
+        )
+        for name in NAMES:
+            self.assertEqual(len(self.fleet.members_of(name)), 1)
+        for member in self.fleet.members.values():
+            self.assertEqual(set(member.group.membership.view), {"a", "b", "c"})
+
+    def test_member_not_back_dropped_after_the_wait(self) -> None:
+        """
+        A member that never comes back (``c`` died in the outage) stays in
+        the others' views for a session timeout and the spread from their
+        new sessions, /healthz naming it past `LISTING_FAILING_AFTER`; then
+        it is dropped, and every instance is published by ``a`` or ``b``.
+        """
+        first = self.back("a")
+        self.back("b")
+        wait = first.zk.session_timeout * (1 + REPLACE_SPREAD)
+        self.fleet.run(LISTING_FAILING_AFTER + 0.5)
+        for agent in ("a", "b"):
+            membership = self.fleet.members[agent].group.membership
+            self.assertEqual(set(membership.view), {"a", "b", "c"})
+            self.assertIn(
+                "1 member(s) of the view before it not listed again (c)",
+                self.fleet.members[agent].group.unhealthy_reason() or "",
+            )
+        self.fleet.run(wait - LISTING_FAILING_AFTER - 1.0)
+        self.assertIn("c", first.group.membership.view)
+        self.fleet.run(4.0)
+        for agent in ("a", "b"):
+            member = self.fleet.members[agent]
+            self.assertEqual(set(member.group.membership.view), {"a", "b"})
+            self.assertNotIn("not listed again", member.group.unhealthy_reason() or "")
+        self.assertEqual({n for n in NAMES if self.fleet.node(n) is None}, set())
+        self.assertEqual(
+            {self.fleet.node(n)["agent"] for n in NAMES},
+            {"a", "b"},  # type: ignore[index]
         )
