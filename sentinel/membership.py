@@ -106,9 +106,13 @@ after ZooKeeper served, at times not in 120 s). Their absence is the same
 outage: each agent's client is replaced a session timeout and at most
 that spread after it began, so the others are listed within that time of
 this agent. One that is not (it died meanwhile) is dropped once the wait
-is over, and until then its share goes unobserved; past
-`LISTING_FAILING_AFTER`, /healthz names it (`awaiting`). A first start
-waits for nobody: there is no last view.
+is over, by a listing begun after its end: a listing waits behind the
+new session's writes, and one begun before could not list the members
+that came meanwhile (at load 16, a listing of 28 s dropped both others,
+listed for 10 s by then, and the first member took every instance after
+all). Until then its share goes unobserved; past `LISTING_FAILING_AFTER`,
+/healthz names it (`awaiting`). A first start waits for nobody: there is
+no last view.
 
 Every `AUDIT_EVERY` seconds one ``exists`` compares the child version of
 {root}/catalogs with the listing the view came from (`_audit`): a change
@@ -350,6 +354,9 @@ class Membership:
         # and the end of that wait.
         self.awaited: dict[str, Catalog] = {}
         self._awaited_call: IDelayedCall | None = None
+        self._awaited_until = float("inf")
+        # When the last listing that ended began.
+        self._fresh_since = float("-inf")
         self.audits = 0
         self.missed = 0
         zk.add_listener(self._zk_state)
@@ -406,9 +413,9 @@ class Membership:
                 call.cancel()
         self._settle_call = None
         self.awaited = dict(others)
-        self._awaited_call = self._reactor.callLater(
-            self.zk.session_timeout * (1 + REPLACE_SPREAD), self._awaited_over
-        )
+        wait = self.zk.session_timeout * (1 + REPLACE_SPREAD)
+        self._awaited_until = self._rejoining_since + wait
+        self._awaited_call = self._reactor.callLater(wait, self._awaited_over)
         self._apply_listed = False
         log.warn(
             "group membership: this agent's ZooKeeper session ended and a new"
@@ -424,24 +431,32 @@ class Membership:
 
     def _awaited_over(self) -> None:
         """
-        The wait for the last view's members (`rejoin`) is over: those not
-        listed again leave the view (their share goes to the others).
+        The wait for the last view's members (`rejoin`) is over: listed
+        anew, after which those not listed leave the view (`_apply_now`).
         """
         self._awaited_call = None
-        missing = sorted(self.awaited.keys() - self.listed.keys())
-        self.awaited = {}
-        if not missing or not self.running:
+        if self.awaited and self.running and self.viewed and not self.rejoining:
+            self._apply_listed = True
+            self._list()
+
+    def _drop_awaited(self, listed: View) -> None:
+        """
+        The members waited for (`rejoin`) that are listed leave the wait;
+        the rest too, and the view, if a listing begun after the wait's
+        end found them missing.
+        """
+        self.awaited = {a: c for a, c in self.awaited.items() if a not in listed}
+        if not self.awaited or self._fresh_since < self._awaited_until:
             return
         log.warn(
             "group membership: {count} member(s) of the view before this"
             " agent's new session not listed again within {seconds:.1f} s"
             " ({members}); the view goes on without them",
-            count=len(missing),
-            seconds=self.zk.session_timeout * (1 + REPLACE_SPREAD),
-            members=", ".join(missing[:10]),
+            count=len(self.awaited),
+            seconds=self._awaited_until - self._rejoining_since,
+            members=", ".join(sorted(self.awaited)[:10]),
         )
-        if self.viewed and not self.rejoining:
-            self._changed(None, at_once=True)
+        self.awaited = {}
 
     def awaiting(self) -> tuple[float, list[str]] | None:
         """
@@ -764,6 +779,7 @@ class Membership:
 
     async def _read_listing(self, since: float | None) -> None:
         zk = self.zk
+        began = self._reactor.seconds()
         version: int | None = None
         # Beside the listing, in a small group: which members' agent nodes
         # are gone (`_ask_agents_early`).
@@ -851,6 +867,7 @@ class Membership:
             a: c for a, c in self._undecodable.items() if chosen.get(a) == c
         }
         self.last_error = None
+        self._fresh_since = began
         self._watch_neighbours(listed, complete)
         if self.rejoining:
             await self._rejoined(listed, complete.get(self.agent_id, {}), version)
@@ -1304,8 +1321,7 @@ class Membership:
         if self.rejoining:
             return  # Not listed again yet: the others' view stays (`rejoin`).
         listed = self.listed
-        # Waited for no longer once listed again (`rejoin`).
-        self.awaited = {a: c for a, c in self.awaited.items() if a not in listed}
+        self._drop_awaited(listed)
         view = {**self.awaited, **listed, self.agent_id: self.own}
         first = not self.viewed
         self.viewed = True

@@ -252,3 +252,24 @@ class WipeTests(SynchronousTestCase):
             {self.fleet.node(n)["agent"] for n in NAMES},
             {"a", "b"},  # type: ignore[index]
         )
+
+    def test_not_dropped_by_a_listing_from_before_the_wait_ended(self) -> None:
+        """
+        The members back while ``a``'s listings are held up (behind its
+        writes) are not dropped at the end of the wait on what a listing
+        from before showed: only a listing begun after it may drop them,
+        and that one lists them.
+        """
+        first = self.back("a")
+        self.fleet.run(2.0)
+        self.assertEqual(set(first.group.membership.view), {"a", "b", "c"})
+        first.zk.hang("get_children")
+        self.back("b")
+        self.back("c")
+        self.fleet.run(first.zk.session_timeout * (1 + REPLACE_SPREAD) + 1.0)
+        self.assertEqual(set(first.group.membership.view), {"a", "b", "c"})
+        first.zk.unhang()
+        first.zk.release("get_children")
+        self.fleet.run(3.0)
+        self.assertEqual(set(first.group.membership.view), {"a", "b", "c"})
+        self.assertEqual(self.written_not_as_before(), set())
