@@ -33,7 +33,7 @@ from sentinel.checks import short_decimal
 from sentinel.health import DOWN, UP
 from sentinel.instance import InstanceState
 from sentinel.streaming import Slices
-from sentinel.tracker import PendingTracker
+from sentinel.tracker import PendingTracker, listed_stage
 
 # At most about 2 ms of rendering, or 0.5 ms of looking at names, a slice.
 DOCUMENTS_PER_SLICE = 100
@@ -230,7 +230,10 @@ def pending_slices(tracker: PendingTracker, clock: IReactorTime) -> Slices:
     now = clock.seconds()
     # By age, then by name: a slice's checks start at the same time.
     checks = sorted(
-        ((state.started_at, state.name, state.stage) for state in tracker),
+        (
+            (state.started_at, state.name, listed_stage(state.stage))
+            for state in tracker
+        ),
         key=itemgetter(0, 1),
     )
     oldest = None if not checks else now - checks[0][0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -65,3 +67,30 @@ class TrackerTests(SynchronousTestCase):
         self.assertLess(body.index(b'"r9"'), body.index(b'"r1"'))
         self.assertLess(body.index(b'"r1"'), body.index(b'"r2"'))
         self.assertLess(body.index(b'"r2"'), body.index(b'"r3"'))
+
+    def test_stages_are_the_contracts(self) -> None:
+        """
+        GET /pending names only DESIGN.md's stages (connect, auth, ping,
+        info): a check in its TLS handshake is listed as connect, in the
+        report and in the body the route renders. Before, "tls", which a
+        reader of the contract does not know.
+        """
+        tracker = PendingTracker()
+        stages = {"c": "connect", "t": "tls", "a": "auth", "p": "ping", "i": "info"}
+        for name, stage in stages.items():
+            state = _InFlight(name, 1.0)
+            state.stage = stage
+            tracker.add(state)
+        expected = {**stages, "t": "connect"}
+        report = tracker.report(2.0)
+        self.assertEqual(
+            {check["instance"]: check["stage"] for check in report["checks"]},
+            expected,
+        )
+        clock = Clock()
+        clock.advance(2.0)
+        body = json.loads(b"".join(pending_slices(tracker, clock)))
+        self.assertEqual(
+            {check["instance"]: check["stage"] for check in body["checks"]},
+            expected,
+        )
