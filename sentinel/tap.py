@@ -405,9 +405,32 @@ class Options(usage.Options):
             raise SystemExit(f"sentinel: {message}") from None
 
     def parseArgs(self, *args: str) -> None:
-        """Refuse positional arguments."""
-        if args:
-            raise usage.UsageError(f"unexpected argument {args[0]!r}")
+        """
+        Refuse positional arguments. One left over because an option
+        whose value was missing took the next option as its value
+        (``--redis --interval 1``: getopt gives ``--redis`` the value
+        ``--interval``, and ``1`` is left) names that option and value:
+        the leftover alone named no field.
+        """
+        if not args:
+            return
+        for option, value in self._given_values():
+            if value.startswith("--"):
+                raise usage.UsageError(
+                    f"{option}: {value!r} is an option, not a value"
+                    f" (unexpected argument {args[0]!r})"
+                )
+        raise usage.UsageError(f"unexpected argument {args[0]!r}")
+
+    def _given_values(self) -> list[tuple[str, str]]:
+        """Each option given a value on the command line, and that value."""
+        given = [("--redis", address) for address in self._redis]
+        given += [
+            (f"--{name}", value)
+            for name, value in self.opts.items()
+            if isinstance(value, str)
+        ]
+        return given
 
     def postOptions(self) -> None:
         """

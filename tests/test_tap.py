@@ -129,6 +129,27 @@ class ExitTests(SynchronousTestCase):
         """Positional arguments are refused."""
         self.assertExits("unexpected argument 'extra'", "extra")
 
+    def test_option_taken_as_a_value(self) -> None:
+        """
+        An option whose value is missing takes the next option as its
+        value, and leaves that one's value over: the line names the option
+        and the value it took, not only the leftover. Before, "unexpected
+        argument '1'", which names no field.
+        """
+        self.assertExits(
+            "--redis: '--interval' is an option, not a value (unexpected argument '1')",
+            "--redis",
+            "--interval",
+            "1",
+        )
+        self.assertExits(
+            "--zookeeper: '--zk-root' is an option, not a value"
+            " (unexpected argument '/app')",
+            "--zookeeper",
+            "--zk-root",
+            "/app",
+        )
+
     def test_bad_numbers(self) -> None:
         """Numbers that do not parse name the option and the text."""
         self.assertExits("--interval: 'x' is not a number", "--interval", "x")
