@@ -157,7 +157,9 @@ class Trace:
     said of them, and when, to follow one instance through a view change.
     """
 
-    def __init__(self, client: KazooClient, names: list[str]) -> None:
+    def __init__(
+        self, client: KazooClient, names: list[str], verdicts: Sequence[str] = ()
+    ) -> None:
         self._lock = threading.Lock()
         self._client = client
         self._watched: set[str] = set()
@@ -165,6 +167,11 @@ class Trace:
         for name in names:
             self._data(f"{ROOT}/instances/{name}")
             ChildrenWatch(client, f"{ROOT}/opinions/{name}", self._children(name))
+        # With --trace-all, every other instance's verdict node too (not its
+        # opinions): when each moved instance's first verdict of the new
+        # view was written (`leavetrace.py`).
+        for name in verdicts:
+            self._data(f"{ROOT}/instances/{name}")
 
     def _children(self, name: str) -> Callable[[list[str]], None]:
         def changed(children: list[str]) -> None:
@@ -565,8 +572,13 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         last = len(servers) - 1
         frozen = [i.name for n, i in enumerate(instances) if n % len(servers) == last]
         downs = None if args.freeze_server is None else Downs(client, frozen, ROOT)
+        traced = frozen[:: max(1, len(frozen) // 12)]
         trace = (
-            Trace(client, frozen[:: max(1, len(frozen) // 12)])
+            Trace(
+                client,
+                traced,
+                [n for n in names if n not in traced] if args.trace_all else [],
+            )
             if args.trace_out
             else None
         )
@@ -592,6 +604,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             else:
                 freezing = threading.Timer(args.freeze_server, freeze)
         stopped = reader.now()
+<<<<<<< HEAD
         stopped_at = time.time()
         victim.send_signal(
             signal.SIGKILL
@@ -600,6 +613,10 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             if args.usr2
             else signal.SIGTERM
         )
+=======
+        signal_at = time.time()
+        victim.send_signal(signal.SIGKILL if args.kill else signal.SIGTERM)
+>>>>>>> 14e2407 (benchmarks: leave.py --trace-all; leavetrace.py times a view change's first verdicts)
         if freezing is not None:
             freezing.start()
         status = victim.wait(10.0)
@@ -710,6 +727,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
                 json.dumps(
                     {
                         "cut": cut,
+                        "signal": signal_at,
                         "sessions": {str(k): v for k, v in sessions.items()},
                         "events": trace.events,
                     }
@@ -1074,6 +1092,11 @@ def main() -> int:
         help="SIGSTOP a redis-server S s after the signal (<0: before)",
     )
     add("--trace-out", metavar="PREFIX", help="a few frozen instances' writes, as JSON")
+    add(
+        "--trace-all",
+        action="store_true",
+        help="with --trace-out: every instance's verdict writes too",
+    )
     add("--crowd", type=int, default=0, help="busy loops beside the first (0)")
     add("--crowd-for", type=float, default=5.0, help="s crowded before the stop")
     add("--crowd-peers", type=int, default=0, help="busy loops beside the others")

@@ -92,6 +92,85 @@ def heard_after(events: list[dict[str, Any]], cut: float) -> list[float | None]:
     return delays
 
 
+def quantiles(values: list[float]) -> str:
+    """p50, p90 and max of `values`, or a dash."""
+    if not values:
+        return "-"
+    ordered = sorted(values)
+
+    def at(share: float) -> float:
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+    return f"{at(0.5):.2f} / {at(0.9):.2f} / {ordered[-1]:.2f}"
+
+
+def view_change(document: dict[str, Any], leaver: str = "agent-0") -> list[str]:
+    """
+    The view change's verdicts, from the signal (module docstring): by
+    kind of move, how many, when the first verdict of the new view was
+    written (p50 / p90 / max), how many had none, and the carried ones.
+    """
+    signal = document.get("signal")
+    if signal is None:
+        return []
+    verdicts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in document["events"]:
+        parts = event["path"].split("/")
+        if parts[2] == "instances" and isinstance(event.get("data"), dict):
+            verdicts[parts[3]].append(event)
+    found: dict[str, tuple[list[float], int, list[float], int]] = {}
+    for writes in verdicts.values():
+        writes.sort(key=lambda e: e["mtime"])
+        before = [e for e in writes if e["mtime"] < signal]
+        if not before:
+            continue
+        last = before[-1]["data"]
+        observers = last.get("observers") or {}
+        if last.get("agent") == leaver:
+            kind = "took"
+            if any(a != leaver for a in observers):
+                kind += " (an observer before)"
+        elif leaver in observers:
+            kind = "observers changed"
+        else:
+            continue
+        firsts, never, carried, carrying = found.setdefault(kind, ([], 0, [], 0))
+        after = [e for e in writes if e["mtime"] >= signal]
+        new = next(
+            (
+                e
+                for e in after
+                if e["data"].get("agent") != leaver
+                and leaver not in (e["data"].get("observers") or {})
+                and None not in (e["data"].get("observers") or {}).values()
+            ),
+            None,
+        )
+        if new is None:
+            never += 1
+        else:
+            firsts.append(new["mtime"] - signal)
+        held = [
+            e["mtime"] - signal
+            for e in after
+            if e["data"].get("agent") != leaver
+            and leaver in (e["data"].get("observers") or {})
+        ]
+        if held:
+            carried.append(held[-1])
+            carrying += 1
+        found[kind] = (firsts, never, carried, carrying)
+    lines = ["view change, from the signal (s): first verdict of the new view"]
+    for kind, (firsts, never, carried, carrying) in sorted(found.items()):
+        lines.append(
+            f"  {kind}: {len(firsts) + never} instances; first of the new view "
+            f"p50/p90/max {quantiles(firsts)}, none {never}; carried by a "
+            f"survivor: {carrying}, its last carried write p50/p90/max "
+            f"{quantiles(carried)}"
+        )
+    return lines
+
+
 def main() -> int:
     document = json.loads(open(sys.argv[1]).read())
     cut = document["cut"][0]
@@ -100,6 +179,8 @@ def main() -> int:
         by_instance[event["path"].split("/")[3]].append(event)
     delays: list[float | None] = []
     for name, events in sorted(by_instance.items()):
+        if not any(e["path"].split("/")[2] == "opinions" for e in events):
+            continue  # Its verdict alone (--trace-all): in the summary.
         print(name)
         for event in sorted(events, key=lambda e: e["at"]):
             if event["at"] - cut >= SHOWN_FROM:
@@ -114,6 +195,8 @@ def main() -> int:
         )
     else:
         print(f"opinion changes named by a verdict: none of {len(delays)}")
+    for summary in view_change(document):
+        print(summary)
     return 0
 
 
