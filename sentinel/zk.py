@@ -44,7 +44,13 @@ asked as ``changed`` (an opinion its observer wrote again: it changed its
 mind, and the verdict may change with it) waits behind the writes and
 ahead of every other read, at most `CHANGED_IN_FLIGHT` of them in kazoo's
 hands: behind a view change's background reads, a verdict followed its
-observer's ``down`` 2.3--2.6 s late.
+observer's ``down`` 2.3--2.6 s late. A read asked as ``awaited`` (the
+first read of an opinion a verdict waits for: a new primary's, or a new
+observer's, at a view change) waits behind those and ahead of the
+ordinary reads, at most `AWAITED_IN_FLIGHT` of them in kazoo's hands, so
+that the ordinary reads (the membership's) take the rest of the room:
+behind a view change's thousands of background reads, such a first read
+held its verdict back for up to the 5 s the verdict waits for it.
 
 A call's timeout counts from when it is handed to kazoo, not from when
 it was asked: at a view change (1,000 instances, a member leaving), 471
@@ -248,6 +254,11 @@ BACKGROUND_IN_FLIGHT = 32
 # this many, the other reads take the rest of the room.
 CHANGED_IN_FLIGHT = 32
 
+# Reads a verdict waits for in kazoo's hands at most (module docstring):
+# thousands at a view change, ahead of the ordinary reads, which take the
+# rest of the room.
+AWAITED_IN_FLIGHT = 32
+
 # Call timeouts a call may wait here for room before it fails unsent
 # (module docstring): its own timeout counts from when it is sent.
 WAIT_LIMIT = 3
@@ -322,9 +333,13 @@ _Waiting = tuple[Deferred[Any], Callable[[], Any], "int | None", float, CallTime
 # The queues of calls waiting for room, in the order they are served, and
 # their names in /debug/stats; the kinds with a bound of their own on the
 # calls in kazoo's hands.
-_WRITE, _CHANGED, _READ, _BACKGROUND = range(4)
-_QUEUE_KINDS = ("writes", "changed", "reads", "background")
-_RANK_IN_FLIGHT = {_CHANGED: CHANGED_IN_FLIGHT, _BACKGROUND: BACKGROUND_IN_FLIGHT}
+_WRITE, _CHANGED, _AWAITED, _READ, _BACKGROUND = range(5)
+_QUEUE_KINDS = ("writes", "changed", "awaited", "reads", "background")
+_RANK_IN_FLIGHT = {
+    _CHANGED: CHANGED_IN_FLIGHT,
+    _AWAITED: AWAITED_IN_FLIGHT,
+    _BACKGROUND: BACKGROUND_IN_FLIGHT,
+}
 Watcher = Callable[[WatchedEvent], None]
 
 
@@ -1436,6 +1451,7 @@ class ZooKeeper:
         urgent: bool = False,
         ahead: bool = False,
         changed: bool = False,
+        awaited: bool = False,
         **kwargs: Any,
     ) -> Deferred[Any]:
         client = self._client
@@ -1449,6 +1465,7 @@ class ZooKeeper:
             urgent=urgent,
             ahead=ahead,
             changed=changed,
+            awaited=awaited,
             **kwargs,
         )
 
@@ -1461,6 +1478,7 @@ class ZooKeeper:
         urgent: bool = False,
         ahead: bool = False,
         changed: bool = False,
+        awaited: bool = False,
         **kwargs: Any,
     ) -> Deferred[Any]:
         if not self._client.connected:
@@ -1479,6 +1497,8 @@ class ZooKeeper:
             if write or ahead
             else _CHANGED
             if changed
+            else _AWAITED
+            if awaited
             else _BACKGROUND
             if background
             else _READ
@@ -1619,7 +1639,8 @@ class ZooKeeper:
 
     def _hand_over_waiting(self) -> None:
         # The calls that waited for room, writes first, then reads of a
-        # changed node, other reads, background reads, each kind in order;
+        # changed node, reads a verdict waits for, other reads, background
+        # reads, each kind in order;
         # those timed out are gone. A kind at its own bound leaves the room
         # to the next.
         for rank, waiting in enumerate(self._queues):
@@ -1839,31 +1860,31 @@ class ZooKeeper:
         background: bool = False,
         ahead: bool = False,
         changed: bool = False,
+        awaited: bool = False,
     ) -> Deferred[tuple[bytes, Any]]:
         """
         A node's (data, ZnodeStat). With `watch`, as `exists`'s, at the
         node's next change or deletion (the call fails if there is no node,
         and then nothing is watched). A `background` read waits behind the
         others, one `ahead` with the writes, one of a `changed` node (its
-        watch fired with a change) ahead of the other reads (module
-        docstring).
+        watch fired with a change) ahead of the other reads, one `awaited`
+        (a verdict waits for it) behind those and ahead of the ordinary
+        reads (module docstring).
         """
+        kinds = {"ahead": ahead, "changed": changed, "awaited": awaited}
         if watch is None:
-            return self._call(
-                "get_async", path, background=background, ahead=ahead, changed=changed
-            )
+            return self._call("get_async", path, background=background, **kinds)
         handover = _WatchHandOver(self, self._generation, watch)
         return self._call(
-            "get_async",
-            path,
-            background=background,
-            ahead=ahead,
-            changed=changed,
-            watch=handover,
+            "get_async", path, background=background, watch=handover, **kinds
         )
 
     def exists(
-        self, path: str, watch: Watcher | None = None, background: bool = False
+        self,
+        path: str,
+        watch: Watcher | None = None,
+        background: bool = False,
+        awaited: bool = False,
     ) -> Deferred[Any]:
         """
         A node's ZnodeStat, or None. With `watch`, `watch(event)` is called
@@ -1871,13 +1892,21 @@ class ZooKeeper:
         deletion (or with an event of type NONE when kazoo drops its
         watches, on a lost connection); never after the client is replaced.
         Watching a path again with the same `watch` before it fires
-        registers it once. A `background` read waits behind the others
-        (module docstring).
+        registers it once. A `background` read waits behind the others, one
+        `awaited` ahead of the ordinary reads (module docstring).
         """
         if watch is None:
-            return self._call("exists_async", path, background=background)
+            return self._call(
+                "exists_async", path, background=background, awaited=awaited
+            )
         handover = _WatchHandOver(self, self._generation, watch)
-        return self._call("exists_async", path, background=background, watch=handover)
+        return self._call(
+            "exists_async",
+            path,
+            background=background,
+            awaited=awaited,
+            watch=handover,
+        )
 
     def get_acls(self, path: str) -> Deferred[tuple[list[Any], Any]]:
         """A node's (ACL entries, ZnodeStat), read in the background."""
@@ -1897,18 +1926,29 @@ class ZooKeeper:
         return self._call("ensure_path_async", path)
 
     def get_children(
-        self, path: str, watch: Watcher | None = None, background: bool = False
+        self,
+        path: str,
+        watch: Watcher | None = None,
+        background: bool = False,
+        awaited: bool = False,
     ) -> Deferred[list[str]]:
         """
         A node's children's names. With `watch`, as `exists`'s, at the next
         creation or deletion of a child (or of the node itself). A
-        `background` read waits behind the others (module docstring).
+        `background` read waits behind the others, one `awaited` ahead of
+        the ordinary reads (module docstring).
         """
         if watch is None:
-            return self._call("get_children_async", path, background=background)
+            return self._call(
+                "get_children_async", path, background=background, awaited=awaited
+            )
         handover = _WatchHandOver(self, self._generation, watch)
         return self._call(
-            "get_children_async", path, background=background, watch=handover
+            "get_children_async",
+            path,
+            background=background,
+            awaited=awaited,
+            watch=handover,
         )
 
     def children_and_stat(

@@ -341,6 +341,8 @@ class FakeZooKeeper:
         self.ahead: list[str] = []
         # The paths read as changed (a watch fired with a change), in order.
         self.changed: list[str] = []
+        # And read as `awaited` (a verdict waits for them).
+        self.awaited: list[str] = []
         # The paths of the exists asked in the background, in order.
         self.background_exists: list[str] = []
         # Kinds whose calls the server does at once, but whose answers are
@@ -429,6 +431,7 @@ class FakeZooKeeper:
             "in_flight": 0,
             "writes": 0,
             "changed": 0,
+            "awaited": 0,
             "reads": 0,
             "background": 0,
         }
@@ -460,10 +463,10 @@ class FakeZooKeeper:
     def set(self, path: str, data: bytes, version: int = -1) -> Deferred[Any]:
         return self._call("set", path, lambda: self._set(path, data, version))
 
-    # `background`, `ahead` and `changed` order the real bridge's queue
-    # (tested there); calls here are answered as the test says. The paths
-    # read `ahead`, those read as `changed`, and those of the exists asked in
-    # the background, are noted, in order.
+    # `background`, `ahead`, `changed` and `awaited` order the real bridge's
+    # queue (tested there); calls here are answered as the test says. The
+    # paths read `ahead`, those read as `changed`, those read as `awaited`,
+    # and those of the exists asked in the background, are noted, in order.
     def get(
         self,
         path: str,
@@ -471,18 +474,27 @@ class FakeZooKeeper:
         background: bool = False,
         ahead: bool = False,
         changed: bool = False,
+        awaited: bool = False,
     ) -> Deferred[tuple[bytes, Any]]:
         if ahead:
             self.ahead.append(path)
         if changed:
             self.changed.append(path)
+        if awaited:
+            self.awaited.append(path)
         return self._call("get", path, lambda: self._get(path, watch))
 
     def exists(
-        self, path: str, watch: Watcher | None = None, background: bool = False
+        self,
+        path: str,
+        watch: Watcher | None = None,
+        background: bool = False,
+        awaited: bool = False,
     ) -> Deferred[Any]:
         if background:
             self.background_exists.append(path)
+        if awaited:
+            self.awaited.append(path)
         return self._call("exists", path, lambda: self._exists(path, watch))
 
     def get_acls(self, path: str) -> Deferred[tuple[list[ACL], ZnodeStat]]:
@@ -496,8 +508,14 @@ class FakeZooKeeper:
         return self._call("delete", path, lambda: self._delete(path, version))
 
     def get_children(
-        self, path: str, watch: Watcher | None = None, background: bool = False
+        self,
+        path: str,
+        watch: Watcher | None = None,
+        background: bool = False,
+        awaited: bool = False,
     ) -> Deferred[list[str]]:
+        if awaited:
+            self.awaited.append(path)
         return self._call("get_children", path, lambda: self._children(path, watch))
 
     def children_and_stat(

@@ -3423,6 +3423,46 @@ class ChangedOpinionTests(SynchronousTestCase):
         self.assertEqual(len(a.zk.changed), read)
 
 
+class AwaitedOpinionTests(SynchronousTestCase):
+    """The first reads of the opinions a verdict waits for, at a view change."""
+
+    def test_first_reads_after_a_leave_are_awaited(self) -> None:
+        """
+        When a member leaves, each new primary of its instances reads the
+        other observer's opinion as `awaited` (`sentinel.zk`: ahead of the
+        routine background reads, where a view change's thousands held
+        each verdict back for up to `ABSENT_AFTER`), and so does each
+        primary whose observers changed; an instance whose observers did
+        not change has no read awaited. Once read, the verdict names each
+        new observer's opinion.
+        """
+        fleet = Fleet()
+        members = {
+            agent: fleet.add(agent, NAMES, replicas=2).start()
+            for agent in ("a", "b", "c")
+        }
+        fleet.run(3.0)
+        before = {n: fleet.node(n) or {} for n in NAMES}
+        for member in members.values():
+            member.zk.awaited.clear()
+        fleet.clock.advance(0)
+        members["c"].stop()
+        fleet.run(3.0)
+        moved = [n for n in NAMES if "c" in before[n]["observers"]]
+        self.assertTrue(moved)
+        for name in NAMES:
+            after = fleet.node(name) or {}
+            primary, observers = after["agent"], list(after["observers"])
+            [other] = [a for a in observers if a != primary]
+            path = f"{ROOT}/opinions/{name}/{other}"
+            awaited = members[primary].zk.awaited
+            if name in moved:
+                self.assertIn(path, awaited, name)
+                self.assertNotIn(None, after["observers"].values(), name)
+            else:
+                self.assertNotIn(path, awaited, name)
+
+
 class OpinionSquatterTests(SynchronousTestCase):
     """Opinions that no observer wrote, under {root}/opinions."""
 

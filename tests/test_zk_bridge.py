@@ -38,6 +38,7 @@ from sentinel.calltimeouts import JUDGED_LATE
 from sentinel.ensemble import ACCEPT_AFTER, CONFIG_PATH, REREAD_EVERY, members
 from sentinel.sessionclose import deletes_sent
 from sentinel.zk import (
+    AWAITED_IN_FLIGHT,
     BACKGROUND_IN_FLIGHT,
     CALLS_IN_FLIGHT,
     CHANGED_IN_FLIGHT,
@@ -857,6 +858,7 @@ class BridgeTests(SynchronousTestCase):
             self.zk.exists(f"{PATH}{i}")
         self.zk.get(f"{PATH}b0", background=True)
         self.zk.get(f"{PATH}c0", changed=True)
+        self.zk.get(f"{PATH}a0", awaited=True)
         self.zk.set(f"{PATH}w0", b"{}")
         self.clock.advance(0)  # Sent at the end of the turn.
         self.assertEqual(len(client.calls), CALLS_IN_FLIGHT)
@@ -866,6 +868,7 @@ class BridgeTests(SynchronousTestCase):
                 "in_flight": CALLS_IN_FLIGHT,
                 "writes": 1,
                 "changed": 1,
+                "awaited": 1,
                 "reads": 2,
                 "background": 1,
             },
@@ -925,20 +928,27 @@ class BridgeTests(SynchronousTestCase):
         """
         A read of a changed node (its watch fired: an observer changed its
         opinion) waits behind the writes and ahead of the other reads,
-        background or not, that waited longer.
+        background or not, that waited longer; a read a verdict waits for
+        (`awaited`: the first read of a new observer's opinion at a view
+        change, behind whose background reads it held its verdict back for
+        seconds) waits behind those and ahead of the ordinary reads.
         """
         client = self.connected()
         for i in range(CALLS_IN_FLIGHT):
             self.zk.exists(f"{PATH}{i}")
         self.zk.get(f"{PATH}b", background=True)
         self.zk.exists(f"{PATH}r")
+        self.zk.exists(f"{PATH}e", awaited=True)
+        self.zk.get(f"{PATH}a", awaited=True)
         self.zk.get(f"{PATH}c", changed=True)
         self.zk.set(f"{PATH}w", b"{}")
         self.assertEqual(
-            self.handed_over_as_room_comes(client, 4),
+            self.handed_over_as_room_comes(client, 6),
             [
                 ("set", f"{PATH}w"),
                 ("get", f"{PATH}c"),
+                ("exists", f"{PATH}e"),
+                ("get", f"{PATH}a"),
                 ("exists", f"{PATH}r"),
                 ("get", f"{PATH}b"),
             ],
@@ -964,15 +974,31 @@ class BridgeTests(SynchronousTestCase):
         hands at once (a client rewriting nodes in a loop), and an ordinary
         read asked behind more of them still goes at once.
         """
+        self.assert_bounded_in_flight(CHANGED_IN_FLIGHT, changed=True)
+
+    def assert_bounded_in_flight(self, bound: int, **kind: bool) -> None:
+        """
+        Reads of one `kind` asked past `bound`: `bound` of them are in
+        kazoo's hands, an ordinary read asked behind them goes at once,
+        and the next of them goes once one is answered.
+        """
         client = self.connected()
-        for i in range(CHANGED_IN_FLIGHT + 2):
-            self.zk.get(f"{PATH}c{i}", changed=True)
-        self.assertEqual(len(client.calls), CHANGED_IN_FLIGHT)
-        self.zk.exists("/sentinel/catalogs")
-        self.assertEqual(client.calls[-1][1], "/sentinel/catalogs")
+        for i in range(bound + 2):
+            self.zk.get(f"{PATH}k{i}", **kind)
+        self.assertEqual(len(client.calls), bound)
+        self.zk.exists("/sentinel/agents")
+        self.assertEqual(client.calls[-1][1], "/sentinel/agents")
         client.answer(0, value=(b"{}", None))
         self.clock.run_handed_over()
-        self.assertEqual(client.calls[-1][1], f"{PATH}c{CHANGED_IN_FLIGHT}")
+        self.assertEqual(client.calls[-1][1], f"{PATH}k{bound}")
+
+    def test_awaited_reads_bounded_in_flight(self) -> None:
+        """
+        At most AWAITED_IN_FLIGHT awaited reads are in kazoo's hands at
+        once (a view change asks thousands), and an ordinary read asked
+        behind more of them (the membership's) still goes at once.
+        """
+        self.assert_bounded_in_flight(AWAITED_IN_FLIGHT, awaited=True)
 
     def test_oldest_call_waiting_by_kind(self) -> None:
         """
