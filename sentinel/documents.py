@@ -43,6 +43,10 @@ SERVERSET = "serverset"
 NERVE = "nerve"
 # The field of a group's verdict that names its primary's discovery member.
 MEMBER = "member"
+# The field of a group's verdict that a new primary carries over from the
+# primary it took the node from, until it has its own: who decided it
+# (`carried_verdict`).
+CARRIED_FROM = "carried_from"
 # What identifies a member: its form, host, port, and (nerve) name.
 MemberIdentity = tuple[str, str, int, str | None]
 
@@ -354,6 +358,39 @@ def previous_verdict(data: bytes) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return document
+
+
+def carried_verdict(previous: Mapping[str, Any], agent_id: str) -> dict[str, Any]:
+    """
+    The verdict `previous`, which an instance node said when `agent_id`
+    became its primary, as `agent_id` writes it until it has its own
+    (DESIGN.md section 8: "from the previous verdict until its own first
+    check"). ``agent`` is the node's writer, as every reader of schema 1
+    expects (the takeover rules read it too); ``observers``,
+    ``checked_at`` and ``since`` stay as they were decided, and
+    ``carried_from`` names who decided them: the previous primary, or
+    the one it carried the verdict from. Without it the node read as a
+    decision of the new primary, naming the leaver among its observers,
+    for up to 6 s after a leave at 1,000 instances. A verdict of this
+    agent's own previous process (a restart that reattached to its
+    session) says nothing more: it is no other's.
+    """
+    document = {**previous, "agent": agent_id}
+    decided_by = decided_by_of(previous)
+    if decided_by == agent_id:
+        document.pop(CARRIED_FROM, None)
+    else:
+        document[CARRIED_FROM] = decided_by
+    return document
+
+
+def decided_by_of(previous: Mapping[str, Any]) -> str:
+    """
+    Who decided the verdict `previous` (`previous_verdict`): the agent
+    it names as ``carried_from``, if it carried it over, else its writer.
+    """
+    decided_by = previous.get(CARRIED_FROM)
+    return decided_by if isinstance(decided_by, str) else str(previous["agent"])
 
 
 def written_by(raw: bytes) -> object:

@@ -86,7 +86,6 @@ verdict's status: readers see no change of status where there was none.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Collection, Set
 from functools import partial
@@ -115,6 +114,7 @@ from sentinel.documents import (
 from sentinel.health import DOWN, UP, Transition
 from sentinel.instance import InstanceState
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
+from sentinel.oldest import oldest_named
 from sentinel.ownership import ours
 from sentinel.verdict import Opinion, Verdict, decide, opinion_in, parse_opinion
 from sentinel.writes import RETRY_DELAY, Lifecycle, WriteQueue
@@ -549,19 +549,20 @@ class Opinions:
                 late.append((checked_at, name, primary, refresh))
         if not late:
             return None
-        named = heapq.nsmallest(LATE_NAMED, late)
-        more = len(late) - len(named)
+
+        def said(found: tuple[float, str, str, float]) -> str:
+            checked_at, name, primary, refresh = found
+            return (
+                f"{name} (primary {primary}, "
+                + ("" if refresh == self._refresh else f"its refresh {refresh:g} s, ")
+                + f"checked {now - checked_at:.0f} s ago)"
+            )
+
         return (
             f"{len(late)} verdict(s) of instances this agent observes older "
             f"than refresh ({self._refresh:g} s) and more, while its own "
             "checks of them are fresh: "
-            + ", ".join(
-                f"{name} (primary {primary}, "
-                + ("" if refresh == self._refresh else f"its refresh {refresh:g} s, ")
-                + f"checked {now - checked_at:.0f} s ago)"
-                for checked_at, name, primary, refresh in named
-            )
-            + (f" and {more} more" if more else "")
+            + oldest_named(late, LATE_NAMED, said)
             + ": their primary cannot keep them fresh"
         )
 

@@ -37,7 +37,9 @@ from sentinel.config import RedisInstance
 from sentinel.documents import (
     INLINE_INSTANCES_BYTES,
     MEMBER,
+    carried_verdict,
     catalog_reference,
+    decided_by_of,
     instance_document,
     said_checked_at,
 )
@@ -45,7 +47,8 @@ from sentinel.health import Transition
 from sentinel.holders import Holders
 from sentinel.instance import InstanceState
 from sentinel.nodes import Node, Nodes
-from sentinel.opinions import Opinions
+from sentinel.oldest import oldest_named
+from sentinel.opinions import ABSENT_AFTER, Opinions
 from sentinel.takeover import Takeovers
 from sentinel.verdict import Verdict
 from sentinel.writes import WriteQueue
@@ -60,6 +63,14 @@ Following = tuple[Callable[[], None], Callable[[], None]]
 # More than one, so that an opinion deleted by its member (it stopped
 # observing that instance) is not taken for a session's end.
 SESSION_PROBES = 2
+
+# Seconds a primary may write the verdict it took over with a node, not
+# having one of its own, before /healthz names it (`carried_long`): the
+# verdict waits for the observers' opinions `ABSENT_AFTER` at most, and
+# its own first check comes within an interval or two of its role.
+CARRIED_LIMIT = 2 * ABSENT_AFTER
+# Such verdicts named in /healthz, the oldest first.
+CARRIED_NAMED = 5
 
 
 class GroupRoles:
@@ -132,6 +143,9 @@ class GroupRoles:
         # The members gone in the view being applied whose sessions are
         # known to have ended (`sessions_ended`).
         self._sessions_gone: frozenset[str] = frozenset()
+        # The nodes whose verdict this agent carries over from their
+        # previous primary (`document`), and since when.
+        self._carried: dict[str, tuple[Node, float]] = {}
 
     def join(
         self,
@@ -514,14 +528,52 @@ class GroupRoles:
             # longer true, and written again later (the same node object
             # moving back to us, say) it would date the node back.
             node.previous = None
+            self._carried.pop(node.name, None)
             return self._naming_member(node, document)
         if node.previous is not None:
-            # Until our own verdict: the previous one, now ours to refresh
-            # (the member it names still lists the instance until ours
-            # replaces it).
-            previous = {**node.previous, "agent": self._agent_id}
+            # Until our own verdict: the previous one, now ours to refresh,
+            # saying whose it is (the member it names still lists the
+            # instance until ours replaces it).
+            carried = self._carried.get(node.name)
+            if carried is None or carried[0] is not node:
+                self._carried[node.name] = (node, self._reactor.seconds())
+            previous = carried_verdict(node.previous, self._agent_id)
             return self._naming_member(node, previous)
         return None
+
+    def carried_long(self) -> str | None:
+        """
+        The verdicts this agent has carried over from their previous
+        primary (`document`) for `CARRIED_LIMIT` or more, not having one
+        of its own, for /healthz: how many, the oldest `CARRIED_NAMED`
+        with whose they are and for how long; None if there are none.
+        Readers take such a node for this agent's decision of now, its
+        ``checked_at`` aside: the new primary cannot decide (its checks
+        stalled, or no opinion read).
+        """
+        now = self._reactor.seconds()
+        long = []
+        for name, (node, since) in list(self._carried.items()):
+            if (
+                self._nodes.instances.get(name) is not node
+                or node.previous is None
+                or node.removed
+            ):
+                del self._carried[name]  # Decided, or no longer ours.
+            elif node.owned and now - since >= CARRIED_LIMIT:
+                long.append((since, name, decided_by_of(node.previous)))
+        if not long:
+            return None
+
+        def said(found: tuple[float, str, str]) -> str:
+            since, name, agent = found
+            return f"{name} (from {printable(agent, 64)}, for {now - since:.0f} s)"
+
+        return (
+            f"{len(long)} verdict(s) carried over from their previous primary "
+            f"for {CARRIED_LIMIT:g} s or more, this agent having none of its "
+            "own: " + oldest_named(long, CARRIED_NAMED, said)
+        )
 
     def _naming_member(self, node: Node, document: dict[str, Any]) -> dict[str, Any]:
         """

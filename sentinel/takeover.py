@@ -53,6 +53,7 @@ from sentinel.checks import printable
 from sentinel.config import RedisInstance
 from sentinel.discovery import Discovery
 from sentinel.documents import (
+    carried_verdict,
     previous_presence,
     previous_verdict,
     said_checked_at,
@@ -337,7 +338,7 @@ class Takeovers:
             self._adopt(node, previous)
         data = node.data()
         if data is None and previous is not None:
-            data = encode({**previous, "agent": self._agent_id})
+            data = encode(carried_verdict(previous, self._agent_id))
         if data is None:
             return  # Nothing to say yet: written at the first check.
         try:

@@ -27,6 +27,8 @@ for an operator's mistake, a chroot missing or an ACL that is not the
 agents' (`sentinel.refusals`: at once, naming it), verdicts of
 instances it observes that their primary (another member) leaves stale
 while this agent's own checks are fresh (`Opinions.late_verdicts`),
+verdicts this agent took over with their nodes and still carries,
+having none of its own, past `roles.CARRIED_LIMIT` (`carried_long`),
 opinions of another address or discovery than this agent's config gives
 the instance (`Opinions.elsewhere`, `Opinions.unlike`: each primary
 publishes its own), or, after a connection, instance nodes written
@@ -267,6 +269,9 @@ class ZooKeeperReport:
         behind = self._opinions.late_verdicts() if self._roles.joined else None
         if behind:
             reasons.append(f"zookeeper: {behind}")
+        carried = self._roles.carried_long() if self._roles.joined else None
+        if carried:
+            reasons.append(f"zookeeper: {carried}")
         if self._acls is not None and (open_acl := self._acls.unhealthy_reason()):
             reasons.append(open_acl)
         if skewed := self._clock.unhealthy_reason():

@@ -14,6 +14,7 @@ from sentinel.documents import (
     NERVE,
     SERVERSET,
     agent_document,
+    carried_verdict,
     discoverable,
     identity_of,
     instance_document,
@@ -184,6 +185,37 @@ class PreviousVerdictTests(SynchronousTestCase):
         for value in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
             stored = b'{"status": "up", "agent": "b", "latency_ms": ' + value + b"}"
             self.assertIsNone(previous_verdict(stored), value)
+
+
+class CarriedVerdictTests(SynchronousTestCase):
+    """A previous verdict as its new primary writes it until its own."""
+
+    def test_names_who_decided_it(self) -> None:
+        """
+        Written under the new primary's name, everything else as it was,
+        and ``carried_from`` the primary that decided it; carried on again
+        (its carrier left too), still that one's.
+        """
+        previous = {"status": "up", "agent": "a", "observers": {"a": "up"}}
+        carried = carried_verdict(previous, "b")
+        self.assertEqual(carried, {**previous, "agent": "b", "carried_from": "a"})
+        self.assertEqual(carried_verdict(carried, "c")["carried_from"], "a")
+
+    def test_own_previous_process(self) -> None:
+        """
+        A verdict of this agent's own (its previous process's, on the
+        session it reattached to) is no other's: nothing added, and one
+        carried back to the agent that decided it says nothing more.
+        """
+        previous = {"status": "up", "agent": "b", "observers": {"b": "up"}}
+        self.assertEqual(carried_verdict(previous, "b"), previous)
+        carried = {**previous, "agent": "c", "carried_from": "b"}
+        self.assertEqual(carried_verdict(carried, "b"), previous)
+
+    def test_carried_from_not_a_name(self) -> None:
+        """A ``carried_from`` that is no string (anyone's data) names the writer."""
+        previous = {"status": "up", "agent": "a", "carried_from": ["x"]}
+        self.assertEqual(carried_verdict(previous, "b")["carried_from"], "a")
 
 
 class SaidRefreshTests(SynchronousTestCase):

@@ -44,6 +44,7 @@ from sentinel.membership import SETTLE
 from sentinel.observation import Observation
 from sentinel.opinions import KEPT_VERDICT_BYTES, OPINION_READ_SPACING
 from sentinel.rearming import RETRY_FIRST, RETRY_MAX, UNARMED_LIMIT
+from sentinel.roles import CARRIED_LIMIT
 from sentinel.session import SessionPurpose, StateFile, left_in
 from sentinel.sharing import ALONE_AFTER
 from sentinel.stopping import (
@@ -3461,6 +3462,87 @@ class AwaitedOpinionTests(SynchronousTestCase):
                 self.assertNotIn(None, after["observers"].values(), name)
             else:
                 self.assertNotIn(path, awaited, name)
+
+
+class CarriedVerdictTests(SynchronousTestCase):
+    """A verdict a new primary carries over from the primary it took over."""
+
+    def left(self) -> tuple[Fleet, Member, list[str], list[Deferred[Any]]]:
+        """
+        Agents a, b and c with two replicas, settled; c leaves, and b's
+        reads of opinions are held (returned, to answer): the fleet, b,
+        and the instances b took over from c.
+        """
+        fleet = Fleet()
+        members = {a: fleet.add(a, NAMES, replicas=2).start() for a in "abc"}
+        fleet.run(3.0)
+        before = {n: fleet.node(n) or {} for n in NAMES}
+        b = members["b"]
+        get = b.zk.get
+        held: list[Deferred[Any]] = []
+
+        def holding(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
+            if "/opinions/" not in path:
+                return get(path, *args, **kw)
+            answered: Deferred[None] = Deferred()
+            held.append(answered)
+            return answered.addCallback(lambda _: get(path, *args, **kw))
+
+        b.zk.get = holding  # type: ignore[method-assign]
+        members["c"].stop()
+        fleet.run(1.0)
+        taken = [
+            n
+            for n in NAMES
+            if before[n]["agent"] == "c" and (fleet.node(n) or {})["agent"] == "b"
+        ]
+        self.assertTrue(taken)
+        return fleet, b, taken, held
+
+    def test_carried_verdict_says_whose_it_is(self) -> None:
+        """
+        Until its own verdict, a new primary writes the one it took over
+        under its name (``agent``), with ``carried_from`` naming the
+        primary that decided it, whose observers and ``checked_at`` it
+        still says; its own verdict, once the opinions are read, says no
+        ``carried_from``. Before, the carried verdict read as the new
+        primary's decision, naming the leaver among its observers.
+        """
+        fleet, b, taken, held = self.left()
+        for name in taken:
+            node = fleet.node(name) or {}
+            self.assertEqual(node.get("carried_from"), "c", name)
+            self.assertIn("c", node["observers"])
+        for answered in held:
+            answered.callback(None)
+        fleet.run(1.0)
+        for name in taken:
+            node = fleet.node(name) or {}
+            self.assertEqual(node["agent"], "b")
+            self.assertNotIn("carried_from", node)
+            self.assertNotIn("c", node["observers"])
+
+    def test_carried_long_named_in_healthz(self) -> None:
+        """
+        A new primary that cannot decide (its checks stalled: its own
+        view stale, the opinions it waits for unread) carries the
+        previous verdict on; past `CARRIED_LIMIT`, /healthz names it,
+        with whose it is, and no longer once its own verdict replaces it.
+        """
+        fleet, b, taken, held = self.left()
+        b.monitor.stopService()
+        fleet.run(CARRIED_LIMIT - 1.5)
+        self.assertNotIn("carried over", b.publisher.unhealthy_reason() or "")
+        fleet.run(1.0)
+        reason = b.publisher.unhealthy_reason() or ""
+        self.assertIn(f"{len(taken)} verdict(s) carried over", reason)
+        self.assertIn(f"{min(taken)} (from c, for ", reason)
+        self.assertEqual((fleet.node(min(taken)) or {}).get("carried_from"), "c")
+        b.monitor.startService()
+        for answered in held:
+            answered.callback(None)
+        fleet.run(2.0)
+        self.assertNotIn("carried over", b.publisher.unhealthy_reason() or "")
 
 
 class OpinionSquatterTests(SynchronousTestCase):
