@@ -118,7 +118,7 @@ def view_change(document: dict[str, Any], leaver: str = "agent-0") -> list[str]:
         parts = event["path"].split("/")
         if parts[2] == "instances" and isinstance(event.get("data"), dict):
             verdicts[parts[3]].append(event)
-    found: dict[str, tuple[list[float], int, list[float], int]] = {}
+    found: dict[str, tuple[list[float], int, list[float], int, int]] = {}
     for writes in verdicts.values():
         writes.sort(key=lambda e: e["mtime"])
         before = [e for e in writes if e["mtime"] < signal]
@@ -134,7 +134,9 @@ def view_change(document: dict[str, Any], leaver: str = "agent-0") -> list[str]:
             kind = "observers changed"
         else:
             continue
-        firsts, never, carried, carrying = found.setdefault(kind, ([], 0, [], 0))
+        firsts, never, carried, carrying, said = found.setdefault(
+            kind, ([], 0, [], 0, 0)
+        )
         after = [e for e in writes if e["mtime"] >= signal]
         new = next(
             (
@@ -151,22 +153,23 @@ def view_change(document: dict[str, Any], leaver: str = "agent-0") -> list[str]:
         else:
             firsts.append(new["mtime"] - signal)
         held = [
-            e["mtime"] - signal
+            e
             for e in after
             if e["data"].get("agent") != leaver
             and leaver in (e["data"].get("observers") or {})
         ]
         if held:
-            carried.append(held[-1])
+            carried.append(held[-1]["mtime"] - signal)
             carrying += 1
-        found[kind] = (firsts, never, carried, carrying)
+            said += all(e["data"].get("carried_from") == leaver for e in held)
+        found[kind] = (firsts, never, carried, carrying, said)
     lines = ["view change, from the signal (s): first verdict of the new view"]
-    for kind, (firsts, never, carried, carrying) in sorted(found.items()):
+    for kind, (firsts, never, carried, carrying, said) in sorted(found.items()):
         lines.append(
             f"  {kind}: {len(firsts) + never} instances; first of the new view "
             f"p50/p90/max {quantiles(firsts)}, none {never}; carried by a "
-            f"survivor: {carrying}, its last carried write p50/p90/max "
-            f"{quantiles(carried)}"
+            f"survivor: {carrying} (saying carried_from: {said}), its last "
+            f"carried write p50/p90/max {quantiles(carried)}"
         )
     return lines
 
