@@ -3463,6 +3463,50 @@ class AwaitedOpinionTests(SynchronousTestCase):
             else:
                 self.assertNotIn(path, awaited, name)
 
+    def test_new_observer_read_again_once_written_awaited(self) -> None:
+        """
+        A new observer's opinion is missing at its primary's first read
+        (it writes it after its first check of the instance), and the
+        read once it is written is awaited too: the verdict says ``null``
+        for it until then. Before, that read went to the background.
+        """
+        fleet = Fleet()
+        members = {a: fleet.add(a, NAMES, replicas=2).start() for a in "abc"}
+        fleet.run(3.0)
+        before = {n: fleet.node(n) or {} for n in NAMES}
+        for member in members.values():
+            member.zk.awaited.clear()
+        missing: list[str] = []
+        for member in members.values():
+            get = member.zk.get
+
+            def noting(
+                path: str, *args: Any, get: Any = get, **kw: Any
+            ) -> Deferred[Any]:
+                d = get(path, *args, **kw)
+                if "/opinions/" in path and kw.get("awaited"):
+                    d.addErrback(lambda f, p=path: missing.append(p) or f)
+                return d
+
+            member.zk.get = noting  # type: ignore[method-assign]
+        members["c"].stop()
+        fleet.run(3.0)
+        new = [
+            (n, a)
+            for n in NAMES
+            for a in (fleet.node(n) or {})["observers"]
+            if a not in before[n]["observers"]
+        ]
+        self.assertTrue(new)
+        self.assertTrue(missing)
+        for name, agent in new:
+            path = f"{ROOT}/opinions/{name}/{agent}"
+            primary = (fleet.node(name) or {})["agent"]
+            if path in missing:
+                self.assertGreaterEqual(
+                    members[primary].zk.awaited.count(path), 2, path
+                )
+
 
 class CarriedVerdictTests(SynchronousTestCase):
     """A verdict a new primary carries over from the primary it took over."""
