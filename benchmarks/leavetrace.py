@@ -13,6 +13,16 @@ the primary read the changed opinion, p50 and max, and how many no
 verdict ever named. Run as::
 
     .venv/bin/python benchmarks/leavetrace.py PREFIX-0.json
+
+With ``leave.py --trace-all`` (every instance's verdict node traced), also
+the view change itself, from the signal: for each instance the leaver was
+the primary of ("took") or an observer of ("observers changed"), when the
+first verdict of its new view was written (by a survivor, naming no
+leaver, every observer's opinion said: not null), and the verdicts
+written meanwhile that carried the previous primary's (written by a
+survivor, still naming the leaver among their observers): until when,
+and for how long each node said it (from its first such write to the
+survivor's own verdict).
 """
 
 from __future__ import annotations
@@ -119,6 +129,9 @@ def view_change(document: dict[str, Any], leaver: str = "agent-0") -> list[str]:
         if parts[2] == "instances" and isinstance(event.get("data"), dict):
             verdicts[parts[3]].append(event)
     found: dict[str, tuple[list[float], int, list[float], int, int]] = {}
+    # How long each node said a carried verdict, and how many still did.
+    lasted: list[float] = []
+    unreplaced = 0
     for writes in verdicts.values():
         writes.sort(key=lambda e: e["mtime"])
         before = [e for e in writes if e["mtime"] < signal]
@@ -162,6 +175,20 @@ def view_change(document: dict[str, Any], leaver: str = "agent-0") -> list[str]:
             carried.append(held[-1]["mtime"] - signal)
             carrying += 1
             said += all(e["data"].get("carried_from") == leaver for e in held)
+            own = next(
+                (
+                    e
+                    for e in after
+                    if e["mtime"] > held[0]["mtime"]
+                    and e["data"].get("agent") != leaver
+                    and leaver not in (e["data"].get("observers") or {})
+                ),
+                None,
+            )
+            if own is None:
+                unreplaced += 1
+            else:
+                lasted.append(own["mtime"] - held[0]["mtime"])
         found[kind] = (firsts, never, carried, carrying, said)
     lines = ["view change, from the signal (s): first verdict of the new view"]
     for kind, (firsts, never, carried, carrying, said) in sorted(found.items()):
@@ -171,6 +198,10 @@ def view_change(document: dict[str, Any], leaver: str = "agent-0") -> list[str]:
             f"survivor: {carrying} (saying carried_from: {said}), its last "
             f"carried write p50/p90/max {quantiles(carried)}"
         )
+    lines.append(
+        "  carried, from the first such write to the survivor's own: "
+        f"p50/p90/max {quantiles(lasted)}; still carried at the end: {unreplaced}"
+    )
     return lines
 
 
