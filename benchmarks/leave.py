@@ -604,8 +604,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             else:
                 freezing = threading.Timer(args.freeze_server, freeze)
         stopped = reader.now()
-<<<<<<< HEAD
-        stopped_at = time.time()
+        signal_at = stopped_at = time.time()
         victim.send_signal(
             signal.SIGKILL
             if args.kill
@@ -613,10 +612,6 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
             if args.usr2
             else signal.SIGTERM
         )
-=======
-        signal_at = time.time()
-        victim.send_signal(signal.SIGKILL if args.kill else signal.SIGTERM)
->>>>>>> 14e2407 (benchmarks: leave.py --trace-all; leavetrace.py times a view change's first verdicts)
         if freezing is not None:
             freezing.start()
         status = victim.wait(10.0)
