@@ -184,7 +184,7 @@ class ZooKeeperPublisher(Service):
         guard = Guard(reactor, zk, nodes, queue, self)
         # Instance nodes watched for other clients' writes, unless the
         # operator would rather not pay a read per write (`zookeeper.watch_writes`).
-        write_watch = WriteWatch(reactor, zk, nodes, queue, self)
+        write_watch = WriteWatch(reactor, zk, nodes, queue, self, guard)
         clock = ClockSkew(reactor, zk, agent_node)
         writer = NodeWriter(
             zk, nodes, queue, holders, takeovers, members, sweep, guard,

@@ -65,6 +65,51 @@ class WriteWatchTests(PublisherHarness):
         self.assertIn(f"(the last {self.node})", reason)
         self.assertEqual(len(self.lines()), 1)
 
+    def test_forged_node_set_at_the_version_found(self) -> None:
+        """
+        The read that finds a write over our node gives the version our
+        set goes at: one read and one set a forged node. Before, the set
+        went at the version we wrote, was refused, and a question came
+        before the set that succeeded (three calls after the read).
+        """
+        self.clock.advance(REFRESH / 2)
+        sets = self.zk.calls_by_path["set", self.node]
+        reads = self.zk.calls_by_path["exists", self.node]
+        self.forge()
+        self.clock.advance(CHECK_AFTER)
+        self.assertEqual(self.zk.document(self.node)["status"], "down")
+        self.assertEqual(self.zk.calls_by_path["set", self.node] - sets, 1)
+        self.assertEqual(self.zk.calls_by_path["exists", self.node] - reads, 1)
+        self.assertEqual(self.publisher.written_over, 1)
+
+    def test_every_node_forged_at_once(self) -> None:
+        """
+        A client writing over all 300 of our instance nodes at once: every
+        one right again within CHECK_AFTER, each named, at one read and one
+        set a node (before: a refused set and a question more each).
+        """
+        states = [self.instance(f"redis-{i:03}") for i in range(1, 300)]
+        for state in states:
+            self.check(state, DOWN)
+        self.clock.advance(REFRESH / 2)
+        paths = [self.node] + [path(f"redis-{i:03}") for i in range(1, 300)]
+        sets = sum(self.zk.calls_by_path["set", p] for p in paths)
+        reads = sum(self.zk.calls_by_path["exists", p] for p in paths)
+        forged = {"status": "up", "agent": "x"}
+        for p in paths:
+            self.zk.put(p, json.dumps(forged).encode(), self.zk.session_id)
+        self.clock.advance(CHECK_AFTER)
+        self.assertEqual(
+            [p for p in paths if self.zk.document(p)["status"] != "down"], []
+        )
+        self.assertEqual(self.publisher.written_over, len(paths))
+        self.assertEqual(
+            sum(self.zk.calls_by_path["set", p] for p in paths) - sets, len(paths)
+        )
+        self.assertEqual(
+            sum(self.zk.calls_by_path["exists", p] for p in paths) - reads, len(paths)
+        )
+
     def test_forging_loop_paced(self) -> None:
         """
         A client writing over the node every 10 ms for 10 s: the node is
