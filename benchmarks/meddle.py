@@ -2,7 +2,8 @@
 Another client meddling with a live group's nodes in a loop, as readers
 and the agents see it (DESIGN.md section 2.5).
 
-Two agents ``a`` and ``b`` (``twistd -n sentinel``, ``--replicas``,
+``--agents`` agents ``a``, ``b``, ... (two by default; ``twistd -n
+sentinel``, ``--replicas``,
 default refresh 30 s and heartbeat 10 s) share ``--instances`` instances
 over two real redis-servers, one of them SIGSTOPped once every node is
 written, until its instances are published down. Then a client of the
@@ -20,6 +21,11 @@ same ZooKeeper (kazoo, its own session, no ACLs) does ``--kind`` every
   instances over with the same document saying ``up`` and ready (with
   replicas 2 and its quorum of 2, one opinion ``up`` is a verdict
   ``up``): what an observer wrote, as any client may rewrite it;
+- ``agent-forge``: writes ``a``'s agent node over with another pid and
+  no instances (what a member's agent node says is not what the others
+  go by: printed, how many instance nodes each agent held before and
+  after, and how long after the meddler stopped ``a``'s agent node
+  named its own pid again);
 - ``takeover-forge``: as ``forge``, and ``b`` is stopped (SIGTERM: it
   leaves the group, and ``a`` takes its nodes over) 1 s after the
   meddler begins: ``a`` finds the forged data within the 15 s after a
@@ -78,6 +84,8 @@ from kazoo.exceptions import KazooException, NoNodeError
 from squat import healthz, members, start_agent
 
 ROOT = "/meddle"
+# The pid written into ``a``'s agent node by ``--kind agent-forge``.
+FORGED_PID = 1
 
 
 def main() -> None:
@@ -91,11 +99,13 @@ def main() -> None:
             "catalogs",
             "opinions",
             "opinion-forge",
+            "agent-forge",
             "takeover-forge",
         ),
         required=True,
     )
     parser.add_argument("--instances", type=int, default=30)
+    parser.add_argument("--agents", type=int, default=2)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--every", type=float, default=0.01)
     parser.add_argument("--burst", type=int, default=10)
@@ -194,10 +204,16 @@ def meddle(client: KazooClient, options: argparse.Namespace, names: list[str]) -
         "catalogs": f"{ROOT}/catalogs",
         "opinions": f"{ROOT}/opinions/{names[0]}",
     }.get(options.kind)
-    opinions = forged_opinions(client, names) if options.kind == "opinion-forge" else {}
+    forged_paths = (
+        forged_opinions(client, names) if options.kind == "opinion-forge" else {}
+    )
+    if options.kind == "agent-forge":
+        said = json.loads(client.get(f"{ROOT}/agents/a")[0])
+        forged_agent = {**said, "pid": FORGED_PID, "instances": []}
+        forged_paths = {f"{ROOT}/agents/a": json.dumps(forged_agent).encode()}
     while time.monotonic() < deadline:
-        if options.kind == "opinion-forge":
-            results = [client.set_async(p, data) for p, data in opinions.items()]
+        if options.kind in ("opinion-forge", "agent-forge"):
+            results = [client.set_async(p, data) for p, data in forged_paths.items()]
         elif options.kind == "delete":
             results = [client.delete_async(f"{ROOT}/instances/{n}") for n in names]
         elif options.kind in ("forge", "takeover-forge"):
@@ -239,7 +255,9 @@ def forged_opinions(client: KazooClient, names: list[str]) -> dict[str, bytes]:
     return forged
 
 
-def holdings(client: KazooClient, names: list[str]) -> dict[str, list[int]]:
+def holdings(
+    client: KazooClient, names: list[str], labels: tuple[str, ...]
+) -> dict[str, list[int]]:
     """
     The version of each instance node as the meddler begins, by the agent
     whose session holds it: a write over a node at version 0 (made, or
@@ -247,7 +265,7 @@ def holdings(client: KazooClient, names: list[str]) -> dict[str, list[int]]:
     holding only such nodes answered /healthz 200 all through a forgery.
     """
     agents = {}
-    for label in ("a", "b"):
+    for label in labels:
         try:
             _, stat = client.get(f"{ROOT}/agents/{label}")
         except NoNodeError:
@@ -267,6 +285,7 @@ def holdings(client: KazooClient, names: list[str]) -> dict[str, list[int]]:
 
 def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]]:
     """One group, one meddler: the figures of the module docstring."""
+    labels = tuple("abcdefghij"[: options.agents])
     with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
         zookeeper, reader_client = start_zookeeper(started)
@@ -287,36 +306,45 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
                 settings={"replicas": options.replicas},
                 root=ROOT,
             )  # fmt: skip
-            for agent_id in ("a", "b")
+            for agent_id in labels
         ]
-        wait_until(lambda: min(map(members, agents)) == 2, 30.0, "a group of two")
+        wait_until(lambda: min(map(members, agents)) == len(agents), 30.0, "the group")
         stopped = servers[1]
         down = {i.name for i in instances if i.port == stopped.port}
         os.kill(stopped.pid, signal.SIGSTOP)
         started.callback(os.kill, stopped.pid, signal.SIGCONT)
 
-        def published_right() -> bool:
+        def published_wrong() -> list[str]:
+            """Each instance node missing or wrong now: its name, data, stat."""
+            wrong = []
             for name in names:
                 try:
-                    data, _ = reader_client.get(f"{ROOT}/instances/{name}")
+                    data, stat = reader_client.get(f"{ROOT}/instances/{name}")
                 except NoNodeError:
-                    return False
+                    wrong.append(f"{name}: missing")
+                    continue
                 if (json.loads(data)["status"] == "down") != (name in down):
-                    return False
-            return True
+                    wrong.append(
+                        f"{name}: {data[:80]!r} version {stat.version}"
+                        f" owner {stat.ephemeralOwner:#x}"
+                    )
+            return wrong
+
+        def published_right() -> bool:
+            return not published_wrong()
 
         wait_until(published_right, 60.0, "every node written, and right")
         time.sleep(2.0)
         before = [(writes(x), x.cpu_seconds()) for x in agents]
-        sent_before = requests_sent(zookeeper, reader_client, ("a", "b"))
+        sent_before = requests_sent(zookeeper, reader_client, labels)
         time.sleep(5.0)
         quiet = [(writes(x), x.cpu_seconds()) for x in agents]
-        sent_quiet = requests_sent(zookeeper, reader_client, ("a", "b"))
+        sent_quiet = requests_sent(zookeeper, reader_client, labels)
         reader = Reader(reader_client, names, down)
         reader.thread.start()
-        answers: dict[str, dict[str, int]] = {"a": {}, "b": {}}
+        answers: dict[str, dict[str, int]] = {label: {} for label in labels}
         # The agents running while the meddler meddles, with their labels.
-        live = list(zip(agents, ("a", "b"), strict=True))
+        live = list(zip(agents, labels, strict=True))
         # The first answer other than 200 of each, as it was, and how many
         # named a write by another client (among any other reasons).
         first: dict[str, str] = {}
@@ -342,7 +370,7 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         started.callback(meddler.stop)
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
-        held = holdings(reader_client, names)
+        held = holdings(reader_client, names, labels)
         if options.kind == "takeover-forge":
             # b leaves 1 s into the forgery: a takes its nodes over, and
             # finds the forged data at its first writes of them.
@@ -355,16 +383,45 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         done = meddle(meddler, options, meddled)
         took = time.monotonic() - began
         during = [(writes(x), x.cpu_seconds()) for x, _ in live]
-        sent_during = requests_sent(zookeeper, reader_client, ("a", "b"))
+        sent_during = requests_sent(zookeeper, reader_client, labels)
         meddler.stop()
         ended = time.monotonic()
-        time.sleep(options.after)
+        agent_node_right = None
+        while (
+            options.kind == "agent-forge" and time.monotonic() < ended + options.after
+        ):
+            said = json.loads(reader_client.get(f"{ROOT}/agents/a")[0])
+            if said.get("pid") != FORGED_PID:
+                agent_node_right = time.monotonic() - ended
+                break
+            time.sleep(0.02)
+        time.sleep(max(0.0, ended + options.after - time.monotonic()))
         reader.stopping.set()
         reader.thread.join(5.0)
         polling.set()
         poller.join(5.0)
-        right = published_right()
+        wrong = published_wrong()
+        right = not wrong
         rows = [("meddler's operations", f"{done:,} in {took:.1f} s")]
+        if options.kind == "agent-forge":
+            after = holdings(reader_client, names, labels)
+            rows.append(
+                (
+                    "instance nodes held before, after (by agent)",
+                    ", ".join(
+                        f"{x} {len(held.get(x, []))} {len(after.get(x, []))}"
+                        for x in labels
+                    ),
+                )
+            )
+            rows.append(
+                (
+                    "a's agent node right again",
+                    "never"
+                    if agent_node_right is None
+                    else f"{agent_node_right:.2f} s after the meddler stopped",
+                )
+            )
         for i, (agent, label) in enumerate(live):
             (w0, c0), (w1, c1), (w2, c2) = before[i], quiet[i], during[i]
             rows.append(
@@ -408,6 +465,12 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
                 f" stopped (right at the end: {right})",
             ),
         ]
+        if wrong:
+            rows.append((f"wrong at the end ({len(wrong)})", "; ".join(wrong[:3])))
+            for agent, label in live:
+                for line in agent.log.read_text(errors="replace").splitlines():
+                    if any(w.split(":")[0] + " " in line + " " for w in wrong[:3]):
+                        rows.append((f"{label}'s log on them", line[:300]))
         for agent, label in live:
             log = agent.log.read_text(errors="replace")
             rows.append(
