@@ -32,8 +32,9 @@ still looks held.
 
 A write of our node by another client fires no such watch: `overwritten`
 asks (an ``exists`` a node) for the nodes whose writes are rare, this
-agent's catalog at each heartbeat; instance nodes are watched for their
-writes by `sentinel.writewatch` (within `writewatch.CHECK_AFTER`), or,
+agent's catalog at each heartbeat; instance nodes and this agent's node
+are watched for their writes by `sentinel.writewatch` (within
+`writewatch.CHECK_AFTER`), or,
 with ``zookeeper.watch_writes`` off, found at our next set of them, at
 the version we wrote (`written_over`): written again at once, logged,
 and named in /healthz for `OVERWRITES_WINDOW`. A set of
@@ -476,11 +477,11 @@ class Guard:
             reasons.append(
                 f"zookeeper: {count} node(s) of this agent written by another "
                 f"client in the last {OVERWRITES_WINDOW:.0f} s (the last {path}),"
-                " each written again once found (an instance node within about"
-                f" {CHECK_AFTER:g} s, at its next write with zookeeper.watch_writes"
-                f" false; an opinion or a discovery member within {REWRITE_AFTER:g}"
-                " s; this agent's node at its next heartbeat): readers saw the"
-                " other client's data until then"
+                " each written again once found (an instance node or this"
+                f" agent's node within about {CHECK_AFTER:g} s, at its next write"
+                " with zookeeper.watch_writes false; an opinion or a discovery"
+                f" member within {REWRITE_AFTER:g} s): readers saw the other"
+                " client's data until then"
             )
         return "; ".join(reasons) or None
 

@@ -1,6 +1,7 @@
 """
-Another client's write over one of our instance nodes, found and undone
-within about a second, not at our next write of the node.
+Another client's write over one of our instance nodes, or over our
+agent node, found and undone within about a second, not at our next
+write of the node.
 
 Without ``auth_file`` any ZooKeeper client may set our instance nodes;
 readers (proxies) act on what they say. The deletion watch
@@ -39,6 +40,17 @@ stopped. Otherwise (a set of ours may have been applied with its answer
 lost, or a previous primary's late set may have landed), the set goes
 at the version we wrote, and its refusal tells which it was
 (`sentinel.writer`).
+
+This agent's node, ``{root}/agents/{id}``, is watched the same way: it
+was found written over only at its next heartbeat (10 s), and readers
+(operators, tools) read another pid or another list meanwhile. Found at
+a version we did not write, it is written again at once by the refused
+set's path, which with a ``state_dir`` lets what it says tell another
+client from this agent's other process on our session
+(`sentinel.sharing`). One read a heartbeat is what it costs. The
+group's members never read its data, only which session holds it
+(`sentinel.membership`): a forged agent node moves no instance; the
+catalog, which they do read, is checked at each heartbeat by the guard.
 
 Bounded whatever the other client does: a node is read at most once per
 `CHECK_AFTER`, so a client writing it in a loop costs at most one read
@@ -80,7 +92,7 @@ READS_IN_FLIGHT = 8
 
 
 class WriteWatch:
-    """Watches our instance nodes for other clients' writes (module docstring)."""
+    """Watches our instance and agent nodes for others' writes (module docstring)."""
 
     def __init__(
         self,
@@ -99,7 +111,8 @@ class WriteWatch:
         self._paced = PacedReads(
             reactor, CHECK_AFTER, READS_IN_FLIGHT, self._read_again, self._acting
         )
-        # Reads made to watch a node, since start: the cost (one a write).
+        # Reads made to watch an instance node, since start: the cost (one
+        # a write; the agent node's, one a heartbeat, are not counted).
         self.reads = 0
 
     def written(self, node: Node) -> None:
@@ -122,18 +135,22 @@ class WriteWatch:
         self.cancel()
         for node in self._nodes.instances.values():
             node.write_watched = None
+        self._nodes.agent.write_watched = None
 
     def cancel(self) -> None:
         """Read nothing again from now on (stopping, or halted)."""
         self._paced.cancel()
 
     def _ours(self, node: Node) -> bool:
-        """Whether `node` is an instance node we hold and mean to."""
+        """Whether `node` is our agent node or an instance node, held and meant."""
         return (
             node.owned
             and not (node.removed or node.released)
-            and self._nodes.instances.get(node.name) is node
+            and (self._instance(node) or node is self._nodes.agent)
         )
+
+    def _instance(self, node: Node) -> bool:
+        return self._nodes.instances.get(node.name) is node
 
     def _acting(self) -> bool:
         return acting(self._life)
@@ -150,7 +167,7 @@ class WriteWatch:
             node.write_watch = partial(self._changed, node)
         path = node.path
         node.write_watched = path
-        self.reads += 1
+        self.reads += self._instance(node)
         d = self._zk.exists(path, watch=node.write_watch, background=True)
         d.addCallbacks(
             self._answered,
@@ -178,7 +195,11 @@ class WriteWatch:
         if node.dirty or node.writing or not self._ours(node) or not self._acting():
             return  # A write of ours due or under way finds it.
         if stat.version != node.version:
-            if not node.unanswered and not self._guard.in_takeover_grace(node):
+            if (
+                self._instance(node)
+                and not node.unanswered
+                and not self._guard.in_takeover_grace(node)
+            ):
                 # Another client's write for sure (no set of ours is
                 # unanswered, no previous primary's late set to tell):
                 # named here, and ours set at the version found, one

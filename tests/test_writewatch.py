@@ -17,7 +17,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel.nodes import Node
 from sentinel.pacedreads import PacedReads
 from sentinel.writewatch import CHECK_AFTER
-from tests.test_publisher import DOWN, REFRESH, UP, PublisherHarness, path
+from tests.test_publisher import (
+    AGENT,
+    AGENT_PATH,
+    DOWN,
+    HEARTBEAT,
+    REFRESH,
+    UP,
+    PublisherHarness,
+    path,
+)
 
 
 class WriteWatchTests(PublisherHarness):
@@ -109,6 +118,39 @@ class WriteWatchTests(PublisherHarness):
         self.assertEqual(
             sum(self.zk.calls_by_path["exists", p] for p in paths) - reads, len(paths)
         )
+
+    def test_forged_agent_node_written_again_within_a_second(self) -> None:
+        """
+        Another client's write over our agent node (another pid, no
+        instances) is written over within CHECK_AFTER and named in
+        /healthz, and a client writing it in a loop costs at most a read
+        and two sets of it a CHECK_AFTER. Before, it stood until the next
+        heartbeat.
+        """
+        self.clock.advance(HEARTBEAT / 2)
+        forged = {"agent": AGENT, "pid": 1, "instances": []}
+        self.zk.put(AGENT_PATH, json.dumps(forged).encode(), self.zk.session_id)
+        self.clock.advance(CHECK_AFTER)
+        said = self.zk.document(AGENT_PATH)
+        self.assertNotEqual(said["pid"], 1)
+        self.assertEqual(said["instances"], ["redis-00"])
+        self.assertEqual(self.zk.owner(AGENT_PATH), self.zk.session_id)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn(f"(the last {AGENT_PATH})", reason)
+        sets = self.zk.calls_by_path["set", AGENT_PATH]
+        reads = self.zk.calls_by_path["exists", AGENT_PATH]
+        for _ in range(300):
+            self.zk.put(AGENT_PATH, json.dumps(forged).encode(), self.zk.session_id)
+            self.clock.advance(0.01)
+        rounds = 3.0 / CHECK_AFTER
+        self.assertLessEqual(
+            self.zk.calls_by_path["set", AGENT_PATH] - sets, rounds * 2 + 1
+        )
+        self.assertLessEqual(
+            self.zk.calls_by_path["exists", AGENT_PATH] - reads, rounds * 2 + 1
+        )
+        self.clock.advance(CHECK_AFTER)
+        self.assertNotEqual(self.zk.document(AGENT_PATH)["pid"], 1)
 
     def test_forging_loop_paced(self) -> None:
         """
