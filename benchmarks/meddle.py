@@ -468,6 +468,10 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         if wrong:
             rows.append((f"wrong at the end ({len(wrong)})", "; ".join(wrong[:3])))
             for agent, label in live:
+                url = f"http://{LOOPBACK}:{agent.http_port}/debug/stats"
+                with urllib.request.urlopen(url, timeout=10.0) as response:
+                    stats = json.loads(response.read()).get("zookeeper", {})
+                rows.append((f"{label}'s ZooKeeper stats", json.dumps(stats)[:1500]))
                 for line in agent.log.read_text(errors="replace").splitlines():
                     if any(w.split(":")[0] + " " in line + " " for w in wrong[:3]):
                         rows.append((f"{label}'s log on them", line[:300]))
