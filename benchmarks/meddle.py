@@ -190,16 +190,18 @@ def requests_sent(
     return sent
 
 
+def forged_document(name: str) -> bytes:
+    """What ``forge`` writes over `name`'s node: ``up``, its agent ``a``."""
+    return json.dumps(
+        {"name": name, "status": "up", "ready": True, "agent": "a", "schema": 1}
+    ).encode()
+
+
 def meddle(client: KazooClient, options: argparse.Namespace, names: list[str]) -> int:
     """Meddle as `--kind` says for `--for` seconds; how many operations."""
     done = 0
     deadline = time.monotonic() + options.duration
-    forged = {
-        name: json.dumps(
-            {"name": name, "status": "up", "ready": True, "agent": "a", "schema": 1}
-        ).encode()
-        for name in names
-    }
+    forged = {name: forged_document(name) for name in names}
     parent = {
         "catalogs": f"{ROOT}/catalogs",
         "opinions": f"{ROOT}/opinions/{names[0]}",
@@ -324,8 +326,12 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
                     wrong.append(f"{name}: missing")
                     continue
                 if (json.loads(data)["status"] == "down") != (name in down):
+                    # The forger's bytes, or a document an agent wrote
+                    # (then what it says of the instance tells a verdict
+                    # from a write that did not land: `agents_say`).
+                    whose = "forged" if data == forged_document(name) else "agent's"
                     wrong.append(
-                        f"{name}: {data[:80]!r} version {stat.version}"
+                        f"{name}: {whose} {data[:80]!r} version {stat.version}"
                         f" owner {stat.ephemeralOwner:#x}"
                     )
             return wrong
@@ -466,8 +472,22 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
             ),
         ]
         if wrong:
-            rows.append((f"wrong at the end ({len(wrong)})", "; ".join(wrong[:3])))
+            forged_left = sum(": forged " in w for w in wrong)
+            rows.append(
+                (
+                    f"wrong at the end ({len(wrong)}: {forged_left} forged,"
+                    f" {len(wrong) - forged_left} an agent's document)",
+                    "; ".join(wrong[:3]),
+                )
+            )
+            first_wrong = wrong[0].split(":")[0]
             for agent, label in live:
+                rows.append(
+                    (
+                        f"{label} says of {first_wrong}",
+                        agent_says(agent.http_port, first_wrong),
+                    )
+                )
                 url = f"http://{LOOPBACK}:{agent.http_port}/debug/stats"
                 with urllib.request.urlopen(url, timeout=10.0) as response:
                     stats = json.loads(response.read()).get("zookeeper", {})
@@ -495,6 +515,19 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
             if label in first:
                 rows.append((f"{label}'s first not 200", first[label]))
         return rows
+
+
+def agent_says(port: int, name: str) -> str:
+    """An agent's status and verdict of instance `name` (``/instances``)."""
+    url = f"http://{LOOPBACK}:{port}/instances/{name}"
+    try:
+        with urllib.request.urlopen(url, timeout=10.0) as response:
+            said = json.loads(response.read())
+    except OSError as e:
+        return f"no answer ({e})"
+    return json.dumps(
+        {key: said.get(key) for key in ("status", "since", "error", "verdict")}
+    )
 
 
 if __name__ == "__main__":
