@@ -31,6 +31,7 @@ from sentinel.publisher import ZooKeeperPublisher
 from sentinel.readers import warn_of_long_listings
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
+from sentinel.runqueue import RunQueueWait
 from sentinel.session import StateFile, StoredSession, session_left, session_purpose
 from sentinel.shutdown import EXIT_TWIN, StopSignals, stop, stop_with_status
 from sentinel.signals import WHY_NO_CONFIG, WHY_USR1, StartSignals, UnusedSignals
@@ -214,6 +215,7 @@ def make_agent(
         PendingTracker(),
         on_round=None if process is None else settle,
         internal_errors=internal_errors,
+        run_queue=RunQueueWait(reactor),
     )
     tasks.append(monitor.loop)
     if process is not None:

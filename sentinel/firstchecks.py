@@ -21,6 +21,11 @@ with none is info. A change decided by rise/fall is still a line of its
 own (`sentinel.monitor`): that is news of the instance, not of the
 agent's start. At the stop the decisions not summed up yet are said at
 once: none goes unsaid.
+
+Checks that would have decided so but timed out while the agent waited
+for a CPU decide nothing (`sentinel.runqueue`): they are summed up in
+the same window, a warning (the agent is short of CPU), naming the first
+`NAMED`.
 """
 
 from __future__ import annotations
@@ -83,6 +88,10 @@ class FirstChecks:
         self._clock = clock
         self._first = _Decided()
         self._anew = _Decided()
+        # First checks (or anew) put off: timed out while the agent was
+        # short of CPU.
+        self._starved: list[str] = []
+        self._starved_count = 0
         # The gap after which a history is stale, as the last decided anew
         # said (the same for every instance but across a reload).
         self._gap = 0.0
@@ -101,6 +110,17 @@ class FirstChecks:
         if self._call is None:
             self._call = self._clock.callLater(WINDOW, self._say)
 
+    def starved(self, name: str) -> None:
+        """
+        `name`'s check would have decided its status but timed out while
+        the agent waited for a CPU: it decided nothing.
+        """
+        self._starved_count += 1
+        if len(self._starved) < NAMED:
+            self._starved.append(name)
+        if self._call is None:
+            self._call = self._clock.callLater(WINDOW, self._say)
+
     def stop(self) -> None:
         """Say now what is not said yet, and schedule nothing more."""
         if self._call is not None and self._call.active():
@@ -111,6 +131,18 @@ class FirstChecks:
         self._call = None
         first, anew = self._first, self._anew
         self._first, self._anew = _Decided(), _Decided()
+        starved, starved_count = self._starved, self._starved_count
+        self._starved, self._starved_count = [], 0
+        if starved_count:
+            more = starved_count - len(starved)
+            log.warn(
+                "{count} check(s) that would have decided a status timed out"
+                " while the agent waited for a CPU: not decided, checked"
+                " again ({names}{more})",
+                count=starved_count,
+                names=", ".join(starved),
+                more=f" and {more} more" if more else "",
+            )
         if first.count:
             log.emit(
                 LogLevel.warn if first.down_count else LogLevel.info,

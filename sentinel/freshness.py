@@ -141,7 +141,7 @@ class Freshness:
     def _why(self, found: _Found) -> str | None:
         # Why the oldest found says nothing, read now (it may be gone).
         state = self._states().get(found.names[0]) if found.names else None
-        return None if state is None else state.probe.why_unjudged
+        return None if state is None else state.why_unjudged
 
     def unhealthy_reason(self) -> str | None:
         """Why /healthz fails on this account, or None."""

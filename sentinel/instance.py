@@ -66,6 +66,7 @@ class InstanceState:
         "published_changes",
         "watched_since",
         "silent_since",
+        "starved_reason",
     )
 
     def __init__(
@@ -98,6 +99,10 @@ class InstanceState:
         # (None before any did): see `unjudged_since`.
         self.watched_since = watched_since
         self.silent_since: float | None = None
+        # Why its last check said nothing, if the monitor ruled so (a
+        # timeout while the agent was short of CPU, `sentinel.runqueue`);
+        # None if the probe did (it says why, `Probe.why_unjudged`).
+        self.starved_reason: str | None = None
 
     @property
     def discovered(self) -> bool:
@@ -122,6 +127,11 @@ class InstanceState:
         if silent_since is not None and silent_since > checked_at:
             return silent_since
         return None
+
+    @property
+    def why_unjudged(self) -> str:
+        """Why its checks say nothing now, for an operator (never per check)."""
+        return self.starved_reason or self.probe.why_unjudged
 
     @property
     def stage(self) -> str:

@@ -10,6 +10,9 @@ flight is not checked again (an overrun); an exception from one instance's
 check, or from our own callbacks, is a bug of ours: counted and logged
 with the instance (`sentinel.bugs`), it touches nothing else; the loop
 itself restarts if it ever fails (`sentinel.timer`).
+A check that would decide a status directly and times out while the
+operating system kept the agent waiting for a CPU says nothing
+(`sentinel.runqueue`): the agent's own CPU is not Redis's failure.
 Each recorded check goes to the health, then the publisher (a change only
 as often as `sentinel.flapping` lets one instance publish them) and
 listeners.
@@ -45,6 +48,7 @@ from sentinel.flapping import Flapping
 from sentinel.health import DOWN, UP, InstanceHealth, Transition
 from sentinel.instance import InstanceState, Probe
 from sentinel.observation import Observation, Replication
+from sentinel.runqueue import RunQueueWait
 from sentinel.slices import Slices, slices_for
 from sentinel.timer import RestartingTimer
 from sentinel.tracker import InFlight, PendingTracker
@@ -189,12 +193,16 @@ class Monitor(Service):
         tracker: PendingTracker,
         on_round: Callable[[int], object] | None = None,
         internal_errors: InternalErrors | None = None,
+        run_queue: RunQueueWait | None = None,
     ) -> None:
         """
         @param on_round: called as each round of the slices starts, with the
             number of rounds since the watched instances last changed.
         @param internal_errors: where bugs of ours are counted (the agent's
             own, shared with ZooKeeper's side and the reloader).
+        @param run_queue: the reactor thread's wait for a CPU, sampled at
+            each slice's launch and closed at the stop (owned from here);
+            None: no check is judged by it.
         """
         self._clock = clock
         self.settings = settings
@@ -228,6 +236,10 @@ class Monitor(Service):
         self.checks = 0
         self.failures = 0
         self.inconclusive = 0
+        # Of those, timeouts that would have decided a status directly while
+        # the agent waited for a CPU (`sentinel.runqueue`).
+        self.starved_first_checks = 0
+        self._run_queue = run_queue
         # Instances up now, and decided (up or down), kept as statuses
         # change: /debug/stats and /healthz read them at any rate, and a
         # recount is about 1-4 ms at 19,000 instances.
@@ -430,6 +442,8 @@ class Monitor(Service):
         self.loop.stopService()
         self._sweep.stop()
         self.first_checks.stop()
+        if self._run_queue is not None:
+            self._run_queue.close()
         in_flight = deque(state for state in self.tracker if state.check is not None)
         probes = deque(self.states.values())
         closed: Deferred[None] = Deferred()
@@ -495,6 +509,8 @@ class Monitor(Service):
             self._round_at = now
             self.ticks += 1
         self.last_tick_at = now
+        if self._run_queue is not None:
+            self._run_queue.sample()
         due = []
         overrun = []
         for state in list(members):
@@ -619,15 +635,45 @@ class Monitor(Service):
             # The agent did not get to look: nothing is known, nothing changes.
             self._said_nothing(state, now)
             return
+        if not observation.ok and self._starved(state, observation, now):
+            return
         try:
             self._record(state, observation, state.started_at, now)
         except Exception:
             # A bug of ours: the check has ended all the same.
             self.internal_errors.record("recording the check", state.name, Failure())
 
+    def _starved(
+        self, state: InstanceState, observation: Observation, now: float
+    ) -> bool:
+        # Whether a failed check that would decide the status directly timed
+        # out while the agent waited for a CPU (`sentinel.runqueue`): then it
+        # says nothing, and /instances and /healthz say why.
+        run_queue = self._run_queue
+        error = observation.error
+        if run_queue is None or error is None or not error.startswith("timeout"):
+            return False
+        health = state.health
+        if health.status is not None and now <= health.stale_at:
+            return False  # Rise/fall: one check does not move it.
+        timeout = self.settings.timeout
+        waited = run_queue.starved_since(min(state.started_at, now - timeout), timeout)
+        if waited is None:
+            return False
+        self.starved_first_checks += 1
+        self._said_nothing(state, now)
+        state.starved_reason = (
+            f"the agent's CPU was short: its check timed out ({error}) while"
+            f" the agent waited {waited:.2f} s for a CPU, so it decides nothing"
+            " and is checked again"
+        )
+        self.first_checks.starved(state.name)
+        return True
+
     def _said_nothing(self, state: InstanceState, now: float) -> None:
         # Counted, and the first such check since the last recorded one
         # dated: the instance is unjudged since then (`unjudged_since`).
+        state.starved_reason = None
         self.inconclusive += 1
         silent_since = state.silent_since
         checked_at = state.health.checked_at

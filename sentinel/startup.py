@@ -39,6 +39,7 @@ class StartupReport:
         return {
             "instances_not_looked_at": self.not_looked_at(),
             "inconclusive_checks": monitor.inconclusive,
+            "first_checks_starved": monitor.starved_first_checks,
             "tick_lag_seconds": round(monitor.tick_lag, 4),
             "tick_lag_max_seconds": round(monitor.tick_lag_max, 4),
             **self._pacer.stats(),

@@ -278,7 +278,7 @@ class StatusApp:
             state.probe.hello_off_until,
             None if changes is None else changes.held_since,
             unjudged_since,
-            None if unjudged_since is None else state.probe.why_unjudged,
+            None if unjudged_since is None else state.why_unjudged,
             self.monitor.flapping.status_flapping_since(state, self.reactor.seconds()),
         )
         if self.group is not None:

@@ -12,6 +12,7 @@ from sentinel.health import Transition
 from sentinel.instance import InstanceState
 from sentinel.monitor import Monitor, Settings
 from sentinel.observation import Observation, Replication
+from sentinel.runqueue import RunQueueWait
 from sentinel.tracker import PendingTracker
 
 OK = Observation(ok=True, ready=True, latency_ms=0.5)
@@ -124,9 +125,14 @@ def make_monitor(
     fall: int = 3,
     info_every: int = 10,
     slices: int = 1,
+    clock: Clock | None = None,
+    run_queue: RunQueueWait | None = None,
 ) -> tuple[Monitor, Clock, dict[str, FakeProbe], RecordingPublisher]:
-    """A monitor on a Clock with a `FakeProbe` per instance name."""
-    clock = Clock()
+    """
+    A monitor on a Clock (`clock`, or a new one) with a `FakeProbe` per
+    instance name, judging by `run_queue` if given.
+    """
+    clock = clock or Clock()
     probes: dict[str, FakeProbe] = {}
 
     def factory(instance: RedisInstance) -> FakeProbe:
@@ -142,7 +148,9 @@ def make_monitor(
         info_every=info_every,
         slices=slices,
     )
-    monitor = Monitor(clock, settings, factory, publisher, PendingTracker())
+    monitor = Monitor(
+        clock, settings, factory, publisher, PendingTracker(), run_queue=run_queue
+    )
     for i, name in enumerate(names):
         monitor.add_instance(RedisInstance(name, "127.0.0.1", 7000 + i))
     return monitor, clock, probes, publisher
