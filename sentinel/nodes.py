@@ -98,6 +98,7 @@ class Node:
         "prune_parent",
         "due_since",
         "published_at",
+        "built_checked_at",
         "moving",
     )
 
@@ -206,6 +207,10 @@ class Node:
         # how far behind ZooKeeper's copy is (`sentinel.lateness`).
         self.due_since: float | None = None
         self.published_at: float | None = None
+        # For an instance node: the ``checked_at`` its data last built
+        # said, from which its refresh counts when that is older than the
+        # write's acknowledgement (`ZooKeeperPublisher._publish`).
+        self.built_checked_at: float | None = None
         # For a discovery member: it is to replace the member another
         # agent's session holds for the instance, whose node this agent
         # took over, and is written with the nodes readers miss

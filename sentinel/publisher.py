@@ -44,7 +44,7 @@ from twisted.python.failure import Failure
 from sentinel.catalog import Catalog
 from sentinel.clockskew import ClockSkew
 from sentinel.discovery import Discovery
-from sentinel.documents import instance_document
+from sentinel.documents import instance_document, said_checked_at
 from sentinel.guard import Guard
 from sentinel.handoff import SessionHandoff
 from sentinel.health import Transition
@@ -396,7 +396,8 @@ class ZooKeeperPublisher(Service):
         written_at = node.written_at
         if written_at is not None and not node.dirty:
             due_after = _refresh_after(self.refresh, state.health.interval)
-            if self._reactor.seconds() - written_at >= due_after:
+            since = _refresh_from(node, written_at, state.health.checked_at)
+            if self._reactor.seconds() - since >= due_after:
                 self._mark(node)
                 self._members.refresh(state.name)
 
@@ -477,15 +478,19 @@ class ZooKeeperPublisher(Service):
         def data() -> bytes | None:
             if roles.joined:
                 document = roles.document(node)
-                return None if document is None else encode(document)
-            state = node.state
-            assert state is not None
-            if not state.health.current(self._reactor.seconds()):
-                # Stale (the agent frozen, say): written again after the
-                # next check, which decides the status anew.
-                return None
-            node.keep_since()
-            return encode(instance_document(state.instance, state.health, agent_id))
+                if document is None:
+                    return None
+            else:
+                state = node.state
+                assert state is not None
+                if not state.health.current(self._reactor.seconds()):
+                    # Stale (the agent frozen, say): written again after the
+                    # next check, which decides the status anew.
+                    return None
+                node.keep_since()
+                document = instance_document(state.instance, state.health, agent_id)
+            node.built_checked_at = said_checked_at(document)
+            return encode(document)
 
         node.data = data
         return node
@@ -787,6 +792,26 @@ def _refresh_after(refresh: float, interval: float | None) -> float:
     # 0.3 / 0.1 (2.9999999999999996) short of a whole number of intervals.
     intervals = max(1, math.floor(refresh / interval + 1e-9))
     return (intervals - 0.5) * interval
+
+
+def _refresh_from(node: Node, written_at: float, checked: float | None) -> float:
+    """
+    When the refresh of an instance node written at `written_at` counts
+    from: the ``checked_at`` its data said, if older and a check of ours
+    (at `checked`) is newer; else the write. Readers judge the node by
+    its ``checked_at``; a write answered seconds after its data was built
+    (a start, ZooKeeper's return: the bridge's calls in flight full) was
+    counted from the answer, and the node stood that much past refresh:
+    a verdict written 5 s after its check stood 35 s, past the 34 s its
+    other observers allow it (`Opinions.late_verdicts`), until the
+    primary's own timer wrote it again. A node whose data can say no
+    newer check (the previous primary's verdict, kept until ours) is not
+    written again for that.
+    """
+    built = node.built_checked_at
+    if built is None or built >= written_at or checked is None or checked <= built:
+        return written_at
+    return built
 
 
 def _saying_previous(node: Node) -> bool:

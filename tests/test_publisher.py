@@ -377,6 +377,33 @@ class PublisherTests(PublisherHarness):
         # 42 intervals of 0.7 s are 29.4 s; 43 would be 30.1 s.
         self.assertEqual(self.rewrites(0.7, 84), [0, 42, 84])
 
+    def test_refresh_counted_from_checked_at_of_a_late_answer(self) -> None:
+        """
+        A write answered seconds after its check (ZooKeeper slow to
+        answer: the node's first write at a start, say) is written again
+        by the check `refresh` after the one it says (its ``checked_at``,
+        which readers judge it by), not `refresh` after the answer: that
+        left the node 5 s older than readers are promised.
+        """
+        self.start()
+        state = self.instance("redis-a", INTERVAL)
+        node = path("redis-a")
+        self.zk.call_timeout = 60.0
+        self.zk.hold_answers("create", "set")
+        written = []
+        for index in range(61):
+            before = self.zk.writes(node)
+            self.check(state, UP)
+            if self.zk.writes(node) > before:
+                written.append(index)
+            self.clock.advance(0.005)
+            # The first write answered 4 s after its check (past the
+            # history's bound, 2 s), the others 5 ms after theirs.
+            if index >= 4:
+                self.zk.release()
+            self.clock.advance(INTERVAL - 0.005)
+        self.assertEqual(written, [0, 30, 60])
+
     def test_transition_written_at_once(self) -> None:
         """A change is written at the check that saw it, without waiting."""
         self.start()
