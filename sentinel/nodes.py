@@ -100,6 +100,7 @@ class Node:
         "published_at",
         "built_checked_at",
         "moving",
+        "taken_back",
     )
 
     def __init__(self, path: str, data: Callable[[], bytes | None]) -> None:
@@ -216,6 +217,9 @@ class Node:
         # took over, and is written with the nodes readers miss
         # (`sentinel.writes`), until it is made.
         self.moving = False
+        # Retired, and a new node at its path took over before its delete
+        # was made (`Nodes.take_back`): that delete is not made.
+        self.taken_back = False
 
     def keep_since(self) -> None:
         """
@@ -310,6 +314,12 @@ class Nodes:
                 return
             self.retired.discard(old)
         old.dirty = False
+        # A delete already asking whether the node is ours (its `exists`
+        # waiting seconds behind a new session's writes) found the node
+        # the new one wrote meanwhile, ours, and deleted it: 80--240
+        # opinions of an agent whose view went down to itself and back
+        # on a new session, each "deleted behind the agent's back".
+        old.taken_back = True
         if not old.writing:
             node.owned, node.version = old.owned, old.version
             node.unanswered = old.unanswered

@@ -137,7 +137,7 @@ class NodeWriter:
             return
         if node.removed:
             await self.delete_owned(node)
-            if node.prune_parent:
+            if node.prune_parent and not node.taken_back:
                 await self._delete_if_empty(node.path.rsplit("/", 1)[0])
             return
         if node.released:
@@ -305,11 +305,15 @@ class NodeWriter:
         return stat
 
     async def delete_owned(self, node: Node) -> None:
-        """Delete the node if it is ours; it is not ours after, either way."""
+        """
+        Delete the node if it is ours, unless a new node at its path took
+        it over meanwhile (`Nodes.take_back`); it is not ours after,
+        either way.
+        """
         zk = self._zk
         try:
             stat = await zk.exists(node.path)
-            if ours(stat, zk.session_id):
+            if ours(stat, zk.session_id) and not node.taken_back:
                 await self._queue.counted("delete", zk.delete(node.path, stat.version))
         except NoNodeError:
             pass

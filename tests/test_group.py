@@ -2728,6 +2728,38 @@ class MixedListsTests(SynchronousTestCase):
         self.assertEqual(a.zk.calls_by_path["delete", held[0]], 0)
         self.assertIn("a", b.group.membership.view)
 
+    def test_opinion_back_before_its_delete_asked_stays(self) -> None:
+        """
+        An opinion retired (its instance no longer observed here) and
+        observed again while its delete's first read is still out (reads
+        wait behind a new session's writes for seconds) is not deleted by
+        that delete when the read answers: the opinion written again by
+        then is the new node's. Before, the delete found it ours and
+        deleted it, and the guard named it deleted behind the agent's
+        back (80--240 opinions of an agent back on a new session after a
+        wipe, its view down to itself and back within seconds).
+        """
+        fleet = Fleet()
+        a = fleet.add("a", [*NAMES, "only-a"], replicas=2).start()
+        fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(3.0)
+        opinion = f"{ROOT}/opinions/only-a/a"
+        self.assertIn(opinion, fleet.server.nodes)
+        a.zk.call_timeout = 60.0
+        a.zk.hang("exists")
+        a.group.change_instances(["only-a"], [], [])
+        fleet.run(0.5)
+        a.zk.hanging.discard("exists")
+        a.group.change_instances([], [], [instance("only-a")])
+        fleet.run(2.0)
+        self.assertIn(opinion, fleet.server.nodes)
+        self.assertGreater(a.zk.release("exists"), 0)
+        fleet.run(3.0)
+        self.assertIn(opinion, fleet.server.nodes)
+        self.assertEqual(a.zk.calls_by_path["delete", opinion], 0)
+        self.assertEqual(a.publisher._guard.deleted, 0)
+        self.assertIsNone(a.publisher.unhealthy_reason())
+
     def test_catalog_change_leaves_one_to_read(self) -> None:
         """
         A member's new catalog is written before its old one is deleted:
