@@ -67,6 +67,7 @@ class InstanceState:
         "watched_since",
         "silent_since",
         "starved_reason",
+        "starved_timeouts",
     )
 
     def __init__(
@@ -103,6 +104,9 @@ class InstanceState:
         # timeout while the agent was short of CPU, `sentinel.runqueue`);
         # None if the probe did (it says why, `Probe.why_unjudged`).
         self.starved_reason: str | None = None
+        # The timeouts put off so since its last recorded check: the
+        # monitor puts off fewer than `fall` in a row.
+        self.starved_timeouts = 0
 
     @property
     def discovered(self) -> bool:

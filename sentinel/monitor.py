@@ -12,7 +12,9 @@ with the instance (`sentinel.bugs`), it touches nothing else; the loop
 itself restarts if it ever fails (`sentinel.timer`).
 A check that would decide a status directly and times out while the
 operating system kept the agent waiting for a CPU says nothing
-(`sentinel.runqueue`): the agent's own CPU is not Redis's failure.
+(`sentinel.runqueue`): the agent's own CPU is not Redis's failure; but
+`fall` such timeouts in a row, with no answer between, are the server's,
+as they are once a status is decided.
 Each recorded check goes to the health, then the publisher (a change only
 as often as `sentinel.flapping` lets one instance publish them) and
 listeners.
@@ -656,16 +658,23 @@ class Monitor(Service):
         health = state.health
         if health.status is not None and now <= health.stale_at:
             return False  # Rise/fall: one check does not move it.
-        timeout = self.settings.timeout
+        settings = self.settings
+        timeout = settings.timeout
         waited = run_queue.starved_since(min(state.started_at, now - timeout), timeout)
         if waited is None:
             return False
+        if state.starved_timeouts + 1 >= settings.fall:
+            # `fall` timeouts in a row with no answer between: the server's,
+            # starved or not, as rise/fall counts them once decided.
+            return False
         self.starved_first_checks += 1
         self._said_nothing(state, now)
+        state.starved_timeouts += 1
         state.starved_reason = (
             f"the agent's CPU was short: its check timed out ({error}) while"
             f" the agent waited {waited:.2f} s for a CPU, so it decides nothing"
-            " and is checked again"
+            f" and is checked again (put off {state.starved_timeouts} time(s)"
+            f" in a row: timeout {settings.fall} in a row decides)"
         )
         self.first_checks.starved(state.name)
         return True
@@ -704,6 +713,7 @@ class Monitor(Service):
         now: float,
     ) -> None:
         self.checks += 1
+        state.starved_timeouts = 0
         if not observation.ok:
             self.failures += 1
         health = state.health

@@ -35,6 +35,20 @@ does a timeout while the agent got its CPU; checks after the first go
 through rise/fall, which one starved check does not move. The share is
 the one the reactor's own lateness is allowed (`sentinel.probe`'s
 ``LATE_SHARE``).
+
+Fewer than `fall` such timeouts in a row are put off, though: the
+`fall`-th with no check recorded between (no answer, no other failure)
+decides, starved or not, as `fall` starved timeouts of a decided
+instance do. Put off without a bound, a frozen server's instances on a
+starved agent were never decided: a history gone stale (its checks held
+back behind the stalled address, `sentinel.stalls`) kept saying up, and
+so did a verdict taken over in a group, while every check of them timed
+out on a short CPU; at 1,000 instances, 13 busy loops beside the agent,
+100 frozen names were published down up to 13.9 s after the freeze with
+``/healthz`` 200 meanwhile (BENCHMARKS.rst, a frozen server on a starved
+agent). A healthy server answers one of `fall` checks an interval apart
+unless the agent is too starved to read a reply for that long, the same
+bound rise/fall already keeps.
 """
 
 from __future__ import annotations

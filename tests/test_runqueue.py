@@ -140,6 +140,63 @@ class FirstCheckStarvedTests(SynchronousTestCase):
         self.assertFalse(state.health.current(clock.seconds()))
         self.assertEqual(monitor.starved_first_checks, 1)
 
+    def test_fall_starved_first_timeouts_in_a_row_decide_down(self) -> None:
+        """
+        A hung server's first checks, each timed out while the agent
+        waited for a CPU: `fall` - 1 (2) are put off, the instance unknown
+        and the reason saying how many; the third decides it down. (Before:
+        put off for ever, the instance never decided.)
+        """
+        monitor, clock, _, starvation = starved_monitor(self)
+        state = monitor.states["a"]
+        for put_off in (1, 2):
+            starvation.waited += STARVED
+            clock.advance(TIMEOUT)
+            self.assertIsNone(state.health.status)
+            self.assertIn(f"put off {put_off} time(s) in a row", state.why_unjudged)
+            clock.advance(1.0 - TIMEOUT)
+        starvation.waited += STARVED
+        clock.advance(TIMEOUT)
+        self.assertEqual(state.health.status, DOWN)
+        self.assertEqual(state.health.error, "timeout (ping)")
+        self.assertEqual(monitor.starved_first_checks, 2)
+
+    def test_after_gap_starved_timeouts_decide_down_at_fall(self) -> None:
+        """
+        A status gone stale (up) whose checks then time out while the agent
+        waits for a CPU stays up for two such checks, and the third in a
+        row decides it down; an answer between starts the count again.
+        (Before: up for ever, every such check put off.)
+        """
+        monitor, clock, probe, starvation = starved_monitor(self, hang=False)
+        state = monitor.states["a"]
+        health = state.health
+
+        def gap_then_starved_timeouts(count: int) -> None:
+            monitor.stopService()
+            clock.advance(health.stale_after + 1.0)
+            probe.hang = True
+            monitor.startService()
+            for number in range(count):
+                if number:
+                    clock.advance(1.0 - TIMEOUT)
+                starvation.waited += STARVED
+                clock.advance(TIMEOUT)
+
+        gap_then_starved_timeouts(2)
+        self.assertEqual(health.status, UP)
+        self.assertFalse(health.current(clock.seconds()))
+        probe.hang = False
+        clock.advance(1.0 - TIMEOUT)
+        self.assertTrue(health.current(clock.seconds()))
+        gap_then_starved_timeouts(2)
+        self.assertEqual(health.status, UP)
+        clock.advance(1.0 - TIMEOUT)
+        starvation.waited += STARVED
+        clock.advance(TIMEOUT)
+        self.assertEqual(health.status, DOWN)
+        self.assertEqual(monitor.starved_first_checks, 4)
+
     def test_reason_gives_way_to_the_probes(self) -> None:
         """
         The reason is the last check's: a check the probe itself says
