@@ -32,6 +32,15 @@ BENCHMARKS.rst, unjudged instances).
 Every instance's ``unjudged_since`` and reason are in ``/instances`` and
 ``/metrics`` from the first check that said nothing.
 
+An instance whose status says up while its checks time out and are put
+off because the agent waited for a CPU (`sentinel.runqueue`: a history
+gone stale, or a verdict taken over, each decided by `fall` such
+timeouts in a row) is *doubted*: what is published of it may be wrong
+until then, and ``/healthz`` fails at once, naming it and saying why.
+Before, such an instance said up with ``/healthz`` 200 until the stale
+bound, 2 s past it at 1,000 instances on a starved agent (BENCHMARKS.rst,
+a frozen server on a starved agent).
+
 The scan reads every instance's state: about 1 ms per 10,000 instances,
 once a second.
 """
@@ -44,6 +53,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from sentinel.health import UP
 from sentinel.instance import InstanceState
 from sentinel.monitor import Settings
 from sentinel.timer import RestartingTimer
@@ -108,6 +118,7 @@ class Freshness:
         self._settings = settings
         self._stale = _NONE_FOUND
         self._unjudged = _NONE_FOUND
+        self._doubted = _NONE_FOUND
         self.timer = RestartingTimer("freshness", STEP, clock, self.scan)
 
     @property
@@ -120,6 +131,11 @@ class Freshness:
         """Instances watched too long without any recorded check."""
         return self._unjudged.count
 
+    @property
+    def doubted(self) -> int:
+        """Instances said up whose timeouts are put off for the agent's CPU."""
+        return self._doubted.count
+
     def scan(self) -> None:
         """Find the instances whose status is stale or missing now."""
         now = self._clock.seconds()
@@ -128,15 +144,20 @@ class Freshness:
         unjudged_limit = now - unjudged_after(settings)
         stale: list[tuple[float, str]] = []
         unjudged: list[tuple[float, str]] = []
+        doubted: list[tuple[float, str]] = []
         for state in self._states().values():
-            checked_at = state.health.checked_at
+            health = state.health
+            checked_at = health.checked_at
             if checked_at is None:
                 if state.watched_since < unjudged_limit:
                     unjudged.append((state.watched_since, state.name))
             elif checked_at < stale_limit:
                 stale.append((checked_at, state.name))
+            if state.starved_timeouts and health.status == UP:
+                doubted.append((state.unjudged_since or now, state.name))
         self._stale = _Found(stale, now)
         self._unjudged = _Found(unjudged, now)
+        self._doubted = _Found(doubted, now)
 
     def _why(self, found: _Found) -> str | None:
         # Why the oldest found says nothing, read now (it may be gone).
@@ -163,6 +184,15 @@ class Freshness:
                 "nothing of theirs is published by this agent (their nodes "
                 "missing for readers, or another's)"
             )
+        doubted = self._doubted
+        if doubted.count:
+            reasons.append(
+                f"{doubted.count} instance(s) said up whose checks time out, "
+                f"put off while the agent waits for a CPU ("
+                f"{doubted.said(self._why(doubted))}): what is published of "
+                f"them may be wrong until {settings.fall} such timeouts in a "
+                "row decide them"
+            )
         return "; ".join(reasons) or None
 
     def stats(self) -> dict[str, Any]:
@@ -175,4 +205,5 @@ class Freshness:
             "unjudged_instances": self._unjudged.count,
             "oldest_unjudged_seconds": self._unjudged.oldest_seconds,
             "unjudged_after_seconds": unjudged_after(settings),
+            "doubted_instances": self._doubted.count,
         }

@@ -48,7 +48,8 @@ out on a short CPU; at 1,000 instances, 13 busy loops beside the agent,
 ``/healthz`` 200 meanwhile (BENCHMARKS.rst, a frozen server on a starved
 agent). A healthy server answers one of `fall` checks an interval apart
 unless the agent is too starved to read a reply for that long, the same
-bound rise/fall already keeps.
+bound rise/fall already keeps. While a status is published up and its
+timeouts are put off, ``/healthz`` says so (`sentinel.freshness`).
 """
 
 from __future__ import annotations

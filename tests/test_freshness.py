@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
 from sentinel.freshness import Freshness, stale_after, unjudged_after
+from sentinel.health import UP
 from sentinel.observation import Replication
+from sentinel.runqueue import RunQueueWait
 from tests.fakes import OK, make_monitor
+from tests.test_runqueue import STARVED, TIMEOUT, Starvation
 
 
 class FreshnessTests(SynchronousTestCase):
@@ -147,3 +151,50 @@ class FreshnessTests(SynchronousTestCase):
         reason = self.freshness.unhealthy_reason() or ""
         self.assertIn("8 instance(s) not checked for over 7 s", reason)
         self.assertIn(": s7, s6, s5, s4, s3 and 3 more; s7: not checked yet)", reason)
+
+
+class DoubtedTests(SynchronousTestCase):
+    """A status said up whose timeouts are put off for the agent's CPU."""
+
+    def test_up_with_starved_timeouts_put_off_fails_healthz(self) -> None:
+        """
+        An instance up, then unchecked past its history's bound, whose
+        next check times out while the agent waited for a CPU (put off,
+        `sentinel.runqueue`) still says up: /healthz fails at the next
+        scan, naming it and why, well before the stale bound (7 s), and
+        recovers once a check is recorded. (Before: 200 until the stale
+        bound, the frozen server's instances published up meanwhile.)
+        """
+        clock = Clock()
+        starvation = Starvation()
+        monitor, _, probes, _ = make_monitor(
+            ["a", "b"], clock=clock, run_queue=RunQueueWait(clock, starvation)
+        )
+        freshness = Freshness(clock, lambda: monitor.states, lambda: monitor.settings)
+        monitor.startService()
+        freshness.timer.startService()
+        self.addCleanup(freshness.timer.stopService)
+        self.addCleanup(monitor.stopService)
+        health = monitor.states["a"].health
+        self.assertEqual(health.status, UP)
+        monitor.stopService()
+        clock.advance(health.stale_after + 0.5)
+        probes["a"].hang = True
+        monitor.startService()
+        starvation.waited += STARVED
+        clock.advance(TIMEOUT)
+        freshness.scan()  # The next second's.
+        self.assertEqual(health.status, UP)
+        self.assertLess(clock.seconds() - (health.checked_at or 0.0), 7.0)
+        reason = freshness.unhealthy_reason() or ""
+        self.assertIn(
+            "1 instance(s) said up whose checks time out, put off while the"
+            " agent waits for a CPU (the oldest ",
+            reason,
+        )
+        self.assertIn(": a; a: the agent's CPU was short", reason)
+        self.assertIn("until 3 such timeouts in a row decide them", reason)
+        self.assertEqual(freshness.stats()["doubted_instances"], 1)
+        probes["a"].hang = False
+        clock.advance(1.0)
+        self.assertIsNone(freshness.unhealthy_reason())
