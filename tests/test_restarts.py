@@ -58,9 +58,18 @@ INTERVAL = 0.2
 TIMEOUT = 0.1
 FALL = 3
 # Long enough for a new process to start on a loaded machine before the
-# session expires, save where the expiry is what is measured.
-SESSION_TIMEOUT = 8.0
+# session expires, save where the expiry is what is measured. 8 s was a
+# guess at twistd's start: at load 21 a ``kill -9`` then start found the
+# session expired, and every node was missing for 1.6-3.2 s (as the
+# agent's rule says it must be: the test, not the agent, was wrong). The
+# bound the suite gives any twistd child to start, as for the groups'
+# restarts (`tests.test_group_integration.RESTART_SESSION`): no test here
+# waits for this session to end.
+SESSION_TIMEOUT = START_BOUND
 SHORT_SESSION_TIMEOUT = 2.0
+# Seconds after the exit by which a session of SHORT_SESSION_TIMEOUT left
+# by a stop without successor has taken its nodes with it.
+EXPIRED_WITHIN = 9.0
 HEARTBEAT = 1.0
 NAMES = ("r0", "r1", "r2")
 # Scheduling slack on a machine shared with other test runs.
@@ -371,12 +380,12 @@ class RestartTests(RestartTestCase):
                 not any(self.kazoo.exists(n) for n in self.nodes())
                 and not any(self.members(n) for n in NAMES)
             ),
-            SESSION_TIMEOUT + 1.0,
+            EXPIRED_WITHIN,
             "the nodes gone with the session",
             0.02,
         )
         self.figure("stop without successor: nodes gone after the exit, s", took)
-        self.assertLess(reactor.seconds() - exited, SESSION_TIMEOUT + 1.0)
+        self.assertLess(reactor.seconds() - exited, EXPIRED_WITHIN)
 
     async def test_sigusr2_leaves(self) -> None:
         """SIGUSR2: the nodes and members go at once, and so does the state file."""
