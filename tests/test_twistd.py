@@ -665,12 +665,19 @@ class ReloadRefusedTests(TwistdTestCase):
             ("/dev/zero", "cannot read /dev/zero: not a regular file"),
         ]
         for count, (password_file, reason) in enumerate(refusals, start=1):
+            # The normal rate is this agent's on this machine now, just
+            # before: on the shared, loaded machine, full-suite runs
+            # measured 2.6 and 3.3 checks a second after a refusal, under
+            # the 3.5 (0.7 of 5) once asked whatever the load. A quiet
+            # machine's rate is 5, and the bound 3.5 as before; a read that
+            # blocked the reactor checks nothing, whatever the load.
+            normal = await self.checks_per_second(agent.base, 1.5)
             agent.write(password_file)
             agent.child.send_signal(signal.SIGHUP)
             await agent.refusals(count, 5.0)
             self.assertIn(f"redis[0].password_file: {reason}", agent.log())
             during = await self.checks_per_second(agent.base, 1.5)
-            self.assertGreater(during, 0.7 * CHECKS_PER_SECOND)
+            self.assertGreater(during, 0.7 * min(normal, CHECKS_PER_SECOND))
             self.assertEqual(await agent.main_status(), "up")
             self.assertEqual(await agent.healthz(), 200)
         agent.config.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
