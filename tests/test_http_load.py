@@ -24,7 +24,7 @@ from sentinel import agent, httpd
 from sentinel.config import Config, RedisInstance
 from sentinel.httpd import MAX_CONNECTIONS
 from sentinel.process import FD_RESERVE
-from tests.polling import pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import LOOPBACK, RedisServer, free_port
 from tests.test_twistd import TwistdTestCase, reactor
 
@@ -34,6 +34,11 @@ LOOPING_CLIENTS = 15
 LOOP_SECONDS = 10.0
 PATHS = ("/", "/instances", "/metrics")
 KEPT_ALIVE = b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n"
+# What the agent logs at each collection and freeze (`sentinel.process`).
+SETTLED = "objects frozen out of the garbage collector"
+# Seconds the checks took to be back in step after that collection at load
+# 17 (instances left unchecked for 2 s or more, logged 2 s and 4 s after).
+AFTER_SETTLING = 5.0
 
 
 def redis_tables(servers: list[RedisServer], count: int) -> str:
@@ -188,6 +193,24 @@ class LoadTests(TwistdTestCase):
         )
         base = f"http://127.0.0.1:{http}"
         await self.until_all_up(base, child, count)
+        # The agent's own collection once its connections settle (a full
+        # one, then frozen: `sentinel.process`) comes 15-35 s after its
+        # start, so within the windows measured here unless waited for. At
+        # load 20 it fell in one window or the other in two runs of two,
+        # and that window alone had failures: 330 without clients, then 298
+        # with them. It is the agent's start-up, not HTTP's cost, so it is
+        # waited for (its log line, the second after the start's freeze),
+        # and so are its after-effects: at load 17 the checks of 1,280
+        # instances were 2 s behind at once just after it, and the first
+        # quiet window, started then, failed 494 checks (14 with clients).
+        await wait_for(
+            reactor,
+            lambda: self.log_path.read_text().count(SETTLED) >= 2,
+            START_BOUND,
+            "the collection once connections settled",
+            0.2,
+        )
+        await pause(reactor, AFTER_SETTLING)
         # The machine is shared: its load can starve the agent and the
         # redis-servers whatever HTTP does (at load 23, 75 of 38,461
         # checks failed with the clients, as many as without). Only more
@@ -228,9 +251,22 @@ class LoadTests(TwistdTestCase):
             "slowest_slice_seconds": after["http"]["slowest_slice_seconds"],
         }
         log.info("looping clients: {figures}", figures=figures)
-        self.assertLessEqual(figures["failures"], quiet, figures)
+        # Per second of each: the clients' window ends when each client's
+        # last round does, 10 s on a quiet machine, and 13 s at load 7, 31
+        # s in full-suite runs, where the quiet windows stay 10 s in all
+        # (at load 7, 150 failures in the clients' 13.4 s against 75 in
+        # the quiet 10 s). On a quiet machine, none as ever.
+        self.assertLessEqual(
+            figures["failures"], quiet * max(1.0, took / LOOP_SECONDS), figures
+        )
         self.assertEqual(after["instances_up"], count, figures)
         self.assertGreaterEqual(min(answers.values()), LOOPING_CLIENTS, figures)
+
+    # Trial's default is 120 s. At load 13-31 on two cores the agent,
+    # starved, took longer than that to render one round of the fifteen
+    # clients' answers (two runs of six timed out); the wait ends with the
+    # rounds on a quiet machine (about 30 s in all).
+    test_looping_clients_cost_no_check.timeout = 360  # type: ignore[attr-defined]
 
     async def test_over_the_cap_and_the_open_file_limit(self) -> None:
         """
