@@ -71,7 +71,7 @@ from sentinel.documents import (
 )
 from sentinel.lostanswers import applied_stat, made, remembered_set
 from sentinel.ownership import ours
-from sentinel.zk import ZooKeeper
+from sentinel.zk import MemberMove, ZooKeeper
 
 # Seconds a look for another session's members (`Discovery.take_from`)
 # serves the members handed over after it: they come in waves, a look each
@@ -762,6 +762,39 @@ class Discovery:
         self._replace(member, path, owner, set() if looked is None else looked[2])
         member.replaces_version = stat.version
         return True
+
+    def move(self, member: Member, data: bytes) -> MemberMove | None:
+        """
+        The replacement `take_named` chose, for the transaction that takes
+        the instance's node over (`sentinel.takeover`), or None if none
+        was chosen with the version read.
+        """
+        if member.replaces is None or member.replaces_version is None:
+            return None
+        return MemberMove(
+            member.replaces,
+            member.replaces_version,
+            f"{member.parent}/{member.prefix}",
+            data,
+        )
+
+    def moved(self, member: Member, path: str, data: bytes) -> None:
+        """The node's transaction made our member at `path`, holding `data`."""
+        if member.replaces is not None:
+            self._claimed.discard(member.replaces)
+        member.replaces = member.replaces_version = None
+        self._hold(member, path)
+        member.written, member.version = data, 0
+        made(member)
+
+    def not_moved(self, member: Member) -> None:
+        """
+        The node's transaction was refused: the member it was to replace
+        is asked about again at the next takeover, not taken for known.
+        """
+        if member.replaces is not None:
+            self._claimed.discard(member.replaces)
+        member.replaces = member.replaces_version = member.named = None
 
     async def _take_successor(self, member: Member, named: str, session: int) -> bool:
         """

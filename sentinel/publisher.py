@@ -171,6 +171,8 @@ class ZooKeeperPublisher(Service):
             self.discovery, handoff,
         )  # fmt: skip
         members = Members(self.discovery, nodes, queue, sweep, roles, reactor)
+        if self.discovery is not None:
+            takeovers.members = members
         # Is the session ours alone? (With a state_dir: it may be copied.)
         self._sharing: SessionSharing | None = None
         if handoff is not None:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
@@ -67,7 +67,10 @@ from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.ownership import ours
 from sentinel.rearming import Rearming
 from sentinel.writes import Lifecycle, WriteQueue
-from sentinel.zk import ZooKeeper
+from sentinel.zk import MemberRefused, ZooKeeper
+
+if TYPE_CHECKING:
+    from sentinel.members import Members
 
 log = Logger(namespace=LOG_NAMESPACE)
 
@@ -148,6 +151,9 @@ class Takeovers:
         # Nodes made anew in place of a member whose session had ended
         # (`make_anew`), for /debug/stats beside the takeovers.
         self.made_anew = 0
+        # The instances' members, which move with their nodes (set once
+        # they exist: they are made after this).
+        self.members: Members | None = None
         # The watches below whose ``exists`` failed, asked again on a
         # timer (`sentinel.rearming`), by purpose and node.
         self.rearming: Rearming[tuple[str, Node]] = Rearming(reactor)
@@ -287,17 +293,46 @@ class Takeovers:
             return False
         self._adopt(node, previous)
         data = node.data() or encode({**previous, "agent": self._agent_id})
+        # The member that lists the instance moves in the same transaction,
+        # unless the node was taken from us lately: while two agents' views
+        # differ, each takes it back in turn, and which member stays is for
+        # the holder's rule (`Members.held_elsewhere`), which a member made
+        # at each take-back outran (the endpoint listed twice for as long).
+        along = None
+        if self.members is not None and node.yielded == 0.0:
+            along = await self.members.along(node, stat.ephemeralOwner)
         try:
-            await self._queue.counted(
-                "create", zk.replace(node.path, stat.version, data)
-            )
+            if along is not None:
+                try:
+                    member_path = await self._queue.counted(
+                        "create",
+                        zk.replace_with_member(
+                            node.path, stat.version, data, along.move
+                        ),
+                    )
+                except MemberRefused:
+                    # The member was written or went since it was read:
+                    # the node goes alone, at once, and its member after it.
+                    assert self.members is not None
+                    self.members.not_moved_along(along)
+                    along = None
+            if along is None:
+                await self._queue.counted(
+                    "create", zk.replace(node.path, stat.version, data)
+                )
         except (BadVersionError, NoNodeError) as e:
             # Written meanwhile (or since this agent last read it): read it
             # again, at once. Gone (its holder's session ended: a crash):
             # made anew at once, with no read first.
+            if along is not None and self.members is not None:
+                self.members.not_moved_along(along)
             node.held_before = isinstance(e, BadVersionError)
             node.dirty = True
             return True
+        except Exception:
+            if along is not None and self.members is not None:
+                self.members.not_moved_along(along)
+            raise
         node.owned = True
         node.version = 0
         made(node)
@@ -307,6 +342,8 @@ class Takeovers:
         listed = previous_presence(previous)[0]
         node.taken_listed_by = printable(previous["agent"], 64) if listed else None
         self.takeovers += 1
+        if along is not None and self.members is not None:
+            self.members.moved_along(node, along, member_path)
         log.info(
             "took {path} over from agent {agent} (session {session})",
             path=node.path,

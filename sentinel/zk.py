@@ -1977,6 +1977,32 @@ class ZooKeeper:
         (`BadVersionError` when it was written meanwhile, `NoNodeError`
         when it is gone) and then changes nothing.
         """
+        return self._take_over(path, version, data, sequential, None)
+
+    def replace_with_member(
+        self, path: str, version: int, data: bytes, member: MemberMove
+    ) -> Deferred[str]:
+        """
+        `replace`, and in the same transaction the discovery member that
+        lists the node's instance (`sentinel.takeover`): the previous
+        holder's member deleted at the version read, ours created under
+        the prefix, so that readers find the endpoint listed once
+        throughout, as they find the node. Fires with our member's path;
+        fails as `replace` does, with `MemberRefused` when only the
+        member's delete was refused (the node's part is then to be tried
+        alone).
+        """
+        return self._take_over(path, version, data, None, member)
+
+    def _take_over(
+        self,
+        path: str,
+        version: int,
+        data: bytes,
+        sequential: str | None,
+        member: MemberMove | None,
+    ) -> Deferred[str]:
+        """`replace` (`sequential`), or `replace_with_member` (`member`)."""
         client = self._client
         if client is None:
             return fail(ConnectionClosedError("not started"))
@@ -1990,9 +2016,49 @@ class ZooKeeper:
                 ephemeral=True,
                 sequence=sequential is not None,
             )
+            if member is not None:
+                transaction.delete(member.replaced, member.version)
+                transaction.create(
+                    member.prefix,
+                    member.data,
+                    acl=self.acl,
+                    ephemeral=True,
+                    sequence=True,
+                )
         except Exception as e:
             return fail(e)
-        return self._call_on(transaction, "commit_async").addCallback(_committed)
+        committed = _committed if member is None else _committed_pair
+        return self._call_on(transaction, "commit_async").addCallback(committed)
+
+
+@attr.frozen
+class MemberMove:
+    """A discovery member replaced in a node's takeover (`replace_with_member`)."""
+
+    replaced: str
+    version: int
+    prefix: str
+    data: bytes
+
+
+class MemberRefused(Exception):
+    """The member's part of `replace_with_member` was refused: `refusal`."""
+
+    def __init__(self, refusal: Exception) -> None:
+        super().__init__(f"the member's delete was refused: {refusal!r}")
+        self.refusal = refusal
+
+
+def _committed_pair(results: list[Any]) -> str:
+    """
+    `_committed` of a node and its member's transaction: a refusal of the
+    node's two operations raised as it is, of the member's as
+    `MemberRefused`.
+    """
+    for index, refusal in enumerate(results):
+        if isinstance(refusal, Exception) and not isinstance(refusal, RolledBackError):
+            raise refusal if index < 2 else MemberRefused(refusal)
+    return _committed(results)
 
 
 class _ReconnectGate:

@@ -59,7 +59,15 @@ from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.task import Clock, deferLater
 
 from sentinel.bugs import InternalErrors
-from sentinel.zk import CONNECTED, CONNECTING, LOST, STOPPED, SUSPENDED
+from sentinel.zk import (
+    CONNECTED,
+    CONNECTING,
+    LOST,
+    STOPPED,
+    SUSPENDED,
+    MemberMove,
+    MemberRefused,
+)
 
 CALL_KINDS = (
     "create", "set", "get", "exists", "delete", "get_children", "replace",
@@ -534,6 +542,15 @@ class FakeZooKeeper:
             "replace", path, lambda: self._replace(path, version, data, sequential)
         )
 
+    def replace_with_member(
+        self, path: str, version: int, data: bytes, member: MemberMove
+    ) -> Deferred[str]:
+        return self._call(
+            "replace",
+            path,
+            lambda: self._replace_with_member(path, version, data, member),
+        )
+
     # The session, driven by the test
 
     def connect(self) -> None:
@@ -818,6 +835,20 @@ class FakeZooKeeper:
         if sequential is not None:
             server.fire(created, EventType.CREATED)
         return created
+
+    def _replace_with_member(
+        self, path: str, version: int, data: bytes, member: MemberMove
+    ) -> str:
+        # One transaction: all of it applied, or none.
+        self._node(path, version)
+        try:
+            self._node(member.replaced, member.version)
+        except (BadVersionError, NoNodeError) as e:
+            raise MemberRefused(e) from None
+        self._replace(path, version, data, None)
+        return self._replace(
+            member.replaced, member.version, member.data, member.prefix
+        )
 
     def _get_acls(self, path: str) -> tuple[list[ACL], ZnodeStat]:
         node = self._node(path, -1)

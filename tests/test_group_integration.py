@@ -465,6 +465,13 @@ class RollingRestartTests(GroupTestCase):
         self.addCleanup(watch.stop)
         await pause(reactor, 0.5)
         leaving = agents[0]
+        session = self.kazoo.exists(f"{self.root}/agents/{AGENTS[0]}").ephemeralOwner
+        held = [
+            n
+            for n in self.names
+            if self.kazoo.exists(self.path(n)).ephemeralOwner == session
+        ]
+        self.assertTrue(held)
         sent = reactor.seconds()
         leaving.child.process.send_signal(signal.SIGTERM)
         await wait_for(reactor, lambda: not leaving.child.running, 5.0, "exit", 0.02)
@@ -476,7 +483,16 @@ class RollingRestartTests(GroupTestCase):
         await wait_for(reactor, lambda: watch.polls > 50, 10.0, "50 polls")
         self.assertEqual(watch.gaps(), {})
         self.assertEqual(watch.most_members(service), self.instances)
-        self.assertEqual(len(self.kazoo.get_children(service)), self.instances)
+        children = self.kazoo.get_children(service)
+        self.assertEqual(len(children), self.instances)
+        # Each member the leaver held moved in its node's takeover: one
+        # transaction (one zxid) made the node and the member.
+        for name in held:
+            [child] = [c for c in children if c.rsplit("_", 1)[0] == name]
+            member = self.kazoo.exists(f"{service}/{child}")
+            node = self.kazoo.exists(self.path(name))
+            self.assertNotEqual(node.ephemeralOwner, session)
+            self.assertEqual(member.czxid, node.czxid, name)
 
     async def test_leave_while_the_others_are_frozen(self) -> None:
         """
