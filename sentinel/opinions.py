@@ -362,6 +362,10 @@ class Opinions:
         """
         return self._verdict_nodes.pop(name, None)
 
+    def verdict_node_seen(self, name: str) -> tuple[bytes, Any] | None:
+        """`verdict_node`, not forgotten: a look ahead of the takeover."""
+        return self._verdict_nodes.get(name)
+
     def _read_verdict(self, name: str, node: Node) -> None:
         """
         Read the verdict of `name`, say whether it is `late`, and when to

@@ -159,6 +159,7 @@ class ZooKeeperPublisher(Service):
             lambda name: self._roles.contested(name),
             lambda name: self._roles.handed_over(name),
             self._previous_verdict, self.discovery, opinions.verdict_node,
+            opinions.verdict_node_seen,
         )  # fmt: skip
         roles = GroupRoles(
             reactor, root, agent_id, nodes, queue, holders, opinions, takeovers,

@@ -21,7 +21,9 @@ taker's transaction, at the version it read, is tried again if a write
 came between), watches it, and lets it go once another session holds it
 (`handed_over`; it makes it again if it is gone, with a session of its
 own that expired, say); then likewise for the instance's discovery
-member, which the new primary replaces once it holds the node. It never
+member, which the new primary replaces in the node's own transaction
+when the verdict names it (`Members.along`), or else once it holds the
+node. It never
 deletes a node it keeps: its new primary is a live member of the group,
 which may take it over at any moment. A member frozen just after joining,
 or restarting in a loop, never took over the nodes handed to it, and they
@@ -119,6 +121,9 @@ class Takeovers:
         inherit: Callable[[str, dict[str, Any]], None],
         discovery: Discovery | None = None,
         verdict_node: Callable[[str], tuple[bytes, Any] | None] = lambda name: None,
+        verdict_node_seen: Callable[[str], tuple[bytes, Any] | None] = (
+            lambda name: None
+        ),
     ) -> None:
         """
         @param contested: whether another member of the group could take
@@ -146,6 +151,7 @@ class Takeovers:
         self._inherit = inherit
         self._discovery = discovery
         self._verdict_node = verdict_node
+        self._verdict_node_seen = verdict_node_seen
         self.takeovers = 0
         self.handoffs = 0
         # Nodes made anew in place of a member whose session had ended
@@ -209,10 +215,18 @@ class Takeovers:
         """
         This agent is `instance`'s primary now, in place of another member
         whose session holds its node: the look for that member's discovery
-        member starts at once (`Discovery.look_ahead`), beside the takeover.
+        member starts at once (`Discovery.look_ahead`), beside the takeover,
+        and so does the read of the member its verdict names, which the
+        takeover's transaction replaces (`Discovery.read_named_ahead`).
         """
-        if self._discovery is not None:
-            self._discovery.look_ahead(self._discovery.parent_of(instance))
+        if self._discovery is None:
+            return
+        self._discovery.look_ahead(self._discovery.parent_of(instance))
+        known = self._verdict_node_seen(instance.name)
+        previous = None if known is None else previous_verdict(known[0])
+        named = None if previous is None else said_member(previous)
+        if named is not None and self.members is not None:
+            self._discovery.read_named_ahead(named)
 
     async def read(self, node: Node) -> tuple[bytes, Any] | None:
         """

@@ -22,6 +22,7 @@ from sentinel.discovery import (
     LOOK_READS,
     LOOK_REUSE,
     LOOKS_AHEAD,
+    NAMED_AHEAD_FOR,
     SUCCESSOR_READS,
     Discovery,
     Looking,
@@ -876,6 +877,32 @@ class TakeSuccessorTests(SynchronousTestCase):
         self.assertEqual(member.replaces, successor)
         self.assertEqual(self.gets(), [named, successor])
         self.assertEqual(self.zk.calls["get_children"], 1)
+
+    def test_named_member_read_ahead_serves_the_takeover(self) -> None:
+        """
+        The member a verdict names, read as the takeover begins
+        (`read_named_ahead`), serves `take_named` with no read of its own,
+        so that the node's transaction waits for none; a reading older
+        than `NAMED_AHEAD_FOR` is read again (the member may have been
+        written since).
+        """
+        instance = RedisInstance("r0", "10.0.0.1", 6379, service="svc")
+        named = self.put(SERVERSET, instance, 3, owner=PREVIOUS)
+        discovery = self.discovery(SERVERSET)
+        discovery.read_named_ahead(named)
+        discovery.read_named_ahead(named)
+        self.assertEqual(self.gets(), [named])
+        member = discovery.member_for(instance)
+        took = discovery.take_named(member, named, PREVIOUS)
+        self.assertTrue(self.successResultOf(Deferred.fromCoroutine(took)))
+        self.assertEqual(self.gets(), [named])
+        self.assertEqual((member.replaces, member.replaces_version), (named, 0))
+        discovery.not_moved(member)
+        discovery.read_named_ahead(named)
+        self.clock.advance(NAMED_AHEAD_FOR + 0.1)
+        took = discovery.take_named(member, named, PREVIOUS)
+        self.assertTrue(self.successResultOf(Deferred.fromCoroutine(took)))
+        self.assertEqual(self.gets(), [named, named, named])
 
     def test_listing_shared(self) -> None:
         """
