@@ -13,13 +13,15 @@ sweep found the members it left (`sentinel.sweep`). In a group with
 ``replicas`` above 1, the verdict, not this agent's own view, says whether
 an instance's member exists (until a new primary's first verdict, the
 previous one it took over). In a group, a member is created only once the
-instance's node is ours: a new primary's replaces the previous primary's
-in one transaction (`Discovery.take_from`), and the previous primary,
-once it knows the node is not its own, forgets a member of its own that
-is gone (replaced) rather than make it again beside the new one. Each
-refresh of the instance's node asks about its member too (`refresh`).
-Like the instance's node, a member is neither made nor deleted from a
-stale history (the agent frozen): it waits for the next check.
+instance's node is ours, or in the transaction that makes it ours
+(`along`): a new primary's replaces the previous primary's in one
+transaction (`Discovery.take_named`, `Discovery.take_from`), and the
+previous primary, once it knows the node is not its own, forgets a
+member of its own that is gone (replaced) rather than make it again
+beside the new one. Each refresh of the instance's node asks about its
+member too (`refresh`). Like the instance's node, a member is neither
+made nor deleted from a stale history (the agent frozen): it waits for
+the next check.
 """
 
 from __future__ import annotations

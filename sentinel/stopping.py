@@ -30,11 +30,11 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
   be too many, and they count in no verdict: each primary counts its
   instance's observers in its own view, which lost this agent when it
   listed the leave): those nodes stay, as they were, until taken over (the
-  members already take each in one transaction from the live session)
-  or until the session expires, a session timeout after the exit, as
-  after a crash; unless no other member is listed by then (the whole
-  group stopping at once: `_others_listed`), when the session is closed
-  as before. Closed, each went missing until its new primary made
+  members take each, with its discovery member, in one transaction from
+  the live session) or until the session expires, a session timeout
+  after the exit, as after a crash; unless no other member is listed by
+  then (the whole group stopping at once: `_others_listed`), when the
+  session is closed as before. Closed, each went missing until its new primary made
   it again: at a leave at 3,000 instances (three agents, ``replicas =
   2``) on a loaded 2-core machine the survivors' view came 0.2-2.2 s
   after the signal and their takeovers went through 200-300 a second
@@ -119,8 +119,9 @@ STOP_BUDGET = 4.0
 # wait ends as soon as they have (and the session is closed), or at this
 # bound with the session left open for them (module docstring). They
 # apply the leave as soon as they list it (its agent node went with its
-# catalog: no settle time), take each node in one transaction, then each
-# member once a look at its service found the one it replaces: at 300
+# catalog: no settle time), take each node in one transaction, with its
+# member where the verdict names it (`members.Members.along`; otherwise
+# the member once a look at its service found the one it replaces): at 300
 # instances and three agents, 1-3 s on a loaded machine; at 3,000, 2-6 s
 # (the rest of them after the stop). At 1.5 s, the session was
 # closed first at every stop (measured at load 16-55: 25-104 of the 106
