@@ -17,7 +17,15 @@ Once everything is published, ZooKeeper goes through one of these cases:
   lower than the agents have seen;
 - ``stop``: stopped and started again after ``--stop-down`` seconds
   (60), its data kept: the sessions it restores expire unless their
-  clients come back within their timeout.
+  clients come back within their timeout;
+- ``wipe-kill`` (group only): as ``wipe``, and one member (``g2``) is
+  killed (SIGKILL) while ZooKeeper is away: it never comes back, and
+  the others wait for it as a member of their last view. The table
+  then splits the instance nodes and discovery members by whose they
+  were (their primary in the view of three), each from ZooKeeper's
+  return to the first sweep that saw it, and gives, from the survivors'
+  logs, their longest membership listing and how long each view went
+  without its own agent (its new session until listed again).
 
 From the moment ZooKeeper serves again, a reader of its own (a new kazoo
 client: the old one would be refused by a wiped server too) sweeps the
@@ -56,6 +64,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +89,12 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 from restartfleet import _healthz
 
+from sentinel.assignment import Assignment
+
 SESSION_TIMEOUT = 10.0
 SHAPES = ("central", "group")
-CASES = ("wipe", "stop")
+CASES = ("wipe", "stop", "wipe-kill")
+KILLED = "g2"
 GROUP = ("g0", "g1", "g2")
 READ_TIMEOUT = 10.0
 BACK_TIMEOUT = 240.0
@@ -95,7 +107,7 @@ def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--shape", default=",".join(SHAPES), help="central, group or both")
-    add("--cases", default=",".join(CASES), help="wipe, stop or both")
+    add("--cases", default="wipe,stop", help="wipe, stop, wipe-kill (group)")
     add("--central-instances", type=int, default=10000, help="(10000)")
     add("--group-instances", type=int, default=3000, help="(3000)")
     add("--servers", type=int, default=6, help="redis-servers they share (6)")
@@ -113,6 +125,8 @@ def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     args = parser.parse_args()
     check_choices(parser, "--shape", args.shape, SHAPES)
     check_choices(parser, "--cases", args.cases, CASES)
+    if "wipe-kill" in args.cases.split(",") and args.shape != "group":
+        parser.error("--cases wipe-kill: only with --shape group")
     return parser, args
 
 
@@ -127,6 +141,10 @@ class Sweeper:
         self.root, self.names, self.group = root, list(names), group
         self.discovery = f"{root}-discovery"
         self.seen: set[str] = set()
+        # Seconds from the reader's start (ZooKeeper serving) to the first
+        # sweep that saw each node.
+        self.first_seen: dict[str, float] = {}
+        self._began = time.monotonic()
         self.lost: set[str] = set()
         self.downs: set[str] = set()
         self.most_members = 0
@@ -199,6 +217,9 @@ class Sweeper:
             if json.loads(data).get("status") == "down":
                 self.downs.add(name)
         self.lost |= self.seen - present
+        now = time.monotonic() - self._began
+        for node in present - self.seen:
+            self.first_seen[node] = now
         self.seen |= present
 
     def ctimes(self, served_ms: float) -> dict[str, list[float]]:
@@ -484,16 +505,22 @@ def scene(
             time.sleep(2.0)
             stopped = time.monotonic()
             zookeeper.stop()
-            down = args.wipe_down if case == "wipe" else args.stop_down
-            if case == "wipe":
+            down = args.stop_down if case == "stop" else args.wipe_down
+            if case != "stop":
                 zookeeper.wipe()
+            live, alive_ids = agents, ids
+            if case == "wipe-kill":
+                agents[-1].child.process.send_signal(signal.SIGKILL)
+                agents[-1].child.process.wait(30.0)
+                live, alive_ids = agents[:-1], ids[:-1]
             time.sleep(down)
+            offsets = [a.log.stat().st_size for a in live]
             zookeeper.start()
             served = time.monotonic()
             served_ms = time.time() * 1000
             sweeper = Sweeper(zookeeper.hosts, root, names, group)
             running.callback(sweeper.stop)
-            expected = count * (4 if group else 1) + len(ids)
+            expected = count * (4 if group else 1) + len(live)
 
             def back() -> bool:
                 return len(sweeper.seen) >= expected
@@ -506,7 +533,7 @@ def scene(
                     f"not in {BACK_TIMEOUT:g} s: {len(sweeper.seen)} of {expected}"
                 )
             settled = _settle_time(
-                sweeper._client, agents, services, served, args.settle_limit
+                sweeper._client, live, services, served, args.settle_limit
             )
             time.sleep(SETTLE)
             kinds = sweeper.ctimes(served_ms)
@@ -515,14 +542,16 @@ def scene(
                 set(sweeper.twice),
                 set(sweeper.downs),
             )
-            stats = [a.get("/debug/stats") for a in agents]
-            rss_after = [a.rss_bytes() for a in agents]
+            stats = [a.get("/debug/stats") for a in live]
+            rss_after = [a.rss_bytes() for a in live]
             rows.append(("ZooKeeper away", f"{served - stopped:.1f} s"))
             rows.append(("everything back (sweeps), after served", everything))
             rows.append(("settled, after served", settled))
             rows += [
                 (f"{k} back: count: p50 / max", _summary(v)) for k, v in kinds.items()
             ]
+            if case == "wipe-kill":
+                rows += _killed_rows(sweeper, names, live, offsets, served_ms / 1000)
             rows.append(
                 (
                     "once back, then missing at a sweep (kind: count)",
@@ -546,7 +575,7 @@ def scene(
             rows.append(("sweeps (failed)", f"{sweeper.sweeps} ({sweeper.errors})"))
             rows += _health_rows(sampler, stopped, served, ids)
             for agent_id, stat, before, after in zip(
-                ids, stats, rss_before, rss_after, strict=True
+                alive_ids, stats, rss_before, rss_after, strict=False
             ):
                 rows.append(
                     (
@@ -567,6 +596,70 @@ def scene(
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return [(f"{label}: {name}", value) for name, value in rows]
+
+
+def _killed_rows(
+    sweeper: Sweeper,
+    names: Sequence[str],
+    live: Sequence[Agent],
+    offsets: Sequence[int],
+    served: float,
+) -> list[tuple[str, str]]:
+    """
+    ``wipe-kill``: the instance nodes and discovery members back (first
+    sweep that saw each), split by their primary in the view of three;
+    each survivor's longest listing and its view without itself, from
+    its log from ZooKeeper's return on (`served`, epoch seconds).
+    """
+    assignment = Assignment(2)
+    assignment.set_known(names)
+    assignment.update({a: frozenset(names) for a in GROUP})
+    killed = [n for n in names if assignment.primary(n) == KILLED]
+    others = [n for n in names if assignment.primary(n) != KILLED]
+    seen = sweeper.first_seen
+    rows = []
+    for kind, prefix in (("instance nodes", "i/"), ("discovery members", "m/")):
+        for whose, chosen in ((KILLED, killed), ("g0, g1", others)):
+            times = [seen.get(prefix + n, float("inf")) for n in chosen]
+            rows.append(
+                (f"{kind} of {whose}'s first seen: count: p50 / max", _summary(times))
+            )
+    for agent, offset in zip(live, offsets, strict=True):
+        lines = _log_lines(agent.log, offset, served)
+        listings = [
+            float(m.group(1))
+            for _, text in lines
+            if (m := re.search(r"listing \S+ took ([\d.]+) s", text))
+        ]
+        began = [t for t, text in lines if "until the group lists it again" in text]
+        listed = [t for t, text in lines if "is listed again in its new" in text]
+        gave_up = [t for t, text in lines if "not listed again within" in text]
+        without = f"{listed[0] - began[0]:.0f} s" if began and listed else "none logged"
+        longest = f"{max(listings):.1f} s" if listings else "none over 5 s"
+        given_up = f"{gave_up[0]:.0f} s" if gave_up else "never"
+        rows.append(
+            (
+                f"{agent.log.stem}: longest listing; view without itself;"
+                " last view's members given up, after served",
+                f"{longest}; {without}; {given_up}",
+            )
+        )
+    return rows
+
+
+def _log_lines(log: Path, offset: int, served: float) -> list[tuple[float, str]]:
+    """An agent's log lines from `offset` on: seconds after `served`, text."""
+    out = []
+    with log.open("rb") as file:
+        file.seek(offset)
+        for raw in file:
+            line = raw.decode("utf-8", "replace")
+            try:
+                at = datetime.strptime(line[:24], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+            except ValueError:
+                continue
+            out.append((at - served, line[24:]))
+    return out
 
 
 def _handover(
