@@ -48,6 +48,7 @@ from sentinel.monitor import Monitor, Settings
 from sentinel.observation import Replication
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.readers import utf8_length
+from sentinel.standins import moved_by, stand_in_order
 from sentinel.streaming import Slices
 from sentinel.verdict import opinion_in
 
@@ -106,6 +107,9 @@ class Group:
         self.generation = 0
         # The members of the view applied last (for the log line of a change).
         self._members: frozenset[str] = frozenset()
+        # The members of the view applied last waited for and not back,
+        # whose instances a present observer publishes (`sentinel.standins`).
+        self._absent: frozenset[str] = frozenset()
         self.moved = 0
         self._first_view_wait = (
             zookeeper.session_timeout if first_view_wait is None else first_view_wait
@@ -204,14 +208,26 @@ class Group:
 
     def role(self, name: str) -> str | None:
         """PRIMARY, OBSERVER, or None if this agent does not observe `name`."""
-        observers = self.assignment.observers(name)
+        observers = self.observers(name)
         if observers[:1] == (self.agent_id,):
             return PRIMARY
         return OBSERVER if self.agent_id in observers else None
 
     def observers(self, name: str) -> tuple[str, ...]:
-        """The observers of a known instance, primary first."""
-        return self.assignment.observers(name)
+        """
+        The observers of a known instance, primary first: its publisher
+        first, standing in for an absent primary (`sentinel.standins`).
+        """
+        return stand_in_order(self.assignment.observers(name), self._absent)
+
+    def standing_in(self, name: str) -> bool:
+        """Whether this agent publishes `name` for its absent primary."""
+        observers = self.assignment.observers(name)
+        return (
+            bool(observers)
+            and observers[0] != self.agent_id
+            and self.observers(name)[:1] == (self.agent_id,)
+        )
 
     def _stirred(self) -> None:
         """The membership may be changing: watch our contested nodes a while."""
@@ -254,7 +270,12 @@ class Group:
         knows, and of how many: the members it relies on to publish them.
         """
         if self._relied_on is None:
-            primaries = (top[0][1] for _, top in self.assignment.items() if top)
+            absent = self._absent
+            primaries = (
+                stand_in_order(tuple(a for _, a in top), absent)[0]
+                for _, top in self.assignment.items()
+                if top
+            )
             self._relied_on = Counter(a for a in primaries if a != self.agent_id)
         return self._relied_on
 
@@ -265,6 +286,10 @@ class Group:
         changed = self.assignment.update(
             {agent: catalog.names for agent, catalog in view.items()}
         )
+        absent, absent_before = self.membership.absent, self._absent
+        changed |= moved_by(self.assignment.items(), absent ^ absent_before)
+        self._absent = absent
+        self._log_stand_ins(absent_before)
         self.generation += 1
         self.publishing.sessions_ended(
             self.membership.sessions_gone.intersection(before).difference(view)
@@ -279,6 +304,31 @@ class Group:
             self._log_view(view, before, changed)
         else:
             self._reloading.append((view, before, changed))
+
+    def _log_stand_ins(self, before: frozenset[str]) -> None:
+        """Log the members this agent starts or stops standing in for."""
+        absent = self._absent
+        if absent == before:
+            return
+        if absent:
+            count = sum(
+                1 for name, _ in self.assignment.items() if self.standing_in(name)
+            )
+            log.info(
+                "group: {members} not listed again since this agent's new"
+                " session; it publishes {count} of their instance(s) where"
+                " their nodes are missing until they are back or the wait"
+                " for them ends",
+                members=", ".join(sorted(absent)[:10]),
+                count=count,
+            )
+        back = before - absent
+        if back:
+            log.info(
+                "group: {members} back or no longer waited for; their"
+                " instances go to their primaries",
+                members=", ".join(sorted(back)[:10]),
+            )
 
     def _log_view(
         self,
@@ -337,7 +387,7 @@ class Group:
             master = state.instance.discovered_by
             if master is not None and master in names:
                 discovered.setdefault(master, []).append(state.name)
-        roles = {name: self.assignment.observers(name) for name in names}
+        roles = {name: self.observers(name) for name in names}
         me = (self.agent_id,)
         publishes = self.publishing.publishes
 
@@ -360,7 +410,9 @@ class Group:
             self._held_back.discard(name)
             if new:
                 monitor.add_instance(self.known[name])
-            self.publishing.assign(name, observers, self.known.get(name))
+            self.publishing.assign(
+                name, observers, self.known.get(name), self.standing_in(name)
+            )
             if self.publishing.taking_over(name):
                 self._taking.add(name)
             observed = self.agent_id in observers or self.publishing.keeping(name)
@@ -614,7 +666,7 @@ class Group:
         this agent knows it (its primary's alone: an observer has only its
         own opinion, and says so with null).
         """
-        observers = self.assignment.observers(name)
+        observers = self.observers(name)
         verdict = self.publishing.verdict_of(name) if self.replicas > 1 else None
         document: dict[str, Any] | None = None
         if verdict is not None:
@@ -705,8 +757,9 @@ class Group:
                 f"group: back on a new ZooKeeper session for {waited:.0f} s and"
                 f" {len(missing)} member(s) of the view before it not listed"
                 f" again ({', '.join(missing[:3])}{others}): the instances they"
-                " were primary of are published by nobody until they are, or"
-                " until the wait for them ends"
+                " were primary of are checked by one observer fewer, and"
+                " published by their next observer only where their nodes were"
+                " missing, until they are back or the wait for them ends"
             )
         return "; ".join(reasons) or None
 

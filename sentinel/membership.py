@@ -110,7 +110,11 @@ is over, by a listing begun after its end: a listing waits behind the
 new session's writes, and one begun before could not list the members
 that came meanwhile (at load 16, a listing of 28 s dropped both others,
 listed for 10 s by then, and the first member took every instance after
-all). Until then its share goes unobserved; past `LISTING_FAILING_AFTER`,
+all). Until then its share is observed by one fewer, and where it was
+primary, published by its next observer, where the node is missing
+(`absent`, `sentinel.standins`: the wipe took every node, and a member
+that died in the outage left its share missing for the whole wait, 26 s
+at the median at 1,000 instances); past `LISTING_FAILING_AFTER`,
 /healthz names it (`awaiting`). A first start waits for nobody: there is
 no last view.
 
@@ -353,6 +357,8 @@ class Membership:
         # again yet and kept in the view until then (module docstring),
         # and the end of that wait.
         self.awaited: dict[str, Catalog] = {}
+        # Those of them in the view applied last (`absent`).
+        self._absent: frozenset[str] = frozenset()
         self._awaited_call: IDelayedCall | None = None
         self._awaited_until = float("inf")
         # When the last listing that ended began.
@@ -413,6 +419,7 @@ class Membership:
                 call.cancel()
         self._settle_call = None
         self.awaited = dict(others)
+        self._absent = frozenset()
         wait = self.zk.session_timeout * (1 + REPLACE_SPREAD)
         self._awaited_until = self._rejoining_since + wait
         self._awaited_call = self._reactor.callLater(wait, self._awaited_over)
@@ -458,12 +465,23 @@ class Membership:
         )
         self.awaited = {}
 
+    @property
+    def absent(self) -> frozenset[str]:
+        """
+        The members of the view applied last that are in it only as
+        members of the last view waited for (`rejoin`), not listed again:
+        their instances' primaries, if any of them, publish nothing, and
+        a stand-in does (`sentinel.standins`).
+        """
+        return self._absent
+
     def awaiting(self) -> tuple[float, list[str]] | None:
         """
         For how long this agent, back on a new session and listed again,
         has waited for members of its last view that are not listed again
         (`rejoin`), and which, once that is `LISTING_FAILING_AFTER` or
-        more; else None. Their share is observed by nobody meanwhile.
+        more; else None. Their share is observed by one fewer meanwhile,
+        and published by a stand-in (`absent`).
         """
         if self.rejoining:
             return None
@@ -1327,10 +1345,11 @@ class Membership:
         self.viewed = True
         self._viewed_version = self._listed_version
         self._caught_up()
-        if view == self.view and not first:
+        absent = frozenset(self.awaited)
+        if view == self.view and absent == self._absent and not first:
             self.sessions_gone.clear()
             return
-        self.view = view
+        self.view, self._absent = view, absent
         try:
             self._on_view(view)
         except Exception:

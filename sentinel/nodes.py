@@ -76,6 +76,7 @@ class Node:
         "held_before",
         "held_by",
         "holder_gone",
+        "standing_in",
         "watching",
         "released",
         "handed_to",
@@ -154,6 +155,9 @@ class Node:
         # expiry), so that the node went too: it is made anew at once,
         # with no transaction that could only be refused (`Takeovers.make_anew`).
         self.holder_gone = False
+        # Made primary in place of a member waited for and not back
+        # (`sentinel.standins`): made where missing, never taken over.
+        self.standing_in = False
         # A watch on it, as its primary, is armed and has not fired since
         # (`sentinel.takeover.Takeovers.check_still_ours`).
         self.watching = False

@@ -136,6 +136,9 @@ class GroupRoles:
         self._roles: dict[str, tuple[str, ...]] = {}
         self._instances: dict[str, RedisInstance] = {}
         self._keeping: dict[str, tuple[str, ...]] = {}
+        # The instances this agent is the primary of in place of an absent
+        # member (`sentinel.standins`).
+        self._standing_in: set[str] = set()
         # The discovered replicas of each master, which follow its roles,
         # and the master of each.
         self._followers: dict[str, set[str]] = {}
@@ -308,11 +311,17 @@ class GroupRoles:
         if observers:
             self._followers.setdefault(master, set()).add(state.name)
             self._masters[state.name] = master
-            self.assign(state.name, observers, state.instance)
+            self.assign(
+                state.name, observers, state.instance, master in self._standing_in
+            )
         return observers
 
     def assign(
-        self, name: str, observers: tuple[str, ...], instance: RedisInstance | None
+        self,
+        name: str,
+        observers: tuple[str, ...],
+        instance: RedisInstance | None,
+        standing_in: bool = False,
     ) -> None:
         """
         The observers of `name` (primary first) are now `observers`: write
@@ -320,10 +329,16 @@ class GroupRoles:
         one replica, its node as section 5 has it) if it is the primary,
         and if it no longer is, keep its node for the next primary until
         that one takes it over, or delete it if no other member knows it.
+        `standing_in`: first in place of an absent primary, it makes the
+        node where it is missing and takes none over (`sentinel.standins`).
         """
         me = self._agent_id
         before = self._roles.get(name, ())
         primary = observers[:1] == (me,)
+        if primary and standing_in:
+            self._standing_in.add(name)
+        else:
+            self._standing_in.discard(name)
         if instance is not None:
             self._instances[name] = instance
         node = self._nodes.instances.get(name)
@@ -365,7 +380,8 @@ class GroupRoles:
                 node.released = False
                 self._holders.release(node, "it moved back to this agent")
             node.takeover = True
-            if before[:1] not in ((), (me,)):
+            node.standing_in = standing_in
+            if before[:1] not in ((), (me,)) and not standing_in:
                 # Before the opinions are heard: an answer may mark the
                 # node for writing at once.
                 node.held_before = not node.owned
@@ -387,7 +403,7 @@ class GroupRoles:
             self._hand_off(name)
         for follower in list(self._followers.get(name, ())):
             # Its discovered replicas move with it.
-            self.assign(follower, observers, None)
+            self.assign(follower, observers, None, standing_in)
         if name not in self._roles:
             self._followers.pop(name, None)
 

@@ -279,6 +279,11 @@ class Takeovers:
         raw, stat = read
         if ours(stat, zk.session_id):
             return False
+        if node.standing_in:
+            # In place of an absent primary, only where its node is
+            # missing: one there is a live session's of the new ZooKeeper,
+            # the absent member's most likely (`sentinel.standins`).
+            return False
         previous = previous_verdict(raw)
         if previous is None:
             return False
