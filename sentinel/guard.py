@@ -22,7 +22,12 @@ seconds later, as one that is no longer known to be ours: it is created,
 or, if someone else's node stands there by then (a group's new primary
 took it over in one transaction, a squatter), its holder is asked as
 after any failed write (`sentinel.holders`, `sentinel.takeover`), never
-overwritten. The agent's own node deleted means its tree was wiped: every
+overwritten. An instance node found held by another agent's session by
+then was taken over (a group's member whose view is ahead of ours): no
+deletion, it is logged as such and counted apart (`taken_early`), so that
+a group's first start, whose joiners take their shares from the first
+agent before its view lists them, is not reported as nodes deleted in a
+loop. The agent's own node deleted means its tree was wiped: every
 node is written again at once, as after a reconnection. One line says
 how many nodes each burst of deletions took, and names the first
 `NAMED`; `deleted` counts them. A member this agent deletes itself is no
@@ -107,7 +112,7 @@ from typing import Any
 
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -182,8 +187,10 @@ class Guard:
             partial(self._watch, again=True),
             self._acting,
         )
-        # Nodes deleted behind our back and written again, since start.
+        # Nodes deleted behind our back and written again, since start;
+        # instance nodes seen deleted that another member had taken over.
         self.deleted = 0
+        self.taken_early = 0
         # Deletions in bursts (a loop is LOOP_BURSTS of them within
         # LOOP_WINDOW), and writes over our nodes (each one reported).
         self._deletions = Meddling(reactor, LOOP_WINDOW, LOOP_BURSTS)
@@ -405,6 +412,65 @@ class Guard:
             for node in self._nodes:
                 if node not in gone and self._held(node, None):
                     self._queue.mark(node)
+        instances = self._nodes.instances
+        maybe_taken = [
+            node
+            for node in held
+            if not wiped and node.takeover and instances.get(node.name) is node
+        ]
+        if not maybe_taken:
+            self._report_deleted(held, gone, wiped)
+            return
+        d = Deferred.fromCoroutine(self._taken_apart(held, gone, maybe_taken))
+        d.addErrback(lambda f: log.failure("reporting deleted nodes failed", f))
+
+    async def _taken_apart(
+        self, held: list[Node], gone: dict[Node, str], maybe_taken: list[Node]
+    ) -> None:
+        """
+        Report the nodes of `held` deleted, but the instance nodes another
+        agent's session holds now: taken over by a member whose view makes
+        it their primary while this agent's view still does not say so (a
+        delete and a create in one transaction: never missing), no deletion
+        behind our back (`sentinel.takeover` settles who keeps it). At a
+        group's first start, the first agent publishes every instance
+        until its listing, behind its own writes, lists the others, and
+        the joiners' takeovers of their shares fired its deletion watches:
+        3-15 a start were logged as deleted (and counted towards a loop).
+        One ``exists`` each; one that fails counts as deleted, as before.
+        """
+        answers = await DeferredList(
+            [self._zk.exists(gone[node], background=True) for node in maybe_taken],
+            consumeErrors=True,
+        )
+        session = self._zk.session_id
+        taken = {
+            node
+            for node, (ok, stat) in zip(maybe_taken, answers, strict=True)
+            if ok
+            and stat is not None
+            and stat.ephemeralOwner
+            and not ours(stat, session)
+        }
+        if taken:
+            self.taken_early += len(taken)
+            paths = [gone[node] for node in held if node in taken]
+            log.info(
+                "{count} instance node(s) taken over by another member while"
+                " this agent is their primary in its view (their views of the"
+                " group differ for now, as at a start): {paths}{more}",
+                count=len(taken),
+                paths=", ".join(paths[:NAMED]),
+                more=f" and {len(paths) - NAMED} more" if len(paths) > NAMED else "",
+            )
+        deleted = [node for node in held if node not in taken]
+        if deleted:
+            self._report_deleted(deleted, gone, False)
+
+    def _report_deleted(
+        self, held: list[Node], gone: dict[Node, str], wiped: bool
+    ) -> None:
+        """Count and log the nodes `held` deleted behind our back."""
         self.deleted += len(held)
         paths = [gone[node] for node in held]
         unlogged = self._deletions.seen(len(held), paths[0])
