@@ -50,17 +50,20 @@ Stats = dict[str, ZnodeStat | None]
 Complete = Mapping[str, Mapping[tuple[str, str], int]]
 
 
-async def ask(zk: ZooKeeper, paths: Collection[str], stats: Stats) -> int:
+async def ask(
+    zk: ZooKeeper, paths: Collection[str], stats: Stats, ahead: bool = False
+) -> int:
     """
     Put the stat (or None) of each of `paths` not in `stats` yet into it:
-    one ``exists`` each, `HOLDERS_IN_FLIGHT` at a time; how many were
-    asked. The first failure is raised once every read has ended.
+    one ``exists`` each, `HOLDERS_IN_FLIGHT` at a time (`ahead`: with the
+    writes, as a membership listing's); how many were asked. The first
+    failure is raised once every read has ended.
     """
     pending = [path for path in dict.fromkeys(paths) if path not in stats]
     for start in range(0, len(pending), HOLDERS_IN_FLIGHT):
         chunk = pending[start : start + HOLDERS_IN_FLIGHT]
         answers = await DeferredList(
-            [zk.exists(path) for path in chunk], consumeErrors=True
+            [zk.exists(path, ahead=ahead) for path in chunk], consumeErrors=True
         )
         for path, (ok, answer) in zip(chunk, answers, strict=True):
             if not ok:

@@ -28,7 +28,12 @@ write that makes a node readers will miss otherwise) waits with the
 writes, ahead of the other reads: at a leave, each new primary's reads
 of the nodes it took over queued behind 75--106 other reads (a look at
 the discovery service's members, 64 at a time), 0.1--0.3 s each at a
-load of 6. A delete asked as ``urgent`` (a stop's leave of its group, which
+load of 6. So are a group membership's listing and the reads it waits
+for (`sentinel.membership`: a few a member, at most `HOLDERS_IN_FLIGHT`
+at once), on which every view waits: behind a new session's thousands
+of calls, a listing took 7--16 s after a wipe at 1,000 instances, and
+the members of the last view were waited for on listings that old. A
+delete asked as ``urgent`` (a stop's leave of its group, which
 the others wait for to take its nodes over) goes to kazoo at once, past
 every call waiting and the bound (a few more than `CALLS_IN_FLIGHT` fit
 in kazoo's socket pair): at 3,000 instances, a leave behind a start-up's
@@ -1885,6 +1890,7 @@ class ZooKeeper:
         watch: Watcher | None = None,
         background: bool = False,
         awaited: bool = False,
+        ahead: bool = False,
     ) -> Deferred[Any]:
         """
         A node's ZnodeStat, or None. With `watch`, `watch(event)` is called
@@ -1893,19 +1899,15 @@ class ZooKeeper:
         watches, on a lost connection); never after the client is replaced.
         Watching a path again with the same `watch` before it fires
         registers it once. A `background` read waits behind the others, one
-        `awaited` ahead of the ordinary reads (module docstring).
+        `awaited` ahead of the ordinary reads, one `ahead` with the writes
+        (module docstring).
         """
+        kinds = {"awaited": awaited, "ahead": ahead}
         if watch is None:
-            return self._call(
-                "exists_async", path, background=background, awaited=awaited
-            )
+            return self._call("exists_async", path, background=background, **kinds)
         handover = _WatchHandOver(self, self._generation, watch)
         return self._call(
-            "exists_async",
-            path,
-            background=background,
-            awaited=awaited,
-            watch=handover,
+            "exists_async", path, background=background, watch=handover, **kinds
         )
 
     def get_acls(self, path: str) -> Deferred[tuple[list[Any], Any]]:
@@ -1952,16 +1954,16 @@ class ZooKeeper:
         )
 
     def children_and_stat(
-        self, path: str, watch: Watcher
+        self, path: str, watch: Watcher, ahead: bool = False
     ) -> Deferred[tuple[list[str], Any]]:
         """
         A node's children's names and its ZnodeStat, read together (its
         ``cversion`` counts every creation and deletion of a child up to
-        this listing); `watch` as `get_children`'s.
+        this listing); `watch` as `get_children`'s; `ahead` with the writes.
         """
         handover = _WatchHandOver(self, self._generation, watch)
         return self._call(
-            "get_children_async", path, watch=handover, include_data=True
+            "get_children_async", path, watch=handover, include_data=True, ahead=ahead
         ).addCallback(tuple)
 
     def replace(

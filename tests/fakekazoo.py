@@ -148,6 +148,16 @@ class FakeKazooClient:
     def get_async(self, path: str) -> FakeAsyncResult:
         return self._call("get", path)
 
+    def get_children_async(
+        self,
+        path: str,
+        watch: Callable[[WatchedEvent], None] | None = None,
+        include_data: bool = False,
+    ) -> FakeAsyncResult:
+        if watch is not None:
+            self.watches.append((path, watch))
+        return self._call("get_children", path)
+
     def set_async(self, path: str, value: bytes, version: int = -1) -> FakeAsyncResult:
         return self._call("set", path)
 

@@ -498,11 +498,14 @@ class FakeZooKeeper:
         watch: Watcher | None = None,
         background: bool = False,
         awaited: bool = False,
+        ahead: bool = False,
     ) -> Deferred[Any]:
         if background:
             self.background_exists.append(path)
         if awaited:
             self.awaited.append(path)
+        if ahead:
+            self.ahead.append(path)
         return self._call("exists", path, lambda: self._exists(path, watch))
 
     def get_acls(self, path: str) -> Deferred[tuple[list[ACL], ZnodeStat]]:
@@ -527,8 +530,11 @@ class FakeZooKeeper:
         return self._call("get_children", path, lambda: self._children(path, watch))
 
     def children_and_stat(
-        self, path: str, watch: Watcher
+        self, path: str, watch: Watcher, ahead: bool = False
     ) -> Deferred[tuple[list[str], ZnodeStat]]:
+        if ahead:
+            self.ahead.append(path)
+
         def run() -> tuple[list[str], ZnodeStat]:
             children = self._children(path, watch)
             return children, self.server.stat_of(path)

@@ -2866,6 +2866,24 @@ class MixedListsTests(SynchronousTestCase):
         self.assertEqual(a.publisher._guard.deleted + b.publisher._guard.deleted, 0)
         self.assertIsNone(a.publisher.unhealthy_reason())
 
+    def test_membership_reads_asked_ahead(self) -> None:
+        """
+        The membership's listing, the reads of a new member's catalog and
+        the questions of who holds agent nodes are asked ahead, with the
+        writes (`sentinel.zk`): every view waits for them, and behind a
+        new session's thousands of reads a listing took 7--16 s after a
+        wipe at 1,000 instances.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES, replicas=2).start()
+        fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(3.0)
+        self.assertIn("b", a.group.membership.view)
+        ahead = set(a.zk.ahead)
+        self.assertIn(f"{ROOT}/catalogs", ahead)
+        self.assertTrue(any(p.startswith(f"{ROOT}/catalogs/b.") for p in ahead))
+        self.assertIn(f"{ROOT}/agents/b", ahead)
+
     def test_catalog_change_leaves_one_to_read(self) -> None:
         """
         A member's new catalog is written before its old one is deleted:

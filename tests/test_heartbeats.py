@@ -24,7 +24,7 @@ class AnsweringZooKeeper:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    def exists(self, path: str) -> Any:
+    def exists(self, path: str, ahead: bool = False) -> Any:
         self.asked.append(path)
         return succeed(None)
 

@@ -137,8 +137,8 @@ class ChurnTests(SynchronousTestCase):
         listed = zk.children_and_stat
         made = iter(range(10**6))
 
-        def children_and_stat(path: str, watch: Any) -> Any:
-            d = listed(path, watch)
+        def children_and_stat(path: str, watch: Any, ahead: bool = False) -> Any:
+            d = listed(path, watch, ahead)
             server.put(f"{ROOT}/catalogs/churn-{next(made):06d}", b"")
             return d
 

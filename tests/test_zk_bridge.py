@@ -1063,6 +1063,31 @@ class BridgeTests(SynchronousTestCase):
         self.clock.run_handed_over()
         self.assertEqual(self.successResultOf(read), (b"{}", None))
 
+    def test_membership_reads_ahead_wait_with_the_writes(self) -> None:
+        """
+        A membership listing (children and stat) and the ``exists`` it
+        waits for, asked ahead, go with the writes, ahead of the reads a
+        new session's view change asks first (opinions a verdict waits
+        for, changed nodes, ordinary and background reads): behind them a
+        listing took 7--16 s after a wipe at 1,000 instances.
+        """
+        client = self.connected()
+        for i in range(CALLS_IN_FLIGHT):
+            self.zk.exists(f"{PATH}{i}")
+        self.zk.get(f"{PATH}b", background=True)
+        self.zk.exists(f"{PATH}r")
+        self.zk.get(f"{PATH}a", awaited=True)
+        self.zk.get(f"{PATH}c", changed=True)
+        self.zk.children_and_stat("/sentinel/catalogs", lambda _: None, ahead=True)
+        self.zk.exists("/sentinel/agents/x", ahead=True)
+        self.assertEqual(
+            self.handed_over_as_room_comes(client, 2),
+            [
+                ("get_children", "/sentinel/catalogs"),
+                ("exists", "/sentinel/agents/x"),
+            ],
+        )
+
     def test_urgent_delete_goes_past_every_call_waiting(self) -> None:
         """
         A delete asked as urgent (a stop's leave of its group) is handed to
