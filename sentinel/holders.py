@@ -96,11 +96,16 @@ class Holders:
 
     @property
     def waiting(self) -> Mapping[str, str]:
-        """Each node another session holds, in conflict or not yet, and who."""
+        """
+        Each node another session holds, in conflict or not yet, and who;
+        but those this agent would make only in place of an absent member
+        (`Node.standing_in`), held by a live session of the new ZooKeeper:
+        nothing of ours waits for them.
+        """
         return {
             node.path: self.rules.describe(node.holding)
             for node in self._nodes
-            if node.holding is not None
+            if node.holding is not None and not node.standing_in
         }
 
     def ask(self, node: Node) -> Deferred[Any]:
@@ -129,7 +134,7 @@ class Holders:
             self._judge(node)
         if self._life.halted is not None:
             return
-        if holding is not before and holding.conflict is None:
+        if holding is not before and holding.conflict is None and not node.standing_in:
             log.info(
                 "{path} is {holder}",
                 path=node.path,
@@ -242,9 +247,16 @@ class Holders:
             self._queue.enqueue(node)
 
     def _judge(self, node: Node) -> None:
-        """Declare a conflict, once, when the rules say the holder is one."""
+        """
+        Declare a conflict, once, when the rules say the holder is one;
+        never for a node made only if missing, in place of a member waited
+        for (`Node.standing_in`): its holder, that member most likely,
+        back and writing it, is none.
+        """
         holding = node.holding
         assert holding is not None
+        if node.standing_in:
+            return
         verdict = self.rules.verdict(holding, self._reactor.seconds())
         if verdict is None or verdict == holding.conflict:
             return

@@ -118,7 +118,10 @@ class Members:
         The members this agent should hold and holds none of: the
         instance is up and ready, this agent publishes its node (its
         primary), and no member of ours lists it. Each member's node, and
-        which instance's member it is, and where.
+        which instance's member it is, and where. Not while another
+        session holds the instance node this agent would make only in
+        place of an absent member (`Node.standing_in`): its holder lists
+        the member.
         """
         found: dict[Node, str] = {}
         if self.discovery is None:
@@ -135,6 +138,7 @@ class Members:
                 or instance.removed
                 or node.removed
                 or node.state is None
+                or (instance.standing_in and instance.holding is not None)
             ):
                 continue
             presence = self._present(node)

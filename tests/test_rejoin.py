@@ -334,7 +334,8 @@ class WipeTests(SynchronousTestCase):
         A stand-in makes a node only where it is missing: ``c`` back and
         holding its share again while ``a``'s listings are held up (``a``
         still stands in for it), ``a`` does not take those nodes back,
-        and none goes missing.
+        none goes missing, and ``a`` names no node of them as stale or
+        in conflict (``c`` writes them) however long that lasts.
         """
         first = self.back("a")
         self.back("b")
@@ -345,12 +346,15 @@ class WipeTests(SynchronousTestCase):
         self.fleet.run(3.0)
         self.assertIn("c", first.group.membership.absent)
         taken_back: set[str] = set()
-        for _ in range(round(4.0 / 0.05)):
+        reasons: set[str] = set()
+        for _ in range(round(20.0 / 0.05)):
             self.fleet.run(0.05)
             taken_back |= {
                 n for n in share if self.fleet.owner_of(n) != last.zk.session_id
             }
+            reasons.add(first.publisher.unhealthy_reason() or "")
         self.assertEqual(taken_back, set())
+        self.assertEqual(reasons, {""})
         first.zk.unhang()
         first.zk.release("get_children")
         self.fleet.run(3.0)
