@@ -113,7 +113,7 @@ listed for 10 s by then, and the first member took every instance after
 all). Until then its share is observed by one fewer, and where it was
 primary, published by its next observer, where the node is missing
 (`absent`, `sentinel.standins`: the wipe took every node, and a member
-that died in the outage left its share missing for the whole wait, 26 s
+that died in the outage left its share missing for the whole wait, 16-26 s
 at the median at 1,000 instances); past `LISTING_FAILING_AFTER`,
 /healthz names it (`awaiting`). A first start waits for nobody: there is
 no last view.
