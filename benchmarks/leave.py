@@ -82,7 +82,11 @@ nodes readers miss, opinions, rewrites of its nodes, members) and the
 bridge's calls in flight and waiting, and how long the oldest call of
 each kind had waited for room (``ms waited by``), at most; and from the
 signal to the end its writes done and its calls timed out, with how
-many of them timed out never sent to ZooKeeper. The takeovers are also given from the
+many of them timed out never sent to ZooKeeper, its writes skipped as
+unchanged (``writes_skipped_unchanged``), and for each kind of call the
+bridge sent meanwhile, how many, and the mean milliseconds each waited
+in the bridge for room, took ZooKeeper to answer, and waited for the
+reactor thread (``calls_time_spent``). The takeovers are also given from the
 survivors' first one (p50, p99, max).
 
 ``--crowd N`` pins the first agent and N busy loops of the script's to one
@@ -190,6 +194,7 @@ class Trace:
             event = {"at": time.time(), "path": path}
             if data is not None:
                 event["mtime"] = stat.mtime / 1000
+                event["version"] = stat.version
                 event["owner"] = stat.ephemeralOwner
                 try:
                     event["data"] = json.loads(data)
@@ -314,7 +319,17 @@ class Queues:
         self.writes: dict[str, list[int]] = {a.log.stem: [] for a in agents}
         self.timed_out: dict[str, int] = {}
         self.unsent: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+        self.spent: dict[str, dict[str, Any]] = {}
         self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def time_spent(self, agent: Agent) -> dict[str, Any] | None:
+        """The bridge's ``calls_time_spent`` (None: a build without it)."""
+        try:
+            spent = agent.get("/debug/stats", 5.0)["zookeeper"]["calls_time_spent"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return dict(spent)
 
     def writes_ok(self, agent: Agent, field: str = "writes_ok") -> int | None:
         """A counter of the agent's ZooKeeper stats (``writes_ok`` unless said)."""
@@ -332,6 +347,10 @@ class Queues:
             self.unsent[agent.log.stem] = (
                 self.writes_ok(agent, "calls_timed_out_unsent") or 0
             )
+            self.skipped[agent.log.stem] = (
+                self.writes_ok(agent, "writes_skipped_unchanged") or 0
+            )
+            self.spent[agent.log.stem] = self.time_spent(agent) or {}
         self.thread.start()
 
     def run(self) -> None:
@@ -388,9 +407,46 @@ class Queues:
                         str(unsent - self.unsent.get(name, 0)),
                     )
                 )
+            skipped = self.writes_ok(agent, "writes_skipped_unchanged")
+            if skipped is not None:
+                rows.append(
+                    (
+                        f"run {number}: {name} writes skipped, unchanged",
+                        str(skipped - self.skipped.get(name, 0)),
+                    )
+                )
+            spent = self.time_spent(agent)
+            if spent is not None:
+                rows.append(
+                    (
+                        f"run {number}: {name} ms a call (waited/zk/reactor)",
+                        spent_since(self.spent.get(name, {}), spent),
+                    )
+                )
             most = ", ".join(f"{k} {v}" for k, v in self.most[name].items() if v)
             rows.append((f"run {number}: {name} queues at most", most or "not shown"))
         return rows
+
+
+def spent_since(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """
+    For each kind of the bridge's calls, from two ``calls_time_spent``:
+    how many were sent between them, and the mean milliseconds each
+    waited in the bridge for room, then took ZooKeeper to answer, then
+    waited for the reactor thread.
+    """
+    parts = []
+    for kind, sums in after.items():
+        old = before.get(kind, {})
+        delta = {f: float(sums.get(f, 0)) - float(old.get(f, 0)) for f in sums}
+        sent, answered = delta["sent"], max(1.0, delta["answered"])
+        if sent <= 0:
+            continue
+        waited = 1000 * delta["waited_seconds"] / sent
+        zookeeper = 1000 * delta["zookeeper_seconds"] / answered
+        reactor = 1000 * delta["reactor_seconds"] / answered
+        parts.append(f"{kind} {sent:.0f}: {waited:.0f}/{zookeeper:.0f}/{reactor:.0f}")
+    return ", ".join(parts) or "none"
 
 
 def _changed(history: History, now: float, value: Any) -> None:

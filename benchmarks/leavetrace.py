@@ -103,7 +103,7 @@ def heard_after(events: list[dict[str, Any]], cut: float) -> list[float | None]:
 
 
 def quantiles(values: list[float]) -> str:
-    """p50, p90 and max of `values`, or a dash."""
+    """p50, p90, p99 and max of `values`, or a dash."""
     if not values:
         return "-"
     ordered = sorted(values)
@@ -111,7 +111,45 @@ def quantiles(values: list[float]) -> str:
     def at(share: float) -> float:
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
-    return f"{at(0.5):.2f} / {at(0.9):.2f} / {ordered[-1]:.2f}"
+    return f"{at(0.5):.2f} / {at(0.9):.2f} / {at(0.99):.2f} / {ordered[-1]:.2f}"
+
+
+def rewrites(document: dict[str, Any]) -> str:
+    """
+    The verdict writes seen from the signal on, and of those the ones
+    that set exactly what the node held: the next version of the same
+    session's node, with the same data. A data watch reads the node after
+    each event, so writes close together are seen as one (counted by
+    their versions, when the previous one was seen).
+    """
+    signal = document.get("signal")
+    if signal is None:
+        return "verdict writes: no signal"
+    by_path: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in document["events"]:
+        parts = event["path"].split("/")
+        if parts[2] == "instances" and "version" in event:
+            by_path[event["path"]].append(event)
+    seen = alike = 0
+    for events in by_path.values():
+        events.sort(key=lambda e: (e["mtime"], e["version"]))
+        for before, event in zip(events, events[1:], strict=False):
+            if event["mtime"] < signal:
+                continue
+            if event["owner"] == before["owner"]:
+                seen += max(1, event["version"] - before["version"])
+            else:
+                seen += 1
+            if (
+                event["owner"] == before["owner"]
+                and event["version"] == before["version"] + 1
+                and event["data"] == before["data"]
+            ):
+                alike += 1
+    return (
+        f"verdict writes from the signal on: {seen} seen, {alike} of them "
+        "setting exactly what the node held"
+    )
 
 
 def view_change(document: dict[str, Any], leaver: str = "agent-0") -> list[str]:
@@ -194,13 +232,13 @@ def view_change(document: dict[str, Any], leaver: str = "agent-0") -> list[str]:
     for kind, (firsts, never, carried, carrying, said) in sorted(found.items()):
         lines.append(
             f"  {kind}: {len(firsts) + never} instances; first of the new view "
-            f"p50/p90/max {quantiles(firsts)}, none {never}; carried by a "
+            f"p50/p90/p99/max {quantiles(firsts)}, none {never}; carried by a "
             f"survivor: {carrying} (saying carried_from: {said}), its last "
-            f"carried write p50/p90/max {quantiles(carried)}"
+            f"carried write p50/p90/p99/max {quantiles(carried)}"
         )
     lines.append(
         "  carried, from the first such write to the survivor's own: "
-        f"p50/p90/max {quantiles(lasted)}; still carried at the end: {unreplaced}"
+        f"p50/p90/p99/max {quantiles(lasted)}; still carried at the end: {unreplaced}"
     )
     return lines
 
@@ -231,6 +269,7 @@ def main() -> int:
         print(f"opinion changes named by a verdict: none of {len(delays)}")
     for summary in view_change(document):
         print(summary)
+    print(rewrites(document))
     return 0
 
 

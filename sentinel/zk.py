@@ -238,6 +238,7 @@ from sentinel.ensemble import (
     members,
 )
 from sentinel.sessionclose import close_sent, deletes_sent
+from sentinel.spent import TimeSpent
 from sentinel.zknames import ListedNames
 
 log = Logger()
@@ -669,6 +670,8 @@ class ZooKeeper:
         # it, without the time the reactor thread took to get to it (its
         # own CPU busy: `sentinel.window`); None otherwise.
         self.round_trip: float | None = None
+        # Where each kind's calls spend their time (`sentinel.spent`).
+        self.time_spent = TimeSpent(_QUEUE_KINDS)
         self._dropping = False
         # The next look at kazoo's threads, and when each probe still out
         # was put on its worker's queue (module docstring).
@@ -1584,12 +1587,15 @@ class ZooKeeper:
             rank
         ] < _RANK_IN_FLIGHT.get(rank, CALLS_IN_FLIGHT)
 
-    def _hand_over(self, d: Deferred[Any], call: Callable[[], Any], rank: int) -> None:
+    def _hand_over(
+        self, d: Deferred[Any], call: Callable[[], Any], rank: int, waited: float = 0.0
+    ) -> None:
         try:
             result = call()
         except Exception as e:
             d.errback(e)
             return
+        self.time_spent.sent(rank, waited)
         self._in_flight += 1
         self._rank_in_flight[rank] += 1
         generation = self._generation
@@ -1634,6 +1640,9 @@ class ZooKeeper:
                     self._fastest = took
             if sent is not None and heard is not None:
                 round_trip = max(0.0, min(heard, now) - sent)
+                self.time_spent.answered(
+                    rank, round_trip, max(0.0, now - max(heard, sent))
+                )
         # The oldest waiting first: a call its callbacks make queues behind.
         self._hand_over_waiting()
         self.round_trip = round_trip
@@ -1650,7 +1659,7 @@ class ZooKeeper:
         # to the next.
         for rank, waiting in enumerate(self._queues):
             while waiting and self._has_room(rank):
-                d, call, session, _, timer = waiting.popleft()
+                d, call, session, since, timer = waiting.popleft()
                 if d.called:
                     continue
                 if self._client is None or not self._client.connected:
@@ -1660,7 +1669,8 @@ class ZooKeeper:
                 else:
                     # Its call timeout counts from now (module docstring).
                     timer.restart(self.call_timeout)
-                    self._hand_over(d, call, rank)
+                    waited = self._reactor.seconds() - since
+                    self._hand_over(d, call, rank, waited)
 
     def _new_generation(self) -> int:
         # Another client, or none: the old one's calls no longer take room,

@@ -146,6 +146,7 @@ class ZooKeeperReport:
             "writes_by_kind": queue.by_kind(),
             "calls": zk.calls_waiting(),
             "calls_waiting_oldest": zk.calls_waiting_oldest(),
+            "calls_time_spent": zk.time_spent.stats(),
             "writes_ok": queue.writes["ok"],
             "writes_failed": queue.writes["error"],
             "writes_failing": len(queue.still_failing()),

@@ -59,6 +59,7 @@ from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.task import Clock, deferLater
 
 from sentinel.bugs import InternalErrors
+from sentinel.spent import TimeSpent
 from sentinel.zk import (
     CONNECTED,
     CONNECTING,
@@ -447,6 +448,11 @@ class FakeZooKeeper:
     def calls_waiting_oldest(self) -> dict[str, float]:
         """None waits here."""
         return {}
+
+    @property
+    def time_spent(self) -> TimeSpent:
+        """Nothing timed here: calls end as run."""
+        return TimeSpent(())
 
     def not_answering(self) -> str | None:
         return self.silence if self.state == CONNECTED else None

@@ -1016,6 +1016,26 @@ class BridgeTests(SynchronousTestCase):
             self.zk.calls_waiting_oldest(), {"reads": 0.75, "background": 0.25}
         )
 
+    def test_time_spent_by_kind(self) -> None:
+        """
+        `time_spent` (/debug/stats ``calls_time_spent``) sums, by kind, how
+        long calls waited here for room, and how long ZooKeeper took to
+        answer them once handed to kazoo: an awaited read past the bound
+        waited for the first one's answer, 0.5 s.
+        """
+        client = self.connected()
+        for i in range(AWAITED_IN_FLIGHT + 1):
+            self.zk.get(f"{PATH}k{i}", awaited=True)
+        self.clock.advance(0.5)
+        client.answer(0, value=(b"{}", None))
+        self.clock.run_handed_over()
+        spent = self.zk.time_spent.stats()["awaited"]
+        self.assertEqual(
+            (spent["sent"], spent["waited_seconds"], spent["answered"]),
+            (AWAITED_IN_FLIGHT + 1, 0.5, 1),
+        )
+        self.assertEqual(spent["zookeeper_seconds"], 0.5)
+
     def test_background_reads_wait_behind_reads(self) -> None:
         """
         Reads asked as background (a group's opinions, thousands at a
