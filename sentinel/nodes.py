@@ -72,6 +72,7 @@ class Node:
         "watcher",
         "version",
         "unanswered",
+        "held",
         "takeover",
         "held_before",
         "held_by",
@@ -134,6 +135,10 @@ class Node:
         # have applied: the version each was sent at, and a digest of its
         # data (`sentinel.lostanswers`).
         self.unanswered: tuple[tuple[int, bytes], ...] = ()
+        # The version our last acknowledged write made of it, and a digest
+        # of that write's data: a rewrite of the same bytes at that
+        # version changes nothing (`sentinel.unchanged`).
+        self.held: tuple[int, bytes] | None = None
         # In a group, for an instance node: this agent is its primary and
         # takes it over from another agent (`takeover`); it moved away and
         # this agent keeps it for its new primary until that takes it over

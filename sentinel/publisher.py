@@ -64,7 +64,7 @@ from sentinel.sweep import Sweep, Watched
 from sentinel.takeover import Takeovers
 from sentinel.timer import RestartingTimer
 from sentinel.writer import NodeWriter
-from sentinel.writes import WriteQueue
+from sentinel.writes import Unchanged, WriteQueue
 from sentinel.writewatch import WriteWatch
 from sentinel.zk import CONNECTED, ZooKeeper
 from sentinel.zkreport import ZooKeeperReport
@@ -194,6 +194,7 @@ class ZooKeeperPublisher(Service):
             write_watch if watch_writes else None, clock,
             self._previous_verdict,
             None if self._sharing is None else self._sharing.written_over,
+            self._refresh_due,
         )  # fmt: skip
 
         # With auth_file: whether the root's ACLs let it protect anything.
@@ -396,13 +397,28 @@ class ZooKeeperPublisher(Service):
             self._mark(node)
             self._members.update(state)
             return
+        if node.written_at is not None and not node.dirty and self._refresh_due(node):
+            self._mark(node)
+            self._members.refresh(state.name)
+
+    def _refresh_due(self, node: Node) -> bool:
+        """
+        Whether `node`, written before, is due its refresh: an instance
+        node half an interval before the check that keeps its rewrites at
+        most `refresh` apart (`_refresh_after`, `_refresh_from`), any other
+        node `refresh` after its last write. A rewrite that would change
+        nothing is made all the same then (`sentinel.unchanged`).
+        """
         written_at = node.written_at
-        if written_at is not None and not node.dirty:
-            due_after = _refresh_after(self.refresh, state.health.interval)
-            since = _refresh_from(node, written_at, state.health.checked_at)
-            if self._reactor.seconds() - since >= due_after:
-                self._mark(node)
-                self._members.refresh(state.name)
+        if written_at is None:
+            return True
+        now: float = self._reactor.seconds()
+        state = node.state
+        if state is None or self._nodes.instances.get(node.name) is not node:
+            return now - written_at >= self.refresh
+        due_after = _refresh_after(self.refresh, state.health.interval)
+        since = _refresh_from(node, written_at, state.health.checked_at)
+        return now - since >= due_after
 
     def relabel(self, state: InstanceState) -> None:
         """
@@ -641,7 +657,7 @@ class ZooKeeperPublisher(Service):
 
     # Each write's outcome and each watch, to the part it concerns
 
-    def _write(self, node: Node) -> Coroutine[Any, Any, None]:
+    def _write(self, node: Node) -> Coroutine[Any, Any, Unchanged | None]:
         return self._writer.write(node)
 
     def _held(self, node: Node, stat: Any) -> None:

@@ -68,6 +68,7 @@ from sentinel.lostanswers import made
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.ownership import ours
 from sentinel.rearming import Rearming
+from sentinel.unchanged import wrote
 from sentinel.writes import Lifecycle, WriteQueue
 from sentinel.zk import MemberRefused, ZooKeeper
 
@@ -355,6 +356,7 @@ class Takeovers:
         node.owned = True
         node.version = 0
         made(node)
+        wrote(node, 0, data)
         node.taken_from = stat.ephemeralOwner
         node.taken_at = self._reactor.seconds()
         node.taken_from_agent = previous["agent"]
@@ -408,6 +410,7 @@ class Takeovers:
         node.owned = True
         node.version = 0
         made(node)
+        wrote(node, 0, data)
         self.made_anew += 1
 
     def _adopt(self, node: Node, previous: dict[str, Any]) -> None:

@@ -36,6 +36,8 @@ opinion is still in it (the last observer to go deletes it), so that
 ZooKeeper keeps no parent for every instance ever observed. One moved to
 another primary is only ever set, until it takes it over
 (`Takeovers.keep`).
+A set that would write exactly what the node holds is not made, unless
+it is the node's refresh (`sentinel.unchanged`).
 Discovery members are written by `sentinel.members`.
 """
 
@@ -67,7 +69,8 @@ from sentinel.nodes import Node, Nodes
 from sentinel.ownership import ours
 from sentinel.sweep import Sweep
 from sentinel.takeover import Takeovers
-from sentinel.writes import HeldElsewhere, WriteQueue
+from sentinel.unchanged import unchanged, wrote
+from sentinel.writes import UNCHANGED, HeldElsewhere, Unchanged, WriteQueue
 from sentinel.writewatch import WriteWatch
 from sentinel.zk import ZooKeeper
 
@@ -89,6 +92,7 @@ class NodeWriter:
         clock: ClockSkew,
         previous_verdict: Callable[[str, dict[str, Any]], None],
         agent_written_over: Callable[[bytes, Any], None] | None,
+        refresh_due: Callable[[Node], bool],
     ) -> None:
         """
         @param previous_verdict: told of what an instance node inherited
@@ -100,6 +104,9 @@ class NodeWriter:
             this agent's other processes on our session (a predecessor on
             its way out, a copy) write it too, and what it says tells who
             wrote it. None without one: another client wrote it.
+        @param refresh_due: whether a node of ours is due its refresh
+            (`ZooKeeperPublisher`'s rule): then it is set even if it holds
+            the bytes already (`sentinel.unchanged`).
         """
         self._zk = zk
         self._nodes = nodes
@@ -113,50 +120,64 @@ class NodeWriter:
         self._clock = clock
         self._previous_verdict = previous_verdict
         self._agent_written_over = agent_written_over
+        self._refresh_due = refresh_due
         # Whether the node a primary writes first is likely held already
         # (module docstring): what the last create or question found.
         self._expect_held = False
 
-    async def write(self, node: Node) -> None:
+    async def write(self, node: Node) -> Unchanged | None:
         """
         Write `node` as it is now (the write queue calls it), and watch it
         for its deletion once it is ours (`sentinel.guard`), an instance
         node for other clients' writes too (`sentinel.writewatch`).
+        `UNCHANGED` if the node holds those bytes already, and no set was
+        made (`sentinel.unchanged`).
         """
-        await self._write(node)
+        result = await self._write(node)
         if node.owned or node.member is not None:
             self._guard.arm(node)
             if self._write_watch is not None:
                 self._write_watch.written(node)
+        return result
 
-    async def _write(self, node: Node) -> None:
+    async def _write(self, node: Node) -> Unchanged | None:
         zk = self._zk
         counted = self._queue.counted
         if node.member is not None:
             await self._members.write(node, node.member)
-            return
+            return None
         if node.removed:
             await self.delete_owned(node)
             if node.prune_parent and not node.taken_back:
                 await self._delete_if_empty(node.path.rsplit("/", 1)[0])
-            return
+            return None
         if node.released:
             # Moved to another primary: kept true until it takes it over.
             await self._takeovers.keep(node)
-            return
+            return None
         data = node.data()
         if data is None and not node.takeover:
             # Nothing to say yet (an opinion before the first check).
-            return
+            return None
         written_over = False
         if node.owned and data is not None:
+            if (
+                self._write_watch is not None
+                and node.write_watched == node.path
+                and node is not self._nodes.agent
+                and unchanged(node, data)
+                and not self._refresh_due(node)
+            ):
+                # What the node holds already, and its write watch, set
+                # since, tells any other write (`sentinel.unchanged`).
+                return UNCHANGED
             try:
                 sent = self._clock.now()
                 stat = await self._set(node, data, node.version)
                 if node is self._nodes.agent:
                     # Every heartbeat: this agent's clock against ZooKeeper's.
                     self._clock.written(stat, sent)
-                return
+                return None
             except (NoNodeError, BadVersionError) as e:
                 # Gone, or written by someone else: ask who holds it now.
                 # At any version, version 0 too: a node made by our create
@@ -173,7 +194,7 @@ class NodeWriter:
                         self._guard.own_sets_applied += 1
                         node.version = applied.version
                         await self._set(node, data, applied.version)
-                        return
+                        return None
                 node.owned = False
                 node.lost = node.takeover
         # Held by another session when last asked, maybe ours on an
@@ -200,7 +221,7 @@ class NodeWriter:
                 # with it, and a create alone makes it (`make_anew`).
                 node.holder_gone = False
                 await self._takeovers.make_anew(node)
-                return
+                return None
             read = await self._takeovers.read(node)
             stat = None if read is None else read[1]
         elif self._sweep.inherited or (
@@ -211,13 +232,14 @@ class NodeWriter:
                 self._expect_held = False
         if stat is None:
             if data is None:
-                return
+                return None
             try:
                 await counted("create", zk.create(node.path, data, ephemeral=True))
                 node.owned = True
                 node.version = 0
                 made(node)
-                return
+                wrote(node, 0, data)
+                return None
             except NodeExistsError:
                 if node.takeover:
                     self._expect_held = True
@@ -225,10 +247,10 @@ class NodeWriter:
             if stat is None:
                 # Gone in between (its session just ended): try again at once.
                 node.dirty = True
-                return
+                return None
         if not ours(stat, zk.session_id):
             if node.takeover and await self._takeovers.take_over(node, read):
-                return
+                return None
             raise HeldElsewhere(stat)
         if written_over and node is self._nodes.agent and self._agent_written_over:
             # Our agent node, with a state_dir: who wrote it is for what
@@ -251,6 +273,7 @@ class NodeWriter:
         answered(node, stat.version)
         if data is not None:
             await self._set(node, data, stat.version)
+        return None
 
     async def _written_by(self, node: Node) -> object:
         """
@@ -283,6 +306,7 @@ class NodeWriter:
             self._zk, self._queue.counted, node, node.path, data, version
         )
         node.version = stat.version
+        wrote(node, stat.version, data)
         return stat
 
     async def _inherit(self, node: Node) -> Any:

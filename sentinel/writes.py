@@ -45,6 +45,11 @@ file may only say that checks back the session's nodes up to the oldest
 of them (`checked_through`, `sentinel.handoff`), and hears when none is
 left (`on_caught_up`).
 
+A write that found the node holding its bytes already, and made no set
+(`UNCHANGED`, `sentinel.unchanged`), is counted (`unchanged`) and leaves
+the node's last write time as it was: its refresh counts from the write
+made.
+
 What one write does is `write(node)`'s (`sentinel.writer`); what follows
 it is told back: `held(node, stat)` when another session holds the node
 (`HeldElsewhere`: it is parked, `sentinel.holders`), `owned(node)` when a
@@ -130,6 +135,16 @@ def acting(life: Lifecycle) -> bool:
     return bool(life.running) and not life.halted
 
 
+class Unchanged:
+    """What a write that found nothing to change returns (`UNCHANGED`)."""
+
+
+# A write not made: the node holds those bytes already, and is not due its
+# refresh (`sentinel.unchanged`). Its last write time stays, so that the
+# refresh comes when it would have.
+UNCHANGED = Unchanged()
+
+
 class HeldElsewhere(Exception):
     """The node exists and another session holds it (`stat` says which)."""
 
@@ -148,7 +163,7 @@ class WriteQueue:
         nodes: Nodes,
         life: Lifecycle,
         *,
-        write: Callable[[Node], Coroutine[Any, Any, None]],
+        write: Callable[[Node], Coroutine[Any, Any, Unchanged | None]],
         held: Callable[[Node, Any], None],
         owned: Callable[[Node], None],
         retrying: Callable[[], None],
@@ -188,6 +203,9 @@ class WriteQueue:
         self._idle: list[Deferred[None]] = []
         self._retry_call: IDelayedCall | None = None
         self.writes = {"ok": 0, "error": 0}
+        # Writes not made, the node holding those bytes already (module
+        # docstring of `sentinel.unchanged`).
+        self.unchanged = 0
         # Each create/set/delete call by (op, "ok" or "error").
         self.write_calls: Counter[tuple[str, str]] = Counter()
         self.last_error: str | None = None
@@ -484,7 +502,7 @@ class WriteQueue:
 
     def _written(
         self,
-        result: None | Failure,
+        result: Unchanged | None | Failure,
         node: Node,
         timed: tuple[float, int, bool],
         due: float | None,
@@ -510,7 +528,9 @@ class WriteQueue:
                 self.enqueue(node)
             self._drain()
 
-    def _account(self, result: None | Failure, node: Node, started: float) -> bool:
+    def _account(
+        self, result: Unchanged | None | Failure, node: Node, started: float
+    ) -> bool:
         """
         Note how a write of `node`, `started` then, ended; whether it
         failed.
@@ -529,8 +549,12 @@ class WriteQueue:
             node.dirty = True
             self.failed(result, node)
             return True
-        self.writes["ok"] += 1
-        node.written_at = self._reactor.seconds()
+        if result is UNCHANGED:
+            # Its refresh still counts from its last write made.
+            self.unchanged += 1
+        else:
+            self.writes["ok"] += 1
+            node.written_at = self._reactor.seconds()
         self._acknowledged(node, started)
         if self.failing.pop(node, None) is not None:
             self._recovered(node)

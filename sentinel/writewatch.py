@@ -193,7 +193,11 @@ class WriteWatch:
                 node.write_watched = None
             return
         if node.dirty or node.writing or not self._ours(node) or not self._acting():
-            return  # A write of ours due or under way finds it.
+            if stat.version != node.version:
+                # A write of ours due or under way finds it: made, not
+                # skipped as unchanged (`sentinel.unchanged`).
+                node.held = None
+            return
         if stat.version != node.version:
             if (
                 self._instance(node)

@@ -148,6 +148,7 @@ class ZooKeeperReport:
             "calls_waiting_oldest": zk.calls_waiting_oldest(),
             "calls_time_spent": zk.time_spent.stats(),
             "writes_ok": queue.writes["ok"],
+            "writes_skipped_unchanged": queue.unchanged,
             "writes_failed": queue.writes["error"],
             "writes_failing": len(queue.still_failing()),
             "waiting_takeover": sorted(holders.waiting),

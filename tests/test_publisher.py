@@ -404,6 +404,37 @@ class PublisherTests(PublisherHarness):
             self.clock.advance(INTERVAL - 0.005)
         self.assertEqual(written, [0, 30, 60])
 
+    def test_refresh_not_pushed_out_by_a_skipped_rewrite(self) -> None:
+        """
+        An instance node marked again with exactly what it holds (the same
+        instance handed over in a new state, its history the same) is not
+        set again, and its refresh still comes `REFRESH` after the write
+        that was made, not `REFRESH` after the one skipped. Before, the
+        node was set again with the same bytes, and its refresh counted
+        from that set. A node another client wrote (its write watch finds
+        it at another version) is set again with our bytes, though they
+        are those of our last write.
+        """
+        self.start()
+        state = self.instance("redis-a")
+        node = path("redis-a")
+        self.check(state, UP)
+        self.assertEqual(self.zk.writes(node), 1)
+        self.clock.advance(10)
+        same = InstanceState(state.instance, FakeProbe(state.instance), state.health)
+        self.publisher.publish(same, None)
+        self.assertEqual(self.zk.writes(node), 1)
+        self.assertEqual(self.publisher.stats()["writes_skipped_unchanged"], 1)
+        for _ in range(int(REFRESH) - 10):
+            self.clock.advance(1)
+            self.check(same, UP)
+        self.assertEqual(self.zk.writes(node), 2)
+        self.assertEqual(self.zk.document(node)["checked_at"], self.clock.seconds())
+        ours = self.zk.document(node)
+        self.zk.server.put(node, b'{"status": "down"}', self.zk.session_id or 0)
+        self.clock.advance(1)
+        self.assertEqual(self.zk.document(node), ours)
+
     def test_transition_written_at_once(self) -> None:
         """A change is written at the check that saw it, without waiting."""
         self.start()
