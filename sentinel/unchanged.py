@@ -14,17 +14,19 @@ about one set a node taken over at a leave (343 of one agent of three at
 
 So a node keeps the version our last acknowledged write made of it and
 a digest of that write's data (`Node.held`, set by `wrote`), and a set
-of the same bytes at that version is skipped (`unchanged`), only while
-the node's write watch (`sentinel.writewatch`) has been set since that
-write: another client's write fires it, and its read then marks the node
-at the version it found, which is no longer ours; one made before the
-watch was set is found by the read that sets it (a write of ours due
-then is made, not skipped: `WriteWatch._answered` forgets what the node
-held). Before the watch is set again after each of our writes (about
-`writewatch.CHECK_AFTER`), and without it (``zookeeper.watch_writes =
-false``, the default with ``auth_file``), nothing tells us the node is
-still as we wrote it, and every rewrite is made, as before. Nor is one
-skipped:
+of the same bytes at that version is skipped (`unchanged`) where the
+write watch runs (`sentinel.writewatch`), which tells any other client's
+write: after each write of ours its read sets the watch again, and finds
+a write made before it at another version than ours; a write made after
+fires it, and its read finds that. Either read marks the node at the
+version found, no longer the one we wrote, and the next rewrite is made
+(one due when that read comes is made too: `WriteWatch._answered`
+forgets what the node held). So another client's write stands no longer
+than the write watch lets it (`writewatch.CHECK_AFTER` after it is seen,
+the read's wait for room aside); a rewrite of ours that happened to come
+first found it sooner. Without the watch (``zookeeper.watch_writes =
+false``, the default with ``auth_file``) nothing tells it, and every
+rewrite is made, as before. Nor is one skipped:
 
 - that is the node's refresh (DESIGN.md section 5: readers tell a stale
   node by its rewrites, at least every ``zookeeper.refresh`` seconds):

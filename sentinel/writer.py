@@ -163,13 +163,12 @@ class NodeWriter:
         if node.owned and data is not None:
             if (
                 self._write_watch is not None
-                and node.write_watched == node.path
                 and node is not self._nodes.agent
                 and unchanged(node, data)
                 and not self._refresh_due(node)
             ):
-                # What the node holds already, and its write watch, set
-                # since, tells any other write (`sentinel.unchanged`).
+                # What the node holds already; its write watch tells any
+                # other client's write (`sentinel.unchanged`).
                 return UNCHANGED
             try:
                 sent = self._clock.now()

@@ -408,6 +408,9 @@ class WrittenOverTests(PublisherHarness):
         self.taken_over("redis-00")
         for forger in (None, "a", "c"):
             self.forge(agent=forger)
+            # A check that finds it (a rewrite of the same bytes, at the
+            # same instant, is not made: `sentinel.unchanged`).
+            self.clock.advance(0.1)
             self.check(self.instance("redis-00"), DOWN)
             self.assertEqual(self.zk.document(self.node)["status"], "down")
             self.assertEqual(self.zk.owner(self.node), self.zk.session_id)
