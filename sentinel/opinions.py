@@ -29,14 +29,17 @@ opinion-forge`), and more opinions so rewritten, more. Now it costs at
 most one read of each per spacing; the observer finds the write over
 its node and names it (`sentinel.guard`). After a reconnection the watches are
 gone: every opinion is read again (`ask_all`). An opinion of a live
-observer missing or unreadable for `ABSENT_AFTER`, or not read at all
-for as long since its observer became one (its reads timing out behind
-a view change's), is named (`absent`, for /healthz): that observer
-stays wrong in the verdict's ``observers`` until its refresh writes it
-again, and counts in the quorum no more than its opinion does
-(`verdict`). So does one that a new process of
+observer missing or unreadable for `ABSENT_AFTER` is named (`absent`,
+for /healthz): that observer stays wrong in the verdict's ``observers``
+until its refresh writes it again, and counts in the quorum no more
+than its opinion does (`verdict`). So does one that a new process of
 its observer, holding the session it reattached to, has not written
 again for `ABSENT_AFTER` (`restarted`): what a dead process found.
+One not read at all for as long since its observer became one (this
+primary's reads timing out, behind a view change's or its own CPU) is
+named too, but keeps its place in the quorum with no vote: what this
+primary failed to read is its own trouble, and no news of the instance
+(`_silent`).
 
 An observer that is not the primary reads the verdict too (in the
 background), at a check of its own once it is due: a second past the
@@ -623,8 +626,8 @@ class Opinions:
                 self._ask(name, agent)
                 asked = True
         if asked:
-            # Still unread then, those observers stop counting in the
-            # quorum (`_silent`): the verdict is decided again.
+            # Still unread then, a verdict held back for them is given
+            # (`verdict`, `hold`): decided again.
             self._reactor.callLater(ABSENT_AFTER, self._unread_long, name, now)
 
     def forget(self, name: str) -> None:
@@ -872,7 +875,10 @@ class Opinions:
             self._on_change(name)
 
     def _unread_long(self, name: str, asked: float) -> None:
-        """Observers of `name` asked at `asked` still unread: decided again."""
+        """
+        Observers of `name` asked at `asked` still unread: decided again (a
+        verdict held back for them no longer is).
+        """
         unread = self._unanswered.get(name)
         if self._life.running and unread and asked in unread.values():
             self._on_change(name)
@@ -880,30 +886,29 @@ class Opinions:
     def _silent(self, name: str, observers: tuple[str, ...], now: float) -> set[str]:
         """
         The other observers of `name` whose opinions have been missing or
-        unreadable, or a previous process's only (`restarted`), or not
-        read at all since they became one, for `ABSENT_AFTER` or more:
-        left out of the quorum.
+        unreadable, or a previous process's only (`restarted`), for
+        `ABSENT_AFTER` or more: left out of the quorum.
 
-        Unread: the reads this primary asks at a view change wait behind
-        thousands of others in the bridge, and may time out there, to be
-        asked again at the back (577 calls timed out in 8 s at a leave,
-        1,500 instances, load 25), so that an observer's opinion that
-        was missing, once read, would have left the quorum after
-        `ABSENT_AFTER`, and unread held it for as long as the reads
-        failed: a dead instance stayed up, this primary's own checks
-        settled down, for 3 s more and up to for good.
+        Not one whose opinion this primary has not read at all since it
+        became one, however long: that observer is live, and what it
+        says unknown here (this primary's reads wait behind a view
+        change's thousands, or its CPU is starved), so it keeps its
+        place in the quorum with no vote, and a down verdict needs the
+        quorum of downs actually read; `absent` names it meanwhile.
+        Left out after `ABSENT_AFTER` unread, as it was for a while, a
+        cut-off primary (its checks all failing, its reads of the
+        others' opinions late) published healthy instances down on its
+        own opinion alone, which DESIGN.md section 8 forbids; a true down
+        waits for those reads instead (retried a second after each
+        failure, the view change's ahead of the routine ones).
         """
         silent = set()
-        unread = self._unanswered.get(name, {})
         for agent in observers[1:]:
             path = f"{self._root}/opinions/{name}/{agent}"
             absent = self._absent.get(path)
-            asked = unread.get(agent)
             if (
-                (absent is not None and now - absent[0] >= ABSENT_AFTER)
-                or (asked is not None and now - asked >= ABSENT_AFTER)
-                or self._unbacked(path, now)
-            ):
+                absent is not None and now - absent[0] >= ABSENT_AFTER
+            ) or self._unbacked(path, now):
                 silent.add(agent)
         return silent
 
@@ -1053,8 +1058,9 @@ class Opinions:
         some other way is one view of it too), and `elsewhere` names it;
         so does `unlike` one that says another discovery than this agent's.
         An observer whose opinion has been missing or unreadable for
-        `ABSENT_AFTER`, or not read at all for as long since it became
-        one, counts in the quorum no more than in the opinions:
+        `ABSENT_AFTER` counts in the quorum no more than in the opinions
+        (one not read at all since it became one still counts, with no
+        vote: `_silent`):
         a member in a crash loop, whose new sessions each wrote its agent
         node and never its opinions, held a dead Redis published up with
         two replicas for as long as the loop went on (42 s in a loop of
