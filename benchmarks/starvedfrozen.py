@@ -18,6 +18,11 @@ With ``--from-start`` the server is stopped before the agent starts, and
 the agent is starved from its start: first checks of a frozen server,
 and the healthy names' first checks on a short CPU.
 
+With ``--hung N``, N more names (not counted below) point at a port that
+listens and never accepts (its backlog full, new connections time out):
+the agent is connecting at every moment, so its own lateness is measured
+and excuses checks at every moment too (a fleet with a hung host in it).
+
 Every second the script reads every instance node (its ``status``),
 ``/healthz`` and ``/instances?status=down`` (each with a 2.5 s bound: a
 starved agent answers late or not at all). Printed, for each of
@@ -47,6 +52,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -120,6 +126,22 @@ def _starve_by_stops(
         done.wait(args.period - args.stopped)
 
 
+def _hung_port(started: ExitStack) -> int:
+    # A loopback port that listens and never accepts, its backlog filled:
+    # the kernel drops further SYNs, and connects to it time out.
+    listener = socket.socket()
+    started.callback(listener.close)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port: int = listener.getsockname()[1]
+    for _ in range(2):
+        filler = socket.socket()
+        started.callback(filler.close)
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+    return port
+
+
 def _wait_all_up(client: Any, names: list[str], run_label: str) -> None:
     # Until every instance node says up (at most WARMUP_LIMIT s).
     deadline = time.monotonic() + WARMUP_LIMIT
@@ -163,6 +185,9 @@ def run(
         ]
         frozen_server = servers[-1]
         names = [i.name for i in instances]
+        if args.hung:
+            hung = _hung_port(started)
+            instances += [Instance(f"h{i}", hung) for i in range(args.hung)]
         frozen = {i.name for i in instances if i.port == frozen_server.port}
         if args.from_start:
             os.kill(frozen_server.pid, signal.SIGSTOP)
@@ -172,7 +197,7 @@ def run(
             agent_config(instances, zookeeper=zookeeper.hosts),
             label=label,
             pythonpath=tree,
-            open_files=open_files_for(args.instances),
+            open_files=open_files_for(args.instances + args.hung),
         )
         started.callback(agent.stop)
         started.callback(lambda: os.kill(agent.pid, signal.SIGCONT))
@@ -258,6 +283,7 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=13)
     parser.add_argument("--watch", type=float, default=45.0)
     parser.add_argument("--from-start", action="store_true")
+    parser.add_argument("--hung", type=int, default=0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
