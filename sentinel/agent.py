@@ -25,7 +25,7 @@ from sentinel.monitor import Instances, Monitor, NullPublisher, Publisher, Setti
 from sentinel.output import LogOutput
 from sentinel.pacing import ConnectPacer
 from sentinel.privatefiles import FileWorker
-from sentinel.probe import HelloOff, RedisProbe
+from sentinel.probe import HelloOff, RedisProbe, owed_after
 from sentinel.process import ProcessPolicy, check_fd_capacity, count_gc_objects
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.readers import warn_of_long_listings
@@ -141,6 +141,7 @@ def make_agent(
             role_signal=config.role_signal,
             hello_off=hello_off,
             reconnect_every=config.reconnect_every,
+            owed_after=owed_after(config.interval, config.fall, config.timeout),
         )
 
     started_at = reactor.seconds()

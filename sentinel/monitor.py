@@ -14,7 +14,8 @@ A check that would decide a status directly and times out while the
 operating system kept the agent waiting for a CPU says nothing
 (`sentinel.runqueue`): the agent's own CPU is not Redis's failure; but
 `fall` such timeouts in a row, with no answer between, are the server's,
-as they are once a status is decided.
+as they are once a status is decided, and so is one of a server that owed
+a reply for over the detection bound (`sentinel.probe.OWED_TIMEOUT`).
 Each recorded check goes to the health, then the publisher (a change only
 as often as `sentinel.flapping` lets one instance publish them) and
 listeners.
@@ -50,6 +51,7 @@ from sentinel.flapping import Flapping
 from sentinel.health import DOWN, UP, InstanceHealth, Transition
 from sentinel.instance import InstanceState, Probe
 from sentinel.observation import Observation, Replication
+from sentinel.probe import OWED_TIMEOUT
 from sentinel.runqueue import RunQueueWait
 from sentinel.slices import Slices, slices_for
 from sentinel.timer import RestartingTimer
@@ -655,6 +657,8 @@ class Monitor(Service):
         error = observation.error
         if run_queue is None or error is None or not error.startswith("timeout"):
             return False
+        if error.startswith(OWED_TIMEOUT):
+            return False  # Owed that long, the server's, however starved.
         health = state.health
         if health.status is not None and now <= health.stale_at:
             return False  # Rise/fall: one check does not move it.

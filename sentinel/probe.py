@@ -97,6 +97,25 @@ before it: 20 names added on a hung host were published down after
 10.0 s (p50), 20.5 s at most, one not within 45 s; now 1.6 s, 2.0 s
 at most (bound 3.5 s; ``benchmarks/sharedstall.py``).
 
+Those excuses have a bound, as Redis Sentinel's ``act_ping_time`` has:
+the probe keeps when the oldest command its server has not answered was
+sent (PING, its pipeline, INFO, AUTH; on any connection, one dropped
+since too), and any reply clears it, a late one read and dropped for a
+check already ended included (the server's process answered; a
+connection made, by the kernel, is no answer). Once the server has owed
+a reply for over `owed_after` seconds (the detection bound, ``interval``
+x ``fall`` + ``timeout``), a check that would say nothing for the
+agent's own lateness (a PING timed out across a stall or behind the
+agent's own handshakes, an attempt inconclusive, one still in line or
+held back) fails instead, with `OWED_TIMEOUT`: the server has had more
+than enough of the agent's time to answer anything. Before, an agent
+whose every turn stalled, while it was connecting at every moment (a
+hung host among its instances), left a frozen server's names up for as
+long as it stayed so, ``/healthz`` 503 but nothing published down
+(``benchmarks/starvedfrozen.py --hung``). A healthy server answers what
+it is sent whenever the agent reads it, and its late replies clear the
+debt: the agent's own CPU still never fails it.
+
 A server that breaks the protocol (a reply nobody asked for, one too long:
 see `sentinel.protocol`) is answered harder (`sentinel.reconnects`): each
 violation backs off reconnecting, checks in between fail at once with the
@@ -195,6 +214,28 @@ RENEW_JITTER = 0.25
 # `reconnect_every` at least, twice it at most, drawn each time: the
 # renewals a stall of the agent timed out together do not retry together.
 RENEW_RETRY = 0.125
+
+# What a check fails with once its server has owed a reply for longer than
+# `owed_after` (`owed_error`): a timeout no lateness of the agent excuses,
+# so the monitor does not put it off either (`sentinel.runqueue`).
+OWED_TIMEOUT = "timeout (no reply for over"
+
+
+def owed_after(interval: float, fall: int, timeout: float) -> float:
+    """
+    Seconds a server may owe a reply before a check that would say nothing
+    (the agent's own lateness) fails instead: the detection bound, `fall`
+    checks an interval apart and the last one's timeout. A server that
+    answered nothing in that much of the agent's time, however starved,
+    had more than a fair chance to answer the oldest command.
+    """
+    return interval * fall + timeout
+
+
+def owed_error(after: float) -> str:
+    """The error of a check failed by a reply owed over `after` seconds."""
+    return f"{OWED_TIMEOUT} {after:g} s)"
+
 
 # The role of an instance whose INFO replication names none (a Redis
 # Sentinel's is empty).
@@ -495,6 +536,9 @@ class RedisProbe:
         "_renewed",
         "_connect_stage",
         "_moves",
+        "_owed_since",
+        "_owed_after",
+        "_owed_error",
     )
 
     def __init__(
@@ -507,6 +551,7 @@ class RedisProbe:
         role_signal: bool = True,
         hello_off: HelloOff | None = None,
         reconnect_every: float = 60.0,
+        owed_after: float = math.inf,
     ) -> None:
         """
         @param timeout: the check timeout; an attempt's own bound is at
@@ -515,6 +560,8 @@ class RedisProbe:
             shared by the agent's probes.
         @param reconnect_every: seconds a connection is kept at most (the
             module docstring).
+        @param owed_after: seconds a reply may be owed before no lateness
+            of the agent excuses it (`owed_after`; none given: no bound).
         """
         self.instance = instance
         self._reactor = reactor
@@ -628,6 +675,13 @@ class RedisProbe:
         # A new connection made while a check was in flight on the kept
         # one, which it replaces at the next check.
         self._renewed: RedisClientProtocol | None = None
+        # When the oldest command the server has not answered was sent (None:
+        # it owes nothing), on any connection, the answer of a check already
+        # ended included; after how long no lateness of the agent excuses it
+        # (module docstring), and what a check then fails with.
+        self._owed_since: float | None = None
+        self._owed_after = owed_after
+        self._owed_error = owed_error(owed_after)
 
     @property
     def connected(self) -> bool:
@@ -725,7 +779,8 @@ class RedisProbe:
             if not self._reconnects.may_attempt(due, now):
                 self.stage = "connect"
                 if self._last_inconclusive and unreported is None:
-                    return succeed(None)  # The agent's own lateness, again.
+                    # The agent's own lateness, again.
+                    return succeed(self._owed_failure())
                 return succeed(Observation(ok=False, error=self._last_error))
             if not self._connected_once and not self._pacer.has_room():
                 # The agent is connecting as fast as it can: not this time.
@@ -735,7 +790,7 @@ class RedisProbe:
                 if unreported is not None:
                     self._failing = unreported
                     return succeed(Observation(ok=False, error=unreported))
-                return succeed(None)
+                return succeed(self._owed_failure())
             if self._held_back():
                 # Another instance's attempt to its stalled address is in
                 # flight: as if this one's waited in line.
@@ -758,7 +813,7 @@ class RedisProbe:
                 if self._protocol is not None:
                     return self._ping(self._protocol, want_info)
                 if self._last_inconclusive:
-                    return succeed(None)  # The agent's own shortage.
+                    return succeed(self._owed_failure())  # The agent's own shortage.
                 return succeed(Observation(ok=False, error=self._last_error))
         elif self._queued:
             # Still waiting for the pacer: the agent will not get to look
@@ -936,9 +991,12 @@ class RedisProbe:
     def _authenticate(self, protocol: RedisClientProtocol) -> Deferred[Any]:
         self._attempt_stage("auth")
         assert self._auth is not None
+        self._owing()
         d = protocol.send(self._auth)
 
         def authenticated(reply: object) -> RedisClientProtocol:
+            if type(reply) is not ConnectionLost:
+                self._owed_since = None  # The server answered.
             if reply == "OK":
                 return protocol
             if isinstance(reply, ResponseError) and str(reply).startswith(
@@ -1071,7 +1129,7 @@ class RedisProbe:
         # them saying nothing for 30 s). A TLS or AUTH handshake is the
         # server process itself answering.
         if (
-            self._failing not in REPLY_TIMEOUTS
+            (self._failing not in REPLY_TIMEOUTS and self._failing != self._owed_error)
             or self._tls is not None
             or self._auth is not None
         ):
@@ -1183,7 +1241,9 @@ class RedisProbe:
         self.stage = "ping"
         self._awaiting_info = None
         self._checks_on_connection += 1
-        self._sent_at = self._reactor.seconds()
+        self._sent_at = sent_at = self._reactor.seconds()
+        if self._owed_since is None:
+            self._owed_since = sent_at
         check: Deferred[Observation | None] = Deferred(self._cancel_check)
         self._check = check
         self._check_protocol = protocol
@@ -1231,6 +1291,8 @@ class RedisProbe:
 
     def pinged(self, protocol: RedisClientProtocol, reply: object) -> None:
         # PING alone: its reply is the check's, INFO's may follow.
+        if type(reply) is not ConnectionLost:
+            self._owed_since = None  # The server answered.
         check = self._check
         if check is None or protocol is not self._check_protocol:
             return  # The check it answers has ended (it timed out).
@@ -1262,6 +1324,8 @@ class RedisProbe:
         # The pipeline's replies, in order: PING's, then EXISTS's and
         # HELLO's for those sent (each an exception if the connection was
         # lost first).
+        if type(replies[0]) is not ConnectionLost:
+            self._owed_since = None  # The server answered.
         check = self._check
         if check is None or protocol is not self._check_protocol:
             return  # The check they answer has ended (it timed out).
@@ -1331,6 +1395,7 @@ class RedisProbe:
     def repeated(self, protocol: RedisClientProtocol) -> None:
         # The pipeline's replies are those of the last parsed: so is what
         # they say.
+        self._owed_since = None  # The server answered.
         check = self._check
         if check is None or protocol is not self._check_protocol:
             return  # The check they answer has ended (it timed out).
@@ -1379,6 +1444,7 @@ class RedisProbe:
             self._await_info(_Answered(ready, latency_ms, error, draining, role))
         elif role is not None and role != self._role_at_info:
             self._await_info(_Answered(ready, latency_ms, error, draining, role))
+            self._owing()
             protocol.send_to(INFO_REPLICATION, InfoReply(self, protocol))
         elif error is None and not draining:
             self._finish(check, Observation(True, ready, latency_ms), now)
@@ -1414,6 +1480,8 @@ class RedisProbe:
             )
 
     def info_replied(self, protocol: RedisClientProtocol, reply: object) -> None:
+        if type(reply) is not ConnectionLost:
+            self._owed_since = None  # The server answered.
         answered = self._awaiting_info
         check = self._check
         if answered is None or check is None or protocol is not self._check_protocol:
@@ -1514,32 +1582,74 @@ class RedisProbe:
                 )
                 self._finish(check, observation, self._reactor.seconds())
                 return
+            error = f"timeout ({stage})"
             if stage == "ping" and protocol is not None and self._ping_unfair():
-                # The agent gave PING no fair chance: the check says nothing,
-                # and a connection made (a TLS handshake on both sides) is
-                # not thrown away for it, its late replies read and dropped.
-                self._last_inconclusive = True
-                if (
-                    protocol is self._protocol
-                    and pipelines is not None
-                    and pipelines.replies.unanswered()
-                    and protocol.forget_replies()
-                ):
-                    # New waiters: nothing of the forgotten check is kept.
-                    self._pipelines = Pipelines(
-                        self, protocol, self._drain, pipelines.hello
-                    )
+                if self._owed_over():
+                    # Owed too long for any lateness to excuse: a timeout.
+                    error = self._owed_error
                 else:
-                    # Some replies came, or those of the check before were
-                    # forgotten and are still out: a connection that falls
-                    # behind by more than one check goes.
-                    self._drop_if(protocol)
-                check.callback(None)
-                return
-            self._last_error = self._failing = f"timeout ({stage})"
+                    self._ping_excused(check, protocol, pipelines)
+                    return
+            self._last_error = self._failing = error
             if protocol is not None:
                 self._drop_if(protocol)
+            check.callback(Observation(ok=False, error=error))
+            return
         check.callback(Observation(ok=False, error=f"timeout ({stage})"))
+
+    def _ping_excused(
+        self,
+        check: Deferred[Observation | None],
+        protocol: RedisClientProtocol,
+        pipelines: Pipelines | None,
+    ) -> None:
+        # The agent gave PING no fair chance: the check says nothing,
+        # and a connection made (a TLS handshake on both sides) is
+        # not thrown away for it, its late replies read and dropped
+        # (each still an answer: `_heard`).
+        self._last_inconclusive = True
+        if (
+            protocol is self._protocol
+            and pipelines is not None
+            and pipelines.replies.unanswered()
+            and protocol.forget_replies(self._heard)
+        ):
+            # New waiters: nothing of the forgotten check is kept.
+            self._pipelines = Pipelines(self, protocol, self._drain, pipelines.hello)
+        else:
+            # Some replies came, or those of the check before were
+            # forgotten and are still out: a connection that falls
+            # behind by more than one check goes.
+            self._drop_if(protocol)
+        check.callback(None)
+
+    # What the server owes
+
+    def _owing(self) -> None:
+        # A command is sent now: owed since now, unless an older one is.
+        if self._owed_since is None:
+            self._owed_since = self._reactor.seconds()
+
+    def _heard(self) -> None:
+        # The server sent a reply, to a check already ended too.
+        self._owed_since = None
+
+    def _owed_over(self) -> bool:
+        # Whether the server has owed a reply for over `_owed_after` s.
+        owed = self._owed_since
+        return owed is not None and self._reactor.seconds() - owed > self._owed_after
+
+    def _owed_failure(self) -> Observation | None:
+        """
+        What a check that would say nothing for the agent's own sake says:
+        nothing (None) while its server owes no reply, or one for at most
+        `_owed_after` seconds; after that it fails (the module docstring),
+        and so do the checks that cannot look until the server answers.
+        """
+        if not self._owed_over():
+            return None
+        self._last_error = self._failing = self._owed_error
+        return Observation(ok=False, error=self._owed_error)
 
     def _ping_unfair(self) -> bool:
         # Whether the PING of the check timing out now had less than a fair
@@ -1768,7 +1878,7 @@ class RedisProbe:
 
     def _connect_failed(self, failure: Failure) -> Observation | None:
         if failure.check(_Inconclusive):
-            return None
+            return self._owed_failure()
         if failure.check(_HeldBack):
             return _NOT_STARTED  # As if still in line.
         if failure.check(CancelledError):
@@ -1833,6 +1943,8 @@ class RedisProbe:
         failure (never judged, or answered since) whose address is stalled,
         its last timeout there while the agent kept up, fails with that
         timeout: its instances share their server's fate (`sentinel.stalls`).
+        Nothing is said only while the server owes no reply for over the
+        bound (`_owed_failure`).
         """
         failing = self._failing
         if failing is None and self.address is not None:
@@ -1842,5 +1954,5 @@ class RedisProbe:
             or self._protocol is not None
             or self._pacer.lateness_since(since) > self._late_limit
         ):
-            return None
+            return self._owed_failure()
         return Observation(ok=False, error=failing)

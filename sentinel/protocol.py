@@ -356,20 +356,29 @@ class RepeatedReplyTo(ReplyTo, Protocol):
         """
 
 
+def _nobody() -> None:
+    pass
+
+
 class _Forgotten:
     """
     Stands in the reply queue for a waiter whose reply nobody wants any
-    more: the reply is read, keeping the connection in step, and dropped.
-    It allows what the waiter it replaced allowed.
+    more: the reply is read, keeping the connection in step, and dropped,
+    `heard` told that the server sent one (a lost connection is none). It
+    allows what the waiter it replaced allowed.
     """
 
-    __slots__ = ("array_limit",)
+    __slots__ = ("array_limit", "heard")
 
-    def __init__(self, array_limit: ArrayLimit | None) -> None:
+    def __init__(
+        self, array_limit: ArrayLimit | None, heard: Callable[[], None]
+    ) -> None:
         self.array_limit = array_limit
+        self.heard = heard
 
     def callback(self, reply: object) -> None:
-        pass
+        if type(reply) is not ConnectionLost:
+            self.heard()
 
 
 class ConnectionFactory(Factory):
@@ -526,10 +535,11 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         self.replyQueue.waiting.extend(waiters)
         self._write(commands)
 
-    def forget_replies(self) -> bool:
+    def forget_replies(self, heard: Callable[[], None] = _nobody) -> bool:
         """
         The replies to every command sent so far are read when they come,
-        in step, and dropped: the connection serves on once they are in.
+        in step, and dropped (`heard` called for each that the server
+        sent): the connection serves on once they are in.
         Once only: False, and nothing forgotten, while replies forgotten
         before have not all come (a server that leaves two checks in a row
         unanswered, the caller drops the connection).
@@ -538,7 +548,8 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         if waiting and type(waiting[0]) is _Forgotten:
             return False
         waiting[:] = [
-            _Forgotten(getattr(waiter, "array_limit", None)) for waiter in waiting
+            _Forgotten(getattr(waiter, "array_limit", None), heard)
+            for waiter in waiting
         ]
         return True
 

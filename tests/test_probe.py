@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import math
 import socket
 import tracemalloc
 import weakref
@@ -83,9 +84,11 @@ class Harness:
         role_signal: bool = False,
         drain_key: str | None = None,
         reconnect_every: float = 86_400.0,
+        owed_after: float = math.inf,
     ) -> None:
         # Connections are renewed after a day unless a test says otherwise:
-        # the other tests hold one connection for minutes.
+        # the other tests hold one connection for minutes. No bound on a
+        # reply owed unless a test gives one (`tests.test_owed`).
         self.reactor = MemoryReactorClock()
         self.pacer = ConnectPacer(self.reactor, slots, 1.0)
         instance = RedisInstance(
@@ -99,6 +102,7 @@ class Harness:
             resolver or Resolver(self.reactor),  # type: ignore[arg-type]
             role_signal=role_signal,
             reconnect_every=reconnect_every,
+            owed_after=owed_after,
         )
         self.transport: StringTransport | None = None
 

@@ -1,0 +1,143 @@
+"""
+A reply owed too long is the server's, however late the agent ran: the
+checks that would say nothing for the agent's own lateness (a PING timed
+out across a stall, a connect inconclusive) fail once the server has
+owed a reply for over `owed_after` seconds, and any reply, one to a check
+already ended too, clears the debt (`sentinel.probe`).
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.health import DOWN
+from sentinel.observation import Observation
+from sentinel.probe import owed_after, owed_error
+from sentinel.protocol import PING, auth_command
+from tests.fakes import FakeProbe
+from tests.test_probe import Harness
+from tests.test_runqueue import TIMEOUT, starved_monitor
+
+# The detection bound at the defaults: interval 1 s, fall 3, timeout 0.5 s.
+BOUND = owed_after(1.0, 3, 0.5)
+OWED = owed_error(BOUND)
+
+
+def stalled_checks(
+    case: SynchronousTestCase, h: Harness, seconds: float, answer: bool = False
+) -> list[tuple[float, Observation | None]]:
+    """
+    A check a second for `seconds`, each cancelled at its deadline after
+    a stall of the agent (one turn of 0.6 s), while another instance's
+    attempt keeps the pacer's heartbeat going; a new connection is
+    completed as the kernel completes one to a stopped server, and, if
+    `answer`, the server answers everything sent once the check has
+    ended (its replies late). Each check's time and result.
+    """
+    results = []
+    end = h.reactor.seconds() + seconds
+    while h.reactor.seconds() < end:
+        clients = len(h.reactor.tcpClients)
+        d = h.check()
+        if len(h.reactor.tcpClients) > clients:
+            h.accept()
+        h.reactor.advance(0.6)  # One turn of 0.6 s: the agent stalled.
+        d.cancel()
+        results.append((h.reactor.seconds(), case.successResultOf(d)))
+        if answer and h.transport is not None:
+            for _ in range(h.sent().count(PING)):
+                h.reply(b"+PONG\r\n")
+        h.on_time(0.4)
+    return results
+
+
+class OwedTests(SynchronousTestCase):
+    """The bound on the agent's excuses, on a probe with a stalled agent."""
+
+    def stalled(self, password: str | None = None) -> Harness:
+        h = Harness(password=password, owed_after=BOUND)
+        return h
+
+    def test_frozen_server_fails_once_owed_past_the_bound(self) -> None:
+        """
+        A server that stops answering a kept connection, checked by an
+        agent that stalls through every check: each check says nothing
+        while the oldest PING unanswered is at most 3.5 s old, and from
+        then on every check fails, saying why. (Before: every check said
+        nothing, for ever.)
+        """
+        h = self.stalled()
+        h.connect()
+        h.on_time(0.02)
+        self.successResultOf(h.pacer.acquire())  # Another instance connects.
+        frozen_at = h.reactor.seconds()
+        results = stalled_checks(self, h, 10.0)
+        for at, observation in results:
+            if at - frozen_at <= BOUND:
+                self.assertIsNone(observation)
+        failed = [(at, o) for at, o in results if o is not None]
+        self.assertTrue(failed)
+        self.assertLessEqual(failed[0][0] - frozen_at, BOUND + 1.0)
+        for at, observation in results:
+            if at >= failed[0][0]:
+                self.assertEqual(observation, Observation(ok=False, error=OWED))
+
+    def test_late_replies_clear_the_debt(self) -> None:
+        """
+        A healthy server on the same stalled agent answers every PING just
+        after its deadline: the late replies, read and dropped, are
+        answers, and its checks say nothing for 20 s, none failing. Once
+        it stops answering, its checks fail within the bound of the
+        oldest PING it left unanswered. (Before: never.)
+        """
+        h = self.stalled()
+        h.connect()
+        h.on_time(0.02)
+        self.successResultOf(h.pacer.acquire())  # Another instance connects.
+        results = stalled_checks(self, h, 20.0, answer=True)
+        self.assertEqual([o for _, o in results], [None] * len(results))
+        frozen_at = h.reactor.seconds()
+        results = stalled_checks(self, h, 6.0)
+        failed = [at for at, o in results if o is not None]
+        self.assertTrue(failed)
+        self.assertLessEqual(failed[0] - frozen_at, BOUND + 1.0)
+
+    def test_auth_unanswered_fails_once_owed_past_the_bound(self) -> None:
+        """
+        A server stopped before its first check: the kernel completes the
+        agent's connects, AUTH goes unanswered, and every attempt times out
+        across a stall of the agent (inconclusive). Once AUTH has been owed
+        for over the bound, the checks fail. (Before: all said nothing.)
+        """
+        h = self.stalled(password="secret")
+        self.successResultOf(h.pacer.acquire())  # Another instance connects.
+        started_at = h.reactor.seconds()
+        results = stalled_checks(self, h, 8.0)
+        assert h.transport is not None
+        self.assertIn(auth_command("secret", None), h.transport.value())
+        failed = [(at, o) for at, o in results if o is not None]
+        self.assertTrue(failed)
+        self.assertGreater(failed[0][0] - started_at, BOUND)
+        self.assertLessEqual(failed[0][0] - started_at, BOUND + 2.0)
+        self.assertEqual(failed[-1][1], Observation(ok=False, error=OWED))
+
+
+class OwedOnStarvedMonitorTests(SynchronousTestCase):
+    """The monitor puts off no timeout owed past the bound."""
+
+    def test_owed_timeout_decides_a_first_check_while_starved(self) -> None:
+        """
+        A first check failed by a reply owed past the bound decides down at
+        once, however long the agent waited for a CPU: the server had more
+        than the detection bound of the agent's time. (Before: put off.)
+        """
+        monitor, clock, probe, starvation = starved_monitor(self)
+        assert isinstance(probe, FakeProbe)
+        monitor.stopService()
+        probe.hang = False
+        probe.result = Observation(ok=False, error=OWED)
+        starvation.waited += 5.0
+        clock.advance(TIMEOUT)
+        monitor.startService()
+        self.assertEqual(monitor.states["a"].health.status, DOWN)
+        self.assertEqual(monitor.starved_first_checks, 0)
