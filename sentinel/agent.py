@@ -131,6 +131,11 @@ def make_agent(
     resolver = Resolver.from_config(reactor, config.dns, config.timeout)
     hello_off = HelloOff()
 
+    def owed_bound() -> float:
+        # Of the settings in force: a reload changes them.
+        settings = monitor.settings
+        return owed_after(settings.interval, settings.fall, settings.timeout)
+
     def probe_for(instance: RedisInstance) -> RedisProbe:
         return RedisProbe(
             instance,
@@ -141,7 +146,7 @@ def make_agent(
             role_signal=config.role_signal,
             hello_off=hello_off,
             reconnect_every=config.reconnect_every,
-            owed_after=owed_after(config.interval, config.fall, config.timeout),
+            owed_bound=owed_bound,
         )
 
     started_at = reactor.seconds()

@@ -104,17 +104,17 @@ since too), and any reply clears it, a late one read and dropped for a
 check already ended included (the server's process answered; a
 connection made, by the kernel, is no answer). Once the server has owed
 a reply for over `owed_after` seconds (the detection bound, ``interval``
-x ``fall`` + ``timeout``), a check that would say nothing for the
-agent's own lateness (a PING timed out across a stall or behind the
-agent's own handshakes, an attempt inconclusive, one still in line or
-held back) fails instead, with `OWED_TIMEOUT`: the server has had more
-than enough of the agent's time to answer anything. Before, an agent
-whose every turn stalled, while it was connecting at every moment (a
-hung host among its instances), left a frozen server's names up for as
-long as it stayed so, ``/healthz`` 503 but nothing published down
-(``benchmarks/starvedfrozen.py --hung``). A healthy server answers what
-it is sent whenever the agent reads it, and its late replies clear the
-debt: the agent's own CPU still never fails it.
+x ``fall`` + ``timeout``, of the settings a reload left), a check that
+would say nothing for the agent's own lateness (a PING timed out across
+a stall or behind the agent's own handshakes, an attempt inconclusive,
+one still in line or held back) fails instead, with `OWED_TIMEOUT`: the
+server has had more than enough of the agent's time to answer anything.
+Before, an agent whose every turn stalled, while it was connecting at
+every moment (a hung host among its instances), left a frozen server's
+names up for as long as it stayed so, ``/healthz`` 503 but nothing
+published down (``benchmarks/starvedfrozen.py --hung``). A healthy
+server answers what it is sent whenever the agent reads it, and its late
+replies clear the debt: the agent's own CPU still never fails it.
 
 A server that breaks the protocol (a reply nobody asked for, one too long:
 see `sentinel.protocol`) is answered harder (`sentinel.reconnects`): each
@@ -132,6 +132,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from random import random
 from typing import Any, NamedTuple
 
@@ -230,6 +231,10 @@ def owed_after(interval: float, fall: int, timeout: float) -> float:
     had more than a fair chance to answer the oldest command.
     """
     return interval * fall + timeout
+
+
+def _no_bound() -> float:
+    return math.inf
 
 
 def owed_error(after: float) -> str:
@@ -537,8 +542,7 @@ class RedisProbe:
         "_connect_stage",
         "_moves",
         "_owed_since",
-        "_owed_after",
-        "_owed_error",
+        "_owed_bound",
     )
 
     def __init__(
@@ -551,7 +555,7 @@ class RedisProbe:
         role_signal: bool = True,
         hello_off: HelloOff | None = None,
         reconnect_every: float = 60.0,
-        owed_after: float = math.inf,
+        owed_bound: Callable[[], float] = _no_bound,
     ) -> None:
         """
         @param timeout: the check timeout; an attempt's own bound is at
@@ -560,8 +564,9 @@ class RedisProbe:
             shared by the agent's probes.
         @param reconnect_every: seconds a connection is kept at most (the
             module docstring).
-        @param owed_after: seconds a reply may be owed before no lateness
-            of the agent excuses it (`owed_after`; none given: no bound).
+        @param owed_bound: the seconds a reply may be owed now before no
+            lateness of the agent excuses it (`owed_after` of the settings
+            in force, which a reload may change; none given: no bound).
         """
         self.instance = instance
         self._reactor = reactor
@@ -678,15 +683,22 @@ class RedisProbe:
         # When the oldest command the server has not answered was sent (None:
         # it owes nothing), on any connection, the answer of a check already
         # ended included; after how long no lateness of the agent excuses it
-        # (module docstring), and what a check then fails with.
+        # (module docstring).
         self._owed_since: float | None = None
-        self._owed_after = owed_after
-        self._owed_error = owed_error(owed_after)
+        self._owed_bound = owed_bound
 
     @property
     def connected(self) -> bool:
         """Whether a usable connection is kept."""
         return self._protocol is not None
+
+    @property
+    def owed_bound(self) -> float:
+        """
+        Seconds the server may owe a reply now before the agent's own
+        lateness excuses none of its checks (the module docstring).
+        """
+        return self._owed_bound()
 
     @property
     def why_unjudged(self) -> str:
@@ -1129,7 +1141,10 @@ class RedisProbe:
         # them saying nothing for 30 s). A TLS or AUTH handshake is the
         # server process itself answering.
         if (
-            (self._failing not in REPLY_TIMEOUTS and self._failing != self._owed_error)
+            (
+                self._failing not in REPLY_TIMEOUTS
+                and not (self._failing or "").startswith(OWED_TIMEOUT)
+            )
             or self._tls is not None
             or self._auth is not None
         ):
@@ -1586,7 +1601,7 @@ class RedisProbe:
             if stage == "ping" and protocol is not None and self._ping_unfair():
                 if self._owed_over():
                     # Owed too long for any lateness to excuse: a timeout.
-                    error = self._owed_error
+                    error = owed_error(self._owed_bound())
                 else:
                     self._ping_excused(check, protocol, pipelines)
                     return
@@ -1635,21 +1650,22 @@ class RedisProbe:
         self._owed_since = None
 
     def _owed_over(self) -> bool:
-        # Whether the server has owed a reply for over `_owed_after` s.
+        # Whether the server has owed a reply for over the bound.
         owed = self._owed_since
-        return owed is not None and self._reactor.seconds() - owed > self._owed_after
+        return owed is not None and self._reactor.seconds() - owed > self._owed_bound()
 
     def _owed_failure(self) -> Observation | None:
         """
         What a check that would say nothing for the agent's own sake says:
         nothing (None) while its server owes no reply, or one for at most
-        `_owed_after` seconds; after that it fails (the module docstring),
+        `owed_bound` seconds; after that it fails (the module docstring),
         and so do the checks that cannot look until the server answers.
         """
         if not self._owed_over():
             return None
-        self._last_error = self._failing = self._owed_error
-        return Observation(ok=False, error=self._owed_error)
+        error = owed_error(self._owed_bound())
+        self._last_error = self._failing = error
+        return Observation(ok=False, error=error)
 
     def _ping_unfair(self) -> bool:
         # Whether the PING of the check timing out now had less than a fair

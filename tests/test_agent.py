@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import agent
 from sentinel.config import Config, RedisInstance, ZooKeeperConfig
 from sentinel.monitor import Monitor
+from sentinel.probe import RedisProbe
 from sentinel.process import SETTLE_ROUNDS, ProcessPolicy
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
@@ -145,6 +146,27 @@ class HelloOffWiringTests(SynchronousTestCase):
         self.assertEqual(
             agent_get(self, top, "/debug/stats")[1]["hello_off"], {"instances": 1}
         )
+
+
+class OwedBoundTests(SynchronousTestCase):
+    """The bound on a reply owed follows the settings in force."""
+
+    def test_reload_moves_the_owed_bound(self) -> None:
+        """
+        A probe's bound on a reply owed is interval x fall + timeout of
+        the settings in force: 3.5 s at the defaults, 10.5 s once a reload
+        sets fall 10, for a probe made before the reload too. (Before:
+        the bound of the config the agent started with, for good.)
+        """
+        first = config(http="none")
+        second = attr.evolve(first, fall=10)
+        top = agent.make_agent(first, lambda: second, MemoryReactorClock())
+        services = IServiceCollection(top)
+        monitor = cast(Monitor, services.getServiceNamed("monitor"))
+        probe = cast(RedisProbe, monitor.states["a"].probe)
+        self.assertEqual(probe.owed_bound, 3.5)
+        cast(ConfigReloader, services.getServiceNamed("reloader")).apply(second)
+        self.assertEqual(probe.owed_bound, 10.5)
 
 
 class ResolverWiringTests(SynchronousTestCase):

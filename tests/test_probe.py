@@ -102,7 +102,7 @@ class Harness:
             resolver or Resolver(self.reactor),  # type: ignore[arg-type]
             role_signal=role_signal,
             reconnect_every=reconnect_every,
-            owed_after=owed_after,
+            owed_bound=lambda: owed_after,
         )
         self.transport: StringTransport | None = None
 
