@@ -14,7 +14,6 @@ from sentinel.health import DOWN
 from sentinel.observation import Observation
 from sentinel.probe import owed_after, owed_error
 from sentinel.protocol import PING, auth_command
-from tests.fakes import FakeProbe
 from tests.test_probe import Harness
 from tests.test_runqueue import TIMEOUT, starved_monitor
 
@@ -55,8 +54,8 @@ class OwedTests(SynchronousTestCase):
     """The bound on the agent's excuses, on a probe with a stalled agent."""
 
     def stalled(self, password: str | None = None) -> Harness:
-        h = Harness(password=password, owed_after=BOUND)
-        return h
+        """A probe whose server may owe a reply for 3.5 s."""
+        return Harness(password=password, owed_after=BOUND)
 
     def test_frozen_server_fails_once_owed_past_the_bound(self) -> None:
         """
@@ -132,7 +131,6 @@ class OwedOnStarvedMonitorTests(SynchronousTestCase):
         than the detection bound of the agent's time. (Before: put off.)
         """
         monitor, clock, probe, starvation = starved_monitor(self)
-        assert isinstance(probe, FakeProbe)
         monitor.stopService()
         probe.hang = False
         probe.result = Observation(ok=False, error=OWED)
