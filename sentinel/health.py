@@ -173,6 +173,16 @@ class InstanceHealth:
         """
         self.stale_at += step
 
+    def postpone(self, seconds: float) -> None:
+        """
+        The agent itself held the reactor for `seconds` (a full collection,
+        `sentinel.process`): it did not look for that long, and its
+        checks come that much later (`sentinel.monitor`), so the history's
+        deadline moves as much. Had it been looking, its hysteresis would
+        have needed as many checks as ever.
+        """
+        self.stale_at += seconds
+
     def keep_since(self, status: str, since: float) -> None:
         """
         Follow what the node said when this process got it: `status`

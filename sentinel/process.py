@@ -284,7 +284,8 @@ class ProcessPolicy(MultiService):
         # 10 minutes: for who asks (--log-level debug), not for every log.
         log.debug(
             "{frozen} objects frozen out of the garbage collector "
-            "({collected} collected)",
+            "({collected} collected in {paused:.3f} s)",
             frozen=self._frozen_count(),
             collected=collected,
+            paused=paused,
         )

@@ -120,7 +120,9 @@ class RestartingTimer(Service):
         """
         Start again from now, the next call one step away: after the clock
         the loop schedules by stepped (`sentinel.clocksteps`), whose count
-        of intervals would be wrong.
+        of intervals would be wrong, or after a pause the agent made itself
+        (`sentinel.monitor`), whose intervals are not to be caught up at
+        once. May be called from the task's own function.
         """
         self.change_step(self.step)
 

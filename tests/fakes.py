@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -127,10 +128,12 @@ def make_monitor(
     slices: int = 1,
     clock: Clock | None = None,
     run_queue: RunQueueWait | None = None,
+    on_round: Callable[[int], None] | None = None,
 ) -> tuple[Monitor, Clock, dict[str, FakeProbe], RecordingPublisher]:
     """
     A monitor on a Clock (`clock`, or a new one) with a `FakeProbe` per
-    instance name, judging by `run_queue` if given.
+    instance name, judging by `run_queue` if given, telling `on_round`
+    each round's start.
     """
     clock = clock or Clock()
     probes: dict[str, FakeProbe] = {}
@@ -149,7 +152,13 @@ def make_monitor(
         slices=slices,
     )
     monitor = Monitor(
-        clock, settings, factory, publisher, PendingTracker(), run_queue=run_queue
+        clock,
+        settings,
+        factory,
+        publisher,
+        PendingTracker(),
+        on_round=on_round,
+        run_queue=run_queue,
     )
     for i, name in enumerate(names):
         monitor.add_instance(RedisInstance(name, "127.0.0.1", 7000 + i))

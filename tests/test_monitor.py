@@ -159,6 +159,66 @@ class DeadlineTests(SynchronousTestCase):
         clock.advance(0.01)
         self.assertEqual(probe.cancelled, 1)
 
+    def test_agents_own_pause_not_caught_up_at_once(self) -> None:
+        """
+        The slices due during the agent's own pause (a collection at a
+        round's start, as `sentinel.process` makes it) are launched after
+        it one step apart, as they would have been, not all in the turn
+        after it; none is skipped.
+        """
+        pause = 1.5
+
+        def collect(rounds: int) -> None:
+            if rounds == 3:
+                clock.rightNow += pause
+                monitor.agent_paused(pause)
+
+        names = [f"r{i}" for i in range(8)]
+        monitor, clock, probes, _ = make_monitor(
+            names, interval=1.0, slices=4, on_round=collect
+        )
+        monitor.startService()
+        clock.pump([0.25] * 8)
+        self.assertEqual(clock.seconds(), 2.0 + pause)
+        before = {name: probe.checks for name, probe in probes.items()}
+        clock.advance(0.25)
+        launched = sum(probe.checks for probe in probes.values()) - sum(before.values())
+        self.assertEqual(launched, 2)
+        clock.pump([0.25] * 3)
+        self.assertEqual(
+            {name: probe.checks - before[name] for name, probe in probes.items()},
+            dict.fromkeys(names, 1),
+        )
+
+    def test_agents_own_pause_keeps_histories(self) -> None:
+        """
+        The histories get the agent's own pause back too: after one longer
+        than `stale_after`, a failed check is one of `fall`, not a status
+        decided anew on it; a server that stopped during the pause is
+        down `fall` checks after it.
+        """
+        pause = 2.5
+
+        def collect(rounds: int) -> None:
+            if rounds == 4:
+                clock.rightNow += pause
+                monitor.agent_paused(pause)
+                probes["a"].result = FAILED
+
+        monitor, clock, probes, _ = make_monitor(
+            ["a"], interval=0.5, timeout=0.4, on_round=collect
+        )
+        health = monitor.states["a"].health
+        monitor.startService()
+        clock.pump([0.5] * 3)
+        self.assertEqual(clock.seconds(), 1.5 + pause)
+        self.assertGreater(pause, health.stale_after)
+        clock.pump([0.5] * 2)
+        self.assertEqual((health.status, health.failures), (UP, 2))
+        clock.advance(0.5)
+        self.assertEqual(health.status, DOWN)
+        self.assertEqual(clock.seconds(), 1.5 + pause + 3 * 0.5)
+
     def test_timeout_equal_to_interval(self) -> None:
         """
         With timeout equal to the interval, a hung instance's check is still
