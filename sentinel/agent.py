@@ -137,11 +137,13 @@ def make_agent(
         return owed_after(settings.interval, settings.fall, settings.timeout)
 
     def probe_for(instance: RedisInstance) -> RedisProbe:
+        # The timeout in force: an instance a reload adds after one that
+        # changed it takes the new one, as the others do (`retime`).
         return RedisProbe(
             instance,
             reactor,
             pacer,
-            config.timeout,
+            monitor.settings.timeout,
             resolver,
             role_signal=config.role_signal,
             hello_off=hello_off,
@@ -224,6 +226,7 @@ def make_agent(
         run_queue=RunQueueWait(reactor),
     )
     tasks.append(monitor.loop)
+    monitor.add_settings_listener(lambda settings: pacer.retime(settings.timeout))
     if process is not None:
         assert process.clock_steps is not None
         process.clock_steps.moved = monitor.clock_stepped

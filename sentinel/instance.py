@@ -43,6 +43,9 @@ class Probe(Protocol):
         self, want_info: bool, scheduled: float | None = None
     ) -> Deferred[Observation | None]: ...
 
+    def retime(self, timeout: float) -> None:
+        """Take a new check timeout (a reload changed it)."""
+
     def close(self) -> None: ...
 
 

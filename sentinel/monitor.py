@@ -232,6 +232,7 @@ class Monitor(Service):
         self._listeners: list[RecordListener] = []
         self._info_listeners: list[InfoListener] = []
         self._removal_listeners: list[RemovalListener] = []
+        self._settings_listeners: list[Callable[[Settings], None]] = []
         self.states: dict[str, InstanceState] = {}
         # The watched instances by address, to find a replica's master.
         self._by_address: dict[tuple[str, int], InstanceState] = {}
@@ -284,6 +285,10 @@ class Monitor(Service):
     def add_removal_listener(self, listener: RemovalListener) -> None:
         """Call `listener` with the name of every instance no longer watched."""
         self._removal_listeners.append(listener)
+
+    def add_settings_listener(self, listener: Callable[[Settings], None]) -> None:
+        """Call `listener` with the new settings after each `update_settings`."""
+        self._settings_listeners.append(listener)
 
     # Instances
 
@@ -417,12 +422,21 @@ class Monitor(Service):
         state, counters and connections.
         """
         old, self.settings = self.settings, settings
+        retimed = settings.timeout != old.timeout
         for state in self.states.values():
             state.health.configure(settings.rise, settings.fall, settings.interval)
+            if retimed:
+                # What a probe derives from the timeout (a fair attempt, the
+                # lateness that excuses a check, a connect's bound) follows
+                # it: kept from the start, a timeout raised for a slow
+                # network still cut connects at the old one.
+                state.probe.retime(settings.timeout)
         if settings.slices != old.slices:
             self._slices.resize(settings.slices)
         if (settings.interval, settings.slices) != (old.interval, old.slices):
             self.loop.change_step(settings.interval / settings.slices)
+        for listener in self._settings_listeners:
+            listener(settings)
 
     def clock_stepped(self, step: float) -> None:
         """

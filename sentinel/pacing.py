@@ -127,7 +127,7 @@ class ConnectPacer(Service):
         """
         self._clock = clock
         self.max_in_flight = max_in_flight
-        self.lag_target = LAG_TARGET * timeout
+        self.retime(timeout)
         self.rate = INITIAL_RATE
         self.slow_start = True
         self.in_flight = 0
@@ -160,6 +160,10 @@ class ConnectPacer(Service):
         self.handshakes = Handshakes(clock)
         self.answers = Answers(clock)
         self.descriptors = descriptors or SpareDescriptors(clock)
+
+    def retime(self, timeout: float) -> None:
+        """Take the check timeout `timeout` (at start, and from a reload)."""
+        self.lag_target = LAG_TARGET * timeout
 
     @property
     def waiting(self) -> int:

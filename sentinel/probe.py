@@ -571,9 +571,7 @@ class RedisProbe:
         self.instance = instance
         self._reactor = reactor
         self._pacer = pacer
-        self._fair_time = FAIR_SHARE * timeout
-        self._late_limit = LATE_SHARE * timeout
-        self._connect_timeout = max(timeout, MIN_CONNECT_TIMEOUT)
+        self.retime(timeout)
         self._resolver = resolver
         # The CA file is read once, here; a problem with it fails every
         # check of this instance at once, saying why.
@@ -686,6 +684,16 @@ class RedisProbe:
         # (module docstring).
         self._owed_since: float | None = None
         self._owed_bound = owed_bound
+
+    def retime(self, timeout: float) -> None:
+        """
+        Take the check timeout `timeout` (at start, and from a reload that
+        changes it): what a fair attempt is given, the lateness that
+        excuses a check, and an attempt's own bound are its shares.
+        """
+        self._fair_time = FAIR_SHARE * timeout
+        self._late_limit = LATE_SHARE * timeout
+        self._connect_timeout = max(timeout, MIN_CONNECT_TIMEOUT)
 
     @property
     def connected(self) -> bool:

@@ -70,6 +70,11 @@ class FakeProbe:
         self.in_flight: Deferred[Any] | None = None
         self.cancelled = 0
         self.closed = False
+        # Each timeout a reload handed it (`retime`).
+        self.timeouts: list[float] = []
+
+    def retime(self, timeout: float) -> None:
+        self.timeouts.append(timeout)
 
     def check(
         self, want_info: bool, scheduled: float | None = None

@@ -14,7 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel import agent
 from sentinel.config import Config, RedisInstance, ZooKeeperConfig
 from sentinel.monitor import Monitor
-from sentinel.probe import RedisProbe
+from sentinel.pacing import ConnectPacer
+from sentinel.probe import FAIR_SHARE, LATE_SHARE, MIN_CONNECT_TIMEOUT, RedisProbe
 from sentinel.process import SETTLE_ROUNDS, ProcessPolicy
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
@@ -167,6 +168,41 @@ class OwedBoundTests(SynchronousTestCase):
         self.assertEqual(probe.owed_bound, 3.5)
         cast(ConfigReloader, services.getServiceNamed("reloader")).apply(second)
         self.assertEqual(probe.owed_bound, 10.5)
+
+
+class RetimeTests(SynchronousTestCase):
+    """What the probes and the pacer derive from the timeout follows a reload."""
+
+    def test_reload_of_the_timeout_reaches_probes_and_pacer(self) -> None:
+        """
+        A reload from timeout 0.5 s to 2 s: a probe made before it, and one
+        made for an instance the same reload adds, bound a connect at 2 s
+        and excuse a check for 0.5 s of the agent's lateness, and the
+        connect pacer tolerates a heartbeat late by its share of 2 s.
+        (Before: the start's 1 s, 0.125 s and share of 0.5 s, for good,
+        new probes included, while the checks' deadlines moved to 2 s.)
+        """
+        first = config(http="none", timeout=0.5)
+        second = attr.evolve(
+            first,
+            timeout=2.0,
+            interval=2.0,
+            instances=(*first.instances, RedisInstance("b", "127.0.0.1", 6380)),
+        )
+        top = agent.make_agent(first, lambda: second, MemoryReactorClock())
+        services = IServiceCollection(top)
+        monitor = cast(Monitor, services.getServiceNamed("monitor"))
+        pacer = cast(ConnectPacer, services.getServiceNamed("connects"))
+        before = cast(RedisProbe, monitor.states["a"].probe)
+        lag_target = pacer.lag_target
+        self.assertEqual(before._connect_timeout, MIN_CONNECT_TIMEOUT)
+        cast(ConfigReloader, services.getServiceNamed("reloader")).apply(second)
+        added = cast(RedisProbe, monitor.states["b"].probe)
+        for probe in (before, added):
+            self.assertEqual(probe._connect_timeout, 2.0)
+            self.assertEqual(probe._late_limit, LATE_SHARE * 2.0)
+            self.assertEqual(probe._fair_time, FAIR_SHARE * 2.0)
+        self.assertEqual(pacer.lag_target, lag_target * 4)
 
 
 class ResolverWiringTests(SynchronousTestCase):

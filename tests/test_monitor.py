@@ -602,6 +602,21 @@ class ReloadStaleTests(SynchronousTestCase):
         self.assertEqual(health.status, UP)
         self.assertEqual(health.stale_after, 4.0)
 
+    def test_new_timeout_handed_to_each_probe_and_listener(self) -> None:
+        """
+        A reload that changes the timeout hands it to every probe, and
+        the new settings to each settings listener; one that leaves the
+        timeout alone retimes no probe.
+        """
+        monitor, _, probes, _ = make_monitor(["a", "b"], interval=1.0, timeout=0.5)
+        heard: list[float] = []
+        monitor.add_settings_listener(lambda settings: heard.append(settings.timeout))
+        monitor.update_settings(attr.evolve(monitor.settings, rise=3))
+        self.assertEqual([probes["a"].timeouts, probes["b"].timeouts], [[], []])
+        monitor.update_settings(attr.evolve(monitor.settings, timeout=0.8))
+        self.assertEqual([probes["a"].timeouts, probes["b"].timeouts], [[0.8], [0.8]])
+        self.assertEqual(heard, [0.5, 0.8])
+
 
 class ListenerTests(SynchronousTestCase):
     """Listeners hear every recorded check, and cannot break the loop."""
