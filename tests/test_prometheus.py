@@ -1,7 +1,7 @@
 """
 A real Prometheus (Debian's) scraping a real ``twistd -n sentinel`` agent
-and discovering Redis servers through the agent's serverset nodes in a real
-ZooKeeper, as an operator who already runs Prometheus would set it up;
+and discovering Redis servers through the agent's serverset or nerve nodes
+in a real ZooKeeper, as an operator who already runs Prometheus would set it up;
 and the alert rules and dashboard in ``contrib/`` checked against what the
 agent exports.
 """
@@ -57,27 +57,28 @@ def exported_families(text: str) -> set[str]:
 class PrometheusTests(TestCase):
     """What Prometheus sees of an agent and of its discovery nodes."""
 
-    async def test_scraped_and_discovered(self) -> None:
+    def discovered_fleet(
+        self, count: int, form: str, discovery: str, prefix: str
+    ) -> tuple[list[RedisServer], AgentProcess]:
         """
-        Prometheus scrapes the agent's series labelled ``name`` and
-        ``addr`` (its own ``instance`` label untouched, no
-        ``exported_instance``), discovers exactly the up instances from the
-        serverset members, drops a SIGSTOPped one from its targets, and
-        the contrib rule for a down instance fires for it alone.
+        `count` redis-servers, named `prefix` and their index, watched by
+        one agent that publishes them in discovery `form` under
+        `discovery`/cache (labelled by zone for nerve), with the service
+        path made beforehand.
         """
         zookeeper = shared_zookeeper()
-        servers = [RedisServer().start() for _ in range(3)]
+        servers = [RedisServer().start() for _ in range(count)]
         for server in servers:
             self.addCleanup(server.stop)
-        discovery = "/prom-discovery"
         config = Path(self.mktemp()).absolute()
         config.write_text(
             f"interval = {INTERVAL}\ntimeout = {TIMEOUT}\nfall = {FALL}\nrise = 2\n"
-            f'[zookeeper]\nhosts = "{zookeeper.hosts}"\nroot = "/prom-test"\n'
-            f'discovery = "serverset"\ndiscovery_root = "{discovery}"\n'
+            f'[zookeeper]\nhosts = "{zookeeper.hosts}"\nroot = "/prom-test-{form}"\n'
+            f'discovery = "{form}"\ndiscovery_root = "{discovery}"\n'
             + "".join(
-                f'[[redis]]\nname = "r{i}"\nhost = "{LOOPBACK}"\n'
+                f'[[redis]]\nname = "{prefix}{i}"\nhost = "{LOOPBACK}"\n'
                 f'port = {server.port}\nservice = "cache"\n'
+                f'labels = {{ zone = "z{i}" }}\n'
                 for i, server in enumerate(servers)
             )
         )
@@ -91,6 +92,19 @@ class PrometheusTests(TestCase):
         self.addCleanup(kazoo.close)
         self.addCleanup(kazoo.stop)
         kazoo.ensure_path(f"{discovery}/cache")
+        return servers, agent
+
+    async def test_scraped_and_discovered(self) -> None:
+        """
+        Prometheus scrapes the agent's series labelled ``name`` and
+        ``addr`` (its own ``instance`` label untouched, no
+        ``exported_instance``), discovers exactly the up instances from the
+        serverset members, drops a SIGSTOPped one from its targets, and
+        the contrib rule for a down instance fires for it alone.
+        """
+        zookeeper = shared_zookeeper()
+        discovery = "/prom-discovery"
+        servers, agent = self.discovered_fleet(3, "serverset", discovery, "r")
         prometheus = PrometheusServer(
             {
                 "rule_files": [str(RULES)],
@@ -194,6 +208,63 @@ class PrometheusTests(TestCase):
                     family in exported or name in exported,
                     f"{name}, named in contrib/, is not exported",
                 )
+
+    async def test_nerve_members_discovered(self) -> None:
+        """
+        Prometheus's ``nerve_sd_configs`` reads the agent's nerve members as
+        they are: a target per up instance, its ``name`` as
+        ``__meta_nerve_endpoint_name``; a SIGSTOPped instance leaves the
+        targets.
+        """
+        zookeeper = shared_zookeeper()
+        discovery = "/prom-nerve"
+        servers, _ = self.discovered_fleet(2, "nerve", discovery, "n")
+        prometheus = PrometheusServer(
+            {
+                "scrape_configs": [
+                    {
+                        "job_name": "redis",
+                        "nerve_sd_configs": [
+                            {
+                                "servers": [zookeeper.hosts],
+                                "paths": [f"{discovery}/cache"],
+                                "timeout": "5s",
+                            }
+                        ],
+                    },
+                ],
+            }
+        ).start()
+        self.addCleanup(prometheus.stop)
+        named = {
+            f"{LOOPBACK}:{server.port}": f"n{i}" for i, server in enumerate(servers)
+        }
+
+        def discovered() -> dict[str, str]:
+            return {
+                target["labels"]["instance"]: target["discoveredLabels"].get(
+                    "__meta_nerve_endpoint_name", ""
+                )
+                for target in prometheus.targets()
+            }
+
+        await wait_for(
+            reactor,
+            lambda: discovered() == named,
+            SCRAPED_BOUND,
+            "both instances discovered by name",
+            step=0.2,
+        )
+        stopped = servers[0]
+        stopped.pause()
+        self.addCleanup(stopped.restore)
+        await wait_for(
+            reactor,
+            lambda: discovered() == {f"{LOOPBACK}:{servers[1].port}": "n1"},
+            GONE_BOUND,
+            "the stopped instance gone from Prometheus's targets",
+            step=0.1,
+        )
 
 
 class PromtoolTests(TestCase):
