@@ -17,7 +17,17 @@ redis-servers, a real ZooKeeper) is let settle; then, for each
 - ``keptalive``: 64 connections, each sending one ``GET /healthz`` in its
   first write, reading its answer and then holding its place kept alive,
   a new one opened whenever one is closed, and each renewed before it
-  has waited 10 s (the agent's ``STALE_AFTER``).
+  has waited 10 s (the agent's ``STALE_AFTER``);
+- ``pages``: 50 clients, each walking ``/instances?limit=100&after=``
+  page after page in a loop on a kept-alive connection, as fast as it
+  is answered;
+- ``scrapes``: 20 clients, each asking ``/metrics`` every 100 ms on a
+  kept-alive connection (200 scrapes a second, a scraper's interval of
+  15 s taken down to a tenth of a second);
+- ``none``: no client but the probe, for comparison.
+
+The clients of ``pages`` and ``scrapes`` are threads of one process, so
+that on this shared machine they take at most one core from the agent.
 
 Printed for each: the probes answered 200 (and otherwise what they met),
 the slowest, the checks that failed and the instances not up meanwhile,
@@ -25,16 +35,19 @@ overruns, the agent's CPU, its RSS and open files at most, and the HTTP
 connections it refused and evicted.
 
     .venv/bin/python benchmarks/hostilehttp.py [--instances 1000] [--for 20]
-        [--modes slowloris,bodies,idle,pipeline,flood,keptalive]
+        [--modes slowloris,bodies,idle,pipeline,flood,keptalive,pages,scrapes,none]
         [--checkout before=PATH --checkout after=.]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import multiprocessing
 import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,7 +72,17 @@ from common import (
     wait_until,
 )
 
-MODES = ("slowloris", "bodies", "idle", "pipeline", "flood", "keptalive")
+MODES = (
+    "slowloris",
+    "bodies",
+    "idle",
+    "pipeline",
+    "flood",
+    "keptalive",
+    "pages",
+    "scrapes",
+    "none",
+)
 HEADS = {
     "slowloris": b"GET /instances HTTP/1.1\r\nHost: agent\r\n",
     "bodies": b"POST /instances HTTP/1.1\r\nHost: agent\r\n"
@@ -72,6 +95,10 @@ KEPT = 64
 # Seconds a kept-alive connection is held before the attacker renews it:
 # under the agent's STALE_AFTER (10 s), so that none has waited that long.
 RENEW_AFTER = 9.0
+PAGERS = 50
+PAGE = 100
+SCRAPERS = 20
+SCRAPE_EVERY = 0.1
 
 
 def trickle(mode: str, port: int, until: float) -> None:
@@ -175,6 +202,53 @@ def flood(port: int, until: float) -> None:
         s.close()
 
 
+def _get(
+    port: int, connection: http.client.HTTPConnection | None, path: str
+) -> tuple[http.client.HTTPConnection | None, bytes | None]:
+    """`path` on a kept-alive `connection` (a new one if None or closed)."""
+    try:
+        if connection is None:
+            connection = http.client.HTTPConnection(LOOPBACK, port, timeout=15)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return connection, None
+        return connection, body
+    except (OSError, http.client.HTTPException):
+        if connection is not None:
+            connection.close()
+        return None, None
+
+
+def walk_pages(port: int, until: float) -> None:
+    """One client: ``/instances`` a page at a time, over and over."""
+    connection, after = None, None
+    while time.time() < until:
+        path = f"/instances?limit={PAGE}" + (f"&after={after}" if after else "")
+        connection, body = _get(port, connection, path)
+        after = None if body is None else json.loads(body)["next"]
+
+
+def scrape(port: int, until: float) -> None:
+    """One client: ``/metrics`` every `SCRAPE_EVERY`, kept alive."""
+    connection = None
+    while (now := time.time()) < until:
+        connection, _ = _get(port, connection, "/metrics")
+        time.sleep(max(0.0, SCRAPE_EVERY - (time.time() - now)))
+
+
+def clients(target: Any, count: int, port: int, until: float) -> None:
+    """`count` threads running `target`, in this process."""
+    threads = [
+        threading.Thread(target=target, args=(port, until)) for _ in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def attack(mode: str, port: int, until: float) -> None:
     """Run `mode` against `port` until the time `until` (a process's target)."""
     if mode == "pipeline":
@@ -183,6 +257,12 @@ def attack(mode: str, port: int, until: float) -> None:
         flood(port, until)
     elif mode == "keptalive":
         kept_alive(port, until)
+    elif mode == "none":
+        time.sleep(max(0.0, until - time.time()))
+    elif mode == "pages":
+        clients(walk_pages, PAGERS, port, until)
+    elif mode == "scrapes":
+        clients(scrape, SCRAPERS, port, until)
     else:
         trickle(mode, port, until)
 
@@ -196,6 +276,14 @@ def probe(port: int) -> tuple[str, float]:
             met = str(response.status)
     except urllib.error.HTTPError as e:
         met = str(e.code)
+        try:
+            reasons = json.loads(e.read())["reasons"]
+        except (OSError, ValueError, KeyError, TypeError):
+            reasons = []
+        if reasons:
+            # Its first reason, without figures: probes count alike.
+            words = reasons[0].split()[:6]
+            met += " " + " ".join(w for w in words if not w[:1].isdigit())
     except (OSError, urllib.error.URLError) as e:
         met = type(getattr(e, "reason", e)).__name__
     return met, time.monotonic() - started

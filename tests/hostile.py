@@ -32,6 +32,12 @@ no race with its readiness), serving one of the modes:
 The last four are well-formed: they change what the agent publishes,
 as often as they are asked.
 
+- ``hangup``: a working Redis that closes the connection once it has
+  answered a check's commands (`HANGUP_AFTER` with nothing more asked),
+  as a proxy with a short idle timeout would: a connect per check;
+- ``slowbyte``: a working Redis that sends each reply a byte every 100 ms
+  (``+PONG\r\n`` in 0.6--0.7 s: just over the default timeout).
+
 - ``infoslaves``, ``infocommas``, ``infobytes``, ``inforole``,
   ``infohost``: a working Redis whose INFO replies fit within the agent's
   cap on a reply (64 KiB) and are built to cost it the most to read (see
@@ -126,12 +132,22 @@ async def unsolicited(
         await writer.drain()
 
 
-async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while (command := await read_command(reader)) is not None:
-        for byte in reply_to(command):
-            writer.write(bytes([byte]))
-            await writer.drain()
-            await asyncio.sleep(0.05)
+def trickling(delay: float) -> StreamHandler:
+    """A working Redis that sends each reply a byte every `delay` seconds."""
+
+    async def trickle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while (command := await read_command(reader)) is not None:
+            for byte in reply_to(command):
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(delay)
+
+    return trickle
+
+
+trickle = trickling(0.05)
 
 
 async def nested(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -216,6 +232,22 @@ def _within_cap(head: bytes, line: bytes, count: int = 100_000) -> bytes:
     return bytes(out)
 
 
+# Seconds a ``hangup`` server waits for more of a check's commands
+# before it closes: a check's commands come in one write.
+HANGUP_AFTER = 0.05
+
+
+async def hangup(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    command = await read_command(reader)
+    while command is not None:
+        writer.write(reply_to(command))
+        await writer.drain()
+        try:
+            command = await asyncio.wait_for(read_command(reader), HANGUP_AFTER)
+        except TimeoutError:
+            return
+
+
 # INFO replies within the agent's reply cap, built to cost it the most to
 # read (measured by hand: 1--6 ms of CPU each, the plain INFO 2 us).
 COSTLY_INFOS = {
@@ -261,6 +293,8 @@ MODES: dict[str, StreamHandler] = {
     "roleflip": roleflip,
     "wandering": wandering,
     "jitter": jitter,
+    "hangup": hangup,
+    "slowbyte": trickling(0.1),
     **{mode: costly_info(info) for mode, info in COSTLY_INFOS.items()},
 }
 
