@@ -69,6 +69,14 @@ class Unreadable(Exception):
     what the file holds."""
 
 
+class TooLarge(Unreadable):
+    """
+    A file over the size its reader takes: what none of the agent's own
+    writes makes (a write over the limit fails), so it holds nothing the
+    agent wrote.
+    """
+
+
 def size_text(size: int) -> str:
     """`size` bytes for a person: ``64 KiB``, ``16 MiB``."""
     for unit, name in ((1 << 20, "MiB"), (1 << 10, "KiB")):
@@ -85,7 +93,7 @@ def _check(status: os.stat_result, limit: int) -> None:
         kind = _KINDS.get(stat.S_IFMT(mode), "not a plain file")
         raise Unreadable(f"not a regular file ({kind})")
     if status.st_size > limit:
-        raise Unreadable(f"larger than {size_text(limit)}")
+        raise TooLarge(f"larger than {size_text(limit)}")
 
 
 def _read_at_most(fd: int, size: int) -> bytes:
@@ -124,7 +132,7 @@ def read_regular_file(path: str, limit: int) -> bytes:
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise Unreadable(f"larger than {size_text(limit)}")
+        raise TooLarge(f"larger than {size_text(limit)}")
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         raise Unreadable("changed while being read")
     return data

@@ -103,7 +103,8 @@ session timeout 4 s); closed, the others take them over at once.
 A write that failed is tried again at each heartbeat (`retry`): once the
 disk has room or the process has descriptors again, the handoff is back.
 The file is read again at each heartbeat and before a stop (`verify`):
-removed, not JSON (truncated or corrupt: it names nobody), or naming
+removed, not JSON (truncated or corrupt: it names nobody), over the
+size read (a 1 GB file put in its place: no agent writes one), or naming
 another session of this agent id whose process no longer runs (after a
 double start, the process that lost and exited as a twin may have
 written it last), it is written again; a read that fails
@@ -124,6 +125,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succe
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.files import TooLarge
 from sentinel.privatefiles import NoStateFile, NotRead, StateFileRefused
 from sentinel.session import (
     Corrupt,
@@ -963,9 +965,11 @@ class SessionHandoff:
             return None
         if failure.check(NoStateFile):
             return self._reclaim("it was removed")
-        if failure.check(Corrupt):
-            # No other process's claim is lost: none can be read in it.
-            # Taken for another agent's, it cost the next stop a handoff.
+        if failure.check(Corrupt, TooLarge):
+            # No other process's claim is lost: none can be read in it (a
+            # file over the size read is no agent's either: their writes
+            # over it fail). Taken for another agent's, it cost the next
+            # stop a handoff.
             return self._reclaim(f"it is {failure.getErrorMessage()}")
         if failure.check(NotRead, TimeoutError, CancelledError):
             # Not read (out of file descriptors, a hung mount): nothing is

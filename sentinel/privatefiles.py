@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail
 
-from sentinel.files import READ_DEADLINE, Unreadable, size_text
+from sentinel.files import READ_DEADLINE, TooLarge, Unreadable, size_text
 
 # The modes that would let another user read the password or replace it.
 _OTHERS = stat.S_IRWXG | stat.S_IRWXO
@@ -178,7 +178,7 @@ def read_private_file(path: str, limit: int) -> bytes:
     @raise StateFileRefused: if the directory or the file must not be used.
     @raise NotRead: if the system failed to read it.
     @raise NoStateFile: if it is missing.
-    @raise Unreadable: if it is too large.
+    @raise TooLarge: if it is too large.
     """
     prepare_directory(os.path.dirname(path))
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -202,14 +202,14 @@ def read_private_file(path: str, limit: int) -> bytes:
                 f"password; remove it, or chmod 600 it"
             )
         if status.st_size > limit:
-            raise Unreadable(f"larger than {size_text(limit)}")
+            raise TooLarge(f"larger than {size_text(limit)}")
         data = os.read(fd, limit + 1)
     except OSError as e:
         raise NotRead(e.strerror or str(e)) from None
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise Unreadable(f"larger than {size_text(limit)}")
+        raise TooLarge(f"larger than {size_text(limit)}")
     return data
 
 

@@ -33,6 +33,7 @@ from sentinel.privatefiles import NotRead
 from sentinel.probe import Observation
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.session import (
+    MAX_STATE_BYTES,
     STATE_FILE,
     Owner,
     SessionPurpose,
@@ -2226,6 +2227,23 @@ class LeftoverFileTests(HandoffTestCase):
             self.assertIsNone(first.handoff.overwritten)
             self.assert_handed_over(first)
             self.flushLoggedErrors()
+
+    def test_oversized_file_written_again(self) -> None:
+        """
+        A state file grown past the size the agent reads while it runs (a
+        sparse 1 GB file put in its place, say) names nobody either, for
+        no version writes one over that size: it is written again at the
+        next heartbeat, and a stop hands over. It was taken for another
+        agent's ("Another agent sharing this state_dir?"): the handoff was
+        lost for as long as the process ran, and a restart deregistered.
+        """
+        first = self.running()
+        with open(state_path(self.directory), "wb") as f:
+            f.truncate(MAX_STATE_BYTES + 1)
+        self.clock.advance(10.0)
+        self.assertIsNone(first.handoff.overwritten)
+        self.assertLess(os.path.getsize(state_path(self.directory)), 4096)
+        self.assert_handed_over(first)
 
     def test_removed_state_dir_made_again(self) -> None:
         """A state_dir removed while the agent runs is made again (0700)."""
