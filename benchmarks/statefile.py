@@ -17,7 +17,18 @@ Printed for each: whether the process exited (its status) or answered
 ``/debug/stats`` and how soon, its RSS, ``/healthz``, its instance's
 status, and the log lines that name the state file.
 
+With ``--while-running``, the file is replaced while the agent runs
+instead: for each kind, an agent on a ``state_dir`` of its own is let
+come up, the file replaced, ``/healthz`` read each second for
+``--settle`` seconds (past a heartbeat, at which the agent reads the
+file again), then the agent stopped with SIGTERM and started again.
+Printed: ``/healthz`` at the end, what stands at the file's path then,
+how soon the stop ended, the log lines about the state file and the
+session, and whether the next start reattached to the session (its
+first ``new ZooKeeper session`` line, or none) or exited.
+
     .venv/bin/python benchmarks/statefile.py [--kinds fifo,zero,huge] [--wait 20]
+        [--while-running] [--settle 12]
 """
 
 from __future__ import annotations
@@ -119,10 +130,68 @@ def one_start(
             ]
     finally:
         agent.stop()
+    return rows + session_lines(agent)
+
+
+def what_stands(path: Path) -> str:
+    """What is at `path`: a link, a FIFO, a file and its size, or nothing."""
+    if path.is_symlink():
+        return "a symbolic link"
+    if not path.exists():
+        return "nothing"
+    if not path.is_file():
+        return "not a regular file"
+    return f"a file of {path.stat().st_size} bytes"
+
+
+def session_lines(agent: Agent) -> list[tuple[str, str]]:
+    """The log lines of `agent` about the state file or the session."""
+    rows = []
     for line in agent.log.read_text(errors="replace").splitlines():
         if "state" in line.lower() or "session" in line.lower():
             # A refused start's one line has no log prefix.
             rows.append(("log", (line.partition("] ")[2] or line)[:240]))
+    return rows
+
+
+def replaced_while_running(
+    workdir: Path, body: str, kind: str, options: argparse.Namespace
+) -> list[tuple[str, str]]:
+    """`kind` put in place of the file of a running agent, a stop, a start."""
+    state = workdir / f"state-{kind}"
+    state.mkdir(mode=0o700)
+    config = f'state_dir = "{state}"\n{body}'
+    agent = Agent(workdir, config, label=f"running-{kind}")
+    rows = [("load", load_average())]
+    try:
+        agent.wait_ready()
+        wait_until(lambda: is_up(agent), 30, "up")
+        replace(state / STATE_FILE, kind)
+        time.sleep(options.settle)
+        rows += [
+            ("/healthz then", healthz(agent)[:300]),
+            ("at the path then", what_stands(state / STATE_FILE)),
+        ]
+        began = time.monotonic()
+        agent.child.process.terminate()
+        status = agent.child.process.wait(timeout=15)
+        rows.append(
+            ("SIGTERM", f"status {status} after {time.monotonic() - began:.2f} s")
+        )
+    finally:
+        agent.stop()
+    rows += session_lines(agent)
+    again = Agent(workdir, config, label=f"again-{kind}")
+    try:
+        wait_until(lambda: not again.child.running or is_up(again), options.wait, "up")
+    finally:
+        again.stop()
+    opened = [
+        text
+        for _, text in session_lines(again)
+        if "new ZooKeeper session" in text or "state_dir" in text
+    ]
+    rows.append(("next start", opened[0] if opened else "reattached (no new session)"))
     return rows
 
 
@@ -131,14 +200,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--wait", type=float, default=20.0)
+    parser.add_argument("--while-running", action="store_true")
+    parser.add_argument("--settle", type=float, default=12.0)
     options = parser.parse_args()
     stop_on_sigterm()
     with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
         zookeeper, _ = start_zookeeper(started)
         server = start_redis_servers(1, started)[0]
-        (workdir / "state").mkdir(mode=0o700)
         body = agent_config([Instance("cache", server.port)], zookeeper=zookeeper.hosts)
+        if options.while_running:
+            for kind in options.kinds.split(","):
+                rows = replaced_while_running(workdir, body, kind, options)
+                print(table(rows, f"state file, while running: {kind}"), flush=True)
+            return
+        (workdir / "state").mkdir(mode=0o700)
         config = f'state_dir = "{workdir / "state"}"\n{body}'
         first = Agent(workdir, config, label="first")
         try:
