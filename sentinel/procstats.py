@@ -8,6 +8,10 @@ since Linux 6.2, the size of that directory is the count, for one
 ``stat``. (The garbage collector's object count, as costly, is kept by
 `sentinel.process`.)
 
+Threads are counted by what they are for (`threads_by_name`): one more
+thread of a kind at each ZooKeeper outage is what nerve's users saw of a
+client closed with ``close`` rather than ``close!``.
+
 Reading ``/proc`` needs a descriptor, which a process out of them cannot
 open: what cannot be read is left out (None in ``/debug/stats``, no
 sample in ``/metrics``), never an error of the whole answer, which is
@@ -18,7 +22,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import resource
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,6 +53,21 @@ def open_fds(process: psutil.Process) -> int | None:
         return int(process.num_fds())
     except OSError:
         return None
+
+
+# The numbers Python and Twisted put in a thread's name ("Thread-7
+# (_thread_worker)", "PoolThread-twisted.internet.reactor-2").
+_THREAD_NUMBER = re.compile(r"-\d+")
+
+
+def threads_by_name() -> dict[str, int]:
+    """
+    This process's Python threads, counted by name without the numbers
+    that tell threads of one kind apart (kazoo's workers: ``Thread
+    (_thread_worker)``); a few dozen at most, cheap to list.
+    """
+    names = Counter(_THREAD_NUMBER.sub("", t.name) for t in threading.enumerate())
+    return dict(sorted(names.items()))
 
 
 def rss_bytes(process: psutil.Process) -> int | None:

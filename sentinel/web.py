@@ -51,7 +51,7 @@ from sentinel.listing import (
 from sentinel.metrics import AgentMetrics
 from sentinel.monitor import Monitor
 from sentinel.overview import DEFAULT_SORT, SORTS, overview_slices
-from sentinel.procstats import open_fds, rss_bytes
+from sentinel.procstats import open_fds, rss_bytes, threads_by_name
 from sentinel.streaming import Slicer, Slices
 
 
@@ -338,9 +338,10 @@ class StatusApp:
 
     def runtime_stats(self) -> dict[str, Any]:
         """
-        Pending checks, delayed calls, fds, RSS, gc objects, ticks; checks,
-        failures and instances up (kept by the monitor as statuses change),
-        read without walking every object or rendering every instance.
+        Pending checks, delayed calls, fds, RSS, gc objects, threads by
+        name, ticks; checks, failures and instances up (kept by the monitor
+        as statuses change), read without walking every object or rendering
+        every instance.
         """
         monitor = self.monitor
         now = self.reactor.seconds()
@@ -350,6 +351,7 @@ class StatusApp:
             "open_fds": open_fds(self.process),
             "rss_bytes": rss_bytes(self.process),
             "gc_objects": self.gc_objects(),
+            "threads": threads_by_name(),
             "ticks": monitor.ticks,
             "overruns": monitor.overruns,
             "checks": monitor.checks,

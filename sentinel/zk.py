@@ -205,6 +205,7 @@ import logging
 import random
 import socket
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Collection
 from functools import partial
@@ -589,6 +590,11 @@ class ZooKeeper:
         # bridge, looked up off kazoo's connection thread.
         self._names = ListedNames()
         self._client: Any = None
+        # Every client this bridge made and still in memory, and those
+        # whose close has not ended yet (/debug/stats: a client per outage
+        # kept, or a close that never ends, would grow these).
+        self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.clients_closing = 0
         self._gate: _ReconnectGate | None = None
         self._handler: _ConnectHandler | None = None
         # Clients whose session was left open: kept until the process ends.
@@ -899,6 +905,7 @@ class ZooKeeper:
             handler=handler,
         )
         self._client, self._gate, self._handler = client, gate, handler
+        self._clients.add(client)
         connection = getattr(client, "_connection", None)
         if connection is not None:
             # kazoo's own lookup blocks its connection thread
@@ -956,12 +963,31 @@ class ZooKeeper:
                 self._reactor.callFromThread(
                     log.warn, "closing a ZooKeeper client: {error}", error=error
                 )
-            if done is not None:
-                self._reactor.callFromThread(_settle, closed, done)
+            self._reactor.callFromThread(self._closed, closed, done)
 
+        self.clients_closing += 1
         closing = threading.Thread(target=close, name="zookeeper-close", daemon=True)
         closing.start()
         return closing
+
+    def _closed(self, without_error: bool, done: Deferred[bool] | None) -> None:
+        # A close ended (`_close_in_thread`).
+        self.clients_closing -= 1
+        if done is not None:
+            _settle(without_error, done)
+
+    @property
+    def clients_alive(self) -> int:
+        """
+        The clients this bridge made that are still in memory: the current
+        one, those left open, and those closed but not yet freed.
+        """
+        return len(self._clients)
+
+    @property
+    def calls_unanswered(self) -> int:
+        """The current client's calls handed to kazoo and not answered."""
+        return len(self._unanswered)
 
     def _granted(self, generation: int, seconds: float) -> None:
         if generation != self._generation:

@@ -37,7 +37,7 @@ NERVE_FIELDS = frozenset({"host", "port", "name", "labels"})
 DEBUG_STATS_FIELDS = frozenset(
     {
         "pending_checks", "delayed_calls", "open_fds", "rss_bytes",
-        "gc_objects", "ticks", "overruns", "uptime_seconds", "checks",
+        "gc_objects", "threads", "ticks", "overruns", "uptime_seconds", "checks",
         "failures", "instances", "instances_up", "tick_completion_seconds",
     }
 )  # fmt: skip

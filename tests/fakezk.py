@@ -324,6 +324,11 @@ class FakeZooKeeper:
         self.state_since = clock.seconds()
         self.last_error: str | None = None
         self.replacements = 0
+        # The bridge's clients in memory and closing, and its calls in
+        # kazoo's hands (/debug/stats): one client, none of either.
+        self.clients_alive = 1
+        self.clients_closing = 0
+        self.calls_unanswered = 0
         self.internal_errors = InternalErrors(clock)
         self.watches: dict[str, set[Watcher]] = {}
         # Watches on a node's children (get_children), by the node's path.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
 from typing import Any
 from urllib.parse import quote
 
@@ -187,6 +188,26 @@ class RouteTests(SynchronousTestCase):
         self.assertEqual(body["uptime_seconds"], 1.0)
         self.assertGreater(body["open_fds"], 0)
         self.assertGreater(body["rss_bytes"], 1 << 20)
+
+    def test_debug_stats_counts_threads_by_name(self) -> None:
+        """
+        /debug/stats counts this process's threads by what they are for,
+        the numbers that tell threads of one kind apart left out: one more
+        of a kind at each ZooKeeper outage would show as a count growing.
+        """
+        release = threading.Event()
+        self.addCleanup(release.set)
+        started = [
+            threading.Thread(target=release.wait, name=f"outage-close-{n}", daemon=True)
+            for n in (7, 12)
+        ]
+        for thread in started:
+            thread.start()
+        code, body = self.get("/debug/stats")
+        self.assertEqual(code, 200)
+        self.assertEqual(body["threads"]["outage-close"], 2)
+        self.assertEqual(body["threads"]["MainThread"], 1)
+        self.assertEqual(sum(body["threads"].values()), threading.active_count())
 
     def test_debug_stats_does_not_walk_the_gc(self) -> None:
         """

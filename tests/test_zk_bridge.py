@@ -8,6 +8,7 @@ old client still says afterwards being dropped.
 from __future__ import annotations
 
 import builtins
+import gc
 import select
 import socket
 import threading
@@ -290,6 +291,31 @@ class BridgeTests(SynchronousTestCase):
         self.assertFalse(new.started)
         self.assertIsNone(self.successResultOf(stopped))
         self.assertEqual(len(self.factory.clients), 2)
+
+    def test_replaced_clients_counted_until_closed_and_freed(self) -> None:
+        """
+        /debug/stats counts the clients still closing and those still in
+        memory: a replaced client is closing until its close ends, and
+        alive until nothing holds it; the bridge keeps none of them, so
+        that after three outages one client is left, the current one.
+        """
+        old, held = self.replace_with_close_held()
+        self.assertEqual((self.zk.clients_closing, self.zk.clients_alive), (1, 2))
+        held.set()
+        self.assert_closed_on_own_thread(old)
+        self.clock.run_handed_over(wait=THREAD_WAIT)
+        self.assertEqual(self.zk.clients_closing, 0)
+        for _ in range(2):
+            self.client().change_state(KazooState.SUSPENDED)
+            self.clock.run_handed_over()
+            self.clock.advance(SESSION_TIMEOUT)
+            self.assert_closed_on_own_thread(self.client(-2))
+            self.clock.run_handed_over(wait=THREAD_WAIT)
+        self.assertEqual((self.zk.clients_closing, self.zk.clients_alive), (0, 4))
+        del old, held
+        del self.factory.clients[:-1]
+        gc.collect()
+        self.assertEqual(self.zk.clients_alive, 1)
 
     def test_replacement_resumes_the_session(self) -> None:
         """
