@@ -100,11 +100,14 @@ def agent_config(
     zookeeper: str | None = None,
     zk_root: str = "/sentinel",
     agent_id: str = "bench",
-    zk_settings: Mapping[str, float | int] | None = None,
+    zk_settings: Mapping[str, float | int | str] | None = None,
+    service: str | None = None,
 ) -> str:
     """
     The TOML text of an agent config watching ``instances``; `zk_settings`
-    adds keys to its ``[zookeeper]`` table (``{"replicas": 2}``).
+    adds keys to its ``[zookeeper]`` table (``{"replicas": 2}``), and
+    `service` names every instance's discovery service (by default each
+    its own).
     """
     lines = [
         f'agent_id = "{agent_id}"',
@@ -124,6 +127,7 @@ def agent_config(
             f'name = "{instance.name}"',
             f'host = "{LOOPBACK}"',
             f"port = {instance.port}",
+            *([] if service is None else [f'service = "{service}"']),
             "",
         ]
     return "\n".join(lines)
