@@ -35,6 +35,7 @@ from twisted.logger import Logger
 
 from sentinel.discovery import Discovery, Member
 from sentinel.documents import discoverable, member_document_of, previous_presence
+from sentinel.guard import LOOP_LOG_EVERY
 from sentinel.instance import InstanceState
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes, encode
 from sentinel.ownership import ours
@@ -65,8 +66,11 @@ class Members:
         self._sweep = sweep
         self._roles = roles
         self._clock = clock
-        # Members another client deleted or overwrote, made again.
+        # Members another client deleted or overwrote, made again; the
+        # last line that said so, and the repairs since, unlogged.
         self.repaired = 0
+        self._repair_logged_at = float("-inf")
+        self._repairs_unlogged = 0
         # Member nodes moving in their instance's takeover (`along`): not
         # written meanwhile, the transaction decides.
         self._moving_along: set[Node] = set()
@@ -455,13 +459,34 @@ class Members:
                 self._named(instance)
         if damage is not None:
             self.repaired += 1
-            log.warn(
-                "discovery member {held} was {damage} by another ZooKeeper"
-                " client: written again, at {path}",
-                held=held,
-                damage=damage,
-                path=member.path,
-            )
+            self._log_repair(held, damage, member.path)
+
+    def _log_repair(self, held: str | None, damage: str, path: str | None) -> None:
+        """
+        Say that a member another client deleted or overwrote is made
+        again: at most one line per `LOOP_LOG_EVERY`, the next saying how
+        many went unlogged (``repaired`` in /debug/stats counts each).
+        Before, each was a warning of its own: a ``deleteall`` of the
+        discovery root logged one per member, and a client deleting
+        members in a loop one per member twice a second (guard's
+        `REWRITE_AFTER`). The deletions themselves are the guard's lines.
+        """
+        now = self._clock.seconds()
+        if now - self._repair_logged_at < LOOP_LOG_EVERY:
+            self._repairs_unlogged += 1
+            return
+        unlogged, self._repairs_unlogged = self._repairs_unlogged, 0
+        self._repair_logged_at = now
+        log.warn(
+            "discovery member {held} was {damage} by another ZooKeeper"
+            " client: written again, at {path}{since}",
+            held=held,
+            damage=damage,
+            path=path,
+            since=f" ({unlogged} more member(s) made again since the last such line)"
+            if unlogged
+            else "",
+        )
 
     def _listed_elsewhere(self, name: str, member: Member, instance: Node) -> None:
         """

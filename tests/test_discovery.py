@@ -35,7 +35,7 @@ from sentinel.documents import (
     nerve_member,
     serverset_member,
 )
-from sentinel.guard import OVERWRITES_WINDOW, REWRITE_AFTER
+from sentinel.guard import LOOP_LOG_EVERY, OVERWRITES_WINDOW, REWRITE_AFTER
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
 from sentinel.probe import Observation, Replication
@@ -565,6 +565,48 @@ class ServersetTests(DiscoveryHarness):
         self.clock.advance(OVERWRITES_WINDOW)
         self.check(state, UP)
         self.assertIsNone(self.publisher.unhealthy_reason())
+
+    def test_members_deleted_together_logged_once(self) -> None:
+        """
+        Every member deleted at once (an operator's ``deleteall`` of the
+        discovery root) is made again, each counted, with one line for the
+        repairs; more within `LOOP_LOG_EVERY` add none, and the next line
+        after it says how many went unlogged. Before, each repair was a
+        warning of its own: a line per member, and a client deleting
+        members in a loop wrote a line per member twice a second.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.start()
+        states = [self.instance(f"cache-{i}") for i in range(20)]
+        for state in states:
+            self.check(state, UP)
+
+        def delete_every_member() -> None:
+            for state in states:
+                for child in self.members(state.instance.name):
+                    self.zk.remove(f"{DISCOVERY}/{state.instance.name}/{child}")
+            self.clock.advance(REWRITE_AFTER)
+
+        def repair_lines() -> list[str]:
+            texts = [formatEvent(event) for event in events]
+            return [t for t in texts if "by another ZooKeeper client" in t]
+
+        for _ in range(3):
+            delete_every_member()
+        self.assertEqual(
+            [len(self.members(state.instance.name)) for state in states], [1] * 20
+        )
+        self.assertEqual(self.publisher.stats()["discovery"]["repaired"], 60)
+        self.assertEqual(len(repair_lines()), 1)
+        self.clock.advance(LOOP_LOG_EVERY)
+        delete_every_member()
+        self.assertEqual(len(repair_lines()), 2)
+        self.assertIn(
+            "(59 more member(s) made again since the last such line)",
+            repair_lines()[-1],
+        )
 
     def test_replaced_client_takes_its_old_members_over(self) -> None:
         """
