@@ -474,23 +474,50 @@ def nameservers(label: str, value: object) -> tuple[tuple[str, int], ...]:
     return tuple(nameserver(f"{label}[{i}]", v) for i, v in enumerate(value))
 
 
+# ZooKeeper's client port, taken where a server is named without one, as
+# ZooKeeper's own client and kazoo take it (HBase's quorum lists do so).
+ZOOKEEPER_PORT = 2181
+
+
 def zookeeper_hosts(label: str, value: object) -> str:
-    """C{HOST:PORT[,HOST:PORT...][/CHROOT]}, as kazoo takes it."""
+    """
+    C{HOST[:PORT][,HOST[:PORT]...][/CHROOT]}, as kazoo takes it, written
+    back as C{HOST:PORT,...}: a server without a port is on
+    L{ZOOKEEPER_PORT}, and spaces around a server are dropped.
+    """
     hosts = string(label, value)
     servers, slash, chroot = hosts.partition("/")
     if slash:
         problem = znode_path_problem(slash + chroot)
         if problem is not None:
             raise invalid(label, value, f"has an invalid chroot: {problem}")
-    for server in servers.split(","):
-        address = host_port(server)
+    written = []
+    for server in (text.strip() for text in servers.split(",")):
+        address = host_port(server) or _host_alone(server)
         if address is None:
             raise invalid(
-                label, value, f"is not HOST:PORT[,HOST:PORT...][/CHROOT] at {server!r}"
+                label,
+                value,
+                f"is not HOST[:PORT][,HOST[:PORT]...][/CHROOT] at {server!r}",
             )
-        if not 1 <= address[1] <= 65535:
-            raise invalid(label, value, f"has port {address[1]}, not in 1-65535")
-    return hosts
+        host, port = address
+        if not 1 <= port <= 65535:
+            raise invalid(label, value, f"has port {port}, not in 1-65535")
+        written.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return ",".join(written) + slash + chroot
+
+
+def _host_alone(text: str) -> tuple[str, int] | None:
+    """A server named without its port (an IPv6 address bracketed), or None."""
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+        if ":" not in text:
+            return None
+    elif ":" in text:
+        return None
+    if not text or host_problem(text) is not None:
+        return None
+    return text, ZOOKEEPER_PORT
 
 
 def parse_redis_address(text: str) -> tuple[str | None, str, int]:

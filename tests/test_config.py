@@ -978,12 +978,33 @@ class ZooKeeperTests(ConfigTestCase):
             assert config.zookeeper is not None
             self.assertEqual(config.zookeeper.hosts, hosts)
 
+    def test_hosts_without_ports(self) -> None:
+        """
+        A server without its port is on 2181, as ZooKeeper's own client
+        takes it, and spaces around a server are dropped: the hosts are
+        written back as HOST:PORT, the chroot kept.
+        """
+        cases = {
+            "zk1,zk2,zk3": "zk1:2181,zk2:2181,zk3:2181",
+            "zk1:2181, zk2:2182 ,zk3/app": "zk1:2181,zk2:2182,zk3:2181/app",
+            "[::1],10.0.0.1": "[::1]:2181,10.0.0.1:2181",
+        }
+        for given, written in cases.items():
+            config = self.zk(given)
+            assert config.zookeeper is not None
+            self.assertEqual(config.zookeeper.hosts, written)
+
     def test_invalid_hosts(self) -> None:
         """Malformed hosts name the option, the value and what is wrong."""
+        shape = "is not HOST[:PORT][,HOST[:PORT]...][/CHROOT] at"
         cases = [
-            ("h1", "is not HOST:PORT[,HOST:PORT...][/CHROOT] at 'h1'"),
-            ("h1:2181,", "is not HOST:PORT[,HOST:PORT...][/CHROOT] at ''"),
-            ("/app", "is not HOST:PORT[,HOST:PORT...][/CHROOT] at ''"),
+            ("h1:", f"{shape} 'h1:'"),
+            ("h1:x", f"{shape} 'h1:x'"),
+            ("[h1]", f"{shape} '[h1]'"),
+            ("::1", f"{shape} '::1'"),
+            ("h 1", f"{shape} 'h 1'"),
+            ("h1:2181,", f"{shape} ''"),
+            ("/app", f"{shape} ''"),
             ("h1:99999", "has port 99999, not in 1-65535"),
             ("h1:2181/", "has an invalid chroot: ends with '/'"),
             ("h1:2181/a//b", "has an invalid chroot: segment '': empty"),

@@ -552,9 +552,10 @@ class SettingsTests(ConfigTestCase):
             "give --zookeeper",
             "--config", no_zk,
         )  # fmt: skip
-        bad = self.write("bad.toml", '[zookeeper]\nhosts = "zk1"\n')
+        bad = self.write("bad.toml", '[zookeeper]\nhosts = "zk1:"\n')
         self.assertRefused(
-            "zookeeper.hosts: 'zk1' is not HOST:PORT[,HOST:PORT...][/CHROOT] at 'zk1'",
+            "zookeeper.hosts: 'zk1:' is not HOST[:PORT][,HOST[:PORT]...][/CHROOT]"
+            " at 'zk1:'",
             "--config", bad,
         )  # fmt: skip
         self.assertRefused(
