@@ -110,6 +110,14 @@ timeout for the old one's nodes, and a server that does not know it (empty,
 or after the session expired) declares it expired, and kazoo opens a new
 one. Were the old client to connect in the moment it is replaced, its
 close would end the session, and the new client would open a new one.
+A server that closes the handshake in an outage is asked why
+(`sentinel.srvr`): one that serves at a transaction id below the one
+the client has seen lost those transactions and refuses that client
+for good, so the client is replaced at once rather than after the
+session timeout (a ZooKeeper wiped and started again within a few
+seconds left every agent refused for the rest of its 10-12 s); one
+without a quorum, silent, or not allowing ``srvr`` leaves it to the
+timeout.
 The new client starts once the old one is closed (its threads ended), or
 after `REPLACED_CLOSE_WAIT` if its close hangs: glibc gives a thread that
 ends its malloc arena back, and the next thread that allocates takes it,
@@ -226,7 +234,7 @@ from kazoo.loggingsupport import BLATHER
 from kazoo.protocol.states import KeeperState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -242,6 +250,7 @@ from sentinel.ensemble import (
 )
 from sentinel.sessionclose import close_sent, deletes_sent
 from sentinel.spent import TimeSpent
+from sentinel.srvr import ServerSays, ask_srvr
 from sentinel.zknames import ListedNames
 
 log = Logger()
@@ -386,13 +395,14 @@ _NO_CAUSE = frozenset({"Transition to CONNECTING"})
 # cannot commit a write, nor expire a session) closes every connection
 # there; "connection broken" alone read as a network fault, and the
 # session as lost, while the ensemble merely had no quorum.
+_CLOSED_AT_HANDSHAKE = (
+    "accepted the connection and closed it at the handshake: it runs "
+    "but will not serve this client (its ensemble without a quorum, "
+    "its maxClientCnxns reached, or behind this session's last "
+    "transaction)"
+)
 _HANDSHAKE_CAUSES = {
-    "Connection dropped: socket connection broken": (
-        "accepted the connection and closed it at the handshake: it runs "
-        "but will not serve this client (its ensemble without a quorum, "
-        "its maxClientCnxns reached, or behind this session's last "
-        "transaction)"
-    ),
+    "Connection dropped: socket connection broken": _CLOSED_AT_HANDSHAKE,
     "Connection time-out: socket time-out during read": (
         "accepted the connection and never answered the handshake (frozen, "
         "or overloaded)"
@@ -564,8 +574,12 @@ class ZooKeeper:
         internal_errors: InternalErrors | None = None,
         check_ensemble: bool = False,
         spread: Callable[[], float] = random.random,
+        ask_server: Callable[[str, int], Deferred[ServerSays]] | None = None,
     ) -> None:
         """
+        @param ask_server: asks a server (its address and port) what it
+            says of itself (`sentinel.srvr`): asked of a server that
+            closed the handshake in an outage (module docstring).
         @param internal_errors: where a listener's or a watcher's bug is
             counted (the agent's, so that ``/healthz`` shows it).
         @param spread: a number in [0, 1) for each replacement's share of
@@ -586,6 +600,10 @@ class ZooKeeper:
         self.call_timeout = call_timeout
         self._client_factory = client_factory
         self._spread = spread
+        self._ask_server = ask_server or partial(ask_srvr, reactor)
+        # The client generation whose refusal is being asked about.
+        self._asking: int | None = None
+        self.replaced_behind = 0
         # The listed names' addresses, shared by every client of this
         # bridge, looked up off kazoo's connection thread.
         self._names = ListedNames()
@@ -1018,6 +1036,8 @@ class ZooKeeper:
             # `server` is the one whose handshake failed.
             why = f"{server[0]}:{server[1]} {meaning}"
             self.handshakes_failed[f"{server[0]}:{server[1]}"] = meaning
+            if meaning is _CLOSED_AT_HANDSHAKE:
+                self._ask_why_closed(generation, server)
         if self._dropping:
             # Our own drop (`_drop`), whose cause is kept already.
             self._dropping = False
@@ -1041,6 +1061,56 @@ class ZooKeeper:
                 "failures before it connects are not logged)",
                 why=why,
             )
+
+    def _ask_why_closed(self, generation: int, server: tuple[str, int]) -> None:
+        """
+        A server closed the current client's handshake in an outage: if
+        it serves with a transaction id below the client's last, it lost
+        them, and the client is replaced at once (module docstring).
+        """
+        if self._asking == generation:
+            return  # One question at a time: kazoo retries every few seconds.
+        self._asking = generation
+        client = self._client
+        d = maybeDeferred(self._ask_server, *server)
+        d.addCallback(self._server_said, generation, client, server)
+        # Unreachable, silent, or no srvr allowed: the timeout replaces it.
+        d.addErrback(lambda _: None)
+        d.addBoth(lambda _: self._asked(generation))
+
+    def _asked(self, generation: int) -> None:
+        if self._asking == generation:
+            self._asking = None
+
+    def _server_said(
+        self,
+        says: ServerSays,
+        generation: int,
+        client: Any,
+        server: tuple[str, int],
+    ) -> None:
+        if generation != self._generation or self.state == CONNECTED:
+            return
+        seen = getattr(client, "last_zxid", 0) or 0
+        if not says.serving or says.zxid is None or says.zxid >= seen:
+            return
+        self.replaced_behind += 1
+        log.warn(
+            "ZooKeeper at {server} serves ({mode}) at transaction {zxid:#x},"
+            " below the {seen:#x} this client has seen: it lost them"
+            " (wiped and started again, or restored from an older snapshot)"
+            " and refuses this client for good; replacing the client now"
+            " rather than after the session timeout",
+            server=f"{server[0]}:{server[1]}",
+            mode=says.mode,
+            zxid=says.zxid,
+            seen=seen,
+        )
+        self.replacements += 1
+        self._outage_replacements += 1
+        if self._outage_replacements == 1:
+            self._first_replaced_at = self._reactor.seconds()
+        self._replace_client(self._resumable)
 
     def _heard(self, generation: int) -> None:
         # A ping answered (module docstring).

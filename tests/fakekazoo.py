@@ -94,6 +94,8 @@ class FakeKazooClient:
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
+        # The last transaction id the client has seen (kazoo's own).
+        self.last_zxid = 0
         self.listeners: list[Callable[[Any], None]] = []
         self.started = False
         # As KazooClient.connected: between CONNECTED and the next change.

@@ -38,6 +38,7 @@ from sentinel import zknames
 from sentinel.calltimeouts import JUDGED_LATE
 from sentinel.ensemble import ACCEPT_AFTER, CONFIG_PATH, REREAD_EVERY, members
 from sentinel.sessionclose import deletes_sent
+from sentinel.srvr import ServerSays, parse_srvr
 from sentinel.zk import (
     AWAITED_IN_FLIGHT,
     BACKGROUND_IN_FLIGHT,
@@ -1649,6 +1650,25 @@ def _formatted_at(level: LogLevel, lines: list[str], event: LogEvent) -> None:
         lines.append(formatEvent(event))
 
 
+def connected_bridge(
+    clock: HandOverClock, factory: FakeKazooFactory, **options: Any
+) -> tuple[ZooKeeper, FakeKazooClient]:
+    """A bridge started and connected on session 0x42, and its client."""
+    zk = ZooKeeper(
+        clock,
+        "127.0.0.1:2181",
+        SESSION_TIMEOUT,
+        client_factory=factory,
+        spread=no_spread,
+        **options,
+    )
+    zk.start()
+    client = factory.clients[-1]
+    client.change_state(KazooState.CONNECTED, session=0x42)
+    clock.run_handed_over()
+    return zk, client
+
+
 class KazooThreadTests(SynchronousTestCase):
     """
     kazoo's threads: a connection loop that ended on its own, a thread that
@@ -1659,17 +1679,7 @@ class KazooThreadTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = HandOverClock()
         self.factory = FakeKazooFactory()
-        self.zk = ZooKeeper(
-            self.clock,
-            "127.0.0.1:2181",
-            SESSION_TIMEOUT,
-            client_factory=self.factory,
-            spread=no_spread,
-        )
-        self.zk.start()
-        self.old = self.factory.clients[-1]
-        self.old.change_state(KazooState.CONNECTED, session=0x42)
-        self.clock.run_handed_over()
+        self.zk, self.old = connected_bridge(self.clock, self.factory)
 
     def start_workers(self) -> _ConnectHandler:
         """kazoo's worker threads of the client, really running."""
@@ -2538,3 +2548,103 @@ class DeletesSentTests(SynchronousTestCase):
         client._queue.popleft()
         self.assertIs(deletes_sent(client, [agent]), True)
         self.assertIsNone(deletes_sent(object(), [agent]))
+
+
+class RefusedByAnEmptyServerTests(SynchronousTestCase):
+    """
+    A server that closes the handshake in an outage is asked why
+    (`sentinel.srvr`): serving below the client's last transaction, it
+    lost them, and the client is replaced at once.
+    """
+
+    def setUp(self) -> None:
+        self.clock = HandOverClock()
+        self.factory = FakeKazooFactory()
+        self.asked: list[tuple[str, int]] = []
+        self.answers: list[Deferred[ServerSays]] = []
+        self.zk, self.old = connected_bridge(
+            self.clock, self.factory, ask_server=self.ask
+        )
+        self.old.last_zxid = 0x100000123
+        self.old.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+
+    def ask(self, host: str, port: int) -> Deferred[ServerSays]:
+        self.asked.append((host, port))
+        self.answers.append(Deferred())
+        return self.answers[-1]
+
+    def refused(self) -> None:
+        """The old client's handshake closed by 127.0.0.1:2181."""
+        self.old.settings["handler"].connected_to = ("127.0.0.1", 2181)
+        self.old.warn("Connection dropped: %s", "socket connection broken")
+        self.clock.run_handed_over()
+
+    def test_replaced_at_once_by_a_server_behind(self) -> None:
+        """
+        Serving at a transaction id below the client's last: replaced at
+        once, asking for the old session (which that server says expired,
+        and kazoo opens a new one), not a session timeout later. One
+        question at a time, whatever kazoo retries meanwhile.
+        """
+        self.clock.advance(1.0)
+        self.refused()
+        self.refused()
+        self.assertEqual(self.asked, [("127.0.0.1", 2181)])
+        self.answers[0].callback(ServerSays("standalone", 0x2A))
+        self.assertEqual(len(self.factory.clients), 2)
+        self.assertEqual(self.factory.clients[-1].settings["client_id"][0], 0x42)
+        self.assertEqual(self.zk.replaced_behind, 1)
+        self.assertEqual(self.zk.replacements, 1)
+        self.clock.advance(SESSION_TIMEOUT - 1.0)
+        self.assertEqual(len(self.factory.clients), 2)
+
+    def test_kept_when_the_server_is_not_behind(self) -> None:
+        """
+        Without a quorum, at or past the client's transaction id, or not
+        answering: left to the session timeout, as before.
+        """
+        for says in (
+            ServerSays(None, None),
+            ServerSays("standalone", 0x100000123),
+            ServerSays("follower", 0x200000000),
+        ):
+            self.refused()
+            self.answers[-1].callback(says)
+        self.refused()
+        self.answers[-1].errback(TimeoutError())
+        self.assertEqual(len(self.asked), 4)
+        self.assertEqual(len(self.factory.clients), 1)
+        self.clock.advance(SESSION_TIMEOUT)
+        self.assertEqual(len(self.factory.clients), 2)
+        self.assertEqual(self.zk.replaced_behind, 0)
+
+    def test_answer_after_connecting_changes_nothing(self) -> None:
+        """Connected again meanwhile: the answer is of no use."""
+        self.refused()
+        self.old.change_state(KazooState.CONNECTED, session=0x42)
+        self.clock.run_handed_over()
+        self.answers[0].callback(ServerSays("standalone", 0))
+        self.assertEqual(len(self.factory.clients), 1)
+
+
+class ParseSrvrTests(SynchronousTestCase):
+    """`parse_srvr` reads a ``srvr`` answer."""
+
+    def test_serving(self) -> None:
+        """A standalone server's answer: its mode and zxid."""
+        says = parse_srvr(
+            b"Zookeeper version: 3.8.0\nLatency min/avg/max: 0/0.0/0\n"
+            b"Zxid: 0x1000000a3\nMode: standalone\nNode count: 5\n"
+        )
+        self.assertEqual(says, ServerSays("standalone", 0x1000000A3))
+        self.assertTrue(says.serving)
+
+    def test_not_serving(self) -> None:
+        """Without a quorum, or refused by the whitelist: not serving."""
+        for answer in (
+            b"This ZooKeeper instance is not currently serving requests\n",
+            b"srvr is not executed because it is not in the whitelist.\n",
+            b"Zxid: nonsense\nMode: standalone\n",
+        ):
+            self.assertFalse(parse_srvr(answer).serving)

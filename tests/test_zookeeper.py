@@ -459,8 +459,10 @@ class OutageTests(ZooKeeperTestCase):
         """
         ZooKeeper stopped, wiped and restarted empty, shortly: kazoo's client
         has seen newer transactions than the empty server and would stay
-        suspended; the agent replaces it after the session timeout and
-        writes every node again, with the current state.
+        suspended; the agent asks the server that refuses it (``srvr``),
+        finds it behind, replaces the client at once rather than after
+        the session timeout, and writes every node again, with the
+        current state.
         """
         stays, dies = self.redis(), self.redis()
         agent = self.start_agent({"stays": stays, "dies": dies})
@@ -492,6 +494,7 @@ class OutageTests(ZooKeeperTestCase):
         # first write or after the wipe depends on what ran before.)
         self.assertNotEqual(after[1].ephemeralOwner, before[1].ephemeralOwner)
         self.assertGreater(publisher.zk.replacements, replacements)
+        self.assertEqual(publisher.zk.replaced_behind, 1)
         # The reader may see a write before the agent hears it confirmed.
         await wait_for(
             reactor,
