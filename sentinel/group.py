@@ -110,6 +110,9 @@ class Group:
         # The members of the view applied last waited for and not back,
         # whose instances a present observer publishes (`sentinel.standins`).
         self._absent: frozenset[str] = frozenset()
+        # Whether the view applied last was one back on a new session, not
+        # listed again yet (`Membership.returning`).
+        self._returning = False
         self.moved = 0
         self._first_view_wait = (
             zookeeper.session_timeout if first_view_wait is None else first_view_wait
@@ -221,6 +224,17 @@ class Group:
         return stand_in_order(self.assignment.observers(name), self._absent)
 
     def standing_in(self, name: str) -> bool:
+        """
+        Whether this agent publishes `name` only where its node is missing:
+        for its absent primary, or as its primary back on a new session
+        and not listed again yet (`Membership.returning`).
+        """
+        observers = self.assignment.observers(name)
+        if observers[:1] == (self.agent_id,):
+            return self._returning
+        return self._standing_in_for_absent(name)
+
+    def _standing_in_for_absent(self, name: str) -> bool:
         """Whether this agent publishes `name` for its absent primary."""
         observers = self.assignment.observers(name)
         return (
@@ -264,6 +278,13 @@ class Group:
         self.heartbeats.forget(agents)
         self.publishing.members_gone(agents)
 
+    def _own_share(self) -> set[str]:
+        """The names this agent is the primary of in the assignment."""
+        me = self.agent_id
+        return {
+            name for name, top in self.assignment.items() if top[:1] and top[0][1] == me
+        }
+
     def _primaries_elsewhere(self) -> Counter[str]:
         """
         Each other member that is the primary of instances this agent
@@ -289,6 +310,11 @@ class Group:
         absent, absent_before = self.membership.absent, self._absent
         changed |= moved_by(self.assignment.items(), absent ^ absent_before)
         self._absent = absent
+        if self.membership.returning != self._returning:
+            # Its own share goes to or from making its nodes only where
+            # missing (`standing_in`).
+            self._returning = self.membership.returning
+            changed |= self._own_share()
         self._log_stand_ins(absent_before)
         self.generation += 1
         self.publishing.sessions_ended(
@@ -312,7 +338,9 @@ class Group:
             return
         if absent:
             count = sum(
-                1 for name, _ in self.assignment.items() if self.standing_in(name)
+                1
+                for name, _ in self.assignment.items()
+                if self._standing_in_for_absent(name)
             )
             log.info(
                 "group: {members} not listed again since this agent's new"
@@ -747,7 +775,8 @@ class Group:
         if unlisted is not None:
             reasons.append(
                 f"group: back on a new ZooKeeper session for {unlisted:.0f} s and"
-                " not listed in the group again; observing nothing"
+                " not listed in the group again; its own instances' nodes made"
+                " only where missing, none taken over"
             )
         awaiting = self.membership.awaiting()
         if awaiting is not None:

@@ -82,15 +82,22 @@ over, and its last view is what they no longer see. Acting on it, the
 agent, back on a new session, took its instances back at once, while
 the others had not seen it return and still wrote them as their
 primary: two primaries of one node for a settle time (a verdict, a
-discovery member, deleted and made again). So it takes the part of a
-new joiner: until a listing made in its new session lists its own
-catalog held by that session, and the settle time after it, its view is
-the others' (its last one without itself), in which it observes nothing
-and only keeps for their primaries the nodes it had. A reconnection to
-the same session keeps the last view, as before: nothing of it went.
-Nor does an agent whose last view held no other member: nobody took its
-instances over, and the single agent of section 5 writes its nodes
-again at once.
+discovery member, deleted and made again). So until a listing made in
+its new session lists its own catalog held by that session, and the
+settle time after it, it is `returning`: it keeps its last view, goes on
+checking what it observes there, and makes the nodes of its own share
+only where they are missing, a create, never a takeover, as a stand-in
+does (`sentinel.standins`). After an expiry of its own the others made
+those nodes within a second, and it takes nothing from them; after a
+wipe nobody did, every member is back on a new session, and its share
+is published at once instead of after its listing, the settle time and
+a first check of each instance (it observed none of them in a view
+without itself: 2-7 s at 1,000 instances). Once listed, it takes over as
+their primary, in one transaction, those another member made meanwhile.
+A reconnection to the same session keeps the last view, as before:
+nothing of it went. Nor does an agent whose last view held no other
+member: nobody took its instances over, and the single agent of section
+5 writes its nodes again at once.
 
 Back on a new session, the members of its last view that are not listed
 yet are waited for (`awaited`), up to a session timeout and the spread of
@@ -358,6 +365,8 @@ class Membership:
         self.rejoining = False
         self.rejoins = 0
         self._rejoining_since = 0.0
+        # From then until its view is applied again (`returning`).
+        self._returning = False
         # The members of the last view, back on a new session, not listed
         # again yet and kept in the view until then (module docstring),
         # and the end of that wait.
@@ -410,7 +419,7 @@ class Membership:
         """
         This agent's ZooKeeper session is a new one, its last one ended
         (module docstring): until it is listed again in the new one and
-        that view settled, its view is the others' own, without it. To be
+        that view settled, it is `returning`, with its last view. To be
         called before the new session's writes begin.
         """
         others = {a: c for a, c in self.view.items() if a != self.agent_id}
@@ -429,15 +438,17 @@ class Membership:
         self._awaited_until = self._rejoining_since + wait
         self._awaited_call = self._reactor.callLater(wait, self._awaited_over)
         self._apply_listed = False
+        self._returning = True
         log.warn(
             "group membership: this agent's ZooKeeper session ended and a new"
-            " one began; its instances stay with the {count} other member(s)"
-            " until the group lists it again",
+            " one began; until the group lists it again it keeps its last"
+            " view of {count} other member(s) and makes its own instances'"
+            " nodes only where they are missing",
             count=len(others),
         )
-        self.view = others
+        self.view = {**others, self.agent_id: self.own}
         try:
-            self._on_view(others)
+            self._on_view(self.view)
         except Exception:
             log.failure("applying the group's membership failed")
 
@@ -471,6 +482,16 @@ class Membership:
         self.awaited = {}
 
     @property
+    def returning(self) -> bool:
+        """
+        Whether this agent is back on a new session and its view not
+        applied again since (`rejoin`): it is the primary of its share of
+        the last view only where the nodes are missing, a create, never a
+        takeover (`Node.standing_in`, as a stand-in is).
+        """
+        return self._returning
+
+    @property
     def absent(self) -> frozenset[str]:
         """
         The members of the view applied last that are in it only as
@@ -500,7 +521,8 @@ class Membership:
         """
         For how long this agent, back on a new session (`rejoin`), has not
         been listed again, once that is `LISTING_FAILING_AFTER` or more;
-        else None. It observes nothing meanwhile.
+        else None. It makes its own share's nodes only where missing
+        meanwhile (`returning`).
         """
         if not self.rejoining:
             return None
@@ -1353,7 +1375,8 @@ class Membership:
         self._viewed_version = self._listed_version
         self._caught_up()
         absent = frozenset(self.awaited)
-        if view == self.view and absent == self._absent and not first:
+        returned, self._returning = self._returning, False
+        if view == self.view and absent == self._absent and not first and not returned:
             self.sessions_gone.clear()
             return
         self.view, self._absent = view, absent

@@ -380,6 +380,11 @@ class GroupRoles:
                 node.released = False
                 self._holders.release(node, "it moved back to this agent")
             node.takeover = True
+            if node.standing_in and not standing_in and node.parked:
+                # Made only where missing until now (back on a new session,
+                # or for an absent member), and another session's there: its
+                # primary now, it takes it over at once, not at the recheck.
+                self._holders.release(node, "its primary now")
             node.standing_in = standing_in
             if before[:1] not in ((), (me,)) and not standing_in:
                 # Before the opinions are heard: an answer may mark the

@@ -5071,17 +5071,18 @@ class FreezeTests(SynchronousTestCase):
         """
         One replica, a freeze within the member's `stale_after` (its own
         state still current), its session ended all the same: back, it
-        keeps none of that state (it rejoins as a joiner,
-        `Membership.rejoin`), and its nodes say the verdict the other
-        member found, checked after its own last check, until its own
-        next check, which it publishes as their primary.
+        makes its share's nodes only where missing until listed again
+        (`Membership.returning`), takes none of them from the other
+        member meanwhile, and once listed takes them over with the
+        verdict the other member found, checked after its own last check,
+        until its own next check, which it publishes as their primary.
         """
         share = self.freeze(replicas=1, quorum=None, seconds=1.5, fall=5)
-        self.assertEqual(self.fleet.members["a"].monitor.states, {})
+        frozen = self.fleet.members["a"]
+        self.assertTrue(frozen.group.membership.returning)
         self.assert_down_until_checked(share)
         # Its first check, newer (the instances back up: no change of its
         # own status), replaces the verdict it took over at once.
-        frozen = self.fleet.members["a"]
         for name in share:
             frozen.see(name, UP)
         frozen.monitor.startService()

@@ -1,7 +1,8 @@
 """
 A member of a group back on a new session after its own expired
-(`Membership.rejoin`): it writes as no instance's primary before the
-others' views hold it again.
+(`Membership.rejoin`): it takes no node over before the others' views
+hold it again, and makes only the nodes of its own share that are
+missing meanwhile (`Membership.returning`).
 """
 
 from __future__ import annotations
@@ -128,16 +129,23 @@ class RejoinTests(SynchronousTestCase):
 
     def test_its_view_settles_from_its_own_catalog_listed(self) -> None:
         """
-        The view that makes ``a`` a member again comes the settle time
-        after a listing in its new session found its own catalog there,
-        held by that session: not before, while its catalog is not written.
+        Back on a new session, ``a`` keeps its last view, itself in it,
+        and goes on checking its instances (`Membership.returning`); the
+        view in which it is the primary of its share again, taking nodes
+        over, comes the settle time after a listing in its new session
+        found its own catalog there, held by that session: not before,
+        while its catalog is not written.
         """
         frozen = self.expire()
+        checked = set(frozen.monitor.states)
         frozen.zk.hang("create", "commit")
         frozen.zk.connect()
         self.fleet.run(2 * SETTLE)
-        self.assertNotIn("a", frozen.group.membership.view)
-        self.assertEqual(frozen.monitor.states, {})
+        membership = frozen.group.membership
+        self.assertIn("a", membership.view)
+        self.assertTrue(membership.returning)
+        self.assertEqual(set(frozen.monitor.states), checked)
+        self.assertTrue(all(frozen.group.standing_in(n) for n in self.share))
         frozen.zk.unhang()
         frozen.zk.release("create", "commit")
         self.fleet.run(0.05)
@@ -146,9 +154,10 @@ class RejoinTests(SynchronousTestCase):
         ]
         self.assertTrue(catalog)
         self.fleet.run(SETTLE - 0.15)
-        self.assertNotIn("a", frozen.group.membership.view)
+        self.assertTrue(membership.returning)
         self.fleet.run(0.5)
-        self.assertIn("a", frozen.group.membership.view)
+        self.assertFalse(membership.returning)
+        self.assertFalse(any(frozen.group.standing_in(n) for n in self.share))
 
     def test_healthz_names_a_rejoin_not_listed(self) -> None:
         """
@@ -229,6 +238,36 @@ class WipeTests(SynchronousTestCase):
             self.assertEqual(len(self.fleet.members_of(name)), 1)
         for member in self.fleet.members.values():
             self.assertEqual(set(member.group.membership.view), {"a", "b", "c"})
+
+    def test_own_share_made_before_listed_again(self) -> None:
+        """
+        Back on a new session, a member makes the nodes of its own share
+        of the last view that the wipe took at once, without waiting to
+        be listed again (its listings held up here): its checks went on,
+        and a create takes nothing from anyone. Listed again, it writes
+        them as their primary; nothing moves, no service lists two.
+        """
+        first = self.fleet.members["a"]
+        first.zk.replace_client()
+        first.zk.hang("get_children")
+        first.zk.connect()
+        self.fleet.run(1.0)
+        self.assertTrue(first.group.membership.returning)
+        share = {n for n, agent in self.primaries.items() if agent == "a"}
+        self.assertEqual(
+            {n for n in share if self.fleet.owner_of(n) == first.zk.session_id},
+            share,
+        )
+        self.assertEqual({self.fleet.node(n)["agent"] for n in share}, {"a"})  # type: ignore[index]
+        self.back("b")
+        self.back("c")
+        first.zk.unhang()
+        first.zk.release("get_children")
+        self.fleet.run(4.0)
+        self.assertFalse(first.group.membership.returning)
+        self.assertEqual(self.written_not_as_before(), set())
+        for name in NAMES:
+            self.assertEqual(len(self.fleet.members_of(name)), 1)
 
     def test_member_not_back_dropped_after_the_wait(self) -> None:
         """
