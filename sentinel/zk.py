@@ -321,6 +321,15 @@ THREADS_EVERY = 1 / 3
 # one request; unanswered, the session expires on its own.
 CLOSE_TIMEOUT = 1.0
 
+# Seconds kazoo's connection retry waits between attempts, at most
+# (before its jitter of 40 % either way). kazoo's own default grows
+# towards a minute; at 5 s, a client replaced while ZooKeeper was away
+# (after a wipe, every agent's) tried again 0.1, 0.2, ... then 5 s apart:
+# ZooKeeper served for up to 6 s before it tried (three agents, 1,000
+# instances, load 12). ZooKeeper's Java client waits up to 1 s between
+# two attempts; a refused connect costs a server nothing.
+RECONNECT_MAX_DELAY = 1.0
+
 # Share of the session timeout that a replacement waits on top of it, at
 # most, drawn anew each time (module docstring): spreads a fleet's
 # replacements after one outage over 2 s at a 10 s session timeout.
@@ -916,7 +925,7 @@ class ZooKeeper:
             timeout=self.requested_timeout,
             client_id=client_id,
             connection_retry=KazooRetry(
-                max_tries=-1, max_delay=5, interrupt=gate.closed
+                max_tries=-1, max_delay=RECONNECT_MAX_DELAY, interrupt=gate.closed
             ),
             auth_data=[("digest", self._auth)] if self._auth else None,
             logger=_ClientLog(granted, failed, pinged),

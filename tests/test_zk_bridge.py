@@ -128,7 +128,8 @@ class BridgeTests(SynchronousTestCase):
     def test_start(self) -> None:
         """
         `start` makes one client with the session timeout, a retry that
-        never gives up nor waits more than 5 s, and the credentials, and
+        never gives up nor waits more than 1 s (and its jitter) between
+        attempts, as ZooKeeper's Java client, and the credentials, and
         starts it without waiting.
         """
         self.zk.start()
@@ -140,7 +141,7 @@ class BridgeTests(SynchronousTestCase):
         self.assertEqual(settings["auth_data"], [("digest", "user:secret")])
         retry = settings["connection_retry"]
         self.assertIsInstance(retry, KazooRetry)
-        self.assertEqual((retry.max_tries, retry.max_delay), (-1, 5))
+        self.assertEqual((retry.max_tries, retry.max_delay), (-1, 1))
         self.assertEqual(self.zk.state, CONNECTING)
 
     def test_state_handed_over(self) -> None:
