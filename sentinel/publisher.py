@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.catalog import Catalog
+from sentinel.chroot import Chroot
 from sentinel.clockskew import ClockSkew
 from sentinel.discovery import Discovery
 from sentinel.documents import instance_document, said_checked_at
@@ -201,8 +202,11 @@ class ZooKeeperPublisher(Service):
         acls = None if zk.acl is None else OpenAcls(zk, root)
         if acls is not None:
             zk.add_listener(acls.state_changed)
-        # Why ZooKeeper refuses writes: a chroot missing, an ACL not ours.
-        refusals = Refusals(reactor, zk)
+        # The chroot made if missing; why ZooKeeper refuses writes: a chroot
+        # missing still, an ACL not ours.
+        chroot = Chroot(reactor, zk)
+        zk.add_listener(chroot.state_changed)
+        refusals = Refusals(reactor, zk, chroot)
         queue.on_failed = refusals.write_failed
 
         # The session's events: reconnections, the end, and the report.

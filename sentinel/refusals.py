@@ -3,10 +3,11 @@ Why ZooKeeper refuses this agent's writes, when an operator's mistake is
 the cause: said at once, in words, rather than as an exception's name.
 
 Two mistakes make every create fail for as long as the agent runs: a
-chroot in ``zookeeper.hosts`` that does not exist (ZooKeeper does not
-create a chroot, and kazoo makes a node's missing parents only under it:
-``NoNodeError``), and a root, or a directory under it, whose ACL does not
-let this agent's identity create there (made by another agent's
+chroot in ``zookeeper.hosts`` that does not exist and that the agent may
+not create (`sentinel.chroot` makes it, but a parent of another identity
+refuses: ``NoNodeError`` or ``NoAuthError`` for each write under it),
+and a root, or a directory under it, whose ACL does not let this
+agent's identity create there (made by another agent's
 ``zookeeper.auth_file`` identity, by hand, by another tool:
 ``NoAuthError``). Before, the writes were retried, the log said ``write
 failed, will retry: /sentinel/agents/a0: NoAuthError`` once, and
@@ -24,7 +25,9 @@ that it goes with its session.
 
 So a write that fails so is looked into: its path is walked up to the
 deepest node that exists (a background ``exists`` each), and that node's
-ACL is read, unless it is ephemeral. The chroot missing, an ephemeral
+ACL is read, unless it is ephemeral. The chroot missing and refused (the
+parent that refused it named), or missing still after the agent made or
+found it in this session (deleted since), an ephemeral
 node (named with its session), or an ACL that grants create to neither
 ``world:anyone`` nor the agent's own digest identity, is the reason
 ``/healthz`` fails at once (one round trip after the failure), logged
@@ -33,8 +36,9 @@ errors, and goes with the last of them: an ACL fixed by hand, a chroot
 created, is taken as it is, with no restart. An ACL that grants create to
 an identity this agent cannot judge (``ip``, ``sasl``, ``x509``) is not
 blamed: the writes' own failure still fails ``/healthz`` after
-`FAILING_AFTER`. The chroot is not created for the operator: a typo in
-it would otherwise publish where no reader looks.
+`FAILING_AFTER`. A chroot found missing while the agent makes it is no
+reason: the next refused write looks again, without waiting for
+`LOOK_SPACING`, and finds it made or refused.
 
 At most one look runs at a time, and looks start at most every
 `LOOK_SPACING` seconds, however many writes fail: a thousand instance
@@ -54,12 +58,12 @@ from kazoo.exceptions import (
     NoChildrenForEphemeralsError,
     NoNodeError,
 )
-from kazoo.hosts import collect_hosts
 from kazoo.security import Permissions
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.chroot import Chroot, chroot_of
 from sentinel.nodes import LOG_NAMESPACE, Node
 from sentinel.openacls import permission_letters
 from sentinel.zk import ZooKeeper
@@ -77,9 +81,10 @@ _JUDGED = ("world", "digest")
 class Refusals:
     """Why ZooKeeper refuses this agent's creates (module docstring)."""
 
-    def __init__(self, reactor: Any, zk: ZooKeeper) -> None:
+    def __init__(self, reactor: Any, zk: ZooKeeper, chroot: Chroot) -> None:
         self._reactor = reactor
         self._zk = zk
+        self._chroot_maker = chroot
         # Who this agent is to ZooKeeper: anyone, and its digest identity
         # (`zk.acl` gives it all on the nodes it creates).
         self._digests = frozenset(
@@ -126,26 +131,23 @@ class Refusals:
             reason = await self._find(path)
         except (KazooException, TimeoutError, CancelledError):
             return  # The connection went: the next failure looks again.
+        if reason is None and self._chroot_maker.making:
+            # Made meanwhile, or refused: the next refused write tells.
+            self._last_look = None
         if reason is not None and reason != self.reason:
             log.error("ZooKeeper refuses this agent's writes: {reason}", reason=reason)
         self.reason = reason
 
     async def _find(self, path: str) -> str | None:
         """What refuses a create of `path`, or None (nothing this agent can tell)."""
-        while path != "/":
+        while True:
             path = path.rsplit("/", 1)[0] or "/"
             stat = await self._zk.exists(path, background=True)
             if stat is not None:
                 break
-        else:
-            chroot = self._chroot()
-            if chroot:
-                return (
-                    f"the chroot {chroot} in zookeeper.hosts does not exist"
-                    " (ZooKeeper does not create it): nothing is written; create"
-                    f" it (zkCli.sh create {chroot}) or correct zookeeper.hosts"
-                )
-            return None
+            if path == "/":
+                # Through the chroot: the chroot itself.
+                return self._chroot_missing()
         if stat.ephemeralOwner:
             where = self._where(path)
             return (
@@ -156,6 +158,38 @@ class Refusals:
             )
         acls, _ = await self._zk.get_acls(path)
         return self._refusing(path, acls)
+
+    def _chroot_missing(self) -> str | None:
+        """Why the chroot is missing (`sentinel.chroot`), or None."""
+        chroot = self._chroot()
+        maker = self._chroot_maker
+        if not chroot:
+            return None
+        maker.ensure()
+        if maker.refused_under is not None:
+            # Said while it is tried again: the refusal stands till then.
+            parent = maker.refused_under
+            return (
+                f"the chroot {chroot} in zookeeper.hosts does not exist, and"
+                f" {parent} refuses this agent's creates (this agent is"
+                f" {self._identity()}): nothing is written; create it"
+                f" (zkCli.sh create {chroot}), give the agents' identity create"
+                f" in {parent}, or correct zookeeper.hosts"
+            )
+        if maker.failed is not None:
+            return (
+                f"the chroot {chroot} in zookeeper.hosts does not exist, and"
+                f" creating it failed ({maker.failed}): nothing is written;"
+                f" create it (zkCli.sh create {chroot}) or correct zookeeper.hosts"
+            )
+        if maker.making:
+            return None
+        return (
+            f"the chroot {chroot} in zookeeper.hosts does not exist (deleted"
+            " since this session began; the agent makes it again at its next"
+            f" session): nothing is written; create it (zkCli.sh create {chroot})"
+            " or correct zookeeper.hosts"
+        )
 
     def _refusing(self, path: str, acls: Collection[Any]) -> str | None:
         """Why `acls` of `path` refuse this agent's creates, or None."""
@@ -187,7 +221,7 @@ class Refusals:
         return chroot + path if path != "/" else chroot or path
 
     def _chroot(self) -> str:
-        return str(collect_hosts(self._zk.hosts)[1] or "")
+        return chroot_of(self._zk.hosts)
 
     def _identity(self) -> str:
         if not self._digests:

@@ -251,6 +251,7 @@ from sentinel.ensemble import (
 from sentinel.sessionclose import close_sent, deletes_sent
 from sentinel.spent import TimeSpent
 from sentinel.srvr import ServerSays, ask_srvr
+from sentinel.unrooted import Unrooted
 from sentinel.zknames import ListedNames
 
 log = Logger()
@@ -2046,6 +2047,17 @@ class ZooKeeper:
     def ensure_path(self, path: str) -> Deferred[None]:
         """Create a persistent path and its parents if missing."""
         return self._call("ensure_path_async", path)
+
+    def create_past_chroot(self, path: str) -> Deferred[str]:
+        """
+        Create the persistent node `path` as ZooKeeper names it, past the
+        chroot in `hosts`, with the nodes' ACL, its parents not made: a
+        write like the others, in this session (`sentinel.chroot`).
+        """
+        client = self._client
+        if client is None:
+            return fail(ConnectionClosedError("not started"))
+        return self._call_on(Unrooted(client), "create_async", path, self.acl)
 
     def get_children(
         self,

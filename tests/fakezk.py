@@ -873,8 +873,10 @@ class FakeZooKeeper:
 
     def _may_create_under(self, path: str) -> bool:
         acls = self.server.acls.get(path)
-        if acls is None:
-            return True
+        return acls is None or self._admitted(acls)
+
+    def _admitted(self, acls: list[ACL]) -> bool:
+        """Whether `acls` let this client create: anyone, or its identity."""
         ours = {(acl.id.scheme, acl.id.id) for acl in self.acl or ()}
         return any(
             acl.perms & Permissions.CREATE
@@ -899,3 +901,46 @@ class FakeZooKeeper:
         if watch is not None:
             self.child_watches.setdefault(path, set()).add(watch)
         return self.server.children(path)
+
+
+class ChrootedZooKeeper(FakeZooKeeper):
+    """
+    A client whose ``hosts`` end with the chroot `chroot`: its nodes are
+    those of the fake, seen through that chroot, and `above` holds the
+    nodes at and above the chroot, as ZooKeeper names them, with their
+    ACLs (a test sets them). While the chroot is missing, every create
+    fails with ``NoNodeError`` and ``exists`` finds nothing, as through a
+    chroot'd kazoo client; `create_past_chroot` makes the nodes of `above`.
+    """
+
+    def __init__(self, clock: Clock, chroot: str) -> None:
+        super().__init__(clock)
+        self.hosts = f"fake:2181{chroot}"
+        self.chroot = chroot
+        self.above: dict[str, list[ACL]] = {}
+
+    def create_past_chroot(self, path: str) -> Deferred[str]:
+        return self._call("create_past_chroot", path, lambda: self._make_above(path))
+
+    def _make_above(self, path: str) -> str:
+        if path in self.above:
+            raise NodeExistsError()
+        parent = path.rsplit("/", 1)[0] or "/"
+        if parent != "/" and parent not in self.above:
+            raise NoNodeError()
+        if parent != "/" and not self._admitted(self.above[parent]):
+            raise NoAuthError()
+        self.above[path] = list(self.acl or OPEN_ACL_UNSAFE)
+        return path
+
+    def _exists(self, path: str, watch: Watcher | None) -> ZnodeStat | None:
+        if self.chroot not in self.above:
+            return None
+        if path == "/":
+            return ZnodeStat(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        return super()._exists(path, watch)
+
+    def _create(self, path: str, data: bytes, ephemeral: bool, sequence: bool) -> str:
+        if self.chroot not in self.above:
+            raise NoNodeError()
+        return super()._create(path, data, ephemeral, sequence)

@@ -68,7 +68,7 @@ class PublisherHarness(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(START)
-        self.zk = FakeZooKeeper(self.clock)
+        self.zk = self.make_zk()
         self.zk.acl = self.acl
         # What the monitor watches: the agent node's instance list.
         self.watched: dict[str, InstanceState] = {}
@@ -89,6 +89,10 @@ class PublisherHarness(SynchronousTestCase):
             on_twin=self.twins.append,
             watch_writes=self.watch_writes,
         )
+
+    def make_zk(self) -> FakeZooKeeper:
+        """The in-memory ZooKeeper the publisher writes to."""
+        return FakeZooKeeper(self.clock)
 
     def start(self, connect: bool = True) -> None:
         self.publisher.startService()

@@ -674,6 +674,47 @@ class SecurityAndPathTests(ZooKeeperTestCase):
         self.assertTrue(outside.exists(f"{chroot}{self.root}/agents/{AGENT_ID}"))
         self.assertFalse(outside.exists(self.root))
 
+    async def published_in_chroot(
+        self, chroot: str, auth: str | None = None
+    ) -> tuple[Agent, Reader]:
+        """An agent published up under `chroot`; a reader outside it."""
+        server = self.redis()
+        hosts = self.zookeeper.hosts + chroot
+        agent = self.start_agent({"r": server}, auth=auth, hosts=hosts)
+        inside = self.reader(auth=auth, hosts=hosts)
+        await self.wait_published(agent, inside, {"r": "up"}, 3.0)
+        # ZooKeeper shows a digest's hash to that identity alone.
+        return agent, self.reader(auth=auth)
+
+    async def test_deep_chroot_made(self) -> None:
+        """
+        A chroot of two levels missing on ZooKeeper is made (kazoo alone
+        makes one level only): the nodes appear under it, its levels are
+        persistent and open without auth_file, and health is ok.
+        """
+        chroot = f"/c-{self._testMethodName}/b"
+        agent, outside = await self.published_in_chroot(chroot)
+        self.assertTrue(outside.exists(f"{chroot}{self.root}/instances/r"))
+        for level in (chroot.rsplit("/", 1)[0], chroot):
+            stat = outside.client.exists_async(level).get(timeout=READ_TIMEOUT)
+            self.assertIsNotNone(stat, level)
+            self.assertEqual(stat.ephemeralOwner, 0, level)
+            self.assertEqual(outside.acls(level), _acl_set(OPEN_ACL_UNSAFE), level)
+        await wait_for(
+            reactor, lambda: agent.publisher.unhealthy_reason() is None, 3.0, "ok"
+        )
+
+    async def test_deep_chroot_made_with_acl(self) -> None:
+        """
+        With auth_file, each level of the chroot made gets the ACL of the
+        agent's other persistent nodes: world:read and the identity:all.
+        """
+        chroot = f"/c-{self._testMethodName}/b"
+        _, outside = await self.published_in_chroot(chroot, auth="user:pw")
+        expected = _acl_set([*READ_ACL_UNSAFE, make_digest_acl("user", "pw", all=True)])
+        for level in (chroot.rsplit("/", 1)[0], chroot, f"{chroot}{self.root}"):
+            self.assertEqual(outside.acls(level), expected, level)
+
 
 class SilentServerTests(ZooKeeperTestCase):
     """A frozen ZooKeeper while the agent writes more often than kazoo pings."""
