@@ -6,7 +6,8 @@ Each scene runs one agent (a real ZooKeeper, one redis-server,
 ``--instances`` on it, session timeout 4 s) for at most ``--wait``
 seconds:
 
-- ``chroot``: ``zookeeper.hosts`` ends with a chroot that does not exist;
+- ``chroot``: ``zookeeper.hosts`` ends with a chroot that does not exist
+  (since the agent creates it, nothing is named: ``/healthz`` stays 200);
 - ``acl``: the root was made by another identity (digest ``other``,
   world read only), and the agent has no ``auth_file``;
 - ``acl-auth``: the same, the agent with an ``auth_file`` of its own;
