@@ -191,11 +191,12 @@ every node missing until that one's expiry (7.5 s at a 6 s timeout). A
 worker thread that ended or blocked left the connection up and every
 answer and watch event undelivered: the nodes were never written again,
 and the client never replaced. So a LOST that kazoo says because its loop
-ended is not a lost session, and every third of the session timeout the
-bridge looks at the threads kazoo spawned (our handler keeps them) and
-puts a probe on each worker's queue; a thread ended, or a probe not back
-by the next look, replaces the client at once on the same session, its
-connection shut first so that its close cannot end that session.
+ended is not a lost session, and every third of the session timeout (a
+second at the least) the bridge looks at the threads kazoo spawned (our
+handler keeps them) and puts a probe on each worker's queue; a thread
+ended, or a probe not back by the next look, replaces the client at once
+on the same session, its connection shut first so that its close cannot
+end that session.
 
 A session can be handed from one process to the next (`sentinel.handoff`):
 the first client may reattach to a session (`start(client_id=...)`), and
@@ -317,6 +318,14 @@ SILENCE_JUDGED_LATE = JUDGED_LATE
 # worker that does not run a probe by the next look is taken as blocked
 # (module docstring). Ours only hand over, in microseconds.
 THREADS_EVERY = 1 / 3
+# Seconds between two looks at the least, whatever the session timeout: a
+# probe must wait for its thread to get a CPU and the interpreter, which a
+# loaded machine does not give within a few tens of ms. A session timeout
+# asked below ZooKeeper's minimum (0.2 s) counted until the grant, looks
+# came every 67 ms, and at load 6 a worker that had its probe still queued
+# replaced a healthy client and counted an internal error (/healthz 503).
+# A blocked worker is still found within two of these.
+THREADS_EVERY_AT_LEAST = 1.0
 
 # Seconds a close of a session left unchecked (`close_session`) may take:
 # one request; unanswered, the session expires on its own.
@@ -727,6 +736,11 @@ class ZooKeeper:
             return self.granted_timeout
         return self.requested_timeout
 
+    @property
+    def _threads_every(self) -> float:
+        # Seconds to the next look at kazoo's threads (`THREADS_EVERY`).
+        return max(self.session_timeout * THREADS_EVERY, THREADS_EVERY_AT_LEAST)
+
     # Lifecycle
 
     def add_listener(self, listener: StateListener) -> None:
@@ -958,7 +972,7 @@ class ZooKeeper:
             return
         self._client.start_async()
         self._threads_call = self._reactor.callLater(
-            self.session_timeout * THREADS_EVERY, self._look_at_threads, generation
+            self._threads_every, self._look_at_threads, generation
         )
 
     def _watch_fired(
@@ -1372,7 +1386,7 @@ class ZooKeeper:
                 partial(self._reactor.callFromThread, self._probed, generation, name)
             )
         self._threads_call = self._reactor.callLater(
-            self.session_timeout * THREADS_EVERY, self._look_at_threads, generation
+            self._threads_every, self._look_at_threads, generation
         )
 
     def _probed(self, generation: int, name: str) -> None:

@@ -53,6 +53,7 @@ from sentinel.zk import (
     STOPPED,
     SUSPENDED,
     THREADS_EVERY,
+    THREADS_EVERY_AT_LEAST,
     WAIT_LIMIT,
     WRITE_BATCH,
     WRITE_BATCH_BYTES,
@@ -1652,13 +1653,16 @@ def _formatted_at(level: LogLevel, lines: list[str], event: LogEvent) -> None:
 
 
 def connected_bridge(
-    clock: HandOverClock, factory: FakeKazooFactory, **options: Any
+    clock: HandOverClock,
+    factory: FakeKazooFactory,
+    session_timeout: float = SESSION_TIMEOUT,
+    **options: Any,
 ) -> tuple[ZooKeeper, FakeKazooClient]:
     """A bridge started and connected on session 0x42, and its client."""
     zk = ZooKeeper(
         clock,
         "127.0.0.1:2181",
-        SESSION_TIMEOUT,
+        session_timeout,
         client_factory=factory,
         spread=no_spread,
         **options,
@@ -1750,6 +1754,50 @@ class KazooThreadTests(SynchronousTestCase):
             self.look()
         self.assertEqual(len(self.factory.clients), 1)
         self.assertEqual(self.zk.internal_errors.count, 0)
+
+    def test_short_session_looks_a_second_apart(self) -> None:
+        """
+        Asked for a session timeout below ZooKeeper's minimum (0.2 s, and
+        nothing granted yet), the bridge looks at the threads a second
+        apart, not every 67 ms: workers whose probes come back 0.9 s late
+        (a loaded machine) keep the client, and a blocked worker is still
+        found at the second look. (Every 67 ms, a probe not back within
+        that replaced the client and counted an internal error.)
+        """
+        clock = HandOverClock()
+        factory = FakeKazooFactory()
+        zk, old = connected_bridge(clock, factory, session_timeout=0.2)
+        handler: _ConnectHandler = old.settings["handler"]
+        handler.start()
+        self.addCleanup(handler.stop)
+
+        def probes_back(count: int) -> None:
+            ran = 0
+            while ran < count:
+                ran += clock.run_handed_over(wait=THREAD_WAIT)
+            self.assertEqual(ran, count)
+
+        clock.advance(THREADS_EVERY_AT_LEAST)
+        for _ in range(3):
+            clock.advance(THREADS_EVERY_AT_LEAST - 0.1)
+            self.assertEqual(len(factory.clients), 1)
+            probes_back(2)
+            clock.advance(0.1)
+        self.assertEqual(len(factory.clients), 1)
+        self.assertEqual(zk.internal_errors.count, 0)
+        clock.advance(THREADS_EVERY_AT_LEAST - 0.1)
+        probes_back(2)
+        blocked = threading.Event()
+        self.addCleanup(blocked.set)
+        handler.completion_queue.put(partial(blocked.wait, THREAD_WAIT * 2))
+        clock.advance(0.1)
+        clock.advance(THREADS_EVERY_AT_LEAST - 0.1)
+        probes_back(1)
+        self.assertEqual(len(factory.clients), 1)
+        clock.advance(0.1)
+        self.assertEqual(len(factory.clients), 2)
+        self.assertEqual(zk.replacements, 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_stopped_bridge_looks_no_more(self) -> None:
         """Once stopped, the bridge neither looks at threads nor probes."""
