@@ -16,7 +16,9 @@ closed with ``close``, not ``close!``). This script puts real agents
 After each outage it waits until every instance's node is in ZooKeeper,
 up, and (with one agent) every instance a discovery member again, then
 ``--settle`` seconds, then samples each agent: threads
-(``/proc/PID/task``), open fds, RSS, and from ``/debug/stats`` gc objects,
+(``/proc/PID/task``), open fds, RSS and its anonymous part by mapping
+(glibc's main heap, its arenas for other threads, the rest: pymalloc's
+arenas among them), and from ``/debug/stats`` gc objects,
 delayed calls, pending checks, the bridge's calls in kazoo's hands and
 waiting, and where the agent shows them, its live kazoo clients and its
 threads by name. ``--group`` runs three agents with ``replicas = 2``
@@ -75,6 +77,9 @@ SERIES = (
     ("threads", "threads", 1.0, ".0f"),
     ("fds", "open fds", 1.0, ".0f"),
     ("rss", "RSS (MiB)", 1 / 2**20, ".2f"),
+    ("heap", "main heap (MiB)", 1 / 2**20, ".2f"),
+    ("thread_arenas", "thread arenas (MiB)", 1 / 2**20, ".2f"),
+    ("other_anon", "other anonymous (MiB)", 1 / 2**20, ".2f"),
     ("gc_objects", "gc objects", 1.0, ".0f"),
     ("delayed_calls", "delayed calls", 1.0, ".0f"),
     ("pending_checks", "pending checks", 1.0, ".0f"),
@@ -115,6 +120,37 @@ def proc_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+# glibc's arenas for threads other than the main one are reserved this
+# size and aligned to it (HEAP_MAX_SIZE on 64-bit).
+THREAD_ARENA_SIZE = 64 << 20
+
+
+def resident_by_kind(pid: int) -> dict[str, int]:
+    """
+    The process's resident anonymous bytes by where they are: glibc's main
+    heap (``[heap]``), its arenas for other threads (kazoo's: anonymous,
+    aligned to `THREAD_ARENA_SIZE`), and every other anonymous mapping
+    (pymalloc's arenas, large blocks, stacks), from ``/proc/PID/smaps``.
+    """
+    kinds = {"heap": 0, "thread_arenas": 0, "other_anon": 0}
+    kind: str | None = None
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and not fields[0].endswith(":"):
+                start = int(fields[0].split("-")[0], 16)
+                name = fields[5] if len(fields) > 5 else ""
+                kind = (
+                    "heap" if name == "[heap]"
+                    else None if name
+                    else "thread_arenas" if start % THREAD_ARENA_SIZE == 0
+                    else "other_anon"
+                )  # fmt: skip
+            elif fields[0] == "Rss:" and kind is not None:
+                kinds[kind] += int(fields[1]) * 1024
+    return kinds
+
+
 def sample(agent: Agent) -> dict[str, Any]:
     """One agent's figures now (`SERIES`), and its threads by name."""
     stats = agent.get("/debug/stats", timeout=10.0)
@@ -124,6 +160,7 @@ def sample(agent: Agent) -> dict[str, Any]:
         "threads": proc_threads(agent.pid),
         "fds": proc_fds(agent.pid),
         "rss": agent.rss_bytes(),
+        **resident_by_kind(agent.pid),
         "gc_objects": stats["gc_objects"],
         "delayed_calls": stats["delayed_calls"],
         "pending_checks": stats["pending_checks"],
