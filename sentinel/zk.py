@@ -225,6 +225,7 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
     ConnectionClosedError,
     ConnectionLoss,
+    KazooException,
     NoNodeError,
     RolledBackError,
     RuntimeInconsistency,
@@ -256,6 +257,10 @@ from sentinel.unrooted import Unrooted
 from sentinel.zknames import ListedNames
 
 log = Logger()
+
+# Errors chained to a ZooKeeper error whose tracebacks are dropped, at
+# most (`_without_traceback`): kazoo chains one or two.
+_CHAINED_ERRORS = 8
 
 # Calls handed to kazoo at once; more wait here. kazoo wakes its connection
 # thread with a byte per call on a socket pair that holds about 280, and a
@@ -2306,9 +2311,37 @@ def _committed(results: list[Any]) -> str:
 
 
 def _deliver(d: Deferred[Any], result: Any) -> None:
+    """
+    Fire `d` with kazoo's answer `result`, unless it has fired already;
+    an error of ZooKeeper's is delivered without its traceback, whether
+    `d` takes it or not (`_without_traceback`).
+    """
+    if not result.successful():
+        _without_traceback(result.exception)
     if d.called:
         return
     if result.successful():
         d.callback(result.value)
     else:
         d.errback(result.exception)
+
+
+def _without_traceback(error: BaseException | None) -> None:
+    """
+    Drop the traceback of ZooKeeper's answer `error` (a `KazooException`)
+    and of those it was raised from. kazoo's ``create_async`` raises a
+    refusal inside the completion that holds its result and stores it
+    there with its traceback: the result, the error and kazoo's frames
+    form a cycle that reference counting never frees. The agent freezes
+    its collector while a group's takeovers go on (`sentinel.process`),
+    so a few hundred such answers per ZooKeeper outage, with the
+    Deferreds and calls they hold, waited for a forced full collection
+    and set the allocator's high-water mark (BENCHMARKS.rst). The frames
+    are kazoo's own thread's, of no use to a reader of the error; any
+    other exception (a bug) keeps its traceback.
+    """
+    seen = 0
+    while isinstance(error, KazooException) and seen < _CHAINED_ERRORS:
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+        seen += 1

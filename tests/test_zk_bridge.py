@@ -13,6 +13,7 @@ import select
 import socket
 import threading
 import time
+import weakref
 from functools import partial
 from typing import Any
 
@@ -1420,6 +1421,46 @@ class BridgeTests(SynchronousTestCase):
             [(c[0], len(c[1].split())) for c in client.calls],
             [("commit", WRITE_BATCH), ("commit", 2), ("set", 1)],
         )
+
+    def test_refusal_freed_without_a_collection(self) -> None:
+        """
+        ZooKeeper's refusal reaches the caller without its traceback, so
+        kazoo's cycle (``create_async`` raises it in the frame that holds
+        its result, then stores it there) is freed by reference counting,
+        not at the next full collection; another exception keeps its
+        traceback.
+        """
+        gc.disable()
+        self.addCleanup(gc.enable)
+        client = self.connected()
+
+        class Completion:
+            """What kazoo's frame holds: the result the error is stored in."""
+
+            error: BaseException | None = None
+
+        def refused(error: BaseException) -> tuple[BaseException, weakref.ref[Any]]:
+            completion = Completion()
+            try:
+                raise error
+            except BaseException as raised:
+                completion.error = raised
+                return raised, weakref.ref(completion)
+
+        refusal, completion = refused(NoNodeError())
+        bug, bug_completion = refused(TypeError("kazoo's own bug"))
+        answers = [self.zk.get(PATH), self.zk.get(PATH)]
+        self.clock.advance(0)
+        client.answer(0, exception=refusal)
+        client.answer(1, exception=bug)
+        self.clock.run_handed_over()
+        self.failureResultOf(answers[0], NoNodeError)
+        self.failureResultOf(answers[1], TypeError)
+        self.assertIsNone(refusal.__traceback__)
+        self.assertIsNone(completion())
+        self.assertIsNotNone(bug.__traceback__)
+        self.assertIsNotNone(bug_completion())
+        bug.__traceback__ = None
 
     def test_sets_fail_together(self) -> None:
         """
