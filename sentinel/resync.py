@@ -14,8 +14,12 @@ primary is watched again, and the opinions heard are read again. A new
 session is told to the state file (`sentinel.handoff`), which says
 whether it is the previous process's, inherited: then the sweep runs
 (`sentinel.sweep`). A new session after one of this process's own is
-told to the group first (`rejoined`), before any write: its last view
-went with the old session (`Membership.rejoin`). A lost connection is
+told to the group (`rejoined`) once every node is forgotten as ours,
+and before any write: its last view went with the old session
+(`Membership.rejoin`), and the view it applies marks nodes, whose writes
+start at once: told first, a node still taken for ours was set at its
+old session's version, and landed on the one another member had made
+there since at the same version (small numbers after an expiry). A lost connection is
 told to the state file too, which then learns whether a newer process
 took the session. A bug in the state file's side, or in the group's, is
 counted (`sentinel.bugs`), never a reason to skip the rest.
@@ -85,6 +89,18 @@ class Resync:
         same_session = client_id[0] == self._session
         rejoined = not same_session and self._session is not None
         self._session = client_id[0]
+        # Forgotten before the group is told (`rejoined`): the view it
+        # applies marks nodes, and a write starts at once, which would set
+        # one still taken for ours at its old session's version.
+        for node in self._nodes:
+            node.owned = False
+            node.watching = False
+            node.dirty = True
+            node.parked = False
+            node.event = None
+            node.cancel_recheck()
+            if node.member is not None:
+                node.member.reconnected(same_session)
         if rejoined:
             try:
                 self._rejoined()
@@ -96,15 +112,6 @@ class Resync:
             self._sweep.new_session(inherited)
             if self._discovery is not None:
                 self._discovery.new_session()
-        for node in self._nodes:
-            node.owned = False
-            node.watching = False
-            node.dirty = True
-            node.parked = False
-            node.event = None
-            node.cancel_recheck()
-            if node.member is not None:
-                node.member.reconnected(same_session)
         for node in [n for n in self._nodes.instances.values() if n.released]:
             self._takeovers.watch_handoff(node)
         self._opinions.ask_all()

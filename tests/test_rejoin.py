@@ -16,6 +16,7 @@ from sentinel.documents import SERVERSET
 from sentinel.membership import LISTING_FAILING_AFTER, SETTLE
 from sentinel.zk import REPLACE_SPREAD
 from tests.groupfakes import DISCOVERY, ROOT, Fleet, Member
+from tests.test_publisher import REFRESH
 
 NAMES = [f"r{i:02d}" for i in range(30)]
 
@@ -401,3 +402,53 @@ class WipeTests(SynchronousTestCase):
         self.assertEqual(self.written_not_as_before(), set())
         for name in NAMES:
             self.assertEqual(len(self.fleet.members_of(name)), 1)
+
+
+class OldVersionTests(SynchronousTestCase):
+    """Three members, two replicas; ``a`` back on a new session."""
+
+    def test_no_set_at_the_old_sessions_versions(self) -> None:
+        """
+        Back on a new session, ``a`` sets none of the nodes its old
+        session held at the version it had there: the group's view,
+        applied at once with its share in it (`Membership.returning`),
+        marked them before they were forgotten as ours, and a set at that
+        version landed on the node another member had made there since,
+        at the same version (the numbers are small): the node named ``a``
+        while the other member held it (25 nodes in one run of
+        ``benchmarks/rejoin.py``), and ``a``, reading it, took it for its
+        own predecessor's and waited for that session to end.
+        """
+        fleet = settled_fleet()
+        frozen = fleet.members["a"]
+        share = {n for n in NAMES if fleet.node(n)["agent"] == "a"}  # type: ignore[index]
+        nodes = frozen.publisher._nodes.instances
+        session = frozen.zk.session_id
+        assert session is not None
+        frozen.zk.suspend()
+        fleet.run(1.0)
+        fleet.server.end_session(session)
+        # Past its nodes' refresh: each is written at its next mark.
+        fleet.run(REFRESH)
+        for name in share:
+            # The other member's node, at the version ``a``'s had.
+            path = f"{ROOT}/instances/{name}"
+            fleet.server.nodes[path].version = nodes[name].version
+        landed: list[tuple[str, int]] = []
+        sets = frozen.zk.set
+
+        def watched_set(path: str, data: bytes, version: int = -1) -> Any:
+            def landed_on(stat: Any) -> Any:
+                landed.append((path, stat.ephemeralOwner))
+                return stat
+
+            return sets(path, data, version).addCallback(landed_on)
+
+        self.patch(frozen.zk, "set", watched_set)
+        frozen.zk.connect()
+        fleet.run(4.0)
+        self.assertTrue(landed)
+        elsewhere = [path for path, owner in landed if owner != frozen.zk.session_id]
+        self.assertEqual(elsewhere, [])
+        for name in share:
+            self.assertEqual(fleet.owner_of(name), frozen.zk.session_id)
