@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kazoo.exceptions import (
@@ -117,6 +118,9 @@ class FakeZooKeeperServer:
         self.holders: dict[int, FakeZooKeeper] = {}
         self.clients: list[FakeZooKeeper] = []
         self._zxid = 0
+        # Set while a transaction applies: every change it makes has its
+        # one zxid, as ZooKeeper gives a multi.
+        self._transaction_zxid: int | None = None
         self._next_session = 0x1000
         # Per parent: its children's sequence counter (ZooKeeper's cversion).
         self._sequences: Counter[str] = Counter()
@@ -179,8 +183,19 @@ class FakeZooKeeperServer:
     # Nodes
 
     def next_zxid(self) -> int:
+        if self._transaction_zxid is not None:
+            return self._transaction_zxid
         self._zxid += 1
         return self._zxid
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The changes made within, one transaction: one zxid for them all."""
+        self._transaction_zxid = self.next_zxid()
+        try:
+            yield
+        finally:
+            self._transaction_zxid = None
 
     def millis(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -862,10 +877,11 @@ class FakeZooKeeper:
             self._node(member.replaced, member.version)
         except (BadVersionError, NoNodeError) as e:
             raise MemberRefused(e) from None
-        self._replace(path, version, data, None)
-        return self._replace(
-            member.replaced, member.version, member.data, member.prefix
-        )
+        with self.server.transaction():
+            self._replace(path, version, data, None)
+            return self._replace(
+                member.replaced, member.version, member.data, member.prefix
+            )
 
     def _get_acls(self, path: str) -> tuple[list[ACL], ZnodeStat]:
         node = self._node(path, -1)
