@@ -95,11 +95,13 @@ HANDED_OVER_CHECK = 3.0
 # named as members by the thousand.
 LOOK_READS = 64
 
-# Members a new primary reads, at most, to find the one that replaced the
-# member a verdict named, gone (`Discovery._take_successor`): nerve names a
-# member after its instance (one or two made since); past this (the
-# serverset form's one prefix after a start-up), the whole service is
-# looked at, as when no member is named.
+# Members a new primary reads, at most, to find the previous primary's
+# member by its prefix (`Discovery._take_successor`): the one that
+# replaced the member a verdict named, gone, or the one a verdict listing
+# the instance did not name (`Discovery.take_unnamed`). Nerve names a
+# member after its instance (one or two there); past this (the serverset
+# form's one prefix after a start-up), the whole service is looked at,
+# after the node.
 SUCCESSOR_READS = 16
 
 # Looks begun ahead of the takeovers (`Discovery.look_ahead`) under way at
@@ -843,25 +845,48 @@ class Discovery:
             self._claimed.discard(member.replaces)
         member.replaces = member.replaces_version = member.named = None
 
-    async def _take_successor(self, member: Member, named: str, session: int) -> bool:
+    async def take_unnamed(self, member: Member, session: int) -> bool:
+        """
+        The instance's node is taken over from the agent of `session`,
+        whose verdict had the instance listed but named no member: that
+        agent took the node over from one whose verdict named none (written
+        before its member was made, at a group's start), made its own
+        member after the node, and left before its rewrite of the node
+        naming it went. Ours replaces that agent's member, found among the
+        children of its prefix (`_take_successor`), in the node's own
+        transaction. Before, with no name, the node went alone and the
+        member after it, once a look at the service found it: at a leave
+        a second after such a move (three agents, ``replicas = 2``, nerve),
+        the member came 12 zxids after its node, and the leaver, which
+        waits for its nodes only, could close its session first (the
+        endpoint then missing until ours was made). Returns whether it
+        does; if not, `take_from` looks, after the node, as before.
+        """
+        return await self._take_successor(member, None, session)
+
+    async def _take_successor(
+        self, member: Member, named: str | None, session: int
+    ) -> bool:
         """
         The member the verdict named is gone: the agent of `session`,
         which held the instance's node, replaced it with its own, in one
         transaction (so a member of the same prefix, made since: a later
         counter), and left before its rewrite of the node naming its own
         went (queued behind a start-up's writes). Ours replaces that one,
-        found among the children of its prefix made since, a ``get``
-        each, if there are `SUCCESSOR_READS` at most (nerve names a member
-        after its instance: one or two); more (serverset's one prefix,
-        after a start-up), and `take_from` looks at the whole service, as
-        when no member is named. Looked for at the whole service (a
+        found among the children of its prefix made since (any, with
+        `named` None: `take_unnamed`), a ``get`` each, if there are
+        `SUCCESSOR_READS` at most (nerve names a member after its
+        instance: one or two); more (serverset's one prefix, after a
+        start-up), and `take_from` looks at the whole service, as when no
+        member can be found so. Looked for at the whole service (a
         ``get`` of each member), 31 of 310 endpoints were unlisted from the
         leaver's close until the look ended, 3.6 s, at 1,000 instances,
         load 9--10. One listing of the parent, shared by the members that
         ask while it is under way.
         """
         parent = member.parent
-        after = named[-10:]
+        # Made since the named one (a later counter); with none named, any.
+        after = "" if named is None else named[-10:]
         try:
             children = await self._listing(parent)
         except NoNodeError:

@@ -194,7 +194,9 @@ class Members:
             self._note_moving(node)
             self._queue.mark(node)
 
-    async def along(self, instance: Node, session: int) -> MemberAlong | None:
+    async def along(
+        self, instance: Node, session: int, listed: bool
+    ) -> MemberAlong | None:
         """
         The instance's member, to be made in the transaction that takes
         the instance's node over from the agent of `session`, in place of
@@ -205,13 +207,19 @@ class Members:
         the member followed it by about a second (at a leave at 1,000
         instances, three agents, ``replicas = 2``: nodes taken p50 0.88 s
         after the signal, members p50 2.34 s), past the leaver's wait for
-        some, whose session was then left open for them. None: the
-        member is written after the node, as before (no member named, or
-        it is gone or not that agent's, a sweep still to find ours).
+        some, whose session was then left open for them. A verdict that
+        has the instance in discovery (`listed`) but names no member is
+        that agent's, which made its member after the node and left before
+        its rewrite naming it: that member is found by its prefix
+        (`Discovery.take_unnamed`). None: the member is written after the
+        node, as before (no member listed, or it is gone or not that
+        agent's, a sweep still to find ours).
         """
         discovery = self.discovery
         named = instance.taken_member
-        if discovery is None or named is None or instance.state is None:
+        if discovery is None or instance.state is None:
+            return None
+        if named is None and not listed:
             return None
         node = self._nodes.members.get(instance.name)
         if node is None:
@@ -236,7 +244,11 @@ class Members:
         if data is None:
             return None
         try:
-            if not await discovery.take_named(member, named, session):
+            if named is None:
+                taken = await discovery.take_unnamed(member, session)
+            else:
+                taken = await discovery.take_named(member, named, session)
+            if not taken:
                 return None
         except Exception:
             # Not read (a timeout): the node goes alone, its member after.

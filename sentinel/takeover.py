@@ -319,8 +319,9 @@ class Takeovers:
         # the holder's rule (`Members.held_elsewhere`), which a member made
         # at each take-back outran (the endpoint listed twice for as long).
         along = None
+        listed = previous_presence(previous)[0]
         if self.members is not None and node.yielded == 0.0:
-            along = await self.members.along(node, stat.ephemeralOwner)
+            along = await self.members.along(node, stat.ephemeralOwner, listed)
         try:
             if along is not None:
                 try:
@@ -360,7 +361,6 @@ class Takeovers:
         node.taken_from = stat.ephemeralOwner
         node.taken_at = self._reactor.seconds()
         node.taken_from_agent = previous["agent"]
-        listed = previous_presence(previous)[0]
         node.taken_listed_by = printable(previous["agent"], 64) if listed else None
         self.takeovers += 1
         if along is not None and self.members is not None:

@@ -920,6 +920,30 @@ class TakeSuccessorTests(SynchronousTestCase):
         self.assertEqual(self.gets(), [named, successor])
         self.assertEqual(self.zk.calls["get_children"], 1)
 
+    def test_unnamed_the_holders_member_of_its_prefix_replaced(self) -> None:
+        """
+        Nerve form: a verdict that lists the instance names no member
+        (`Discovery.take_unnamed`): its holder's member of the instance's
+        prefix, whatever its counter, is the one ours replaces, at the
+        version read (another session's beside it not taken, the other
+        instance's not read); one listing, no look at the service.
+        """
+        [one, other] = [
+            RedisInstance(f"r{i}", "10.0.0.1", 6379 + i, service="svc")
+            for i in range(2)
+        ]
+        self.put(NERVE, one, 1, owner=PREVIOUS + 1)
+        holders = self.put(NERVE, one, 0, owner=PREVIOUS)
+        self.put(NERVE, other, 8, owner=PREVIOUS)
+        discovery = self.discovery(NERVE)
+        member = discovery.member_for(one)
+        took = discovery.take_unnamed(member, PREVIOUS)
+        self.assertTrue(self.successResultOf(Deferred.fromCoroutine(took)))
+        self.assertEqual(member.replaces, holders)
+        self.assertIsNotNone(discovery.move(member, b"{}"))
+        self.assertNotIn(f"{DISCOVERY}/svc/r1_0000000008", self.gets())
+        self.assertEqual(self.zk.calls["get_children"], 1)
+
     def test_named_member_read_ahead_serves_the_takeover(self) -> None:
         """
         The member a verdict names, read as the takeover begins

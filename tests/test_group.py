@@ -1899,6 +1899,63 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assert_listed_by_b(fleet, taken)
 
+    def test_leave_moves_the_member_its_verdict_did_not_name(self) -> None:
+        """
+        A joiner takes nodes over from verdicts that name no member
+        (written before their members were made, as at a group's start),
+        makes its members after the nodes (its looks at the services
+        held), and leaves before its rewrites naming them went: its next
+        primaries, whose looks are held, find each leaver's member by its
+        prefix and replace it in the node's transaction (one zxid made
+        both); no endpoint is missing or listed twice, and the leaver's
+        wait ends with it, its session closed. (The node went alone and
+        its member waited for the look, past the leaver's wait, whose
+        session was left open for it: against ZooKeeper, at a leave a
+        second after such a move, the member came 12 zxids after its
+        node.)
+        """
+        fleet = Fleet()
+        kw: dict[str, Any] = {"replicas": 2, "discovery": (NERVE, DISCOVERY)}
+        for agent in ("b", "c"):
+            member = fleet.add(agent, NAMES, **kw)
+            self.patch(
+                member.publisher._roles,
+                "_naming_member",
+                lambda node, document: document,
+            )
+            member.start()
+        fleet.run(REFRESH + 2 * INTERVAL)
+        self.assertEqual(self.listed(fleet), [])
+        leaving = fleet.add("a", NAMES, **kw)
+        self.patch(leaving.publisher._members, "_named", lambda instance: None)
+        leaving.start()
+        looks = self.hold_looks(leaving)
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        for look in looks:
+            look.callback(None)
+        self.assertEqual(self.watch(fleet, 0.5), [])
+        a = fleet.session_of("a")
+        taken = [n for n in NAMES if fleet.owner_of(n) == a]
+        self.assertTrue(taken)
+        for name in taken:
+            # Listed by the leaver's member, which its node does not name.
+            [child] = fleet.members_of(name)
+            self.assertEqual(fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner, a)
+            self.assertNotIn("member", fleet.node(name) or {})
+        for other in ("b", "c"):
+            self.hold_looks(fleet.members[other])
+        stopped = leaving.stop()
+        self.assertEqual(self.watch(fleet, LEAVE_HANDOFF_WAIT + 1), [])
+        self.successResultOf(stopped)
+        # Its wait ended with its nodes and members: its session closed.
+        self.assertFalse(leaving.zk.left_open)
+        for name in taken:
+            [child] = fleet.members_of(name)
+            member = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"]
+            node = fleet.server.nodes[f"{ROOT}/instances/{name}"]
+            self.assertNotEqual(node.owner, a)
+            self.assertEqual((member.owner, member.czxid), (node.owner, node.czxid))
+
     def test_listed_elsewhere_by_the_previous_primary_logged(self) -> None:
         """
         With one replica no opinion compares the members' discovery: a
