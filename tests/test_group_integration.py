@@ -457,6 +457,19 @@ class RollingRestartTests(GroupTestCase):
             "every member",
             0.1,
         )
+        # And every member held by its node's holder: the join's takeovers
+        # are over, members too, so that what the leave moves is the
+        # leaver's. (A member still its previous primary's, not yet
+        # replaced by the leaver's, is that primary's again when the node
+        # goes back to it, made with no transaction at all: at load ~9,
+        # the leave came a second after such a move.)
+        await wait_for(
+            reactor,
+            lambda: self.members_held_by_their_nodes_holders(service),
+            START_BOUND,
+            "every member its node holder's",
+            0.1,
+        )
         watch = NodeWatch(
             self.zookeeper.hosts,
             [self.path(n) for n in self.names],
@@ -493,6 +506,19 @@ class RollingRestartTests(GroupTestCase):
             node = self.kazoo.exists(self.path(name))
             self.assertNotEqual(node.ephemeralOwner, session)
             self.assertEqual(member.czxid, node.czxid, name)
+
+    def members_held_by_their_nodes_holders(self, service: str) -> bool:
+        """Whether each instance's one member is held by its node's session."""
+        children = self.kazoo.get_children(service)
+        for name in self.names:
+            node = self.kazoo.exists(self.path(name))
+            mine = [c for c in children if c.rsplit("_", 1)[0] == name]
+            if node is None or len(mine) != 1:
+                return False
+            member = self.kazoo.exists(f"{service}/{mine[0]}")
+            if member is None or member.ephemeralOwner != node.ephemeralOwner:
+                return False
+        return True
 
     async def test_leave_while_the_others_are_frozen(self) -> None:
         """
