@@ -207,19 +207,22 @@ class Members:
         the member followed it by about a second (at a leave at 1,000
         instances, three agents, ``replicas = 2``: nodes taken p50 0.88 s
         after the signal, members p50 2.34 s), past the leaver's wait for
-        some, whose session was then left open for them. A verdict that
-        has the instance in discovery (`listed`) but names no member is
-        that agent's, which made its member after the node and left before
-        its rewrite naming it: that member is found by its prefix
-        (`Discovery.take_unnamed`). None: the member is written after the
-        node, as before (no member listed, or it is gone or not that
-        agent's, a sweep still to find ours).
+        some, whose session was then left open for them. A group's
+        verdict (``replicas`` above 1) that has the instance in discovery
+        (`listed`) but names no member is that agent's, which made its
+        member after the node and left before its rewrite naming it: that
+        member is found by its prefix (`Discovery.take_unnamed`). None:
+        the member is written after the node, as before (no member listed,
+        or it is gone or not that agent's, a sweep still to find ours).
         """
         discovery = self.discovery
         named = instance.taken_member
         if discovery is None or instance.state is None:
             return None
-        if named is None and not listed:
+        if named is None and not (listed and self._roles.replicas > 1):
+            # With one replica a verdict never names its member (schema 1):
+            # the member follows its node after a look, as it always did,
+            # rather than a listing of the service in every takeover.
             return None
         node = self._nodes.members.get(instance.name)
         if node is None:

@@ -1998,6 +1998,33 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         said = [e for e in events if "configs disagree" in formatEvent(e)]
         self.assertEqual(said, [])
 
+    def test_one_replicas_takeover_lists_no_service_for_its_member(self) -> None:
+        """
+        With one replica a verdict never names its member (schema 1): a
+        leave's takeovers do not look for the unnamed member by its prefix
+        (a listing of the service in every takeover, where serverset's
+        one prefix holds every member), and each member still moves, once
+        a look found it, listed once throughout.
+        """
+        fleet = self.fleet_of(1)
+        taking = fleet.members["b"]
+        discovery = taking.publisher.discovery
+        assert discovery is not None
+        asked: list[object] = []
+        take_unnamed = discovery.take_unnamed
+
+        async def recorded(member: Any, session: int) -> bool:
+            asked.append(member)
+            return await take_unnamed(member, session)
+
+        self.patch(discovery, "take_unnamed", recorded)
+        share = fleet.members["a"].watched
+        stopped = fleet.members["a"].stop()
+        self.assertEqual(self.watch(fleet, 3.0), [])
+        self.successResultOf(stopped)
+        self.assertEqual(asked, [])
+        self.assert_listed_by_b(fleet, sorted(share))
+
     def test_clean_leave_one_replica(self) -> None:
         """
         With one replica, a member leaving cleanly waits for its members to
