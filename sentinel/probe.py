@@ -102,7 +102,14 @@ the probe keeps when the oldest command its server has not answered was
 sent (PING, its pipeline, INFO, AUTH; on any connection, one dropped
 since too), and any reply clears it, a late one read and dropped for a
 check already ended included (the server's process answered; a
-connection made, by the kernel, is no answer). Once the server has owed
+connection made, by the kernel, is no answer), and so do bytes still in
+the socket, unread, when the agent drops a connection
+(`RedisClientProtocol.unread`): after a stall the reactor runs its
+overdue deadlines before it reads, and a connection two checks behind
+is dropped for the agent's own lateness with the server's replies in
+it. Lost with them, the debt outlived the drop, and a loaded agent (15
+HTTP clients looping, load 11-20) published whole slices of healthy
+instances down with the timeout below. Once the server has owed
 a reply for over `owed_after` seconds (the detection bound, ``interval``
 x ``fall`` + ``timeout``, of the settings a reload left), a check that
 would say nothing for the agent's own lateness (a PING timed out across
@@ -1045,7 +1052,7 @@ class RedisProbe:
             raise _ConnectFailed(f"auth failed: {reply}{REREAD_HINT}")
 
         def abandoned(failure: Failure) -> Failure:
-            protocol.drop()
+            self._let_go(protocol)
             return failure
 
         return d.addCallbacks(authenticated, abandoned)
@@ -1244,13 +1251,20 @@ class RedisProbe:
         protocol = self._protocol
         self._forget()
         if protocol is not None:
-            protocol.drop()
+            self._let_go(protocol)
 
     def _drop_if(self, protocol: RedisClientProtocol) -> None:
         if self._protocol is protocol:
             self._drop()
         else:
-            protocol.drop()
+            self._let_go(protocol)
+
+    def _let_go(self, protocol: RedisClientProtocol) -> None:
+        # A reply in the socket, not yet read, is an answer too (the module
+        # docstring): heard before the connection and its bytes go.
+        if self._owed_since is not None and protocol.unread():
+            self._heard()
+        protocol.drop()
 
     # Checking
 

@@ -46,6 +46,7 @@ disables one is caught.
 from __future__ import annotations
 
 from collections.abc import Callable
+from socket import MSG_DONTWAIT, MSG_PEEK
 from typing import Any, Protocol
 
 import attr
@@ -888,6 +889,26 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         waiting = self.replyQueue.waiting
         while waiting:
             waiting.pop(0).callback(error)
+
+    def unread(self) -> bool:
+        """
+        Whether the server has sent bytes that are still in the socket, not
+        yet read: looked at without reading or waiting (``MSG_PEEK``), for
+        a connection about to be dropped unread. After a stall the reactor
+        runs its overdue timers before it polls, so a check's deadline can
+        fire with the reply in the socket; those bytes are the server's
+        process answering (a TLS record too), never the kernel's. A
+        connection closed by the server (nothing to peek but its end), or
+        reset, has nothing unread.
+        """
+        # A TLS transport hands attribute lookups on to its TCP transport.
+        handle = getattr(self.transport, "socket", None) if self.connected else None
+        if handle is None:
+            return False
+        try:
+            return bool(handle.recv(1, MSG_PEEK | MSG_DONTWAIT))
+        except OSError:  # Nothing there (EAGAIN), or the socket failed.
+            return False
 
     def drop(self) -> None:
         """

@@ -8,6 +8,8 @@ already ended too, clears the debt (`sentinel.probe`).
 
 from __future__ import annotations
 
+from socket import MSG_PEEK
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.health import DOWN
@@ -22,8 +24,26 @@ BOUND = owed_after(1.0, 3, 0.5)
 OWED = owed_error(BOUND)
 
 
+class ArrivedUnread:
+    """
+    A socket whose server's replies came in while the agent stalled, not
+    yet read when the check's deadline fires (`RedisClientProtocol.unread`).
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def recv(self, size: int, flags: int) -> bytes:
+        assert flags & MSG_PEEK, "only looked at, never read"
+        return self.data[:size]
+
+
 def stalled_checks(
-    case: SynchronousTestCase, h: Harness, seconds: float, answer: bool = False
+    case: SynchronousTestCase,
+    h: Harness,
+    seconds: float,
+    answer: bool = False,
+    unread: bool = False,
 ) -> list[tuple[float, Observation | None]]:
     """
     A check a second for `seconds`, each cancelled at its deadline after
@@ -31,7 +51,9 @@ def stalled_checks(
     attempt keeps the pacer's heartbeat going; a new connection is
     completed as the kernel completes one to a stopped server, and, if
     `answer`, the server answers everything sent once the check has
-    ended (its replies late). Each check's time and result.
+    ended (its replies late); if `unread`, its replies are in the socket
+    during the stall, and the agent has not read them when the deadline
+    fires. Each check's time and result.
     """
     results = []
     end = h.reactor.seconds() + seconds
@@ -40,6 +62,8 @@ def stalled_checks(
         d = h.check()
         if len(h.reactor.tcpClients) > clients:
             h.accept()
+        if unread and h.transport is not None:
+            h.transport.socket = ArrivedUnread(b"+PONG\r\n")  # type: ignore[attr-defined]
         h.reactor.advance(0.6)  # One turn of 0.6 s: the agent stalled.
         d.cancel()
         results.append((h.reactor.seconds(), case.successResultOf(d)))
@@ -100,6 +124,25 @@ class OwedTests(SynchronousTestCase):
         failed = [at for at, o in results if o is not None]
         self.assertTrue(failed)
         self.assertLessEqual(failed[0] - frozen_at, BOUND + 1.0)
+
+    def test_replies_unread_when_dropped_clear_the_debt(self) -> None:
+        """
+        A healthy server on the same stalled agent answers every PING during
+        the stall, its replies still in the socket when the deadline fires
+        (the reactor runs overdue timers before it polls): the connection,
+        two checks behind, is dropped for the agent's lateness, and the
+        replies it held unread are answers. Its checks say nothing for 20
+        s, none failing. (Before: the debt outlived the drop, and the
+        checks failed with a reply owed past the bound from 4 s on: a
+        loaded agent published healthy slices down.)
+        """
+        h = self.stalled()
+        h.connect()
+        h.on_time(0.02)
+        self.successResultOf(h.pacer.acquire())  # Another instance connects.
+        results = stalled_checks(self, h, 20.0, unread=True)
+        self.assertGreater(len(h.reactor.tcpClients), 2)  # Dropped, again.
+        self.assertEqual([o for _, o in results], [None] * len(results))
 
     def test_auth_unanswered_fails_once_owed_past_the_bound(self) -> None:
         """

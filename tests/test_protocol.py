@@ -6,6 +6,7 @@ redis-server.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -370,6 +371,53 @@ class ForgetTests(SynchronousTestCase):
         c.receive(b"+PONG\r\n")
         self.assertEqual(later.replies, [])
         self.assertEqual(c.violations, [])
+
+
+class UnreadTests(SynchronousTestCase):
+    """
+    What the server sent and the agent has not read yet is seen without
+    reading it, on a real socket (`RedisClientProtocol.unread`).
+    """
+
+    def connected(self) -> tuple[Connection, socket.socket]:
+        """A connection whose transport's socket is one end of a real pair."""
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        c = Connection()
+        c.transport.socket = ours  # type: ignore[attr-defined]
+        return c, theirs
+
+    def test_reply_in_the_socket_seen_and_left_there(self) -> None:
+        """
+        Nothing sent: nothing unread. A reply sent: unread, and still all
+        there to be read afterwards (only peeked at).
+        """
+        c, theirs = self.connected()
+        self.assertFalse(c.protocol.unread())
+        theirs.sendall(b"+PONG\r\n")
+        self.assertTrue(c.protocol.unread())
+        self.assertTrue(c.protocol.unread())
+        ours = c.transport.socket  # type: ignore[attr-defined]
+        self.assertEqual(ours.recv(64), b"+PONG\r\n")
+        self.assertFalse(c.protocol.unread())
+
+    def test_close_is_no_reply(self) -> None:
+        """A server that closed the connection sent nothing to read."""
+        c, theirs = self.connected()
+        theirs.close()
+        self.assertFalse(c.protocol.unread())
+
+    def test_dropped_connection_reads_nothing(self) -> None:
+        """Once dropped, a connection has nothing unread, its socket aside."""
+        c, theirs = self.connected()
+        theirs.sendall(b"+PONG\r\n")
+        c.protocol.drop()
+        self.assertFalse(c.protocol.unread())
+
+    def test_no_socket_nothing_unread(self) -> None:
+        """A transport without a socket (in memory) has nothing unread."""
+        self.assertFalse(Connection().protocol.unread())
 
 
 class CapTests(SynchronousTestCase):
@@ -1138,6 +1186,52 @@ class FastPathTests(TestCase):
         self.assertEqual((lower.dataBuffer, lower._tempDataBuffer), (b"", []))
         self.assertNotIn(lower, reactor.getWriters())
         self.assertEqual(await reply, "PONG")
+
+    async def test_reply_unread_seen_over_tcp_and_tls(self) -> None:
+        """
+        PING's reply, in the socket while the reactor does not read it, is
+        seen unread on a real TCP connection and through a TLS one (whose
+        transport hands `socket` on to TCP's), and is still read whole once
+        the reactor reads again: only peeked at.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        certs = make_certificates(directory)
+        plain = RedisServer().start()
+        self.addCleanup(plain.stop)
+        secure = RedisServer(tls=certs).start()
+        self.addCleanup(secure.stop)
+        instance = RedisInstance(
+            "r",
+            LOOPBACK,
+            secure.port,
+            tls=True,
+            ca_file=certs.ca_file,
+            ca_certificates=parse_certificates(Path(certs.ca_file).read_bytes()),
+        )
+        endpoints = [
+            TCP4ClientEndpoint(reactor, LOOPBACK, plain.port),
+            wrapClientTLS(
+                client_tls(instance), TCP4ClientEndpoint(reactor, LOOPBACK, secure.port)
+            ),
+        ]
+        for endpoint in endpoints:
+            factory = ConnectionFactory(
+                lambda p: None, lambda p, reason: self.fail(reason)
+            )
+            protocol: RedisClientProtocol = await endpoint.connect(factory)
+            self.addCleanup(protocol.drop)
+            if endpoint is not endpoints[0]:
+                await protocol.when_secure()
+            lower = getattr(protocol.transport, "transport", protocol.transport)
+            self.assertIs(type(lower), tcp.Client)
+            self.assertFalse(protocol.unread())
+            lower.stopReading()
+            reply = protocol.send(PING)
+            await wait_for(reactor, protocol.unread, 10.0, "the reply, unread")
+            lower.startReading()
+            self.assertEqual(await reply, "PONG")
+            self.assertFalse(protocol.unread())
 
     async def test_info_reply_skips_the_parser(self) -> None:
         """
