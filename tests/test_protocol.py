@@ -1084,6 +1084,25 @@ class FastPathTests(TestCase):
         self.patch(txredisapi.LineReceiver, "dataReceived", counted)
         return parsed
 
+    def tls_server(self) -> Any:
+        """A real redis-server over TLS, and a TLS endpoint to it."""
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        certs = make_certificates(directory)
+        server = RedisServer(tls=certs).start()
+        self.addCleanup(server.stop)
+        instance = RedisInstance(
+            "r",
+            LOOPBACK,
+            server.port,
+            tls=True,
+            ca_file=certs.ca_file,
+            ca_certificates=parse_certificates(Path(certs.ca_file).read_bytes()),
+        )
+        return wrapClientTLS(
+            client_tls(instance), TCP4ClientEndpoint(reactor, LOOPBACK, server.port)
+        )
+
     async def test_fast_paths_taken_on_real_tcp(self) -> None:
         """
         100 PINGs, each sent once the previous reply is in, to a real
@@ -1150,24 +1169,8 @@ class FastPathTests(TestCase):
         transport's buffered write): a check's deadline runs from its
         launch, and a stall of the agent in between left Redis no time.
         """
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
-        certs = make_certificates(directory)
-        server = RedisServer(tls=certs).start()
-        self.addCleanup(server.stop)
-        instance = RedisInstance(
-            "r",
-            LOOPBACK,
-            server.port,
-            tls=True,
-            ca_file=certs.ca_file,
-            ca_certificates=parse_certificates(Path(certs.ca_file).read_bytes()),
-        )
         factory = ConnectionFactory(lambda p: None, lambda p, reason: self.fail(reason))
-        endpoint = wrapClientTLS(
-            client_tls(instance), TCP4ClientEndpoint(reactor, LOOPBACK, server.port)
-        )
-        protocol: RedisClientProtocol = await endpoint.connect(factory)
+        protocol: RedisClientProtocol = await self.tls_server().connect(factory)
         self.addCleanup(protocol.drop)
         await protocol.when_secure()
         lower = protocol.transport.transport
@@ -1194,26 +1197,11 @@ class FastPathTests(TestCase):
         transport hands `socket` on to TCP's), and is still read whole once
         the reactor reads again: only peeked at.
         """
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
-        certs = make_certificates(directory)
         plain = RedisServer().start()
         self.addCleanup(plain.stop)
-        secure = RedisServer(tls=certs).start()
-        self.addCleanup(secure.stop)
-        instance = RedisInstance(
-            "r",
-            LOOPBACK,
-            secure.port,
-            tls=True,
-            ca_file=certs.ca_file,
-            ca_certificates=parse_certificates(Path(certs.ca_file).read_bytes()),
-        )
         endpoints = [
             TCP4ClientEndpoint(reactor, LOOPBACK, plain.port),
-            wrapClientTLS(
-                client_tls(instance), TCP4ClientEndpoint(reactor, LOOPBACK, secure.port)
-            ),
+            self.tls_server(),
         ]
         for endpoint in endpoints:
             factory = ConnectionFactory(
