@@ -1102,9 +1102,18 @@ class ZooKeeper:
         self._asking = generation
         client = self._client
         d = maybeDeferred(self._ask_server, *server)
-        d.addCallback(self._server_said, generation, client, server)
         # Unreachable, silent, or no srvr allowed: the timeout replaces it.
-        d.addErrback(lambda _: None)
+        # A bug in judging an answer is shown as one.
+        d.addCallbacks(
+            self._server_said,
+            lambda _: None,
+            callbackArgs=(generation, client, server),
+        )
+        d.addErrback(
+            lambda failure: self.internal_errors.record(
+                "judging a ZooKeeper server's srvr answer", None, failure
+            )
+        )
         d.addBoth(lambda _: self._asked(generation))
 
     def _asked(self, generation: int) -> None:

@@ -2709,6 +2709,19 @@ class RefusedByAnEmptyServerTests(SynchronousTestCase):
         self.assertEqual(len(self.factory.clients), 2)
         self.assertEqual(self.zk.replaced_behind, 0)
 
+    def test_bug_in_judging_an_answer_shown(self) -> None:
+        """
+        A bug of ours in judging the answer is counted and logged as one
+        (``/healthz`` then fails), not dropped with the unanswered
+        questions; the next refusal is asked again.
+        """
+        self.refused()
+        self.answers[0].callback("not what srvr says")  # type: ignore[arg-type]
+        self.assertEqual(self.zk.internal_errors.count, 1)
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+        self.refused()
+        self.assertEqual(len(self.asked), 2)
+
     def test_answer_after_connecting_changes_nothing(self) -> None:
         """Connected again meanwhile: the answer is of no use."""
         self.refused()
