@@ -520,6 +520,11 @@ def _host_alone(text: str) -> tuple[str, int] | None:
     return text, ZOOKEEPER_PORT
 
 
+def chroot_of(hosts: str) -> str:
+    """The chroot of a ``zookeeper.hosts`` value, "" for none."""
+    return hosts[hosts.find("/") :].rstrip("/") if "/" in hosts else ""
+
+
 def parse_redis_address(text: str) -> tuple[str | None, str, int]:
     """
     Split C{--redis}'s C{[NAME=]HOST:PORT} into name (L{None} if not given),

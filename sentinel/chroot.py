@@ -40,10 +40,10 @@ from __future__ import annotations
 from typing import Any
 
 from kazoo.exceptions import KazooException, NoAuthError, NodeExistsError
-from kazoo.hosts import collect_hosts
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
 
+from sentinel.checks import chroot_of
 from sentinel.nodes import LOG_NAMESPACE
 from sentinel.zk import CONNECTED, ZooKeeper
 
@@ -51,11 +51,6 @@ log = Logger(namespace=LOG_NAMESPACE)
 
 # Seconds between two tries at a chroot whose creation was refused.
 REFUSED_RETRY = 30.0
-
-
-def chroot_of(hosts: str) -> str:
-    """The chroot of a ``zookeeper.hosts`` value, "" for none."""
-    return str(collect_hosts(hosts)[1] or "")
 
 
 class Chroot:

@@ -668,7 +668,7 @@ def _outside_zookeeper_subtree(
     Refuse a chroot, a root or a discovery root that is, as ZooKeeper sees
     it (under the chroot), in its own subtree (`checks.ZOOKEEPER_SUBTREE`).
     """
-    chroot = hosts[hosts.find("/") :] if "/" in hosts else ""
+    chroot = checks.chroot_of(hosts)
     reserved = f"in {checks.ZOOKEEPER_SUBTREE}, which ZooKeeper keeps for itself"
     if checks.in_zookeeper_subtree(chroot):
         label = _label(settings, "zookeeper.hosts", "zookeeper.hosts")

@@ -63,7 +63,8 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sentinel.chroot import Chroot, chroot_of
+from sentinel.checks import chroot_of
+from sentinel.chroot import Chroot
 from sentinel.nodes import LOG_NAMESPACE, Node
 from sentinel.openacls import permission_letters
 from sentinel.zk import ZooKeeper

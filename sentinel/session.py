@@ -43,7 +43,7 @@ from typing import Any
 import attr
 from twisted.internet.defer import Deferred
 
-from sentinel.checks import finite
+from sentinel.checks import chroot_of, finite
 from sentinel.config import Config
 from sentinel.files import MAX_CONFIG_BYTES, FileReader, Unreadable, size_text
 from sentinel.privatefiles import (
@@ -209,7 +209,7 @@ def decode_state(
         session_timeout=_session_timeout(document),
     )
     theirs = stored.purpose
-    if _chroot(theirs.hosts) != _chroot(purpose.hosts):
+    if chroot_of(theirs.hosts) != chroot_of(purpose.hosts):
         raise Unreadable(f"for another ZooKeeper chroot ({theirs.hosts!r})")
     if theirs.root != purpose.root:
         raise Unreadable(f"for another root ({theirs.root!r})")
@@ -240,7 +240,7 @@ def closable_state(
         )
         if theirs.agent_id != purpose.agent_id or theirs.root != purpose.root:
             return None
-        if _chroot(theirs.hosts) != _chroot(purpose.hosts):
+        if chroot_of(theirs.hosts) != chroot_of(purpose.hosts):
             return None
         return StoredSession(
             purpose=theirs,
@@ -252,11 +252,6 @@ def closable_state(
         )
     except (ValueError, RecursionError, Unreadable):
         return None
-
-
-def _chroot(hosts: str) -> str:
-    """The chroot of a ``zookeeper.hosts`` value, "" for none."""
-    return hosts[hosts.find("/") :].rstrip("/") if "/" in hosts else ""
 
 
 def _show(value: object) -> str:
