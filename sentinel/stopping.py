@@ -16,8 +16,11 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
   which deletes every ephemeral node of the session at once) and the
   session closed (`STOP_CLOSE_TIMEOUT`),
   and `leave` also removes the state file; in a group, the agent first
-  leaves the group (its catalog and agent node deleted) and lets the
-  writes in flight end (takeovers among them: no new one starts), then
+  leaves the group (its catalog and agent node deleted; first, the
+  instance nodes handed over whose last status change is not written yet
+  are written, `LEAVE_LAST_WRITES_WAIT` at most, so that no member takes
+  over the status before it) and lets the writes in flight end
+  (takeovers among them: no new one starts), then
   waits, `LEAVE_HANDOFF_WAIT` in all, for the other members to take over
   the instance nodes they will have (`sentinel.takeover`) and those
   instances' discovery members, and closes the session once they have,
@@ -139,6 +142,12 @@ LEAVE_HANDOFF_WAIT = 3.0
 # acknowledgement either. (Measured while ZooKeeper answers: 0.02-0.06 s
 # from the signal, three agents, 300 instances, load 4-8.)
 LEAVE_ANSWER_WAIT = 0.5
+# On a stop that leaves the group: seconds, before the leave, for the
+# writes of the instance nodes handed over whose last status change is
+# not written yet (`Stopping._write_last`): one round trip while
+# ZooKeeper answers, taken from `LEAVE_HANDOFF_WAIT`; none when no such
+# change waits.
+LEAVE_LAST_WRITES_WAIT = 0.5
 # On a leave not acknowledged within `LEAVE_ANSWER_WAIT`: seconds between
 # looks at whether kazoo has sent it yet (`Stopping._sent_by`).
 LEAVE_SENT_EVERY = 0.05
@@ -435,6 +444,7 @@ class Stopping:
         cancellation for a result, and the second would then wait for
         good (with ZooKeeper unreachable, the stop never ended).
         """
+        await self._write_last(deadline)
         # The agent node first: ZooKeeper applies a session's calls in
         # order, so a member told of the leave by its catalogs' watch finds
         # the agent node gone too (a leave, applied at once), asked beside
@@ -511,6 +521,42 @@ class Stopping:
             handed,
             sum(node.owned for node in waiting),
             sum(node.owned for node in watched),
+        )
+
+    async def _write_last(self, deadline: float) -> None:
+        """
+        Before the leave, write what this agent found last of the
+        instances handed over: a status change decided while the node's
+        previous write was in flight, or waiting for a slot, was dropped
+        at the stop, and the node said the status before it from the
+        leave to its takeover (carried over by the new primary until its
+        own first check). Each is written once its write in flight ended,
+        all within `LEAVE_LAST_WRITES_WAIT` (less by `deadline`); one not
+        written by then is left as it is, and the leave goes on. Nothing
+        is waited for when no such node is dirty (the usual stop).
+        """
+        unwritten = [
+            node
+            for name, node in self._nodes.instances.items()
+            if node.owned
+            and node.dirty
+            and not node.removed
+            and self._roles.successor(name)
+        ]
+        if not unwritten:
+            return
+        by = min(deadline, self._reactor.seconds() + LEAVE_LAST_WRITES_WAIT)
+        if any(node.writing for node in unwritten):
+            await self._ended_by(by, self._queue.ended())
+        started = self._queue.write_last(unwritten)
+        ended = await self._ended_by(by, self._queue.ended()) if started else _DONE
+        written = sum(not (node.dirty or node.writing) for node in unwritten)
+        log.info(
+            "leaving the group: {written} of {count} instance node(s) whose "
+            "last status was not written yet written first ({ended})",
+            written=written,
+            count=len(unwritten),
+            ended=ended,
         )
 
     async def _sent_by(self, deadline: float, paths: list[str]) -> bool:

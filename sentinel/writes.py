@@ -59,7 +59,7 @@ write succeeded on a node of ours, `retrying()` before each retry.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -420,6 +420,22 @@ class WriteQueue:
         idle: Deferred[None] = Deferred()
         self._idle.append(idle)
         return idle
+
+    def write_last(self, nodes: Iterable[Node]) -> int:
+        """
+        On a leave, though stopping: start the write of each of `nodes`
+        whose newest state ZooKeeper lacks (dirty, not being written), if
+        connected and not halted; how many started. `ended` fires once
+        they have ended, and nothing more is written after them.
+        """
+        if self._life.halted or self._zk.state != CONNECTED:
+            return 0
+        started = 0
+        for node in nodes:
+            if node.dirty and not (node.writing or node.parked or node.removed):
+                self._start_write(node)
+                started += 1
+        return started
 
     def waiting(self) -> Iterator[Node]:
         """The nodes waiting for a write slot, each queue first come first."""

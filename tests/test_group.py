@@ -886,6 +886,43 @@ class SharingTests(SynchronousTestCase):
             r"over [0-9.]+ s after the signal; closing the session$",
         )
 
+    def test_leave_writes_its_last_status_before_it_hands_over(self) -> None:
+        """
+        A status change decided but not written when the stop begins (the
+        node's previous write still unanswered) is written before the
+        leave: from the moment the others can hear of the leave (the
+        agent node gone) to the takeover, the node says what the leaving
+        agent found last, not the status before. (Before, the stop
+        dropped the write: the node said "down" of an instance found up
+        again until its new primary's own first check.)
+        """
+        fleet = self.fleet
+        leaving = fleet.members["a"]
+        name = sorted(leaving.watched)[0]
+        leaving.zk.hold_answers("set")
+        leaving.see(name, DOWN)
+        fleet.run(INTERVAL)
+        self.assertEqual(fleet.node(name)["status"], "down")  # type: ignore[index]
+        leaving.see(name, UP)
+        fleet.run(INTERVAL)
+        # The check found it up again; the write saying "down" is still
+        # unanswered, so the one saying "up" waits behind it.
+        self.assertEqual(fleet.node(name)["status"], "down")  # type: ignore[index]
+        stopped = leaving.stop()
+        leaving.zk.unhang()
+        leaving.zk.release("set")
+        agent_node = f"{ROOT}/agents/a"
+        said: list[tuple[str, str]] = []
+        for _ in range(round(LEAVE_HANDOFF_WAIT / 0.01)):
+            if agent_node not in fleet.server.nodes:
+                node = fleet.node(name)
+                if node is not None:
+                    said.append((node["agent"], node["status"]))
+            fleet.run(0.01, step=0.01)
+        self.successResultOf(stopped)
+        self.assertIn(("b", "up"), said)
+        self.assertEqual({status for _, status in said}, {"up"}, said[:3])
+
     def test_session_left_open_without_the_nodes_nobody_takes(self) -> None:
         """
         A session left open for the takeovers keeps only the nodes handed
