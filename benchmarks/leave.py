@@ -616,9 +616,7 @@ def run(args: argparse.Namespace, version: Path, number: int) -> list[tuple[str,
         # Read before ZooKeeper is frozen (--zk-pause).
         handed = holding(client, names, session)
         handed_members = members_holding(client, session)
-        ending = SessionEnd(
-            zookeeper.hosts, f"{ROOT}/opinions/{handed[0]}/agent-0", session
-        )
+        ending = SessionEnd(zookeeper.hosts, witness(client, names, session), session)
         ending.start()
         time.sleep(0.5)
         if args.zk_pause:
@@ -926,6 +924,21 @@ def holding(client: KazooClient, names: list[str], session: int) -> list[str]:
     ]
 
 
+def witness(client: KazooClient, names: list[str], session: int) -> str | None:
+    """
+    One of agent-0's opinion nodes that `session` holds, whose end is the
+    session's (a leave keeps its opinions while the session lives); None
+    if it holds none yet. Not one of the instance nodes it holds: with
+    ``--early`` its new process may hold none yet (it crashed on that).
+    """
+    stats = [(n, client.exists_async(f"{ROOT}/opinions/{n}/agent-0")) for n in names]
+    for name, answer in stats:
+        stat = answer.get()
+        if stat is not None and stat.ephemeralOwner == session:
+            return f"{ROOT}/opinions/{name}/agent-0"
+    return None
+
+
 def members_holding(client: KazooClient, session: int) -> list[str]:
     """The instances whose nerve member (named after it) `session` holds."""
     children = client.get_children(SERVICE)
@@ -983,12 +996,15 @@ class SessionEnd(threading.Thread):
     session lives, polled every 50 ms for up to 30 s.
     """
 
-    def __init__(self, hosts: str, path: str, session: int) -> None:
+    def __init__(self, hosts: str, path: str | None, session: int) -> None:
         super().__init__(daemon=True)
         self.hosts, self.path, self.session = hosts, path, session
         self.at: float | None = None
 
     def run(self) -> None:
+        if self.path is None:
+            # The session held no opinion yet: its end is not seen.
+            return
         client = KazooClient(hosts=self.hosts)
         client.start()
         try:
