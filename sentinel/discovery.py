@@ -100,8 +100,10 @@ LOOK_READS = 64
 # replaced the member a verdict named, gone, or the one a verdict listing
 # the instance did not name (`Discovery.take_unnamed`). Nerve names a
 # member after its instance (one or two there); past this (the serverset
-# form's one prefix after a start-up), the whole service is looked at,
-# after the node.
+# form's one prefix after a start-up), an unnamed one is read only if the
+# look begun ahead of the takeovers is done and found it
+# (`Discovery._found_by_look`); otherwise the whole service is looked
+# at, after the node.
 SUCCESSOR_READS = 16
 
 # Looks begun ahead of the takeovers (`Discovery.look_ahead`) under way at
@@ -899,6 +901,8 @@ class Discovery:
             and child[-10:] > after
             and f"{parent}/{child}" not in self._claimed
         ]
+        if named is None and len(made_since) > SUCCESSOR_READS:
+            made_since = self._found_by_look(parent, session, member, made_since)
         if not made_since or len(made_since) > SUCCESSOR_READS:
             return False
         for path, owner, says, version in await self._read(made_since, ahead=True):
@@ -913,6 +917,30 @@ class Discovery:
                 member.replaces_version = version
                 return True
         return False
+
+    def _found_by_look(
+        self, parent: str, session: int, member: Member, listed: list[str]
+    ) -> list[str]:
+        """
+        Of `listed`, those a look at `parent` that is done (the one begun
+        ahead of the takeovers, `look_ahead`) found held by `session` and
+        saying `member`'s endpoint: at a serverset service, whose one
+        prefix holds every member, the unnamed one among thousands, read
+        again (its version) to go in the node's transaction. None found
+        (no look done yet, or the member made after it began): the member
+        follows its node after a look, as before. Without this, past
+        `SUCCESSOR_READS` it always did: listed twice, or missing, until
+        that look ended.
+        """
+        looked = self._looked.get(parent)
+        if looked is None:
+            return []
+        found = {
+            path
+            for path, owner, says in looked[1]
+            if owner == session and says == member.identity
+        }
+        return [path for path in listed if path in found]
 
     async def _listing(self, parent: str) -> list[str]:
         """

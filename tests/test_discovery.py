@@ -1001,10 +1001,7 @@ class TakeSuccessorTests(SynchronousTestCase):
         `SUCCESSOR_READS`: none is read, and the whole service is looked at
         (`take_from`), as when no member is named.
         """
-        instances = [
-            RedisInstance(f"r{i}", "10.0.0.1", 6379 + i, service="svc")
-            for i in range(SUCCESSOR_READS + 1)
-        ]
+        instances = service_of(SUCCESSOR_READS + 1)
         for n, instance in enumerate(instances):
             self.put(SERVERSET, instance, 10 + n, PREVIOUS)
         discovery = self.discovery(SERVERSET)
@@ -1014,6 +1011,39 @@ class TakeSuccessorTests(SynchronousTestCase):
         self.assertFalse(self.successResultOf(Deferred.fromCoroutine(took)))
         self.assertIsNone(member.replaces)
         self.assertEqual(self.gets(), [named])
+
+    def test_many_unnamed_found_by_the_look_ahead(self) -> None:
+        """
+        Serverset form, a verdict that lists the instance but names no
+        member, more members under the one prefix than
+        `SUCCESSOR_READS`: the look begun ahead of the takeover
+        (`look_ahead`), done, found the holder's member of the instance,
+        and that one alone is read and replaced in the node's own
+        transaction. (Before, none was chosen and the member followed the
+        node after a look: listed twice or missing meanwhile.)
+        """
+        instances = service_of(SUCCESSOR_READS + 4)
+        for n, instance in enumerate(instances[1:]):
+            self.put(SERVERSET, instance, 10 + n, PREVIOUS + 1)
+        holders = self.put(SERVERSET, instances[0], 5, PREVIOUS)
+        discovery = self.discovery(SERVERSET)
+        discovery.look_ahead(f"{DISCOVERY}/svc")
+        self.clock.advance(0)
+        looked = len(self.gets())
+        member = discovery.member_for(instances[0])
+        took = discovery.take_unnamed(member, PREVIOUS)
+        self.assertTrue(self.successResultOf(Deferred.fromCoroutine(took)))
+        self.assertEqual(member.replaces, holders)
+        self.assertIsNotNone(discovery.move(member, b"{}"))
+        self.assertEqual(self.gets()[looked:], [holders])
+
+
+def service_of(count: int) -> list[RedisInstance]:
+    """`count` instances of the service "svc", one port each."""
+    return [
+        RedisInstance(f"r{i}", "10.0.0.1", 6379 + i, service="svc")
+        for i in range(count)
+    ]
 
 
 class TakeFromTests(SynchronousTestCase):
