@@ -484,16 +484,20 @@ def zookeeper_hosts(label: str, value: object) -> str:
     C{HOST[:PORT][,HOST[:PORT]...][/CHROOT]}, as kazoo takes it, written
     back as C{HOST:PORT,...}: a server without a port is on
     L{ZOOKEEPER_PORT}, and spaces around a server are dropped.
+
+    A chroot written after each server (C{zk1:2181/app,zk2:2181/app}) is
+    refused, with the value as meant: ZooKeeper's client and kazoo take
+    everything after the first C{/} for the chroot, so such a value
+    connects to the first server alone, under a chroot
+    (C{/app,zk2:2181/app}) that no reader of C{/app} looks in, and that
+    the agent would create. A comma in a chroot is a znode name's only
+    when what follows it names no server.
     """
     hosts = string(label, value)
     servers, slash, chroot = hosts.partition("/")
-    if slash:
-        problem = znode_path_problem(slash + chroot)
-        if problem is not None:
-            raise invalid(label, value, f"has an invalid chroot: {problem}")
     written = []
     for server in (text.strip() for text in servers.split(",")):
-        address = host_port(server) or _host_alone(server)
+        address = _server(server)
         if address is None:
             raise invalid(
                 label,
@@ -503,8 +507,33 @@ def zookeeper_hosts(label: str, value: object) -> str:
         host, port = address
         if not 1 <= port <= 65535:
             raise invalid(label, value, f"has port {port}, not in 1-65535")
-        written.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        written.append(_server_text(address))
+    first, *others = chroot.split(",")
+    after = [_server(other.partition("/")[0].strip()) for other in others]
+    if after and None not in after:
+        meant = ",".join(written + [_server_text(a) for a in after if a])
+        raise invalid(
+            label,
+            value,
+            "has a chroot before its last server; the chroot goes once,"
+            f" at the end ({meant}/{first})",
+        )
+    if slash:
+        problem = znode_path_problem(slash + chroot)
+        if problem is not None:
+            raise invalid(label, value, f"has an invalid chroot: {problem}")
     return ",".join(written) + slash + chroot
+
+
+def _server(text: str) -> tuple[str, int] | None:
+    """One server of C{zookeeper.hosts}, port range not checked, or None."""
+    return host_port(text) or _host_alone(text)
+
+
+def _server_text(address: tuple[str, int]) -> str:
+    """A server as written back: C{HOST:PORT}, an IPv6 address bracketed."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _host_alone(text: str) -> tuple[str, int] | None:

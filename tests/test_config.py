@@ -1017,6 +1017,31 @@ class ZooKeeperTests(ConfigTestCase):
             "zookeeper.hosts: '' is empty", '[zookeeper]\nhosts = ""\n'
         )
 
+    def test_chroot_before_the_last_server(self) -> None:
+        """
+        A chroot written after each server (``zk1:2181/app,zk2:2181/app``)
+        is refused, with the hosts written as meant: ZooKeeper's client
+        takes everything after the first ``/`` for the chroot, so such a
+        value connected to the first server only and published under
+        ``/app,zk2:2181/app``, a chroot the agent made, where no reader of
+        ``/app`` looks. A comma in a chroot that names no server is a
+        znode name's, and kept.
+        """
+        why = "has a chroot before its last server; the chroot goes once, at the end"
+        cases = {
+            "zk1:2181/app,zk2:2181/app": "zk1:2181,zk2:2181/app",
+            "zk1/app,zk2": "zk1:2181,zk2:2181/app",
+            "zk1:2181/a/b, zk2:2182/a/b ,[::1]:1/a/b": "zk1:2181,zk2:2182,[::1]:1/a/b",
+        }
+        for hosts, meant in cases.items():
+            self.assertConfigError(
+                f"--zookeeper: {hosts!r} {why} ({meant})",
+                overrides={"zookeeper.hosts": hosts},
+            )
+        config = self.zk("zk1:2181/a,b c")
+        assert config.zookeeper is not None
+        self.assertEqual(config.zookeeper.hosts, "zk1:2181/a,b c")
+
     def test_root(self) -> None:
         """The root is an absolute znode path without a trailing or empty part."""
         cases = [
