@@ -292,6 +292,9 @@ def make_agent(
         resolver.retain(watched_hosts(monitor.states.values()))
         if new.zookeeper is not None:
             warn_of_long_listings(new.zookeeper, new.instances)
+        if zookeeper is not None:
+            # Its interval is the new config's from now on.
+            zookeeper.agent_node_changed()
 
     def reload_fits(instances: int) -> None:
         # The replicas discovered so far need their connections too.

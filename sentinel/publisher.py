@@ -458,6 +458,14 @@ class ZooKeeperPublisher(Service):
         self._members.remove(name)
         self._roles.unfollow(name)
 
+    def agent_node_changed(self) -> None:
+        """
+        What the agent node says may have changed (a reload applied, its
+        ``interval`` with it): written now, not at the next heartbeat,
+        which comes up to ``zookeeper.heartbeat`` later (a day at most).
+        """
+        self._mark(self._nodes.agent)
+
     def _heartbeat(self) -> None:
         """
         The agent node rewritten; in a group, its catalog written again if

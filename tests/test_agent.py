@@ -19,6 +19,7 @@ from sentinel.probe import FAIR_SHARE, LATE_SHARE, MIN_CONNECT_TIMEOUT, RedisPro
 from sentinel.process import SETTLE_ROUNDS, ProcessPolicy
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
+from tests.fakezk import FakeZooKeeper
 from tests.httptest import agent_get
 
 
@@ -261,3 +262,32 @@ class ListingWarningTests(SynchronousTestCase):
         services = IServiceCollection(top)
         cast(ConfigReloader, services.getServiceNamed("reloader")).apply(second)
         self.assertEqual(seen, [["a"], ["a", "b"]])
+
+
+class AgentNodeReloadTests(SynchronousTestCase):
+    """The agent node says the config a reload applied at once."""
+
+    def test_reload_rewrites_the_agent_node(self) -> None:
+        """
+        A reload from interval 1 s to 2 s rewrites the agent node with
+        ``"interval": 2.0`` at once, not at the next heartbeat (before:
+        1.0 for up to ``zookeeper.heartbeat``, 10 s by default and up to a
+        day, while the agent ticked every 2 s).
+        """
+        reactor = MemoryReactorClock()
+        fake = FakeZooKeeper(reactor)
+        self.patch(agent, "ZooKeeper", lambda *args, **kwargs: fake)
+        first = config(zookeeper=ZooKeeperConfig(hosts="127.0.0.1:2181"), http="none")
+        second = attr.evolve(first, interval=2.0, timeout=1.0)
+        top = agent.make_agent(first, lambda: second, reactor)
+        services = IServiceCollection(top)
+        publisher = services.getServiceNamed("publisher")
+        publisher.startService()
+        fake.connect()
+        path = "/sentinel/agents/me"
+        self.assertEqual(fake.document(path)["interval"], 1.0)
+        reactor.advance(1.0)
+        cast(ConfigReloader, services.getServiceNamed("reloader")).apply(second)
+        reactor.advance(0)
+        self.assertEqual(fake.document(path)["interval"], 2.0)
+        self.assertEqual(fake.document(path)["heartbeat_at"], reactor.seconds())
