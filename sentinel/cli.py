@@ -21,7 +21,7 @@ from typing import Any
 
 from twisted.application import app
 
-from sentinel.logs import LEVEL_VARIABLE, level_from
+from sentinel.logs import LEVEL_VARIABLE, level_named
 from sentinel.signals import START_SIGNALS
 
 _FORMATS = ("text", "json")
@@ -33,7 +33,8 @@ def _split_log_options(argv: Sequence[str]) -> tuple[str, str | None, list[str]]
     ``--opt=value``) out of `argv`; return the format, the level (None when
     not given) and the other arguments, in order.
 
-    @raise SystemExit: with one line for a bad or missing value.
+    @raise SystemExit: with one line naming the option, for a bad or
+        missing value.
     """
     values = {"--log-format": "text", "--log-level": None}
     rest: list[str] = []
@@ -53,7 +54,10 @@ def _split_log_options(argv: Sequence[str]) -> tuple[str, str | None, list[str]]
         raise SystemExit(
             f"sentinel: --log-format: {log_format!r} is not one of text, json"
         )
-    return log_format, values["--log-level"], rest
+    level = values["--log-level"]
+    if level is not None:
+        level_named(level, "--log-level")  # One line now if it is not a level.
+    return log_format, level, rest
 
 
 def agent(argv: Sequence[str] | None = None) -> None:
@@ -65,7 +69,6 @@ def agent(argv: Sequence[str] | None = None) -> None:
 
     log_format, level, rest = _split_log_options(sys.argv[1:] if argv is None else argv)
     if level is not None:
-        level_from({LEVEL_VARIABLE: level})  # One line now if it is not a level.
         os.environ[LEVEL_VARIABLE] = level
 
     class AgentOptions(twistd.ServerOptions):  # type: ignore[name-defined,misc]

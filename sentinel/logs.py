@@ -82,7 +82,18 @@ def level_from(environ: Mapping[str, str]) -> LogLevel:
 
     @raise SystemExit: with one line, for a name that is not a level.
     """
-    name = environ.get(LEVEL_VARIABLE, "").strip().lower()
+    return level_named(environ.get(LEVEL_VARIABLE, ""), LEVEL_VARIABLE)
+
+
+def level_named(text: str, label: str) -> LogLevel:
+    """
+    The level `text` names (the default if blank; ``warning`` is
+    ``warn``), as given in `label`.
+
+    @raise SystemExit: with one line naming `label`, for a name that is
+        not a level.
+    """
+    name = text.strip().lower()
     if not name:
         return DEFAULT_LEVEL
     if name == "warning":
@@ -92,7 +103,7 @@ def level_from(environ: Mapping[str, str]) -> LogLevel:
     except InvalidLogLevelError:
         names = ", ".join(level.name for level in LogLevel.iterconstants())
         raise SystemExit(
-            f"sentinel: {LEVEL_VARIABLE}: {name!r} is not a log level ({names})"
+            f"sentinel: {label}: {name!r} is not a log level ({names})"
         ) from None
     return level
 

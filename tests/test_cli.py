@@ -45,10 +45,19 @@ class LogOptionTests(SynchronousTestCase):
         )
 
     def test_bad_values_are_one_line(self) -> None:
-        """An unknown format or a missing value ends with one line."""
+        """
+        An unknown format or level, or a missing value, ends with one line
+        naming the option.
+        """
         for argv, expected in [
             (["--log-format", "xml"], "--log-format: 'xml' is not one of text, json"),
             (["--log-level"], "--log-level: a value is required"),
+            # Named as given: before, ``SENTINEL_LOG_LEVEL: 'loud' ...``.
+            (
+                ["--log-level=loud"],
+                "--log-level: 'loud' is not a log level"
+                " (debug, info, warn, error, critical)",
+            ),
         ]:
             with self.assertRaises(SystemExit) as raised:
                 _split_log_options(argv)
