@@ -7,6 +7,7 @@ render as written.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import docutils.core
@@ -33,3 +34,24 @@ class RestructuredTextTests(SynchronousTestCase):
                     },
                 )
                 self.assertEqual(warnings.getvalue(), "")
+
+
+class LayoutTests(SynchronousTestCase):
+    """README's Layout says what each module of ``sentinel/`` is for."""
+
+    def test_every_module_has_a_row(self) -> None:
+        """
+        Every module of ``sentinel/`` has a row in the Layout table, and
+        every row names a module that exists. (Before: 28 modules, among
+        them ``chroot.py``, ``sharing.py`` and ``writewatch.py``, had none.)
+        """
+        readme = (REPO / "README.rst").read_text(encoding="utf-8")
+        layout = readme.split("\nLayout\n------\n", 1)[1].split("\nTesting\n", 1)[0]
+        rows = set(re.findall(r"^``([a-z_]+\.py)``", layout, re.MULTILINE))
+        modules = {
+            path.name
+            for path in (REPO / "sentinel").glob("*.py")
+            if path.name != "__init__.py"
+        }
+        self.assertEqual(sorted(modules - rows), [])
+        self.assertEqual(sorted(rows - modules), [])
