@@ -396,6 +396,13 @@ def _read_toml(path: str, files: _Files, reloading: bool) -> Mapping[str, object
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise error(f"config file {path}: invalid TOML: not UTF-8 text") from None
+    if text.startswith("\ufeff"):
+        # Notepad and PowerShell save UTF-8 so; tomllib says only
+        # "Invalid statement (at line 1, column 1)", of nothing visible.
+        raise error(
+            f"config file {path}: invalid TOML: starts with a byte-order mark"
+            " (U+FEFF), which TOML does not allow: save it as UTF-8 without one"
+        )
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -1104,6 +1104,23 @@ class FileTests(ConfigTestCase):
         )
         self.assertIn("line 3", message)
 
+    def test_byte_order_mark(self) -> None:
+        """
+        A file that starts with a UTF-8 byte-order mark (as Notepad and
+        PowerShell's ``-Encoding UTF8`` save it) is refused saying so;
+        before, ``Invalid statement (at line 1, column 1)`` named nothing
+        one could see in an editor.
+        """
+        path = os.path.join(self.directory, "bom.toml")
+        with open(path, "wb") as f:
+            f.write(b"\xef\xbb\xbfinterval = 1\n")
+        error = self.assertRaises(ConfigError, load_config, path, {}, "h")
+        self.assertEqual(
+            str(error),
+            f"config file {path}: invalid TOML: starts with a byte-order mark"
+            " (U+FEFF), which TOML does not allow: save it as UTF-8 without one",
+        )
+
     def test_not_utf8(self) -> None:
         """A file that is not UTF-8 is invalid TOML, said on one line."""
         path = os.path.join(self.directory, "bad.toml")
