@@ -218,6 +218,8 @@ class Looking(Exception):
         self, parent: str, sought: str = "the member a failed create may have made"
     ) -> None:
         super().__init__(f"looking under {parent} for {sought}")
+        self.parent = parent
+        self.sought = sought
 
 
 # A member found by a look: its path, the session holding it, what it says.

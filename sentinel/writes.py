@@ -67,6 +67,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.discovery import Looking
+from sentinel.lookwaits import LookWaits
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
 from sentinel.window import WriteWindow
 from sentinel.zk import CONNECTED, ZooKeeper
@@ -222,6 +224,8 @@ class WriteQueue:
         # Told of every failed write (`sentinel.refusals` looks into those
         # ZooKeeper refused).
         self.on_failed: Callable[[Failure, Node], None] | None = None
+        # Members waiting for a look at their service, logged a burst a line.
+        self.look_waits = LookWaits(reactor)
 
     @property
     def queued(self) -> int:
@@ -378,7 +382,10 @@ class WriteQueue:
                 self._reactor.seconds() if started is None else started[0],
                 error,
             )
-            if error != self._logged_error:
+            if isinstance(failure.value, Looking):
+                # A wait, not an error: one line a burst (`sentinel.lookwaits`).
+                self.look_waits.waiting(failure.value.parent, failure.value.sought)
+            elif error != self._logged_error:
                 self._logged_error = error
                 log.warn(
                     "ZooKeeper write failed, will retry: {path}: {error}",
@@ -446,6 +453,7 @@ class WriteQueue:
         """No retry from now on (stopping)."""
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
+        self.look_waits.stop()
 
     def _may_write(self) -> bool:
         # Once stopping, a write that completes starts no other: stopService

@@ -5,11 +5,13 @@ from __future__ import annotations
 from kazoo.exceptions import ConnectionLoss
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import window, writes
 from sentinel.bugs import InternalErrors
-from sentinel.discovery import Member
+from sentinel.discovery import Looking, Member
+from sentinel.lookwaits import GATHER, LOG_EVERY
 from sentinel.nodes import Node, Nodes
 from sentinel.writes import (
     RESYNC_IN_FLIGHT,
@@ -204,6 +206,56 @@ class WriteQueueTests(SynchronousTestCase):
         self.bridge.answer()
         self.assertEqual(self.queue.queued, 0)
         self.flushLoggedErrors(RuntimeError)
+
+    def test_members_waiting_for_looks_logged_once_a_burst(self) -> None:
+        """
+        Members whose writes end waiting for a look at their services
+        (`Looking`: ten under ten services, as after ``deleteall
+        /sentinel`` in a group) make one line with their count, not a
+        ``write failed`` line each; a second burst within `LOG_EVERY` is
+        logged at the end of it, with its own count; none is logged after
+        a stop. Each is still a failed write, retried.
+        """
+        self.queue.window.size = WRITES_IN_FLIGHT  # As on a fast link.
+        members = [self.member(f"r{i}") for i in range(10)]
+        for i, node in enumerate(members):
+            assert node.member is not None
+            node.member.parent = f"/discovery/r{i}"
+
+        def looking() -> int:
+            held, self.bridge.held = self.bridge.held, []
+            for i, d in enumerate(held):
+                d.errback(Looking(f"/discovery/r{i}", "the previous primary's member"))
+            return len(held)
+
+        def lines() -> list[str]:
+            return [
+                formatEvent(e)
+                for e in events
+                if e["log_namespace"] == "sentinel.publisher"
+            ]
+
+        with capturedLogs() as events:
+            for node in members:
+                self.queue.mark(node)
+            self.assertEqual(looking(), 10)
+            self.assertEqual(lines(), [])
+            self.assertEqual(self.queue.writes["error"], 10)
+            self.clock.advance(GATHER)
+        self.assertEqual(len(lines()), 1, lines())
+        self.assertIn("10 discovery member(s) under 10 service(s) waited", lines()[0])
+        self.assertIn("/discovery/r0, for the previous primary's member", lines()[0])
+        with capturedLogs() as events:
+            self.assertEqual(looking(), 10)  # Retried, and waiting again.
+            self.clock.advance(LOG_EVERY - 0.5)
+            self.assertEqual(lines(), [])
+            self.clock.advance(0.5)
+            self.assertEqual(len(lines()), 1, lines())
+            self.assertIn("10 discovery member(s) under 10 service(s)", lines()[0])
+            self.assertEqual(looking(), 10)
+            self.queue.cancel_retry()
+            self.clock.advance(LOG_EVERY)
+            self.assertEqual(len(lines()), 1)
 
     def test_how_late_a_node_is(self) -> None:
         """
