@@ -470,6 +470,8 @@ class Discovery:
         # The version read just now (`take_named`): the transaction goes
         # with no question first.
         known, member.replaces_version = member.replaces_version, None
+        # Whether a refusal for want of a node was asked about again once.
+        asked_again = False
         while True:
             replaced, version = member.replaces, known
             if replaced is not None and version is None:
@@ -487,14 +489,17 @@ class Discovery:
             try:
                 path: str = await self._counted("create", call)
                 break
-            except (BadVersionError, NoNodeError):
-                if known is None:
+            except (BadVersionError, NoNodeError) as e:
+                if known is None and (asked_again or not isinstance(e, NoNodeError)):
                     # The replaced member was written or deleted meanwhile:
                     # nothing was created; the retry asks again.
                     raise
                 # Written or gone since it was read (its session closed
-                # meanwhile): asked again now, not at the retry a second
-                # later, while the endpoint is missing.
+                # meanwhile), or gone since it was asked about (with its
+                # service: an operator's ``deleteall``): asked again now,
+                # once, not at the retry a second later while the endpoint
+                # is missing; gone, ours is made with its parents.
+                asked_again = asked_again or known is None
                 known = None
             except (NoAuthError, NoChildrenForEphemeralsError):
                 # Refused (`sentinel.refusals` names why): nothing was

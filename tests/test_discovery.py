@@ -1298,6 +1298,34 @@ class TakeFromTests(SynchronousTestCase):
         self.discovery.take_from(mine, PREVIOUS)
         self.assertIsNone(mine.replaces)
 
+    def test_replaced_gone_with_its_service_made_at_once(self) -> None:
+        """
+        A member that replaces the previous primary's, whose service was
+        deleted whole (an operator's ``deleteall /discovery``) after the
+        replaced member was looked at and before the transaction, is made
+        at once with its service (a plain create makes the parents), not
+        a second later at the write queue's retry while readers find the
+        endpoint missing.
+        """
+        instance = self.instances[0]
+        parent = f"{DISCOVERY}/svc"
+        member = self.discovery.member_for(instance)
+        self.discovery.take_from(member, PREVIOUS)
+        self.assertEqual(member.replaces, f"{parent}/member_0000000000")
+        self.zk.hang("replace")
+        data = json.dumps(serverset_member(instance)).encode()
+        d = Deferred.fromCoroutine(self.discovery.write(member, data))
+        for child in self.zk.children(parent):
+            self.zk.remove(f"{parent}/{child}")
+        self.zk.remove(parent)
+        self.zk.unhang()
+        self.assertEqual(self.zk.release("replace"), 1)
+        self.assertIsNone(self.successResultOf(d))
+        assert member.path is not None
+        self.assertEqual(self.zk.children(parent), [member.path.rpartition("/")[2]])
+        self.assertEqual(self.zk.owner(member.path), self.zk.session_id)
+        self.assertIsNone(member.replaces)
+
     def test_member_held_on_an_ended_session_not_made_again(self) -> None:
         """
         A write of a member held on a session that has ended, begun before
