@@ -51,7 +51,10 @@ catalogs cannot make the agent grow without bound. This agent's own
 catalog, once written, is expected in every listing: missing (deleted
 behind its back, with ``{root}`` itself, say), it is written again
 (`on_own_listed`), as the agent node is at each heartbeat; else the
-group would split for good.
+group would split for good. Another member's catalog missing so, while
+the session that held it holds its agent node, keeps that member in the
+view as it was (`sentinel.uncatalogued`): a client deleting it in a loop
+does not move its instances away and back.
 
 A change of membership is applied `settle` seconds after it is first seen
 (`SETTLE`), with whatever happened meanwhile (listed again then, if the
@@ -180,6 +183,7 @@ from sentinel.restarts import (
     first_part,
     owner,
 )
+from sentinel.uncatalogued import RECHECK, Uncatalogued
 from sentinel.zk import CONNECTED, REPLACE_SPREAD, ZooKeeper
 
 log = Logger()
@@ -292,6 +296,8 @@ class Membership:
         # primaries to take over. Read by `on_view`, cleared after it.
         self.sessions_gone: set[str] = set()
         self._restarts = MemberRestarts(zk, root, agent_id, on_restart)
+        # Members kept in the view while their catalog is gone.
+        self._uncatalogued = Uncatalogued()
         self.settle = settle
         self.running = False
         # The settled view, and what ZooKeeper lists now (other members).
@@ -846,8 +852,6 @@ class Membership:
         self.listing_bytes = sum(4 + len(child) for child in children)
         complete = _complete_catalogs(children)
         gone = self._restarts.listed(complete, self._concerns)
-        if gone and self._on_gone is not None:
-            self._on_gone(gone)
         # The stats asked about in this listing, by path: each is asked once.
         stats: Stats = {}
         if self._on_own_listed is not None:
@@ -914,6 +918,11 @@ class Membership:
         self.last_error = None
         self._fresh_since = began
         self._watch_neighbours(listed, complete)
+        kept = await self._kept_uncatalogued(listed, stats, asked_early, early)
+        listed.update(kept)
+        gone -= kept.keys()
+        if gone and self._on_gone is not None:
+            self._on_gone(gone)
         if self.rejoining:
             await self._rejoined(listed, complete.get(self.agent_id, {}), version)
             return
@@ -931,6 +940,35 @@ class Membership:
         if self._apply_listed and not self._list_again:
             self._apply_listed = False
             self._apply()
+
+    async def _kept_uncatalogued(
+        self,
+        listed: View,
+        stats: Stats,
+        asked_early: Deferred[None],
+        early: Stats,
+    ) -> dict[str, Catalog]:
+        """
+        The members of the last listing whose catalog is gone while the
+        session that held it still holds their agent node, with the
+        catalog each had (`sentinel.uncatalogued`). Their agent nodes
+        found gone beside the listing (`_ask_agents_early`, a leave) are
+        not asked about again.
+        """
+        candidates = self._uncatalogued.candidates(self.listed, listed, self._bad)
+        sessions = {}
+        if candidates:
+            await asked_early
+            for agent in candidates:
+                path = f"{self.root}/agents/{agent}"
+                if path in early:
+                    stats.setdefault(path, early[path])
+            sessions = await self._agent_sessions(candidates, stats)
+        kept = self._uncatalogued.keep(sessions, listed)
+        if kept:
+            # Its session's end fires no catalog watch: listed again soon.
+            self._retry(RECHECK)
+        return {agent: self.listed[agent] for agent in kept}
 
     async def _rejoined(
         self,
@@ -1056,10 +1094,12 @@ class Membership:
         if not stat.ephemeralOwner:
             self._left_out(agent, _PERSISTENT)
             return
-        foreign = await self._foreign(agent, stat.ephemeralOwner)
+        session = stat.ephemeralOwner
+        foreign = await self._foreign(agent, session)
         if foreign is not None:
             self._left_out(agent, foreign)
             return
+        self._uncatalogued.held(agent, session)
         if digest in self._catalogs:
             # Read for another member already.
             self._bad.pop(agent, None)

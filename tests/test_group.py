@@ -5366,6 +5366,9 @@ class ManyMembersTests(SynchronousTestCase):
         paths = self.ghost("z", 3, 2)
         self.fleet.run(1.0)
         self.assertEqual(len(self.logged("disagree")), 2)
+        # It leaves as an agent does: its agent node first (a catalog
+        # deleted alone, its session live, keeps it in the view).
+        self.fleet.server.remove(f"{ROOT}/agents/z")
         for path in paths:
             self.fleet.server.remove(path)
         self.fleet.run(1.0)
