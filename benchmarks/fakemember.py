@@ -10,8 +10,13 @@ ACLs) writes a catalog in the name ``evil`` listing every instance, as
 an agent's publisher would (``--agent-node``: and an agent node, written
 once: ``ephemeral`` or ``persistent``), and then nothing else: a member
 that never checks (``--before``: before the agents start, as an agent
-started or restarted later finds it). After ``--settle`` seconds, one of the two
-redis-servers is stopped (SIGSTOP), and a reader polls
+started or restarted later finds it). ``--churn P``: the fake member
+(catalog and ephemeral agent node) is deleted and written again every P/2
+seconds from then on, a member that joins and leaves in a loop, each
+time with a fresh agent node; ``--fakes N``: N fake members at once,
+written and deleted together in one transaction each. After
+``--settle`` seconds, one of the two redis-servers is stopped
+(SIGSTOP), and a reader polls
 ``{root}/instances`` for ``--watch`` seconds. Printed:
 
 - how many instances ``a`` and ``b`` observe, and the members they see;
@@ -19,10 +24,13 @@ redis-servers is stopped (SIGSTOP), and a reader polls
   older than three refresh periods (stale), and instances on the stopped
   server that the nodes still say are up;
 - the ``/healthz`` answers of ``a`` and ``b`` (each reason once, its
-  figures as N), and the first other than 200 of each, as it was.
+  figures as N), and the first other than 200 of each, as it was;
+- each agent's view changes, instances moved and ZooKeeper writes a
+  second over the watch, and its CPU.
 
     .venv/bin/python benchmarks/fakemember.py [--checkout this=.]
         [--replicas 1] [--agent-node none|ephemeral|persistent] [--before]
+        [--churn 1.0] [--fakes 1]
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import os
 import re
 import signal
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -52,6 +61,7 @@ from common import (
 )
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
+from meddle import writes
 from squat import healthz, members, start_agent
 
 from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
@@ -76,8 +86,19 @@ def main() -> None:
         action="store_true",
         help="the fake member is there before the agents start",
     )
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0.0,
+        help="seconds of each join and leave cycle of the fake member (0: none)",
+    )
+    parser.add_argument(
+        "--fakes", type=int, default=1, help="fake members (evil0, evil1...)"
+    )
     add_checkout_option(parser)
     options = parser.parse_args()
+    if options.churn:
+        options.agent_node = "ephemeral"
     stop_on_sigterm()
     for label, checkout in checkouts_of(parser, options.checkout):
         for run in range(options.runs):
@@ -91,30 +112,64 @@ def main() -> None:
 
 
 def fake_member(
-    client: KazooClient, names: list[str], replicas: int, agent_node: str
+    client: KazooClient,
+    names: list[str],
+    replicas: int,
+    agent_node: str,
+    fakes: int = 1,
 ) -> None:
-    """Write `evil`'s catalog listing `names` (and its agent node)."""
+    """Write the catalog listing `names` (and agent node) of each fake member."""
     catalog = Catalog(frozenset(names), replicas, replicas // 2 + 1)
     digest, parts = catalog_parts(catalog)
-    for index, part in enumerate(parts):
-        name = catalog_node_name("evil", digest, "f00d", index, len(parts))
-        client.create(f"{ROOT}/catalogs/{name}", part, ephemeral=True)
-    if agent_node != "none":
-        now = time.time()
-        said = {
-            "agent": "evil",
-            "pid": 1,
-            "version": "0",
-            "started_at": now,
-            "heartbeat_at": now,
-            "interval": 1.0,
-            "instances": names,
-        }
-        client.create(
-            f"{ROOT}/agents/evil",
-            json.dumps(said).encode(),
-            ephemeral=agent_node == "ephemeral",
-        )
+    creates = client.transaction()
+    now = time.time()
+    for fake in fake_ids(fakes):
+        for index, part in enumerate(parts):
+            name = catalog_node_name(fake, digest, "f00d", index, len(parts))
+            creates.create(f"{ROOT}/catalogs/{name}", part, ephemeral=True)
+        if agent_node != "none":
+            said = {
+                "agent": fake,
+                "pid": 1,
+                "version": "0",
+                "started_at": now,
+                "heartbeat_at": now,
+                "interval": 1.0,
+                "instances": names,
+            }
+            creates.create(
+                f"{ROOT}/agents/{fake}",
+                json.dumps(said).encode(),
+                ephemeral=agent_node == "ephemeral",
+            )
+    creates.commit()
+
+
+def fake_ids(fakes: int) -> list[str]:
+    """The ids of `fakes` fake members: ``evil``, or ``evil0``... for more."""
+    return ["evil"] if fakes == 1 else [f"evil{i}" for i in range(fakes)]
+
+
+def churn(
+    client: KazooClient,
+    names: list[str],
+    options: argparse.Namespace,
+    stop: threading.Event,
+) -> None:
+    """The fake members leaving and joining again every --churn / 2 s."""
+    present = True
+    while not stop.wait(options.churn / 2):
+        if present:
+            gone = client.transaction()
+            for fake in fake_ids(options.fakes):
+                gone.delete(f"{ROOT}/agents/{fake}")
+            for name in client.get_children(f"{ROOT}/catalogs"):
+                if name.startswith("evil"):
+                    gone.delete(f"{ROOT}/catalogs/{name}")
+            gone.commit()
+        else:
+            fake_member(client, names, options.replicas, "ephemeral", options.fakes)
+        present = not present
 
 
 def published(reader: KazooClient, names: list[str]) -> dict[str, Any]:
@@ -152,7 +207,9 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         started.callback(evil.close)
         started.callback(evil.stop)
         if options.before:
-            fake_member(evil, names, options.replicas, options.agent_node)
+            fake_member(
+                evil, names, options.replicas, options.agent_node, options.fakes
+            )
         agents = [
             start_agent(
                 started,
@@ -176,7 +233,18 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
                 30.0,
                 "every instance published",
             )
-            fake_member(evil, names, options.replicas, options.agent_node)
+            fake_member(
+                evil, names, options.replicas, options.agent_node, options.fakes
+            )
+        if options.churn:
+            stop_churn = threading.Event()
+            churner = threading.Thread(
+                target=churn,
+                args=(evil, names, options, stop_churn),
+            )
+            churner.start()
+            started.callback(churner.join)
+            started.callback(stop_churn.set)
         time.sleep(options.settle)
         stopped = servers[1]
         os.kill(stopped.pid, signal.SIGSTOP)
@@ -185,6 +253,9 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
         answers: dict[str, dict[str, int]] = {"a": {}, "b": {}}
         # The first answer other than 200 of each, as it was, and when.
         first: dict[str, str] = {}
+        groups = {label: agent.get("/group") for agent, label in ((a, "a"), (b, "b"))}
+        written_before = {label: writes(agent) for agent, label in ((a, "a"), (b, "b"))}
+        cpu = {label: agent.cpu_seconds() for agent, label in ((a, "a"), (b, "b"))}
         watched = time.monotonic()
         deadline = time.monotonic() + options.watch
         while time.monotonic() < deadline:
@@ -198,6 +269,7 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
                 key = str(code) if code == 200 else f"{code} {said}"
                 answers[label][key] = answers[label].get(key, 0) + 1
             time.sleep(0.5)
+        spent = time.monotonic() - watched
         now = time.time()
         seen = published(reader, names)
         missing = sorted(n for n, v in seen.items() if v is None)
@@ -218,6 +290,15 @@ def one_run(options: argparse.Namespace, checkout: Path) -> list[tuple[str, str]
                 (
                     f"{label}: members, observed",
                     f"{group['size']}, {len(agent.get('/instances')['instances'])}",
+                )
+            )
+            written = (writes(agent) - written_before[label]) / spent
+            rows.append(
+                (
+                    f"{label}: view changes, moved, writes/s, CPU",
+                    f"{group['view_changes'] - groups[label]['view_changes']},"
+                    f" {group['moved'] - groups[label]['moved']}, {written:.1f},"
+                    f" {(agent.cpu_seconds() - cpu[label]) / spent:.0%}",
                 )
             )
         rows += [

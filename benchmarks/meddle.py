@@ -30,7 +30,10 @@ same ZooKeeper (kazoo, its own session, no ACLs) does ``--kind`` every
   leaves the group, and ``a`` takes its nodes over) 1 s after the
   meddler begins: ``a`` finds the forged data within the 15 s after a
   takeover in which a write over a node may be the previous primary's
-  late set.
+  late set;
+- ``own-catalog``: deletes ``a``'s catalog (every part listed), which
+  ``a`` writes again once it finds it missing: whether the others then
+  take ``a``'s instances over and hand them back in a loop.
 
 A reader polls every instance node meanwhile (every 0.1 s) and for
 ``--after`` seconds once it stops. Printed: the agents' ZooKeeper writes
@@ -101,6 +104,7 @@ def main() -> None:
             "opinion-forge",
             "agent-forge",
             "takeover-forge",
+            "own-catalog",
         ),
         required=True,
     )
@@ -216,6 +220,12 @@ def meddle(client: KazooClient, options: argparse.Namespace, names: list[str]) -
     while time.monotonic() < deadline:
         if options.kind in ("opinion-forge", "agent-forge"):
             results = [client.set_async(p, data) for p, data in forged_paths.items()]
+        elif options.kind == "own-catalog":
+            results = [
+                client.delete_async(f"{ROOT}/catalogs/{part}")
+                for part in client.get_children(f"{ROOT}/catalogs")
+                if part.startswith("a.")
+            ]
         elif options.kind == "delete":
             results = [client.delete_async(f"{ROOT}/instances/{n}") for n in names]
         elif options.kind in ("forge", "takeover-forge"):
