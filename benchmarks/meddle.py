@@ -33,7 +33,10 @@ same ZooKeeper (kazoo, its own session, no ACLs) does ``--kind`` every
   late set;
 - ``own-catalog``: deletes ``a``'s catalog (every part listed), which
   ``a`` writes again once it finds it missing: whether the others then
-  take ``a``'s instances over and hand them back in a loop.
+  take ``a``'s instances over and hand them back in a loop;
+- ``catalog-forge``: writes ``garbage`` over every part of ``a``'s
+  catalog (which ``a`` finds at its next heartbeat and writes again
+  under new names).
 
 A reader polls every instance node meanwhile (every 0.1 s) and for
 ``--after`` seconds once it stops. Printed: the agents' ZooKeeper writes
@@ -105,6 +108,7 @@ def main() -> None:
             "agent-forge",
             "takeover-forge",
             "own-catalog",
+            "catalog-forge",
         ),
         required=True,
     )
@@ -220,6 +224,12 @@ def meddle(client: KazooClient, options: argparse.Namespace, names: list[str]) -
     while time.monotonic() < deadline:
         if options.kind in ("opinion-forge", "agent-forge"):
             results = [client.set_async(p, data) for p, data in forged_paths.items()]
+        elif options.kind == "catalog-forge":
+            results = [
+                client.set_async(f"{ROOT}/catalogs/{part}", b"garbage")
+                for part in client.get_children(f"{ROOT}/catalogs")
+                if part.startswith("a.")
+            ]
         elif options.kind == "own-catalog":
             results = [
                 client.delete_async(f"{ROOT}/catalogs/{part}")
