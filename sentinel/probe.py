@@ -109,7 +109,20 @@ overdue deadlines before it reads, and a connection two checks behind
 is dropped for the agent's own lateness with the server's replies in
 it. Lost with them, the debt outlived the drop, and a loaded agent (15
 HTTP clients looping, load 11-20) published whole slices of healthy
-instances down with the timeout below. Once the server has owed
+instances down with the timeout below. The server owes only what it
+was sent: once the agent dropped the connection holding a command
+unanswered, with no other kept, the time counts until the next check is
+due (the agent would have sent nothing sooner), and then stands still
+until a command is sent again. Those checks are the ones that cannot
+look for the agent's own reasons (the once a second reconnect rule after
+an attempt inconclusive, an attempt in line for the pacer or timed out
+across a stall), and a server with nothing on the wire cannot answer
+them; before, they failed with the timeout below once the bound passed
+since the PING lost with the connection (a healthy server's, whose reply
+came just after the drop, or never got a connection to come on). A
+frozen server's time still adds up over every connection it leaves
+unanswered, and is found as soon as before where the agent reconnects at
+its next check. Once the server has owed
 a reply for over `owed_after` seconds (the detection bound, ``interval``
 x ``fall`` + ``timeout``, of the settings a reload left), a check that
 would say nothing for the agent's own lateness (a PING timed out across
@@ -549,6 +562,8 @@ class RedisProbe:
         "_connect_stage",
         "_moves",
         "_owed_since",
+        "_owed_before",
+        "_owed_paused_at",
         "_owed_bound",
     )
 
@@ -686,10 +701,15 @@ class RedisProbe:
         # one, which it replaces at the next check.
         self._renewed: RedisClientProtocol | None = None
         # When the oldest command the server has not answered was sent (None:
-        # it owes nothing), on any connection, the answer of a check already
-        # ended included; after how long no lateness of the agent excuses it
-        # (module docstring).
+        # it owes nothing on a connection open now), the answer of a check
+        # already ended included, less the seconds the clock stood still
+        # while no connection held one; `_owed_before`, the seconds owed
+        # while it stands, and `_owed_paused_at`, when the connection that
+        # held it was dropped, until the next check is due; after how long
+        # no lateness of the agent excuses it (module docstring).
         self._owed_since: float | None = None
+        self._owed_before = 0.0
+        self._owed_paused_at: float | None = None
         self._owed_bound = owed_bound
 
     def retime(self, timeout: float) -> None:
@@ -760,6 +780,8 @@ class RedisProbe:
         # The caller's schedule spares a read of the clock on the hot path.
         if scheduled is None:
             scheduled = self._reactor.seconds()
+        if self._owed_paused_at is not None:
+            self._owed_due(scheduled)
         if self._renewed is not None:
             self._keep(self._renewed)
         protocol = self._protocol
@@ -1023,7 +1045,7 @@ class RedisProbe:
 
         def authenticated(reply: object) -> RedisClientProtocol:
             if type(reply) is not ConnectionLost:
-                self._owed_since = None  # The server answered.
+                self._heard()
             if reply == "OK":
                 return protocol
             if isinstance(reply, ResponseError) and str(reply).startswith(
@@ -1261,9 +1283,18 @@ class RedisProbe:
 
     def _let_go(self, protocol: RedisClientProtocol) -> None:
         # A reply in the socket, not yet read, is an answer too (the module
-        # docstring): heard before the connection and its bytes go.
-        if self._owed_since is not None and protocol.unread():
-            self._heard()
+        # docstring): heard before the connection and its bytes go. Else,
+        # with no connection kept, nothing the server could answer is on
+        # the wire: what it owes stops growing until a command is sent.
+        owed_since = self._owed_since
+        if owed_since is not None:
+            if protocol.unread():
+                self._heard()
+            elif self._protocol is None:
+                now = self._reactor.seconds()
+                self._owed_before = now - owed_since
+                self._owed_paused_at = now
+                self._owed_since = None
         protocol.drop()
 
     # Checking
@@ -1280,7 +1311,8 @@ class RedisProbe:
         self._checks_on_connection += 1
         self._sent_at = sent_at = self._reactor.seconds()
         if self._owed_since is None:
-            self._owed_since = sent_at
+            self._owed_since = sent_at - self._owed_before
+            self._owed_before = 0.0
         check: Deferred[Observation | None] = Deferred(self._cancel_check)
         self._check = check
         self._check_protocol = protocol
@@ -1329,7 +1361,7 @@ class RedisProbe:
     def pinged(self, protocol: RedisClientProtocol, reply: object) -> None:
         # PING alone: its reply is the check's, INFO's may follow.
         if type(reply) is not ConnectionLost:
-            self._owed_since = None  # The server answered.
+            self._heard()
         check = self._check
         if check is None or protocol is not self._check_protocol:
             return  # The check it answers has ended (it timed out).
@@ -1362,7 +1394,7 @@ class RedisProbe:
         # HELLO's for those sent (each an exception if the connection was
         # lost first).
         if type(replies[0]) is not ConnectionLost:
-            self._owed_since = None  # The server answered.
+            self._heard()
         check = self._check
         if check is None or protocol is not self._check_protocol:
             return  # The check they answer has ended (it timed out).
@@ -1432,7 +1464,7 @@ class RedisProbe:
     def repeated(self, protocol: RedisClientProtocol) -> None:
         # The pipeline's replies are those of the last parsed: so is what
         # they say.
-        self._owed_since = None  # The server answered.
+        self._heard()
         check = self._check
         if check is None or protocol is not self._check_protocol:
             return  # The check they answer has ended (it timed out).
@@ -1518,7 +1550,7 @@ class RedisProbe:
 
     def info_replied(self, protocol: RedisClientProtocol, reply: object) -> None:
         if type(reply) is not ConnectionLost:
-            self._owed_since = None  # The server answered.
+            self._heard()
         answered = self._awaiting_info
         check = self._check
         if answered is None or check is None or protocol is not self._check_protocol:
@@ -1663,18 +1695,37 @@ class RedisProbe:
     # What the server owes
 
     def _owing(self) -> None:
-        # A command is sent now: owed since now, unless an older one is.
+        # A command is sent now: owed since now, unless an older one is
+        # (on a connection dropped since: its time counts on).
         if self._owed_since is None:
-            self._owed_since = self._reactor.seconds()
+            self._owed_since = self._reactor.seconds() - self._owed_before
+            self._owed_before = 0.0
 
     def _heard(self) -> None:
         # The server sent a reply, to a check already ended too.
         self._owed_since = None
+        self._owed_before = 0.0
+        self._owed_paused_at = None
+
+    def _owed_due(self, scheduled: float) -> None:
+        # The first check due since a connection holding a command was
+        # dropped: until then the agent would have sent nothing anyway, and
+        # that time counts; from then until a command is sent, the clock
+        # stands still (the module docstring).
+        paused_at = self._owed_paused_at
+        assert paused_at is not None
+        self._owed_paused_at = None
+        due = min(scheduled, self._reactor.seconds())
+        self._owed_before += max(0.0, due - paused_at)
 
     def _owed_over(self) -> bool:
         # Whether the server has owed a reply for over the bound.
         owed = self._owed_since
-        return owed is not None and self._reactor.seconds() - owed > self._owed_bound()
+        bound: float = self._owed_bound()
+        if owed is None:
+            return self._owed_before > bound
+        now: float = self._reactor.seconds()
+        return now - owed > bound
 
     def _owed_failure(self) -> Observation | None:
         """

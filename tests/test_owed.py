@@ -3,7 +3,9 @@ A reply owed too long is the server's, however late the agent ran: the
 checks that would say nothing for the agent's own lateness (a PING timed
 out across a stall, a connect inconclusive) fail once the server has
 owed a reply for over `owed_after` seconds, and any reply, one to a check
-already ended too, clears the debt (`sentinel.probe`).
+already ended too, clears the debt; with nothing on the wire (the
+connection holding the command dropped, none made since), the debt stops
+growing once the next check is due (`sentinel.probe`).
 """
 
 from __future__ import annotations
@@ -81,6 +83,26 @@ class OwedTests(SynchronousTestCase):
         """A probe whose server may owe a reply for 3.5 s."""
         return Harness(password=password, owed_after=BOUND)
 
+    def dropped_with_no_place(
+        self,
+    ) -> tuple[Harness, list[tuple[float, Observation | None]]]:
+        """
+        A probe whose server goes unanswered through two stalled checks,
+        its connection dropped (two checks behind) with nothing in it,
+        while other instances' connects hold every place (and keep the
+        pacer's heartbeat going, so the agent's lateness is measured); the
+        probe and those checks' times and results.
+        """
+        h = Harness(slots=2, owed_after=BOUND)
+        h.connect()
+        h.on_time(0.02)
+        self.successResultOf(h.pacer.acquire())
+        self.successResultOf(h.pacer.acquire())
+        results = stalled_checks(self, h, 2.0)
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        self.assertFalse(h.probe.connected)
+        return h, results
+
     def test_frozen_server_fails_once_owed_past_the_bound(self) -> None:
         """
         A server that stops answering a kept connection, checked by an
@@ -143,6 +165,53 @@ class OwedTests(SynchronousTestCase):
         results = stalled_checks(self, h, 20.0, unread=True)
         self.assertGreater(len(h.reactor.tcpClients), 2)  # Dropped, again.
         self.assertEqual([o for _, o in results], [None] * len(results))
+
+    def test_no_debt_grows_while_the_agent_holds_no_connection(self) -> None:
+        """
+        A healthy server on a stalled agent, starved too: its replies come
+        only after the connection, two checks behind, was dropped for the
+        agent's lateness (nothing in the socket then), and the agent, still
+        connecting as fast as it can, gets no place for a new connection
+        for 8 s. With nothing sent to it, the server owes nothing more: the
+        checks in the meantime say nothing, and once it is connected again
+        and answers, none has failed. (Before: from 3.5 s after its last
+        PING, with no command on the wire, every check failed with the
+        owed timeout, and a loaded agent published healthy instances down.)
+        """
+        h, results = self.dropped_with_no_place()
+        results += stalled_checks(self, h, 8.0)
+        self.assertEqual(len(h.reactor.tcpClients), 1)  # Never got a place.
+        self.assertEqual([o for _, o in results], [None] * len(results))
+        h.pacer.release()  # A place: the attempt in line connects.
+        h.on_time(0.02)
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        d = h.check()
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)
+
+    def test_debt_on_a_dropped_connection_counts_again_once_sent_more(
+        self,
+    ) -> None:
+        """
+        A frozen server whose connection the stalled agent drops (two checks
+        behind) and then cannot replace for 5 s: the checks meanwhile say
+        nothing, and once connected again (the kernel completes it), the
+        time its first connection held a PING unanswered counts with the
+        new one's: its checks fail once the two together pass the bound,
+        not a whole bound after the reconnect.
+        """
+        h, results = self.dropped_with_no_place()
+        results += stalled_checks(self, h, 5.0)
+        self.assertEqual([o for _, o in results], [None] * len(results))
+        h.pacer.release()
+        h.on_time(0.02)
+        reconnected_at = h.reactor.seconds()
+        results = stalled_checks(self, h, 6.0)
+        failed = [at for at, o in results if o is not None]
+        self.assertTrue(failed)
+        self.assertLess(failed[0] - reconnected_at, BOUND)
+        self.assertEqual(results[-1][1], Observation(ok=False, error=OWED))
 
     def test_auth_unanswered_fails_once_owed_past_the_bound(self) -> None:
         """
