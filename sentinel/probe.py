@@ -122,7 +122,15 @@ since the PING lost with the connection (a healthy server's, whose reply
 came just after the drop, or never got a connection to come on). A
 frozen server's time still adds up over every connection it leaves
 unanswered, and is found as soon as before where the agent reconnects at
-its next check. Once the server has owed
+its next check. And before any check fails for a reply owed past the
+bound, the sockets of the connection kept and of the check ending are
+looked at the same way: a reply there, unread, is an answer. The agent's
+own turn can stall for longer than the bound (an agent short of CPU with
+HTTP clients looping, load 15-16): the deadline then fired with the
+reply in the socket, its check failed with the timeout below, and the
+histories gone stale in the same stall, that one check decided a slice
+of healthy instances down at once (17 to 225 in runs of
+``tests/test_http_load.py``). Once the server has owed
 a reply for over `owed_after` seconds (the detection bound, ``interval``
 x ``fall`` + ``timeout``, of the settings a reload left), a check that
 would say nothing for the agent's own lateness (a PING timed out across
@@ -1653,7 +1661,7 @@ class RedisProbe:
                 return
             error = f"timeout ({stage})"
             if stage == "ping" and protocol is not None and self._ping_unfair():
-                if self._owed_over():
+                if self._owed_over(protocol):
                     # Owed too long for any lateness to excuse: a timeout.
                     error = owed_error(self._owed_bound())
                 else:
@@ -1718,14 +1726,26 @@ class RedisProbe:
         due = min(scheduled, self._reactor.seconds())
         self._owed_before += max(0.0, due - paused_at)
 
-    def _owed_over(self) -> bool:
-        # Whether the server has owed a reply for over the bound.
+    def _owed_over(self, checked: RedisClientProtocol | None = None) -> bool:
+        # Whether the server has owed a reply for over the bound, none in
+        # the socket of the kept connection, or of `checked` (the one of a
+        # check ending), unread either (the module docstring).
         owed = self._owed_since
         bound: float = self._owed_bound()
         if owed is None:
             return self._owed_before > bound
         now: float = self._reactor.seconds()
-        return now - owed > bound
+        return now - owed > bound and not self._answered_unread(checked)
+
+    def _answered_unread(self, checked: RedisClientProtocol | None) -> bool:
+        # Whether a reply waits in a socket, not yet read: the server
+        # answered, and the agent, its own turn stalled past the bound, has
+        # not read it yet; heard, as a reply read is.
+        for protocol in (checked, self._protocol):
+            if protocol is not None and protocol.unread():
+                self._heard()
+                return True
+        return False
 
     def _owed_failure(self) -> Observation | None:
         """

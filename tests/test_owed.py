@@ -213,6 +213,35 @@ class OwedTests(SynchronousTestCase):
         self.assertLess(failed[0] - reconnected_at, BOUND)
         self.assertEqual(results[-1][1], Observation(ok=False, error=OWED))
 
+    def test_reply_unread_after_a_stall_past_the_bound_clears_it(self) -> None:
+        """
+        A healthy server answers a PING at once, and the agent stalls in
+        one turn for longer than the bound (3.6 s): when the check's
+        deadline is judged, the reply is in the socket, unread. The server
+        answered: the check says nothing (the agent's own stall), the
+        connection is kept, and the next check, its reply read, is up.
+        (Before: the check failed with the owed timeout, and an agent
+        whose histories went stale in such a stall published a slice of
+        healthy instances down at once: 17 to 225 in runs of
+        tests.test_http_load at load 15-16.)
+        """
+        h = self.stalled()
+        h.connect()
+        h.on_time(0.02)
+        self.successResultOf(h.pacer.acquire())  # Another instance connects.
+        d = h.check()
+        assert h.transport is not None
+        h.transport.socket = ArrivedUnread(b"+PONG\r\n")  # type: ignore[attr-defined]
+        h.reactor.advance(BOUND + 0.1)  # One turn past the bound.
+        d.cancel()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertTrue(h.probe.connected)
+        h.reply(b"+PONG\r\n")  # Read, at last, and dropped.
+        h.on_time(0.02)
+        d = h.check()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)
+
     def test_auth_unanswered_fails_once_owed_past_the_bound(self) -> None:
         """
         A server stopped before its first check: the kernel completes the
