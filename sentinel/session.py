@@ -336,6 +336,23 @@ def state_path(directory: str) -> str:
     return os.path.join(directory, STATE_FILE)
 
 
+def read_at_start(reader: FileReader, path: str, limit: int) -> bytes | str:
+    """
+    What `reader` reads of `path` (at most `limit` bytes) within its
+    deadline, before the reactor runs; or why it could not, prefixed
+    with the path.
+
+    @raise StateFileRefused: if the directory or file must not be used.
+    """
+    try:
+        with reader.batch() as read:
+            return read(path, limit)
+    except StateFileRefused:
+        raise
+    except Unreadable as e:
+        return f"{path}: {e}"
+
+
 def left_in(
     directory: str, purpose: SessionPurpose, reader: FileReader | None = None
 ) -> StoredSession | str:
@@ -350,13 +367,9 @@ def left_in(
     """
     path = state_path(directory)
     reader = reader or FileReader(read_file=read_private_file)
-    try:
-        with reader.batch() as read:
-            data = read(path, MAX_STATE_BYTES)
-    except StateFileRefused:
-        raise
-    except Unreadable as e:
-        return f"{path}: {e}"
+    data = read_at_start(reader, path, MAX_STATE_BYTES)
+    if isinstance(data, str):
+        return data
     try:
         return decode_state(data, purpose, any_agent_id=True)
     except Unreadable as e:

@@ -513,6 +513,8 @@ def makeService(options: Options) -> IService:
     from sentinel.privatefiles import StateFileRefused
     from sentinel.process import ProcessPolicy
     from sentinel.session import session_left
+    from sentinel.shutdown import EXIT_TWIN
+    from sentinel.startlock import double_start, take_start_lock
 
     # Run by twistd in the foreground (its options are the parent of ours;
     # a daemon's output is /dev/null, and its fork would leave the writing
@@ -529,10 +531,18 @@ def makeService(options: Options) -> IService:
     reload = options.reload if options.config_path is not None else None
     process = ProcessPolicy(reactor, len(options.config.instances))
     try:
+        # The lock first: the state file read after it says whether its
+        # holder recorded a session (`sentinel.startlock`).
+        held = take_start_lock(options.config)
         left = session_left(options.config)
     except StateFileRefused as e:
         label = "--state-dir" if "state_dir" in options.overrides else "state_dir"
         raise SystemExit(f"sentinel: {label}: {e}") from None
+    if held is not None and options.config.state_dir is not None:
+        twin = double_start(options.config.state_dir, held, left)
+        if twin is not None:
+            print(twin, file=sys.stderr)
+            raise SystemExit(EXIT_TWIN)
     start = options.start_signals
     agent = make_agent(
         options.config,

@@ -19,7 +19,9 @@ polls ZooKeeper every 20 ms (`tests.gaps.NodeWatch`) as a proxy would.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
+import os
 import signal
 import socket
 import struct
@@ -446,6 +448,43 @@ class StateFileTests(RestartTestCase):
                 f"or chmod 600 it\n",
             ),
         )
+
+    def test_double_start_loser_exits(self) -> None:
+        """
+        A process started while another one holds the state_dir's lock
+        and has recorded no session (a double start: both starting) exits
+        at once with one line and status 78, publishing nothing and
+        leaving the state_dir as it was. Before, it opened a session of
+        its own, wrote it over the other's state file, and ran on until
+        the twin rule judged the other live (16.5 s in a real double
+        start).
+        """
+        self.state_dir.mkdir(mode=0o700)
+        lock = self.state_dir / "start.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, fd)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        result = subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "sentinel", "--config", str(self.config),
+             "--http", "none"],
+            env=environment(),
+            capture_output=True,
+            timeout=START_BOUND,
+        )  # fmt: skip
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr.decode()),
+            (
+                78,
+                b"",
+                f"sentinel: state_dir: another process (pid {os.getpid()}) is "
+                f"starting on {self.state_dir} (it holds {lock}) and has "
+                f"recorded no ZooKeeper session yet: a double start; exiting, "
+                f"and leaving it alone\n",
+            ),
+        )
+        self.assertEqual(sorted(p.name for p in self.state_dir.iterdir()), [lock.name])
+        self.assertIsNone(self.kazoo.exists(self.root))
 
     async def test_foreign_state_file(self) -> None:
         """

@@ -1,0 +1,109 @@
+"""
+The state_dir's start lock (`sentinel.startlock`): one process starting
+on a state_dir at a time; a double start's loser is told so in one line,
+an older process that recorded its session is taken over from as before.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import threading
+
+import attr
+from twisted.logger import LogLevel, capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel import startlock
+from sentinel.privatefiles import StateFileRefused
+from sentinel.startlock import HeldBy, double_start, lock_path, take
+from tests.test_session import STORED
+
+OTHER_PID = STORED.owner.pid
+
+
+class StartLockTests(SynchronousTestCase):
+    """Taking the lock, and what a lock held by another process says."""
+
+    def setUp(self) -> None:
+        self.directory = os.path.join(tempfile.mkdtemp(prefix="startlock-"), "state")
+        self.addCleanup(startlock.release, self.directory)
+
+    def hold_elsewhere(self, pid: bytes = f"{OTHER_PID}\n".encode()) -> int:
+        """Lock the file through another open file, as another process does."""
+        os.mkdir(self.directory, 0o700)
+        fd = os.open(lock_path(self.directory), os.O_RDWR | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, fd)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, pid)
+        return fd
+
+    def test_taken_and_kept(self) -> None:
+        """
+        A free lock is taken, names this pid, and is kept: asked again,
+        this process holds it, and it makes the state_dir (mode 0700).
+        """
+        self.assertIsNone(take(self.directory))
+        self.assertTrue(startlock.holds(self.directory))
+        with open(lock_path(self.directory)) as f:
+            self.assertEqual(f.read(), f"{os.getpid()}\n")
+        self.assertEqual(os.stat(self.directory).st_mode & 0o777, 0o700)
+        self.assertIsNone(take(self.directory))
+
+    def test_held_by_another(self) -> None:
+        """A lock another process holds names its pid, and is not taken."""
+        self.hold_elsewhere()
+        self.assertEqual(take(self.directory), HeldBy(OTHER_PID))
+        self.assertFalse(startlock.holds(self.directory))
+
+    def test_held_saying_nothing(self) -> None:
+        """A holder that has not written its pid yet is still a holder."""
+        self.hold_elsewhere(b"")
+        self.assertEqual(take(self.directory), HeldBy(None))
+
+    def test_symbolic_link_refused(self) -> None:
+        """A lock file that is a symbolic link is refused, as the state file is."""
+        os.mkdir(self.directory, 0o700)
+        os.symlink("/dev/null", lock_path(self.directory))
+        self.assertRaises(StateFileRefused, take, self.directory)
+
+    def test_double_start_refused(self) -> None:
+        """
+        A holder that has recorded no session (no state file, or one of
+        a process gone) is starting too: one line names it and the lock.
+        """
+        gone = attr.evolve(STORED, owner=attr.evolve(STORED.owner, pid=1))
+        for left in ("no state file", gone):
+            line = double_start(self.directory, HeldBy(OTHER_PID), left)
+            self.assertEqual(
+                line,
+                f"sentinel: state_dir: another process (pid {OTHER_PID}) is "
+                f"starting on {self.directory} (it holds "
+                f"{lock_path(self.directory)}) and has recorded no ZooKeeper "
+                f"session yet: a double start; exiting, and leaving it alone",
+            )
+        line = double_start(self.directory, HeldBy(None), None)
+        assert line is not None
+        self.assertIn("another process is starting", line)
+
+    def test_older_process_taken_over(self) -> None:
+        """
+        A holder the state file names recorded its session: an older
+        process at a deploy, taken over as before; the lock is this
+        process's once that one has let go of it.
+        """
+        fd = self.hold_elsewhere()
+        self.assertIsNone(double_start(self.directory, HeldBy(OTHER_PID), STORED))
+        self.assertFalse(startlock.holds(self.directory))
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        for thread in threading.enumerate():
+            if thread.name == "sentinel-start-lock":
+                thread.join(5.0)
+        self.assertTrue(startlock.holds(self.directory))
+
+    def test_no_lock_to_be_had(self) -> None:
+        """A lock that cannot be had is said once; the agent starts without it."""
+        with capturedLogs() as events:
+            self.assertIsNone(double_start(self.directory, "read-only", None))
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
