@@ -3,7 +3,7 @@ Hostile Redis servers, in a process of their own, for measuring what they do
 to an agent (its RSS, its other checks) without loading the test process.
 
     python -m tests.hostile --listen MODE:FD [--listen MODE:FD:tls ...]
-        [--cert PEM --key PEM]
+        [--cert PEM --key PEM] [--hangup-after SECONDS]
 
 Each listener is a listening socket inherited from the parent (so there is
 no race with its readiness), serving one of the modes:
@@ -33,8 +33,9 @@ The last four are well-formed: they change what the agent publishes,
 as often as they are asked.
 
 - ``hangup``: a working Redis that closes the connection once it has
-  answered a check's commands (`HANGUP_AFTER` with nothing more asked),
-  as a proxy with a short idle timeout would: a connect per check;
+  answered a check's commands (`HANGUP_AFTER`, or ``--hangup-after``,
+  with nothing more asked), as a proxy with a short idle timeout would: a
+  connect per check;
 - ``slowbyte``: a working Redis that sends each reply a byte every 100 ms
   (``+PONG\r\n`` in 0.6--0.7 s: just over the default timeout).
 
@@ -242,10 +243,18 @@ async def hangup(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     while command is not None:
         writer.write(reply_to(command))
         await writer.drain()
+        if HANGUP_AFTER <= 0:
+            if not reader._buffer:  # type: ignore[attr-defined]
+                break  # Nothing more asked yet: closed right after the reply.
+            command = await read_command(reader)
+            continue
         try:
             command = await asyncio.wait_for(read_command(reader), HANGUP_AFTER)
         except TimeoutError:
-            return
+            break
+    # Closed once the replies are out (an abort drops what TLS still holds).
+    writer.close()
+    await writer.wait_closed()
 
 
 # INFO replies within the agent's reply cap, built to cost it the most to
@@ -338,7 +347,9 @@ if __name__ == "__main__":
     parser.add_argument("--listen", type=parse_listener, action="append", default=[])
     parser.add_argument("--cert")
     parser.add_argument("--key")
+    parser.add_argument("--hangup-after", type=float, default=HANGUP_AFTER)
     options = parser.parse_args()
+    HANGUP_AFTER = options.hangup_after
     context = None
     if options.cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

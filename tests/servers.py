@@ -654,14 +654,16 @@ class HostileServers:
         self,
         listeners: Sequence[tuple[str, bool]],
         tls: CertificateFiles | None = None,
+        options: Sequence[str] = (),
     ) -> None:
         """
         Start a server for each ``(mode, over_tls)`` of ``listeners``;
-        ``tls`` holds the certificate of those over TLS.
+        ``tls`` holds the certificate of those over TLS; ``options`` are
+        more of ``tests/hostile.py``'s (``--hangup-after 0.3``).
         """
         self.directory = Path(tempfile.mkdtemp(prefix="sentinel-hostile-"))
         self.ports: list[int] = []
-        argv = [sys.executable, "-m", "tests.hostile"]
+        argv = [sys.executable, "-m", "tests.hostile", *options]
         sockets = []
         try:
             for mode, over_tls in listeners:
