@@ -176,6 +176,7 @@ def make_agent(
         tasks.append(process.housekeeping)
         process.clock_steps = ClockSteps(reactor, lambda: tasks)
         stats_sources["clock"] = process.clock_steps.stats
+        stats_sources["gc"] = process.stats
     # Before the probes' users, so stopped after them: their lookups and
     # connection attempts end with their own checks, and the rest when
     # these stop.

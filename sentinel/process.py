@@ -36,6 +36,13 @@ limits or its collector.
   clock is watched for steps after each poll (`sentinel.clocksteps`), on
   the epoll reactor by that dispatch, on the others twistd offers
   (``--reactor=poll|select|asyncio``) by `sentinel.dispatch.after_each_poll`.
+- Each full collection's pause is given back to the checks (above), so a
+  server that stopped during one is found down that much later: ``gc`` in
+  ``/debug/stats`` says how many there were and how long they held the
+  reactor (at load 25 on 2 cores, 0.8-2.0 s each for 73,000 objects, at
+  the collection after a group's join), and whether one is still due once
+  the watched instances settle, so that a late verdict can be told from a
+  slow agent.
 - The object count of ``/debug/stats`` is taken by the housekeeping timer,
   not per request: counting walks every object the collector tracks, and a
   client looping on that page would make the reactor walk them in a loop.
@@ -51,6 +58,7 @@ import gc
 import resource
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psutil
 from twisted.application.service import MultiService
@@ -174,6 +182,10 @@ class ProcessPolicy(MultiService):
         # Rounds frozen without a collection since the last one.
         self._uncollected = 0
         self._gc_objects = 0
+        # Full collections made, and the seconds they held the reactor.
+        self._collections = 0
+        self._paused_total = 0.0
+        self._last_paused: float | None = None
         # How many objects are frozen, counted once after each freeze.
         self._frozen: int | None = None
         # Whether ready sockets are dispatched without the log context.
@@ -251,6 +263,20 @@ class ProcessPolicy(MultiService):
             self._settled = True
             self._refreeze()
 
+    def stats(self) -> dict[str, Any]:
+        """
+        ``gc`` in /debug/stats: the full collections made since start, the
+        seconds they held the reactor in all and the last one, and whether
+        one is still due once the watched instances settle.
+        """
+        last = self._last_paused
+        return {
+            "full_collections": self._collections,
+            "paused_seconds": round(self._paused_total, 4),
+            "last_paused_seconds": None if last is None else round(last, 4),
+            "collection_due": not self._settled,
+        }
+
     def gc_objects(self) -> int:
         """The collector's object count, as of the last housekeeping run."""
         return self._gc_objects
@@ -276,6 +302,9 @@ class ProcessPolicy(MultiService):
         collected = refreeze_gc()
         paused = self._monotonic() - began
         self._refrozen_at = self._clock.seconds()
+        self._collections += 1
+        self._paused_total += paused
+        self._last_paused = paused
         if self.paused is not None:
             self.paused(paused)
         self._frozen = None

@@ -16,6 +16,7 @@ from sentinel.process import (
     GC_REFREEZE_INTERVAL,
     HOUSEKEEPING_INTERVAL,
     MAX_UNCOLLECTED_ROUNDS,
+    SETTLE_ROUNDS,
     ProcessPolicy,
     check_fd_capacity,
     raise_fd_limit,
@@ -166,6 +167,45 @@ class HousekeepingTests(SynchronousTestCase):
         self.clock.pump([HOUSEKEEPING_INTERVAL] * 60)
         self.assertEqual(self.refreezes, 2)
         self.assertEqual(paused, [1.5, 1.5])
+
+    def test_collections_reported(self) -> None:
+        """
+        ``gc`` in /debug/stats counts the full collections and the seconds
+        they held the reactor, and says whether one is due once the
+        watched instances settle: due from start and after each change,
+        not once the settled rounds collected.
+        """
+        held = iter([0.25, 1.75])
+
+        def slow_refreeze() -> int:
+            self.clock.advance(next(held))  # (No timer of the policy is due.)
+            return self.refreeze()
+
+        self.patch(process, "refreeze_gc", slow_refreeze)
+        self.policy.startService()
+        self.addCleanup(self.policy.stopService)
+        self.assertEqual(
+            self.policy.stats(),
+            {
+                "full_collections": 1,
+                "paused_seconds": 0.25,
+                "last_paused_seconds": 0.25,
+                "collection_due": True,
+            },
+        )
+        for rounds in range(1, SETTLE_ROUNDS + 1):
+            self.policy.watched_for(rounds)
+        self.assertEqual(
+            self.policy.stats(),
+            {
+                "full_collections": 2,
+                "paused_seconds": 2.0,
+                "last_paused_seconds": 1.75,
+                "collection_due": False,
+            },
+        )
+        self.policy.watched_for(1)
+        self.assertTrue(self.policy.stats()["collection_due"])
 
     def test_wall_step_during_collection_no_pause(self) -> None:
         """
