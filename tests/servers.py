@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import os
 import queue
+import re
 import selectors
 import shutil
 import signal
@@ -75,6 +76,34 @@ def free_port() -> int:
 
 class ChildExited(RuntimeError):
     """A child process ended while we waited for it to become ready."""
+
+
+# The line twistd logs once an agent's HTTP port listens.
+_LISTENING = re.compile(r"\(ConnectionLimit\) starting on (\d+)$", re.MULTILINE)
+
+
+def listening_port(child: ChildProcess) -> int:
+    """
+    The HTTP port an agent run with ``--http tcp:0:...`` listens on, as its
+    log says once it does; before, `ConnectionRefusedError`, as a request
+    would get (so that a wait for an answer waits on), or `ChildExited`,
+    with the log's tail, if the agent has ended.
+
+    A port found free here (`free_port`) is anyone's until the child binds
+    it, seconds later for twistd at load 18-25 (its imports, the plugin
+    cache): any other run on the machine may take it meanwhile, and the
+    agent then exits 1 ("cannot listen"), its HTTP refused until the
+    test's wait runs out. Port 0 is the kernel's pick as the agent binds.
+    """
+    assert child.log is not None
+    found = _LISTENING.search(child.log.read_text(errors="replace"))
+    if found is not None:
+        return int(found.group(1))
+    if not child.running:
+        raise ChildExited(
+            f"the agent exited with status {child.process.wait()}{child.log_tail()}"
+        )
+    raise ConnectionRefusedError("the agent does not listen yet")
 
 
 class ChildProcess:

@@ -33,7 +33,13 @@ from sentinel.ownership import CONFLICT_MARGIN
 from sentinel.session import STATE_FILE
 from sentinel.shutdown import EXIT_TWIN
 from tests.polling import START_BOUND, pause, wait_for
-from tests.servers import LOOPBACK, ChildProcess, free_port, shared_zookeeper
+from tests.servers import (
+    LOOPBACK,
+    ChildProcess,
+    free_port,
+    listening_port,
+    shared_zookeeper,
+)
 from tests.test_twistd import HTTP_BOUND, TWISTD, environment
 
 reactor: Any = _reactor
@@ -48,23 +54,45 @@ CONS_LINE = re.compile(r"sid=0x([0-9a-f]+).*?lcxid=0x([0-9a-f]+)")
 
 
 class AgentProcess:
-    """One ``twistd -n sentinel`` child in a directory of its own."""
+    """
+    One ``twistd -n sentinel`` child in a directory of its own, its HTTP
+    on a port the kernel picks as it binds (`listening_port`).
+    """
 
     def __init__(self, directory: Path, *args: str) -> None:
         directory.mkdir(parents=True)
         self.directory = directory
         self.log = directory / "twistd.log"
-        self.http = free_port()
+        self._http: int | None = None
         self.child = ChildProcess(
             [
                 TWISTD, "-n", "sentinel",
-                "--http", f"tcp:{self.http}:interface={LOOPBACK}",
+                "--http", f"tcp:0:interface={LOOPBACK}",
                 *args,
             ],
             log=self.log,
             env=environment(),
             cwd=directory,
         )  # fmt: skip
+
+    @property
+    def http(self) -> int:
+        """The agent's HTTP port, once it listens (`listening_port`)."""
+        if self._http is None:
+            self._http = listening_port(self.child)
+        return self._http
+
+    async def listening(self, timeout: float = START_BOUND) -> int:
+        """The agent's HTTP port, once it listens."""
+
+        def known() -> bool:
+            try:
+                return bool(self.http)
+            except ConnectionRefusedError:
+                return False
+
+        await wait_for(reactor, known, timeout, "the agent's HTTP listening", 0.05)
+        return self.http
 
     def lines(self, level: str) -> list[str]:
         """The log's lines at `level` (``error``, ``warn``...)."""

@@ -105,6 +105,8 @@ class PrometheusTests(TestCase):
         zookeeper = shared_zookeeper()
         discovery = "/prom-discovery"
         servers, agent = self.discovered_fleet(3, "serverset", discovery, "r")
+        # Prometheus is told the agent's port: the one it listens on.
+        await agent.listening()
         prometheus = PrometheusServer(
             {
                 "rule_files": [str(RULES)],

@@ -46,7 +46,7 @@ from tests.servers import (
     LOOPBACK,
     ChildProcess,
     RedisServer,
-    free_port,
+    listening_port,
     shared_zookeeper,
 )
 from tests.test_conflicts import wait_async
@@ -82,13 +82,13 @@ class Agent:
     """One ``twistd -n sentinel`` run of the test's config, with its own log."""
 
     def __init__(self, case: RestartTestCase, run: int) -> None:
-        self.http = free_port()
+        self._http: int | None = None
         self.log = case.directory / f"run-{run}.log"
         self.child = ChildProcess(
             [
                 TWISTD, "-n", "--pidfile=", "sentinel",
                 "--config", str(case.config),
-                "--http", f"tcp:{self.http}:interface={LOOPBACK}",
+                "--http", f"tcp:0:interface={LOOPBACK}",
             ],
             log=self.log,
             env=environment(),
@@ -100,6 +100,13 @@ class Agent:
     @property
     def pid(self) -> int:
         return self.child.pid
+
+    @property
+    def http(self) -> int:
+        """The agent's HTTP port, once it listens (`listening_port`)."""
+        if self._http is None:
+            self._http = listening_port(self.child)
+        return self._http
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
