@@ -288,11 +288,28 @@ class ShareTests(GroupTestCase):
             "c": self.agent("c"),
         }
         await self.settled(list(agents.values()), 3)
-        await pause(reactor, 1.0)
-        shares = {a: await self.watched(agent) for a, agent in agents.items()}
         everything = {*self.names, "only-a"}
+        shares: dict[str, set[str]] = {}
+
+        async def shared_out() -> bool:
+            try:
+                for agent_id, agent in agents.items():
+                    shares[agent_id] = await self.watched(agent)
+            except Exception:
+                return False
+            observed = sum(len(s) for s in shares.values())
+            return observed == len(everything) == len(set().union(*shares.values()))
+
+        # Each agent's view of three members is not its share yet: an
+        # agent unsure of the group (a session replaced, ZooKeeper slow to
+        # answer a joiner) observes more than its share meanwhile, by
+        # design. At load 28 a second after every /group said three (the
+        # wait this replaces), they observed 71 of 61: b, its kazoo worker
+        # stalled 2.9 s and its session replaced, still observed 51. So
+        # look until the shares add up (bounded); an overlap that never
+        # ends, or a share missed, still fails.
+        await wait_async(shared_out, START_BOUND, "each instance observed once", 0.1)
         self.assertEqual(set().union(*shares.values()), everything)
-        self.assertEqual(sum(len(s) for s in shares.values()), len(everything))
         for agent_id, share in shares.items():
             self.figure(f"share of {agent_id}", len(share))
             self.assertGreater(len(share), 8, agent_id)
