@@ -69,13 +69,15 @@ again. Among them, a member whose opinions asked about beside its agent
 node (`probes`: a few this agent read) are gone too has lost its session
 (`sessions_gone`), which took every node of it at once: the new
 primaries make its instance nodes with a create alone, where a leave's
-are taken over from its live session. The first view waits the settle
-time too: agents
-started together then begin with the same view, rather than each take
-everything, alone, for a moment. This agent is always a member of its
-own view, whatever ZooKeeper lists (it may not have written its catalog
-yet, or ZooKeeper may have come back empty): an agent alone observes
-everything it knows.
+are taken over from its live session. But not the members that went
+with this agent's own catalog (`_wiped`: a ``deleteall`` of the root,
+every session alive): they are waited for as after a rejoin (below),
+for they write theirs again as this agent does. The first view waits
+the settle time too: agents started together then begin with the same
+view, rather than each take everything, alone, for a moment. This
+agent is always a member of its own view, whatever ZooKeeper lists (it
+may not have written its catalog yet, or ZooKeeper may have come back
+empty): an agent alone observes everything it knows.
 
 While ZooKeeper is unreachable the last view stays: the instances keep
 their observers rather than move on a guess. Not past the end of this
@@ -229,6 +231,13 @@ AUDIT_EVERY = 5.0
 # the longest pace, a listing and the settle time, which a change the
 # watch told of waits anyway.
 BEHIND_AFTER = 15.0
+# Seconds the members that went with this agent's own catalog (`_wiped`)
+# are waited for before their share is published by a stand-in where its
+# node is missing: their sessions live, and each makes its own nodes
+# again within a second (the publisher's guard, 0.5 s after it hears of
+# the deletion). A stand-in at once won the create for most of them, and
+# every one of those nodes went to the stand-in and back to its primary.
+WIPED_STAND_IN_AFTER = 3.0
 # Members (this agent included) up to which a listing asks beside it
 # which agent nodes are gone (`Membership._ask_agents_early`): an
 # ``exists`` each per listing, which in a group of thousands would be
@@ -381,6 +390,18 @@ class Membership:
         self._absent: frozenset[str] = frozenset()
         self._awaited_call: IDelayedCall | None = None
         self._awaited_until = float("inf")
+        # Since when they have been waited for, and why (the log's words).
+        self._awaited_since = 0.0
+        self._awaited_why = "before this agent's new session"
+        # Whether a listing ever listed this agent's own catalog: one that
+        # lists it no more, this agent's session alive, is a deletion
+        # behind its back (`_wiped`).
+        self._own_seen = False
+        # When stand-ins may publish the share of each member waited for
+        # since such a deletion (`WIPED_STAND_IN_AFTER`), and the call
+        # that applies the view then.
+        self._stand_in_from: dict[str, float] = {}
+        self._stand_in_call: IDelayedCall | None = None
         # When the last listing that ended began.
         self._fresh_since = float("-inf")
         self.audits = 0
@@ -405,12 +426,13 @@ class Membership:
             self._list_call,
             self._audit_call,
             self._awaited_call,
+            self._stand_in_call,
         )
         for call in calls:
             if call is not None and call.active():
                 call.cancel()
         self._settle_call = self._retry_call = self._list_call = None
-        self._audit_call = self._awaited_call = None
+        self._audit_call = self._awaited_call = self._stand_in_call = None
 
     def set_own(self, own: Catalog) -> None:
         """This agent's catalog changed (a reload): applied at once."""
@@ -439,8 +461,11 @@ class Membership:
                 call.cancel()
         self._settle_call = None
         self.awaited = dict(others)
+        self._stand_in_from = {}
         self._absent = frozenset()
         wait = self.zk.session_timeout * (1 + REPLACE_SPREAD)
+        self._awaited_since = self._rejoining_since
+        self._awaited_why = "before this agent's new session"
         self._awaited_until = self._rejoining_since + wait
         self._awaited_call = self._reactor.callLater(wait, self._awaited_over)
         self._apply_listed = False
@@ -478,11 +503,12 @@ class Membership:
         if not self.awaited or self._fresh_since < self._awaited_until:
             return
         log.warn(
-            "group membership: {count} member(s) of the view before this"
-            " agent's new session not listed again within {seconds:.1f} s"
-            " ({members}); the view goes on without them",
+            "group membership: {count} member(s) of the view {why} not"
+            " listed again within {seconds:.1f} s ({members}); the view goes"
+            " on without them",
             count=len(self.awaited),
-            seconds=self._awaited_until - self._rejoining_since,
+            why=self._awaited_why,
+            seconds=self._awaited_until - self._awaited_since,
             members=", ".join(sorted(self.awaited)[:10]),
         )
         self.awaited = {}
@@ -518,7 +544,7 @@ class Membership:
         if self.rejoining:
             return None
         missing = sorted(self.awaited.keys() - self.listed.keys())
-        waited = float(self._reactor.seconds()) - self._rejoining_since
+        waited = float(self._reactor.seconds()) - self._awaited_since
         if not missing or waited < LISTING_FAILING_AFTER:
             return None
         return waited, missing
@@ -926,12 +952,17 @@ class Membership:
         if self.rejoining:
             await self._rejoined(listed, complete.get(self.agent_id, {}), version)
             return
+        wiped = False
+        if complete.get(self.agent_id):
+            self._own_seen = True
+        elif self._own_seen:
+            wiped = self._wiped(listed)
         changed = listed != self.listed or not self.viewed
         if changed:
             await asked_early
             ended = self.viewed and await self._sessions_ended(listed, stats, early)
             self.listed = listed
-            self._changed(since, at_once=ended)
+            self._changed(since, at_once=ended or wiped)
         self._listed_version = version
         if not changed and not self._apply_due():
             # The view is this listing's already.
@@ -969,6 +1000,55 @@ class Membership:
             # Its session's end fires no catalog watch: listed again soon.
             self._retry(RECHECK)
         return {agent: self.listed[agent] for agent in kept}
+
+    def _wiped(self, listed: View) -> bool:
+        """
+        This agent's own catalog is listed no more, its session alive:
+        deleted behind its back (``deleteall`` of the root, say), and the
+        publisher writes it again (`on_own_listed`). The members of the
+        view also not listed went with it, their sessions alive as ours
+        is, and write theirs again as they hear of it: they stay in the
+        view meanwhile, waited for as after a rejoin (`awaited`: up to a
+        session timeout and `zk.REPLACE_SPREAD`, their share published
+        by a stand-in where its node is missing). Taken for gone (their
+        agent nodes went too: `_sessions_ended`), each member took every
+        instance alone at once and handed two thirds back as the others
+        were listed again, each at its own time: at three agents,
+        ``replicas = 2``, 60 instances, nerve members, the instance
+        nodes went back and forth between them 13--148 times a run of
+        three ``deleteall``s, and 14--51 services listed twice. Whether
+        a member is waited for anew.
+        """
+        gone = {
+            agent: catalog
+            for agent, catalog in self.view.items()
+            if agent != self.agent_id
+            and agent not in listed
+            and agent not in self.awaited
+        }
+        if not gone or not self.viewed or not self.running:
+            return False
+        now = self._reactor.seconds()
+        wait = self.zk.session_timeout * (1 + REPLACE_SPREAD)
+        if not self.awaited:
+            self._awaited_since = now
+            self._awaited_why = "whose catalogs were deleted with this agent's"
+        self.awaited.update(gone)
+        self._stand_in_from.update(dict.fromkeys(gone, now + WIPED_STAND_IN_AFTER))
+        self._awaited_until = now + wait
+        if self._awaited_call is not None and self._awaited_call.active():
+            self._awaited_call.cancel()
+        self._awaited_call = self._reactor.callLater(wait, self._awaited_over)
+        log.warn(
+            "group membership: this agent's catalog was deleted behind its"
+            " back, with those of {count} other member(s) ({members}); they"
+            " stay in its view for up to {wait:.1f} s while they write theirs"
+            " again",
+            count=len(gone),
+            members=", ".join(sorted(gone)[:10]),
+            wait=wait,
+        )
+        return True
 
     async def _rejoined(
         self,
@@ -1325,7 +1405,11 @@ class Membership:
         if any(view.get(agent) is not catalog for agent, catalog in listed.items()):
             return False
         gone = [
-            agent for agent in view if agent not in listed and agent != self.agent_id
+            agent
+            for agent in view
+            if agent not in listed
+            and agent != self.agent_id
+            and agent not in self.awaited
         ]
         if not gone:
             return False
@@ -1414,7 +1498,7 @@ class Membership:
         self.viewed = True
         self._viewed_version = self._listed_version
         self._caught_up()
-        absent = frozenset(self.awaited)
+        absent = self._standing_in_for()
         returned, self._returning = self._returning, False
         if view == self.view and absent == self._absent and not first and not returned:
             self.sessions_gone.clear()
@@ -1425,6 +1509,27 @@ class Membership:
         except Exception:
             log.failure("applying the group's membership failed")
         self.sessions_gone.clear()
+
+    def _standing_in_for(self) -> frozenset[str]:
+        """
+        The members waited for whose share a stand-in publishes now (`absent`):
+        each, once past its `WIPED_STAND_IN_AFTER` if it went with this
+        agent's catalog; the view is applied again at the first such time.
+        """
+        now = self._reactor.seconds()
+        self._stand_in_from = {
+            a: t for a, t in self._stand_in_from.items() if a in self.awaited
+        }
+        later = [t for t in self._stand_in_from.values() if t > now]
+        call = self._stand_in_call
+        if call is not None and call.active():
+            call.cancel()
+        self._stand_in_call = None
+        if later and self.running:
+            self._stand_in_call = self._reactor.callLater(min(later) - now, self._apply)
+        return frozenset(
+            a for a in self.awaited if self._stand_in_from.get(a, now) <= now
+        )
 
 
 _PERSISTENT = "a persistent node, which no agent's session holds"

@@ -171,6 +171,24 @@ class FakeZooKeeperServer:
         self._sequences.clear()
         self._zxid = 0
 
+    def delete_trees(self, *roots: str) -> None:
+        """
+        ``deleteall`` of each of `roots` by another client: every node
+        under them and the roots themselves deleted, whoever holds them,
+        before any watch fires (zkCli sends the deletes in batches, each
+        a multi; here one, for the members cannot make a node between).
+        """
+        gone = [
+            p
+            for p in self.nodes
+            if any(p == root or p.startswith(f"{root}/") for root in roots)
+        ]
+        for path in gone:
+            del self.nodes[path]
+            self._sequences[_parent(path)] += 1
+        for path in sorted(gone, key=lambda p: -p.count("/")):
+            self.fire(path, EventType.DELETED)
+
     def drop(self, client: FakeZooKeeper) -> None:
         """
         The client's connection ends without a close (its process exited):
