@@ -1003,10 +1003,11 @@ class Membership:
 
     def _wiped(self, listed: View) -> bool:
         """
-        This agent's own catalog is listed no more, its session alive:
+        This agent's own catalog is listed no more, or its own agent node
+        is gone beside the others' (`_sessions_ended`), its session alive:
         deleted behind its back (``deleteall`` of the root, say), and the
-        publisher writes it again (`on_own_listed`). The members of the
-        view also not listed went with it, their sessions alive as ours
+        publisher writes it again (`on_own_listed`, the heartbeat). The
+        members of the view also not listed went with it, their sessions alive as ours
         is, and write theirs again as they hear of it: they stay in the
         view meanwhile, waited for as after a rejoin (`awaited`: up to a
         session timeout and `zk.REPLACE_SPREAD`, their share published
@@ -1418,8 +1419,11 @@ class Membership:
             for agent in gone
         }
         # Asked beside the agent nodes, in the same round trip
-        # (`_agent_sessions` then finds their answers in `stats`).
-        asked = [f"{self.root}/agents/{agent}" for agent in gone]
+        # (`_agent_sessions` then finds their answers in `stats`), with
+        # this agent's own: gone too, while its session lives, it was
+        # deleted behind its back with theirs (`_wiped`).
+        own = f"{self.root}/agents/{self.agent_id}"
+        asked = [own, *(f"{self.root}/agents/{agent}" for agent in gone)]
         asked += [path for paths in probes.values() for path in paths]
         for path in asked:
             # Asked beside the listing (its agent node gone): not again.
@@ -1428,6 +1432,11 @@ class Membership:
         self._asked += await ask(self.zk, asked, stats, ahead=True)
         sessions = await self._agent_sessions(gone, stats)
         ended = all(session is None for session in sessions.values())
+        if ended and stats.get(own, True) is None and self._wiped(listed):
+            # Not ended: they went with this agent's own agent node, a
+            # deletion behind all their backs (its catalog may have gone
+            # after the listing, or be written again already).
+            return True
         if ended:
             # A leave deletes its agent node, and keeps its instance nodes
             # and opinions (its session lives) until they are taken over;

@@ -110,3 +110,25 @@ class DeleteAllTests(SynchronousTestCase):
                 ):
                     holders[name].append(owner)
         return holders
+
+    def test_listed_with_its_own_catalog_left(self) -> None:
+        """
+        A member that lists the group with its own catalog still there
+        (the others' deleted first, or its own written again already)
+        but its own agent node gone with the others' keeps them in its
+        view too: their sessions did not end.
+        """
+        server = self.fleet.server
+        server.delete_trees(
+            f"{ROOT}/agents",
+            *(
+                f"{ROOT}/catalogs/{p}"
+                for p in server.children(f"{ROOT}/catalogs")
+                if not p.startswith("a.")
+            ),
+        )
+        holders = self.watch_holders(1.0)
+        self.assertEqual(
+            set(self.fleet.members["a"].group.membership.view), set(AGENTS)
+        )
+        self.assertEqual({n: h for n, h in holders.items() if len(h) > 1}, {})
