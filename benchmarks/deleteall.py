@@ -80,7 +80,9 @@ def main() -> None:
 def run(
     args: argparse.Namespace, label: str, code: Path, number: int
 ) -> list[tuple[str, str]]:
-    with ExitStack() as started, tempfile.TemporaryDirectory() as directory:
+    # The directory outlives the agents, which write their state files
+    # until they stop.
+    with tempfile.TemporaryDirectory() as directory, ExitStack() as started:
         work = Path(directory)
         zookeeper, client = start_zookeeper(started)
         redis = start_redis_servers(2, started)
