@@ -24,6 +24,22 @@ a reconnection to the same session does not. The creates go past the
 chroot on the agent's own session (`sentinel.unrooted`), each a call of
 the bridge, timed out.
 
+A chroot deleted while the agent runs (an operator's ``deleteall /app``,
+a cleanup script) is made again as soon as a refused write's look finds
+it missing (`found_missing`, from `sentinel.refusals`), as kazoo's
+``makepath`` makes the root again when ``/sentinel`` alone is deleted.
+It once waited for the next session instead, "not fought over": but the
+agent fights for its root and its nodes alike, and kazoo's ``makepath``
+already made a one-level chroot again, under an existing parent; only a
+deeper one whose top went (``deleteall /a`` under ``/a/b``) was left
+missing, the fleet's view gone (``/healthz`` 503) until every agent was
+restarted. Made again, it is made as at the start (every level, the
+nodes' ACL, refusals named), one make at a time, each started by a
+look, and looks by refused writes (`refusals.LOOK_SPACING`): a client
+deleting it in a loop costs a make per deletion at most. It is logged
+at info once per `REMADE_LOG_SPACING` seconds, with the number of
+makes since the last line.
+
 A create that ZooKeeper refuses for want of rights (``NoAuthError``: a
 parent made by another identity) is what `sentinel.refusals` names on
 ``/healthz``, at once, with what to do; it is tried again at most every
@@ -51,6 +67,8 @@ log = Logger(namespace=LOG_NAMESPACE)
 
 # Seconds between two tries at a chroot whose creation was refused.
 REFUSED_RETRY = 30.0
+# Seconds between two lines saying the chroot was made again.
+REMADE_LOG_SPACING = 60.0
 
 
 class Chroot:
@@ -66,8 +84,15 @@ class Chroot:
         self.failed: str | None = None
         self._refused_at: float | None = None
         self._done_in: int | None = None
+        # The session in which it was found or made before a look found
+        # it missing (deleted since).
+        self._found_in: int | None = None
         self.making = False
         self.made = 0
+        # Makes after a deletion since the last line saying so, and when
+        # that line was logged.
+        self._remade_unlogged = 0
+        self._remade_logged_at: float | None = None
 
     @property
     def path(self) -> str:
@@ -100,13 +125,23 @@ class Chroot:
         d = Deferred.fromCoroutine(self._ensure(session))
         d.addBoth(self._ended)
 
+    def found_missing(self) -> None:
+        """
+        The chroot was found missing through this session: look again and
+        make it, even if it was made or found in this session (deleted
+        since).
+        """
+        if self._done_in is not None:
+            self._found_in, self._done_in = self._done_in, None
+        self.ensure()
+
     def _ended(self, _: object) -> None:
         self.making = False
 
     async def _ensure(self, session: int) -> None:
         try:
             if await self._zk.exists("/") is None:
-                await self._make()
+                await self._make(deleted_since=self._found_in == session)
         except _Refused as refused:
             self.refused_under = refused.parent
             self._refused_at = self._reactor.seconds()
@@ -123,7 +158,7 @@ class Chroot:
         self._done_in = session
         self.refused_under = self.failed = self._refused_at = None
 
-    async def _make(self) -> None:
+    async def _make(self, deleted_since: bool) -> None:
         parent = "/"
         for level in self.path.strip("/").split("/"):
             path = parent.rstrip("/") + "/" + level
@@ -138,7 +173,22 @@ class Chroot:
                 raise _Refused(parent) from None
             parent = path
         self.made += 1
-        log.info("created the chroot {chroot} in zookeeper.hosts", chroot=self.path)
+        if not deleted_since:
+            log.info("created the chroot {chroot} in zookeeper.hosts", chroot=self.path)
+            return
+        self._remade_unlogged += 1
+        now = self._reactor.seconds()
+        logged_at = self._remade_logged_at
+        if logged_at is not None and now - logged_at < REMADE_LOG_SPACING:
+            return
+        log.info(
+            "created the chroot {chroot} in zookeeper.hosts again: deleted while"
+            " the agent ran ({count} time(s) since the last such line)",
+            chroot=self.path,
+            count=self._remade_unlogged,
+        )
+        self._remade_logged_at = now
+        self._remade_unlogged = 0
 
 
 class _Refused(Exception):

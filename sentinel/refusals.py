@@ -26,8 +26,7 @@ that it goes with its session.
 So a write that fails so is looked into: its path is walked up to the
 deepest node that exists (a background ``exists`` each), and that node's
 ACL is read, unless it is ephemeral. The chroot missing and refused (the
-parent that refused it named), or missing still after the agent made or
-found it in this session (deleted since), an ephemeral
+parent that refused it named), or failing to be made, an ephemeral
 node (named with its session), or an ACL that grants create to neither
 ``world:anyone`` nor the agent's own digest identity, is the reason
 ``/healthz`` fails at once (one round trip after the failure), logged
@@ -36,9 +35,10 @@ errors, and goes with the last of them: an ACL fixed by hand, a chroot
 created, is taken as it is, with no restart. An ACL that grants create to
 an identity this agent cannot judge (``ip``, ``sasl``, ``x509``) is not
 blamed: the writes' own failure still fails ``/healthz`` after
-`FAILING_AFTER`. A chroot found missing while the agent makes it is no
-reason: the next refused write looks again, without waiting for
-`LOOK_SPACING`, and finds it made or refused.
+`FAILING_AFTER`. A chroot found missing is made (again, if it was
+deleted since the agent made or found it: `Chroot.found_missing`), and
+is no reason while it is made: the next refused write looks again,
+without waiting for `LOOK_SPACING`, and finds it made or refused.
 
 At most one look runs at a time, and looks start at most every
 `LOOK_SPACING` seconds, however many writes fail: a thousand instance
@@ -132,9 +132,6 @@ class Refusals:
             reason = await self._find(path)
         except (KazooException, TimeoutError, CancelledError):
             return  # The connection went: the next failure looks again.
-        if reason is None and self._chroot_maker.making:
-            # Made meanwhile, or refused: the next refused write tells.
-            self._last_look = None
         if reason is not None and reason != self.reason:
             log.error("ZooKeeper refuses this agent's writes: {reason}", reason=reason)
         self.reason = reason
@@ -166,7 +163,7 @@ class Refusals:
         maker = self._chroot_maker
         if not chroot:
             return None
-        maker.ensure()
+        maker.found_missing()
         if maker.refused_under is not None:
             # Said while it is tried again: the refusal stands till then.
             parent = maker.refused_under
@@ -183,14 +180,11 @@ class Refusals:
                 f" creating it failed ({maker.failed}): nothing is written;"
                 f" create it (zkCli.sh create {chroot}) or correct zookeeper.hosts"
             )
-        if maker.making:
-            return None
-        return (
-            f"the chroot {chroot} in zookeeper.hosts does not exist (deleted"
-            " since this session began; the agent makes it again at its next"
-            f" session): nothing is written; create it (zkCli.sh create {chroot})"
-            " or correct zookeeper.hosts"
-        )
+        # Being made (again, if deleted since it was made or found), or
+        # made already: the next refused write looks again at once, and
+        # finds it made, refused, or deleted again.
+        self._last_look = None
+        return None
 
     def _refusing(self, path: str, acls: Collection[Any]) -> str | None:
         """Why `acls` of `path` refuse this agent's creates, or None."""

@@ -12,7 +12,7 @@ from kazoo.exceptions import ConnectionLoss
 from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 from twisted.logger import formatEvent, globalLogPublisher
 
-from sentinel.chroot import REFUSED_RETRY
+from sentinel.chroot import REFUSED_RETRY, REMADE_LOG_SPACING
 from sentinel.unrooted import Unrooted
 from sentinel.zk import node_acl
 from tests.fakezk import ChrootedZooKeeper
@@ -124,25 +124,59 @@ class MissingChrootTests(ChrootHarness):
         self.assertIn(CHROOT, self.zk.above)
         self.assertEqual(self.zk.document(f"{ROOT}/instances/a")["status"], "up")
 
-    def test_deleted_since(self) -> None:
+    def deleteall(self) -> None:
+        """``deleteall /a`` by another client: the chroot and all below."""
+        self.zk.above.clear()
+        for path in sorted(self.zk.nodes, reverse=True):
+            self.zk.remove(path)
+
+    def test_deleted_since_made_again(self) -> None:
         """
-        A chroot deleted after this session made it is named at once
-        (it is made again at the next session, not fought over).
+        A chroot deleted, every level, after this session made it is made
+        again in this session, at the first refused write's look, with
+        the nodes' ACL; the nodes are written again, /healthz is 200
+        meanwhile and after, and it is logged once.
         """
         self.start()
         self.check(self.instance("a"), UP)
         self.retries(2)
-        del self.zk.above[CHROOT]
+        self.deleteall()
         self.check(self.instance("b"), UP)
-        self.retries(1)
-        self.assertIn(
-            f"zookeeper: the chroot {CHROOT} in zookeeper.hosts does not exist"
-            " (deleted since this session began; the agent makes it again at"
-            " its next session): nothing is written; create it (zkCli.sh"
-            f" create {CHROOT}) or correct zookeeper.hosts",
-            self.publisher.unhealthy_reason() or "",
+        self.retries(3)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(
+            self.zk.above, {"/a": OPEN_ACL_UNSAFE, CHROOT: OPEN_ACL_UNSAFE}
         )
-        self.assertEqual(self.made(), 1)
+        self.assertEqual(self.zk.document(f"{ROOT}/instances/b")["status"], "up")
+        self.assertEqual(self.made(), 2, self.lines)
+        again = [line for line in self.lines if f"{MADE} again" in line]
+        self.assertEqual(len(again), 1, self.lines)
+        self.assertIn("deleted while the agent ran", again[0])
+
+    def test_deleted_in_a_loop(self) -> None:
+        """
+        A chroot deleted again and again is made again each time, in this
+        session, with one line per REMADE_LOG_SPACING saying how often,
+        and the nodes are written after the last deletion.
+        """
+        self.start()
+        self.check(self.instance("a"), UP)
+        self.retries(2)
+        for n in range(20):
+            self.deleteall()
+            self.check(self.instance(f"b{n}"), UP)
+            self.retries(3)
+            self.assertIn(CHROOT, self.zk.above)
+        self.clock.advance(REMADE_LOG_SPACING)
+        self.deleteall()
+        self.check(self.instance("c"), UP)
+        self.retries(3)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.zk.document(f"{ROOT}/instances/c")["status"], "up")
+        again = [line for line in self.lines if f"{MADE} again" in line]
+        self.assertEqual(len(again), 2, self.lines)
+        self.assertIn("(1 time(s) since the last such line)", again[0])
+        self.assertIn("(20 time(s) since the last such line)", again[1])
 
 
 class RefusedChrootTests(ChrootHarness):

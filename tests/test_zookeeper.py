@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoAuthError, NoNodeError
+from kazoo.exceptions import NoAuthError, NoNodeError, NotEmptyError
 from kazoo.protocol.states import ZnodeStat
 from kazoo.retry import KazooRetry
 from kazoo.security import (
@@ -30,6 +30,7 @@ from kazoo.security import (
 )
 from twisted.application.service import MultiService
 from twisted.internet import reactor as _reactor
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
@@ -713,6 +714,33 @@ class SecurityAndPathTests(ZooKeeperTestCase):
         _, outside = await self.published_in_chroot(chroot, auth="user:pw")
         expected = _acl_set([*READ_ACL_UNSAFE, make_digest_acl("user", "pw", all=True)])
         for level in (chroot.rsplit("/", 1)[0], chroot, f"{chroot}{self.root}"):
+            self.assertEqual(outside.acls(level), expected, level)
+
+    async def test_deep_chroot_deleted_made_again(self) -> None:
+        """
+        ``deleteall`` of a deep chroot's top level while the agent runs:
+        every level is made again, in the same session, with the nodes'
+        ACL, and the nodes are written again under it (before, nothing
+        was written until the next session).
+        """
+        top = f"/c-{self._testMethodName}"
+        chroot = f"{top}/b"
+        agent, outside = await self.published_in_chroot(chroot, auth="user:pw")
+        session = agent.session_id
+        # As zkCli.sh's deleteall: kazoo's recursive delete (blocking, so
+        # off the reactor thread), again while the agent makes nodes
+        # under it meanwhile.
+        for _ in range(50):
+            try:
+                await deferToThread(outside.client.delete, top, recursive=True)
+                break
+            except NotEmptyError:
+                continue
+        inside = self.reader(auth="user:pw", hosts=self.zookeeper.hosts + chroot)
+        await self.wait_published(agent, inside, {"r": "up"}, 5.0)
+        self.assertEqual(agent.session_id, session)
+        expected = _acl_set([*READ_ACL_UNSAFE, make_digest_acl("user", "pw", all=True)])
+        for level in (top, chroot):
             self.assertEqual(outside.acls(level), expected, level)
 
 
