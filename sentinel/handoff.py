@@ -50,15 +50,17 @@ left it is gone; left to expire, its nodes stayed, unchecked, for the
 session timeout, while this process waited for them.
 
 A session left in the state_dir under another agent id (``agent_id``
-changed between two processes) is closed the same way once the process
-that left it is gone (its pid no longer runs, or is this process's own: a
-container's first process): its agent node and catalog would otherwise
-make a dead agent a live group member, holding instances nobody checks,
-until the session expired. It is not reattached to, for a process that
-still runs under another pid namespace would lose its session for good;
-closed, such a process opens a new one. While that process runs (two
-agents on one state_dir, which they must not share), the session is left
-alone.
+changed between two processes), or for another root or chroot
+(``zookeeper.root`` or the chroot in ``zookeeper.hosts`` changed), is
+closed the same way once the process that left it is gone (its pid no
+longer runs, or is this process's own: a container's first process): its
+agent node and catalog would otherwise make a dead agent a live group
+member, holding instances nobody checks, until the session expired; at
+the old root, its nodes would stay there, unchecked, as long. It is not
+reattached to, for a process that still runs under another pid namespace
+would lose its session for good; closed, such a process opens a new one.
+While that process runs (two agents on one state_dir, which they must not
+share), the session is left alone.
 
 Whenever the session changes, and before a discovery member is first
 created under a parent (`record_parent`), the file is rewritten: one write

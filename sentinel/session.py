@@ -22,7 +22,9 @@ anything else is `StateFileRefused`, one line at start and exit status 1),
 written atomically. A file that is merely unusable (missing, truncated,
 not JSON, too large, for another chroot, root or agent id) is
 `Unreadable`: the agent opens a new session, says why, and overwrites the
-file. The ZooKeeper servers are not compared: one ensemble is listed in
+file; one for another root, chroot or agent id still names the session
+its previous process left, which is closed if that process is gone
+(`sentinel.handoff`). The ZooKeeper servers are not compared: one ensemble is listed in
 many ways (a server added, ``localhost`` for ``127.0.0.1``), and trying to
 reattach is safe, for an ensemble that does not know the session refuses
 it as expired, and the agent then opens a new one. It is read before the
@@ -219,7 +221,7 @@ def decode_state(
 
 
 def closable_state(
-    data: bytes, purpose: SessionPurpose, why: str
+    data: bytes, purpose: SessionPurpose, why: str, elsewhere: bool = False
 ) -> StoredSession | None:
     """
     The session a state file that `decode_state` refused (`why`) still
@@ -227,7 +229,11 @@ def closable_state(
     none this version can tell: another version's file (a format version
     this one does not know, a field it writes otherwise) is not reattached
     by, but its session is this agent's, and is closed rather than left
-    to expire with its nodes (`sentinel.handoff`).
+    to expire with its nodes (`sentinel.handoff`). With `elsewhere` (the
+    file found at start), a session left for another root or chroot, or
+    agent id, is named too: the state_dir's previous process left it
+    (its config changed since), and its nodes, at the old place, are
+    closed with it rather than left there, unchecked, until it expires.
     """
     try:
         document = json.loads(data)
@@ -238,9 +244,11 @@ def closable_state(
             _field(document, "root", str),
             _field(document, "agent_id", str),
         )
-        if theirs.agent_id != purpose.agent_id or theirs.root != purpose.root:
-            return None
-        if chroot_of(theirs.hosts) != chroot_of(purpose.hosts):
+        if not elsewhere and (
+            theirs.agent_id != purpose.agent_id
+            or theirs.root != purpose.root
+            or chroot_of(theirs.hosts) != chroot_of(purpose.hosts)
+        ):
             return None
         return StoredSession(
             purpose=theirs,
@@ -361,7 +369,9 @@ def left_in(
     reattach to; read before the reactor runs, within `reader`'s deadline
     (a hung mount is an error after it). A session left by this state_dir's
     agent under another agent id is one too: it is this agent's
-    predecessor's (`sentinel.handoff` decides what becomes of it).
+    predecessor's (`sentinel.handoff` decides what becomes of it); so is
+    one left for another root or chroot, marked unusable (`closable_state`:
+    closed if its process is gone, never reattached).
 
     @raise StateFileRefused: if the directory or file must not be used.
     """
@@ -373,7 +383,8 @@ def left_in(
     try:
         return decode_state(data, purpose, any_agent_id=True)
     except Unreadable as e:
-        return closable_state(data, purpose, f"{path}: {e}") or f"{path}: {e}"
+        why = f"{path}: {e}"
+        return closable_state(data, purpose, why, elsewhere=True) or why
 
 
 def session_purpose(config: Config) -> SessionPurpose:

@@ -109,6 +109,7 @@ class Process:
         running: Callable[[int], bool] | None = None,
         session_timeout: float = 10.0,
         granted: float | None = None,
+        root: str = ROOT,
     ) -> None:
         """
         @param session_timeout: the session timeout asked for.
@@ -116,7 +117,7 @@ class Process:
         """
         self.case = case
         self.agent_id = agent_id
-        purpose = attr.evolve(PURPOSE, agent_id=agent_id)
+        purpose = attr.evolve(PURPOSE, agent_id=agent_id, root=root)
         clock = case.clock
         self.zk = FakeZooKeeper(clock, server=case.server)
         self.zk.hosts = PURPOSE.hosts
@@ -146,7 +147,7 @@ class Process:
         self.publisher = ZooKeeperPublisher(
             clock,
             self.zk,
-            ROOT,
+            root,
             agent_id,
             30.0,
             10.0,
@@ -1174,7 +1175,29 @@ class UncheckedSessionTests(HandoffTestCase):
 
 
 class RenamedAgentTests(HandoffTestCase):
-    """A new process with another agent_id and the same state_dir."""
+    """
+    A new process with another agent_id, root or chroot and the same
+    state_dir.
+    """
+
+    def restarted(self, **more: Any) -> Process:
+        """
+        A process that published a and b, stopped (its session left open),
+        and a new one started with `more`, whose start closed that session
+        and took its nodes with it.
+        """
+        first = self.running()
+        session = first.zk.session_id
+        first.stop()
+        self.assertIn(AGENT_PATH, self.server.nodes)
+        second = self.process(**more)
+        second.start()
+        self.assertEqual(second.zk.closed_sessions, [session])
+        self.assertNotIn(session, self.server.sessions)
+        self.assertNotIn(AGENT_PATH, self.server.nodes)
+        self.assertNotIn(path("a"), self.server.nodes)
+        self.assertNotEqual(second.zk.session_id, session)
+        return second
 
     def test_predecessor_session_closed(self) -> None:
         """
@@ -1184,17 +1207,7 @@ class RenamedAgentTests(HandoffTestCase):
         which the new session writes at their first check; the file then
         holds the new session, under the new agent id.
         """
-        first = self.running()
-        session = first.zk.session_id
-        first.stop()
-        self.assertIn(AGENT_PATH, self.server.nodes)
-        renamed = self.process(agent_id="renamed")
-        renamed.start()
-        self.assertEqual(renamed.zk.closed_sessions, [session])
-        self.assertNotIn(session, self.server.sessions)
-        self.assertNotIn(AGENT_PATH, self.server.nodes)
-        self.assertNotIn(path("a"), self.server.nodes)
-        self.assertNotEqual(renamed.zk.session_id, session)
+        renamed = self.restarted(agent_id="renamed")
         self.assertIn(f"left by agent id {AGENT!r}", renamed.handoff.why_not or "")
         self.assertEqual(
             (self.stored()["agent_id"], self.stored()["session_id"]),
@@ -1202,6 +1215,26 @@ class RenamedAgentTests(HandoffTestCase):
         )
         renamed.check("a", DOWN)
         self.assertEqual(renamed.zk.document(path("a"))["agent"], "renamed")
+
+    def test_session_left_at_another_root_closed(self) -> None:
+        """
+        The session the agent left for another root (zookeeper.root
+        changed between two processes) is closed at start, once the
+        process that left it is gone: its nodes at the old root go at
+        once rather than stay there, unchecked, until it expires; the
+        new process writes its own at the new root.
+        """
+        moved = self.restarted(root="/moved")
+        self.assertIn(
+            f"for another root ({ROOT!r}): its session is closed",
+            moved.handoff.why_not or "",
+        )
+        moved.check("a", DOWN)
+        self.assertEqual(
+            json.loads(self.server.nodes["/moved/instances/a"].data)["status"],
+            "down",
+        )
+        self.assertEqual(self.stored()["root"], "/moved")
 
     def test_session_of_a_running_agent_left_alone(self) -> None:
         """

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attr
 import treq
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
@@ -496,11 +497,16 @@ class StateFileTests(RestartTestCase):
     async def test_foreign_state_file(self) -> None:
         """
         A state file for another ZooKeeper root is not reattached: the
-        agent starts a session of its own, says why, and replaces the file.
+        agent starts a session of its own, says why (and that the session
+        it names, its process gone, is closed), and replaces the file.
         """
         self.state_dir.mkdir(mode=0o700)
         path = self.state_dir / STATE_FILE
-        path.write_bytes(encode_state(STORED))
+        # The process that left the file: gone (reaped).
+        leaver = subprocess.Popen(["true"])
+        leaver.wait()
+        left = attr.evolve(STORED, owner=attr.evolve(STORED.owner, pid=leaver.pid))
+        path.write_bytes(encode_state(left))
         path.chmod(0o600)
         agent = self.agent()
         await self.published(agent)
@@ -508,7 +514,7 @@ class StateFileTests(RestartTestCase):
         self.assertIs(handoff["reattached"], False)
         self.assertEqual(
             handoff["not_reattached_because"],
-            f"{path}: for another root ('/sentinel')",
+            f"{path}: for another root ('/sentinel'): its session is closed",
         )
         self.assertIn("not reattached", agent.text())
         stored = json.loads(path.read_bytes())

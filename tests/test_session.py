@@ -552,12 +552,27 @@ class LeftInTests(FileTestCase):
             left_in(self.directory, PURPOSE),
             f"{self.path}: not JSON (truncated or corrupt)",
         )
-        other = SessionPurpose(PURPOSE.hosts, "/other", PURPOSE.agent_id)
+
+    def test_session_left_elsewhere(self) -> None:
+        """
+        A file for another root or chroot still gives the session it names,
+        marked unusable with the reason: the previous process's, whose
+        nodes are at the old place (`sentinel.handoff` closes it if that
+        process is gone).
+        """
         write_private_file(self.path, encode_state(STORED))
-        self.assertEqual(
-            left_in(self.directory, other),
-            f"{self.path}: for another root ('/sentinel')",
-        )
+        for other, why in (
+            (attr.evolve(PURPOSE, root="/other"), "for another root ('/sentinel')"),
+            (
+                attr.evolve(PURPOSE, hosts="zk1:2181/app", agent_id="renamed"),
+                "for another ZooKeeper chroot ('zk1:2181,zk2:2181')",
+            ),
+        ):
+            left = left_in(self.directory, other)
+            assert isinstance(left, StoredSession), left
+            self.assertEqual(left.client_id, STORED.client_id)
+            self.assertEqual(left.owner, STORED.owner)
+            self.assertEqual(left.unusable, f"{self.path}: {why}")
 
     def test_another_versions_file_names_its_session(self) -> None:
         """
@@ -577,14 +592,23 @@ class LeftInTests(FileTestCase):
 
     def test_another_versions_file_of_another_agent(self) -> None:
         """
-        Another version's file for another agent id, root or chroot, or
-        without a session this version can read, gives only the reason.
+        Another version's file for another agent id, root or chroot gives
+        its session too (the state_dir's previous process left it), marked
+        unusable; one without a session this version can read gives only
+        the reason.
         """
         good = {**json.loads(encode_state(STORED)), "version": 2}
         for fields in (
             {"agent_id": "host-2"},
             {"root": "/other"},
             {"hosts": "zk1:2181/app"},
+        ):
+            write_private_file(self.path, json.dumps({**good, **fields}).encode())
+            left = left_in(self.directory, PURPOSE)
+            assert isinstance(left, StoredSession), fields
+            self.assertEqual(left.client_id, STORED.client_id)
+            self.assertEqual(left.unusable, f"{self.path}: version 2 is not 1")
+        for fields in (
             {"session_id": 17},
             {"password": None},
             {"owner": {"pid": 0}},
