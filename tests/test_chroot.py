@@ -1,7 +1,8 @@
 """
 A chroot in zookeeper.hosts that does not exist is made, every level,
-with the nodes' ACL, once a session; one that another identity's parent
-refuses is named on /healthz at once, and made once the ACL lets it.
+with the nodes' ACL, and made again when it is deleted while the agent
+runs; one that another identity's parent refuses is named on /healthz at
+once, and made once the ACL lets it.
 """
 
 from __future__ import annotations
