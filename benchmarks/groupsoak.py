@@ -21,10 +21,17 @@ ZooKeeper is stopped for a while in the middle of the run, as in
 ``/debug/stats`` (pending checks, delayed calls, open fds, RSS, gc
 objects) into a CSV, and at the end draws them into a PNG and prints each
 one's growth per hour after the warm-up (the slope of a linear fit), as
-``soak.py`` does. A reader watches every healthy instance's node in
-ZooKeeper throughout (a data watch each, as a proxy would) and counts the
-times one was published down, and the times one went missing and for how
-long, by what the third member was doing then.
+``soak.py`` does. Each sample also splits the member's resident
+anonymous memory by mapping (glibc's main heap, its arenas for kazoo's
+threads, the rest: pymalloc's arenas among them, as ``outages.py``
+does), and the report adds each rise of RSS between two samples to what
+was going on then (the third member's last way to end, ZooKeeper
+stopped or back within `AFTER_OUTAGE`): a leak paid per restart, crash
+or leave shows as rises under that phase, each time it comes round. A
+reader watches every healthy instance's node in ZooKeeper throughout (a
+data watch each, as a proxy would) and counts the times one was
+published down, and the times one went missing and for how long, by what
+the third member was doing then.
 
 Needs matplotlib: ``pip install matplotlib``.
 
@@ -36,6 +43,7 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
+import itertools
 import json
 import logging
 import signal
@@ -63,6 +71,7 @@ from common import (
 )
 from kazoo.client import KazooClient
 from kazoo.recipe.watchers import DataWatch
+from outages import resident_by_kind
 from soak import SERIES, STATS, Flapper, growth, outage_end, spread
 
 ZK_ROOT = "/bench-groupsoak"
@@ -78,6 +87,11 @@ CYCLE = (
 )
 # A second fit starts this long after ZooKeeper is back.
 AFTER_OUTAGE = 30.0
+# Resident memory by mapping, per sample (`resident_by_kind`).
+MAPPINGS = ("heap", "thread_arenas", "other_anon")
+# A rise of RSS between two samples smaller than this is not counted as
+# a step (a page or two of a stack).
+STEP = 64 << 10
 
 
 def parse_args() -> argparse.Namespace:
@@ -193,6 +207,37 @@ class Cycler:
         self.agent.stop()
 
 
+def phase_now(
+    cycler_phase: str, zk_running: bool, back_at: float | None, now: float
+) -> str:
+    """What a sample's changes are put down to: the outage, or the third member."""
+    if not zk_running:
+        return "ZooKeeper stopped"
+    if back_at is not None and now < back_at + AFTER_OUTAGE:
+        return "ZooKeeper back"
+    return cycler_phase
+
+
+def rises_by_phase(
+    rows: list[dict[str, Any]], since: float
+) -> dict[str, tuple[int, float, dict[str, float]]]:
+    """
+    After `since`, each rise of RSS of `STEP` or more between two samples,
+    by the phase of the later sample: how many, their sum, and the change
+    of each mapping (`MAPPINGS`) over those same samples.
+    """
+    out: dict[str, tuple[int, float, dict[str, float]]] = {}
+    for before, after in itertools.pairwise(rows):
+        rise = after["rss_bytes"] - before["rss_bytes"]
+        if after["seconds"] < since or rise < STEP:
+            continue
+        count, total, kinds = out.get(after["phase"], (0, 0.0, {}))
+        for kind in MAPPINGS:
+            kinds[kind] = kinds.get(kind, 0.0) + after[kind] - before[kind]
+        out[after["phase"]] = (count + 1, total + rise, kinds)
+    return out
+
+
 def sample_loop(
     staying: list[Agent],
     cycler: Cycler,
@@ -200,13 +245,14 @@ def sample_loop(
     flapper: Flapper,
     args: argparse.Namespace,
     writer: Any,
-) -> list[list[dict[str, float]]]:
+) -> list[list[dict[str, Any]]]:
     """One sample a second of each staying member for ``--minutes``."""
     total = args.minutes * 60
     outage_start = total / 2 - args.zk_outage / 2
     outage_end_at = outage_start + args.zk_outage
     zk_running = True
-    rows: list[list[dict[str, float]]] = [[] for _ in staying]
+    back_at: float | None = None
+    rows: list[list[dict[str, Any]]] = [[] for _ in staying]
     started = time.monotonic()
     next_end = started + args.cycle
     for second in range(int(total) + 1):
@@ -226,6 +272,7 @@ def sample_loop(
         elif not zk_running and elapsed >= outage_end_at:
             zookeeper.start()
             zk_running = True
+            back_at = now
             print(f"{elapsed:.0f} s: ZooKeeper started", file=sys.stderr)
         for index, agent in enumerate(staying):
             stats = agent.get("/debug/stats", timeout=5.0)
@@ -233,8 +280,10 @@ def sample_loop(
                 "agent": index,
                 "seconds": round(time.monotonic() - started, 3),
                 **{key: stats[key] for key in STATS},
+                **resident_by_kind(agent.pid),
                 "cpu_seconds": round(agent.cpu_seconds(), 3),
                 "zookeeper_running": int(zk_running),
+                "phase": phase_now(cycler.reader.phase, zk_running, back_at, now),
             }
             writer.writerow(row)
             rows[index].append(row)
@@ -251,7 +300,7 @@ def sample_loop(
     return rows
 
 
-def plot(rows: list[list[dict[str, float]]], args: argparse.Namespace) -> None:
+def plot(rows: list[list[dict[str, Any]]], args: argparse.Namespace) -> None:
     """Each series of each staying member over time into --png."""
     import matplotlib
 
@@ -284,7 +333,7 @@ def plot(rows: list[list[dict[str, float]]], args: argparse.Namespace) -> None:
 
 def report(
     args: argparse.Namespace,
-    rows: list[list[dict[str, float]]],
+    rows: list[list[dict[str, Any]]],
     reader: Reader,
     cycler: Cycler,
     ends: list[dict[str, dict[str, Any]]],
@@ -328,6 +377,30 @@ def report(
                     f"{name}: {label.split(' (')[0]} per hour",
                     f"{fit['per_hour']:+,.2f} ± {fit['error_per_hour']:,.2f}{unit}/h"
                     f"{second} (mean {fit['mean']:,.1f}{unit})",
+                )
+            )
+        first = next(r for r in agent_rows if r["seconds"] >= args.warmup)
+        out.append(
+            (
+                f"{name}: heap, thread arenas, other anon",
+                ", ".join(
+                    f"{first[k] / 2**20:.2f} to {agent_rows[-1][k] / 2**20:.2f}"
+                    for k in MAPPINGS
+                )
+                + " MiB",
+            )
+        )
+        for phase, (count, total, kinds) in sorted(
+            rises_by_phase(agent_rows, args.warmup).items()
+        ):
+            out.append(
+                (
+                    f"{name}: RSS rises while {phase}",
+                    f"{count}, {total / 2**20:+.2f} MiB (heap "
+                    + ", thread arenas ".join(
+                        f"{kinds[k] / 2**20:+.2f}" for k in MAPPINGS[:2]
+                    )
+                    + f", other {kinds['other_anon'] / 2**20:+.2f})",
                 )
             )
         cpu = (agent_rows[-1]["cpu_seconds"] - agent_rows[0]["cpu_seconds"]) / (
@@ -417,8 +490,9 @@ def main() -> int:
         flapper = Flapper(flapping, args.flap_period, time.monotonic())
         started.callback(flapper.resume_all)
         with open(args.csv, "w", newline="") as out:
-            writer = csv.DictWriter(out, ["agent", "seconds", *STATS, "cpu_seconds",
-                                          "zookeeper_running"])  # fmt: skip
+            writer = csv.DictWriter(out, ["agent", "seconds", *STATS, *MAPPINGS,
+                                          "cpu_seconds", "zookeeper_running",
+                                          "phase"])  # fmt: skip
             writer.writeheader()
             rows = sample_loop(staying, cycler, zookeeper, flapper, args, writer)
         flapper.resume_all()
