@@ -89,9 +89,9 @@ CYCLE = (
 AFTER_OUTAGE = 30.0
 # Resident memory by mapping, per sample (`resident_by_kind`).
 MAPPINGS = ("heap", "thread_arenas", "other_anon")
-# A rise of RSS between two samples smaller than this is not counted as
-# a step (a page or two of a stack).
-STEP = 64 << 10
+# A rise of RSS between two samples of at least this (a page) is counted:
+# the steps seen at 7dea109 were of 4 KiB to 0.1 MiB.
+STEP = 4 << 10
 
 
 def parse_args() -> argparse.Namespace:
