@@ -15,6 +15,15 @@ state file, read after the lock:
   old. This one goes on and takes the session over (`sentinel.handoff`),
   as before, and takes the lock once the older one has exited (a thread
   waits for it, `Waiting`);
+- if the holder started more than `STARTING_WINDOW` ago, it is not
+  starting: an older process that could not record a session (ZooKeeper
+  unreachable since its start, a state file it cannot write). This one
+  goes on as before the lock (the twin rule settles two live agents of
+  one id), says so, and takes the lock once the older one has exited.
+  Refused, the new process of a deploy that starts it before stopping
+  the old one exited with status 78 (not restarted by the unit) while
+  ZooKeeper was away, and the deploy then stopped the old one: no agent
+  left;
 - otherwise the holder is starting too and has no session of its own in
   the file yet: a double start (two units on one state_dir, an init
   system and a supervisor both starting the agent). This process exits
@@ -44,8 +53,11 @@ import errno
 import fcntl
 import os
 import threading
+import time
+from collections.abc import Callable
 
 import attr
+import psutil
 from twisted.logger import Logger
 
 from sentinel.config import Config
@@ -56,6 +68,11 @@ from sentinel.session import StoredSession, read_at_start
 log = Logger()
 
 LOCK_FILE = "start.lock"
+# Seconds since its start within which a holder that recorded no session
+# is taken for a process starting too (a double start); an older one is
+# not (module docstring). A process records its session within a second
+# or two of its start while ZooKeeper answers.
+STARTING_WINDOW = 30.0
 # The holder's pid, as written: a line of digits.
 _MOST_READ = 64
 # What the reader's function answers when this process took the lock
@@ -202,13 +219,26 @@ class Waiting:
         _hold(self.path, fd)
 
 
+def _running_for(pid: int) -> float | None:
+    """Seconds since process `pid` started, None if that cannot be told."""
+    try:
+        started: float = psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
+    return time.time() - started
+
+
 def double_start(
-    directory: str, held: HeldBy | str | None, left: StoredSession | str | None
+    directory: str,
+    held: HeldBy | str | None,
+    left: StoredSession | str | None,
+    running_for: Callable[[int], float | None] = _running_for,
 ) -> str | None:
     """
     The line to exit with when another process is starting on the
     state_dir `directory` (module docstring), else None; `held` is what
-    `take` found, `left` the state file read after it.
+    `take` found, `left` the state file read after it, `running_for` how
+    long a process has run.
     """
     if held is None:
         return None
@@ -222,6 +252,19 @@ def double_start(
     if held.pid is not None and isinstance(left, StoredSession):
         if left.owner.pid == held.pid:
             # An older process that recorded its session: taken over.
+            Waiting(directory)
+            return None
+    if held.pid is not None:
+        age = running_for(held.pid)
+        if age is not None and age > STARTING_WINDOW:
+            log.warn(
+                "process {pid} holds the state_dir's lock and has run for {age}"
+                " s without recording a ZooKeeper session: an older process,"
+                " not a double start; going on (two live agents of one id"
+                " are settled by the twin rule)",
+                pid=held.pid,
+                age=round(age),
+            )
             Waiting(directory)
             return None
     who = "another process" if held.pid is None else f"another process (pid {held.pid})"

@@ -472,7 +472,13 @@ class StateFileTests(RestartTestCase):
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         self.addCleanup(os.close, fd)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        # The holder named in the lock file is a process just started (one
+        # running for over `startlock.STARTING_WINDOW` is an older process,
+        # not a double start): not this test's, which may have run longer.
+        holder = subprocess.Popen(["sleep", "120"])
+        self.addCleanup(holder.wait)
+        self.addCleanup(holder.kill)
+        os.write(fd, f"{holder.pid}\n".encode())
         result = subprocess.run(
             [TWISTD, "-n", "--pidfile=", "sentinel", "--config", str(self.config),
              "--http", "none"],
@@ -485,7 +491,7 @@ class StateFileTests(RestartTestCase):
             (
                 78,
                 b"",
-                f"sentinel: state_dir: another process (pid {os.getpid()}) is "
+                f"sentinel: state_dir: another process (pid {holder.pid}) is "
                 f"starting on {self.state_dir} (it holds {lock}) and has "
                 f"recorded no ZooKeeper session yet: a double start; exiting, "
                 f"and leaving it alone\n",

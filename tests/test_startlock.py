@@ -12,7 +12,7 @@ import tempfile
 import threading
 
 import attr
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import startlock
@@ -21,6 +21,11 @@ from sentinel.startlock import HeldBy, double_start, lock_path, take
 from tests.test_session import STORED
 
 OTHER_PID = STORED.owner.pid
+
+
+def _starting(pid: int) -> float:
+    """A holder that started a moment ago."""
+    return 1.0
 
 
 class StartLockTests(SynchronousTestCase):
@@ -75,7 +80,7 @@ class StartLockTests(SynchronousTestCase):
         """
         gone = attr.evolve(STORED, owner=attr.evolve(STORED.owner, pid=1))
         for left in ("no state file", gone):
-            line = double_start(self.directory, HeldBy(OTHER_PID), left)
+            line = double_start(self.directory, HeldBy(OTHER_PID), left, _starting)
             self.assertEqual(
                 line,
                 f"sentinel: state_dir: another process (pid {OTHER_PID}) is "
@@ -86,6 +91,35 @@ class StartLockTests(SynchronousTestCase):
         line = double_start(self.directory, HeldBy(None), None)
         assert line is not None
         self.assertIn("another process is starting", line)
+        unknown = double_start(self.directory, HeldBy(OTHER_PID), None, lambda _: None)
+        self.assertIsNotNone(unknown)
+
+    def test_older_process_without_session_not_refused(self) -> None:
+        """
+        A holder that recorded no session but started over
+        `STARTING_WINDOW` ago is an older process (ZooKeeper away since
+        its start): this one goes on, says so, and takes the lock once
+        that one has let go of it. Refused, a deploy that starts the new
+        process before stopping the old left no agent.
+        """
+        fd = self.hold_elsewhere()
+        ages = []
+
+        def running_for(pid: int) -> float:
+            ages.append(pid)
+            return startlock.STARTING_WINDOW + 1
+
+        with capturedLogs() as events:
+            line = double_start(self.directory, HeldBy(OTHER_PID), None, running_for)
+        self.assertIsNone(line)
+        self.assertEqual(ages, [OTHER_PID])
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
+        self.assertIn("an older process", formatEvent(events[0]))
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        for thread in threading.enumerate():
+            if thread.name == "sentinel-start-lock":
+                thread.join(5.0)
+        self.assertTrue(startlock.holds(self.directory))
 
     def test_older_process_taken_over(self) -> None:
         """
