@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from sentinel.backstop import StopBackstop
@@ -31,6 +32,7 @@ from sentinel.publisher import ZooKeeperPublisher
 from sentinel.readers import warn_of_long_listings
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
+from sentinel.roundstop import WaitingServices, first_round_before_stop
 from sentinel.runqueue import RunQueueWait
 from sentinel.session import StateFile, StoredSession, session_left, session_purpose
 from sentinel.shutdown import EXIT_TWIN, StopSignals, stop, stop_with_status
@@ -166,7 +168,7 @@ def make_agent(
             instances,
         )
 
-    top = MultiService()
+    top = WaitingServices()
     # Bugs of ours, wherever met: one count, one reason on /healthz.
     internal_errors = InternalErrors(reactor)
     tasks: list[RestartingTimer] = []
@@ -269,6 +271,16 @@ def make_agent(
     if zookeeper is not None and zookeeper.handoff is not None:
         # A session inherited is backed by checks once each was checked.
         zookeeper.handoff.observed = lambda: monitor.states
+        publishing = zookeeper
+
+        def first_round() -> Deferred[None]:
+            # Before the monitor stops: the rest of the round, at its pace.
+            settings = monitor.settings
+            return first_round_before_stop(
+                reactor, publishing, settings.interval + settings.timeout
+            )
+
+        top.before_stop.append(first_round)
     monitor.setName("monitor")
     monitor.setServiceParent(top)
     freshness = Freshness(reactor, lambda: monitor.states, lambda: monitor.settings)

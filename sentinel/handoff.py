@@ -231,6 +231,9 @@ class SessionHandoff:
         # checked each once (`_round_done`).
         self.observed: Callable[[], Collection[str]] | None = None
         self._first_round: set[str] | None = None
+        # Waiting for the file to say this process's checks
+        # (`first_round_written`).
+        self._round_waiters: list[Deferred[None]] = []
         # When ``checked_at`` was last written, or a refresh of it tried:
         # one that fails (a disk full, another process's file) is not tried
         # again at every check.
@@ -471,6 +474,7 @@ class SessionHandoff:
             self._checked_at = self._since = float(self._reactor.seconds())
             # Its nodes are all written by this process's checks.
             self._first_round = None
+            self._round_ended_soon()
             if not self._checked_once:
                 self._unchecked = client_id
             self._written_soon()
@@ -497,8 +501,11 @@ class SessionHandoff:
             self._since = now
         if self._session is None or self.superseded is not None:
             return
-        if self._first_round is not None and self._round_done(name) and self._behind:
-            # The first round done: the file says so now, not a refresh later.
+        if self._first_round is not None and self._round_done(name):
+            # The first round done: the file says so now, not a refresh
+            # later (whatever the last write said: one during the round
+            # said the previous process's checks, or, before any check,
+            # the same and was not behind).
             self._written_soon(refresh=True)
             return
         tried = self._refresh_tried
@@ -554,6 +561,34 @@ class SessionHandoff:
             return False
         self._first_round = None
         return True
+
+    def first_round_written(self) -> Deferred[None]:
+        """
+        On a session reattached to, fires once the state file says this
+        process's checks: its first round done, and ZooKeeper holding what
+        they found (a discovery member, say, is written only once the
+        session is known to be this process's alone, `sentinel.sharing`);
+        at once on a session of its own, or if the file already says so.
+        The caller bounds the wait (cancelling the Deferred stops it).
+        """
+        if not self.reattached or (
+            self._first_round is None and not self._behind and not self.writing
+        ):
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(self._round_waiters.remove)
+        self._round_waiters.append(waiter)
+        return waiter
+
+    def _round_ended_soon(self) -> None:
+        # In the next turn: from within a write's callbacks, a stop waiting
+        # for it would find the write still in flight.
+        if self._round_waiters:
+            self._reactor.callLater(0, self._round_ended)
+
+    def _round_ended(self) -> None:
+        waiters, self._round_waiters = self._round_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def unchecked_for(self, now: float) -> float | None:
         """
@@ -806,6 +841,14 @@ class SessionHandoff:
         ):
             self._refresh_tried = stored.checked_at
         self.overwritten = None
+        if (
+            self._first_round is None
+            and stored.checked_at is not None
+            and self._since is not None
+            and stored.checked_at > self._since
+        ):
+            # The file says this process's checks.
+            self._round_ended_soon()
 
     def _not_written(
         self, failure: Failure, lost: tuple[int, bytes] | None

@@ -1,0 +1,154 @@
+"""
+A clean stop on a session reattached to lets the first round end first
+(`sentinel.roundstop`): processes are publishers on a shared in-memory
+ZooKeeper with a real state file, each beside a monitor that checks ``a``
+0.1 s and ``b`` 0.6 s into its round, as the slices would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+
+from sentinel.roundstop import (
+    FIRST_ROUND_WAIT,
+    WaitingServices,
+    first_round_before_stop,
+)
+from sentinel.stopping import STOP_DELETE_TIMEOUT
+from tests.test_handoff import HandoffTestCase, Process
+from tests.test_publisher import UP, path
+
+# When the round's slices reach each instance.
+ROUND = {"a": 0.1, "b": 0.6}
+
+
+class SlicedMonitor(Service):
+    """Checks each instance once, at its slice's time; a stop cancels the rest."""
+
+    def __init__(self, process: Process, slices: dict[str, float]) -> None:
+        self.process = process
+        self.slices = slices
+        self.pending: list[IDelayedCall] = []
+
+    def startService(self) -> None:
+        super().startService()
+        clock = self.process.case.clock
+        for name, at in self.slices.items():
+            self.pending.append(clock.callLater(at, self.process.check, name, UP))
+
+    def stopService(self) -> None:
+        super().stopService()
+        for call in self.pending:
+            if call.active():
+                call.cancel()
+
+
+class Agent:
+    """A process's services as the agent composes them (`make_agent`)."""
+
+    def __init__(self, case: HandoffTestCase, slices: dict[str, float] = ROUND) -> None:
+        self.case = case
+        self.process = case.process()
+        self.top = WaitingServices()
+        self.process.publisher.setServiceParent(self.top)
+        SlicedMonitor(self.process, slices).setServiceParent(self.top)
+        self.top.before_stop.append(
+            lambda: first_round_before_stop(case.clock, self.process.publisher, 1.5)
+        )
+
+    def start(self) -> None:
+        self.top.startService()
+        self.process.zk.connect()
+
+    def stop(self) -> float:
+        """SIGTERM; the seconds the stop took, then the process exits."""
+        clock = self.case.clock
+        began = clock.seconds()
+        stopped: Deferred[Any] = self.top.stopService()  # type: ignore[assignment]
+        ended: list[float] = []
+        stopped.addCallback(lambda _: ended.append(clock.seconds()))
+        for _ in range(int((FIRST_ROUND_WAIT + STOP_DELETE_TIMEOUT) / 0.05) + 1):
+            if ended:
+                break
+            clock.advance(0.05)
+        self.case.assertTrue(ended, "the stop did not end")
+        self.case.server.drop(self.process.zk)
+        return ended[0] - began
+
+
+class FirstRoundStopTests(HandoffTestCase):
+    def first(self) -> int | None:
+        """A process that checked a and b, then stopped with SIGTERM: its session."""
+        first = self.running()
+        session = first.zk.session_id
+        first.stop()
+        return session
+
+    def test_quick_restarts_keep_the_session(self) -> None:
+        """
+        Ten SIGTERM restarts in a row, each 0.3 s into the new process's
+        round (before its slices reach ``b``), 2 s apart: each stop lets the
+        round end (``b`` checked at 0.6 s), so the file's ``checked_at``
+        follows the checks and every process reattaches; the nodes stay.
+        Before, the stop came first, ``b`` was never checked, the file kept
+        the first process's checks, and a start past 1.5 session timeouts
+        closed the session (every node gone).
+        """
+        session = self.first()
+        for _ in range(10):
+            self.clock.advance(1.5)
+            agent = Agent(self)
+            agent.start()
+            self.assertTrue(agent.process.handoff.reattached)
+            self.assertEqual(agent.process.zk.session_id, session)
+            self.assertEqual(agent.process.zk.closed_sessions, [])
+            self.clock.advance(0.3)
+            took = agent.stop()
+            self.assertLessEqual(took, FIRST_ROUND_WAIT + STOP_DELETE_TIMEOUT)
+            self.assertGreaterEqual(
+                self.stored()["checked_at"], self.clock.seconds() - 1
+            )
+            self.assertIn(path("a"), self.server.nodes)
+            self.assertIn(path("b"), self.server.nodes)
+
+    def test_round_not_ended_in_time(self) -> None:
+        """
+        A round that does not end within its bound (``b`` never checked)
+        holds the stop that long, and no longer: the file keeps the
+        previous process's checks, for the crash-loop rule to judge.
+        """
+        self.first()
+        checked_at = self.stored()["checked_at"]
+        agent = Agent(self, {"a": ROUND["a"]})
+        agent.start()
+        self.clock.advance(0.3)
+        took = agent.stop()
+        self.assertGreaterEqual(took, FIRST_ROUND_WAIT)
+        self.assertLess(took, FIRST_ROUND_WAIT + 0.1)
+        self.assertEqual(self.stored()["checked_at"], checked_at)
+
+    def test_no_wait_when_the_session_is_not_handed_on(self) -> None:
+        """
+        A leave (``SIGUSR2``) deregisters at once: no wait for the round.
+        """
+        self.first()
+        agent = Agent(self)
+        agent.start()
+        self.clock.advance(0.3)
+        agent.process.publisher.leave()
+        waited = first_round_before_stop(self.clock, agent.process.publisher, 1.5)
+        self.successResultOf(waited)
+        self.assertNoResult(agent.process.handoff.first_round_written())
+
+    def test_no_wait_on_a_session_of_its_own(self) -> None:
+        """A process that opened a new session has no round to finish."""
+        agent = Agent(self)
+        agent.start()
+        self.clock.advance(0.3)
+        self.successResultOf(agent.process.handoff.first_round_written())
+        waited = first_round_before_stop(self.clock, agent.process.publisher, 1.5)
+        self.successResultOf(waited)
