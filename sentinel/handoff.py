@@ -562,17 +562,36 @@ class SessionHandoff:
         self._first_round = None
         return True
 
+    @property
+    def claiming(self) -> bool:
+        """Whether this process's claim of the session left is being written."""
+        return (
+            self.left is not None
+            and self.reattached is None
+            and not self._claimed
+            and self._session == self.left.client_id
+            and self.writing
+        )
+
     def first_round_written(self) -> Deferred[None]:
         """
-        On a session reattached to, fires once the state file says this
-        process's checks: its first round done, and ZooKeeper holding what
-        they found (a discovery member, say, is written only once the
-        session is known to be this process's alone, `sentinel.sharing`);
-        at once on a session of its own, or if the file already says so.
+        On a session reattached to (or claimed, and being reattached to),
+        fires once the state file says this process's checks: its first
+        round done, and ZooKeeper holding what they found (a discovery
+        member, say, is written only once the session is known to be this
+        process's alone, `sentinel.sharing`); at once on a session of its
+        own (also one opened when the reattach failed), or if the file
+        already says so.
         The caller bounds the wait (cancelling the Deferred stops it).
         """
-        if not self.reattached or (
-            self._first_round is None and not self._behind and not self.writing
+        attaching = self.claiming or (
+            self.reattached is None and self._claimed and self._session is not None
+        )
+        if not (self.reattached or attaching) or (
+            self.reattached
+            and self._first_round is None
+            and not self._behind
+            and not self.writing
         ):
             return succeed(None)
         waiter: Deferred[None] = Deferred(self._round_waiters.remove)

@@ -306,6 +306,16 @@ class ZooKeeperPublisher(Service):
         """
         self._stopping.signalled(at)
 
+    @property
+    def leaving(self) -> bool:
+        """Whether the next stop deregisters at once (`leave`)."""
+        return self._stopping.leaving
+
+    @property
+    def signalled_at(self) -> float | None:
+        """When the first stop signal came (the reactor's time), if one did."""
+        return self._stopping.signalled_at
+
     def keeps_session(self, leaving: bool) -> bool:
         """
         Whether a stop now leaves the ZooKeeper session open: another

@@ -19,16 +19,19 @@ So such a stop (``SIGTERM`` with a state_dir, the session to be left open
 for the next process) first lets the round go on as it would have, its
 slices at their pace (none launched early: a burst of thousands of checks
 would wait on the agent's own CPU and count that wait as latency), until
-every instance was checked once and the file's write that says so is
-queued, then stops as before (the publisher's stop waits for that write).
-The wait is bounded by what the rest of the round can take, one interval
-and one timeout, and at most `FIRST_ROUND_WAIT`: with the stop's own
-bounds (`sentinel.stopping`, counted from the signal) the process still
-ends within DESIGN.md's 5 s. A round not ended by then leaves the file as
-it was, as before: the crash-loop rule judges it. A leave (``SIGUSR2``),
-a twin, a process superseded by a newer one, a stop that deregisters (the
-handoff blocked), a session of this process's own and a round already
-ended do not wait.
+the state file says its checks (every instance checked once, ZooKeeper
+holding what they found, the file written: `SessionHandoff.first_round_written`),
+then stops as before. A stop that comes before the reattach itself (the
+HTTP app answers first: stopped at once after it answered, each process
+of the loop above checked nothing) waits for it too. The wait is bounded
+by what the rest can take, one interval and one timeout (the round) and
+`REATTACH_TAKES`, and ends `FIRST_ROUND_WAIT` after the signal at the
+latest: with the stop's own bounds (`sentinel.stopping`, counted from the
+signal) the process still ends within DESIGN.md's 5 s. A round not ended
+by then leaves the file as it was, as before: the crash-loop rule judges
+it. A leave (``SIGUSR2``), a twin, a process superseded by a newer one, a
+stop that deregisters (the handoff blocked), a session of this process's
+own and a file that already says its checks do not wait.
 """
 
 from __future__ import annotations
@@ -44,35 +47,50 @@ from sentinel.publisher import ZooKeeperPublisher
 
 log = Logger()
 
-# Seconds a stop waits for the first round at most: the default interval
-# (1 s) and timeout (0.5 s). With the handoff's own wait (1 s at most) and
-# the deregistration it may fall back to (cut to end by the stop's budget,
+# Seconds from the stop signal until which a stop waits for the first
+# round at most. With the handoff's own wait after it (1 s at most) and the
+# deregistration that may fall back to (cut to end by the stop's budget,
 # 4 s from the signal), the stop ends before the backstop (4.5 s).
-FIRST_ROUND_WAIT = 1.5
+FIRST_ROUND_WAIT = 2.5
+# Seconds allowed for the reattach itself, for a stop that comes before it:
+# a connection and the session's renewal, under a second on a loaded
+# machine (an agent's HTTP app answers before it).
+REATTACH_TAKES = 1.0
 
 
 def first_round_before_stop(
     reactor: Any, publisher: ZooKeeperPublisher, round_takes: float
 ) -> Deferred[None]:
     """
-    Fires once the first round on a session reattached to has ended, or
-    `round_takes` seconds (at most `FIRST_ROUND_WAIT`) from now; at once if
-    this stop does not hand the session on or the round already ended.
+    Fires once the state file says the first round's checks on a session
+    reattached to, or `round_takes` seconds and `REATTACH_TAKES` from now
+    (and `FIRST_ROUND_WAIT` from the stop signal) at most; at once if this
+    stop does not hand the session on or the file already says so.
     """
     handoff = publisher.handoff
-    if handoff is None or publisher.superseded or not publisher.keeps_session(False):
+    if handoff is None or publisher.superseded:
+        return succeed(None)
+    # While its claim is written the file does not hold the session yet,
+    # and the stop hands it on once that write ended (`sentinel.stopping`).
+    hands_on = publisher.keeps_session(False) or (
+        handoff.claiming and publisher.halted is None and not publisher.leaving
+    )
+    if not hands_on:
         return succeed(None)
     ended = handoff.first_round_written()
     if ended.called:
         return ended
-    bound = min(round_takes, FIRST_ROUND_WAIT)
+    now = reactor.seconds()
+    signalled = publisher.signalled_at
+    since_signal = 0.0 if signalled is None else max(0.0, now - signalled)
+    bound = max(0.0, min(round_takes + REATTACH_TAKES, FIRST_ROUND_WAIT - since_signal))
     log.info(
         "stopping once every instance was checked once ({bound:.2f} s at most): "
         "the session is handed to the next process, and its nodes count as "
         "checked only then",
         bound=bound,
     )
-    started = reactor.seconds()
+    started = now
     ended.addTimeout(bound, reactor)
 
     def done(_: None) -> None:

@@ -229,6 +229,11 @@ class Stopping:
         if self._signalled is None:
             self._signalled = at
 
+    @property
+    def signalled_at(self) -> float | None:
+        """When the first stop signal came (the reactor's time), if one did."""
+        return self._signalled
+
     def _bound(self, step: float, after: float = 0.0) -> float:
         """
         Seconds a step that may take `step` has, if the steps after it may

@@ -60,9 +60,10 @@ class Agent:
             lambda: first_round_before_stop(case.clock, self.process.publisher, 1.5)
         )
 
-    def start(self) -> None:
+    def start(self, connect: bool = True) -> None:
         self.top.startService()
-        self.process.zk.connect()
+        if connect:
+            self.process.zk.connect()
 
     def stop(self) -> float:
         """SIGTERM; the seconds the stop took, then the process exits."""
@@ -71,7 +72,7 @@ class Agent:
         stopped: Deferred[Any] = self.top.stopService()  # type: ignore[assignment]
         ended: list[float] = []
         stopped.addCallback(lambda _: ended.append(clock.seconds()))
-        for _ in range(int((FIRST_ROUND_WAIT + STOP_DELETE_TIMEOUT) / 0.05) + 1):
+        for _ in range(int((FIRST_ROUND_WAIT + STOP_DELETE_TIMEOUT) / 0.05) + 2):
             if ended:
                 break
             clock.advance(0.05)
@@ -130,6 +131,58 @@ class FirstRoundStopTests(HandoffTestCase):
         self.assertGreaterEqual(took, FIRST_ROUND_WAIT)
         self.assertLess(took, FIRST_ROUND_WAIT + 0.1)
         self.assertEqual(self.stored()["checked_at"], checked_at)
+
+    def test_stop_before_the_reattach(self) -> None:
+        """
+        A SIGTERM before the session claimed is reattached to (the HTTP app
+        answers first) waits for the reattach and the round: the file then
+        says this process's checks. Before, such a process checked nothing,
+        and ten of them in a row let the session be closed as stale.
+        """
+        self.first()
+        checked_at = self.stored()["checked_at"]
+        agent = Agent(self)
+        agent.start(connect=False)
+        self.clock.callLater(0.4, agent.process.zk.connect)
+        took = agent.stop()
+        self.assertTrue(agent.process.handoff.reattached)
+        self.assertLess(took, FIRST_ROUND_WAIT)
+        self.assertGreater(self.stored()["checked_at"], checked_at)
+
+    def test_stop_while_the_claim_is_written(self) -> None:
+        """
+        A SIGTERM while the claim of the session left is being written
+        (the file does not hold it yet) waits for it, the reattach and the
+        round as well.
+        """
+        self.first()
+        checked_at = self.stored()["checked_at"]
+        agent = Agent(self)
+        agent.process.worker.held = []
+        agent.start(connect=False)
+        self.assertTrue(agent.process.handoff.claiming)
+        self.clock.callLater(0.2, agent.process.worker.release)
+        self.clock.callLater(0.4, agent.process.zk.connect)
+        agent.stop()
+        self.assertTrue(agent.process.handoff.reattached)
+        self.assertGreater(self.stored()["checked_at"], checked_at)
+
+    def test_bound_counts_from_the_signal(self) -> None:
+        """
+        A stop that begins late after its signal (a busy reactor) waits
+        that much less: the wait ends `FIRST_ROUND_WAIT` after the signal.
+        """
+        self.first()
+        agent = Agent(self, {"a": ROUND["a"]})
+        agent.start()
+        self.clock.advance(0.3)
+        publisher = agent.process.publisher
+        publisher.signalled(self.clock.seconds() - 2.0)
+        waited = first_round_before_stop(self.clock, publisher, 1.5)
+        self.clock.advance(FIRST_ROUND_WAIT - 2.0 - 0.01)
+        self.assertNoResult(waited)
+        self.clock.advance(0.01)
+        self.successResultOf(waited)
 
     def test_no_wait_when_the_session_is_not_handed_on(self) -> None:
         """
