@@ -70,7 +70,8 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
 
 Every bound counts from the stop signal, when one came (`signalled`),
 not from this stop's start: a stop that begins late (the monitor's stop
-before it, a busy reactor) has that much less to wait for its takeovers,
+before it, a busy reactor, the wait for a reattached session's first
+round, `sentinel.roundstop`) has that much less to wait for its takeovers,
 and its last steps are cut to end by `STOP_BUDGET` after the signal,
 each given `STEP_FLOOR` at least. Counted from the publisher's stop, a
 leave at 3,000 instances ended 5.13-5.43 s after the signal at a load
