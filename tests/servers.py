@@ -53,6 +53,10 @@ LOOPBACK = "127.0.0.1"
 # for the agent.)
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0
+# How many ports a server started on a port of our choosing tries, each
+# found free, before its start fails: the port is anyone's until the
+# server binds it (`_RealServer.start`).
+PORT_TRIES = 3
 
 # What Debian's zookeeper/libzookeeper-java packages ship; zookeeper.jar's
 # manifest names the jars it needs. slf4j-simple (from libslf4j-java, one of
@@ -104,6 +108,30 @@ def listening_port(child: ChildProcess) -> int:
             f"the agent exited with status {child.process.wait()}{child.log_tail()}"
         )
     raise ConnectionRefusedError("the agent does not listen yet")
+
+
+def listening_tcp_ports(pid: int) -> set[int]:
+    """
+    The TCP ports process `pid` listens on, as the kernel says (its socket
+    descriptors, in ``/proc/PID/net/tcp``): for an agent run with ``--http
+    tcp:0:...`` whose log is not ours to read (``--logfile``, a pipe).
+    """
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # Closed since listed.
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            # st 0A is LISTEN; the local address is HEX_IP:HEX_PORT.
+            if fields[3] == "0A" and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 class ChildProcess:
@@ -251,6 +279,9 @@ class _RealServer:
     name = "server"
 
     def __init__(self, port: int | None) -> None:
+        # A port we chose may be taken before the server binds it; one the
+        # caller chose is theirs to keep.
+        self._port_ours = port is None
         self.port = port if port is not None else free_port()
         self.directory = Path(tempfile.mkdtemp(prefix=f"sentinel-{self.name}-"))
         self.log = self.directory / f"{self.name}.log"
@@ -293,7 +324,45 @@ class _RealServer:
             self.start()
 
     def start(self, timeout: float = START_TIMEOUT) -> _RealServer:
-        """Start the server and return once it is ready."""
+        """
+        Start the server and return once it is ready. A first start on a
+        port we found free that fails because something else bound it
+        meanwhile (redis-server and ZooKeeper exit 1, "Address already in
+        use") tries another, `PORT_TRIES` in all. A restart keeps its
+        port: its clients know it.
+        """
+        for tries_left in range(PORT_TRIES - 1, -1, -1):
+            log_before = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                self._start_once(timeout)
+            except RuntimeError as e:
+                taken = self._taken(e, log_before)
+                if not (tries_left and self._port_ours and taken):
+                    raise
+                self.port = free_port()
+            else:
+                self._port_ours = False
+                return self
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _taken(self, error: RuntimeError, log_before: int) -> bool:
+        """
+        Whether the last start failed because its port was taken: its
+        error (the log's tail) or its log from `log_before` on says so.
+        (A failed Redis has removed its log; ZooKeeper's stack trace can
+        push the line out of the tail.)
+        """
+        if "Address already in use" in str(error):
+            return True
+        try:
+            with open(self.log, "rb") as log:
+                log.seek(log_before)
+                return b"Address already in use" in log.read()
+        except OSError:
+            return False
+
+    def _start_once(self, timeout: float) -> None:
+        """Start the server on `port` and return once it is ready."""
         raise NotImplementedError
 
     def _spawn(self, argv: Sequence[str], env: Mapping[str, str] | None) -> None:
@@ -359,8 +428,12 @@ class RedisServer(_RealServer):
     def start(self, timeout: float = START_TIMEOUT) -> RedisServer:
         """
         Start (or restart, on the same port) and return once the server
-        accepts commands; at most ``timeout`` seconds.
+        accepts commands; at most ``timeout`` seconds a try.
         """
+        super().start(timeout)
+        return self
+
+    def _start_once(self, timeout: float) -> None:
         if self.tls is None:
             ports = ["--port", str(self.port)]
         else:
@@ -397,7 +470,6 @@ class RedisServer(_RealServer):
         except BaseException:
             self.stop()
             raise
-        return self
 
     def _wait_ready(self, notify: socket.socket, deadline: float) -> None:
         while True:
@@ -449,11 +521,14 @@ class ZooKeeperServer(_RealServer):
     def start(self, timeout: float = START_TIMEOUT) -> ZooKeeperServer:
         """
         Start (or restart, on the same port and data) and return once it
-        serves requests; at most ``timeout`` seconds.
+        serves requests; at most ``timeout`` seconds a try.
         """
+        super().start(timeout)
+        return self
+
+    def _start_once(self, timeout: float) -> None:
         self.spawn()
         self.wait_serving(timeout)
-        return self
 
     async def start_beside(self, timeout: float = START_TIMEOUT) -> None:
         """

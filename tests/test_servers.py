@@ -26,15 +26,18 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+import tests.servers
 from tests.hung import HungMount
 from tests.polling import START_BOUND
 from tests.servers import (
     LOOPBACK,
     ChildProcess,
     RedisServer,
+    ZooKeeperServer,
     free_port,
     listen_garbage,
     listen_never_answering,
+    listening_tcp_ports,
     shared_zookeeper,
 )
 
@@ -60,6 +63,54 @@ class FreePortTests(TestCase):
             sock.bind((LOOPBACK, port))
             sock.listen()
         self.assertGreater(port, 0)
+
+    def test_listening_tcp_ports(self) -> None:
+        """listening_tcp_ports names a port a process listens on, not one it
+        only bound."""
+        with socket.socket() as listening, socket.socket() as bound:
+            listening.bind((LOOPBACK, 0))
+            listening.listen()
+            bound.bind((LOOPBACK, 0))
+            ports = listening_tcp_ports(os.getpid())
+            self.assertIn(listening.getsockname()[1], ports)
+            self.assertNotIn(bound.getsockname()[1], ports)
+
+
+class PortTakenTests(TestCase):
+    """
+    A server's port, found free, taken by someone else before the server
+    binds it (patched here to be so at once; under load, seconds apart).
+    """
+
+    def taken_first(self) -> int:
+        """`free_port` hands out a port that listens, then free ones."""
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port: int = taken.getsockname()[1]
+        ports = iter([port])
+        self.patch(tests.servers, "free_port", lambda: next(ports, free_port()))
+        return port
+
+    def test_redis_tries_another_port(self) -> None:
+        """redis-server, its port taken, starts on another."""
+        taken = self.taken_first()
+        server = RedisServer()
+        self.addCleanup(server.stop)
+        self.assertEqual(server.port, taken)
+        server.start()
+        self.assertNotEqual(server.port, taken)
+        self.assertEqual(ask(server.port, b"PING\r\n", 5.0), b"+PONG\r\n")
+
+    def test_zookeeper_tries_another_port(self) -> None:
+        """ZooKeeper, its port taken, starts on another."""
+        taken = self.taken_first()
+        server = ZooKeeperServer()
+        self.addCleanup(server.close)
+        server.start()
+        self.assertNotEqual(server.port, taken)
+        self.assertEqual(server.four_letter_word("ruok"), b"imok")
 
 
 # A process one of whose threads waits in a file system call (argv[1] is a
