@@ -32,7 +32,13 @@ from sentinel.process import FD_RESERVE
 from sentinel.settling import QUIET
 from tests.hung import HungMount
 from tests.polling import START_BOUND, pause, wait_for
-from tests.servers import RedisServer, ZooKeeperServer, free_port, shared_zookeeper
+from tests.servers import (
+    RedisServer,
+    ZooKeeperServer,
+    free_port,
+    listening_tcp_ports,
+    shared_zookeeper,
+)
 
 reactor: Any = _reactor
 
@@ -45,6 +51,12 @@ POLL_STEP = 0.05
 # not fail because the machine is busy: an agent of 1,500 instances left
 # /debug/stats unanswered for the 2 s this was, at load 30 on two cores.
 HTTP_BOUND = 30.0
+# The agent's HTTP port: the kernel's pick as the agent binds it. A port
+# found free here is anyone's until then, seconds later for twistd under
+# load (of 3,000 found free so at load 25, 75 could not be bound 5 s on),
+# and the agent then exits 1, "cannot listen". `TwistdTestCase.http_base`
+# reads the port the agent got.
+HTTP_ANY_PORT = "tcp:0:interface=127.0.0.1"
 
 
 def environment() -> dict[str, str]:
@@ -104,6 +116,30 @@ class TwistdTestCase(TestCase):
         self.directory = directory
         return child
 
+    async def http_base(self, child: subprocess.Popen[bytes]) -> str:
+        """
+        The agent's URL, once it listens (``--http`` `HTTP_ANY_PORT`): its
+        port as the kernel says, for its log may be twistd's own file
+        (``--logfile``) or a pipe nobody reads. Fails, with the log, if the
+        agent ends first, or does not listen within START_BOUND.
+        """
+        started = reactor.seconds()
+        while True:
+            if child.poll() is not None:
+                self.fail(
+                    f"twistd exited {child.returncode}: {self.log_path.read_text()}"
+                )
+            try:
+                ports = listening_tcp_ports(child.pid)
+            except OSError:  # Ended meanwhile: the next poll says so.
+                ports = set()
+            if ports:
+                [port] = ports
+                return f"http://127.0.0.1:{port}"
+            if reactor.seconds() - started > START_BOUND:
+                self.fail(f"twistd not listening within {START_BOUND} s")
+            await pause(reactor, POLL_STEP)
+
     async def get_json(self, url: str) -> Any:
         pool = HTTPConnectionPool(reactor, persistent=False)
         response = await treq.get(url, timeout=HTTP_BOUND, pool=pool)
@@ -132,13 +168,12 @@ class TwistdTests(TwistdTestCase):
         """
         server = RedisServer().start()
         self.addCleanup(server.stop)
-        http = free_port()
         child = self.spawn(
             "--redis", f"main=127.0.0.1:{server.port}",
             "--interval", "0.2", "--timeout", "0.1",
-            "--http", f"tcp:{http}:interface=127.0.0.1",
+            "--http", HTTP_ANY_PORT,
         )  # fmt: skip
-        base = f"http://127.0.0.1:{http}"
+        base = await self.http_base(child)
         state: dict[str, Any] = {}
 
         async def poll_status() -> Any:
@@ -224,7 +259,6 @@ class TwistdTests(TwistdTestCase):
         first, second = RedisServer().start(), RedisServer().start()
         self.addCleanup(first.stop)
         self.addCleanup(second.stop)
-        http = free_port()
         config = Path(self.mktemp()).absolute()
         root = "/reload-test"
 
@@ -240,10 +274,8 @@ class TwistdTests(TwistdTestCase):
             )
 
         write(("first", first))
-        child = self.spawn(
-            "--config", str(config), "--http", f"tcp:{http}:interface=127.0.0.1"
-        )
-        base = f"http://127.0.0.1:{http}"
+        child = self.spawn("--config", str(config), "--http", HTTP_ANY_PORT)
+        base = await self.http_base(child)
         kazoo = KazooClient(hosts=zookeeper.hosts, timeout=5)
         kazoo.start(timeout=5)
         self.addCleanup(kazoo.close)
@@ -459,18 +491,15 @@ class TwistdTests(TwistdTestCase):
         hard limit (before which the instances would not fit), and its
         /debug/stats shows the collector's count and the periodic tasks.
         """
-        http = free_port()
         child = self.spawn(
-            "--http", f"tcp:{http}:interface=127.0.0.1", *many_instances(50),
-            open_files=(100, 200),
-        )  # fmt: skip
+            "--http", HTTP_ANY_PORT, *many_instances(50), open_files=(100, 200)
+        )
+        base = await self.http_base(child)
         stats: dict[str, Any] = {}
 
         async def poll() -> None:
             try:
-                stats.update(
-                    await self.get_json(f"http://127.0.0.1:{http}/debug/stats")
-                )
+                stats.update(await self.stats(base))
             except Exception:
                 pass
 
@@ -580,11 +609,9 @@ class WatchedAgent:
         (self.directory / "good-pw").write_text("hunter2\n")
         self.config = self.directory / "sentinel.toml"
         self.write("good-pw")
-        http = free_port()
-        self.child = case.spawn(
-            "--config", str(self.config), "--http", f"tcp:{http}:interface=127.0.0.1"
-        )
-        self.base = f"http://127.0.0.1:{http}"
+        self.child = case.spawn("--config", str(self.config), "--http", HTTP_ANY_PORT)
+        # Its URL, once `until_up` has seen it listen.
+        self.base = ""
 
     def write(self, password_file: str, extra: str = "") -> None:
         """The config, with main's password in `password_file`."""
@@ -604,6 +631,7 @@ class WatchedAgent:
             return None
 
     async def until_up(self) -> None:
+        self.base = await self.case.http_base(self.child)
         started = reactor.seconds()
         while await self.main_status() != "up":
             ended = self.child.poll() is not None
@@ -783,22 +811,24 @@ def handles(pid: int, signum: int) -> bool:
 class SignalTests(TwistdTestCase):
     """Signals as a user (or an init system, or a log rotation) sends them."""
 
-    def agent(
-        self, *twistd: str, stdout: int | None = None
-    ) -> tuple[subprocess.Popen[bytes], str]:
-        """An agent with a config file, watching a port where nothing listens."""
+    def agent(self, *twistd: str, stdout: int | None = None) -> subprocess.Popen[bytes]:
+        """
+        An agent with a config file, watching a port where nothing listens;
+        its URL from `answering`.
+        """
         config = Path(self.mktemp()).absolute()
         config.write_text(
             f'[[redis]]\nname = "r"\nhost = "127.0.0.1"\nport = {free_port()}\n'
         )
-        http = free_port()
-        child = self.spawn(
-            "--config", str(config), "--http", f"tcp:{http}:interface=127.0.0.1",
+        return self.spawn(
+            "--config", str(config), "--http", HTTP_ANY_PORT,
             twistd=twistd, stdout=stdout,
         )  # fmt: skip
-        return child, f"http://127.0.0.1:{http}"
 
-    async def answering(self, child: subprocess.Popen[bytes], base: str) -> None:
+    async def answering(self, child: subprocess.Popen[bytes]) -> str:
+        """The agent's URL, once it answers over HTTP."""
+        base = await self.http_base(child)
+
         async def answered() -> bool:
             if child.poll() is not None:
                 self.fail(
@@ -815,6 +845,7 @@ class SignalTests(TwistdTestCase):
             if reactor.seconds() - started > START_BOUND:
                 self.fail("no answer over HTTP")
             await pause(reactor, POLL_STEP)
+        return base
 
     async def test_sighup_and_sigusr1_while_starting(self) -> None:
         """
@@ -823,7 +854,7 @@ class SignalTests(TwistdTestCase):
         again once started, and SIGUSR1 is logged as ignored, then and
         later. (Both ended the agent: status -1 or -10, an empty log.)
         """
-        child, base = self.agent()
+        child = self.agent()
         await wait_for(
             reactor,
             lambda: handles(child.pid, signal.SIGHUP),
@@ -833,7 +864,7 @@ class SignalTests(TwistdTestCase):
         )
         child.send_signal(signal.SIGHUP)
         child.send_signal(signal.SIGUSR1)
-        await self.answering(child, base)
+        await self.answering(child)
         await wait_for(
             reactor,
             lambda: "reloaded: 0 added" in self.log_path.read_text(),
@@ -870,7 +901,7 @@ class SignalTests(TwistdTestCase):
 
     async def signalled_while_starting(self, signum: int) -> tuple[int, str]:
         """An agent sent `signum` as soon as it handles SIGHUP: its status, its log."""
-        child, base = self.agent()
+        child = self.agent()
         await wait_for(
             reactor,
             lambda: handles(child.pid, signal.SIGHUP),
@@ -888,8 +919,8 @@ class SignalTests(TwistdTestCase):
         Logging to a file (--logfile), SIGUSR1 is twistd's still: the log
         file is rotated, and the agent runs on.
         """
-        child, base = self.agent("--logfile", "agent.log")
-        await self.answering(child, base)
+        child = self.agent("--logfile", "agent.log")
+        await self.answering(child)
         child.send_signal(signal.SIGUSR1)
         await wait_for(
             reactor,
@@ -897,7 +928,7 @@ class SignalTests(TwistdTestCase):
             5.0,
             "the log rotated",
         )
-        await self.answering(child, base)
+        await self.answering(child)
         self.assertNotIn("SIGUSR1", (self.directory / "agent.log").read_text())
         child.send_signal(signal.SIGTERM)
         await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
@@ -908,8 +939,8 @@ class SignalTests(TwistdTestCase):
         log) starts the agent, its lines on standard output (before:
         refused, "No such file or directory").
         """
-        child, base = self.agent("--logfile", "/proc/self/fd/1")
-        await self.answering(child, base)
+        child = self.agent("--logfile", "/proc/self/fd/1")
+        await self.answering(child)
         self.assertIn("[sentinel.agent#info] watching 1", self.log_path.read_text())
         child.send_signal(signal.SIGTERM)
         await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
@@ -925,9 +956,9 @@ class SignalTests(TwistdTestCase):
         self.addCleanup(os.close, read_end)
         # One page: a few lines of start-up fill it.
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
-        child, base = self.agent(stdout=write_end)
+        child = self.agent(stdout=write_end)
         os.close(write_end)
-        await self.answering(child, base)
+        base = await self.answering(child)
         for _ in range(40):  # A line each, 6 KiB in all.
             child.send_signal(signal.SIGUSR1)
             await pause(reactor, 0.005)
@@ -951,14 +982,12 @@ class SignalTests(TwistdTestCase):
         agent rightly heard only one.)
         """
         zookeeper = shared_zookeeper()
-        http = free_port()
         child = self.spawn(
             "--zookeeper", zookeeper.hosts, "--zk-root", "/second-sigterm",
             "--redis", f"r=127.0.0.1:{free_port()}",
-            "--http", f"tcp:{http}:interface=127.0.0.1",
+            "--http", HTTP_ANY_PORT,
         )  # fmt: skip
-        base = f"http://127.0.0.1:{http}"
-        await self.answering(child, base)
+        await self.answering(child)
         await wait_for(
             reactor,
             lambda: "ZooKeeper connected" in self.log_path.read_text(),
