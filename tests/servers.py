@@ -184,6 +184,12 @@ class ChildProcess:
         """Whether the process has not ended yet (a paused one is running)."""
         return self.process.poll() is None
 
+    def why_ended(self) -> str | None:
+        """None while the process runs; once ended, its status and log's tail."""
+        if self.running:
+            return None
+        return f"exited with status {self.process.wait()}{self.log_tail()}"
+
     def pause(self) -> None:
         """
         Freeze the process (SIGSTOP): its sockets stay open, nothing answers.

@@ -18,8 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from sentinel.cli import _split_log_options
-from tests.polling import START_BOUND, pause, wait_for
-from tests.servers import RedisServer, free_port
+from tests.polling import START_BOUND, pause, wait_for, wait_listening
+from tests.servers import RedisServer
 from tests.test_twistd import environment
 
 reactor: Any = _reactor
@@ -93,7 +93,6 @@ class CommandTests(TestCase):
         """
         server = RedisServer().start()
         self.addCleanup(server.stop)
-        http = free_port()
         directory = Path(self.mktemp())
         directory.mkdir()
         log_path = directory / "agent.log"
@@ -102,7 +101,7 @@ class CommandTests(TestCase):
             "--log-format", "json", "--log-level", "warn",
             "--redis", f"main=127.0.0.1:{server.port}",
             "--interval", "0.2", "--timeout", "0.1",
-            "--http", f"tcp:{http}:interface=127.0.0.1",
+            "--http", "tcp:0:interface=127.0.0.1",
         ]  # fmt: skip
         with log_path.open("wb") as log:
             child = subprocess.Popen(
@@ -113,6 +112,11 @@ class CommandTests(TestCase):
                 stderr=subprocess.STDOUT,
             )
         self.addCleanup(lambda: child.poll() is None and child.kill())
+        http = await wait_listening(
+            reactor,
+            child.pid,
+            lambda: None if child.poll() is None else log_path.read_text(),
+        )
         status: dict[str, Any] = {}
 
         async def up() -> bool:

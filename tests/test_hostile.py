@@ -21,13 +21,12 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tests.certs import make_certificates
-from tests.polling import START_BOUND, pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for, wait_listening
 from tests.servers import (
     LOOPBACK,
     ChildProcess,
     HostileServers,
     RedisServer,
-    free_port,
 )
 from tests.test_twistd import TWISTD, environment
 
@@ -59,20 +58,21 @@ HOSTILE = [
 class HostileServerTests(TestCase):
     """Floods, double answers, huge and endless replies, unasked replies."""
 
-    def start_agent(self, config: Path) -> tuple[ChildProcess, str]:
-        http = free_port()
+    async def start_agent(self, config: Path) -> tuple[ChildProcess, str]:
+        """The agent of `config`, and its URL once it listens."""
         agent = ChildProcess(
             [
                 TWISTD, "-n", "--pidfile=", "sentinel",
                 "--config", str(config),
-                "--http", f"tcp:{http}:interface={LOOPBACK}",
+                "--http", f"tcp:0:interface={LOOPBACK}",
             ],
             log=config.with_suffix(".log"),
             env=environment(),
             cwd=config.parent,
         )  # fmt: skip
         self.addCleanup(agent.stop)
-        return agent, f"http://{LOOPBACK}:{http}"
+        port = await wait_listening(reactor, agent.pid, agent.why_ended)
+        return agent, f"http://{LOOPBACK}:{port}"
 
     async def get_json(self, url: str) -> Any:
         pool = HTTPConnectionPool(reactor, persistent=False)
@@ -117,7 +117,7 @@ class HostileServerTests(TestCase):
         # that its own start-up is not what their first checks measure.
         config = directory / "sentinel.toml"
         write_config(tables[:1])
-        agent, base = self.start_agent(config)
+        agent, base = await self.start_agent(config)
         first_checked: dict[str, float] = {}
         # When each hostile instance was first seen down with its error.
         convicted: dict[str, float] = {}

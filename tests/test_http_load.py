@@ -27,7 +27,7 @@ from sentinel.httpd import MAX_CONNECTIONS
 from sentinel.process import FD_RESERVE
 from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import LOOPBACK, RedisServer, free_port
-from tests.test_twistd import TwistdTestCase, reactor
+from tests.test_twistd import HTTP_ANY_PORT, TwistdTestCase, reactor
 
 log = Logger()
 
@@ -199,13 +199,11 @@ class LoadTests(TwistdTestCase):
         """
         count = 1500
         servers = self.servers(4)
-        http = free_port()
         path = self.config(
             f"interval = 0.5\ntimeout = 0.4\n{redis_tables(servers, count)}"
         )
-        child = self.spawn(
-            "--config", path, "--http", f"tcp:{http}:interface=127.0.0.1"
-        )
+        child = self.spawn("--config", path, "--http", HTTP_ANY_PORT)
+        http = await self.http_port(child)
         base = f"http://127.0.0.1:{http}"
         await self.until_all_up(base, child, count)
         # The agent's own collection once its connections settle (a full
@@ -303,14 +301,13 @@ class LoadTests(TwistdTestCase):
         limit = 512
         count = limit - FD_RESERVE
         servers = self.servers(2)
-        http = free_port()
         path = self.config(
             f"interval = 0.5\ntimeout = 0.4\n{redis_tables(servers, count)}"
         )
         child = self.spawn(
-            "--config", path, "--http", f"tcp:{http}:interface=127.0.0.1",
-            open_files=(limit, limit),
-        )  # fmt: skip
+            "--config", path, "--http", HTTP_ANY_PORT, open_files=(limit, limit)
+        )
+        http = await self.http_port(child)
         base = f"http://127.0.0.1:{http}"
         before = await self.until_all_up(base, child, count)
         # The one used by until_all_up may still be closing.

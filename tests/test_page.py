@@ -49,7 +49,7 @@ from sentinel.page import (
 from sentinel.page import rows as render_rows
 from tests.fakes import FAILED, make_monitor
 from tests.httptest import Connection, fetch, responses, status_app
-from tests.polling import START_BOUND, pause
+from tests.polling import START_BOUND, pause, wait_listening
 from tests.servers import RedisServer, free_port
 from tests.test_twistd import TWISTD, environment
 
@@ -668,19 +668,17 @@ class BrowserTests(TestCase):
             raise SkipTest("chromium is not installed (make system-deps installs it)")
         server = RedisServer().start()
         self.addCleanup(server.stop)
-        http = free_port()
         directory = Path(self.mktemp())
         directory.mkdir()
-        base = f"http://127.0.0.1:{http}"
         log_path = directory / "twistd.log"
         env = environment()
-        agent = await self.start_agent(
+        agent, base = await self.start_agent(
             [
                 TWISTD, "-n", "sentinel",
                 "--redis", f"live=127.0.0.1:{server.port}",
                 "--redis", f"refused=127.0.0.1:{free_port()}",
                 "--interval", "0.2", "--timeout", "0.1",
-                "--http", f"tcp:{http}:interface=127.0.0.1",
+                "--http", "tcp:0:interface=127.0.0.1",
             ],
             directory, env, log_path,
         )  # fmt: skip
@@ -707,8 +705,11 @@ class BrowserTests(TestCase):
 
     async def start_agent(
         self, argv: list[str], directory: Path, env: dict[str, str], log_path: Path
-    ) -> Any:
-        """Start twistd; it is killed by PID at cleanup if still running."""
+    ) -> tuple[Any, str]:
+        """
+        Start twistd (``--http tcp:0``) and return it and its URL, once it
+        listens; it is killed by PID at cleanup if still running.
+        """
         log = log_path.open("wb")
         self.addCleanup(log.close)
         protocol = _Collect(log)
@@ -722,7 +723,14 @@ class BrowserTests(TestCase):
                 await protocol.ended
 
         self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
-        return protocol
+
+        def gone() -> str | None:
+            if not protocol.ended.called:
+                return None
+            return log_path.read_text(errors="replace")
+
+        port = await wait_listening(reactor, process.pid, gone)
+        return protocol, f"http://127.0.0.1:{port}"
 
     async def until_decided(self, base: str, agent: Any, log_path: Path) -> None:
         """Wait (at most START_BOUND) until /instances shows every instance decided."""

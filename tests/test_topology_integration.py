@@ -17,8 +17,8 @@ from twisted.internet import reactor as _reactor
 from twisted.logger import Logger
 
 from tests.polling import START_BOUND, pause, wait_for
-from tests.servers import LOOPBACK, RedisServer, free_port, shared_zookeeper
-from tests.test_twistd import TwistdTestCase
+from tests.servers import LOOPBACK, RedisServer, shared_zookeeper
+from tests.test_twistd import HTTP_ANY_PORT, TwistdTestCase
 from tests.test_zookeeper import Reader
 
 reactor: Any = _reactor
@@ -46,7 +46,7 @@ def redis_cli(server: RedisServer, *args: str) -> str:
 class TopologyTests(TwistdTestCase):
     """One agent, one master discovering two replicas, one ZooKeeper."""
 
-    def start(self, named_replica: bool = False) -> None:
+    async def start(self, named_replica: bool = False) -> None:
         """
         The servers, then the agent; with `named_replica`, the first
         replica is configured too, as ``named`` on host ``localhost``.
@@ -79,11 +79,8 @@ class TopologyTests(TwistdTestCase):
             f'[[redis]]\nname = "m"\nhost = "{LOOPBACK}"\n'
             f"port = {self.master.port}\ndiscover_replicas = true\n{configured}"
         )
-        http = free_port()
-        self.base = f"http://{LOOPBACK}:{http}"
-        self.child = self.spawn(
-            "--config", str(config), "--http", f"tcp:{http}:interface={LOOPBACK}"
-        )
+        self.child = self.spawn("--config", str(config), "--http", HTTP_ANY_PORT)
+        self.base = await self.http_base(self.child)
         self.reader = Reader(zookeeper.hosts)
         self.addCleanup(self.reader.close)
         self.names = [f"m@{LOOPBACK}:{r.port}" for r in self.replicas]
@@ -115,7 +112,7 @@ class TopologyTests(TwistdTestCase):
         promoted away goes after the grace period, the other stays, and a
         SIGHUP keeps it as it is.
         """
-        self.start()
+        await self.start()
         for name in self.names:
             await self.until_node(
                 name, START_BOUND, status="up", role="slave", master_link_status="up"
@@ -176,7 +173,7 @@ class TopologyTests(TwistdTestCase):
         other replica is discovered, and no node ever names the first by
         its address, over ten of the master's INFO.
         """
-        self.start(named_replica=True)
+        await self.start(named_replica=True)
         duplicate = f"{self.root}/instances/{self.names[0]}"
         await self.until_node("named", START_BOUND, status="up", role="slave")
         await self.until_node(self.names[1], 20.0, status="up", role="slave")

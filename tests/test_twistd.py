@@ -31,12 +31,11 @@ from sentinel.files import READ_DEADLINE
 from sentinel.process import FD_RESERVE
 from sentinel.settling import QUIET
 from tests.hung import HungMount
-from tests.polling import START_BOUND, pause, wait_for
+from tests.polling import START_BOUND, pause, wait_for, wait_listening
 from tests.servers import (
     RedisServer,
     ZooKeeperServer,
     free_port,
-    listening_tcp_ports,
     shared_zookeeper,
 )
 
@@ -51,11 +50,8 @@ POLL_STEP = 0.05
 # not fail because the machine is busy: an agent of 1,500 instances left
 # /debug/stats unanswered for the 2 s this was, at load 30 on two cores.
 HTTP_BOUND = 30.0
-# The agent's HTTP port: the kernel's pick as the agent binds it. A port
-# found free here is anyone's until then, seconds later for twistd under
-# load (of 3,000 found free so at load 25, 75 could not be bound 5 s on),
-# and the agent then exits 1, "cannot listen". `TwistdTestCase.http_base`
-# reads the port the agent got.
+# The agent's HTTP port: the kernel's pick as the agent binds it
+# (`tests.polling.wait_listening` says why, and reads it).
 HTTP_ANY_PORT = "tcp:0:interface=127.0.0.1"
 
 
@@ -117,28 +113,18 @@ class TwistdTestCase(TestCase):
         return child
 
     async def http_base(self, child: subprocess.Popen[bytes]) -> str:
-        """
-        The agent's URL, once it listens (``--http`` `HTTP_ANY_PORT`): its
-        port as the kernel says, for its log may be twistd's own file
-        (``--logfile``) or a pipe nobody reads. Fails, with the log, if the
-        agent ends first, or does not listen within START_BOUND.
-        """
-        started = reactor.seconds()
-        while True:
-            if child.poll() is not None:
-                self.fail(
-                    f"twistd exited {child.returncode}: {self.log_path.read_text()}"
-                )
-            try:
-                ports = listening_tcp_ports(child.pid)
-            except OSError:  # Ended meanwhile: the next poll says so.
-                ports = set()
-            if ports:
-                [port] = ports
-                return f"http://127.0.0.1:{port}"
-            if reactor.seconds() - started > START_BOUND:
-                self.fail(f"twistd not listening within {START_BOUND} s")
-            await pause(reactor, POLL_STEP)
+        """The agent's URL, once it listens (`http_port`)."""
+        return f"http://127.0.0.1:{await self.http_port(child)}"
+
+    async def http_port(self, child: subprocess.Popen[bytes]) -> int:
+        """The agent's HTTP port (``--http`` `HTTP_ANY_PORT`), once it listens."""
+
+        def gone() -> str | None:
+            if child.poll() is None:
+                return None
+            return f"status {child.returncode}: {self.log_path.read_text()}"
+
+        return await wait_listening(reactor, child.pid, gone)
 
     async def get_json(self, url: str) -> Any:
         pool = HTTPConnectionPool(reactor, persistent=False)

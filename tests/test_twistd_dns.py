@@ -17,8 +17,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tests.fakedns import FakeNameServer
-from tests.polling import START_BOUND, pause, wait_for
-from tests.servers import ChildProcess, RedisServer, free_port
+from tests.polling import START_BOUND, pause, wait_for, wait_listening
+from tests.servers import ChildProcess, RedisServer
 from tests.test_twistd import TWISTD, environment
 
 reactor: Any = _reactor
@@ -72,14 +72,14 @@ class TwistdNameLookupTests(TestCase):
             )
 
         write(*DEAD, "good.test")
-        http = free_port()
-        base = f"http://127.0.0.1:{http}"
         child = ChildProcess(
             [TWISTD, "-n", "sentinel", "--config", str(config),
-             "--http", f"tcp:{http}:interface=127.0.0.1"],
+             "--http", "tcp:0:interface=127.0.0.1"],
             log=directory / "twistd.log", env=environment(), cwd=directory,
         )  # fmt: skip
         self.addCleanup(child.stop)
+        port = await wait_listening(reactor, child.pid, child.why_ended)
+        base = f"http://127.0.0.1:{port}"
         state: dict[str, Any] = {}
 
         async def until(

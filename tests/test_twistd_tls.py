@@ -16,8 +16,8 @@ from twisted.web.client import HTTPConnectionPool
 
 from tests.certs import CertificateFiles, make_certificates
 from tests.polling import START_BOUND, pause, wait_for
-from tests.servers import RedisServer, free_port
-from tests.test_twistd import TwistdTestCase, reactor
+from tests.servers import RedisServer
+from tests.test_twistd import HTTP_ANY_PORT, TwistdTestCase, reactor
 
 REFUSED = "TLS: the server refused the client certificate: "
 UNKNOWN_CA = REFUSED + "unknown ca (not signed by a CA the server trusts)"
@@ -86,12 +86,9 @@ class ClientCertificateAgentTests(TwistdTestCase):
             + redis_table("none", server.port, certs.ca_file, None)
             + redis_table("stranger", server.port, certs.ca_file, stranger)
         )
-        http = free_port()
-        base = f"http://127.0.0.1:{http}"
-        agent = self.spawn(
-            "--config", str(config), "--http", f"tcp:{http}:interface=127.0.0.1"
-        )
+        agent = self.spawn("--config", str(config), "--http", HTTP_ANY_PORT)
         self.addCleanup(lambda: agent.poll() is None and agent.kill())
+        base = await self.http_base(agent)
 
         instances = await self.until(
             base, {"right": "up", "none": "down", "stranger": "down"}, START_BOUND
