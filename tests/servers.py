@@ -78,6 +78,21 @@ def free_port() -> int:
         return port
 
 
+def refusing_port(add_cleanup: Callable[[Callable[[], None]], object]) -> int:
+    """
+    A loopback port that refuses every connection until `add_cleanup`'s
+    cleanups run (a test's ``addCleanup``): bound, never listening, and
+    held, so that nothing else can bind it meanwhile. A port found free
+    and closed (`free_port`) is anyone's: a server another run starts
+    there answers, and an instance meant to be refused is up.
+    """
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    add_cleanup(held.close)
+    held.bind((LOOPBACK, 0))
+    port: int = held.getsockname()[1]
+    return port
+
+
 class ChildExited(RuntimeError):
     """A child process ended while we waited for it to become ready."""
 

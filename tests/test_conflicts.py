@@ -36,8 +36,8 @@ from tests.polling import START_BOUND, pause, wait_for
 from tests.servers import (
     LOOPBACK,
     ChildProcess,
-    free_port,
     listening_port,
+    refusing_port,
     shared_zookeeper,
 )
 from tests.test_twistd import HTTP_BOUND, TWISTD, environment
@@ -172,7 +172,10 @@ class ConflictTests(TestCase):
         state_dir: Path | None = None,
     ) -> AgentProcess:
         """An agent watching `names`, each on a closed port (so down)."""
-        redis = [f"--redis={name}=127.0.0.1:{free_port()}" for name in names]
+        redis = [
+            f"--redis={name}=127.0.0.1:{refusing_port(self.addCleanup)}"
+            for name in names
+        ]
         if state_dir is not None:
             redis.extend(("--state-dir", str(state_dir)))
         config = Path(self.mktemp()).absolute()

@@ -50,7 +50,7 @@ from sentinel.page import rows as render_rows
 from tests.fakes import FAILED, make_monitor
 from tests.httptest import Connection, fetch, responses, status_app
 from tests.polling import START_BOUND, pause, wait_listening
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, refusing_port
 from tests.test_twistd import TWISTD, environment
 
 reactor: Any = _reactor
@@ -676,7 +676,7 @@ class BrowserTests(TestCase):
             [
                 TWISTD, "-n", "sentinel",
                 "--redis", f"live=127.0.0.1:{server.port}",
-                "--redis", f"refused=127.0.0.1:{free_port()}",
+                "--redis", f"refused=127.0.0.1:{refusing_port(self.addCleanup)}",
                 "--interval", "0.2", "--timeout", "0.1",
                 "--http", "tcp:0:interface=127.0.0.1",
             ],

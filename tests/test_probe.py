@@ -51,7 +51,7 @@ from sentinel.protocol import (
 from sentinel.reconnects import PROBATION
 from sentinel.resolve import Resolver
 from tests.polling import pause
-from tests.servers import LOOPBACK, RedisServer, free_port
+from tests.servers import LOOPBACK, RedisServer, refusing_port
 
 INFO_SLAVE = (
     b"# Replication\r\nrole:slave\r\nmaster_host:10.0.0.5\r\nmaster_port:6380\r\n"
@@ -3296,7 +3296,7 @@ class FootprintTests(TestCase):
         pacer = ConnectPacer(reactor, count, 1.0)
         self.addCleanup(pacer.stopService)
         resolver = Resolver(reactor)
-        port = free_port()
+        port = refusing_port(self.addCleanup)
         probes = [
             RedisProbe(
                 RedisInstance(f"r{i}", LOOPBACK, port, username=None, password=None),

@@ -38,6 +38,7 @@ from tests.servers import (
     listen_garbage,
     listen_never_answering,
     listening_tcp_ports,
+    refusing_port,
     shared_zookeeper,
 )
 
@@ -74,6 +75,21 @@ class FreePortTests(TestCase):
             ports = listening_tcp_ports(os.getpid())
             self.assertIn(listening.getsockname()[1], ports)
             self.assertNotIn(bound.getsockname()[1], ports)
+
+
+class RefusingPortTests(TestCase):
+    def test_refuses_and_is_held(self) -> None:
+        """
+        refusing_port refuses connections, and no server can bind it
+        (redis-server's SO_REUSEADDR included) until the test's cleanup.
+        """
+        port = refusing_port(self.addCleanup)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection((LOOPBACK, port), 5.0).close()
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            with self.assertRaises(OSError):
+                server.bind((LOOPBACK, port))
 
 
 class PortTakenTests(TestCase):

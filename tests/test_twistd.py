@@ -35,7 +35,7 @@ from tests.polling import START_BOUND, pause, wait_for, wait_listening
 from tests.servers import (
     RedisServer,
     ZooKeeperServer,
-    free_port,
+    refusing_port,
     shared_zookeeper,
 )
 
@@ -69,9 +69,12 @@ def limit_open_files(limits: tuple[int, int]) -> Callable[[], None]:
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
-def many_instances(count: int) -> list[str]:
-    """--redis options for `count` instances on a port where nothing listens."""
-    port = free_port()
+def many_instances(case: TestCase, count: int) -> list[str]:
+    """
+    --redis options for `count` instances on a port that refuses them
+    (`refusing_port`, held for `case`).
+    """
+    port = refusing_port(case.addCleanup)
     return [arg for i in range(count) for arg in ("--redis", f"r{i}=127.0.0.1:{port}")]
 
 
@@ -454,7 +457,7 @@ class TwistdTests(TwistdTestCase):
         traceback, before anything starts.
         """
         result = subprocess.run(
-            [TWISTD, "-n", "sentinel", "--http", "none", *many_instances(50)],
+            [TWISTD, "-n", "sentinel", "--http", "none", *many_instances(self, 50)],
             env=environment(),
             capture_output=True,
             timeout=60,
@@ -478,7 +481,7 @@ class TwistdTests(TwistdTestCase):
         /debug/stats shows the collector's count and the periodic tasks.
         """
         child = self.spawn(
-            "--http", HTTP_ANY_PORT, *many_instances(50), open_files=(100, 200)
+            "--http", HTTP_ANY_PORT, *many_instances(self, 50), open_files=(100, 200)
         )
         base = await self.http_base(child)
         stats: dict[str, Any] = {}
@@ -803,9 +806,8 @@ class SignalTests(TwistdTestCase):
         its URL from `answering`.
         """
         config = Path(self.mktemp()).absolute()
-        config.write_text(
-            f'[[redis]]\nname = "r"\nhost = "127.0.0.1"\nport = {free_port()}\n'
-        )
+        port = refusing_port(self.addCleanup)
+        config.write_text(f'[[redis]]\nname = "r"\nhost = "127.0.0.1"\nport = {port}\n')
         return self.spawn(
             "--config", str(config), "--http", HTTP_ANY_PORT,
             twistd=twistd, stdout=stdout,
@@ -970,7 +972,7 @@ class SignalTests(TwistdTestCase):
         zookeeper = shared_zookeeper()
         child = self.spawn(
             "--zookeeper", zookeeper.hosts, "--zk-root", "/second-sigterm",
-            "--redis", f"r=127.0.0.1:{free_port()}",
+            "--redis", f"r=127.0.0.1:{refusing_port(self.addCleanup)}",
             "--http", HTTP_ANY_PORT,
         )  # fmt: skip
         await self.answering(child)

@@ -46,7 +46,7 @@ from tests.servers import (
     LOOPBACK,
     RedisServer,
     ZooKeeperServer,
-    free_port,
+    refusing_port,
     shared_zookeeper,
 )
 
@@ -928,7 +928,8 @@ class SessionTimeoutTests(ZooKeeperTestCase):
 
     async def test_refused_connection_named(self) -> None:
         """A refused connection attempt is kept as kazoo names it."""
-        zk = self.bridge(f"{LOOPBACK}:{free_port()}", SESSION_TIMEOUT)
+        port = refusing_port(self.addCleanup)
+        zk = self.bridge(f"{LOOPBACK}:{port}", SESSION_TIMEOUT)
         await wait_for(
             reactor, lambda: zk.connect_error is not None, 10.0, "a cause kept"
         )
