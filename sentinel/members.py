@@ -447,6 +447,14 @@ class Members:
                     # the node is not known to be ours: not made again until
                     # it is (`instance_owned`), then in the place of the new
                     # holder's.
+                    if _owned(instance):
+                        # Ours again while we asked (both deleted by a
+                        # ``deleteall`` of the chroot, the node made again
+                        # first): `instance_owned` found the member still
+                        # held then and left it; made now, not at the
+                        # refresh 30 s later.
+                        self._note_moving(node)
+                        self._queue.mark(node)
                     return
                 if beside and await self._held_by_another(instance):
                     # The holder of the node holds a member like ours
@@ -652,3 +660,11 @@ def _member(node: Node) -> Member:
 def _taken(instance: Node) -> bool:
     """Whether `instance`'s node was taken over and its member not yet ours."""
     return instance.taken_from is not None or instance.taken_member is not None
+
+
+def _owned(node: Node) -> bool:
+    """
+    Whether `node` is ours now: read again after an ``await``, where a
+    check made before it (``not node.owned``) may no longer hold.
+    """
+    return node.owned

@@ -9,6 +9,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.documents import NERVE
+from sentinel.guard import REWRITE_AFTER
 from sentinel.membership import WIPED_STAND_IN_AFTER
 from tests.groupfakes import DISCOVERY, ROOT, Fleet
 
@@ -132,3 +133,42 @@ class DeleteAllTests(SynchronousTestCase):
             set(self.fleet.members["a"].group.membership.view), set(AGENTS)
         )
         self.assertEqual({n: h for n, h in holders.items() if len(h) > 1}, {})
+
+
+class MemberAskedAboutTests(SynchronousTestCase):
+    """One agent, nerve members; its instance node and member deleted at once."""
+
+    def test_member_made_again_when_the_node_is_ours_while_asked(self) -> None:
+        """
+        A member and its instance's node deleted together (a ``deleteall``
+        of the chroot) are both written again; the node is made (ours)
+        while the member's write asks whether the member is still there:
+        the member is made again at once. Before, the node's
+        `instance_owned` found the member still held and left it, and the
+        answer (gone) then dropped it: the service listed no member until
+        the refresh, 30 s later, its instance up and ready.
+        """
+        fleet = Fleet()
+        agent = fleet.add("a", ["r00"], discovery=(NERVE, DISCOVERY)).start()
+        fleet.run(3.0)
+        [member] = fleet.members_of("r00")
+        owner = fleet.owner_of("r00")
+        # The reads answered in order: the node's question before the
+        # member's, as the real ZooKeeper answered them in the run.
+        agent.zk.hold_answers("exists")
+        fleet.server.remove(f"{ROOT}/instances/r00")
+        fleet.server.remove(f"{DISCOVERY}/r00/{member}")
+        fleet.clock.advance(REWRITE_AFTER)
+        self.assertEqual(
+            [c.path for c in agent.zk.held],
+            [
+                f"{ROOT}/instances/r00",
+                f"{DISCOVERY}/r00/{member}",
+                f"{ROOT}/instances/r00",
+            ],
+        )
+        agent.zk.unhang()
+        agent.zk.release("exists")
+        self.assertEqual(fleet.owner_of("r00"), owner)
+        fleet.run(1.0)
+        self.assertEqual(len(fleet.members_of("r00")), 1)
