@@ -142,6 +142,7 @@ class Member:
         "named",
         "replaces_version",
         "replaces_owner",
+        "dropped_at",
     )
 
     def __init__(self, parent: str, prefix: str, identity: MemberIdentity) -> None:
@@ -181,6 +182,11 @@ class Member:
         # name another session holds is not it (after a wipe, ZooKeeper
         # names members from 0 again), and is neither replaced nor deleted.
         self.replaces_owner: int | None = None
+        # When the member this session held was found gone
+        # (`Discovery._gone`), until one is held again or none is meant: a
+        # member missing for readers is timed from then in /healthz
+        # (`sentinel.zkreport`), not from the first answer that asks.
+        self.dropped_at: float | None = None
 
     @classmethod
     def leftover(cls, found: list[str]) -> Member:
@@ -379,6 +385,7 @@ class Discovery:
             if member.path is not None:
                 await self._delete_if_ours(member.path)
             self._drop(member)
+            member.dropped_at = None
             if member.replaces is not None:
                 await self._delete_if_there(member.replaces, member.replaces_owner)
                 self._claimed.discard(member.replaces)
@@ -414,8 +421,13 @@ class Discovery:
                     # Gone: deleted by another client, if we knew it there.
                     damage = "deleted" if known else None
             self._same_session(session, member.session)
-            self._drop(member)
+            if damage == "deleted":
+                self._gone(member)
+            else:
+                self._drop(member)
             if damage == "deleted" and replaced is not None and await replaced():
+                # Another agent's lists it: not missing.
+                member.dropped_at = None
                 return None
         self._same_session(session)
         await self._record_parent(member.parent)
@@ -519,6 +531,7 @@ class Discovery:
 
     def _hold(self, member: Member, path: str) -> None:
         member.path, member.written = path, None
+        member.dropped_at = None
         member.session = self.zk.session_id
         self._claimed.add(path)
 
@@ -526,6 +539,11 @@ class Discovery:
         if member.path is not None:
             self._claimed.discard(member.path)
         member.path = member.written = None
+
+    def _gone(self, member: Member) -> None:
+        """The member we held was found gone (or another session's): dropped."""
+        self._drop(member)
+        member.dropped_at = self._clock.seconds()
 
     async def _settle_found(self, member: Member, keep: bool) -> None:
         """Keep the first member found if `keep` and none is known; delete the rest."""
@@ -656,7 +674,7 @@ class Discovery:
         stat = await self.zk.exists(member.path)
         if ours(stat, self.zk.session_id):
             return False
-        self._drop(member)
+        self._gone(member)
         return True
 
     def take_from(

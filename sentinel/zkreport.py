@@ -344,7 +344,10 @@ class ZooKeeperReport:
         # FAILING_AFTER or more (as a failing node: one being created, or
         # taken over from a previous primary, is not named): an endpoint
         # missing for readers is published data gone wrong. Each is timed
-        # from the first answer that found it so.
+        # from when the member this session held was found gone (or let
+        # go), else from the first answer that found it so: timed from
+        # the answer alone, a member dropped by a write and not made again
+        # for 30 s was named by no /healthz asked every 10 s or less often.
         now = self._reactor.seconds()
         since = self._unlisted_since
         unlisted = self._members.unlisted()
@@ -352,7 +355,9 @@ class ZooKeeperReport:
             del since[node]
         late = []
         for node, which in unlisted.items():
-            first = since.setdefault(node, now)
+            member = node.member
+            dropped = None if member is None else member.dropped_at
+            first = since.setdefault(node, now if dropped is None else dropped)
             if now - first >= FAILING_AFTER:
                 late.append((first, which))
         if not late:

@@ -109,6 +109,22 @@ class DiscoveryHarness(SynchronousTestCase):
         transition = state.health.observe(observation, self.clock.seconds())
         self.publisher.publish(state, transition)
 
+    def assert_named_missing_until_made(self) -> None:
+        """
+        /healthz names cache-1's member missing for 5 s; once its hung
+        create is answered, the member is listed and /healthz is clear.
+        """
+        self.assertEqual(
+            self.publisher.unhealthy_reason(),
+            f"zookeeper: discovery member of cache-1 under {DISCOVERY}/cache-1"
+            " missing for 5 s: readers do not find it",
+        )
+        self.zk.unhang()
+        self.zk.release()
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(len(self.members("cache-1")), 1)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+
     def members(self, service: str) -> dict[str, dict[str, object]]:
         parent = f"{DISCOVERY}/{service}"
         if parent not in self.zk.nodes:
@@ -139,16 +155,25 @@ class ServersetTests(DiscoveryHarness):
         self.clock.advance(FAILING_AFTER - 0.1)
         self.assertIsNone(self.publisher.unhealthy_reason())
         self.clock.advance(0.1)
-        self.assertEqual(
-            self.publisher.unhealthy_reason(),
-            f"zookeeper: discovery member of cache-1 under {DISCOVERY}/cache-1"
-            " missing for 5 s: readers do not find it",
-        )
-        self.zk.unhang()
-        self.zk.release()
-        self.clock.advance(RETRY_DELAY)
-        self.assertEqual(len(self.members("cache-1")), 1)
-        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assert_named_missing_until_made()
+
+    def test_member_found_gone_timed_from_then(self) -> None:
+        """
+        A member another client deleted, and not made again (its create
+        not answered), is timed in /healthz from when the agent found it
+        gone, not from the first answer that asks: /healthz asked first
+        `FAILING_AFTER` after that names it at once. Before, that first
+        answer was 200, and the next ones too for `FAILING_AFTER` more.
+        """
+        self.start()
+        state = self.instance("cache-1")
+        self.check(state, UP)
+        self.zk.hang("create")
+        self.zk.remove(f"{MEMBER}0000000000")
+        self.clock.advance(REWRITE_AFTER)
+        self.assertEqual(self.members("cache-1"), {})
+        self.clock.advance(FAILING_AFTER)
+        self.assert_named_missing_until_made()
 
     def test_ephemeral_service_node_named(self) -> None:
         """
