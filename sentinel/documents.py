@@ -68,7 +68,7 @@ def instance_document(
         "master_link_status": replication.master_link_status,
         "latency_ms": health.latency_ms,
         "since": health.since,
-        "checked_at": health.checked_at,
+        "checked_at": health.published_checked_at,
         "error": health.error,
         "agent": agent_id,
         "schema": INSTANCE_SCHEMA,

@@ -532,7 +532,9 @@ class Group:
             master_port=said.master_port,
             master_link_status=said.master_link_status,
         )
-        self.monitor.inherit(name, said.status, said.ready, replication)
+        self.monitor.inherit(
+            name, said.status, said.ready, replication, said.checked_at
+        )
 
     def _move_handed(self) -> None:
         names, self._handed = self._handed, set()

@@ -19,7 +19,11 @@ own file; a write that failed is not tried again at every check), and
 only as far as ZooKeeper has what they found (`checked_through`: while a
 node's newer state is not acknowledged, up to when it was marked, or,
 before this process wrote it, what the file said; the file is written
-again once every node is, `caught_up`). On a session inherited, the
+again once every node is, `caught_up`), and no later than the last
+success of an instance published up whose checks since all failed
+(`sentinel.unbacked`: a restart goes on from the ``up`` a node says, and
+failures fewer than ``fall`` in each process of a crash loop otherwise
+renewed the file while a killed Redis stayed up). On a session inherited, the
 checks count once this process has checked each instance it observes
 (`_round_done`): until then, the ones not checked yet are as the
 previous process left them. Before, any check renewed the file, written
@@ -222,6 +226,10 @@ class SessionHandoff:
         # last check and `_since` (`WriteQueue.checked_through`); None:
         # up to the last check.
         self.checked_through: Callable[[float, float], float] | None = None
+        # The oldest last success of an instance still published up on
+        # failures alone (`sentinel.unbacked`), None if there is none: the
+        # file says no later.
+        self.unbacked_since: Callable[[], float | None] | None = None
         # Whether the file's last ``checked_at`` was held back: written
         # again once ZooKeeper has every node (`caught_up`), or once the
         # first round is done.
@@ -626,7 +634,17 @@ class SessionHandoff:
         """Up to when the session's nodes say what checks found."""
         checked_at, since = self._checked_at, self._since
         if checked_at is None or since is None:
-            return checked_at
+            through = checked_at
+        else:
+            through = self._nodes_through(checked_at, since)
+        # Not in `_behind`: ZooKeeper having every node changes nothing here.
+        unbacked = None if self.unbacked_since is None else self.unbacked_since()
+        if through is None or unbacked is None:
+            return through
+        return min(through, unbacked)
+
+    def _nodes_through(self, checked_at: float, since: float) -> float:
+        """Up to when the nodes hold what checks found (`_checked_through`)."""
         if not self._round_done():
             # Its instances checked later in the first round are as the
             # previous process left them (a check of one renewed them all:

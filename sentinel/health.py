@@ -86,6 +86,7 @@ class InstanceHealth:
         "since",
         "changes",
         "checked_at",
+        "succeeded_at",
         "consecutive_successes",
         "consecutive_failures",
         "checks",
@@ -110,6 +111,9 @@ class InstanceHealth:
         # follows a stale history.
         self.changes = 0
         self.checked_at: float | None = None
+        # When a check last succeeded, or, for an ``up`` inherited, when
+        # the previous process's last check did (`unbacked_since`).
+        self.succeeded_at: float | None = None
         # When the history goes stale: `stale_after` past the last check.
         self.stale_at = math.inf
         self.consecutive_successes = 0
@@ -213,7 +217,12 @@ class InstanceHealth:
             self.since = checked_at
 
     def inherit(
-        self, status: str, ready: bool, replication: Replication, now: float
+        self,
+        status: str,
+        ready: bool,
+        replication: Replication,
+        now: float,
+        checked_at: float | None = None,
     ) -> Transition | None:
         """
         Take `status` (with `ready` and the role, if up) as the status
@@ -230,7 +239,9 @@ class InstanceHealth:
         nothing. Checks of its own that agree, or that are that many, or
         a history gone stale (the next check decides anew) keep theirs.
         Either way the status is taken as decided directly (`changes`):
-        the node's ``since`` stays (`keep_since`).
+        the node's ``since`` stays (`keep_since`). An ``up`` taken dates
+        from `checked_at`, the previous verdict's check, as far as
+        `unbacked_since` goes: this process's failures go on from it.
         """
         old_status = self.status
         if old_status is not None:
@@ -245,12 +256,36 @@ class InstanceHealth:
         self.changes = 1
         self.draining = False
         if status == UP:
+            self.succeeded_at = checked_at
             self.ready = ready
             self.replication = replication
         else:
             self.ready = False
             self.replication = _UNKNOWN_ROLE
         return Transition(status_changed=True, old_status=old_status, new_status=status)
+
+    @property
+    def unbacked_since(self) -> float | None:
+        """
+        While the status is ``up`` and the checks since the last success
+        failed (fewer than `fall` of them): when that success was (for an
+        ``up`` inherited, the previous process's, `inherit`); else None.
+        Such failures are no evidence that it is up: they renew neither
+        the node's ``checked_at`` (`published_checked_at`) nor the state
+        file's (`sentinel.unbacked`). Before, each process of a crash loop
+        failed fewer than `fall` checks of a killed Redis, went on from the
+        ``up`` its node said, and wrote it ``up`` again with a fresh
+        ``checked_at``: published up for as long as the loop went on.
+        """
+        if self.status != UP or not self.consecutive_failures:
+            return None
+        return self.succeeded_at
+
+    @property
+    def published_checked_at(self) -> float | None:
+        """The ``checked_at`` the node says: the last check that bore it out."""
+        unbacked = self.unbacked_since
+        return self.checked_at if unbacked is None else unbacked
 
     def observe(self, observation: Observation, now: float) -> Transition | None:
         """
@@ -278,7 +313,7 @@ class InstanceHealth:
         ):
             # The common case, thousands a second: up, and still up.
             self.checks += 1
-            self.checked_at = now
+            self.checked_at = self.succeeded_at = now
             self.stale_at = now + self.stale_after
             self.latency_ms = observation.latency_ms
             role_error = self.replication.error
@@ -295,6 +330,7 @@ class InstanceHealth:
         self.stale_at = now + self.stale_after
         self.latency_ms = observation.latency_ms
         if observation.ok:
+            self.succeeded_at = now
             self.consecutive_successes += 1
             self.consecutive_failures = 0
         else:

@@ -344,19 +344,25 @@ class Monitor(Service):
         self._publisher.relabel(state)
 
     def inherit(
-        self, name: str, status: str, ready: bool, replication: Replication
+        self,
+        name: str,
+        status: str,
+        ready: bool,
+        replication: Replication,
+        checked_at: float | None = None,
     ) -> None:
         """
         Go on from the status an instance's previous primary published,
         fresh (`InstanceHealth.inherit`; `sentinel.group` decides when):
         its next check reads INFO, as a first one does, and a status that
-        changed is published as after a check.
+        changed is published as after a check; `checked_at` is the
+        previous verdict's check.
         """
         state = self.states.get(name)
         if state is None:
             return
         transition = state.health.inherit(
-            status, ready, replication, self._clock.seconds()
+            status, ready, replication, self._clock.seconds(), checked_at
         )
         if transition is None:
             return

@@ -64,6 +64,7 @@ from sentinel.stopping import STOP_CLOSE_TIMEOUT, Stopping
 from sentinel.sweep import Sweep, Watched
 from sentinel.takeover import Takeovers
 from sentinel.timer import RestartingTimer
+from sentinel.unbacked import UnbackedUp
 from sentinel.writer import NodeWriter
 from sentinel.writes import Unchanged, WriteQueue
 from sentinel.writewatch import WriteWatch
@@ -119,6 +120,7 @@ class ZooKeeperPublisher(Service):
         self.on_twin = on_twin
         self.on_superseded = on_superseded
         self.handoff = handoff
+        self._unbacked = UnbackedUp()
         # Why this agent stopped writing (a live twin, or a newer process
         # on its session), or None.
         self.halted: str | None = None
@@ -252,6 +254,9 @@ class ZooKeeperPublisher(Service):
             # The state file says checks back the nodes only as far as
             # ZooKeeper has them (`sentinel.handoff`).
             handoff.checked_through = queue.checked_through
+            # Nor further than an instance up on failures alone was
+            # backed by its last success (`sentinel.unbacked`).
+            handoff.unbacked_since = self._unbacked.oldest
             queue.on_caught_up = self._caught_up
 
     # Service
@@ -353,6 +358,7 @@ class ZooKeeperPublisher(Service):
             return
         self._publish(state, transition)
         if self.handoff is not None:
+            self._unbacked.note(state.name, state.health.unbacked_since)
             # After the check's own writes are marked: the state file says
             # it backs the nodes only once ZooKeeper has them.
             self.handoff.checked(state.name)
@@ -453,6 +459,7 @@ class ZooKeeperPublisher(Service):
 
     def remove(self, name: str) -> None:
         """Delete the instance's node (the instance is no longer watched)."""
+        self._unbacked.forget(name)
         node = self._nodes.instances.get(name)
         if node is None and self._sweep.inherited:
             # Not checked yet by this process: its node may be the previous

@@ -94,6 +94,21 @@ class InstanceDocumentTests(SynchronousTestCase):
             [None, False, None, None, None],
         )
 
+    def test_checked_at_of_an_up_on_failures(self) -> None:
+        """
+        Up, then a failure short of `fall`: ``checked_at`` says the last
+        success, not the failure (no evidence that it is up); the error
+        is the failure's.
+        """
+        health = InstanceHealth(rise=2, fall=3)
+        health.observe(REPLICA, 100.0)
+        health.observe(Observation(ok=False, error="connection refused"), 101.0)
+        document = instance_document(CACHE, health, "agent-7")
+        self.assertEqual(
+            [document[k] for k in ("status", "checked_at", "error")],
+            ["up", 100.0, "connection refused"],
+        )
+
     def test_report_adds_counters(self) -> None:
         """GET /instances: the document plus the check counters."""
         failed = Observation(ok=False, error="timeout (ping)")

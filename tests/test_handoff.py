@@ -29,6 +29,7 @@ from sentinel.documents import agent_document, serverset_member
 from sentinel.handoff import EXPIRED, NOT_CLAIMED, UNREACHABLE, SessionHandoff
 from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
+from sentinel.observation import Replication
 from sentinel.privatefiles import NotRead
 from sentinel.probe import Observation
 from sentinel.publisher import ZooKeeperPublisher
@@ -816,6 +817,38 @@ class UncheckedSessionTests(HandoffTestCase):
         self.assertNotIn(path("a"), self.server.nodes)
         self.assertEqual(self.stored()["session_id"], f"{process.zk.session_id:#x}")
         self.assertEqual(self.stored()["checked_at"], self.clock.seconds())
+        process.check("a", DOWN)
+        self.assertEqual(process.zk.document(path("a"))["status"], "down")
+
+    def test_crash_loop_of_failures_fewer_than_fall(self) -> None:
+        """
+        A crash loop whose processes each go on from the ``up`` a's node
+        says (a restart is no news, `InstanceHealth.inherit`), fail one
+        check of a (``fall`` is 3), check b and die: a's failures renew
+        neither its node's ``checked_at`` nor the file's, so the session is
+        closed 1.5 session timeouts after a's last success, and a is
+        published down. Before, each process wrote a ``up`` with its
+        failure's time and the file said the round checked: every process
+        reattached, and a stayed up for as long as the loop went on.
+        """
+        succeeded = START
+
+        def fails_a(process: Process) -> None:
+            health = process.states["a"].health
+            health.configure(2, 3, 1.0)
+            said = process.zk.document(path("a"))
+            role = Replication(role=said["role"])
+            health.inherit("up", True, role, self.clock.seconds(), said["checked_at"])
+            process.check("a", DOWN)
+            process.check("b", UP)
+            self.clock.advance(0.3)
+            document = process.zk.document(path("a"))
+            self.assertEqual(
+                (document["status"], document["checked_at"]), ("up", succeeded)
+            )
+
+        process = self.crash_loop(fails_a)
+        self.assertNotIn(path("a"), self.server.nodes)
         process.check("a", DOWN)
         self.assertEqual(process.zk.document(path("a"))["status"], "down")
 

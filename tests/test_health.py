@@ -498,6 +498,44 @@ class InheritTests(SynchronousTestCase):
         assert transition is not None
         self.assertEqual(transition.new_status, DOWN)
 
+    def test_failures_short_of_fall_renew_no_checked_at(self) -> None:
+        """
+        Up, then failures fewer than `fall`: the node's ``checked_at`` stays
+        the last success's (they are no evidence that it is up), and the
+        instance is unbacked since then; a success or the fall ends that.
+        """
+        health = InstanceHealth(rise=2, fall=3, interval=1.0)
+        health.observe(OK, 100.0)
+        health.observe(BAD, 101.0)
+        health.observe(BAD, 102.0)
+        self.assertEqual((health.status, health.checked_at), (UP, 102.0))
+        self.assertEqual(health.published_checked_at, 100.0)
+        self.assertEqual(health.unbacked_since, 100.0)
+        health.observe(OK, 103.0)
+        self.assertEqual(health.published_checked_at, 103.0)
+        self.assertIsNone(health.unbacked_since)
+        for at in (104.0, 105.0, 106.0):
+            health.observe(BAD, at)
+        self.assertEqual((health.status, health.published_checked_at), (DOWN, 106.0))
+        self.assertIsNone(health.unbacked_since)
+
+    def test_inherited_up_dates_from_the_previous_check(self) -> None:
+        """
+        Up inherited from a node checked at 95 (a restart), then a failure
+        of this process's own, before or after the inherit: the node goes
+        on saying 95, not the failure's time.
+        """
+        before = InstanceHealth(rise=2, fall=3, interval=1.0)
+        before.inherit(UP, True, self.ROLE, 100.0, 95.0)
+        before.observe(BAD, 100.5)
+        after = InstanceHealth(rise=2, fall=3, interval=1.0)
+        after.observe(BAD, 100.0)
+        after.inherit(UP, True, self.ROLE, 100.5, 95.0)
+        for health in (before, after):
+            self.assertEqual(health.status, UP)
+            self.assertEqual(health.published_checked_at, 95.0)
+            self.assertEqual(health.unbacked_since, 95.0)
+
 
 class SettledTests(SynchronousTestCase):
     """
