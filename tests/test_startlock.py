@@ -44,6 +44,14 @@ class StartLockTests(SynchronousTestCase):
         os.write(fd, pid)
         return fd
 
+    def assert_taken_once_let_go(self, fd: int) -> None:
+        """The other holder lets go of the lock: this process holds it then."""
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        for thread in threading.enumerate():
+            if thread.name == "sentinel-start-lock":
+                thread.join(5.0)
+        self.assertTrue(startlock.holds(self.directory))
+
     def test_taken_and_kept(self) -> None:
         """
         A free lock is taken, names this pid, and is kept: asked again,
@@ -115,11 +123,7 @@ class StartLockTests(SynchronousTestCase):
         self.assertEqual(ages, [OTHER_PID])
         self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
         self.assertIn("an older process", formatEvent(events[0]))
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        for thread in threading.enumerate():
-            if thread.name == "sentinel-start-lock":
-                thread.join(5.0)
-        self.assertTrue(startlock.holds(self.directory))
+        self.assert_taken_once_let_go(fd)
 
     def test_older_process_taken_over(self) -> None:
         """
@@ -130,11 +134,7 @@ class StartLockTests(SynchronousTestCase):
         fd = self.hold_elsewhere()
         self.assertIsNone(double_start(self.directory, HeldBy(OTHER_PID), STORED))
         self.assertFalse(startlock.holds(self.directory))
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        for thread in threading.enumerate():
-            if thread.name == "sentinel-start-lock":
-                thread.join(5.0)
-        self.assertTrue(startlock.holds(self.directory))
+        self.assert_taken_once_let_go(fd)
 
     def test_no_lock_to_be_had(self) -> None:
         """A lock that cannot be had is said once; the agent starts without it."""
