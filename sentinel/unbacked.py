@@ -35,10 +35,11 @@ class UnbackedUp:
 
     def note(self, name: str, since: float | None) -> None:
         """Instance `name` was checked: `since` is its `unbacked_since`."""
-        if since is None:
-            self._since.pop(name, None)
-        else:
+        if since is not None:
             self._since[name] = since
+        elif self._since:
+            # Empty on a healthy fleet: the common check costs a test.
+            self._since.pop(name, None)
 
     def forget(self, name: str) -> None:
         """Instance `name` is no longer watched."""
