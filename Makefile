@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 # What Debian's zookeeper package (through libzookeeper-java) installs.
 ZOOKEEPER_JAR := /usr/share/java/zookeeper.jar
 
-.PHONY: venv system-deps test demo clean
+.PHONY: venv system-deps demo-deps test demo clean
 
 venv: $(VENV)/.installed
 
@@ -21,12 +21,24 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 	touch $@
 
-system-deps:
+# What the demo needs (Redis and ZooKeeper), and what the tests need besides
+# (Chromium for the status page, Prometheus against a real agent). The demo
+# installs only its own: a first `make demo` pulled in a browser and
+# Prometheus it never runs.
+DEMO_DEPS := redis-server zookeeper
+TEST_DEPS := $(DEMO_DEPS) chromium prometheus
+
+# $(call install_missing,DEPS): install those of DEPS (names above, each a
+# Debian package) that are missing, through sudo unless root.
+define install_missing
 	@missing=""; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	{ [ -f $(ZOOKEEPER_JAR) ] && command -v java >/dev/null; } || missing="$$missing zookeeper"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
-	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing="$$missing prometheus"; \
+	for dep in $(1); do \
+		case $$dep in \
+		zookeeper) { [ -f $(ZOOKEEPER_JAR) ] && command -v java >/dev/null; } ;; \
+		prometheus) command -v prometheus >/dev/null && command -v promtool >/dev/null ;; \
+		*) command -v $$dep >/dev/null ;; \
+		esac || missing="$$missing $$dep"; \
+	done; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null; then sudo="sudo"; \
@@ -35,6 +47,13 @@ system-deps:
 	$$sudo apt-get update && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y --no-install-recommends $$missing
+endef
+
+system-deps:
+	$(call install_missing,$(TEST_DEPS))
+
+demo-deps:
+	$(call install_missing,$(DEMO_DEPS))
 
 # Trial workers: most of the suite's time is waiting on real servers and
 # clocks (session timeouts, intervals), so one per core (up to 4) roughly
@@ -52,7 +71,7 @@ test: system-deps venv
 	PYTHONPATH=. $(PYTHON) -m twisted.trial --jobs=$(JOBS) tests || status=1; \
 	exit $$status
 
-demo: system-deps venv
+demo: demo-deps venv
 	PYTHONPATH=. $(PYTHON) tools/demo.py
 
 clean:
