@@ -2,7 +2,8 @@
 ``contrib/sentinel.toml``, the example configuration, kept honest: it names
 every key of the settings table, it loads and validates once the files it
 names exist, each key it leaves commented out is valid when uncommented, and
-the values it calls defaults are the defaults.
+the values it calls defaults are the defaults; the example Prometheus
+configuration looks for its instances where it publishes them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from sentinel.config import Config, load_config
 from sentinel.settings import REDIS_SETTINGS, SETTINGS
 from tests.certs import ca_certificate_pem, client_certificate_pem
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "contrib" / "sentinel.toml"
+CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
+EXAMPLE = CONTRIB / "sentinel.toml"
+PROMETHEUS = CONTRIB / "prometheus" / "prometheus.yml"
 
 _TABLE = re.compile(r"\[\[?([a-z_]+)\]\]?")
 _KEY = re.compile(r"(#\s*)?([a-z_]+)\s*=")
@@ -52,7 +55,11 @@ def expected_keys() -> set[str]:
 
 
 class ExampleConfigTests(SynchronousTestCase):
-    """The example, with the files it names made in a temporary /etc."""
+    """
+    The example, with the files it names made in a temporary /etc; and
+    ``contrib/prometheus/prometheus.yml`` against it: an operator who turns
+    on serverset discovery in the one gets targets from the other.
+    """
 
     def setUp(self) -> None:
         self.text = EXAMPLE.read_text()
@@ -125,3 +132,53 @@ class ExampleConfigTests(SynchronousTestCase):
             self.assertEqual(value, setting.default, setting.key)
             checked += 1
         self.assertGreater(checked, 5)
+
+    def test_discovery_paths(self) -> None:
+        """
+        Each path the Prometheus example watches is where the example
+        config's instances publish their serverset members: the chroot,
+        then ``discovery_root``, then each service. (Before, it watched
+        ``/discovery/cache``: no chroot, and a service no instance has,
+        so Prometheus found no Redis target at all.)
+        """
+        config = self.load(
+            self.text.replace('discovery = "none"', 'discovery = "serverset"')
+        )
+        zookeeper = config.zookeeper
+        assert zookeeper is not None
+        self.assertEqual(zookeeper.discovery, "serverset")
+        _, slash, chroot = zookeeper.hosts.partition("/")
+        published = {
+            f"{slash}{chroot}{zookeeper.discovery_root}/{instance.discovery_service}"
+            for instance in config.instances
+        }
+        paths, _ = serverset_discovery(PROMETHEUS.read_text())
+        self.assertEqual(sorted(paths), sorted(published))
+
+    def test_service_label(self) -> None:
+        """
+        The relabelling names each member's service, with the regex anchored
+        at both ends as Prometheus anchors it (before, a member under a
+        chroot got no ``service`` label).
+        """
+        paths, regex = serverset_discovery(PROMETHEUS.read_text())
+        for path in paths:
+            member = re.fullmatch(regex, f"{path}/member_0000000001")
+            self.assertIsNotNone(member, path)
+            assert member is not None
+            self.assertEqual(member.group(1), path.rpartition("/")[2])
+
+
+def serverset_discovery(text: str) -> tuple[list[str], str]:
+    """
+    The ``paths`` of the ``serverset_sd_configs`` in the Prometheus example
+    `text`, and the regex that takes a member's path to its ``service``
+    label. (A reading of our own file's flow lists, not a YAML parser: no
+    YAML library is a dependency.)
+    """
+    paths = re.search(r"^\s*paths: \[(.*)\]$", text, re.MULTILINE)
+    service = re.search(
+        r"source_labels: \[__meta_serverset_path\]\n\s*regex: \"([^\"]+)\"", text
+    )
+    assert paths is not None and service is not None, "no serverset discovery"
+    return re.findall(r'"([^"]+)"', paths.group(1)), service.group(1)
