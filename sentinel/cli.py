@@ -93,4 +93,43 @@ def agent(argv: Sequence[str] | None = None) -> None:
 def _sentinel_plugin(interface: object, package: object = None) -> list[Any]:
     from twisted.plugins.sentinel_plugin import sentinel
 
-    return [sentinel]
+    return [_AgentPlugin(sentinel)]
+
+
+class _AgentPlugin:
+    """
+    The sentinel plugin as ``sentinel-agent`` offers it: the same service,
+    with a ``--help`` that names this command and its own two options
+    (twistd's said ``Usage: twistd [options] sentinel [options]`` and
+    left them out).
+    """
+
+    def __init__(self, plugin: Any) -> None:
+        self.tapname = plugin.tapname
+        self.description = plugin.description
+        self.makeService = plugin.makeService
+        self._plugin = plugin
+
+    def options(self) -> Any:
+        """The plugin's options, their usage text this command's."""
+        base = self._plugin.options
+
+        class AgentCommandOptions(base):  # type: ignore[misc,valid-type]
+            __doc__ = base.__doc__
+            longdesc = f"{base.longdesc} {AGENT_OPTIONS}"
+
+            def getSynopsis(self) -> str:
+                return AGENT_SYNOPSIS
+
+        return AgentCommandOptions()
+
+
+AGENT_SYNOPSIS = (
+    "Usage: sentinel-agent [--log-format text|json] [--log-level LEVEL] [options]"
+)
+AGENT_OPTIONS = (
+    "sentinel-agent runs in the foreground and logs to standard output: "
+    "--log-format text (the default) or json (one object per line); "
+    "--log-level debug, info (the default, or $SENTINEL_LOG_LEVEL), warn, "
+    "error or critical hides what is below it."
+)

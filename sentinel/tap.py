@@ -345,7 +345,10 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Check Redis instances with PING every interval, decide up/down with "
-        "rise/fall, and publish their status to ZooKeeper."
+        "rise/fall, and publish their status to ZooKeeper. Signals: SIGHUP "
+        "reloads --config; SIGTERM or SIGINT stops (with --state-dir, leaving "
+        "the ZooKeeper session and its nodes to the next process; exit 143 "
+        "for SIGTERM); SIGUSR2 deletes this agent's nodes and exits 0."
     )
 
     optParameters = [

@@ -17,7 +17,7 @@ from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from sentinel.cli import _split_log_options
+from sentinel.cli import AGENT_SYNOPSIS, _split_log_options
 from tests.polling import START_BOUND, pause, wait_for, wait_listening
 from tests.servers import RedisServer
 from tests.test_twistd import environment
@@ -84,6 +84,23 @@ class CommandTests(TestCase):
             result.stderr.decode().strip().splitlines(),
             ["sentinel: --timeout: 2.0 is greater than --interval 1.0"],
         )
+
+    def test_help_is_this_command_s(self) -> None:
+        """
+        ``sentinel-agent --help`` names this command and its own two
+        options, then every option of ``twistd sentinel``. (Before, it
+        began ``Usage: twistd [options] sentinel [options]`` and never
+        mentioned ``--log-format`` or ``--log-level``.)
+        """
+        result = self.run_agent("--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        text = result.stdout.decode()
+        self.assertEqual(text.splitlines()[0], AGENT_SYNOPSIS)
+        words = " ".join(text.split())
+        self.assertIn("--config=", words)
+        self.assertIn("--log-format text (the default) or json", words)
+        self.assertIn("--log-level debug, info", words)
+        self.assertNotIn("twistd", words)
 
     async def test_runs_the_agent(self) -> None:
         """

@@ -306,6 +306,20 @@ class ExitTests(SynchronousTestCase):
         self.assertIn("[default: tcp:6060:interface=127.0.0.1]", text)
         self.assertIn("--redis= [NAME=]HOST:PORT to watch; repeatable", text)
 
+    def test_help_names_the_signals(self) -> None:
+        """
+        --help says what each signal does, as the README's Signals table
+        does: an operator at a terminal need not look further to reload,
+        stop or deregister.
+        """
+        text = self.help()
+        for said in [
+            "SIGHUP reloads --config",
+            "SIGTERM or SIGINT stops",
+            "SIGUSR2 deletes this agent's nodes and exits 0",
+        ]:
+            self.assertIn(said, text)
+
     def test_version(self) -> None:
         """--version prints sentinel's version, then Twisted's, and exits 0."""
         from twisted import copyright
