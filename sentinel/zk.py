@@ -806,7 +806,7 @@ class ZooKeeper:
         # stop's own saying the session was left open.
         self._set_state(
             STOPPED,
-            said=f"ZooKeeper session {_session_name(session)} left open, not closed",
+            said=f"{_session_subject(session)} left open, not closed",
         )
         if self._gate is not None:
             self._gate.close()
@@ -823,14 +823,14 @@ class ZooKeeper:
         """
         self._cancel_replace()
         self._cancel_checks()
-        name = _session_name(self._session)
+        subject = _session_subject(self._session)
         client, self._client = self._client, None
         self._set_state(
             STOPPED,
             said=(
                 "ZooKeeper stopped: no client to close"
                 if client is None
-                else f"ZooKeeper session {name} closing"
+                else f"{subject} closing"
             ),
         )
         self._new_generation()
@@ -847,8 +847,8 @@ class ZooKeeper:
             # logged as it came.
             if without_error:
                 log.info(
-                    "ZooKeeper session {session} closed after {seconds} s",
-                    session=name,
+                    "{subject} closed after {seconds} s",
+                    subject=subject,
                     seconds=round(self._reactor.seconds() - began, 3),
                 )
 
@@ -2275,9 +2275,15 @@ def _without(hosts: str, servers: set[tuple[str, int]]) -> str | None:
     return spelled + (chroot or "")
 
 
-def _session_name(session: int | None) -> str:
-    """A session's id as ZooKeeper's own log writes it, or "none"."""
-    return "none" if session is None else f"{session:#x}"
+def _session_subject(session: int | None) -> str:
+    """
+    What a close or a leave is of: the session by its id, as ZooKeeper's
+    own log writes it, or the client that never had one (an agent stopped
+    before ZooKeeper answered said "ZooKeeper session none closing").
+    """
+    if session is None:
+        return "ZooKeeper client (no session yet)"
+    return f"ZooKeeper session {session:#x}"
 
 
 def _settle(result: Any, d: Deferred[Any]) -> None:

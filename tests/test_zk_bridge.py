@@ -1600,6 +1600,25 @@ class BridgeTests(SynchronousTestCase):
         )
         self.assertNotIn("ZooKeeper stopped", infos)
 
+    def test_stop_before_any_session_says_so(self) -> None:
+        """
+        `stop` of a client that never connected says it closes a client
+        with no session yet, not a session named "none" (which read, to an
+        operator whose ZooKeeper was unreachable, like a session id).
+        """
+        infos = self.bridge_infos()
+        self.zk.start()
+        self.client()
+        self.assertIsNone(self.zk.session_id)
+        stopped = self.zk.stop(2.0)
+        self.assertEqual(infos[-1], "ZooKeeper client (no session yet) closing")
+        self.assertEqual(self.clock.run_handed_over(wait=THREAD_WAIT), 1)
+        self.successResultOf(stopped)
+        self.assertEqual(
+            infos[-1], "ZooKeeper client (no session yet) closed after 0.0 s"
+        )
+        self.assertFalse([line for line in infos if "none" in line])
+
     def test_leave_open_says_the_session_was_left_open(self) -> None:
         """
         `leave_open` says the session was left open, by its id: nothing
