@@ -1,7 +1,7 @@
 """
 The documents a user reads: README.rst (also the package's description on
 the index) and BENCHMARKS.rst are valid reStructuredText, so that they
-render as written.
+render as written; what README's first screens promise holds.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import docutils.core
 from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.settings import SETTINGS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,3 +57,32 @@ class LayoutTests(SynchronousTestCase):
         }
         self.assertEqual(sorted(modules - rows), [])
         self.assertEqual(sorted(rows - modules), [])
+
+
+class AtAGlanceTests(SynchronousTestCase):
+    """README's "At a glance" says what the code does."""
+
+    def test_defaults_are_the_code_s(self) -> None:
+        """
+        Each key and option in its settings table is the settings table's,
+        and each default it writes out is the code's default.
+        """
+        readme = (REPO / "README.rst").read_text(encoding="utf-8")
+        glance = readme.split("\nAt a glance\n-----------\n", 1)[1]
+        glance = glance.split("\n\nSignals", 1)[0]
+        by_key = {s.key: s for s in SETTINGS}
+        checked = 0
+        for line in glance.splitlines():
+            if not line.startswith("``"):
+                continue
+            name, default = re.split(r"\s{2,}", line)[:2]
+            keys = [k.strip("[]") for k in re.findall(r"``([a-z_.\[\]]+)``", name)]
+            option = re.search(r"\(``(--[a-z-]+)``\)", name)
+            if option is not None:
+                self.assertEqual(option.group(1), by_key[keys[0]].option, keys[0])
+            defaults = re.findall(r"``([^`]+)``", default)
+            for key, shown in zip(keys, defaults, strict=False):
+                with self.subTest(key=key):
+                    self.assertEqual(shown.strip('"'), str(by_key[key].default))
+                    checked += 1
+        self.assertEqual(checked, 7)
