@@ -126,7 +126,13 @@ def instructions(
 ) -> str:
     """What to open and what to try, with the real PIDs."""
     url = f"http://{LOOPBACK}:{HTTP_PORT}"
-    status = f"{Path(sys.executable)} -m sentinel.status --zookeeper {zookeeper.hosts}"
+    # The installed command where there is one (make venv installs it),
+    # as the README names it.
+    installed = Path(sys.executable).with_name("sentinel-status")
+    command = (
+        str(installed) if installed.exists() else f"{sys.executable} -m sentinel.status"
+    )
+    status = f"{command} --zookeeper {zookeeper.hosts}"
     lines = [
         f"sentinel demo: agent pid {agent.pid}",
         f"  open {url}/  {url}/pending  {url}/instances",
