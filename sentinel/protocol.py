@@ -744,9 +744,11 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
     def _length(self, line: str) -> int | None:
         # The count of a ``$N`` or ``*N`` line, or None (a violation) if it
         # is not one: ASCII digits, or -1 (int() would also take a sign,
-        # spaces, underscores and other scripts' digits).
+        # spaces, underscores and other scripts' digits). No more digits
+        # than a signed 64-bit number's, as for an integer reply: a count
+        # is quoted in "reply too long", and 4,000 nines were 4 KB there.
         text = line[1:]
-        if not ((text.isascii() and text.isdigit()) or text == "-1"):
+        if not (short_decimal(text, _INT64_DIGITS) or text == "-1"):
             self.reject(f"not a Redis reply: {line[:40]!r}")
             return None
         return int(text)

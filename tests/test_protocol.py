@@ -545,6 +545,32 @@ class CapTests(SynchronousTestCase):
         self.assertEqual(c.buffered, 0)
         self.assertTrue(c.dropped)
 
+    def test_length_past_int64_is_not_quoted_whole(self) -> None:
+        """
+        A bulk length of more digits than a signed 64-bit number has is
+        no Redis reply, and its violation quotes 40 characters of
+        it: before, ``$`` and 4,000 nines became a 4 KB "reply too long"
+        in the log, the instance's node and the page (the cap on an
+        error's text is 512).
+        """
+        for line in (b"$" + b"9" * 4000, b"$" + b"9" * 20):
+            c = Connection()
+            c.ask()
+            c.receive(line + b"\r\n")
+            [reason] = c.violations
+            self.assertEqual(reason, f"not a Redis reply: {line.decode()[:40]!r}")
+            self.assertTrue(c.dropped)
+            # The same inside HELLO's array.
+            c = Connection()
+            c.ask_all(HELLO, ArrayReplies())
+            c.receive(b"*2\r\n" + line + b"\r\n")
+            self.assertEqual(c.violations, [reason])
+        # The longest that is one, still refused for its size.
+        c = Connection()
+        c.ask()
+        c.receive(b"$" + b"9" * 19 + b"\r\n")
+        self.assertEqual(c.violations, [f"reply too long: {'9' * 19} bytes"])
+
     def test_bulk_not_ended_by_crlf(self) -> None:
         """
         The two bytes after a bulk's announced length must be its CRLF
