@@ -203,6 +203,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.config import RedisInstance
+from sentinel.echoes import without_password
 from sentinel.moves import MoveLog
 from sentinel.observation import Observation, Replication
 from sentinel.pacing import ConnectPacer
@@ -1103,12 +1104,18 @@ class RedisProbe:
                 protocol.reject(error)
                 raise _ConnectFailed(error)
             protocol.drop()
-            if not isinstance(reply, ResponseError) or turned_away(reply):
+            if not isinstance(reply, ResponseError):
                 # Lost while AUTH waited (a refused client certificate, with
-                # TLS 1.3, says so then), or turned away at accept (a full
-                # server): not a verdict on the password.
+                # TLS 1.3, says so then): not a verdict on the password.
                 raise _ConnectFailed(str(reply))
-            raise _ConnectFailed(f"auth failed: {reply}{REREAD_HINT}")
+            # The server's words on a command holding the password: it may
+            # quote it (`sentinel.echoes`).
+            assert self.instance.password is not None
+            said = without_password(str(reply), self.instance.password)
+            if turned_away(reply):
+                # Turned away at accept (a full server): no verdict either.
+                raise _ConnectFailed(said)
+            raise _ConnectFailed(f"auth failed: {said}{REREAD_HINT}")
 
         def abandoned(failure: Failure) -> Failure:
             self._let_go(protocol)

@@ -169,6 +169,26 @@ class AuthTests(AgentTestCase):
         await self.wait_status(monitor, "acl", "up", 2.0)
         self.assertEqual(monitor.states["acl"].health.replication.role, "master")
 
+    async def test_refusal_quoting_the_password(self) -> None:
+        """
+        A redis-server with AUTH renamed away answers it as an unknown
+        command, quoting its arguments: the instance is down saying so,
+        without the user name's or the password's text.
+        """
+        server = self.redis(extra_args=["--rename-command", "AUTH", ""])
+        monitor = self.start_agent(
+            [
+                RedisInstance(
+                    "r", "127.0.0.1", server.port, username="watcher", password="pw1x2y"
+                )
+            ]
+        )
+        await self.wait_status(monitor, "r", "down", 2.0)
+        error = monitor.states["r"].health.error or ""
+        self.assertTrue(error.startswith("auth failed: ERR unknown command "), error)
+        self.assertNotIn("pw1", error)
+        self.assertNotIn("watcher", error)
+
 
 class BadServerTests(AgentTestCase):
     """Servers that never answer or answer garbage; the loop goes on."""

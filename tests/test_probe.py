@@ -85,6 +85,7 @@ class Harness:
         drain_key: str | None = None,
         reconnect_every: float = 86_400.0,
         owed_after: float = math.inf,
+        username: str | None = None,
     ) -> None:
         # Connections are renewed after a day unless a test says otherwise:
         # the other tests hold one connection for minutes. No bound on a
@@ -92,7 +93,7 @@ class Harness:
         self.reactor = MemoryReactorClock()
         self.pacer = ConnectPacer(self.reactor, slots, 1.0)
         instance = RedisInstance(
-            "r1", host, 6379, username=None, password=password, drain_key=drain_key
+            "r1", host, 6379, username=username, password=password, drain_key=drain_key
         )
         self.probe = RedisProbe(
             instance,
@@ -1088,6 +1089,44 @@ class AuthTests(SynchronousTestCase):
         self.assertTrue((observation.error or "").endswith(REREAD_HINT))
         self.assertNotIn("s3cret", observation.error or "")
         self.assertFalse(h.probe.connected)
+
+    def test_password_repeated_by_the_refusal(self) -> None:
+        """
+        A refusal of AUTH that quotes its arguments (Redis with AUTH
+        renamed away, in its words) is shown up to its first quote: the
+        password reaches neither the observation nor, so, the log,
+        ZooKeeper or the page, nor does a long one's start where the
+        server cut it.
+        """
+        long = "p" + "4ssw0rd" * 40
+        for password, username, reply in (
+            (
+                "hunter2-s3cret",
+                None,
+                b"-ERR unknown command 'AUTH', with args beginning with:"
+                b" 'hunter2-s3cret' \r\n",
+            ),
+            (
+                long,
+                "watcher",
+                b"-ERR unknown command 'AUTH', with args beginning with:"
+                b" 'watcher' '" + long[:110].encode() + b"'\r\n",
+            ),
+            # Quoted without quotation marks, at the end: its start found.
+            ("hunter2-s3cret", None, b"-ERR nope hunter2-s3\r\n"),
+        ):
+            h = Harness(password=password, username=username)
+            d = h.check()
+            h.accept()
+            h.reply(reply)
+            observation = self.successResultOf(d)
+            assert observation is not None
+            error = observation.error or ""
+            self.assertFalse(observation.ok)
+            self.assertNotIn(password[:4], error)
+            self.assertTrue(error.startswith("auth failed: ERR "), error)
+            self.assertIn("(the rest is not shown: it may repeat the password)", error)
+            self.assertTrue(error.endswith(REREAD_HINT), error)
 
     def test_no_password_needed(self) -> None:
         """
