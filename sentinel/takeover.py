@@ -45,7 +45,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    BadVersionError,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+)
 from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -259,6 +264,15 @@ class Takeovers:
             return await self._zk.get(node.path, watch=node.watcher, ahead=True)
         except NoNodeError:
             return None
+        except NoAuthError:
+            # A node we may not read is no agent's (an agent's nodes are
+            # readable by anyone): a squatter's, as garbage is. Its stat,
+            # for which ZooKeeper asks no permission, names its holder
+            # for `Holders` to judge. Before, the failed read was retried
+            # as a failed write, and /healthz named only its staleness,
+            # 5 s later, where a readable squatter is named at once.
+            stat = await self._zk.exists(node.path, watch=node.watcher)
+            return None if stat is None else (b"", stat)
 
     async def take_over(
         self, node: Node, read: tuple[bytes, Any] | None = None

@@ -4036,6 +4036,28 @@ class OpinionSquatterTests(SynchronousTestCase):
         self.assertIn(f"opinion {path} is unreadable", reason)
         self.flushLoggedErrors()
 
+    def test_instance_node_squatter_the_agent_may_not_read(self) -> None:
+        """
+        An instance node deleted and made again by another session whose
+        ACL denies the agent reads (exists asks no permission) is named on
+        /healthz as held by that session within two seconds, as a
+        readable squatter is: before, the takeover's read failed with
+        NoAuthError, retried as a failed write, and only its staleness
+        was named, 5 s later.
+        """
+        fleet = Fleet()
+        member = fleet.add("a", NAMES)
+        member.start()
+        fleet.run(3.0)
+        path = f"{ROOT}/instances/r00"
+        member.zk.fail_next("get", NoAuthError(), path, times=1000)
+        fleet.server.remove(path)
+        fleet.server.put(path, b'{"status": "down"}', 0x9999)
+        fleet.run(2.0)
+        reason = member.publisher.unhealthy_reason() or ""
+        self.assertIn(f"{path} held by session 0x9999", reason)
+        self.flushLoggedErrors()
+
     def test_rewritten_squatter_read_again_once(self) -> None:
         """
         An ephemeral squatter rewriting its node does not add to the
