@@ -197,6 +197,15 @@ class Agent:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return json.loads(response.read())
 
+    def healthz(self) -> tuple[int, Any]:
+        """/healthz's status code and JSON, 503 included."""
+        url = f"http://{LOOPBACK}:{self.http_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
     def wait_ready(self, timeout: float = AGENT_START_TIMEOUT) -> dict[str, Any]:
         """Wait until /debug/stats answers (at most ``timeout`` s); return it."""
         deadline = time.monotonic() + timeout

@@ -49,15 +49,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -293,16 +290,6 @@ def config_text(args: argparse.Namespace, redis_port: int, dns_port: int) -> str
     return "\n".join(lines)
 
 
-def healthz(agent: Agent) -> tuple[int, Any]:
-    """/healthz's status code and JSON."""
-    url = f"http://{LOOPBACK}:{agent.http_port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def run_mode(
     workdir: Path, mode: str, checkout: tuple[str, Path], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -332,7 +319,7 @@ def run_mode(
         cpu = agent.cpu_seconds() - cpu_start
         stats = agent.get("/debug/stats")
         instances = agent.instances()
-        status_code, health = healthz(agent)
+        status_code, health = agent.healthz()
         named = [v for k, v in instances.items() if k.startswith("named")]
         plain = [v for k, v in instances.items() if k.startswith("plain")]
         return {
