@@ -20,10 +20,11 @@ only as far as ZooKeeper has what they found (`checked_through`: while a
 node's newer state is not acknowledged, up to when it was marked, or,
 before this process wrote it, what the file said; the file is written
 again once every node is, `caught_up`), and no later than the last
-success of an instance published up whose checks since all failed
-(`sentinel.unbacked`: a restart goes on from the ``up`` a node says, and
-failures fewer than ``fall`` in each process of a crash loop otherwise
-renewed the file while a killed Redis stayed up). On a session inherited, the
+check that bore out the status of an instance whose checks since all
+contradict it (`sentinel.unbacked`: a restart goes on from the status a
+node says, and failures fewer than ``fall`` in each process of a crash
+loop otherwise renewed the file while a killed Redis stayed up, or
+successes fewer than ``rise`` while a live one stayed down). On a session inherited, the
 checks count once this process has checked each instance it observes
 (`_round_done`): until then, the ones not checked yet are as the
 previous process left them. Before, any check renewed the file, written
@@ -226,9 +227,9 @@ class SessionHandoff:
         # last check and `_since` (`WriteQueue.checked_through`); None:
         # up to the last check.
         self.checked_through: Callable[[float, float], float] | None = None
-        # The oldest last success of an instance still published up on
-        # failures alone (`sentinel.unbacked`), None if there is none: the
-        # file says no later.
+        # The oldest last check that bore out the status of an instance
+        # whose checks since contradict it (`sentinel.unbacked`), None if
+        # there is none: the file says no later.
         self.unbacked_since: Callable[[], float | None] | None = None
         # Whether the file's last ``checked_at`` was held back: written
         # again once ZooKeeper has every node (`caught_up`), or once the

@@ -86,7 +86,7 @@ class InstanceHealth:
         "since",
         "changes",
         "checked_at",
-        "succeeded_at",
+        "backed_at",
         "consecutive_successes",
         "consecutive_failures",
         "checks",
@@ -111,9 +111,10 @@ class InstanceHealth:
         # follows a stale history.
         self.changes = 0
         self.checked_at: float | None = None
-        # When a check last succeeded, or, for an ``up`` inherited, when
-        # the previous process's last check did (`unbacked_since`).
-        self.succeeded_at: float | None = None
+        # When a check last found what the status says (a success while
+        # up, a failure while down), or, for a status inherited, when the
+        # previous process's last check did (`unbacked_since`).
+        self.backed_at: float | None = None
         # When the history goes stale: `stale_after` past the last check.
         self.stale_at = math.inf
         self.consecutive_successes = 0
@@ -239,9 +240,10 @@ class InstanceHealth:
         nothing. Checks of its own that agree, or that are that many, or
         a history gone stale (the next check decides anew) keep theirs.
         Either way the status is taken as decided directly (`changes`):
-        the node's ``since`` stays (`keep_since`). An ``up`` taken dates
+        the node's ``since`` stays (`keep_since`). A status taken dates
         from `checked_at`, the previous verdict's check, as far as
-        `unbacked_since` goes: this process's failures go on from it.
+        `unbacked_since` goes: this process's checks that contradict it
+        go on from it.
         """
         old_status = self.status
         if old_status is not None:
@@ -255,8 +257,8 @@ class InstanceHealth:
         self.since = now
         self.changes = 1
         self.draining = False
+        self.backed_at = checked_at
         if status == UP:
-            self.succeeded_at = checked_at
             self.ready = ready
             self.replication = replication
         else:
@@ -267,19 +269,27 @@ class InstanceHealth:
     @property
     def unbacked_since(self) -> float | None:
         """
-        While the status is ``up`` and the checks since the last success
-        failed (fewer than `fall` of them): when that success was (for an
-        ``up`` inherited, the previous process's, `inherit`); else None.
-        Such failures are no evidence that it is up: they renew neither
-        the node's ``checked_at`` (`published_checked_at`) nor the state
-        file's (`sentinel.unbacked`). Before, each process of a crash loop
-        failed fewer than `fall` checks of a killed Redis, went on from the
-        ``up`` its node said, and wrote it ``up`` again with a fresh
-        ``checked_at``: published up for as long as the loop went on.
+        While the checks since the last one that found what the status
+        says all found the contrary (failures while ``up``, fewer than
+        `fall`; successes while ``down``, fewer than `rise`): when that
+        last one was (for a status inherited, the previous process's,
+        `inherit`); else None. Such checks are no evidence of the status:
+        they renew neither the node's ``checked_at``
+        (`published_checked_at`) nor the state file's (`sentinel.unbacked`).
+        Before, each process of a crash loop failed fewer than `fall`
+        checks of a killed Redis, went on from the ``up`` its node said,
+        and wrote it ``up`` again with a fresh ``checked_at``: published
+        up for as long as the loop went on; and, the mirror, a Redis
+        started again stayed published ``down``, freshly checked, on
+        fewer than `rise` successes in each process.
         """
-        if self.status != UP or not self.consecutive_failures:
+        if self.status == UP:
+            contrary = self.consecutive_failures
+        elif self.status == DOWN:
+            contrary = self.consecutive_successes
+        else:
             return None
-        return self.succeeded_at
+        return self.backed_at if contrary else None
 
     @property
     def published_checked_at(self) -> float | None:
@@ -313,7 +323,7 @@ class InstanceHealth:
         ):
             # The common case, thousands a second: up, and still up.
             self.checks += 1
-            self.checked_at = self.succeeded_at = now
+            self.checked_at = self.backed_at = now
             self.stale_at = now + self.stale_after
             self.latency_ms = observation.latency_ms
             role_error = self.replication.error
@@ -330,7 +340,6 @@ class InstanceHealth:
         self.stale_at = now + self.stale_after
         self.latency_ms = observation.latency_ms
         if observation.ok:
-            self.succeeded_at = now
             self.consecutive_successes += 1
             self.consecutive_failures = 0
         else:
@@ -349,6 +358,8 @@ class InstanceHealth:
         else:
             new_status = old_status
 
+        if observation.ok == (new_status == UP):
+            self.backed_at = now
         if new_status != old_status:
             self.status = new_status
             self.since = now

@@ -64,7 +64,7 @@ from sentinel.stopping import STOP_CLOSE_TIMEOUT, Stopping
 from sentinel.sweep import Sweep, Watched
 from sentinel.takeover import Takeovers
 from sentinel.timer import RestartingTimer
-from sentinel.unbacked import UnbackedUp
+from sentinel.unbacked import Unbacked
 from sentinel.writer import NodeWriter
 from sentinel.writes import Unchanged, WriteQueue
 from sentinel.writewatch import WriteWatch
@@ -120,7 +120,7 @@ class ZooKeeperPublisher(Service):
         self.on_twin = on_twin
         self.on_superseded = on_superseded
         self.handoff = handoff
-        self._unbacked = UnbackedUp()
+        self._unbacked = Unbacked()
         # Why this agent stopped writing (a live twin, or a newer process
         # on its session), or None.
         self.halted: str | None = None
@@ -254,8 +254,8 @@ class ZooKeeperPublisher(Service):
             # The state file says checks back the nodes only as far as
             # ZooKeeper has them (`sentinel.handoff`).
             handoff.checked_through = queue.checked_through
-            # Nor further than an instance up on failures alone was
-            # backed by its last success (`sentinel.unbacked`).
+            # Nor further than an instance whose latest checks contradict
+            # its status was backed by a check (`sentinel.unbacked`).
             handoff.unbacked_since = self._unbacked.oldest
             queue.on_caught_up = self._caught_up
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import attr
@@ -757,17 +758,22 @@ class UncheckedSessionTests(HandoffTestCase):
     """Processes killed before their first check (a crash loop)."""
 
     def crash_loop(
-        self, each: Callable[[Process], None], clock_back: float = 0.0
+        self,
+        each: Callable[[Process], None],
+        clock_back: float = 0.0,
+        a_first: Observation = UP,
     ) -> Process:
         """
-        A process publishes a and b, then is killed (and the clock goes
-        back `clock_back` s); then a process starts every 3 s, reattaches,
+        A process publishes a and b (a as `a_first` says), then is killed
+        (and the clock goes back `clock_back` s); then a process starts
+        every 3 s, reattaches,
         does `each` and is killed, the file saying the first one's checks
         all along (the clock gone back: the next one's start), until one
         finds the session unchecked for over 1.5 session timeouts: that
         one, which closed it.
         """
         first = self.running()
+        first.check("a", a_first)
         session = first.zk.session_id
         self.server.drop(first.zk)
         self.clock.rightNow -= clock_back
@@ -831,26 +837,45 @@ class UncheckedSessionTests(HandoffTestCase):
         failure's time and the file said the round checked: every process
         reattached, and a stayed up for as long as the loop went on.
         """
-        succeeded = START
-
-        def fails_a(process: Process) -> None:
-            health = process.states["a"].health
-            health.configure(2, 3, 1.0)
-            said = process.zk.document(path("a"))
-            role = Replication(role=said["role"])
-            health.inherit("up", True, role, self.clock.seconds(), said["checked_at"])
-            process.check("a", DOWN)
-            process.check("b", UP)
-            self.clock.advance(0.3)
-            document = process.zk.document(path("a"))
-            self.assertEqual(
-                (document["status"], document["checked_at"]), ("up", succeeded)
-            )
-
-        process = self.crash_loop(fails_a)
+        process = self.crash_loop(partial(self.contradicts_a, "up", DOWN))
         self.assertNotIn(path("a"), self.server.nodes)
         process.check("a", DOWN)
         self.assertEqual(process.zk.document(path("a"))["status"], "down")
+
+    def test_crash_loop_of_successes_fewer_than_rise(self) -> None:
+        """
+        The mirror: a published ``down``, and a crash loop whose processes
+        each go on from it, succeed one check of a (``rise`` is 2: a Redis
+        back from a SIGSTOP) and die: a's successes renew neither its
+        node's ``checked_at`` nor the file's, so the session is closed 1.5
+        session timeouts after a's last failure, and a is published up.
+        Before, each process wrote a ``down`` with its success's time and
+        the file said the round checked: a live Redis stayed published
+        down, freshly checked, for as long as the loop went on.
+        """
+        process = self.crash_loop(partial(self.contradicts_a, "down", UP), a_first=DOWN)
+        self.assertNotIn(path("a"), self.server.nodes)
+        process.check("a", UP)
+        self.assertEqual(process.zk.document(path("a"))["status"], "up")
+
+    def contradicts_a(self, status: str, found: Observation, process: Process) -> None:
+        """
+        One process of a crash loop: it goes on from the `status` a's node
+        says (rise 2, fall 3), checks a once, finding the contrary
+        (`found`), and b; a's node still says `status`, checked by the
+        first process (at START).
+        """
+        health = process.states["a"].health
+        health.configure(2, 3, 1.0)
+        said = process.zk.document(path("a"))
+        role = Replication(role=said["role"])
+        ready = said["ready"]
+        health.inherit(status, ready, role, self.clock.seconds(), said["checked_at"])
+        process.check("a", found)
+        process.check("b", UP)
+        self.clock.advance(0.3)
+        document = process.zk.document(path("a"))
+        self.assertEqual((document["status"], document["checked_at"]), (status, START))
 
     def test_crash_loop_of_checks_never_written(self) -> None:
         """

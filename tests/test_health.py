@@ -536,6 +536,46 @@ class InheritTests(SynchronousTestCase):
             self.assertEqual(health.published_checked_at, 95.0)
             self.assertEqual(health.unbacked_since, 95.0)
 
+    def test_successes_short_of_rise_renew_no_checked_at(self) -> None:
+        """
+        Down, then successes fewer than `rise`: the node's ``checked_at``
+        stays the last failure's (they are no evidence that it is down),
+        and the instance is unbacked since then; a failure or the rise
+        ends that.
+        """
+        health = InstanceHealth(rise=3, fall=2, interval=1.0)
+        health.observe(BAD, 100.0)
+        health.observe(OK, 101.0)
+        health.observe(OK, 102.0)
+        self.assertEqual((health.status, health.checked_at), (DOWN, 102.0))
+        self.assertEqual(health.published_checked_at, 100.0)
+        self.assertEqual(health.unbacked_since, 100.0)
+        health.observe(BAD, 103.0)
+        self.assertEqual(health.published_checked_at, 103.0)
+        self.assertIsNone(health.unbacked_since)
+        for at in (104.0, 105.0, 106.0):
+            health.observe(OK, at)
+        self.assertEqual((health.status, health.published_checked_at), (UP, 106.0))
+        self.assertIsNone(health.unbacked_since)
+
+    def test_inherited_down_dates_from_the_previous_check(self) -> None:
+        """
+        Down inherited from a node checked at 95 (a restart), then a
+        success of this process's own, before or after the inherit: the
+        node goes on saying 95, not the success's time, and the instance
+        is unbacked since 95 (the state file says no later).
+        """
+        before = InstanceHealth(rise=2, fall=3, interval=1.0)
+        before.inherit(DOWN, False, self.ROLE, 100.0, 95.0)
+        before.observe(OK, 100.5)
+        after = InstanceHealth(rise=2, fall=3, interval=1.0)
+        after.observe(OK, 100.0)
+        after.inherit(DOWN, False, self.ROLE, 100.5, 95.0)
+        for health in (before, after):
+            self.assertEqual(health.status, DOWN)
+            self.assertEqual(health.published_checked_at, 95.0)
+            self.assertEqual(health.unbacked_since, 95.0)
+
 
 class SettledTests(SynchronousTestCase):
     """
