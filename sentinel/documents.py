@@ -214,6 +214,11 @@ def opinion_of(health: InstanceHealth, now: float) -> Opinion | None:
     """
     What this agent's checks say of an instance, or None before any, or
     when they are stale (`InstanceHealth.current`): not evidence of now.
+    Its ``checked_at`` is the node's (`InstanceHealth.published_checked_at`):
+    the last check that bore the status out. An opinion is built when it
+    is written, which may follow checks that contradict its status (a
+    slow ZooKeeper, a resync, a read back finding it overwritten); their
+    time said a failure renewed an ``up``.
     """
     status = health.status
     if status is None or not health.current(now):
@@ -230,7 +235,7 @@ def opinion_of(health: InstanceHealth, now: float) -> Opinion | None:
         master_port=replication.master_port,
         master_link_status=replication.master_link_status,
         latency_ms=health.latency_ms,
-        checked_at=health.checked_at,
+        checked_at=health.published_checked_at,
         error="draining" if draining and health.error is None else health.error,
         settled=health.settled,
     )

@@ -1326,13 +1326,16 @@ class Opinions:
         opinion's own ``checked_at`` is as old as its last change
         (opinions are written on change only): a new primary's first
         verdict copied it, days old in a steady group, and readers took
-        the node for stale.
+        the node for stale. The primary's own checks count as far as they
+        bear its status out (`InstanceHealth.published_checked_at`): a
+        refresh after failures short of ``fall`` said an ``up`` checked
+        at the last failure.
         """
         state = node.state
         said, node.said_checked_at = node.said_checked_at, None
         behind = verdict.checked_at
         candidates = (
-            None if state is None else state.health.checked_at,
+            None if state is None else state.health.published_checked_at,
             verdict.source.checked_at,
             self._checked.get(node.name),
             # Other agents' clocks: taken when they are not ahead of ours.

@@ -23,6 +23,7 @@ from sentinel.documents import (
     member_identity,
     member_prefix,
     nerve_member,
+    opinion_of,
     previous_verdict,
     said_refresh,
     serverset_member,
@@ -108,6 +109,37 @@ class InstanceDocumentTests(SynchronousTestCase):
             [document[k] for k in ("status", "checked_at", "error")],
             ["up", 100.0, "connection refused"],
         )
+
+    def test_checked_at_of_a_down_on_successes(self) -> None:
+        """
+        The mirror: down, then a success short of `rise`: ``checked_at``
+        says the last failure, not the success (no evidence that it is
+        down).
+        """
+        health = InstanceHealth(rise=2, fall=3)
+        health.observe(Observation(ok=False, error="connection refused"), 100.0)
+        health.observe(REPLICA, 101.0)
+        document = instance_document(CACHE, health, "agent-7")
+        self.assertEqual(
+            [document[k] for k in ("status", "checked_at")], ["down", 100.0]
+        )
+
+    def test_opinion_checked_at_is_the_nodes(self) -> None:
+        """
+        An opinion says the ``checked_at`` an instance node would: the last
+        check that bore its status out, not a later one that contradicts
+        it (an opinion is built when it is written, which may come after
+        such checks: a slow ZooKeeper, a resync, a read back that found it
+        overwritten).
+        """
+        failed = Observation(ok=False, error="connection refused")
+        for first, then, status in ((REPLICA, failed, "up"), (failed, REPLICA, "down")):
+            health = InstanceHealth(rise=2, fall=3, interval=1.0)
+            health.observe(first, 100.0)
+            health.observe(then, 101.0)
+            opinion = opinion_of(health, 101.5)
+            assert opinion is not None
+            self.assertEqual((opinion.status, opinion.checked_at), (status, 100.0))
 
     def test_report_adds_counters(self) -> None:
         """GET /instances: the document plus the check counters."""
