@@ -1,6 +1,6 @@
 """
-How long a crash loop keeps a dead Redis published up (the state file's
-``checked_at``, `sentinel.handoff`).
+How long a crash loop keeps a dead Redis published up, or a live one
+published down (the state file's ``checked_at``, `sentinel.handoff`).
 
 An agent (``twistd -n sentinel``, a state_dir) watches N instances on a
 live redis-server and N on another; once all are up, the second server is
@@ -21,6 +21,14 @@ one (libfaketime: a clock stepped back between two processes). With
 ``--group``, a second agent (no state_dir) runs beside it throughout, both
 with ``zookeeper.replicas = 2``: the looping member's opinions and the
 verdicts it is the primary of are what can hold a dead Redis up.
+
+With ``--revive N``, the mirror: the second server is stopped instead
+(its port refuses: each process's round completes), the loop starts once
+its instances are published down, and the server is started again on its
+port when the loop's process N is. The reader then times how long after
+that an instance of it was last seen ``down``, the oldest ``checked_at``
+such a node said, and the newest, after the restart (a check that found
+it alive, renewing a ``down``).
 
     .venv/bin/python benchmarks/crashloop.py [--instances 100] [--zk-delay 0.05]
 """
@@ -70,6 +78,7 @@ def parse_args() -> argparse.Namespace:
     add("--clock-back", type=float, default=0.0, help="the loop's clock behind (0)")
     add("--runs", type=int, default=2, help="runs (2)")
     add("--group", action="store_true", help="a stable second agent, replicas 2")
+    add("--revive", type=int, help="stop the server, start it at this process")
     return parser.parse_args()
 
 
@@ -133,13 +142,19 @@ class DelayingProxy:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-class DeadUpWatch:
-    """Polls every instance node: the dead server's ones still said up."""
+class WrongStatusWatch:
+    """
+    Polls every instance node of the second server: those still said
+    `wrong` (``up`` when it died, ``down`` once it lives again) from
+    `since` (epoch seconds; None: not yet) on.
+    """
 
-    def __init__(self, client: KazooClient, since: float) -> None:
-        self.client, self.since = client, since
-        self.last_up: float | None = None
+    def __init__(self, client: KazooClient, wrong: str, since: float | None) -> None:
+        self.client, self.wrong, self.since = client, wrong, since
+        self.last_seen: float | None = None
         self.oldest = 0.0
+        # The newest checked_at of one still said `wrong`, after `since`.
+        self.renewed: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -149,15 +164,19 @@ class DeadUpWatch:
         while not self._stop.is_set():
             names = [n for n in self.client.get_children(parent) if n[0] == "d"]
             asked = [self.client.get_async(f"{parent}/{n}") for n in names]
-            now = time.time()
+            now, since = time.time(), self.since
             for answer in asked:
                 try:
                     document: dict[str, Any] = json.loads(answer.get(timeout=5)[0])
                 except Exception:
                     continue  # Gone meanwhile.
-                if document["status"] == "up":
-                    self.last_up = now - self.since
-                    self.oldest = max(self.oldest, now - document["checked_at"])
+                if since is not None and document["status"] == self.wrong:
+                    age = now - document["checked_at"]
+                    self.last_seen = now - since
+                    self.oldest = max(self.oldest, age)
+                    after = document["checked_at"] - since
+                    if after > 0 and (self.renewed is None or after > self.renewed):
+                        self.renewed = after
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -201,21 +220,28 @@ def run_once(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             )
             started.callback(Agent(workdir, stable, "stable").stop)
 
-        def all_up() -> bool:
+        def all_up(dead_down: bool = False) -> bool:
             parent = f"{ROOT}/instances"
             if not client.exists(parent):
                 return False
             names = client.get_children(parent)
             return len(names) == 2 * args.instances and all(
-                json.loads(client.get(f"{parent}/{n}")[0])["status"] == "up"
+                json.loads(client.get(f"{parent}/{n}")[0])["status"]
+                == ("down" if dead_down and n[0] == "d" else "up")
                 for n in names
             )
 
         wait_until(all_up, 120.0, "every instance up")
         time.sleep(2.0)
-        dead.kill()
+        if args.revive is None:
+            dead.kill()
+            watch = WrongStatusWatch(client, "up", time.time())
+        else:
+            dead.stop()
+            wait_until(lambda: all_up(True), 60.0, "the stopped server's down")
+            time.sleep(2.0)
+            watch = WrongStatusWatch(client, "down", None)
         first.child.kill()
-        watch = DeadUpWatch(client, time.time())
         environment = dict(os.environ)
         if args.clock_back:
             os.environ.update(
@@ -225,6 +251,9 @@ def run_once(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             )
         try:
             for cycle in range(args.cycles):
+                if cycle == args.revive:
+                    dead.start()
+                    watch.since = time.time()
                 agent = Agent(workdir, text, f"loop-{cycle}")
                 started.callback(agent.child.kill)
                 first_check(agent)
@@ -237,8 +266,9 @@ def run_once(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         watch.stop()
         logs = "".join(p.read_text(errors="replace") for p in workdir.glob("*.log"))
         return {
-            "last_up": watch.last_up,
+            "last_seen": watch.last_seen,
             "oldest": watch.oldest,
+            "renewed": watch.renewed,
             "reattached": logs.count("reattached to ZooKeeper session"),
             "closed": logs.count("not reattaching to ZooKeeper session"),
         }
@@ -259,7 +289,12 @@ def main() -> int:
             f"{args.zk_delay * 1000:g} ms away each way, {args.cycles} processes "
             f"each killed {args.delay:g} s after their first check"
             + (f", their clock {args.clock_back:g} s behind" if args.clock_back else "")
-            + (", beside a stable agent (replicas 2)" if args.group else ""),
+            + (", beside a stable agent (replicas 2)" if args.group else "")
+            + (
+                ""
+                if args.revive is None
+                else f", the server stopped, and started at process {args.revive}"
+            ),
         ),
     ]
     outcomes = []
@@ -279,9 +314,18 @@ def main() -> int:
         ]
         return " / ".join(shown) + unit
 
+    if args.revive is None:
+        rows += [
+            ("a dead instance last seen up, after the kill", series("last_seen")),
+            ("oldest checked_at of a dead instance up", series("oldest")),
+        ]
+    else:
+        rows += [
+            ("a live instance last seen down, after its start", series("last_seen")),
+            ("oldest checked_at of a live instance down", series("oldest")),
+            ("newest checked_at of one down, after its start", series("renewed")),
+        ]
     rows += [
-        ("a dead instance last seen up, after the kill", series("last_up")),
-        ("oldest checked_at of a dead instance up", series("oldest")),
         ("processes that reattached", series("reattached", "")),
         ("sessions closed as unchecked", series("closed", "")),
         ("load average at the end", load_average()),
