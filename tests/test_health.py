@@ -498,26 +498,68 @@ class InheritTests(SynchronousTestCase):
         assert transition is not None
         self.assertEqual(transition.new_status, DOWN)
 
+    def assert_contrary_checks_renew_nothing(
+        self, status: str, backing: Observation, contrary: Observation
+    ) -> None:
+        """
+        `status` decided by `backing` at 100, then two `contrary` checks
+        (fewer than the three that would move it): the node's
+        ``checked_at`` stays 100 and the instance is unbacked since then;
+        a `backing` check ends that, and so do three `contrary` ones,
+        which move the status.
+        """
+        health = InstanceHealth(rise=3, fall=3, interval=1.0)
+        health.observe(backing, 100.0)
+        health.observe(contrary, 101.0)
+        health.observe(contrary, 102.0)
+        self.assertEqual((health.status, health.checked_at), (status, 102.0))
+        self.assertEqual(health.published_checked_at, 100.0)
+        self.assertEqual(health.unbacked_since, 100.0)
+        health.observe(backing, 103.0)
+        self.assertEqual(health.published_checked_at, 103.0)
+        self.assertIsNone(health.unbacked_since)
+        for at in (104.0, 105.0, 106.0):
+            health.observe(contrary, at)
+        self.assertNotEqual(health.status, status)
+        self.assertEqual(health.published_checked_at, 106.0)
+        self.assertIsNone(health.unbacked_since)
+
     def test_failures_short_of_fall_renew_no_checked_at(self) -> None:
         """
         Up, then failures fewer than `fall`: the node's ``checked_at`` stays
         the last success's (they are no evidence that it is up), and the
         instance is unbacked since then; a success or the fall ends that.
         """
-        health = InstanceHealth(rise=2, fall=3, interval=1.0)
-        health.observe(OK, 100.0)
-        health.observe(BAD, 101.0)
-        health.observe(BAD, 102.0)
-        self.assertEqual((health.status, health.checked_at), (UP, 102.0))
-        self.assertEqual(health.published_checked_at, 100.0)
-        self.assertEqual(health.unbacked_since, 100.0)
-        health.observe(OK, 103.0)
-        self.assertEqual(health.published_checked_at, 103.0)
-        self.assertIsNone(health.unbacked_since)
-        for at in (104.0, 105.0, 106.0):
-            health.observe(BAD, at)
-        self.assertEqual((health.status, health.published_checked_at), (DOWN, 106.0))
-        self.assertIsNone(health.unbacked_since)
+        self.assert_contrary_checks_renew_nothing(UP, OK, BAD)
+
+    def test_successes_short_of_rise_renew_no_checked_at(self) -> None:
+        """
+        The mirror: down, then successes fewer than `rise`: ``checked_at``
+        stays the last failure's (they are no evidence that it is down),
+        and the instance is unbacked since then; a failure or the rise
+        ends that.
+        """
+        self.assert_contrary_checks_renew_nothing(DOWN, BAD, OK)
+
+    def assert_inherited_dates_from_the_previous_check(
+        self, status: str, contrary: Observation
+    ) -> None:
+        """
+        `status` inherited from a node checked at 95 (a restart), then a
+        `contrary` check of this process's own, before or after the
+        inherit: the node goes on saying 95, not that check's time, and
+        the instance is unbacked since 95 (the state file says no later).
+        """
+        before = InstanceHealth(rise=2, fall=3, interval=1.0)
+        before.inherit(status, status == UP, self.ROLE, 100.0, 95.0)
+        before.observe(contrary, 100.5)
+        after = InstanceHealth(rise=2, fall=3, interval=1.0)
+        after.observe(contrary, 100.0)
+        after.inherit(status, status == UP, self.ROLE, 100.5, 95.0)
+        for health in (before, after):
+            self.assertEqual(health.status, status)
+            self.assertEqual(health.published_checked_at, 95.0)
+            self.assertEqual(health.unbacked_since, 95.0)
 
     def test_inherited_up_dates_from_the_previous_check(self) -> None:
         """
@@ -525,56 +567,15 @@ class InheritTests(SynchronousTestCase):
         of this process's own, before or after the inherit: the node goes
         on saying 95, not the failure's time.
         """
-        before = InstanceHealth(rise=2, fall=3, interval=1.0)
-        before.inherit(UP, True, self.ROLE, 100.0, 95.0)
-        before.observe(BAD, 100.5)
-        after = InstanceHealth(rise=2, fall=3, interval=1.0)
-        after.observe(BAD, 100.0)
-        after.inherit(UP, True, self.ROLE, 100.5, 95.0)
-        for health in (before, after):
-            self.assertEqual(health.status, UP)
-            self.assertEqual(health.published_checked_at, 95.0)
-            self.assertEqual(health.unbacked_since, 95.0)
-
-    def test_successes_short_of_rise_renew_no_checked_at(self) -> None:
-        """
-        Down, then successes fewer than `rise`: the node's ``checked_at``
-        stays the last failure's (they are no evidence that it is down),
-        and the instance is unbacked since then; a failure or the rise
-        ends that.
-        """
-        health = InstanceHealth(rise=3, fall=2, interval=1.0)
-        health.observe(BAD, 100.0)
-        health.observe(OK, 101.0)
-        health.observe(OK, 102.0)
-        self.assertEqual((health.status, health.checked_at), (DOWN, 102.0))
-        self.assertEqual(health.published_checked_at, 100.0)
-        self.assertEqual(health.unbacked_since, 100.0)
-        health.observe(BAD, 103.0)
-        self.assertEqual(health.published_checked_at, 103.0)
-        self.assertIsNone(health.unbacked_since)
-        for at in (104.0, 105.0, 106.0):
-            health.observe(OK, at)
-        self.assertEqual((health.status, health.published_checked_at), (UP, 106.0))
-        self.assertIsNone(health.unbacked_since)
+        self.assert_inherited_dates_from_the_previous_check(UP, BAD)
 
     def test_inherited_down_dates_from_the_previous_check(self) -> None:
         """
-        Down inherited from a node checked at 95 (a restart), then a
+        The mirror: down inherited from a node checked at 95, then a
         success of this process's own, before or after the inherit: the
-        node goes on saying 95, not the success's time, and the instance
-        is unbacked since 95 (the state file says no later).
+        node goes on saying 95, not the success's time.
         """
-        before = InstanceHealth(rise=2, fall=3, interval=1.0)
-        before.inherit(DOWN, False, self.ROLE, 100.0, 95.0)
-        before.observe(OK, 100.5)
-        after = InstanceHealth(rise=2, fall=3, interval=1.0)
-        after.observe(OK, 100.0)
-        after.inherit(DOWN, False, self.ROLE, 100.5, 95.0)
-        for health in (before, after):
-            self.assertEqual(health.status, DOWN)
-            self.assertEqual(health.published_checked_at, 95.0)
-            self.assertEqual(health.unbacked_since, 95.0)
+        self.assert_inherited_dates_from_the_previous_check(DOWN, OK)
 
 
 class SettledTests(SynchronousTestCase):
