@@ -309,10 +309,14 @@ def main() -> int:
     def series(key: str, unit: str = " s") -> str:
         values = [o[key] for o in outcomes]
         shown = [
-            "never" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
+            "never"
+            if v is None
+            else f"{v:.1f}{unit}"
+            if isinstance(v, float)
+            else str(v)
             for v in values
         ]
-        return " / ".join(shown) + unit
+        return " / ".join(shown)
 
     if args.revive is None:
         rows += [
@@ -326,8 +330,8 @@ def main() -> int:
             ("newest checked_at of one down, after its start", series("renewed")),
         ]
     rows += [
-        ("processes that reattached", series("reattached", "")),
-        ("sessions closed as unchecked", series("closed", "")),
+        ("processes that reattached", series("reattached")),
+        ("sessions closed as unchecked", series("closed")),
         ("load average at the end", load_average()),
     ]
     print(table(rows, "A crash loop, as a reader of ZooKeeper sees it"))
