@@ -47,7 +47,7 @@ not the one of its last INFO. INFO replies also go to the INFO listeners
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from functools import partial
 from typing import Protocol
 
@@ -237,6 +237,11 @@ class Monitor(Service):
         # The watched instances by address, to find a replica's master.
         self._by_address: dict[tuple[str, int], InstanceState] = {}
         self._slices: Slices[InstanceState] = Slices(settings.slices)
+        # The instances previous processes checked since the state file's
+        # ``checked_at``, while this one's first round is not done
+        # (`sentinel.coverage`): each slice launches the others first, so
+        # that they take the first connection attempts.
+        self.launch_last: Callable[[], Container[str]] | None = None
         # Per slice, the time from its launch to its last answer (recent ones).
         self.tick_completions: deque[float] = deque(maxlen=TICK_HISTORY)
         self._sweep = DeadlineSweep(clock, self.tick_completions.append)
@@ -560,6 +565,10 @@ class Monitor(Service):
             self._run_queue.sample()
         due = []
         overrun = []
+        last = None if self.launch_last is None else self.launch_last()
+        if last:
+            # Stable: each part in the slice's order.
+            members = sorted(members, key=lambda state: state.name in last)
         for state in list(members):
             if state.check is not None:
                 # Still in flight (with timeout == interval its deadline falls

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attr
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -721,6 +723,35 @@ class SliceTests(SynchronousTestCase):
             clock.advance(0.0)
         self.assertEqual(monitor.overruns, 3)
         self.assertEqual(probes["a"].scheduled, [0.0, 1.0, 2.0, 3.0])
+
+    def test_carried_instances_launched_last(self) -> None:
+        """
+        While `Monitor.launch_last` names instances (those previous
+        processes checked since the state file's ``checked_at``), each slice
+        launches the others first, each part in the slice's order, so that
+        they take the first connection attempts; once it names none, the
+        slice's own order again.
+        """
+        names = [f"r{i}" for i in range(8)]
+        monitor, clock, probes, _ = make_monitor(names, interval=1.0, slices=2)
+        order: list[str] = []
+        for name, probe in probes.items():
+            check = probe.check
+
+            def launched(*args: Any, name: str = name, check: Any = check) -> Any:
+                order.append(name)
+                return check(*args)
+
+            probe.check = launched  # type: ignore[method-assign]
+        carried: set[str] = {"r0", "r2", "r3"}
+        monitor.launch_last = lambda: carried
+        monitor.startService()
+        clock.advance(0.5)
+        self.assertEqual(order, ["r4", "r6", "r0", "r2", "r1", "r5", "r7", "r3"])
+        del order[:]
+        carried.clear()
+        clock.pump([0.5, 0.5])
+        self.assertEqual(order, ["r0", "r2", "r4", "r6", "r1", "r3", "r5", "r7"])
 
     def test_removal_keeps_slices_even(self) -> None:
         """A removed instance leaves its slice; a new one takes the next."""
