@@ -271,6 +271,9 @@ def make_agent(
     if zookeeper is not None and zookeeper.handoff is not None:
         # A session inherited is backed by checks once each was checked.
         zookeeper.handoff.observed = lambda: monitor.states
+        # The instances the previous processes checked go last.
+        handoff = zookeeper.handoff
+        monitor.launch_last = lambda: handoff.carried
         publishing = zookeeper
 
         def first_round() -> Deferred[None]:

@@ -132,6 +132,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succe
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.coverage import FirstRound
 from sentinel.files import TooLarge
 from sentinel.privatefiles import NoStateFile, NotRead, StateFileRefused
 from sentinel.session import (
@@ -236,10 +237,15 @@ class SessionHandoff:
         # first round is done.
         self._behind = False
         # The instances this process observes (the monitor's), and, on a
-        # session inherited, those it has checked since, until it has
-        # checked each once (`_round_done`).
+        # session inherited, those checked since the file's ``checked_at``
+        # (the previous processes' carried, `sentinel.coverage`), until each
+        # was checked once (`_round_done`).
         self.observed: Callable[[], Collection[str]] | None = None
-        self._first_round: set[str] | None = None
+        self._first_round: FirstRound | None = None
+        # Whether this process's check of an instance backs its node
+        # (ZooKeeper holds what it found, and it is no failure of an
+        # instance published up): only such checks are carried.
+        self.backs: Callable[[str], bool] | None = None
         # Waiting for the file to say this process's checks
         # (`first_round_written`).
         self._round_waiters: list[Deferred[None]] = []
@@ -340,9 +346,12 @@ class SessionHandoff:
         self._session = left.client_id
         self._granted = left.session_timeout
         self._parents = left.discovery_parents
-        # Not checked by this process yet: the previous one's checks stand.
+        # Not checked by this process yet: the previous one's checks stand,
+        # and those it made since (none if its time was not the file's own).
         self._checked_at = self._since = checked_at
-        self._first_round = set()
+        self._first_round = FirstRound(
+            left.covered if checked_at == left.checked_at else ()
+        )
 
         def claimed(written: bool) -> bool:
             self._claimed = written
@@ -550,26 +559,49 @@ class SessionHandoff:
         instance it observes once (`name` now); from then on, and on a
         session of its own, every check counts.
         """
-        checked = self._first_round
-        if checked is None:
+        first = self._first_round
+        if first is None:
             return True
         if name is not None:
-            checked.add(name)
-        if self.observed is None:
-            observed: Collection[str] = checked
-        else:
-            # Nothing observed yet (a group's first view): nothing checked.
-            observed = self.observed()
-        # Counted first: a walk of every name at each check of the first
-        # round would take a time in the square of their number.
-        if (
-            not observed
-            or len(checked) < len(observed)
-            or not all(n in checked for n in observed)
-        ):
+            first.add(name)
+        # Nothing observed yet (a group's first view): nothing checked.
+        observed = first.names if self.observed is None else self.observed()
+        if not first.done(observed):
             return False
         self._first_round = None
         return True
+
+    @property
+    def carried(self) -> Container[str]:
+        """
+        The instances the previous processes checked since the file's
+        ``checked_at``, while this process's first round is not done: its
+        checks go to the others first (`Monitor.launch_last`).
+        """
+        first = self._first_round
+        return () if first is None else first.carried
+
+    def _covered(self) -> frozenset[str]:
+        """What the file says was checked since its ``checked_at``."""
+        first = self._first_round
+        if first is None:
+            # Every instance was: ``checked_at`` says so.
+            return frozenset()
+        observed = () if self.observed is None else self.observed()
+        return first.held(observed, self.backs)
+
+    def save_checks(self) -> Deferred[bool]:
+        """
+        At a stop that hands the session on: the file says this process's
+        last checks (its ``checked_at`` lags them by up to a quarter of the
+        session timeout, which the next start's crash-loop rule counted
+        against the session), and before the first round is done, what
+        was checked since its last write, so that the next process need
+        not check it again. Fires once written.
+        """
+        if not self._checked_once or self._session is None or self.superseded:
+            return self.wait_written()
+        return self._written_soon(refresh=True)
 
     @property
     def claiming(self) -> bool:
@@ -853,6 +885,8 @@ class SessionHandoff:
             self._parents,
             self._checked_through(),
             self._granted,
+            # After `_checked_through`: it may find the first round done.
+            covered=self._covered(),
         )
         # A session other than the one this process wrote (that one lost,
         # expired say, and a new one opened): a file naming another

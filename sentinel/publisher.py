@@ -257,6 +257,9 @@ class ZooKeeperPublisher(Service):
             # Nor further than an instance whose latest checks contradict
             # its status was backed by a check (`sentinel.unbacked`).
             handoff.unbacked_since = self._unbacked.oldest
+            # Only checks that back their node are carried to the next
+            # process (`sentinel.coverage`).
+            handoff.backs = self._backs
             queue.on_caught_up = self._caught_up
 
     # Service
@@ -362,6 +365,17 @@ class ZooKeeperPublisher(Service):
             # After the check's own writes are marked: the state file says
             # it backs the nodes only once ZooKeeper has them.
             self.handoff.checked(state.name)
+
+    def _backs(self, name: str) -> bool:
+        """
+        Whether this process's last check of instance `name` backs its node:
+        ZooKeeper holds what it found (the node, if ours, waits for no
+        write) and it is no failure of an instance published up.
+        """
+        if name in self._unbacked:
+            return False
+        node = self._nodes.instances.get(name)
+        return node is None or not (node.dirty or node.writing)
 
     def _publish(self, state: InstanceState, transition: Transition | None) -> None:
         roles = self._roles

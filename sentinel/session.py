@@ -14,7 +14,8 @@ meanwhile), until when the session's nodes were backed by checks
 (``checked_at``: a session nobody checked for long is not kept alive,
 `sentinel.handoff`), and the session timeout ZooKeeper granted
 (``session_timeout``: the one that rule counts in, which may not be the
-one asked for).
+one asked for), and, while no process has checked every instance since
+``checked_at``, those checked since (``covered``, `sentinel.coverage`).
 
 Whoever holds the password can take the session, and with it the nodes:
 the file is one only the agent's user may read (`sentinel.privatefiles`:
@@ -47,6 +48,7 @@ from twisted.internet.defer import Deferred
 
 from sentinel.checks import chroot_of, finite
 from sentinel.config import Config
+from sentinel.coverage import decode_covered, encode_covered
 from sentinel.files import MAX_CONFIG_BYTES, FileReader, Unreadable, size_text
 from sentinel.privatefiles import (
     FileWorker,
@@ -150,6 +152,10 @@ class StoredSession:
     # Why the file is not one to reattach by, though it names this
     # session for this agent (another version's format): None if it is.
     unusable: str | None = None
+    # The instances checked since ``checked_at`` whose checks ZooKeeper
+    # holds, while no process has checked them all since (`sentinel.coverage`):
+    # empty in a file that does not say, or says it in a way not understood.
+    covered: frozenset[str] = frozenset()
 
     @property
     def client_id(self) -> tuple[int, bytes]:
@@ -176,6 +182,8 @@ def encode_state(stored: StoredSession) -> bytes:
         "checked_at": stored.checked_at,
         "session_timeout": stored.session_timeout,
     }
+    if stored.covered:
+        document["covered"] = encode_covered(stored.covered)
     return json.dumps(document, indent=1).encode("utf-8") + b"\n"
 
 
@@ -209,6 +217,7 @@ def decode_state(
         discovery_parents=_parents(document),
         checked_at=_checked_at(document),
         session_timeout=_session_timeout(document),
+        covered=decode_covered(document.get("covered")),
     )
     theirs = stored.purpose
     if chroot_of(theirs.hosts) != chroot_of(purpose.hosts):

@@ -57,5 +57,8 @@ class Unbacked:
         """The oldest last check backing a contradicted status, or None."""
         return min(self._since.values(), default=None)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._since
+
     def __len__(self) -> int:
         return len(self._since)

@@ -184,6 +184,19 @@ class Process:
         transition = state.health.observe(observation, self.case.clock.seconds())
         self.publisher.publish(state, transition)
 
+    def fails_up(self, name: str) -> None:
+        """
+        Go on from the ``up`` the node of `name` says (``fall`` 3, as a
+        restart does, `InstanceHealth.inherit`), then fail one check of it.
+        """
+        health = self.states[name].health
+        health.configure(2, 3, 1.0)
+        said = self.zk.document(path(name))
+        role = Replication(role=said["role"])
+        now = self.case.clock.seconds()
+        health.inherit("up", True, role, now, said["checked_at"])
+        self.check(name, DOWN)
+
     def stop(self) -> None:
         """SIGTERM, then the process exits (its connection drops)."""
         d = self.publisher.stopService()

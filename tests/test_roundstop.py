@@ -9,18 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import attr
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
+from sentinel.config import RedisInstance
+from sentinel.privatefiles import write_private_file
 from sentinel.roundstop import (
     FIRST_ROUND_WAIT,
+    SAVE_CHECKS_TAKES,
     WaitingServices,
     first_round_before_stop,
 )
+from sentinel.session import decode_state, encode_state, state_path
 from sentinel.stopping import STOP_DELETE_TIMEOUT
-from tests.test_handoff import HandoffTestCase, Process
-from tests.test_publisher import UP, path
+from tests.test_handoff import PURPOSE, HandoffTestCase, Process
+from tests.test_publisher import DOWN, UP, path
 
 # When the round's slices reach each instance.
 ROUND = {"a": 0.1, "b": 0.6}
@@ -119,8 +124,10 @@ class FirstRoundStopTests(HandoffTestCase):
     def test_round_not_ended_in_time(self) -> None:
         """
         A round that does not end within its bound (``b`` never checked)
-        holds the stop that long, and no longer: the file keeps the
-        previous process's checks, for the crash-loop rule to judge.
+        holds the stop that long (the time kept for the file's write
+        included), and no longer: the file keeps the previous process's
+        checks, for the crash-loop rule to judge, and names ``a``, checked
+        since, for the next process's round.
         """
         self.first()
         checked_at = self.stored()["checked_at"]
@@ -128,9 +135,10 @@ class FirstRoundStopTests(HandoffTestCase):
         agent.start()
         self.clock.advance(0.3)
         took = agent.stop()
-        self.assertGreaterEqual(took, FIRST_ROUND_WAIT)
+        self.assertGreaterEqual(took, FIRST_ROUND_WAIT - SAVE_CHECKS_TAKES)
         self.assertLess(took, FIRST_ROUND_WAIT + 0.1)
         self.assertEqual(self.stored()["checked_at"], checked_at)
+        self.assertEqual(self.stored()["covered"], "a")
 
     def test_stop_before_the_reattach(self) -> None:
         """
@@ -170,16 +178,17 @@ class FirstRoundStopTests(HandoffTestCase):
     def test_bound_counts_from_the_signal(self) -> None:
         """
         A stop that begins late after its signal (a busy reactor) waits
-        that much less: the wait ends `FIRST_ROUND_WAIT` after the signal.
+        that much less: the wait ends `FIRST_ROUND_WAIT` after the signal,
+        less the time kept for the file's write (here at once).
         """
         self.first()
         agent = Agent(self, {"a": ROUND["a"]})
         agent.start()
         self.clock.advance(0.3)
         publisher = agent.process.publisher
-        publisher.signalled(self.clock.seconds() - 2.0)
+        publisher.signalled(self.clock.seconds() - 1.5)
         waited = first_round_before_stop(self.clock, publisher, 1.5)
-        self.clock.advance(FIRST_ROUND_WAIT - 2.0 - 0.01)
+        self.clock.advance(FIRST_ROUND_WAIT - SAVE_CHECKS_TAKES - 1.5 - 0.01)
         self.assertNoResult(waited)
         self.clock.advance(0.01)
         self.successResultOf(waited)
@@ -205,3 +214,166 @@ class FirstRoundStopTests(HandoffTestCase):
         self.successResultOf(agent.process.handoff.first_round_written())
         waited = first_round_before_stop(self.clock, agent.process.publisher, 1.5)
         self.successResultOf(waited)
+
+
+class CarriedMonitor(SlicedMonitor):
+    """
+    Checks the instances at the times of `ROUND_OF_FOUR`, those the previous
+    processes checked last (as `Monitor.launch_last` orders each slice),
+    as the process starts (its claim read the file).
+    """
+
+    def __init__(self, process: Process) -> None:
+        super().__init__(process, {})
+
+    def startService(self) -> None:
+        carried = self.process.handoff.carried
+        names = sorted(self.process.states, key=lambda name: name in carried)
+        self.slices = dict(zip(names, ROUND_OF_FOUR, strict=True))
+        super().startService()
+
+
+# Four instances whose round takes longer than a stop waits: a process
+# stopped 0.3 s after its start checks the first two only.
+ROUND_OF_FOUR = (0.1, 0.6, 3.0, 3.5)
+
+
+class CarryTests(HandoffTestCase):
+    """
+    Processes each stopped before their round ends carry what they checked
+    to the next (`sentinel.coverage`).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.instances = {
+            name: RedisInstance(name, "10.0.0.1", 6379 + i)
+            for i, name in enumerate("abcd")
+        }
+
+    def agent(self) -> Agent:
+        """A process whose monitor checks the instances not carried first."""
+        agent = Agent.__new__(Agent)
+        agent.case = self
+        agent.process = self.process()
+        agent.top = WaitingServices()
+        agent.process.publisher.setServiceParent(agent.top)
+        CarriedMonitor(agent.process).setServiceParent(agent.top)
+        agent.top.before_stop.append(
+            lambda: first_round_before_stop(self.clock, agent.process.publisher, 1.5)
+        )
+        return agent
+
+    def first(self) -> int | None:
+        """A process that checked every instance, then stopped: its session."""
+        first = self.process()
+        first.start()
+        for name in self.instances:
+            first.check(name, UP)
+        session = first.zk.session_id
+        first.stop()
+        return session
+
+    def test_short_processes_in_a_row_complete_a_round(self) -> None:
+        """
+        Ten SIGTERM restarts in a row, each process stopped 0.3 s after
+        its start and so checking two of the four instances: each names
+        them in the file, the next checks the other two first and counts
+        the first two as checked, so every second process completes a
+        round, the file's ``checked_at`` moves, and every process
+        reattaches; the nodes stay. Before, no process completed a round,
+        and a start 1.5 session timeouts after the first closed the
+        session (every node gone).
+        """
+        session = self.first()
+        rounds = []
+        for _ in range(10):
+            self.clock.advance(1.5)
+            agent = self.agent()
+            agent.start()
+            handoff = agent.process.handoff
+            self.assertTrue(handoff.reattached)
+            self.assertEqual(agent.process.zk.session_id, session)
+            self.assertEqual(agent.process.zk.closed_sessions, [])
+            carried = set(handoff.carried)
+            self.clock.advance(0.3)
+            agent.stop()
+            stored = self.stored()
+            if stored.get("covered"):
+                # Not a round: these two, the next process's last.
+                self.assertEqual(len(stored["covered"].split("/")), 2)
+                self.assertFalse(carried)
+            else:
+                self.assertEqual(len(carried), 2)
+                self.assertGreaterEqual(stored["checked_at"], self.clock.seconds() - 3)
+                rounds.append(self.clock.seconds())
+            for name in self.instances:
+                self.assertIn(path(name), self.server.nodes)
+        self.assertEqual(len(rounds), 5)
+
+    def test_carried_only_since_the_file_checked_at(self) -> None:
+        """
+        A file whose ``checked_at`` is not what the process counts from (the
+        clock went back since, so it counts from its start) carries nothing:
+        those checks are not known to be later than that.
+        """
+        self.first()
+        self.clock.advance(1.5)
+        agent = self.agent()
+        agent.start()
+        self.clock.advance(0.3)
+        agent.stop()
+        self.assertEqual(len(self.stored()["covered"].split("/")), 2)
+        self.clock.rightNow -= 3600.0
+        agent = self.agent()
+        agent.start()
+        self.assertTrue(agent.process.handoff.reattached)
+        self.assertEqual(set(agent.process.handoff.carried), set())
+
+    def test_unbacked_and_unwritten_checks_not_carried(self) -> None:
+        """
+        A check ZooKeeper does not hold yet (its write unanswered), or a
+        failure of an instance published up (fewer than ``fall``), is not
+        named in the file: only a check that backs its node is.
+        """
+        self.first()
+        self.clock.advance(1.5)
+        process = self.process()
+        process.start()
+        process.fails_up("a")
+        process.check("b", UP)
+        process.zk.hold_answers("create", "set")
+        process.check("c", DOWN)
+        self.assertEqual(process.zk.document(path("a"))["status"], "up")
+        self.successResultOf(process.handoff.save_checks())
+        self.assertEqual(self.stored()["covered"], "b")
+
+    def test_names_not_observed_count_for_nothing(self) -> None:
+        """
+        Names the file carries that this process does not observe (a
+        hostile file, or a group member's share that changed) neither
+        complete its round nor go on in the file.
+        """
+        session = self.first()
+        stored = decode_state(self.stored_bytes(), PURPOSE)
+        planted = frozenset({"a", "b", *(f"x{i}" for i in range(50))})
+        write_private_file(
+            state_path(self.directory),
+            encode_state(attr.evolve(stored, covered=planted)),
+        )
+        self.clock.advance(1.5)
+        process = self.process()
+        process.start()
+        self.assertEqual(process.zk.session_id, session)
+        process.check("c", UP)
+        self.assertNotIn("d", process.handoff.carried)
+        self.assertNoResult(process.handoff.first_round_written())
+        self.successResultOf(process.handoff.save_checks())
+        self.assertEqual(self.stored()["covered"], "a/b/c")
+        process.check("d", UP)
+        self.assertNotIn("covered", self.stored())
+        self.assertGreater(self.stored()["checked_at"], stored.checked_at)
+
+    def stored_bytes(self) -> bytes:
+        with open(state_path(self.directory), "rb") as f:
+            return f.read()

@@ -18,6 +18,7 @@ from twisted.internet.defer import TimeoutError
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import privatefiles
+from sentinel.coverage import MAX_COVERED
 from sentinel.files import FileReader, Unreadable
 from sentinel.privatefiles import (
     FileWorker,
@@ -90,6 +91,36 @@ class EncodingTests(SynchronousTestCase):
         self.assertIsNone(
             decode_state(json.dumps(document).encode(), PURPOSE).session_timeout
         )
+
+    def test_covered(self) -> None:
+        """
+        The instances checked since ``checked_at`` are read as written, one
+        string; a file without them says none, and so does one whose value
+        is not understood (another type, more names than any agent
+        watches): the file is read all the same, and nothing is carried.
+        """
+        stored = attr.evolve(STORED, covered=frozenset({"r1", "r0", "cache.2"}))
+        document = json.loads(encode_state(stored))
+        self.assertEqual(document["covered"], "cache.2/r0/r1")
+        self.assertEqual(decode_state(encode_state(stored), PURPOSE), stored)
+        self.assertNotIn("covered", json.loads(encode_state(STORED)))
+        for value in (
+            None,
+            ["r0", "r1"],
+            {"r0": True},
+            7,
+            "",
+            "/" * MAX_COVERED,
+            "r/" * MAX_COVERED,
+        ):
+            document["covered"] = value
+            read = decode_state(json.dumps(document).encode(), PURPOSE)
+            self.assertEqual(
+                (read.covered, read.session_id), (frozenset(), 0x100004B2E8E0001)
+            )
+        document["covered"] = "//r0//r0/"
+        read = decode_state(json.dumps(document).encode(), PURPOSE)
+        self.assertEqual(read.covered, {"r0"})
 
     def test_hosts_spelled_otherwise(self) -> None:
         """
