@@ -20,6 +20,7 @@ only as far as ZooKeeper has what they found (`checked_through`: while a
 node's newer state is not acknowledged, up to when it was marked, or,
 before this process wrote it, what the file said; the file is written
 again once every node is, `caught_up`), and no later than the last
+<<<<<<< HEAD
 check that bore out the status of an instance whose checks since all
 contradict it (`sentinel.unbacked`: a restart goes on from the status a
 node says, and failures fewer than ``fall`` in each process of a crash
@@ -28,6 +29,18 @@ successes fewer than ``rise`` while a live one stayed down). On a session inheri
 checks count once this process has checked each instance it observes
 (`_round_done`): until then, the ones not checked yet are as the
 previous process left them. Before, any check renewed the file, written
+=======
+success of an instance published up whose checks since all failed
+(`sentinel.unbacked`: a restart goes on from the ``up`` a node says, and
+failures fewer than ``fall`` in each process of a crash loop otherwise
+renewed the file while a killed Redis stayed up). On a session inherited, the
+checks count once each instance it observes was checked since the file's
+``checked_at`` (`_round_done`), by this process or by the previous ones,
+which the file names until then (``covered``, `sentinel.coverage`): until
+then, the ones not checked yet are as the previous process left them. A
+clean stop that hands the session on writes the file with its last
+checks (`save_checks`). Before, any check renewed the file, written
+>>>>>>> 775de21 (handoff: the reattach's log line says how many instances the file carries)
 or not, of one instance or all: in a crash loop whose processes each
 died before their writes went out (a slow link to ZooKeeper lets 8
 writes go at first), or before the checks spread over the interval
@@ -468,12 +481,21 @@ class SessionHandoff:
             if inherited:
                 assert left is not None
                 self.why_not = None
+                carried = len(self.carried)
                 log.info(
                     "reattached to ZooKeeper session {session} left by pid {pid} "
-                    "at {at}: its nodes stay, and each is rewritten at its first check",
+                    "at {at}: its nodes stay, and each is rewritten at its first "
+                    "check{carried}",
                     session=session,
                     pid=left.owner.pid,
                     at=_utc(left.written_at),
+                    carried=(
+                        f"; the state file names {carried} instance(s) checked "
+                        f"since {_utc(left.checked_at)} by the previous "
+                        f"processes: those watched count in this one's first round"
+                        if carried and left.checked_at is not None
+                        else ""
+                    ),
                 )
             else:
                 if self._claimed:
@@ -572,7 +594,7 @@ class SessionHandoff:
         return True
 
     @property
-    def carried(self) -> Container[str]:
+    def carried(self) -> Collection[str]:
         """
         The instances the previous processes checked since the file's
         ``checked_at``, while this process's first round is not done: its

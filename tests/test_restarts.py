@@ -587,3 +587,54 @@ class DiscoveryTests(RestartTestCase):
             self.assertEqual(len(self.members(name)), 1, name)
         for name in ("r1", "r2"):
             self.assertEqual(watch.most_members(self.parent(name)), 1, name)
+
+
+class CarriedChecksTests(RestartTestCase):
+    """The state file's ``covered``, as a real process reads and writes it."""
+
+    async def reattach_with(self, covered: object) -> tuple[Agent, Agent]:
+        """
+        A process publishes every node and stops (SIGTERM); its state file
+        is given `covered`; a second process reattaches and stops (SIGTERM)
+        once it rewrote every node. No node is ever missing.
+        """
+        first = self.agent()
+        await self.published(first)
+        watch = self.watch()
+        first.child.process.send_signal(signal.SIGTERM)
+        self.assertEqual(await first.exited(), -signal.SIGTERM)
+        path = self.state_dir / STATE_FILE
+        document = json.loads(path.read_bytes())
+        self.assertNotIn("covered", document)
+        document["covered"] = covered
+        path.write_text(json.dumps(document))
+        watch.mark()
+        second = self.agent()
+        await self.rewritten(watch, second)
+        second.child.process.send_signal(signal.SIGTERM)
+        self.assertEqual(await second.exited(), -signal.SIGTERM)
+        self.assertEqual(watch.gaps(), {})
+        stored = json.loads(path.read_bytes())
+        # Its round done, the file says its checks, and names none.
+        self.assertNotIn("covered", stored)
+        self.assertGreater(stored["checked_at"], second.started)
+        self.assertIn("reattached to ZooKeeper session", second.text())
+        self.assertNotIn("Traceback", first.text() + second.text())
+        return first, second
+
+    async def test_carried_checks_count(self) -> None:
+        """
+        The instances the file names as checked since its ``checked_at``
+        count in the next process's first round (its log says how many
+        the file names).
+        """
+        _, second = await self.reattach_with("r0/r1/not-watched")
+        self.assertIn("names 3 instance(s) checked since", second.text())
+
+    async def test_covered_not_understood(self) -> None:
+        """
+        A ``covered`` of another type carries nothing, and the file is
+        reattached by all the same.
+        """
+        _, second = await self.reattach_with(["r0", "r1", "r2"])
+        self.assertNotIn("checked since", second.text())
