@@ -95,8 +95,9 @@ class FirstRound:
         The names the file may say: those `observed` (no other is known to
         be an instance) that `backs` accepts (all of them if None).
         """
-        return frozenset(
-            name
-            for name in self._covered
-            if name in observed and (backs is None or backs(name))
-        )
+        # The intersection first, in C: at 19,000 names the filter below is
+        # the walk that costs (tens of ms at load 10, once per write).
+        known = self._covered.intersection(observed)
+        if backs is None:
+            return frozenset(known)
+        return frozenset(name for name in known if backs(name))
