@@ -377,3 +377,28 @@ class CarryTests(HandoffTestCase):
     def stored_bytes(self) -> bytes:
         with open(state_path(self.directory), "rb") as f:
             return f.read()
+
+    def test_carried_kept_until_anything_is_observed(self) -> None:
+        """
+        A write before the process observes anything (a group's first view
+        not formed yet; here the session timeout granted anew at the
+        reattach) keeps the names the file carried: nothing is known yet
+        that would drop them. Before, that write emptied ``covered``, and
+        the next process checked them all again.
+        """
+        self.first()
+        self.clock.advance(1.5)
+        agent = self.agent()
+        agent.start()
+        self.clock.advance(0.3)
+        agent.stop()
+        carried = self.stored()["covered"]
+        self.assertEqual(len(carried.split("/")), 2)
+        self.clock.advance(1.5)
+        process = self.process(granted=6.0)
+        observed: dict[str, object] = {}
+        process.handoff.observed = lambda: observed
+        process.start()
+        self.assertTrue(process.handoff.reattached)
+        self.assertEqual(self.stored()["session_timeout"], 6.0)
+        self.assertEqual(self.stored()["covered"], carried)
