@@ -39,9 +39,15 @@ checks count once each instance it observes was checked since the file's
 which the file names until then (``covered``, `sentinel.coverage`): until
 then, the ones not checked yet are as the previous process left them. A
 clean stop that hands the session on writes the file with its last
+<<<<<<< HEAD
 checks (`save_checks`). Before, any check renewed the file, written
 >>>>>>> 775de21 (handoff: the reattach's log line says how many instances the file carries)
 or not, of one instance or all: in a crash loop whose processes each
+=======
+checks (`save_checks`, from `sentinel.stopping`). Before, any check
+renewed the file, written or not, of one instance or all: in a crash
+loop whose processes each
+>>>>>>> ef20302 (stopping: the handoff's write says the last checks, after the node writes)
 died before their writes went out (a slow link to ZooKeeper lets 8
 writes go at first), or before the checks spread over the interval
 reached a dead Redis, it stayed published up for as long as it went on. One
@@ -623,7 +629,17 @@ class SessionHandoff:
         """
         if not self._checked_once or self._session is None or self.superseded:
             return self.wait_written()
-        return self._written_soon(refresh=True)
+        before, session = self.last_error, self._session
+
+        def ended(written: bool) -> bool:
+            if not written and before is None and self._recorded == session:
+                # Out of file descriptors, a disk full: writes are atomic,
+                # and the file as last written still holds the session.
+                # Taken for a blocked handoff, the stop deregistered.
+                self.last_error = None
+            return written
+
+        return self._written_soon(refresh=True).addCallback(ended)
 
     @property
     def claiming(self) -> bool:

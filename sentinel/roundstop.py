@@ -26,14 +26,13 @@ comes before the reattach itself (the HTTP app answers first: stopped at
 once after it answered, each process of the loop above checked nothing)
 waits for it too. The wait is bounded by what the rest can take, one
 interval and one timeout (the round) and `REATTACH_TAKES`, and ends
-`FIRST_ROUND_WAIT` after the signal at the latest (`SAVE_CHECKS_TAKES`
-of it kept for the write below): with the stop's own bounds
+`FIRST_ROUND_WAIT` after the signal at the latest: with the stop's own bounds
 (`sentinel.stopping`, counted from the signal) the process still ends
 within DESIGN.md's 5 s. A round not ended by then leaves the file's
 ``checked_at`` as it was, as before: the crash-loop rule judges it; the
-file is written then to name the instances checked since
-(`sentinel.coverage`), which the next process's round counts (at 1,000
-instances a round takes longer than the wait). A leave (``SIGUSR2``), a
+stop's write of the file (`sentinel.stopping`) names the instances
+checked since (`sentinel.coverage`), which the next process's round
+counts (at 1,000 instances a round takes longer than the wait). A leave (``SIGUSR2``), a
 twin, a process superseded by a newer one, a stop that deregisters (the
 handoff blocked), a session of this process's own and a file that
 already says its checks do not wait.
@@ -48,7 +47,6 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 
-from sentinel.handoff import SessionHandoff
 from sentinel.publisher import ZooKeeperPublisher
 
 log = Logger()
@@ -58,10 +56,6 @@ log = Logger()
 # deregistration that may fall back to (cut to end by the stop's budget,
 # 4 s from the signal), the stop ends before the backstop (4.5 s).
 FIRST_ROUND_WAIT = 2.5
-# Seconds of `FIRST_ROUND_WAIT` kept for the state file to say what the
-# round checked, when it did not end in time: a write of a few hundred KB
-# at most, off the reactor.
-SAVE_CHECKS_TAKES = 0.5
 # Seconds allowed for the reattach itself, for a stop that comes before it:
 # a connection and the session's renewal, under a second on a loaded
 # machine (an agent's HTTP app answers before it).
@@ -89,13 +83,11 @@ def first_round_before_stop(
         return succeed(None)
     ended = handoff.first_round_written()
     if ended.called:
-        return _saved(reactor, handoff)
+        return ended
     now = reactor.seconds()
     signalled = publisher.signalled_at
     since_signal = 0.0 if signalled is None else max(0.0, now - signalled)
-    # The write of what was checked, if the round does not end, within it.
-    left = FIRST_ROUND_WAIT - SAVE_CHECKS_TAKES - since_signal
-    bound = max(0.0, min(round_takes + REATTACH_TAKES, left))
+    bound = max(0.0, min(round_takes + REATTACH_TAKES, FIRST_ROUND_WAIT - since_signal))
     log.info(
         "stopping once every instance was checked once ({bound:.2f} s at most): "
         "the session is handed to the next process, and its nodes count as "
@@ -111,27 +103,15 @@ def first_round_before_stop(
             seconds=reactor.seconds() - started,
         )
 
-    def late(_: object) -> Deferred[None]:
+    def late(_: object) -> None:
         log.warn(
             "the first round did not end within {bound:.2f} s of the stop: "
             "the state file says the previous process's checks, and those "
             "made since (the next process's round counts them)",
             bound=bound,
         )
-        return _saved(reactor, handoff)
 
     return ended.addCallbacks(done, late)
-
-
-def _saved(reactor: Any, handoff: SessionHandoff) -> Deferred[None]:
-    """
-    The state file written with this process's last checks
-    (`SessionHandoff.save_checks`), within `SAVE_CHECKS_TAKES`: the stop
-    goes on either way.
-    """
-    saved: Deferred[Any] = handoff.save_checks()
-    saved.addTimeout(SAVE_CHECKS_TAKES, reactor)
-    return saved.addBoth(lambda _: None)
 
 
 class WaitingServices(MultiService):

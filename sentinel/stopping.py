@@ -684,8 +684,16 @@ class Stopping:
         session closed, without waiting for a group's takeovers (the
         whole stop stays within `STOP_BUDGET`).
         """
+        # Once the node writes ended (half the bound at most), the file says
+        # this process's last checks (`SessionHandoff.save_checks`): its
+        # ``checked_at`` lags them by up to a quarter of the session
+        # timeout, and before the first round is done it names what was
+        # checked, which the next process's round counts.
+        ended: Deferred[Any] = self._queue.ended()
+        ended.addTimeout(STOP_DELETE_TIMEOUT / 2, self._reactor)
+        ended.addBoth(lambda _: handoff.save_checks())
         d: Deferred[Any] = DeferredList(
-            [self._queue.ended(), handoff.wait_written(), handoff.verify()],
+            [ended, handoff.wait_written(), handoff.verify()],
             consumeErrors=True,
         )
         d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)
