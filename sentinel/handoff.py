@@ -20,34 +20,19 @@ only as far as ZooKeeper has what they found (`checked_through`: while a
 node's newer state is not acknowledged, up to when it was marked, or,
 before this process wrote it, what the file said; the file is written
 again once every node is, `caught_up`), and no later than the last
-<<<<<<< HEAD
 check that bore out the status of an instance whose checks since all
 contradict it (`sentinel.unbacked`: a restart goes on from the status a
 node says, and failures fewer than ``fall`` in each process of a crash
 loop otherwise renewed the file while a killed Redis stayed up, or
-successes fewer than ``rise`` while a live one stayed down). On a session inherited, the
-checks count once this process has checked each instance it observes
-(`_round_done`): until then, the ones not checked yet are as the
-previous process left them. Before, any check renewed the file, written
-=======
-success of an instance published up whose checks since all failed
-(`sentinel.unbacked`: a restart goes on from the ``up`` a node says, and
-failures fewer than ``fall`` in each process of a crash loop otherwise
-renewed the file while a killed Redis stayed up). On a session inherited, the
-checks count once each instance it observes was checked since the file's
-``checked_at`` (`_round_done`), by this process or by the previous ones,
-which the file names until then (``covered``, `sentinel.coverage`): until
-then, the ones not checked yet are as the previous process left them. A
-clean stop that hands the session on writes the file with its last
-<<<<<<< HEAD
-checks (`save_checks`). Before, any check renewed the file, written
->>>>>>> 775de21 (handoff: the reattach's log line says how many instances the file carries)
-or not, of one instance or all: in a crash loop whose processes each
-=======
-checks (`save_checks`, from `sentinel.stopping`). Before, any check
-renewed the file, written or not, of one instance or all: in a crash
-loop whose processes each
->>>>>>> ef20302 (stopping: the handoff's write says the last checks, after the node writes)
+successes fewer than ``rise`` while a live one stayed down). On a session
+inherited, the checks count once each instance it observes was checked
+since the file's ``checked_at`` (`_round_done`), by this process or by
+the previous ones, which the file names until then (``covered``,
+`sentinel.coverage`): until then, the ones not checked yet are as the
+previous process left them. A clean stop that hands the session on
+writes the file with its last checks (`save_checks`, from
+`sentinel.stopping`). Before, any check renewed the file, written or
+not, of one instance or all: in a crash loop whose processes each
 died before their writes went out (a slow link to ZooKeeper lets 8
 writes go at first), or before the checks spread over the interval
 reached a dead Redis, it stayed published up for as long as it went on. One
