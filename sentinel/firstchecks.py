@@ -113,7 +113,8 @@ class FirstChecks:
     def starved(self, name: str) -> None:
         """
         `name`'s check would have decided its status but timed out while
-        the agent waited for a CPU: it decided nothing.
+        the agent waited for a CPU, or after the agent's own stall left its
+        history stale: it decided nothing.
         """
         self._starved_count += 1
         if len(self._starved) < NAMED:
@@ -137,8 +138,8 @@ class FirstChecks:
             more = starved_count - len(starved)
             log.warn(
                 "{count} check(s) that would have decided a status timed out"
-                " while the agent waited for a CPU: not decided, checked"
-                " again ({names}{more})",
+                " while the agent waited for a CPU or after its own stall: not"
+                " decided, checked again ({names}{more})",
                 count=starved_count,
                 names=", ".join(starved),
                 more=f" and {more} more" if more else "",

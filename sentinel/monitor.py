@@ -66,6 +66,7 @@ from sentinel.flapping import Flapping
 from sentinel.health import DOWN, UP, InstanceHealth, Transition
 from sentinel.instance import InstanceState, Probe
 from sentinel.observation import Observation, Replication
+from sentinel.ownstalls import OwnStalls
 from sentinel.probe import OWED_TIMEOUT
 from sentinel.runqueue import RunQueueWait
 from sentinel.slices import Slices, slices_for
@@ -265,6 +266,8 @@ class Monitor(Service):
         # the agent waited for a CPU (`sentinel.runqueue`).
         self.starved_first_checks = 0
         self._run_queue = run_queue
+        # The agent's own stalls, seen from the gaps between launches.
+        self.own_stalls = OwnStalls()
         # Instances up now, and decided (up or down), kept as statuses
         # change: /debug/stats and /healthz read them at any rate, and a
         # recount is about 1-4 ms at 19,000 instances.
@@ -482,6 +485,7 @@ class Monitor(Service):
     def startService(self) -> None:
         super().startService()
         self.started_at = self._clock.seconds()
+        self.own_stalls.restarted()
         self.loop.startService()
 
     def stopService(self) -> Deferred[None]:
@@ -561,6 +565,7 @@ class Monitor(Service):
             self._round_at = now
             self.ticks += 1
         self.last_tick_at = now
+        self.own_stalls.launched(now, self.loop.step)
         if self._run_queue is not None:
             self._run_queue.sample()
         due = []
@@ -703,22 +708,22 @@ class Monitor(Service):
         self, state: InstanceState, observation: Observation, now: float
     ) -> bool:
         # Whether a failed check that would decide the status directly timed
-        # out while the agent waited for a CPU (`sentinel.runqueue`): then it
-        # says nothing, and /instances and /healthz say why.
-        run_queue = self._run_queue
+        # out for the agent's own sake: its history made stale by the
+        # agent's own stall (`sentinel.ownstalls`), or the agent waiting for
+        # a CPU (`sentinel.runqueue`). Then it says nothing, and /instances
+        # and /healthz say why.
         error = observation.error
-        if run_queue is None or error is None or not error.startswith("timeout"):
+        if error is None or not error.startswith("timeout"):
             return False
-        if error.startswith(OWED_TIMEOUT):
-            return False  # Owed that long, the server's, however starved.
         health = state.health
         if health.status is not None and now <= health.stale_at:
             return False  # Rise/fall: one check does not move it.
-        settings = self.settings
-        timeout = settings.timeout
-        waited = run_queue.starved_since(min(state.started_at, now - timeout), timeout)
-        if waited is None:
+        reason = self._stalled_reason(state, error, now)
+        if reason is None:
+            reason = self._cpu_short_reason(state, error, now)
+        if reason is None:
             return False
+        settings = self.settings
         if state.starved_timeouts + 1 >= settings.fall:
             # `fall` timeouts in a row with no answer between: the server's,
             # starved or not, as rise/fall counts them once decided.
@@ -727,13 +732,48 @@ class Monitor(Service):
         self._said_nothing(state, now)
         state.starved_timeouts += 1
         state.starved_reason = (
-            f"the agent's CPU was short: its check timed out ({error}) while"
-            f" the agent waited {waited:.2f} s for a CPU, so it decides nothing"
-            f" and is checked again (put off {state.starved_timeouts} time(s)"
-            f" in a row: timeout {settings.fall} in a row decides)"
+            f"{reason}, so it decides nothing and is checked again (put off"
+            f" {state.starved_timeouts} time(s) in a row: timeout"
+            f" {settings.fall} in a row decides)"
         )
         self.first_checks.starved(state.name)
         return True
+
+    def _stalled_reason(
+        self, state: InstanceState, error: str, now: float
+    ) -> str | None:
+        # Why the history of `state`, decided, is stale only for the
+        # agent's own stalls since its last check: without them it would
+        # be current, and its timeout one of `fall` (a reply owed over the
+        # bound too: the stall is in that time). None if not so.
+        health = state.health
+        if health.status is None:
+            return None
+        last = health.stale_at - health.stale_after
+        stalled = self.own_stalls.since(last)
+        if not stalled or now - stalled > health.stale_at:
+            return None
+        return (
+            f"the agent stalled: its check timed out ({error}) after the agent"
+            f" itself stopped for {stalled:.2f} s since the last check, which"
+            f" left its history stale"
+        )
+
+    def _cpu_short_reason(
+        self, state: InstanceState, error: str, now: float
+    ) -> str | None:
+        # Why the check timed out while the agent waited for a CPU, or None.
+        run_queue = self._run_queue
+        if run_queue is None or error.startswith(OWED_TIMEOUT):
+            return None  # Owed that long, the server's, however starved.
+        timeout = self.settings.timeout
+        waited = run_queue.starved_since(min(state.started_at, now - timeout), timeout)
+        if waited is None:
+            return None
+        return (
+            f"the agent's CPU was short: its check timed out ({error}) while"
+            f" the agent waited {waited:.2f} s for a CPU"
+        )
 
     def _said_nothing(self, state: InstanceState, now: float) -> None:
         # Counted, and the first such check since the last recorded one
