@@ -11,14 +11,22 @@ redis-servers alike) and ``--clients`` HTTP clients looping over ``/``
 and ``/instances`` load the machine for ``--watch`` s, and a while after
 (``SETTLE``) every node is still read. With ``--stopped S``, the agent
 is also SIGSTOPped S s of every ``--period`` s meanwhile (bursts, as
-``benchmarks/starvedfrozen.py --starve stop``). Every instance is healthy, so
+``benchmarks/starvedfrozen.py --starve stop``), for a time drawn
+between ``--stopped`` and ``--stopped-max`` s if that is given; with
+``--host H`` the redis-servers are stopped with it, as a paused virtual
+machine stops the host's processes, and each resumes up to H s after the
+agent (a paused host's processes are scheduled again in any order).
+``--reconnect-every`` sets the agent's ``reconnect_every`` (renewals
+connect across the stalls). Every instance is healthy, so
 none may ever be published down, at any load (DESIGN.md section 2.6).
 
 Every second the script reads every instance node. Printed, for each of
 ``--runs`` runs of each ``--checkout`` (in turns):
 
-- the healthy names ever published down (nodes read ``down``) and the
-  agent's log lines saying one went down, by the error they give;
+- the healthy names ever published down (nodes read ``down``), the
+  agent's log lines saying one went down, by the error they give, and
+  the statuses one check decided down (its summaries: one down for less
+  than the second between two reads is there);
 - the agent's own lateness lines (the first checks put off, instances
   left unchecked, decided anew after a gap);
 - the HTTP answers the clients had, and the load average before and
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import signal
 import tempfile
@@ -64,7 +73,10 @@ PATHS = ("/", "/instances")
 # The agent's log lines that say an instance went down, and why.
 DOWN_LINE = re.compile(r"(\S+) is down \(was [^)]*\)(?:: (.*))?$")
 # The agent's log lines about its own lateness.
-LATE_LINE = re.compile(r"unchecked|after a gap|put off|starved|ran late")
+# The agent's summaries of statuses one check decided (`sentinel.firstchecks`):
+# a down published for less than the second between two reads is in them.
+DECIDED_LINE = re.compile(r"decided .*: \d+ up, (\d+) down")
+LATE_LINE = re.compile(r"unchecked|after a gap|put off|starved|ran late|own stall")
 
 
 def _loop_http(port: int, done: threading.Event, answers: Counter[str]) -> None:
@@ -79,6 +91,31 @@ def _loop_http(port: int, done: threading.Event, answers: Counter[str]) -> None:
                     answers[str(response.status)] += 1
             except Exception as error:
                 answers[type(error).__name__] += 1
+
+
+def _stop_in_bursts(
+    agent: Agent, servers: list[int], args: argparse.Namespace, done: threading.Event
+) -> None:
+    # SIGSTOP the agent `stopped` s (up to `stopped_max` s, drawn at random
+    # each time) of every `period` s until `done`; with `host`, the
+    # redis-servers too, as a paused virtual machine stops them all, and
+    # they resume up to `host` s after the agent (its processes are
+    # scheduled again in any order).
+    if not args.stopped_max and not args.host:
+        _starve_by_stops(agent, args, done)
+        return
+    while not done.is_set():
+        stopped = random.uniform(args.stopped, max(args.stopped, args.stopped_max))
+        os.kill(agent.pid, signal.SIGSTOP)
+        for pid in servers if args.host else ():
+            os.kill(pid, signal.SIGSTOP)
+        done.wait(stopped)
+        os.kill(agent.pid, signal.SIGCONT)
+        if args.host:
+            time.sleep(random.uniform(0.0, args.host))
+            for pid in servers:
+                os.kill(pid, signal.SIGCONT)
+        done.wait(args.period - max(args.stopped, args.stopped_max))
 
 
 def _error_kind(error: str | None) -> str:
@@ -101,14 +138,18 @@ def run(
             for i in range(args.instances)
         ]
         names = [i.name for i in instances]
+        config = agent_config(
+            instances,
+            interval=args.interval,
+            timeout=args.timeout,
+            zookeeper=zookeeper.hosts,
+        )
+        if args.reconnect_every:
+            # A top-level key: before the tables.
+            config = f"reconnect_every = {args.reconnect_every!r}\n{config}"
         agent = Agent(
             workdir,
-            agent_config(
-                instances,
-                interval=args.interval,
-                timeout=args.timeout,
-                zookeeper=zookeeper.hosts,
-            ),
+            config,
             label=label,
             pythonpath=tree,
             open_files=open_files_for(args.instances),
@@ -132,10 +173,14 @@ def run(
         started.callback(done.set)  # Before the joins: they wait for it.
         if args.stopped:
             stopper = threading.Thread(
-                target=_starve_by_stops, args=(agent, args, done), daemon=True
+                target=_stop_in_bursts,
+                args=(agent, [s.pid for s in servers], args, done),
+                daemon=True,
             )
             stopper.start()
             started.callback(lambda: os.kill(agent.pid, signal.SIGCONT))
+            for server in servers:
+                started.callback(os.kill, server.pid, signal.SIGCONT)
             started.callback(stopper.join)
             started.callback(done.set)
         loaded_at = time.monotonic()
@@ -158,12 +203,18 @@ def run(
         if found is not None:
             downs[_error_kind(found.group(2))] += 1
     late = sum(1 for line in logged if LATE_LINE.search(line))
+    decided_down = sum(
+        int(found.group(1))
+        for found in map(DECIDED_LINE.search, logged)
+        if found is not None
+    )
     rows = [
         (f"{run_label}: healthy ever published down", f"{len(healthy_down)}"),
         (
             f"{run_label}: 'is down' lines by error",
             ", ".join(f"{n} {kind}" for kind, n in downs.most_common()) or "0",
         ),
+        (f"{run_label}: decided down by one check (log)", str(decided_down)),
         (f"{run_label}: lateness lines in the log", str(late)),
         (f"{run_label}: HTTP answers", str(dict(answers))),
         (
@@ -187,14 +238,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=15)
     parser.add_argument("--watch", type=float, default=40.0)
     parser.add_argument("--stopped", type=float, default=0.0)
+    parser.add_argument("--stopped-max", type=float, default=0.0)
     parser.add_argument("--period", type=float, default=0.4)
+    parser.add_argument("--reconnect-every", type=float, default=0.0)
+    parser.add_argument("--host", type=float, default=0.0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
     if args.instances < 1 or args.servers < 1 or args.busy < 0 or args.clients < 0:
         parser.error("--instances, --servers: 1 or more; --busy, --clients: 0 or more")
-    if args.stopped and not 0 < args.stopped < args.period:
-        parser.error("--stopped must be above 0 and below --period")
+    if args.stopped and not 0 < max(args.stopped, args.stopped_max) < args.period:
+        parser.error("--stopped (and --stopped-max) must be above 0 and below --period")
     rows = rows_in_turns(parser, args, run)
     print(table(rows, "a loaded agent, healthy instances"))
 
