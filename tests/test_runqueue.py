@@ -223,7 +223,8 @@ class FirstCheckStarvedTests(SynchronousTestCase):
             lines.at(LogLevel.warn),
             [
                 "1 check(s) that would have decided a status timed out while"
-                " the agent waited for a CPU: not decided, checked again (a)"
+                " the agent waited for a CPU or after its own stall: not"
+                " decided, checked again (a)"
             ],
         )
 
