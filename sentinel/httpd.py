@@ -70,7 +70,10 @@ The HTTP server around the app: what an HTTP client may cost the agent.
   Twisted answers every request of a read at once, whatever the
   transport holds already.
 - Every other error is JSON too (`BoundedRequest`): a request target
-  ``*``, a URL or Host header that is not UTF-8, a bug of ours in a route.
+  ``*``, a URL or Host header that is not UTF-8, a Host header missing
+  (HTTP/1.1), repeated or no host name, a target neither a path nor an
+  absolute URL (one that is is read as its path: `sentinel.targets`), a
+  bug of ours in a route.
 - No access log: scrapes would drown the agent's log.
 
 `http_service` is the one call the composition root makes.
@@ -109,6 +112,7 @@ from sentinel.monitor import Monitor
 from sentinel.output import LogOutput
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.streaming import Slicer
+from sentinel.targets import host_problem, origin_form
 from sentinel.web import HealthCheck, StatsSource, StatusApp, error_body, json_error
 
 log = Logger()
@@ -156,9 +160,15 @@ ALLOWED_METHODS = "GET, HEAD"
 
 
 class BoundedRequest(Request):
-    """A request whose body is kept in memory, and only up to `MAX_BODY_BYTES`."""
+    """
+    A request whose body is kept in memory, and only up to `MAX_BODY_BYTES`;
+    whose target may be in absolute form, and whose Host header is checked
+    (`sentinel.targets`).
+    """
 
     body_length = 0
+    # Why the request's target or Host header is refused (a 400), if it is.
+    refusal: str | None = None
 
     def gotLength(self, length: int | None) -> None:
         # Twisted spools a body of unknown or large length to a temporary
@@ -173,6 +183,20 @@ class BoundedRequest(Request):
             self._too_long()
             return
         super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        hosts = self.requestHeaders.getRawHeaders(b"host")
+        self.refusal = host_problem(version, hosts)
+        target = origin_form(path)
+        if isinstance(target, str):
+            self.refusal = self.refusal or target
+        else:
+            path, host = target
+            if host is not None:
+                # The target's host, not the header's, is the one asked
+                # for: what the routes see.
+                self.requestHeaders.setRawHeaders(b"host", [host])
+        super().requestReceived(command, path, version)
 
     def process(self) -> None:
         # The whole request is in: its connection is being answered, and
@@ -193,6 +217,9 @@ class BoundedRequest(Request):
         if where is not None:
             self._answer_error(400, f"the {where} is not UTF-8")
             return
+        if self.refusal is not None:
+            self._answer_error(400, self.refusal)
+            return
         try:
             super().render(resrc)
         except BadHost:
@@ -207,7 +234,9 @@ class BoundedRequest(Request):
         # Twisted answers OPTIONS * with an empty 200 and any other method
         # with an empty 405, where the app takes no OPTIONS and answers
         # in JSON.
-        if self.method == b"OPTIONS":
+        if self.refusal is not None:
+            self._answer_error(400, self.refusal)
+        elif self.method == b"OPTIONS":
             self.setHeader(b"allow", ALLOWED_METHODS.encode("ascii"))
             self._answer_error(405, f"method not allowed (allowed: {ALLOWED_METHODS})")
         else:

@@ -38,6 +38,7 @@ from sentinel.httpd import (
     http_service,
 )
 from sentinel.metrics import LoadedAtStart
+from sentinel.targets import NOT_A_TARGET
 from tests.certs import make_certificates
 from tests.fakes import make_monitor
 from tests.httptest import Connection, responses, run_until_answered, status_app
@@ -214,8 +215,8 @@ class SiteTests(SynchronousTestCase):
 
     def test_host_that_is_no_host_name(self) -> None:
         """
-        A Host header that is no host name to IDNA (found by the fuzzer: a
-        second Host header, ``.*``; an empty label; one over 63
+        A Host header that is no host name to IDNA (found by the fuzzer:
+        ``.*``; an empty label; one over 63
         characters), which werkzeug refuses before any route runs, is a
         400 with a JSON error, logging nothing (it was a logged traceback
         and a 500); the connection goes on.
@@ -225,7 +226,7 @@ class SiteTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         client = Connection(self.site)
         assert client.protocol is not None
-        for host in (b"agent\r\nHost: .*", b"a..b", b"x" * 64 + b".example:6060"):
+        for host in (b".*", b"a..b", b"x" * 64 + b".example:6060"):
             client.protocol.dataReceived(
                 b"GET /metrics HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
             )
@@ -262,6 +263,102 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(answers[0][1]["allow"], "GET, HEAD")
         self.assertEqual(answers[1][1]["content-type"], "application/json")
         self.assertEqual(answers[2][0], 200)
+
+    def answers_to(self, *requests: bytes) -> list[tuple[int, Any]]:
+        """
+        The status and JSON body of the answer to each of `requests`, each
+        sent on a connection of its own, and that an HTTP/1.1 connection
+        goes on (a ``/healthz`` after it is answered).
+        """
+        found = []
+        for request in requests:
+            client = Connection(self.site)
+            assert client.protocol is not None
+            client.protocol.dataReceived(request)
+            kept = request.split(b"\r\n", 1)[0].endswith(b"HTTP/1.1")
+            if kept:
+                client.request("/healthz")
+            run_until_answered(self.clock, self.turns)
+            head, _, rest = client.output().partition(b"\r\n\r\n")
+            if kept:
+                [(code, _, body), (then, _, _)] = responses(client.output())
+                self.assertEqual(then, 200, request)
+            else:
+                # HTTP/1.0: the body may have no length, and ends the
+                # connection.
+                code, body = int(head.split(b" ", 2)[1]), rest
+                self.assertFalse(client.open, request)
+            self.assertIn(b"Content-Type: application/json", head, request)
+            found.append((code, json.loads(body)))
+        return found
+
+    def test_host_header_missing_or_repeated(self) -> None:
+        """
+        An HTTP/1.1 request without a Host header, any request with two,
+        or with one that is no host, is a 400 with a JSON error (RFC 9112
+        section 3.2), where Twisted answered it; an HTTP/1.0 request may
+        leave Host out, and an empty one is a host.
+        """
+        answers = self.answers_to(
+            b"GET /healthz HTTP/1.1\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: a/b\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\n\r\n",
+        )
+        self.assertEqual(
+            answers,
+            [
+                (400, {"error": "an HTTP/1.1 request needs a Host header"}),
+                (400, {"error": "2 Host header fields, where there must be one"}),
+                (400, {"error": "2 Host header fields, where there must be one"}),
+                (400, {"error": "the Host header is not a host name"}),
+                (400, {"error": "the Host header is not a host name"}),
+                (400, {"error": "an HTTP/1.1 request needs a Host header"}),
+            ],
+        )
+        self.assertEqual(
+            self.answers_to(
+                b"GET /healthz HTTP/1.0\r\n\r\n",
+                b"GET /healthz HTTP/1.1\r\nHost:\r\n\r\n",
+            ),
+            [(200, {"status": "ok"})] * 2,
+        )
+
+    def test_absolute_form_target(self) -> None:
+        """
+        A target in absolute form (as a client sends it to a proxy) is
+        read as the path and query it names, whatever the scheme's case,
+        an empty path the root's, its host taken for the Host header's
+        (RFC 9112 section 3.2.2; every such route was a 404); one with no
+        host, a host that is no host name (a user's ``@`` in it), another
+        scheme, or a target that is neither that nor a path, is a 400.
+        """
+        answers = self.answers_to(
+            b"GET http://127.0.0.1:6060/instances/a HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET HTTP://agent/instances?limit=1 HTTP/1.1\r\nHost: agent\r\n\r\n",
+            b"GET https://agent/healthz HTTP/1.0\r\n\r\n",
+        )
+        self.assertEqual([code for code, _ in answers], [200, 200, 200])
+        self.assertEqual(answers[0][1]["name"], "a")
+        self.assertEqual([i["name"] for i in answers[1][1]["instances"]], ["a"])
+        self.assertEqual(
+            self.answers_to(
+                b"GET http:///healthz HTTP/1.1\r\nHost: agent\r\n\r\n",
+                b"GET http://u@agent/healthz HTTP/1.1\r\nHost: agent\r\n\r\n",
+                b"GET ftp://agent/healthz HTTP/1.1\r\nHost: agent\r\n\r\n",
+                b"GET healthz HTTP/1.1\r\nHost: agent\r\n\r\n",
+                b"GET http://agent/healthz HTTP/1.1\r\n\r\n",
+            ),
+            [
+                (400, {"error": "the request target's host is not a host name"}),
+                (400, {"error": "the request target's host is not a host name"}),
+                (400, {"error": NOT_A_TARGET}),
+                (400, {"error": NOT_A_TARGET}),
+                (400, {"error": "an HTTP/1.1 request needs a Host header"}),
+            ],
+        )
 
     def test_bug_in_a_route(self) -> None:
         """
