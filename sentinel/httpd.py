@@ -57,7 +57,9 @@ The HTTP server around the app: what an HTTP client may cost the agent.
   (4.7 MB); a client that reads as fast as the answer is rendered is
   hardly ever left waiting.
 - No route reads a request body: one is never spooled to disk, and one
-  longer than `MAX_BODY_BYTES` closes the connection.
+  longer than `MAX_BODY_BYTES` (declared so, or grown so) is answered
+  413 with a JSON error, then the connection lingers as below and is
+  closed.
 - A request line or header line longer than Twisted's line limit (16 KB)
   is answered, 414 or 431 with a JSON error, where Twisted would close the
   connection without a word (`BoundedChannel`); so is a request head over
@@ -144,6 +146,7 @@ MAX_CLOSING = 16
 # unread would make the close a reset, which can take the answer with it.
 LINGER = 2.0
 TOO_LARGE = b"431 Request Header Fields Too Large"
+TOO_LONG = b"413 Content Too Large"
 # Bytes of an answer the kernel holds for a connection, set rather than
 # left to Linux, which grows a connection's buffer up to tcp_wmem's most
 # (4 MB by default) while its client reads nothing: 64 clients asking
@@ -259,11 +262,20 @@ class BoundedRequest(Request):
         self.finish()
 
     def _too_long(self) -> None:
-        site = getattr(self.channel, "site", None)
+        channel = self.channel
+        if isinstance(channel, BoundedChannel):
+            if channel.refused:
+                return  # The rest of the body, in the same read.
+            # Answered, where the connection was reset: a client saw no
+            # status, and one that waited with ``Expect: 100-continue``
+            # had sent nothing yet that a reset could lose it for.
+            channel.refuse(TOO_LONG, f"request body over {MAX_BODY_BYTES} bytes")
+        else:
+            transport: Any = channel.transport
+            transport.abortConnection()
+        site = getattr(channel, "site", None)
         if isinstance(site, StatusSite):
             site.body_too_long()
-        transport: Any = self.channel.transport
-        transport.abortConnection()
 
 
 class LogThrottle:
@@ -300,7 +312,8 @@ class BoundedChannel(HTTPChannel):
     Twisted's HTTP/1.1 channel, with an answer for a line over its limit
     (``MAX_LENGTH``, 16 KB): 414 for the request line, 431 for a header
     line; and for a request Twisted refuses (a bare 400): 431 for a head
-    over its limits, else 400. Each is a JSON error, then `LINGER` seconds
+    over its limits, else 400; 413 for a body over `MAX_BODY_BYTES`
+    (`BoundedRequest`). Each is a JSON error, then `LINGER` seconds
     at most for the client to read it (module docstring). A client that
     closes its side after its requests (``nc -N``) is answered, then the
     connection is closed.
@@ -309,7 +322,7 @@ class BoundedChannel(HTTPChannel):
     # Whether the next line read is a request line (as Twisted's private
     # ``__first_line`` says): at the start, and after each request's end.
     _at_request_line = True
-    _refused = False
+    refused = False
     _linger: IDelayedCall | None = None
     # Reads the next pipelined request on a later turn (`requestDone`).
     _next_request: IDelayedCall | None = None
@@ -329,7 +342,7 @@ class BoundedChannel(HTTPChannel):
         return limit if isinstance(limit, ConnectionLimit) else None
 
     def lineReceived(self, line: bytes) -> None:
-        if self._refused:
+        if self.refused:
             return  # The rest of a refused request's head, in the same read.
         super().lineReceived(line)
         if line:
@@ -345,7 +358,7 @@ class BoundedChannel(HTTPChannel):
             status, what = b"414 URI Too Long", "request line"
         else:
             status, what = TOO_LARGE, "header line"
-        self._refuse(status, f"{what} longer than {self.MAX_LENGTH} bytes")
+        self.refuse(status, f"{what} longer than {self.MAX_LENGTH} bytes")
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         # Twisted's one answer to every request it refuses (a bare 400,
@@ -353,17 +366,17 @@ class BoundedChannel(HTTPChannel):
         # counts it documents (HTTPChannel's ivars).
         if self._receivedHeaderSize > self.totalHeadersSize:
             error = f"request head longer than {self.totalHeadersSize} bytes"
-            self._refuse(TOO_LARGE, error)
+            self.refuse(TOO_LARGE, error)
         elif self._receivedHeaderCount > self.maxHeaders:
-            self._refuse(TOO_LARGE, f"more than {self.maxHeaders} header fields")
+            self.refuse(TOO_LARGE, f"more than {self.maxHeaders} header fields")
         else:
-            self._refuse(b"400 Bad Request", "malformed request")
+            self.refuse(b"400 Bad Request", "malformed request")
 
-    def _refuse(self, status: bytes, error: str) -> None:
+    def refuse(self, status: bytes, error: str) -> None:
         """Answer `status` with a JSON `error`, then linger and close."""
-        if self._refused:
+        if self.refused:
             return
-        self._refused = True
+        self.refused = True
         body = error_body(error)
         transport: Any = self.transport
         transport.write(
@@ -375,9 +388,20 @@ class BoundedChannel(HTTPChannel):
         self._linger = self.callLater(LINGER, transport.loseConnection)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._refused:
+        if self.refused:
             return  # The rest of a refused request: discarded.
         super().dataReceived(data)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self.refused:
+            return  # The rest of a refused body, in the same read.
+        super().rawDataReceived(data)
+
+    def _send100Continue(self) -> None:
+        # Twisted sends it once the head is read, even when the body it
+        # invites was refused already (its length declared too long).
+        if not self.refused:
+            super()._send100Continue()
 
     def requestDone(self, request: Request) -> None:
         # Twisted reads the next pipelined request as soon as one is
@@ -467,8 +491,8 @@ class StatusSite(Site):
 
     def body_too_long(self) -> None:
         """
-        A request body over `MAX_BODY_BYTES` closed its connection: counted,
-        and logged when the throttle allows.
+        A request body over `MAX_BODY_BYTES` was refused (its connection
+        closed): counted, and logged when the throttle allows.
         """
         self.long_bodies += 1
         if self._throttle.due():

@@ -392,7 +392,8 @@ class SiteTests(SynchronousTestCase):
             for _ in range(10):
                 client = Connection(self.site)
                 client.request("/", "POST", f"Content-Length: {MAX_BODY_BYTES + 1}\r\n")
-                self.assertFalse(client.open)
+                [(code, _, _)] = responses(client.output())
+                self.assertEqual(code, 413)
             self.clock.advance(1)
         lines = [formatEvent(e) for e in events if "request body" in formatEvent(e)]
         self.assertEqual(
@@ -404,23 +405,30 @@ class SiteTests(SynchronousTestCase):
             ],
         )
 
-    def test_long_body_closes_the_connection(self) -> None:
+    def test_long_body_answered_413(self) -> None:
         """
         A declared body over MAX_BODY_BYTES, or a chunked one that grows
-        past it, closes the connection; a small one is read and answered.
+        past it, is answered 413 with a JSON error (the connection was
+        reset: no answer at all), and no 100 Continue to a client that
+        waits for one; the rest is discarded and the connection closed
+        as for a head too long; a small one is read and answered.
         """
-        client = Connection(self.site)
-        client.request("/", "POST", f"Content-Length: {MAX_BODY_BYTES + 1}\r\n")
-        self.assertFalse(client.open)
+        error = f"request body over {MAX_BODY_BYTES} bytes"
+        for expect in ("", "Expect: 100-continue\r\n"):
+            client = Connection(self.site)
+            length = f"Content-Length: {MAX_BODY_BYTES + 1}\r\n"
+            client.request("/", "POST", length + expect)
+            self.refused(client, 413, error)
         client = Connection(self.site)
         client.request("/", "POST", "Transfer-Encoding: chunked\r\n")
         assert client.protocol is not None
         chunk = b"%x\r\n%s\r\n" % (16384, b"x" * 16384)
         for _ in range(MAX_BODY_BYTES // 16384):
             client.protocol.dataReceived(chunk)
-            self.assertTrue(client.open)
-        client.protocol.dataReceived(chunk)
-        self.assertFalse(client.open)
+            self.assertEqual(client.output(), b"")
+        client.protocol.dataReceived(chunk * 2)
+        self.refused(client, 413, error)
+        self.assertEqual(self.site.long_bodies, 3)
         client = Connection(self.site)
         client.request("/", "POST", "Content-Length: 5\r\n")
         client.protocol.dataReceived(b"hello")
