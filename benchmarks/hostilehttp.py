@@ -24,6 +24,24 @@ redis-servers, a real ZooKeeper) is let settle; then, for each
 - ``scrapes``: 20 clients, each asking ``/metrics`` every 100 ms on a
   kept-alive connection (200 scrapes a second, a scraper's interval of
   15 s taken down to a tenth of a second);
+- ``heads``: connections in a loop, one at a time, each sending a head
+  of 5,000 header fields, one with a 1 MB header line, or one header
+  folded over 5,000 continuation lines (obs-fold), in turn;
+- ``smuggling``: connections in a loop, each sending a ``POST`` with
+  both ``Content-Length`` and ``Transfer-Encoding: chunked``, or two
+  ``Content-Length`` fields, its body the head of a ``GET /pending``
+  (that no answer may come to);
+- ``chunked``: connections in a loop, each a ``POST`` to each route in
+  turn with an endless chunked body sent as fast as the agent takes it;
+- ``deep``: one connection sending 1,000 ``GET /instances`` pipelined and
+  reading none of the answers, opened again when closed;
+- ``odd``: every odd request of `ODD_REQUESTS` (percent-encoded names,
+  ``limit=`` and ``after=`` values, ``Accept`` variants on ``/metrics``,
+  ``HEAD`` on every route, ``OPTIONS *``, HTTP/1.0 without ``Host``,
+  ``Expect: 100-continue``, a ``Host`` header missing or twice, a target
+  in absolute form), each on a connection of its own, in a loop: each
+  answer's status is checked against the one expected (the row says how
+  many were not, and the first few);
 - ``none``: no client but the probe, for comparison.
 
 The clients of ``pages`` and ``scrapes`` are threads of one process, so
@@ -35,7 +53,8 @@ overruns, the agent's CPU, its RSS and open files at most, and the HTTP
 connections it refused and evicted.
 
     .venv/bin/python benchmarks/hostilehttp.py [--instances 1000] [--for 20]
-        [--modes slowloris,bodies,idle,pipeline,flood,keptalive,pages,scrapes,none]
+        [--modes slowloris,bodies,idle,pipeline,flood,keptalive,pages,scrapes,
+                 heads,smuggling,chunked,deep,odd,none]
         [--checkout before=PATH --checkout after=.]
 """
 
@@ -81,6 +100,11 @@ MODES = (
     "keptalive",
     "pages",
     "scrapes",
+    "heads",
+    "smuggling",
+    "chunked",
+    "deep",
+    "odd",
     "none",
 )
 HEADS = {
@@ -99,6 +123,98 @@ PAGERS = 50
 PAGE = 100
 SCRAPERS = 20
 SCRAPE_EVERY = 0.1
+HOST = b"Host: agent\r\n"
+# Heads over the agent's limits: too many fields, too long a line, and
+# one field folded over thousands of lines (each within the limits).
+HEADS_OVER = (
+    b"GET /healthz HTTP/1.1\r\n" + HOST + b"X-F: v\r\n" * 5000 + b"\r\n",
+    b"GET /healthz HTTP/1.1\r\n" + HOST + b"X-L: " + b"l" * 2**20 + b"\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\n" + HOST + b"X-O: o\r\n" + b" o\r\n" * 5000 + b"\r\n",
+)
+SMUGGLED = b"GET /pending HTTP/1.1\r\n" + HOST + b"\r\n"
+SMUGGLING = (
+    b"POST /healthz HTTP/1.1\r\n" + HOST + b"Content-Length: %d\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" % (5 + len(SMUGGLED)) + SMUGGLED,
+    b"POST /healthz HTTP/1.1\r\n" + HOST + b"Content-Length: 0\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED,
+)
+ROUTES = (
+    "/",
+    "/pending",
+    "/instances",
+    "/instances/cache1",
+    "/healthz",
+    "/debug/stats",
+    "/metrics",
+    "/group",
+)
+CHUNK = b"%x\r\n%s\r\n" % (2**16, b"c" * 2**16)
+DEEP = 1000
+OPENMETRICS = "application/openmetrics-text"
+# (request line and headers but Host, whether to send Host, status expected)
+ODD_REQUESTS: tuple[tuple[str, bool, int], ...] = (
+    *(
+        (f"GET /instances/{name} HTTP/1.1", True, 404)
+        for name in (
+            "cache1%2F..%2Fcache2",
+            "..",
+            "%2E%2E",
+            "cache1%00",
+            "a%00b",
+        )
+    ),
+    ("GET /instances/%ff%fe HTTP/1.1", True, 400),
+    ("GET /instances/../healthz HTTP/1.1", True, 404),
+    ("GET /instances?limit=1&after=%ff HTTP/1.1", True, 400),
+    ("GET /instances?limit=1&after=cache1%00 HTTP/1.1", True, 200),
+    ("GET /instances?limit=1&after=%2F.. HTTP/1.1", True, 200),
+    *(
+        (f"GET /instances?limit={n} HTTP/1.1", True, 400)
+        for n in (
+            "0",
+            "-1",
+            "1e9",
+            "1&limit=2",
+            "",
+            "99999999999999999999",
+            "+1",
+            " 1",
+        )
+    ),
+    ("GET /instances?status=sideways HTTP/1.1", True, 400),
+    ("GET /instances?status=up&status=down HTTP/1.1", True, 400),
+    *(
+        (f"GET /metrics HTTP/1.1\r\nAccept: {accept}", True, 200)
+        for accept in (
+            OPENMETRICS,
+            f"{OPENMETRICS}; version=1.0.0",
+            f"{OPENMETRICS}; version=0.0.1",
+            f"{OPENMETRICS}; version=2.0.0; escaping=allow-utf-8",
+            f"{OPENMETRICS}; q=0",
+            f"{OPENMETRICS}; q=oops",
+            "APPLICATION/OPENMETRICS-TEXT",
+            ";;;,,,",
+            f"{OPENMETRICS};version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1",
+        )
+    ),
+    (f"GET /metrics HTTP/1.1\r\nAccept: text/plain;q=0, {OPENMETRICS};q=0", True, 406),
+    *((f"HEAD {route} HTTP/1.1", True, 200) for route in ROUTES),
+    ("OPTIONS * HTTP/1.1", True, 405),
+    ("GET * HTTP/1.1", True, 400),
+    ("GET /healthz HTTP/1.0", False, 200),
+    ("POST /healthz HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0", True, 405),
+    (
+        "POST /instances HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 99999999",
+        True,
+        413,
+    ),
+    ("GET /healthz HTTP/1.1", False, 400),
+    ("GET /healthz HTTP/1.1\r\nHost: other", True, 400),
+    ("GET /healthz HTTP/1.1\r\nHost: a b", False, 400),
+    ("GET http://agent/healthz HTTP/1.1", True, 200),
+    ("GET http://agent:6060/instances?limit=1 HTTP/1.1", True, 200),
+    ("GET ftp://agent/healthz HTTP/1.1", True, 400),
+)
 
 
 def trickle(mode: str, port: int, until: float) -> None:
@@ -191,6 +307,124 @@ def kept_alive(port: int, until: float) -> None:
         time.sleep(0.02)
 
 
+def each_connection(port: int, until: float, send: Any) -> None:
+    """
+    Connections one after the other until `until`, each given to `send`
+    (the connection's number, then the connection); reopened when closed.
+    """
+    number = 0
+    while time.time() < until:
+        s = socket.socket()
+        s.settimeout(5.0)
+        try:
+            s.connect((LOOPBACK, port))
+            send(number, s)
+        except OSError:
+            pass
+        finally:
+            s.close()
+        number += 1
+
+
+def read_all(s: socket.socket) -> bytes:
+    """What the agent writes to `s` until it closes it (or 5 s pass)."""
+    data = []
+    try:
+        while chunk := s.recv(65536):
+            data.append(chunk)
+    except OSError:
+        pass
+    return b"".join(data)
+
+
+def heads(port: int, until: float) -> None:
+    """Heads over the agent's limits, one connection each, in turn."""
+
+    def send(number: int, s: socket.socket) -> None:
+        s.sendall(HEADS_OVER[number % len(HEADS_OVER)])
+        read_all(s)
+
+    each_connection(port, until, send)
+
+
+def smuggling(port: int, until: float) -> None:
+    """Requests whose length is said twice over, a request hidden behind."""
+    answered = 0
+
+    def send(number: int, s: socket.socket) -> None:
+        nonlocal answered
+        s.sendall(SMUGGLING[number % len(SMUGGLING)])
+        answered += read_all(s).count(b'"checks"')
+
+    each_connection(port, until, send)
+    if answered:
+        print(f"smuggling: the hidden request was answered {answered} times")
+
+
+def chunked(port: int, until: float) -> None:
+    """Endless chunked bodies, to each route in turn, as fast as taken."""
+
+    def send(number: int, s: socket.socket) -> None:
+        route = ROUTES[number % len(ROUTES)].encode()
+        s.sendall(b"POST %s HTTP/1.1\r\n%sTransfer-Encoding: chunked\r\n\r\n"
+                  % (route, HOST))  # fmt: skip
+        while time.time() < until:
+            s.sendall(CHUNK)
+
+    each_connection(port, until, send)
+
+
+def deep(port: int, until: float) -> None:
+    """One connection, `DEEP` ``GET /instances`` pipelined, none read."""
+    request = b"GET /instances HTTP/1.1\r\n" + HOST + b"\r\n"
+
+    def send(number: int, s: socket.socket) -> None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(max(0.1, until - time.time()))
+        s.sendall(request * DEEP)
+        time.sleep(max(0.0, until - time.time()))
+
+    each_connection(port, until, send)
+
+
+def odd_request(port: int, line: str, host: bool) -> int | str:
+    """The status of the answer to `line` (and Host, if `host`), alone."""
+    head = line.replace("6060", str(port)) + ("\r\nHost: agent" if host else "")
+    s = socket.socket()
+    s.settimeout(10.0)
+    try:
+        s.connect((LOOPBACK, port))
+        s.sendall(head.encode("latin-1") + b"\r\nConnection: close\r\n\r\n")
+        answer = read_all(s)
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+    # A 100 Continue comes before the answer.
+    answer = answer.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+    try:
+        return int(answer.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return f"no answer ({len(answer)} bytes)"
+
+
+def odd(port: int, until: float) -> None:
+    """Each of `ODD_REQUESTS` in a loop; the answers not as expected."""
+    rounds, wrong = 0, Counter[str]()
+    while time.time() < until:
+        for line, host, expected in ODD_REQUESTS:
+            status = odd_request(port, line, host)
+            if status != expected:
+                shown = line.replace("\r\n", " | ") + ("" if host else " (no Host)")
+                wrong[f"{shown}: {status}, not {expected}"] += 1
+        rounds += 1
+    print(
+        f"odd: {rounds} rounds of {len(ODD_REQUESTS)} requests; answered"
+        f" otherwise than expected: {len(wrong)} kinds"
+        + "".join(f"\n  {w} ({n} times)" for w, n in wrong.most_common())
+    )
+
+
 def flood(port: int, until: float) -> None:
     """Connections opened and closed as fast as one process can."""
     while time.time() < until:
@@ -249,6 +483,15 @@ def clients(target: Any, count: int, port: int, until: float) -> None:
         thread.join()
 
 
+OTHERS = {
+    "heads": heads,
+    "smuggling": smuggling,
+    "chunked": chunked,
+    "deep": deep,
+    "odd": odd,
+}
+
+
 def attack(mode: str, port: int, until: float) -> None:
     """Run `mode` against `port` until the time `until` (a process's target)."""
     if mode == "pipeline":
@@ -263,6 +506,8 @@ def attack(mode: str, port: int, until: float) -> None:
         clients(walk_pages, PAGERS, port, until)
     elif mode == "scrapes":
         clients(scrape, SCRAPERS, port, until)
+    elif mode in OTHERS:
+        OTHERS[mode](port, until)
     else:
         trickle(mode, port, until)
 
