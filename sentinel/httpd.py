@@ -322,6 +322,8 @@ class BoundedChannel(HTTPChannel):
     # Whether the next line read is a request line (as Twisted's private
     # ``__first_line`` says): at the start, and after each request's end.
     _at_request_line = True
+    # Whether a request was refused (`refuse`): answered, what follows it
+    # discarded until the connection closes.
     refused = False
     _linger: IDelayedCall | None = None
     # Reads the next pipelined request on a later turn (`requestDone`).
