@@ -415,7 +415,8 @@ def odd(port: int, until: float) -> None:
         for line, host, expected in ODD_REQUESTS:
             status = odd_request(port, line, host)
             if status != expected:
-                shown = line.replace("\r\n", " | ") + ("" if host else " (no Host)")
+                sent = line + ("\r\nHost: agent" if host else "")
+                shown = sent.replace("\r\n", " | ")
                 wrong[f"{shown}: {status}, not {expected}"] += 1
         rounds += 1
     print(
