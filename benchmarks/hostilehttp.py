@@ -208,7 +208,7 @@ ODD_REQUESTS: tuple[tuple[str, bool, int], ...] = (
         True,
         413,
     ),
-    ("GET /healthz HTTP/1.1", False, 400),
+    ("GET /healthz HTTP/1.1", False, 200),
     ("GET /healthz HTTP/1.1\r\nHost: other", True, 400),
     ("GET /healthz HTTP/1.1\r\nHost: a b", False, 400),
     ("GET http://agent/healthz HTTP/1.1", True, 200),

@@ -189,7 +189,7 @@ class BoundedRequest(Request):
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         hosts = self.requestHeaders.getRawHeaders(b"host")
-        self.refusal = host_problem(version, hosts)
+        self.refusal = host_problem(hosts)
         target = origin_form(path)
         if isinstance(target, str):
             self.refusal = self.refusal or target
