@@ -16,6 +16,23 @@ observers see it (in the master's INFO), and it follows the master's
 roles. With one agent and ``replicas = 1`` it observes
 everything it knows, as primary: section 5 exactly.
 
+At start, a member waits for the group's first view before it checks
+anything, for a view of itself alone would take every instance it knows
+for a moment and hand most of them back as the view comes (in a group of
+central agents with thousands each, a burst of connections and checks of
+instances others observe). It waits while that view can come: while
+ZooKeeper is connected, up to `first_view_wait` (then it observes
+everything it knows, alone, as before). But checking never waits on
+publishing (DESIGN.md section 2): a ZooKeeper not connected
+`CONNECT_WAIT` after start (refused, not answering, a name that does not
+resolve), or lost before the first view, makes the member check every
+instance it knows, `provisionally`: it publishes none of them, for it
+does not know which are its own to publish (another member may be their
+primary), and /healthz says so. The first view then applies as any
+does: the instances it does not observe are let go (their connections
+closed), those it observes keep their health, and each is published
+from its next check as its role says.
+
 A reload goes through here too (`add_instance`, `remove_instance`,
 `replace_instance`, `update_settings`, as the monitor's): the catalog
 changes, the other members hear of it, and the instances move accordingly.
@@ -51,6 +68,7 @@ from sentinel.readers import utf8_length
 from sentinel.standins import moved_by, stand_in_order
 from sentinel.streaming import Slices
 from sentinel.verdict import opinion_in
+from sentinel.zk import CONNECTED
 
 log = Logger()
 
@@ -69,6 +87,13 @@ COUNTED_PER_SLICE = 5000
 # requires (`Group._move`), and seconds between looks at those takeovers.
 TAKEOVERS_FIRST = 2.0
 TAKEOVERS_LOOK = 0.1
+# Seconds after start a member waits for ZooKeeper to connect before it
+# checks every instance it knows, publishing none (module docstring): a
+# reachable ZooKeeper connects within milliseconds, and an unreachable
+# one (refused, a name that does not resolve, a server that accepts and
+# never answers) would otherwise hold every check for the whole
+# `first_view_wait`.
+CONNECT_WAIT = 1.0
 
 
 class Group:
@@ -118,6 +143,11 @@ class Group:
             zookeeper.session_timeout if first_view_wait is None else first_view_wait
         )
         self._alone_call: IDelayedCall | None = None
+        self._connect_call: IDelayedCall | None = None
+        # Whether this agent checks every instance it knows, publishing
+        # none, until the first view (module docstring).
+        self.provisional = False
+        self._provisional_since = 0.0
         # Until when (our clock) another member may take a node over that
         # this agent still holds as primary: a while after each change of
         # the membership, seen or applied (`_contested`).
@@ -188,24 +218,95 @@ class Group:
         self._held_back_call: IDelayedCall | None = None
         # The members' ids in order, for /group's pages.
         self._member_names = NameIndex()
+        publisher.zk.add_listener(self._zk_state)
 
     def start(self) -> None:
         """Follow the membership (the publisher starts)."""
         self.membership.start()
         self.heartbeats.start()
         self.crowding.start()
-        self._alone_call = self._reactor.callLater(
-            self._first_view_wait, self.membership.alone
-        )
+        self._connect_call = self._reactor.callLater(CONNECT_WAIT, self._connect_waited)
+        if self.publisher.zk.state == CONNECTED:
+            self._wait_for_first_view()
 
     def stop(self) -> None:
         """Stop following it (the publisher stops)."""
         self.membership.stop()
         self.heartbeats.stop()
         self.crowding.stop()
-        for call in (self._alone_call, self._handed_call, self._held_back_call):
+        calls = (
+            self._alone_call,
+            self._connect_call,
+            self._handed_call,
+            self._held_back_call,
+        )
+        for call in calls:
             if call is not None and call.active():
                 call.cancel()
+
+    # Before the first view
+
+    def _zk_state(self, state: str) -> None:
+        if state == CONNECTED and self.membership.running:
+            self._wait_for_first_view()
+
+    def _wait_for_first_view(self) -> None:
+        """
+        ZooKeeper is connected: its first view may come now, and is
+        waited for `first_view_wait` from here at most (module docstring).
+        """
+        if self.membership.viewed:
+            return
+        if self._alone_call is None or not self._alone_call.active():
+            self._alone_call = self._reactor.callLater(
+                self._first_view_wait, self._no_first_view
+            )
+
+    def _connect_waited(self) -> None:
+        self._connect_call = None
+        if self.publisher.zk.state != CONNECTED:
+            self._check_provisionally()
+
+    def _no_first_view(self) -> None:
+        """
+        No first view `first_view_wait` after ZooKeeper connected: alone
+        if it is connected still; else, provisionally, until it is again.
+        """
+        self._alone_call = None
+        if self.publisher.zk.state == CONNECTED:
+            self.membership.alone()
+        else:
+            self._check_provisionally()
+
+    def _check_provisionally(self) -> None:
+        """Check every instance known, publishing none (module docstring)."""
+        membership = self.membership
+        if self.provisional or membership.viewed or not membership.running:
+            return
+        self.provisional = True
+        self._provisional_since = self._reactor.seconds()
+        log.warn(
+            "group membership: ZooKeeper not connected ({why}); checking every"
+            " instance this agent knows ({count}) and publishing none of them"
+            " until the group's membership is known",
+            why=self.publisher.zk.connect_error or "not connected yet",
+            count=len(self.known),
+        )
+        self._move(set(self.known))
+
+    def _move_provisionally(self) -> None:
+        """Check every instance known, and nothing else (a reload's change)."""
+        monitor = self.monitor
+        for name, instance in self.known.items():
+            if name not in monitor.states:
+                monitor.add_instance(instance)
+        gone = [
+            state.name
+            for state in monitor.states.values()
+            if (state.instance.discovered_by or state.name) not in self.known
+        ]
+        for name in gone:
+            monitor.remove_instance(name)
 
     # Roles
 
@@ -307,6 +408,16 @@ class Group:
         changed = self.assignment.update(
             {agent: catalog.names for agent, catalog in view.items()}
         )
+        if self.provisional:
+            # Every instance checked provisionally moves as its role says.
+            self.provisional = False
+            changed |= set(self.known)
+            log.info(
+                "group membership: known after {seconds:.1f} s of checking"
+                " provisionally; the instances this agent does not observe"
+                " are let go",
+                seconds=self._reactor.seconds() - self._provisional_since,
+            )
         absent, absent_before = self.membership.absent, self._absent
         changed |= moved_by(self.assignment.items(), absent ^ absent_before)
         self._absent = absent
@@ -409,6 +520,9 @@ class Group:
         primary checks them still, and nothing this agent checked
         already waits.
         """
+        if self.provisional:
+            self._move_provisionally()
+            return
         monitor = self.monitor
         discovered: dict[str, list[str]] = {}
         for state in monitor.states.values():
@@ -771,7 +885,14 @@ class Group:
                 " left since are not seen, and this agent may assign instances"
                 " unlike the other members"
             )
-        if not self.membership.viewed:
+        if self.provisional:
+            waited = self._reactor.seconds() - self._provisional_since
+            reasons.append(
+                f"group: membership not known yet (ZooKeeper not connected):"
+                f" checking every instance this agent knows ({len(self.known)})"
+                f" for {waited:.0f} s and publishing none of them until it is"
+            )
+        elif not self.membership.viewed:
             reasons.append("group: membership not known yet; observing nothing")
         unlisted = self.membership.unlisted()
         if unlisted is not None:

@@ -119,23 +119,6 @@ class AloneTests(SynchronousTestCase):
             fleet.reader.document(f"{ROOT}/agents/a")["instances"], sorted(NAMES)
         )
 
-    def test_nothing_checked_before_the_first_view(self) -> None:
-        """
-        Until ZooKeeper answers, nothing is checked (a member must not
-        take another's instances on a guess); after the session timeout
-        without an answer, the agent observes everything it knows.
-        """
-        fleet = Fleet()
-        member = fleet.add("a", NAMES)
-        member.publisher.startService()
-        member.monitor.startService()
-        fleet.run(2.0)
-        self.assertEqual(member.watched, set())
-        reason = member.group.unhealthy_reason() or ""
-        self.assertIn("membership not known yet", reason)
-        fleet.run(9.0)
-        self.assertEqual(member.watched, set(NAMES))
-
     def test_long_list_referenced(self) -> None:
         """
         An agent node never lists more than fits: a long list of names is

@@ -705,6 +705,79 @@ class ReloadRefusedTests(TwistdTestCase):
         await agent.stop()
 
 
+class UnreachableZooKeeperTests(TwistdTestCase):
+    """A group member started while its ZooKeeper never answers."""
+
+    async def test_checks_at_once_publishes_on_return(self) -> None:
+        """
+        With ZooKeeper stopped (SIGSTOP: it accepts connections and never
+        answers) when the agent starts, /instances shows the instance up
+        within a few intervals of the agent listening (it checked nothing
+        for the 10 s of the session timeout), /healthz says why nothing is
+        published, and once ZooKeeper answers again the instance's node is
+        written and /healthz is 200.
+        """
+        zookeeper = ZooKeeperServer().start()
+        self.addCleanup(zookeeper.close)
+        server = RedisServer().start()
+        self.addCleanup(server.stop)
+        zookeeper.pause()
+        self.addCleanup(zookeeper.resume)
+        child = self.spawn(
+            "--redis", f"main=127.0.0.1:{server.port}",
+            "--zookeeper", zookeeper.hosts,
+            "--interval", "0.5", "--timeout", "0.25",
+            "--http", HTTP_ANY_PORT,
+        )  # fmt: skip
+        base = await self.http_base(child)
+        listening = reactor.seconds()
+
+        async def status() -> Any:
+            try:
+                body = await self.get_json(f"{base}/instances")
+            except Exception:
+                return None
+            return [i["status"] for i in body["instances"]]
+
+        while await status() != ["up"]:
+            # The old wait for a first view was the session timeout, 10 s.
+            if reactor.seconds() - listening > 6.0:
+                self.fail(f"not up 6 s after listening: {await status()}")
+            await pause(reactor, POLL_STEP)
+        health = await self.get_json(f"{base}/healthz")
+        self.assertIn("ZooKeeper not connected", " ".join(health["reasons"]))
+        self.assertIn("publishing none", " ".join(health["reasons"]))
+        zookeeper.resume()
+        kazoo = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
+        kazoo.start(timeout=10.0)
+        self.addCleanup(kazoo.close)
+        self.addCleanup(kazoo.stop)
+        node = "/sentinel/instances/main"
+        await wait_for(
+            reactor, lambda: kazoo.exists(node) is not None, START_BOUND, "the node"
+        )
+        document = json.loads(kazoo.get(node)[0])
+        self.assertEqual(document["status"], "up")
+
+        async def healthy() -> bool:
+            response = await treq.get(
+                f"{base}/healthz",
+                timeout=HTTP_BOUND,
+                pool=HTTPConnectionPool(reactor, persistent=False),
+            )
+            await response.content()
+            return bool(response.code == 200)
+
+        started = reactor.seconds()
+        while not await healthy():
+            if reactor.seconds() - started > 10.0:
+                self.fail(f"/healthz: {await self.get_json(f'{base}/healthz')}")
+            await pause(reactor, POLL_STEP)
+        child.send_signal(signal.SIGTERM)
+        await wait_for(reactor, lambda: child.poll() is not None, 5.0, "exit")
+        self.assertNotIn("Traceback", self.log_path.read_text())
+
+
 class HungMountTests(TwistdTestCase):
     """A password file on a mount that never answers (a real FUSE mount)."""
 
