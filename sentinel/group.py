@@ -116,9 +116,9 @@ class Group:
         first_view_wait: float | None = None,
     ) -> None:
         """
-        @param first_view_wait: seconds to wait for ZooKeeper's first
-            answer before observing everything known, alone (default: the
-            session timeout).
+        @param first_view_wait: seconds to wait, ZooKeeper connected, for
+            the first view before observing everything known, alone
+            (default: the session timeout).
         """
         self._reactor = reactor
         self.publisher = publisher
@@ -887,8 +887,13 @@ class Group:
             )
         if self.provisional:
             waited = self._reactor.seconds() - self._provisional_since
+            why = (
+                "its first view to come"
+                if self.publisher.zk.state == CONNECTED
+                else "ZooKeeper not connected"
+            )
             reasons.append(
-                f"group: membership not known yet (ZooKeeper not connected):"
+                f"group: membership not known yet ({why}):"
                 f" checking every instance this agent knows ({len(self.known)})"
                 f" for {waited:.0f} s and publishing none of them until it is"
             )
