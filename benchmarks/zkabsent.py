@@ -145,6 +145,24 @@ def run_absent(
     return rows
 
 
+def start_group(
+    args: argparse.Namespace,
+    started: ExitStack,
+    workdir: Path,
+    checkout: Path,
+    instances: list[Instance],
+    hosts: str,
+) -> list[Agent]:
+    """``--agents`` agents knowing `instances`, started at once."""
+    agents = []
+    for a in range(args.agents):
+        config = agent_config(instances, zookeeper=hosts, agent_id=f"g{a}")
+        agent = Agent(workdir, config, label=f"g{a}", pythonpath=checkout)
+        started.callback(agent.stop)
+        agents.append(agent)
+    return agents
+
+
 def run_group(
     args: argparse.Namespace, label: str, checkout: Path, number: int
 ) -> list[tuple[str, str]]:
@@ -154,14 +172,9 @@ def run_group(
         server = start_redis_servers(1, started)[0]
         instances = [Instance(f"r{i:03d}", server.port) for i in range(args.instances)]
         load = load_average()
-        agents = []
-        for a in range(args.agents):
-            config = agent_config(
-                instances, zookeeper=zookeeper.hosts, agent_id=f"g{a}"
-            )
-            agent = Agent(Path(tmp), config, label=f"g{a}", pythonpath=checkout)
-            started.callback(agent.stop)
-            agents.append(agent)
+        agents = start_group(
+            args, started, Path(tmp), checkout, instances, zookeeper.hosts
+        )
         opened: list[set[int]] = [set() for _ in agents]
         writers = Writers(client)
         t0 = time.monotonic()
@@ -197,14 +210,9 @@ def run_return(
         zookeeper.pause()
         started.callback(zookeeper.resume)
         load = load_average()
-        agents = []
-        for a in range(args.agents):
-            config = agent_config(
-                instances, zookeeper=zookeeper.hosts, agent_id=f"g{a}"
-            )
-            agent = Agent(Path(tmp), config, label=f"g{a}", pythonpath=checkout)
-            started.callback(agent.stop)
-            agents.append(agent)
+        agents = start_group(
+            args, started, Path(tmp), checkout, instances, zookeeper.hosts
+        )
         held = [0] * len(agents)
         t0 = time.monotonic()
         while time.monotonic() - t0 < args.outage:
