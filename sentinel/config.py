@@ -271,10 +271,13 @@ def _config(
 ) -> Config:
     interval = _take(settings, "interval")
     timeout = _take(settings, "timeout")
+    if "timeout" not in settings:
+        # The default must obey its own rule: `--interval 0.1` alone is a
+        # valid request for faster checks, each then allowed the interval.
+        timeout = min(timeout, interval)
     if timeout > interval:
-        timeout_label = _label(settings, "timeout", "timeout (the default)")
         raise error(
-            f"{timeout_label}: {timeout!r} is greater than "
+            f"{_label(settings, 'timeout', 'timeout')}: {timeout!r} is greater than "
             f"{_label(settings, 'interval', 'interval')} {interval!r}"
         )
     agent_id = _take(settings, "agent_id")

@@ -94,6 +94,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a check may take, connect included; at most the interval.",
         TIMEOUTS,
         default=0.5,
+        default_help="0.5, or the interval if shorter",
         option="--timeout",
         parse_option=checks.option_number,
     ),

@@ -452,10 +452,21 @@ class NumberTests(ConfigTestCase):
         """A timeout equal to the interval is allowed."""
         self.assertEqual(self.load("interval = 0.5\ntimeout = 0.5\n").timeout, 0.5)
 
-    def test_default_timeout_greater_than_interval(self) -> None:
-        """A short interval with the default timeout says the timeout is default."""
+    def test_default_timeout_shortened_to_interval(self) -> None:
+        """
+        An interval shorter than the default timeout, the timeout not
+        given, is valid: each check is then allowed the interval, from the
+        command line or the file.
+        """
+        self.assertEqual(self.load(overrides={"interval": 0.2}).timeout, 0.2)
+        self.assertEqual(self.load("interval = 0.1\n").timeout, 0.1)
+        self.assertEqual(self.load("interval = 0.7\n").timeout, 0.5)
+
+    def test_given_timeout_greater_than_short_interval(self) -> None:
+        """A timeout given above a short interval is still refused."""
         self.assertConfigError(
-            "timeout (the default): 0.5 is greater than --interval 0.2",
+            "timeout: 0.5 is greater than --interval 0.2",
+            "timeout = 0.5\n",
             overrides={"interval": 0.2},
         )
 

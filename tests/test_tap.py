@@ -203,6 +203,14 @@ class ExitTests(SynchronousTestCase):
             "1",
         )
 
+    def test_short_interval_alone(self) -> None:
+        """
+        ``--interval 0.1`` without ``--timeout`` starts, each check allowed
+        the interval: the default timeout (0.5) never makes it invalid.
+        """
+        options = parse("--redis", "127.0.0.1:6379", "--interval", "0.1")
+        self.assertEqual((options.config.interval, options.config.timeout), (0.1, 0.1))
+
     def test_bad_redis(self) -> None:
         """A bad --redis address is named."""
         self.assertExits(
