@@ -211,6 +211,7 @@ from sentinel.pipelines import CheckReplies, InfoReply, Pipelines
 from sentinel.protocol import (
     CLOSED,
     INFO_REPLICATION,
+    RESET,
     BadInfo,
     ConnectAttempt,
     ConnectionFactory,
@@ -410,7 +411,7 @@ def _role_unknown(observation: Observation | None) -> Observation | None:
 def _closed(reply: object) -> bool:
     # The connection closed, the server saying nothing (a TLS alert says
     # why: that is an answer).
-    return isinstance(reply, ConnectionLost) and str(reply) == CLOSED
+    return isinstance(reply, ConnectionLost) and str(reply) in (CLOSED, RESET)
 
 
 class _ConnectFailed(Exception):

@@ -51,6 +51,7 @@ from typing import Any, Protocol
 
 import attr
 import txredisapi
+from twisted.internet import error as neterror
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IHandshakeListener
@@ -126,6 +127,17 @@ ResponseError: type[Exception] = txredisapi.ResponseError
 # text is `CLOSED`, or what a TLS alert said.
 ConnectionLost: type[Exception] = txredisapi.ConnectionError
 CLOSED = "connection lost"
+# ... when a socket error lost it (ECONNRESET above all; Twisted keeps no
+# errno), not the server's orderly close nor the agent's own abort.
+RESET = "connection reset"
+
+
+def lost_text(why: Failure) -> str:
+    """
+    What each waiting command is told of a connection lost with `why`:
+    `RESET` for a socket error, else `CLOSED`.
+    """
+    return RESET if type(why.value) is neterror.ConnectionLost else CLOSED
 
 
 # What Redis writes as it turns a new connection away, before it closes
@@ -938,7 +950,7 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         self.factory.on_lost(self)
         # A server that refuses our client certificate says so in an alert
         # after the handshake (TLS 1.3): what waits fails with its reason.
-        error = describe_tls_loss(why) or CLOSED
+        error = describe_tls_loss(why) or lost_text(why)
         while self.replyQueue.waiting:
             self.replyReceived(ConnectionLost(error))
         super().connectionLost(why)

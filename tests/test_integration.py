@@ -111,7 +111,8 @@ class DetectionTests(AgentTestCase):
         server.kill()
         await self.wait_status(monitor, "r", "down", INTERVAL * FALL + TIMEOUT + SLACK)
         self.assertIn(
-            monitor.states["r"].health.error, ("connection lost", "connection refused")
+            monitor.states["r"].health.error,
+            ("connection lost", "connection reset", "connection refused"),
         )
 
     async def test_restarted_server_comes_back(self) -> None:

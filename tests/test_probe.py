@@ -23,7 +23,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import (
     ConnectingCancelledError,
+    ConnectionAborted,
     ConnectionDone,
+    ConnectionLost,
     ConnectionRefusedError,
     DNSLookupError,
 )
@@ -304,6 +306,24 @@ class ReplyTests(SynchronousTestCase):
         assert observation is not None
         self.assertEqual(observation.error, "connection lost")
         self.assertFalse(h.probe.connected)
+
+    def test_reset_and_close_said_apart(self) -> None:
+        """
+        A connection lost to a socket error (a reset) while PING waits says
+        ``connection reset``; one the server closed in order, or the agent
+        itself aborted, says ``connection lost``.
+        """
+        for why, error in (
+            (ConnectionLost(), "connection reset"),
+            (ConnectionDone(), "connection lost"),
+            (ConnectionAborted(), "connection lost"),
+        ):
+            h = self.connected()
+            d = h.check()
+            h.protocol.connectionLost(Failure(why))
+            observation = self.successResultOf(d)
+            assert observation is not None
+            self.assertEqual((observation.ok, observation.error), (False, error))
 
     def test_info_replication(self) -> None:
         """
