@@ -657,17 +657,20 @@ class EnsembleMember(ZooKeeperServer):
 
     name = "zookeeper-member"
 
-    def __init__(self, myid: int, servers: str, env: Mapping[str, str] | None) -> None:
+    def __init__(self, myid: int, env: Mapping[str, str] | None) -> None:
         super().__init__()
         self.myid = myid
-        self._servers = servers
         self.env = env
+        # Its quorum and election ports, and every member's ``server.N``
+        # line: the ensemble chooses them all (`ZooKeeperEnsemble`).
+        self.peer_ports = (0, 0)
+        self.servers = ""
 
     _main = QUORUM_PEER_MAIN
 
     def _more_config(self) -> str:
         (self.data / "myid").write_text(f"{self.myid}\n")
-        return f"initLimit=10\nsyncLimit=5\n{self._servers}"
+        return f"initLimit=10\nsyncLimit=5\n{self.servers}"
 
     def _environment(self) -> Mapping[str, str] | None:
         return None if self.env is None else {**os.environ, **self.env}
@@ -697,13 +700,25 @@ class ZooKeeperEnsemble:
     def __init__(
         self, size: int = 3, clocks: Mapping[int, Mapping[str, str]] | None = None
     ) -> None:
-        lines = "".join(
-            f"server.{n}={LOOPBACK}:{free_port()}:{free_port()}\n"
-            for n in range(1, size + 1)
-        )
         self.members = [
-            EnsembleMember(n, lines, (clocks or {}).get(n)) for n in range(1, size + 1)
+            EnsembleMember(n, (clocks or {}).get(n)) for n in range(1, size + 1)
         ]
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        """
+        Give every member a client port and peer ports (quorum, election),
+        each found free now, and the ``server.N`` lines that list them all.
+        """
+        for member in self.members:
+            member.port = free_port()
+            member.peer_ports = (free_port(), free_port())
+        lines = "".join(
+            f"server.{m.myid}={LOOPBACK}:{m.peer_ports[0]}:{m.peer_ports[1]}\n"
+            for m in self.members
+        )
+        for member in self.members:
+            member.servers = lines
 
     @property
     def hosts(self) -> str:
@@ -718,18 +733,38 @@ class ZooKeeperEnsemble:
         `leading`, the highest id, it is started first with the lowest id
         alone, and leads the quorum they make (same data: the higher id is
         elected); the others join it.
+
+        Its 3 × `size` ports were found free, and anyone's until its JVM
+        binds each: a start that fails because one was taken meanwhile
+        (a member exits, its log saying "Address already in use") is
+        started again, every member on new ports (each lists all the
+        others'), `PORT_TRIES` in all.
         """
+        for tries_left in range(PORT_TRIES - 1, -1, -1):
+            try:
+                self._start_once(timeout, leading)
+            except RuntimeError as e:
+                # Read before `close` removes the logs.
+                taken = any(member._taken(e, 0) for member in self.members)
+                self.close()
+                if not (tries_left and taken):
+                    raise
+                self._choose_ports()
+            except BaseException:
+                self.close()
+                raise
+            else:
+                return self
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_once(self, timeout: float, leading: EnsembleMember | None) -> None:
+        """Start every member (`leading` first, see `start`) on its ports."""
         first = [] if leading is None else [self.members[0], leading]
-        try:
-            for group in (first, [m for m in self.members if m not in first]):
-                for member in group:
-                    member.spawn()
-                for member in group:
-                    member.wait_serving(timeout)
-        except BaseException:
-            self.close()
-            raise
-        return self
+        for group in (first, [m for m in self.members if m not in first]):
+            for member in group:
+                member.spawn()
+            for member in group:
+                member.wait_serving(timeout)
 
     def leader(self) -> EnsembleMember | None:
         """The member that says it leads, if one does."""

@@ -33,6 +33,7 @@ from tests.servers import (
     LOOPBACK,
     ChildProcess,
     RedisServer,
+    ZooKeeperEnsemble,
     ZooKeeperServer,
     free_port,
     listen_garbage,
@@ -127,6 +128,23 @@ class PortTakenTests(TestCase):
         server.start()
         self.assertNotEqual(server.port, taken)
         self.assertEqual(server.four_letter_word("ruok"), b"imok")
+
+    def test_ensemble_tries_other_ports(self) -> None:
+        """
+        A ZooKeeper ensemble one of whose election ports, found free, is
+        taken before its member binds it (that member exits): the whole
+        ensemble starts again on other ports, and every member serves.
+        """
+        ensemble = ZooKeeperEnsemble()
+        self.addCleanup(ensemble.close)
+        taken = ensemble.members[0].peer_ports[1]
+        with socket.socket() as squatter:
+            squatter.bind((LOOPBACK, taken))
+            squatter.listen()
+            ensemble.start()
+        self.assertNotIn(f":{taken}\n", ensemble.members[0].servers)
+        for member in ensemble.members:
+            self.assertIn(member.mode, ("leader", "follower"), member.myid)
 
 
 # A process one of whose threads waits in a file system call (argv[1] is a
