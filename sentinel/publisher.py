@@ -368,14 +368,20 @@ class ZooKeeperPublisher(Service):
 
     def _backs(self, name: str) -> bool:
         """
-        Whether this process's last check of instance `name` backs its node:
-        ZooKeeper holds what it found (the node, if ours, waits for no
-        write) and it is no failure of an instance published up.
+        Whether this process's last check of instance `name` backs its
+        nodes: ZooKeeper holds what it found (its instance node, if ours,
+        and in a group its opinion, wait for no write) and it contradicts
+        no published status (`sentinel.unbacked`). An observer writes no
+        instance node: asked alone, it carried a check whose opinion was
+        not written, which the file's ``checked_at`` did not count.
         """
         if name in self._unbacked:
             return False
-        node = self._nodes.instances.get(name)
-        return node is None or not (node.dirty or node.writing)
+        nodes = self._nodes
+        for node in (nodes.instances.get(name), nodes.opinions.get(name)):
+            if node is not None and (node.dirty or node.writing):
+                return False
+        return True
 
     def _publish(self, state: InstanceState, transition: Transition | None) -> None:
         roles = self._roles

@@ -4871,6 +4871,72 @@ def primary_of_a() -> str:
     return next(n for n in NAMES if assignment.observers(n)[0] == "a")
 
 
+class CarriedOpinionTests(SynchronousTestCase):
+    """
+    Two agents, two replicas: a, restarted with a state_dir, stops before
+    its first round is done; the file names what it checked
+    (`sentinel.coverage`).
+    """
+
+    def test_opinion_not_written_is_not_carried(self) -> None:
+        """
+        An instance a observes but b is the primary of, whose check changed
+        a's opinion while ZooKeeper had not acknowledged that opinion's
+        write, is not named in the file: ZooKeeper does not hold what the
+        check found, as the file's ``checked_at`` already counts (every
+        unwritten node holds it back). Before, only the instance node was
+        asked, which an observer does not write: the next process counted
+        the check, and could end its round with the old opinion standing.
+        """
+        fleet = Fleet()
+        handoff = handoffs(fleet, os.path.abspath(self.mktemp()))
+        assignment = Assignment(2)
+        assignment.update({agent: frozenset(NAMES) for agent in "ab"})
+        assignment.set_known(NAMES)
+        name = next(n for n in NAMES if assignment.observers(n)[0] == "b")
+        unchanged = next(
+            n for n in NAMES if n != name and assignment.observers(n)[0] == "b"
+        )
+        a = fleet.add("a", NAMES, replicas=2, handoff=handoff()).start()
+        fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(3.0)
+        stopped = a.stop()
+        fleet.run(STOP_DELETE_TIMEOUT)
+        self.successResultOf(stopped)
+        fleet.server.drop(a.zk)
+        fleet.run(1.0)
+        again = fleet.add("a", NAMES, replicas=2, handoff=handoff())
+        # One instance never checked: the first round never ends.
+        again_handoff = again.publisher.handoff
+        assert again_handoff is not None
+        self.patch(again_handoff, "observed", lambda: {*NAMES, "never-checked"})
+        again.start()
+        fleet.run(SETTLE * 2)
+        self.assertTrue(again_handoff.reattached)
+        # Only the opinion's writes go unanswered.
+        held: list[Callable[[], object]] = []
+        set_data = again.zk.set
+
+        def slow(path: str, *args: Any, **kw: Any) -> Deferred[Any]:
+            if path != f"{ROOT}/opinions/{name}/a":
+                return set_data(path, *args, **kw)
+            answer: Deferred[Any] = Deferred()
+            held.append(lambda: set_data(path, *args, **kw).chainDeferred(answer))
+            return answer
+
+        again.zk.set = slow  # type: ignore[method-assign]
+        again.see(name, DOWN)
+        fleet.run(2.0)
+        self.assertTrue(held)
+        self.successResultOf(again_handoff.save_checks())
+        with open(again_handoff.state_file.path) as f:
+            covered = json.load(f)["covered"].split("/")
+        self.assertIn(unchanged, covered)
+        self.assertNotIn(name, covered)
+        for answer in held:
+            answer()
+
+
 class NonVotingObserverTests(SynchronousTestCase):
     """Members that disagree on replicas: one of them writes no opinions."""
 
