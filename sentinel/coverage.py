@@ -18,17 +18,21 @@ between them rather than its first slices each.
 
 It stays exact: an instance counts only for a check made after the file's
 ``checked_at`` (a file whose ``checked_at`` is unknown or in the future
-carries nothing), whose result ZooKeeper holds (its node is not waiting for
-a write) and which is evidence (not a failure of an instance published up,
-`sentinel.unbacked`). A crash loop whose processes check nothing, or only
-some instances each, all the same ones, is closed as stale as before.
+carries nothing), whose result ZooKeeper holds (its nodes, instance and
+opinion, are not waiting for a write) and which is evidence (it does not
+contradict the published status, `sentinel.unbacked`). A crash loop whose
+processes check nothing, or only some instances each, all the same ones,
+is closed as stale as before.
 
-One ``/``-separated string (instance names are znode names, without ``/``):
-19,000 names of 20 characters are about 400 KB, encoded in under a
-millisecond, and written only during a first round, at most every quarter
-of the session timeout and at the stop. A value not understood (not a
-string, more than `MAX_COVERED` names) carries nothing; a name the process
-does not observe counts for nothing.
+One ``/``-separated string (instance names are znode names, without ``/``),
+in order (the same names, the same file): 19,000 names of 20 characters
+are about 400 KB. A write of it during a first round (at most every
+quarter of the session timeout, and at the stop) costs the reactor about
+11 ms at 19,000 names (the best of 20 at load 17--24 on 2 cores: 5 ms
+the sort, 0.5 ms the join, 1 ms the JSON, 5 ms the filter of
+`FirstRound.held`). A value not understood (not a string, more than
+`MAX_COVERED` names) carries nothing; a name the process does not observe
+counts for nothing.
 """
 
 from __future__ import annotations

@@ -246,9 +246,9 @@ class SessionHandoff:
         # was checked once (`_round_done`).
         self.observed: Callable[[], Collection[str]] | None = None
         self._first_round: FirstRound | None = None
-        # Whether this process's check of an instance backs its node
-        # (ZooKeeper holds what it found, and it is no failure of an
-        # instance published up): only such checks are carried.
+        # Whether this process's check of an instance backs its nodes
+        # (ZooKeeper holds what it found, and it does not contradict the
+        # published status): only such checks are carried.
         self.backs: Callable[[str], bool] | None = None
         # Waiting for the file to say this process's checks
         # (`first_round_written`).
