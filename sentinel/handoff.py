@@ -277,6 +277,8 @@ class SessionHandoff:
         self._claimed = False
         # One write at a time: its waiters, and those of the next one.
         self._writing = False
+        # Whether the write in flight only refreshes this process's own file.
+        self._refreshing = False
         self._dirty = False
         self._waiting: list[Deferred[bool]] = []
         # Whether the next write is the last one again, its waiters with
@@ -827,6 +829,17 @@ class SessionHandoff:
             return f"the state file does not hold session {session[0]:#x} yet"
         return None
 
+    @property
+    def only_refreshing(self) -> bool:
+        """
+        Whether the writes of the state file in flight or queued only
+        refresh this process's own file (its ``checked_at`` and
+        ``covered``): landed or not, the file holds the session (writes
+        are atomic, and a refresh replaces only this process's file), so
+        a stop that hands the session on need not wait for them.
+        """
+        return self._writing and self._refreshing and not self._rewrite
+
     def wait_written(self) -> Deferred[bool]:
         """
         Fires once no write of the state file is in flight or queued, with
@@ -888,6 +901,7 @@ class SessionHandoff:
         # A refresh replaces only this process's own file: a newer process
         # that claimed the session meanwhile must not lose its claim.
         holder = None if self._rewrite or self._recorded != session else self.owner
+        self._refreshing = holder is not None
         self._rewrite = False
         waiters, self._waiting = self._waiting, []
         if session is None:

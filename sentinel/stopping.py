@@ -6,7 +6,9 @@ that SIGTERM ends the process within 5 s even with ZooKeeper unreachable
 - with a state_dir (`sentinel.handoff`), the session is left open for the
   next process, nodes and all, once the writes in flight and the state
   file's last write are done and the file read again
-  (`STOP_DELETE_TIMEOUT` at most), if the file then holds the session; if
+  (`STOP_DELETE_TIMEOUT` at most; the stop's own write of its last checks,
+  a refresh of a file that holds the session already, is not waited
+  for past that), if the file then holds the session; if
   it does not (its write failed: a disk full, say; or another agent
   sharing the state_dir overwrote it), the next process could not
   reattach and the nodes would stay stale until the session expired, so
@@ -700,7 +702,10 @@ class Stopping:
 
         def written(_: object) -> Deferred[None]:
             why = handoff.blocked
-            if why is None and not handoff.writing:
+            # The stop's own write of its last checks, slow (a loaded disk
+            # syncs the file and its directory), still leaves the file
+            # holding the session: waited for, it deleted every node.
+            if why is None and (not handoff.writing or handoff.only_refreshing):
                 self._left_open(handoff)
                 return succeed(None)
             self._not_handed_over(why or "the state file's write did not end in time")

@@ -23,7 +23,7 @@ from sentinel.roundstop import (
 )
 from sentinel.session import decode_state, encode_state, state_path
 from sentinel.stopping import STOP_DELETE_TIMEOUT
-from tests.test_handoff import PURPOSE, HandoffTestCase, Process
+from tests.test_handoff import DISCOVERY, PURPOSE, HandoffTestCase, Process
 from tests.test_publisher import DOWN, UP, path
 
 # When the round's slices reach each instance.
@@ -420,3 +420,49 @@ class CarryTests(HandoffTestCase):
         process.stop()
         self.assertEqual(self.stored()["checked_at"], checked)
         self.assertIn(("leave_open", ""), process.zk.history)
+
+    def test_stop_hands_over_while_its_last_write_is_slow(self) -> None:
+        """
+        A stop whose write of its last checks has not ended by the hand-over's
+        bound (a slow disk: the write syncs the file and its directory)
+        still leaves the session open, nodes and all: the file as last
+        written holds the session, and that write, atomic and of this
+        process's own file, can only replace it with a newer one. Before,
+        the stop took it for a write the handoff waited on, and deleted
+        every node and closed the session instead.
+        """
+        process = self.process()
+        process.start()
+        for name in self.instances:
+            process.check(name, UP)
+        self.clock.advance(1.0)
+        process.check("a", UP)
+        process.worker.held = []
+        stopped = process.publisher.stopService()
+        self.clock.advance(STOP_DELETE_TIMEOUT)
+        self.successResultOf(stopped)
+        self.assertIn(("leave_open", ""), process.zk.history)
+        for name in self.instances:
+            self.assertIn(path(name), self.server.nodes)
+        process.worker.release()
+
+    def test_stop_waits_for_a_rewrite_in_flight(self) -> None:
+        """
+        A write in flight that is more than a refresh (a discovery parent
+        recorded) and has not ended by the hand-over's bound still makes
+        the stop deregister: the file may not say yet where the session
+        holds members.
+        """
+        process = self.process()
+        process.start()
+        for name in self.instances:
+            process.check(name, UP)
+        process.worker.held = []
+        process.handoff.record_parent(f"{DISCOVERY}/elsewhere")
+        stopped = process.publisher.stopService()
+        self.clock.advance(STOP_DELETE_TIMEOUT)
+        self.clock.advance(STOP_DELETE_TIMEOUT)
+        self.successResultOf(stopped)
+        self.assertNotIn(("leave_open", ""), process.zk.history)
+        self.assertNotIn(path("a"), self.server.nodes)
+        process.worker.release()
