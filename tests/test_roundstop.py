@@ -402,12 +402,10 @@ class CarryTests(HandoffTestCase):
         self.assertEqual(self.stored()["session_timeout"], 6.0)
         self.assertEqual(self.stored()["covered"], carried)
 
-    def test_stop_writes_the_last_checks(self) -> None:
+    def checked_again(self) -> Process:
         """
-        A stop that hands the session on writes the file with its last
-        checks, once their node writes ended: between two refreshes the
-        file lagged them by up to a quarter of the session timeout, which
-        the next start's crash-loop rule counted against the session.
+        A process on a session of its own that checked every instance,
+        then ``a`` again a second later, after the file's last write.
         """
         process = self.process()
         process.start()
@@ -415,6 +413,16 @@ class CarryTests(HandoffTestCase):
             process.check(name, UP)
         self.clock.advance(1.0)
         process.check("a", UP)
+        return process
+
+    def test_stop_writes_the_last_checks(self) -> None:
+        """
+        A stop that hands the session on writes the file with its last
+        checks, once their node writes ended: between two refreshes the
+        file lagged them by up to a quarter of the session timeout, which
+        the next start's crash-loop rule counted against the session.
+        """
+        process = self.checked_again()
         checked = self.clock.seconds()
         self.assertLess(self.stored()["checked_at"], checked)
         process.stop()
@@ -431,12 +439,7 @@ class CarryTests(HandoffTestCase):
         the stop took it for a write the handoff waited on, and deleted
         every node and closed the session instead.
         """
-        process = self.process()
-        process.start()
-        for name in self.instances:
-            process.check(name, UP)
-        self.clock.advance(1.0)
-        process.check("a", UP)
+        process = self.checked_again()
         process.worker.held = []
         stopped = process.publisher.stopService()
         self.clock.advance(STOP_DELETE_TIMEOUT)
@@ -453,10 +456,7 @@ class CarryTests(HandoffTestCase):
         the stop deregister: the file may not say yet where the session
         holds members.
         """
-        process = self.process()
-        process.start()
-        for name in self.instances:
-            process.check(name, UP)
+        process = self.checked_again()
         process.worker.held = []
         process.handoff.record_parent(f"{DISCOVERY}/elsewhere")
         stopped = process.publisher.stopService()
