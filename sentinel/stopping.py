@@ -691,11 +691,14 @@ class Stopping:
         # ``checked_at`` lags them by up to a quarter of the session
         # timeout, and before the first round is done it names what was
         # checked, which the next process's round counts.
-        ended: Deferred[Any] = self._queue.ended()
-        ended.addTimeout(STOP_DELETE_TIMEOUT / 2, self._reactor)
-        ended.addBoth(lambda _: handoff.save_checks())
+        # The session is left only once the node writes ended too (the
+        # whole bound at most): the file's write, soon over, ended the wait
+        # while the last status changes were still on their way.
+        saved: Deferred[Any] = self._queue.ended()
+        saved.addTimeout(STOP_DELETE_TIMEOUT / 2, self._reactor)
+        saved.addBoth(lambda _: handoff.save_checks())
         d: Deferred[Any] = DeferredList(
-            [ended, handoff.wait_written(), handoff.verify()],
+            [self._queue.ended(), saved, handoff.wait_written(), handoff.verify()],
             consumeErrors=True,
         )
         d.addTimeout(STOP_DELETE_TIMEOUT, self._reactor)

@@ -466,3 +466,25 @@ class CarryTests(HandoffTestCase):
         self.assertNotIn(("leave_open", ""), process.zk.history)
         self.assertNotIn(path("a"), self.server.nodes)
         process.worker.release()
+
+    def test_stop_waits_for_the_node_writes(self) -> None:
+        """
+        A stop that hands the session on leaves it only once the node
+        writes in flight have ended (`STOP_DELETE_TIMEOUT` at most), as
+        the stop's module says: the last status changes reach ZooKeeper
+        first. Since the stop wrote the file with its last checks once
+        those writes ended or half that bound passed, it waited no longer
+        than that file's write: a write answered 0.7 s into the stop was
+        cut off by the session left.
+        """
+        process = self.checked_again()
+        process.zk.hold_answers("set")
+        process.check("b", DOWN)
+        stopped = process.publisher.stopService()
+        self.clock.advance(0.7)
+        self.assertNoResult(stopped)
+        process.zk.release("set")
+        self.clock.advance(0.05)
+        self.successResultOf(stopped)
+        self.assertIn(("leave_open", ""), process.zk.history)
+        self.assertEqual(process.zk.document(path("b"))["status"], "down")
