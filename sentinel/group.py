@@ -148,6 +148,8 @@ class Group:
         # none, until the first view (module docstring).
         self.provisional = False
         self._provisional_since = 0.0
+        # The instances checked provisionally, while the first view applies.
+        self._unpublished: set[str] = set()
         # Until when (our clock) another member may take a node over that
         # this agent still holds as primary: a while after each change of
         # the membership, seen or applied (`_contested`).
@@ -409,8 +411,10 @@ class Group:
             {agent: catalog.names for agent, catalog in view.items()}
         )
         if self.provisional:
-            # Every instance checked provisionally moves as its role says.
+            # Every instance checked provisionally moves as its role says;
+            # those let go were never published here (`_stop_watching`).
             self.provisional = False
+            self._unpublished = set(self.monitor.states)
             changed |= set(self.known)
             log.info(
                 "group membership: known after {seconds:.1f} s of checking"
@@ -436,6 +440,7 @@ class Group:
         # A node kept for its next primary goes once no other member knows
         # its instance (each had it removed from its config, say).
         self._move(changed | self.publishing.kept)
+        self._unpublished = set()
         self._members = frozenset(view)
         if self._reloading is None:
             self._log_view(view, before, changed)
@@ -559,11 +564,24 @@ class Group:
                 self._taking.add(name)
             observed = self.agent_id in observers or self.publishing.keeping(name)
             if watched and not observed:
-                monitor.remove_instance(name)
+                self._stop_watching(name)
                 for replica in discovered.get(name, ()):
-                    monitor.remove_instance(replica)
+                    self._stop_watching(replica)
             if observed != watched:
                 self.moved += 1
+
+    def _stop_watching(self, name: str) -> None:
+        """
+        Check `name` no more. One checked only provisionally was never
+        published by this process: its node, if its previous process left
+        one on the session inherited, waits for its primary's takeover, as
+        on a start that never checked it (`ZooKeeperPublisher.let_go`).
+        """
+        if name in self._unpublished:
+            self.monitor.let_go(name)
+            self.publisher.let_go(name)
+        else:
+            self.monitor.remove_instance(name)
 
     def _takeovers_pending(self) -> bool:
         """Whether a takeover a change of the view started is not done."""

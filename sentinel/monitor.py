@@ -327,6 +327,20 @@ class Monitor(Service):
         """
         self._discard(name)
         self._publisher.remove(name)
+        self._tell_removed(name)
+
+    def let_go(self, name: str) -> None:
+        """
+        Stop watching an instance this process never published (a group
+        member's, checked provisionally before its first view): as
+        `remove_instance`, but the publisher is not told to unpublish it,
+        for its node, if any, is not this process's to delete (the caller
+        tells the publisher what it must forget).
+        """
+        self._discard(name)
+        self._tell_removed(name)
+
+    def _tell_removed(self, name: str) -> None:
         for listener in self._removal_listeners:
             try:
                 listener(name)

@@ -495,6 +495,20 @@ class ZooKeeperPublisher(Service):
         self._members.remove(name)
         self._roles.unfollow(name)
 
+    def let_go(self, name: str) -> None:
+        """
+        An instance checked here but never published by this process (a
+        group member's, checked provisionally before the first view, and
+        observed by others in it) is checked no more: what its checks noted
+        goes, and the node and discovery member its previous process may
+        have left on an inherited session stay, for the instance's primary
+        to take over, as those of an instance this process never checked
+        do. `remove` would delete them (missing until that primary made
+        them again) and ask ZooKeeper about every other one.
+        """
+        self._unbacked.forget(name)
+        self._roles.unfollow(name)
+
     def agent_node_changed(self) -> None:
         """
         What the agent node says may have changed (a reload applied, its

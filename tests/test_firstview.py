@@ -8,12 +8,16 @@ with ZooKeeper connected it waits for the view, as before.
 
 from __future__ import annotations
 
+import os
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.group import CONNECT_WAIT, PRIMARY
 from sentinel.health import UP
 from sentinel.membership import SETTLE
+from sentinel.stopping import STOP_DELETE_TIMEOUT
 from tests.groupfakes import INTERVAL, ROOT, Fleet, Member
+from tests.test_group import handoffs
 
 NAMES = [f"r{i:02d}" for i in range(30)]
 # The default wait for a first view once connected: the session timeout.
@@ -186,3 +190,51 @@ class ReachableAtStartTests(SynchronousTestCase):
         fleet.run(SETTLE + 3 * INTERVAL)
         mine = {n for n in NAMES if member.group.role(n) is not None}
         self.assertEqual(set(member.probes), mine)
+
+
+class InheritedSessionTests(SynchronousTestCase):
+    """
+    A restart with a state_dir while ZooKeeper is unreachable: the new
+    process checks provisionally, then reattaches to the session its
+    previous process left, whose nodes are its own.
+    """
+
+    def test_first_view_leaves_inherited_nodes_for_their_primary(self) -> None:
+        """
+        The instances let go when the first view comes were never published
+        by this process: the nodes its previous process left of those now
+        another member's (b joined meanwhile) stay for that member's
+        takeover, as on a start that observed none of them. Before, each
+        went through the publisher's removal: the inherited node was
+        deleted, missing (read every 50 ms here) until b made it again.
+        """
+        fleet = Fleet()
+        handoff = handoffs(fleet, os.path.abspath(self.mktemp()))
+        a = fleet.add("a", NAMES, handoff=handoff()).start()
+        fleet.run(SETTLE + 2 * INTERVAL)
+        session = a.zk.session_id
+        self.assertTrue(all(fleet.owner_of(n) == session for n in NAMES))
+        stopped = a.stop()
+        fleet.run(STOP_DELETE_TIMEOUT)
+        self.successResultOf(stopped)
+        fleet.server.drop(a.zk)
+        again = started_unreachable(fleet.add("a", NAMES, handoff=handoff()))
+        fleet.run(CHECKED_BY + INTERVAL)
+        self.assertEqual(again.watched, set(NAMES))
+        b = fleet.add("b", NAMES).start()
+        again.zk.connect()
+        self.assertEqual(again.zk.session_id, session)
+        missing: set[str] = set()
+        for _ in range(int((SETTLE + 4 * INTERVAL) / 0.05)):
+            fleet.run(0.05)
+            missing.update(n for n in NAMES if fleet.node(n) is None)
+        theirs = {n for n in NAMES if b.group.role(n) == PRIMARY}
+        self.assertTrue(theirs)
+        self.assertEqual(again.watched, set(NAMES) - theirs)
+        self.assertEqual(missing, set())
+        deleted = sum(
+            again.zk.calls_by_path["delete", f"{ROOT}/instances/{name}"]
+            for name in theirs
+        )
+        self.assertEqual(deleted, 0)
+        self.assertTrue(all(fleet.owner_of(n) == b.zk.session_id for n in theirs))
