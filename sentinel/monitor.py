@@ -471,8 +471,10 @@ class Monitor(Service):
         The wall clock stepped by `step` seconds, and no check was missed
         for it (`sentinel.clocksteps`): each history's deadline moves with
         it, so that none is stale for a step alone, and so does since when
-        each was watched, so that none is unjudged for a step alone.
+        each was watched, so that none is unjudged for a step alone; so do
+        the agent's own stalls, so that a step is none.
         """
+        self.own_stalls.clock_stepped(step)
         for state in self.states.values():
             state.health.clock_stepped(step)
             state.watched_since += step

@@ -51,6 +51,21 @@ class OwnStalls:
         """The loop starts again: the time it was stopped was no stall."""
         self._last = None
 
+    def clock_stepped(self, step: float) -> None:
+        """
+        The wall clock, which these times are in, stepped by `step` s, no
+        stall of the agent's (`sentinel.clocksteps`): every time kept moves
+        with it, as the histories' deadlines do. Else a step forward was a
+        stall as long (the loop's next launch moved with it), and after a
+        step back every stall before it ended after any later check.
+        """
+        if self._last is not None:
+            self._last += step
+        self._stalls = deque(
+            ((begun + step, ended + step) for begun, ended in self._stalls),
+            maxlen=KEPT,
+        )
+
     def since(self, start: float) -> float:
         """Seconds the agent stalled from `start` to now."""
         total = 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.clocksteps import ClockSteps
 from sentinel.health import DOWN, UP
 from sentinel.monitor import Monitor
 from sentinel.ownstalls import STALL_AT, OwnStalls
@@ -30,6 +31,12 @@ def up_monitor(case: SynchronousTestCase) -> tuple[Monitor, Clock, FakeProbe]:
 def stall(clock: Clock, seconds: float) -> None:
     """The agent stopped for `seconds`: every timer due fires after it, at once."""
     clock.advance(seconds)
+
+
+def run(clock: Clock, seconds: float) -> None:
+    """`seconds` pass with the agent running, a loop's step at a time."""
+    for _ in range(round(seconds / 0.05)):
+        clock.advance(0.05)
 
 
 class OwnStallsTests(SynchronousTestCase):
@@ -141,3 +148,58 @@ class StalledHistoryTests(SynchronousTestCase):
         stall(clock, 0.3)
         clock.advance(TIMEOUT)
         self.assertEqual(state.health.status, DOWN)
+
+
+class ClockStepTests(SynchronousTestCase):
+    """The wall clock, which the reactor times by, steps (`sentinel.clocksteps`)."""
+
+    def stepped(self, seconds: float) -> tuple[Monitor, Clock, FakeProbe]:
+        """
+        An up instance, after a stall of the agent (2.1 s, answered) and
+        checks since, then the wall clock stepped by `seconds`, handled
+        as the agent does (its calls and loop moved, the histories too).
+        """
+        monitor, clock, probe = up_monitor(self)
+        stall(clock, 2.1)
+        run(clock, 4 * INTERVAL)
+        self.assertEqual(monitor.starved_first_checks, 0)
+        steps = ClockSteps(
+            clock,
+            lambda: [monitor.loop],
+            wall=clock.seconds,
+            monotonic=lambda: 0.0,
+            boot=lambda: 0.0,
+        )
+        steps.moved = monitor.clock_stepped
+        clock.rightNow += seconds
+        steps.look()
+        self.assertEqual(steps.steps, 1)
+        return monitor, clock, probe
+
+    def test_stalls_before_a_step_back_excuse_nothing_after(self) -> None:
+        """
+        Stalls recorded before the clock stepped back an hour are not
+        counted as if they came after every later check: a history stale
+        for a gap the agent did not stall in (its loop stopped) is then
+        decided anew by one timeout, as without them. Before, the earlier
+        stall excused it, for as long as the clock took to catch up.
+        """
+        monitor, clock, probe = self.stepped(-3600.0)
+        run(clock, 2 * INTERVAL)
+        monitor.stopService()
+        run(clock, 2.1)
+        probe.hang = True
+        monitor.startService()
+        clock.advance(TIMEOUT)
+        self.assertEqual(monitor.states["a"].health.status, DOWN)
+        self.assertEqual(monitor.starved_first_checks, 0)
+
+    def test_step_forward_is_no_stall(self) -> None:
+        """
+        A step forward of the wall clock (its loop's next launch moved with
+        it) is no stall of the agent's: nothing new is recorded.
+        """
+        monitor, clock, _ = self.stepped(3600.0)
+        before = monitor.own_stalls.since(clock.seconds() - 10.0)
+        run(clock, 2 * INTERVAL)
+        self.assertEqual(monitor.own_stalls.since(clock.seconds() - 10.0), before)
