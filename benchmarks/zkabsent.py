@@ -23,7 +23,19 @@ written meanwhile by an agent other than their primary at the end
 (samples every 50 ms for ``--watch`` seconds after the resume); the
 ``group`` scene counts those too.
 
-    .venv/bin/python benchmarks/zkabsent.py [absent|group|return|both]
+``restart``: one agent with a ``state_dir`` publishes every instance
+alone and is killed (SIGKILL, its session left live); ZooKeeper is
+stopped (SIGSTOP) at once, and the agent started again on the same
+``state_dir`` beside a second agent joining the group, both checking
+provisionally; ZooKeeper is resumed ``--outage`` seconds later (keep it
+under the session timeout, 10 s, with the start: the session must
+outlive it). The new process reattaches to its session, whose nodes
+are its own, and the first view gives the joining agent about half of
+them. Printed: the instance nodes ever missing in ``--watch`` seconds
+after the resume (every node read every 20 ms) and the longest time
+one was, and who writes them at the end.
+
+    .venv/bin/python benchmarks/zkabsent.py [absent|group|return|restart|both]
         [--instances 20] [--agents 3] [--watch 6] [--outage 12] [--runs 1]
         [--checkout LABEL=PATH]
 """
@@ -37,6 +49,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -58,6 +71,7 @@ from common import (  # noqa: E402
     start_redis_servers,
     start_zookeeper,
     table,
+    wait_until,
 )
 
 MODES = ("refused", "stopped", "unresolvable")
@@ -247,6 +261,68 @@ def run_return(
         ]
 
 
+def run_restart(
+    args: argparse.Namespace, label: str, checkout: Path, number: int
+) -> list[tuple[str, str]]:
+    """A restart on an inherited session, ZooKeeper stopped, a member joining."""
+    with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        zookeeper, client = start_zookeeper(started)
+        server = start_redis_servers(1, started)[0]
+        instances = [Instance(f"r{i:03d}", server.port) for i in range(args.instances)]
+        state_dir = workdir / "state"
+        state_dir.mkdir(mode=0o700)
+        config = agent_config(
+            instances, zookeeper=zookeeper.hosts, agent_id="g0"
+        ).replace('agent_id = "g0"', f'agent_id = "g0"\nstate_dir = "{state_dir}"')
+        first = Agent(workdir, config, label="g0-first", pythonpath=checkout)
+        started.callback(first.stop)
+        wait_until(
+            lambda: len(Writers(client).nodes()) == args.instances,
+            CHECKED_WITHIN,
+            "the first process's nodes",
+        )
+        load = load_average()
+        first.child.kill()
+        client.stop()
+        zookeeper.pause()
+        started.callback(zookeeper.resume)
+        paused = time.monotonic()
+        again = Agent(workdir, config, label="g0-again", pythonpath=checkout)
+        started.callback(again.stop)
+        joining = agent_config(instances, zookeeper=zookeeper.hosts, agent_id="g1")
+        joiner = Agent(workdir, joining, label="g1", pythonpath=checkout)
+        started.callback(joiner.stop)
+        time.sleep(max(0.0, args.outage - (time.monotonic() - paused)))
+        zookeeper.resume()
+        resumed = time.monotonic()
+        client = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
+        client.start(timeout=10.0)
+        started.callback(client.close)
+        started.callback(client.stop)
+        reader = Writers(client)
+        missing: dict[str, list[float]] = {}
+        while time.monotonic() - resumed < args.watch:
+            present = reader.nodes()
+            for instance in instances:
+                if instance.name not in present:
+                    missing.setdefault(instance.name, []).append(time.monotonic())
+            time.sleep(0.02)
+        longest = max((m[-1] - m[0] for m in missing.values()), default=0.0)
+        writers = Counter(reader.writer(name) for name in reader.nodes())
+        written = ", ".join(
+            f"{agent} {count}" for agent, count in sorted(writers.items())
+        )
+        return [
+            (
+                f"{label} run {number + 1}, {args.instances} instances, ZooKeeper"
+                f" stopped {args.outage:g} s (load {load})",
+                f"nodes ever missing {len(missing)} (longest {longest:.2f} s);"
+                f" written by {written}",
+            )
+        ]
+
+
 class Writers:
     """Which agents each instance node has named as its writer so far."""
 
@@ -254,10 +330,14 @@ class Writers:
         self.client = client
         self.seen: dict[str, set[str]] = {}
 
+    def nodes(self) -> list[str]:
+        """The instance nodes there now."""
+        path = "/sentinel/instances"
+        return self.client.get_children(path) if self.client.exists(path) else []
+
     def sample(self) -> None:
         """Read every instance node once."""
-        path = "/sentinel/instances"
-        for name in self.client.get_children(path) if self.client.exists(path) else []:
+        for name in self.nodes():
             self.seen.setdefault(name, set()).add(self.writer(name))
 
     def writer(self, name: str) -> str:
@@ -290,7 +370,7 @@ def main() -> None:
         "scene",
         nargs="?",
         default="both",
-        choices=("absent", "group", "return", "both"),
+        choices=("absent", "group", "return", "restart", "both"),
     )
     parser.add_argument("--instances", type=int, default=20)
     parser.add_argument("--agents", type=int, default=3)
@@ -306,6 +386,8 @@ def main() -> None:
         rows += rows_in_turns(parser, args, run_group)
     if args.scene == "return":
         rows += rows_in_turns(parser, args, run_return)
+    if args.scene == "restart":
+        rows += rows_in_turns(parser, args, run_restart)
     print(machine())
     print(
         table(rows, f"A group member started without ZooKeeper (load {load_average()})")
