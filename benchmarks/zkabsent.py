@@ -63,6 +63,7 @@ from common import (  # noqa: E402
     LOOPBACK,
     Agent,
     Instance,
+    ZooKeeperServer,
     add_checkout_option,
     agent_config,
     load_average,
@@ -235,13 +236,8 @@ def run_return(
                     held[index], len(redis_ports(agent.process, server.port))
                 )
             time.sleep(0.05)
-        zookeeper.resume()
+        writers = resumed_reader(zookeeper, started)
         resumed = time.monotonic()
-        client = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
-        client.start(timeout=10.0)
-        started.callback(client.close)
-        started.callback(client.stop)
-        writers = Writers(client)
         shares_at: float | None = None
         while time.monotonic() - resumed < args.watch:
             writers.sample()
@@ -294,13 +290,8 @@ def run_restart(
         joiner = Agent(workdir, joining, label="g1", pythonpath=checkout)
         started.callback(joiner.stop)
         time.sleep(max(0.0, args.outage - (time.monotonic() - paused)))
-        zookeeper.resume()
+        reader = resumed_reader(zookeeper, started)
         resumed = time.monotonic()
-        client = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
-        client.start(timeout=10.0)
-        started.callback(client.close)
-        started.callback(client.stop)
-        reader = Writers(client)
         missing: dict[str, list[float]] = {}
         while time.monotonic() - resumed < args.watch:
             present = reader.nodes()
@@ -321,6 +312,19 @@ def run_restart(
                 f" written by {written}",
             )
         ]
+
+
+def resumed_reader(zookeeper: ZooKeeperServer, started: ExitStack) -> Writers:
+    """
+    `zookeeper` resumed, and read with a new session (the script's first
+    would not outlive the outage); `started` closes it.
+    """
+    zookeeper.resume()
+    client = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
+    client.start(timeout=10.0)
+    started.callback(client.close)
+    started.callback(client.stop)
+    return Writers(client)
 
 
 class Writers:
