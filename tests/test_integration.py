@@ -248,12 +248,18 @@ class LeakTests(AgentTestCase):
             interval=0.05,
             timeout=0.05,
         )
-        most = {"pending": 0, "calls": 0, "fds": 0, "connections": 0}
+        most = {"pending": 0, "calls": 0, "sweep": 0, "fds": 0, "connections": 0}
 
         def sample() -> bool:
             most["pending"] = max(most["pending"], len(monitor.tracker))
+            # The deadline sweep's timers, a few per launch in flight, are
+            # counted apart: while the agent runs late (this busy process,
+            # at load) launches overlap and their timers with them (CI at
+            # load: 311 with them).
+            sweep = len(monitor._sweep)
+            most["sweep"] = max(most["sweep"], sweep)
             most["calls"] = max(
-                most["calls"], len(reactor.getDelayedCalls()) - calls_before
+                most["calls"], len(reactor.getDelayedCalls()) - calls_before - sweep
             )
             most["fds"] = max(most["fds"], process.num_fds() - fds_before)
             most["connections"] = max(most["connections"], hung.open_connections)
@@ -288,8 +294,14 @@ class LeakTests(AgentTestCase):
         )
         self.assertLessEqual(most["pending"], n)
         # A connection attempt has three: its own timeout, its connector's,
-        # and the connector's address resolution (at once); the loop two.
-        self.assertLessEqual(most["calls"], 3 * n + 10)
+        # and the connector's address resolution (at once); the loop, the
+        # pacer, the freshness scan and trial's own a few more (CI at load
+        # saw 311 with every instance connecting at once, the sweep's
+        # included). A call left behind per tick would be 200 more.
+        self.assertLessEqual(most["calls"], 3 * n + 20)
+        # Two timers a launch, each ending a timeout (and a grace) after it:
+        # 200 ticks' worth left behind would be 400.
+        self.assertLessEqual(most["sweep"], 40)
         # One client socket per instance; the fake server's ends count too.
         # The slack is for the rest of the test process (an earlier test's
         # clients still closing, in a busy parallel run); a leak of one per
