@@ -325,6 +325,8 @@ def _group(stats: Mapping[str, Any] | None) -> Node:
         tags.a("group", href="/group"),
         f": {_plural(int(group['members']), 'agent')} · observing "
         f"{group['observing']} of {group['known']} · primary of {group['primary']}",
+        # Before the first view it checks everything and publishes nothing.
+        " · provisional: publishing none" if group.get("provisional") else "",
         class_="fact",
     )
 

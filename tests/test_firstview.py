@@ -17,7 +17,7 @@ from sentinel.health import UP
 from sentinel.membership import SETTLE
 from sentinel.stopping import STOP_DELETE_TIMEOUT
 from tests.groupfakes import INTERVAL, ROOT, Fleet, Member
-from tests.test_group import handoffs
+from tests.test_group import group_report, handoffs
 
 NAMES = [f"r{i:02d}" for i in range(30)]
 # The default wait for a first view once connected: the session timeout.
@@ -139,6 +139,48 @@ class UnreachableAtStartTests(SynchronousTestCase):
         self.assertTrue(member.group.provisional)
         self.assertEqual(
             [name for name in NAMES if member.group.role(name) is not None], []
+        )
+
+    def test_group_and_instances_say_provisional(self) -> None:
+        """
+        While checking provisionally, ``GET /group`` says so (since when,
+        why) and counts every instance known as observed, not none of
+        them unobserved, and ``GET /instances`` gives each the role
+        ``provisional``, not null; once the first view applies, both say
+        the roles it gives, and ``provisional`` is false again.
+        """
+        fleet = Fleet()
+        fleet.add("b", NAMES).start()
+        fleet.run(2.0)
+        member = started_unreachable(fleet.add("a", NAMES))
+        started = member.clock.seconds()
+        fleet.run(CHECKED_BY)
+        report = group_report(member.group)
+        self.assertEqual(
+            (report["provisional"], report["observing"], report["unobserved"]),
+            (True, len(NAMES), 0),
+        )
+        self.assertEqual(report["primary"], 0)
+        self.assertEqual(report["provisional_why"], "ZooKeeper not connected")
+        self.assertApproximates(
+            report["provisional_since"], started + CONNECT_WAIT, 0.1
+        )
+        self.assertEqual(
+            {member.group.instance_view(n)["observing_as"] for n in NAMES},
+            {"provisional"},
+        )
+        self.assertTrue(member.group.summary()["provisional"])
+        member.zk.connect()
+        fleet.run(SETTLE + 2 * INTERVAL)
+        report = group_report(member.group)
+        mine = {n for n in NAMES if member.group.role(n) is not None}
+        self.assertEqual(
+            (report["provisional"], report["provisional_since"]), (False, None)
+        )
+        self.assertEqual(report["observing"], len(mine))
+        self.assertEqual(
+            {n: member.group.instance_view(n)["observing_as"] for n in mine},
+            {n: member.group.role(n) for n in mine},
         )
 
     def test_reload_while_provisional(self) -> None:
