@@ -31,11 +31,14 @@ the previous ones, which the file names until then (``covered``,
 `sentinel.coverage`): until then, the ones not checked yet are as the
 previous process left them. A clean stop that hands the session on
 writes the file with its last checks (`save_checks`, from
-`sentinel.stopping`). Before, any check renewed the file, written or
-not, of one instance or all: in a crash loop whose processes each
-died before their writes went out (a slow link to ZooKeeper lets 8
-writes go at first), or before the checks spread over the interval
-reached a dead Redis, it stayed published up for as long as it went on. One
+`sentinel.stopping`), and says so (``checked_at_exact``): the next
+process counts no lag off it when it judges how long the nodes it has
+not checked yet went unchecked (`unchecked_for`). Before, any check
+renewed the file, written or not, of one instance or all: in a crash
+loop whose processes each died before their writes went out (a slow
+link to ZooKeeper lets 8 writes go at first), or before the checks
+spread over the interval reached a dead Redis, it stayed published up
+for as long as it went on. One
 unchecked for longer than 1.5 times the session timeout (each process of
 a crash loop killed before its first check, say; a restart within the
 session's life always finds less, the file's lag included) is not
@@ -226,8 +229,13 @@ class SessionHandoff:
         self._checked_at: float | None = None
         # Up to when nodes this process has not written yet are backed by
         # checks: the session's start, or what the previous process's file
-        # said.
+        # said, and whether that is exact (a stop wrote it, `save_checks`)
+        # or may lag the checks it says by a refresh's interval.
         self._since: float | None = None
+        self._since_exact = False
+        # Whether a stop has written the file with its last checks: from
+        # then on no check follows, and ``checked_at`` does not lag them.
+        self._stopped = False
         # Up to when the session's nodes say what checks found, given the
         # last check and `_since` (`WriteQueue.checked_through`); None:
         # up to the last check.
@@ -358,6 +366,7 @@ class SessionHandoff:
         self._first_round = FirstRound(
             left.covered if checked_at == left.checked_at else ()
         )
+        self._since_exact = left.checked_at_exact and checked_at == left.checked_at
 
         def claimed(written: bool) -> bool:
             self._claimed = written
@@ -617,6 +626,7 @@ class SessionHandoff:
         if not self._checked_once or self._session is None or self.superseded:
             return self.wait_written()
         before, session = self.last_error, self._session
+        self._stopped = True
 
         def ended(written: bool) -> bool:
             if not written and before is None and self._recorded == session:
@@ -680,13 +690,15 @@ class SessionHandoff:
         On a session this process reattached to, until it has checked each
         instance once: how long at least the nodes it has not written yet
         have gone unchecked (since what the previous process's file said,
-        less the file's lag, a quarter of the session timeout). None on a
+        less the file's lag, a quarter of the session timeout, or none if
+        a stop wrote it with its last checks). None on a
         session of its own, or once its first round is done.
         """
         since = self._since
         if not self.reattached or self._first_round is None or since is None:
             return None
-        return now - since - REFRESH_SHARE * self.session_timeout
+        lag = 0.0 if self._since_exact else REFRESH_SHARE * self.session_timeout
+        return now - since - lag
 
     def _checked_through(self) -> float | None:
         """Up to when the session's nodes say what checks found."""
@@ -924,6 +936,7 @@ class SessionHandoff:
             self._granted,
             # After `_checked_through`: it may find the first round done.
             covered=self._covered(),
+            checked_at_exact=self._exact(),
         )
         # A session other than the one this process wrote (that one lost,
         # expired say, and a new one opened): a file naming another
@@ -940,6 +953,14 @@ class SessionHandoff:
             self._wrote, self._not_written, callbackArgs=(stored,), errbackArgs=(lost,)
         )
         d.addBoth(self._write_ended, waiters)
+
+    def _exact(self) -> bool:
+        """
+        Whether the ``checked_at`` written now is exact: at a stop, with
+        this process's first round done (its own last check), or before
+        it, the previous process's, if that was exact.
+        """
+        return self._stopped and (self._first_round is None or self._since_exact)
 
     def _wrote(self, _: None, stored: StoredSession) -> None:
         self.writes += 1

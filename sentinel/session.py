@@ -16,6 +16,10 @@ meanwhile), until when the session's nodes were backed by checks
 (``session_timeout``: the one that rule counts in, which may not be the
 one asked for), and, while no process has checked every instance since
 ``checked_at``, those checked since (``covered``, `sentinel.coverage`).
+A file a clean stop wrote with its last checks says ``"checked_at_exact":
+true``: its ``checked_at`` does not lag them (`sentinel.handoff`). Absent
+(an older version's file, or one written while running), it may lag; an
+older version ignores the field, as it does any key it does not read.
 
 Whoever holds the password can take the session, and with it the nodes:
 the file is one only the agent's user may read (`sentinel.privatefiles`:
@@ -156,6 +160,9 @@ class StoredSession:
     # holds, while no process has checked them all since (`sentinel.coverage`):
     # empty in a file that does not say, or says it in a way not understood.
     covered: frozenset[str] = frozenset()
+    # Whether ``checked_at`` is the last check's own time (a stop wrote
+    # it), not one that may lag it by a refresh's interval.
+    checked_at_exact: bool = False
 
     @property
     def client_id(self) -> tuple[int, bytes]:
@@ -184,6 +191,8 @@ def encode_state(stored: StoredSession) -> bytes:
     }
     if stored.covered:
         document["covered"] = encode_covered(stored.covered)
+    if stored.checked_at_exact:
+        document["checked_at_exact"] = True
     return json.dumps(document, indent=1).encode("utf-8") + b"\n"
 
 
@@ -218,6 +227,8 @@ def decode_state(
         checked_at=_checked_at(document),
         session_timeout=_session_timeout(document),
         covered=decode_covered(document.get("covered")),
+        # Anything but true: it may lag, as an older version's file may.
+        checked_at_exact=document.get("checked_at_exact") is True,
     )
     theirs = stored.purpose
     if chroot_of(theirs.hosts) != chroot_of(purpose.hosts):

@@ -37,7 +37,7 @@ from sentinel.documents import (
     discovery_digest,
 )
 from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH, TAKEOVERS_FIRST
-from sentinel.handoff import REFRESH_SHARE, SessionHandoff
+from sentinel.handoff import SessionHandoff
 from sentinel.listing import DOCUMENTS_PER_SLICE, MAX_LIMIT, PageQuery
 from sentinel.membership import LISTING_PACE_LIMIT as LIMIT
 from sentinel.membership import SETTLE
@@ -5953,12 +5953,10 @@ class RestartedPrimaryTests(SynchronousTestCase):
         the quorum no more than a silent observer: b's down opinion makes
         the verdict down at once. A member in a crash loop held a dead
         Redis it was the primary of published up until the state file's
-        rule closed its session. What the file proves is counted: its
-        ``checked_at`` less its lag (a quarter of the session timeout),
-        though the stop wrote it with its last checks.
+        rule closed its session. The stop wrote the file with its last
+        checks, and says so: no lag is counted off its ``checked_at``.
         """
-        lag = REFRESH_SHARE * 10.0
-        fleet, name = self.restart(gone=opinions.ABSENT_AFTER + lag)
+        fleet, name = self.restart(gone=opinions.ABSENT_AFTER)
         node = fleet.node(name) or {}
         self.assertEqual(node["agent"], "a")
         self.assertEqual(node["status"], "down")

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
 from sentinel.config import RedisInstance
+from sentinel.handoff import REFRESH_SHARE
 from sentinel.privatefiles import write_private_file
 from sentinel.roundstop import (
     FIRST_ROUND_WAIT,
@@ -428,6 +429,49 @@ class CarryTests(HandoffTestCase):
         process.stop()
         self.assertEqual(self.stored()["checked_at"], checked)
         self.assertIn(("leave_open", ""), process.zk.history)
+
+    def test_stop_says_its_checked_at_is_exact(self) -> None:
+        """
+        The stop's write of its last checks says so (``checked_at_exact``;
+        a refresh while running does not), and the next process, before
+        its own checks, counts the nodes unchecked from that
+        ``checked_at`` with no lag off. Before, it took a quarter of the
+        session timeout off, and a restarted primary held an old verdict
+        that much longer.
+        """
+        process = self.checked_again()
+        self.assertNotIn("checked_at_exact", self.stored())
+        process.stop()
+        stored = self.stored()
+        self.assertIs(stored["checked_at_exact"], True)
+        self.clock.advance(1.5)
+        again = self.process()
+        again.start()
+        self.assertTrue(again.handoff.reattached)
+        now = self.clock.seconds()
+        self.assertEqual(again.handoff.unchecked_for(now), now - stored["checked_at"])
+
+    def test_file_without_exact_lags(self) -> None:
+        """
+        A file that does not say its ``checked_at`` is exact (an older
+        version's, or a process killed between refreshes) is counted as
+        before: a quarter of the session timeout off, what it may lag.
+        """
+        self.checked_again().stop()
+        stored = decode_state(self.stored_bytes(), PURPOSE)
+        self.assertTrue(stored.checked_at_exact)
+        write_private_file(
+            state_path(self.directory),
+            encode_state(attr.evolve(stored, checked_at_exact=False)),
+        )
+        self.clock.advance(1.5)
+        again = self.process()
+        again.start()
+        now = self.clock.seconds()
+        lag = REFRESH_SHARE * again.handoff.session_timeout
+        self.assertEqual(
+            again.handoff.unchecked_for(now), now - (stored.checked_at or 0) - lag
+        )
 
     def test_stop_hands_over_while_its_last_write_is_slow(self) -> None:
         """

@@ -122,6 +122,25 @@ class EncodingTests(SynchronousTestCase):
         read = decode_state(json.dumps(document).encode(), PURPOSE)
         self.assertEqual(read.covered, {"r0"})
 
+    def test_checked_at_exact(self) -> None:
+        """
+        ``checked_at_exact`` is written only when true and read as
+        written; a file without it, or with anything but true, says its
+        ``checked_at`` may lag, and is read all the same. A key the reader
+        does not know is ignored, as the versions before this field do.
+        """
+        self.assertNotIn("checked_at_exact", json.loads(encode_state(STORED)))
+        exact = attr.evolve(STORED, checked_at_exact=True)
+        document = json.loads(encode_state(exact))
+        self.assertIs(document["checked_at_exact"], True)
+        self.assertEqual(decode_state(encode_state(exact), PURPOSE), exact)
+        for value in (1, "true", None, False, {}):
+            document["checked_at_exact"] = value
+            read = decode_state(json.dumps(document).encode(), PURPOSE)
+            self.assertEqual(read, STORED)
+        document["stopped_by"] = {"a later": "field"}
+        self.assertEqual(decode_state(json.dumps(document).encode(), PURPOSE), STORED)
+
     def test_hosts_spelled_otherwise(self) -> None:
         """
         The same ensemble listed otherwise (a server added or left out, a
