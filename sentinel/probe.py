@@ -408,6 +408,15 @@ def _role_unknown(observation: Observation | None) -> Observation | None:
     return observation._replace(replication=_PING_ALONE)
 
 
+# What a plain connection closed before any reply adds to its error: a
+# Redis answers or refuses in words (``-DENIED``, ``-ERR max number of
+# clients``), where a TLS-only port (redis-server's ``tls-port``, which
+# resets, ``openssl s_server``) or ZooKeeper closes without a byte.
+NOT_REDIS_CLOSE = (
+    "before any reply on a new connection (not Redis? a TLS port without tls = true?)"
+)
+
+
 def _closed(reply: object) -> bool:
     # The connection closed, the server saying nothing (a TLS alert says
     # why: that is an answer).
@@ -1856,6 +1865,12 @@ class RedisProbe:
             return
         elif self._check_again():
             return
+        elif self._checks_on_connection == 1 and self._tls is None and not self._again:
+            # Closed before a byte came (PING's reply is the connection's
+            # first), and not as a check sent again after a kept connection
+            # closed (a restart): no Redis does that, and a TLS-only port or
+            # another service does (`NOT_REDIS_CLOSE`).
+            reply = ConnectionLost(f"{reply} {NOT_REDIS_CLOSE}")
         self._bad_reply(reply, protocol, "PING")
 
     def _check_again(self) -> bool:

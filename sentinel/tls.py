@@ -201,6 +201,14 @@ _CERTIFICATE_ALERTS = {
 }
 
 
+# What OpenSSL says when the server's first bytes are not a TLS record
+# (1.1 and 3.x): a plain port, a server that answered in its own words.
+_NOT_TLS = frozenset(
+    {"wrong version number", "packet length too long", "unknown protocol"}
+)
+NOT_TLS_HINT = "the server answered without TLS: tls = true needs its TLS port"
+
+
 def _openssl_reason(failure: Failure) -> str:
     # OpenSSL's error queue: (library, function, reason) triples, most
     # relevant last; the reason alone reads best.
@@ -361,6 +369,10 @@ def describe_tls_failure(
             f"TLS: {reason} (no TLS version both sides accept: a server "
             f"that speaks only TLS 1.0 or 1.1?)"
         )
+    if reason in _NOT_TLS:
+        # The first bytes back were no TLS record: a plain server's words
+        # (Redis's ``-ERR``, an SSH banner, an HTTP error) read as one.
+        return f"TLS: {reason} ({NOT_TLS_HINT})"
     if reason == "excessive message size":
         # OpenSSL reads a server's certificates up to 100 KiB in all
         # (SSL_CTX_set_max_cert_list): a longer chain ends the handshake

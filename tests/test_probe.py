@@ -40,7 +40,7 @@ from sentinel.config import RedisInstance
 from sentinel.descriptors import SpareDescriptors
 from sentinel.observation import Observation, Replication
 from sentinel.pacing import BEAT, ConnectPacer
-from sentinel.probe import REREAD_HINT, RedisProbe, drain_key_of
+from sentinel.probe import NOT_REDIS_CLOSE, REREAD_HINT, RedisProbe, drain_key_of
 from sentinel.protocol import (
     HELLO,
     INFO_REPLICATION,
@@ -324,6 +324,33 @@ class ReplyTests(SynchronousTestCase):
             observation = self.successResultOf(d)
             assert observation is not None
             self.assertEqual((observation.ok, observation.error), (False, error))
+
+    def test_closed_before_any_reply_said_not_redis(self) -> None:
+        """
+        A new connection closed or reset before any reply to its first
+        check (a TLS-only port, ZooKeeper: no Redis closes so) says that it
+        may not be Redis, and why a TLS port does so; a kept connection
+        closed so says the loss alone (`test_reset_and_close_said_apart`).
+        """
+        for why, error in (
+            (ConnectionLost(), "connection reset"),
+            (ConnectionDone(), "connection lost"),
+        ):
+            h = Harness()
+            d = h.check()
+            h.accept()
+            self.assertEqual(h.sent(), PING)
+            h.protocol.connectionLost(Failure(why))
+            self.assertEqual(
+                self.successResultOf(d),
+                Observation(ok=False, error=f"{error} {NOT_REDIS_CLOSE}"),
+            )
+            self.assertIn("tls = true", NOT_REDIS_CLOSE)
+            # Checks until the next attempt keep it.
+            self.assertEqual(
+                self.successResultOf(h.check()),
+                Observation(ok=False, error=f"{error} {NOT_REDIS_CLOSE}"),
+            )
 
     def test_info_replication(self) -> None:
         """
@@ -2051,7 +2078,8 @@ class PipelineTests(SynchronousTestCase):
         self.assertEqual(h.sent(), sent)
         h.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(
-            self.successResultOf(d), Observation(ok=False, error="connection lost")
+            self.successResultOf(d),
+            Observation(ok=False, error=f"connection lost {NOT_REDIS_CLOSE}"),
         )
 
     def pong(self, h: Harness, sent: bytes, want_info: bool = False) -> Observation:

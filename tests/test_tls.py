@@ -24,7 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import certificates, tls
 from sentinel.config import RedisInstance, load_config
-from sentinel.probe import RedisProbe
+from sentinel.probe import NOT_REDIS_CLOSE, RedisProbe
 from sentinel.resolve import Resolver
 from sentinel.tls import client_tls
 from tests.certs import CertificateFiles, client_certificate_pem, make_certificates
@@ -212,6 +212,38 @@ class TLSTests(AgentTestCase):
         )
         await self.wait_status(monitor, "r", "down", JUDGED_BOUND)
         self.assertEqual(self.error(monitor, "r"), "connection lost (tls)")
+
+    async def test_tls_port_without_tls(self) -> None:
+        """
+        A TLS-only redis-server checked without tls = true resets the
+        connection at the first command, without a byte: the error says
+        that it may be a TLS port. Before, "connection reset" alone.
+        """
+        server = self.tls_redis()
+        monitor = self.start_agent([RedisInstance("r", "127.0.0.1", server.port)])
+        await self.wait_status(monitor, "r", "down", JUDGED_BOUND)
+        error = self.error(monitor, "r") or ""
+        self.assertTrue(error.startswith("connection "), error)
+        self.assertTrue(error.endswith(NOT_REDIS_CLOSE), error)
+
+    async def test_plain_answer_in_tls(self) -> None:
+        """
+        tls = true against a server that answers without TLS (memcached's
+        ``ERROR``, an SSH banner, Redis's error) says the server answered
+        without TLS, not OpenSSL's "wrong version number" alone.
+        """
+        plain = FakeServer(reactor, b"ERROR\r\n")
+        self.addCleanup(plain.stop)
+        monitor = self.start_agent(
+            [self.tls_instance("r", plain.port)],
+            interval=HANDSHAKE_TIMEOUT,
+            timeout=HANDSHAKE_TIMEOUT,
+        )
+        await self.wait_status(monitor, "r", "down", JUDGED_BOUND)
+        self.assertEqual(
+            self.error(monitor, "r"),
+            f"TLS: wrong version number ({tls.NOT_TLS_HINT})",
+        )
 
 
 class _ClosingAtOnce(Protocol):
@@ -510,6 +542,19 @@ class DescribeTests(SynchronousTestCase):
         for reason, expected in cases.items():
             self.assertEqual(tls.describe_tls_loss(self.ssl_failure(reason)), expected)
         self.assertIsNone(tls.describe_tls_loss(Failure(ConnectionDone())))
+
+    def test_plain_answer_hint(self) -> None:
+        """
+        OpenSSL's words for a first answer that is no TLS record say that
+        the server answered without TLS, and what tls = true needs.
+        """
+        instance = RedisInstance("r", "127.0.0.1", 1, tls=True)
+        for reason in ("wrong version number", "packet length too long"):
+            self.assertEqual(
+                tls.describe_tls_failure(self.ssl_failure(reason), instance),
+                f"TLS: {reason} (the server answered without TLS: tls = true"
+                " needs its TLS port)",
+            )
 
     def test_chain_too_long_hint(self) -> None:
         """
