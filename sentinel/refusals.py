@@ -40,6 +40,17 @@ deleted since the agent made or found it: `Chroot.found_missing`), and
 is no reason while it is made: the next refused write looks again,
 without waiting for `LOOK_SPACING`, and finds it made or refused.
 
+ZooKeeper's own limit refuses writes too: with ``enforceQuota`` on, a
+hard quota (``setquota -N`` or ``-B``) on the root or a node above or
+under it makes each create past its count, or write past its bytes, fail
+with ``QuotaExceededError``. Before, ``/healthz`` stayed 200 for
+`writes.FAILING_AFTER` while the instances past the count were published
+nowhere, then said ``... not written for 6 s (QuotaExceededError)``,
+naming neither the quota nor what to do. The error itself says it all,
+so it is the reason at once, without a look (the quota's own node,
+``/zookeeper/quota/...``, lies outside any chroot), logged once, and it
+goes with the last write refused so.
+
 At most one look runs at a time, and looks start at most every
 `LOOK_SPACING` seconds, however many writes fail: a thousand instance
 nodes refused cost one look, not a thousand. Each call of a look ends
@@ -57,6 +68,7 @@ from kazoo.exceptions import (
     NoAuthError,
     NoChildrenForEphemeralsError,
     NoNodeError,
+    QuotaExceededError,
 )
 from kazoo.security import Permissions
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
@@ -74,7 +86,12 @@ log = Logger(namespace=LOG_NAMESPACE)
 # Seconds between the starts of two looks.
 LOOK_SPACING = 5.0
 # The errors of a write that an operator's mistake may cause.
-_REFUSALS = (NoAuthError, NoNodeError, NoChildrenForEphemeralsError)
+_REFUSALS = (
+    NoAuthError,
+    NoNodeError,
+    NoChildrenForEphemeralsError,
+    QuotaExceededError,
+)
 # Identity schemes whose members this agent can tell itself from.
 _JUDGED = ("world", "digest")
 
@@ -98,6 +115,9 @@ class Refusals:
 
     def write_failed(self, failure: Failure, node: Node) -> None:
         """A write failed (`WriteQueue.on_failed`): look into it if refused."""
+        if failure.check(QuotaExceededError):
+            self._found(self._over_quota(node.path))
+            return
         if not failure.check(*_REFUSALS) or self._looking:
             return
         now = self._reactor.seconds()
@@ -132,9 +152,22 @@ class Refusals:
             reason = await self._find(path)
         except (KazooException, TimeoutError, CancelledError):
             return  # The connection went: the next failure looks again.
+        self._found(reason)
+
+    def _found(self, reason: str | None) -> None:
         if reason is not None and reason != self.reason:
             log.error("ZooKeeper refuses this agent's writes: {reason}", reason=reason)
         self.reason = reason
+
+    def _over_quota(self, path: str) -> str:
+        """Why ZooKeeper's quota refuses a write of `path` (module docstring)."""
+        where = self._where(path.rsplit("/", 1)[0] or "/")
+        return (
+            f"a ZooKeeper quota on {where} or a node above it is exceeded"
+            " (QuotaExceededError, enforceQuota on): what is not written there"
+            f" is not published; raise or remove it (zkCli.sh listquota {where},"
+            " setquota -N, delquota)"
+        )
 
     async def _find(self, path: str) -> str | None:
         """What refuses a create of `path`, or None (nothing this agent can tell)."""

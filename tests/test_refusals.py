@@ -8,7 +8,7 @@ refusals.
 
 from __future__ import annotations
 
-from kazoo.exceptions import NoAuthError, NoNodeError
+from kazoo.exceptions import NoAuthError, NoNodeError, QuotaExceededError
 from kazoo.security import ACL, ANYONE_ID_UNSAFE, Id, Permissions, make_digest_acl
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -87,6 +87,44 @@ class AclRefusalTests(PublisherHarness):
             f"zookeeper: {ROOT} refuses this agent's creates",
             self.publisher.unhealthy_reason() or "",
         )
+
+
+class QuotaRefusalTests(PublisherHarness):
+    def test_quota_exceeded(self) -> None:
+        """
+        A create that ZooKeeper's enforced quota refuses
+        (QuotaExceededError) is named on /healthz at once, with the
+        directory and what to do, logged once however often it is
+        retried; the instances under the quota stay published, and the
+        refused one is written, and the reason goes, once the quota is
+        lifted. Before, /healthz said nothing for 5 s, then named only
+        the exception.
+        """
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.start()
+        self.check(self.instance("a"), UP)
+        refused = f"{ROOT}/instances/b"
+        self.zk.fail_next("create", QuotaExceededError(), path=refused, times=1000)
+        self.check(self.instance("b"), UP)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn(
+            f"zookeeper: a ZooKeeper quota on {ROOT}/instances or a node above"
+            " it is exceeded (QuotaExceededError, enforceQuota on)",
+            reason,
+        )
+        self.assertIn("zkCli.sh listquota", reason)
+        self.retries(20)
+        self.assertIn("quota", self.publisher.unhealthy_reason() or "")
+        self.assertEqual(self.zk.document(f"{ROOT}/instances/a")["status"], "up")
+        lines = [formatEvent(e) for e in events]
+        logged = [line for line in lines if "refuses this agent's writes" in line]
+        self.assertEqual(len(logged), 1, lines)
+        self.zk.forget_failures()
+        self.retries(5)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.zk.document(refused)["status"], "up")
 
 
 class OwnIdentityTests(PublisherHarness):
