@@ -54,6 +54,40 @@ def expected_keys() -> set[str]:
     return keys
 
 
+def temporary_etc(case: SynchronousTestCase, text: str) -> Path:
+    """
+    A temporary directory standing for /etc, holding each file under /etc
+    that the example configuration `text` names, with valid contents.
+    """
+    etc = Path(case.mktemp()).absolute()
+    client_cert, client_key = client_certificate_pem()
+    contents = {
+        "sentinel/zk-auth": "sentinel:zk-secret\n",
+        "sentinel/cache-1.pass": "cache-secret\n",
+        "sentinel/sessions.pass": "sessions-secret\n",
+        "sentinel/ca.pem": ca_certificate_pem(),
+        "sentinel/client.pem": client_cert,
+        "sentinel/client.key": client_key,
+        "resolv.conf": "nameserver 127.0.0.1\nsearch example.net\n",
+        "hosts": "127.0.0.1 localhost\n",
+    }
+    for name in set(_ETC_PATH.findall(text)):
+        relative = name.removeprefix("/etc/")
+        case.assertIn(relative, contents, f"{name}: no test content for it")
+        path = etc / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(contents[relative])
+    return etc
+
+
+def load_in_etc(etc: Path, text: str) -> Config:
+    """The configuration `text`, its /etc paths moved to `etc`, loaded."""
+    path = etc / "sentinel" / "sentinel.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_ETC_PATH.sub(lambda m: f'"{etc}{m[1][4:]}"', text))
+    return load_config(str(path), {}, "host-1")
+
+
 class ExampleConfigTests(SynchronousTestCase):
     """
     The example, with the files it names made in a temporary /etc; and
@@ -63,31 +97,11 @@ class ExampleConfigTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.text = EXAMPLE.read_text()
-        self.etc = Path(self.mktemp()).absolute()
-        client_cert, client_key = client_certificate_pem()
-        contents = {
-            "sentinel/zk-auth": "sentinel:zk-secret\n",
-            "sentinel/cache-1.pass": "cache-secret\n",
-            "sentinel/sessions.pass": "sessions-secret\n",
-            "sentinel/ca.pem": ca_certificate_pem(),
-            "sentinel/client.pem": client_cert,
-            "sentinel/client.key": client_key,
-            "resolv.conf": "nameserver 127.0.0.1\nsearch example.net\n",
-            "hosts": "127.0.0.1 localhost\n",
-        }
-        for name in set(_ETC_PATH.findall(self.text)):
-            relative = name.removeprefix("/etc/")
-            self.assertIn(relative, contents, f"{name}: no test content for it")
-            path = self.etc / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(contents[relative])
+        self.etc = temporary_etc(self, self.text)
 
     def load(self, text: str) -> Config:
         """`text` with its /etc paths in the temporary /etc, loaded."""
-        path = self.etc / "sentinel" / "sentinel.toml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(_ETC_PATH.sub(lambda m: f'"{self.etc}{m[1][4:]}"', text))
-        return load_config(str(path), {}, "host-1")
+        return load_in_etc(self.etc, text)
 
     def test_every_key(self) -> None:
         """Every key of the settings table is in the example, and no other."""
