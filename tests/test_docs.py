@@ -11,9 +11,14 @@ import re
 from pathlib import Path
 
 import docutils.core
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel import agent
+from sentinel.config import Config, RedisInstance, ZooKeeperConfig
 from sentinel.settings import SETTINGS
+from tests.fakezk import FakeZooKeeper
+from tests.httptest import agent_get
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,3 +91,37 @@ class AtAGlanceTests(SynchronousTestCase):
                     self.assertEqual(shown.strip('"'), str(by_key[key].default))
                     checked += 1
         self.assertEqual(checked, 7)
+
+
+class DebugStatsRowTests(SynchronousTestCase):
+    """README's HTTP table says what ``GET /debug/stats`` answers with."""
+
+    def test_every_key_named(self) -> None:
+        """
+        Each key of an agent's ``/debug/stats`` (with ZooKeeper, so that
+        its part is there) is named in the table's ``/debug/stats`` row.
+        (Before: ``dns``, ``freshness``, ``hello_off``, ``internal_errors``
+        and ``sockets`` were named only in sections far from it; so were
+        ``clock`` and ``log_output``, which only the process's own policy
+        and log output add, and this agent has neither.)
+        """
+        reactor = MemoryReactorClock()
+        fake = FakeZooKeeper(reactor)
+        self.patch(agent, "ZooKeeper", lambda *args, **kwargs: fake)
+        config = Config(
+            instances=(RedisInstance("a", "127.0.0.1", 6379),),
+            agent_id="me",
+            zookeeper=ZooKeeperConfig(hosts="127.0.0.1:2181"),
+        )
+        top = agent.make_agent(config, None, reactor)
+        top.startService()
+        self.addCleanup(top.stopService)
+        fake.connect()
+        reactor.advance(1.0)
+        code, stats = agent_get(self, top, "/debug/stats")
+        self.assertEqual(code, 200)
+        readme = (REPO / "README.rst").read_text(encoding="utf-8")
+        http = readme.split("\nHTTP\n----\n", 1)[1]
+        row = http.split("``GET /debug/stats``", 1)[1].split("``GET /metrics``", 1)[0]
+        named = set(re.findall(r"``([a-z_]+)``", row))
+        self.assertEqual(sorted(set(stats) - named), [])
