@@ -254,6 +254,7 @@ from sentinel.sessionclose import close_sent, deletes_sent
 from sentinel.spent import TimeSpent
 from sentinel.srvr import ServerSays, ask_srvr
 from sentinel.unrooted import Unrooted
+from sentinel.zkframes import fence_reads
 from sentinel.zknames import ListedNames
 
 log = Logger()
@@ -958,6 +959,8 @@ class ZooKeeper:
             # kazoo's own lookup blocks its connection thread
             # (`sentinel.zknames`).
             connection._expand_client_hosts = partial(self._names.expand, client)
+            # kazoo trusts the bytes it reads (`sentinel.zkframes`).
+            fence_reads(connection)
 
         def listener(state: Any) -> None:
             # kazoo's connection thread: hand over, nothing else. Its own
