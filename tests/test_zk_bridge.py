@@ -2170,6 +2170,25 @@ class SilentServerTests(SynchronousTestCase):
             self.clock.advance(0)  # Sent at the end of the turn.
             self.clock.advance(1.0)
 
+    def test_replaced_client_connection_shut_first(self) -> None:
+        """
+        A client replaced after the session timeout without a connection
+        has its last connection shut first: kazoo's connection thread, held
+        in a read by a server that sends a byte at a time (a handshake's
+        reply never whole), wakes at once and ends, rather than outliving
+        the close with its socket at every replacement.
+        """
+        self.bridge(self.server)
+        connection, peer = self.connect()
+        peer.settimeout(THREAD_WAIT)
+        client = self.factory.clients[-1]
+        client.change_state(KazooState.SUSPENDED)
+        self.clock.run_handed_over()
+        self.clock.advance(SILENT_GRANTED_MS / 1000 * (1 + REPLACE_SPREAD))
+        self.assertEqual(len(self.factory.clients), 2)
+        self.assertEqual(peer.recv(1), b"")
+        self.assertEqual(connection.recv(1), b"")
+
     def test_named_then_dropped(self) -> None:
         """
         While the agent writes every second and the server answers nothing,
