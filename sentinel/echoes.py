@@ -32,16 +32,25 @@ QUOTES = "'\"`"
 WITHHELD = "(the rest is not shown: it may repeat the password)"
 
 
-def without_password(text: str, password: str) -> str:
+def before_quotes(text: str) -> str:
     """
-    `text`, an error answered to AUTH (already made printable), cut before
-    anything in it that quotes the command or repeats `password`'s start.
+    `text`, a server's words on a command, up to its first quotation mark:
+    what follows may quote the command, and so a password.
     """
     cut = len(text)
     for mark in QUOTES:
         found = text.find(mark)
         if found != -1:
             cut = min(cut, found)
+    return text[:cut]
+
+
+def without_password(text: str, password: str) -> str:
+    """
+    `text`, an error answered to AUTH (already made printable), cut before
+    anything in it that quotes the command or repeats `password`'s start.
+    """
+    cut = len(before_quotes(text))
     # The password as the text holds it: controls escaped (`printable`).
     for form in {password, printable(password, len(password) * 12)}:
         start = form[:PASSWORD_START]

@@ -62,6 +62,7 @@ from zope.interface import implementer
 
 from sentinel.checks import host_problem, printable, short_decimal
 from sentinel.dispatch import read_directly, stop_reading_directly
+from sentinel.echoes import before_quotes
 from sentinel.observation import Replication
 from sentinel.tls import describe_tls_loss
 
@@ -332,6 +333,26 @@ def encode_reply(reply: object) -> bytes | None:
             parts.append(encoded)
         return b"".join(parts)
     return None
+
+
+# The most of a line's start quoted in an error about it.
+_QUOTED_START = 40
+
+
+def lone_lf(line: bytes) -> str:
+    """
+    The violation of a line that ends with LF alone, not CRLF, quoting its
+    start: up to its first quotation mark, as an answer to AUTH is shown
+    (`sentinel.echoes`: what follows may quote the password), and cut.
+    """
+    text = line[: _QUOTED_START + 1].decode("utf-8", "replace")
+    start = before_quotes(text)
+    if len(start) < len(text):
+        start += "..."
+    return (
+        "not a Redis reply: a line ended by LF alone, not CRLF: "
+        f"{printable(start, _QUOTED_START)!r}"
+    )
 
 
 def describe_reply(reply: object) -> str:
@@ -681,15 +702,27 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
             # LineReceiver decodes each line before lineReceived sees it.
             self.reject("not a Redis reply: undecodable bytes")
             return
-        if self.connected and not self.replyQueue.waiting:
+        if not self.connected:
+            return
+        # Part of a line, kept until its CRLF comes (the parser found none
+        # after it): only here, never on the common path, is it judged.
+        rest = self._LineReceiver__buffer
+        if not rest:
+            return
+        if not self.replyQueue.waiting:
             # Part of a line that no command waits for breaks the protocol
             # when it comes, as a whole line does (`lineReceived`): kept
             # until its line ended, it was read as the start of the next
             # check's reply.
-            rest = self._LineReceiver__buffer
-            if rest:
-                text = rest[:40].decode("utf-8", "replace")
-                self.reject(f"unexpected reply: {text!r}")
+            text = rest[:40].decode("utf-8", "replace")
+            self.reject(f"unexpected reply: {text!r}")
+            return
+        lf = rest.find(b"\n")
+        if lf != -1 and rest[lf - 1 : lf] != b"\r":
+            # A line ended by LF alone (``+PONG\n``) is no RESP line: kept
+            # for a CRLF that never comes, it failed the check only at its
+            # deadline, as "timeout".
+            self.reject(lone_lf(rest[:lf]))
 
     def _whole_bulk(self, data: bytes) -> bool:
         # INFO's reply, read whole and alone while nothing else is being

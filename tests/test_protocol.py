@@ -202,6 +202,46 @@ class AskedForTests(SynchronousTestCase):
         c.receive(b"+PO")
         self.assertViolation(c, "unexpected reply: '+PO'")
 
+    def test_line_ended_by_lf_alone(self) -> None:
+        """
+        A reply line ended by LF alone fails the command waiting at once,
+        naming it, and drops the connection: it waited for a CRLF until its
+        deadline. A line split over reads, its CR in one and its LF in the
+        next, is no such line.
+        """
+        for reads in ([b"+PONG\n"], [b"+PO", b"NG\n"], [b"+PONG\r\n+PONG\n"]):
+            c = Connection()
+            first = c.ask()
+            second = c.ask() if len(reads[0]) > 7 else None
+            for data in reads:
+                c.receive(data)
+            reason = "not a Redis reply: a line ended by LF alone, not CRLF: '+PONG'"
+            self.assertViolation(c, reason)
+            [error] = (second or first).replies
+            assert isinstance(error, ProtocolError)
+            self.assertEqual(str(error), reason)
+        c = Connection()
+        replies = c.ask()
+        c.receive(b"+PONG\r")
+        c.receive(b"\n")
+        self.assertEqual(replies.replies, ["PONG"])
+        self.assertEqual(c.violations, [])
+
+    def test_line_ended_by_lf_alone_quotes_no_argument(self) -> None:
+        """
+        The start of a line ended by LF alone is quoted up to its first
+        quotation mark, as an answer to AUTH is shown: the rest may repeat
+        the password.
+        """
+        c = Connection()
+        c.ask()
+        c.receive(b"-ERR unknown command 'AUTH', with args: 'hunter2'\n")
+        self.assertViolation(
+            c,
+            "not a Redis reply: a line ended by LF alone, not CRLF: "
+            "'-ERR unknown command ...'",
+        )
+
     def test_flood_parses_one_line_past_the_reply(self) -> None:
         """
         A read full of replies nobody asked for: the parser stops at the
