@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import attr
 from cryptography import x509
+from twisted.logger import Logger
 
 from sentinel import checks
 from sentinel.certificates import (
@@ -186,6 +187,9 @@ class Config:
     # An absolute path: where the ZooKeeper session is kept for the next
     # process (sentinel.session).
     state_dir: str | None = _default("state_dir")
+    # How many of the config file's [[redis]] instances ``--redis``
+    # replaced; None without a file or without ``--redis``.
+    replaced_instances: int | None = None
 
 
 class _Given(NamedTuple):
@@ -220,7 +224,11 @@ def load_config(
     @raise ConfigError: with one line naming the bad field and value.
     """
     with _loading(path, overrides, reader, reloading) as (settings, base, files):
-        return _config(settings, base, files, default_agent_id)
+        config = _config(settings, base, files, default_agent_id)
+        replaced = _replaced(path, overrides, settings, base, files)
+        if replaced is None:
+            return config
+        return attr.evolve(config, replaced_instances=replaced)
 
 
 def load_zookeeper_config(
@@ -243,6 +251,50 @@ def load_zookeeper_config(
         return _zookeeper(settings, base, files)
 
 
+def tell_replaced(log: Logger, config: Config) -> None:
+    """
+    Say in one line, at start and at each reload, that ``--redis`` replaced
+    the config file's [[redis]] and how many instances that was: without
+    it, the file's list was put aside without a word.
+    """
+    if config.replaced_instances is None:
+        return
+    log.info(
+        "--redis: the command line's {given} instance(s) replace the config "
+        "file's {replaced} [[redis]] instance(s), which are validated but not "
+        "watched",
+        given=len(config.instances),
+        replaced=config.replaced_instances,
+    )
+
+
+def _replaced(
+    path: str | None,
+    overrides: Mapping[str, object],
+    settings: Mapping[str, _Given],
+    base: str,
+    files: _Files,
+) -> int | None:
+    """
+    How many of the file's [[redis]] instances ``--redis`` replaces (0 if
+    it has none), after checking them as if they were used; None without
+    a file or without ``--redis``. A file whose instances are invalid is
+    refused even so: the next start without ``--redis`` (or a reload once
+    the unit file drops it) would refuse it, and an agent runs on its file.
+    """
+    if path is None or "redis" not in overrides:
+        return None
+    given = settings.get(_FILE_REDIS)
+    if given is None:
+        return 0
+    return len(_instances({"redis": given}, base, files, None))
+
+
+# Where `_loading` keeps the file's [[redis]] that ``--redis`` replaces: a
+# key no setting has, so nothing else reads it.
+_FILE_REDIS = "redis (the file's)"
+
+
 @contextmanager
 def _loading(
     path: str | None,
@@ -261,6 +313,9 @@ def _loading(
         if path is not None:
             settings = _file_settings(_read_toml(path, files, reloading))
             base = os.path.dirname(os.path.abspath(path))
+        if "redis" in overrides and "redis" in settings:
+            # Kept apart, to be checked and counted (`_replaced`).
+            settings[_FILE_REDIS] = settings["redis"]
         for key, value in overrides.items():
             settings[key] = _Given(OPTION_NAMES[key], value)
         yield settings, base, files

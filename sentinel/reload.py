@@ -58,7 +58,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.bugs import InternalErrors
-from sentinel.config import Config, ConfigError, RedisInstance
+from sentinel.config import Config, ConfigError, RedisInstance, tell_replaced
 from sentinel.monitor import Instances, Settings
 from sentinel.signals import StartSignals
 
@@ -352,6 +352,7 @@ class ConfigReloader(Service):
             relabelled=len(relabelled),
             settings=", ".join(settings_changed) or "no global setting changed",
         )
+        tell_replaced(log, new)
         self._tell_applied(new)
 
     def _failed_midway(self, failure: Failure) -> None:
@@ -397,7 +398,7 @@ def _settings_changed(old: Config, new: Config) -> list[str]:
     return [
         f"{field.name} {getattr(old, field.name)!r} -> {getattr(new, field.name)!r}"
         for field in attr.fields(Config)
-        if field.name != "instances"
+        if field.name not in ("instances", "replaced_instances")
         and field.name not in _RESTART_ONLY
         and getattr(new, field.name) != getattr(old, field.name)
     ]

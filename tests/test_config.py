@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import attr
 from cryptography import x509
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import settings as settings_module
@@ -23,6 +24,7 @@ from sentinel.config import (
     ZooKeeperConfig,
     load_config,
     parse_redis_address,
+    tell_replaced,
 )
 from sentinel.files import (
     MAX_CA_BYTES,
@@ -257,6 +259,53 @@ class OverrideTests(ConfigTestCase):
                 RedisInstance(name="a", host="cli", port=2),
                 RedisInstance(name="cli:3", host="cli", port=3),
             ),
+        )
+
+    def test_redis_replacing_counted(self) -> None:
+        """
+        How many of the file's [[redis]] instances C{--redis} replaced is
+        kept for the log (0 for a file that lists none); None without a
+        file or without C{--redis}.
+        """
+        two = '[[redis]]\nhost = "f"\nport = 1\n[[redis]]\nhost = "f"\nport = 2\n'
+        cli = {"redis": ["cli:3"]}
+        self.assertEqual(self.load(two, cli).replaced_instances, 2)
+        self.assertEqual(self.load("rise = 3\n", cli).replaced_instances, 0)
+        self.assertIsNone(self.load(two).replaced_instances)
+        self.assertIsNone(self.load(None, cli).replaced_instances)
+
+    def test_replaced_file_instances_still_checked(self) -> None:
+        """
+        A file whose [[redis]] instances are invalid is refused with the
+        usual one line even when C{--redis} replaces them: the next start
+        without C{--redis} would refuse it.
+        """
+        cli = {"redis": ["cli:3"]}
+        self.assertConfigError(
+            "redis[0].port: 'sixty' is not an integer",
+            '[[redis]]\nhost = "f"\nport = "sixty"\n',
+            cli,
+        )
+        self.assertConfigError(
+            "redis: duplicate instance name 'f:1'",
+            '[[redis]]\nhost = "f"\nport = 1\n[[redis]]\nhost = "f"\nport = 1\n',
+            cli,
+        )
+
+    def test_redis_replacing_said(self) -> None:
+        """
+        One line says how many of the file's instances the command line's
+        replaced; nothing is said without C{--redis}.
+        """
+        config = self.load('[[redis]]\nhost = "f"\nport = 1\n', {"redis": ["a:2"]})
+        events: list[dict[str, object]] = []
+        tell_replaced(Logger(observer=events.append), config)
+        tell_replaced(Logger(observer=events.append), self.load())
+        [event] = events
+        self.assertEqual(
+            formatEvent(event),
+            "--redis: the command line's 1 instance(s) replace the config "
+            "file's 1 [[redis]] instance(s), which are validated but not watched",
         )
 
     def test_zookeeper_hosts_from_command_line(self) -> None:

@@ -236,6 +236,27 @@ class ReloadTests(ReloadTestCase):
             ],
         )
 
+    def test_redis_replacing_the_file_said_at_each_reload(self) -> None:
+        """
+        Each reload says, as the start does, how many of the file's
+        [[redis]] instances C{--redis} replaced, and is silent without
+        C{--redis}; the count is no global setting changed.
+        """
+        self.next = attr.evolve(BASE, replaced_instances=3)
+        self.reload()
+        self.next = BASE
+        self.reload()
+        said = [
+            (e["given"], e["replaced"])
+            for e in self.events
+            if "--redis" in e["log_format"]
+        ]
+        self.assertEqual(said, [(len(BASE.instances), 3)])
+        settings = [
+            e["settings"] for e in self.events if "reloaded:" in e["log_format"]
+        ]
+        self.assertEqual(settings, ["no global setting changed"] * 2)
+
     def test_invalid_file_keeps_running_config(self) -> None:
         """An invalid file is logged at error with its reason; nothing changes."""
         self.next = ConfigError("interval: 'x' is not a number")
