@@ -829,7 +829,8 @@ class ZooKeeper:
         """
         self._cancel_replace()
         self._cancel_checks()
-        subject = _session_subject(self._session)
+        session = self._session
+        subject = _session_subject(session)
         client, self._client = self._client, None
         self._set_state(
             STOPPED,
@@ -859,10 +860,24 @@ class ZooKeeper:
                 )
 
         return done.addTimeout(timeout, self._reactor).addCallbacks(
-            closed, lambda _: self._not_closed_in_time(client, timeout)
+            closed, lambda _: self._not_closed_in_time(client, timeout, session)
         )
 
-    def _not_closed_in_time(self, client: Any, timeout: float) -> None:
+    def _not_closed_in_time(
+        self, client: Any, timeout: float, session: int | None
+    ) -> None:
+        if session is None:
+            # Never connected (a ZooKeeper that accepts and never answers,
+            # say): no session to close, and nothing of ours in ZooKeeper,
+            # as no write is sent before the session is known here. Said
+            # before as a session "left to expire" whose nodes stayed.
+            log.info(
+                "ZooKeeper client (no session yet) not stopped within "
+                "{timeout} s: it never had a session, so it wrote no node "
+                "and leaves none behind",
+                timeout=round(timeout, 2),
+            )
+            return
         # Unanswered is not unsent: ZooKeeper answers a close once it has
         # deleted every node of the session (`sentinel.sessionclose`).
         sent = close_sent(client)

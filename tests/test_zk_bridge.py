@@ -1706,6 +1706,38 @@ class BridgeTests(SynchronousTestCase):
             ],
         )
 
+    def test_no_session_yet_is_not_left_to_expire(self) -> None:
+        """
+        A client stopped before it ever had a session (a ZooKeeper that
+        accepts and never answers), whose stop does not end within the
+        bound, is said to leave nothing behind, at info: there is no
+        session to expire and no node of ours.
+        """
+        warnings = bridge_warnings(self)
+        infos: list[str] = []
+        observe = partial(_formatted_at, LogLevel.info, infos)
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.zk.start()
+        client = self.client()
+        client.close_blocks = threading.Event()
+        self.addCleanup(self.clock.run_handed_over)
+        self.addCleanup(client.closed.wait, THREAD_WAIT)
+        self.addCleanup(client.close_blocks.set)
+        stopped = self.zk.stop(1.0)
+        self.assertTrue(client._stopped.wait(THREAD_WAIT))
+        self.clock.advance(1.0)
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertEqual(warnings, [])
+        self.assertEqual(
+            infos[-2:],
+            [
+                "ZooKeeper client (no session yet) closing",
+                "ZooKeeper client (no session yet) not stopped within 1.0 s: it "
+                "never had a session, so it wrote no node and leaves none behind",
+            ],
+        )
+
 
 def _formatted_at(level: LogLevel, lines: list[str], event: LogEvent) -> None:
     if event.get("log_namespace") == "sentinel.zk" and event["log_level"] == level:
