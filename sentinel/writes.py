@@ -232,6 +232,24 @@ class WriteQueue:
         """Nodes whose newest state is not yet written."""
         return sum(1 for n in self._nodes if n.dirty or n.writing)
 
+    def queued_said(self) -> str:
+        """
+        The writes queued, for /healthz: ``N writes queued``, and whose
+        when they are all the agent's own nodes (its node and catalog), as
+        for a group's member that publishes no instance yet: read as
+        instances' writes, they were not.
+        """
+        own = others = 0
+        for node in self._nodes:
+            if node.dirty or node.writing:
+                if self._about_agent(node):
+                    own += 1
+                else:
+                    others += 1
+        if others or not own:
+            return f"{own + others} writes queued"
+        return f"{own} writes queued, all of the agent's own nodes: none of an instance"
+
     def mark(self, node: Node) -> None:
         """`node` changed: write it (again) as soon as a slot is free."""
         node.dirty = True

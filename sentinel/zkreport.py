@@ -214,12 +214,12 @@ class ZooKeeperReport:
             since = self._reactor.seconds() - (zk.state_since if lost is None else lost)
             reasons.append(
                 f"{_outage(zk)} for {since:.1f} s{_causes(zk)}: published status "
-                f"may be stale ({self._queue.queued} writes queued)"
+                f"may be stale ({self._queue.queued_said()})"
             )
         elif silent := zk.not_answering():
             reasons.append(
                 f"zookeeper: {silent}: published status may be stale "
-                f"({self._queue.queued} writes queued)"
+                f"({self._queue.queued_said()})"
             )
         if zk.foreign is not None:
             reasons.append(f"zookeeper: {zk.foreign}")

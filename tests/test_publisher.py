@@ -943,6 +943,29 @@ class PublisherTests(PublisherHarness):
             "Connection dropped: socket connection broken",
         )
 
+    def test_queued_writes_of_the_agent_alone_named_so(self) -> None:
+        """
+        While ZooKeeper is not reached, /healthz says whose the queued
+        writes are when they are all the agent's own nodes (a start, no
+        instance published yet): they read as instances' writes. With an
+        instance's write queued too, it gives the count alone.
+        """
+        self.start(connect=False)
+        self.assertTrue(
+            (self.publisher.unhealthy_reason() or "").endswith(
+                "published status may be stale (1 writes queued, all of the "
+                "agent's own nodes: none of an instance)"
+            ),
+            self.publisher.unhealthy_reason(),
+        )
+        self.check(self.instance("redis-a"), UP)
+        self.assertTrue(
+            (self.publisher.unhealthy_reason() or "").endswith(
+                "published status may be stale (2 writes queued)"
+            ),
+            self.publisher.unhealthy_reason(),
+        )
+
     def test_another_ensemble_named(self) -> None:
         """
         A session on another ensemble than the one published to fails
