@@ -1654,15 +1654,19 @@ class BridgeTests(SynchronousTestCase):
         self.assertTrue(client.closed.wait(THREAD_WAIT))
         self.clock.run_handed_over(wait=THREAD_WAIT)
 
-    def hung_close(self) -> FakeKazooClient:
-        """A connected client whose close hangs, once `stop` has asked it."""
+    def hung_close(self, connected: bool = True) -> FakeKazooClient:
+        """
+        A client, connected unless told otherwise, whose close hangs, once
+        `stop` has asked it.
+        """
         self.zk.start()
         client = self.client()
         client.close_blocks = threading.Event()
         self.addCleanup(self.clock.run_handed_over)
         self.addCleanup(client.closed.wait, THREAD_WAIT)
         self.addCleanup(client.close_blocks.set)
-        self.connect(client)
+        if connected:
+            self.connect(client)
         return client
 
     def test_close_sent_but_unanswered_is_not_left_to_expire(self) -> None:
@@ -1718,12 +1722,7 @@ class BridgeTests(SynchronousTestCase):
         observe = partial(_formatted_at, LogLevel.info, infos)
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
-        self.zk.start()
-        client = self.client()
-        client.close_blocks = threading.Event()
-        self.addCleanup(self.clock.run_handed_over)
-        self.addCleanup(client.closed.wait, THREAD_WAIT)
-        self.addCleanup(client.close_blocks.set)
+        client = self.hung_close(connected=False)
         stopped = self.zk.stop(1.0)
         self.assertTrue(client._stopped.wait(THREAD_WAIT))
         self.clock.advance(1.0)
