@@ -23,12 +23,15 @@ or, if someone else's node stands there by then (a group's new primary
 took it over in one transaction, a squatter), its holder is asked as
 after any failed write (`sentinel.holders`, `sentinel.takeover`), never
 overwritten. An instance node found held by another agent's session by
-then was taken over (a group's member whose view is ahead of ours): no
-deletion, it is logged as such and counted apart (`taken_early`), so that
-a group's first start, whose joiners take their shares from the first
-agent before its view lists them, is not reported as nodes deleted in a
-loop. The agent's own node deleted means its tree was wiped: every
-node is written again at once, as after a reconnection. One line says
+then (one that holds that agent's node) was taken over (a group's member
+whose view is ahead of ours): no deletion, it is logged as such and
+counted apart (`taken_early`), so that a group's first start, whose
+joiners take their shares from the first agent before its view lists
+them, is not reported as nodes deleted in a loop. One held by a session
+that holds no agent node (a squatter's) is said to be written by another
+client, and counted as deleted. The agent's own node deleted means its
+tree was wiped: every node is written again at once, as after a
+reconnection. One line says
 how many nodes each burst of deletions took, and names the first
 `NAMED`; `deleted` counts them. A member this agent deletes itself is no
 longer watched from just before its delete (`sentinel.members`):
@@ -117,6 +120,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel import checks
+from sentinel.documents import stored_document
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
 from sentinel.ownership import ours
 from sentinel.pacedreads import PacedReads
@@ -156,6 +161,26 @@ OVERWRITES_WINDOW = 60.0
 # (ours starts again at 0), and a joining member of a group of 3 at 300
 # instances named one so for 60 s in /healthz.
 TAKEN_OVER_GRACE = 15.0
+
+
+def _listed(paths: list[str]) -> dict[str, str]:
+    """The log fields naming the first `NAMED` of `paths`, and how many more."""
+    more = len(paths) - NAMED
+    return {
+        "paths": ", ".join(paths[:NAMED]),
+        "more": f" and {more} more" if more > 0 else "",
+    }
+
+
+def _writer(data: bytes) -> str | None:
+    """The agent an instance node's data names as its writer, or None."""
+    document = stored_document(data)
+    agent = None if document is None else document.get("agent")
+    return (
+        agent
+        if isinstance(agent, str) and checks.znode_name_problem(agent) is None
+        else None
+    )
 
 
 class Guard:
@@ -437,21 +462,37 @@ class Guard:
         until its listing, behind its own writes, lists the others, and
         the joiners' takeovers of their shares fired its deletion watches:
         3-15 a start were logged as deleted (and counted towards a loop).
-        One ``exists`` each; one that fails counts as deleted, as before.
+        A holder is a member when its session holds the agent node of the
+        agent its node names; one that holds none (a squatter's) is said to
+        have written it, as another client, and counted as deleted. A
+        ``get`` each, and an ``exists`` per holder; a read that fails
+        counts as deleted, a look at an agent node that fails as a member.
         """
         answers = await DeferredList(
-            [self._zk.exists(gone[node], background=True) for node in maybe_taken],
+            [self._zk.get(gone[node], background=True) for node in maybe_taken],
             consumeErrors=True,
         )
         session = self._zk.session_id
-        taken = {
-            node
-            for node, (ok, stat) in zip(maybe_taken, answers, strict=True)
-            if ok
-            and stat is not None
-            and stat.ephemeralOwner
-            and not ours(stat, session)
-        }
+        held_by: dict[Node, tuple[int, str | None]] = {}
+        for node, (ok, answer) in zip(maybe_taken, answers, strict=True):
+            if ok:
+                data, stat = answer
+                if stat.ephemeralOwner and not ours(stat, session):
+                    held_by[node] = (stat.ephemeralOwner, _writer(data))
+        members = await self._members_among(set(held_by.values()))
+        taken = {node for node, holder in held_by.items() if holder in members}
+        squatted = [node for node in held if node in held_by and node not in taken]
+        if squatted:
+            self.deleted += len(squatted)
+            paths = [gone[node] for node in squatted]
+            log.warn(
+                "{count} instance node(s) deleted and written by another client"
+                " (no member of the group: its session holds no agent node)"
+                " while this agent is their primary; its holder is asked as"
+                " after any failed write: {paths}{more}",
+                count=len(squatted),
+                **_listed(paths),
+            )
         if taken:
             self.taken_early += len(taken)
             paths = [gone[node] for node in held if node in taken]
@@ -460,12 +501,35 @@ class Guard:
                 " this agent is their primary in its view (their views of the"
                 " group differ for now, as at a start): {paths}{more}",
                 count=len(taken),
-                paths=", ".join(paths[:NAMED]),
-                more=f" and {len(paths) - NAMED} more" if len(paths) > NAMED else "",
+                **_listed(paths),
             )
-        deleted = [node for node in held if node not in taken]
+        deleted = [node for node in held if node not in held_by]
         if deleted:
             self._report_deleted(deleted, gone, False)
+
+    async def _members_among(
+        self, holders: set[tuple[int, str | None]]
+    ) -> set[tuple[int, str | None]]:
+        """
+        Those of `holders` (a session, and the agent its node names as its
+        writer) that are members of the group: the session holds that
+        agent's node under ``{root}/agents``. One ``exists`` each; one that
+        fails counts as a member, as every holder did before.
+        """
+        agents = self._nodes.agent.path.rpartition("/")[0]
+        named = [(owner, agent) for owner, agent in holders if agent is not None]
+        answers = await DeferredList(
+            [
+                self._zk.exists(f"{agents}/{agent}", background=True)
+                for _, agent in named
+            ],
+            consumeErrors=True,
+        )
+        return {
+            holder
+            for holder, (ok, stat) in zip(named, answers, strict=True)
+            if not ok or (stat is not None and stat.ephemeralOwner == holder[0])
+        }
 
     def _report_deleted(
         self, held: list[Node], gone: dict[Node, str], wiped: bool
@@ -481,8 +545,7 @@ class Guard:
             " {paths}{more}{since}",
             count=len(held),
             wiped=" (its own node too: every node written again)" if wiped else "",
-            paths=", ".join(paths[:NAMED]),
-            more=f" and {len(paths) - NAMED} more" if len(paths) > NAMED else "",
+            **_listed(paths),
             since=f" ({unlogged} more since the last such line)" if unlogged else "",
         )
 

@@ -3033,6 +3033,35 @@ class MixedListsTests(SynchronousTestCase):
         self.assertEqual(a.publisher._guard.deleted + b.publisher._guard.deleted, 0)
         self.assertIsNone(a.publisher.unhealthy_reason())
 
+    def test_squatter_is_no_member_taking_over(self) -> None:
+        """
+        An instance node deleted and made again at once by a session that
+        holds no agent node (a squatter's, naming this agent or a member
+        that does not exist as its writer) is said to be written by
+        another client and counted as deleted, not as a takeover by
+        another member.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES, replicas=2).start()
+        fleet.run(3.0)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for name, writer in zip(NAMES[:2], ["a", "b"], strict=True):
+            path = f"{ROOT}/instances/{name}"
+            document = fleet.node(name)
+            assert document is not None
+            fleet.server.remove(path)
+            data = json.dumps({**document, "agent": writer}).encode()
+            fleet.server.put(path, data, 0x9999)
+        fleet.run(1.0)
+        self.assertEqual(a.publisher._guard.taken_early, 0)
+        self.assertEqual(a.publisher._guard.deleted, 2)
+        said = [formatEvent(e) for e in events if "instance node(s)" in formatEvent(e)]
+        self.assertEqual(len(said), 1, said)
+        self.assertIn("deleted and written by another client", said[0])
+        self.assertNotIn("taken over by another member", said[0])
+
     def test_membership_reads_asked_ahead(self) -> None:
         """
         The membership's listing, the reads of a new member's catalog and
