@@ -71,6 +71,7 @@ from sentinel.documents import (
 )
 from sentinel.lostanswers import applied_stat, made, remembered_set
 from sentinel.ownership import ours
+from sentinel.sequential import creation_order, split_sequential
 from sentinel.zk import MemberMove, ZooKeeper
 
 # Seconds a look for another session's members (`Discovery.take_from`)
@@ -913,7 +914,7 @@ class Discovery:
         """
         parent = member.parent
         # Made since the named one (a later counter); with none named, any.
-        after = "" if named is None else named[-10:]
+        after = None if named is None else _counter(named)
         try:
             children = await self._listing(parent)
         except NoNodeError:
@@ -921,9 +922,9 @@ class Discovery:
         made_since = [
             f"{parent}/{child}"
             for child in children
-            if _sequential(child)
-            and child[:-10] == member.prefix
-            and child[-10:] > after
+            if (parsed := split_sequential(child)) is not None
+            and parsed[0] == member.prefix
+            and (after is None or creation_order(parsed[1]) > creation_order(after))
             and f"{parent}/{child}" not in self._claimed
         ]
         if named is None and len(made_since) > SUCCESSOR_READS:
@@ -1302,16 +1303,24 @@ async def delete_members(
 
 
 def _prefix(path: str) -> str:
-    # The member's name without ZooKeeper's 10-digit counter.
-    return path.rsplit("/", 1)[-1][:-10]
+    # The member's name without ZooKeeper's counter (`sentinel.sequential`).
+    parsed = split_sequential(path.rsplit("/", 1)[-1])
+    return "" if parsed is None else parsed[0]
+
+
+def _counter(path: str) -> int | None:
+    # ZooKeeper's counter at the end of a member's name, or None.
+    parsed = split_sequential(path.rsplit("/", 1)[-1])
+    return None if parsed is None else parsed[1]
 
 
 def _sequential(child: str) -> bool:
-    # Ours end in ZooKeeper's 10-digit counter after a prefix ending in "_"
-    # (`documents.member_prefix`).
-    return child[-10:].isdigit() and child[:-10].endswith("_")
+    # Ours end in ZooKeeper's counter after a prefix ending in "_"
+    # (`documents.member_prefix`), negative once the counter wrapped.
+    return split_sequential(child) is not None
 
 
-def _sequence(child: str) -> tuple[str, str]:
-    # ZooKeeper's 10-digit counter ends the name: oldest first.
-    return child[-10:], child
+def _sequence(child: str) -> tuple[tuple[bool, int], str]:
+    # ZooKeeper's counter ends the name: oldest first.
+    counter = _counter(child)
+    return creation_order(0 if counter is None else counter), child

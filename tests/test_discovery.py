@@ -937,13 +937,36 @@ class TakeSuccessorTests(SynchronousTestCase):
         self.put(NERVE, one, 1, owner=PREVIOUS + 1)
         successor = self.put(NERVE, one, 7, owner=PREVIOUS)
         self.put(NERVE, other, 8, owner=PREVIOUS)
+        self.assert_named_replaced_by(one, named, successor)
+        self.assertEqual(self.zk.calls["get_children"], 1)
+
+    def test_successor_after_the_counter_wrapped_replaced(self) -> None:
+        """
+        Past 2**31-1 children made under a service, ZooKeeper names
+        members with a negative counter (``r0_-2147483648``): the holder's
+        member made after the named one once the counter wrapped is found
+        as made since, and an older one is not.
+        """
+        one = RedisInstance("r0", "10.0.0.1", 6379, service="svc")
+        named = f"{DISCOVERY}/svc/r0_2147483647"
+        self.put(NERVE, one, 2147483646, owner=PREVIOUS)
+        successor = self.put(NERVE, one, -(2**31), owner=PREVIOUS)
+        self.assertTrue(successor.endswith("/r0_-2147483648"), successor)
+        self.assert_named_replaced_by(one, named, successor)
+
+    def assert_named_replaced_by(
+        self, instance: RedisInstance, named: str, successor: str
+    ) -> None:
+        """
+        Nerve form: `instance`'s member, taking over from `PREVIOUS` whose
+        verdict named `named` (gone), replaces `successor`, read after it.
+        """
         discovery = self.discovery(NERVE)
-        member = discovery.member_for(one)
+        member = discovery.member_for(instance)
         took = discovery.take_named(member, named, PREVIOUS)
         self.assertTrue(self.successResultOf(Deferred.fromCoroutine(took)))
         self.assertEqual(member.replaces, successor)
         self.assertEqual(self.gets(), [named, successor])
-        self.assertEqual(self.zk.calls["get_children"], 1)
 
     def test_unnamed_the_holders_member_of_its_prefix_replaced(self) -> None:
         """
