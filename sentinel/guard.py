@@ -462,26 +462,27 @@ class Guard:
         until its listing, behind its own writes, lists the others, and
         the joiners' takeovers of their shares fired its deletion watches:
         3-15 a start were logged as deleted (and counted towards a loop).
+        One ``exists`` each; one that fails counts as deleted, as before.
         A holder is a member when its session holds the agent node of the
-        agent its node names; one that holds none (a squatter's) is said to
-        have written it, as another client, and counted as deleted. A
-        ``get`` each, and an ``exists`` per holder; a read that fails
-        counts as deleted, a look at an agent node that fails as a member.
+        agent its node names (`_members_holding`); one that holds none (a
+        squatter's) is said to have written it, as another client, and
+        counted as deleted.
         """
         answers = await DeferredList(
-            [self._zk.get(gone[node], background=True) for node in maybe_taken],
+            [self._zk.exists(gone[node], background=True) for node in maybe_taken],
             consumeErrors=True,
         )
         session = self._zk.session_id
-        held_by: dict[Node, tuple[int, str | None]] = {}
-        for node, (ok, answer) in zip(maybe_taken, answers, strict=True):
-            if ok:
-                data, stat = answer
-                if stat.ephemeralOwner and not ours(stat, session):
-                    held_by[node] = (stat.ephemeralOwner, _writer(data))
-        members = await self._members_among(set(held_by.values()))
-        taken = {node for node, holder in held_by.items() if holder in members}
-        squatted = [node for node in held if node in held_by and node not in taken]
+        held_by = [
+            node
+            for node, (ok, stat) in zip(maybe_taken, answers, strict=True)
+            if ok
+            and stat is not None
+            and stat.ephemeralOwner
+            and not ours(stat, session)
+        ]
+        taken = await self._members_holding(held_by, gone)
+        squatted = [node for node in held_by if node not in taken]
         if squatted:
             self.deleted += len(squatted)
             paths = [gone[node] for node in squatted]
@@ -507,29 +508,42 @@ class Guard:
         if deleted:
             self._report_deleted(deleted, gone, False)
 
-    async def _members_among(
-        self, holders: set[tuple[int, str | None]]
-    ) -> set[tuple[int, str | None]]:
+    async def _members_holding(
+        self, held_by: list[Node], gone: dict[Node, str]
+    ) -> set[Node]:
         """
-        Those of `holders` (a session, and the agent its node names as its
-        writer) that are members of the group: the session holds that
-        agent's node under ``{root}/agents``. One ``exists`` each; one that
-        fails counts as a member, as every holder did before.
+        Those of `held_by` (nodes another session holds) held by a member
+        of the group: the session that holds the node holds the agent node
+        under ``{root}/agents`` of the agent it names as its writer. A
+        ``get`` of each and an ``exists`` of that agent node; one that
+        fails counts as a member's, as every holder did before.
         """
+        reads = await DeferredList(
+            [self._zk.get(gone[node], background=True) for node in held_by],
+            consumeErrors=True,
+        )
         agents = self._nodes.agent.path.rpartition("/")[0]
-        named = [(owner, agent) for owner, agent in holders if agent is not None]
-        answers = await DeferredList(
+        taken: set[Node] = set()
+        asked: list[tuple[Node, int, str]] = []
+        for node, (ok, answer) in zip(held_by, reads, strict=True):
+            if not ok:
+                taken.add(node)
+                continue
+            data, stat = answer
+            writer = _writer(data)
+            if writer is not None:
+                asked.append((node, stat.ephemeralOwner, writer))
+        looks = await DeferredList(
             [
-                self._zk.exists(f"{agents}/{agent}", background=True)
-                for _, agent in named
+                self._zk.exists(f"{agents}/{writer}", background=True)
+                for _, _, writer in asked
             ],
             consumeErrors=True,
         )
-        return {
-            holder
-            for holder, (ok, stat) in zip(named, answers, strict=True)
-            if not ok or (stat is not None and stat.ephemeralOwner == holder[0])
-        }
+        for (node, owner, _), (ok, stat) in zip(asked, looks, strict=True):
+            if not ok or (stat is not None and stat.ephemeralOwner == owner):
+                taken.add(node)
+        return taken
 
     def _report_deleted(
         self, held: list[Node], gone: dict[Node, str], wiped: bool
