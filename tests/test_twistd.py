@@ -344,8 +344,7 @@ class TwistdTests(TwistdTestCase):
         busy = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
         config = directory / "sentinel.toml"
         config.write_text(f'http = "{busy}"\n')
-        pidfile = directory / "twistd.pid"
-        for args, line in [
+        cases = [
             (
                 ["--http", "tcp:99999"],
                 "sentinel: --http: 'tcp:99999' is not a valid endpoint: "
@@ -361,16 +360,27 @@ class TwistdTests(TwistdTestCase):
                 f"sentinel: http: cannot listen on {busy}: "
                 "[Errno 98] Address already in use",
             ),
-        ]:
-            result = subprocess.run(
+        ]
+        # The three start at once, each with a pidfile of its own: one
+        # after another, their start-ups (seconds each at load) added up.
+        children = []
+        for number, (args, _) in enumerate(cases):
+            pidfile = directory / f"twistd-{number}.pid"
+            child = subprocess.Popen(
                 [TWISTD, "-n", f"--pidfile={pidfile}", "sentinel",
                  "--redis", "127.0.0.1:1", *args],
                 env=environment(),
-                capture_output=True,
-                timeout=60,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )  # fmt: skip
+            # Cleanups run last first: killed (if still running), then reaped.
+            self.addCleanup(child.communicate)
+            self.addCleanup(child.kill)
+            children.append((child, pidfile))
+        for (child, pidfile), (_, line) in zip(children, cases, strict=True):
+            stdout, stderr = child.communicate(timeout=60)
             self.assertEqual(
-                (result.returncode, result.stdout, result.stderr.decode()),
+                (child.returncode, stdout, stderr.decode()),
                 (1, b"", line + "\n"),
             )
             self.assertFalse(pidfile.exists())
