@@ -103,7 +103,7 @@ class ComeAndGoTests(SynchronousTestCase):
 
     def test_ten_thousand_replicas_leave_nothing(self) -> None:
         """
-        10,000 distinct replicas, each watched, checked, published (node,
+        3,000 distinct replicas, each watched, checked, published (node,
         opinion) and removed again: the per-name containers are back to
         their size and the objects alive after a collection grow by a few
         hundred at most (before, by several per replica).
@@ -111,9 +111,12 @@ class ComeAndGoTests(SynchronousTestCase):
         self.come_and_go(1_200)
         self.assertEqual(self.topology.stats()["added"], 1_200)
         before = self.alive()
-        self.come_and_go(10_020)
+        # A shape, not a figure: a leak of even one object in six replicas
+        # is over the bound below. (At 10,020 the test took 14-17 s of a
+        # loaded suite's worker.)
+        self.come_and_go(3_000)
         stats = self.topology.stats()
-        self.assertEqual((stats["added"], stats["removed"]), (11_220, 11_220))
+        self.assertEqual((stats["added"], stats["removed"]), (4_200, 4_200))
         self.assertEqual(sorted(self.member.monitor.states), ["m"])
         publisher = self.member.publisher
         roles = publisher._roles
