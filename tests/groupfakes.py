@@ -22,7 +22,7 @@ from sentinel.monitor import Monitor, Settings
 from sentinel.observation import Observation
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.tracker import PendingTracker
-from tests.fakes import FakeProbe
+from tests.fakes import FakeProbe, SortedClock
 from tests.fakezk import FakeZooKeeper, FakeZooKeeperServer
 from tests.test_publisher import DOWN, HEARTBEAT, INTERVAL, REFRESH, ROOT, START, UP
 
@@ -143,7 +143,7 @@ class Fleet:
     """The members sharing one fake ZooKeeper and one Clock."""
 
     def __init__(self) -> None:
-        self.clock = Clock()
+        self.clock = SortedClock()
         self.clock.advance(START)
         self.server = FakeZooKeeperServer(self.clock)
         self.members: dict[str, Member] = {}
