@@ -1,7 +1,8 @@
 """
 The documents a user reads: README.rst (also the package's description on
-the index) and BENCHMARKS.rst are valid reStructuredText, so that they
-render as written; what README's first screens promise holds.
+the index), the reference under docs/ and BENCHMARKS.rst are valid
+reStructuredText, so that they render as written; what README's first
+screens promise holds.
 """
 
 from __future__ import annotations
@@ -22,13 +23,18 @@ from tests.httptest import agent_get
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The reference README.rst links to, one document each.
+DOCS = ("checks.rst", "zookeeper.rst", "operations.rst", "groups.rst", "http.rst")
+
 
 class RestructuredTextTests(SynchronousTestCase):
     """Every warning docutils gives is a place that renders otherwise."""
 
     def test_valid(self) -> None:
-        """README.rst and BENCHMARKS.rst parse without a warning."""
-        for name in ("README.rst", "BENCHMARKS.rst"):
+        """README.rst, BENCHMARKS.rst and each docs/ file parse without a warning."""
+        docs = sorted(path.name for path in (REPO / "docs").glob("*.rst"))
+        self.assertEqual(sorted(set(DOCS) - set(docs)), [])
+        for name in ("README.rst", "BENCHMARKS.rst", *(f"docs/{d}" for d in docs)):
             with self.subTest(document=name):
                 warnings = io.StringIO()
                 docutils.core.publish_doctree(
@@ -41,6 +47,28 @@ class RestructuredTextTests(SynchronousTestCase):
                     },
                 )
                 self.assertEqual(warnings.getvalue(), "")
+
+
+class LinkTests(SynchronousTestCase):
+    """The README and the reference link to each other by relative paths."""
+
+    def test_targets_exist(self) -> None:
+        """
+        Each relative link of README.rst and of each docs/ file names a
+        file that exists, and README.rst links to every docs/ file.
+        """
+        readme = (REPO / "README.rst").read_text(encoding="utf-8")
+        documents = [REPO / "README.rst", *(REPO / "docs").glob("*.rst")]
+        checked = 0
+        for path in documents:
+            text = path.read_text(encoding="utf-8")
+            for target in re.findall(r"<([^<>:\s]+\.rst)>`_", text):
+                with self.subTest(document=path.name, target=target):
+                    self.assertTrue((path.parent / target).is_file())
+                    checked += 1
+        for name in DOCS:
+            self.assertIn(f"<docs/{name}>`_", readme)
+        self.assertGreaterEqual(checked, 2 * len(DOCS))
 
 
 class LayoutTests(SynchronousTestCase):
@@ -94,7 +122,7 @@ class AtAGlanceTests(SynchronousTestCase):
 
 
 class DebugStatsRowTests(SynchronousTestCase):
-    """README's HTTP table says what ``GET /debug/stats`` answers with."""
+    """docs/http.rst's HTTP table says what ``GET /debug/stats`` answers with."""
 
     def test_every_key_named(self) -> None:
         """
@@ -120,8 +148,8 @@ class DebugStatsRowTests(SynchronousTestCase):
         reactor.advance(1.0)
         code, stats = agent_get(self, top, "/debug/stats")
         self.assertEqual(code, 200)
-        readme = (REPO / "README.rst").read_text(encoding="utf-8")
-        http = readme.split("\nHTTP\n----\n", 1)[1]
+        reference = (REPO / "docs" / "http.rst").read_text(encoding="utf-8")
+        http = reference.split("\nHTTP\n----\n", 1)[1]
         row = http.split("``GET /debug/stats``", 1)[1].split("``GET /metrics``", 1)[0]
         named = set(re.findall(r"``([a-z_]+)``", row))
         self.assertEqual(sorted(set(stats) - named), [])

@@ -2351,7 +2351,7 @@ class QuorumTests(SynchronousTestCase):
     def test_opinions_left_open_by_a_leave_count_in_no_verdict(self) -> None:
         """
         A member whose leave leaves its session open for the takeovers
-        keeps its opinions there (README, Groups), but they count in no
+        keeps its opinions there (docs/groups.rst), but they count in no
         verdict: with it and one other member seeing everything down, the
         instances of the members that stay are down; once it left, their
         verdicts name the two members left only and are up again, one

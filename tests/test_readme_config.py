@@ -1,7 +1,7 @@
 """
-Each TOML example in README.rst loads through the real config loader, as an
-operator who copies it would load it, and the defaults its comments state
-are the code's.
+Each TOML example in README.rst and in the reference under docs/ loads
+through the real config loader, as an operator who copies it would load it,
+and the defaults its comments state are the code's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel.settings import SETTINGS
 from tests.test_example_config import load_in_etc, temporary_etc
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.rst"
 
 _DEFAULT_SAID = re.compile(r"#.*\bdefault:? (.+)$")
 
@@ -54,19 +55,41 @@ def setting_lines(source: str) -> dict[str, str]:
     return lines
 
 
+def documents() -> list[Path]:
+    """README.rst, then each document of the reference under docs/."""
+    return [README, *sorted((REPO / "docs").glob("*.rst"))]
+
+
 class ReadmeConfigTests(SynchronousTestCase):
-    """The README's examples, with the /etc files they name in a temporary /etc."""
+    """
+    The examples of the README and of docs/, with the /etc files they name
+    in a temporary /etc.
+    """
 
     def setUp(self) -> None:
-        self.examples = toml_examples(README.read_text(encoding="utf-8"))
+        self.found = {
+            path.relative_to(REPO).as_posix(): toml_examples(
+                path.read_text(encoding="utf-8")
+            )
+            for path in documents()
+        }
+        self.examples = [
+            (f"{name}:{line}", source)
+            for name, examples in self.found.items()
+            for line, source in examples
+        ]
         self.etc = temporary_etc(self, "\n".join(s for _, s in self.examples))
 
     def test_found(self) -> None:
-        """The README's examples are found (Running's, Running a group's)."""
-        self.assertGreaterEqual(len(self.examples), 2)
+        """
+        The examples are found: Running's in the README, Running a group's
+        in docs/groups.rst.
+        """
+        self.assertGreaterEqual(len(self.found["README.rst"]), 1)
+        self.assertGreaterEqual(len(self.found["docs/groups.rst"]), 1)
 
     def test_loads(self) -> None:
-        """Each TOML example of the README, as it is, loads and validates."""
+        """Each TOML example of the README and docs/, as it is, loads and validates."""
         for line, source in self.examples:
             with self.subTest(line=line):
                 load_in_etc(self.etc, source)
