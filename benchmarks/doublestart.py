@@ -1,7 +1,7 @@
 """
 A double start: two agents started at once on one config and state_dir
 (two units, or an init system and a supervisor), and the restart after
-it (DESIGN.md section 8, "Restarts"; README "Restarts").
+it (DESIGN.md section 8, "Restarts"; docs/operations.rst, "Restarts").
 
 One ZooKeeper, a few real redis-servers, ``--instances`` instances. For
 each of ``--runs`` runs of each ``--checkout`` (in turns), on a fresh

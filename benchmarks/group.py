@@ -1,5 +1,5 @@
 """
-What a group costs (README "Running a group").
+What a group costs (docs/groups.rst).
 
 ``cost`` (no servers; the fake ZooKeeper of the tests, on a Clock, and the
 real modules):

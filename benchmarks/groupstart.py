@@ -1,6 +1,6 @@
 """
 What /healthz says while a group starts and its instance nodes are not
-all written yet (README "Running a group").
+all written yet (docs/groups.rst).
 
 ``--agents`` real ``twistd -n sentinel`` agents that all know the same
 ``--instances`` instances (``--replicas``), on 4 shared redis-servers,

@@ -1,7 +1,7 @@
 """
 Every member of a group stalled at once, as a reader of ZooKeeper sees the
-instances afterwards (DESIGN.md section 8; README, "Opinions and
-verdicts"): back, each member's first check decides anew, so every
+instances afterwards (DESIGN.md section 8; docs/groups.rst, "Opinions"
+and "Verdicts"): back, each member's first check decides anew, so every
 opinion is unsettled while each node's verdict is still fresh and up.
 
 ``--agents`` agents (``twistd -n sentinel``, ``--replicas`` and

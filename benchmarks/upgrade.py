@@ -1,5 +1,5 @@
 """
-Old and new agents together (README "Upgrades and downgrades").
+Old and new agents together (docs/operations.rst, "Upgrades and downgrades").
 
 Each ``--checkout LABEL=PATH`` is a version of the agent (a checkout of an
 older commit: ``git worktree add --detach ../old <commit>``); ``this`` is

@@ -1,6 +1,6 @@
 """
 A group member started without ZooKeeper, and a group started with it
-(README "Running a group", "Starting without ZooKeeper").
+(docs/groups.rst, "Starting without ZooKeeper").
 
 ``absent``: one real ``twistd -n sentinel`` agent knowing ``--instances``
 instances on one redis-server, started while its ZooKeeper is refused (a
