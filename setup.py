@@ -53,7 +53,8 @@ setup(
     extras_require={
         "test": [
             "treq>=23.11",
-            # README.rst and BENCHMARKS.rst render as written (tests/test_docs.py).
+            # README.rst, docs/ and BENCHMARKS.rst render as written
+            # (tests/test_docs.py).
             "docutils>=0.19",
             "mypy>=2.0",
             # Type-checks zope.interface declarations (reactor interfaces).
