@@ -18,13 +18,13 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionDropped
 from kazoo.protocol.connection import ConnectionHandler
-from kazoo.protocol.serialization import Exists
+from kazoo.protocol.serialization import Connect, Exists
 from kazoo.retry import KazooRetry
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.zk import ZooKeeper
-from sentinel.zkframes import FRAME_LIMIT, fence_reads
+from sentinel.zkframes import FRAME_LIMIT, HANDSHAKE_FRAME_LIMIT, fence_reads
 from tests.servers import LOOPBACK
 
 # How long a read on the socket pair waits for bytes that never come.
@@ -94,13 +94,61 @@ class FrameTests(SynchronousTestCase):
             wire.connection._read_header(READ_TIMEOUT)
         self.assertIn("frame length of -5 bytes", str(raised.exception))
 
-    def test_frame_at_the_limit_read(self) -> None:
-        """A frame of `FRAME_LIMIT` bytes is read whole (a listing's room)."""
+    def test_large_listing_read(self) -> None:
+        """
+        A reply of 20 MiB once the session is established is read whole:
+        a listing of 20,000 names of 1,000 bytes, which a squatter may add
+        under ``{root}/instances`` and ZooKeeper sends (capped at 16 MiB,
+        it dropped the connection at each listing, in a loop).
+        """
         wire = FencedConnection(self)
-        body = b"\x00" * (FRAME_LIMIT - 16)
+        body = b"\x00" * (20 * 2**20 - 16)
         wire.send(reply(1, body=body))
         header, frame, offset = wire.connection._read_header(THREAD_WAIT)
-        self.assertEqual((header.xid, len(frame), offset), (1, FRAME_LIMIT, 16))
+        self.assertEqual((header.xid, len(frame), offset), (1, 20 * 2**20, 16))
+
+    def test_length_just_above_the_limit_drops_the_connection(self) -> None:
+        """One byte more than `FRAME_LIMIT` is refused at its length."""
+        wire = FencedConnection(self)
+        wire.send(struct.pack("!i", FRAME_LIMIT + 1))
+        with self.assertRaises(ConnectionDropped) as raised:
+            wire.connection._read_header(READ_TIMEOUT)
+        self.assertIn(
+            f"frame length of {FRAME_LIMIT + 1:,} bytes", str(raised.exception)
+        )
+
+    def test_handshake_frame_above_its_limit_drops_the_connection(self) -> None:
+        """
+        Before the session is established (kazoo's ``_invoke``: the reply
+        to its connect request), a frame over `HANDSHAKE_FRAME_LIMIT` is
+        refused at its length: a peer not yet shown to be ZooKeeper (a
+        wrong port) costs at most that, whatever the limit after.
+        """
+        wire = FencedConnection(self)
+        wire.send(struct.pack("!i", HANDSHAKE_FRAME_LIMIT + 1) + b"\xa5" * 4096)
+        connect = Connect(0, 0, 4000, 0, b"\x00" * 16, False)
+        with self.assertRaises(ConnectionDropped) as raised:
+            wire.connection._invoke(READ_TIMEOUT, connect)
+        self.assertIn(
+            f"frame length of {HANDSHAKE_FRAME_LIMIT + 1:,} bytes (at most"
+            f" {HANDSHAKE_FRAME_LIMIT:,} before a session",
+            str(raised.exception),
+        )
+
+    def test_limit_after_the_handshake_restored(self) -> None:
+        """
+        A handshake's reply read (or failed), frames are judged against
+        `FRAME_LIMIT` again: a listing after a reconnection is read whole.
+        """
+        wire = FencedConnection(self)
+        wire.send(struct.pack("!i", HANDSHAKE_FRAME_LIMIT + 1))
+        connect = Connect(0, 0, 4000, 0, b"\x00" * 16, False)
+        with self.assertRaises(ConnectionDropped):
+            wire.connection._invoke(READ_TIMEOUT, connect)
+        body = b"\x00" * (2 * HANDSHAKE_FRAME_LIMIT)
+        wire.send(reply(1, body=body))
+        header, frame, _ = wire.connection._read_header(THREAD_WAIT)
+        self.assertEqual((header.xid, len(frame)), (1, len(body) + 16))
 
     def test_reply_sent_twice_drops_the_connection(self) -> None:
         """
@@ -264,6 +312,6 @@ class StreamingServerTests(SynchronousTestCase):
             self.assertTrue(server.accepted.acquire(timeout=THREAD_WAIT))
         self.assertIn(
             "Connection dropped: ZooKeeper sent a frame length of 2,147,483,647"
-            f" bytes (at most {FRAME_LIMIT:,})",
+            f" bytes (at most {HANDSHAKE_FRAME_LIMIT:,} before a session)",
             dropped,
         )
