@@ -605,6 +605,7 @@ class RedisProbe:
         "_due",
         "_info_asked",
         "_again",
+        "_spoke_redis",
     )
 
     def __init__(
@@ -757,6 +758,10 @@ class RedisProbe:
         self._due = 0.0
         self._info_asked = False
         self._again: tuple[Deferred[Observation | None], Deferred[Any]] | None = None
+        # The address (`_endpoint`) that last answered PING as Redis does:
+        # a new connection to it closed unanswered is that Redis going, not
+        # another service (`NOT_REDIS_CLOSE`).
+        self._spoke_redis: Address | None = None
 
     def retime(self, timeout: float) -> None:
         """
@@ -1429,6 +1434,7 @@ class RedisProbe:
             self._answers.answered(self._endpoint(), self._sent_at, now)
             self._excused = False
         self._closed_unanswered = 0
+        self._spoke_redis = self._endpoint()
         if self._retiring is not None and self._retiring is not protocol:
             self._retired()
         # Alive but not ready: the server's reason is the error.
@@ -1463,6 +1469,7 @@ class RedisProbe:
             self._answers.answered(self._endpoint(), self._sent_at, now)
             self._excused = False
         self._closed_unanswered = 0
+        self._spoke_redis = self._endpoint()
         if self._retiring is not None and self._retiring is not protocol:
             self._retired()
         # Alive but not ready: the server's reason is the error.
@@ -1860,16 +1867,25 @@ class RedisProbe:
         if not _closed(reply):
             # The server answered (an error, say): no close before PING.
             self._closed_unanswered = 0
+            if isinstance(reply, ResponseError):
+                self._spoke_redis = self._endpoint()
         elif self._closed_before_ping(extras):
             self._end_check(None)
             return
         elif self._check_again():
             return
-        elif self._checks_on_connection == 1 and self._tls is None and not self._again:
+        elif (
+            self._checks_on_connection == 1
+            and self._tls is None
+            and not self._again
+            and self._spoke_redis != self._endpoint()
+        ):
             # Closed before a byte came (PING's reply is the connection's
             # first), and not as a check sent again after a kept connection
-            # closed (a restart): no Redis does that, and a TLS-only port or
-            # another service does (`NOT_REDIS_CLOSE`).
+            # closed (a restart): no Redis that is up does that, and a
+            # TLS-only port or another service does (`NOT_REDIS_CLOSE`). A
+            # Redis that answered here before and is going does too (frozen,
+            # then killed: its listen backlog reset), and says the loss alone.
             reply = ConnectionLost(f"{reply} {NOT_REDIS_CLOSE}")
         self._bad_reply(reply, protocol, "PING")
 
