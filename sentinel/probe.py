@@ -1874,19 +1874,20 @@ class RedisProbe:
             return
         elif self._check_again():
             return
-        elif (
-            self._checks_on_connection == 1
-            and self._tls is None
-            and not self._again
-            and self._spoke_redis != self._endpoint()
-        ):
+        elif self._checks_on_connection == 1 and self._tls is None and not self._again:
             # Closed before a byte came (PING's reply is the connection's
             # first), and not as a check sent again after a kept connection
             # closed (a restart): no Redis that is up does that, and a
             # TLS-only port or another service does (`NOT_REDIS_CLOSE`). A
-            # Redis that answered here before and is going does too (frozen,
-            # then killed: its listen backlog reset), and says the loss alone.
-            reply = ConnectionLost(f"{reply} {NOT_REDIS_CLOSE}")
+            # Redis that answered here before and is going does too, once
+            # (frozen, then killed: its listen backlog reset; the next
+            # connection is refused or answered), and says the loss alone;
+            # a second such close without an answer between is the port
+            # changed (restarted TLS-only, say), and says why it may be.
+            if self._spoke_redis == self._endpoint():
+                self._spoke_redis = None
+            else:
+                reply = ConnectionLost(f"{reply} {NOT_REDIS_CLOSE}")
         self._bad_reply(reply, protocol, "PING")
 
     def _check_again(self) -> bool:

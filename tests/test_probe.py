@@ -380,6 +380,36 @@ class ReplyTests(SynchronousTestCase):
                 self.successResultOf(d), Observation(ok=False, error=error)
             )
 
+    def test_closed_twice_after_redis_answered_said_not_redis(self) -> None:
+        """
+        A second new connection closed before any reply, with no answer
+        between (the Redis there restarted with a TLS port only, say), says
+        that it may not be Redis again: the first was the Redis going.
+        """
+        h = Harness()
+        d = h.check()
+        h.accept()
+        h.sent()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        said = []
+        for _ in range(3):
+            h.reactor.advance(1.0)
+            d = h.check()
+            h.accept()
+            self.assertEqual(h.sent(), PING)
+            h.protocol.connectionLost(Failure(ConnectionLost()))
+            said.append(self.successResultOf(d).error)  # type: ignore[union-attr]
+        self.assertEqual(
+            said,
+            [
+                "connection reset",
+                f"connection reset {NOT_REDIS_CLOSE}",
+                f"connection reset {NOT_REDIS_CLOSE}",
+            ],
+        )
+
     def test_info_replication(self) -> None:
         """
         INFO replication, sent in the same write as PING, gives role, master
