@@ -13,6 +13,9 @@ same ZooKeeper (kazoo, its own session, no ACLs) does ``--kind`` every
 - ``delete``: deletes every ``{root}/instances`` node;
 - ``forge``: writes every instance node over with a document saying
   ``up``, its agent ``a``;
+- ``squat``: deletes every instance node and makes its own there
+  (ephemeral, the same document saying ``up``, its agent ``a``), each in
+  one transaction: a squatter that is no member, rewriting them in a loop;
 - ``catalogs``: creates and deletes a node under ``{root}/catalogs``
   (the children watch every member keeps), ``--burst`` times a round;
 - ``opinions``: the same under ``{root}/opinions/{first instance}``
@@ -102,6 +105,7 @@ def main() -> None:
         choices=(
             "delete",
             "forge",
+            "squat",
             "catalogs",
             "opinions",
             "opinion-forge",
@@ -238,6 +242,10 @@ def meddle(client: KazooClient, options: argparse.Namespace, names: list[str]) -
             ]
         elif options.kind == "delete":
             results = [client.delete_async(f"{ROOT}/instances/{n}") for n in names]
+        elif options.kind == "squat":
+            results = [
+                squatted(client, f"{ROOT}/instances/{n}", forged[n]) for n in names
+            ]
         elif options.kind in ("forge", "takeover-forge"):
             results = [
                 client.set_async(f"{ROOT}/instances/{n}", forged[n]) for n in names
@@ -256,6 +264,14 @@ def meddle(client: KazooClient, options: argparse.Namespace, names: list[str]) -
                 pass
         time.sleep(options.every)
     return done
+
+
+def squatted(client: KazooClient, path: str, data: bytes) -> Any:
+    """Delete `path` and make it the client's own, in one transaction."""
+    transaction = client.transaction()
+    transaction.delete(path)
+    transaction.create(path, data, ephemeral=True)
+    return transaction.commit_async()
 
 
 def forged_opinions(client: KazooClient, names: list[str]) -> dict[str, bytes]:

@@ -4,21 +4,23 @@ A restart's sweep behind a squatter's nodes (DESIGN.md sections 2.5 and 8).
 An agent (``twistd -n sentinel``, a ``state_dir``) watches ``--instances``
 instances on a real redis-server and publishes them to a real ZooKeeper.
 Once every instance node is written, a squatter (kazoo, its own session)
-creates ``--nodes`` ephemeral children of ``{root}/instances``, in
-transactions of 1,000; the agent is stopped (SIGTERM: the session kept)
-and started again on the same ``state_dir`` with the last ``--removed``
-instances removed from its config. The new process reattaches and
+creates ``--nodes`` ephemeral children of ``{root}/instances``, named
+with ``--name-bytes`` bytes each (a listing of 100,000 names of 200
+bytes is about 20 MB), in transactions of at most 1,000 (and 500 KB);
+the agent is stopped (SIGTERM: the session kept) and started again on
+the same ``state_dir`` with the last ``--removed`` instances removed
+from its config. The new process reattaches and
 sweeps: the removed instances' nodes are its own now, and must go
 (ZooKeeper lists children in no order: each is found somewhere among the
 squatter's). Printed, for each ``--checkout``: how long after the new
 process's start the last of the removed instances' nodes was still
 published, and the previous process's catalog (the sweep's last step);
 the new process's CPU, RSS and ZooKeeper requests (``cons``) until
-then, its checks failed, and each ``/healthz`` answer (polled every
-0.2 s).
+then, its checks failed, each ``/healthz`` answer (polled every 0.2 s),
+and its log lines of a ZooKeeper frame refused as too long.
 
     .venv/bin/python benchmarks/sweepsquat.py [--nodes 100000] \\
-        [--instances 20] [--removed 10] \\
+        [--name-bytes 12] [--instances 20] [--removed 10] \\
         [--checkout before=PATH --checkout after=.]
 """
 
@@ -116,10 +118,13 @@ def run(
         )
         squatter = squatter_client(started, hosts)
         began = time.monotonic()
-        for start in range(0, args.nodes, BATCH):
+        # A transaction within ZooKeeper's 1 MB on a request (jute.maxbuffer).
+        batch = max(1, min(BATCH, 500_000 // args.name_bytes))
+        for start in range(0, args.nodes, batch):
             transaction = squatter.transaction()
-            for i in range(start, min(start + BATCH, args.nodes)):
-                transaction.create(f"{root}/instances/squat-{i}", b"{}", ephemeral=True)
+            for i in range(start, min(start + batch, args.nodes)):
+                name = f"squat-{i}-".ljust(args.name_bytes, "x")
+                transaction.create(f"{root}/instances/{name}", b"{}", ephemeral=True)
             transaction.commit()
         squatted = time.monotonic() - began
         catalogs = [
@@ -156,6 +161,7 @@ def run(
         checks = sum(i["checks"] for i in watched.values())
         failures = sum(i["failures"] for i in watched.values())
         gone = "gone" if not still_published() else f"still there at {args.limit:g} s"
+        drops = second.log.read_text(errors="replace").count("frame length")
         lines = [
             f"{label} ({commit_of(checkout)}), load {load}: {args.nodes} squatted"
             f" in {squatted:.1f} s",
@@ -163,7 +169,8 @@ def run(
             f" restart, its previous catalog {swept:.1f} s after; CPU {cpu:.2f} s,"
             f" RSS at most {rss_most / 2**20:.0f} MiB,"
             f" {requests} ZooKeeper requests from its session",
-            f"    checks {checks}, failed {failures}; /healthz {dict(answers)}",
+            f"    checks {checks}, failed {failures}; /healthz {dict(answers)};"
+            f" {drops} log lines of a frame too long",
         ]
         return lines
 
@@ -172,6 +179,7 @@ def main() -> None:
     """Run each checkout in turn; print its lines."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=100_000)
+    parser.add_argument("--name-bytes", type=int, default=12)
     parser.add_argument("--instances", type=int, default=20)
     parser.add_argument("--removed", type=int, default=10)
     parser.add_argument("--limit", type=float, default=240.0)
