@@ -325,6 +325,25 @@ class ReplyTests(SynchronousTestCase):
             assert observation is not None
             self.assertEqual((observation.ok, observation.error), (False, error))
 
+    def closed_on_first_check(self, h: Harness, why: Exception) -> Observation:
+        """A check on a new connection, closed by `why` before any reply."""
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING)
+        h.protocol.connectionLost(Failure(why))
+        observation = self.successResultOf(d)
+        assert observation is not None
+        return observation
+
+    def answered_then_closed(self, h: Harness) -> None:
+        """A first check answered PONG, then its connection closed."""
+        d = h.check()
+        h.accept()
+        self.assertEqual(h.sent(), PING)
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        h.protocol.connectionLost(Failure(ConnectionLost()))
+
     def test_closed_before_any_reply_said_not_redis(self) -> None:
         """
         A new connection closed or reset before any reply to its first
@@ -337,12 +356,8 @@ class ReplyTests(SynchronousTestCase):
             (ConnectionDone(), "connection lost"),
         ):
             h = Harness()
-            d = h.check()
-            h.accept()
-            self.assertEqual(h.sent(), PING)
-            h.protocol.connectionLost(Failure(why))
             self.assertEqual(
-                self.successResultOf(d),
+                self.closed_on_first_check(h, why),
                 Observation(ok=False, error=f"{error} {NOT_REDIS_CLOSE}"),
             )
             self.assertIn("tls = true", NOT_REDIS_CLOSE)
@@ -365,19 +380,10 @@ class ReplyTests(SynchronousTestCase):
             (ConnectionDone(), "connection lost"),
         ):
             h = Harness()
-            d = h.check()
-            h.accept()
-            self.assertEqual(h.sent(), PING)
-            h.reply(b"+PONG\r\n")
-            self.assertTrue(self.successResultOf(d).ok)
-            h.protocol.connectionLost(Failure(ConnectionLost()))
+            self.answered_then_closed(h)
             h.reactor.advance(1.0)
-            d = h.check()
-            h.accept()
-            self.assertEqual(h.sent(), PING)
-            h.protocol.connectionLost(Failure(why))
             self.assertEqual(
-                self.successResultOf(d), Observation(ok=False, error=error)
+                self.closed_on_first_check(h, why), Observation(ok=False, error=error)
             )
 
     def test_closed_twice_after_redis_answered_said_not_redis(self) -> None:
@@ -387,20 +393,11 @@ class ReplyTests(SynchronousTestCase):
         that it may not be Redis again: the first was the Redis going.
         """
         h = Harness()
-        d = h.check()
-        h.accept()
-        h.sent()
-        h.reply(b"+PONG\r\n")
-        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
-        h.protocol.connectionLost(Failure(ConnectionDone()))
+        self.answered_then_closed(h)
         said = []
         for _ in range(3):
             h.reactor.advance(1.0)
-            d = h.check()
-            h.accept()
-            self.assertEqual(h.sent(), PING)
-            h.protocol.connectionLost(Failure(ConnectionLost()))
-            said.append(self.successResultOf(d).error)  # type: ignore[union-attr]
+            said.append(self.closed_on_first_check(h, ConnectionLost()).error)
         self.assertEqual(
             said,
             [
