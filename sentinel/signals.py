@@ -13,6 +13,9 @@ file kept, and the init system restarted it to reattach to them), or with
 a KeyboardInterrupt traceback for SIGINT. SIGUSR1, which many log
 rotations send, ended it at any time. So:
 
+- SIGINT inherited ignored (a background job of a script:
+  ``sentinel-agent ... &``) is taken all the same: Twisted keeps an
+  ignored SIGINT, and ``kill -INT`` did nothing.
 - `StartSignals` is installed as soon as sentinel's own code runs for an
   agent that will start: the first thing ``sentinel-agent`` does, and
   ``twistd sentinel``'s `postOptions` (never for ``--help`` or
@@ -83,14 +86,23 @@ class StartSignals:
         self._received: dict[int, int] = {}
 
     def install(self) -> None:
-        """Note `SIGNALS` from now on, where at Python's default action."""
+        """
+        Note `SIGNALS` from now on, where at Python's default action, and
+        SIGINT inherited ignored too.
+        """
         for signum in self.SIGNALS:
             previous = self._getsignal(signum)
-            if signum not in self._installed and previous in (
-                signal.SIG_DFL,
-                signal.default_int_handler,
-                None,
-            ):
+            if signum in self._installed:
+                continue
+            if signum == signal.SIGINT and previous == signal.SIG_IGN:
+                # A script's background job (`sentinel-agent &`) inherits
+                # SIGINT ignored, and the reactor takes SIGINT only from
+                # Python's handler: `kill -INT` then did nothing. SIGINT
+                # stops the agent whatever it inherited, so ours is
+                # followed by Python's handler, as at an ordinary start.
+                self._setsignal(signum, self.noted)
+                self._installed[signum] = signal.default_int_handler
+            elif previous in (signal.SIG_DFL, signal.default_int_handler, None):
                 self._setsignal(signum, self.noted)
                 self._installed[signum] = previous
 

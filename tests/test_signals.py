@@ -62,16 +62,32 @@ class StartSignalsTests(SynchronousTestCase):
 
     def test_sigint_noted_and_given_back(self) -> None:
         """
-        SIGINT, at Python's handler (KeyboardInterrupt, a traceback), is
-        noted too, and given that handler back (the reactor takes SIGINT
-        only from it).
+        SIGINT, at Python's handler (KeyboardInterrupt, a traceback) or
+        inherited ignored (an agent started with ``&`` from a script), is
+        noted too, and given Python's handler back, never the ignored
+        disposition: the reactor takes SIGINT only from that handler, so
+        ``kill -INT`` stops the agent whatever it inherited (inherited
+        ignored, it did nothing).
         """
-        self.signals.handlers[signal.SIGINT] = signal.default_int_handler
+        for inherited in (signal.default_int_handler, signal.SIG_IGN):
+            self.signals.handlers[signal.SIGINT] = inherited
+            start = StartSignals(self.signals.signal, self.signals.getsignal)
+            start.install()
+            self.signals.deliver(signal.SIGINT)
+            self.assertEqual(start.take(signal.SIGINT), 1)
+            start.release(signal.SIGINT)
+            self.assertIs(
+                self.signals.handlers[signal.SIGINT], signal.default_int_handler
+            )
+
+    def test_other_signals_inherited_ignored_kept(self) -> None:
+        """
+        Another signal inherited ignored stays ignored (``nohup``'s SIGHUP
+        is the operator's choice); only SIGINT, a stop signal, is taken.
+        """
+        self.signals.handlers[signal.SIGHUP] = signal.SIG_IGN
         self.start.install()
-        self.signals.deliver(signal.SIGINT)
-        self.assertEqual(self.start.take(signal.SIGINT), 1)
-        self.start.release(signal.SIGINT)
-        self.assertIs(self.signals.handlers[signal.SIGINT], signal.default_int_handler)
+        self.assertIs(self.signals.handlers[signal.SIGHUP], signal.SIG_IGN)
 
     def test_sighup_installed_last(self) -> None:
         """
