@@ -24,6 +24,16 @@ state file, read after the lock:
   the old one exited with status 78 (not restarted by the unit) while
   ZooKeeper was away, and the deploy then stopped the old one: no agent
   left;
+- if the file names the holder as the holder of a session of another
+  agent id, another agent runs on this state_dir, which is one agent's:
+  this process exits with one line and status 78 before it connects to
+  anything. Before, it went on beside that agent with a session of its
+  own and wrote its state file over that agent's, which then logged a
+  state-file error until its stop (and deregistered at it). An agent
+  renamed (a new ``agent_id``) starts once the old name's process has
+  stopped, and closes the session it left (`sentinel.handoff`); at a
+  deploy that starts the new process before stopping the old, a rename
+  is refused (the old process is not this agent's older self);
 - otherwise the holder is starting too and has no session of its own in
   the file yet: a double start (two units on one state_dir, an init
   system and a supervisor both starting the agent). This process exits
@@ -232,13 +242,15 @@ def double_start(
     directory: str,
     held: HeldBy | str | None,
     left: StoredSession | str | None,
+    agent_id: str,
     running_for: Callable[[int], float | None] = _running_for,
 ) -> str | None:
     """
     The line to exit with when another process is starting on the
-    state_dir `directory` (module docstring), else None; `held` is what
-    `take` found, `left` the state file read after it, `running_for` how
-    long a process has run.
+    state_dir `directory`, or runs there as another agent (module
+    docstring), else None; `held` is what `take` found, `left` the state
+    file read after it, `agent_id` this agent's, `running_for` how long a
+    process has run.
     """
     if held is None:
         return None
@@ -250,6 +262,14 @@ def double_start(
         )
         return None
     if held.pid is not None and isinstance(left, StoredSession):
+        if left.owner.pid == held.pid and left.purpose.agent_id != agent_id:
+            return (
+                f"sentinel: state_dir: {directory} is agent id "
+                f"{left.purpose.agent_id!r}'s, whose process (pid {held.pid}) "
+                f"runs and holds {lock_path(directory)}: a state_dir is one "
+                f"agent's; exiting, and leaving it alone (to rename that "
+                f"agent, stop it first; else give this one its own state_dir)"
+            )
         if left.owner.pid == held.pid:
             # An older process that recorded its session: taken over.
             Waiting(directory)

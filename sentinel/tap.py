@@ -542,7 +542,9 @@ def makeService(options: Options) -> IService:
         label = "--state-dir" if "state_dir" in options.overrides else "state_dir"
         raise SystemExit(f"sentinel: {label}: {e}") from None
     if held is not None and options.config.state_dir is not None:
-        twin = double_start(options.config.state_dir, held, left)
+        twin = double_start(
+            options.config.state_dir, held, left, options.config.agent_id
+        )
         if twin is not None:
             print(twin, file=sys.stderr)
             raise SystemExit(EXIT_TWIN)

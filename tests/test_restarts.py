@@ -500,6 +500,51 @@ class StateFileTests(RestartTestCase):
         self.assertEqual(sorted(p.name for p in self.state_dir.iterdir()), [lock.name])
         self.assertIsNone(self.kazoo.exists(self.root))
 
+    async def test_another_agent_id_refused(self) -> None:
+        """
+        A process started with another agent_id on the state_dir of an
+        agent that runs (its session recorded) exits at once with one line
+        and status 78, and that agent runs on, its state file its own.
+        Before, the second went on beside it with a session of its own and
+        wrote its state file over the first's, which then logged a
+        state-file error until its stop.
+        """
+        first = self.agent()
+        state = self.state_dir / STATE_FILE
+
+        def recorded() -> bool:
+            try:
+                return bool(json.loads(state.read_bytes())["owner"]["pid"] == first.pid)
+            except (OSError, ValueError, KeyError):
+                return False
+
+        await wait_for(reactor, recorded, START_BOUND, "the first's session", 0.05)
+        result = subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "sentinel", "--config", str(self.config),
+             "--http", "none", "--agent-id", "renamed"],
+            env=environment(),
+            capture_output=True,
+            timeout=START_BOUND,
+        )  # fmt: skip
+        lock = self.state_dir / "start.lock"
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr.decode()),
+            (
+                78,
+                b"",
+                f"sentinel: state_dir: {self.state_dir} is agent id 'restarts''s, "
+                f"whose process (pid {first.pid}) runs and holds {lock}: a "
+                f"state_dir is one agent's; exiting, and leaving it alone (to "
+                f"rename that agent, stop it first; else give this one its own "
+                f"state_dir)\n",
+            ),
+        )
+        self.assertTrue(recorded())
+        self.assertTrue(first.child.running)
+        self.assertNotIn("no longer holds", first.text())
+        os.kill(first.pid, signal.SIGTERM)
+        self.assertEqual(await first.exited(), -signal.SIGTERM)
+
     async def test_foreign_state_file(self) -> None:
         """
         A state file for another ZooKeeper root is not reattached: the

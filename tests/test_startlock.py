@@ -21,6 +21,8 @@ from sentinel.startlock import HeldBy, double_start, lock_path, take
 from tests.test_session import STORED
 
 OTHER_PID = STORED.owner.pid
+# This process's agent id: the one the stored session is for.
+AGENT = STORED.purpose.agent_id
 
 
 def _starting(pid: int) -> float:
@@ -88,7 +90,9 @@ class StartLockTests(SynchronousTestCase):
         """
         gone = attr.evolve(STORED, owner=attr.evolve(STORED.owner, pid=1))
         for left in ("no state file", gone):
-            line = double_start(self.directory, HeldBy(OTHER_PID), left, _starting)
+            line = double_start(
+                self.directory, HeldBy(OTHER_PID), left, AGENT, _starting
+            )
             self.assertEqual(
                 line,
                 f"sentinel: state_dir: another process (pid {OTHER_PID}) is "
@@ -96,10 +100,12 @@ class StartLockTests(SynchronousTestCase):
                 f"{lock_path(self.directory)}) and has recorded no ZooKeeper "
                 f"session yet: a double start; exiting, and leaving it alone",
             )
-        line = double_start(self.directory, HeldBy(None), None)
+        line = double_start(self.directory, HeldBy(None), None, AGENT)
         assert line is not None
         self.assertIn("another process is starting", line)
-        unknown = double_start(self.directory, HeldBy(OTHER_PID), None, lambda _: None)
+        unknown = double_start(
+            self.directory, HeldBy(OTHER_PID), None, AGENT, lambda _: None
+        )
         self.assertIsNotNone(unknown)
 
     def test_older_process_without_session_not_refused(self) -> None:
@@ -118,7 +124,9 @@ class StartLockTests(SynchronousTestCase):
             return startlock.STARTING_WINDOW + 1
 
         with capturedLogs() as events:
-            line = double_start(self.directory, HeldBy(OTHER_PID), None, running_for)
+            line = double_start(
+                self.directory, HeldBy(OTHER_PID), None, AGENT, running_for
+            )
         self.assertIsNone(line)
         self.assertEqual(ages, [OTHER_PID])
         self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
@@ -132,12 +140,37 @@ class StartLockTests(SynchronousTestCase):
         process's once that one has let go of it.
         """
         fd = self.hold_elsewhere()
-        self.assertIsNone(double_start(self.directory, HeldBy(OTHER_PID), STORED))
+        self.assertIsNone(
+            double_start(self.directory, HeldBy(OTHER_PID), STORED, AGENT)
+        )
         self.assertFalse(startlock.holds(self.directory))
         self.assert_taken_once_let_go(fd)
+
+    def test_running_agent_of_another_id_refused(self) -> None:
+        """
+        A holder the state file names recorded its session under another
+        agent id: another agent runs on this state_dir, which is one
+        agent's. One line names it, and this process exits, leaving it
+        alone (before, it went on beside it with a session of its own,
+        and wrote its state file over that agent's, which then logged
+        state-file errors until its stop).
+        """
+        self.hold_elsewhere()
+        line = double_start(self.directory, HeldBy(OTHER_PID), STORED, "renamed")
+        self.assertEqual(
+            line,
+            f"sentinel: state_dir: {self.directory} is agent id {AGENT!r}'s, "
+            f"whose process (pid {OTHER_PID}) runs and holds "
+            f"{lock_path(self.directory)}: a state_dir is one agent's; "
+            f"exiting, and leaving it alone (to rename that agent, stop it "
+            f"first; else give this one its own state_dir)",
+        )
+        self.assertFalse(
+            any(t.name == "sentinel-start-lock" for t in threading.enumerate())
+        )
 
     def test_no_lock_to_be_had(self) -> None:
         """A lock that cannot be had is said once; the agent starts without it."""
         with capturedLogs() as events:
-            self.assertIsNone(double_start(self.directory, "read-only", None))
+            self.assertIsNone(double_start(self.directory, "read-only", None, AGENT))
         self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
