@@ -984,7 +984,8 @@ class Group:
         ``disagreeing`` holds the members of the page whose replicas or
         quorum differ from ours (``disagreeing_count``: all of them).
         ``provisional`` says a start that checks every instance known
-        before the first view (``observing`` counting them all).
+        before the first view (``observing``, the head's and this agent's
+        own member row's, counting them all).
         Built in one turn, 10,000 members took 67-126 ms, 1.9 MB at once.
         """
         view = self.membership.view
@@ -1006,8 +1007,10 @@ class Group:
         mine = observing[self.agent_id]
         if self.provisional:
             # Before the first view no member observes anything, but this
-            # agent checks every instance it knows (module docstring).
+            # agent checks every instance it knows (module docstring); its
+            # own member row says so too.
             mine, unobserved = known, 0
+            observing[self.agent_id] = mine
         behind = self.membership.behind_seconds()
         head = {
             "agent": self.agent_id,

@@ -145,9 +145,10 @@ class UnreachableAtStartTests(SynchronousTestCase):
         """
         While checking provisionally, ``GET /group`` says so (since when,
         why) and counts every instance known as observed, not none of
-        them unobserved, and ``GET /instances`` gives each the role
-        ``provisional``, not null; once the first view applies, both say
-        the roles it gives, and ``provisional`` is false again.
+        them unobserved, in its own member row too, and ``GET /instances``
+        gives each the role ``provisional``, not null; once the first view
+        applies, both say the roles it gives, and ``provisional`` is false
+        again.
         """
         fleet = Fleet()
         fleet.add("b", NAMES).start()
@@ -159,6 +160,11 @@ class UnreachableAtStartTests(SynchronousTestCase):
         self.assertEqual(
             (report["provisional"], report["observing"], report["unobserved"]),
             (True, len(NAMES), 0),
+        )
+        # This agent's own row agrees (it said 0 beside the top's count).
+        self.assertEqual(
+            [(row["agent"], row["observing"]) for row in report["members"]],
+            [("a", len(NAMES))],
         )
         self.assertEqual(report["primary"], 0)
         self.assertEqual(report["provisional_why"], "ZooKeeper not connected")
