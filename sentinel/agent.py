@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from sentinel.backstop import StopBackstop
 from sentinel.bugs import InternalErrors
 from sentinel.clocksteps import ClockSteps
-from sentinel.config import Config, RedisInstance, tell_replaced
+from sentinel.config import Config, RedisInstance, tell_empty, tell_replaced
 from sentinel.documents import agent_document
 from sentinel.freshness import Freshness
 from sentinel.group import Group
@@ -377,4 +377,5 @@ def make_agent(
         timeout=config.timeout,
     )
     tell_replaced(log, config)
+    tell_empty(log, config, reloadable=reload is not None)
     return top

@@ -268,6 +268,26 @@ def tell_replaced(log: Logger, config: Config) -> None:
     )
 
 
+def tell_empty(log: Logger, config: Config, reloadable: bool) -> None:
+    """
+    Warn, at start and at each reload, when `config` has no instance: the
+    agent then checks nothing, and said only ``watching 0 instance(s)``.
+    It goes on (a config file may get its [[redis]] tables later, loaded
+    by a reload, when `reloadable`); the line says what to give.
+    """
+    if config.instances:
+        return
+    log.warn(
+        "no Redis instance to watch: the agent checks nothing; {what}",
+        what=(
+            "add [[redis]] tables to the config file and reload it (SIGHUP)"
+            if reloadable
+            else "pass --redis [NAME=]HOST:PORT (repeatable), or --config with "
+            "a file of [[redis]] tables"
+        ),
+    )
+
+
 def _replaced(
     path: str | None,
     overrides: Mapping[str, object],

@@ -58,7 +58,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.bugs import InternalErrors
-from sentinel.config import Config, ConfigError, RedisInstance, tell_replaced
+from sentinel.config import (
+    Config,
+    ConfigError,
+    RedisInstance,
+    tell_empty,
+    tell_replaced,
+)
 from sentinel.monitor import Instances, Settings
 from sentinel.signals import StartSignals
 
@@ -353,6 +359,7 @@ class ConfigReloader(Service):
             settings=", ".join(settings_changed) or "no global setting changed",
         )
         tell_replaced(log, new)
+        tell_empty(log, new, reloadable=True)
         self._tell_applied(new)
 
     def _failed_midway(self, failure: Failure) -> None:

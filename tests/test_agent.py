@@ -9,6 +9,7 @@ from typing import Any, cast
 import attr
 from twisted.application.service import IServiceCollection
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import agent
@@ -52,6 +53,29 @@ class ServicesTests(SynchronousTestCase):
             [s.name for s in top],
             ["resolver", "connects", "publisher", "monitor", "freshness"],
         )
+
+    def test_no_instance_warned(self) -> None:
+        """
+        An agent built with no instance says so at warn, what to give
+        (a reload, with a config file to reload), and is built all the
+        same; one with instances says nothing of the kind.
+        """
+        empty = attr.evolve(config(http="none"), instances=())
+        for built, reload, what in (
+            (config(http="none"), None, None),
+            (empty, None, "pass --redis"),
+            (empty, lambda: empty, "reload it (SIGHUP)"),
+        ):
+            with capturedLogs() as events:
+                top = agent.make_agent(built, reload, MemoryReactorClock())
+            warned = [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn]
+            self.assertIn("monitor", [s.name for s in top])
+            if what is None:
+                self.assertEqual(warned, [])
+            else:
+                [line] = warned
+                self.assertIn("no Redis instance to watch", line)
+                self.assertIn(what, line)
 
     def test_process_policy_first(self) -> None:
         """

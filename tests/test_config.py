@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import attr
 from cryptography import x509
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import settings as settings_module
@@ -24,6 +24,7 @@ from sentinel.config import (
     ZooKeeperConfig,
     load_config,
     parse_redis_address,
+    tell_empty,
     tell_replaced,
 )
 from sentinel.files import (
@@ -290,6 +291,34 @@ class OverrideTests(ConfigTestCase):
             "redis: duplicate instance name 'f:1'",
             '[[redis]]\nhost = "f"\nport = 1\n[[redis]]\nhost = "f"\nport = 1\n',
             cli,
+        )
+
+    def test_no_instance_warned(self) -> None:
+        """
+        A config without instances is warned of, in one line that says
+        what to give (with a config file to reload, or without); one with
+        instances is not.
+        """
+        events: list[dict[str, object]] = []
+        logger = Logger(observer=events.append)
+        tell_empty(logger, self.load(), reloadable=False)
+        tell_empty(logger, self.load(), reloadable=True)
+        tell_empty(logger, self.load("", {"redis": ["a:2"]}), reloadable=False)
+        self.assertEqual(
+            [(e["log_level"], formatEvent(e)) for e in events],
+            [
+                (
+                    LogLevel.warn,
+                    "no Redis instance to watch: the agent checks nothing; pass "
+                    "--redis [NAME=]HOST:PORT (repeatable), or --config with a "
+                    "file of [[redis]] tables",
+                ),
+                (
+                    LogLevel.warn,
+                    "no Redis instance to watch: the agent checks nothing; add "
+                    "[[redis]] tables to the config file and reload it (SIGHUP)",
+                ),
+            ],
         )
 
     def test_redis_replacing_said(self) -> None:

@@ -257,6 +257,19 @@ class ReloadTests(ReloadTestCase):
         ]
         self.assertEqual(settings, ["no global setting changed"] * 2)
 
+    def test_no_instance_left_warned(self) -> None:
+        """
+        A reload that leaves no instance applies (every instance stops)
+        and warns that the agent checks nothing, as a start does; the
+        reload back to instances does not.
+        """
+        self.next = attr.evolve(BASE, instances=())
+        self.reload()
+        self.assertEqual(self.monitor.states, {})
+        self.next = BASE
+        self.reload()
+        self.assertEqual(self.levels("no Redis instance to watch"), [LogLevel.warn])
+
     def test_invalid_file_keeps_running_config(self) -> None:
         """An invalid file is logged at error with its reason; nothing changes."""
         self.next = ConfigError("interval: 'x' is not a number")
