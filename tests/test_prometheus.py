@@ -269,6 +269,63 @@ class PrometheusTests(TestCase):
         )
 
 
+def _series(metric: str, agent: str, name: str, values: str) -> str:
+    """One input series of a ``promtool test rules`` file."""
+    labels = f'job="sentinel", instance="{agent}", name="{name}", addr="{name}:6379"'
+    return f"      - series: '{metric}{{{labels}}}'\n        values: '{values}'\n"
+
+
+def _not_ready_series() -> str:
+    """
+    r1 on a single agent (a); in a group, r2 and r3 on three observers,
+    g1 their primary: r2 up and not ready for all three, r3 down by the
+    verdict (g1 and g3 see it down) though g2 sees it up and not ready.
+    """
+    views = {
+        # (agent, name): (verdict_up or None where not primary, up, ready)
+        ("a", "r1"): ("1", "1", "0"),
+        ("g1", "r2"): ("1", "1", "0"),
+        ("g2", "r2"): (None, "1", "0"),
+        ("g3", "r2"): (None, "1", "0"),
+        ("g1", "r3"): ("0", "0", "0"),
+        ("g2", "r3"): (None, "1", "0"),
+        ("g3", "r3"): (None, "0", "0"),
+    }
+    text = ""
+    for (agent, name), (verdict, up, ready) in views.items():
+        if verdict is not None:
+            text += _series(
+                "sentinel_instance_verdict_up", agent, name, f"{verdict}x20"
+            )
+        text += _series("sentinel_instance_up", agent, name, f"{up}x20")
+        text += _series("sentinel_instance_ready", agent, name, f"{ready}x20")
+    return text
+
+
+def _not_ready_alert(agent: str, name: str) -> str:
+    """One RedisInstanceNotReady alert expected, with its annotations."""
+    return (
+        f"          - exp_labels: {{severity: warning, job: sentinel, "
+        f"instance: {agent}, name: {name}, addr: '{name}:6379'}}\n"
+        f"            exp_annotations:\n"
+        f"              summary: 'Redis {name} is alive but not ready'\n"
+        f"              description: '{name} ({name}:6379) answers LOADING or "
+        f"MASTERDOWN, or is drained, and has not been ready for 5 minutes.'\n"
+    )
+
+
+NOT_READY_TESTS = (
+    "rule_files: [RULES]\n"
+    "evaluation_interval: 1m\n"
+    "tests:\n"
+    "  - interval: 1m\n"
+    "    input_series:\n" + _not_ready_series() + "    alert_rule_test:\n"
+    "      - eval_time: 10m\n"
+    "        alertname: RedisInstanceNotReady\n"
+    "        exp_alerts:\n" + _not_ready_alert("a", "r1") + _not_ready_alert("g1", "r2")
+)
+
+
 class PromtoolTests(TestCase):
     """The contrib files pass Prometheus's own checks."""
 
@@ -283,6 +340,21 @@ class PromtoolTests(TestCase):
     def test_rules(self) -> None:
         """``promtool check rules`` accepts the alert rules."""
         result = self.promtool("check", "rules", str(RULES))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_not_ready_alert_single_and_group(self) -> None:
+        """
+        ``promtool test rules``: RedisInstanceNotReady fires once per
+        instance up and not ready, for a single agent and in a group,
+        where only the instance's primary exports the published status
+        (``sentinel_instance_verdict_up``); never for an observer's own
+        view alone. On each observer's ``up and ready == 0``, it fired
+        once per observer (r2: three alerts), and for an instance whose
+        verdict is down (r3) from an observer that saw it up.
+        """
+        ready_tests = Path(self.mktemp() + ".yml")
+        ready_tests.write_text(NOT_READY_TESTS.replace("RULES", str(RULES)))
+        result = self.promtool("test", "rules", str(ready_tests))
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
     def test_example_config(self) -> None:
