@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from sentinel.config import RedisInstance, ZooKeeperConfig
 from sentinel.documents import member_prefix
+from sentinel.sequential import LONGEST_COUNTER
 
 log = Logger()
 
@@ -38,10 +39,10 @@ log = Logger()
 JAVA_READER_LIMIT = 1024 * 1024 - 1
 # Near it: the answer's header, and instances added since, take the rest.
 WARN_ABOVE = 1_000_000
-# Each name's length in the answer, and the counter ZooKeeper appends to a
-# sequential node's name (a discovery member's).
+# Each name's length in the answer. A discovery member's name also has
+# the counter ZooKeeper appends to a sequential node's, counted at its
+# longest (`sentinel.sequential`: eleven characters once it has wrapped).
 _LENGTH_BYTES = 4
-_SEQUENCE_DIGITS = 10
 _MIB = 1024 * 1024
 
 
@@ -60,7 +61,7 @@ def listing_sizes(
         if members:
             service = f"{zookeeper.discovery_root}/{instance.discovery_service}"
             prefix = member_prefix(zookeeper.discovery, instance)
-            sizes[service] += _LENGTH_BYTES + utf8_length(prefix) + _SEQUENCE_DIGITS
+            sizes[service] += _LENGTH_BYTES + utf8_length(prefix) + LONGEST_COUNTER
     return sizes
 
 

@@ -22,6 +22,9 @@ import re
 # minus sign and nine or ten (ASCII digits only: re.ASCII).
 _NAME = re.compile(r"(.*_)([0-9]{10}|-[0-9]{9,10})", re.ASCII | re.DOTALL)
 _LOWEST = -(2**31)
+# The most characters ZooKeeper appends: ten digits, or, after the wrap,
+# a minus sign and ten (``-2147483648``).
+LONGEST_COUNTER = len(str(_LOWEST))
 
 
 def split_sequential(name: str) -> tuple[str, int] | None:

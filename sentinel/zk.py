@@ -1859,10 +1859,12 @@ class ZooKeeper:
     ) -> Deferred[str]:
         """
         Create a node and its missing parents; fires with its path (with
-        `sequence`, ZooKeeper appends a 10-digit counter to it). The parents
-        get the node's ACL too: ZooKeeper checks a delete against the
-        parent's ACL, so that is what keeps other identities from deleting
-        our nodes (and agents sharing a root must share credentials).
+        `sequence`, ZooKeeper appends its counter to it: ten digits, or a
+        minus sign and up to ten once the counter has wrapped, read by
+        `sentinel.sequential`). The parents get the node's ACL too:
+        ZooKeeper checks a delete against the parent's ACL, so that is what
+        keeps other identities from deleting our nodes (and agents sharing
+        a root must share credentials).
         """
         if ephemeral and not sequence:
             # Sent at the end of the turn, with the other writes made in it

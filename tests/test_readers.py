@@ -41,7 +41,8 @@ class ListingSizeTests(SynchronousTestCase):
     def test_members(self) -> None:
         """
         Each discovery service lists a member per instance, named in the
-        form's way with ZooKeeper's 10-digit counter.
+        form's way with ZooKeeper's counter at its longest: eleven
+        characters once the counter has wrapped (it was counted as ten).
         """
         cache = [
             RedisInstance("cache-1", "h", 1, service="cache"),
@@ -51,13 +52,13 @@ class ListingSizeTests(SynchronousTestCase):
         serverset = listing_sizes(
             ZooKeeperConfig(HOSTS, discovery="serverset", discovery_root="/d"), cache
         )
-        member = 4 + len("member_0000000001")
+        member = 4 + len("member_-2147483648")
         self.assertEqual(serverset["/d/cache"], 2 * member)
         self.assertEqual(serverset["/d/db"], member)
         nerve = listing_sizes(
             ZooKeeperConfig(HOSTS, discovery="nerve", discovery_root="/d"), cache
         )
-        self.assertEqual(nerve["/d/cache"], 2 * (4 + len("cache-1_0000000001")))
+        self.assertEqual(nerve["/d/cache"], 2 * (4 + len("cache-1_-2147483648")))
 
 
 class WarningTests(SynchronousTestCase):
