@@ -153,3 +153,87 @@ class DebugStatsRowTests(SynchronousTestCase):
         row = http.split("``GET /debug/stats``", 1)[1].split("``GET /metrics``", 1)[0]
         named = set(re.findall(r"``([a-z_]+)``", row))
         self.assertEqual(sorted(set(stats) - named), [])
+
+
+def _titles(text: str) -> set[str]:
+    """The section titles of a reStructuredText document, without markup."""
+    lines = text.splitlines()
+    return {
+        lines[i - 1].strip().replace("``", "")
+        for i in range(1, len(lines))
+        if lines[i]
+        and set(lines[i]) <= set("=-~^")
+        and len(lines[i]) >= len(lines[i - 1].strip()) > 0
+    }
+
+
+def _names_a_title(reference: str, titles: set[str]) -> bool:
+    """
+    Whether `reference`, or the words at its end (it may follow prose, as
+    in "but see Handover"), is a title of `titles`, a title's start before
+    its parenthesis, or titles joined by "and".
+    """
+
+    def title(words: str) -> bool:
+        return words in titles or any(t.startswith(f"{words} (") for t in titles)
+
+    words = reference.replace("``", "").split()
+    for start in range(len(words)):
+        tail = " ".join(words[start:])
+        if title(tail) or all(title(part) for part in tail.split(" and ")):
+            return True
+    return False
+
+
+class SectionReferenceTests(SynchronousTestCase):
+    """
+    A section named in another document is a title of that document: the
+    reference was cut into README.rst and five files under docs/, and a
+    name that crossed files no longer leads anywhere.
+    """
+
+    def test_named_sections_exist(self) -> None:
+        """
+        Each "TITLE in docs/FILE.rst" or "TITLE in README.rst" of README.rst
+        and the docs/ files names a section of that file, and each
+        BENCHMARKS.rst, "TITLE" the start of one of BENCHMARKS.rst's.
+        (Before: docs/groups.rst sent its reader to "Signals in
+        README.rst's At a glance", a table, for the stop's bounds, which
+        are in Stopping, and the other signals.)
+        """
+        documents = ["README.rst", *(f"docs/{name}" for name in DOCS)]
+        titles = {
+            name: _titles((REPO / name).read_text(encoding="utf-8"))
+            for name in (*documents, "BENCHMARKS.rst")
+        }
+        checked = 0
+        for name in documents:
+            text = " ".join((REPO / name).read_text(encoding="utf-8").split())
+            for match in re.finditer(
+                r"([A-Z][\w ,'`-]*?) in (?:``)?((?:docs/[a-z]+|README)\.rst)", text
+            ):
+                reference, target = match.groups()
+                with self.subTest(document=name, reference=reference, target=target):
+                    self.assertTrue(_names_a_title(reference, titles[target]))
+                    checked += 1
+            for quoted in re.findall(r"BENCHMARKS\.rst``?,? \"([^\"]+)\"", text):
+                with self.subTest(document=name, benchmark=quoted):
+                    self.assertTrue(
+                        any(t.startswith(quoted) for t in titles["BENCHMARKS.rst"])
+                    )
+                    checked += 1
+        self.assertGreaterEqual(checked, 40)
+
+    def test_no_section_of_a_file_not_shipped(self) -> None:
+        """
+        No document points into a design file the repository does not
+        hold, by its name or by a numbered section. (Before:
+        docs/groups.rst said "exactly as in section 5" and "the fields
+        DESIGN.md lists".)
+        """
+        # "RFC 9112 section 3.2" is not ours.
+        ours = re.compile(r"DESIGN\.md|(?<!\d )\bsection \d+\b")
+        for name in ("README.rst", *(f"docs/{d}" for d in DOCS)):
+            text = " ".join((REPO / name).read_text(encoding="utf-8").split())
+            with self.subTest(document=name):
+                self.assertEqual(ours.findall(text), [])
