@@ -255,9 +255,10 @@ def tell_replaced(log: Logger, config: Config) -> None:
     """
     Say in one line, at start and at each reload, that ``--redis`` replaced
     the config file's [[redis]] and how many instances that was: without
-    it, the file's list was put aside without a word.
+    it, the file's list was put aside without a word. A file without
+    [[redis]] has nothing put aside, and nothing is said.
     """
-    if config.replaced_instances is None:
+    if not config.replaced_instances:
         return
     log.info(
         "--redis: the command line's {given} instance(s) replace the config "

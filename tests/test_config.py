@@ -324,12 +324,16 @@ class OverrideTests(ConfigTestCase):
     def test_redis_replacing_said(self) -> None:
         """
         One line says how many of the file's instances the command line's
-        replaced; nothing is said without C{--redis}.
+        replaced; nothing is said without C{--redis}, nor when the file has
+        no [[redis]] to replace.
         """
         config = self.load('[[redis]]\nhost = "f"\nport = 1\n', {"redis": ["a:2"]})
         events: list[dict[str, object]] = []
         tell_replaced(Logger(observer=events.append), config)
         tell_replaced(Logger(observer=events.append), self.load())
+        tell_replaced(
+            Logger(observer=events.append), self.load("rise = 3\n", {"redis": ["a:2"]})
+        )
         [event] = events
         self.assertEqual(
             formatEvent(event),
