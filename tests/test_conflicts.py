@@ -249,9 +249,10 @@ class ConflictTests(TestCase):
         self.figure("squatter: requests in 5 s", sent)
         # Re-checks after 1, 3, 7, 15... s, a heartbeat and the read that
         # watches the agent node for writes after it (`sentinel.writewatch`),
-        # a refresh or two, as the window falls against them (5 seen in
-        # CI): not the two requests a second (13 in 5 s) it used to cost.
-        self.assertLessEqual(sent, 7)
+        # a refresh or two, as the window falls against them (5 to 8 seen
+        # in CI, 8 with four trial workers on two cores, 6 alone): not the
+        # two requests a second (13 in 5 s) it used to cost.
+        self.assertLessEqual(sent, 9)
         [error] = agent.lines("error")
         self.assertIn(
             f"ZooKeeper conflict: {squatted} held by a persistent node", error
