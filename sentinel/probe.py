@@ -758,10 +758,12 @@ class RedisProbe:
         self._due = 0.0
         self._info_asked = False
         self._again: tuple[Deferred[Observation | None], Deferred[Any]] | None = None
-        # The address (`_endpoint`) that last answered PING as Redis does:
-        # a new connection to it closed unanswered is that Redis going, not
-        # another service (`NOT_REDIS_CLOSE`).
-        self._spoke_redis: Address | None = None
+        # The resolved address that last answered PING as Redis does (the
+        # port and server name are the probe's own): a new connection to it
+        # closed unanswered is that Redis going, not another service
+        # (`NOT_REDIS_CLOSE`). The address alone: a load and a store on
+        # every answered check, where `_endpoint` builds a tuple.
+        self._spoke_redis: str | None = None
 
     def retime(self, timeout: float) -> None:
         """
@@ -1434,7 +1436,7 @@ class RedisProbe:
             self._answers.answered(self._endpoint(), self._sent_at, now)
             self._excused = False
         self._closed_unanswered = 0
-        self._spoke_redis = self._endpoint()
+        self._spoke_redis = self.address
         if self._retiring is not None and self._retiring is not protocol:
             self._retired()
         # Alive but not ready: the server's reason is the error.
@@ -1469,7 +1471,7 @@ class RedisProbe:
             self._answers.answered(self._endpoint(), self._sent_at, now)
             self._excused = False
         self._closed_unanswered = 0
-        self._spoke_redis = self._endpoint()
+        self._spoke_redis = self.address
         if self._retiring is not None and self._retiring is not protocol:
             self._retired()
         # Alive but not ready: the server's reason is the error.
@@ -1868,7 +1870,7 @@ class RedisProbe:
             # The server answered (an error, say): no close before PING.
             self._closed_unanswered = 0
             if isinstance(reply, ResponseError):
-                self._spoke_redis = self._endpoint()
+                self._spoke_redis = self.address
         elif self._closed_before_ping(extras):
             self._end_check(None)
             return
@@ -1884,7 +1886,7 @@ class RedisProbe:
             # connection is refused or answered), and says the loss alone;
             # a second such close without an answer between is the port
             # changed (restarted TLS-only, say), and says why it may be.
-            if self._spoke_redis == self._endpoint():
+            if self._spoke_redis == self.address:
                 self._spoke_redis = None
             else:
                 reply = ConnectionLost(f"{reply} {NOT_REDIS_CLOSE}")
