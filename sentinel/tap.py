@@ -6,6 +6,7 @@ the agent service made from it.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import pwd
 import signal
@@ -73,10 +74,34 @@ def check_endpoint(
             # Too many fields: most often an IPv6 address's colons, which
             # split it into fields of their own.
             reason += r" (a colon inside a value is escaped: interface=\:\:1)"
+        elif str(e).startswith("Unknown endpoint type"):
+            reason += _endpoint_hint(description)
         raise ConfigError(
             f"{label}: {description!r} is not a valid endpoint: {reason}"
         ) from None
     _check_port(label, description)
+
+
+def _endpoint_hint(description: str) -> str:
+    """
+    The endpoint string meant by a port or ``HOST:PORT`` given as one
+    (``--http 6061``, ``--http 127.0.0.1:6061``), in parentheses; empty
+    for anything else. Twisted's own reason (``Unknown endpoint type:
+    '127.0.0.1'``) does not say what an endpoint string looks like.
+    """
+    host, colon, port = description.rpartition(":")
+    host = host.strip("[]") if colon else "127.0.0.1"
+    if not (port.isascii() and port.isdigit()):
+        return ""
+    # An address only: "tpc:6060" is a misspelt type, not a host.
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            return ""
+    # An IPv6 address's colons escaped, as the endpoint needs.
+    interface = host.replace(":", "\\:")
+    return f" (an endpoint string: tcp:{port}:interface={interface})"
 
 
 def _check_port(label: str, description: str) -> None:

@@ -246,6 +246,35 @@ class ExitTests(SynchronousTestCase):
             "--http=bogus:1",
         )
 
+    def test_http_port_alone(self) -> None:
+        """
+        A port, or ``HOST:PORT``, given where an endpoint string goes is
+        refused with the endpoint string it means, which the agent takes.
+        (Before: only Twisted's ``Unknown endpoint type: '6061'``, which
+        does not say what an endpoint string is.)
+        """
+        for given, kind, meant in [
+            ("6061", "6061", "tcp:6061:interface=127.0.0.1"),
+            ("127.0.0.1:6061", "127.0.0.1", "tcp:6061:interface=127.0.0.1"),
+            ("0.0.0.0:80", "0.0.0.0", "tcp:80:interface=0.0.0.0"),
+            ("[::1]:6061", "[", r"tcp:6061:interface=\:\:1"),
+            ("localhost:6061", "localhost", "tcp:6061:interface=localhost"),
+        ]:
+            with self.subTest(given=given):
+                self.assertExits(
+                    f"--http: {given!r} is not a valid endpoint: Unknown endpoint"
+                    f" type: {kind!r} (an endpoint string: {meant})",
+                    "--http",
+                    given,
+                )
+                parse("--http", meant)
+        # A misspelt type is not taken for a host.
+        self.assertExits(
+            "--http: 'tpc:6061' is not a valid endpoint: Unknown endpoint type: 'tpc'",
+            "--http",
+            "tpc:6061",
+        )
+
     def test_http_ipv6_interface_unescaped(self) -> None:
         """
         An IPv6 interface whose colons are not escaped gets the hint of how
