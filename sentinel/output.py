@@ -304,3 +304,42 @@ def finish() -> None:
     """At exit: let the lines queued be written (`LogOutput.finish`)."""
     if _stream is not None:
         _stream.output.finish()
+
+
+def print_or_drop(text: str) -> None:
+    """
+    Print `text` and a line break on standard output at once: a command's
+    answer (``--help``, ``--version``, ``sentinel-status``'s rows). A
+    reader that has left (``sentinel-agent --help | head``) is no error:
+    what it did not take is dropped (`drop_unread`).
+    """
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        drop_unread()
+
+
+def flush_or_drop() -> None:
+    """Flush standard output; what a reader that has left did not take is dropped."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        drop_unread()
+
+
+def drop_unread() -> None:
+    """
+    Point standard output at ``/dev/null`` once its reader has left, as the
+    ``signal`` module's documentation advises: otherwise Python's last
+    flush at exit fails again, says ``Exception ignored ...
+    BrokenPipeError`` and makes the exit status 120.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # No file of its own: nothing flushes to the pipe at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

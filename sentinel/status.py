@@ -58,6 +58,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 
 from sentinel.checks import ConfigError, finite, printable
 from sentinel.config import ZooKeeperConfig, load_zookeeper_config
+from sentinel.output import flush_or_drop, print_or_drop
 from sentinel.settings import PERIODS, TIMEOUTS, setting
 
 PROG = "sentinel-status"
@@ -475,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:
+        flush_or_drop()  # --help's text, to a reader that may have left.
         return e.code if isinstance(e.code, int) else UNKNOWN
     # kazoo logs every failed connection attempt; one line of ours says it.
     logging.getLogger("kazoo").setLevel(logging.CRITICAL)
@@ -488,9 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = annotate(documents, now, zookeeper.refresh)
     status, why = verdict(rows, zookeeper.root)
     if args.json:
-        print(json.dumps({"instances": rows, "status": status}, indent=1))
+        print_or_drop(json.dumps({"instances": rows, "status": status}, indent=1))
     elif rows:
-        print(format_table(rows, now))
+        print_or_drop(format_table(rows, now))
     if why is not None:
         _fail(why)
     return status

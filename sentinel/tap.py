@@ -24,6 +24,7 @@ from twisted.python import usage
 from sentinel import __version__
 from sentinel.config import Config, ConfigError, load_config
 from sentinel.files import MAX_CA_BYTES, FileReader, Unreadable
+from sentinel.output import print_or_drop
 from sentinel.settings import SETTINGS, setting
 from sentinel.settling import read_settled
 from sentinel.signals import START_SIGNALS, StartSignals
@@ -417,8 +418,13 @@ class Options(usage.Options):
         """Display sentinel's version (and Twisted's) and exit."""
         from twisted import copyright
 
-        print(f"sentinel {__version__}")
-        print(f"Twisted {copyright.version}")
+        print_or_drop(f"sentinel {__version__}\nTwisted {copyright.version}")
+        sys.exit(0)
+
+    def opt_help(self) -> NoReturn:
+        """Display this help and exit."""
+        # As usage.Options', but quiet when the reader leaves (``| head``).
+        print_or_drop(str(self))
         sys.exit(0)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:

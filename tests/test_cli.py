@@ -6,6 +6,7 @@ plugin cache, run as a user would run it.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -157,3 +158,53 @@ class CommandTests(TestCase):
         self.assertEqual(child.returncode, -signal.SIGTERM)
         lines = [json.loads(line) for line in log_path.read_text().splitlines()]
         self.assertEqual([line for line in lines if line["level"] == "info"], [])
+
+
+class ReaderGoneTests(SynchronousTestCase):
+    """
+    A command's answer to a reader that has left (``sentinel-agent --help |
+    head``, a pager quit early) ends quietly with exit status 0. (Before:
+    a 22-line ``BrokenPipeError`` traceback and status 1 with
+    ``PYTHONUNBUFFERED`` set, as containers often have it; without it,
+    ``Exception ignored ... BrokenPipeError`` and status 120.)
+    """
+
+    def run_to_closed_pipe(
+        self, argv: list[str], unbuffered: bool
+    ) -> subprocess.CompletedProcess[bytes]:
+        read, write = os.pipe()
+        # No reader from the start: every write fails with EPIPE, as the
+        # writes after `head` has left do.
+        os.close(read)
+        env = environment()
+        env.pop("PYTHONUNBUFFERED", None)
+        if unbuffered:
+            env["PYTHONUNBUFFERED"] = "1"
+        try:
+            return subprocess.run(
+                argv, stdout=write, stderr=subprocess.PIPE, env=env, timeout=60
+            )
+        finally:
+            os.close(write)
+
+    def test_help_and_version(self) -> None:
+        """
+        ``sentinel-agent --help`` and ``--version``, ``twistd sentinel
+        --help`` and ``sentinel-status --help``, buffered or not, to a pipe
+        with no reader: no error on standard error, exit status 0.
+        """
+        twistd = str(AGENT.with_name("twistd"))
+        status = str(AGENT.with_name("sentinel-status"))
+        for argv in [
+            [str(AGENT), "--help"],
+            [str(AGENT), "--version"],
+            [twistd, "sentinel", "--help"],
+            [twistd, "sentinel", "--version"],
+            [status, "--help"],
+        ]:
+            for unbuffered in (False, True):
+                with self.subTest(argv=argv[1:], unbuffered=unbuffered):
+                    result = self.run_to_closed_pipe(argv, unbuffered)
+                    self.assertEqual(
+                        (result.returncode, result.stderr.decode()), (0, "")
+                    )
