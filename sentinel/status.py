@@ -414,7 +414,8 @@ def zookeeper_settings(args: argparse.Namespace) -> ZooKeeperConfig:
     zookeeper = load_zookeeper_config(args.config, overrides)
     if zookeeper is None:
         where = (
-            "--zookeeper is required"
+            # Both ways: the agent's config file is what an operator has.
+            "give --zookeeper HOSTS, or --config with the agent's config file"
             if args.config is None
             else f"config file {args.config} has no zookeeper.hosts; give --zookeeper"
         )

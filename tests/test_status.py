@@ -541,7 +541,11 @@ class SettingsTests(ConfigTestCase):
         exit status 2, before anything is connected to.
         """
         missing = os.path.join(self.directory, "missing.toml")
-        self.assertRefused("no ZooKeeper hosts: --zookeeper is required")
+        # Both ways named: before, only "--zookeeper is required".
+        self.assertRefused(
+            "no ZooKeeper hosts: give --zookeeper HOSTS, or --config with the"
+            " agent's config file"
+        )
         self.assertRefused(
             f"config file {missing}: cannot read: No such file or directory",
             "--config", missing,
