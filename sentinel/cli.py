@@ -118,6 +118,12 @@ class _AgentPlugin:
             __doc__ = base.__doc__
             longdesc = f"{base.longdesc} {AGENT_OPTIONS}"
 
+            twistd_options_hint = (
+                "{option} is twistd's own option, which sentinel-agent does not"
+                " take (it runs twistd --nodaemon --pidfile= sentinel): run"
+                " twistd {option} ... sentinel ... for it"
+            )
+
             def getSynopsis(self) -> str:
                 return AGENT_SYNOPSIS
 

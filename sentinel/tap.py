@@ -9,6 +9,7 @@ import errno
 import ipaddress
 import os
 import pwd
+import re
 import signal
 import socket
 import stat
@@ -81,6 +82,24 @@ def check_endpoint(
             f"{label}: {description!r} is not a valid endpoint: {reason}"
         ) from None
     _check_port(label, description)
+
+
+def twistd_option(message: str) -> str | None:
+    """
+    The option getopt's `message` (``option -n not recognized``) says is
+    not sentinel's, if it is twistd's own: ``twistd sentinel -n``, the
+    order mixed up. None for any other message or option.
+    """
+    match = re.fullmatch(r"option (-\w|--[\w-]+) not recognized", message)
+    if match is None:
+        return None
+    # The POSIX options, as twisted.scripts.twistd takes them on this platform.
+    from twisted.scripts._twistd_unix import ServerOptions
+
+    twistd = ServerOptions()
+    names = {f"--{name.rstrip('=')}" for name in twistd.longOpt}
+    names.update(f"-{flag}" for flag in twistd.shortOpt.replace(":", ""))
+    return match.group(1) if match.group(1) in names else None
 
 
 def _endpoint_hint(description: str) -> str:
@@ -385,6 +404,13 @@ class Options(usage.Options):
         if s.option is not None and not s.repeatable
     ]
 
+    # Where an option of twistd's own given after "sentinel" goes
+    # (sentinel-agent's own says it takes none).
+    twistd_options_hint = (
+        "{option} is twistd's own option, which goes before sentinel:"
+        " twistd {option} ... sentinel ..."
+    )
+
     config: Config
     config_path: str | None
 
@@ -436,6 +462,9 @@ class Options(usage.Options):
             super().parseOptions(options)
         except (usage.UsageError, ConfigError) as e:
             message = " ".join(str(e).splitlines())
+            option = twistd_option(message) if isinstance(e, usage.UsageError) else None
+            if option is not None:
+                message += ": " + self.twistd_options_hint.format(option=option)
             raise SystemExit(f"sentinel: {message}") from None
 
     def parseArgs(self, *args: str) -> None:

@@ -86,6 +86,23 @@ class CommandTests(TestCase):
             ["sentinel: --timeout: 2.0 is greater than --interval 1.0"],
         )
 
+    def test_twistd_option(self) -> None:
+        """
+        An option of twistd's own (``sentinel-agent -n``) is named as
+        twistd's, which this command does not take, with the command that
+        does. (Before: only ``option -n not recognized``.)
+        """
+        result = self.run_agent("-n", "--redis", "a=127.0.0.1:1")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            result.stderr.decode().strip().splitlines(),
+            [
+                "sentinel: option -n not recognized: -n is twistd's own option,"
+                " which sentinel-agent does not take (it runs twistd --nodaemon"
+                " --pidfile= sentinel): run twistd -n ... sentinel ... for it"
+            ],
+        )
+
     def test_help_is_this_command_s(self) -> None:
         """
         ``sentinel-agent --help`` names this command and its own two

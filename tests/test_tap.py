@@ -121,6 +121,23 @@ class ExitTests(SynchronousTestCase):
         """An unknown option is named."""
         self.assertExits("option --bogus not recognized", "--bogus")
 
+    def test_twistd_option_after_sentinel(self) -> None:
+        """
+        An option of twistd's own given after ``sentinel`` (``twistd
+        sentinel -n``) is named as twistd's, with where it goes. (Before:
+        only ``option -n not recognized``, though ``-n`` is in every
+        example.)
+        """
+        for argv in (["-n"], ["--logfile", "x.log"], ["--pidfile=x.pid"]):
+            option = argv[0].partition("=")[0]
+            with self.subTest(option=option):
+                self.assertExits(
+                    f"option {option} not recognized: {option} is twistd's own"
+                    f" option, which goes before sentinel: twistd {option} ..."
+                    " sentinel ...",
+                    *argv,
+                )
+
     def test_missing_argument(self) -> None:
         """An option without its argument is named."""
         self.assertExits("option --interval requires argument", "--interval")
