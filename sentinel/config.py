@@ -9,9 +9,10 @@ regular files of bounded size, each within a deadline (`sentinel.files`).
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -62,6 +63,13 @@ _TABLES = frozenset(s.key.partition(".")[0] for s in SETTINGS if "." in s.key)
 _TOP_KEYS = frozenset(s.key for s in SETTINGS if "." not in s.key) | _TABLES
 _KEYS = frozenset(s.key for s in SETTINGS)
 _REDIS_KEYS = frozenset(s.key for s in REDIS_SETTINGS)
+# Keys that belong at the top level, and the table of each table's key, for
+# the keys TOML puts where they were not meant (_unknown_key).
+_TOP_LEVEL = frozenset(s.key for s in SETTINGS if "." not in s.key and s.key != "redis")
+_TABLE_OF = {
+    **{key: "[[redis]]" for key in _REDIS_KEYS},
+    **{s.key.partition(".")[2]: f"[{s.key.partition('.')[0]}]" for s in SETTINGS},
+}
 
 
 def _default(key: str) -> Any:
@@ -499,11 +507,35 @@ def _read_toml(path: str, files: _Files, reloading: bool) -> Mapping[str, object
         raise error(f"config file {path}: invalid TOML: {reason}") from None
 
 
+def _unknown_key(key: str, where: str, known: Iterable[str]) -> ConfigError:
+    """
+    The error for `key`, unknown `where` (whose keys are `known`). A
+    top-level key written in a table says where it belongs: TOML puts
+    every key after a ``[table]`` line in that table, so a key added at
+    the end of the file lands in its last table. So does a table's key
+    written at the top level (its ``[table]`` line forgotten). Any other
+    is named with the known key it is closest to, if one is (a typo).
+    """
+    message = f"unknown key {key!r} in {where}"
+    if key in _TOP_LEVEL and where != "config file":
+        message += (
+            f": {key} belongs at the top level, before the first [table] line"
+            " (TOML puts every key after such a line in that table)"
+        )
+    elif key in _TABLE_OF and where == "config file":
+        message += f": {key} belongs in {_TABLE_OF[key]}"
+    else:
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+        if close:
+            message += f" (did you mean {close[0]}?)"
+    return error(message)
+
+
 def _file_settings(document: Mapping[str, object]) -> dict[str, _Given]:
     """Flatten the document to dotted keys, refusing keys we don't know."""
     for key in document:
         if key not in _TOP_KEYS:
-            raise error(f"unknown key {key!r} in config file")
+            raise _unknown_key(key, "config file", _TOP_KEYS)
     settings = {}
     for key, value in document.items():
         if key not in _TABLES:
@@ -514,7 +546,8 @@ def _file_settings(document: Mapping[str, object]) -> dict[str, _Given]:
         for inner, inner_value in value.items():
             dotted = f"{key}.{inner}"
             if dotted not in _KEYS:
-                raise error(f"unknown key {inner!r} in [{key}]")
+                inners = (k.partition(".")[2] for k in _KEYS if k.startswith(f"{key}."))
+                raise _unknown_key(inner, f"[{key}]", inners)
             settings[dotted] = _Given(dotted, inner_value)
     return settings
 
@@ -598,7 +631,7 @@ def _file_instance(
         raise invalid(label, table, "is not a table ([[redis]])")
     for key in table:
         if key not in _REDIS_KEYS:
-            raise error(f"unknown key {key!r} in {label}")
+            raise _unknown_key(key, label, _REDIS_KEYS)
     for key in ("host", "port"):
         if key not in table:
             raise error(f"{label}.{key}: missing")

@@ -811,16 +811,55 @@ class RedisTableTests(ConfigTestCase):
         )
 
     def test_unknown_keys(self) -> None:
-        """Unknown keys anywhere are errors, so typos are not ignored."""
+        """
+        Unknown keys anywhere are errors, so typos are not ignored; one is
+        named with the known key it is closest to, if one is close.
+        (Before: the unknown key alone.)
+        """
         self.assertConfigError(
-            "unknown key 'intervall' in config file", "intervall = 1"
+            "unknown key 'intervall' in config file (did you mean interval?)",
+            "intervall = 1",
         )
         self.assertConfigError(
-            "unknown key 'hots' in [zookeeper]", '[zookeeper]\nhots = "z:1"\n'
+            "unknown key 'hots' in [zookeeper] (did you mean hosts?)",
+            '[zookeeper]\nhots = "z:1"\n',
+        )
+        self.assertConfigError(
+            "unknown key 'prot' in redis[0] (did you mean port?)",
+            '[[redis]]\nhost = "h"\nprot = 1\n',
         )
         self.assertConfigError(
             "unknown key 'pasword' in redis[0]",
             f'[[redis]]\nhost = "h"\nport = 1\npasword = "{SECRET}"\n',
+        )
+
+    def test_keys_in_the_wrong_place(self) -> None:
+        """
+        A top-level key written after a table's line, which TOML puts in
+        that table (a key added at the end of the file), says it belongs at
+        the top level; a table's key at the top level names its table.
+        (Before: ``unknown key 'state_dir' in redis[0]``, though
+        ``state_dir`` is a key, and the file's last lines said so.)
+        """
+        self.assertConfigError(
+            "unknown key 'state_dir' in redis[0]: state_dir belongs at the top"
+            " level, before the first [table] line (TOML puts every key after"
+            " such a line in that table)",
+            '[[redis]]\nhost = "h"\nport = 1\nstate_dir = "/var/lib/sentinel"\n',
+        )
+        self.assertConfigError(
+            "unknown key 'interval' in [zookeeper]: interval belongs at the top"
+            " level, before the first [table] line (TOML puts every key after"
+            " such a line in that table)",
+            '[zookeeper]\nhosts = "z:1"\ninterval = 2\n',
+        )
+        self.assertConfigError(
+            "unknown key 'hosts' in config file: hosts belongs in [zookeeper]",
+            'hosts = "z:1"\n',
+        )
+        self.assertConfigError(
+            "unknown key 'host' in config file: host belongs in [[redis]]",
+            'host = "h"\nport = 1\n',
         )
 
     def test_tls(self) -> None:
