@@ -624,6 +624,24 @@ def _file_instances(
     ]
 
 
+def _port_in_host(host: object) -> str:
+    """
+    For a ``[[redis]]`` without ``port``: the port its ``host`` holds, as
+    ``--redis HOST:PORT`` writes it, said in parentheses; else empty.
+    """
+    if not isinstance(host, str):
+        return ""
+    name, colon, port = host.rpartition(":")
+    bracketed = name.startswith("[") and name.endswith("]")
+    name = name[1:-1] if bracketed else name
+    # An IPv6 address without brackets ("::1") holds no port.
+    if not (colon and name and port.isascii() and port.isdigit()) or (
+        ":" in name and not bracketed
+    ):
+        return ""
+    return f" (host {show(host)} holds it: host = {show(name)} and port = {port})"
+
+
 def _file_instance(
     label: str, table: object, base: str, files: _Files
 ) -> RedisInstance:
@@ -634,7 +652,7 @@ def _file_instance(
             raise _unknown_key(key, label, _REDIS_KEYS)
     for key in ("host", "port"):
         if key not in table:
-            raise error(f"{label}.{key}: missing")
+            raise error(f"{label}.{key}: missing{_port_in_host(table.get('host'))}")
     given: dict[str, Any] = {}
     for key, value in table.items():
         check = redis_setting(key).check

@@ -798,6 +798,25 @@ class RedisTableTests(ConfigTestCase):
         self.assertConfigError("redis[0].host: missing", "[[redis]]\nport = 1\n")
         self.assertConfigError("redis[0].port: missing", '[[redis]]\nhost = "h"\n')
 
+    def test_port_in_host(self) -> None:
+        """
+        A missing port that ``host`` holds, as ``--redis HOST:PORT`` writes
+        it, is named with the two keys it means. (Before: ``redis[0].port:
+        missing`` alone, the port in plain sight.) An IPv6 address without
+        brackets holds no port.
+        """
+        self.assertConfigError(
+            "redis[0].port: missing (host '10.0.0.5:6379' holds it:"
+            " host = '10.0.0.5' and port = 6379)",
+            '[[redis]]\nhost = "10.0.0.5:6379"\n',
+        )
+        self.assertConfigError(
+            "redis[0].port: missing (host '[::1]:6380' holds it:"
+            " host = '::1' and port = 6380)",
+            '[[redis]]\nhost = "[::1]:6380"\n',
+        )
+        self.assertConfigError("redis[0].port: missing", '[[redis]]\nhost = "::1"\n')
+
     def test_not_tables(self) -> None:
         """redis must be an array of tables, zookeeper a table."""
         self.assertConfigError(
