@@ -1108,10 +1108,13 @@ class ZooKeeper:
         self.connect_error = why
         if not self._connect_error_logged:
             self._connect_error_logged = True
+            # The servers named: "Connection refused" alone did not say to
+            # which, and a wrong port in a config file is a first day's slip.
             log.warn(
-                "ZooKeeper connection failed: {why} (retrying; the next "
-                "failures before it connects are not logged)",
+                "ZooKeeper connection failed: {why} (zookeeper.hosts {hosts}; "
+                "retrying; the next failures before it connects are not logged)",
                 why=why,
+                hosts=self.hosts,
             )
 
     def _ask_why_closed(self, generation: int, server: tuple[str, int]) -> None:

@@ -651,6 +651,9 @@ class BridgeTests(SynchronousTestCase):
         self.assertIn(
             "ZooKeeper connection failed: Connection dropped: socket", warning
         )
+        # The servers it tried, named. (Before: not, so a wrong port in the
+        # config file read as ZooKeeper refusing.)
+        self.assertIn(f"(zookeeper.hosts {self.zk.hosts}; retrying;", warning)
 
         self.connect(client)
         self.assertIsNone(self.zk.connect_error)
