@@ -135,6 +135,7 @@ from collections.abc import Callable, Collection, Container
 from datetime import UTC, datetime
 from typing import Any
 
+import attr
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -204,6 +205,9 @@ class SessionHandoff:
         self.state_file = state_file
         self.purpose = purpose
         self.owner = owner if owner is not None else Owner.this_process()
+        # The pid the handoff was made in: an owner naming it follows the
+        # process that runs the agent (`started`).
+        self._made_in = os.getpid()
         self.left = left if isinstance(left, StoredSession) else None
         # Whether the first session was the one left by the previous
         # process (None until connected), and why not.
@@ -314,6 +318,19 @@ class SessionHandoff:
         return () if self.left is None else self.left.discovery_parents
 
     # Start
+
+    def started(self) -> None:
+        """
+        The agent starts in this process: the state file names its pid.
+        Under twistd without ``-n`` the handoff is made before twistd's
+        fork, by a parent that exits once the daemon runs: the file named
+        that pid, and the checks of whether its holder runs (a newer
+        process's, the older one's at a deploy) took a running daemon for
+        one gone.
+        """
+        pid = os.getpid()
+        if self.owner.pid == self._made_in != pid:
+            self.owner = attr.evolve(self.owner, pid=pid)
 
     def claim(self) -> Deferred[bool]:
         """

@@ -270,6 +270,8 @@ class ZooKeeperPublisher(Service):
         if self._roles.following is not None:
             self._roles.following[0]()
         handoff = self.handoff
+        if handoff is not None:
+            handoff.started()
         if handoff is None or handoff.left is None:
             self.zk.start()
             return

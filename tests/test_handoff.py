@@ -767,6 +767,51 @@ class RestartTests(HandoffTestCase):
         )
 
 
+class DaemonTests(HandoffTestCase):
+    """The agent made in one process and run in another (twistd's fork)."""
+
+    def forked(self, pid: int) -> None:
+        """From now on this process is `pid`, as a daemon is after twistd's fork."""
+        self.patch(os, "getpid", lambda: pid)
+
+    def test_state_file_names_the_daemon(self) -> None:
+        """
+        Made before twistd's fork, run after it: the state file names the
+        process that runs, on a new session and on one it reattached to.
+        Before, it named the parent that made the agent and exited.
+        """
+        first = self.process()
+        self.forked(4242)
+        first.start()
+        first.check("a", UP)
+        self.assertEqual(self.stored()["owner"]["pid"], 4242)
+        token = self.stored()["owner"]["token"]
+        first.stop()
+
+        second = self.process()
+        self.forked(4343)
+        second.start()
+        self.assertTrue(second.handoff.reattached)
+        self.assertEqual(
+            self.stored()["owner"], {"pid": 4343, "token": second.handoff.owner.token}
+        )
+        self.assertNotEqual(second.handoff.owner.token, token)
+
+    def test_chosen_owner_kept(self) -> None:
+        """An owner the caller chose is the one written, whatever the pid."""
+        owner = Owner(7, "0123456789abcdef")
+        handoff = SessionHandoff(
+            self.clock,
+            StateFile(self.directory, SyncWorker()),  # type: ignore[arg-type]
+            PURPOSE,
+            "no state file",
+            owner=owner,
+        )
+        self.forked(4242)
+        handoff.started()
+        self.assertEqual(handoff.owner, owner)
+
+
 class UncheckedSessionTests(HandoffTestCase):
     """Processes killed before their first check (a crash loop)."""
 
