@@ -93,6 +93,8 @@ _HELD_BY = b"held:"
 # The lock files this process holds: the descriptor of each, kept open
 # for the process's life (the lock ends with it).
 _held: dict[str, int] = {}
+# The lock files this process waits for (`Waiting`), until it holds them.
+_waiting: set[str] = set()
 _held_guard = threading.Lock()
 
 
@@ -179,12 +181,40 @@ def _hold(path: str, fd: int) -> None:
     """Keep `fd` (locked) open for the process's life, naming this pid."""
     with _held_guard:
         _held[path] = fd
+        _waiting.discard(path)
+    _name_this_process(fd)
+
+
+def _name_this_process(fd: int) -> None:
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
     except OSError:
         # The pid is only said in the other process's line: the lock holds.
         pass
+
+
+def _after_fork() -> None:
+    """
+    In the child of a fork: twistd without ``-n`` makes the agent, and so
+    takes the lock, in a parent that forks and exits once the daemon runs.
+    The lock stays held (the daemon has its descriptor), but it named the
+    parent: a deploy's new process took the running daemon for one
+    starting and exited as a double start (status 78), and the deploy then
+    stopped the old one. So each lock held names this process, and each
+    lock waited for is waited for here, where the parent's thread does not
+    run (without it, the daemon never held the lock).
+    """
+    global _held_guard
+    # Only this thread runs here: whatever held the guard at the fork is gone.
+    _held_guard = threading.Lock()
+    for fd in _held.values():
+        _name_this_process(fd)
+    for path in list(_waiting):
+        Waiting(os.path.dirname(path))
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def release(directory: str) -> None:
@@ -210,6 +240,8 @@ class Waiting:
 
     def __init__(self, directory: str) -> None:
         self.path = lock_path(directory)
+        with _held_guard:
+            _waiting.add(self.path)
         self.thread = threading.Thread(
             target=self._wait, name="sentinel-start-lock", daemon=True
         )

@@ -10,6 +10,7 @@ import fcntl
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 
 import attr
 from twisted.logger import LogLevel, capturedLogs, formatEvent
@@ -174,3 +175,45 @@ class StartLockTests(SynchronousTestCase):
         with capturedLogs() as events:
             self.assertIsNone(double_start(self.directory, "read-only", None, AGENT))
         self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
+
+    def in_child(self, check: Callable[[], bool]) -> None:
+        """
+        Fork, as twistd does to run a daemon, and assert that `check`
+        holds in the child (it exits at once, with its answer).
+        """
+        pid = os.fork()
+        if pid == 0:
+            try:
+                code = 0 if check() else 1
+            except BaseException:
+                code = 2
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.child = pid
+
+    def test_daemon_named(self) -> None:
+        """
+        A lock taken before a fork (twistd's daemon is the child, and the
+        parent exits) names the child. Before, it named the parent, gone:
+        a deploy's next process took the daemon for one starting and
+        exited as a double start.
+        """
+        self.assertIsNone(take(self.directory))
+        self.in_child(lambda: True)
+        with open(lock_path(self.directory)) as f:
+            self.assertEqual(f.read(), f"{self.child}\n")
+
+    def test_daemon_waits(self) -> None:
+        """
+        A lock waited for before a fork is waited for in the child, where
+        the parent's thread does not run: else the daemon never held it.
+        """
+        fd = self.hold_elsewhere()
+        self.assertIsNone(
+            double_start(self.directory, HeldBy(OTHER_PID), STORED, AGENT)
+        )
+        self.in_child(
+            lambda: any(t.name == "sentinel-start-lock" for t in threading.enumerate())
+        )
+        self.assert_taken_once_let_go(fd)
