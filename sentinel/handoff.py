@@ -519,6 +519,8 @@ class SessionHandoff:
             else:
                 if self._claimed:
                     self.why_not = UNREACHABLE if replaced else EXPIRED
+                    if not replaced and left is not None:
+                        self.why_not += _elsewhere(left, self.purpose)
                 log.info(
                     "new ZooKeeper session {session}; not reattached: {why}",
                     session=session,
@@ -1296,6 +1298,24 @@ def _running(pid: int) -> bool:
         # Another user's, or unknown: taken to run.
         return True
     return True
+
+
+def _elsewhere(left: StoredSession, purpose: SessionPurpose) -> str:
+    """
+    What to add to "the session had expired" when the state file's session
+    was for ZooKeeper servers listed otherwise: they may be another
+    ensemble (``zookeeper.hosts`` moved to a new one), which refuses a
+    session it does not know as expired, while the session lives on where
+    it was, with its nodes. The servers are not compared otherwise (one
+    ensemble is listed in many ways, `sentinel.session`): said, not judged.
+    """
+    if left.purpose.hosts == purpose.hosts:
+        return ""
+    return (
+        f", or ZooKeeper at {purpose.hosts!r} does not know it: the state file's "
+        f"was for {left.purpose.hosts!r} (another ensemble? there, its nodes "
+        f"stay until it expires)"
+    )
 
 
 def _fire_all(waiters: list[Deferred[bool]], written: bool) -> None:

@@ -112,6 +112,7 @@ class Process:
         session_timeout: float = 10.0,
         granted: float | None = None,
         root: str = ROOT,
+        hosts: str = PURPOSE.hosts,
     ) -> None:
         """
         @param session_timeout: the session timeout asked for.
@@ -119,7 +120,7 @@ class Process:
         """
         self.case = case
         self.agent_id = agent_id
-        purpose = attr.evolve(PURPOSE, agent_id=agent_id, root=root)
+        purpose = attr.evolve(PURPOSE, agent_id=agent_id, root=root, hosts=hosts)
         clock = case.clock
         self.zk = FakeZooKeeper(clock, server=case.server)
         self.zk.hosts = PURPOSE.hosts
@@ -592,6 +593,27 @@ class RestartTests(HandoffTestCase):
         self.assertEqual(self.stored()["discovery_parents"], [])
         second.check("a", UP)
         self.assertEqual(self.stored()["discovery_parents"], [f"{DISCOVERY}/a"])
+
+    def test_expired_on_other_servers(self) -> None:
+        """
+        A session refused as expired by ZooKeeper servers the state file
+        does not list may live on another ensemble: the reason says both
+        lists. Before, it said "the session had expired" alone, after a
+        move to a new ensemble while the nodes stayed on the old one.
+        """
+        first = self.running()
+        old = first.zk.session_id or 0
+        first.stop()
+        self.server.end_session(old)
+        second = self.process(hosts="new:2181")
+        second.start()
+        self.assertFalse(second.handoff.reattached)
+        self.assertEqual(
+            second.publisher.stats()["handoff"]["not_reattached_because"],
+            f"{EXPIRED}, or ZooKeeper at 'new:2181' does not know it: the state "
+            f"file's was for 'fake:2181' (another ensemble? there, its nodes "
+            f"stay until it expires)",
+        )
 
     def test_unreachable_at_start(self) -> None:
         """A client replaced before connecting says ZooKeeper was unreachable."""
