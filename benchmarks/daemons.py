@@ -148,6 +148,23 @@ class Daemons:
                 os.kill(pid, signal.SIGKILL)
 
 
+def daemons_in(
+    started: ExitStack, checkout: Path, work: Path, names: list[str], zookeeper: str
+) -> Daemons:
+    """
+    Daemons of `checkout` in `work` (state_dir ``work/state``), watching
+    `names` on one redis-server; `started` stops the server and kills
+    every daemon still running.
+    """
+    redis = start_redis_servers(1, started)[0]
+    config = f'state_dir = "{work / "state"}"\n' + agent_config(
+        [Instance(name, redis.port) for name in names], zookeeper=zookeeper
+    )
+    daemons = Daemons(checkout, work, config)
+    started.callback(daemons.kill_all)
+    return daemons
+
+
 def lock_pid(state_dir: Path) -> str:
     try:
         return (state_dir / "start.lock").read_text().strip()
@@ -156,85 +173,72 @@ def lock_pid(state_dir: Path) -> str:
 
 
 def deploy(
-    checkout: Path, label: str, args: argparse.Namespace
+    checkout: Path, label: str, args: argparse.Namespace, started: ExitStack, work: Path
 ) -> list[tuple[str, str]]:
-    with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
-        work = Path(scratch)
-        state_dir = work / "state"
-        redis = start_redis_servers(1, started)[0]
-        config = f'state_dir = "{state_dir}"\n' + agent_config(
-            [Instance("r0", redis.port)], zookeeper=f"{LOOPBACK}:{free_port()}"
-        )
-        daemons = Daemons(checkout, work, config)
-        started.callback(daemons.kill_all)
-        status, _ = daemons.start("old")
-        old = daemons.pid("old")
-        wait_until(lambda: lock_pid(state_dir) not in ("-", ""), 30, "the lock")
-        rows = [
-            (f"{label} deploy: old daemon", f"status {status}, pid {old}"),
-            (f"{label} deploy: the lock names", f"pid {lock_pid(state_dir)}"),
-        ]
-        time.sleep(args.age)
-        status, line = daemons.start("new")
-        rows.append(
-            (f"{label} deploy: new daemon after {args.age:g} s", f"status {status}")
-        )
-        if line:
-            rows.append((f"{label} deploy: its line", line[:110]))
-        return rows
+    state_dir = work / "state"
+    unreachable = f"{LOOPBACK}:{free_port()}"
+    daemons = daemons_in(started, checkout, work, ["r0"], unreachable)
+    status, _ = daemons.start("old")
+    old = daemons.pid("old")
+    wait_until(lambda: lock_pid(state_dir) not in ("-", ""), 30, "the lock")
+    rows = [
+        (f"{label} deploy: old daemon", f"status {status}, pid {old}"),
+        (f"{label} deploy: the lock names", f"pid {lock_pid(state_dir)}"),
+    ]
+    time.sleep(args.age)
+    status, line = daemons.start("new")
+    rows.append(
+        (f"{label} deploy: new daemon after {args.age:g} s", f"status {status}")
+    )
+    if line:
+        rows.append((f"{label} deploy: its line", line[:110]))
+    return rows
 
 
 def restarts(
-    checkout: Path, label: str, args: argparse.Namespace
+    checkout: Path, label: str, args: argparse.Namespace, started: ExitStack, work: Path
 ) -> list[tuple[str, str]]:
-    with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
-        work = Path(scratch)
-        state_dir = work / "state"
-        redis = start_redis_servers(1, started)[0]
-        zookeeper, client = start_zookeeper(started)
-        names = [f"r{i}" for i in range(args.instances)]
-        config = f'state_dir = "{state_dir}"\n' + agent_config(
-            [Instance(name, redis.port) for name in names], zookeeper=zookeeper.hosts
-        )
-        daemons = Daemons(checkout, work, config)
-        started.callback(daemons.kill_all)
-        rows = []
+    state_dir = work / "state"
+    zookeeper, client = start_zookeeper(started)
+    names = [f"r{i}" for i in range(args.instances)]
+    daemons = daemons_in(started, checkout, work, names, zookeeper.hosts)
+    rows = []
 
-        def row(what: str, value: str) -> None:
-            rows.append((f"{label} {what}", value))
+    def row(what: str, value: str) -> None:
+        rows.append((f"{label} {what}", value))
 
-        def owner() -> str:
-            state = json.loads((state_dir / "zookeeper-session.json").read_text())
-            return f"pid {state['owner']['pid']}"
+    def owner() -> str:
+        state = json.loads((state_dir / "zookeeper-session.json").read_text())
+        return f"pid {state['owner']['pid']}"
 
-        daemons.start("d1")
-        paths = [f"/sentinel/instances/{name}" for name in names]
-        wait_until(lambda: all(client.exists(p) for p in paths), 60, "the nodes")
-        time.sleep(1)
-        reader = Reader(client, paths)
-        reader.start()
-        row("daemon", f"pid {daemons.pid('d1')}; the state file names {owner()}")
-        status, line = daemons.start("d1")
-        row("started again while it runs", f"status {status}: {line[:60]}")
-        daemons.end(daemons.pid("d1") or 0)
-        row("SIGTERM: pidfile left", str(daemons.pidfile("d1").exists()))
-        status, _ = daemons.start("d2")
-        time.sleep(3)
-        row("started after SIGTERM", f"status {status}; {daemons.reattached('d2')}")
-        row("  the state file names", f"{owner()} (daemon {daemons.pid('d2')})")
-        daemons.end(daemons.pid("d2") or 0, signal.SIGKILL)
-        status, line = daemons.start("d2")
-        time.sleep(3)
-        row("started after SIGKILL", f"status {status}: {line[:40]}")
-        row("  reattached", daemons.reattached("d2"))
-        daemons.end(daemons.pid("d2") or 0)
-        status, line = daemons.start("d3", work / "missing" / "twistd.log")
-        row("started, log not writable", f"status {status}: {line[:70]}")
-        daemons.start("d4")
-        time.sleep(3)
-        row("started again", daemons.reattached("d4"))
-        row("instance nodes, read every 30 ms", reader.end())
-        return rows
+    daemons.start("d1")
+    paths = [f"/sentinel/instances/{name}" for name in names]
+    wait_until(lambda: all(client.exists(p) for p in paths), 60, "the nodes")
+    time.sleep(1)
+    reader = Reader(client, paths)
+    reader.start()
+    row("daemon", f"pid {daemons.pid('d1')}; the state file names {owner()}")
+    status, line = daemons.start("d1")
+    row("started again while it runs", f"status {status}: {line[:60]}")
+    daemons.end(daemons.pid("d1") or 0)
+    row("SIGTERM: pidfile left", str(daemons.pidfile("d1").exists()))
+    status, _ = daemons.start("d2")
+    time.sleep(3)
+    row("started after SIGTERM", f"status {status}; {daemons.reattached('d2')}")
+    row("  the state file names", f"{owner()} (daemon {daemons.pid('d2')})")
+    daemons.end(daemons.pid("d2") or 0, signal.SIGKILL)
+    status, line = daemons.start("d2")
+    time.sleep(3)
+    row("started after SIGKILL", f"status {status}: {line[:40]}")
+    row("  reattached", daemons.reattached("d2"))
+    daemons.end(daemons.pid("d2") or 0)
+    status, line = daemons.start("d3", work / "missing" / "twistd.log")
+    row("started, log not writable", f"status {status}: {line[:70]}")
+    daemons.start("d4")
+    time.sleep(3)
+    row("started again", daemons.reattached("d4"))
+    row("instance nodes, read every 30 ms", reader.end())
+    return rows
 
 
 def main() -> None:
@@ -249,9 +253,9 @@ def main() -> None:
     for label, checkout in checkouts_of(parser, args.checkout):
         rows.append((f"version {label}", commit_of(checkout)))
         for scene in args.scenes.split(","):
-            rows += {"deploy": deploy, "restarts": restarts}[scene](
-                checkout, label, args
-            )
+            run = {"deploy": deploy, "restarts": restarts}[scene]
+            with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
+                rows += run(checkout, label, args, started, Path(scratch))
     rows.append(("load average (1 min) at the end", load_average()))
     print(table(rows, "Daemons restarted with a state_dir"))
 
