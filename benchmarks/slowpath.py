@@ -1,0 +1,587 @@
+"""
+A group with one member's path to ZooKeeper slow, flapping or throttled.
+
+Three ``twistd -n sentinel`` agents share ``--instances`` names on a few
+real redis-servers (every one healthy throughout), ``zookeeper.replicas``
+2 (``--replicas 3`` gives quorum 2), ``zookeeper.session_timeout``
+``--session-timeout`` s. Agents a and b reach ZooKeeper directly; agent c
+through a TCP path of this script's own on loopback (`SlowPath`), which
+each scene spoils for a while, then heals:
+
+- ``delay200`` / ``delay1000`` / ``delay3000``: every byte held that many
+  ms in each direction, for ``--fault`` s;
+- ``bursts``: 3 s each way, 5 s out of every 15 s, for ``--fault`` s;
+- ``flap``: the path black-holed (bytes stop, both connections stay open;
+  what was held is sent at the heal, as TCP would retransmit it) for 2--8
+  s every 10--20 s (seeded), for ``--fault`` s;
+- ``throttle``: each direction at ``--rate`` bytes a second while agent b
+  leaves (``SIGUSR2``) and joins again ``--fault`` / 2 s later.
+
+A reader (its own client, straight to ZooKeeper) lists
+``{root}/instances`` every 50 ms and watches each node's data: every
+``down`` published, every time a node was missing (and for how long), and
+every change of a node's session (a takeover: the primary moved, one
+ZooKeeper write). c's ``/healthz`` and ``/debug/stats`` (plus its threads)
+are sampled every 0.5 s. After the heal, "settled" is the time until every
+node is present, up and held by the session that held it before the fault,
+and c's ``/healthz`` is 200.
+
+    .venv/bin/python benchmarks/slowpath.py [--instances 600] [--fault 60] \\
+        [--scene flap --scene delay1000 ...] [--replicas 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import random
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from common import (
+    LOOPBACK,
+    Agent,
+    Instance,
+    agent_config,
+    load_average,
+    machine,
+    start_redis_servers,
+    start_zookeeper,
+    stop_on_sigterm,
+    table,
+)
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+from kazoo.recipe.watchers import DataWatch
+
+ROOT = "/slowpath"
+POLL = 0.05
+SAMPLE = 0.5
+SCENES = ("delay200", "delay1000", "delay3000", "bursts", "flap", "throttle")
+
+
+class Spoil:
+    """What the path does to bytes now: held ``delay`` s, cut, or paced."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.cut = False
+        self.rate: float | None = None
+        self.changed = threading.Condition()
+
+    def set(
+        self, delay: float = 0.0, cut: bool = False, rate: float | None = None
+    ) -> None:
+        """Spoil the path so from now on (all three off: healed)."""
+        with self.changed:
+            self.delay, self.cut, self.rate = delay, cut, rate
+            self.changed.notify_all()
+
+
+class SlowPath:
+    """
+    A TCP path from c to ZooKeeper: one thread per direction reads (so the
+    sender's own buffers never fill, as on a long link), and one sends each
+    chunk when `Spoil` lets it go.
+    """
+
+    def __init__(self, target: tuple[str, int], spoil: Spoil) -> None:
+        self.target = target
+        self.spoil = spoil
+        self.accepts = 0
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port = self.listener.getsockname()[1]
+        self.closing = False
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closing:
+            try:
+                agent, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepts += 1
+            try:
+                upstream = socket.create_connection(self.target, timeout=5.0)
+            except OSError:
+                agent.close()
+                continue
+            upstream.settimeout(None)
+            self._sockets += [agent, upstream]
+            for source, sink in ((agent, upstream), (upstream, agent)):
+                queue: deque[tuple[float, bytes | None]] = deque()
+                threading.Thread(
+                    target=self._read, args=(source, queue), daemon=True
+                ).start()
+                threading.Thread(
+                    target=self._send, args=(queue, sink), daemon=True
+                ).start()
+
+    def _read(
+        self, source: socket.socket, queue: deque[tuple[float, bytes | None]]
+    ) -> None:
+        while True:
+            try:
+                chunk = source.recv(65536)
+            except OSError:
+                chunk = b""
+            with self.spoil.changed:
+                queue.append((time.monotonic(), chunk or None))
+                self.spoil.changed.notify_all()
+            if not chunk:
+                return
+
+    def _send(
+        self, queue: deque[tuple[float, bytes | None]], sink: socket.socket
+    ) -> None:
+        spoil = self.spoil
+        while True:
+            with spoil.changed:
+                while True:
+                    now = time.monotonic()
+                    if queue and not spoil.cut and queue[0][0] + spoil.delay <= now:
+                        stamp, chunk = queue.popleft()
+                        rate = spoil.rate
+                        break
+                    wait = None
+                    if queue and not spoil.cut:
+                        wait = queue[0][0] + spoil.delay - now
+                    spoil.changed.wait(wait if wait is None else max(wait, 0.001))
+            if chunk is None:
+                try:
+                    sink.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
+            try:
+                if rate is None:
+                    sink.sendall(chunk)
+                else:
+                    # Paced a tenth of a second's worth at a time.
+                    step = max(1, int(rate / 10))
+                    for at in range(0, len(chunk), step):
+                        sink.sendall(chunk[at : at + step])
+                        time.sleep(len(chunk[at : at + step]) / rate)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        """Stop accepting and drop every connection."""
+        self.closing = True
+        self.listener.close()
+        for sock in self._sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+class Reader:
+    """
+    The published view as a reader sees it, straight from ZooKeeper: a
+    listing every `POLL` s (missing nodes) and a data watch per node (each
+    ``down`` and each change of the session holding the node).
+    """
+
+    def __init__(self, hosts: str, names: list[str]) -> None:
+        self.names = names
+        self.client = KazooClient(hosts=hosts, timeout=30.0)
+        self.client.start(timeout=10.0)
+        self.lock = threading.Lock()
+        self.phase = "start"
+        self.downs: Counter[str] = Counter()
+        self.down_since: dict[str, float] = {}
+        self.down_spans: list[tuple[str, float]] = []
+        self.status: dict[str, str | None] = {}
+        self.owner: dict[str, int] = {}
+        self.agent: dict[str, str | None] = {}
+        self.takeovers: list[tuple[float, str, str]] = []
+        self.gone: dict[str, float] = {}
+        self.missing: list[tuple[str, float]] = []
+        self.listed: set[str] = set()
+        self.polls = 0
+        self.began = time.monotonic()
+        for name in names:
+            DataWatch(
+                self.client,
+                f"{ROOT}/instances/{name}",
+                functools.partial(self._changed, name),
+            )
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _changed(self, name: str, data: bytes | None, stat: Any, event: Any) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if data is None:
+                self.status[name] = None
+                return
+            try:
+                document = json.loads(data)
+                status, self.agent[name] = document.get("status"), document.get("agent")
+            except (ValueError, AttributeError):
+                status = "unreadable"
+            self.status[name] = status
+            if status != "up":
+                self.downs[self.phase] += 1
+                self.down_since.setdefault(name, now)
+            elif name in self.down_since:
+                self.down_spans.append((self.phase, now - self.down_since.pop(name)))
+            before = self.owner.get(name)
+            self.owner[name] = stat.ephemeralOwner
+            if before is not None and before != stat.ephemeralOwner:
+                self.takeovers.append((now, self.phase, name))
+
+    def _run(self) -> None:
+        while not self.stopping.wait(POLL):
+            try:
+                listed = set(self.client.get_children(f"{ROOT}/instances"))
+            except NoNodeError:
+                listed = set()
+            except Exception:
+                continue
+            now = time.monotonic()
+            with self.lock:
+                self.listed = listed
+                self.polls += 1
+                for name in self.names:
+                    if name not in listed:
+                        self.gone.setdefault(name, now)
+                    elif name in self.gone:
+                        self.missing.append((self.phase, now - self.gone.pop(name)))
+
+    def snapshot(self) -> tuple[set[str], dict[str, str | None], dict[str, str | None]]:
+        """The names listed, each node's status and primary (agent id), now."""
+        with self.lock:
+            return set(self.listed), dict(self.status), dict(self.agent)
+
+    def close(self) -> None:
+        """Stop polling and the client."""
+        self.stopping.set()
+        self.thread.join(10.0)
+        self.client.stop()
+        self.client.close()
+
+
+class Sampler:
+    """c's ``/healthz`` and ``/debug/stats`` every `SAMPLE` s, by phase."""
+
+    def __init__(self, agent: Agent, reader: Reader) -> None:
+        self.agent = agent
+        self.reader = reader
+        self.rows: list[dict[str, Any]] = []
+        self.reasons: Counter[tuple[str, str]] = Counter()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(SAMPLE):
+            try:
+                code, body = self.agent.healthz()
+                stats = self.agent.get("/debug/stats")
+                threads = self.agent.process.num_threads()
+            except Exception:
+                continue
+            phase = self.reader.phase
+            for reason in body.get("reasons", []) if code != 200 else []:
+                self.reasons[(phase, _shape(reason))] += 1
+            self.rows.append(
+                {"phase": phase, "code": code, "os_threads": threads, **stats}
+            )
+
+    def close(self) -> None:
+        """Stop sampling."""
+        self.stopping.set()
+        self.thread.join(10.0)
+
+
+def _shape(reason: str) -> str:
+    """A reason with its figures blanked, so that one cause counts once."""
+    out, digits = [], False
+    for ch in reason:
+        if ch.isdigit() or (digits and ch in ".,"):
+            if not digits:
+                out.append("N")
+            digits = True
+        else:
+            digits = False
+            out.append(ch)
+    return "".join(out)[:160]
+
+
+def run_fault(
+    scene: str,
+    spoil: Spoil,
+    seconds: float,
+    rate: float,
+    b: Agent,
+    restart_b: Callable[[], Agent],
+    rng: random.Random,
+) -> Agent:
+    """Spoil the path as `scene` says for `seconds`; b as it is after."""
+    end = time.monotonic() + seconds
+    if scene.startswith("delay"):
+        spoil.set(delay=int(scene[5:]) / 1000)
+        time.sleep(seconds)
+    elif scene == "bursts":
+        while time.monotonic() < end:
+            spoil.set(delay=3.0)
+            time.sleep(5.0)
+            spoil.set()
+            time.sleep(max(0.0, min(10.0, end - time.monotonic())))
+    elif scene == "flap":
+        while time.monotonic() < end:
+            length = rng.uniform(2.0, 8.0)
+            spoil.set(cut=True)
+            time.sleep(length)
+            spoil.set()
+            time.sleep(
+                max(0.0, min(rng.uniform(10.0, 20.0) - length, end - time.monotonic()))
+            )
+    elif scene == "throttle":
+        spoil.set(rate=rate)
+        time.sleep(2.0)
+        b.child.process.send_signal(signal.SIGUSR2)
+        b.child.process.wait(20)
+        time.sleep(seconds / 2)
+        b = restart_b()
+        time.sleep(max(0.0, end - time.monotonic()))
+    spoil.set()
+    return b
+
+
+def settled(
+    reader: Reader, c: Agent, names: list[str], owners: dict[str, str | None]
+) -> bool:
+    """Every node listed, up and written by its primary before the fault; c 200."""
+    listed, status, owner = reader.snapshot()
+    if any(n not in listed or status.get(n) != "up" for n in names):
+        return False
+    if any(owner.get(n) != owners[n] for n in names):
+        return False
+    return c.healthz()[0] == 200
+
+
+def unsettled(
+    reader: Reader, c: Agent, names: list[str], owners: dict[str, str | None]
+) -> str:
+    """Why the view is not settled: nodes missing, not up, moved; c's code."""
+    listed, status, owner = reader.snapshot()
+    missing = sum(1 for n in names if n not in listed)
+    down = sum(1 for n in names if n in listed and status.get(n) != "up")
+    moved = Counter(
+        f"{owners.get(n)}->{owner.get(n)}"
+        for n in names
+        if owner.get(n) != owners.get(n)
+    )
+    code, body = c.healthz()
+    why = "; ".join(body.get("reasons", []))[:200]
+    return f"{missing} missing, {down} not up, moved {dict(moved)}, c {code} {why}"
+
+
+def wait_for(condition: Callable[[], bool], limit: float) -> float | None:
+    """Seconds until `condition` holds, None past `limit`."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    return None
+
+
+def scene_rows(
+    scene: str,
+    args: argparse.Namespace,
+    fault: float,
+    reader: Reader,
+    sampler: Sampler,
+    settle: float | None,
+    loads: tuple[str, str],
+) -> list[tuple[str, str]]:
+    """What one scene did, as rows of the printed table."""
+    rows = sampler.rows
+    during = [r for r in rows if r["phase"] == "fault"]
+    before = [r for r in rows if r["phase"] == "steady"] or rows[:1]
+    after = [r for r in rows if r["phase"] == "healed"] or rows[-1:]
+    takeovers = [t for t in reader.takeovers if t[1] in ("fault", "healed")]
+    minutes = fault / 60
+    missing = [s for p, s in reader.missing if p in ("fault", "healed")]
+    downs = sum(reader.downs[p] for p in ("fault", "healed"))
+    down_spans = [s for p, s in reader.down_spans if p in ("fault", "healed")]
+
+    def span(key: str) -> str:
+        first = before[-1].get(key)
+        most = max((r.get(key, 0) for r in during + after), default=first)
+        last = after[-1].get(key)
+        return f"{first} / {most} / {last}"
+
+    out = [
+        (f"{scene}: load (start, end)", f"{loads[0]} / {loads[1]}"),
+        ("  downs published (instances healthy)", f"{downs}"
+         + (f", longest {max(down_spans):.1f} s" if down_spans else "")),
+        ("  nodes missing (count, longest)",
+         f"{len(missing)}" + (f", {max(missing):.2f} s" if missing else "")),
+        ("  takeovers during fault / after heal",
+         f"{sum(1 for t in takeovers if t[1] == 'fault')} "
+         f"({sum(1 for t in takeovers if t[1] == 'fault') / minutes:.1f}/min) / "
+         f"{sum(1 for t in takeovers if t[1] == 'healed')}"),
+        ("  c /healthz 503 samples (fault)",
+         f"{sum(1 for r in during if r['code'] != 200)} of {len(during)}"),
+        ("  c threads before / most / after", span("os_threads")),
+        ("  c open_fds before / most / after", span("open_fds")),
+        ("  c rss MiB before / most / after",
+         " / ".join(f"{v / 2**20:.0f}" for v in (
+             before[-1]["rss_bytes"],
+             max(r["rss_bytes"] for r in during + after),
+             after[-1]["rss_bytes"]))),
+        ("  c pending_checks before / most / after", span("pending_checks")),
+        ("  c delayed_calls before / most / after", span("delayed_calls")),
+        ("  settled after heal",
+         "not within limit" if settle is None else f"{settle:.1f} s"),
+        ("  reader polls", f"{reader.polls}"),
+    ]  # fmt: skip
+    for (phase, reason), count in sampler.reasons.most_common(4):
+        out.append((f"  c /healthz {phase} x{count}", reason))
+    return out
+
+
+def one_scene(scene: str, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Servers, agents, reader; steady, fault, heal; the rows."""
+    rng = random.Random(args.seed)
+    logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as started:
+        workdir = Path(tmp)
+        servers = start_redis_servers(args.servers, started)
+        zookeeper, _ = start_zookeeper(started)
+        instances = [
+            Instance(f"r{i:04d}", servers[i % len(servers)].port)
+            for i in range(args.instances)
+        ]
+        names = [i.name for i in instances]
+        spoil = Spoil()
+        host, port = zookeeper.hosts.split(":")
+        path = SlowPath((host, int(port)), spoil)
+        started.callback(path.close)
+        settings: dict[str, float | int | str] = {
+            "replicas": args.replicas, "session_timeout": args.session_timeout,
+        }  # fmt: skip
+        if args.replicas == 3:
+            settings["quorum"] = 2
+
+        def start(agent_id: str, hosts: str, label: str) -> Agent:
+            text = agent_config(
+                instances, zookeeper=hosts, zk_root=ROOT, agent_id=agent_id,
+                zk_settings=settings,
+            )  # fmt: skip
+            agent = Agent(workdir, text, label)
+            started.callback(agent.stop)
+            agent.wait_ready()
+            return agent
+
+        a = start("a", zookeeper.hosts, "a")
+        b = start("b", zookeeper.hosts, "b")
+        c = start("c", f"{LOOPBACK}:{path.port}", "c")
+        reader = Reader(zookeeper.hosts, names)
+        started.callback(reader.close)
+        # Steady: every node there and up, nothing moved for 5 s.
+        if wait_for(lambda: settled_quiet(reader, c, names), 120.0) is None:
+            raise RuntimeError("the group never settled before the fault")
+        owners = reader.snapshot()[2]
+        sampler = Sampler(c, reader)
+        started.callback(sampler.close)
+        time.sleep(5.0)
+        load_start = load_average()
+        reader.phase = "fault"
+        restarts = [0]
+
+        def restart_b() -> Agent:
+            restarts[0] += 1
+            return start("b", zookeeper.hosts, f"b-{restarts[0]}")
+
+        b = run_fault(scene, spoil, args.fault, args.rate, b, restart_b, rng)
+        reader.phase = "healed"
+        if scene == "throttle":
+            # b's new session holds its nodes now: settled is every node
+            # there, up, and no takeover for 5 s.
+            settle = wait_for(lambda: settled_quiet(reader, c, names), args.settle)
+        else:
+            settle = wait_for(lambda: settled(reader, c, names, owners), args.settle)
+        if settle is None:
+            print(f"{scene}: not settled: {unsettled(reader, c, names, owners)}")
+            for agent in (a, b, c):
+                group = agent.get("/group")
+                print(
+                    agent.log.name, {k: v for k, v in group.items() if k != "members"}
+                )
+                print("   ", group.get("members"))
+        time.sleep(5.0)
+        load_end = load_average()
+        sampler.close()
+        rows = scene_rows(scene, args, args.fault, reader, sampler, settle,
+                          (load_start, load_end))  # fmt: skip
+        for agent in (a, b, c):
+            agent.stop()
+        return rows
+
+
+def settled_quiet(reader: Reader, c: Agent, names: list[str]) -> bool:
+    """Every node listed and up, no takeover in the last 5 s, c 200."""
+    listed, status, _ = reader.snapshot()
+    if any(n not in listed or status.get(n) != "up" for n in names):
+        return False
+    # Counted from the reader's start too: c's join takes its share over
+    # from a and b a settle time after c started, maybe after the reader.
+    last = max(reader.takeovers[-1][0] if reader.takeovers else 0.0, reader.began)
+    return time.monotonic() - last > 5.0 and c.healthz()[0] == 200
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line (module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=600)
+    parser.add_argument("--servers", type=int, default=4)
+    parser.add_argument("--replicas", type=int, choices=(2, 3), default=2)
+    parser.add_argument("--session-timeout", type=float, default=4.0)
+    parser.add_argument("--fault", type=float, default=60.0)
+    parser.add_argument("--settle", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=4096.0)
+    parser.add_argument("--seed", type=int, default=28)
+    parser.add_argument("--scene", action="append", choices=SCENES)
+    return parser.parse_args()
+
+
+def main() -> int:
+    """Run each scene with fresh servers and agents; print the table."""
+    args = parse_args()
+    stop_on_sigterm()
+    rows: list[tuple[str, str]] = []
+    for scene in args.scene or SCENES:
+        found = one_scene(scene, args)
+        rows += found
+        print(table(found, f"slowpath.py (scene {scene})"), flush=True)
+    print()
+    print(machine())
+    title = (
+        f"one member's slow path to ZooKeeper, {args.instances} instances, "
+        f"R={args.replicas}, session {args.session_timeout:g} s"
+    )
+    print(table(rows, title))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
