@@ -166,6 +166,40 @@ class TopologyTests(TwistdTestCase):
         )
         self.assertGreaterEqual(after["checks"], before["checks"])
 
+    async def test_write_pause_and_failover_to_keep_the_master_up(self) -> None:
+        """
+        A planned failover as Redis runs it: ``CLIENT PAUSE 2000 WRITE`` on
+        the master (what ``FAILOVER`` itself runs) blocks none of PING,
+        HELLO or INFO, so the master's node stays up and ready and no check
+        of it fails; then ``FAILOVER TO`` the first replica publishes the
+        old master a slave and that replica the master within 2 s, every
+        node staying up and ready meanwhile.
+        """
+        await self.start()
+        promoted = self.names[0]
+        for name in self.names:
+            await self.until_node(name, START_BOUND, status="up", role="slave")
+        await self.until_node("m", START_BOUND, status="up", ready=True, role="master")
+        before = await self.get_json(f"{self.base}/instances/m")
+
+        redis_cli(self.master, "CLIENT", "PAUSE", "2000", "WRITE")
+        seen = []
+        for _ in range(40):
+            await pause(reactor, 0.05)
+            seen.append(self.node("m"))
+        during = await self.get_json(f"{self.base}/instances/m")
+        self.assertGreater(during["checks"], before["checks"])
+        self.assertEqual(during["failures"], before["failures"])
+
+        redis_cli(self.master, "FAILOVER", "TO", LOOPBACK, str(self.replicas[0].port))
+        await self.until_node("m", ROLE_BOUND, role="slave")
+        await self.until_node(promoted, ROLE_BOUND, role="master")
+        seen += [self.node("m"), self.node(promoted)]
+        self.assertEqual(
+            {(n["status"], n["ready"]) for n in seen if n is not None}, {("up", True)}
+        )
+        self.assertNotIn(None, seen)
+
     async def test_replica_configured_by_host_name(self) -> None:
         """
         A replica configured by host name (``localhost``) is watched once,
