@@ -69,7 +69,7 @@ from sentinel.observation import Observation, Replication
 from sentinel.ownstalls import OwnStalls
 from sentinel.probe import OWED_TIMEOUT
 from sentinel.runqueue import RunQueueWait
-from sentinel.slices import Slices, slices_for
+from sentinel.slices import INSTANCES_PER_SLICE, Slices, slices_for, slices_needed
 from sentinel.timer import RestartingTimer
 from sentinel.tracker import InFlight, PendingTracker
 
@@ -177,8 +177,10 @@ class NullPublisher:
 class Settings:
     """
     The loop's global settings. Every instance is checked once per
-    `interval`; the instances are spread over `slices` launches evenly
-    apart within it.
+    `interval`; the instances are spread over at most `slices` launches
+    evenly apart within it, at least `slice_instances` instances to a
+    slice where there are that few (`sentinel.slices`; 0: `slices`
+    whatever their number).
     """
 
     interval: float
@@ -187,6 +189,7 @@ class Settings:
     fall: int
     info_every: int
     slices: int = 1
+    slice_instances: int = 0
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -198,6 +201,7 @@ class Settings:
             fall=config.fall,
             info_every=config.info_every,
             slices=slices_for(config.interval),
+            slice_instances=INSTANCES_PER_SLICE,
         )
 
 
@@ -237,7 +241,10 @@ class Monitor(Service):
         self.states: dict[str, InstanceState] = {}
         # The watched instances by address, to find a replica's master.
         self._by_address: dict[tuple[str, int], InstanceState] = {}
-        self._slices: Slices[InstanceState] = Slices(settings.slices)
+        self._slices: Slices[InstanceState] = Slices(self._slices_wanted())
+        # Whether the instances watched now want another cut, made as the
+        # next round starts (`_fit_slices`).
+        self._refit = False
         # The instances previous processes checked since the state file's
         # ``checked_at``, while this one's first round is not done
         # (`sentinel.coverage`): each slice launches the others first, so
@@ -247,7 +254,10 @@ class Monitor(Service):
         self.tick_completions: deque[float] = deque(maxlen=TICK_HISTORY)
         self._sweep = DeadlineSweep(clock, self.tick_completions.append)
         self.loop = RestartingTimer.with_count(
-            "check loop", settings.interval / settings.slices, clock, self._run_slices
+            "check loop",
+            settings.interval / len(self._slices),
+            clock,
+            self._run_slices,
         )
         self.started_at: float | None = None
         self.last_tick_at: float | None = None
@@ -319,6 +329,7 @@ class Monitor(Service):
         self._by_address.setdefault((instance.host, instance.port), state)
         self._slices.add(state)
         self._changed_at = self.ticks
+        self._fit_slices()
 
     def remove_instance(self, name: str) -> None:
         """
@@ -443,6 +454,7 @@ class Monitor(Service):
             state.check.cancel()
         state.probe.close()
         self._changed_at = self.ticks
+        self._fit_slices()
 
     def update_settings(self, settings: Settings) -> None:
         """
@@ -459,12 +471,34 @@ class Monitor(Service):
                 # it: kept from the start, a timeout raised for a slow
                 # network still cut connects at the old one.
                 state.probe.retime(settings.timeout)
-        if settings.slices != old.slices:
-            self._slices.resize(settings.slices)
-        if (settings.interval, settings.slices) != (old.interval, old.slices):
-            self.loop.change_step(settings.interval / settings.slices)
+        count, wanted = len(self._slices), self._slices_wanted()
+        self._refit = False
+        if wanted != count:
+            self._slices.resize(wanted)
+        if (settings.interval, wanted) != (old.interval, count):
+            self.loop.change_step(settings.interval / wanted)
         for listener in self._settings_listeners:
             listener(settings)
+
+    def _slices_wanted(self) -> int:
+        settings = self.settings
+        return slices_needed(
+            settings.slices, len(self.states), settings.slice_instances
+        )
+
+    def _fit_slices(self) -> None:
+        """
+        Cut the interval for the instances watched now: at once while the
+        loop does not run, else between two rounds (`_run_slices`), where
+        every instance keeps its place in the round or an earlier one.
+        """
+        if self._slices_wanted() == len(self._slices):
+            self._refit = False
+        elif self.loop.running:
+            self._refit = True
+        else:
+            self._slices.resize(self._slices_wanted())
+            self.loop.change_step(self.settings.interval / len(self._slices))
 
     def clock_stepped(self, step: float) -> None:
         """
@@ -551,6 +585,14 @@ class Monitor(Service):
         self._clock.callLater(0, self._close_some, in_flight, probes, closed)
 
     def _run_slices(self, elapsed: int) -> None:
+        if self._refit and self._slices.starts_round():
+            # Cut again as a round starts: this slice, the first, now, the
+            # others a new step apart (after a stall, from now on).
+            self._refit = False
+            self._slices.resize(self._slices_wanted(), keep_phase=True)
+            self.loop.change_step(self.settings.interval / len(self._slices))
+            self.tick()
+            return
         # After a stall the loop reports the periods that went by: run every
         # slice they held (at most a round), so none is skipped, each at the
         # time it was due.

@@ -6,6 +6,18 @@ and their measured latency would count that wait. So every instance
 belongs to one slice, and each slice is launched once per interval,
 ``interval / count`` seconds after the one before. Instances are assigned
 round robin, so that slices stay even as instances come and go.
+
+A few instances need no spreading, and each launch wakes the agent: 20
+launches a second for one instance were most of an idle agent's wake-ups
+(``benchmarks/idle.py``). So an interval is cut into no more slices than
+there are `INSTANCES_PER_SLICE` instances, at least one: an agent of one
+host's tens of instances launches a few times a second, or once, and one
+of 200 or more as before. Launching ten checks at once takes about 1 ms
+of CPU (DESIGN.md section 4: 60-100 us a check), small beside any
+check timeout. Cut again while running (an instance added or removed
+across a multiple of it), each member keeps its place in the round as
+near as its new slice allows, never later (`resize`'s ``keep_phase``,
+between two rounds).
 """
 
 from __future__ import annotations
@@ -16,6 +28,8 @@ from typing import Generic, TypeVar
 # Launches per interval are about this far apart, and at most this many.
 SLICE_SECONDS = 0.05
 MAX_SLICES = 20
+# The fewest instances per slice worth a launch of its own.
+INSTANCES_PER_SLICE = 10
 
 _T = TypeVar("_T", bound=Hashable)
 
@@ -23,6 +37,17 @@ _T = TypeVar("_T", bound=Hashable)
 def slices_for(interval: float) -> int:
     """How many slices an interval of `interval` seconds is cut into."""
     return max(1, min(MAX_SLICES, round(interval / SLICE_SECONDS)))
+
+
+def slices_needed(most: int, members: int, per_slice: int) -> int:
+    """
+    How many of at most `most` slices `members` instances are spread over,
+    at least `per_slice` to a slice where there are that few (0: `most`
+    whatever their number).
+    """
+    if per_slice <= 0:
+        return most
+    return max(1, min(most, -(-members // per_slice)))
 
 
 class Slices(Generic[_T]):
@@ -54,12 +79,32 @@ class Slices(Generic[_T]):
         """The index of the slice `member` belongs to."""
         return self._slot[member]
 
-    def resize(self, count: int) -> None:
-        """Cut into `count` slices, every member assigned again from the first."""
-        members = list(self._slot)
-        self._cut(count)
-        for member in members:
-            self.add(member)
+    def resize(self, count: int, keep_phase: bool = False) -> None:
+        """
+        Cut into `count` slices, every member assigned again from the first,
+        the next launch the first slice's. With `keep_phase` (asked between
+        two rounds), every member goes to the slice that falls where its own
+        did in the round, or before it: none waits longer for its next check
+        than its old slice would have had it wait. Members added later fill
+        the slices in turn.
+        """
+        if not keep_phase:
+            members = list(self._slot)
+            self._cut(count)
+            for member in members:
+                self.add(member)
+            return
+        old, slots = len(self._slices), self._slot
+        self._slices = [[] for _ in range(count)]
+        self._slot = {}
+        for member, slot in slots.items():
+            self._slot[member] = new = slot * count // old
+            self._slices[new].append(member)
+        self._next_slice = 0
+
+    def starts_round(self) -> bool:
+        """Whether the next slice launched starts a round."""
+        return self._next_slice == 0
 
     def next(self) -> tuple[int, list[_T]]:
         """The index and the members of the slice to launch now; 0 starts a round."""

@@ -194,6 +194,7 @@ def make_monitor(
     clock: Clock | None = None,
     run_queue: RunQueueWait | None = None,
     on_round: Callable[[int], None] | None = None,
+    slice_instances: int = 0,
 ) -> tuple[Monitor, Clock, dict[str, FakeProbe], RecordingPublisher]:
     """
     A monitor on a Clock (`clock`, or a new one) with a `FakeProbe` per
@@ -215,6 +216,7 @@ def make_monitor(
         fall=fall,
         info_every=info_every,
         slices=slices,
+        slice_instances=slice_instances,
     )
     monitor = Monitor(
         clock,

@@ -753,6 +753,66 @@ class SliceTests(SynchronousTestCase):
         clock.pump([0.5, 0.5])
         self.assertEqual(order, ["r0", "r2", "r4", "r6", "r1", "r3", "r5", "r7"])
 
+    def test_few_instances_launched_together(self) -> None:
+        """
+        Fewer than `slice_instances` instances a slice take fewer slices:
+        five instances at 20 slices of at least 10 are one launch a
+        second, all checked together, and the loop wakes once a second.
+        """
+        names = [f"r{i}" for i in range(5)]
+        monitor, clock, probes, _ = make_monitor(
+            names, interval=1.0, slices=20, slice_instances=10
+        )
+        monitor.startService()
+        self.assertEqual(monitor.loop.step, 1.0)
+        clock.pump([0.05] * 20)
+        self.assertEqual({p.scheduled[-1] for p in probes.values()}, {1.0})
+        self.assertEqual({p.checks for p in probes.values()}, {2})
+
+    def test_many_instances_keep_every_slice(self) -> None:
+        """25 instances of at least 10 a slice take 3 slices; 500, all 20."""
+        for count, step in ((25, 1 / 3), (500, 1 / 20)):
+            monitor, _, _, _ = make_monitor(
+                [f"r{i}" for i in range(count)], slices=20, slice_instances=10
+            )
+            self.assertAlmostEqual(monitor.loop.step, step)
+
+    def test_recut_while_running_delays_no_check(self) -> None:
+        """
+        Instances added and removed while the loop runs, across multiples
+        of `slice_instances`: the interval is cut again as a round starts,
+        and no instance waits longer than one interval between two checks
+        (the detection bound), before, during and after, but for the
+        loop's own lateness (here up to a step of the Clock, 13 ms).
+        """
+        names = [f"r{i}" for i in range(9)]
+        monitor, clock, probes, _ = make_monitor(
+            names, interval=1.0, slices=20, slice_instances=2
+        )
+        monitor.startService()
+        steps = [0.01] * 100
+        clock.pump(steps)
+        for i in range(9, 30):
+            monitor.add_instance(RedisInstance(f"r{i}", "127.0.0.1", 7000 + i))
+            clock.pump([0.013] * 17)
+        clock.pump(steps)
+        self.assertAlmostEqual(monitor.loop.step, 1 / 15)
+        for i in range(0, 27):
+            monitor.remove_instance(f"r{i}")
+            clock.pump([0.011] * 23)
+        clock.pump(steps)
+        self.assertAlmostEqual(monitor.loop.step, 1 / 2)
+        gaps = [
+            later - earlier
+            for probe in probes.values()
+            for earlier, later in zip(
+                probe.scheduled, probe.scheduled[1:], strict=False
+            )
+            if earlier is not None and later is not None
+        ]
+        self.assertLessEqual(max(gaps), 1.013 + 1e-9)
+        self.assertEqual(monitor.overruns, 0)
+
     def test_removal_keeps_slices_even(self) -> None:
         """A removed instance leaves its slice; a new one takes the next."""
         monitor, clock, probes, _ = make_monitor(["a", "b"], slices=2)

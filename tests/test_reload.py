@@ -202,19 +202,25 @@ class ReloadTests(ReloadTestCase):
     def test_global_settings_next_tick(self) -> None:
         """
         A new interval, rise and fall apply from the next tick on; the new
-        interval is spread over its slices (20 at 2 s), each instance in one.
+        interval is cut into 20 slices at most (at 2 s), here one: three
+        instances are too few to spread, checked together one new
+        interval after the reload, then every 2 s.
         """
         self.next = attr.evolve(BASE, interval=2.0, timeout=1.0, rise=5, fall=7)
         self.reload()
         self.assertEqual(self.monitor.states["a"].health.fall, 7)
         self.assertEqual(self.monitor.settings.slices, 20)
-        checks = self.probes["a"].checks
-        self.clock.advance(0.1)
-        self.assertEqual(self.probes["a"].checks, checks + 1)
+        checks = [self.probes[name].checks for name in "abc"]
         self.clock.advance(1.9)
-        self.assertEqual(self.probes["a"].checks, checks + 1)
+        self.assertEqual([self.probes[name].checks for name in "abc"], checks)
         self.clock.advance(0.1)
-        self.assertEqual(self.probes["a"].checks, checks + 2)
+        self.assertEqual(
+            [self.probes[name].checks for name in "abc"], [n + 1 for n in checks]
+        )
+        self.clock.advance(2.0)
+        self.assertEqual(
+            [self.probes[name].checks for name in "abc"], [n + 2 for n in checks]
+        )
 
     def test_global_settings_named_in_log(self) -> None:
         """
