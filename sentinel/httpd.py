@@ -491,6 +491,12 @@ class StatusSite(Site):
     def log(self, request: object) -> None:
         pass
 
+    def _updateLogDateTime(self) -> None:
+        # Twisted keeps the access log's date string fresh with a timer
+        # that fires every second from the site's start: a wake-up a second
+        # of every agent for a log this site never writes.
+        pass
+
     def body_too_long(self) -> None:
         """
         A request body over `MAX_BODY_BYTES` was refused (its connection

@@ -54,6 +54,18 @@ class SiteTests(SynchronousTestCase):
         self.monitor.startService()
         self.site = StatusSite(self.app.resource(), self.clock)
 
+    def test_no_timer_for_the_access_log(self) -> None:
+        """
+        Started, the site (which keeps no access log) leaves no timer on
+        the reactor: Twisted's refresh of the log's date each second would
+        wake an idle agent every second for nothing.
+        """
+        clock = Clock()
+        site = StatusSite(self.app.resource(), clock)
+        site.doStart()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        site.doStop()
+
     def test_idle_connection_closed(self) -> None:
         """A connection that sends nothing is closed after IDLE_TIMEOUT."""
         client = Connection(self.site)
