@@ -587,11 +587,12 @@ class Monitor(Service):
     def _run_slices(self, elapsed: int) -> None:
         if self._refit and self._slices.starts_round():
             # Cut again as a round starts: this slice, the first, now, the
-            # others a new step apart (after a stall, from now on).
+            # others a new step apart (after a stall, from now on). The
+            # launch is timed by the old step, which it followed.
             self._refit = False
             self._slices.resize(self._slices_wanted(), keep_phase=True)
+            self.tick(self.loop.due)
             self.loop.change_step(self.settings.interval / len(self._slices))
-            self.tick()
             return
         # After a stall the loop reports the periods that went by: run every
         # slice they held (at most a round), so none is skipped, each at the

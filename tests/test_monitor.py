@@ -813,6 +813,23 @@ class SliceTests(SynchronousTestCase):
         self.assertLessEqual(max(gaps), 1.013 + 1e-9)
         self.assertEqual(monitor.overruns, 0)
 
+    def test_recut_is_no_stall(self) -> None:
+        """
+        Cut from one slice to two, the round's first launch comes one old
+        step (1 s) after the last, not a stall of the agent's own (which
+        would excuse checks of Redis), though the new step is 0.5 s.
+        """
+        names = [f"r{i}" for i in range(10)]
+        monitor, clock, probes, _ = make_monitor(
+            names, interval=1.0, slices=20, slice_instances=10
+        )
+        monitor.startService()
+        clock.pump([0.1] * 15)
+        monitor.add_instance(RedisInstance("r10", "127.0.0.1", 7010))
+        clock.pump([0.1] * 20)
+        self.assertEqual(monitor.loop.step, 0.5)
+        self.assertEqual(monitor.own_stalls.since(0.0), 0.0)
+
     def test_removal_keeps_slices_even(self) -> None:
         """A removed instance leaves its slice; a new one takes the next."""
         monitor, clock, probes, _ = make_monitor(["a", "b"], slices=2)
