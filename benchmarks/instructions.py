@@ -13,10 +13,15 @@ in it. User-space instructions only: the kernel's share of a check (its
 send and receive) is not counted.
 
 With ``--checkout LABEL=PATH`` (repeatable), each checkout's agent is
-counted in turn, on the same servers.
+counted in turn, on the same servers. With ``--floor``, so is the CPython
+floor (``benchmarks/floor.py``, **2, the floor** in BENCHMARKS.rst): the
+bare loop, then the loop with a Deferred a check, over the same N
+connections, its instructions divided by the replies it read in the window:
+how far the agent's check is from the least a checker in CPython does, in
+instructions rather than time.
 
     .venv/bin/python benchmarks/instructions.py [--instances 300]
-        [--checkout before=../old --checkout after=.] [--keep]
+        [--checkout before=../old --checkout after=.] [--floor] [--keep]
 
 Each agent's work dir (config, log, callgrind's output) is removed once it
 is counted, however the run ends, unless ``--keep``.
@@ -33,6 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -43,6 +49,7 @@ from common import (
     checkouts_of,
     commit_of,
     free_port,
+    load_average,
     machine,
     start_redis_servers,
     stop_on_sigterm,
@@ -60,6 +67,7 @@ def parse_args() -> argparse.Namespace:
     add("--window", type=float, default=20.0, help="counted, s (20)")
     add("--start-limit", type=float, default=300.0, help="s for all to be up")
     add("--keep", action="store_true", help="keep the work dirs (log, callgrind)")
+    add("--floor", action="store_true", help="count floor.py's loops too")
     add_checkout_option(parser)
     args = parser.parse_args()
     if args.instances < 1 or args.window <= 0:
@@ -75,34 +83,32 @@ def callgrind_control(*arguments: str) -> None:
     subprocess.run(["callgrind_control", *arguments], check=True, capture_output=True)
 
 
-def count(
-    args: argparse.Namespace, label: str, checkout: Path, ports: list[int]
+def counted_window(
+    command: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    args: argparse.Namespace,
+    ready: Callable[[], bool],
+    done: Callable[[], int],
 ) -> tuple[float, int]:
-    """The instructions per check of `checkout`'s agent, and the checks."""
-    with ExitStack() as started:
-        workdir = Path(tempfile.mkdtemp(prefix=f"sentinel-instructions-{label}-"))
-        if args.keep:
-            print(f"{label}: work dir kept: {workdir}", file=sys.stderr)
-        else:
-            started.callback(shutil.rmtree, workdir, ignore_errors=True)
-        n = args.instances
-        instances = [Instance(f"r{i}", ports[i % len(ports)]) for i in range(n)]
-        config = workdir / "agent.toml"
-        config.write_text(agent_config(instances, timeout=0.9))
-        port = free_port()
-        out = workdir / "callgrind.out"
-        twistd = Path(sys.executable).with_name("twistd")
-        command = [
-            "valgrind", "--tool=callgrind", "--instr-atstart=no",
-            f"--callgrind-out-file={out}",
-            sys.executable, str(twistd), "-n", "--pidfile=", "sentinel",
-            "--config", str(config), "--http", f"tcp:{port}:interface=127.0.0.1",
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(checkout)}
-        with open(workdir / "agent.log", "wb") as log:
-            child = subprocess.Popen(
-                command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+    """
+    Run `command` under callgrind in `workdir` until `ready`, then count its
+    instructions over the window: per unit of `done` (a running count read
+    just before the window's start and end), and the units done in it.
+    """
+    out = workdir / "callgrind.out"
+    valgrind = [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        f"--callgrind-out-file={out}",
+    ]  # fmt: skip
+    with ExitStack() as started, open(workdir / "child.log", "wb") as log:
+        child = subprocess.Popen(
+            valgrind + command,
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
         def stop() -> None:
             child.terminate()
@@ -113,6 +119,52 @@ def count(
                 child.wait()
 
         started.callback(stop)
+        wait_until(ready, args.start_limit, "ready to count", 1.0)
+        time.sleep(SETTLE)
+        pid = str(child.pid)
+        # The count read just before each callgrind_control: both ends of
+        # the window lag it by the same time.
+        before = done()
+        callgrind_control("-i", "on", pid)
+        time.sleep(args.window)
+        units = done() - before
+        callgrind_control("-d", pid)
+        callgrind_control("-i", "off", pid)
+        dumps = sorted(workdir.glob("callgrind.out*"), key=os.path.getmtime)
+        counted = 0
+        for line in dumps[-1].read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                counted = int(line.split()[1])
+        return counted / max(units, 1), units
+
+
+def work_dir(args: argparse.Namespace, label: str, started: ExitStack) -> Path:
+    """A fresh work dir, removed when `started` closes unless ``--keep``."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"sentinel-instructions-{label}-"))
+    if args.keep:
+        print(f"{label}: work dir kept: {workdir}", file=sys.stderr)
+    else:
+        started.callback(shutil.rmtree, workdir, ignore_errors=True)
+    return workdir
+
+
+def count(
+    args: argparse.Namespace, label: str, checkout: Path, ports: list[int]
+) -> tuple[float, int]:
+    """The instructions per check of `checkout`'s agent, and the checks."""
+    with ExitStack() as started:
+        workdir = work_dir(args, label, started)
+        n = args.instances
+        instances = [Instance(f"r{i}", ports[i % len(ports)]) for i in range(n)]
+        config = workdir / "agent.toml"
+        config.write_text(agent_config(instances, timeout=0.9))
+        port = free_port()
+        twistd = Path(sys.executable).with_name("twistd")
+        command = [
+            sys.executable, str(twistd), "-n", "--pidfile=", "sentinel",
+            "--config", str(config), "--http", f"tcp:{port}:interface=127.0.0.1",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(checkout)}
         url = f"http://127.0.0.1:{port}/debug/stats"
 
         def stats() -> dict[str, int]:
@@ -126,22 +178,46 @@ def count(
             except OSError:
                 return False
 
-        wait_until(all_up, args.start_limit, "every instance up", 1.0)
-        time.sleep(SETTLE)
-        pid = str(child.pid)
-        callgrind_control("-i", "on", pid)
-        checks_before = stats()["checks"]
-        time.sleep(args.window)
-        checks = stats()["checks"] - checks_before
-        callgrind_control("-d", pid)
-        callgrind_control("-i", "off", pid)
-        dumps = sorted(workdir.glob("callgrind.out*"), key=os.path.getmtime)
-        counted = 0
-        for line in dumps[-1].read_text().splitlines():
-            if line.startswith(("summary:", "totals:")):
-                counted = int(line.split()[1])
+        counted = counted_window(
+            command, env, workdir, args, all_up, lambda: stats()["checks"]
+        )
         print(f"{label} done", file=sys.stderr, flush=True)
-        return counted / max(checks, 1), checks
+        return counted
+
+
+def count_floor(
+    args: argparse.Namespace, deferred: bool, ports: list[int]
+) -> tuple[float, int]:
+    """
+    The instructions per reply of ``floor.py`` (with a Deferred a check if
+    `deferred`) over N connections to `ports`, and the replies.
+    """
+    label = "floor-deferred" if deferred else "floor"
+    with ExitStack() as started:
+        workdir = work_dir(args, label, started)
+        count_file = workdir / "replies"
+        every = ",".join(str(ports[i % len(ports)]) for i in range(args.instances))
+        command = [
+            sys.executable, str(Path(__file__).with_name("floor.py")),
+            "--ports", every, "--count-file", str(count_file),
+        ]  # fmt: skip
+        if deferred:
+            command.append("--deferred")
+        # floor.py imports the agent's command bytes: this checkout's.
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+        def replies() -> int:
+            # floor.py writes its count once a second: read as it changes,
+            # so that the window's two ends lag the count alike.
+            last = count_file.read_text()
+            wait_until(lambda: count_file.read_text() != last, 5.0, "a count")
+            return int(count_file.read_text().split()[0])
+
+        counted = counted_window(
+            command, env, workdir, args, count_file.exists, replies
+        )
+        print(f"{label} done", file=sys.stderr, flush=True)
+        return counted
 
 
 def main() -> int:
@@ -155,9 +231,21 @@ def main() -> int:
             rows.append(
                 (
                     f"{label} ({commit_of(checkout)})",
-                    f"{per_check:,.0f} instructions per check ({checks:,} checks)",
+                    f"{per_check:,.0f} instructions per check ({checks:,} checks;"
+                    f" load {load_average()})",
                 )
             )
+        if args.floor:
+            for deferred in (False, True):
+                per_reply, replies = count_floor(args, deferred, ports)
+                what = "a Deferred a check" if deferred else "the bare loop"
+                rows.append(
+                    (
+                        f"floor: {what}",
+                        f"{per_reply:,.0f} instructions per check "
+                        f"({replies:,} checks; load {load_average()})",
+                    )
+                )
     title = (
         f"Instructions per check (benchmarks/instructions.py, "
         f"{args.instances:,} instances, {args.window:g} s)"
