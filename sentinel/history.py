@@ -29,22 +29,26 @@ Point = tuple["float | None", bool]
 SIZE = 60
 
 _NAN = math.nan
+# A place in a ring no check has filled yet (no latency is infinite).
+_EMPTY = math.inf
 
 
 class _Ring:
-    """The last `size` latencies of one instance, NaN for a failed check."""
+    """
+    The last `size` latencies of one instance, NaN for a failed check, the
+    places not filled yet `_EMPTY`: so that a check stores its latency and
+    moves `next` on, and keeps no count.
+    """
 
-    __slots__ = ("values", "next", "count")
+    __slots__ = ("values", "next")
 
     def __init__(self, size: int) -> None:
-        self.values = array("f", bytes(4 * size))
+        self.values = array("f", [_EMPTY]) * size
         self.next = 0
-        self.count = 0
 
     def points(self) -> tuple[Point, ...]:
-        size = len(self.values)
-        start = (self.next - self.count) % size
-        ordered = [self.values[(start + i) % size] for i in range(self.count)]
+        values, start = self.values, self.next
+        ordered = [v for v in values[start:] + values[:start] if v != _EMPTY]
         return tuple((None, False) if v != v else (v, True) for v in ordered)
 
 
@@ -80,11 +84,9 @@ class CheckHistory:
         # thousands of times a second.
         latency = observation.latency_ms
         ring = self._rings[state.instance.name]
-        values = ring.values
-        values[ring.next] = latency if observation.ok and latency is not None else _NAN
-        ring.next = (ring.next + 1) % len(values)
-        if ring.count < len(values):
-            ring.count += 1
+        place = ring.next
+        ring.values[place] = latency if observation.ok and latency is not None else _NAN
+        ring.next = (place + 1) % self.size
 
     def points(self, name: str) -> Sequence[Point]:
         """The instance's recent checks, oldest first (empty if none)."""

@@ -12,6 +12,7 @@ import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, BinaryIO
 
 import treq
@@ -160,6 +161,27 @@ class HistoryTests(SynchronousTestCase):
         history.prune({"b"})
         self.assertEqual((len(history), history.points("c")), (1, ()))
         self.assertEqual(len(history.points("b")), 1)
+
+    def test_points_oldest_first_as_the_ring_fills_and_wraps(self) -> None:
+        """
+        A ring gives only the checks recorded, oldest first, before it is
+        full and once new checks overwrite the oldest.
+        """
+        history = CheckHistory(size=3)
+        state: Any = SimpleNamespace(instance=SimpleNamespace(name="a"))
+
+        def record(latency: float | None) -> None:
+            observation = Observation(ok=latency is not None, latency_ms=latency)
+            history.record(state, observation, None, 0.0)
+
+        record(1.0)
+        self.assertEqual(history.points("a"), ((1.0, True),))
+        record(None)
+        record(2.0)
+        self.assertEqual(history.points("a"), ((1.0, True), (None, False), (2.0, True)))
+        record(3.0)
+        record(4.0)
+        self.assertEqual(history.points("a"), ((2.0, True), (3.0, True), (4.0, True)))
 
 
 class RendererTests(SynchronousTestCase):
