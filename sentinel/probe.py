@@ -1526,8 +1526,10 @@ class RedisProbe:
 
     def repeated(self, protocol: RedisClientProtocol) -> None:
         # The pipeline's replies are those of the last parsed: so is what
-        # they say.
-        self._heard()
+        # they say. Heard (as `_heard`, inline: this runs for every check).
+        self._owed_since = None
+        self._owed_before = 0.0
+        self._owed_paused_at = None
         check = self._check
         if check is None or protocol is not self._check_protocol:
             return  # The check they answer has ended (it timed out).
