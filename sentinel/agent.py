@@ -213,6 +213,10 @@ def make_agent(
         zookeeper.setServiceParent(top)
         publisher = zookeeper
         tasks.append(zookeeper.heartbeat_timer)
+        if process is not None:
+            # A replaced client frozen with the rest is collected before
+            # ZooKeeper is back (`sentinel.process`).
+            zookeeper.zk.replaced_closed = process.dropped
 
     def settle(rounds: int) -> None:
         assert process is not None

@@ -31,6 +31,18 @@ limits or its collector.
   (about 0.15 s of CPU at 3,000 instances): an object frozen while alive
   and dropped later, such as a lost connection, is freed within one period
   instead of being kept for the process's life.
+- A ZooKeeper client replaced in an outage (`sentinel.zk`) was made at
+  start and frozen with the rest: closed, it is garbage in cycles (kazoo's
+  own, its connection and its client) that no collection reaches until
+  the next refreeze, up to `GC_REFREEZE_INTERVAL` later. Meanwhile the new
+  client and its resync of every node, once ZooKeeper is back, took fresh
+  memory of Python's allocator beside it, kept for good (RSS stepped at
+  the outage). So the bridge says when a replaced client's close has
+  ended (`dropped`), and if a freeze came after it was made, everything
+  is collected and frozen again at once, before ZooKeeper is back: at
+  most once per `DROPPED_COLLECTION_GAP`, the others at the first
+  housekeeping run after it (each replacement of a long outage would
+  otherwise pause the reactor, every session timeout).
 - The reactor dispatches each ready socket without Twisted's legacy log
   context (`sentinel.dispatch`): one socket is read per check. The wall
   clock is watched for steps after each poll (`sentinel.clocksteps`), on
@@ -98,6 +110,11 @@ MAX_UNCOLLECTED_ROUNDS = 2 * SETTLE_ROUNDS
 
 # Seconds between thawing, collecting and freezing again.
 GC_REFREEZE_INTERVAL = 600.0
+
+# Seconds at least between a full collection and the next one made for a
+# replaced ZooKeeper client (module docstring): a pause of 0.7 s at 10,000
+# instances at most once a minute, in the longest outage.
+DROPPED_COLLECTION_GAP = 60.0
 
 # Seconds between housekeeping runs: how fresh the object count is.
 HOUSEKEEPING_INTERVAL = 10.0
@@ -178,6 +195,11 @@ class ProcessPolicy(MultiService):
         self._monotonic = monotonic
         self._instances = instances
         self._refrozen_at: float | None = None
+        # When objects were last frozen (by a refreeze or a settling round),
+        # and whether a replaced ZooKeeper client frozen since it was made
+        # is garbage, waiting for a collection (`dropped`).
+        self._frozen_at: float | None = None
+        self._dropped_frozen = False
         self._settled = False
         # Rounds frozen without a collection since the last one.
         self._uncollected = 0
@@ -259,9 +281,33 @@ class ProcessPolicy(MultiService):
                 return
             gc.freeze()
             self._frozen = None
+            self._frozen_at = self._clock.seconds()
         else:
             self._settled = True
             self._refreeze()
+
+    def dropped(self, made_at: float) -> None:
+        """
+        What was made at `made_at` (the clock's seconds) is garbage now: a
+        replaced ZooKeeper client, closed. If a freeze came after it was
+        made, collect everything and freeze it again (module docstring):
+        at once, or, within `DROPPED_COLLECTION_GAP` of the last full
+        collection, at the first housekeeping run after that.
+        """
+        frozen_at = self._frozen_at
+        if frozen_at is None or made_at > frozen_at:
+            # Never frozen: the collector's own rounds free it.
+            return
+        self._dropped_frozen = True
+        if self._dropped_due():
+            self._refreeze()
+
+    def _dropped_due(self) -> bool:
+        refrozen_at = self._refrozen_at
+        return self._dropped_frozen and (
+            refrozen_at is None
+            or self._clock.seconds() - refrozen_at >= DROPPED_COLLECTION_GAP
+        )
 
     def stats(self) -> dict[str, Any]:
         """
@@ -286,6 +332,7 @@ class ProcessPolicy(MultiService):
         if (
             refrozen_at is None
             or self._clock.seconds() - refrozen_at >= GC_REFREEZE_INTERVAL
+            or self._dropped_due()
         ):
             self._refreeze()
         else:
@@ -301,7 +348,8 @@ class ProcessPolicy(MultiService):
         self._uncollected = 0
         collected = refreeze_gc()
         paused = self._monotonic() - began
-        self._refrozen_at = self._clock.seconds()
+        self._refrozen_at = self._frozen_at = self._clock.seconds()
+        self._dropped_frozen = False
         self._collections += 1
         self._paused_total += paused
         self._last_paused = paused

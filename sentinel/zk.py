@@ -131,6 +131,10 @@ Started first, as they were, they ran beside the old ones, and glibc made
 each its own arena (64 MiB reserved, its touched pages in RSS) and stack,
 kept for good: four more at the first replacement (the closing thread's
 one, which still runs beside the old ones, is all that is left of them).
+Once closed, the old client is garbage, and `replaced_closed` is told
+when it was made: a client made before a freeze of the collector is out
+of its reach (`sentinel.process`) until collected on purpose. The
+closing thread lets go of the client before it says so.
 
 The session timeout is the one ZooKeeper granted, not the one asked for:
 the server bounds it (by default to 2 to 20 of its ticks). Asked 2 s and
@@ -643,6 +647,12 @@ class ZooKeeper:
         # kept, or a close that never ends, would grow these).
         self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
         self.clients_closing = 0
+        # When the current client was made (the reactor's seconds), and who
+        # is told, with that time, once a replaced client's close has ended:
+        # it is garbage then, which a freeze of the collector since may keep
+        # out of reach (`sentinel.process.ProcessPolicy.dropped`).
+        self._made_at = reactor.seconds()
+        self.replaced_closed: Callable[[float], object] | None = None
         self._gate: _ReconnectGate | None = None
         self._handler: _ConnectHandler | None = None
         # Clients whose session was left open: kept until the process ends.
@@ -973,6 +983,7 @@ class ZooKeeper:
             handler=handler,
         )
         self._client, self._gate, self._handler = client, gate, handler
+        self._made_at = self._reactor.seconds()
         self._clients.add(client)
         connection = getattr(client, "_connection", None)
         if connection is not None:
@@ -1015,36 +1026,53 @@ class ZooKeeper:
             self.internal_errors.record("a ZooKeeper watcher", event.path, Failure())
 
     def _close_in_thread(
-        self, client: Any, done: Deferred[bool] | None = None
+        self,
+        client: Any,
+        done: Deferred[bool] | None = None,
+        replaced_at: float | None = None,
     ) -> threading.Thread:
         """
         Close `client` on a thread of its own; `done`, if given, fires
-        with whether it closed without an error.
+        with whether it closed without an error. `replaced_at`: when a
+        replaced client was made (`replaced_closed` is told once closed).
         """
+        # The thread lets go of the client before it hands over: told it is
+        # closed, the reactor thread may collect it.
+        held = [client]
+        del client
 
         def close() -> None:
+            closing = held.pop()
             closed = True
             try:
-                client.stop()
-                client.close()
+                closing.stop()
+                closing.close()
             except Exception as e:
                 closed = False
                 error = repr(e)
                 self._reactor.callFromThread(
                     log.warn, "closing a ZooKeeper client: {error}", error=error
                 )
-            self._reactor.callFromThread(self._closed, closed, done)
+            del closing
+            self._reactor.callFromThread(self._closed, closed, done, replaced_at)
 
         self.clients_closing += 1
         closing = threading.Thread(target=close, name="zookeeper-close", daemon=True)
         closing.start()
         return closing
 
-    def _closed(self, without_error: bool, done: Deferred[bool] | None) -> None:
+    def _closed(
+        self,
+        without_error: bool,
+        done: Deferred[bool] | None,
+        replaced_at: float | None,
+    ) -> None:
         # A close ended (`_close_in_thread`).
         self.clients_closing -= 1
         if done is not None:
             _settle(without_error, done)
+        if replaced_at is not None and self.replaced_closed is not None:
+            self.replaced_closed(replaced_at)
 
     @property
     def clients_alive(self) -> int:
@@ -1451,7 +1479,7 @@ class ZooKeeper:
         # listed but the one avoided; the old one is closed first, and the
         # new one started once it is, or after `REPLACED_CLOSE_WAIT`
         # (module docstring).
-        old, gate = self._client, self._gate
+        old, gate, made_at = self._client, self._gate, self._made_at
         if self._handler is not None:
             # Shut before its close, which would end the session otherwise,
             # and which a connection thread held in a read never sees: a
@@ -1465,7 +1493,7 @@ class ZooKeeper:
             gate.close()
         self._new_client(client_id, _without(self.hosts, self._avoided), start=False)
         closed: Deferred[bool] = Deferred()
-        self._close_in_thread(old, closed)
+        self._close_in_thread(old, closed, made_at)
         closed.addTimeout(REPLACED_CLOSE_WAIT, self._reactor)
         generation = self._generation
         closed.addBoth(lambda _: self._start(generation))

@@ -361,6 +361,8 @@ class FakeZooKeeper:
         # kazoo's hands (/debug/stats): one client, none of either.
         self.clients_alive = 1
         self.clients_closing = 0
+        # Told when a replaced client is closed (none is, here).
+        self.replaced_closed: Callable[[float], object] | None = None
         self.calls_unanswered = 0
         self.internal_errors = InternalErrors(clock)
         self.watches: dict[str, set[Watcher]] = {}
@@ -420,6 +422,9 @@ class FakeZooKeeper:
         if client_id is not None:
             self._session, self._password = client_id
         self._set_state(CONNECTING)
+
+    def close_from_thread(self, timeout: float) -> None:
+        """The stop backstop's close (`sentinel.backstop`): nothing to close."""
 
     def stop(self, timeout: float) -> Deferred[None]:
         """Close the session; with "stop" hanging, give up after `timeout`."""

@@ -94,6 +94,23 @@ class ServicesTests(SynchronousTestCase):
         monitor.stopService()
         self.assertEqual(rounds, [1, 2])
 
+    def test_replaced_zookeeper_client_told_to_the_policy(self) -> None:
+        """
+        With ZooKeeper, a replaced client's close is told to the process
+        policy, which collects it if it was frozen (`ProcessPolicy.dropped`);
+        without a policy, nobody is told.
+        """
+        reactor = MemoryReactorClock()
+        fake = FakeZooKeeper(reactor)
+        self.patch(agent, "ZooKeeper", lambda *args, **kwargs: fake)
+        with_zk = config(zookeeper=ZooKeeperConfig(hosts="127.0.0.1:2181"), http="none")
+        process = ProcessPolicy(reactor, 1)
+        agent.make_agent(with_zk, None, reactor, process=process)
+        self.assertEqual(fake.replaced_closed, process.dropped)
+        fake.replaced_closed = None
+        agent.make_agent(with_zk, None, reactor)
+        self.assertIsNone(fake.replaced_closed)
+
 
 class ProcessUntouchedTests(SynchronousTestCase):
     """An agent built and run without a process policy leaves the process be."""

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import process, timer
 from sentinel.process import (
+    DROPPED_COLLECTION_GAP,
     FD_RESERVE,
     GC_REFREEZE_INTERVAL,
     HOUSEKEEPING_INTERVAL,
@@ -120,6 +121,26 @@ class RefreezeTests(SynchronousTestCase):
         self.assertGreaterEqual(process.refreeze_gc(), 2)
         self.assertIsNone(gone())
         self.assertGreater(gc.get_freeze_count(), 0)
+
+    def test_dropped_frozen_client_collected(self) -> None:
+        """
+        A cycle made before a freeze (a ZooKeeper client made at start) and
+        dropped afterwards (replaced and closed) survives the collector's
+        own collections; said dropped, it is collected at once.
+        """
+        clock = Clock()
+        policy = ProcessPolicy(clock, 1, monotonic=clock.seconds)
+        first, second = _Node(), _Node()
+        first.other, second.other = second, first
+        gone = weakref.ref(first)
+        policy.startService()
+        self.addCleanup(policy.stopService)
+        clock.pump([HOUSEKEEPING_INTERVAL] * 6)
+        del first, second
+        gc.collect()
+        self.assertIsNotNone(gone())
+        policy.dropped(0.0)
+        self.assertIsNone(gone())
 
 
 process_count_gc_objects = process.count_gc_objects
@@ -318,3 +339,64 @@ class HousekeepingTests(SynchronousTestCase):
         self.patch(process, "count_gc_objects", lambda frozen=None: 3000)
         self.clock.advance(HOUSEKEEPING_INTERVAL)
         self.assertEqual(self.policy.gc_objects(), 3000)
+
+    def test_dropped_frozen_collected_at_once(self) -> None:
+        """
+        A replaced ZooKeeper client made before the last freeze, said
+        dropped `DROPPED_COLLECTION_GAP` or more after the last full
+        collection, is collected at once; once only.
+        """
+        self.policy.startService()
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 6)
+        self.assertEqual(self.refreezes, 1)
+        self.policy.dropped(0.0)
+        self.assertEqual(self.refreezes, 2)
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 12)
+        self.assertEqual(self.refreezes, 2)
+
+    def test_dropped_after_the_last_freeze_left_to_the_collector(self) -> None:
+        """
+        A client made after the last freeze (a settling round's, here) is
+        within the collector's reach: said dropped, it costs no full
+        collection, neither at once nor later.
+        """
+        self.policy.startService()
+        self.clock.advance(HOUSEKEEPING_INTERVAL)
+        self.policy.watched_for(1)
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 6)
+        self.policy.dropped(HOUSEKEEPING_INTERVAL + 1)
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 12)
+        self.assertEqual(self.refreezes, 1)
+
+    def test_dropped_frozen_by_a_settling_round(self) -> None:
+        """
+        A settling round's freeze (no collection) counts as a freeze: a
+        client made before it and dropped is collected.
+        """
+        self.policy.startService()
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 6)
+        made_at = self.clock.seconds()
+        self.clock.advance(1)
+        self.policy.watched_for(1)
+        self.policy.dropped(made_at)
+        self.assertEqual(self.refreezes, 2)
+
+    def test_dropped_within_the_gap_waits_for_it(self) -> None:
+        """
+        Within `DROPPED_COLLECTION_GAP` of the last full collection (the
+        replacements of a long outage, one every session timeout), a
+        dropped frozen client waits: collected at the first housekeeping
+        run after the gap, once for all those dropped meanwhile.
+        """
+        self.policy.startService()
+        self.clock.advance(HOUSEKEEPING_INTERVAL)
+        self.policy.dropped(0.0)
+        self.policy.dropped(0.0)
+        self.assertEqual(self.refreezes, 1)
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 4)
+        self.assertLess(self.clock.seconds(), DROPPED_COLLECTION_GAP)
+        self.assertEqual(self.refreezes, 1)
+        self.clock.advance(HOUSEKEEPING_INTERVAL)
+        self.assertEqual(self.refreezes, 2)
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 12)
+        self.assertEqual(self.refreezes, 2)

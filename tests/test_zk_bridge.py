@@ -321,6 +321,48 @@ class BridgeTests(SynchronousTestCase):
         gc.collect()
         self.assertEqual(self.zk.clients_alive, 1)
 
+    def test_replaced_client_told_once_closed_and_let_go(self) -> None:
+        """
+        Once a replaced client's close has ended, `replaced_closed` is told
+        on the reactor thread when that client was made, and nothing of the
+        bridge's or its closing thread's holds the client then, even with
+        that thread still running: a collection there frees it. A stop's
+        close tells nothing.
+        """
+        self.clock.advance(7.0)
+        told: list[tuple[float, bool]] = []
+        old, held = self.replace_with_close_held()
+        gone, closed = weakref.ref(old), old.closed
+        hand_over = self.clock.callFromThread
+        ending = threading.Event()
+        self.addCleanup(ending.set)
+
+        def from_thread(f: Any, *args: Any, **kwargs: Any) -> None:
+            hand_over(f, *args, **kwargs)
+            if f == self.zk._closed:
+                # The closing thread has not ended when the reactor's runs.
+                ending.wait(THREAD_WAIT)
+
+        self.patch(self.clock, "callFromThread", from_thread)
+
+        def replaced_closed(made_at: float) -> None:
+            gc.collect()
+            told.append((made_at, gone() is None))
+
+        self.zk.replaced_closed = replaced_closed
+        del old, self.factory.clients[0]
+        held.set()
+        self.assertTrue(closed.wait(THREAD_WAIT))
+        self.assertEqual(told, [])
+        self.clock.run_handed_over(wait=THREAD_WAIT)
+        self.assertEqual(told, [(7.0, True)])
+        ending.set()
+        self.connect(self.client())
+        self.zk.stop(CALL_TIMEOUT)
+        self.assert_closed_on_own_thread(self.client())
+        self.clock.run_handed_over(wait=THREAD_WAIT)
+        self.assertEqual(told, [(7.0, True)])
+
     def test_replacement_resumes_the_session(self) -> None:
         """
         A client replaced while its session may still live (suspended, not
