@@ -40,9 +40,9 @@ limits or its collector.
   the outage). So the bridge says when a replaced client's close has
   ended (`dropped`), and if a freeze came after it was made, everything
   is collected and frozen again at once, before ZooKeeper is back: at
-  most once per `DROPPED_COLLECTION_GAP`, the others at the first
-  housekeeping run after it (each replacement of a long outage would
-  otherwise pause the reactor, every session timeout).
+  most once per `DROPPED_COLLECTION_GAP`, a client dropped sooner at the
+  first housekeeping run after it (each replacement of a long outage
+  would otherwise pause the reactor, every session timeout).
 - The reactor dispatches each ready socket without Twisted's legacy log
   context (`sentinel.dispatch`): one socket is read per check. The wall
   clock is watched for steps after each poll (`sentinel.clocksteps`), on
@@ -111,8 +111,8 @@ MAX_UNCOLLECTED_ROUNDS = 2 * SETTLE_ROUNDS
 # Seconds between thawing, collecting and freezing again.
 GC_REFREEZE_INTERVAL = 600.0
 
-# Seconds at least between a full collection and the next one made for a
-# replaced ZooKeeper client (module docstring): a pause of 0.7 s at 10,000
+# Seconds at least between two full collections made for replaced
+# ZooKeeper clients (module docstring): a pause of 0.7 s at 10,000
 # instances at most once a minute, in the longest outage.
 DROPPED_COLLECTION_GAP = 60.0
 
@@ -196,10 +196,12 @@ class ProcessPolicy(MultiService):
         self._instances = instances
         self._refrozen_at: float | None = None
         # When objects were last frozen (by a refreeze or a settling round),
-        # and whether a replaced ZooKeeper client frozen since it was made
-        # is garbage, waiting for a collection (`dropped`).
+        # whether a replaced ZooKeeper client frozen since it was made is
+        # garbage, waiting for a collection, and when the last collection
+        # made for one was (`dropped`).
         self._frozen_at: float | None = None
         self._dropped_frozen = False
+        self._dropped_collected_at: float | None = None
         self._settled = False
         # Rounds frozen without a collection since the last one.
         self._uncollected = 0
@@ -291,8 +293,8 @@ class ProcessPolicy(MultiService):
         What was made at `made_at` (the clock's seconds) is garbage now: a
         replaced ZooKeeper client, closed. If a freeze came after it was
         made, collect everything and freeze it again (module docstring):
-        at once, or, within `DROPPED_COLLECTION_GAP` of the last full
-        collection, at the first housekeeping run after that.
+        at once, or, within `DROPPED_COLLECTION_GAP` of the last collection
+        made so, at the first housekeeping run after that.
         """
         frozen_at = self._frozen_at
         if frozen_at is None or made_at > frozen_at:
@@ -303,10 +305,10 @@ class ProcessPolicy(MultiService):
             self._refreeze()
 
     def _dropped_due(self) -> bool:
-        refrozen_at = self._refrozen_at
+        collected_at = self._dropped_collected_at
         return self._dropped_frozen and (
-            refrozen_at is None
-            or self._clock.seconds() - refrozen_at >= DROPPED_COLLECTION_GAP
+            collected_at is None
+            or self._clock.seconds() - collected_at >= DROPPED_COLLECTION_GAP
         )
 
     def stats(self) -> dict[str, Any]:
@@ -346,6 +348,8 @@ class ProcessPolicy(MultiService):
     def _refreeze(self) -> None:
         began = self._monotonic()
         self._uncollected = 0
+        if self._dropped_due():
+            self._dropped_collected_at = self._clock.seconds()
         collected = refreeze_gc()
         paused = self._monotonic() - began
         self._refrozen_at = self._frozen_at = self._clock.seconds()

@@ -342,17 +342,20 @@ class HousekeepingTests(SynchronousTestCase):
 
     def test_dropped_frozen_collected_at_once(self) -> None:
         """
-        A replaced ZooKeeper client made before the last freeze, said
-        dropped `DROPPED_COLLECTION_GAP` or more after the last full
-        collection, is collected at once; once only.
+        A replaced ZooKeeper client made before the last freeze and said
+        dropped is collected at once, even just after another full
+        collection (the settling rounds'); once only.
         """
         self.policy.startService()
-        self.clock.pump([HOUSEKEEPING_INTERVAL] * 6)
-        self.assertEqual(self.refreezes, 1)
+        self.clock.advance(HOUSEKEEPING_INTERVAL)
+        for rounds in range(1, SETTLE_ROUNDS + 1):
+            self.policy.watched_for(rounds)
+        self.assertEqual(self.refreezes, 2)
+        self.clock.advance(1)
         self.policy.dropped(0.0)
-        self.assertEqual(self.refreezes, 2)
+        self.assertEqual(self.refreezes, 3)
         self.clock.pump([HOUSEKEEPING_INTERVAL] * 12)
-        self.assertEqual(self.refreezes, 2)
+        self.assertEqual(self.refreezes, 3)
 
     def test_dropped_after_the_last_freeze_left_to_the_collector(self) -> None:
         """
@@ -383,20 +386,26 @@ class HousekeepingTests(SynchronousTestCase):
 
     def test_dropped_within_the_gap_waits_for_it(self) -> None:
         """
-        Within `DROPPED_COLLECTION_GAP` of the last full collection (the
-        replacements of a long outage, one every session timeout), a
+        Within `DROPPED_COLLECTION_GAP` of the last collection made for a
+        dropped client (the replacements of a long outage, one every
+        session timeout, each made before the collection of the last), a
         dropped frozen client waits: collected at the first housekeeping
         run after the gap, once for all those dropped meanwhile.
         """
         self.policy.startService()
         self.clock.advance(HOUSEKEEPING_INTERVAL)
         self.policy.dropped(0.0)
-        self.policy.dropped(0.0)
-        self.assertEqual(self.refreezes, 1)
-        self.clock.pump([HOUSEKEEPING_INTERVAL] * 4)
-        self.assertLess(self.clock.seconds(), DROPPED_COLLECTION_GAP)
-        self.assertEqual(self.refreezes, 1)
+        self.assertEqual(self.refreezes, 2)
+        self.clock.advance(1)
+        self.policy.dropped(HOUSEKEEPING_INTERVAL)
+        self.policy.dropped(HOUSEKEEPING_INTERVAL)
+        self.assertEqual(self.refreezes, 2)
+        self.clock.pump([HOUSEKEEPING_INTERVAL] * 5)
+        self.assertLess(
+            self.clock.seconds(), HOUSEKEEPING_INTERVAL + DROPPED_COLLECTION_GAP
+        )
+        self.assertEqual(self.refreezes, 2)
         self.clock.advance(HOUSEKEEPING_INTERVAL)
-        self.assertEqual(self.refreezes, 2)
+        self.assertEqual(self.refreezes, 3)
         self.clock.pump([HOUSEKEEPING_INTERVAL] * 12)
-        self.assertEqual(self.refreezes, 2)
+        self.assertEqual(self.refreezes, 3)
