@@ -59,6 +59,9 @@ class Slices(Generic[_T]):
         self._slot: dict[_T, int] = {}
         self._next_slot = 0
         self._next_slice = 0
+        # Members not launched since they were added: they have no place in
+        # the round to keep (`resize`).
+        self._fresh: set[_T] = set()
         self._cut(count)
 
     def __len__(self) -> int:
@@ -68,12 +71,13 @@ class Slices(Generic[_T]):
         """Put `member` in the next slice round robin."""
         slot = self._next_slot % len(self._slices)
         self._next_slot += 1
-        self._slot[member] = slot
-        self._slices[slot].append(member)
+        self._put(member, slot)
+        self._fresh.add(member)
 
     def remove(self, member: _T) -> None:
         """Take `member` out of its slice."""
         self._slices[self._slot.pop(member)].remove(member)
+        self._fresh.discard(member)
 
     def slot_of(self, member: _T) -> int:
         """The index of the slice `member` belongs to."""
@@ -83,23 +87,37 @@ class Slices(Generic[_T]):
         """
         Cut into `count` slices, every member assigned again from the first,
         the next launch the first slice's. With `keep_phase` (asked between
-        two rounds), every member goes to the slice that falls where its own
-        did in the round, or before it: none waits longer for its next check
-        than its old slice would have had it wait. Members added later fill
-        the slices in turn.
+        two rounds), every member launched since it was added goes to a
+        slice that falls where its own did in the round, or before it: none
+        waits longer for its next check than its old slice would have had
+        it wait. Within that, the slices are filled evenly, the earliest
+        first, and the members not launched yet (no place to keep) fill the
+        rest: kept each at its own place, the members of one old slice
+        stayed in one new slice, and a cut from one slice to 20 left every
+        instance in the first. Members added later fill the slices in turn.
         """
+        fresh = self._fresh
         if not keep_phase:
             members = list(self._slot)
             self._cut(count)
             for member in members:
                 self.add(member)
+            self._fresh = fresh
             return
         old, slots = len(self._slices), self._slot
         self._slices = [[] for _ in range(count)]
         self._slot = {}
-        for member, slot in slots.items():
-            self._slot[member] = new = slot * count // old
-            self._slices[new].append(member)
+        # The latest slice each may take, tightest first; no slice past
+        # `most` members but where a member has no earlier one left.
+        latest = {
+            member: count - 1 if member in fresh else slot * count // old
+            for member, slot in slots.items()
+        }
+        most, free = -(-len(slots) // count), 0
+        for member in sorted(slots, key=latest.__getitem__):
+            while free < count - 1 and len(self._slices[free]) >= most:
+                free += 1
+            self._put(member, min(free, latest[member]))
         self._next_slice = 0
 
     def starts_round(self) -> bool:
@@ -110,9 +128,17 @@ class Slices(Generic[_T]):
         """The index and the members of the slice to launch now; 0 starts a round."""
         index = self._next_slice
         self._next_slice = (index + 1) % len(self._slices)
-        return index, self._slices[index]
+        members = self._slices[index]
+        if self._fresh:
+            self._fresh.difference_update(members)
+        return index, members
+
+    def _put(self, member: _T, slot: int) -> None:
+        self._slot[member] = slot
+        self._slices[slot].append(member)
 
     def _cut(self, count: int) -> None:
         self._slices = [[] for _ in range(count)]
         self._slot = {}
+        self._fresh = set()
         self._next_slot = self._next_slice = 0

@@ -813,6 +813,39 @@ class SliceTests(SynchronousTestCase):
         self.assertLessEqual(max(gaps), 1.013 + 1e-9)
         self.assertEqual(monitor.overruns, 0)
 
+    def test_recut_spreads_instances_added_at_once(self) -> None:
+        """
+        Hundreds of instances added at once while the loop runs (a group's
+        moves at start, a reload) are spread over the new cut's slices, not
+        all launched together in the slice their old cut put them in: one
+        instance and 399 added, then 20 launches of 20 a second, every
+        instance checked once in each, the first one at most an interval
+        (and a step of the Clock) after its last check.
+        """
+        monitor, clock, probes, _ = make_monitor(
+            ["r0"], interval=1.0, slices=20, slice_instances=10
+        )
+        monitor.startService()
+        clock.pump([0.01] * 150)
+        for i in range(1, 400):
+            monitor.add_instance(RedisInstance(f"r{i}", "127.0.0.1", 7000 + i))
+        clock.pump([0.01] * 150)
+        before = {name: probe.checks for name, probe in probes.items()}
+        launches: dict[float, int] = {}
+        for _ in range(100):
+            clock.advance(0.01)
+            for name, probe in probes.items():
+                if probe.checks > before[name]:
+                    launches[clock.seconds()] = launches.get(clock.seconds(), 0) + 1
+                    before[name] = probe.checks
+        self.assertEqual(sorted(launches.values()), [20] * 20)
+        scheduled = [t for t in probes["r0"].scheduled if t is not None]
+        gaps = [
+            later - earlier
+            for earlier, later in zip(scheduled, scheduled[1:], strict=False)
+        ]
+        self.assertLessEqual(max(gaps), 1.01 + 1e-9)
+
     def test_recut_is_no_stall(self) -> None:
         """
         Cut from one slice to two, the round's first launch comes one old

@@ -65,14 +65,15 @@ class SlicesTests(SynchronousTestCase):
 
     def test_resize_keeping_phase(self) -> None:
         """
-        Cut again between two rounds, each member goes to the slice at its
-        own's place in the round or before it, and the next launch is the
-        first slice's.
+        Cut again between two rounds, each member launched goes to a slice
+        at its own's place in the round or before it, the slices filled
+        evenly from the first, and the next launch is the first slice's.
         """
         slices: Slices[str] = Slices(4)
         for name in "abcdefgh":
             slices.add(name)
-        slices.next()
+        for _ in range(4):
+            slices.next()
         slices.resize(2, keep_phase=True)
         self.assertEqual(
             [slices.next() for _ in range(2)],
@@ -82,3 +83,46 @@ class SlicesTests(SynchronousTestCase):
         self.assertEqual(
             [slices.slot_of(name) for name in "abcdefgh"], [0, 0, 1, 1, 0, 0, 1, 1]
         )
+
+    def test_resize_spreads_members_not_launched(self) -> None:
+        """
+        A cut grown between two rounds spreads the members not launched
+        since they were added over every slice (they have no place in the
+        round to keep), and fills the earliest slices with the members
+        launched, none later than its own: one slice cut into four, the
+        two launched stay first, and 12 new ones make every slice 3 or 4.
+        """
+        slices: Slices[str] = Slices(1)
+        slices.add("a")
+        slices.add("b")
+        slices.next()
+        for i in range(12):
+            slices.add(f"n{i}")
+        slices.resize(4, keep_phase=True)
+        self.assertEqual([slices.slot_of(name) for name in "ab"], [0, 0])
+        sizes = [len(slices.next()[1]) for _ in range(4)]
+        self.assertEqual((sum(sizes), max(sizes)), (14, 4))
+
+    def test_resize_spreads_members_launched(self) -> None:
+        """
+        Members launched in the late slices of a grown cut are spread over
+        the slices up to their own place, not kept together in one: 24
+        added to four slices of 2 as the third is next, launched in the
+        third and fourth, then cut into 16: every slice holds 2, each
+        member launched at its own place or before it.
+        """
+        slices: Slices[str] = Slices(4)
+        for i in range(8):
+            slices.add(f"m{i}")
+        slices.next()
+        slices.next()
+        for i in range(8, 32):
+            slices.add(f"m{i}")
+        slices.next()
+        slices.next()
+        old = {f"m{i}": slices.slot_of(f"m{i}") for i in range(32)}
+        slices.resize(16, keep_phase=True)
+        self.assertEqual([len(slices.next()[1]) for _ in range(16)], [2] * 16)
+        first = {f"m{i}" for i in range(8)}
+        launched = [name for name, slot in old.items() if slot >= 2 or name in first]
+        self.assertTrue(all(slices.slot_of(name) <= old[name] * 4 for name in launched))
