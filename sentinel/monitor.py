@@ -587,12 +587,23 @@ class Monitor(Service):
     def _run_slices(self, elapsed: int) -> None:
         if self._refit and self._slices.starts_round():
             # Cut again as a round starts: this slice, the first, now, the
-            # others a new step apart (after a stall, from now on). The
-            # launch is timed by the old step, which it followed.
+            # others a new step apart. After a stall, the new slices whose
+            # time went by with it now too, each at the time it was due, as
+            # below: the round started from now would have had each slice
+            # of it wait the stall again. The launch is timed by the old
+            # step, which it followed.
             self._refit = False
+            old = len(self._slices)
             self._slices.resize(self._slices_wanted(), keep_phase=True)
-            self.tick(self.loop.due)
-            self.loop.change_step(self.settings.interval / len(self._slices))
+            step = self.settings.interval / len(self._slices)
+            due = self.loop.due
+            if due is not None:
+                # The first slice's time: the loop's is the last period's.
+                due -= (min(elapsed, old) - 1) * self.loop.step
+            late = 0.0 if due is None else self._clock.seconds() - due
+            for k in range(min(len(self._slices), 1 + int(late / step))):
+                self.tick(None if due is None else due + k * step)
+            self.loop.change_step(step)
             return
         # After a stall the loop reports the periods that went by: run every
         # slice they held (at most a round), so none is skipped, each at the

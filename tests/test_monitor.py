@@ -846,6 +846,34 @@ class SliceTests(SynchronousTestCase):
         ]
         self.assertLessEqual(max(gaps), 1.01 + 1e-9)
 
+    def test_recut_after_stall_launches_slices_due(self) -> None:
+        """
+        A cut made as a round starts late (the agent stalled 0.7 s over
+        the round's start) launches at once the new slices whose time went
+        by, each at the time it was due, as a stall without a cut does:
+        started from the stall's end, every slice of the round waited the
+        stall again (a gap of 1.64 s between two checks of an instance at
+        the end of the round). No gap is over the interval and the new
+        step, and no instance is checked twice in the round.
+        """
+        names = [f"r{i}" for i in range(100)]
+        monitor, clock, probes, _ = make_monitor(
+            names, interval=1.0, slices=20, slice_instances=10
+        )
+        monitor.startService()
+        clock.pump([0.01] * 305)
+        for i in range(90, 100):
+            monitor.remove_instance(f"r{i}")
+        clock.pump([0.01] * 90)
+        clock.advance(0.7)
+        clock.pump([0.01] * 400)
+        self.assertAlmostEqual(monitor.loop.step, 1 / 9)
+        for name in names[:90]:
+            scheduled = [t for t in probes[name].scheduled if t is not None]
+            gaps = [b - a for a, b in zip(scheduled, scheduled[1:], strict=False)]
+            self.assertLessEqual(max(gaps), 1 + 1 / 9 + 1e-9, name)
+            self.assertEqual(len([t for t in scheduled if 4.0 <= t < 5.0]), 1)
+
     def test_recut_is_no_stall(self) -> None:
         """
         Cut from one slice to two, the round's first launch comes one old
