@@ -222,6 +222,36 @@ class ReloadTests(ReloadTestCase):
             [self.probes[name].checks for name in "abc"], [n + 2 for n in checks]
         )
 
+    def test_instances_across_a_cut_keep_their_pace(self) -> None:
+        """
+        A reload that adds instances across a multiple of 10 (100 to 130,
+        so 10 slices to 13) mid-round cuts the interval again as the next
+        round starts, as instances added otherwise: the 100 kept are
+        checked at most an interval (and a step of the Clock) apart, and
+        never twice within half of one. Cut at once by the reload's
+        settings, mid-round, their checks were up to 1.72 s apart.
+        """
+        hundred = tuple(instance(f"r{i}", 8000 + i) for i in range(100))
+        self.next = attr.evolve(BASE, instances=hundred)
+        self.reload()
+        self.clock.pump([0.01] * 300)
+        self.clock.advance(1000.0 - self.clock.seconds() % 1.0 + 0.35)
+        self.next = attr.evolve(
+            BASE,
+            instances=(*hundred, *(instance(f"n{i}", 9000 + i) for i in range(30))),
+        )
+        self.reloader.reload()
+        self.threads.finish()
+        start = self.clock.seconds()
+        self.clock.pump([0.01] * 400)
+        self.assertAlmostEqual(self.monitor.loop.step, 1 / 13)
+        for kept in hundred:
+            times = [t for t in self.probes[kept.name].scheduled if t is not None]
+            times = [t for t in times if t >= start - 1.0]
+            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            self.assertLessEqual(max(gaps), 1.01 + 1e-9, kept.name)
+            self.assertGreater(min(gaps), 0.5, kept.name)
+
     def test_global_settings_named_in_log(self) -> None:
         """
         The reload's log line names each global setting it changed, with
