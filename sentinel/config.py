@@ -68,7 +68,11 @@ _REDIS_KEYS = frozenset(s.key for s in REDIS_SETTINGS)
 _TOP_LEVEL = frozenset(s.key for s in SETTINGS if "." not in s.key and s.key != "redis")
 _TABLE_OF = {
     **{key: "[[redis]]" for key in _REDIS_KEYS},
-    **{s.key.partition(".")[2]: f"[{s.key.partition('.')[0]}]" for s in SETTINGS},
+    **{
+        s.key.partition(".")[2]: f"[{s.key.partition('.')[0]}]"
+        for s in SETTINGS
+        if "." in s.key
+    },
 }
 
 

@@ -881,6 +881,14 @@ class RedisTableTests(ConfigTestCase):
             'host = "h"\nport = 1\n',
         )
 
+    def test_empty_key_belongs_nowhere(self) -> None:
+        """
+        An empty key (TOML allows ``"" = 1``) is named as unknown, with no
+        table it would belong in. (Before: ``belongs in [reconnect_every]``,
+        the last top-level setting's name taken for a table.)
+        """
+        self.assertConfigError("unknown key '' in config file", '"" = 1\n')
+
     def test_tls(self) -> None:
         """tls is a boolean; ca_file and server_name need it; ca_file is read."""
         self.assertConfigError(
