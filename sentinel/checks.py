@@ -48,17 +48,28 @@ def error(message: str) -> ConfigError:
 
 
 def show(value: object) -> str:
-    """The user's value for an error message, short and on one line."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        try:
-            text = repr(value)
-        except RecursionError:
-            text = "a value nested too deeply"
+    """
+    The user's value for an error message, short and on one line. A table
+    is named by its keys, never its values: a ``[redis]`` written for
+    ``[[redis]]`` may hold a password some key was given by mistake.
+    """
+    try:
+        text = _shown(value)
+    except RecursionError:
+        text = "a value nested too deeply"
     if len(text) > _SHOW_LIMIT:
         text = text[: _SHOW_LIMIT - 3] + "..."
     return text
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table (keys: " + ", ".join(map(repr, value)) + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_shown, value)) + "]"
+    return repr(value)
 
 
 def invalid(label: str, value: object, why: str) -> ConfigError:

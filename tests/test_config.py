@@ -829,6 +829,27 @@ class RedisTableTests(ConfigTestCase):
             "zookeeper: 'z:1' is not a table ([zookeeper])", 'zookeeper = "z:1"'
         )
 
+    def test_table_shown_by_its_keys(self) -> None:
+        """
+        A table where another value belongs is named by its keys, never
+        its values: ``[redis]`` written for ``[[redis]]`` may hold a
+        password given by mistake. (Before: the whole table, the password
+        included.)
+        """
+        self.assertConfigError(
+            "redis: a table (keys: 'host', 'password') is not an array of"
+            " tables ([[redis]])",
+            '[redis]\nhost = "h"\npassword = "hunter2"\n',
+        )
+        self.assertConfigError(
+            "redis[1]: 1 is not a table ([[redis]])",
+            'redis = [{host = "h", port = 1}, 1, {password = "hunter2"}]',
+        )
+        self.assertConfigError(
+            "interval: [true, 'x', a table (keys: 'password')] is not a number",
+            'interval = [true, "x", {password = "hunter2"}]',
+        )
+
     def test_unknown_keys(self) -> None:
         """
         Unknown keys anywhere are errors, so typos are not ignored; one is
