@@ -59,6 +59,7 @@ from sentinel.catalog import Catalog
 from sentinel.config import RedisInstance, ZooKeeperConfig
 from sentinel.crowding import Expected, InstancesCrowding
 from sentinel.heartbeats import MemberHeartbeats
+from sentinel.holdoff import HoldOff
 from sentinel.listing import DOCUMENTS_PER_SLICE, NameIndex, PageQuery
 from sentinel.membership import SETTLE, Membership, View
 from sentinel.monitor import Monitor, Settings
@@ -206,8 +207,12 @@ class Group:
         self.publishing.voting = self._voting
         self.publishing.on_handed_over = self._handed_over
         self.publishing.on_previous_verdict = self._previous_verdict
-        # Back on a new session: the last view went with the old one.
-        self.publishing.on_new_session = self.membership.rejoin
+        # Back on a new session: the last view went with the old one, and
+        # one of a row of ends waits before it joins again.
+        self.holdoff = HoldOff(reactor, self._hold_off_over)
+        self.publishing.on_new_session = self._new_session
+        self.publishing.hold_off(lambda: self.holdoff.holding)
+        self.membership.on_rejoin_listed = self._listed_holding_off
         # While a reload's changes are applied (`_known_changed`): the views
         # applied meanwhile, logged once its own moves are done.
         self._reloading: list[tuple[View, frozenset[str], set[str]]] | None = None
@@ -238,6 +243,7 @@ class Group:
     def stop(self) -> None:
         """Stop following it (the publisher stops)."""
         self.membership.stop()
+        self.holdoff.stop()
         self.heartbeats.stop()
         self.crowding.stop()
         calls = (
@@ -249,6 +255,42 @@ class Group:
         for call in calls:
             if call is not None and call.active():
                 call.cancel()
+
+    # Back on a new session
+
+    def _new_session(self) -> None:
+        """
+        This agent's session ended and a new one began, before anything is
+        written in it: counted (`sentinel.holdoff`), unless no other member
+        of the last view knows an instance of this agent's (nobody else
+        would publish them while it waited), and rejoined.
+        """
+        membership = self.membership
+        if (
+            membership.viewed
+            and membership.running
+            and membership.shares_instances(membership.view)
+        ):
+            # Decided first: rejoining applies a view, whose writes start.
+            self.holdoff.session_ended()
+        membership.rejoin()
+
+    def _listed_holding_off(self, listed: View) -> None:
+        """
+        A listing while rejoining: a wait goes on only while another live
+        member knows this agent's instances (every member cut off at
+        once leaves nobody to publish them).
+        """
+        if self.holdoff.holding and not self.membership.shares_instances(listed):
+            self.holdoff.release("no other member that knows its instances is listed")
+
+    def _hold_off_over(self) -> None:
+        """The wait is over: the catalog and nodes due are written now."""
+        if not self.membership.running:
+            return
+        log.info("group: this agent's wait is over; it joins the group again")
+        self.membership.resume()
+        self.publishing.write_all()
 
     # Before the first view
 
@@ -917,8 +959,11 @@ class Group:
             )
         elif not self.membership.viewed:
             reasons.append("group: membership not known yet; observing nothing")
+        holding = self.holdoff.reason()
+        if holding is not None:
+            reasons.append(holding)
         unlisted = self.membership.unlisted()
-        if unlisted is not None:
+        if unlisted is not None and holding is None:
             reasons.append(
                 f"group: back on a new ZooKeeper session for {unlisted:.0f} s and"
                 " not listed in the group again; its own instances' nodes made"
@@ -985,7 +1030,9 @@ class Group:
         quorum differ from ours (``disagreeing_count``: all of them).
         ``provisional`` says a start that checks every instance known
         before the first view (``observing``, the head's and this agent's
-        own member row's, counting them all).
+        own member row's, counting them all). ``hold_off_seconds`` is
+        what is left of a wait before this agent joins again, after its
+        sessions ended ``session_ends`` times in a row (`sentinel.holdoff`).
         Built in one turn, 10,000 members took 67-126 ms, 1.9 MB at once.
         """
         view = self.membership.view
@@ -1012,6 +1059,7 @@ class Group:
             mine, unobserved = known, 0
             observing[self.agent_id] = mine
         behind = self.membership.behind_seconds()
+        holding = self.holdoff.remaining()
         head = {
             "agent": self.agent_id,
             "replicas": self.replicas,
@@ -1030,6 +1078,8 @@ class Group:
             "missed_changes": self.membership.missed,
             "moved": self.moved,
             "disagreeing_count": len(disagreement),
+            "hold_off_seconds": None if holding is None else round(holding, 1),
+            "session_ends": self.holdoff.ends(),
             **self._provisional_report(),
         }
         yield json.dumps(head)[:-1].encode("utf-8") + b', "members": [\n'
@@ -1112,6 +1162,24 @@ class GroupMetrics(Collector):
             "sentinel_group_missed_changes",
             "Changes of the membership no watch told of, found by the audit.",
             value=group.membership.missed,
+        )
+        holding = group.holdoff.remaining()
+        yield GaugeMetricFamily(
+            "sentinel_group_hold_off_seconds",
+            "Seconds left before this agent joins its group again after its"
+            " sessions ended in a row (0 while it does not wait).",
+            value=0.0 if holding is None else holding,
+        )
+        yield GaugeMetricFamily(
+            "sentinel_group_session_ends",
+            "This agent's own ZooKeeper sessions ended in a row, each within"
+            " the hold-off window of the one before.",
+            value=group.holdoff.ends(),
+        )
+        yield CounterMetricFamily(
+            "sentinel_group_hold_offs",
+            "Waits before joining the group again after sessions ended in a row.",
+            value=group.holdoff.waits,
         )
         yield GaugeMetricFamily(
             "sentinel_group_share",

@@ -380,6 +380,9 @@ class Membership:
         self.rejoining = False
         self.rejoins = 0
         self._rejoining_since = 0.0
+        # Told of each listing while rejoining, with the other members it
+        # lists (`sentinel.holdoff`: whether anyone else publishes).
+        self.on_rejoin_listed: Callable[[View], None] = lambda listed: None
         # From then until its view is applied again (`returning`).
         self._returning = False
         # The members of the last view, back on a new session, not listed
@@ -482,6 +485,27 @@ class Membership:
             self._on_view(self.view)
         except Exception:
             log.failure("applying the group's membership failed")
+
+    def resume(self) -> None:
+        """
+        This agent, back on a new session, waited before it joined again
+        (`sentinel.holdoff`) and writes its catalog now: `unlisted`
+        counts from now.
+        """
+        self._rejoining_since = self._reactor.seconds()
+
+    def shares_instances(self, members: View) -> bool:
+        """Whether one of `members` other than this agent knows an instance it knows."""
+        for agent, catalog in members.items():
+            if agent == self.agent_id:
+                continue
+            chosen = self._chosen.get(agent)
+            if chosen is not None and self._catalogs.get(chosen[0]) is catalog:
+                if self._near(chosen[0], catalog):
+                    return True
+            elif not catalog.names.isdisjoint(self.own.names):
+                return True
+        return False
 
     def _awaited_over(self) -> None:
         """
@@ -1065,6 +1089,7 @@ class Membership:
         """
         self.listed = listed
         self._listed_version = version
+        self.on_rejoin_listed(listed)
         session = self.zk.session_id
         for (digest, token), count in sorted(own.items()):
             path = first_part(self.path, self.agent_id, digest, token, count)

@@ -246,6 +246,18 @@ class GroupRoles:
         """
         self._sessions_gone = frozenset(agents)
 
+    def hold_off(self, holding: Callable[[], bool]) -> None:
+        """
+        Write nothing while `holding()` says so: this agent waits before
+        it joins the group again (`sentinel.holdoff`); `write_all` at the
+        wait's end writes what is due.
+        """
+        self._queue.holding_off = holding
+
+    def write_all(self) -> None:
+        """Write every node that is due (a wait to join again is over)."""
+        self._queue.flush()
+
     def own_catalog_listed(self, found: Collection[tuple[str, str]]) -> None:
         """
         The membership listed this agent's complete catalogs, as (digest,

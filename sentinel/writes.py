@@ -226,6 +226,10 @@ class WriteQueue:
         self.on_failed: Callable[[Failure, Node], None] | None = None
         # Members waiting for a look at their service, logged a burst a line.
         self.look_waits = LookWaits(reactor)
+        # Whether this agent writes nothing now: a group member waiting
+        # before it joins again (`sentinel.holdoff`). Its nodes stay
+        # dirty, for the `flush` at the wait's end.
+        self.holding_off: Callable[[], bool] = lambda: False
 
     @property
     def queued(self) -> int:
@@ -476,7 +480,11 @@ class WriteQueue:
     def _may_write(self) -> bool:
         # Once stopping, a write that completes starts no other: stopService
         # is deleting our nodes and would race with it.
-        return acting(self._life) and self._zk.state == CONNECTED
+        return (
+            acting(self._life)
+            and self._zk.state == CONNECTED
+            and not self.holding_off()
+        )
 
     def _drain(self) -> None:
         """

@@ -951,6 +951,7 @@ class _Group:
             view={"me": None}, missed=0, behind_seconds=lambda: None
         )
         self.publishing = SimpleNamespace(primaries=len(verdicts))
+        self.holdoff = SimpleNamespace(remaining=lambda: None, ends=lambda: 0, waits=0)
 
     def unhealthy_reason(self) -> None:
         return None

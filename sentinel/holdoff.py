@@ -1,0 +1,169 @@
+"""
+A group member whose own sessions keep ending waits before it joins
+again (DESIGN.md section 8, "Groups"; docs/groups.rst, "Sessions that
+keep ending").
+
+Each end of this agent's own ZooKeeper session (expired, or given up by
+the client: not a clean leave, not a restart's handoff) takes every node
+it made: the others make the ~100s of nodes it was primary of again
+(missing 0.6-3.2 s for readers meanwhile), and back on a new session it
+joins and takes them over again, a ZooKeeper write each. Behind a path
+to ZooKeeper that is cut again and again, that was a third of the fleet
+missing at every cut and 270-530 writes a minute for as long as it
+lasted (BENCHMARKS.rst, "One member's path to ZooKeeper slow, flapping
+or throttled").
+
+So the second end within `WINDOW` of the one before (the session
+between them lasted less) makes the member wait `FIRST_WAIT` before it
+joins again, and each further one twice as long as the last, up to
+`LONGEST_WAIT`; a first end waits for nothing, as before: one blip costs
+nothing. A session that lasts `WINDOW` forgets the ends before it.
+While it waits it is no member: it writes nothing in its new session
+(no catalog, no agent node, no instance node, no opinion), and the
+others, which took its share over at its session's end, keep it.
+
+Every member decides this alone, from its own sessions: what the others
+read is the same, so members of any version agree. The group decides
+who waits at all (`sentinel.group`): a member none of whose instances
+another live member knows never waits, for nobody else would publish
+them; nor, once a listing finds none of them listed (every member cut
+off at once, say), does one that was waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+log = Logger()
+
+# Seconds a session must last for the ends before it to be forgotten:
+# longer than the longest wait, so that a path that stays cut for most
+# of the time (the session living between waits only) is never taken
+# for a sound one.
+WINDOW = 600.0
+# The wait after the second end within the window (about two of the
+# group's settle times after a membership change, measured 2.7-11.6 s),
+# doubled at each further end, up to the longest.
+FIRST_WAIT = 10.0
+LONGEST_WAIT = 300.0
+
+
+def wait_after(ends: int) -> float:
+    """The wait before joining again after `ends` ends in a row (0: none)."""
+    if ends < 2:
+        return 0.0
+    return min(FIRST_WAIT * 2.0 ** (ends - 2), LONGEST_WAIT)
+
+
+class HoldOff:
+    """
+    The ends of this agent's own sessions, and the wait they call for
+    (see the module docstring); `on_over` is called when a wait ends,
+    by its time or `release`, never after `stop`.
+    """
+
+    def __init__(self, reactor: Any, on_over: Callable[[], None]) -> None:
+        self._reactor = reactor
+        self._on_over = on_over
+        # When each end in a row happened, and since when this agent has
+        # taken part in the group on its current session (its start, or
+        # the end of the last wait).
+        self._ends: list[float] = []
+        self._since = float(reactor.seconds())
+        self._call: IDelayedCall | None = None
+        self._until = 0.0
+        # Waits begun, and cut short (`release`), since the start.
+        self.waits = 0
+        self.released = 0
+
+    @property
+    def holding(self) -> bool:
+        """Whether this agent waits before joining again now."""
+        return self._call is not None
+
+    def remaining(self) -> float | None:
+        """Seconds left of the wait under way, or None."""
+        if self._call is None:
+            return None
+        return max(self._until - float(self._reactor.seconds()), 0.0)
+
+    def ends(self) -> int:
+        """The ends counted now: none once a session lasted `WINDOW`."""
+        if self._call is None and self._lasted():
+            self._ends.clear()
+        return len(self._ends)
+
+    def _lasted(self) -> bool:
+        return float(self._reactor.seconds()) - self._since >= WINDOW
+
+    def session_ended(self) -> float:
+        """
+        This agent's session ended and a new one began: counted, and
+        waited for as it calls for (`wait_after`). The wait, 0 for none.
+        """
+        now = float(self._reactor.seconds())
+        if self._call is None and self._lasted():
+            self._ends.clear()
+        self._ends.append(now)
+        wait = wait_after(len(self._ends))
+        self._cancel()
+        if wait <= 0:
+            self._since = now
+            return 0.0
+        self.waits += 1
+        self._until = now + wait
+        self._call = self._reactor.callLater(wait, self._over)
+        log.warn(
+            "group: this agent's ZooKeeper session ended {ends} times in a row"
+            " (each within {window:.0f} s of the one before); it waits"
+            " {wait:.0f} s before it joins the group again, writing nothing"
+            " meanwhile: check its path to ZooKeeper",
+            ends=len(self._ends),
+            window=WINDOW,
+            wait=wait,
+        )
+        return wait
+
+    def release(self, why: str) -> None:
+        """End the wait under way at once, if one is, saying `why`."""
+        if self._call is None:
+            return
+        self.released += 1
+        log.warn(
+            "group: this agent joins the group again {left:.0f} s before the"
+            " end of its wait: {why}",
+            left=self.remaining(),
+            why=why,
+        )
+        self._cancel()
+        self._over()
+
+    def reason(self) -> str | None:
+        """The /healthz line while a wait is under way, else None."""
+        left = self.remaining()
+        if left is None:
+            return None
+        return (
+            f"group: this agent's ZooKeeper session ended {len(self._ends)} times"
+            f" in a row, each within {WINDOW:.0f} s of the one before; it is no"
+            f" member and writes nothing for {left:.0f} s more before it joins"
+            " again (check its path to ZooKeeper)"
+        )
+
+    def stop(self) -> None:
+        """No wait goes on, and none ends: the agent stops."""
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _over(self) -> None:
+        self._call = None
+        self._since = float(self._reactor.seconds())
+        self._on_over()

@@ -1,0 +1,197 @@
+"""
+A group member whose own sessions keep ending waits before it joins
+again (`sentinel.holdoff`): one end costs nothing, a second within the
+window holds it out of the group, writing nothing, for a wait that
+doubles with each further end; a long session forgets them, a lone
+agent never waits, and a stop ends the wait.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.holdoff import FIRST_WAIT, LONGEST_WAIT, WINDOW, HoldOff, wait_after
+from sentinel.listing import PageQuery
+from sentinel.membership import SETTLE
+from tests.groupfakes import ROOT, Fleet, Member
+
+NAMES = [f"r{i:02d}" for i in range(30)]
+
+
+class WaitTests(SynchronousTestCase):
+    """The wait itself, on a Clock."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.over: list[float] = []
+        self.holdoff = HoldOff(
+            self.clock, lambda: self.over.append(self.clock.seconds())
+        )
+
+    def test_waits_double_up_to_the_longest(self) -> None:
+        """No wait after one end; then `FIRST_WAIT`, doubling, capped."""
+        self.assertEqual(wait_after(1), 0.0)
+        self.assertEqual(wait_after(2), FIRST_WAIT)
+        self.assertEqual(wait_after(3), 2 * FIRST_WAIT)
+        self.assertEqual(wait_after(40), LONGEST_WAIT)
+
+    def test_one_end_costs_nothing(self) -> None:
+        """A first end waits for nothing and leaves no call behind."""
+        self.assertEqual(self.holdoff.session_ended(), 0.0)
+        self.assertFalse(self.holdoff.holding)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_second_end_within_the_window_waits(self) -> None:
+        """A second end within the window waits, and its end is told."""
+        self.holdoff.session_ended()
+        self.clock.advance(WINDOW - 1)
+        self.assertEqual(self.holdoff.session_ended(), FIRST_WAIT)
+        self.assertTrue(self.holdoff.holding)
+        self.assertIn("ended 2 times in a row", self.holdoff.reason() or "")
+        self.clock.advance(FIRST_WAIT)
+        self.assertFalse(self.holdoff.holding)
+        self.assertEqual(self.over, [self.clock.seconds()])
+        self.assertIsNone(self.holdoff.reason())
+
+    def test_forgotten_after_a_session_that_lasted_the_window(self) -> None:
+        """Ends before a session that lasted the window count no more."""
+        self.holdoff.session_ended()
+        self.holdoff.session_ended()
+        self.clock.advance(FIRST_WAIT)
+        self.clock.advance(WINDOW)
+        self.assertEqual(self.holdoff.ends(), 0)
+        self.assertEqual(self.holdoff.session_ended(), 0.0)
+
+    def test_an_end_during_the_wait_doubles_it(self) -> None:
+        """The session of a wait ending too counts: the next wait is longer."""
+        self.holdoff.session_ended()
+        self.holdoff.session_ended()
+        self.clock.advance(1)
+        self.assertEqual(self.holdoff.session_ended(), 2 * FIRST_WAIT)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_stop_cancels_the_wait(self) -> None:
+        """A stop during a wait leaves no call, and tells no end."""
+        self.holdoff.session_ended()
+        self.holdoff.session_ended()
+        self.holdoff.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(LONGEST_WAIT)
+        self.assertEqual(self.over, [])
+
+
+class GroupTests(SynchronousTestCase):
+    """Three members, two replicas; ``a``'s sessions end."""
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            self.fleet.add(agent, NAMES, replicas=2).start()
+        self.fleet.run(3.0)
+        self.a = self.fleet.members["a"]
+        self.assertTrue(self.share())
+
+    def share(self) -> set[str]:
+        """The instances whose node ``a``'s session holds."""
+        session = self.a.zk.session_id
+        return {n for n in NAMES if self.fleet.owner_of(n) == session}
+
+    def expire(self, member: Member) -> None:
+        """`member` cut off until its session expired, then back."""
+        session = member.zk.session_id
+        assert session is not None
+        member.zk.suspend()
+        self.fleet.run(1.0)
+        self.fleet.server.end_session(session)
+        self.fleet.run(3.0)
+        member.zk.connect()
+
+    def held(self, member: Member) -> list[str]:
+        """Every node `member`'s session holds."""
+        session = member.zk.session_id
+        return [p for p, n in self.fleet.server.nodes.items() if n.owner == session]
+
+    def test_one_end_joins_at_once(self) -> None:
+        """After one end ``a`` is listed again and takes its share back."""
+        self.expire(self.a)
+        self.fleet.run(3.0)
+        self.assertFalse(self.a.group.holdoff.holding)
+        self.assertTrue(self.share())
+
+    def test_second_end_holds_it_out_of_the_group(self) -> None:
+        """
+        A second end within the window: for `FIRST_WAIT` ``a`` writes
+        nothing in its new session (no catalog, agent node, instance node
+        or opinion), the others keep it out of their views and publish
+        its share, /healthz, /metrics and /group name the wait; then it
+        joins and takes its share back.
+        """
+        self.expire(self.a)
+        self.fleet.run(10.0)
+        self.expire(self.a)
+        for _ in range(round((FIRST_WAIT - 0.5) / 0.5)):
+            self.fleet.run(0.5)
+            self.assertEqual(self.held(self.a), [])
+            for other in ("b", "c"):
+                view = self.fleet.members[other].group.membership.view
+                self.assertNotIn("a", view)
+        for name in NAMES:
+            self.assertIsNotNone(self.fleet.node(name))
+        reason = self.a.group.unhealthy_reason() or ""
+        self.assertIn("ended 2 times in a row", reason)
+        self.assertIn("path to ZooKeeper", reason)
+        self.assertNotIn("not listed in the group again", reason)
+        head = b"".join(self.a.group.report_slices(PageQuery(10)))
+        self.assertIn(b'"session_ends": 2', head)
+        self.fleet.run(1.0 + 3.0)
+        self.assertFalse(self.a.group.holdoff.holding)
+        self.assertIn(f"{ROOT}/agents/a", self.held(self.a))
+        self.assertTrue(self.share())
+        self.assertIsNone(self.a.group.holdoff.reason())
+
+    def test_lone_agent_never_waits(self) -> None:
+        """A member alone in its view writes again at once, end after end."""
+        fleet = Fleet()
+        alone = fleet.add("z", NAMES, replicas=2).start()
+        fleet.run(3.0)
+        self.fleet = fleet
+        for _ in range(3):
+            self.expire(alone)
+            fleet.run(2.0)
+            self.assertFalse(alone.group.holdoff.holding)
+            self.assertIn(f"{ROOT}/agents/z", self.held(alone))
+
+    def test_released_when_no_other_member_is_listed(self) -> None:
+        """
+        Waiting, ``a`` joins at once when a listing finds no other member
+        that knows its instances (both crashed): nobody else publishes.
+        """
+        self.expire(self.a)
+        self.fleet.run(10.0)
+        self.expire(self.a)
+        self.fleet.run(1.0)
+        self.assertTrue(self.a.group.holdoff.holding)
+        self.fleet.members["b"].crash()
+        self.fleet.members["c"].crash()
+        self.fleet.run(2 * SETTLE + 1.0)
+        self.assertFalse(self.a.group.holdoff.holding)
+        self.assertEqual(self.a.group.holdoff.released, 1)
+        self.assertTrue(self.share())
+        # The rest once the wait for the last view's members is over.
+        self.fleet.run(self.a.zk.session_timeout * 2)
+        self.assertEqual(self.share(), set(NAMES))
+
+    def test_stop_during_the_wait(self) -> None:
+        """A stop during the wait ends it: the stop completes, no call is left."""
+        self.expire(self.a)
+        self.fleet.run(10.0)
+        self.expire(self.a)
+        self.fleet.run(1.0)
+        self.assertTrue(self.a.group.holdoff.holding)
+        stopped = self.a.stop()
+        self.fleet.run(5.0)
+        self.successResultOf(stopped)
+        self.assertFalse(self.a.group.holdoff.holding)
+        self.fleet.run(FIRST_WAIT)
+        self.assertEqual(self.held(self.a), [])
