@@ -17,6 +17,9 @@ each scene spoils for a while, then heals:
 - ``throttle``: each direction at ``--rate`` bytes a second while agent b
   leaves (``SIGUSR2``) and joins again ``--fault`` / 2 s later.
 
+With ``--checkout LABEL=PATH`` (repeatable) each scene runs once per
+checkout, in turns, that checkout's agents on ``PYTHONPATH``.
+
 A reader (its own client, straight to ZooKeeper) lists
 ``{root}/instances`` every 50 ms and watches each node's data: every
 ``down`` published, every time a node was missing (and for how long), and
@@ -27,7 +30,8 @@ node is present, up and held by the session that held it before the fault,
 and c's ``/healthz`` is 200.
 
     .venv/bin/python benchmarks/slowpath.py [--instances 600] [--fault 60] \\
-        [--scene flap --scene delay1000 ...] [--replicas 2]
+        [--scene flap --scene delay1000 ...] [--replicas 2] \\
+        [--checkout before=../old --checkout after=.]
 """
 
 from __future__ import annotations
@@ -53,7 +57,10 @@ from common import (
     LOOPBACK,
     Agent,
     Instance,
+    add_checkout_option,
     agent_config,
+    checkouts_of,
+    commit_of,
     load_average,
     machine,
     start_redis_servers,
@@ -459,8 +466,10 @@ def scene_rows(
     return out
 
 
-def one_scene(scene: str, args: argparse.Namespace) -> list[tuple[str, str]]:
-    """Servers, agents, reader; steady, fault, heal; the rows."""
+def one_scene(
+    scene: str, args: argparse.Namespace, checkout: Path
+) -> list[tuple[str, str]]:
+    """Servers, `checkout`'s agents, reader; steady, fault, heal; the rows."""
     rng = random.Random(args.seed)
     logging.getLogger("kazoo").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as started:
@@ -487,7 +496,7 @@ def one_scene(scene: str, args: argparse.Namespace) -> list[tuple[str, str]]:
                 instances, zookeeper=hosts, zk_root=ROOT, agent_id=agent_id,
                 zk_settings=settings,
             )  # fmt: skip
-            agent = Agent(workdir, text, label)
+            agent = Agent(workdir, text, label, pythonpath=checkout)
             started.callback(agent.stop)
             agent.wait_ready()
             return agent
@@ -549,9 +558,10 @@ def settled_quiet(reader: Reader, c: Agent, names: list[str]) -> bool:
     return time.monotonic() - last > 5.0 and c.healthz()[0] == 200
 
 
-def parse_args() -> argparse.Namespace:
-    """The command line (module docstring)."""
+def parse_args() -> tuple[argparse.Namespace, list[tuple[str, Path]]]:
+    """The command line (module docstring), and the checkouts to run."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_checkout_option(parser)
     parser.add_argument("--instances", type=int, default=600)
     parser.add_argument("--servers", type=int, default=4)
     parser.add_argument("--replicas", type=int, choices=(2, 3), default=2)
@@ -561,18 +571,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=4096.0)
     parser.add_argument("--seed", type=int, default=28)
     parser.add_argument("--scene", action="append", choices=SCENES)
-    return parser.parse_args()
+    args = parser.parse_args()
+    return args, checkouts_of(parser, args.checkout)
 
 
 def main() -> int:
     """Run each scene with fresh servers and agents; print the table."""
-    args = parse_args()
+    args, checkouts = parse_args()
     stop_on_sigterm()
-    rows: list[tuple[str, str]] = []
+    rows = [(f"version {label}", commit_of(path)) for label, path in checkouts]
     for scene in args.scene or SCENES:
-        found = one_scene(scene, args)
-        rows += found
-        print(table(found, f"slowpath.py (scene {scene})"), flush=True)
+        for label, path in checkouts:
+            found = one_scene(scene, args, path)
+            if len(checkouts) > 1:
+                found = [(f"[{label}] {key}", value) for key, value in found]
+            rows += found
+            print(table(found, f"slowpath.py (scene {scene})"), flush=True)
     print()
     print(machine())
     title = (
