@@ -941,7 +941,8 @@ class Group:
                 " members that joined or left since are not seen"
             )
         behind = self.membership.behind()
-        if behind is not None:
+        # Waiting to join again, the view is the last one, kept on purpose.
+        if behind is not None and not self.holdoff.holding:
             seconds, seen, viewed = behind
             reasons.append(
                 f"group: this agent's view of the membership has been behind"
