@@ -149,7 +149,7 @@ class HoldOff:
             return None
         return (
             f"group: this agent's ZooKeeper session ended {len(self._ends)} times"
-            f" in a row, each within {WINDOW:.0f} s of the one before; it is no"
+            f" in a row, each within {WINDOW:.0f} s of the one before, so it is no"
             f" member and writes nothing for {left:.0f} s more before it joins"
             " again (check its path to ZooKeeper)"
         )

@@ -281,9 +281,12 @@ class ZooKeeperReport:
             reasons.append(open_acl)
         if skewed := self._clock.unhealthy_reason():
             reasons.append(skewed)
-        if zk.state == CONNECTED and (failing := self._failing()):
+        # Waiting to join a group again, nothing is written on purpose
+        # (`sentinel.holdoff`): the group's reason says so, not these.
+        writing = zk.state == CONNECTED and not self._queue.holding_off()
+        if writing and (failing := self._failing()):
             reasons.append(f"zookeeper: {failing}: its published status is stale")
-        if zk.state == CONNECTED and (behind := self._lateness.unhealthy_reason()):
+        if writing and (behind := self._lateness.unhealthy_reason()):
             reasons.append(behind)
         if deleted := self._guard.unhealthy_reason():
             reasons.append(deleted)
@@ -292,11 +295,11 @@ class ZooKeeperReport:
                 f"zookeeper: {_first_of(unarmed)}: a deletion or takeover of it "
                 "may go unnoticed; asked again"
             )
-        if zk.state == CONNECTED and (unwritten := self._lateness.unwritten_reason()):
+        if writing and (unwritten := self._lateness.unwritten_reason()):
             reasons.append(unwritten)
-        if zk.state == CONNECTED and (unlisted := self._unlisted()):
+        if writing and (unlisted := self._unlisted()):
             reasons.append(f"zookeeper: {unlisted}: readers do not find it")
-        if zk.state == CONNECTED and (unconfirmed := self._unconfirmed()):
+        if writing and (unconfirmed := self._unconfirmed()):
             reasons.append(
                 f"zookeeper: {unconfirmed} instance node(s) not written again since"
                 " connecting: their published status may be another session's"

@@ -142,6 +142,9 @@ class GroupTests(SynchronousTestCase):
         self.assertIn("ended 2 times in a row", reason)
         self.assertIn("path to ZooKeeper", reason)
         self.assertNotIn("not listed in the group again", reason)
+        # One line says it: not the writes it holds back on purpose.
+        self.assertEqual(reason.count("; "), 0, reason)
+        self.assertIsNone(self.a.publisher.unhealthy_reason())
         head = b"".join(self.a.group.report_slices(PageQuery(10)))
         self.assertIn(b'"session_ends": 2', head)
         self.fleet.run(1.0 + 3.0)
