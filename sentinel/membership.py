@@ -102,7 +102,10 @@ their primary, in one transaction, those another member made meanwhile.
 A reconnection to the same session keeps the last view, as before:
 nothing of it went. Nor does an agent whose last view held no other
 member: nobody took its instances over, and the single agent of section
-5 writes its nodes again at once.
+5 writes its nodes again at once. One whose sessions keep ending waits
+before it writes anything in the new one (`sentinel.holdoff`): it stays
+`rejoining` meanwhile, its catalog unwritten, and `on_rejoin_listed`
+tells the group whom each listing finds.
 
 Back on a new session, the members of its last view that are not listed
 yet are waited for (`awaited`), up to a session timeout and the spread of
