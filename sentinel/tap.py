@@ -93,9 +93,12 @@ def twistd_option(message: str) -> str | None:
     match = re.fullmatch(r"option (-\w|--[\w-]+) not recognized", message)
     if match is None:
         return None
-    # The POSIX options, as twisted.scripts.twistd takes them on this platform.
-    from twisted.scripts._twistd_unix import ServerOptions
-
+    # The POSIX options, as twisted.scripts.twistd takes them on this
+    # platform (a private module: gone in some Twisted, no hint is given).
+    try:
+        from twisted.scripts._twistd_unix import ServerOptions
+    except ImportError:
+        return None
     twistd = ServerOptions()
     names = {f"--{name.rstrip('=')}" for name in twistd.longOpt}
     names.update(f"-{flag}" for flag in twistd.shortOpt.replace(":", ""))

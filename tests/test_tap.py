@@ -138,6 +138,21 @@ class ExitTests(SynchronousTestCase):
                     *argv,
                 )
 
+    def test_twistd_option_unknown_without_twistd_s_private_module(self) -> None:
+        """
+        Where Twisted's private module of the POSIX options cannot be
+        imported, an option after ``sentinel`` is refused as unknown, with
+        no hint and no traceback.
+        """
+        name = "twisted.scripts._twistd_unix"
+        original = sys.modules.pop(name, None)
+        if original is not None:
+            self.addCleanup(sys.modules.__setitem__, name, original)
+        # Run first (cleanups run last added first): the module comes back.
+        self.addCleanup(sys.modules.pop, name, None)
+        sys.modules[name] = None  # type: ignore[assignment]
+        self.assertExits("option -n not recognized", "-n")
+
     def test_missing_argument(self) -> None:
         """An option without its argument is named."""
         self.assertExits("option --interval requires argument", "--interval")
