@@ -520,7 +520,7 @@ def _unknown_key(key: str, where: str, known: Iterable[str]) -> ConfigError:
     written at the top level (its ``[table]`` line forgotten). Any other
     is named with the known key it is closest to, if one is (a typo).
     """
-    message = f"unknown key {key!r} in {where}"
+    message = f"unknown key {show(key)} in {where}"
     if key in _TOP_LEVEL and where != "config file":
         message += (
             f": {key} belongs at the top level, before the first [table] line"
@@ -639,9 +639,10 @@ def _port_in_host(host: object) -> str:
     bracketed = name.startswith("[") and name.endswith("]")
     name = name[1:-1] if bracketed else name
     # An IPv6 address without brackets ("::1") holds no port.
-    if not (colon and name and port.isascii() and port.isdigit()) or (
-        ":" in name and not bracketed
-    ):
+    # At most five digits: a port, and a line of one however long `host` is.
+    if not (
+        colon and name and port.isascii() and port.isdigit() and len(port) <= 5
+    ) or (":" in name and not bracketed):
         return ""
     return f" (host {show(host)} holds it: host = {show(name)} and port = {port})"
 
