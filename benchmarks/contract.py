@@ -622,21 +622,10 @@ port = {p1}
         )
 
     # Command line.
-    agent_path = "/chroot-cli/cw-cli/agents/cli-agent"
-    found = poll(lambda: node(zk, agent_path), 20)
-    check(
-        "options",
-        "--agent-id, --zk-root, --zookeeper chroot: agent node there",
-        found is not None,
-        agent_path,
+    found = agent_node_there(
+        zk, "options", "/chroot-cli/cw-cli/agents/cli-agent", "--interval", 0.5
     )
     if found:
-        check(
-            "options",
-            "--interval 0.5 read back as agent node interval",
-            found[0].get("interval") == 0.5,
-            found[0].get("interval"),
-        )
         names = sorted(found[0].get("instances", []))
         check(
             "options",
@@ -713,21 +702,9 @@ port = {p1}
     )
 
     # TOML.
-    tpath = "/chroot-toml/cw-toml/agents/toml-agent"
-    found = poll(lambda: node(zk, tpath), 20)
-    check(
-        "toml",
-        "agent_id, zookeeper.root, zookeeper.hosts chroot",
-        found is not None,
-        tpath,
+    agent_node_there(
+        zk, "toml", "/chroot-toml/cw-toml/agents/toml-agent", "interval =", 0.6
     )
-    if found:
-        check(
-            "toml",
-            "interval = 0.6 read back",
-            found[0].get("interval") == 0.6,
-            found[0].get("interval"),
-        )
     check(
         "toml", "http = ... serves", toml.http("/healthz")[0] in (200, 503), toml_http
     )
@@ -776,6 +753,27 @@ port = {p1}
 
     layout(zk, toml, "/chroot-toml/cw-toml", "/chroot-toml/disco", redis)
     stop_and_restart(workdir, zk, cli, override)
+
+
+def agent_node_there(
+    zk: KazooClient, section: str, path: str, option: str, interval: float
+) -> tuple[Any, Any] | None:
+    """
+    The agent node at `path` (agent id, root and chroot taken) and its
+    ``interval`` as `option` set it; the node, or None.
+    """
+    found = poll(lambda: node(zk, path), 20)
+    check(
+        section, "agent id, root and hosts' chroot: agent node there", bool(found), path
+    )
+    if found:
+        check(
+            section,
+            f"{option} {interval} read back as the agent node's interval",
+            found[0].get("interval") == interval,
+            found[0].get("interval"),
+        )
+    return found
 
 
 def layout(
