@@ -78,6 +78,11 @@ def check_endpoint(
             reason += r" (a colon inside a value is escaped: interface=\:\:1)"
         elif str(e).startswith("Unknown endpoint type"):
             reason += _endpoint_hint(description)
+        elif literal := re.fullmatch(
+            r"invalid literal for int\(\) with base \d+: (.*)", reason
+        ):
+            # Python's own words for a port or a number that is not one.
+            reason = f"{literal.group(1)} is not a number"
         raise ConfigError(
             f"{label}: {description!r} is not a valid endpoint: {reason}"
         ) from None
