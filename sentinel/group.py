@@ -208,8 +208,11 @@ class Group:
         self.publishing.on_handed_over = self._handed_over
         self.publishing.on_previous_verdict = self._previous_verdict
         # Back on a new session: the last view went with the old one, and
-        # one of a row of ends waits before it joins again.
-        self.holdoff = HoldOff(reactor, self._hold_off_over)
+        # one of a row of ends waits before it joins again, or until its
+        # connection has proven itself (`_zk_state`).
+        self.holdoff = HoldOff(
+            reactor, self._hold_off_over, lambda: publisher.zk.session_timeout
+        )
         self.publishing.on_new_session = self._new_session
         self.publishing.hold_off(lambda: self.holdoff.holding)
         self.membership.on_rejoin_listed = self._listed_holding_off
@@ -295,6 +298,7 @@ class Group:
     # Before the first view
 
     def _zk_state(self, state: str) -> None:
+        self.holdoff.connection(state == CONNECTED)
         if state == CONNECTED and self.membership.running:
             self._wait_for_first_view()
 

@@ -22,6 +22,21 @@ While it waits it is no member: it writes nothing in its new session
 (no catalog, no agent node, no instance node, no opinion), and the
 others, which took its share over at its session's end, keep it.
 
+A wait ends early once the agent's connection to ZooKeeper has stayed
+up without a break (no suspension, no loss) for `proof_after` the
+session timeout: `PROOF` s at least, more than three times the longest
+stretch between the cuts of the flaps measured (cuts of 2-8 s every
+10-20 s, so at most 18 s up between two, and a cut is heard within
+two-thirds of a session timeout), and `PROOF_TIMEOUTS` session timeouts
+for slower paths: a cut must outlast the session timeout to end a
+session, so a path whose cuts end sessions is up between them for a
+span that grows with it. While the path still flaps the wait holds as
+before; once it heals, the member is out for about `PROOF` s, not for
+what is left of a wait of up to `LONGEST_WAIT`. An end during a wait
+still counts, and makes the next wait twice as long: the proof, not the
+wait, is what a healed path waits for, and a path that still flaps
+joins half as often.
+
 Every member decides this alone, from its own sessions: what the others
 read is the same, so members of any version agree. The group decides
 who waits at all (`sentinel.group`): a member none of whose instances
@@ -50,6 +65,10 @@ WINDOW = 600.0
 # doubled at each further end, up to the longest.
 FIRST_WAIT = 10.0
 LONGEST_WAIT = 300.0
+# Seconds connected without a break that end a wait early, at least, and
+# in session timeouts (the module docstring says why).
+PROOF = 60.0
+PROOF_TIMEOUTS = 6.0
 
 
 def wait_after(ends: int) -> float:
@@ -59,16 +78,32 @@ def wait_after(ends: int) -> float:
     return min(FIRST_WAIT * 2.0 ** (ends - 2), LONGEST_WAIT)
 
 
+def proof_after(session_timeout: float) -> float:
+    """Seconds connected without a break that end a wait early."""
+    return max(PROOF, PROOF_TIMEOUTS * session_timeout)
+
+
 class HoldOff:
     """
     The ends of this agent's own sessions, and the wait they call for
     (see the module docstring); `on_over` is called when a wait ends,
-    by its time or `release`, never after `stop`.
+    by its time, by `connection` proving the path or by `release`, never
+    after `stop`. `session_timeout` gives the session's timeout now.
     """
 
-    def __init__(self, reactor: Any, on_over: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        on_over: Callable[[], None],
+        session_timeout: Callable[[], float],
+    ) -> None:
         self._reactor = reactor
         self._on_over = on_over
+        self._session_timeout = session_timeout
+        # Since when the connection has been up without a break (None
+        # while it is not), and the call that ends the wait then.
+        self._up_since: float | None = None
+        self._proof_call: IDelayedCall | None = None
         # When each end in a row happened, and since when this agent has
         # taken part in the group on its current session (its start, or
         # the end of the last wait).
@@ -117,6 +152,9 @@ class HoldOff:
         self.waits += 1
         self._until = now + wait
         self._call = self._reactor.callLater(wait, self._over)
+        # A new session is a new connection: its proof starts now.
+        self._up_since = now
+        self._prove()
         log.warn(
             "group: this agent's ZooKeeper session ended {ends} times in a row"
             " (each within {window:.0f} s of the one before); it waits"
@@ -127,6 +165,38 @@ class HoldOff:
             wait=wait,
         )
         return wait
+
+    def connection(self, up: bool) -> None:
+        """
+        The connection to ZooKeeper is `up` now (connected), or not
+        (suspended, lost, connecting again): a break starts the proof
+        again from the next connection.
+        """
+        if not up:
+            self._up_since = None
+            self._cancel_proof()
+            return
+        if self._up_since is None:
+            self._up_since = float(self._reactor.seconds())
+        self._prove()
+
+    def _prove(self) -> None:
+        """A wait under way ends once the connection has proven itself."""
+        since = self._up_since
+        if self._call is None or since is None or self._proof_call is not None:
+            return
+        at = since + proof_after(self._session_timeout())
+        if at >= self._until:
+            return
+        delay = max(at - float(self._reactor.seconds()), 0.0)
+        self._proof_call = self._reactor.callLater(delay, self._proven)
+
+    def _proven(self) -> None:
+        self._proof_call = None
+        self.release(
+            f"its connection to ZooKeeper stayed up"
+            f" {proof_after(self._session_timeout()):.0f} s without a break"
+        )
 
     def release(self, why: str) -> None:
         """End the wait under way at once, if one is, saying `why`."""
@@ -147,11 +217,21 @@ class HoldOff:
         left = self.remaining()
         if left is None:
             return None
+        now = float(self._reactor.seconds())
+        proof = proof_after(self._session_timeout())
+        since = self._up_since
+        early = ""
+        # Named only while it may come first. One line: no "; " in it.
+        if (now if since is None else since) + proof < self._until:
+            so_far = (
+                "not connected now" if since is None else f"{now - since:.0f} s so far"
+            )
+            early = f" after {proof:.0f} s connected without a break ({so_far}), or"
         return (
             f"group: this agent's ZooKeeper session ended {len(self._ends)} times"
             f" in a row, each within {WINDOW:.0f} s of the one before, so it is no"
-            f" member and writes nothing for {left:.0f} s more before it joins"
-            " again (check its path to ZooKeeper)"
+            f" member and writes nothing: it joins again{early} in {left:.0f} s"
+            " (check its path to ZooKeeper)"
         )
 
     def stop(self) -> None:
@@ -162,8 +242,15 @@ class HoldOff:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        self._cancel_proof()
+
+    def _cancel_proof(self) -> None:
+        if self._proof_call is not None and self._proof_call.active():
+            self._proof_call.cancel()
+        self._proof_call = None
 
     def _over(self) -> None:
         self._call = None
+        self._cancel_proof()
         self._since = float(self._reactor.seconds())
         self._on_over()

@@ -3,7 +3,8 @@ A group member whose own sessions keep ending waits before it joins
 again (`sentinel.holdoff`): one end costs nothing, a second within the
 window holds it out of the group, writing nothing, for a wait that
 doubles with each further end; a long session forgets them, a lone
-agent never waits, and a stop ends the wait.
+agent never waits, a connection that stays up long enough without a
+break ends the wait early, and a stop ends the wait.
 """
 
 from __future__ import annotations
@@ -11,12 +12,23 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.holdoff import FIRST_WAIT, LONGEST_WAIT, WINDOW, HoldOff, wait_after
+from sentinel.holdoff import (
+    FIRST_WAIT,
+    LONGEST_WAIT,
+    PROOF,
+    WINDOW,
+    HoldOff,
+    proof_after,
+    wait_after,
+)
 from sentinel.listing import PageQuery
 from sentinel.membership import SETTLE
+from sentinel.zk import CONNECTED
 from tests.groupfakes import ROOT, Fleet, Member
 
 NAMES = [f"r{i:02d}" for i in range(30)]
+# The fake client's session timeout (`tests.fakezk`): a proof of `PROOF`.
+SESSION_TIMEOUT = 10.0
 
 
 class WaitTests(SynchronousTestCase):
@@ -26,8 +38,17 @@ class WaitTests(SynchronousTestCase):
         self.clock = Clock()
         self.over: list[float] = []
         self.holdoff = HoldOff(
-            self.clock, lambda: self.over.append(self.clock.seconds())
+            self.clock,
+            lambda: self.over.append(self.clock.seconds()),
+            lambda: SESSION_TIMEOUT,
         )
+
+    def ends(self, count: int) -> float:
+        """`count` ends in a row, at once; the wait of the last."""
+        wait = 0.0
+        for _ in range(count):
+            wait = self.holdoff.session_ended()
+        return wait
 
     def test_waits_double_up_to_the_longest(self) -> None:
         """No wait after one end; then `FIRST_WAIT`, doubling, capped."""
@@ -70,6 +91,75 @@ class WaitTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(self.holdoff.session_ended(), 2 * FIRST_WAIT)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_proof_grows_with_the_session_timeout(self) -> None:
+        """`PROOF` at least, and six session timeouts past that."""
+        self.assertEqual(proof_after(SESSION_TIMEOUT), PROOF)
+        self.assertEqual(proof_after(1.0), PROOF)
+        self.assertEqual(proof_after(30.0), 180.0)
+
+    def test_connected_through_the_proof_ends_the_wait(self) -> None:
+        """
+        A long wait ends once the connection stayed up `PROOF` s without a
+        break, by `release` (counted), its time left told; no call is left.
+        """
+        self.assertEqual(self.ends(7), LONGEST_WAIT)
+        self.holdoff.connection(True)
+        self.assertIn(
+            f"joins again after {PROOF:.0f} s connected without a break (0 s so"
+            f" far), or in {LONGEST_WAIT:.0f} s",
+            self.holdoff.reason() or "",
+        )
+        self.clock.advance(PROOF - 1)
+        self.assertTrue(self.holdoff.holding)
+        self.assertIn("(59 s so far)", self.holdoff.reason() or "")
+        self.clock.advance(1)
+        self.assertFalse(self.holdoff.holding)
+        self.assertEqual(self.over, [PROOF])
+        self.assertEqual(self.holdoff.released, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.holdoff.ends(), 7)
+
+    def test_a_break_starts_the_proof_again(self) -> None:
+        """
+        A break (suspended, lost) stops the proof, the next connection
+        starts it from nothing, and so does an end during the wait.
+        """
+        self.ends(7)
+        self.clock.advance(PROOF - 10)
+        self.holdoff.connection(False)
+        self.assertIn("(not connected now)", self.holdoff.reason() or "")
+        self.clock.advance(30)
+        self.holdoff.connection(True)
+        self.clock.advance(PROOF - 1)
+        self.assertTrue(self.holdoff.holding)
+        self.holdoff.session_ended()
+        self.clock.advance(PROOF - 1)
+        self.assertTrue(self.holdoff.holding)
+        self.clock.advance(1)
+        self.assertFalse(self.holdoff.holding)
+        self.assertEqual(self.over, [PROOF - 10 + 30 + PROOF - 1 + PROOF])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_short_wait_ends_by_its_time(self) -> None:
+        """A wait shorter than the proof ends by its time, with no proof call."""
+        self.ends(2)
+        self.holdoff.connection(True)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(FIRST_WAIT)
+        self.assertEqual(self.over, [FIRST_WAIT])
+        self.assertEqual(self.holdoff.released, 0)
+
+    def test_stop_during_the_proof_cancels_everything(self) -> None:
+        """A stop while connected in a long wait leaves no call, tells no end."""
+        self.ends(7)
+        self.holdoff.connection(True)
+        self.clock.advance(PROOF / 2)
+        self.holdoff.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.holdoff.connection(True)
+        self.clock.advance(LONGEST_WAIT)
+        self.assertEqual(self.over, [])
 
     def test_stop_cancels_the_wait(self) -> None:
         """A stop during a wait leaves no call, and tells no end."""
@@ -184,6 +274,34 @@ class GroupTests(SynchronousTestCase):
         # The rest once the wait for the last view's members is over.
         self.fleet.run(self.a.zk.session_timeout * 2)
         self.assertEqual(self.share(), set(NAMES))
+
+    def test_joins_once_its_connection_has_proven_itself(self) -> None:
+        """
+        After five ends in a row (an 80 s wait), ``a`` connected without
+        a break joins `PROOF` s after its last session began, its /healthz
+        saying what ends the wait early; a break in between (its session
+        living on) starts the proof again.
+        """
+        self.expire(self.a)
+        self.fleet.run(10.0)
+        for _ in range(4):
+            self.expire(self.a)
+        self.assertEqual(self.a.group.holdoff.remaining(), 8 * FIRST_WAIT)
+        reason = self.a.group.unhealthy_reason() or ""
+        self.assertIn(f"joins again after {PROOF:.0f} s connected", reason)
+        self.fleet.run(10.0)
+        self.a.zk.suspend()
+        self.fleet.run(1.0)
+        self.a.zk.connect()
+        self.assertEqual(self.a.zk.state, CONNECTED)
+        self.fleet.run(PROOF - 1.0)
+        self.assertTrue(self.a.group.holdoff.holding)
+        self.assertEqual(self.held(self.a), [])
+        self.fleet.run(1.0 + 3.0)
+        self.assertFalse(self.a.group.holdoff.holding)
+        self.assertEqual(self.a.group.holdoff.released, 1)
+        self.assertIn(f"{ROOT}/agents/a", self.held(self.a))
+        self.assertTrue(self.share())
 
     def test_stop_during_the_wait(self) -> None:
         """A stop during the wait ends it: the stop completes, no call is left."""
