@@ -15,7 +15,11 @@ each scene spoils for a while, then heals:
   what was held is sent at the heal, as TCP would retransmit it) for 2--8
   s every 10--20 s (seeded), for ``--fault`` s;
 - ``throttle``: each direction at ``--rate`` bytes a second while agent b
-  leaves (``SIGUSR2``) and joins again ``--fault`` / 2 s later.
+  leaves (``SIGUSR2``) and joins again ``--fault`` / 2 s later;
+- ``flapheal``: the flap for ``--fault`` s, and on (at most 300 s more)
+  until c is in a hold-off wait with ``--left`` s or more left, then
+  healed at once, between two cuts: how long c stays out after the heal
+  ("c member and writing": c's ``/healthz`` 200 and a node it wrote).
 
 With ``--checkout LABEL=PATH`` (repeatable) each scene runs once per
 checkout, in turns, that checkout's agents on ``PYTHONPATH``.
@@ -76,7 +80,17 @@ from kazoo.recipe.watchers import DataWatch
 ROOT = "/slowpath"
 POLL = 0.05
 SAMPLE = 0.5
-SCENES = ("delay200", "delay1000", "delay3000", "bursts", "flap", "throttle")
+SCENES = (
+    "delay200",
+    "delay1000",
+    "delay3000",
+    "bursts",
+    "flap",
+    "throttle",
+    "flapheal",
+)
+# flapheal: the most the flap goes on past ``--fault`` for c's long wait.
+FLAPHEAL_LONGEST = 300.0
 
 
 class Spoil:
@@ -372,6 +386,46 @@ def run_fault(
     return b
 
 
+def flap_until_waiting(
+    spoil: Spoil,
+    seconds: float,
+    left: float,
+    c: Agent,
+    rng: random.Random,
+) -> tuple[float | None, float]:
+    """
+    The flap for `seconds`, and on until c's hold-off wait has `left` s
+    or more left (`FLAPHEAL_LONGEST` s more at most), healed then, between
+    two cuts: c's wait left at the heal (None: not waiting), and how long
+    the path had been up then.
+    """
+    end = time.monotonic() + seconds
+    longest = end + FLAPHEAL_LONGEST
+    while True:
+        length = rng.uniform(2.0, 8.0)
+        spoil.set(cut=True)
+        time.sleep(length)
+        spoil.set()
+        up = time.monotonic()
+        next_cut = up + rng.uniform(10.0, 20.0) - length
+        while time.monotonic() < next_cut:
+            time.sleep(SAMPLE)
+            now = time.monotonic()
+            if now < end:
+                continue
+            waiting = c.get("/group?limit=1").get("hold_off_seconds")
+            if (waiting is not None and waiting >= left) or now >= longest:
+                return waiting, now - up
+
+
+def c_back(reader: Reader, c: Agent) -> bool:
+    """c is a member and writing: a node it wrote is listed, its /healthz 200."""
+    listed, _, agent = reader.snapshot()
+    return any(who == "c" for n, who in agent.items() if n in listed) and (
+        c.healthz()[0] == 200
+    )
+
+
 def settled(
     reader: Reader, c: Agent, names: list[str], owners: dict[str, str | None]
 ) -> bool:
@@ -420,8 +474,9 @@ def scene_rows(
     settle: float | None,
     quiet: float | None,
     loads: tuple[str, str],
+    extra: list[tuple[str, str]],
 ) -> list[tuple[str, str]]:
-    """What one scene did, as rows of the printed table."""
+    """What one scene did, as rows of the printed table (`extra` last)."""
     rows = sampler.rows
     during = [r for r in rows if r["phase"] == "fault"]
     before = [r for r in rows if r["phase"] == "steady"] or rows[:1]
@@ -450,6 +505,8 @@ def scene_rows(
          f"{sum(1 for t in takeovers if t[1] == 'healed')}"),
         ("  c /healthz 503 samples (fault)",
          f"{sum(1 for r in during if r['code'] != 200)} of {len(during)}"),
+        ("  c /healthz 503 samples (healed)",
+         f"{sum(1 for r in after if r['code'] != 200)} of {len(after)}"),
         ("  c threads before / most / after", span("os_threads")),
         ("  c open_fds before / most / after", span("open_fds")),
         ("  c rss MiB before / most / after",
@@ -464,6 +521,7 @@ def scene_rows(
         ("  quiet after heal (5 s without takeover included)",
          "not within limit" if quiet is None else f"{quiet:.1f} s"),
         ("  reader polls", f"{reader.polls}"),
+        *extra,
     ]  # fmt: skip
     for (phase, reason), count in sampler.reasons.most_common(4):
         out.append((f"  c /healthz {phase} x{count}", reason))
@@ -518,6 +576,7 @@ def one_scene(
         started.callback(sampler.close)
         time.sleep(5.0)
         load_start = load_average()
+        load_start_at = time.monotonic()
         reader.phase = "fault"
         restarts = [0]
 
@@ -525,11 +584,27 @@ def one_scene(
             restarts[0] += 1
             return start("b", zookeeper.hosts, f"b-{restarts[0]}")
 
-        b = run_fault(scene, spoil, args.fault, args.rate, b, restart_b, rng)
+        extra: list[tuple[str, str]] = []
+        if scene == "flapheal":
+            waiting, up = flap_until_waiting(spoil, args.fault, args.left, c, rng)
+        else:
+            b = run_fault(scene, spoil, args.fault, args.rate, b, restart_b, rng)
         reader.phase = "healed"
         healed = time.monotonic()
+        if scene == "flapheal":
+            back = wait_for(lambda: c_back(reader, c), args.settle)
+            extra += [
+                ("  flap lasted", f"{healed - load_start_at:.0f} s"),
+                ("  c wait left at heal (path up for)",
+                 f"{waiting} s ({up:.1f} s)"),
+                ("  c member and writing after heal",
+                 "not within limit" if back is None else f"{back:.1f} s"),
+            ]  # fmt: skip
         # Every node there and up, no takeover for 5 s (included), c 200.
-        quiet = wait_for(lambda: settled_quiet(reader, c, names), args.settle)
+        left = max(0.0, healed + args.settle - time.monotonic())
+        quiet = wait_for(lambda: settled_quiet(reader, c, names), left)
+        if quiet is not None:
+            quiet = time.monotonic() - healed
         if scene == "throttle":
             # b's new session holds its nodes now: settled is quiet.
             settle = quiet
@@ -549,7 +624,7 @@ def one_scene(
         load_end = load_average()
         sampler.close()
         rows = scene_rows(scene, args, args.fault, reader, sampler, settle,
-                          quiet, (load_start, load_end))  # fmt: skip
+                          quiet, (load_start, load_end), extra)  # fmt: skip
         for agent in (a, b, c):
             agent.stop()
         return rows
@@ -578,6 +653,7 @@ def parse_args() -> tuple[argparse.Namespace, list[tuple[str, Path]]]:
     parser.add_argument("--settle", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=4096.0)
     parser.add_argument("--seed", type=int, default=28)
+    parser.add_argument("--left", type=float, default=120.0)
     parser.add_argument("--scene", action="append", choices=SCENES)
     args = parser.parse_args()
     return args, checkouts_of(parser, args.checkout)
