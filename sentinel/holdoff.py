@@ -34,8 +34,8 @@ span that grows with it. While the path still flaps the wait holds as
 before; once it heals, the member is out for about `PROOF` s, not for
 what is left of a wait of up to `LONGEST_WAIT`. An end during a wait
 still counts, and makes the next wait twice as long: the proof, not the
-wait, is what a healed path waits for, and a path that still flaps
-joins half as often.
+wait, is what a healed path waits for, so a longer wait costs a healed
+path nothing more, and keeps one that still flaps out for longer.
 
 Every member decides this alone, from its own sessions: what the others
 read is the same, so members of any version agree. The group decides
