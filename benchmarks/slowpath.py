@@ -623,6 +623,14 @@ def one_scene(
         time.sleep(5.0)
         load_end = load_average()
         sampler.close()
+        if scene == "flapheal":
+            # c's own words for its waits: the last of its hold-off lines.
+            said = [
+                line.split("] ", 1)[-1][:150]
+                for line in c.log.read_text().splitlines()
+                if "sentinel.holdoff" in line
+            ]
+            extra += [(f"  c log (last of {len(said)} hold-off lines)", said[-1])]
         rows = scene_rows(scene, args, args.fault, reader, sampler, settle,
                           quiet, (load_start, load_end), extra)  # fmt: skip
         for agent in (a, b, c):
