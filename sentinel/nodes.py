@@ -23,6 +23,7 @@ from kazoo.protocol.states import WatchedEvent
 from twisted.internet.interfaces import IDelayedCall
 
 from sentinel.discovery import Member
+from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
 from sentinel.ownership import Holding
 
@@ -101,6 +102,7 @@ class Node:
         "due_since",
         "published_at",
         "built_checked_at",
+        "built_contrary",
         "moving",
         "taken_back",
     )
@@ -221,6 +223,13 @@ class Node:
         # said, from which its refresh counts when that is older than the
         # write's acknowledgement (`ZooKeeperPublisher._publish`).
         self.built_checked_at: float | None = None
+        # For an instance node or an opinion: its data last built took its
+        # ``error`` and ``latency_ms`` from a check that contradicted its
+        # status (a failure of an ``up`` instance short of ``fall``, a
+        # success of a ``down`` one short of ``rise``: a blip), and is
+        # written again at the next check that bears the status out
+        # (`blip_over`).
+        self.built_contrary = False
         # For a discovery member: it is to replace the member another
         # agent's session holds for the instance, whose node this agent
         # took over, and is written with the nodes readers miss
@@ -244,6 +253,18 @@ class Node:
         ):
             state.health.keep_since(*self.kept)
             self.kept = None
+
+    def blip_over(self, health: InstanceHealth) -> bool:
+        """
+        Whether the node's data, built during a blip (`built_contrary`),
+        is now wrong on the instance's account: its last check bears the
+        status out again, and the blip's error is no longer what the
+        agent knows. Unless rewritten, the node said an ``up`` with the
+        blip's error (``timeout (ping)``, no latency) until its next
+        refresh, up to 30 s of checks that all succeed. Only a write that
+        caught a blip costs this one more; a blip no write caught, none.
+        """
+        return self.built_contrary and health.unbacked_since is None
 
     @property
     def name(self) -> str:

@@ -299,6 +299,8 @@ class Opinions:
             node.state is not state
             or transition is not None
             or (state.name in self._unsettled and state.health.settled)
+            # Written during a blip, over now (`Node.blip_over`).
+            or (not node.dirty and node.blip_over(state.health))
         ):
             node.state = state
             self._unsettled.discard(state.name)
@@ -580,6 +582,7 @@ class Opinions:
         if opinion is None:
             return None
         assert state is not None
+        node.built_contrary = state.health.unbacked_since is not None
         if opinion.settled:
             self._unsettled.discard(state.name)
         else:
@@ -1262,8 +1265,33 @@ class Opinions:
             since = self._changed_at(name, verdict, before, now)
         self._since[name] = (verdict.status, since)
         self._sources[name] = verdict.source
+        # Its error is a blip's if it is our own opinion's (ours is first
+        # among the observers that say its status) and our last check
+        # contradicts it: written again once a check bears it out.
+        node.built_contrary = (
+            own is not None
+            and own.current(now)
+            and own.status == verdict.status
+            and own.unbacked_since is not None
+        )
         checked_at = self._checked_at(node, verdict, now)
         return verdict_document(instance, verdict, self._agent_id, since, checked_at)
+
+    def error_cleared(self, name: str, verdict: Verdict) -> bool:
+        """
+        Whether the verdict last written of `name` said an error that
+        `verdict` (the same status) no longer says: an opinion heard
+        cleared it. Asked when an opinion changes (written on change
+        alone, and once more after a blip that a write of it caught), never
+        at every check: the verdict is written again then, not a refresh
+        later.
+        """
+        written = self._sources.get(name)
+        return (
+            written is not None
+            and written.error is not None
+            and verdict.source.error is None
+        )
 
     def _since_read(self, name: str, status: str, found: float, now: float) -> float:
         """

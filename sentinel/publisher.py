@@ -439,6 +439,11 @@ class ZooKeeperPublisher(Service):
             self._mark(node)
             self._members.update(state)
             return
+        if not node.dirty and node.blip_over(state.health):
+            # Its last write caught a blip, over now: the node said its
+            # error (`Node.blip_over`). Members say no error.
+            self._mark(node)
+            return
         if node.written_at is not None and not node.dirty and self._refresh_due(node):
             self._mark(node)
             self._members.refresh(state.name)
@@ -561,18 +566,22 @@ class ZooKeeperPublisher(Service):
 
         def data() -> bytes | None:
             if roles.joined:
+                # Set by the document of our own, if it takes a blip's error.
+                node.built_contrary = False
                 document = roles.document(node)
                 if document is None:
                     return None
             else:
                 state = node.state
                 assert state is not None
-                if not state.health.current(self._reactor.seconds()):
+                health = state.health
+                if not health.current(self._reactor.seconds()):
                     # Stale (the agent frozen, say): written again after the
                     # next check, which decides the status anew.
                     return None
                 node.keep_since()
-                document = instance_document(state.instance, state.health, agent_id)
+                document = instance_document(state.instance, health, agent_id)
+                node.built_contrary = health.unbacked_since is not None
             node.built_checked_at = said_checked_at(document)
             return encode(document)
 
@@ -766,15 +775,18 @@ class ZooKeeperPublisher(Service):
             self._holders.watched(node, event)
 
     def _reconsider(self, name: str) -> None:
-        """An opinion changed: write the verdict if it changed too."""
+        """
+        An opinion changed: write the verdict if it changed too, or if it
+        no longer says the error its last write took from an opinion.
+        """
         node = self._nodes.instances.get(name)
-        if (
-            node is not None
-            and (node.takeover or node.released)
-            and self._roles.verdict_changed(node)
-        ):
+        if node is None or not (node.takeover or node.released):
+            return
+        if self._roles.verdict_changed(node):
             self._mark(node)
             self._members.verdict_changed(name, node.state)
+        elif not node.dirty and self._roles.verdict_error_cleared(node):
+            self._mark(node)
 
     def _record_parent(self, parent: str) -> Deferred[None]:
         if self.handoff is None:

@@ -547,6 +547,16 @@ class GroupRoles:
         node.decided = decided
         return True
 
+    def verdict_error_cleared(self, node: Node) -> bool:
+        """
+        Whether the verdict at `node`, unchanged (`verdict_changed`), no
+        longer says an error its last write took from an opinion (an
+        observer's, written during its blip and again once it was over:
+        `Node.blip_over`).
+        """
+        verdict = self.verdict_of(node.name)
+        return verdict is not None and self._opinions.error_cleared(node.name, verdict)
+
     def document(self, node: Node) -> dict[str, Any] | None:
         """
         What the primary writes at an instance node, or None if nothing
@@ -674,7 +684,9 @@ class GroupRoles:
             if own is not None and self._newer(node, own, now):
                 node.keep_since()
                 assert state is not None
-                return instance_document(state.instance, state.health, self._agent_id)
+                health = state.health
+                node.built_contrary = health.unbacked_since is not None
+                return instance_document(state.instance, health, self._agent_id)
         else:
             verdict = self.verdict_of(name)
             # The instance as checked (a reload may have changed it), or

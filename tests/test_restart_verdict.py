@@ -71,6 +71,8 @@ class Scene:
         fleet.server.drop(a.zk)
         self.statuses: dict[str, list[str | None]] = {n: [] for n in self.share}
         self.listed: dict[str, list[int]] = {n: [] for n in self.share}
+        # Every ``checked_at`` each node said.
+        self.checked: dict[str, set[float | None]] = {n: set() for n in self.share}
         self.first_check: dict[str, float] = {}
         self.stopped_at = fleet.clock.seconds()
         self.again = self.add("a", then_sees)
@@ -107,7 +109,9 @@ class Scene:
                     if then_sees is not None:
                         again.see(name, then_sees)
             for name in self.share:
-                self.statuses[name].append((fleet.node(name) or {}).get("status"))
+                document = fleet.node(name) or {}
+                self.statuses[name].append(document.get("status"))
+                self.checked[name].add(document.get("checked_at"))
                 self.listed[name].append(len(fleet.members_of(name)))
 
     def changed_at(self, name: str, status: str) -> float | None:
@@ -147,9 +151,9 @@ class ReattachedVerdictTests(SynchronousTestCase):
         first check of each fails (its own trouble: the next finds it up).
         No node ever says down, no member goes, and each node is rewritten
         by the next process (on the same session), up, its ``checked_at``
-        still the previous process's: a failure is no evidence that it is
-        up, and the success after it changes nothing to write until the
-        refresh.
+        never that failed check's (no evidence that it is up), and written
+        again by the success after it, which ends the blip its error was
+        (`Node.blip_over`): ``checked_at`` that success's, no error.
         """
         scene = Scene(self, a_sees=UP, then_sees=DOWN)
         scene.run(ALONE_AFTER + 4 * INTERVAL, then_sees=UP)
@@ -159,8 +163,13 @@ class ReattachedVerdictTests(SynchronousTestCase):
         self.assert_nothing_down(scene)
         for name in scene.share:
             document = scene.fleet.node(name) or {}
-            said = scene.said[name]["checked_at"]
-            self.assertEqual(document["checked_at"], said, name)
+            failed = scene.first_check[name]
+            self.assertFalse(
+                [c for c in scene.checked[name] if c and abs(c - failed) <= STEP],
+                name,
+            )
+            self.assertGreater(document["checked_at"], failed, name)
+            self.assertIsNone(document["error"], name)
             # A restart is no change of status: the since stays.
             self.assertEqual(document["since"], scene.said[name]["since"], name)
             self.assertEqual(again.monitor.states[name].health.status, "up")
