@@ -4,7 +4,9 @@ Opinions in a group with ``zookeeper.replicas`` above 1 (DESIGN.md section
 
 Each observer of an instance publishes its opinion at
 ``{root}/opinions/{name}/{agent_id}``, written when its status, ``ready``
-or role changes (`observe`, `publish`), and every `refresh` seconds read
+or role changes (`observe`, `publish`), or a blip a write of it caught
+ends (`Node.blip_over`: its error is no longer what the agent knows, and
+nothing else would write it again), and every `refresh` seconds read
 back (its stat alone, a cheap read) and written again if it is not as
 written: another client overwrote it (with garbage, or another status),
 or deleted it. Nothing else would ever write it again, and the verdict

@@ -6,7 +6,8 @@ that do the writing are composed here.
 The data path: `publish(state, transition)` runs after every check and
 decides whether the instance's node must be written: at its first check
 (never from a status it does not have), when its status, ``ready`` or role
-changes, when a reload replaced the instance, and at least every
+changes, when a reload replaced the instance, at the check that ends a
+blip whose error a write caught (`Node.blip_over`), and at least every
 `refresh` seconds (so readers can tell a stale node); the agent node when the instances
 change and every `heartbeat`. Unchanged, it writes and allocates nothing.
 A node to write is marked (`sentinel.writes`: coalesced, bounded, retried)
