@@ -9,14 +9,23 @@ line, signals, ZooKeeper nodes, HTTP routes). One line per check::
 
 Where the design is silent, README.rst is the reference, and the check
 says so. It ends with how many passed, and exits 1 if any failed.
-Bounded: every wait has a deadline; the walk takes 45--75 s at load 2--4
-on two cores, and every process it started is stopped by PID at the end.
+Bounded: every wait has a deadline; the walk takes about 3 minutes at
+load 3--7 on two cores (part 1 45--75 s at load 2--4, part 2 about 85 s),
+and every process it started is stopped by PID at the end.
 
-    .venv/bin/python benchmarks/contract.py
+    .venv/bin/python benchmarks/contract.py [--part 1|2|all]
+
+Part 1 walks the options, the reply table, the ZooKeeper layout, HTTP,
+signals and groups; part 2 what part 1 left out: TLS to Redis, ACL users
+and where a password may show, ``info_every``, ``/healthz`` after a stall
+and without ZooKeeper, the ``[zookeeper]`` keys timed, reloads of a port,
+the timeout and a file gone, and a ZooKeeper wiped.
 """
 
 from __future__ import annotations
 
+import argparse
+import http.client
 import json
 import logging
 import os
@@ -53,6 +62,7 @@ from common import (
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
+from tests.certs import make_certificates
 from tests.servers import listening_tcp_ports
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -648,12 +658,11 @@ port = {p1}
         status == 200 and json.loads(body).get("name") == default_name,
         (status, body[:100]),
     )
-    cons = zookeeper.four_letter_word("cons", 5).decode(errors="replace")
-    check(
+    session_timeout_asked(
+        zookeeper,
         "options",
         "--zk-session-timeout 7 requested (ZooKeeper 'cons' to=7000)",
-        "to=7000" in cons,
-        re.findall(r"to=\d+", cons),
+        7,
     )
     files = [p for p in state_cli.iterdir()]
     modes = [oct(stat.S_IMODE(p.stat().st_mode)) for p in files]
@@ -708,12 +717,8 @@ port = {p1}
     check(
         "toml", "http = ... serves", toml.http("/healthz")[0] in (200, 503), toml_http
     )
-    cons = zookeeper.four_letter_word("cons", 5).decode(errors="replace")
-    check(
-        "toml",
-        "zookeeper.session_timeout = 8.0 (cons to=8000)",
-        "to=8000" in cons,
-        re.findall(r"to=\d+", cons),
+    session_timeout_asked(
+        zookeeper, "toml", "zookeeper.session_timeout = 8.0 (cons to=8000)", 8
     )
     check(
         "toml",
@@ -753,6 +758,16 @@ port = {p1}
 
     layout(zk, toml, "/chroot-toml/cw-toml", "/chroot-toml/disco", redis)
     stop_and_restart(workdir, zk, cli, override)
+
+
+def session_timeout_asked(
+    zookeeper: ZooKeeperServer, section: str, statement: str, seconds: int
+) -> None:
+    """Check that some session asked for `seconds` (ZooKeeper's ``cons``)."""
+    cons = zookeeper.four_letter_word("cons", 5).decode(errors="replace")
+    check(
+        section, statement, f"to={seconds * 1000}" in cons, re.findall(r"to=\d+", cons)
+    )
 
 
 def agent_node_there(
@@ -1972,8 +1987,647 @@ def healthz_without_zookeeper(agent: Twistd, zookeeper: ZooKeeperServer) -> None
         )
 
 
+# -- part 2: TLS, ACL users, info_every, a late loop, ZooKeeper wiped ---------
+
+
+def walk_ages(agent: Twistd, seconds: float) -> list[float]:
+    """Every /pending age seen over `seconds` (read every 50 ms)."""
+    ages: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ages += [c["age_seconds"] for c in agent.json("/pending")["checks"]]
+        time.sleep(0.05)
+    return [a for a in ages if a is not None]
+
+
+def redis_table(name: str, port: int, extra: str = "") -> str:
+    """One ``[[redis]]`` table on the loopback address."""
+    return f'[[redis]]\nname = "{name}"\nhost = "127.0.0.1"\nport = {port}\n{extra}'
+
+
+def tls(workdir: Path, zk: KazooClient, hosts: str, plain: RedisServer) -> None:
+    """TLS to Redis: verified, refused for each reason, and mismatched ends."""
+    (workdir / "certs").mkdir()
+    certs = make_certificates(workdir / "certs")
+    open_tls = RedisServer(tls=certs, tls_auth_clients="no")
+    asking = RedisServer(tls=certs, tls_auth_clients="yes")
+    servers = [open_tls.start(), asking.start()]
+    verified = f'tls = true\nca_file = "{certs.ca_file}"\nserver_name = "localhost"\n'
+    client = f'cert_file = "{certs.client_cert_file}"\n'
+    client += f'key_file = "{certs.client_key_file}"\n'
+    tables = {
+        "tls-ok": (open_tls.port, verified),
+        "tls-other-ca": (
+            open_tls.port,
+            f'tls = true\nca_file = "{certs.other_ca_file}"\n'
+            'server_name = "localhost"\n',
+        ),
+        "tls-wrong-name": (
+            open_tls.port,
+            verified.replace('"localhost"', '"wrong.example"'),
+        ),
+        "tls-no-client-cert": (asking.port, verified),
+        "tls-client-cert": (asking.port, verified + client),
+        "plain-to-tls-port": (open_tls.port, ""),
+        "tls-to-plain-port": (plain.port, verified),
+    }
+    config = workdir / "tls.toml"
+    config.write_text(
+        f'interval = 1.0\ntimeout = 0.5\n[zookeeper]\nhosts = "{hosts}"\n'
+        'root = "/cw-tls"\n'
+        + "".join(redis_table(n, p, extra) for n, (p, extra) in tables.items())
+    )
+    agent = Twistd(workdir, "tls", ["--config", str(config), "--agent-id", "tls"])
+    try:
+        check("tls", "agent starts", agent.wait_answering(), agent.child.why_ended())
+        seen = poll(
+            lambda: (
+                lambda i: (
+                    i
+                    if len(i) == len(tables)
+                    and all(d["checks"] >= 2 for d in i.values())
+                    else None
+                )
+            )(agent.instances()),
+            20,
+        )
+        seen = seen or agent.instances()
+        ages = walk_ages(agent, 3.0)
+        nodes = {n: node(zk, f"/cw-tls/instances/{n}") for n in tables}
+        for name in ("tls-ok", "tls-client-cert"):
+            data = nodes[name]
+            check(
+                "tls",
+                f"{name}: up when the certificate verifies",
+                bool(data) and data[0]["status"] == "up" and data[0]["error"] is None,
+                data and {k: data[0][k] for k in ("status", "error")},
+            )
+        for name in tables:
+            if name in ("tls-ok", "tls-client-cert"):
+                continue
+            data = nodes[name]
+            error = data[0]["error"] if data else None
+            check(
+                "tls",
+                f"{name}: down, one-line error",
+                bool(data)
+                and data[0]["status"] == "down"
+                and isinstance(error, str)
+                and bool(error)
+                and "\n" not in error,
+                error,
+            )
+        check(
+            "tls",
+            "every check, TLS or mismatched, ends within the timeout (0.5 s)",
+            bool(ages) and max(ages) < 0.5 + 0.25,
+            f"{len(ages)} pending ages read, max {max(ages or [0]):.3f} s",
+        )
+    finally:
+        agent.stop()
+        for server in servers:
+            server.stop()
+
+
+ACL_PASSWORDS = {"alice": "al1ce-s3cret", "bob": "b0b-s3cret", "wrong": "n0t-alices"}
+
+
+def acl_users(workdir: Path, zk: KazooClient, hosts: str) -> None:
+    """username + password_file: right, wrong, disabled; no password shown."""
+    server = RedisServer(
+        extra_args=[
+            "--user", "alice", "on", ">" + ACL_PASSWORDS["alice"], "+@all", "~*",
+            "--user", "bob", "off", ">" + ACL_PASSWORDS["bob"], "+@all", "~*",
+        ]
+    )  # fmt: skip
+    server.start()
+    files = {}
+    for who, password in ACL_PASSWORDS.items():
+        files[who] = workdir / f"acl-{who}.pw"
+        files[who].write_text(password + "\n")
+    config = workdir / "acl.toml"
+    config.write_text(
+        f'interval = 0.5\n[zookeeper]\nhosts = "{hosts}"\nroot = "/cw-acl"\n'
+        + redis_table(
+            "acl-right",
+            server.port,
+            f'username = "alice"\npassword_file = "{files["alice"]}"\n',
+        )
+        + redis_table(
+            "acl-wrong",
+            server.port,
+            f'username = "alice"\npassword_file = "{files["wrong"]}"\n',
+        )
+        + redis_table(
+            "acl-disabled",
+            server.port,
+            f'username = "bob"\npassword_file = "{files["bob"]}"\n',
+        )
+    )
+    agent = Twistd(workdir, "acl", ["--config", str(config), "--agent-id", "acl"])
+    try:
+        check("acl", "agent starts", agent.wait_answering(), agent.child.why_ended())
+        poll(lambda: len(children(zk, "/cw-acl/instances")) == 3, 20)
+        time.sleep(1.5)
+        want = {
+            "acl-right": ("up", None),
+            "acl-wrong": ("down", "WRONGPASS"),
+            "acl-disabled": ("down", "WRONGPASS"),
+        }
+        for name, (status, error) in want.items():
+            data = node(zk, f"/cw-acl/instances/{name}")
+            got = data and (data[0]["status"], data[0]["error"])
+            check(
+                "acl",
+                f"{name}: {status}" + (f", error names {error}" if error else ""),
+                bool(got)
+                and got[0] == status
+                and (got[1] is None if error is None else error in (got[1] or "")),
+                got,
+            )
+        # The wrong file now holds alice's password: read again on SIGHUP
+        # (README). Everything the agent shows, then its log, after it.
+        files["wrong"].write_text(ACL_PASSWORDS["alice"] + "\n")
+        os.kill(agent.pid, signal.SIGHUP)
+        fixed = poll(
+            lambda: (
+                (node(zk, "/cw-acl/instances/acl-wrong") or [{}])[0].get("status")
+                == "up"
+            ),
+            15,
+        )
+        check(
+            "acl",
+            "password_file corrected, SIGHUP: that instance up",
+            bool(fixed),
+            (node(zk, "/cw-acl/instances/acl-wrong") or [{}])[0].get("error"),
+        )
+        shown = [agent.http(path)[2] for path in (
+            "/instances", "/instances/acl-right", "/instances/acl-wrong",
+            "/pending", "/healthz", "/debug/stats", "/metrics", "/group", "/",
+        )]  # fmt: skip
+        shown.append(
+            agent.http("/metrics", {"Accept": "application/openmetrics-text"})[2]
+        )
+        for path in ["/cw-acl/agents/acl"] + [f"/cw-acl/instances/{n}" for n in want]:
+            try:
+                shown.append(zk.get(path)[0])
+            except NoNodeError:
+                pass
+        text = b"\n".join(shown).decode(errors="replace")
+        log = agent.log.read_text(errors="replace")
+        leaked = [w for w, p in ACL_PASSWORDS.items() if p in text]
+        check(
+            "acl",
+            "no password in any node, HTTP answer or metric",
+            not leaked,
+            f"{len(text)} characters read; found: {leaked}",
+        )
+        leaked = [w for w, p in ACL_PASSWORDS.items() if p in log]
+        check(
+            "acl",
+            "no password in the agent's log",
+            not leaked,
+            f"{log.count(chr(10))} lines; found: {leaked}",
+        )
+    finally:
+        agent.stop()
+        server.stop()
+
+
+def redis_cli(server: RedisServer, *args: str) -> str:
+    """A redis-cli command's output against `server`."""
+    return subprocess.run(
+        ["redis-cli", "-h", LOOPBACK, "-p", str(server.port), *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    ).stdout
+
+
+def monitor_commands(
+    server: RedisServer, lines: list[str], stop: threading.Event, password: str = ""
+) -> None:
+    """Append what MONITOR shows of `server` to `lines` until `stop`."""
+    with socket.create_connection((LOOPBACK, server.port), timeout=0.2) as conn:
+        if password:
+            conn.sendall(b"AUTH %s\r\n" % password.encode())
+        conn.sendall(b"MONITOR\r\n")
+        buffer = b""
+        while not stop.is_set():
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buffer += chunk
+            *whole, buffer = buffer.split(b"\r\n")
+            lines += [w.decode(errors="replace") for w in whole]
+
+
+def by_check(lines: list[str]) -> list[set[str]]:
+    """MONITOR lines grouped into checks (a gap of 0.1 s parts two), commands."""
+    groups: list[set[str]] = []
+    last = None
+    for line in lines:
+        match = re.match(r'\+?([0-9.]+) \[[^]]*\] "(\w+)"', line)
+        if not match:
+            continue
+        at = float(match.group(1))
+        if last is None or at - last > 0.1:
+            groups.append(set())
+        groups[-1].add(match.group(2).upper())
+        last = at
+    return groups
+
+
+def info_every(workdir: Path) -> None:
+    """INFO replication every N checks, and on a change to up (MONITOR)."""
+    server = RedisServer().start()
+    config_every = 5
+    # info_every has no command line option: a TOML file with only it.
+    config = workdir / "info.toml"
+    config.write_text(f"info_every = {config_every}\n")
+    agent = Twistd(workdir, "info", [
+        "--config", str(config), "--redis", f"i={LOOPBACK}:{server.port}",
+        "--interval", "0.25", "--timeout", "0.2", "--rise", "2",
+    ])  # fmt: skip
+    lines: list[str] = []
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=monitor_commands, args=(server, lines, stop), daemon=True
+    )
+    try:
+        check("info_every", "agent starts", agent.wait_answering(),
+              agent.child.why_ended())  # fmt: skip
+        poll(lambda: agent.json("/instances/i").get("status") == "up", 15)
+        watcher.start()
+        time.sleep(6.0)
+        steady = [c for c in by_check(lines) if "PING" in c]
+        pings = len(steady)
+        infos = sum("INFO" in c for c in steady)
+        check(
+            "info_every",
+            f"info_every = {config_every}: INFO replication every "
+            f"{config_every} checks when up",
+            pings >= 10 and abs(infos - pings / config_every) <= 1.5,
+            f"{pings} checks, {infos} with INFO in 6 s",
+        )
+        # Down by NOAUTH (its connection killed), then up again: MONITOR
+        # sees no backlog of a paused server. The kill takes the walk's
+        # MONITOR too (a normal client to Redis): a new one watches.
+        redis_cli(server, "CONFIG", "SET", "requirepass", "walk-pw")
+        redis_cli(server, "-a", "walk-pw", "--no-auth-warning", "CLIENT", "KILL",
+                  "TYPE", "normal")  # fmt: skip
+        stop.set()
+        watcher.join(5)
+        poll(lambda: agent.json("/instances/i").get("status") == "down", 10)
+        lines.clear()
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=monitor_commands,
+            args=(server, lines, stop, "walk-pw"),
+            daemon=True,
+        )
+        watcher.start()
+        time.sleep(0.3)
+        lines.clear()  # +OK of AUTH and MONITOR
+        redis_cli(server, "-a", "walk-pw", "--no-auth-warning", "CONFIG", "SET",
+                  "requirepass", "")  # fmt: skip
+        up = poll(lambda: agent.json("/instances/i").get("status") == "up", 10, 0.02)
+        time.sleep(0.5)
+        checks_info = [("INFO" in c) for c in by_check(lines) if "PING" in c]
+        check(
+            "info_every",
+            "INFO on the change to up (every check until up sends INFO)",
+            bool(up) and len(checks_info) >= 2 and all(checks_info[:2]),
+            f"checks once the password went, INFO with each: {checks_info[:8]}",
+        )
+    finally:
+        stop.set()
+        agent.stop()
+        server.stop()
+
+
+def healthz_late(workdir: Path, port: int) -> None:
+    """/healthz read at once after the agent stalled over 2 x interval."""
+    agent = Twistd(workdir, "late", [
+        "--redis", f"{LOOPBACK}:{port}", "--interval", "0.5", "--timeout", "0.3",
+    ])  # fmt: skip
+    try:
+        check("healthz", "agent starts", agent.wait_answering(),
+              agent.child.why_ended())  # fmt: skip
+        poll(lambda: agent.http("/healthz")[0] == 200, 10)
+        # A connection kept open from before, as a load balancer's: the
+        # request sent while the agent is stopped waits to be read.
+        ticks = agent.json("/debug/stats")["ticks"]
+        kept = http.client.HTTPConnection(LOOPBACK, agent.http_port, timeout=15)
+        kept.request("GET", "/healthz")
+        kept.getresponse().read()
+        os.kill(agent.pid, signal.SIGSTOP)
+        time.sleep(2.5)
+        kept.request("GET", "/debug/stats")
+        os.kill(agent.pid, signal.SIGCONT)
+        response = kept.getresponse()
+        first = json.loads(response.read())["ticks"]
+        kept.request("GET", "/healthz")
+        response = kept.getresponse()
+        answer = (response.status, response.read()[:120])
+        kept.close()
+        # On SIGCONT epoll_wait returns EINTR (man 7 signal), and Twisted
+        # runs the overdue tick before it reads any socket: the first read
+        # finds the loop ticked just now, which the contract calls healthy.
+        check(
+            "healthz",
+            "after SIGSTOP 2.5 s (interval 0.5): the loop ticks at once on "
+            "SIGCONT, before any request is read; /healthz 200",
+            first > ticks and answer[0] == 200,
+            f"ticks {ticks} before, {first} at the first read; {answer}",
+        )
+    finally:
+        agent.stop()
+
+
+def zookeeper_never(workdir: Path, port: int) -> None:
+    """
+    ZooKeeper configured but not reachable at start: /healthz 503, checks go
+    on; once a ZooKeeper listens there, every node is published.
+    """
+    later = ZooKeeperServer()
+    agent = Twistd(workdir, "nozk", [
+        "--redis", f"{LOOPBACK}:{port}", "--zookeeper", later.hosts,
+        "--agent-id", "nozk",
+    ])  # fmt: skip
+    try:
+        check("healthz", "agent with an unreachable ZooKeeper starts",
+              agent.wait_answering(), agent.child.why_ended())  # fmt: skip
+        status, _, body = agent.http("/healthz")
+        reasons = json.loads(body).get("reasons") or []
+        check(
+            "healthz",
+            "ZooKeeper never reachable: 503 naming ZooKeeper",
+            status == 503 and any("zookeeper" in r.lower() for r in reasons),
+            (status, reasons),
+        )
+        up = poll(
+            lambda: [i for i in agent.json("/instances")["instances"] if i["checks"]],
+            10,
+        )
+        check(
+            "healthz",
+            "and checks go on meanwhile",
+            bool(up) and up[0]["checks"] >= 1,
+            up and {k: up[0][k] for k in ("status", "checks")},
+        )
+        later.start()
+        started = time.monotonic()
+        paths = [f"/sentinel/instances/{LOOPBACK}:{port}", "/sentinel/agents/nozk"]
+        there = poll(lambda: all(node_of(later, p) for p in paths), 30, 0.2)
+        healthy = poll(lambda: agent.http("/healthz")[0] == 200, 30, 0.2)
+        check(
+            "healthz",
+            "ZooKeeper there at last: every node published, /healthz 200",
+            bool(there) and bool(healthy),
+            f"after {time.monotonic() - started:.1f} s: "
+            f"{agent.http('/healthz')[2][:160]!r}",
+        )
+    finally:
+        agent.stop()
+        later.close()
+
+
+def rewrite_gaps(
+    zookeeper: ZooKeeperServer, path: str, field: str, seconds: float
+) -> list[float]:
+    """Gaps between the values of `field` in `path`'s rewrites over `seconds`."""
+    client = KazooClient(hosts=zookeeper.hosts, timeout=10.0)
+    client.start(timeout=15.0)
+    seen: list[float] = []
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            got = node(client, path)
+            if got and (not seen or got[0][field] != seen[-1]):
+                seen.append(got[0][field])
+            time.sleep(0.1)
+    finally:
+        client.stop()
+        client.close()
+    return [b - a for a, b in zip(seen, seen[1:], strict=False)]
+
+
+def zookeeper_keys(workdir: Path, zookeeper: ZooKeeperServer, port: int) -> None:
+    """refresh, heartbeat, session_timeout, a chroot root, agent_id: timed."""
+    config = workdir / "zkkeys.toml"
+    config.write_text(
+        f'interval = 0.5\nagent_id = "keys"\n[zookeeper]\n'
+        f'hosts = "{zookeeper.hosts}/app"\nroot = "/keys"\nrefresh = 3\n'
+        "heartbeat = 1.5\nsession_timeout = 6.0\n" + redis_table("k", port)
+    )
+    agent = Twistd(workdir, "zkkeys", ["--config", str(config)])
+    try:
+        check("zookeeper", "agent starts", agent.wait_answering(),
+              agent.child.why_ended())  # fmt: skip
+        there = poll(lambda: node_of(zookeeper, "/app/keys/instances/k"), 20)
+        check(
+            "zookeeper",
+            "hosts with /app: nodes under /app/keys, agent_id names its node",
+            bool(there) and node_of(zookeeper, "/app/keys/agents/keys") is not None,
+            "/app/keys/instances/k, /app/keys/agents/keys",
+        )
+        for key, every, path, field in (
+            ("refresh", 3.0, "/app/keys/instances/k", "checked_at"),
+            ("heartbeat", 1.5, "/app/keys/agents/keys", "heartbeat_at"),
+        ):
+            gaps = rewrite_gaps(zookeeper, path, field, 3.5 * every)
+            check(
+                "zookeeper",
+                f"{key} = {every:g}: {path} rewritten every {every:g} s",
+                len(gaps) >= 2 and all(0.8 * every <= g <= every + 0.6 for g in gaps),
+                [round(g, 2) for g in gaps],
+            )
+        session_timeout_asked(
+            zookeeper, "zookeeper", "session_timeout = 6.0 requested (cons to=6000)", 6
+        )
+    finally:
+        agent.stop()
+
+
+def reload_more(
+    workdir: Path, zk: KazooClient, hosts: str, redis: list[RedisServer]
+) -> None:
+    """SIGHUP: a table's port in place, the timeout, a file gone unreadable."""
+    config = workdir / "reload2.toml"
+
+    def write(port: int, timeout: float) -> None:
+        config.write_text(
+            f'interval = 1.0\ntimeout = {timeout}\n[zookeeper]\nhosts = "{hosts}"\n'
+            'root = "/cw-reload2"\n' + redis_table("r", port)
+        )
+
+    write(redis[0].port, 0.9)
+    agent = Twistd(workdir, "reload2", ["--config", str(config)])
+    path = "/cw-reload2/instances/r"
+    try:
+        check("sighup", "agent starts", agent.wait_answering(), agent.child.why_ended())
+        poll(lambda: (node(zk, path) or [{}])[0].get("status") == "up", 15)
+        write(redis[1].port, 0.9)
+        os.kill(agent.pid, signal.SIGHUP)
+
+        def moved_up() -> bool:
+            data = node(zk, path)
+            return (
+                bool(data)
+                and data[0]["port"] == redis[1].port
+                and (data[0]["status"] == "up")
+            )
+
+        moved = poll(moved_up, 15)
+        check(
+            "sighup",
+            "same name, new port in place: its node's port follows, up",
+            bool(moved),
+            (node(zk, path) or [{}])[0].get("port"),
+        )
+        # The timeout, read off the age of checks on a paused server.
+        redis[1].pause()
+        try:
+            before = max(walk_ages(agent, 3.0) or [0])
+            write(redis[1].port, 0.2)
+            os.kill(agent.pid, signal.SIGHUP)
+            # A reload reads the file once it has kept still (README).
+            poll(lambda: "timeout 0.9 -> 0.2" in agent.log.read_text(), 15, 0.1)
+            # A check started before the reload keeps its deadline.
+            time.sleep(1.5)
+            after = max(walk_ages(agent, 3.0) or [0])
+        finally:
+            redis[1].resume()
+        check(
+            "sighup",
+            "timeout 0.9 -> 0.2: checks pending no longer than 0.2 s",
+            before > 0.5 and after < 0.2 + 0.25,
+            f"max pending age {before:.2f} s before, {after:.2f} s after",
+        )
+        poll(lambda: (node(zk, path) or [{}])[0].get("status") == "up", 15)
+        for how in ("deleted", "a directory"):
+            config.unlink(missing_ok=True)
+            if how == "a directory":
+                config.mkdir()
+            lines = agent.log.read_text(errors="replace").count("\n")
+            os.kill(agent.pid, signal.SIGHUP)
+
+            def said_so(skip: int = lines) -> list[str]:
+                new = agent.log.read_text(errors="replace").splitlines()[skip:]
+                return [ln for ln in new if "reload2.toml" in ln]
+
+            said = poll(said_so, 15, 0.1) or []
+            check(
+                "sighup",
+                f"config file {how}: runs on with the old config, one log line",
+                agent.child.running
+                and sorted(agent.instances()) == ["r"]
+                and (node(zk, path) or [{}])[0].get("port") == redis[1].port
+                and len(said) >= 1,
+                said[-1][-160:] if said else "no log line",
+            )
+            if how == "a directory":
+                config.rmdir()
+    finally:
+        agent.stop()
+
+
+def zookeeper_wiped(workdir: Path, zookeeper: ZooKeeperServer, port: int) -> None:
+    """
+    ZooKeeper stopped, wiped, started again on its port: every node back,
+    after an outage shorter than the session timeout (4 s) and a longer one.
+    """
+    agent = Twistd(workdir, "wiped", [
+        "--redis", f"a={LOOPBACK}:{port}", "--redis", f"b={LOOPBACK}:{port}",
+        "--zookeeper", zookeeper.hosts, "--zk-root", "/wiped", "--agent-id", "w",
+        "--zk-session-timeout", "4",
+    ])  # fmt: skip
+    paths = ["/wiped/instances/a", "/wiped/instances/b", "/wiped/agents/w"]
+    try:
+        check("wiped", "agent starts", agent.wait_answering(), agent.child.why_ended())
+        poll(lambda: all(node_of(zookeeper, p) for p in paths), 20, 0.2)
+        for away in (2.0, 6.0):
+            zookeeper.stop()
+            zookeeper.wipe()
+            time.sleep(away)
+            zookeeper.start()
+            started = time.monotonic()
+            back = poll(lambda: all(node_of(zookeeper, p) for p in paths), 60, 0.2)
+            check(
+                "wiped",
+                f"away {away:g} s, back empty: every node back",
+                bool(back),
+                f"after {time.monotonic() - started:.1f} s: "
+                f"{[p for p in paths if node_of(zookeeper, p)]}",
+            )
+            healthy = poll(lambda: agent.http("/healthz")[0] == 200, 30, 0.2)
+            check(
+                "wiped",
+                f"away {away:g} s, back empty: /healthz 200 again",
+                bool(healthy),
+                f"after {time.monotonic() - started:.1f} s: "
+                f"{agent.http('/healthz')[2][:160]!r}",
+            )
+    finally:
+        agent.stop()
+
+
+def part_two(
+    workdir: Path, zookeeper: ZooKeeperServer, zk: KazooClient, redis: list[RedisServer]
+) -> None:
+    """What the first walk left out."""
+    tls(workdir, zk, zookeeper.hosts, redis[0])
+    acl_users(workdir, zk, zookeeper.hosts)
+    info_every(workdir)
+    healthz_late(workdir, redis[2].port)
+    zookeeper_never(workdir, redis[2].port)
+    zookeeper_keys(workdir, zookeeper, redis[2].port)
+    reload_more(workdir, zk, zookeeper.hosts, redis)
+    zookeeper_wiped(workdir, zookeeper, redis[2].port)
+
+
+def part_one(workdir: Path, started: ExitStack, redis: list[RedisServer]) -> None:
+    """The first walk: options, replies, layout, HTTP, signals, groups."""
+    locked = RedisServer(password="sesame")
+    started.callback(locked.stop)
+    locked.start()
+    zookeeper, zk = start_zookeeper(started)
+    good = f"{LOOPBACK}:{redis[0].port}"
+    invalid_inputs(workdir, good)
+    options(workdir, zk, zookeeper, [redis[0], redis[1], locked])
+    replies_agent = replies(workdir, zk, zookeeper.hosts, redis[1].port)
+    started.callback(replies_agent.stop)
+    reload(workdir, zk, zookeeper.hosts, redis)
+    group(workdir, zk, zookeeper.hosts, redis)
+    defaults(workdir, zk, zookeeper.hosts, redis[2].port)
+    auth_acl(workdir, zk, zookeeper.hosts, redis[2].port)
+    roles(workdir, zk, zookeeper.hosts, redis[2], started)
+    squatter(workdir, zookeeper, redis[2].port)
+    frozen_zookeeper(replies_agent, zookeeper)
+    healthz_without_zookeeper(replies_agent, zookeeper)
+    zookeeper_back(replies_agent, zookeeper, zk)
+    stop_without_zookeeper(replies_agent, zookeeper)
+
+
 def main() -> None:
     """Start the servers, walk the contract, stop everything, sum up."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--part",
+        choices=["1", "2", "all"],
+        default="all",
+        help="1: the first walk; 2: TLS, ACL users, info_every, a late loop, "
+        "ZooKeeper keys, reloads, a wiped ZooKeeper (default: all)",
+    )
+    part = parser.parse_args().part
     stop_on_sigterm()
     # The walk's own clients lose ZooKeeper on purpose: no chatter.
     logging.getLogger("kazoo").setLevel(logging.CRITICAL)
@@ -1983,25 +2637,11 @@ def main() -> None:
         workdir = Path(tmp)
         started.callback(lambda: [agent.stop() for agent in AGENTS])
         redis = start_redis_servers(3, started)
-        locked = RedisServer(password="sesame")
-        started.callback(locked.stop)
-        locked.start()
-        zookeeper, zk = start_zookeeper(started)
-        good = f"{LOOPBACK}:{redis[0].port}"
-        invalid_inputs(workdir, good)
-        options(workdir, zk, zookeeper, [redis[0], redis[1], locked])
-        replies_agent = replies(workdir, zk, zookeeper.hosts, redis[1].port)
-        started.callback(replies_agent.stop)
-        reload(workdir, zk, zookeeper.hosts, redis)
-        group(workdir, zk, zookeeper.hosts, redis)
-        defaults(workdir, zk, zookeeper.hosts, redis[2].port)
-        auth_acl(workdir, zk, zookeeper.hosts, redis[2].port)
-        roles(workdir, zk, zookeeper.hosts, redis[2], started)
-        squatter(workdir, zookeeper, redis[2].port)
-        frozen_zookeeper(replies_agent, zookeeper)
-        healthz_without_zookeeper(replies_agent, zookeeper)
-        zookeeper_back(replies_agent, zookeeper, zk)
-        stop_without_zookeeper(replies_agent, zookeeper)
+        if part in ("2", "all"):
+            zookeeper, zk = start_zookeeper(started)
+            part_two(workdir, zookeeper, zk, redis)
+        if part in ("1", "all"):
+            part_one(workdir, started, redis)
         for log in sorted(workdir.glob("*.log")):
             tracebacks = log.read_text(errors="replace").count("Traceback")
             if tracebacks:
