@@ -57,6 +57,7 @@ from twisted.logger import Logger
 from sentinel.assignment import Assignment
 from sentinel.catalog import Catalog
 from sentinel.config import RedisInstance, ZooKeeperConfig
+from sentinel.covers import Covers, covering
 from sentinel.crowding import Expected, InstancesCrowding
 from sentinel.heartbeats import MemberHeartbeats
 from sentinel.holdoff import HoldOff
@@ -232,6 +233,16 @@ class Group:
         self._held_back_call: IDelayedCall | None = None
         # The members' ids in order, for /group's pages.
         self._member_names = NameIndex()
+        # The nodes of slow primaries this agent makes where missing.
+        self.covers = Covers(
+            reactor,
+            lambda path: publisher.zk.exists(path),
+            self._cover_rank,
+            self._move,
+            self.publishing.made_or_held,
+            lambda name: f"{zookeeper.root}/instances/{name}",
+        )
+        self.publishing.watch_missing(self.covers.missing, self.covers.present)
         publisher.zk.add_listener(self._zk_state)
 
     def start(self) -> None:
@@ -247,6 +258,7 @@ class Group:
         """Stop following it (the publisher stops)."""
         self.membership.stop()
         self.holdoff.stop()
+        self.covers.stop()
         self.heartbeats.stop()
         self.crowding.stop()
         calls = (
@@ -372,20 +384,25 @@ class Group:
     def observers(self, name: str) -> tuple[str, ...]:
         """
         The observers of a known instance, primary first: its publisher
-        first, standing in for an absent primary (`sentinel.standins`).
+        first, standing in for an absent primary (`sentinel.standins`),
+        or covering for a slow one (`sentinel.covers`).
         """
-        return stand_in_order(self.assignment.observers(name), self._absent)
+        order = stand_in_order(self.assignment.observers(name), self._absent)
+        if self.covers.covering(name):
+            return covering(order, self.agent_id)
+        return order
 
     def standing_in(self, name: str) -> bool:
         """
         Whether this agent publishes `name` only where its node is missing:
-        for its absent primary, or as its primary back on a new session
-        and not listed again yet (`Membership.returning`).
+        for its absent primary, as its primary back on a new session and
+        not listed again yet (`Membership.returning`), or covering for a
+        slow primary (`sentinel.covers`).
         """
         observers = self.assignment.observers(name)
         if observers[:1] == (self.agent_id,):
             return self._returning
-        return self._standing_in_for_absent(name)
+        return self._standing_in_for_absent(name) or self.covers.covering(name)
 
     def _standing_in_for_absent(self, name: str) -> bool:
         """Whether this agent publishes `name` for its absent primary."""
@@ -393,8 +410,23 @@ class Group:
         return (
             bool(observers)
             and observers[0] != self.agent_id
-            and self.observers(name)[:1] == (self.agent_id,)
+            and stand_in_order(observers, self._absent)[:1] == (self.agent_id,)
         )
+
+    def _cover_rank(self, name: str) -> int | None:
+        """
+        This agent's place among the observers of `name` (1: its first
+        secondary) while it may cover its node for a slow primary, a
+        listed member (`sentinel.covers`); None otherwise: it publishes
+        the node already, or keeps it, or is no member now (waiting to
+        join again, or back on a new session and not listed yet).
+        """
+        if self.holdoff.holding or self._returning or self.provisional:
+            return None
+        order = stand_in_order(self.assignment.observers(name), self._absent)
+        if self.agent_id not in order[1:] or self.publishing.keeping(name):
+            return None
+        return order.index(self.agent_id)
 
     def _stirred(self) -> None:
         """The membership may be changing: watch our contested nodes a while."""

@@ -143,6 +143,9 @@ ABSENT_AFTER = 5.0
 # characters of a primary's id taken from a node (anyone's data).
 LATE_NAMED = 5
 PRIMARY_CHARS = 64
+# Seconds from an observer's first check of an instance it observes as
+# another's to its first reading of the verdict.
+FIRST_VERDICT_READ = 2.0
 # The largest verdict node kept as read for a takeover (`verdict_node`):
 # ours are under 1 KB with a few observers; any client may write up to
 # ZooKeeper's 1 MB in one, which every observer would keep per instance
@@ -248,6 +251,10 @@ class Opinions:
         # the takeover starts from there, with no read of its own
         # (`verdict_node`). About 0.5 KB an instance.
         self._verdict_nodes: dict[str, tuple[bytes, Any]] = {}
+        # Told of each reading, as a secondary, that finds the verdict
+        # node missing, or there (the group sets them: `sentinel.covers`).
+        self.verdict_missing: Callable[[str], None] = lambda name: None
+        self.verdict_present: Callable[[str], None] = lambda name: None
         # The instances whose opinion was last built unsettled here
         # (`InstanceHealth.settled`): written again once it settles, which
         # changes no status and so brings no transition to write it.
@@ -319,7 +326,11 @@ class Opinions:
             # opinions of what it is the primary of, or keeps).
             due = self._verdicts_due.get(state.name)
             if due is None:
-                self._verdicts_due[state.name] = now + self._refresh
+                # Read first soon (`FIRST_VERDICT_READ`), not a refresh on:
+                # as a new observer it watches the node from then on, and
+                # finds it missing if the primary is slow to make it
+                # (`sentinel.covers`). One read more an instance a move.
+                self._verdicts_due[state.name] = now + FIRST_VERDICT_READ
             elif now >= due:
                 self._read_verdict(state.name, node)
 
@@ -391,6 +402,10 @@ class Opinions:
         def answered(result: tuple[bytes, Any] | None) -> None:
             if self._nodes.opinions.get(name) is not node or name in self._heard:
                 return  # Moved meanwhile: its role decides.
+            if result is None:
+                self.verdict_missing(name)
+            else:
+                self.verdict_present(name)
             said = None if result is None else status_since(result[0])
             if said is None:
                 self._verdicts_read.pop(name, None)

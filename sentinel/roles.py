@@ -424,6 +424,24 @@ class GroupRoles:
         if name not in self._roles:
             self._followers.pop(name, None)
 
+    def watch_missing(
+        self, missing: Callable[[str], None], present: Callable[[str], None]
+    ) -> None:
+        """
+        Be told of each reading, as a secondary, that finds an instance's
+        node missing, or there (`sentinel.covers`).
+        """
+        self._opinions.verdict_missing = missing
+        self._opinions.verdict_present = present
+
+    def made_or_held(self, name: str) -> bool:
+        """
+        Whether the node of `name` this agent publishes is made (ours) or
+        found held by another session: a cover of it is over.
+        """
+        node = self._nodes.instances.get(name)
+        return node is None or node.removed or node.owned or node.holding is not None
+
     def taking_over(self, name: str) -> bool:
         """
         Whether this agent, the primary of `name` in place of another

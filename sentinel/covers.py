@@ -1,0 +1,207 @@
+"""
+Who makes an instance node that stays missing while its primary is a
+listed member slow to write it (DESIGN.md section 8: readers never see a
+node missing at a move, and a dead agent's nodes come back within a
+second of its session's end).
+
+A primary listed in the view is the only writer of its nodes, and
+nothing moves while it stays listed. But a live primary may be unable
+to write for many seconds: behind a path to ZooKeeper that holds bytes
+for seconds, its session ended and its nodes with it, while it came back
+listed within the settle time, and wrote them again over the same path
+6 s and more later (readers missed them up to 9.4 s); throttled, as the
+new primary of a leaver's share, it made those nodes 21.6 s after the
+leaver's close took them (BENCHMARKS.rst, "One member's path to
+ZooKeeper slow, flapping or throttled").
+
+So a secondary observer covers for it, by one rule every member applies
+alike from what it reads in ZooKeeper: an instance node this agent
+found missing as a secondary (a reading of the verdict, which its watch
+asks for at the next check after the node goes, `sentinel.opinions`),
+and still missing `rank` graces later (`COVER_GRACE`; rank 1 for the
+first secondary, 2 for the next: a second one makes it only if the
+first did not), is made by this agent, where missing only (a create,
+never a takeover: `Node.standing_in`, as for an absent member,
+`sentinel.standins`), as its primary would, from the opinions of its
+observers. Once made (or found made by another session), the cover ends
+and this agent keeps the node for the primary as any previous primary
+keeps one for the next (`sentinel.takeover`): writing its verdict, and
+letting it go once the primary takes it over in one transaction, as
+any move does. Two members never contest a node: each makes it only
+where missing, and only the primary takes one over. A member of an
+older version never covers; its nodes are covered by newer ones, and
+it takes them over as it takes over any node it finds made.
+
+What it costs: no request in steady state (the readings are the ones
+an observer makes already: one ``get`` an instance a refresh, and one
+after each write its watch hears of); per missing node, one ``exists``
+per secondary whose turn comes, and one create; at most one cover of a
+node a grace per member, however often it goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+# Seconds an instance node may stay missing, past the reading that found
+# it so, before its first secondary makes it: its primary, if it writes,
+# makes it within about a second of its going (a crashed member's
+# survivors too, `benchmarks/group.py writes`); the k-th secondary waits
+# k graces.
+COVER_GRACE = 2.0
+# Seconds between two looks at the nodes being covered: made, or another
+# session's (then the cover ends).
+COVER_LOOK = 0.5
+# Seconds after which a cover ends whatever happened (this agent's own
+# writes failing): the next reading that finds the node missing starts
+# another.
+COVER_LIMIT = 30.0
+
+
+def covering(observers: tuple[str, ...], agent: str) -> tuple[str, ...]:
+    """
+    `observers` (primary first) with `agent` first, if it is one of the
+    others: the order by which it publishes while it covers.
+    """
+    if agent not in observers[1:]:
+        return observers
+    return (agent, *(a for a in observers if a != agent))
+
+
+class Covers:
+    """
+    The instance nodes this agent covers for their slow primaries (see the
+    module docstring), and those it will ask about again.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        exists: Callable[[str], Deferred[Any]],
+        rank: Callable[[str], int | None],
+        apply: Callable[[set[str]], None],
+        settled: Callable[[str], bool],
+        path_of: Callable[[str], str],
+        grace: float = COVER_GRACE,
+    ) -> None:
+        """
+        @param exists: a node's stat, or None if it is missing.
+        @param rank: this agent's place among an instance's observers (1
+            for its first secondary), or None when it may not cover it
+            (not a secondary of a listed primary, or not a member now).
+        @param apply: told of the instances whose cover began or ended,
+            to publish them as their roles now say.
+        @param settled: whether an instance's node is made (ours) or held
+            by another session: the cover ends.
+        @param path_of: an instance's node path.
+        """
+        self._reactor = reactor
+        self._exists = exists
+        self._rank = rank
+        self._apply = apply
+        self._settled = settled
+        self._path_of = path_of
+        self._grace = grace
+        self._running = True
+        # The instances to ask about again, by their timers.
+        self._due: dict[str, IDelayedCall] = {}
+        # The instances covered, and since when.
+        self._covering: dict[str, float] = {}
+        self._look_call: IDelayedCall | None = None
+        # Covers begun, for /debug/stats and the log.
+        self.covered = 0
+
+    def covering(self, name: str) -> bool:
+        """Whether this agent covers `name`'s node now."""
+        return name in self._covering
+
+    def missing(self, name: str) -> None:
+        """A reading as a secondary found `name`'s node missing."""
+        if not self._running or name in self._due or name in self._covering:
+            return
+        rank = self._rank(name)
+        if rank is None:
+            return
+        # At least a grace from this reading: a node covers begin at most
+        # once a grace, however often it goes.
+        self._due[name] = self._reactor.callLater(rank * self._grace, self._ask, name)
+
+    def present(self, name: str) -> None:
+        """A reading found `name`'s node there: no cover is due."""
+        call = self._due.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def stop(self) -> None:
+        """Ask nothing more, and cancel what waits (the group stops)."""
+        self._running = False
+        for call in [*self._due.values(), self._look_call]:
+            if call is not None and call.active():
+                call.cancel()
+        self._due.clear()
+        self._look_call = None
+
+    def _ask(self, name: str) -> None:
+        del self._due[name]
+        if self._rank(name) is None:
+            return
+        path = self._path_of(name)
+
+        def answered(stat: Any) -> None:
+            if (
+                stat is None
+                and self._running
+                and name not in self._covering
+                and self._rank(name) is not None
+            ):
+                self._begin(name, path)
+
+        d = self._exists(path)
+        # A failed reading (timed out, the connection dropped) covers
+        # nothing: the next reading that finds the node missing asks again.
+        d.addCallbacks(answered, _ignored)
+        d.addErrback(lambda f: log.failure("covering {path} failed", f, path=path))
+
+    def _begin(self, name: str, path: str) -> None:
+        self._covering[name] = self._reactor.seconds()
+        self.covered += 1
+        log.info(
+            "group: {path} missing for {grace:g} s or more while its primary"
+            " is listed: this agent makes it where it is missing and keeps"
+            " it until its primary takes it over",
+            path=path,
+            grace=self._grace,
+        )
+        self._apply({name})
+        if self._look_call is None:
+            self._look_call = self._reactor.callLater(COVER_LOOK, self._look)
+
+    def _look(self) -> None:
+        """End the covers whose node is made, or no longer ours to make."""
+        self._look_call = None
+        now = self._reactor.seconds()
+        ended = {
+            name
+            for name, since in self._covering.items()
+            if self._settled(name)
+            or self._rank(name) is None
+            or now - since >= COVER_LIMIT
+        }
+        for name in ended:
+            del self._covering[name]
+        if ended:
+            self._apply(ended)
+        if self._covering and self._running:
+            self._look_call = self._reactor.callLater(COVER_LOOK, self._look)
+
+
+def _ignored(failure: Failure) -> None:
+    return None

@@ -1,0 +1,284 @@
+"""
+A live primary slow to write its instance node (`sentinel.covers`): the
+other observers make the node where it stays missing, create only, and
+keep it until the primary takes it over. Rules on a Clock, then a group
+of real publishers over one in-memory ZooKeeper (`tests.groupfakes`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.covers import COVER_GRACE, COVER_LIMIT, COVER_LOOK, Covers, covering
+from sentinel.group import OBSERVER, PRIMARY
+from sentinel.stopping import STOP_BUDGET
+from tests.groupfakes import INTERVAL, ROOT, Fleet, Member
+
+NAMES = [f"r{i:02d}" for i in range(30)]
+
+
+class CoveringOrderTests(SynchronousTestCase):
+    """`covering`: the order of observers while this agent covers."""
+
+    def test_secondary_put_first(self) -> None:
+        """A secondary covering is put first, the others in their order."""
+        self.assertEqual(covering(("a", "b", "c"), "c"), ("c", "a", "b"))
+
+    def test_primary_or_stranger_unchanged(self) -> None:
+        """The primary itself, or an agent not observing, changes nothing."""
+        self.assertEqual(covering(("a", "b"), "a"), ("a", "b"))
+        self.assertEqual(covering(("a", "b"), "z"), ("a", "b"))
+
+
+class RulesTests(SynchronousTestCase):
+    """When a secondary covers a missing node, and when it stops."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.ranks: dict[str, int | None] = {"x": 1}
+        self.stat: Any = None
+        self.asked: list[str] = []
+        self.applied: list[set[str]] = []
+        self.settled: set[str] = set()
+        self.covers = Covers(
+            self.clock,
+            self.exists,
+            lambda name: self.ranks.get(name),
+            self.applied.append,
+            lambda name: name in self.settled,
+            lambda name: f"{ROOT}/instances/{name}",
+        )
+
+    def exists(self, path: str) -> Deferred[Any]:
+        self.asked.append(path)
+        return succeed(self.stat)
+
+    def test_covers_after_grace_times_rank(self) -> None:
+        """
+        A node found missing is asked about again `rank` graces later,
+        and covered if still missing: not before.
+        """
+        self.ranks["x"] = 2
+        self.covers.missing("x")
+        self.clock.advance(2 * COVER_GRACE - 0.01)
+        self.assertEqual((self.asked, self.applied), ([], []))
+        self.clock.advance(0.01)
+        self.assertEqual(self.asked, [f"{ROOT}/instances/x"])
+        self.assertEqual(self.applied, [{"x"}])
+        self.assertTrue(self.covers.covering("x"))
+
+    def test_present_again_cancels(self) -> None:
+        """A reading that finds the node there again cancels the cover."""
+        self.covers.missing("x")
+        self.covers.present("x")
+        self.clock.advance(COVER_GRACE * 3)
+        self.assertEqual((self.asked, self.applied), ([], []))
+
+    def test_made_meanwhile_not_covered(self) -> None:
+        """A node made meanwhile (its primary wrote it) is left alone."""
+        self.stat = object()
+        self.covers.missing("x")
+        self.clock.advance(COVER_GRACE)
+        self.assertEqual(len(self.asked), 1)
+        self.assertEqual(self.applied, [])
+        self.assertFalse(self.covers.covering("x"))
+
+    def test_not_a_secondary_any_more(self) -> None:
+        """No cover for an instance this agent is no secondary of by then."""
+        self.covers.missing("x")
+        self.ranks["x"] = None
+        self.clock.advance(COVER_GRACE)
+        self.assertEqual((self.asked, self.applied), ([], []))
+
+    def test_failed_reading_covers_nothing(self) -> None:
+        """A reading that fails (timed out) covers nothing."""
+        self.covers = Covers(
+            self.clock,
+            lambda path: fail(TimeoutError()),
+            lambda name: 1,
+            self.applied.append,
+            lambda name: False,
+            lambda name: name,
+        )
+        self.covers.missing("x")
+        self.clock.advance(COVER_GRACE)
+        self.assertEqual(self.applied, [])
+
+    def test_ends_once_settled(self) -> None:
+        """A cover ends once the node is made (ours or another's)."""
+        self.covers.missing("x")
+        self.clock.advance(COVER_GRACE)
+        self.clock.advance(COVER_LOOK)
+        self.assertEqual(self.applied, [{"x"}])
+        self.settled.add("x")
+        self.clock.advance(COVER_LOOK)
+        self.assertEqual(self.applied, [{"x"}, {"x"}])
+        self.assertFalse(self.covers.covering("x"))
+
+    def test_ends_when_no_secondary(self) -> None:
+        """A cover ends once this agent is no secondary of the instance."""
+        self.covers.missing("x")
+        self.clock.advance(COVER_GRACE)
+        self.ranks["x"] = None
+        self.clock.advance(COVER_LOOK)
+        self.assertFalse(self.covers.covering("x"))
+        self.assertEqual(self.applied, [{"x"}, {"x"}])
+
+    def test_ends_at_limit(self) -> None:
+        """A node never made (our own writes failing) is covered no longer."""
+        self.covers.missing("x")
+        self.clock.advance(COVER_GRACE)
+        self.clock.advance(COVER_LIMIT)
+        self.assertFalse(self.covers.covering("x"))
+
+    def test_once_per_grace(self) -> None:
+        """
+        A node missing again right after a cover ended is covered again
+        no sooner than a grace after the last cover began.
+        """
+        self.covers.missing("x")
+        self.clock.advance(COVER_GRACE)
+        self.settled.add("x")
+        self.clock.advance(COVER_LOOK)
+        self.assertFalse(self.covers.covering("x"))
+        self.settled.clear()
+        self.covers.missing("x")
+        self.clock.advance(COVER_GRACE - COVER_LOOK - 0.01)
+        self.assertEqual(len(self.asked), 1)
+        self.clock.advance(COVER_GRACE)
+        self.assertEqual(len(self.asked), 2)
+
+    def test_stop_cancels(self) -> None:
+        """Stopping cancels what is waiting: no timer is left."""
+        self.covers.missing("x")
+        self.covers.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.covers.missing("y")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+def slow_primary(
+    fleet: Fleet, primary: Member, share: list[str], kinds: tuple[str, ...]
+) -> None:
+    """
+    `primary`'s writes hang (its session lives on) and the nodes of
+    `share` go, as at the close of a session that held them.
+    """
+    primary.zk.hang(*kinds)
+    for name in share:
+        fleet.server.remove(f"{ROOT}/instances/{name}")
+
+
+WRITES = ("create", "set", "replace")
+
+
+class SlowPrimaryTests(SynchronousTestCase):
+    """A live primary that cannot write: its secondaries make its nodes."""
+
+    def fleet(self, agents: tuple[str, ...], replicas: int) -> Fleet:
+        fleet = Fleet()
+        for agent in agents:
+            fleet.add(agent, NAMES, replicas=replicas).start()
+        fleet.run(3.0)
+        return fleet
+
+    def test_secondary_makes_missing_node(self) -> None:
+        """
+        Nodes of a live primary that writes nothing, gone, are made by
+        the other observer within a check and a grace, up, while the
+        primary keeps its role; once the primary writes again it takes
+        each over and the other observer keeps none.
+        """
+        fleet = self.fleet(("a", "b"), 2)
+        a, b = fleet.members["a"], fleet.members["b"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        slow_primary(fleet, a, share, WRITES)
+        fleet.run(2 * INTERVAL + COVER_GRACE + 0.5)
+        for name in share:
+            document = fleet.node(name)
+            assert document is not None, name
+            self.assertEqual(document["status"], "up")
+            self.assertEqual(document["agent"], "b")
+            self.assertEqual(fleet.owner_of(name), b.zk.session_id)
+            self.assertEqual(a.group.role(name), PRIMARY)
+            self.assertEqual(b.group.role(name), OBSERVER)
+        a.zk.unhang()
+        fleet.run(30.0)
+        for name in share:
+            self.assertEqual((fleet.node(name) or {}).get("agent"), "a", name)
+            self.assertEqual(fleet.owner_of(name), a.zk.session_id)
+        self.assertEqual(b.group.publishing.kept, set())
+        self.assertFalse(any(b.group.covers.covering(n) for n in share))
+
+    def test_one_cover_with_three_replicas(self) -> None:
+        """
+        With two secondaries, the first makes each node and the second,
+        which waits two graces and finds it there, makes none: one
+        create a missing node.
+        """
+        fleet = self.fleet(("a", "b", "c"), 3)
+        a = fleet.members["a"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        paths = {name: f"{ROOT}/instances/{name}" for name in share}
+
+        def creates(name: str) -> int:
+            return sum(
+                fleet.members[m].zk.calls_by_path["create", paths[name]]
+                for m in ("b", "c")
+            )
+
+        before = {name: creates(name) for name in share}
+        slow_primary(fleet, a, share, WRITES)
+        fleet.run(2 * INTERVAL + 2 * COVER_GRACE + 0.5)
+        for name in share:
+            first = a.group.assignment.observers(name)[1]
+            self.assertEqual((fleet.node(name) or {}).get("agent"), first, name)
+            self.assertEqual(creates(name) - before[name], 1, name)
+
+    def test_primary_that_writes_is_not_covered(self) -> None:
+        """
+        A node deleted under a primary that writes is made again by the
+        primary itself (its write watch), and no observer creates it.
+        """
+        fleet = self.fleet(("a", "b"), 2)
+        b = fleet.members["b"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        created = b.zk.calls["create"]
+        for name in share:
+            fleet.server.remove(f"{ROOT}/instances/{name}")
+        fleet.run(2 * INTERVAL + COVER_GRACE + 0.5)
+        for name in share:
+            self.assertEqual((fleet.node(name) or {}).get("agent"), "a", name)
+        self.assertEqual(b.zk.calls["create"], created)
+
+    def test_leavers_share_covered_by_new_observer(self) -> None:
+        """
+        A member leaves while the new primary of part of its share cannot
+        write: once the leaver's session ends and takes those nodes, their
+        other observer, new to them (it reads a verdict first soon after
+        its first check, not a refresh later), makes them within a check
+        and a grace.
+        """
+        fleet = self.fleet(("a", "b", "c"), 2)
+        b, c = fleet.members["b"], fleet.members["c"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "b")
+        session = b.zk.session_id
+        assert session is not None
+        c.zk.hang(*WRITES)
+        stopped = b.stop()
+        fleet.run(STOP_BUDGET + 0.5)
+        self.successResultOf(stopped)
+        moved = [n for n in share if c.group.role(n) == PRIMARY]
+        self.assertTrue(moved)
+        # Its session left open (the takeovers not done) ends.
+        fleet.server.end_session(session)
+        self.assertTrue(all(fleet.node(n) is None for n in moved))
+        fleet.run(INTERVAL + COVER_GRACE + 0.5)
+        for name in moved:
+            self.assertEqual((fleet.node(name) or {}).get("agent"), "a", name)
