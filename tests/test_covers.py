@@ -243,19 +243,27 @@ class SlowPrimaryTests(SynchronousTestCase):
 
     def test_primary_that_writes_is_not_covered(self) -> None:
         """
-        A node deleted under a primary that writes is made again by the
-        primary itself (its write watch), and no observer creates it.
+        Nodes deleted under a primary that writes, made again by it a
+        second and a half later (within the grace), after the other
+        observer found them missing: that observer asks again at the
+        grace's end, finds them, and creates none.
         """
         fleet = self.fleet(("a", "b"), 2)
-        b = fleet.members["b"]
+        a, b = fleet.members["a"], fleet.members["b"]
         share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
         created = b.zk.calls["create"]
+        a.zk.hang("create")
         for name in share:
             fleet.server.remove(f"{ROOT}/instances/{name}")
-        fleet.run(2 * INTERVAL + COVER_GRACE + 0.5)
+        fleet.run(1.5)
+        self.assertTrue(all(fleet.node(n) is None for n in share))
+        a.zk.unhang()
+        a.zk.release()
+        fleet.run(2 * COVER_GRACE)
         for name in share:
             self.assertEqual((fleet.node(name) or {}).get("agent"), "a", name)
         self.assertEqual(b.zk.calls["create"], created)
+        self.assertEqual(b.group.covers.covered, 0)
 
     def test_leavers_share_covered_by_new_observer(self) -> None:
         """
