@@ -243,6 +243,7 @@ class Group:
             lambda name: f"{zookeeper.root}/instances/{name}",
         )
         self.publishing.watch_missing(self.covers.missing, self.covers.present)
+        self.publishing.covered = lambda: self.covers.covered
         publisher.zk.add_listener(self._zk_state)
 
     def start(self) -> None:

@@ -125,6 +125,9 @@ class GroupRoles:
         # Told of a new ZooKeeper session after one of this process's own,
         # before anything is written in it (the group sets it).
         self.on_new_session: Callable[[], None] = lambda: None
+        # How many nodes of slow primaries this agent began to cover
+        # (`sentinel.covers`; the group sets it).
+        self.covered: Callable[[], int] = lambda: 0
         self._token = os.urandom(4).hex()
         # This agent's catalog as published: its digest and size.
         self.catalog: tuple[str, int] | None = None

@@ -182,6 +182,7 @@ class ZooKeeperReport:
             stats["group"] = {
                 "takeovers": takeovers.takeovers,
                 "made_anew": takeovers.made_anew,
+                "covered": self._roles.covered(),
                 "handoffs": takeovers.handoffs,
                 "handing_off": takeovers.handing_off,
                 "watches": takeovers.rearming.stats(),

@@ -213,6 +213,8 @@ class SlowPrimaryTests(SynchronousTestCase):
             self.assertEqual((fleet.node(name) or {}).get("agent"), "a", name)
             self.assertEqual(fleet.owner_of(name), a.zk.session_id)
         self.assertEqual(b.group.publishing.kept, set())
+        stats = b.publisher.stats()["group"]
+        self.assertEqual(stats["covered"], len(share))
         self.assertFalse(any(b.group.covers.covering(n) for n in share))
 
     def test_one_cover_with_three_replicas(self) -> None:
