@@ -243,6 +243,30 @@ class SlowPrimaryTests(SynchronousTestCase):
             self.assertEqual((fleet.node(name) or {}).get("agent"), first, name)
             self.assertEqual(creates(name) - before[name], 1, name)
 
+    def test_second_secondary_when_the_first_cannot_write(self) -> None:
+        """
+        With two secondaries, when the first cannot write either, the
+        second makes the node at its own turn (two graces after its
+        reading), so a slow first stand-in leaves nothing missing for
+        good.
+        """
+        fleet = self.fleet(("a", "b", "c"), 3)
+        a, b = fleet.members["a"], fleet.members["b"]
+        share = sorted(
+            n
+            for n in NAMES
+            if (fleet.node(n) or {})["agent"] == "a"
+            and a.group.assignment.observers(n)[1] == "b"
+        )
+        self.assertTrue(share)
+        b.zk.hang(*WRITES)
+        slow_primary(fleet, a, share, WRITES)
+        fleet.run(2 * INTERVAL + COVER_GRACE)
+        self.assertTrue(all(fleet.node(n) is None for n in share))
+        fleet.run(COVER_GRACE + 0.5)
+        for name in share:
+            self.assertEqual((fleet.node(name) or {}).get("agent"), "c", name)
+
     def test_primary_that_writes_is_not_covered(self) -> None:
         """
         Nodes deleted under a primary that writes, made again by it a
