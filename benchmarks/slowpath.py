@@ -22,7 +22,11 @@ each scene spoils for a while, then heals:
   ("c member and writing": c's ``/healthz`` 200 and a node it wrote).
 
 With ``--checkout LABEL=PATH`` (repeatable) each scene runs once per
-checkout, in turns, that checkout's agents on ``PYTHONPATH``.
+checkout, in turns, that checkout's agents on ``PYTHONPATH``. With
+``--private N``, c also knows N instances of its own (``p0000``...) that
+neither a nor b knows: nobody else can publish them, and the table says
+how long their nodes were missing (a hold-off of c's made them missing
+for its whole wait before ``sentinel.holdoff`` published them).
 
 A reader (its own client, straight to ZooKeeper) lists
 ``{root}/instances`` every 50 ms and watches each node's data: every
@@ -217,8 +221,11 @@ class Reader:
     ``down`` and each change of the session holding the node).
     """
 
-    def __init__(self, hosts: str, names: list[str]) -> None:
+    def __init__(self, hosts: str, names: list[str], private: set[str]) -> None:
         self.names = names
+        # c's own instances (``--private``): their gaps apart, by name.
+        self.private = private
+        self.private_missing: list[tuple[str, str, float]] = []
         self.client = KazooClient(hosts=hosts, timeout=30.0)
         self.client.start(timeout=10.0)
         self.lock = threading.Lock()
@@ -283,7 +290,10 @@ class Reader:
                     if name not in listed:
                         self.gone.setdefault(name, now)
                     elif name in self.gone:
-                        self.missing.append((self.phase, now - self.gone.pop(name)))
+                        gap = now - self.gone.pop(name)
+                        self.missing.append((self.phase, gap))
+                        if name in self.private:
+                            self.private_missing.append((self.phase, name, gap))
 
     def snapshot(self) -> tuple[set[str], dict[str, str | None], dict[str, str | None]]:
         """The names listed, each node's status and primary (agent id), now."""
@@ -482,6 +492,17 @@ def scene_rows(
     before = [r for r in rows if r["phase"] == "steady"] or rows[:1]
     after = [r for r in rows if r["phase"] == "healed"] or rows[-1:]
     takeovers = [t for t in reader.takeovers if t[1] in ("fault", "healed")]
+    private = [
+        (name, gap)
+        for phase, name, gap in reader.private_missing
+        if phase in ("fault", "healed")
+    ]
+    # Gaps still open now count up to now.
+    open_gaps = [
+        (name, time.monotonic() - since)
+        for name, since in reader.gone.items()
+        if name in reader.private
+    ]
     minutes = fault / 60
     missing = [s for p, s in reader.missing if p in ("fault", "healed")]
     downs = sum(reader.downs[p] for p in ("fault", "healed"))
@@ -503,6 +524,11 @@ def scene_rows(
          f"{sum(1 for t in takeovers if t[1] == 'fault')} "
          f"({sum(1 for t in takeovers if t[1] == 'fault') / minutes:.1f}/min) / "
          f"{sum(1 for t in takeovers if t[1] == 'healed')}"),
+        *([("  c's private nodes missing (gaps, names, longest, total)",
+            f"{len(private + open_gaps)}, {len({n for n, _ in private + open_gaps})}"
+            f", {max((g for _, g in private + open_gaps), default=0.0):.2f} s"
+            f", {sum(g for _, g in private + open_gaps):.1f} s")]
+          if reader.private else []),
         ("  c /healthz 503 samples (fault)",
          f"{sum(1 for r in during if r['code'] != 200)} of {len(during)}"),
         ("  c /healthz 503 samples (healed)",
@@ -542,7 +568,11 @@ def one_scene(
             Instance(f"r{i:04d}", servers[i % len(servers)].port)
             for i in range(args.instances)
         ]
-        names = [i.name for i in instances]
+        mine = [
+            Instance(f"p{i:04d}", servers[i % len(servers)].port)
+            for i in range(args.private)
+        ]
+        names = [i.name for i in instances + mine]
         spoil = Spoil()
         host, port = zookeeper.hosts.split(":")
         path = SlowPath((host, int(port)), spoil)
@@ -554,8 +584,9 @@ def one_scene(
             settings["quorum"] = 2
 
         def start(agent_id: str, hosts: str, label: str) -> Agent:
+            known = instances + mine if agent_id == "c" else instances
             text = agent_config(
-                instances, zookeeper=hosts, zk_root=ROOT, agent_id=agent_id,
+                known, zookeeper=hosts, zk_root=ROOT, agent_id=agent_id,
                 zk_settings=settings,
             )  # fmt: skip
             agent = Agent(workdir, text, label, pythonpath=checkout)
@@ -566,7 +597,7 @@ def one_scene(
         a = start("a", zookeeper.hosts, "a")
         b = start("b", zookeeper.hosts, "b")
         c = start("c", f"{LOOPBACK}:{path.port}", "c")
-        reader = Reader(zookeeper.hosts, names)
+        reader = Reader(zookeeper.hosts, names, {i.name for i in mine})
         started.callback(reader.close)
         # Steady: every node there and up, nothing moved for 5 s.
         if wait_for(lambda: settled_quiet(reader, c, names), 120.0) is None:
@@ -662,6 +693,7 @@ def parse_args() -> tuple[argparse.Namespace, list[tuple[str, Path]]]:
     parser.add_argument("--rate", type=float, default=4096.0)
     parser.add_argument("--seed", type=int, default=28)
     parser.add_argument("--left", type=float, default=120.0)
+    parser.add_argument("--private", type=int, default=0)
     parser.add_argument("--scene", action="append", choices=SCENES)
     args = parser.parse_args()
     return args, checkouts_of(parser, args.checkout)
