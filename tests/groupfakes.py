@@ -160,6 +160,20 @@ class Fleet:
         for _ in range(round(seconds / step)):
             self.clock.advance(step)
 
+    def cut_off(self, member: Member) -> None:
+        """`member` cut off until its session expired (the others took over)."""
+        session = member.zk.session_id
+        assert session is not None
+        member.zk.suspend()
+        self.run(1.0)
+        self.server.end_session(session)
+        self.run(3.0)
+
+    def expire(self, member: Member) -> None:
+        """`member` cut off until its session expired, then back."""
+        self.cut_off(member)
+        member.zk.connect()
+
     def node(self, name: str) -> dict[str, Any] | None:
         found = self.server.nodes.get(f"{ROOT}/instances/{name}")
         return None if found is None else json.loads(found.data)

@@ -189,13 +189,7 @@ class GroupTests(SynchronousTestCase):
 
     def expire(self, member: Member) -> None:
         """`member` cut off until its session expired, then back."""
-        session = member.zk.session_id
-        assert session is not None
-        member.zk.suspend()
-        self.fleet.run(1.0)
-        self.fleet.server.end_session(session)
-        self.fleet.run(3.0)
-        member.zk.connect()
+        self.fleet.expire(member)
 
     def held(self, member: Member) -> list[str]:
         """Every node `member`'s session holds."""

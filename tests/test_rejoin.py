@@ -42,12 +42,7 @@ class RejoinTests(SynchronousTestCase):
     def expire(self) -> Member:
         """``a`` cut off until its session expired; the others took over."""
         fleet, frozen = self.fleet, self.frozen
-        session = frozen.zk.session_id
-        assert session is not None
-        frozen.zk.suspend()
-        fleet.run(1.0)
-        fleet.server.end_session(session)
-        fleet.run(3.0)
+        fleet.cut_off(frozen)
         for name in NAMES:
             self.assertIn(fleet.node(name)["agent"], ("b", "c"))  # type: ignore[index]
         return frozen
