@@ -20,7 +20,9 @@ joins again, and each further one twice as long as the last, up to
 nothing. A session that lasts `WINDOW` forgets the ends before it.
 While it waits it is no member: it writes nothing in its new session
 (no catalog, no agent node, no instance node, no opinion), and the
-others, which took its share over at its session's end, keep it.
+others, which took its share over at its session's end, keep it; but
+the instances no other member knows, which nobody else would publish,
+it publishes as a lone agent would (`sentinel.unshared`).
 
 A wait ends early once the agent's connection to ZooKeeper has stayed
 up without a break (no suspension, no loss) for `proof_after` the
@@ -212,8 +214,11 @@ class HoldOff:
         self._cancel()
         self._over()
 
-    def reason(self) -> str | None:
-        """The /healthz line while a wait is under way, else None."""
+    def reason(self, writes: str = "writes nothing") -> str | None:
+        """
+        The /healthz line while a wait is under way, else None; `writes`
+        says what the agent writes meanwhile (`sentinel.unshared`).
+        """
         left = self.remaining()
         if left is None:
             return None
@@ -230,7 +235,7 @@ class HoldOff:
         return (
             f"group: this agent's ZooKeeper session ended {len(self._ends)} times"
             f" in a row, each within {WINDOW:.0f} s of the one before, so it is no"
-            f" member and writes nothing: it joins again{early} in {left:.0f} s"
+            f" member and {writes}: it joins again{early} in {left:.0f} s"
             " (check its path to ZooKeeper)"
         )
 

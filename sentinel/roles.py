@@ -249,13 +249,26 @@ class GroupRoles:
         """
         self._sessions_gone = frozenset(agents)
 
-    def hold_off(self, holding: Callable[[], bool]) -> None:
+    def hold_off(
+        self, holding: Callable[[], bool], unshared: Callable[[str], bool]
+    ) -> None:
         """
         Write nothing while `holding()` says so: this agent waits before
         it joins the group again (`sentinel.holdoff`); `write_all` at the
-        wait's end writes what is due.
+        wait's end writes what is due. Nothing but the nodes of the
+        instances `unshared` names (their instance node, discovery member
+        and opinion: the replicas discovered from them too), which no
+        other member would publish meanwhile (`sentinel.unshared`).
         """
         self._queue.holding_off = holding
+
+        def written(node: Node) -> bool:
+            state = node.state
+            if state is None:
+                return False  # The agent node, a catalog part.
+            return unshared(state.instance.discovered_by or state.name)
+
+        self._queue.unshared = written
 
     def write_all(self) -> None:
         """Write every node that is due (a wait to join again is over)."""

@@ -228,8 +228,11 @@ class WriteQueue:
         self.look_waits = LookWaits(reactor)
         # Whether this agent writes nothing now: a group member waiting
         # before it joins again (`sentinel.holdoff`). Its nodes stay
-        # dirty, for the `flush` at the wait's end.
+        # dirty, for the `flush` at the wait's end; but not those that
+        # `unshared` says nobody else would write meanwhile (the nodes of
+        # the instances no other member knows: `sentinel.unshared`).
         self.holding_off: Callable[[], bool] = lambda: False
+        self.unshared: Callable[[Node], bool] = lambda node: False
 
     @property
     def queued(self) -> int:
@@ -304,7 +307,7 @@ class WriteQueue:
             node.due_since = self._reactor.seconds()
         if node.writing or node.queued or not node.dirty or node.parked:
             return
-        if not self._may_write():
+        if not self._may_write() or self._held_off(node):
             return
         node.queued = True
         if node.moving:
@@ -480,11 +483,11 @@ class WriteQueue:
     def _may_write(self) -> bool:
         # Once stopping, a write that completes starts no other: stopService
         # is deleting our nodes and would race with it.
-        return (
-            acting(self._life)
-            and self._zk.state == CONNECTED
-            and not self.holding_off()
-        )
+        return acting(self._life) and self._zk.state == CONNECTED
+
+    def _held_off(self, node: Node) -> bool:
+        """Whether `node` waits for the end of a hold-off (`holding_off`)."""
+        return self.holding_off() and not self.unshared(node)
 
     def _drain(self) -> None:
         """
@@ -506,6 +509,8 @@ class WriteQueue:
                     break
                 node = queue.popleft()
                 node.queued = False
+                if self._held_off(node):
+                    continue  # Left dirty, for the flush at the wait's end.
                 if not (node.writing or not node.dirty or node.parked):
                     self._start_write(node)
         finally:

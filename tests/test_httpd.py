@@ -952,6 +952,7 @@ class _Group:
         )
         self.publishing = SimpleNamespace(primaries=len(verdicts))
         self.holdoff = SimpleNamespace(remaining=lambda: None, ends=lambda: 0, waits=0)
+        self.unshared = SimpleNamespace(names=frozenset())
 
     def unhealthy_reason(self) -> None:
         return None

@@ -1,0 +1,200 @@
+"""
+A member waiting before it joins its group again (`sentinel.holdoff`)
+still publishes the instances no other listed member knows
+(`sentinel.unshared`), and nothing else: each node of theirs is back in
+its new session at once, a further end of its session brings them back
+at once again, an instance another member learns of by a reload is that
+member's from then on, and /healthz, /group and /metrics say which.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.group import GroupMetrics
+from sentinel.holdoff import FIRST_WAIT
+from sentinel.listing import PageQuery
+from sentinel.unshared import Unshared, unshared_names
+from tests.groupfakes import DISCOVERY, ROOT, Fleet, instance
+
+SHARED = [f"s{i:02d}" for i in range(20)]
+PRIVATE = [f"p{i:02d}" for i in range(6)]
+SERVERSET = "serverset"
+
+
+class UnsharedNamesTests(SynchronousTestCase):
+    """Which names a member alone knows, from the listed catalogs."""
+
+    def test_names_no_other_member_knows(self) -> None:
+        """Its own catalog counts for nothing; any other member's does."""
+        fleet = Fleet()
+        fleet.add("a", SHARED + PRIVATE).start()
+        fleet.add("b", SHARED + PRIVATE[:2]).start()
+        fleet.run(3.0)
+        listed = fleet.members["a"].group.membership.listed
+        self.assertEqual(
+            unshared_names(SHARED + PRIVATE, "a", listed), frozenset(PRIVATE[2:])
+        )
+        unshared = Unshared("a")
+        self.assertEqual(unshared.found(PRIVATE, listed), frozenset(PRIVATE[2:]))
+        self.assertEqual(unshared.found(PRIVATE[1:], listed), frozenset())
+        said = unshared.said()
+        self.assertIn("no other listed member knows (p02, p03, p04, p05)", said)
+        unshared.clear()
+        self.assertEqual(unshared.said(), "writes nothing")
+
+
+class WaitingMemberTests(SynchronousTestCase):
+    """``a`` knows `PRIVATE` alone and shares `SHARED` with ``b``; R = 2."""
+
+    replicas = 2
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        discovery = (SERVERSET, DISCOVERY)
+        self.a = self.fleet.add(
+            "a", SHARED + PRIVATE, replicas=self.replicas, discovery=discovery
+        ).start()
+        self.b = self.fleet.add(
+            "b", SHARED, replicas=self.replicas, discovery=discovery
+        ).start()
+        self.fleet.run(3.0)
+        self.assertEqual(self.missing(), [])
+
+    def hold_off(self) -> None:
+        """Two ends in a row: ``a`` waits `FIRST_WAIT` before it joins."""
+        self.fleet.expire(self.a)
+        self.fleet.run(10.0)
+        self.fleet.expire(self.a)
+        self.assertTrue(self.a.group.holdoff.holding)
+
+    def missing(self) -> list[str]:
+        return [n for n in SHARED + PRIVATE if self.fleet.node(n) is None]
+
+    def held(self) -> list[str]:
+        """Every node ``a``'s session holds, by path."""
+        session = self.a.zk.session_id
+        return sorted(
+            p for p, n in self.fleet.server.nodes.items() if n.owner == session
+        )
+
+    def test_publishes_what_nobody_else_knows_while_it_waits(self) -> None:
+        """
+        Through the whole wait every node of an instance only ``a`` knows
+        is there, made by ``a``'s new session within a second (instance
+        node, discovery member, opinion), and ``a`` writes nothing else:
+        no catalog, no agent node, nothing of a shared instance; its
+        /healthz line, /group and /metrics name what it publishes.
+        """
+        self.hold_off()
+        self.fleet.run(1.0)
+        for _ in range(round((FIRST_WAIT - 2.0) / 0.5)):
+            self.assertEqual(self.missing(), [])
+            held = self.held()
+            self.assertEqual(
+                [p for p in held if p.startswith(f"{ROOT}/instances/")],
+                [f"{ROOT}/instances/{n}" for n in PRIVATE],
+            )
+            own = (f"{ROOT}/agents", f"{ROOT}/catalogs")
+            self.assertFalse([p for p in held if p.startswith(own)])
+            self.assertFalse([p for p in held if any(s in p for s in SHARED)])
+            self.fleet.run(0.5)
+        self.assertEqual(len(self.fleet.members_of(PRIVATE[0])), 1)
+        if self.replicas > 1:
+            self.assertIn(f"{ROOT}/opinions/{PRIVATE[0]}/a", self.held())
+        reason = self.a.group.unhealthy_reason() or ""
+        self.assertIn(
+            f"writes nothing but the nodes of the {len(PRIVATE)} instance(s) no"
+            " other listed member knows (p00, p01, p02, p03, p04 and 1 more)",
+            reason,
+        )
+        self.assertEqual(reason.count("; "), 0, reason)
+        head = json.loads(b"".join(self.a.group.report_slices(PageQuery(10))))
+        self.assertEqual(head["hold_off_unshared"], len(PRIVATE))
+        self.assertEqual(head["hold_off_unshared_names"], PRIVATE[:5])
+        gauges = {
+            family.name: family.samples[0].value
+            for family in GroupMetrics(self.a.group).collect()
+        }
+        self.assertEqual(
+            gauges["sentinel_group_hold_off_unshared_instances"], len(PRIVATE)
+        )
+        # The wait over, it joins as before, its share taken back.
+        self.fleet.run(4.0)
+        self.assertFalse(self.a.group.holdoff.holding)
+        self.assertIn(f"{ROOT}/agents/a", self.held())
+        self.assertEqual(self.a.group.unshared.names, frozenset())
+        self.assertEqual(self.missing(), [])
+
+    def test_an_end_during_the_wait_brings_them_back_at_once(self) -> None:
+        """
+        Another end during the wait takes ``a``'s private nodes with it;
+        its next session makes them again at once, as a lone agent's.
+        """
+        self.hold_off()
+        self.fleet.run(2.0)
+        self.fleet.expire(self.a)
+        self.assertTrue(self.a.group.holdoff.holding)
+        self.fleet.run(1.0)
+        self.assertEqual(self.missing(), [])
+        self.assertEqual(
+            [p for p in self.held() if p.startswith(f"{ROOT}/instances/")],
+            [f"{ROOT}/instances/{n}" for n in PRIVATE],
+        )
+
+    def test_an_instance_another_member_learns_of_is_its_own(self) -> None:
+        """
+        ``b`` learns of one of ``a``'s private instances by a reload
+        during the wait: ``a`` stops writing it, ``b`` takes its node over
+        without a gap and keeps it for the rest of the wait.
+        """
+        self.hold_off()
+        self.fleet.run(1.0)
+        learnt = PRIVATE[0]
+        self.b.group.add_instance(instance(learnt))
+        self.fleet.run(3.0)
+        self.assertNotIn(learnt, self.a.group.unshared)
+        self.assertTrue(self.a.group.holdoff.holding)
+        session_b = self.b.zk.session_id
+        self.assertEqual(self.fleet.owner_of(learnt), session_b)
+        for _ in range(round((FIRST_WAIT - 5.0) / 0.5)):
+            self.fleet.run(0.5)
+            self.assertEqual(self.missing(), [])
+            self.assertEqual(self.fleet.owner_of(learnt), session_b)
+        self.assertEqual(
+            [p for p in self.held() if p.startswith(f"{ROOT}/instances/")],
+            [f"{ROOT}/instances/{n}" for n in PRIVATE[1:]],
+        )
+
+    def test_an_instance_its_own_reload_removes_goes(self) -> None:
+        """
+        A reload of ``a``'s during the wait removes one it alone knows:
+        its node goes at once, as a lone agent's would.
+        """
+        self.hold_off()
+        self.fleet.run(1.0)
+        self.assertIsNotNone(self.fleet.node(PRIVATE[0]))
+        self.a.group.remove_instance(PRIVATE[0])
+        self.fleet.run(1.0)
+        self.assertIsNone(self.fleet.node(PRIVATE[0]))
+        self.assertEqual(self.fleet.members_of(PRIVATE[0]), [])
+
+    def test_a_stop_during_the_wait_deletes_them(self) -> None:
+        """
+        A stop during the wait (no state directory: a deregistration)
+        deletes the nodes ``a`` published meanwhile, and completes.
+        """
+        self.hold_off()
+        self.fleet.run(1.0)
+        stopped = self.a.stop()
+        self.fleet.run(5.0)
+        self.successResultOf(stopped)
+        self.assertEqual(self.missing(), PRIVATE)
+
+
+class OneReplicaTests(WaitingMemberTests):
+    """The same with ``replicas = 1``: no opinions."""
+
+    replicas = 1
