@@ -465,7 +465,7 @@ class ZooKeeperPublisher(Service):
         if state is None or self._nodes.instances.get(node.name) is not node:
             return now - written_at >= self.refresh
         due_after = _refresh_after(self.refresh, state.health.interval)
-        since = _refresh_from(node, written_at, state.health.checked_at)
+        since = _refresh_from(node, written_at, state.health.published_checked_at)
         return now - since >= due_after
 
     def relabel(self, state: InstanceState) -> None:
@@ -895,15 +895,20 @@ def _refresh_from(node: Node, written_at: float, checked: float | None) -> float
     """
     When the refresh of an instance node written at `written_at` counts
     from: the ``checked_at`` its data said, if older and a check of ours
-    (at `checked`) is newer; else the write. Readers judge the node by
-    its ``checked_at``; a write answered seconds after its data was built
+    that bears its status out (at `checked`:
+    `InstanceHealth.published_checked_at`) is newer; else the write.
+    Readers judge the node by its ``checked_at``; a write answered
+    seconds after its data was built
     (a start, ZooKeeper's return: the bridge's calls in flight full) was
     counted from the answer, and the node stood that much past refresh:
     a verdict written 5 s after its check stood 35 s, past the 34 s its
     other observers allow it (`Opinions.late_verdicts`), until the
     primary's own timer wrote it again. A node whose data can say no
-    newer check (the previous primary's verdict, kept until ours) is not
-    written again for that.
+    newer check (the previous primary's verdict, kept until ours; checks
+    that contradict its status, fewer than ``fall`` or ``rise``) is not
+    written again for that: counted from a ``checked_at`` that such checks
+    leave where it was, a stretch of them longer than `refresh` (``fall``
+    intervals past it) wrote the same data at every check.
     """
     built = node.built_checked_at
     if built is None or built >= written_at or checked is None or checked <= built:

@@ -14,7 +14,7 @@ from sentinel.health import InstanceHealth
 from sentinel.instance import InstanceState
 from sentinel.observation import Observation
 from tests.fakes import FakeProbe
-from tests.groupfakes import Fleet
+from tests.groupfakes import ROOT, Fleet
 from tests.test_publisher import (
     INTERVAL,
     REFRESH,
@@ -31,12 +31,13 @@ REFUSED = Observation(ok=False, error="connection refused")
 class InstanceNodeBlipTests(PublisherHarness):
     """An instance node (schema 1) written during a blip."""
 
-    def watch(self, name: str = "redis-a") -> InstanceState:
+    def watch(
+        self, name: str = "redis-a", rise: int = 2, fall: int = 3
+    ) -> InstanceState:
         """An instance checked every interval, ``rise`` 2 and ``fall`` 3."""
         redis = RedisInstance(name, "10.0.0.1", 6379)
-        state = InstanceState(
-            redis, FakeProbe(redis), InstanceHealth(rise=2, fall=3, interval=INTERVAL)
-        )
+        health = InstanceHealth(rise=rise, fall=fall, interval=INTERVAL)
+        state = InstanceState(redis, FakeProbe(redis), health)
         self.watched[name] = state
         return state
 
@@ -134,15 +135,45 @@ class InstanceNodeBlipTests(PublisherHarness):
         self.assertEqual(said[30], ("down", None))
         self.assertEqual(said[31], ("down", "connection refused"))
 
+    def test_blip_longer_than_the_refresh_written_once(self) -> None:
+        """
+        A blip that outlasts the refresh (``fall`` 40: 39 failures of an
+        up instance) is written by the refresh it meets, once, and again
+        by the success that ends it: the checks in between leave the
+        node's ``checked_at`` where it was, so there is nothing newer to
+        say. Before, the refresh counted from that ``checked_at`` and was
+        due again at every check from ``refresh`` past it on.
+        """
+        state = self.watch(fall=40)
+        blip = {i: TIMEOUT for i in range(10, 49)}
+        written, said = self.checks(state, blip, 60)
+        self.assertEqual(written, [0, 30, 49])
+        self.assertEqual(said[48], ("up", "timeout (ping)"))
+        self.assertEqual(said[49], ("up", None))
+
+    def test_partial_rise_longer_than_the_refresh_written_once(self) -> None:
+        """
+        The mirror: a ``down`` instance answering 39 checks in a row
+        (``rise`` 40) is written by the refresh those checks meet and by
+        the failure after them, not at every check of the stretch.
+        """
+        state = self.watch(rise=40)
+        answers = {i: REFUSED for i in range(61)}
+        answers.update({i: UP for i in range(10, 49)})
+        written, said = self.checks(state, answers, 60)
+        self.assertEqual(written, [0, 30, 49])
+        self.assertEqual(said[48], ("down", None))
+        self.assertEqual(said[49], ("down", "connection refused"))
+
 
 class GroupBlipTests(SynchronousTestCase):
     """A group's verdict (schema 2) and opinions written during a blip."""
 
-    def fleet(self) -> Fleet:
+    def fleet(self, fall: int = 3) -> Fleet:
         """Two members observing ``x`` (``rise`` 2, ``fall`` 3), settled."""
         fleet = Fleet()
         for agent in ("a", "b"):
-            fleet.add(agent, ["x"], replicas=2, rise=2, fall=3).start()
+            fleet.add(agent, ["x"], replicas=2, rise=2, fall=fall).start()
         fleet.run(3.0)
         return fleet
 
@@ -228,5 +259,24 @@ class GroupBlipTests(SynchronousTestCase):
         )
         member.see("x", UP)
         fleet.run(2 * INTERVAL)
+        document = fleet.node("x") or {}
+        self.assertEqual((document["status"], document["error"]), ("up", None))
+
+    def test_verdict_in_a_blip_longer_than_the_refresh(self) -> None:
+        """
+        The primary's blip outlasts the verdict's refresh (``fall`` 40: 39
+        timeouts): the verdict is written by the refresh it meets and by
+        the success that ends it, about twice in the 40 s, not at every
+        check from ``refresh`` past its ``checked_at`` on.
+        """
+        fleet = self.fleet(fall=40)
+        primary = fleet.members[(fleet.node("x") or {})["agent"]]
+        verdict = f"{ROOT}/instances/x"
+        before = primary.zk.writes(verdict)
+        primary.see("x", TIMEOUT)
+        fleet.run(39 * INTERVAL)
+        primary.see("x", UP)
+        fleet.run(INTERVAL)
+        self.assertLessEqual(primary.zk.writes(verdict) - before, 3)
         document = fleet.node("x") or {}
         self.assertEqual((document["status"], document["error"]), ("up", None))
