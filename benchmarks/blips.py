@@ -15,7 +15,10 @@ checkout:
   at a phase of its own);
 - ``at refresh``: each server in turn stopped from 0.4 s before the check
   that writes its node's refresh until 0.6 s after it (that check times
-  out), `--aligned` times.
+  out), `--aligned` times;
+- ``stalls`` (with `--stall` S): each server in turn stopped S s (fewer
+  than `--fall` checks, more than the refresh: a blip that outlasts the
+  refresh), one every `--seconds` / instances s.
 
 For each: the node's writes per minute per instance (from its version),
 how often and how long a node said ``up`` with an error (from the first
@@ -23,7 +26,7 @@ poll that saw it to the first that did not), and whether any said down.
 
     .venv/bin/python benchmarks/blips.py --checkout before=OTHER_TREE \\
         --checkout after=. [--refresh 3] [--seconds 60] [--aligned 6] \
-        [--replicas 2]
+        [--replicas 2] [--fall 10 --stall 8]
 """
 
 from __future__ import annotations
@@ -70,6 +73,13 @@ def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     add("--seconds", type=float, default=60.0, help="each timed phase (60 s)")
     add("--aligned", type=int, default=6, help="blips at a refresh (6)")
     add("--runs", type=int, default=1, help="runs of each checkout (1)")
+    add("--fall", type=int, default=3, help="the agents' fall (3)")
+    add(
+        "--stall",
+        type=float,
+        default=0.0,
+        help="add the stalls phase: each server stopped this long, in turn (0)",
+    )
     add(
         "--replicas",
         type=int,
@@ -185,6 +195,18 @@ def blip_at_refresh(
         time.sleep(2.0)
 
 
+def stall_each(servers: Sequence[RedisServer], stall: float, seconds: float) -> None:
+    """Stop each server in turn for `stall` s, one start every `seconds` / n."""
+    spacing = seconds / len(servers)
+    started = time.time()
+    for index, server in enumerate(servers):
+        time.sleep(max(0.0, started + spacing * index - time.time()))
+        server.pause()
+        time.sleep(stall)
+        server.resume()
+    time.sleep(max(0.0, started + seconds - time.time()))
+
+
 def run(
     args: argparse.Namespace, label: str, checkout: Path, number: int
 ) -> list[tuple[str, str]]:
@@ -202,6 +224,7 @@ def run(
         for number in range(args.replicas):
             config = agent_config(
                 instances,
+                fall=args.fall,
                 zookeeper=zookeeper.hosts,
                 zk_root=ROOT,
                 agent_id=f"bench{number}",
@@ -227,6 +250,13 @@ def run(
                 ),
             ),
         )
+        if args.stall > 0:
+            phases += (
+                (
+                    f"stalls of {args.stall:g} s",
+                    lambda: stall_each(servers, args.stall, args.seconds),
+                ),
+            )
         for name, phase in phases:
             reader.take()
             before, began = versions(client, paths), time.monotonic()
