@@ -493,9 +493,15 @@ class Membership:
         """
         This agent, back on a new session, waited before it joined again
         (`sentinel.holdoff`) and writes its catalog now: `unlisted`
-        counts from now.
+        counts from now, and so does `behind`. The view was kept on
+        purpose while it waited; counted from the wait's first audit, the
+        listing that ends it, under way, was told as a view behind for the
+        whole wait (/healthz 503 "behind ZooKeeper for 58 s").
         """
-        self._rejoining_since = self._reactor.seconds()
+        now = self._reactor.seconds()
+        self._rejoining_since = now
+        if self._behind is not None:
+            self._behind = (now, self._behind[1])
 
     def shares_instances(self, members: View) -> bool:
         """Whether one of `members` other than this agent knows an instance it knows."""

@@ -297,6 +297,26 @@ class GroupTests(SynchronousTestCase):
         self.assertIn(f"{ROOT}/agents/a", self.held(self.a))
         self.assertTrue(self.share())
 
+    def test_joins_with_no_view_behind_told(self) -> None:
+        """
+        The view, kept on purpose through a wait, is not told behind
+        ZooKeeper for the wait's length as the member joins again: at no
+        step from the end of an 80 s wait (released by the proof) until
+        it is listed does /healthz name a view behind.
+        """
+        self.expire(self.a)
+        self.fleet.run(10.0)
+        for _ in range(4):
+            self.expire(self.a)
+        told = []
+        for _ in range(round((PROOF + 10.0) / 0.05)):
+            self.fleet.clock.advance(0.05)
+            reason = self.a.group.unhealthy_reason() or ""
+            if "behind ZooKeeper" in reason:
+                told.append(reason)
+        self.assertEqual(self.a.group.holdoff.released, 1)
+        self.assertEqual(told, [])
+
     def test_stop_during_the_wait(self) -> None:
         """A stop during the wait ends it: the stop completes, no call is left."""
         self.expire(self.a)
