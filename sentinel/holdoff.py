@@ -32,12 +32,20 @@ stretch between the cuts of the flaps measured (cuts of 2-8 s every
 two-thirds of a session timeout), and `PROOF_TIMEOUTS` session timeouts
 for slower paths: a cut must outlast the session timeout to end a
 session, so a path whose cuts end sessions is up between them for a
-span that grows with it. While the path still flaps the wait holds as
-before; once it heals, the member is out for about `PROOF` s, not for
-what is left of a wait of up to `LONGEST_WAIT`. An end during a wait
-still counts, and makes the next wait twice as long: the proof, not the
-wait, is what a healed path waits for, so a longer wait costs a healed
-path nothing more, and keeps one that still flaps out for longer.
+span that grows with it. A path whose cuts come further apart is up
+longer between them: the proof is also `PROOF_STRETCHES` times the
+longest stretch the connection stayed up, then broke, since the row of
+ends began (`HoldOff.proof`). Judged on 60 s alone, a path cut once
+every 90 s was taken for healed before each cut: in the group for the
+20-odd seconds before the next, its share moved out and back each time
+(in the group fakes, 14 joins and 196 node moves in 20 minutes, against
+5 and 77 with no proof). While the path still flaps the wait holds as
+before; once it heals, the member is out for about `PROOF` s (three
+times its longest stretch up, if longer), not for what is left of a
+wait of up to `LONGEST_WAIT`. An end during a wait still counts, and
+makes the next wait twice as long: the proof, not the wait, is what a
+healed path waits for, so a longer wait costs a healed path nothing
+more, and keeps one that still flaps out for longer.
 
 Every member decides this alone, from its own sessions: what the others
 read is the same, so members of any version agree. The group decides
@@ -71,6 +79,8 @@ LONGEST_WAIT = 300.0
 # in session timeouts (the module docstring says why).
 PROOF = 60.0
 PROOF_TIMEOUTS = 6.0
+# Times the longest stretch up between two breaks in the row of ends.
+PROOF_STRETCHES = 3.0
 
 
 def wait_after(ends: int) -> float:
@@ -106,6 +116,8 @@ class HoldOff:
         # while it is not), and the call that ends the wait then.
         self._up_since: float | None = None
         self._proof_call: IDelayedCall | None = None
+        # The longest stretch connected, then broken, in the row of ends.
+        self._longest_up = 0.0
         # When each end in a row happened, and since when this agent has
         # taken part in the group on its current session (its start, or
         # the end of the last wait).
@@ -131,8 +143,12 @@ class HoldOff:
     def ends(self) -> int:
         """The ends counted now: none once a session lasted `WINDOW`."""
         if self._call is None and self._lasted():
-            self._ends.clear()
+            self._forget()
         return len(self._ends)
+
+    def _forget(self) -> None:
+        self._ends.clear()
+        self._longest_up = 0.0
 
     def _lasted(self) -> bool:
         return float(self._reactor.seconds()) - self._since >= WINDOW
@@ -144,7 +160,7 @@ class HoldOff:
         """
         now = float(self._reactor.seconds())
         if self._call is None and self._lasted():
-            self._ends.clear()
+            self._forget()
         self._ends.append(now)
         wait = wait_after(len(self._ends))
         self._cancel()
@@ -175,6 +191,10 @@ class HoldOff:
         again from the next connection.
         """
         if not up:
+            since = self._up_since
+            if since is not None and self._ends and not self._lasted():
+                up_for = float(self._reactor.seconds()) - since
+                self._longest_up = max(self._longest_up, up_for)
             self._up_since = None
             self._cancel_proof()
             return
@@ -187,17 +207,28 @@ class HoldOff:
         since = self._up_since
         if self._call is None or since is None or self._proof_call is not None:
             return
-        at = since + proof_after(self._session_timeout())
+        at = since + self.proof()
         if at >= self._until:
             return
         delay = max(at - float(self._reactor.seconds()), 0.0)
         self._proof_call = self._reactor.callLater(delay, self._proven)
 
+    def proof(self) -> float:
+        """
+        Seconds connected without a break that end a wait now: `proof_after`
+        the session timeout, or `PROOF_STRETCHES` times the longest
+        stretch up between breaks in the row of ends, if longer.
+        """
+        return max(
+            proof_after(self._session_timeout()),
+            PROOF_STRETCHES * self._longest_up,
+        )
+
     def _proven(self) -> None:
         self._proof_call = None
         self.release(
             f"its connection to ZooKeeper stayed up"
-            f" {proof_after(self._session_timeout()):.0f} s without a break"
+            f" {self.proof():.0f} s without a break"
         )
 
     def release(self, why: str) -> None:
@@ -223,7 +254,7 @@ class HoldOff:
         if left is None:
             return None
         now = float(self._reactor.seconds())
-        proof = proof_after(self._session_timeout())
+        proof = self.proof()
         since = self._up_since
         early = ""
         # Named only while it may come first. One line: no "; " in it.

@@ -126,7 +126,7 @@ class WaitTests(SynchronousTestCase):
         starts it from nothing, and so does an end during the wait.
         """
         self.ends(7)
-        self.clock.advance(PROOF - 10)
+        self.clock.advance(PROOF / 6)
         self.holdoff.connection(False)
         self.assertIn("(not connected now)", self.holdoff.reason() or "")
         self.clock.advance(30)
@@ -138,8 +138,35 @@ class WaitTests(SynchronousTestCase):
         self.assertTrue(self.holdoff.holding)
         self.clock.advance(1)
         self.assertFalse(self.holdoff.holding)
-        self.assertEqual(self.over, [PROOF - 10 + 30 + PROOF - 1 + PROOF])
+        self.assertEqual(self.over, [PROOF / 6 + 30 + PROOF - 1 + PROOF])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_path_up_long_between_breaks_proves_longer(self) -> None:
+        """
+        A path cut once every 90 s (each cut ending the session) is up 80
+        s between two cuts: the proof is three times the longest such
+        stretch in the row of ends (240 s), not `PROOF`, so a 160 s wait
+        is not ended early before the next cut, nor said to be; a row
+        forgotten (a session that lasted `WINDOW`) forgets the stretches
+        too.
+        """
+        self.ends(1)
+        for _ in range(5):
+            self.holdoff.connection(True)
+            self.clock.advance(80.0)
+            self.holdoff.connection(False)
+            self.clock.advance(10.0)
+            self.holdoff.session_ended()
+        self.assertEqual(self.holdoff.proof(), 3 * 80.0)
+        self.holdoff.connection(True)
+        self.clock.advance(80.0)
+        self.assertTrue(self.holdoff.holding)
+        self.assertEqual(self.holdoff.released, 0)
+        self.assertNotIn("connected without a break", self.holdoff.reason() or "")
+        self.clock.advance(LONGEST_WAIT)
+        self.clock.advance(WINDOW)
+        self.assertEqual(self.holdoff.ends(), 0)
+        self.assertEqual(self.holdoff.proof(), PROOF)
 
     def test_a_short_wait_ends_by_its_time(self) -> None:
         """A wait shorter than the proof ends by its time, with no proof call."""
