@@ -1236,8 +1236,9 @@ class GroupMetrics(Collector):
         holding = group.holdoff.remaining()
         yield GaugeMetricFamily(
             "sentinel_group_hold_off_seconds",
-            "Seconds left before this agent joins its group again after its"
-            " sessions ended in a row (0 while it does not wait).",
+            "Seconds left, at most, before this agent joins its group again"
+            " after its sessions ended in a row (0 while it does not wait):"
+            " a connection that stays up long enough ends the wait sooner.",
             value=0.0 if holding is None else holding,
         )
         yield GaugeMetricFamily(
