@@ -406,11 +406,14 @@ class Opinions:
                 self.verdict_missing(name)
             else:
                 self.verdict_present(name)
+            # A node missing says nothing of the status: the last reading
+            # of one stays, for the node a cover (`sentinel.covers`) or a
+            # crash's new primary makes from this reading on.
             said = None if result is None else status_since(result[0])
-            if said is None:
-                self._verdicts_read.pop(name, None)
-            else:
+            if said is not None:
                 self._verdicts_read[name] = (*said, asked)
+            elif result is not None:
+                self._verdicts_read.pop(name, None)
             if result is None or len(result[0]) > KEPT_VERDICT_BYTES:
                 self._verdict_nodes.pop(name, None)
             else:

@@ -186,6 +186,20 @@ class SlowPrimaryTests(SynchronousTestCase):
         fleet.run(3.0)
         return fleet
 
+    def covered(
+        self, fleet: Fleet, primary: Member, share: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        """
+        The nodes of `share` after `primary` writes nothing and they go,
+        a check and a grace later: each made again.
+        """
+        slow_primary(fleet, primary, share, WRITES)
+        fleet.run(2 * INTERVAL + COVER_GRACE + 0.5)
+        documents = {name: fleet.node(name) for name in share}
+        for name, document in documents.items():
+            assert document is not None, name
+        return {name: document or {} for name, document in documents.items()}
+
     def test_secondary_makes_missing_node(self) -> None:
         """
         Nodes of a live primary that writes nothing, gone, are made by
@@ -197,11 +211,7 @@ class SlowPrimaryTests(SynchronousTestCase):
         a, b = fleet.members["a"], fleet.members["b"]
         share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
         self.assertTrue(share)
-        slow_primary(fleet, a, share, WRITES)
-        fleet.run(2 * INTERVAL + COVER_GRACE + 0.5)
-        for name in share:
-            document = fleet.node(name)
-            assert document is not None, name
+        for name, document in self.covered(fleet, a, share).items():
             self.assertEqual(document["status"], "up")
             self.assertEqual(document["agent"], "b")
             self.assertEqual(fleet.owner_of(name), b.zk.session_id)
@@ -316,3 +326,28 @@ class SlowPrimaryTests(SynchronousTestCase):
         fleet.run(INTERVAL + COVER_GRACE + 0.5)
         for name in moved:
             self.assertEqual((fleet.node(name) or {}).get("agent"), "a", name)
+
+    def test_cover_keeps_since(self) -> None:
+        """
+        A node a secondary makes for its slow primary says the ``since``
+        its primary's verdict said, not the secondary's own first check
+        of the instance (it joined later): the reading that found the
+        node missing says nothing of its status.
+        """
+        fleet = Fleet()
+        fleet.add("a", NAMES, replicas=2).start()
+        fleet.run(3.0)
+        a = fleet.members["a"]
+        published = {name: (fleet.node(name) or {}).get("since") for name in NAMES}
+        fleet.run(10.0)
+        b = fleet.add("b", NAMES, replicas=2).start()
+        fleet.run(10.0)
+        share = sorted(
+            n
+            for n in NAMES
+            if (fleet.node(n) or {})["agent"] == "a" and b.group.role(n) == OBSERVER
+        )
+        self.assertTrue(share)
+        for name, document in self.covered(fleet, a, share).items():
+            self.assertEqual(document["agent"], "b", name)
+            self.assertEqual(document["since"], published[name], name)
