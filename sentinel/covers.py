@@ -118,6 +118,11 @@ class Covers:
         self._look_call: IDelayedCall | None = None
         # Covers begun, for /debug/stats and the log.
         self.covered = 0
+        # Covers begun since the log last said so, and the first one's
+        # path: one line a look (`_look`), not one a node, for a slow
+        # primary's whole share (1,000 nodes and more) goes at once.
+        self._unlogged = 0
+        self._first_unlogged = ""
 
     def covering(self, name: str) -> bool:
         """Whether this agent covers `name`'s node now."""
@@ -143,6 +148,7 @@ class Covers:
     def stop(self) -> None:
         """Ask nothing more, and cancel what waits (the group stops)."""
         self._running = False
+        self._log_begun()
         for call in [*self._due.values(), self._look_call]:
             if call is not None and call.active():
                 call.cancel()
@@ -173,13 +179,9 @@ class Covers:
     def _begin(self, name: str, path: str) -> None:
         self._covering[name] = self._reactor.seconds()
         self.covered += 1
-        log.info(
-            "group: {path} missing for {grace:g} s or more while its primary"
-            " is listed: this agent makes it where it is missing and keeps"
-            " it until its primary takes it over",
-            path=path,
-            grace=self._grace,
-        )
+        if not self._unlogged:
+            self._first_unlogged = path
+        self._unlogged += 1
         self._apply({name})
         if self._look_call is None:
             self._look_call = self._reactor.callLater(COVER_LOOK, self._look)
@@ -187,6 +189,7 @@ class Covers:
     def _look(self) -> None:
         """End the covers whose node is made, or no longer ours to make."""
         self._look_call = None
+        self._log_begun()
         now = self._reactor.seconds()
         ended = {
             name
@@ -201,6 +204,21 @@ class Covers:
             self._apply(ended)
         if self._covering and self._running:
             self._look_call = self._reactor.callLater(COVER_LOOK, self._look)
+
+    def _log_begun(self) -> None:
+        """Say the covers begun since the last look, in one line."""
+        if not self._unlogged:
+            return
+        log.info(
+            "group: {count} instance node(s) missing for {grace:g} s or more"
+            " while their primary is listed (the first {path}): this agent"
+            " makes them where they are missing and keeps them until their"
+            " primary takes them over",
+            count=self._unlogged,
+            grace=self._grace,
+            path=self._first_unlogged,
+        )
+        self._unlogged = 0
 
 
 def _ignored(failure: Failure) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.covers import COVER_GRACE, COVER_LIMIT, COVER_LOOK, Covers, covering
@@ -151,6 +152,27 @@ class RulesTests(SynchronousTestCase):
         self.assertEqual(len(self.asked), 1)
         self.clock.advance(COVER_GRACE)
         self.assertEqual(len(self.asked), 2)
+
+    def test_one_line_for_many_covers(self) -> None:
+        """
+        A slow primary's 3,000 nodes covered at once are said in one log
+        line with their count and the first one's path, not a line each.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        names = [f"i{i:04d}" for i in range(3000)]
+        for name in names:
+            self.ranks[name] = 1
+            self.covers.missing(name)
+        self.clock.advance(COVER_GRACE)
+        self.clock.advance(COVER_LOOK)
+        self.assertEqual(self.covers.covered, 3000)
+        lines = [formatEvent(e) for e in events]
+        lines = [line for line in lines if "missing for" in line]
+        self.assertEqual(len(lines), 1, lines[:3])
+        self.assertIn("3000 instance node(s)", lines[0])
+        self.assertIn(f"{ROOT}/instances/i0000", lines[0])
 
     def test_stop_cancels(self) -> None:
         """Stopping cancels what is waiting: no timer is left."""
