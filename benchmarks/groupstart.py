@@ -126,6 +126,12 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
             time.sleep(args.every)
         if args.stopped > 0:
             starver.join(timeout=10)
+        # Nodes a secondary made because their primary had not written
+        # them yet (`sentinel.covers`): each costs a create and a takeover.
+        covered = [
+            agent.get("/debug/stats")["zookeeper"]["group"].get("covered", "--")
+            for agent in agents
+        ]
         written = "never" if all_written_at is None else f"{all_written_at:.1f} s"
         return [
             (f"{label}: code", commit_of(checkout)),
@@ -138,6 +144,7 @@ def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str,
                 f"{label}: samples with nodes missing / with every /healthz 200",
                 f"{missing_samples} / {lies} of {samples} ({last_lie})",
             ),
+            (f"{label}: covers begun, each agent", " / ".join(map(str, covered))),
         ]
 
 
@@ -160,7 +167,7 @@ def main() -> int:
     for _ in range(args.rounds):
         for label, checkout in checkouts:
             rows += run(args, label, checkout)
-            print(table(rows[-4:], label), flush=True)
+            print(table(rows[-5:], label), flush=True)
     title = (
         f"groupstart: {args.agents} agents, {args.instances:,} instances,"
         f" replicas {args.replicas} ({machine()})"
