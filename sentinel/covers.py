@@ -44,6 +44,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attr
+from kazoo.protocol.states import EventType, WatchedEvent
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -85,15 +87,17 @@ class Covers:
     def __init__(
         self,
         reactor: Any,
-        exists: Callable[[str], Deferred[Any]],
+        exists: Callable[..., Deferred[Any]],
         rank: Callable[[str], int | None],
         apply: Callable[[set[str]], None],
         settled: Callable[[str], bool],
         path_of: Callable[[str], str],
         grace: float = COVER_GRACE,
+        made: Callable[[str], None] = lambda name: None,
     ) -> None:
         """
-        @param exists: a node's stat, or None if it is missing.
+        @param exists: a node's stat, or None if it is missing; with
+            ``watch=``, told of its next change (its creation).
         @param rank: this agent's place among an instance's observers (1
             for its first secondary), or None when it may not cover it
             (not a secondary of a listed primary, or not a member now).
@@ -102,6 +106,8 @@ class Covers:
         @param settled: whether an instance's node is made (ours) or held
             by another session: the cover ends.
         @param path_of: an instance's node path.
+        @param made: told of an instance whose node, found missing, was
+            made since (its verdict is to be read again).
         """
         self._reactor = reactor
         self._exists = exists
@@ -110,6 +116,7 @@ class Covers:
         self._settled = settled
         self._path_of = path_of
         self._grace = grace
+        self._made = made
         self._running = True
         # The instances to ask about again, by their timers.
         self._due: dict[str, IDelayedCall] = {}
@@ -138,6 +145,16 @@ class Covers:
         # At least a grace from this reading: a node covers begin at most
         # once a grace, however often it goes.
         self._due[name] = self._reactor.callLater(rank * self._grace, self._ask, name)
+        # Watched from now: a node made within the grace is not a slow
+        # primary's, however soon it goes again. Another client deleting
+        # the nodes of a primary that writes, in a loop, had the look at
+        # the grace's end find each missing, and every one covered.
+        path = self._path_of(name)
+        d = self._exists(path, watch=_Made(self, name))
+        d.addCallbacks(
+            lambda stat: None if stat is None else self.present(name), _ignored
+        )
+        d.addErrback(lambda f: log.failure("watching {path} failed", f, path=path))
 
     def present(self, name: str) -> None:
         """A reading found `name`'s node there: no cover is due."""
@@ -219,6 +236,23 @@ class Covers:
             path=self._first_unlogged,
         )
         self._unlogged = 0
+
+
+@attr.frozen
+class _Made:
+    """
+    The watch of a node found missing while a cover of it is due: its
+    creation ends the wait. Equal for the same instance, so that watching
+    it again before it fires adds nothing (`sentinel.zk`).
+    """
+
+    covers: Covers
+    name: str
+
+    def __call__(self, event: WatchedEvent) -> None:
+        if event.type == EventType.CREATED:
+            self.covers.present(self.name)
+            self.covers._made(self.name)
 
 
 def _ignored(failure: Failure) -> None:

@@ -241,11 +241,12 @@ class Group:
         # The nodes of slow primaries this agent makes where missing.
         self.covers = Covers(
             reactor,
-            lambda path: publisher.zk.exists(path),
+            publisher.zk.exists,
             self._cover_rank,
             self._move,
             self.publishing.made_or_held,
             lambda name: f"{zookeeper.root}/instances/{name}",
+            made=self.publishing.verdict_made,
         )
         self.publishing.watch_missing(self.covers.missing, self.covers.present)
         self.publishing.covered = lambda: self.covers.covered

@@ -539,7 +539,7 @@ class Opinions:
         # verdict is judged by this agent's refresh, as ever.
         return d.addCallbacks(answered, lambda _: None)
 
-    def _verdict_written(self, name: str) -> None:
+    def verdict_written(self, name: str) -> None:
         """
         A verdict this agent watches was written or deleted since it read
         it: the node kept as read for a takeover is stale (a takeover at
@@ -1410,7 +1410,7 @@ class _VerdictWatch:
 
     def __call__(self, event: WatchedEvent) -> None:
         if event.type != EventType.NONE:
-            self.opinions._verdict_written(self.name)
+            self.opinions.verdict_written(self.name)
 
 
 @attr.frozen

@@ -450,6 +450,13 @@ class GroupRoles:
         self._opinions.verdict_missing = missing
         self._opinions.verdict_present = present
 
+    def verdict_made(self, name: str) -> None:
+        """
+        An instance's node, found missing as a secondary, was made since:
+        its verdict is read again at the next check (`sentinel.covers`).
+        """
+        self._opinions.verdict_written(name)
+
     def made_or_held(self, name: str) -> bool:
         """
         Whether the node of `name` this agent publishes is made (ours) or

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
@@ -45,6 +46,8 @@ class RulesTests(SynchronousTestCase):
         self.asked: list[str] = []
         self.applied: list[set[str]] = []
         self.settled: set[str] = set()
+        self.watches: list[Any] = []
+        self.made: list[str] = []
         self.covers = Covers(
             self.clock,
             self.exists,
@@ -52,10 +55,14 @@ class RulesTests(SynchronousTestCase):
             self.applied.append,
             lambda name: name in self.settled,
             lambda name: f"{ROOT}/instances/{name}",
+            made=self.made.append,
         )
 
-    def exists(self, path: str) -> Deferred[Any]:
-        self.asked.append(path)
+    def exists(self, path: str, watch: Any = None) -> Deferred[Any]:
+        if watch is None:
+            self.asked.append(path)
+        else:
+            self.watches.append(watch)
         return succeed(self.stat)
 
     def test_covers_after_grace_times_rank(self) -> None:
@@ -79,12 +86,28 @@ class RulesTests(SynchronousTestCase):
         self.clock.advance(COVER_GRACE * 3)
         self.assertEqual((self.asked, self.applied), ([], []))
 
+    def test_made_within_grace_not_covered(self) -> None:
+        """
+        A node made within the grace (its watch, armed at the reading that
+        found it missing, fires) is not covered, though it is gone again
+        by the grace's end; its verdict is read again.
+        """
+        self.covers.missing("x")
+        [watch] = self.watches
+        watch(WatchedEvent(EventType.CREATED, KeeperState.CONNECTED, "x"))
+        self.clock.advance(COVER_GRACE * 3)
+        self.assertEqual((self.asked, self.applied), ([], []))
+        self.assertEqual(self.made, ["x"])
+
     def test_made_meanwhile_not_covered(self) -> None:
-        """A node made meanwhile (its primary wrote it) is left alone."""
+        """
+        A node made meanwhile (its primary wrote it), found by the look
+        that arms its watch, is left alone: nothing more is asked.
+        """
         self.stat = object()
         self.covers.missing("x")
         self.clock.advance(COVER_GRACE)
-        self.assertEqual(len(self.asked), 1)
+        self.assertEqual((self.asked, len(self.watches)), ([], 1))
         self.assertEqual(self.applied, [])
         self.assertFalse(self.covers.covering("x"))
 
@@ -99,7 +122,7 @@ class RulesTests(SynchronousTestCase):
         """A reading that fails (timed out) covers nothing."""
         self.covers = Covers(
             self.clock,
-            lambda path: fail(TimeoutError()),
+            lambda path, watch=None: fail(TimeoutError()),
             lambda name: 1,
             self.applied.append,
             lambda name: False,
@@ -373,3 +396,20 @@ class SlowPrimaryTests(SynchronousTestCase):
         for name, document in self.covered(fleet, a, share).items():
             self.assertEqual(document["agent"], "b", name)
             self.assertEqual(document["since"], published[name], name)
+
+    def test_deleted_in_a_loop_under_a_primary_that_writes(self) -> None:
+        """
+        Another client deleting the nodes of a primary that writes them
+        in a loop, faster than the primary makes them again: the other
+        observer covers none of them (the primary made each within the
+        grace, however often it went again), so no node changes hands.
+        """
+        fleet = self.fleet(("a", "b"), 2)
+        b = fleet.members["b"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        for _ in range(300):
+            for name in share:
+                if fleet.node(name) is not None:
+                    fleet.server.remove(f"{ROOT}/instances/{name}")
+            fleet.run(0.05)
+        self.assertEqual(b.group.covers.covered, 0)
