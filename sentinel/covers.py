@@ -35,6 +35,8 @@ it takes them over as it takes over any node it finds made.
 What it costs: no request in steady state (the readings are the ones
 an observer makes already: one ``get`` an instance a refresh, and one
 after each write its watch hears of); per missing node, one ``exists``
+at the reading that found it so (watching it: made within the grace, by
+anyone, it is not covered, though gone again by the grace's end), one
 per secondary whose turn comes, and one create; at most one cover of a
 node a grace per member, however often it goes.
 """
