@@ -210,6 +210,13 @@ class WriteWatch:
                 # call (module docstring).
                 self._guard.written_over(node)
                 node.version = stat.version
+            else:
+                # A late set of the previous primary, or our own set with
+                # its answer lost: the set at the version we wrote tells
+                # which (`sentinel.writer`). Made even if our bytes did not
+                # change, or the node said the previous primary's name and
+                # verdict until our refresh.
+                node.held = None
             self._queue.mark(node)
 
     def _failed(self, failure: Failure, node: Node, path: str) -> None:

@@ -27,9 +27,11 @@ from sentinel.membership import SETTLE
 from sentinel.observation import Observation
 from sentinel.rearming import RETRY_FIRST, UNARMED_LIMIT
 from sentinel.writes import RETRY_DELAY
+from sentinel.writewatch import CHECK_AFTER
 from tests.groupfakes import Fleet
 from tests.test_discovery import DISCOVERY, DiscoveryHarness
 from tests.test_publisher import (
+    AGENT,
     AGENT_PATH,
     DOWN,
     HEARTBEAT,
@@ -396,6 +398,30 @@ class WrittenOverTests(PublisherHarness):
             self.publisher.unhealthy_reason() or "",
         )
         self.assertEqual(len(self.lines()), 1)
+
+    def test_late_set_with_nothing_to_write_undone_within_a_second(self) -> None:
+        """
+        The previous primary's late set over a node just taken over, while
+        nothing changes for us to write (no check moves the status, the
+        refresh far off), is undone within CHECK_AFTER by our write watch:
+        the node says this agent and its verdict again, counted as a late
+        set, not named. Before, the watch's read saw the version move but
+        the rewrite of our unchanged bytes was skipped
+        (`sentinel.unchanged`), and the node said ``"agent": "b"`` and b's
+        older verdict until our refresh, up to 30 s: a reader took b, not
+        this agent, for its primary.
+        """
+        self.clock.advance(REFRESH / 2)
+        self.taken_over("redis-00")
+        stale = {"name": "redis-00", "status": "up", "agent": "b"}
+        self.zk.put(self.node, json.dumps(stale).encode(), self.zk.session_id)
+        self.clock.advance(CHECK_AFTER + 0.1)
+        document = self.zk.document(self.node)
+        self.assertEqual((document["agent"], document["status"]), (AGENT, "down"))
+        self.assertEqual(self.zk.owner(self.node), self.zk.session_id)
+        self.assertEqual(self.publisher.late_sets, 1)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.lines(), [])
 
     def test_forged_within_the_takeover_grace_named(self) -> None:
         """
