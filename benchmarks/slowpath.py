@@ -34,9 +34,13 @@ A reader (its own client, straight to ZooKeeper) lists
 every change of a node's session (a takeover: the primary moved, one
 ZooKeeper write). c's ``/healthz`` and ``/debug/stats`` (plus its threads)
 are sampled every 0.5 s. After the heal, "settled" is the time until every
-node is present, up and held by the session that held it before the fault,
-and c's ``/healthz`` is 200; "quiet", until every node is present and up,
-no takeover came for 5 s (counted in) and c's ``/healthz`` is 200.
+node is present, up, held by the session of its primary (the first of its
+rendezvous order among a, b and c: DESIGN.md section 8) and written in
+its name, and c's ``/healthz`` is 200; "quiet", until every node is
+present and up, no takeover came for 5 s (counted in) and c's
+``/healthz`` is 200. The writers read before the fault are not the
+reference: a node the previous primary set late, just after its
+takeover, named that one for up to a refresh.
 
     .venv/bin/python benchmarks/slowpath.py [--instances 600] [--fault 60] \\
         [--scene flap --scene delay1000 ...] [--replicas 2] \\
@@ -80,6 +84,8 @@ from common import (
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 from kazoo.recipe.watchers import DataWatch
+
+from sentinel.assignment import Assignment
 
 ROOT = "/slowpath"
 POLL = 0.05
@@ -295,6 +301,16 @@ class Reader:
                         if name in self.private:
                             self.private_missing.append((self.phase, name, gap))
 
+    def holders(self) -> dict[str, str | None]:
+        """Each node's holder now: the agent whose agent node its session holds."""
+        sessions = {}
+        for agent in self.client.get_children(f"{ROOT}/agents"):
+            stat = self.client.exists(f"{ROOT}/agents/{agent}")
+            if stat is not None:
+                sessions[stat.ephemeralOwner] = agent
+        with self.lock:
+            return {n: sessions.get(s) for n, s in self.owner.items()}
+
     def snapshot(self) -> tuple[set[str], dict[str, str | None], dict[str, str | None]]:
         """The names listed, each node's status and primary (agent id), now."""
         with self.lock:
@@ -436,33 +452,78 @@ def c_back(reader: Reader, c: Agent) -> bool:
     )
 
 
+def primaries(names: list[str], replicas: int) -> dict[str, str]:
+    """Each name's primary among a, b and c, which all know every name."""
+    assignment = Assignment(replicas)
+    assignment.set_known(names)
+    assignment.update({agent: frozenset(names) for agent in "abc"})
+    return {n: str(assignment.primary(n)) for n in names}
+
+
 def settled(
-    reader: Reader, c: Agent, names: list[str], owners: dict[str, str | None]
+    reader: Reader, c: Agent, names: list[str], primary: dict[str, str]
 ) -> bool:
-    """Every node listed, up and written by its primary before the fault; c 200."""
-    listed, status, owner = reader.snapshot()
+    """Every node listed, up, held and written by its primary; c 200."""
+    listed, status, writer = reader.snapshot()
     if any(n not in listed or status.get(n) != "up" for n in names):
         return False
-    if any(owner.get(n) != owners[n] for n in names):
+    if any(writer.get(n) != primary[n] for n in names):
+        return False
+    holder = reader.holders()
+    if any(holder.get(n) != primary[n] for n in names):
         return False
     return c.healthz()[0] == 200
 
 
 def unsettled(
-    reader: Reader, c: Agent, names: list[str], owners: dict[str, str | None]
+    reader: Reader, c: Agent, names: list[str], primary: dict[str, str]
 ) -> str:
-    """Why the view is not settled: nodes missing, not up, moved; c's code."""
-    listed, status, owner = reader.snapshot()
+    """
+    Why the view is not settled: nodes missing, not up, written in another's
+    name or held by another's session (primary->other); c's code.
+    """
+    listed, status, writer = reader.snapshot()
+    holder = reader.holders()
     missing = sum(1 for n in names if n not in listed)
     down = sum(1 for n in names if n in listed and status.get(n) != "up")
-    moved = Counter(
-        f"{owners.get(n)}->{owner.get(n)}"
-        for n in names
-        if owner.get(n) != owners.get(n)
+    named = Counter(
+        f"{primary[n]}->{writer.get(n)}" for n in names if writer.get(n) != primary[n]
+    )
+    held = Counter(
+        f"{primary[n]}->{holder.get(n)}" for n in names if holder.get(n) != primary[n]
     )
     code, body = c.healthz()
     why = "; ".join(body.get("reasons", []))[:200]
-    return f"{missing} missing, {down} not up, moved {dict(moved)}, c {code} {why}"
+    return (
+        f"{missing} missing, {down} not up, written as {dict(named)}, held by"
+        f" {dict(held)}, c {code} {why}"
+    )
+
+
+class Misnamed:
+    """
+    Nodes held by one member's session whose data names another as their
+    writer (a previous primary's set landed after the takeover), and for
+    how long each did, from the samples taken.
+    """
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self.since: dict[str, float] = {}
+        self.spans: dict[str, float] = {}
+
+    def sample(self) -> bool:
+        """Sample now; whether no node is misnamed."""
+        now = time.monotonic()
+        writer = self.reader.snapshot()[2]
+        holder = self.reader.holders()
+        wrong = {n for n, who in holder.items() if who and writer.get(n) != who}
+        for name in wrong:
+            self.since.setdefault(name, now)
+            self.spans[name] = now - self.since[name]
+        for name in set(self.since) - wrong:
+            del self.since[name]
+        return not wrong
 
 
 def wait_for(condition: Callable[[], bool], limit: float) -> float | None:
@@ -599,10 +660,13 @@ def one_scene(
         c = start("c", f"{LOOPBACK}:{path.port}", "c")
         reader = Reader(zookeeper.hosts, names, {i.name for i in mine})
         started.callback(reader.close)
-        # Steady: every node there and up, nothing moved for 5 s.
-        if wait_for(lambda: settled_quiet(reader, c, names), 120.0) is None:
+        # Steady: every node there and up, nothing moved for 5 s, and each
+        # named after its holder (after c's join: `Misnamed`).
+        misnamed = Misnamed(reader)
+        steady = lambda: misnamed.sample() and settled_quiet(reader, c, names)  # noqa: E731
+        if wait_for(steady, 120.0) is None:
             raise RuntimeError("the group never settled before the fault")
-        owners = reader.snapshot()[2]
+        primary = primaries(names, args.replicas)
         sampler = Sampler(c, reader)
         started.callback(sampler.close)
         time.sleep(5.0)
@@ -615,7 +679,11 @@ def one_scene(
             restarts[0] += 1
             return start("b", zookeeper.hosts, f"b-{restarts[0]}")
 
-        extra: list[tuple[str, str]] = []
+        longest = max(misnamed.spans.values(), default=0.0)
+        extra: list[tuple[str, str]] = [
+            ("  after c joined: nodes held by one, named after another (longest)",
+             f"{len(misnamed.spans)} ({longest:.1f} s)"),
+        ]  # fmt: skip
         if scene == "flapheal":
             waiting, up = flap_until_waiting(spoil, args.fault, args.left, c, rng)
         else:
@@ -641,10 +709,10 @@ def one_scene(
             settle = quiet
         else:
             left = max(0.0, healed + args.settle - time.monotonic())
-            found = wait_for(lambda: settled(reader, c, names, owners), left)
+            found = wait_for(lambda: settled(reader, c, names, primary), left)
             settle = None if found is None else time.monotonic() - healed
         if settle is None:
-            print(f"{scene}: not settled: {unsettled(reader, c, names, owners)}")
+            print(f"{scene}: not settled: {unsettled(reader, c, names, primary)}")
             for agent in (a, b, c):
                 group = agent.get("/group")
                 print(
