@@ -301,15 +301,19 @@ class Reader:
                         if name in self.private:
                             self.private_missing.append((self.phase, name, gap))
 
-    def holders(self) -> dict[str, str | None]:
-        """Each node's holder now: the agent whose agent node its session holds."""
+    def holders(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        """
+        Each node's holder now (the agent whose agent node its session
+        holds) and the writer its data names, read together.
+        """
         sessions = {}
         for agent in self.client.get_children(f"{ROOT}/agents"):
             stat = self.client.exists(f"{ROOT}/agents/{agent}")
             if stat is not None:
                 sessions[stat.ephemeralOwner] = agent
         with self.lock:
-            return {n: sessions.get(s) for n, s in self.owner.items()}
+            holder = {n: sessions.get(s) for n, s in self.owner.items()}
+            return holder, dict(self.agent)
 
     def snapshot(self) -> tuple[set[str], dict[str, str | None], dict[str, str | None]]:
         """The names listed, each node's status and primary (agent id), now."""
@@ -469,7 +473,7 @@ def settled(
         return False
     if any(writer.get(n) != primary[n] for n in names):
         return False
-    holder = reader.holders()
+    holder = reader.holders()[0]
     if any(holder.get(n) != primary[n] for n in names):
         return False
     return c.healthz()[0] == 200
@@ -483,7 +487,7 @@ def unsettled(
     name or held by another's session (primary->other); c's code.
     """
     listed, status, writer = reader.snapshot()
-    holder = reader.holders()
+    holder = reader.holders()[0]
     missing = sum(1 for n in names if n not in listed)
     down = sum(1 for n in names if n in listed and status.get(n) != "up")
     named = Counter(
@@ -515,8 +519,7 @@ class Misnamed:
     def sample(self) -> bool:
         """Sample now; whether no node is misnamed."""
         now = time.monotonic()
-        writer = self.reader.snapshot()[2]
-        holder = self.reader.holders()
+        holder, writer = self.reader.holders()
         wrong = {n for n, who in holder.items() if who and writer.get(n) != who}
         for name in wrong:
             self.since.setdefault(name, now)
