@@ -309,7 +309,7 @@ class Opinions:
             or transition is not None
             or (state.name in self._unsettled and state.health.settled)
             # Written during a blip, over now (`Node.blip_over`).
-            or (not node.dirty and node.blip_over(state.health))
+            or (node.built_contrary and not node.dirty and node.blip_over(state.health))
         ):
             node.state = state
             self._unsettled.discard(state.name)

@@ -440,7 +440,9 @@ class ZooKeeperPublisher(Service):
             self._mark(node)
             self._members.update(state)
             return
-        if not node.dirty and node.blip_over(state.health):
+        # `built_contrary` first: False on all but a node whose last write
+        # caught a blip, and this is every check's path.
+        if node.built_contrary and not node.dirty and node.blip_over(state.health):
             # Its last write caught a blip, over now: the node said its
             # error (`Node.blip_over`). Members say no error.
             self._mark(node)
