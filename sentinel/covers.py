@@ -32,13 +32,23 @@ where missing, and only the primary takes one over. A member of an
 older version never covers; its nodes are covered by newer ones, and
 it takes them over as it takes over any node it finds made.
 
+With discovery, a primary slow to write may still hold the instance's
+member (its node deleted by another client, its session alive): the
+cover's member replaces the one the node named when this agent last
+found it, in one transaction (`Takeovers.stood_in`, as a takeover
+does), so that readers never find the endpoint listed twice; one gone
+with its session is made anew. The primary, taking the node back, makes
+its own in the place of the cover's (`Members.write`).
+
 What it costs: no request in steady state (the readings are the ones
 an observer makes already: one ``get`` an instance a refresh, and one
 after each write its watch hears of); per missing node, one ``exists``
 at the reading that found it so (watching it: made within the grace, by
 anyone, it is not covered, though gone again by the grace's end), one
-per secondary whose turn comes, and one create; at most one cover of a
-node a grace per member, however often it goes.
+per secondary whose turn comes, and one create (with discovery, the
+member the node named is read as the cover begins, `Takeovers.coming`,
+as for any new primary, and replaced in place of a create); at most one
+cover of a node a grace per member, however often it goes.
 """
 
 from __future__ import annotations

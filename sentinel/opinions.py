@@ -111,6 +111,7 @@ from sentinel.documents import (
     opinion_document,
     opinion_of,
     said_checked_at,
+    said_member,
     said_refresh,
     status_since,
     stored_document,
@@ -251,6 +252,12 @@ class Opinions:
         # the takeover starts from there, with no read of its own
         # (`verdict_node`). About 0.5 KB an instance.
         self._verdict_nodes: dict[str, tuple[bytes, Any]] = {}
+        # The discovery member the node named as last read, from when that
+        # reading is forgotten (the node written or gone since) until a
+        # reading finds the node again: should it stay missing, a cover
+        # (`sentinel.covers`) replaces that member with its own
+        # (`named_before_missing`). Kept only for such nodes.
+        self._named_before: dict[str, str] = {}
         # Told of each reading, as a secondary, that finds the verdict
         # node missing, or there (the group sets them: `sentinel.covers`).
         self.verdict_missing: Callable[[str], None] = lambda name: None
@@ -283,6 +290,7 @@ class Opinions:
             self._verdicts_due.pop(name, None)
             self._verdicts_read.pop(name, None)
             self._verdict_nodes.pop(name, None)
+            self._named_before.pop(name, None)
             self._verdict_fresh(name)
 
     def relabelled(self, state: InstanceState) -> None:
@@ -384,6 +392,30 @@ class Opinions:
         """`verdict_node`, not forgotten: a look ahead of the takeover."""
         return self._verdict_nodes.get(name)
 
+    def named_before_missing(self, name: str) -> str | None:
+        """
+        The discovery member `name`'s node named when this agent, one of
+        its observers, last found it, if the node changed or went since
+        and no reading found it again; forgotten once asked. A cover
+        makes the node where it stays missing: the primary, alive, holds
+        that member still, and the cover's replaces it rather than list
+        the endpoint beside it (`sentinel.members`).
+        """
+        return self._named_before.pop(name, None)
+
+    def _forget_verdict_node(self, name: str) -> None:
+        """
+        The node as last read is stale (written or gone since): forgotten,
+        but for the member it named (`named_before_missing`).
+        """
+        known = self._verdict_nodes.pop(name, None)
+        if known is None:
+            return
+        document = stored_document(known[0])
+        named = None if document is None else said_member(document)
+        if named is not None:
+            self._named_before[name] = named
+
     def _read_verdict(self, name: str, node: Node) -> None:
         """
         Read the verdict of `name`, say whether it is `late`, and when to
@@ -414,10 +446,14 @@ class Opinions:
                 self._verdicts_read[name] = (*said, asked)
             elif result is not None:
                 self._verdicts_read.pop(name, None)
-            if result is None or len(result[0]) > KEPT_VERDICT_BYTES:
-                self._verdict_nodes.pop(name, None)
+            if result is None:
+                self._forget_verdict_node(name)
             else:
-                self._verdict_nodes[name] = result
+                self._named_before.pop(name, None)
+                if len(result[0]) > KEPT_VERDICT_BYTES:
+                    self._verdict_nodes.pop(name, None)
+                else:
+                    self._verdict_nodes[name] = result
             if judged_fresh(result, self._refresh):
                 return
             assert result is not None
@@ -546,7 +582,7 @@ class Opinions:
         its version would be refused), so it goes, and the verdict is
         read again, at the next check (a late one at once, to clear it).
         """
-        self._verdict_nodes.pop(name, None)
+        self._forget_verdict_node(name)
         node = self._nodes.opinions.get(name)
         if not self._life.running or node is None or name in self._heard:
             return  # Stopping, or no longer observed as another's.
@@ -666,6 +702,7 @@ class Opinions:
         # them, should this agent make its node anew later.
         self._verdicts_read.pop(name, None)
         self._verdict_nodes.pop(name, None)
+        self._named_before.pop(name, None)
 
     def _unheard(self, path: str) -> None:
         self._written.pop(path, None)

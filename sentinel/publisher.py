@@ -163,7 +163,7 @@ class ZooKeeperPublisher(Service):
             lambda name: self._roles.contested(name),
             lambda name: self._roles.handed_over(name),
             self._previous_verdict, self.discovery, opinions.verdict_node,
-            opinions.verdict_node_seen,
+            opinions.verdict_node_seen, opinions.named_before_missing,
         )  # fmt: skip
         roles = GroupRoles(
             reactor, root, agent_id, nodes, queue, holders, opinions, takeovers,

@@ -130,6 +130,7 @@ class Takeovers:
         verdict_node_seen: Callable[[str], tuple[bytes, Any] | None] = (
             lambda name: None
         ),
+        named_before_missing: Callable[[str], str | None] = lambda name: None,
     ) -> None:
         """
         @param contested: whether another member of the group could take
@@ -143,6 +144,9 @@ class Takeovers:
         @param verdict_node: an instance's node (data and stat) as this
             agent last read it as an observer, if it did; forgotten once
             asked (`Opinions.verdict_node`).
+        @param named_before_missing: the discovery member an instance's
+            node named before it went, as this agent last read it as an
+            observer (`Opinions.named_before_missing`).
         """
         self._reactor = reactor
         self._zk = zk
@@ -158,6 +162,7 @@ class Takeovers:
         self._discovery = discovery
         self._verdict_node = verdict_node
         self._verdict_node_seen = verdict_node_seen
+        self._named_before_missing = named_before_missing
         self.takeovers = 0
         self.handoffs = 0
         # Nodes made anew in place of a member whose session had ended
@@ -426,6 +431,24 @@ class Takeovers:
         made(node)
         wrote(node, 0, data)
         self.made_anew += 1
+
+    def stood_in(self, node: Node) -> None:
+        """
+        This agent made `node` where it was missing, in place of its
+        primary (`Node.standing_in`: a cover of a listed primary slow to
+        write, `sentinel.covers`, or a stand-in for an absent one): the
+        discovery member the node named before it went, if a live session
+        still holds it (the primary, alive, whose node another client
+        deleted), is replaced by ours in one transaction
+        (`Members.write`, `Discovery.take_named`), as a takeover replaces
+        it. Made beside it, the endpoint was listed twice until the
+        primary wrote again (11 of 11 in the fakes). One gone with its
+        session (the primary's session ended: the case covers are for)
+        costs one ``get`` more, and ours is made.
+        """
+        if self.members is None or node.taken_member is not None:
+            return
+        node.taken_member = self._named_before_missing(node.name)
 
     def _adopt(self, node: Node, previous: dict[str, Any]) -> None:
         """What `node` said (`previous`) is ours now, as its new primary."""

@@ -238,6 +238,8 @@ class NodeWriter:
                 node.version = 0
                 made(node)
                 wrote(node, 0, data)
+                if node.standing_in:
+                    self._takeovers.stood_in(node)
                 return None
             except NodeExistsError:
                 if node.takeover:

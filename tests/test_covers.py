@@ -16,9 +16,11 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.covers import COVER_GRACE, COVER_LIMIT, COVER_LOOK, Covers, covering
+from sentinel.documents import SERVERSET
 from sentinel.group import OBSERVER, PRIMARY
+from sentinel.opinions import FIRST_VERDICT_READ
 from sentinel.stopping import STOP_BUDGET
-from tests.groupfakes import INTERVAL, ROOT, Fleet, Member
+from tests.groupfakes import DISCOVERY, INTERVAL, ROOT, Fleet, Member
 
 NAMES = [f"r{i:02d}" for i in range(30)]
 
@@ -413,3 +415,118 @@ class SlowPrimaryTests(SynchronousTestCase):
                     fleet.server.remove(f"{ROOT}/instances/{name}")
             fleet.run(0.05)
         self.assertEqual(b.group.covers.covered, 0)
+
+
+class CoverMemberTests(SynchronousTestCase):
+    """
+    With discovery, a cover lists no endpoint a live member lists already:
+    the endpoint is listed once throughout, and after the primary takes
+    its node back.
+    """
+
+    def fleet(self) -> Fleet:
+        fleet = Fleet()
+        for agent in ("a", "b"):
+            fleet.add(
+                agent, NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY)
+            ).start()
+        # Past b's first reading of each verdict: b watches the nodes.
+        fleet.run(3.0 + FIRST_VERDICT_READ)
+        self.assertEqual(listed_wrong(fleet), [])
+        return fleet
+
+    def test_deleted_under_a_live_primary_that_cannot_write(self) -> None:
+        """
+        Another client deletes the nodes of a live primary that holds their
+        discovery members and cannot write for the whole grace: the other
+        observer makes each node, its member in the place of the
+        primary's, so each endpoint is listed once all along; once the
+        primary writes again it takes each node back, and each endpoint is
+        still listed once, by the primary. (Before, each cover made a
+        member beside the primary's: 11 of 11 endpoints listed twice until
+        the primary wrote again.)
+        """
+        fleet = self.fleet()
+        a, b = fleet.members["a"], fleet.members["b"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        slow_primary(fleet, a, share, WRITES)
+        wrong = watch_listed(fleet, 2 * INTERVAL + COVER_GRACE + 5.0)
+        self.assertEqual(b.group.covers.covered, len(share))
+        for name in share:
+            self.assertEqual((fleet.node(name) or {}).get("agent"), "b", name)
+        self.assertEqual(wrong, [])
+        a.zk.unhang()
+        wrong = watch_listed(fleet, 40.0)
+        self.assertEqual(wrong, [])
+        self.assertEqual(listed_wrong(fleet), [])
+        for name in share:
+            self.assertEqual((fleet.node(name) or {}).get("agent"), "a", name)
+            [child] = fleet.members_of(name)
+            holder = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
+            self.assertEqual(holder, a.zk.session_id, name)
+
+    def test_cover_costs_one_read_a_member(self) -> None:
+        """
+        What the cover's member costs: the member the last verdict named
+        read once (ahead, as the cover begins: `Takeovers.coming`), and
+        the transaction that replaces it in place of a create; no member
+        created beside it.
+        """
+        fleet = self.fleet()
+        a, b = fleet.members["a"], fleet.members["b"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        named = {n: (fleet.node(n) or {})["member"] for n in share}
+        before = dict(b.zk.calls_by_path)
+        slow_primary(fleet, a, share, WRITES)
+        fleet.run(2 * INTERVAL + COVER_GRACE + 5.0)
+        calls = {k: v - before.get(k, 0) for k, v in b.zk.calls_by_path.items()}
+        for name in share:
+            parent = f"{DISCOVERY}/{name}"
+            self.assertEqual(calls.get(("get", named[name]), 0), 1, name)
+            self.assertEqual(calls.get(("replace", named[name]), 0), 1, name)
+            self.assertEqual(calls.get(("create", f"{parent}/member_"), 0), 0, name)
+
+    def test_member_gone_with_the_session_made(self) -> None:
+        """
+        A cover of a primary whose member went with its nodes (its session
+        ended, and it was listed again at once): the endpoint listed by
+        none, the cover makes a member of its own, one for each.
+        """
+        fleet = self.fleet()
+        a = fleet.members["a"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        slow_primary(fleet, a, share, WRITES)
+        for name in share:
+            for child in fleet.members_of(name):
+                fleet.server.remove(f"{DISCOVERY}/{name}/{child}")
+        fleet.run(2 * INTERVAL + COVER_GRACE + 5.0)
+        self.assertEqual(listed_wrong(fleet), [])
+        for name in share:
+            [child] = fleet.members_of(name)
+            holder = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
+            self.assertEqual(holder, fleet.session_of("b"), name)
+
+
+def listed_wrong(fleet: Fleet) -> list[tuple[str, int]]:
+    """Each instance whose service does not list it exactly once."""
+    counts = [(n, len(fleet.members_of(n))) for n in NAMES]
+    return [(n, count) for n, count in counts if count != 1]
+
+
+def watch_listed(fleet: Fleet, seconds: float) -> list[tuple[str, int]]:
+    """What a reader of the services sees wrong at any change, for `seconds`."""
+    wrong: list[tuple[str, int]] = []
+    fire = fleet.server.fire
+
+    def seen(path: str, kind: Any) -> None:
+        fire(path, kind)
+        if path.startswith(DISCOVERY):
+            wrong.extend(listed_wrong(fleet))
+
+    fleet.server.fire = seen  # type: ignore[method-assign]
+    try:
+        fleet.run(seconds)
+    finally:
+        del fleet.server.fire
+    return wrong
