@@ -368,7 +368,8 @@ class Discovery:
         @param replaced: asked of a member we held and find deleted, before
             it is made again: True if another agent replaced it with its
             own (`Members.write`); it is then forgotten, not made beside
-            that one.
+            that one. It may choose the member ours replaces as it is
+            made again (`Member.replaces`).
         @raise Looking: a create of the member may have succeeded, and it
             waits for a look at its parent.
         """
@@ -426,7 +427,10 @@ class Discovery:
                 self._gone(member)
             else:
                 self._drop(member)
-            if damage == "deleted" and replaced is not None and await replaced():
+            # Gone, whether or not we knew what it held (a reconnection
+            # forgets that): replaced by another agent's, maybe, or to be
+            # made in the place of one.
+            if replaced is not None and await replaced():
                 # Another agent's lists it: not missing.
                 member.dropped_at = None
                 return None

@@ -466,6 +466,33 @@ class CoverMemberTests(SynchronousTestCase):
             holder = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
             self.assertEqual(holder, a.zk.session_id, name)
 
+    def test_primary_cut_off_then_back_on_its_session(self) -> None:
+        """
+        The primary's connection drops (its session lives) and another
+        client deletes its nodes: covered, each endpoint listed once; back
+        on its session, the primary writes its member again knowing
+        nothing of what it held, finds it gone and the node it takes back
+        naming the cover's member: its own replaces that one, so each
+        endpoint is listed once throughout. (Made beside it, 11 of 11 were
+        listed twice for 3 s, until the cover's agent let its own go.)
+        """
+        fleet = self.fleet()
+        a = fleet.members["a"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        session = a.zk.session_id
+        a.zk.suspend()
+        for name in share:
+            fleet.server.remove(f"{ROOT}/instances/{name}")
+        self.assertEqual(watch_listed(fleet, 2 * INTERVAL + COVER_GRACE + 3.0), [])
+        a.zk.connect()
+        self.assertEqual(watch_listed(fleet, 40.0), [])
+        self.assertEqual(a.zk.session_id, session)
+        for name in share:
+            self.assertEqual((fleet.node(name) or {}).get("agent"), "a", name)
+            [child] = fleet.members_of(name)
+            holder = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
+            self.assertEqual(holder, session, name)
+
     def test_cover_costs_one_read_a_member(self) -> None:
         """
         What the cover's member costs: the member the last verdict named
