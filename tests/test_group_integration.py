@@ -20,7 +20,10 @@ names on each), and a reader polling ZooKeeper every 20 ms
   session, and its verdicts keep their ``since`` too;
 - two replicas and nerve members, one agent stopped (SIGTERM, no
   state_dir): it ends once the others have its nodes and members, no
-  node missing, every endpoint listed once.
+  node missing, every endpoint listed once;
+- two replicas and nerve members, one agent frozen (SIGSTOP) and its
+  nodes deleted by another client: the others cover them, and every
+  endpoint stays listed once, through the cover and the take-back.
 """
 
 from __future__ import annotations
@@ -264,6 +267,19 @@ class GroupTestCase(TestCase):
         """
         stats = await agent.answer("/debug/stats")
         return float(stats["gc"]["paused_seconds"])
+
+    def members_held_by_their_nodes_holders(self, service: str) -> bool:
+        """Whether each instance's one member is held by its node's session."""
+        children = self.kazoo.get_children(service)
+        for name in self.names:
+            node = self.kazoo.exists(self.path(name))
+            mine = [c for c in children if c.rsplit("_", 1)[0] == name]
+            if node is None or len(mine) != 1:
+                return False
+            member = self.kazoo.exists(f"{service}/{mine[0]}")
+            if member is None or member.ephemeralOwner != node.ephemeralOwner:
+                return False
+        return True
 
     def figure(self, what: str, value: float) -> None:
         """Record a measured figure in the test log (_trial_temp/test.log)."""
@@ -612,19 +628,6 @@ class RollingRestartTests(GroupTestCase):
             self.assertNotEqual(node.ephemeralOwner, session)
             self.assertEqual(member.czxid, node.czxid, name)
 
-    def members_held_by_their_nodes_holders(self, service: str) -> bool:
-        """Whether each instance's one member is held by its node's session."""
-        children = self.kazoo.get_children(service)
-        for name in self.names:
-            node = self.kazoo.exists(self.path(name))
-            mine = [c for c in children if c.rsplit("_", 1)[0] == name]
-            if node is None or len(mine) != 1:
-                return False
-            member = self.kazoo.exists(f"{service}/{mine[0]}")
-            if member is None or member.ephemeralOwner != node.ephemeralOwner:
-                return False
-        return True
-
     async def test_leave_while_the_others_are_frozen(self) -> None:
         """
         Two replicas: an agent stopped with SIGTERM while the other
@@ -751,3 +754,74 @@ class RollingRestartTests(GroupTestCase):
             return bool((await agent.get("/group"))[1]["observing"])
         except Exception:
             return False
+
+
+class CoverMemberTests(GroupTestCase):
+    """A secondary covering for a live primary lists no endpoint twice."""
+
+    async def test_cover_lists_each_endpoint_once(self) -> None:
+        """
+        Two replicas, nerve members: an agent frozen (SIGSTOP, its session
+        alive, so it stays listed and holds its members) has its instance
+        nodes deleted by another client; the other observers make them
+        (`sentinel.covers`) while it is frozen, each member in the place
+        of the frozen agent's, and once it runs again it takes each node
+        back, its member in the place of the cover's. At a 20 ms poll no
+        endpoint is ever listed twice, and at the end each is listed once,
+        by its node's holder. (Before: every endpoint of its share listed
+        twice from the cover until it took the node back, and for 3 s
+        after.)
+        """
+        agents = [
+            self.agent(a, replicas=2, discovery=True, session_timeout=8.0)
+            for a in AGENTS
+        ]
+        await self.settled(agents, 3)
+        service = f"{self.members}/cache"
+        await wait_for(
+            reactor,
+            lambda: self.members_held_by_their_nodes_holders(service),
+            START_BOUND,
+            "every member its node holder's",
+            0.1,
+        )
+        # Every observer has read each verdict since, naming its member.
+        await pause(reactor, 2.0)
+        frozen = agents[2]
+        session = self.kazoo.exists(f"{self.root}/agents/{AGENTS[2]}").ephemeralOwner
+        held = [
+            n
+            for n in self.names
+            if self.kazoo.exists(self.path(n)).ephemeralOwner == session
+        ]
+        self.assertTrue(held)
+        watch = NodeWatch(
+            self.zookeeper.hosts,
+            [self.path(n) for n in self.names],
+            {service: self.instances},
+        ).start()
+        self.addCleanup(watch.stop)
+        frozen.child.process.send_signal(signal.SIGSTOP)
+        self.addCleanup(frozen.child.process.send_signal, signal.SIGCONT)
+        for name in held:
+            self.kazoo.delete(self.path(name))
+
+        def covered() -> bool:
+            stats = [self.kazoo.exists(self.path(n)) for n in held]
+            return all(s is not None and s.ephemeralOwner != session for s in stats)
+
+        await wait_for(reactor, covered, 5.0, "every node covered", 0.05)
+        frozen.child.process.send_signal(signal.SIGCONT)
+
+        def back() -> bool:
+            stats = [self.kazoo.exists(self.path(n)) for n in held]
+            return all(
+                s is not None and s.ephemeralOwner == session for s in stats
+            ) and self.members_held_by_their_nodes_holders(service)
+
+        await wait_for(reactor, back, START_BOUND, "every node taken back", 0.1)
+        # A member the cover's agent let go late would show at its look.
+        await pause(reactor, 3.5)
+        self.assertEqual(watch.most_members(service), self.instances)
+        self.assertEqual(len(self.kazoo.get_children(service)), self.instances)
+        self.assertTrue(self.members_held_by_their_nodes_holders(service))
