@@ -268,6 +268,36 @@ class GroupTestCase(TestCase):
         stats = await agent.answer("/debug/stats")
         return float(stats["gc"]["paused_seconds"])
 
+    async def members_settled(self, service: str) -> None:
+        """Wait until each instance's one member is held by its node's session."""
+        await wait_for(
+            reactor,
+            lambda: self.members_held_by_their_nodes_holders(service),
+            START_BOUND,
+            "every member its node holder's",
+            0.1,
+        )
+
+    def member_watch(self, service: str) -> NodeWatch:
+        """A reader polling every node and the members of `service`."""
+        watch = NodeWatch(
+            self.zookeeper.hosts,
+            [self.path(n) for n in self.names],
+            {service: self.instances},
+        ).start()
+        self.addCleanup(watch.stop)
+        return watch
+
+    def held_by(self, agent_id: str) -> tuple[int, list[str]]:
+        """The session of `agent_id`, and the instances whose node it holds."""
+        session = self.kazoo.exists(f"{self.root}/agents/{agent_id}").ephemeralOwner
+        held = [
+            n
+            for n in self.names
+            if self.kazoo.exists(self.path(n)).ephemeralOwner == session
+        ]
+        return session, held
+
     def members_held_by_their_nodes_holders(self, service: str) -> bool:
         """Whether each instance's one member is held by its node's session."""
         children = self.kazoo.get_children(service)
@@ -584,27 +614,11 @@ class RollingRestartTests(GroupTestCase):
         # replaced by the leaver's, is that primary's again when the node
         # goes back to it, made with no transaction at all: at load ~9,
         # the leave came a second after such a move.)
-        await wait_for(
-            reactor,
-            lambda: self.members_held_by_their_nodes_holders(service),
-            START_BOUND,
-            "every member its node holder's",
-            0.1,
-        )
-        watch = NodeWatch(
-            self.zookeeper.hosts,
-            [self.path(n) for n in self.names],
-            {service: self.instances},
-        ).start()
-        self.addCleanup(watch.stop)
+        await self.members_settled(service)
+        watch = self.member_watch(service)
         await pause(reactor, 0.5)
         leaving = agents[0]
-        session = self.kazoo.exists(f"{self.root}/agents/{AGENTS[0]}").ephemeralOwner
-        held = [
-            n
-            for n in self.names
-            if self.kazoo.exists(self.path(n)).ephemeralOwner == session
-        ]
+        session, held = self.held_by(AGENTS[0])
         self.assertTrue(held)
         sent = reactor.seconds()
         leaving.child.process.send_signal(signal.SIGTERM)
@@ -778,29 +792,13 @@ class CoverMemberTests(GroupTestCase):
         ]
         await self.settled(agents, 3)
         service = f"{self.members}/cache"
-        await wait_for(
-            reactor,
-            lambda: self.members_held_by_their_nodes_holders(service),
-            START_BOUND,
-            "every member its node holder's",
-            0.1,
-        )
+        await self.members_settled(service)
         # Every observer has read each verdict since, naming its member.
         await pause(reactor, 2.0)
         frozen = agents[2]
-        session = self.kazoo.exists(f"{self.root}/agents/{AGENTS[2]}").ephemeralOwner
-        held = [
-            n
-            for n in self.names
-            if self.kazoo.exists(self.path(n)).ephemeralOwner == session
-        ]
+        session, held = self.held_by(AGENTS[2])
         self.assertTrue(held)
-        watch = NodeWatch(
-            self.zookeeper.hosts,
-            [self.path(n) for n in self.names],
-            {service: self.instances},
-        ).start()
-        self.addCleanup(watch.stop)
+        watch = self.member_watch(service)
         frozen.child.process.send_signal(signal.SIGSTOP)
         self.addCleanup(frozen.child.process.send_signal, signal.SIGCONT)
         for name in held:
