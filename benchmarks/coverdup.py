@@ -1,0 +1,259 @@
+"""
+Discovery endpoints listed twice while a secondary covers a live primary.
+
+Three ``twistd -n sentinel`` agents share ``--instances`` names on a few
+real redis-servers (healthy throughout), ``zookeeper.replicas`` 2,
+``zookeeper.discovery = "serverset"`` (or ``--form nerve``; each
+instance its own service).
+Agents a and b reach ZooKeeper directly, agent c through
+`slowpath.SlowPath`. Once the group is steady, c's path is cut for
+``--cut`` s (less than the session timeout: c stays a listed member, its
+session and its discovery members live), and another client deletes
+every instance node c's session holds at once: the other observers
+cover them (`sentinel.covers`) while c cannot write. A reader lists
+each service every ``--poll`` s and reads each member, as Prometheus'
+``serverset_sd_configs`` would, from the cut to ``--after`` s after the
+heal, and counts the services that list one endpoint twice or none, and
+for how long.
+
+    .venv/bin/python benchmarks/coverdup.py [--instances 60] [--cut 8] \\
+        [--runs 2] [--checkout before=../main-tree --checkout after=.]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from common import (
+    LOOPBACK,
+    Agent,
+    Instance,
+    add_checkout_option,
+    agent_config,
+    load_average,
+    rows_in_turns,
+    start_redis_servers,
+    start_zookeeper,
+    table,
+)
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+from slowpath import SlowPath, Spoil
+
+ROOT = "/sentinel"
+DISCOVERY = "/discovery"
+
+
+def endpoints(client: KazooClient, services: list[str]) -> dict[str, list[str]]:
+    """
+    Each service's members' endpoints (``host:port``), as a reader reads
+    them: a listing, then a ``get`` of each child. A child gone between
+    the two (a member replaced in one transaction since the listing) has
+    the service read again, as a reader's child watch would, up to three
+    times: else each such replacement counts as the endpoint unlisted.
+    """
+    found: dict[str, list[str]] = {}
+    for _ in range(3):
+        torn = _read_services(client, services, found)
+        if not torn:
+            break
+        services = torn
+    return found
+
+
+def _read_services(
+    client: KazooClient, services: list[str], found: dict[str, list[str]]
+) -> list[str]:
+    """Read `services` into `found`; return those with a child gone meanwhile."""
+    listings = {s: client.get_children_async(f"{DISCOVERY}/{s}") for s in services}
+    reads: dict[str, list[Any]] = {}
+    for service, listing in listings.items():
+        try:
+            children = listing.get(timeout=10.0)
+        except NoNodeError:
+            children = []
+        reads[service] = [
+            client.get_async(f"{DISCOVERY}/{service}/{child}") for child in children
+        ]
+    torn = []
+    for service, answers in reads.items():
+        found[service] = []
+        for answer in answers:
+            try:
+                data, _ = answer.get(timeout=10.0)
+            except NoNodeError:
+                torn.append(service)
+                continue
+            document = json.loads(data)
+            # Serverset nests the endpoint; nerve says it at the top.
+            endpoint = document.get("serviceEndpoint", document)
+            found[service].append(f"{endpoint['host']}:{endpoint['port']}")
+    return torn
+
+
+def covered(agent: Agent) -> int:
+    """The covers `agent` began (``/debug/stats``)."""
+    stats = agent.get("/debug/stats")
+    return int(stats.get("zookeeper", {}).get("group", {}).get("covered", 0))
+
+
+def one_run(
+    args: argparse.Namespace, label: str, checkout: Path, number: int
+) -> list[tuple[str, str]]:
+    """Servers, agents, the cut and the deletes; the reader's counts."""
+    logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as started:
+        workdir = Path(tmp)
+        servers = start_redis_servers(4, started)
+        zookeeper, client = start_zookeeper(started)
+        instances = [
+            Instance(f"r{i:04d}", servers[i % len(servers)].port)
+            for i in range(args.instances)
+        ]
+        names = [i.name for i in instances]
+        spoil = Spoil()
+        host, port = zookeeper.hosts.split(":")
+        path = SlowPath((host, int(port)), spoil)
+        started.callback(path.close)
+        settings: dict[str, float | int | str] = {
+            "replicas": 2,
+            "session_timeout": args.session_timeout,
+            "discovery": args.form,
+            "discovery_root": DISCOVERY,
+        }
+
+        def start(agent_id: str, hosts: str) -> Agent:
+            text = agent_config(
+                instances, zookeeper=hosts, zk_root=ROOT, agent_id=agent_id,
+                zk_settings=settings,
+            )  # fmt: skip
+            agent = Agent(workdir, text, f"{agent_id}-{number}", pythonpath=checkout)
+            started.callback(agent.stop)
+            agent.wait_ready()
+            return agent
+
+        agents = [
+            start("a", zookeeper.hosts),
+            start("b", zookeeper.hosts),
+            start("c", f"{LOOPBACK}:{path.port}"),
+        ]
+        expected = {
+            n: f"{LOOPBACK}:{i.port}" for n, i in zip(names, instances, strict=True)
+        }
+
+        def steady() -> bool:
+            listed = endpoints(client, names)
+            return all(listed[n] == [expected[n]] for n in names)
+
+        deadline = time.monotonic() + 120.0
+        while not steady():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the group never listed each endpoint once")
+            time.sleep(0.5)
+        # Past every observer's first reading of each verdict, and quiet.
+        time.sleep(10.0)
+        load_start = load_average()
+        c_session = client.exists(f"{ROOT}/agents/c").ephemeralOwner
+        held = [
+            n
+            for n in names
+            if (stat := client.exists(f"{ROOT}/instances/{n}")) is not None
+            and stat.ephemeralOwner == c_session
+        ]
+        covers_before = sum(covered(a) for a in agents[:2])
+        spoil.set(cut=True)
+        cut_at = time.monotonic()
+        for name in held:
+            try:
+                client.delete(f"{ROOT}/instances/{name}")
+            except NoNodeError:
+                pass
+        twice: dict[str, float] = {}
+        unlisted: dict[str, float] = {}
+        spans: dict[str, list[float]] = {"twice": [], "unlisted": []}
+        # When each span began, from the cut.
+        began: dict[str, list[float]] = {"twice": [], "unlisted": []}
+        most_twice = 0
+        samples = 0
+        healed = False
+        end = cut_at + args.cut + args.after
+        while (now := time.monotonic()) < end:
+            if not healed and now - cut_at >= args.cut:
+                spoil.set()
+                healed = True
+            listed = endpoints(client, names)
+            samples += 1
+            now = time.monotonic()
+            doubled = {n for n in names if len(listed[n]) > len(set(listed[n]))}
+            missing = {n for n in names if not listed[n]}
+            most_twice = max(most_twice, len(doubled))
+            for kind, wrong, since in (
+                ("twice", doubled, twice),
+                ("unlisted", missing, unlisted),
+            ):
+                for name in wrong:
+                    if name not in since:
+                        since[name] = now
+                        began[kind].append(now - cut_at)
+                for name in set(since) - wrong:
+                    spans[kind].append(now - since.pop(name))
+            time.sleep(args.poll)
+        now = time.monotonic()
+        for kind, since in (("twice", twice), ("unlisted", unlisted)):
+            spans[kind] += [now - t for t in since.values()]
+        still = client.exists(f"{ROOT}/agents/c")
+        same_session = still is not None and still.ephemeralOwner == c_session
+        covers = sum(covered(a) for a in agents[:2]) - covers_before
+        wrong_at_end = [n for n in names if endpoints(client, [n])[n] != [expected[n]]]
+        load_end = load_average()
+        for agent in agents:
+            agent.stop()
+
+    def summary(kind: str) -> str:
+        found = spans[kind]
+        if not found:
+            return "0"
+        return (
+            f"{len(found)} spans, longest {max(found):.2f} s, sum"
+            f" {sum(found):.1f} s, begun {min(began[kind]):.1f}--"
+            f"{max(began[kind]):.1f} s after the cut"
+        )
+
+    return [
+        (f"{label} run {number + 1}: c's nodes deleted", str(len(held))),
+        ("  covers begun (a + b)", str(covers)),
+        ("  c's session lived through the cut", str(same_session)),
+        ("  services listing an endpoint twice", summary("twice")),
+        ("  most at one sample", str(most_twice)),
+        ("  services listing none", summary("unlisted")),
+        (f"  wrong {args.after:g} s after the heal", str(len(wrong_at_end))),
+        ("  samples", str(samples)),
+        ("  load (start / end)", f"{load_start} / {load_end}"),
+    ]
+
+
+def main() -> None:
+    """Parse the options, run each checkout ``--runs`` times, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=60)
+    parser.add_argument("--cut", type=float, default=8.0)
+    parser.add_argument("--after", type=float, default=30.0)
+    parser.add_argument("--poll", type=float, default=0.1)
+    parser.add_argument("--form", choices=("serverset", "nerve"), default="serverset")
+    parser.add_argument("--session-timeout", type=float, default=12.0)
+    parser.add_argument("--runs", type=int, default=1)
+    add_checkout_option(parser)
+    args = parser.parse_args()
+    rows = rows_in_turns(parser, args, one_run)
+    print(table(rows, "endpoints listed twice while a live primary is covered"))
+
+
+if __name__ == "__main__":
+    main()
