@@ -69,7 +69,7 @@ from sentinel.publisher import ZooKeeperPublisher
 from sentinel.readers import utf8_length
 from sentinel.standins import moved_by, stand_in_order
 from sentinel.streaming import Slices
-from sentinel.unshared import Unshared
+from sentinel.unshared import NAMED, Unshared, unshared_names
 from sentinel.verdict import opinion_in
 from sentinel.zk import CONNECTED
 
@@ -302,12 +302,43 @@ class Group:
         """
         A listing while rejoining: a wait goes on only while another live
         member knows this agent's instances (every member cut off at
-        once leaves nobody to publish them).
+        once leaves nobody to publish them), and while each instance it
+        knows has somebody to publish it (`_unshared_changed`).
         """
         if self.holdoff.holding and not self.membership.shares_instances(listed):
             self.holdoff.release("no other member that knows its instances is listed")
-        if self.holdoff.holding and self._find_unshared(listed):
+        self._unshared_changed(listed)
+
+    def _unshared_changed(self, listed: View) -> None:
+        """
+        While it waits, `listed` or the instances it knows changed: the
+        wait ends at once if an instance it knows has nobody to publish it
+        (`_nobody_publishes`), else what it publishes meanwhile is found again.
+        """
+        if not self.holdoff.holding:
+            return
+        if unpublished := self._nobody_publishes(listed):
+            more = len(unpublished) - NAMED
+            others = f" and {more} more" if more > 0 else ""
+            self.holdoff.release(
+                f"{len(unpublished)} instance(s) it knows have nobody to publish"
+                f" them ({', '.join(unpublished[:NAMED])}{others}): no other"
+                " listed member knows them, and the view it keeps while it"
+                " waits gives them to another member"
+            )
+        elif self._find_unshared(listed):
             self.publishing.write_all()
+
+    def _nobody_publishes(self, listed: View) -> list[str]:
+        """
+        The instances no other of the `listed` members knows whose primary
+        in the view kept while it waits is another member: one that left
+        during the wait, or that no longer knows them (a reload), so that
+        nobody publishes them until this agent joins again (up to
+        `holdoff.LONGEST_WAIT`), and readers take them for dead.
+        """
+        alone = unshared_names(self.known, self.agent_id, listed)
+        return sorted(name for name in alone if self.role(name) != PRIMARY)
 
     def _find_unshared(self, listed: View) -> bool:
         """

@@ -52,7 +52,8 @@ read is the same, so members of any version agree. The group decides
 who waits at all (`sentinel.group`): a member none of whose instances
 another live member knows never waits, for nobody else would publish
 them; nor, once a listing finds none of them listed (every member cut
-off at once, say), does one that was waiting.
+off at once, say), or an instance of its with nobody left to publish it
+(`sentinel.unshared`), does one that was waiting.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.group import GroupMetrics
+from sentinel.group import PRIMARY, GroupMetrics
 from sentinel.holdoff import FIRST_WAIT
 from sentinel.listing import PageQuery
 from sentinel.unshared import Unshared, unshared_names
@@ -198,3 +198,81 @@ class OneReplicaTests(WaitingMemberTests):
     """The same with ``replicas = 1``: no opinions."""
 
     replicas = 1
+
+
+JOINT = [f"j{i:02d}" for i in range(10)]
+
+
+class NobodyElseTests(SynchronousTestCase):
+    """
+    ``a`` shares `SHARED` with ``b`` and `JOINT` with ``d`` alone, and
+    knows `PRIVATE` alone; ``replicas = 1``.
+    """
+
+    replicas = 1
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        kw = {"replicas": self.replicas, "discovery": (SERVERSET, DISCOVERY)}
+        self.a = self.fleet.add("a", SHARED + PRIVATE + JOINT, **kw).start()
+        self.b = self.fleet.add("b", SHARED, **kw).start()
+        self.d = self.fleet.add("d", JOINT, **kw).start()
+        self.fleet.run(5.0)
+        self.assertEqual(self.missing(), [])
+        # Some of `JOINT` are d's, some a's: the view ``a`` keeps while it
+        # waits gives those d's to d.
+        mine = [name for name in JOINT if self.a.group.role(name) == PRIMARY]
+        self.assertTrue(0 < len(mine) < len(JOINT), mine)
+
+    def missing(self) -> list[str]:
+        return [n for n in SHARED + PRIVATE + JOINT if self.fleet.node(n) is None]
+
+    def hold_off(self) -> None:
+        """
+        Three ends in a row: ``a`` waits twice `FIRST_WAIT`, and is 13 s
+        into it, past its wait for the members of its last view (a
+        session timeout and a little more).
+        """
+        for _ in range(2):
+            self.fleet.expire(self.a)
+            self.fleet.run(5.0)
+        self.fleet.expire(self.a)
+        self.assertTrue(self.a.group.holdoff.holding)
+        self.assertGreater(self.a.group.holdoff.remaining() or 0.0, 15.0)
+        self.fleet.run(13.0)
+        self.assertTrue(self.a.group.holdoff.holding)
+        self.assertEqual(self.missing(), [])
+
+    def test_a_member_that_leaves_during_the_wait(self) -> None:
+        """
+        ``d`` dies during ``a``'s wait: `JOINT` has nobody but ``a`` to
+        publish it, those of it that ``a``'s kept view gave to ``d`` too.
+        The wait ends at once (not at its end, 7 s later; up to minutes in
+        a longer wait), and every node of `JOINT` is back within a few
+        seconds, as when any member dies.
+        """
+        self.hold_off()
+        self.d.crash()
+        self.fleet.run(4.0)
+        self.assertEqual(self.missing(), [])
+        self.assertFalse(self.a.group.holdoff.holding)
+        self.assertEqual(self.a.group.holdoff.released, 1)
+
+    def test_an_instance_the_other_forgets_during_the_wait(self) -> None:
+        """
+        A reload of ``d``'s during ``a``'s wait removes one of `JOINT`
+        whose primary is ``d`` in ``a``'s kept view: nobody else publishes
+        it, so the wait ends, and its node is back within seconds.
+        """
+        self.hold_off()
+        forgotten = next(n for n in JOINT if self.a.group.role(n) != PRIMARY)
+        self.d.group.remove_instance(forgotten)
+        self.fleet.run(4.0)
+        self.assertEqual(self.missing(), [])
+        self.assertFalse(self.a.group.holdoff.holding)
+
+
+class NobodyElseReplicasTests(NobodyElseTests):
+    """The same with ``replicas = 2``: ``a`` observes `JOINT` with ``d``."""
+
+    replicas = 2
