@@ -945,6 +945,8 @@ class Group:
         self._move(changed)
         for view, before, moved in views:
             self._log_view(view, before, moved, changed)
+        # Waiting to join again: what it alone knows now is published now.
+        self._unshared_changed(self.membership.listed)
 
     # Seeing it
 

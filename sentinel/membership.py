@@ -444,6 +444,16 @@ class Membership:
         """This agent's catalog changed (a reload): applied at once."""
         self.own = own
         self._neighbouring.clear()
+        if self.viewed and self.rejoining:
+            # Not listed again yet, the view kept (`rejoin`) takes it at
+            # once: applied only once listed, a reload's new instances had
+            # no node for as long as a hold-off's wait (up to 5 minutes),
+            # and one renamed by it was missing all along.
+            self.view = {**self.view, self.agent_id: own}
+            try:
+                self._on_view(self.view)
+            except Exception:
+                log.failure("applying the group's membership failed")
         if self.viewed:
             self._apply()
         else:

@@ -19,12 +19,14 @@ catalogs of each listing of the membership (`Membership.listed`; before
 the first listing of the new session, the last of the old one). A wait
 costs no extra read, and one pass over the listed catalogs a listing.
 Only those it is the primary of in the view it keeps while it waits
-(`Membership.rejoin`) have nodes here. One that view gives to another
-member that no longer publishes it (it is no longer listed: it died
-during the wait; or a reload of its dropped the instance) had nobody to
-publish it until the wait ended, up to 5 minutes with /healthz naming
-nothing of it: the wait ends at once then (`Group._unshared_changed`),
-as it does when no other member that knows its instances is listed.
+(`Membership.rejoin`; its own catalog in it as its last reload left it)
+have nodes here, found again at once after a reload of its own. One
+that view gives to another member that no longer publishes it (it is
+no longer listed: it died during the wait; or a reload of its dropped
+the instance) had nobody to publish it until the wait ended, up to 5
+minutes with /healthz naming nothing of it: the wait ends at once then
+(`Group._unshared_changed`), as it does when no other member that
+knows its instances is listed.
 An instance another listed member knows (it joined, or learned of it by
 a reload) is no longer written here: it is that member's, which takes
 its node over as its primary; one that no listed member knows any more

@@ -181,6 +181,27 @@ class WaitingMemberTests(SynchronousTestCase):
         self.assertIsNone(self.fleet.node(PRIVATE[0]))
         self.assertEqual(self.fleet.members_of(PRIVATE[0]), [])
 
+    def test_an_instance_its_own_reload_adds_is_published(self) -> None:
+        """
+        A reload of ``a``'s during the wait renames one it alone knows
+        (one removed, one added): the new one's node is made within a
+        second, as a lone agent's would be, not at the wait's end, and
+        /healthz counts it.
+        """
+        self.hold_off()
+        self.fleet.run(1.0)
+        renamed = "p99"
+        self.a.group.change_instances([PRIVATE[0]], [], [instance(renamed)])
+        self.fleet.run(1.0)
+        self.assertTrue(self.a.group.holdoff.holding)
+        self.assertIsNone(self.fleet.node(PRIVATE[0]))
+        self.assertEqual(self.fleet.owner_of(renamed), self.a.zk.session_id)
+        self.assertIn(renamed, self.a.group.unshared)
+        self.assertIn(
+            f"the nodes of the {len(PRIVATE)} instance(s)",
+            self.a.group.unhealthy_reason() or "",
+        )
+
     def test_a_stop_during_the_wait_deletes_them(self) -> None:
         """
         A stop during the wait (no state directory: a deregistration)
