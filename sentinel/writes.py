@@ -307,7 +307,7 @@ class WriteQueue:
             node.due_since = self._reactor.seconds()
         if node.writing or node.queued or not node.dirty or node.parked:
             return
-        if not self._may_write() or self._held_off(node):
+        if not self._may_write() or self.held_off(node):
             return
         node.queued = True
         if node.moving:
@@ -485,7 +485,7 @@ class WriteQueue:
         # is deleting our nodes and would race with it.
         return acting(self._life) and self._zk.state == CONNECTED
 
-    def _held_off(self, node: Node) -> bool:
+    def held_off(self, node: Node) -> bool:
         """Whether `node` waits for the end of a hold-off (`holding_off`)."""
         return self.holding_off() and not self.unshared(node)
 
@@ -509,7 +509,7 @@ class WriteQueue:
                     break
                 node = queue.popleft()
                 node.queued = False
-                if self._held_off(node):
+                if self.held_off(node):
                     continue  # Left dirty, for the flush at the wait's end.
                 if not (node.writing or not node.dirty or node.parked):
                     self._start_write(node)

@@ -285,7 +285,9 @@ class ZooKeeperReport:
         # Waiting to join a group again, nothing is written on purpose
         # (`sentinel.holdoff`): the group's reason says so, not these.
         writing = zk.state == CONNECTED and not self._queue.holding_off()
-        if writing and (failing := self._failing()):
+        # But the nodes it still writes meanwhile (`sentinel.unshared`) are
+        # named when their writes keep failing, as any agent's would be.
+        if zk.state == CONNECTED and (failing := self._failing()):
             reasons.append(f"zookeeper: {failing}: its published status is stale")
         if writing and (behind := self._lateness.unhealthy_reason()):
             reasons.append(behind)
@@ -377,9 +379,12 @@ class ZooKeeperReport:
         now = self._reactor.seconds()
         first = None
         count = 0
-        for node, (since, error) in self._queue.still_failing().items():
+        queue = self._queue
+        for node, (since, error) in queue.still_failing().items():
             if now - since < FAILING_AFTER:
                 break  # Oldest first: the rest started failing later still.
+            if queue.held_off(node):
+                continue  # Not written on purpose (`sentinel.holdoff`).
             if first is None:
                 first = (
                     f"{node.path} not written for {now - since:.0f} s"

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 
+from kazoo.exceptions import NoAuthError
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.group import PRIMARY, GroupMetrics
 from sentinel.holdoff import FIRST_WAIT
 from sentinel.listing import PageQuery
+from sentinel.observation import Observation
 from sentinel.unshared import Unshared, unshared_names
 from tests.groupfakes import DISCOVERY, ROOT, Fleet, instance
 
@@ -201,6 +203,26 @@ class WaitingMemberTests(SynchronousTestCase):
             f"the nodes of the {len(PRIVATE)} instance(s)",
             self.a.group.unhealthy_reason() or "",
         )
+
+    def test_a_failing_write_of_theirs_is_named(self) -> None:
+        """
+        Writes of one of the nodes ``a`` publishes while it waits keep
+        failing (ZooKeeper refuses them): /healthz names that node as it
+        would for any agent's, its published status being stale, and
+        names none of the nodes it holds off on purpose.
+        """
+        self.hold_off()
+        self.fleet.run(1.0)
+        path = f"{ROOT}/instances/{PRIVATE[0]}"
+        for kind in ("set", "create"):
+            self.a.zk.fail_next(kind, NoAuthError(), path=path, times=1000)
+        self.a.see(PRIVATE[0], Observation(ok=False, error="connection refused"))
+        self.fleet.run(8.0)
+        self.assertTrue(self.a.group.holdoff.holding)
+        reason = self.a.publisher.unhealthy_reason() or ""
+        self.assertIn(f"{path} not written for", reason)
+        self.assertIn("its published status is stale", reason)
+        self.assertNotIn(SHARED[0], reason)
 
     def test_a_stop_during_the_wait_deletes_them(self) -> None:
         """
