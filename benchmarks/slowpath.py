@@ -20,6 +20,12 @@ each scene spoils for a while, then heals:
   until c is in a hold-off wait with ``--left`` s or more left, then
   healed at once, between two cuts: how long c stays out after the heal
   ("c member and writing": c's ``/healthz`` 200 and a node it wrote).
+- ``flapleave``: as ``flapheal``, and at the heal a fourth agent d, which
+  alone with c knows ``--joint`` instances (``j0000``...), is killed
+  (``SIGKILL``): how long the joint nodes are missing, c still waiting.
+- ``flapreload``: as ``flapheal``, and at the heal a reload of c's
+  (``SIGHUP``) renames its private ``p0000`` to ``q0000``: how long
+  until ``q0000``'s node is there (``--private`` 1 or more).
 
 With ``--checkout LABEL=PATH`` (repeatable) each scene runs once per
 checkout, in turns, that checkout's agents on ``PYTHONPATH``. With
@@ -98,7 +104,11 @@ SCENES = (
     "flap",
     "throttle",
     "flapheal",
+    "flapleave",
+    "flapreload",
 )
+# The scenes that flap until c waits with ``--left`` s left, then heal.
+UNTIL_WAITING = ("flapheal", "flapleave", "flapreload")
 # flapheal: the most the flap goes on past ``--fault`` for c's long wait.
 FLAPHEAL_LONGEST = 300.0
 
@@ -227,11 +237,20 @@ class Reader:
     ``down`` and each change of the session holding the node).
     """
 
-    def __init__(self, hosts: str, names: list[str], private: set[str]) -> None:
+    def __init__(
+        self,
+        hosts: str,
+        names: list[str],
+        private: set[str],
+        joint: set[str] | None = None,
+    ) -> None:
         self.names = names
-        # c's own instances (``--private``): their gaps apart, by name.
+        # c's own instances (``--private``), and those c and d alone know
+        # (``--joint``): their gaps apart, by name.
         self.private = private
         self.private_missing: list[tuple[str, str, float]] = []
+        self.joint = joint or set()
+        self.joint_missing: list[tuple[str, str, float]] = []
         self.client = KazooClient(hosts=hosts, timeout=30.0)
         self.client.start(timeout=10.0)
         self.lock = threading.Lock()
@@ -246,6 +265,8 @@ class Reader:
         self.gone: dict[str, float] = {}
         self.missing: list[tuple[str, float]] = []
         self.listed: set[str] = set()
+        # Names listed once: one not yet made (a reload's) is not missing.
+        self.seen: set[str] = set()
         self.polls = 0
         self.began = time.monotonic()
         for name in names:
@@ -294,12 +315,17 @@ class Reader:
                 self.polls += 1
                 for name in self.names:
                     if name not in listed:
-                        self.gone.setdefault(name, now)
-                    elif name in self.gone:
+                        if name in self.seen:
+                            self.gone.setdefault(name, now)
+                        continue
+                    self.seen.add(name)
+                    if name in self.gone:
                         gap = now - self.gone.pop(name)
                         self.missing.append((self.phase, gap))
                         if name in self.private:
                             self.private_missing.append((self.phase, name, gap))
+                        if name in self.joint:
+                            self.joint_missing.append((self.phase, name, gap))
 
     def holders(self) -> tuple[dict[str, str | None], dict[str, str | None]]:
         """
@@ -448,6 +474,32 @@ def flap_until_waiting(
                 return waiting, now - up
 
 
+def until_back(
+    reader: Reader,
+    c: Agent,
+    names: list[str],
+    args: argparse.Namespace,
+    what: str,
+    first: float | None = None,
+) -> list[tuple[str, str]]:
+    """
+    After `what` (made just now), how long until each of `names` is listed
+    (looked for after `first` s: by default a session timeout and a
+    second, for the nodes a kill takes to go), and c's wait left then:
+    rows of the table.
+    """
+    started = time.monotonic()
+    time.sleep(args.session_timeout + 1.0 if first is None else first)
+    back = wait_for(lambda: set(names) <= reader.snapshot()[0], args.settle)
+    left = c.get("/group?limit=1").get("hold_off_seconds")
+    return [
+        (f"  {what}: its {len(names)} node(s) all there after",
+         "not within limit" if back is None
+         else f"{time.monotonic() - started:.1f} s"),
+        (f"  {what}: c's wait left then", f"{left} s"),
+    ]  # fmt: skip
+
+
 def c_back(reader: Reader, c: Agent) -> bool:
     """c is a member and writing: a node it wrote is listed, its /healthz 200."""
     listed, _, agent = reader.snapshot()
@@ -456,11 +508,17 @@ def c_back(reader: Reader, c: Agent) -> bool:
     )
 
 
-def primaries(names: list[str], replicas: int) -> dict[str, str]:
-    """Each name's primary among a, b and c, which all know every name."""
+def primaries(
+    names: list[str], replicas: int, private: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """
+    Each name's primary among a, b and c, which all know every name but
+    the `private` ones, c's alone.
+    """
     assignment = Assignment(replicas)
     assignment.set_known(names)
-    assignment.update({agent: frozenset(names) for agent in "abc"})
+    shared = frozenset(names) - private
+    assignment.update({"a": shared, "b": shared, "c": frozenset(names)})
     return {n: str(assignment.primary(n)) for n in names}
 
 
@@ -567,6 +625,15 @@ def scene_rows(
         for name, since in reader.gone.items()
         if name in reader.private
     ]
+    joint = [
+        (name, gap)
+        for phase, name, gap in reader.joint_missing
+        if phase in ("fault", "healed")
+    ] + [
+        (name, time.monotonic() - since)
+        for name, since in reader.gone.items()
+        if name in reader.joint
+    ]
     minutes = fault / 60
     missing = [s for p, s in reader.missing if p in ("fault", "healed")]
     downs = sum(reader.downs[p] for p in ("fault", "healed"))
@@ -593,6 +660,11 @@ def scene_rows(
             f", {max((g for _, g in private + open_gaps), default=0.0):.2f} s"
             f", {sum(g for _, g in private + open_gaps):.1f} s")]
           if reader.private else []),
+        *([("  joint nodes missing (gaps, names, longest, total)",
+            f"{len(joint)}, {len({n for n, _ in joint})}"
+            f", {max((g for _, g in joint), default=0.0):.2f} s"
+            f", {sum(g for _, g in joint):.1f} s")]
+          if reader.joint else []),
         ("  c /healthz 503 samples (fault)",
          f"{sum(1 for r in during if r['code'] != 200)} of {len(during)}"),
         ("  c /healthz 503 samples (healed)",
@@ -636,7 +708,13 @@ def one_scene(
             Instance(f"p{i:04d}", servers[i % len(servers)].port)
             for i in range(args.private)
         ]
+        joint = [
+            Instance(f"j{i:04d}", servers[i % len(servers)].port)
+            for i in range(args.joint)
+        ]
         names = [i.name for i in instances + mine]
+        # Renamed by c's reload in ``flapreload``.
+        renamed = [Instance(f"q{i.name[1:]}", i.port) for i in mine[:1]]
         spoil = Spoil()
         host, port = zookeeper.hosts.split(":")
         path = SlowPath((host, int(port)), spoil)
@@ -647,12 +725,17 @@ def one_scene(
         if args.replicas == 3:
             settings["quorum"] = 2
 
-        def start(agent_id: str, hosts: str, label: str) -> Agent:
-            known = instances + mine if agent_id == "c" else instances
-            text = agent_config(
+        def config(agent_id: str, hosts: str, mine: list[Instance]) -> str:
+            known = {
+                "c": instances + mine + joint, "d": joint
+            }.get(agent_id, instances)  # fmt: skip
+            return agent_config(
                 known, zookeeper=hosts, zk_root=ROOT, agent_id=agent_id,
                 zk_settings=settings,
             )  # fmt: skip
+
+        def start(agent_id: str, hosts: str, label: str) -> Agent:
+            text = config(agent_id, hosts, mine)
             agent = Agent(workdir, text, label, pythonpath=checkout)
             started.callback(agent.stop)
             agent.wait_ready()
@@ -661,7 +744,11 @@ def one_scene(
         a = start("a", zookeeper.hosts, "a")
         b = start("b", zookeeper.hosts, "b")
         c = start("c", f"{LOOPBACK}:{path.port}", "c")
-        reader = Reader(zookeeper.hosts, names, {i.name for i in mine})
+        d = start("d", zookeeper.hosts, "d") if joint else None
+        watched = names + [i.name for i in joint + renamed]
+        reader = Reader(
+            zookeeper.hosts, watched, {i.name for i in mine}, {i.name for i in joint}
+        )
         started.callback(reader.close)
         # Steady: every node there and up, nothing moved for 5 s, and each
         # named after its holder (after c's join: `Misnamed`).
@@ -669,7 +756,7 @@ def one_scene(
         steady = lambda: misnamed.sample() and settled_quiet(reader, c, names)  # noqa: E731
         if wait_for(steady, 120.0) is None:
             raise RuntimeError("the group never settled before the fault")
-        primary = primaries(names, args.replicas)
+        primary = primaries(names, args.replicas, frozenset(i.name for i in mine))
         sampler = Sampler(c, reader)
         started.callback(sampler.close)
         time.sleep(5.0)
@@ -687,12 +774,26 @@ def one_scene(
             ("  after c joined: nodes held by one, named after another (longest)",
              f"{len(misnamed.spans)} ({longest:.1f} s)"),
         ]  # fmt: skip
-        if scene == "flapheal":
+        if scene in UNTIL_WAITING:
             waiting, up = flap_until_waiting(spoil, args.fault, args.left, c, rng)
         else:
             b = run_fault(scene, spoil, args.fault, args.rate, b, restart_b, rng)
         reader.phase = "healed"
         healed = time.monotonic()
+        if scene == "flapleave" and d is not None:
+            d.child.process.send_signal(signal.SIGKILL)
+            extra += until_back(reader, c, [i.name for i in joint], args, "d's kill")
+        if scene == "flapreload" and renamed:
+            c.config_path.write_text(config("c", f"{LOOPBACK}:{path.port}", [
+                *renamed, *mine[1:]]))  # fmt: skip
+            with reader.lock:
+                # p0000 goes for good: no gap of c's.
+                reader.names = [n for n in reader.names if n != mine[0].name]
+            c.child.process.send_signal(signal.SIGHUP)
+            extra += until_back(reader, c, [renamed[0].name], args, "c's reload", 0.0)
+            names = [renamed[0].name if n == mine[0].name else n for n in names]
+            now_mine = frozenset(i.name for i in [*renamed, *mine[1:]])
+            primary = primaries(names, args.replicas, now_mine)
         if scene == "flapheal":
             back = wait_for(lambda: c_back(reader, c), args.settle)
             extra += [
@@ -765,6 +866,7 @@ def parse_args() -> tuple[argparse.Namespace, list[tuple[str, Path]]]:
     parser.add_argument("--seed", type=int, default=28)
     parser.add_argument("--left", type=float, default=120.0)
     parser.add_argument("--private", type=int, default=0)
+    parser.add_argument("--joint", type=int, default=0)
     parser.add_argument("--scene", action="append", choices=SCENES)
     args = parser.parse_args()
     return args, checkouts_of(parser, args.checkout)
