@@ -95,6 +95,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
+    IProtocolNegotiationFactory,
     IReactorTime,
     ITransport,
 )
@@ -119,6 +120,8 @@ from sentinel.web import HealthCheck, StatsSource, StatusApp, error_body, json_e
 
 log = Logger()
 
+# The one protocol the channel speaks, as TLS names it (ALPN).
+HTTP_1_1 = b"http/1.1"
 IDLE_TIMEOUT = 60.0
 MAX_CONNECTIONS = 64
 MAX_BODY_BYTES = 64 * 1024
@@ -488,6 +491,14 @@ class StatusSite(Site):
         self.long_bodies = 0
         self._throttle = LogThrottle(reactor)
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        What TLS may negotiate (ALPN): HTTP/1.1 alone, as `BoundedChannel`
+        speaks nothing else, where Twisted's site offers HTTP/2 too once
+        the h2 package is installed.
+        """
+        return [HTTP_1_1]
+
     def log(self, request: object) -> None:
         pass
 
@@ -549,6 +560,7 @@ def _socket_of(transport: object) -> socket | None:
     return None
 
 
+@implementer(IProtocolNegotiationFactory)
 class ConnectionLimit(WrappingFactory):
     """
     At most `limit` connections to the wrapped factory at once. One more is
@@ -568,6 +580,7 @@ class ConnectionLimit(WrappingFactory):
 
     def __init__(self, factory: Site, limit: int, clock: IReactorTime) -> None:
         super().__init__(factory)
+        self._site = factory
         self.limit = limit
         self.refused = 0
         self.evicted = 0
@@ -588,6 +601,15 @@ class ConnectionLimit(WrappingFactory):
         # Connections that have sent a whole request, which keep their
         # place `STALE_AFTER` while they wait for the next.
         self._asked: set[ProtocolWrapper] = set()
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The site's protocols, for TLS to negotiate (ALPN). Twisted asks the
+        factory its TLS layer wraps, this one: while it named none, every
+        handshake whose client offers ALPN (curl, browsers, Go's HTTP
+        clients) failed with an internal error alert over ``--http ssl:...``.
+        """
+        return list(self._site.acceptableProtocols())
 
     def buildProtocol(self, addr: IAddress | None) -> ProtocolWrapper | None:  # type: ignore[override]
         if len(self.protocols) - len(self._closing) >= self.limit:

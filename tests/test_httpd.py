@@ -11,9 +11,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.ssl import PrivateCertificate
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
     MemoryReactorClock,
@@ -21,6 +23,7 @@ from twisted.internet.testing import (
 )
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import httpd
@@ -622,6 +625,41 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(
             sock.options, [(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)]
         )
+
+    def test_alpn_offer_negotiates_http_1_1(self) -> None:
+        """
+        Over TLS (``--http ssl:...``), a client offering ALPN (``h2`` and
+        ``http/1.1``, as curl, browsers and Go's clients do) completes its
+        handshake and is given ``http/1.1``, the only protocol the channel
+        speaks: the limit passes the site's protocols on, where Twisted
+        failed every such handshake (an internal error alert) for a factory
+        that names none.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        certs = make_certificates(directory)
+        pem = Path(certs.server_cert_file).read_bytes()
+        pem += Path(certs.server_key_file).read_bytes()
+        server = TLSMemoryBIOFactory(
+            PrivateCertificate.loadPEM(pem).options(), False, self.factory
+        ).buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        trust = Certificate.loadPEM(Path(certs.ca_file).read_bytes())
+        options = optionsForClientTLS(
+            "localhost", trustRoot=trust, acceptableProtocols=[b"h2", b"http/1.1"]
+        )
+        client = TLSMemoryBIOFactory(
+            options, True, Factory.forProtocol(Protocol)
+        ).buildProtocol(IPv4Address("TCP", "127.0.0.1", 6060))
+        assert server is not None and client is not None
+        connect(
+            server,
+            FakeTransport(server, isServer=True),
+            client,
+            FakeTransport(client, isServer=False),
+        )
+        self.assertEqual(client.negotiatedProtocol, b"http/1.1")
+        self.assertEqual(server.negotiatedProtocol, b"http/1.1")
+        self.assertEqual(self.factory.acceptableProtocols(), [b"http/1.1"])
 
     def test_cap(self) -> None:
         """
