@@ -49,6 +49,10 @@ _SSL_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")
 # to bind() unchecked, and one out of range (tcp:65536) was refused only
 # once twistd had started.
 _PORT_TYPES = ("tcp", "tcp6", "ssl")
+# A prefix wrapping another endpoint (the PROXY protocol's header first).
+_HAPROXY = "haproxy"
+# Twisted's SNI endpoint (tls:DIRECTORY): refused, see `_check_type`.
+_TLS = "tls"
 
 
 def check_endpoint(
@@ -67,6 +71,7 @@ def check_endpoint(
         return
     from twisted.internet.endpoints import serverFromString
 
+    _check_type(label, description)
     _check_endpoint_files(label, description, reader or FileReader())
     try:
         serverFromString(reactor, description)
@@ -132,11 +137,35 @@ def _endpoint_hint(description: str) -> str:
     return f" (an endpoint string: tcp:{port}:interface={interface})"
 
 
-def _check_port(label: str, description: str) -> None:
+def _parsed(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    Twisted's own split of an endpoint string, escapes and all, past any
+    ``haproxy:`` prefix: the endpoint it wraps (``haproxy:ssl:...``) reads
+    the same files and binds the same port as it does alone.
+    """
     from twisted.internet import endpoints
 
     parse: Callable[[str], tuple[list[str], dict[str, str]]] = endpoints._parse
     args, named = parse(description)
+    while args and args[0].lower() == _HAPROXY:
+        args = args[1:]
+    return args, named
+
+
+def _check_type(label: str, description: str) -> None:
+    # Before Twisted parses it: parsing a tls: endpoint walks its directory.
+    args, _ = _parsed(description)
+    if args and args[0].lower() == _TLS:
+        raise ConfigError(
+            f"{label}: {description!r} is not supported: Twisted's tls: endpoint "
+            "reads every PEM file under its directory, unbounded, and again "
+            "with a log line at each handshake naming a server it has no "
+            "certificate for (use ssl:PORT:privateKey=FILE)"
+        )
+
+
+def _check_port(label: str, description: str) -> None:
+    args, named = _parsed(description)
     if not args or args[0].lower() not in _PORT_TYPES:
         return
     port = named.get("port", args[1] if len(args) > 1 else "")
@@ -150,11 +179,7 @@ def _check_port(label: str, description: str) -> None:
 
 
 def _check_endpoint_files(label: str, description: str, reader: FileReader) -> None:
-    from twisted.internet import endpoints
-
-    # Twisted's own split of the string, escapes and all.
-    parse: Callable[[str], tuple[list[str], dict[str, str]]] = endpoints._parse
-    args, named = parse(description)
+    args, named = _parsed(description)
     if not args or args[0].lower() != "ssl":
         return
     # More positional arguments than names: Twisted refuses them next.
@@ -263,11 +288,9 @@ def check_daemon_socket(
 
     @raise ConfigError: as the listen would have said it, before the fork.
     """
-    from twisted.internet import endpoints
     from twisted.python.lockfile import isLocked
 
-    parse: Callable[[str], tuple[list[str], dict[str, str]]] = endpoints._parse
-    args, named = parse(description)
+    args, named = _parsed(description)
     if not args or args[0].lower() != "unix" or twistd.get("chroot"):
         return
     # Twisted's arguments, in its order (its parser took them already).

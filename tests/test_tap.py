@@ -732,12 +732,60 @@ class EndpointFilesTests(SynchronousTestCase):
                 ["/a:b", "c", "x", "d"],
             ),
             ("SSL:0:certKey=c", ["server.pem", "c"]),
+            ("haproxy:ssl:0:privateKey=k.pem", ["k.pem", "k.pem"]),
             ("tcp:0", []),
             ("unix:/tmp/s", []),
         ]:
             reader, asked = self.reader()
             check_endpoint("--http", description, MemoryReactor(), reader)
             self.assertEqual(asked, paths, description)
+
+    def test_haproxy_prefix_read_through(self) -> None:
+        """
+        Behind ``haproxy:`` (the PROXY protocol's header first), an ssl:
+        endpoint's files are read as they are alone: a FIFO as privateKey
+        is one line, where it hung the start for good (SIGTERM did not end
+        it). Its port is checked as alone too.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        fifo = os.path.join(directory, "key.pem")
+        os.mkfifo(fifo)
+        error = self.assertRaises(
+            ConfigError,
+            check_endpoint,
+            "--http",
+            f"haproxy:ssl:0:privateKey={fifo}",
+            MemoryReactor(),
+        )
+        self.assertIn("not a regular file (a FIFO)", str(error))
+        error = self.assertRaises(
+            ConfigError, check_endpoint, "--http", "haproxy:tcp:70000", MemoryReactor()
+        )
+        self.assertIn("port '70000' is not from 0 to 65535", str(error))
+
+    def test_tls_endpoint_refused(self) -> None:
+        """
+        A tls: endpoint (Twisted's SNI, over a directory of PEM files) is
+        refused in one line, before Twisted walks its directory: it reads
+        every PEM file under it without bound, and a client naming a server
+        no certificate covers costs a log line at each handshake (11,380
+        lines in 20 s from one client; 67,784 and as many walks of the
+        directory when it holds no certificate).
+        """
+        walked: list[str] = []
+        from twisted.internet import endpoints
+
+        self.patch(
+            endpoints, "serverFromString", lambda reactor, text: walked.append(text)
+        )
+        for description in ["tls:/", "TLS:certs:port=6443", "haproxy:tls:certs"]:
+            error = self.assertRaises(
+                ConfigError, check_endpoint, "--http", description, MemoryReactor()
+            )
+            self.assertIn(f"--http: {description!r} is not supported", str(error))
+            self.assertIn("use ssl:PORT:privateKey=FILE", str(error))
+        self.assertEqual(walked, [])
 
     def test_unreadable_file_one_line(self) -> None:
         """
