@@ -1,0 +1,235 @@
+"""
+Hostile masters for replica discovery (``discover_replicas = true``): what
+they cost one agent, and what it publishes.
+
+One agent (interval 1 s, ``info_every = 1``) watches ``--healthy`` real
+redis-server instances and one hostile fake master with discovery on,
+publishing to a ZooKeeper of the script's own, for ``--duration`` seconds.
+The fake speaks just enough RESP (PING, INFO, AUTH) and, by ``--mode``:
+
+- ``rotate``: a master listing 200 replicas at fresh loopback ports at
+  every INFO (nothing listens there: each is refused);
+- ``answering``: a master listing 200 replicas at fixed ports, each of which
+  the fake serves as a replica of it: the agent watches them (at most its
+  cap) and publishes them;
+- ``pingpong``: a failover played at every INFO: the master and its first
+  replica swap roles (each naming the other its master) at every answer,
+  and whichever says master lists 200 replicas at fresh ports.
+
+Printed every 5 s and at the end: the agent's RSS, open files, the
+discovery counters of ``/debug/stats``, the healthy instances' checks and
+failures, ``/healthz``, and how many instance nodes ZooKeeper holds.
+
+    .venv/bin/python benchmarks/hostilereplicas.py --mode rotate \\
+        [--healthy 20] [--duration 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+import socket
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from common import (
+    LOOPBACK,
+    Agent,
+    ChildProcess,
+    Instance,
+    agent_config,
+    load_average,
+    start_redis_servers,
+    start_zookeeper,
+)
+
+LISTED = 200
+
+
+def info_reply(lines: list[str]) -> bytes:
+    """An INFO replication bulk reply holding `lines`."""
+    body = ("# Replication\r\n" + "\r\n".join(lines) + "\r\n").encode()
+    return b"$%d\r\n%s\r\n" % (len(body), body)
+
+
+def master_info(ports: list[int]) -> bytes:
+    """A master's INFO replication listing replicas at `ports`."""
+    lines = ["role:master", f"connected_slaves:{len(ports)}"]
+    lines += [
+        f"slave{i}:ip={LOOPBACK},port={port},state=online,offset=1,lag=0"
+        for i, port in enumerate(ports)
+    ]
+    return info_reply(lines)
+
+
+def replica_info(master_port: int) -> bytes:
+    """A replica's INFO replication naming a master at `master_port`."""
+    return info_reply(
+        [
+            "role:slave",
+            f"master_host:{LOOPBACK}",
+            f"master_port:{master_port}",
+            "master_link_status:up",
+            "connected_slaves:0",
+        ]
+    )
+
+
+def fresh_ports() -> list[int]:
+    """`LISTED` loopback ports, chosen anew."""
+    return random.sample(range(20000, 60000), LISTED)
+
+
+async def serve(mode: str, master: socket.socket, extra: list[socket.socket]) -> None:
+    """Serve the fake master on `master` (and, by mode, the rest on `extra`)."""
+    master_port = master.getsockname()[1]
+    ports = [s.getsockname()[1] for s in extra]
+    answers = itertools.count()
+
+    def info_for(port: int) -> bytes:
+        if mode == "rotate":
+            return master_info(fresh_ports())
+        if mode == "answering":
+            return (
+                master_info(ports) if port == master_port else replica_info(master_port)
+            )
+        # pingpong: the master and the first replica swap at every answer.
+        turn = next(answers) % 2
+        first = ports[0]
+        listing = [first] + fresh_ports() if port == master_port else fresh_ports()
+        if (port == master_port) == (turn == 0):
+            return master_info(listing)
+        return replica_info(first if port == master_port else master_port)
+
+    def handler(port: int) -> Any:
+        async def handle(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            try:
+                while True:
+                    line = await reader.readline()
+                    if not line:
+                        return
+                    args = []
+                    if line.startswith(b"*"):
+                        for _ in range(int(line[1:])):
+                            header = await reader.readline()
+                            args.append(
+                                (await reader.readexactly(int(header[1:]) + 2))[:-2]
+                            )
+                    else:
+                        args = line.split()
+                    name = args[0].upper() if args else b""
+                    if name == b"PING":
+                        writer.write(b"+PONG\r\n")
+                    elif name == b"INFO":
+                        writer.write(info_for(port))
+                    elif name == b"AUTH":
+                        writer.write(b"+OK\r\n")
+                    else:
+                        writer.write(b"-ERR unknown command\r\n")
+                    await writer.drain()
+            except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+                return
+            finally:
+                writer.close()
+
+        return handle
+
+    servers = [
+        await asyncio.start_server(handler(s.getsockname()[1]), sock=s)
+        for s in [master, *extra]
+    ]
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+def listener() -> socket.socket:
+    """A listening socket on a free loopback port."""
+    s = socket.socket()
+    s.bind((LOOPBACK, 0))
+    s.listen(64)
+    return s
+
+
+def fake_main(mode: str, fds: list[int]) -> None:
+    """The fake's process: serve the inherited listeners until killed."""
+    socks = [socket.socket(fileno=fd) for fd in fds]
+    asyncio.run(serve(mode, socks[0], socks[1:]))
+
+
+def nodes_under(client: Any, path: str) -> int:
+    """How many children `path` has in ZooKeeper (0 if it is absent)."""
+    return len(client.get_children(path)) if client.exists(path) else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--mode", choices=("rotate", "answering", "pingpong"), required=True
+    )
+    parser.add_argument("--healthy", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--grace", type=float, default=60.0)
+    parser.add_argument("--fake", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fake:
+        fake_main(args.fake[0], [int(fd) for fd in args.fake[1:]])
+        return
+    with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
+        zookeeper, client = start_zookeeper(started)
+        redis = start_redis_servers(1, started)[0]
+        count = 1 if args.mode == "rotate" else LISTED + 1
+        socks = [listener() for _ in range(count)]
+        fds = [s.fileno() for s in socks]
+        fake = ChildProcess(
+            [sys.executable, __file__, "--mode", args.mode, "--fake", args.mode,
+             *map(str, fds)],
+            log=Path(tmp) / "fake.log",
+            pass_fds=fds,
+        )  # fmt: skip
+        started.callback(fake.stop)
+        healthy = [Instance(f"ok-{i}", redis.port) for i in range(args.healthy)]
+        config = agent_config(healthy, zookeeper=zookeeper.hosts)
+        config += (
+            f'\n[[redis]]\nname = "evil"\nhost = "{LOOPBACK}"\n'
+            f"port = {socks[0].getsockname()[1]}\ndiscover_replicas = true\n"
+        )
+        config = config.replace(
+            "fall = 3\n", f"fall = 3\ninfo_every = 1\nreplica_grace = {args.grace}\n", 1
+        )
+        agent = Agent(Path(tmp), config)
+        started.callback(agent.stop)
+        agent.wait_ready()
+        agent.wait_ticks(3, 30.0)
+        began = time.monotonic()
+        print(f"mode {args.mode}, load {load_average()}")
+        while True:
+            elapsed = time.monotonic() - began
+            stats = agent.get("/debug/stats")
+            listed = agent.get("/instances?limit=10000", timeout=30.0)["instances"]
+            ok = [agent.get(f"/instances/ok-{i}") for i in range(args.healthy)]
+            code, health = agent.healthz()
+            print(
+                f"{elapsed:5.1f} s  RSS {agent.rss_bytes() / 2**20:.0f} MiB  "
+                f"fds {agent.process.num_fds()}  discovery {stats.get('discovery')}  "
+                f"watched {len(listed)}  ok checks "
+                f"{sum(i.get('checks', 0) for i in ok)} failures "
+                f"{sum(i.get('failures', 0) for i in ok)}  /healthz {code} "
+                f"{'' if code == 200 else health}  zk instances "
+                f"{nodes_under(client, '/sentinel/instances')}  load {load_average()}",
+                flush=True,
+            )
+            if elapsed >= args.duration:
+                break
+            time.sleep(5)
+        print((Path(tmp) / "agent.log").read_text()[-3000:])
+
+
+if __name__ == "__main__":
+    main()
