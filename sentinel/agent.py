@@ -32,6 +32,7 @@ from sentinel.publisher import ZooKeeperPublisher
 from sentinel.readers import warn_of_long_listings
 from sentinel.reload import ConfigReloader
 from sentinel.resolve import Resolver
+from sentinel.resumes import Resumes
 from sentinel.roundstop import WaitingServices, first_round_before_stop
 from sentinel.runqueue import RunQueueWait
 from sentinel.session import StateFile, StoredSession, session_left, session_purpose
@@ -291,6 +292,15 @@ def make_agent(
     monitor.setName("monitor")
     monitor.setServiceParent(top)
     freshness = Freshness(reactor, lambda: monitor.states, lambda: monitor.settings)
+    # After a pause of its own, the agent's session is unconfirmed until
+    # ZooKeeper is heard from again (sentinel.resumes).
+    resumes = None
+    if zookeeper is not None:
+        resumes = Resumes(
+            reactor, zookeeper.zk, zookeeper.root, lambda: monitor.settings.interval
+        )
+        monitor.own_stalls.noticed = resumes.stalled
+        stats_sources["resumes"] = resumes.stats
     freshness.timer.setServiceParent(top)
     tasks.append(freshness.timer)
     check_capacity = check_fd_capacity if process is None else process.check_capacity
@@ -346,6 +356,7 @@ def make_agent(
             gc_objects=count_gc_objects if process is None else process.gc_objects,
             health_checks=[
                 *(task.unhealthy_reason for task in tasks),
+                *([] if resumes is None else [resumes.unhealthy_reason]),
                 freshness.unhealthy_reason,
                 internal_errors.unhealthy_reason,
                 pacer.sockets.unhealthy_reason,

@@ -23,6 +23,7 @@ the agent's own (`sentinel.monitor`).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 # Seconds beyond a step a launch may come late before it is a stall: above
 # a busy reactor's ordinary late turns, well below any `stale_after`.
@@ -39,6 +40,9 @@ class OwnStalls:
         self._last: float | None = None
         # (start, end) of each stall, oldest first.
         self._stalls: deque[tuple[float, float]] = deque(maxlen=KEPT)
+        # Told of each stall, (start, end), as the loop finds it: in the
+        # turn that ends it, before any socket is read (`sentinel.resumes`).
+        self.noticed: Callable[[float, float], None] | None = None
 
     def launched(self, now: float, step: float) -> None:
         """The loop launched a slice at `now`, one `step` after the last."""
@@ -46,6 +50,8 @@ class OwnStalls:
         self._last = now
         if last is not None and now - last - step > STALL_AT:
             self._stalls.append((last + step, now))
+            if self.noticed is not None:
+                self.noticed(last + step, now)
 
     def restarted(self) -> None:
         """The loop starts again: the time it was stopped was no stall."""
