@@ -12,15 +12,21 @@ kernel and answered first), and from the SIGCONT a thread asks
 ``/healthz`` every 20 ms (a new connection each time, as a load balancer
 does) while another reads every instance node every 20 ms (a kazoo
 client of its own), for ``--watch`` s. A node is *wrong* while missing
-or while its ``checked_at`` is older than ``refresh`` plus ``--slack``
-s. Printed per pause: what the probe sent during it was answered, how
-long ``/healthz`` said 200 while some node was wrong ("200 while wrong",
-the lie), how long it said 503 while every node was right ("503 while
+or while its ``checked_at`` is older than ``refresh`` plus 3 s. Printed
+per pause: what the probe sent during it was answered, how long
+``/healthz`` said 200 while some node was wrong ("200 while wrong", the
+lie), how long it said 503 while every node was right ("503 while
 right", the false alarm), when each state began and ended, and the first
-reasons given.
+reasons given. With ``--paused zookeeper`` the ZooKeeper server is
+stopped instead of the agent: printed, what ``/healthz`` said during the
+pause (when it first said 503, and why), then the same from its SIGCONT.
+With ``--agents N`` (and ``--replicas``), N agents share the instances
+as a group; the first is the one paused and asked.
 
     .venv/bin/python benchmarks/pausehealth.py --pause 3 --pause 25 \
-        [--state-dir] [--checkout before=PATH --checkout after=.]
+        [--state-dir] [--paused zookeeper] [--session-timeout S] \
+        [--interval S] [--agents 3] \
+        [--checkout before=PATH --checkout after=.]
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ from kazoo.exceptions import NoNodeError
 ROOT = "/sentinel"
 REFRESH = 30.0
 STEP = 0.02
+# Seconds past ``refresh`` a node's ``checked_at`` may be before it is stale.
+SLACK = 3.0
 
 
 def healthz(agent: Agent) -> tuple[int, str]:
@@ -87,16 +95,21 @@ def probe_answer(probe: socket.socket) -> str:
 
 
 def wrong_nodes(client: KazooClient, names: list[str], limit: float) -> tuple[int, int]:
-    """How many of `names`' nodes are missing, and checked over `limit` s ago."""
+    """
+    How many of `names`' nodes are missing, and checked over `limit` s ago;
+    (-1, -1) if ZooKeeper did not answer (paused) within a second.
+    """
     results = [client.get_async(f"{ROOT}/instances/{n}") for n in names]
     now = time.time()
     missing = stale = 0
     for result in results:
         try:
-            data, _ = result.get(timeout=5)
+            data, _ = result.get(timeout=1)
         except NoNodeError:
             missing += 1
             continue
+        except Exception:
+            return -1, -1
         if now - json.loads(data)["checked_at"] > limit:
             stale += 1
     return missing, stale
@@ -152,13 +165,15 @@ def timeline(
     alarms: list[float] = []
     for (when, (code, _)), (after, _) in zip(health, health[1:], strict=False):
         wrong = sum(at(nodes, when))
+        if wrong < 0:
+            continue  # Not known: ZooKeeper did not answer the reader.
         if code == 200 and wrong:
             lie += after - when
             lies.append(when - resumed)
         elif code == 503 and not wrong:
             alarm += after - when
             alarms.append(when - resumed)
-    wrong_times = [when - resumed for when, wrong in nodes if sum(wrong)]
+    wrong_times = [when - resumed for when, wrong in nodes if sum(wrong) > 0]
     reasons = [r for _, (code, r) in health if code == 503]
     return {
         "lie": lie,
@@ -178,10 +193,67 @@ def span(pair: tuple[float, float] | None) -> str:
     return "--" if pair is None else f"{pair[0]:.2f}--{pair[1]:.2f} s"
 
 
+def agent_paused(
+    agent: Agent, client: KazooClient, names: list[str], pause: float, watch: float
+) -> tuple[str, float, list[tuple[float, Any]], list[tuple[float, Any]]]:
+    """
+    The agent stopped `pause` s: the answer to the probe sent during it,
+    the SIGCONT's time, and the samples of `watch` s from it.
+    """
+    os.kill(agent.pid, signal.SIGSTOP)
+    time.sleep(max(0.0, pause - 1.0))
+    # A load balancer's probe, sent during the pause.
+    probe = probe_sent(agent.http_port)
+    time.sleep(min(pause, 1.0))
+    os.kill(agent.pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    health, nodes = watched(
+        lambda: healthz(agent),
+        lambda: wrong_nodes(client, names, REFRESH + SLACK),
+        resumed + watch,
+    )
+    return f"probe {probe_answer(probe)}", resumed, health, nodes
+
+
+def zookeeper_paused(
+    zookeeper: Any,
+    agent: Agent,
+    client: KazooClient,
+    names: list[str],
+    pause: float,
+    watch: float,
+) -> tuple[str, float, list[tuple[float, Any]], list[tuple[float, Any]]]:
+    """
+    ZooKeeper stopped `pause` s, /healthz asked meanwhile: what it said
+    (when it first said 503, and why), the SIGCONT's time, and the
+    samples of `watch` s from it.
+    """
+    zookeeper.pause()
+    stopped = time.monotonic()
+    meanwhile = sampled(stopped + pause, lambda: healthz(agent))
+    zookeeper.resume()
+    resumed = time.monotonic()
+    health, nodes = watched(
+        lambda: healthz(agent),
+        lambda: wrong_nodes(client, names, REFRESH + SLACK),
+        resumed + watch,
+    )
+    first = next(((w, r) for w, (c, r) in meanwhile if c != 200), None)
+    said = (
+        "200 throughout"
+        if first is None
+        else f"503 from {first[0] - stopped:.2f} s ({first[1][:120]})"
+    )
+    return said, resumed, health, nodes
+
+
 def run(
     args: argparse.Namespace, label: str, path: Path, number: int
 ) -> list[tuple[str, str]]:
-    """One agent, every pause in turn; rows for the table."""
+    """
+    The agents (the first is the one paused, and asked), every pause in
+    turn; rows for the table.
+    """
     rows = []
     with ExitStack() as started, tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
@@ -191,25 +263,38 @@ def run(
             Instance(f"r{i:03d}", servers[i % 2].port) for i in range(args.instances)
         ]
         names = [i.name for i in instances]
-        config = agent_config(
-            instances,
-            zookeeper=zookeeper.hosts,
-            zk_root=ROOT,
-            interval=args.interval,
-            zk_settings={"session_timeout": args.session_timeout, "refresh": REFRESH},
-        )
-        if args.state_dir:
-            (workdir / "state").mkdir(mode=0o700)
-            config = f'state_dir = "{workdir / "state"}"\n' + config
-        agent = Agent(workdir, config, pythonpath=path)
-        started.callback(agent.stop)
-        agent.wait_ready()
-        limit = REFRESH + args.slack
+        settings: dict[str, float | int | str] = {
+            "session_timeout": args.session_timeout,
+            "refresh": REFRESH,
+        }
+        if args.agents > 1:
+            settings["replicas"] = args.replicas
+        agents = []
+        for number_of in range(args.agents):
+            config = agent_config(
+                instances,
+                zookeeper=zookeeper.hosts,
+                zk_root=ROOT,
+                interval=args.interval,
+                agent_id=f"a{number_of}",
+                zk_settings=settings,
+            )
+            if args.state_dir:
+                state = workdir / f"state-{number_of}"
+                state.mkdir(mode=0o700)
+                config = f'state_dir = "{state}"\n' + config
+            member = Agent(workdir, config, label=f"a{number_of}", pythonpath=path)
+            started.callback(member.stop)
+            agents.append(member)
+        for member in agents:
+            member.wait_ready()
+        agent = agents[0]
+        limit = REFRESH + SLACK
         for pause in args.pause:
             wait_until(
                 lambda: (
                     sum(wrong_nodes(client, names, limit)) == 0
-                    and agent.healthz()[0] == 200
+                    and all(member.healthz()[0] == 200 for member in agents)
                 ),
                 60,
                 "every node written and /healthz 200",
@@ -217,20 +302,15 @@ def run(
             )
             time.sleep(2)
             load = load_average()
-            os.kill(agent.pid, signal.SIGSTOP)
-            time.sleep(max(0.0, pause - 1.0))
-            # A load balancer's probe, sent during the pause.
-            probe = probe_sent(agent.http_port)
-            time.sleep(min(pause, 1.0))
-            os.kill(agent.pid, signal.SIGCONT)
-            resumed = time.monotonic()
-            health, nodes = watched(
-                lambda: healthz(agent),
-                lambda: wrong_nodes(client, names, limit),
-                resumed + args.watch,
-            )
+            if args.paused == "zookeeper":
+                during, resumed, health, nodes = zookeeper_paused(
+                    zookeeper, agent, client, names, pause, args.watch
+                )
+            else:
+                during, resumed, health, nodes = agent_paused(
+                    agent, client, names, pause, args.watch
+                )
             t = timeline(health, nodes, resumed)
-            during = probe_answer(probe)
             if args.verbose:
                 for when, sample in sorted(
                     [(w, ("h", s[0], s[1][:90])) for w, s in health]
@@ -240,7 +320,7 @@ def run(
             name = f"{label} run {number} pause {pause:g} s"
             lie, alarm = span(t["lie_span"]), span(t["alarm_span"])
             rows += [
-                (f"{name}: probe sent during it", during),
+                (f"{name}: during the pause", during),
                 (f"{name}: 200 while wrong", f"{t['lie']:.2f} s ({lie})"),
                 (f"{name}: 503 while right", f"{t['alarm']:.2f} s ({alarm})"),
                 (
@@ -261,9 +341,18 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=50)
     parser.add_argument("--pause", type=float, action="append", default=[])
     parser.add_argument("--watch", type=float, default=15.0)
-    parser.add_argument("--slack", type=float, default=3.0)
+    parser.add_argument(
+        "--paused",
+        choices=("agent", "zookeeper"),
+        default="agent",
+        help="what is stopped (SIGSTOP) for each --pause",
+    )
     parser.add_argument("--session-timeout", type=float, default=10.0)
     parser.add_argument("--state-dir", action="store_true")
+    parser.add_argument(
+        "--agents", type=int, default=1, help="a group's members (the first paused)"
+    )
+    parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--verbose", type=int, default=0, help="samples printed")
