@@ -377,7 +377,10 @@ def make_agent(
             health_details={
                 "starting": startup.progress,
                 **(
-                    {"handoff": zookeeper.handoff.health_detail}
+                    {
+                        "handoff": zookeeper.handoff.health_detail,
+                        "session": zookeeper.handoff.session_detail,
+                    }
                     if zookeeper is not None and zookeeper.handoff is not None
                     else {}
                 ),

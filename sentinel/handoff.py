@@ -911,6 +911,21 @@ class SessionHandoff:
             f"this agent's nodes and closes its session"
         )
 
+    def session_detail(self) -> dict[str, Any] | None:
+        """
+        ``session`` in ``/healthz``: whether this process reattached to the
+        session its predecessor left, and why not when it did not (issue
+        10 asked it of ``/healthz`` as of the log and ``/debug/stats``, so
+        that a rolling restart can be watched on the route it waits on);
+        None until the first session is known.
+        """
+        if self.reattached is None:
+            return None
+        return {
+            "reattached": self.reattached,
+            "not_reattached_because": self.why_not,
+        }
+
     # Writing
 
     def _written_soon(self, refresh: bool = False) -> Deferred[bool]:

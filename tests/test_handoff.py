@@ -637,6 +637,31 @@ class RestartTests(HandoffTestCase):
         )
         self.assertEqual(self.stored()["session_id"], f"{first.zk.session_id:#x}")
 
+    def test_session_detail_says_whether_reattached(self) -> None:
+        """
+        /healthz's ``session``: nothing before the first session, then
+        whether it was reattached and, on a new one, why not.
+        """
+        first = self.process()
+        self.assertIsNone(first.handoff.session_detail())
+        first.start()
+        self.assertEqual(
+            first.handoff.session_detail(),
+            {
+                "reattached": False,
+                "not_reattached_because": f"{self.directory}/{STATE_FILE}: "
+                "no state file",
+            },
+        )
+        first.check("a", UP)
+        first.stop()
+        second = self.process()
+        second.start()
+        self.assertEqual(
+            second.handoff.session_detail(),
+            {"reattached": True, "not_reattached_because": None},
+        )
+
     def test_unwritable_state_file_means_no_reattach(self) -> None:
         """
         If the claim cannot be written, the process does not reattach: an

@@ -326,8 +326,12 @@ class RestartTests(RestartTestCase):
         )
         self.assertIn("reattached to ZooKeeper session", second.text())
         self.assertNotIn("Traceback", first.text() + second.text())
-        code, _ = await second.get("/healthz")
+        # /healthz says so too (issue 10), where a rolling restart waits.
+        code, body = await second.get("/healthz")
         self.assertEqual(code, 200)
+        self.assertEqual(
+            body["session"], {"reattached": True, "not_reattached_because": None}
+        )
 
     async def test_sigterm_then_start(self) -> None:
         """
