@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from common import (
     LOOPBACK,
@@ -2617,6 +2617,23 @@ def part_one(workdir: Path, started: ExitStack, redis: list[RedisServer]) -> Non
     stop_without_zookeeper(replies_agent, zookeeper)
 
 
+def tracebacks_and_sum_up(workdir: Path, began: float) -> NoReturn:
+    """A check per agent log with a traceback; how many passed; the exit."""
+    for log in sorted(workdir.glob("*.log")):
+        tracebacks = log.read_text(errors="replace").count("Traceback")
+        if tracebacks:
+            check(
+                "logs", f"{log.name}: no traceback", False, f"{tracebacks} tracebacks"
+            )
+    failed = [what for ok, what in RESULTS if not ok]
+    print(
+        f"# {len(RESULTS) - len(failed)} of {len(RESULTS)} checks passed in "
+        f"{time.monotonic() - began:.0f} s, load {load_average()}",
+        flush=True,
+    )
+    sys.exit(1 if failed else 0)
+
+
 def main() -> None:
     """Start the servers, walk the contract, stop everything, sum up."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -2642,22 +2659,7 @@ def main() -> None:
             part_two(workdir, zookeeper, zk, redis)
         if part in ("1", "all"):
             part_one(workdir, started, redis)
-        for log in sorted(workdir.glob("*.log")):
-            tracebacks = log.read_text(errors="replace").count("Traceback")
-            if tracebacks:
-                check(
-                    "logs",
-                    f"{log.name}: no traceback",
-                    False,
-                    f"{tracebacks} tracebacks",
-                )
-    failed = [what for ok, what in RESULTS if not ok]
-    print(
-        f"# {len(RESULTS) - len(failed)} of {len(RESULTS)} checks passed in "
-        f"{time.monotonic() - began:.0f} s, load {load_average()}",
-        flush=True,
-    )
-    sys.exit(1 if failed else 0)
+        tracebacks_and_sum_up(workdir, began)
 
 
 if __name__ == "__main__":

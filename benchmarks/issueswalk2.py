@@ -64,7 +64,6 @@ from common import (
 )
 from contract import (
     AGENTS,
-    RESULTS,
     TWISTD,
     Twistd,
     by_signal,
@@ -74,6 +73,7 @@ from contract import (
     poll,
     redis_table,
     run_once,
+    tracebacks_and_sum_up,
 )
 from kazoo.client import KazooClient
 
@@ -220,12 +220,13 @@ def _restarts(
         bool(said),
         said[-1][-140:] if said else "no line",
     )
-    healthz = first.http("/healthz")[2].decode(errors="replace")
+    session = first.json("/healthz").get("session") or {}
     check(
         "restart",
-        "first start: /healthz says whether the session was reattached",
-        "reattach" in healthz,
-        healthz[:200],
+        "first start: /healthz says not reattached, and why",
+        session.get("reattached") is False
+        and bool(session.get("not_reattached_because")),
+        session or first.json("/healthz"),
     )
     before = {p: node(zk, p) for p in paths}
     # A crash; meanwhile one instance leaves the config and one goes down.
@@ -254,6 +255,13 @@ def _restarts(
         "kill -9 + start: /debug/stats says reattached",
         handoff.get("reattached") is True,
         handoff,
+    )
+    session = second.json("/healthz").get("session") or {}
+    check(
+        "restart",
+        "kill -9 + start: /healthz says reattached",
+        session.get("reattached") is True,
+        session or second.json("/healthz"),
     )
     gone = poll(lambda: node(zk, f"{root}/instances/gone") is None, 10, 0.02)
     check(
@@ -555,9 +563,10 @@ def groups(workdir: Path, zk: KazooClient, hosts: str, port: int) -> None:
             return [set(a.instances()) for a in agents]
 
         def split() -> list[set[str]] | None:
+            # Each agent observes all it knows until it hears of the others.
             got = shares()
             total = sum(len(s) for s in got)
-            return got if total == 30 and set().union(*got) == set(names) else None
+            return got if total == 30 and all(got) else None
 
         got = poll(split, 20, 0.2) or shares()
         counts = [len(s) for s in got]
@@ -656,7 +665,7 @@ def groups(workdir: Path, zk: KazooClient, hosts: str, port: int) -> None:
         )
         check("group", "a member with replicas = 2 starts", misfit.wait_answering())
         said = poll(lambda: log_lines(agents[0], r"disagree"), 15, 0.2) or []
-        healthz = agents[0].http("/healthz")[2].decode(errors="replace")
+        healthz = " ".join(agents[0].http("/healthz")[2].decode().split())
         check(
             "group",
             "members disagreeing on R/Q: reported in /healthz and the log",
@@ -919,7 +928,7 @@ def topology(workdir: Path, zk: KazooClient, hosts: str, started: ExitStack) -> 
     lone = RedisServer()
     started.callback(lone.stop)
     lone.start()
-    root, grace = "/iw-topology", 4.0
+    root, grace = "/iw-topology", 12.0
     config = workdir / "topology.toml"
     config.write_text(
         f'replica_grace = {grace}\ndrain_key = "iw:drain"\n'
@@ -1013,39 +1022,18 @@ def topology(workdir: Path, zk: KazooClient, hosts: str, started: ExitStack) -> 
             },
             sorted(n for n in after if "@" in n),
         )
-        # A promotion, published within 2 s.
+        # A promotion and a demotion, each published within 2 s.
         path = f"{root}/instances/{found[0]}"
-        began = promoted_at = time.monotonic()
-        redis_cli(replicas[0].port, "REPLICAOF", "NO", "ONE")
-        promoted = poll(
-            lambda: (node(zk, path) or [{}])[0].get("role") == "master", 10, 0.02
-        )
-        took = time.monotonic() - began
-        check(
-            "topology",
-            "REPLICAOF NO ONE: role master published within 2 s",
-            bool(promoted) and took <= 2.0,
-            f"{took:.2f} s",
-        )
-        # A demotion, published within 2 s.
+        promoted_at = time.monotonic()
+        role_change(zk, path, replicas[0].port, ["NO", "ONE"], "master")
         lone_path = f"{root}/instances/lone"
         poll(lambda: node(zk, lone_path), 10)
-        began = time.monotonic()
-        redis_cli(lone.port, "REPLICAOF", LOOPBACK, str(master.port))
-        demoted = poll(
-            lambda: (node(zk, lone_path) or [{}])[0].get("role") == "slave", 10, 0.02
-        )
-        took = time.monotonic() - began
-        check(
-            "topology",
-            "REPLICAOF HOST PORT on a master: role slave published within 2 s",
-            bool(demoted) and took <= 2.0,
-            f"{took:.2f} s",
-        )
+        role_change(zk, lone_path, lone.port, [LOOPBACK, str(master.port)], "slave")
         redis_cli(lone.port, "REPLICAOF", "NO", "ONE")
-        # The promoted replica left the master's list: the agent hears of it
-        # at the master's next INFO (info_every 10 x interval 1 s at most),
-        # and keeps it for the grace from then.
+        # The promoted replica left the master's list. The grace counts
+        # from the master's last INFO that listed it, and INFO comes every
+        # info_every (10) checks of interval 1 s: so the replica goes
+        # between grace - 10 s and grace + 10 s after it left.
         removed = poll(
             lambda: node(zk, path) is None and found[0] not in agent.instances(),
             grace + 10 + 15,
@@ -1054,14 +1042,30 @@ def topology(workdir: Path, zk: KazooClient, hosts: str, started: ExitStack) -> 
         took = time.monotonic() - promoted_at
         check(
             "topology",
-            f"a replica gone from the list: removed after the grace ({grace:g} s), "
-            "within grace + info_every x interval",
-            bool(removed) and grace <= took <= grace + 10 + 2,
+            f"a replica gone from the list: removed after the grace ({grace:g} s, "
+            "give or take info_every x interval)",
+            bool(removed) and grace - 10 <= took <= grace + 10 + 2,
             f"removed {took:.1f} s after it left",
         )
         drain(zk, agent, root, lone)
     finally:
         agent.stop()
+
+
+def role_change(
+    zk: KazooClient, path: str, port: int, to: Sequence[str], role: str
+) -> None:
+    """``REPLICAOF *to*``: `role` published at `path` within 2 s."""
+    began = time.monotonic()
+    redis_cli(port, "REPLICAOF", *to)
+    changed = poll(lambda: (node(zk, path) or [{}])[0].get("role") == role, 10, 0.02)
+    took = time.monotonic() - began
+    check(
+        "topology",
+        f"REPLICAOF {' '.join(to)}: role {role} published within 2 s",
+        bool(changed) and took <= 2.0,
+        f"{took:.2f} s",
+    )
 
 
 def drain(zk: KazooClient, agent: Twistd, root: str, lone: RedisServer) -> None:
@@ -1134,17 +1138,7 @@ def main() -> None:
                 run()
             except Exception as e:  # one section's surprise: the walk goes on
                 check(name, "section ran to its end", False, repr(e)[:200])
-        for log in sorted(workdir.glob("*.log")):
-            tracebacks = log.read_text(errors="replace").count("Traceback")
-            if tracebacks:
-                check("logs", f"{log.name}: no traceback", False, f"{tracebacks}")
-    failed = [what for ok, what in RESULTS if not ok]
-    print(
-        f"# {len(RESULTS) - len(failed)} of {len(RESULTS)} checks passed in "
-        f"{time.monotonic() - began:.0f} s, load {load_average()}",
-        flush=True,
-    )
-    sys.exit(1 if failed else 0)
+        tracebacks_and_sum_up(workdir, began)
 
 
 if __name__ == "__main__":
