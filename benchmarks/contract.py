@@ -104,12 +104,22 @@ class Twistd:
     """One ``twistd -n sentinel ARGS`` child, its log in the workdir."""
 
     def __init__(
-        self, workdir: Path, label: str, args: Sequence[str], http: bool = True
+        self,
+        workdir: Path,
+        label: str,
+        args: Sequence[str],
+        http: bool = True,
+        prefix: Sequence[str] = (),
+        twistd_options: Sequence[str] = (),
     ) -> None:
+        """
+        Start it; `prefix` runs before twistd (``prlimit ...``, which
+        execs it), `twistd_options` go before ``sentinel`` (``--logger``).
+        """
         self.label = label
         self.http_port = free_port()
         self.log = workdir / f"{label}.log"
-        argv = [TWISTD, "-n", "--pidfile=", "sentinel", *args]
+        argv = [*prefix, TWISTD, "-n", "--pidfile=", *twistd_options, "sentinel", *args]
         if http:
             argv += ["--http", f"tcp:{self.http_port}:interface={LOOPBACK}"]
         self.child = ChildProcess(argv, log=self.log, cwd=workdir, own_session=True)
@@ -2619,19 +2629,8 @@ def part_one(workdir: Path, started: ExitStack, redis: list[RedisServer]) -> Non
 
 def tracebacks_and_sum_up(workdir: Path, began: float) -> NoReturn:
     """A check per agent log with a traceback; how many passed; the exit."""
-    for log in sorted(workdir.glob("*.log")):
-        tracebacks = log.read_text(errors="replace").count("Traceback")
-        if tracebacks:
-            check(
-                "logs", f"{log.name}: no traceback", False, f"{tracebacks} tracebacks"
-            )
-    failed = [what for ok, what in RESULTS if not ok]
-    print(
-        f"# {len(RESULTS) - len(failed)} of {len(RESULTS)} checks passed in "
-        f"{time.monotonic() - began:.0f} s, load {load_average()}",
-        flush=True,
-    )
-    sys.exit(1 if failed else 0)
+    check_logs(workdir)
+    sum_up(began)
 
 
 def main() -> None:
@@ -2659,7 +2658,29 @@ def main() -> None:
             part_two(workdir, zookeeper, zk, redis)
         if part in ("1", "all"):
             part_one(workdir, started, redis)
-        tracebacks_and_sum_up(workdir, began)
+        check_logs(workdir)
+    sum_up(began)
+
+
+def check_logs(workdir: Path) -> None:
+    """A failed check for each agent log in `workdir` with a traceback."""
+    for log in sorted(workdir.glob("*.log")):
+        tracebacks = log.read_text(errors="replace").count("Traceback")
+        if tracebacks:
+            check(
+                "logs", f"{log.name}: no traceback", False, f"{tracebacks} tracebacks"
+            )
+
+
+def sum_up(began: float) -> NoReturn:
+    """Print how many checks passed since `began`; exit 1 if any failed."""
+    failed = [what for ok, what in RESULTS if not ok]
+    print(
+        f"# {len(RESULTS) - len(failed)} of {len(RESULTS)} checks passed in "
+        f"{time.monotonic() - began:.0f} s, load {load_average()}",
+        flush=True,
+    )
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
