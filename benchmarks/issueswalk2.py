@@ -838,7 +838,12 @@ def levels(workdir: Path, port: int) -> None:
     with log.open("wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         try:
-            time.sleep(4)
+            # The first checks' line at warn, however loaded the machine is
+            # (4 s were too few at load 14).
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not log.read_text().strip():
+                time.sleep(0.2)
+            time.sleep(1)
         finally:
             process.send_signal(signal.SIGTERM)
             try:
