@@ -69,9 +69,10 @@ from sentinel.publisher import ZooKeeperPublisher
 from sentinel.readers import utf8_length
 from sentinel.standins import moved_by, stand_in_order
 from sentinel.streaming import Slices
+from sentinel.unpublished import Unpublished
 from sentinel.unshared import NAMED, Unshared, unshared_names
 from sentinel.verdict import opinion_in
-from sentinel.zk import CONNECTED
+from sentinel.zk import CONNECTED, REPLACE_SPREAD
 
 log = Logger()
 
@@ -222,6 +223,18 @@ class Group:
             lambda: self.holdoff.holding, self.unshared.__contains__
         )
         self.membership.on_rejoin_listed = self._listed_holding_off
+        # Whether what it leaves to a member not back yet has a node.
+        self.unpublished = Unpublished(
+            reactor,
+            publisher.zk.exists,
+            lambda name: f"{zookeeper.root}/instances/{name}",
+            lambda: publisher.zk.session_timeout * (1 + REPLACE_SPREAD),
+            lambda names: self._release_for(
+                names,
+                "no node, and the member the view it keeps while it waits"
+                " gives them to is not listed again",
+            ),
+        )
         # While a reload's changes are applied (`_known_changed`): the views
         # applied meanwhile, logged once its own moves are done.
         self._reloading: list[tuple[View, frozenset[str], set[str]]] | None = None
@@ -265,6 +278,7 @@ class Group:
         """Stop following it (the publisher stops)."""
         self.membership.stop()
         self.holdoff.stop()
+        self.unpublished.stop()
         self.covers.stop()
         self.heartbeats.stop()
         self.crowding.stop()
@@ -288,6 +302,7 @@ class Group:
         would publish them while it waited), and rejoined.
         """
         membership = self.membership
+        self.unpublished.new_session()
         if (
             membership.viewed
             and membership.running
@@ -305,6 +320,7 @@ class Group:
         once leaves nobody to publish them), and while each instance it
         knows has somebody to publish it (`_unshared_changed`).
         """
+        self.unpublished.listed(listed)
         if self.holdoff.holding and not self.membership.shares_instances(listed):
             self.holdoff.release("no other member that knows its instances is listed")
         self._unshared_changed(listed)
@@ -316,29 +332,53 @@ class Group:
         (`_nobody_publishes`), else what it publishes meanwhile is found again.
         """
         if not self.holdoff.holding:
+            self.unpublished.stop()
             return
-        if unpublished := self._nobody_publishes(listed):
-            more = len(unpublished) - NAMED
-            others = f" and {more} more" if more > 0 else ""
-            self.holdoff.release(
-                f"{len(unpublished)} instance(s) it knows have nobody to publish"
-                f" them ({', '.join(unpublished[:NAMED])}{others}): no other"
-                " listed member knows them, and the view it keeps while it"
-                " waits gives them to another member"
+        unpublished, not_back = self._nobody_publishes(listed)
+        if unpublished:
+            self._release_for(
+                unpublished,
+                "nobody to publish them: no other listed member knows them,"
+                " and the view it keeps while it waits gives them to another"
+                " member",
             )
-        elif self._find_unshared(listed):
+            return
+        # Left to a member that may be waiting too: judged by their nodes.
+        self.unpublished.watch(not_back)
+        if self._find_unshared(listed):
             self.publishing.write_all()
 
-    def _nobody_publishes(self, listed: View) -> list[str]:
+    def _release_for(self, names: list[str], why: str) -> None:
+        """The wait ends: the instances it knows `names` have `why`."""
+        more = len(names) - NAMED
+        others = f" and {more} more" if more > 0 else ""
+        self.holdoff.release(
+            f"{len(names)} instance(s) it knows have {why}"
+            f" ({', '.join(names[:NAMED])}{others})"
+        )
+
+    def _nobody_publishes(self, listed: View) -> tuple[list[str], list[str]]:
         """
         The instances no other of the `listed` members knows whose primary
-        in the view kept while it waits is another member: one that left
-        during the wait, or that no longer knows them (a reload), so that
-        nobody publishes them until this agent joins again (up to
-        `holdoff.LONGEST_WAIT`), and readers take them for dead.
+        in the view kept while it waits is another member: those of a
+        member listed again since this agent's new session, which left
+        during the wait or no longer knows them (a reload), so that nobody
+        publishes them until this agent joins again (up to
+        `holdoff.LONGEST_WAIT`), and readers take them for dead; and those
+        of a member not listed again, which may be waiting too, behind the
+        same path, and publish them (`sentinel.unpublished`).
         """
         alone = unshared_names(self.known, self.agent_id, listed)
-        return sorted(name for name in alone if self.role(name) != PRIMARY)
+        nobody, not_back = [], []
+        for name in sorted(alone):
+            primary = self.observers(name)[:1]
+            if primary == (self.agent_id,):
+                continue
+            if primary and primary[0] not in self.unpublished.back:
+                not_back.append(name)
+            else:
+                nobody.append(name)
+        return nobody, not_back
 
     def _find_unshared(self, listed: View) -> bool:
         """
@@ -364,6 +404,7 @@ class Group:
             return
         log.info("group: this agent's wait is over; it joins the group again")
         self.unshared.clear()
+        self.unpublished.stop()
         self.membership.resume()
         self.publishing.write_all()
 

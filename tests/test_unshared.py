@@ -319,3 +319,65 @@ class NobodyElseReplicasTests(NobodyElseTests):
     """The same with ``replicas = 2``: ``a`` observes `JOINT` with ``d``."""
 
     replicas = 2
+
+
+class FlappingTogetherTests(SynchronousTestCase):
+    """
+    ``a`` and ``d`` reach ZooKeeper by one path (one rack, one zone):
+    both share `SHARED` with ``b`` and `JOINT` with each other alone;
+    ``replicas = 1``.
+    """
+
+    def setUp(self) -> None:
+        self.fleet = Fleet()
+        kw = {"replicas": 1, "discovery": (SERVERSET, DISCOVERY)}
+        self.a = self.fleet.add("a", SHARED + JOINT, **kw).start()
+        self.b = self.fleet.add("b", SHARED, **kw).start()
+        self.d = self.fleet.add("d", SHARED + JOINT, **kw).start()
+        self.fleet.run(5.0)
+        self.assertEqual(self.missing(), [])
+
+    def missing(self) -> list[str]:
+        return [n for n in SHARED + JOINT if self.fleet.node(n) is None]
+
+    def test_neither_ends_its_wait_for_the_other(self) -> None:
+        """
+        The path flaps: both sessions end together, four times. Each,
+        back, finds the other unlisted, which waits too and publishes its
+        part of `JOINT`: neither ends its wait for it (each took its share
+        of `SHARED` back at every cut of a path that still flapped), and
+        every node of `JOINT` is there through the waits, each checked.
+        Once ``d`` dies, ``a`` finds the nodes ``d`` published gone at a
+        check and ends its wait; they are back within seconds.
+        """
+        both = (self.a, self.d)
+        for _ in range(4):
+            sessions = [member.zk.session_id for member in both]
+            for member in both:
+                member.zk.suspend()
+            self.fleet.run(1.0)
+            for session in sessions:
+                assert session is not None
+                self.fleet.server.end_session(session)
+            self.fleet.run(3.0)
+            for member in both:
+                member.zk.connect()
+            self.fleet.run(1.0)
+        # Past the first check (a session timeout and the spread), inside
+        # the wait of 40 s.
+        self.fleet.run(4.0)
+        for _ in range(20):
+            self.assertEqual(self.missing(), [])
+            self.fleet.run(0.5)
+        for member in both:
+            self.assertTrue(member.group.holdoff.holding)
+            self.assertEqual(member.group.holdoff.released, 0)
+            self.assertGreater(member.group.unpublished.checks, 0)
+        self.d.crash()
+        self.fleet.run(1.0)
+        self.assertTrue(self.a.group.holdoff.holding)
+        self.fleet.run(2 * self.a.zk.session_timeout)
+        self.assertFalse(self.a.group.holdoff.holding)
+        self.assertEqual(self.a.group.holdoff.released, 1)
+        self.fleet.run(4.0)
+        self.assertEqual(self.missing(), [])
