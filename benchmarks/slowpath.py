@@ -26,6 +26,11 @@ each scene spoils for a while, then heals:
 - ``flapreload``: as ``flapheal``, and at the heal a reload of c's
   (``SIGHUP``) renames its private ``p0000`` to ``q0000``: how long
   until ``q0000``'s node is there (``--private`` 1 or more).
+- ``flaptwo``: as ``flapheal``, but d (``--joint`` 1 or more), which
+  knows every instance too, reaches ZooKeeper through c's path, so both
+  flap together (two agents of one rack): how often each ended its wait
+  early, the moves (takeovers) meanwhile, and how long the joint nodes
+  were missing. ("settled" counts d out: read "quiet".)
 
 With ``--checkout LABEL=PATH`` (repeatable) each scene runs once per
 checkout, in turns, that checkout's agents on ``PYTHONPATH``. With
@@ -106,9 +111,10 @@ SCENES = (
     "flapheal",
     "flapleave",
     "flapreload",
+    "flaptwo",
 )
 # The scenes that flap until c waits with ``--left`` s left, then heal.
-UNTIL_WAITING = ("flapheal", "flapleave", "flapreload")
+UNTIL_WAITING = ("flapheal", "flapleave", "flapreload", "flaptwo")
 # flapheal: the most the flap goes on past ``--fault`` for c's long wait.
 FLAPHEAL_LONGEST = 300.0
 
@@ -726,8 +732,10 @@ def one_scene(
             settings["quorum"] = 2
 
         def config(agent_id: str, hosts: str, mine: list[Instance]) -> str:
+            # flaptwo: d a full member too, as two agents of one rack.
+            d_knows = instances + joint if scene == "flaptwo" else joint
             known = {
-                "c": instances + mine + joint, "d": joint
+                "c": instances + mine + joint, "d": d_knows
             }.get(agent_id, instances)  # fmt: skip
             return agent_config(
                 known, zookeeper=hosts, zk_root=ROOT, agent_id=agent_id,
@@ -744,7 +752,9 @@ def one_scene(
         a = start("a", zookeeper.hosts, "a")
         b = start("b", zookeeper.hosts, "b")
         c = start("c", f"{LOOPBACK}:{path.port}", "c")
-        d = start("d", zookeeper.hosts, "d") if joint else None
+        # flaptwo: d behind the same path as c, flapping with it.
+        d_hosts = f"{LOOPBACK}:{path.port}" if scene == "flaptwo" else zookeeper.hosts
+        d = start("d", d_hosts, "d") if joint else None
         watched = names + [i.name for i in joint + renamed]
         reader = Reader(
             zookeeper.hosts, watched, {i.name for i in mine}, {i.name for i in joint}
@@ -794,6 +804,17 @@ def one_scene(
             names = [renamed[0].name if n == mine[0].name else n for n in names]
             now_mine = frozenset(i.name for i in [*renamed, *mine[1:]])
             primary = primaries(names, args.replicas, now_mine)
+        if scene == "flaptwo" and d is not None:
+            extra += [("  flap lasted", f"{healed - load_start_at:.0f} s")]
+            for agent in (c, d):
+                said = agent.log.read_text()
+                extra += [(
+                    f"  {agent.log.name}: waits begun / ended early, of them"
+                    " for instances nobody publishes",
+                    f"{said.count('before it joins the group again')} / "
+                    f"{said.count('s before the end of its wait')}, "
+                    f"{said.count('have nobody to publish')}",
+                )]  # fmt: skip
         if scene == "flapheal":
             back = wait_for(lambda: c_back(reader, c), args.settle)
             extra += [
