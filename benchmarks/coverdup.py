@@ -16,6 +16,11 @@ each service every ``--poll`` s and reads each member, as Prometheus'
 heal, and counts the services that list one endpoint twice or none, and
 for how long.
 
+With ``--meddle``, c's path is never cut: for ``--cut`` s another client
+deletes ``--burst`` instance nodes, whoever holds them, every 0.5 s
+(as ``meddle.py --kind delete``, with discovery on): primaries that
+write and secondaries that cover race for each.
+
     .venv/bin/python benchmarks/coverdup.py [--instances 60] [--cut 8] \\
         [--runs 2] [--checkout before=../main-tree --checkout after=.]
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import tempfile
 import time
 from contextlib import ExitStack
@@ -168,9 +174,13 @@ def one_run(
             and stat.ephemeralOwner == c_session
         ]
         covers_before = sum(covered(a) for a in agents[:2])
-        spoil.set(cut=True)
+        if not args.meddle:
+            spoil.set(cut=True)
         cut_at = time.monotonic()
-        for name in held:
+        rng = random.Random(number)
+        deleted = 0
+        meddled_at = cut_at - 1.0
+        for name in [] if args.meddle else held:
             try:
                 client.delete(f"{ROOT}/instances/{name}")
             except NoNodeError:
@@ -188,6 +198,14 @@ def one_run(
             if not healed and now - cut_at >= args.cut:
                 spoil.set()
                 healed = True
+            if args.meddle and not healed and now - meddled_at >= 0.5:
+                meddled_at = now
+                for name in rng.sample(names, args.burst):
+                    try:
+                        client.delete(f"{ROOT}/instances/{name}")
+                        deleted += 1
+                    except NoNodeError:
+                        pass
             listed = endpoints(client, names)
             samples += 1
             now = time.monotonic()
@@ -227,7 +245,10 @@ def one_run(
         )
 
     return [
-        (f"{label} run {number + 1}: c's nodes deleted", str(len(held))),
+        (
+            f"{label} run {number + 1}: nodes deleted",
+            str(deleted if args.meddle else len(held)),
+        ),
         ("  covers begun (a + b)", str(covers)),
         ("  c's session lived through the cut", str(same_session)),
         ("  services listing an endpoint twice", summary("twice")),
@@ -249,6 +270,8 @@ def main() -> None:
     parser.add_argument("--form", choices=("serverset", "nerve"), default="serverset")
     parser.add_argument("--session-timeout", type=float, default=12.0)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--meddle", action="store_true")
+    parser.add_argument("--burst", type=int, default=5)
     add_checkout_option(parser)
     args = parser.parse_args()
     rows = rows_in_turns(parser, args, one_run)
