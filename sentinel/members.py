@@ -26,6 +26,7 @@ the next check.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -59,13 +60,19 @@ class Members:
         sweep: Sweep,
         roles: GroupRoles,
         clock: IReactorTime,
+        arm: Callable[[Node], None] = lambda node: None,
     ) -> None:
+        """
+        @param arm: watch a member's node for its deletion by another
+            client (`Guard.arm`), for one made outside its own write.
+        """
         self.discovery = discovery
         self._nodes = nodes
         self._queue = queue
         self._sweep = sweep
         self._roles = roles
         self._clock = clock
+        self._arm = arm
         # Members another client deleted or overwrote, made again; the
         # last line that said so, and the repairs since, unlogged.
         self.repaired = 0
@@ -271,6 +278,17 @@ class Members:
         assert self.discovery is not None
         self._moving_along.discard(along.node)
         self.discovery.moved(along.member, path, along.move.data)
+        # Watched for its deletion from now, as a member our own write
+        # made is once written (`NodeWriter.write`): its write queued
+        # meanwhile left it to the transaction and watched nothing, and
+        # nothing writes it again before the refresh. Replaced by a
+        # cover's while this agent could not write (`sentinel.covers`),
+        # it went unheard for 30 s: this agent took the node back and
+        # listed the instance by the cover's member, then, at the
+        # refresh, made its own beside it until the cover's agent let its
+        # own go (63 of 90 members moved along unwatched with three real
+        # agents; 31 endpoints for 30 instances).
+        self._arm(along.node)
         instance.taken_member = None
         instance.taken_from = None
         along.node.moving = False

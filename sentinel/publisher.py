@@ -175,7 +175,10 @@ class ZooKeeperPublisher(Service):
             zk, root, agent_id, nodes, queue, self, watched, roles,
             self.discovery, handoff,
         )  # fmt: skip
-        members = Members(self.discovery, nodes, queue, sweep, roles, reactor)
+        guard = Guard(reactor, zk, nodes, queue, self)
+        members = Members(
+            self.discovery, nodes, queue, sweep, roles, reactor, guard.arm
+        )
         if self.discovery is not None:
             takeovers.members = members
         # Is the session ours alone? (With a state_dir: it may be copied.)
@@ -188,7 +191,6 @@ class ZooKeeperPublisher(Service):
                 self._agent_node_forged,
             )  # fmt: skip
             sweep.alone = lambda: self._sharing is None or self._sharing.alone
-        guard = Guard(reactor, zk, nodes, queue, self)
         # Instance nodes watched for other clients' writes, unless the
         # operator would rather not pay a read per write (`zookeeper.watch_writes`).
         write_watch = WriteWatch(reactor, zk, nodes, queue, self, guard)

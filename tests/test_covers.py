@@ -493,6 +493,44 @@ class CoverMemberTests(SynchronousTestCase):
             holder = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
             self.assertEqual(holder, session, name)
 
+    def test_members_made_in_a_takeover_then_covered(self) -> None:
+        """
+        The primary's members were made in the transactions that took its
+        nodes over at a leave (their answers late, after the members'
+        queued writes): covered while it cannot write, each of those
+        members replaced by the cover's is heard of, and once the primary
+        writes again each endpoint is listed once, by the primary's
+        member, within seconds, and stays so past the refresh. (Before,
+        3 of 11 such members' replacement went unheard until the refresh:
+        the cover's member listed them until then, and the primary's
+        rewrite at the refresh had them unlisted for a while; with real
+        agents, listed twice.)
+        """
+        fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            fleet.add(
+                agent, NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY)
+            ).start()
+        fleet.run(3.0 + FIRST_VERDICT_READ)
+        a, b, c = (fleet.members[m] for m in "abc")
+        a.zk.hold_answers("replace")
+        c.stop()
+        fleet.run(3.0)
+        a.zk.release("replace")
+        fleet.run(3.0 + FIRST_VERDICT_READ)
+        self.assertEqual(listed_wrong(fleet), [])
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        slow_primary(fleet, a, share, WRITES)
+        self.assertEqual(watch_listed(fleet, 2 * INTERVAL + COVER_GRACE + 5.0), [])
+        self.assertEqual(b.group.covers.covered, len(share))
+        a.zk.unhang()
+        self.assertEqual(watch_listed(fleet, 5.0), [])
+        for name in share:
+            [child] = fleet.members_of(name)
+            holder = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
+            self.assertEqual(holder, a.zk.session_id, name)
+        self.assertEqual(watch_listed(fleet, 35.0), [])
+
     def test_cover_costs_one_read_a_member(self) -> None:
         """
         What the cover's member costs: the member the last verdict named

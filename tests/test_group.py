@@ -1254,6 +1254,21 @@ class DiscoveryHandoverTests(SynchronousTestCase):
             calls = [k for k, p in taking.zk.history[before:] if p == named[name]]
             self.assertEqual(calls, ["get"], name)
 
+    def leave_with_takeovers_unanswered(
+        self,
+    ) -> tuple[Fleet, list[str], Deferred[None]]:
+        """
+        Two replicas, past a refresh: a leaves, b's takeover transactions'
+        answers held (ZooKeeper applied them). The fleet, a's share, and
+        a's stop.
+        """
+        fleet = self.fleet_of(2)
+        fleet.run(REFRESH + 2 * INTERVAL)
+        share = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("a")]
+        self.assertTrue(share)
+        fleet.members["b"].zk.hold_answers("replace")
+        return fleet, share, fleet.members["a"].stop()
+
     def test_leave_moves_each_member_in_its_nodes_transaction(self) -> None:
         """
         At a leave, the new primary makes its member in the transaction
@@ -1266,13 +1281,8 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         leaver's wait for some at 1,000 instances, and the session left
         open for them stayed to its expiry.)
         """
-        fleet = self.fleet_of(2)
-        fleet.run(REFRESH + 2 * INTERVAL)
+        fleet, share, stopped = self.leave_with_takeovers_unanswered()
         taking, leaving = fleet.members["b"], fleet.members["a"]
-        share = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("a")]
-        self.assertTrue(share)
-        taking.zk.hold_answers("replace")
-        stopped = leaving.stop()
         self.assertEqual(self.watch(fleet, SETTLE + INTERVAL + 0.5), [])
         self.assert_taken_by_b(fleet, share)
         self.successResultOf(stopped)
@@ -1288,6 +1298,30 @@ class DiscoveryHandoverTests(SynchronousTestCase):
             document = fleet.node(name)
             assert document is not None
             self.assertEqual(document.get("member"), node.member.path)
+
+    def test_member_moved_along_is_watched_for_its_deletion(self) -> None:
+        """
+        A member made in its node's takeover transaction is watched for
+        its deletion like one made by a write of its own: with the
+        transactions' answers held past the members' queued writes (which
+        leave them to the transaction), each deleted by another client
+        right after is made again within the guard's pace, not at the
+        refresh. (Before, 11 of 11 stayed unlisted for 30 s; replaced by a
+        cover's, a member went unheard as long.)
+        """
+        fleet, share, _ = self.leave_with_takeovers_unanswered()
+        taking = fleet.members["b"]
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        taking.zk.unhang()
+        taking.zk.release("replace")
+        fleet.run(INTERVAL)
+        self.assert_taken_by_b(fleet, share)
+        for name in share:
+            [child] = fleet.members_of(name)
+            fleet.server.remove(f"{DISCOVERY}/{name}/{child}")
+        fleet.run(guard.REWRITE_AFTER + 1.0)
+        self.assertEqual(self.listed(fleet), [])
+        self.assert_listed_by_b(fleet, share)
 
     def test_member_written_meanwhile_moves_after_its_node(self) -> None:
         """
