@@ -311,21 +311,6 @@ class GroupTestCase(TestCase):
                 return False
         return True
 
-    def nodes_name_their_members(self, service: str) -> bool:
-        """Whether each instance's node names the one member listing it."""
-        children = self.kazoo.get_children(service)
-        for name in self.names:
-            mine = [c for c in children if c.rsplit("_", 1)[0] == name]
-            try:
-                data, _ = self.kazoo.get(self.path(name))
-            except NoNodeError:
-                return False
-            if len(mine) != 1 or json.loads(data).get("member") != (
-                f"{service}/{mine[0]}"
-            ):
-                return False
-        return True
-
     def figure(self, what: str, value: float) -> None:
         """Record a measured figure in the test log (_trial_temp/test.log)."""
         log.info("measured: {what}: {value:.3f}", what=what, value=value)
@@ -783,68 +768,3 @@ class RollingRestartTests(GroupTestCase):
             return bool((await agent.get("/group"))[1]["observing"])
         except Exception:
             return False
-
-
-class CoverMemberTests(GroupTestCase):
-    """A secondary covering for a live primary lists no endpoint twice."""
-
-    async def test_cover_lists_each_endpoint_once(self) -> None:
-        """
-        Two replicas, nerve members: an agent frozen (SIGSTOP, its session
-        alive, so it stays listed and holds its members) has its instance
-        nodes deleted by another client; the other observers make them
-        (`sentinel.covers`) while it is frozen, each member in the place
-        of the frozen agent's, and once it runs again it takes each node
-        back, its member in the place of the cover's. At a 20 ms poll no
-        endpoint is ever listed twice, and at the end each is listed once,
-        by its node's holder. (Before: every endpoint of its share listed
-        twice from the cover until it took the node back, and for 3 s
-        after.)
-        """
-        agents = [
-            self.agent(a, replicas=2, discovery=True, session_timeout=8.0)
-            for a in AGENTS
-        ]
-        await self.settled(agents, 3)
-        service = f"{self.members}/cache"
-        await self.members_settled(service)
-        # A cover replaces the member the node named at its observer's
-        # last reading: a member made after that reading is covered
-        # beside it (docs/groups.rst). Each node names its member, and
-        # every observer has read each verdict since.
-        await wait_for(
-            reactor,
-            lambda: self.nodes_name_their_members(service),
-            START_BOUND,
-            "every node naming its member",
-            0.1,
-        )
-        await pause(reactor, 2.0)
-        frozen = agents[2]
-        session, held = self.held_by(AGENTS[2])
-        self.assertTrue(held)
-        watch = self.member_watch(service)
-        frozen.child.process.send_signal(signal.SIGSTOP)
-        self.addCleanup(frozen.child.process.send_signal, signal.SIGCONT)
-        for name in held:
-            self.kazoo.delete(self.path(name))
-
-        def covered() -> bool:
-            stats = [self.kazoo.exists(self.path(n)) for n in held]
-            return all(s is not None and s.ephemeralOwner != session for s in stats)
-
-        await wait_for(reactor, covered, 5.0, "every node covered", 0.05)
-        frozen.child.process.send_signal(signal.SIGCONT)
-
-        def back() -> bool:
-            stats = [self.kazoo.exists(self.path(n)) for n in held]
-            return all(
-                s is not None and s.ephemeralOwner == session for s in stats
-            ) and self.members_held_by_their_nodes_holders(service)
-
-        await wait_for(reactor, back, START_BOUND, "every node taken back", 0.1)
-        # A member the cover's agent let go late would show at its look.
-        await pause(reactor, 3.5)
-        self.assertEqual(watch.most_members(service), self.instances)
-        self.assertEqual(len(self.kazoo.get_children(service)), self.instances)
-        self.assertTrue(self.members_held_by_their_nodes_holders(service))
