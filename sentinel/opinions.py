@@ -256,8 +256,9 @@ class Opinions:
         # reading is forgotten (the node written or gone since) until a
         # reading finds the node again: should it stay missing, a cover
         # (`sentinel.covers`) replaces that member with its own
-        # (`named_before_missing`). Kept only for such nodes.
-        self._named_before: dict[str, str] = {}
+        # (`named_before_missing`). Kept only for such nodes, as the bytes
+        # read: parsed only if a cover asks, not at every write heard of.
+        self._named_before: dict[str, bytes] = {}
         # Told of each reading, as a secondary, that finds the verdict
         # node missing, or there (the group sets them: `sentinel.covers`).
         self.verdict_missing: Callable[[str], None] = lambda name: None
@@ -401,7 +402,9 @@ class Opinions:
         that member still, and the cover's replaces it rather than list
         the endpoint beside it (`sentinel.members`).
         """
-        return self._named_before.pop(name, None)
+        stored = self._named_before.pop(name, None)
+        document = None if stored is None else stored_document(stored)
+        return None if document is None else said_member(document)
 
     def _forget_verdict_node(self, name: str) -> None:
         """
@@ -409,12 +412,8 @@ class Opinions:
         but for the member it named (`named_before_missing`).
         """
         known = self._verdict_nodes.pop(name, None)
-        if known is None:
-            return
-        document = stored_document(known[0])
-        named = None if document is None else said_member(document)
-        if named is not None:
-            self._named_before[name] = named
+        if known is not None:
+            self._named_before[name] = known[0]
 
     def _read_verdict(self, name: str, node: Node) -> None:
         """
