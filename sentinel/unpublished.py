@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -111,10 +111,11 @@ class Unpublished:
             return
         self._checking = True
         self.checks += 1
-        reads = [self._exists(self._path_of(name)) for name in names]
+        # maybeDeferred: a read that raises (a bad path, a bug) fails like
+        # one that errs, rather than leaving `_checking` set for good.
+        reads = [maybeDeferred(self._read, name) for name in names]
 
         def judged(results: list[tuple[bool, Any]]) -> None:
-            self._checking = False
             # A read that failed (a connection lost) says nothing: the
             # next check asks again.
             gone = [
@@ -124,10 +125,18 @@ class Unpublished:
             ]
             if gone:
                 self._missing(gone)
-            if self._names and self._call is None:
-                self._call = self._reactor.callLater(self._every(), self._check)
 
         checked = DeferredList(reads, consumeErrors=True).addCallback(judged)
         checked.addErrback(
             lambda failure: log.failure("checking the nodes left to others", failure)
         )
+        # Whatever `missing` raised, the checks go on while names are left.
+        checked.addBoth(self._checked)
+
+    def _read(self, name: str) -> Deferred[Any]:
+        return self._exists(self._path_of(name))
+
+    def _checked(self, _: object) -> None:
+        self._checking = False
+        if self._names and self._call is None:
+            self._call = self._reactor.callLater(self._every(), self._check)
