@@ -122,7 +122,7 @@ class Holders:
         if before is not None and holding is not before:
             self.release(node, f"now held by session {holding.session:#x}")
         node.holding = holding
-        if holding is not before:
+        if not holding.said_asked:
             self._read_said(node, holding)
         # A watch that fired while we asked: its news may postdate the answer.
         event, node.event = node.event, None
@@ -154,6 +154,7 @@ class Holders:
         new process made from its own first check (3.5 s later than
         published, with 8 instances that stayed up).
         """
+        holding.said_asked = True
         if self._nodes.instances.get(node.name) is not node or holding.session == 0:
             return
 
@@ -167,10 +168,15 @@ class Holders:
             ):
                 node.kept = said_since(document)
 
+        def unread(_: object) -> None:
+            # Not read (gone meanwhile, the connection lost): asked again
+            # at the node's next re-check while the same session holds it;
+            # the node is made as this process finds the instance if it
+            # never is.
+            holding.said_asked = False
+
         d = self._zk.get(node.path)
-        # Not read (gone meanwhile, the connection lost): the node is made
-        # as this process finds the instance.
-        d.addCallbacks(answered, lambda _: None)
+        d.addCallbacks(answered, unread)
         d.addErrback(lambda f: log.failure("reading {path} failed", f, path=node.path))
 
     def watched(self, node: Node, event: WatchedEvent) -> None:

@@ -72,6 +72,9 @@ class Holding:
     written: bool = False
     # PERSISTENT, LIVE or SILENT once declared a conflict.
     conflict: str | None = None
+    # A read of what the node says is in flight or answered
+    # (`Holders._read_said`); cleared when the read failed, to ask again.
+    said_asked: bool = False
 
 
 def held_by(holding: Holding | None, stat: Any, now: float) -> Holding:

@@ -1493,6 +1493,17 @@ class CrashedPredecessorTests(PublisherHarness):
         self.assertEqual(document["checked_at"], START + 3.0)
         self.assertEqual(document, published(state))
 
+    def test_since_kept_after_a_failed_read(self) -> None:
+        """
+        The first read of the crashed process's node fails (the
+        connection lost): it is read again at the node's next re-check,
+        and the node still keeps its ``since``.
+        """
+        self.zk.fail_next("get", ConnectionLoss(), path=path("redis-a"))
+        document, _ = self.made_after_the_crash(self.left())
+        self.assertEqual(self.zk.calls_by_path["get", path("redis-a")], 2)
+        self.assertEqual(document["since"], START - 100.0)
+
     def test_another_status_dates_from_the_check(self) -> None:
         """Found down where the node said up: the change is this check's."""
         document, _ = self.made_after_the_crash(self.left(), DOWN)
