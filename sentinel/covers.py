@@ -211,28 +211,35 @@ class Covers:
         if not self._unlogged:
             self._first_unlogged = path
         self._unlogged += 1
-        self._apply({name})
+        # The look first: whatever `apply` raises, the cover ends by one.
         if self._look_call is None:
             self._look_call = self._reactor.callLater(COVER_LOOK, self._look)
+        self._apply({name})
 
     def _look(self) -> None:
         """End the covers whose node is made, or no longer ours to make."""
         self._look_call = None
-        self._log_begun()
-        now = self._reactor.seconds()
-        ended = {
-            name
-            for name, since in self._covering.items()
-            if self._settled(name)
-            or self._rank(name) is None
-            or now - since >= COVER_LIMIT
-        }
-        for name in ended:
-            del self._covering[name]
-        if ended:
-            self._apply(ended)
-        if self._covering and self._running:
-            self._look_call = self._reactor.callLater(COVER_LOOK, self._look)
+        try:
+            self._log_begun()
+            now = self._reactor.seconds()
+            ended = {
+                name
+                for name, since in self._covering.items()
+                if self._settled(name)
+                or self._rank(name) is None
+                or now - since >= COVER_LIMIT
+            }
+            for name in ended:
+                del self._covering[name]
+            if ended:
+                self._apply(ended)
+        finally:
+            # A bug in judging or applying one look must not leave the
+            # covers begun for good, this agent writing nodes it is not
+            # the primary of: looked at again (the reactor logs what it
+            # raised, once a look).
+            if self._covering and self._running:
+                self._look_call = self._reactor.callLater(COVER_LOOK, self._look)
 
     def _log_begun(self) -> None:
         """Say the covers begun since the last look, in one line."""

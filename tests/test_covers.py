@@ -145,6 +145,21 @@ class RulesTests(SynchronousTestCase):
         self.assertEqual(self.applied, [{"x"}, {"x"}])
         self.assertFalse(self.covers.covering("x"))
 
+    def test_look_that_raises_looks_again(self) -> None:
+        """
+        A look whose judging raises (a bug) does not leave the cover for
+        good: the next look, `COVER_LOOK` later, ends it once settled.
+        """
+        self.covers.missing("x")
+        self.clock.advance(COVER_GRACE)
+        self.settled = None  # type: ignore[assignment]
+        # The real reactor logs what a timed call raised; the Clock raises it.
+        self.assertRaises(TypeError, self.clock.advance, COVER_LOOK)
+        self.settled = {"x"}
+        self.clock.advance(COVER_LOOK)
+        self.assertFalse(self.covers.covering("x"))
+        self.assertEqual(self.applied, [{"x"}, {"x"}])
+
     def test_ends_when_no_secondary(self) -> None:
         """A cover ends once this agent is no secondary of the instance."""
         self.covers.missing("x")
