@@ -211,6 +211,7 @@ class Guard:
             WATCH_READS_IN_FLIGHT,
             partial(self._watch, again=True),
             self._acting,
+            zk.internal_errors,
         )
         # Nodes deleted behind our back and written again, since start;
         # instance nodes seen deleted that another member had taken over.

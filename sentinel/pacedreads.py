@@ -20,7 +20,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
 
+from sentinel.bugs import InternalErrors
 from sentinel.nodes import Node
 
 
@@ -34,17 +36,21 @@ class PacedReads:
         in_flight: int,
         read: Callable[[Node], Deferred[Any] | None],
         acting: Callable[[], bool],
+        bugs: InternalErrors | None = None,
     ) -> None:
         """
         @param read: sets the node's watch again: the read's Deferred, or
             None if none is asked (the node is no longer to be watched).
         @param acting: whether reads are made now (running, not halted).
+        @param bugs: where a `read` that raises is counted and logged (at
+            most one traceback a minute: it may meet every node).
         """
         self._reactor = reactor
         self._after = after
         self._in_flight = in_flight
         self._read = read
         self._acting = acting
+        self._bugs = bugs or InternalErrors(reactor)
         self._fired: dict[Node, None] = {}
         self._call: IDelayedCall | None = None
         self._waiting: dict[Node, None] = {}
@@ -94,7 +100,14 @@ class PacedReads:
             while self._waiting and self._reads < self._in_flight:
                 node = next(iter(self._waiting))
                 del self._waiting[node]
-                d = self._read(node)
+                try:
+                    d = self._read(node)
+                except Exception:
+                    # A bug reading one node: said, and the others still
+                    # read (raised, it left every node behind it waiting
+                    # for the next watch to fire, its watch not set again).
+                    self._bugs.record("setting a watch again", node.path, Failure())
+                    continue
                 if d is not None:
                     self._reads += 1
                     d.addBoth(self._ended)

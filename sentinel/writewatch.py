@@ -109,7 +109,12 @@ class WriteWatch:
         self._queue = queue
         self._life = life
         self._paced = PacedReads(
-            reactor, CHECK_AFTER, READS_IN_FLIGHT, self._read_again, self._acting
+            reactor,
+            CHECK_AFTER,
+            READS_IN_FLIGHT,
+            self._read_again,
+            self._acting,
+            zk.internal_errors,
         )
         # Reads made to watch an instance node, since start: the cost (one
         # a write; the agent node's, one a heartbeat, are not counted).

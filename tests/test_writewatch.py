@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.bugs import InternalErrors
 from sentinel.nodes import Node
 from sentinel.pacedreads import PacedReads
 from sentinel.writewatch import CHECK_AFTER
@@ -263,3 +264,28 @@ class StoppedWatchTests(SynchronousTestCase):
         paced.fired(node)
         clock.advance(CHECK_AFTER)
         self.assertEqual(reads, [node])
+
+    def test_read_that_raises_leaves_the_others_read(self) -> None:
+        """
+        A read that raises for one node (a bug) is counted and logged
+        once, and the nodes behind it in the same pace are still read:
+        their watches set again, none left waiting for another fire.
+        """
+        clock = Clock()
+        reads: list[Node] = []
+        bugs = InternalErrors(clock)
+
+        def read(node: Node) -> None:
+            if node.path.endswith("00"):
+                raise KeyError(node.path)
+            reads.append(node)
+            return None
+
+        paced = PacedReads(clock, CHECK_AFTER, 8, read, lambda: True, bugs)
+        nodes = [Node(f"/sentinel/instances/redis-0{i}", lambda: b"") for i in range(3)]
+        for node in nodes:
+            paced.fired(node)
+        clock.advance(CHECK_AFTER)
+        self.assertEqual(reads, nodes[1:])
+        self.assertEqual(bugs.count, 1)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
