@@ -83,6 +83,7 @@ The HTTP server around the app: what an HTTP client may cost the agent.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from io import BytesIO
 from socket import SO_SNDBUF, SOL_SOCKET, socket
@@ -116,6 +117,7 @@ from sentinel.output import LogOutput
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.streaming import Slicer
 from sentinel.targets import host_problem, origin_form
+from sentinel.unixlocks import release_lock
 from sentinel.web import HealthCheck, StatsSource, StatusApp, error_body, json_error
 
 log = Logger()
@@ -764,7 +766,9 @@ class HTTPServer(MultiService):
     start-up with one line naming the field (`label`, as the user gave it)
     and a non-zero status, whether Twisted says so (`CannotListenError`)
     or the socket layer does (a TCP port out of range: `OverflowError`; a
-    UNIX socket whose directory is missing: the lock file's `OSError`).
+    UNIX socket whose directory is missing: the lock file's `OSError`),
+    and takes away the lock link a failed ``unix:`` listen left
+    (`sentinel.unixlocks`).
     """
 
     def __init__(
@@ -793,6 +797,8 @@ class HTTPServer(MultiService):
             self._refused(e)
 
     def _refused(self, reason: object) -> NoReturn:
+        # A unix: socket's lock link, which Twisted took and left behind.
+        release_lock(self.description, os.getpid())
         raise SystemExit(
             f"sentinel: {self.label}: cannot listen on {self.description}: {reason}"
         ) from None

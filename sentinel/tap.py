@@ -15,7 +15,7 @@ import socket
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any, NoReturn
 
@@ -29,6 +29,7 @@ from sentinel.output import print_or_drop
 from sentinel.settings import SETTINGS, setting
 from sentinel.settling import read_settled
 from sentinel.signals import START_SIGNALS, StartSignals
+from sentinel.unixlocks import endpoint_args, unix_socket
 
 # An ssl: server endpoint reads files itself, with no bound nor deadline
 # (privateKey=/dev/zero took 4.4 GB in 8 s; a FIFO hung the start): the
@@ -49,8 +50,6 @@ _SSL_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")
 # to bind() unchecked, and one out of range (tcp:65536) was refused only
 # once twistd had started.
 _PORT_TYPES = ("tcp", "tcp6", "ssl")
-# A prefix wrapping another endpoint (the PROXY protocol's header first).
-_HAPROXY = "haproxy"
 # Twisted's SNI endpoint (tls:DIRECTORY): refused, see `_check_type`.
 _TLS = "tls"
 
@@ -137,24 +136,9 @@ def _endpoint_hint(description: str) -> str:
     return f" (an endpoint string: tcp:{port}:interface={interface})"
 
 
-def _parsed(description: str) -> tuple[list[str], dict[str, str]]:
-    """
-    Twisted's own split of an endpoint string, escapes and all, past any
-    ``haproxy:`` prefix: the endpoint it wraps (``haproxy:ssl:...``) reads
-    the same files and binds the same port as it does alone.
-    """
-    from twisted.internet import endpoints
-
-    parse: Callable[[str], tuple[list[str], dict[str, str]]] = endpoints._parse
-    args, named = parse(description)
-    while args and args[0].lower() == _HAPROXY:
-        args = args[1:]
-    return args, named
-
-
 def _check_type(label: str, description: str) -> None:
     # Before Twisted parses it: parsing a tls: endpoint walks its directory.
-    args, _ = _parsed(description)
+    args, _ = endpoint_args(description)
     if args and args[0].lower() == _TLS:
         raise ConfigError(
             f"{label}: {description!r} is not supported: Twisted's tls: endpoint "
@@ -165,7 +149,7 @@ def _check_type(label: str, description: str) -> None:
 
 
 def _check_port(label: str, description: str) -> None:
-    args, named = _parsed(description)
+    args, named = endpoint_args(description)
     if not args or args[0].lower() not in _PORT_TYPES:
         return
     port = named.get("port", args[1] if len(args) > 1 else "")
@@ -179,7 +163,7 @@ def _check_port(label: str, description: str) -> None:
 
 
 def _check_endpoint_files(label: str, description: str, reader: FileReader) -> None:
-    args, named = _parsed(description)
+    args, named = endpoint_args(description)
     if not args or args[0].lower() != "ssl":
         return
     # More positional arguments than names: Twisted refuses them next.
@@ -290,12 +274,10 @@ def check_daemon_socket(
     """
     from twisted.python.lockfile import isLocked
 
-    args, named = _parsed(description)
-    if not args or args[0].lower() != "unix" or twistd.get("chroot"):
+    unix = unix_socket(description)
+    if unix is None or twistd.get("chroot"):
         return
-    # Twisted's arguments, in its order (its parser took them already).
-    path = named.get("address", args[1] if len(args) > 1 else "")
-    locks = int(named.get("lockfile", args[4] if len(args) > 4 else "1"))
+    path, locks = unix
     path = os.path.join(os.path.abspath(twistd.get("rundir") or "."), path)
     try:
         # A file made and removed where the socket would be.

@@ -6,11 +6,13 @@ request bodies, the listener's one-line error; in memory, on a Clock.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from twisted.internet import unix
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -978,6 +980,18 @@ class _MissingDirectoryReactor(MemoryReactorClock):
         )
 
 
+class _UNIXReactor(MemoryReactorClock):
+    """A reactor whose UNIX sockets are Twisted's own ports, locks and all."""
+
+    def listenUNIX(
+        self, address: str, factory: Any, backlog: int = 50, mode: int = 0o666,
+        wantPID: int = 0,
+    ) -> Any:  # fmt: skip
+        port = unix.Port(address, factory, backlog, mode, self, wantPID)
+        port.startListening()
+        return port
+
+
 class _Group:
     """What `http_service` and a scrape ask of a group, its verdicts given."""
 
@@ -1073,6 +1087,35 @@ class ServiceTests(SynchronousTestCase):
             "sentinel: --http: cannot listen on unix:/gone/s: "
             "No such file or directory",
         )
+
+    def test_failed_unix_listen_leaves_no_lock(self) -> None:
+        """
+        A ``unix:`` listen that fails after Twisted took the socket's lock
+        link (a file already at the socket's path: its bind refused) ends
+        start-up as before, and takes the link away: a link naming this
+        PID refused every later start while a process held that PID (an
+        agent run as PID 1 in a container, restarted). A link naming
+        another PID is left alone.
+        """
+        app, _, clock, _, _ = status_app(["a"])
+        factory = ConnectionLimit(StatusSite(app.resource(), clock), 3, clock)
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "s")
+        with open(path, "w"):
+            pass  # Not a socket: Twisted leaves it, and bind() fails.
+        server = HTTPServer(f"unix:{path}", factory, _UNIXReactor(), "--http")
+        with self.assertRaises(SystemExit) as caught:
+            server.privilegedStartService()
+        self.assertIn("Address already in use", str(caught.exception.code))
+        self.assertFalse(os.path.lexists(path + ".lock"))
+        # Another process's link (PID 1 lives): neither taken nor removed.
+        os.symlink("1", path + ".lock")
+        server = HTTPServer(f"unix:{path}", factory, _UNIXReactor(), "--http")
+        with self.assertRaises(SystemExit) as caught:
+            server.privilegedStartService()
+        self.assertIn("Cannot acquire lock", str(caught.exception.code))
+        self.assertEqual(os.readlink(path + ".lock"), "1")
 
     def test_listens_and_reports(self) -> None:
         """
