@@ -109,6 +109,7 @@ from twisted.web.server import Request, Site
 from werkzeug.exceptions import BadHost
 from zope.interface import implementer
 
+from sentinel.alpn import TLSListening
 from sentinel.group import Group, GroupMetrics
 from sentinel.history import CheckHistory
 from sentinel.metrics import AgentMetrics, LogOutputMetrics, ReloadOutcome
@@ -782,7 +783,11 @@ class HTTPServer(MultiService):
         self.description = description
         self.factory = factory
         self.label = label
-        strports.service(description, factory, reactor=reactor).setServiceParent(self)
+        # Over TLS, a client offering no protocol the channel speaks is
+        # refused as RFC 7301 says (`sentinel.alpn`).
+        # The reactor, by delegation: its interfaces are the reactor's.
+        listening: Any = TLSListening(reactor, factory.acceptableProtocols())
+        strports.service(description, factory, reactor=listening).setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         try:

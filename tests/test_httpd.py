@@ -16,7 +16,7 @@ from twisted.internet import unix
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
@@ -25,6 +25,7 @@ from twisted.internet.testing import (
 )
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -662,6 +663,60 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(client.negotiatedProtocol, b"http/1.1")
         self.assertEqual(server.negotiatedProtocol, b"http/1.1")
         self.assertEqual(self.factory.acceptableProtocols(), [b"http/1.1"])
+
+    def test_alpn_without_http_1_1_refused_as_rfc_7301_says(self) -> None:
+        """
+        Over TLS, a client offering only protocols the channel does not
+        speak (``h2`` alone) is refused in its handshake with the
+        ``no_application_protocol`` alert RFC 7301 asks for, where Twisted
+        sent ``internal_error`` (curl: ``tlsv1 alert internal error``, as
+        if the agent were broken); the connection never reaches the
+        channel. A client offering ``http/1.1`` after it, on the same
+        context, is still given ``http/1.1``. The options are those the
+        ``ssl:`` endpoint hands the reactor, made into TLS as the reactor
+        does.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        certs = make_certificates(directory)
+        pem = Path(certs.server_cert_file).read_bytes()
+        pem += Path(certs.server_key_file).read_bytes()
+        (directory / "server.pem").write_bytes(pem)
+        reactor = MemoryReactorClock()
+        HTTPServer(
+            f"ssl:0:privateKey={directory / 'server.pem'}", self.factory, reactor
+        ).privilegedStartService()
+        [(_, factory, options, _, _)] = reactor.sslServers
+        tls = TLSMemoryBIOFactory(options, False, factory)
+        trust = Certificate.loadPEM(Path(certs.ca_file).read_bytes())
+        lost: list[Failure] = []
+
+        class Client(Protocol):
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                lost.append(reason)
+
+        for offered in ([b"h2"], [b"spdy/3", b"http/1.1"]):
+            server = tls.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+            options = optionsForClientTLS(
+                "localhost", trustRoot=trust, acceptableProtocols=offered
+            )
+            client = TLSMemoryBIOFactory(
+                options, True, Factory.forProtocol(Client)
+            ).buildProtocol(IPv4Address("TCP", "127.0.0.1", 6060))
+            assert server is not None and client is not None
+            pump = connect(
+                server,
+                FakeTransport(server, isServer=True),
+                client,
+                FakeTransport(client, isServer=False),
+            )
+            pump.flush()
+            if offered == [b"h2"]:
+                self.assertEqual(len(lost), 1)
+                self.assertIn("no application protocol", str(lost[0].value))
+                self.assertEqual(self.factory.stats()["connections"], 0)
+            else:
+                self.assertEqual(client.negotiatedProtocol, b"http/1.1")
 
     def test_cap(self) -> None:
         """
