@@ -851,7 +851,13 @@ def killed(agent: Twistd, server: RedisServer) -> None:
 
 
 def idle_timeout(idle: socket.socket, since: float) -> None:
-    """Issue 9: an idle HTTP connection is closed after about a minute."""
+    """
+    Issue 9: an idle HTTP connection is closed after about a minute. The
+    walk looks only once the steps before are done: a connection closed
+    by then is closed within that time, not at it (the 66-70 s once
+    reported here were when the walk looked; measured alone, 60.0 s).
+    """
+    looked = time.monotonic() - since
     idle.settimeout(max(1.0, since + 80 - time.monotonic()))
     try:
         closed: bool | str = idle.recv(1) == b""
@@ -859,11 +865,12 @@ def idle_timeout(idle: socket.socket, since: float) -> None:
         closed = repr(e)
     took = time.monotonic() - since
     idle.close()
+    when = f"before {took:.0f} s" if took - looked < 0.05 else f"after {took:.1f} s"
     check(
         "issue 9",
         "an idle HTTP connection closed by the agent after about a minute",
         closed is True and 30 <= took <= 80,
-        f"closed {closed} after {took:.0f} s",
+        f"closed {closed} {when}",
     )
 
 
