@@ -13,6 +13,15 @@ create, write, delete or change the ACL: logged once, and ``/healthz``
 fails naming the first, until the ACL is fixed and a connection reads it
 again. The directories themselves are not changed: who may create there
 is the operator's decision, and other tools may rely on it.
+
+With discovery, so are ``discovery_root`` (at each connection) and each
+service folder the agent makes a member in (`used`: once a connection,
+before its first member there). Readers take every child of a service
+folder for an endpoint: a folder made before the agent's first member
+(by hand, by another tool) with an open ACL let any client add an
+endpoint of its own choosing beside the agent's, which proxies then
+sent clients to, while every ``/healthz`` said 200
+(``benchmarks/strangers.py --kind member``).
 """
 
 from __future__ import annotations
@@ -63,18 +72,36 @@ def open_to_anyone(acls: list[Any]) -> str | None:
 class OpenAcls:
     """The root's and its used children's ACLs, read at each connection."""
 
-    def __init__(self, zk: ZooKeeper, root: str) -> None:
+    def __init__(
+        self, zk: ZooKeeper, root: str, discovery_root: str | None = None
+    ) -> None:
         self._zk = zk
         self.paths = (root, *(f"{root}/{child}" for child in USED))
+        if discovery_root is not None:
+            self.paths += (discovery_root,)
         # Each path open to anyone, and what anyone may do there.
         self.open: dict[str, str] = {}
+        # The service folders read (or being read) since the connection.
+        self._folders_read: set[str] = set()
 
     def state_changed(self, state: str) -> None:
         """A `ZooKeeper` state listener: read the ACLs once connected."""
         if state != CONNECTED:
             return
-        d = Deferred.fromCoroutine(self._read())
+        self._folders_read.clear()
+        d = Deferred.fromCoroutine(self._read(self.paths))
         d.addErrback(lambda f: log.failure("reading the root's ACLs", f))
+
+    def used(self, folder: str) -> None:
+        """
+        A discovery member is about to be made in `folder`: its ACL is
+        read, in the background, once a connection.
+        """
+        if folder in self._folders_read:
+            return
+        self._folders_read.add(folder)
+        d = Deferred.fromCoroutine(self._read((folder,)))
+        d.addErrback(lambda f: log.failure("reading {folder}'s ACL", f, folder=folder))
 
     def unhealthy_reason(self) -> str | None:
         """What /healthz says while a path is open to anyone, or None."""
@@ -89,8 +116,8 @@ class OpenAcls:
             + ": auth_file does not protect what this agent publishes"
         )
 
-    async def _read(self) -> None:
-        for path in self.paths:
+    async def _read(self, paths: tuple[str, ...]) -> None:
+        for path in paths:
             try:
                 acls, _ = await self._zk.get_acls(path)
             except NoNodeError:

@@ -127,6 +127,8 @@ class ZooKeeperPublisher(Service):
         self.halted: str | None = None
         self.superseded = False
         self.discovery: Discovery | None = None
+        # With auth_file: the ACLs that let anyone add nodes beside ours.
+        self._acls: OpenAcls | None = None
 
         # The write machinery, in the order of the data path. Each write's
         # outcome comes back through the methods at the end of this class.
@@ -204,7 +206,12 @@ class ZooKeeperPublisher(Service):
         )  # fmt: skip
 
         # With auth_file: whether the root's ACLs let it protect anything.
-        acls = None if zk.acl is None else OpenAcls(zk, root)
+        acls = (
+            None
+            if zk.acl is None
+            else OpenAcls(zk, root, None if discovery is None else discovery[1])
+        )
+        self._acls = acls
         if acls is not None:
             zk.add_listener(acls.state_changed)
         # The chroot made if missing; why ZooKeeper refuses writes: a chroot
@@ -794,6 +801,9 @@ class ZooKeeperPublisher(Service):
             self._mark(node)
 
     def _record_parent(self, parent: str) -> Deferred[None]:
+        # A member is about to be made there: whether anyone may add others.
+        if self._acls is not None:
+            self._acls.used(parent)
         if self.handoff is None:
             return succeed(None)
         return self.handoff.record_parent(parent, self._members.parents)

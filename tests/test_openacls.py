@@ -10,7 +10,10 @@ from kazoo.security import ACL, ANYONE_ID_UNSAFE, Id, Permissions
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.openacls import open_to_anyone
+from sentinel.publisher import ZooKeeperPublisher
 from sentinel.zk import node_acl
+from tests.fakezk import FakeZooKeeper
+from tests.test_discovery import DISCOVERY, DiscoveryHarness
 from tests.test_publisher import ROOT, UP, PublisherHarness
 
 OPEN = [ACL(Permissions.ALL, ANYONE_ID_UNSAFE)]
@@ -62,3 +65,45 @@ class NoAuthTests(PublisherHarness):
         self.start()
         self.assertEqual(self.zk.calls["get_acls"], 0)
         self.assertIsNone(self.publisher.unhealthy_reason())
+
+
+class OpenDiscoveryAclTests(DiscoveryHarness):
+    """With discovery and auth_file, the folders members go in are read too."""
+
+    def make_publisher(self, zk: FakeZooKeeper) -> ZooKeeperPublisher:
+        zk.acl = OURS
+        return super().make_publisher(zk)
+
+    def test_open_service_folder_fails_healthz(self) -> None:
+        """
+        A service folder made before the agent's first member there with
+        an open ACL (any client may add an endpoint beside the agent's,
+        which readers then send clients to) is named on /healthz once a
+        member is made there, read once a connection; the discovery root
+        is read at each connection. A folder the agent made itself (its
+        ACL) is not named.
+        """
+        self.zk.server.put(DISCOVERY, b"")
+        self.zk.server.put(f"{DISCOVERY}/cache-1", b"")
+        self.zk.server.acls[f"{DISCOVERY}/cache-1"] = OPEN
+        self.start()
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        reads = self.zk.calls["get_acls"]
+        self.check(self.instance("cache-1"), UP)
+        self.check(self.instance("cache-2"), UP)
+        self.assertTrue(self.zk.server.children(f"{DISCOVERY}/cache-2"))
+        self.assertEqual(
+            self.publisher.unhealthy_reason(),
+            f"zookeeper: {DISCOVERY}/cache-1 lets anyone create or change nodes"
+            " (ACL world:anyone cdwa): auth_file does not protect what this"
+            " agent publishes",
+        )
+        # One read each folder, not one per member written.
+        self.assertEqual(self.zk.calls["get_acls"], reads + 2)
+        self.zk.server.acls[DISCOVERY] = OPEN
+        self.zk.suspend()
+        self.zk.connect()
+        self.assertIn(
+            f"zookeeper: {DISCOVERY} lets anyone create or change nodes",
+            self.publisher.unhealthy_reason() or "",
+        )
