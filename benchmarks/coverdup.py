@@ -21,8 +21,14 @@ deletes ``--burst`` instance nodes, whoever holds them, every 0.5 s
 (as ``meddle.py --kind delete``, with discovery on): primaries that
 write and secondaries that cover race for each.
 
+With ``--settle 0`` (and a ``--refresh`` longer than the run), the cut
+comes as soon as every endpoint is listed once: a group younger than a
+refresh, whose secondaries' last readings of a node may predate its
+member.
+
     .venv/bin/python benchmarks/coverdup.py [--instances 60] [--cut 8] \\
-        [--runs 2] [--checkout before=../main-tree --checkout after=.]
+        [--runs 2] [--settle 10] [--refresh 300] \\
+        [--checkout before=../main-tree --checkout after=.]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import argparse
 import json
 import logging
 import random
+import shutil
 import tempfile
 import time
 from contextlib import ExitStack
@@ -57,7 +64,9 @@ ROOT = "/sentinel"
 DISCOVERY = "/discovery"
 
 
-def endpoints(client: KazooClient, services: list[str]) -> dict[str, list[str]]:
+def endpoints(
+    client: KazooClient, services: list[str], owners: dict[str, list[int]] | None = None
+) -> dict[str, list[str]]:
     """
     Each service's members' endpoints (``host:port``), as a reader reads
     them: a listing, then a ``get`` of each child. A child gone between
@@ -67,7 +76,7 @@ def endpoints(client: KazooClient, services: list[str]) -> dict[str, list[str]]:
     """
     found: dict[str, list[str]] = {}
     for _ in range(3):
-        torn = _read_services(client, services, found)
+        torn = _read_services(client, services, found, owners)
         if not torn:
             break
         services = torn
@@ -75,9 +84,15 @@ def endpoints(client: KazooClient, services: list[str]) -> dict[str, list[str]]:
 
 
 def _read_services(
-    client: KazooClient, services: list[str], found: dict[str, list[str]]
+    client: KazooClient,
+    services: list[str],
+    found: dict[str, list[str]],
+    owners: dict[str, list[int]] | None = None,
 ) -> list[str]:
-    """Read `services` into `found`; return those with a child gone meanwhile."""
+    """
+    Read `services` into `found` (and each member's session into
+    `owners`); return those with a child gone meanwhile.
+    """
     listings = {s: client.get_children_async(f"{DISCOVERY}/{s}") for s in services}
     reads: dict[str, list[Any]] = {}
     for service, listing in listings.items():
@@ -91,9 +106,11 @@ def _read_services(
     torn = []
     for service, answers in reads.items():
         found[service] = []
+        if owners is not None:
+            owners[service] = []
         for answer in answers:
             try:
-                data, _ = answer.get(timeout=10.0)
+                data, stat = answer.get(timeout=10.0)
             except NoNodeError:
                 torn.append(service)
                 continue
@@ -101,7 +118,57 @@ def _read_services(
             # Serverset nests the endpoint; nerve says it at the top.
             endpoint = document.get("serviceEndpoint", document)
             found[service].append(f"{endpoint['host']}:{endpoint['port']}")
+            if owners is not None:
+                owners[service].append(stat.ephemeralOwner)
     return torn
+
+
+def agents_sessions(client: KazooClient) -> dict[int, str]:
+    """Each agent's session, by the agent node it holds: its name."""
+    found = {}
+    for agent in client.get_children(f"{ROOT}/agents"):
+        stat = client.exists(f"{ROOT}/agents/{agent}")
+        if stat is not None:
+            found[stat.ephemeralOwner] = agent
+    return found
+
+
+class Trace:
+    """
+    With ``--trace``: what each node c held named at the cut, and each
+    change after it of which agents' sessions hold its service's members
+    and its node, printed as it is seen (the sequence behind a count).
+    """
+
+    def __init__(
+        self, client: KazooClient, sessions: dict[int, str], held: list[str]
+    ) -> None:
+        self._client = client
+        self._sessions = sessions
+        self._held = held
+        self._seen: dict[str, str] = {}
+        for name in held:
+            data, stat = client.get(f"{ROOT}/instances/{name}")
+            members = client.get_children(f"{DISCOVERY}/{name}")
+            print(
+                f"cut: {name} node names {json.loads(data).get('member')},"
+                f" version {stat.version}; members {sorted(members)}",
+                flush=True,
+            )
+
+    def _who(self, session: int) -> str:
+        return self._sessions.get(session, f"{session:#x}")
+
+    def sample(self, at: float, owners: dict[str, list[int]]) -> None:
+        """Print each held service whose members' or node's holders changed."""
+        for name in self._held:
+            stat = self._client.exists(f"{ROOT}/instances/{name}")
+            node = "-" if stat is None else self._who(stat.ephemeralOwner)
+            members = ",".join(self._who(o) for o in sorted(owners.get(name, [])))
+            seen = f"members [{members}] node {node}"
+            if self._seen.get(name) != seen:
+                self._seen[name] = seen
+                print(f"{at:7.2f} s {name}: {seen}", flush=True)
 
 
 def covered(agent: Agent) -> int:
@@ -134,6 +201,8 @@ def one_run(
             "discovery": args.form,
             "discovery_root": DISCOVERY,
         }
+        if args.refresh is not None:
+            settings["refresh"] = args.refresh
 
         def start(agent_id: str, hosts: str) -> Agent:
             text = agent_config(
@@ -154,26 +223,35 @@ def one_run(
             n: f"{LOOPBACK}:{i.port}" for n, i in zip(names, instances, strict=True)
         }
 
+        def held_by_c() -> list[str]:
+            agent = client.exists(f"{ROOT}/agents/c")
+            return [
+                n
+                for n in names
+                if agent is not None
+                and (stat := client.exists(f"{ROOT}/instances/{n}")) is not None
+                and stat.ephemeralOwner == agent.ephemeralOwner
+            ]
+
         def steady() -> bool:
+            # c holding its share too: with --settle 0 the cut would
+            # otherwise come before c's takeovers, and cover nothing.
             listed = endpoints(client, names)
-            return all(listed[n] == [expected[n]] for n in names)
+            return all(listed[n] == [expected[n]] for n in names) and bool(held_by_c())
 
         deadline = time.monotonic() + 120.0
         while not steady():
             if time.monotonic() > deadline:
                 raise RuntimeError("the group never listed each endpoint once")
             time.sleep(0.5)
-        # Past every observer's first reading of each verdict, and quiet.
-        time.sleep(10.0)
+        # Past every observer's first reading of each verdict, and quiet
+        # (a group younger than a refresh with a short --settle).
+        time.sleep(args.settle)
         load_start = load_average()
         c_session = client.exists(f"{ROOT}/agents/c").ephemeralOwner
-        held = [
-            n
-            for n in names
-            if (stat := client.exists(f"{ROOT}/instances/{n}")) is not None
-            and stat.ephemeralOwner == c_session
-        ]
+        held = held_by_c()
         covers_before = sum(covered(a) for a in agents[:2])
+        trace = Trace(client, agents_sessions(client), held) if args.trace else None
         if not args.meddle:
             spoil.set(cut=True)
         cut_at = time.monotonic()
@@ -206,9 +284,12 @@ def one_run(
                         deleted += 1
                     except NoNodeError:
                         pass
-            listed = endpoints(client, names)
+            owners: dict[str, list[int]] = {}
+            listed = endpoints(client, names, owners)
             samples += 1
             now = time.monotonic()
+            if trace is not None:
+                trace.sample(now - cut_at, owners)
             doubled = {n for n in names if len(listed[n]) > len(set(listed[n]))}
             missing = {n for n in names if not listed[n]}
             most_twice = max(most_twice, len(doubled))
@@ -233,6 +314,9 @@ def one_run(
         load_end = load_average()
         for agent in agents:
             agent.stop()
+            if args.logs is not None:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                shutil.copy(agent.log, args.logs / agent.log.name)
 
     def summary(kind: str) -> str:
         found = spans[kind]
@@ -272,6 +356,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--meddle", action="store_true")
     parser.add_argument("--burst", type=int, default=5)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=10.0,
+        help="seconds from every endpoint listed once to the cut",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print each change of the covered services' holders",
+    )
+    parser.add_argument(
+        "--logs", type=Path, help="a directory to copy the agents' logs to"
+    )
+    parser.add_argument(
+        "--refresh", type=float, help="zookeeper.refresh (default: the agent's)"
+    )
     add_checkout_option(parser)
     args = parser.parse_args()
     rows = rows_in_turns(parser, args, one_run)
