@@ -896,8 +896,27 @@ class Discovery:
         """
         return await self._take_successor(member, None, session)
 
+    async def take_live(self, member: Member) -> bool:
+        """
+        A member made where its instance's node was missing (a cover of a
+        live primary slow to write, `sentinel.covers`, or a stand-in),
+        whose agent knows of no member the node named that is there to
+        replace: it had not read the node since the primary's member was
+        made (a group younger than a refresh: its first reading came after
+        the node went, or named none, or an older member). Ours replaces
+        the member like it that another live session holds, found among
+        the children of its prefix as `_take_successor` finds one, in one
+        transaction: made beside it, the endpoint was listed twice until
+        the primary took its node back (10 to 17 of 17 covers with real
+        agents, `benchmarks/coverdup.py --settle 0`). None found (the
+        primary's member went with its session), ours is made. One
+        listing and a ``get`` or two (nerve, or a serverset service each),
+        at a cover only.
+        """
+        return await self._take_successor(member, None, None)
+
     async def _take_successor(
-        self, member: Member, named: str | None, session: int
+        self, member: Member, named: str | None, session: int | None
     ) -> bool:
         """
         The member the verdict named is gone: the agent of `session`,
@@ -906,7 +925,8 @@ class Discovery:
         counter), and left before its rewrite of the node naming its own
         went (queued behind a start-up's writes). Ours replaces that one,
         found among the children of its prefix made since (any, with
-        `named` None: `take_unnamed`), a ``get`` each, if there are
+        `named` None: `take_unnamed`; held by any live session but ours,
+        with `session` None: `take_live`), a ``get`` each, if there are
         `SUCCESSOR_READS` at most (nerve names a member after its
         instance: one or two); more (serverset's one prefix, after a
         start-up), and `take_from` looks at the whole service, as when no
@@ -937,7 +957,7 @@ class Discovery:
             return False
         for path, owner, says, version in await self._read(made_since, ahead=True):
             if (
-                owner == session
+                self._held_by(owner, session)
                 and says == member.identity
                 and path not in self._claimed
             ):
@@ -948,8 +968,17 @@ class Discovery:
                 return True
         return False
 
+    def _held_by(self, owner: int, session: int | None) -> bool:
+        """
+        Whether a member held by `owner` is `session`'s, or with None, a
+        live session's other than ours (`take_live`).
+        """
+        if session is None:
+            return owner not in (0, self.zk.session_id)
+        return owner == session
+
     def _found_by_look(
-        self, parent: str, session: int, member: Member, listed: list[str]
+        self, parent: str, session: int | None, member: Member, listed: list[str]
     ) -> list[str]:
         """
         Of `listed`, those a look at `parent` that is done (the one begun
@@ -968,7 +997,7 @@ class Discovery:
         found = {
             path
             for path, owner, says in looked[1]
-            if owner == session and says == member.identity
+            if self._held_by(owner, session) and says == member.identity
         }
         return [path for path in listed if path in found]
 

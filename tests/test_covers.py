@@ -439,16 +439,47 @@ class CoverMemberTests(SynchronousTestCase):
     its node back.
     """
 
-    def fleet(self) -> Fleet:
+    def fleet(self, seconds: float = 3.0 + FIRST_VERDICT_READ) -> Fleet:
+        """
+        Agents a and b, each endpoint listed once, `seconds` after their
+        start: by default past b's first reading of each verdict (b
+        watches the nodes).
+        """
         fleet = Fleet()
         for agent in ("a", "b"):
             fleet.add(
                 agent, NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY)
             ).start()
-        # Past b's first reading of each verdict: b watches the nodes.
-        fleet.run(3.0 + FIRST_VERDICT_READ)
+        fleet.run(seconds)
         self.assertEqual(listed_wrong(fleet), [])
         return fleet
+
+    def covered_then_back(
+        self, fleet: Fleet, primary: Member, cover: Member, share: list[str]
+    ) -> None:
+        """
+        `primary` cannot write and its nodes of `share` go: `cover` makes
+        each, and each endpoint is listed once all along; `primary` writes
+        again, takes each back, and its member alone lists each endpoint.
+        """
+        slow_primary(fleet, primary, share, WRITES)
+        wrong = watch_listed(fleet, 2 * INTERVAL + COVER_GRACE + 5.0)
+        self.assertEqual(cover.group.covers.covered, len(share))
+        for name in share:
+            self.assertEqual(
+                (fleet.node(name) or {}).get("agent"), cover.agent_id, name
+            )
+        self.assertEqual(wrong, [])
+        primary.zk.unhang()
+        self.assertEqual(watch_listed(fleet, 40.0), [])
+        self.assertEqual(listed_wrong(fleet), [])
+        for name in share:
+            self.assertEqual(
+                (fleet.node(name) or {}).get("agent"), primary.agent_id, name
+            )
+            [child] = fleet.members_of(name)
+            holder = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
+            self.assertEqual(holder, primary.zk.session_id, name)
 
     def test_deleted_under_a_live_primary_that_cannot_write(self) -> None:
         """
@@ -465,21 +496,7 @@ class CoverMemberTests(SynchronousTestCase):
         a, b = fleet.members["a"], fleet.members["b"]
         share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
         self.assertTrue(share)
-        slow_primary(fleet, a, share, WRITES)
-        wrong = watch_listed(fleet, 2 * INTERVAL + COVER_GRACE + 5.0)
-        self.assertEqual(b.group.covers.covered, len(share))
-        for name in share:
-            self.assertEqual((fleet.node(name) or {}).get("agent"), "b", name)
-        self.assertEqual(wrong, [])
-        a.zk.unhang()
-        wrong = watch_listed(fleet, 40.0)
-        self.assertEqual(wrong, [])
-        self.assertEqual(listed_wrong(fleet), [])
-        for name in share:
-            self.assertEqual((fleet.node(name) or {}).get("agent"), "a", name)
-            [child] = fleet.members_of(name)
-            holder = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
-            self.assertEqual(holder, a.zk.session_id, name)
+        self.covered_then_back(fleet, a, b, share)
 
     def test_primary_cut_off_then_back_on_its_session(self) -> None:
         """
@@ -565,6 +582,76 @@ class CoverMemberTests(SynchronousTestCase):
             parent = f"{DISCOVERY}/{name}"
             self.assertEqual(calls.get(("get", named[name]), 0), 1, name)
             self.assertEqual(calls.get(("replace", named[name]), 0), 1, name)
+            self.assertEqual(calls.get(("create", f"{parent}/member_"), 0), 0, name)
+
+    def test_young_group_cover_never_read_the_node(self) -> None:
+        """
+        In a group younger than the secondary's first reading of the
+        verdicts (and so of a refresh), the primary's nodes are deleted
+        while it cannot write: the cover knows no member the node named,
+        and replaces the one the primary's live session holds, found in
+        the service, so each endpoint is listed once all along, and once,
+        by the primary, after it takes its nodes back. (Before, each cover
+        made its member beside the primary's: 11 of 11 endpoints listed
+        twice until the primary wrote again.)
+        """
+        fleet = self.fleet(2.0)
+        a, b = fleet.members["a"], fleet.members["b"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        # b has not read these verdicts yet: no member it could name.
+        for name in share:
+            self.assertIsNone(b.publisher._opinions.verdict_node_seen(name))
+        self.covered_then_back(fleet, a, b, share)
+
+    def test_cover_read_an_older_member(self) -> None:
+        """
+        The primary's members are made again (another client deleted them)
+        and its nodes, rewritten naming the new ones, are deleted before
+        the secondary reads them again: the member the cover last read is
+        gone, and the cover replaces the primary's new one, so each
+        endpoint is listed once all along. (Before, 11 of 11 were listed
+        twice until the primary wrote again.)
+        """
+        fleet = self.fleet()
+        a, b = fleet.members["a"], fleet.members["b"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        named = {n: (fleet.node(n) or {})["member"] for n in share}
+        for name in share:
+            for child in fleet.members_of(name):
+                fleet.server.remove(f"{DISCOVERY}/{name}/{child}")
+        for _ in range(40):
+            fleet.run(0.05)
+            if all((fleet.node(n) or {})["member"] != named[n] for n in share):
+                break
+        # Each node names the new member; b's reading, forgotten at the
+        # rewrite, named the old one, and is not made again yet.
+        for name in share:
+            self.assertNotEqual((fleet.node(name) or {})["member"], named[name])
+            self.assertIsNone(b.publisher._opinions.verdict_node_seen(name))
+        self.covered_then_back(fleet, a, b, share)
+
+    def test_cover_without_a_name_costs_a_listing(self) -> None:
+        """
+        What a cover's member costs when the cover knows no member the node
+        named (a group younger than its first reading): one listing of the
+        service more than the look begun with the cover, one ``get`` of
+        the primary's member, and the transaction that replaces it; no
+        member created beside it.
+        """
+        fleet = self.fleet(2.0)
+        a, b = fleet.members["a"], fleet.members["b"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        held = {n: f"{DISCOVERY}/{n}/{fleet.members_of(n)[0]}" for n in share}
+        before = dict(b.zk.calls_by_path)
+        slow_primary(fleet, a, share, WRITES)
+        fleet.run(2 * INTERVAL + COVER_GRACE + 5.0)
+        calls = {k: v - before.get(k, 0) for k, v in b.zk.calls_by_path.items()}
+        for name in share:
+            parent = f"{DISCOVERY}/{name}"
+            self.assertEqual(calls.get(("get_children", parent), 0), 2, name)
+            self.assertEqual(calls.get(("get", held[name]), 0), 1, name)
+            self.assertEqual(calls.get(("replace", held[name]), 0), 1, name)
             self.assertEqual(calls.get(("create", f"{parent}/member_"), 0), 0, name)
 
     def test_member_gone_with_the_session_made(self) -> None:
