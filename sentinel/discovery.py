@@ -251,11 +251,12 @@ class _Handed:
         node_path: str,
         until: float,
         forget: Callable[[], None],
-        gone_counts: bool = True,
+        gone_counts: Callable[[], bool],
     ) -> None:
         self.node_path = node_path
         self.until = until
-        # Whether the instance's node gone ends the wait (`Discovery.outlived`).
+        # Whether the instance's node gone ends the wait (`Discovery.outlived`),
+        # asked at each look.
         self.gone_counts = gone_counts
 
         def cancelled(done: Deferred[bool]) -> None:
@@ -1046,7 +1047,11 @@ class Discovery:
             self._look_at(parent)
 
     def outlived(
-        self, member: Member, node_path: str, wait: float, gone_counts: bool = True
+        self,
+        member: Member,
+        node_path: str,
+        wait: float,
+        gone_counts: bool | Callable[[], bool] = True,
     ) -> Deferred[bool]:
         """
         A member handed over with its instance's node (`sentinel.takeover`)
@@ -1065,7 +1070,8 @@ class Discovery:
         @param gone_counts: False for a member whose agent makes the node
             again if it is gone (its primary, in that agent's view, whose
             node another session took: `Members.held_elsewhere`): only a
-            member of the node's holder then ends the wait.
+            member of the node's holder then ends the wait. A callable is
+            asked at each look (`Takeovers._release_member`).
         """
         parent = member.parent
         waiting = self._handed.setdefault(parent, {})
@@ -1078,7 +1084,8 @@ class Discovery:
             if waiting.get(member) is handed:
                 del waiting[member]
 
-        handed = waiting[member] = _Handed(node_path, until, forget, gone_counts)
+        counts = gone_counts if callable(gone_counts) else lambda: gone_counts
+        handed = waiting[member] = _Handed(node_path, until, forget, counts)
         if parent not in self._handed_looks:
             self._handed_looks[parent] = self._clock.callLater(
                 HANDED_OVER_CHECK, self._look_at_handed, parent
@@ -1132,7 +1139,7 @@ class Discovery:
                 if zk.session_id != session:
                     return
                 node = await zk.exists(handed.node_path)
-                outlived = (node is None and handed.gone_counts) or (
+                outlived = (node is None and handed.gone_counts()) or (
                     node is not None
                     and node.ephemeralOwner not in (0, zk.session_id)
                     and await self._held_by_holder(

@@ -746,7 +746,15 @@ class Takeovers:
         member like it made by another session beside it. Before, a
         reload renaming an instance, applied by the group's agents a few
         tenths of a second apart, listed its endpoint twice, or kept the
-        old name's member, for the whole limit (30 s).
+        old name's member, for the whole limit (30 s). The node gone counts
+        only once this agent observes the instance no more: while it does,
+        its primary is listed and the node is made again (another client
+        deleted it under a primary that cannot write, and a cover makes
+        it, `sentinel.covers`), and the member lists the endpoint until a
+        member made with the node replaces it (`Discovery.take_live`).
+        Let go, the endpoint was listed by none until the cover's member
+        was made (7 of 17 for 2.5 s with real agents,
+        `benchmarks/coverdup.py --settle 0`).
         """
         member = node.member
         assert member is not None
@@ -767,7 +775,12 @@ class Takeovers:
             return
         node.recheck = self._reactor.callLater(MEMBER_HANDOFF_LIMIT, done)
         if self._discovery is not None:
-            outlived = self._discovery.outlived(member, node_path, MEMBER_HANDOFF_LIMIT)
+            outlived = self._discovery.outlived(
+                member,
+                node_path,
+                MEMBER_HANDOFF_LIMIT,
+                lambda: name not in self._nodes.opinions,
+            )
             outlived.addCallback(lambda gone: done() if gone else None)
         d = self._zk.exists(member.path, watch=fired)
         d.addCallback(lambda stat: None if ours(stat, self._zk.session_id) else done())

@@ -631,6 +631,42 @@ class CoverMemberTests(SynchronousTestCase):
             self.assertIsNone(b.publisher._opinions.verdict_node_seen(name))
         self.covered_then_back(fleet, a, b, share)
 
+    def test_handed_member_kept_while_its_node_is_covered(self) -> None:
+        """
+        A joining member takes nodes over before its own members are made
+        (each node still names the previous primary's, which that agent
+        keeps for it), then cannot write, and another client deletes the
+        nodes: the previous primary, still their observer, keeps each
+        member listing the endpoint until a cover's member replaces it,
+        so no endpoint is ever listed by none, nor twice. (Before, the
+        node's going ended the wait, the kept members were deleted at
+        the next look and 11 of 11 endpoints were listed by none until
+        the covers' members were made.)
+        """
+        fleet = self.fleet()
+        c = fleet.add("c", NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY))
+        c.start()
+        share: list[str] = []
+        for _ in range(100):
+            fleet.run(0.05)
+            share = sorted(
+                n for n in NAMES if (fleet.node(n) or {}).get("agent") == "c"
+            )
+            if share:
+                break
+        self.assertTrue(share)
+        # Each node taken over names the previous primary's member.
+        c_session = c.zk.session_id
+        for name in share:
+            [child] = fleet.members_of(name)
+            holder = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
+            self.assertNotEqual(holder, c_session, name)
+        slow_primary(fleet, c, share, WRITES)
+        self.assertEqual(watch_listed(fleet, 2 * INTERVAL + COVER_GRACE + 5.0), [])
+        c.zk.unhang()
+        self.assertEqual(watch_listed(fleet, 40.0), [])
+        self.assertEqual(listed_wrong(fleet), [])
+
     def test_cover_without_a_name_costs_a_listing(self) -> None:
         """
         What a cover's member costs when the cover knows no member the node
