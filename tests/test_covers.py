@@ -574,10 +574,7 @@ class CoverMemberTests(SynchronousTestCase):
         a, b = fleet.members["a"], fleet.members["b"]
         share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
         named = {n: (fleet.node(n) or {})["member"] for n in share}
-        before = dict(b.zk.calls_by_path)
-        slow_primary(fleet, a, share, WRITES)
-        fleet.run(2 * INTERVAL + COVER_GRACE + 5.0)
-        calls = {k: v - before.get(k, 0) for k, v in b.zk.calls_by_path.items()}
+        calls = calls_of_covers(fleet, a, b, share)
         for name in share:
             parent = f"{DISCOVERY}/{name}"
             self.assertEqual(calls.get(("get", named[name]), 0), 1, name)
@@ -679,10 +676,7 @@ class CoverMemberTests(SynchronousTestCase):
         a, b = fleet.members["a"], fleet.members["b"]
         share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
         held = {n: f"{DISCOVERY}/{n}/{fleet.members_of(n)[0]}" for n in share}
-        before = dict(b.zk.calls_by_path)
-        slow_primary(fleet, a, share, WRITES)
-        fleet.run(2 * INTERVAL + COVER_GRACE + 5.0)
-        calls = {k: v - before.get(k, 0) for k, v in b.zk.calls_by_path.items()}
+        calls = calls_of_covers(fleet, a, b, share)
         for name in share:
             parent = f"{DISCOVERY}/{name}"
             self.assertEqual(calls.get(("get_children", parent), 0), 2, name)
@@ -709,6 +703,19 @@ class CoverMemberTests(SynchronousTestCase):
             [child] = fleet.members_of(name)
             holder = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
             self.assertEqual(holder, fleet.session_of("b"), name)
+
+
+def calls_of_covers(
+    fleet: Fleet, primary: Member, cover: Member, share: list[str]
+) -> dict[tuple[str, str], int]:
+    """
+    The calls `cover` makes, by kind and path, while it covers the nodes
+    of `share` for `primary`, which cannot write.
+    """
+    before = dict(cover.zk.calls_by_path)
+    slow_primary(fleet, primary, share, WRITES)
+    fleet.run(2 * INTERVAL + COVER_GRACE + 5.0)
+    return {k: v - before.get(k, 0) for k, v in cover.zk.calls_by_path.items()}
 
 
 def listed_wrong(fleet: Fleet) -> list[tuple[str, int]]:
