@@ -117,11 +117,14 @@ class Unpublished:
 
         def judged(results: list[tuple[bool, Any]]) -> None:
             # A read that failed (a connection lost) says nothing: the
-            # next check asks again.
+            # next check asks again. Nor does one of an instance no longer
+            # watched since it was sent: a reload removed it (and its
+            # other member deleted its node), or the wait ended.
+            watched = set(self._names)
             gone = [
                 n
                 for n, (ok, stat) in zip(names, results, strict=True)
-                if ok and stat is None
+                if ok and stat is None and n in watched
             ]
             if gone:
                 self._missing(gone)

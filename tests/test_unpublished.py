@@ -1,6 +1,7 @@
 """
-`sentinel.unpublished.Unpublished`: its checks go on whatever a check's
-reads or its `missing` callback raise (DESIGN.md §2.1).
+The checks of the nodes a waiting member leaves to a member not back yet
+(`sentinel.unpublished`): what a check tells, and that the checks go on
+whatever its reads or its `missing` callback raise (DESIGN.md §2.1).
 """
 
 from __future__ import annotations
@@ -13,7 +14,70 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.unpublished import Unpublished
 
-EVERY = 5.0
+EVERY = 12.0
+
+
+class CheckTests(SynchronousTestCase):
+    """One `Unpublished` whose reads are answered by hand."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.reads: dict[str, Deferred[Any]] = {}
+        self.missing: list[list[str]] = []
+
+        def exists(path: str) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            self.reads[path] = d
+            return d
+
+        self.unpublished = Unpublished(
+            self.clock,
+            exists,
+            lambda name: f"/i/{name}",
+            lambda: EVERY,
+            self.missing.append,
+        )
+
+    def check_sent(self, names: list[str]) -> None:
+        """A check of `names` is sent `EVERY` s after they are found so."""
+        self.unpublished.watch(names)
+        self.clock.advance(EVERY)
+        self.assertEqual(sorted(self.reads), [f"/i/{n}" for n in sorted(names)])
+
+    def test_a_missing_node_is_told(self) -> None:
+        """A node a check finds missing is told, and the checks go on."""
+        self.check_sent(["x", "y"])
+        self.reads.pop("/i/x").callback(None)
+        self.reads.pop("/i/y").callback(object())
+        self.assertEqual(self.missing, [["x"]])
+        self.clock.advance(EVERY)
+        self.assertEqual(sorted(self.reads), ["/i/x", "/i/y"])
+
+    def test_an_instance_no_longer_watched_says_nothing(self) -> None:
+        """
+        A reload removes ``x`` while its read is out, and the other member
+        deletes its node: the answer, missing, is no longer this wait's
+        concern (it would end the wait for an instance the agent no longer
+        knows); ``y``, still watched, is told.
+        """
+        self.check_sent(["x", "y"])
+        self.unpublished.watch(["y"])
+        self.reads.pop("/i/x").callback(None)
+        self.reads.pop("/i/y").callback(None)
+        self.assertEqual(self.missing, [["y"]])
+
+    def test_a_check_answered_after_the_wait_says_nothing(self) -> None:
+        """
+        The wait ends (or a new session begins) while a check is out: its
+        answer ends nothing, and no further check is sent.
+        """
+        self.check_sent(["x"])
+        self.unpublished.new_session()
+        self.reads.pop("/i/x").callback(None)
+        self.assertEqual(self.missing, [])
+        self.clock.advance(EVERY)
+        self.assertEqual(self.reads, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class ChecksGoOnTests(SynchronousTestCase):
