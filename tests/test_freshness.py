@@ -57,6 +57,24 @@ class FreshnessTests(SynchronousTestCase):
             self.clock.advance(1.0)
         self.assertIsNone(self.freshness.unhealthy_reason())
 
+    def test_checked_since_the_scan_is_not_reported(self) -> None:
+        """
+        An instance found stale by a scan and checked since (the agent
+        back from a pause of its own) is not reported until the next scan:
+        /healthz, asked between two scans, looks again (before, it stayed
+        503 up to a second with every instance checked).
+        """
+        self.probes["b"].result = None
+        for _ in range(10):
+            self.clock.advance(1.0)
+        self.assertIsNotNone(self.freshness.unhealthy_reason())
+        # No scan from now on: what follows happens between two scans.
+        self.freshness.timer.stopService()
+        self.probes["b"].result = self.probes["a"].result
+        self.clock.advance(1.0)
+        self.assertIsNone(self.freshness.unhealthy_reason())
+        self.assertEqual(self.freshness.stats()["stale_instances"], 0)
+
     def test_undecided_instances_are_unjudged_not_stale(self) -> None:
         """
         An instance never decided (its checks all inconclusive since it was
