@@ -22,8 +22,9 @@ So once the loop finds it stalled for more than `PAUSE_AT` intervals
 (`sentinel.ownstalls`: what the contract allows between two ticks; a
 collection or a late turn is shorter, and says nothing), ``/healthz``
 fails, naming the pause, until the session is confirmed: a read sent
-after the pause answered by ZooKeeper (one is sent at once, and again
-while none is in flight), or a connection made since. If the session
+after the pause answered by ZooKeeper (one is sent at once, again at
+each ``/healthz`` while none is in flight, and again at once when one sent
+before a later pause is answered), or a connection made since. If the session
 ended, the publisher's own reasons take over (lost, then its nodes not
 written again since connecting: `sentinel.zkreport`).
 """
@@ -92,17 +93,25 @@ class Resumes:
         sent_after = self._paused[1]
 
         def answered(_: Any) -> None:
+            self._asking = False
             if self._paused is not None and self._paused[1] <= sent_after:
                 self._paused = None
+            else:
+                # A later pause's (it came while this read was out): a read
+                # of its own now, not at the next /healthz, whose answer
+                # would otherwise be 503 with the session heard from.
+                self._ask()
 
-        def ended(result: Any) -> None:
-            # A failure is the connection's, which the publisher reports;
-            # asked again at the next /healthz.
+        def failed(failure: Any) -> None:
+            # The connection's, which the publisher reports; asked again
+            # at the next /healthz.
             self._asking = False
 
         d = self._zk.exists(self._path)
-        d.addCallbacks(answered, lambda failure: None)
-        d.addBoth(ended)
+        d.addCallbacks(answered, failed)
+        d.addErrback(
+            lambda failure: log.failure("asking ZooKeeper after the agent's pause")
+        )
 
     def unhealthy_reason(self) -> str | None:
         """Why /healthz fails on this account, or None."""

@@ -109,6 +109,26 @@ class ResumesTests(SynchronousTestCase):
         zk.release("exists")
         self.assertIsNone(resumes.unhealthy_reason())
 
+    def test_a_later_pause_asked_for_without_healthz(self) -> None:
+        """
+        A second pause while the first pause's read is out: once that read
+        is answered, the second's is sent at once, not at the next
+        ``/healthz`` (whose answer would be 503 with the session heard
+        from, and 200 only at the one after), and its answer confirms it.
+        """
+        resumes, zk, clock = connected(self)
+        zk.call_timeout = 30.0
+        zk.hold_answers("exists")
+        pause(clock, resumes, 5.0)
+        clock.advance(1.0)
+        pause(clock, resumes, 7.0)
+        self.assertEqual(zk.calls["exists"], 1)
+        zk.release("exists")
+        self.assertEqual(zk.calls["exists"], 2)
+        zk.release("exists")
+        self.assertEqual(resumes.stats(), {"pauses": 2, "unconfirmed": False})
+        self.assertIsNone(resumes.unhealthy_reason())
+
     def test_session_ended_meanwhile(self) -> None:
         """
         A pause past the session: the read fails with the connection, and
