@@ -322,14 +322,23 @@ class ZooKeeperReport:
     def _unconfirmed(self) -> int:
         # After a connection, the instance nodes written before it and not
         # since, nor known held elsewhere (`waiting` says those) nor failing
-        # (`_failing` does, after FAILING_AFTER): until the first answers,
-        # an earlier session's node (ZooKeeper restored from an old
-        # snapshot) may publish what is no longer true. Each node is looked
-        # at until it is written once after the connection.
+        # for FAILING_AFTER (`_failing` names those): until the first
+        # answers, an earlier session's node (ZooKeeper restored from an
+        # old snapshot) may publish what is no longer true. Each node is
+        # looked at until it is written once after the connection. One
+        # failing for less is still counted: back from a pause past its
+        # session, the agent's first writes go on the dead connection and
+        # fail, and /healthz, naming neither, said 200 while every node
+        # was missing until the new session's writes were answered.
         if not self._before_connect:
             return 0
         connected_at = self._connected_at
-        failing = self._queue.failing
+        named_after = self._reactor.seconds() - FAILING_AFTER
+        failing = {
+            node
+            for node, (since, _) in self._queue.failing.items()
+            if since <= named_after
+        }
         instances = self._nodes.instances
         self._before_connect = [
             node
