@@ -11,9 +11,13 @@ is sent 1 s before its SIGCONT (a load balancer's probe, queued by the
 kernel and answered first), and from the SIGCONT a thread asks
 ``/healthz`` every 20 ms (a new connection each time, as a load balancer
 does) while another reads every instance node every 20 ms (a kazoo
-client of its own), for ``--watch`` s. A node is *wrong* while missing
-or while its ``checked_at`` is older than ``refresh`` plus 3 s. Printed
-per pause: what the probe sent during it was answered, how long
+client of its own), for ``--watch`` s; with ``--sequential``, one thread
+reads every node after each ``/healthz`` answer, so that a node missing
+after a 200 was missing once the 200 was received (side by side, a
+round of reads begun before the writes landed paired with a later 200).
+A node is *wrong* while missing or while its ``checked_at`` is older than
+``refresh`` plus 3 s.
+Printed per pause: what the probe sent during it was answered, how long
 ``/healthz`` said 200 while some node was wrong ("200 while wrong", the
 lie), how long it said 503 while every node was right ("503 while
 right", the false alarm), when each state began and ended, and the first
@@ -125,9 +129,16 @@ def sampled(until: float, sample: Any) -> list[tuple[float, Any]]:
 
 
 def watched(
-    health: Any, nodes: Any, until: float
+    health: Any, nodes: Any, until: float, sequential: bool = False
 ) -> tuple[list[tuple[float, Any]], list[tuple[float, Any]]]:
-    """`health` and `nodes` sampled side by side, each on a thread, until `until`."""
+    """
+    `health` and `nodes` sampled side by side, each on a thread, until
+    `until`; or, `sequential`, on one thread, each /healthz answer
+    followed by a read of the nodes, both dated at the /healthz request.
+    """
+    if sequential:
+        both = sampled(until, lambda: (health(), nodes()))
+        return [(w, h) for w, (h, _) in both], [(w, n) for w, (_, n) in both]
     out: dict[str, list[tuple[float, Any]]] = {}
 
     def take(key: str, sample: Any) -> None:
@@ -194,7 +205,12 @@ def span(pair: tuple[float, float] | None) -> str:
 
 
 def agent_paused(
-    agent: Agent, client: KazooClient, names: list[str], pause: float, watch: float
+    agent: Agent,
+    client: KazooClient,
+    names: list[str],
+    pause: float,
+    watch: float,
+    sequential: bool = False,
 ) -> tuple[str, float, list[tuple[float, Any]], list[tuple[float, Any]]]:
     """
     The agent stopped `pause` s: the answer to the probe sent during it,
@@ -211,6 +227,7 @@ def agent_paused(
         lambda: healthz(agent),
         lambda: wrong_nodes(client, names, REFRESH + SLACK),
         resumed + watch,
+        sequential,
     )
     return f"probe {probe_answer(probe)}", resumed, health, nodes
 
@@ -308,7 +325,7 @@ def run(
                 )
             else:
                 during, resumed, health, nodes = agent_paused(
-                    agent, client, names, pause, args.watch
+                    agent, client, names, pause, args.watch, args.sequential
                 )
             t = timeline(health, nodes, resumed)
             if args.verbose:
@@ -355,6 +372,11 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="read the nodes after each /healthz answer, on one thread",
+    )
     parser.add_argument("--verbose", type=int, default=0, help="samples printed")
     add_checkout_option(parser)
     args = parser.parse_args()
