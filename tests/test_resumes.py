@@ -57,6 +57,18 @@ def pause(clock: Clock, resumes: Resumes, seconds: float) -> None:
     resumes.stalled(began, clock.seconds())
 
 
+def two_pauses(case: SynchronousTestCase) -> tuple[Resumes, FakeZooKeeper]:
+    """Pauses of 5 s, then 7 s, the read sent after the first held."""
+    resumes, zk, clock = connected(case)
+    # The first read outlives the second pause.
+    zk.call_timeout = 30.0
+    zk.hold_answers("exists")
+    pause(clock, resumes, 5.0)
+    clock.advance(1.0)
+    pause(clock, resumes, 7.0)
+    return resumes, zk
+
+
 class ResumesTests(SynchronousTestCase):
     """A pause of the agent, and word from ZooKeeper after it."""
 
@@ -94,13 +106,7 @@ class ResumesTests(SynchronousTestCase):
         A read sent after one pause and answered after a second confirms
         only the first: the second needs a read of its own.
         """
-        resumes, zk, clock = connected(self)
-        # The first read outlives the second pause.
-        zk.call_timeout = 30.0
-        zk.hold_answers("exists")
-        pause(clock, resumes, 5.0)
-        clock.advance(1.0)
-        pause(clock, resumes, 7.0)
+        resumes, zk = two_pauses(self)
         zk.release("exists")
         reason = resumes.unhealthy_reason()
         assert reason is not None
@@ -116,12 +122,7 @@ class ResumesTests(SynchronousTestCase):
         ``/healthz`` (whose answer would be 503 with the session heard
         from, and 200 only at the one after), and its answer confirms it.
         """
-        resumes, zk, clock = connected(self)
-        zk.call_timeout = 30.0
-        zk.hold_answers("exists")
-        pause(clock, resumes, 5.0)
-        clock.advance(1.0)
-        pause(clock, resumes, 7.0)
+        resumes, zk = two_pauses(self)
         self.assertEqual(zk.calls["exists"], 1)
         zk.release("exists")
         self.assertEqual(zk.calls["exists"], 2)
