@@ -265,6 +265,7 @@ class Group:
         )
         self.publishing.watch_missing(self.covers.missing, self.covers.present)
         self.publishing.covered = lambda: self.covers.covered
+        self.publishing.covering = self.covers.covering
         publisher.zk.add_listener(self._zk_state)
 
     def start(self) -> None:

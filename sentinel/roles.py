@@ -128,6 +128,14 @@ class GroupRoles:
         # How many nodes of slow primaries this agent began to cover
         # (`sentinel.covers`; the group sets it).
         self.covered: Callable[[], int] = lambda: 0
+        # Whether this agent covers an instance's node for its slow primary
+        # now (`sentinel.covers`; the group sets it).
+        self.covering: Callable[[str], bool] = lambda name: False
+        # The instances whose node this agent publishes for their primary,
+        # a listed member that could not write it (covered, then kept until
+        # that primary takes it over), and that primary: its opinion is not
+        # counted in their verdicts (`verdict_of`).
+        self.slow_primaries: dict[str, str] = {}
         self._token = os.urandom(4).hex()
         # This agent's catalog as published: its digest and size.
         self.catalog: tuple[str, int] | None = None
@@ -391,6 +399,7 @@ class GroupRoles:
             else:
                 self._roles.pop(name, None)
                 self._instances.pop(name, None)
+        self._note_slow_primary(name, observers, primary, keeping)
         if self.replicas > 1:
             self._opinions.observe(name, me in observers)
         if primary:
@@ -439,6 +448,25 @@ class GroupRoles:
             self.assign(follower, observers, None, standing_in)
         if name not in self._roles:
             self._followers.pop(name, None)
+
+    def _note_slow_primary(
+        self, name: str, observers: tuple[str, ...], primary: bool, keeping: bool
+    ) -> None:
+        """
+        Keep the slow primary `name`'s node is published for (`observers`
+        put this agent first while it covers, the primary next), for as
+        long as this agent covers it or keeps the node for that primary;
+        forget it at any other role.
+        """
+        slow = self.slow_primaries.get(name)
+        if (
+            primary
+            and len(observers) > 1
+            and self.covering(self._masters.get(name, name))
+        ):
+            self.slow_primaries[name] = observers[1]
+        elif slow is None or not (keeping and self._keeping[name][:1] == (slow,)):
+            self.slow_primaries.pop(name, None)
 
     def watch_missing(
         self, missing: Callable[[str], None], present: Callable[[str], None]
@@ -510,6 +538,7 @@ class GroupRoles:
         master whose list keeps changing left them behind by the thousand.
         """
         self._keeping.pop(name, None)
+        self.slow_primaries.pop(name, None)
         master = self._masters.pop(name, None)
         if master is None:
             return
@@ -566,7 +595,24 @@ class GroupRoles:
         # instance would stay up for as long as the members disagree. Nor
         # is such a member's opinion node counted: it is a previous
         # process's, left on the session it reattached to, and as old.
-        voters = {a for a in observers if a == self._agent_id or self.voting(a)}
+        # Nor is the opinion of a slow primary this agent covers for, or
+        # keeps the node of after a cover (`slow_primaries`): the cover
+        # exists because that member cannot write, so its opinion says
+        # what it found before, whatever it finds now (its live session
+        # keeps it; or gone with its session, it is missing), and counted
+        # it held the quorum out of reach: with two replicas and quorum
+        # 2, an instance that died during a cover stayed published up and
+        # listed until the primary wrote again (`benchmarks/quorumcover.py`).
+        # It counts again once the primary takes its node over, which it
+        # does at its first write that goes through. The other observers,
+        # which can write, count as ever: one of them alone, with three
+        # replicas and quorum 2, still publishes no down.
+        slow = self.slow_primaries.get(name)
+        voters = {
+            a
+            for a in observers
+            if a == self._agent_id or (a != slow and self.voting(a))
+        }
         node = self._nodes.instances.get(name)
         state = None if node is None else node.state
         # The instance as checked (a reload may have changed it), or

@@ -18,11 +18,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel.covers import COVER_GRACE, COVER_LIMIT, COVER_LOOK, Covers, covering
 from sentinel.documents import SERVERSET
 from sentinel.group import OBSERVER, PRIMARY
+from sentinel.observation import Observation
 from sentinel.opinions import FIRST_VERDICT_READ
 from sentinel.stopping import STOP_BUDGET
 from tests.groupfakes import DISCOVERY, INTERVAL, ROOT, Fleet, Member
 
 NAMES = [f"r{i:02d}" for i in range(30)]
+REFUSED = Observation(ok=False, error="connection refused")
 
 
 class CoveringOrderTests(SynchronousTestCase):
@@ -430,6 +432,115 @@ class SlowPrimaryTests(SynchronousTestCase):
                     fleet.server.remove(f"{ROOT}/instances/{name}")
             fleet.run(0.05)
         self.assertEqual(b.group.covers.covered, 0)
+
+
+class CoverQuorumTests(SynchronousTestCase):
+    """
+    The verdict a cover writes counts the observers that can speak: the
+    slow primary it covers for, whose opinion stays as it last wrote it,
+    is no more counted in the quorum than a silent observer, and one
+    agent's own trouble still publishes no healthy instance down.
+    """
+
+    def fleet(
+        self, agents: tuple[str, ...], replicas: int, quorum: int
+    ) -> tuple[Fleet, list[str]]:
+        """The group, steady, and the primary a's share, covered."""
+        fleet = Fleet()
+        for agent in agents:
+            fleet.add(agent, NAMES, replicas=replicas, quorum=quorum).start()
+        fleet.run(3.0 + FIRST_VERDICT_READ)
+        a = fleet.members["a"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        slow_primary(fleet, a, share, WRITES)
+        fleet.run(2 * INTERVAL + (replicas - 1) * COVER_GRACE + 0.5)
+        for name in share:
+            self.assertNotIn((fleet.node(name) or {}).get("agent"), (None, "a"))
+        return fleet, share
+
+    def dies(self, fleet: Fleet, name: str, seen_by: str) -> None:
+        """`name` answers no check of the members in `seen_by` from now on."""
+        for agent in seen_by:
+            fleet.members[agent].see(name, REFUSED)
+
+    def test_down_during_cover_with_two_replicas(self) -> None:
+        """
+        Two replicas, quorum 2: an instance that dies while b covers for a
+        (a live member whose writes hang, its opinion up as last written)
+        is published down by b's verdict within a few checks, not held up
+        by a's opinion, which a can no longer change; the verdict names a
+        unheard (null) and its quorum 1.
+        """
+        fleet, share = self.fleet(("a", "b"), 2, 2)
+        name = share[0]
+        self.dies(fleet, name, "ab")
+        fleet.run(5 * INTERVAL)
+        document = fleet.node(name) or {}
+        self.assertEqual(document.get("status"), "down")
+        self.assertEqual(document.get("agent"), "b")
+        self.assertEqual(document.get("observers"), {"b": "down", "a": None})
+        self.assertEqual(document.get("quorum"), 1)
+        for other in share[1:]:
+            self.assertEqual((fleet.node(other) or {}).get("status"), "up", other)
+
+    def test_down_during_cover_with_three_replicas_quorum_three(self) -> None:
+        """
+        Three replicas, quorum 3: both secondaries seeing the instance down
+        publish it down while a's writes hang (the quorum is capped at the
+        two that can speak).
+        """
+        fleet, share = self.fleet(("a", "b", "c"), 3, 3)
+        name = share[0]
+        self.dies(fleet, name, "abc")
+        fleet.run(5 * INTERVAL)
+        self.assertEqual((fleet.node(name) or {}).get("status"), "down")
+
+    def test_one_secondary_alone_publishes_no_down(self) -> None:
+        """
+        Three replicas, quorum 2: while b covers for a, b's own trouble
+        (it alone fails its checks of an instance c sees up) publishes no
+        down: the quorum counts c, which speaks.
+        """
+        fleet, share = self.fleet(("a", "b", "c"), 3, 2)
+        for name in share:
+            coverer = (fleet.node(name) or {})["agent"]
+            self.dies(fleet, name, coverer)
+        fleet.run(10 * INTERVAL)
+        for name in share:
+            self.assertEqual((fleet.node(name) or {}).get("status"), "up", name)
+
+    def test_primary_that_writes_counts(self) -> None:
+        """
+        Two replicas, quorum 2, no cover: b alone seeing an instance down
+        (its own trouble; a, which writes, sees it up) publishes no down.
+        """
+        fleet = Fleet()
+        for agent in ("a", "b"):
+            fleet.add(agent, NAMES, replicas=2, quorum=2).start()
+        fleet.run(3.0 + FIRST_VERDICT_READ)
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.dies(fleet, share[0], "b")
+        fleet.run(10 * INTERVAL)
+        self.assertEqual((fleet.node(share[0]) or {}).get("status"), "up")
+
+    def test_primary_back_counts_again(self) -> None:
+        """
+        Once a writes again and takes its nodes back, b keeps none and
+        leaves out no opinion of a's any more: b alone seeing an instance
+        down (a sees it up) publishes no down.
+        """
+        fleet, share = self.fleet(("a", "b"), 2, 2)
+        a, b = fleet.members["a"], fleet.members["b"]
+        a.zk.unhang()
+        fleet.run(30.0)
+        for name in share:
+            self.assertEqual((fleet.node(name) or {}).get("agent"), "a", name)
+        self.assertEqual(b.group.publishing.kept, set())
+        self.assertEqual(b.group.publishing.slow_primaries, {})
+        self.dies(fleet, share[0], "b")
+        fleet.run(10 * INTERVAL)
+        self.assertEqual((fleet.node(share[0]) or {}).get("status"), "up")
 
 
 class CoverMemberTests(SynchronousTestCase):
