@@ -33,13 +33,14 @@ older version never covers; its nodes are covered by newer ones, and
 it takes them over as it takes over any node it finds made.
 
 While this agent covers a node, and then keeps it for the primary, the
-verdicts it writes leave the primary's opinion out, as a silent
-observer's is (`GroupRoles.verdict_of`): the cover is this agent's
-evidence that the primary cannot write, so its opinion says what it
-found before, and counted it held a quorum of 2 out of reach with two
+verdicts it writes leave that member's opinions out, as a silent
+observer's are (`GroupRoles.verdict_of`): the cover is this agent's
+evidence that the member cannot write, so its opinions say what it
+found before, and counted they held a quorum of 2 out of reach with two
 replicas (an instance dead during the cover published up and listed
-until the primary wrote again). The observers that can write count as
-ever; the primary counts again once it takes its node over.
+until the member wrote again). The observers that can write count as
+ever; the member counts again once it has taken back every node this
+agent covered for it.
 
 With discovery, a primary slow to write may still hold the instance's
 member (its node deleted by another client, its session alive): the

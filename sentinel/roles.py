@@ -25,6 +25,7 @@ again and another process of the same agent writes nodes of its own.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
@@ -133,9 +134,11 @@ class GroupRoles:
         self.covering: Callable[[str], bool] = lambda name: False
         # The instances whose node this agent publishes for their primary,
         # a listed member that could not write it (covered, then kept until
-        # that primary takes it over), and that primary: its opinion is not
-        # counted in their verdicts (`verdict_of`).
+        # that primary takes it over), and that primary; and how many each
+        # such member has: its opinions are not counted in the verdicts
+        # this agent writes (`verdict_of`).
         self.slow_primaries: dict[str, str] = {}
+        self._slow_members: Counter[str] = Counter()
         self._token = os.urandom(4).hex()
         # This agent's catalog as published: its digest and size.
         self.catalog: tuple[str, int] | None = None
@@ -464,9 +467,26 @@ class GroupRoles:
             and len(observers) > 1
             and self.covering(self._masters.get(name, name))
         ):
-            self.slow_primaries[name] = observers[1]
-        elif slow is None or not (keeping and self._keeping[name][:1] == (slow,)):
-            self.slow_primaries.pop(name, None)
+            now: str | None = observers[1]
+        elif slow is not None and keeping and self._keeping[name][:1] == (slow,):
+            now = slow
+        else:
+            now = None
+        if now == slow:
+            return
+        self._forget_slow_primary(name)
+        if now is not None:
+            self.slow_primaries[name] = now
+            self._slow_members[now] += 1
+
+    def _forget_slow_primary(self, name: str) -> None:
+        """`name`'s node is published for no slow primary (any more)."""
+        slow = self.slow_primaries.pop(name, None)
+        if slow is None:
+            return
+        self._slow_members[slow] -= 1
+        if not self._slow_members[slow]:
+            del self._slow_members[slow]
 
     def watch_missing(
         self, missing: Callable[[str], None], present: Callable[[str], None]
@@ -538,7 +558,7 @@ class GroupRoles:
         master whose list keeps changing left them behind by the thousand.
         """
         self._keeping.pop(name, None)
-        self.slow_primaries.pop(name, None)
+        self._forget_slow_primary(name)
         master = self._masters.pop(name, None)
         if master is None:
             return
@@ -595,23 +615,25 @@ class GroupRoles:
         # instance would stay up for as long as the members disagree. Nor
         # is such a member's opinion node counted: it is a previous
         # process's, left on the session it reattached to, and as old.
-        # Nor is the opinion of a slow primary this agent covers for, or
-        # keeps the node of after a cover (`slow_primaries`): the cover
-        # exists because that member cannot write, so its opinion says
-        # what it found before, whatever it finds now (its live session
-        # keeps it; or gone with its session, it is missing), and counted
-        # it held the quorum out of reach: with two replicas and quorum
-        # 2, an instance that died during a cover stayed published up and
-        # listed until the primary wrote again (`benchmarks/quorumcover.py`).
-        # It counts again once the primary takes its node over, which it
-        # does at its first write that goes through. The other observers,
-        # which can write, count as ever: one of them alone, with three
-        # replicas and quorum 2, still publishes no down.
-        slow = self.slow_primaries.get(name)
+        # Nor are the opinions of a slow primary this agent covers for, or
+        # keeps a node of after a cover (`slow_primaries`), of any
+        # instance: the cover exists because that member cannot write, so
+        # its opinions say what it found before, whatever it finds now
+        # (its live session keeps them; or gone with its session, they
+        # are missing), and counted they held the quorum out of reach:
+        # with two replicas and quorum 2, an instance that died during a
+        # cover stayed published up and listed until the primary wrote
+        # again, whether it was that member's or this agent's, the member
+        # its secondary (`benchmarks/quorumcover.py`). It counts again
+        # once it has taken back every node this agent covered for it,
+        # which it does at its first writes that go through. The other
+        # observers, which can write, count as ever: one of them alone,
+        # with three replicas and quorum 2, still publishes no down.
+        slow = self._slow_members
         voters = {
             a
             for a in observers
-            if a == self._agent_id or (a != slow and self.voting(a))
+            if a == self._agent_id or (a not in slow and self.voting(a))
         }
         node = self._nodes.instances.get(name)
         state = None if node is None else node.state

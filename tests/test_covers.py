@@ -484,6 +484,22 @@ class CoverQuorumTests(SynchronousTestCase):
         for other in share[1:]:
             self.assertEqual((fleet.node(other) or {}).get("status"), "up", other)
 
+    def test_down_where_the_slow_member_is_a_secondary(self) -> None:
+        """
+        Two replicas, quorum 2: while b covers for a, an instance b is the
+        primary of, a its secondary, that dies is published down too: a's
+        opinion of it is as frozen as of its own share (a cannot write, as
+        b's covers show), and held it up.
+        """
+        fleet, share = self.fleet(("a", "b"), 2, 2)
+        name = next(n for n in NAMES if n not in share)
+        self.assertEqual((fleet.node(name) or {}).get("agent"), "b")
+        self.dies(fleet, name, "ab")
+        fleet.run(5 * INTERVAL)
+        document = fleet.node(name) or {}
+        self.assertEqual(document.get("status"), "down")
+        self.assertEqual(document.get("observers"), {"b": "down", "a": None})
+
     def test_down_during_cover_with_three_replicas_quorum_three(self) -> None:
         """
         Three replicas, quorum 3: both secondaries seeing the instance down
