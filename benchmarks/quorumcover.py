@@ -63,13 +63,11 @@ from common import (
     start_zookeeper,
     table,
 )
-from coverdup import covered, endpoints
+from coverdup import DISCOVERY, ROOT, covered, endpoints
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 from slowpath import SlowPath, Spoil
 
-ROOT = "/sentinel"
-DISCOVERY = "/discovery"
 INTERVAL, TIMEOUT, FALL = 1.0, 0.5, 3
 
 
