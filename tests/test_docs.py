@@ -98,7 +98,10 @@ class AtAGlanceTests(SynchronousTestCase):
     def test_defaults_are_the_code_s(self) -> None:
         """
         Each key and option in its settings table is the settings table's,
-        and each default it writes out is the code's default.
+        each key that has an option shows it (before: ``rise``, ``fall``,
+        ``zookeeper.hosts`` and ``zookeeper.root`` showed none, under a
+        header that says "(option)"), and each default it writes out is
+        the code's default.
         """
         readme = (REPO / "README.rst").read_text(encoding="utf-8")
         glance = readme.split("\nAt a glance\n-----------\n", 1)[1]
@@ -111,8 +114,9 @@ class AtAGlanceTests(SynchronousTestCase):
             name, default = re.split(r"\s{2,}", line)[:2]
             keys = [k.strip("[]") for k in re.findall(r"``([a-z_.\[\]]+)``", name)]
             option = re.search(r"\(``(--[a-z-]+)``\)", name)
-            if option is not None:
-                self.assertEqual(option.group(1), by_key[keys[0]].option, keys[0])
+            shown_option = None if option is None else option.group(1)
+            # The header says "(option)": a key that has one shows it.
+            self.assertEqual(shown_option, by_key[keys[0]].option, keys[0])
             defaults = re.findall(r"``([^`]+)``", default)
             for key, shown in zip(keys, defaults, strict=False):
                 with self.subTest(key=key):
