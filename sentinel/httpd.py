@@ -91,6 +91,7 @@ from typing import Any, NoReturn
 
 from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IAddress,
@@ -563,6 +564,23 @@ def _socket_of(transport: object) -> socket | None:
     return None
 
 
+def peer_text(addr: object) -> str:
+    """
+    A client's address as an operator writes it in a log line:
+    C{HOST:PORT}, C{[HOST]:PORT} over IPv6, a UNIX socket's path (or
+    C{unix}); not Twisted's C{IPv4Address(type='TCP', ...)}.
+    """
+    if isinstance(addr, IPv4Address):
+        return f"{addr.host}:{addr.port}"
+    if isinstance(addr, IPv6Address):
+        return f"[{addr.host}]:{addr.port}"
+    if isinstance(addr, UNIXAddress):
+        # A client of a UNIX socket is most often unnamed.
+        name = addr.name
+        return name.decode("utf-8", "backslashreplace") if name else "unix"
+    return str(addr)
+
+
 @implementer(IProtocolNegotiationFactory)
 class ConnectionLimit(WrappingFactory):
     """
@@ -730,8 +748,8 @@ class ConnectionLimit(WrappingFactory):
         self._warn(
             "HTTP connection from {victim} closed to make room for {peer}: "
             "{open} open, the most allowed, and {why} ({evicted} closed so far)",
-            victim=str(victim.getPeer()),
-            peer=str(addr),
+            victim=peer_text(victim.getPeer()),
+            peer=peer_text(addr),
             why=why,
             evicted=self.evicted,
         )
@@ -743,7 +761,7 @@ class ConnectionLimit(WrappingFactory):
         self._warn(
             "HTTP connection from {peer} refused: {open} open, the most "
             "allowed ({refused} refused so far)",
-            peer=str(addr),
+            peer=peer_text(addr),
             refused=self.refused,
         )
 

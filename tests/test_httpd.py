@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet import unix
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -741,6 +741,8 @@ class ConnectionLimitTests(SynchronousTestCase):
             },
         )
         self.assertEqual(len(self.warned), 1)
+        # Named as an operator writes it, not as Twisted's repr.
+        self.assertEqual(self.warned[0]["peer"], "127.0.0.1:40003")
         clients[0].lose()
         again = Connection(self.factory, 40006)
         self.assertFalse(again.refused)
@@ -776,7 +778,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(
             (self.factory.stats()["evicted_connections"], len(self.warned)), (3, 1)
         )
-        self.assertIn("port=40001", self.warned[0]["victim"])
+        self.assertEqual(self.warned[0]["victim"], "127.0.0.1:40001")
 
     def test_reconnecting_client_keeps_no_probe_out(self) -> None:
         """
@@ -871,7 +873,7 @@ class ConnectionLimitTests(SynchronousTestCase):
                 probe.lose()
         self.assertEqual(answered, 40)
         evicted = [w for w in self.warned if "victim" in w]
-        self.assertIn("port=41", evicted[0]["victim"])
+        self.assertTrue(evicted[0]["victim"].startswith("127.0.0.1:41"))
         self.assertIn("kept alive after its answer", evicted[0]["why"])
 
     def test_refused_while_every_connection_is_answered(self) -> None:
@@ -942,7 +944,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(self.factory.stats()["evicted_connections"], 2)
         evicted = [w for w in self.warned if "victim" in w]
         self.assertEqual(len(evicted), 2)
-        self.assertIn("port=40000", evicted[0]["victim"])
+        self.assertEqual(evicted[0]["victim"], "127.0.0.1:40000")
         self.assertIn("answer unread longest, 2 s in all", evicted[0]["why"])
 
     def test_reading_client_keeps_its_place(self) -> None:
@@ -1063,6 +1065,24 @@ class _Group:
 
     def unhealthy_reason(self) -> None:
         return None
+
+
+class PeerTextTests(SynchronousTestCase):
+    """How the connection cap's log lines name a client."""
+
+    def test_forms(self) -> None:
+        """
+        A TCP client is HOST:PORT (IPv6 in brackets), a UNIX socket's client
+        its path or ``unix``, anything else as it prints (before: Twisted's
+        ``IPv4Address(type='TCP', host='127.0.0.1', port=37262)``).
+        """
+        self.assertEqual(
+            httpd.peer_text(IPv4Address("TCP", "127.0.0.1", 37262)), "127.0.0.1:37262"
+        )
+        self.assertEqual(httpd.peer_text(IPv6Address("TCP", "::1", 6060)), "[::1]:6060")
+        self.assertEqual(httpd.peer_text(UNIXAddress(None)), "unix")
+        self.assertEqual(httpd.peer_text(UNIXAddress(b"/run/s.sock")), "/run/s.sock")
+        self.assertEqual(httpd.peer_text(None), "None")
 
 
 class ServiceTests(SynchronousTestCase):
