@@ -47,7 +47,7 @@ members), and each look holds one listing of the parent.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, cast
 
 from kazoo.exceptions import (
@@ -71,6 +71,7 @@ from sentinel.documents import (
 )
 from sentinel.lostanswers import applied_stat, made, remembered_set
 from sentinel.ownership import ours
+from sentinel.restarts import Stats, ask
 from sentinel.sequential import creation_order, split_sequential
 from sentinel.zk import MemberMove, ZooKeeper
 
@@ -897,7 +898,7 @@ class Discovery:
         """
         return await self._take_successor(member, None, session)
 
-    async def take_live(self, member: Member) -> bool:
+    async def take_live(self, member: Member, agent_nodes: Collection[str]) -> bool:
         """
         A member made where its instance's node was missing (a cover of a
         live primary slow to write, `sentinel.covers`, or a stand-in),
@@ -905,19 +906,32 @@ class Discovery:
         replace: it had not read the node since the primary's member was
         made (a group younger than a refresh: its first reading came after
         the node went, or named none, or an older member). Ours replaces
-        the member like it that another live session holds, found among
-        the children of its prefix as `_take_successor` finds one, in one
-        transaction: made beside it, the endpoint was listed twice until
-        the primary took its node back (10 to 17 of 17 covers with real
-        agents, `benchmarks/coverdup.py --settle 0`). None found (the
-        primary's member went with its session), ours is made. One
-        listing and a ``get`` or two (nerve, or a serverset service each),
-        at a cover only.
+        the member like it that the session of one of `agent_nodes` (the
+        instance's other observers') holds, found among the children of
+        its prefix as `_take_successor` finds one, in one transaction:
+        made beside it, the endpoint was listed twice until the primary
+        took its node back (10 to 17 of 17 covers with real agents,
+        `benchmarks/coverdup.py --settle 0`). A member of the endpoint
+        another live session holds (a tool that registers it too, an
+        agent of another group) is left: replaced, it was deleted for
+        good. None found (the primary's member went with its session),
+        ours is made. An ``exists`` of each agent node (one with
+        ``replicas = 2``), one listing and a ``get`` or two (nerve, or a
+        serverset service each), at a cover only.
         """
-        return await self._take_successor(member, None, None)
+        stats: Stats = {}
+        await ask(self.zk, agent_nodes, stats, ahead=True)
+        sessions = frozenset(
+            stat.ephemeralOwner
+            for stat in stats.values()
+            if stat is not None and stat.ephemeralOwner
+        )
+        if not sessions:
+            return False
+        return await self._take_successor(member, None, sessions)
 
     async def _take_successor(
-        self, member: Member, named: str | None, session: int | None
+        self, member: Member, named: str | None, session: int | frozenset[int]
     ) -> bool:
         """
         The member the verdict named is gone: the agent of `session`,
@@ -926,8 +940,8 @@ class Discovery:
         counter), and left before its rewrite of the node naming its own
         went (queued behind a start-up's writes). Ours replaces that one,
         found among the children of its prefix made since (any, with
-        `named` None: `take_unnamed`; held by any live session but ours,
-        with `session` None: `take_live`), a ``get`` each, if there are
+        `named` None: `take_unnamed`; held by any of several live sessions
+        but ours, with `session` a set: `take_live`), a ``get`` each, if there are
         `SUCCESSOR_READS` at most (nerve names a member after its
         instance: one or two); more (serverset's one prefix, after a
         start-up), and `take_from` looks at the whole service, as when no
@@ -969,17 +983,21 @@ class Discovery:
                 return True
         return False
 
-    def _held_by(self, owner: int, session: int | None) -> bool:
+    def _held_by(self, owner: int, session: int | frozenset[int]) -> bool:
         """
-        Whether a member held by `owner` is `session`'s, or with None, a
-        live session's other than ours (`take_live`).
+        Whether a member held by `owner` is `session`'s, or with a set, one
+        of those sessions' other than ours (`take_live`).
         """
-        if session is None:
-            return owner not in (0, self.zk.session_id)
+        if isinstance(session, frozenset):
+            return owner in session and owner != self.zk.session_id
         return owner == session
 
     def _found_by_look(
-        self, parent: str, session: int | None, member: Member, listed: list[str]
+        self,
+        parent: str,
+        session: int | frozenset[int],
+        member: Member,
+        listed: list[str],
     ) -> list[str]:
         """
         Of `listed`, those a look at `parent` that is done (the one begun

@@ -447,7 +447,7 @@ class Members:
                     if member.replaces is None:
                         self._listed_elsewhere(node.state.name, member, instance)
                 elif instance.standing_in and member.replaces is None:
-                    await self._in_place_of_live(member)
+                    await self._in_place_of_live(node.state.name, member)
             if self._present(node) is None:
                 # A stale history (the agent frozen): the member is neither
                 # made nor deleted from it, as the instance node is not
@@ -644,7 +644,7 @@ class Members:
             # the other.
             return
 
-    async def _in_place_of_live(self, member: Member) -> None:
+    async def _in_place_of_live(self, name: str, member: Member) -> None:
         """
         Ours is made where the instance's node was missing (a cover, a
         stand-in) and no member the node named was taken: this agent had
@@ -654,11 +654,14 @@ class Members:
         session holds (the primary's, alive) is replaced by ours in one
         transaction (`Discovery.take_live`), not listed beside it until
         the primary takes its node back: 10 to 17 endpoints of 17 with
-        real agents (`benchmarks/coverdup.py --settle 0`).
+        real agents (`benchmarks/coverdup.py --settle 0`). Only a member
+        held by the session of another observer's agent node: one of the
+        endpoint another client holds (a tool that registers it too, an
+        agent of another group) is not ours to delete.
         """
         assert self.discovery is not None
         try:
-            await self.discovery.take_live(member)
+            await self.discovery.take_live(member, self._roles.others_agent_nodes(name))
         except Exception:
             # Not read (a timeout): made as before, its holder's look ends
             # the other once the primary takes its node back.

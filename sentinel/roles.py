@@ -604,6 +604,18 @@ class GroupRoles:
         """
         return self._roles.get(name, ())[:1] == (self._agent_id,)
 
+    def others_agent_nodes(self, name: str) -> list[str]:
+        """
+        The agent nodes of the other observers of `name` (its primary
+        first), whose sessions hold the members a cover or a stand-in of
+        this agent's may replace (`Members`).
+        """
+        return [
+            f"{self._root}/agents/{agent}"
+            for agent in self._roles.get(name, ())
+            if agent != self._agent_id
+        ]
+
     def verdict_of(self, name: str) -> Verdict | None:
         """The verdict of an instance this agent is the primary of, if any."""
         observers = self._roles.get(name, ())

@@ -831,6 +831,42 @@ class CoverMemberTests(SynchronousTestCase):
             holder = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
             self.assertEqual(holder, fleet.session_of("b"), name)
 
+    def test_strangers_member_of_the_endpoint_left(self) -> None:
+        """
+        A cover that knows no member to take replaces only a member held by
+        an agent of the group that observes the instance: a member of the
+        same endpoint another client holds (a tool that registers the
+        endpoint too, an agent of another group) is no cover's to delete.
+        Here the primary's members went and another live session holds
+        one of each endpoint: the cover makes its own beside it, and the
+        stranger's stays. (Before, each cover replaced the stranger's:
+        deleted for good, though its session lived.)
+        """
+        fleet = self.fleet()
+        a = fleet.members["a"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        stranger = fleet.server.open_session()
+        slow_primary(fleet, a, share, WRITES)
+        theirs = {}
+        for name in share:
+            parent = f"{DISCOVERY}/{name}"
+            [child] = fleet.members_of(name)
+            data = fleet.server.nodes[f"{parent}/{child}"].data
+            fleet.server.remove(f"{parent}/{child}")
+            theirs[name] = f"{parent}/member_{fleet.server.sequence(parent):010d}"
+            fleet.server.put(theirs[name], data, stranger)
+        fleet.run(2 * INTERVAL + COVER_GRACE + 5.0)
+        for name in share:
+            self.assertEqual(fleet.server.nodes[theirs[name]].owner, stranger, name)
+            holders = sorted(
+                fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
+                for child in fleet.members_of(name)
+            )
+            self.assertEqual(
+                holders, sorted([stranger, fleet.session_of("b") or 0]), name
+            )
+
 
 def calls_of_covers(
     fleet: Fleet, primary: Member, cover: Member, share: list[str]
