@@ -26,6 +26,12 @@ comes as soon as every endpoint is listed once: a group younger than a
 refresh, whose secondaries' last readings of a node may predate its
 member.
 
+With ``--stranger``, just before the cut a client of its own (no agent)
+makes a member of each endpoint whose node c holds, in its service, as
+a tool that registers the endpoint too would: the reader leaves those
+out of its counts, and says how many were still there at the end (no
+agent's to delete).
+
     .venv/bin/python benchmarks/coverdup.py [--instances 60] [--cut 8] \\
         [--runs 2] [--settle 10] [--refresh 300] \\
         [--checkout before=../main-tree --checkout after=.]
@@ -65,7 +71,10 @@ DISCOVERY = "/discovery"
 
 
 def endpoints(
-    client: KazooClient, services: list[str], owners: dict[str, list[int]] | None = None
+    client: KazooClient,
+    services: list[str],
+    owners: dict[str, list[int]] | None = None,
+    ignored: int | None = None,
 ) -> dict[str, list[str]]:
     """
     Each service's members' endpoints (``host:port``), as a reader reads
@@ -73,10 +82,11 @@ def endpoints(
     the two (a member replaced in one transaction since the listing) has
     the service read again, as a reader's child watch would, up to three
     times: else each such replacement counts as the endpoint unlisted.
+    Members the session `ignored` holds (``--stranger``'s) are left out.
     """
     found: dict[str, list[str]] = {}
     for _ in range(3):
-        torn = _read_services(client, services, found, owners)
+        torn = _read_services(client, services, found, owners, ignored)
         if not torn:
             break
         services = torn
@@ -88,10 +98,12 @@ def _read_services(
     services: list[str],
     found: dict[str, list[str]],
     owners: dict[str, list[int]] | None = None,
+    ignored: int | None = None,
 ) -> list[str]:
     """
     Read `services` into `found` (and each member's session into
-    `owners`); return those with a child gone meanwhile.
+    `owners`), but the members of session `ignored`; return those with a
+    child gone meanwhile.
     """
     listings = {s: client.get_children_async(f"{DISCOVERY}/{s}") for s in services}
     reads: dict[str, list[Any]] = {}
@@ -113,6 +125,8 @@ def _read_services(
                 data, stat = answer.get(timeout=10.0)
             except NoNodeError:
                 torn.append(service)
+                continue
+            if ignored is not None and stat.ephemeralOwner == ignored:
                 continue
             document = json.loads(data)
             # Serverset nests the endpoint; nerve says it at the top.
@@ -175,6 +189,32 @@ def covered(agent: Agent) -> int:
     """The covers `agent` began (``/debug/stats``)."""
     stats = agent.get("/debug/stats")
     return int(stats.get("zookeeper", {}).get("group", {}).get("covered", 0))
+
+
+def register_strangers(
+    args: argparse.Namespace, started: ExitStack, hosts: str, held: list[str]
+) -> list[Any]:
+    """
+    With ``--stranger``: a client of its own makes a member of each of
+    `held`'s endpoints (a copy of the one listed) in its service; its
+    session, then the members' paths. Else nothing.
+    """
+    if not args.stranger:
+        return []
+    stranger = KazooClient(hosts=hosts, timeout=10.0)
+    stranger.start(timeout=10.0)
+    started.callback(stranger.close)
+    started.callback(stranger.stop)
+    made: list[Any] = [stranger.client_id[0]]
+    for name in held:
+        parent = f"{DISCOVERY}/{name}"
+        [child, *_] = stranger.get_children(parent)
+        data, _ = stranger.get(f"{parent}/{child}")
+        prefix = "member_" if args.form == "serverset" else f"{name}_"
+        made.append(
+            stranger.create(f"{parent}/{prefix}", data, ephemeral=True, sequence=True)
+        )
+    return made
 
 
 def one_run(
@@ -252,6 +292,8 @@ def one_run(
         held = held_by_c()
         covers_before = sum(covered(a) for a in agents[:2])
         trace = Trace(client, agents_sessions(client), held) if args.trace else None
+        strangers = register_strangers(args, started, zookeeper.hosts, held)
+        ignored = strangers[0] if strangers else None
         if not args.meddle:
             spoil.set(cut=True)
         cut_at = time.monotonic()
@@ -285,7 +327,7 @@ def one_run(
                     except NoNodeError:
                         pass
             owners: dict[str, list[int]] = {}
-            listed = endpoints(client, names, owners)
+            listed = endpoints(client, names, owners, ignored)
             samples += 1
             now = time.monotonic()
             if trace is not None:
@@ -310,7 +352,9 @@ def one_run(
         still = client.exists(f"{ROOT}/agents/c")
         same_session = still is not None and still.ephemeralOwner == c_session
         covers = sum(covered(a) for a in agents[:2]) - covers_before
-        wrong_at_end = [n for n in names if endpoints(client, [n])[n] != [expected[n]]]
+        at_end = endpoints(client, names, None, ignored)
+        wrong_at_end = [n for n in names if at_end[n] != [expected[n]]]
+        strangers_left = sum(client.exists(p) is not None for p in strangers[1:])
         load_end = load_average()
         for agent in agents:
             agent.stop()
@@ -339,6 +383,11 @@ def one_run(
         ("  most at one sample", str(most_twice)),
         ("  services listing none", summary("unlisted")),
         (f"  wrong {args.after:g} s after the heal", str(len(wrong_at_end))),
+        *(
+            [("  stranger's members left", f"{strangers_left} of {len(held)}")]
+            if args.stranger
+            else []
+        ),
         ("  samples", str(samples)),
         ("  load (start / end)", f"{load_start} / {load_end}"),
     ]
@@ -356,6 +405,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--meddle", action="store_true")
     parser.add_argument("--burst", type=int, default=5)
+    parser.add_argument(
+        "--stranger",
+        action="store_true",
+        help="a client of its own lists each of c's endpoints too",
+    )
     parser.add_argument(
         "--settle",
         type=float,
