@@ -940,9 +940,9 @@ class Discovery:
         counter), and left before its rewrite of the node naming its own
         went (queued behind a start-up's writes). Ours replaces that one,
         found among the children of its prefix made since (any, with
-        `named` None: `take_unnamed`; held by any of several live sessions
-        but ours, with `session` a set: `take_live`), a ``get`` each, if there are
-        `SUCCESSOR_READS` at most (nerve names a member after its
+        `named` None: `take_unnamed`; held by any of a set of sessions but
+        ours, with `session` a set: `take_live`), a ``get`` each, if there
+        are `SUCCESSOR_READS` at most (nerve names a member after its
         instance: one or two); more (serverset's one prefix, after a
         start-up), and `take_from` looks at the whole service, as when no
         member can be found so. Looked for at the whole service (a
