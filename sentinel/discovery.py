@@ -69,6 +69,7 @@ from sentinel.documents import (
     member_identity,
     member_prefix,
 )
+from sentinel.handednode import watch_handed_node
 from sentinel.lostanswers import applied_stat, made, remembered_set
 from sentinel.ownership import ours
 from sentinel.restarts import Stats, ask
@@ -1070,6 +1071,7 @@ class Discovery:
         node_path: str,
         wait: float,
         gone_counts: bool | Callable[[], bool] = True,
+        down_counts: bool = False,
     ) -> Deferred[bool]:
         """
         A member handed over with its instance's node (`sentinel.takeover`)
@@ -1090,6 +1092,11 @@ class Discovery:
             node another session took: `Members.held_elsewhere`): only a
             member of the node's holder then ends the wait. A callable is
             asked at each look (`Takeovers._release_member`).
+        @param down_counts: whether the node saying the instance is out of
+            discovery (down, or not ready) ends the wait too, as soon as
+            it says so (`sentinel.handednode`: a ``get`` with a watch now,
+            another at each change of the node while it waits): its holder
+            makes no member then, and nothing would replace this one.
         """
         parent = member.parent
         waiting = self._handed.setdefault(parent, {})
@@ -1104,6 +1111,19 @@ class Discovery:
 
         counts = gone_counts if callable(gone_counts) else lambda: gone_counts
         handed = waiting[member] = _Handed(node_path, until, forget, counts)
+        if down_counts:
+
+            def undiscoverable() -> None:
+                forget()
+                handed.done.callback(True)
+
+            watch_handed_node(
+                self.zk,
+                self._clock,
+                node_path,
+                lambda: not handed.done.called,
+                undiscoverable,
+            )
         if parent not in self._handed_looks:
             self._handed_looks[parent] = self._clock.callLater(
                 HANDED_OVER_CHECK, self._look_at_handed, parent

@@ -240,14 +240,17 @@ class Sweep:
         group, another agent's now): the previous process held them for
         its new primary to replace (`sentinel.takeover`), and forgot them
         when it stopped. They go once nothing can replace them
-        (`Discovery.outlived`: the node gone, or its holder holding its
-        own), unless this process took them (its first write of the
-        instance's member) meanwhile. Before, nobody deleted them: an
-        endpoint listed twice until the session ended (189 s, measured).
+        (`Discovery.outlived`: the node gone, or saying the instance out
+        of discovery, or its holder holding its own), unless this process
+        took them (its first write of the instance's member) meanwhile.
+        Before, nobody deleted them: an endpoint listed twice until the
+        session ended (189 s, measured).
         """
         member = discovery.member_for(instance)
         node_path = f"{self._root}/instances/{instance.name}"
-        outlived = discovery.outlived(member, node_path, MEMBER_HANDOFF_LIMIT)
+        outlived = discovery.outlived(
+            member, node_path, MEMBER_HANDOFF_LIMIT, down_counts=True
+        )
         self._replaced[instance.name] = outlived
 
         def done(gone: bool) -> None:

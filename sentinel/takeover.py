@@ -754,7 +754,10 @@ class Takeovers:
         member made with the node replaces it (`Discovery.take_live`).
         Let go, the endpoint was listed by none until the cover's member
         was made (7 of 17 for 2.5 s with real agents,
-        `benchmarks/coverdup.py --settle 0`).
+        `benchmarks/coverdup.py --settle 0`). The node saying the instance
+        down or not ready ends the wait at once (`down_counts`): its new
+        primary makes no member then, and the kept one listed a dead
+        endpoint for the whole limit (`benchmarks/keptdown.py`).
         """
         member = node.member
         assert member is not None
@@ -774,14 +777,17 @@ class Takeovers:
             done()
             return
         node.recheck = self._reactor.callLater(MEMBER_HANDOFF_LIMIT, done)
-        if self._discovery is not None:
+        d = self._zk.exists(member.path, watch=fired)
+        d.addCallback(lambda stat: None if ours(stat, self._zk.session_id) else done())
+        d.addErrback(lambda _: None)
+        if self._discovery is not None and self._nodes.members.get(name) is node:
+            # Last: the wait may end at once (the node read says down),
+            # and the member with it.
             outlived = self._discovery.outlived(
                 member,
                 node_path,
                 MEMBER_HANDOFF_LIMIT,
                 lambda: name not in self._nodes.opinions,
+                down_counts=True,
             )
             outlived.addCallback(lambda gone: done() if gone else None)
-        d = self._zk.exists(member.path, watch=fired)
-        d.addCallback(lambda stat: None if ours(stat, self._zk.session_id) else done())
-        d.addErrback(lambda _: None)
