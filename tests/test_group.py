@@ -1205,31 +1205,44 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assert_listed_by_b(fleet, taken)
 
-    def test_kept_member_goes_once_the_node_says_down(self) -> None:
+    def kept_member_after(self, seen: Observation) -> None:
         """
         A member kept for the instance's new primary, which has not
-        replaced it yet (its look not done), goes as soon as the node
-        says the instance down, or up and not ready (LOADING): the new
-        primary makes no member then, and nothing would replace the kept
-        one. Before, it listed the endpoint for `MEMBER_HANDOFF_LIMIT`
-        (30 s) after the node said so. The others stay listed.
+        replaced it yet (its look not done), and every agent's checks of
+        the instance answering `seen` from then on: the member is gone
+        two intervals on, when the node says the instance out of
+        discovery; the other endpoints stay listed.
         """
-        loading = Observation(ok=True, ready=False, error="LOADING")
-        for seen in (DOWN, loading):
-            fleet, taking, taken, _ = self.joiner_makes_none(3.0)
-            kept = [n for n in taken if fleet.members_of(n)]
-            self.assertTrue(kept)
-            name = kept[0]
-            for agent in fleet.members.values():
-                agent.see(name, seen)
-            fleet.run(2 * INTERVAL + 0.1)
-            document = fleet.node(name)
-            assert document is not None
-            self.assertEqual(document["agent"], "c")
-            self.assertFalse(document["ready"])
-            self.assertEqual(fleet.members_of(name), [], seen)
-            others = [n for n in NAMES if n != name and not fleet.members_of(n)]
-            self.assertEqual(others, [])
+        fleet, taking, taken, _ = self.joiner_makes_none(3.0)
+        kept = [n for n in taken if fleet.members_of(n)]
+        self.assertTrue(kept)
+        name = kept[0]
+        for agent in fleet.members.values():
+            agent.see(name, seen)
+        fleet.run(2 * INTERVAL + 0.1)
+        document = fleet.node(name)
+        assert document is not None
+        self.assertEqual(document["agent"], "c")
+        self.assertFalse(document["ready"])
+        self.assertEqual(fleet.members_of(name), [])
+        others = [n for n in NAMES if n != name and not fleet.members_of(n)]
+        self.assertEqual(others, [])
+
+    def test_kept_member_goes_once_the_node_says_down(self) -> None:
+        """
+        A member kept for a new primary goes as soon as the node says the
+        instance down: the new primary makes no member then, and nothing
+        would replace the kept one. Before, it listed the dead endpoint
+        for `MEMBER_HANDOFF_LIMIT` (30 s) after the node said down.
+        """
+        self.kept_member_after(DOWN)
+
+    def test_kept_member_goes_once_the_node_says_not_ready(self) -> None:
+        """
+        Likewise once the node says the instance up and not ready
+        (``-LOADING``): listed for 30 s before.
+        """
+        self.kept_member_after(Observation(ok=True, ready=False, error="LOADING"))
 
     def test_verdict_names_the_member_once_made(self) -> None:
         """
