@@ -438,6 +438,29 @@ def checkouts_of(
     return checkouts
 
 
+def add_agent_checkout_option(parser: argparse.ArgumentParser) -> None:
+    """``--agent ID=PATH``, repeatable: one agent of a checkout of its own."""
+    parser.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="ID=PATH",
+        help="run agent ID from the checkout PATH whatever --checkout says"
+        " (repeatable: old and new versions in one group)",
+    )
+
+
+def agent_checkout(args: argparse.Namespace, agent_id: str, checkout: Path) -> Path:
+    """The checkout agent `agent_id` runs: its ``--agent``'s, or `checkout`."""
+    for spec in args.agent:
+        name, sep, path = spec.partition("=")
+        if not sep or not Path(path, "sentinel").is_dir():
+            raise SystemExit(f"--agent: not ID=PATH of a checkout: {spec!r}")
+        if name == agent_id:
+            return Path(path).resolve()
+    return checkout
+
+
 def check_choices(
     parser: argparse.ArgumentParser, option: str, value: str, known: Sequence[str]
 ) -> None:

@@ -54,7 +54,9 @@ from common import (
     LOOPBACK,
     Agent,
     Instance,
+    add_agent_checkout_option,
     add_checkout_option,
+    agent_checkout,
     agent_config,
     load_average,
     rows_in_turns,
@@ -249,7 +251,12 @@ def one_run(
                 instances, zookeeper=hosts, zk_root=ROOT, agent_id=agent_id,
                 zk_settings=settings,
             )  # fmt: skip
-            agent = Agent(workdir, text, f"{agent_id}-{number}", pythonpath=checkout)
+            agent = Agent(
+                workdir,
+                text,
+                f"{agent_id}-{number}",
+                pythonpath=agent_checkout(args, agent_id, checkout),
+            )
             started.callback(agent.stop)
             agent.wait_ready()
             return agent
@@ -428,6 +435,7 @@ def main() -> None:
         "--refresh", type=float, help="zookeeper.refresh (default: the agent's)"
     )
     add_checkout_option(parser)
+    add_agent_checkout_option(parser)
     args = parser.parse_args()
     rows = rows_in_turns(parser, args, one_run)
     print(table(rows, "endpoints listed twice while a live primary is covered"))

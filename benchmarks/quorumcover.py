@@ -55,7 +55,9 @@ from common import (
     LOOPBACK,
     Agent,
     Instance,
+    add_agent_checkout_option,
     add_checkout_option,
+    agent_checkout,
     agent_config,
     load_average,
     rows_in_turns,
@@ -113,7 +115,12 @@ def one_run(
                 zk_settings=settings, interval=INTERVAL, timeout=TIMEOUT,
                 fall=FALL,
             )  # fmt: skip
-            agent = Agent(workdir, text, f"{agent_id}-{number}", pythonpath=checkout)
+            agent = Agent(
+                workdir,
+                text,
+                f"{agent_id}-{number}",
+                pythonpath=agent_checkout(args, agent_id, checkout),
+            )
             started.callback(agent.stop)
             agent.wait_ready()
             return agent
@@ -311,6 +318,7 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=0.2)
     parser.add_argument("--runs", type=int, default=1)
     add_checkout_option(parser)
+    add_agent_checkout_option(parser)
     args = parser.parse_args()
     rows = rows_in_turns(parser, args, one_run)
     print(table(rows, "an instance dying during a cover, with a quorum"))

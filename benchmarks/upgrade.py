@@ -95,6 +95,7 @@ def config(
             "replicas": args.replicas,
             "discovery": "nerve",
             "discovery_root": "/members",
+            **({} if args.quorum is None else {"quorum": args.quorum}),
         },
     )
     text = text.replace("[[redis]]\n", f'[[redis]]\nservice = "{SERVICE}"\n')
@@ -635,6 +636,7 @@ def main() -> int:
     add("--servers", type=int, default=5)
     add("--agents", type=int, default=3)
     add("--replicas", type=int, default=1)
+    add("--quorum", type=int, help="zookeeper.quorum (default: the agent's)")
     add("--session-timeout", type=float, default=10.0)
     add("--signal", choices=["term", "kill"], default="term")
     add("--runs", type=int, default=1)
