@@ -313,9 +313,10 @@ class VerdictReader:
 
     def __init__(
         self, hosts: str, instances: list[Instance], server_of: dict[str, int],
-        truth: Truth, grace: float,
+        truth: Truth, grace: float, poll: float = 0.1,
     ) -> None:  # fmt: skip
         self.instances = instances
+        self.every = poll
         self.server_of = server_of
         self.truth = truth
         self.grace = grace
@@ -347,7 +348,7 @@ class VerdictReader:
         self.client.close()
 
     def run(self) -> None:
-        while not self.stopping.wait(0.1):
+        while not self.stopping.wait(self.every):
             try:
                 self.poll()
             except Exception:
@@ -486,7 +487,7 @@ def rolling(args: argparse.Namespace, versions: dict[str, Path]) -> Rows:
         )
         time.sleep(args.warmup)
         reader = VerdictReader(
-            zookeeper.hosts, instances, server_of, truth, args.grace
+            zookeeper.hosts, instances, server_of, truth, args.grace, args.poll
         ).start()
         started.callback(reader.stop)
         health.thread.start()
@@ -636,6 +637,7 @@ def main() -> int:
     add("--servers", type=int, default=5)
     add("--agents", type=int, default=3)
     add("--replicas", type=int, default=1)
+    add("--poll", type=float, default=0.1, help="rolling: the reader's pause (0.1 s)")
     add("--quorum", type=int, help="zookeeper.quorum (default: the agent's)")
     add("--session-timeout", type=float, default=10.0)
     add("--signal", choices=["term", "kill"], default="term")
