@@ -31,8 +31,11 @@ from functools import partial
 from typing import Any
 
 import attr
+from kazoo.exceptions import KazooException
+from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from sentinel.discovery import Discovery, Member
 from sentinel.documents import discoverable, member_document_of, previous_presence
@@ -262,6 +265,7 @@ class Members:
                 return None
         except Exception:
             # Not read (a timeout): the node goes alone, its member after.
+            self._not_read("taking the member a node named", node.name)
             return None
         move = discovery.move(member, data)
         if move is None:
@@ -642,6 +646,7 @@ class Members:
         except Exception:
             # Not read (a timeout): made as before, its holder's look ends
             # the other.
+            self._not_read("taking the member a node named", instance.name)
             return
 
     async def _in_place_of_live(self, name: str, member: Member) -> None:
@@ -665,7 +670,20 @@ class Members:
         except Exception:
             # Not read (a timeout): made as before, its holder's look ends
             # the other once the primary takes its node back.
+            self._not_read("taking the live member a cover replaces", name)
             return
+
+    def _not_read(self, what: str, name: str) -> None:
+        """
+        In an ``except`` of a take-over of another session's member: a
+        read that failed (a timeout, a lost connection) only leaves ours
+        made beside it for a while, but anything else is a bug of ours,
+        counted and shown (`sentinel.bugs`), not passed over in silence.
+        """
+        failure = Failure()
+        if not failure.check(KazooException, TimeoutError, CancelledError):
+            assert self.discovery is not None
+            self.discovery.zk.internal_errors.record(what, name, failure)
 
     async def delete(self, member: Member) -> None:
         """Delete the member at once, if it is ours (a deregistering stop)."""

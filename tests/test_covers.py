@@ -728,6 +728,38 @@ class CoverMemberTests(SynchronousTestCase):
             self.assertIsNone(b.publisher._opinions.verdict_node_seen(name))
         self.covered_then_back(fleet, a, b, share)
 
+    def test_cover_whose_take_raises_is_counted(self) -> None:
+        """
+        A bug of ours in replacing the primary's live member (here
+        `Discovery.take_live` raising `KeyError`) is not passed over as a
+        failed read: counted and shown as an internal error, once per
+        cover, and the cover's member is made all the same, so no
+        endpoint is listed by none. (Before, it was dropped in silence.)
+        """
+        fleet = self.fleet(2.0)
+        a, b = fleet.members["a"], fleet.members["b"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        discovery = b.publisher._members.discovery
+        assert discovery is not None
+
+        async def raises(*args: object) -> bool:
+            raise KeyError("a bug")
+
+        discovery.take_live = raises  # type: ignore[method-assign]
+        slow_primary(fleet, a, share, WRITES)
+        fleet.run(2 * INTERVAL + COVER_GRACE + 5.0)
+        bugs = b.zk.internal_errors
+        self.assertEqual(bugs.count, len(share))
+        self.assertIn("taking the live member a cover replaces", bugs.last or "")
+        self.flushLoggedErrors(KeyError)
+        for name in share:
+            holders = [
+                fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].owner
+                for child in fleet.members_of(name)
+            ]
+            self.assertIn(fleet.session_of("b"), holders, name)
+
     def test_cover_read_an_older_member(self) -> None:
         """
         The primary's members are made again (another client deleted them)
