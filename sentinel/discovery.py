@@ -69,7 +69,7 @@ from sentinel.documents import (
     member_identity,
     member_prefix,
 )
-from sentinel.handednode import watch_handed_node
+from sentinel.handednode import HandedNodes
 from sentinel.lostanswers import applied_stat, made, remembered_set
 from sentinel.ownership import ours
 from sentinel.restarts import Stats, ask
@@ -319,6 +319,9 @@ class Discovery:
         # The listings under way for `_take_successor`, by parent, and the
         # Deferreds of the members that wait for each's answer.
         self._listings: dict[str, list[Deferred[list[str]]]] = {}
+        # The nodes those members were handed over with, watched while they
+        # wait if their saying down ends the wait (`sentinel.handednode`).
+        self.handed_nodes = HandedNodes(zk, clock)
 
     def parent_of(self, instance: RedisInstance) -> str:
         """Where the instance's member goes."""
@@ -1117,12 +1120,8 @@ class Discovery:
                 forget()
                 handed.done.callback(True)
 
-            watch_handed_node(
-                self.zk,
-                self._clock,
-                node_path,
-                lambda: not handed.done.called,
-                undiscoverable,
+            self.handed_nodes.watch(
+                node_path, lambda: not handed.done.called, undiscoverable
             )
         if parent not in self._handed_looks:
             self._handed_looks[parent] = self._clock.callLater(

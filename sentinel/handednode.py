@@ -14,6 +14,14 @@ wait at once. The node missing ends nothing here (the takeover's rules
 keep the member then, `Takeovers._release_member`); it is watched for its
 creation instead, as a cover's. A read that fails is made again every
 `REREAD` s while the member waits. Nothing is read in steady state.
+
+One watcher serves each path, whatever waits on it: ZooKeeper cannot
+take a watch back, so one armed on a node that never changes again (gone
+for good: an instance removed, a discovered replica replaced) stays in
+the client and the server for the session's life. A watcher of its own
+per wait left one more at each member handed over while its node was
+missing (100 handovers, 101 watches), none ever fired; one equal
+watcher a path is armed once, as a cover's is (`covers._Made`).
 """
 
 from __future__ import annotations
@@ -44,47 +52,111 @@ def says_undiscoverable(data: bytes) -> bool:
     return document is not None and not previous_presence(document)[0]
 
 
-def watch_handed_node(
-    zk: ZooKeeper,
-    clock: IReactorTime,
-    path: str,
-    waiting: Callable[[], bool],
-    undiscoverable: Callable[[], None],
-) -> None:
+class HandedNodes:
     """
-    Watch the node at `path` while `waiting()`: `undiscoverable()` is
-    called once it says its instance is out of discovery.
+    The instance nodes handed-over members wait on (see the module
+    docstring): each read with a watch, by one watcher a path, while any
+    member waits on it.
     """
 
-    def bug(failure: Failure) -> None:
-        zk.internal_errors.record("watching a handed node", path, failure)
+    def __init__(self, zk: ZooKeeper, clock: IReactorTime) -> None:
+        self._zk = zk
+        self._clock = clock
+        # What waits on each path: whether it still waits, and what ends it.
+        self._waits: dict[str, list[tuple[Callable[[], bool], Callable[[], None]]]] = {}
+        # Each path's watcher while it is armed or waited on: the same one
+        # armed again adds nothing.
+        self._watchers: dict[str, _Changed] = {}
 
-    def read(changed: bool = False) -> None:
-        if not waiting():
+    def watch(
+        self, path: str, waiting: Callable[[], bool], undiscoverable: Callable[[], None]
+    ) -> None:
+        """
+        Watch the node at `path` while `waiting()`: `undiscoverable()` is
+        called once it says its instance is out of discovery.
+        """
+        self._waits.setdefault(path, []).append((waiting, undiscoverable))
+        self._read(path)
+
+    def _still_waiting(self, path: str) -> bool:
+        """Whether anything waits on `path` (those done are forgotten)."""
+        waits = [w for w in self._waits.get(path, ()) if w[0]()]
+        if waits:
+            self._waits[path] = waits
+            return True
+        self._waits.pop(path, None)
+        watcher = self._watchers.get(path)
+        if watcher is not None and not watcher.armed:
+            del self._watchers[path]
+        return False
+
+    def _watcher(self, path: str) -> _Changed:
+        watcher = self._watchers.get(path)
+        if watcher is None:
+            watcher = self._watchers[path] = _Changed(self, path)
+        watcher.armed = True
+        return watcher
+
+    def _read(self, path: str, changed: bool = False) -> None:
+        if not self._still_waiting(path):
             return
-        d = zk.get(path, watch=fired, changed=changed)
+        zk = self._zk
+
+        def bug(failure: Failure) -> None:
+            zk.internal_errors.record("watching a handed node", path, failure)
+
+        def answered(result: tuple[bytes, object]) -> None:
+            if says_undiscoverable(result[0]):
+                for waiting, undiscoverable in list(self._waits.get(path, ())):
+                    if waiting():
+                        undiscoverable()
+            self._still_waiting(path)
+
+        def failed(failure: Failure) -> None:
+            if failure.check(NoNodeError):
+                # Gone: nothing to judge until it is made again.
+                d = zk.exists(path, watch=self._watcher(path))
+                d.addCallbacks(
+                    lambda stat: None if stat is None else self._read(path), failed
+                )
+                d.addErrback(bug)
+            elif failure.check(KazooException, TimeoutError, CancelledError):
+                # Armed or not, it is unknown: kept no longer than the wait.
+                self._unarmed(path)
+                if self._still_waiting(path):
+                    self._clock.callLater(REREAD, self._read, path)
+            else:
+                failure.raiseException()  # A bug: recorded (`bug`).
+
+        d = zk.get(path, watch=self._watcher(path), changed=changed)
         d.addCallbacks(answered, failed)
         d.addErrback(bug)
 
-    def answered(result: tuple[bytes, object]) -> None:
-        if waiting() and says_undiscoverable(result[0]):
-            undiscoverable()
+    def _unarmed(self, path: str) -> None:
+        watcher = self._watchers.get(path)
+        if watcher is not None:
+            watcher.armed = False
 
-    def failed(failure: Failure) -> None:
-        if failure.check(NoNodeError):
-            # Gone: nothing to judge until it is made again.
-            d = zk.exists(path, watch=fired)
-            d.addCallbacks(lambda stat: None if stat is None else read(), failed)
-            d.addErrback(bug)
-        elif failure.check(KazooException, TimeoutError, CancelledError):
-            if waiting():
-                clock.callLater(REREAD, read)
-        else:
-            failure.raiseException()  # A bug: recorded (`bug`).
-
-    def fired(event: WatchedEvent) -> None:
+    def fired(self, path: str, event: WatchedEvent) -> None:
+        """`path`'s watch fired: read it again if anything waits on it."""
+        self._unarmed(path)
         # NONE: kazoo dropped its watches (a lost connection); read again,
         # which arms a new one.
-        read(changed=event.type != EventType.NONE)
+        self._read(path, changed=event.type != EventType.NONE)
 
-    read()
+
+class _Changed:
+    """
+    The watch of one handed node: the same object for its path while it
+    is kept (`HandedNodes._watchers`), so arming it again adds nothing.
+    """
+
+    __slots__ = ("nodes", "path", "armed")
+
+    def __init__(self, nodes: HandedNodes, path: str) -> None:
+        self.nodes = nodes
+        self.path = path
+        self.armed = False
+
+    def __call__(self, event: WatchedEvent) -> None:
+        self.nodes.fired(self.path, event)

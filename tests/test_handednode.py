@@ -161,3 +161,24 @@ class HandedNodeTests(SynchronousTestCase):
         self.zk.put(NODE, said("down", False), owner=HOLDER)
         self.assertEqual(self.successResultOf(second), True)
         self.assertEqual(self.zk.calls_by_path["get", NODE], 3)
+
+    def test_a_missing_node_is_watched_once(self) -> None:
+        """
+        Members handed over again and again while their node is missing arm
+        one watch of it, not one each: ZooKeeper cannot take a watch back,
+        and each stayed in the client and the server until the node was
+        made again (never, for an instance removed: 100 handovers left
+        101). Once the node is made, nothing is kept for it.
+        """
+        self.zk.put(NODE, said(), owner=HOLDER)
+        first = self.handed(down_counts=True)
+        self.zk.remove(NODE)
+        self.clock.advance(HANDED_OVER_CHECK)
+        self.assertEqual(self.successResultOf(first), True)
+        for _ in range(100):
+            self.handed(down_counts=True, gone_counts=False)
+        self.clock.advance(31)
+        self.assertEqual(len(self.zk.watches.get(NODE, ())), 1)
+        self.zk.put(NODE, said(), owner=HOLDER)
+        self.assertEqual(len(self.zk.watches.get(NODE, ())), 0)
+        self.assertEqual(self.discovery.handed_nodes._watchers, {})
