@@ -265,7 +265,7 @@ class Group:
         )
         self.publishing.watch_missing(self.covers.missing, self.covers.present)
         self.publishing.covered = lambda: self.covers.covered
-        self.publishing.covering = self.covers.covering
+        self.publishing.covering = self._covered_for
         publisher.zk.add_listener(self._zk_state)
 
     def start(self) -> None:
@@ -495,6 +495,17 @@ class Group:
         if self.covers.covering(name):
             return covering(order, self.agent_id)
         return order
+
+    def _covered_for(self, name: str) -> str | None:
+        """
+        The listed primary this agent covers `name`'s node for now
+        (`sentinel.covers`), if any: none once this agent is the primary
+        itself in the view (the cover ends at its next look).
+        """
+        if not self.covers.covering(name):
+            return None
+        order = stand_in_order(self.assignment.observers(name), self._absent)
+        return order[0] if order[:1] not in ((), (self.agent_id,)) else None
 
     def standing_in(self, name: str) -> bool:
         """

@@ -129,9 +129,9 @@ class GroupRoles:
         # How many nodes of slow primaries this agent began to cover
         # (`sentinel.covers`; the group sets it).
         self.covered: Callable[[], int] = lambda: 0
-        # Whether this agent covers an instance's node for its slow primary
-        # now (`sentinel.covers`; the group sets it).
-        self.covering: Callable[[str], bool] = lambda name: False
+        # The slow primary this agent covers an instance's node for now, if
+        # any (`sentinel.covers`; the group sets it).
+        self.covering: Callable[[str], str | None] = lambda name: None
         # The instances whose node this agent publishes for their primary,
         # a listed member that could not write it (covered, then kept until
         # that primary takes it over), and that primary; and how many each
@@ -456,18 +456,17 @@ class GroupRoles:
         self, name: str, observers: tuple[str, ...], primary: bool, keeping: bool
     ) -> None:
         """
-        Keep the slow primary `name`'s node is published for (`observers`
-        put this agent first while it covers, the primary next), for as
-        long as this agent covers it or keeps the node for that primary;
-        forget it at any other role.
+        Keep the slow primary `name`'s node is published for, for as long
+        as this agent covers it or keeps the node for that primary; forget
+        it at any other role. The one the cover is for, not whoever comes
+        after this agent in `observers`: a cover outlives a change of the
+        view by up to a look (`covers.COVER_LOOK`), and this agent, the
+        primary now in that view, left out its healthy secondary meanwhile.
         """
         slow = self.slow_primaries.get(name)
-        if (
-            primary
-            and len(observers) > 1
-            and self.covering(self._masters.get(name, name))
-        ):
-            now: str | None = observers[1]
+        covered_for = self.covering(self._masters.get(name, name))
+        if primary and covered_for is not None and covered_for in observers[1:]:
+            now: str | None = covered_for
         elif slow is not None and keeping and self._keeping[name][:1] == (slow,):
             now = slow
         else:

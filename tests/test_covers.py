@@ -540,6 +540,35 @@ class CoverQuorumTests(SynchronousTestCase):
         fleet.run(10 * INTERVAL)
         self.assertEqual((fleet.node(share[0]) or {}).get("status"), "up")
 
+    def test_cover_past_a_view_change_leaves_out_only_its_member(self) -> None:
+        """
+        A cover under way (b's creates hang) when its slow member a leaves:
+        b, the primary of a's instances in the new view until its next
+        look at its covers, leaves out no other member's opinions
+        meanwhile. Before, it left out c, its healthy secondary there, of
+        every verdict it wrote for 0.3 s: with two replicas, b's word
+        alone.
+        """
+        fleet = Fleet()
+        for agent in ("a", "b", "c"):
+            fleet.add(agent, NAMES, replicas=2, quorum=2).start()
+        fleet.run(3.0 + FIRST_VERDICT_READ)
+        a, b = fleet.members["a"], fleet.members["b"]
+        b.zk.hang("create")
+        share = [n for n in NAMES if (fleet.node(n) or {})["agent"] == "a"]
+        slow_primary(fleet, a, share, WRITES)
+        fleet.run(2 * INTERVAL + COVER_GRACE + 0.5)
+        self.assertTrue(b.group.publishing.slow_primaries)
+        session = a.zk.session_id
+        assert session is not None
+        a.zk.suspend()
+        fleet.server.end_session(session)
+        left_out: set[str] = set()
+        for _ in range(200):
+            fleet.run(0.05)
+            left_out.update(b.group.publishing.slow_primaries.values())
+        self.assertEqual(left_out - {"a"}, set())
+
     def test_primary_back_counts_again(self) -> None:
         """
         Once a writes again and takes its nodes back, b keeps none and
