@@ -1190,6 +1190,9 @@ class Group:
         ``hold_off_unshared`` how many instances it publishes meanwhile (no
         other listed member knows them: `sentinel.unshared`), and
         ``hold_off_unshared_names`` the first of them by name.
+        ``slow_members``: the members this agent covers or keeps nodes
+        for (slow to write, `sentinel.covers`), each with how many, whose
+        opinions no verdict it writes counts meanwhile.
         Built in one turn, 10,000 members took 67-126 ms, 1.9 MB at once.
         """
         view = self.membership.view
@@ -1239,6 +1242,7 @@ class Group:
             "hold_off_unshared": None if holding is None else len(self.unshared.names),
             "hold_off_unshared_names": self.unshared.named(),
             "session_ends": self.holdoff.ends(),
+            "slow_members": self.publishing.slow_members,
             **self._provisional_report(),
         }
         yield json.dumps(head)[:-1].encode("utf-8") + b', "members": [\n'

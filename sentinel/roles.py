@@ -478,6 +478,15 @@ class GroupRoles:
             self.slow_primaries[name] = now
             self._slow_members[now] += 1
 
+    @property
+    def slow_members(self) -> dict[str, int]:
+        """
+        The members whose opinions no verdict this agent writes counts
+        (`verdict_of`), each with how many nodes this agent covers or
+        keeps for it.
+        """
+        return dict(sorted(self._slow_members.items()))
+
     def _forget_slow_primary(self, name: str) -> None:
         """`name`'s node is published for no slow primary (any more)."""
         slow = self.slow_primaries.pop(name, None)

@@ -7,6 +7,7 @@ of real publishers over one in-memory ZooKeeper (`tests.groupfakes`).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
@@ -18,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel.covers import COVER_GRACE, COVER_LIMIT, COVER_LOOK, Covers, covering
 from sentinel.documents import SERVERSET
 from sentinel.group import OBSERVER, PRIMARY
+from sentinel.listing import PageQuery
 from sentinel.observation import Observation
 from sentinel.opinions import FIRST_VERDICT_READ
 from sentinel.stopping import STOP_BUDGET
@@ -566,8 +568,28 @@ class CoverQuorumTests(SynchronousTestCase):
         left_out: set[str] = set()
         for _ in range(200):
             fleet.run(0.05)
-            left_out.update(b.group.publishing.slow_primaries.values())
+            left_out.update(b.group.publishing.slow_members)
         self.assertEqual(left_out - {"a"}, set())
+
+    def test_group_names_the_member_left_out(self) -> None:
+        """
+        ``GET /group`` of the coverer names the member whose opinions its
+        verdicts leave out, with how many nodes it covers or keeps for it,
+        and no longer once that member has taken them back: the operator
+        learns why the coverer's verdicts stand on fewer opinions.
+        """
+        fleet, share = self.fleet(("a", "b"), 2, 2)
+        a, b = fleet.members["a"], fleet.members["b"]
+
+        def slow_members(member: Member) -> Any:
+            head = json.loads(b"".join(member.group.report_slices(PageQuery(10))))
+            return head["slow_members"]
+
+        self.assertEqual(slow_members(b), {"a": len(share)})
+        self.assertEqual(slow_members(a), {})
+        a.zk.unhang()
+        fleet.run(30.0)
+        self.assertEqual(slow_members(b), {})
 
     def test_primary_back_counts_again(self) -> None:
         """
