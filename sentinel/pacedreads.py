@@ -36,7 +36,7 @@ class PacedReads:
         in_flight: int,
         read: Callable[[Node], Deferred[Any] | None],
         acting: Callable[[], bool],
-        bugs: InternalErrors | None = None,
+        bugs: InternalErrors,
     ) -> None:
         """
         @param read: sets the node's watch again: the read's Deferred, or
@@ -50,7 +50,7 @@ class PacedReads:
         self._in_flight = in_flight
         self._read = read
         self._acting = acting
-        self._bugs = bugs or InternalErrors(reactor)
+        self._bugs = bugs
         self._fired: dict[Node, None] = {}
         self._call: IDelayedCall | None = None
         self._waiting: dict[Node, None] = {}

@@ -256,7 +256,9 @@ class StoppedWatchTests(SynchronousTestCase):
             reads.append(node)
             return None
 
-        paced = PacedReads(clock, CHECK_AFTER, 8, read, lambda: acting[0])
+        paced = PacedReads(
+            clock, CHECK_AFTER, 8, read, lambda: acting[0], InternalErrors(clock)
+        )
         node = Node("/sentinel/instances/redis-00", lambda: b"")
         paced.fired(node)
         self.assertEqual(clock.getDelayedCalls(), [])
