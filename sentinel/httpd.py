@@ -863,9 +863,11 @@ def http_service(
 
     stats: dict[str, StatsSource] = {**(stats_sources or {}), "http": http_stats}
     checks = list(health_checks)
+    details = dict(health_details or {})
     if zookeeper is not None:
         stats["zookeeper"] = zookeeper.stats
         checks.append(zookeeper.unhealthy_reason)
+        details["unconfirmed"] = zookeeper.unconfirmed_detail
     if group is not None:
         checks.append(group.unhealthy_reason)
     if log_output is not None:
@@ -887,7 +889,7 @@ def http_service(
         zookeeper_stats=None if zookeeper is None else zookeeper.stats,
         health_checks=checks,
         stats_sources=stats,
-        health_details=health_details or {},
+        health_details=details,
         slicer=slicer,
         group=group,
     )

@@ -545,6 +545,9 @@ class ZooKeeperPublisher(Service):
         overwritten it).
         """
         self._mark(self._nodes.agent)
+        # The end of an unconfirmed state is logged even if nobody asks
+        # /healthz (`sentinel.unconfirmed`).
+        self._report.look_unconfirmed()
         if self.handoff is not None:
             self.handoff.retry()
             self.handoff.verify()
@@ -667,6 +670,14 @@ class ZooKeeperPublisher(Service):
         or the session taken over by a newer process.
         """
         return self._report.unhealthy_reason()
+
+    def unconfirmed_detail(self) -> dict[str, Any] | None:
+        """
+        ``unconfirmed`` in /healthz: the instance nodes the last reason
+        said are not written again since a new session, by name
+        (`sentinel.unconfirmed`); None when it said none.
+        """
+        return self._report.unconfirmed.detail()
 
     @property
     def writes(self) -> dict[str, int]:

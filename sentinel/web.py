@@ -191,6 +191,8 @@ class StatusApp:
     def healthz(self, request: IRequest) -> bytes:
         """200 when the loop ticks and the checks given say ok; else 503."""
         reasons = self.unhealthy_reasons()
+        # After the reasons: a detail may name what a reason just counted
+        # (``unconfirmed``), as of the same look.
         details = {}
         for name, source in self.health_details.items():
             detail = source()

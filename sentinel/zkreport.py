@@ -56,6 +56,7 @@ from sentinel.opinions import Opinions
 from sentinel.refusals import Refusals
 from sentinel.roles import GroupRoles
 from sentinel.takeover import Takeovers
+from sentinel.unconfirmed import Unconfirmed
 from sentinel.writes import FAILING_AFTER, Lifecycle, WriteQueue
 from sentinel.zk import CONNECTED, LOST, ZooKeeper
 
@@ -102,14 +103,12 @@ class ZooKeeperReport:
         # it is back: SUSPENDED, then LOST when the client is replaced or
         # the session expires, is one outage, not a new one.
         self._disconnected_since = None if zk.state == CONNECTED else zk.state_since
-        # At the last connection, the instance nodes written before it, and
-        # when it was: those not written since are unconfirmed
-        # (`_unconfirmed`).
+        # At the last connection, the instance nodes written before it:
+        # those not written since are unconfirmed (`_unconfirmed`).
         # Only at a new session's connection: back on the same session,
         # the nodes are still ours (at 19,000 nodes their writes take some
         # 13 s, and a leader election would fail every agent's /healthz).
-        self._connected_at = 0.0
-        self._before_connect: list[Node] = []
+        self.unconfirmed = Unconfirmed(reactor, nodes)
         self._session_id = zk.session_id
         # Since when each discovery member this agent should hold was
         # first seen held by none of it (`_unlisted`).
@@ -117,19 +116,17 @@ class ZooKeeperReport:
 
     def state_changed(self, state: str) -> None:
         """The bridge's state changed (a `ZooKeeper` state listener)."""
-        self._before_connect = []
-        if state == CONNECTED:
-            self._disconnected_since = None
-            session_id, self._session_id = self._session_id, self._zk.session_id
-            if session_id is not None and session_id != self._zk.session_id:
-                self._connected_at = self._reactor.seconds()
-                self._before_connect = [
-                    n
-                    for n in self._nodes.instances.values()
-                    if n.written_at is not None
-                ]
-        elif self._disconnected_since is None:
-            self._disconnected_since = self._reactor.seconds()
+        if state != CONNECTED:
+            self.unconfirmed.disconnected()
+            if self._disconnected_since is None:
+                self._disconnected_since = self._reactor.seconds()
+            return
+        self._disconnected_since = None
+        session_id, self._session_id = self._session_id, self._zk.session_id
+        if session_id is not None and session_id != self._zk.session_id:
+            self.unconfirmed.connected()
+        else:
+            self.unconfirmed.disconnected()
 
     def stats(self) -> dict[str, Any]:
         """ZooKeeper's part of /debug/stats."""
@@ -302,11 +299,11 @@ class ZooKeeperReport:
             reasons.append(unwritten)
         if writing and (unlisted := self._unlisted()):
             reasons.append(f"zookeeper: {unlisted}: readers do not find it")
-        if writing and (unconfirmed := self._unconfirmed()):
-            reasons.append(
-                f"zookeeper: {unconfirmed} instance node(s) not written again since"
-                " connecting: their published status may be another session's"
-            )
+        unconfirmed = self.unconfirmed
+        if writing and (said := unconfirmed.reason(self._unconfirmed())):
+            reasons.append(said)
+        elif not writing:
+            unconfirmed.not_reported()
         return "; ".join(reasons) or None
 
     def _unarmed(self) -> dict[str, str]:
@@ -319,39 +316,30 @@ class ZooKeeperReport:
             unarmed.update(self._takeovers.unarmed())
         return unarmed
 
-    def _unconfirmed(self) -> int:
+    def look_unconfirmed(self) -> None:
+        """Drop the unconfirmed nodes written since (the end is logged)."""
+        self._unconfirmed()
+
+    def _unconfirmed(self) -> list[Node]:
         # After a connection, the instance nodes written before it and not
-        # since, nor known held elsewhere (`waiting` says those) nor failing
-        # for FAILING_AFTER (`_failing` names those): until the first
-        # answers, an earlier session's node (ZooKeeper restored from an
-        # old snapshot) may publish what is no longer true. Each node is
-        # looked at until it is written once after the connection. One
-        # failing for less is still counted: back from a pause past its
-        # session, the agent's first writes go on the dead connection and
-        # fail, and /healthz, naming neither, said 200 while every node
-        # was missing until the new session's writes were answered.
-        if not self._before_connect:
-            return 0
-        connected_at = self._connected_at
+        # since (`sentinel.unconfirmed`), nor known held elsewhere
+        # (`waiting` says those) nor failing for FAILING_AFTER (`_failing`
+        # names those): until the first answers, an earlier session's node
+        # (ZooKeeper restored from an old snapshot) may publish what is no
+        # longer true. One failing for less is still counted: back from a
+        # pause past its session, the agent's first writes go on the dead
+        # connection and fail, and /healthz, naming neither, said 200
+        # while every node was missing until the new session's writes
+        # were answered.
+        if not self.unconfirmed.waiting:
+            return []
         named_after = self._reactor.seconds() - FAILING_AFTER
         failing = {
             node
             for node, (since, _) in self._queue.failing.items()
             if since <= named_after
         }
-        instances = self._nodes.instances
-        self._before_connect = [
-            node
-            for node in self._before_connect
-            if node.written_at is not None
-            and node.written_at < connected_at
-            and instances.get(node.name) is node
-            and not node.removed
-            and not node.parked
-            and node.holding is None
-            and node not in failing
-        ]
-        return len(self._before_connect)
+        return self.unconfirmed.look(failing)
 
     def _unlisted(self) -> str | None:
         # The discovery members of instances up and ready, whose node this

@@ -9,9 +9,15 @@ meanwhile. Back on the same session, the nodes are still ours.
 from __future__ import annotations
 
 from kazoo.exceptions import ConnectionLoss
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
+from sentinel.httpd import http_service
+from sentinel.metrics import LoadedAtStart
+from sentinel.unconfirmed import NAMED
 from sentinel.writes import RESYNC_IN_FLIGHT, WRITES_IN_FLIGHT
-from tests.test_publisher import DOWN, UP, PublisherHarness, path
+from tests.fakes import make_monitor
+from tests.httptest import agent_get
+from tests.test_publisher import AGENT, DOWN, HEARTBEAT, UP, PublisherHarness, path
 
 
 class ResyncHealthTests(PublisherHarness):
@@ -138,3 +144,161 @@ class ResyncPaceTests(PublisherHarness):
         """
         rounds = self.resync_rounds(same_session=False)
         self.assertGreaterEqual(rounds[0], 100)
+
+
+class UnconfirmedNamedTests(PublisherHarness):
+    """
+    Which nodes are unconfirmed after a new session, not only how many:
+    in the reason, in /healthz's ``unconfirmed``, and in one log line
+    when the state starts and one when it ends.
+    """
+
+    # Out of order, so that the names said are sorted, not as published.
+    names = [f"r{i:02d}" for i in (11, 3, 7, 0, 9, 1, 10, 5, 2, 8, 4, 6)]
+
+    def unconfirmed_session(self) -> None:
+        """Every instance published, then a new session with writes held."""
+        self.start()
+        for name in self.names:
+            self.check(self.instance(name), UP)
+        self.clock.advance(1.0)
+        self.zk.expire()
+        self.zk.hold_answers("create", "exists", "get", "set")
+        self.zk.connect()
+
+    def lines(self) -> list[str]:
+        """The lines `sentinel.unconfirmed` logged so far."""
+        return list(self.logged)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.logged: list[str] = []
+
+        def observer(event: LogEvent) -> None:
+            if event.get("log_namespace") == "sentinel.unconfirmed":
+                self.logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def test_reason_names_the_first_ten_sorted(self) -> None:
+        """
+        The reason names the first `NAMED` nodes by name, sorted, and how
+        many more, on one line; before it gave the count alone.
+        """
+        self.unconfirmed_session()
+        reason = self.publisher.unhealthy_reason() or ""
+        first = ", ".join(f"r{i:02d}" for i in range(NAMED))
+        self.assertIn(
+            f"12 instance node(s) not written again since connecting ({first}"
+            " and 2 more)",
+            reason,
+        )
+        self.assertNotIn("\n", reason)
+        while self.zk.release():
+            pass
+
+    def test_detail_names_them_until_written(self) -> None:
+        """
+        /healthz's ``unconfirmed`` says how many and the first `NAMED`
+        names, sorted, as of the reason just given; none once all are
+        written again.
+        """
+        self.unconfirmed_session()
+        self.publisher.unhealthy_reason()
+        self.assertEqual(
+            self.publisher.unconfirmed_detail(),
+            {"count": 12, "names": [f"r{i:02d}" for i in range(NAMED)]},
+        )
+        while self.zk.release():
+            pass
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertIsNone(self.publisher.unconfirmed_detail())
+
+    def test_one_line_when_it_starts_and_one_when_it_ends(self) -> None:
+        """
+        One line at the connection naming them, none per answer, one when
+        the last is written again.
+        """
+        self.unconfirmed_session()
+        [started] = self.lines()
+        self.assertIn("12 instance node(s)", started)
+        self.assertIn("r00, r01", started)
+        for _ in range(5):
+            self.publisher.unhealthy_reason()
+            self.clock.advance(0.1)
+        self.assertEqual(len(self.lines()), 1)
+        while self.zk.release():
+            pass
+        for _ in range(5):
+            self.publisher.unhealthy_reason()
+        [_, ended] = self.lines()
+        self.assertIn("left unconfirmed", ended)
+
+    def test_end_logged_without_anyone_asking(self) -> None:
+        """
+        With nobody asking /healthz (``--http none``), the end is still
+        logged, at the agent node's next heartbeat.
+        """
+        self.unconfirmed_session()
+        while self.zk.release():
+            pass
+        self.assertEqual(len(self.lines()), 1)
+        self.clock.advance(HEARTBEAT)
+        while self.zk.release():
+            pass
+        self.assertEqual(len(self.lines()), 2)
+
+    def test_connection_lost_again_ends_it(self) -> None:
+        """
+        Lost again before they are written, the state ends with one line
+        naming those left: the outage is the reason from then on.
+        """
+        self.unconfirmed_session()
+        self.zk.suspend()
+        [_, ended] = self.lines()
+        self.assertIn("12 instance node(s) still unconfirmed", ended)
+        self.assertIn("r00", ended)
+        self.assertIsNone(self.publisher.unconfirmed_detail())
+
+
+class HealthzAnswerTests(PublisherHarness):
+    """The HTTP part's /healthz names the publisher's unconfirmed nodes."""
+
+    def test_healthz_names_unconfirmed_nodes(self) -> None:
+        """
+        After a new session, with its writes held, /healthz is 503 with a
+        reason naming the nodes and ``unconfirmed`` listing them; once
+        they are written again, 200 without ``unconfirmed``.
+        """
+        monitor, _, _, _ = make_monitor([])
+        server = http_service(
+            "tcp:6060:interface=127.0.0.1",
+            self.clock,
+            monitor,
+            agent_id=AGENT,
+            reload=LoadedAtStart(0.0),
+            zookeeper=self.publisher,
+            gc_objects=lambda: 0,
+        )
+        # The loop's own reason is not this test's.
+        monitor.last_tick_at = self.clock.seconds()
+        self.start()
+        for name in ("c", "a", "b"):
+            self.check(self.instance(name), UP)
+        self.clock.advance(1.0)
+        monitor.last_tick_at = self.clock.seconds()
+        self.zk.expire()
+        self.zk.hold_answers("create", "exists", "get", "set")
+        self.zk.connect()
+        code, body = agent_get(self, [server], "/healthz")
+        self.assertEqual(code, 503)
+        self.assertIn(
+            "3 instance node(s) not written again since connecting (a, b, c)",
+            " ".join(body["reasons"]),
+        )
+        self.assertEqual(body["unconfirmed"], {"count": 3, "names": ["a", "b", "c"]})
+        while self.zk.release():
+            pass
+        code, body = agent_get(self, [server], "/healthz")
+        self.assertEqual((code, body), (200, {"status": "ok"}))
