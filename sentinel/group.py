@@ -90,6 +90,9 @@ PROVISIONAL = "provisional"
 TAKEOVER_WATCH = 10.0
 # Instances whose observers ``GET /group`` counts in a slice (about 2 ms).
 COUNTED_PER_SLICE = 5000
+# Unobserved instances ``GET /group`` names, the first by name: the rest
+# are counted.
+UNOBSERVED_NAMED = 10
 # Seconds at most that the instances a change of the view gives this agent
 # to observe, not as their primary, wait for the takeovers the same change
 # requires (`Group._move`), and seconds between looks at those takeovers.
@@ -1190,6 +1193,9 @@ class Group:
         ``hold_off_unshared`` how many instances it publishes meanwhile (no
         other listed member knows them: `sentinel.unshared`), and
         ``hold_off_unshared_names`` the first of them by name.
+        ``unobserved`` counts the instances this agent knows that no
+        live member observes, ``unobserved_names`` names the first
+        `UNOBSERVED_NAMED` of them (no ``/instances`` lists them).
         ``slow_members``: the members this agent covers or keeps nodes
         for (slow to write, `sentinel.covers`), each with how many, whose
         opinions no verdict it writes counts meanwhile.
@@ -1200,11 +1206,12 @@ class Group:
         disagreement = self._disagreement
         observing: Counter[str] = Counter()
         primary: Counter[str] = Counter()
-        unobserved = 0
+        unobserved: list[str] = []
         ranked = list(self.assignment.items())
         for start in range(0, len(ranked), COUNTED_PER_SLICE):
-            for _, top in ranked[start : start + COUNTED_PER_SLICE]:
-                unobserved += not top
+            for name, top in ranked[start : start + COUNTED_PER_SLICE]:
+                if not top:
+                    unobserved.append(name)
                 for index, (_, agent) in enumerate(top):
                     observing[agent] += 1
                     if index == 0:
@@ -1216,7 +1223,7 @@ class Group:
             # Before the first view no member observes anything, but this
             # agent checks every instance it knows (module docstring); its
             # own member row says so too.
-            mine, unobserved = known, 0
+            mine, unobserved = known, []
             observing[self.agent_id] = mine
         behind = self.membership.behind_seconds()
         holding = self.holdoff.remaining()
@@ -1231,7 +1238,9 @@ class Group:
             "observing": mine,
             "primary": primary[self.agent_id],
             "share": mine / known if known else 0.0,
-            "unobserved": unobserved,
+            "unobserved": len(unobserved),
+            # Which, not only how many: /instances lists none of them.
+            "unobserved_names": heapq.nsmallest(UNOBSERVED_NAMED, unobserved),
             "view_changes": self.generation,
             "view_behind_seconds": None if behind is None else round(behind, 1),
             "membership_audits": self.membership.audits,

@@ -36,7 +36,13 @@ from sentinel.documents import (
     SERVERSET,
     discovery_digest,
 )
-from sentinel.group import OBSERVER, PRIMARY, TAKEOVER_WATCH, TAKEOVERS_FIRST
+from sentinel.group import (
+    OBSERVER,
+    PRIMARY,
+    TAKEOVER_WATCH,
+    TAKEOVERS_FIRST,
+    UNOBSERVED_NAMED,
+)
 from sentinel.handoff import SessionHandoff
 from sentinel.listing import DOCUMENTS_PER_SLICE, MAX_LIMIT, PageQuery
 from sentinel.membership import LISTING_PACE_LIMIT as LIMIT
@@ -3206,6 +3212,26 @@ class MixedListsTests(SynchronousTestCase):
             self.assertEqual(report["known"], known)
             primaries = sum(m["primary"] for m in report["members"])
             self.assertEqual(primaries, known, agent)
+
+    def test_report_names_the_unobserved(self) -> None:
+        """
+        /group names the instances no live member observes (the first
+        `UNOBSERVED_NAMED`, sorted), beside how many: no ``/instances``
+        lists them.
+        """
+        names = [f"u{i:02d}" for i in (12, 3, 0, 7, 11, 1, 9, 2, 10, 4, 8, 5, 6)]
+        fleet = Fleet()
+        fleet.add("a", names, replicas=1).start()
+        fleet.run(2.0)
+        group = fleet.members["a"].group
+        self.assertEqual(group_report(group)["unobserved_names"], [])
+        group.assignment.update({})
+        report = group_report(group)
+        self.assertEqual(report["unobserved"], len(names))
+        self.assertEqual(
+            report["unobserved_names"],
+            [f"u{i:02d}" for i in range(UNOBSERVED_NAMED)],
+        )
 
     def test_verdict_status_with_one_replica(self) -> None:
         """
