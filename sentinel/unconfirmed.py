@@ -99,7 +99,10 @@ class Unconfirmed:
         return left
 
     def reason(self, left: list[Node]) -> str | None:
-        """/healthz's line for the nodes `look` left, or None; noted for `detail`."""
+        """
+        /healthz's line for the nodes `look` left (none while not writing
+        on purpose), or None; noted for `detail`.
+        """
         self._said = left or None
         if not left:
             return None
@@ -108,10 +111,6 @@ class Unconfirmed:
             f" connecting ({_names_said(left)}): their published status may be"
             " another session's"
         )
-
-    def not_reported(self) -> None:
-        """This answer's reason leaves them out (not writing on purpose)."""
-        self._said = None
 
     def detail(self) -> dict[str, Any] | None:
         """

@@ -299,11 +299,8 @@ class ZooKeeperReport:
             reasons.append(unwritten)
         if writing and (unlisted := self._unlisted()):
             reasons.append(f"zookeeper: {unlisted}: readers do not find it")
-        unconfirmed = self.unconfirmed
-        if writing and (said := unconfirmed.reason(self._unconfirmed())):
+        if said := self.unconfirmed.reason(self._unconfirmed() if writing else []):
             reasons.append(said)
-        elif not writing:
-            unconfirmed.not_reported()
         return "; ".join(reasons) or None
 
     def _unarmed(self) -> dict[str, str]:
