@@ -10,10 +10,11 @@ new session, and until its writes are answered an earlier session's
 nodes could be there), and started again. From the stop, a thread asks
 ``/healthz`` every 20 ms for ``--watch`` s. Printed: how many answers
 gave the unconfirmed reason, the first such reason and ``unconfirmed``
-field, and the agent's log lines about it.
+field, and the agent's log lines about it. ``--keep-data`` restarts
+ZooKeeper on its data, stopped for ``--down`` s.
 
     .venv/bin/python benchmarks/unconfirmednames.py --instances 300 \
-        [--checkout before=PATH --checkout after=.]
+        [--keep-data --down 5] [--checkout before=PATH --checkout after=.]
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def _ask(agent: Agent, until: float, answers: list[tuple[float, int, Any]]) -> N
         time.sleep(0.02)
 
 
-def run(checkout: Path, instances: int, watch: float, workdir: Path) -> None:
+def run(
+    checkout: Path, instances: int, watch: float, workdir: Path, down: float | None
+) -> None:
     """One agent of `checkout` through a ZooKeeper wiped and started again."""
     with ExitStack() as started:
         redis = start_redis_servers(2, started)
@@ -79,7 +82,10 @@ def run(checkout: Path, instances: int, watch: float, workdir: Path) -> None:
         asker = threading.Thread(target=_ask, args=(agent, began + watch, answers))
         asker.start()
         zookeeper.stop()
-        zookeeper.wipe()
+        if down is None:
+            zookeeper.wipe()
+        else:
+            time.sleep(down)
         zookeeper.start()
         asker.join()
         named = [
@@ -111,12 +117,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--watch", type=float, default=15.0)
+    parser.add_argument("--keep-data", action="store_true")
+    parser.add_argument("--down", type=float, default=5.0)
     add_checkout_option(parser)
     args = parser.parse_args()
     for label, checkout in checkouts_of(parser, args.checkout):
         with TemporaryDirectory() as workdir:
             print(f"== {label}")
-            run(checkout, args.instances, args.watch, Path(workdir))
+            down = args.down if args.keep_data else None
+            run(checkout, args.instances, args.watch, Path(workdir), down)
 
 
 if __name__ == "__main__":
