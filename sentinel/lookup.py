@@ -27,7 +27,9 @@ What glibc's getaddrinfo does, as far as a health agent needs it:
   rotate) are not read: `sentinel.resolve` bounds each lookup instead.
 - An A query, and AAAA only when the name has no IPv4 address; CNAMEs are
   followed within the answer (at most `MAX_CNAMES`), records for other
-  names are ignored.
+  names are ignored. Every address of the answer is kept, in its order,
+  `MAX_ADDRESSES` at most: a connect tries them in turn
+  (`sentinel.addresses`).
 
 Each query goes through `sentinel.dnsclient.NameServers`, which keeps it
 quiet, and sends all its tries from one UDP socket, closed when the query
@@ -71,6 +73,7 @@ from twisted.logger import Logger
 from twisted.names import dns, error
 from twisted.python.failure import Failure
 
+from sentinel.addresses import MAX_ADDRESSES
 from sentinel.config import DNSConfig
 from sentinel.dnsclient import AnotherQuestion, NameServers, TCPAnswerUnreadable
 from sentinel.files import MAX_HOSTS_BYTES, Unreadable, WatchedFile
@@ -89,10 +92,19 @@ MAX_TRIES = 60
 
 @attr.frozen
 class Answer:
-    """An address for a name, and how long it may be reused (seconds)."""
+    """
+    An address for a name, and how long it may be reused (seconds); the
+    answer's other addresses after it (`sentinel.addresses`).
+    """
 
     address: str
     ttl: float
+    others: tuple[str, ...] = ()
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every address of the answer, in its order."""
+        return (self.address, *self.others)
 
 
 class LookupFailed(Exception):
@@ -246,7 +258,8 @@ class NameLookup:
         if not usable:
             raise _blocked("the hosts file maps it to", addresses[0])
         ipv4 = [a for a in usable if isIPAddress(a)]
-        return Answer((ipv4 or usable)[0], HOSTS_CHECK_SECONDS)
+        ordered = [*ipv4, *(a for a in usable if not isIPAddress(a))]
+        return _answer(ordered, HOSTS_CHECK_SECONDS)
 
     def lookup(self, name: str) -> Deferred[Answer]:
         """
@@ -347,17 +360,30 @@ def _checked_answer(
     if message.rCode != dns.OK:
         raise servers.exceptionForCode(message.rCode)(message)
     answer = extract_answer(name, message.answers, record_type)
-    if answer is not None and names_no_host(answer.address):
+    if answer is None:
+        return None
+    usable = [a for a in answer.addresses if not names_no_host(a)]
+    if not usable:
         raise _blocked("the name server answered", answer.address)
-    return answer
+    return _answer(usable, answer.ttl)
+
+
+def _answer(addresses: Sequence[str], ttl: float) -> Answer:
+    """
+    An answer of `addresses` (at least one), each once, `MAX_ADDRESSES` at
+    most: no connect tries more (`sentinel.addresses`).
+    """
+    kept = list(dict.fromkeys(addresses))[:MAX_ADDRESSES]
+    return Answer(kept[0], ttl, tuple(kept[1:]))
 
 
 def extract_answer(
     name: str, records: Sequence[dns.RRHeader], record_type: int
 ) -> Answer | None:
     """
-    The first address of `record_type` for `name` in `records`, following
-    CNAMEs; its TTL is the least along the way. None if there is none.
+    The addresses of `record_type` for `name` in `records`, in order,
+    following CNAMEs; its TTL is the least along the way. None if there is
+    none.
 
     @raise LookupFailed: the CNAMEs loop, or are more than `MAX_CNAMES` in
         a row (said so: "no address" sent operators looking for a missing
@@ -368,13 +394,22 @@ def extract_answer(
     ttl = float("inf")
     for _ in range(MAX_CNAMES + 1):
         alias = None
+        found = []
         for record in records:
             if record.name != wanted or record.cls != dns.IN:
                 continue
             if record.type == record_type:
-                return Answer(_address(record.payload), min(ttl, record.ttl))
-            if record.type == dns.CNAME:
+                found.append(record)
+            elif record.type == dns.CNAME:
                 alias = record
+        if found:
+            least = min(ttl, *(record.ttl for record in found))
+            # Only those a connect may try are read (an answer may hold
+            # thousands over TCP).
+            addresses = tuple(
+                _address(record.payload) for record in found[:MAX_ADDRESSES]
+            )
+            return Answer(addresses[0], least, addresses[1:])
         if alias is None:
             return None
         ttl = min(ttl, alias.ttl)

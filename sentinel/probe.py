@@ -202,6 +202,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.addresses import AddressesFailed, all_failed, in_turn, moves_on
 from sentinel.config import RedisInstance
 from sentinel.echoes import without_password
 from sentinel.moves import MoveLog
@@ -448,8 +449,8 @@ def describe_failure(failure: Failure) -> str:
         # Its str() wraps the resolver's message ("DNS lookup failed: ...").
         args = failure.value.args if failure.value is not None else ()
         return str(args[0]) if args and args[0] else failure.getErrorMessage()
-    if failure.check(_ConnectFailed):
-        return failure.getErrorMessage()
+    if failure.check(_ConnectFailed, AddressesFailed):
+        return str(failure.value)
     if failure.check(neterror.ConnectionLost, neterror.ConnectionDone):
         return "connection lost"
     if failure.check(neterror.NoRouteError):
@@ -606,6 +607,8 @@ class RedisProbe:
         "_info_asked",
         "_again",
         "_spoke_redis",
+        "_candidates",
+        "_worked",
     )
 
     def __init__(
@@ -764,6 +767,11 @@ class RedisProbe:
         # (`NOT_REDIS_CLOSE`). The address alone: a load and a store on
         # every answered check, where `_endpoint` builds a tuple.
         self._spoke_redis: str | None = None
+        # The addresses the attempt in progress tries in turn, and the one
+        # that connected last, tried first while the name's answer holds
+        # it (`sentinel.addresses`).
+        self._candidates: tuple[str, ...] = ()
+        self._worked: str | None = None
 
     def retime(self, timeout: float) -> None:
         """
@@ -995,7 +1003,7 @@ class RedisProbe:
         # wait that long fails at its own deadline, and the attempt goes on,
         # so that the answer serves the next one. Cancelling the attempt
         # (close) drops only this wait.
-        attempt: Deferred[Any] = self._resolver.resolve(self.instance.host)
+        attempt: Deferred[Any] = self._resolver.addresses(self.instance.host)
         self._attempt = attempt
         attempt.addCallbacks(self._resolved, self._unresolved)
         attempt.addBoth(self._attempt_done)
@@ -1007,8 +1015,10 @@ class RedisProbe:
         if self._protocol is None:
             self.stage = stage
 
-    def _resolved(self, address: str) -> Deferred[RedisClientProtocol]:
+    def _resolved(self, addresses: tuple[str, ...]) -> Deferred[RedisClientProtocol]:
         self._resolving = False
+        self._candidates = in_turn(addresses, self._worked)
+        address = self._candidates[0]
         previous = self.address
         if previous is not None and previous != address:
             self._pacer.stalls.left(self._endpoint(), self)
@@ -1053,6 +1063,35 @@ class RedisProbe:
         return result
 
     def _connect(self, address: str) -> Deferred[RedisClientProtocol]:
+        d = self._connect_tcp(address)
+        if len(self._candidates) > 1:
+            d.addErrback(self._next_address, address, [])
+        if self._tls is not None:
+            d.addCallback(self._handshake)
+        return d
+
+    def _next_address(
+        self, failure: Failure, address: str, tried: list[tuple[str, str]]
+    ) -> object:
+        # A connect to one of the name's addresses failed: the next is
+        # tried if it failed fast, within the attempt's one timeout (its
+        # bound cancels the connect in flight, whichever it is).
+        if not moves_on(failure) or self._closed:
+            return failure
+        tried.append((address, describe_failure(failure)))
+        # It answered, at once: not stalled (`sentinel.stalls`).
+        self._pacer.stalls.answered(self._endpoint(address))
+        rest = self._candidates[self._candidates.index(address) + 1 :]
+        for following in rest:
+            if self._pacer.stalls.admit(self._endpoint(following), self):
+                self.address = following
+                d = self._connect_tcp(following)
+                return d.addErrback(self._next_address, following, tried)
+        if len(tried) == 1:
+            return failure  # The only address tried: its own error, as ever.
+        raise all_failed(tried)
+
+    def _connect_tcp(self, address: str) -> Deferred[Any]:
         endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
         attempt = ConnectAttempt(self._reactor)
         endpoint: IStreamClientEndpoint = endpoint_type(
@@ -1063,10 +1102,7 @@ class RedisProbe:
         factory = ConnectionFactory(self._lost, self._violated)
         d: Deferred[Any] = endpoint.connect(factory)
         # Before the handshake's callbacks: a failure of the connect itself.
-        d.addErrback(attempt.failed)
-        if self._tls is not None:
-            d.addCallback(self._handshake)
-        return d
+        return d.addErrback(attempt.failed)
 
     def _handshake(self, protocol: RedisClientProtocol) -> Deferred[Any]:
         # The endpoint fires once TCP is connected; wait for the handshake so
@@ -1198,6 +1234,8 @@ class RedisProbe:
             error: Exception = (
                 _Inconclusive() if inconclusive else _ConnectFailed(self._last_error)
             )
+            if not inconclusive:
+                self._worked = None  # Tried again in the answer's order.
             if not waiters and not inconclusive and not self._closed:
                 self._unreported = self._last_error
             if self._protocol is not None and not inconclusive:
@@ -1209,6 +1247,7 @@ class RedisProbe:
                 waiter.errback(error)
             return
         self._last_inconclusive = False
+        self._worked = self.address
         self._connected()
         self._pacer.sockets.ended(result)
         self._addressed(False)

@@ -29,12 +29,14 @@ no bound: behind names whose name server never answers, a good name waited
   any more, and cancel their lookups.
 
 Literal addresses are returned at once. IPv4 is preferred; IPv6 is used
-when a name has only that. A failure is a `CannotResolve` (a
-`DNSLookupError`) whose message is ``cannot resolve NAME: REASON``. A
-lookup that could not open a socket to ask with (the agent out of file
-descriptors) says nothing of the name: it is not kept, and its error
-names the shortage (`CannotResolve.shortage`), which makes the check
-inconclusive, as a connect without a socket is (`sentinel.sockets`).
+when a name has only that. `addresses` gives every address of the
+answer (`sentinel.addresses` tries them in turn), `resolve` the first.
+A failure is a `CannotResolve` (a `DNSLookupError`) whose message is
+``cannot resolve NAME: REASON``. A lookup that could not open a socket
+to ask with (the agent out of file descriptors) says nothing of the
+name: it is not kept, and its error names the shortage
+(`CannotResolve.shortage`), which makes the check inconclusive, as a
+connect without a socket is (`sentinel.sockets`).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class CannotResolve(DNSLookupError):
 
 
 class _Cached(NamedTuple):
-    address: str | None
+    addresses: tuple[str, ...] | None
     error: str
     expires: float
 
@@ -118,7 +120,7 @@ class _Running(NamedTuple):
 
 class Resolver(Service):
     """
-    Resolves host names to one address each; see the module docstring. As
+    Resolves host names to their addresses; see the module docstring. As
     a service, it cancels every lookup and timer when the agent stops.
     """
 
@@ -134,7 +136,7 @@ class Resolver(Service):
         self._cache: dict[str, _Cached] = {}
         self._failing: set[str] = set()
         # Every name with a lookup queued or in flight, and who waits for it.
-        self._waiters: dict[str, list[Deferred[str]]] = {}
+        self._waiters: dict[str, list[Deferred[tuple[str, ...]]]] = {}
         self._queued: deque[str] = deque()
         self._queued_later: deque[str] = deque()
         self._running: dict[str, _Running] = {}
@@ -153,17 +155,25 @@ class Resolver(Service):
 
     def resolve(self, host: str) -> Deferred[str]:
         """
-        An address for `host`. Cancel the Deferred to stop waiting; the
-        lookup itself goes on to its bound.
+        An address for `host` (the first of `addresses`). Cancel the
+        Deferred to stop waiting; the lookup itself goes on to its bound.
+        """
+        return self.addresses(host).addCallback(_first)
+
+    def addresses(self, host: str) -> Deferred[tuple[str, ...]]:
+        """
+        Every address of `host` (at least one, in the answer's order, at
+        most `sentinel.addresses.MAX_ADDRESSES`). Cancel the Deferred to
+        stop waiting; the lookup itself goes on to its bound.
         """
         if is_address(host):
-            return succeed(host)
+            return succeed((host,))
         name = host.lower()
         cached = self._cache.get(name)
         if cached is not None and cached.expires > self._reactor.seconds():
-            if cached.address is None:
+            if cached.addresses is None:
                 return fail(CannotResolve(cached.error))
-            return succeed(cached.address)
+            return succeed(cached.addresses)
         if self._stopped:
             return fail(CannotResolve(f"cannot resolve {name}: the agent is stopping"))
         waiters = self._waiters.get(name)
@@ -174,11 +184,13 @@ class Resolver(Service):
                 return fail(self._failed(name, str(e)))
             if local is not None:
                 self._remember(name, local)
-                return succeed(local.address)
+                return succeed(local.addresses)
             waiters = self._waiters[name] = []
             queue = self._queued_later if name in self._failing else self._queued
             queue.append(name)
-        waiter: Deferred[str] = Deferred(lambda d: _discard(self._waiters, name, d))
+        waiter: Deferred[tuple[str, ...]] = Deferred(
+            lambda d: _discard(self._waiters, name, d)
+        )
         waiters.append(waiter)
         self._dispatch()
         return waiter
@@ -315,7 +327,7 @@ class Resolver(Service):
         else:
             self._remember(name, result)
             for waiter in waiters:
-                waiter.callback(result.address)
+                waiter.callback(result.addresses)
         self._dispatch()
 
     def _failed(self, name: str, reason: str) -> CannotResolve:
@@ -331,7 +343,7 @@ class Resolver(Service):
     def _remember(self, name: str, answer: Answer) -> None:
         ttl = min(max(answer.ttl, MIN_TTL), MAX_TTL)
         self._failing.discard(name)
-        self._cache[name] = _Cached(answer.address, "", self._reactor.seconds() + ttl)
+        self._cache[name] = _Cached(answer.addresses, "", self._reactor.seconds() + ttl)
 
     def _reason(self, failure: Failure) -> str:
         reason = describe_failure(failure, self.bound)
@@ -363,7 +375,13 @@ def _cancelling(result: object, timer: IDelayedCall) -> object:
     return result
 
 
-def _discard(waiters: dict[str, list[Deferred[str]]], name: str, d: object) -> None:
+def _first(addresses: tuple[str, ...]) -> str:
+    return addresses[0]
+
+
+def _discard(
+    waiters: dict[str, list[Deferred[tuple[str, ...]]]], name: str, d: object
+) -> None:
     """Drop one waiter (its own deadline passed); the lookup goes on."""
     waiting = waiters.get(name)
     if waiting is not None and d in waiting:

@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sentinel import probe as probe_module
+from sentinel.addresses import MAX_ADDRESSES, moves_on
 from sentinel.config import RedisInstance
 from sentinel.descriptors import SpareDescriptors
 from sentinel.observation import Observation, Replication
@@ -65,13 +66,14 @@ class ManualResolver:
     """A resolver whose lookups the test answers by hand."""
 
     def __init__(self) -> None:
-        self.lookups: list[tuple[str, Deferred[str]]] = []
+        self.lookups: list[tuple[str, Deferred[Any]]] = []
         self.cancelled: list[str] = []
 
-    def resolve(self, host: str) -> Deferred[str]:
-        d: Deferred[str] = Deferred(lambda _: self.cancelled.append(host))
+    def addresses(self, host: str) -> Deferred[tuple[str, ...]]:
+        """A lookup the test answers with one address, or a tuple of them."""
+        d: Deferred[Any] = Deferred(lambda _: self.cancelled.append(host))
         self.lookups.append((host, d))
-        return d
+        return d.addCallback(lambda a: (a,) if isinstance(a, str) else tuple(a))
 
 
 class Harness:
@@ -1455,6 +1457,134 @@ class ResolveTests(SynchronousTestCase):
         h.probe.close()
         self.assertEqual(resolver.cancelled, ["redis.example"])
         self.assertEqual(h.pacer.in_flight, 0)
+
+
+class AddressesTests(SynchronousTestCase):
+    """
+    A name with several addresses: a connect that fails fast tries the next
+    within the same attempt (`sentinel.addresses`).
+    """
+
+    def harness(self) -> tuple[Harness, ManualResolver]:
+        resolver = ManualResolver()
+        return Harness(host="redis.example", resolver=resolver), resolver
+
+    def connected_to(self) -> list[str]:
+        return [client[0] for client in self.h.reactor.tcpClients]
+
+    def test_refused_address_then_the_next(self) -> None:
+        """
+        The first address refuses: the same attempt (one pacer place)
+        connects to the second, and the check is answered there; the next
+        connect, the answer unchanged, goes to that address first; once the
+        answer no longer holds it, the next starts from the answer's first.
+        """
+        self.h, resolver = self.harness()
+        h = self.h
+        d = h.check()
+        resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8"))
+        self.assertEqual(self.connected_to(), ["10.0.0.7"])
+        h.refuse()
+        self.assertEqual(self.connected_to(), ["10.0.0.7", "10.0.0.8"])
+        self.assertEqual(h.pacer.in_flight, 1)
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertTrue(observation.ok)
+        self.assertEqual(h.probe.address, "10.0.0.8")
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        h.on_time(1.0)
+        h.check()
+        resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8"))
+        self.assertEqual(self.connected_to()[2:], ["10.0.0.8"])
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        h.on_time(1.0)
+        h.check()
+        resolver.lookups[-1][1].callback(("10.0.0.9", "10.0.0.7"))
+        self.assertEqual(self.connected_to()[3:], ["10.0.0.9"])
+
+    def test_every_address_refused_names_each(self) -> None:
+        """
+        Every address refuses: one connect each, and the check's error
+        names them all; a check within the second fails at once with it,
+        connecting to none.
+        """
+        self.h, resolver = self.harness()
+        h = self.h
+        d = h.check()
+        resolver.lookups[-1][1].callback(("10.0.0.7", "::7", "10.0.0.8"))
+        for _ in range(3):
+            h.refuse()
+        error = "connection refused at 10.0.0.7, ::7, 10.0.0.8"
+        self.assertEqual(self.successResultOf(d).error, error)  # type: ignore[union-attr]
+        self.assertEqual(self.connected_to(), ["10.0.0.7", "::7", "10.0.0.8"])
+        self.assertEqual(h.pacer.in_flight, 0)
+        h.reactor.advance(0.5)
+        self.assertEqual(self.successResultOf(h.check()).error, error)  # type: ignore[union-attr]
+        self.assertEqual(len(h.reactor.tcpClients), 3)
+
+    def test_no_more_than_the_cap(self) -> None:
+        """
+        An answer of 600 addresses, all refusing: one check tries
+        MAX_ADDRESSES of them, no more.
+        """
+        self.h, resolver = self.harness()
+        h = self.h
+        d = h.check()
+        many = tuple(f"10.0.{i // 250}.{i % 250 + 1}" for i in range(600))
+        resolver.lookups[-1][1].callback(many)
+        for _ in range(MAX_ADDRESSES):
+            h.refuse()
+        self.assertEqual(len(h.reactor.tcpClients), MAX_ADDRESSES)
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertEqual(
+            observation.error, "connection refused at " + ", ".join(many[:4])
+        )
+
+    def test_timeout_moves_on_to_nothing(self) -> None:
+        """
+        An address refused after 0.6 s, the next one silent: its connect
+        is dropped at the attempt's one bound, counted from the first
+        connect (1 s), not 1 s after its own; no third address is tried.
+        """
+        self.h, resolver = self.harness()
+        h = self.h
+        d = h.check()
+        resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8", "10.0.0.9"))
+        h.on_time(0.6)
+        h.refuse()
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        h.on_time(0.38)
+        self.assertNoResult(d)
+        h.on_time(0.04)
+        self.assertEqual(self.successResultOf(d).error, "timeout (connect)")  # type: ignore[union-attr]
+        self.assertEqual(len(h.reactor.tcpClients), 2)
+        self.assertEqual(h.pacer.in_flight, 0)
+
+    def test_other_failures_move_on_to_nothing(self) -> None:
+        """
+        A connect that found no socket (the agent's own shortage) tries no
+        other address; unreachable ones do (`moves_on`).
+        """
+        failures = {
+            "refused": neterror.ConnectionRefusedError(),
+            "no route": neterror.NoRouteError(),
+            "host unreachable": neterror.ConnectError(errno.EHOSTUNREACH, "x"),
+            "no IPv6": neterror.ConnectError(errno.EAFNOSUPPORT, "x"),
+        }
+        for why, failure in failures.items():
+            self.assertTrue(moves_on(Failure(failure)), why)
+        for failure in (
+            neterror.ConnectBindError(errno.EMFILE, "x"),
+            neterror.ConnectError(errno.EADDRNOTAVAIL, "x"),
+            neterror.TimeoutError(),
+            ConnectingCancelledError(None),
+        ):
+            self.assertFalse(moves_on(Failure(failure)), failure)
 
 
 class ViolationTests(SynchronousTestCase):

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import lookup as lookup_module
+from sentinel.addresses import MAX_ADDRESSES
 from sentinel.config import DNSConfig
 from sentinel.dnsclient import NameServers
 from sentinel.files import MAX_HOSTS_BYTES
@@ -117,6 +118,28 @@ class SharingTests(ResolverTestCase):
         self.source.answer("redis.example", "192.0.2.7")
         self.assertEqual(self.successResultOf(first), "192.0.2.7")
         self.assertEqual(self.successResultOf(second), "192.0.2.7")
+
+    def test_every_address_shared_and_kept(self) -> None:
+        """
+        `addresses` gives every address of the answer, in order, to each
+        waiter and from the cache; `resolve` the first; a literal address
+        is one address.
+        """
+        first = self.resolver.addresses("redis.example")
+        self.pending_answer("redis.example", ("192.0.2.7", "192.0.2.8"))
+        self.assertEqual(self.successResultOf(first), ("192.0.2.7", "192.0.2.8"))
+        self.assertEqual(
+            self.successResultOf(self.resolver.addresses("redis.example")),
+            ("192.0.2.7", "192.0.2.8"),
+        )
+        self.assertEqual(
+            self.successResultOf(self.resolver.resolve("redis.example")), "192.0.2.7"
+        )
+        self.assertEqual(self.successResultOf(self.resolver.addresses("::1")), ("::1",))
+        self.assertEqual(self.source.asked, ["redis.example"])
+
+    def pending_answer(self, name: str, addresses: tuple[str, ...]) -> None:
+        self.source.pending.pop(name).callback(Answer(addresses[0], 60, addresses[1:]))
 
     def test_cancelling_a_waiter_leaves_the_lookup(self) -> None:
         """
@@ -659,7 +682,10 @@ class NameLookupTests(SynchronousTestCase):
         return lookup_module.describe_failure(failure, BOUND)
 
     def test_ipv4(self) -> None:
-        """An A answer: its first address and TTL; its socket closed."""
+        """
+        An A answer: its addresses in order, the least TTL; its socket
+        closed.
+        """
         d = self.lookup.lookup("redis.example")
         self.last().reply(
             answers=(
@@ -667,9 +693,27 @@ class NameLookupTests(SynchronousTestCase):
                 a("redis.example", "192.0.2.2"),
             )
         )
-        self.assertEqual(self.successResultOf(d), Answer("192.0.2.1", 30))
+        self.assertEqual(
+            self.successResultOf(d), Answer("192.0.2.1", 30, ("192.0.2.2",))
+        )
         self.assertEqual(self.asked(), [("redis.example", dns.A)])
         self.assertEqual(self.reactor.open_ports(), [])
+
+    def test_many_addresses_capped(self) -> None:
+        """
+        An answer of 600 A records keeps the first MAX_ADDRESSES, in order
+        (no connect tries more: `sentinel.addresses`), and drops an
+        address that names no host (0.0.0.0) among them.
+        """
+        d = self.lookup.lookup("redis.example")
+        records = [a("redis.example", "0.0.0.0")]
+        records += [
+            a("redis.example", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(600)
+        ]
+        self.last().reply(answers=tuple(records))
+        answer = self.successResultOf(d)
+        self.assertEqual(answer.addresses, ("10.0.0.1", "10.0.0.2", "10.0.0.3"))
+        self.assertEqual(MAX_ADDRESSES, 4)
 
     def test_unspecified_answer_refused(self) -> None:
         """
@@ -1171,6 +1215,18 @@ class NameLookupTests(SynchronousTestCase):
         """The hosts file answers locally, IPv4 first, any case."""
         self.assertEqual(self.lookup.local("LocalHost").address, "127.0.0.1")  # type: ignore[union-attr]
         self.assertEqual(self.lookup.local("six.example").address, "::1")  # type: ignore[union-attr]
+
+    def test_hosts_file_every_address(self) -> None:
+        """
+        A name on several lines of the hosts file: its IPv4 addresses first,
+        then its IPv6 ones, each in the file's order.
+        """
+        with open(self.hosts, "a") as f:
+            f.write("::2 both.example\n10.0.0.1 both.example\n10.0.0.2 both.example\n")
+        self.reactor.advance(2)
+        answer = self.lookup.local("both.example")
+        assert answer is not None
+        self.assertEqual(answer.addresses, ("10.0.0.1", "10.0.0.2", "::2"))
         self.assertIsNone(self.lookup.local("redis.example"))
 
     def test_hosts_file_blocked_name(self) -> None:

@@ -88,7 +88,7 @@ class ProbeTests(SynchronousTestCase):
         check inconclusive too.
         """
         resolver = ManualResolver()
-        resolver.resolve = lambda host: fail(lookup_without_socket())  # type: ignore[method-assign]
+        resolver.addresses = lambda host: fail(lookup_without_socket())  # type: ignore[method-assign]
         h = Harness(host="redis.example", resolver=resolver)
         self.assertIsNone(self.successResultOf(h.check()))
         self.assertEqual(h.pacer.sockets.count, 1)
