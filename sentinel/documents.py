@@ -133,6 +133,7 @@ def instance_report(
     unjudged_since: float | None = None,
     why_unjudged: str | None = None,
     status_flapping_since: float | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """
     ``GET /instances``: the instance's document plus its check counters,
@@ -142,8 +143,11 @@ def instance_report(
     since when a change of its node waits because it changes too often
     (`sentinel.flapping`; else null), and, while the agent has not judged
     it lately (`InstanceState.unjudged_since`), since when and why (else
-    null): ``checked_at`` stays the time of its last judgement; and since
-    when its status flaps (`sentinel.flapping`; else null).
+    null): ``checked_at`` stays the time of its last judgement; since
+    when its status flaps (`sentinel.flapping`; else null); and the IP
+    address its kept connection goes to (else null: a name's addresses are
+    tried in turn, `sentinel.addresses`). Not in the ZooKeeper document,
+    whose fields are the contract's.
     """
     return {
         **instance_document(instance, health, agent_id),
@@ -158,6 +162,7 @@ def instance_report(
         "unjudged_since": unjudged_since,
         "unjudged_reason": None if unjudged_since is None else why_unjudged,
         "status_flapping_since": status_flapping_since,
+        "address": address,
     }
 
 

@@ -27,9 +27,14 @@ class Probe(Protocol):
     """What the monitor needs of a probe (see `sentinel.probe.RedisProbe`)."""
 
     stage: str
-    # The address (an IP literal) the instance's host resolved to for its
-    # last connection attempt, or None before the first.
+    # The address (an IP literal) of the instance's host that its last
+    # connection attempt connected to, or tried last (a name's addresses
+    # are tried in turn, `sentinel.addresses`), or None before the first.
     address: str | None
+
+    @property
+    def connected(self) -> bool:
+        """Whether a usable connection is kept (to `address`)."""
 
     @property
     def hello_off_until(self) -> float | None:

@@ -282,6 +282,7 @@ class StatusApp:
             unjudged_since,
             None if unjudged_since is None else state.why_unjudged,
             self.monitor.flapping.status_flapping_since(state, self.reactor.seconds()),
+            state.probe.address if state.probe.connected else None,
         )
         if self.group is not None:
             report.update(self.group.instance_view(state.name))

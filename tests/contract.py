@@ -19,7 +19,7 @@ INSTANCE_COUNTERS = frozenset(
     {
         "consecutive_successes", "consecutive_failures", "checks", "failures",
         "discovered_by", "draining", "hello_off_until", "changes_held_since",
-        "unjudged_since", "unjudged_reason", "status_flapping_since",
+        "unjudged_since", "unjudged_reason", "status_flapping_since", "address",
     }
 )  # fmt: skip
 

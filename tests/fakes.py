@@ -115,6 +115,7 @@ class FakeProbe:
         self.instance = instance
         self.stage = "connect"
         self.address: str | None = None
+        self.connected = False
         self.hello_off_until: float | None = None
         self.why_unjudged = "not checked yet"
         self.result: Observation | None = OK

@@ -107,6 +107,17 @@ class RouteTests(SynchronousTestCase):
         self.assertEqual(a["schema"], 1)
         self.assertEqual(a["since"], 1000.0)
 
+    def test_connected_address(self) -> None:
+        """
+        /instances names the address of the connection kept (of a host
+        name's addresses, the one that connected), null without one.
+        """
+        self.probes["a"].address = "10.0.0.8"
+        self.probes["a"].connected = True
+        self.probes["b"].address = "10.0.0.9"
+        self.assertEqual(self.get("/instances/a")[1]["address"], "10.0.0.8")
+        self.assertIsNone(self.get("/instances/b")[1]["address"])
+
     def test_unjudged_said(self) -> None:
         """
         An instance whose checks say nothing (the agent did not get to look)
