@@ -28,15 +28,20 @@ DEAD = [f"dead{i}.test" for i in range(12)]
 BOUND = 2.0
 
 
+async def instances(base: str) -> dict[str, Any]:
+    """The agent's /instances by name; empty if it did not answer."""
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    try:
+        response = await treq.get(f"{base}/instances", timeout=2, pool=pool)
+        body = json.loads(await response.content())
+    except Exception:
+        return {}
+    return {i["name"]: i for i in body["instances"]}
+
+
 class TwistdNameLookupTests(TestCase):
     async def statuses(self, base: str) -> dict[str, Any]:
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        try:
-            response = await treq.get(f"{base}/instances", timeout=2, pool=pool)
-            body = json.loads(await response.content())
-        except Exception:
-            return {}
-        return {i["name"]: i for i in body["instances"]}
+        return await instances(base)
 
     async def test_black_holes_sighup_and_nxdomain(self) -> None:
         """
@@ -129,5 +134,65 @@ class TwistdNameLookupTests(TestCase):
             reactor, lambda: names.queries["dead0.test"] >= again, 10.0, "dead0 again"
         )
         self.assertEqual({name: names.queries[name] for name in removed}, asked)
+        self.assertEqual(child.stop(), -signal.SIGTERM)
+        self.assertNotIn("Traceback", (directory / "twistd.log").read_text())
+
+
+class TwistdAddressesTests(TestCase):
+    async def test_refused_first_address_then_the_next(self) -> None:
+        """
+        A name whose first address refuses (127.0.0.2: nothing listens
+        there) and whose second is a live redis-server (127.0.0.1): the
+        agent checks it at the second and publishes it up, /instances
+        naming that address; a name whose two addresses both refuse is
+        down with an error naming each. Before, the first was down
+        (``connection refused``), as no Redis client would see it.
+        """
+        names = FakeNameServer(reactor).start()
+        self.addCleanup(names.stop)
+        names.addresses["two.test"] = ["127.0.0.2", "127.0.0.1"]
+        names.addresses["none.test"] = ["127.0.0.2", "127.0.0.3"]
+        redis = RedisServer().start()
+        self.addCleanup(redis.stop)
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        (directory / "hosts").write_text("")
+        config = directory / "sentinel.toml"
+        host, port = names.address
+        config.write_text(
+            "interval = 0.2\ntimeout = 0.1\n"
+            f'[dns]\nnameservers = ["{host}:{port}"]\nhosts_file = "hosts"\n'
+            f'[[redis]]\nname = "two"\nhost = "two.test"\nport = {redis.port}\n'
+            f'[[redis]]\nname = "none"\nhost = "none.test"\nport = {redis.port}\n'
+        )
+        child = ChildProcess(
+            [TWISTD, "-n", "sentinel", "--config", str(config),
+             "--http", "tcp:0:interface=127.0.0.1"],
+            log=directory / "twistd.log", env=environment(), cwd=directory,
+        )  # fmt: skip
+        self.addCleanup(child.stop)
+        http = await wait_listening(reactor, child.pid, child.why_ended)
+        state: dict[str, Any] = {}
+
+        def settled() -> bool:
+            return (
+                state.get("two", {}).get("status") == "up"
+                and state.get("none", {}).get("status") == "down"
+            )
+
+        started = reactor.seconds()
+        while not settled():
+            if not child.running:
+                self.fail(f"twistd exited:{child.log_tail()}")
+            if reactor.seconds() - started > 10.0:
+                self.fail(f"not settled within 10 s: {state}")
+            await pause(reactor, 0.05)
+            state = await instances(f"http://127.0.0.1:{http}")
+        self.assertEqual(state["two"]["address"], "127.0.0.1")
+        self.assertEqual(state["two"]["failures"], 0)
+        self.assertEqual(
+            state["none"]["error"], "connection refused at 127.0.0.2, 127.0.0.3"
+        )
+        self.assertIsNone(state["none"]["address"])
         self.assertEqual(child.stop(), -signal.SIGTERM)
         self.assertNotIn("Traceback", (directory / "twistd.log").read_text())
