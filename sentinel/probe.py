@@ -1022,8 +1022,12 @@ class RedisProbe:
         previous = self.address
         if previous is not None and previous != address:
             self._pacer.stalls.left(self._endpoint(), self)
-            if self._moves is None:
-                self._moves = MoveLog()
+        # A move is an answer without the address tried last: one that
+        # holds it still, in another order or with others tried first, is
+        # none (a rotating name server, a connect that moved on).
+        moved = previous is not None and previous not in addresses
+        if moved and self._moves is None:
+            self._moves = MoveLog()
         if previous is not None and self._moves is not None:
             # A move (its name's answer changed) is said, for an error now
             # ("connection refused") is the new address's, and the checks
@@ -1032,7 +1036,7 @@ class RedisProbe:
                 self.instance.name,
                 self.instance.host,
                 address,
-                previous,
+                previous if moved else address,
                 self._reactor.seconds(),
             )
         self.address = address

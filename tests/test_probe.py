@@ -1526,6 +1526,28 @@ class AddressesTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(h.check()).error, error)  # type: ignore[union-attr]
         self.assertEqual(len(h.reactor.tcpClients), 3)
 
+    def test_moving_on_is_no_move(self) -> None:
+        """
+        Connects that move on to the next address of an unchanged answer,
+        or start again from its first, log no move of the name; an answer
+        without the address tried last does.
+        """
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.h, resolver = self.harness()
+        h = self.h
+        for answer in [("10.0.0.7", "10.0.0.8")] * 3 + [("10.0.0.9",)]:
+            h.check()
+            resolver.lookups[-1][1].callback(answer)
+            for _ in answer:
+                h.refuse()
+            h.on_time(1.0)
+        moves = [formatEvent(e) for e in events if "resolves" in e["log_format"]]
+        self.assertEqual(
+            moves, ["r1: redis.example now resolves to 10.0.0.9 (was 10.0.0.8)"]
+        )
+
     def test_no_more_than_the_cap(self) -> None:
         """
         An answer of 600 addresses, all refusing: one check tries
