@@ -28,7 +28,17 @@ these modes (AAAA queries get an empty answer):
 - ``rotate``: one A record, TTL 0, another address at every query of a
   name (127.0.0.1, 127.0.0.2 in turn: the redis-server listens on both);
 - ``rotatedead``: the same, every other answer 127.0.0.3, where nothing
-  listens (a connect is refused).
+  listens (a connect is refused);
+- ``refusedfirst``: 127.0.0.3 (refused), then 127.0.0.1 (the redis-server);
+- ``allrefused``: 127.0.0.3 and 127.0.0.4, both refused;
+- ``manyrefused``: 600 A records in 127.1.0.0/16, all refused (over UDP
+  cut to what fits, TC set);
+- ``aaaadead``: A 127.0.0.1, and to an AAAA query ::1, where nothing
+  listens (a host whose IPv6 is broken).
+
+``--connects`` counts the agent's TCP connects by address (``strace``
+attached to it for the run; it slows the agent), to see how many each
+check of a name with several addresses costs.
 
 ``--reconnect-every`` sets the agent's ``reconnect_every`` (the rotating
 modes move an instance at a connect only: a renewal, or a reconnect
@@ -51,6 +61,7 @@ import argparse
 import asyncio
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -89,6 +100,10 @@ MODES = (
     "nonlocal",
     "rotate",
     "rotatedead",
+    "refusedfirst",
+    "allrefused",
+    "manyrefused",
+    "aaaadead",
 )
 # The addresses each rotating mode answers in turn, per name.
 ROTATIONS = {
@@ -130,6 +145,12 @@ def records_for(mode: str, name: bytes, asked: int = 0) -> list[dns.RRHeader]:
         return [a(name, "127.0.0.1", ttl=0)]
     if mode == "nonlocal":
         return [a(name, "224.0.0.1")]
+    if mode == "refusedfirst":
+        return [a(name, "127.0.0.3"), a(name, "127.0.0.1")]
+    if mode == "allrefused":
+        return [a(name, "127.0.0.3"), a(name, "127.0.0.4")]
+    if mode == "manyrefused":
+        return [a(name, f"127.1.{i // 250}.{i % 250 + 1}") for i in range(600)]
     if mode in ROTATIONS:
         addresses = ROTATIONS[mode]
         return [a(name, addresses[asked % len(addresses)], ttl=0)]
@@ -228,6 +249,11 @@ class NameServer:
         reply.queries = [question]
         if question.type == dns.A:
             reply.answers = records_for(self.mode, question.name.name, self.names[name])
+        elif question.type == dns.AAAA and self.mode == "aaaadead":
+            record = dns.Record_AAAA("::1", 60)
+            reply.answers = [
+                dns.RRHeader(question.name.name, dns.AAAA, dns.IN, 60, record)
+            ]
         self.names[name] += 1
         if self.mode == "wrongid":
             reply.id = (query.id + 1) % 65536
@@ -308,6 +334,14 @@ def run_mode(
         )
         started.callback(agent.stop)
         agent.wait_ready()
+        traced = workdir / f"{mode}-{label}.connects"
+        if args.connects:
+            tracer = subprocess.Popen(
+                ["strace", "-qq", "-p", str(agent.pid), "-e", "trace=connect",
+                 "-o", str(traced)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            started.callback(_stop_tracer, tracer)
         cpu_start = agent.cpu_seconds()
         rss_most = agent.rss_bytes()
         fds_most = agent.process.num_fds()
@@ -317,6 +351,10 @@ def run_mode(
             time.sleep(0.5)
             fds_most = max(fds_most, agent.process.num_fds())
         cpu = agent.cpu_seconds() - cpu_start
+        connects: Counter[str] = Counter()
+        if args.connects:
+            _stop_tracer(tracer)  # Its file complete before it is read.
+            connects = _connects(traced, redis.port)
         stats = agent.get("/debug/stats")
         instances = agent.instances()
         status_code, health = agent.healthz()
@@ -345,7 +383,35 @@ def run_mode(
             "tcp_connections": names.tcp_connections,
             "tcp_open_most": names.tcp_open_most,
             "names_asked": len(names.names),
+            "named_addresses": Counter(str(i.get("address")) for i in named),
+            "connects": connects,
         }
+
+
+def _stop_tracer(tracer: subprocess.Popen[bytes]) -> None:
+    """Detach strace from the agent (by its PID), bounded."""
+    tracer.terminate()
+    try:
+        tracer.wait(10)
+    except subprocess.TimeoutExpired:
+        tracer.kill()
+        tracer.wait()
+
+
+def _connects(traced: Path, port: int) -> Counter[str]:
+    """
+    The agent's connects to the redis-server's port, by address: each
+    ``connect`` that starts one (EINPROGRESS; the one that completes it,
+    or finds it refused, is the same connect).
+    """
+    if not traced.exists():
+        return Counter()
+    found = re.findall(
+        rf'sin6?_port=htons\({port}\).*?inet_(?:addr\("|pton\(AF_INET6, ")'
+        r'([^"]+)".*EINPROGRESS',
+        traced.read_text(),
+    )
+    return Counter(found)
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -378,6 +444,15 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"{row['names_asked']} names; /healthz {row['healthz']}",
         ]
         lines += [f"    {n} x {error}" for error, n in row["named_errors"].items()]
+        lines.append(f"    named at: {dict(row['named_addresses'])}")
+        if args.connects:
+            connects = row["connects"]
+            by_prefix = Counter(".".join(a.split(".")[:2]) for a in connects)
+            lines.append(
+                f"    connects: {sum(connects.values())} to {len(connects)} "
+                f"addresses ({dict(connects.most_common(4))}; by /16: "
+                f"{dict(by_prefix)}), {sum(connects.values()) / args.duration:.1f}/s"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -392,6 +467,7 @@ def main() -> int:
     add("--duration", type=float, default=30.0, help="seconds per mode (30)")
     add("--delay", type=float, default=1.9, help="seconds, for slow (1.9)")
     add("--reconnect-every", type=float, help="the agent's reconnect_every")
+    add("--connects", action="store_true", help="count connects (strace)")
     add_checkout_option(parser)
     args = parser.parse_args()
     args.checkouts = checkouts_of(parser, args.checkout)
