@@ -28,8 +28,9 @@ every client reached through the next one. So one connection attempt
   holds it (a name server that rotates its records moves no connection),
   then the others in the answer's order.
 
-When every address tried fails so, the error names each (`all_failed`);
-a name with one address fails as before, with that address's error.
+When every address tried fails so, the error names each (`all_failed`),
+and a timeout at an address moved on to names those before it; a name
+with one address fails as before, with that address's error.
 """
 
 from __future__ import annotations

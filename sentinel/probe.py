@@ -609,6 +609,7 @@ class RedisProbe:
         "_spoke_redis",
         "_candidates",
         "_worked",
+        "_tried",
     )
 
     def __init__(
@@ -772,6 +773,8 @@ class RedisProbe:
         # it (`sentinel.addresses`).
         self._candidates: tuple[str, ...] = ()
         self._worked: str | None = None
+        # The addresses the attempt in progress moved on from, and why.
+        self._tried: list[tuple[str, str]] = []
 
     def retime(self, timeout: float) -> None:
         """
@@ -1068,8 +1071,9 @@ class RedisProbe:
 
     def _connect(self, address: str) -> Deferred[RedisClientProtocol]:
         d = self._connect_tcp(address)
+        self._tried = []
         if len(self._candidates) > 1:
-            d.addErrback(self._next_address, address, [])
+            d.addErrback(self._next_address, address, self._tried)
         if self._tls is not None:
             d.addCallback(self._handshake)
         return d
@@ -1094,6 +1098,13 @@ class RedisProbe:
         if len(tried) == 1:
             return failure  # The only address tried: its own error, as ever.
         raise all_failed(tried)
+
+    def _moved_on(self) -> str:
+        # What a timeout adds when the attempt moved on to the address it
+        # timed out at: the addresses that failed before it, and how.
+        if not self._tried:
+            return ""
+        return f" at {self.address}, after {all_failed(self._tried)}"
 
     def _connect_tcp(self, address: str) -> Deferred[Any]:
         endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
@@ -1213,7 +1224,7 @@ class RedisProbe:
                 TimeoutError, neterror.TimeoutError, neterror.ConnectingCancelledError
             )
             self._last_error = (
-                f"timeout ({self._connect_stage})"
+                f"timeout ({self._connect_stage}){self._moved_on()}"
                 if timed_out
                 else describe_failure(result)
             )

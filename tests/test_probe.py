@@ -1571,7 +1571,8 @@ class AddressesTests(SynchronousTestCase):
         """
         An address refused after 0.6 s, the next one silent: its connect
         is dropped at the attempt's one bound, counted from the first
-        connect (1 s), not 1 s after its own; no third address is tried.
+        connect (1 s), not 1 s after its own; no third address is tried;
+        the error names both, and how each failed.
         """
         self.h, resolver = self.harness()
         h = self.h
@@ -1583,7 +1584,10 @@ class AddressesTests(SynchronousTestCase):
         h.on_time(0.38)
         self.assertNoResult(d)
         h.on_time(0.04)
-        self.assertEqual(self.successResultOf(d).error, "timeout (connect)")  # type: ignore[union-attr]
+        self.assertEqual(
+            self.successResultOf(d).error,  # type: ignore[union-attr]
+            "timeout (connect) at 10.0.0.8, after connection refused at 10.0.0.7",
+        )
         self.assertEqual(len(h.reactor.tcpClients), 2)
         self.assertEqual(h.pacer.in_flight, 0)
 
