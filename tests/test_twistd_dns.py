@@ -39,6 +39,38 @@ async def instances(base: str) -> dict[str, Any]:
     return {i["name"]: i for i in body["instances"]}
 
 
+def name_server_and_redis(
+    case: TestCase, addresses: dict[str, list[str]]
+) -> tuple[FakeNameServer, RedisServer, Path]:
+    """
+    A fake name server answering `addresses`, a redis-server, and where the
+    agent's config goes (in a directory of its own, with an empty hosts
+    file); each stopped at the test's end.
+    """
+    names = FakeNameServer(reactor).start()
+    case.addCleanup(names.stop)
+    names.addresses.update(addresses)
+    redis = RedisServer().start()
+    case.addCleanup(redis.stop)
+    directory = Path(case.mktemp()).absolute()
+    directory.mkdir()
+    (directory / "hosts").write_text("")
+    return names, redis, directory / "sentinel.toml"
+
+
+async def start_agent(case: TestCase, config: Path) -> tuple[ChildProcess, str]:
+    """``twistd -n sentinel`` on `config`, and the base URL of its HTTP app."""
+    directory = config.parent
+    child = ChildProcess(
+        [TWISTD, "-n", "sentinel", "--config", str(config),
+         "--http", "tcp:0:interface=127.0.0.1"],
+        log=directory / "twistd.log", env=environment(), cwd=directory,
+    )  # fmt: skip
+    case.addCleanup(child.stop)
+    port = await wait_listening(reactor, child.pid, child.why_ended)
+    return child, f"http://127.0.0.1:{port}"
+
+
 class TwistdNameLookupTests(TestCase):
     async def statuses(self, base: str) -> dict[str, Any]:
         return await instances(base)
@@ -52,17 +84,11 @@ class TwistdNameLookupTests(TestCase):
         lookups in flight end. A name that does not exist is down with
         ``cannot resolve NAME: no such name``.
         """
-        names = FakeNameServer(reactor).start()
-        self.addCleanup(names.stop)
-        names.addresses["good.test"] = ["127.0.0.1"]
-        names.addresses["new.test"] = ["127.0.0.1"]
+        names, redis, config = name_server_and_redis(
+            self, {"good.test": ["127.0.0.1"], "new.test": ["127.0.0.1"]}
+        )
         names.black_hole.update(DEAD)
-        redis = RedisServer().start()
-        self.addCleanup(redis.stop)
-        directory = Path(self.mktemp()).absolute()
-        directory.mkdir()
-        (directory / "hosts").write_text("")
-        config = directory / "sentinel.toml"
+        directory = config.parent
 
         def write(*hosts: str) -> None:
             host, port = names.address
@@ -77,14 +103,7 @@ class TwistdNameLookupTests(TestCase):
             )
 
         write(*DEAD, "good.test")
-        child = ChildProcess(
-            [TWISTD, "-n", "sentinel", "--config", str(config),
-             "--http", "tcp:0:interface=127.0.0.1"],
-            log=directory / "twistd.log", env=environment(), cwd=directory,
-        )  # fmt: skip
-        self.addCleanup(child.stop)
-        port = await wait_listening(reactor, child.pid, child.why_ended)
-        base = f"http://127.0.0.1:{port}"
+        child, base = await start_agent(self, config)
         state: dict[str, Any] = {}
 
         async def until(
@@ -148,16 +167,14 @@ class TwistdAddressesTests(TestCase):
         down with an error naming each. Before, the first was down
         (``connection refused``), as no Redis client would see it.
         """
-        names = FakeNameServer(reactor).start()
-        self.addCleanup(names.stop)
-        names.addresses["two.test"] = ["127.0.0.2", "127.0.0.1"]
-        names.addresses["none.test"] = ["127.0.0.2", "127.0.0.3"]
-        redis = RedisServer().start()
-        self.addCleanup(redis.stop)
-        directory = Path(self.mktemp()).absolute()
-        directory.mkdir()
-        (directory / "hosts").write_text("")
-        config = directory / "sentinel.toml"
+        names, redis, config = name_server_and_redis(
+            self,
+            {
+                "two.test": ["127.0.0.2", "127.0.0.1"],
+                "none.test": ["127.0.0.2", "127.0.0.3"],
+            },
+        )
+        directory = config.parent
         host, port = names.address
         config.write_text(
             "interval = 0.2\ntimeout = 0.1\n"
@@ -165,13 +182,7 @@ class TwistdAddressesTests(TestCase):
             f'[[redis]]\nname = "two"\nhost = "two.test"\nport = {redis.port}\n'
             f'[[redis]]\nname = "none"\nhost = "none.test"\nport = {redis.port}\n'
         )
-        child = ChildProcess(
-            [TWISTD, "-n", "sentinel", "--config", str(config),
-             "--http", "tcp:0:interface=127.0.0.1"],
-            log=directory / "twistd.log", env=environment(), cwd=directory,
-        )  # fmt: skip
-        self.addCleanup(child.stop)
-        http = await wait_listening(reactor, child.pid, child.why_ended)
+        child, base = await start_agent(self, config)
         state: dict[str, Any] = {}
 
         def settled() -> bool:
@@ -187,7 +198,7 @@ class TwistdAddressesTests(TestCase):
             if reactor.seconds() - started > 10.0:
                 self.fail(f"not settled within 10 s: {state}")
             await pause(reactor, 0.05)
-            state = await instances(f"http://127.0.0.1:{http}")
+            state = await instances(base)
         self.assertEqual(state["two"]["address"], "127.0.0.1")
         self.assertEqual(state["two"]["failures"], 0)
         self.assertEqual(
