@@ -116,6 +116,7 @@ class Covers:
         path_of: Callable[[str], str],
         grace: float = COVER_GRACE,
         made: Callable[[str], None] = lambda name: None,
+        after: Callable[[], float] = lambda: 0.0,
     ) -> None:
         """
         @param exists: a node's stat, or None if it is missing; with
@@ -130,6 +131,7 @@ class Covers:
         @param path_of: an instance's node path.
         @param made: told of an instance whose node, found missing, was
             made since (its verdict is to be read again).
+        @param after: the bound of `behind`, for the log.
         """
         self._reactor = reactor
         self._exists = exists
@@ -139,11 +141,14 @@ class Covers:
         self._path_of = path_of
         self._grace = grace
         self._made = made
+        self._after = after
         self._running = True
         # The instances to ask about again, by their timers.
         self._due: dict[str, IDelayedCall] = {}
-        # The instances covered, and since when.
+        # The instances covered, and since when; and those of them whose
+        # node its primary holds, taken over rather than made (`behind`).
         self._covering: dict[str, float] = {}
+        self._taking: set[str] = set()
         self._look_call: IDelayedCall | None = None
         # Covers begun, for /debug/stats and the log.
         self.covered = 0
@@ -152,6 +157,10 @@ class Covers:
         # primary's whole share (1,000 nodes and more) goes at once.
         self._unlogged = 0
         self._first_unlogged = ""
+        # Likewise for the nodes taken over (`behind`).
+        self.taken = 0
+        self._untold = 0
+        self._first_untold = ""
 
     def covering(self, name: str) -> bool:
         """Whether this agent covers `name`'s node now."""
@@ -178,6 +187,28 @@ class Covers:
         )
         d.addErrback(lambda f: log.failure("watching {path} failed", f, path=path))
 
+    def taking(self, name: str) -> bool:
+        """Whether this agent covers `name`'s node by taking it over."""
+        return name in self._taking
+
+    def behind(self, name: str, stat: Any) -> None:
+        """
+        A reading as a secondary found `name`'s node, at `stat`, not
+        saying this agent's opinion for the bound (`sentinel.behind`):
+        its primary holds it but cannot write it. Still so `rank` graces
+        later (nobody wrote it meanwhile: the primary, or a secondary
+        before this one), this agent takes it over in one transaction,
+        and keeps it for the primary as any cover's node.
+        """
+        if not self._running or name in self._due or name in self._covering:
+            return
+        rank = self._rank(name)
+        if rank is None:
+            return
+        self._due[name] = self._reactor.callLater(
+            rank * self._grace, self._ask, name, stat.mzxid
+        )
+
     def present(self, name: str) -> None:
         """A reading found `name`'s node there: no cover is due."""
         call = self._due.pop(name, None)
@@ -192,35 +223,50 @@ class Covers:
             if call is not None and call.active():
                 call.cancel()
         self._due.clear()
+        self._taking.clear()
         self._look_call = None
 
-    def _ask(self, name: str) -> None:
+    def _ask(self, name: str, mzxid: int | None = None) -> None:
+        """
+        Ask about `name`'s node at the end of its wait: still missing (or
+        with `mzxid`, still as read then: `behind`), it is covered.
+        """
         del self._due[name]
         if self._rank(name) is None:
             return
         path = self._path_of(name)
 
         def answered(stat: Any) -> None:
+            still = stat is None if mzxid is None else _unwritten(stat, mzxid)
             if (
-                stat is None
+                still
                 and self._running
                 and name not in self._covering
                 and self._rank(name) is not None
             ):
+                if mzxid is not None:
+                    self._taking.add(name)
                 self._begin(name, path)
 
         d = self._exists(path)
         # A failed reading (timed out, the connection dropped) covers
-        # nothing: the next reading that finds the node missing asks again.
+        # nothing: the next reading that finds the node missing (or its
+        # verdict behind, a bound later) asks again.
         d.addCallbacks(answered, _ignored)
         d.addErrback(lambda f: log.failure("covering {path} failed", f, path=path))
 
     def _begin(self, name: str, path: str) -> None:
         self._covering[name] = self._reactor.seconds()
         self.covered += 1
-        if not self._unlogged:
-            self._first_unlogged = path
-        self._unlogged += 1
+        if name in self._taking:
+            self.taken += 1
+            if not self._untold:
+                self._first_untold = path
+            self._untold += 1
+        else:
+            if not self._unlogged:
+                self._first_unlogged = path
+            self._unlogged += 1
         # The look first: whatever `apply` raises, the cover ends by one.
         if self._look_call is None:
             self._look_call = self._reactor.callLater(COVER_LOOK, self._look)
@@ -241,6 +287,7 @@ class Covers:
             }
             for name in ended:
                 del self._covering[name]
+                self._taking.discard(name)
             if ended:
                 self._apply(ended)
         finally:
@@ -252,7 +299,18 @@ class Covers:
                 self._look_call = self._reactor.callLater(COVER_LOOK, self._look)
 
     def _log_begun(self) -> None:
-        """Say the covers begun since the last look, in one line."""
+        """Say the covers begun since the last look, in a line a kind."""
+        if self._untold:
+            log.warn(
+                "group: {count} verdict(s) held by their listed primary have not"
+                " said this agent's opinion for {after:g} s or more (the first"
+                " {path}): their primary cannot write them; this agent takes"
+                " them over and keeps them until their primary takes them back",
+                count=self._untold,
+                after=self._after(),
+                path=self._first_untold,
+            )
+            self._untold = 0
         if not self._unlogged:
             return
         log.info(
@@ -282,6 +340,11 @@ class _Made:
         if event.type == EventType.CREATED:
             self.covers.present(self.name)
             self.covers._made(self.name)
+
+
+def _unwritten(stat: Any, mzxid: int) -> bool:
+    """Whether a node is there, not written since the write `mzxid` made."""
+    return stat is not None and stat.mzxid == mzxid
 
 
 def _ignored(failure: Failure) -> None:

@@ -55,6 +55,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from sentinel.assignment import Assignment
+from sentinel.behind import late_after
 from sentinel.catalog import Catalog
 from sentinel.config import RedisInstance, ZooKeeperConfig
 from sentinel.covers import Covers, covering
@@ -265,8 +266,10 @@ class Group:
             self.publishing.made_or_held,
             lambda name: f"{zookeeper.root}/instances/{name}",
             made=self.publishing.verdict_made,
+            after=self._late_after,
         )
         self.publishing.watch_missing(self.covers.missing, self.covers.present)
+        self.publishing.watch_behind(self.covers.behind, self._late_after)
         self.publishing.covered = lambda: self.covers.covered
         self.publishing.covering = self._covered_for
         publisher.zk.add_listener(self._zk_state)
@@ -499,6 +502,10 @@ class Group:
             return covering(order, self.agent_id)
         return order
 
+    def _late_after(self) -> float:
+        """How long a verdict may not say this agent's opinion (`behind`)."""
+        return late_after(self.publisher.zk.session_timeout)
+
     def _covered_for(self, name: str) -> str | None:
         """
         The listed primary this agent covers `name`'s node for now
@@ -520,7 +527,11 @@ class Group:
         observers = self.assignment.observers(name)
         if observers[:1] == (self.agent_id,):
             return self._returning
-        return self._standing_in_for_absent(name) or self.covers.covering(name)
+        # A cover of a node its slow primary holds (`Covers.behind`) takes
+        # it over, in one transaction, as any new primary does.
+        return self._standing_in_for_absent(name) or (
+            self.covers.covering(name) and not self.covers.taking(name)
+        )
 
     def _standing_in_for_absent(self, name: str) -> bool:
         """Whether this agent publishes `name` for its absent primary."""

@@ -104,6 +104,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from sentinel.behind import BehindVerdicts, said_of
 from sentinel.checks import printable, znode_name_problem
 from sentinel.config import RedisInstance
 from sentinel.documents import (
@@ -263,6 +264,12 @@ class Opinions:
         # node missing, or there (the group sets them: `sentinel.covers`).
         self.verdict_missing: Callable[[str], None] = lambda name: None
         self.verdict_present: Callable[[str], None] = lambda name: None
+        # Told of each reading, as a secondary, that finds the verdict not
+        # saying this agent's opinion for the bound `behind` keeps (the
+        # group sets both: `sentinel.behind`, `sentinel.covers`), with
+        # the node's stat as read.
+        self.verdict_behind: Callable[[str, Any], None] = lambda name, stat: None
+        self.behind = BehindVerdicts(lambda: math.inf)
         # The instances whose opinion was last built unsettled here
         # (`InstanceHealth.settled`): written again once it settles, which
         # changes no status and so brings no transition to write it.
@@ -292,6 +299,7 @@ class Opinions:
             self._verdicts_read.pop(name, None)
             self._verdict_nodes.pop(name, None)
             self._named_before.pop(name, None)
+            self.behind.forget(name)
             self._verdict_fresh(name)
 
     def relabelled(self, state: InstanceState) -> None:
@@ -342,6 +350,11 @@ class Opinions:
                 self._verdicts_due[state.name] = now + FIRST_VERDICT_READ
             elif now >= due:
                 self._read_verdict(state.name, node)
+            elif transition is not None and transition.status_changed:
+                # Read soon after this agent's opinion says another status:
+                # its primary writes it into the verdict within about a
+                # second, and one that does not is found `behind` from then.
+                self._verdicts_due[state.name] = min(due, now + FIRST_VERDICT_READ)
 
     def _read_back(self, name: str, node: Node) -> None:
         """Write our opinion of `name` again if it is not as we last wrote it."""
@@ -429,6 +442,8 @@ class Opinions:
         # Not read again while this reading is out (bounded by the call's
         # timeout): a refresh from now, unless the answer says otherwise.
         self._verdicts_due[name] = asked + self._refresh
+        # This agent's opinion as ZooKeeper holds it at the asking.
+        mine = self._written_status(node, asked)
 
         def answered(result: tuple[bytes, Any] | None) -> None:
             if self._nodes.opinions.get(name) is not node or name in self._heard:
@@ -453,7 +468,10 @@ class Opinions:
                     self._verdict_nodes.pop(name, None)
                 else:
                     self._verdict_nodes[name] = result
-            if judged_fresh(result, self._refresh):
+            fresh = judged_fresh(result, self._refresh)
+            if result is not None:
+                self._judge_behind(name, mine, result, asked)
+            if fresh:
                 return
             assert result is not None
             document = stored_document(result[0]) or {}
@@ -538,6 +556,37 @@ class Opinions:
         d = self._zk.get(path, watch=_VerdictWatch(self, name), background=True)
         d.addCallbacks(answered, missing)
         d.addErrback(lambda f: log.failure("reading {path} failed", f, path=path))
+
+    def _written_status(self, node: Node, now: float) -> str | None:
+        """
+        The status this agent's opinion `node` says in ZooKeeper, if it
+        is written as it stands (None while a write of it is due or out).
+        """
+        state = node.state
+        if state is None or not node.owned or node.dirty or node.writing:
+            return None
+        opinion = opinion_of(state.health, now)
+        return None if opinion is None else opinion.status
+
+    def _judge_behind(
+        self, name: str, mine: str | None, result: tuple[bytes, Any], asked: float
+    ) -> None:
+        """
+        Whether the verdict of `name` as read says this agent's opinion
+        `mine` (`sentinel.behind`): if it has not for the bound, the group
+        is told (`verdict_behind`); if it has not yet, it is read again
+        when the bound ends.
+        """
+        data, stat = result
+        said = said_of(stored_document(data), self._agent_id)
+        late_at = self.behind.seen(name, mine, said, stat.ephemeralOwner, asked)
+        if late_at is None or name not in self._verdicts_due:
+            return
+        if late_at <= asked:
+            self.verdict_behind(name, stat)
+            # Read again a bound later, should the node stay as it is.
+            late_at = asked + self.behind.bound()
+        self._verdicts_due[name] = min(self._verdicts_due[name], late_at)
 
     def _said_refresh(
         self, name: str, primary: object, stat: Any
@@ -668,6 +717,7 @@ class Opinions:
         """Hear the other observers' opinions of `name` (the primary does)."""
         heard = self._heard.setdefault(name, {})
         self._verdicts_due.pop(name, None)
+        self.behind.forget(name)
         self._verdict_fresh(name)
         others = observers[1:]
         for agent in list(heard):

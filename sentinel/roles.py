@@ -32,6 +32,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from sentinel.behind import BehindVerdicts
 from sentinel.catalog import Catalog, catalog_node_name, catalog_parts
 from sentinel.checks import printable
 from sentinel.config import RedisInstance
@@ -505,6 +506,17 @@ class GroupRoles:
         """
         self._opinions.verdict_missing = missing
         self._opinions.verdict_present = present
+
+    def watch_behind(
+        self, behind: Callable[[str, Any], None], after: Callable[[], float]
+    ) -> None:
+        """
+        Be told of each reading, as a secondary, that finds an instance's
+        verdict not saying this agent's opinion for `after()` seconds, with
+        the node's stat (`sentinel.behind`, `sentinel.covers`).
+        """
+        self._opinions.verdict_behind = behind
+        self._opinions.behind = BehindVerdicts(after)
 
     def verdict_made(self, name: str) -> None:
         """

@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.behind import late_after as verdict_late_after
 from sentinel.covers import COVER_GRACE, COVER_LIMIT, COVER_LOOK, Covers, covering
 from sentinel.documents import SERVERSET
 from sentinel.group import OBSERVER, PRIMARY
@@ -986,3 +987,125 @@ def watch_listed(fleet: Fleet, seconds: float) -> list[tuple[str, int]]:
     finally:
         del fleet.server.fire
     return wrong
+
+
+class LateVerdictTests(SynchronousTestCase):
+    """
+    A live primary that holds its nodes but cannot write them: its
+    secondary, whose own opinion the verdict has not said for
+    `LATE_AFTER`, takes the node over in one transaction and keeps it
+    until the primary takes it back; a primary merely busy for less keeps
+    its nodes, and ownership moves once each way.
+    """
+
+    def fleet(self, replicas: int = 2, quorum: int = 2) -> tuple[Fleet, list[str]]:
+        """The group, steady and read, and the primary a's share."""
+        fleet = Fleet()
+        for agent in "abc"[:replicas]:
+            fleet.add(agent, NAMES, replicas=replicas, quorum=quorum).start()
+        fleet.run(3.0 + FIRST_VERDICT_READ)
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        self.assertTrue(share)
+        return fleet, share
+
+    def owners(self, fleet: Fleet, name: str, seconds: float) -> list[int | None]:
+        """The sessions that held `name`'s node in turn, over `seconds`."""
+        held = [fleet.owner_of(name)]
+        for _ in range(round(seconds / 0.05)):
+            fleet.run(0.05)
+            owner = fleet.owner_of(name)
+            if owner != held[-1]:
+                held.append(owner)
+        return held
+
+    def test_dead_instance_of_a_primary_that_cannot_write(self) -> None:
+        """
+        Two replicas, quorum 2: a's writes hang with its nodes in place
+        (its session lives) and an instance of its share dies: b takes the
+        node over, never missing, and publishes it down within
+        `LATE_AFTER` and a grace or two of its opinion, a left out; a's
+        other nodes stay a's. Before, the node said up, a's, for good.
+        """
+        fleet, share = self.fleet()
+        a, b = fleet.members["a"], fleet.members["b"]
+        name = frozen_as_one_dies(fleet, share)
+        held = self.owners(fleet, name, 3 * INTERVAL + late_after(a) + 3 * COVER_GRACE)
+        self.assertNotIn(None, held)
+        document = fleet.node(name) or {}
+        self.assertEqual(document.get("status"), "down")
+        self.assertEqual(document.get("agent"), "b")
+        self.assertEqual(document.get("observers"), {"b": "down", "a": None})
+        self.assertEqual(held, [a.zk.session_id, b.zk.session_id])
+        self.assertEqual(b.group.publishing.slow_members, {"a": 1})
+        for other in share[1:]:
+            self.assertEqual(fleet.owner_of(other), a.zk.session_id, other)
+
+    def test_taken_back_once_the_primary_writes(self) -> None:
+        """
+        Ownership moves once each way: b takes the late node, keeps it
+        while a cannot write (60 s: not taken again and again), and a
+        takes it back once it writes, down as the opinions say; b then
+        keeps nothing and counts a again.
+        """
+        fleet, share = self.fleet()
+        a, b = fleet.members["a"], fleet.members["b"]
+        name = frozen_as_one_dies(fleet, share)
+        held = self.owners(fleet, name, 60.0)
+        a.zk.unhang()
+        held += self.owners(fleet, name, 30.0)[1:]
+        self.assertEqual(held, [a.zk.session_id, b.zk.session_id, a.zk.session_id])
+        self.assertEqual((fleet.node(name) or {}).get("status"), "down")
+        self.assertEqual(b.group.publishing.kept, set())
+        self.assertEqual(b.group.publishing.slow_members, {})
+
+    def test_primary_busy_for_a_moment_keeps_its_nodes(self) -> None:
+        """
+        a's writes hang for less than `LATE_AFTER` while an instance of
+        its share dies: a writes it down itself once they go through, and
+        b takes nothing over.
+        """
+        fleet, share = self.fleet()
+        a, b = fleet.members["a"], fleet.members["b"]
+        name = frozen_as_one_dies(fleet, share)
+        fleet.run(late_after(a) - 3.0)
+        a.zk.unhang()
+        held = self.owners(fleet, name, 30.0)
+        self.assertEqual(held, [a.zk.session_id])
+        self.assertEqual((fleet.node(name) or {}).get("status"), "down")
+        self.assertEqual(b.group.covers.covered, 0)
+
+    def test_primary_that_writes_is_never_taken_over(self) -> None:
+        """
+        Three replicas, quorum 2: b alone sees an instance of a's share
+        down (its own trouble). a writes b's opinion into the verdict,
+        which stays up; nobody takes the node over, however long.
+        """
+        fleet, share = self.fleet(replicas=3, quorum=2)
+        a, b = fleet.members["a"], fleet.members["b"]
+        name = share[0]
+        b.see(name, REFUSED)
+        held = self.owners(fleet, name, 60.0)
+        self.assertEqual(held, [a.zk.session_id])
+        document = fleet.node(name) or {}
+        self.assertEqual(document.get("status"), "up")
+        self.assertEqual((document.get("observers") or {}).get("b"), "down")
+        self.assertEqual(b.group.covers.covered, 0)
+
+
+def frozen_as_one_dies(fleet: Fleet, share: list[str]) -> str:
+    """
+    a's writes hang, its session and nodes alive, as the first of its
+    `share` dies for a and b: that instance.
+    """
+    name = share[0]
+    fleet.members["a"].zk.hang(*WRITES)
+    for agent in "ab":
+        fleet.members[agent].see(name, REFUSED)
+    return name
+
+
+def late_after(member: Member) -> float:
+    """Seconds a verdict may not say a secondary's opinion (`late_after`)."""
+    timeout = member.zk.session_timeout
+    assert timeout is not None
+    return verdict_late_after(timeout)
