@@ -27,6 +27,17 @@ verdict, naming that one's observers, for up to ``2 x ABSENT_AFTER``
 for less than that keeps its nodes. The clock restarts when the node's
 holding session changes (a takeover, a take-back): each holder has the
 whole bound to write, so ownership moves at most once each way a bound.
+The primary found so is **late**, here, until a verdict it wrote is
+read saying this agent's opinion again (its take-back, say), it leaves
+the group, or this agent no longer observes the instance it was found
+late by (nothing could clear it then): the
+verdicts this agent writes as a primary leave out its opinions
+meanwhile, as a coverer's do (`GroupRoles.verdict_of`). They say what it
+found before it could no longer write; counted, with ``replicas = 3`` and
+``quorum = 3``, an instance that died stayed ``up`` on every node where
+the late member observes it, whoever was the primary: only the member
+covering for it left it out.
+
 A verdict that names this agent ``null`` (left out: a member with one
 replica, a slow member) or does not name it is no evidence, nor is a
 reading taken while this agent's own opinion is not written as it
@@ -35,15 +46,18 @@ stands (this agent's own path may be the slow one).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from sentinel.checks import printable
 from sentinel.health import DOWN, UP
 
 # Seconds at least a verdict may not say this agent's opinion: the
 # longest a healthy new primary writes another's verdict, its observers
 # included (`roles.CARRIED_LIMIT`, ``2 x ABSENT_AFTER``).
 LATE_FLOOR = 10.0
+# Late primaries named in /healthz.
+LATE_NAMED = 5
 
 
 def late_after(session_timeout: float) -> float:
@@ -69,29 +83,74 @@ class BehindVerdicts:
         """@param after: the bound, in seconds (`late_after`)."""
         self._after = after
         self._since: dict[str, tuple[str, int, float]] = {}
+        # The primaries found late, and by which instance's verdict.
+        self.late: dict[str, str] = {}
 
     def seen(
-        self, name: str, mine: str | None, said: str | None, holder: int, asked: float
+        self,
+        name: str,
+        mine: str | None,
+        said: str | None,
+        holder: int,
+        writer: object,
+        asked: float,
     ) -> float | None:
         """
         A reading of the verdict of `name`, asked at `asked`, found it
-        held by session `holder` and naming this agent `said`, while its
-        own opinion as written said `mine`: when the verdict is late if
-        it stays so (at or before `asked`: late now), or None if it is
-        not behind.
+        held by session `holder`, written by `writer` (the ``agent`` it
+        says) and naming this agent `said`, while its own opinion as
+        written said `mine`: when the verdict is late if it stays so (at
+        or before `asked`: late now, and its writer too), or None if it
+        is not behind (and its writer, if it says this agent's opinion,
+        not late any more).
         """
         if mine is None or said is None or mine == said:
             self._since.pop(name, None)
+            if mine is not None and mine == said and isinstance(writer, str):
+                self.late.pop(writer, None)
             return None
         known = self._since.get(name)
         if known is None or known[:2] != (mine, holder):
             known = self._since[name] = (mine, holder, asked)
-        return known[2] + self._after()
+        late_at = known[2] + self._after()
+        if late_at <= asked and isinstance(writer, str):
+            self.late[writer] = name
+        return late_at
 
     def bound(self) -> float:
         """The bound now, in seconds."""
         return self._after()
 
     def forget(self, name: str) -> None:
-        """`name` is no longer observed here as another's."""
+        """
+        `name` is no longer observed here as another's: nor is a primary
+        late here by its verdict alone (no reading of it could clear it).
+        """
         self._since.pop(name, None)
+        for agent in [a for a, found in self.late.items() if found == name]:
+            del self.late[agent]
+
+    def unhealthy_reason(self) -> str | None:
+        """
+        The primaries late here, for /healthz: how many, the first
+        `LATE_NAMED` with an instance each; None if there are none.
+        """
+        if not self.late:
+            return None
+        named = sorted(self.late.items())
+        said = ", ".join(
+            f"{printable(agent, 64)} ({name})" for agent, name in named[:LATE_NAMED]
+        )
+        more = len(named) - LATE_NAMED
+        return (
+            f"{len(named)} primary member(s) whose verdicts have not said this "
+            f"agent's opinion for {self._after():g} s or more: {said}"
+            + (f" and {more} more" if more > 0 else "")
+            + ": they cannot write; the verdicts this agent writes leave their "
+            "opinions out until they write again"
+        )
+
+    def members_gone(self, agents: Collection[str]) -> None:
+        """Members no longer listed: none of them is late here."""
+        for agent in agents:
+            self.late.pop(agent, None)

@@ -578,8 +578,10 @@ class Opinions:
         when the bound ends.
         """
         data, stat = result
-        said = said_of(stored_document(data), self._agent_id)
-        late_at = self.behind.seen(name, mine, said, stat.ephemeralOwner, asked)
+        document = stored_document(data)
+        said = said_of(document, self._agent_id)
+        writer = None if document is None else document.get("agent")
+        late_at = self.behind.seen(name, mine, said, stat.ephemeralOwner, writer, asked)
         if late_at is None or name not in self._verdicts_due:
             return
         if late_at <= asked:
@@ -937,6 +939,7 @@ class Opinions:
         invented (an agent node and catalogs of its session in a new name,
         then gone) stayed in memory.
         """
+        self.behind.members_gone(agents)
         for agent in agents:
             self._restarted.pop(agent, None)
             self._sessions.pop(agent, None)

@@ -661,11 +661,15 @@ class GroupRoles:
         # which it does at its first writes that go through. The other
         # observers, which can write, count as ever: one of them alone,
         # with three replicas and quorum 2, still publishes no down.
+        # Likewise a primary found late here (`sentinel.behind`), covered
+        # by another member or not: its opinions are as frozen.
         slow = self._slow_members
+        late = self._opinions.behind.late
         voters = {
             a
             for a in observers
-            if a == self._agent_id or (a not in slow and self.voting(a))
+            if a == self._agent_id
+            or (a not in slow and a not in late and self.voting(a))
         }
         node = self._nodes.instances.get(name)
         state = None if node is None else node.state

@@ -272,6 +272,9 @@ class ZooKeeperReport:
         behind = self._opinions.late_verdicts() if self._roles.joined else None
         if behind:
             reasons.append(f"zookeeper: {behind}")
+        writers = self._opinions.behind.unhealthy_reason()
+        if writers and self._roles.joined:
+            reasons.append(f"group: {writers}")
         carried = self._roles.carried_long() if self._roles.joined else None
         if carried:
             reasons.append(f"zookeeper: {carried}")

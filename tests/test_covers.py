@@ -24,7 +24,7 @@ from sentinel.listing import PageQuery
 from sentinel.observation import Observation
 from sentinel.opinions import FIRST_VERDICT_READ
 from sentinel.stopping import STOP_BUDGET
-from tests.groupfakes import DISCOVERY, INTERVAL, ROOT, Fleet, Member
+from tests.groupfakes import DISCOVERY, INTERVAL, ROOT, UP, Fleet, Member
 
 NAMES = [f"r{i:02d}" for i in range(30)]
 REFUSED = Observation(ok=False, error="connection refused")
@@ -1109,3 +1109,56 @@ def late_after(member: Member) -> float:
     timeout = member.zk.session_timeout
     assert timeout is not None
     return verdict_late_after(timeout)
+
+
+class LateMemberLeftOutTests(SynchronousTestCase):
+    """
+    A primary found late by a secondary's reading is left out of the
+    verdicts that agent writes, whether it covers for it or not.
+    """
+
+    def test_non_covering_primary_leaves_out_the_late_member(self) -> None:
+        """
+        Three replicas, quorum 3: a's writes hang, its session alive, and
+        an instance of its share and one of the non-covering secondary's
+        die for everyone. The coverer takes a's node over; the other,
+        having found a's verdict late itself, publishes its own instance
+        down too (quorum capped at the two that can write) and names a
+        in /healthz. Before, a's frozen ``up`` held that one up for good.
+        """
+        fleet = Fleet()
+        for agent in "abc":
+            fleet.add(agent, NAMES, replicas=3, quorum=3).start()
+        fleet.run(3.0 + FIRST_VERDICT_READ)
+        a = fleet.members["a"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        name = share[0]
+        a.zk.hang(*WRITES)
+        for member in fleet.members.values():
+            member.see(name, REFUSED)
+        fleet.run(3 * INTERVAL + late_after(a) + 3 * COVER_GRACE)
+        coverer = (fleet.node(name) or {}).get("agent")
+        self.assertIn(coverer, ("b", "c"))
+        other = fleet.members["c" if coverer == "b" else "b"]
+        self.assertEqual(other.group.covers.covered, 0)
+        own = next(
+            n for n in NAMES if (fleet.node(n) or {}).get("agent") == other.agent_id
+        )
+        for member in fleet.members.values():
+            member.see(own, REFUSED)
+        fleet.run(5 * INTERVAL)
+        document = fleet.node(own) or {}
+        self.assertEqual(document.get("status"), "down")
+        self.assertIsNone((document.get("observers") or {}).get("a", "absent"))
+        self.assertIn("group: 1 primary member(s)", other.publisher.unhealthy_reason())
+        # Once a writes again (it takes its node back, its verdict says
+        # everyone's opinion), it is late nowhere and counts again.
+        a.zk.unhang()
+        fleet.run(30.0)
+        self.assertEqual((fleet.node(name) or {}).get("agent"), "a")
+        self.assertNotIn("primary member(s)", other.publisher.unhealthy_reason() or "")
+        for member in fleet.members.values():
+            member.see(own, UP)
+        other.see(own, REFUSED)
+        fleet.run(5 * INTERVAL)
+        self.assertEqual((fleet.node(own) or {}).get("observers", {}).get("a"), "up")
