@@ -38,10 +38,14 @@ found before it could no longer write; counted, with ``replicas = 3`` and
 the late member observes it, whoever was the primary: only the member
 covering for it left it out.
 
-A verdict that names this agent ``null`` (left out: a member with one
-replica, a slow member) or does not name it is no evidence, nor is a
-reading taken while this agent's own opinion is not written as it
-stands (this agent's own path may be the slow one).
+A verdict that does not name this agent at all comes from a primary
+whose view of the group is not this one's: late too, but only `VIEW_LAG`
+past the bound (a throttled primary, reading the membership behind its
+writes, went on counting the opinion of a member gone 30 s before, and
+its verdict never named its new secondary). A verdict that names this
+agent ``null`` (left out: a member with one replica, a slow member) is
+no evidence, nor is a reading taken while this agent's own opinion is
+not written as it stands (this agent's own path may be the slow one).
 """
 
 from __future__ import annotations
@@ -58,6 +62,13 @@ from sentinel.health import DOWN, UP
 LATE_FLOOR = 10.0
 # Late primaries named in /healthz.
 LATE_NAMED = 5
+# A verdict whose observers leave this agent out: its primary's view of
+# the group is not this agent's. Seconds more it may be so, past the
+# bound: a member's view may lag 14 s in a rolling deploy of 2,000
+# members (docs/groups.rst, "Large groups"), and a primary whose path
+# is healthy is not taken over for that.
+VIEW_LAG = 15.0
+UNNAMED = "unnamed"
 
 
 def late_after(session_timeout: float) -> float:
@@ -66,9 +77,16 @@ def late_after(session_timeout: float) -> float:
 
 
 def said_of(document: Mapping[str, Any] | None, agent: str) -> str | None:
-    """The status a verdict document names `agent` with, if up or down."""
+    """
+    The status a verdict document names `agent` with, if up or down;
+    `UNNAMED` if its observers leave `agent` out altogether.
+    """
     observers = None if document is None else document.get("observers")
-    said = observers.get(agent) if isinstance(observers, dict) else None
+    if not isinstance(observers, dict):
+        return None
+    if agent not in observers:
+        return UNNAMED
+    said = observers[agent]
     return said if said in (UP, DOWN) else None
 
 
@@ -112,7 +130,7 @@ class BehindVerdicts:
         known = self._since.get(name)
         if known is None or known[:2] != (mine, holder):
             known = self._since[name] = (mine, holder, asked)
-        late_at = known[2] + self._after()
+        late_at = known[2] + self._after() + (VIEW_LAG if said == UNNAMED else 0.0)
         if late_at <= asked and isinstance(writer, str):
             self.late[writer] = name
         return late_at

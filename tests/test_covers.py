@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.behind import VIEW_LAG
 from sentinel.behind import late_after as verdict_late_after
 from sentinel.covers import COVER_GRACE, COVER_LIMIT, COVER_LOOK, Covers, covering
 from sentinel.documents import SERVERSET
@@ -1162,3 +1163,35 @@ class LateMemberLeftOutTests(SynchronousTestCase):
         other.see(own, REFUSED)
         fleet.run(5 * INTERVAL)
         self.assertEqual((fleet.node(own) or {}).get("observers", {}).get("a"), "up")
+
+    def test_primary_whose_view_leaves_this_agent_out(self) -> None:
+        """
+        a's calls all hang (its session alive) as c crashes: in b's view
+        b is the new secondary of a's instances that c observed, a's
+        verdicts still name a and c. One that dies is taken over by b
+        and published down, a bound and `VIEW_LAG` after b's opinion;
+        not before the bound alone (a view may lag that long).
+        """
+        fleet = Fleet()
+        for agent in "abc":
+            fleet.add(agent, NAMES, replicas=2, quorum=2).start()
+        fleet.run(3.0 + FIRST_VERDICT_READ)
+        a, b, c = (fleet.members[agent] for agent in "abc")
+        name = next(
+            n
+            for n in NAMES
+            if set((fleet.node(n) or {}).get("observers", {})) == {"a", "c"}
+            and (fleet.node(n) or {}).get("agent") == "a"
+        )
+        a.zk.hang()
+        c.crash()
+        fleet.run(5.0)
+        self.assertEqual(b.group.observers(name), ("a", "b"))
+        for member in (a, b):
+            member.see(name, REFUSED)
+        fleet.run(3 * INTERVAL + late_after(a) + 2 * COVER_GRACE)
+        self.assertEqual(fleet.owner_of(name), a.zk.session_id)
+        fleet.run(VIEW_LAG + COVER_GRACE)
+        document = fleet.node(name) or {}
+        self.assertEqual(document.get("agent"), "b")
+        self.assertEqual(document.get("status"), "down")
