@@ -28,12 +28,15 @@ Scenes (``--scene``):
   those nodes, and a covers them. The server killed is then the one with
   the most instances a covers; the rows "(c the primary)" are those.
   It is run as soon as the group is steady: later, c takes b's nodes
-  over before b goes, and nothing is covered.
+  over before b goes, and nothing is covered. With ``--victim held``
+  the server killed is the one with the most instances whose node c
+  holds (its own share, which it holds but cannot write over its
+  throttled path), covers or not: the rows "(c the primary)" are those.
 - ``crash``: no cut; c is SIGKILLed with the server (its session expires;
   the bound is interval x fall + timeout + the session timeout).
 
     .venv/bin/python benchmarks/quorumcover.py [--scene throttle] \\
-        [--replicas 2] [--quorum 2] [--signal kill] \\
+        [--replicas 2] [--quorum 2] [--signal kill] [--victim held] \\
         [--checkout before=../main-tree --checkout after=.]
 """
 
@@ -162,17 +165,25 @@ def one_run(
             agents[1].child.process.send_signal(signal.SIGUSR2)
             agents[1].child.process.wait(20)
             deadline = time.monotonic() + 60.0
-            while covered(agents[0]) == covers_before:
+            while covered(agents[0]) == covers_before and args.victim == "covered":
                 if time.monotonic() > deadline:
                     raise RuntimeError("a covered nothing within 60 s")
                 time.sleep(0.2)
             time.sleep(1.0)
-            roles = agents[0].instances()
-            primary = {
-                n: "c" if roles[n]["observing_as"] == "observer" else "-"
-                for n in names
-                if (node_of(client, n) or {}).get("agent") == "a"
-            }
+            if args.victim == "held":
+                primary = {
+                    n: "c"
+                    for n in names
+                    if (stat := client.exists(f"{ROOT}/instances/{n}")) is not None
+                    and stat.ephemeralOwner == c_session
+                }
+            else:
+                roles = agents[0].instances()
+                primary = {
+                    n: "c" if roles[n]["observing_as"] == "observer" else "-"
+                    for n in names
+                    if (node_of(client, n) or {}).get("agent") == "a"
+                }
         else:
             primary = {n: (node_of(client, n) or {}).get("agent") for n in names}
         by_port = Counter(
@@ -305,6 +316,7 @@ def main() -> None:
         "--scene", choices=("cut", "delete", "throttle", "crash"), default="throttle"
     )
     parser.add_argument("--signal", choices=("kill", "stop"), default="kill")
+    parser.add_argument("--victim", choices=("covered", "held"), default="covered")
     parser.add_argument("--instances", type=int, default=30)
     parser.add_argument("--servers", type=int, default=5)
     parser.add_argument("--replicas", type=int, default=2)
