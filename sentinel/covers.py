@@ -28,7 +28,12 @@ and this agent keeps the node for the primary as any previous primary
 keeps one for the next (`sentinel.takeover`): writing its verdict, and
 letting it go once the primary takes it over in one transaction, as
 any move does. Two members never contest a node: each makes it only
-where missing, and only the primary takes one over. A member of an
+where missing, and only the primary takes one back.
+
+A node its primary holds but has not written for a bound is taken over
+the same way, in one transaction, as any new primary takes one
+(`behind`, `sentinel.behind`: the verdict has not said this agent's
+opinion for that long). A member of an
 older version never covers; its nodes are covered by newer ones, and
 it takes them over as it takes over any node it finds made.
 
