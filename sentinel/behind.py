@@ -38,14 +38,16 @@ found before it could no longer write; counted, with ``replicas = 3`` and
 the late member observes it, whoever was the primary: only the member
 covering for it left it out.
 
-A verdict that does not name this agent at all comes from a primary
-whose view of the group is not this one's: late too, but only `VIEW_LAG`
-past the bound (a throttled primary, reading the membership behind its
-writes, went on counting the opinion of a member gone 30 s before, and
-its verdict never named its new secondary). A verdict that names this
-agent ``null`` (left out: a member with one replica, a slow member) is
-no evidence, nor is a reading taken while this agent's own opinion is
-not written as it stands (this agent's own path may be the slow one).
+A verdict that does not name this agent, or names it ``null``, comes
+from a primary whose view of the group is not this one's, or that has
+not read this agent's opinion, or leaves it out on purpose (it covers
+for this agent): late too, but only `VIEW_LAG` past the bound. A
+throttled primary, reading behind its writes, went on counting the
+opinion of a member gone 30 s before and never named its new secondary,
+or named it ``null`` (not read): 13 of 26 nodes of a dead server stayed
+``up`` when only a named status counted. A reading taken while this
+agent's own opinion is not written as it stands is no evidence (this
+agent's own path may be the slow one).
 """
 
 from __future__ import annotations
@@ -79,15 +81,13 @@ def late_after(session_timeout: float) -> float:
 def said_of(document: Mapping[str, Any] | None, agent: str) -> str | None:
     """
     The status a verdict document names `agent` with, if up or down;
-    `UNNAMED` if its observers leave `agent` out altogether.
+    `UNNAMED` if its observers leave `agent` out or name it null.
     """
     observers = None if document is None else document.get("observers")
     if not isinstance(observers, dict):
         return None
-    if agent not in observers:
-        return UNNAMED
-    said = observers[agent]
-    return said if said in (UP, DOWN) else None
+    said = observers.get(agent)
+    return said if said in (UP, DOWN) else UNNAMED
 
 
 class BehindVerdicts:
