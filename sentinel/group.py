@@ -211,6 +211,7 @@ class Group:
             self._catalog(), self.replicas, self._successor, (self.start, self.stop)
         )
         self.publishing.contested = self._contested
+        self.publishing.view_stale = lambda: self.membership.returning
         self.publishing.voting = self._voting
         self.publishing.on_handed_over = self._handed_over
         self.publishing.on_previous_verdict = self._previous_verdict

@@ -81,6 +81,7 @@ class Node:
         "standing_in",
         "watching",
         "released",
+        "unconfigured",
         "handed_to",
         "handed_at",
         "lost",
@@ -169,6 +170,11 @@ class Node:
         # (`sentinel.takeover.Takeovers.check_still_ours`).
         self.watching = False
         self.released = False
+        # Kept for its new primary, and its instance no longer in this
+        # agent's config (a reload removed it while the group's view still
+        # says another member knows it): once gone, made again only from a
+        # current view (`Takeovers.keep`).
+        self.unconfigured = False
         self.handed_to: str | None = None
         self.handed_at = 0.0
         self.lost = False

@@ -171,6 +171,7 @@ class ZooKeeperPublisher(Service):
             reactor, root, agent_id, nodes, queue, holders, opinions, takeovers,
             self._instance_node,
         )  # fmt: skip
+        takeovers.view_stale = lambda: roles.view_stale()
 
         # Members, the sweep after a reattach, and one write of one node.
         sweep = Sweep(

@@ -114,6 +114,10 @@ class GroupRoles:
         self.contested: Callable[[str], bool] = lambda name: False
         # Whether another member publishes opinions (the group sets it).
         self.voting: Callable[[str], bool] = lambda agent: True
+        # Whether the group's view is from before this agent's new session
+        # (the group sets it): a node kept for an instance a reload removed
+        # waits for a current one before it is made again (`Takeovers.keep`).
+        self.view_stale: Callable[[], bool] = lambda: False
         # Told of an instance this agent kept for its next primary once that
         # one has its node: the group checks it no more.
         self.on_handed_over: Callable[[str], None] = lambda name: None
@@ -442,6 +446,9 @@ class GroupRoles:
             self._queue.mark(node)
         elif keeping:
             assert node is not None
+            # No instance given: a reload removed it (a discovered replica
+            # has none given either, and follows a master still known).
+            node.unconfigured = instance is None and name not in self._masters
             if self.replicas > 1:
                 self._opinions.listen(name, self._roles[name])
             self._takeovers.hand_off(node, observers[0] if observers else None)

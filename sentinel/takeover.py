@@ -20,7 +20,8 @@ the node as before (`keep`: a set at the version it wrote, so the
 taker's transaction, at the version it read, is tried again if a write
 came between), watches it, and lets it go once another session holds it
 (`handed_over`; it makes it again if it is gone, with a session of its
-own that expired, say); then likewise for the instance's discovery
+own that expired, say, once its view is current if a reload removed the
+instance here); then likewise for the instance's discovery
 member, which the new primary replaces in the node's own transaction
 when the verdict names it (`Members.along`), or else once it holds the
 node. It never
@@ -171,6 +172,10 @@ class Takeovers:
         # The instances' members, which move with their nodes (set once
         # they exist: they are made after this).
         self.members: Members | None = None
+        # Whether this agent's view of the group is from before its new
+        # session (`Membership.returning`): who else knows an instance may
+        # have changed unseen.
+        self.view_stale: Callable[[], bool] = lambda: False
         # The watches below whose ``exists`` failed, asked again on a
         # timer (`sentinel.rearming`), by purpose and node.
         self.rearming: Rearming[tuple[str, Node]] = Rearming(reactor)
@@ -556,7 +561,9 @@ class Takeovers:
         One write of a node kept for its new primary: set at the version
         this agent wrote while it is ours, never taken from another
         session, which it is let go to; made again if it is gone (with a
-        session of ours that expired, say), as its primary would.
+        session of ours that expired, say), as its primary would, but not
+        for an instance no longer configured here (`Node.unconfigured`)
+        while the group's view is from before this session (`view_stale`).
         """
         zk = self._zk
         counted = self._queue.counted
@@ -582,6 +589,17 @@ class Takeovers:
             node.dirty = True
         elif stat is not None:
             self._let_go(node)
+        elif node.unconfigured and self.view_stale():
+            # Gone (a ZooKeeper wiped, a session of ours expired) while
+            # kept for a member that, in a view from before, knows the
+            # instance a reload removed here: made again now, the removal
+            # came back for as long as the others' catalogs took to be
+            # read. The view applied next keeps it (made then) or drops it.
+            log.info(
+                "{path} is gone, and its instance no longer configured here:"
+                " not made again before the group's view is current",
+                path=node.path,
+            )
         else:
             try:
                 await counted("create", zk.create(node.path, data, ephemeral=True))

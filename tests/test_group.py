@@ -3538,6 +3538,34 @@ class LateTakeoverTests(SynchronousTestCase):
             self.assertEqual(fleet.owner_of(name), fleet.session_of("a"))
         self.assertLessEqual(set(moved), a.watched)
 
+    def test_kept_after_a_reload_made_again_from_a_current_view(self) -> None:
+        """
+        A node kept for a frozen member whose instance a reload removed
+        from the keeper's config, gone with the keeper's expired session:
+        back on a new session, the keeper makes it again only once its
+        view is current (the frozen member still knows the instance, and
+        still does not take it over), not from the view before.
+        """
+        fleet = Fleet()
+        a = fleet.add("a", NAMES).start()
+        fleet.run(2.0)
+        self.join_frozen(fleet)
+        fleet.run(SETTLE + 0.5)
+        name = sorted(self.handed_to_d(fleet, dict.fromkeys(NAMES, "a")))[0]
+        a.group.change_instances([name], [], [])
+        fleet.run(1.0)
+        self.assertEqual(fleet.owner_of(name), fleet.session_of("a"))
+        a.zk.expire()
+        self.assertIsNone(fleet.node(name))
+        a.zk.connect()
+        made_while_stale = False
+        for _ in range(round(10.0 / 0.05)):
+            fleet.run(0.05)
+            if a.group.membership.returning and fleet.node(name) is not None:
+                made_while_stale = True
+        self.assertFalse(made_while_stale)
+        self.assertEqual(fleet.owner_of(name), fleet.session_of("a"))
+
     def test_kept_until_the_member_leaves(self) -> None:
         """
         A member frozen once it joined, then gone (its session expired):

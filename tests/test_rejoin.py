@@ -398,6 +398,31 @@ class WipeTests(SynchronousTestCase):
         for name in NAMES:
             self.assertEqual(len(self.fleet.members_of(name)), 1)
 
+    def test_removed_while_cut_off_not_made_again(self) -> None:
+        """
+        Every member reloads a config without some instances while
+        ZooKeeper is away (wiped): each keeps the nodes it was the primary
+        of for the next member its last view says knows them, which no
+        longer does. Back on new sessions, those nodes are gone and
+        nobody knows their instances: none is made again, not even for
+        the moment the others' new catalogs take to be read.
+        """
+        removed = NAMES[:6]
+        for member in self.fleet.members.values():
+            member.group.change_instances(removed, [], [])
+        self.fleet.run(1.0)
+        made_again: set[str] = set()
+        for agent in ("a", "b", "c"):
+            self.back(agent)
+        for _ in range(round(5.0 / 0.05)):
+            self.fleet.run(0.05)
+            made_again |= {n for n in removed if self.fleet.node(n) is not None}
+        self.assertEqual(made_again, set())
+        for name in NAMES[6:]:
+            self.assertIsNotNone(self.fleet.node(name), name)
+        for member in self.fleet.members.values():
+            self.assertFalse(set(removed) & member.watched)
+
 
 class OldVersionTests(SynchronousTestCase):
     """Three members, two replicas; ``a`` back on a new session."""
