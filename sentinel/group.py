@@ -211,7 +211,9 @@ class Group:
             self._catalog(), self.replicas, self._successor, (self.start, self.stop)
         )
         self.publishing.contested = self._contested
-        self.publishing.view_stale = lambda: self.membership.returning
+        self.publishing.view_stale = lambda: bool(
+            self.membership.returning or self.membership.absent
+        )
         self.publishing.voting = self._voting
         self.publishing.on_handed_over = self._handed_over
         self.publishing.on_previous_verdict = self._previous_verdict

@@ -114,9 +114,11 @@ class GroupRoles:
         self.contested: Callable[[str], bool] = lambda name: False
         # Whether another member publishes opinions (the group sets it).
         self.voting: Callable[[str], bool] = lambda agent: True
-        # Whether the group's view is from before this agent's new session
-        # (the group sets it): a node kept for an instance a reload removed
-        # waits for a current one before it is made again (`Takeovers.keep`).
+        # Whether the group's view is from before this agent's new session,
+        # or holds members not listed again since, by their catalogs from
+        # before (the group sets it): a node kept for an instance a reload
+        # removed waits for a current one before it is made again
+        # (`Takeovers.keep`).
         self.view_stale: Callable[[], bool] = lambda: False
         # Told of an instance this agent kept for its next primary once that
         # one has its node: the group checks it no more.

@@ -173,8 +173,9 @@ class Takeovers:
         # they exist: they are made after this).
         self.members: Members | None = None
         # Whether this agent's view of the group is from before its new
-        # session (`Membership.returning`): who else knows an instance may
-        # have changed unseen.
+        # session (`Membership.returning`), or holds members not listed
+        # since (`Membership.absent`): who else knows an instance may have
+        # changed unseen.
         self.view_stale: Callable[[], bool] = lambda: False
         # The watches below whose ``exists`` failed, asked again on a
         # timer (`sentinel.rearming`), by purpose and node.
