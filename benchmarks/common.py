@@ -197,11 +197,11 @@ class Agent:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return json.loads(response.read())
 
-    def healthz(self) -> tuple[int, Any]:
+    def healthz(self, timeout: float = 10.0) -> tuple[int, Any]:
         """/healthz's status code and JSON, 503 included."""
         url = f"http://{LOOPBACK}:{self.http_port}/healthz"
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
