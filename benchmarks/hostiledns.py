@@ -34,7 +34,16 @@ these modes (AAAA queries get an empty answer):
 - ``manyrefused``: 600 A records in 127.1.0.0/16, all refused (over UDP
   cut to what fits, TC set);
 - ``aaaadead``: A 127.0.0.1, and to an AAAA query ::1, where nothing
-  listens (a host whose IPv6 is broken).
+  listens (a host whose IPv6 is broken);
+- ``deadfirst``: 127.0.0.5, a host that is down (a listener on the
+  redis-server's port that never accepts, its backlog full: SYNs go
+  unanswered), then 127.0.0.1 (the redis-server);
+- ``alldead``: 127.0.0.5 and 127.0.0.6, both down so.
+
+``--watch`` samples the named instances' statuses every 0.25 s from when
+the agent first answers HTTP: how many samples said ``down``, and when
+every one was ``up`` first (the modes with a live address) or ``down``
+(``alldead``).
 
 ``--connects`` counts the agent's TCP connects by address (``strace``
 attached to it for the run; it slows the agent), to see how many each
@@ -85,6 +94,8 @@ from common import (
 )
 from twisted.names import dns
 
+from tests.servers import black_hole
+
 MODES = (
     "many",
     "hugeudp",
@@ -104,6 +115,8 @@ MODES = (
     "allrefused",
     "manyrefused",
     "aaaadead",
+    "deadfirst",
+    "alldead",
 )
 # The addresses each rotating mode answers in turn, per name.
 ROTATIONS = {
@@ -112,6 +125,8 @@ ROTATIONS = {
 }
 # The addresses the redis-server listens on.
 REDIS_BIND = ("127.0.0.1", "127.0.0.2")
+# Hosts that are down: on the redis-server's port, SYNs go unanswered.
+DEAD_HOSTS = ("127.0.0.5", "127.0.0.6")
 DOMAIN = "hostile.test"
 UDP_LIMIT = 512
 MIB = 2**20
@@ -149,6 +164,10 @@ def records_for(mode: str, name: bytes, asked: int = 0) -> list[dns.RRHeader]:
         return [a(name, "127.0.0.3"), a(name, "127.0.0.1")]
     if mode == "allrefused":
         return [a(name, "127.0.0.3"), a(name, "127.0.0.4")]
+    if mode == "deadfirst":
+        return [a(name, DEAD_HOSTS[0]), a(name, "127.0.0.1")]
+    if mode == "alldead":
+        return [a(name, host) for host in DEAD_HOSTS]
     if mode == "manyrefused":
         return [a(name, f"127.1.{i // 250}.{i % 250 + 1}") for i in range(600)]
     if mode in ROTATIONS:
@@ -325,6 +344,9 @@ def run_mode(
         started.callback(redis.stop)
         names = NameServer(mode, args.delay)
         started.callback(names.stop)
+        if mode in ("deadfirst", "alldead"):
+            for host in DEAD_HOSTS:
+                black_hole(host, redis.port, started.callback)
         label, path = checkout
         agent = Agent(
             workdir,
@@ -334,6 +356,7 @@ def run_mode(
         )
         started.callback(agent.stop)
         agent.wait_ready()
+        watch = Watch(agent) if args.watch else None
         traced = workdir / f"{mode}-{label}.connects"
         if args.connects:
             tracer = subprocess.Popen(
@@ -348,7 +371,9 @@ def run_mode(
         began = time.monotonic()
         while time.monotonic() - began < args.duration:
             rss_most = max(rss_most, agent.rss_bytes())
-            time.sleep(0.5)
+            if watch is not None:
+                watch.sample(began)
+            time.sleep(0.25 if watch is not None else 0.5)
             fds_most = max(fds_most, agent.process.num_fds())
         cpu = agent.cpu_seconds() - cpu_start
         connects: Counter[str] = Counter()
@@ -385,7 +410,53 @@ def run_mode(
             "names_asked": len(names.names),
             "named_addresses": Counter(str(i.get("address")) for i in named),
             "connects": connects,
+            "watch": watch,
         }
+
+
+class Watch:
+    """The named instances' statuses, sampled from the agent's start."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.samples = 0
+        # Samples in which one named instance or more said down; the
+        # named instances down at once, at most.
+        self.down_samples = 0
+        self.down_most = 0
+        # Seconds into the run when every named one was first up, down.
+        self.all_up: float | None = None
+        self.all_down: float | None = None
+
+    def sample(self, began: float) -> None:
+        """One look at /instances."""
+        statuses = [
+            i.get("status")
+            for name, i in self.agent.instances().items()
+            if name.startswith("named")
+        ]
+        at = time.monotonic() - began
+        self.samples += 1
+        downs = statuses.count("down")
+        if downs:
+            self.down_samples += 1
+            self.down_most = max(self.down_most, downs)
+        if statuses and downs == len(statuses) and self.all_down is None:
+            self.all_down = at
+        if statuses and statuses.count("up") == len(statuses) and self.all_up is None:
+            self.all_up = at
+
+    def summary(self) -> str:
+        """What the samples saw."""
+
+        def when(at: float | None) -> str:
+            return "never" if at is None else f"{at:.2f} s"
+
+        return (
+            f"{self.samples} samples, {self.down_samples} with a named one down"
+            f" ({self.down_most} at most); all up at {when(self.all_up)},"
+            f" all down at {when(self.all_down)}"
+        )
 
 
 def _stop_tracer(tracer: subprocess.Popen[bytes]) -> None:
@@ -445,6 +516,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         ]
         lines += [f"    {n} x {error}" for error, n in row["named_errors"].items()]
         lines.append(f"    named at: {dict(row['named_addresses'])}")
+        if row["watch"] is not None:
+            lines.append(f"    watched: {row['watch'].summary()}")
         if args.connects:
             connects = row["connects"]
             by_prefix = Counter(".".join(a.split(".")[:2]) for a in connects)
@@ -468,6 +541,7 @@ def main() -> int:
     add("--delay", type=float, default=1.9, help="seconds, for slow (1.9)")
     add("--reconnect-every", type=float, help="the agent's reconnect_every")
     add("--connects", action="store_true", help="count connects (strace)")
+    add("--watch", action="store_true", help="sample the named statuses")
     add_checkout_option(parser)
     args = parser.parse_args()
     args.checkouts = checkouts_of(parser, args.checkout)

@@ -116,6 +116,29 @@ def refusing_port(add_cleanup: Callable[[Callable[[], None]], object]) -> int:
     return port
 
 
+def black_hole(
+    host: str, port: int, add_cleanup: Callable[[Callable[[], None]], object]
+) -> None:
+    """
+    A host that is down at `host`:`port` (a loopback address) until
+    `add_cleanup`'s cleanups run: a listener that never accepts, its
+    backlog filled, so that the kernel drops every SYN that follows and a
+    connect there times out, as to a host that is off or firewalled.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    add_cleanup(listener.close)
+    listener.bind((host, port))
+    listener.listen(0)
+    for _ in range(4):
+        filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        add_cleanup(filler.close)
+        filler.setblocking(False)
+        try:
+            filler.connect((host, port))
+        except BlockingIOError:
+            pass
+
+
 class ChildExited(RuntimeError):
     """A child process ended while we waited for it to become ready."""
 
