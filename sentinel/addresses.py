@@ -26,7 +26,17 @@ every client reached through the next one. So one connection attempt
   gives each at most its share of the deadline.
 - the address that connected last first, as long as the answer still
   holds it (a name server that rotates its records moves no connection),
-  then the others in the answer's order.
+  then the others in the answer's order, from there round to it.
+
+A connect timeout does not move on within the attempt, but the next
+attempt starts at the address after the one that timed out (`after`),
+as redis-py and Go would have gone on to it: a name whose first address
+is a host that is down (its SYNs unanswered) and whose second is live
+is reached by the second attempt, and kept there. A timeout at one of
+a name's addresses before its probe ever connected, with an address of
+the answer not tried yet, says nothing (`sentinel.probe`): the agent is
+still looking for the address that answers, as a client's one connect
+would, and a first check sets the status directly.
 
 When every address tried fails so, the error names each (`all_failed`),
 and a timeout at an address moved on to names those before it; a name
@@ -57,17 +67,32 @@ _FAST_ERRNOS = frozenset(
 )
 
 
-def in_turn(addresses: Sequence[str], kept: str | None) -> tuple[str, ...]:
+def in_turn(addresses: Sequence[str], first: str | None) -> tuple[str, ...]:
     """
-    The addresses to try, in order: `kept` (the one that connected last)
-    first if `addresses` still holds it, then the others; `MAX_ADDRESSES`
-    at most.
+    The addresses to try, in order: `first` (the one that connected last,
+    or the one after the last that timed out) first if `addresses` still
+    holds it, then the others, from there round to it; `MAX_ADDRESSES` at
+    most.
     """
-    if kept is not None and kept in addresses:
-        ordered = [kept, *(a for a in addresses if a != kept)]
-    else:
-        ordered = list(dict.fromkeys(addresses))
-    return tuple(ordered[:MAX_ADDRESSES])
+    unique = list(dict.fromkeys(addresses))
+    if first is None or first not in unique:
+        return tuple(unique[:MAX_ADDRESSES])
+    at = unique.index(first)
+    if at >= MAX_ADDRESSES:
+        return (first, *unique[: MAX_ADDRESSES - 1])
+    capped = unique[:MAX_ADDRESSES]
+    return tuple(capped[at:] + capped[:at])
+
+
+def after(candidates: Sequence[str], address: str) -> str | None:
+    """
+    Where the next attempt starts once one timed out at `address`: the
+    address after it in `candidates` (round to the first), or None if
+    there is no other.
+    """
+    if len(candidates) < 2 or address not in candidates:
+        return None
+    return candidates[(candidates.index(address) + 1) % len(candidates)]
 
 
 def moves_on(failure: Failure) -> bool:

@@ -202,7 +202,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sentinel.addresses import AddressesFailed, all_failed, in_turn, moves_on
+from sentinel.addresses import AddressesFailed, after, all_failed, in_turn, moves_on
 from sentinel.config import RedisInstance
 from sentinel.echoes import without_password
 from sentinel.moves import MoveLog
@@ -610,6 +610,7 @@ class RedisProbe:
         "_candidates",
         "_worked",
         "_tried",
+        "_searches",
     )
 
     def __init__(
@@ -769,12 +770,17 @@ class RedisProbe:
         # every answered check, where `_endpoint` builds a tuple.
         self._spoke_redis: str | None = None
         # The addresses the attempt in progress tries in turn, and the one
-        # that connected last, tried first while the name's answer holds
-        # it (`sentinel.addresses`).
+        # the next attempt starts at while the name's answer holds it: the
+        # one that connected last, or the one after the last that timed
+        # out (`sentinel.addresses`).
         self._candidates: tuple[str, ...] = ()
         self._worked: str | None = None
         # The addresses the attempt in progress moved on from, and why.
         self._tried: list[tuple[str, str]] = []
+        # The name's addresses tried by attempts that timed out before any
+        # connected, excused while the agent looked for the one that
+        # answers (`_searching`).
+        self._searches = 0
 
     def retime(self, timeout: float) -> None:
         """
@@ -948,8 +954,8 @@ class RedisProbe:
             self._hello_switched(False)
         if self._attempt is not None:
             self._attempt.cancel()
-        if self.address is not None:
-            self._pacer.stalls.left(self._endpoint(), self)
+        for address in {self.address, *self._candidates} - {None}:
+            self._pacer.stalls.left(self._endpoint(address), self)
         if self._check is not None:
             self._check.cancel()
         self._drop()
@@ -963,10 +969,24 @@ class RedisProbe:
     def _held_back(self) -> bool:
         # Whether an attempt may not start now, another instance's to the
         # same stalled address in flight (`sentinel.stalls`); if it may,
-        # it is that address's one attempt until it ends.
-        address = self.address
+        # it is that address's one attempt until it ends. The address is
+        # the one the attempt would start at.
+        address = self._worked if self._worked is not None else self.address
         return address is not None and not self._pacer.stalls.admit(
             self._endpoint(address), self
+        )
+
+    def _searching(self) -> bool:
+        # Whether a timeout at the address connected to now says nothing
+        # yet (`sentinel.addresses`): the probe never connected, and the
+        # addresses the attempts that timed out so tried (this one's
+        # included, each started after the last one's) are not all the
+        # name's.
+        tried = self._searches + len(self._tried) + 1
+        return (
+            not self._connected_once
+            and self.address is not None
+            and tried < len(self._candidates)
         )
 
     def _endpoint(self, address: str | None = None) -> Address:
@@ -1020,11 +1040,15 @@ class RedisProbe:
 
     def _resolved(self, addresses: tuple[str, ...]) -> Deferred[RedisClientProtocol]:
         self._resolving = False
+        before = {self.address, *self._candidates} - {None}
         self._candidates = in_turn(addresses, self._worked)
         address = self._candidates[0]
         previous = self.address
-        if previous is not None and previous != address:
-            self._pacer.stalls.left(self._endpoint(), self)
+        # An address the answer still holds is one this probe meets again
+        # (the next attempt's, or the one after a timeout): it stays one
+        # of its stalled address's users.
+        for gone in before - set(self._candidates):
+            self._pacer.stalls.left(self._endpoint(gone), self)
         # A move is an answer without the address tried last: one that
         # holds it still, in another order or with others tried first, is
         # none (a rotating name server, a connect that moved on).
@@ -1054,10 +1078,20 @@ class RedisProbe:
     def _open(self, started_at: float, address: str) -> Deferred[RedisClientProtocol]:
         self._queued = False
         if not self._pacer.stalls.admit(self._endpoint(address), self):
-            # In line since before the address stalled: the place goes to
-            # the next in line, and this attempt ends unstarted.
-            self._pacer.unused()
-            raise _HeldBack()
+            # In line since before the address stalled: the next of the
+            # name's addresses that is not held starts the attempt; if
+            # none, the place goes to the next in line, and this attempt
+            # ends unstarted.
+            start = self._candidates.index(address)
+            free = [
+                a
+                for a in self._candidates[start + 1 :] + self._candidates[:start]
+                if self._pacer.stalls.admit(self._endpoint(a), self)
+            ][:1]
+            if not free:
+                self._pacer.unused()
+                raise _HeldBack()
+            address = self.address = free[0]
         self._connect_started_at = started_at
         d: Deferred[Any] = maybeDeferred(self._connect, address)
         if self._auth is not None:
@@ -1239,6 +1273,13 @@ class RedisProbe:
                     or self._queued_behind_own(started)
                 )
             )
+            if timed_out and self._searching():
+                # Another of the name's addresses is still to be tried
+                # before the probe ever connected: nothing said yet. The
+                # agent late or not, these addresses count as tried (the
+                # next attempt starts after them): the search ends.
+                self._searches += 1 + len(self._tried)
+                inconclusive = True
             if inconclusive and self._protocol is not None:
                 # The kept connection serves on, renewed later (the module
                 # docstring).
@@ -1249,7 +1290,11 @@ class RedisProbe:
             error: Exception = (
                 _Inconclusive() if inconclusive else _ConnectFailed(self._last_error)
             )
-            if not inconclusive:
+            if timed_out and self.address is not None:
+                # The next attempt starts at the name's next address, as
+                # a client's connect would have gone on to it.
+                self._worked = after(self._candidates, self.address)
+            elif not inconclusive:
                 self._worked = None  # Tried again in the answer's order.
             if not waiters and not inconclusive and not self._closed:
                 self._unreported = self._last_error
@@ -2227,6 +2272,7 @@ class RedisProbe:
                 or started is None
                 or now - started < self._fair_time
                 or self._queued_behind_own(started)
+                or self._searching()
             )
         if not inconclusive:
             self._failing = observation.error

@@ -1572,15 +1572,23 @@ class AddressesTests(SynchronousTestCase):
         An address refused after 0.6 s, the next one silent: its connect
         is dropped at the attempt's one bound, counted from the first
         connect (1 s), not 1 s after its own; no third address is tried;
-        the error names both, and how each failed.
+        the error names both, and how each failed. (The probe connected
+        before: its timeouts are no longer a search, `sentinel.addresses`.)
         """
         self.h, resolver = self.harness()
         h = self.h
+        answer = ("10.0.0.7", "10.0.0.8", "10.0.0.9")
+        h.check()
+        resolver.lookups[-1][1].callback(answer)
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        h.on_time(1.0)
         d = h.check()
-        resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8", "10.0.0.9"))
+        resolver.lookups[-1][1].callback(answer)
         h.on_time(0.6)
         h.refuse()
-        self.assertEqual(len(h.reactor.tcpClients), 2)
+        self.assertEqual(len(h.reactor.tcpClients), 3)
         h.on_time(0.38)
         self.assertNoResult(d)
         h.on_time(0.04)
@@ -1588,8 +1596,171 @@ class AddressesTests(SynchronousTestCase):
             self.successResultOf(d).error,  # type: ignore[union-attr]
             "timeout (connect) at 10.0.0.8, after connection refused at 10.0.0.7",
         )
-        self.assertEqual(len(h.reactor.tcpClients), 2)
+        self.assertEqual(len(h.reactor.tcpClients), 3)
         self.assertEqual(h.pacer.in_flight, 0)
+
+    def silent_then_live(self) -> tuple[Harness, ManualResolver]:
+        """
+        A probe of a name whose first address, 10.0.0.7, never answers (a
+        host that is down) and whose second, 10.0.0.8, is live: connected
+        at the second, checks answered there.
+        """
+        self.h, resolver = self.harness()
+        h = self.h
+        answer = ("10.0.0.7", "10.0.0.8")
+        d = h.check()
+        resolver.lookups[-1][1].callback(answer)
+        self.assertEqual(self.connected_to(), ["10.0.0.7"])
+        h.on_time(0.5)
+        d.cancel()  # The monitor's deadline, the attempt going on.
+        self.assertIsNone(self.successResultOf(d))
+        h.on_time(0.52)
+        self.assertEqual(h.pacer.in_flight, 0)
+        d = h.check()
+        resolver.lookups[-1][1].callback(answer)
+        self.assertEqual(self.connected_to(), ["10.0.0.7", "10.0.0.8"])
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertTrue(observation.ok)
+        self.assertEqual(h.probe.address, "10.0.0.8")
+        return h, resolver
+
+    def test_timeout_then_the_next_address(self) -> None:
+        """
+        A name whose first address is down (SYNs unanswered) and whose
+        second is live: the first check, whose connect times out at the
+        first, says nothing (never connected, the second untried: no
+        verdict yet, as a client's connect would go on); the next attempt
+        starts at the second and answers there; once that connection is
+        lost, the next connects to that address again, not the dead one.
+        """
+        h, resolver = self.silent_then_live()
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        h.on_time(1.0)
+        d = h.check()
+        resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8"))
+        self.assertEqual(self.connected_to()[2:], ["10.0.0.8"])
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+
+    def test_timeout_after_connecting_counts(self) -> None:
+        """
+        Once the probe connected, a connect that times out at the live
+        address fails its check (the instance may have gone down: no
+        search excuses it), and the next attempt starts at the other.
+        """
+        h, resolver = self.silent_then_live()
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        h.on_time(1.0)
+        d = h.check()
+        resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8"))
+        h.on_time(1.02)
+        self.assertEqual(
+            self.successResultOf(d),
+            Observation(ok=False, error="timeout (connect)"),
+        )
+        h.check()
+        resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8"))
+        self.assertEqual(self.connected_to()[2:], ["10.0.0.8", "10.0.0.7"])
+
+    def test_every_address_silent(self) -> None:
+        """
+        Every address of the name never answers: the first check says
+        nothing, the second (at the second address) fails, and so does
+        each after it, the attempts going round the addresses.
+        """
+        self.h, resolver = self.harness()
+        h = self.h
+        answer = ("10.0.0.7", "10.0.0.8")
+        results = []
+        for _ in range(4):
+            d = h.check()
+            resolver.lookups[-1][1].callback(answer)
+            h.on_time(1.02)
+            results.append(self.successResultOf(d))
+        failed = Observation(ok=False, error="timeout (connect)")
+        self.assertEqual(results, [None, failed, failed, failed])
+        self.assertEqual(self.connected_to(), ["10.0.0.7", "10.0.0.8"] * 2)
+
+    def test_search_ends_while_the_agent_runs_late(self) -> None:
+        """
+        Every address silent, and the agent late in each of the first two
+        attempts (their timeouts inconclusive): those attempts still went
+        round the addresses, so the third, on time, fails its check; the
+        search excuses no check for good on an agent short of CPU.
+        """
+        self.h, resolver = self.harness()
+        h = self.h
+        answer = ("10.0.0.7", "10.0.0.8")
+        results = []
+        for late in (True, True, False):
+            d = h.check()
+            resolver.lookups[-1][1].callback(answer)
+            if late:
+                h.on_time(0.2)
+                h.reactor.rightNow += 0.6  # One turn's reads; no timer ran.
+            h.on_time(1.02 - (0.8 if late else 0.0))
+            h.on_time(0.02)
+            results.append(self.successResultOf(d))
+        self.assertEqual(
+            results, [None, None, Observation(ok=False, error="timeout (connect)")]
+        )
+        self.assertEqual(self.connected_to(), ["10.0.0.7", "10.0.0.8", "10.0.0.7"])
+
+    def test_refused_and_silent_ends_the_search(self) -> None:
+        """
+        An address refused, then the other silent in the same attempt:
+        both tried, so the timeout fails the check, naming both.
+        """
+        self.h, resolver = self.harness()
+        h = self.h
+        d = h.check()
+        resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8"))
+        h.refuse()
+        h.on_time(1.02)
+        self.assertEqual(
+            self.successResultOf(d).error,  # type: ignore[union-attr]
+            "timeout (connect) at 10.0.0.8, after connection refused at 10.0.0.7",
+        )
+
+    def test_stalled_first_address_holds_none_back(self) -> None:
+        """
+        Three instances on a name whose first address is down: their
+        attempts there time out together (the address stalled, one
+        attempt at a time to it), and each starts its next at the second
+        address, none held back by the stall of an address it no longer
+        starts at.
+        """
+        reactor = MemoryReactorClock()
+        pacer = ConnectPacer(reactor, 10, 1.0)
+        resolver = ManualResolver()
+        probes = [
+            paced_probe(
+                RedisInstance(f"r{i}", "redis.example", 6379),
+                reactor,
+                pacer,
+                resolver,  # type: ignore[arg-type]
+            )
+            for i in range(3)
+        ]
+        answer = ("10.0.0.7", "10.0.0.8")
+        for probe in probes:
+            reactor.pump([BEAT] * round(0.1 / BEAT))  # Tokens for one more.
+            probe.check(False)
+            resolver.lookups[-1][1].callback(answer)
+        reactor.pump([BEAT] * round(1.2 / BEAT))
+        self.assertEqual(len(pacer.stalls), 1)
+        for probe in probes:
+            self.assertNoResult(probe.check(False))
+            resolver.lookups[-1][1].callback(answer)
+        self.assertEqual(
+            [client[0] for client in reactor.tcpClients],
+            ["10.0.0.7"] * 3 + ["10.0.0.8"] * 3,
+        )
+        self.assertEqual(pacer.stalls.spared, 0)
 
     def test_other_failures_move_on_to_nothing(self) -> None:
         """
