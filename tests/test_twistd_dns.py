@@ -18,7 +18,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from tests.fakedns import FakeNameServer
 from tests.polling import START_BOUND, pause, wait_for, wait_listening
-from tests.servers import ChildProcess, RedisServer
+from tests.servers import ChildProcess, RedisServer, black_hole
 from tests.test_twistd import TWISTD, environment
 
 reactor: Any = _reactor
@@ -158,6 +158,29 @@ class TwistdNameLookupTests(TestCase):
 
 
 class TwistdAddressesTests(TestCase):
+    async def settled(
+        self, child: ChildProcess, base: str, up: str, down: str
+    ) -> tuple[dict[str, Any], set[str | None]]:
+        """
+        /instances once `up` is up and `down` is down (within 10 s), and
+        every status `up` had on the way.
+        """
+        state: dict[str, Any] = {}
+        seen: set[str | None] = set()
+        started = reactor.seconds()
+        while not (
+            state.get(up, {}).get("status") == "up"
+            and state.get(down, {}).get("status") == "down"
+        ):
+            if not child.running:
+                self.fail(f"twistd exited:{child.log_tail()}")
+            if reactor.seconds() - started > 10.0:
+                self.fail(f"not settled within 10 s: {state}")
+            await pause(reactor, 0.05)
+            state = await instances(base)
+            seen.add(state.get(up, {}).get("status"))
+        return state, seen
+
     async def test_refused_first_address_then_the_next(self) -> None:
         """
         A name whose first address refuses (127.0.0.2: nothing listens
@@ -183,27 +206,50 @@ class TwistdAddressesTests(TestCase):
             f'[[redis]]\nname = "none"\nhost = "none.test"\nport = {redis.port}\n'
         )
         child, base = await start_agent(self, config)
-        state: dict[str, Any] = {}
-
-        def settled() -> bool:
-            return (
-                state.get("two", {}).get("status") == "up"
-                and state.get("none", {}).get("status") == "down"
-            )
-
-        started = reactor.seconds()
-        while not settled():
-            if not child.running:
-                self.fail(f"twistd exited:{child.log_tail()}")
-            if reactor.seconds() - started > 10.0:
-                self.fail(f"not settled within 10 s: {state}")
-            await pause(reactor, 0.05)
-            state = await instances(base)
+        state, _ = await self.settled(child, base, up="two", down="none")
         self.assertEqual(state["two"]["address"], "127.0.0.1")
         self.assertEqual(state["two"]["failures"], 0)
         self.assertEqual(
             state["none"]["error"], "connection refused at 127.0.0.2, 127.0.0.3"
         )
         self.assertIsNone(state["none"]["address"])
+        self.assertEqual(child.stop(), -signal.SIGTERM)
+        self.assertNotIn("Traceback", (directory / "twistd.log").read_text())
+
+    async def test_first_address_down_then_the_next(self) -> None:
+        """
+        A name whose first address is a host that is down (127.0.0.2: its
+        SYNs unanswered) and whose second is a live redis-server: the
+        agent finds the second and publishes the name up, never down, no
+        check failed (the first attempt's timeout was a search for the
+        address that answers), /instances naming the live address. A name
+        whose two addresses are both down is down within a few seconds.
+        Before, the first was down for good (``timeout (connect)``).
+        """
+        names, redis, config = name_server_and_redis(
+            self,
+            {
+                "deadfirst.test": ["127.0.0.2", "127.0.0.1"],
+                "alldead.test": ["127.0.0.2", "127.0.0.3"],
+            },
+        )
+        black_hole("127.0.0.2", redis.port, self.addCleanup)
+        black_hole("127.0.0.3", redis.port, self.addCleanup)
+        directory = config.parent
+        host, port = names.address
+        config.write_text(
+            "interval = 0.2\ntimeout = 0.1\n"
+            f'[dns]\nnameservers = ["{host}:{port}"]\nhosts_file = "hosts"\n'
+            f'[[redis]]\nname = "deadfirst"\nhost = "deadfirst.test"\n'
+            f"port = {redis.port}\n"
+            f'[[redis]]\nname = "alldead"\nhost = "alldead.test"\n'
+            f"port = {redis.port}\n"
+        )
+        child, base = await start_agent(self, config)
+        state, seen = await self.settled(child, base, up="deadfirst", down="alldead")
+        self.assertNotIn("down", seen)
+        self.assertEqual(state["deadfirst"]["address"], "127.0.0.1")
+        self.assertEqual(state["deadfirst"]["failures"], 0)
+        self.assertTrue(state["alldead"]["error"].startswith("timeout (connect)"))
         self.assertEqual(child.stop(), -signal.SIGTERM)
         self.assertNotIn("Traceback", (directory / "twistd.log").read_text())
