@@ -43,7 +43,10 @@ these modes (AAAA queries get an empty answer):
 ``--watch`` samples the named instances' statuses every 0.25 s from when
 the agent first answers HTTP: how many samples said ``down``, and when
 every one was ``up`` first (the modes with a live address) or ``down``
-(``alldead``).
+(``alldead``). ``--freeze-at`` stops the redis-server (SIGSTOP) that many
+seconds into the run, and the watch says when every named instance was
+down after it (the detection bound is ``interval`` x ``fall`` +
+``timeout``: 3.5 s here).
 
 ``--connects`` counts the agent's TCP connects by address (``strace``
 attached to it for the run; it slows the agent), to see how many each
@@ -372,6 +375,10 @@ def run_mode(
         while time.monotonic() - began < args.duration:
             rss_most = max(rss_most, agent.rss_bytes())
             if watch is not None:
+                if args.freeze_at is not None and watch.frozen_at is None:
+                    if time.monotonic() - began >= args.freeze_at:
+                        redis.pause()
+                        watch.frozen_at = time.monotonic() - began
                 watch.sample(began)
             time.sleep(0.25 if watch is not None else 0.5)
             fds_most = max(fds_most, agent.process.num_fds())
@@ -424,9 +431,12 @@ class Watch:
         # named instances down at once, at most.
         self.down_samples = 0
         self.down_most = 0
-        # Seconds into the run when every named one was first up, down.
+        # Seconds into the run when every named one was first up, down;
+        # when the redis-server was frozen, and every one down since.
         self.all_up: float | None = None
         self.all_down: float | None = None
+        self.frozen_at: float | None = None
+        self.down_since_frozen: float | None = None
 
     def sample(self, began: float) -> None:
         """One look at /instances."""
@@ -445,6 +455,13 @@ class Watch:
             self.all_down = at
         if statuses and statuses.count("up") == len(statuses) and self.all_up is None:
             self.all_up = at
+        if (
+            self.frozen_at is not None
+            and self.down_since_frozen is None
+            and statuses
+            and downs == len(statuses)
+        ):
+            self.down_since_frozen = at - self.frozen_at
 
     def summary(self) -> str:
         """What the samples saw."""
@@ -452,10 +469,16 @@ class Watch:
         def when(at: float | None) -> str:
             return "never" if at is None else f"{at:.2f} s"
 
+        frozen = (
+            ""
+            if self.frozen_at is None
+            else f"; frozen at {self.frozen_at:.2f} s, all down"
+            f" {when(self.down_since_frozen)} after"
+        )
         return (
             f"{self.samples} samples, {self.down_samples} with a named one down"
             f" ({self.down_most} at most); all up at {when(self.all_up)},"
-            f" all down at {when(self.all_down)}"
+            f" all down at {when(self.all_down)}{frozen}"
         )
 
 
@@ -542,6 +565,7 @@ def main() -> int:
     add("--reconnect-every", type=float, help="the agent's reconnect_every")
     add("--connects", action="store_true", help="count connects (strace)")
     add("--watch", action="store_true", help="sample the named statuses")
+    add("--freeze-at", type=float, help="SIGSTOP redis this many s in (--watch)")
     add_checkout_option(parser)
     args = parser.parse_args()
     args.checkouts = checkouts_of(parser, args.checkout)
