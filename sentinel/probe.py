@@ -1082,16 +1082,22 @@ class RedisProbe:
             # name's addresses that is not held starts the attempt; if
             # none, the place goes to the next in line, and this attempt
             # ends unstarted.
+            # The first admitted only: admitting one makes this probe its
+            # one attempt.
             start = self._candidates.index(address)
-            free = [
-                a
-                for a in self._candidates[start + 1 :] + self._candidates[:start]
-                if self._pacer.stalls.admit(self._endpoint(a), self)
-            ][:1]
-            if not free:
+            others = self._candidates[start + 1 :] + self._candidates[:start]
+            free = next(
+                (
+                    a
+                    for a in others
+                    if self._pacer.stalls.admit(self._endpoint(a), self)
+                ),
+                None,
+            )
+            if free is None:
                 self._pacer.unused()
                 raise _HeldBack()
-            address = self.address = free[0]
+            address = self.address = free
         self._connect_started_at = started_at
         d: Deferred[Any] = maybeDeferred(self._connect, address)
         if self._auth is not None:

@@ -1762,6 +1762,27 @@ class AddressesTests(SynchronousTestCase):
         )
         self.assertEqual(pacer.stalls.spared, 0)
 
+    def test_held_first_address_starts_at_the_next_free(self) -> None:
+        """
+        Every address of the name stalled, another instance's attempt in
+        flight to the first: the attempt starts at the second instead of
+        ending unstarted, and holds no other (a third instance may still
+        connect to the third).
+        """
+        self.h, resolver = self.harness()
+        h = self.h
+        stalls = h.pacer.stalls
+        other = object()
+        answer = ("10.0.0.7", "10.0.0.8", "10.0.0.9")
+        for address in answer:
+            stalls.timed_out((address, 6379, None), other, "timeout (connect)")
+        self.assertTrue(stalls.admit(("10.0.0.7", 6379, None), other))
+        h.check()
+        resolver.lookups[-1][1].callback(answer)
+        self.assertEqual(self.connected_to(), ["10.0.0.8"])
+        self.assertEqual(h.probe.address, "10.0.0.8")
+        self.assertFalse(stalls.holds_back(("10.0.0.9", 6379, None), object()))
+
     def test_other_failures_move_on_to_nothing(self) -> None:
         """
         A connect that found no socket (the agent's own shortage) tries no
