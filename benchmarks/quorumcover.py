@@ -247,7 +247,18 @@ def one_run(
                     break
             time.sleep(args.poll)
         at_end = {n: (node_of(client, n) or {}).get("status") for n in c_owned}
-        listed_at_end = endpoints(client, c_owned)
+        owners: dict[str, list[int]] = {}
+        listed_at_end = endpoints(client, c_owned, owners)
+        sessions = {c_session: "c"}
+        for agent_id in ("a", "b"):
+            if (stat := client.exists(f"{ROOT}/agents/{agent_id}")) is not None:
+                sessions[stat.ephemeralOwner] = agent_id
+        # Whose session holds each member still listed at the end.
+        holders = Counter(
+            sessions.get(owner, "another")
+            for n in c_owned
+            for owner in owners.get(n, [])
+        )
         if args.signal == "stop":
             os.kill(victim.child.pid, signal.SIGCONT)
         covers = sum(covered(a) for a in agents[:2] if a.child.running) - covers_before
@@ -291,6 +302,10 @@ def one_run(
             ", ".join(
                 f"{at_end[n]} / {len(listed_at_end[n])}" for n in sorted(c_owned)
             ),
+        ),
+        (
+            "  at the end (c the primary): members held by",
+            str(dict(sorted(holders.items()))) if holders else "none",
         ),
         ("  node missing (instance-seconds)", f"{missing_spans:.1f}"),
         ("  covers begun (a + b)", str(covers)),
