@@ -373,6 +373,26 @@ class Members:
         if node is not None:
             self._queue.mark(node)
 
+    def own_verdict(self, name: str) -> None:
+        """
+        The instance's node says this agent's own verdict from now on,
+        where it said the one it was taken over with (`GroupRoles.document`):
+        its member, which said that one's presence too (`_present`), is
+        written again if it now says otherwise. Its own verdict had been
+        decided before (`GroupRoles.verdict_changed`, which marks the
+        member) but held back while the observers' opinions were read: a
+        node taken from a primary that could not write (`sentinel.behind`)
+        moved its member along, listed as the verdict taken over said
+        (``up``), then said ``down``, and the member listed the dead
+        endpoint for as long as this agent kept the node: 26 of 26 with
+        real agents (`benchmarks/quorumcover.py --victim held`).
+        """
+        node = self._nodes.members.get(name)
+        if node is None or node.released or node.state is None:
+            return
+        if self._present(node) is not None and node.data() != _member(node).written:
+            self._queue.mark(node)
+
     def verdict_changed(self, name: str, state: InstanceState | None) -> None:
         """The verdict on `name` changed: its member follows."""
         member = self._nodes.members.get(name)

@@ -584,9 +584,12 @@ class ZooKeeperPublisher(Service):
             if roles.joined:
                 # Set by the document of our own, if it takes a blip's error.
                 node.built_contrary = False
+                carried = node.previous is not None
                 document = roles.document(node)
                 if document is None:
                     return None
+                if carried and node.previous is None:
+                    self._members.own_verdict(name)
             else:
                 state = node.state
                 assert state is not None

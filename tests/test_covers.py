@@ -1195,3 +1195,76 @@ class LateMemberLeftOutTests(SynchronousTestCase):
         document = fleet.node(name) or {}
         self.assertEqual(document.get("agent"), "b")
         self.assertEqual(document.get("status"), "down")
+
+
+class LateVerdictMemberTests(SynchronousTestCase):
+    """
+    With discovery, a node taken over from a primary that holds it but
+    cannot write it, and written ``down``, lists its endpoint nowhere: the
+    taker's member, moved along in the takeover as the verdict taken
+    over said (``up``), goes once the taker writes its own, and the
+    primary makes none again once it writes, while the instance is down.
+    """
+
+    def taken_down(self) -> tuple[Fleet, str]:
+        """
+        a and b, each endpoint listed once; then a's writes and deletes
+        hang (its session lives) as an instance of its share dies, until
+        b has taken the node over, down: that instance.
+        """
+        fleet = Fleet()
+        for agent in "ab":
+            fleet.add(
+                agent, NAMES, replicas=2, discovery=(SERVERSET, DISCOVERY)
+            ).start()
+        fleet.run(3.0 + FIRST_VERDICT_READ)
+        self.assertEqual(listed_wrong(fleet), [])
+        a, b = fleet.members["a"], fleet.members["b"]
+        share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        a.zk.hang(*WRITES, "delete")
+        name = share[0]
+        for agent in (a, b):
+            agent.see(name, REFUSED)
+        fleet.run(3 * INTERVAL + late_after(a) + 3 * COVER_GRACE)
+        self.assertEqual((fleet.node(name) or {}).get("status"), "down")
+        self.assertEqual(fleet.owner_of(name), b.zk.session_id)
+        return fleet, name
+
+    def listed_once_but(self, fleet: Fleet, name: str) -> None:
+        """Every endpoint but `name`'s is listed once."""
+        self.assertEqual(
+            [n for n in NAMES if n != name and len(fleet.members_of(n)) != 1], []
+        )
+
+    def test_dead_instance_unlisted_by_the_taker(self) -> None:
+        """
+        b takes the node of a's dead instance over, down: a second later
+        no member lists its endpoint (before, b's stayed for as long as b
+        kept the node); every other endpoint is listed once.
+        """
+        fleet, name = self.taken_down()
+        fleet.run(1.0)
+        self.assertEqual(fleet.members_of(name), [])
+        self.listed_once_but(fleet, name)
+
+    def test_not_listed_again_by_the_primary_back(self) -> None:
+        """
+        a cannot write for 40 s more, then writes again and takes its node
+        back, still down: from a second past b's takeover on, the endpoint
+        is listed by no member (neither b's nor a's, made again), and
+        every other endpoint stays listed once.
+        """
+        fleet, name = self.taken_down()
+        a = fleet.members["a"]
+        fleet.run(1.0)
+        listed: list[int] = []
+        for seconds in (40.0, 30.0):
+            for _ in range(round(seconds / 0.05)):
+                fleet.run(0.05)
+                listed.append(len(fleet.members_of(name)))
+            a.zk.unhang()
+            a.zk.release()
+        self.assertEqual(fleet.owner_of(name), a.zk.session_id)
+        self.assertEqual((fleet.node(name) or {}).get("status"), "down")
+        self.assertEqual(set(listed), {0})
+        self.listed_once_but(fleet, name)
