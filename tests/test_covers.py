@@ -1206,12 +1206,8 @@ class LateVerdictMemberTests(SynchronousTestCase):
     primary makes none again once it writes, while the instance is down.
     """
 
-    def taken_down(self) -> tuple[Fleet, str]:
-        """
-        a and b, each endpoint listed once; then a's writes and deletes
-        hang (its session lives) as an instance of its share dies, until
-        b has taken the node over, down: that instance.
-        """
+    def steady(self) -> tuple[Fleet, str]:
+        """a and b, each endpoint listed once; the first of a's share."""
         fleet = Fleet()
         for agent in "ab":
             fleet.add(
@@ -1219,10 +1215,18 @@ class LateVerdictMemberTests(SynchronousTestCase):
             ).start()
         fleet.run(3.0 + FIRST_VERDICT_READ)
         self.assertEqual(listed_wrong(fleet), [])
-        a, b = fleet.members["a"], fleet.members["b"]
         share = sorted(n for n in NAMES if (fleet.node(n) or {})["agent"] == "a")
+        return fleet, share[0]
+
+    def taken_down(self, steady: tuple[Fleet, str] | None = None) -> tuple[Fleet, str]:
+        """
+        Once `steady`, a's writes and deletes hang (its session lives) as
+        an instance of its share dies, until b has taken the node over,
+        down: that instance.
+        """
+        fleet, name = steady or self.steady()
+        a, b = fleet.members["a"], fleet.members["b"]
         a.zk.hang(*WRITES, "delete")
-        name = share[0]
         for agent in (a, b):
             agent.see(name, REFUSED)
         fleet.run(3 * INTERVAL + late_after(a) + 3 * COVER_GRACE)
@@ -1268,3 +1272,21 @@ class LateVerdictMemberTests(SynchronousTestCase):
         self.assertEqual((fleet.node(name) or {}).get("status"), "down")
         self.assertEqual(set(listed), {0})
         self.listed_once_but(fleet, name)
+
+    def test_strangers_member_of_the_endpoint_left(self) -> None:
+        """
+        Another client's member of the same endpoint (a tool that
+        registers it too, an agent of another group), made before the
+        instance died, stays once b writes the node down: b deletes its
+        own member only. (Fails before the fix too: b's stays beside it.)
+        """
+        fleet, name = self.steady()
+        parent = f"{DISCOVERY}/{name}"
+        [child] = fleet.members_of(name)
+        stranger = fleet.server.open_session()
+        theirs = f"{parent}/member_{fleet.server.sequence(parent):010d}"
+        fleet.server.put(theirs, fleet.server.nodes[f"{parent}/{child}"].data, stranger)
+        self.taken_down((fleet, name))
+        fleet.run(1.0)
+        self.assertEqual(fleet.members_of(name), [theirs.rsplit("/", 1)[1]])
+        self.assertEqual(fleet.server.nodes[theirs].owner, stranger)
