@@ -48,10 +48,22 @@ or named it ``null`` (not read): 13 of 26 nodes of a dead server stayed
 ``up`` when only a named status counted. A reading taken while this
 agent's own opinion is not written as it stands is no evidence (this
 agent's own path may be the slow one).
+
+Nor is any reading while this agent's own writes are slow, nor one
+before: the clock starts again after the last write of this agent's
+found slow (`sentinel.zk.SLOW_WRITE`). An agent whose own writes hang
+is the late member of its coverer's verdicts, which leave it out on
+purpose and name it ``null`` (`GroupRoles.verdict_of`): its readings
+of them, its own opinions long written, found that coverer late, and
+once its writes went through it took over every node of its healthy
+coverer's share, which took them back a second later (19 of 19 nodes,
+`tests.test_covers`, "SlowMemberTests"); and it left the coverer out of
+its own verdicts meanwhile, which made the coverer find it late again.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -97,9 +109,18 @@ class BehindVerdicts:
     same holding session (see the module docstring).
     """
 
-    def __init__(self, after: Callable[[], float]) -> None:
-        """@param after: the bound, in seconds (`late_after`)."""
+    def __init__(
+        self,
+        after: Callable[[], float],
+        writes_slow_at: Callable[[], float] = lambda: -math.inf,
+    ) -> None:
+        """
+        @param after: the bound, in seconds (`late_after`).
+        @param writes_slow_at: when a write of this agent's was last found
+            slow (`sentinel.zk.ZooKeeper.writes_slow_at`).
+        """
         self._after = after
+        self._writes_slow_at = writes_slow_at
         self._since: dict[str, tuple[str, int, float]] = {}
         # The primaries found late, and by which instance's verdict.
         self.late: dict[str, str] = {}
@@ -128,8 +149,9 @@ class BehindVerdicts:
                 self.late.pop(writer, None)
             return None
         known = self._since.get(name)
-        if known is None or known[:2] != (mine, holder):
-            known = self._since[name] = (mine, holder, asked)
+        slow = self._writes_slow_at()
+        if known is None or known[:2] != (mine, holder) or known[2] < slow:
+            known = self._since[name] = (mine, holder, max(asked, slow))
         late_at = known[2] + self._after() + (VIEW_LAG if said == UNNAMED else 0.0)
         if late_at <= asked and isinstance(writer, str):
             self.late[writer] = name

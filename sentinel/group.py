@@ -272,7 +272,9 @@ class Group:
             after=self._late_after,
         )
         self.publishing.watch_missing(self.covers.missing, self.covers.present)
-        self.publishing.watch_behind(self.covers.behind, self._late_after)
+        self.publishing.watch_behind(
+            self.covers.behind, self._late_after, publisher.zk.writes_slow_at
+        )
         self.publishing.covered = lambda: self.covers.covered
         self.publishing.covering = self._covered_for
         publisher.zk.add_listener(self._zk_state)

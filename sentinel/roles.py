@@ -517,15 +517,19 @@ class GroupRoles:
         self._opinions.verdict_present = present
 
     def watch_behind(
-        self, behind: Callable[[str, Any], None], after: Callable[[], float]
+        self,
+        behind: Callable[[str, Any], None],
+        after: Callable[[], float],
+        writes_slow_at: Callable[[], float],
     ) -> None:
         """
         Be told of each reading, as a secondary, that finds an instance's
         verdict not saying this agent's opinion for `after()` seconds, with
-        the node's stat (`sentinel.behind`, `sentinel.covers`).
+        the node's stat, counted from the last write of this agent's found
+        slow (`writes_slow_at`; `sentinel.behind`, `sentinel.covers`).
         """
         self._opinions.verdict_behind = behind
-        self._opinions.behind = BehindVerdicts(after)
+        self._opinions.behind = BehindVerdicts(after, writes_slow_at)
 
     def verdict_made(self, name: str) -> None:
         """

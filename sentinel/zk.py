@@ -220,6 +220,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import random
 import socket
 import threading
@@ -316,6 +317,13 @@ WRITE_BATCH_BYTES = 256 * 1024
 # heard since makes /healthz name the server, and with nothing heard at all
 # for the second, its connection is dropped (module docstring).
 NOT_ANSWERING_AFTER = 1 / 3
+# Seconds a write may be out (handed to kazoo and unanswered, or waiting
+# here for room) before it is slow: this agent's own path to ZooKeeper is
+# then, and the other members may find it so and leave it out of their
+# verdicts (`sentinel.behind`). Well above a healthy write's round trip
+# (milliseconds; a few hundred at a load of 30), well below the bound a
+# primary is judged by (10 s).
+SLOW_WRITE = 2.0
 DROP_AFTER = 2 / 3
 # Share of the session timeout that kazoo waits for a ping's answer: a
 # connection that failed after its quickest answer took as long names it
@@ -716,6 +724,10 @@ class ZooKeeper:
         # itself, not kept.
         self._unanswered: dict[Deferred[Any], float] = {}
         self.last_heard = self.state_since
+        # Of those, the writes (and reads sent with them), oldest first;
+        # and when a write was last found slow (`writes_slow_at`).
+        self._writes_out: dict[Deferred[Any], float] = {}
+        self._writes_slow_at = -math.inf
         # The quickest answer to a call since the last connection (seconds
         # from its hand-over): named with the connection's failure if it
         # took `SLOW_ANSWER` of the session timeout or more.
@@ -1711,7 +1723,10 @@ class ZooKeeper:
         if urgent or self._may_go_now(rank):
             self._hand_over(d, call, rank)
             return time_out(
-                d, self.call_timeout, self._reactor, partial(self._timed_out, d)
+                d,
+                self.call_timeout,
+                self._reactor,
+                partial(self._timed_out, d, rank == _WRITE),
             )
         # Its call timeout starts once it is sent; until then, the bound on
         # waiting (module docstring).
@@ -1719,14 +1734,16 @@ class ZooKeeper:
             d,
             self.call_timeout * WAIT_LIMIT,
             self._reactor,
-            partial(self._timed_out, d),
+            partial(self._timed_out, d, rank == _WRITE),
         )
         self._queues[rank].append((d, call, session, self._reactor.seconds(), timer))
         return d
 
-    def _timed_out(self, d: Deferred[Any]) -> None:
+    def _timed_out(self, d: Deferred[Any], write: bool = False) -> None:
         # Counted, and its answer, if one comes, counted too (`_answered`).
         self.calls_timed_out += 1
+        if write:
+            self._writes_slow_at = self._reactor.seconds()
         if d in self._unanswered:
             self._timed_out_unanswered.add(d)
         else:
@@ -1742,6 +1759,20 @@ class ZooKeeper:
             for kind, queue in zip(_QUEUE_KINDS, self._queues, strict=True)
         }
         return {"in_flight": self._in_flight, **waiting}
+
+    def writes_slow_at(self) -> float:
+        """
+        When a write of this client was last found slow (`SLOW_WRITE`):
+        now while one is out that long, -inf if none ever was. A write
+        slow, timed out or lost with its connection says this agent's
+        path to ZooKeeper is slow (`sentinel.behind`).
+        """
+        now = self._reactor.seconds()
+        oldest = next(iter(self._writes_out.values()), None)
+        waiting = next((w[3] for w in self._queues[_WRITE] if not w[0].called), None)
+        if any(t is not None and now - t >= SLOW_WRITE for t in (oldest, waiting)):
+            self._writes_slow_at = now
+        return self._writes_slow_at
 
     def calls_waiting_oldest(self) -> dict[str, float]:
         """
@@ -1796,7 +1827,11 @@ class ZooKeeper:
         self._in_flight += 1
         self._rank_in_flight[rank] += 1
         generation = self._generation
-        self._unanswered[d] = self._reactor.seconds()
+        now = self._unanswered[d] = self._reactor.seconds()
+        if rank == _WRITE:
+            self._writes_out[d] = now
+            if waited >= SLOW_WRITE:
+                self._writes_slow_at = now
         if self._silence_call is None:
             self._silence_call = self._reactor.callLater(
                 self.session_timeout * NOT_ANSWERING_AFTER,
@@ -1827,10 +1862,13 @@ class ZooKeeper:
             self._in_flight -= 1
             self._rank_in_flight[rank] -= 1
             sent = self._unanswered.pop(d, None)
+            write_sent = self._writes_out.pop(d, None)
             if d in self._timed_out_unanswered:
                 self._timed_out_unanswered.discard(d)
                 self.calls_answered_after_timeout += 1
             now = self.last_heard = self._reactor.seconds()
+            if write_sent is not None and now - write_sent >= SLOW_WRITE:
+                self._writes_slow_at = now
             if sent is not None and result.successful():
                 took = now - sent
                 if self._fastest is None or took < self._fastest:
@@ -1876,6 +1914,10 @@ class ZooKeeper:
         self._in_flight = 0
         self._rank_in_flight = [0] * len(_QUEUE_KINDS)
         self._unanswered = {}
+        if self._writes_out:
+            # Writes lost with the connection: the path failed them.
+            self._writes_slow_at = self._reactor.seconds()
+        self._writes_out = {}
         self._timed_out_unanswered = set()
         for call in (self._silence_call, self._threads_call):
             if call is not None and call.active():

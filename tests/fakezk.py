@@ -38,6 +38,7 @@ bridge hands them over a little later.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,11 +66,15 @@ from sentinel.zk import (
     CONNECTED,
     CONNECTING,
     LOST,
+    SLOW_WRITE,
     STOPPED,
     SUSPENDED,
     MemberMove,
     MemberRefused,
 )
+
+# The kinds that write (`writes_slow_at`).
+_WRITE_KINDS = frozenset({"create", "set", "delete", "replace"})
 
 CALL_KINDS = (
     "create", "set", "get", "exists", "delete", "get_children", "replace",
@@ -283,8 +288,12 @@ def _parent(path: str) -> str:
 class _Call:
     """A call not answered yet: what it is, and how to answer it."""
 
-    def __init__(self, kind: str, path: str, run: Callable[[], Any]) -> None:
+    def __init__(
+        self, kind: str, path: str, run: Callable[[], Any], made: float = 0.0
+    ) -> None:
         self.kind = kind
+        # When it was made (asked of the bridge).
+        self.made = made
         self.path = path
         self.run = run
         self.deferred: Deferred[Any] = Deferred()
@@ -398,6 +407,8 @@ class FakeZooKeeper:
         # held like those of hanging calls (lost with the connection).
         self.unanswered: set[str] = set()
         self.held: list[_Call] = []
+        # When a write was last found slow (`writes_slow_at`).
+        self._writes_slow_at = -math.inf
         self.max_held = 0
         self._unsent: list[_Call] = []
         self._failures: list[tuple[str, str | None, Exception]] = []
@@ -487,6 +498,19 @@ class FakeZooKeeper:
             "reads": 0,
             "background": 0,
         }
+
+    def writes_slow_at(self) -> float:
+        """
+        As the bridge's: when a write was last found slow (timed out, or
+        held or unsent `SLOW_WRITE` or more, now), -inf if never.
+        """
+        now = self._clock.seconds()
+        if any(
+            c.kind in _WRITE_KINDS and now - c.made >= SLOW_WRITE
+            for c in (*self.held, *self._unsent)
+        ):
+            self._writes_slow_at = now
+        return self._writes_slow_at
 
     def calls_waiting_oldest(self) -> dict[str, float]:
         """None waits here."""
@@ -798,7 +822,7 @@ class FakeZooKeeper:
             if failing == kind and failing_path in (None, path):
                 del self._failures[i]
                 return fail(error)
-        call = _Call(kind, path, run)
+        call = _Call(kind, path, run, self._clock.seconds())
         if self.state == CONNECTED:
             self._send(call)
         else:
@@ -820,6 +844,8 @@ class FakeZooKeeper:
 
     def _forget(self, failure: Any, call: _Call) -> Any:
         self.calls_timed_out += bool(failure.check(TimeoutError))
+        if failure.check(TimeoutError) and call.kind in _WRITE_KINDS:
+            self._writes_slow_at = self._clock.seconds()
         for calls in (self.held, self._unsent):
             if call in calls:
                 calls.remove(call)

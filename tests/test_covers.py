@@ -1290,3 +1290,44 @@ class LateVerdictMemberTests(SynchronousTestCase):
         fleet.run(1.0)
         self.assertEqual(fleet.members_of(name), [theirs.rsplit("/", 1)[1]])
         self.assertEqual(fleet.server.nodes[theirs].owner, stranger)
+
+
+class SlowMemberTests(SynchronousTestCase):
+    """
+    A member whose own writes are slow is no judge of the others'
+    verdicts (`sentinel.behind`): the ones that leave it out on purpose,
+    as late, name it null, and that is no evidence that they are late.
+    """
+
+    def test_member_back_from_a_hang_takes_nothing_of_its_coverer(self) -> None:
+        """
+        Two replicas, quorum 2: a's writes hang for 60 s, its session
+        alive, and an instance of its share dies. b takes that node over
+        and leaves a out of every verdict it writes, naming it null; a,
+        reading those while its writes hang, its opinions of b's share
+        long written, finds none of them late. Once its writes go
+        through, a takes its node back and nothing else: none of b's
+        nodes moves, over two minutes. Before, a took every node of b's
+        share over at its first writes, and b took each back.
+        """
+        fleet = Fleet()
+        for agent in "ab":
+            fleet.add(agent, NAMES, replicas=2, quorum=2).start()
+        fleet.run(3.0 + FIRST_VERDICT_READ)
+        a, b = fleet.members["a"], fleet.members["b"]
+        theirs = [n for n in NAMES if (fleet.node(n) or {})["agent"] == "b"]
+        share = sorted(n for n in NAMES if n not in theirs)
+        name = frozen_as_one_dies(fleet, share)
+        moved: set[str] = set()
+        for step in range(round(180.0 / 0.25)):
+            if step == round(60.0 / 0.25):
+                a.zk.unhang()
+            fleet.run(0.25)
+            moved.update(n for n in theirs if fleet.owner_of(n) != b.zk.session_id)
+        self.assertEqual(moved, set())
+        self.assertEqual(a.group.covers.taken, 0)
+        self.assertEqual(b.group.covers.taken, 1)
+        self.assertEqual(fleet.owner_of(name), a.zk.session_id)
+        for member in (a, b):
+            reason = member.publisher.unhealthy_reason() or ""
+            self.assertNotIn("primary member(s)", reason)

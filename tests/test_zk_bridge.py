@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import gc
+import math
 import select
 import socket
 import threading
@@ -51,6 +52,7 @@ from sentinel.zk import (
     REPLACE_SPREAD,
     REPLACED_CLOSE_WAIT,
     SILENCE_JUDGED_LATE,
+    SLOW_WRITE,
     STOPPED,
     SUSPENDED,
     THREADS_EVERY,
@@ -1113,6 +1115,55 @@ class BridgeTests(SynchronousTestCase):
         self.assertEqual(
             self.zk.calls_waiting_oldest(), {"reads": 0.75, "background": 0.25}
         )
+
+    def test_writes_slow_at(self) -> None:
+        """
+        `writes_slow_at` says when a write of this agent's was last found
+        slow (`sentinel.behind`): never while writes are answered within
+        `SLOW_WRITE`, however slow a read; now while one has been out that
+        long, and the time of its answer once answered.
+        """
+        client = self.connected()
+        self.zk.set(f"{PATH}w0", b"{}")
+        self.clock.advance(0)
+        self.clock.advance(SLOW_WRITE / 2)
+        client.answer(0, value="stat")
+        self.clock.run_handed_over()
+        self.zk.get(PATH)
+        self.clock.advance(SLOW_WRITE)
+        client.answer(1, value=(b"{}", None))
+        self.clock.run_handed_over()
+        self.assertEqual(self.zk.writes_slow_at(), -math.inf)
+        self.zk.set(f"{PATH}w1", b"{}")
+        self.clock.advance(0)
+        self.clock.advance(SLOW_WRITE)
+        found = self.clock.seconds()
+        self.assertEqual(self.zk.writes_slow_at(), found)
+        self.clock.advance(0.25)
+        client.answer(2, value="stat")
+        self.clock.run_handed_over()
+        self.clock.advance(10.0)
+        self.assertEqual(self.zk.writes_slow_at(), found + 0.25)
+
+    def test_write_timed_out_unsent_is_slow(self) -> None:
+        """
+        A write that timed out waiting here for room, never sent, was
+        slow when it timed out, even asked of `writes_slow_at` only once
+        the calls ahead of it are answered and it is gone.
+        """
+        client = self.connected()
+        for i in range(CALLS_IN_FLIGHT):
+            self.zk.exists(f"{PATH}r{i}")
+        written = self.zk.set(f"{PATH}w0", b"{}")
+        self.clock.advance(0)
+        self.clock.advance(CALL_TIMEOUT * WAIT_LIMIT)
+        self.failureResultOf(written, TimeoutError)
+        timed_out = self.clock.seconds()
+        for i in range(CALLS_IN_FLIGHT):
+            client.answer(i, value=None)
+        self.clock.run_handed_over()
+        self.clock.advance(10.0)
+        self.assertEqual(self.zk.writes_slow_at(), timed_out)
 
     def test_time_spent_by_kind(self) -> None:
         """
