@@ -65,6 +65,7 @@ import functools
 import json
 import logging
 import random
+import re
 import signal
 import socket
 import sys
@@ -855,11 +856,27 @@ def one_scene(
                 if "sentinel.holdoff" in line
             ]
             extra += [(f"  c log (last of {len(said)} hold-off lines)", said[-1])]
+        # Nodes each agent took over from a listed primary whose verdicts
+        # did not say its opinion (`sentinel.covers`): a's and b's, of c's
+        # nodes, are what the slow path may cost; c's, of theirs, are
+        # wrong (c's path is the slow one, theirs healthy).
+        extra += [
+            ("  nodes taken from a late primary by a / b / c (logged)",
+             " / ".join(str(behind_taken(agent.log)) for agent in (a, b, c))),
+        ]  # fmt: skip
         rows = scene_rows(scene, args, args.fault, reader, sampler, settle,
                           quiet, (load_start, load_end), extra)  # fmt: skip
         for agent in (a, b, c):
             agent.stop()
         return rows
+
+
+def behind_taken(log: Path) -> int:
+    """The nodes an agent's log says it took from a late primary."""
+    said = re.finditer(
+        r"group: (\d+) verdict\(s\) held by their listed", log.read_text()
+    )
+    return sum(int(m.group(1)) for m in said)
 
 
 def settled_quiet(reader: Reader, c: Agent, names: list[str]) -> bool:
