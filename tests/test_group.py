@@ -47,7 +47,7 @@ from sentinel.handoff import SessionHandoff
 from sentinel.listing import DOCUMENTS_PER_SLICE, MAX_LIMIT, PageQuery
 from sentinel.membership import LISTING_PACE_LIMIT as LIMIT
 from sentinel.membership import SETTLE
-from sentinel.observation import Observation
+from sentinel.observation import Observation, Replication
 from sentinel.opinions import KEPT_VERDICT_BYTES, OPINION_READ_SPACING
 from sentinel.rearming import RETRY_FIRST, RETRY_MAX, UNARMED_LIMIT
 from sentinel.roles import CARRIED_LIMIT
@@ -1079,11 +1079,11 @@ class DiscoveryHandoverTests(SynchronousTestCase):
 
         self.patch(discovery, "take_named", named_none)
 
-    def fleet_of(self, replicas: int) -> Fleet:
+    def fleet_of(self, replicas: int, form: str = SERVERSET) -> Fleet:
         fleet = Fleet()
         for agent in ("a", "b"):
             fleet.add(
-                agent, NAMES, replicas=replicas, discovery=(SERVERSET, DISCOVERY)
+                agent, NAMES, replicas=replicas, discovery=(form, DISCOVERY)
             ).start()
         fleet.run(3.0)
         self.assertEqual(self.listed(fleet), [])
@@ -1300,14 +1300,14 @@ class DiscoveryHandoverTests(SynchronousTestCase):
             self.assertEqual(calls, ["get"], name)
 
     def leave_with_takeovers_unanswered(
-        self,
+        self, form: str = SERVERSET
     ) -> tuple[Fleet, list[str], Deferred[None]]:
         """
-        Two replicas, past a refresh: a leaves, b's takeover transactions'
-        answers held (ZooKeeper applied them). The fleet, a's share, and
-        a's stop.
+        Two replicas, members in `form`, past a refresh: a leaves, b's
+        takeover transactions' answers held (ZooKeeper applied them). The
+        fleet, a's share, and a's stop.
         """
-        fleet = self.fleet_of(2)
+        fleet = self.fleet_of(2, form)
         fleet.run(REFRESH + 2 * INTERVAL)
         share = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("a")]
         self.assertTrue(share)
@@ -1398,6 +1398,124 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertEqual(len(refused), len(share))
         self.assert_taken_by_b(fleet, share)
+
+    def test_member_follows_a_verdict_changed_while_moving_along(self) -> None:
+        """
+        A verdict that changes while the transaction moving its member
+        along is in flight is written once that transaction ends: at a
+        leave, the new primary's takeovers' answers held, the instances go
+        down meanwhile; once answered, each member goes within a second,
+        not at the refresh (30 s) after, and each node says down.
+        (Before, the member's write during the transaction was left to
+        it, and nothing marked it again: the dead endpoints stayed listed
+        until the refresh.)
+        """
+        fleet, share, stopped = self.leave_with_takeovers_unanswered()
+        taking = fleet.members["b"]
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        self.assert_taken_by_b(fleet, share)
+        for name in share:
+            taking.see(name, DOWN)
+        fleet.run(3 * INTERVAL)
+        moving = taking.publisher._members._moving_along
+        self.assertEqual({n.state.name for n in moving}, set(share))
+        taking.zk.unhang()
+        self.assertEqual(taking.zk.release("replace"), len(share))
+        fleet.run(INTERVAL)
+        self.successResultOf(stopped)
+        for name in share:
+            # The node's own write, marked meanwhile, came right after.
+            document = fleet.node(name)
+            assert document is not None
+            self.assertEqual(document["status"], "down", name)
+        self.assertEqual([n for n in share if fleet.members_of(n)], [])
+
+    def test_nerve_member_follows_a_role_changed_while_moving_along(self) -> None:
+        """
+        In the nerve form, a role that changes while the transaction moving
+        the member along is in flight is written once it ends: each
+        member's labels say the new role within a second, not at the
+        refresh.
+        """
+        fleet, share, stopped = self.leave_with_takeovers_unanswered(NERVE)
+        taking = fleet.members["b"]
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        every = taking.monitor.settings.info_every
+        for name in share:
+            # Made a replica, as the next check's INFO says (due at once).
+            taking.probes[name].replication = Replication(role="slave")
+            taking.monitor.states[name].checks_since_info = every
+        fleet.run(3 * INTERVAL)
+        taking.zk.unhang()
+        self.assertEqual(taking.zk.release("replace"), len(share))
+        fleet.run(INTERVAL)
+        self.successResultOf(stopped)
+        self.assert_taken_by_b(fleet, share)
+        for name in share:
+            document = fleet.node(name)
+            assert document is not None
+            self.assertEqual(document["role"], "slave", name)
+            [child] = fleet.members_of(name)
+            data = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].data
+            self.assertEqual(json.loads(data)["labels"].get("role"), "slave", name)
+
+    def test_member_moved_along_unchanged_is_not_written_again(self) -> None:
+        """
+        A member moved along whose verdict did not change while its
+        transaction was in flight is not written again once it ends, nor
+        asked about (a call per member of a leave, for nothing).
+        """
+        fleet, share, stopped = self.leave_with_takeovers_unanswered()
+        taking = fleet.members["b"]
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        taking.zk.unhang()
+        before = len(taking.zk.history)
+        self.assertEqual(taking.zk.release("replace"), len(share))
+        fleet.run(2 * INTERVAL)
+        self.successResultOf(stopped)
+        self.assert_taken_by_b(fleet, share)
+        for name in share:
+            path = taking.publisher._nodes.members[name].member.path
+            calls = [k for k, p in taking.zk.history[before:] if p == path]
+            # The guard's watch for its deletion only (an ``exists``).
+            self.assertEqual(calls, ["exists"], name)
+
+    def test_member_made_when_up_while_its_node_is_taken(self) -> None:
+        """
+        The mirror: instances down at a leave (no member to move), which
+        come up while the new primary's takeover transactions are in
+        flight, are listed once those end, within a second, not at the
+        refresh, and each node says up.
+        """
+        fleet = self.fleet_of(2)
+        for agent in fleet.members.values():
+            for name in NAMES:
+                agent.see(name, DOWN)
+        fleet.run(REFRESH + 2 * INTERVAL)
+        self.assertEqual([n for n in NAMES if fleet.members_of(n)], [])
+        share = [n for n in NAMES if fleet.owner_of(n) == fleet.session_of("a")]
+        self.assertTrue(share)
+        taking = fleet.members["b"]
+        taking.zk.hold_answers("replace")
+        stopped = fleet.members["a"].stop()
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        self.assertEqual({fleet.owner_of(n) for n in share}, {fleet.session_of("b")})
+        for name in share:
+            taking.see(name, UP)
+        fleet.run(3 * INTERVAL)
+        # Up in the verdict, but unlisted while the node is not ours yet.
+        self.assertEqual([n for n in share if fleet.members_of(n)], [])
+        self.assertEqual(taking.publisher._members._moving_along, set())
+        taking.zk.unhang()
+        self.assertEqual(taking.zk.release("replace"), len(share))
+        fleet.run(INTERVAL)
+        self.successResultOf(stopped)
+        self.assert_listed_by_b(fleet, share)
+        self.assertEqual([n for n in share if len(fleet.members_of(n)) != 1], [])
+        for name in share:
+            document = fleet.node(name)
+            assert document is not None
+            self.assertEqual(document["status"], "up", name)
 
     def assert_taken_by_b(self, fleet: Fleet, share: list[str]) -> None:
         """Each of `share` has its node and its one member held by b."""
