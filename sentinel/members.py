@@ -401,8 +401,13 @@ class Members:
         """
         Write the member again if what it should say (`_present`) is not
         what it was last written with; no write when it is, nor from a
-        stale history (the next check's write decides).
+        stale history (the next check's write decides). A member retired
+        meanwhile (its instance removed, or moved to another service or
+        endpoint) is deleted: its delete was left to the transaction too.
         """
+        if node.removed:
+            self._queue.mark(node)
+            return
         if node.released or node.state is None:
             return
         if self._present(node) is not None and node.data() != _member(node).written:

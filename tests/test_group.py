@@ -1459,6 +1459,48 @@ class DiscoveryHandoverTests(SynchronousTestCase):
             data = fleet.server.nodes[f"{DISCOVERY}/{name}/{child}"].data
             self.assertEqual(json.loads(data)["labels"].get("role"), "slave", name)
 
+    def test_member_removed_while_moving_along_goes(self) -> None:
+        """
+        An instance removed by a reload while the transaction moving its
+        member along is in flight: once the transaction is answered, the
+        member it made is deleted, as the node is. (Before, the member's
+        delete meanwhile was left to the transaction, which made it, and
+        the member was forgotten: the endpoint stayed listed for an
+        instance no agent watches, for as long as the session lived.)
+        """
+        fleet, share, stopped = self.leave_with_takeovers_unanswered()
+        taking = fleet.members["b"]
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        taking.group.change_instances(share, [], [])
+        fleet.run(INTERVAL)
+        taking.zk.unhang()
+        self.assertEqual(taking.zk.release("replace"), len(share))
+        fleet.run(2 * INTERVAL)
+        self.successResultOf(stopped)
+        self.assertEqual([n for n in share if fleet.node(n) is not None], [])
+        self.assertEqual([n for n in share if fleet.members_of(n)], [])
+
+    def test_member_moved_to_another_service_while_moving_along(self) -> None:
+        """
+        An instance given another discovery service by a reload while the
+        transaction moving its member along is in flight: once it is
+        answered, the member the transaction made under the old service
+        goes, and the instance is listed once, under the new one.
+        """
+        fleet, share, stopped = self.leave_with_takeovers_unanswered()
+        taking = fleet.members["b"]
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        moved = [attr.evolve(instance(n), service=f"{n}-moved") for n in share]
+        taking.group.change_instances([], moved, [])
+        fleet.run(INTERVAL)
+        taking.zk.unhang()
+        self.assertEqual(taking.zk.release("replace"), len(share))
+        fleet.run(2 * INTERVAL)
+        self.successResultOf(stopped)
+        self.assertEqual([n for n in share if fleet.members_of(n)], [])
+        wrong = [n for n in share if len(fleet.members_of(f"{n}-moved")) != 1]
+        self.assertEqual(wrong, [])
+
     def test_member_moved_along_unchanged_is_not_written_again(self) -> None:
         """
         A member moved along whose verdict did not change while its
