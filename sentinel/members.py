@@ -304,11 +304,22 @@ class Members:
         # 11 for 29 s in the fakes, the instances down while it moved.
         self._follow(along.node)
 
-    def not_moved_along(self, along: MemberAlong) -> None:
-        """The transaction with `along` was refused: written after the node."""
+    def not_moved_along(self, along: MemberAlong, unanswered: bool = False) -> None:
+        """
+        The transaction with `along` was refused, or (`unanswered`) it
+        failed with no answer (a timeout, a lost connection): written
+        after the node. Unanswered, it may have made the member all the
+        same: looked for before one is made, as a create with no answer
+        is (`Member.search`). Before, a second member was made beside the
+        one the transaction had made, both this session's, and the
+        endpoint was listed twice for as long as the session lived (11 of
+        11 in the group fakes, the answers lost).
+        """
         assert self.discovery is not None
         self._moving_along.discard(along.node)
         self.discovery.not_moved(along.member)
+        if unanswered:
+            along.member.search = True
         self._queue.mark(along.node)
 
     def _note_moving(self, node: Node) -> None:

@@ -376,8 +376,9 @@ class Takeovers:
             node.dirty = True
             return True
         except Exception:
+            # No answer (a timeout, a lost connection): applied, maybe.
             if along is not None and self.members is not None:
-                self.members.not_moved_along(along)
+                self.members.not_moved_along(along, unanswered=True)
             raise
         node.owned = True
         node.version = 0

@@ -1501,6 +1501,29 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         wrong = [n for n in share if len(fleet.members_of(f"{n}-moved")) != 1]
         self.assertEqual(wrong, [])
 
+    def test_member_moved_along_with_its_answer_lost_is_listed_once(self) -> None:
+        """
+        A takeover transaction that ZooKeeper applied but whose answer was
+        lost (a lost connection, a timeout) may have made the member: it
+        is looked for before another is made, and each endpoint is
+        listed once, by b's member, not twice. (Before, a second member
+        of b's was made beside the first, and both stayed for as long as
+        b's session lived.)
+        """
+        fleet, share, stopped = self.leave_with_takeovers_unanswered()
+        taking = fleet.members["b"]
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        taking.zk.unhang()
+        lost = ConnectionLoss()
+        self.assertEqual(taking.zk.release("replace", error=lost), len(share))
+        fleet.run(2 * HANDED_OVER_CHECK)
+        self.successResultOf(stopped)
+        self.assert_taken_by_b(fleet, share)
+        for name in share:
+            node = taking.publisher._nodes.members[name]
+            [child] = fleet.members_of(name)
+            self.assertEqual(node.member.path, f"{DISCOVERY}/{name}/{child}")
+
     def test_member_moved_along_unchanged_is_not_written_again(self) -> None:
         """
         A member moved along whose verdict did not change while its
