@@ -1524,6 +1524,27 @@ class DiscoveryHandoverTests(SynchronousTestCase):
             [child] = fleet.members_of(name)
             self.assertEqual(node.member.path, f"{DISCOVERY}/{name}/{child}")
 
+    def test_member_moved_along_answer_lost_then_down_goes(self) -> None:
+        """
+        A takeover transaction applied with its answer lost, the instance
+        down meanwhile: the member the transaction made is found by the
+        look and deleted, not left listing a dead endpoint for as long
+        as b's session lives (it was not known to be ours, and a member
+        not known is not deleted).
+        """
+        fleet, share, stopped = self.leave_with_takeovers_unanswered()
+        taking = fleet.members["b"]
+        fleet.run(SETTLE + INTERVAL + 0.5)
+        for name in share:
+            taking.see(name, DOWN)
+        fleet.run(3 * INTERVAL)
+        taking.zk.unhang()
+        lost = ConnectionLoss()
+        self.assertEqual(taking.zk.release("replace", error=lost), len(share))
+        fleet.run(2 * HANDED_OVER_CHECK)
+        self.successResultOf(stopped)
+        self.assertEqual([n for n in share if fleet.members_of(n)], [])
+
     def test_member_moved_along_unchanged_is_not_written_again(self) -> None:
         """
         A member moved along whose verdict did not change while its
