@@ -113,14 +113,20 @@ class BehindVerdicts:
         self,
         after: Callable[[], float],
         writes_slow_at: Callable[[], float] = lambda: -math.inf,
+        listed: Callable[[str], bool] = lambda agent: True,
     ) -> None:
         """
         @param after: the bound, in seconds (`late_after`).
         @param writes_slow_at: when a write of this agent's was last found
             slow (`sentinel.zk.ZooKeeper.writes_slow_at`).
+        @param listed: whether an agent id is a member of the group's
+            view: only a member is named late, so that the ``agent`` a
+            document claims (anyone's, up to ZooKeeper's 1 MB) keeps no
+            entry here.
         """
         self._after = after
         self._writes_slow_at = writes_slow_at
+        self._listed = listed
         self._since: dict[str, tuple[str, int, float]] = {}
         # The primaries found late, and by which instance's verdict.
         self.late: dict[str, str] = {}
@@ -153,7 +159,7 @@ class BehindVerdicts:
         if known is None or known[:2] != (mine, holder) or known[2] < slow:
             known = self._since[name] = (mine, holder, max(asked, slow))
         late_at = known[2] + self._after() + (VIEW_LAG if said == UNNAMED else 0.0)
-        if late_at <= asked and isinstance(writer, str):
+        if late_at <= asked and isinstance(writer, str) and self._listed(writer):
             self.late[writer] = name
         return late_at
 

@@ -273,7 +273,10 @@ class Group:
         )
         self.publishing.watch_missing(self.covers.missing, self.covers.present)
         self.publishing.watch_behind(
-            self.covers.behind, self._late_after, publisher.zk.writes_slow_at
+            self.covers.behind,
+            self._late_after,
+            publisher.zk.writes_slow_at,
+            lambda agent: agent in self.membership.view,
         )
         self.publishing.covered = lambda: self.covers.covered
         self.publishing.covering = self._covered_for

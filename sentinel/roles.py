@@ -521,15 +521,17 @@ class GroupRoles:
         behind: Callable[[str, Any], None],
         after: Callable[[], float],
         writes_slow_at: Callable[[], float],
+        listed: Callable[[str], bool] = lambda agent: True,
     ) -> None:
         """
         Be told of each reading, as a secondary, that finds an instance's
         verdict not saying this agent's opinion for `after()` seconds, with
         the node's stat, counted from the last write of this agent's found
-        slow (`writes_slow_at`; `sentinel.behind`, `sentinel.covers`).
+        slow (`writes_slow_at`; `sentinel.behind`, `sentinel.covers`); only
+        `listed` members are named late.
         """
         self._opinions.verdict_behind = behind
-        self._opinions.behind = BehindVerdicts(after, writes_slow_at)
+        self._opinions.behind = BehindVerdicts(after, writes_slow_at, listed)
 
     def verdict_made(self, name: str) -> None:
         """

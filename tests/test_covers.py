@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from sentinel.behind import VIEW_LAG
+from sentinel.behind import VIEW_LAG, BehindVerdicts
 from sentinel.behind import late_after as verdict_late_after
 from sentinel.covers import COVER_GRACE, COVER_LIMIT, COVER_LOOK, Covers, covering
 from sentinel.documents import SERVERSET
@@ -1331,3 +1331,25 @@ class SlowMemberTests(SynchronousTestCase):
         for member in (a, b):
             reason = member.publisher.unhealthy_reason() or ""
             self.assertNotIn("primary member(s)", reason)
+
+
+class BehindListedTests(SynchronousTestCase):
+    """
+    `BehindVerdicts` names late only the members of the group's view: the
+    ``agent`` a verdict document claims is anyone's text.
+    """
+
+    def test_unlisted_writer_not_named_late(self) -> None:
+        """
+        A verdict behind for the bound, written by an ``agent`` that is no
+        member, is late (its bound is reported) but keeps no entry in
+        ``late`` and no /healthz reason; a listed writer does.
+        """
+        behind = BehindVerdicts(lambda: 10.0, listed=lambda agent: agent == "a")
+        self.assertEqual(behind.seen("r1", "down", "up", 7, "x" * 1000, 0.0), 10.0)
+        self.assertEqual(behind.seen("r1", "down", "up", 7, "x" * 1000, 10.0), 10.0)
+        self.assertEqual(behind.late, {})
+        self.assertIsNone(behind.unhealthy_reason())
+        behind.seen("r2", "down", "up", 8, "a", 0.0)
+        behind.seen("r2", "down", "up", 8, "a", 10.0)
+        self.assertEqual(behind.late, {"a": "r2"})
