@@ -1472,6 +1472,19 @@ class AddressesTests(SynchronousTestCase):
     def connected_to(self) -> list[str]:
         return [client[0] for client in self.h.reactor.tcpClients]
 
+    def answered_at(self, d: Deferred[Observation | None], address: str) -> None:
+        """
+        The connect under way accepted and the PING answered: `d`, its
+        check, succeeded, and the probe keeps `address` as where it connected.
+        """
+        h = self.h
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        observation = self.successResultOf(d)
+        assert observation is not None
+        self.assertTrue(observation.ok)
+        self.assertEqual(h.probe.address, address)
+
     def test_refused_address_then_the_next(self) -> None:
         """
         The first address refuses: the same attempt (one pacer place)
@@ -1487,12 +1500,7 @@ class AddressesTests(SynchronousTestCase):
         h.refuse()
         self.assertEqual(self.connected_to(), ["10.0.0.7", "10.0.0.8"])
         self.assertEqual(h.pacer.in_flight, 1)
-        h.accept()
-        h.reply(b"+PONG\r\n")
-        observation = self.successResultOf(d)
-        assert observation is not None
-        self.assertTrue(observation.ok)
-        self.assertEqual(h.probe.address, "10.0.0.8")
+        self.answered_at(d, "10.0.0.8")
         h.protocol.connectionLost(Failure(ConnectionDone()))
         h.on_time(1.0)
         h.check()
@@ -1619,12 +1627,7 @@ class AddressesTests(SynchronousTestCase):
         d = h.check()
         resolver.lookups[-1][1].callback(answer)
         self.assertEqual(self.connected_to(), ["10.0.0.7", "10.0.0.8"])
-        h.accept()
-        h.reply(b"+PONG\r\n")
-        observation = self.successResultOf(d)
-        assert observation is not None
-        self.assertTrue(observation.ok)
-        self.assertEqual(h.probe.address, "10.0.0.8")
+        self.answered_at(d, "10.0.0.8")
         return h, resolver
 
     def test_timeout_then_the_next_address(self) -> None:
