@@ -6,7 +6,7 @@ polls ZooKeeper every 20 ms (`tests.gaps.NodeWatch`) as a proxy would.
 - a rolling restart (SIGTERM, start) and ``kill -9`` then a start: no node
   (instance, agent, discovery member) is ever missing, and every one is
   rewritten by the new process; an instance that went down meanwhile is
-  published down at the new process's first check;
+  published down within ``fall`` checks of the new process's first;
 - a stop with no successor: the nodes go with the session;
 - SIGUSR2: the nodes go at once, the state file with them;
 - a state file others can read: one line, exit 1; a foreign one: not
@@ -256,6 +256,41 @@ class RestartTestCase(TestCase):
         document = self.document(self.instance_path(name))
         return None if document is None else document[0]["status"]
 
+    async def started_at(self, agent: Agent) -> float:
+        """
+        The ``started_at`` of the agent node once `agent` wrote it: when
+        that process started, in its own clock.
+        """
+        found: list[float] = []
+
+        def written() -> bool:
+            owner = self.document(self.agent_path)
+            if owner is not None and owner[0]["pid"] == agent.pid:
+                found.append(owner[0]["started_at"])
+            return bool(found)
+
+        await wait_for(reactor, written, PATIENCE, "the agent node rewritten", 0.05)
+        return found[0]
+
+    async def first_checked(self, after: float, names: tuple[str, ...]) -> float:
+        """
+        The earliest ``checked_at`` of `names`' nodes once each is written
+        with one later than `after`: a new process's first check, in its
+        own clock (it rewrites each node with its first observation).
+        """
+        checked: dict[str, float] = {}
+
+        def written() -> bool:
+            for name in names:
+                document = self.document(self.instance_path(name))
+                if name not in checked and document is not None:
+                    if document[0]["checked_at"] > after:
+                        checked[name] = document[0]["checked_at"]
+            return len(checked) == len(names)
+
+        await wait_for(reactor, written, PATIENCE, "first checks published", 0.02)
+        return min(checked.values())
+
     def members(self, name: str) -> list[str]:
         parent = self.parent(name)
         return self.kazoo.get_children(parent) if self.kazoo.exists(parent) else []
@@ -358,8 +393,9 @@ class RestartTests(RestartTestCase):
 
     async def test_down_while_stopped(self) -> None:
         """
-        An instance that went down while no agent ran is published down at
-        the new process's first check (its member gone then), not left up.
+        An instance that went down while no agent ran is published down
+        within ``fall`` checks of the new process's first (its member gone
+        then), not left up as the node said.
         """
         first = self.agent()
         await self.published(first)
@@ -371,11 +407,27 @@ class RestartTests(RestartTestCase):
         took = await wait_for(
             reactor,
             lambda: self.status("r2") == "down",
-            INTERVAL * FALL + TIMEOUT + SLACK,
+            PATIENCE,
             "r2 published down",
             0.02,
         )
         self.figure("down while stopped: published after /debug/stats answered", took)
+        # The bound is the agent's, in its own clock: from its first checks
+        # (the ``checked_at`` it rewrote r0 and r1 with) to when it decided
+        # r2 down (the node's ``since``), not from when this process, as
+        # starved as the agent on a busy machine, got /debug/stats to when
+        # it got to read ZooKeeper (1.00 s of the 1.7 at load 5.8).
+        started = await self.started_at(second)
+        first = await self.first_checked(started, ("r0", "r1"))
+        since = self.since("r2") or 0.0
+        self.figure(
+            "down while stopped: decided after the process started, s", since - started
+        )
+        self.figure(
+            "down while stopped: decided after its first check, s", since - first
+        )
+        self.assertGreater(since, first)
+        self.assertLessEqual(since - first, INTERVAL * FALL + TIMEOUT + SLACK)
         # Members wait for the reattach's sweep, which waits until the
         # session is known to be this process's alone.
         await wait_for(
