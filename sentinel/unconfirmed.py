@@ -28,11 +28,9 @@ from typing import Any
 from twisted.logger import Logger
 
 from sentinel.nodes import Node, Nodes
+from sentinel.sample import NAMED, sample
 
 log = Logger()
-
-# How many unconfirmed nodes /healthz names; the rest are counted.
-NAMED = 10
 
 
 class Unconfirmed:
@@ -147,8 +145,5 @@ class Unconfirmed:
 
 
 def _names_said(nodes: list[Node]) -> str:
-    """The first `NAMED` names, and how many more."""
-    more = len(nodes) - NAMED
-    return ", ".join(n.name for n in nodes[:NAMED]) + (
-        f" and {more} more" if more > 0 else ""
-    )
+    """The first names, and how many more (`sample.sample`)."""
+    return sample((n.name for n in nodes), len(nodes))
