@@ -43,6 +43,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from sentinel.nodes import Node, Nodes
+from sentinel.sample import NAMED, others
 from sentinel.writes import WriteQueue
 
 # Seconds a look at the waiting nodes is reused for (/healthz, /metrics).
@@ -72,6 +73,11 @@ class Lateness:
         # `UNWRITTEN_AFTER` or more, and the oldest's path and wait.
         self.unwritten = 0
         self.oldest_unwritten: tuple[str, float] | None = None
+        # Of the same look, the first paths of each kind met, to name a
+        # sample after the oldest (`sample.others`): one more than that
+        # names, the oldest being among them or not.
+        self.late_paths: list[str] = []
+        self.unwritten_paths: list[str] = []
 
     def look(self) -> None:
         """Look at the waiting nodes, unless that was done within `STEP`."""
@@ -83,6 +89,8 @@ class Lateness:
         oldest: tuple[str, float] | None = None
         oldest_unwritten: tuple[str, float] | None = None
         behind: float | None = None
+        late_paths: list[str] = []
+        unwritten_paths: list[str] = []
         for node in self._queue.waiting():
             judged = self._age(node, now)
             if judged is None:
@@ -90,16 +98,21 @@ class Lateness:
             age, limit = judged
             if self._never_written(node) and age >= UNWRITTEN_AFTER:
                 unwritten += 1
+                if len(unwritten_paths) <= NAMED:
+                    unwritten_paths.append(node.path)
                 if oldest_unwritten is None or age > oldest_unwritten[1]:
                     oldest_unwritten = (node.path, age)
             if behind is None or age > behind:
                 behind = age
             if age > limit:
                 late += 1
+                if len(late_paths) <= NAMED:
+                    late_paths.append(node.path)
                 if oldest is None or age > oldest[1]:
                     oldest = (node.path, age)
         self.late, self.oldest, self.behind = late, oldest, behind
         self.unwritten, self.oldest_unwritten = unwritten, oldest_unwritten
+        self.late_paths, self.unwritten_paths = late_paths, unwritten_paths
 
     def _never_written(self, node: Node) -> bool:
         """Whether `node` is an instance node this process has not written."""
@@ -135,7 +148,7 @@ class Lateness:
         if not self.late or self.oldest is None:
             return None
         path, age = self.oldest
-        more = f" (and {self.late - 1} more)" if self.late > 1 else ""
+        more = _others(path, self.late_paths, self.late)
         return (
             f"zookeeper: writes are late: {path} {age:.0f} s old and waiting to "
             f"be written{more}, over refresh ({self._refresh:g} s): readers see "
@@ -152,7 +165,7 @@ class Lateness:
         if not self.unwritten or self.oldest_unwritten is None:
             return None
         path, age = self.oldest_unwritten
-        more = f" (and {self.unwritten - 1} more)" if self.unwritten > 1 else ""
+        more = _others(path, self.unwritten_paths, self.unwritten)
         return (
             f"zookeeper: {path} not written by this agent yet, due {age:.0f} s"
             f" ago and waiting to be written{more}: readers find it missing, or"
@@ -171,3 +184,8 @@ class Lateness:
             "writes_behind_seconds": self.behind,
             "instance_nodes_unwritten": self.unwritten,
         }
+
+
+def _others(oldest: str, paths: list[str], count: int) -> str:
+    """The nodes of `paths` but the `oldest` named (of `count` in all)."""
+    return others((p for p in paths if p != oldest), count - 1)

@@ -35,6 +35,7 @@ from twisted.logger import Logger
 
 from sentinel.checks import GROUP_CHILDREN
 from sentinel.nodes import LOG_NAMESPACE
+from sentinel.sample import others
 from sentinel.zk import CONNECTED, ZooKeeper
 
 log = Logger(namespace=LOG_NAMESPACE)
@@ -107,12 +108,11 @@ class OpenAcls:
         """What /healthz says while a path is open to anyone, or None."""
         if not self.open:
             return None
-        path = next(iter(sorted(self.open)))
-        more = len(self.open) - 1
+        path, *rest = sorted(self.open)
         return (
             f"zookeeper: {path} lets anyone create or change nodes (ACL "
             f"world:anyone {self.open[path]})"
-            + (f" (and {more} more)" if more else "")
+            + others(rest, len(rest))
             + ": auth_file does not protect what this agent publishes"
         )
 

@@ -70,6 +70,7 @@ from twisted.python.failure import Failure
 from sentinel.discovery import Looking
 from sentinel.lookwaits import LookWaits
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
+from sentinel.sample import NAMED, sample
 from sentinel.window import WriteWindow
 from sentinel.zk import CONNECTED, ZooKeeper
 
@@ -241,20 +242,26 @@ class WriteQueue:
 
     def queued_said(self) -> str:
         """
-        The writes queued, for /healthz: ``N writes queued``, and whose
-        when they are all the agent's own nodes (its node and catalog), as
-        for a group's member that publishes no instance yet: read as
-        instances' writes, they were not.
+        The writes queued, for /healthz: ``N writes queued: a, b ...``,
+        the first nodes named (`sample.sample`), and whose when they are
+        all the agent's own nodes (its node and catalog), as for a group's
+        member that publishes no instance yet: read as instances' writes,
+        they were not.
         """
         own = others = 0
+        named: list[str] = []
         for node in self._nodes:
             if node.dirty or node.writing:
                 if self._about_agent(node):
                     own += 1
                 else:
                     others += 1
-        if others or not own:
-            return f"{own + others} writes queued"
+                if len(named) < NAMED:
+                    named.append(node.path)
+        if not own + others:
+            return "0 writes queued"
+        if others:
+            return f"{own + others} writes queued: {sample(named, own + others)}"
         return f"{own} writes queued, all of the agent's own nodes: none of an instance"
 
     def mark(self, node: Node) -> None:

@@ -41,7 +41,9 @@ are.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any
 
 from sentinel.clockskew import ClockSkew
@@ -55,6 +57,7 @@ from sentinel.openacls import OpenAcls
 from sentinel.opinions import Opinions
 from sentinel.refusals import Refusals
 from sentinel.roles import GroupRoles
+from sentinel.sample import NAMED, others
 from sentinel.takeover import Takeovers
 from sentinel.unconfirmed import Unconfirmed
 from sentinel.writes import FAILING_AFTER, Lifecycle, WriteQueue
@@ -365,17 +368,19 @@ class ZooKeeperReport:
                 late.append((first, which))
         if not late:
             return None
-        first, which = min(late)
-        more = f" (and {len(late) - 1} more)" if len(late) > 1 else ""
-        return f"discovery member of {which} missing for {now - first:.0f} s{more}"
+        (first, which), *rest = heapq.nsmallest(NAMED + 1, late)
+        return f"discovery member of {which} missing for {now - first:.0f} s" + (
+            others((each for _, each in rest), len(late) - 1)
+        )
 
     def _failing(self) -> str | None:
         # The node whose writes have failed longest, if for FAILING_AFTER or
-        # more, and how many more have; while disconnected, the writes
-        # waiting are already the reason.
+        # more, then the next such (`sample.others`); while disconnected,
+        # the writes waiting are already the reason.
         now = self._reactor.seconds()
         first = None
         count = 0
+        named: list[str] = []
         queue = self._queue
         for node, (since, error) in queue.still_failing().items():
             if now - since < FAILING_AFTER:
@@ -387,10 +392,12 @@ class ZooKeeperReport:
                     f"{node.path} not written for {now - since:.0f} s"
                     f" ({error}{_now(node)})"
                 )
+            elif len(named) < NAMED:
+                named.append(node.path)
             count += 1
         if first is None:
             return None
-        return first + (f" (and {count - 1} more)" if count > 1 else "")
+        return first + others(named, count - 1)
 
 
 def _now(node: Node) -> str:
@@ -405,10 +412,11 @@ def _now(node: Node) -> str:
 
 
 def _first_of(reasons: Mapping[str, str]) -> str:
-    """The first node and its reason, and how many more there are."""
+    """The first node and its reason, then the others (`sample.others`)."""
     path = next(iter(reasons))
-    more = len(reasons) - 1
-    return f"{path} {reasons[path]}" + (f" (and {more} more)" if more else "")
+    return f"{path} {reasons[path]}" + others(
+        islice(reasons, 1, None), len(reasons) - 1
+    )
 
 
 def _outage(zk: ZooKeeper) -> str:

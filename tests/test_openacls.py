@@ -48,7 +48,8 @@ class OpenAclTests(PublisherHarness):
         reason = self.publisher.unhealthy_reason() or ""
         self.assertIn(
             f"zookeeper: {ROOT} lets anyone create or change nodes (ACL "
-            "world:anyone cdwa) (and 1 more): auth_file does not protect",
+            f"world:anyone cdwa) (and 1 more: {ROOT}/opinions): auth_file does not"
+            " protect",
             reason,
         )
         self.zk.server.acls.clear()

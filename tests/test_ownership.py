@@ -234,6 +234,27 @@ class ConflictTests(PublisherHarness):
         self.assertIn(squatted, over)
         self.assertEqual(self.publisher.conflicts_started, 1)
 
+    def test_many_squatters_named_by_a_sample(self) -> None:
+        """
+        30 persistent squatters: /healthz's conflict names the first with
+        its reason, then the next ten by path and how many more, not the
+        first alone and a count.
+        """
+        names = [f"redis-{i:02d}" for i in range(30)]
+        for name in names:
+            self.zk.put(path(name), b"{}")
+        self.start()
+        for name in names:
+            self.check(self.instance(name), DOWN)
+        first, *rest = list(self.publisher.conflicts)
+        self.assertEqual(len(rest), 29)
+        reason = self.publisher.conflicts[first]
+        self.assertEqual(
+            self.publisher.unhealthy_reason(),
+            f"zookeeper conflict: {first} {reason} (and 29 more:"
+            f" {', '.join(rest[:10])} and 19 more)",
+        )
+
     def test_conflict_does_not_hide_a_waiting_node(self) -> None:
         """
         A persistent squatter on one node and a foreign session on another:

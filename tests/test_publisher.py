@@ -22,6 +22,7 @@ from sentinel.nodes import encode
 from sentinel.observation import Observation, Replication
 from sentinel.ownership import CONFLICT_MARGIN
 from sentinel.publisher import ZooKeeperPublisher
+from sentinel.sample import NAMED
 from sentinel.stopping import (
     STOP_BUDGET,
     STOP_CLOSE_TIMEOUT,
@@ -41,6 +42,10 @@ HEARTBEAT = 10.0
 INTERVAL = 1.0
 START = 1_700_000_000.0
 OTHER_SESSION = 0xDEAD
+# Ten instance nodes named in a reason, as a pattern: `sentinel.sample`.
+TEN_INSTANCES = (
+    rf"(?:{ROOT}/instances/redis-\d\d, ){{{NAMED - 1}}}{ROOT}/instances/redis-\d\d"
+)
 
 UP = Observation(
     ok=True, ready=True, latency_ms=0.5, replication=Replication(role="master")
@@ -948,7 +953,8 @@ class PublisherTests(PublisherHarness):
         While ZooKeeper is not reached, /healthz says whose the queued
         writes are when they are all the agent's own nodes (a start, no
         instance published yet): they read as instances' writes. With an
-        instance's write queued too, it gives the count alone.
+        instance's write queued too, it gives the count and names the nodes
+        queued.
         """
         self.start(connect=False)
         self.assertTrue(
@@ -961,7 +967,8 @@ class PublisherTests(PublisherHarness):
         self.check(self.instance("redis-a"), UP)
         self.assertTrue(
             (self.publisher.unhealthy_reason() or "").endswith(
-                "published status may be stale (2 writes queued)"
+                "published status may be stale (2 writes queued:"
+                f" {AGENT_PATH}, {path('redis-a')})"
             ),
             self.publisher.unhealthy_reason(),
         )
@@ -1098,7 +1105,8 @@ class PublisherTests(PublisherHarness):
         slot publish data older than refresh and the instance's staleness
         bound (a narrow link to ZooKeeper), fail /healthz, naming the
         oldest, how old it is and how many more; the writes in flight are
-        not counted, and once the writes go through, health is back.
+        not counted, and once the writes go through, health is back. The
+        next ten late are named after the oldest (`sentinel.sample`).
         """
         self.start()
         states = [self.instance(f"redis-{i:02d}", interval=INTERVAL) for i in range(20)]
@@ -1126,7 +1134,8 @@ class PublisherTests(PublisherHarness):
             reason,
             rf"^zookeeper: writes are late: {ROOT}/instances/redis-\d\d "
             rf"{limit + 1:.0f} s old and waiting to be written \(and "
-            rf"{late - 1} more\), over refresh \(30 s\): readers see stale "
+            rf"{late - 1} more: {TEN_INSTANCES} and {late - 1 - NAMED} more\), "
+            rf"over refresh \(30 s\): readers see stale "
             rf"data \(\d+ writes queued, {in_flight} in flight\)$",
         )
         self.zk.unhang()
@@ -1140,8 +1149,8 @@ class PublisherTests(PublisherHarness):
         Instance nodes this agent has not written yet (missing for
         readers), waiting for a write slot `UNWRITTEN_AFTER` after they
         were first due, fail /healthz, naming the oldest and how many
-        more: before, only after refresh and the staleness bound (34 s at
-        the defaults). Once written, health is back.
+        more, the next ten by path: before, only after refresh and the
+        staleness bound (34 s at the defaults). Once written, health is back.
         """
         self.start()
         self.zk.call_timeout = 1000.0  # Slow, never failing.
@@ -1159,7 +1168,8 @@ class PublisherTests(PublisherHarness):
             self.publisher.unhealthy_reason() or "",
             rf"^zookeeper: {ROOT}/instances/redis-\d\d not written by this agent"
             rf" yet, due {UNWRITTEN_AFTER:.0f} s ago and waiting to be written"
-            rf" \(and {waiting - 1} more\): readers find it missing, or another"
+            rf" \(and {waiting - 1} more: {TEN_INSTANCES} and"
+            rf" {waiting - 1 - NAMED} more\): readers find it missing, or another"
             rf" session's \(\d+ writes queued, {in_flight} in flight\)$",
         )
         self.zk.unhang()
@@ -1237,7 +1247,11 @@ class PublisherTests(PublisherHarness):
         reason = self.publisher.unhealthy_reason()
         assert reason is not None
         self.assertIn(f"{path(names[0])} not written for", reason)
-        self.assertIn("(and 199 more)", reason)
+        self.assertIn(
+            f"(and 199 more: {', '.join(path(n) for n in names[1:11])} and 189"
+            " more): its published status is stale",
+            reason,
+        )
         self.retries(10)
         self.assertIsNone(self.publisher.unhealthy_reason())
         self.assertEqual(
