@@ -68,6 +68,8 @@ from sentinel.monitor import Monitor, Settings
 from sentinel.observation import Replication
 from sentinel.publisher import ZooKeeperPublisher
 from sentinel.readers import utf8_length
+from sentinel.sample import NAMED as SAMPLED
+from sentinel.sample import others, sample
 from sentinel.standins import moved_by, stand_in_order
 from sentinel.streaming import Slices
 from sentinel.unpublished import Unpublished
@@ -1101,12 +1103,11 @@ class Group:
             )
         unreadable = self.membership.unreadable
         if unreadable:
-            agent = min(unreadable)
-            more = len(unreadable) - 1
+            agent, *rest = heapq.nsmallest(SAMPLED + 1, unreadable)
             reasons.append(
                 f"group: the catalog of agent {agent} cannot be read "
                 f"({unreadable[agent]}); it is left out"
-                + (f" (and {more} other member(s)' too)" if more else "")
+                + others(rest, len(unreadable) - 1)
             )
         unwritten = self.heartbeats.reason()
         if unwritten is not None:
@@ -1163,11 +1164,10 @@ class Group:
         awaiting = self.membership.awaiting()
         if awaiting is not None:
             waited, missing = awaiting
-            others = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             reasons.append(
                 f"group: back on a new ZooKeeper session for {waited:.0f} s and"
                 f" {len(missing)} member(s) of the view before it not listed"
-                f" again ({', '.join(missing[:3])}{others}): the instances they"
+                f" again ({sample(missing, len(missing))}): the instances they"
                 " were primary of are checked by one observer fewer, and"
                 " published by their next observer only where their nodes were"
                 " missing, until they are back or the wait for them ends"

@@ -35,6 +35,7 @@ and not by the others would be given two primaries.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -45,6 +46,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel.restarts import Stats, ask
+from sentinel.sample import NAMED, others
 from sentinel.zk import CONNECTED, ZooKeeper
 
 log = Logger()
@@ -169,17 +171,19 @@ class MemberHeartbeats:
         self.stale = stale
 
     def reason(self) -> str | None:
-        """Why /healthz fails on this account (the first member and a count)."""
+        """
+        Why /healthz fails on this account: the first member by id, then
+        the others (`sample.others`).
+        """
         if not self.stale:
             return None
-        agent = min(self.stale)
+        agent, *rest = heapq.nsmallest(NAMED + 1, self.stale)
         unwritten, heartbeat, primaries = self.stale[agent]
-        more = len(self.stale) - 1
         return (
             f"group: member {agent}'s agent node {self._root}/agents/{agent} "
             f"has not been rewritten for {unwritten:.0f} s (its heartbeat about "
             f"{heartbeat:.0f} s)"
-            + (f" (and {more} other member(s)')" if more else "")
+            + others(rest, len(self.stale) - 1)
             + f": it is the primary of {primaries} instance(s) this agent knows,"
             " which may be checked and published by nobody"
         )

@@ -2821,6 +2821,26 @@ class CatalogSquatterTests(SynchronousTestCase):
         self.assert_ghost_left_out(before, "a persistent node")
         self.flushLoggedErrors()
 
+    def test_many_persistent_catalogs_named_by_a_sample(self) -> None:
+        """
+        15 persistent catalogs of agents that are not there: /healthz says
+        the first by id in full, then the next ten ids and how many more
+        (`sentinel.sample`), not the first and a count alone.
+        """
+        digest, parts = catalog_parts(Catalog(frozenset(NAMES), 1, 1))
+        agents = [f"ghost{i:02d}" for i in range(15)]
+        for agent in agents:
+            name = catalog_node_name(agent, digest, "0000", 0, len(parts))
+            self.fleet.server.put(f"{ROOT}/catalogs/{name}", parts[0], 0)
+        self.fleet.run(2.0)
+        reason = self.fleet.members["a"].group.unhealthy_reason() or ""
+        self.assertIn("the catalog of agent ghost00 cannot be read (", reason)
+        self.assertIn(
+            f"; it is left out (and 14 more: {', '.join(agents[1:11])} and 4 more)",
+            reason,
+        )
+        self.flushLoggedErrors()
+
     def assert_ghost_left_out(self, before: dict[str, set[str]], why: str) -> None:
         """
         Nothing moved to the ghost since the shares were `before`: every
@@ -6448,6 +6468,23 @@ class StaleMemberTests(SynchronousTestCase):
             self.assertIn("has not been rewritten for", reason)
         self.assertIn(f"primary of {relied} instance(s)", self.reasons()["a"])
         self.assertIn("evil", a.membership.view)
+        self.flushLoggedErrors()
+
+    def test_members_never_rewriting_named_by_a_sample(self) -> None:
+        """
+        Several such members: the first by id is said in full, then the
+        others by id (`sentinel.sample`), not the first and a count alone.
+        """
+        for agent in ("evil2", "evil3"):
+            self.fleet.server.put(f"{ROOT}/agents/{agent}", b"{}", self.session)
+            digest, parts = catalog_parts(Catalog(frozenset(NAMES), 1, 1))
+            name = catalog_node_name(agent, digest, "t1", 0, 1)
+            self.fleet.server.put(f"{ROOT}/catalogs/{name}", parts[0], self.session)
+        self.fleet.run(2.0)
+        self.fleet.run(7 * HEARTBEAT)
+        reason = self.reasons()["a"]
+        self.assertIn("member evil's agent node /sentinel/agents/evil", reason)
+        self.assertIn(" (and 2 more: evil2, evil3): it is the primary of", reason)
         self.flushLoggedErrors()
 
     def test_member_rewriting_not_reported(self) -> None:
