@@ -35,8 +35,8 @@ publishes its own), or, after a connection, instance nodes written
 before and not yet again (until the first answers, an earlier session
 may hold them, publishing what is no longer true: ZooKeeper restored
 from an old snapshot). The first
-node in conflict (or failing, or late) is named, and how many more there
-are.
+node in conflict (or failing, or late) is named with its reason, then the
+next ten by path and how many more there are (`sentinel.sample`).
 """
 
 from __future__ import annotations
