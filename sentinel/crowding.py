@@ -1,7 +1,6 @@
 """
 Children of ``{root}/instances`` that no member of the group publishes
-(DESIGN.md section 2.5), counted without listing them, and listed once
-when found, to name a few.
+(DESIGN.md section 2.5), counted without listing them.
 
 Readers list ``{root}/instances`` and take each child for an instance.
 Any client of the same ZooKeeper may create children there (persistent,
@@ -21,15 +20,6 @@ an instance just removed from every config may outlive its name in the
 catalogs for a moment), is named in /healthz, with the length their
 names would need on average for Java readers to fail.
 
-Then, once per such finding, the children are listed (one background
-``get_children``, a listing ZooKeeper sends whole: 1.35 MB at 30,000
-names of 45 bytes, once, where every look is about 100 bytes), and the
-reason names the first of those no member publishes, by name, as the
-other reasons name their nodes (`sentinel.sample`): an operator learns
-whose they are without listing a node Java readers may fail to list. The
-names are the listing's, not looked at again while the finding lasts: a
-squatter that keeps creating would otherwise cost a listing every look.
-
 Replicas discovered by other members are not in their catalogs: a group
 whose members discover more than `ALLOWED_EXTRA` of them beyond this
 agent's sight is told of children it publishes itself.
@@ -37,8 +27,7 @@ agent's sight is told of children it publishes itself.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Set
+from collections.abc import Callable
 from typing import Any
 
 import attr
@@ -46,7 +35,6 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from sentinel.readers import JAVA_READER_LIMIT
-from sentinel.sample import NAMED, sample
 from sentinel.zk import CONNECTED, ZooKeeper
 
 log = Logger()
@@ -82,19 +70,11 @@ class InstancesCrowding:
         zk: ZooKeeper,
         root: str,
         expected: Callable[[], Expected],
-        published: Callable[[], Set[str]],
     ) -> None:
         self._reactor = reactor
         self.zk = zk
         self.path = f"{root}/instances"
         self._expected = expected
-        self._published = published
-        # Of the listing made when the children were found too many: the
-        # first names (sorted) of no instance the group publishes, and how
-        # many there were; None before it answers, or with no finding.
-        self._strangers: tuple[list[str], int] | None = None
-        self._listing = False
-        self.listings = 0
         self._call: IDelayedCall | None = None
         self._looking = False
         self.looks = 0
@@ -150,39 +130,12 @@ class InstancesCrowding:
                     count=expected.count,
                 )
             self._crowded, self._confirmed = None, False
-            self._strangers = None
             return
         was_confirmed = self._confirmed
         self._confirmed = self._crowded is not None
         self._crowded = (children, expected)
         if self._confirmed and not was_confirmed:
             log.warn("{reason}", reason=self.unhealthy_reason())
-            self._list()
-
-    def _list(self) -> None:
-        """List the children once, to name the first no member publishes."""
-        if self._listing:
-            return
-        self._listing = True
-        self.listings += 1
-        d = self.zk.get_children(self.path, background=True)
-        # A failed listing names none: the count stays the reason.
-        d.addCallbacks(self._listed, lambda _: None)
-        d.addBoth(self._list_ended)
-        d.addErrback(
-            lambda f: log.failure("naming {path}'s children failed", f, path=self.path)
-        )
-
-    def _list_ended(self, result: object) -> object:
-        self._listing = False
-        return result
-
-    def _listed(self, children: list[str]) -> None:
-        if self._call is None or not self._confirmed:
-            return  # Stopped, or no longer too many, meanwhile.
-        published = self._published()
-        strangers = [name for name in children if name not in published]
-        self._strangers = (heapq.nsmallest(NAMED, strangers), len(strangers))
 
     def unhealthy_reason(self) -> str | None:
         """Why /healthz fails on account of these children, or None."""
@@ -198,11 +151,8 @@ class InstancesCrowding:
                 f"ZooKeeper's Java readers cannot list it if their names"
                 f" average over {room // extra} bytes"
             )
-        named = ""
-        if self._strangers is not None and self._strangers[1]:
-            named = f" (when listed, of none: {sample(*self._strangers)})"
         return (
             f"{self.path} has {children} children, {extra} more than the"
-            f" {expected.count} instances the group publishes{named}: readers"
-            f" take them for instances, and {java} (jute.maxbuffer)"
+            f" {expected.count} instances the group publishes: readers take"
+            f" them for instances, and {java} (jute.maxbuffer)"
         )

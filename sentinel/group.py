@@ -202,7 +202,7 @@ class Group:
             self._primaries_elsewhere,
         )
         self.crowding = InstancesCrowding(
-            reactor, publisher.zk, zookeeper.root, self._published, self._names
+            reactor, publisher.zk, zookeeper.root, self._published
         )
         # The group's instances by the generation and config they were
         # counted at: (generation, names known here, count, names' bytes).
@@ -912,35 +912,20 @@ class Group:
         key = (self.generation, len(self.known))
         counted = self._published_counted
         if counted is None or counted[:2] != key:
-            names = self._catalogued()
+            names = set(self.known).union(
+                *(catalog.names for catalog in self.membership.view.values())
+            )
             counted = (*key, len(names), sum(map(utf8_length, names)))
             self._published_counted = counted
-        discovered = self._discovered()
-        return Expected(
-            counted[2] + len(discovered),
-            counted[3] + sum(map(utf8_length, discovered)),
-        )
-
-    def _names(self) -> set[str]:
-        """
-        The names of the instances the group publishes, as `_published`
-        counts them (`sentinel.crowding`, once per finding).
-        """
-        return self._catalogued().union(self._discovered())
-
-    def _catalogued(self) -> set[str]:
-        """The names in the members' catalogs, and those known here."""
-        return set(self.known).union(
-            *(catalog.names for catalog in self.membership.view.values())
-        )
-
-    def _discovered(self) -> list[str]:
-        """The replicas this agent discovered."""
-        return [
+        discovered = [
             state.name
             for state in self.monitor.states.values()
             if state.instance.discovered_by is not None
         ]
+        return Expected(
+            counted[2] + len(discovered),
+            counted[3] + sum(map(utf8_length, discovered)),
+        )
 
     def _report_disagreement(self) -> None:
         """
