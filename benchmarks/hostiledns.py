@@ -38,7 +38,14 @@ these modes (AAAA queries get an empty answer):
 - ``deadfirst``: 127.0.0.5, a host that is down (a listener on the
   redis-server's port that never accepts, its backlog full: SYNs go
   unanswered), then 127.0.0.1 (the redis-server);
-- ``alldead``: 127.0.0.5 and 127.0.0.6, both down so.
+- ``alldead``: 127.0.0.5 and 127.0.0.6, both down so;
+- ``v4refused6live``: A 127.0.0.3 and 127.0.0.4 (both refused), AAAA ::1,
+  where the redis-server also listens (a dual-stack host whose IPv4 is
+  gone);
+- ``v4dead6live``: A 127.0.0.5 and 127.0.0.6 (both down, as in
+  ``alldead``), AAAA ::1 (the redis-server);
+- ``aaaadropped``: A 127.0.0.1, AAAA queries never answered (a middlebox
+  that drops them).
 
 ``--watch`` samples the named instances' statuses every 0.25 s from when
 the agent first answers HTTP: how many samples said ``down``, and when
@@ -120,6 +127,9 @@ MODES = (
     "aaaadead",
     "deadfirst",
     "alldead",
+    "v4refused6live",
+    "v4dead6live",
+    "aaaadropped",
 )
 # The addresses each rotating mode answers in turn, per name.
 ROTATIONS = {
@@ -128,6 +138,8 @@ ROTATIONS = {
 }
 # The addresses the redis-server listens on.
 REDIS_BIND = ("127.0.0.1", "127.0.0.2")
+# Modes whose AAAA answer is ::1, and where the redis-server listens there.
+LIVE_IPV6 = ("v4refused6live", "v4dead6live")
 # Hosts that are down: on the redis-server's port, SYNs go unanswered.
 DEAD_HOSTS = ("127.0.0.5", "127.0.0.6")
 DOMAIN = "hostile.test"
@@ -169,8 +181,10 @@ def records_for(mode: str, name: bytes, asked: int = 0) -> list[dns.RRHeader]:
         return [a(name, "127.0.0.3"), a(name, "127.0.0.4")]
     if mode == "deadfirst":
         return [a(name, DEAD_HOSTS[0]), a(name, "127.0.0.1")]
-    if mode == "alldead":
+    if mode in ("alldead", "v4dead6live"):
         return [a(name, host) for host in DEAD_HOSTS]
+    if mode == "v4refused6live":
+        return [a(name, "127.0.0.3"), a(name, "127.0.0.4")]
     if mode == "manyrefused":
         return [a(name, f"127.1.{i // 250}.{i % 250 + 1}") for i in range(600)]
     if mode in ROTATIONS:
@@ -214,6 +228,8 @@ class NameServer:
 
             def datagram_received(self, data: bytes, address: Any) -> None:
                 server.udp_queries += 1
+                if server.mode == "aaaadropped" and _asks(data, dns.AAAA):
+                    return
                 for answer in server.answers(data, over_udp=True):
                     if server.mode == "slow":
                         server._loop.call_later(
@@ -271,7 +287,7 @@ class NameServer:
         reply.queries = [question]
         if question.type == dns.A:
             reply.answers = records_for(self.mode, question.name.name, self.names[name])
-        elif question.type == dns.AAAA and self.mode == "aaaadead":
+        elif question.type == dns.AAAA and self.mode in ("aaaadead", *LIVE_IPV6):
             record = dns.Record_AAAA("::1", 60)
             reply.answers = [
                 dns.RRHeader(question.name.name, dns.AAAA, dns.IN, 60, record)
@@ -306,6 +322,16 @@ class NameServer:
 
         self._loop.call_soon_threadsafe(close)
         self._thread.join(10)
+
+
+def _asks(data: bytes, record_type: int) -> bool:
+    """Whether the query `data` asks for `record_type`."""
+    query = dns.Message()
+    try:
+        query.fromStr(data)
+    except (EOFError, ValueError):
+        return False
+    return any(question.type == record_type for question in query.queries)
 
 
 def config_text(args: argparse.Namespace, redis_port: int, dns_port: int) -> str:
@@ -343,11 +369,12 @@ def run_mode(
 ) -> dict[str, Any]:
     """One agent of `checkout` against the name server in `mode`."""
     with ExitStack() as started:
-        redis = RedisServer(extra_args=["--bind", *REDIS_BIND]).start()
+        bind = [*REDIS_BIND, "::1"] if mode in LIVE_IPV6 else REDIS_BIND
+        redis = RedisServer(extra_args=["--bind", *bind]).start()
         started.callback(redis.stop)
         names = NameServer(mode, args.delay)
         started.callback(names.stop)
-        if mode in ("deadfirst", "alldead"):
+        if mode in ("deadfirst", "alldead", "v4dead6live"):
             for host in DEAD_HOSTS:
                 black_hole(host, redis.port, started.callback)
         label, path = checkout
