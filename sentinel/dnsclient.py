@@ -164,18 +164,34 @@ class NameServers(client.Resolver):
         return self.ask(queries, timeout).addCallback(lambda answered: answered[0])
 
     def ask(
-        self, queries: list[dns.Query], timeout: Sequence[float] | None = None
+        self,
+        queries: list[dns.Query],
+        timeout: Sequence[float] | None = None,
+        sockets: QuerySockets | None = None,
     ) -> Deferred[tuple[dns.Message, tuple[str, int]]]:
         """
         As `queryUDP`, firing with the answer and the name server that sent
-        it (to ask it again over TCP, if the answer is truncated).
+        it (to ask it again over TCP, if the answer is truncated). Queries
+        given the same `sockets` (`sockets()`) share them.
         """
         addresses = self.servers + list(self.dynServers)
         if not addresses:
             return fail(OSError("No domain name servers available"))
         chosen = self.timeout if timeout is None else timeout
         timeouts = tuple(float(seconds) for seconds in chosen or ())
-        return _Tries(self, queries, timeouts, addresses).start()
+        shared = QuerySockets(self) if sockets is None else sockets
+        return _Tries(shared, queries, timeouts, addresses).start()
+
+    def sockets(self) -> QuerySockets:
+        """Sockets for queries sent together (a name's A and AAAA)."""
+        return QuerySockets(self)
+
+    def messageReceived(self, message: Any, protocol: Any, address: Any = None) -> None:
+        """
+        Drop a datagram that answers no query in flight (late, repeated,
+        forged), without the log line per datagram twisted.names writes: a
+        socket of a name's A and AAAA outlives the one answered first.
+        """
 
     def query_tcp(
         self, address: tuple[str, int], queries: list[dns.Query], timeout: float
@@ -206,32 +222,85 @@ def _fire(d: Deferred[_T], result: _T | Failure) -> None:
         d.callback(result)
 
 
+class QuerySockets:
+    """
+    The UDP sockets of queries sent together (a name's A and AAAA, as glibc
+    sends both from one socket): one per address family of the name
+    servers, opened at its first try, closed when the last query that
+    uses them ends. A lookup thus holds one socket (two with name servers
+    of both families), however many questions it asks.
+    """
+
+    def __init__(self, resolver: NameServers) -> None:
+        self.resolver = resolver
+        self._protocols: dict[bool, dns.DNSDatagramProtocol] = {}
+        self._users = 0
+
+    def joined(self) -> None:
+        """A query uses these sockets until it calls `left`."""
+        self._users += 1
+
+    def protocol(self, ipv6: bool) -> dns.DNSDatagramProtocol:
+        """
+        The socket for name servers of that family.
+
+        @raise CannotListenError: when out of file descriptors.
+        """
+        protocol = self._protocols.get(ipv6)
+        if protocol is None:
+            protocol = self._protocols[ipv6] = self.resolver._connectedProtocol(
+                interface="::" if ipv6 else ""
+            )
+        return protocol
+
+    def left(self, asked: list[Deferred[dns.Message]]) -> None:
+        """
+        A query ended: its tries (`asked`) wait no more, and the sockets
+        close if it was the last to use them.
+        """
+        for protocol in self._protocols.values():
+            live = protocol.liveMessages or {}
+            for query_id, (d, timer) in list(live.items()):
+                if any(d is mine for mine in asked):
+                    if timer.active():
+                        timer.cancel()
+                    del live[query_id]
+        self._users -= 1
+        if self._users:
+            return
+        for protocol in self._protocols.values():
+            if protocol.transport is not None:
+                protocol.transport.stopListening()
+        self._protocols = {}
+
+
 class _Tries:
     """One `NameServers.queryUDP`: its tries, sockets and deadline."""
 
     def __init__(
         self,
-        resolver: NameServers,
+        sockets: QuerySockets,
         queries: list[dns.Query],
         timeouts: tuple[float, ...],
         addresses: list[tuple[str, int]],
     ) -> None:
-        self._resolver = resolver
+        self._sockets = sockets
         self._queries = queries
         self._timeouts = timeouts
         self._addresses = addresses
-        self._clock = resolver._reactor
+        self._clock = sockets.resolver._reactor
         self._deadline = self._clock.seconds() + sum(timeouts)
         self._result: Deferred[tuple[dns.Message, tuple[str, int]]] = Deferred(
             lambda _: self._end()
         )
-        # A socket per address family, opened at its first try.
-        self._protocols: dict[bool, dns.DNSDatagramProtocol] = {}
+        # Each try's Deferred, to stop waiting for those unanswered.
+        self._asked: list[Deferred[dns.Message]] = []
         self._tries_waiting = 0
         self._next_try: IDelayedCall | None = None
         # The last answer that was to another question, if any.
         self._wrong: dns.Message | None = None
         self._ended = False
+        sockets.joined()
 
     def start(self) -> Deferred[tuple[dns.Message, tuple[str, int]]]:
         """Send the first try; the Deferred fires as `NameServers.ask` says."""
@@ -241,20 +310,15 @@ class _Tries:
     def _send(self, index: int) -> None:
         self._next_try = None
         address = self._addresses[index % len(self._addresses)]
-        ipv6 = isIPv6Address(address[0])
         try:
-            protocol = self._protocols.get(ipv6)
-            if protocol is None:
-                # Raises CannotListenError when out of file descriptors.
-                protocol = self._protocols[ipv6] = self._resolver._connectedProtocol(
-                    interface="::" if ipv6 else ""
-                )
+            protocol = self._sockets.protocol(isIPv6Address(address[0]))
         except Exception:
             self._finish(Failure())
             return
         remaining = max(0.0, self._deadline - self._clock.seconds())
         self._tries_waiting += 1
         asked = protocol.query(address, self._queries, remaining)
+        self._asked.append(asked)
         asked.addCallbacks(self._answered, self._try_failed, callbackArgs=(address,))
         if not self._ended and index + 1 < len(self._timeouts):
             self._next_try = self._clock.callLater(
@@ -294,23 +358,15 @@ class _Tries:
             _fire(self._result, result)
 
     def _end(self) -> None:
-        # Cancelled, answered or failed: no more tries, no timer, no socket.
+        # Cancelled, answered or failed: no more tries, no timer, and the
+        # sockets closed unless another query still uses them.
+        if self._ended:
+            return
         self._ended = True
         if self._next_try is not None:
             self._next_try.cancel()
             self._next_try = None
-        for protocol in self._protocols.values():
-            for _, timer in list((protocol.liveMessages or {}).values()):
-                if timer.active():
-                    timer.cancel()
-            if protocol.transport is not None:
-                protocol.transport.stopListening()
-        self._protocols = {}
-
-    def messageReceived(self, message: Any, protocol: Any, address: Any = None) -> None:
-        # A datagram that answers no query of ours (late, repeated, forged):
-        # dropped, without the log line per datagram twisted.names writes.
-        pass
+        self._sockets.left(self._asked)
 
 
 class _TCPQuery(Int16StringReceiver):

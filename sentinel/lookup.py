@@ -25,11 +25,18 @@ What glibc's getaddrinfo does, as far as a health agent needs it:
   is tried with each suffix first, any other name as given first; a
   trailing dot turns the list off. ``options`` (ndots, timeout, attempts,
   rotate) are not read: `sentinel.resolve` bounds each lookup instead.
-- An A query, and AAAA only when the name has no IPv4 address; CNAMEs are
-  followed within the answer (at most `MAX_CNAMES`), records for other
-  names are ignored. Every address of the answer is kept, in its order,
-  `MAX_ADDRESSES` at most: a connect tries them in turn
-  (`sentinel.addresses`).
+- An A and an AAAA query, sent together from one socket, as glibc's
+  (AF_UNSPEC) are; CNAMEs are followed within each answer (at most
+  `MAX_CNAMES`), records for other names are ignored. The addresses of
+  both are kept, each family in its answer's order, IPv4 first (it stays
+  preferred), `MAX_ADDRESSES` at most, of which at most
+  `MAX_ADDRESSES` - 1 of one family when the other has any: a connect
+  tries them in turn (`sentinel.addresses`), and a dual-stack host whose
+  IPv4 addresses are all dead (or 600 of them) is reached at its IPv6
+  one, as redis-py and Go's dialer reach it. Before, AAAA was asked only
+  of a name without an A record, and such a name was down for good. How
+  the two answers are waited for, and what one failed costs: see
+  `_BothFamilies`.
 
 Each query goes through `sentinel.dnsclient.NameServers`, which keeps it
 quiet, and sends all its tries from one UDP socket, closed when the query
@@ -69,13 +76,19 @@ from twisted.internet.error import (
     ConnectionClosed,
     InvalidAddressError,
 )
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.names import dns, error
 from twisted.python.failure import Failure
 
 from sentinel.addresses import MAX_ADDRESSES
 from sentinel.config import DNSConfig
-from sentinel.dnsclient import AnotherQuestion, NameServers, TCPAnswerUnreadable
+from sentinel.dnsclient import (
+    AnotherQuestion,
+    NameServers,
+    QuerySockets,
+    TCPAnswerUnreadable,
+)
 from sentinel.files import MAX_HOSTS_BYTES, Unreadable, WatchedFile
 from sentinel.resolvconf import ResolvConf, ResolvConfFile, is_address, name_problem
 
@@ -88,6 +101,12 @@ MAX_CNAMES = 8
 RETRY_SECONDS = 1.0
 # Tries of one query at most: a minute of them, one a second.
 MAX_TRIES = 60
+# How long the first of a name's A and AAAA answers to hold an address
+# waits for the other (`_BothFamilies`), and how long an answer missing
+# one family because its query failed or was given up is kept: as a failed
+# lookup is (`sentinel.resolve.FAILURE_TTL`).
+RESOLUTION_DELAY = 0.05
+PARTIAL_TTL = 5.0
 
 
 @attr.frozen
@@ -292,20 +311,41 @@ class NameLookup:
     async def _addresses(
         self, servers: NameServers, name: str, deadline: float
     ) -> Answer | None:
-        for record_type in (dns.A, dns.AAAA):
-            queries = [dns.Query(name, record_type, dns.IN)]
-            message, server = await servers.ask(queries)
+        # A and AAAA asked together, from one socket (`sentinel.dnsclient`),
+        # as glibc does; each answer read as it comes (`_BothFamilies`).
+        sockets = servers.sockets()
+        asked = [
+            Deferred.fromCoroutine(
+                self._family(servers, sockets, name, record_type, deadline)
+            )
+            for record_type in (dns.A, dns.AAAA)
+        ]
+        try:
+            return await _BothFamilies(self._reactor, *asked).result
+        finally:
+            for d in asked:
+                d.cancel()
+
+    async def _family(
+        self,
+        servers: NameServers,
+        sockets: QuerySockets,
+        name: str,
+        record_type: int,
+        deadline: float,
+    ) -> Answer | None:
+        """The answer to one question (A or AAAA), over TCP if truncated."""
+        queries = [dns.Query(name, record_type, dns.IN)]
+        message, server = await servers.ask(queries, sockets=sockets)
+        answer = _checked_answer(servers, name, message, record_type)
+        if answer is None and message.trunc:
+            # Asked again over TCP, as glibc does (module docstring).
+            left = deadline - self._reactor.seconds()
+            if left <= 0:
+                raise TimeoutError(queries)
+            message = await servers.query_tcp(server, queries, left)
             answer = _checked_answer(servers, name, message, record_type)
-            if answer is None and message.trunc:
-                # Asked again over TCP, as glibc does (module docstring).
-                left = deadline - self._reactor.seconds()
-                if left <= 0:
-                    raise TimeoutError(queries)
-                message = await servers.query_tcp(server, queries, left)
-                answer = _checked_answer(servers, name, message, record_type)
-            if answer is not None:
-                return answer
-        return None
+        return answer
 
     def _where(self) -> tuple[NameServers, tuple[str, ...]]:
         """The name servers to ask, and the search list."""
@@ -370,11 +410,108 @@ def _checked_answer(
 
 def _answer(addresses: Sequence[str], ttl: float) -> Answer:
     """
-    An answer of `addresses` (at least one), each once, `MAX_ADDRESSES` at
-    most: no connect tries more (`sentinel.addresses`).
+    An answer of `addresses` (at least one), each once, IPv4 first,
+    `MAX_ADDRESSES` at most (no connect tries more: `sentinel.addresses`),
+    of which one family holds at most `MAX_ADDRESSES` - 1 when the other
+    has any: an answer of 600 A records and one AAAA keeps the AAAA, and
+    a dual-stack host whose IPv4 addresses are all gone is still reached
+    at its IPv6 one (the module docstring).
     """
-    kept = list(dict.fromkeys(addresses))[:MAX_ADDRESSES]
+    unique = list(dict.fromkeys(addresses))
+    ipv4 = [address for address in unique if isIPAddress(address)]
+    ipv6 = [address for address in unique if not isIPAddress(address)]
+    if ipv4 and ipv6:
+        ipv4 = ipv4[: MAX_ADDRESSES - 1]
+    kept = [*ipv4, *ipv6][:MAX_ADDRESSES]
     return Answer(kept[0], ttl, tuple(kept[1:]))
+
+
+class _Pending:
+    """A query of `_BothFamilies` not answered yet."""
+
+
+_PENDING = _Pending()
+
+
+class _BothFamilies:
+    """
+    A name's A and AAAA answers, made one (`result`): the addresses of
+    both, IPv4 first, the shorter TTL.
+
+    - The first answer that holds an address waits for the other
+      `RESOLUTION_DELAY` at most (RFC 8305's Resolution Delay: an AAAA
+      answer usually follows its A one by a few milliseconds), never the
+      other query's own bound: a name server that drops AAAA queries (a
+      broken middlebox; glibc stalls 5 s on it) delays no A answer more.
+      What comes later is dropped (its query cancelled), and the answer
+      is kept `PARTIAL_TTL` at most, as a failure is: the next lookup asks
+      both again soon.
+    - A query that fails (no answer in time, SERVFAIL, refused...) while
+      the other gives an address fails nothing: the answer is the other's,
+      kept `PARTIAL_TTL` at most. When neither gives an address, the A
+      query's failure is the lookup's (the AAAA's if A only had none).
+    - NXDOMAIN, a blocked address or a CNAME loop in either answer ends
+      both at once: the name server said it of the name, not of a family.
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        ipv4: Deferred[Answer | None],
+        ipv6: Deferred[Answer | None],
+    ) -> None:
+        self._clock = clock
+        self._asked = (ipv4, ipv6)
+        self._results: list[Answer | None | Failure | _Pending] = [_PENDING] * 2
+        self._grace: IDelayedCall | None = None
+        self.result: Deferred[Answer | None] = Deferred(lambda _: self._end())
+        for index, asked in enumerate(self._asked):
+            asked.addBoth(self._arrived, index)
+
+    def _arrived(self, result: Answer | None | Failure, index: int) -> None:
+        if self.result.called:
+            return  # Cancelled once the lookup had its answer.
+        self._results[index] = result
+        if isinstance(result, Failure) and result.check(
+            error.DNSNameError, LookupFailed
+        ):
+            self._finish(result)
+        elif not isinstance(self._results[1 - index], _Pending):
+            self._finish(self._combined())
+        elif isinstance(result, Answer) and self._grace is None:
+            self._grace = self._clock.callLater(
+                RESOLUTION_DELAY, lambda: self._finish(self._combined())
+            )
+
+    def _combined(self) -> Answer | None | Failure:
+        answers = [one for one in self._results if isinstance(one, Answer)]
+        if not answers:
+            failures = [one for one in self._results if isinstance(one, Failure)]
+            return failures[0] if failures else None
+        ttl = min(answer.ttl for answer in answers)
+        if any(isinstance(one, Failure | _Pending) for one in self._results):
+            ttl = min(ttl, PARTIAL_TTL)
+        return _answer([a for answer in answers for a in answer.addresses], ttl)
+
+    def _finish(self, result: Answer | None | Failure) -> None:
+        if self.result.called:
+            return
+        if self._grace is not None and self._grace.active():
+            self._grace.cancel()
+        self._grace = None
+        if isinstance(result, Failure):
+            self.result.errback(result)
+        else:
+            self.result.callback(result)
+        self._end()
+
+    def _end(self) -> None:
+        # Answered or cancelled: no timer, no query left.
+        if self._grace is not None and self._grace.active():
+            self._grace.cancel()
+        self._grace = None
+        for asked in self._asked:
+            asked.cancel()
 
 
 def extract_answer(

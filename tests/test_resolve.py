@@ -540,9 +540,24 @@ class FakeUDPPort:
         rCode: int = dns.OK,
         answers: tuple[dns.RRHeader, ...] = (),
         truncated: bool = False,
-        index: int = -1,
+        index: int | None = None,
+        record_type: int | None = None,
     ) -> None:
-        """Answer the last query sent on this socket (or the `index`th)."""
+        """
+        Answer the `index`th query sent on this socket, or the last that
+        asks for `record_type` (by default the type of the last record of
+        `answers`, or A): a name's A and AAAA queries share one socket.
+        """
+        if index is None:
+            if record_type is None:
+                last = answers[-1].type if answers else dns.A
+                record_type = last if last in (dns.A, dns.AAAA) else dns.A
+            asking = [
+                i
+                for i in range(len(self.sent))
+                if self.query(i).queries[0].type == record_type
+            ]
+            index = asking[-1] if asking else -1
         query = self.query(index)
         response = dns.Message(query.id, answer=1, rCode=rCode, trunc=truncated)
         response.queries = query.queries
@@ -671,11 +686,22 @@ class NameLookupTests(SynchronousTestCase):
         return [
             (q.name.name.decode(), q.type)
             for port in self.reactor.ports
-            for q in port.query().queries
+            for i in range(len(port.sent))
+            for q in port.query(i).queries
         ]
 
     def last(self) -> FakeUDPPort:
         return self.reactor.ports[-1]
+
+    def reply(self, **kwargs: Any) -> None:
+        """
+        Answer the last A query as `kwargs` say, and its AAAA query with no
+        record (a name of IPv4 only), unless the first answer ended both.
+        """
+        port = self.last()
+        port.reply(**kwargs)
+        if not port.closed:
+            port.reply(record_type=dns.AAAA)
 
     def reason(self, d: Deferred[Answer]) -> str | None:
         failure = self.failureResultOf(d)
@@ -683,11 +709,12 @@ class NameLookupTests(SynchronousTestCase):
 
     def test_ipv4(self) -> None:
         """
-        An A answer: its addresses in order, the least TTL; its socket
+        An A answer (and an AAAA one without a record): its addresses in
+        order, the least TTL; A and AAAA asked together, from one socket,
         closed.
         """
         d = self.lookup.lookup("redis.example")
-        self.last().reply(
+        self.reply(
             answers=(
                 a("redis.example", "192.0.2.1", 30),
                 a("redis.example", "192.0.2.2"),
@@ -696,7 +723,10 @@ class NameLookupTests(SynchronousTestCase):
         self.assertEqual(
             self.successResultOf(d), Answer("192.0.2.1", 30, ("192.0.2.2",))
         )
-        self.assertEqual(self.asked(), [("redis.example", dns.A)])
+        self.assertEqual(
+            self.asked(), [("redis.example", dns.A), ("redis.example", dns.AAAA)]
+        )
+        self.assertEqual(len(self.reactor.ports), 1)
         self.assertEqual(self.reactor.open_ports(), [])
 
     def test_many_addresses_capped(self) -> None:
@@ -710,7 +740,7 @@ class NameLookupTests(SynchronousTestCase):
         records += [
             a("redis.example", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(600)
         ]
-        self.last().reply(answers=tuple(records))
+        self.reply(answers=tuple(records))
         answer = self.successResultOf(d)
         self.assertEqual(answer.addresses, ("10.0.0.1", "10.0.0.2", "10.0.0.3"))
         self.assertEqual(MAX_ADDRESSES, 4)
@@ -722,7 +752,7 @@ class NameLookupTests(SynchronousTestCase):
         this host, and its Redis would be checked under the name.
         """
         d = self.lookup.lookup("ads.example")
-        self.last().reply(answers=(a("ads.example", "0.0.0.0"),))
+        self.reply(answers=(a("ads.example", "0.0.0.0"),))
         self.assertEqual(
             self.reason(d),
             "the name server answered 0.0.0.0, which names no host (a blocked name?)",
@@ -780,37 +810,141 @@ class NameLookupTests(SynchronousTestCase):
                 f"the name server answered {address}, which names no one host",
             )
         d = self.lookup.lookup("unicast.example")
-        self.last().reply(answers=(a("unicast.example", "192.0.2.7"),))
+        self.reply(answers=(a("unicast.example", "192.0.2.7"),))
         self.assertEqual(self.successResultOf(d).address, "192.0.2.7")
 
     def test_ipv6_only_when_no_ipv4(self) -> None:
-        """No A record: AAAA is asked, and its address used."""
+        """No A record: the AAAA answer's address is used."""
         d = self.lookup.lookup("redis.example")
         self.last().reply()
+        self.assertNoResult(d)
         self.last().reply(answers=(aaaa("redis.example", "2001:db8::1"),))
         self.assertEqual(self.successResultOf(d), Answer("2001:db8::1", 60))
+
+    def test_ipv6_after_ipv4(self) -> None:
+        """
+        A dual-stack name: its IPv6 addresses are kept after its IPv4 ones
+        (a connect tries them in turn, IPv4 preferred), whichever answer
+        came first, with the shorter TTL. Before, AAAA was not asked of a
+        name with an A record: one whose IPv4 addresses were all dead was
+        down for good, where redis-py and Go's dialer reach it at IPv6.
+        """
+        for first, second in ((dns.A, dns.AAAA), (dns.AAAA, dns.A)):
+            d = self.lookup.lookup("dual.example")
+            records = {
+                dns.A: (a("dual.example", "192.0.2.1", 30),),
+                dns.AAAA: (aaaa("dual.example", "2001:db8::1", 20),),
+            }
+            self.last().reply(answers=records[first])
+            self.assertNoResult(d)
+            self.last().reply(answers=records[second])
+            self.assertEqual(
+                self.successResultOf(d), Answer("192.0.2.1", 20, ("2001:db8::1",))
+            )
+            self.assertEqual(self.reactor.open_ports(), [])
+            self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_family_share_of_the_cap(self) -> None:
+        """
+        An answer of 600 A records and one AAAA keeps 3 IPv4 addresses and
+        the IPv6 one: with the other family present, one family keeps
+        MAX_ADDRESSES - 1 at most, so that the AAAA is still tried. One of
+        each family with more of the other: 1 and 3.
+        """
+        d = self.lookup.lookup("many.example")
+        self.last().reply(
+            answers=tuple(
+                a("many.example", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(600)
+            )
+        )
+        self.last().reply(answers=(aaaa("many.example", "2001:db8::1"),))
         self.assertEqual(
-            self.asked(), [("redis.example", dns.A), ("redis.example", dns.AAAA)]
+            self.successResultOf(d).addresses,
+            ("10.0.0.1", "10.0.0.2", "10.0.0.3", "2001:db8::1"),
+        )
+        d = self.lookup.lookup("many6.example")
+        self.last().reply(answers=(a("many6.example", "192.0.2.1"),))
+        self.last().reply(
+            answers=tuple(aaaa("many6.example", f"2001:db8::{i}") for i in range(1, 9))
+        )
+        self.assertEqual(
+            self.successResultOf(d).addresses,
+            ("192.0.2.1", "2001:db8::1", "2001:db8::2", "2001:db8::3"),
         )
 
+    def test_aaaa_never_answered(self) -> None:
+        """
+        A name server that drops AAAA queries (a broken middlebox): the A
+        answer waits for it RESOLUTION_DELAY (50 ms) at most, never the
+        query's bound (glibc stalls 5 s); the AAAA query is ended, and the
+        answer kept PARTIAL_TTL at most (as a failure), so that the next
+        lookup asks both again soon.
+        """
+        d = self.lookup.lookup("redis.example")
+        self.last().reply(answers=(a("redis.example", "192.0.2.1", 60),))
+        self.reactor.advance(lookup_module.RESOLUTION_DELAY - 0.001)
+        self.assertNoResult(d)
+        self.reactor.advance(0.001)
+        self.assertEqual(
+            self.successResultOf(d), Answer("192.0.2.1", lookup_module.PARTIAL_TTL)
+        )
+        self.assertEqual(lookup_module.PARTIAL_TTL, FAILURE_TTL)
+        self.assertEqual(self.reactor.open_ports(), [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        # A late AAAA answer is dropped, unsaid.
+        self.last().reply(answers=(aaaa("redis.example", "2001:db8::1"),))
+
+    def test_one_family_fails(self) -> None:
+        """
+        A failed query (SERVFAIL, refused, no answer) with an address in the
+        other answer fails nothing: that address is the answer, kept
+        PARTIAL_TTL at most. With no address in the other, the A query's
+        failure is the lookup's.
+        """
+        d = self.lookup.lookup("six.example")
+        self.last().reply(rCode=dns.ESERVER)
+        self.assertNoResult(d)
+        self.last().reply(answers=(aaaa("six.example", "2001:db8::1"),))
+        self.assertEqual(
+            self.successResultOf(d),
+            Answer("2001:db8::1", lookup_module.PARTIAL_TTL),
+        )
+        d = self.lookup.lookup("four.example")
+        self.last().reply(record_type=dns.AAAA, rCode=dns.EREFUSED)
+        self.last().reply(answers=(a("four.example", "192.0.2.1"),))
+        self.assertEqual(self.successResultOf(d).address, "192.0.2.1")
+        d = self.lookup.lookup("none.example")
+        self.last().reply(rCode=dns.EREFUSED)
+        self.last().reply(record_type=dns.AAAA)
+        self.assertEqual(self.reason(d), "refused by the name server")
+        d = self.lookup.lookup("none6.example")
+        self.last().reply()
+        self.reactor.advance(BOUND)
+        self.assertEqual(self.reason(d), "no answer from name servers within 2 s")
+
     def test_no_such_name(self) -> None:
-        """NXDOMAIN: 'no such name', and AAAA never asked."""
-        d = self.lookup.lookup("gone.example")
-        self.last().reply(rCode=dns.ENAME)
-        self.assertEqual(self.reason(d), "no such name")
-        self.assertEqual(len(self.asked()), 1)
+        """
+        NXDOMAIN in either answer: 'no such name' at once, the other query
+        ended with it (its socket closed), whatever it answers later.
+        """
+        for record_type in (dns.A, dns.AAAA):
+            d = self.lookup.lookup("gone.example")
+            self.last().reply(record_type=record_type, rCode=dns.ENAME)
+            self.assertEqual(self.reason(d), "no such name")
+            self.assertEqual(self.reactor.open_ports(), [])
+            self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(len(self.asked()), 4)
 
     def test_no_address(self) -> None:
         """The name exists with neither A nor AAAA: 'no address'."""
         d = self.lookup.lookup("mail.example")
-        self.last().reply()
-        self.last().reply()
+        self.reply()
         self.assertEqual(self.reason(d), "no address")
 
     def test_cname_followed(self) -> None:
         """CNAMEs are followed in the answer; records of other names are ignored."""
         d = self.lookup.lookup("redis.example")
-        self.last().reply(
+        self.reply(
             answers=(
                 a("evil.example", "203.0.113.66"),
                 cname("redis.example", "real.example", 300),
@@ -822,7 +956,7 @@ class NameLookupTests(SynchronousTestCase):
     def test_cname_loop(self) -> None:
         """A CNAME loop ends, and is said to be one."""
         d = self.lookup.lookup("loop.example")
-        self.last().reply(
+        self.reply(
             answers=(
                 cname("loop.example", "pool.example"),
                 cname("pool.example", "loop.example"),
@@ -839,7 +973,7 @@ class NameLookupTests(SynchronousTestCase):
             name = f"chain{length}.example"
             chain = [f"c{i}.{name}" for i in range(length)]
             d = self.lookup.lookup(name)
-            self.last().reply(
+            self.reply(
                 answers=(
                     *(
                         cname(n, t)
@@ -868,22 +1002,23 @@ class NameLookupTests(SynchronousTestCase):
             search=["a.example", "b.example"],
         )
         d = self.lookup.lookup("redis")
-        self.last().reply(rCode=dns.ENAME)
-        self.last().reply(answers=(a("redis.b.example", "192.0.2.3"),))
+        self.reply(rCode=dns.ENAME)
+        self.reply(answers=(a("redis.b.example", "192.0.2.3"),))
         self.assertEqual(self.successResultOf(d).address, "192.0.2.3")
         self.assertEqual(
-            [name for name, _ in self.asked()], ["redis.a.example", "redis.b.example"]
+            [name for name, t in self.asked() if t == dns.A],
+            ["redis.a.example", "redis.b.example"],
         )
         del self.reactor.ports[:]
         d = self.lookup.lookup("redis.x")
-        self.last().reply(rCode=dns.ENAME)
-        self.last().reply(answers=(a("redis.x.a.example", "192.0.2.4"),))
+        self.reply(rCode=dns.ENAME)
+        self.reply(answers=(a("redis.x.a.example", "192.0.2.4"),))
         self.successResultOf(d)
         d = self.lookup.lookup("redis.")
-        self.last().reply(rCode=dns.ENAME)
+        self.reply(rCode=dns.ENAME)
         self.assertEqual(self.reason(d), "no such name")
         self.assertEqual(
-            [name for name, _ in self.asked()],
+            [name for name, t in self.asked() if t == dns.A],
             ["redis.x", "redis.x.a.example", "redis"],
         )
 
@@ -893,14 +1028,14 @@ class NameLookupTests(SynchronousTestCase):
         far as it goes: no TCP.
         """
         d = self.lookup.lookup("many.example")
-        self.last().reply(answers=(a("many.example", "192.0.2.1"),), truncated=True)
+        self.reply(answers=(a("many.example", "192.0.2.1"),), truncated=True)
         self.assertEqual(self.successResultOf(d).address, "192.0.2.1")
         self.assertEqual(self.reactor.tcp_connects, [])
 
     def truncated(self, name: str) -> tuple[Deferred[Answer], FakeConnector]:
         """A lookup of `name` answered over UDP with TC and no record."""
         d = self.lookup.lookup(name)
-        self.last().reply(truncated=True)
+        self.reply(truncated=True)
         self.assertEqual(self.reactor.open_ports(), [])
         self.assertEqual(self.reactor.tcp_connects, [("192.0.2.53", 53)])
         [connector] = self.reactor.connectors
@@ -932,9 +1067,7 @@ class NameLookupTests(SynchronousTestCase):
     def test_truncated_cname_chain_asked_over_tcp(self) -> None:
         """A truncated answer whose CNAME chain stops short: over TCP."""
         d = self.lookup.lookup("alias.example")
-        self.last().reply(
-            answers=(cname("alias.example", "far.example"),), truncated=True
-        )
+        self.reply(answers=(cname("alias.example", "far.example"),), truncated=True)
         [connector] = self.reactor.connectors
         connector.connect()
         connector.reply(
@@ -954,7 +1087,7 @@ class NameLookupTests(SynchronousTestCase):
         self.reactor.advance(0.5)
         d = self.lookup.lookup("stall.example")
         self.reactor.advance(0.5)
-        self.last().reply(truncated=True)
+        self.reply(truncated=True)
         [connector] = self.reactor.connectors
         self.assertEqual(connector.timeout, BOUND - 0.5)
         connector.connect()
@@ -1011,7 +1144,7 @@ class NameLookupTests(SynchronousTestCase):
         self.reactor.advance(FAILURE_TTL)
         self.reactor.connectors.clear()
         d = self.lookup.lookup("garbage.example")
-        self.last().reply(truncated=True)
+        self.reply(truncated=True)
         [connector] = self.reactor.connectors
         connector.connect()
         connector.send(b"\xff" * 5)
@@ -1044,18 +1177,18 @@ class NameLookupTests(SynchronousTestCase):
     def test_refused(self) -> None:
         """REFUSED reads as such."""
         d = self.lookup.lookup("redis.example")
-        self.last().reply(rCode=dns.EREFUSED)
+        self.reply(rCode=dns.EREFUSED)
         self.assertEqual(self.reason(d), "refused by the name server")
 
     def test_retries_on_one_socket(self) -> None:
         """
-        Unanswered, the query is sent again each second on its socket,
-        until the bound; then the socket is closed.
+        Unanswered, the A and AAAA queries are sent again each second on
+        their one socket, until the bound; then the socket is closed.
         """
         d = self.lookup.lookup("black.example")
         self.reactor.advance(1.0)
         self.assertEqual(len(self.reactor.ports), 1)
-        self.assertEqual(len(self.last().sent), 2)
+        self.assertEqual(len(self.last().sent), 4)
         self.assertEqual(len(self.reactor.open_ports()), 1)
         self.reactor.advance(1.0)
         self.assertEqual(self.reactor.open_ports(), [])
@@ -1073,9 +1206,9 @@ class NameLookupTests(SynchronousTestCase):
         )
         d = lookup.lookup("black.example")
         self.reactor.advance(1.0)
-        # Both tries on one socket (sentinel.dnsclient.NameServers).
+        # Both tries of A and AAAA on one socket (sentinel.dnsclient).
         self.assertEqual(len(self.reactor.ports), 1)
-        self.assertEqual(len(self.reactor.ports[0].sent), 2)
+        self.assertEqual(len(self.reactor.ports[0].sent), 4)
         self.assertEqual([p.protocol.noisy for p in self.reactor.ports], [0])
         self.reactor.advance(1.0)
         self.failureResultOf(d)
@@ -1098,7 +1231,7 @@ class NameLookupTests(SynchronousTestCase):
         self.assertEqual(self.reason(d), "cannot open a socket: Too many open files")
         self.reactor.out_of_files = False
         d = self.lookup.lookup("redis.example")
-        self.last().reply(answers=(a("redis.example", "192.0.2.1"),))
+        self.reply(answers=(a("redis.example", "192.0.2.1"),))
         self.successResultOf(d)
 
     def test_send_fails(self) -> None:
@@ -1120,7 +1253,7 @@ class NameLookupTests(SynchronousTestCase):
         self.reactor.advance(60.0)
         d = lookup.lookup("redis.example")
         server = self.last().sent[-1][1]
-        self.last().reply(answers=(a("redis.example", "192.0.2.8"),))
+        self.reply(answers=(a("redis.example", "192.0.2.8"),))
         self.successResultOf(d)
         return server
 
@@ -1135,7 +1268,7 @@ class NameLookupTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         d = lookup.lookup("redis")
         self.assertEqual(self.last().sent[-1][1], ("192.0.2.54", 53))
-        self.last().reply(answers=(a("redis.a.example", "192.0.2.8"),))
+        self.reply(answers=(a("redis.a.example", "192.0.2.8"),))
         self.assertEqual(self.successResultOf(d).address, "192.0.2.8")
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
@@ -1194,12 +1327,12 @@ class NameLookupTests(SynchronousTestCase):
         _, lookup = self.resolv_conf(f"nameserver 192.0.2.54\nsearch {domains}\n")
         d = lookup.lookup("nx")
         for _ in range(7):
-            self.last().reply(rCode=dns.ENAME)
+            self.reply(rCode=dns.ENAME)
         self.assertEqual(self.reason(d), "no such name")
         self.assertEqual(len(self.reactor.ports), 7)
         _, lookup = self.resolv_conf(f"search {'d' * 60}.{'e' * 60}.{'f' * 60}\n")
         d = lookup.lookup("x" * 63 + ".example")
-        self.last().reply(rCode=dns.ENAME)
+        self.reply(rCode=dns.ENAME)
         self.assertEqual(self.reason(d), "no such name")
         self.assertEqual(len(self.reactor.ports), 8)
 

@@ -40,22 +40,40 @@ async def instances(base: str) -> dict[str, Any]:
 
 
 def name_server_and_redis(
-    case: TestCase, addresses: dict[str, list[str]]
+    case: TestCase, addresses: dict[str, list[str]], redis_args: tuple[str, ...] = ()
 ) -> tuple[FakeNameServer, RedisServer, Path]:
     """
-    A fake name server answering `addresses`, a redis-server, and where the
-    agent's config goes (in a directory of its own, with an empty hosts
-    file); each stopped at the test's end.
+    A fake name server answering `addresses`, a redis-server (given
+    `redis_args`), and where the agent's config goes (in a directory of its
+    own, with an empty hosts file); each stopped at the test's end.
     """
     names = FakeNameServer(reactor).start()
     case.addCleanup(names.stop)
     names.addresses.update(addresses)
-    redis = RedisServer().start()
+    redis = RedisServer(extra_args=redis_args).start()
     case.addCleanup(redis.stop)
     directory = Path(case.mktemp()).absolute()
     directory.mkdir()
     (directory / "hosts").write_text("")
     return names, redis, directory / "sentinel.toml"
+
+
+def write_config(
+    config: Path, names: FakeNameServer, port: int, hosts: dict[str, str]
+) -> None:
+    """
+    The agent's config at `config`: checks every 0.2 s (timeout 0.1 s) of
+    an instance per name of `hosts` (instance name: host name) on `port`,
+    looked up from `names`.
+    """
+    host, dns_port = names.address
+    text = (
+        "interval = 0.2\ntimeout = 0.1\n"
+        f'[dns]\nnameservers = ["{host}:{dns_port}"]\nhosts_file = "hosts"\n'
+    )
+    for name, host_name in hosts.items():
+        text += f'[[redis]]\nname = "{name}"\nhost = "{host_name}"\nport = {port}\n'
+    config.write_text(text)
 
 
 async def start_agent(case: TestCase, config: Path) -> tuple[ChildProcess, str]:
@@ -159,26 +177,28 @@ class TwistdNameLookupTests(TestCase):
 
 class TwistdAddressesTests(TestCase):
     async def settled(
-        self, child: ChildProcess, base: str, up: str, down: str
+        self,
+        child: ChildProcess,
+        base: str,
+        up: tuple[str, ...],
+        down: tuple[str, ...] = (),
     ) -> tuple[dict[str, Any], set[str | None]]:
         """
-        /instances once `up` is up and `down` is down (within 10 s), and
-        every status `up` had on the way.
+        /instances once every one of `up` is up and every one of `down` is
+        down (within 10 s), and every status those of `up` had on the way.
         """
+        wanted = {**dict.fromkeys(up, "up"), **dict.fromkeys(down, "down")}
         state: dict[str, Any] = {}
         seen: set[str | None] = set()
         started = reactor.seconds()
-        while not (
-            state.get(up, {}).get("status") == "up"
-            and state.get(down, {}).get("status") == "down"
-        ):
+        while any(state.get(n, {}).get("status") != s for n, s in wanted.items()):
             if not child.running:
                 self.fail(f"twistd exited:{child.log_tail()}")
             if reactor.seconds() - started > 10.0:
                 self.fail(f"not settled within 10 s: {state}")
             await pause(reactor, 0.05)
             state = await instances(base)
-            seen.add(state.get(up, {}).get("status"))
+            seen.update(state.get(n, {}).get("status") for n in up)
         return state, seen
 
     async def test_refused_first_address_then_the_next(self) -> None:
@@ -198,15 +218,11 @@ class TwistdAddressesTests(TestCase):
             },
         )
         directory = config.parent
-        host, port = names.address
-        config.write_text(
-            "interval = 0.2\ntimeout = 0.1\n"
-            f'[dns]\nnameservers = ["{host}:{port}"]\nhosts_file = "hosts"\n'
-            f'[[redis]]\nname = "two"\nhost = "two.test"\nport = {redis.port}\n'
-            f'[[redis]]\nname = "none"\nhost = "none.test"\nport = {redis.port}\n'
+        write_config(
+            config, names, redis.port, {"two": "two.test", "none": "none.test"}
         )
         child, base = await start_agent(self, config)
-        state, _ = await self.settled(child, base, up="two", down="none")
+        state, _ = await self.settled(child, base, up=("two",), down=("none",))
         self.assertEqual(state["two"]["address"], "127.0.0.1")
         self.assertEqual(state["two"]["failures"], 0)
         self.assertEqual(
@@ -236,20 +252,52 @@ class TwistdAddressesTests(TestCase):
         black_hole("127.0.0.2", redis.port, self.addCleanup)
         black_hole("127.0.0.3", redis.port, self.addCleanup)
         directory = config.parent
-        host, port = names.address
-        config.write_text(
-            "interval = 0.2\ntimeout = 0.1\n"
-            f'[dns]\nnameservers = ["{host}:{port}"]\nhosts_file = "hosts"\n'
-            f'[[redis]]\nname = "deadfirst"\nhost = "deadfirst.test"\n'
-            f"port = {redis.port}\n"
-            f'[[redis]]\nname = "alldead"\nhost = "alldead.test"\n'
-            f"port = {redis.port}\n"
+        write_config(
+            config,
+            names,
+            redis.port,
+            {"deadfirst": "deadfirst.test", "alldead": "alldead.test"},
         )
         child, base = await start_agent(self, config)
-        state, seen = await self.settled(child, base, up="deadfirst", down="alldead")
+        state, seen = await self.settled(
+            child, base, up=("deadfirst",), down=("alldead",)
+        )
         self.assertNotIn("down", seen)
         self.assertEqual(state["deadfirst"]["address"], "127.0.0.1")
         self.assertEqual(state["deadfirst"]["failures"], 0)
         self.assertTrue(state["alldead"]["error"].startswith("timeout (connect)"))
+        self.assertEqual(child.stop(), -signal.SIGTERM)
+        self.assertNotIn("Traceback", (directory / "twistd.log").read_text())
+
+    async def test_ipv4_gone_ipv6_live(self) -> None:
+        """
+        Dual-stack names whose IPv4 addresses are all gone (refused, or
+        hosts that are down) and whose IPv6 address is a live redis-server
+        (on ::1): the agent checks them there and publishes them up, never
+        down (the timeouts at the dead ones a search for the address that
+        answers), as redis-py and Go's dialer reach them. Before, AAAA was
+        not asked of a name with an A record, and both were down for good.
+        """
+        names, redis, config = name_server_and_redis(
+            self,
+            {
+                "refused.test": ["127.0.0.2", "127.0.0.3", "::1"],
+                "dead.test": ["127.0.0.4", "127.0.0.5", "::1"],
+            },
+            redis_args=("--bind", "127.0.0.1", "::1"),
+        )
+        black_hole("127.0.0.4", redis.port, self.addCleanup)
+        black_hole("127.0.0.5", redis.port, self.addCleanup)
+        directory = config.parent
+        write_config(
+            config, names, redis.port, {"refused": "refused.test", "dead": "dead.test"}
+        )
+        child, base = await start_agent(self, config)
+        state, seen = await self.settled(child, base, up=("refused", "dead"))
+        self.assertNotIn("down", seen)
+        self.assertEqual(state["refused"]["address"], "::1")
+        self.assertEqual(state["dead"]["address"], "::1")
+        self.assertEqual(state["refused"]["failures"], 0)
+        self.assertEqual(state["dead"]["failures"], 0)
         self.assertEqual(child.stop(), -signal.SIGTERM)
         self.assertNotIn("Traceback", (directory / "twistd.log").read_text())
