@@ -1140,10 +1140,13 @@ class RedisProbe:
         raise all_failed(tried)
 
     def _moved_on(self) -> str:
-        # What a timeout adds when the attempt moved on to the address it
-        # timed out at: the addresses that failed before it, and how.
-        if not self._tried:
+        # What a timeout adds when the name has several addresses: the one
+        # it timed out at (the next attempt starts after it), and those
+        # that failed before it in the attempt, and how.
+        if len(self._candidates) < 2 or self.address is None:
             return ""
+        if not self._tried:
+            return f" at {self.address}"
         return f" at {self.address}, after {all_failed(self._tried)}"
 
     def _connect_tcp(self, address: str) -> Deferred[Any]:
@@ -2242,8 +2245,10 @@ class RedisProbe:
             if self._queued:
                 # Not started yet: never looked (`_judged` says what follows).
                 return _NOT_STARTED
-            stage = "resolve" if self._resolving else self._connect_stage
-            error = f"timeout ({stage})"
+            if self._resolving:
+                error = "timeout (resolve)"
+            else:
+                error = f"timeout ({self._connect_stage}){self._moved_on()}"
         else:
             error = describe_failure(failure)
         self._last_error = error

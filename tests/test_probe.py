@@ -1630,6 +1630,20 @@ class AddressesTests(SynchronousTestCase):
         self.answered_at(d, "10.0.0.8")
         return h, resolver
 
+    def reconnecting(
+        self,
+    ) -> tuple[Harness, ManualResolver, Deferred[Observation | None]]:
+        """
+        `silent_then_live`, its connection then lost: a check a second
+        later, connecting again, the name's answer in.
+        """
+        h, resolver = self.silent_then_live()
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        h.on_time(1.0)
+        d = h.check()
+        resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8"))
+        return h, resolver, d
+
     def test_timeout_then_the_next_address(self) -> None:
         """
         A name whose first address is down (SYNs unanswered) and whose
@@ -1639,11 +1653,7 @@ class AddressesTests(SynchronousTestCase):
         starts at the second and answers there; once that connection is
         lost, the next connects to that address again, not the dead one.
         """
-        h, resolver = self.silent_then_live()
-        h.protocol.connectionLost(Failure(ConnectionDone()))
-        h.on_time(1.0)
-        d = h.check()
-        resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8"))
+        h, resolver, d = self.reconnecting()
         self.assertEqual(self.connected_to()[2:], ["10.0.0.8"])
         h.accept()
         h.reply(b"+PONG\r\n")
@@ -1653,27 +1663,40 @@ class AddressesTests(SynchronousTestCase):
         """
         Once the probe connected, a connect that times out at the live
         address fails its check (the instance may have gone down: no
-        search excuses it), and the next attempt starts at the other.
+        search excuses it), naming the address it timed out at, and the
+        next attempt starts at the other.
         """
-        h, resolver = self.silent_then_live()
-        h.protocol.connectionLost(Failure(ConnectionDone()))
-        h.on_time(1.0)
-        d = h.check()
-        resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8"))
+        h, resolver, d = self.reconnecting()
         h.on_time(1.02)
         self.assertEqual(
             self.successResultOf(d),
-            Observation(ok=False, error="timeout (connect)"),
+            Observation(ok=False, error="timeout (connect) at 10.0.0.8"),
         )
         h.check()
         resolver.lookups[-1][1].callback(("10.0.0.7", "10.0.0.8"))
         self.assertEqual(self.connected_to()[2:], ["10.0.0.8", "10.0.0.7"])
 
+    def test_check_deadline_names_the_address(self) -> None:
+        """
+        Once connected, a check whose own deadline passes while its connect
+        to one of the name's addresses is in flight fails naming that
+        address. Before, only a timeout after an address refused named it.
+        """
+        h, resolver, d = self.reconnecting()
+        h.on_time(0.9)
+        d.cancel()  # The monitor's deadline, the attempt going on.
+        self.assertEqual(
+            self.successResultOf(d),
+            Observation(ok=False, error="timeout (connect) at 10.0.0.8"),
+        )
+
     def test_every_address_silent(self) -> None:
         """
         Every address of the name never answers: the first check says
         nothing, the second (at the second address) fails, and so does
-        each after it, the attempts going round the addresses.
+        each after it, the attempts going round the addresses, each error
+        naming the address it timed out at. Before, the error named none
+        (only a timeout after an address refused did).
         """
         self.h, resolver = self.harness()
         h = self.h
@@ -1684,8 +1707,15 @@ class AddressesTests(SynchronousTestCase):
             resolver.lookups[-1][1].callback(answer)
             h.on_time(1.02)
             results.append(self.successResultOf(d))
-        failed = Observation(ok=False, error="timeout (connect)")
-        self.assertEqual(results, [None, failed, failed, failed])
+        self.assertEqual(
+            [None if r is None else r.error for r in results],
+            [
+                None,
+                "timeout (connect) at 10.0.0.8",
+                "timeout (connect) at 10.0.0.7",
+                "timeout (connect) at 10.0.0.8",
+            ],
+        )
         self.assertEqual(self.connected_to(), ["10.0.0.7", "10.0.0.8"] * 2)
 
     def test_search_ends_while_the_agent_runs_late(self) -> None:
@@ -1709,7 +1739,8 @@ class AddressesTests(SynchronousTestCase):
             h.on_time(0.02)
             results.append(self.successResultOf(d))
         self.assertEqual(
-            results, [None, None, Observation(ok=False, error="timeout (connect)")]
+            results,
+            [None, None, Observation(ok=False, error="timeout (connect) at 10.0.0.7")],
         )
         self.assertEqual(self.connected_to(), ["10.0.0.7", "10.0.0.8", "10.0.0.7"])
 
