@@ -22,8 +22,10 @@ every client reached through the next one. So one connection attempt
   (`sentinel.lookup`): a hostile or careless answer of 600 addresses, all
   refusing, cost 600 connects a second for one instance, each a socket
   and a descriptor. Four cover a dual-stack name with two addresses of
-  each family, or a small pool of proxies; Go, which tries them all,
-  gives each at most its share of the deadline.
+  each family (one family keeps three at most when the other has any,
+  so that its IPv6 address is tried: `sentinel.lookup`), or a small
+  pool of proxies; Go, which tries them all, gives each at most its
+  share of the deadline.
 - the address that connected last first, as long as the answer still
   holds it (a name server that rotates its records moves no connection),
   then the others in the answer's order, from there round to it.

@@ -1,6 +1,8 @@
 """
 twisted.names' client as `sentinel.lookup` uses it: ``queryUDP`` to the
-name servers it is given, one UDP socket per query (for all its tries), quietly.
+name servers it is given, one UDP socket per query (for all its tries), or
+one for the queries sent together (`QuerySockets`: a name's A and AAAA),
+quietly.
 
 Twisted writes four info lines per try: the datagram protocol's ``Starting
 protocol`` and ``Stopping protocol`` (twisted.names' is noisy), and the UDP

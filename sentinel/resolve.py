@@ -28,9 +28,10 @@ no bound: behind names whose name server never answers, a good name waited
 - `retain` (on reload) and `forget` drop the cache of names nobody wants
   any more, and cancel their lookups.
 
-Literal addresses are returned at once. IPv4 is preferred; IPv6 is used
-when a name has only that. `addresses` gives every address of the
-answer (`sentinel.addresses` tries them in turn), `resolve` the first.
+Literal addresses are returned at once. IPv4 is preferred: a name's IPv6
+addresses come after its IPv4 ones (`sentinel.lookup`). `addresses` gives
+every address of the answer (`sentinel.addresses` tries them in turn),
+`resolve` the first.
 A failure is a `CannotResolve` (a `DNSLookupError`) whose message is
 ``cannot resolve NAME: REASON``. A lookup that could not open a socket
 to ask with (the agent out of file descriptors) says nothing of the
