@@ -39,8 +39,9 @@ What glibc's getaddrinfo does, as far as a health agent needs it:
   `_BothFamilies`.
 
 Each query goes through `sentinel.dnsclient.NameServers`, which keeps it
-quiet, and sends all its tries from one UDP socket, closed when the query
-ends, so that an answer to an earlier try still counts. Not
+quiet, and sends all its tries from one UDP socket (the name's A and AAAA
+queries share it), closed when both end, so that an answer to an earlier
+try still counts. Not
 ``lookupAddress``: when opening the socket fails (EMFILE), it raises
 instead of failing its Deferred and leaves the query marked in flight, so
 that every later lookup of that name waits forever (seen with twisted
