@@ -451,8 +451,13 @@ class _BothFamilies:
       the other gives an address fails nothing: the answer is the other's,
       kept `PARTIAL_TTL` at most. When neither gives an address, the A
       query's failure is the lookup's (the AAAA's if A only had none).
-    - NXDOMAIN, a blocked address or a CNAME loop in either answer ends
-      both at once: the name server said it of the name, not of a family.
+    - NXDOMAIN in one answer waits for the other `RESOLUTION_DELAY` at
+      most, as an answer does: an address in the other is the answer (kept
+      `PARTIAL_TTL` at most), as glibc has it, for name servers that say
+      NXDOMAIN to an AAAA query of a name with A records (RFC 4074 lists
+      them); else the name is no such name.
+    - A blocked address or a CNAME loop in either answer ends both at once:
+      the answer is hostile or broken, whatever the other says.
     """
 
     def __init__(
@@ -473,13 +478,14 @@ class _BothFamilies:
         if self.result.called:
             return  # Cancelled once the lookup had its answer.
         self._results[index] = result
-        if isinstance(result, Failure) and result.check(
-            error.DNSNameError, LookupFailed
-        ):
+        if isinstance(result, Failure) and result.check(LookupFailed):
             self._finish(result)
         elif not isinstance(self._results[1 - index], _Pending):
             self._finish(self._combined())
-        elif isinstance(result, Answer) and self._grace is None:
+        elif self._grace is None and (
+            isinstance(result, Answer)
+            or (isinstance(result, Failure) and result.check(error.DNSNameError))
+        ):
             self._grace = self._clock.callLater(
                 RESOLUTION_DELAY, lambda: self._finish(self._combined())
             )
@@ -488,6 +494,8 @@ class _BothFamilies:
         answers = [one for one in self._results if isinstance(one, Answer)]
         if not answers:
             failures = [one for one in self._results if isinstance(one, Failure)]
+            # No such name, said of either family, is said of the name.
+            failures.sort(key=lambda one: not one.check(error.DNSNameError))
             return failures[0] if failures else None
         ttl = min(answer.ttl for answer in answers)
         if any(isinstance(one, Failure | _Pending) for one in self._results):

@@ -924,16 +924,42 @@ class NameLookupTests(SynchronousTestCase):
 
     def test_no_such_name(self) -> None:
         """
-        NXDOMAIN in either answer: 'no such name' at once, the other query
-        ended with it (its socket closed), whatever it answers later.
+        NXDOMAIN in either answer: 'no such name' once the other answers
+        without an address, or RESOLUTION_DELAY (50 ms) after, never the
+        other query's bound; the other query is ended with it (its socket
+        closed), whatever it answers later.
         """
         for record_type in (dns.A, dns.AAAA):
             d = self.lookup.lookup("gone.example")
             self.last().reply(record_type=record_type, rCode=dns.ENAME)
+            self.assertNoResult(d)
+            self.reactor.advance(lookup_module.RESOLUTION_DELAY)
             self.assertEqual(self.reason(d), "no such name")
             self.assertEqual(self.reactor.open_ports(), [])
             self.assertEqual(self.reactor.getDelayedCalls(), [])
-        self.assertEqual(len(self.asked()), 4)
+        d = self.lookup.lookup("gone.example")
+        self.last().reply(rCode=dns.ENAME)
+        self.last().reply(record_type=dns.AAAA)
+        self.assertEqual(self.reason(d), "no such name")
+        self.assertEqual(len(self.asked()), 6)
+
+    def test_no_such_name_of_one_family(self) -> None:
+        """
+        A name server that says NXDOMAIN to the AAAA query of a name with A
+        records (RFC 4074 lists such servers): the A answer is the answer,
+        as glibc has it, kept PARTIAL_TTL at most; before, the name was no
+        such name.
+        """
+        d = self.lookup.lookup("old.example")
+        self.last().reply(answers=(a("old.example", "192.0.2.1", 60),))
+        self.last().reply(record_type=dns.AAAA, rCode=dns.ENAME)
+        self.assertEqual(
+            self.successResultOf(d), Answer("192.0.2.1", lookup_module.PARTIAL_TTL)
+        )
+        d = self.lookup.lookup("old6.example")
+        self.last().reply(rCode=dns.ENAME)
+        self.last().reply(answers=(aaaa("old6.example", "2001:db8::1", 60),))
+        self.assertEqual(self.successResultOf(d).address, "2001:db8::1")
 
     def test_no_address(self) -> None:
         """The name exists with neither A nor AAAA: 'no address'."""
