@@ -176,6 +176,17 @@ class NodeWriter:
                 if node is self._nodes.agent:
                     # Every heartbeat: this agent's clock against ZooKeeper's.
                     self._clock.written(stat, sent)
+                if node.takeover and not ours(stat, zk.session_id):
+                    # Applied, but to another member's node: a set sent
+                    # before a secondary took the node over (a primary
+                    # whose writes hung) that landed on the taker's new
+                    # one at a version it happened to reach. Taken for
+                    # ours, the node waited for our next set (a refresh,
+                    # 30 s later) before it was taken back: ask its holder
+                    # now, as after a set refused.
+                    node.owned = False
+                    node.lost = True
+                    node.dirty = True
                 return None
             except (NoNodeError, BadVersionError) as e:
                 # Gone, or written by someone else: ask who holds it now.

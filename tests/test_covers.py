@@ -1273,6 +1273,25 @@ class LateVerdictMemberTests(SynchronousTestCase):
         self.assertEqual(set(listed), {0})
         self.listed_once_but(fleet, name)
 
+    def test_taken_back_within_seconds_of_a_short_hang(self) -> None:
+        """
+        a's writes hang only until just after b's takeover: the set of its
+        node a sent before it, answered once a writes again, lands on b's
+        new node (its versions begun again), and a takes the node back
+        within 2 s of writing again, still down, its endpoint listed by
+        nobody. Before, a took that set for a write of its own node and
+        took the node back only at its next set, the refresh 30 s later.
+        """
+        fleet, name = self.taken_down()
+        a = fleet.members["a"]
+        a.zk.unhang()
+        a.zk.release()
+        fleet.run(2.0)
+        self.assertEqual(fleet.owner_of(name), a.zk.session_id)
+        self.assertEqual((fleet.node(name) or {}).get("status"), "down")
+        self.assertEqual(fleet.members_of(name), [])
+        self.listed_once_but(fleet, name)
+
     def test_strangers_member_of_the_endpoint_left(self) -> None:
         """
         Another client's member of the same endpoint (a tool that
