@@ -216,12 +216,20 @@ class HealthSampler:
         return f"{shown or 'none'} | " + " / ".join(reasons[:3])
 
     def all_200_after(self, start: float) -> str:
-        """Seconds after `start` from which every agent answered 200."""
+        """
+        Seconds after `start` from which every agent answered 200, and
+        which agents did not meanwhile, with the first reason each gave.
+        """
         last_bad = None
-        for t, _, code, _ in self.samples:
+        why: dict[str, str] = {}
+        for t, agent_id, code, reasons in self.samples:
             if t >= start and code != 200:
                 last_bad = t
-        return "always" if last_bad is None else f"{last_bad - start:.1f} s"
+                why.setdefault(agent_id, f"{code} {reasons[:50]}")
+        if last_bad is None:
+            return "always"
+        named = "; ".join(f"{a}: {w}" for a, w in sorted(why.items()))
+        return f"{last_bad - start:.1f} s ({named})"
 
 
 def run(args: argparse.Namespace, label: str, checkout: Path) -> list[tuple[str, str]]:
