@@ -497,6 +497,7 @@ def member_rows(
     and when each was last listed by another member than its node's home's.
     """
     unlisted: set[str] = set()
+    unlisted_at: list[float] = []
     twice: set[str] = set()
     last_away: dict[str, float] = {}
     for t, held in reader.member_readings:
@@ -507,6 +508,7 @@ def member_rows(
                 continue
             if not holders:
                 unlisted.add(name)
+                unlisted_at.append(t - event)
             elif len(holders) > 1:
                 twice.add(name)
             if holders != [home.get(name)]:
@@ -517,7 +519,13 @@ def member_rows(
     return [
         (
             f"{label}: healthy endpoints ever unlisted / listed twice",
-            f"{len(unlisted)} / {len(twice)} ({len(reader.member_readings)} readings)",
+            f"{len(unlisted)} / {len(twice)} ({len(reader.member_readings)} readings)"
+            + (
+                f"; unlisted {min(unlisted_at):.1f}--{max(unlisted_at):.1f} s"
+                f" after the event (the heal at {healed - event:.1f} s)"
+                if unlisted_at
+                else ""
+            ),
         ),
         (
             f"{label}: members not the home agent's after the heal",
