@@ -27,6 +27,18 @@ no bound: behind names whose name server never answers, a good name waited
   200: about 6 s, once).
 - `retain` (on reload) and `forget` drop the cache of names nobody wants
   any more, and cancel their lookups.
+- A name `watch`ed (an instance connected through it) is looked up again
+  in the background when its answer's TTL is up, `REFRESH_FLOOR` seconds
+  apart at least, and `REFRESH_RATE` such lookups a second at most, all
+  names together (19,000 names of TTL 1 s: 100 a second, each name every
+  190 s, not 19,000 a second). Its watchers are told every answer, with
+  the addresses of the answer before it added: an address that left the
+  answer is gone only once it is out of two answers in a row (a name
+  server that answers a rotating subset of a larger set moves nobody at
+  each TTL; a failover costs one more lookup, asked `REFRESH_CONFIRM`
+  after an answer that changed). A lookup asked before the TTL was up (a
+  refresh, or `fresh_since`) that fails leaves the answer to serve on
+  until then.
 
 Literal addresses are returned at once. IPv4 is preferred: a name's IPv6
 addresses come after its IPv4 ones (`sentinel.lookup`). `addresses` gives
@@ -42,8 +54,9 @@ connect without a socket is (`sentinel.sockets`).
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol
 
 from twisted.application.service import Service
@@ -66,6 +79,15 @@ FAILURE_TTL = 5.0
 MAX_LOOKUPS = 16
 MAX_LATER_LOOKUPS = 8
 GIVE_WAY_AFTER = 0.5
+# A watched name's background lookups: one every REFRESH_FLOOR seconds
+# at most (its TTL permitting), REFRESH_CONFIRM after an answer that
+# changed, and REFRESH_RATE a second at most, all names together.
+REFRESH_FLOOR = 5.0
+REFRESH_CONFIRM = 1.0
+REFRESH_RATE = 100.0
+
+# Told each answer of a watched name (`Resolver.watch`).
+Watcher = Callable[[tuple[str, ...]], None]
 
 
 def lookup_bound(check_timeout: float) -> float:
@@ -110,6 +132,7 @@ class _Cached(NamedTuple):
     addresses: tuple[str, ...] | None
     error: str
     expires: float
+    fetched: float
 
 
 class _Running(NamedTuple):
@@ -145,6 +168,15 @@ class Resolver(Service):
         self._running_later = 0
         self._dispatching = False
         self._stopped = False
+        # Watched names, who watches each, and when each is looked up
+        # again (a heap of those times, entries moved since left in it);
+        # the background lookups that may start now, and when that was.
+        self._watchers: dict[str, set[Watcher]] = {}
+        self._refresh_at: dict[str, float] = {}
+        self._refreshes: list[tuple[float, str]] = []
+        self._refresh_timer: IDelayedCall | None = None
+        self._refresh_room = REFRESH_RATE
+        self._refresh_counted_at = reactor.seconds()
 
     @classmethod
     def from_config(
@@ -161,17 +193,25 @@ class Resolver(Service):
         """
         return self.addresses(host).addCallback(_first)
 
-    def addresses(self, host: str) -> Deferred[tuple[str, ...]]:
+    def addresses(
+        self, host: str, fresh_since: float | None = None
+    ) -> Deferred[tuple[str, ...]]:
         """
         Every address of `host` (at least one, in the answer's order, at
         most `sentinel.addresses.MAX_ADDRESSES`). Cancel the Deferred to
-        stop waiting; the lookup itself goes on to its bound.
+        stop waiting; the lookup itself goes on to its bound. With
+        `fresh_since`, an answer fetched before then is asked again (and
+        serves on, within its TTL, if that lookup fails).
         """
         if is_address(host):
             return succeed((host,))
         name = host.lower()
         cached = self._cache.get(name)
-        if cached is not None and cached.expires > self._reactor.seconds():
+        if (
+            cached is not None
+            and cached.expires > self._reactor.seconds()
+            and (fresh_since is None or cached.fetched >= fresh_since)
+        ):
             if cached.addresses is None:
                 return fail(CannotResolve(cached.error))
             return succeed(cached.addresses)
@@ -196,6 +236,37 @@ class Resolver(Service):
         self._dispatch()
         return waiter
 
+    def watch(self, host: str, watcher: Watcher) -> None:
+        """
+        Look `host` up again in the background while watched, and tell
+        `watcher` every answer, the previous one's addresses added (the
+        module docstring). A literal address is not watched.
+        """
+        if is_address(host):
+            return
+        name = host.lower()
+        watchers = self._watchers.get(name)
+        if watchers is None:
+            watchers = self._watchers[name] = set()
+        watchers.add(watcher)
+        if name not in self._refresh_at:
+            cached = self._cache.get(name)
+            now = self._reactor.seconds()
+            due = now
+            if cached is not None:
+                due = max(cached.expires, cached.fetched + REFRESH_FLOOR)
+            self._refresh_later(name, due - now)
+
+    def unwatch(self, host: str, watcher: Watcher) -> None:
+        """Stop telling `watcher`; a name nobody watches is not refreshed."""
+        name = host.lower()
+        watchers = self._watchers.get(name)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del self._watchers[name]
+                self._refresh_at.pop(name, None)
+
     def retain(self, hosts: Iterable[str]) -> None:
         """Forget every name but `hosts` (call it with the configured hosts)."""
         wanted = {host.lower() for host in hosts}
@@ -212,6 +283,9 @@ class Resolver(Service):
     def stop(self) -> None:
         """Cancel every lookup; later calls fail at once."""
         self._stopped = True
+        if self._refresh_timer is not None and self._refresh_timer.active():
+            self._refresh_timer.cancel()
+        self._refresh_timer = None
         self._forget(set(self._waiters), "the agent is stopping")
         self._source.stop()
 
@@ -315,7 +389,20 @@ class Resolver(Service):
             # Forgotten while in flight: nothing to keep, nobody to tell.
             self._dispatch()
             return
-        if isinstance(result, Failure):
+        kept = self._cache.get(name)
+        if (
+            isinstance(result, Failure)
+            and kept is not None
+            and kept.addresses is not None
+            and kept.expires > self._reactor.seconds()
+        ):
+            # Asked before the answer's TTL was up (a refresh, a reconnect
+            # that wanted a fresh one): the answer serves on until then.
+            self._reason(result)  # Logs what nobody expected.
+            self._refresh_later(name, REFRESH_FLOOR)
+            for waiter in waiters:
+                waiter.callback(kept.addresses)
+        elif isinstance(result, Failure):
             shortage = _socket_shortage(result)
             if shortage is None:
                 error = self._failed(name, self._reason(result))
@@ -335,16 +422,87 @@ class Resolver(Service):
         # Kept for FAILURE_TTL, so that a name that fails is not asked again
         # at every check.
         error = CannotResolve(f"cannot resolve {name}: {reason}")
-        self._cache[name] = _Cached(
-            None, str(error), self._reactor.seconds() + FAILURE_TTL
-        )
+        now = self._reactor.seconds()
+        self._cache[name] = _Cached(None, str(error), now + FAILURE_TTL, now)
         self._failing.add(name)
+        self._refresh_later(name, max(FAILURE_TTL, REFRESH_FLOOR))
         return error
 
     def _remember(self, name: str, answer: Answer) -> None:
         ttl = min(max(answer.ttl, MIN_TTL), MAX_TTL)
         self._failing.discard(name)
-        self._cache[name] = _Cached(answer.addresses, "", self._reactor.seconds() + ttl)
+        now = self._reactor.seconds()
+        before = self._cache.get(name)
+        self._cache[name] = _Cached(answer.addresses, "", now + ttl, now)
+        watchers = self._watchers.get(name)
+        if not watchers:
+            return
+        last = () if before is None or before.addresses is None else before.addresses
+        changed = set(last) != set(answer.addresses)
+        self._refresh_later(
+            name, REFRESH_CONFIRM if changed else max(ttl, REFRESH_FLOOR)
+        )
+        held = answer.addresses + tuple(a for a in last if a not in answer.addresses)
+        for watcher in list(watchers):
+            watcher(held)
+
+    def _refresh_later(self, name: str, delay: float) -> None:
+        # A watched name's next background lookup, `delay` from now.
+        if name not in self._watchers:
+            return
+        due = self._reactor.seconds() + delay
+        self._refresh_at[name] = due
+        heapq.heappush(self._refreshes, (due, name))
+        self._arm_refreshes()
+
+    def _arm_refreshes(self) -> None:
+        # One timer, for the first refresh due or room for one, whichever
+        # is later.
+        if not self._refreshes or self._stopped:
+            return
+        now = self._reactor.seconds()
+        # Out of room: a whole 1/REFRESH_RATE s (a share of it could round
+        # to no time at all, and the timer fire again at once).
+        wait = self._refreshes[0][0] - now
+        if self._refresh_room < 1:
+            wait = max(wait, 1 / REFRESH_RATE)
+        timer = self._refresh_timer
+        if timer is not None and timer.active():
+            if timer.getTime() <= now + wait:
+                return
+            timer.cancel()
+        self._refresh_timer = self._reactor.callLater(max(wait, 0.0), self._refresh_due)
+
+    def _refresh_due(self) -> None:
+        # Every refresh due, as far as the rate leaves room; never raises
+        # (a timer's function: nothing would arm the next).
+        self._refresh_timer = None
+        now = self._reactor.seconds()
+        room = self._refresh_room + (now - self._refresh_counted_at) * REFRESH_RATE
+        self._refresh_room = min(REFRESH_RATE, room)
+        self._refresh_counted_at = now
+        while self._refreshes and self._refreshes[0][0] <= now:
+            due, name = self._refreshes[0]
+            if self._refresh_at.get(name) != due:
+                heapq.heappop(self._refreshes)  # Moved since, or unwatched.
+                continue
+            if self._refresh_room < 1:
+                break
+            heapq.heappop(self._refreshes)
+            del self._refresh_at[name]
+            self._refresh_room -= 1
+            try:
+                self._refresh(name, now)
+            except Exception:
+                log.failure("looking {name} up again failed", name=name)
+        self._arm_refreshes()
+
+    def _refresh(self, name: str, now: float) -> None:
+        # Asked again after the floor if this lookup ends keeping nothing
+        # (the agent short of sockets); an answer or failure kept sets the
+        # next time itself.
+        self._refresh_later(name, REFRESH_FLOOR)
+        self.addresses(name, fresh_since=now).addErrback(_ignored)
 
     def _reason(self, failure: Failure) -> str:
         reason = describe_failure(failure, self.bound)
@@ -374,6 +532,12 @@ def _cancelling(result: object, timer: IDelayedCall) -> object:
     if timer.active():
         timer.cancel()
     return result
+
+
+def _ignored(failure: Failure) -> None:
+    # A background lookup's failure: kept in the cache, or the agent's own
+    # shortage, and said by the next connect that meets it.
+    return None
 
 
 def _first(addresses: tuple[str, ...]) -> str:

@@ -46,6 +46,9 @@ from sentinel.resolve import (
     MAX_LOOKUPS,
     MAX_TTL,
     MIN_TTL,
+    REFRESH_CONFIRM,
+    REFRESH_FLOOR,
+    REFRESH_RATE,
     CannotResolve,
     Resolver,
     lookup_bound,
@@ -434,6 +437,141 @@ class FairnessTests(ResolverTestCase):
         self.assertLessEqual(sum(map(len, self.resolver._waiters.values())), 100)
         self.assertLessEqual(len(self.clock.getDelayedCalls()), 100 + MAX_LOOKUPS)
         self.assertLessEqual(self.resolver.stats()["names_cached"], 100)
+
+
+class RefreshTests(ResolverTestCase):
+    """A watched name is looked up again in the background (module docstring)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.told: list[tuple[str, ...]] = []
+
+    def watched(self, name: str = "redis.example", ttl: float = 30) -> None:
+        """`name` answered 192.0.2.1 with `ttl`, then watched."""
+        d = self.resolver.addresses(name)
+        self.source.answer(name, ttl=ttl)
+        self.successResultOf(d)
+        self.resolver.watch(name, self.told.append)
+
+    def test_looked_up_again_when_the_ttl_is_up(self) -> None:
+        """
+        Nobody asking, a watched name is asked again when its TTL is up,
+        and its watcher told the answer; an answer unchanged is asked
+        again a TTL later.
+        """
+        self.watched(ttl=30)
+        self.clock.advance(29.9)
+        self.assertEqual(self.source.in_flight, [])
+        self.clock.advance(0.2)
+        self.assertEqual(self.source.in_flight, ["redis.example"])
+        self.source.answer("redis.example", ttl=30)
+        self.assertEqual(self.told, [("192.0.2.1",)])
+        self.clock.advance(29.9)
+        self.assertEqual(self.source.in_flight, [])
+        self.clock.advance(0.2)
+        self.assertEqual(self.source.in_flight, ["redis.example"])
+
+    def test_floor(self) -> None:
+        """A TTL of 0 is asked again after REFRESH_FLOOR, not every second."""
+        self.watched(ttl=0)
+        self.clock.advance(REFRESH_FLOOR - 0.1)
+        self.assertEqual(self.source.in_flight, [])
+        self.clock.advance(0.2)
+        self.assertEqual(self.source.in_flight, ["redis.example"])
+
+    def test_move_told_once_out_of_two_answers(self) -> None:
+        """
+        An answer without the old address is told with the old one added;
+        the name is asked again REFRESH_CONFIRM later, and an answer
+        without it again is told alone. A connect meanwhile gets the newest.
+        """
+        self.watched(ttl=30)
+        self.clock.advance(30.1)
+        self.source.answer("redis.example", "192.0.2.2", ttl=30)
+        self.assertEqual(self.told, [("192.0.2.2", "192.0.2.1")])
+        self.assertEqual(
+            self.successResultOf(self.resolver.addresses("redis.example")),
+            ("192.0.2.2",),
+        )
+        self.clock.advance(REFRESH_CONFIRM + 0.1)
+        self.source.answer("redis.example", "192.0.2.2", ttl=30)
+        self.assertEqual(self.told[-1], ("192.0.2.2",))
+
+    def test_rotating_answers_never_lose_an_address(self) -> None:
+        """
+        A name server that answers each address in turn never has one out
+        of two answers in a row: no watcher is told an answer without the
+        address it connected to.
+        """
+        self.watched(ttl=0)
+        for i in range(20):
+            self.clock.advance(REFRESH_FLOOR + 0.1)
+            self.source.answer("redis.example", f"192.0.2.{2 - i % 2}", ttl=0)
+        self.assertEqual(len(self.told), 20)
+        self.assertTrue(all("192.0.2.1" in told for told in self.told))
+
+    def test_rate_bound(self) -> None:
+        """
+        Thousands of watched names of TTL 0 are asked again REFRESH_RATE a
+        second at most, all together, and each in turn.
+        """
+        names = [f"n{i}.example" for i in range(2000)]
+        for name in names:
+            self.watched(name, ttl=0)
+        asked = len(self.source.asked)
+        for _ in range(100):
+            self.clock.advance(0.1)
+            for name in self.source.in_flight:
+                self.source.answer(name, ttl=0)
+        # 10 s: the floor's 5 s, then 5 s at the rate (its 1 s of room).
+        refreshed = self.source.asked[asked:]
+        self.assertLessEqual(len(refreshed), REFRESH_RATE * 6)
+        self.assertGreaterEqual(len(refreshed), REFRESH_RATE * 5)
+        self.assertEqual(len(set(refreshed)), len(refreshed))
+
+    def test_failed_refresh_keeps_the_answer(self) -> None:
+        """
+        A refresh that fails before the TTL is up (asked again after an
+        answer that changed) leaves the answer, which connects get.
+        """
+        self.watched(ttl=30)
+        self.clock.advance(30.1)
+        self.source.answer("redis.example", "192.0.2.2", ttl=30)
+        self.clock.advance(REFRESH_CONFIRM + 0.1)
+        self.source.fail("redis.example", error.DNSServerError())
+        self.assertEqual(
+            self.successResultOf(self.resolver.addresses("redis.example")),
+            ("192.0.2.2",),
+        )
+
+    def test_fresh_since(self) -> None:
+        """
+        An answer fetched before `fresh_since` is asked again, and serves
+        that asker if the lookup fails within its TTL; one fetched since
+        is given at once.
+        """
+        self.watched(ttl=30)
+        self.clock.advance(2)
+        now = self.clock.seconds()
+        fresh = self.resolver.addresses("redis.example", now - 1)
+        self.assertEqual(self.source.in_flight, ["redis.example"])
+        self.source.fail("redis.example", error.DNSServerError())
+        self.assertEqual(self.successResultOf(fresh), ("192.0.2.1",))
+        d = self.resolver.addresses("redis.example", now - 3)
+        self.assertEqual(self.successResultOf(d), ("192.0.2.1",))
+
+    def test_unwatched_name_not_refreshed(self) -> None:
+        """Once nobody watches a name, it is not asked again by itself."""
+        self.watched(ttl=30)
+        self.resolver.unwatch("redis.example", self.told.append)
+        self.clock.advance(300)
+        self.assertEqual(self.source.in_flight, [])
+
+    def test_stop_ends_refreshes(self) -> None:
+        """Stopping cancels the refresh timer: nothing is left waiting."""
+        self.watched(ttl=30)
+        self.resolver.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class RetainTests(ResolverTestCase):
