@@ -264,6 +264,9 @@ RENEW_JITTER = 0.25
 # `reconnect_every` at least, twice it at most, drawn each time: the
 # renewals a stall of the agent timed out together do not retry together.
 RENEW_RETRY = 0.125
+# The first connect after a kept connection went uses an answer fetched
+# within this many seconds, not one cached for up to its TTL.
+FRESH_ANSWER = 1.0
 
 # What a check fails with once its server has owed a reply for longer than
 # `owed_after` (`owed_error`): a timeout no lateness of the agent excuses,
@@ -611,6 +614,7 @@ class RedisProbe:
         "_worked",
         "_tried",
         "_searches",
+        "_look_again",
     )
 
     def __init__(
@@ -781,6 +785,10 @@ class RedisProbe:
         # connected, excused while the agent looked for the one that
         # answers (`_searching`).
         self._searches = 0
+        # Whether the next connect, the first since the kept connection
+        # went, wants an answer fetched within `FRESH_ANSWER` seconds: the
+        # name may have moved along with it (a failover).
+        self._look_again = False
 
     def retime(self, timeout: float) -> None:
         """
@@ -958,6 +966,7 @@ class RedisProbe:
             self._pacer.stalls.left(self._endpoint(address), self)
         if self._check is not None:
             self._check.cancel()
+        self._resolver.unwatch(self.instance.host, self._answered_by_name)
         self._drop()
         self._retired()
         if self._renewed is not None:
@@ -1026,7 +1035,15 @@ class RedisProbe:
         # wait that long fails at its own deadline, and the attempt goes on,
         # so that the answer serves the next one. Cancelling the attempt
         # (close) drops only this wait.
-        attempt: Deferred[Any] = self._resolver.addresses(self.instance.host)
+        fresh_since = None
+        if self._protocol is None and self._look_again:
+            # The first connect since the kept connection went (not a
+            # renewal): the name may have moved along with it.
+            self._look_again = False
+            fresh_since = self._reactor.seconds() - FRESH_ANSWER
+        attempt: Deferred[Any] = self._resolver.addresses(
+            self.instance.host, fresh_since
+        )
         self._attempt = attempt
         attempt.addCallbacks(self._resolved, self._unresolved)
         attempt.addBoth(self._attempt_done)
@@ -1390,6 +1407,21 @@ class RedisProbe:
         self._checks_on_connection = 0
         self._pipelines = Pipelines(self, result, self._drain, self._hello)
         self._reconnects.connected(now)
+        self._look_again = True
+        self._resolver.watch(self.instance.host, self._answered_by_name)
+
+    def _answered_by_name(self, addresses: tuple[str, ...]) -> None:
+        # The name's last answers (`Resolver.watch`): once they no longer
+        # hold the address connected to, the connection is renewed at the
+        # next check, through the renewal path (a new connection made to
+        # the name's address now, the old one serving meanwhile), not
+        # `reconnect_every` later.
+        if (
+            self._protocol is not None
+            and self._attempt is None
+            and self.address not in addresses
+        ):
+            self._renew_at = min(self._renew_at, self._reactor.seconds())
 
     def _lost(self, protocol: RedisClientProtocol) -> None:
         if self._retiring is protocol:

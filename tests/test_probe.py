@@ -68,12 +68,31 @@ class ManualResolver:
     def __init__(self) -> None:
         self.lookups: list[tuple[str, Deferred[Any]]] = []
         self.cancelled: list[str] = []
+        # What each lookup asked as `fresh_since`; who watches each name.
+        self.fresh_since: list[float | None] = []
+        self.watchers: dict[str, set[Callable[[tuple[str, ...]], None]]] = {}
 
-    def addresses(self, host: str) -> Deferred[tuple[str, ...]]:
+    def addresses(
+        self, host: str, fresh_since: float | None = None
+    ) -> Deferred[tuple[str, ...]]:
         """A lookup the test answers with one address, or a tuple of them."""
         d: Deferred[Any] = Deferred(lambda _: self.cancelled.append(host))
         self.lookups.append((host, d))
+        self.fresh_since.append(fresh_since)
         return d.addCallback(lambda a: (a,) if isinstance(a, str) else tuple(a))
+
+    def watch(self, host: str, watcher: Callable[[tuple[str, ...]], None]) -> None:
+        """Keep `watcher`, for the test to tell answers to (`tell`)."""
+        self.watchers.setdefault(host, set()).add(watcher)
+
+    def unwatch(self, host: str, watcher: Callable[[tuple[str, ...]], None]) -> None:
+        """Forget `watcher`."""
+        self.watchers.get(host, set()).discard(watcher)
+
+    def tell(self, host: str, *addresses: str) -> None:
+        """A background answer for `host`, told to its watchers."""
+        for watcher in list(self.watchers.get(host, ())):
+            watcher(addresses)
 
 
 class Harness:
@@ -1448,6 +1467,94 @@ class ResolveTests(SynchronousTestCase):
                 " move(s) in the 60 s since the last such line",
             ],
         )
+
+    def connected_by_name(self) -> tuple[Harness, ManualResolver]:
+        """A probe connected to 10.0.0.7 through redis.example."""
+        resolver = ManualResolver()
+        h = Harness(host="redis.example", resolver=resolver)
+        d = h.check()
+        resolver.lookups[-1][1].callback("10.0.0.7")
+        h.accept()
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        h.sent()
+        h.on_time(1.0)
+        return h, resolver
+
+    def test_move_renews_at_once(self) -> None:
+        """
+        A connected instance whose name's answers no longer hold its
+        address (a failover) renews its connection at the next check, not
+        `reconnect_every` later: that check goes over the old connection,
+        the new one is made to the new address, serves the check after,
+        and the move is said once.
+        """
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        h, resolver = self.connected_by_name()
+        old = h.protocol
+        resolver.tell("redis.example", "10.0.0.8")
+        d = h.check()
+        self.assertEqual(len(resolver.lookups), 2)
+        self.assertIsNone(resolver.fresh_since[-1])  # The answer just told.
+        self.assertEqual(h.sent(), PING)  # Over the old connection.
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        resolver.lookups[-1][1].callback("10.0.0.8")
+        self.assertEqual(h.reactor.tcpClients[-1][:2], ("10.0.0.8", 6379))
+        h.accept()
+        h.on_time(1.0)
+        d = h.check()
+        self.assertIsNot(h.protocol, old)
+        self.assertEqual(h.sent(), PING)  # Over the new one.
+        h.reply(b"+PONG\r\n")
+        self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        moves = [formatEvent(e) for e in events if "resolves" in e["log_format"]]
+        self.assertEqual(
+            moves, ["r1: redis.example now resolves to 10.0.0.8 (was 10.0.0.7)"]
+        )
+
+    def test_answer_holding_the_address_renews_nothing(self) -> None:
+        """
+        Answers that still hold the address connected to (the resolver
+        adds the previous answer's: a rotating subset) renew nothing.
+        """
+        h, resolver = self.connected_by_name()
+        resolver.tell("redis.example", "10.0.0.8", "10.0.0.7")
+        for _ in range(3):
+            d = h.check()
+            h.reply(b"+PONG\r\n")
+            self.assertTrue(self.successResultOf(d).ok)  # type: ignore[union-attr]
+            h.on_time(1.0)
+        self.assertEqual(len(resolver.lookups), 1)
+
+    def test_first_reconnect_after_a_loss_wants_a_fresh_answer(self) -> None:
+        """
+        The first connect after the kept connection went wants an answer
+        fetched within a second (the name may have moved along with it);
+        the reconnects after it take the cached one, as renewals do.
+        """
+        h, resolver = self.connected_by_name()
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        now = h.reactor.seconds()
+        d = h.check()
+        self.assertEqual(resolver.fresh_since[-1], now - 1.0)
+        resolver.lookups[-1][1].callback("10.0.0.8")
+        h.refuse()
+        self.assertFalse(self.successResultOf(d).ok)  # type: ignore[union-attr]
+        h.on_time(1.0)
+        h.check()
+        self.assertEqual(len(resolver.lookups), 3)
+        self.assertIsNone(resolver.fresh_since[-1])
+
+    def test_close_stops_watching(self) -> None:
+        """A closed probe is told no more answers of its name."""
+        h, resolver = self.connected_by_name()
+        watchers = resolver.watchers.get("redis.example", set())
+        self.assertEqual(watchers, {h.probe._answered_by_name})
+        h.probe.close()
+        self.assertEqual(watchers, set())
 
     def test_close_cancels_only_its_wait(self) -> None:
         """Closing the probe while it resolves cancels its own wait."""
