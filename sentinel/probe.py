@@ -35,8 +35,9 @@ down (``benchmarks/hangups.py``).
 A kept connection is not kept for good: a server that turns every new
 client away (its port or bind address moved, or full) still answers on
 it. After at most `reconnect_every` seconds (less a random share, up to
-`RENEW_JITTER`), the next check due then that finds the pacer with room
-starts a new connection, as a check that connects does (within the
+`RENEW_JITTER`), or once its name's answers no longer hold the address
+connected to (`Resolver.watch`: a DNS failover), the next check due then
+that finds the pacer with room starts a new connection, as a check that connects does (within the
 pacer's bounds; the once a second rule, which is about failures, always
 allows it). That check, and those while the new connection is on its
 way, go over the kept one: renewing is the agent's own choice, and the
