@@ -37,12 +37,13 @@ client away (its port or bind address moved, or full) still answers on
 it. After at most `reconnect_every` seconds (less a random share, up to
 `RENEW_JITTER`), or once its name's answers no longer hold the address
 connected to (`Resolver.watch`: a DNS failover), the next check due then
-that finds the pacer with room starts a new connection, as a check that connects does (within the
-pacer's bounds; the once a second rule, which is about failures, always
-allows it). That check, and those while the new connection is on its
-way, go over the kept one: renewing is the agent's own choice, and the
-connection that serves tells what the instance is (a check that waited
-for the new one would say nothing of a server that stopped just then).
+that finds the pacer with room starts a new connection, as a check that
+connects does (within the pacer's bounds; the once a second rule, which
+is about failures, always allows it). That check, and those while the
+new connection is on its way, go over the kept one: renewing is the
+agent's own choice, and the connection that serves tells what the
+instance is (a check that waited for the new one would say nothing of
+a server that stopped just then).
 The new connection takes the old one's place once no check is in flight
 on the old one, and the old one is closed once the new one has answered
 PING. A refused, turned-away or timed-out new connection (the agent on
