@@ -201,7 +201,10 @@ class Resolver(Service):
         most `sentinel.addresses.MAX_ADDRESSES`). Cancel the Deferred to
         stop waiting; the lookup itself goes on to its bound. With
         `fresh_since`, an answer fetched before then is asked again (and
-        serves on, within its TTL, if that lookup fails).
+        serves on, within its TTL, if that lookup fails), unless every
+        lookup slot is taken or names wait for one: an early lookup never
+        queues (thousands of instances reconnecting at once take their
+        answers within their TTL, as before).
         """
         if is_address(host):
             return succeed((host,))
@@ -210,7 +213,11 @@ class Resolver(Service):
         if (
             cached is not None
             and cached.expires > self._reactor.seconds()
-            and (fresh_since is None or cached.fetched >= fresh_since)
+            and (
+                fresh_since is None
+                or cached.fetched >= fresh_since
+                or (name not in self._waiters and self._busy())
+            )
         ):
             if cached.addresses is None:
                 return fail(CannotResolve(cached.error))
@@ -235,6 +242,14 @@ class Resolver(Service):
         waiters.append(waiter)
         self._dispatch()
         return waiter
+
+    def _busy(self) -> bool:
+        """Whether a lookup started now would wait for a slot."""
+        return (
+            len(self._running) >= MAX_LOOKUPS
+            or bool(self._queued)
+            or bool(self._queued_later)
+        )
 
     def watch(self, host: str, watcher: Watcher) -> None:
         """

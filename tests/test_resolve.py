@@ -560,6 +560,20 @@ class RefreshTests(ResolverTestCase):
         d = self.resolver.addresses("redis.example", now - 3)
         self.assertEqual(self.successResultOf(d), ("192.0.2.1",))
 
+    def test_fresh_since_never_queues(self) -> None:
+        """
+        While every lookup slot is taken, an answer within its TTL serves
+        an asker with `fresh_since` at once: an early lookup never waits
+        in line (thousands of instances reconnecting at once).
+        """
+        self.watched(ttl=30)
+        self.clock.advance(2)
+        for i in range(MAX_LOOKUPS):
+            self.resolver.addresses(f"busy{i}.example")
+        d = self.resolver.addresses("redis.example", self.clock.seconds() - 1)
+        self.assertEqual(self.successResultOf(d), ("192.0.2.1",))
+        self.assertNotIn("redis.example", self.source.in_flight)
+
     def test_unwatched_name_not_refreshed(self) -> None:
         """Once nobody watches a name, it is not asked again by itself."""
         self.watched(ttl=30)
