@@ -38,7 +38,7 @@ no bound: behind names whose name server never answers, a good name waited
   each TTL; a failover costs one more lookup, asked `REFRESH_CONFIRM`
   after an answer that changed). A lookup asked before the TTL was up (a
   refresh, or `fresh_since`) that fails leaves the answer to serve on
-  until then.
+  until then; none is asked while a lookup would wait for a slot.
 
 Literal addresses are returned at once. IPv4 is preferred: a name's IPv6
 addresses come after its IPv4 ones (`sentinel.lookup`). `addresses` gives
