@@ -88,7 +88,9 @@ class ProbeTests(SynchronousTestCase):
         check inconclusive too.
         """
         resolver = ManualResolver()
-        resolver.addresses = lambda host: fail(lookup_without_socket())  # type: ignore[method-assign]
+        resolver.addresses = lambda host, fresh_since=None: fail(  # type: ignore[method-assign]
+            lookup_without_socket()
+        )
         h = Harness(host="redis.example", resolver=resolver)
         self.assertIsNone(self.successResultOf(h.check()))
         self.assertEqual(h.pacer.sockets.count, 1)
