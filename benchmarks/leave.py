@@ -1093,6 +1093,7 @@ def main() -> int:
     add_checkout_option(parser)
     add("--agents", type=int, default=3)
     add("--replicas", type=int, default=2)
+    add("--quorum", type=int, help="zookeeper.quorum (default: the agent's)")
     add("--instances", type=int, default=300)
     add("--servers", type=int, default=10)
     add("--session-timeout", type=float, default=10.0)
