@@ -164,9 +164,17 @@ def _forms(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[Any]:
     return [ip] if mapped is None else [ip, mapped]
 
 
+def is_unspecified(address: str) -> bool:
+    """
+    Whether `address` (an IP address) is an unspecified one (0.0.0.0, ::,
+    ::ffff:0.0.0.0), which names no host.
+    """
+    return any(one.is_unspecified for one in _forms(ipaddress.ip_address(address)))
+
+
 def _blocked(source: str, address: str) -> LookupFailed:
     """Why `address` (one that `names_no_host`) is no answer."""
-    if any(one.is_unspecified for one in _forms(ipaddress.ip_address(address))):
+    if is_unspecified(address):
         return LookupFailed(
             f"{source} {address}, which names no host (a blocked name?)"
         )

@@ -22,7 +22,9 @@ never followed.
 
 What a master lists names what the agent connects to, so it is not trusted.
 `sentinel.protocol` keeps only well-formed addresses, each once, at most
-`MAX_LISTED_REPLICAS` of them. Here, an address that is the master's own,
+`MAX_LISTED_REPLICAS` of them. Here, an address that names no one host (an
+unspecified one, which reaches this host, or a multicast or broadcast one:
+`sentinel.lookup.names_no_host`), one that is the master's own,
 that a configured instance or another master's replica already has, or whose
 name is taken, is not added (a configured instance has both the address it
 is configured with and the one its host name resolved to: a master lists
@@ -59,6 +61,7 @@ from twisted.logger import Logger
 from sentinel.churn import FLAP_WINDOW, Churn
 from sentinel.config import Config, RedisInstance
 from sentinel.instance import InstanceState
+from sentinel.lookup import is_unspecified, names_no_host
 from sentinel.monitor import Monitor
 from sentinel.observation import Replication
 from sentinel.resolvconf import is_address
@@ -79,6 +82,22 @@ ALIASES_TTL = 1.0
 def replica_name(master: str, host: str, port: int) -> str:
     """The name a replica of `master` at `host`:`port` is watched under."""
     return f"{master}@[{host}]:{port}" if ":" in host else f"{master}@{host}:{port}"
+
+
+def _no_host(host: str) -> str:
+    # Why a listed address that names no one host (`names_no_host`) is not
+    # watched. A real Redis lists 0.0.0.0 for a replica announcing it, and
+    # Linux connects 0.0.0.0 to this host: whatever Redis listens here on
+    # that port (the master itself, another instance) would be published
+    # as the master's replica, at an address that sends its readers to
+    # their own host. A group address is no replica's: a down node for it
+    # says nothing true.
+    if is_unspecified(host):
+        return (
+            "no host's address: a connect to it reaches the agent's own host"
+            " (the replica's replica-announce-ip?)"
+        )
+    return "a multicast or broadcast address"
 
 
 def replica_instance(master: RedisInstance, host: str, port: int) -> RedisInstance:
@@ -338,6 +357,8 @@ class Topology:
         # Why a listed address is not added, or None.
         if address in _addresses(state):
             return "its own address"
+        if names_no_host(address[0]):
+            return _no_host(address[0])
         configured = self._configured_at(address, now)
         if configured is None:
             return _NOT_YET

@@ -322,6 +322,42 @@ class HostileMasterTests(SynchronousTestCase):
         self.assertEqual(len(fleet.monitor.states), 3)
         self.assertEqual(fleet.topology.stats()["refused"], 2)
 
+    def test_addresses_that_name_no_one_host(self) -> None:
+        """
+        A listed address that names no one host is not added, and the
+        warning says why: an unspecified one (0.0.0.0, ::, or 0.0.0.0
+        mapped into IPv6, as a replica with ``replica-announce-ip 0.0.0.0``
+        is listed), which Linux connects to the agent's own host, so that
+        whatever Redis listens there would be published as the master's
+        replica; a multicast or broadcast one, no replica's.
+        """
+        fleet = Fleet(MASTER)
+        fleet.lists(
+            ("0.0.0.0", 6379),
+            ("::", 6379),
+            ("::ffff:0.0.0.0", 6379),
+            ("224.0.0.1", 6379),
+            ("255.255.255.255", 6379),
+            ("ff02::1", 6379),
+            R1,
+        )
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+        self.assertEqual(fleet.topology.stats()["refused"], 6)
+        self.assertEqual(
+            [(w["host"], w["reason"]) for w in self.warnings],
+            [
+                (
+                    "0.0.0.0",
+                    "no host's address: a connect to it reaches the agent's own"
+                    " host (the replica's replica-announce-ip?)",
+                )
+            ],
+        )
+        Fleet(MASTER).lists(("224.0.0.1", 6379))
+        self.assertEqual(
+            self.warnings[-1]["reason"], "a multicast or broadcast address"
+        )
+
     def test_configured_by_host_name(self) -> None:
         """
         A configured instance named by host name has the address its host

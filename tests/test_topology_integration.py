@@ -46,10 +46,13 @@ def redis_cli(server: RedisServer, *args: str) -> str:
 class TopologyTests(TwistdTestCase):
     """One agent, one master discovering two replicas, one ZooKeeper."""
 
-    async def start(self, named_replica: bool = False) -> None:
+    async def start(
+        self, named_replica: bool = False, announced: tuple[str, ...] = ()
+    ) -> None:
         """
         The servers, then the agent; with `named_replica`, the first
-        replica is configured too, as ``named`` on host ``localhost``.
+        replica is configured too, as ``named`` on host ``localhost``;
+        `announced`, more directives of the second replica.
         """
         # Replicas sync at once, not after Redis's default 5 s wait for more.
         self.master = RedisServer(extra_args=["--repl-diskless-sync-delay", "0"])
@@ -57,8 +60,8 @@ class TopologyTests(TwistdTestCase):
         self.addCleanup(self.master.stop)
         replicaof = ["--replicaof", LOOPBACK, str(self.master.port)]
         self.replicas = []
-        for _ in range(2):
-            replica = RedisServer(extra_args=replicaof).start()
+        for more in [(), announced]:
+            replica = RedisServer(extra_args=[*replicaof, *more]).start()
             self.addCleanup(replica.stop)
             self.replicas.append(replica)
         zookeeper = shared_zookeeper()
@@ -218,3 +221,27 @@ class TopologyTests(TwistdTestCase):
         found = {i["name"]: i["discovered_by"] for i in instances["instances"]}
         self.assertEqual(found, {"m": None, "named": None, self.names[1]: "m"})
         self.assertNotIn(f"{self.names[0]}: removed", self.log_path.read_text())
+
+    async def test_replica_announcing_the_unspecified_address(self) -> None:
+        """
+        A replica whose ``replica-announce-ip`` is ``0.0.0.0`` is listed
+        so by its master; a connect to it would reach this host (and find
+        that replica here only because the test runs on one host), so it
+        is not watched: the other replica is, and the warning names the
+        address and why, over ten of the master's INFO.
+        """
+        await self.start(announced=("--replica-announce-ip", "0.0.0.0"))
+        await self.until_node(self.names[0], START_BOUND, status="up", role="slave")
+        unspecified = f"0.0.0.0:{self.replicas[1].port}"
+
+        def warned() -> bool:
+            return (
+                f"such as {unspecified} (no host's address" in self.log_path.read_text()
+            )
+
+        await wait_for(reactor, warned, 20.0, "the warning about 0.0.0.0")
+        await pause(reactor, 10 * 5 * INTERVAL)
+        instances = await self.get_json(f"{self.base}/instances")
+        found = {i["name"]: i["discovered_by"] for i in instances["instances"]}
+        self.assertEqual(found, {"m": None, self.names[0]: "m"})
+        self.assertFalse(self.reader.exists(f"{self.root}/instances/m@{unspecified}"))
