@@ -14,7 +14,14 @@ The fake speaks just enough RESP (PING, INFO, AUTH) and, by ``--mode``:
   cap) and publishes them;
 - ``pingpong``: a failover played at every INFO: the master and its first
   replica swap roles (each naming the other its master) at every answer,
-  and whichever says master lists 200 replicas at fresh ports.
+  and whichever says master lists 200 replicas at fresh ports;
+- ``nohost``: a master listing replicas at addresses that name no one
+  host (`NO_HOST`: the unspecified ones, which Linux connects to this
+  host, and multicast and broadcast ones), each at the port of the real
+  redis-server the healthy instances are on: a Redis whose replica says
+  ``replica-announce-ip 0.0.0.0`` lists it so too. Printed at the end:
+  each instance watched in the fake master's name, as ``/instances``
+  gives it.
 
 Printed every 5 s and at the end: the agent's RSS, open files, the
 discovery counters of ``/debug/stats``, the healthy instances' checks and
@@ -50,6 +57,16 @@ from common import (
 )
 
 LISTED = 200
+# What ``nohost`` lists: the addresses `sentinel.lookup.names_no_host`
+# refuses in a name server's answer.
+NO_HOST = (
+    "0.0.0.0",
+    "::",
+    "::ffff:0.0.0.0",
+    "224.0.0.1",
+    "255.255.255.255",
+    "ff02::1",
+)
 
 
 def info_reply(lines: list[str]) -> bytes:
@@ -58,11 +75,14 @@ def info_reply(lines: list[str]) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(body), body)
 
 
-def master_info(ports: list[int]) -> bytes:
-    """A master's INFO replication listing replicas at `ports`."""
+def master_info(ports: list[int], hosts: tuple[str, ...] = (LOOPBACK,)) -> bytes:
+    """
+    A master's INFO replication listing replicas at `ports`, at each of
+    `hosts` in turn.
+    """
     lines = ["role:master", f"connected_slaves:{len(ports)}"]
     lines += [
-        f"slave{i}:ip={LOOPBACK},port={port},state=online,offset=1,lag=0"
+        f"slave{i}:ip={hosts[i % len(hosts)]},port={port},state=online,offset=1,lag=0"
         for i, port in enumerate(ports)
     ]
     return info_reply(lines)
@@ -93,6 +113,8 @@ async def serve(mode: str, master: socket.socket, extra: list[socket.socket]) ->
     answers = itertools.count()
 
     def info_for(port: int) -> bytes:
+        if mode.startswith("nohost="):
+            return master_info([int(mode[7:])] * len(NO_HOST), NO_HOST)
         if mode == "rotate":
             return master_info(fresh_ports())
         if mode == "answering":
@@ -171,7 +193,7 @@ def nodes_under(client: Any, path: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--mode", choices=("rotate", "answering", "pingpong"), required=True
+        "--mode", choices=("rotate", "answering", "pingpong", "nohost"), required=True
     )
     parser.add_argument("--healthy", type=int, default=20)
     parser.add_argument("--duration", type=float, default=60.0)
@@ -184,11 +206,12 @@ def main() -> None:
     with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
         zookeeper, client = start_zookeeper(started)
         redis = start_redis_servers(1, started)[0]
-        count = 1 if args.mode == "rotate" else LISTED + 1
+        count = 1 if args.mode in ("rotate", "nohost") else LISTED + 1
+        served = f"nohost={redis.port}" if args.mode == "nohost" else args.mode
         socks = [listener() for _ in range(count)]
         fds = [s.fileno() for s in socks]
         fake = ChildProcess(
-            [sys.executable, __file__, "--mode", args.mode, "--fake", args.mode,
+            [sys.executable, __file__, "--mode", args.mode, "--fake", served,
              *map(str, fds)],
             log=Path(tmp) / "fake.log",
             pass_fds=fds,
@@ -228,6 +251,12 @@ def main() -> None:
             if elapsed >= args.duration:
                 break
             time.sleep(5)
+        for found in listed:
+            if found.get("discovered_by") == "evil":
+                print(
+                    f"{found['name']:28} {found['status']:5} role {found.get('role')}"
+                    f"  error {found.get('error')!r}"
+                )
         print((Path(tmp) / "agent.log").read_text()[-3000:])
 
 

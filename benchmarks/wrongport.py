@@ -7,7 +7,8 @@ port and another agent's, a TLS-only redis-server without ``tls = true``
 and a plain one with it, ``openssl s_server``, an SSH-like server (a
 banner at accept, then waits), a memcached-like one (``ERROR`` to
 everything), a redis-server with ``requirepass`` and no password
-configured, one with ``rename-command PING ""``, and one plain Redis for
+configured, one with ``rename-command PING ""``, a Redis Sentinel
+(``redis-server --sentinel``), and one plain Redis for
 comparison. Printed for each: the ``error`` in ``/instances`` after
 ``--wait`` seconds, the status, the checks and failures, and how many
 warning-or-worse log lines name it.
@@ -131,6 +132,21 @@ def main() -> None:
         )  # fmt: skip
         started.callback(openssl.wait)
         started.callback(openssl.terminate)
+        # A Redis Sentinel: PING answers PONG, HELLO names no role and
+        # INFO replication is empty (redis-server 7.0).
+        sentinel_port = free_port()
+        sentinel_conf = workdir / "sentinel.conf"
+        sentinel_conf.write_text(
+            f"port {sentinel_port}\nbind {LOOPBACK}\ndir {work}\n"
+            f"sentinel monitor mymaster {LOOPBACK} {plain} 2\n"
+        )
+        sentinel = subprocess.Popen(
+            ["redis-server", str(sentinel_conf), "--sentinel"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        started.callback(sentinel.wait)
+        started.callback(sentinel.terminate)
         ssh = serve(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", None, stop)
         memcached = serve(None, b"ERROR\r\n", stop)
         denied = serve(PROTECTED, None, stop, hang_up=True)
@@ -151,6 +167,7 @@ def main() -> None:
             ("requirepass", secured, False),
             ("ping-renamed", renamed, False),
             ("protected-mode", denied, False),
+            ("redis-sentinel", sentinel_port, False),
             ("ssh-banner-with-tls", ssh, True),
             ("memcached-with-tls", memcached, True),
             ("http-with-tls", other.http_port, True),
