@@ -364,6 +364,20 @@ def host_problem(host: str) -> str | None:
     return None
 
 
+def canonical_address(host: str) -> str:
+    """
+    `host` in the one form its IP address has (IPv6 compressed and in lower
+    case; an IPv4 address mapped into IPv6, which a connect reaches over
+    IPv4, as that IPv4 address), or as it is if it is no IP address.
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(ip if mapped is None else mapped)
+
+
 def host_port(text: str) -> tuple[str, int] | None:
     """C{HOST:PORT} or C{[IPV6]:PORT} split, or L{None}; port not range-checked."""
     if text.startswith("["):

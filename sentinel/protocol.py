@@ -60,7 +60,7 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sentinel.checks import host_problem, printable, short_decimal
+from sentinel.checks import canonical_address, host_problem, printable, short_decimal
 from sentinel.dispatch import read_directly, stop_reading_directly
 from sentinel.echoes import before_quotes
 from sentinel.observation import Replication
@@ -262,7 +262,11 @@ def parse_listed_replica(value: str) -> tuple[str, int] | None:
     """
     The address of one ``slaveN:ip=...,port=...,state=...`` line, or None
     unless ``ip`` is a host name or IP address and ``port`` a TCP port (what
-    a master lists is not trusted: it names what we connect to).
+    a master lists is not trusted: it names what we connect to). An IP
+    address is given in its one form (`canonical_address`): written
+    otherwise (``::FFFF:10.0.0.5``, ``0:0::1``), the master's own address or
+    a configured instance's would be taken for another, and watched and
+    published again under a second name.
     """
     # The first fields only: a line of 60,000 commas cost 6 ms, split whole.
     parts = value.strip().split(",", _REPLICA_FIELDS)[:_REPLICA_FIELDS]
@@ -271,7 +275,7 @@ def parse_listed_replica(value: str) -> tuple[str, int] | None:
     if host_problem(host) is not None:
         return None
     port = tcp_port(fields.get("port", ""))
-    return None if port is None else (host, port)
+    return None if port is None else (canonical_address(host), port)
 
 
 class NotADataServer(ValueError):

@@ -58,6 +58,7 @@ from typing import Any
 import attr
 from twisted.logger import Logger
 
+from sentinel.checks import canonical_address
 from sentinel.churn import FLAP_WINDOW, Churn
 from sentinel.config import Config, RedisInstance
 from sentinel.instance import InstanceState
@@ -168,7 +169,9 @@ class Topology:
         self.grace = config.replica_grace
         masters = {i.name: i for i in config.instances if i.discover_replicas}
         self._discoverers = frozenset(masters)
-        self._configured = frozenset((i.host, i.port) for i in config.instances)
+        self._configured = frozenset(
+            (canonical_address(i.host), i.port) for i in config.instances
+        )
         for gone in set(self._refused) - set(masters):
             del self._refused[gone]
         states = self._monitor.states
@@ -227,7 +230,7 @@ class Topology:
         host, port = replication.master_host, replication.master_port
         if replication.role != "slave" or host is None or port is None:
             return False
-        name = self._by_address.get((host, port))
+        name = self._by_address.get((canonical_address(host), port))
         if name is None or self._found[name].master != discoverer:
             return False
         state = self._monitor.states.get(name)
@@ -250,7 +253,9 @@ class Topology:
         if found is None or found.master != master or discoverer is None:
             return None
         its = discoverer.health.replication
-        if its.role != "slave" or (its.master_host, its.master_port) != found.address:
+        if its.role != "slave" or its.master_host is None:
+            return None
+        if (canonical_address(its.master_host), its.master_port) != found.address:
             return None
         return discoverer
 
@@ -394,7 +399,7 @@ class Topology:
                 if instance.discovered_by is not None or is_address(host):
                     continue
                 if resolved is not None:
-                    aliases.add((resolved, instance.port))
+                    aliases.add((canonical_address(resolved), instance.port))
                 elif state.health.checks == 0:
                     return None  # Gathered again at the next INFO.
             self._aliases = frozenset(aliases)
@@ -461,9 +466,13 @@ class Topology:
 
 
 def _addresses(state: InstanceState) -> tuple[tuple[str | None, int], ...]:
-    # An instance's addresses: as configured, and as its host resolved.
-    instance = state.instance
-    return ((instance.host, instance.port), (state.probe.address, instance.port))
+    # An instance's addresses: as configured, and as its host resolved, each
+    # in the form a listed address has (`parse_listed_replica`).
+    instance, resolved = state.instance, state.probe.address
+    return (
+        (canonical_address(instance.host), instance.port),
+        (None if resolved is None else canonical_address(resolved), instance.port),
+    )
 
 
 def watched_hosts(states: Iterable[InstanceState]) -> list[str]:

@@ -16,6 +16,7 @@ from sentinel import topology as topology_module
 from sentinel.churn import FLAP_WINDOW, LOG_WINDOW, LOGGED_PER_WINDOW
 from sentinel.config import Config, RedisInstance
 from sentinel.observation import Replication
+from sentinel.protocol import parse_replication
 from sentinel.topology import MAX_PER_MASTER, Topology, replica_instance, replica_name
 from tests.fakes import FAILED, make_monitor
 
@@ -357,6 +358,40 @@ class HostileMasterTests(SynchronousTestCase):
         self.assertEqual(
             self.warnings[-1]["reason"], "a multicast or broadcast address"
         )
+
+    def test_addresses_written_otherwise(self) -> None:
+        """
+        An IP address the master writes in another form than the one
+        watched (IPv4 mapped into IPv6, which a connect reaches over IPv4;
+        IPv6 in upper case or not compressed) is the same address: the
+        master's own, a configured instance's (configured in any form) and
+        a replica already watched are not watched again under a second
+        name; a new replica is watched under its address's one form.
+        """
+        v6 = RedisInstance("v6", "0:0:0:0:0:0:0:1", 7001)
+        other = RedisInstance("other", "10.0.0.9", 7000)
+        fleet = Fleet(MASTER, other, v6)
+        fleet.lists(R1)
+        lines = [
+            "ip=::ffff:10.0.0.5,port=6379",
+            "ip=0:0:0:0:0:FFFF:a00:5,port=6379",
+            "ip=::FFFF:10.0.0.9,port=7000",
+            "ip=::1,port=7001",
+            "ip=::ffff:10.0.0.6,port=6379",
+            "ip=FD00:0:0::7,port=6380",
+        ]
+        info = "role:master\r\n" + "".join(
+            f"slave{i}:{line},state=online,offset=1,lag=0\r\n"
+            for i, line in enumerate(lines)
+        )
+        fleet.topology.observed(
+            fleet.monitor.states["m"],
+            parse_replication(info.encode()),
+            fleet.clock.seconds(),
+        )
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379", "m@[fd00::7]:6380"])
+        # The master's two forms are one address: it, other and v6.
+        self.assertEqual(fleet.topology.stats()["refused"], 3)
 
     def test_configured_by_host_name(self) -> None:
         """
