@@ -21,7 +21,11 @@ The fake speaks just enough RESP (PING, INFO, AUTH) and, by ``--mode``:
   redis-server the healthy instances are on: a Redis whose replica says
   ``replica-announce-ip 0.0.0.0`` lists it so too. Printed at the end:
   each instance watched in the fake master's name, as ``/instances``
-  gives it.
+  gives it;
+- ``aliases``: a master listing its own address and the real
+  redis-server's in other forms (`ALIASES`: mapped into IPv6, which a
+  connect reaches over IPv4, in upper case, not compressed), as
+  ``nohost`` prints them.
 
 Printed every 5 s and at the end: the agent's RSS, open files, the
 discovery counters of ``/debug/stats``, the healthy instances' checks and
@@ -75,6 +79,11 @@ def info_reply(lines: list[str]) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(body), body)
 
 
+# What ``aliases`` lists: 127.0.0.1 in other forms, each at the fake
+# master's own port, then at the real redis-server's.
+ALIASES = ("::ffff:127.0.0.1", "0:0:0:0:0:FFFF:7f00:1", "::FFFF:127.0.0.1")
+
+
 def master_info(ports: list[int], hosts: tuple[str, ...] = (LOOPBACK,)) -> bytes:
     """
     A master's INFO replication listing replicas at `ports`, at each of
@@ -115,6 +124,9 @@ async def serve(mode: str, master: socket.socket, extra: list[socket.socket]) ->
     def info_for(port: int) -> bytes:
         if mode.startswith("nohost="):
             return master_info([int(mode[7:])] * len(NO_HOST), NO_HOST)
+        if mode.startswith("aliases="):
+            listed = [master_port] * len(ALIASES) + [int(mode[8:])] * len(ALIASES)
+            return master_info(listed, ALIASES)
         if mode == "rotate":
             return master_info(fresh_ports())
         if mode == "answering":
@@ -193,7 +205,9 @@ def nodes_under(client: Any, path: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--mode", choices=("rotate", "answering", "pingpong", "nohost"), required=True
+        "--mode",
+        choices=("rotate", "answering", "pingpong", "nohost", "aliases"),
+        required=True,
     )
     parser.add_argument("--healthy", type=int, default=20)
     parser.add_argument("--duration", type=float, default=60.0)
@@ -206,8 +220,9 @@ def main() -> None:
     with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
         zookeeper, client = start_zookeeper(started)
         redis = start_redis_servers(1, started)[0]
-        count = 1 if args.mode in ("rotate", "nohost") else LISTED + 1
-        served = f"nohost={redis.port}" if args.mode == "nohost" else args.mode
+        listing = args.mode in ("nohost", "aliases")
+        count = 1 if args.mode == "rotate" or listing else LISTED + 1
+        served = f"{args.mode}={redis.port}" if listing else args.mode
         socks = [listener() for _ in range(count)]
         fds = [s.fileno() for s in socks]
         fake = ChildProcess(
