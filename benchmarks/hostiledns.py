@@ -45,7 +45,9 @@ these modes (AAAA queries get an empty answer):
 - ``v4dead6live``: A 127.0.0.5 and 127.0.0.6 (both down, as in
   ``alldead``), AAAA ::1 (the redis-server);
 - ``aaaadropped``: A 127.0.0.1, AAAA queries never answered (a middlebox
-  that drops them).
+  that drops them);
+- ``pointerloop``: the query's id and question, and one A record
+  (127.0.0.1) whose owner name is a compression pointer to itself.
 
 ``--watch`` samples the named instances' statuses every 0.25 s from when
 the agent first answers HTTP: how many samples said ``down``, and when
@@ -80,6 +82,7 @@ import argparse
 import asyncio
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -130,6 +133,7 @@ MODES = (
     "v4refused6live",
     "v4dead6live",
     "aaaadropped",
+    "pointerloop",
 )
 # The addresses each rotating mode answers in turn, per name.
 ROTATIONS = {
@@ -191,6 +195,20 @@ def records_for(mode: str, name: bytes, asked: int = 0) -> list[dns.RRHeader]:
         addresses = ROTATIONS[mode]
         return [a(name, addresses[asked % len(addresses)], ttl=0)]
     return [a(name, "127.0.0.1")]
+
+
+def pointer_loop(reply: dns.Message) -> bytes:
+    """
+    `reply` without its answers, then one A record (127.0.0.1) whose owner
+    name is a compression pointer to itself.
+    """
+    reply.answers = []
+    head = bytearray(reply.toStr())
+    head[6:8] = (1).to_bytes(2, "big")  # ANCOUNT
+    offset = len(head)
+    owner = (0xC000 | offset).to_bytes(2, "big")
+    record = owner + struct.pack("!HHIH", dns.A, dns.IN, 60, 4) + bytes([127, 0, 0, 1])
+    return bytes(head) + record
 
 
 class NameServer:
@@ -310,6 +328,8 @@ class NameServer:
                 reply.trunc = 1
                 encoded = reply.toStr()
         encoded = reply.toStr()
+        if self.mode == "pointerloop" and question.type == dns.A:
+            encoded = pointer_loop(reply)
         return [encoded, encoded] if self.mode == "twice" else [encoded]
 
     def stop(self) -> None:
