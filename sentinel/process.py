@@ -72,7 +72,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psutil
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -81,7 +80,7 @@ from sentinel.clocksteps import LOOK_INTERVAL, ClockSteps
 from sentinel.descriptors import SpareDescriptors
 from sentinel.dispatch import after_each_poll, lean_dispatch
 from sentinel.httpd import MAX_CONNECTIONS
-from sentinel.procstats import open_fds
+from sentinel.procstats import open_fds, own_process
 from sentinel.resolve import MAX_LOOKUPS
 from sentinel.timer import RestartingTimer
 
@@ -257,9 +256,9 @@ class ProcessPolicy(MultiService):
 
     def spare_descriptors(self) -> SpareDescriptors:
         """What lets a renewal take a second descriptor, in this process."""
-        process = psutil.Process()
+        # Made before twistd's fork: the process is the one counting.
         return SpareDescriptors(
-            self._clock, count=lambda: open_fds(process), keep=RENEWAL_KEEP
+            self._clock, count=lambda: open_fds(own_process()), keep=RENEWAL_KEEP
         )
 
     def check_capacity(self, instances: int) -> None:

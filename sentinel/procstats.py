@@ -16,6 +16,13 @@ Reading ``/proc`` needs a descriptor, which a process out of them cannot
 open: what cannot be read is left out (None in ``/debug/stats``, no
 sample in ``/metrics``), never an error of the whole answer, which is
 when these figures matter most.
+
+psutil's handle on a process is made for one pid. The agent is made
+before twistd forks its daemon (``twistd sentinel`` without ``-n``), so a
+handle made then named the parent, which exits: ``/debug/stats``
+answered 500 and ``/metrics`` broke off (``NoSuchProcess``) in every
+daemon. `own_process` gives the handle of the process asking, made again
+after a fork.
 """
 
 from __future__ import annotations
@@ -35,6 +42,16 @@ from prometheus_client.metrics_core import (
     GaugeMetricFamily,
     Metric,
 )
+
+_own: psutil.Process | None = None
+
+
+def own_process() -> psutil.Process:
+    """psutil's handle on this process, whatever process made it before a fork."""
+    global _own
+    if _own is None or _own.pid != os.getpid():
+        _own = psutil.Process(os.getpid())
+    return _own
 
 
 def open_fds(process: psutil.Process) -> int | None:
@@ -85,11 +102,12 @@ class ProcessMetrics:
     """
 
     def __init__(self, process: psutil.Process | None = None) -> None:
-        self._process = process or psutil.Process()
+        """`process`: one to read instead of this one (tests)."""
+        self._process = process
 
     def collect(self) -> Iterator[Metric]:
         """Read now, on each scrape."""
-        process = self._process
+        process = self._process or own_process()
         try:
             with process.oneshot():
                 times = process.cpu_times()

@@ -51,7 +51,7 @@ from sentinel.listing import (
 from sentinel.metrics import AgentMetrics
 from sentinel.monitor import Monitor
 from sentinel.overview import DEFAULT_SORT, SORTS, overview_slices
-from sentinel.procstats import open_fds, rss_bytes, threads_by_name
+from sentinel.procstats import open_fds, own_process, rss_bytes, threads_by_name
 from sentinel.streaming import Slicer, Slices
 
 
@@ -136,7 +136,9 @@ class StatusApp:
     # More of /healthz's answer: each shown under its name unless None.
     health_details: Mapping[str, StatsSource] = attr.Factory(dict)
     slicer: Slicer = attr.Factory(lambda self: Slicer(self.reactor), takes_self=True)
-    process: psutil.Process = attr.Factory(psutil.Process)
+    # None: this process, whichever it is once twistd has forked
+    # (`sentinel.procstats.own_process`).
+    process: psutil.Process | None = None
     names: NameIndex = attr.field(factory=NameIndex, init=False)
 
     def resource(self) -> Any:
@@ -351,8 +353,8 @@ class StatusApp:
         return {
             "pending_checks": len(monitor.tracker),
             "delayed_calls": len(self.reactor.getDelayedCalls()),
-            "open_fds": open_fds(self.process),
-            "rss_bytes": rss_bytes(self.process),
+            "open_fds": open_fds(self.process or own_process()),
+            "rss_bytes": rss_bytes(self.process or own_process()),
             "gc_objects": self.gc_objects(),
             "threads": threads_by_name(),
             "ticks": monitor.ticks,

@@ -8,10 +8,11 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import procstats
-from sentinel.procstats import ProcessMetrics, open_fds, rss_bytes
+from sentinel.procstats import ProcessMetrics, open_fds, own_process, rss_bytes
 
 
 def no_descriptor(*args: object) -> Any:
@@ -45,3 +46,32 @@ class OutOfDescriptorsTests(SynchronousTestCase):
         process: Any = OutOfDescriptors()
         names = [family.name for family in ProcessMetrics(process).collect()]
         self.assertEqual(names, ["process_max_fds"])
+
+
+class AfterAForkTests(SynchronousTestCase):
+    """
+    The agent is made before twistd forks its daemon: the figures must be
+    the daemon's, not those of the parent that made it and exited.
+    """
+
+    def setUp(self) -> None:
+        # Another live process stands for the daemon: os.getpid() says it.
+        self.other = psutil.Popen(["sleep", "60"])
+        self.addCleanup(self.other.wait)
+        self.addCleanup(self.other.kill)
+
+    def test_metrics_are_the_forked_process(self) -> None:
+        """/metrics made before the fork reads the process it runs in."""
+        metrics = ProcessMetrics()
+        self.patch(procstats.os, "getpid", lambda: self.other.pid)
+        started = {
+            family.name: family.samples[0].value for family in metrics.collect()
+        }["process_start_time_seconds"]
+        self.assertEqual(started, self.other.create_time())
+
+    def test_own_process_follows_the_pid(self) -> None:
+        """own_process is made again once this process's pid changes."""
+        before = own_process()
+        self.assertEqual(before.pid, os.getpid())
+        self.patch(procstats.os, "getpid", lambda: self.other.pid)
+        self.assertEqual(own_process().pid, self.other.pid)

@@ -410,6 +410,52 @@ class TwistdTests(TwistdTestCase):
         )  # fmt: skip
         self.assertFalse(pidfile.exists())
 
+    async def test_daemon_reads_its_own_process(self) -> None:
+        """
+        A daemon (twistd without -n) answers /debug/stats with its own RSS
+        and descriptors, and /metrics with its own process_* figures
+        (before: both read the parent twistd forked from, which had
+        exited: /debug/stats 500, /metrics cut off).
+        """
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        pidfile = directory / "twistd.pid"
+        result = subprocess.run(
+            [TWISTD, f"--pidfile={pidfile}", f"--logfile={directory}/twistd.log",
+             "sentinel", "--redis", "127.0.0.1:1", "--http", HTTP_ANY_PORT],
+            env=environment(),
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        pid = int(pidfile.read_text())
+        daemon = psutil.Process(pid)
+
+        def stop() -> None:
+            if daemon.is_running():
+                daemon.kill()
+
+        self.addCleanup(stop)
+        port = await wait_listening(
+            reactor, pid, lambda: None if daemon.is_running() else "exited"
+        )
+        base = f"http://127.0.0.1:{port}"
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        response = await treq.get(f"{base}/debug/stats", timeout=HTTP_BOUND, pool=pool)
+        stats = json.loads(await response.content())
+        self.assertEqual(response.code, 200, stats)
+        self.assertIsNotNone(stats["rss_bytes"])
+        response = await treq.get(f"{base}/metrics", timeout=HTTP_BOUND, pool=pool)
+        metrics = (await response.content()).decode()
+        started = [
+            float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("process_start_time_seconds ")
+        ]
+        self.assertEqual(started, [daemon.create_time()])
+        daemon.terminate()
+        await wait_for(reactor, lambda: not daemon.is_running(), 10.0, "exit")
+
     def test_twistd_files_are_one_line(self) -> None:
         """
         A pidfile or a log file twistd could not write ends start-up with
