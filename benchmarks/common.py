@@ -149,6 +149,7 @@ class Agent:
         open_files: int | None = None,
         wrapper: Sequence[str] = (),
         python: Path | None = None,
+        twistd_options: Sequence[str] = (),
     ) -> None:
         """
         `pythonpath`: a tree of the code to run instead of this checkout's.
@@ -158,6 +159,7 @@ class Agent:
         through ``prlimit``, so that thousands of instances fit without
         raising the machine's or this script's. `wrapper`: a command that
         execs the rest of the command line (the PID stays the agent's).
+        `twistd_options`: twistd's own, before ``sentinel`` (``--logger``).
         """
         self.workdir = workdir
         self.http_port = free_port()
@@ -173,7 +175,7 @@ class Agent:
             [
                 *wrapper,
                 *limit,
-                str(twistd), "-n", "--pidfile=", "sentinel",
+                str(twistd), "-n", "--pidfile=", *twistd_options, "sentinel",
                 "--config", str(self.config_path),
                 "--http", f"tcp:{self.http_port}:interface={LOOPBACK}",
             ],
