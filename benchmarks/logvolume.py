@@ -55,48 +55,10 @@ from common import (
     open_files_for,
     start_zookeeper,
 )
+from wrongport import serve
 
 ROTATE_BYTES = 1_000_000  # twistd's --logfile rotates at 1 MB
 SCENES = ("flap", "down", "garbage", "zkaway", "noname", "badhttp")
-
-
-def serve_garbage(stop: threading.Event) -> int:
-    """A loopback server answering every read with a line no Redis writes."""
-    listener = socket.socket()
-    listener.bind((LOOPBACK, 0))
-    listener.listen(64)
-    listener.settimeout(0.2)
-
-    def run() -> None:
-        held: list[socket.socket] = []
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-                conn.setblocking(False)
-                held.append(conn)
-            except TimeoutError:
-                pass
-            for c in list(held):
-                try:
-                    data = c.recv(4096)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    c.close()
-                    held.remove(c)
-                else:
-                    try:
-                        c.send(b"\x00\xffgarbage\x07\r\n")
-                    except OSError:
-                        pass
-        for c in held:
-            c.close()
-        listener.close()
-
-    threading.Thread(target=run, daemon=True).start()
-    return int(listener.getsockname()[1])
 
 
 def silent_name_server(stop: threading.Event) -> int:
@@ -156,7 +118,7 @@ def run_scene(
             port = free_port()
             instances = [Instance(f"d{i}", port) for i in range(args.instances)]
         elif scene == "garbage":
-            instances = [Instance("r0", serve_garbage(stop))]
+            instances = [Instance("r0", serve(None, b"\x00\xffgarbage\x07\r\n", stop))]
         elif scene == "zkaway":
             server = RedisServer()
             started.callback(server.stop)
