@@ -1,4 +1,4 @@
-"""Process figures when ``/proc`` cannot be read: out of descriptors."""
+"""Process figures when ``/proc`` cannot be read, and in a forked daemon."""
 
 from __future__ import annotations
 
