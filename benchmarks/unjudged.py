@@ -134,6 +134,11 @@ def run(args: argparse.Namespace, label: str, checkout: Path, number: int) -> An
             code, _ = healthz(agent)
             now = time.time()
             # Read first: an instance without a status after it had none then.
+            # The names the agent watched by then: the reload adds the
+            # others once the config has kept still 2 s (sentinel.settling),
+            # which may fall between the two reads; they are not in this
+            # /metrics, and not missing from it.
+            watched = set(agent.instances())
             text = metrics_text(agent)
             instances = agent.instances()
             unknown = [i for i in instances.values() if i["status"] is None]
@@ -150,7 +155,9 @@ def run(args: argparse.Namespace, label: str, checkout: Path, number: int) -> An
                 i.get("unjudged_since") and i.get("unjudged_reason") for i in unknown
             )
             in_metrics += all(
-                f'{UNJUDGED_FAMILY}{{name="{i["name"]}"' in text for i in unknown
+                f'{UNJUDGED_FAMILY}{{name="{i["name"]}"' in text
+                for i in unknown
+                if i["name"] in watched
             )
         times = sorted(judged.values())
         shown = (
