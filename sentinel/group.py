@@ -216,6 +216,7 @@ class Group:
         self.publishing.view_stale = lambda: bool(
             self.membership.returning or self.membership.absent
         )
+        self.publishing.view_known = lambda: self.generation > 0
         self.publishing.voting = self._voting
         self.publishing.on_handed_over = self._handed_over
         self.publishing.on_previous_verdict = self._previous_verdict

@@ -214,6 +214,10 @@ class SessionHandoff:
         self.reattached: bool | None = None
         self.why_not: str | None = None if self.left else str(left)
         self.on_superseded: Callable[[str], None] | None = None
+        # Told, at the first connection, of the session the previous
+        # process left when it is not the one connected and its nodes went
+        # with it (it expired, or was closed as stale), and why.
+        self.on_left_gone: Callable[[int, str], None] = lambda session, why: None
         self.superseded: str | None = None
         # Superseded while on a session the newer process does not hold
         # (this one's own, opened after its first was lost): closed at
@@ -526,6 +530,9 @@ class SessionHandoff:
                     session=session,
                     why=self.why_not,
                 )
+                if left is not None and (self._claimed or self.stale is not None):
+                    # Expired, or closed at start: its nodes went with it.
+                    self.on_left_gone(left.session_id, str(self.why_not))
         if client_id != self._session:
             self._session = client_id
             self._granted = granted

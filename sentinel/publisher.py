@@ -66,6 +66,7 @@ from sentinel.sweep import Sweep, Watched
 from sentinel.takeover import Takeovers
 from sentinel.timer import RestartingTimer
 from sentinel.unbacked import Unbacked
+from sentinel.unremade import Unremade
 from sentinel.writer import NodeWriter
 from sentinel.writes import Unchanged, WriteQueue
 from sentinel.writewatch import WriteWatch
@@ -234,6 +235,10 @@ class ZooKeeperPublisher(Service):
             reactor, zk, nodes, queue, holders, roles, takeovers, members,
             handoff, self, opinions, acls, clock,
             Lateness(reactor, nodes, queue, refresh), guard, refusals,
+            Unremade(
+                reactor, nodes, watched,
+                lambda: roles.joined and roles.view_known(),
+            ),
         )  # fmt: skip
 
         self._nodes = nodes
@@ -261,6 +266,7 @@ class ZooKeeperPublisher(Service):
         zk.add_listener(self._resync.state_changed)
         if handoff is not None:
             handoff.on_superseded = self._superseded
+            handoff.on_left_gone = self._report.unremade.session_gone
             handoff.holds_agent_node = self._holds_agent_node
             # The state file says checks back the nodes only as far as
             # ZooKeeper has them (`sentinel.handoff`).

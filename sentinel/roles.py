@@ -120,6 +120,9 @@ class GroupRoles:
         # removed waits for a current one before it is made again
         # (`Takeovers.keep`).
         self.view_stale: Callable[[], bool] = lambda: False
+        # Whether a view of the group was applied (the group sets it): the
+        # instances this agent publishes have their node in `nodes` since.
+        self.view_known: Callable[[], bool] = lambda: False
         # Told of an instance this agent kept for its next primary once that
         # one has its node: the group checks it no more.
         self.on_handed_over: Callable[[str], None] = lambda name: None

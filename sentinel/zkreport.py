@@ -60,6 +60,7 @@ from sentinel.roles import GroupRoles
 from sentinel.sample import NAMED, others
 from sentinel.takeover import Takeovers
 from sentinel.unconfirmed import Unconfirmed
+from sentinel.unremade import Unremade
 from sentinel.writes import FAILING_AFTER, Lifecycle, WriteQueue
 from sentinel.zk import CONNECTED, LOST, ZooKeeper
 
@@ -85,6 +86,7 @@ class ZooKeeperReport:
         lateness: Lateness,
         guard: Guard,
         refusals: Refusals,
+        unremade: Unremade,
     ) -> None:
         self._reactor = reactor
         self._zk = zk
@@ -112,6 +114,9 @@ class ZooKeeperReport:
         # the nodes are still ours (at 19,000 nodes their writes take some
         # 13 s, and a leader election would fail every agent's /healthz).
         self.unconfirmed = Unconfirmed(reactor, nodes)
+        # After a restart that could not reattach: the instance nodes that
+        # went with the previous process's session (`sentinel.unremade`).
+        self.unremade = unremade
         self._session_id = zk.session_id
         # Since when each discovery member this agent should hold was
         # first seen held by none of it (`_unlisted`).
@@ -307,6 +312,8 @@ class ZooKeeperReport:
             reasons.append(f"zookeeper: {unlisted}: readers do not find it")
         if said := self.unconfirmed.reason(self._unconfirmed() if writing else []):
             reasons.append(said)
+        if writing and (gone := self.unremade.reason(self._unremade())):
+            reasons.append(gone)
         return "; ".join(reasons) or None
 
     def _unarmed(self) -> dict[str, str]:
@@ -320,8 +327,31 @@ class ZooKeeperReport:
         return unarmed
 
     def look_unconfirmed(self) -> None:
-        """Drop the unconfirmed nodes written since (the end is logged)."""
+        """
+        Drop the unconfirmed nodes written since, and the nodes gone with
+        the previous process's session made again since (each end is
+        logged).
+        """
         self._unconfirmed()
+        self._unremade()
+
+    def _failing_long(self) -> set[Node]:
+        """The nodes whose writes have failed for `FAILING_AFTER` or more."""
+        named_after = self._reactor.seconds() - FAILING_AFTER
+        return {
+            node
+            for node, (since, _) in self._queue.failing.items()
+            if since <= named_after
+        }
+
+    def _unremade(self) -> list[str]:
+        # After a restart that could not reattach, the instance nodes gone
+        # with the previous process's session and not made again, nor
+        # held elsewhere nor failing for FAILING_AFTER (named on those
+        # accounts, as for `_unconfirmed`).
+        if not self.unremade.waiting:
+            return []
+        return self.unremade.look(self._failing_long())
 
     def _unconfirmed(self) -> list[Node]:
         # After a connection, the instance nodes written before it and not
@@ -336,13 +366,7 @@ class ZooKeeperReport:
         # were answered.
         if not self.unconfirmed.waiting:
             return []
-        named_after = self._reactor.seconds() - FAILING_AFTER
-        failing = {
-            node
-            for node, (since, _) in self._queue.failing.items()
-            if since <= named_after
-        }
-        return self.unconfirmed.look(failing)
+        return self.unconfirmed.look(self._failing_long())
 
     def _unlisted(self) -> str | None:
         # The discovery members of instances up and ready, whose node this
