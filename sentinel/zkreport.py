@@ -34,7 +34,10 @@ the instance (`Opinions.elsewhere`, `Opinions.unlike`: each primary
 publishes its own), or, after a connection, instance nodes written
 before and not yet again (until the first answers, an earlier session
 may hold them, publishing what is no longer true: ZooKeeper restored
-from an old snapshot). The first
+from an old snapshot), or, after a start that could not reattach, the
+instance nodes that went with the previous process's session and are
+not made again yet (`sentinel.unremade`: readers find them missing). The
+first
 node in conflict (or failing, or late) is named with its reason, then the
 next ten by path and how many more there are (`sentinel.sample`).
 """
