@@ -126,8 +126,9 @@ class Unremade:
         self._names_left = left
         if not left:
             log.info(
-                "zookeeper: every instance node gone with the session of the"
-                " process before is made again, {seconds:.1f} s after connecting",
+                "zookeeper: no instance node gone with the session of the"
+                " process before is left for this agent to make again,"
+                " {seconds:.1f} s after connecting",
                 seconds=self._reactor.seconds() - since,
             )
         return left

@@ -8,6 +8,7 @@ in-memory ZooKeeper, as in `tests.test_handoff`.
 from __future__ import annotations
 
 from twisted.internet.task import Clock
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
@@ -15,7 +16,7 @@ from sentinel.nodes import Nodes
 from sentinel.ownership import Holding
 from sentinel.unremade import Unremade
 from tests.test_handoff import HandoffTestCase, Process
-from tests.test_publisher import DOWN, UP, path
+from tests.test_publisher import DOWN, HEARTBEAT, UP, path
 
 
 class RestartNotReattachedTests(HandoffTestCase):
@@ -83,6 +84,32 @@ class RestartNotReattachedTests(HandoffTestCase):
         second.start()
         self.assertTrue(second.handoff.reattached)
         self.assertIsNone(second.publisher.unhealthy_reason())
+
+    def test_one_line_when_it_starts_and_one_when_it_ends(self) -> None:
+        """
+        One line at the connection naming the nodes, none per answer, one
+        at the heartbeat that finds none left, with nobody asking.
+        """
+        logged: list[str] = []
+
+        def observer(event: LogEvent) -> None:
+            if event.get("log_namespace") == "sentinel.unremade":
+                logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        _, second = self.restarted_after_expiry()
+        [started] = logged
+        self.assertIn("its 2 instance node(s) went with it", started)
+        self.assertIn("(a, b)", started)
+        for _ in range(3):
+            second.publisher.unhealthy_reason()
+        second.check("a", UP)
+        second.check("b", UP)
+        self.assertEqual(len(logged), 1)
+        self.clock.advance(HEARTBEAT)
+        [_, ended] = logged
+        self.assertIn("no instance node gone with the session", ended)
 
     def test_stale_session_closed_at_start(self) -> None:
         """
