@@ -1,0 +1,191 @@
+"""
+A group's start, many times: does a member name its own group's writes
+as another client's (``/healthz`` 503 for ``OVERWRITES_WINDOW``)?
+
+Three real ``twistd -n sentinel`` agents (``g0``, ``g1``, ``g2``; a
+``state_dir`` each, ``replicas = 2``, serverset discovery, session
+timeout 10 s, as ``benchmarks/rebuild.py``'s group) that all know the
+same ``--instances`` instances on ``--servers`` real redis-servers, all
+up, started ``--starts`` times against one real ZooKeeper, each start
+under a root of its own (nothing else writes there). ``--stagger``:
+``ready`` starts each once the one before answers (as ``rebuild.py``),
+``together`` all at once, ``random`` 0.2--1 s apart. Each agent's
+``/healthz`` is read every ``--every`` s for ``--duration`` s; the
+table gives, for each start, each agent's seconds not 200 after its
+first 200 and why, and the lines its log wrote saying a node "was
+written by another ZooKeeper client", with the takeovers of that node
+logged by any member (who took it from whom, when).
+
+    .venv/bin/python benchmarks/groupoverwrites.py [--starts 10]
+        [--instances 1000] [--servers 6] [--stagger ready,together,random]
+        [--duration 40] [--keep-logs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import (  # noqa: E402
+    Agent,
+    Instance,
+    agent_config,
+    load_average,
+    machine,
+    open_files_for,
+    start_redis_servers,
+    start_zookeeper,
+    stop_on_sigterm,
+    table,
+)
+from restartfleet import _healthz  # noqa: E402
+
+GROUP = ("g0", "g1", "g2")
+STAGGERS = ("ready", "together", "random")
+OVERWRITTEN = re.compile(r"(\S+) was written by another ZooKeeper client")
+
+
+def start_group(
+    workdir: Path,
+    texts: dict[str, str],
+    stagger: str,
+    instances: int,
+    started: ExitStack,
+) -> list[Agent]:
+    """The three agents, started as `stagger` says."""
+    agents = []
+    for agent_id in GROUP:
+        if agents and stagger == "random":
+            time.sleep(random.uniform(0.2, 1.0))
+        agent = Agent(
+            workdir,
+            texts[agent_id],
+            agent_id,
+            open_files=open_files_for(instances),
+        )
+        started.callback(agent.stop)
+        if stagger == "ready":
+            agent.wait_ready()
+        agents.append(agent)
+    return agents
+
+
+def lines_about(log: Path, needle: str) -> list[str]:
+    """The lines of `log` that contain `needle`."""
+    return [line for line in log.read_text().splitlines() if needle in line]
+
+
+def one_start(
+    args: argparse.Namespace, n: int, stagger: str, hosts: str, ports: list[int]
+) -> tuple[list[tuple[str, str]], Path]:
+    """One start of the group under a root of its own: its rows, its logs."""
+    workdir = Path(tempfile.mkdtemp(prefix="sentinel-groupoverwrites-"))
+    root = f"/overwrites{n}"
+    instances = [
+        Instance(f"r{i}", ports[i % len(ports)]) for i in range(args.instances)
+    ]
+    texts = {}
+    for agent_id in GROUP:
+        text = agent_config(
+            instances,
+            zookeeper=hosts,
+            zk_root=root,
+            agent_id=agent_id,
+            zk_settings={
+                "session_timeout": 10.0,
+                "replicas": 2,
+                "discovery": "serverset",
+            },
+        )
+        texts[agent_id] = text.replace(
+            "[zookeeper]\n",
+            f'state_dir = "{workdir / ("state-" + agent_id)}"\n\n'
+            f'[zookeeper]\ndiscovery_root = "{root}-discovery"\n',
+            1,
+        )
+    load = load_average()
+    rows: list[tuple[str, str]] = []
+    with ExitStack() as started:
+        agents = start_group(workdir, texts, stagger, args.instances, started)
+        t0 = time.monotonic()
+        first_ok: list[float | None] = [None] * len(agents)
+        not_ok: list[float] = [0.0] * len(agents)
+        why: list[str] = [""] * len(agents)
+        while time.monotonic() - t0 < args.duration:
+            for i, agent in enumerate(agents):
+                answer = _healthz(agent)
+                if answer == "200":
+                    if first_ok[i] is None:
+                        first_ok[i] = time.monotonic() - t0
+                elif first_ok[i] is not None:
+                    not_ok[i] += args.every
+                    why[i] = answer[:200]
+            time.sleep(args.every)
+    for i, agent in enumerate(agents):
+        first = "never" if first_ok[i] is None else f"{first_ok[i]:.1f} s"
+        said = f"; {why[i]}" if why[i] else ""
+        rows.append(
+            (
+                f"start {n} ({stagger}, load {load}): {agent.log.stem}",
+                f"first 200 at {first}, then not 200 {not_ok[i]:.1f} s{said}",
+            )
+        )
+        for line in lines_about(agent.log, "was written by another ZooKeeper"):
+            found = OVERWRITTEN.search(line)
+            rows.append((f"  {agent.log.stem} logged", line[-160:]))
+            if found is None:
+                continue
+            name = found.group(1).rsplit("/", 1)[-1]
+            for other in agents:
+                for took in lines_about(other.log, f"instances/{name} over"):
+                    rows.append((f"    {other.log.stem}", took[:140]))
+    return rows, workdir
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--starts", type=int, default=10)
+    parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--servers", type=int, default=6)
+    parser.add_argument("--stagger", default=",".join(STAGGERS))
+    parser.add_argument("--duration", type=float, default=40.0)
+    parser.add_argument("--every", type=float, default=0.5)
+    parser.add_argument("--keep-logs", action="store_true")
+    args = parser.parse_args()
+    staggers = args.stagger.split(",")
+    if not set(staggers) <= set(STAGGERS):
+        parser.error(f"--stagger: of {', '.join(STAGGERS)}")
+    stop_on_sigterm()
+    rows: list[tuple[str, str]] = []
+    with ExitStack() as started:
+        zookeeper, _ = start_zookeeper(started)
+        servers = start_redis_servers(args.servers, started)
+        ports = [server.port for server in servers]
+        for n in range(args.starts):
+            stagger = staggers[n % len(staggers)]
+            got, logs = one_start(args, n, stagger, zookeeper.hosts, ports)
+            print(table(got, f"start {n}"), flush=True)
+            if args.keep_logs:
+                print(f"logs kept in {logs}", flush=True)
+            else:
+                shutil.rmtree(logs, ignore_errors=True)
+            rows += got
+    title = (
+        f"groupoverwrites: 3 agents, {args.instances:,} instances,"
+        f" {args.starts} starts ({machine()})"
+    )
+    print(table(rows, title))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
