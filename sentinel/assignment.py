@@ -46,6 +46,12 @@ def weight(agent_hash: int, instance_hash: int) -> int:
     return x ^ (x >> 31)
 
 
+def ranks_below(agent: str, other: str, instance: str) -> bool:
+    """Whether `agent` ranks below `other` in `instance`'s rendezvous order."""
+    name = name_hash(instance)
+    return weight(name_hash(agent), name) < weight(name_hash(other), name)
+
+
 class Assignment:
     """
     The observers of every instance this agent knows, given each live

@@ -121,6 +121,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sentinel import checks
+from sentinel.assignment import ranks_below
 from sentinel.documents import stored_document
 from sentinel.nodes import LOG_NAMESPACE, Node, Nodes
 from sentinel.ownership import ours
@@ -573,21 +574,61 @@ class Guard:
         now: float = self._reactor.seconds()
         return now - node.taken_at < TAKEN_OVER_GRACE
 
-    def written_over(self, node: Node, written_by: object = None) -> None:
+    async def late_set(self, node: Node, written_by: object) -> bool:
+        """
+        Whether a write over `node` found within `TAKEN_OVER_GRACE` of our
+        takeover of it, its data saying it was `written_by` that agent, is
+        a group member's late set (`written_over`): the agent we took it
+        from, or an earlier holder of it. Before, only the agent we took
+        it from was: a node a group's start moved twice (``g0`` to ``g1``
+        to ``g2``) took a set of ``g0``'s, sent at the version its own node
+        had, on ``g2``'s new node, and ``g2`` named it in /healthz for 60 s
+        (`benchmarks/groupoverwrites.py`). So is a node whose data named
+        another agent than its holder's when we took it (``g0``'s late set
+        had landed on ``g1``'s node): ``g1``'s next set was named. A late
+        set here names a member of the group, not this agent, whose agent
+        node a live session holds now (one ``exists``): the session we took
+        the node from, or one that ranks below the agent we took it from in
+        the instance's rendezvous order (a primary takes a node from the
+        members its view ranks below it, `sentinel.assignment`). A client
+        naming a member that outranks that agent and held none of it, this
+        agent, or no member is named as ever.
+        """
+        taken_from = node.taken_from_agent
+        if taken_from is None or not self.in_takeover_grace(node):
+            return False
+        if written_by == taken_from:
+            return True
+        agents, _, own = self._nodes.agent.path.rpartition("/")
+        if (
+            not isinstance(written_by, str)
+            or checks.znode_name_problem(written_by) is not None
+            or written_by == own
+        ):
+            return False
+        try:
+            stat = await self._zk.exists(f"{agents}/{written_by}", background=True)
+        except Exception:
+            return False  # Unknown: named, as any other write over it.
+        if stat is None or not stat.ephemeralOwner or ours(stat, self._zk.session_id):
+            return False  # No member of the group now.
+        return stat.ephemeralOwner == node.taken_from_session or ranks_below(
+            written_by, taken_from, node.name
+        )
+
+    def written_over(self, node: Node, late_set: bool = False) -> None:
         """
         A set of ours found `node`, still our session's, at another version
         than we wrote: another client wrote its data (`sentinel.writer`,
         which writes ours again at once). Within `TAKEN_OVER_GRACE` of our
-        takeover of it, data that says it was `written_by` the agent we
-        took it from is that agent's late set: counted apart
+        takeover of it, data that names the agent we took it from, or an
+        earlier holder of it, is that agent's `late_set`: counted apart
         (`late_sets`), not reported. Any other is reported: before, every
         write within the grace passed as a late set, so a client writing
         over a node just taken over (every node of a member that left,
         at once) was named in no /healthz.
         """
-        if self.in_takeover_grace(node) and (
-            node.taken_from_agent is not None and written_by == node.taken_from_agent
-        ):
+        if late_set:
             self.late_sets += 1
             return
         self.writes_over += 1

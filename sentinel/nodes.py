@@ -93,6 +93,7 @@ class Node:
         "taken_from",
         "taken_at",
         "taken_from_agent",
+        "taken_from_session",
         "taken_listed_by",
         "taken_member",
         "guard",
@@ -202,6 +203,11 @@ class Node:
         # grace after `taken_at`, a write over it naming that agent is its
         # late set, any other a meddler's (`sentinel.guard`).
         self.taken_from_agent: str | None = None
+        # And the session that held it then (`taken_from` is forgotten once
+        # our member is written): a write over it naming the member whose
+        # agent node that session holds is its late set too, whatever agent
+        # the node said (another member's late set may have landed on it).
+        self.taken_from_session: int | None = None
         # That agent, if its verdict had the instance in discovery (up and
         # ready): a member of its to replace is expected (`sentinel.members`).
         self.taken_listed_by: str | None = None

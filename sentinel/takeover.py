@@ -387,6 +387,7 @@ class Takeovers:
         node.taken_from = stat.ephemeralOwner
         node.taken_at = self._reactor.seconds()
         node.taken_from_agent = previous["agent"]
+        node.taken_from_session = stat.ephemeralOwner
         node.taken_listed_by = printable(previous["agent"], 64) if listed else None
         self.takeovers += 1
         if along is not None and self.members is not None:

@@ -275,10 +275,11 @@ class NodeWriter:
             # another version than ours: another client wrote what readers
             # read. (The catalog is checked at each heartbeat.) Soon after
             # a takeover, its data tells the previous primary's late set.
-            found_by = None
+            late_set = False
             if self._guard.in_takeover_grace(node):
                 found_by = await self._written_by(node)
-            self._guard.written_over(node, found_by)
+                late_set = await self._guard.late_set(node, found_by)
+            self._guard.written_over(node, late_set)
         node.owned = True
         node.lost = False
         node.version = stat.version

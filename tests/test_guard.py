@@ -14,6 +14,7 @@ from twisted.internet.defer import TimeoutError
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from sentinel.assignment import ranks_below
 from sentinel.documents import NERVE
 from sentinel.guard import (
     LOOP_BURSTS,
@@ -446,6 +447,73 @@ class WrittenOverTests(PublisherHarness):
         self.assertIn("3 node(s) of this agent written by another client", reason)
         self.assertIn(f"(the last {self.node})", reason)
         self.assertEqual(len(self.lines()), 1)
+
+    def member(self, agent: str) -> None:
+        """`agent` is a member of the group: another session holds its node."""
+        self.zk.put(f"{ROOT}/agents/{agent}", b"{}", self.zk.session_id + 7)
+
+    def test_earlier_holders_late_set_not_named(self) -> None:
+        """
+        Within TAKEN_OVER_GRACE of our takeover from ``b``, a write over
+        the node naming ``c``, a member that ranks below ``b`` for the
+        instance (it held the node before ``b`` took it: a group's start
+        moves a node twice), is ``c``'s late set: written again, counted,
+        not named. Before, only ``b``'s name was a late set, and a member
+        of a real group named ``g0``'s late set in /healthz for 60 s.
+        """
+        self.assertTrue(ranks_below("c", "b", "redis-00"))
+        self.member("c")
+        self.taken_over("redis-00")
+        self.forge(agent="c")
+        self.clock.advance(0.1)
+        self.check(self.instance("redis-00"), DOWN)
+        self.assertEqual(self.zk.document(self.node)["status"], "down")
+        self.assertEqual(self.zk.owner(self.node), self.zk.session_id)
+        self.assertEqual(self.publisher.late_sets, 1)
+        self.assertEqual(self.publisher.written_over, 0)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.lines(), [])
+
+    def test_late_set_of_the_session_taken_from_not_named(self) -> None:
+        """
+        Within the grace, a write over the node naming the member whose
+        agent node the session we took the node from holds is that
+        member's late set, whatever agent the node said then (``b``'s
+        late set had landed on ``ax``'s node): written again, counted, not
+        named. Before, ``ax``'s set (which outranks ``b``) was named.
+        """
+        self.member("ax")
+        self.taken_over("redis-00")
+        node = self.publisher._nodes.instances["redis-00"]
+        node.taken_from_session = self.zk.session_id + 7
+        self.forge(agent="ax")
+        self.clock.advance(0.1)
+        self.check(self.instance("redis-00"), DOWN)
+        self.assertEqual(self.zk.document(self.node)["status"], "down")
+        self.assertEqual(self.publisher.late_sets, 1)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.lines(), [])
+
+    def test_forged_in_a_members_name_still_named(self) -> None:
+        """
+        Within the grace, a write naming a member that outranks the agent
+        we took the node from (``ax`` above ``b``: never its holder
+        before ``b``) and whose node the session we took it from does not
+        hold, this agent, or an agent below ``b`` that no session holds the
+        agent node of, is a meddler's: named as before.
+        """
+        self.assertFalse(ranks_below("ax", "b", "redis-00"))
+        self.member("ax")
+        self.taken_over("redis-00")
+        for forger in ("ax", AGENT, "c"):
+            self.forge(agent=forger)
+            self.clock.advance(0.1)
+            self.check(self.instance("redis-00"), DOWN)
+            self.assertEqual(self.zk.document(self.node)["status"], "down")
+        self.assertEqual(self.publisher.late_sets, 0)
+        self.assertEqual(self.publisher.written_over, 3)
+        reason = self.publisher.unhealthy_reason() or ""
+        self.assertIn("3 node(s) of this agent written by another client", reason)
 
     def test_own_set_applied_with_its_answer_lost_not_named(self) -> None:
         """
