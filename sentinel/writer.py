@@ -74,6 +74,9 @@ from sentinel.writes import UNCHANGED, HeldElsewhere, Unchanged, WriteQueue
 from sentinel.writewatch import WriteWatch
 from sentinel.zk import ZooKeeper
 
+# What `NodeWriter._written_by` finds of a node no longer ours.
+_NOT_OURS = object()
+
 
 class NodeWriter:
     """The ZooKeeper calls of one write (module docstring)."""
@@ -278,6 +281,12 @@ class NodeWriter:
             late_set = False
             if self._guard.in_takeover_grace(node):
                 found_by = await self._written_by(node)
+                if found_by is _NOT_OURS:
+                    # Taken over (or gone) since the question found it
+                    # ours: no write over a node of ours, and no set of
+                    # ours goes on the taker's node. Asked again.
+                    node.dirty = True
+                    return None
                 late_set = await self._guard.late_set(node, found_by)
             self._guard.written_over(node, late_set)
         node.owned = True
@@ -292,13 +301,15 @@ class NodeWriter:
         """
         The agent our instance node, found written by another client,
         says wrote it (`documents.written_by`): one read, only within a
-        takeover's grace. None if it is gone, or no longer our session's.
+        takeover's grace. `_NOT_OURS` if it is gone, or no longer our
+        session's: a member took it over since it was found ours (at a
+        group's start, the read came 3 s after the question).
         """
         try:
             stored, stat = await self._zk.get(node.path)
         except NoNodeError:
-            return None
-        return written_by(stored) if ours(stat, self._zk.session_id) else None
+            return _NOT_OURS
+        return written_by(stored) if ours(stat, self._zk.session_id) else _NOT_OURS
 
     async def _agent_node_read(self, node: Node) -> None:
         """What our agent node, written since our set, holds, to `sharing`."""

@@ -494,6 +494,31 @@ class WrittenOverTests(PublisherHarness):
         self.assertIsNone(self.publisher.unhealthy_reason())
         self.assertEqual(self.lines(), [])
 
+    def test_taken_over_while_asked_not_named(self) -> None:
+        """
+        A write over the node within the grace, found by a refused set,
+        while the node is taken over by a member between the question that
+        finds it ours and the read of what it says: no write over a node
+        of ours to name, and no set of ours on the taker's node; asked
+        again. Before, the read found it not ours, no writer, and the
+        write was named: 503 for 60 s at a group's start.
+        """
+        self.taken_over("redis-00")
+        self.forge(agent="b")
+        self.zk.hold_answers("exists")
+        self.clock.advance(0.1)
+        self.check(self.instance("redis-00"), DOWN)
+        taker = self.zk.session_id + 9
+        self.zk.put(self.node, b'{"status": "up", "agent": "c"}', taker)
+        self.zk.release("exists")
+        self.zk.unanswered.clear()
+        self.clock.advance(0.1)
+        self.assertEqual(self.zk.owner(self.node), taker)
+        self.assertEqual(self.zk.document(self.node)["agent"], "c")
+        self.assertEqual(self.publisher.written_over, 0)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.lines(), [])
+
     def test_forged_in_a_members_name_still_named(self) -> None:
         """
         Within the grace, a write naming a member that outranks the agent
