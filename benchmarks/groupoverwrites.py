@@ -12,7 +12,8 @@ under a root of its own (nothing else writes there). ``--stagger``:
 ``together`` all at once, ``random`` 0.2--1 s apart. Each agent's
 ``/healthz`` is read every ``--every`` s for ``--duration`` s; the
 table gives, for each start, each agent's seconds not 200 after its
-first 200 and why, and the lines its log wrote saying a node "was
+first 200 and why, its writes over its nodes named and late sets
+counted (``/debug/stats``), and the lines its log wrote saying a node "was
 written by another ZooKeeper client", with the takeovers of that node
 logged by any member (who took it from whom, when).
 
@@ -130,13 +131,21 @@ def one_start(
                     not_ok[i] += args.every
                     why[i] = answer[:200]
             time.sleep(args.every)
+        counts = []
+        for agent in agents:
+            stats = agent.get("/debug/stats")["zookeeper"]
+            counts.append(
+                f"written over {stats['nodes_written_over']}, late sets"
+                f" {stats['late_sets_after_takeover']}"
+            )
     for i, agent in enumerate(agents):
         first = "never" if first_ok[i] is None else f"{first_ok[i]:.1f} s"
         said = f"; {why[i]}" if why[i] else ""
         rows.append(
             (
                 f"start {n} ({stagger}, load {load}): {agent.log.stem}",
-                f"first 200 at {first}, then not 200 {not_ok[i]:.1f} s{said}",
+                f"first 200 at {first}, then not 200 {not_ok[i]:.1f} s;"
+                f" {counts[i]}{said}",
             )
         )
         for line in lines_about(agent.log, "was written by another ZooKeeper"):
