@@ -218,6 +218,9 @@ class Guard:
         # instance nodes seen deleted that another member had taken over.
         self.deleted = 0
         self.taken_early = 0
+        # Discovery members seen deleted that went with their instance's
+        # node, taken over by another member (`_taken_apart`).
+        self.members_moved = 0
         # Deletions in bursts (a loop is LOOP_BURSTS of them within
         # LOOP_WINDOW), and writes over our nodes (each one reported).
         self._deletions = Meddling(reactor, LOOP_WINDOW, LOOP_BURSTS)
@@ -439,20 +442,36 @@ class Guard:
             for node in self._nodes:
                 if node not in gone and self._held(node, None):
                     self._queue.mark(node)
-        instances = self._nodes.instances
-        maybe_taken = [
-            node
-            for node in held
-            if not wiped and node.takeover and instances.get(node.name) is node
-        ]
+        maybe_taken = {} if wiped else self._maybe_taken(held, gone)
         if not maybe_taken:
             self._report_deleted(held, gone, wiped)
             return
         d = Deferred.fromCoroutine(self._taken_apart(held, gone, maybe_taken))
         d.addErrback(lambda f: log.failure("reporting deleted nodes failed", f))
 
+    def _maybe_taken(self, held: list[Node], gone: dict[Node, str]) -> dict[Node, str]:
+        """
+        Those of `held` a member of the group may have taken over, each
+        with the instance node whose holder tells: an instance node, at
+        the path it was deleted at; a discovery member, at its instance's
+        node, which a new primary takes over with the member moved along
+        in one transaction (`Takeovers.take_over`), or replaces the member
+        of after (`Discovery.take_from`).
+        """
+        instances = self._nodes.instances
+        maybe: dict[Node, str] = {}
+        for node in held:
+            if node.member is not None:
+                state = node.state
+                instance = None if state is None else instances.get(state.name)
+                if instance is not None and instance.takeover:
+                    maybe[node] = instance.path
+            elif node.takeover and instances.get(node.name) is node:
+                maybe[node] = gone[node]
+        return maybe
+
     async def _taken_apart(
-        self, held: list[Node], gone: dict[Node, str], maybe_taken: list[Node]
+        self, held: list[Node], gone: dict[Node, str], maybe_taken: dict[Node, str]
     ) -> None:
         """
         Report the nodes of `held` deleted, but the instance nodes another
@@ -468,10 +487,16 @@ class Guard:
         A holder is a member when its session holds the agent node of the
         agent its node names (`_members_holding`); one that holds none (a
         squatter's) is said to have written it, as another client, and
-        counted as deleted.
+        counted as deleted. A discovery member goes with its instance's
+        node: one whose instance node a member took over was moved along
+        by the group's new primary, no deletion either (`members_moved`);
+        before, the first agent of a group of three at 1,000 instances
+        named its members moved so as deleted in a loop, 503 for 4--5 s at
+        each start (`benchmarks/groupoverwrites.py`). Any other, its
+        instance node still ours or a squatter's, is deleted as ever.
         """
         answers = await DeferredList(
-            [self._zk.exists(gone[node], background=True) for node in maybe_taken],
+            [self._zk.exists(path, background=True) for path in maybe_taken.values()],
             consumeErrors=True,
         )
         session = self._zk.session_id
@@ -483,7 +508,19 @@ class Guard:
             and stat.ephemeralOwner
             and not ours(stat, session)
         ]
-        taken = await self._members_holding(held_by, gone)
+        taken = await self._members_holding(held_by, maybe_taken)
+        moved = [node for node in held if node in taken and node.member is not None]
+        if moved:
+            self.members_moved += len(moved)
+            log.info(
+                "{count} discovery member(s) of this agent moved along with"
+                " their instance's node by the member that took it over:"
+                " {paths}{more}",
+                count=len(moved),
+                **_listed([gone[node] for node in moved]),
+            )
+        taken.difference_update(moved)
+        held_by = [node for node in held_by if node.member is None]
         squatted = [node for node in held_by if node not in taken]
         if squatted:
             self.deleted += len(squatted)
@@ -506,22 +543,23 @@ class Guard:
                 count=len(taken),
                 **_listed(paths),
             )
-        deleted = [node for node in held if node not in held_by]
+        deleted = [node for node in held if node not in held_by and node not in moved]
         if deleted:
             self._report_deleted(deleted, gone, False)
 
     async def _members_holding(
-        self, held_by: list[Node], gone: dict[Node, str]
+        self, held_by: list[Node], paths: dict[Node, str]
     ) -> set[Node]:
         """
-        Those of `held_by` (nodes another session holds) held by a member
-        of the group: the session that holds the node holds the agent node
-        under ``{root}/agents`` of the agent it names as its writer. A
-        ``get`` of each and an ``exists`` of that agent node; one that
-        fails counts as a member's, as every holder did before.
+        Those of `held_by` (nodes whose instance node, at their path in
+        `paths`, another session holds) held by a member of the group: the
+        session that holds that node holds the agent node under
+        ``{root}/agents`` of the agent it names as its writer. A ``get`` of
+        each and an ``exists`` of that agent node; one that fails counts as
+        a member's, as every holder did before.
         """
         reads = await DeferredList(
-            [self._zk.get(gone[node], background=True) for node in held_by],
+            [self._zk.get(paths[node], background=True) for node in held_by],
             consumeErrors=True,
         )
         agents = self._nodes.agent.path.rpartition("/")[0]
