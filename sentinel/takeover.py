@@ -582,7 +582,17 @@ class Takeovers:
                 # Taken over (a delete and a create at once), or gone.
                 node.owned = False
             else:
-                node.version = stat.version
+                if ours(stat, zk.session_id):
+                    node.version = stat.version
+                    return
+                # Applied, but to the taker's new node (its versions begun
+                # again at 0 had reached ours), as the writer's own sets
+                # check (`sentinel.writer`): taken over, let go. Taken
+                # for a success, it was set again at each change until
+                # the guard heard of the deletion, each one a late set
+                # the taker counted (`benchmarks/groupoverwrites.py`).
+                node.owned = False
+                self._let_go(node)
                 return
         stat = await zk.exists(node.path)
         if ours(stat, zk.session_id):

@@ -2164,6 +2164,53 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         path = f"{DISCOVERY}/{name}/{child}"
         return fleet.server.nodes[path].owner, document.get("member") == path
 
+    def test_keeper_set_landing_on_the_takers_node_lets_it_go(self) -> None:
+        """
+        A keeper's set of a node kept for its new primary that lands on
+        the taker's new node (the takeover came between, its versions
+        begun again at 0, and the keeper had not heard of it) is not taken
+        for a success: the stat it returns names the taker's session, so
+        the keeper lets the node go at once, as the writer's own path does
+        for a set that lands on another session's node. Before, it took
+        the node for its own still and set it again at each change.
+        """
+        fleet = Fleet()
+        kw: dict[str, Any] = {"replicas": 2, "discovery": (SERVERSET, DISCOVERY)}
+        keeper = fleet.add("a", NAMES, **kw).start()
+        fleet.run(3.0)
+        taker = fleet.add("b", NAMES, **kw)
+        taker.zk.hang("replace")
+        taker.start()
+        nodes = keeper.publisher._nodes.instances
+        takeovers = keeper.publisher._takeovers
+        handed: list[str] = []
+        for _ in range(100):
+            fleet.run(0.05)
+            handed = [n for n in takeovers.handing_off if nodes[n].handed_to == "b"]
+            if handed:
+                break
+        self.assertTrue(handed)
+        name = handed[0]
+        node = nodes[name]
+        path = node.path
+        document = fleet.node(name)
+        assert document is not None
+        # The taker's takeover lands (a new node at version 0, its session),
+        # unheard of by the keeper (its questions come back late), whose
+        # set is at the version 0 it wrote.
+        keeper.zk.hold_answers("exists")
+        fleet.server.remove(path)
+        taken = json.dumps({**document, "agent": "b"}).encode()
+        fleet.server.put(path, taken, taker.zk.session_id)
+        node.owned = True
+        node.version = 0
+        node.dirty = True
+        self.successResultOf(Deferred.fromCoroutine(takeovers.keep(node)))
+        self.assertEqual(fleet.owner_of(name), taker.zk.session_id)
+        self.assertFalse(node.owned)
+        self.assertNotIn(name, takeovers.handing_off)
+        self.assertIsNot(nodes.get(name), node)
+
     def test_keeper_never_sets_the_takers_node(self) -> None:
         """
         A member keeps nodes for a joiner, which takes them over while the
