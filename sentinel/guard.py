@@ -456,7 +456,10 @@ class Guard:
         the path it was deleted at; a discovery member, at its instance's
         node, which a new primary takes over with the member moved along
         in one transaction (`Takeovers.take_over`), or replaces the member
-        of after (`Discovery.take_from`).
+        of after (`Discovery.take_from`): one this agent's view makes the
+        primary of, or keeps for the member its view gave it to (the
+        member stays ours until the keeper hears of the takeover, behind
+        a loaded start's reads).
         """
         instances = self._nodes.instances
         maybe: dict[Node, str] = {}
@@ -464,7 +467,7 @@ class Guard:
             if node.member is not None:
                 state = node.state
                 instance = None if state is None else instances.get(state.name)
-                if instance is not None and instance.takeover:
+                if instance is not None and (instance.takeover or instance.released):
                     maybe[node] = instance.path
             elif node.takeover and instances.get(node.name) is node:
                 maybe[node] = gone[node]
