@@ -110,6 +110,7 @@ and every /healthz 200.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -171,6 +172,22 @@ def _listed(paths: list[str]) -> dict[str, str]:
         "paths": ", ".join(paths[:NAMED]),
         "more": f" and {more} more" if more > 0 else "",
     }
+
+
+async def _asked_once(
+    ask: Callable[..., Deferred[Any]], paths: dict[Node, str]
+) -> list[tuple[bool, Any]]:
+    """
+    The answer of `ask` (a background read) at each node's path in
+    `paths`, in order, each path asked once: a discovery member and its
+    instance's node, deleted together, are both told by that node.
+    """
+    unique = list(dict.fromkeys(paths.values()))
+    answers = await DeferredList(
+        [ask(path, background=True) for path in unique], consumeErrors=True
+    )
+    by_path = dict(zip(unique, answers, strict=True))
+    return [by_path[path] for path in paths.values()]
 
 
 def _writer(data: bytes) -> str | None:
@@ -498,10 +515,7 @@ class Guard:
         each start (`benchmarks/groupoverwrites.py`). Any other, its
         instance node still ours or a squatter's, is deleted as ever.
         """
-        answers = await DeferredList(
-            [self._zk.exists(path, background=True) for path in maybe_taken.values()],
-            consumeErrors=True,
-        )
+        answers = await _asked_once(self._zk.exists, maybe_taken)
         session = self._zk.session_id
         held_by = [
             node
@@ -561,10 +575,7 @@ class Guard:
         each and an ``exists`` of that agent node; one that fails counts as
         a member's, as every holder did before.
         """
-        reads = await DeferredList(
-            [self._zk.get(paths[node], background=True) for node in held_by],
-            consumeErrors=True,
-        )
+        reads = await _asked_once(self._zk.get, {node: paths[node] for node in held_by})
         agents = self._nodes.agent.path.rpartition("/")[0]
         taken: set[Node] = set()
         asked: list[tuple[Node, int, str]] = []
