@@ -2164,6 +2164,30 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         path = f"{DISCOVERY}/{name}/{child}"
         return fleet.server.nodes[path].owner, document.get("member") == path
 
+    def keeping_for_a_joiner(self) -> tuple[Fleet, Any, Any, list[str]]:
+        """
+        ``a`` alone, then ``b`` joining with its takeovers held: ``a``
+        keeps nodes for ``b``. The fleet, both, and the names kept for
+        ``b``.
+        """
+        fleet = Fleet()
+        kw: dict[str, Any] = {"replicas": 2, "discovery": (SERVERSET, DISCOVERY)}
+        keeper = fleet.add("a", NAMES, **kw).start()
+        fleet.run(3.0)
+        taker = fleet.add("b", NAMES, **kw)
+        taker.zk.hang("replace")
+        taker.start()
+        nodes = keeper.publisher._nodes.instances
+        takeovers = keeper.publisher._takeovers
+        handed: list[str] = []
+        for _ in range(100):
+            fleet.run(0.05)
+            handed = [n for n in takeovers.handing_off if nodes[n].handed_to == "b"]
+            if handed:
+                break
+        self.assertTrue(handed)
+        return fleet, keeper, taker, handed
+
     def test_kept_members_moved_by_the_taker_no_deletion(self) -> None:
         """
         A member keeping nodes for a joiner its view gave them to, whose
@@ -2175,19 +2199,7 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         a group of three at 1,000 instances answered 503 for 7--10 s at
         most starts (``benchmarks/groupoverwrites.py``).
         """
-        fleet = Fleet()
-        kw: dict[str, Any] = {"replicas": 2, "discovery": (SERVERSET, DISCOVERY)}
-        keeper = fleet.add("a", NAMES, **kw).start()
-        fleet.run(3.0)
-        taker = fleet.add("b", NAMES, **kw)
-        taker.zk.hang("replace")
-        taker.start()
-        takeovers = keeper.publisher._takeovers
-        for _ in range(100):
-            fleet.run(0.05)
-            if takeovers.handing_off:
-                break
-        self.assertTrue(takeovers.handing_off)
+        fleet, keeper, taker, _ = self.keeping_for_a_joiner()
         keeper.zk.hold_answers("exists", "get")
         taker.zk.unhang()
         taker.zk.release("replace")
@@ -2209,22 +2221,9 @@ class DiscoveryHandoverTests(SynchronousTestCase):
         for a set that lands on another session's node. Before, it took
         the node for its own still and set it again at each change.
         """
-        fleet = Fleet()
-        kw: dict[str, Any] = {"replicas": 2, "discovery": (SERVERSET, DISCOVERY)}
-        keeper = fleet.add("a", NAMES, **kw).start()
-        fleet.run(3.0)
-        taker = fleet.add("b", NAMES, **kw)
-        taker.zk.hang("replace")
-        taker.start()
+        fleet, keeper, taker, handed = self.keeping_for_a_joiner()
         nodes = keeper.publisher._nodes.instances
         takeovers = keeper.publisher._takeovers
-        handed: list[str] = []
-        for _ in range(100):
-            fleet.run(0.05)
-            handed = [n for n in takeovers.handing_off if nodes[n].handed_to == "b"]
-            if handed:
-                break
-        self.assertTrue(handed)
         name = handed[0]
         node = nodes[name]
         path = node.path
