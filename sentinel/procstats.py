@@ -22,7 +22,12 @@ before twistd forks its daemon (``twistd sentinel`` without ``-n``), so a
 handle made then named the parent, which exits: ``/debug/stats``
 answered 500 and ``/metrics`` broke off (``NoSuchProcess``) in every
 daemon. `own_process` gives the handle of the process asking, made again
-after a fork.
+after a fork. Made so, it is made at its first use in the process, which
+may come when it is out of descriptors (psutil reads ``/proc/PID/stat``
+to make it): then there is none (None), and what needs one is left out
+as above, while the descriptor count, a ``stat`` on Linux 6.2 and later,
+needs none. Raised, it was an error of the whole ``/debug/stats`` and
+``/metrics`` answer, and of the check whose renewal asked for the count.
 """
 
 from __future__ import annotations
@@ -46,18 +51,26 @@ from prometheus_client.metrics_core import (
 _own: psutil.Process | None = None
 
 
-def own_process() -> psutil.Process:
-    """psutil's handle on this process, whatever process made it before a fork."""
+def own_process() -> psutil.Process | None:
+    """
+    psutil's handle on this process, whatever process made it before a
+    fork, or None if it cannot be made now (module docstring).
+    """
     global _own
-    if _own is None or _own.pid != os.getpid():
-        _own = psutil.Process(os.getpid())
+    pid = os.getpid()
+    if _own is None or _own.pid != pid:
+        try:
+            _own = psutil.Process(pid)
+        except OSError:
+            return None
     return _own
 
 
-def open_fds(process: psutil.Process) -> int | None:
+def open_fds(process: psutil.Process | None) -> int | None:
     """
-    This process's open file descriptors (`process` is this process), or
-    None if they cannot be counted (module docstring).
+    This process's open file descriptors (`process` is this process, or
+    None if there is no handle on it), or None if they cannot be counted
+    (module docstring).
     """
     try:
         count = os.stat("/proc/self/fd").st_size
@@ -66,6 +79,8 @@ def open_fds(process: psutil.Process) -> int | None:
     if count:
         return count
     # Before Linux 6.2 the directory's size is 0: list it.
+    if process is None:
+        return None
     try:
         return int(process.num_fds())
     except OSError:
@@ -87,8 +102,10 @@ def threads_by_name() -> dict[str, int]:
     return dict(sorted(names.items()))
 
 
-def rss_bytes(process: psutil.Process) -> int | None:
+def rss_bytes(process: psutil.Process | None) -> int | None:
     """This process's resident memory, or None if it cannot be read."""
+    if process is None:
+        return None
     try:
         return int(process.memory_info().rss)
     except OSError:
@@ -108,15 +125,16 @@ class ProcessMetrics:
     def collect(self) -> Iterator[Metric]:
         """Read now, on each scrape."""
         process = self._process or own_process()
-        try:
-            with process.oneshot():
-                times = process.cpu_times()
-                memory = process.memory_info()
-                started = process.create_time()
-        except OSError:
-            pass  # Out of descriptors (module docstring): the rest only.
-        else:
-            yield from self._usage(times, memory, started)
+        if process is not None:  # None: out of descriptors, as below.
+            try:
+                with process.oneshot():
+                    times = process.cpu_times()
+                    memory = process.memory_info()
+                    started = process.create_time()
+            except OSError:
+                pass  # Out of descriptors (module docstring): the rest only.
+            else:
+                yield from self._usage(times, memory, started)
         fds = open_fds(process)
         if fds is not None:
             yield GaugeMetricFamily(

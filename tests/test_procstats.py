@@ -9,9 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import psutil
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import procstats
+from sentinel.descriptors import RECOUNT
+from sentinel.process import ProcessPolicy
 from sentinel.procstats import ProcessMetrics, open_fds, own_process, rss_bytes
 
 
@@ -75,3 +78,41 @@ class AfterAForkTests(SynchronousTestCase):
         self.assertEqual(before.pid, os.getpid())
         self.patch(procstats.os, "getpid", lambda: self.other.pid)
         self.assertEqual(own_process().pid, self.other.pid)
+
+
+class HandleOutOfDescriptorsTests(SynchronousTestCase):
+    """
+    The handle is made at its first use in a process (after twistd's
+    fork), which may come when the process is out of descriptors: psutil
+    reads ``/proc/PID/stat`` to make it, and that open fails.
+    """
+
+    def setUp(self) -> None:
+        self.patch(procstats, "_own", None)
+        self.patch(procstats.psutil, "Process", no_descriptor)
+
+    def test_renewal_counts_by_stat(self) -> None:
+        """
+        The spare-descriptor count, asked in a check that renews its
+        connection, takes the count from ``/proc/self/fd``'s size, which
+        needs no descriptor, and raises nothing into the check; nor does
+        it when that cannot be read either (no count: not refused).
+        """
+        clock = Clock()
+        spare = ProcessPolicy(clock, 1).spare_descriptors()
+        self.assertTrue(spare.take())
+        self.patch(procstats.os, "stat", no_descriptor)
+        clock.advance(RECOUNT)
+        self.assertTrue(spare.take())
+
+    def test_metrics_leave_out_what_cannot_be_read(self) -> None:
+        """/metrics still answers, with the families that need no handle."""
+        names = [family.name for family in ProcessMetrics().collect()]
+        self.assertIn("process_open_fds", names)
+        self.assertIn("process_max_fds", names)
+
+    def test_figures_unknown(self) -> None:
+        """Without a handle, what needs one is None, not an error."""
+        self.patch(procstats.os, "stat", no_descriptor)
+        self.assertIsNone(open_fds(own_process()))
+        self.assertIsNone(rss_bytes(own_process()))
