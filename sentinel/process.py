@@ -252,6 +252,10 @@ class ProcessPolicy(MultiService):
                     " ({reactor}): use epoll, poll, select or asyncio",
                     reactor=type(self._clock).__name__,
                 )
+        # psutil's handle on this process, made here, after twistd's fork
+        # and while descriptors are to spare: made at its first use, it
+        # could not be while the agent was out of them (`own_process`).
+        own_process()
         super().startService()
 
     def spare_descriptors(self) -> SpareDescriptors:

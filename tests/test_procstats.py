@@ -80,6 +80,23 @@ class AfterAForkTests(SynchronousTestCase):
         self.assertEqual(own_process().pid, self.other.pid)
 
 
+class MadeAtStartTests(SynchronousTestCase):
+    """The handle is made when the agent starts, after twistd's fork."""
+
+    def test_made_at_start_kept_out_of_descriptors(self) -> None:
+        """
+        Started, the process policy makes the handle while descriptors are
+        to spare: a process out of them later still reads its memory.
+        """
+        self.patch(procstats, "_own", None)
+        clock = Clock()
+        policy = ProcessPolicy(clock, 1, monotonic=clock.seconds)
+        policy.startService()
+        self.addCleanup(policy.stopService)
+        self.patch(procstats.psutil, "Process", no_descriptor)
+        self.assertIsNotNone(rss_bytes(own_process()))
+
+
 class HandleOutOfDescriptorsTests(SynchronousTestCase):
     """
     The handle is made at its first use in a process (after twistd's
