@@ -69,6 +69,26 @@ def limit_open_files(limits: tuple[int, int]) -> Callable[[], None]:
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
+def start_daemon(
+    directory: Path, http: str
+) -> tuple[Path, subprocess.CompletedProcess[bytes]]:
+    """
+    Start a daemon (twistd without -n) of one unreachable instance with its
+    pidfile and log in `directory` (made here), listening on `http`: its
+    pidfile and twistd's end, once the parent has exited.
+    """
+    directory.mkdir()
+    pidfile = directory / "twistd.pid"
+    result = subprocess.run(
+        [TWISTD, f"--pidfile={pidfile}", f"--logfile={directory}/twistd.log",
+         "sentinel", "--redis", "127.0.0.1:1", "--http", http],
+        env=environment(),
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return pidfile, result
+
+
 def many_instances(case: TestCase, count: int) -> list[str]:
     """
     --redis options for `count` instances on a port that refuses them
@@ -393,16 +413,8 @@ class TwistdTests(TwistdTestCase):
         parent waited for its child's word for good, the pidfile left).
         """
         directory = Path(self.mktemp()).absolute()
-        directory.mkdir()
-        pidfile = directory / "twistd.pid"
         http = f"unix:{directory}/missing/http.sock"
-        result = subprocess.run(
-            [TWISTD, f"--pidfile={pidfile}", f"--logfile={directory}/twistd.log",
-             "sentinel", "--redis", "127.0.0.1:1", "--http", http],
-            env=environment(),
-            capture_output=True,
-            timeout=60,
-        )  # fmt: skip
+        pidfile, result = start_daemon(directory, http)
         self.assertEqual(
             (result.returncode, result.stdout, result.stderr.decode()),
             (1, b"", f"sentinel: --http: cannot listen on {http}: "
@@ -417,16 +429,7 @@ class TwistdTests(TwistdTestCase):
         (before: both read the parent twistd forked from, which had
         exited: /debug/stats 500, /metrics cut off).
         """
-        directory = Path(self.mktemp()).absolute()
-        directory.mkdir()
-        pidfile = directory / "twistd.pid"
-        result = subprocess.run(
-            [TWISTD, f"--pidfile={pidfile}", f"--logfile={directory}/twistd.log",
-             "sentinel", "--redis", "127.0.0.1:1", "--http", HTTP_ANY_PORT],
-            env=environment(),
-            capture_output=True,
-            timeout=60,
-        )  # fmt: skip
+        pidfile, result = start_daemon(Path(self.mktemp()).absolute(), HTTP_ANY_PORT)
         self.assertEqual(result.returncode, 0, result.stderr)
         pid = int(pidfile.read_text())
         daemon = psutil.Process(pid)
