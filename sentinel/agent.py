@@ -312,7 +312,7 @@ def make_agent(
             return False
         return True
 
-    topology = Topology(monitor, fits)
+    topology = Topology(monitor, fits, resolver)
     topology.configure(config)
 
     def applied(new: Config) -> None:

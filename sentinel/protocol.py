@@ -46,7 +46,7 @@ disables one is caught.
 from __future__ import annotations
 
 from collections.abc import Callable
-from socket import MSG_DONTWAIT, MSG_PEEK
+from socket import MSG_DONTWAIT, MSG_PEEK, inet_aton, inet_ntoa
 from typing import Any, Protocol
 
 import attr
@@ -266,7 +266,11 @@ def parse_listed_replica(value: str) -> tuple[str, int] | None:
     address is given in its one form (`canonical_address`): written
     otherwise (``::FFFF:10.0.0.5``, ``0:0::1``), the master's own address or
     a configured instance's would be taken for another, and watched and
-    published again under a second name.
+    published again under a second name. So is an IPv4 address in the
+    forms of ``inet_aton`` (``127.1``, ``2130706433``, ``0x7f.0.0.1``,
+    ``10.0.0.05``, ``0``): every client through glibc connects to the
+    address they write, no name server has such a name, and looked up as
+    a name, each was published down, ``no such name``.
     """
     # The first fields only: a line of 60,000 commas cost 6 ms, split whole.
     parts = value.strip().split(",", _REPLICA_FIELDS)[:_REPLICA_FIELDS]
@@ -275,7 +279,21 @@ def parse_listed_replica(value: str) -> tuple[str, int] | None:
     if host_problem(host) is not None:
         return None
     port = tcp_port(fields.get("port", ""))
-    return None if port is None else (canonical_address(host), port)
+    return None if port is None else (canonical_address(inet_aton_form(host)), port)
+
+
+def inet_aton_form(host: str) -> str:
+    """
+    The dotted IPv4 address that `host` writes as ``inet_aton`` reads it
+    (``127.1``, ``2130706433``, ``0x7f.0.0.1``, octal ``010.0.0.1``), or
+    `host` as it is.
+    """
+    if ":" in host or not host[-1:].isalnum():
+        return host
+    try:
+        return inet_ntoa(inet_aton(host))
+    except OSError:
+        return host
 
 
 class NotADataServer(ValueError):

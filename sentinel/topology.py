@@ -29,7 +29,13 @@ that a configured instance or another master's replica already has, or whose
 name is taken, is not added (a configured instance has both the address it
 is configured with and the one its host name resolved to: a master lists
 its replicas by IP, and one Redis watched under two names would be published
-twice); at most `MAX_PER_MASTER` replicas per master
+twice). A listed host name is judged by what it resolves to, as that one
+address would be (a replica's ``replica-announce-ip`` is any string:
+``localhost`` names the master's own Redis or a configured instance's as
+well as 127.0.0.1 does): it waits, neither added nor refused, until its
+lookup (`sentinel.resolve`, at most `MAX_PER_MASTER` started per INFO)
+has answered, and one that resolves to nothing is watched, and down with
+why. Literal addresses are judged first. At most `MAX_PER_MASTER` replicas per master
 and `MAX_DISCOVERED` in all are watched, and none beyond what the open-file
 limit has room for. So a hostile or confused master costs at most
 `MAX_PER_MASTER` connections, and addresses that flap in and out of its list
@@ -53,9 +59,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import attr
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from sentinel.checks import canonical_address
@@ -68,6 +75,17 @@ from sentinel.observation import Replication
 from sentinel.resolvconf import is_address
 
 log = Logger()
+
+
+class NameAnswers(Protocol):
+    """Where listed host names are looked up: `sentinel.resolve.Resolver`."""
+
+    def addresses(self, host: str) -> Deferred[tuple[str, ...]]:
+        """Every address of `host`."""
+
+    def forget(self, host: str) -> None:
+        """Drop what is known about `host`."""
+
 
 # Replicas watched for one master: more than any sane topology has.
 MAX_PER_MASTER = 64
@@ -135,13 +153,27 @@ class Topology:
     every instance it no longer watches (`unwatched`).
     """
 
-    def __init__(self, monitor: Monitor, fits: Callable[[int], bool]) -> None:
+    def __init__(
+        self,
+        monitor: Monitor,
+        fits: Callable[[int], bool],
+        names: NameAnswers | None = None,
+    ) -> None:
         """
         @param fits: whether the open-file limit has room for that many
             watched instances.
+        @param names: where listed host names are looked up; without it,
+            a host name is judged as it is written.
         """
         self._monitor = monitor
         self._fits = fits
+        self._names = names
+        # The addresses each host name listed now resolved to when last
+        # asked (() for none), the names whose lookup runs, and the names
+        # each master's last INFO listed (only those are kept).
+        self._answers: dict[str, tuple[str, ...]] = {}
+        self._asking: set[str] = set()
+        self._named_by: dict[str, frozenset[str]] = {}
         self.grace = 60.0
         self._discoverers: frozenset[str] = frozenset()
         self._configured: frozenset[tuple[str, int]] = frozenset()
@@ -174,6 +206,8 @@ class Topology:
         )
         for gone in set(self._refused) - set(masters):
             del self._refused[gone]
+        for gone in set(self._named_by) - set(masters):
+            self._keep_names(gone, ())
         states = self._monitor.states
         for name, found in list(self._found.items()):
             state = states.get(name)
@@ -275,7 +309,9 @@ class Topology:
         churn.listed(self._settled(master.name, addresses, mine), now)
         listed = {lister.name} & mine
         refused: dict[tuple[str, int], str] = {}
-        for address in addresses:
+        lookups = [MAX_PER_MASTER]
+        # Literal addresses first: a name is refused for one of theirs.
+        for address in sorted(addresses, key=lambda a: not is_address(a[0])):
             name = replica_name(master.name, *address)
             found = self._found.get(name)
             if found is not None and found.master == master.name:
@@ -289,7 +325,9 @@ class Topology:
                 found.listed_at = now
                 listed.add(name)
                 continue
-            reason = self._refusal(lister, name, address, len(mine), churn, now)
+            reason = self._refusal(
+                lister, name, address, len(mine), churn, now, lookups
+            )
             if reason == _NOT_YET:
                 continue
             if reason is not None:
@@ -299,6 +337,7 @@ class Topology:
             mine = self._by_master[master.name]
             listed.add(name)
         self._log_refusals(master.name, refused)
+        self._keep_names(master.name, addresses)
         if not judged:
             return
         for name in sorted(mine - listed):
@@ -358,8 +397,38 @@ class Topology:
         count: int,
         churn: Churn,
         now: float,
+        lookups: list[int],
     ) -> str | None:
         # Why a listed address is not added, or None.
+        reason = self._taken(state, address, now)
+        if reason is not None:
+            return reason
+        if name in self._monitor.states:
+            return f"the name {name} is taken"
+        if count >= MAX_PER_MASTER:
+            return f"over {MAX_PER_MASTER} replicas for one master"
+        if churn.flapping:
+            return f"its list is not stable for {FLAP_WINDOW:g} s yet"
+        if len(self._found) >= MAX_DISCOVERED:
+            return f"over {MAX_DISCOVERED} discovered replicas in all"
+        if not self._fits(len(self._monitor.states) + 1):
+            return "no room within the open-file limit"
+        if is_address(address[0]):
+            return None
+        resolved = self._resolved(address[0], lookups)
+        if resolved is None:
+            return _NOT_YET
+        for one in resolved:
+            reason = self._taken(state, (canonical_address(one), address[1]), now)
+            if reason is not None:
+                return reason if reason == _NOT_YET else f"{reason}, as {one}"
+        return None
+
+    def _taken(
+        self, state: InstanceState, address: tuple[str, int], now: float
+    ) -> str | None:
+        # Why `address` is no new replica's: the lister's, no host's, or an
+        # instance's watched already; or None.
         if address in _addresses(state):
             return "its own address"
         if names_no_host(address[0]):
@@ -372,17 +441,47 @@ class Topology:
         other = self._by_address.get(address)
         if other is not None:
             return f"already watched as {other}"
-        if name in self._monitor.states:
-            return f"the name {name} is taken"
-        if count >= MAX_PER_MASTER:
-            return f"over {MAX_PER_MASTER} replicas for one master"
-        if churn.flapping:
-            return f"its list is not stable for {FLAP_WINDOW:g} s yet"
-        if len(self._found) >= MAX_DISCOVERED:
-            return f"over {MAX_DISCOVERED} discovered replicas in all"
-        if not self._fits(len(self._monitor.states) + 1):
-            return "no room within the open-file limit"
         return None
+
+    def _resolved(self, host: str, lookups: list[int]) -> tuple[str, ...] | None:
+        # The addresses the listed host name `host` resolves to (() for
+        # none), or None until its lookup answers. It is asked again at each
+        # INFO (the resolver's cache answers within the TTL), `lookups[0]`
+        # times at most; the last answer judges while the next one runs.
+        if self._names is None:
+            return ()
+        if host not in self._asking and lookups[0] > 0:
+            lookups[0] -= 1
+            self._asking.add(host)
+            asked = self._names.addresses(host)
+            asked.addCallbacks(lambda found: found, lambda failure: ())
+            asked.addCallback(self._answered, host)
+        return self._answers.get(host)
+
+    def _answered(self, found: tuple[str, ...], host: str) -> None:
+        if host in self._asking:
+            self._asking.discard(host)
+            self._answers[host] = found
+
+    def _keep_names(self, master: str, addresses: tuple[tuple[str, int], ...]) -> None:
+        # Only the host names some master lists now are kept (and left in
+        # the resolver's cache, unless an instance watched has one): names
+        # that a master lists once each cost nothing after.
+        names = frozenset(h for h, _ in addresses if not is_address(h))
+        if names:
+            self._named_by[master] = names
+        elif self._named_by.pop(master, None) is None:
+            return
+        kept = frozenset().union(*self._named_by.values())
+        gone = (set(self._answers) | self._asking) - kept
+        if not gone:
+            return
+        watched = {h.lower() for h in watched_hosts(self._monitor.states.values())}
+        for host in gone:
+            self._answers.pop(host, None)
+            self._asking.discard(host)
+            if self._names is not None and host.lower() not in watched:
+                self._names.forget(host)
 
     def _configured_at(self, address: tuple[str, int], now: float) -> bool | None:
         # Whether a configured instance has this address: as configured, or

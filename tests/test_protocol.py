@@ -1046,6 +1046,29 @@ class ParseTests(SynchronousTestCase):
         late_port = "ip=10.0.0.1" + ",x" * 7 + ",port=6379"
         self.assertIsNone(parse_listed_replica(late_port))
 
+    def test_listed_replica_inet_aton_forms(self) -> None:
+        """
+        An IPv4 address listed in a form inet_aton reads (as every client
+        through glibc connects to it) is given as the dotted address; a host
+        name is left as it is.
+        """
+        for written, address in [
+            ("127.1", "127.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("0x7f.0.0.1", "127.0.0.1"),
+            ("10.0.0.05", "10.0.0.5"),
+            ("010.0.0.1", "8.0.0.1"),
+            ("0", "0.0.0.0"),
+            ("localhost", "localhost"),
+            ("1.example", "1.example"),
+            ("::ffff:127.0.0.1", "127.0.0.1"),
+        ]:
+            self.assertEqual(
+                parse_listed_replica(f"ip={written},port=6379,state=online"),
+                (address, 6379),
+                written,
+            )
+
     def test_replicas_do_not_change_the_role(self) -> None:
         """Two replies with the same role fields are equal, whatever they list."""
         one = parse_replication(b"role:master\r\nslave0:ip=a,port=1\r\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import attr
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -17,6 +18,7 @@ from sentinel.churn import FLAP_WINDOW, LOG_WINDOW, LOGGED_PER_WINDOW
 from sentinel.config import Config, RedisInstance
 from sentinel.observation import Replication
 from sentinel.protocol import parse_replication
+from sentinel.resolve import CannotResolve
 from sentinel.topology import MAX_PER_MASTER, Topology, replica_instance, replica_name
 from tests.fakes import FAILED, make_monitor
 
@@ -39,6 +41,43 @@ def listing(*addresses: tuple[str, int]) -> Replication:
     return Replication(role="master", replicas=tuple(addresses))
 
 
+class FakeNames:
+    """
+    Listed host names looked up: each lookup waits until `answer` (or
+    answers at once from `known`); what was forgotten is kept in order.
+    """
+
+    def __init__(self) -> None:
+        self.known: dict[str, tuple[str, ...]] = {}
+        self.waiting: dict[str, list[Deferred[tuple[str, ...]]]] = {}
+        self.asked: list[str] = []
+        self.forgotten: list[str] = []
+
+    def addresses(self, host: str) -> Deferred[tuple[str, ...]]:
+        self.asked.append(host)
+        if host in self.known:
+            return succeed(self.known[host])
+        waiter: Deferred[tuple[str, ...]] = Deferred()
+        self.waiting.setdefault(host, []).append(waiter)
+        return waiter
+
+    def answer(self, host: str, *addresses: str) -> None:
+        """`host`'s lookups answer `addresses` (none: the lookup fails)."""
+        for waiter in self.waiting.pop(host, []):
+            if addresses:
+                waiter.callback(addresses)
+            else:
+                waiter.errback(CannotResolve(f"cannot resolve {host}: no such name"))
+        if addresses:
+            self.known[host] = addresses
+
+    def forget(self, host: str) -> None:
+        self.forgotten.append(host)
+        self.known.pop(host, None)
+        for waiter in self.waiting.pop(host, []):
+            waiter.errback(CannotResolve("forgotten"))
+
+
 class Fleet:
     """A monitor watching the configured instances, and its topology."""
 
@@ -47,7 +86,10 @@ class Fleet:
     ) -> None:
         self.monitor, self.clock, self.probes, self.publisher = make_monitor([])
         self.room = room
-        self.topology = Topology(self.monitor, lambda count: count <= self.room)
+        self.names = FakeNames()
+        self.topology = Topology(
+            self.monitor, lambda count: count <= self.room, self.names
+        )
         self.config = Config(instances=(), agent_id="a", replica_grace=grace)
         self.reload(*instances)
 
@@ -392,6 +434,70 @@ class HostileMasterTests(SynchronousTestCase):
         self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379", "m@[fd00::7]:6380"])
         # The master's two forms are one address: it, other and v6.
         self.assertEqual(fleet.topology.stats()["refused"], 3)
+
+    def test_listed_host_names_judged_as_resolved(self) -> None:
+        """
+        A host name the master lists (a replica's replica-announce-ip may be
+        one) is judged by the addresses it resolves to: one that resolves
+        to the master's own address, a configured instance's or a replica's
+        watched already is refused; until its lookup answers it is neither
+        added nor refused; one that resolves to a new address, or to none,
+        is watched under its name. Literal addresses are judged first.
+        """
+        other = RedisInstance("other", "10.0.0.9", 7000)
+        fleet = Fleet(MASTER, other)
+        names = fleet.names
+        names.known.update(
+            {
+                "localhost": ("10.0.0.5",),
+                "db.example": ("::ffff:10.0.0.9",),
+                "r1.example": (R1[0],),
+            }
+        )
+        listed = (
+            ("localhost", 6379),
+            ("db.example", 7000),
+            ("r1.example", R1[1]),
+            ("new.example", 7001),
+            ("gone.example", 7002),
+            R1,
+        )
+        fleet.lists(*listed)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+        self.assertEqual(
+            [(w["count"], w["host"], w["reason"]) for w in self.warnings],
+            [(3, "localhost", "its own address, as 10.0.0.5")],
+        )
+        self.assertEqual(fleet.topology.stats()["refused"], 3)
+        names.answer("new.example", "10.0.0.8")
+        names.answer("gone.example")
+        fleet.lists(*listed)
+        self.assertEqual(
+            fleet.discovered(),
+            ["m@10.0.0.6:6379", "m@gone.example:7002", "m@new.example:7001"],
+        )
+        self.assertEqual(fleet.topology.stats()["refused"], 3)
+
+    def test_listed_host_name_lookups_bounded(self) -> None:
+        """
+        At most MAX_PER_MASTER lookups of listed names start at one INFO,
+        and the names a master no longer lists are forgotten (their lookups
+        cancelled), unless an instance watched has that host.
+        """
+        fleet = Fleet(MASTER)
+        many = [(f"r{i}.example", 6379) for i in range(3 * MAX_PER_MASTER)]
+        fleet.lists(*many)
+        self.assertEqual(len(fleet.names.asked), MAX_PER_MASTER)
+        self.assertEqual(fleet.discovered(), [])
+        fleet.names.answer("r0.example")
+        fleet.lists(*many[:1])
+        self.assertEqual(fleet.discovered(), ["m@r0.example:6379"])
+        self.assertEqual(len(fleet.names.forgotten), MAX_PER_MASTER - 1)
+        self.assertNotIn("r0.example", fleet.names.forgotten)
+        # Its lookup, asked again at that INFO, is the only one left.
+        self.assertEqual(list(fleet.names.waiting), ["r0.example"])
+        fleet.lists()
+        self.assertNotIn("r0.example", fleet.names.forgotten)
 
     def test_configured_by_host_name(self) -> None:
         """

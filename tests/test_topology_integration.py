@@ -47,11 +47,11 @@ class TopologyTests(TwistdTestCase):
     """One agent, one master discovering two replicas, one ZooKeeper."""
 
     async def start(
-        self, named_replica: bool = False, announced: tuple[str, ...] = ()
+        self, named: tuple[int, str] | None = None, announced: tuple[str, ...] = ()
     ) -> None:
         """
-        The servers, then the agent; with `named_replica`, the first
-        replica is configured too, as ``named`` on host ``localhost``;
+        The servers, then the agent; with `named` (which replica, and a
+        host), that replica is configured too, as ``named`` on that host;
         `announced`, more directives of the second replica.
         """
         # Replicas sync at once, not after Redis's default 5 s wait for more.
@@ -67,9 +67,9 @@ class TopologyTests(TwistdTestCase):
         zookeeper = shared_zookeeper()
         self.root = f"/t-{self._testMethodName}"
         configured = (
-            f'[[redis]]\nname = "named"\nhost = "localhost"\n'
-            f"port = {self.replicas[0].port}\n"
-            if named_replica
+            f'[[redis]]\nname = "named"\nhost = "{named[1]}"\n'
+            f"port = {self.replicas[named[0]].port}\n"
+            if named is not None
             else ""
         )
         directory = Path(self.mktemp()).resolve()
@@ -210,7 +210,7 @@ class TopologyTests(TwistdTestCase):
         other replica is discovered, and no node ever names the first by
         its address, over ten of the master's INFO.
         """
-        await self.start(named_replica=True)
+        await self.start(named=(0, "localhost"))
         duplicate = f"{self.root}/instances/{self.names[0]}"
         await self.until_node("named", START_BOUND, status="up", role="slave")
         await self.until_node(self.names[1], 20.0, status="up", role="slave")
@@ -221,6 +221,25 @@ class TopologyTests(TwistdTestCase):
         found = {i["name"]: i["discovered_by"] for i in instances["instances"]}
         self.assertEqual(found, {"m": None, "named": None, self.names[1]: "m"})
         self.assertNotIn(f"{self.names[0]}: removed", self.log_path.read_text())
+
+    async def test_replica_announcing_a_host_name(self) -> None:
+        """
+        A replica configured by address (``named``, 127.0.0.1) whose
+        ``replica-announce-ip`` is ``localhost`` is listed so by its master:
+        it is judged by what that name resolves to, and watched once, under
+        its configured name, over ten of the master's INFO.
+        """
+        await self.start(
+            named=(1, LOOPBACK), announced=("--replica-announce-ip", "localhost")
+        )
+        await self.until_node("named", START_BOUND, status="up", role="slave")
+        await self.until_node(self.names[0], 20.0, status="up", role="slave")
+        await pause(reactor, 10 * 5 * INTERVAL)
+        instances = await self.get_json(f"{self.base}/instances")
+        found = {i["name"]: i["discovered_by"] for i in instances["instances"]}
+        self.assertEqual(found, {"m": None, "named": None, self.names[0]: "m"})
+        duplicate = f"{self.root}/instances/m@localhost:{self.replicas[1].port}"
+        self.assertFalse(self.reader.exists(duplicate))
 
     async def test_replica_announcing_the_unspecified_address(self) -> None:
         """
