@@ -25,7 +25,12 @@ The fake speaks just enough RESP (PING, INFO, AUTH) and, by ``--mode``:
 - ``aliases``: a master listing its own address and the real
   redis-server's in other forms (`ALIASES`: mapped into IPv6, which a
   connect reaches over IPv4, in upper case, not compressed), as
-  ``nohost`` prints them.
+  ``nohost`` prints them;
+- ``names``: a master listing its own address and the real
+  redis-server's as a host name (`NAMES`: ``localhost``, which a real
+  replica's ``replica-announce-ip`` may say) and in the forms
+  ``inet_aton`` reads (``127.1``, ``2130706433``, ``0x7f.0.0.1``, and
+  ``0``: 0.0.0.0), as ``nohost`` prints them.
 
 Printed every 5 s and at the end: the agent's RSS, open files, the
 discovery counters of ``/debug/stats``, the healthy instances' checks and
@@ -82,6 +87,9 @@ def info_reply(lines: list[str]) -> bytes:
 # What ``aliases`` lists: 127.0.0.1 in other forms, each at the fake
 # master's own port, then at the real redis-server's.
 ALIASES = ("::ffff:127.0.0.1", "0:0:0:0:0:FFFF:7f00:1", "::FFFF:127.0.0.1")
+# What ``names`` lists: 127.0.0.1 (and 0.0.0.0) as glibc reads them, each at
+# the fake master's own port, then at the real redis-server's.
+NAMES = ("localhost", "127.1", "2130706433", "0x7f.0.0.1", "0")
 
 
 def master_info(ports: list[int], hosts: tuple[str, ...] = (LOOPBACK,)) -> bytes:
@@ -124,9 +132,11 @@ async def serve(mode: str, master: socket.socket, extra: list[socket.socket]) ->
     def info_for(port: int) -> bytes:
         if mode.startswith("nohost="):
             return master_info([int(mode[7:])] * len(NO_HOST), NO_HOST)
-        if mode.startswith("aliases="):
-            listed = [master_port] * len(ALIASES) + [int(mode[8:])] * len(ALIASES)
-            return master_info(listed, ALIASES)
+        for prefix, hosts in (("aliases=", ALIASES), ("names=", NAMES)):
+            if mode.startswith(prefix):
+                other = int(mode[len(prefix) :])
+                listed = [master_port] * len(hosts) + [other] * len(hosts)
+                return master_info(listed, hosts)
         if mode == "rotate":
             return master_info(fresh_ports())
         if mode == "answering":
@@ -206,7 +216,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--mode",
-        choices=("rotate", "answering", "pingpong", "nohost", "aliases"),
+        choices=("rotate", "answering", "pingpong", "nohost", "aliases", "names"),
         required=True,
     )
     parser.add_argument("--healthy", type=int, default=20)
@@ -220,7 +230,7 @@ def main() -> None:
     with ExitStack() as started, tempfile.TemporaryDirectory() as tmp:
         zookeeper, client = start_zookeeper(started)
         redis = start_redis_servers(1, started)[0]
-        listing = args.mode in ("nohost", "aliases")
+        listing = args.mode in ("nohost", "aliases", "names")
         count = 1 if args.mode == "rotate" or listing else LISTED + 1
         served = f"{args.mode}={redis.port}" if listing else args.mode
         socks = [listener() for _ in range(count)]
