@@ -19,7 +19,13 @@ from sentinel.config import Config, RedisInstance
 from sentinel.observation import Replication
 from sentinel.protocol import parse_replication
 from sentinel.resolve import CannotResolve
-from sentinel.topology import MAX_PER_MASTER, Topology, replica_instance, replica_name
+from sentinel.topology import (
+    MAX_NAME_LOOKUPS,
+    MAX_PER_MASTER,
+    Topology,
+    replica_instance,
+    replica_name,
+)
 from tests.fakes import FAILED, make_monitor
 
 MASTER = RedisInstance(
@@ -480,24 +486,26 @@ class HostileMasterTests(SynchronousTestCase):
 
     def test_listed_host_name_lookups_bounded(self) -> None:
         """
-        At most MAX_PER_MASTER lookups of listed names start at one INFO,
-        and the names a master no longer lists are forgotten (their lookups
-        cancelled), unless an instance watched has that host.
+        At most MAX_NAME_LOOKUPS lookups of listed names are in flight,
+        whatever the masters list at each INFO; none is cancelled, and the
+        answers for names no master lists any more are forgotten (in the
+        resolver's cache too) at the next INFO, unless an instance watched
+        has that host.
         """
         fleet = Fleet(MASTER)
-        many = [(f"r{i}.example", 6379) for i in range(3 * MAX_PER_MASTER)]
-        fleet.lists(*many)
-        self.assertEqual(len(fleet.names.asked), MAX_PER_MASTER)
+        for round_ in range(3):
+            fleet.lists(*[(f"r{i}-{round_}.example", 6379) for i in range(200)])
+        self.assertEqual(len(fleet.names.asked), MAX_NAME_LOOKUPS)
         self.assertEqual(fleet.discovered(), [])
-        fleet.names.answer("r0.example")
-        fleet.lists(*many[:1])
-        self.assertEqual(fleet.discovered(), ["m@r0.example:6379"])
-        self.assertEqual(len(fleet.names.forgotten), MAX_PER_MASTER - 1)
-        self.assertNotIn("r0.example", fleet.names.forgotten)
-        # Its lookup, asked again at that INFO, is the only one left.
-        self.assertEqual(list(fleet.names.waiting), ["r0.example"])
+        for host in list(fleet.names.waiting):
+            fleet.names.answer(host)
+        fleet.lists(("r0-0.example", 6379))
+        self.assertEqual(fleet.discovered(), ["m@r0-0.example:6379"])
+        self.assertEqual(len(fleet.names.forgotten), MAX_NAME_LOOKUPS - 1)
+        self.assertNotIn("r0-0.example", fleet.names.forgotten)
+        fleet.names.answer("r0-0.example")
         fleet.lists()
-        self.assertNotIn("r0.example", fleet.names.forgotten)
+        self.assertNotIn("r0-0.example", fleet.names.forgotten)
 
     def test_configured_by_host_name(self) -> None:
         """
