@@ -30,11 +30,18 @@ The fake speaks just enough RESP (PING, INFO, AUTH) and, by ``--mode``:
   redis-server's as a host name (`NAMES`: ``localhost``, which a real
   replica's ``replica-announce-ip`` may say) and in the forms
   ``inet_aton`` reads (``127.1``, ``2130706433``, ``0x7f.0.0.1``, and
-  ``0``: 0.0.0.0), as ``nohost`` prints them.
+  ``0``: 0.0.0.0), as ``nohost`` prints them;
+- ``manynames``: a master listing `LISTED` host names at every INFO, new
+  ones each time (each is looked up before it is judged: what that costs).
+
+The agent's name server (``[dns] nameservers``) is a UDP socket of the
+script's on loopback that never answers: a listed name not in the hosts
+file waits for its lookup's bound, and no query leaves the host.
 
 Printed every 5 s and at the end: the agent's RSS, open files, the
-discovery counters of ``/debug/stats``, the healthy instances' checks and
-failures, ``/healthz``, and how many instance nodes ZooKeeper holds.
+discovery and name lookup counters of ``/debug/stats``, the healthy
+instances' checks and failures, ``/healthz``, and how many instance
+nodes ZooKeeper holds.
 
     .venv/bin/python benchmarks/hostilereplicas.py --mode rotate \\
         [--healthy 20] [--duration 60]
@@ -139,6 +146,10 @@ async def serve(mode: str, master: socket.socket, extra: list[socket.socket]) ->
                 return master_info(listed, hosts)
         if mode == "rotate":
             return master_info(fresh_ports())
+        if mode == "manynames":
+            round_ = next(answers)
+            hosts = tuple(f"r{i}-{round_}.invalid" for i in range(LISTED))
+            return master_info([6379] * LISTED, hosts)
         if mode == "answering":
             return (
                 master_info(ports) if port == master_port else replica_info(master_port)
@@ -216,7 +227,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--mode",
-        choices=("rotate", "answering", "pingpong", "nohost", "aliases", "names"),
+        choices=(
+            "rotate",
+            "answering",
+            "pingpong",
+            "nohost",
+            "aliases",
+            "names",
+            "manynames",
+        ),
         required=True,
     )
     parser.add_argument("--healthy", type=int, default=20)
@@ -231,7 +250,7 @@ def main() -> None:
         zookeeper, client = start_zookeeper(started)
         redis = start_redis_servers(1, started)[0]
         listing = args.mode in ("nohost", "aliases", "names")
-        count = 1 if args.mode == "rotate" or listing else LISTED + 1
+        count = LISTED + 1 if args.mode in ("answering", "pingpong") else 1
         served = f"{args.mode}={redis.port}" if listing else args.mode
         socks = [listener() for _ in range(count)]
         fds = [s.fileno() for s in socks]
@@ -243,7 +262,11 @@ def main() -> None:
         )  # fmt: skip
         started.callback(fake.stop)
         healthy = [Instance(f"ok-{i}", redis.port) for i in range(args.healthy)]
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind((LOOPBACK, 0))
+        started.callback(silent.close)
         config = agent_config(healthy, zookeeper=zookeeper.hosts)
+        config += f'\n[dns]\nnameservers = ["{LOOPBACK}:{silent.getsockname()[1]}"]\n'
         config += (
             f'\n[[redis]]\nname = "evil"\nhost = "{LOOPBACK}"\n'
             f"port = {socks[0].getsockname()[1]}\ndiscover_replicas = true\n"
@@ -266,6 +289,7 @@ def main() -> None:
             print(
                 f"{elapsed:5.1f} s  RSS {agent.rss_bytes() / 2**20:.0f} MiB  "
                 f"fds {agent.process.num_fds()}  discovery {stats.get('discovery')}  "
+                f"dns {stats.get('dns')}  "
                 f"watched {len(listed)}  ok checks "
                 f"{sum(i.get('checks', 0) for i in ok)} failures "
                 f"{sum(i.get('failures', 0) for i in ok)}  /healthz {code} "
