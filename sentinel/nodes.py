@@ -283,6 +283,16 @@ class Node:
         """The last part of the path: an instance node's instance name."""
         return name_of(self.path)
 
+    def made_here(self) -> None:
+        """
+        Made by a create of ours, not taken over: no previous primary's
+        late set can land on it, whatever an earlier takeover left here
+        (`sentinel.guard`'s grace goes by the node's own stamps too).
+        """
+        self.taken_at = -math.inf
+        self.taken_from_agent = None
+        self.taken_from_session = None
+
     def cancel_recheck(self) -> None:
         """Cancel the node's timer (a re-check, or the wait for a takeover)."""
         if self.recheck is not None and self.recheck.active():

@@ -437,6 +437,7 @@ class Takeovers:
         node.owned = True
         node.version = 0
         made(node)
+        node.made_here()
         wrote(node, 0, data)
         self.made_anew += 1
 
@@ -623,6 +624,7 @@ class Takeovers:
             node.owned = True
             node.version = 0
             made(node)
+            node.made_here()
 
     def watch_handoff(self, node: Node) -> None:
         """

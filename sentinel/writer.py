@@ -251,6 +251,7 @@ class NodeWriter:
                 node.owned = True
                 node.version = 0
                 made(node)
+                node.made_here()
                 wrote(node, 0, data)
                 if node.standing_in:
                     self._takeovers.stood_in(node)
@@ -279,7 +280,7 @@ class NodeWriter:
             # read. (The catalog is checked at each heartbeat.) Soon after
             # a takeover, its data tells the previous primary's late set.
             late_set = False
-            if self._guard.in_takeover_grace(node):
+            if self._guard.in_takeover_grace(node, stat):
                 found_by = await self._written_by(node)
                 if found_by is _NOT_OURS:
                     # Taken over (or gone) since the question found it
@@ -287,7 +288,7 @@ class NodeWriter:
                     # ours goes on the taker's node. Asked again.
                     node.dirty = True
                     return None
-                late_set = await self._guard.late_set(node, found_by)
+                late_set = await self._guard.late_set(node, found_by, stat)
             self._guard.written_over(node, late_set)
         node.owned = True
         node.lost = False

@@ -207,7 +207,7 @@ class WriteWatch:
             if (
                 self._instance(node)
                 and not node.unanswered
-                and not self._guard.in_takeover_grace(node)
+                and not self._guard.in_takeover_grace(node, stat)
             ):
                 # Another client's write for sure (no set of ours is
                 # unanswered, no previous primary's late set to tell):

@@ -424,6 +424,53 @@ class WrittenOverTests(PublisherHarness):
         self.assertIsNone(self.publisher.unhealthy_reason())
         self.assertEqual(self.lines(), [])
 
+    def test_late_set_found_after_the_grace_not_named(self) -> None:
+        """
+        The previous primary's late set that landed within TAKEN_OVER_GRACE
+        of our takeover (ZooKeeper's stamps say so: the node made by the
+        takeover, written 12 s later) but found only past the grace (the
+        write watch's read answered late, a loaded machine) is a late set:
+        written again, counted, not named. Before, only our clock at the
+        finding counted, and it was named in /healthz for 60 s
+        (``benchmarks/groupoverwrites.py`` at load 20--35).
+        """
+        self.taken_over("redis-00")
+        self.zk.nodes[self.node].ctime = self.zk.server.millis()
+        self.clock.advance(12.0)
+        self.forge(agent="b")
+        self.zk.hold_answers("exists")
+        self.clock.advance(CHECK_AFTER + 3.5)
+        self.zk.unanswered.clear()
+        self.zk.release("exists")
+        self.clock.advance(0.1)
+        self.assertEqual(self.zk.document(self.node)["agent"], AGENT)
+        self.assertEqual(self.zk.owner(self.node), self.zk.session_id)
+        self.assertEqual(self.publisher.late_sets, 1)
+        self.assertEqual(self.publisher.written_over, 0)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.lines(), [])
+
+    def test_late_set_landed_past_the_grace_named(self) -> None:
+        """
+        A write naming the agent we took the node from that landed past
+        TAKEN_OVER_GRACE of the takeover's create, as ZooKeeper stamps it,
+        is named, however soon it is found; and a node made by a create of
+        ours since the takeover (not taken over) has no grace at all.
+        """
+        self.taken_over("redis-00")
+        self.zk.nodes[self.node].ctime = self.zk.server.millis()
+        self.clock.advance(TAKEN_OVER_GRACE + 0.5)
+        self.forge(agent="b")
+        self.clock.advance(CHECK_AFTER + 0.1)
+        self.assertEqual(self.publisher.written_over, 1)
+        node = self.publisher._nodes.instances["redis-00"]
+        node.made_here()
+        self.assertFalse(
+            self.publisher._guard.in_takeover_grace(
+                node, self.zk.server.stat_of(self.node)
+            )
+        )
+
     def test_forged_within_the_takeover_grace_named(self) -> None:
         """
         Within TAKEN_OVER_GRACE of our takeover, a write over the node
