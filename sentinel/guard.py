@@ -638,7 +638,7 @@ class Guard:
             and stat.mtime - stat.ctime < TAKEN_OVER_GRACE * 1000
         )
 
-    async def late_set(self, node: Node, written_by: object, stat: Any = None) -> bool:
+    async def late_set(self, node: Node, written_by: object, found: Any = None) -> bool:
         """
         Whether a write over `node` found within `TAKEN_OVER_GRACE` of our
         takeover of it, its data saying it was `written_by` that agent, is
@@ -652,14 +652,18 @@ class Guard:
         had landed on ``g1``'s node): ``g1``'s next set was named. A late
         set here names a member of the group, not this agent, whose agent
         node a live session holds now (one ``exists``): the session we took
-        the node from, or one that ranks below the agent we took it from in
-        the instance's rendezvous order (a primary takes a node from the
-        members its view ranks below it, `sentinel.assignment`). A client
-        naming a member that outranks that agent and held none of it, this
-        agent, or no member is named as ever.
+        the node from, or one that ranks below the agent we took it from, or
+        below this agent, in the instance's rendezvous order (a primary
+        takes a node from the members its view ranks below it,
+        `sentinel.assignment`; our takeover may have gone by an earlier
+        reading of the node, and deleted, at the same version, the node a
+        member below us had taken over since, whose set then lands on
+        ours). A client naming a member that outranks this agent, this
+        agent, or no member is named as ever. `found`: the node's stat as
+        found written over (`in_takeover_grace`).
         """
         taken_from = node.taken_from_agent
-        if taken_from is None or not self.in_takeover_grace(node, stat):
+        if taken_from is None or not self.in_takeover_grace(node, found):
             return False
         if written_by == taken_from:
             return True
@@ -676,8 +680,10 @@ class Guard:
             return False  # Unknown: named, as any other write over it.
         if stat is None or not stat.ephemeralOwner or ours(stat, self._zk.session_id):
             return False  # No member of the group now.
-        return stat.ephemeralOwner == node.taken_from_session or ranks_below(
-            written_by, taken_from, node.name
+        return (
+            stat.ephemeralOwner == node.taken_from_session
+            or ranks_below(written_by, taken_from, node.name)
+            or ranks_below(written_by, own, node.name)
         )
 
     def written_over(self, node: Node, late_set: bool = False) -> None:

@@ -541,6 +541,32 @@ class WrittenOverTests(PublisherHarness):
         self.assertIsNone(self.publisher.unhealthy_reason())
         self.assertEqual(self.lines(), [])
 
+    def test_late_set_of_a_member_below_us_not_named(self) -> None:
+        """
+        Within the grace, a write over the node naming a live member that
+        ranks below this agent for the instance, though above the agent we
+        took the node from, is a late set: our takeover went by an earlier
+        reading of the node (``g0``'s, at version 0) and deleted the node
+        ``g1`` had taken over since, at the same version; ``g1``'s set
+        then landed on ours. Before, it was named in /healthz for 60 s
+        (``benchmarks/groupoverwrites.py``, ZooKeeper's log: ``g1`` took
+        ``r50`` from ``g0`` at 09:36:47, ``g2`` "from g0" at 09:36:48,
+        ``g1``'s set landed at 09:36:49).
+        """
+        self.assertTrue(ranks_below("g1", AGENT, "redis-00"))
+        self.assertTrue(ranks_below("g0", AGENT, "redis-00"))
+        self.assertFalse(ranks_below("g0", "g1", "redis-00"))
+        self.member("g0")
+        self.taken_over("redis-00", from_agent="g1")
+        self.forge(agent="g0")
+        self.clock.advance(0.1)
+        self.check(self.instance("redis-00"), DOWN)
+        self.assertEqual(self.zk.document(self.node)["status"], "down")
+        self.assertEqual(self.publisher.late_sets, 1)
+        self.assertEqual(self.publisher.written_over, 0)
+        self.assertIsNone(self.publisher.unhealthy_reason())
+        self.assertEqual(self.lines(), [])
+
     def test_taken_over_while_asked_not_named(self) -> None:
         """
         A write over the node within the grace, found by a refused set,
