@@ -332,8 +332,17 @@ def in_zookeeper_subtree(path: str) -> bool:
 
 
 def znode_path(label: str, value: object) -> str:
-    """An absolute znode path."""
+    """An absolute znode path, not ZooKeeper's top node."""
     path = string(label, value)
+    if path == "/":
+        # An absolute path, but where other clients and /zookeeper live:
+        # say so, and where a chroot goes, not that it "ends with '/'".
+        raise invalid(
+            label,
+            value,
+            "is ZooKeeper's top node: name a node under it (a chroot goes"
+            " at the end of the ZooKeeper hosts: HOSTS/CHROOT)",
+        )
     problem = znode_path_problem(path)
     if problem is not None:
         raise invalid(label, value, f"is not an absolute znode path: {problem}")

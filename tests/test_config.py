@@ -1227,7 +1227,6 @@ class ZooKeeperTests(ConfigTestCase):
         cases = [
             ("sentinel", "does not start with '/'"),
             ("/sentinel/", "ends with '/'"),
-            ("/", "ends with '/'"),
             ("/a//b", "segment '': empty"),
             ("/a/../b", "segment '..': '.' and '..' are reserved"),
         ]
@@ -1239,6 +1238,26 @@ class ZooKeeperTests(ConfigTestCase):
         config = self.zk(root="/a/b")
         assert config.zookeeper is not None
         self.assertEqual(config.zookeeper.root, "/a/b")
+
+    def test_root_slash(self) -> None:
+        """
+        A root or discovery root of ``/`` is refused as what it is,
+        ZooKeeper's top node, not as a path that is not absolute (it is
+        one): the line says to name a node under it, and where a chroot
+        goes instead.
+        """
+        why = (
+            "is ZooKeeper's top node: name a node under it (a chroot goes at"
+            " the end of the ZooKeeper hosts: HOSTS/CHROOT)"
+        )
+        self.assertConfigError(
+            f"--zk-root: '/' {why}",
+            overrides={"zookeeper.hosts": "z:1", "zookeeper.root": "/"},
+        )
+        self.assertConfigError(
+            f"zookeeper.discovery_root: '/' {why}",
+            '[zookeeper]\nhosts = "z:1"\ndiscovery_root = "/"\n',
+        )
 
     def test_zookeeper_subtree_refused(self) -> None:
         """

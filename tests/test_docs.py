@@ -7,6 +7,7 @@ screens promise holds.
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 from pathlib import Path
@@ -16,8 +17,14 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel import agent
-from sentinel.config import Config, RedisInstance, ZooKeeperConfig
-from sentinel.settings import SETTINGS
+from sentinel.config import (
+    Config,
+    ConfigError,
+    RedisInstance,
+    ZooKeeperConfig,
+    load_config,
+)
+from sentinel.settings import SETTINGS, Setting
 from tests.fakezk import FakeZooKeeper
 from tests.httptest import agent_get
 
@@ -123,6 +130,49 @@ class AtAGlanceTests(SynchronousTestCase):
                     self.assertEqual(shown.strip('"'), str(by_key[key].default))
                     checked += 1
         self.assertEqual(checked, 7)
+
+
+class QuotedOptionErrorTests(SynchronousTestCase):
+    """The one-line errors the documents quote for an option are the code's."""
+
+    def test_quoted_lines_are_the_code_s(self) -> None:
+        """
+        Each ``sentinel: --OPTION: VALUE ...`` line that README.rst or a
+        docs/ file quotes, for an option of the settings table whose value
+        is checked at load, is exactly what loading that value says. (A
+        walk from the README found ``--zk-root /`` refused as "not an
+        absolute znode path: ends with '/'", which ``/`` is not; it is
+        quoted now with what the code says.) ``--http`` is checked when
+        the agent listens, not at load, and is left out.
+        """
+        text = " ".join(
+            (REPO / name).read_text(encoding="utf-8")
+            for name in ("README.rst", *(f"docs/{d}" for d in DOCS))
+        )
+        text = re.sub(r"\s+", " ", text)
+        by_option = {s.option: s for s in SETTINGS if s.option and not s.repeatable}
+        checked = []
+        for line in re.findall(r"``sentinel: (--[a-z-]+: [^`]*)``", text):
+            option, _, rest = line.partition(": ")
+            value = re.match(r"('[^']*'|-?[0-9.]+) ", rest)
+            if option not in by_option or option == "--http" or value is None:
+                continue
+            shown = value.group(1)
+            typed = ast.literal_eval(shown) if shown.startswith("'") else shown
+            entry = by_option[option]
+
+            def load(entry: Setting = entry, typed: str = typed) -> Config:
+                overrides = {entry.key: entry.parse_option(entry.option or "", typed)}
+                if entry.key.startswith("zookeeper.") and entry.option != "--zookeeper":
+                    overrides["zookeeper.hosts"] = "z:1"
+                return load_config(None, overrides, "host-1")
+
+            with self.subTest(line=line):
+                error = self.assertRaises(ConfigError, load)
+                self.assertEqual(str(error), line)
+                checked.append(option)
+        self.assertIn("--zk-root", checked)
+        self.assertGreaterEqual(len(checked), 4)
 
 
 class DebugStatsRowTests(SynchronousTestCase):
