@@ -25,7 +25,8 @@ threads by name. ``--group`` runs three agents with ``replicas = 2``
 instead of one. For each series it prints the step from the start to the
 first outage of each kind, and the slope per outage from then on with its
 standard error: a step paid once is a lazily built object, a slope is a
-leak. ``--checkout LABEL=PATH`` (repeatable) runs each checkout's agent
+leak (a slope needs 3 outages of a kind, its error 4; with fewer it
+says so). ``--checkout LABEL=PATH`` (repeatable) runs each checkout's agent
 in turn, the same scene each.
 
     .venv/bin/python benchmarks/outages.py [--instances 1000] [--outages 20]
@@ -320,17 +321,32 @@ def run(
         return samples, back_times
 
 
-def fit(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """Slope and its standard error, least squares (nan with too few)."""
+def fit(points: Sequence[tuple[float, float]]) -> tuple[float | None, float | None]:
+    """
+    Slope and its standard error, least squares: no slope with fewer than
+    two points, no error with fewer than three.
+    """
     n = len(points)
-    if n < 3:
-        return float("nan"), float("nan")
+    if n < 2:
+        return None, None
     mx = sum(x for x, _ in points) / n
     my = sum(y for _, y in points) / n
     sxx = sum((x - mx) ** 2 for x, _ in points)
     slope = sum((x - mx) * (y - my) for x, y in points) / sxx
+    if n < 3:
+        return slope, None
     residual = sum((y - my - slope * (x - mx)) ** 2 for x, y in points)
     return slope, (residual / (n - 2) / sxx) ** 0.5
+
+
+def per_outage(points: Sequence[tuple[float, float]]) -> str:
+    """The slope per outage as printed, or why there is none."""
+    slope, error = fit(points)
+    if slope is None:
+        return f"no slope: {len(points)} outage(s) after the first, 2 needed"
+    if error is None:
+        return f"then {slope:+.3g}/outage, no error from 2 points"
+    return f"then {slope:+.3g} ± {error:.2g}/outage"
 
 
 def report(
@@ -352,11 +368,10 @@ def report(
                 if any(s[key] is None for _, s in runs) or previous[key] is None:
                     continue
                 step = (runs[0][1][key] - previous[key]) * scale
-                slope, error = fit([(num, s[key] * scale) for num, s in runs[1:]])
+                then = per_outage([(num, s[key] * scale) for num, s in runs[1:]])
                 cells.append(
                     f"{name} {runs[0][1][key] * scale:{form}} -> "
-                    f"{runs[-1][1][key] * scale:{form}} (first {step:+{form}}, "
-                    f"then {slope:+.3g} ± {error:.2g}/outage)"
+                    f"{runs[-1][1][key] * scale:{form}} (first {step:+{form}}, {then})"
                 )
             lines.append(f"  {kind}: " + "; ".join(cells))
             previous = runs[-1][1]

@@ -1,0 +1,45 @@
+"""
+The pure pieces of the benchmark scripts that decide what they print: a
+script that measures something else than it says, or prints a traceback
+or ``nan``, is a defect too (``benchmarks/``, run by users against a
+real agent).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+# The scripts import their helpers as top-level modules (``from common
+# import ...``), as they do when run from the repository's root.
+BENCHMARKS = str(Path(__file__).resolve().parent.parent / "benchmarks")
+if BENCHMARKS not in sys.path:
+    sys.path.insert(0, BENCHMARKS)
+
+import outages  # noqa: E402
+
+
+class OutagesFitTests(SynchronousTestCase):
+    """``outages.py``'s slope per outage."""
+
+    def test_two_points_give_a_slope(self) -> None:
+        """
+        Three outages (two after the first) give a slope, printed without
+        an error; never ``nan``.
+        """
+        self.assertEqual(outages.fit([(2, 10.0), (3, 14.0)]), (4.0, None))
+        text = outages.per_outage([(2, 10.0), (3, 14.0)])
+        self.assertEqual(text, "then +4/outage, no error from 2 points")
+        self.assertNotIn("nan", text)
+
+    def test_one_point_says_so(self) -> None:
+        """With one outage after the first, the line says no slope is fitted."""
+        self.assertEqual(outages.fit([(2, 10.0)]), (None, None))
+        self.assertIn("no slope", outages.per_outage([(2, 10.0)]))
+
+    def test_three_points_give_an_error(self) -> None:
+        """From three points on, the slope comes with its standard error."""
+        slope, error = outages.fit([(2, 10.0), (3, 12.0), (4, 14.0)])
+        self.assertEqual((slope, error), (2.0, 0.0))
