@@ -62,6 +62,11 @@ MODES = ("same", "alternate", "invalid")
 MIB = 2**20
 
 
+def pointed_at(cycle: list[str], flips: int) -> str:
+    """The config a link pointed in turn at `cycle` `flips` times names."""
+    return cycle[(flips - 1) % len(cycle)] if flips else "a.toml"
+
+
 def parse_args() -> argparse.Namespace:
     """The options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -197,8 +202,7 @@ def run_mode(
             if args.zookeeper_down and resumed is None and not storm.is_alive():
                 zookeeper.resume()
                 resumed = time.monotonic()
-                # The last config the agent was pointed at.
-                last = cycle[(turn[0] - 1) % len(cycle)]
+                last = pointed_at(cycle, turn[0])
                 wanted_names = {i.name for i in (other if last == "b.toml" else base)}
                 # Polled beside the samples, which go on meanwhile.
                 watcher = threading.Thread(
@@ -236,7 +240,15 @@ def run_mode(
             default=0.0,
         )
         rss = [s["rss_bytes"] for _, s, _ in samples if s]
-        wanted = {"same": n, "alternate": n - n // 10, "invalid": n}[mode]
+        # The last config the link was pointed at is the one the agent
+        # applies (bad.toml refused: a.toml kept); each has n instances, and
+        # after an odd count of flips b.toml's n // 10 new ones rise.
+        last = pointed_at(cycle, turn[0]).replace(
+            "bad.toml", "a.toml, bad.toml refused"
+        )
+        wanted = f"{n:,} in {last}" + (
+            f", {n - n // 10:,} in both" * (mode == "alternate")
+        )
         figures = {}
         if resumed is not None:
             watcher.join()
@@ -262,7 +274,7 @@ def run_mode(
             "fewest up during, after (of)": (
                 f"{min(s['instances_up'] for s in during):,}, "
                 f"{min((s['instances_up'] for s in later), default=0):,} "
-                f"({wanted:,})"
+                f"({wanted}; {end.get('instances', 0):,} watched at the end)"
             ),
             "slowest tick": f"{tick * 1000:.0f} ms",
             "/healthz answers": answers,

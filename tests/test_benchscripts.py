@@ -19,6 +19,7 @@ if BENCHMARKS not in sys.path:
     sys.path.insert(0, BENCHMARKS)
 
 import outages  # noqa: E402
+import reloads  # noqa: E402
 
 
 class OutagesFitTests(SynchronousTestCase):
@@ -43,3 +44,18 @@ class OutagesFitTests(SynchronousTestCase):
         """From three points on, the slope comes with its standard error."""
         slope, error = outages.fit([(2, 10.0), (3, 12.0), (4, 14.0)])
         self.assertEqual((slope, error), (2.0, 0.0))
+
+
+class ReloadsConfigTests(SynchronousTestCase):
+    """``reloads.py``'s denominator: the config the link names last."""
+
+    def test_even_flips_leave_the_first(self) -> None:
+        """
+        ``alternate`` flips to b.toml, then a.toml: an even count of flips
+        leaves a.toml, an odd one b.toml; none, a.toml.
+        """
+        cycle = ["b.toml", "a.toml"]
+        self.assertEqual(reloads.pointed_at(cycle, 0), "a.toml")
+        self.assertEqual(reloads.pointed_at(cycle, 3), "b.toml")
+        self.assertEqual(reloads.pointed_at(cycle, 6000), "a.toml")
+        self.assertEqual(reloads.pointed_at(["a.toml"], 17), "a.toml")
