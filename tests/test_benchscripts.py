@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
+from kazoo.exceptions import ConnectionLoss
 from twisted.trial.unittest import SynchronousTestCase
 
 # The scripts import their helpers as top-level modules (``from common
@@ -18,6 +20,7 @@ BENCHMARKS = str(Path(__file__).resolve().parent.parent / "benchmarks")
 if BENCHMARKS not in sys.path:
     sys.path.insert(0, BENCHMARKS)
 
+import failovers  # noqa: E402
 import outages  # noqa: E402
 import reloads  # noqa: E402
 
@@ -59,3 +62,27 @@ class ReloadsConfigTests(SynchronousTestCase):
         self.assertEqual(reloads.pointed_at(cycle, 3), "b.toml")
         self.assertEqual(reloads.pointed_at(cycle, 6000), "a.toml")
         self.assertEqual(reloads.pointed_at(["a.toml"], 17), "a.toml")
+
+
+class PollerTests(SynchronousTestCase):
+    """``failovers.py``'s pollers outlive their client's reconnects."""
+
+    def test_connection_loss_skips_a_sample(self) -> None:
+        """
+        A look that raises ``ConnectionLoss`` (the reader's client
+        reconnecting) is skipped and counted; the poller goes on.
+        """
+        answers: list[Any] = [ConnectionLoss(), {"n": 1}]
+
+        def look() -> dict[str, Any]:
+            answer = answers.pop(0)
+            if not answers:
+                poller.stopped.set()
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        poller = failovers.Poller(look, 0.0)
+        poller.run()
+        self.assertEqual(poller.skipped, 1)
+        self.assertEqual([s for _, s in poller.samples], [{"n": 1}])
