@@ -7,7 +7,13 @@ of the interval, sends ``REPLICAOF NO ONE`` to the replica with
 ``redis-cli``, and times the ZooKeeper node saying ``role: master`` (a kazoo
 data watch: the time the watch delivered it); then ``REPLICAOF`` the master
 again, and times ``role: slave``. It prints p50/p99/max of both against the
-issue's bound (interval + timeout + ZooKeeper's latency: 2 s).
+issue's bound (interval + timeout + ZooKeeper's latency: 2 s). An instance
+publishes at most ``sentinel.flapping.LIMIT`` (10) changes of role a
+``WINDOW`` (60 s), the rest waiting for room, so the changes are paced
+within it: one is asked for only once the change 10 before it is 61 s old
+(5 rounds back to back, then a wait; the seconds waited are printed).
+``--unpaced`` runs the rounds back to back, from the sixth on timing that
+wait instead.
 
 ``cost``: N instances over a few redis-servers (as ``capacity.py``), one
 agent per variant, in turns: checks per CPU-second of the agent and the
@@ -22,7 +28,7 @@ replies fed as one read, as Redis sends them. It prints the CPU time
 each variant, best and median of the repeats, with gc frozen as the agent
 has it.
 
-    .venv/bin/python benchmarks/topology.py roles [--rounds 10]
+    .venv/bin/python benchmarks/topology.py roles [--rounds 10] [--unpaced]
     .venv/bin/python benchmarks/topology.py cost [--instances 3000]
     .venv/bin/python benchmarks/topology.py path [--instances 3000]
 """
@@ -61,7 +67,11 @@ from common import (
 from kazoo.client import KazooClient
 from kazoo.recipe.watchers import DataWatch
 
+from sentinel.flapping import LIMIT, WINDOW
+
 ZK_ROOT = "/bench-topology"
+# Seconds past a published change's WINDOW before a paced change is asked.
+PACE_MARGIN = 1.0
 VARIANTS = {
     "PING": "role_signal = false\n",
     "PING+HELLO": "",
@@ -106,6 +116,17 @@ class RoleWatch:
         return None
 
 
+def wait_for_room(published: list[float], now: float) -> float:
+    """
+    Seconds from `now` until a change may be asked for and published at
+    once, after changes published at `published` (the oldest first): at
+    most LIMIT within a WINDOW (`sentinel.flapping`), with a margin.
+    """
+    if len(published) < LIMIT:
+        return 0.0
+    return max(0.0, published[-LIMIT] + WINDOW + PACE_MARGIN - now)
+
+
 def roles(args: argparse.Namespace) -> str:
     """Promotion and demotion times, as the ``roles`` table."""
     workdir = Path(tempfile.mkdtemp(prefix="sentinel-topology-"))
@@ -140,15 +161,30 @@ def roles(args: argparse.Namespace) -> str:
             if watch.became("slave", 0.0, 30.0) is None:
                 raise RuntimeError("the replica was not published as a slave")
             rng = random.Random(args.seed)
+            # When each change was published (or its 10 s given up), and
+            # the seconds waited for room.
+            published: list[float] = []
+            paced = [0.0]
+
+            def change(role: str, *command: str) -> float | None:
+                # A change beyond the limit would wait for room in the
+                # agent, not measure its path (unless --unpaced).
+                if not args.unpaced:
+                    room = wait_for_room(published, time.time())
+                    paced[0] += room
+                    time.sleep(room)
+                time.sleep(1.0 + rng.uniform(0, 1.0))
+                asked = time.time()
+                redis_cli(replica.port, *command)
+                took = watch.became(role, asked, 10.0)
+                published.append(asked + (10.0 if took is None else took))
+                return took
+
             for number in range(1, args.rounds + 1):
-                time.sleep(1.0 + rng.uniform(0, 1.0))
-                asked = time.time()
-                redis_cli(replica.port, "REPLICAOF", "NO", "ONE")
-                promotions.append(watch.became("master", asked, 10.0))
-                time.sleep(1.0 + rng.uniform(0, 1.0))
-                asked = time.time()
-                redis_cli(replica.port, "REPLICAOF", LOOPBACK, str(master.port))
-                demotions.append(watch.became("slave", asked, 10.0))
+                promotions.append(change("master", "REPLICAOF", "NO", "ONE"))
+                demotions.append(
+                    change("slave", "REPLICAOF", LOOPBACK, str(master.port))
+                )
                 print(
                     f"round {number}: promotion {promotions[-1]}, "
                     f"demotion {demotions[-1]}",
@@ -162,6 +198,12 @@ def roles(args: argparse.Namespace) -> str:
         ("machine", machine()),
         ("load average at the end", load_average()),
         ("setup", f"{args.rounds} rounds, interval 1 s, timeout 0.5 s (defaults)"),
+        (
+            f"paced: at most {LIMIT} changes a {WINDOW:g} s",
+            "no (--unpaced: changes beyond wait, as designed)"
+            if args.unpaced
+            else f"yes, {paced[0]:.0f} s waited for room",
+        ),
         ("bound (interval + timeout + ZooKeeper)", "2000 ms"),
         ("promotion to ZooKeeper p50/p99/max", ms_summary(promotions)),
         ("demotion to ZooKeeper p50/p99/max", ms_summary(demotions)),
@@ -362,6 +404,9 @@ def main() -> int:
     timing = commands.add_parser("roles", help="promotion and demotion times")
     timing.add_argument("--rounds", type=int, default=10)
     timing.add_argument("--seed", type=int, default=None)
+    timing.add_argument(
+        "--unpaced", action="store_true", help="rounds back to back, beyond the limit"
+    )
     spend = commands.add_parser("cost", help="CPU per check of each variant")
     spend.add_argument("--instances", type=int, default=3000)
     spend.add_argument("--servers", type=int, default=4)

@@ -23,6 +23,9 @@ if BENCHMARKS not in sys.path:
 import failovers  # noqa: E402
 import outages  # noqa: E402
 import reloads  # noqa: E402
+import topology  # noqa: E402
+
+from sentinel.flapping import LIMIT, WINDOW  # noqa: E402
 
 
 class OutagesFitTests(SynchronousTestCase):
@@ -62,6 +65,22 @@ class ReloadsConfigTests(SynchronousTestCase):
         self.assertEqual(reloads.pointed_at(cycle, 3), "b.toml")
         self.assertEqual(reloads.pointed_at(cycle, 6000), "a.toml")
         self.assertEqual(reloads.pointed_at(["a.toml"], 17), "a.toml")
+
+
+class TopologyPacingTests(SynchronousTestCase):
+    """``topology.py roles`` keeps its changes within ``sentinel.flapping``'s limit."""
+
+    def test_room_after_the_limit(self) -> None:
+        """
+        Up to LIMIT changes go at once; the next waits until the one LIMIT
+        before it is a WINDOW old (and a margin).
+        """
+        published = [float(i) for i in range(LIMIT - 1)]
+        self.assertEqual(topology.wait_for_room(published, 20.0), 0.0)
+        published.append(float(LIMIT))
+        wait = topology.wait_for_room(published, 20.0)
+        self.assertEqual(wait, WINDOW + topology.PACE_MARGIN - 20.0)
+        self.assertEqual(topology.wait_for_room(published, 20.0 + wait), 0.0)
 
 
 class PollerTests(SynchronousTestCase):
