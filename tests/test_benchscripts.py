@@ -21,6 +21,7 @@ if BENCHMARKS not in sys.path:
     sys.path.insert(0, BENCHMARKS)
 
 import failovers  # noqa: E402
+import inflight  # noqa: E402
 import outages  # noqa: E402
 import reloads  # noqa: E402
 import topology  # noqa: E402
@@ -81,6 +82,54 @@ class TopologyPacingTests(SynchronousTestCase):
         wait = topology.wait_for_room(published, 20.0)
         self.assertEqual(wait, WINDOW + topology.PACE_MARGIN - 20.0)
         self.assertEqual(topology.wait_for_room(published, 20.0 + wait), 0.0)
+
+
+def multi(xid: int, *paths: str) -> bytes:
+    """A ZooKeeper request frame of type ``multi`` naming `paths`."""
+    body = xid.to_bytes(4, "big") + inflight.MULTI.to_bytes(4, "big")
+    for path in paths:
+        body += (1).to_bytes(4, "big") + len(path).to_bytes(4, "big") + path.encode()
+    return len(body).to_bytes(4, "big") + body
+
+
+class AnswersHeldTriggerTests(SynchronousTestCase):
+    """``inflight.py``'s path holds from b's takeover of a's nodes."""
+
+    def path(self) -> Any:
+        """An `AnswersHeld` without its socket (its parser alone)."""
+        path = inflight.AnswersHeld.__new__(inflight.AnswersHeld)
+        path.holding = False
+        path.wanted = ()
+        path.changed = inflight.threading.Condition()
+        return path
+
+    def test_other_transactions_pass(self) -> None:
+        """
+        A ``multi`` that names none of a's nodes, after the leave, holds
+        nothing: only one that takes a node of a's does.
+        """
+        path = self.path()
+        path.arm(["/sentinel/instances/r0003"])
+        rest = path._look_for_multi(multi(7, "/sentinel/opinions/b"))
+        self.assertEqual((rest, path.holding), (b"", False))
+        path._look_for_multi(multi(8, "/sentinel/instances/r0003"))
+        self.assertTrue(path.holding)
+
+    def test_not_armed(self) -> None:
+        """Before the leave, a takeover-like ``multi`` holds nothing."""
+        path = self.path()
+        path._look_for_multi(multi(7, "/sentinel/instances/r0003"))
+        self.assertFalse(path.holding)
+
+    def test_frames_across_reads(self) -> None:
+        """A frame split across two reads is found whole."""
+        path = self.path()
+        path.arm(["/sentinel/instances/r0003"])
+        frame = multi(9, "/sentinel/instances/r0003")
+        rest = path._look_for_multi(frame[:10])
+        self.assertFalse(path.holding)
+        path._look_for_multi(rest + frame[10:])
+        self.assertTrue(path.holding)
 
 
 class PollerTests(SynchronousTestCase):
