@@ -12,13 +12,16 @@ and ``--healthy`` instances on a running redis-server. Once that one is
 published down and its address stalled (one connect to it at a time),
 ``--hung`` more instances on the hung server (distinct names, as several
 Redis databases on one server are) are added to the config, and SIGHUP
-sent; their nodes and the healthy ones' are watched for ``--duration``
-s. With ``--at-start``, every hung instance is in the config from the
+sent ``sentinel.settling.QUIET`` + 0.5 s (2.5 s) later, the file then
+still long enough to be read at once; their nodes and the healthy ones'
+are watched for ``--duration`` s from the reload applied (``/debug/stats``
+counting the added instances, polled every 20 ms; how long after the
+SIGHUP is printed). With ``--at-start``, every hung instance is in the config from the
 start instead (all meet the hung server before its address stalls).
 Printed, for each of ``--runs`` runs of each ``--checkout``
 (interleaved):
 
-- the seconds from the SIGHUP (or the agent's first answer) to each
+- the seconds from the reload applied (or the agent's first answer) to each
   added hung instance's node saying down (p50 / max, how many within
   interval x fall + timeout), and how many never did;
 - the healthy instances whose node ever said down;
@@ -55,6 +58,8 @@ from common import (
 )
 from detection import ZK_ROOT, ZooKeeperWatch
 from rack import healthz
+
+from sentinel.settling import QUIET
 
 INTERVAL = 1.0
 TIMEOUT = 0.5
@@ -97,6 +102,7 @@ def run(args: argparse.Namespace, label: str, checkout: Path, number: int) -> An
         started.callback(agent.stop)
         agent.wait_ready()
         began = time.time()
+        applied = "at the start"
         if not args.at_start:
             while (
                 zk.status("first") != "down"
@@ -105,9 +111,20 @@ def run(args: argparse.Namespace, label: str, checkout: Path, number: int) -> An
                 if time.time() - began > args.duration:
                     raise RuntimeError("the hung server's address never stalled")
                 time.sleep(0.05)
+            # Written QUIET s before the signal: a reload reads the file once
+            # it has kept still that long (sentinel.settling), a wait the
+            # bound does not count; the clock starts at the reload applied.
             agent.config_path.write_text(config(first + added + beside))
-            began = time.time()
+            time.sleep(QUIET + 0.5)
+            signalled = time.time()
             os.kill(agent.pid, signal.SIGHUP)
+            wanted = 1 + len(added) + len(beside)
+            while agent.get("/debug/stats")["instances"] < wanted:
+                if time.time() - signalled > args.duration:
+                    raise RuntimeError("the reload was never applied")
+                time.sleep(0.02)
+            began = time.time()
+            applied = f"{began - signalled:.2f} s after the SIGHUP"
         time.sleep(args.duration)
         health = healthz(agent)
         load = load_average()
@@ -128,6 +145,7 @@ def run(args: argparse.Namespace, label: str, checkout: Path, number: int) -> An
                 f"{len(times)} of {len(hung)} ({shown}); never within "
                 f"{args.duration:g} s: {never}",
             ),
+            (f"{label} run {number + 1}: reload applied", applied),
             (f"{label} run {number + 1}: healthy not up", str(len(false))),
             (f"{label} run {number + 1}: /healthz at the end", health),
             (f"{label} run {number + 1}: load", load),
