@@ -19,7 +19,10 @@ them down while its takeovers are unanswered. For the instances whose
 node b held when the answers were let go (their transaction applied
 meanwhile), the reader then says, every ``--poll`` s for ``--after`` s,
 whether each service still lists the dead endpoint: how many did 2 s
-after the heal and at the end, and when the last went.
+after the heal and at the end, and when the last went. Printed too: the
+takeover transactions b sent in the hold (how many of a's nodes are in
+flight at once: b reads a node before its takeover, and a read whose
+answer is held stops the takeovers behind it).
 
     .venv/bin/python benchmarks/inflight.py [--instances 20] [--hold 4] \\
         [--after 40] [--runs 2] \\
@@ -71,8 +74,11 @@ class AnswersHeld:
         self.holding = False
         # Hold the answers from the next transaction (a ``multi``) naming
         # one of these nodes (each as the protocol writes it: its length,
-        # then its bytes) on; none: not armed.
+        # then its bytes) on, once `armed`; and the transactions naming one
+        # sent while the answers are held.
         self.wanted: tuple[bytes, ...] = ()
+        self.armed = False
+        self.sent_held = 0
         self.changed = threading.Condition()
         self.listener = socket.create_server((LOOPBACK, 0))
         self.port = self.listener.getsockname()[1]
@@ -84,6 +90,7 @@ class AnswersHeld:
         self.wanted = tuple(
             len(p.encode()).to_bytes(4, "big") + p.encode() for p in paths
         )
+        self.armed = True
 
     def hold(self, holding: bool) -> None:
         """Hold ZooKeeper's answers from now on, or let them go."""
@@ -143,13 +150,15 @@ class AnswersHeld:
                 break
             frame, frames = frames[4 : 4 + length], frames[4 + length :]
             if (
-                self.wanted
-                and len(frame) >= 8
+                len(frame) >= 8
                 and int.from_bytes(frame[4:8], "big") == MULTI
                 and any(path in frame for path in self.wanted)
             ):
-                self.wanted = ()
-                self.hold(True)
+                if self.armed:
+                    self.armed = False
+                    self.hold(True)
+                if self.holding:
+                    self.sent_held += 1
         return frames
 
     def close(self) -> None:
@@ -246,6 +255,7 @@ def one_run(
                 server.stop()
         time.sleep(max(0.0, args.hold - (time.monotonic() - held_at)))
         taken = [n for n in share if owner(client, n) == b_session]
+        sent_held = path.sent_held
         path.hold(False)
         healed = time.monotonic()
         at_two: int | None = None
@@ -266,6 +276,7 @@ def one_run(
             "  taken by b in the hold (answers held)",
             f"{len(taken)}" + ("" if taken else " (the scene did not happen)"),
         ),
+        ("  b's takeover transactions sent in the hold", str(sent_held)),
         ("  dead endpoints listed 2 s after the heal", str(at_two)),
         (f"  listed {args.after:g} s after the heal", str(len(at_end))),
         ("  last one unlisted, after the heal", last),

@@ -100,6 +100,8 @@ class AnswersHeldTriggerTests(SynchronousTestCase):
         path = inflight.AnswersHeld.__new__(inflight.AnswersHeld)
         path.holding = False
         path.wanted = ()
+        path.armed = False
+        path.sent_held = 0
         path.changed = inflight.threading.Condition()
         return path
 
@@ -114,6 +116,8 @@ class AnswersHeldTriggerTests(SynchronousTestCase):
         self.assertEqual((rest, path.holding), (b"", False))
         path._look_for_multi(multi(8, "/sentinel/instances/r0003"))
         self.assertTrue(path.holding)
+        path._look_for_multi(multi(9, "/sentinel/instances/r0003"))
+        self.assertEqual(path.sent_held, 2)
 
     def test_not_armed(self) -> None:
         """Before the leave, a takeover-like ``multi`` holds nothing."""
