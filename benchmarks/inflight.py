@@ -20,9 +20,9 @@ node b held when the answers were let go (their transaction applied
 meanwhile), the reader then says, every ``--poll`` s for ``--after`` s,
 whether each service still lists the dead endpoint: how many did 2 s
 after the heal and at the end, and when the last went. Printed too: the
-takeover transactions b sent in the hold (how many of a's nodes are in
-flight at once: b reads a node before its takeover, and a read whose
-answer is held stops the takeovers behind it).
+takeover transactions b sent in the hold: how many of a's nodes were in
+flight at once (all of them in some runs, one in others, the rest
+waiting behind an answer held; not traced further).
 
     .venv/bin/python benchmarks/inflight.py [--instances 20] [--hold 4] \\
         [--after 40] [--runs 2] \\
