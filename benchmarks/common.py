@@ -6,10 +6,10 @@ machine's description for BENCHMARKS.rst.
 
 The real servers and the process handling come from ``tests/servers.py``;
 everything runs on 127.0.0.1 and everything started is stopped by PID.
-Scripts, not tests: trial never imports this directory. Run them from the
-repository root with the venv's Python, e.g. ``.venv/bin/python
-benchmarks/capacity.py``; ``benchmarks/soak.py`` also needs ``pip install
-matplotlib``.
+Scripts, not tests (``tests/test_benchscripts.py`` imports a few, for the
+arithmetic of their figures). Run them from the repository root with the
+venv's Python, e.g. ``.venv/bin/python benchmarks/capacity.py``;
+``benchmarks/soak.py`` also needs ``pip install matplotlib``.
 """
 
 from __future__ import annotations

@@ -16,15 +16,19 @@ from twisted.trial.unittest import SynchronousTestCase
 
 # The scripts import their helpers as top-level modules (``from common
 # import ...``), as they do when run from the repository's root.
+# Only while they are imported: left on sys.path, the directory's 100-odd
+# script names would shadow any module of the same name that a later test
+# of the same trial worker imports.
 BENCHMARKS = str(Path(__file__).resolve().parent.parent / "benchmarks")
-if BENCHMARKS not in sys.path:
-    sys.path.insert(0, BENCHMARKS)
-
-import failovers  # noqa: E402
-import inflight  # noqa: E402
-import outages  # noqa: E402
-import reloads  # noqa: E402
-import topology  # noqa: E402
+sys.path.insert(0, BENCHMARKS)
+try:
+    import failovers
+    import inflight
+    import outages
+    import reloads
+    import topology
+finally:
+    sys.path.remove(BENCHMARKS)
 
 from sentinel.flapping import LIMIT, WINDOW  # noqa: E402
 
