@@ -119,10 +119,14 @@ class NameSource(Protocol):
 class CannotResolve(DNSLookupError):
     """
     A name without an address; its text is ``cannot resolve NAME: REASON``.
-    `shortage` is the errno when the lookup found no socket to ask with.
+    `shortage` is the errno when the lookup found no socket to ask with;
+    `forgotten` is true when the name was dropped (`Resolver.forget`,
+    `retain`, `stop`) before its lookup answered. Neither says anything
+    of the name.
     """
 
     shortage: int | None = None
+    forgotten = False
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -335,8 +339,10 @@ class Resolver(Service):
             if running is not None:
                 running.lookup.cancel()
         for name, waiters in told:
+            error = CannotResolve(f"cannot resolve {name}: {why}")
+            error.forgotten = True
             for waiter in waiters:
-                waiter.errback(CannotResolve(f"cannot resolve {name}: {why}"))
+                waiter.errback(error)
 
     def _dispatch(self) -> None:
         # A lookup that ends at once dispatches again; this loop takes over.

@@ -64,6 +64,7 @@ from typing import Any, Protocol
 import attr
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from sentinel.checks import canonical_address
 from sentinel.churn import FLAP_WINDOW, Churn
@@ -73,6 +74,7 @@ from sentinel.lookup import is_unspecified, names_no_host
 from sentinel.monitor import Monitor
 from sentinel.observation import Replication
 from sentinel.resolvconf import is_address
+from sentinel.resolve import CannotResolve
 
 log = Logger()
 
@@ -453,13 +455,30 @@ class Topology:
         if host not in self._asking and len(self._asking) < MAX_NAME_LOOKUPS:
             self._asking.add(host)
             asked = self._names.addresses(host)
-            asked.addCallbacks(lambda found: found, lambda failure: ())
-            asked.addCallback(self._answered, host)
+            asked.addCallbacks(
+                self._answered,
+                self._unanswered,
+                callbackArgs=(host,),
+                errbackArgs=(host,),
+            )
         return self._answers.get(host)
 
     def _answered(self, found: tuple[str, ...], host: str) -> None:
         self._asking.discard(host)
         self._answers[host] = found
+
+    def _unanswered(self, failure: Failure, host: str) -> None:
+        # A name with no address resolves to none. A lookup dropped before
+        # it answered (a reload's `retain` keeps only watched instances'
+        # hosts) or that found no socket to ask with says nothing of the
+        # name: it waits for the next, as it would in flight. Before, either
+        # was taken for no address, and the name was watched for good,
+        # whatever it resolved to after (the master's own address, say).
+        error = failure.value
+        if isinstance(error, CannotResolve) and (error.forgotten or error.shortage):
+            self._asking.discard(host)
+            return
+        self._answered((), host)
 
     def _keep_names(self, master: str, addresses: tuple[tuple[str, int], ...]) -> None:
         # Only the answers for the host names some master lists now are

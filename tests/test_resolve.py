@@ -593,6 +593,9 @@ class RetainTests(ResolverTestCase):
         """
         Names not retained lose their cache and their lookups (in flight:
         cancelled; queued: never started); retained names keep theirs.
+        Whoever waited for a forgotten name fails with `forgotten` set
+        (no answer about the name, `sentinel.topology`); a failed lookup
+        has it unset.
         """
         kept = self.resolver.resolve("kept.example")
         self.source.answer("kept.example")
@@ -601,10 +604,14 @@ class RetainTests(ResolverTestCase):
             self.resolver.resolve(f"old{i}.example").addErrback(lambda _: None)
         waiting = self.resolver.resolve("old0.example")
         self.resolver.retain(["Kept.example", "new.example"])
+        forgotten = self.failureResultOf(waiting, CannotResolve).value
+        self.assertTrue(forgotten.forgotten)
         self.assertEqual(
-            self.lookup_error(waiting),
-            "cannot resolve old0.example: nobody needs it any more",
+            str(forgotten), "cannot resolve old0.example: nobody needs it any more"
         )
+        failed = self.resolver.resolve("gone.example")
+        self.source.fail("gone.example", LookupFailed("no such name"))
+        self.assertFalse(self.failureResultOf(failed, CannotResolve).value.forgotten)
         self.assertEqual(len(self.source.cancelled), MAX_LOOKUPS)
         self.assertEqual(self.resolver.stats()["lookups_queued"], 0)
         asked = len(self.source.asked)

@@ -6,6 +6,7 @@ reloads.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import attr
@@ -18,7 +19,7 @@ from sentinel.churn import FLAP_WINDOW, LOG_WINDOW, LOGGED_PER_WINDOW
 from sentinel.config import Config, RedisInstance
 from sentinel.observation import Replication
 from sentinel.protocol import parse_replication
-from sentinel.resolve import CannotResolve
+from sentinel.resolve import CannotResolve, Resolver
 from sentinel.topology import (
     MAX_NAME_LOOKUPS,
     MAX_PER_MASTER,
@@ -27,6 +28,7 @@ from sentinel.topology import (
     replica_name,
 )
 from tests.fakes import FAILED, make_monitor
+from tests.test_resolve import FakeSource
 
 MASTER = RedisInstance(
     "m",
@@ -80,22 +82,33 @@ class FakeNames:
     def forget(self, host: str) -> None:
         self.forgotten.append(host)
         self.known.pop(host, None)
+        forgotten = CannotResolve(f"cannot resolve {host}: forgotten")
+        forgotten.forgotten = True
         for waiter in self.waiting.pop(host, []):
-            waiter.errback(CannotResolve("forgotten"))
+            waiter.errback(forgotten)
 
 
 class Fleet:
     """A monitor watching the configured instances, and its topology."""
 
     def __init__(
-        self, *instances: RedisInstance, grace: float = 60.0, room: int = 10_000
+        self,
+        *instances: RedisInstance,
+        grace: float = 60.0,
+        room: int = 10_000,
+        source: FakeSource | None = None,
     ) -> None:
+        """
+        With `source`, listed names are looked up by a real `Resolver` on
+        the fleet's clock, asking `source`; else by `FakeNames`.
+        """
         self.monitor, self.clock, self.probes, self.publisher = make_monitor([])
         self.room = room
         self.names = FakeNames()
-        self.topology = Topology(
-            self.monitor, lambda count: count <= self.room, self.names
-        )
+        names: Any = self.names
+        if source is not None:
+            names = self.resolver = Resolver(self.clock, source, 2.0)
+        self.topology = Topology(self.monitor, lambda count: count <= self.room, names)
         self.config = Config(instances=(), agent_id="a", replica_grace=grace)
         self.reload(*instances)
 
@@ -506,6 +519,48 @@ class HostileMasterTests(SynchronousTestCase):
         fleet.names.answer("r0-0.example")
         fleet.lists()
         self.assertNotIn("r0-0.example", fleet.names.forgotten)
+
+    def test_listed_name_forgotten_in_flight_waits(self) -> None:
+        """
+        A listed host name whose lookup the resolver dropped before it
+        answered (a reload's `retain` keeps only the watched instances'
+        hosts) is not taken for a name that resolves to nothing: it waits,
+        and is judged by its next answer (here the master's own address:
+        refused). Before, it was added at the next INFO, and the master
+        watched and published a second time, as m@redis-m.example:6379.
+        """
+        source = FakeSource()
+        fleet = Fleet(MASTER, source=source)
+        listed = ("redis-m.example", 6379)
+        fleet.lists(listed)
+        self.assertEqual(source.in_flight, ["redis-m.example"])
+        fleet.resolver.retain(["10.0.0.5"])
+        fleet.lists(listed)
+        self.assertEqual(fleet.discovered(), [])
+        source.answer("redis-m.example", "10.0.0.5")
+        fleet.lists(listed)
+        self.assertEqual(fleet.discovered(), [])
+        self.assertEqual(
+            [w["reason"] for w in self.warnings], ["its own address, as 10.0.0.5"]
+        )
+
+    def test_listed_name_lookup_without_a_socket_waits(self) -> None:
+        """
+        A listed host name whose lookup found no socket to ask with (the
+        agent out of file descriptors: `CannotResolve.shortage`) says
+        nothing of the name: it waits for an answer, as it would for a
+        lookup in flight, and is not watched as a name resolving to none.
+        """
+        source = FakeSource()
+        fleet = Fleet(MASTER, source=source)
+        listed = ("redis-m.example", 6379)
+        fleet.lists(listed)
+        source.fail("redis-m.example", OSError(errno.EMFILE, "Too many open files"))
+        fleet.lists(listed)
+        self.assertEqual(fleet.discovered(), [])
+        source.answer("redis-m.example", "10.0.0.5")
+        fleet.lists(listed)
+        self.assertEqual(fleet.discovered(), [])
 
     def test_configured_by_host_name(self) -> None:
         """
