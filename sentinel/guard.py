@@ -632,10 +632,13 @@ class Guard:
         now: float = self._reactor.seconds()
         if now - node.taken_at < TAKEN_OVER_GRACE:
             return True
+        # A write stamped before the node's create says ZooKeeper's servers'
+        # clocks differ (a leader ahead made the node), not when it landed:
+        # named, as before, not a late set for as long as the node lives.
         return (
             stat is not None
             and node.taken_from_agent is not None
-            and stat.mtime - stat.ctime < TAKEN_OVER_GRACE * 1000
+            and 0 <= stat.mtime - stat.ctime < TAKEN_OVER_GRACE * 1000
         )
 
     async def late_set(self, node: Node, written_by: object, found: Any = None) -> bool:

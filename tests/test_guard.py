@@ -471,6 +471,25 @@ class WrittenOverTests(PublisherHarness):
             )
         )
 
+    def test_late_set_stamps_out_of_order_named(self) -> None:
+        """
+        A write over a node taken over, found past TAKEN_OVER_GRACE by our
+        clock, whose stamps put it before the node's create (ZooKeeper's
+        servers' clocks differ: a leader whose clock is 10 min ahead made
+        the node, one on time wrote over it) is named, as any write past
+        the grace: the stamps say nothing of when it landed. Before, its
+        ``mtime - ctime`` was negative, "within" the grace, and a write
+        naming the agent taken from was counted as a late set, unnamed,
+        for as long as that node lived.
+        """
+        self.taken_over("redis-00")
+        self.zk.nodes[self.node].ctime = self.zk.server.millis() + 600_000
+        self.clock.advance(TAKEN_OVER_GRACE + 60.0)
+        self.forge(agent="b")
+        self.clock.advance(CHECK_AFTER + 0.1)
+        self.assertEqual(self.publisher.late_sets, 0)
+        self.assertEqual(self.publisher.written_over, 1)
+
     def test_forged_within_the_takeover_grace_named(self) -> None:
         """
         Within TAKEN_OVER_GRACE of our takeover, a write over the node
