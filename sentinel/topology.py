@@ -327,9 +327,14 @@ class Topology:
                     self._remove(name, "a configured instance has its address")
                     mine = self._by_master.get(master.name, set())
                     continue
-                found.listed_at = now
-                listed.add(name)
-                continue
+                why = self._named_taken(lister, address, now)
+                if why is None or why == _NOT_YET:
+                    found.listed_at = now
+                    listed.add(name)
+                    continue
+                # Judged now as a new one, refused for the same reason.
+                self._remove(name, why)
+                mine = self._by_master.get(master.name, set())
             reason = self._refusal(lister, name, address, len(mine), churn, now)
             if reason == _NOT_YET:
                 continue
@@ -415,6 +420,17 @@ class Topology:
             return f"over {MAX_DISCOVERED} discovered replicas in all"
         if not self._fits(len(self._monitor.states) + 1):
             return "no room within the open-file limit"
+        return self._named_taken(state, address, now)
+
+    def _named_taken(
+        self, state: InstanceState, address: tuple[str, int], now: float
+    ) -> str | None:
+        # Why a listed host name is no new replica's by its last answer (an
+        # address of it is `_taken`; `_NOT_YET` before any), or None; asked
+        # again at each INFO. A name watched is judged too: one watched as
+        # it resolved to none (its name server late, or not knowing it
+        # yet) that resolves to the master's own address after was watched
+        # for good, and that Redis published twice.
         if is_address(address[0]):
             return None
         resolved = self._resolved(address[0])

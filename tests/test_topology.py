@@ -544,6 +544,41 @@ class HostileMasterTests(SynchronousTestCase):
             [w["reason"] for w in self.warnings], ["its own address, as 10.0.0.5"]
         )
 
+    def test_listed_name_judged_again_by_each_answer(self) -> None:
+        """
+        A listed host name watched as it resolved to none (its name
+        server not answering in time, or not knowing it yet) is judged
+        again by each answer after: once it resolves to the master's own
+        address, or to a replica watched already by its address, it goes
+        (logged), and is refused as a new one would be. Before, it was
+        watched for as long as it was listed, that Redis published twice.
+        """
+        fleet = Fleet(MASTER)
+        names = fleet.names
+        listed = (("redis-m.example", 6379), ("r1.example", R1[1]), R1)
+        fleet.lists(*listed)
+        names.answer("redis-m.example")
+        names.answer("r1.example")
+        fleet.lists(*listed)
+        self.assertEqual(
+            fleet.discovered(),
+            ["m@10.0.0.6:6379", "m@r1.example:6379", "m@redis-m.example:6379"],
+        )
+        names.answer("redis-m.example", "10.0.0.5")
+        names.answer("r1.example", R1[0])
+        with capturedLogs() as events:
+            fleet.lists(*listed)
+        self.assertEqual(fleet.discovered(), ["m@10.0.0.6:6379"])
+        self.assertEqual(
+            sorted(formatEvent(e) for e in events if "removed" in formatEvent(e)),
+            [
+                "m@r1.example:6379: removed, already watched as m@10.0.0.6:6379,"
+                " as 10.0.0.6",
+                "m@redis-m.example:6379: removed, its own address, as 10.0.0.5",
+            ],
+        )
+        self.assertEqual(fleet.topology.stats()["refused"], 2)
+
     def test_listed_name_lookup_without_a_socket_waits(self) -> None:
         """
         A listed host name whose lookup found no socket to ask with (the
