@@ -32,7 +32,13 @@ The fake speaks just enough RESP (PING, INFO, AUTH) and, by ``--mode``:
   ``inet_aton`` reads (``127.1``, ``2130706433``, ``0x7f.0.0.1``, and
   ``0``: 0.0.0.0), as ``nohost`` prints them;
 - ``manynames``: a master listing `LISTED` host names at every INFO, new
-  ones each time (each is looked up before it is judged: what that costs).
+  ones each time (each is looked up before it is judged: what that costs);
+- ``latename``: a master listing one replica, itself, by a host name
+  (`LATE_NAME`) that the agent cannot resolve at first (not in its hosts
+  file, and its name server silent), then can: a third of the way
+  through, the name goes into the agent's hosts file
+  (``[dns] hosts_file``) as 127.0.0.1. Printed every 5 s: each instance
+  watched in the fake master's name, and its status.
 
 The agent's name server (``[dns] nameservers``) is a UDP socket of the
 script's on loopback that never answers: a listed name not in the hosts
@@ -97,6 +103,8 @@ ALIASES = ("::ffff:127.0.0.1", "0:0:0:0:0:FFFF:7f00:1", "::FFFF:127.0.0.1")
 # What ``names`` lists: 127.0.0.1 (and 0.0.0.0) as glibc reads them, each at
 # the fake master's own port, then at the real redis-server's.
 NAMES = ("localhost", "127.1", "2130706433", "0x7f.0.0.1", "0")
+# What ``latename`` lists, at the fake master's own port.
+LATE_NAME = "redis-m.test"
 
 
 def master_info(ports: list[int], hosts: tuple[str, ...] = (LOOPBACK,)) -> bytes:
@@ -146,6 +154,8 @@ async def serve(mode: str, master: socket.socket, extra: list[socket.socket]) ->
                 return master_info(listed, hosts)
         if mode == "rotate":
             return master_info(fresh_ports())
+        if mode == "latename":
+            return master_info([master_port], (LATE_NAME,))
         if mode == "manynames":
             round_ = next(answers)
             hosts = tuple(f"r{i}-{round_}.invalid" for i in range(LISTED))
@@ -235,6 +245,7 @@ def main() -> None:
             "aliases",
             "names",
             "manynames",
+            "latename",
         ),
         required=True,
     )
@@ -267,6 +278,10 @@ def main() -> None:
         started.callback(silent.close)
         config = agent_config(healthy, zookeeper=zookeeper.hosts)
         config += f'\n[dns]\nnameservers = ["{LOOPBACK}:{silent.getsockname()[1]}"]\n'
+        hosts = Path(tmp) / "hosts"
+        if args.mode == "latename":
+            hosts.write_text(f"{LOOPBACK} localhost\n")
+            config += f'hosts_file = "{hosts}"\n'
         config += (
             f'\n[[redis]]\nname = "evil"\nhost = "{LOOPBACK}"\n'
             f"port = {socks[0].getsockname()[1]}\ndiscover_replicas = true\n"
@@ -297,6 +312,14 @@ def main() -> None:
                 f"{nodes_under(client, '/sentinel/instances')}  load {load_average()}",
                 flush=True,
             )
+            if args.mode == "latename":
+                for found in listed:
+                    if found.get("discovered_by") == "evil":
+                        print(f"        {found['name']} {found['status']}", flush=True)
+                if elapsed >= args.duration / 3 and LATE_NAME not in hosts.read_text():
+                    with hosts.open("a") as file:
+                        file.write(f"{LOOPBACK} {LATE_NAME}\n")
+                    print(f"        {LATE_NAME} written in the hosts file", flush=True)
             if elapsed >= args.duration:
                 break
             time.sleep(5)
