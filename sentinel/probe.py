@@ -91,8 +91,13 @@ late. A check that then times out before those replies are in drops it
 always does. The agent's lateness is measured only while it connects: in
 steady state a timeout is judged as ever (`sentinel.deadlines`).
 An attempt that then fails on its own (refused, or its own timeout while
-the agent kept up) is reported by the next check at once, so a dead
-server is still found within an interval of the agent getting to it. A
+the agent kept up, or whose SYN the kernel still waited on after
+`sentinel.protocol.UNANSWERED_SHARE` of its bound however late the agent
+ran: `sentinel.protocol.Unanswered`) is reported by the next check at
+once, so a dead server is still found within an interval of the agent
+getting to it. (Before, an agent at load 20-47 took every such timeout
+for its own lateness, and a name whose addresses were all down stayed
+unjudged for as long as it was starved.) A
 refused connection fails at once, always. And a check that cannot look
 (its attempt still in line for the pacer, or started too late) of an
 instance whose last check failed, none answered since, fails again with
@@ -223,6 +228,7 @@ from sentinel.protocol import (
     ProtocolError,
     RedisClientProtocol,
     ResponseError,
+    Unanswered,
     auth_command,
     describe_reply,
     exists_command,
@@ -1292,9 +1298,14 @@ class RedisProbe:
             )
             started = self._connect_started_at
             # No socket to connect with (out of file descriptors), or timed
-            # out while the agent ran late: the agent's failure.
+            # out while the agent ran late: the agent's failure. Not a SYN
+            # the kernel waited on for the attempt's bound (`Unanswered`):
+            # before, a starved agent (load 20-47) timed out every attempt
+            # late, and a name whose addresses were all down stayed
+            # unjudged, never down, for as long as it was starved.
             inconclusive = self._pacer.sockets.ended(result) or (
                 bool(timed_out)
+                and not result.check(Unanswered)
                 and (
                     started is None
                     or self._pacer.lateness_since(started) > self._late_limit

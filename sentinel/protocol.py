@@ -46,7 +46,8 @@ disables one is caught.
 from __future__ import annotations
 
 from collections.abc import Callable
-from socket import MSG_DONTWAIT, MSG_PEEK, inet_aton, inet_ntoa
+from errno import ENOTCONN
+from socket import MSG_DONTWAIT, MSG_PEEK, SO_ERROR, SOL_SOCKET, inet_aton, inet_ntoa
 from typing import Any, Protocol
 
 import attr
@@ -1015,6 +1016,36 @@ class RedisClientProtocol(txredisapi.BaseRedisProtocol):  # type: ignore[misc]
         _break_cycles(self.transport)
 
 
+# The share of a connect's bound its SYN must have been out, unanswered,
+# for its timeout to be `Unanswered` (the probe's fair share of a check).
+UNANSWERED_SHARE = 0.9
+
+
+class Unanswered(neterror.TimeoutError):
+    """
+    A TCP connect timed out with the kernel still waiting for the address's
+    answer (no SYN-ACK, no reset) after `UNANSWERED_SHARE` of its bound
+    since the SYN went: the kernel did the waiting, so the agent's own
+    lateness took nothing from it (`sentinel.probe` judges such a timeout
+    as one on time). A connect completed, or failed, but not yet read by
+    a late agent is a plain timeout, judged as ever.
+    """
+
+
+def _in_progress(transport: tcp.Client) -> bool:
+    """Whether the kernel still has `transport`'s connect in progress."""
+    handle = getattr(transport, "socket", None)
+    if handle is None:
+        return False
+    try:
+        if handle.getsockopt(SOL_SOCKET, SO_ERROR):
+            return False  # Failed (refused, unreachable): an answer.
+        handle.getpeername()
+    except OSError as e:
+        return e.errno == ENOTCONN
+    return False  # Connected, not yet read by the agent.
+
+
 def _break_cycles(transport: object, connector: Any = None) -> None:
     """
     Undo the reference cycles Twisted leaves between a lost TCP connection
@@ -1065,16 +1096,51 @@ class ConnectAttempt:
         self._reactor = reactor
         self._connector: Any = None
         self._transport: object = None
+        # When the connect was sent (Twisted sends it a turn after the
+        # call), for `_timed_out`.
+        self._sent_at: float | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
 
     def connectTCP(self, *args: Any, **kwargs: Any) -> Any:
-        """The reactor's, keeping what it makes."""
+        """
+        The reactor's, keeping what it makes; its timeout is `_timed_out`,
+        which looks at the socket before it gives up.
+        """
         connector = self._reactor.connectTCP(*args, **kwargs)
         self._connector = connector
         self._transport = getattr(connector, "transport", None)
+        timer = getattr(connector, "timeoutID", None)
+        if type(self._transport) is tcp.Client and timer is not None:
+            timer.cancel()
+            connector.timeoutID = self._reactor.callLater(
+                connector.timeout, self._timed_out, self._transport
+            )
+            # Due with the transport's own call that sends the connect,
+            # and run in the same turn.
+            self._reactor.callLater(0, self._sent)
         return connector
+
+    def _sent(self) -> None:
+        self._sent_at = self._reactor.seconds()
+
+    def _timed_out(self, transport: tcp.Client) -> None:
+        # The connector's timer, as Twisted's: the attempt fails with a
+        # timeout unless it connected. A SYN the kernel still has in
+        # progress after the fair share of the bound was unanswered for
+        # that long whatever the agent's own lateness (`Unanswered`).
+        timeout = self._connector.timeout if self._connector is not None else None
+        sent = self._sent_at
+        error: Exception = neterror.TimeoutError()
+        if (
+            timeout is not None
+            and sent is not None
+            and self._reactor.seconds() - sent >= UNANSWERED_SHARE * timeout
+            and _in_progress(transport)
+        ):
+            error = Unanswered()
+        transport.failIfNotConnected(error)
 
     def failed(self, failure: Failure) -> Failure:
         """

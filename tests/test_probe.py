@@ -47,6 +47,7 @@ from sentinel.protocol import (
     INFO_REPLICATION,
     PING,
     ConnectAttempt,
+    Unanswered,
     auth_command,
     exists_command,
     parse_replication,
@@ -54,7 +55,7 @@ from sentinel.protocol import (
 from sentinel.reconnects import PROBATION
 from sentinel.resolve import Resolver
 from tests.polling import pause
-from tests.servers import LOOPBACK, RedisServer, refusing_port
+from tests.servers import LOOPBACK, RedisServer, black_hole, refusing_port
 
 INFO_SLAVE = (
     b"# Replication\r\nrole:slave\r\nmaster_host:10.0.0.5\r\nmaster_port:6380\r\n"
@@ -93,6 +94,26 @@ class ManualResolver:
         """A background answer for `host`, told to its watchers."""
         for watcher in list(self.watchers.get(host, ())):
             watcher(addresses)
+
+
+class SocketClock(MemoryReactorClock):
+    """
+    A clock whose ``connectTCP`` connects a real socket (Twisted's own
+    connector and transport): the kernel connects, the clock's timers
+    fire, and nothing polls the socket.
+    """
+
+    def connectTCP(  # type: ignore[override]
+        self,
+        host: str,
+        port: int,
+        factory: Any,
+        timeout: float = 30,
+        bindAddress: Any = None,
+    ) -> tcp.Connector:
+        connector = tcp.Connector(host, port, factory, timeout, bindAddress, self)
+        connector.connect()
+        return connector
 
 
 class Harness:
@@ -3006,6 +3027,31 @@ class StartupTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(d))
         self.assertGreater(h.pacer.lateness_since(0.0), 0.5)
 
+    def test_agent_late_syn_unanswered_fails(self) -> None:
+        """
+        A connect the kernel still had in progress when its bound came
+        (its SYN unanswered: `Unanswered`), after a check that ended
+        inconclusive on it, is reported by the next check, however late
+        the agent ran: the kernel did the waiting. The same timeout not
+        known so (plain ``TimeoutError``) is the agent's, as before.
+        Before, a starved agent (load 20-47) took every such timeout for
+        its own, and a name whose addresses were all down went unjudged.
+        """
+        for error, expected in [
+            (Unanswered(), Observation(ok=False, error="timeout (connect)")),
+            (neterror.TimeoutError(), None),
+        ]:
+            h = Harness()
+            d = h.check()
+            h.reactor.advance(0.6)  # One turn of 0.6 s: the agent stalled.
+            d.cancel()
+            self.assertIsNone(self.successResultOf(d))
+            h.reactor.advance(0.36)  # And again, to the attempt's bound.
+            factory = h.reactor.tcpClients[-1][2]
+            connector = h.reactor.connectors[-1]
+            factory.clientConnectionFailed(connector, Failure(error))
+            self.assertEqual(self.successResultOf(h.check()), expected)
+
     def test_agent_reading_a_backlog_is_inconclusive(self) -> None:
         """
         A connect in flight for the whole timeout while the agent itself
@@ -3967,6 +4013,26 @@ class FootprintTests(TestCase):
                 break
             await pause(reactor, 0.01)
         self.assertEqual(attempts_left(), before)
+
+    def test_timeout_looks_at_the_socket(self) -> None:
+        """
+        The connector's timeout, fired by a late agent: a SYN out for the
+        bound and unanswered (a host that is down: its listener's backlog
+        full) is `Unanswered`; one sent in the same late turn as the
+        timeout fires (the kernel had no time) is a plain timeout.
+        """
+        port = refusing_port(self.addCleanup)
+        black_hole("127.0.0.2", port, self.addCleanup)
+        for sent_first, expected in [(True, Unanswered), (False, None)]:
+            reactor = SocketClock()
+            attempt = ConnectAttempt(reactor)
+            endpoint = TCP4ClientEndpoint(attempt, "127.0.0.2", port, timeout=1.0)
+            d = endpoint.connect(Factory.forProtocol(Protocol))
+            if sent_first:
+                reactor.advance(0)  # The SYN goes.
+            reactor.advance(3.0)  # One turn of 3 s: the agent stalled.
+            failure = self.failureResultOf(d, neterror.TimeoutError)
+            self.assertEqual(failure.check(Unanswered), expected)
 
     async def test_cancelled_attempt_freed_without_collector(self) -> None:
         """
