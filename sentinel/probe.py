@@ -609,6 +609,7 @@ class RedisProbe:
         "_retiring",
         "_renewed",
         "_connect_stage",
+        "_syn_unanswered",
         "_moves",
         "_owed_since",
         "_owed_before",
@@ -689,6 +690,10 @@ class RedisProbe:
         # When the attempt in progress started connecting (None before),
         # and how far it got.
         self._connect_stage = "connect"
+        # Whether the attempt that ended last failed on time by
+        # `Unanswered` (reset as one starts): the checks that waited for
+        # it fail with it, however late the agent ran (`_judged`).
+        self._syn_unanswered = False
         # What the log said of the name's moves; made at the first.
         self._moves: MoveLog | None = None
         self._connect_started_at: float | None = None
@@ -1038,6 +1043,7 @@ class RedisProbe:
         self._attempt_stage("connect")
         self._resolving = True
         self._connect_started_at = None
+        self._syn_unanswered = False
         # Resolved before a connect slot is taken. The resolver bounds every
         # lookup, shared by the instances on that name; a check that cannot
         # wait that long fails at its own deadline, and the attempt goes on,
@@ -1319,6 +1325,9 @@ class RedisProbe:
                 # next attempt starts after them): the search ends.
                 self._searches += 1 + len(self._tried)
                 inconclusive = True
+            self._syn_unanswered = not inconclusive and bool(
+                result.check(Unanswered)
+            )
             if inconclusive and self._protocol is not None:
                 # The kept connection serves on, renewed later (the module
                 # docstring).
@@ -2322,6 +2331,11 @@ class RedisProbe:
         late = self._pacer.lateness_since(since) > self._late_limit
         if observation.error == "timeout (resolve)":
             inconclusive = late  # The name servers had the whole timeout.
+        elif self._syn_unanswered:
+            # The attempt's own bound with its SYN unanswered: judged so
+            # already (`_attempt_done`). Before, a starved agent's check
+            # waiting on it took it for its own lateness, every time.
+            inconclusive = False
         else:
             inconclusive = (
                 late

@@ -3052,6 +3052,26 @@ class StartupTests(SynchronousTestCase):
             factory.clientConnectionFailed(connector, Failure(error))
             self.assertEqual(self.successResultOf(h.check()), expected)
 
+    def test_agent_late_syn_unanswered_fails_its_waiting_check(self) -> None:
+        """
+        A check still waiting, the agent late, when its attempt fails by
+        `Unanswered` (its deadline due after the connector's, in the same
+        late turn) fails with it; a plain ``TimeoutError`` says nothing.
+        Before, it said nothing either way, and so did every check of a
+        name whose addresses were all down, in CI at load 20-47.
+        """
+        for error, expected in [
+            (Unanswered(), Observation(ok=False, error="timeout (connect)")),
+            (neterror.TimeoutError(), None),
+        ]:
+            h = Harness()
+            d = h.check()
+            h.reactor.advance(0.96)  # One turn of 0.96 s: the agent stalled.
+            factory = h.reactor.tcpClients[-1][2]
+            connector = h.reactor.connectors[-1]
+            factory.clientConnectionFailed(connector, Failure(error))
+            self.assertEqual(self.successResultOf(d), expected)
+
     def test_agent_reading_a_backlog_is_inconclusive(self) -> None:
         """
         A connect in flight for the whole timeout while the agent itself
