@@ -1325,9 +1325,7 @@ class RedisProbe:
                 # next attempt starts after them): the search ends.
                 self._searches += 1 + len(self._tried)
                 inconclusive = True
-            self._syn_unanswered = not inconclusive and bool(
-                result.check(Unanswered)
-            )
+            self._syn_unanswered = not inconclusive and bool(result.check(Unanswered))
             if inconclusive and self._protocol is not None:
                 # The kept connection serves on, renewed later (the module
                 # docstring).

@@ -96,6 +96,14 @@ class ManualResolver:
             watcher(addresses)
 
 
+# A connect timed out by its SYN unanswered fails its check however late
+# the agent ran; a plain timeout then says nothing (`Unanswered`).
+UNANSWERED_OR_NOT = [
+    (Unanswered(), Observation(ok=False, error="timeout (connect)")),
+    (neterror.TimeoutError(), None),
+]
+
+
 class SocketClock(MemoryReactorClock):
     """
     A clock whose ``connectTCP`` connects a real socket (Twisted's own
@@ -177,6 +185,11 @@ class Harness:
         self.reply(b"+PONG\r\n")
         self.sent()
         assert d.called
+
+    def connect_failed(self, error: Exception) -> None:
+        """The last connection attempt fails with `error`, by its connector."""
+        factory = self.reactor.tcpClients[-1][2]
+        factory.clientConnectionFailed(self.reactor.connectors[-1], Failure(error))
 
     def refuse(self) -> None:
         factory = self.reactor.tcpClients[-1][2]
@@ -3037,19 +3050,14 @@ class StartupTests(SynchronousTestCase):
         Before, a starved agent (load 20-47) took every such timeout for
         its own, and a name whose addresses were all down went unjudged.
         """
-        for error, expected in [
-            (Unanswered(), Observation(ok=False, error="timeout (connect)")),
-            (neterror.TimeoutError(), None),
-        ]:
+        for error, expected in UNANSWERED_OR_NOT:
             h = Harness()
             d = h.check()
             h.reactor.advance(0.6)  # One turn of 0.6 s: the agent stalled.
             d.cancel()
             self.assertIsNone(self.successResultOf(d))
             h.reactor.advance(0.36)  # And again, to the attempt's bound.
-            factory = h.reactor.tcpClients[-1][2]
-            connector = h.reactor.connectors[-1]
-            factory.clientConnectionFailed(connector, Failure(error))
+            h.connect_failed(error)
             self.assertEqual(self.successResultOf(h.check()), expected)
 
     def test_agent_late_syn_unanswered_fails_its_waiting_check(self) -> None:
@@ -3060,16 +3068,11 @@ class StartupTests(SynchronousTestCase):
         Before, it said nothing either way, and so did every check of a
         name whose addresses were all down, in CI at load 20-47.
         """
-        for error, expected in [
-            (Unanswered(), Observation(ok=False, error="timeout (connect)")),
-            (neterror.TimeoutError(), None),
-        ]:
+        for error, expected in UNANSWERED_OR_NOT:
             h = Harness()
             d = h.check()
             h.reactor.advance(0.96)  # One turn of 0.96 s: the agent stalled.
-            factory = h.reactor.tcpClients[-1][2]
-            connector = h.reactor.connectors[-1]
-            factory.clientConnectionFailed(connector, Failure(error))
+            h.connect_failed(error)
             self.assertEqual(self.successResultOf(d), expected)
 
     def test_agent_reading_a_backlog_is_inconclusive(self) -> None:
