@@ -77,6 +77,7 @@ class Node:
         "takeover",
         "held_before",
         "held_by",
+        "read_kept",
         "holder_gone",
         "standing_in",
         "watching",
@@ -159,6 +160,10 @@ class Node:
         # agent read as an observer is taken over from that reading only
         # if that member wrote it (`Takeovers.read`).
         self.held_by: str | None = None
+        # The reading its takeover goes by is the one this agent kept as
+        # an observer, not one it just made (`Takeovers.read`): older than
+        # a takeover by a third member, maybe (`Takeovers.take_over`).
+        self.read_kept = False
         # And that member's session is known to have ended (its agent node
         # and the opinions of its that were probed went with it: a crash's
         # expiry), so that the node went too: it is made anew at once,

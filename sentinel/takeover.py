@@ -4,8 +4,10 @@ section 8, "Groups"), seen from both ends.
 
 The new primary takes the node over in one ZooKeeper transaction (a delete
 at the version it read, then a create), so that readers never find it
-missing, and keeps the previous agent's verdict as its own until it has
-one (`take_over`); with one replica, its checks go on from that verdict,
+missing (a reading kept as an observer is checked first: the node may
+be a third member's since, at the same version, `_still_as_read`), and
+keeps the previous agent's verdict as its own until it has one
+(`take_over`); with one replica, its checks go on from that verdict,
 if fresh: a rise or fall of theirs, not the first of them, changes it
 (`sentinel.group`). While it holds the node it watches it: another agent
 taking it over is noticed at once, not at the next write
@@ -79,7 +81,7 @@ from sentinel.writes import Lifecycle, WriteQueue
 from sentinel.zk import MemberRefused, ZooKeeper
 
 if TYPE_CHECKING:
-    from sentinel.members import Members
+    from sentinel.members import MemberAlong, Members
 
 log = Logger(namespace=LOG_NAMESPACE)
 
@@ -169,6 +171,9 @@ class Takeovers:
         # Nodes made anew in place of a member whose session had ended
         # (`make_anew`), for /debug/stats beside the takeovers.
         self.made_anew = 0
+        # Takeovers that went by a reading kept as an observer, found older
+        # than the node (`_still_as_read`): read again, not sent.
+        self.read_again = 0
         # The instances' members, which move with their nodes (set once
         # they exist: they are made after this).
         self.members: Members | None = None
@@ -267,9 +272,13 @@ class Takeovers:
         the node: none was found, and this agent's was listed beside the
         member's until its session ended (9 endpoints for 3.44 s at a
         leave at 3,000 instances whose start-up had moved 350 nodes).
+        A reading kept may also be older than another member's takeover
+        of the node since: the transaction asks whether it still is the
+        node read first (`Node.read_kept`, `_still_as_read`).
         """
         known = self._verdict_node(node.name)
-        if known is not None and written_by(known[0]) == node.held_by:
+        node.read_kept = known is not None and written_by(known[0]) == node.held_by
+        if node.read_kept:
             return known
         try:
             return await self._zk.get(node.path, watch=node.watcher, ahead=True)
@@ -347,6 +356,8 @@ class Takeovers:
         listed = previous_presence(previous)[0]
         if self.members is not None and node.yielded == 0.0:
             along = await self.members.along(node, stat.ephemeralOwner, listed)
+        if node.read_kept and not await self._still_as_read(node, stat, along):
+            return True
         try:
             if along is not None:
                 try:
@@ -399,6 +410,53 @@ class Takeovers:
             session=f"{stat.ephemeralOwner:#x}",
         )
         return True
+
+    async def _still_as_read(
+        self, node: Node, stat: Any, along: MemberAlong | None
+    ) -> bool:
+        """
+        Whether `node`, read as this agent kept it as an observer
+        (`Node.read_kept`), is still the node read: the same session's, at
+        the same version, asked right before the transaction. Else it is
+        read again at once (`node.dirty`; made anew if gone), and the
+        member to move along stays.
+
+        The transaction's delete goes by the version read alone, and
+        versions start again at 0 on each new node: one made since by
+        another member's takeover (its view of the group differs from
+        ours for a settle time, at a start-up or a join) has the version
+        read, and the delete removed it as the node read. The taker's
+        sets then landed on our node, its discovery member was listed
+        beside ours (no member of the session read to replace) for up to
+        `MEMBER_HANDOFF_LIMIT`, and ours was named as taken from the
+        member read (`benchmarks/groupoverwrites.py`, 3 agents at 1,000
+        instances: ZooKeeper's log showed such a delete at a loaded
+        start). A window of one round trip is left, from this question's
+        answer to the transaction's arrival: ZooKeeper cannot close it,
+        since a transaction's ``check`` compares versions alone, and no
+        version, nor anything else a transaction can check, tells one
+        node from the next. A node this agent just read (not kept) is as
+        new as that already, and is not asked about again.
+        """
+        node.read_kept = False
+        try:
+            now = await self._zk.exists(node.path, ahead=True)
+        except Exception:
+            if along is not None and self.members is not None:
+                self.members.not_moved_along(along)
+            raise
+        if (
+            now is not None
+            and now.ephemeralOwner == stat.ephemeralOwner
+            and now.version == stat.version
+        ):
+            return True
+        if along is not None and self.members is not None:
+            self.members.not_moved_along(along)
+        self.read_again += 1
+        node.held_before = now is not None
+        node.dirty = True
+        return False
 
     async def make_anew(self, node: Node) -> None:
         """

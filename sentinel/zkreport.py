@@ -190,6 +190,7 @@ class ZooKeeperReport:
             stats["group"] = {
                 "takeovers": takeovers.takeovers,
                 "made_anew": takeovers.made_anew,
+                "takeovers_read_again": takeovers.read_again,
                 "covered": self._roles.covered(),
                 "handoffs": takeovers.handoffs,
                 "handing_off": takeovers.handing_off,

@@ -1,0 +1,133 @@
+"""
+A takeover that goes by a reading of the node older than another
+member's takeover of it (DESIGN.md section 8, `Takeovers.take_over`):
+versions start again at 0 on each new node, so the transaction's delete
+at the version read cannot tell the node read from the one made since.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from sentinel.documents import written_by
+from sentinel.membership import SETTLE
+from sentinel.nodes import Node
+from tests.fakezk import FakeZooKeeper
+from tests.groupfakes import ROOT, Fleet, Member
+from tests.test_publisher import REFRESH
+
+NAMES = [f"r{i:02d}" for i in range(12)]
+
+
+class StaleReadTests(SynchronousTestCase):
+    """
+    "g0" and "g2" share every instance (two replicas); g2, an observer of
+    g0's nodes, keeps each as it last read it. "g1" takes one of them
+    over from g0 since (a delete and a create: its node starts at version
+    0 again), and g2 then takes it over by the reading it kept.
+    """
+
+    def setUp(self) -> None:
+        fleet = self.fleet = Fleet()
+        self.g0 = fleet.add("g0", NAMES, replicas=2).start()
+        self.g2 = fleet.add("g2", NAMES, replicas=2).start()
+        fleet.run(SETTLE + REFRESH + 2.0)
+        self.name = next(n for n in NAMES if self.g2.group.observers(n)[:1] == ("g0",))
+        self.path = f"{ROOT}/instances/{self.name}"
+        opinions = self.g2.publisher._opinions
+        kept = opinions.verdict_node_seen(self.name)
+        assert kept is not None and written_by(kept[0]) == "g0"
+        self.kept_version = kept[1].version
+        # g1: another member's client, which takes the node over.
+        self.g1 = FakeZooKeeper(fleet.clock, server=fleet.server)
+        self.g1.connect()
+
+    def taken_by_g1(self) -> None:
+        """g1 takes the node from g0, and writes it up to the version g2 read."""
+        current = self.fleet.server.nodes[self.path]
+        document = {**json.loads(current.data), "agent": "g1"}
+        data = json.dumps(document).encode()
+        self.successResultOf(self.g1.replace(self.path, current.stat().version, data))
+        for _ in range(self.kept_version):
+            self.successResultOf(self.g1.set(self.path, data))
+        self.assertEqual(
+            self.fleet.server.nodes[self.path].stat().version, self.kept_version
+        )
+
+    def read_by_g2(self, held_by: str) -> tuple[Node, Any]:
+        """
+        g2's node of the instance, to take over from `held_by` (the
+        member that holds it in g2's view), and g2's reading of it.
+        """
+        node = Node(self.path, lambda: None)
+        node.takeover = True
+        node.held_by = held_by
+        takeovers = self.g2.publisher._takeovers
+        read = self.successResultOf(Deferred.fromCoroutine(takeovers.read(node)))
+        return node, read
+
+    def take_over(self, member: Member, node: Node, read: Any) -> Any:
+        takeovers = member.publisher._takeovers
+        return self.successResultOf(
+            Deferred.fromCoroutine(takeovers.take_over(node, read))
+        )
+
+    def test_kept_reading_older_than_anothers_takeover(self) -> None:
+        """
+        g2 reads the node as it kept it (g0's), g1 takes it over before
+        g2's transaction: g1's node is not deleted as g0's; g2 reads it
+        again (its next write), and takes it from g1, named as such.
+        """
+        takeovers = self.g2.publisher._takeovers
+        node, read = self.read_by_g2("g0")
+        self.assertIsNotNone(read)
+        self.taken_by_g1()
+        g1_session = self.g1.session_id
+        done = self.take_over(self.g2, node, read)
+        self.assertTrue(done)
+        self.assertEqual(self.fleet.owner_of(self.name), g1_session)
+        self.assertEqual((self.fleet.node(self.name) or {})["agent"], "g1")
+        self.assertEqual(takeovers.takeovers, 0)
+        self.assertTrue(node.dirty)
+        self.assertTrue(node.held_before)
+        # The next write reads it again, and goes by that reading.
+        again = self.successResultOf(Deferred.fromCoroutine(takeovers.read(node)))
+        self.assertEqual(again[1].ephemeralOwner, g1_session)
+        self.assertTrue(self.take_over(self.g2, node, again))
+        self.assertEqual(self.fleet.owner_of(self.name), self.g2.zk.session_id)
+        self.assertEqual(node.taken_from_agent, "g1")
+        self.assertEqual(node.taken_from_session, g1_session)
+
+    def test_kept_reading_still_the_node(self) -> None:
+        """Nobody took the node since g2's reading: taken over at once."""
+        takeovers = self.g2.publisher._takeovers
+        node, read = self.read_by_g2("g0")
+        self.assertTrue(self.take_over(self.g2, node, read))
+        self.assertEqual(self.fleet.owner_of(self.name), self.g2.zk.session_id)
+        self.assertEqual(node.taken_from_agent, "g0")
+        self.assertEqual(takeovers.takeovers, 1)
+
+    def test_kept_reading_of_a_node_gone_since(self) -> None:
+        """The node went since (its holder's session ended): none deleted, made anew."""
+        takeovers = self.g2.publisher._takeovers
+        node, read = self.read_by_g2("g0")
+        self.fleet.server.remove(self.path)
+        self.assertTrue(self.take_over(self.g2, node, read))
+        self.assertTrue(node.dirty)
+        self.assertFalse(node.held_before)
+        self.assertEqual(takeovers.takeovers, 0)
+
+    def test_reading_just_made_not_asked_again(self) -> None:
+        """
+        A reading made for the takeover (none kept of that member's
+        node) costs no question more before the transaction.
+        """
+        node, read = self.read_by_g2("another")
+        asked = self.g2.zk.calls_by_path["exists", self.path]
+        self.assertTrue(self.take_over(self.g2, node, read))
+        self.assertEqual(self.g2.zk.calls_by_path["exists", self.path], asked)
+        self.assertEqual(self.fleet.owner_of(self.name), self.g2.zk.session_id)
