@@ -77,7 +77,7 @@ class Node:
         "takeover",
         "held_before",
         "held_by",
-        "read_kept",
+        "read_at",
         "holder_gone",
         "standing_in",
         "watching",
@@ -160,10 +160,11 @@ class Node:
         # agent read as an observer is taken over from that reading only
         # if that member wrote it (`Takeovers.read`).
         self.held_by: str | None = None
-        # The reading its takeover goes by is the one this agent kept as
-        # an observer, not one it just made (`Takeovers.read`): older than
-        # a takeover by a third member, maybe (`Takeovers.take_over`).
-        self.read_kept = False
+        # When the reading its takeover goes by was answered (our clock),
+        # or None for one this agent kept as an observer (`Takeovers.read`):
+        # an old one may be older than a third member's takeover of the
+        # node (`Takeovers.take_over`).
+        self.read_at: float | None = None
         # And that member's session is known to have ended (its agent node
         # and the opinions of its that were probed went with it: a crash's
         # expiry), so that the node went too: it is made anew at once,

@@ -102,6 +102,10 @@ MEMBER_HANDOFF_LIMIT = 30.0
 # the membership changes first: two settle times, within which the two
 # agents' views of the group agree again.
 YIELD_SECONDS = 1.0
+# Seconds a reading of a node to take over, answered, is as new as a
+# question about it would be (`Takeovers._still_as_read`): its own round
+# trip is the window either way.
+FRESH_READ = 0.05
 # What a watch of an instance node is for (`sentinel.rearming`'s keys): a
 # node kept for its new primary, one we hold as primary, a stop's wait.
 _HANDOFF = "handoff"
@@ -274,14 +278,16 @@ class Takeovers:
         leave at 3,000 instances whose start-up had moved 350 nodes).
         A reading kept may also be older than another member's takeover
         of the node since: the transaction asks whether it still is the
-        node read first (`Node.read_kept`, `_still_as_read`).
+        node read first (`Node.read_at`, `_still_as_read`).
         """
         known = self._verdict_node(node.name)
-        node.read_kept = known is not None and written_by(known[0]) == node.held_by
-        if node.read_kept:
+        node.read_at = None
+        if known is not None and written_by(known[0]) == node.held_by:
             return known
         try:
-            return await self._zk.get(node.path, watch=node.watcher, ahead=True)
+            found = await self._zk.get(node.path, watch=node.watcher, ahead=True)
+            node.read_at = self._reactor.seconds()
+            return found
         except NoNodeError:
             return None
         except NoAuthError:
@@ -356,7 +362,11 @@ class Takeovers:
         listed = previous_presence(previous)[0]
         if self.members is not None and node.yielded == 0.0:
             along = await self.members.along(node, stat.ephemeralOwner, listed)
-        if node.read_kept and not await self._still_as_read(node, stat, along):
+        read_at = node.read_at
+        node.read_at = None
+        if (
+            read_at is None or self._reactor.seconds() - read_at > FRESH_READ
+        ) and not await self._still_as_read(node, stat, along):
             return True
         try:
             if along is not None:
@@ -415,11 +425,12 @@ class Takeovers:
         self, node: Node, stat: Any, along: MemberAlong | None
     ) -> bool:
         """
-        Whether `node`, read as this agent kept it as an observer
-        (`Node.read_kept`), is still the node read: the same session's, at
-        the same version, asked right before the transaction. Else it is
-        read again at once (`node.dirty`; made anew if gone), and the
-        member to move along stays.
+        Whether `node`, read as this agent kept it as an observer, or read
+        more than `FRESH_READ` ago (the look for the member to move along
+        took that long: seconds at a loaded start), is still the node
+        read: the same session's, at the same version, asked right before
+        the transaction. Else it is read again at once (`node.dirty`;
+        made anew if gone), and the member to move along stays.
 
         The transaction's delete goes by the version read alone, and
         versions start again at 0 on each new node: one made since by
@@ -435,10 +446,9 @@ class Takeovers:
         answer to the transaction's arrival: ZooKeeper cannot close it,
         since a transaction's ``check`` compares versions alone, and no
         version, nor anything else a transaction can check, tells one
-        node from the next. A node this agent just read (not kept) is as
-        new as that already, and is not asked about again.
+        node from the next. A node this agent just read is as new
+        as that already, and is not asked about again.
         """
-        node.read_kept = False
         try:
             now = await self._zk.exists(node.path, ahead=True)
         except Exception:
