@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from sentinel.documents import written_by
 from sentinel.membership import SETTLE
 from sentinel.nodes import Node
+from sentinel.takeover import FRESH_READ
 from tests.fakezk import FakeZooKeeper
 from tests.groupfakes import ROOT, Fleet, Member
 from tests.test_publisher import REFRESH
@@ -131,3 +132,18 @@ class StaleReadTests(SynchronousTestCase):
         self.assertTrue(self.take_over(self.g2, node, read))
         self.assertEqual(self.g2.zk.calls_by_path["exists", self.path], asked)
         self.assertEqual(self.fleet.owner_of(self.name), self.g2.zk.session_id)
+
+    def test_reading_just_made_then_a_slow_look(self) -> None:
+        """
+        A reading made for the takeover, answered longer than FRESH_READ
+        before the transaction (the look for the member to move along
+        took that long, seconds at a loaded start), and g1 took the node
+        over meanwhile: g1's node is not deleted; read again.
+        """
+        node, read = self.read_by_g2("another")
+        self.fleet.clock.advance(FRESH_READ * 2)
+        self.taken_by_g1()
+        self.assertTrue(self.take_over(self.g2, node, read))
+        self.assertEqual(self.fleet.owner_of(self.name), self.g1.session_id)
+        self.assertTrue(node.dirty and node.held_before)
+        self.assertEqual(self.g2.publisher._takeovers.read_again, 1)
