@@ -17,6 +17,15 @@ counted (``/debug/stats``), and the lines its log wrote saying a node "was
 written by another ZooKeeper client", with the takeovers of that node
 logged by any member (who took it from whom, when).
 
+With ``--keep-logs``, ZooKeeper's transaction log is read at the end
+(its ``TxnLogToolkit``), and each takeover's transaction (a delete and a
+create of an instance node) is set beside the line its taker logged
+("took P over from agent A (session S)"): one that deleted a node of
+another session than ``S`` went by a reading older than another
+member's takeover of the node (versions start again at 0 on each new
+node), and is counted and named, a few at most; so are the lines saying
+a taker found no discovery member of the agent it took a node from.
+
     .venv/bin/python benchmarks/groupoverwrites.py [--starts 10]
         [--instances 1000] [--servers 6] [--stagger ready,together,random]
         [--duration 40] [--keep-logs]
@@ -28,6 +37,7 @@ import argparse
 import random
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +59,8 @@ from common import (  # noqa: E402
     table,
 )
 from restartfleet import _healthz  # noqa: E402
+
+from tests.servers import SLF4J_BINDING, ZOOKEEPER_JARS  # noqa: E402
 
 GROUP = ("g0", "g1", "g2")
 STAGGERS = ("ready", "together", "random")
@@ -78,6 +90,95 @@ def start_group(
             agent.wait_ready()
         agents.append(agent)
     return agents
+
+
+TOOLKIT = "org.apache.zookeeper.server.persistence.TxnLogToolkit"
+TXN = re.compile(r"session (0x[0-9a-f]+) cxid \S+ zxid (0x[0-9a-f]+) (\w+) (.*)")
+TOOK = re.compile(
+    r"took (\S+/instances/\S+) over from agent \S+ \(session (0x[0-9a-f]+)\)"
+)
+OP = re.compile(r"(delete|create|setData|check):.{4}(/[^\x00;]*)", re.S)
+AGENT = re.compile(r'"agent":\s*"([^"]+)"')
+
+
+def transactions(data: Path) -> list[tuple[int, str, str, str]]:
+    """
+    ZooKeeper's transaction log under `data` (zxid, session, kind, rest),
+    in order, as its ``TxnLogToolkit`` prints it (a record may span lines).
+    """
+    java = shutil.which("java")
+    assert java is not None
+    classpath = ":".join(
+        p for p in (*ZOOKEEPER_JARS, SLF4J_BINDING) if Path(p).exists()
+    )
+    records: list[tuple[int, str, str, str]] = []
+    for log in sorted((data / "version-2").glob("log.*")):
+        out = subprocess.run(
+            [java, "-cp", classpath, TOOLKIT, "-d", str(log)],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        for line in out.splitlines():
+            found = TXN.search(line)
+            if found is not None:
+                session, zxid, kind, rest = found.groups()
+                records.append((int(zxid, 16), f"{int(session, 16):#x}", kind, rest))
+            elif records:
+                zxid_, session_, kind_, rest_ = records[-1]
+                records[-1] = (zxid_, session_, kind_, rest_ + " " + line)
+    return sorted(records)
+
+
+def takeover_deletes(data: Path, logs: list[Path]) -> tuple[int, int, list[str]]:
+    """
+    Takeovers in ZooKeeper's log (a transaction deleting and creating
+    one instance node), how many deleted a node of another session than
+    the one their taker logged it took the node from, and a few of those.
+    """
+    # Each agent's takeovers as it logged them, by node, in order.
+    said: dict[tuple[str, str], list[str]] = {}
+    for log in logs:
+        for line in lines_about(log, "over from agent"):
+            found = TOOK.search(line)
+            if found is not None:
+                key = (log.stem, found.group(1))
+                said.setdefault(key, []).append(f"{int(found.group(2), 16):#x}")
+    holder: dict[str, tuple[str, str]] = {}  # path: (session, agent named)
+    taken = wrong = 0
+    samples: list[str] = []
+    for zxid, session, kind, rest in transactions(data):
+        if kind == "create":
+            path = rest.split(",", 1)[0]
+            if "/instances/" in path:
+                agent = AGENT.search(rest)
+                holder[path] = (session, agent.group(1) if agent else "?")
+            continue
+        if kind != "multi":
+            continue
+        # Each operation: its kind, its path (after a length in 4 bytes)
+        # and, up to the next one, its data (a create's names its agent).
+        ops = list(OP.finditer(rest))
+        deleted = {op.group(2) for op in ops if op.group(1) == "delete"}
+        for i, op in enumerate(ops):
+            path = op.group(2)
+            if op.group(1) != "create" or "/instances/" not in path:
+                continue
+            end = ops[i + 1].start() if i + 1 < len(ops) else len(rest)
+            agent_found = AGENT.search(rest, op.end(), end)
+            agent = agent_found.group(1) if agent_found else "?"
+            if path in deleted:
+                taken += 1
+                before = holder.get(path, ("?", "?"))
+                meant = said.get((agent, path), [])
+                from_session = meant.pop(0) if meant else None
+                if from_session is not None and from_session != before[0]:
+                    wrong += 1
+                    if len(samples) < 3:
+                        samples.append(
+                            f"{agent} deleted {path} of {before[1]} (zxid"
+                            f" {zxid:#x}), meaning the node of session {from_session}"
+                        )
+            holder[path] = (session, agent)
+    return taken, wrong, samples
 
 
 def lines_about(log: Path, needle: str) -> list[str]:
@@ -175,6 +276,7 @@ def main() -> int:
         parser.error(f"--stagger: of {', '.join(STAGGERS)}")
     stop_on_sigterm()
     rows: list[tuple[str, str]] = []
+    kept: list[Path] = []
     with ExitStack() as started:
         zookeeper, _ = start_zookeeper(started)
         servers = start_redis_servers(args.servers, started)
@@ -185,9 +287,27 @@ def main() -> int:
             print(table(got, f"start {n}"), flush=True)
             if args.keep_logs:
                 print(f"logs kept in {logs}", flush=True)
+                kept += sorted(logs.glob("g*.log"))
             else:
                 shutil.rmtree(logs, ignore_errors=True)
             rows += got
+        if args.keep_logs:
+            txnlog = Path(tempfile.mkdtemp(prefix="sentinel-groupoverwrites-zk-"))
+            shutil.copytree(zookeeper.data / "version-2", txnlog / "version-2")
+            print(f"ZooKeeper's transaction log kept in {txnlog}", flush=True)
+            taken, wrong, samples = takeover_deletes(txnlog, kept)
+            rows.append(
+                (
+                    "takeovers in ZooKeeper's log",
+                    f"{taken}, of which {wrong} deleted a node of another"
+                    " session than the one their taker read",
+                )
+            )
+            rows += [("  such as", sample) for sample in samples]
+            unreplaced = sum(
+                len(lines_about(log, "but no member of its is under")) for log in kept
+            )
+            rows.append(("lines 'no member of its ... to replace'", str(unreplaced)))
     title = (
         f"groupoverwrites: 3 agents, {args.instances:,} instances,"
         f" {args.starts} starts ({machine()})"
