@@ -93,12 +93,13 @@ steady state a timeout is judged as ever (`sentinel.deadlines`).
 An attempt that then fails on its own (refused, or its own timeout while
 the agent kept up, or whose SYN the kernel still waited on after
 `sentinel.protocol.UNANSWERED_SHARE` of its bound however late the agent
-ran: `sentinel.protocol.Unanswered`) is reported by the next check at
-once, so a dead server is still found within an interval of the agent
-getting to it. (Before, an agent at load 20-47 took every such timeout
-for its own lateness, and a name whose addresses were all down stayed
-unjudged for as long as it was starved.) A
-refused connection fails at once, always. And a check that cannot look
+ran: `sentinel.protocol.Unanswered`, unless the server completed another
+of the agent's handshakes meanwhile, `sentinel.handshakes`) is reported
+by the next check at once, so a dead server is still found within an
+interval of the agent getting to it. (Before, an agent at load 20-47
+took every such timeout for its own lateness, and a name whose addresses
+were all down stayed unjudged for as long as it was starved.) A refused
+connection fails at once, always. And a check that cannot look
 (its attempt still in line for the pacer, or started too late) of an
 instance whose last check failed, none answered since, fails again with
 that error while the agent keeps up, as checks between two reconnects
@@ -1308,14 +1309,22 @@ class RedisProbe:
             # the kernel waited on for the attempt's bound (`Unanswered`):
             # before, a starved agent (load 20-47) timed out every attempt
             # late, and a name whose addresses were all down stayed
-            # unjudged, never down, for as long as it was starved.
+            # unjudged, never down, for as long as it was starved. But a
+            # SYN the server's backlog dropped while it completed another
+            # of the agent's handshakes is still its queue of the agent's
+            # own connections (`sentinel.handshakes`): the agent on time,
+            # every connect timeout is `Unanswered`.
             inconclusive = self._pacer.sockets.ended(result) or (
                 bool(timed_out)
-                and not result.check(Unanswered)
                 and (
-                    started is None
-                    or self._pacer.lateness_since(started) > self._late_limit
-                    or self._queued_behind_own(started)
+                    (
+                        not result.check(Unanswered)
+                        and (
+                            started is None
+                            or self._pacer.lateness_since(started) > self._late_limit
+                        )
+                    )
+                    or (started is not None and self._queued_behind_own(started))
                 )
             )
             if timed_out and self._searching():

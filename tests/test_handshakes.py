@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import error as neterror
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sentinel.config import RedisInstance
 from sentinel.handshakes import KEEP, Handshakes
 from sentinel.observation import Observation
 from sentinel.pacing import BEAT, ConnectPacer
+from sentinel.protocol import Unanswered
 from sentinel.resolve import Resolver
 from tests.test_probe import paced_probe
 
@@ -90,6 +93,11 @@ class Server:
         self.transports.append(transport)
         return protocol
 
+    def connect_failed(self, index: int, error: Exception) -> None:
+        """The `index`-th attempt (from 0) fails with `error`, by its connector."""
+        factory = self.reactor.tcpClients[index][2]
+        factory.clientConnectionFailed(self.reactor.connectors[index], Failure(error))
+
 
 def ended(d: Deferred[Observation | None]) -> list[object]:
     """Cancel a check at its deadline: what it ended with."""
@@ -126,6 +134,44 @@ class QueuedBehindOwnTests(SynchronousTestCase):
         self.assertEqual(ended(d), [None])
         server.on_time(0.1)  # The attempt's own bound: it timed out.
         self.assertNoResult(waiting.check(False))  # A new attempt, in flight.
+
+    def test_connect_behind_own_handshakes(self) -> None:
+        """
+        A connect whose SYN the server's full listen backlog dropped for
+        its whole bound (`Unanswered`, the agent on time), while the server
+        answered another instance's AUTH, ends its check with None, as a
+        plain timeout does: the backlog was the agent's own connections,
+        and the server was accepting them. Before, `Unanswered` failed it
+        whatever the server answered meanwhile, and every connect timeout
+        of an agent on time is one (the kernel still waits on its SYN):
+        the instance was published down at its first check.
+        """
+        for error in (Unanswered(), neterror.TimeoutError()):
+            server = Server(2)
+            waiting, answered = server.probes
+            d = waiting.check(False)  # Its SYN dropped: the backlog is full.
+            server.on_time(0.1)
+            other = answered.check(False)
+            server.on_time(0.2)
+            server.accept(1).dataReceived(b"+OK\r\n+PONG\r\n")
+            self.assertTrue(self.successResultOf(other).ok)  # type: ignore[union-attr]
+            server.on_time(0.66)
+            server.connect_failed(0, error)
+            self.assertEqual(self.successResultOf(d), None)
+
+    def test_connect_with_no_handshake_meanwhile(self) -> None:
+        """
+        A connect whose SYN went unanswered for its bound while the server
+        completed no other handshake fails, the agent late or not: a host
+        that is down is found.
+        """
+        server = Server(2)
+        d = server.probes[0].check(False)
+        server.reactor.advance(0.96)  # One turn of 0.96 s: the agent stalled.
+        server.connect_failed(0, Unanswered())
+        self.assertEqual(
+            self.successResultOf(d), Observation(ok=False, error="timeout (connect)")
+        )
 
     def test_attempt_with_no_handshake_meanwhile(self) -> None:
         """
