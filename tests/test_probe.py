@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import gc
 import math
+import select
 import socket
 import tracemalloc
 import weakref
@@ -4056,6 +4057,47 @@ class FootprintTests(TestCase):
             reactor.advance(3.0)  # One turn of 3 s: the agent stalled.
             failure = self.failureResultOf(d, neterror.TimeoutError)
             self.assertEqual(failure.check(Unanswered), expected)
+
+    def test_timer_cancelled_on_every_end(self) -> None:
+        """
+        The connector's timer `ConnectAttempt` puts in place of Twisted's
+        is cancelled however the connect ends: made, refused, or stopped
+        (a check's deadline, the agent's stop): no delayed call is left
+        behind (DESIGN.md 2.2), nor is one fired late.
+        """
+        for end in ("made", "refused", "stopped"):
+            listening = socket.socket()
+            self.addCleanup(listening.close)
+            listening.bind((LOOPBACK, 0))
+            listening.listen(1)
+            port = listening.getsockname()[1]
+            if end == "refused":
+                port = refusing_port(self.addCleanup)
+            reactor = SocketClock()
+            attempt = ConnectAttempt(reactor)
+            endpoint = TCP4ClientEndpoint(attempt, LOOPBACK, port, timeout=1.0)
+            d = endpoint.connect(Factory.forProtocol(Protocol))
+            results: list[object] = []
+            d.addBoth(results.append)
+            self.assertEqual(len(reactor.getDelayedCalls()), 3)  # With ours.
+            reactor.advance(0)  # The SYN goes.
+            self.assertEqual(len(reactor.getDelayedCalls()), 1)
+            transport = attempt._transport
+            assert isinstance(transport, tcp.Client)
+            if end == "stopped":
+                d.cancel()
+            else:
+                # What the reactor does once the kernel made the socket
+                # writable (loopback: at once).
+                select.select([], [transport.getHandle()], [], 5.0)
+                transport.doConnect()
+            self.assertEqual(reactor.getDelayedCalls(), [], end)
+            self.assertEqual(len(results), 1, end)
+            if end == "made":
+                self.assertIsInstance(results[0], Protocol)
+                transport.loseConnection()
+            else:
+                self.assertIsInstance(results[0], Failure, end)
 
     async def test_cancelled_attempt_freed_without_collector(self) -> None:
         """
