@@ -78,6 +78,7 @@ class Node:
         "held_before",
         "held_by",
         "read_at",
+        "changed_since_read_at",
         "holder_gone",
         "standing_in",
         "watching",
@@ -165,6 +166,10 @@ class Node:
         # an old one may be older than a third member's takeover of the
         # node (`Takeovers.take_over`).
         self.read_at: float | None = None
+        # When a takeover of it last found it changed since the reading it
+        # went by (our clock): a second time within `RECHECK_MIN`, it is
+        # left to `Holders` rather than read again at once.
+        self.changed_since_read_at = -math.inf
         # And that member's session is known to have ended (its agent node
         # and the opinions of its that were probed went with it: a crash's
         # expiry), so that the node went too: it is made anew at once,
