@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kazoo.exceptions import ConnectionLoss, OperationTimeoutError
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -18,7 +19,7 @@ from sentinel.membership import SETTLE
 from sentinel.nodes import Node
 from sentinel.takeover import FRESH_READ
 from tests.fakezk import CALL_KINDS, FakeZooKeeper
-from tests.groupfakes import ROOT, Fleet, Member
+from tests.groupfakes import DISCOVERY, ROOT, Fleet, Member
 from tests.test_publisher import REFRESH
 
 NAMES = [f"r{i:02d}" for i in range(12)]
@@ -192,3 +193,35 @@ class RewritingSquatterTests(SynchronousTestCase):
             zk.release()
         self.assertLessEqual(zk.calls_by_path["replace", path] - before, 6)
         self.assertEqual(fleet.owner_of(NAMES[0]), squatter.session_id)
+
+
+class UnansweredLookTests(SynchronousTestCase):
+    """The look before the transaction (`Takeovers._still_as_read`) fails."""
+
+    def test_node_taken_over_after_all(self) -> None:
+        """
+        A clean leave, the new primary's ``exists`` before each
+        transaction failing (a lost connection, a timeout): each member
+        along is released, every node is taken over all the same (its
+        write tried again), and each service lists one member.
+        """
+        for error in (ConnectionLoss(), OperationTimeoutError()):
+            fleet = Fleet()
+            for agent in ("a", "b"):
+                fleet.add(
+                    agent, NAMES, replicas=2, discovery=("serverset", DISCOVERY)
+                ).start()
+            fleet.run(SETTLE + REFRESH + 2.0)
+            leaving, staying = fleet.members["a"], fleet.members["b"]
+            held = [n for n in NAMES if fleet.owner_of(n) == leaving.zk.session_id]
+            self.assertTrue(held)
+            for name in NAMES:
+                staying.zk.fail_next("exists", error, f"{ROOT}/instances/{name}")
+            stopped = leaving.stop()
+            fleet.run(3.0)
+            self.successResultOf(stopped)
+            self.assertEqual(staying.zk._failures, [])  # Each look failed.
+            for name in NAMES:
+                self.assertEqual(fleet.owner_of(name), staying.zk.session_id)
+                self.assertEqual(len(fleet.members_of(name)), 1, name)
+            self.flushLoggedErrors()
