@@ -3888,9 +3888,11 @@ class FootprintTests(TestCase):
     # bytes only (+0.8 KB). The figure moves with timing: 4.87-5.22 KB in
     # three runs at one commit, and 5.51-5.55 KB in suites run under a load
     # average over 10 (what Twisted's endpoints and txredisapi hold while a
-    # connect is retried varies by 100-150 bytes each): the bound leaves
-    # room for that, and still catches the larger of those regressions.
-    BOUND = 6000
+    # connect is retried varies by 100-150 bytes each). On the AMD EPYC
+    # machines: 5.50-5.53 KB alone, at this commit and the one before, and
+    # 6.09 KB once in a whole suite: the bound leaves room for that, and
+    # still catches the larger of those regressions (+1.3 KB).
+    BOUND = 6500
 
     def probes_of_a_server(self, count: int) -> Callable[[], list[RedisProbe]]:
         """
@@ -3954,7 +3956,7 @@ class FootprintTests(TestCase):
             for stat in after.compare_to(before, "filename")
             if stat.traceback[0].filename != tracemalloc.__file__
         )
-        self.assertLess(held / count, self.BOUND)
+        self.assertLess(held / count, self.BOUND, f"{held / count:.0f} bytes a probe")
 
     async def test_lost_connections_freed_without_collector(self) -> None:
         """
